@@ -1,0 +1,78 @@
+"""The exception tree of the ``ledger`` package.
+
+::
+
+    LedgerError                      base of everything this package raises
+    ├── DecodeError                  bytes that are not canonical, closed-schema, in-limit input
+    ├── SignatureError               a signature that does not verify, or a key that is not usable
+    ├── KeyFileError                 an encrypted key file that cannot be read or decrypted
+    ├── ProofError                   an RFC 9162 inclusion/consistency proof that does not verify
+    ├── CheckpointError              a C2SP checkpoint that is malformed, badly signed or short of quorum
+    ├── TxRejected                   a transaction the state machine refuses (carries ``code``)
+    ├── StoreError                   a store that is corrupt, inconsistent or misused
+    └── OrderingError                the orderer is stopped or could not commit
+
+Internals raise ``ValueError``/``TypeError``; public boundaries re-raise as one of these ``from e``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "DecodeError",
+    "KeyFileError",
+    "LedgerError",
+    "OrderingError",
+    "ProofError",
+    "SignatureError",
+    "StoreError",
+    "TxRejected",
+]
+
+
+class LedgerError(Exception):
+    """Base class of every error the ledger package raises on purpose."""
+
+
+class DecodeError(LedgerError):
+    """Input bytes are malformed, non-canonical, oversize, or do not match the closed schema.
+
+    ``where`` names the position (a dotted path such as ``tx.body.status``) when known.
+    """
+
+    def __init__(self, message: str, where: str = "") -> None:
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class SignatureError(LedgerError):
+    """A signature does not verify, or the key that made it is unknown or not allowed."""
+
+
+class KeyFileError(LedgerError):
+    """An encrypted private-key file is malformed or the passphrase is wrong."""
+
+
+class ProofError(LedgerError):
+    """An RFC 9162 Merkle proof does not verify (the message shows expected and computed values)."""
+
+
+class CheckpointError(LedgerError):
+    """A checkpoint (C2SP signed note) is malformed, carries a bad signature, or lacks quorum."""
+
+
+class TxRejected(LedgerError):
+    """The state machine refused a transaction. ``code`` is a stable machine-readable reason."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
+class StoreError(LedgerError):
+    """The store is corrupt, inconsistent with its own Merkle root, or used wrongly."""
+
+
+class OrderingError(LedgerError):
+    """The orderer is not running or a block could not be made durable."""

@@ -1,0 +1,177 @@
+"""Ed25519 keys (PyNaCl), key ids, domain-separated signing, and encrypted key files.
+
+A key id is SHA-256 of the raw 32-byte public key. Every signature covers
+``b"credledger/v1/" + domain + b"\\x00" + message`` so a signature made for one kind of object can
+never be replayed as another. Private keys rest on disk only inside an Argon2id + SecretBox file.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import nacl.bindings
+import nacl.exceptions
+import nacl.pwhash
+import nacl.secret
+import nacl.signing
+import nacl.utils
+
+from ledger import codec
+from ledger.errors import DecodeError, KeyFileError, SignatureError
+
+__all__ = [
+    "DOMAINS",
+    "PASSPHRASE_ENV",
+    "PrivateKey",
+    "PublicKey",
+    "key_id",
+    "load_private_key",
+    "read_passphrase",
+    "save_private_key",
+    "signing_message",
+]
+
+DOMAINS = frozenset({"tx", "checkpoint", "audit", "status-list", "presentation"})
+PASSPHRASE_ENV = "LEDGER_KEY_PASSPHRASE"
+
+
+def key_id(public: bytes) -> bytes:
+    """SHA-256 of the raw Ed25519 public key."""
+    return hashlib.sha256(public).digest()
+
+
+def signing_message(domain: str, message: bytes) -> bytes:
+    """The exact bytes signed for ``message`` in ``domain``."""
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown signing domain {domain!r}")
+    return b"credledger/v1/" + domain.encode() + b"\x00" + message
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKey:
+    """An Ed25519 verify key; ``raw`` is the 32-byte encoding."""
+
+    raw: bytes
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.raw, bytes) or len(self.raw) != 32:
+            raise ValueError("an Ed25519 public key is 32 bytes")
+
+    @property
+    def kid(self) -> bytes:
+        return key_id(self.raw)
+
+    def verify(self, domain: str, message: bytes, signature: bytes) -> None:
+        """Return None if ``signature`` is this key's over ``message`` in ``domain``; else raise."""
+        self.verify_raw(signing_message(domain, message), signature)
+
+    def verify_raw(self, data: bytes, signature: bytes) -> None:
+        """Verify a signature over exactly ``data`` (no domain prefix: for foreign formats)."""
+        if len(signature) != 64:
+            raise SignatureError(f"signature is {len(signature)} bytes, expected 64")
+        try:
+            nacl.bindings.crypto_sign_open(signature + data, self.raw)
+        except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError) as e:
+            raise SignatureError(
+                f"signature does not verify under key {self.kid.hex()[:16]}"
+            ) from e
+
+
+class PrivateKey:
+    """An Ed25519 signing key. Never printed, never logged."""
+
+    __slots__ = ("_sk", "public")
+
+    def __init__(self, seed: bytes) -> None:
+        if len(seed) != 32:
+            raise ValueError("an Ed25519 seed is 32 bytes")
+        self._sk = nacl.signing.SigningKey(seed)
+        self.public = PublicKey(bytes(self._sk.verify_key))
+
+    @classmethod
+    def generate(cls) -> PrivateKey:
+        return cls(nacl.utils.random(32))
+
+    @property
+    def seed(self) -> bytes:
+        return bytes(self._sk)
+
+    @property
+    def kid(self) -> bytes:
+        return self.public.kid
+
+    def sign(self, domain: str, message: bytes) -> bytes:
+        """Detached signature over ``message`` in ``domain``."""
+        return self.sign_raw(signing_message(domain, message))
+
+    def sign_raw(self, data: bytes) -> bytes:
+        """Detached signature over exactly ``data`` (for foreign formats: JWS, C2SP notes)."""
+        return self._sk.sign(data).signature
+
+    def __repr__(self) -> str:
+        return f"PrivateKey(kid={self.kid.hex()[:16]}…)"
+
+
+def read_passphrase(prompt: str = "Key passphrase: ", *, confirm: bool = False) -> bytes:
+    """Passphrase from ``$LEDGER_KEY_PASSPHRASE``, else from the terminal."""
+    env = os.environ.get(PASSPHRASE_ENV)
+    if env:
+        return env.encode()
+    first = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Repeat passphrase: ") != first:
+        raise KeyFileError("the two passphrases differ")
+    if not first:
+        raise KeyFileError("an empty passphrase is not allowed")
+    return first.encode()
+
+
+_OPS = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
+_MEM = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
+
+
+def save_private_key(path: Path, key: PrivateKey, passphrase: bytes) -> None:
+    """Write ``key`` encrypted (Argon2id-derived SecretBox key) to ``path``, mode 0600."""
+    salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
+    box_key = nacl.pwhash.argon2id.kdf(nacl.secret.SecretBox.KEY_SIZE, passphrase, salt,
+                                       opslimit=_OPS, memlimit=_MEM)
+    sealed = nacl.secret.SecretBox(box_key).encrypt(key.seed)
+    blob = codec.encode({"v": 1, "kdf": "argon2id", "ops": _OPS, "mem": _MEM, "salt": salt,
+                         "box": bytes(sealed), "kid": key.kid})
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(blob)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def load_private_key(path: Path, passphrase: bytes) -> PrivateKey:
+    """Decrypt a key written by :func:`save_private_key`; raise :class:`KeyFileError` on failure."""
+    try:
+        f = codec.Fields(codec.decode(path.read_bytes(), max_size=4096), str(path))
+        v = f.int("v", lo=1, hi=1)
+        del v
+        f.str("kdf", choices=frozenset({"argon2id"}))
+        ops = f.int("ops", lo=1, hi=1 << 20)
+        mem = f.int("mem", lo=8192, hi=1 << 34)
+        salt = f.bytes("salt", size=nacl.pwhash.argon2id.SALTBYTES)
+        box = f.bytes("box")
+        kid = f.bytes("kid", size=32)
+        f.done()
+    except (OSError, DecodeError) as e:
+        raise KeyFileError(f"cannot read key file {path}: {e}") from e
+    box_key = nacl.pwhash.argon2id.kdf(nacl.secret.SecretBox.KEY_SIZE, passphrase, salt,
+                                       opslimit=ops, memlimit=mem)
+    try:
+        seed = nacl.secret.SecretBox(box_key).decrypt(box)
+    except nacl.exceptions.CryptoError as e:
+        raise KeyFileError(f"wrong passphrase or damaged key file {path}") from e
+    key = PrivateKey(seed)
+    if key.kid != kid:
+        raise KeyFileError(f"key file {path} decrypts to a different key than it names")
+    return key

@@ -1,0 +1,67 @@
+"""Building a network's founding transactions: agencies, genesis, governance helpers.
+
+Used by ``ledger-node demo``, the tests and the benchmarks. Key material is passed in; the
+``demo_agency`` helper derives keys from a fixed label so golden files are reproducible — such
+keys are public knowledge and only fit demos and tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.keys import PrivateKey
+from ledger.tx import Tx, make_tx
+
+__all__ = ["Agency", "demo_agency", "genesis_tx", "governance_tx", "issue_tx", "status_tx"]
+
+
+@dataclass(frozen=True)
+class Agency:
+    """An agency's identity and its two keys (node: blocks/checkpoints; issuer: txs/credentials)."""
+
+    id: str
+    name: str
+    node_key: PrivateKey
+    issuer_key: PrivateKey
+
+    def spec(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "node_key": self.node_key.public.raw,
+                "issuer_key": self.issuer_key.public.raw}
+
+
+def demo_agency(agency_id: str, name: str, label: str = "demo") -> Agency:
+    """An agency with keys derived from ``label`` — reproducible, therefore NOT secret."""
+
+    def seed(role: str) -> bytes:
+        return hashlib.sha256(f"credledger/{label}/{agency_id}/{role}".encode()).digest()
+
+    return Agency(agency_id, name, PrivateKey(seed("node")), PrivateKey(seed("issuer")))
+
+
+def genesis_tx(network: str, agencies: Sequence[Agency], quorum: int, time: int) -> Tx:
+    body = {"network": network, "time": time, "quorum": quorum,
+            "agencies": [a.spec() for a in agencies]}
+    return make_tx(network, "genesis", body, [a.issuer_key for a in agencies])
+
+
+def governance_tx(network: str, seq: int, action: str, args: Mapping[str, Any],
+                  signers: Iterable[Agency]) -> Tx:
+    return make_tx(network, "governance", {"seq": seq, "action": action, "args": dict(args)},
+                   [a.issuer_key for a in signers])
+
+
+def issue_tx(network: str, agency: Agency, credential_id: bytes, kind: str, status_index: int,
+             valid_from: int, valid_until: int, ts: int, key: PrivateKey | None = None) -> Tx:
+    body = {"credential_id": credential_id, "issuer": agency.id, "type": kind,
+            "valid_from": valid_from, "valid_until": valid_until, "status_index": status_index,
+            "ts": ts}
+    return make_tx(network, "issue", body, [key or agency.issuer_key])
+
+
+def status_tx(network: str, agency: Agency, credential_id: bytes, status: str, reason: str,
+              ts: int) -> Tx:
+    body = {"credential_id": credential_id, "status": status, "reason": reason, "ts": ts}
+    return make_tx(network, "status", body, [agency.issuer_key])

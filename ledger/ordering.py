@@ -1,0 +1,209 @@
+"""Solo ordering: one writer thread cuts submitted transactions into blocks.
+
+A block is cut when ``max_batch`` transactions are waiting or ``max_wait`` seconds passed since
+the first of them arrived. Signatures are verified on a thread pool before ordering (libsodium
+releases the GIL, so this uses every core); the state machine then applies the batch in order.
+Each caller's future resolves with a :class:`Receipt` only after the block's synced batch is
+written, or with the :class:`~ledger.errors.TxRejected` that refused it.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time as _time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ledger.chain import Head, build_block
+from ledger.errors import DecodeError, LedgerError, OrderingError, SignatureError, TxRejected
+from ledger.keys import PublicKey
+from ledger.store import Store
+from ledger.tx import Tx
+
+__all__ = ["Receipt", "SoloOrderer"]
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Proof of acceptance: where the transaction sits in the log."""
+
+    txid: bytes
+    index: int
+    height: int
+    duplicate: bool = False
+
+    def to_json(self) -> dict[str, object]:
+        return {"txid": self.txid.hex(), "index": self.index, "height": self.height,
+                "duplicate": self.duplicate}
+
+
+@dataclass(slots=True)
+class _Item:
+    tx: Tx
+    checked: bool
+    future: Future[Receipt]
+
+
+def _verify_chunk(txs: Sequence[Tx], keys: dict[bytes, PublicKey]) -> list[bool]:
+    out = []
+    for tx in txs:
+        ok = True
+        for s in tx.sigs:
+            key = keys.get(s.kid)
+            if key is None:
+                ok = False  # unknown now; the state machine decides with the registry in force
+                break
+            try:
+                key.verify("tx", tx.payload, s.sig)
+            except SignatureError:
+                ok = False
+                break
+        out.append(ok)
+    return out
+
+
+class SoloOrderer:
+    """The embedded single-writer orderer over one :class:`Store`."""
+
+    def __init__(self, store: Store, *, clock: Callable[[], int], max_batch: int = 2000,
+                 max_wait: float = 0.02, workers: int | None = None,
+                 on_block: Callable[[Head], dict[bytes, bytes]] | None = None) -> None:
+        if store.head is None or store.registry is None:
+            raise OrderingError("the store has no genesis yet")
+        self.store = store
+        self.clock = clock
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.on_block = on_block
+        self._queue: queue.SimpleQueue[_Item | Future[list[_Item]] | None] = queue.SimpleQueue()
+        self._pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2,
+                                        thread_name_prefix="sigverify")
+        self._thread = threading.Thread(target=self._run, name="solo-orderer", daemon=True)
+        self._stopped = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread.start()
+
+    # -- submitting --
+    def submit(self, raw: bytes | Tx) -> Future[Receipt]:
+        """Queue one transaction; the future gives its receipt once durable."""
+        return self.submit_many([raw])[0]
+
+    def submit_many(self, raws: Sequence[bytes | Tx], chunk: int = 256) -> list[Future[Receipt]]:
+        """Queue transactions in order; malformed ones fail their future with DecodeError."""
+        if self._stopped.is_set():
+            raise OrderingError(f"orderer is stopped{self._failure_text()}")
+        futures: list[Future[Receipt]] = []
+        for start in range(0, len(raws), chunk):
+            part = raws[start:start + chunk]
+            futs: list[Future[Receipt]] = [Future() for _ in part]
+            futures.extend(futs)
+            self._queue.put(self._pool.submit(self._prepare, part, futs))
+        return futures
+
+    def _prepare(self, part: Sequence[bytes | Tx], futs: list[Future[Receipt]]) -> list[_Item]:
+        txs: list[Tx] = []
+        kept: list[Future[Receipt]] = []
+        for raw, fut in zip(part, futs, strict=True):
+            try:
+                txs.append(raw if isinstance(raw, Tx) else Tx.from_bytes(raw))
+                kept.append(fut)
+            except DecodeError as e:
+                fut.set_exception(e)
+        registry = self.store.registry
+        keys = dict(registry.public_keys) if registry is not None else {}
+        checked = _verify_chunk(txs, keys)
+        return [_Item(tx, ok, f) for tx, ok, f in zip(txs, checked, kept, strict=True)]
+
+    # -- the writer --
+    def _next_items(self, block: bool) -> list[_Item] | None:
+        try:
+            got = self._queue.get(timeout=0.1) if block else self._queue.get_nowait()
+        except queue.Empty:
+            return []
+        if got is None:
+            return None
+        if isinstance(got, Future):
+            return got.result()
+        return [got]
+
+    def _run(self) -> None:
+        pending: list[_Item] = []
+        stopping = False
+        try:
+            while not (stopping and not pending):
+                if not pending:
+                    items = self._next_items(block=True)
+                    if items is None:
+                        stopping = True
+                        continue
+                    pending.extend(items)
+                    if not pending:
+                        continue
+                deadline = _time.monotonic() + self.max_wait
+                while len(pending) < self.max_batch and not stopping:
+                    if _time.monotonic() >= deadline:
+                        break
+                    items = self._next_items(block=False)
+                    if items is None:
+                        stopping = True
+                    elif items:
+                        pending.extend(items)
+                    else:
+                        _time.sleep(0.0005)
+                batch, pending = pending[:self.max_batch], pending[self.max_batch:]
+                self._commit(batch)
+        except BaseException as e:  # pragma: no cover - reported to every waiter
+            self._failure = e
+            for it in pending:
+                if not it.future.done():
+                    it.future.set_exception(OrderingError(f"orderer failed: {e}"))
+        finally:
+            self._stopped.set()
+
+    def _commit(self, batch: list[_Item]) -> None:
+        store = self.store
+        assert store.head is not None and store.registry is not None  # noqa: S101 (constructor)
+        result = build_block(store.head, store.registry, store, store.frontier,
+                             [it.tx for it in batch], self.clock(),
+                             checked=[it.checked for it in batch])
+        by_tx: dict[bytes, list[_Item]] = {}
+        for it in batch:
+            by_tx.setdefault(it.tx.txid, []).append(it)
+        try:
+            if result.header is not None and result.head is not None:
+                extra = self.on_block(result.head) if self.on_block else None
+                store.write_block(result, extra)
+        except LedgerError as e:
+            for it in batch:
+                it.future.set_exception(OrderingError(f"block not written: {e}"))
+            raise
+        height = result.head.height if result.head else -1
+        for tx, index in result.accepted:
+            for n, it in enumerate(by_tx.pop(tx.txid, [])):
+                it.future.set_result(Receipt(tx.txid, index, height, duplicate=n > 0))
+        for tx, err in result.rejected:
+            for it in by_tx.pop(tx.txid, []):
+                it.future.set_exception(TxRejected(err.code, err.message))
+        for tx, index, h in result.duplicates:
+            for it in by_tx.pop(tx.txid, []):
+                it.future.set_result(Receipt(tx.txid, index, h, duplicate=True))
+
+    # -- lifecycle --
+    def _failure_text(self) -> str:
+        return f" ({self._failure})" if self._failure else ""
+
+    def stop(self) -> None:
+        """Commit what is queued, then stop the writer and the verify pool."""
+        if not self._stopped.is_set():
+            self._queue.put(None)
+            self._thread.join()
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> SoloOrderer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

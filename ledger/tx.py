@@ -1,0 +1,287 @@
+"""Transactions: closed schemas, the signed envelope, and transaction ids.
+
+Wire form (canonical msgpack, see :mod:`ledger.codec`)::
+
+    {"payload": bytes, "sigs": [{"kid": bytes32, "sig": bytes64}, ...], "v": 1}
+
+``payload`` is itself canonical msgpack of ``{"body": {...}, "net": str, "type": str}``; every
+signature is over ``payload`` in the ``tx`` signing domain. The transaction id is SHA-256 of the
+whole envelope bytes, and those bytes are the RFC 9162 leaf entry. Parse untrusted bytes only with
+:meth:`Tx.from_bytes`; build new ones with :func:`make_tx` / :meth:`Tx.sign`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ledger import codec
+from ledger.codec import Fields
+from ledger.errors import DecodeError, SignatureError
+from ledger.keys import PrivateKey, PublicKey
+
+__all__ = [
+    "CLAIM_KINDS",
+    "GOV_ACTIONS",
+    "MAX_TX_SIZE",
+    "STATUSES",
+    "TX_TYPES",
+    "Tx",
+    "TxSig",
+    "make_tx",
+    "parse_body",
+]
+
+MAX_TX_SIZE = 64 * 1024
+TX_TYPES = frozenset({"genesis", "governance", "issue", "status", "credit", "approval"})
+STATUSES = frozenset({"valid", "revoked", "suspended"})
+CLAIM_KINDS = frozenset({"string", "int", "bool", "date"})
+GOV_ACTIONS = frozenset({
+    "add_agency", "remove_agency", "rotate_key", "invalidate_key", "grant", "withdraw_grant",
+    "register_type", "set_quorum",
+})
+KEY_ROLES = frozenset({"node", "issuer"})
+APPROVAL_DECISIONS = frozenset({"approved", "rejected", "needs_review"})
+APPROVAL_PATHS = frozenset({"fast_track", "standard"})
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_MAX_TIME = (1 << 40)  # seconds; far beyond any real date, keeps arithmetic in int64
+
+
+def _ident(f: Fields, name: str) -> str:
+    v = f.str(name, max_len=64)
+    if not _ID.match(v):
+        raise DecodeError(f"{v!r} is not an identifier ([a-z0-9._-], 1-64 chars)",
+                          f"{f.where}.{name}")
+    return v
+
+
+def _time(f: Fields, name: str) -> int:
+    return f.int(name, lo=0, hi=_MAX_TIME)
+
+
+@dataclass(frozen=True, slots=True)
+class TxSig:
+    kid: bytes
+    sig: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Tx:
+    """A parsed, canonical, schema-checked transaction. Signatures are *not* verified here."""
+
+    net: str
+    type: str
+    body: Mapping[str, Any]
+    sigs: tuple[TxSig, ...]
+    payload: bytes
+    raw: bytes
+    txid: bytes
+
+    @classmethod
+    def from_bytes(cls, unverified: bytes) -> Tx:
+        """Parse envelope bytes: canonical, closed schema, known type; raises DecodeError."""
+        env = Fields(codec.decode(unverified, max_size=MAX_TX_SIZE, what="tx"), "tx")
+        env.int("v", lo=1, hi=1)
+        payload = env.bytes("payload", max_len=MAX_TX_SIZE)
+        sig_items = env.list("sigs", max_len=64)
+        env.done()
+        if not sig_items:
+            raise DecodeError("a transaction needs at least one signature", "tx.sigs")
+        sigs = []
+        for i, item in enumerate(sig_items):
+            s = Fields(item, f"tx.sigs[{i}]")
+            sigs.append(TxSig(s.bytes("kid", size=32), s.bytes("sig", size=64)))
+            s.done()
+        if len({s.kid for s in sigs}) != len(sigs):
+            raise DecodeError("the same key signed twice", "tx.sigs")
+        p = Fields(codec.decode(payload, max_size=MAX_TX_SIZE, what="tx.payload"), "tx.payload")
+        net = _ident(p, "net")
+        kind = p.str("type", choices=TX_TYPES)
+        body = parse_body(kind, p.raw_map("body"))
+        p.done()
+        raw = bytes(unverified)
+        return cls(net, kind, body, tuple(sigs), payload, raw, hashlib.sha256(raw).digest())
+
+    def verify_signatures(self, keys: Mapping[bytes, PublicKey]) -> None:
+        """Check every signature with the key its kid names; raise SignatureError otherwise."""
+        for s in self.sigs:
+            key = keys.get(s.kid)
+            if key is None:
+                raise SignatureError(f"signer key {s.kid.hex()[:16]} is not in the registry")
+            key.verify("tx", self.payload, s.sig)
+
+    def sign(self, key: PrivateKey) -> Tx:
+        """A new transaction with ``key``'s signature added (for k-of-n governance)."""
+        if any(s.kid == key.kid for s in self.sigs):
+            return self
+        sigs = (*self.sigs, TxSig(key.kid, key.sign("tx", self.payload)))
+        return _envelope(self.net, self.type, self.body, self.payload, sigs)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly view (bytes as hex) for APIs and explorers."""
+        return {"txid": self.txid.hex(), "net": self.net, "type": self.type,
+                "body": _jsonable(self.body), "signers": [s.kid.hex() for s in self.sigs]}
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.hex()
+    if isinstance(v, Mapping):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def _envelope(net: str, kind: str, body: Mapping[str, Any], payload: bytes,
+              sigs: tuple[TxSig, ...]) -> Tx:
+    raw = codec.encode({"v": 1, "payload": payload,
+                        "sigs": [{"kid": s.kid, "sig": s.sig} for s in sigs]})
+    return Tx(net, kind, body, sigs, payload, raw, hashlib.sha256(raw).digest())
+
+
+def make_tx(net: str, kind: str, body: Mapping[str, Any], signers: Iterable[PrivateKey]) -> Tx:
+    """Build, schema-check and sign a transaction. Raises DecodeError on a malformed body."""
+    payload = codec.encode({"net": net, "type": kind, "body": body})
+    tx = Tx.from_bytes(codec.encode({"v": 1, "payload": payload,
+                                     "sigs": [{"kid": bytes(32), "sig": bytes(64)}]}))
+    unsigned = _envelope(tx.net, tx.type, tx.body, tx.payload, ())
+    keys = list(signers)
+    if not keys:
+        raise ValueError("a transaction needs at least one signer")
+    for k in keys:
+        unsigned = unsigned.sign(k)
+    return unsigned
+
+
+# --- bodies ------------------------------------------------------------------------------------
+
+
+def _agency_spec(f: Fields) -> dict[str, Any]:
+    out = {"id": _ident(f, "id"), "name": f.str("name", max_len=200),
+           "node_key": f.bytes("node_key", size=32), "issuer_key": f.bytes("issuer_key", size=32)}
+    f.done()
+    return out
+
+
+def _genesis(f: Fields) -> dict[str, Any]:
+    agencies = []
+    for i, a in enumerate(f.list("agencies", max_len=256)):
+        agencies.append(_agency_spec(Fields(a, f"{f.where}.agencies[{i}]")))
+    ids = [a["id"] for a in agencies]
+    if len(set(ids)) != len(ids):
+        raise DecodeError("duplicate agency id", f"{f.where}.agencies")
+    out = {"network": _ident(f, "network"), "time": _time(f, "time"), "agencies": agencies,
+           "quorum": f.int("quorum", lo=1, hi=256)}
+    if not agencies or out["quorum"] > len(agencies):
+        raise DecodeError(f"quorum {out['quorum']} needs 1..{len(agencies)} agencies",
+                          f"{f.where}.quorum")
+    return out
+
+
+def _type_def(f: Fields) -> dict[str, Any]:
+    claims_raw = f.raw_map("claims", max_len=64)
+    claims: dict[str, str] = {}
+    for name, kind in claims_raw.items():
+        if not _ID.match(name.replace("_", "-")) or kind not in CLAIM_KINDS:
+            raise DecodeError(f"claim {name!r}: kind must be one of {sorted(CLAIM_KINDS)}",
+                              f"{f.where}.claims")
+        claims[name] = kind
+    derived_raw = f.raw_map("derived", max_len=16)
+    derived: dict[str, Any] = {}
+    for name, spec in derived_raw.items():
+        d = Fields(spec, f"{f.where}.derived.{name}")
+        src = d.str("claim", max_len=64)
+        years = d.int("age_over", lo=1, hi=150)
+        d.done()
+        if claims.get(src) != "date":
+            raise DecodeError(f"derived claim {name!r} needs a date claim, not {src!r}",
+                              f"{f.where}.derived")
+        if name in claims:
+            raise DecodeError(f"derived claim {name!r} clashes with a claim",
+                              f"{f.where}.derived")
+        derived[name] = {"claim": src, "age_over": years}
+    out = {"id": _ident(f, "id"), "title": f.str("title", max_len=200), "claims": claims,
+           "derived": derived}
+    if not claims:
+        raise DecodeError("a credential type needs at least one claim", f"{f.where}.claims")
+    f.done()
+    return out
+
+
+def _governance(f: Fields) -> dict[str, Any]:
+    seq = f.int("seq", lo=1)
+    action = f.str("action", choices=GOV_ACTIONS)
+    a = f.map("args")
+    args: dict[str, Any]
+    if action == "add_agency":
+        args = {"agency": _agency_spec(a.map("agency"))}
+    elif action == "remove_agency":
+        args = {"agency": _ident(a, "agency")}
+    elif action == "rotate_key":
+        args = {"agency": _ident(a, "agency"), "role": a.str("role", choices=KEY_ROLES),
+                "new_key": a.bytes("new_key", size=32), "at": _time(a, "at")}
+    elif action == "invalidate_key":
+        args = {"kid": a.bytes("kid", size=32), "from": _time(a, "from")}
+    elif action == "grant":
+        args = {"agency": _ident(a, "agency"), "type": _ident(a, "type"),
+                "from": _time(a, "from"), "until": _time(a, "until")}
+        if args["until"] <= args["from"]:
+            raise DecodeError("grant window ends before it starts", f"{a.where}.until")
+    elif action == "withdraw_grant":
+        args = {"agency": _ident(a, "agency"), "type": _ident(a, "type"), "at": _time(a, "at")}
+    elif action == "register_type":
+        args = {"type": _type_def(a.map("type"))}
+    else:  # set_quorum
+        args = {"quorum": a.int("quorum", lo=1, hi=256)}
+    a.done()
+    return {"seq": seq, "action": action, "args": args}
+
+
+def _issue(f: Fields) -> dict[str, Any]:
+    out = {"credential_id": f.bytes("credential_id", size=32), "issuer": _ident(f, "issuer"),
+           "type": _ident(f, "type"), "valid_from": _time(f, "valid_from"),
+           "valid_until": _time(f, "valid_until"),
+           "status_index": f.int("status_index", lo=0, hi=(1 << 32) - 1), "ts": _time(f, "ts")}
+    if out["valid_until"] <= out["valid_from"]:
+        raise DecodeError("validity window ends before it starts", f"{f.where}.valid_until")
+    return out
+
+
+def _status(f: Fields) -> dict[str, Any]:
+    return {"credential_id": f.bytes("credential_id", size=32),
+            "status": f.str("status", choices=STATUSES), "reason": f.str("reason", max_len=64),
+            "ts": _time(f, "ts")}
+
+
+def _credit(f: Fields) -> dict[str, Any]:
+    return {"subject": f.bytes("subject", size=32), "category": _ident(f, "category"),
+            "points": f.int("points", lo=-1_000_000, hi=1_000_000),
+            "reason": f.str("reason", max_len=64), "date": _time(f, "date"),
+            "expiry": _time(f, "expiry"), "ts": _time(f, "ts")}
+
+
+def _approval(f: Fields) -> dict[str, Any]:
+    reasons = f.list("reasons", max_len=32)
+    if not all(isinstance(r, str) and 0 < len(r) <= 64 for r in reasons):
+        raise DecodeError("reason codes are short strings", f"{f.where}.reasons")
+    return {"service": _ident(f, "service"), "rule_hash": f.bytes("rule_hash", size=32),
+            "decision": f.str("decision", choices=APPROVAL_DECISIONS),
+            "path": f.str("path", choices=APPROVAL_PATHS), "reasons": reasons,
+            "evidence": f.bytes("evidence", size=32), "ts": _time(f, "ts")}
+
+
+_BODIES = {"genesis": _genesis, "governance": _governance, "issue": _issue, "status": _status,
+           "credit": _credit, "approval": _approval}
+
+
+def parse_body(kind: str, unverified: Mapping[str, Any]) -> dict[str, Any]:
+    """Check ``unverified`` against the closed schema of ``kind``; return the normalized body."""
+    f = Fields(dict(unverified), f"tx.body<{kind}>")
+    out = _BODIES[kind](f)
+    f.done()
+    return out
