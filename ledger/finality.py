@@ -1,0 +1,49 @@
+"""Checkpoints against the registry: who may sign, and when a checkpoint is final.
+
+A checkpoint's note signer name is the agency id; its key is that agency's node key valid at the
+block time the checkpoint covers. A checkpoint is *final* when at least the registry's quorum of
+current agencies signed it (the registry in force at that height, not today's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ledger.chain import Head
+from ledger.checkpoint import Checkpoint, SignedCheckpoint
+from ledger.errors import CheckpointError
+from ledger.keys import PrivateKey, PublicKey
+from ledger.state import Registry
+
+__all__ = ["checkpoint_verifiers", "sign_checkpoint", "verify_final"]
+
+
+def checkpoint_verifiers(registry: Registry, t: int) -> dict[str, PublicKey]:
+    """Note name (agency id) → node key, for every current agency with a node key valid at t."""
+    out: dict[str, PublicKey] = {}
+    for agency, keys in registry.node_keys(t).items():
+        if keys:
+            out[agency] = keys[-1]
+    return out
+
+
+def sign_checkpoint(network: str, head: Head, signers: Iterable[tuple[str, PrivateKey]],
+                    existing: SignedCheckpoint | None = None) -> SignedCheckpoint:
+    """The checkpoint of ``head`` signed by each (agency id, node key) in ``signers``."""
+    signed = existing or SignedCheckpoint(Checkpoint(network, head.log_size, head.log_root))
+    if (signed.checkpoint.size, signed.checkpoint.root) != (head.log_size, head.log_root):
+        raise CheckpointError("the existing checkpoint is for another tree head")
+    for name, key in signers:
+        signed = signed.cosign(name, key)
+    return signed
+
+
+def verify_final(signed: SignedCheckpoint, registry: Registry, t: int) -> set[str]:
+    """Check origin and a quorum of valid node signatures as of ``registry`` and time ``t``.
+
+    Returns the signing agencies; raises CheckpointError naming what is missing.
+    """
+    if signed.checkpoint.origin != registry.network:
+        raise CheckpointError(f"checkpoint origin {signed.checkpoint.origin!r} is not this "
+                              f"network {registry.network!r}")
+    return signed.verify_quorum(checkpoint_verifiers(registry, t), registry.quorum)
