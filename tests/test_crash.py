@@ -1,0 +1,68 @@
+"""Crash safety: SIGKILL a child ingesting at random moments; nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from chaincheck import check_chain
+
+from ledger.store import Store
+
+CHILD = Path(__file__).with_name("crash_child.py")
+ROUNDS = 20
+
+
+def _run_and_kill(data: Path, start: int, delay: float) -> list[tuple[bytes, int]]:
+    with subprocess.Popen([sys.executable, str(CHILD), str(data), str(start)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "PYTHONPATH": str(CHILD.parent)}) as proc:
+        return _kill_later(proc, delay)
+
+
+def _kill_later(proc: subprocess.Popen[str], delay: float) -> list[tuple[bytes, int]]:
+    acked: list[tuple[bytes, int]] = []
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "ACK":
+                acked.append((bytes.fromhex(parts[1]), int(parts[2])))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    # Wait until the child is ingesting (first ack), then kill it after a random extra delay.
+    for _ in range(400):
+        if acked or proc.poll() is not None:
+            break
+        time.sleep(0.025)
+    assert proc.poll() is None, f"child exited early: {proc.stderr.read() if proc.stderr else ''}"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    t.join()
+    return acked
+
+
+def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
+    rng = random.Random(9162)
+    data = tmp_path / "ledger"
+    all_acked: list[tuple[bytes, int]] = []
+    sizes = []
+    for round_no in range(ROUNDS):
+        acked = _run_and_kill(data, start=round_no * 1_000_000, delay=rng.uniform(0.0, 0.6))
+        all_acked.extend(acked)
+        with Store(data) as store:  # reopening checks the head against the Merkle root
+            for txid, index in all_acked:
+                assert store.tx_location(txid) is not None, f"acknowledged tx {txid.hex()} lost"
+                assert store.tx_location(txid)[0] == index  # type: ignore[index]
+            sizes.append(check_chain(store))
+    assert len(all_acked) > ROUNDS, "the child acknowledged too little to test anything"
+    assert sizes == sorted(sizes), "the log shrank across a restart"
