@@ -66,14 +66,13 @@ class BlockHeader:
     def from_bytes(cls, unverified: bytes) -> BlockHeader:
         f = Fields(codec.decode(unverified, max_size=4096, what="block"), "block")
         f.int("v", lo=1, hi=1)
-        args = dict(net=f.str("net", max_len=64), height=f.int("height", lo=0),
-                    prev_hash=f.bytes("prev_hash", size=32), time=f.int("time", lo=0),
-                    first_index=f.int("first_index", lo=0), tx_count=f.int("tx_count", lo=1),
-                    log_root=f.bytes("log_root", size=32))
-        size = f.int("log_size", lo=1)
+        net, height = f.str("net", max_len=64), f.int("height", lo=0)
+        prev_hash, time = f.bytes("prev_hash", size=32), f.int("time", lo=0)
+        first_index, tx_count = f.int("first_index", lo=0), f.int("tx_count", lo=1)
+        log_root, size = f.bytes("log_root", size=32), f.int("log_size", lo=1)
         f.done()
         try:
-            header = cls(**args)  # type: ignore[arg-type]
+            header = cls(net, height, prev_hash, time, first_index, tx_count, log_root)
         except ValueError as e:
             raise DecodeError(str(e), "block") from e
         if header.log_size != size:

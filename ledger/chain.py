@@ -23,15 +23,26 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-
 from ledger import codec, merkle
 from ledger.block import GENESIS_PREV, BlockHeader
 from ledger.errors import TxRejected
 from ledger.state import Machine, Registry, StateView, genesis_registry
 from ledger.tx import Tx
 
-__all__ = ["BlockResult", "CompactRange", "Head", "build_block", "build_genesis", "head_key",
-           "block_key", "entry_key", "node_key", "registry_key", "checkpoint_key", "txid_key"]
+__all__ = [
+    "BlockResult",
+    "CompactRange",
+    "Head",
+    "block_key",
+    "build_block",
+    "build_genesis",
+    "checkpoint_key",
+    "entry_key",
+    "head_key",
+    "node_key",
+    "registry_key",
+    "txid_key",
+]
 
 _BE = struct.Struct(">Q")
 head_key = b"H"
@@ -170,7 +181,8 @@ def build_genesis(tx: Tx) -> BlockResult:
 
 
 def build_block(head: Head, registry: Registry, view: StateView, frontier: CompactRange,
-                txs: Sequence[Tx], time: int, *, checked: Sequence[bool] | None = None) -> BlockResult:
+                txs: Sequence[Tx], time: int, *,
+                checked: Sequence[bool] | None = None) -> BlockResult:
     """Apply ``txs`` in order on top of ``head`` at block time ``max(time, head.time)``.
 
     Rejected and repeated transactions are left out (and reported); the rest form the block.

@@ -9,6 +9,7 @@ Closed schemas are checked with :class:`Fields`, which raises :class:`DecodeErro
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -29,24 +30,46 @@ T = TypeVar("T")
 
 
 def _canon(value: Any, depth: int) -> Any:
+    t = type(value)
+    if t is str or t is bytes or t is bool or value is None:
+        return value
     if depth > _MAX_DEPTH:
         raise ValueError("nesting deeper than 32")
-    if value is None or isinstance(value, bool | str | bytes):
-        return value
-    if isinstance(value, int):
+    if t is int:
         if not _MIN_INT <= value <= _MAX_INT:
             raise ValueError(f"integer {value} outside the 64-bit range")
         return value
-    if isinstance(value, Mapping):
+    if t is dict or isinstance(value, Mapping):
         for key in value:
-            if not isinstance(key, str):
+            if type(key) is not str:
                 raise TypeError(f"map key {key!r} is not a str")
-        return {
-            k: _canon(value[k], depth + 1) for k in sorted(value, key=lambda s: s.encode("utf-8"))
-        }
-    if isinstance(value, list | tuple):
+        # Code-point order of str equals the byte order of their UTF-8 encodings.
+        return {k: _canon(value[k], depth + 1) for k in sorted(value)}
+    if t is list or t is tuple:
         return [_canon(v, depth + 1) for v in value]
-    raise TypeError(f"type {type(value).__name__} has no canonical encoding")
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(f"type {t.__name__} has no canonical encoding")
+
+
+def _pairs_hook(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    prev = None
+    for k, v in pairs:
+        if type(k) is not str:
+            raise ValueError(f"map key {k!r} is not a str")
+        if prev is not None and k <= prev:
+            raise ValueError(f"map key {k!r} is out of order or repeated after {prev!r}")
+        if type(v) is float:
+            raise ValueError(f"float value under key {k!r}")
+        prev = k
+    return dict(pairs)
+
+
+def _list_hook(items: list[Any]) -> list[Any]:
+    for v in items:
+        if type(v) is float:
+            raise ValueError("float value in a list")
+    return items
 
 
 def encode(value: Any) -> bytes:
@@ -75,20 +98,26 @@ def decode(data: bytes, *, max_size: int = MAX_SIZE, what: str = "object") -> An
             raw=False,
             use_list=True,
             strict_map_key=True,
+            object_pairs_hook=_pairs_hook,
+            list_hook=_list_hook,
             ext_hook=_reject_ext,
+            max_bin_len=max_size,
+            max_str_len=max_size,
+            max_array_len=max_size,
+            max_map_len=max_size,
         )
     except DecodeError:
         raise
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
             msgpack.StackError) as e:
-        raise DecodeError(f"malformed msgpack ({type(e).__name__}: {e})", what) from e
-    try:
-        again = encode(value)
-    except (TypeError, ValueError) as e:
-        raise DecodeError(f"value has no canonical form ({e})", what) from e
-    if again != bytes(data):
-        raise DecodeError("bytes are not in canonical form (key order, duplicate key, or "
-                          "integer/length encoding)", what)
+        raise DecodeError(f"not canonical msgpack ({type(e).__name__}: {e})", what) from e
+    if type(value) is float:
+        raise DecodeError("a float is not allowed", what)
+    # Keys are sorted and unique and no floats occur (hooks above); re-packing as-is in C now
+    # catches every remaining non-canonical form: non-minimal ints/lengths, str/bin confusion.
+    if msgpack.packb(value, use_bin_type=True) != data:
+        raise DecodeError("bytes are not in canonical form (non-minimal integer or length "
+                          "encoding)", what)
     return value
 
 
@@ -105,14 +134,15 @@ class Fields:
 
     __slots__ = ("_m", "_seen", "where")
 
-    def __init__(self, value: Any, where: str) -> None:
+    def __init__(self, value: Any, where: builtins.str) -> None:
         if not isinstance(value, dict):
             raise DecodeError(f"expected a map, got {_kind(value)}", where)
         self._m: dict[str, Any] = value
         self._seen: set[str] = set()
         self.where = where
 
-    def _get(self, name: str, kind: type | tuple[type, ...], label: str) -> Any:
+    def _get(self, name: builtins.str, kind: type | tuple[type, ...],
+             label: builtins.str) -> Any:
         if name not in self._m:
             raise DecodeError("missing field", f"{self.where}.{name}")
         self._seen.add(name)
@@ -121,52 +151,50 @@ class Fields:
             raise DecodeError(f"expected {label}, got {_kind(v)}", f"{self.where}.{name}")
         return v
 
-    def has(self, name: str) -> bool:
+    def has(self, name: builtins.str) -> builtins.bool:
         return name in self._m
 
-    def int(self, name: str, *, lo: int = _MIN_INT, hi: int = _MAX_INT) -> int:
-        v: int = self._get(name, int, "int")
+    def int(self, name: builtins.str, *, lo: builtins.int = _MIN_INT,
+            hi: builtins.int = _MAX_INT) -> builtins.int:
+        v: builtins.int = self._get(name, int, "int")
         if not lo <= v <= hi:
             raise DecodeError(f"{v} outside [{lo}, {hi}]", f"{self.where}.{name}")
         return v
 
-    def opt_int(self, name: str, *, lo: int = _MIN_INT, hi: int = _MAX_INT) -> int | None:
-        if self._m.get(name, 0) is None:
-            self._seen.add(name)
-            return None
-        return self.int(name, lo=lo, hi=hi)
-
-    def str(self, name: str, *, max_len: int = 256, choices: frozenset[str] | None = None) -> str:
-        v: str = self._get(name, str, "str")
+    def str(self, name: builtins.str, *, max_len: builtins.int = 256,
+            choices: frozenset[builtins.str] | None = None) -> builtins.str:
+        v: builtins.str = self._get(name, str, "str")
         if len(v) > max_len:
             raise DecodeError(f"longer than {max_len} characters", f"{self.where}.{name}")
         if choices is not None and v not in choices:
             raise DecodeError(f"{v!r} is not one of {sorted(choices)}", f"{self.where}.{name}")
         return v
 
-    def bytes(self, name: str, *, size: int | None = None, max_len: int = 4096) -> bytes:
-        v: bytes = self._get(name, bytes, "bytes")
+    def bytes(self, name: builtins.str, *, size: builtins.int | None = None,
+              max_len: builtins.int = 4096) -> builtins.bytes:
+        v: builtins.bytes = self._get(name, bytes, "bytes")
         if size is not None and len(v) != size:
             raise DecodeError(f"expected {size} bytes, got {len(v)}", f"{self.where}.{name}")
         if len(v) > max_len:
             raise DecodeError(f"longer than {max_len} bytes", f"{self.where}.{name}")
         return v
 
-    def bool(self, name: str) -> bool:
-        v: bool = self._get(name, bool, "bool")
+    def bool(self, name: builtins.str) -> builtins.bool:
+        v: builtins.bool = self._get(name, bool, "bool")
         return v
 
-    def list(self, name: str, *, max_len: int = 1024) -> list[Any]:
-        v: list[Any] = self._get(name, list, "list")
+    def list(self, name: builtins.str, *, max_len: builtins.int = 1024) -> builtins.list[Any]:
+        v: builtins.list[Any] = self._get(name, list, "list")
         if len(v) > max_len:
             raise DecodeError(f"more than {max_len} items", f"{self.where}.{name}")
         return v
 
-    def map(self, name: str) -> Fields:
+    def map(self, name: builtins.str) -> Fields:
         return Fields(self._get(name, dict, "map"), f"{self.where}.{name}")
 
-    def raw_map(self, name: str, *, max_len: int = 1024) -> dict[str, Any]:
-        v: dict[str, Any] = self._get(name, dict, "map")
+    def raw_map(self, name: builtins.str, *,
+                max_len: builtins.int = 1024) -> dict[builtins.str, Any]:
+        v: dict[builtins.str, Any] = self._get(name, dict, "map")
         if len(v) > max_len:
             raise DecodeError(f"more than {max_len} entries", f"{self.where}.{name}")
         return v

@@ -7,7 +7,7 @@
     ├── SignatureError               a signature that does not verify, or a key that is not usable
     ├── KeyFileError                 an encrypted key file that cannot be read or decrypted
     ├── ProofError                   an RFC 9162 inclusion/consistency proof that does not verify
-    ├── CheckpointError              a C2SP checkpoint that is malformed, badly signed or short of quorum
+    ├── CheckpointError              a C2SP checkpoint: malformed, badly signed or short of quorum
     ├── TxRejected                   a transaction the state machine refuses (carries ``code``)
     ├── StoreError                   a store that is corrupt, inconsistent or misused
     └── OrderingError                the orderer is stopped or could not commit

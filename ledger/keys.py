@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 DOMAINS = frozenset({"tx", "checkpoint", "audit", "status-list", "presentation"})
-PASSPHRASE_ENV = "LEDGER_KEY_PASSPHRASE"
+PASSPHRASE_ENV = "LEDGER_KEY_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 
 
 def key_id(public: bytes) -> bytes:

@@ -165,7 +165,8 @@ class SoloOrderer:
 
     def _commit(self, batch: list[_Item]) -> None:
         store = self.store
-        assert store.head is not None and store.registry is not None  # noqa: S101 (constructor)
+        if store.head is None or store.registry is None:
+            raise OrderingError("the store lost its head")
         result = build_block(store.head, store.registry, store, store.frontier,
                              [it.tx for it in batch], self.clock(),
                              checked=[it.checked for it in batch])

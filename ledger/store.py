@@ -100,7 +100,7 @@ class Store:
 
     # -- writing --
     def write_block(self, result: BlockResult, extra: dict[bytes, bytes] | None = None) -> None:
-        """Commit a built block (and ``extra`` records such as its checkpoint) in one synced batch."""
+        """Commit a built block (and ``extra`` records, e.g. its checkpoint) in one synced batch."""
         if result.header is None or result.head is None:
             raise StoreError("nothing to write: the block has no accepted transaction")
         expected = 0 if self.head is None else self.head.height + 1

@@ -175,12 +175,12 @@ def _genesis(f: Fields) -> dict[str, Any]:
     ids = [a["id"] for a in agencies]
     if len(set(ids)) != len(ids):
         raise DecodeError("duplicate agency id", f"{f.where}.agencies")
-    out = {"network": _ident(f, "network"), "time": _time(f, "time"), "agencies": agencies,
-           "quorum": f.int("quorum", lo=1, hi=256)}
-    if not agencies or out["quorum"] > len(agencies):
-        raise DecodeError(f"quorum {out['quorum']} needs 1..{len(agencies)} agencies",
+    quorum = f.int("quorum", lo=1, hi=256)
+    if not agencies or quorum > len(agencies):
+        raise DecodeError(f"quorum {quorum} needs 1..{len(agencies)} agencies",
                           f"{f.where}.quorum")
-    return out
+    return {"network": _ident(f, "network"), "time": _time(f, "time"), "agencies": agencies,
+            "quorum": quorum}
 
 
 def _type_def(f: Fields) -> dict[str, Any]:
@@ -243,10 +243,12 @@ def _governance(f: Fields) -> dict[str, Any]:
 
 
 def _issue(f: Fields) -> dict[str, Any]:
-    out = {"credential_id": f.bytes("credential_id", size=32), "issuer": _ident(f, "issuer"),
+    out: dict[str, Any] = {
+           "credential_id": f.bytes("credential_id", size=32), "issuer": _ident(f, "issuer"),
            "type": _ident(f, "type"), "valid_from": _time(f, "valid_from"),
            "valid_until": _time(f, "valid_until"),
-           "status_index": f.int("status_index", lo=0, hi=(1 << 32) - 1), "ts": _time(f, "ts")}
+           "status_index": f.int("status_index", lo=0, hi=(1 << 32) - 1),
+           "ts": _time(f, "ts")}
     if out["valid_until"] <= out["valid_from"]:
         raise DecodeError("validity window ends before it starts", f"{f.where}.valid_until")
     return out

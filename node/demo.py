@@ -118,7 +118,8 @@ def run_demo(data: Path, passphrase: bytes, *, clock: Callable[[], int],
 
         head = store.head
         registry = store.registry
-        assert head is not None and registry is not None  # noqa: S101 - genesis written above
+        if head is None or registry is None:
+            raise SystemExit("the demo store has no head after committing")
         text = store.checkpoint(head.log_size)
         if text is None:
             raise SystemExit("no checkpoint stored for the head: the store is inconsistent")
