@@ -52,6 +52,25 @@ def _canon(value: Any, depth: int) -> Any:
     raise TypeError(f"type {t.__name__} has no canonical encoding")
 
 
+_PLAIN = frozenset({str, bytes, int, bool, type(None), dict, list})
+"""The only types a canonical value holds: floats and msgpack timestamps/extensions are out."""
+
+
+def _check_depth(value: Any, what: str) -> None:
+    """Reject nesting deeper than :func:`encode` accepts, so decode∘encode never fails."""
+    level: list[Any] = [value]
+    for _ in range(_MAX_DEPTH + 1):
+        nxt = []
+        for c in level:
+            for v in (c.values() if type(c) is dict else c):
+                if type(v) is dict or type(v) is list:
+                    nxt.append(v)
+        if not nxt:
+            return
+        level = nxt
+    raise DecodeError(f"nesting deeper than {_MAX_DEPTH}", what)
+
+
 def _pairs_hook(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
     prev = None
     for k, v in pairs:
@@ -59,16 +78,16 @@ def _pairs_hook(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
             raise ValueError(f"map key {k!r} is not a str")
         if prev is not None and k <= prev:
             raise ValueError(f"map key {k!r} is out of order or repeated after {prev!r}")
-        if type(v) is float:
-            raise ValueError(f"float value under key {k!r}")
+        if type(v) not in _PLAIN:
+            raise ValueError(f"{type(v).__name__} value under key {k!r}")
         prev = k
     return dict(pairs)
 
 
 def _list_hook(items: list[Any]) -> list[Any]:
     for v in items:
-        if type(v) is float:
-            raise ValueError("float value in a list")
+        if type(v) not in _PLAIN:
+            raise ValueError(f"{type(v).__name__} value in a list")
     return items
 
 
@@ -111,8 +130,10 @@ def decode(data: bytes, *, max_size: int = MAX_SIZE, what: str = "object") -> An
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
             msgpack.StackError) as e:
         raise DecodeError(f"not canonical msgpack ({type(e).__name__}: {e})", what) from e
-    if type(value) is float:
-        raise DecodeError("a float is not allowed", what)
+    if type(value) not in _PLAIN:
+        raise DecodeError(f"a {type(value).__name__} is not allowed", what)
+    if type(value) is dict or type(value) is list:
+        _check_depth(value, what)
     # Keys are sorted and unique and no floats occur (hooks above); re-packing as-is in C now
     # catches every remaining non-canonical form: non-minimal ints/lengths, str/bin confusion.
     if msgpack.packb(value, use_bin_type=True) != data:
@@ -138,16 +159,18 @@ class Fields:
         if not isinstance(value, dict):
             raise DecodeError(f"expected a map, got {_kind(value)}", where)
         self._m: dict[str, Any] = value
-        self._seen: set[str] = set()
+        self._seen: list[str] = []
         self.where = where
 
-    def _get(self, name: builtins.str, kind: type | tuple[type, ...],
+    def _get(self, name: builtins.str, kind: type,
              label: builtins.str) -> Any:
-        if name not in self._m:
-            raise DecodeError("missing field", f"{self.where}.{name}")
-        self._seen.add(name)
-        v = self._m[name]
-        if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+        try:
+            v = self._m[name]
+        except KeyError:
+            raise DecodeError("missing field", f"{self.where}.{name}") from None
+        self._seen.append(name)
+        # Decoded values have exact types, so `type is` is both strict (bool is not int) and fast.
+        if type(v) is not kind:
             raise DecodeError(f"expected {label}, got {_kind(v)}", f"{self.where}.{name}")
         return v
 
@@ -200,7 +223,9 @@ class Fields:
         return v
 
     def done(self) -> None:
-        extra = set(self._m) - self._seen
+        if len(self._seen) == len(self._m):
+            return
+        extra = set(self._m) - set(self._seen)
         if extra:
             raise DecodeError(f"unknown field(s) {sorted(extra)}", self.where)
 

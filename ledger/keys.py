@@ -142,7 +142,8 @@ def save_private_key(path: Path, key: PrivateKey, passphrase: bytes) -> None:
     blob = codec.encode({"v": 1, "kdf": "argon2id", "ops": _OPS, "mem": _MEM, "salt": salt,
                          "box": bytes(sealed), "kid": key.kid})
     tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp.unlink(missing_ok=True)  # a stale tmp file could carry a wider mode into the key file
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(blob)
         f.flush()

@@ -1,8 +1,9 @@
 """Solo ordering: one writer thread cuts submitted transactions into blocks.
 
 A block is cut when ``max_batch`` transactions are waiting or ``max_wait`` seconds passed since
-the first of them arrived. Signatures are verified on a thread pool before ordering (libsodium
-releases the GIL, so this uses every core); the state machine then applies the batch in order.
+the first of them arrived. Signatures are pre-checked in worker processes
+(:mod:`ledger.sigcheck`) while earlier blocks are built; the state machine then applies the batch
+in order, verifying itself whatever the workers could not confirm.
 Each caller's future resolves with a :class:`Receipt` only after the block's synced batch is
 written, or with the :class:`~ledger.errors.TxRejected` that refused it.
 """
@@ -14,12 +15,12 @@ import queue
 import threading
 import time as _time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from ledger.chain import Head, build_block
-from ledger.errors import DecodeError, LedgerError, OrderingError, SignatureError, TxRejected
-from ledger.keys import PublicKey
+from ledger.errors import DecodeError, LedgerError, OrderingError, TxRejected
+from ledger.sigcheck import Checked, SignatureChecker
 from ledger.store import Store
 from ledger.tx import Tx
 
@@ -47,22 +48,11 @@ class _Item:
     future: Future[Receipt]
 
 
-def _verify_chunk(txs: Sequence[Tx], keys: dict[bytes, PublicKey]) -> list[bool]:
-    out = []
-    for tx in txs:
-        ok = True
-        for s in tx.sigs:
-            key = keys.get(s.kid)
-            if key is None:
-                ok = False  # unknown now; the state machine decides with the registry in force
-                break
-            try:
-                key.verify("tx", tx.payload, s.sig)
-            except SignatureError:
-                ok = False
-                break
-        out.append(ok)
-    return out
+@dataclass(slots=True)
+class _Chunk:
+    raws: Sequence[bytes | Tx]
+    futures: list[Future[Receipt]]
+    checked: Future[list[Checked]] | None
 
 
 class SoloOrderer:
@@ -78,9 +68,9 @@ class SoloOrderer:
         self.max_batch = max_batch
         self.max_wait = max_wait
         self.on_block = on_block
-        self._queue: queue.SimpleQueue[_Item | Future[list[_Item]] | None] = queue.SimpleQueue()
-        self._pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 2,
-                                        thread_name_prefix="sigverify")
+        self._queue: queue.SimpleQueue[_Chunk | None] = queue.SimpleQueue()
+        n = (os.cpu_count() or 2) if workers is None else workers
+        self._checker = SignatureChecker(n) if n > 0 else None
         self._thread = threading.Thread(target=self._run, name="solo-orderer", daemon=True)
         self._stopped = threading.Event()
         self._failure: BaseException | None = None
@@ -95,27 +85,36 @@ class SoloOrderer:
         """Queue transactions in order; malformed ones fail their future with DecodeError."""
         if self._stopped.is_set():
             raise OrderingError(f"orderer is stopped{self._failure_text()}")
+        registry = self.store.registry
+        keys = {kid: k.raw for kid, k in registry.public_keys.items()} if registry else {}
         futures: list[Future[Receipt]] = []
         for start in range(0, len(raws), chunk):
             part = raws[start:start + chunk]
             futs: list[Future[Receipt]] = [Future() for _ in part]
             futures.extend(futs)
-            self._queue.put(self._pool.submit(self._prepare, part, futs))
+            checked = None
+            if self._checker is not None:
+                checked = self._checker.submit(
+                    [r.raw if isinstance(r, Tx) else r for r in part], keys)
+            self._queue.put(_Chunk(part, futs, checked))
         return futures
 
-    def _prepare(self, part: Sequence[bytes | Tx], futs: list[Future[Receipt]]) -> list[_Item]:
-        txs: list[Tx] = []
-        kept: list[Future[Receipt]] = []
-        for raw, fut in zip(part, futs, strict=True):
+    @staticmethod
+    def _items(chunk: _Chunk) -> list[_Item]:
+        items = []
+        if chunk.checked is not None:
+            for got, fut in zip(chunk.checked.result(), chunk.futures, strict=True):
+                if isinstance(got, str):
+                    fut.set_exception(DecodeError(got))
+                else:
+                    items.append(_Item(got[0], got[1], fut))
+            return items
+        for raw, fut in zip(chunk.raws, chunk.futures, strict=True):
             try:
-                txs.append(raw if isinstance(raw, Tx) else Tx.from_bytes(raw))
-                kept.append(fut)
+                items.append(_Item(raw if isinstance(raw, Tx) else Tx.from_bytes(raw), False, fut))
             except DecodeError as e:
                 fut.set_exception(e)
-        registry = self.store.registry
-        keys = dict(registry.public_keys) if registry is not None else {}
-        checked = _verify_chunk(txs, keys)
-        return [_Item(tx, ok, f) for tx, ok, f in zip(txs, checked, kept, strict=True)]
+        return items
 
     # -- the writer --
     def _next_items(self, block: bool) -> list[_Item] | None:
@@ -125,9 +124,7 @@ class SoloOrderer:
             return []
         if got is None:
             return None
-        if isinstance(got, Future):
-            return got.result()
-        return [got]
+        return self._items(got)
 
     def _run(self) -> None:
         pending: list[_Item] = []
@@ -201,7 +198,8 @@ class SoloOrderer:
         if not self._stopped.is_set():
             self._queue.put(None)
             self._thread.join()
-        self._pool.shutdown(wait=True)
+        if self._checker is not None:
+            self._checker.close()
 
     def __enter__(self) -> SoloOrderer:
         return self

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ledger import codec
-from ledger.errors import SignatureError, TxRejected
+from ledger.errors import DecodeError, SignatureError, TxRejected
 from ledger.keys import PublicKey
 from ledger.tx import Tx
 
@@ -54,16 +54,16 @@ class Credential:
     issuer_kid: bytes
 
     def to_bytes(self) -> bytes:
-        return codec.encode({"issuer": self.issuer, "type": self.type, "status": self.status,
-                             "status_index": self.status_index, "valid_from": self.valid_from,
-                             "valid_until": self.valid_until, "issued_at": self.issued_at,
-                             "issuer_kid": self.issuer_kid})
+        # A fixed-order array, not a map: written once per anchor, so kept small and cheap.
+        return codec.encode([self.issuer, self.type, self.status, self.status_index,
+                             self.valid_from, self.valid_until, self.issued_at, self.issuer_kid])
 
     @classmethod
     def from_bytes(cls, credential_id: bytes, data: bytes) -> Credential:
         d = codec.decode(data, what="credential")
-        return cls(credential_id, d["issuer"], d["type"], d["status"], d["status_index"],
-                   d["valid_from"], d["valid_until"], d["issued_at"], d["issuer_kid"])
+        if not isinstance(d, list) or len(d) != 8:
+            raise DecodeError("a credential record is an array of 8", "credential")
+        return cls(credential_id, *d)
 
 
 class Registry:
@@ -411,8 +411,9 @@ def _g_withdraw_grant(data: dict[str, Any], a: Mapping[str, Any], t: int) -> Non
     windows = data["grants"].get(a["agency"], {}).get(a["type"])
     if not windows:
         raise TxRejected("unknown_grant", f"{a['agency']!r} holds no grant for {a['type']!r}")
+    at = max(a["at"], t)  # a withdrawal never rewrites who was allowed in the past
     for w in windows:
-        w[1] = max(w[0], min(w[1], a["at"]))
+        w[1] = max(w[0], min(w[1], at))
 
 
 def _g_register_type(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None:

@@ -31,7 +31,8 @@ from ledger.chain import (
     registry_key,
     txid_key,
 )
-from ledger.errors import DecodeError, StoreError
+from ledger.checkpoint import SignedCheckpoint
+from ledger.errors import CheckpointError, DecodeError, StoreError
 from ledger.state import Credential, Registry, credential_key
 from ledger.tx import Tx
 
@@ -91,6 +92,23 @@ class Store:
                 f"block {head.height} root {header.log_root.hex()}, recomputed root {root.hex()}")
         self.head, self.frontier = head, frontier
         self.registry = self.registry_at(head.height)
+        self._check_last_checkpoint()
+
+    def _check_last_checkpoint(self) -> None:
+        """A head behind, or off, the last checkpoint this store signed is a rolled-back store."""
+        text = self.checkpoint()
+        if text is None or self.head is None:
+            return
+        try:
+            cp = SignedCheckpoint.from_text(text.decode()).checkpoint
+        except (CheckpointError, UnicodeDecodeError) as e:
+            raise StoreError(f"stored checkpoint is corrupt: {e}") from e
+        if cp.size > self.head.log_size:
+            raise StoreError(f"store head (log size {self.head.log_size}) is behind its own "
+                             f"checkpoint of size {cp.size}: the store was rolled back")
+        if self.root_at(cp.size) != cp.root:
+            raise StoreError(f"stored log does not match its checkpoint at size {cp.size}: "
+                             f"expected root {cp.root.hex()}, found {self.root_at(cp.size).hex()}")
 
     def _need(self, key: bytes) -> bytes:
         v = self._db.get(key)
@@ -151,8 +169,10 @@ class Store:
 
     def registry_at(self, height: int) -> Registry:
         """The registry in force at the end of block ``height``."""
-        it = self._db.iterator(start=registry_key(0), stop=registry_key(height + 1),
-                               reverse=True, include_key=False)
+        # start=b"r" rather than registry_key(0): plyvel 1.5's reverse iterator skips a key
+        # equal to ``start`` when it is the only one in range.
+        it = self._db.iterator(start=b"r", stop=registry_key(height + 1), reverse=True,
+                               include_key=False)
         for v in it:
             return Registry.from_bytes(bytes(v))
         raise StoreError(f"no registry at or before height {height}")

@@ -187,7 +187,7 @@ def _type_def(f: Fields) -> dict[str, Any]:
     claims_raw = f.raw_map("claims", max_len=64)
     claims: dict[str, str] = {}
     for name, kind in claims_raw.items():
-        if not _ID.match(name.replace("_", "-")) or kind not in CLAIM_KINDS:
+        if not _ID.match(name) or not isinstance(kind, str) or kind not in CLAIM_KINDS:
             raise DecodeError(f"claim {name!r}: kind must be one of {sorted(CLAIM_KINDS)}",
                               f"{f.where}.claims")
         claims[name] = kind

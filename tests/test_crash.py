@@ -47,7 +47,9 @@ def _kill_later(proc: subprocess.Popen[str], delay: float) -> list[tuple[bytes, 
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    t.join()
+    # EOF on stdout comes only when the node's signature workers died with it too.
+    t.join(timeout=60)
+    assert not t.is_alive(), "worker processes outlived the killed node"
     return acked
 
 

@@ -7,6 +7,7 @@ change here is a change of the wire format. Regenerate deliberately with UPDATE_
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from pathlib import Path
@@ -77,7 +78,7 @@ def test_golden_file_is_self_consistent() -> None:
 
     expected = json.loads(GOLDEN.read_text())
     headers = [BlockHeader.from_bytes(bytes.fromhex(b)) for b in expected["blocks"]]
-    for prev, cur in zip(headers, headers[1:], strict=False):
+    for prev, cur in itertools.pairwise(headers):
         assert cur.prev_hash == prev.hash
         assert cur.first_index == prev.log_size
     head = Head.from_bytes(bytes.fromhex(expected["head"]))

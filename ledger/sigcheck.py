@@ -1,0 +1,80 @@
+"""Parsing and signature checks of transaction envelopes in worker processes.
+
+libsodium's verify is the floor cost of ingest, and both it (through PyNaCl) and our parsing hold
+the GIL, so threads do not scale. Worker processes run :meth:`Tx.from_bytes` (the canonical,
+closed-schema parse) and check every signature against a kid → public-key map. They return the
+parsed :class:`Tx` values with a flag, or the parse error's text.
+
+A ``False`` flag only means "not confirmed here" (unknown kid, bad signature): the state machine
+then verifies that transaction itself and gives the authoritative rejection. A ``True`` is safe to
+rely on because a kid is the hash of its key, so the check does not depend on ledger state.
+
+The pool exchanges values with our own spawned workers over a local pipe (multiprocessing's
+serialization); untrusted bytes only ever travel inside ``bytes``/``str`` values, never as code.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+
+from ledger.errors import DecodeError, SignatureError
+from ledger.keys import PublicKey
+from ledger.tx import Tx
+
+__all__ = ["Checked", "SignatureChecker", "parse_and_check"]
+
+Checked = tuple[Tx, bool] | str
+"""Per envelope: (parsed tx, signatures confirmed) or the DecodeError message."""
+
+
+def parse_and_check(raws: Sequence[bytes], keys: Mapping[bytes, bytes]) -> list[Checked]:
+    pubs = {kid: PublicKey(raw) for kid, raw in keys.items()}
+    out: list[Checked] = []
+    for raw in raws:
+        try:
+            tx = Tx.from_bytes(raw)
+        except DecodeError as e:
+            out.append(str(e))
+            continue
+        try:
+            tx.verify_signatures(pubs)
+            out.append((tx, True))
+        except SignatureError:
+            out.append((tx, False))
+    return out
+
+
+def _die_with_parent() -> None:
+    """Worker initializer: on Linux, be killed when the node process dies (even by SIGKILL)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+class SignatureChecker:
+    """A pool of ``workers`` processes, spawned (not forked: the parent holds LevelDB, threads).
+
+    The workers are started and warmed up in the constructor so the first block does not wait.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._pool = ProcessPoolExecutor(max_workers=workers,
+                                         mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_die_with_parent)
+        for f in [self._pool.submit(parse_and_check, [], {}) for _ in range(workers)]:
+            f.result()
+
+    def submit(self, raws: Sequence[bytes], keys: Mapping[bytes, bytes]) -> Future[list[Checked]]:
+        return self._pool.submit(parse_and_check, list(raws), dict(keys))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,184 @@
+"""Benchmarks behind ``scripts/bench``. Every figure is a ratio to a reference from the same run.
+
+ingest   solo durable ingest of signed ``issue`` transactions (submit → receipt after the synced
+         block), as a ratio to one core's ``nacl.signing.VerifyKey.verify`` rate; then RFC 9162
+         inclusion-proof time on a store of ``--proof-size`` entries after a cold open.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nacl.signing
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ledger import merkle
+from ledger.chain import build_block, build_genesis
+from ledger.network import Agency, demo_agency, genesis_tx, governance_tx, issue_tx
+from ledger.ordering import SoloOrderer
+from ledger.store import Store
+from ledger.tx import Tx
+
+NET = "bench"
+T0 = 1_767_225_600
+err = Console(stderr=True)
+
+
+def verify_rate(seconds: float = 2.0) -> float:
+    """Reference: one core's VerifyKey.verify per second on 300-byte messages."""
+    sk = nacl.signing.SigningKey(bytes(32))
+    vk = sk.verify_key
+    msgs = [sk.sign(os.urandom(300)) for _ in range(2000)]
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for m in msgs:
+            vk.verify(m)
+        n += len(msgs)
+    return n / (time.perf_counter() - start)
+
+
+def _network(path: Path) -> tuple[Store, list[Agency]]:
+    agencies = [demo_agency("edu", "Education Bureau", "bench"),
+                demo_agency("civil", "Civil Affairs", "bench")]
+    store = Store(path)
+    store.write_block(build_genesis(genesis_tx(NET, agencies, 1, T0)))
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    grant = {"agency": "edu", "type": "degree", "from": 0, "until": 2 * T0}
+    for txs in ([governance_tx(NET, 1, "register_type", {"type": spec}, agencies)],
+                [governance_tx(NET, 2, "grant", grant, agencies)]):
+        head, reg = store.head, store.registry
+        if head is None or reg is None:
+            raise SystemExit("bench store lost its head")
+        store.write_block(build_block(head, reg, store, store.frontier, txs, T0))
+    return store, agencies
+
+
+def _issues(agency: Agency, start: int, n: int) -> list[bytes]:
+    return [issue_tx(NET, agency, hashlib.sha256(b"bench-%d" % i).digest(), "degree", i, 0,
+                     2 * T0, T0 + i).raw for i in range(start, start + n)]
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}"
+                    "/{task.total}"), TimeRemainingColumn(), console=err, transient=True,
+                    disable=not err.is_terminal)
+
+
+def bench_ingest(n: int, clients_chunk: int, workers: int | None = None) -> dict[str, float]:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    try:
+        store, agencies = _network(tmp / "ledger")
+        raws = _issues(agencies[0], 0, n)
+        orderer = SoloOrderer(store, clock=lambda: T0 + 1, workers=workers)
+        start = time.perf_counter()
+        futures = []
+        for i in range(0, n, clients_chunk):
+            futures.extend(orderer.submit_many(raws[i:i + clients_chunk]))
+        for f in futures:
+            f.result()
+        elapsed = time.perf_counter() - start
+        orderer.stop()
+        store.close()
+        return {"ingest_tx_per_s": n / elapsed, "ingest_n": n}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_big_store(path: Path, size: int) -> None:
+    """A store of ``size`` log entries, built block by block (signatures verified as usual)."""
+    store, agencies = _network(path)
+    have = store.head.log_size if store.head else 0
+    block = 5000
+    with _progress() as progress:
+        task = progress.add_task(f"building a {size:,}-entry chain", total=size)
+        i = 0
+        while have < size:
+            k = min(block, size - have)
+            txs = [Tx.from_bytes(r) for r in _issues(agencies[0], i, k)]
+            head, reg = store.head, store.registry
+            if head is None or reg is None:
+                raise SystemExit("bench store lost its head")
+            store.write_block(build_block(head, reg, store, store.frontier, txs, T0 + 1))
+            have += k
+            i += k
+            progress.update(task, completed=have)
+    store.close()
+
+
+def bench_proofs(path: Path, samples: int = 2000) -> dict[str, float]:
+    start = time.perf_counter()
+    store = Store(path)  # cold open: reads head, checks it against the stored Merkle nodes
+    open_s = time.perf_counter() - start
+    if store.head is None:
+        raise SystemExit("empty store")
+    size = store.head.log_size
+    rng = random.Random(1)
+    times = []
+    for _ in range(samples):
+        index = rng.randrange(size)
+        t = time.perf_counter()
+        proof = store.inclusion_proof(index, size)
+        times.append(time.perf_counter() - t)
+        merkle.verify_inclusion(store.leaf_hash(index), index, size, proof, store.head.log_root)
+    store.close()
+    times.sort()
+    return {"proof_size": size, "cold_open_s": open_s,
+            "inclusion_proof_median_ms": statistics.median(times) * 1e3,
+            "inclusion_proof_p99_ms": times[int(len(times) * 0.99)] * 1e3}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["ingest"], help="which benchmark to run")
+    ap.add_argument("--n", type=int, default=40_000, help="transactions to ingest (40000)")
+    ap.add_argument("--proof-size", type=int, default=1_000_000,
+                    help="log size for the proof figure (1000000; 0 skips)")
+    ap.add_argument("--cache", type=Path, default=Path(".bench"),
+                    help="folder that keeps the big proof store between runs (.bench)")
+    ap.add_argument("--json", action="store_true", help="print machine-readable results")
+    args = ap.parse_args()
+
+    err.print("measuring the reference: one core's VerifyKey.verify rate …")
+    ref = verify_rate()
+    res: dict[str, float] = {"ref_verify_per_s_one_core": ref, "cores": os.cpu_count() or 1}
+    err.print(f"ingesting {args.n:,} signed issue transactions (durable, solo) …")
+    res.update(bench_ingest(args.n, 500))
+    res["ingest_ratio"] = res["ingest_tx_per_s"] / ref
+    if args.proof_size:
+        path = args.cache / f"proofs-{args.proof_size}"
+        ok = False
+        if path.exists():
+            with Store(path) as s:
+                ok = s.head is not None and s.head.log_size >= args.proof_size
+        if not ok:
+            shutil.rmtree(path, ignore_errors=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            build_big_store(path, args.proof_size)
+        res.update(bench_proofs(path))
+    if args.json:
+        print(json.dumps(res, indent=2))
+        return
+    print(f"reference  one core VerifyKey.verify     {ref:10,.0f} /s")
+    print(f"ingest     solo durable issue txs        {res['ingest_tx_per_s']:10,.0f} /s"
+          f"   ratio {res['ingest_ratio']:.2f}  (target >= 1.0)")
+    if args.proof_size:
+        print(f"proofs     cold open of {res['proof_size']:,} entries   "
+              f"{res['cold_open_s'] * 1e3:8.1f} ms")
+        print(f"proofs     inclusion proof median / p99  {res['inclusion_proof_median_ms']:.3f}"
+              f" / {res['inclusion_proof_p99_ms']:.3f} ms  (O(log n) stored-node reads)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

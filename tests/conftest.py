@@ -1,0 +1,122 @@
+"""Shared fixtures: fixed demo agencies, fixed times, and a small harness over a real Store.
+
+Everything is deterministic: keys come from :func:`ledger.network.demo_agency` (fixed labels) and
+every time is a parameter, so the same test builds byte-identical blocks on every run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.chain import BlockResult, build_block, build_genesis
+from ledger.network import Agency, demo_agency, genesis_tx, governance_tx
+from ledger.state import Registry
+from ledger.store import Store
+from ledger.tx import Tx
+
+NET = "demo"
+T0 = 1_700_000_000
+DAY = 86_400
+
+
+@pytest.fixture
+def net() -> str:
+    return NET
+
+
+@pytest.fixture
+def t0() -> int:
+    return T0
+
+
+@pytest.fixture
+def agencies() -> dict[str, Agency]:
+    """Three founding agencies with fixed (public, test-only) keys."""
+    return {
+        "reg": demo_agency("reg", "Civil Registry"),
+        "edu": demo_agency("edu", "Education Office"),
+        "tax": demo_agency("tax", "Tax Office"),
+    }
+
+
+class LedgerHarness:
+    """A store opened on a fresh genesis, with helpers to build and commit blocks."""
+
+    def __init__(self, path: Path, founders: Sequence[Agency], quorum: int, time: int,
+                 network: str = NET) -> None:
+        self.path = path
+        self.net = network
+        self.founders = list(founders)
+        self.store = Store(path)
+        self.genesis = genesis_tx(network, self.founders, quorum, time)
+        self.store.write_block(build_genesis(self.genesis))
+        self.time = time
+
+    @property
+    def registry(self) -> Registry:
+        assert self.store.registry is not None
+        return self.store.registry
+
+    def build(self, txs: Sequence[Tx], time: int) -> BlockResult:
+        """Build (but do not write) the next block."""
+        assert self.store.head is not None
+        assert self.store.registry is not None
+        return build_block(self.store.head, self.store.registry, self.store,
+                           self.store.frontier, list(txs), time)
+
+    def commit(self, txs: Sequence[Tx], time: int) -> BlockResult:
+        """Build the next block and write it if anything was accepted."""
+        r = self.build(txs, time)
+        if r.header is not None:
+            self.store.write_block(r)
+            self.time = max(self.time, time)
+        return r
+
+    def gov_tx(self, action: str, args: dict[str, Any], signers: Sequence[Agency],
+               seq: int | None = None) -> Tx:
+        """A governance transaction with the next sequence number (unless ``seq`` is given)."""
+        n = self.registry.gov_seq + 1 if seq is None else seq
+        return governance_tx(self.net, n, action, args, signers)
+
+    def govern(self, action: str, args: dict[str, Any], signers: Sequence[Agency],
+               time: int) -> BlockResult:
+        """Commit one governance transaction and insist that it was accepted."""
+        r = self.commit([self.gov_tx(action, args, signers)], time)
+        assert not r.rejected, [(e.code, e.message) for _, e in r.rejected]
+        assert len(r.accepted) == 1
+        return r
+
+    def reopen(self) -> Store:
+        self.store.close()
+        self.store = Store(self.path)
+        return self.store
+
+    def close(self) -> None:
+        self.store.close()
+
+
+@pytest.fixture
+def make_ledger(tmp_path: Path) -> Iterator[Callable[..., LedgerHarness]]:
+    """Factory: ``make_ledger(founders, quorum, time)`` opens a fresh store under ``tmp_path``."""
+    opened: list[LedgerHarness] = []
+
+    def make(founders: Sequence[Agency], quorum: int, time: int = T0,
+             network: str = NET, name: str = "store") -> LedgerHarness:
+        h = LedgerHarness(tmp_path / name, founders, quorum, time, network)
+        opened.append(h)
+        return h
+
+    yield make
+    for h in opened:
+        h.close()
+
+
+@pytest.fixture
+def ledger(make_ledger: Callable[..., LedgerHarness],
+           agencies: dict[str, Agency]) -> LedgerHarness:
+    """Three founders (reg, edu, tax), quorum 2, genesis at T0."""
+    return make_ledger(list(agencies.values()), 2, T0)

@@ -1,0 +1,593 @@
+"""Tests for ledger.store: durability across reopen, Merkle proofs from stored nodes, tamper checks.
+
+A chain of a few hundred transactions in blocks of many sizes is built once per module from fixed
+keys and times; proofs served by the store are compared with ledger.merkle's reference functions
+(which the published transparency-dev vectors pin down in test_merkle.py) and verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import plyvel
+import pytest
+
+from ledger import merkle
+from ledger.block import GENESIS_PREV, BlockHeader
+from ledger.chain import (
+    BlockResult,
+    CompactRange,
+    Head,
+    block_key,
+    build_block,
+    build_genesis,
+    entry_key,
+    head_key,
+    node_key,
+    registry_key,
+)
+from ledger.errors import ProofError, StoreError
+from ledger.network import demo_agency, genesis_tx, governance_tx, issue_tx, status_tx
+from ledger.store import Store
+from ledger.tx import Tx
+
+NET = "demo"
+T0 = 1_700_000_000
+DAY = 86_400
+REG = demo_agency("reg", "Civil Registry")
+EDU = demo_agency("edu", "Education Office")
+TAX = demo_agency("tax", "Tax Office")
+DIPLOMA = {"id": "diploma", "title": "Diploma", "claims": {"degree": "string"}, "derived": {}}
+BLOCK_SIZES = [1, 2, 3, 4, 5, 7, 8, 9, 16, 17, 31, 32, 33, 64, 65, 10]
+
+
+def cid(n: int) -> bytes:
+    return hashlib.sha256(f"credential {n}".encode()).digest()
+
+
+def commit(store: Store, txs: list[Tx], t: int) -> BlockResult:
+    assert store.head is not None
+    assert store.registry is not None
+    r = build_block(store.head, store.registry, store, store.frontier, txs, t)
+    assert [e.code for _, e in r.rejected] == []
+    assert len(r.accepted) == len(txs)
+    store.write_block(r)
+    return r
+
+
+def chain_blocks() -> Iterator[tuple[list[Tx], int]]:
+    """The blocks after genesis, deterministic: (transactions, block time)."""
+    yield [governance_tx(NET, 1, "register_type", {"type": DIPLOMA}, [REG, EDU])], T0 + 10
+    yield [governance_tx(NET, 2, "grant", {"agency": "edu", "type": "diploma", "from": T0,
+                                           "until": T0 + 1000 * DAY}, [REG, TAX])], T0 + 20
+    n = 0
+    for b, size in enumerate(BLOCK_SIZES):
+        t = T0 + (b + 1) * DAY
+        txs = []
+        for _ in range(size):
+            if n % 10 == 9:  # every tenth transaction revokes an earlier credential
+                txs.append(status_tx(NET, EDU, cid(n - 5), "revoked", "test", t))
+            else:
+                txs.append(issue_tx(NET, EDU, cid(n), "diploma", n, t, t + 365 * DAY, t))
+            n += 1
+        yield txs, t
+
+
+def build_chain(path: Path) -> Store:
+    store = Store(path)
+    store.write_block(build_genesis(genesis_tx(NET, [REG, EDU, TAX], 2, T0)))
+    for txs, t in chain_blocks():
+        commit(store, txs, t)
+    return store
+
+
+@pytest.fixture(scope="module")
+def chain_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("chain") / "store"
+    build_chain(path).close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(chain_path: Path) -> Iterator[Store]:
+    s = Store(chain_path)
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def leaves(store: Store) -> list[bytes]:
+    assert store.head is not None
+    return [merkle.leaf_hash(store.entry(i)) for i in range(store.head.log_size)]
+
+
+def sample_pairs(n: int, count: int, seed: int) -> list[tuple[int, int]]:
+    """(a, b) with 0 <= a < b <= n: all pairs for small trees, edges, and a seeded sample."""
+    rng = random.Random(seed)
+    pairs = {(a, b) for b in range(1, 34) for a in range(b)}
+    for b in (n, n - 1, 64, 65, 127, 128, 129, 255, 256, 257):
+        if 1 <= b <= n:
+            pairs.update({(0, b), (b - 1, b), (b // 2, b)})
+    while len(pairs) < count:
+        b = rng.randint(1, n)
+        pairs.add((rng.randrange(b), b))
+    return sorted(pairs)
+
+
+# --- the chain as built --------------------------------------------------------------------------
+
+
+def test_chain_shape(store: Store, leaves: list[bytes]) -> None:
+    head = store.head
+    assert head is not None
+    assert head.height == 2 + len(BLOCK_SIZES)
+    assert head.log_size == 3 + sum(BLOCK_SIZES) == len(leaves)
+    assert head.log_size > 300
+    assert head.log_root == merkle.root_hash(leaves)
+    prev = None
+    for h in range(head.height + 1):
+        b = store.block(h)
+        assert b.height == h
+        assert b.net == NET
+        assert b.prev_hash == (GENESIS_PREV if prev is None else prev.hash)
+        assert b.first_index == (0 if prev is None else prev.log_size)
+        assert b.log_root == merkle.root_hash(leaves[: b.log_size])
+        assert b.log_root == store.root_at(b.log_size)
+        assert BlockHeader.from_bytes(b.to_bytes()) == b
+        assert [merkle.leaf_hash(e) for e in store.block_entries(b)] == \
+            leaves[b.first_index: b.log_size]
+        prev = b
+    assert prev is not None
+    assert prev.hash == head.hash
+
+
+def test_tx_index(store: Store) -> None:
+    assert store.head is not None
+    for i in (0, 1, 2, 3, 100, store.head.log_size - 1):
+        tx = Tx.from_bytes(store.entry(i))
+        loc = store.tx_location(tx.txid)
+        assert loc is not None
+        assert loc[0] == i
+        b = store.block(loc[1])
+        assert b.first_index <= i < b.log_size
+        assert store.tx(tx.txid) == tx
+    assert store.tx_location(bytes(32)) is None
+    assert store.tx(bytes(32)) is None
+
+
+def test_credential_state(store: Store) -> None:
+    # chain_blocks(): position n % 10 == 9 revokes credential n - 5
+    for n in (4, 14, 104):
+        c = store.credential(cid(n))
+        assert c is not None
+        assert c.status == "revoked"
+    for n in (0, 1, 5, 100):
+        c = store.credential(cid(n))
+        assert c is not None
+        assert c.status == "valid"
+        assert c.status_index == n
+        assert c.issuer == "edu"
+    assert store.credential(cid(9)) is None  # position 9 was a status transaction
+
+
+def test_leaf_hashes_match_stored_nodes(store: Store, leaves: list[bytes]) -> None:
+    for i, h in enumerate(leaves):
+        assert store.leaf_hash(i) == h
+
+
+# --- proofs against the reference implementation ----------------------------------------------
+
+
+def test_root_at_every_size(store: Store, leaves: list[bytes]) -> None:
+    for size in range(1, len(leaves) + 1):
+        assert store.root_at(size) == merkle.root_hash(leaves[:size]), size
+
+
+def test_inclusion_proofs(store: Store, leaves: list[bytes]) -> None:
+    n = len(leaves)
+    pairs = sample_pairs(n, 1200, seed=1)
+    for index, size in pairs:
+        proof = store.inclusion_proof(index, size)
+        assert proof == merkle.inclusion_proof(leaves[:size], index), (index, size)
+        merkle.verify_inclusion(leaves[index], index, size, proof, store.root_at(size))
+    # every leaf in the full tree
+    root = store.root_at(n)
+    for index in range(n):
+        proof = store.inclusion_proof(index, n)
+        merkle.verify_inclusion(leaves[index], index, n, proof, root)
+
+
+def test_consistency_proofs(store: Store, leaves: list[bytes]) -> None:
+    n = len(leaves)
+    pairs = sample_pairs(n, 1200, seed=2)
+    for a, b in pairs:
+        old = a + 1  # old sizes 1..b
+        proof = store.consistency_proof(old, b)
+        assert proof == merkle.consistency_proof(leaves[:b], old), (old, b)
+        merkle.verify_consistency(old, b, store.root_at(old), store.root_at(b), proof)
+    for size in range(1, n + 1):
+        assert store.consistency_proof(size, size) == []
+
+
+def test_consistency_between_every_pair_of_blocks(store: Store) -> None:
+    assert store.head is not None
+    headers = [store.block(h) for h in range(store.head.height + 1)]
+    for old in headers:
+        for new in headers[old.height:]:
+            proof = store.consistency_proof(old.log_size, new.log_size)
+            merkle.verify_consistency(old.log_size, new.log_size, old.log_root, new.log_root,
+                                      proof)
+
+
+def test_proofs_fail_against_wrong_root(store: Store, leaves: list[bytes]) -> None:
+    n = len(leaves)
+    proof = store.inclusion_proof(5, n)
+    with pytest.raises(ProofError):
+        merkle.verify_inclusion(leaves[6], 5, n, proof, store.root_at(n))
+    with pytest.raises(ProofError):
+        merkle.verify_inclusion(leaves[5], 5, n, proof, store.root_at(n - 1))
+    cproof = store.consistency_proof(10, n)
+    with pytest.raises(ProofError):
+        merkle.verify_consistency(10, n, store.root_at(11), store.root_at(n), cproof)
+
+
+# --- range errors --------------------------------------------------------------------------------
+
+
+def test_out_of_range_errors(store: Store) -> None:
+    assert store.head is not None
+    n = store.head.log_size
+    bad_calls = [
+        lambda: store.inclusion_proof(n, n),
+        lambda: store.inclusion_proof(-1, n),
+        lambda: store.inclusion_proof(0, 0),
+        lambda: store.inclusion_proof(0, n + 1),
+        lambda: store.inclusion_proof(5, 5),
+        lambda: store.consistency_proof(0, n),
+        lambda: store.consistency_proof(-1, n),
+        lambda: store.consistency_proof(n, n + 1),
+        lambda: store.consistency_proof(6, 5),
+        lambda: store.consistency_proof(1, 0),
+        lambda: store.root_at(0),
+        lambda: store.root_at(-1),
+        lambda: store.root_at(n + 1),
+        lambda: store.leaf_hash(n),
+        lambda: store.leaf_hash(-1),
+        lambda: store.entry(n),
+        lambda: store.entry(-1),
+        lambda: store.block(store.head.height + 1),  # type: ignore[union-attr]
+        lambda: store.block(-1),
+    ]
+    for call in bad_calls:
+        with pytest.raises(StoreError):
+            call()
+
+
+def test_empty_store(tmp_path: Path) -> None:
+    with Store(tmp_path / "empty") as s:
+        assert s.head is None
+        assert s.registry is None
+        assert s.frontier.size == 0
+        for call in (lambda: s.root_at(1), lambda: s.inclusion_proof(0, 1),
+                     lambda: s.consistency_proof(1, 1), lambda: s.entry(0),
+                     lambda: s.block(0), lambda: s.registry_at(0), lambda: s.leaf_hash(0)):
+            with pytest.raises(StoreError):
+                call()
+        assert s.checkpoint() is None
+
+
+def test_open_missing_without_create(tmp_path: Path) -> None:
+    with pytest.raises(StoreError):
+        Store(tmp_path / "absent", create=False)
+
+
+# --- reopen ------------------------------------------------------------------------------------
+
+
+def test_reopen_same_head_and_registry(tmp_path: Path) -> None:
+    path = tmp_path / "s"
+    s = build_chain(path)
+    head, registry, frontier = s.head, s.registry, s.frontier
+    assert registry is not None
+    s.close()
+    with Store(path) as again:
+        assert again.head == head
+        assert again.registry is not None
+        assert again.registry.to_bytes() == registry.to_bytes()
+        assert again.registry.data == registry.data
+        assert again.frontier.size == frontier.size
+        assert again.frontier.hashes == frontier.hashes
+        assert again.frontier.root() == head.log_root  # type: ignore[union-attr]
+        # and it keeps growing correctly after a restart
+        t = T0 + 500 * DAY
+        r = commit(again, [issue_tx(NET, EDU, cid(10_000), "diploma", 10_000, t, t + DAY, t)],
+                   t)
+        assert r.header is not None
+        assert r.header.prev_hash == head.hash  # type: ignore[union-attr]
+        n = again.head.log_size  # type: ignore[union-attr]
+        leaves = [merkle.leaf_hash(again.entry(i)) for i in range(n)]
+        assert again.root_at(n) == merkle.root_hash(leaves) == r.header.log_root
+    with Store(path) as third:
+        assert third.head == r.head
+
+
+def test_identical_inputs_give_identical_chains(tmp_path: Path, store: Store) -> None:
+    with build_chain(tmp_path / "twin") as twin:
+        assert twin.head == store.head
+        assert twin.registry.to_bytes() == store.registry.to_bytes()  # type: ignore[union-attr]
+
+
+def test_context_manager_closes(tmp_path: Path) -> None:
+    path = tmp_path / "cm"
+    with Store(path) as s:
+        s.write_block(build_genesis(genesis_tx(NET, [REG, EDU], 1, T0)))
+        commit(s, [governance_tx(NET, 1, "set_quorum", {"quorum": 2}, [REG])], T0 + 1)
+    # a closed LevelDB can be opened again (the lock was released)
+    with Store(path) as s2:
+        assert s2.head is not None
+        assert s2.head.height == 1
+        assert s2.registry is not None
+        assert s2.registry.quorum == 2
+    s.close()  # closing twice is harmless
+
+
+def test_reopen_genesis_only_store(tmp_path: Path) -> None:
+    """A node that has committed only its genesis block must be able to restart."""
+    path = tmp_path / "genesis-only"
+    with Store(path) as s:
+        s.write_block(build_genesis(genesis_tx(NET, [REG, EDU], 1, T0)))
+        head, registry = s.head, s.registry
+        assert registry is not None
+    with Store(path) as again:
+        assert again.head == head
+        assert again.registry is not None
+        assert again.registry.to_bytes() == registry.to_bytes()
+
+
+# --- write_block misuse --------------------------------------------------------------------------
+
+
+def test_write_block_rejects_wrong_height_and_empty(tmp_path: Path) -> None:
+    with Store(tmp_path / "w") as s:
+        g = build_genesis(genesis_tx(NET, [REG, EDU, TAX], 2, T0))
+        s.write_block(g)
+        with pytest.raises(StoreError, match="height"):
+            s.write_block(g)
+        assert s.head is not None
+        assert s.registry is not None
+        empty = build_block(s.head, s.registry, s, s.frontier, [], T0 + 1)
+        assert empty.header is None
+        with pytest.raises(StoreError):
+            s.write_block(empty)
+        nxt = build_block(s.head, s.registry, s, s.frontier,
+                          [governance_tx(NET, 1, "set_quorum", {"quorum": 1}, [REG, EDU])],
+                          T0 + 1)
+        s.write_block(nxt)
+        with pytest.raises(StoreError, match="height"):
+            s.write_block(nxt)
+        assert s.head.height == 1
+
+
+def test_build_block_rejects_stale_frontier(tmp_path: Path) -> None:
+    with Store(tmp_path / "f") as s:
+        s.write_block(build_genesis(genesis_tx(NET, [REG, EDU], 1, T0)))
+        assert s.head is not None
+        assert s.registry is not None
+        with pytest.raises(ValueError, match="frontier"):
+            build_block(s.head, s.registry, s, CompactRange(), [], T0)
+
+
+def test_checkpoints_and_extra_records(tmp_path: Path) -> None:
+    with Store(tmp_path / "k") as s:
+        s.write_block(build_genesis(genesis_tx(NET, [REG], 1, T0)), {b"k" + (1).to_bytes(8, "big"):
+                                                                     b"cp1"})
+        assert s.checkpoint(1) == b"cp1"
+        s.put_checkpoint(3, b"cp3")
+        s.put_checkpoint(2, b"cp2")
+        assert s.checkpoint() == b"cp3"
+        assert s.checkpoint(2) == b"cp2"
+        assert s.checkpoint(9) is None
+
+
+# --- registry_at -------------------------------------------------------------------------------
+
+
+def test_registry_at(store: Store) -> None:
+    r1, r2 = store.registry_at(1), store.registry_at(2)
+    assert r1.type_def("diploma") is not None
+    assert r1.grants_at(T0 + DAY) == {}
+    assert r1.gov_seq == 1
+    assert r2.grants_at(T0 + DAY) == {"edu": ["diploma"]}
+    assert r2.gov_seq == 2
+    assert store.head is not None
+    assert store.registry is not None
+    for h in range(2, store.head.height + 1):
+        assert store.registry_at(h).to_bytes() == r2.to_bytes()
+    assert store.registry_at(store.head.height).to_bytes() == store.registry.to_bytes()
+    assert [h for h, _ in store.registry_history()] == [0, 1, 2]
+    with pytest.raises(StoreError):
+        store.registry_at(-1)
+
+
+def test_registry_at_genesis_height(store: Store) -> None:
+    """Height 0 is the genesis registry (the only record at or before it is r/0)."""
+    history = dict(store.registry_history())
+    assert 0 in history
+    r0 = store.registry_at(0)
+    assert r0.to_bytes() == history[0].to_bytes()
+    assert r0.type_def("diploma") is None
+    assert r0.gov_seq == 0
+
+
+def test_registry_at_after_later_governance(tmp_path: Path) -> None:
+    with build_chain(tmp_path / "g") as s:
+        assert s.head is not None
+        before = s.head.height
+        t = T0 + 600 * DAY
+        commit(s, [governance_tx(NET, 3, "remove_agency", {"agency": "tax"}, [REG, EDU])], t)
+        after = s.head.height
+        assert s.registry_at(before).current_agencies(t) == ["edu", "reg", "tax"]
+        assert s.registry_at(after).current_agencies(t) == ["edu", "reg"]
+        assert s.registry_at(after).gov_seq == 3
+        assert s.registry_at(before).gov_seq == 2
+        assert [h for h, _ in s.registry_history()] == [0, 1, 2, after]
+
+
+# --- tampering ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_store(tmp_path: Path) -> Path:
+    """A closed store of genesis plus two blocks (log size 1 + 1 + 5 = 7)."""
+    path = tmp_path / "small"
+    with Store(path) as s:
+        s.write_block(build_genesis(genesis_tx(NET, [REG, EDU, TAX], 2, T0)))
+        commit(s, [governance_tx(NET, 1, "register_type", {"type": DIPLOMA}, [REG, EDU])],
+               T0 + 10)
+        commit(s, [governance_tx(NET, 2, "grant", {"agency": "edu", "type": "diploma",
+                                                   "from": T0, "until": T0 + DAY},
+                                 [REG, EDU])]
+               + [issue_tx(NET, EDU, cid(i), "diploma", i, T0, T0 + DAY, T0)
+                  for i in range(4)], T0 + 20)
+        assert s.head is not None
+        assert s.head.log_size == 7
+    return path
+
+
+def _edit(path: Path, puts: dict[bytes, bytes] | None = None,
+          deletes: tuple[bytes, ...] = ()) -> None:
+    db = plyvel.DB(str(path))
+    try:
+        for k, v in (puts or {}).items():
+            db.put(k, v)
+        for k in deletes:
+            assert db.get(k) is not None, k
+            db.delete(k)
+    finally:
+        db.close()
+
+
+def _head(path: Path) -> Head:
+    db = plyvel.DB(str(path))
+    try:
+        return Head.from_bytes(db.get(head_key))
+    finally:
+        db.close()
+
+
+def test_small_store_opens(small_store: Path) -> None:
+    head = _head(small_store)
+    with Store(small_store) as s:
+        assert s.head == head
+
+
+@pytest.mark.parametrize("root", [bytes(32), b"\xff" * 32])
+def test_tampered_head_root(small_store: Path, root: bytes) -> None:
+    h = _head(small_store)
+    _edit(small_store, {head_key: Head(h.height, h.hash, h.log_size, root, h.time).to_bytes()})
+    with pytest.raises(StoreError, match="Merkle"):
+        Store(small_store)
+
+
+def test_tampered_head_root_of_older_tree(small_store: Path) -> None:
+    """A root that is genuine but belongs to another size still refuses to open."""
+    with Store(small_store) as s:
+        old_root = s.root_at(6)
+    h = _head(small_store)
+    _edit(small_store, {head_key: Head(h.height, h.hash, h.log_size, old_root, h.time).to_bytes()})
+    with pytest.raises(StoreError):
+        Store(small_store)
+
+
+def test_tampered_head_hash(small_store: Path) -> None:
+    h = _head(small_store)
+    _edit(small_store, {head_key: Head(h.height, b"\x01" * 32, h.log_size, h.log_root,
+                                       h.time).to_bytes()})
+    with pytest.raises(StoreError):
+        Store(small_store)
+
+
+def test_tampered_head_height(small_store: Path) -> None:
+    h = _head(small_store)
+    _edit(small_store, {head_key: Head(h.height - 1, h.hash, h.log_size, h.log_root,
+                                       h.time).to_bytes()})
+    with pytest.raises(StoreError):
+        Store(small_store)
+
+
+def test_tampered_head_size(small_store: Path) -> None:
+    h = _head(small_store)
+    for size in (h.log_size - 1, h.log_size + 1):
+        _edit(small_store, {head_key: Head(h.height, h.hash, size, h.log_root,
+                                           h.time).to_bytes()})
+        with pytest.raises(StoreError):
+            Store(small_store)
+
+
+def test_garbage_head(small_store: Path) -> None:
+    _edit(small_store, {head_key: b"\xc1garbage"})
+    with pytest.raises(StoreError):
+        Store(small_store)
+
+
+def test_tampered_block_root(small_store: Path) -> None:
+    h = _head(small_store)
+    with Store(small_store) as s:
+        b = s.block(h.height)
+    forged = BlockHeader(b.net, b.height, b.prev_hash, b.time, b.first_index, b.tx_count,
+                         bytes(32))
+    _edit(small_store, {block_key(h.height): forged.to_bytes()})
+    with pytest.raises(StoreError):
+        Store(small_store)
+
+
+@pytest.mark.parametrize("which", range(len(CompactRange.nodes_for(7))))
+def test_missing_frontier_node(small_store: Path, which: int) -> None:
+    level, index = CompactRange.nodes_for(7)[which]
+    _edit(small_store, deletes=(node_key(level, index),))
+    with pytest.raises(StoreError, match="missing"):
+        Store(small_store)
+
+
+def test_tampered_frontier_node(small_store: Path) -> None:
+    level, index = CompactRange.nodes_for(7)[0]
+    _edit(small_store, {node_key(level, index): b"\x00" * 32})
+    with pytest.raises(StoreError):
+        Store(small_store)
+
+
+def test_missing_head_block(small_store: Path) -> None:
+    h = _head(small_store)
+    _edit(small_store, deletes=(block_key(h.height),))
+    with pytest.raises(StoreError, match="missing"):
+        Store(small_store)
+
+
+def test_missing_registry(small_store: Path) -> None:
+    _edit(small_store, deletes=tuple(registry_key(h) for h in range(3)))
+    with pytest.raises(StoreError):
+        Store(small_store)
+
+
+def test_refused_open_releases_lock(small_store: Path) -> None:
+    h = _head(small_store)
+    good = h.to_bytes()
+    _edit(small_store, {head_key: Head(h.height, h.hash, h.log_size, bytes(32),
+                                       h.time).to_bytes()})
+    with pytest.raises(StoreError):
+        Store(small_store)
+    # the failed open closed the DB: it can be repaired and opened
+    _edit(small_store, {head_key: good})
+    with Store(small_store) as s:
+        assert s.head == h
+
+
+def test_missing_entry_detected_on_read(small_store: Path) -> None:
+    _edit(small_store, deletes=(entry_key(3),))
+    with Store(small_store) as s:
+        with pytest.raises(StoreError, match="missing"):
+            s.entry(3)
+        assert s.entry(2)
