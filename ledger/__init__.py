@@ -1,0 +1,1 @@
+"""The ledger core: codec, keys, transactions, Merkle log, state machine, store."""

@@ -1,0 +1,104 @@
+"""The command lines, run as real processes: the demo, `ledger head`, `ledger prove`, stubs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ledger import merkle
+from ledger.checkpoint import SignedCheckpoint
+from ledger.store import Store
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "LEDGER_KEY_PASSPHRASE": "test-only", "COLUMNS": "200"}
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True,
+                          env=ENV, timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("cli") / "demo-data"
+    r = _run("ledger-node", "demo", "--data", str(data))
+    assert r.returncode == 0, r.stderr
+    assert "verified" in r.stdout
+    return data
+
+
+def test_demo_builds_a_final_chain_with_encrypted_keys(demo: Path) -> None:
+    keys = sorted(p.name for p in (demo / "keys").iterdir())
+    assert keys == sorted(f"{a}.{r}.key" for a in ("civil", "edu", "market")
+                          for r in ("issuer", "node"))
+    for p in (demo / "keys").iterdir():
+        assert p.stat().st_mode & 0o777 == 0o600
+    with Store(demo / "ledger") as store:
+        assert store.head is not None
+        assert store.head.log_size == 19  # genesis + 6 governance + 9 issues + 3 status changes
+
+
+def test_ledger_head_reports_a_final_checkpoint(demo: Path) -> None:
+    r = _run("ledger", "head", str(demo), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["final_signers"] == ["civil", "edu", "market"]
+    cp = SignedCheckpoint.from_text(out["checkpoint"]).checkpoint
+    assert cp.size == out["head"]["log_size"]
+    assert cp.root.hex() == out["head"]["log_root"]
+
+
+def test_ledger_prove_prints_a_verifiable_proof(demo: Path) -> None:
+    r = _run("ledger", "prove", str(demo), "--index", "7")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    with Store(demo / "ledger") as store:
+        leaf = merkle.leaf_hash(store.entry(7))
+    merkle.verify_inclusion(leaf, 7, out["size"], [bytes.fromhex(h) for h in out["proof"]],
+                            bytes.fromhex(out["root"]))
+
+
+def test_ledger_prove_rejects_an_index_past_the_log(demo: Path) -> None:
+    r = _run("ledger", "prove", str(demo), "--index", "10000")
+    assert r.returncode == 1
+    assert "not in 0..18" in r.stderr
+
+
+def test_demo_refuses_to_overwrite_a_folder_it_did_not_create(tmp_path: Path) -> None:
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "file").write_text("keep me")
+    r = _run("ledger-node", "demo", "--data", str(tmp_path / "precious"))
+    assert r.returncode != 0
+    assert (tmp_path / "precious" / "file").read_text() == "keep me"
+
+
+def test_tampered_store_is_refused(demo: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(demo, copy)
+    import plyvel
+
+    db = plyvel.DB(str(copy / "ledger"))
+    # Overwrite the largest stored subtree of the head's compact range (16 of the 19 leaves).
+    size = 19
+    level = size.bit_length() - 1
+    assert db.get(b"n" + bytes([level]) + (0).to_bytes(8, "big")) is not None
+    db.put(b"n" + bytes([level]) + (0).to_bytes(8, "big"), bytes(32))
+    db.close()
+    r = _run("ledger", "head", str(copy))
+    assert r.returncode == 1
+    assert "does not match its Merkle log" in r.stderr
+
+
+@pytest.mark.parametrize("argv", [["ledger-node", "run"], ["ledger-node", "cluster"],
+                                  ["agency", "issue"], ["wallet", "init"],
+                                  ["ledger", "verify"], ["ledger", "audit"]])
+def test_unbuilt_commands_say_so_and_fail(argv: list[str]) -> None:
+    r = _run(*argv)
+    assert r.returncode == 2
+    assert "not built yet" in r.stderr

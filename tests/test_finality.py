@@ -1,0 +1,87 @@
+"""Checkpoint finality against the registry: quorum of current agencies' node keys."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import T0, LedgerHarness
+
+from ledger.errors import CheckpointError
+from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
+from ledger.keys import PrivateKey
+from ledger.network import Agency
+
+
+def _head(ledger: LedgerHarness):  # type: ignore[no-untyped-def]
+    assert ledger.store.head is not None
+    return ledger.store.head
+
+
+def test_quorum_of_current_node_keys_is_final(ledger: LedgerHarness,
+                                              agencies: dict[str, Agency]) -> None:
+    head = _head(ledger)
+    cp = sign_checkpoint("demo", head, [("reg", agencies["reg"].node_key),
+                                        ("edu", agencies["edu"].node_key)])
+    assert verify_final(cp, ledger.registry, head.time) == {"reg", "edu"}
+
+
+def test_one_signature_is_short_of_quorum(ledger: LedgerHarness,
+                                          agencies: dict[str, Agency]) -> None:
+    head = _head(ledger)
+    cp = sign_checkpoint("demo", head, [("reg", agencies["reg"].node_key)])
+    with pytest.raises(CheckpointError, match="1 of 2"):
+        verify_final(cp, ledger.registry, head.time)
+
+
+def test_issuer_keys_and_strangers_do_not_count(ledger: LedgerHarness,
+                                                agencies: dict[str, Agency]) -> None:
+    head = _head(ledger)
+    cp = sign_checkpoint("demo", head, [("reg", agencies["reg"].node_key),
+                                        ("edu", agencies["edu"].issuer_key),
+                                        ("mallory", PrivateKey(bytes(32)))])
+    with pytest.raises(CheckpointError, match="1 of 2"):
+        verify_final(cp, ledger.registry, head.time)
+
+
+def test_wrong_origin_is_refused(ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    head = _head(ledger)
+    cp = sign_checkpoint("other-net", head, [(a, agencies[a].node_key) for a in agencies])
+    with pytest.raises(CheckpointError, match="origin"):
+        verify_final(cp, ledger.registry, head.time)
+
+
+def test_removed_agency_no_longer_signs_checkpoints(ledger: LedgerHarness,
+                                                    agencies: dict[str, Agency]) -> None:
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    ledger.govern("remove_agency", {"agency": "tax"}, [reg, edu], T0 + 100)
+    head = _head(ledger)
+    assert "tax" not in checkpoint_verifiers(ledger.registry, head.time)
+    cp = sign_checkpoint("demo", head, [("reg", reg.node_key), ("tax", tax.node_key)])
+    with pytest.raises(CheckpointError, match="1 of 2"):
+        verify_final(cp, ledger.registry, head.time)
+    # ...while before its removal, at the genesis height, its signature counted.
+    genesis_registry = ledger.store.registry_at(0)
+    assert "tax" in checkpoint_verifiers(genesis_registry, T0)
+
+
+def test_rotated_node_key_signs_after_rotation_only(ledger: LedgerHarness,
+                                                    agencies: dict[str, Agency]) -> None:
+    reg, edu = agencies["reg"], agencies["edu"]
+    new = PrivateKey(b"\x07" * 32)
+    ledger.govern("rotate_key", {"agency": "reg", "role": "node", "new_key": new.public.raw,
+                                 "at": T0 + 50}, [reg, edu], T0 + 50)
+    head = _head(ledger)
+    old_cp = sign_checkpoint("demo", head, [("reg", reg.node_key), ("edu", edu.node_key)])
+    # The old key's signature is from a key the verifier no longer knows for "reg": ignored.
+    with pytest.raises(CheckpointError, match="1 of 2"):
+        verify_final(old_cp, ledger.registry, head.time)
+    new_cp = sign_checkpoint("demo", head, [("reg", new), ("edu", edu.node_key)])
+    assert verify_final(new_cp, ledger.registry, head.time) == {"reg", "edu"}
+
+
+def test_existing_checkpoint_must_match_the_head(ledger: LedgerHarness,
+                                                 agencies: dict[str, Agency]) -> None:
+    head = _head(ledger)
+    cp = sign_checkpoint("demo", head, [("reg", agencies["reg"].node_key)])
+    ledger.govern("set_quorum", {"quorum": 2}, [agencies["reg"], agencies["edu"]], T0 + 5)
+    with pytest.raises(CheckpointError, match="another tree head"):
+        sign_checkpoint("demo", _head(ledger), [("edu", agencies["edu"].node_key)], cp)

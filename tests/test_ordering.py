@@ -1,0 +1,136 @@
+"""The solo orderer: receipts after durable blocks, rejections, duplicates, malformed input."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+
+import pytest
+from conftest import DAY, T0, LedgerHarness
+
+from ledger.chain import checkpoint_key
+from ledger.errors import DecodeError, OrderingError, TxRejected
+from ledger.network import Agency, issue_tx
+from ledger.ordering import SoloOrderer
+from ledger.store import Store
+
+SPEC = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+
+
+def _cid(n: int) -> bytes:
+    return hashlib.sha256(b"ordering-%d" % n).digest()
+
+
+@pytest.fixture
+def granted(ledger: LedgerHarness, agencies: dict[str, Agency]) -> LedgerHarness:
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    ledger.govern("register_type", {"type": SPEC}, [reg, edu], T0 + 1)
+    ledger.govern("grant", {"agency": "edu", "type": "degree", "from": T0, "until": T0 + 365 * DAY},
+                  [reg, tax], T0 + 2)
+    return ledger
+
+
+@pytest.fixture(params=[0, 2], ids=["inline-verify", "worker-processes"])
+def orderer(request: pytest.FixtureRequest, granted: LedgerHarness) -> Iterator[SoloOrderer]:
+    o = SoloOrderer(granted.store, clock=lambda: T0 + 10, max_wait=0.005, workers=request.param)
+    yield o
+    o.stop()
+
+
+def test_receipts_point_at_committed_entries(orderer: SoloOrderer,
+                                             agencies: dict[str, Agency]) -> None:
+    txs = [issue_tx("demo", agencies["edu"], _cid(i), "degree", i, T0, T0 + DAY, T0 + i)
+           for i in range(300)]
+    receipts = [f.result(timeout=60) for f in orderer.submit_many(txs)]
+    store = orderer.store
+    assert [r.index for r in receipts] == sorted({r.index for r in receipts})
+    for tx, r in zip(txs, receipts, strict=True):
+        assert r.txid == tx.txid
+        assert not r.duplicate
+        assert store.entry(r.index) == tx.raw
+        assert store.tx_location(tx.txid) == (r.index, r.height)
+
+
+def test_rejection_reaches_the_submitter(orderer: SoloOrderer,
+                                         agencies: dict[str, Agency]) -> None:
+    bad = issue_tx("demo", agencies["tax"], _cid(1), "degree", 1, T0, T0 + DAY, T0)
+    good = issue_tx("demo", agencies["edu"], _cid(2), "degree", 2, T0, T0 + DAY, T0)
+    f_bad, f_good = orderer.submit_many([bad, good])
+    with pytest.raises(TxRejected) as info:
+        f_bad.result(timeout=60)
+    assert info.value.code == "not_granted"
+    assert f_good.result(timeout=60).index >= 0
+    assert orderer.store.tx_location(bad.txid) is None
+
+
+def test_forged_signature_is_rejected_whatever_the_workers_say(
+        orderer: SoloOrderer, agencies: dict[str, Agency]) -> None:
+    tx = issue_tx("demo", agencies["edu"], _cid(3), "degree", 3, T0, T0 + DAY, T0)
+    forged = tx.raw.replace(tx.sigs[0].sig, bytes(64))
+    with pytest.raises(TxRejected) as info:
+        orderer.submit(forged).result(timeout=60)
+    assert info.value.code == "bad_signature"
+
+
+def test_malformed_bytes_fail_only_their_own_future(orderer: SoloOrderer,
+                                                    agencies: dict[str, Agency]) -> None:
+    good = issue_tx("demo", agencies["edu"], _cid(4), "degree", 4, T0, T0 + DAY, T0)
+    f_bad, f_good = orderer.submit_many([b"\x81\xa1x\xcb\x3f\xf0\x00\x00\x00\x00\x00\x00",
+                                         good.raw])
+    with pytest.raises(DecodeError):
+        f_bad.result(timeout=60)
+    assert f_good.result(timeout=60).txid == good.txid
+
+
+def test_resubmission_is_a_no_op(orderer: SoloOrderer, agencies: dict[str, Agency]) -> None:
+    tx = issue_tx("demo", agencies["edu"], _cid(5), "degree", 5, T0, T0 + DAY, T0)
+    first = orderer.submit(tx).result(timeout=60)
+    size = orderer.store.head.log_size if orderer.store.head else 0
+    again, same_batch = orderer.submit_many([tx, tx])
+    for r in (again.result(timeout=60), same_batch.result(timeout=60)):
+        assert r.duplicate
+        assert (r.index, r.height) == (first.index, first.height)
+    assert orderer.store.head is not None
+    assert orderer.store.head.log_size == size
+
+
+def test_on_block_records_are_written_with_the_block(granted: LedgerHarness,
+                                                     agencies: dict[str, Agency]) -> None:
+    seen = []
+
+    def on_block(head: object) -> dict[bytes, bytes]:
+        seen.append(head)
+        return {checkpoint_key(999_999): b"marker"}
+
+    o = SoloOrderer(granted.store, clock=lambda: T0 + 10, workers=0, on_block=on_block)
+    o.submit(issue_tx("demo", agencies["edu"], _cid(6), "degree", 6, T0, T0 + DAY, T0))\
+        .result(timeout=60)
+    o.stop()
+    assert len(seen) == 1
+    assert granted.store.checkpoint(999_999) == b"marker"
+
+
+def test_stopped_orderer_refuses_work(granted: LedgerHarness,
+                                      agencies: dict[str, Agency]) -> None:
+    o = SoloOrderer(granted.store, clock=lambda: T0 + 10, workers=0)
+    o.stop()
+    with pytest.raises(OrderingError):
+        o.submit(issue_tx("demo", agencies["edu"], _cid(7), "degree", 7, T0, T0 + DAY, T0))
+
+
+def test_orderer_needs_a_genesis(tmp_path: object) -> None:
+    from pathlib import Path
+
+    with Store(Path(str(tmp_path)) / "empty") as store, pytest.raises(OrderingError):
+        SoloOrderer(store, clock=lambda: T0)
+
+
+def test_block_time_never_goes_backwards(granted: LedgerHarness,
+                                         agencies: dict[str, Agency]) -> None:
+    assert granted.store.head is not None
+    before = granted.store.head.time
+    o = SoloOrderer(granted.store, clock=lambda: T0 - 1000, workers=0)
+    r = o.submit(issue_tx("demo", agencies["edu"], _cid(8), "degree", 8, T0, T0 + DAY, T0))\
+        .result(timeout=60)
+    o.stop()
+    assert granted.store.block(r.height).time == before
