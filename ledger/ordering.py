@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from ledger.chain import Head, build_block
 from ledger.errors import DecodeError, LedgerError, OrderingError, TxRejected
-from ledger.sigcheck import Checked, SignatureChecker
+from ledger.sigcheck import Checked, SignatureChecker, rebuild
 from ledger.store import Store
 from ledger.tx import Tx
 
@@ -103,11 +103,14 @@ class SoloOrderer:
     def _items(chunk: _Chunk) -> list[_Item]:
         items = []
         if chunk.checked is not None:
-            for got, fut in zip(chunk.checked.result(), chunk.futures, strict=True):
-                if isinstance(got, str):
-                    fut.set_exception(DecodeError(got))
-                else:
-                    items.append(_Item(got[0], got[1], fut))
+            for raw, got, fut in zip(chunk.raws, chunk.checked.result(), chunk.futures,
+                                     strict=True):
+                try:
+                    tx, ok = rebuild(raw.raw if isinstance(raw, Tx) else raw, got)
+                except DecodeError as e:
+                    fut.set_exception(e)
+                    continue
+                items.append(_Item(tx, ok, fut))
             return items
         for raw, fut in zip(chunk.raws, chunk.futures, strict=True):
             try:

@@ -22,15 +22,18 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any
 
 from ledger.errors import DecodeError, SignatureError
 from ledger.keys import PublicKey
-from ledger.tx import Tx
+from ledger.tx import Tx, TxSig
 
-__all__ = ["Checked", "SignatureChecker", "parse_and_check"]
+__all__ = ["Checked", "SignatureChecker", "parse_and_check", "rebuild"]
 
-Checked = tuple[Tx, bool] | str
-"""Per envelope: (parsed tx, signatures confirmed) or the DecodeError message."""
+Checked = tuple[str, str, dict[str, Any], tuple[tuple[bytes, bytes], ...], bytes, bytes, bool] | str  # noqa: E501
+"""Per envelope: the parsed fields (net, type, body, sigs, payload, txid) and whether every
+signature was confirmed, or the DecodeError message. Plain values: cheap to send back, and the
+parent rebuilds the :class:`Tx` around the raw bytes it already holds (:func:`rebuild`)."""
 
 
 def parse_and_check(raws: Sequence[bytes], keys: Mapping[bytes, bytes]) -> list[Checked]:
@@ -44,10 +47,20 @@ def parse_and_check(raws: Sequence[bytes], keys: Mapping[bytes, bytes]) -> list[
             continue
         try:
             tx.verify_signatures(pubs)
-            out.append((tx, True))
+            ok = True
         except SignatureError:
-            out.append((tx, False))
+            ok = False
+        out.append((tx.net, tx.type, dict(tx.body), tuple((s.kid, s.sig) for s in tx.sigs),
+                    tx.payload, tx.txid, ok))
     return out
+
+
+def rebuild(raw: bytes, fields: Checked) -> tuple[Tx, bool]:
+    """The worker's parse of ``raw`` as a Tx, and its signature verdict."""
+    if isinstance(fields, str):
+        raise DecodeError(fields)
+    net, kind, body, sigs, payload, txid, ok = fields
+    return Tx(net, kind, body, tuple(TxSig(k, s) for k, s in sigs), payload, raw, txid), ok
 
 
 def _die_with_parent() -> None:
