@@ -30,7 +30,8 @@ from ledger.tx import Tx, TxSig
 
 __all__ = ["Checked", "SignatureChecker", "parse_and_check", "rebuild"]
 
-Checked = tuple[str, str, dict[str, Any], tuple[tuple[bytes, bytes], ...], bytes, bytes, bool] | str  # noqa: E501
+Checked = (tuple[str, str, dict[str, Any], tuple[tuple[bytes, bytes], ...], bytes, bytes, bool]
+           | str)
 """Per envelope: the parsed fields (net, type, body, sigs, payload, txid) and whether every
 signature was confirmed, or the DecodeError message. Plain values: cheap to send back, and the
 parent rebuilds the :class:`Tx` around the raw bytes it already holds (:func:`rebuild`)."""
