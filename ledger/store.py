@@ -170,6 +170,15 @@ class Store:
         v = self.get(credential_key(credential_id))
         return None if v is None else Credential.from_bytes(credential_id, v)
 
+    def status_entries(self, issuer: str, kind: str) -> Iterator[tuple[int, str]]:
+        """(status index, status) of every credential ``issuer`` anchored of type ``kind``."""
+        prefix = b"i" + issuer.encode() + b"\x00" + kind.encode() + b"\x00"
+        for k, cid in self._db.iterator(prefix=prefix):
+            cred = self.credential(bytes(cid))
+            if cred is None:
+                raise StoreError(f"status index {k[len(prefix):].hex()} points at no credential")
+            yield int.from_bytes(k[len(prefix):], "big"), cred.status
+
     def registry_at(self, height: int) -> Registry:
         """The registry in force at the end of block ``height``."""
         # start=b"r" rather than registry_key(0): plyvel 1.5's reverse iterator skips a key

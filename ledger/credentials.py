@@ -1,0 +1,157 @@
+"""Credentials of registered types: claim checks, derived predicates, issuance with an anchor.
+
+An agency issues an SD-JWT VC (:mod:`ledger.sdjwt`) of a type registered on the ledger and gets
+back the ``issue`` transaction that anchors SHA-256 of the issuer-signed JWT: no claim value goes
+on the chain. Status indexes are drawn at random from a fixed-size list per issuer and type; the
+ledger refuses an index used before (``status_index_used``), and the caller draws again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ledger import sdjwt
+from ledger.errors import LedgerError
+from ledger.keys import PrivateKey
+from ledger.state import Registry
+from ledger.statuslist import INVALID, SUSPENDED, VALID, StatusList
+from ledger.tx import Tx, make_tx
+
+__all__ = [
+    "STATUS_LIST_SIZE",
+    "ClaimError",
+    "IssuedCredential",
+    "check_claims",
+    "issue_credential",
+    "issuer_uri",
+    "status_list",
+    "status_list_uri",
+]
+
+STATUS_LIST_SIZE = 1 << 20
+"""Entries per issuer-and-type status list (2 bits each: 256 KiB before compression)."""
+
+_STATUS_VALUE = {"valid": VALID, "revoked": INVALID, "suspended": SUSPENDED}
+
+
+class ClaimError(LedgerError):
+    """Claims do not match the registered credential type (names the claim, never its value)."""
+
+
+def issuer_uri(network: str, agency: str) -> str:
+    return f"urn:credledger:{network}:{agency}"
+
+
+def status_list_uri(network: str, agency: str, kind: str) -> str:
+    return f"urn:credledger:{network}:status-list:{agency}:{kind}"
+
+
+def _date(value: Any, name: str) -> dt.date:
+    if isinstance(value, str) and len(value) == 10:
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise ClaimError(f"claim {name!r} must be a date YYYY-MM-DD")
+
+
+def _kind_ok(kind: str, value: Any, name: str) -> bool:
+    if kind == "string":
+        return isinstance(value, str) and 0 < len(value) <= 1000
+    if kind == "int":
+        return type(value) is int
+    if kind == "bool":
+        return type(value) is bool
+    _date(value, name)  # "date": raises with the claim's name
+    return True
+
+
+def check_claims(type_def: Mapping[str, Any], claims: Mapping[str, Any]) -> None:
+    """Every registered claim present with its kind, and no other claim; else ClaimError."""
+    want: Mapping[str, str] = type_def["claims"]
+    missing = sorted(set(want) - set(claims))
+    extra = sorted(set(claims) - set(want))
+    if missing or extra:
+        raise ClaimError(f"claims do not match the type: missing {missing}, not registered "
+                         f"{extra}")
+    for name, kind in want.items():
+        if not _kind_ok(kind, claims[name], name):
+            raise ClaimError(f"claim {name!r} must be of kind {kind}")
+
+
+def _age_at_least(birth: dt.date, years: int, on: dt.date) -> bool:
+    try:
+        threshold = birth.replace(year=birth.year + years)
+    except ValueError:  # born on 29 February, threshold year not a leap year
+        threshold = dt.date(birth.year + years, 3, 1)
+    return on >= threshold
+
+
+def derive_claims(type_def: Mapping[str, Any], claims: Mapping[str, Any],
+                  at: int) -> dict[str, bool]:
+    """Predicates the type declares, computed at issuance time ``at`` (e.g. ``age_over_18``)."""
+    today = dt.datetime.fromtimestamp(at, tz=dt.UTC).date()
+    out = {}
+    for name, spec in type_def.get("derived", {}).items():
+        birth = _date(claims[spec["claim"]], spec["claim"])
+        out[name] = _age_at_least(birth, int(spec["age_over"]), today)
+    return out
+
+
+@dataclass(frozen=True)
+class IssuedCredential:
+    """The holder's credential and the transaction that anchors it."""
+
+    sd_jwt: sdjwt.IssuedSdJwt
+    anchor: Tx
+    status_index: int
+
+    @property
+    def credential_id(self) -> bytes:
+        return self.sd_jwt.credential_id
+
+
+def issue_credential(*, registry: Registry, agency: str, issuer_key: PrivateKey, kind: str,
+                     claims: Mapping[str, Any], holder_jwk: Mapping[str, Any], now: int,
+                     valid_for: int, rng: Callable[[int], bytes] = os.urandom,
+                     status_index: int | None = None, decoys: int = 0) -> IssuedCredential:
+    """Check ``claims`` against the registered type, sign the SD-JWT VC, build its anchor.
+
+    Raises ClaimError for claims that do not fit the type, LedgerError if the agency may not
+    issue it now (the ledger would refuse the anchor anyway; this fails before signing).
+    """
+    type_def = registry.type_def(kind)
+    if type_def is None:
+        raise ClaimError(f"credential type {kind!r} is not registered")
+    if not registry.grant_covers(agency, kind, now):
+        raise LedgerError(f"{agency!r} holds no grant to issue {kind!r} at {now}")
+    if not registry.key_valid(issuer_key.kid, now, "issuer") or \
+            (registry.key(issuer_key.kid) or {}).get("agency") != agency:
+        raise LedgerError(f"this key is not a valid issuer key of {agency!r} at {now}")
+    check_claims(type_def, claims)
+    all_claims = {**claims, **derive_claims(type_def, claims, now)}
+    if status_index is None:
+        status_index = int.from_bytes(rng(4), "big") % STATUS_LIST_SIZE
+    net = registry.network
+    issued = sdjwt.issue_sd_jwt(
+        issuer_key=issuer_key, issuer_kid=issuer_key.kid.hex(), claims=all_claims,
+        holder_jwk=holder_jwk, vct=kind, iss=issuer_uri(net, agency), iat=now, nbf=now,
+        exp=now + valid_for,
+        status={"status_list": {"idx": status_index,
+                                "uri": status_list_uri(net, agency, kind)}},
+        decoys=decoys, rng=rng)
+    body = {"credential_id": issued.credential_id, "issuer": agency, "type": kind,
+            "valid_from": now, "valid_until": now + valid_for, "status_index": status_index,
+            "ts": now}
+    anchor = make_tx(net, "issue", body, [issuer_key])
+    return IssuedCredential(issued, anchor, status_index)
+
+
+def status_list(entries: Iterable[tuple[int, str]], size: int = STATUS_LIST_SIZE) -> StatusList:
+    """A 2-bit Token Status List from (index, status name) pairs."""
+    return StatusList.from_entries(2, size, ((i, _STATUS_VALUE[s]) for i, s in entries))
+

@@ -1,0 +1,155 @@
+"""Issuing credentials of registered types, anchoring them, and their status lists."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from pathlib import Path
+
+import pytest
+from conftest import DAY, T0, LedgerHarness
+
+from ledger import sdjwt
+from ledger.credentials import (
+    STATUS_LIST_SIZE,
+    ClaimError,
+    check_claims,
+    derive_claims,
+    issue_credential,
+    status_list,
+)
+from ledger.errors import LedgerError
+from ledger.keys import PrivateKey
+from ledger.network import Agency, status_tx
+from ledger.statuslist import check_status
+
+RESIDENCE = {"id": "residence", "title": "Residence permit",
+             "claims": {"holder_name": "string", "district": "string", "birth_date": "date",
+                        "household_size": "int", "registered": "bool"},
+             "derived": {"age_over_18": {"claim": "birth_date", "age_over": 18},
+                         "age_over_65": {"claim": "birth_date", "age_over": 65}}}
+CLAIMS = {"holder_name": "Chen Xiaoming-7f3a", "district": "Changsheng-2c9d",
+          "birth_date": "1950-06-30", "household_size": 3, "registered": True}
+HOLDER = PrivateKey(hashlib.sha256(b"holder").digest())
+
+
+@pytest.fixture
+def granted(ledger: LedgerHarness, agencies: dict[str, Agency]) -> LedgerHarness:
+    reg, edu = agencies["reg"], agencies["edu"]
+    ledger.govern("register_type", {"type": RESIDENCE}, [reg, edu], T0 + 1)
+    ledger.govern("grant", {"agency": "reg", "type": "residence", "from": T0,
+                            "until": T0 + 365 * DAY}, [reg, edu], T0 + 2)
+    return ledger
+
+
+def _issue(ledger: LedgerHarness, agencies: dict[str, Agency], **kw: object):  # type: ignore[no-untyped-def]
+    args: dict[str, object] = {
+        "registry": ledger.registry, "agency": "reg", "issuer_key": agencies["reg"].issuer_key,
+        "kind": "residence", "claims": CLAIMS,
+        "holder_jwk": sdjwt.jwk_from_ed25519(HOLDER.public.raw), "now": T0 + 10,
+        "valid_for": 30 * DAY}
+    args.update(kw)
+    return issue_credential(**args)  # type: ignore[arg-type]
+
+
+def test_issued_credential_is_anchored_by_its_hash(granted: LedgerHarness,
+                                                   agencies: dict[str, Agency]) -> None:
+    cred = _issue(granted, agencies)
+    assert cred.credential_id == hashlib.sha256(cred.sd_jwt.issuer_jwt.encode()).digest()
+    r = granted.commit([cred.anchor], T0 + 10)
+    assert [tx.txid for tx, _ in r.accepted] == [cred.anchor.txid]
+    stored = granted.store.credential(cred.credential_id)
+    assert stored is not None
+    assert (stored.issuer, stored.type, stored.status) == ("reg", "residence", "valid")
+    assert stored.status_index == cred.status_index
+    assert 0 <= cred.status_index < STATUS_LIST_SIZE
+    claims = sdjwt.verify_issuer_signed(
+        cred.sd_jwt.serialize(),
+        issuer_public_jwk=sdjwt.jwk_from_ed25519(agencies["reg"].issuer_key.public.raw),
+        now=T0 + 20)
+    assert claims["vct"] == "residence"
+    assert claims["holder_name"] == CLAIMS["holder_name"]
+    assert claims["age_over_18"] is True
+    assert claims["age_over_65"] is True
+    assert claims["status"]["status_list"]["idx"] == cred.status_index
+
+
+def test_derived_age_predicates_are_computed_at_issuance() -> None:
+    # Born 2008-02-29: 18 on 2026-03-01 (no 29 February in 2026).
+    claims = dict(CLAIMS, birth_date="2008-02-29")
+    before = int(datetime.datetime(2026, 2, 28, 12, tzinfo=datetime.UTC).timestamp())
+    after = before + DAY
+    assert derive_claims(RESIDENCE, claims, before) == {"age_over_18": False,
+                                                        "age_over_65": False}
+    assert derive_claims(RESIDENCE, claims, after)["age_over_18"] is True
+
+
+@pytest.mark.parametrize(("claims", "message"), [
+    ({k: v for k, v in CLAIMS.items() if k != "district"}, "missing ['district']"),
+    (dict(CLAIMS, nickname="x"), "not registered ['nickname']"),
+    (dict(CLAIMS, household_size="3"), "'household_size' must be of kind int"),
+    (dict(CLAIMS, registered=1), "'registered' must be of kind bool"),
+    (dict(CLAIMS, birth_date="1950-13-01"), "'birth_date' must be a date"),
+    (dict(CLAIMS, birth_date="30/06/1950"), "'birth_date' must be a date"),
+    (dict(CLAIMS, holder_name=""), "'holder_name' must be of kind string"),
+])
+def test_claims_must_fit_the_registered_type(claims: dict[str, object], message: str) -> None:
+    with pytest.raises(ClaimError) as info:
+        check_claims(RESIDENCE, claims)
+    assert message in str(info.value)
+    for value in claims.values():  # errors never echo claim values
+        if isinstance(value, str) and len(value) > 3:
+            assert value not in str(info.value)
+
+
+def test_unregistered_type_and_missing_grant_fail_before_signing(
+        granted: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    with pytest.raises(ClaimError, match="not registered"):
+        _issue(granted, agencies, kind="degree")
+    with pytest.raises(LedgerError, match="no grant"):
+        _issue(granted, agencies, agency="edu", issuer_key=agencies["edu"].issuer_key)
+    with pytest.raises(LedgerError, match="not a valid issuer key"):
+        _issue(granted, agencies, issuer_key=agencies["edu"].issuer_key)
+
+
+def test_reused_status_index_is_refused_by_the_ledger(granted: LedgerHarness,
+                                                      agencies: dict[str, Agency]) -> None:
+    first = _issue(granted, agencies, status_index=77)
+    second = _issue(granted, agencies, status_index=77)
+    assert first.credential_id != second.credential_id  # fresh salts
+    r = granted.commit([first.anchor, second.anchor], T0 + 10)
+    assert [e.code for _, e in r.rejected] == ["status_index_used"]
+
+
+def test_status_list_follows_the_ledger(granted: LedgerHarness,
+                                        agencies: dict[str, Agency]) -> None:
+    reg = agencies["reg"]
+    creds = [_issue(granted, agencies, status_index=i) for i in (5, 9, 1000)]
+    granted.commit([c.anchor for c in creds], T0 + 10)
+    granted.commit([status_tx("demo", reg, creds[0].credential_id, "revoked", "r", T0 + 11),
+                    status_tx("demo", reg, creds[1].credential_id, "suspended", "s", T0 + 11)],
+                   T0 + 11)
+    lst = status_list(granted.store.status_entries("reg", "residence"))
+    uri = "urn:credledger:demo:status-list:reg:residence"
+
+    def get(u: str):  # type: ignore[no-untyped-def]
+        return lst if u == uri else None
+
+    results = [check_status({"status_list": {"idx": c.status_index, "uri": uri}}, get).status
+               for c in creds]
+    assert results == ["revoked", "suspended", "valid"]
+    other = check_status({"status_list": {"idx": 5, "uri": uri + "x"}}, get)
+    assert other.status == "undetermined"
+
+
+def test_the_store_holds_no_claim_value(granted: LedgerHarness, agencies: dict[str, Agency],
+                                        tmp_path: Path) -> None:
+    cred = _issue(granted, agencies)
+    granted.commit([cred.anchor], T0 + 10)
+    path = granted.path
+    granted.close()
+    blob = b"".join(p.read_bytes() for p in Path(path).iterdir() if p.is_file())
+    for value in ("Chen Xiaoming-7f3a", "Changsheng-2c9d", "1950-06-30"):
+        assert value.encode() not in blob
+    assert HOLDER.public.raw not in blob
+    assert cred.credential_id in blob  # the anchor itself is there: the scan can find things
