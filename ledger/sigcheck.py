@@ -22,19 +22,17 @@ import signal
 import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any
 
 from ledger.errors import DecodeError, SignatureError
 from ledger.keys import PublicKey
-from ledger.tx import Tx, TxSig
+from ledger.tx import Tx
 
 __all__ = ["Checked", "SignatureChecker", "parse_and_check", "rebuild"]
 
-Checked = (tuple[str, str, dict[str, Any], tuple[tuple[bytes, bytes], ...], bytes, bytes, bool]
-           | str)
-"""Per envelope: the parsed fields (net, type, body, sigs, payload, txid) and whether every
-signature was confirmed, or the DecodeError message. Plain values: cheap to send back, and the
-parent rebuilds the :class:`Tx` around the raw bytes it already holds (:func:`rebuild`)."""
+Checked = bool | str
+"""Per envelope: whether every signature was confirmed (the strict parse succeeded), or the
+DecodeError message. Sending back one bool keeps the pipe cheap; the parent rebuilds the
+:class:`Tx` from the raw bytes it holds (:func:`rebuild`)."""
 
 
 def parse_and_check(raws: Sequence[bytes], keys: Mapping[bytes, bytes]) -> list[Checked]:
@@ -48,11 +46,9 @@ def parse_and_check(raws: Sequence[bytes], keys: Mapping[bytes, bytes]) -> list[
             continue
         try:
             tx.verify_signatures(pubs)
-            ok = True
+            out.append(True)
         except SignatureError:
-            ok = False
-        out.append((tx.net, tx.type, dict(tx.body), tuple((s.kid, s.sig) for s in tx.sigs),
-                    tx.payload, tx.txid, ok))
+            out.append(False)
     return out
 
 
@@ -60,8 +56,7 @@ def rebuild(raw: bytes, fields: Checked) -> tuple[Tx, bool]:
     """The worker's parse of ``raw`` as a Tx, and its signature verdict."""
     if isinstance(fields, str):
         raise DecodeError(fields)
-    net, kind, body, sigs, payload, txid, ok = fields
-    return Tx(net, kind, body, tuple(TxSig(k, s) for k, s in sigs), payload, raw, txid), ok
+    return Tx.from_checked_bytes(raw), fields
 
 
 def _die_with_parent() -> None:
