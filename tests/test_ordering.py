@@ -134,3 +134,33 @@ def test_block_time_never_goes_backwards(granted: LedgerHarness,
         .result(timeout=60)
     o.stop()
     assert granted.store.block(r.height).time == before
+
+
+def test_checked_rebuild_equals_the_strict_parse(agencies: dict[str, Agency]) -> None:
+    """The writer's plain-unpack rebuild gives exactly what the workers' strict parse gave."""
+    from ledger.network import genesis_tx, governance_tx, status_tx
+    from ledger.tx import Tx, make_tx
+
+    reg, edu = agencies["reg"], agencies["edu"]
+    txs = [
+        genesis_tx("demo", [reg, edu], 1, T0),
+        governance_tx("demo", 1, "register_type", {"type": {**SPEC, "derived": {}}}, [reg]),
+        governance_tx("demo", 2, "add_agency", {"agency": agencies["tax"].spec()}, [reg, edu]),
+        governance_tx("demo", 3, "rotate_key", {"agency": "edu", "role": "node",
+                                                "new_key": bytes(range(32)), "at": T0}, [reg]),
+        governance_tx("demo", 4, "invalidate_key", {"kid": bytes(32), "from": T0}, [reg]),
+        governance_tx("demo", 5, "withdraw_grant", {"agency": "edu", "type": "degree",
+                                                    "at": T0}, [reg]),
+        governance_tx("demo", 6, "set_quorum", {"quorum": 2}, [reg]),
+        issue_tx("demo", edu, _cid(9), "degree", 9, T0, T0 + DAY, T0),
+        status_tx("demo", edu, _cid(9), "suspended", "review", T0),
+        make_tx("demo", "credit", {"subject": bytes(32), "category": "tax", "points": -5,
+                                   "reason": "late", "date": T0, "expiry": T0 + DAY, "ts": T0},
+                [edu]),
+        make_tx("demo", "approval", {"service": "licence", "rule_hash": bytes(32),
+                                     "decision": "approved", "path": "fast_track",
+                                     "reasons": ["good-credit"], "evidence": bytes(32),
+                                     "ts": T0}, [edu]),
+    ]
+    for tx in txs:
+        assert Tx.from_checked_bytes(tx.raw) == Tx.from_bytes(tx.raw)
