@@ -156,11 +156,11 @@ def test_checked_rebuild_equals_the_strict_parse(agencies: dict[str, Agency]) ->
         status_tx("demo", edu, _cid(9), "suspended", "review", T0),
         make_tx("demo", "credit", {"subject": bytes(32), "category": "tax", "points": -5,
                                    "reason": "late", "date": T0, "expiry": T0 + DAY, "ts": T0},
-                [edu]),
+                [edu.issuer_key]),
         make_tx("demo", "approval", {"service": "licence", "rule_hash": bytes(32),
                                      "decision": "approved", "path": "fast_track",
                                      "reasons": ["good-credit"], "evidence": bytes(32),
-                                     "ts": T0}, [edu]),
+                                     "ts": T0}, [edu.issuer_key]),
     ]
     for tx in txs:
         assert Tx.from_checked_bytes(tx.raw) == Tx.from_bytes(tx.raw)
