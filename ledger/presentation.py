@@ -1,0 +1,254 @@
+"""Credential bundles, presentation envelopes, and the verifying official's full check.
+
+A **bundle** is what an issuing agency hands the citizen: the SD-JWT VC with all disclosures, the
+anchoring ``issue`` transaction's bytes, its leaf index, an inclusion proof and the checkpoint it
+proves against. An **envelope** is what the citizen shows: the same ledger evidence around an
+SD-JWT+KB that discloses only what the verifier asked for. Both are canonical msgpack.
+
+:func:`verify_envelope` checks, without calling anyone: the checkpoint's quorum (cached registry),
+the anchor's inclusion, the anchor's signature and that it anchors *this* JWT, the issuer's key
+and grant at issuance time, the SD-JWT+KB (every RFC 9901 MUST, via :mod:`ledger.sdjwt`), the
+requested claims, and the status (valid / revoked / suspended / undetermined — never guessed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger import codec, merkle, sdjwt
+from ledger.checkpoint import SignedCheckpoint
+from ledger.codec import Fields
+from ledger.errors import DecodeError, LedgerError
+from ledger.credentials import status_list_uri
+from ledger.finality import verify_final
+from ledger.state import Registry
+from ledger.statuslist import StatusList, check_status
+from ledger.tx import Tx
+
+__all__ = ["Bundle", "Check", "Envelope", "Report", "Request", "verify_envelope"]
+
+MAX_ENVELOPE = 32 * 1024
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    anchor: bytes
+    leaf_index: int
+    proof: tuple[bytes, ...]
+    checkpoint: str
+
+    def _fields(self) -> dict[str, Any]:
+        return {"anchor": self.anchor, "leaf_index": self.leaf_index, "proof": list(self.proof),
+                "checkpoint": self.checkpoint}
+
+    @staticmethod
+    def _read(f: Fields) -> dict[str, Any]:
+        proof = f.list("proof", max_len=64)
+        if not all(isinstance(h, bytes) and len(h) == 32 for h in proof):
+            raise DecodeError("proof hashes are 32 bytes each", f"{f.where}.proof")
+        return {"anchor": f.bytes("anchor", max_len=64 * 1024),
+                "leaf_index": f.int("leaf_index", lo=0),
+                "proof": tuple(proof), "checkpoint": f.str("checkpoint", max_len=16 * 1024)}
+
+
+@dataclass(frozen=True)
+class Bundle(_Evidence):
+    """A holder's credential with its ledger evidence (all disclosures included)."""
+
+    sd_jwt: str = ""
+
+    def to_bytes(self) -> bytes:
+        return codec.encode({"v": 1, "kind": "bundle", "sd_jwt": self.sd_jwt, **self._fields()})
+
+    @classmethod
+    def from_bytes(cls, unverified: bytes) -> Bundle:
+        f = Fields(codec.decode(unverified, max_size=MAX_ENVELOPE * 4, what="bundle"), "bundle")
+        f.int("v", lo=1, hi=1)
+        f.str("kind", choices=frozenset({"bundle"}))
+        out = cls(sd_jwt=f.str("sd_jwt", max_len=MAX_ENVELOPE * 4), **cls._read(f))
+        f.done()
+        return out
+
+
+@dataclass(frozen=True)
+class Envelope(_Evidence):
+    """What a holder shows a verifier: SD-JWT+KB plus the anchor's inclusion evidence."""
+
+    sd_jwt_kb: str = ""
+
+    def to_bytes(self) -> bytes:
+        return codec.encode({"v": 1, "kind": "presentation", "sd_jwt_kb": self.sd_jwt_kb,
+                             **self._fields()})
+
+    @classmethod
+    def from_bytes(cls, unverified: bytes) -> Envelope:
+        f = Fields(codec.decode(unverified, max_size=MAX_ENVELOPE, what="envelope"), "envelope")
+        f.int("v", lo=1, hi=1)
+        f.str("kind", choices=frozenset({"presentation"}))
+        out = cls(sd_jwt_kb=f.str("sd_jwt_kb", max_len=MAX_ENVELOPE), **cls._read(f))
+        f.done()
+        return out
+
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, sd_jwt_kb: str) -> Envelope:
+        return cls(bundle.anchor, bundle.leaf_index, bundle.proof, bundle.checkpoint, sd_jwt_kb)
+
+
+@dataclass(frozen=True)
+class Request:
+    """A verifier's presentation request: bound to ``nonce`` and ``audience``."""
+
+    nonce: str
+    audience: str
+    credential_type: str
+    claims: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"nonce": self.nonce, "audience": self.audience, "type": self.credential_type,
+                "claims": list(self.claims)}
+
+    @classmethod
+    def from_json(cls, unverified: Any) -> Request:
+        if not isinstance(unverified, dict) or set(unverified) != {"nonce", "audience", "type",
+                                                                   "claims"}:
+            raise DecodeError("a request has exactly nonce, audience, type and claims",
+                              "request")
+        claims = unverified["claims"]
+        if not (isinstance(claims, list) and all(isinstance(c, str) for c in claims)):
+            raise DecodeError("claims is a list of claim names", "request.claims")
+        for k in ("nonce", "audience", "type"):
+            if not isinstance(unverified[k], str) or not unverified[k]:
+                raise DecodeError("must be a non-empty string", f"request.{k}")
+        return cls(unverified["nonce"], unverified["audience"], unverified["type"],
+                   tuple(claims))
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Report:
+    """The verdict: ``verified`` only if every check passed and the status is valid."""
+
+    checks: list[Check] = field(default_factory=list)
+    claims: dict[str, Any] = field(default_factory=dict)
+    status: str = "undetermined"
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks) and self.status == "valid"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"verified": self.verified, "status": self.status,
+                "checks": [{"check": c.name, "ok": c.ok, "detail": c.detail}
+                           for c in self.checks],
+                "claims": self.claims}
+
+
+_PLAIN = frozenset({"iss", "iat", "nbf", "exp", "vct", "cnf", "status"})
+
+
+def verify_envelope(unverified: bytes, request: Request, *, registry: Registry, now: int,
+                    status_lists: Callable[[str], StatusList | None]) -> Report:
+    """Check a presentation envelope against ``request``; never raises for bad input.
+
+    ``registry`` is the verifier's (possibly cached) registry snapshot; ``status_lists`` maps a
+    status-list URI to an already verified list, or None when it cannot be had.
+    """
+    report = Report()
+    add = report.checks.append
+    try:
+        env = Envelope.from_bytes(unverified)
+    except DecodeError as e:
+        add(Check("envelope", False, str(e)))
+        return report
+    add(Check("envelope", True, f"{len(unverified)} bytes"))
+    try:
+        signed = SignedCheckpoint.from_text(env.checkpoint)
+        signers = verify_final(signed, registry, now)
+        cp = signed.checkpoint
+        add(Check("checkpoint", True, f"size {cp.size}, final: signed by {sorted(signers)}"))
+        merkle.verify_inclusion(merkle.leaf_hash(env.anchor), env.leaf_index, cp.size,
+                                list(env.proof), cp.root)
+        add(Check("anchor_inclusion", True, f"leaf {env.leaf_index} is in the checkpoint"))
+        anchor = _check_anchor(env, registry)
+        add(Check("anchor", True, f"issue transaction by {anchor.body['issuer']!r}"))
+        issuer_jwk = _check_issuer(anchor, env, registry)
+        add(Check("issuer_authority", True, "issuer key valid and type granted at issuance"))
+        claims = sdjwt.verify_presentation(env.sd_jwt_kb, issuer_public_jwk=issuer_jwk,
+                                           expected_nonce=request.nonce,
+                                           expected_audience=request.audience, now=now)
+        add(Check("sd_jwt", True, "issuer signature, disclosures, validity, key binding"))
+        _check_request(claims, anchor, request)
+        add(Check("requested_claims", True, f"type {request.credential_type!r}, "
+                                            f"{len(request.claims)} claims disclosed"))
+    except LedgerError as e:  # every failure names itself; no exception escapes
+        add(Check(_failed_step(report), False, str(e)))
+        return report
+    result = check_status(claims.get("status", {}), status_lists)
+    report.status = result.status
+    add(Check("status", result.status == "valid", result.reason or result.status))
+    report.claims = {k: v for k, v in claims.items() if k not in _PLAIN}
+    return report
+
+
+_STEPS = ("envelope", "checkpoint", "anchor_inclusion", "anchor", "issuer_authority", "sd_jwt",
+          "requested_claims")
+
+
+def _failed_step(report: Report) -> str:
+    return _STEPS[len(report.checks)] if len(report.checks) < len(_STEPS) else "verification"
+
+
+def _check_anchor(env: Envelope, registry: Registry) -> Tx:
+    tx = Tx.from_bytes(env.anchor)
+    if tx.type != "issue" or tx.net != registry.network:
+        raise DecodeError(f"the anchor is a {tx.type} transaction of {tx.net!r}, not an issue "
+                          f"of {registry.network!r}", "anchor")
+    tx.verify_signatures(registry.public_keys)
+    jwt = env.sd_jwt_kb.split("~", 1)[0]
+    if hashlib.sha256(jwt.encode("ascii", "replace")).digest() != tx.body["credential_id"]:
+        raise DecodeError("the anchor is for a different credential (credential_id is not "
+                          "SHA-256 of this issuer-signed JWT)", "anchor.credential_id")
+    return tx
+
+
+def _check_issuer(anchor: Tx, env: Envelope, registry: Registry) -> dict[str, str]:
+    b = anchor.body
+    kid = anchor.sigs[0].kid
+    key = registry.key(kid)
+    t = int(b["valid_from"])
+    if key is None or key["agency"] != b["issuer"] or not registry.key_valid(kid, t, "issuer"):
+        raise LedgerError(f"the key that anchored this credential was not a valid issuer key of "
+                          f"{b['issuer']!r} at issuance time {t}")
+    if not registry.grant_covers(b["issuer"], b["type"], t):
+        raise LedgerError(f"{b['issuer']!r} was not granted {b['type']!r} at issuance time {t}")
+    return sdjwt.jwk_from_ed25519(registry.public_keys[kid].raw)
+
+
+def _check_request(claims: dict[str, Any], anchor: Tx, request: Request) -> None:
+    b = anchor.body
+    if claims.get("vct") != b["type"] or b["type"] != request.credential_type:
+        raise LedgerError(f"credential type {claims.get('vct')!r} (anchored as {b['type']!r}) "
+                          f"is not the requested {request.credential_type!r}")
+    st = claims.get("status", {}).get("status_list", {}) if isinstance(claims.get("status"),
+                                                                       dict) else {}
+    if st.get("idx") != b["status_index"]:
+        raise LedgerError("the credential's status index differs from its anchor's")
+    if st.get("uri") != status_list_uri(anchor.net, b["issuer"], b["type"]):
+        raise LedgerError("the credential's status list is not its issuer's list for its type")
+    missing = [c for c in request.claims if c not in claims]
+    if missing:
+        raise LedgerError(f"requested claims not disclosed: {missing}")
+
+
+def bundle_for(sd_jwt: str, anchor: bytes, leaf_index: int, proof: Sequence[bytes],
+               checkpoint: str) -> Bundle:
+    return Bundle(anchor, leaf_index, tuple(proof), checkpoint, sd_jwt)
