@@ -14,15 +14,15 @@ requested claims, and the status (valid / revoked / suspended / undetermined —
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableSet, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ledger import codec, merkle, sdjwt
 from ledger.checkpoint import SignedCheckpoint
 from ledger.codec import Fields
-from ledger.errors import DecodeError, LedgerError
 from ledger.credentials import status_list_uri
+from ledger.errors import DecodeError, LedgerError
 from ledger.finality import verify_final
 from ledger.state import Registry
 from ledger.statuslist import StatusList, check_status
@@ -156,14 +156,21 @@ _PLAIN = frozenset({"iss", "iat", "nbf", "exp", "vct", "cnf", "status"})
 
 
 def verify_envelope(unverified: bytes, request: Request, *, registry: Registry, now: int,
-                    status_lists: Callable[[str], StatusList | None]) -> Report:
+                    status_lists: Callable[[str], StatusList | None],
+                    used_nonces: MutableSet[str] | None = None) -> Report:
     """Check a presentation envelope against ``request``; never raises for bad input.
 
     ``registry`` is the verifier's (possibly cached) registry snapshot; ``status_lists`` maps a
-    status-list URI to an already verified list, or None when it cannot be had.
+    status-list URI to an already verified list, or None when it cannot be had. With
+    ``used_nonces``, a request's nonce is accepted once: a replayed presentation fails.
     """
     report = Report()
     add = report.checks.append
+    if used_nonces is not None:
+        if request.nonce in used_nonces:
+            add(Check("nonce_fresh", False, "this request's nonce was already used: a replay"))
+            return report
+        used_nonces.add(request.nonce)
     try:
         env = Envelope.from_bytes(unverified)
     except DecodeError as e:
@@ -186,6 +193,8 @@ def verify_envelope(unverified: bytes, request: Request, *, registry: Registry, 
                                            expected_nonce=request.nonce,
                                            expected_audience=request.audience, now=now)
         add(Check("sd_jwt", True, "issuer signature, disclosures, validity, key binding"))
+        _check_binding(anchor, env)
+        add(Check("anchor_binding", True, "the anchor's credential_id is this JWT's SHA-256"))
         _check_request(claims, anchor, request)
         add(Check("requested_claims", True, f"type {request.credential_type!r}, "
                                             f"{len(request.claims)} claims disclosed"))
@@ -200,7 +209,7 @@ def verify_envelope(unverified: bytes, request: Request, *, registry: Registry, 
 
 
 _STEPS = ("envelope", "checkpoint", "anchor_inclusion", "anchor", "issuer_authority", "sd_jwt",
-          "requested_claims")
+          "anchor_binding", "requested_claims")
 
 
 def _failed_step(report: Report) -> str:
@@ -213,11 +222,14 @@ def _check_anchor(env: Envelope, registry: Registry) -> Tx:
         raise DecodeError(f"the anchor is a {tx.type} transaction of {tx.net!r}, not an issue "
                           f"of {registry.network!r}", "anchor")
     tx.verify_signatures(registry.public_keys)
+    return tx
+
+
+def _check_binding(anchor: Tx, env: Envelope) -> None:
     jwt = env.sd_jwt_kb.split("~", 1)[0]
-    if hashlib.sha256(jwt.encode("ascii", "replace")).digest() != tx.body["credential_id"]:
+    if hashlib.sha256(jwt.encode("ascii", "replace")).digest() != anchor.body["credential_id"]:
         raise DecodeError("the anchor is for a different credential (credential_id is not "
                           "SHA-256 of this issuer-signed JWT)", "anchor.credential_id")
-    return tx
 
 
 def _check_issuer(anchor: Tx, env: Envelope, registry: Registry) -> dict[str, str]:
