@@ -140,6 +140,17 @@ def test_scenario(case: Path, ledger: LedgerHarness, agencies: dict[str, Agency]
         assert expect.get("detail", "").lower() in failed[0].detail.lower(), report.to_json()
     else:
         assert report.claims == {c: CLAIMS[c] for c in REQ.claims}
+    _assert_store_holds_no_personal_data(ledger)
+
+
+def _assert_store_holds_no_personal_data(ledger: LedgerHarness) -> None:
+    """The whole LevelDB folder (log, tables, manifest) holds no claim value nor holder key."""
+    blob = b"".join(p.read_bytes() for p in ledger.path.iterdir() if p.is_file())
+    assert len(blob) > 1000  # the scan reads real data
+    for value in CLAIMS.values():
+        assert value.encode() not in blob, "a claim value reached the ledger"
+    assert HOLDER.public.raw not in blob
+    assert sdjwt.jwk_from_ed25519(HOLDER.public.raw)["x"].encode() not in blob
 
 
 def test_every_listed_negative_case_is_present() -> None:
