@@ -10,7 +10,11 @@
     ├── CheckpointError              a C2SP checkpoint: malformed, badly signed or short of quorum
     ├── TxRejected                   a transaction the state machine refuses (carries ``code``)
     ├── StoreError                   a store that is corrupt, inconsistent or misused
-    └── OrderingError                the orderer is stopped or could not commit
+    ├── OrderingError                the orderer is stopped or could not commit
+    ├── ClaimError                   (ledger.credentials) claims that do not fit a registered type
+    ├── StatusListError              (ledger.statuslist) a malformed list or Status List Token
+    └── VerificationError            (ledger.sdjwt) an SD-JWT / SD-JWT+KB check failed; its
+                                     subclasses name the check (alg, exp, kb_nonce, …)
 
 Internals raise ``ValueError``/``TypeError``; public boundaries re-raise as one of these ``from e``.
 """
