@@ -56,7 +56,12 @@ class _Chunk:
 
 
 class SoloOrderer:
-    """The embedded single-writer orderer over one :class:`Store`."""
+    """The embedded single-writer orderer over one :class:`Store`.
+
+    ``workers`` signature-checking processes are spawned (default: one per core; 0 checks
+    inline). As with any spawning multiprocessing program, a script that creates an orderer at
+    import time needs the ``if __name__ == "__main__":`` guard; the console scripts have it.
+    """
 
     def __init__(self, store: Store, *, clock: Callable[[], int], max_batch: int = 2000,
                  max_wait: float = 0.02, workers: int | None = None,
