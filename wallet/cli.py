@@ -1,29 +1,292 @@
-"""``wallet``: the citizen's encrypted credential wallet (built with the credentials issue)."""
+"""``wallet``: the citizen's encrypted credential wallet on the command line.
+
+The passphrase comes from ``$WALLET_PASSPHRASE`` or is asked on the terminal; the wallet file
+from ``--wallet``, ``$WALLET_PATH`` or ``~/.credledger/wallet.db``. Claim values are printed by
+``wallet show`` only. Exit codes: 0 done, 1 refused or failed (the message says why), 2 usage.
+"""
 
 from __future__ import annotations
 
+import getpass
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
-app = typer.Typer(help="The citizen's encrypted credential wallet.", no_args_is_help=True,
-                  add_completion=False)
-err = Console(stderr=True)
+from ledger.errors import LedgerError
+
+PASSPHRASE_ENV = "WALLET_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
+PATH_ENV = "WALLET_PATH"
+
+app = typer.Typer(
+    help="The citizen's encrypted credential wallet: keep credentials that agencies issue you, "
+         "and show a verifier only the claims it asks for.\n\n"
+         f"The passphrase is read from ${PASSPHRASE_ENV}, else asked on the terminal. "
+         "Exit codes: 0 done, 1 refused or failed, 2 usage error.",
+    no_args_is_help=True, add_completion=False)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class _State:
+    wallet: Path
+
+
+_state = _State()
+
+
+def _default_path() -> Path:
+    return Path.home() / ".credledger" / "wallet.db"
+
+
+@app.callback()
+def _main(
+    wallet: Annotated[Path | None, typer.Option(
+        "--wallet", envvar=PATH_ENV, dir_okay=False,
+        help="Wallet file (default: ~/.credledger/wallet.db)")] = None,
+) -> None:
+    _state.wallet = wallet if wallet is not None else _default_path()
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn the wallet's and ledger's errors into one red line and exit code 1."""
+    try:
+        yield
+    except LedgerError as e:
+        err.print(f"[red]error:[/] {escape(str(e))}")
+        raise typer.Exit(1) from e
+    except OSError as e:
+        err.print(f"[red]error:[/] {escape(e.strerror or str(e))}"
+                  f"{': ' + escape(str(e.filename)) if e.filename else ''}")
+        raise typer.Exit(1) from e
+
+
+def _passphrase(*, confirm: bool = False) -> bytes:
+    from wallet.errors import WalletError
+
+    env = os.environ.get(PASSPHRASE_ENV)
+    if env:
+        return env.encode()
+    first = getpass.getpass("Wallet passphrase: ")
+    if not first:
+        raise WalletError("an empty passphrase is not allowed")
+    if confirm and getpass.getpass("Repeat passphrase: ") != first:
+        raise WalletError("the two passphrases differ")
+    return first.encode()
+
+
+def _open() -> Any:
+    from wallet.core import Wallet
+
+    return Wallet.open(_state.wallet, _passphrase())
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    from wallet.errors import WalletError
+
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise WalletError(f"cannot read the {what} {path}: {e.strerror or e}") from e
+
+
+def _date(t: int) -> str:
+    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _confirm(question: str, yes: bool) -> None:
+    from wallet.errors import WalletError
+
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise WalletError("confirmation needed: run on a terminal, or pass --yes")
+    if not typer.confirm(question, default=False, err=True):
+        err.print("Nothing was done.")
+        raise typer.Exit(1)
 
 
 @app.command()
 def init() -> None:
-    """Create an encrypted wallet and a holder key (credentials issue #3)."""
-    err.print("[yellow]not built yet:[/] the wallet arrives with the credentials issue. "
-              "Nothing was done.")
-    raise typer.Exit(2)
+    """Create a new encrypted wallet with a fresh holder key (never overwrites one)."""
+    from wallet.core import Wallet
+
+    with _errors():
+        path = _state.wallet
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        w = Wallet.init(path, _passphrase(confirm=True))
+        err.print(f"Created wallet {escape(str(path))}")
+        out.print(json.dumps(w.holder_jwk()))
+
+
+@app.command("holder-key")
+def holder_key() -> None:
+    """Print the holder public key (JWK) that an agency binds your credentials to."""
+    with _errors():
+        out.print(json.dumps(_open().holder_jwk()))
 
 
 @app.command()
-def present() -> None:
-    """Present only the requested claims to a verifier (credentials issue #3)."""
-    err.print("[yellow]not built yet:[/] presentations arrive with the credentials issue. "
-              "Nothing was done.")
-    raise typer.Exit(2)
+def receive(
+    bundle_file: Annotated[Path, typer.Argument(help="Credential bundle from the agency",
+                                                dir_okay=False)],
+    registry: Annotated[Path, typer.Option(
+        "--registry", dir_okay=False,
+        help="Registry snapshot file (Registry.to_bytes) to check the issuer and quorum")],
+) -> None:
+    """Verify a credential bundle and keep it.
+
+    Checked first: issuer signature and key, your holder key, anchor, proof, checkpoint quorum.
+    """
+    from ledger.state import Registry
+    from wallet.errors import WalletError
+
+    with _errors():
+        raw_registry = _read_file(registry, "registry snapshot")
+        try:
+            reg = Registry.from_bytes(raw_registry)
+            reg.network  # noqa: B018 - fail here on a snapshot without one
+        except (LedgerError, ValueError, KeyError, TypeError) as e:
+            raise WalletError(f"{registry} is not a registry snapshot: {e}") from e
+        bundle = _read_file(bundle_file, "bundle")
+        w = _open()
+        info = w.receive(bundle, registry=reg, now=int(time.time()))
+        err.print(f"[green]Received[/] {escape(info.type)} from {escape(info.issuer)}, "
+                  f"valid until {_date(info.valid_until)}")
+        out.print(info.id)
+
+
+@app.command("list")
+def list_() -> None:
+    """List your credentials (no claim values)."""
+    with _errors():
+        w = _open()
+        now = int(time.time())
+        table = Table("id", "type", "issuer", "valid from", "valid until", "state")
+        for c in w.list():
+            table.add_row(c.id[:16], escape(c.type), escape(c.issuer), _date(c.valid_from),
+                          _date(c.valid_until), c.state(now))
+        if not w.list():
+            err.print("The wallet holds no credentials yet.")
+            return
+        out.print(table)
+
+
+@app.command()
+def show(credential_id: Annotated[str, typer.Argument(
+        metavar="ID", help="Credential id (at least 6 hex digits)")]) -> None:
+    """Show one credential's claims WITH their values, on your own terminal."""
+    with _errors():
+        w = _open()
+        info = w.info(credential_id)
+        claims = w.show(credential_id)
+        table = Table("claim", "value", title=f"{escape(info.type)} from {escape(info.issuer)}")
+        for name, value in claims.items():
+            table.add_row(escape(name), escape(json.dumps(value, ensure_ascii=False)
+                                               if not isinstance(value, str) else value))
+        out.print(table)
+        out.print(f"id {info.id}\nvalid {_date(info.valid_from)} to {_date(info.valid_until)}")
+
+
+@app.command()
+def present(
+    credential_id: Annotated[str, typer.Argument(
+        metavar="ID", help="Credential id (at least 6 hex digits)")],
+    request: Annotated[Path, typer.Option(
+        "--request", dir_okay=False,
+        help="The verifier's request: JSON with nonce, audience, type and claims")],
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", dir_okay=False,
+        help="Envelope file to write (default: presentation-<id>.bin); the QR code goes to "
+             "the same name with .png")] = None,
+    yes: Annotated[bool, typer.Option(
+        "--yes", help="Do not ask before signing (the preview is still printed)")] = False,
+) -> None:
+    """Show a verifier ONLY the claims its request names, bound to its nonce and audience.
+
+    Prints what will be disclosed and asks before signing (unless --yes).
+
+    Writes the envelope (binary), prints it as base64url, writes a QR code PNG beside it.
+    """
+    from ledger.presentation import Request
+    from wallet import qr
+    from wallet.errors import WalletError
+    from wallet.store import write_atomic
+
+    with _errors():
+        try:
+            req = Request.from_json(json.loads(_read_file(request, "request")))
+        except ValueError as e:
+            raise WalletError(f"{request} is not JSON: {e}") from e
+        w = _open()
+        p = w.preview(credential_id, req)
+        err.print(f"[bold]{escape(p.audience)}[/] asks for your {escape(p.credential_type)} "
+                  f"credential {p.credential_id[:16]} from {escape(p.issuer)} "
+                  f"(nonce {escape(p.nonce)}).")
+        err.print(f"  disclosed: {escape(', '.join(p.claims)) or '(no claim)'}")
+        err.print("  always shown: issuer, credential type, validity dates, status list entry, "
+                  "holder public key")
+        err.print(f"  withheld:  {escape(', '.join(p.withheld)) or '(nothing)'}")
+        _confirm("Sign and disclose these claims?", yes)
+        env = w.present(credential_id, req, now=int(time.time()))
+        dest = out_file or Path(f"presentation-{p.credential_id[:12]}.bin")
+        png = dest.with_suffix(".png") if dest.suffix != ".png" else dest.with_suffix(".qr.png")
+        write_atomic(dest, env, overwrite=True)
+        err.print(f"Envelope: {escape(str(dest))} ({len(env)} bytes)")
+        text = qr.b64url(env)
+        code = None
+        try:
+            code = qr.make_qr(env)
+        except WalletError as e:
+            err.print(f"[yellow]no QR code:[/] {escape(str(e))}")
+        if code is not None:
+            write_atomic(png, qr.png_bytes(code), overwrite=True)
+            err.print(f"QR code:  {escape(str(png))}")
+            if sys.stdout.isatty():
+                qr.print_qr(code, sys.stdout)
+        print(text)
+
+
+@app.command()
+def backup(file: Annotated[Path, typer.Argument(
+        dir_okay=False, help="Where to write the copy (must not exist)")]) -> None:
+    """Copy the wallet file, still encrypted, after checking your passphrase opens it."""
+    with _errors():
+        _open().backup(file)
+        err.print(f"Backed up to {escape(str(file))} (encrypted with the same passphrase)")
+
+
+@app.command()
+def restore(
+    file: Annotated[Path, typer.Argument(dir_okay=False, help="A backup made by `wallet backup`")],
+    yes: Annotated[bool, typer.Option("--yes", help="Replace an existing wallet without "
+                                                    "asking")] = False,
+) -> None:
+    """Replace the wallet by a backup, after checking the passphrase opens the backup."""
+    from wallet.core import Wallet
+    from wallet.store import open_sealed
+
+    with _errors():
+        blob = _read_file(file, "backup")
+        passphrase = _passphrase()
+        open_sealed(blob, passphrase, where=str(file))
+        path = _state.wallet
+        if path.exists():
+            _confirm(f"Replace the wallet at {path} with {file}?", yes)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        w = Wallet.restore(file, path, passphrase)
+        err.print(f"Restored {escape(str(path))}: {len(w.list())} credentials")
 
 
 def main() -> None:

@@ -1,0 +1,519 @@
+"""The citizen wallet: encrypted file, receive checks, selective presentation, backup, CLI."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import segno
+from conftest import DAY, T0, LedgerHarness
+
+from ledger import sdjwt
+from ledger.checkpoint import SignedCheckpoint
+from ledger.credentials import issue_credential, issuer_uri, status_list, status_list_uri
+from ledger.errors import LedgerError
+from ledger.finality import sign_checkpoint
+from ledger.keys import PrivateKey
+from ledger.network import Agency
+from ledger.presentation import Bundle, Envelope, Report, Request, verify_envelope
+from ledger.statuslist import StatusList
+from ledger.tx import make_tx
+from wallet import (
+    BundleRefused,
+    PresentationError,
+    Wallet,
+    WalletError,
+    WalletFileError,
+)
+from wallet.store import open_sealed
+
+PASS = b"correct horse battery staple"
+DEGREE = {"id": "degree", "title": "Degree",
+          "claims": {"holder_name": "string", "degree_level": "string", "field": "string",
+                     "awarded_on": "date"}, "derived": {}}
+CLAIMS = {"holder_name": "Li Hua-91c2", "degree_level": "master", "field": "hydrology",
+          "awarded_on": "2019-07-01"}
+REQ = Request("n-0123456789abcdef", "https://civil.example/verify", "degree",
+              ("degree_level", "field"))
+WALLET_BIN = Path(sys.executable).parent / "wallet"
+
+
+class World:
+    """A ledger where ``edu`` may issue degrees from ``t0``, and helpers to make bundles."""
+
+    def __init__(self, ledger: LedgerHarness, agencies: dict[str, Agency], t0: int) -> None:
+        self.ledger, self.agencies, self.t0 = ledger, agencies, t0
+        reg, edu = agencies["reg"], agencies["edu"]
+        ledger.govern("register_type", {"type": DEGREE}, [reg, edu], t0 + 1)
+        ledger.govern("grant", {"agency": "edu", "type": "degree", "from": t0,
+                                "until": t0 + 365 * DAY}, [reg, edu], t0 + 2)
+        self.n = 0
+
+    def issue(self, holder_jwk: dict[str, str], *,
+              signers: tuple[str, ...] = ("reg", "edu")) -> Bundle:
+        self.n += 1
+        now = self.t0 + 10 + self.n
+        cred = issue_credential(registry=self.ledger.registry, agency="edu",
+                                issuer_key=self.agencies["edu"].issuer_key, kind="degree",
+                                claims=CLAIMS, holder_jwk=holder_jwk, now=now,
+                                valid_for=30 * DAY)
+        r = self.ledger.commit([cred.anchor], now)
+        assert not r.rejected, r.rejected
+        return self.bundle(cred.sd_jwt.serialize(), r.accepted[0][1], signers)
+
+    def forged(self, holder_jwk: dict[str, str]) -> Bundle:
+        """A genuine anchor by edu's issuer key over a JWT that some other key signed."""
+        self.n += 1
+        now = self.t0 + 10 + self.n
+        edu_key = self.agencies["edu"].issuer_key
+        forger = PrivateKey(hashlib.sha256(b"forger").digest())
+        net = self.ledger.registry.network
+        issued = sdjwt.issue_sd_jwt(
+            issuer_key=forger, issuer_kid=edu_key.kid.hex(), claims=CLAIMS,
+            holder_jwk=holder_jwk, vct="degree", iss=issuer_uri(net, "edu"), iat=now, nbf=now,
+            exp=now + DAY, status={"status_list": {"idx": 7, "uri": status_list_uri(
+                net, "edu", "degree")}})
+        anchor = make_tx(net, "issue", {
+            "credential_id": issued.credential_id, "issuer": "edu", "type": "degree",
+            "valid_from": now, "valid_until": now + DAY, "status_index": 7, "ts": now},
+            [edu_key])
+        r = self.ledger.commit([anchor], now)
+        assert not r.rejected, r.rejected
+        return self.bundle(issued.serialize(), r.accepted[0][1], ("reg", "edu"))
+
+    def bundle(self, sd_jwt: str, index: int, signers: tuple[str, ...]) -> Bundle:
+        store = self.ledger.store
+        assert store.head is not None
+        cp = sign_checkpoint(self.ledger.net, store.head,
+                             [(a, self.agencies[a].node_key) for a in signers])
+        return Bundle(store.entry(index), index, tuple(store.inclusion_proof(
+            index, store.head.log_size)), cp.to_text(), sd_jwt)
+
+    def lists(self) -> Callable[[str], StatusList | None]:
+        lst = status_list(self.ledger.store.status_entries("edu", "degree"))
+        uri = status_list_uri(self.ledger.net, "edu", "degree")
+        return lambda u: lst if u == uri else None
+
+    def verify(self, env: bytes, request: Request = REQ, now: int | None = None) -> Report:
+        return verify_envelope(env, request, registry=self.ledger.registry,
+                               now=self.t0 + 100 if now is None else now,
+                               status_lists=self.lists())
+
+
+@pytest.fixture
+def world(ledger: LedgerHarness, agencies: dict[str, Agency]) -> World:
+    return World(ledger, agencies, T0)
+
+
+@pytest.fixture
+def wallet(tmp_path: Path) -> Wallet:
+    return Wallet.init(tmp_path / "wallet.db", PASS)
+
+
+NOW = T0 + 50
+
+
+def _disclosed_names(envelope: bytes) -> list[str]:
+    env = Envelope.from_bytes(envelope)
+    names = []
+    for d in sdjwt.parse(env.sd_jwt_kb).disclosures:
+        item = json.loads(base64.urlsafe_b64decode(d + "=" * (-len(d) % 4)))
+        names.append(item[1])
+    return sorted(names)
+
+
+# -- round trip ------------------------------------------------------------------------------
+
+
+def test_init_receive_list_show_present_verifies(world: World, wallet: Wallet) -> None:
+    info = wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(),
+                          registry=world.ledger.registry, now=NOW)
+    assert (info.type, info.issuer) == ("degree", "edu")
+    reopened = Wallet.open(wallet.path, PASS)
+    assert [c.id for c in reopened.list()] == [info.id]
+    assert reopened.list()[0].state(NOW) == "valid"
+    assert reopened.show(info.id[:8]) == CLAIMS
+
+    env = reopened.present(info.id, REQ, now=T0 + 90)
+    report = world.verify(env)
+    assert report.verified, report.to_json()
+    assert report.claims == {"degree_level": "master", "field": "hydrology"}
+
+
+def test_present_discloses_only_what_is_asked(world: World, wallet: Wallet) -> None:
+    info = wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(),
+                          registry=world.ledger.registry, now=NOW)
+    for claims in [("field",), ("awarded_on", "holder_name"), ()]:
+        req = replace(REQ, claims=claims)
+        preview = wallet.preview(info.id, req)
+        assert preview.claims == claims
+        assert set(preview.withheld) == set(CLAIMS) - set(claims)
+        env = wallet.present(info.id, req, now=T0 + 90)
+        assert _disclosed_names(env) == sorted(claims)
+        for name in set(CLAIMS) - set(claims):
+            assert CLAIMS[name].encode() not in env
+        report = world.verify(env, req)
+        assert report.verified, report.to_json()
+        assert set(report.claims) == set(claims)
+
+
+def test_present_refuses_unknown_claims_and_other_types(world: World, wallet: Wallet) -> None:
+    info = wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(),
+                          registry=world.ledger.registry, now=NOW)
+    with pytest.raises(PresentationError, match="no claim named \\['birth_date'\\]"):
+        wallet.present(info.id, replace(REQ, claims=("field", "birth_date")), now=T0 + 90)
+    with pytest.raises(PresentationError, match="residence"):
+        wallet.preview(info.id, replace(REQ, credential_type="residence"))
+    with pytest.raises(PresentationError, match="no credential"):
+        wallet.present("ffffffffffff", REQ, now=T0 + 90)
+
+
+# -- receive refuses -------------------------------------------------------------------------
+
+
+def _other_credential(world: World, w: Wallet) -> Bundle:
+    mine, other = world.issue(w.holder_jwk()), world.issue(w.holder_jwk())
+    return replace(other, sd_jwt=mine.sd_jwt)
+
+
+def _bad_proof(world: World, w: Wallet) -> Bundle:
+    b = world.issue(w.holder_jwk())
+    return replace(b, proof=(bytes(32), *b.proof[1:]))
+
+
+def _bad_leaf(world: World, w: Wallet) -> Bundle:
+    world.issue(w.holder_jwk())
+    b = world.issue(w.holder_jwk())
+    return replace(b, leaf_index=b.leaf_index - 1)
+
+
+def _short_quorum(world: World, w: Wallet) -> Bundle:
+    return world.issue(w.holder_jwk(), signers=("edu",))
+
+
+def _tampered_checkpoint(world: World, w: Wallet) -> Bundle:
+    b = world.issue(w.holder_jwk())
+    cp = SignedCheckpoint.from_text(b.checkpoint)
+    forged = replace(cp, checkpoint=replace(cp.checkpoint, size=cp.checkpoint.size + 1))
+    return replace(b, checkpoint=forged.to_text())
+
+
+def _other_holder(world: World, w: Wallet) -> Bundle:
+    other = PrivateKey(hashlib.sha256(b"someone else").digest())
+    return world.issue(sdjwt.jwk_from_ed25519(other.public.raw))
+
+
+def _forged_signature(world: World, w: Wallet) -> Bundle:
+    return world.forged(w.holder_jwk())
+
+
+def _flipped_signature(world: World, w: Wallet) -> Bundle:
+    b = world.issue(w.holder_jwk())
+    jwt, rest = b.sd_jwt.split("~", 1)
+    head, payload, sig = jwt.split(".")
+    sig = ("A" if sig[0] != "A" else "B") + sig[1:]
+    return replace(b, sd_jwt=f"{head}.{payload}.{sig}~{rest}")
+
+
+def _anchor_signature_broken(world: World, w: Wallet) -> Bundle:
+    b = world.issue(w.holder_jwk())
+    return replace(b, anchor=b.anchor[:-1] + bytes([b.anchor[-1] ^ 1]))
+
+
+@pytest.mark.parametrize(("make", "step"), [
+    (_other_holder, "holder"),
+    (_other_credential, "credential_id"),
+    (_bad_proof, "inclusion"),
+    (_bad_leaf, "inclusion"),
+    (_short_quorum, "checkpoint"),
+    (_tampered_checkpoint, "checkpoint"),
+    (_forged_signature, "sd_jwt"),
+    (_flipped_signature, "sd_jwt"),
+    (_anchor_signature_broken, "anchor"),
+])
+def test_receive_refuses(world: World, wallet: Wallet, make: Callable[[World, Wallet], Bundle],
+                         step: str) -> None:
+    before = wallet.path.read_bytes()
+    with pytest.raises(BundleRefused) as e:
+        wallet.receive(make(world, wallet).to_bytes(), registry=world.ledger.registry, now=NOW)
+    assert e.value.step == step, str(e.value)
+    assert wallet.list() == []
+    assert wallet.path.read_bytes() == before
+    assert Wallet.open(wallet.path, PASS).list() == []
+
+
+def test_receive_refuses_garbage_expired_and_duplicates(world: World, wallet: Wallet) -> None:
+    reg = world.ledger.registry
+    with pytest.raises(BundleRefused) as e:
+        wallet.receive(b"\x92\x01", registry=reg, now=NOW)
+    assert e.value.step == "bundle"
+    bundle = world.issue(wallet.holder_jwk()).to_bytes()
+    with pytest.raises(BundleRefused) as e:
+        wallet.receive(bundle, registry=reg, now=T0 + 31 * DAY)
+    assert e.value.step == "sd_jwt"
+    wallet.receive(bundle, registry=reg, now=NOW)
+    with pytest.raises(WalletError, match="already in the wallet"):
+        wallet.receive(bundle, registry=reg, now=NOW)
+    assert len(Wallet.open(wallet.path, PASS).list()) == 1
+
+
+def test_an_envelope_too_big_for_one_qr_code_says_so() -> None:
+    from wallet.qr import b64url, make_qr
+
+    assert not make_qr(b"\x01" * 1000).is_micro
+    with pytest.raises(WalletError, match="does not fit one QR code"):
+        make_qr(os.urandom(2954))  # over version 40-L's 2,953 bytes
+    assert make_qr(os.urandom(2900)).version == 40
+    assert b64url(b"\xfb\xff") == "-_8"
+
+
+def test_refusal_is_a_ledger_error() -> None:
+    import wallet as pkg
+
+    assert set(pkg.__all__) == {"BundleRefused", "CredentialInfo", "Disclosure",
+                                "PresentationError", "Wallet", "WalletError",
+                                "WalletFileError"}
+    for cls in (BundleRefused, PresentationError, WalletFileError):
+        assert issubclass(cls, WalletError)
+    assert issubclass(WalletError, LedgerError)
+
+
+# -- the file ----------------------------------------------------------------------------------
+
+
+def test_wallet_file_reveals_nothing(world: World, wallet: Wallet) -> None:
+    bundle = world.issue(wallet.holder_jwk())
+    wallet.receive(bundle.to_bytes(), registry=world.ledger.registry, now=NOW)
+    data = wallet.path.read_bytes()
+    contents, _, _ = open_sealed(data, PASS)
+    # Needles are 4 bytes or longer, so random ciphertext does not hit one by chance.
+    secrets = [v.encode() for v in CLAIMS.values()] + [
+        contents.holder_seed, contents.holder_seed.hex().encode(), b"\xa3edu", b"Education",
+        b"degree", bundle.sd_jwt.split(".")[0].encode(), bundle.sd_jwt.split("~")[1].encode(),
+        bundle.anchor[:32], bundle.checkpoint.encode()[:20]]
+    for s in secrets:
+        assert s not in data, s
+    for marker in (b'{"kty"', b'{"alg"', b'"_sd"', b"eyJhbGci", b"holder_seed",
+                   b"credentials", b"demo\n"):
+        assert marker not in data
+    assert stat.S_IMODE(wallet.path.stat().st_mode) == 0o600
+    assert [p.name for p in wallet.path.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_init_refuses_to_overwrite(wallet: Wallet) -> None:
+    before = wallet.path.read_bytes()
+    with pytest.raises(WalletFileError, match="already exists"):
+        Wallet.init(wallet.path, b"another passphrase")
+    assert wallet.path.read_bytes() == before
+
+
+def test_wrong_passphrase(wallet: Wallet) -> None:
+    with pytest.raises(WalletFileError, match="wrong passphrase"):
+        Wallet.open(wallet.path, b"not it")
+    with pytest.raises(WalletFileError, match="no wallet file"):
+        Wallet.open(wallet.path.with_name("missing.db"), PASS)
+
+
+@pytest.mark.parametrize("where", ["box_end", "box_middle", "salt", "truncate", "append"])
+def test_tampered_wallet_file(world: World, wallet: Wallet, where: str) -> None:
+    wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(),
+                   registry=world.ledger.registry, now=NOW)
+    data = bytearray(wallet.path.read_bytes())
+    if where == "box_end":
+        data[-1] ^= 0x01
+    elif where == "box_middle":
+        data[len(data) // 2] ^= 0x80
+    elif where == "salt":
+        i = data.rindex(b"salt") + len(b"salt") + 2  # after the key and the bin8 header
+        data[i] ^= 0x01
+    elif where == "truncate":
+        del data[-10:]
+    else:
+        data += b"\x00"
+    wallet.path.write_bytes(bytes(data))
+    with pytest.raises(WalletFileError):
+        Wallet.open(wallet.path, PASS)
+
+
+def test_a_stale_wallet_does_not_overwrite_a_newer_file(world: World, wallet: Wallet) -> None:
+    other = Wallet.open(wallet.path, PASS)
+    reg = world.ledger.registry
+    wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(), registry=reg, now=NOW)
+    with pytest.raises(WalletFileError, match="changed since it was opened"):
+        other.receive(world.issue(wallet.holder_jwk()).to_bytes(), registry=reg, now=NOW)
+    assert len(Wallet.open(wallet.path, PASS).list()) == 1
+
+
+def test_backup_and_restore(world: World, wallet: Wallet, tmp_path: Path) -> None:
+    reg = world.ledger.registry
+    first = wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(), registry=reg, now=NOW)
+    copy = tmp_path / "backup.db"
+    wallet.backup(copy)
+    assert copy.read_bytes() == wallet.path.read_bytes()
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600
+    with pytest.raises(WalletFileError, match="not overwriting"):
+        wallet.backup(copy)
+
+    wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(), registry=reg, now=NOW)
+    assert len(wallet.list()) == 2
+    with pytest.raises(WalletFileError, match="wrong passphrase"):
+        Wallet.restore(copy, wallet.path, b"not it")
+    assert len(Wallet.open(wallet.path, PASS).list()) == 2
+
+    restored = Wallet.restore(copy, wallet.path, PASS)
+    assert [c.id for c in restored.list()] == [first.id]
+    again = Wallet.open(wallet.path, PASS)
+    assert again.holder_jwk() == wallet.holder_jwk()
+    assert world.verify(again.present(first.id, REQ, now=T0 + 90)).verified
+
+
+def test_restore_onto_a_lost_wallet(world: World, wallet: Wallet, tmp_path: Path) -> None:
+    copy = tmp_path / "backup.db"
+    wallet.backup(copy)
+    wallet.path.unlink()
+    assert Wallet.restore(copy, wallet.path, PASS).holder_jwk() == wallet.holder_jwk()
+    bad = tmp_path / "bad.db"
+    bad.write_bytes(b"not a wallet")
+    with pytest.raises(WalletFileError, match="not a wallet file"):
+        Wallet.restore(bad, wallet.path, PASS)
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+def _run(args: list[str], wallet_path: Path, *, passphrase: str = PASS.decode(),
+         cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("WALLET_PATH", "WALLET_PASSPHRASE")}
+    env |= {"WALLET_PASSPHRASE": passphrase, "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run([str(WALLET_BIN), "--wallet", str(wallet_path), *args],
+                          capture_output=True, text=True, env=env, cwd=cwd, timeout=120,
+                          stdin=subprocess.DEVNULL, check=False)
+
+
+@pytest.fixture
+def live_world(tmp_path: Path, agencies: dict[str, Agency]) -> Iterator[World]:
+    """The CLI reads the clock, so this ledger's times are just behind it."""
+    start = int(time.time()) - 600
+    harness = LedgerHarness(tmp_path / "live", list(agencies.values()), 2, start)
+    try:
+        yield World(harness, agencies, start)
+    finally:
+        harness.close()
+
+
+def test_cli_init_receive_list_show_present(live_world: World, tmp_path: Path) -> None:
+    w = tmp_path / "home" / "wallet.db"
+    r = _run(["init"], w)
+    assert r.returncode == 0, r.stderr
+    holder = json.loads(r.stdout)
+    assert holder["kty"] == "OKP"
+    assert _run(["init"], w).returncode == 1
+
+    bundle = tmp_path / "degree.bundle"
+    bundle.write_bytes(live_world.issue(holder).to_bytes())
+    registry = tmp_path / "registry.bin"
+    registry.write_bytes(live_world.ledger.registry.to_bytes())
+    r = _run(["receive", str(bundle), "--registry", str(registry)], w)
+    assert r.returncode == 0, r.stderr
+    cid = r.stdout.strip()
+    assert len(cid) == 64
+
+    r = _run(["list"], w)
+    assert r.returncode == 0, r.stderr
+    assert cid[:16] in r.stdout and "degree" in r.stdout
+    for value in CLAIMS.values():
+        assert value not in r.stdout + r.stderr
+
+    r = _run(["show", cid[:10]], w)
+    assert r.returncode == 0, r.stderr
+    assert "hydrology" in r.stdout and "Li Hua-91c2" in r.stdout
+
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(REQ.to_json()))
+    out = tmp_path / "out" / "env.bin"
+    out.parent.mkdir()
+    r = _run(["present", cid[:10], "--request", str(request), "--out", str(out), "--yes"], w)
+    assert r.returncode == 0, r.stderr
+    assert "degree_level, field" in r.stderr
+    assert "holder_name" in r.stderr  # named as withheld ...
+    for value in CLAIMS.values():  # ... but no value is printed
+        assert value not in r.stderr
+    env = out.read_bytes()
+    text = r.stdout.strip().splitlines()[-1]
+    assert base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)) == env
+    report = live_world.verify(env, now=int(time.time()))
+    assert report.verified, report.to_json()
+    assert report.claims == {"degree_level": "master", "field": "hydrology"}
+
+    png = out.with_suffix(".png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and png[12:16] == b"IHDR"
+    expected = io.BytesIO()
+    segno.make_qr(env, error="l", boost_error=True).save(expected, kind="png", scale=4,
+                                                         border=4)
+    assert png == expected.getvalue()  # segno's image of exactly the envelope's bytes
+
+    r = _run(["present", cid[:10], "--request", str(request), "--out", str(out)], w)
+    assert r.returncode == 1  # no terminal to confirm on, and no --yes
+    assert "--yes" in r.stderr
+
+
+def test_cli_errors(live_world: World, tmp_path: Path) -> None:
+    w = tmp_path / "wallet.db"
+    r = _run(["list"], w)
+    assert r.returncode == 1 and "no wallet file" in r.stderr
+    assert _run(["init"], w).returncode == 0
+    r = _run(["list"], w, passphrase="wrong")
+    assert r.returncode == 1 and "wrong passphrase" in r.stderr
+    other = sdjwt.jwk_from_ed25519(PrivateKey(bytes(32)).public.raw)
+    bundle = tmp_path / "b"
+    bundle.write_bytes(live_world.issue(other).to_bytes())
+    registry = tmp_path / "r"
+    registry.write_bytes(live_world.ledger.registry.to_bytes())
+    r = _run(["receive", str(bundle), "--registry", str(registry)], w)
+    assert r.returncode == 1 and "holder" in r.stderr
+    r = _run(["receive", str(bundle), "--registry", str(bundle)], w)
+    assert r.returncode == 1 and "not a registry snapshot" in r.stderr
+    r = _run(["present", "abcdef", "--request", str(registry), "--yes"], w)
+    assert r.returncode == 1 and "not JSON" in r.stderr
+    r = _run(["--help"], w)
+    assert r.returncode == 0 and "present" in r.stdout and "WALLET_PASSPHRASE" in r.stdout
+    assert _run(["frobnicate"], w).returncode == 2
+
+
+def test_cli_wallet_path_from_environment(tmp_path: Path) -> None:
+    w = tmp_path / "env-wallet.db"
+    env = {k: v for k, v in os.environ.items() if k != "WALLET_PASSPHRASE"}
+    env |= {"WALLET_PASSPHRASE": "pw", "WALLET_PATH": str(w)}
+    r = subprocess.run([str(WALLET_BIN), "init"], capture_output=True, text=True, env=env,
+                       stdin=subprocess.DEVNULL, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert Wallet.open(w, b"pw").list() == []
+
+
+def test_cli_backup_restore(tmp_path: Path) -> None:
+    w = tmp_path / "wallet.db"
+    assert _run(["init"], w).returncode == 0
+    key = _run(["holder-key"], w).stdout
+    copy = tmp_path / "copy.db"
+    r = _run(["backup", str(copy)], w)
+    assert r.returncode == 0, r.stderr
+    assert copy.read_bytes() == w.read_bytes()
+    r = _run(["restore", str(copy)], w, passphrase="wrong")
+    assert r.returncode == 1 and "wrong passphrase" in r.stderr
+    r = _run(["restore", str(copy)], w)
+    assert r.returncode == 1 and "--yes" in r.stderr  # would replace a wallet: asks first
+    w.unlink()
+    r = _run(["restore", str(copy)], w)
+    assert r.returncode == 0, r.stderr
+    assert _run(["holder-key"], w).stdout == key

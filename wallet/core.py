@@ -1,0 +1,285 @@
+"""The citizen's wallet: a holder key and verified credential bundles in one encrypted file.
+
+Every operation takes the time it needs as ``now``; the passphrase is a parameter (reading it
+from the environment or a terminal is the CLI's business). The file format is in
+:mod:`wallet.store`; the checks made before a bundle is kept are in :mod:`wallet.verify`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ledger import sdjwt
+from ledger.errors import LedgerError
+from ledger.keys import PrivateKey
+from ledger.presentation import MAX_ENVELOPE, Bundle, Envelope, Request
+from ledger.state import Registry
+from wallet.errors import PresentationError, WalletError, WalletFileError
+from wallet.store import (
+    Contents,
+    KdfParams,
+    StoredCredential,
+    derive_key,
+    lock,
+    open_sealed,
+    seal,
+    write_atomic,
+)
+from wallet.verify import verify_bundle
+
+__all__ = ["ALWAYS_VISIBLE", "CredentialInfo", "Disclosure", "Wallet"]
+
+ALWAYS_VISIBLE = ("iss", "vct", "iat", "nbf", "exp", "cnf", "status")
+"""Claims of the issuer-signed JWT that every presentation shows (not selectively disclosable)."""
+
+_MIN_PREFIX = 6
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialInfo:
+    """What ``wallet list`` shows: no claim values."""
+
+    id: str
+    type: str
+    issuer: str
+    valid_from: int
+    valid_until: int
+    added: int
+
+    def state(self, now: int) -> str:
+        """``valid``, ``not yet valid`` or ``expired`` at ``now`` (ignores revocation)."""
+        if now < self.valid_from:
+            return "not yet valid"
+        return "valid" if now < self.valid_until else "expired"
+
+    @classmethod
+    def of(cls, c: StoredCredential) -> CredentialInfo:
+        return cls(c.id, c.type, c.issuer, c.valid_from, c.valid_until, c.added)
+
+
+@dataclass(frozen=True, slots=True)
+class Disclosure:
+    """Exactly what a presentation will reveal, by claim name (the preview before signing).
+
+    ``claims``: the selectively disclosable claims that will be disclosed (the request's names).
+    ``always``: the claims every presentation of this credential shows: issuer, type, validity,
+    status list entry and holder key. Nothing else is revealed.
+    """
+
+    credential_id: str
+    credential_type: str
+    issuer: str
+    audience: str
+    nonce: str
+    claims: tuple[str, ...]
+    always: tuple[str, ...]
+    withheld: tuple[str, ...]
+
+
+class Wallet:
+    """An opened wallet. Build it with :meth:`init`, :meth:`open` or :meth:`restore`."""
+
+    __slots__ = ("_blob", "_contents", "_holder", "_key", "_params", "path")
+
+    def __init__(self, path: Path, contents: Contents, key: bytes, params: KdfParams,
+                 blob: bytes) -> None:
+        self.path = path
+        self._contents = contents
+        self._key = key
+        self._params = params
+        self._blob = blob
+        self._holder = PrivateKey(contents.holder_seed)
+
+    def __repr__(self) -> str:
+        return f"Wallet({str(self.path)!r}, {len(self._contents.credentials)} credentials)"
+
+    # -- lifecycle --------------------------------------------------------------------------
+    @classmethod
+    def init(cls, path: Path, passphrase: bytes, *, seed: bytes | None = None) -> Wallet:
+        """Create a new wallet file with a fresh Ed25519 holder key; never overwrites."""
+        if path.exists():
+            raise WalletFileError(f"a wallet already exists at {path}; not overwriting it")
+        params = KdfParams.fresh()
+        key = derive_key(passphrase, params)
+        contents = Contents(seed if seed is not None else PrivateKey.generate().seed)
+        blob = seal(contents, key, params)
+        try:
+            write_atomic(path, blob, overwrite=False)
+        except FileExistsError as e:
+            raise WalletFileError(f"a wallet already exists at {path}; not overwriting it") from e
+        except OSError as e:
+            raise WalletFileError(f"cannot write {path}: {e.strerror or e}") from e
+        return cls(path, contents, key, params, blob)
+
+    @classmethod
+    def open(cls, path: Path, passphrase: bytes) -> Wallet:
+        """Open and decrypt an existing wallet; :class:`WalletFileError` if that fails."""
+        blob = _read(path, "wallet")
+        contents, key, params = open_sealed(blob, passphrase, where=str(path))
+        return cls(path, contents, key, params, blob)
+
+    @classmethod
+    def restore(cls, backup: Path, path: Path, passphrase: bytes) -> Wallet:
+        """Replace the wallet at ``path`` by ``backup``, after checking it opens with
+        ``passphrase``. The backup is copied byte for byte (it stays encrypted)."""
+        blob = _read(backup, "backup")
+        contents, key, params = open_sealed(blob, passphrase, where=str(backup))
+        with lock(path):
+            try:
+                write_atomic(path, blob, overwrite=True)
+            except OSError as e:
+                raise WalletFileError(f"cannot write {path}: {e.strerror or e}") from e
+        return cls(path, contents, key, params, blob)
+
+    def backup(self, dest: Path) -> None:
+        """Copy the (still encrypted) wallet file to ``dest``; never overwrites ``dest``."""
+        with lock(self.path):
+            blob = _read(self.path, "wallet")
+            open_sealed(blob, key=self._key, where=str(self.path))  # it is ours and whole
+            try:
+                write_atomic(dest, blob, overwrite=False)
+            except FileExistsError as e:
+                raise WalletFileError(f"{dest} exists; not overwriting it") from e
+            except OSError as e:
+                raise WalletFileError(f"cannot write {dest}: {e.strerror or e}") from e
+
+    def _save(self, contents: Contents) -> None:
+        """Re-encrypt (fresh nonce) and replace the file, unless someone else changed it."""
+        with lock(self.path):
+            if _read(self.path, "wallet") != self._blob:
+                raise WalletFileError(f"{self.path} changed since it was opened (another wallet "
+                                      f"process?); open it again and retry")
+            blob = seal(contents, self._key, self._params)
+            try:
+                write_atomic(self.path, blob, overwrite=True)
+            except OSError as e:
+                raise WalletFileError(f"cannot write {self.path}: {e.strerror or e}") from e
+        self._contents, self._blob = contents, blob
+
+    # -- holder key -------------------------------------------------------------------------
+    def holder_jwk(self) -> dict[str, str]:
+        """The public JWK an agency binds credentials to (``cnf.jwk``)."""
+        return sdjwt.jwk_from_ed25519(self._holder.public.raw)
+
+    # -- credentials ------------------------------------------------------------------------
+    def receive(self, unverified_bundle: bytes, *, registry: Registry, now: int) -> CredentialInfo:
+        """Verify a bundle from an agency (see :mod:`wallet.verify`) and keep it.
+
+        Raises :class:`~wallet.errors.BundleRefused` for a bundle that fails a check and
+        :class:`WalletError` for one already in the wallet.
+        """
+        v = verify_bundle(unverified_bundle, registry=registry, holder_jwk=self.holder_jwk(),
+                          now=now)
+        if any(c.credential_id == v.credential_id for c in self._contents.credentials):
+            raise WalletError(f"credential {v.credential_id.hex()[:16]}… is already in the "
+                              f"wallet")
+        stored = StoredCredential(v.credential_id, v.type, v.issuer, v.valid_from,
+                                  v.valid_until, now, v.bundle.to_bytes())
+        self._save(replace(self._contents,
+                           credentials=(*self._contents.credentials, stored)))
+        return CredentialInfo.of(stored)
+
+    def list(self) -> list[CredentialInfo]:
+        """Every credential, in the order received."""
+        return [CredentialInfo.of(c) for c in self._contents.credentials]
+
+    def info(self, credential_id: str) -> CredentialInfo:
+        return CredentialInfo.of(self._find(credential_id))
+
+    def show(self, credential_id: str) -> dict[str, Any]:
+        """The credential's selectively disclosable claims with their values (own eyes only)."""
+        return dict(_claims(self._bundle(self._find(credential_id)).sd_jwt))
+
+    def preview(self, credential_id: str, request: Request) -> Disclosure:
+        """What :meth:`present` will reveal for ``request``; raises if it cannot be met."""
+        c = self._find(credential_id)
+        if request.credential_type != c.type:
+            raise PresentationError(f"the verifier asks for a {request.credential_type!r} "
+                                    f"credential; {c.id[:16]}… is a {c.type!r}")
+        names = list(_claims(self._bundle(c).sd_jwt))
+        wanted = list(dict.fromkeys(request.claims))
+        missing = [n for n in wanted if n not in names and n not in ALWAYS_VISIBLE]
+        if missing:
+            raise PresentationError(f"the credential has no claim named {missing}; nothing "
+                                    f"was disclosed")
+        chosen = tuple(n for n in wanted if n in names)
+        return Disclosure(c.id, c.type, c.issuer, request.audience, request.nonce, chosen,
+                          ALWAYS_VISIBLE, tuple(n for n in names if n not in chosen))
+
+    def present(self, credential_id: str, request: Request, *, now: int) -> bytes:
+        """The presentation envelope for ``request``: only the requested claims, bound to its
+        nonce and audience with a key-binding JWT signed by the holder key at ``now``."""
+        preview = self.preview(credential_id, request)
+        bundle = self._bundle(self._find(credential_id))
+        try:
+            kb = sdjwt.present(bundle.sd_jwt, disclose=preview.claims, holder_key=self._holder,
+                               nonce=request.nonce, aud=request.audience, iat=now)
+        except (LedgerError, ValueError) as e:
+            raise PresentationError(f"cannot present {preview.credential_id[:16]}…: {e}") from e
+        disclosed = tuple(_claims(kb))
+        if sorted(disclosed) != sorted(preview.claims):  # never more than the preview showed
+            raise PresentationError("the presentation would disclose other claims than the "
+                                    "preview; refusing")
+        env = Envelope.from_bundle(bundle, kb).to_bytes()
+        if len(env) > MAX_ENVELOPE:
+            raise PresentationError(f"the envelope is {len(env)} bytes, over the verifier's "
+                                    f"{MAX_ENVELOPE}-byte limit")
+        return env
+
+    # -- internals --------------------------------------------------------------------------
+    def _find(self, credential_id: str) -> StoredCredential:
+        prefix = credential_id.strip().lower()
+        if len(prefix) < _MIN_PREFIX:
+            raise PresentationError(f"give at least {_MIN_PREFIX} hex digits of the "
+                                    f"credential id")
+        hits = [c for c in self._contents.credentials if c.id.startswith(prefix)]
+        if not hits:
+            raise PresentationError(f"no credential with id {prefix!r} in this wallet")
+        if len(hits) > 1:
+            raise PresentationError(f"{prefix!r} matches {len(hits)} credentials; give more "
+                                    f"digits")
+        return hits[0]
+
+    @staticmethod
+    def _bundle(c: StoredCredential) -> Bundle:
+        try:
+            return Bundle.from_bytes(c.bundle)
+        except LedgerError as e:
+            raise WalletFileError(f"stored credential {c.id[:16]}… is damaged: {e}") from e
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError as e:
+        raise WalletFileError(f"no {what} file at {path}") from e
+    except OSError as e:
+        raise WalletFileError(f"cannot read {what} file {path}: {e.strerror or e}") from e
+
+
+def _claims(serialized: str) -> dict[str, Any]:
+    """Top-level claims disclosed in an SD-JWT (holder side: the issuer was checked on receipt).
+
+    Only Disclosures whose digest the issuer-signed payload lists in ``_sd`` count.
+    """
+    try:
+        parsed = sdjwt.parse(serialized)
+        sd = parsed.payload.get("_sd", [])
+        listed = set(sd) if isinstance(sd, list) else set()
+        out: dict[str, Any] = {}
+        for d in parsed.disclosures:
+            digest = base64.urlsafe_b64encode(hashlib.sha256(d.encode("ascii")).digest())
+            if digest.rstrip(b"=").decode() not in listed:
+                continue
+            value = json.loads(base64.urlsafe_b64decode(d + "=" * (-len(d) % 4)))
+            if isinstance(value, list) and len(value) == 3 and isinstance(value[1], str):
+                out[value[1]] = value[2]
+    except (LedgerError, ValueError, binascii.Error) as e:
+        raise WalletFileError(f"a stored credential cannot be read: {e}") from e
+    return out

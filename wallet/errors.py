@@ -1,0 +1,40 @@
+"""The exception tree of the ``wallet`` package.
+
+::
+
+    LedgerError (ledger.errors)
+    └── WalletError                  base of everything the wallet raises on purpose
+        ├── WalletFileError          no wallet, one already there, unreadable, wrong passphrase,
+        │                            tampered or damaged file, changed by another process
+        ├── BundleRefused            a received bundle failed a check (``step`` names which)
+        └── PresentationError        unknown credential, wrong type, a claim it does not hold
+
+Messages name claims and steps, never claim values.
+"""
+
+from __future__ import annotations
+
+from ledger.errors import LedgerError
+
+__all__ = ["BundleRefused", "PresentationError", "WalletError", "WalletFileError"]
+
+
+class WalletError(LedgerError):
+    """Base class of every error the wallet package raises on purpose."""
+
+
+class WalletFileError(WalletError):
+    """The wallet file is missing, already exists, cannot be decrypted, or is damaged."""
+
+
+class BundleRefused(WalletError):
+    """A credential bundle failed verification; ``step`` is the check that failed."""
+
+    def __init__(self, step: str, detail: str) -> None:
+        self.step = step
+        self.detail = detail
+        super().__init__(f"bundle refused at {step}: {detail}")
+
+
+class PresentationError(WalletError):
+    """A presentation cannot be made: unknown credential, other type, or missing claims."""

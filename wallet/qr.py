@@ -1,0 +1,45 @@
+"""QR codes for presentation envelopes (segno; no system libraries).
+
+The QR code holds the envelope's bytes themselves, in byte mode (up to 2,953 bytes in a version
+40-L code); base64url would cost a third more and overflow once inclusion proofs grow. The
+base64url text is for copying and pasting.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import TextIO
+
+import segno
+
+from wallet.errors import WalletError
+
+__all__ = ["b64url", "make_qr", "png_bytes", "print_qr"]
+
+
+def b64url(data: bytes) -> str:
+    """Unpadded base64url of ``data``."""
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def make_qr(envelope: bytes) -> segno.QRCode:
+    """The QR code of ``envelope``'s bytes; WalletError if it does not fit one code."""
+    try:
+        return segno.make_qr(envelope, error="l", boost_error=True)
+    except segno.DataOverflowError as e:
+        raise WalletError(f"the envelope ({len(envelope)} bytes) does not fit one QR code "
+                          "(2,953 bytes at most); disclose fewer claims or hand over the "
+                          "file") from e
+
+
+def png_bytes(code: segno.QRCode) -> bytes:
+    """The PNG image of ``code`` (4 pixels a module, the standard 4-module quiet zone)."""
+    buf = io.BytesIO()
+    code.save(buf, kind="png", scale=4, border=4)
+    return buf.getvalue()
+
+
+def print_qr(code: segno.QRCode, out: TextIO) -> None:
+    """Draw ``code`` with Unicode half blocks on a terminal."""
+    code.terminal(out=out, compact=True)

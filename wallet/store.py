@@ -1,0 +1,248 @@
+"""The encrypted wallet file: one file, canonical msgpack, nothing readable without the passphrase.
+
+Outer map (canonical msgpack, :mod:`ledger.codec`)::
+
+    {"v": 1, "kind": "credledger-wallet", "kdf": "argon2id", "ops": int, "mem": int,
+     "salt": bytes(16), "box": bytes}
+
+``box`` is ``SecretBox(Argon2id(passphrase, salt, ops, mem)).encrypt(inner)`` (XSalsa20-Poly1305,
+fresh random 24-byte nonce on every write), and ``inner`` is the canonical msgpack of::
+
+    {"v": 1, "holder_seed": bytes(32),
+     "credentials": [{"credential_id": bytes(32), "type": str, "issuer": str,
+                      "valid_from": int, "valid_until": int, "added": int,
+                      "bundle": bytes}, ...]}
+
+``bundle`` is :meth:`ledger.presentation.Bundle.to_bytes`. A wrong passphrase and any change to
+the file fail the Poly1305 tag (changing ``salt``/``ops``/``mem`` changes the derived key), and
+both are reported as one :class:`WalletFileError`. Writes are atomic: a new file created with
+``O_EXCL`` and mode 0600, fsynced, then renamed over (or, for a new wallet, hard-linked into
+place so an existing wallet is never overwritten), then the directory is fsynced.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import nacl.exceptions
+import nacl.pwhash
+import nacl.secret
+import nacl.utils
+
+from ledger import codec
+from ledger.codec import Fields
+from ledger.errors import DecodeError
+from wallet.errors import WalletFileError
+
+__all__ = [
+    "FILE_KIND",
+    "MAX_FILE",
+    "Contents",
+    "KdfParams",
+    "StoredCredential",
+    "derive_key",
+    "lock",
+    "open_sealed",
+    "seal",
+    "write_atomic",
+]
+
+FILE_KIND = "credledger-wallet"
+MAX_FILE = 64 << 20
+"""Largest wallet file read (64 MiB: some hundreds of credentials with room to spare)."""
+MAX_BUNDLE = 256 * 1024
+MAX_CREDENTIALS = 10_000
+
+_OPS = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
+_MEM = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
+# A tampered header must not make us spend unbounded time or memory before the tag check fails.
+_MAX_OPS = 1 << 8
+_MAX_MEM = 1 << 30
+
+
+@dataclass(frozen=True, slots=True)
+class KdfParams:
+    """Argon2id parameters and salt, stored in clear in the outer map."""
+
+    salt: bytes
+    ops: int = _OPS
+    mem: int = _MEM
+
+    def __post_init__(self) -> None:
+        if len(self.salt) != nacl.pwhash.argon2id.SALTBYTES:
+            raise ValueError(f"the salt is {nacl.pwhash.argon2id.SALTBYTES} bytes")
+
+    @classmethod
+    def fresh(cls) -> KdfParams:
+        return cls(nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES))
+
+
+def derive_key(passphrase: bytes, params: KdfParams) -> bytes:
+    """The SecretBox key: Argon2id(passphrase, salt) with the file's limits."""
+    if not passphrase:
+        raise WalletFileError("an empty passphrase is not allowed")
+    return nacl.pwhash.argon2id.kdf(nacl.secret.SecretBox.KEY_SIZE, passphrase, params.salt,
+                                    opslimit=params.ops, memlimit=params.mem)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCredential:
+    """One credential in the wallet: its bundle bytes and metadata (no claim values)."""
+
+    credential_id: bytes
+    type: str
+    issuer: str
+    valid_from: int
+    valid_until: int
+    added: int
+    bundle: bytes
+
+    @property
+    def id(self) -> str:
+        return self.credential_id.hex()
+
+    def to_map(self) -> dict[str, object]:
+        return {"credential_id": self.credential_id, "type": self.type, "issuer": self.issuer,
+                "valid_from": self.valid_from, "valid_until": self.valid_until,
+                "added": self.added, "bundle": self.bundle}
+
+    @classmethod
+    def from_fields(cls, f: Fields) -> StoredCredential:
+        out = cls(credential_id=f.bytes("credential_id", size=32), type=f.str("type"),
+                  issuer=f.str("issuer"), valid_from=f.int("valid_from", lo=0),
+                  valid_until=f.int("valid_until", lo=0), added=f.int("added", lo=0),
+                  bundle=f.bytes("bundle", max_len=MAX_BUNDLE))
+        f.done()
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Contents:
+    """The decrypted inside of a wallet file."""
+
+    holder_seed: bytes
+    credentials: tuple[StoredCredential, ...] = ()
+
+    def __post_init__(self) -> None:
+        if len(self.holder_seed) != 32:
+            raise ValueError("the holder seed is 32 bytes")
+        ids = [c.credential_id for c in self.credentials]
+        if len(set(ids)) != len(ids):
+            raise ValueError("a credential is stored twice")
+
+    def __repr__(self) -> str:  # never print the seed or the bundles
+        return f"Contents(<holder key>, {len(self.credentials)} credentials)"
+
+    def to_bytes(self) -> bytes:
+        return codec.encode({"v": 1, "holder_seed": self.holder_seed,
+                             "credentials": [c.to_map() for c in self.credentials]})
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Contents:
+        f = Fields(codec.decode(data, max_size=MAX_FILE, what="wallet contents"), "contents")
+        f.int("v", lo=1, hi=1)
+        seed = f.bytes("holder_seed", size=32)
+        items = f.list("credentials", max_len=MAX_CREDENTIALS)
+        f.done()
+        creds = tuple(StoredCredential.from_fields(Fields(c, f"contents.credentials[{i}]"))
+                      for i, c in enumerate(items))
+        try:
+            return cls(seed, creds)
+        except ValueError as e:
+            raise DecodeError(str(e), "contents") from e
+
+
+def seal(contents: Contents, key: bytes, params: KdfParams) -> bytes:
+    """The file bytes for ``contents`` under ``key`` (from the passphrase and ``params``)."""
+    box = nacl.secret.SecretBox(key).encrypt(contents.to_bytes())
+    return codec.encode({"v": 1, "kind": FILE_KIND, "kdf": "argon2id", "ops": params.ops,
+                         "mem": params.mem, "salt": params.salt, "box": bytes(box)})
+
+
+def _read_header(blob: bytes, where: str) -> tuple[KdfParams, bytes]:
+    f = Fields(codec.decode(blob, max_size=MAX_FILE, what=where), where)
+    f.int("v", lo=1, hi=1)
+    f.str("kind", choices=frozenset({FILE_KIND}))
+    f.str("kdf", choices=frozenset({"argon2id"}))
+    ops = f.int("ops", lo=nacl.pwhash.argon2id.OPSLIMIT_MIN, hi=_MAX_OPS)
+    mem = f.int("mem", lo=nacl.pwhash.argon2id.MEMLIMIT_MIN, hi=_MAX_MEM)
+    salt = f.bytes("salt", size=nacl.pwhash.argon2id.SALTBYTES)
+    box = f.bytes("box", max_len=MAX_FILE)
+    f.done()
+    return KdfParams(salt, ops, mem), box
+
+
+def open_sealed(blob: bytes, passphrase: bytes | None = None, *, key: bytes | None = None,
+                where: str = "wallet file") -> tuple[Contents, bytes, KdfParams]:
+    """Decrypt file bytes with ``passphrase`` (or an already derived ``key``).
+
+    Returns (contents, key, params). Raises :class:`WalletFileError` for anything else, and one
+    message for a wrong passphrase and a tampered file: the tag cannot tell them apart.
+    """
+    try:
+        params, box = _read_header(blob, where)
+    except DecodeError as e:
+        raise WalletFileError(f"{where} is not a wallet file or is damaged: {e}") from e
+    if key is None:
+        if passphrase is None:
+            raise ValueError("a passphrase or a key is needed")
+        key = derive_key(passphrase, params)
+    try:
+        inner = nacl.secret.SecretBox(key).decrypt(box)
+    except nacl.exceptions.CryptoError as e:
+        raise WalletFileError(f"cannot open {where}: wrong passphrase, or the file was "
+                              f"changed or damaged") from e
+    try:
+        contents = Contents.from_bytes(inner)
+    except DecodeError as e:  # authentic but malformed: a bug or an incompatible writer
+        raise WalletFileError(f"{where} decrypts but its contents are malformed: {e}") from e
+    return contents, key, params
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, *, overwrite: bool) -> None:
+    """Write ``data`` to ``path`` as a whole or not at all, mode 0600.
+
+    With ``overwrite=False`` an existing ``path`` is never replaced (:class:`FileExistsError`).
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            tmp.replace(path)
+        else:
+            os.link(tmp, path)  # atomic, and fails if path exists
+            tmp.unlink()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+@contextmanager
+def lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock beside ``path`` (``<name>.lock``) for read-modify-write."""
+    lock_path = path.with_name(path.name + ".lock")
+    fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
