@@ -1,20 +1,47 @@
 """Command lines of the core package: ``ledger`` (verifying officials, auditors) and ``agency``
-(issuing agencies). Subcommands whose capability is not built yet say so and exit 2."""
+(issuing agencies). Subcommands whose capability is not built yet say so and exit 2.
+
+Exit codes: 0 done (``ledger verify``: verified); 1 refused or failed (a rejection, a claim that
+does not fit its type, a wrong passphrase, a presentation that does not verify); 2 bad input
+(unreadable or malformed files and arguments, an unknown agency).
+
+Until the node service exists, ``agency issue``/``status`` run in *embedded solo mode*: they open
+the store themselves, order the block and co-sign its checkpoint with the node keys found in
+``<data>/keys`` (as ``ledger-node demo`` does), so the store must not be open elsewhere.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import os
+import re
+import secrets
+import time
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
-from ledger import merkle
+from ledger import merkle, sdjwt
+from ledger.chain import Head, checkpoint_key
 from ledger.checkpoint import SignedCheckpoint
-from ledger.errors import LedgerError
-from ledger.finality import verify_final
+from ledger.credentials import STATUS_LIST_SIZE, ClaimError, check_claims, issue_credential
+from ledger.errors import DecodeError, KeyFileError, LedgerError, TxRejected
+from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
+from ledger.keys import PASSPHRASE_ENV, PrivateKey, load_private_key, read_passphrase
+from ledger.offline import SnapshotError, export_snapshot, load_snapshot, store_status_list
+from ledger.ordering import Receipt, SoloOrderer
+from ledger.presentation import MAX_ENVELOPE, Bundle, Envelope, Report, Request, verify_envelope
+from ledger.state import Registry, index_key
+from ledger.statuslist import StatusList
 from ledger.store import Store
+from ledger.tx import Tx, make_tx
 
 ledger_app = typer.Typer(help="Inspect and check a ledger (verifying officials and auditors).",
                          no_args_is_help=True, add_completion=False)
@@ -99,10 +126,322 @@ def prove(data: DataArg,
                           "proof": [h.hex() for h in proof], "verified": True}, indent=2))
 
 
+# -- shared by the commands below -------------------------------------------------------------
+
+MAX_INPUT = 1 << 20
+"""Largest JSON input file (claims, JWK, request) read."""
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    """Print ``message`` (markup-free: it may quote untrusted input) and exit with ``code``."""
+    err.print(Text(message, style="red"), soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    """A JSON file the user names; anything unreadable is bad input (exit 2)."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_INPUT + 1)
+    except OSError as e:
+        _fail(f"cannot read the {what} file {path}: {e.strerror or e}", 2)
+    if len(raw) > MAX_INPUT:
+        _fail(f"the {what} file {path} is over {MAX_INPUT} bytes", 2)
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        _fail(f"the {what} file {path} is not JSON: {e}", 2)
+
+
+def _read_json_object(path: Path, what: str) -> dict[str, Any]:
+    value = _read_json(path, what)
+    if not isinstance(value, dict):
+        _fail(f"the {what} file {path} must hold a JSON object", 2)
+    return value
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _keys_dir(data: Path) -> Path:
+    """``<data>/keys`` of a node's data folder (also when given the store inside it)."""
+    if (data / "CURRENT").exists() and not (data / "keys").is_dir():
+        data = data.parent
+    keys = data / "keys"
+    if not keys.is_dir():
+        _fail(f"{data} has no keys folder: give the node's data folder (the one holding "
+              "ledger/ and keys/)")
+    return keys
+
+
+def _agency_known(registry: Registry, agency: str) -> None:
+    if registry.agency(agency) is None:
+        known = ", ".join(sorted(registry.agencies()))
+        _fail(f"unknown agency {agency!r} on network {registry.network!r} (agencies: {known})", 2)
+
+
+def _load_key(path: Path, passphrase: bytes) -> PrivateKey:
+    try:
+        return load_private_key(path, passphrase)
+    except KeyFileError as e:
+        _fail(f"cannot load a key: {e}")
+
+
+def _passphrase() -> bytes:
+    try:
+        return read_passphrase(f"Passphrase of the key files (or set {PASSPHRASE_ENV}): ")
+    except KeyFileError as e:
+        _fail(str(e))
+
+
+def _node_signers(keys: Path, registry: Registry, now: int,
+                  passphrase: bytes) -> list[tuple[str, PrivateKey]]:
+    """Every ``<agency>.node.key`` in ``keys`` that decrypts and is that agency's current node key.
+
+    Embedded solo mode: this process orders blocks and co-signs each checkpoint with these keys,
+    as the demo does, until the node service exists. A key that cannot be used is named and left
+    out; fewer keys than the quorum is an error (the checkpoint could never be final).
+    """
+    current = checkpoint_verifiers(registry, now)
+    signers: list[tuple[str, PrivateKey]] = []
+    for path in sorted(keys.glob("*.node.key")):
+        agency = path.name.removesuffix(".node.key")
+        try:
+            key = load_private_key(path, passphrase)
+        except KeyFileError as e:
+            err.print(Text(f"skipping node key {path.name}: {e}", style="yellow"), soft_wrap=True)
+            continue
+        if current.get(agency) != key.public:
+            err.print(Text(f"skipping node key {path.name}: not the current node key of "
+                           f"{agency!r} in the registry", style="yellow"), soft_wrap=True)
+            continue
+        signers.append((agency, key))
+    if len(signers) < registry.quorum:
+        _fail(f"{len(signers)} usable node key(s) in {keys} ({', '.join(a for a, _ in signers)}"
+              f"), but a checkpoint needs {registry.quorum}: nothing was committed")
+    return signers
+
+
+def _agency_keys(data: Path, registry: Registry, agency: str,
+                 now: int) -> tuple[PrivateKey, list[tuple[str, PrivateKey]]]:
+    """The agency's issuer key and the node keys that co-sign checkpoints."""
+    keys = _keys_dir(data)
+    path = keys / f"{agency}.issuer.key"
+    if not path.is_file():
+        _fail(f"no issuer key of {agency!r} in {keys} (expected {path.name})")
+    passphrase = _passphrase()
+    issuer_key = _load_key(path, passphrase)
+    return issuer_key, _node_signers(keys, registry, now, passphrase)
+
+
+def _commit(store: Store, signers: list[tuple[str, PrivateKey]], tx: Tx) -> Receipt:
+    """Order ``tx`` into a block (solo, in this process), storing the co-signed checkpoint."""
+    if store.registry is None:
+        raise typer.Exit(1)  # _open checked; for the type checker
+    network = store.registry.network
+
+    def on_block(head: Head) -> dict[bytes, bytes]:
+        cp = sign_checkpoint(network, head, signers)
+        return {checkpoint_key(head.log_size): cp.to_text().encode()}
+
+    with SoloOrderer(store, clock=_now, workers=0, on_block=on_block) as orderer:
+        return orderer.submit(tx).result()
+
+
+def _write_file(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` atomically to ``path`` with ``mode`` (0o600 for a bundle: it holds claims)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)  # a stale tmp file could carry a wider mode
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def _check_out(path: Path) -> None:
+    """Refuse an output path that cannot be written *before* anything is committed."""
+    parent = path.parent
+    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
+        _fail(f"cannot write {path}: give a file path in an existing writable folder", 2)
+
+
+AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+DataOpt = Annotated[Path, typer.Option("--data", help="The node's data folder (ledger/, keys/).",
+                                       exists=True, file_okay=False)]
+AgencyOpt = Annotated[str, typer.Option("--agency", help="The issuing agency's id, e.g. civil.")]
+
+
+# -- ledger: verifying officials and auditors -------------------------------------------------
+
+_B64URL = re.compile(r"\A[A-Za-z0-9_-]+={0,2}\Z")
+
+
+def _envelope_bytes(source: str) -> bytes:
+    """An envelope from a file (raw msgpack or base64url text) or a base64url argument."""
+    text: str | None = source
+    path = Path(source)
+    if len(source) < 1024 and path.exists():
+        try:
+            with path.open("rb") as f:
+                raw = f.read(4 * MAX_ENVELOPE + 1)
+        except OSError as e:
+            _fail(f"cannot read the envelope file {path}: {e.strerror or e}", 2)
+        if len(raw) > 4 * MAX_ENVELOPE:
+            _fail(f"the envelope file {path} is over {4 * MAX_ENVELOPE} bytes", 2)
+        try:
+            text = raw.decode("ascii").strip()
+        except UnicodeDecodeError:
+            text = None
+        if text is None or not _B64URL.match(text):
+            return raw  # the binary envelope itself
+    if text is None or not _B64URL.match(text):
+        _fail("the envelope is neither an existing file nor a base64url string", 2)
+    try:
+        return base64.urlsafe_b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
+    except (binascii.Error, ValueError) as e:
+        _fail(f"the envelope is not valid base64url: {e}", 2)
+
+
+def _human_age(seconds: int) -> str:
+    if seconds < 0:
+        return f"{-seconds} s in the future (check this computer's clock)"
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 2 * 86400:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 86400} days"
+
+
+def _print_report(report: Report, age: int | None) -> None:
+    table = Table(title="Presentation checks", title_justify="left")
+    table.add_column("check")
+    table.add_column("result")
+    table.add_column("detail", overflow="fold")
+    for c in report.checks:
+        table.add_row(Text(c.name), Text("pass", style="green") if c.ok else
+                      Text("FAIL", style="bold red"), Text(c.detail))
+    out.print(table)
+    if report.claims:
+        claims = Table(title="Disclosed claims", title_justify="left")
+        claims.add_column("claim")
+        claims.add_column("value", overflow="fold")
+        for name, value in sorted(report.claims.items()):
+            shown = value if isinstance(value, str) else json.dumps(value)
+            claims.add_row(Text(name), Text(shown))
+        out.print(claims)
+    style = {"valid": "green", "revoked": "bold red", "suspended": "yellow"}
+    out.print(Text.assemble("status: ", (report.status, style.get(report.status, "yellow"))))
+    if age is not None:
+        out.print(Text(f"offline: registry and status lists are from a snapshot made "
+                       f"{_human_age(age)} ago"))
+    out.print(Text("VERIFIED", style="bold green") if report.verified else
+              Text("NOT VERIFIED", style="bold red"))
+
+
 @ledger_app.command()
-def verify() -> None:
-    """Verify a citizen's presentation against a request (credentials issue #3)."""
-    _not_yet("`ledger verify` arrives with the credentials issue")
+def verify(
+    envelope: Annotated[str, typer.Argument(
+        help="The presentation envelope: a file (binary or base64url text) or a base64url "
+             "string as the wallet prints it.")],
+    request: Annotated[Path, typer.Option(help="The verifier's request (JSON: nonce, audience, "
+                                               "type, claims).")],
+    data: Annotated[Path | None, typer.Option(
+        help="Check against this node's live store (data folder or store).",
+        exists=True, file_okay=False)] = None,
+    snapshot: Annotated[Path | None, typer.Option(
+        help="Check offline against a snapshot made by `ledger snapshot`.")] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Verify a citizen's presentation against a request; exit 0 only if verified."""
+    if (data is None) == (snapshot is None):
+        _fail("give exactly one of --data (live store) or --snapshot (offline)", 2)
+    raw = _envelope_bytes(envelope)
+    try:
+        Envelope.from_bytes(raw)
+    except DecodeError as e:
+        _fail(f"not a presentation envelope: {e}", 2)
+    try:
+        req = Request.from_json(_read_json(request, "request"))
+    except DecodeError as e:
+        _fail(f"the request file {request} is not a presentation request: {e}", 2)
+    now = _now()
+    age: int | None = None
+    if snapshot is not None:
+        try:
+            snap = load_snapshot(snapshot.read_bytes())
+        except OSError as e:
+            _fail(f"cannot read the snapshot {snapshot}: {e.strerror or e}", 2)
+        except SnapshotError as e:
+            _fail(f"{snapshot}: {e}", 2)
+        age = snap.age(now)
+        report = verify_envelope(raw, req, registry=snap.registry, now=now,
+                                 status_lists=snap.status_lists)
+    else:
+        if data is None:  # exactly one of the two, checked above; for the type checker
+            raise typer.Exit(2)
+        with _open(data) as store:
+            if store.registry is None:  # _open checked; for the type checker
+                raise typer.Exit(1)
+
+            def lists(uri: str) -> StatusList | None:
+                return store_status_list(store, uri)
+
+            report = verify_envelope(raw, req, registry=store.registry, now=now,
+                                     status_lists=lists)
+    if as_json:
+        result = report.to_json()
+        if age is not None:
+            result["snapshot_age_s"] = age
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        _print_report(report, age)
+    if not report.verified:
+        raise typer.Exit(1)
+
+
+@ledger_app.command()
+def snapshot(
+    data: DataOpt,
+    out_file: Annotated[Path, typer.Option("--out", help="Where to write the snapshot.")],
+    as_json: AsJson = False,
+) -> None:
+    """Write an offline snapshot: registry, latest checkpoint and signed status lists.
+
+    Embedded solo mode: each agency's status lists are signed with its node key from
+    <data>/keys (passphrase from $LEDGER_KEY_PASSPHRASE or a prompt).
+    """
+    _check_out(out_file)
+    now = _now()
+    with _open(data) as store:
+        if store.registry is None or store.head is None:  # _open checked; for the type checker
+            raise typer.Exit(1)
+        registry = store.registry
+        keys = _keys_dir(data)
+        passphrase = _passphrase()
+        node_keys: dict[str, PrivateKey] = {}
+        for path in sorted(keys.glob("*.node.key")):
+            node_keys[path.name.removesuffix(".node.key")] = _load_key(path, passphrase)
+        try:
+            blob = export_snapshot(store, now, node_keys=node_keys)
+        except SnapshotError as e:
+            _fail(f"cannot make a snapshot: {e}")
+        head = store.head
+    snap = load_snapshot(blob)  # what a verifier will load: fail here rather than there
+    _write_file(out_file, blob, 0o644)
+    summary = {"file": str(out_file), "network": registry.network, "fetched_at": now,
+               "head_height": head.height, "log_size": head.log_size,
+               "status_lists": sorted(snap.tokens), "bytes": len(blob)}
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        out.print(Text(f"snapshot of {registry.network!r} at height {head.height} (log size "
+                       f"{head.log_size}), {len(snap.tokens)} signed status list(s), "
+                       f"{len(blob)} bytes → {out_file}"), soft_wrap=True)
 
 
 @ledger_app.command()
@@ -111,16 +450,141 @@ def audit() -> None:
     _not_yet("`ledger audit` arrives with the auditor's tools issue")
 
 
-@agency_app.command()
-def issue() -> None:
-    """Issue an SD-JWT VC and anchor it (credentials issue #3)."""
-    _not_yet("`agency issue` arrives with the credentials issue")
+# -- agency: issuing agencies -------------------------------------------------------------------
 
 
 @agency_app.command()
-def status() -> None:
-    """Revoke, suspend or reinstate a credential (credentials issue #3)."""
-    _not_yet("`agency status` arrives with the credentials issue")
+def issue(
+    data: DataOpt,
+    agency: AgencyOpt,
+    kind: Annotated[str, typer.Option("--type", help="The registered credential type.")],
+    claims_file: Annotated[Path, typer.Option("--claims", help="The claims (JSON object).")],
+    holder_jwk_file: Annotated[Path, typer.Option("--holder-jwk",
+                                                  help="The holder's public key (JWK JSON).")],
+    out_file: Annotated[Path, typer.Option("--out", help="Where to write the holder's bundle.")],
+    valid_days: Annotated[int, typer.Option(help="Days the credential is valid.",
+                                            min=1, max=100 * 366)] = 365,
+    as_json: AsJson = False,
+) -> None:
+    """Issue an SD-JWT VC, anchor it on the ledger and write the holder's bundle.
+
+    Embedded solo mode: this process orders the block and co-signs its checkpoint with the node
+    keys in <data>/keys (passphrase from $LEDGER_KEY_PASSPHRASE or a prompt). Claim values are
+    never printed and never reach the ledger.
+    """
+    claims = _read_json_object(claims_file, "claims")
+    holder_jwk = _read_json_object(holder_jwk_file, "holder JWK")
+    try:
+        sdjwt.public_key_from_jwk(holder_jwk)
+    except sdjwt.JwkError as e:
+        _fail(f"the holder JWK in {holder_jwk_file} is not usable: {e}", 2)
+    _check_out(out_file)
+    now = _now()
+    with _open(data) as store:
+        registry = store.registry
+        if registry is None:  # _open checked; for the type checker
+            raise typer.Exit(1)
+        _agency_known(registry, agency)
+        type_def = registry.type_def(kind)
+        try:
+            if type_def is None:
+                raise ClaimError(f"credential type {kind!r} is not registered on "
+                                 f"{registry.network!r}")
+            check_claims(type_def, claims)  # before any key is decrypted
+        except ClaimError as e:
+            _fail(str(e))
+        if not registry.grant_covers(agency, kind, now):
+            _fail(f"{agency!r} holds no grant to issue {kind!r} now")
+        issuer_key, signers = _agency_keys(data, registry, agency, now)
+        for _ in range(32):
+            index = secrets.randbelow(STATUS_LIST_SIZE)
+            if store.get(index_key(agency, kind, index)) is not None:
+                continue  # used before: draw again (indexes are never reused)
+            try:
+                cred = issue_credential(registry=registry, agency=agency,
+                                        issuer_key=issuer_key, kind=kind, claims=claims,
+                                        holder_jwk=holder_jwk, now=now,
+                                        valid_for=valid_days * 86400, status_index=index)
+                receipt = _commit(store, signers, cred.anchor)
+            except TxRejected as e:
+                if e.code == "status_index_used":
+                    continue
+                _fail(f"the ledger rejected the anchor ({e.code}): {e.message}")
+            except LedgerError as e:  # ClaimError, no grant, key not valid, orderer failure
+                _fail(str(e))
+            break
+        else:
+            _fail(f"no free status index of {agency}/{kind} found in 32 draws")
+        head = store.head
+        text = None if head is None else store.checkpoint(head.log_size)
+        if head is None or text is None:
+            _fail("the anchor was committed but no checkpoint was stored for it")
+        bundle = Bundle(store.entry(receipt.index), receipt.index,
+                        tuple(store.inclusion_proof(receipt.index, head.log_size)),
+                        text.decode(), cred.sd_jwt.serialize())
+    _write_file(out_file, bundle.to_bytes(), 0o600)
+    result = {"credential_id": cred.credential_id.hex(), "txid": receipt.txid.hex(),
+              "leaf_index": receipt.index, "height": receipt.height, "agency": agency,
+              "type": kind, "status_index": cred.status_index, "valid_until": now +
+              valid_days * 86400, "bundle": str(out_file)}
+    if as_json:
+        print(json.dumps(result))
+        return
+    out.print(Text(f"issued a {kind!r} credential by {agency!r}; bundle → {out_file}"),
+              soft_wrap=True)
+    for name in ("credential_id", "txid", "leaf_index", "height"):
+        out.print(Text(f"  {name}: {result[name]}"), soft_wrap=True)
+
+
+class NewStatus(StrEnum):
+    valid = "valid"
+    revoked = "revoked"
+    suspended = "suspended"
+
+
+@agency_app.command()
+def status(
+    data: DataOpt,
+    agency: AgencyOpt,
+    credential_id: Annotated[str, typer.Option(help="The credential id (64 hex digits).")],
+    new: Annotated[NewStatus, typer.Option("--set", help="The new status.")],
+    reason: Annotated[str, typer.Option(help="A reason code (at most 64 characters), "
+                                             "e.g. withdrawn, under-review.")] = "unspecified",
+    as_json: AsJson = False,
+) -> None:
+    """Revoke, suspend or reinstate a credential with a status transaction."""
+    try:
+        cid = bytes.fromhex(credential_id)
+    except ValueError:
+        cid = b""
+    if len(cid) != 32:
+        _fail("--credential-id must be 64 hex digits (SHA-256 of the issuer-signed JWT)", 2)
+    if not 0 < len(reason) <= 64:
+        _fail("--reason must be 1 to 64 characters", 2)
+    now = _now()
+    with _open(data) as store:
+        registry = store.registry
+        if registry is None:  # _open checked; for the type checker
+            raise typer.Exit(1)
+        _agency_known(registry, agency)
+        issuer_key, signers = _agency_keys(data, registry, agency, now)
+        body = {"credential_id": cid, "status": new.value, "reason": reason, "ts": now}
+        try:
+            tx = make_tx(registry.network, "status", body, [issuer_key])
+            receipt = _commit(store, signers, tx)
+        except TxRejected as e:
+            _fail(f"rejected ({e.code}): {e.message}")
+        except LedgerError as e:
+            _fail(str(e))
+    result = {**receipt.to_json(), "credential_id": cid.hex(), "status": new.value,
+              "reason": reason}
+    if as_json:
+        print(json.dumps(result))
+        return
+    out.print(Text(f"credential {cid.hex()} is now {new.value} (reason {reason!r})"),
+              soft_wrap=True)
+    for name in ("txid", "index", "height"):
+        out.print(Text(f"  {name}: {result[name]}"), soft_wrap=True)
 
 
 def ledger_main() -> None:

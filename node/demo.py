@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from rich.console import Console
 from ledger import merkle
 from ledger.chain import Head, build_genesis, checkpoint_key
 from ledger.checkpoint import SignedCheckpoint
+from ledger.credentials import STATUS_LIST_SIZE
 from ledger.finality import sign_checkpoint, verify_final
 from ledger.keys import PrivateKey, save_private_key
 from ledger.network import Agency, genesis_tx, governance_tx, issue_tx, status_tx
@@ -102,7 +104,7 @@ def run_demo(data: Path, passphrase: bytes, *, clock: Callable[[], int],
             for n, (agency, kind) in enumerate([(edu, "degree"), (civil, "residence"),
                                                 (market, "business-licence")] * 3):
                 cid = hashlib.sha256(os.urandom(32)).digest()  # stands for SHA-256 of a JWT
-                index = int.from_bytes(os.urandom(4), "big")
+                index = secrets.randbelow(STATUS_LIST_SIZE)
                 tx = issue_tx(NETWORK, agency, cid, kind, index, t0, t0 + 5 * 365 * 86400,
                               ts=t0 + n)
                 issued.append((agency, cid, orderer.submit(tx)))

@@ -96,8 +96,7 @@ def test_tampered_store_is_refused(demo: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("argv", [["ledger-node", "run"], ["ledger-node", "cluster"],
-                                  ["agency", "issue"], ["wallet", "init"],
-                                  ["ledger", "verify"], ["ledger", "audit"]])
+                                  ["ledger", "audit"]])
 def test_unbuilt_commands_say_so_and_fail(argv: list[str]) -> None:
     r = _run(*argv)
     assert r.returncode == 2

@@ -13,6 +13,8 @@ MODULES = {
     "ledger.merkle": {"leaf_hash", "node_hash", "root_hash", "inclusion_proof",
                       "consistency_proof", "verify_inclusion", "verify_consistency"},
     "ledger.codec": {"MAX_SIZE", "Fields", "decode", "encode"},
+    "ledger.offline": {"MAX_SNAPSHOT", "Snapshot", "SnapshotError", "export_snapshot",
+                       "list_refs", "load_snapshot", "store_status_list"},
 }
 
 

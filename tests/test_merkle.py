@@ -417,10 +417,12 @@ def test_every_flipped_byte_is_caught_in_small_trees() -> None:
 
 @st.composite
 def hash_lists(draw: st.DrawFn) -> list[bytes]:
-    """Leaf hash lists of 1..300 entries: either drawn hash by hash, or derived from a seed so
-    that large sizes are as likely as small ones."""
+    """Leaf hash lists of 1..300 distinct entries: either drawn hash by hash, or derived from a
+    seed so that large sizes are as likely as small ones. Distinct, because with equal leaves
+    two positions legitimately share one hash chain (two equal leaves of a 2-leaf tree)."""
     if draw(st.booleans()):
-        return draw(st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=300))
+        return draw(st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=300,
+                             unique=True))
     size = draw(st.integers(1, 300), label="size")
     seed = draw(st.binary(min_size=1, max_size=8), label="seed")
     return [hashlib.sha256(seed + i.to_bytes(2, "big")).digest() for i in range(size)]

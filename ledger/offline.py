@@ -1,0 +1,206 @@
+"""A verifying official's offline cache: the registry and every status list, in one file.
+
+``export_snapshot`` reads a store and writes canonical msgpack::
+
+    {"v": 1, "kind": "snapshot", "network": str, "fetched_at": int, "head_height": int,
+     "log_size": int, "checkpoint": str, "registry": bytes,
+     "status_lists": [{"issuer": str, "type": str, "token": str}, ...]}
+
+Each status list is a Status List Token (:mod:`ledger.statuslist`) signed by the issuing agency's
+*node* key (the key that serves its lists), so a verifier checks every list against the snapshot's
+registry before using it. ``load_snapshot`` parses strictly (closed schema, canonical bytes) and
+checks that the included checkpoint is final under the included registry. A list that is missing,
+signed by a key that was not that agency's node key, or does not verify, is *undetermined*
+(``status_lists`` returns None), never valid and never revoked.
+
+Trust: the registry inside a snapshot is the verifier's cached registry. Whoever can write the
+snapshot file can replace it, so keep it where only the verifier can write, as any trust anchor.
+
+Errors::
+
+    LedgerError
+    └── SnapshotError   a snapshot that is malformed, oversize, inconsistent, or that cannot be
+                        exported (an agency with credentials but no node key to sign its list)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ledger import codec
+from ledger.checkpoint import SignedCheckpoint
+from ledger.codec import Fields
+from ledger.credentials import STATUS_LIST_SIZE, status_list, status_list_uri
+from ledger.errors import CheckpointError, DecodeError, LedgerError
+from ledger.finality import verify_final
+from ledger.keys import PrivateKey
+from ledger.state import Registry
+from ledger.statuslist import StatusList, StatusListError, make_token, verify_token
+from ledger.store import Store
+
+__all__ = ["MAX_SNAPSHOT", "Snapshot", "SnapshotError", "export_snapshot", "list_refs",
+           "load_snapshot", "store_status_list"]
+
+MAX_SNAPSHOT = 64 * 1024 * 1024
+"""Largest snapshot file accepted (a registry of up to 16 MiB and many compressed lists)."""
+_MAX_LISTS = 4096
+_MAX_TOKEN = 16 * 1024 * 1024
+
+
+class SnapshotError(LedgerError):
+    """A snapshot cannot be exported, or one from outside is malformed or inconsistent."""
+
+
+def list_refs(registry: Registry) -> dict[str, tuple[str, str]]:
+    """Status-list URI → (issuer agency, credential type), for every agency and registered type.
+
+    Agencies removed from the network stay in the registry, so their lists keep an address.
+    """
+    return {status_list_uri(registry.network, agency, kind): (agency, kind)
+            for agency in sorted(registry.agencies()) for kind in sorted(registry.data["types"])}
+
+
+def store_status_list(store: Store, uri: str) -> StatusList | None:
+    """The current list at ``uri`` read straight from a store the caller trusts (its own node's),
+    or None if no agency of the store's registry has anchored a credential under that list."""
+    if store.registry is None:
+        raise SnapshotError(f"the store at {store.path} has no chain yet")
+    ref = list_refs(store.registry).get(uri)
+    if ref is None:
+        return None
+    entries = list(store.status_entries(*ref))
+    if not entries:
+        return None
+    # An anchor may carry any 32-bit index; a list holds STATUS_LIST_SIZE entries. An index beyond
+    # it is left out, and a verifier then reads it as undetermined (outside the list).
+    return status_list((i, s) for i, s in entries if i < STATUS_LIST_SIZE)
+
+
+def export_snapshot(store: Store, now: int, *, node_keys: Mapping[str, PrivateKey]) -> bytes:
+    """The canonical snapshot bytes of ``store`` at time ``now``.
+
+    ``node_keys`` maps agency id → that agency's node key; every agency with anchored credentials
+    needs one valid at ``now`` to sign its lists (else SnapshotError: nothing is left out silently).
+    """
+    registry, head = store.registry, store.head
+    if registry is None or head is None:
+        raise SnapshotError(f"the store at {store.path} has no chain yet")
+    text = store.checkpoint()
+    if text is None:
+        raise SnapshotError("the store holds no checkpoint to include")
+    lists: list[dict[str, Any]] = []
+    for uri, (issuer, kind) in sorted(list_refs(registry).items()):
+        lst = store_status_list(store, uri)
+        if lst is None:
+            continue
+        key = node_keys.get(issuer)
+        if key is None:
+            raise SnapshotError(f"no node key of {issuer!r} to sign its {kind!r} status list")
+        k = registry.key(key.kid)
+        if k is None or k["agency"] != issuer or not registry.key_valid(key.kid, now, "node"):
+            raise SnapshotError(f"the key given for {issuer!r} is not its valid node key at {now}")
+        token = make_token(lst, sub=uri, iat=now, exp=None, ttl=None, key=key,
+                           kid=key.kid.hex())
+        lists.append({"issuer": issuer, "type": kind, "token": token})
+    return codec.encode({
+        "v": 1, "kind": "snapshot", "network": registry.network, "fetched_at": now,
+        "head_height": head.height, "log_size": head.log_size, "checkpoint": text.decode(),
+        "registry": registry.to_bytes(), "status_lists": lists})
+
+
+def _unverified_kid(token: str) -> bytes:
+    """The ``kid`` in a token's header: only used to pick which registered key to verify with."""
+    header_b64 = token.split(".", 1)[0]
+    try:
+        raw = base64.urlsafe_b64decode(header_b64 + "=" * (-len(header_b64) % 4))
+        kid = json.loads(raw)["kid"]
+        return bytes.fromhex(kid)
+    except (binascii.Error, ValueError, KeyError, TypeError) as e:
+        raise StatusListError(f"token header names no usable kid: {e}") from e
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A parsed snapshot. Status lists are verified when asked for, never trusted as stored."""
+
+    network: str
+    registry: Registry = field(repr=False, compare=False)
+    fetched_at: int
+    head_height: int
+    log_size: int
+    checkpoint: str = field(repr=False)
+    tokens: Mapping[str, tuple[str, str]] = field(repr=False)
+    """URI → (issuer agency, unverified Status List Token)."""
+
+    def age(self, now: int) -> int:
+        """Seconds since the snapshot was exported (negative if ``now`` is before it)."""
+        return now - self.fetched_at
+
+    def status_list(self, uri: str) -> StatusList:
+        """The verified list at ``uri``; raise StatusListError if it is missing or fails."""
+        got = self.tokens.get(uri)
+        if got is None:
+            raise StatusListError(f"the snapshot holds no status list {uri}")
+        issuer, unverified_token = got
+        kid = _unverified_kid(unverified_token)
+        k = self.registry.key(kid)
+        if k is None or k["agency"] != issuer or \
+                not self.registry.key_valid(kid, self.fetched_at, "node"):
+            raise StatusListError(f"status list {uri} is signed by key {kid.hex()[:16]}, which "
+                                  f"was not a node key of {issuer!r} when the snapshot was made")
+        return verify_token(unverified_token, public_key=self.registry.public_keys[kid],
+                            expected_sub=uri, now=self.fetched_at)
+
+    def status_lists(self, uri: str) -> StatusList | None:
+        """For :func:`ledger.presentation.verify_envelope`: the verified list, or None."""
+        try:
+            return self.status_list(uri)
+        except LedgerError:
+            return None
+
+
+def load_snapshot(unverified: bytes) -> Snapshot:
+    """Parse snapshot bytes; raise SnapshotError if malformed or its checkpoint is not final."""
+    try:
+        f = Fields(codec.decode(unverified, max_size=MAX_SNAPSHOT, what="snapshot"), "snapshot")
+        f.int("v", lo=1, hi=1)
+        f.str("kind", choices=frozenset({"snapshot"}))
+        network = f.str("network")
+        fetched_at = f.int("fetched_at", lo=0)
+        head_height = f.int("head_height", lo=0)
+        log_size = f.int("log_size", lo=1)
+        checkpoint = f.str("checkpoint", max_len=64 * 1024)
+        registry = Registry.from_bytes(f.bytes("registry", max_len=MAX_SNAPSHOT))
+        items = f.list("status_lists", max_len=_MAX_LISTS)
+        f.done()
+        tokens: dict[str, tuple[str, str]] = {}
+        for i, item in enumerate(items):
+            g = Fields(item, f"snapshot.status_lists[{i}]")
+            issuer, kind = g.str("issuer"), g.str("type")
+            token = g.str("token", max_len=_MAX_TOKEN)
+            g.done()
+            uri = status_list_uri(network, issuer, kind)
+            if uri in tokens:
+                raise DecodeError(f"two lists for {uri}", g.where)
+            tokens[uri] = (issuer, token)
+    except DecodeError as e:
+        raise SnapshotError(f"not a snapshot: {e}") from e
+    except (KeyError, TypeError, ValueError) as e:  # a registry map of the wrong shape
+        raise SnapshotError(f"not a snapshot: the registry is malformed ({e})") from e
+    if registry.network != network:
+        raise SnapshotError(f"snapshot network {network!r} differs from its registry's "
+                            f"{registry.network!r}")
+    try:
+        signed = SignedCheckpoint.from_text(checkpoint)
+        verify_final(signed, registry, fetched_at)
+    except CheckpointError as e:
+        raise SnapshotError(f"the snapshot's checkpoint is not final: {e}") from e
+    if signed.checkpoint.size > log_size:
+        raise SnapshotError(f"the snapshot's checkpoint (size {signed.checkpoint.size}) is ahead "
+                            f"of its log size {log_size}")
+    return Snapshot(network, registry, fetched_at, head_height, log_size, checkpoint, tokens)

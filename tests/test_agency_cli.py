@@ -1,0 +1,273 @@
+"""`agency issue` and `agency status`, run as real processes against the demo network."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger import merkle, sdjwt
+from ledger.checkpoint import SignedCheckpoint
+from ledger.finality import verify_final
+from ledger.keys import PrivateKey
+from ledger.presentation import Bundle
+from ledger.store import Store
+from ledger.tx import Tx
+
+BIN = Path(sys.executable).parent
+PASSPHRASE = "test-only"
+ENV = {**os.environ, "LEDGER_KEY_PASSPHRASE": PASSPHRASE, "COLUMNS": "200"}
+HOLDER = PrivateKey(hashlib.sha256(b"agency-cli-holder").digest())
+CLAIMS = {"holder_name": "Zhou Min-4f1a", "district": "Furong-7c", "birth_date": "1988-03-14",
+          "resident_since": "2012-09-01"}
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True,
+                          env=env or ENV, timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("agency") / "demo-data"
+    r = _run("ledger-node", "demo", "--data", str(data))
+    assert r.returncode == 0, r.stderr
+    return data
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("agency-files")
+    (d / "holder.jwk.json").write_text(json.dumps(sdjwt.jwk_from_ed25519(HOLDER.public.raw)))
+    (d / "claims.json").write_text(json.dumps(CLAIMS))
+    return d
+
+
+def _issue(demo: Path, files: Path, out: Path, *extra: str, agency: str = "civil",
+           kind: str = "residence", claims: Path | None = None,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return _run("agency", "issue", "--data", str(demo), "--agency", agency, "--type", kind,
+                "--claims", str(claims or files / "claims.json"),
+                "--holder-jwk", str(files / "holder.jwk.json"), "--out", str(out), *extra,
+                env=env)
+
+
+def _status(demo: Path, cid: str, new: str, *extra: str,
+            agency: str = "civil") -> subprocess.CompletedProcess[str]:
+    return _run("agency", "status", "--data", str(demo), "--agency", agency,
+                "--credential-id", cid, "--set", new, *extra)
+
+
+def _log_size(demo: Path) -> int:
+    with Store(demo / "ledger", create=False) as store:
+        assert store.head is not None
+        return store.head.log_size
+
+
+def _issued(demo: Path, files: Path, tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    out = tmp_path / "bundle.bin"
+    r = _issue(demo, files, out, "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout), out
+
+
+def _assert_no_claim_values(text: str) -> None:
+    for value in CLAIMS.values():
+        assert value not in text
+
+
+def test_issue_writes_a_bundle_that_proves_its_anchor(demo: Path, files: Path,
+                                                      tmp_path: Path) -> None:
+    before = _log_size(demo)
+    out = tmp_path / "bundle.bin"
+    r = _issue(demo, files, out, "--valid-days", "30")
+    assert r.returncode == 0, r.stderr
+    _assert_no_claim_values(r.stdout + r.stderr)
+    for name in ("credential_id", "txid", "leaf_index", "height"):
+        assert name in r.stdout
+    assert out.stat().st_mode & 0o777 == 0o600  # it holds every claim value
+
+    bundle = Bundle.from_bytes(out.read_bytes())
+    jwt = bundle.sd_jwt.split("~", 1)[0]
+    cid = hashlib.sha256(jwt.encode()).digest()
+    assert cid.hex() in r.stdout
+    assert bundle.leaf_index == before  # the next leaf of the log
+    anchor = Tx.from_bytes(bundle.anchor)
+    assert anchor.type == "issue"
+    assert anchor.body["credential_id"] == cid
+    assert anchor.body["valid_until"] - anchor.body["valid_from"] == 30 * 86400
+    with Store(demo / "ledger", create=False) as store:
+        assert store.registry is not None
+        assert store.head is not None
+        assert store.entry(bundle.leaf_index) == bundle.anchor
+        signed = SignedCheckpoint.from_text(bundle.checkpoint)
+        assert verify_final(signed, store.registry, store.head.time) == {"civil", "edu", "market"}
+        cred = store.credential(cid)
+    assert cred is not None
+    assert (cred.issuer, cred.type, cred.status) == ("civil", "residence", "valid")
+    merkle.verify_inclusion(merkle.leaf_hash(bundle.anchor), bundle.leaf_index,
+                            signed.checkpoint.size, list(bundle.proof), signed.checkpoint.root)
+    claims = sdjwt.verify_issuer_signed(bundle.sd_jwt, issuer_public_jwk=sdjwt.jwk_from_ed25519(
+        _issuer_public(demo, anchor)), now=anchor.body["valid_from"])
+    assert {k: claims[k] for k in CLAIMS} == CLAIMS
+    assert claims["age_over_18"] is True
+    assert claims["cnf"]["jwk"] == sdjwt.jwk_from_ed25519(HOLDER.public.raw)
+
+
+def _issuer_public(demo: Path, anchor: Tx) -> bytes:
+    with Store(demo / "ledger", create=False) as store:
+        assert store.registry is not None
+        return store.registry.public_keys[anchor.sigs[0].kid].raw
+
+
+def test_issue_json_names_the_anchor(demo: Path, files: Path, tmp_path: Path) -> None:
+    result, out = _issued(demo, files, tmp_path)
+    bundle = Bundle.from_bytes(out.read_bytes())
+    assert result["leaf_index"] == bundle.leaf_index
+    assert result["txid"] == hashlib.sha256(bundle.anchor).hexdigest()
+    with Store(demo / "ledger", create=False) as store:
+        loc = store.tx_location(bytes.fromhex(result["txid"]))
+    assert loc == (result["leaf_index"], result["height"])
+
+
+def test_two_issues_draw_different_status_indexes(demo: Path, files: Path,
+                                                  tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, _ = _issued(demo, files, tmp_path / "a")
+    second, _ = _issued(demo, files, tmp_path / "b")
+    assert first["credential_id"] != second["credential_id"]
+    assert first["status_index"] != second["status_index"]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"favourite_colour": "blue-4d2e"}, "not registered ['favourite_colour']"),
+    ({"district": None}, "missing ['district']"),
+    ({"birth_date": "14/03/1988"}, "'birth_date' must be a date"),
+])
+def test_claims_that_do_not_fit_the_type_are_refused(demo: Path, files: Path, tmp_path: Path,
+                                                     change: dict[str, Any],
+                                                     message: str) -> None:
+    claims = {k: v for k, v in {**CLAIMS, **change}.items() if v is not None}
+    path = tmp_path / "claims.json"
+    path.write_text(json.dumps(claims))
+    before = _log_size(demo)
+    out = tmp_path / "bundle.bin"
+    r = _issue(demo, files, out, claims=path)
+    assert r.returncode == 1
+    assert message in r.stderr
+    for value in claims.values():  # the error names claims, never their values
+        assert value not in r.stderr
+    assert not out.exists()
+    assert _log_size(demo) == before
+
+
+def test_unregistered_type_is_refused(demo: Path, files: Path, tmp_path: Path) -> None:
+    r = _issue(demo, files, tmp_path / "b", kind="passport")
+    assert r.returncode == 1
+    assert "'passport' is not registered" in r.stderr
+
+
+def test_agency_without_a_grant_is_refused(demo: Path, files: Path, tmp_path: Path) -> None:
+    before = _log_size(demo)
+    r = _issue(demo, files, tmp_path / "b", agency="edu")
+    assert r.returncode == 1
+    assert "'edu' holds no grant to issue 'residence'" in r.stderr
+    assert _log_size(demo) == before
+
+
+def test_unknown_agency_is_a_clear_error(demo: Path, files: Path, tmp_path: Path) -> None:
+    r = _issue(demo, files, tmp_path / "b", agency="police")
+    assert r.returncode == 2
+    assert "unknown agency 'police'" in r.stderr
+    assert "civil, edu, market" in r.stderr
+
+
+def test_wrong_passphrase_is_a_clear_error(demo: Path, files: Path, tmp_path: Path) -> None:
+    before = _log_size(demo)
+    out = tmp_path / "b"
+    r = _issue(demo, files, out, env={**ENV, "LEDGER_KEY_PASSPHRASE": "not-the-passphrase"})
+    assert r.returncode == 1
+    assert "wrong passphrase" in r.stderr
+    assert "civil.issuer.key" in r.stderr
+    assert not out.exists()
+    assert _log_size(demo) == before
+
+
+def test_unusable_inputs_exit_2(demo: Path, files: Path, tmp_path: Path) -> None:
+    bad_jwk = tmp_path / "jwk.json"
+    bad_jwk.write_text(json.dumps({"kty": "OKP", "crv": "X25519", "x": "AAAA"}))
+    r = _run("agency", "issue", "--data", str(demo), "--agency", "civil", "--type", "residence",
+             "--claims", str(files / "claims.json"), "--holder-jwk", str(bad_jwk),
+             "--out", str(tmp_path / "b"))
+    assert r.returncode == 2
+    assert "holder JWK" in r.stderr
+    r = _issue(demo, files, tmp_path / "b", claims=tmp_path / "missing.json")
+    assert r.returncode == 2
+    assert "cannot read the claims file" in r.stderr
+    r = _issue(demo, files, tmp_path / "no-such-folder" / "b")
+    assert r.returncode == 2
+    assert "cannot write" in r.stderr
+
+
+def test_revoke_then_reinstating_is_an_illegal_transition(demo: Path, files: Path,
+                                                          tmp_path: Path) -> None:
+    result, _ = _issued(demo, files, tmp_path)
+    cid = result["credential_id"]
+    r = _status(demo, cid, "revoked", "--reason", "withdrawn", "--json")
+    assert r.returncode == 0, r.stderr
+    receipt = json.loads(r.stdout)
+    assert receipt["status"] == "revoked"
+    assert receipt["reason"] == "withdrawn"
+    with Store(demo / "ledger", create=False) as store:
+        assert store.tx_location(bytes.fromhex(receipt["txid"])) == (receipt["index"],
+                                                                    receipt["height"])
+        cred = store.credential(bytes.fromhex(cid))
+    assert cred is not None
+    assert cred.status == "revoked"
+
+    r = _status(demo, cid, "valid")
+    assert r.returncode == 1
+    assert "illegal_transition" in r.stderr
+
+
+def test_suspend_and_reinstate(demo: Path, files: Path, tmp_path: Path) -> None:
+    result, _ = _issued(demo, files, tmp_path)
+    cid = result["credential_id"]
+    r = _status(demo, cid, "suspended", "--reason", "under-review")
+    assert r.returncode == 0, r.stderr
+    assert "now suspended" in r.stdout
+    assert "txid" in r.stdout
+    r = _status(demo, cid, "valid", "--reason", "review-cleared")
+    assert r.returncode == 0, r.stderr
+    with Store(demo / "ledger", create=False) as store:
+        cred = store.credential(bytes.fromhex(cid))
+    assert cred is not None
+    assert cred.status == "valid"
+
+
+def test_status_rejections_name_their_code(demo: Path, files: Path, tmp_path: Path) -> None:
+    result, _ = _issued(demo, files, tmp_path)
+    r = _status(demo, result["credential_id"], "revoked", agency="edu")
+    assert r.returncode == 1
+    assert "not_authorized" in r.stderr
+    r = _status(demo, "00" * 32, "revoked")
+    assert r.returncode == 1
+    assert "unknown_credential" in r.stderr
+
+
+def test_status_bad_input(demo: Path) -> None:
+    r = _status(demo, "abc", "revoked")
+    assert r.returncode == 2
+    assert "64 hex digits" in r.stderr
+    r = _status(demo, "00" * 32, "deleted")
+    assert r.returncode == 2
+    r = _status(demo, "00" * 32, "revoked", agency="police")
+    assert r.returncode == 2
+    assert "unknown agency 'police'" in r.stderr

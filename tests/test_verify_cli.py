@@ -1,0 +1,298 @@
+"""`ledger verify` and `ledger snapshot` as real processes: demo → agency issue → present → verify,
+live (--data) and offline (--snapshot), plus the snapshot format's own checks."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger import codec, sdjwt
+from ledger.credentials import status_list, status_list_uri
+from ledger.keys import PrivateKey, load_private_key
+from ledger.offline import SnapshotError, export_snapshot, load_snapshot
+from ledger.presentation import Bundle, Envelope, Request, verify_envelope
+from ledger.statuslist import make_token
+from ledger.store import Store
+
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "LEDGER_KEY_PASSPHRASE": "test-only", "COLUMNS": "200"}
+NETWORK = "changsheng-demo"
+HOLDER = PrivateKey(hashlib.sha256(b"verify-cli-holder").digest())
+CLAIMS = {"holder_name": "Chen Jie-93b0", "district": "Yuelu-2a", "birth_date": "1979-11-30",
+          "resident_since": "2001-02-03"}
+REQUEST = {"nonce": "n-5f0c2b8e9d1a", "audience": "https://housing.example/verify",
+           "type": "residence", "claims": ["district", "age_over_18"]}
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True,
+                          env=ENV, timeout=300, check=False)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("verify") / "demo-data"
+    r = _run("ledger-node", "demo", "--data", str(data))
+    assert r.returncode == 0, r.stderr
+    return data
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("verify-files")
+    (d / "holder.jwk.json").write_text(json.dumps(sdjwt.jwk_from_ed25519(HOLDER.public.raw)))
+    (d / "claims.json").write_text(json.dumps(CLAIMS))
+    (d / "request.json").write_text(json.dumps(REQUEST))
+    return d
+
+
+def _issue(demo: Path, work: Path, name: str) -> tuple[Bundle, str]:
+    out = work / f"{name}.bundle"
+    r = _run("agency", "issue", "--data", str(demo), "--agency", "civil", "--type", "residence",
+             "--claims", str(work / "claims.json"), "--holder-jwk",
+             str(work / "holder.jwk.json"), "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    return Bundle.from_bytes(out.read_bytes()), json.loads(r.stdout)["credential_id"]
+
+
+def _present(bundle: Bundle, request: dict[str, Any] = REQUEST) -> bytes:
+    kb = sdjwt.present(bundle.sd_jwt, disclose=request["claims"], holder_key=HOLDER,
+                       nonce=request["nonce"], aud=request["audience"], iat=int(time.time()))
+    return Envelope.from_bundle(bundle, kb).to_bytes()
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _verify(envelope: str | Path, *mode: str, request: Path | None = None,
+            as_json: bool = True) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    args = ["ledger", "verify", str(envelope), "--request", str(request), *mode]
+    r = _run(*args, *(["--json"] if as_json else []))
+    return r, (json.loads(r.stdout) if as_json and r.stdout.strip() else {})
+
+
+@pytest.fixture(scope="module")
+def issued(demo: Path, work: Path) -> Bundle:
+    bundle, _ = _issue(demo, work, "main")
+    return bundle
+
+
+def test_verified_and_only_the_requested_claims(demo: Path, work: Path, issued: Bundle) -> None:
+    env = work / "env.bin"
+    env.write_bytes(_present(issued))
+    r, report = _verify(env, "--data", str(demo), request=work / "request.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert {"verified", "checks", "claims"} <= set(report)
+    assert report["verified"] is True
+    assert report["status"] == "valid"
+    assert report["claims"] == {"district": "Yuelu-2a", "age_over_18": True}
+    assert all(c["ok"] for c in report["checks"])
+    assert "snapshot_age_s" not in report
+
+
+def test_envelope_as_base64url_argument_and_as_text_file(demo: Path, work: Path,
+                                                         issued: Bundle) -> None:
+    text = _b64url(_present(issued))
+    r, report = _verify(text, "--data", str(demo), request=work / "request.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert report["verified"] is True
+    path = work / "env.b64"
+    path.write_text(text + "\n")
+    r, report = _verify(path, "--data", str(demo), request=work / "request.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert report["verified"] is True
+
+
+def test_readable_report(demo: Path, work: Path, issued: Bundle) -> None:
+    r, _ = _verify(_b64url(_present(issued)), "--data", str(demo),
+                   request=work / "request.json", as_json=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for text in ("Presentation checks", "anchor_inclusion", "Disclosed claims", "Yuelu-2a",
+                 "status: valid", "VERIFIED"):
+        assert text in r.stdout
+    assert "Chen Jie-93b0" not in r.stdout  # not requested, so not disclosed
+
+
+def test_wrong_nonce_is_not_verified(demo: Path, work: Path, issued: Bundle) -> None:
+    other = work / "other-nonce.json"
+    other.write_text(json.dumps({**REQUEST, "nonce": "n-another-one"}))
+    r, report = _verify(_b64url(_present(issued)), "--data", str(demo), request=other)
+    assert r.returncode == 1
+    assert report["verified"] is False
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert failed[0]["check"] == "sd_jwt"
+    assert report["claims"] == {}
+
+
+def test_revocation_shows_as_revoked(demo: Path, work: Path) -> None:
+    bundle, cid = _issue(demo, work, "to-revoke")
+    text = _b64url(_present(bundle))
+    r, report = _verify(text, "--data", str(demo), request=work / "request.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = _run("agency", "status", "--data", str(demo), "--agency", "civil", "--credential-id",
+             cid, "--set", "revoked", "--reason", "withdrawn")
+    assert r.returncode == 0, r.stderr
+    r, report = _verify(text, "--data", str(demo), request=work / "request.json")
+    assert r.returncode == 1
+    assert report["verified"] is False
+    assert report["status"] == "revoked"
+    r, _ = _verify(text, "--data", str(demo), request=work / "request.json", as_json=False)
+    assert r.returncode == 1
+    assert "status: revoked" in r.stdout
+    assert "NOT VERIFIED" in r.stdout
+
+
+def _snapshot(demo: Path, out: Path) -> None:
+    r = _run("ledger", "snapshot", "--data", str(demo), "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    assert status_list_uri(NETWORK, "civil", "residence") in json.loads(r.stdout)["status_lists"]
+
+
+def test_snapshot_mode_verifies_offline_and_reports_its_age(demo: Path, work: Path) -> None:
+    bundle, cid = _issue(demo, work, "offline")
+    text = _b64url(_present(bundle))
+    before = work / "before.snapshot"
+    _snapshot(demo, before)
+    r, report = _verify(text, "--snapshot", str(before), request=work / "request.json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert report["verified"] is True
+    assert report["claims"] == {"district": "Yuelu-2a", "age_over_18": True}
+    assert isinstance(report["snapshot_age_s"], int)
+    r, _ = _verify(text, "--snapshot", str(before), request=work / "request.json",
+                   as_json=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "snapshot made" in r.stdout
+
+    r = _run("agency", "status", "--data", str(demo), "--agency", "civil", "--credential-id",
+             cid, "--set", "suspended", "--reason", "under-review")
+    assert r.returncode == 0, r.stderr
+    # The old snapshot still says what the lists said when it was made; a new one knows.
+    r, report = _verify(text, "--snapshot", str(before), request=work / "request.json")
+    assert report["status"] == "valid"
+    after = work / "after.snapshot"
+    _snapshot(demo, after)
+    r, report = _verify(text, "--snapshot", str(after), request=work / "request.json")
+    assert r.returncode == 1
+    assert report["status"] == "suspended"
+
+
+def _snapshot_map(path: Path) -> dict[str, Any]:
+    value = codec.decode(path.read_bytes(), max_size=1 << 26)
+    assert isinstance(value, dict)
+    return value
+
+
+def test_forged_status_list_is_undetermined(demo: Path, work: Path, issued: Bundle) -> None:
+    """A list not signed by the issuer's node key is never believed, whatever it says."""
+    path = work / "forged.snapshot"
+    _snapshot(demo, path)
+    snap = _snapshot_map(path)
+    wrong_key = load_private_key(demo / "keys" / "civil.issuer.key", b"test-only")
+    cid = hashlib.sha256(issued.sd_jwt.split("~", 1)[0].encode()).digest()
+    with Store(demo / "ledger", create=False) as store:
+        cred = store.credential(cid)
+    assert cred is not None
+    uri = status_list_uri(NETWORK, "civil", "residence")
+    forged = make_token(status_list([(cred.status_index, "revoked")]), sub=uri,
+                        iat=snap["fetched_at"], exp=None, ttl=None, key=wrong_key,
+                        kid=wrong_key.kid.hex())
+    for item in snap["status_lists"]:
+        if (item["issuer"], item["type"]) == ("civil", "residence"):
+            item["token"] = forged
+    path.write_bytes(codec.encode(snap))
+    r, report = _verify(_b64url(_present(issued)), "--snapshot", str(path),
+                        request=work / "request.json")
+    assert r.returncode == 1
+    assert report["status"] == "undetermined"
+
+    snap["status_lists"] = [i for i in snap["status_lists"] if i["issuer"] != "civil"]
+    path.write_bytes(codec.encode(snap))
+    r, report = _verify(_b64url(_present(issued)), "--snapshot", str(path),
+                        request=work / "request.json")
+    assert r.returncode == 1
+    assert report["status"] == "undetermined"
+
+
+def test_snapshot_library_round_trip(demo: Path, issued: Bundle) -> None:
+    keys = {a: load_private_key(demo / "keys" / f"{a}.node.key", b"test-only")
+            for a in ("civil", "edu", "market")}
+    with Store(demo / "ledger", create=False) as store:
+        assert store.head is not None
+        now = store.head.time + 5
+        blob = export_snapshot(store, now, node_keys=keys)
+        with pytest.raises(SnapshotError, match="no node key of 'civil'"):
+            export_snapshot(store, now, node_keys={"edu": keys["edu"]})
+        with pytest.raises(SnapshotError, match="not its valid node key"):
+            export_snapshot(store, now, node_keys={**keys, "civil": keys["edu"]})
+        head = store.head
+    assert codec.encode(codec.decode(blob, max_size=1 << 26)) == blob
+    snap = load_snapshot(blob)
+    assert (snap.network, snap.fetched_at, snap.log_size) == (NETWORK, now, head.log_size)
+    assert snap.age(now + 42) == 42
+    uri = status_list_uri(NETWORK, "civil", "residence")
+    assert snap.status_lists(uri) is not None
+    assert snap.status_lists(status_list_uri(NETWORK, "civil", "degree")) is None
+    req = Request.from_json(REQUEST)
+    env = _present(issued)
+    report = verify_envelope(env, req, registry=snap.registry, now=int(time.time()),
+                             status_lists=snap.status_lists)
+    assert report.verified, report.to_json()
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda m: {**m, "extra": 1},
+    lambda m: {**m, "network": "another-net"},
+    lambda m: {**m, "checkpoint": m["checkpoint"].split("\n\n")[0] + "\n\n"},
+    lambda m: {k: v for k, v in m.items() if k != "registry"},
+])
+def test_malformed_snapshots_are_refused(demo: Path, work: Path, issued: Bundle,
+                                         mutate: Any) -> None:
+    path = work / "base.snapshot"
+    if not path.exists():
+        _snapshot(demo, path)
+    bad = codec.encode(mutate(_snapshot_map(path)))
+    with pytest.raises(SnapshotError):
+        load_snapshot(bad)
+    bad_path = work / "bad.snapshot"
+    bad_path.write_bytes(bad)
+    r, _ = _verify(_b64url(_present(issued)), "--snapshot", str(bad_path),
+                   request=work / "request.json", as_json=False)
+    assert r.returncode == 2
+    assert "bad.snapshot" in r.stderr
+
+
+def test_bad_input_exits_2(demo: Path, work: Path, issued: Bundle) -> None:
+    text = _b64url(_present(issued))
+    req = work / "request.json"
+    r, _ = _verify(text, request=req, as_json=False)
+    assert r.returncode == 2
+    assert "exactly one of --data" in r.stderr
+    r, _ = _verify(text, "--data", str(demo), "--snapshot", str(work / "x"), request=req,
+                   as_json=False)
+    assert r.returncode == 2
+    r, _ = _verify(str(work / "no-such-envelope.bin"), "--data", str(demo), request=req,
+                   as_json=False)
+    assert r.returncode == 2
+    assert "neither an existing file nor a base64url string" in r.stderr
+    r, _ = _verify(_b64url(b"\x92\x01\x02"), "--data", str(demo), request=req, as_json=False)
+    assert r.returncode == 2
+    assert "not a presentation envelope" in r.stderr
+    bad_req = work / "bad-request.json"
+    bad_req.write_text(json.dumps({"nonce": "n", "audience": "a"}))
+    r, _ = _verify(text, "--data", str(demo), request=bad_req, as_json=False)
+    assert r.returncode == 2
+    assert "not a presentation request" in r.stderr
+    r, _ = _verify(text, "--snapshot", str(work / "missing.snapshot"), request=req,
+                   as_json=False)
+    assert r.returncode == 2
+    assert "cannot read the snapshot" in r.stderr
