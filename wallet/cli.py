@@ -127,14 +127,14 @@ def init() -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         w = Wallet.init(path, _passphrase(confirm=True))
         err.print(f"Created wallet {escape(str(path))}")
-        out.print(json.dumps(w.holder_jwk()))
+        print(json.dumps(w.holder_jwk()))  # plain: machine-readable, never wrapped
 
 
 @app.command("holder-key")
 def holder_key() -> None:
     """Print the holder public key (JWK) that an agency binds your credentials to."""
     with _errors():
-        out.print(json.dumps(_open().holder_jwk()))
+        print(json.dumps(_open().holder_jwk()))  # plain: machine-readable, never wrapped
 
 
 @app.command()
@@ -143,22 +143,28 @@ def receive(
                                                 dir_okay=False)],
     registry: Annotated[Path, typer.Option(
         "--registry", dir_okay=False,
-        help="Registry snapshot file (Registry.to_bytes) to check the issuer and quorum")],
+        help="The verifier snapshot from `ledger snapshot` (or raw registry bytes) used to "
+             "check the issuer and the checkpoint quorum")],
 ) -> None:
     """Verify a credential bundle and keep it.
 
     Checked first: issuer signature and key, your holder key, anchor, proof, checkpoint quorum.
     """
+    from ledger.offline import load_snapshot
     from ledger.state import Registry
     from wallet.errors import WalletError
 
     with _errors():
         raw_registry = _read_file(registry, "registry snapshot")
         try:
-            reg = Registry.from_bytes(raw_registry)
-            reg.network  # noqa: B018 - fail here on a snapshot without one
-        except (LedgerError, ValueError, KeyError, TypeError) as e:
-            raise WalletError(f"{registry} is not a registry snapshot: {e}") from e
+            reg = load_snapshot(raw_registry).registry
+        except LedgerError:
+            try:
+                reg = Registry.from_bytes(raw_registry)
+                reg.network  # noqa: B018 - fail here on a snapshot without one
+            except (LedgerError, ValueError, KeyError, TypeError) as e:
+                raise WalletError(f"{registry} is neither a `ledger snapshot` file nor a "
+                                  f"registry: {e}") from e
         bundle = _read_file(bundle_file, "bundle")
         w = _open()
         info = w.receive(bundle, registry=reg, now=int(time.time()))
