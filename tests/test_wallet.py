@@ -483,7 +483,7 @@ def test_cli_errors(live_world: World, tmp_path: Path) -> None:
     r = _run(["receive", str(bundle), "--registry", str(registry)], w)
     assert r.returncode == 1 and "holder" in r.stderr
     r = _run(["receive", str(bundle), "--registry", str(bundle)], w)
-    assert r.returncode == 1 and "not a registry snapshot" in r.stderr
+    assert r.returncode == 1 and "nor a registry" in r.stderr
     r = _run(["present", "abcdef", "--request", str(registry), "--yes"], w)
     assert r.returncode == 1 and "not JSON" in r.stderr
     r = _run(["--help"], w)
