@@ -1,0 +1,276 @@
+"""The agency node's domain service: one store, one solo orderer, the keys this node holds.
+
+Pure of HTTP: the FastAPI routes (``node.api``) and pages (``node.pages``) call these methods and
+map :class:`~ledger.errors.LedgerError` subclasses to status codes in one place. Time is the
+``clock`` parameter; randomness for nonces and status indexes comes from ``secrets``.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time as _time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ledger import sdjwt
+from ledger.chain import Head, checkpoint_key
+from ledger.checkpoint import SignedCheckpoint, vkey
+from ledger.credentials import STATUS_LIST_SIZE, issue_credential, status_list_uri
+from ledger.errors import LedgerError, StoreError, TxRejected
+from ledger.finality import checkpoint_verifiers, sign_checkpoint
+from ledger.keys import PrivateKey, load_private_key
+from ledger.offline import store_status_list
+from ledger.ordering import Receipt, SoloOrderer
+from ledger.presentation import Bundle, Report, Request, Verifier
+from ledger.state import Registry, index_key
+from ledger.statuslist import make_token
+from ledger.store import Store
+from ledger.tx import Tx
+
+__all__ = ["Node", "NotFound", "PendingRequest"]
+
+REQUEST_TTL = 600
+"""Seconds a presentation request (its nonce) stays open."""
+
+
+class NotFound(LedgerError):
+    """The thing asked for does not exist (no such block, transaction, list, request)."""
+
+
+@dataclass(frozen=True)
+class PendingRequest:
+    request: Request
+    created: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.request.to_json(), "created": self.created,
+                "expires": self.created + REQUEST_TTL}
+
+
+class Node:
+    """An agency's node over its data folder (``<data>/ledger``, ``<data>/keys``)."""
+
+    def __init__(self, data: Path, agency: str, passphrase: bytes, *,
+                 clock: Callable[[], float] = _time.time, workers: int | None = None) -> None:
+        self.data = data
+        self.agency = agency
+        self.clock = clock
+        self.store = Store(data / "ledger", create=False)
+        registry = self._registry()
+        if registry.agency(agency) is None:
+            self.store.close()
+            raise LedgerError(f"agency {agency!r} is not in the registry of "
+                              f"{registry.network!r}")
+        self.network = registry.network
+        keys = data / "keys"
+        self.issuer_key = load_private_key(keys / f"{agency}.issuer.key", passphrase)
+        now = self.now()
+        current = checkpoint_verifiers(registry, now)
+        self.node_keys: dict[str, PrivateKey] = {}
+        for path in sorted(keys.glob("*.node.key")):
+            name = path.name.removesuffix(".node.key")
+            key = load_private_key(path, passphrase)
+            if current.get(name) == key.public:
+                self.node_keys[name] = key
+        if agency not in self.node_keys:
+            self.store.close()
+            raise LedgerError(f"no current node key of {agency!r} in {keys}")
+        self._requests: dict[str, PendingRequest] = {}
+        self._used: set[str] = set()
+        self._lock = threading.Lock()
+        self.orderer = SoloOrderer(self.store, clock=lambda: int(self.clock()),
+                                   on_block=self._on_block, workers=workers)
+
+    # -- lifecycle --
+    def close(self) -> None:
+        self.orderer.stop()
+        self.store.close()
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    def _registry(self) -> Registry:
+        if self.store.registry is None:
+            raise StoreError("the store has no genesis")
+        return self.store.registry
+
+    def _head(self) -> Head:
+        if self.store.head is None:
+            raise StoreError("the store has no genesis")
+        return self.store.head
+
+    def _on_block(self, head: Head) -> dict[bytes, bytes]:
+        cp = sign_checkpoint(self.network, head, sorted(self.node_keys.items()))
+        return {checkpoint_key(head.log_size): cp.to_text().encode()}
+
+    # -- reading the chain --
+    def head(self) -> dict[str, Any]:
+        return self.store.block(self._head().height).to_json()
+
+    def block(self, height: int) -> dict[str, Any]:
+        try:
+            header = self.store.block(height)
+        except StoreError as e:
+            raise NotFound(str(e)) from e
+        txs = [Tx.from_bytes(raw).to_dict() for raw in self.store.block_entries(header)]
+        return {"header": header.to_json(), "transactions": txs}
+
+    def recent_blocks(self, n: int = 20) -> list[dict[str, Any]]:
+        top = self._head().height
+        return [self.store.block(h).to_json() for h in range(top, max(-1, top - n), -1)]
+
+    def tx(self, txid: bytes) -> dict[str, Any]:
+        loc = self.store.tx_location(txid)
+        if loc is None:
+            raise NotFound(f"no committed transaction {txid.hex()}")
+        return {**Tx.from_bytes(self.store.entry(loc[0])).to_dict(), "index": loc[0],
+                "height": loc[1]}
+
+    def entry(self, index: int) -> bytes:
+        try:
+            return self.store.entry(index)
+        except StoreError as e:
+            raise NotFound(str(e)) from e
+
+    def checkpoint(self) -> str:
+        text = self.store.checkpoint()
+        if text is None:
+            raise NotFound("no checkpoint yet")
+        return text.decode()
+
+    def checkpoint_signers(self) -> list[str]:
+        signed = SignedCheckpoint.from_text(self.checkpoint())
+        return sorted(signed.signers(checkpoint_verifiers(self._registry(), self.now())))
+
+    def inclusion(self, index: int, size: int) -> list[bytes]:
+        return self.store.inclusion_proof(index, size)
+
+    def consistency(self, old: int, new: int) -> list[bytes]:
+        return self.store.consistency_proof(old, new)
+
+    # -- registry --
+    def agencies(self) -> list[dict[str, Any]]:
+        reg = self._registry()
+        keys = checkpoint_verifiers(reg, self.now())
+        return [{"id": a, "name": v["name"], "added": v["added"], "removed": v["removed"],
+                 "current": reg.agency_current(a, self.now()),
+                 "note_vkey": vkey(a, keys[a].raw) if a in keys else None}
+                for a, v in sorted(reg.agencies().items())]
+
+    def keys(self) -> list[dict[str, Any]]:
+        reg = self._registry()
+        return [{"kid": kid.hex(), "agency": k["agency"], "role": k["role"],
+                 "valid_from": k["valid_from"], "invalid_from": k["invalid_from"]}
+                for a in sorted(reg.agencies()) for kid, k in reg.keys_of(a)]
+
+    def grants(self, at: int | None = None) -> dict[str, list[str]]:
+        return self._registry().grants_at(self.now() if at is None else at)
+
+    def types(self) -> dict[str, Any]:
+        return {k: dict(v) for k, v in sorted(self._registry().data["types"].items())}
+
+    def status_list_token(self, issuer: str, kind: str) -> str:
+        """The current list of ``issuer``/``kind`` as a Status List Token by the issuer's node."""
+        key = self.node_keys.get(issuer)
+        if key is None:
+            raise NotFound(f"this node does not serve {issuer!r}'s status lists")
+        uri = status_list_uri(self.network, issuer, kind)
+        lst = store_status_list(self.store, uri)
+        if lst is None:
+            raise NotFound(f"no status list {uri}")
+        now = self.now()
+        return make_token(lst, sub=uri, iat=now, exp=now + 3600, ttl=300, key=key,
+                          kid=key.kid.hex())
+
+    # -- writing --
+    def submit(self, raw: bytes, wait: float | None = 10.0) -> Receipt | None:
+        """Order a signed transaction; the receipt, or None if not durable within ``wait``."""
+        future = self.orderer.submit(raw)
+        if wait is None:
+            return None
+        try:
+            return future.result(timeout=wait)
+        except TimeoutError:
+            return None
+
+    def receipt(self, txid: bytes) -> Receipt | None:
+        loc = self.store.tx_location(txid)
+        return None if loc is None else Receipt(txid, loc[0], loc[1])
+
+    def issue(self, kind: str, claims: dict[str, Any], holder_jwk: dict[str, Any],
+              valid_days: int) -> tuple[Bundle, Receipt]:
+        """Issue a credential of this node's agency; returns the holder's bundle and receipt."""
+        sdjwt.public_key_from_jwk(holder_jwk)
+        for _ in range(32):
+            index = secrets.randbelow(STATUS_LIST_SIZE)
+            if self.store.get(index_key(self.agency, kind, index)) is not None:
+                continue
+            cred = issue_credential(registry=self._registry(), agency=self.agency,
+                                    issuer_key=self.issuer_key, kind=kind, claims=claims,
+                                    holder_jwk=holder_jwk, now=self.now(),
+                                    valid_for=valid_days * 86400, status_index=index)
+            try:
+                receipt = self.orderer.submit(cred.anchor).result(timeout=30)
+            except TxRejected as e:
+                if e.code == "status_index_used":
+                    continue
+                raise
+            size = max(receipt.index + 1, self._head().log_size)
+            text = self.store.checkpoint(size) or self.checkpoint().encode()
+            signed = SignedCheckpoint.from_text(text.decode())
+            size = signed.checkpoint.size
+            bundle = Bundle(self.store.entry(receipt.index), receipt.index,
+                            tuple(self.store.inclusion_proof(receipt.index, size)),
+                            text.decode(), cred.sd_jwt.serialize())
+            return bundle, receipt
+        raise LedgerError(f"no free status index of {self.agency}/{kind} in 32 draws")
+
+    def set_status(self, credential_id: bytes, status: str, reason: str) -> Receipt:
+        from ledger.network import Agency, status_tx
+
+        me = Agency(self.agency, "", self.node_keys[self.agency], self.issuer_key)
+        tx = status_tx(self.network, me, credential_id, status, reason, self.now())
+        return self.orderer.submit(tx).result(timeout=30)
+
+    # -- verifying --
+    def new_request(self, kind: str, claims: list[str], audience: str) -> PendingRequest:
+        type_def = self._registry().type_def(kind)
+        if type_def is None:
+            raise NotFound(f"credential type {kind!r} is not registered")
+        known = set(type_def["claims"]) | set(type_def.get("derived", {}))
+        unknown = sorted(set(claims) - known)
+        if unknown or not claims:
+            raise LedgerError(f"claims {unknown} are not part of {kind!r}" if unknown else
+                              "ask for at least one claim")
+        pending = PendingRequest(Request(secrets.token_urlsafe(16), audience, kind,
+                                         tuple(claims)), self.now())
+        with self._lock:
+            self._expire()
+            self._requests[pending.request.nonce] = pending
+        return pending
+
+    def request(self, nonce: str) -> PendingRequest:
+        with self._lock:
+            self._expire()
+            got = self._requests.get(nonce)
+        if got is None:
+            raise NotFound("no open presentation request with this nonce (expired or used)")
+        return got
+
+    def _expire(self) -> None:
+        now = self.now()
+        for nonce in [n for n, p in self._requests.items() if now - p.created > REQUEST_TTL]:
+            del self._requests[nonce]
+
+    def verify(self, envelope: bytes, nonce: str) -> Report:
+        """Verify an envelope against the open request ``nonce`` (which it then consumes)."""
+        pending = self.request(nonce)
+        verifier = Verifier(self._registry(),
+                            lambda uri: store_status_list(self.store, uri), self._used)
+        report = verifier.verify(envelope, pending.request, now=self.now())
+        with self._lock:  # a request is answered once, whatever the verdict
+            self._requests.pop(nonce, None)
+        return report
