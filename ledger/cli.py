@@ -37,7 +37,14 @@ from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
 from ledger.keys import PASSPHRASE_ENV, PrivateKey, load_private_key, read_passphrase
 from ledger.offline import SnapshotError, export_snapshot, load_snapshot, store_status_list
 from ledger.ordering import Receipt, SoloOrderer
-from ledger.presentation import MAX_ENVELOPE, Bundle, Envelope, Report, Request, verify_envelope
+from ledger.presentation import (
+    MAX_ENVELOPE,
+    Envelope,
+    Report,
+    Request,
+    bundle_from_store,
+    verify_envelope,
+)
 from ledger.state import Registry, index_key
 from ledger.statuslist import StatusList
 from ledger.store import Store
@@ -515,13 +522,10 @@ def issue(
             break
         else:
             _fail(f"no free status index of {agency}/{kind} found in 32 draws")
-        head = store.head
-        text = None if head is None else store.checkpoint(head.log_size)
-        if head is None or text is None:
-            _fail("the anchor was committed but no checkpoint was stored for it")
-        bundle = Bundle(store.entry(receipt.index), receipt.index,
-                        tuple(store.inclusion_proof(receipt.index, head.log_size)),
-                        text.decode(), cred.sd_jwt.serialize())
+        try:
+            bundle = bundle_from_store(store, receipt.index, cred.sd_jwt.serialize())
+        except LedgerError as e:
+            _fail(f"the anchor was committed but cannot be proven: {e}")
     _write_file(out_file, bundle.to_bytes(), 0o600)
     result = {"credential_id": cred.credential_id.hex(), "txid": receipt.txid.hex(),
               "leaf_index": receipt.index, "height": receipt.height, "agency": agency,

@@ -14,7 +14,7 @@ requested claims, and the status (valid / revoked / suspended / undetermined —
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, MutableSet, Sequence
+from collections.abc import Callable, MutableSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,13 +22,15 @@ from ledger import codec, merkle, sdjwt
 from ledger.checkpoint import SignedCheckpoint
 from ledger.codec import Fields
 from ledger.credentials import status_list_uri
-from ledger.errors import DecodeError, LedgerError
+from ledger.errors import DecodeError, LedgerError, StoreError
 from ledger.finality import verify_final
 from ledger.state import Registry
 from ledger.statuslist import StatusList, check_status
+from ledger.store import Store
 from ledger.tx import Tx
 
-__all__ = ["Bundle", "Check", "Envelope", "Report", "Request", "verify_envelope"]
+__all__ = ["Bundle", "Check", "Envelope", "Report", "Request", "Verifier", "bundle_from_store",
+           "verify_envelope"]
 
 MAX_ENVELOPE = 32 * 1024
 
@@ -302,6 +304,12 @@ def _check_request(claims: dict[str, Any], anchor: Tx, request: Request) -> None
         raise LedgerError(f"requested claims not disclosed: {missing}")
 
 
-def bundle_for(sd_jwt: str, anchor: bytes, leaf_index: int, proof: Sequence[bytes],
-               checkpoint: str) -> Bundle:
-    return Bundle(anchor, leaf_index, tuple(proof), checkpoint, sd_jwt)
+def bundle_from_store(store: Store, leaf_index: int, sd_jwt: str) -> Bundle:
+    """The holder's bundle for the committed anchor at ``leaf_index``: proven against the latest
+    stored checkpoint (which covers the head)."""
+    text = store.checkpoint()
+    if text is None:
+        raise StoreError("no checkpoint is stored: the anchor cannot be proven yet")
+    size = SignedCheckpoint.from_text(text.decode()).checkpoint.size
+    return Bundle(store.entry(leaf_index), leaf_index,
+                  tuple(store.inclusion_proof(leaf_index, size)), text.decode(), sd_jwt)

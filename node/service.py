@@ -24,7 +24,7 @@ from ledger.finality import checkpoint_verifiers, sign_checkpoint
 from ledger.keys import PrivateKey, load_private_key
 from ledger.offline import store_status_list
 from ledger.ordering import Receipt, SoloOrderer
-from ledger.presentation import Bundle, Report, Request, Verifier
+from ledger.presentation import Bundle, Report, Request, Verifier, bundle_from_store
 from ledger.state import Registry, index_key
 from ledger.statuslist import make_token
 from ledger.store import Store
@@ -218,14 +218,7 @@ class Node:
                 if e.code == "status_index_used":
                     continue
                 raise
-            size = max(receipt.index + 1, self._head().log_size)
-            text = self.store.checkpoint(size) or self.checkpoint().encode()
-            signed = SignedCheckpoint.from_text(text.decode())
-            size = signed.checkpoint.size
-            bundle = Bundle(self.store.entry(receipt.index), receipt.index,
-                            tuple(self.store.inclusion_proof(receipt.index, size)),
-                            text.decode(), cred.sd_jwt.serialize())
-            return bundle, receipt
+            return bundle_from_store(self.store, receipt.index, cred.sd_jwt.serialize()), receipt
         raise LedgerError(f"no free status index of {self.agency}/{kind} in 32 draws")
 
     def set_status(self, credential_id: bytes, status: str, reason: str) -> Receipt:
