@@ -1,0 +1,397 @@
+"""The node's web pages: the verifying official's desk (``/verify``) and the chain explorer (``/``).
+
+Server-rendered HTML (Jinja2), no JavaScript framework, nothing fetched from elsewhere. The pages
+read the node as ``request.app.state.node`` (see :data:`NodeDep`). Every bad input of the
+verifier (a garbage presentation, an unreadable image, an unknown or expired nonce) is answered
+with a message on the page and HTTP 400, never a 500.
+
+The explorer shows anchors and decisions only: transaction types, signer key ids, credential ids,
+status changes, governance actions. The ledger holds no personal data and neither do these pages.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import re
+import struct
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import segno
+import zxingcpp
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from ledger.errors import DecodeError, LedgerError
+from ledger.presentation import MAX_ENVELOPE, Envelope, Report
+from node.service import REQUEST_TTL, Node, NotFound, PendingRequest
+
+__all__ = ["NodeDep", "router"]
+
+HERE = Path(__file__).parent
+MAX_UPLOAD = 4 * 1024 * 1024
+"""Largest QR image accepted (bytes of PNG)."""
+MAX_PIXELS = 2_000_000
+"""Largest decoded QR image (pixels); the PNG reader is pure Python."""
+
+
+def get_node(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+NodeDep = Annotated[Node, Depends(get_node)]
+
+router = APIRouter(tags=["pages"], include_in_schema=False)
+
+
+@functools.cache
+def _templates() -> Jinja2Templates:
+    t = Jinja2Templates(directory=HERE / "templates")
+    t.env.filters["when"] = _when
+    t.env.filters["short"] = _short
+    return t
+
+
+def _when(ts: Any) -> str:
+    if not isinstance(ts, int):
+        return "—"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _short(text: Any, n: int = 12) -> str:
+    s = str(text)
+    return s if len(s) <= n else s[:n] + "…"
+
+
+def _page(request: Request, name: str, context: dict[str, Any],
+          status_code: int = 200) -> HTMLResponse:
+    return _templates().TemplateResponse(request, name, context, status_code=status_code)
+
+
+class BadInput(Exception):
+    """Input the official gave that cannot be checked; shown on the page with HTTP 400."""
+
+
+# -- static -----------------------------------------------------------------------------------
+
+@router.get("/static/pages.css")
+def stylesheet() -> FileResponse:
+    return FileResponse(HERE / "static" / "pages.css", media_type="text/css")
+
+
+# -- explorer ---------------------------------------------------------------------------------
+
+@router.get("/", response_class=HTMLResponse)
+def explorer(request: Request, node: NodeDep) -> HTMLResponse:
+    try:
+        checkpoint: str | None = node.checkpoint()
+        signers = node.checkpoint_signers()
+    except NotFound:
+        checkpoint, signers = None, []
+    grants = node.grants()
+    agencies = [{**a, "grants": grants.get(a["id"], [])} for a in node.agencies()]
+    return _page(request, "explorer.html", {
+        "network": node.network, "agency": node.agency, "head": node.head(),
+        "blocks": node.recent_blocks(20), "agencies": agencies, "checkpoint": checkpoint,
+        "signers": signers, "types": node.types()})
+
+
+@router.get("/blocks/{height}", response_class=HTMLResponse)
+def block_page(request: Request, node: NodeDep, height: int) -> HTMLResponse:
+    try:
+        block = node.block(height)
+    except NotFound as e:
+        return _page(request, "error.html", {"network": node.network, "title": "No such block",
+                                             "message": str(e)}, status_code=404)
+    txs = [_summarise(tx) for tx in block["transactions"]]
+    top = node.head()["height"]
+    return _page(request, "block.html", {"network": node.network, "header": block["header"],
+                                         "txs": txs, "top": top})
+
+
+def _summarise(tx: dict[str, Any]) -> dict[str, Any]:
+    """What the explorer shows of a transaction: its kind, signers and the anchor or decision."""
+    b = tx["body"]
+    kind = tx["type"]
+    rows: list[tuple[str, str]]
+    if kind == "genesis":
+        rows = [("network", b["network"]), ("quorum", str(b["quorum"])),
+                ("agencies", ", ".join(a["id"] for a in b["agencies"]))]
+    elif kind == "governance":
+        args = b["args"]
+        if b["action"] == "register_type":
+            t = args["type"]
+            detail = f"{t['id']} ({t.get('title', '')}): " + ", ".join(
+                [*t["claims"], *t.get("derived", {})])
+        else:
+            detail = ", ".join(f"{k}={_when(v) if k in _TIMES else v}"
+                               for k, v in sorted(args.items()))
+        rows = [("action", f"#{b['seq']} {b['action']}"), ("arguments", detail)]
+    elif kind == "issue":
+        rows = [("credential id", b["credential_id"]), ("issuer", b["issuer"]),
+                ("type", b["type"]), ("status index", str(b["status_index"])),
+                ("valid", f"{_when(b['valid_from'])} → {_when(b['valid_until'])}")]
+    elif kind == "status":
+        rows = [("credential id", b["credential_id"]), ("status", b["status"]),
+                ("reason", b["reason"])]
+    elif kind == "credit":
+        rows = [("subject (pseudonym)", b["subject"]), ("category", b["category"]),
+                ("points", str(b["points"])), ("reason", b["reason"]),
+                ("expires", _when(b["expiry"]))]
+    elif kind == "approval":
+        rows = [("service", b["service"]), ("decision", f"{b['decision']} ({b['path']})"),
+                ("reasons", ", ".join(b["reasons"]) or "—"), ("rule hash", b["rule_hash"])]
+    else:
+        rows = []
+    return {"txid": tx["txid"], "type": kind, "signers": tx["signers"], "rows": rows}
+
+
+_TIMES = frozenset({"from", "until", "at"})
+
+
+# -- verifier ---------------------------------------------------------------------------------
+
+@router.get("/verify", response_class=HTMLResponse, name="verify_page")
+def verify_page(request: Request, node: NodeDep) -> HTMLResponse:
+    return _verify_form(request, node, None)
+
+
+def _verify_form(request: Request, node: NodeDep, error: str | None) -> HTMLResponse:
+    types = [{"id": k, "title": v.get("title", k), "claims": list(v["claims"]),
+              "derived": list(v.get("derived", {}))} for k, v in node.types().items()]
+    return _page(request, "verify.html", {"network": node.network, "types": types,
+                                          "error": error},
+                 status_code=200 if error is None else 400)
+
+
+@router.post("/verify/request", response_class=HTMLResponse)
+def create_request(request: Request, node: NodeDep,
+                   credential_type: Annotated[str, Form(alias="type")] = "",
+                   claims: Annotated[list[str] | None, Form()] = None) -> HTMLResponse:
+    audience = str(request.url_for("verify_page"))
+    try:
+        pending = node.new_request(credential_type, claims or [], audience)
+    except LedgerError as e:
+        return _verify_form(request, node, str(e))
+    return _request_page(request, node, pending, None)
+
+
+def _request_page(request: Request, node: Node, pending: PendingRequest,
+                  error: str | None) -> HTMLResponse:
+    text = json.dumps(pending.request.to_json(), separators=(",", ":"))
+    qr = segno.make(text, error="m").svg_inline(scale=4, dark="#111", light="#fff")
+    return _page(request, "request.html", {
+        "network": node.network, "req": pending.request, "request_json": text, "qr_svg": qr,
+        "expires": pending.created + REQUEST_TTL, "error": error},
+        status_code=200 if error is None else 400)
+
+
+@router.post("/verify/check", response_class=HTMLResponse)
+async def check_presentation(request: Request, node: NodeDep,
+                             nonce: Annotated[str, Form()] = "",
+                             presentation: Annotated[str, Form()] = "",
+                             qr: Annotated[UploadFile | None, File()] = None) -> HTMLResponse:
+    try:
+        pending = node.request(nonce)
+    except NotFound:
+        return _page(request, "error.html", {
+            "network": node.network, "title": "Unknown or expired request",
+            "message": "There is no open presentation request with this nonce: it expired "
+                       f"(requests stay open {REQUEST_TTL // 60} minutes) or was already "
+                       "answered. Create a new request."}, status_code=400)
+    image = await qr.read(MAX_UPLOAD + 1) if qr is not None else b""
+    try:
+        if image:
+            envelope = _envelope_from_image(image)
+        elif presentation.strip():
+            envelope = _envelope_from_text(presentation)
+        else:
+            raise BadInput("Paste the citizen's presentation or upload its QR image.")
+        try:
+            Envelope.from_bytes(envelope)
+        except DecodeError as e:
+            raise BadInput(f"This is not a presentation envelope ({e}).") from e
+    except BadInput as e:  # the request stays open: the official may try again
+        return _request_page(request, node, pending, str(e))
+    try:
+        report = node.verify(envelope, nonce)
+    except NotFound:
+        return _page(request, "error.html", {
+            "network": node.network, "title": "Unknown or expired request",
+            "message": "The request expired or was answered meanwhile. Create a new request."},
+            status_code=400)
+    return _page(request, "verdict.html", {"network": node.network, "req": pending.request,
+                                           **_verdict(report)})
+
+
+def _verdict(report: Report) -> dict[str, Any]:
+    return {"verified": report.verified, "status": report.status,
+            "checks": report.checks,
+            "claims": {k: v if isinstance(v, str) else json.dumps(v)
+                       for k, v in report.claims.items()}}
+
+
+_B64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+
+
+def _envelope_from_text(text: str) -> bytes:
+    compact = "".join(text.split())
+    if not _B64URL.fullmatch(compact):
+        raise BadInput("The presentation is not base64url text (letters, digits, '-' and '_').")
+    if len(compact) > (MAX_ENVELOPE * 4) // 3 + 4:
+        raise BadInput(f"The presentation is longer than {MAX_ENVELOPE} bytes.")
+    try:
+        return base64.urlsafe_b64decode(compact.rstrip("=") + "=" * (-len(compact) % 4))
+    except (binascii.Error, ValueError) as e:
+        raise BadInput(f"The presentation is not valid base64url: {e}.") from e
+
+
+def _envelope_from_image(image: bytes) -> bytes:
+    if len(image) > MAX_UPLOAD:
+        raise BadInput(f"The image is larger than {MAX_UPLOAD // (1024 * 1024)} MiB.")
+    try:
+        gray, width, height = png_to_gray(image)
+    except ValueError as e:
+        raise BadInput(f"The image could not be read: {e}.") from e
+    found = zxingcpp.read_barcodes(memoryview(gray).cast("B", (height, width)),
+                                   formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode))
+    if not found:
+        raise BadInput("No QR code was found in the image.")
+    return bytes(found[0].bytes)
+
+
+# -- a small PNG reader (no imaging library needed) -------------------------------------------
+
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+
+
+def png_to_gray(data: bytes) -> tuple[bytes, int, int]:
+    """Decode a non-interlaced PNG into 8-bit grayscale; ``(pixels, width, height)``.
+
+    Raises ValueError for anything that is not such a PNG or exceeds :data:`MAX_PIXELS`.
+    Transparent pixels are composed over white.
+    """
+    if not data.startswith(_PNG_SIG):
+        raise ValueError("not a PNG file")
+    pos, ihdr, palette, idat = 8, b"", b"", bytearray()
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        chunk = data[pos + 8:pos + 8 + length]
+        if len(chunk) != length or len(data) < pos + 12 + length:
+            raise ValueError("truncated PNG")
+        pos += 12 + length
+        if kind == b"IHDR":
+            ihdr = chunk
+        elif kind == b"PLTE":
+            palette = chunk
+        elif kind == b"IDAT":
+            idat += chunk
+        elif kind == b"IEND":
+            break
+    if len(ihdr) != 13:
+        raise ValueError("PNG without a header")
+    width, height, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", ihdr)
+    if ctype not in _CHANNELS or depth not in (1, 2, 4, 8, 16) or interlace:
+        raise ValueError("unsupported PNG variant (interlaced or unknown colour type)")
+    if not 0 < width * height <= MAX_PIXELS:
+        raise ValueError(f"image size {width}x{height} is over {MAX_PIXELS} pixels")
+    channels = _CHANNELS[ctype]
+    bits = channels * depth
+    stride, bpp = (width * bits + 7) // 8, max(1, bits // 8)
+    want = height * (stride + 1)
+    try:
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(bytes(idat), want)
+    except zlib.error as e:
+        raise ValueError(f"corrupt PNG data ({e})") from e
+    if len(raw) < want:
+        raise ValueError("truncated PNG data")
+    rows = _unfilter(raw, height, stride, bpp)
+    return _to_gray(rows, width, height, depth, ctype, palette), width, height
+
+
+def _unfilter(raw: bytes, height: int, stride: int, bpp: int) -> bytearray:
+    out = bytearray(height * stride)
+    prev = bytearray(stride)
+    for y in range(height):
+        f = raw[y * (stride + 1)]
+        line = bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        if f == 1:
+            for i in range(bpp, stride):
+                line[i] = (line[i] + line[i - bpp]) & 0xFF
+        elif f == 2:
+            line = bytearray((a + b) & 0xFF for a, b in zip(line, prev, strict=True))
+        elif f == 3:
+            for i in range(stride):
+                left = line[i - bpp] if i >= bpp else 0
+                line[i] = (line[i] + ((left + prev[i]) >> 1)) & 0xFF
+        elif f == 4:
+            for i in range(stride):
+                a = line[i - bpp] if i >= bpp else 0
+                b = prev[i]
+                c = prev[i - bpp] if i >= bpp else 0
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else b if pb <= pc else c
+                line[i] = (line[i] + pred) & 0xFF
+        elif f != 0:
+            raise ValueError(f"bad PNG filter type {f}")
+        out[y * stride:(y + 1) * stride] = line
+        prev = line
+    return out
+
+
+def _to_gray(rows: bytearray, width: int, height: int, depth: int, ctype: int,
+             palette: bytes) -> bytes:
+    channels = _CHANNELS[ctype]
+    if depth < 8:  # gray or palette only: unpack the samples to one byte each
+        per = 8 // depth
+        mask = (1 << depth) - 1
+        stride = (width * depth + 7) // 8
+        samples = bytearray(width * height)
+        for y in range(height):
+            row = rows[y * stride:(y + 1) * stride]
+            for x in range(width):
+                byte = row[x // per]
+                samples[y * width + x] = (byte >> (8 - depth * (x % per + 1))) & mask
+        if ctype == 0:
+            scale = 255 // mask
+            return bytes(s * scale for s in samples)
+        return _palette_gray(samples, palette)
+    step = depth // 8
+    values = rows[::step] if step == 2 else rows  # 16-bit: the high byte is enough
+    if ctype == 3:
+        return _palette_gray(values, palette)
+    if channels == 1:
+        return bytes(values)
+    out = bytearray(width * height)
+    for i in range(width * height):
+        px = values[i * channels:(i + 1) * channels]
+        if channels == 2:
+            g, a = px[0], px[1]
+        else:
+            g = (px[0] * 299 + px[1] * 587 + px[2] * 114) // 1000
+            a = px[3] if channels == 4 else 255
+        out[i] = (g * a + 255 * (255 - a)) // 255
+    return bytes(out)
+
+
+def _palette_gray(indexes: bytes | bytearray, palette: bytes) -> bytes:
+    n = len(palette) // 3
+    if n == 0:
+        raise ValueError("palette PNG without a palette")
+    table = [(palette[3 * i] * 299 + palette[3 * i + 1] * 587 + palette[3 * i + 2] * 114) // 1000
+             for i in range(n)]
+    try:
+        return bytes(table[i] for i in indexes)
+    except IndexError as e:
+        raise ValueError("palette index out of range") from e
+

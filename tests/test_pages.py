@@ -1,0 +1,374 @@
+"""The node's web pages: the explorer and the verifying official's desk, over a real demo network.
+
+The pages are served by uvicorn on a free local port in a background thread, with an app built
+here from the pages router alone (the node's app factory is not needed). httpx checks every page
+and every HTTP 400 path; a real browser (Debian's chromium, driven by Playwright) does what an
+official does: create a request, paste a citizen's presentation, read the verdict, and again after
+the agency revoked the credential. Screenshots of both verdicts go to docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import segno
+import uvicorn
+from fastapi import FastAPI
+from rich.console import Console
+
+from ledger import sdjwt
+from ledger.keys import PrivateKey
+from ledger.presentation import Bundle, Envelope
+from ledger.tx import Tx
+from node.demo import run_demo
+from node.pages import png_to_gray, router
+from node.service import Node
+
+PASSPHRASE = b"pages-test-pw"
+CHROMIUM = Path("/usr/bin/chromium")
+SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+CLAIMS = {"holder_name": "Li Wei-test", "district": "Changsheng", "birth_date": "1950-04-01",
+          "resident_since": "1999-09-09"}
+
+
+@dataclass
+class Served:
+    node: Node
+    base: str
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    data = tmp_path_factory.mktemp("pages") / "demo"
+    run_demo(data, PASSPHRASE, clock=lambda: int(time.time()),
+             console=Console(file=io.StringIO()))
+    node = Node(data, "civil", PASSPHRASE, workers=0)
+    app = FastAPI()
+    app.state.node = node
+    app.include_router(router)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", ws="none"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        for _ in range(500):
+            if server.started:
+                break
+            if not thread.is_alive():
+                pytest.fail("uvicorn stopped before it started serving")
+            time.sleep(0.01)
+        else:
+            pytest.fail("uvicorn did not start serving")
+        yield Served(node, f"http://127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+        node.close()
+
+
+@pytest.fixture
+def client(served: Served) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=served.base, timeout=30) as c:
+        yield c
+
+
+def _holder() -> tuple[PrivateKey, dict[str, str]]:
+    key = PrivateKey.generate()
+    return key, sdjwt.jwk_from_ed25519(key.public.raw)
+
+
+def _issue(node: Node) -> tuple[Bundle, PrivateKey]:
+    key, jwk = _holder()
+    bundle, _ = node.issue("residence", CLAIMS, jwk, valid_days=365)
+    return bundle, key
+
+
+def _present(bundle: Bundle, key: PrivateKey, nonce: str, audience: str,
+             claims: list[str]) -> bytes:
+    kb = sdjwt.present(bundle.sd_jwt, disclose=claims, holder_key=key, nonce=nonce,
+                       aud=audience, iat=int(time.time()))
+    return Envelope.from_bundle(bundle, kb).to_bytes()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _qr_png(envelope: bytes) -> bytes:
+    buf = io.BytesIO()
+    segno.make_qr(envelope, error="l", boost_error=True).save(buf, kind="png", scale=4,
+                                                               border=4)
+    return buf.getvalue()
+
+
+def _new_request(client: httpx.Client, claims: list[str]) -> tuple[str, str]:
+    r = client.post("/verify/request", data={"type": "residence", "claims": claims})
+    assert r.status_code == 200, r.text
+    nonce = re.search(r'id="nonce">([^<]+)<', r.text)
+    audience = re.search(r'id="audience">([^<]+)<', r.text)
+    assert nonce and audience
+    return nonce.group(1), audience.group(1)
+
+
+# -- explorer ---------------------------------------------------------------------------------
+
+def test_explorer_shows_head_blocks_agencies_checkpoint(served: Served,
+                                                        client: httpx.Client) -> None:
+    r = client.get("/")
+    assert r.status_code == 200
+    head = served.node.head()
+    assert f'id="head-height"><a href="{served.base}/blocks/{head["height"]}">' in r.text
+    assert head["log_root"] in r.text
+    assert f'id="head-log-size">{head["log_size"]}<' in r.text
+    for h in range(head["height"], max(-1, head["height"] - 20), -1):
+        assert f'/blocks/{h}"' in r.text
+    for agency in ("Civil Affairs Bureau", "Education Bureau", "Market Regulation Bureau"):
+        assert agency in r.text
+    assert "business-licence" in r.text
+    assert served.node.checkpoint().splitlines()[2] in r.text  # the root line of the note
+    for signer in served.node.checkpoint_signers():
+        assert f'<span class="tag">{signer}</span>' in r.text
+    css = client.get("/static/pages.css")
+    assert css.status_code == 200
+    assert css.headers["content-type"].startswith("text/css")
+
+
+def test_block_pages_show_transactions_without_personal_data(served: Served,
+                                                             client: httpx.Client) -> None:
+    genesis = client.get("/blocks/0")
+    assert genesis.status_code == 200
+    assert "genesis" in genesis.text
+    assert "changsheng-demo" in genesis.text
+    register = client.get("/blocks/2")
+    assert "register_type" in register.text
+    assert "age_over_65" in register.text
+    bundle, _ = _issue(served.node)
+    anchor = Tx.from_bytes(bundle.anchor)
+    height = served.node.tx(anchor.txid)["height"]
+    issued = client.get(f"/blocks/{height}")
+    assert issued.status_code == 200
+    assert anchor.body["credential_id"].hex() in issued.text
+    assert anchor.sigs[0].kid.hex()[:12] in issued.text
+    for value in CLAIMS.values():  # anchors only: no claim value ever reaches a page
+        assert value not in issued.text
+    texts = [client.get(f"/blocks/{h}").text for h in range(served.node.head()["height"] + 1)]
+    assert any("revoked" in t and "withdrawn" in t for t in texts)  # the demo's status change
+    missing = client.get("/blocks/100000")
+    assert missing.status_code == 404
+    assert "No such block" in missing.text
+
+
+# -- verifier over HTTP -----------------------------------------------------------------------
+
+def test_verify_form_lists_types_and_derived_claims(client: httpx.Client) -> None:
+    r = client.get("/verify")
+    assert r.status_code == 200
+    for kind in ("degree", "residence", "business-licence"):
+        assert f'id="form-{kind}"' in r.text
+    assert 'value="age_over_65"' in r.text
+    assert 'value="district"' in r.text
+
+
+def test_request_page_has_nonce_and_qr(served: Served, client: httpx.Client) -> None:
+    nonce, audience = _new_request(client, ["district", "age_over_65"])
+    assert audience == f"{served.base}/verify"
+    pending = served.node.request(nonce)
+    assert pending.request.claims == ("district", "age_over_65")
+    page = client.post("/verify/request", data={"type": "residence", "claims": ["district"]})
+    assert "<svg" in page.text
+    assert 'enctype="multipart/form-data"' in page.text
+
+
+@pytest.mark.parametrize(("form", "message"), [
+    ({"type": "residence"}, "at least one claim"),
+    ({"type": "residence", "claims": ["shoe_size"]}, "shoe_size"),
+    ({"type": "passport", "claims": ["district"]}, "not registered"),
+])
+def test_bad_request_forms_are_400(client: httpx.Client, form: dict[str, Any],
+                                   message: str) -> None:
+    r = client.post("/verify/request", data=form)
+    assert r.status_code == 400
+    assert 'id="error"' in r.text
+    assert message in r.text
+
+
+def test_valid_and_revoked_presentations_over_http(served: Served,
+                                                   client: httpx.Client) -> None:
+    bundle, key = _issue(served.node)
+    nonce, audience = _new_request(client, ["district", "age_over_65"])
+    env = _present(bundle, key, nonce, audience, ["district", "age_over_65"])
+    ok = client.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
+    assert ok.status_code == 200
+    assert '<h1 id="verdict">VERIFIED</h1>' in ok.text
+    assert "<td>district</td><td>Changsheng</td>" in ok.text
+    assert "<td>age_over_65</td><td>true</td>" in ok.text
+    assert "Li Wei" not in ok.text
+    again = client.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
+    assert again.status_code == 400  # a request is answered once
+    assert "Unknown or expired request" in again.text
+
+    served.node.set_status(Tx.from_bytes(bundle.anchor).body["credential_id"], "revoked",
+                           "moved-away")
+    nonce, audience = _new_request(client, ["district"])
+    env = _present(bundle, key, nonce, audience, ["district"])
+    bad = client.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
+    assert bad.status_code == 200
+    assert '<h1 id="verdict">NOT VERIFIED</h1>' in bad.text
+    assert 'id="status" class="status-revoked">revoked<' in bad.text
+    assert "✘ fail" in bad.text
+
+
+def test_presentation_for_another_request_is_not_verified(served: Served,
+                                                          client: httpx.Client) -> None:
+    bundle, key = _issue(served.node)
+    nonce, _ = _new_request(client, ["district"])
+    env = _present(bundle, key, "someone-elses-nonce", "https://elsewhere.example/", ["district"])
+    r = client.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
+    assert r.status_code == 200
+    assert "NOT VERIFIED" in r.text
+    assert "sd_jwt" in r.text
+
+
+def test_qr_upload_verifies(served: Served, client: httpx.Client) -> None:
+    bundle, key = _issue(served.node)
+    nonce, audience = _new_request(client, ["age_over_65"])
+    png = _qr_png(_present(bundle, key, nonce, audience, ["age_over_65"]))
+    r = client.post("/verify/check", data={"nonce": nonce},
+                    files={"qr": ("env.png", png, "image/png")})
+    assert r.status_code == 200, r.text
+    assert '<h1 id="verdict">VERIFIED</h1>' in r.text
+
+
+@pytest.mark.parametrize(("fields", "files", "message"), [
+    ({"presentation": "this is *not* base64!"}, None, "not base64url"),
+    ({"presentation": _b64(b"\x81\xa1v\x01 garbage")}, None, "not a presentation envelope"),
+    ({"presentation": "   "}, None, "Paste the citizen"),
+    ({}, {"qr": ("x.png", b"GIF89a not a png", "image/png")}, "could not be read"),
+    ({}, {"qr": ("x.png", b"\x89PNG\r\n\x1a\n\x00\x00", "image/png")}, "could not be read"),
+    ({}, {"qr": ("", b"", "application/octet-stream")}, "Paste the citizen"),
+])
+def test_bad_presentations_are_400_and_keep_the_request(
+        served: Served, client: httpx.Client, fields: dict[str, str],
+        files: dict[str, tuple[str, bytes, str]] | None, message: str) -> None:
+    nonce, _ = _new_request(client, ["district"])
+    r = client.post("/verify/check", data={"nonce": nonce, **fields}, files=files)
+    assert r.status_code == 400
+    assert 'id="error"' in r.text
+    assert message in r.text
+    assert f'id="nonce">{nonce}<' in r.text  # the official can try again
+    served.node.request(nonce)  # still open
+
+
+def test_image_without_qr_code_is_400(client: httpx.Client) -> None:
+    nonce, _ = _new_request(client, ["district"])
+    buf = io.BytesIO()
+    segno.make("x").save(buf, kind="png", scale=4, border=4, dark="#fff")  # all white
+    r = client.post("/verify/check", data={"nonce": nonce},
+                    files={"qr": ("white.png", buf.getvalue(), "image/png")})
+    assert r.status_code == 400
+    assert "No QR code was found" in r.text
+
+
+def test_unknown_nonce_is_400(client: httpx.Client) -> None:
+    r = client.post("/verify/check", data={"nonce": "no-such-nonce", "presentation": "AAAA"})
+    assert r.status_code == 400
+    assert "Unknown or expired request" in r.text
+    assert client.post("/verify/check", data={}).status_code == 400
+
+
+def test_png_reader_matches_segno_modules() -> None:
+    code = segno.make_qr(b"\x00\x01binary", error="l")
+    for kind in ({"dark": "#000", "light": "#fff"}, {"dark": "#224466", "light": None}):
+        buf = io.BytesIO()
+        code.save(buf, kind="png", scale=1, border=0, **kind)
+        gray, w, h = png_to_gray(buf.getvalue())
+        assert (w, h) == code.symbol_size(scale=1, border=0)
+        for y, row in enumerate(code.matrix):
+            for x, dark in enumerate(row):
+                assert (gray[y * w + x] < 128) == bool(dark), (kind, x, y)
+
+
+# -- a real browser ---------------------------------------------------------------------------
+
+def test_official_verifies_in_a_browser(served: Served) -> None:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/lib/browser.sh "
+                    "does it with apt-get); the browser test does not skip")
+    from playwright.sync_api import Page, sync_playwright
+
+    def new_request(page: Page) -> tuple[str, str]:
+        page.goto(f"{served.base}/verify")
+        form = page.locator("#form-residence")
+        form.get_by_label("district").check()
+        form.get_by_label("age_over_65").check()
+        form.get_by_role("button", name="Create request").click()
+        page.wait_for_selector("#nonce")
+        assert page.locator("#request-qr svg").count() == 1
+        return page.inner_text("#nonce").strip(), page.inner_text("#audience").strip()
+
+    node = served.node
+    bundle, key = _issue(node)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                     headless=True, timeout=30_000)
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.set_default_timeout(20_000)
+
+            nonce, audience = new_request(page)
+            env = _present(bundle, key, nonce, audience, ["district", "age_over_65"])
+            page.fill("#presentation", _b64(env))
+            page.click("#check")
+            page.wait_for_selector("#verdict")
+            assert page.inner_text("#verdict").strip() == "VERIFIED"
+            assert page.inner_text("#status").strip() == "valid"
+            claims = page.inner_text("#claims")
+            assert "Changsheng" in claims
+            assert "age_over_65" in claims
+            page.screenshot(path=str(SCREENSHOTS / "verify-valid.png"), full_page=True)
+
+            nonce, audience = new_request(page)
+            qr = Path(os.environ.get("TMPDIR", "/tmp")) / f"pages-qr-{os.getpid()}.png"
+            qr.write_bytes(_qr_png(_present(bundle, key, nonce, audience,
+                                            ["district", "age_over_65"])))
+            try:
+                page.set_input_files("#qr", str(qr))
+                page.click("#check")
+                page.wait_for_selector("#verdict")
+            finally:
+                qr.unlink()
+            assert page.inner_text("#verdict").strip() == "VERIFIED"
+
+            node.set_status(Tx.from_bytes(bundle.anchor).body["credential_id"], "revoked",
+                            "moved-away")
+            nonce, audience = new_request(page)
+            env = _present(bundle, key, nonce, audience, ["district", "age_over_65"])
+            page.fill("#presentation", _b64(env))
+            page.click("#check")
+            page.wait_for_selector("#verdict")
+            assert page.inner_text("#verdict").strip() == "NOT VERIFIED"
+            assert page.inner_text("#status").strip() == "revoked"
+            page.screenshot(path=str(SCREENSHOTS / "verify-revoked.png"), full_page=True)
+        finally:
+            browser.close()
+    for name in ("verify-valid.png", "verify-revoked.png"):
+        assert (SCREENSHOTS / name).read_bytes().startswith(b"\x89PNG")
