@@ -19,6 +19,8 @@ import os
 import re
 import secrets
 import time
+import urllib.error
+import urllib.request
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -555,8 +557,16 @@ def status(
     reason: Annotated[str, typer.Option(help="A reason code (at most 64 characters), "
                                              "e.g. withdrawn, under-review.")] = "unspecified",
     as_json: AsJson = False,
+    node: Annotated[str | None, typer.Option(
+        help="URL of this agency's running node (e.g. http://127.0.0.1:8000): sign here and "
+             "submit the transaction to it instead of writing the store directly.")] = None,
 ) -> None:
-    """Revoke, suspend or reinstate a credential with a status transaction."""
+    """Revoke, suspend or reinstate a credential with a status transaction.
+
+    The transaction is signed here with the agency's issuer key from <data>/keys. Without
+    --node this process also orders it into the store (embedded mode); with --node the running
+    node orders it (a signed transaction is its own authority: no operator token needed).
+    """
     try:
         cid = bytes.fromhex(credential_id)
     except ValueError:
@@ -566,6 +576,12 @@ def status(
     if not 0 < len(reason) <= 64:
         _fail("--reason must be 1 to 64 characters", 2)
     now = _now()
+    if node is not None:
+        remote = _submit_to_node(node, data, agency, {"credential_id": cid,
+                                                      "status": new.value, "reason": reason,
+                                                      "ts": now})
+        _print_status(remote, cid, new.value, reason, as_json)
+        return
     with _open(data) as store:
         registry = store.registry
         if registry is None:  # _open checked; for the type checker
@@ -580,15 +596,54 @@ def status(
             _fail(f"rejected ({e.code}): {e.message}")
         except LedgerError as e:
             _fail(str(e))
-    result = {**receipt.to_json(), "credential_id": cid.hex(), "status": new.value,
-              "reason": reason}
+    _print_status(receipt.to_json(), cid, new.value, reason, as_json)
+
+
+def _print_status(receipt: dict[str, Any], cid: bytes, status: str, reason: str,
+                  as_json: bool) -> None:
+    result = {**receipt, "credential_id": cid.hex(), "status": status, "reason": reason}
     if as_json:
         print(json.dumps(result))
         return
-    out.print(Text(f"credential {cid.hex()} is now {new.value} (reason {reason!r})"),
+    out.print(Text(f"credential {cid.hex()} is now {status} (reason {reason!r})"),
               soft_wrap=True)
     for name in ("txid", "index", "height"):
-        out.print(Text(f"  {name}: {result[name]}"), soft_wrap=True)
+        out.print(Text(f"  {name}: {result.get(name)}"), soft_wrap=True)
+
+
+def _http(url: str, data: bytes | None = None, content_type: str = "") -> Any:
+    """One JSON request to a node (stdlib only: the core imports no web client)."""
+    if not url.startswith(("http://", "https://")):
+        _fail(f"--node must be an http(s) URL, not {url!r}", 2)
+    req = urllib.request.Request(url, data=data,  # noqa: S310 - scheme checked above
+                                 headers={"Content-Type": content_type} if content_type else {})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        try:
+            body = json.loads(e.read())
+        except ValueError:
+            body = {}
+        code = body.get("code") or e.code
+        _fail(f"the node refused it ({code}): {body.get('detail', e.reason)}")
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        _fail(f"cannot reach the node at {url}: {e}")
+
+
+def _submit_to_node(node: str, data: Path, agency: str, body: dict[str, Any]) -> dict[str, Any]:
+    health = _http(node.rstrip("/") + "/v1/health")
+    network = health.get("network") if isinstance(health, dict) else None
+    if not isinstance(network, str):
+        _fail(f"{node} did not answer like a ledger node")
+    path = _keys_dir(data) / f"{agency}.issuer.key"
+    if not path.is_file():
+        _fail(f"no issuer key of {agency!r} in {path.parent} (expected {path.name})")
+    tx = make_tx(network, "status", body, [_load_key(path, _passphrase())])
+    got = _http(node.rstrip("/") + "/v1/tx?wait=30", tx.raw, "application/msgpack")
+    if not isinstance(got, dict) or "index" not in got:
+        _fail(f"the node did not commit the transaction within 30 s: {got}")
+    return got
 
 
 def ledger_main() -> None:

@@ -43,16 +43,110 @@ def demo(
 
 
 @app.command()
-def run(config: Annotated[Path, typer.Option(help="Node config file (TOML).")] = Path(
-        "node.toml")) -> None:
-    """Run the node's HTTP service (issue #4)."""
-    _not_yet("the HTTP node service (`ledger-node run`) arrives with the node-service issue")
+def run(
+    config: Annotated[Path, typer.Option(help="Node config file (TOML), from `ledger-node init`.")
+                      ] = Path("node.toml"),
+    host: Annotated[str | None, typer.Option(help="Bind address (default: the config's, "
+                                                  "127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: the config's, 8000).")] = None,
+) -> None:
+    """Run the node's HTTP service (API and pages) with uvicorn.
+
+    The key passphrase comes from $LEDGER_KEY_PASSPHRASE or a prompt. LEDGER_NODE_* variables
+    override the config file's values.
+    """
+    import dataclasses
+    import os
+
+    import uvicorn
+
+    from node.app import configure_logging, create_app
+    from node.config import ConfigError, Settings
+    from node.service import Node
+
+    try:
+        settings = Settings.from_toml(config, os.environ)
+        settings = dataclasses.replace(settings, host=host or settings.host,
+                                       port=settings.port if port is None else port)
+    except ConfigError as e:
+        err.print(f"[red]bad config:[/] {e}")
+        raise typer.Exit(1) from e
+    try:
+        passphrase = read_passphrase(f"Passphrase of {settings.agency}'s key files "
+                                     f"(or set {PASSPHRASE_ENV}): ")
+        node = Node(settings.data, settings.agency, passphrase)
+    except LedgerError as e:
+        err.print(f"[red]cannot open the node:[/] {e}")
+        raise typer.Exit(1) from e
+    try:
+        configure_logging()
+        app_ = create_app(settings, node=node)
+        err.print(f"node [bold]{settings.agency}[/] of {node.network} on "
+                  f"http://{settings.host}:{settings.port}")
+        uvicorn.run(app_, host=settings.host, port=settings.port, log_config=None,
+                    access_log=False, server_header=False)
+    finally:
+        node.close()
 
 
 @app.command()
-def init() -> None:
-    """Write a node config, keys and (for a new network) a genesis (issue #4)."""
-    _not_yet("`ledger-node init` arrives with the node-service issue")
+def init(
+    data: Annotated[Path, typer.Option(help="An existing node data folder (<data>/ledger, "
+                                            "<data>/keys), e.g. the demo's.")],
+    agency: Annotated[str, typer.Option(help="The agency this node acts for.")],
+    config_out: Annotated[Path, typer.Option(help="Where to write the config.")] = Path(
+        "node.toml"),
+    force: Annotated[bool, typer.Option(help="Replace an existing config file.")] = False,
+) -> None:
+    """Write a node config for an existing data folder and print a new operator token once.
+
+    Only the token's SHA-256 goes into the config; keep the token (it authorises issuing and
+    status changes through the API).
+    """
+    import hashlib
+    import json
+    import secrets
+
+    from ledger.store import Store
+    from node.config import ConfigError, Settings
+
+    try:
+        Settings(data=data, agency=agency)
+    except ConfigError as e:
+        err.print(f"[red]bad option:[/] {e}")
+        raise typer.Exit(1) from e
+    missing = [str(p) for p in (data / "ledger", data / "keys" / f"{agency}.issuer.key",
+                                data / "keys" / f"{agency}.node.key") if not p.exists()]
+    if missing:
+        err.print(f"[red]not a node data folder for {agency!r}:[/] missing {', '.join(missing)}")
+        raise typer.Exit(1)
+    try:
+        with Store(data / "ledger", create=False) as store:
+            registry = store.registry
+            if registry is None or registry.agency(agency) is None:
+                err.print(f"[red]agency {agency!r} is not in this ledger's registry[/]")
+                raise typer.Exit(1)
+    except LedgerError as e:
+        err.print(f"[red]cannot read the ledger in {data}:[/] {e}")
+        raise typer.Exit(1) from e
+    if config_out.exists() and not force:
+        err.print(f"[red]{config_out} exists;[/] pass --force to replace it")
+        raise typer.Exit(1)
+    token = secrets.token_urlsafe(32)
+    text = (f"# ledger-node config for {agency}; written by `ledger-node init`\n"
+            f"data = {json.dumps(str(data.resolve()))}\n"
+            f"agency = {json.dumps(agency)}\n"
+            'host = "127.0.0.1"\n'
+            "port = 8000\n"
+            f'operator_token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n'
+            "max_body_bytes = 262144\n"
+            "cors_origins = []\n"
+            '# public_url = "https://node.example"  # the audience of presentation requests\n')
+    config_out.parent.mkdir(parents=True, exist_ok=True)
+    config_out.write_text(text, encoding="utf-8")
+    config_out.chmod(0o600)
+    err.print(f"wrote {config_out}")
+    print(f"operator token (shown once; only its SHA-256 is stored): {token}")
 
 
 @app.command()

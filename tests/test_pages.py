@@ -4,7 +4,8 @@ The pages are served by uvicorn on a free local port in a background thread, wit
 here from the pages router alone (the node's app factory is not needed). httpx checks every page
 and every HTTP 400 path; a real browser (Debian's chromium, driven by Playwright) does what an
 official does: create a request, paste a citizen's presentation, read the verdict, and again after
-the agency revoked the credential. Screenshots of both verdicts go to docs/screenshots/.
+the agency revoked the credential. Screenshots of both verdicts go to docs/screenshots/
+(rewritten with UPDATE_SCREENSHOTS=1).
 """
 
 from __future__ import annotations
@@ -38,7 +39,17 @@ from node.service import Node
 
 PASSPHRASE = b"pages-test-pw"
 CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+DOCS_SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+
+
+def _shot_dir(tmp: Path) -> Path:
+    """docs/screenshots when asked (UPDATE_SCREENSHOTS=1) or when they are missing; else a temp
+    folder, so a test run does not rewrite committed images."""
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1" or not (
+            DOCS_SCREENSHOTS / "verify-valid.png").exists():
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        return DOCS_SCREENSHOTS
+    return tmp
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
@@ -308,7 +319,8 @@ def test_png_reader_matches_segno_modules() -> None:
 
 # -- a real browser ---------------------------------------------------------------------------
 
-def test_official_verifies_in_a_browser(served: Served) -> None:
+def test_official_verifies_in_a_browser(served: Served, tmp_path: Path) -> None:
+    shots = _shot_dir(tmp_path)
     if not CHROMIUM.exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/lib/browser.sh "
                     "does it with apt-get); the browser test does not skip")
@@ -326,7 +338,7 @@ def test_official_verifies_in_a_browser(served: Served) -> None:
 
     node = served.node
     bundle, key = _issue(node)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
                                      headless=True, timeout=30_000)
@@ -344,7 +356,7 @@ def test_official_verifies_in_a_browser(served: Served) -> None:
             claims = page.inner_text("#claims")
             assert "Changsheng" in claims
             assert "age_over_65" in claims
-            page.screenshot(path=str(SCREENSHOTS / "verify-valid.png"), full_page=True)
+            page.screenshot(path=str(shots / "verify-valid.png"), full_page=True)
 
             nonce, audience = new_request(page)
             qr = Path(os.environ.get("TMPDIR", "/tmp")) / f"pages-qr-{os.getpid()}.png"
@@ -367,8 +379,8 @@ def test_official_verifies_in_a_browser(served: Served) -> None:
             page.wait_for_selector("#verdict")
             assert page.inner_text("#verdict").strip() == "NOT VERIFIED"
             assert page.inner_text("#status").strip() == "revoked"
-            page.screenshot(path=str(SCREENSHOTS / "verify-revoked.png"), full_page=True)
+            page.screenshot(path=str(shots / "verify-revoked.png"), full_page=True)
         finally:
             browser.close()
     for name in ("verify-valid.png", "verify-revoked.png"):
-        assert (SCREENSHOTS / name).read_bytes().startswith(b"\x89PNG")
+        assert (shots / name).read_bytes().startswith(b"\x89PNG")

@@ -1,0 +1,467 @@
+"""The node's HTTP API, versioned under ``/v1`` (plus ``/metrics``).
+
+Reads are public. ``POST /v1/tx`` is public too: a transaction carries its own signatures, which
+the state machine checks. Issuing a credential and changing a status act *for this node's agency*
+and need the operator's bearer token. Pydantic models here describe HTTP bodies only; the domain
+values are the ledger's own types. Errors are raised as :mod:`ledger.errors` classes and mapped
+to statuses in :mod:`node.app`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+from typing import Annotated, Any, Literal
+
+import segno
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from ledger.errors import LedgerError
+from ledger.ordering import Receipt
+from ledger.presentation import Bundle
+from ledger.tx import Tx
+from node.config import Settings
+from node.service import Node, NotFound
+
+__all__ = ["BadRequest", "router"]
+
+MAX_INT = 2**63 - 1
+HEX64 = r"^[0-9a-f]{64}$"
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class BadRequest(LedgerError):
+    """A request whose parameters do not fit together (mapped to 400)."""
+
+
+# -- dependencies --------------------------------------------------------------------------------
+
+def _node(request: Request) -> Node:
+    node: Node = request.app.state.node
+    return node
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+_bearer = HTTPBearer(auto_error=False, description="The operator token `ledger-node init` printed.")
+
+
+def _operator(request: Request,
+              credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+              ) -> None:
+    expected = _settings(request).operator_token_sha256
+    if expected is None:
+        raise HTTPException(403, "operator endpoints are off on this node "
+                                 "(no operator_token_sha256 in its config)")
+    given = "" if credentials is None else credentials.credentials
+    digest = hashlib.sha256(given.encode()).hexdigest()
+    if credentials is None or not hmac.compare_digest(digest, expected):
+        raise HTTPException(401, "a valid operator bearer token is required",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+NodeDep = Annotated[Node, Depends(_node)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+Operator = Annotated[None, Depends(_operator)]
+
+
+# -- HTTP schemas --------------------------------------------------------------------------------
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(_Out):
+    detail: str | list[Any]
+    error: str | None = None
+    code: str | None = None
+
+
+class Health(_Out):
+    status: Literal["ok"]
+    agency: str
+    network: str
+    height: int
+    log_size: int
+
+
+class BlockHeader(_Out):
+    v: int
+    net: str
+    height: int
+    prev_hash: str
+    time: int
+    first_index: int
+    tx_count: int
+    log_size: int
+    log_root: str
+    hash: str
+
+
+class TxView(_Out):
+    txid: str
+    net: str
+    type: str
+    body: dict[str, Any]
+    signers: list[str]
+
+
+class CommittedTx(TxView):
+    index: int
+    height: int
+
+
+class BlockView(_Out):
+    header: BlockHeader
+    transactions: list[TxView]
+
+
+class ReceiptOut(_Out):
+    txid: str
+    index: int
+    height: int
+    duplicate: bool
+
+
+class Pending(_Out):
+    txid: str
+    status: Literal["pending"]
+    receipt: str = Field(description="Poll this URL: 200 with the receipt once committed.")
+
+
+class InclusionProof(_Out):
+    index: int
+    size: int
+    root: str = Field(description="Standard base64 of the tree root at `size`.")
+    proof: list[str] = Field(description="RFC 9162 inclusion path, standard base64 hashes.")
+
+
+class ConsistencyProof(_Out):
+    old: int
+    new: int
+    old_root: str
+    new_root: str
+    proof: list[str] = Field(description="RFC 9162 consistency proof, standard base64 hashes.")
+
+
+class AgencyOut(_Out):
+    id: str
+    name: str
+    added: int
+    removed: int | None
+    current: bool
+    note_vkey: str | None
+
+
+class KeyOut(_Out):
+    kid: str
+    agency: str
+    role: str
+    valid_from: int
+    invalid_from: int | None
+
+
+class IssueIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(max_length=64)
+    claims: dict[str, Any]
+    holder_jwk: dict[str, str]
+    valid_days: int = Field(default=365, ge=1, le=3650)
+
+
+class Issued(_Out):
+    credential_id: str
+    bundle: str = Field(description="The holder's bundle (canonical msgpack), base64url.")
+    receipt: ReceiptOut
+
+
+class StatusIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["valid", "revoked", "suspended"]
+    reason: str = Field(min_length=1, max_length=64)
+
+
+class RequestIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(max_length=64)
+    claims: list[str] = Field(min_length=1, max_length=32)
+
+
+class RequestOut(_Out):
+    nonce: str
+    audience: str
+    type: str
+    claims: list[str]
+    created: int
+    expires: int
+    qr_svg: str = Field(description="The request as a QR code (SVG text).")
+
+
+class VerifyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    nonce: str = Field(min_length=1, max_length=128)
+    envelope: str = Field(min_length=1, max_length=64 * 1024,
+                          description="The presentation envelope, base64url.")
+
+
+class CheckOut(_Out):
+    check: str
+    ok: bool
+    detail: str
+
+
+class ReportOut(_Out):
+    verified: bool
+    status: str
+    checks: list[CheckOut]
+    claims: dict[str, Any]
+
+
+class MsgpackResponse(Response):
+    media_type = "application/msgpack"
+
+
+class StatusListTokenResponse(Response):
+    media_type = "application/statuslist+jwt"
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {c: {"model": ErrorBody} for c in codes}
+
+
+def _binary(media: str) -> dict[int | str, dict[str, Any]]:
+    """A non-JSON 200 response; its errors stay JSON (``model`` would document them as
+    ``media``, the route's response class)."""
+    error = {"content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+    return {200: {"content": {media: {"schema": {"type": "string"}}}},
+            **dict.fromkeys((400, 404, 413, 503), error)}
+
+
+router = APIRouter(responses=_errors(400, 404, 413, 503))
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+def _b64(h: bytes) -> str:
+    return base64.b64encode(h).decode("ascii")
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _from_b64url(text: str, what: str) -> bytes:
+    bare = text.rstrip("=")
+    if not re.fullmatch(r"[A-Za-z0-9_-]*", bare):
+        raise BadRequest(f"{what}: not base64url")
+    try:
+        return base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4))
+    except (binascii.Error, ValueError) as e:
+        raise BadRequest(f"{what}: not base64url") from e
+
+
+def _log_size(node: Node) -> int:
+    return int(node.head()["log_size"])
+
+
+def _receipt(r: Receipt) -> ReceiptOut:
+    return ReceiptOut(txid=r.txid.hex(), index=r.index, height=r.height, duplicate=r.duplicate)
+
+
+# -- chain ---------------------------------------------------------------------------------------
+
+@router.get("/v1/health", tags=["node"])
+def health(node: NodeDep) -> Health:
+    head = node.head()
+    return Health(status="ok", agency=node.agency, network=node.network,
+                  height=head["height"], log_size=head["log_size"])
+
+
+@router.get("/metrics", tags=["node"], response_class=PlainTextResponse,
+            responses=_binary("text/plain"))
+def metrics(request: Request, node: NodeDep) -> Response:
+    m = request.app.state.metrics
+    head = node.head()
+    m.blocks.set(head["height"] + 1)
+    m.txs.set(head["log_size"])
+    return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/head", tags=["chain"])
+def head(node: NodeDep) -> BlockHeader:
+    return BlockHeader(**node.head())
+
+
+@router.get("/v1/blocks", tags=["chain"])
+def blocks(node: NodeDep,
+           limit: Annotated[int, Query(ge=1, le=100)] = 20) -> list[BlockHeader]:
+    return [BlockHeader(**b) for b in node.recent_blocks(limit)]
+
+
+@router.get("/v1/blocks/{height}", tags=["chain"])
+def block(node: NodeDep, height: Annotated[int, Path(ge=0, le=MAX_INT)]) -> BlockView:
+    got = node.block(height)
+    return BlockView(header=BlockHeader(**got["header"]),
+                     transactions=[TxView(**t) for t in got["transactions"]])
+
+
+@router.get("/v1/tx/{txid}", tags=["chain"])
+def tx(node: NodeDep, txid: Annotated[str, Path(pattern=HEX64)]) -> CommittedTx:
+    return CommittedTx(**node.tx(bytes.fromhex(txid)))
+
+
+@router.get("/v1/tx/{txid}/receipt", tags=["chain"])
+def receipt(node: NodeDep, txid: Annotated[str, Path(pattern=HEX64)]) -> ReceiptOut:
+    got = node.receipt(bytes.fromhex(txid))
+    if got is None:
+        raise NotFound(f"transaction {txid} is not committed (yet)")
+    return _receipt(got)
+
+
+@router.get("/v1/log/entries/{index}", tags=["chain"], response_class=MsgpackResponse,
+            responses=_binary("application/msgpack"))
+def log_entry(node: NodeDep, index: Annotated[int, Path(ge=0, le=MAX_INT)]) -> Response:
+    """The committed transaction at leaf ``index``: its canonical bytes (the Merkle leaf)."""
+    return MsgpackResponse(node.entry(index))
+
+
+@router.get("/v1/checkpoint", tags=["chain"], response_class=PlainTextResponse,
+            responses=_binary("text/plain"))
+def checkpoint(node: NodeDep) -> Response:
+    """The latest checkpoint: a C2SP tlog-checkpoint signed note."""
+    return PlainTextResponse(node.checkpoint())
+
+
+@router.get("/v1/proofs/inclusion", tags=["proofs"])
+def inclusion(node: NodeDep, index: Annotated[int, Query(ge=0, le=MAX_INT)],
+              size: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None) -> InclusionProof:
+    have = _log_size(node)
+    size = have if size is None else size
+    if size > have:
+        raise NotFound(f"tree size {size} is beyond the log's {have}")
+    if index >= size:
+        raise NotFound(f"no leaf {index} in the tree of size {size}")
+    proof = node.inclusion(index, size)
+    return InclusionProof(index=index, size=size, root=_b64(node.store.root_at(size)),
+                          proof=[_b64(h) for h in proof])
+
+
+@router.get("/v1/proofs/consistency", tags=["proofs"])
+def consistency(node: NodeDep, old: Annotated[int, Query(ge=1, le=MAX_INT)],
+                new: Annotated[int | None, Query(ge=1, le=MAX_INT)] = None) -> ConsistencyProof:
+    have = _log_size(node)
+    new = have if new is None else new
+    if new > have:
+        raise NotFound(f"tree size {new} is beyond the log's {have}")
+    if old > new:
+        raise BadRequest(f"old size {old} is greater than new size {new}")
+    proof = node.consistency(old, new)
+    return ConsistencyProof(old=old, new=new, old_root=_b64(node.store.root_at(old)),
+                            new_root=_b64(node.store.root_at(new)),
+                            proof=[_b64(h) for h in proof])
+
+
+# -- registry ------------------------------------------------------------------------------------
+
+@router.get("/v1/registry/agencies", tags=["registry"])
+def agencies(node: NodeDep) -> list[AgencyOut]:
+    return [AgencyOut(**a) for a in node.agencies()]
+
+
+@router.get("/v1/registry/keys", tags=["registry"])
+def keys(node: NodeDep) -> list[KeyOut]:
+    registry_keys = node.keys()
+    return [KeyOut(**k) for k in registry_keys]
+
+
+@router.get("/v1/registry/grants", tags=["registry"])
+def grants(node: NodeDep, at: Annotated[int | None, Query(ge=0, le=MAX_INT)] = None
+           ) -> dict[str, list[str]]:
+    """Agency → credential types it may issue at time ``at`` (default: now)."""
+    return node.grants(at)
+
+
+@router.get("/v1/registry/types", tags=["registry"])
+def types(node: NodeDep) -> dict[str, dict[str, Any]]:
+    return node.types()
+
+
+@router.get("/v1/status-lists/{issuer}/{kind}", tags=["status"],
+            response_class=StatusListTokenResponse,
+            responses=_binary("application/statuslist+jwt"))
+def status_list(node: NodeDep, issuer: Annotated[str, Path(pattern=NAME)],
+                kind: Annotated[str, Path(pattern=NAME)]) -> Response:
+    """The current Status List Token of ``issuer``'s credentials of type ``kind``."""
+    return StatusListTokenResponse(node.status_list_token(issuer, kind))
+
+
+# -- writing -------------------------------------------------------------------------------------
+
+@router.post("/v1/tx", tags=["write"], status_code=200,
+             responses={202: {"model": Pending}, **_errors(409, 422)},
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/msgpack": {"schema": {"type": "string", "format": "binary"}}}}})
+async def submit(request: Request, node: NodeDep,
+                 wait: Annotated[float, Query(ge=0, le=30)] = 10.0) -> Response:
+    """Submit a signed transaction (canonical msgpack). Idempotent: a repeat gets the same
+    receipt. 200 with the receipt once committed; 202 if not committed within ``wait`` s."""
+    raw = await request.body()
+    unverified = Tx.from_bytes(raw)  # DecodeError → 400 before anything is queued
+    got = await run_in_threadpool(node.submit, raw, wait)
+    if got is None:
+        txid = unverified.txid.hex()
+        body = Pending(txid=txid, status="pending", receipt=f"/v1/tx/{txid}/receipt")
+        return JSONResponse(body.model_dump(), status_code=202)
+    return JSONResponse(_receipt(got).model_dump())
+
+
+@router.post("/v1/credentials", tags=["write"], responses=_errors(401, 403, 409, 422))
+def issue(node: NodeDep, _: Operator, body: IssueIn) -> Issued:
+    """Issue a credential of this node's agency to the holder key (operator only)."""
+    bundle, got = node.issue(body.type, body.claims, body.holder_jwk, body.valid_days)
+    return Issued(credential_id=_credential_id(bundle), bundle=_b64url(bundle.to_bytes()),
+                  receipt=_receipt(got))
+
+
+def _credential_id(bundle: Bundle) -> str:
+    cid = Tx.from_bytes(bundle.anchor).body["credential_id"]
+    return cid.hex() if isinstance(cid, bytes) else str(cid)
+
+
+@router.post("/v1/credentials/{credential_id}/status", tags=["write"],
+             responses=_errors(401, 403, 409, 422))
+def set_status(node: NodeDep, _: Operator,
+               credential_id: Annotated[str, Path(pattern=HEX64)], body: StatusIn) -> ReceiptOut:
+    """Revoke, suspend or reinstate a credential this agency issued (operator only)."""
+    return _receipt(node.set_status(bytes.fromhex(credential_id), body.status, body.reason))
+
+
+# -- verifying -----------------------------------------------------------------------------------
+
+@router.post("/v1/presentation-requests", tags=["verify"])
+def new_request(node: NodeDep, settings: SettingsDep, body: RequestIn) -> RequestOut:
+    """Open a presentation request (nonce valid 10 minutes) and its QR code."""
+    pending = node.new_request(body.type, body.claims, settings.audience)
+    text = json.dumps(pending.request.to_json(), separators=(",", ":"), sort_keys=True)
+    svg = segno.make(text, error="m").svg_inline(scale=4)
+    return RequestOut(**pending.to_json(), qr_svg=svg)
+
+
+@router.post("/v1/verify", tags=["verify"])
+def verify(node: NodeDep, body: VerifyIn) -> ReportOut:
+    """Verify a presentation envelope against the open request ``nonce`` (consumes it)."""
+    envelope = _from_b64url(body.envelope, "envelope")
+    return ReportOut(**node.verify(envelope, body.nonce).to_json())

@@ -1,0 +1,272 @@
+"""The node's FastAPI application: :func:`create_app` builds one per call; nothing at import time.
+
+The app owns a :class:`~node.service.Node` (opened in the lifespan unless the caller passes one,
+which the caller then closes), exposes it as ``app.state.node`` to :mod:`node.api` and, when it
+exists, :mod:`node.pages`. Errors map to statuses here and only here (:data:`ERROR_STATUS`).
+Access logs are JSON lines with method, route, status and duration: never bodies or claims.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from ledger.credentials import ClaimError
+from ledger.errors import (
+    CheckpointError,
+    DecodeError,
+    KeyFileError,
+    LedgerError,
+    OrderingError,
+    ProofError,
+    SignatureError,
+    StoreError,
+    TxRejected,
+)
+from ledger.keys import PASSPHRASE_ENV
+from ledger.sdjwt import VerificationError
+from ledger.statuslist import StatusListError
+from node.api import BadRequest, router
+from node.config import Settings
+from node.service import Node, NotFound
+
+__all__ = ["ERROR_STATUS", "Metrics", "configure_logging", "create_app"]
+
+ASGIApp = Callable[[MutableMapping[str, Any], Callable[[], Awaitable[MutableMapping[str, Any]]],
+                    Callable[[MutableMapping[str, Any]], Awaitable[None]]], Awaitable[None]]
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+ERROR_STATUS: tuple[tuple[type[LedgerError], int], ...] = (
+    (NotFound, 404),
+    (TxRejected, 409),
+    (DecodeError, 400),
+    (ClaimError, 400),
+    (VerificationError, 400),
+    (StatusListError, 400),
+    (ProofError, 400),
+    (BadRequest, 400),
+    (SignatureError, 422),
+    (CheckpointError, 422),
+    (StoreError, 503),
+    (OrderingError, 503),
+    (KeyFileError, 500),
+)
+"""Each error class → one HTTP status; the first match in this order wins. Any other
+:class:`LedgerError` (a refused request the service names in words) is a 400."""
+
+_log = logging.getLogger("node.http")
+
+
+def status_for(error: LedgerError) -> int:
+    for cls, status in ERROR_STATUS:
+        if isinstance(error, cls):
+            return status
+    return 400
+
+
+class Metrics:
+    """Prometheus metrics of one app, in the app's own registry (no global collectors)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("ledger_node_http_requests", "HTTP requests handled",
+                                ["method", "route", "status"], registry=self.registry)
+        self.blocks = Gauge("ledger_node_blocks", "Blocks in the chain (height + 1)",
+                            registry=self.registry)
+        self.txs = Gauge("ledger_node_transactions",
+                         "Committed transactions (the Merkle log's size)", registry=self.registry)
+
+
+class _JsonFormatter(logging.Formatter):
+    _FIELDS = ("method", "route", "path", "status", "ms", "error", "code")
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname,
+                               "logger": record.name, "msg": record.getMessage()}
+        for name in self._FIELDS:
+            if hasattr(record, name):
+                out[name] = getattr(record, name)
+        if record.exc_info and record.exc_info[0] is not None:
+            out["exc"] = record.exc_info[0].__name__
+        return json.dumps(out, separators=(",", ":"))
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Send the node's logs to stderr as JSON lines (called by ``ledger-node run``)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter())
+    for name in ("node", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
+
+
+class _BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with 413 before any route reads them."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await self._refuse(send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps({"detail": f"request body over {self.limit} bytes",
+                           "error": "PayloadTooLarge"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _AccessLog:
+    """Count and log every request by route template and status (outermost middleware)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            _log.info("request", extra={"method": scope["method"], "route": route,
+                                        "status": status,
+                                        "ms": round((time.perf_counter() - started) * 1000, 1)})
+
+
+def _passphrase(given: bytes | None) -> bytes:
+    if given is not None:
+        return given
+    env = os.environ.get(PASSPHRASE_ENV)
+    if not env:
+        raise KeyFileError(f"no key passphrase given and ${PASSPHRASE_ENV} is not set")
+    return env.encode()
+
+
+def create_app(settings: Settings, *, node: Node | None = None,
+               clock: Callable[[], float] = time.time,
+               passphrase: bytes | None = None) -> FastAPI:
+    """The node's ASGI app. Opens a :class:`Node` on ``settings.data`` in its lifespan (with
+    ``passphrase``, else ``$LEDGER_KEY_PASSPHRASE``) unless ``node`` is given."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        own = node is None
+        app.state.node = node if node is not None else Node(
+            settings.data, settings.agency, _passphrase(passphrase), clock=clock)
+        try:
+            yield
+        finally:
+            if own:
+                app.state.node.close()
+
+    app = FastAPI(title="credledger node", version="1", lifespan=lifespan,
+                  summary="An agency's node of the permissioned credential ledger.")
+    app.state.settings = settings
+    app.state.metrics = Metrics()
+    if node is not None:
+        app.state.node = node
+
+    @app.exception_handler(LedgerError)
+    async def ledger_error(request: Request, exc: Exception) -> Response:
+        if not isinstance(exc, LedgerError):  # registered for LedgerError only
+            raise exc
+        status = status_for(exc)
+        body: dict[str, Any] = {"detail": str(exc), "error": type(exc).__name__}
+        if isinstance(exc, TxRejected):
+            body["code"] = exc.code
+        extra: dict[str, Any] = {"error": type(exc).__name__, "status": status}
+        if isinstance(exc, TxRejected):
+            extra["code"] = exc.code
+        # The message may quote a claim value (ClaimError): log the class, never the text.
+        _log.info("refused", extra=extra)
+        return JSONResponse(body, status_code=status)
+
+    app.include_router(router)
+    _include_pages(app)
+    app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Authorization", "Content-Type"])
+    app.add_middleware(_AccessLog, metrics=app.state.metrics)
+    return app
+
+
+def _include_pages(app: FastAPI) -> None:
+    """Include ``node.pages.router`` (and ``node/static`` at /static) when they exist."""
+    if importlib.util.find_spec("node.pages") is None:
+        return
+    pages = importlib.import_module("node.pages")
+    router = getattr(pages, "router", None)
+    if router is None:
+        return
+    app.include_router(router)
+    static = Path(__file__).with_name("static")
+    if static.is_dir() and not any(getattr(r, "path", None) == "/static" for r in app.routes):
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount("/static", StaticFiles(directory=static), name="static")

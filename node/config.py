@@ -1,0 +1,141 @@
+"""The node's settings: one frozen value, read from a TOML file with ``LEDGER_NODE_*`` overrides.
+
+::
+
+    data = "/srv/ledger/demo-data"        # <data>/ledger and <data>/keys
+    agency = "edu"
+    host = "127.0.0.1"
+    port = 8000
+    operator_token_sha256 = "9f86d0…"     # hex SHA-256 of the operator token; absent = no writes
+    max_body_bytes = 262144
+    cors_origins = []                     # empty = CORS off
+    public_url = "https://edu.example"    # the audience verifiers bind presentations to
+
+Every key can be overridden by ``LEDGER_NODE_<KEY>`` (upper case); ``LEDGER_NODE_CORS_ORIGINS``
+is comma separated. A relative ``data`` path is taken relative to the config file. Unknown keys,
+wrong types and out-of-range values raise :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ENV_PREFIX", "ConfigError", "Settings"]
+
+ENV_PREFIX = "LEDGER_NODE_"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_AGENCY = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+_KEYS = ("data", "agency", "host", "port", "operator_token_sha256", "max_body_bytes",
+         "cors_origins", "public_url")
+
+
+class ConfigError(ValueError):
+    """A node config that is missing, unreadable, or has a bad value (the message names it)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a node needs to start. Valid on construction (``__post_init__`` checks it)."""
+
+    data: Path
+    agency: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    operator_token_sha256: str | None = None
+    max_body_bytes: int = 256 * 1024
+    cors_origins: tuple[str, ...] = field(default=())
+    public_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, Path):
+            raise ConfigError("data: must be a path")
+        if not isinstance(self.agency, str) or not _AGENCY.fullmatch(self.agency):
+            raise ConfigError(f"agency: {self.agency!r} is not an agency id "
+                              "(lower-case letters, digits, '-')")
+        if not isinstance(self.host, str) or not self.host:
+            raise ConfigError("host: must be a non-empty string")
+        if not _is_int(self.port) or not 0 <= self.port <= 65535:
+            raise ConfigError(f"port: {self.port!r} is not in 0..65535")
+        token = self.operator_token_sha256
+        if token is not None and (not isinstance(token, str) or not _HEX64.fullmatch(token)):
+            raise ConfigError("operator_token_sha256: must be 64 lower-case hex digits "
+                              "(the SHA-256 of the operator token, not the token)")
+        if not _is_int(self.max_body_bytes) or not 1024 <= self.max_body_bytes <= 64 * 2**20:
+            raise ConfigError(f"max_body_bytes: {self.max_body_bytes!r} is not in "
+                              "1024..67108864")
+        if not isinstance(self.cors_origins, tuple) or not all(
+                isinstance(o, str) and o.startswith(("http://", "https://"))
+                for o in self.cors_origins):
+            raise ConfigError("cors_origins: must be a list of http(s):// origins")
+        if self.public_url is not None and (
+                not isinstance(self.public_url, str)
+                or not self.public_url.startswith(("http://", "https://"))):
+            raise ConfigError("public_url: must be an http(s):// URL")
+
+    @property
+    def audience(self) -> str:
+        """The URL presentations made for this node's verifier are bound to (``aud``)."""
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def operator_enabled(self) -> bool:
+        return self.operator_token_sha256 is not None
+
+    @classmethod
+    def from_toml(cls, path: Path, env: Mapping[str, str] | None = None) -> Settings:
+        """Read ``path`` and apply ``LEDGER_NODE_*`` overrides from ``env`` (pass os.environ)."""
+        try:
+            raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as e:
+            raise ConfigError(f"no config file at {path} (make one with `ledger-node init`)") \
+                from e
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"cannot read {path}: {e}") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path} is not valid TOML: {e}") from e
+        return cls.from_mapping(raw, env or {}, base=path.parent)
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any], env: Mapping[str, str],
+                     base: Path = Path()) -> Settings:
+        unknown = sorted(set(raw) - set(_KEYS))
+        if unknown:
+            raise ConfigError(f"unknown config keys {unknown}; known: {list(_KEYS)}")
+        values = dict(raw)
+        for key in _KEYS:
+            text = env.get(ENV_PREFIX + key.upper())
+            if text is not None:
+                values[key] = _from_env(key, text)
+        for key in ("data", "agency"):
+            if key not in values:
+                raise ConfigError(f"{key}: missing (set it in the file or "
+                                  f"{ENV_PREFIX}{key.upper()})")
+        data = values.pop("data")
+        if not isinstance(data, str) or not data:
+            raise ConfigError("data: must be a non-empty path string")
+        origins = values.pop("cors_origins", [])
+        if not isinstance(origins, list | tuple):
+            raise ConfigError("cors_origins: must be a list of origins")
+        return cls(data=base / Path(data).expanduser(), cors_origins=tuple(origins), **values)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _from_env(key: str, text: str) -> Any:
+    if key in ("port", "max_body_bytes"):
+        try:
+            return int(text)
+        except ValueError as e:
+            raise ConfigError(f"{ENV_PREFIX}{key.upper()}: {text!r} is not an integer") from e
+    if key == "cors_origins":
+        return [o.strip() for o in text.split(",") if o.strip()]
+    if key in ("operator_token_sha256", "public_url") and not text:
+        return None
+    return text

@@ -1,0 +1,460 @@
+"""The node's HTTP API over real HTTP: uvicorn in a thread on a demo folder, httpx as client."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from rich.console import Console
+
+from ledger import merkle, sdjwt
+from ledger.checkpoint import SignedCheckpoint
+from ledger.keys import PrivateKey, load_private_key
+from ledger.network import Agency, status_tx
+from ledger.presentation import Bundle, Envelope
+from ledger.tx import Tx
+from node.app import create_app
+from node.config import Settings
+from node.demo import NETWORK, run_demo
+
+PASS = b"test-only"
+T0 = 1_750_000_000
+NOW = T0 + 100
+TOKEN = "operator-token-for-tests"
+AUDIENCE = "https://edu.example"
+CLAIMS = {"holder_name": "Wen Jing-7f3a", "degree_level": "bachelor", "field": "geodesy",
+          "awarded_on": "2021-06-30"}
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def make_demo(path: Path) -> Path:
+    run_demo(path, PASS, clock=lambda: T0, console=Console(file=io.StringIO()))
+    return path
+
+
+def settings_for(data: Path, token: str | None = TOKEN) -> Settings:
+    return Settings(data=data, agency="edu", port=0, public_url=AUDIENCE,
+                    operator_token_sha256=None if token is None else
+                    hashlib.sha256(token.encode()).hexdigest())
+
+
+@contextmanager
+def serve(app: FastAPI) -> Iterator[str]:
+    """Run ``app`` with uvicorn on a free 127.0.0.1 port in a thread; yield its base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False,
+                            lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(600):
+            if server.started or not thread.is_alive():
+                break
+            threading.Event().wait(0.05)
+        assert server.started, "uvicorn did not start"
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@dataclass
+class Live:
+    url: str
+    app: FastAPI
+    data: Path
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    data = make_demo(tmp_path_factory.mktemp("api") / "demo-data")
+    app = create_app(settings_for(data), clock=lambda: NOW, passphrase=PASS)
+    with serve(app) as url:
+        yield Live(url, app, data)
+
+
+@pytest.fixture
+def http(live: Live) -> Iterator[httpx.Client]:
+    with live.client() as c:
+        yield c
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def edu(live: Live) -> Agency:
+    keys = live.data / "keys"
+    return Agency("edu", "", load_private_key(keys / "edu.node.key", PASS),
+                  load_private_key(keys / "edu.issuer.key", PASS))
+
+
+def checkpoint(http: httpx.Client) -> SignedCheckpoint:
+    r = http.get("/v1/checkpoint")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    return SignedCheckpoint.from_text(r.text)
+
+
+# -- reading the chain ---------------------------------------------------------------------------
+
+def test_health(http: httpx.Client) -> None:
+    r = http.get("/v1/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["agency"] == "edu"
+    assert body["network"] == NETWORK
+    assert body["log_size"] >= 19
+    assert body["height"] >= 1
+
+
+def test_head_and_blocks(http: httpx.Client) -> None:
+    head = http.get("/v1/head").json()
+    recent = http.get("/v1/blocks", params={"limit": 3}).json()
+    assert len(recent) == 3
+    assert recent[0]["height"] >= head["height"]
+    assert [b["height"] for b in recent] == sorted((b["height"] for b in recent), reverse=True)
+    genesis = http.get("/v1/blocks/0").json()
+    assert genesis["header"]["height"] == 0
+    assert [t["type"] for t in genesis["transactions"]] == ["genesis"]
+    one = http.get("/v1/blocks/1").json()
+    assert one["header"]["prev_hash"] == genesis["header"]["hash"]
+
+
+def test_missing_block_and_tx_are_404(http: httpx.Client) -> None:
+    assert http.get("/v1/blocks/999999").status_code == 404
+    assert http.get(f"/v1/tx/{'ab' * 32}").status_code == 404
+    assert http.get(f"/v1/tx/{'ab' * 32}/receipt").status_code == 404
+    assert http.get("/v1/tx/not-hex").status_code == 422
+    assert http.get("/v1/blocks/-1").status_code == 422
+    assert http.get("/v1/log/entries/999999").status_code == 404
+
+
+def test_tx_by_id(http: httpx.Client) -> None:
+    genesis_tx = http.get("/v1/blocks/0").json()["transactions"][0]
+    got = http.get(f"/v1/tx/{genesis_tx['txid']}").json()
+    assert got["index"] == 0
+    assert got["height"] == 0
+    assert got["type"] == "genesis"
+    assert got["body"]["network"] == NETWORK
+
+
+def test_log_entry_is_the_leaf_the_inclusion_proof_commits_to(http: httpx.Client) -> None:
+    cp = checkpoint(http).checkpoint
+    for index in (0, 7, cp.size - 1):
+        r = http.get(f"/v1/log/entries/{index}")
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "application/msgpack"
+        Tx.from_bytes(r.content)
+        p = http.get("/v1/proofs/inclusion", params={"index": index, "size": cp.size}).json()
+        assert (p["index"], p["size"]) == (index, cp.size)
+        assert base64.b64decode(p["root"]) == cp.root
+        proof = [base64.b64decode(h, validate=True) for h in p["proof"]]
+        merkle.verify_inclusion(merkle.leaf_hash(r.content), index, cp.size, proof, cp.root)
+
+
+def test_log_entry_hashes_to_its_txid(http: httpx.Client) -> None:
+    raw = http.get("/v1/log/entries/3").content
+    got = http.get(f"/v1/tx/{hashlib.sha256(raw).hexdigest()}").json()
+    assert got["index"] == 3
+
+
+def test_consistency_proof_against_an_old_block_and_the_checkpoint(http: httpx.Client) -> None:
+    cp = checkpoint(http).checkpoint
+    old = http.get("/v1/blocks/2").json()["header"]
+    p = http.get("/v1/proofs/consistency",
+                 params={"old": old["log_size"], "new": cp.size}).json()
+    assert bytes.fromhex(old["log_root"]) == base64.b64decode(p["old_root"])
+    assert base64.b64decode(p["new_root"]) == cp.root
+    merkle.verify_consistency(old["log_size"], cp.size, bytes.fromhex(old["log_root"]), cp.root,
+                              [base64.b64decode(h, validate=True) for h in p["proof"]])
+
+
+@pytest.mark.parametrize(("path", "params", "status"), [
+    ("/v1/proofs/inclusion", {"index": 5, "size": 5}, 404),
+    ("/v1/proofs/inclusion", {"index": 0, "size": 10**9}, 404),
+    ("/v1/proofs/inclusion", {"index": -1}, 422),
+    ("/v1/proofs/consistency", {"old": 9, "new": 5}, 400),
+    ("/v1/proofs/consistency", {"old": 1, "new": 10**9}, 404),
+    ("/v1/proofs/consistency", {"old": 0}, 422),
+])
+def test_proof_requests_out_of_range(http: httpx.Client, path: str, params: dict[str, int],
+                                     status: int) -> None:
+    assert http.get(path, params=params).status_code == status
+
+
+def test_checkpoint_is_signed_by_the_agencies(http: httpx.Client) -> None:
+    signed = checkpoint(http)
+    assert signed.checkpoint.origin == NETWORK
+    agencies = http.get("/v1/registry/agencies").json()
+    assert sorted(a["id"] for a in agencies) == ["civil", "edu", "market"]
+    assert all(a["note_vkey"] for a in agencies)
+    assert all(a["current"] for a in agencies)
+
+
+def test_registry_views(http: httpx.Client) -> None:
+    keys = http.get("/v1/registry/keys").json()
+    assert {(k["agency"], k["role"]) for k in keys} >= {("edu", "issuer"), ("edu", "node")}
+    assert http.get("/v1/registry/grants", params={"at": T0}).json()["edu"] == ["degree"]
+    assert http.get("/v1/registry/grants", params={"at": T0 - 1}).json() == {}
+    types = http.get("/v1/registry/types").json()
+    assert set(types) == {"degree", "residence", "business-licence"}
+
+
+def test_status_list_token(http: httpx.Client) -> None:
+    r = http.get("/v1/status-lists/edu/degree")
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "application/statuslist+jwt"
+    assert r.text.count(".") == 2
+    assert http.get("/v1/status-lists/nobody/degree").status_code == 404
+
+
+# -- submitting transactions ---------------------------------------------------------------------
+
+def _edu_credential_id(http: httpx.Client, n: int) -> bytes:
+    """The ``n``-th credential edu anchored in the demo (the 0th is revoked there)."""
+    top = http.get("/v1/head").json()["height"]
+    found = [bytes.fromhex(t["body"]["credential_id"])
+             for height in range(1, top + 1)
+             for t in http.get(f"/v1/blocks/{height}").json()["transactions"]
+             if t["type"] == "issue" and t["body"]["issuer"] == "edu"]
+    assert len(found) >= 3
+    return found[n]
+
+
+def test_submit_is_idempotent(live: Live, http: httpx.Client) -> None:
+    tx = status_tx(NETWORK, edu(live), _edu_credential_id(http, 1), "suspended", "api-test", NOW)
+    headers = {"content-type": "application/msgpack"}
+    first = http.post("/v1/tx", content=tx.raw, headers=headers)
+    assert first.status_code == 200, first.text
+    again = http.post("/v1/tx", content=tx.raw, headers=headers)
+    assert again.status_code == 200, again.text
+    keep = ("txid", "index", "height")
+    assert {k: first.json()[k] for k in keep} == {k: again.json()[k] for k in keep}
+    assert first.json()["txid"] == tx.txid.hex()
+    assert http.get(f"/v1/tx/{tx.txid.hex()}/receipt").json()["index"] == first.json()["index"]
+    committed = http.get(f"/v1/log/entries/{first.json()['index']}").content
+    assert committed == tx.raw
+
+
+def test_submit_without_waiting_gives_a_receipt_to_poll(live: Live, http: httpx.Client) -> None:
+    tx = status_tx(NETWORK, edu(live), _edu_credential_id(http, 2), "suspended", "api-test-2", NOW)
+    r = http.post("/v1/tx", content=tx.raw, params={"wait": 0})
+    assert r.status_code in (200, 202), r.text
+    if r.status_code == 202:
+        assert r.json()["txid"] == tx.txid.hex()
+        url = r.json()["receipt"]
+        for _ in range(400):
+            polled = http.get(url)
+            if polled.status_code == 200:
+                break
+            threading.Event().wait(0.05)
+        r = polled
+    assert r.status_code == 200
+    assert r.json()["txid"] == tx.txid.hex()
+
+
+def test_rejected_tx_is_409_with_its_code(live: Live, http: httpx.Client) -> None:
+    tx = status_tx(NETWORK, edu(live), bytes(32), "revoked", "no-such", NOW)
+    r = http.post("/v1/tx", content=tx.raw)
+    assert r.status_code == 409, r.text
+    assert r.json()["code"]
+    assert r.json()["error"] == "TxRejected"
+
+
+@pytest.mark.parametrize("body", [b"", b"\x00not msgpack", b"\x81\xa1a\x01"])
+def test_malformed_tx_is_400(http: httpx.Client, body: bytes) -> None:
+    r = http.post("/v1/tx", content=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"] == "DecodeError"
+
+
+def test_oversize_body_is_413(http: httpx.Client) -> None:
+    r = http.post("/v1/tx", content=b"\x00" * (256 * 1024 + 1))
+    assert r.status_code == 413
+    assert "bytes" in r.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no content-length: counted as it streams
+        for _ in range(300):
+            yield b"\x00" * 1024
+
+    r = http.post("/v1/verify", content=chunks())
+    assert r.status_code == 413
+
+
+# -- operator endpoints --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
+                                     {"Authorization": f"Basic {TOKEN}"}])
+def test_write_endpoints_need_the_operator_token(http: httpx.Client,
+                                                 headers: dict[str, str]) -> None:
+    r = http.post("/v1/credentials", headers=headers,
+                  json={"type": "degree", "claims": CLAIMS, "holder_jwk": {}, "valid_days": 1})
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"] == "Bearer"
+    r = http.post(f"/v1/credentials/{'ab' * 32}/status", headers=headers,
+                  json={"status": "revoked", "reason": "x"})
+    assert r.status_code == 401
+
+
+def test_operator_endpoints_off_without_a_token_hash(live: Live) -> None:
+    app = create_app(settings_for(live.data, token=None), node=live.app.state.node)
+    with serve(app) as url, httpx.Client(base_url=url) as c:
+        assert c.get("/v1/health").status_code == 200
+        r = c.post(f"/v1/credentials/{'ab' * 32}/status", headers=AUTH,
+                   json={"status": "revoked", "reason": "x"})
+        assert r.status_code == 403
+
+
+def _issue(http: httpx.Client, holder: PrivateKey) -> tuple[Bundle, str]:
+    r = http.post("/v1/credentials", headers=AUTH, json={
+        "type": "degree", "claims": CLAIMS,
+        "holder_jwk": sdjwt.jwk_from_ed25519(holder.public.raw), "valid_days": 30})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    bundle = Bundle.from_bytes(unb64url(body["bundle"]))
+    assert body["receipt"]["txid"] == hashlib.sha256(bundle.anchor).hexdigest()
+    return bundle, body["credential_id"]
+
+
+def _present(http: httpx.Client, bundle: Bundle, holder: PrivateKey) -> dict[str, Any]:
+    r = http.post("/v1/presentation-requests",
+                  json={"type": "degree", "claims": ["degree_level", "field"]})
+    assert r.status_code == 200, r.text
+    req = r.json()
+    assert req["audience"] == AUDIENCE
+    assert req["qr_svg"].startswith("<svg")
+    kb = sdjwt.present(bundle.sd_jwt, disclose=req["claims"], holder_key=holder,
+                       nonce=req["nonce"], aud=req["audience"], iat=NOW)
+    env = Envelope.from_bundle(bundle, kb).to_bytes()
+    r = http.post("/v1/verify", json={"nonce": req["nonce"], "envelope": b64url(env)})
+    assert r.status_code == 200, r.text
+    report: dict[str, Any] = r.json()
+    again = http.post("/v1/verify", json={"nonce": req["nonce"], "envelope": b64url(env)})
+    assert again.status_code == 404  # a request is answered once
+    return report
+
+
+def test_issue_present_verify_then_revoke(http: httpx.Client,
+                                          caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="node")
+    holder = PrivateKey.generate()
+    bundle, cid = _issue(http, holder)
+    proof = [*bundle.proof]
+    signed = SignedCheckpoint.from_text(bundle.checkpoint).checkpoint
+    merkle.verify_inclusion(merkle.leaf_hash(bundle.anchor), bundle.leaf_index, signed.size,
+                            proof, signed.root)
+
+    report = _present(http, bundle, holder)
+    assert report["verified"] is True, report
+    assert report["status"] == "valid"
+    assert report["claims"] == {"degree_level": "bachelor", "field": "geodesy"}
+    assert all(c["ok"] for c in report["checks"])
+
+    r = http.post(f"/v1/credentials/{cid}/status", headers=AUTH,
+                  json={"status": "revoked", "reason": "withdrawn"})
+    assert r.status_code == 200, r.text
+    report = _present(http, bundle, holder)
+    assert report["verified"] is False
+    assert report["status"] == "revoked"
+
+    assert any(getattr(rec, "route", None) == "/v1/credentials" for rec in caplog.records)
+    for value in CLAIMS.values():
+        assert value not in caplog.text
+
+
+def test_issue_with_bad_claims_or_key_is_400(http: httpx.Client) -> None:
+    jwk = sdjwt.jwk_from_ed25519(PrivateKey.generate().public.raw)
+    bad_claims = {**CLAIMS, "awarded_on": "last summer"}
+    r = http.post("/v1/credentials", headers=AUTH, json={
+        "type": "degree", "claims": bad_claims, "holder_jwk": jwk, "valid_days": 30})
+    assert r.status_code == 400, r.text
+    r = http.post("/v1/credentials", headers=AUTH, json={
+        "type": "degree", "claims": CLAIMS, "holder_jwk": {"kty": "OKP"}, "valid_days": 30})
+    assert r.status_code == 400, r.text
+
+
+def test_status_of_an_unknown_credential_is_409(http: httpx.Client) -> None:
+    r = http.post(f"/v1/credentials/{'cd' * 32}/status", headers=AUTH,
+                  json={"status": "revoked", "reason": "x"})
+    assert r.status_code == 409, r.text
+    assert r.json()["code"]
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    ({"nonce": "no-such-nonce", "envelope": "AAAA"}, 404),
+    ({"nonce": "x", "envelope": "not base64!"}, 400),
+    ({"nonce": "x"}, 422),
+])
+def test_verify_refusals(http: httpx.Client, body: dict[str, str], status: int) -> None:
+    assert http.post("/v1/verify", json=body).status_code == status
+
+
+def test_verify_garbage_envelope_is_a_failed_report_or_400(http: httpx.Client) -> None:
+    req = http.post("/v1/presentation-requests",
+                    json={"type": "degree", "claims": ["field"]}).json()
+    r = http.post("/v1/verify", json={"nonce": req["nonce"], "envelope": b64url(b"\x00" * 40)})
+    assert r.status_code in (200, 400), r.text
+    if r.status_code == 200:
+        assert r.json()["verified"] is False
+
+
+@pytest.mark.parametrize(("body", "status"), [
+    ({"type": "degree", "claims": ["shoe_size"]}, 400),
+    ({"type": "no-such-type", "claims": ["x"]}, 404),
+    ({"type": "degree", "claims": []}, 422),
+])
+def test_presentation_request_refusals(http: httpx.Client, body: dict[str, Any],
+                                       status: int) -> None:
+    assert http.post("/v1/presentation-requests", json=body).status_code == status
+
+
+# -- service surface -----------------------------------------------------------------------------
+
+def test_metrics(http: httpx.Client) -> None:
+    http.get("/v1/head")
+    r = http.get("/metrics")
+    assert r.status_code == 200
+    assert "ledger_node_blocks " in r.text
+    assert "ledger_node_transactions " in r.text
+    assert 'ledger_node_http_requests_total{method="GET",route="/v1/head",status="200"}' in r.text
+
+
+def test_openapi_lists_the_routes(http: httpx.Client) -> None:
+    doc = http.get("/openapi.json").json()
+    expected = {
+        "/v1/health": "get", "/metrics": "get", "/v1/head": "get", "/v1/blocks": "get",
+        "/v1/blocks/{height}": "get", "/v1/tx/{txid}": "get", "/v1/tx/{txid}/receipt": "get",
+        "/v1/log/entries/{index}": "get", "/v1/checkpoint": "get",
+        "/v1/proofs/inclusion": "get", "/v1/proofs/consistency": "get",
+        "/v1/registry/agencies": "get", "/v1/registry/keys": "get",
+        "/v1/registry/grants": "get", "/v1/registry/types": "get",
+        "/v1/status-lists/{issuer}/{kind}": "get", "/v1/tx": "post",
+        "/v1/credentials": "post", "/v1/credentials/{credential_id}/status": "post",
+        "/v1/presentation-requests": "post", "/v1/verify": "post"}
+    for path, method in expected.items():
+        assert method in doc["paths"].get(path, {}), path
+    assert "application/msgpack" in doc["paths"]["/v1/tx"]["post"]["requestBody"]["content"]
+    assert "HTTPBearer" in doc["components"]["securitySchemes"]
