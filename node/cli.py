@@ -26,20 +26,67 @@ def _not_yet(what: str) -> None:
 def demo(
     data: Annotated[Path, typer.Option(help="Demo data folder (an earlier demo there is "
                                             "replaced).")] = Path("demo-data"),
+    serve: Annotated[bool, typer.Option(help="Then seed a demo wallet and serve the civil "
+                                             "affairs node (API, explorer, verifier page).")
+                     ] = False,
+    port: Annotated[int, typer.Option(help="Port for --serve (on 127.0.0.1).")] = 8000,
 ) -> None:
     """Create a three-agency demo network (solo ordering, LevelDB) and prove an anchor.
 
-    Key files are encrypted with the passphrase from $LEDGER_KEY_PASSPHRASE or a prompt.
+    Key files are encrypted with the passphrase from $LEDGER_KEY_PASSPHRASE or a prompt; the demo
+    wallet (with --serve) with $WALLET_PASSPHRASE (default: the key passphrase).
     """
-    from node.demo import run_demo
+    import os
+
+    from node.demo import run_demo, seed_wallet
 
     passphrase = read_passphrase(f"Passphrase for the demo key files (or set {PASSPHRASE_ENV}): ",
                                  confirm=True)
+    clock = lambda: int(time.time())  # noqa: E731 - the one clock of this command
     try:
-        run_demo(data, passphrase, clock=lambda: int(time.time()))
+        run_demo(data, passphrase, clock=clock)
+        if not serve:
+            return
+        wallet_path = data / "wallet.db"
+        err.print(f"\n[bold]demo wallet[/] {wallet_path}")
+        ids = seed_wallet(data, passphrase, wallet_path,
+                          os.environ.get("WALLET_PASSPHRASE", "").encode() or passphrase,
+                          clock=clock)
     except LedgerError as e:
         err.print(f"[red]demo failed:[/] {e}")
         raise typer.Exit(1) from e
+    _serve_demo(data, passphrase, port, wallet_path, ids[1])
+
+
+def _serve_demo(data: Path, passphrase: bytes, port: int, wallet_path: Path,
+                residence_id: str) -> None:
+    import uvicorn
+
+    from node.app import configure_logging, create_app
+    from node.config import Settings
+    from node.service import Node
+
+    url = f"http://127.0.0.1:{port}"
+    settings = Settings(data=data.resolve(), agency="civil", port=port, public_url=url)
+    node = Node(settings.data, "civil", passphrase)
+    env = f"WALLET_PATH={wallet_path} WALLET_PASSPHRASE=…"
+    err.print(f"""
+[bold]Open[/] {url}/ (explorer) and {url}/verify (the verifying official's page).
+[bold]Try[/]
+  1. In /verify, ask for a [bold]residence[/] credential with district and age_over_65;
+     save the request JSON the page shows as request.json.
+  2. {env} wallet present {residence_id[:12]} --request request.json --yes
+     and paste the printed string into the page (or upload the PNG): VERIFIED.
+  3. agency status --data {data} --agency civil --credential-id {residence_id} \\
+       --set revoked --node {url}
+  4. Create a new request and present again: NOT VERIFIED, revoked.
+Stop with Ctrl-C.""", highlight=False, soft_wrap=True)
+    try:
+        configure_logging()
+        uvicorn.run(create_app(settings, node=node), host="127.0.0.1", port=port,
+                    log_config=None, access_log=False, server_header=False)
+    finally:
+        node.close()
 
 
 @app.command()

@@ -143,3 +143,45 @@ def run_demo(data: Path, passphrase: bytes, *, clock: Callable[[], int],
             out.print(f"  {h.hex()}", highlight=False, soft_wrap=True)
         out.print("[green]verified[/]: the leaf hash and the proof give the checkpoint's root")
         return DemoResult(head, signed, receipt.index)
+
+
+DEMO_HOLDER_CLAIMS = {
+    ("edu", "degree"): {"holder_name": "Chen Xiaoming", "degree_level": "master",
+                        "field": "hydrology", "awarded_on": "2019-07-01"},
+    ("civil", "residence"): {"holder_name": "Chen Xiaoming", "district": "Changsheng",
+                             "birth_date": "1958-04-12", "resident_since": "2003-09-01"},
+    ("market", "business-licence"): {"business_name": "Chen's Tea House",
+                                     "registration_no": "CS-2021-000417",
+                                     "scope": "catering"},
+}
+
+
+def seed_wallet(data: Path, passphrase: bytes, wallet_path: Path, wallet_passphrase: bytes,
+                *, clock: Callable[[], int], console: Console | None = None) -> list[str]:
+    """Create a demo citizen wallet and issue it one credential from each demo agency.
+
+    Issuance goes through each agency's :class:`node.service.Node` (the store is free: no
+    server runs yet); the wallet verifies each bundle before keeping it. Returns the ids.
+    """
+    from node.service import Node
+    from wallet.core import Wallet
+
+    out = console or Console()
+    if wallet_path.exists():
+        wallet_path.unlink()
+    wallet = Wallet.init(wallet_path, wallet_passphrase)
+    ids = []
+    for (agency, kind), claims in DEMO_HOLDER_CLAIMS.items():
+        node = Node(data, agency, passphrase, clock=clock, workers=0)
+        try:
+            bundle, _ = node.issue(kind, claims, wallet.holder_jwk(), valid_days=365)
+            registry = node.store.registry
+        finally:
+            node.close()
+        if registry is None:
+            raise SystemExit("the demo store lost its registry")
+        info = wallet.receive(bundle.to_bytes(), registry=registry, now=clock())
+        ids.append(info.id)
+        out.print(f"  wallet received {kind} from {agency}: {info.id}", highlight=False,
+                  soft_wrap=True)
+    return ids

@@ -1,0 +1,100 @@
+"""The main job (`scripts/run` = `ledger-node demo --serve`) end to end over real HTTP.
+
+The demo seeds a wallet and serves civil affairs' node; the official creates a request, the
+citizen presents with the `wallet` CLI, the node verifies; the agency revokes by submitting a
+signed transaction to the running node (`agency status --node`); the next check says revoked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from wallet.core import Wallet
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def demo_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
+    port = _free_port()
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "demo-pw", "WALLET_PASSPHRASE": "wallet-pw",
+           "WALLET_PATH": str(tmp_path / "demo-data" / "wallet.db"), "COLUMNS": "200"}
+    with subprocess.Popen([str(BIN / "ledger-node"), "demo", "--data", "demo-data", "--serve",
+                           "--port", str(port)], cwd=tmp_path, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(600):  # up to a minute for the demo to build and the server to start
+            if proc.poll() is not None:
+                pytest.fail(f"demo exited: {proc.stderr.read() if proc.stderr else ''}")
+            try:
+                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            proc.kill()
+            pytest.fail("the demo node never answered /v1/health")
+        try:
+            yield url, env, tmp_path
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+
+
+def _request(url: str, tmp: Path, name: str) -> tuple[Path, str]:
+    got = httpx.post(f"{url}/v1/presentation-requests",
+                     json={"type": "residence", "claims": ["district", "age_over_65"]}).json()
+    path = tmp / name
+    path.write_text(json.dumps({k: got[k] for k in ("nonce", "audience", "type", "claims")}))
+    return path, got["nonce"]
+
+
+def test_demo_serves_verify_then_revoke(demo_server: tuple[str, dict[str, str], Path]) -> None:
+    url, env, tmp = demo_server
+
+    def run(*args: str) -> str:
+        r = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True,
+                           env=env, cwd=tmp, timeout=120, check=False)
+        assert r.returncode == 0, (args, r.stderr)
+        return r.stdout
+
+    listing = run("wallet", "list")
+    assert "residence" in listing
+    assert "Changsheng" not in listing  # the list shows no claim values
+    wallet = Wallet.open(Path(env["WALLET_PATH"]), env["WALLET_PASSPHRASE"].encode())
+    full = next(c.id for c in wallet.list() if c.type == "residence")
+    cid_prefix = full[:12]
+
+    req, nonce = _request(url, tmp, "req1.json")
+    envelope = run("wallet", "present", cid_prefix, "--request", str(req), "--out", "e1.bin",
+                   "--yes").strip().splitlines()[-1]
+    report = httpx.post(f"{url}/v1/verify", json={"nonce": nonce, "envelope": envelope}).json()
+    assert report["verified"] is True, report
+    assert report["claims"] == {"district": "Changsheng", "age_over_65": True}
+
+    run("agency", "status", "--data", "demo-data", "--agency", "civil", "--credential-id", full,
+        "--set", "revoked", "--reason", "moved-away", "--node", url)
+
+    req, nonce = _request(url, tmp, "req2.json")
+    envelope = run("wallet", "present", cid_prefix, "--request", str(req), "--out", "e2.bin",
+                   "--yes").strip().splitlines()[-1]
+    report = httpx.post(f"{url}/v1/verify", json={"nonce": nonce, "envelope": envelope}).json()
+    assert report["verified"] is False
+    assert report["status"] == "revoked"
