@@ -26,7 +26,7 @@ from ledger.offline import store_status_list
 from ledger.ordering import Receipt, SoloOrderer
 from ledger.presentation import Bundle, Report, Request, Verifier, bundle_from_store
 from ledger.state import Registry, index_key
-from ledger.statuslist import make_token
+from ledger.statuslist import StatusList, make_token
 from ledger.store import Store
 from ledger.tx import Tx
 
@@ -79,6 +79,8 @@ class Node:
             self.store.close()
             raise LedgerError(f"no current node key of {agency!r} in {keys}")
         self._requests: dict[str, PendingRequest] = {}
+        self._lists: dict[str, tuple[int, StatusList | None]] = {}
+        self._verifier: Verifier | None = None
         self._used: set[str] = set()
         self._lock = threading.Lock()
         self.orderer = SoloOrderer(self.store, clock=lambda: int(self.clock()),
@@ -178,7 +180,7 @@ class Node:
         if key is None:
             raise NotFound(f"this node does not serve {issuer!r}'s status lists")
         uri = status_list_uri(self.network, issuer, kind)
-        lst = store_status_list(self.store, uri)
+        lst = self.status_list(uri)
         if lst is None:
             raise NotFound(f"no status list {uri}")
         now = self.now()
@@ -258,12 +260,26 @@ class Node:
         for nonce in [n for n, p in self._requests.items() if now - p.created > REQUEST_TTL]:
             del self._requests[nonce]
 
+    def status_list(self, uri: str) -> StatusList | None:
+        """The current list behind ``uri``, rebuilt from the store only after a new block."""
+        height = self._head().height
+        hit = self._lists.get(uri)
+        if hit is not None and hit[0] == height:
+            return hit[1]
+        lst = store_status_list(self.store, uri)
+        self._lists[uri] = (height, lst)
+        return lst
+
+    def _current_verifier(self) -> Verifier:
+        registry = self._registry()
+        if self._verifier is None or self._verifier.registry is not registry:
+            self._verifier = Verifier(registry, self.status_list, self._used)
+        return self._verifier
+
     def verify(self, envelope: bytes, nonce: str) -> Report:
         """Verify an envelope against the open request ``nonce`` (which it then consumes)."""
         pending = self.request(nonce)
-        verifier = Verifier(self._registry(),
-                            lambda uri: store_status_list(self.store, uri), self._used)
-        report = verifier.verify(envelope, pending.request, now=self.now())
+        report = self._current_verifier().verify(envelope, pending.request, now=self.now())
         with self._lock:  # a request is answered once, whatever the verdict
             self._requests.pop(nonce, None)
         return report

@@ -3,6 +3,8 @@
 ingest   solo durable ingest of signed ``issue`` transactions (submit → receipt after the synced
          block), as a ratio to one core's ``nacl.signing.VerifyKey.verify`` rate; then RFC 9162
          inclusion-proof time on a store of ``--proof-size`` entries after a cold open.
+http     verified presentations per second through POST /v1/verify on a local uvicorn under
+         a bounded load (8 client threads, 600 requests) as a ratio to in-process verification.
 present  full presentation-envelope verification per second (checkpoint quorum, inclusion,
          anchor, issuer authority, SD-JWT+KB, status) as a ratio to the `sd-jwt` reference
          verifier's SD-JWT+KB verification of the same credential; envelope size for 3 of 10
@@ -256,10 +258,118 @@ def bench_present(seconds: float = 3.0) -> dict[str, float]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+_LOAD_CLIENT = """
+import json, sys, time
+from concurrent.futures import ThreadPoolExecutor
+import httpx
+url, workers = sys.argv[1], int(sys.argv[2])
+bodies = json.load(sys.stdin)
+with httpx.Client(base_url=url, timeout=60,
+                  limits=httpx.Limits(max_connections=workers)) as client:
+    def one(body):
+        return bool(client.post("/v1/verify", json=body).json().get("verified"))
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        ok = sum(pool.map(one, bodies))
+    print(json.dumps({"ok": ok, "rate": len(bodies) / (time.perf_counter() - start)}))
+"""
+
+
+def bench_http(n: int = 600, concurrency: int = 8) -> dict[str, float]:
+    """Verified presentations per second through POST /v1/verify (real uvicorn, loopback,
+    ``concurrency`` client threads, ``n`` requests) vs the same node's in-process verify rate."""
+    import base64
+    import hashlib as _hashlib
+    import socket
+    import subprocess
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from ledger import sdjwt
+    from ledger.keys import PrivateKey
+    from ledger.presentation import Envelope
+    from node.app import create_app
+    from node.config import Settings
+    from node.demo import run_demo
+    from node.service import Node
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-http-"))
+    try:
+        passphrase = b"bench-only"
+        run_demo(tmp / "demo", passphrase, clock=lambda: int(time.time()),
+                 console=Console(file=open(os.devnull, "w")))  # noqa: SIM115
+        node = Node(tmp / "demo", "civil", passphrase)
+        holder = PrivateKey(_hashlib.sha256(b"bench-holder").digest())
+        bundle, _ = node.issue("residence", {"holder_name": "Bench Holder",
+                                             "district": "Changsheng",
+                                             "birth_date": "1960-01-01",
+                                             "resident_since": "2000-01-01"},
+                               sdjwt.jwk_from_ed25519(holder.public.raw), 30)
+
+        def envelope_for(nonce: str, aud: str) -> bytes:
+            kb = sdjwt.present(bundle.sd_jwt, disclose=["district", "age_over_65"],
+                               holder_key=holder, nonce=nonce, aud=aud, iat=node.now())
+            return Envelope.from_bundle(bundle, kb).to_bytes()
+
+        # In process: the node's own verify (request + envelope prepared beforehand).
+        prepared = []
+        for _ in range(n):
+            p = node.new_request("residence", ["district", "age_over_65"], "https://bench")
+            prepared.append((p.request.nonce, envelope_for(p.request.nonce, "https://bench")))
+        start = time.perf_counter()
+        for nonce, env in prepared:
+            if not node.verify(env, nonce).verified:
+                raise SystemExit("in-process bench verification failed")
+        inproc = n / (time.perf_counter() - start)
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        url = f"http://127.0.0.1:{port}"
+        settings = Settings(data=tmp / "demo", agency="civil", port=port, public_url=url)
+        server = uvicorn.Server(uvicorn.Config(create_app(settings, node=node), host="127.0.0.1",
+                                               port=port, log_config=None, access_log=False))
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.05)
+        with httpx.Client(base_url=url, timeout=30) as client:
+            bodies = []
+            for _ in range(n):
+                got = client.post("/v1/presentation-requests",
+                                  json={"type": "residence",
+                                        "claims": ["district", "age_over_65"]}).json()
+                env = envelope_for(got["nonce"], got["audience"])
+                bodies.append({"nonce": got["nonce"],
+                               "envelope": base64.urlsafe_b64encode(env).rstrip(b"=").decode()})
+
+            # The load comes from a second process, as a real client would: in this process its
+            # threads would fight the server for the GIL.
+            done = subprocess.run([sys.executable, "-c", _LOAD_CLIENT, url, str(concurrency)],
+                                  input=json.dumps(bodies), capture_output=True, text=True,
+                                  timeout=600, check=True)
+            result = json.loads(done.stdout)
+            ok, http_rate = result["ok"], result["rate"]
+        server.should_exit = True
+        thread.join(timeout=30)
+        node.close()
+        if ok != n:
+            raise SystemExit(f"{n - ok} of {n} HTTP verifications failed")
+        return {"http_verify_per_s": http_rate, "inprocess_verify_per_s": inproc,
+                "http_ratio": http_rate / inproc, "http_requests": n,
+                "http_concurrency": concurrency}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["ingest", "present"], help="which benchmark to run")
+    ap.add_argument("what", choices=["ingest", "present", "http"],
+                    help="which benchmark to run")
     ap.add_argument("--n", type=int, default=40_000, help="transactions to ingest (40000)")
     ap.add_argument("--proof-size", type=int, default=1_000_000,
                     help="log size for the proof figure (1000000; 0 skips)")
@@ -268,6 +378,17 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print machine-readable results")
     args = ap.parse_args()
 
+    if args.what == "http":
+        err.print("verifying presentations through POST /v1/verify and in process …")
+        got = bench_http()
+        if args.json:
+            print(json.dumps(got, indent=2))
+            return
+        inproc = got["inprocess_verify_per_s"]
+        print(f"reference  in-process Node.verify              {inproc:9,.0f} /s")
+        print(f"http       POST /v1/verify, {int(got['http_concurrency'])} clients"
+              f"          {got['http_verify_per_s']:9,.0f} /s   ratio {got['http_ratio']:.2f}")
+        return
     if args.what == "present":
         err.print("verifying presentations: ours (full envelope) and the sd-jwt reference …")
         pres = bench_present()
