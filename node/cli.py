@@ -144,11 +144,20 @@ def init(
     config_out: Annotated[Path, typer.Option(help="Where to write the config.")] = Path(
         "node.toml"),
     force: Annotated[bool, typer.Option(help="Replace an existing config file.")] = False,
+    new_network: Annotated[str | None, typer.Option(
+        help="Create a NEW network of this id in --data (keys for every --founder, encrypted, "
+             "and a genesis they all sign) before writing the config.")] = None,
+    founder: Annotated[list[str] | None, typer.Option(
+        help="With --new-network: a founding agency as ID=Name (repeat for each).")] = None,
+    quorum: Annotated[int, typer.Option(help="With --new-network: the governance quorum.")
+                      ] = 1,
 ) -> None:
-    """Write a node config for an existing data folder and print a new operator token once.
+    """Write a node config (and, with --new-network, keys and a genesis) and print a new
+    operator token once.
 
     Only the token's SHA-256 goes into the config; keep the token (it authorises issuing and
-    status changes through the API).
+    status changes through the API). Key files are encrypted with $LEDGER_KEY_PASSPHRASE or a
+    prompted passphrase.
     """
     import hashlib
     import json
@@ -162,6 +171,8 @@ def init(
     except ConfigError as e:
         err.print(f"[red]bad option:[/] {e}")
         raise typer.Exit(1) from e
+    if new_network is not None:
+        _new_network(data, new_network, founder or [], quorum, agency)
     missing = [str(p) for p in (data / "ledger", data / "keys" / f"{agency}.issuer.key",
                                 data / "keys" / f"{agency}.node.key") if not p.exists()]
     if missing:
@@ -194,6 +205,46 @@ def init(
     config_out.chmod(0o600)
     err.print(f"wrote {config_out}")
     print(f"operator token (shown once; only its SHA-256 is stored): {token}")
+
+
+def _new_network(data: Path, network: str, founders: list[str], quorum: int,
+                 agency: str) -> None:
+    """Generate every founder's node and issuer keys and commit the genesis in ``data``."""
+    from ledger.chain import build_genesis
+    from ledger.errors import DecodeError
+    from ledger.keys import PrivateKey, save_private_key
+    from ledger.network import Agency, genesis_tx
+    from ledger.store import Store
+
+    agencies = []
+    for item in founders:
+        aid, sep, name = item.partition("=")
+        if not sep or not aid or not name:
+            err.print(f"[red]bad --founder {item!r}:[/] write ID=Name, e.g. edu=Education Bureau")
+            raise typer.Exit(1)
+        agencies.append(Agency(aid.strip(), name.strip(), PrivateKey.generate(),
+                               PrivateKey.generate()))
+    if agency not in {a.id for a in agencies}:
+        err.print(f"[red]--agency {agency!r} must be one of the --founder ids[/]")
+        raise typer.Exit(1)
+    if data.exists() and any(data.iterdir()):
+        err.print(f"[red]{data} is not empty:[/] a new network needs a new data folder")
+        raise typer.Exit(1)
+    try:
+        genesis = genesis_tx(network, agencies, quorum, int(time.time()))
+    except DecodeError as e:
+        err.print(f"[red]cannot make that genesis:[/] {e}")
+        raise typer.Exit(1) from e
+    passphrase = read_passphrase(f"Passphrase for the new key files (or set {PASSPHRASE_ENV}): ",
+                                 confirm=True)
+    (data / "keys").mkdir(parents=True, mode=0o700)
+    for a in agencies:
+        save_private_key(data / "keys" / f"{a.id}.node.key", a.node_key, passphrase)
+        save_private_key(data / "keys" / f"{a.id}.issuer.key", a.issuer_key, passphrase)
+    with Store(data / "ledger") as store:
+        store.write_block(build_genesis(genesis))
+    err.print(f"new network [bold]{network}[/]: {len(agencies)} founders, quorum {quorum}; "
+              f"genesis {genesis.txid.hex()[:16]}…, keys in {data / 'keys'}")
 
 
 @app.command()

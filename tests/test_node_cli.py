@@ -1,0 +1,67 @@
+"""`ledger-node init` (new network: keys, genesis, config) and `ledger-node run`, as processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import httpx
+
+BIN = Path(sys.executable).parent
+
+
+def test_init_new_network_then_run(tmp_path: Path) -> None:
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "init-pw"}
+    r = subprocess.run([str(BIN / "ledger-node"), "init", "--data", str(tmp_path / "data"),
+                        "--agency", "edu", "--new-network", "district-7",
+                        "--founder", "edu=Education Bureau", "--founder", "civil=Civil Affairs",
+                        "--quorum", "2", "--config-out", str(tmp_path / "node.toml")],
+                       capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    token = r.stdout.strip().rsplit(" ", 1)[-1]
+    config = tomllib.loads((tmp_path / "node.toml").read_text())
+    assert config["agency"] == "edu"
+    assert token not in (tmp_path / "node.toml").read_text()  # only its hash is stored
+    keys = sorted(p.name for p in (tmp_path / "data" / "keys").iterdir())
+    assert keys == ["civil.issuer.key", "civil.node.key", "edu.issuer.key", "edu.node.key"]
+    for p in (tmp_path / "data" / "keys").iterdir():
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600
+
+    again = subprocess.run([str(BIN / "ledger-node"), "init", "--data", str(tmp_path / "data"),
+                            "--agency", "edu", "--new-network", "district-7", "--founder",
+                            "edu=Education Bureau", "--config-out", str(tmp_path / "x.toml")],
+                           capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert again.returncode == 1
+    assert "not empty" in again.stderr
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with subprocess.Popen([str(BIN / "ledger-node"), "run", "--config", str(tmp_path /
+                                                                           "node.toml"),
+                           "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            health = None
+            for _ in range(300):
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                try:
+                    health = httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).json()
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            assert health is not None
+            assert health["network"] == "district-7"
+            assert health["height"] == 0
+            agencies = httpx.get(f"http://127.0.0.1:{port}/v1/registry/agencies").json()
+            assert {a["id"] for a in agencies} == {"edu", "civil"}
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
