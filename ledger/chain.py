@@ -216,7 +216,7 @@ def build_block(head: Head, registry: Registry, view: StateView, frontier: Compa
         index += 1
     if not result.accepted:
         return result
-    header = BlockHeader(head_net(registry), height, head.hash, t, head.log_size,
+    header = BlockHeader(registry.network, height, head.hash, t, head.log_size,
                          index - head.log_size, fr.root())
     new_head = Head(height, header.hash, header.log_size, header.log_root, t)
     writes.update(nodes)
@@ -228,8 +228,5 @@ def build_block(head: Head, registry: Registry, view: StateView, frontier: Compa
     result.registry, result.frontier, result.writes = machine.registry, fr, writes
     return result
 
-
-def head_net(registry: Registry) -> str:
-    return registry.network
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any
 
 import msgpack
 
@@ -25,8 +25,6 @@ MAX_SIZE = 1 << 20
 _MAX_INT = (1 << 64) - 1
 _MIN_INT = -(1 << 63)
 _MAX_DEPTH = 32
-
-T = TypeVar("T")
 
 
 def _canon(value: Any, depth: int) -> Any:
