@@ -81,7 +81,6 @@ class Node:
         self._requests: dict[str, PendingRequest] = {}
         self._lists: dict[str, tuple[int, StatusList | None]] = {}
         self._verifier: Verifier | None = None
-        self._used: set[str] = set()
         self._lock = threading.Lock()
         self.orderer = SoloOrderer(self.store, clock=lambda: int(self.clock()),
                                    on_block=self._on_block, workers=workers)
@@ -273,7 +272,9 @@ class Node:
     def _current_verifier(self) -> Verifier:
         registry = self._registry()
         if self._verifier is None or self._verifier.registry is not registry:
-            self._verifier = Verifier(registry, self.status_list, self._used)
+            # Single use is enforced by the open-request table (answered requests are removed),
+            # so no ever-growing set of used nonces is kept.
+            self._verifier = Verifier(registry, self.status_list)
         return self._verifier
 
     def verify(self, envelope: bytes, nonce: str) -> Report:
