@@ -11,6 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
+
+# Shared, noisy CI machines: no per-example deadline (speed is measured in scripts/bench).
+settings.register_profile("credledger", deadline=None)
+settings.load_profile("credledger")
 
 from ledger.chain import BlockResult, build_block, build_genesis
 from ledger.network import Agency, demo_agency, genesis_tx, governance_tx
