@@ -13,15 +13,16 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-# Shared, noisy CI machines: no per-example deadline (speed is measured in scripts/bench).
-settings.register_profile("credledger", deadline=None)
-settings.load_profile("credledger")
 
 from ledger.chain import BlockResult, build_block, build_genesis
 from ledger.network import Agency, demo_agency, genesis_tx, governance_tx
 from ledger.state import Registry
 from ledger.store import Store
 from ledger.tx import Tx
+
+# Shared, noisy CI machines: no per-example deadline (speed is measured in scripts/bench).
+settings.register_profile("credledger", deadline=None)
+settings.load_profile("credledger")
 
 NET = "demo"
 T0 = 1_700_000_000
