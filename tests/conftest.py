@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-
 from ledger.chain import BlockResult, build_block, build_genesis
 from ledger.network import Agency, demo_agency, genesis_tx, governance_tx
 from ledger.state import Registry
