@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from chaincheck import check_chain
 
 from ledger.store import Store
@@ -54,11 +55,21 @@ def _kill_later(proc: subprocess.Popen[str], delay: float) -> list[tuple[bytes, 
 
 
 def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    rng = random.Random(9162)
+    _crash_rounds(tmp_path, ROUNDS, seed=9162)
+
+
+@pytest.mark.slow
+def test_sigkill_long_haul(tmp_path: Path) -> None:
+    """The same with 150 kills (about 3 minutes): run with scripts/test --slow."""
+    _crash_rounds(tmp_path, 150, seed=6962)
+
+
+def _crash_rounds(tmp_path: Path, rounds: int, seed: int) -> None:
+    rng = random.Random(seed)
     data = tmp_path / "ledger"
     all_acked: list[tuple[bytes, int]] = []
     sizes = []
-    for round_no in range(ROUNDS):
+    for round_no in range(rounds):
         acked = _run_and_kill(data, start=round_no * 1_000_000, delay=rng.uniform(0.0, 0.6))
         all_acked.extend(acked)
         with Store(data) as store:  # reopening checks the head against the Merkle root
@@ -66,5 +77,5 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
                 assert store.tx_location(txid) is not None, f"acknowledged tx {txid.hex()} lost"
                 assert store.tx_location(txid)[0] == index  # type: ignore[index]
             sizes.append(check_chain(store))
-    assert len(all_acked) > ROUNDS, "the child acknowledged too little to test anything"
+    assert len(all_acked) > rounds, "the child acknowledged too little to test anything"
     assert sizes == sorted(sizes), "the log shrank across a restart"
