@@ -60,7 +60,7 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_sigkill_long_haul(tmp_path: Path) -> None:
-    """The same with 150 kills (about 3 minutes): run with scripts/test --slow."""
+    """The same with 150 kills (several minutes): run with scripts/test --slow."""
     _crash_rounds(tmp_path, 150, seed=6962)
 
 
