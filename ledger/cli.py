@@ -1,5 +1,5 @@
 """Command lines of the core package: ``ledger`` (verifying officials, auditors) and ``agency``
-(issuing agencies). Subcommands whose capability is not built yet say so and exit 2.
+(issuing agencies).
 
 Exit codes: 0 done (``ledger verify``: verified); 1 refused or failed (a rejection, a claim that
 does not fit its type, a wrong passphrase, a presentation that does not verify); 2 bad input
@@ -61,11 +61,6 @@ err = Console(stderr=True)
 
 DataArg = Annotated[Path, typer.Argument(help="A node's data folder or its LevelDB store.",
                                          exists=True, file_okay=False)]
-
-
-def _not_yet(what: str) -> None:
-    err.print(f"[yellow]not built yet:[/] {what}. Nothing was done.")
-    raise typer.Exit(2)
 
 
 def _open(data: Path) -> Store:
@@ -453,10 +448,184 @@ def snapshot(
                        f"{len(blob)} bytes → {out_file}"), soft_wrap=True)
 
 
+def _progress_bar(enabled: bool) -> Any:
+    """A rich progress bar (blocks, txs, rate, time left) on a terminal; a no-op otherwise."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    class _Bar:
+        def __init__(self) -> None:
+            self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                              MofNCompleteColumn(), TextColumn("blocks, {task.fields[txs]} txs"),
+                              TextColumn("{task.fields[rate]} txs/s"),
+                              TimeRemainingColumn(), console=err,
+                              disable=not (enabled and err.is_terminal))
+            self.task = self.p.add_task("replay", total=None, txs=0, rate="-")
+            self.start = time.monotonic()
+
+        def __enter__(self) -> _Bar:
+            self.p.__enter__()
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.p.__exit__(None, None, None)
+
+        def __call__(self, done: int, total: int, txs: int) -> None:
+            spent = max(time.monotonic() - self.start, 1e-6)
+            self.p.update(self.task, completed=done, total=total, txs=txs,
+                          rate=f"{txs / spent:,.0f}")
+
+    return _Bar()
+
+
 @ledger_app.command()
-def audit() -> None:
-    """Replay a chain from genesis and report any broken block (auditor issue #7)."""
-    _not_yet("`ledger audit` arrives with the auditor's tools issue")
+def export(
+    data: DataArg,
+    out_file: Annotated[Path, typer.Option("--out", help="Where to write the archive.")],
+    as_json: AsJson = False,
+) -> None:
+    """Write a portable archive of the whole chain (blocks, transactions, checkpoints)."""
+    from ledger.archive import ArchiveError, export_archive
+
+    _check_out(out_file)
+    tmp = out_file.with_name(f".{out_file.name}.tmp")
+    with _open(data) as store, _progress_bar(not as_json) as bar:
+        try:
+            with tmp.open("wb") as f:
+                summary = export_archive(store, f, progress=bar)
+                f.flush()
+                os.fsync(f.fileno())
+        except (ArchiveError, LedgerError) as e:
+            tmp.unlink(missing_ok=True)
+            _fail(f"cannot export: {e}")
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            _fail(f"cannot write {out_file}: {e.strerror or e}", 2)
+    tmp.replace(out_file)
+    result = {"file": str(out_file), "network": summary.network, "blocks": summary.blocks,
+              "txs": summary.txs, "checkpoints": summary.checkpoints,
+              "sha256": summary.sha256.hex(), "bytes": summary.bytes}
+    if as_json:
+        print(json.dumps(result))
+    else:
+        out.print(Text(f"archived {summary.blocks} blocks, {summary.txs} transactions, "
+                       f"{summary.checkpoints} checkpoints of {summary.network!r} → {out_file} "
+                       f"({summary.bytes} bytes, checksum {summary.sha256.hex()})"),
+                  soft_wrap=True)
+
+
+@ledger_app.command("import")
+def import_(
+    archive: Annotated[Path, typer.Argument(help="The archive file.", exists=True,
+                                            dir_okay=False)],
+    data: Annotated[Path, typer.Option("--data", help="The NEW store folder to build.")],
+    as_json: AsJson = False,
+) -> None:
+    """Rebuild a store from an archive by replaying and verifying every block and checkpoint."""
+    from ledger.archive import ArchiveError, import_archive
+
+    if data.exists():
+        _fail(f"{data} already exists: import builds a new store", 2)
+    if not data.parent.is_dir():
+        _fail(f"cannot create {data}: its parent folder does not exist", 2)
+    try:
+        with archive.open("rb") as f, _progress_bar(not as_json) as bar:
+            new_head = import_archive(f, data, progress=bar)
+    except OSError as e:
+        _fail(f"cannot read {archive}: {e.strerror or e}", 2)
+    except ArchiveError as e:
+        _fail(f"refused: {e}")
+    except LedgerError as e:
+        _fail(f"refused: {e}")
+    result = {"data": str(data), "height": new_head.height, "hash": new_head.hash.hex(),
+              "log_size": new_head.log_size, "log_root": new_head.log_root.hex()}
+    if as_json:
+        print(json.dumps(result))
+    else:
+        out.print(Text(f"imported and verified {new_head.height + 1} blocks "
+                       f"({new_head.log_size} transactions) into {data}; head "
+                       f"{new_head.hash.hex()}"), soft_wrap=True)
+
+
+@ledger_app.command()
+def audit(
+    data: Annotated[Path | None, typer.Argument(
+        help="A node's data folder or its LevelDB store.", file_okay=False)] = None,
+    archive: Annotated[Path | None, typer.Option("--archive", help="Audit an archive file "
+                                                 "instead of a store.", dir_okay=False)] = None,
+    as_json: AsJson = False,
+    statement_key: Annotated[Path | None, typer.Option(
+        "--statement-key", help="The auditor's key file: sign an audit statement.")] = None,
+    statement_out: Annotated[Path | None, typer.Option(
+        "--statement-out", help="Where to write the signed audit statement.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="Signature-checking processes (default: one per core; 0: in this process).",
+        min=0, max=256)] = None,
+) -> None:
+    """Replay a chain from genesis and report the first broken block, tx or checkpoint.
+
+    Exit 0: clean; 1: something is broken (the report names it); 2: the source cannot be read.
+    """
+    from ledger.audit import AuditError, sign_statement
+    from ledger.audit import audit as run_audit
+
+    if (data is None) == (archive is None):
+        _fail("give exactly one of DATA (a store) or --archive FILE", 2)
+    if (statement_key is None) != (statement_out is None):
+        _fail("--statement-key and --statement-out go together", 2)
+    source = data if data is not None else archive
+    if source is None or not source.exists():
+        _fail(f"{source} does not exist", 2)
+    key = None
+    if statement_key is not None and statement_out is not None:
+        _check_out(statement_out)
+        key = _load_key(statement_key, _passphrase())
+    n = (os.cpu_count() or 1) if workers is None else workers
+    try:
+        with _progress_bar(not as_json) as bar:
+            report = run_audit(source, now=_now(), progress=bar, workers=n if n > 1 else 0)
+    except AuditError as e:
+        _fail(str(e), 2)
+    if key is not None and statement_out is not None:
+        _write_file(statement_out, sign_statement(report, key), 0o644)
+    if as_json:
+        print(json.dumps(report.to_json(), sort_keys=True, ensure_ascii=False))
+    else:
+        _print_audit(report, statement_out if key is not None else None)
+    if not report.clean:
+        raise typer.Exit(1)
+
+
+def _print_audit(report: Any, statement: Path | None) -> None:
+    table = Table(title=f"Audit of {report.source_kind} {report.source}", title_justify="left")
+    table.add_column("item")
+    table.add_column("value", overflow="fold")
+    table.add_row("network", Text(str(report.network)))
+    table.add_row("blocks checked", f"{report.blocks_checked} of {report.blocks_total}")
+    table.add_row("transactions checked", str(report.txs_checked))
+    table.add_row("checkpoints checked", str(report.checkpoints_checked))
+    table.add_row("by type", Text(", ".join(f"{k} {v}" for k, v in
+                                            sorted(report.tx_types.items()))))
+    table.add_row("by agency", Text(", ".join(f"{k} {v}" for k, v in
+                                              sorted(report.agencies.items()))))
+    if report.head is not None:
+        table.add_row("head", f"height {report.head.height}, {report.head.hash.hex()}")
+    out.print(table)
+    for p in report.problems:
+        out.print(Text(f"BROKEN {p}", style="bold red"), soft_wrap=True)
+    for eq in report.equivocations:
+        out.print(Text(f"EQUIVOCATION at size {eq.size}: roots {eq.root_a.hex()} "
+                       f"({', '.join(sorted(eq.signers_a))}) and {eq.root_b.hex()} "
+                       f"({', '.join(sorted(eq.signers_b))})", style="bold red"), soft_wrap=True)
+    if statement is not None:
+        out.print(Text(f"signed audit statement → {statement}"), soft_wrap=True)
+    out.print(Text("CLEAN", style="bold green") if report.clean else
+              Text("NOT CLEAN", style="bold red"))
 
 
 # -- agency: issuing agencies -------------------------------------------------------------------

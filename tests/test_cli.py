@@ -95,8 +95,7 @@ def test_tampered_store_is_refused(demo: Path, tmp_path: Path) -> None:
     assert "does not match its Merkle log" in r.stderr
 
 
-@pytest.mark.parametrize("argv", [["ledger-node", "cluster"], ["ledger-node", "pki"],
-                                  ["ledger", "audit"]])
+@pytest.mark.parametrize("argv", [["ledger-node", "cluster"], ["ledger-node", "pki"]])
 def test_unbuilt_commands_say_so_and_fail(argv: list[str]) -> None:
     r = _run(*argv)
     assert r.returncode == 2

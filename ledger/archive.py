@@ -1,0 +1,583 @@
+"""A portable, self-describing, streamed archive of a chain, and its replay.
+
+An archive does not depend on LevelDB's format: it holds only the bytes that the chain commits to.
+It is a sequence of *frames*; each frame is::
+
+    be32(length) ‖ record (canonical msgpack, ``length`` bytes) ‖ digest (32 bytes)
+    digest = SHA-256(previous frame's digest ‖ be32(length) ‖ record)   (the first: over 32 zeros)
+
+so the running checksum pins every frame to all the frames before it and a reader finds a changed,
+missing, repeated or reordered frame at that frame, while streaming. The records::
+
+    0       {"kind": "header", "magic": "credledger-archive", "v": 1, "network": str,
+             "blocks": int, "log_size": int}
+    1..n    {"kind": "block", "height": int, "header": bytes, "txs": [bytes, ...],
+             "checkpoints": [bytes, ...]}       one per block, in height order; ``checkpoints``
+                                                holds the stored checkpoint text for the block's
+                                                log size, if any
+    n+1     {"kind": "trailer", "blocks": int, "txs": int, "checkpoints": int,
+             "sha256": bytes}                   ``sha256`` = the digest of frame n
+
+A checksum is not a signature: anyone can rewrite an archive with fresh checksums. Trust comes from
+the replay (:class:`Replayer`): every block is rebuilt from its transactions with
+:func:`ledger.chain.build_genesis` / :func:`ledger.chain.build_block` (signatures, registry rules
+as of that height) and must equal the archived header byte for byte, and every checkpoint must be
+final (a quorum of the agencies in force) for the replayed root.
+
+Errors::
+
+    LedgerError
+    └── ArchiveError     an archive that is malformed, truncated, fails its checksum, or does not
+        │                replay (``record`` names the frame, ``height`` the block, when known)
+        └── ReplayError  a block, transaction or checkpoint that does not replay; carries
+                         ``kind``, ``height``, ``tx_index``, ``txid``, ``reason``, ``expected``,
+                         ``found``
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import struct
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from ledger import codec
+from ledger.block import BlockHeader
+from ledger.chain import (
+    BlockResult,
+    Head,
+    block_key,
+    build_block,
+    build_genesis,
+    checkpoint_key,
+    entry_key,
+)
+from ledger.checkpoint import SignedCheckpoint
+from ledger.errors import CheckpointError, DecodeError, LedgerError, TxRejected
+from ledger.finality import verify_final
+from ledger.state import Registry
+from ledger.store import Store
+from ledger.tx import Tx
+
+__all__ = [
+    "MAGIC",
+    "ArchiveError",
+    "BlockRecord",
+    "ExportSummary",
+    "ReplayError",
+    "Replayer",
+    "export_archive",
+    "import_archive",
+    "read_archive",
+    "write_archive",
+]
+
+MAGIC = "credledger-archive"
+VERSION = 1
+MAX_RECORD = 256 << 20
+"""Largest frame accepted: a block of a few thousand 64 KiB transactions fits."""
+_MAX_TXS = 1 << 20
+_LEN = struct.Struct(">I")
+_ZERO = bytes(32)
+
+Progress = Callable[[int, int, int], None]
+"""``progress(blocks_done, blocks_total, txs_done)``."""
+
+
+class ArchiveError(LedgerError):
+    """An archive is malformed, truncated, fails its checksum, or does not replay."""
+
+    def __init__(self, message: str, *, record: int | None = None,
+                 height: int | None = None) -> None:
+        self.record = record
+        self.height = height
+        self.reason = message
+        where = []
+        if record is not None:
+            where.append(f"record {record}")
+        if height is not None:
+            where.append(f"block {height}")
+        super().__init__(f"archive {', '.join(where)}: {message}" if where else message)
+
+
+class ReplayError(ArchiveError):
+    """A block, transaction or checkpoint that does not replay (expected = what replay gives)."""
+
+    def __init__(self, kind: str, height: int, reason: str, *, tx_index: int | None = None,
+                 txid: bytes | None = None, expected: str | None = None,
+                 found: str | None = None, record: int | None = None) -> None:
+        self.kind = kind
+        self.tx_index = tx_index
+        self.txid = txid
+        self.expected = expected
+        self.found = found
+        detail = reason
+        if tx_index is not None:
+            detail = f"tx {tx_index}: {detail}"
+        if expected is not None or found is not None:
+            detail += f" (expected {expected}, found {found})"
+        super().__init__(detail, record=record, height=height)
+        self.reason = reason
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "height": self.height, "tx_index": self.tx_index,
+                "txid": None if self.txid is None else self.txid.hex(), "record": self.record,
+                "reason": self.reason, "expected": self.expected, "found": self.found}
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRecord:
+    """One block as archived or stored: *unverified* header, envelope and checkpoint bytes."""
+
+    height: int
+    unverified_header: bytes
+    unverified_txs: tuple[bytes, ...]
+    unverified_checkpoints: tuple[bytes, ...] = ()
+    record: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExportSummary:
+    network: str
+    blocks: int
+    txs: int
+    checkpoints: int
+    sha256: bytes
+    bytes: int
+
+
+# -- framing ---------------------------------------------------------------------------------
+
+
+class _Writer:
+    def __init__(self, out: BinaryIO) -> None:
+        self._out = out
+        self.digest = _ZERO
+        self.size = 0
+
+    def put(self, record: dict[str, Any]) -> None:
+        body = codec.encode(record)
+        if len(body) > MAX_RECORD:
+            raise ArchiveError(f"a record of {len(body)} bytes is over {MAX_RECORD}")
+        prefix = _LEN.pack(len(body))
+        self.digest = hashlib.sha256(self.digest + prefix + body).digest()
+        self._out.write(prefix + body + self.digest)
+        self.size += len(prefix) + len(body) + 32
+
+
+def _read_exact(src: BinaryIO, n: int, record: int, what: str) -> bytes:
+    chunks = []
+    left = n
+    while left:
+        got = src.read(min(left, 1 << 20))
+        if not got:
+            raise ArchiveError(f"truncated: {what} ends after {n - left} of {n} bytes",
+                               record=record)
+        chunks.append(got)
+        left -= len(got)
+    return b"".join(chunks)
+
+
+def _frames(unverified: BinaryIO) -> Iterator[tuple[int, dict[str, Any], bytes]]:
+    """(record number, decoded record, digest before it), checking each frame's checksum."""
+    digest = _ZERO
+    n = 0
+    while True:
+        prefix = unverified.read(_LEN.size)
+        if not prefix:
+            return
+        if len(prefix) < _LEN.size:
+            prefix += _read_exact(unverified, _LEN.size - len(prefix), n, "the length prefix")
+        (length,) = _LEN.unpack(prefix)
+        if length > MAX_RECORD:
+            raise ArchiveError(f"length {length} is over the {MAX_RECORD}-byte limit", record=n)
+        body = _read_exact(unverified, length, n, "the record")
+        stored = _read_exact(unverified, 32, n, "the checksum")
+        computed = hashlib.sha256(digest + prefix + body).digest()
+        if computed != stored:
+            raise ArchiveError(f"checksum mismatch: expected {computed.hex()}, found "
+                               f"{stored.hex()}", record=n)
+        try:
+            value = codec.decode(body, max_size=MAX_RECORD, what=f"record {n}")
+        except DecodeError as e:
+            raise ArchiveError(str(e), record=n) from e
+        if not isinstance(value, dict):
+            raise ArchiveError("a record is a map", record=n)
+        yield n, value, digest
+        digest = computed
+        n += 1
+
+
+@dataclass
+class ArchiveHeader:
+    network: str
+    blocks: int
+    log_size: int
+
+
+@dataclass
+class _Reader:
+    """Iterates the block records of an archive; the header is read on construction."""
+
+    src: BinaryIO
+    header: ArchiveHeader = field(init=False)
+    _it: Iterator[tuple[int, dict[str, Any], bytes]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._it = _frames(self.src)
+        first = next(self._it, None)
+        if first is None:
+            raise ArchiveError("empty file: not an archive", record=0)
+        _, rec, _ = first
+        try:
+            f = codec.Fields(rec, "header")
+            f.str("kind", choices=frozenset({"header"}))
+            if f.str("magic", max_len=64) != MAGIC:
+                raise ArchiveError("not a credledger archive (bad magic)", record=0)
+            f.int("v", lo=VERSION, hi=VERSION)
+            self.header = ArchiveHeader(f.str("network", max_len=64), f.int("blocks", lo=1),
+                                        f.int("log_size", lo=1))
+            f.done()
+        except DecodeError as e:
+            raise ArchiveError(str(e), record=0) from e
+
+    def blocks(self) -> Iterator[BlockRecord]:
+        try:
+            yield from self._blocks()
+        except ArchiveError as e:
+            if e.height is not None or e.record is None or not 1 <= e.record <= self.header.blocks:
+                raise
+            raise ArchiveError(e.reason, record=e.record, height=e.record - 1) from e
+
+    def _blocks(self) -> Iterator[BlockRecord]:
+        txs = checkpoints = 0
+        expected_height = 0
+        for n, rec, digest in self._it:
+            try:
+                f = codec.Fields(rec, f"record {n}")
+                kind = f.str("kind", choices=frozenset({"block", "trailer"}))
+                if kind == "trailer":
+                    counts = (f.int("blocks", lo=0), f.int("txs", lo=0),
+                              f.int("checkpoints", lo=0))
+                    sha = f.bytes("sha256", size=32)
+                    f.done()
+                    have = (expected_height, txs, checkpoints)
+                    if counts != have or expected_height != self.header.blocks:
+                        raise ArchiveError(f"trailer counts (blocks, txs, checkpoints) "
+                                           f"{counts}, header blocks {self.header.blocks}, "
+                                           f"found {have}", record=n)
+                    if sha != digest:
+                        raise ArchiveError(f"trailer checksum: expected {digest.hex()}, "
+                                           f"found {sha.hex()}", record=n)
+                    if self.src.read(1):
+                        raise ArchiveError("bytes after the trailer", record=n + 1)
+                    return
+                height = f.int("height", lo=0)
+                header = f.bytes("header", max_len=4096)
+                items = f.list("txs", max_len=_MAX_TXS)
+                cps = f.list("checkpoints", max_len=16)
+                f.done()
+            except DecodeError as e:
+                raise ArchiveError(str(e), record=n, height=expected_height) from e
+            if height != expected_height:
+                raise ArchiveError(f"block records out of order: expected height "
+                                   f"{expected_height}, found {height}", record=n,
+                                   height=expected_height)
+            if not all(type(x) is bytes for x in (*items, *cps)):
+                raise ArchiveError("txs and checkpoints are bytes", record=n, height=height)
+            txs += len(items)
+            checkpoints += len(cps)
+            expected_height += 1
+            yield BlockRecord(height, header, tuple(items), tuple(cps), record=n)
+        raise ArchiveError(f"truncated: no trailer after {expected_height} block record(s)",
+                           record=expected_height + 1)
+
+
+def read_archive(unverified: BinaryIO) -> tuple[ArchiveHeader, Iterator[BlockRecord]]:
+    """The archive's header and an iterator over its block records (checksums checked as read).
+
+    The iterator raises :class:`ArchiveError` on a bad frame, a bad trailer or truncation.
+    """
+    reader = _Reader(unverified)
+    return reader.header, reader.blocks()
+
+
+def write_archive(out: BinaryIO, network: str, log_size: int,
+                  blocks: Sequence[BlockRecord]) -> ExportSummary:
+    """Write ``blocks`` as an archive (used by export, and by tests to build bad archives)."""
+    w = _Writer(out)
+    w.put({"kind": "header", "magic": MAGIC, "v": VERSION, "network": network,
+           "blocks": len(blocks), "log_size": log_size})
+    txs = cps = 0
+    for b in blocks:
+        w.put(_block_record(b))
+        txs += len(b.unverified_txs)
+        cps += len(b.unverified_checkpoints)
+    return _finish(w, network, len(blocks), txs, cps)
+
+
+def _block_record(b: BlockRecord) -> dict[str, Any]:
+    return {"kind": "block", "height": b.height, "header": b.unverified_header,
+            "txs": list(b.unverified_txs), "checkpoints": list(b.unverified_checkpoints)}
+
+
+def _finish(w: _Writer, network: str, blocks: int, txs: int, cps: int) -> ExportSummary:
+    sha = w.digest
+    w.put({"kind": "trailer", "blocks": blocks, "txs": txs, "checkpoints": cps, "sha256": sha})
+    return ExportSummary(network, blocks, txs, cps, sha, w.size)
+
+
+def export_archive(store: Store, out: BinaryIO,
+                   progress: Progress | None = None) -> ExportSummary:
+    """Stream every block of ``store`` (raw stored bytes) into ``out`` as an archive."""
+    head, registry = store.head, store.registry
+    if head is None or registry is None:
+        raise ArchiveError("the store holds no chain")
+    w = _Writer(out)
+    total = head.height + 1
+    w.put({"kind": "header", "magic": MAGIC, "v": VERSION, "network": registry.network,
+           "blocks": total, "log_size": head.log_size})
+    txs = cps = 0
+    for height in range(total):
+        raw = store.get(block_key(height))
+        if raw is None:
+            raise ArchiveError(f"the store has no block {height}", height=height)
+        header = BlockHeader.from_bytes(raw)
+        entries = []
+        for i in range(header.first_index, header.log_size):
+            e = store.get(entry_key(i))
+            if e is None:
+                raise ArchiveError(f"the store has no log entry {i}", height=height)
+            entries.append(e)
+        cp = store.get(checkpoint_key(header.log_size))
+        checkpoints = () if cp is None else (cp,)
+        w.put(_block_record(BlockRecord(height, raw, tuple(entries), checkpoints)))
+        txs += len(entries)
+        cps += len(checkpoints)
+        if progress is not None:
+            progress(height + 1, total, txs)
+    return _finish(w, registry.network, total, txs, cps)
+
+
+# -- replay ------------------------------------------------------------------------------------
+
+
+def _header_diff(expected: BlockHeader, unverified: bytes) -> tuple[str, str, str]:
+    """(field, expected, found) of the first header field that differs from the rebuilt one."""
+    try:
+        found = BlockHeader.from_bytes(unverified)
+    except DecodeError as e:
+        return "bytes", expected.to_bytes().hex(), f"undecodable header ({e})"
+    want, got = expected.to_json(), found.to_json()
+    for name in ("v", "net", "height", "prev_hash", "time", "first_index", "tx_count",
+                 "log_size", "log_root"):
+        if want[name] != got[name]:
+            return name, str(want[name]), str(got[name])
+    return "bytes", expected.to_bytes().hex(), unverified.hex()
+
+
+Checked = Sequence[tuple[Tx, bool] | str]
+"""Per envelope of a block: the parsed Tx and whether its signatures were confirmed, or the
+parse error's text (see :mod:`ledger.sigcheck`)."""
+
+
+def parse_envelopes(raws: Sequence[bytes]) -> list[tuple[Tx, bool] | str]:
+    """Strict parse of each envelope, in this process (signatures left to the state machine)."""
+    out: list[tuple[Tx, bool] | str] = []
+    for raw in raws:
+        try:
+            out.append((Tx.from_bytes(raw), False))
+        except DecodeError as e:
+            out.append(str(e))
+    return out
+
+
+class Replayer:
+    """Rebuilds a chain block by block into ``store`` (a new, empty store) and checks each block.
+
+    :meth:`apply` raises :class:`ReplayError` on the first thing that does not replay and leaves
+    the store at the last good block; checkpoint problems are raised *after* the block is written
+    (the chain itself is intact), so a caller may record them and go on.
+    """
+
+    def __init__(self, store: Store) -> None:
+        if store.head is not None:
+            raise ArchiveError("replay needs an empty store")
+        self.store = store
+        self.txs = 0
+        self.checkpoints: list[tuple[int, SignedCheckpoint, Registry, int]] = []
+        """(height, verified checkpoint, registry at that height, block time)."""
+        self.on_tx: Callable[[Tx, Registry], None] | None = None
+
+    @property
+    def registry(self) -> Registry | None:
+        return self.store.registry
+
+    def apply(self, rec: BlockRecord, checked: Checked | None = None,
+              compare: Callable[[bytes], bytes | None] | None = None) -> BlockResult:
+        """Replay one block; ``compare(key)`` (optional) reads the audited store's record."""
+        head = self.store.head
+        expected_height = 0 if head is None else head.height + 1
+        if rec.height != expected_height:
+            raise ReplayError("block", expected_height, "block missing or out of order",
+                              expected=str(expected_height), found=str(rec.height),
+                              record=rec.record)
+        parsed = list(checked) if checked is not None else parse_envelopes(rec.unverified_txs)
+        txs: list[Tx] = []
+        flags: list[bool] = []
+        first = 0 if head is None else head.log_size
+        for i, p in enumerate(parsed):
+            if isinstance(p, str):
+                raise ReplayError("tx", rec.height, f"envelope does not parse: {p}",
+                                  tx_index=first + i, record=rec.record)
+            txs.append(p[0])
+            flags.append(p[1])
+        if not txs:
+            raise ReplayError("block", rec.height, "a block holds at least one transaction",
+                              record=rec.record)
+        try:
+            unverified = BlockHeader.from_bytes(rec.unverified_header)
+        except DecodeError as e:
+            raise ReplayError("block", rec.height, f"header does not decode: {e}",
+                              record=rec.record) from e
+        result = self._build(rec, head, txs, flags, unverified.time, first)
+        if result.header is None or result.head is None:  # _build raised for every rejection
+            raise ReplayError("block", rec.height, "no transaction was accepted",
+                              record=rec.record)
+        if result.header.to_bytes() != rec.unverified_header:
+            name, want, got = _header_diff(result.header, rec.unverified_header)
+            raise ReplayError("block", rec.height, f"header field {name} differs from the "
+                              "replay", expected=want, found=got, record=rec.record)
+        if compare is not None:
+            for key in sorted(result.writes):
+                if key[:1] in b"betnr" and compare(key) != result.writes[key]:
+                    have = compare(key)
+                    raise ReplayError("block", rec.height, f"stored record {key[:1].decode()}/"
+                                      f"{key[1:].hex()} differs from the replay",
+                                      expected=result.writes[key].hex()[:128],
+                                      found=None if have is None else have.hex()[:128],
+                                      record=rec.record)
+        registry = result.registry
+        if self.on_tx is not None:
+            for tx, _ in result.accepted:
+                self.on_tx(tx, registry)
+        extra: dict[bytes, bytes] = {}
+        problem: ReplayError | None = None
+        for text in rec.unverified_checkpoints:
+            try:
+                self._checkpoint(rec, result.head, registry, text)
+                extra[checkpoint_key(result.head.log_size)] = text
+            except ReplayError as e:
+                problem = problem or e
+        self.store.write_block(result, extra)
+        self.txs += len(result.accepted)
+        if problem is not None:
+            raise problem
+        return result
+
+    def _build(self, rec: BlockRecord, head: Head | None, txs: list[Tx], flags: list[bool],
+               time: int, first: int) -> BlockResult:
+        if head is None:
+            if len(txs) != 1:
+                raise ReplayError("block", 0, "block 0 holds the genesis alone",
+                                  expected="1 transaction", found=f"{len(txs)} transactions",
+                                  record=rec.record)
+            try:
+                return build_genesis(txs[0])
+            except TxRejected as e:
+                raise ReplayError("tx", 0, f"genesis rejected ({e.code}): {e.message}",
+                                  tx_index=0, txid=txs[0].txid, record=rec.record) from e
+        registry = self.store.registry
+        if registry is None:
+            raise ArchiveError("the replay store has a head but no registry")
+        result = build_block(head, registry, self.store, self.store.frontier, txs, time,
+                             checked=flags)
+        for tx, why in result.rejected:
+            i = next(n for n, t in enumerate(txs) if t is tx)
+            raise ReplayError("tx", rec.height, f"rejected by the state machine ({why.code}): "
+                              f"{why.message}", tx_index=first + i, txid=tx.txid,
+                              record=rec.record)
+        for tx, at, h in result.duplicates:
+            i = next(n for n, t in enumerate(txs) if t is tx)
+            raise ReplayError("tx", rec.height, f"repeats the transaction at index {at} "
+                              f"(block {h})", tx_index=first + i, txid=tx.txid,
+                              record=rec.record)
+        return result
+
+    def _checkpoint(self, rec: BlockRecord, head: Head, registry: Registry,
+                    text: bytes) -> None:
+        try:
+            signed = SignedCheckpoint.from_text(text)
+        except CheckpointError as e:
+            raise ReplayError("checkpoint", rec.height, f"checkpoint does not parse: {e}",
+                              record=rec.record) from e
+        cp = signed.checkpoint
+        if cp.size != head.log_size or cp.root != head.log_root:
+            raise ReplayError("checkpoint", rec.height, "checkpoint is not for the replayed "
+                              "tree head", expected=f"{head.log_size} {head.log_root.hex()}",
+                              found=f"{cp.size} {cp.root.hex()}", record=rec.record)
+        try:
+            verify_final(signed, registry, head.time)
+        except CheckpointError as e:
+            raise ReplayError("checkpoint", rec.height, f"checkpoint is not final: {e}",
+                              record=rec.record) from e
+        self.checkpoints.append((rec.height, signed, registry, head.time))
+
+
+# -- import ------------------------------------------------------------------------------------
+
+
+def _temp_beside(target: Path) -> Path:
+    return target.with_name(f".{target.name}.importing-{os.urandom(4).hex()}")
+
+
+def import_archive(src: BinaryIO, store_path: Path | str,
+                   progress: Progress | None = None) -> Head:
+    """Rebuild a store at ``store_path`` (which must not exist) by replaying the archive.
+
+    Builds in a temporary folder beside it and renames it into place only when every block,
+    checkpoint and the trailer checked out; on any error nothing is left behind.
+    """
+    target = Path(store_path)
+    if target.exists():
+        raise ArchiveError(f"{target} already exists: import builds a new store")
+    if not target.parent.is_dir():
+        raise ArchiveError(f"{target.parent} is not a folder")
+    tmp = _temp_beside(target)
+    try:
+        head = _import_into(src, tmp, progress)
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return head
+
+
+def _import_into(src: BinaryIO, tmp: Path, progress: Progress | None) -> Head:
+    header, blocks = read_archive(src)
+    with Store(tmp) as store:
+        replayer = Replayer(store)
+        _replay_all(replayer, blocks, header.blocks, progress)
+        head = store.head
+        if head is None:
+            raise ArchiveError("the archive holds no block")
+        if store.registry is None or store.registry.network != header.network:
+            found = None if store.registry is None else store.registry.network
+            raise ArchiveError(f"archive header names network {header.network!r}, the chain "
+                               f"is {found!r}", record=0)
+        if head.log_size != header.log_size:
+            raise ArchiveError(f"archive header says log size {header.log_size}, the replayed "
+                               f"log has {head.log_size}", record=0)
+        return head
+
+
+def _replay_all(replayer: Replayer, blocks: Iterable[BlockRecord], total: int,
+                progress: Progress | None) -> None:
+    for rec in blocks:
+        replayer.apply(rec)
+        if progress is not None and replayer.store.head is not None:
+            progress(replayer.store.head.height + 1, total, replayer.txs)

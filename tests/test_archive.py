@@ -1,0 +1,277 @@
+"""Archives: export → import round trip, and every kind of damage refused at the right record."""
+
+from __future__ import annotations
+
+import io
+import random
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import plyvel
+import pytest
+
+from ledger.archive import (
+    ArchiveError,
+    BlockRecord,
+    ReplayError,
+    export_archive,
+    import_archive,
+    read_archive,
+    write_archive,
+)
+from ledger.audit import audit
+from ledger.checkpoint import Checkpoint, SignedCheckpoint
+from ledger.keys import PrivateKey
+from ledger.store import Store
+
+PASS = b"archive-test-passphrase"
+T0 = 1_767_225_600
+
+
+def make_demo(path: Path) -> Path:
+    import itertools
+
+    from rich.console import Console
+
+    from node.demo import run_demo
+
+    ticks = itertools.count(T0, 7)
+    run_demo(path, PASS, clock=lambda: next(ticks), console=Console(file=io.StringIO()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_demo(tmp_path_factory.mktemp("archive") / "demo")
+
+
+@pytest.fixture(scope="module")
+def archive_bytes(demo: Path) -> bytes:
+    buf = io.BytesIO()
+    with Store(demo / "ledger", create=False) as store:
+        export_archive(store, buf)
+    return buf.getvalue()
+
+
+def _records(data: bytes) -> list[BlockRecord]:
+    _, blocks = read_archive(io.BytesIO(data))
+    return list(blocks)
+
+
+def _frame_bounds(data: bytes) -> list[tuple[int, int]]:
+    """[start, end) of each frame (length prefix, record, checksum)."""
+    out, pos = [], 0
+    while pos < len(data):
+        n = int.from_bytes(data[pos:pos + 4], "big")
+        out.append((pos, pos + 4 + n + 32))
+        pos += 4 + n + 32
+    return out
+
+
+def _rewrite(data: bytes, change: Callable[[list[BlockRecord]], list[BlockRecord]]) -> bytes:
+    """The archive with its block records changed and *fresh, valid* checksums everywhere."""
+    header, blocks = read_archive(io.BytesIO(data))
+    buf = io.BytesIO()
+    write_archive(buf, header.network, header.log_size, change(list(blocks)))
+    return buf.getvalue()
+
+
+def _import(data: bytes, target: Path) -> None:
+    import_archive(io.BytesIO(data), target)
+
+
+def _dump(path: Path) -> dict[bytes, bytes]:
+    db = plyvel.DB(str(path), create_if_missing=False)
+    try:
+        return {bytes(k): bytes(v) for k, v in db.iterator()}
+    finally:
+        db.close()
+
+
+def test_round_trip_identical_store(demo: Path, archive_bytes: bytes, tmp_path: Path) -> None:
+    target = tmp_path / "imported"
+    head = import_archive(io.BytesIO(archive_bytes), target)
+    with Store(demo / "ledger", create=False) as original:
+        assert head == original.head
+    # Every record (blocks, entries, tx index, Merkle nodes, registry, checkpoints, state, head)
+    # is byte for byte the original's.
+    assert _dump(target) == _dump(demo / "ledger")
+    assert [p.name for p in tmp_path.iterdir()] == ["imported"]
+
+
+def test_export_is_deterministic(demo: Path, archive_bytes: bytes) -> None:
+    buf = io.BytesIO()
+    with Store(demo / "ledger", create=False) as store:
+        summary = export_archive(store, buf)
+    assert buf.getvalue() == archive_bytes
+    assert (summary.blocks, summary.txs, summary.checkpoints) == (11, 19, 10)
+    assert summary.bytes == len(archive_bytes)
+
+
+def test_import_refuses_an_existing_folder(archive_bytes: bytes, tmp_path: Path) -> None:
+    (tmp_path / "there").mkdir()
+    with pytest.raises(ArchiveError, match="already exists"):
+        _import(archive_bytes, tmp_path / "there")
+
+
+def test_flipped_bytes_are_refused_at_their_record(archive_bytes: bytes, tmp_path: Path) -> None:
+    bounds = _frame_bounds(archive_bytes)
+    rng = random.Random(20260101)
+    for round_ in range(60):
+        pos = rng.randrange(len(archive_bytes))
+        bad = bytearray(archive_bytes)
+        bad[pos] ^= 1 << rng.randrange(8)
+        record = next(i for i, (a, b) in enumerate(bounds) if a <= pos < b)
+        target = tmp_path / f"r{round_}"
+        with pytest.raises(ArchiveError) as info:
+            _import(bytes(bad), target)
+        assert info.value.record == record, (pos, str(info.value))
+        assert not target.exists()
+        assert [p for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+        arc = tmp_path / "bad.arc"
+        arc.write_bytes(bytes(bad))
+        if record == 0:  # the header frame: the source is not a readable archive at all
+            continue
+        report = audit(arc, now=T0)
+        assert not report.clean
+        broken = report.first_broken
+        assert broken is not None
+        assert broken.record == record, (pos, str(broken))
+        if 1 <= record < len(bounds) - 1:
+            assert broken.height == record - 1
+
+
+@pytest.mark.parametrize("cut", [1, 3, 40, 200, -33, -1])
+def test_truncated_archive_is_refused(archive_bytes: bytes, tmp_path: Path, cut: int) -> None:
+    data = archive_bytes[:cut] if cut > 0 else archive_bytes[:len(archive_bytes) + cut]
+    with pytest.raises(ArchiveError):
+        _import(data, tmp_path / "t")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_deleted_and_swapped_frames_are_caught(archive_bytes: bytes, tmp_path: Path) -> None:
+    b = _frame_bounds(archive_bytes)
+    frame = [archive_bytes[s:e] for s, e in b]
+    deleted = b"".join(frame[:4] + frame[5:])
+    swapped = b"".join([*frame[:4], frame[5], frame[4], *frame[6:]])
+    for name, data in [("deleted", deleted), ("swapped", swapped)]:
+        with pytest.raises(ArchiveError) as info:
+            _import(data, tmp_path / name)
+        assert info.value.record == 4, str(info.value)
+
+
+def test_rechecksummed_deletion_is_caught_by_replay(archive_bytes: bytes,
+                                                   tmp_path: Path) -> None:
+    def drop(blocks: list[BlockRecord]) -> list[BlockRecord]:
+        kept = blocks[:3] + blocks[4:]
+        return [BlockRecord(i, r.unverified_header, r.unverified_txs, r.unverified_checkpoints)
+                for i, r in enumerate(kept)]
+
+    data = _rewrite(archive_bytes, drop)
+    with pytest.raises(ReplayError) as info:
+        _import(data, tmp_path / "x")
+    assert info.value.height == 3
+    arc = tmp_path / "x.arc"
+    arc.write_bytes(data)
+    report = audit(arc, now=T0)
+    assert report.first_broken is not None
+    assert report.first_broken.height == 3
+    assert report.blocks_checked == 3
+
+
+def test_rechecksummed_swap_is_caught_by_replay(archive_bytes: bytes, tmp_path: Path) -> None:
+    def swap(blocks: list[BlockRecord]) -> list[BlockRecord]:
+        a, b = blocks[5], blocks[6]
+        blocks[5] = BlockRecord(5, b.unverified_header, b.unverified_txs,
+                                b.unverified_checkpoints)
+        blocks[6] = BlockRecord(6, a.unverified_header, a.unverified_txs,
+                                a.unverified_checkpoints)
+        return blocks
+
+    with pytest.raises(ReplayError) as info:
+        _import(_rewrite(archive_bytes, swap), tmp_path / "x")
+    assert info.value.height == 5
+
+
+def test_rechecksummed_foreign_tx_is_rejected(archive_bytes: bytes, tmp_path: Path) -> None:
+    def forge(blocks: list[BlockRecord]) -> list[BlockRecord]:
+        r = blocks[7]
+        stranger = PrivateKey(b"\x07" * 32)
+        from ledger.tx import Tx
+
+        tx = Tx.from_bytes(r.unverified_txs[0])
+        forged = tx.sign(stranger)  # an extra signature by an unregistered key
+        blocks[7] = BlockRecord(7, r.unverified_header, (forged.raw, *r.unverified_txs[1:]),
+                                r.unverified_checkpoints)
+        return blocks
+
+    with pytest.raises(ReplayError) as info:
+        _import(_rewrite(archive_bytes, forge), tmp_path / "x")
+    assert info.value.kind == "tx"
+    assert info.value.height == 7
+    assert "unknown_key" in str(info.value)
+
+
+def test_rechecksummed_checkpoint_short_of_quorum(archive_bytes: bytes, demo: Path,
+                                                 tmp_path: Path) -> None:
+    def weaken(blocks: list[BlockRecord]) -> list[BlockRecord]:
+        r = blocks[6]
+        signed = SignedCheckpoint.from_text(r.unverified_checkpoints[0])
+        weak = SignedCheckpoint(signed.checkpoint, signed.signatures[:1])
+        blocks[6] = BlockRecord(6, r.unverified_header, r.unverified_txs,
+                                (weak.to_text().encode(),))
+        return blocks
+
+    with pytest.raises(ReplayError) as info:
+        _import(_rewrite(archive_bytes, weaken), tmp_path / "x")
+    assert info.value.kind == "checkpoint"
+    assert info.value.height == 6
+    assert "1 of 2 required" in str(info.value)
+
+
+def test_rechecksummed_checkpoint_of_another_root(archive_bytes: bytes, tmp_path: Path) -> None:
+    def other(blocks: list[BlockRecord]) -> list[BlockRecord]:
+        r = blocks[2]
+        signed = SignedCheckpoint.from_text(r.unverified_checkpoints[0])
+        cp = signed.checkpoint
+        fake = Checkpoint(cp.origin, cp.size, bytes(32)).sign("edu", PrivateKey(b"\x01" * 32))
+        blocks[2] = BlockRecord(2, r.unverified_header, r.unverified_txs,
+                                (fake.to_text().encode(),))
+        return blocks
+
+    with pytest.raises(ReplayError, match="not for the replayed tree head"):
+        _import(_rewrite(archive_bytes, other), tmp_path / "x")
+
+
+def test_header_fields_are_checked(archive_bytes: bytes, tmp_path: Path) -> None:
+    from ledger.block import BlockHeader
+
+    def shift(blocks: list[BlockRecord]) -> list[BlockRecord]:
+        r = blocks[4]
+        h = BlockHeader.from_bytes(r.unverified_header)
+        moved = BlockHeader(h.net, h.height, h.prev_hash, h.time, h.first_index, h.tx_count,
+                            bytes(32))
+        blocks[4] = BlockRecord(4, moved.to_bytes(), r.unverified_txs, ())
+        return blocks
+
+    with pytest.raises(ReplayError) as info:
+        _import(_rewrite(archive_bytes, shift), tmp_path / "x")
+    assert info.value.height == 4
+    assert info.value.reason == "header field log_root differs from the replay"
+    assert info.value.found == "00" * 32
+
+
+def test_not_an_archive(tmp_path: Path) -> None:
+    with pytest.raises(ArchiveError, match="record 0"):
+        _import(b"\x00\x00\x00\x01\x90" + bytes(32), tmp_path / "x")
+    with pytest.raises(ArchiveError, match="empty"):
+        _import(b"", tmp_path / "y")
+
+
+def test_demo_copy_helper_is_independent(demo: Path, tmp_path: Path) -> None:
+    """Tamper tests copy the demo folder; the copy must open as a store of its own."""
+    copy = tmp_path / "copy"
+    shutil.copytree(demo, copy)
+    with Store(copy / "ledger", create=False) as s:
+        assert s.head is not None

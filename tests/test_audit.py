@@ -1,0 +1,367 @@
+"""`ledger.audit`: clean chains audit clean; every tampered record is named with its reason."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import plyvel
+import pytest
+from conftest import T0, LedgerHarness
+from credworld import World
+from test_archive import PASS, make_demo
+from typer.testing import CliRunner
+
+from ledger.archive import BlockRecord, export_archive, read_archive, write_archive
+from ledger.audit import AuditReport, audit, sign_statement, verify_statement
+from ledger.block import BlockHeader
+from ledger.chain import block_key, checkpoint_key, entry_key, head_key, node_key
+from ledger.checkpoint import Checkpoint, SignedCheckpoint
+from ledger.cli import ledger_app
+from ledger.errors import SignatureError
+from ledger.finality import sign_checkpoint
+from ledger.keys import PrivateKey, load_private_key, save_private_key
+from ledger.network import Agency, status_tx
+from ledger.store import Store
+from ledger.tx import Tx
+
+SCHEMA = json.loads((Path(__file__).parents[1] / "docs" / "audit-report.schema.json")
+                    .read_text())
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_demo(tmp_path_factory.mktemp("audit") / "demo")
+
+
+@pytest.fixture
+def copy(demo: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "copy"
+    shutil.copytree(demo, dst)
+    return dst
+
+
+def _validate(value: Any, schema: dict[str, Any], path: str = "$") -> None:
+    """The subset of JSON Schema the report schema uses (jsonschema is not installed here)."""
+    if "$ref" in schema:
+        name = schema["$ref"].removeprefix("#/$defs/")
+        _validate(value, SCHEMA["$defs"][name], path)
+        return
+    if "oneOf" in schema:
+        ok = 0
+        for sub in schema["oneOf"]:
+            try:
+                _validate(value, sub, path)
+                ok += 1
+            except AssertionError:
+                pass
+        assert ok == 1, f"{path}: matches {ok} of oneOf"
+        return
+    types = schema.get("type")
+    if types is not None:
+        names = [types] if isinstance(types, str) else types
+        py = {"object": dict, "array": list, "string": str, "boolean": bool, "null": type(None),
+              "integer": int}
+        assert any(type(value) is py[t] for t in names), f"{path}: {value!r} is not {names}"
+    if "const" in schema:
+        assert value == schema["const"], path
+    if "enum" in schema:
+        assert value in schema["enum"], f"{path}: {value!r}"
+    if isinstance(value, int) and not isinstance(value, bool) and "minimum" in schema:
+        assert value >= schema["minimum"], path
+    if isinstance(value, str) and "pattern" in schema:
+        assert re.search(schema["pattern"], value), f"{path}: {value!r}"
+    if isinstance(value, dict):
+        for key in schema.get("required", []):
+            assert key in value, f"{path}: missing {key}"
+        props = schema.get("properties", {})
+        for key, v in value.items():
+            if key in props:
+                _validate(v, props[key], f"{path}.{key}")
+            elif schema.get("additionalProperties") is False:
+                raise AssertionError(f"{path}: unexpected {key}")
+            elif isinstance(schema.get("additionalProperties"), dict):
+                _validate(v, schema["additionalProperties"], f"{path}.{key}")
+    if isinstance(value, list) and "items" in schema:
+        for i, v in enumerate(value):
+            _validate(v, schema["items"], f"{path}[{i}]")
+
+
+def validate_report(report: AuditReport) -> None:
+    doc = json.loads(json.dumps(report.to_json()))
+    try:
+        import jsonschema  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        _validate(doc, SCHEMA)
+    else:
+        jsonschema.validate(doc, SCHEMA)
+
+
+def test_clean_demo_store_audits_clean(demo: Path) -> None:
+    report = audit(demo, now=T0)
+    assert report.clean, [str(p) for p in report.problems]
+    assert (report.blocks_checked, report.txs_checked, report.checkpoints_checked) == (11, 19, 10)
+    assert report.tx_types == {"genesis": 1, "governance": 6, "issue": 9, "status": 3}
+    assert set(report.agencies) == {"edu", "civil", "market"}
+    assert report.checkpoint is not None
+    assert report.checkpoint.startswith("changsheng-demo\n19\n")
+    validate_report(report)
+
+
+def test_clean_archive_audits_clean_with_workers(demo: Path, tmp_path: Path) -> None:
+    arc = tmp_path / "demo.arc"
+    with Store(demo / "ledger", create=False) as store, arc.open("wb") as f:
+        export_archive(store, f)
+    seen: list[tuple[int, int, int]] = []
+    report = audit(arc, now=T0, workers=2, progress=lambda *a: seen.append(a))
+    assert report.clean, [str(p) for p in report.problems]
+    assert report.to_json()["source"]["kind"] == "archive"
+    assert seen[-1] == (11, 11, 19)
+    assert report.head is not None
+    assert report.head == audit(demo, now=T0).head
+
+
+def test_scenario_chain_audits_clean(ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    world = World(ledger, agencies)
+    _, cid = world.issue()
+    world.issue(now=T0 + 11)
+    for status, at in [("suspended", 30), ("valid", 40), ("revoked", 50)]:
+        r = ledger.commit([status_tx("demo", agencies["edu"], cid, status, "s", T0 + at)],
+                          T0 + at)
+        assert not r.rejected
+    ledger.govern("invalidate_key", {"kid": agencies["edu"].issuer_key.kid, "from": T0 + 60},
+                  [agencies["reg"], agencies["edu"]], T0 + 61)
+    head = ledger.store.head
+    assert head is not None
+    cp = sign_checkpoint("demo", head, [("reg", agencies["reg"].node_key),
+                                        ("tax", agencies["tax"].node_key)])
+    ledger.store.put_checkpoint(head.log_size, cp.to_text().encode())
+    ledger.close()
+    report = audit(ledger.path, now=T0)
+    assert report.clean, [str(p) for p in report.problems]
+    assert report.tx_types["status"] == 3
+    assert report.checkpoints_checked >= 1
+    validate_report(report)
+
+
+def _put(copy: Path, key: bytes, value: bytes) -> None:
+    db = plyvel.DB(str(copy / "ledger"))
+    db.put(key, value)
+    db.close()
+
+
+def _get(copy: Path, key: bytes) -> bytes:
+    db = plyvel.DB(str(copy / "ledger"))
+    v = db.get(key)
+    db.close()
+    assert v is not None
+    return bytes(v)
+
+
+def _broken(copy: Path) -> Any:
+    report = audit(copy, now=T0)
+    assert not report.clean
+    validate_report(report)
+    assert report.first_broken is not None
+    return report.first_broken
+
+
+def test_rewritten_block_header(copy: Path) -> None:
+    h = BlockHeader.from_bytes(_get(copy, block_key(4)))
+    forged = BlockHeader(h.net, h.height, h.prev_hash, h.time, h.first_index, h.tx_count,
+                         bytes(32))
+    _put(copy, block_key(4), forged.to_bytes())
+    p = _broken(copy)
+    assert (p.kind, p.height) == ("block", 4)
+    assert p.reason == "header field log_root differs from the replay"
+    assert (p.expected, p.found) == (h.log_root.hex(), "00" * 32)
+
+
+def test_rewritten_block_time_is_caught_at_the_link(copy: Path) -> None:
+    h = BlockHeader.from_bytes(_get(copy, block_key(4)))
+    forged = BlockHeader(h.net, h.height, h.prev_hash, h.time + 1, h.first_index, h.tx_count,
+                         h.log_root)
+    _put(copy, block_key(4), forged.to_bytes())
+    p = _broken(copy)
+    # The time is a free choice of the orderer; the next block's prev_hash pins block 4.
+    assert (p.kind, p.height) == ("block", 5)
+    assert "prev_hash" in p.reason
+
+
+def test_rewritten_entry_signature(copy: Path) -> None:
+    raw = _get(copy, entry_key(12))
+    sig = Tx.from_bytes(raw).sigs[0].sig
+    bad = raw.replace(sig, sig[:10] + bytes([sig[10] ^ 1]) + sig[11:])
+    _put(copy, entry_key(12), bad)
+    p = _broken(copy)
+    assert p.kind == "tx"
+    assert p.tx_index == 12
+    assert "bad_signature" in p.reason
+    with Store(copy / "ledger", create=False) as s:
+        loc = s.tx_location(Tx.from_bytes(raw).txid)
+    assert loc is not None
+    assert p.height == loc[1]
+
+
+def test_rewritten_derived_record(copy: Path) -> None:
+    _put(copy, node_key(0, 3), bytes(32))
+    p = _broken(copy)
+    assert p.kind == "block"
+    assert "stored record n/" in p.reason
+
+
+def test_rewritten_head_pointer(copy: Path) -> None:
+    _put(copy, head_key, _get(copy, head_key)[:-1] + b"\x00")
+    p = _broken(copy)
+    assert p.kind == "store"
+    assert "head pointer" in p.reason
+
+
+def _node_key(copy: Path, agency: str) -> PrivateKey:
+    return load_private_key(copy / "keys" / f"{agency}.node.key", PASS)
+
+
+def _size_of(copy: Path, height: int) -> int:
+    return BlockHeader.from_bytes(_get(copy, block_key(height))).log_size
+
+
+def test_checkpoint_resigned_by_a_non_member(copy: Path) -> None:
+    size = _size_of(copy, 3)
+    cp = SignedCheckpoint.from_text(_get(copy, checkpoint_key(size))).checkpoint
+    forged = cp.sign("edu", PrivateKey(b"\x42" * 32))
+    _put(copy, checkpoint_key(size), forged.to_text().encode())
+    report = audit(copy, now=T0)
+    p = report.first_broken
+    assert p is not None
+    assert (p.kind, p.height) == ("checkpoint", 3)
+    assert "not final" in p.reason
+    assert report.blocks_checked == 11  # the chain itself replays to the end
+    assert not report.clean
+
+
+def test_checkpoint_below_quorum(copy: Path) -> None:
+    size = _size_of(copy, 8)
+    signed = SignedCheckpoint.from_text(_get(copy, checkpoint_key(size)))
+    weak = SignedCheckpoint(signed.checkpoint, signed.signatures[:1])
+    _put(copy, checkpoint_key(size), weak.to_text().encode())
+    p = _broken(copy)
+    assert (p.kind, p.height) == ("checkpoint", 8)
+    assert "1 of 2 required" in p.reason
+
+
+def test_checkpoint_of_another_root_signed_by_quorum(copy: Path) -> None:
+    size = _size_of(copy, 5)
+    fake = SignedCheckpoint(Checkpoint("changsheng-demo", size, bytes(32)))
+    for agency in ("edu", "civil"):
+        fake = fake.cosign(agency, _node_key(copy, agency))
+    _put(copy, checkpoint_key(size), fake.to_text().encode())
+    p = _broken(copy)
+    assert (p.kind, p.height) == ("checkpoint", 5)
+    assert p.found == f"{size} {'00' * 32}"
+
+
+def test_equivocation_in_an_archive(copy: Path, tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with Store(copy / "ledger", create=False) as store:
+        export_archive(store, buf)
+    header, blocks = read_archive(io.BytesIO(buf.getvalue()))
+    recs = list(blocks)
+    r = recs[6]
+    size = BlockHeader.from_bytes(r.unverified_header).log_size
+    fake = SignedCheckpoint(Checkpoint("changsheng-demo", size, b"\x01" * 32))
+    for agency in ("edu", "market"):
+        fake = fake.cosign(agency, _node_key(copy, agency))
+    recs[6] = BlockRecord(6, r.unverified_header, r.unverified_txs,
+                          (*r.unverified_checkpoints, fake.to_text().encode()))
+    arc = tmp_path / "eq.arc"
+    with arc.open("wb") as f:
+        write_archive(f, header.network, header.log_size, recs)
+    report = audit(arc, now=T0)
+    assert not report.clean
+    assert len(report.equivocations) == 1
+    assert report.equivocations[0].size == size
+    assert report.equivocations[0].signers_b == {"edu", "market"}
+    validate_report(report)
+
+
+def test_signed_statement(demo: Path) -> None:
+    report = audit(demo, now=T0)
+    auditor = PrivateKey(b"\x11" * 32)
+    blob = sign_statement(report, auditor)
+    got = verify_statement(blob, auditor.public)
+    assert got["report_sha256"] == report.digest().hex()
+    assert got["checkpoint"] == report.checkpoint
+    assert got["clean"] is True
+    with pytest.raises(SignatureError):
+        verify_statement(blob, PrivateKey(b"\x12" * 32).public)
+    i = blob.index(report.digest())
+    tampered = blob[:i] + bytes([blob[i] ^ 1]) + blob[i + 1:]
+    with pytest.raises(SignatureError):
+        verify_statement(tampered, auditor.public)
+
+
+def test_schema_rejects_a_bad_report(demo: Path) -> None:
+    doc = audit(demo, now=T0).to_json()
+    doc["first_broken"] = {"kind": "meteor"}
+    with pytest.raises(AssertionError):
+        _validate(doc, SCHEMA)
+
+
+runner = CliRunner()
+
+
+def test_cli_audit_export_import(demo: Path, copy: Path, tmp_path: Path) -> None:
+    r = runner.invoke(ledger_app, ["audit", str(demo), "--json", "--workers", "0"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["clean"] is True
+    arc = tmp_path / "x.arc"
+    r = runner.invoke(ledger_app, ["export", str(demo), "--out", str(arc), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["blocks"] == 11
+    r = runner.invoke(ledger_app, ["import", str(arc), "--data", str(tmp_path / "new")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(ledger_app, ["import", str(arc), "--data", str(tmp_path / "new")])
+    assert r.exit_code == 2
+    arc.write_bytes(arc.read_bytes()[:-5])
+    r = runner.invoke(ledger_app, ["import", str(arc), "--data", str(tmp_path / "new2")])
+    assert r.exit_code == 1
+    assert not (tmp_path / "new2").exists()
+    r = runner.invoke(ledger_app, ["audit", "--archive", str(arc), "--workers", "0"])
+    assert r.exit_code == 1
+    assert "NOT CLEAN" in r.stdout
+
+
+def test_cli_audit_broken_and_bad_input(copy: Path, tmp_path: Path) -> None:
+    _put(copy, node_key(0, 3), bytes(32))
+    r = runner.invoke(ledger_app, ["audit", str(copy), "--json", "--workers", "0"])
+    assert r.exit_code == 1
+    assert json.loads(r.stdout)["first_broken"]["kind"] == "block"
+    r = runner.invoke(ledger_app, ["audit", str(tmp_path / "nothing")])
+    assert r.exit_code == 2
+    r = runner.invoke(ledger_app, ["audit"])
+    assert r.exit_code == 2
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = runner.invoke(ledger_app, ["audit", str(empty)])
+    assert r.exit_code == 2
+
+
+def test_cli_statement(demo: Path, tmp_path: Path) -> None:
+    key = PrivateKey(b"\x21" * 32)
+    save_private_key(tmp_path / "auditor.key", key, b"pw")
+    out = tmp_path / "statement.bin"
+    r = runner.invoke(ledger_app, ["audit", str(demo), "--json", "--workers", "0",
+                                   "--statement-key", str(tmp_path / "auditor.key"),
+                                   "--statement-out", str(out)],
+                      env={"LEDGER_KEY_PASSPHRASE": "pw"})
+    assert r.exit_code == 0, r.output
+    got = verify_statement(out.read_bytes(), key.public)
+    import hashlib
+
+    canon = json.dumps(json.loads(r.stdout), sort_keys=True, separators=(",", ":"),
+                       ensure_ascii=False)
+    assert got["report_sha256"] == hashlib.sha256(canon.encode()).hexdigest()
