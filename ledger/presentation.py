@@ -30,7 +30,7 @@ from ledger.store import Store
 from ledger.tx import Tx
 
 __all__ = ["Bundle", "Check", "Envelope", "Report", "Request", "Verifier", "bundle_from_store",
-           "verify_envelope"]
+           "issuer_jwk_at_issuance", "verify_envelope"]
 
 MAX_ENVELOPE = 32 * 1024
 
@@ -227,7 +227,7 @@ def _verify(v: Verifier, unverified: bytes, request: Request, now: int) -> Repor
         anchor = _check_anchor(env, registry)
         add(Check("anchor", True, f"issue transaction by {anchor.body['issuer']!r}, "
                                   "committed under a final checkpoint"))
-        issuer_jwk = _check_issuer(anchor, env, registry)
+        issuer_jwk = issuer_jwk_at_issuance(anchor, registry)
         add(Check("issuer_authority", True, "issuer key valid and type granted at issuance"))
         claims = sdjwt.verify_presentation(env.sd_jwt_kb, issuer_public_jwk=issuer_jwk,
                                            expected_nonce=request.nonce,
@@ -275,12 +275,15 @@ def _check_binding(anchor: Tx, env: Envelope) -> None:
                           "SHA-256 of this issuer-signed JWT)", "anchor.credential_id")
 
 
-def _check_issuer(anchor: Tx, env: Envelope, registry: Registry) -> dict[str, str]:
+def issuer_jwk_at_issuance(anchor: Tx, registry: Registry) -> dict[str, str]:
+    """The JWK of the key that anchored ``anchor``, if it was a valid issuer key of the anchoring
+    agency and the agency was granted the type at issuance time; else LedgerError."""
     b = anchor.body
     kid = anchor.sigs[0].kid
     key = registry.key(kid)
     t = int(b["valid_from"])
-    if key is None or key["agency"] != b["issuer"] or not registry.key_valid(kid, t, "issuer"):
+    if len(anchor.sigs) != 1 or key is None or key["agency"] != b["issuer"] \
+            or not registry.key_valid(kid, t, "issuer"):
         raise LedgerError(f"the key that anchored this credential was not a valid issuer key of "
                           f"{b['issuer']!r} at issuance time {t}")
     if not registry.grant_covers(b["issuer"], b["type"], t):

@@ -25,7 +25,7 @@ from ledger.checkpoint import SignedCheckpoint
 from ledger.credentials import issuer_uri, status_list_uri
 from ledger.errors import LedgerError
 from ledger.finality import verify_final
-from ledger.presentation import Bundle
+from ledger.presentation import Bundle, issuer_jwk_at_issuance
 from ledger.state import Registry
 from ledger.tx import Tx
 from wallet.errors import BundleRefused
@@ -55,7 +55,7 @@ def verify_bundle(unverified: bytes, *, registry: Registry, holder_jwk: dict[str
         anchor = _anchor(bundle, registry)
         b = anchor.body
         step = "issuer_key"
-        jwk = _issuer_jwk(anchor, registry)
+        jwk = issuer_jwk_at_issuance(anchor, registry)
         step = "sd_jwt"
         try:
             claims = sdjwt.verify_issuer_signed(bundle.sd_jwt, issuer_public_jwk=jwk, now=now,
@@ -87,21 +87,6 @@ def _anchor(bundle: Bundle, registry: Registry) -> Tx:
                                       f"not an issue of {registry.network!r}")
     tx.verify_signatures(registry.public_keys)
     return tx
-
-
-def _issuer_jwk(anchor: Tx, registry: Registry) -> dict[str, str]:
-    b = anchor.body
-    kid = anchor.sigs[0].kid
-    key = registry.key(kid)
-    t = int(b["valid_from"])
-    if len(anchor.sigs) != 1 or key is None or key["agency"] != b["issuer"] \
-            or not registry.key_valid(kid, t, "issuer"):
-        raise BundleRefused("issuer_key", f"the anchor was not signed by one valid issuer key "
-                                          f"of {b['issuer']!r} at issuance time {t}")
-    if not registry.grant_covers(b["issuer"], b["type"], t):
-        raise BundleRefused("issuer_key", f"{b['issuer']!r} was not granted {b['type']!r} at "
-                                          f"issuance time {t}")
-    return sdjwt.jwk_from_ed25519(registry.public_keys[kid].raw)
 
 
 def _matches_anchor(bundle: Bundle, claims: dict[str, Any], anchor: Tx) -> None:
