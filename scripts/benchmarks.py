@@ -5,6 +5,8 @@ ingest   solo durable ingest of signed ``issue`` transactions (submit → receip
          inclusion-proof time on a store of ``--proof-size`` entries after a cold open.
 http     verified presentations per second through POST /v1/verify on a local uvicorn under
          a bounded load (8 client threads, 600 requests) as a ratio to in-process verification.
+audit    replay audit (ledger.audit, both cores) of the cached --proof-size chain as a ratio
+         to one core's verify rate, and peak memory.
 present  full presentation-envelope verification per second (checkpoint quorum, inclusion,
          anchor, issuer authority, SD-JWT+KB, status) as a ratio to the `sd-jwt` reference
          verifier's SD-JWT+KB verification of the same credential; envelope size for 3 of 10
@@ -365,10 +367,38 @@ def bench_http(n: int = 600, concurrency: int = 8) -> dict[str, float]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def bench_audit(path: Path) -> dict[str, float]:
+    """Replay audit of the store at ``path`` (built by the proofs figure) with both cores."""
+    import resource
+
+    from ledger.audit import audit
+
+    with _progress() as progress:
+        task = progress.add_task("auditing", total=None)
+
+        def tick(done: int, total: int, txs: int) -> None:
+            progress.update(task, completed=txs, total=None)
+
+        before = verify_rate(1.0)
+        start = time.perf_counter()
+        report = audit(path, now=int(time.time()), progress=tick, workers=os.cpu_count() or 2)
+        elapsed = time.perf_counter() - start
+        after = verify_rate(1.0)
+    if not report.clean:
+        raise SystemExit(f"the bench chain did not audit clean: {report.to_json()}")
+    txs = report.txs_checked
+    me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    ref = (before + after) / 2
+    return {"audit_txs": txs, "audit_tx_per_s": txs / elapsed, "audit_ratio": txs / elapsed / ref,
+            "audit_ref_verify_per_s": ref, "audit_peak_rss_mib": me,
+            "audit_worker_peak_rss_mib": kids}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["ingest", "present", "http"],
+    ap.add_argument("what", choices=["ingest", "present", "http", "audit"],
                     help="which benchmark to run")
     ap.add_argument("--n", type=int, default=40_000, help="transactions to ingest (40000)")
     ap.add_argument("--proof-size", type=int, default=1_000_000,
@@ -378,6 +408,24 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print machine-readable results")
     args = ap.parse_args()
 
+    if args.what == "audit":
+        size = args.proof_size or 1_000_000
+        path = args.cache / f"proofs-{size}"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            build_big_store(path, size)
+        err.print(f"replaying the {size:,}-entry chain in {path} …")
+        got = bench_audit(path)
+        if args.json:
+            print(json.dumps(got, indent=2))
+            return
+        ref_rate, rate = got["audit_ref_verify_per_s"], got["audit_tx_per_s"]
+        print(f"reference  one core VerifyKey.verify         {ref_rate:10,.0f} /s")
+        print(f"audit      replay of {int(got['audit_txs']):,} txs             "
+              f"{rate:10,.0f} /s   ratio {got['audit_ratio']:.2f}  (target >= 1.6)")
+        print(f"audit      peak RSS: auditor {got['audit_peak_rss_mib']:.0f} MiB, "
+              f"largest worker {got['audit_worker_peak_rss_mib']:.0f} MiB")
+        return
     if args.what == "http":
         err.print("verifying presentations through POST /v1/verify and in process …")
         got = bench_http()
