@@ -14,6 +14,16 @@ The chain is replayed until the first broken block or transaction (later blocks 
 nothing after it can be checked); a checkpoint that is not final is reported and the replay goes
 on. Signatures can be pre-checked in worker processes (``workers``, :mod:`ledger.sigcheck`).
 
+An incremental audit (``since``: an earlier audited checkpoint) reports only the blocks after
+the block whose log size equals that checkpoint's size. The replayer can only start from an empty
+store, so the blocks up to that height are replayed silently (still fully checked: a problem there
+is reported, but they count in no statistic); at that height the old checkpoint must be final
+under the registry in force there (block time) and its root must equal the replayed root, else
+the log forked (expected: the old checkpoint's root, found: the log's root). After the replay the
+old checkpoint must be consistent with the head: an RFC 9162 consistency proof from the replayed
+store (:meth:`ledger.store.Store.consistency_proof`) is checked with
+:func:`ledger.merkle.verify_consistency`.
+
 A report can be attested: :func:`sign_statement` signs (domain ``audit``) the latest verified
 checkpoint text and the SHA-256 of the report's canonical JSON (:meth:`AuditReport.digest`:
 ``json.dumps(report.to_json(), sort_keys=True, separators=(",", ":"))`` in UTF-8).
@@ -40,7 +50,7 @@ from typing import Any
 
 import plyvel
 
-from ledger import codec
+from ledger import codec, merkle
 from ledger.archive import (
     ArchiveError,
     BlockRecord,
@@ -51,8 +61,15 @@ from ledger.archive import (
 from ledger.block import BlockHeader
 from ledger.chain import Head, block_key, checkpoint_key, entry_key, head_key
 from ledger.checkpoint import Equivocation, SignedCheckpoint, find_equivocation
-from ledger.errors import CheckpointError, DecodeError, LedgerError, SignatureError
-from ledger.finality import checkpoint_verifiers
+from ledger.errors import (
+    CheckpointError,
+    DecodeError,
+    LedgerError,
+    ProofError,
+    SignatureError,
+    StoreError,
+)
+from ledger.finality import checkpoint_verifiers, verify_final
 from ledger.keys import PrivateKey, PublicKey
 from ledger.sigcheck import SignatureChecker
 from ledger.state import Registry
@@ -129,6 +146,9 @@ class AuditReport:
     problems: list[Problem] = field(default_factory=list)
     equivocations: list[Equivocation] = field(default_factory=list)
     complete: bool = False
+    since: SignedCheckpoint | None = None
+    since_height: int | None = None
+    """The height of the block whose log size is ``since``'s size (None until found)."""
 
     @property
     def first_broken(self) -> Problem | None:
@@ -162,7 +182,9 @@ class AuditReport:
             "first_broken": None if first is None else first.to_json(),
             "problems": [p.to_json() for p in self.problems],
             "equivocations": [e.to_dict() for e in self.equivocations],
-        }
+        } | ({} if self.since is None else {"since": {
+            "size": self.since.checkpoint.size, "root": self.since.checkpoint.root.hex(),
+            "height": self.since_height}})
 
     def digest(self) -> bytes:
         """SHA-256 of the canonical JSON of :meth:`to_json` (sorted keys, no spaces, UTF-8)."""
@@ -253,11 +275,13 @@ class _ArchiveSource:
 
 
 def audit(source: Path | str, *, now: int, progress: Progress | None = None,
-          workers: int = 0) -> AuditReport:
+          workers: int = 0, since: SignedCheckpoint | None = None) -> AuditReport:
     """Replay ``source`` (a store / data folder, or an archive file) and report on it.
 
     ``now`` is the audit time written into the report; ``workers`` > 0 pre-checks signatures in
-    that many processes. Raises :class:`AuditError` only if the source cannot be read at all.
+    that many processes; ``since`` (an earlier audited checkpoint) limits the report to the blocks
+    after it (see the module docstring). Raises :class:`AuditError` only if the source cannot be
+    read at all.
     """
     path = Path(source)
     src: _StoreSource | _ArchiveSource
@@ -269,7 +293,7 @@ def audit(source: Path | str, *, now: int, progress: Progress | None = None,
         kind = "archive"
     else:
         raise AuditError(f"{path} does not exist")
-    report = AuditReport(kind, str(path), now, network=src.network())
+    report = AuditReport(kind, str(path), now, network=src.network(), since=since)
     checker = SignatureChecker(workers) if workers > 0 else None
     try:
         report.blocks_total = src.total()
@@ -294,14 +318,21 @@ def _agencies_of(tx: Tx, registry: Registry) -> set[str]:
 
 def _run(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: Replayer,
          checker: SignatureChecker | None, progress: Progress | None) -> None:
-    def on_tx(tx: Tx, registry: Registry) -> None:
+    def count(tx: Tx, registry: Registry) -> None:
         report.tx_types[tx.type] += 1
         for agency in _agencies_of(tx, registry):
             report.agencies[agency] += 1
 
+    silent = report.since is not None  # replaying the already audited prefix
+
+    def on_tx(tx: Tx, registry: Registry) -> None:
+        if not silent:
+            count(tx, registry)
+
     replayer.on_tx = on_tx
     compare = src.get if isinstance(src, _StoreSource) else None
     by_size: dict[int, list[SignedCheckpoint]] = {}
+    base_txs = n_checkpoints = 0
     try:
         for rec, checked in _prechecked(src.blocks(), replayer, checker):
             try:
@@ -310,9 +341,19 @@ def _run(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: Repl
                 report.problems.append(Problem.of(e))
                 if e.kind != "checkpoint":
                     return
-            report.blocks_checked = rec.height + 1
-            report.txs_checked = replayer.txs
             _equivocations(report, replayer, rec, by_size)
+            if silent:
+                if not _at_since(report, replayer):
+                    continue
+                if report.since_height is None:  # a fork at the old size: nothing to build on
+                    return
+                silent, base_txs = False, replayer.txs
+                n_checkpoints = len(replayer.checkpoints)
+                report.blocks_total = max(0, report.blocks_total - rec.height - 1)
+                continue
+            first = 0 if report.since_height is None else report.since_height + 1
+            report.blocks_checked = rec.height + 1 - first
+            report.txs_checked = replayer.txs - base_txs
             if progress is not None:
                 progress(report.blocks_checked, report.blocks_total, report.txs_checked)
     except ArchiveError as e:
@@ -323,10 +364,67 @@ def _run(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: Repl
         report.head = store.head
         if store.registry is not None:
             report.network = store.registry.network
-        report.checkpoints_checked = len(replayer.checkpoints)
+        report.checkpoints_checked = 0 if silent else len(replayer.checkpoints) - n_checkpoints
         if replayer.checkpoints:
             report.checkpoint = replayer.checkpoints[-1][1].to_text()
+    if silent and report.since is not None:
+        size = report.since.checkpoint.size
+        report.problems.append(Problem("checkpoint", f"no block ends at the --since "
+                                       f"checkpoint's log size {size}",
+                                       expected=str(size), found=None if store.head is None
+                                       else f"head log size {store.head.log_size}"))
+        return
     _finish(report, src, replayer)
+    if report.complete:
+        _since_consistent(report, replayer.store)
+
+
+def _at_since(report: AuditReport, replayer: Replayer) -> bool:
+    """At the block ending at ``since``'s size: check it is final and the log's root there.
+
+    Returns False before that block. At it, sets ``since_height`` unless the roots differ (a
+    fork, reported); a checkpoint that is not final is reported and the audit goes on.
+    """
+    since, head, registry = report.since, replayer.store.head, replayer.store.registry
+    if since is None or head is None or registry is None:
+        return False
+    cp = since.checkpoint
+    if head.log_size < cp.size:
+        return False
+    if head.log_size > cp.size:  # the block straddles the old size
+        report.problems.append(Problem("checkpoint", "no block ends at the --since "
+                                       f"checkpoint's log size {cp.size}", head.height,
+                                       expected=str(cp.size), found=str(head.log_size)))
+        return True
+    try:
+        verify_final(since, registry, head.time)
+    except CheckpointError as e:
+        report.problems.append(Problem("checkpoint", f"the --since checkpoint is not final: "
+                                       f"{e}", head.height))
+    if head.log_root != cp.root:
+        report.problems.append(Problem(
+            "checkpoint", f"fork: the log's root at the --since checkpoint's size {cp.size} "
+            "differs from it", head.height, expected=cp.root.hex(), found=head.log_root.hex()))
+        return True
+    report.since_height = head.height
+    return True
+
+
+def _since_consistent(report: AuditReport, store: Store) -> None:
+    """The --since checkpoint must be consistent with the head (RFC 9162 proof)."""
+    since, head = report.since, store.head
+    if since is None or head is None:
+        return
+    cp = since.checkpoint
+    try:
+        proof = store.consistency_proof(cp.size, head.log_size)
+        merkle.verify_consistency(cp.size, head.log_size, cp.root, head.log_root, proof)
+    except (ProofError, StoreError) as e:
+        report.complete = False
+        report.problems.append(Problem(
+            "checkpoint", f"the --since checkpoint is not consistent with the head: {e}",
+            head.height, expected=cp.root.hex(),
+            found=store.root_at(cp.size).hex() if 1 <= cp.size <= head.log_size else None))
 
 
 def _finish(report: AuditReport, src: _StoreSource | _ArchiveSource,

@@ -32,11 +32,18 @@ from rich.text import Text
 
 from ledger import merkle, sdjwt
 from ledger.chain import Head, checkpoint_key
-from ledger.checkpoint import SignedCheckpoint
+from ledger.checkpoint import SignedCheckpoint, find_equivocation, parse_vkey
 from ledger.credentials import STATUS_LIST_SIZE, ClaimError, check_claims, issue_credential
-from ledger.errors import DecodeError, KeyFileError, LedgerError, TxRejected
+from ledger.errors import (
+    CheckpointError,
+    DecodeError,
+    KeyFileError,
+    LedgerError,
+    ProofError,
+    TxRejected,
+)
 from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
-from ledger.keys import PASSPHRASE_ENV, PrivateKey, load_private_key, read_passphrase
+from ledger.keys import PASSPHRASE_ENV, PrivateKey, PublicKey, load_private_key, read_passphrase
 from ledger.offline import SnapshotError, export_snapshot, load_snapshot, store_status_list
 from ledger.ordering import Receipt, SoloOrderer
 from ledger.presentation import (
@@ -566,9 +573,16 @@ def audit(
     workers: Annotated[int | None, typer.Option(
         help="Signature-checking processes (default: one per core; 0: in this process).",
         min=0, max=256)] = None,
+    since: Annotated[Path | None, typer.Option(
+        "--since", help="An earlier audited checkpoint (C2SP note file): report only the blocks "
+        "after it, once it is shown final and consistent with the head.",
+        dir_okay=False)] = None,
 ) -> None:
     """Replay a chain from genesis and report the first broken block, tx or checkpoint.
 
+    With --since, the blocks up to the old checkpoint are replayed silently (still checked) and
+    only the later ones are reported; the old checkpoint must be final at its height and
+    consistent with the head (a fork exits 1 with the expected and found roots).
     Exit 0: clean; 1: something is broken (the report names it); 2: the source cannot be read.
     """
     from ledger.audit import AuditError, sign_statement
@@ -581,6 +595,7 @@ def audit(
     source = data if data is not None else archive
     if source is None or not source.exists():
         _fail(f"{source} does not exist", 2)
+    old = None if since is None else _read_checkpoint(since)
     key = None
     if statement_key is not None and statement_out is not None:
         _check_out(statement_out)
@@ -588,7 +603,8 @@ def audit(
     n = (os.cpu_count() or 1) if workers is None else workers
     try:
         with _progress_bar(not as_json) as bar:
-            report = run_audit(source, now=_now(), progress=bar, workers=n if n > 1 else 0)
+            report = run_audit(source, now=_now(), progress=bar, workers=n if n > 1 else 0,
+                               since=old)
     except AuditError as e:
         _fail(str(e), 2)
     if key is not None and statement_out is not None:
@@ -601,11 +617,30 @@ def audit(
         raise typer.Exit(1)
 
 
+def _read_checkpoint(path: Path) -> SignedCheckpoint:
+    """A C2SP checkpoint note file the user names; unreadable or malformed is bad input (2)."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_INPUT + 1)
+    except OSError as e:
+        _fail(f"cannot read the checkpoint file {path}: {e.strerror or e}", 2)
+    if len(raw) > MAX_INPUT:
+        _fail(f"the checkpoint file {path} is over {MAX_INPUT} bytes", 2)
+    try:
+        return SignedCheckpoint.from_text(raw)
+    except CheckpointError as e:
+        _fail(f"the checkpoint file {path} is not a signed checkpoint: {e}", 2)
+
+
 def _print_audit(report: Any, statement: Path | None) -> None:
     table = Table(title=f"Audit of {report.source_kind} {report.source}", title_justify="left")
     table.add_column("item")
     table.add_column("value", overflow="fold")
     table.add_row("network", Text(str(report.network)))
+    if report.since is not None:
+        cp = report.since.checkpoint
+        table.add_row("since", f"checkpoint of size {cp.size} ({cp.root.hex()}), block "
+                      f"{report.since_height}: only later blocks are reported")
     table.add_row("blocks checked", f"{report.blocks_checked} of {report.blocks_total}")
     table.add_row("transactions checked", str(report.txs_checked))
     table.add_row("checkpoints checked", str(report.checkpoints_checked))
@@ -626,6 +661,155 @@ def _print_audit(report: Any, statement: Path | None) -> None:
         out.print(Text(f"signed audit statement → {statement}"), soft_wrap=True)
     out.print(Text("CLEAN", style="bold green") if report.clean else
               Text("NOT CLEAN", style="bold red"))
+
+
+class _MonitorAlarm(Exception):
+    """An inconsistency or equivocation: the evidence, printed before exiting 1."""
+
+
+class _MonitorUnreachable(Exception):
+    """The node did not answer usably (retried unless --once)."""
+
+
+def _get(url: str) -> bytes:
+    req = urllib.request.Request(url)  # noqa: S310 - the scheme is checked by monitor
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+            return bytes(resp.read(MAX_INPUT + 1))[:MAX_INPUT]
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise _MonitorUnreachable(f"GET {url}: {e}") from e
+
+
+def _get_json(url: str) -> Any:
+    try:
+        return json.loads(_get(url))
+    except ValueError as e:
+        raise _MonitorUnreachable(f"GET {url}: not JSON: {e}") from e
+
+
+def _note_keys(base: str) -> tuple[dict[str, PublicKey], int]:
+    """Current agencies' note keys and the quorum: the API does not expose the registry's
+    quorum, so a majority of the agencies listed with a note key is required."""
+    agencies = _get_json(base + "/v1/registry/agencies")
+    if not isinstance(agencies, list):
+        raise _MonitorUnreachable("/v1/registry/agencies is not a list")
+    keys: dict[str, PublicKey] = {}
+    for a in agencies:
+        if not isinstance(a, dict) or not a.get("current") or not a.get("note_vkey"):
+            continue
+        try:
+            name, public = parse_vkey(str(a["note_vkey"]))
+        except CheckpointError as e:
+            raise _MonitorUnreachable(f"agency {a.get('id')!r}: {e}") from e
+        if name != a.get("id"):
+            raise _MonitorUnreachable(f"agency {a.get('id')!r} lists a note key named {name!r}")
+        keys[name] = public
+    if not keys:
+        raise _MonitorUnreachable("the node lists no agency with a note key")
+    return keys, len(keys) // 2 + 1
+
+
+def _monitor_round(base: str, last: SignedCheckpoint | None) -> SignedCheckpoint:
+    """Fetch and verify the node's checkpoint; check it against ``last``; return it."""
+    keys, quorum = _note_keys(base)
+    health = _get_json(base + "/v1/health")
+    network = health.get("network") if isinstance(health, dict) else None
+    try:
+        new = SignedCheckpoint.from_text(_get(base + "/v1/checkpoint"))
+        signers = new.verify_quorum(keys, quorum)
+    except CheckpointError as e:
+        raise _MonitorAlarm(f"the node's checkpoint does not verify: {e}") from e
+    cp = new.checkpoint
+    if cp.origin != network:
+        raise _MonitorAlarm(f"checkpoint origin {cp.origin!r} is not the node's network "
+                            f"{network!r}")
+    who = ", ".join(sorted(signers))
+    if last is None:
+        out.print(Text(f"checkpoint {cp.size} {cp.root.hex()} signed by {who} (first seen)"),
+                  soft_wrap=True)
+        return new
+    old = last.checkpoint
+    if old.origin != cp.origin:
+        raise _MonitorAlarm(f"the last checkpoint is of {old.origin!r}, the node's of "
+                            f"{cp.origin!r}")
+    if old.size == cp.size:
+        if old.root == cp.root:
+            out.print(Text(f"checkpoint {cp.size} {cp.root.hex()} unchanged"), soft_wrap=True)
+            return new
+        try:
+            eq = find_equivocation(last, new, keys)
+        except CheckpointError:
+            eq = None
+        kind = "EQUIVOCATION" if eq is not None else "INCONSISTENT"
+        raise _MonitorAlarm(f"{kind} at size {cp.size}: roots {old.root.hex()} (last seen) and "
+                            f"{cp.root.hex()} (now)\n--- last seen\n{last.to_text()}"
+                            f"--- now\n{new.to_text()}")
+    if old.size > cp.size:
+        raise _MonitorAlarm(f"INCONSISTENT: the log shrank from size {old.size} to {cp.size}\n"
+                            f"--- last seen\n{last.to_text()}--- now\n{new.to_text()}")
+    got = _get_json(f"{base}/v1/proofs/consistency?old={old.size}&new={cp.size}")
+    try:
+        if not isinstance(got, dict):
+            raise ProofError("the answer is not a JSON object")
+        proof = [base64.b64decode(h, validate=True) for h in got.get("proof", [])]
+        merkle.verify_consistency(old.size, cp.size, old.root, cp.root, proof)
+    except (ProofError, binascii.Error, TypeError, ValueError) as e:
+        node_old = got.get("old_root") if isinstance(got, dict) else None
+        raise _MonitorAlarm(
+            f"INCONSISTENT: checkpoint {cp.size} is not consistent with the last seen "
+            f"checkpoint {old.size}: {e}\n  last seen root at {old.size}: {old.root.hex()}\n"
+            f"  node's root at {old.size}: {_hex_b64(node_old)}\n"
+            f"--- last seen\n{last.to_text()}--- now\n{new.to_text()}"
+            f"--- proof\n{json.dumps(got)}") from e
+    out.print(Text(f"checkpoint {cp.size} {cp.root.hex()} signed by {who}, consistent with "
+                   f"{old.size}"), soft_wrap=True)
+    return new
+
+
+def _hex_b64(value: Any) -> str:
+    try:
+        return base64.b64decode(str(value), validate=True).hex()
+    except (binascii.Error, ValueError):
+        return repr(value)
+
+
+@ledger_app.command()
+def monitor(
+    url: Annotated[str, typer.Argument(help="The node's base URL, e.g. http://127.0.0.1:8000")],
+    interval: Annotated[float, typer.Option(help="Seconds between rounds.", min=0.1)] = 30.0,
+    once: Annotated[bool, typer.Option("--once", help="One round, then exit.")] = False,
+    state: Annotated[Path | None, typer.Option(
+        "--state", help="File keeping the last checkpoint seen (read, then rewritten).",
+        dir_okay=False)] = None,
+) -> None:
+    """Watch a node's checkpoints: each must be quorum-signed and consistent with the last.
+
+    Note keys come from /v1/registry/agencies; the API does not expose the quorum, so a majority
+    of the current agencies with a note key must sign. Exit 1 on an inconsistency or
+    equivocation (the evidence is printed); 2 on bad input or (with --once) an unreachable node.
+    """
+    if not url.startswith(("http://", "https://")):
+        _fail(f"the URL must be http(s), not {url!r}", 2)
+    base = url.rstrip("/")
+    last = None
+    if state is not None and state.exists():
+        last = _read_checkpoint(state)
+    while True:
+        try:
+            last = _monitor_round(base, last)
+        except _MonitorAlarm as e:
+            _fail(str(e), 1)
+        except _MonitorUnreachable as e:
+            if once:
+                _fail(f"cannot monitor {base}: {e}", 2)
+            err.print(Text(f"cannot monitor {base}: {e}; retrying", style="yellow"),
+                      soft_wrap=True)
+        else:
+            if state is not None:
+                _write_file(state, last.to_text().encode(), 0o644)
+        if once:
+            return
+        time.sleep(interval)
 
 
 # -- agency: issuing agencies -------------------------------------------------------------------

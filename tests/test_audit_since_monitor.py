@@ -1,0 +1,194 @@
+"""`ledger audit --since` (incremental audit from an earlier checkpoint) and `ledger monitor`."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import secrets
+import shutil
+import urllib.request
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from test_api import serve, settings_for
+from typer.testing import CliRunner
+
+from ledger.audit import audit
+from ledger.chain import Head, checkpoint_key
+from ledger.checkpoint import Checkpoint, SignedCheckpoint
+from ledger.cli import ledger_app
+from ledger.finality import sign_checkpoint
+from ledger.keys import PrivateKey, load_private_key
+from ledger.network import Agency, issue_tx
+from ledger.ordering import SoloOrderer
+from ledger.store import Store
+from node.app import create_app
+from node.demo import NETWORK, run_demo
+
+PASS = b"since-monitor-test"
+T0 = 1_767_225_600
+runner = CliRunner()
+
+
+def _key(data: Path, name: str) -> PrivateKey:
+    return load_private_key(data / "keys" / name, PASS)
+
+
+def _edu(data: Path) -> Agency:
+    return Agency("edu", "", _key(data, "edu.node.key"), _key(data, "edu.issuer.key"))
+
+
+def _extend(data: Path, blocks: int, t: int) -> None:
+    """Commit ``blocks`` more blocks (one issue anchor each) in embedded solo mode."""
+    signers = [(a, _key(data, f"{a}.node.key")) for a in ("edu", "civil", "market")]
+
+    def on_block(head: Head) -> dict[bytes, bytes]:
+        cp = sign_checkpoint(NETWORK, head, signers)
+        return {checkpoint_key(head.log_size): cp.to_text().encode()}
+
+    with Store(data / "ledger") as store, \
+            SoloOrderer(store, clock=lambda: t, workers=0, on_block=on_block) as orderer:
+        for _ in range(blocks):
+            tx = issue_tx(NETWORK, _edu(data), secrets.token_bytes(32), "degree",
+                          secrets.randbelow(1 << 16), t, t + 86400, t)
+            orderer.submit(tx).result()
+
+
+def _checkpoint(data: Path) -> SignedCheckpoint:
+    with Store(data / "ledger") as store:
+        text = store.checkpoint()
+    assert text is not None
+    return SignedCheckpoint.from_text(text)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("since") / "demo"
+    ticks = itertools.count(T0, 7)
+    run_demo(path, PASS, clock=lambda: next(ticks), console=Console(file=io.StringIO()))
+    return path
+
+
+@pytest.fixture
+def extended(demo: Path, tmp_path: Path) -> tuple[Path, SignedCheckpoint, int]:
+    """A copy of the demo, its checkpoint saved, then three more blocks."""
+    data = tmp_path / "data"
+    shutil.copytree(demo, data)
+    old = _checkpoint(data)
+    with Store(data / "ledger") as store:
+        assert store.head is not None
+        old_height = store.head.height
+    _extend(data, 3, T0 + 10_000)
+    return data, old, old_height
+
+
+def test_since_reports_only_new_blocks(extended: tuple[Path, SignedCheckpoint, int],
+                                       tmp_path: Path) -> None:
+    data, old, old_height = extended
+    report = audit(data, now=T0 + 20_000, since=old)
+    assert report.clean, report.problems
+    assert report.since_height == old_height
+    assert report.blocks_checked == 3
+    assert report.txs_checked == 3
+    assert dict(report.tx_types) == {"issue": 3}
+    assert report.checkpoints_checked == 3
+    assert report.head is not None and report.head.height == old_height + 3
+    full = audit(data, now=T0 + 20_000)
+    assert full.clean and full.blocks_checked == old_height + 4
+    assert report.to_json()["since"] == {"size": old.checkpoint.size, "height": old_height,
+                                         "root": old.checkpoint.root.hex()}
+
+    cp_file = tmp_path / "old.checkpoint"
+    cp_file.write_text(old.to_text())
+    r = runner.invoke(ledger_app, ["audit", str(data), "--since", str(cp_file), "--workers",
+                                   "0", "--json"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(ledger_app, ["audit", str(data), "--since", str(cp_file), "--workers",
+                                   "0"])
+    assert r.exit_code == 0, r.output
+    assert "3 of 3" in r.stdout and "CLEAN" in r.stdout
+
+
+def test_since_forged_root_is_a_fork(extended: tuple[Path, SignedCheckpoint, int],
+                                     tmp_path: Path) -> None:
+    data, old, old_height = extended
+    forged = SignedCheckpoint(Checkpoint(NETWORK, old.checkpoint.size, bytes(32)))
+    for agency in ("edu", "civil"):
+        forged = forged.cosign(agency, _key(data, f"{agency}.node.key"))
+    report = audit(data, now=T0 + 20_000, since=forged)
+    assert not report.clean
+    p = report.first_broken
+    assert p is not None and "fork" in p.reason and p.height == old_height
+    assert (p.expected, p.found) == ("00" * 32, old.checkpoint.root.hex())
+    assert report.blocks_checked == 0
+    cp_file = tmp_path / "forged.checkpoint"
+    cp_file.write_text(forged.to_text())
+    r = runner.invoke(ledger_app, ["audit", str(data), "--since", str(cp_file), "--workers",
+                                   "0"])
+    assert r.exit_code == 1
+    assert "fork" in r.stdout and old.checkpoint.root.hex() in r.stdout
+
+
+def test_since_not_final_and_bad_file(extended: tuple[Path, SignedCheckpoint, int],
+                                      tmp_path: Path) -> None:
+    data, old, _ = extended
+    weak = old.checkpoint.sign("edu", PrivateKey(b"\x42" * 32))
+    report = audit(data, now=T0 + 20_000, since=weak)
+    assert not report.clean and "not final" in report.problems[0].reason
+    bad = tmp_path / "bad.checkpoint"
+    bad.write_text("not a checkpoint\n")
+    r = runner.invoke(ledger_app, ["audit", str(data), "--since", str(bad)])
+    assert r.exit_code == 2
+
+
+def _post_block(url: str, data: Path, t: int) -> None:
+    tx = issue_tx(NETWORK, _edu(data), secrets.token_bytes(32), "degree",
+                  secrets.randbelow(1 << 16), t, t + 86400, t)
+    req = urllib.request.Request(url + "/v1/tx?wait=30", data=tx.raw,
+                                 headers={"Content-Type": "application/msgpack"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        assert resp.status == 200
+
+
+def test_monitor_live_node(demo: Path, tmp_path: Path) -> None:
+    data = tmp_path / "node"
+    shutil.copytree(demo, data)
+    now = T0 + 10_000
+    app = create_app(settings_for(data), clock=lambda: now, passphrase=PASS)
+    state = tmp_path / "monitor.state"
+    with serve(app) as url:
+        r = runner.invoke(ledger_app, ["monitor", url, "--once", "--state", str(state)])
+        assert r.exit_code == 0, r.output
+        assert "first seen" in r.stdout
+        first = SignedCheckpoint.from_text(state.read_text())
+        _post_block(url, data, now)
+        r = runner.invoke(ledger_app, ["monitor", url, "--once", "--state", str(state)])
+        assert r.exit_code == 0, r.output
+        assert f"consistent with {first.checkpoint.size}" in r.stdout
+        second = SignedCheckpoint.from_text(state.read_text())
+        assert second.checkpoint.size == first.checkpoint.size + 1
+        r = runner.invoke(ledger_app, ["monitor", url, "--once", "--state", str(state)])
+        assert r.exit_code == 0 and "unchanged" in r.stdout
+
+        # a forged old checkpoint (another root at an earlier size, quorum-signed): a fork
+        forged = SignedCheckpoint(Checkpoint(NETWORK, first.checkpoint.size, bytes(32)))
+        for agency in ("edu", "civil"):
+            forged = forged.cosign(agency, _key(data, f"{agency}.node.key"))
+        state.write_text(forged.to_text())
+        r = runner.invoke(ledger_app, ["monitor", url, "--once", "--state", str(state)])
+        assert r.exit_code == 1
+        assert "INCONSISTENT" in r.output and first.checkpoint.root.hex() in r.output
+        assert state.read_text() == forged.to_text()  # not overwritten
+
+        # same size, another root, validly signed: equivocation
+        forged = SignedCheckpoint(Checkpoint(NETWORK, second.checkpoint.size, bytes(32)))
+        for agency in ("edu", "civil"):
+            forged = forged.cosign(agency, _key(data, f"{agency}.node.key"))
+        state.write_text(forged.to_text())
+        r = runner.invoke(ledger_app, ["monitor", url, "--once", "--state", str(state)])
+        assert r.exit_code == 1
+        assert "EQUIVOCATION" in r.output
+
+    r = runner.invoke(ledger_app, ["monitor", "ftp://x", "--once"])
+    assert r.exit_code == 2
