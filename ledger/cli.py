@@ -149,8 +149,8 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _read_json(path: Path, what: str) -> Any:
-    """A JSON file the user names; anything unreadable is bad input (exit 2)."""
+def _read_input(path: Path, what: str) -> bytes:
+    """A file the user names, at most MAX_INPUT bytes; unreadable or oversize is bad input (2)."""
     try:
         with path.open("rb") as f:
             raw = f.read(MAX_INPUT + 1)
@@ -158,6 +158,12 @@ def _read_json(path: Path, what: str) -> Any:
         _fail(f"cannot read the {what} file {path}: {e.strerror or e}", 2)
     if len(raw) > MAX_INPUT:
         _fail(f"the {what} file {path} is over {MAX_INPUT} bytes", 2)
+    return raw
+
+
+def _read_json(path: Path, what: str) -> Any:
+    """A JSON file the user names; anything unreadable is bad input (exit 2)."""
+    raw = _read_input(path, what)
     try:
         return json.loads(raw)
     except ValueError as e:
@@ -619,13 +625,7 @@ def audit(
 
 def _read_checkpoint(path: Path) -> SignedCheckpoint:
     """A C2SP checkpoint note file the user names; unreadable or malformed is bad input (2)."""
-    try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_INPUT + 1)
-    except OSError as e:
-        _fail(f"cannot read the checkpoint file {path}: {e.strerror or e}", 2)
-    if len(raw) > MAX_INPUT:
-        _fail(f"the checkpoint file {path} is over {MAX_INPUT} bytes", 2)
+    raw = _read_input(path, "checkpoint")
     try:
         return SignedCheckpoint.from_text(raw)
     except CheckpointError as e:
