@@ -63,8 +63,8 @@ ledger_app = typer.Typer(help="Inspect and check a ledger (verifying officials a
                          no_args_is_help=True, add_completion=False)
 agency_app = typer.Typer(help="Issue, revoke and suspend credentials (issuing agencies).",
                          no_args_is_help=True, add_completion=False)
-out = Console()
-err = Console(stderr=True)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DataArg = Annotated[Path, typer.Argument(help="A node's data folder or its LevelDB store.",
                                          exists=True, file_okay=False)]

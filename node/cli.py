@@ -14,7 +14,7 @@ from ledger.keys import PASSPHRASE_ENV, read_passphrase
 
 app = typer.Typer(help="Run and operate an agency's ledger node (node operators).",
                   no_args_is_help=True, add_completion=False)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def _not_yet(what: str) -> None:

@@ -41,7 +41,7 @@ from ledger.tx import Tx
 
 NET = "bench"
 T0 = 1_767_225_600
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)
 
 
 def verify_rate(seconds: float = 2.0) -> float:

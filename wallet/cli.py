@@ -34,8 +34,8 @@ app = typer.Typer(
          f"The passphrase is read from ${PASSPHRASE_ENV}, else asked on the terminal. "
          "Exit codes: 0 done, 1 refused or failed, 2 usage error.",
     no_args_is_help=True, add_completion=False)
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 class _State:
