@@ -35,7 +35,7 @@ __all__ = [
     "signing_message",
 ]
 
-DOMAINS = frozenset({"tx", "checkpoint", "audit", "status-list", "presentation"})
+DOMAINS = frozenset({"tx", "checkpoint", "audit", "status-list", "presentation", "batch"})
 PASSPHRASE_ENV = "LEDGER_KEY_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 
 

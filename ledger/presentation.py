@@ -21,7 +21,7 @@ from typing import Any
 from ledger import codec, merkle, sdjwt
 from ledger.checkpoint import SignedCheckpoint
 from ledger.codec import Fields
-from ledger.credentials import status_list_uri
+from ledger.credentials import issuer_uri, status_list_uri
 from ledger.errors import DecodeError, LedgerError, StoreError
 from ledger.finality import verify_final
 from ledger.state import Registry
@@ -296,8 +296,20 @@ def _check_request(claims: dict[str, Any], anchor: Tx, request: Request) -> None
     if claims.get("vct") != b["type"] or b["type"] != request.credential_type:
         raise LedgerError(f"credential type {claims.get('vct')!r} (anchored as {b['type']!r}) "
                           f"is not the requested {request.credential_type!r}")
-    st = claims.get("status", {}).get("status_list", {}) if isinstance(claims.get("status"),
-                                                                       dict) else {}
+    # RFC 9901 7.1 step 2.3: the key that signed is the anchoring issuer's, so `iss` must name it.
+    iss = issuer_uri(anchor.net, b["issuer"])
+    if claims.get("iss") != iss:
+        raise LedgerError(f"the credential's iss {str(claims.get('iss'))[:80]!r} is not its "
+                          f"anchoring issuer {iss!r}")
+    # 7.1 step 5: nbf and exp are required here, and are the window the ledger anchored.
+    if claims.get("nbf") != b["valid_from"] or claims.get("exp") != b["valid_until"]:
+        raise LedgerError(f"the credential's validity window (nbf {claims.get('nbf')!r}, exp "
+                          f"{claims.get('exp')!r}) is not its anchor's ({b['valid_from']}, "
+                          f"{b['valid_until']})")
+    status = claims.get("status")
+    st = status.get("status_list") if isinstance(status, dict) else None
+    if not isinstance(st, dict):
+        raise LedgerError("the credential's status claim has no status_list object")
     if st.get("idx") != b["status_index"]:
         raise LedgerError("the credential's status index differs from its anchor's")
     if st.get("uri") != status_list_uri(anchor.net, b["issuer"], b["type"]):
@@ -307,10 +319,11 @@ def _check_request(claims: dict[str, Any], anchor: Tx, request: Request) -> None
         raise LedgerError(f"requested claims not disclosed: {missing}")
 
 
-def bundle_from_store(store: Store, leaf_index: int, sd_jwt: str) -> Bundle:
-    """The holder's bundle for the committed anchor at ``leaf_index``: proven against the latest
-    stored checkpoint (which covers the head)."""
-    text = store.checkpoint()
+def bundle_from_store(store: Store, leaf_index: int, sd_jwt: str,
+                      checkpoint: bytes | None = None) -> Bundle:
+    """The holder's bundle for the committed anchor at ``leaf_index``: proven against
+    ``checkpoint`` (default: the latest stored checkpoint, which covers the head)."""
+    text = checkpoint if checkpoint is not None else store.checkpoint()
     if text is None:
         raise StoreError("no checkpoint is stored: the anchor cannot be proven yet")
     size = SignedCheckpoint.from_text(text.decode()).checkpoint.size

@@ -11,7 +11,7 @@ Proofs read O(log n) stored complete-subtree nodes; nothing is rehashed after a 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import plyvel
@@ -36,7 +36,7 @@ from ledger.errors import CheckpointError, DecodeError, StoreError
 from ledger.state import Credential, Registry, credential_key
 from ledger.tx import Tx
 
-__all__ = ["Store"]
+__all__ = ["Store", "stored_consistency_proof"]
 
 _BE = struct.Struct(">Q")
 
@@ -136,6 +136,19 @@ class Store:
 
     def put_checkpoint(self, size: int, text: bytes) -> None:
         self._db.put(checkpoint_key(size), text, sync=True)
+
+    def put_records(self, records: dict[bytes, bytes]) -> None:
+        """Write node bookkeeping records (keys starting with ``x``) in one synced batch."""
+        if not all(k[:1] == b"x" for k in records):
+            raise StoreError("only x-prefixed bookkeeping records may be written directly")
+        with self._db.write_batch(sync=True) as wb:
+            for k, v in records.items():
+                wb.put(k, v)
+
+    def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Records under ``prefix``, in key order."""
+        for k, v in self._db.iterator(prefix=prefix):
+            yield bytes(k), bytes(v)
 
     # -- reading --
     def get(self, key: bytes) -> bytes | None:
@@ -259,3 +272,41 @@ class Store:
             proof.append(self._subtree(lo, hi))
         proof.reverse()
         return proof
+
+
+def stored_consistency_proof(get: Callable[[bytes], bytes | None], old_size: int,
+                             new_size: int) -> list[bytes]:
+    """RFC 9162 consistency proof from ``old_size`` to ``new_size`` out of stored ``n`` records.
+
+    Read-only, for a store opened raw (the auditor reads a data folder without trusting its head
+    pointer, so it has no :class:`Store`). ``get`` reads one record; a missing node raises
+    StoreError. The proof is as unverified as the store it came from: check it with
+    :func:`ledger.merkle.verify_consistency`.
+    """
+    if not 1 <= old_size <= new_size:
+        raise StoreError(f"old size {old_size} is not in 1..{new_size}")
+
+    def subtree(lo: int, hi: int) -> bytes:
+        n = hi - lo
+        if n & (n - 1) == 0 and lo % n == 0:
+            v = get(node_key(n.bit_length() - 1, lo // n))
+            if v is None:
+                raise StoreError(f"store is missing Merkle node [{lo}, {hi})")
+            return v
+        k = _largest_pow2_below(n)
+        return merkle.node_hash(subtree(lo, lo + k), subtree(lo + k, hi))
+
+    proof: list[bytes] = []
+    lo, hi, m, complete = 0, new_size, old_size, True
+    while m != hi - lo:
+        k = _largest_pow2_below(hi - lo)
+        if m <= k:
+            proof.append(subtree(lo + k, hi))
+            hi = lo + k
+        else:
+            proof.append(subtree(lo, lo + k))
+            lo, m, complete = lo + k, m - k, False
+    if not complete:
+        proof.append(subtree(lo, hi))
+    proof.reverse()
+    return proof

@@ -89,12 +89,36 @@ class ErrorBody(_Out):
     code: str | None = None
 
 
+class PeerOut(_Out):
+    height: int
+    log_size: int
+    revision: int
+    lag: int
+
+
 class Health(_Out):
-    status: Literal["ok"]
+    status: Literal["ok", "halted"]
     agency: str
     network: str
     height: int
     log_size: int
+    ordering: Literal["solo", "etcd"] = "solo"
+    final_log_size: int | None = None
+    peers: dict[str, PeerOut] = Field(default_factory=dict)
+    halted: str | None = None
+
+
+class ClusterOut(_Out):
+    agency: str
+    ordering: str
+    revision: int
+    height: int
+    log_size: int
+    final_size: int
+    halted: str | None
+    peers: dict[str, dict[str, Any]]
+    counters: dict[str, int]
+    last_error: str
 
 
 class BlockHeader(_Out):
@@ -285,9 +309,42 @@ def _receipt(r: Receipt) -> ReceiptOut:
 
 @router.get("/v1/health", tags=["node"])
 def health(node: NodeDep) -> Health:
+    """Liveness and position; on a multi-agency node also each peer's applied height and lag."""
     head = node.head()
-    return Health(status="ok", agency=node.agency, network=node.network,
-                  height=head["height"], log_size=head["log_size"])
+    cluster = node.cluster_status()
+    if cluster is None:
+        return Health(status="ok", agency=node.agency, network=node.network,
+                      height=head["height"], log_size=head["log_size"])
+    peers = {a: PeerOut(height=int(p.get("height", 0)), log_size=int(p.get("size", 0)),
+                        revision=int(p.get("rev", 0)), lag=int(p.get("lag", 0)))
+             for a, p in cluster["peers"].items()}
+    return Health(status="halted" if cluster["halted"] else "ok", agency=node.agency,
+                  network=node.network, height=head["height"], log_size=head["log_size"],
+                  ordering="etcd", final_log_size=cluster["final_size"], peers=peers,
+                  halted=cluster["halted"])
+
+
+@router.get("/v1/cluster", tags=["node"], responses=_errors(404))
+def cluster(node: NodeDep) -> ClusterOut:
+    """Replication state: etcd revision applied, final size, counters, peers (etcd mode only)."""
+    got = node.cluster_status()
+    if got is None:
+        raise NotFound("this node orders alone (solo); it has no cluster")
+    return ClusterOut(**got)
+
+
+@router.get("/v1/evidence", tags=["node"])
+def evidence(node: NodeDep) -> list[dict[str, Any]]:
+    """Equivocation evidence: checkpoints of the same size with another root, both signed."""
+    return node.evidence()
+
+
+@router.get("/v1/sync/blocks", tags=["chain"], response_class=MsgpackResponse,
+            responses=_binary("application/msgpack"))
+def sync_blocks(node: NodeDep, from_: Annotated[int, Query(alias="from", ge=0, le=MAX_INT)],
+                count: Annotated[int, Query(ge=1, le=500)] = 100) -> Response:
+    """Blocks for a peer catching up: msgpack list of [header bytes, [entry bytes...]]."""
+    return MsgpackResponse(node.sync_blocks(from_, count))
 
 
 @router.get("/metrics", tags=["node"], response_class=PlainTextResponse,
@@ -297,6 +354,14 @@ def metrics(request: Request, node: NodeDep) -> Response:
     head = node.head()
     m.blocks.set(head["height"] + 1)
     m.txs.set(head["log_size"])
+    cluster = node.cluster_status()
+    if cluster is not None:
+        m.final.set(cluster["final_size"])
+        m.equivocations.set(cluster["counters"].get("equivocations", 0))
+        m.forged.set(cluster["counters"].get("cosigs_forged", 0))
+        m.halted.set(1 if cluster["halted"] else 0)
+        for peer, p in cluster["peers"].items():
+            m.peer_lag.labels(peer).set(p.get("lag", 0))
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
 

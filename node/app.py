@@ -41,6 +41,7 @@ from ledger.keys import PASSPHRASE_ENV
 from ledger.sdjwt import VerificationError
 from ledger.statuslist import StatusListError
 from node.api import BadRequest, router
+from node.api_approvals import router as approvals_router
 from node.config import Settings
 from node.service import Node, NotFound
 
@@ -92,6 +93,19 @@ class Metrics:
                             registry=self.registry)
         self.txs = Gauge("ledger_node_transactions",
                          "Committed transactions (the Merkle log's size)", registry=self.registry)
+        self.final = Gauge("ledger_node_final_log_size",
+                           "Log size of the latest final (quorum-signed) checkpoint",
+                           registry=self.registry)
+        self.equivocations = Gauge("ledger_node_equivocations",
+                                   "Checkpoint equivocations seen (signed evidence kept)",
+                                   registry=self.registry)
+        self.forged = Gauge("ledger_node_refused_cosignatures",
+                            "Co-signatures refused (bad signature or not a current agency)",
+                            registry=self.registry)
+        self.halted = Gauge("ledger_node_halted", "1 when the node refuses to build on a fork",
+                            registry=self.registry)
+        self.peer_lag = Gauge("ledger_node_peer_lag_blocks", "Blocks each peer is behind us",
+                              ["peer"], registry=self.registry)
 
 
 class _JsonFormatter(logging.Formatter):
@@ -246,6 +260,7 @@ def create_app(settings: Settings, *, node: Node | None = None,
         return JSONResponse(body, status_code=status)
 
     app.include_router(router)
+    app.include_router(approvals_router)
     _include_pages(app)
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
     if settings.cors_origins:

@@ -17,11 +17,6 @@ app = typer.Typer(help="Run and operate an agency's ledger node (node operators)
 err = Console(stderr=True, soft_wrap=True)
 
 
-def _not_yet(what: str) -> None:
-    err.print(f"[yellow]not built yet:[/] {what}. Nothing was done.")
-    raise typer.Exit(2)
-
-
 @app.command()
 def demo(
     data: Annotated[Path, typer.Option(help="Demo data folder (an earlier demo there is "
@@ -118,22 +113,50 @@ def run(
     except ConfigError as e:
         err.print(f"[red]bad config:[/] {e}")
         raise typer.Exit(1) from e
+    runtime: Path | None = None
     try:
         passphrase = read_passphrase(f"Passphrase of {settings.agency}'s key files "
                                      f"(or set {PASSPHRASE_ENV}): ")
-        node = Node(settings.data, settings.agency, passphrase)
+        replication = None
+        if settings.pki is not None and (settings.tls or settings.ordering == "etcd"):
+            from node.pki import unlock
+
+            runtime = unlock(settings.pki, settings.agency, passphrase)
+        if settings.ordering == "etcd":
+            from node.etcdlog import TlsFiles
+            from node.service import Replication
+
+            tls = None if runtime is None else TlsFiles(
+                str(runtime / "ca.crt"), str(runtime / f"{settings.agency}.crt"),
+                str(runtime / f"{settings.agency}.key"))
+            replication = Replication(settings.etcd_endpoints, settings.peers, tls,
+                                      settings.retention)
+        node = Node(settings.data, settings.agency, passphrase, replication=replication)
     except LedgerError as e:
+        _lock(runtime)
         err.print(f"[red]cannot open the node:[/] {e}")
         raise typer.Exit(1) from e
     try:
         configure_logging()
         app_ = create_app(settings, node=node)
-        err.print(f"node [bold]{settings.agency}[/] of {node.network} on "
-                  f"http://{settings.host}:{settings.port}")
+        err.print(f"node [bold]{settings.agency}[/] of {node.network} ({settings.ordering} "
+                  f"ordering) on {settings.scheme}://{settings.host}:{settings.port}")
+        ssl: dict[str, str] = {}
+        if settings.tls and runtime is not None:
+            ssl = {"ssl_certfile": str(runtime / f"{settings.agency}.crt"),
+                   "ssl_keyfile": str(runtime / f"{settings.agency}.key")}
         uvicorn.run(app_, host=settings.host, port=settings.port, log_config=None,
-                    access_log=False, server_header=False)
+                    access_log=False, server_header=False, **ssl)  # type: ignore[arg-type]
     finally:
         node.close()
+        _lock(runtime)
+
+
+def _lock(runtime: Path | None) -> None:
+    if runtime is not None:
+        from node.pki import lock
+
+        lock(runtime)
 
 
 @app.command()
@@ -248,16 +271,81 @@ def _new_network(data: Path, network: str, founders: list[str], quorum: int,
 
 
 @app.command()
-def pki() -> None:
-    """Create the network CA and per-agency certificates (issue #5)."""
-    _not_yet("`ledger-node pki` arrives with the multi-agency (etcd) issue")
+def pki(
+    out: Annotated[Path, typer.Option(help="New folder for the CA and certificates.")],
+    network: Annotated[str, typer.Option(help="The network id (in the CA's name).")],
+    agency: Annotated[list[str], typer.Option(help="An agency id to certify (repeat).")],
+) -> None:
+    """Create the network CA and one certificate per agency (etcd peer and client mTLS, node
+    HTTPS). Private keys are encrypted with $LEDGER_KEY_PASSPHRASE or a prompted passphrase."""
+    import datetime as dt
+
+    from node.pki import create_pki
+
+    passphrase = read_passphrase(f"Passphrase for the PKI keys (or set {PASSPHRASE_ENV}): ",
+                                 confirm=True)
+    try:
+        create_pki(out, network, agency, passphrase, now=dt.datetime.now(dt.UTC))
+    except LedgerError as e:
+        err.print(f"[red]cannot create the PKI:[/] {e}")
+        raise typer.Exit(1) from e
+    err.print(f"CA and {len(agency)} agency certificate(s) in {out} (keys encrypted)")
 
 
 @app.command()
-def cluster() -> None:
-    """Start a local N-agency network on etcd (issue #5)."""
-    _not_yet("`ledger-node cluster` arrives with the multi-agency (etcd) issue")
+def cluster(
+    agencies: Annotated[int, typer.Option(help="How many agencies (each: one etcd member and "
+                                               "one node).")] = 3,
+    data: Annotated[Path, typer.Option(help="The cluster's folder (created on first use, "
+                                            "reused after).")] = Path("cluster-data"),
+    base_port: Annotated[int, typer.Option(help="Node i listens on base+i, its etcd member on "
+                                                "base+100+i (clients) and base+200+i (peers).")
+                         ] = 8100,
+    once: Annotated[bool, typer.Option(help="Start, print the status, stop (a smoke test).")
+                    ] = False,
+) -> None:
+    """Start a local N-agency network on 127.0.0.1 (etcd members + nodes) and stop it cleanly on
+    Ctrl-C or SIGTERM. Needs etcd (Debian package etcd-server)."""
+    import signal
+    import threading
+
+    from node.cluster import LocalCluster, create_cluster
+
+    passphrase = read_passphrase(f"Passphrase for the cluster's keys (or set {PASSPHRASE_ENV}): ",
+                                 confirm=not (data / "cluster.toml").exists())
+    try:
+        if not (data / "cluster.toml").exists():
+            create_cluster(data, agencies, passphrase, base_port=base_port)
+        net = LocalCluster(data, passphrase)
+        if len(net.members) != agencies:
+            err.print(f"[yellow]{data} holds a {len(net.members)}-agency cluster;[/] "
+                      f"starting that one")
+        net.start()
+    except LedgerError as e:
+        err.print(f"[red]cluster failed:[/] {e}")
+        raise typer.Exit(1) from e
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        for m in net.members:
+            h = net.health(m.agency) or {}
+            err.print(f"  {m.agency:10} node {m.url}  etcd {m.client_url}  height "
+                      f"{h.get('height')}")
+        err.print(f"CA certificate: {net.ca}   logs: {data / 'logs'}")
+        if not once:
+            err.print("running; Ctrl-C stops every process")
+            while not stop.wait(0.5):
+                pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        net.stop()
+        err.print("stopped")
 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

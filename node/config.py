@@ -10,6 +10,12 @@
     max_body_bytes = 262144
     cors_origins = []                     # empty = CORS off
     public_url = "https://edu.example"    # the audience verifiers bind presentations to
+    ordering = "solo"                     # or "etcd" (several agencies; see below)
+    etcd_endpoints = ["https://127.0.0.1:2379"]   # this agency's member first
+    peers = ["https://127.0.0.1:8101"]    # other nodes, for catch-up over HTTP
+    pki = "pki"                           # CA + this agency's certificate (etcd mTLS, HTTPS)
+    tls = false                           # serve HTTPS with the agency certificate
+    retention = 1000                      # blocks a lagging member may fall behind etcd
 
 Every key can be overridden by ``LEDGER_NODE_<KEY>`` (upper case); ``LEDGER_NODE_CORS_ORIGINS``
 is comma separated. A relative ``data`` path is taken relative to the config file. Unknown keys,
@@ -31,7 +37,9 @@ ENV_PREFIX = "LEDGER_NODE_"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _AGENCY = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _KEYS = ("data", "agency", "host", "port", "operator_token_sha256", "max_body_bytes",
-         "cors_origins", "public_url")
+         "cors_origins", "public_url", "ordering", "etcd_endpoints", "peers", "pki", "tls",
+         "retention")
+_LISTS = ("cors_origins", "etcd_endpoints", "peers")
 
 
 class ConfigError(ValueError):
@@ -50,6 +58,12 @@ class Settings:
     max_body_bytes: int = 256 * 1024
     cors_origins: tuple[str, ...] = field(default=())
     public_url: str | None = None
+    ordering: str = "solo"
+    etcd_endpoints: tuple[str, ...] = field(default=())
+    peers: tuple[str, ...] = field(default=())
+    pki: Path | None = None
+    tls: bool = False
+    retention: int = 1000
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, Path):
@@ -77,10 +91,34 @@ class Settings:
                 or not self.public_url.startswith(("http://", "https://"))):
             raise ConfigError("public_url: must be an http(s):// URL")
 
+        if self.ordering not in ("solo", "etcd"):
+            raise ConfigError(f"ordering: {self.ordering!r} is not 'solo' or 'etcd'")
+        for name in ("etcd_endpoints", "peers"):
+            urls = getattr(self, name)
+            if not isinstance(urls, tuple) or not all(
+                    isinstance(u, str) and u.startswith(("http://", "https://")) for u in urls):
+                raise ConfigError(f"{name}: must be a list of http(s):// URLs")
+        if self.ordering == "etcd" and not self.etcd_endpoints:
+            raise ConfigError("etcd_endpoints: ordering 'etcd' needs at least one endpoint")
+        if self.pki is not None and not isinstance(self.pki, Path):
+            raise ConfigError("pki: must be a path")
+        if (self.tls or any(u.startswith("https://") for u in self.etcd_endpoints)) \
+                and self.pki is None:
+            raise ConfigError("pki: TLS (tls = true or https etcd endpoints) needs the PKI "
+                              "folder")
+        if not isinstance(self.tls, bool):
+            raise ConfigError("tls: must be true or false")
+        if not _is_int(self.retention) or self.retention < 1:
+            raise ConfigError(f"retention: {self.retention!r} is not a positive integer")
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
     @property
     def audience(self) -> str:
         """The URL presentations made for this node's verifier are bound to (``aud``)."""
-        return self.public_url or f"http://{self.host}:{self.port}"
+        return self.public_url or f"{self.scheme}://{self.host}:{self.port}"
 
     @property
     def operator_enabled(self) -> bool:
@@ -118,10 +156,18 @@ class Settings:
         data = values.pop("data")
         if not isinstance(data, str) or not data:
             raise ConfigError("data: must be a non-empty path string")
-        origins = values.pop("cors_origins", [])
-        if not isinstance(origins, list | tuple):
-            raise ConfigError("cors_origins: must be a list of origins")
-        return cls(data=base / Path(data).expanduser(), cors_origins=tuple(origins), **values)
+        lists: dict[str, Any] = {}
+        for key in _LISTS:
+            got = values.pop(key, [])
+            if not isinstance(got, list | tuple):
+                raise ConfigError(f"{key}: must be a list")
+            lists[key] = tuple(got)
+        pki = values.pop("pki", None)
+        if pki is not None and (not isinstance(pki, str) or not pki):
+            raise ConfigError("pki: must be a non-empty path string")
+        return cls(data=base / Path(data).expanduser(),
+                   pki=None if pki is None else base / Path(pki).expanduser(),
+                   **lists, **values)
 
 
 def _is_int(v: object) -> bool:
@@ -129,12 +175,16 @@ def _is_int(v: object) -> bool:
 
 
 def _from_env(key: str, text: str) -> Any:
-    if key in ("port", "max_body_bytes"):
+    if key in ("port", "max_body_bytes", "retention"):
         try:
             return int(text)
         except ValueError as e:
             raise ConfigError(f"{ENV_PREFIX}{key.upper()}: {text!r} is not an integer") from e
-    if key == "cors_origins":
+    if key == "tls":
+        if text.lower() not in ("true", "false", "1", "0"):
+            raise ConfigError(f"{ENV_PREFIX}TLS: {text!r} is not true or false")
+        return text.lower() in ("true", "1")
+    if key in _LISTS:
         return [o.strip() for o in text.split(",") if o.strip()]
     if key in ("operator_token_sha256", "public_url") and not text:
         return None

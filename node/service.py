@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ledger import sdjwt
+import contracts
+from ledger import codec, sdjwt
 from ledger.chain import Head, checkpoint_key
 from ledger.checkpoint import SignedCheckpoint, vkey
 from ledger.credentials import STATUS_LIST_SIZE, issue_credential, status_list_uri
@@ -29,8 +30,10 @@ from ledger.state import Registry, index_key
 from ledger.statuslist import StatusList, make_token
 from ledger.store import Store
 from ledger.tx import Tx
+from node.etcdlog import EtcdLog, TlsFiles
+from node.replication import EtcdOrderer
 
-__all__ = ["Node", "NotFound", "PendingRequest"]
+__all__ = ["Node", "NotFound", "PendingRequest", "Replication"]
 
 REQUEST_TTL = 600
 """Seconds a presentation request (its nonce) stays open."""
@@ -50,11 +53,24 @@ class PendingRequest:
                 "expires": self.created + REQUEST_TTL}
 
 
+@dataclass(frozen=True)
+class Replication:
+    """How a node joins a multi-agency network on etcd (see :mod:`node.replication`)."""
+
+    endpoints: tuple[str, ...]
+    peers: tuple[str, ...] = ()
+    tls: TlsFiles | None = None
+    retention: int = 1000
+    max_batch: int = 2000
+
+
 class Node:
     """An agency's node over its data folder (``<data>/ledger``, ``<data>/keys``)."""
 
     def __init__(self, data: Path, agency: str, passphrase: bytes, *,
-                 clock: Callable[[], float] = _time.time, workers: int | None = None) -> None:
+                 clock: Callable[[], float] = _time.time, workers: int | None = None,
+                 replication: Replication | None = None) -> None:
+        contracts.install()  # the state machine's rule engine (ADR 17)
         self.data = data
         self.agency = agency
         self.clock = clock
@@ -82,8 +98,25 @@ class Node:
         self._lists: dict[str, tuple[int, StatusList | None]] = {}
         self._verifier: Verifier | None = None
         self._lock = threading.Lock()
-        self.orderer = SoloOrderer(self.store, clock=lambda: int(self.clock()),
-                                   on_block=self._on_block, workers=workers)
+        self.replicated: EtcdOrderer | None = None
+        self.orderer: SoloOrderer | EtcdOrderer
+        if replication is None:
+            self.orderer = SoloOrderer(self.store, clock=lambda: int(self.clock()),
+                                       on_block=self._on_block, workers=workers)
+            return
+        tls = replication.tls
+        try:
+            etcd = EtcdLog(replication.endpoints, self.network, tls=tls)
+            self.replicated = EtcdOrderer(
+                self.store, etcd, agency=agency, node_key=self.node_keys[agency],
+                clock=lambda: int(self.clock()), peers=replication.peers,
+                http_verify=tls.ca if tls else True,
+                retention=replication.retention, max_batch=replication.max_batch,
+                workers=workers)
+        except BaseException:
+            self.store.close()
+            raise
+        self.orderer = self.replicated
 
     # -- lifecycle --
     def close(self) -> None:
@@ -137,7 +170,9 @@ class Node:
             raise NotFound(str(e)) from e
 
     def checkpoint(self) -> str:
-        text = self.store.checkpoint()
+        """The latest *final* checkpoint (in solo mode every checkpoint is final at once)."""
+        text = (self.replicated.final_checkpoint() if self.replicated is not None
+                else self.store.checkpoint())
         if text is None:
             raise NotFound("no checkpoint yet")
         return text.decode()
@@ -219,8 +254,39 @@ class Node:
                 if e.code == "status_index_used":
                     continue
                 raise
-            return bundle_from_store(self.store, receipt.index, cred.sd_jwt.serialize()), receipt
+            return bundle_from_store(self.store, receipt.index, cred.sd_jwt.serialize(),
+                                     self._final_covering(receipt.index)), receipt
         raise LedgerError(f"no free status index of {self.agency}/{kind} in 32 draws")
+
+    def _final_covering(self, index: int, wait: float = 15.0) -> bytes | None:
+        """A final checkpoint covering log entry ``index`` (None in solo mode: the latest)."""
+        rep = self.replicated
+        if rep is None:
+            return None
+        deadline = _time.monotonic() + wait
+        while rep.final_size <= index:
+            if _time.monotonic() > deadline:
+                raise LedgerError(f"entry {index} is committed but no final checkpoint covers "
+                                  f"it yet (final size {rep.final_size}); fetch the proof later")
+            _time.sleep(0.02)
+        return rep.final_checkpoint()
+
+    def cluster_status(self) -> dict[str, Any] | None:
+        return None if self.replicated is None else self.replicated.status()
+
+    def evidence(self) -> list[dict[str, Any]]:
+        return [] if self.replicated is None else self.replicated.evidence()
+
+    def sync_blocks(self, start: int, count: int) -> bytes:
+        """Canonical msgpack [[header, [entries]]...] of blocks start.. for a catching-up peer."""
+        top = self._head().height
+        if start > top:
+            raise NotFound(f"no block {start} (head is {top})")
+        out = []
+        for h in range(start, min(top, start + count - 1) + 1):
+            header = self.store.block(h)
+            out.append([header.to_bytes(), self.store.block_entries(header)])
+        return codec.encode(out)
 
     def set_status(self, credential_id: bytes, status: str, reason: str) -> Receipt:
         from ledger.network import Agency, status_tx

@@ -1,0 +1,283 @@
+"""A local N-agency network on 127.0.0.1: etcd members + agency nodes, for demos and tests.
+
+:func:`create_cluster` lays out a folder::
+
+    cluster.toml                 network id, agencies, ports (read back by LocalCluster)
+    pki/                         CA + one certificate per agency (keys encrypted)
+    <agency>/data/ledger         the agency's store (starts at the shared genesis)
+    <agency>/data/keys           its node and issuer keys (encrypted), nobody else's
+    <agency>/node.toml           its node config (ordering = "etcd", HTTPS)
+    <agency>/etcd/               its etcd member's data
+    logs/                        each process's output
+
+:class:`LocalCluster` starts, kills, restarts and stops the processes. Ports: node ``base + i``,
+etcd client ``base + 100 + i``, etcd peer ``base + 200 + i``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time as _time
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ledger.chain import build_genesis
+from ledger.errors import LedgerError
+from ledger.keys import PASSPHRASE_ENV, PrivateKey, save_private_key
+from ledger.network import Agency, genesis_tx
+from ledger.store import Store
+from node.pki import create_pki, lock, unlock
+
+__all__ = ["AGENCY_NAMES", "ClusterError", "LocalCluster", "create_cluster"]
+
+AGENCY_NAMES = {
+    "civil": "Civil Affairs Bureau", "edu": "Education Bureau", "health": "Health Commission",
+    "market": "Market Regulation Bureau", "labour": "Human Resources and Social Security",
+    "tax": "Tax Bureau", "transport": "Transport Bureau", "housing": "Housing Bureau",
+    "justice": "Justice Bureau",
+}
+
+
+class ClusterError(LedgerError):
+    """A local cluster that cannot be created, started or reached."""
+
+
+@dataclass(frozen=True)
+class Member:
+    agency: str
+    index: int
+    node_port: int
+    client_port: int
+    peer_port: int
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.node_port}"
+
+    @property
+    def client_url(self) -> str:
+        return f"https://127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"https://127.0.0.1:{self.peer_port}"
+
+
+def _members(agencies: Sequence[str], base: int) -> list[Member]:
+    return [Member(a, i, base + i, base + 100 + i, base + 200 + i)
+            for i, a in enumerate(agencies)]
+
+
+def create_cluster(folder: Path, n: int, passphrase: bytes, *, network: str = "district-local",
+                   base_port: int = 8100, now: int | None = None,
+                   retention: int = 1000) -> None:
+    """Create a new N-agency network in ``folder`` (which must be new or empty)."""
+    if not 1 <= n <= len(AGENCY_NAMES):
+        raise ClusterError(f"--agencies must be 1..{len(AGENCY_NAMES)}, got {n}")
+    if folder.exists() and any(folder.iterdir()):
+        raise ClusterError(f"{folder} is not empty: a new cluster needs a new folder")
+    t = int(_time.time()) if now is None else now
+    ids = list(AGENCY_NAMES)[:n]
+    agencies = [Agency(a, AGENCY_NAMES[a], PrivateKey.generate(), PrivateKey.generate())
+                for a in ids]
+    quorum = n // 2 + 1
+    genesis = genesis_tx(network, agencies, quorum, t)
+    folder.mkdir(parents=True, exist_ok=True)
+    create_pki(folder / "pki", network, ids, passphrase,
+               now=_dt.datetime.fromtimestamp(t, _dt.UTC))
+    members = _members(ids, base_port)
+    token = hashlib.sha256(b"cluster-operator:" + passphrase).hexdigest()
+    for agency, m in zip(agencies, members, strict=True):
+        root = folder / agency.id
+        (root / "data" / "keys").mkdir(parents=True, mode=0o700)
+        save_private_key(root / "data" / "keys" / f"{agency.id}.node.key", agency.node_key,
+                         passphrase)
+        save_private_key(root / "data" / "keys" / f"{agency.id}.issuer.key", agency.issuer_key,
+                         passphrase)
+        with Store(root / "data" / "ledger") as store:
+            store.write_block(build_genesis(genesis))
+        endpoints = [m.client_url] + [o.client_url for o in members if o is not m]
+        peers = [o.url for o in members if o is not m]
+        (root / "node.toml").write_text(
+            f"# {agency.id}'s node in the local cluster {network}\n"
+            f'data = "data"\nagency = "{agency.id}"\nhost = "127.0.0.1"\nport = {m.node_port}\n'
+            f'operator_token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n'
+            f'public_url = "{m.url}"\nordering = "etcd"\n'
+            f"etcd_endpoints = {json.dumps(endpoints)}\npeers = {json.dumps(peers)}\n"
+            f'pki = "../pki"\ntls = true\nretention = {retention}\n', encoding="utf-8")
+    (folder / "logs").mkdir()
+    (folder / "cluster.toml").write_text(
+        f'network = "{network}"\nagencies = {json.dumps(ids)}\nbase_port = {base_port}\n'
+        f"quorum = {quorum}\ngenesis_time = {t}\n", encoding="utf-8")
+
+
+class LocalCluster:
+    """The processes of a cluster folder made by :func:`create_cluster`."""
+
+    def __init__(self, folder: Path, passphrase: bytes, *, etcd_bin: str = "etcd",
+                 python: str = sys.executable) -> None:
+        try:
+            meta = tomllib.loads((folder / "cluster.toml").read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as e:
+            raise ClusterError(f"{folder} is not a cluster folder: {e}") from e
+        self.folder, self.passphrase = folder, passphrase
+        self.network: str = meta["network"]
+        self.members = _members(meta["agencies"], int(meta["base_port"]))
+        self.etcd_bin = shutil.which(etcd_bin) or etcd_bin
+        self.python = python
+        self.token = hashlib.sha256(b"cluster-operator:" + passphrase).hexdigest()
+        self._etcd: dict[str, subprocess.Popen[bytes]] = {}
+        self._nodes: dict[str, subprocess.Popen[bytes]] = {}
+        self._runtime: dict[str, Path] = {}
+        self._http = httpx.Client(verify=self.ssl_context(), timeout=5.0)
+
+    @property
+    def ca(self) -> str:
+        return str(self.folder / "pki" / "ca.crt")
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client context that trusts this cluster's CA (and nothing else)."""
+        return ssl.create_default_context(cafile=self.ca)
+
+    def member(self, agency: str) -> Member:
+        for m in self.members:
+            if m.agency == agency:
+                return m
+        raise ClusterError(f"no agency {agency!r} in this cluster")
+
+    # -- etcd --
+    def _start_etcd(self, m: Member) -> None:
+        if not shutil.which(self.etcd_bin) and not Path(self.etcd_bin).exists():
+            raise ClusterError("etcd is not installed (Debian package etcd-server); "
+                               "scripts/test installs it")
+        rt = self._runtime.get(m.agency)
+        if rt is None:
+            rt = self._runtime[m.agency] = unlock(self.folder / "pki", m.agency, self.passphrase)
+        data = self.folder / m.agency / "etcd"
+        state = "existing" if (data / "member").exists() else "new"
+        crt, key, ca = rt / f"{m.agency}.crt", rt / f"{m.agency}.key", rt / "ca.crt"
+        initial = ",".join(f"{o.agency}={o.peer_url}" for o in self.members)
+        cmd = [self.etcd_bin, "--name", m.agency, "--data-dir", str(data),
+               "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
+               "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
+               "--initial-cluster", initial, "--initial-cluster-token", self.network,
+               "--initial-cluster-state", state,
+               "--client-cert-auth", "--trusted-ca-file", str(ca), "--cert-file", str(crt),
+               "--key-file", str(key), "--peer-client-cert-auth", "--peer-trusted-ca-file",
+               str(ca), "--peer-cert-file", str(crt), "--peer-key-file", str(key),
+               "--logger", "zap", "--log-level", "warn", "--heartbeat-interval", "100",
+               "--election-timeout", "1000"]
+        log = open(self.folder / "logs" / f"etcd-{m.agency}.log", "ab")  # noqa: SIM115
+        self._etcd[m.agency] = subprocess.Popen(cmd, stdout=log, stderr=log,  # noqa: S603
+                                                stdin=subprocess.DEVNULL)
+        log.close()
+
+    def _etcd_healthy(self, m: Member) -> bool:
+        rt = self._runtime[m.agency]
+        ctx = ssl.create_default_context(cafile=str(rt / "ca.crt"))
+        ctx.load_cert_chain(str(rt / f"{m.agency}.crt"), str(rt / f"{m.agency}.key"))
+        try:
+            r = httpx.get(f"{m.client_url}/health", verify=ctx, timeout=2.0)
+            return r.status_code == 200 and r.json().get("health") == "true"
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    # -- nodes --
+    def _start_node(self, m: Member) -> None:
+        env = {**os.environ, PASSPHRASE_ENV: self.passphrase.decode()}
+        log = open(self.folder / "logs" / f"node-{m.agency}.log", "ab")  # noqa: SIM115
+        self._nodes[m.agency] = subprocess.Popen(  # noqa: S603 - our own argv
+            [self.python, "-m", "node.cli", "run", "--config",
+             str(self.folder / m.agency / "node.toml")],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+        log.close()
+
+    def health(self, agency: str) -> dict[str, Any] | None:
+        try:
+            r = self._http.get(f"{self.member(agency).url}/v1/health")
+            return dict(r.json()) if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    def _wait(self, what: str, ok: Any, timeout: float) -> None:
+        deadline = _time.monotonic() + timeout
+        while not ok():
+            if _time.monotonic() > deadline:
+                raise ClusterError(f"{what} not up within {timeout:.0f} s; see "
+                                   f"{self.folder / 'logs'}")
+            _time.sleep(0.1)
+
+    # -- lifecycle --
+    def start(self, timeout: float = 60.0) -> None:
+        for m in self.members:
+            self._start_etcd(m)
+        for m in self.members:
+            self._wait(f"etcd member {m.agency}", lambda m=m: self._etcd_healthy(m), timeout)
+        for m in self.members:
+            self._start_node(m)
+        for m in self.members:
+            self._wait(f"node {m.agency}", lambda m=m: self.health(m.agency) is not None,
+                       timeout)
+
+    def kill(self, agency: str) -> None:
+        """SIGKILL the agency's node and etcd member (a crash, mid-whatever)."""
+        for procs in (self._nodes, self._etcd):
+            p = procs.pop(agency, None)
+            if p is not None:
+                p.kill()
+                p.wait()
+
+    def kill_node(self, agency: str) -> None:
+        p = self._nodes.pop(agency, None)
+        if p is not None:
+            p.kill()
+            p.wait()
+
+    def restart(self, agency: str, timeout: float = 60.0, *, etcd: bool = True) -> None:
+        m = self.member(agency)
+        if etcd and agency not in self._etcd:
+            self._start_etcd(m)
+            self._wait(f"etcd member {agency}", lambda: self._etcd_healthy(m), timeout)
+        self._start_node(m)
+        self._wait(f"node {agency}", lambda: self.health(agency) is not None, timeout)
+
+    def running(self, agency: str) -> bool:
+        p = self._nodes.get(agency)
+        return p is not None and p.poll() is None
+
+    def stop(self) -> None:
+        """Stop nodes (they finish what is queued), then etcd members; remove clear keys."""
+        for procs in (self._nodes, self._etcd):
+            for p in procs.values():
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+            for p in procs.values():
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+            procs.clear()
+        for rt in self._runtime.values():
+            lock(rt)
+        self._runtime.clear()
+        self._http.close()
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,151 @@
+"""The network's own PKI: a CA and one certificate per agency (``cryptography``, ECDSA P-256).
+
+One agency certificate serves etcd peer and client mTLS and the node's HTTPS (``serverAuth`` and
+``clientAuth``; SANs ``127.0.0.1``, ``localhost`` and the agency id). Private keys are written
+encrypted (PKCS#8, ``BestAvailableEncryption`` with the key passphrase). etcd cannot read an
+encrypted key, so :func:`unlock` writes a clear copy for the running processes into a 0700 runtime
+folder (on ``/dev/shm`` when it exists, i.e. in memory) that :func:`lock` removes at shutdown.
+
+Layout of a PKI folder::
+
+    ca.crt  ca.key               the network CA (key encrypted)
+    <agency>.crt  <agency>.key   each agency's certificate and encrypted key
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import ipaddress
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from ledger.errors import LedgerError
+
+__all__ = ["PkiError", "create_pki", "issue_agency_cert", "lock", "unlock"]
+
+VALID_DAYS = 825
+
+
+class PkiError(LedgerError):
+    """A PKI folder that is missing a file, holds a bad one, or cannot be unlocked."""
+
+
+def _write(path: Path, data: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _key_bytes(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None) -> bytes:
+    enc: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase
+        else serialization.NoEncryption())
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+
+
+def _load_key(path: Path, passphrase: bytes) -> ec.EllipticCurvePrivateKey:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), passphrase)
+    except FileNotFoundError as e:
+        raise PkiError(f"no key file {path}") from e
+    except (ValueError, TypeError) as e:
+        raise PkiError(f"cannot decrypt {path}: wrong passphrase or not a PEM key") from e
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise PkiError(f"{path} is not an EC private key")
+    return key
+
+
+def _name(common: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "credledger"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+def create_pki(folder: Path, network: str, agencies: Iterable[str], passphrase: bytes, *,
+               now: _dt.datetime) -> None:
+    """Create ``folder`` with a new CA for ``network`` and a certificate for each agency."""
+    if folder.exists() and any(folder.iterdir()):
+        raise PkiError(f"{folder} is not empty: a new PKI needs a new folder")
+    if not passphrase:
+        raise PkiError("an empty passphrase cannot protect the CA key")
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = _name(f"{network} ledger CA")
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - _dt.timedelta(minutes=5))
+            .not_valid_after(now + _dt.timedelta(days=VALID_DAYS))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
+                                         crl_sign=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False,
+                                         decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    _write(folder / "ca.key", _key_bytes(key, passphrase), 0o600)
+    _write(folder / "ca.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    for agency in agencies:
+        issue_agency_cert(folder, agency, passphrase, now=now)
+
+
+def issue_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
+                      now: _dt.datetime) -> None:
+    """Add ``<agency>.crt`` / ``<agency>.key`` signed by the CA in ``folder``."""
+    if (folder / f"{agency}.crt").exists():
+        raise PkiError(f"{folder} already has a certificate for {agency!r}")
+    try:
+        ca_cert = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
+    except (FileNotFoundError, ValueError) as e:
+        raise PkiError(f"no readable CA certificate in {folder}: {e}") from e
+    ca_key = _load_key(folder / "ca.key", passphrase)
+    key = ec.generate_private_key(ec.SECP256R1())
+    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                       x509.DNSName("localhost"), x509.DNSName(agency)])
+    cert = (x509.CertificateBuilder().subject_name(_name(agency))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _dt.timedelta(minutes=5))
+            .not_valid_after(now + _dt.timedelta(days=VALID_DAYS))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(san, critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                  ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    _write(folder / f"{agency}.key", _key_bytes(key, passphrase), 0o600)
+    _write(folder / f"{agency}.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
+def unlock(folder: Path, agency: str, passphrase: bytes, runtime: Path | None = None) -> Path:
+    """Write ``ca.crt``, ``<agency>.crt`` and a clear ``<agency>.key`` into a 0700 runtime folder.
+
+    Returns that folder. The clear key exists only while the processes that need it run; call
+    :func:`lock` on it at shutdown.
+    """
+    key = _load_key(folder / f"{agency}.key", passphrase)
+    if runtime is None:
+        shm = Path("/dev/shm")  # noqa: S108 - memory-backed; mkdtemp makes a private 0700 dir
+        base = shm if shm.is_dir() else None
+        runtime = Path(tempfile.mkdtemp(prefix=f"credledger-{agency}-", dir=base))
+    runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+    runtime.chmod(0o700)
+    for name in ("ca.crt", f"{agency}.crt"):
+        shutil.copyfile(folder / name, runtime / name)
+    target = runtime / f"{agency}.key"
+    target.unlink(missing_ok=True)
+    _write(target, _key_bytes(key, None), 0o600)
+    return runtime
+
+
+def lock(runtime: Path) -> None:
+    """Remove a runtime folder made by :func:`unlock` (its clear key first)."""
+    for p in runtime.glob("*.key"):
+        p.unlink(missing_ok=True)
+    shutil.rmtree(runtime, ignore_errors=True)

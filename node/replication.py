@@ -1,0 +1,664 @@
+"""Multi-agency ordering on etcd: batches in, identical blocks out, co-signed checkpoints.
+
+Each agency node runs one :class:`EtcdOrderer` beside its etcd member.
+
+* **Proposing.** Submitted transactions are parsed (malformed ones fail at once), answered from
+  the store if already committed, and cut into batches (``max_batch`` or ``max_wait``) signed by
+  the node key (:mod:`ledger.batch`) and put into etcd. A put that fails is retried against the
+  other endpoints until ``submit_timeout``; the caller may then retry (ids are idempotent).
+* **Applying.** One thread reads the batches after the last one applied, in revision order, and
+  turns each into at most one block with :func:`ledger.chain.build_block`; every node does the
+  same with the same bytes, so blocks are identical. Each block, its own-signed checkpoint and
+  the revision it came from are written in one synced LevelDB batch; the node then publishes its
+  co-signature and its applied position.
+* **Finality and equivocation.** Co-signatures of the other nodes are verified against the
+  registry in force at that size; a valid one for our root is merged into the stored checkpoint,
+  which becomes *final* with the quorum. A forged one is refused and counted. A valid signature
+  over a different root is kept as evidence; when a quorum signed that other root, this node is on
+  a fork and stops applying (``halted``).
+* **Retention and catch-up.** The lowest-id live agency prunes batches that a final checkpoint
+  covers and every live member applied (members more than ``retention`` blocks behind do not hold
+  it back), writing the marker first. A node whose position is older than the marker fetches the
+  missing blocks from a peer over HTTP, re-executes them, and checks the result against the peer's
+  final checkpoint (quorum and consistency proof) before writing anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import logging
+import os
+import queue
+import ssl
+import struct
+import threading
+import time as _time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import httpx
+
+from ledger import codec, merkle
+from ledger.batch import Batch, check_batch, make_batch
+from ledger.block import BlockHeader
+from ledger.chain import BlockResult, Head, build_block, checkpoint_key
+from ledger.checkpoint import Checkpoint, NoteSignature, SignedCheckpoint
+from ledger.errors import (
+    CheckpointError,
+    DecodeError,
+    LedgerError,
+    OrderingError,
+    ProofError,
+    SignatureError,
+    TxRejected,
+)
+from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
+from ledger.keys import PrivateKey
+from ledger.ordering import Receipt
+from ledger.sigcheck import SignatureChecker, rebuild
+from ledger.state import Registry
+from ledger.store import Store
+from ledger.tx import Tx
+from node.etcdlog import EtcdLog, Record
+
+__all__ = ["META_FINAL", "META_REV", "EtcdOrderer", "SyncError"]
+
+log = logging.getLogger("credledger.replication")
+
+META_REV = b"xrev"
+"""be64 etcd revision of the batch that made the latest block (written with the block)."""
+META_FINAL = b"xfinal"
+"""be64 log size of the latest final checkpoint."""
+_EVIDENCE = b"xev"
+_BE = struct.Struct(">Q")
+_RECENT = 100_000  # size → (rev, height) entries kept for pruning decisions
+
+
+class SyncError(OrderingError):
+    """Blocks from a peer did not re-execute to its headers or to a final checkpoint."""
+
+
+@dataclass(slots=True)
+class Stats:
+    batches_put: int = 0
+    batches_applied: int = 0
+    batches_skipped: int = 0
+    blocks: int = 0
+    cosigs_merged: int = 0
+    cosigs_forged: int = 0
+    pruned_batches: int = 0
+    synced_blocks: int = 0
+    equivocations: int = 0
+    last_error: str = ""
+    peers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class _Overlay:
+    """A state view: writes of blocks built but not yet written, over the store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.writes: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes) -> bytes | None:
+        v = self.writes.get(key)
+        return v if v is not None else self.store.get(key)
+
+
+class EtcdOrderer:
+    """Orders transactions through etcd for one agency node (the SoloOrderer interface)."""
+
+    def __init__(self, store: Store, etcd: EtcdLog, *, agency: str, node_key: PrivateKey,
+                 clock: Callable[[], int], peers: Sequence[str] = (),
+                 http_verify: str | bool = True,
+                 max_batch: int = 2000, max_wait: float = 0.02, workers: int | None = None,
+                 retention: int = 1000, submit_timeout: float = 30.0,
+                 poll: float = 0.25) -> None:
+        if store.head is None or store.registry is None:
+            raise OrderingError("the store has no genesis yet")
+        self.store, self.etcd, self.agency, self.node_key = store, etcd, agency, node_key
+        self.network = store.registry.network
+        self.clock, self.peers = clock, list(peers)
+        self.max_batch, self.max_wait, self.retention = max_batch, max_wait, retention
+        self.submit_timeout, self.poll = submit_timeout, poll
+        verify = ssl.create_default_context(cafile=http_verify) if isinstance(
+            http_verify, str) else http_verify
+        self._http = httpx.Client(verify=verify, timeout=30.0)
+        raw_rev = store.get(META_REV)
+        self.rev = _BE.unpack(raw_rev)[0] if raw_rev else 0
+        raw_final = store.get(META_FINAL)
+        self.final_size = _BE.unpack(raw_final)[0] if raw_final else 0
+        self.cosig_rev = 0
+        self.halted: str | None = None
+        self.stats = Stats()
+        self._recent: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        self._pending_cosigs: dict[int, list[tuple[str, bytes, str]]] = {}
+        self._waiting: dict[bytes, list[Future[Receipt]]] = {}
+        self._wlock = threading.Lock()
+        self._queue: queue.SimpleQueue[tuple[Tx, Future[Receipt]] | None] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        n = (os.cpu_count() or 2) if workers is None else workers
+        self._checker = SignatureChecker(n) if n > 0 else None
+        self._last_prune = 0.0
+        self.etcd.watch(self._wake.set)
+        self._threads = [threading.Thread(target=self._propose_loop, name="etcd-propose",
+                                          daemon=True),
+                         threading.Thread(target=self._apply_loop, name="etcd-apply",
+                                          daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    # -- submitting (SoloOrderer interface) --
+    def submit(self, raw: bytes | Tx) -> Future[Receipt]:
+        return self.submit_many([raw])[0]
+
+    def submit_many(self, raws: Sequence[bytes | Tx], chunk: int = 256) -> list[Future[Receipt]]:
+        del chunk
+        if self._stop.is_set():
+            raise OrderingError("orderer is stopped")
+        out: list[Future[Receipt]] = []
+        for raw in raws:
+            fut: Future[Receipt] = Future()
+            out.append(fut)
+            try:
+                tx = raw if isinstance(raw, Tx) else Tx.from_bytes(raw)
+            except DecodeError as e:
+                fut.set_exception(e)
+                continue
+            loc = self.store.tx_location(tx.txid)
+            if loc is not None:
+                fut.set_result(Receipt(tx.txid, loc[0], loc[1], duplicate=True))
+                continue
+            with self._wlock:
+                self._waiting.setdefault(tx.txid, []).append(fut)
+            self._queue.put((tx, fut))
+        return out
+
+    def _propose_loop(self) -> None:
+        while True:
+            got = self._queue.get()
+            if got is None:
+                return
+            items = [got]
+            deadline = _time.monotonic() + self.max_wait
+            size = len(got[0].raw)
+            stopping = False
+            while len(items) < self.max_batch and size < 768 * 1024:
+                left = deadline - _time.monotonic()
+                try:
+                    nxt = self._queue.get(timeout=max(left, 0)) if left > 0 else \
+                        self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                items.append(nxt)
+                size += len(nxt[0].raw)
+            self._put(items)
+            if stopping:
+                return
+
+    def _put(self, items: list[tuple[Tx, Future[Receipt]]]) -> None:
+        batch = make_batch(self.network, self.agency, self.node_key, int(self.clock()),
+                           [tx.raw for tx, _ in items])
+        data = batch.to_bytes()
+        give_up = _time.monotonic() + self.submit_timeout
+        delay = 0.05
+        while True:
+            try:
+                self.etcd.put_batch(data)
+                self.stats.batches_put += 1
+                self._wake.set()
+                return
+            except OrderingError as e:
+                if self._stop.is_set() or _time.monotonic() + delay > give_up:
+                    self.stats.last_error = str(e)
+                    self._fail([f for _, f in items],
+                               OrderingError(f"not ordered: {e}; retry the submission "
+                                             "(transaction ids are idempotent)"))
+                    return
+                _time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _fail(self, futures: Sequence[Future[Receipt]], error: Exception) -> None:
+        with self._wlock:
+            for fut in futures:
+                for txid, futs in list(self._waiting.items()):
+                    if fut in futs:
+                        futs.remove(fut)
+                        if not futs:
+                            del self._waiting[txid]
+        for fut in futures:
+            if not fut.done():
+                fut.set_exception(error)
+
+    def _resolve(self, txid: bytes, result: Receipt | Exception) -> None:
+        with self._wlock:
+            futs = self._waiting.pop(txid, [])
+        for n, fut in enumerate(futs):
+            if fut.done():
+                continue
+            if isinstance(result, Receipt):
+                fut.set_result(Receipt(result.txid, result.index, result.height,
+                                       duplicate=result.duplicate or n > 0))
+            else:
+                fut.set_exception(result)
+
+    # -- applying --
+    def _apply_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.poll)
+            self._wake.clear()
+            if self.halted:
+                continue
+            try:
+                while self._step():
+                    pass
+                self._cosigs()
+                self._maybe_prune()
+            except LedgerError as e:
+                self.stats.last_error = str(e)
+                log.warning("replication step failed: %s", e)
+                self._stop.wait(0.2)
+            except (httpx.HTTPError, OSError) as e:
+                self.stats.last_error = f"peer sync: {e}"
+                log.warning("peer sync failed: %s", e)
+                self._stop.wait(0.5)
+
+    def _step(self) -> bool:
+        """Apply the next run of batches; True when there may be more."""
+        _at, records, marker = self.etcd.read_after(self.rev)
+        if marker is not None:
+            m = codec.decode(marker.value, what="pruning marker")
+            if isinstance(m, dict) and int(m.get("rev", 0)) > self.rev:
+                self._catch_up(int(m["rev"]), int(m["height"]), int(m["size"]))
+                return True
+        if not records:
+            return False
+        checks = []
+        head = self.store.head
+        registry = self.store.registry
+        assert head is not None
+        assert registry is not None
+        keys = {kid: k.raw for kid, k in registry.public_keys.items()}
+        for rec in records:
+            batch: Batch | None = None
+            with contextlib.suppress(DecodeError):
+                batch = Batch.from_bytes(rec.value)
+            fut = (self._checker.submit(list(batch.txs), keys)
+                   if self._checker is not None and batch is not None else None)
+            checks.append((rec, batch, fut))
+        for rec, batch, fut in checks:
+            if self._stop.is_set() or self.halted:
+                return False
+            self._apply(rec, batch, fut)
+        return len(records) > 0
+
+    def _apply(self, rec: Record, batch: Batch | None, checked: Future[Any] | None) -> None:
+        head, registry = self.store.head, self.store.registry
+        assert head is not None
+        assert registry is not None
+        if batch is None:
+            self._skip(rec, "does not decode")
+            return
+        try:
+            check_batch(batch, registry, head.time)
+        except (DecodeError, SignatureError) as e:
+            self._skip(rec, str(e), batch)
+            return
+        txs: list[Tx] = []
+        flags: list[bool] = []
+        verdicts = checked.result() if checked is not None else [False] * len(batch.txs)
+        for raw, got in zip(batch.txs, verdicts, strict=True):
+            try:
+                if checked is not None:
+                    tx, ok = rebuild(raw, got)
+                else:
+                    tx, ok = Tx.from_bytes(raw), False
+            except DecodeError:
+                continue  # every node drops the same malformed entry
+            txs.append(tx)
+            flags.append(ok)
+        result = build_block(head, registry, self.store, self.store.frontier, txs, batch.time,
+                             checked=flags)
+        self.stats.batches_applied += 1
+        if result.header is not None and result.head is not None:
+            cp = sign_checkpoint(self.network, result.head, [(self.agency, self.node_key)])
+            extra = {checkpoint_key(result.head.log_size): cp.to_text().encode(),
+                     META_REV: _BE.pack(rec.create_rev)}
+            self.store.write_block(result, extra)
+            self.stats.blocks += 1
+            self._remember(result.head.log_size, rec.create_rev, result.head.height)
+        self.rev = rec.create_rev
+        self._settle(result)
+        if result.head is not None:
+            self._publish(result.head, cp.signatures[0].to_line())
+
+    def _skip(self, rec: Record, why: str, batch: Batch | None = None) -> None:
+        self.stats.batches_skipped += 1
+        log.warning("skipped batch at revision %d: %s", rec.create_rev, why)
+        self.rev = rec.create_rev
+        if batch is not None and batch.proposer == self.agency:
+            for raw in batch.txs:
+                with contextlib.suppress(DecodeError):
+                    self._resolve(Tx.from_bytes(raw).txid,
+                                  OrderingError(f"our batch was refused by the network: {why}"))
+
+    def _settle(self, result: BlockResult) -> None:
+        height = result.head.height if result.head else -1
+        for tx, index in result.accepted:
+            self._resolve(tx.txid, Receipt(tx.txid, index, height))
+        for tx, err in result.rejected:
+            self._resolve(tx.txid, TxRejected(err.code, err.message))
+        for tx, index, h in result.duplicates:
+            self._resolve(tx.txid, Receipt(tx.txid, index, h, duplicate=True))
+
+    def _remember(self, size: int, rev: int, height: int) -> None:
+        self._recent[size] = (rev, height)
+        while len(self._recent) > _RECENT:
+            self._recent.popitem(last=False)
+
+    def _publish(self, head: Head, line: str) -> None:
+        try:
+            self.etcd.put_cosig(head.log_size, self.agency,
+                                codec.encode({"root": head.log_root, "line": line}))
+            self.etcd.put_applied(self.agency, codec.encode({
+                "rev": self.rev, "height": head.height, "size": head.log_size,
+                "time": int(self.clock())}))
+        except OrderingError as e:  # the next block publishes again
+            self.stats.last_error = str(e)
+
+    # -- co-signatures, finality, evidence --
+    def _verifiers_at(self, size: int) -> tuple[Registry, dict[str, Any]]:
+        """The registry and node keys in force for the block that ends at log size ``size``."""
+        height = self._height_of(size)
+        registry = self.store.registry_at(height)
+        return registry, checkpoint_verifiers(registry, self.store.block(height).time)
+
+    def _height_of(self, size: int) -> int:
+        """The height of the block whose last entry is ``size - 1``."""
+        if size < 1:
+            raise OrderingError("no block ends at log size 0")
+        loc = self.store.tx_location(hashlib.sha256(self.store.entry(size - 1)).digest())
+        if loc is None:
+            raise OrderingError(f"no block ends at log size {size}")
+        return loc[1]
+
+    def _cosigs(self) -> None:
+        records = self.etcd.cosigs_after(self.cosig_rev)
+        for rec in records:
+            self.cosig_rev = max(self.cosig_rev, rec.create_rev)
+            parts = rec.key.split("/")
+            if len(parts) != 3 or parts[2] == self.agency:
+                continue
+            try:
+                size, agency = int(parts[1]), parts[2]
+                got = codec.decode(rec.value, what="co-signature")
+                root, line = got["root"], got["line"]
+                if not isinstance(root, bytes) or len(root) != 32 or not isinstance(line, str):
+                    raise DecodeError("co-signature needs a 32-byte root and a line")
+            except (DecodeError, ValueError, KeyError, TypeError) as e:
+                self.stats.cosigs_forged += 1
+                log.warning("malformed co-signature %s: %s", rec.key, e)
+                continue
+            self._pending_cosigs.setdefault(size, []).append((agency, root, line))
+        head = self.store.head
+        assert head is not None
+        for size in sorted(s for s in self._pending_cosigs if s <= head.log_size):
+            for agency, root, line in self._pending_cosigs.pop(size):
+                self._merge(size, agency, root, line)
+        if len(self._pending_cosigs) > 10_000:  # far ahead of us: catch-up will bring them back
+            self._pending_cosigs.clear()
+
+    def _merge(self, size: int, agency: str, root: bytes, line: str) -> None:
+        try:
+            registry, verifiers = self._verifiers_at(size)
+        except LedgerError:
+            return
+        theirs = SignedCheckpoint(Checkpoint(self.network, size, root))
+        try:
+            theirs = SignedCheckpoint(theirs.checkpoint, (NoteSignature.from_line(line),))
+            signed_by = theirs.signers({agency: verifiers[agency]} if agency in verifiers
+                                       else {})
+        except (CheckpointError, ValueError) as e:
+            self.stats.cosigs_forged += 1
+            log.warning("refused co-signature of %s at size %d: %s", agency, size, e)
+            return
+        if agency not in signed_by:
+            self.stats.cosigs_forged += 1
+            log.warning("refused co-signature at size %d: %s is not a current agency node "
+                        "key holder there", size, agency)
+            return
+        ours_text = self.store.checkpoint(size)
+        if ours_text is None:
+            return
+        ours = SignedCheckpoint.from_text(ours_text)
+        if root != ours.checkpoint.root:
+            self._evidence(size, agency, ours, theirs, verifiers, registry)
+            return
+        merged = SignedCheckpoint(ours.checkpoint, (*ours.signatures, *theirs.signatures))
+        if merged != ours:
+            self.store.put_checkpoint(size, merged.to_text().encode())
+            self.stats.cosigs_merged += 1
+        if size > self.final_size:
+            try:
+                verify_final(merged, registry, self._block_time(size))
+            except CheckpointError:
+                return
+            self.final_size = size
+            self.store.put_records({META_FINAL: _BE.pack(size)})
+
+    def _block_time(self, size: int) -> int:
+        return self.store.block(self._height_of(size)).time
+
+    def _evidence(self, size: int, agency: str, ours: SignedCheckpoint,
+                  theirs: SignedCheckpoint, verifiers: dict[str, Any],
+                  registry: Registry) -> None:
+        self.stats.equivocations += 1
+        key = _EVIDENCE + _BE.pack(size) + agency.encode()
+        record = codec.encode({"size": size, "agency": agency, "ours": ours.to_text(),
+                               "theirs": theirs.to_text(), "seen": int(self.clock())})
+        self.store.put_records({key: record})
+        log.error("EQUIVOCATION at size %d: %s signed root %s, ours is %s", size, agency,
+                  theirs.checkpoint.root.hex(), ours.checkpoint.root.hex())
+        # Do the others agree among themselves on their root? Then we are the fork.
+        other = theirs
+        for ev_agency, ev_text in self.evidence_for(size):
+            if ev_agency != agency:
+                with contextlib.suppress(CheckpointError):
+                    cand = SignedCheckpoint.from_text(ev_text)
+                    if cand.checkpoint.root == theirs.checkpoint.root:
+                        other = SignedCheckpoint(other.checkpoint,
+                                                 (*other.signatures, *cand.signatures))
+        try:
+            other.verify_quorum(verifiers, registry.quorum)
+        except CheckpointError:
+            return
+        self.halted = (f"a quorum signed root {theirs.checkpoint.root.hex()} at size {size}, "
+                       f"ours is {ours.checkpoint.root.hex()}: this node's chain is a fork; "
+                       "it stopped applying blocks (restore it from a peer)")
+        log.error("HALTED: %s", self.halted)
+
+    def evidence_for(self, size: int) -> list[tuple[str, str]]:
+        out = []
+        for _k, v in self.store.iterate(_EVIDENCE + _BE.pack(size)):
+            d = codec.decode(v, what="evidence")
+            out.append((d["agency"], d["theirs"]))
+        return out
+
+    def evidence(self) -> list[dict[str, Any]]:
+        return [codec.decode(v, what="evidence") for _k, v in self.store.iterate(_EVIDENCE)]
+
+    def final_checkpoint(self) -> bytes | None:
+        return self.store.checkpoint(self.final_size) if self.final_size else None
+
+    # -- retention --
+    def _maybe_prune(self) -> None:
+        now = _time.monotonic()
+        if now - self._last_prune < 0.5:
+            return
+        self._last_prune = now
+        head, registry = self.store.head, self.store.registry
+        assert head is not None
+        assert registry is not None
+        applied = self.etcd.applied()
+        self.stats.peers = {a: {**v, "lag": head.height - int(v.get("height", 0))}
+                            for a, v in applied.items()}
+        if not self.final_size:
+            return
+        wall = int(self.clock())
+        current = sorted(registry.current_agencies(head.time))
+        live = [a for a in current if a in applied and wall - int(applied[a]["time"]) <= 30]
+        if not live or live[0] != self.agency:
+            return
+        final_rev = self._recent.get(self.final_size)
+        if final_rev is None:
+            return
+        upto = final_rev[0]
+        for a in current:
+            got = applied.get(a)
+            if got is None or head.height - int(got["height"]) > self.retention:
+                continue  # far behind or never seen: it will catch up from a peer
+            upto = min(upto, int(got["rev"]))
+        marker = self.etcd.marker()
+        done = int(codec.decode(marker.value, what="marker")["rev"]) if marker else 0
+        if upto <= done:
+            return
+        at = next(((s, h) for s, (r, h) in self._recent.items() if r == upto), None)
+        if at is None:
+            return
+        size, height = at
+        n = self.etcd.prune(upto, codec.encode({"rev": upto, "height": height, "size": size}),
+                            cosig_size=size)
+        self.stats.pruned_batches += n
+        log.info("pruned %d batches up to revision %d (height %d)", n, upto, height)
+
+    # -- catch-up from a peer --
+    def _catch_up(self, rev: int, height: int, size: int) -> None:
+        head = self.store.head
+        assert head is not None
+        if head.height > height:
+            raise SyncError(f"pruning marker says height {height} at revision {rev}, but this "
+                            f"node is at height {head.height} with revision {self.rev}")
+        last: Exception | None = None
+        while head.height < height:
+            for peer in self.peers:
+                try:
+                    self._sync_from(peer, height)
+                    break
+                except (SyncError, httpx.HTTPError, OSError, LedgerError) as e:
+                    last = e
+                    log.warning("sync from %s failed: %s", peer, e)
+            else:
+                raise SyncError(f"no peer could bring this node to height {height}: {last}")
+            head = self.store.head
+            assert head is not None
+        if head.log_size != size:
+            raise SyncError(f"after sync the log has {head.log_size} entries, the marker "
+                            f"says {size}")
+        self.rev = rev
+        self.store.put_records({META_REV: _BE.pack(rev)})
+
+    def _sync_from(self, peer: str, target: int) -> None:
+        head, registry = self.store.head, self.store.registry
+        assert head is not None
+        assert registry is not None
+        r = self._http.get(f"{peer}/v1/sync/blocks",
+                           params={"from": head.height + 1,
+                                   "count": min(200, target - head.height)})
+        r.raise_for_status()
+        unverified = codec.decode(r.content, max_size=64 << 20, what="sync blocks")
+        if not isinstance(unverified, list) or not unverified:
+            raise SyncError(f"{peer} sent no blocks")
+        overlay = _Overlay(self.store)
+        frontier = self.store.frontier
+        results: list[BlockResult] = []
+        for item in unverified:
+            header = BlockHeader.from_bytes(item[0])
+            txs = [Tx.from_bytes(raw) for raw in item[1]]
+            res = build_block(head, registry, overlay, frontier, txs, header.time)
+            if res.header is None or res.head is None or res.header.to_bytes() != item[0] \
+                    or res.rejected or res.duplicates:
+                raise SyncError(f"{peer}'s block {header.height} does not re-execute to its "
+                                "header")
+            overlay.writes.update(res.writes)
+            head, registry, frontier = res.head, res.registry, res.frontier
+            results.append(res)
+            if head.height >= target:
+                break
+        # Check the end of the run against the peer's final checkpoint before writing anything.
+        text = self._http.get(f"{peer}/v1/checkpoint")
+        text.raise_for_status()
+        cp = SignedCheckpoint.from_text(text.text)
+        verify_final(cp, registry, head.time)
+        if cp.checkpoint.size < head.log_size:
+            raise SyncError(f"{peer}'s final checkpoint (size {cp.checkpoint.size}) does not "
+                            f"cover the synced log (size {head.log_size})")
+        proof: list[bytes] = []
+        if cp.checkpoint.size > head.log_size:
+            pr = self._http.get(f"{peer}/v1/proofs/consistency",
+                                params={"old": head.log_size, "new": cp.checkpoint.size})
+            pr.raise_for_status()
+            proof = [base64.b64decode(p) for p in pr.json()["proof"]]
+        try:
+            merkle.verify_consistency(head.log_size, cp.checkpoint.size, head.log_root,
+                                      cp.checkpoint.root, proof)
+        except ProofError as e:
+            raise SyncError(f"{peer}'s blocks are not consistent with its final checkpoint: "
+                            f"{e}") from e
+        for res in results:
+            assert res.head is not None
+            ours = sign_checkpoint(self.network, res.head, [(self.agency, self.node_key)])
+            self.store.write_block(res, {checkpoint_key(res.head.log_size):
+                                         ours.to_text().encode()})
+            self.stats.synced_blocks += 1
+        self.store.put_checkpoint(cp.checkpoint.size, cp.to_text().encode()) \
+            if cp.checkpoint.size == head.log_size else None
+        if cp.checkpoint.size == head.log_size and head.log_size > self.final_size:
+            self.final_size = head.log_size
+            self.store.put_records({META_FINAL: _BE.pack(head.log_size)})
+
+    # -- status and lifecycle --
+    def status(self) -> dict[str, Any]:
+        head = self.store.head
+        assert head is not None
+        return {"agency": self.agency, "ordering": "etcd", "revision": self.rev,
+                "height": head.height, "log_size": head.log_size,
+                "final_size": self.final_size, "halted": self.halted,
+                "peers": self.stats.peers,
+                "counters": {f.name: getattr(self.stats, f.name) for f in fields(Stats)
+                             if f.type == "int"},
+                "last_error": self.stats.last_error}
+
+    def stop(self) -> None:
+        if self._stop.is_set():
+            return
+        self._queue.put(None)
+        self._threads[0].join(timeout=self.submit_timeout + 5)
+        self._stop.set()
+        self._wake.set()
+        self._threads[1].join(timeout=30)
+        self.etcd.close()
+        self._http.close()
+        if self._checker is not None:
+            self._checker.close()
+        with self._wlock:
+            waiting = [f for futs in self._waiting.values() for f in futs]
+            self._waiting.clear()
+        for f in waiting:
+            if not f.done():
+                f.set_exception(OrderingError("the node stopped before the transaction was "
+                                              "ordered; retry it"))
+
+    def __enter__(self) -> EtcdOrderer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,136 @@
+"""Helpers for tests on a real local cluster: etcd members + agency nodes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ledger.keys import load_private_key
+from ledger.network import Agency, governance_tx, issue_tx
+from ledger.tx import Tx
+from node.cluster import AGENCY_NAMES, LocalCluster, create_cluster
+
+PASS = b"cluster-test-pw"
+DEGREE = {"id": "degree", "title": "Academic degree",
+          "claims": {"holder_name": "string", "degree_level": "string"}, "derived": {}}
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_base(n: int) -> int:
+    for _ in range(200):
+        base = random.randrange(20000, 40000, 10)  # noqa: S311 - a port, not a secret
+        if all(_free(base + off + i) for off in (0, 100, 200) for i in range(n)):
+            return base
+    raise RuntimeError("no free port range")
+
+
+class Net:
+    """A running cluster plus the agencies' keys (loaded from its folder) and HTTP helpers."""
+
+    def __init__(self, folder: Path, cluster: LocalCluster) -> None:
+        self.folder, self.cluster = folder, cluster
+        self.http = httpx.Client(verify=cluster.ssl_context(), timeout=40.0)
+        self.agencies: dict[str, Agency] = {}
+        for m in cluster.members:
+            keys = folder / m.agency / "data" / "keys"
+            self.agencies[m.agency] = Agency(
+                m.agency, AGENCY_NAMES[m.agency],
+                load_private_key(keys / f"{m.agency}.node.key", PASS),
+                load_private_key(keys / f"{m.agency}.issuer.key", PASS))
+        self.seq = 0
+        self.ids = [m.agency for m in cluster.members]
+        self.token = cluster.token
+
+    def url(self, agency: str) -> str:
+        return self.cluster.member(agency).url
+
+    def submit(self, agency: str, tx: Tx, wait: float = 20.0) -> httpx.Response:
+        return self.http.post(f"{self.url(agency)}/v1/tx", params={"wait": wait},
+                              content=tx.raw)
+
+    def health(self, agency: str) -> dict[str, Any]:
+        r = self.http.get(f"{self.url(agency)}/v1/health")
+        r.raise_for_status()
+        return dict(r.json())
+
+    def governance(self, action: str, args: dict[str, Any], via: str | None = None,
+                   signers: list[str] | None = None) -> dict[str, Any]:
+        self.seq += 1
+        names = signers or self.ids[: len(self.ids) // 2 + 1]
+        tx = governance_tx(self.cluster.network, self.seq, action, args,
+                           [self.agencies[a] for a in names])
+        r = self.submit(via or self.ids[0], tx)
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    def setup_degree(self, issuer: str, now: int) -> None:
+        self.governance("register_type", {"type": DEGREE})
+        self.governance("grant", {"agency": issuer, "type": "degree", "from": now - 60,
+                                  "until": now + 86400 * 365})
+
+    def anchor(self, issuer: str, now: int) -> Tx:
+        cid = hashlib.sha256(os.urandom(32)).digest()
+        return issue_tx(self.cluster.network, self.agencies[issuer], cid, "degree",
+                        secrets.randbelow(2**20), now - 60, now + 86400, ts=now)
+
+    def heads(self) -> dict[str, tuple[int, int]]:
+        out = {}
+        for a in self.ids:
+            if self.cluster.running(a):
+                h = self.health(a)
+                out[a] = (h["height"], h["log_size"])
+        return out
+
+    def head_hashes(self) -> dict[str, str]:
+        return {a: self.http.get(f"{self.url(a)}/v1/head").json()["hash"]
+                for a in self.ids if self.cluster.running(a)}
+
+    def wait_until(self, what: str, ok: Callable[[], bool], timeout: float = 60.0) -> float:
+        start = time.monotonic()
+        while not ok():
+            if time.monotonic() - start > timeout:
+                raise AssertionError(f"{what}: not within {timeout} s; heads {self.heads()}")
+            time.sleep(0.1)
+        return time.monotonic() - start
+
+    def converged(self) -> bool:
+        hashes = self.head_hashes()
+        return len(set(hashes.values())) == 1
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@contextmanager
+def running_cluster(tmp: Path, n: int = 3, retention: int = 1000) -> Iterator[Net]:
+    base = free_base(n)
+    create_cluster(tmp, n, PASS, base_port=base, retention=retention,
+                   network=f"test-{base}")
+    cluster = LocalCluster(tmp, PASS)
+    try:
+        cluster.start()
+        net = Net(tmp, cluster)
+        try:
+            yield net
+        finally:
+            net.close()
+    finally:
+        cluster.stop()
