@@ -6,22 +6,128 @@ rule is evaluated against the state before the transaction and the *block time*;
 transaction raises :class:`~ledger.errors.TxRejected` with a stable ``code`` and changes nothing.
 
 State keys (values are canonical msgpack):
-``c`` + credential_id → credential record; ``i`` + issuer NUL type NUL index(4) → credential_id.
+``c`` + credential_id → credential record; ``i`` + issuer NUL type NUL index(4) → credential_id;
+``s`` + subject (32-byte keyed pseudonym) → that subject's credit events, in commit order.
+
+Credit and approvals (ADR 17): a ``credit`` transaction needs a credit policy and a credit grant;
+an ``approval`` needs a registered rule for its service. Registering a rule compiles its CEL
+expressions, which lives in ``contracts``: the machine calls a :class:`RuleEngine` that the
+program installs (:func:`use_rule_engine`) or that is found through the ``credledger.rule_engines``
+entry point. Without one, a ``register_rule`` raises :class:`RuleEngineMissing` (not a rejection:
+a node that cannot judge a rule stops rather than decide differently from the others).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any, Protocol
 
 from ledger import codec
-from ledger.errors import DecodeError, SignatureError, TxRejected
+from ledger.errors import DecodeError, LedgerError, SignatureError, TxRejected
 from ledger.keys import PublicKey
 from ledger.tx import Tx
 
-__all__ = ["Credential", "Machine", "Registry", "StateView", "credential_key", "index_key"]
+__all__ = [
+    "Credential",
+    "CreditEvent",
+    "Machine",
+    "Registry",
+    "RuleEngine",
+    "RuleEngineMissing",
+    "StateView",
+    "credential_key",
+    "credit_events",
+    "credit_key",
+    "index_key",
+    "policy_weights",
+    "rule_engine",
+    "rule_hash",
+    "use_rule_engine",
+]
+
+RULE_DOMAIN = b"credledger/v1/rule\x00"
+
+
+class RuleEngine(Protocol):
+    """What the state machine needs from an approval-rule implementation (``contracts``).
+
+    ``check`` compiles every expression of a structurally valid rule and raises ValueError
+    (with a message naming the expression) if one does not compile or uses a name it may not.
+    It must be pure and give the same answer on every node.
+    """
+
+    def check(self, rule: Mapping[str, Any]) -> None: ...
+
+
+class RuleEngineMissing(LedgerError):
+    """A rule had to be judged but no rule engine is installed (install contracts)."""
+
+
+_engine: list[RuleEngine] = []
+
+
+def use_rule_engine(engine: RuleEngine) -> None:
+    """Install the rule engine every :class:`Machine` uses unless given one explicitly."""
+    _engine[:] = [engine]
+
+
+def rule_engine() -> RuleEngine:
+    """The installed engine, else the one the ``credledger.rule_engines`` entry point names."""
+    if not _engine:
+        for ep in metadata.entry_points(group="credledger.rule_engines"):
+            use_rule_engine(ep.load()())
+            break
+    if not _engine:
+        raise RuleEngineMissing("no approval-rule engine is installed (contracts.rules)")
+    return _engine[0]
+
+
+def rule_hash(rule: Mapping[str, Any]) -> bytes:
+    """A rule's version: SHA-256 over the rule domain and its canonical bytes."""
+    return hashlib.sha256(RULE_DOMAIN + codec.encode(dict(rule))).digest()
+
+
+def policy_weights(policy: Mapping[str, Any]) -> dict[str, int]:
+    """Category → weight (percent) of a credit policy."""
+    return {c["name"]: int(c["weight"]) for c in policy["categories"]}
+
+
+def credit_key(subject: bytes) -> bytes:
+    return b"s" + subject
+
+
+@dataclass(frozen=True, slots=True)
+class CreditEvent:
+    """One credit event as the ledger keeps it (``withdrawn_by`` is b"" while in force)."""
+
+    txid: bytes
+    agency: str
+    category: str
+    points: int
+    reason: str
+    date: int
+    expiry: int
+    withdrawn_by: bytes
+
+    def to_list(self) -> list[Any]:
+        return [self.txid, self.agency, self.category, self.points, self.reason, self.date,
+                self.expiry, self.withdrawn_by]
+
+
+def credit_events(view: StateView, subject: bytes) -> list[CreditEvent]:
+    """Every credit event recorded about ``subject`` (withdrawn ones included), oldest first."""
+    raw = view.get(credit_key(subject))
+    if raw is None:
+        return []
+    items = codec.decode(raw, max_size=16 << 20, what="credit events")
+    if not isinstance(items, list) or not all(isinstance(e, list) and len(e) == 8
+                                              for e in items):
+        raise DecodeError("credit events are arrays of 8", "credit")
+    return [CreditEvent(*e) for e in items]
 
 _TRANSITIONS = {("valid", "suspended"), ("suspended", "valid"), ("valid", "revoked"),
                 ("suspended", "revoked")}
@@ -166,6 +272,33 @@ class Registry:
         d: dict[str, Any] | None = self.data["types"].get(kind)
         return d
 
+    # -- credit and rules (keys absent until governance adds them: old registries unchanged) --
+    def credit_policy(self) -> dict[str, Any] | None:
+        credit: dict[str, Any] = self.data.get("credit", {})
+        policy: dict[str, Any] | None = credit.get("policy")
+        return policy
+
+    def credit_grant_covers(self, agency_id: str, category: str, t: int) -> bool:
+        grants = self.data.get("credit", {}).get("grants", {})
+        return any(w[0] <= t < w[1] for w in grants.get(agency_id, {}).get(category, []))
+
+    def services(self) -> list[str]:
+        return sorted(self.data.get("rules", {}))
+
+    def rule(self, service: str) -> dict[str, Any] | None:
+        """The rule in force for ``service`` in this registry (with the rule text)."""
+        entry = self.data.get("rules", {}).get(service)
+        return None if entry is None else self.rule_by_hash(bytes.fromhex(entry["current"]))
+
+    def rule_by_hash(self, h: bytes) -> dict[str, Any] | None:
+        got: dict[str, Any] | None = self.data.get("rule_texts", {}).get(h.hex())
+        return got
+
+    def rule_versions(self, service: str) -> list[tuple[int, bytes]]:
+        """(block time registered, rule hash) of every version of ``service``'s rule."""
+        entry = self.data.get("rules", {}).get(service, {"versions": []})
+        return [(int(t), bytes.fromhex(h)) for t, h in entry["versions"]]
+
     def signer(self, tx: Tx, t: int) -> str:
         """The agency whose current issuer key signed a single-signer ``tx`` at ``t``."""
         if len(tx.sigs) != 1:
@@ -244,10 +377,12 @@ class Machine:
     ``apply`` either raises TxRejected (nothing changed) or records the effects in the overlay.
     """
 
-    def __init__(self, registry: Registry, base: StateView) -> None:
+    def __init__(self, registry: Registry, base: StateView, *,
+                 rules: RuleEngine | None = None) -> None:
         self.registry = registry
         self.registry_changed = False
         self._base = base
+        self._rules = rules
         self.writes: dict[bytes, bytes] = {}
 
     def get(self, key: bytes) -> bytes | None:
@@ -286,9 +421,77 @@ class Machine:
             self._status(tx, t)
         elif tx.type == "governance":
             self._governance(tx, t)
+        elif tx.type == "credit":
+            self._credit(tx, t)
         else:
-            raise TxRejected("not_enabled", f"{tx.type} transactions are not enabled on this "
-                                            "ledger yet (no credit policy / rule registered)")
+            self._approval(tx, t)
+
+    # -- credit --
+    def _credit(self, tx: Tx, t: int) -> None:
+        b = tx.body
+        reg = self.registry
+        policy = reg.credit_policy()
+        if policy is None:
+            raise TxRejected("not_enabled", "credit transactions are not enabled on this ledger "
+                                            "yet (no credit policy registered)")
+        agency = reg.signer(tx, t)
+        events = credit_events(self, b["subject"])
+        if "withdraws" in b:
+            i = next((n for n, ev in enumerate(events) if ev.txid == b["withdraws"]), -1)
+            if i < 0:
+                raise TxRejected("unknown_event", "no credit event of this subject has that id")
+            e = events[i]
+            if e.agency != agency:
+                raise TxRejected("not_authorized", f"only {e.agency!r}, which recorded the "
+                                                   "event, may withdraw it")
+            if e.withdrawn_by:
+                raise TxRejected("already_withdrawn", "this credit event was already withdrawn")
+            if b["points"] != 0 or b["category"] != e.category:
+                raise TxRejected("bad_withdrawal", "a withdrawal has 0 points and the "
+                                                   "withdrawn event's category")
+            events[i] = CreditEvent(e.txid, e.agency, e.category, e.points, e.reason, e.date,
+                                    e.expiry, tx.txid)
+        else:
+            if b["category"] not in policy_weights(policy):
+                raise TxRejected("unknown_category", f"credit category {b['category']!r} is not "
+                                                     "in the credit policy")
+            if not reg.credit_grant_covers(agency, b["category"], t):
+                raise TxRejected("not_granted", f"{agency!r} may not record {b['category']!r} "
+                                                f"credit events at {t}")
+            if b["points"] == 0:
+                raise TxRejected("bad_points", "a credit event moves the score (points != 0)")
+            if b["date"] > t:
+                raise TxRejected("future_date", f"event date {b['date']} is after block time {t}")
+            if b["expiry"] <= b["date"]:
+                raise TxRejected("bad_expiry", "a credit event expires after its date")
+            events.append(CreditEvent(tx.txid, agency, b["category"], b["points"], b["reason"],
+                                      b["date"], b["expiry"], b""))
+        self.writes[credit_key(b["subject"])] = codec.encode([e.to_list() for e in events])
+
+    # -- approval --
+    def _approval(self, tx: Tx, t: int) -> None:
+        b = tx.body
+        reg = self.registry
+        rule = reg.rule(b["service"])
+        if rule is None:
+            raise TxRejected("not_enabled", f"no approval rule is registered for service "
+                                            f"{b['service']!r}")
+        agency = reg.signer(tx, t)
+        if agency != rule["agency"]:
+            raise TxRejected("not_authorized", f"{b['service']!r} is decided by "
+                                               f"{rule['agency']!r}, not {agency!r}")
+        if b["rule_hash"] != rule_hash(rule):
+            raise TxRejected("stale_rule", f"rule version {b['rule_hash'].hex()[:16]} is not the "
+                                           f"one in force for {b['service']!r}")
+        codes = {c["reason"] for c in rule["clauses"]} | {rule["otherwise"]["reason"],
+                                                          rule["fast_track_reason"], "rule_error"}
+        unknown = sorted(set(b["reasons"]) - codes)
+        if unknown or not b["reasons"]:
+            raise TxRejected("unknown_reason", f"reason codes {unknown} are not the rule's"
+                             if unknown else "a decision names at least one reason")
+        if b["path"] == "fast_track" and (b["decision"] != "approved" or not rule["fast_track"]):
+            raise TxRejected("bad_outcome", "only an approval under a rule with a fast track "
+                                            "can take the fast track")
 
     # -- issue / status --
     def _issue(self, tx: Tx, t: int) -> None:
@@ -354,6 +557,8 @@ class Machine:
         data["gov_seq"] = b["seq"]
         a = b["args"]
         action = b["action"]
+        if action == "register_rule":
+            self._register_rule(data, a["rule"], t)
         try:
             _GOV[action](data, a, t)
         except (KeyError, ValueError) as e:  # pragma: no cover - defensive
@@ -364,6 +569,39 @@ class Machine:
                                                    "member agencies")
         self.registry = Registry(data)
         self.registry_changed = True
+
+    def _register_rule(self, data: dict[str, Any], rule: Mapping[str, Any], t: int) -> None:
+        _need_agency(data, rule["agency"])
+        for need in rule["needs"]:
+            type_def = data["types"].get(need["type"])
+            if type_def is None:
+                raise TxRejected("unknown_type", f"the rule needs credential type "
+                                                 f"{need['type']!r}, which is not registered")
+            known = set(type_def["claims"]) | set(type_def.get("derived", {}))
+            missing = sorted(set(need["claims"]) - known)
+            if missing:
+                raise TxRejected("unknown_claim", f"credential type {need['type']!r} has no "
+                                                  f"claim {missing}")
+        if rule["subject"]:
+            kind, claim = rule["subject"]
+            if not any(n["type"] == kind and claim in n["claims"] for n in rule["needs"]):
+                raise TxRejected("unknown_claim", "the subject claim must be one the rule needs")
+            if data.get("credit", {}).get("policy") is None:
+                raise TxRejected("no_credit_policy", "a rule that reads credit records needs a "
+                                                     "credit policy first")
+        engine = self._rules or rule_engine()
+        try:
+            engine.check(rule)
+        except ValueError as e:
+            raise TxRejected("rule_invalid", str(e)) from e
+        h = rule_hash(rule).hex()
+        rules = data.setdefault("rules", {})
+        entry = rules.setdefault(rule["service"], {"current": "", "versions": []})
+        if entry["current"] == h:
+            raise TxRejected("rule_unchanged", "this version of the rule is already in force")
+        entry["current"] = h
+        entry["versions"].append([t, h])
+        data.setdefault("rule_texts", {})[h] = dict(rule)
 
 
 def _need_agency(data: dict[str, Any], agency: str) -> dict[str, Any]:
@@ -429,8 +667,39 @@ def _g_set_quorum(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None:
     data["quorum"] = a["quorum"]
 
 
+def _g_set_credit_policy(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None:
+    data.setdefault("credit", {"grants": {}})["policy"] = dict(a["policy"])
+
+
+def _g_grant_credit(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None:
+    _need_agency(data, a["agency"])
+    policy = data.get("credit", {}).get("policy")
+    if policy is None or a["category"] not in policy_weights(policy):
+        raise TxRejected("unknown_category", f"credit category {a['category']!r} is not in the "
+                                             "credit policy")
+    grants = data["credit"].setdefault("grants", {})
+    grants.setdefault(a["agency"], {}).setdefault(a["category"], []).append(
+        [a["from"], a["until"]])
+
+
+def _g_withdraw_credit_grant(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None:
+    windows = data.get("credit", {}).get("grants", {}).get(a["agency"], {}).get(a["category"])
+    if not windows:
+        raise TxRejected("unknown_grant", f"{a['agency']!r} holds no credit grant for "
+                                          f"{a['category']!r}")
+    at = max(a["at"], t)
+    for w in windows:
+        w[1] = max(w[0], min(w[1], at))
+
+
+def _g_register_rule(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None:
+    """Done by Machine._register_rule (it needs the rule engine)."""
+
+
 _GOV = {"add_agency": _g_add_agency, "remove_agency": _g_remove_agency,
         "rotate_key": _g_rotate_key, "invalidate_key": _g_invalidate_key, "grant": _g_grant,
         "withdraw_grant": _g_withdraw_grant, "register_type": _g_register_type,
-        "set_quorum": _g_set_quorum}
+        "set_quorum": _g_set_quorum, "set_credit_policy": _g_set_credit_policy,
+        "grant_credit": _g_grant_credit, "withdraw_credit_grant": _g_withdraw_credit_grant,
+        "register_rule": _g_register_rule}
 

@@ -26,15 +26,19 @@ from ledger.errors import DecodeError, SignatureError
 from ledger.keys import PrivateKey, PublicKey
 
 __all__ = [
+    "APPROVAL_DECISIONS",
+    "APPROVAL_PATHS",
     "CLAIM_KINDS",
     "GOV_ACTIONS",
     "MAX_TX_SIZE",
+    "RULE_AREAS",
     "STATUSES",
     "TX_TYPES",
     "Tx",
     "TxSig",
     "make_tx",
     "parse_body",
+    "parse_rule",
 ]
 
 MAX_TX_SIZE = 64 * 1024
@@ -43,11 +47,15 @@ STATUSES = frozenset({"valid", "revoked", "suspended"})
 CLAIM_KINDS = frozenset({"string", "int", "bool", "date"})
 GOV_ACTIONS = frozenset({
     "add_agency", "remove_agency", "rotate_key", "invalidate_key", "grant", "withdraw_grant",
-    "register_type", "set_quorum",
+    "register_type", "set_quorum", "set_credit_policy", "grant_credit", "withdraw_credit_grant",
+    "register_rule",
 })
 KEY_ROLES = frozenset({"node", "issuer"})
 APPROVAL_DECISIONS = frozenset({"approved", "rejected", "needs_review"})
 APPROVAL_PATHS = frozenset({"fast_track", "standard"})
+RULE_AREAS = frozenset({"official_documents", "certifications", "qualifications",
+                        "micro_allowances", "licensing"})
+MAX_EXPR = 2000
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _MAX_TIME = (1 << 40)  # seconds; far beyond any real date, keeps arithmetic in int64
@@ -252,6 +260,22 @@ def _governance(f: Fields) -> dict[str, Any]:
         args = {"agency": _ident(a, "agency"), "type": _ident(a, "type"), "at": _time(a, "at")}
     elif action == "register_type":
         args = {"type": _type_def(a.map("type"))}
+    elif action == "set_credit_policy":
+        pf = a.map("policy")
+        args = {"policy": _credit_policy(pf)}
+        pf.done()
+    elif action == "grant_credit":
+        args = {"agency": _ident(a, "agency"), "category": _ident(a, "category"),
+                "from": _time(a, "from"), "until": _time(a, "until")}
+        if args["until"] <= args["from"]:
+            raise DecodeError("grant window ends before it starts", f"{a.where}.until")
+    elif action == "withdraw_credit_grant":
+        args = {"agency": _ident(a, "agency"), "category": _ident(a, "category"),
+                "at": _time(a, "at")}
+    elif action == "register_rule":
+        rf = a.map("rule")
+        args = {"rule": rule_fields(rf)}
+        rf.done()
     else:  # set_quorum
         args = {"quorum": a.int("quorum", lo=1, hi=256)}
     a.done()
@@ -277,10 +301,123 @@ def _status(f: Fields) -> dict[str, Any]:
 
 
 def _credit(f: Fields) -> dict[str, Any]:
-    return {"subject": f.bytes("subject", size=32), "category": _ident(f, "category"),
-            "points": f.int("points", lo=-1_000_000, hi=1_000_000),
-            "reason": f.str("reason", max_len=64), "date": _time(f, "date"),
-            "expiry": _time(f, "expiry"), "ts": _time(f, "ts")}
+    out = {"subject": f.bytes("subject", size=32), "category": _ident(f, "category"),
+           "points": f.int("points", lo=-1_000_000, hi=1_000_000),
+           "reason": f.str("reason", max_len=64), "date": _time(f, "date"),
+           "expiry": _time(f, "expiry"), "ts": _time(f, "ts")}
+    if f.has("withdraws"):  # optional: this event withdraws an earlier one (by its txid)
+        out["withdraws"] = f.bytes("withdraws", size=32)
+    return out
+
+
+def _credit_policy(f: Fields) -> dict[str, Any]:
+    """Weights per category (percent), base score, bounds, half-life, serious-event level."""
+    categories = []
+    for i, c in enumerate(f.list("categories", max_len=64)):
+        cf = Fields(c, f"{f.where}.categories[{i}]")
+        categories.append({"name": _ident(cf, "name"), "weight": cf.int("weight", lo=0, hi=1000)})
+        cf.done()
+    names = [c["name"] for c in categories]
+    if not names or len(set(names)) != len(names):
+        raise DecodeError("a credit policy names 1..64 distinct categories",
+                          f"{f.where}.categories")
+    out: dict[str, Any] = {
+        "categories": categories, "base": f.int("base", lo=-1_000_000, hi=1_000_000),
+        "min": f.int("min", lo=-1_000_000, hi=1_000_000),
+        "max": f.int("max", lo=-1_000_000, hi=1_000_000),
+        "half_life": f.int("half_life", lo=0, hi=_MAX_TIME),
+        "serious_at": f.int("serious_at", lo=1, hi=1_000_000)}
+    if not out["min"] <= out["base"] <= out["max"]:
+        raise DecodeError("bounds must satisfy min <= base <= max", f"{f.where}.base")
+    return out
+
+
+def _expr(f: Fields, name: str, *, empty: bool = False) -> str:
+    v = f.str(name, max_len=MAX_EXPR)
+    if not v.strip() and not empty:
+        raise DecodeError("an expression cannot be empty", f"{f.where}.{name}")
+    return v
+
+
+def _outcome(f: Fields) -> dict[str, Any]:
+    return {"decision": f.str("decision", choices=APPROVAL_DECISIONS),
+            "reason": _ident(f, "reason")}
+
+
+def _names(f: Fields, name: str, max_len: int) -> list[str]:
+    items = f.list(name, max_len=max_len)
+    if not all(isinstance(x, str) and _ID.match(x) for x in items) or \
+            len(set(items)) != len(items):
+        raise DecodeError("distinct identifiers ([a-z0-9._-], 1-64 chars)", f"{f.where}.{name}")
+    return items
+
+
+def _param(f: Fields) -> dict[str, Any]:
+    """``{name, int|str|bool: value}``: a named constant, typed by its one value field."""
+    name = _ident(f, "name")
+    kinds = [k for k in ("int", "str", "bool") if f.has(k)]
+    if len(kinds) != 1:
+        raise DecodeError("a parameter has exactly one of int, str, bool", f"{f.where}")
+    if kinds[0] == "int":
+        return {"name": name, "int": f.int("int", lo=-(1 << 53), hi=1 << 53)}
+    if kinds[0] == "str":
+        return {"name": name, "str": f.str("str", max_len=200)}
+    return {"name": name, "bool": f.bool("bool")}
+
+
+def rule_fields(f: Fields) -> dict[str, Any]:
+    """The closed schema of an approval rule (header plus CEL expression texts).
+
+    Structure only: compiling the expressions and checking the claims against the registered
+    credential types is the state machine's job at registration (with the rule engine).
+    """
+    needs = []
+    for i, n in enumerate(f.list("needs", max_len=8)):
+        nf = Fields(n, f"{f.where}.needs[{i}]")
+        kind = _ident(nf, "type")
+        claims = _names(nf, "claims", 32)
+        if not claims:
+            raise DecodeError("name at least one claim", f"{nf.where}.claims")
+        nf.done()
+        needs.append({"type": kind, "claims": claims})
+    if not needs or len({n["type"] for n in needs}) != len(needs):
+        raise DecodeError("a rule needs 1..8 distinct credential types", f"{f.where}.needs")
+    params = []
+    for i, p in enumerate(f.list("params", max_len=32)):
+        pf = Fields(p, f"{f.where}.params[{i}]")
+        params.append(_param(pf))
+        pf.done()
+    if len({p["name"] for p in params}) != len(params):
+        raise DecodeError("parameter names are distinct", f"{f.where}.params")
+    subject = f.list("subject", max_len=2)  # [] or [type, claim]: the applicant's identifier
+    if len(subject) == 1 or not all(isinstance(x, str) and _ID.match(x) for x in subject):
+        raise DecodeError("[] or [credential type, claim] naming the applicant's identifier",
+                          f"{f.where}.subject")
+    clauses = []
+    for i, c in enumerate(f.list("clauses", max_len=32)):
+        cf = Fields(c, f"{f.where}.clauses[{i}]")
+        clauses.append({"when": _expr(cf, "when"), **_outcome(cf)})
+        cf.done()
+    of = f.map("otherwise")
+    otherwise = _outcome(of)
+    of.done()
+    df = f.map("documents")
+    documents = {"fast_track": _names(df, "fast_track", 16),
+                 "standard": _names(df, "standard", 16)}
+    df.done()
+    return {"service": _ident(f, "service"), "title": f.str("title", max_len=200),
+            "area": f.str("area", choices=RULE_AREAS), "agency": _ident(f, "agency"),
+            "needs": needs, "params": params, "subject": subject, "clauses": clauses,
+            "otherwise": otherwise, "fast_track": _expr(f, "fast_track", empty=True),
+            "fast_track_reason": _ident(f, "fast_track_reason"), "documents": documents}
+
+
+def parse_rule(unverified: Any, where: str = "rule") -> dict[str, Any]:
+    """Check an untrusted rule map against the closed rule schema (DecodeError otherwise)."""
+    f = Fields(unverified, where)
+    out = rule_fields(f)
+    f.done()
+    return out
 
 
 def _approval(f: Fields) -> dict[str, Any]:
@@ -300,6 +437,6 @@ _BODIES = {"genesis": _genesis, "governance": _governance, "issue": _issue, "sta
 def parse_body(kind: str, unverified: Mapping[str, Any]) -> dict[str, Any]:
     """Check ``unverified`` against the closed schema of ``kind``; return the normalized body."""
     f = Fields(dict(unverified), f"tx.body<{kind}>")
-    out = _BODIES[kind](f)
+    out: dict[str, Any] = _BODIES[kind](f)
     f.done()
     return out

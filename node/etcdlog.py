@@ -102,14 +102,17 @@ class EtcdLog:
         raise OrderingError(f"etcd unreachable ({len(self._clients)} endpoint(s)): {why}")
 
     def _range_req(self, sub: str, *, min_create: int | None = None,
-                   max_create: int | None = None, limit: int | None = None,
-                   keys_only: bool = False, exact: bool = False) -> dict[str, Any]:
+                   max_create: int | None = None, min_mod: int | None = None,
+                   limit: int | None = None, keys_only: bool = False,
+                   exact: bool = False) -> dict[str, Any]:
         key = self.prefix + sub
         req: dict[str, Any] = {"key": _b64(key)}
         if not exact:
             req["range_end"] = _b64(_prefix_end(key))
             req["sort_order"] = "ASCEND"
-            req["sort_target"] = "CREATE"
+            req["sort_target"] = "MOD" if min_mod is not None else "CREATE"
+        if min_mod is not None:
+            req["min_mod_revision"] = min_mod
         if min_create is not None:
             req["min_create_revision"] = min_create
         if max_create is not None:
@@ -155,8 +158,9 @@ class EtcdLog:
         self._call("/kv/put", {"key": _b64(key), "value": _b64(value)})
 
     def cosigs_after(self, rev: int, limit: int = 512) -> list[Record]:
+        """Co-signatures written (or overwritten) after revision ``rev``, in write order."""
         return self._records(self._call("/kv/range", self._range_req(
-            "s/", min_create=rev + 1, limit=limit)))
+            "s/", min_mod=rev + 1, limit=limit)))
 
     def put_applied(self, agency: str, value: bytes) -> None:
         self._call("/kv/put", {"key": _b64(self.prefix + "a/" + agency), "value": _b64(value)})

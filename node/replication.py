@@ -394,7 +394,7 @@ class EtcdOrderer:
     def _cosigs(self) -> None:
         records = self.etcd.cosigs_after(self.cosig_rev)
         for rec in records:
-            self.cosig_rev = max(self.cosig_rev, rec.create_rev)
+            self.cosig_rev = max(self.cosig_rev, rec.mod_rev)
             parts = rec.key.split("/")
             if len(parts) != 3 or parts[2] == self.agency:
                 continue

@@ -36,7 +36,7 @@ def _free(port: int) -> bool:
 
 def free_base(n: int) -> int:
     for _ in range(200):
-        base = random.randrange(20000, 40000, 10)  # noqa: S311 - a port, not a secret
+        base = random.randrange(20000, 40000, 10)
         if all(_free(base + off + i) for off in (0, 100, 200) for i in range(n)):
             return base
     raise RuntimeError("no free port range")

@@ -51,6 +51,16 @@ GOV_ARGS: dict[str, dict[str, Any]] = {
     "withdraw_grant": {"agency": "edu", "type": "diploma", "at": T0 + 500},
     "register_type": {"type": PERSON_TYPE},
     "set_quorum": {"quorum": 2},
+    "set_credit_policy": {"policy": {"categories": [{"name": "tax", "weight": 100}],
+                                     "base": 600, "min": 0, "max": 1000, "half_life": 0,
+                                     "serious_at": 50}},
+    "grant_credit": {"agency": "edu", "category": "tax", "from": T0, "until": T0 + 1000},
+    "withdraw_credit_grant": {"agency": "edu", "category": "tax", "at": T0 + 500},
+    "register_rule": {"rule": {
+        "service": "housing", "title": "Housing", "area": "micro_allowances", "agency": "edu",
+        "needs": [{"type": "person-id", "claims": ["name"]}], "params": [], "subject": [],
+        "clauses": [], "otherwise": {"decision": "approved", "reason": "ok"}, "fast_track": "",
+        "fast_track_reason": "fast", "documents": {"fast_track": [], "standard": []}}},
 }
 
 BODIES: dict[str, dict[str, Any]] = {

@@ -265,6 +265,64 @@ def present(
 
 
 @app.command()
+def apply(
+    service: Annotated[str, typer.Argument(help="The service to apply for (e.g. "
+                                                "business-licence)")],
+    node: Annotated[str, typer.Option("--node", help="The approving agency's node URL")],
+    registry: Annotated[Path, typer.Option(
+        "--registry", dir_okay=False,
+        help="The verifier snapshot from `ledger snapshot` used to check the approval "
+             "credential")],
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before signing")] = False,
+) -> None:
+    """Apply for SERVICE: answer its rule's requests with only the claims it needs, and keep
+    the approval credential the agency issues."""
+    import base64
+
+    import httpx
+
+    from ledger.offline import load_snapshot
+    from ledger.presentation import Request
+    from wallet.errors import WalletError
+
+    with _errors():
+        reg = load_snapshot(_read_file(registry, "registry snapshot")).registry
+        w = _open()
+        base = node.rstrip("/")
+        try:
+            with httpx.Client(timeout=60) as client:
+                opened = client.post(f"{base}/v1/services/{service}/applications")
+                if opened.status_code != 200:
+                    raise WalletError(f"the node refused the application: "
+                                      f"{opened.json().get('detail')}")
+                requests = [Request.from_json({k: r[k] for k in ("nonce", "audience", "type",
+                                                                 "claims")})
+                            for r in opened.json()["requests"]]
+                for r in requests:
+                    err.print(f"  {escape(r.credential_type)}: discloses "
+                              f"{escape(', '.join(r.claims))}")
+                _confirm(f"Apply for {service} with these claims?", yes)
+                answers = w.answer(requests, now=int(time.time()))
+                body = {"holder_jwk": w.holder_jwk(), "presentations": [
+                    {"nonce": n, "envelope": base64.urlsafe_b64encode(e).rstrip(b"=").decode()}
+                    for n, e in answers]}
+                got = client.post(f"{base}/v1/services/{service}/apply", json=body)
+        except httpx.HTTPError as e:
+            raise WalletError(f"cannot reach {base}: {e}") from e
+        if got.status_code != 200:
+            raise WalletError(f"the application was refused: {got.json().get('detail')}")
+        decision = got.json()
+        raw = decision["bundle"]
+        info = w.receive(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)), registry=reg,
+                         now=int(time.time()))
+        err.print(f"[bold]{escape(decision['decision'])}[/] ({escape(decision['path'])}): "
+                  f"{escape(', '.join(decision['reasons']))}")
+        if decision["documents"]:
+            err.print(f"  documents still required: {escape(', '.join(decision['documents']))}")
+        out.print(info.id)
+
+
+@app.command()
 def backup(file: Annotated[Path, typer.Argument(
         dir_okay=False, help="Where to write the copy (must not exist)")]) -> None:
     """Copy the wallet file, still encrypted, after checking your passphrase opens it."""

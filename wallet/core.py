@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -231,6 +232,20 @@ class Wallet:
             raise PresentationError(f"the envelope is {len(env)} bytes, over the verifier's "
                                     f"{MAX_ENVELOPE}-byte limit")
         return env
+
+    def pick(self, request: Request, now: int) -> str:
+        """The id of the newest credential in validity that can answer ``request``."""
+        fits = [c for c in self._contents.credentials
+                if c.type == request.credential_type and c.valid_from <= now < c.valid_until]
+        if not fits:
+            raise PresentationError(f"the wallet holds no valid {request.credential_type!r} "
+                                    "credential")
+        return max(fits, key=lambda c: c.valid_from).id
+
+    def answer(self, requests: Sequence[Request], *, now: int) -> tuple[tuple[str, bytes], ...]:
+        """``wallet apply``: one envelope per request of an application (only the claims each
+        request names), as (nonce, envelope) pairs."""
+        return tuple((r.nonce, self.present(self.pick(r, now), r, now=now)) for r in requests)
 
     # -- internals --------------------------------------------------------------------------
     def _find(self, credential_id: str) -> StoredCredential:

@@ -1,0 +1,289 @@
+"""Approval rules: a header plus CEL expressions, compiled once and evaluated purely.
+
+A rule (schema: :func:`ledger.tx.parse_rule`) names the credential types and claims it needs,
+typed parameters, ordered ``clauses`` (the first whose ``when`` is true gives the decision and the
+reason), an ``otherwise`` outcome, a ``fast_track`` expression for approvals, and the documents
+still required on each path. Expressions see exactly four names:
+
+``claims.<type>.<claim>``  verified claims (``-`` and ``.`` in a type id become ``_``)
+``params.<name>``          the rule's own constants
+``credit.score`` / ``credit.last_serious`` / ``credit.events``  (rules with a ``subject`` only)
+``now``                    the block time of the evaluation height (seconds)
+
+An expression that fails at run time (a missing claim, division by zero) makes the decision
+``needs_review`` with reason ``rule_error``: still the same answer everywhere.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import celpy
+from celpy import celtypes
+from celpy.evaluation import CELEvalError
+from lark import Token, Tree
+
+from contracts.errors import ApplicationError, RuleError
+from ledger import codec
+from ledger.errors import DecodeError
+from ledger.state import rule_hash
+from ledger.tx import parse_rule
+
+__all__ = ["CREDIT_FIELDS", "CelEngine", "CompiledRule", "Outcome", "alias", "decision_bytes",
+           "outcome_of_tx"]
+
+CREDIT_FIELDS = frozenset({"score", "last_serious", "events"})
+_ROOTS = frozenset({"claims", "params", "credit"})
+
+
+def alias(kind: str) -> str:
+    """A credential type's name inside expressions (``business-licence`` → ``business_licence``)."""
+    return kind.replace("-", "_").replace(".", "_")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A decision: what goes on the ledger (decision, path, reasons) and what the applicant is
+    told (documents still required), with which expression decided it (``fired``: clause index,
+    -1 for ``otherwise``, -2 for a run-time error)."""
+
+    decision: str
+    path: str
+    reasons: tuple[str, ...]
+    documents: tuple[str, ...]
+    fired: int
+    expression: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"decision": self.decision, "path": self.path, "reasons": list(self.reasons),
+                "documents": list(self.documents), "fired": self.fired,
+                "expression": self.expression}
+
+
+def decision_bytes(service: str, rule_h: bytes, decision: str, path: str,
+                   reasons: Sequence[str], documents: Sequence[str]) -> bytes:
+    """The canonical bytes of a decision: what two nodes, or a node and an auditor, compare."""
+    return codec.encode({"v": 1, "service": service, "rule_hash": rule_h, "decision": decision,
+                         "path": path, "reasons": list(reasons), "documents": list(documents)})
+
+
+def _documents(rule: Mapping[str, Any], decision: str, path: str) -> tuple[str, ...]:
+    if decision == "rejected":
+        return ()
+    return tuple(rule["documents"]["fast_track" if path == "fast_track" else "standard"])
+
+
+def outcome_of_tx(rule: Mapping[str, Any], body: Mapping[str, Any]) -> bytes:
+    """The decision bytes an ``approval`` transaction body states under ``rule``."""
+    return decision_bytes(body["service"], body["rule_hash"], body["decision"], body["path"],
+                          body["reasons"], _documents(rule, body["decision"], body["path"]))
+
+
+# -- static checks over the parse tree ---------------------------------------------------------
+
+def _chain(t: Any) -> list[str] | None:
+    """``a.b.c`` as ["a", "b", "c"] when ``t`` is a plain dotted name, else None."""
+    if not isinstance(t, Tree):
+        return None
+    if t.data == "member_dot" and len(t.children) == 2:
+        base = _chain(t.children[0])
+        return None if base is None else [*base, str(t.children[1])]
+    if t.data in ("member", "primary") and len(t.children) == 1:
+        return _chain(t.children[0])
+    if t.data == "ident" and len(t.children) == 1 and isinstance(t.children[0], Token):
+        return [str(t.children[0])]
+    return None
+
+
+def _references(tree: Tree[Any]) -> tuple[list[list[str]], int]:
+    """Dotted references rooted at claims/params/credit, and how many such roots are used
+    any other way (indexing, bare, as a macro variable)."""
+    refs: list[list[str]] = []
+    stray = 0
+    stack: list[Any] = [tree]
+    while stack:
+        t = stack.pop()
+        if not isinstance(t, Tree):
+            continue
+        if t.data == "ident" and t.children and str(t.children[0]) in _ROOTS:
+            stray += 1
+        if t.data == "member_dot":
+            c = _chain(t)
+            if c is not None and c[0] in _ROOTS:
+                refs.append(c)
+                continue  # its root ident is accounted for: not stray
+        stack.extend(t.children)
+    return refs, stray
+
+
+def _check_refs(rule: Mapping[str, Any], where: str, tree: Tree[Any]) -> None:
+    refs, stray = _references(tree)
+    if stray:
+        raise RuleError(f"{where}: use claims.<type>.<claim>, params.<name> and credit.<field> "
+                        "only as plain dotted names")
+    needs = {alias(n["type"]): set(n["claims"]) for n in rule["needs"]}
+    params = {p["name"] for p in rule["params"]}
+    for ref in refs:
+        root = ref[0]
+        if root == "claims":
+            if len(ref) != 3 or ref[1] not in needs or ref[2] not in needs[ref[1]]:
+                raise RuleError(f"{where}: {'.'.join(ref)} is not a claim the rule needs")
+        elif root == "params":
+            if len(ref) != 2 or ref[1] not in params:
+                raise RuleError(f"{where}: {'.'.join(ref)} is not a parameter of the rule")
+        else:
+            if not rule["subject"]:
+                raise RuleError(f"{where}: a rule without a subject cannot read credit")
+            if len(ref) != 2 or ref[1] not in CREDIT_FIELDS:
+                raise RuleError(f"{where}: {'.'.join(ref)} is not one of credit."
+                                f"{sorted(CREDIT_FIELDS)}")
+
+
+# -- compile and evaluate ----------------------------------------------------------------------
+
+def _cel(value: Any) -> Any:
+    if isinstance(value, bool):
+        return celtypes.BoolType(value)
+    if isinstance(value, int):
+        return celtypes.IntType(value)
+    if isinstance(value, str):
+        return celtypes.StringType(value)
+    if isinstance(value, Mapping):
+        return celtypes.MapType({celtypes.StringType(k): _cel(v) for k, v in value.items()})
+    raise TypeError(f"{type(value).__name__} is not a rule input")
+
+
+def _param_value(p: Mapping[str, Any]) -> Any:
+    for k in ("int", "str", "bool"):
+        if k in p:
+            return p[k]
+    raise RuleError(f"parameter {p.get('name')!r} has no value")
+
+
+class CompiledRule:
+    """A rule with every expression compiled. Build through :meth:`CelEngine.compile`."""
+
+    __slots__ = ("_clauses", "_fast", "_params", "hash", "rule")
+
+    def __init__(self, rule: Mapping[str, Any], env: celpy.Environment) -> None:
+        try:
+            self.rule: dict[str, Any] = parse_rule(dict(rule))
+        except DecodeError as e:
+            raise RuleError(f"malformed rule: {e}") from e
+        aliases = [alias(n["type"]) for n in self.rule["needs"]]
+        if len(set(aliases)) != len(aliases):
+            raise RuleError("two needed credential types share an expression name")
+        self.hash = rule_hash(self.rule)
+        self._clauses = [self._compile(env, f"clauses[{i}].when", c["when"])
+                         for i, c in enumerate(self.rule["clauses"])]
+        self._fast = (self._compile(env, "fast_track", self.rule["fast_track"])
+                      if self.rule["fast_track"].strip() else None)
+        self._params = _cel({p["name"]: _param_value(p) for p in self.rule["params"]})
+
+    def _compile(self, env: celpy.Environment, where: str, text: str) -> Any:
+        try:
+            tree = env.compile(text)
+        except Exception as e:  # celpy raises CELParseError and lark errors
+            raise RuleError(f"{where} does not compile: {str(e).splitlines()[0]}") from e
+        _check_refs(self.rule, where, tree)
+        return env.program(tree)
+
+    @property
+    def service(self) -> str:
+        return str(self.rule["service"])
+
+    def activation(self, claims: Mapping[str, Mapping[str, Any]],
+                   credit: Mapping[str, int] | None, now: int) -> dict[str, Any]:
+        """The expression inputs: only the claims the rule needs (ApplicationError if one is
+        missing), credit fields only for a rule with a subject."""
+        picked: dict[str, dict[str, Any]] = {}
+        for need in self.rule["needs"]:
+            got = claims.get(need["type"])
+            missing = [c for c in need["claims"] if got is None or c not in got]
+            if missing:
+                raise ApplicationError(f"{self.service}: {need['type']!r} claims {missing} "
+                                       "were not presented")
+            assert got is not None
+            picked[alias(need["type"])] = {c: got[c] for c in need["claims"]}
+        act: dict[str, Any] = {"claims": _cel(picked), "params": self._params,
+                               "now": celtypes.IntType(now)}
+        if self.rule["subject"]:
+            if credit is None:
+                raise ApplicationError(f"{self.service} reads the applicant's credit record")
+            act["credit"] = _cel({k: int(credit[k]) for k in sorted(CREDIT_FIELDS)})
+        return act
+
+    def evaluate(self, claims: Mapping[str, Mapping[str, Any]],
+                 credit: Mapping[str, int] | None, now: int) -> Outcome:
+        """Decide. Pure: the same inputs give the same :class:`Outcome` everywhere."""
+        act = self.activation(claims, credit, now)
+        rule = self.rule
+        try:
+            fired, decision, reason, expr = -1, rule["otherwise"]["decision"], \
+                rule["otherwise"]["reason"], ""
+            for i, prog in enumerate(self._clauses):
+                if _truth(prog.evaluate(act)):
+                    c = rule["clauses"][i]
+                    fired, decision, reason, expr = i, c["decision"], c["reason"], c["when"]
+                    break
+            path = "standard"
+            reasons = [reason]
+            if decision == "approved" and self._fast is not None and \
+                    _truth(self._fast.evaluate(act)):
+                path = "fast_track"
+                reasons.append(rule["fast_track_reason"])
+                expr = f"{expr} ; fast_track: {rule['fast_track']}" if expr else \
+                    f"fast_track: {rule['fast_track']}"
+        except (CELEvalError, TypeError, ValueError) as e:
+            return Outcome("needs_review", "standard", ("rule_error",),
+                           _documents(rule, "needs_review", "standard"), -2,
+                           type(e).__name__)
+        return Outcome(decision, path, tuple(reasons), _documents(rule, decision, path), fired,
+                       expr)
+
+    def decision_bytes(self, outcome: Outcome) -> bytes:
+        return decision_bytes(self.service, self.hash, outcome.decision, outcome.path,
+                              outcome.reasons, outcome.documents)
+
+
+def _truth(value: Any) -> bool:
+    if isinstance(value, CELEvalError):
+        raise value
+    if not isinstance(value, celtypes.BoolType):
+        raise TypeError(f"an expression gave {type(value).__name__}, not a bool")
+    return bool(value)
+
+
+class CelEngine:
+    """Compiles rules with cel-python and caches them by rule hash. Implements
+    :class:`ledger.state.RuleEngine` (``check``) for the state machine."""
+
+    def __init__(self, cache_size: int = 256) -> None:
+        self._env = celpy.Environment()
+        self._cache: dict[bytes, CompiledRule] = {}
+        self._size = cache_size
+        self._lock = threading.Lock()
+
+    def compile(self, rule: Mapping[str, Any]) -> CompiledRule:
+        h = rule_hash(rule)
+        with self._lock:
+            hit = self._cache.get(h)
+        if hit is not None:
+            return hit
+        compiled = CompiledRule(rule, self._env)
+        with self._lock:
+            if len(self._cache) >= self._size:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[h] = compiled
+        return compiled
+
+    def check(self, rule: Mapping[str, Any]) -> None:
+        """RuleEngine protocol: ValueError when the rule does not compile or names what it may
+        not."""
+        try:
+            self.compile(rule)
+        except RuleError as e:
+            raise ValueError(str(e)) from e

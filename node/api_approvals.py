@@ -1,0 +1,112 @@
+"""HTTP routes for approval rules, applications, decisions and own credit records.
+
+Rules and the opening of applications are public; deciding is too (the presentations are the
+applicant's authority). Listing and explaining decisions show the agency's own records (claim
+values) and need the operator token. Nothing lists credit subjects.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from node.api import HEX64, NAME, NodeDep, Operator, SettingsDep, _b64url, _errors, _from_b64url
+from node.approvals import Approvals
+
+__all__ = ["router"]
+
+router = APIRouter(responses=_errors(400, 404, 413, 503))
+
+
+def _approvals(request: Request, node: NodeDep) -> Approvals:
+    got: Approvals | None = getattr(request.app.state, "approvals", None)
+    if got is None or got.node is not node:
+        got = Approvals(node)
+        request.app.state.approvals = got
+    return got
+
+
+ApprovalsDep = Annotated[Approvals, Depends(_approvals)]
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    nonce: str = Field(min_length=1, max_length=128)
+    envelope: str = Field(min_length=1, max_length=64 * 1024)
+
+
+class ApplyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    holder_jwk: dict[str, str]
+    presentations: list[Answer] = Field(min_length=1, max_length=8)
+
+
+class CreditRequestIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(max_length=64)
+
+
+class CreditRecordIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    nonce: str = Field(min_length=1, max_length=128)
+    envelope: str = Field(min_length=1, max_length=64 * 1024)
+
+
+Service = Annotated[str, Path(pattern=NAME)]
+
+
+@router.get("/v1/services", tags=["approvals"])
+def services(a: ApprovalsDep) -> list[dict[str, Any]]:
+    """Every registered approval rule in force (header, rule text, version history)."""
+    return a.services()
+
+
+@router.get("/v1/services/{service}", tags=["approvals"])
+def service(a: ApprovalsDep, service: Service) -> dict[str, Any]:
+    return a.service(service)
+
+
+@router.post("/v1/services/{service}/applications", tags=["approvals"])
+def open_application(a: ApprovalsDep, settings: SettingsDep, service: Service
+                     ) -> dict[str, Any]:
+    """Open an application: one presentation request per credential type the rule needs."""
+    pending = a.open_application(service, settings.audience)
+    return {"service": service, "requests": [p.to_json() for p in pending]}
+
+
+@router.post("/v1/services/{service}/apply", tags=["approvals"],
+             responses=_errors(409, 422))
+def apply(a: ApprovalsDep, service: Service, body: ApplyIn) -> dict[str, Any]:
+    """Verify the answers, decide by the rule in force, commit the approval and return the
+    approval credential's bundle (base64url)."""
+    answers = [(p.nonce, _from_b64url(p.envelope, "envelope")) for p in body.presentations]
+    got = a.apply(service, answers, dict(body.holder_jwk))
+    return {**got.to_json(), "bundle": _b64url(got.bundle.to_bytes())}
+
+
+@router.get("/v1/approvals", tags=["approvals"], responses=_errors(401, 403))
+def approvals(a: ApprovalsDep, _: Operator) -> list[dict[str, Any]]:
+    """Decisions this node made, oldest first (operator only)."""
+    return a.list()
+
+
+@router.get("/v1/approvals/{txid}/explain", tags=["approvals"], responses=_errors(401, 403))
+def explain(a: ApprovalsDep, _: Operator, txid: Annotated[str, Path(pattern=HEX64)]
+            ) -> dict[str, Any]:
+    """Which inputs, which expression, which reason (holds claim values: operator only)."""
+    return a.explain(txid)
+
+
+@router.post("/v1/credit/requests", tags=["credit"])
+def credit_request(a: ApprovalsDep, settings: SettingsDep, body: CreditRequestIn
+                   ) -> dict[str, Any]:
+    """Open an identity presentation request for reading one's own credit record."""
+    return a.credit_request(body.type, settings.audience).to_json()
+
+
+@router.post("/v1/credit/record", tags=["credit"])
+def credit_record(a: ApprovalsDep, body: CreditRecordIn) -> dict[str, Any]:
+    """The proven subject's own credit events and score (nobody can list subjects)."""
+    return a.credit_record(body.nonce, _from_b64url(body.envelope, "envelope"))

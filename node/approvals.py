@@ -1,0 +1,250 @@
+"""Applications, approvals and credit records on an agency node (domain logic, no HTTP).
+
+An application: the node opens one presentation request per credential type the service's rule
+needs (only the claims it needs), verifies the holder's answers, evaluates the rule at the head
+(its height and block time), commits an ``approval`` transaction (decision, rule hash, reasons,
+digest of the evidence — no claim values), keeps the evidence record in ``<data>/approvals``
+(0600; claim values never reach a log) and issues the applicant an ``approval`` credential.
+
+A citizen or business proves its identity with an identity credential to read its own credit
+record; the node turns the identifier into the keyed pseudonym with the network secret in
+``<data>/keys/credit.secret``. Nothing lists subjects.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from contracts import Evidence, pseudonym, summary
+from contracts.catalogue import IDENTITY
+from contracts.errors import ApplicationError
+from contracts.rules import CelEngine, Outcome
+from ledger import codec, sdjwt
+from ledger.errors import LedgerError
+from ledger.ordering import Receipt
+from ledger.presentation import Bundle, Envelope
+from ledger.state import credit_events, rule_hash
+from ledger.tx import Tx, make_tx
+from node.service import Node, NotFound, PendingRequest
+
+__all__ = ["Approvals", "Decided"]
+
+SECRET_FILE = "credit.secret"  # noqa: S105 - a file name
+
+
+@dataclass(frozen=True)
+class Decided:
+    outcome: Outcome
+    service: str
+    rule_hash: bytes
+    approval: Tx
+    receipt: Receipt
+    bundle: Bundle
+
+    def to_json(self) -> dict[str, Any]:
+        return {"service": self.service, "rule_hash": self.rule_hash.hex(),
+                "decision": self.outcome.decision, "path": self.outcome.path,
+                "reasons": list(self.outcome.reasons),
+                "documents": list(self.outcome.documents),
+                "approval_tx": self.approval.txid.hex(), "height": self.receipt.height,
+                "index": self.receipt.index}
+
+
+class Approvals:
+    """The approval and credit-record services of one :class:`Node`."""
+
+    def __init__(self, node: Node, engine: CelEngine | None = None) -> None:
+        self.node = node
+        self.engine = engine or CelEngine()
+        self.folder = node.data / "approvals"
+
+    # -- rules --
+    def services(self) -> list[dict[str, Any]]:
+        return [self.service(s) for s in self.node._registry().services()]
+
+    def service(self, service: str) -> dict[str, Any]:
+        reg = self.node.store.registry
+        rule = None if reg is None else reg.rule(service)
+        if rule is None or reg is None:
+            raise NotFound(f"no approval rule is registered for {service!r}")
+        return {"service": service, "title": rule["title"], "area": rule["area"],
+                "agency": rule["agency"], "needs": rule["needs"],
+                "documents": rule["documents"], "rule_hash": rule_hash(rule).hex(),
+                "versions": [[t, h.hex()] for t, h in reg.rule_versions(service)],
+                "rule": rule}
+
+    def _rule(self, service: str) -> dict[str, Any]:
+        rule: dict[str, Any] = self.service(service)["rule"]
+        if rule["agency"] != self.node.agency:
+            raise ApplicationError(f"{service!r} is decided by {rule['agency']!r}, not by "
+                                   f"this node ({self.node.agency!r})")
+        return rule
+
+    # -- applying --
+    def open_application(self, service: str, audience: str) -> list[PendingRequest]:
+        """One presentation request per needed credential type, asking only needed claims."""
+        rule = self._rule(service)
+        return [self.node.new_request(n["type"], list(n["claims"]), audience)
+                for n in rule["needs"]]
+
+    def _verified(self, answers: list[tuple[str, bytes]], holder_jwk: dict[str, Any]
+                  ) -> tuple[dict[str, dict[str, Any]], list[bytes]]:
+        claims: dict[str, dict[str, Any]] = {}
+        ids: list[bytes] = []
+        for nonce, envelope in answers:
+            pending = self.node.request(nonce)
+            report = self.node.verify(envelope, nonce)
+            if not report.verified:
+                failed = [c.name for c in report.checks if not c.ok] or [report.status]
+                raise ApplicationError(f"the {pending.request.credential_type!r} presentation "
+                                       f"did not verify ({', '.join(failed)})")
+            env = Envelope.from_bytes(envelope)
+            payload = sdjwt.parse(env.sd_jwt_kb).payload
+            if payload.get("cnf", {}).get("jwk") != holder_jwk:
+                raise ApplicationError("every presented credential must be bound to the "
+                                       "applicant's holder key")
+            kind = pending.request.credential_type
+            claims[kind] = {c: report.claims[c] for c in pending.request.claims}
+            ids.append(Tx.from_checked_bytes(env.anchor).body["credential_id"])
+        return claims, ids
+
+    def apply(self, service: str, answers: list[tuple[str, bytes]],
+              holder_jwk: dict[str, Any]) -> Decided:
+        """Verify the answers, decide, commit the approval, issue the approval credential."""
+        rule = self._rule(service)
+        sdjwt.public_key_from_jwk(holder_jwk)
+        claims, ids = self._verified(answers, holder_jwk)
+        store = self.node.store
+        head, reg = self.node._head(), self.node._registry()
+        compiled = self.engine.compile(rule)
+        subject, credit = b"", None
+        if rule["subject"]:
+            kind, claim = rule["subject"]
+            if kind not in claims:
+                raise ApplicationError(f"{service!r} needs a {kind!r} presentation")
+            subject = pseudonym(str(claims[kind][claim]), self._secret())
+            policy = reg.credit_policy()
+            if policy is None:
+                raise ApplicationError("no credit policy is registered")
+            credit = summary(store, policy, subject, height=head.height,
+                             time=head.time).to_map()
+        outcome = compiled.evaluate(claims, credit, head.time)
+        evidence = Evidence(service, compiled.hash, head.height, head.time, claims,
+                            tuple(ids), secrets.token_bytes(16), subject, credit or {})
+        now = self.node.now()
+        tx = make_tx(self.node.network, "approval", {
+            "service": service, "rule_hash": compiled.hash, "decision": outcome.decision,
+            "path": outcome.path, "reasons": list(outcome.reasons),
+            "evidence": evidence.digest, "ts": now}, [self.node.issuer_key])
+        receipt = self.node.orderer.submit(tx).result(timeout=30)
+        self._keep(receipt, tx, evidence, outcome)
+        bundle, _ = self.node.issue("approval", {
+            "service": service, "decision": outcome.decision, "path": outcome.path,
+            "rule_version": compiled.hash.hex(), "approval_tx": tx.txid.hex(),
+            "reasons": ",".join(outcome.reasons),
+            "documents": ",".join(outcome.documents) or "none",
+            "decided_on": dt.datetime.fromtimestamp(now, tz=dt.UTC).date().isoformat()},
+            holder_jwk, 3650)
+        return Decided(outcome, service, compiled.hash, tx, receipt, bundle)
+
+    # -- the agency's records --
+    def _keep(self, receipt: Receipt, tx: Tx, evidence: Evidence, outcome: Outcome) -> None:
+        self.folder.mkdir(mode=0o700, exist_ok=True)
+        record = codec.encode({"v": 1, "tx": tx.raw, "evidence": evidence.to_bytes(),
+                               "fired": outcome.fired, "expression": outcome.expression,
+                               "documents": list(outcome.documents), "index": receipt.index,
+                               "height": receipt.height})
+        path = self.folder / f"{receipt.index:012d}-{tx.txid.hex()}.ev"
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(record)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.rename(path)
+
+    def _records(self) -> list[Path]:
+        return sorted(self.folder.glob("*.ev")) if self.folder.exists() else []
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every decision this node made, oldest first (no claim values)."""
+        out = []
+        for p in self._records():
+            rec = codec.decode(p.read_bytes(), max_size=1 << 21, what="approval record")
+            b = Tx.from_bytes(rec["tx"]).body
+            out.append({"approval_tx": p.stem.split("-", 1)[1], "index": rec["index"],
+                        "height": rec["height"], "service": b["service"],
+                        "rule_hash": b["rule_hash"].hex(), "decision": b["decision"],
+                        "path": b["path"], "reasons": b["reasons"], "ts": b["ts"]})
+        return out
+
+    def record(self, txid: str) -> tuple[Tx, bytes, dict[str, Any]]:
+        for p in self._records():
+            if p.stem.endswith(txid):
+                rec = codec.decode(p.read_bytes(), max_size=1 << 21, what="approval record")
+                return Tx.from_bytes(rec["tx"]), rec["evidence"], rec
+        raise NotFound(f"this node made no approval {txid}")
+
+    def explain(self, txid: str) -> dict[str, Any]:
+        """Which inputs, which expression, which reason (holds claim values: operator only)."""
+        tx, ev_bytes, rec = self.record(txid)
+        ev = Evidence.from_bytes(ev_bytes)
+        reg = self.node.store.registry
+        rule = None if reg is None else reg.rule_by_hash(tx.body["rule_hash"])
+        if rule is None:
+            raise NotFound("the approval's rule version is not in the registry")
+        fired = rec["fired"]
+        which = (f"clauses[{fired}]" if fired >= 0 else "otherwise" if fired == -1
+                 else "run-time error")
+        return {"approval_tx": txid, "service": ev.service, "rule_hash": ev.rule_hash.hex(),
+                "rule_title": rule["title"], "height": ev.height, "time": ev.time,
+                "decision": tx.body["decision"], "path": tx.body["path"],
+                "reasons": tx.body["reasons"], "documents": rec["documents"],
+                "decided_by": which, "expression": rec["expression"],
+                "inputs": {"claims": {k: dict(v) for k, v in ev.claims.items()},
+                           "credit": dict(ev.credit),
+                           "params": {p["name"]: next(v for k, v in p.items() if k != "name")
+                                      for p in rule["params"]}},
+                "evidence_digest": ev.digest.hex()}
+
+    # -- credit records --
+    def _secret(self) -> bytes:
+        path = self.node.data / "keys" / SECRET_FILE
+        try:
+            return path.read_bytes()
+        except OSError as e:
+            raise LedgerError("this node holds no network credit secret "
+                              f"({SECRET_FILE} in its keys folder)") from e
+
+    def credit_request(self, kind: str, audience: str) -> PendingRequest:
+        if kind not in IDENTITY:
+            raise ApplicationError(f"{kind!r} is not an identity credential type "
+                                   f"({sorted(IDENTITY)})")
+        return self.node.new_request(kind, [IDENTITY[kind]], audience)
+
+    def credit_record(self, nonce: str, envelope: bytes) -> dict[str, Any]:
+        """The proven subject's own events and score at the head."""
+        pending = self.node.request(nonce)
+        kind = pending.request.credential_type
+        if kind not in IDENTITY:
+            raise ApplicationError("this request is not an identity request")
+        report = self.node.verify(envelope, nonce)
+        if not report.verified:
+            raise ApplicationError("the identity presentation did not verify")
+        subject = pseudonym(str(report.claims[IDENTITY[kind]]), self._secret())
+        store = self.node.store
+        head = self.node._head()
+        policy = self.node._registry().credit_policy()
+        if policy is None:
+            raise NotFound("no credit policy is registered")
+        s = summary(store, policy, subject, height=head.height, time=head.time)
+        return {"height": head.height, "score": s.score, "last_serious": s.last_serious,
+                "events": [{"event": e.txid.hex(), "agency": e.agency, "category": e.category,
+                            "points": e.points, "reason": e.reason, "date": e.date,
+                            "expiry": e.expiry, "withdrawn_by": e.withdrawn_by.hex() or None}
+                           for e in credit_events(store, subject)]}

@@ -1,0 +1,172 @@
+"""End to end through real HTTP: apply for a business licence with a wallet, get the approval
+credential, present it to a verifier; decisions are the same bytes on the node, on a second copy
+of its store and after a replay of the chain."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from pathlib import Path
+from typing import Any
+
+import httpx
+from test_api import AUTH, PASS, T0, make_demo, serve, settings_for
+from test_contracts_world import SECRET
+
+from contracts import reevaluate, stated
+from contracts.catalogue import setup_actions
+from contracts.credit import pseudonym
+from ledger.chain import build_block, build_genesis
+from ledger.keys import load_private_key
+from ledger.network import governance_tx
+from ledger.presentation import Request
+from ledger.store import Store
+from ledger.tx import Tx, make_tx
+from node.app import create_app
+from node.service import Node
+from wallet.core import Wallet
+
+NOW = T0 + 100
+REG_NO = "91440606-MA4W0001"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def prepare(tmp: Path) -> tuple[Path, Wallet]:
+    data = make_demo(tmp / "data")
+    (data / "keys" / "credit.secret").write_bytes(SECRET)
+    keys = {a: load_private_key(data / "keys" / f"{a}.issuer.key", PASS)
+            for a in ("edu", "civil", "market")}
+    wallet = Wallet.init(tmp / "wallet.db", b"wallet-pass")
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        reg = node.store.registry
+        assert reg is not None
+        seq = reg.gov_seq
+        from ledger.network import Agency
+        signers = [Agency(a, "", keys[a], keys[a]) for a in ("edu", "civil")]
+        for action, args in setup_actions(reg.data["types"], T0, T0 + 3650 * 86_400,
+                                          agencies={"justice": "civil"},
+                                          services=["business-licence"]):
+            seq += 1
+            node.orderer.submit(governance_tx(node.network, seq, action, args,
+                                              signers)).result(timeout=30)
+        bundle, _ = node.issue("business-registration",
+                               {"registration_no": REG_NO, "business_name": "Lingnan Tea House",
+                                "scope": "catering"}, wallet.holder_jwk(), 365)
+        wallet.receive(bundle.to_bytes(), registry=node._registry(), now=NOW)
+        credit = make_tx(node.network, "credit", {
+            "subject": pseudonym(REG_NO, SECRET), "category": "permits", "points": 150,
+            "reason": "clean_inspections", "date": NOW - 50, "expiry": NOW + 86_400 * 365,
+            "ts": NOW}, [keys["market"]])
+        node.orderer.submit(credit).result(timeout=30)
+    finally:
+        node.close()
+    return data, wallet
+
+
+def test_apply_get_credential_present_it(tmp_path: Path) -> None:
+    data, wallet = prepare(tmp_path)
+    settings = settings_for(data)
+    settings = type(settings)(**{**settings.__dict__, "agency": "market"})
+    app = create_app(settings, clock=lambda: NOW, passphrase=PASS)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        svc = http.get("/v1/services/business-licence").json()
+        assert svc["needs"] == [{"type": "business-registration",
+                                 "claims": ["registration_no", "scope"]}]
+        opened = http.post("/v1/services/business-licence/applications").json()
+        requests = [Request.from_json({k: r[k] for k in ("nonce", "audience", "type", "claims")})
+                    for r in opened["requests"]]
+        answers = wallet.answer(requests, now=NOW)
+        got = http.post("/v1/services/business-licence/apply", json={
+            "holder_jwk": wallet.holder_jwk(),
+            "presentations": [{"nonce": n, "envelope": b64url(e)} for n, e in answers]})
+        assert got.status_code == 200, got.text
+        decision = got.json()
+        assert (decision["decision"], decision["path"], decision["reasons"],
+                decision["documents"]) == ("approved", "fast_track",
+                                           ["licensed", "good_credit"], ["premises_plan"])
+        # the approval tx on the chain holds no claim value
+        tx = http.get(f"/v1/tx/{decision['approval_tx']}").json()
+        assert REG_NO not in str(tx) and "catering" not in str(tx)
+        # the wallet keeps the approval credential and shows it to a verifier
+        info = wallet.receive(unb64url(decision["bundle"]), registry=app.state.node._registry(),
+                              now=NOW)
+        assert info.type == "approval"
+        req = http.post("/v1/presentation-requests", json={
+            "type": "approval", "claims": ["service", "decision", "path"]}).json()
+        env = wallet.present(info.id, Request.from_json(
+            {k: req[k] for k in ("nonce", "audience", "type", "claims")}), now=NOW)
+        report = http.post("/v1/verify", json={"nonce": req["nonce"],
+                                               "envelope": b64url(env)}).json()
+        assert report["verified"], report
+        assert report["claims"] == {"service": "business-licence", "decision": "approved",
+                                    "path": "fast_track"}
+        # the agency lists and explains its decision
+        assert http.get("/v1/approvals").status_code == 401
+        listed = http.get("/v1/approvals", headers=AUTH).json()
+        assert [a["approval_tx"] for a in listed] == [decision["approval_tx"]]
+        why = http.get(f"/v1/approvals/{decision['approval_tx']}/explain", headers=AUTH).json()
+        assert why["decided_by"] == "otherwise"
+        assert "credit.score >= params.fast_track_score" in why["expression"]
+        assert why["inputs"]["credit"]["score"] == 750
+        # a replayed presentation cannot be reused for a second application
+        again = http.post("/v1/services/business-licence/apply", json={
+            "holder_jwk": wallet.holder_jwk(),
+            "presentations": [{"nonce": n, "envelope": b64url(e)} for n, e in answers]})
+        assert again.status_code == 404
+        # the business reads its own credit record after proving who it is
+        cr = http.post("/v1/credit/requests", json={"type": "business-registration"}).json()
+        reg_id = wallet.pick(Request.from_json({k: cr[k] for k in ("nonce", "audience", "type",
+                                                                    "claims")}), NOW)
+        env = wallet.present(reg_id, Request.from_json(
+            {k: cr[k] for k in ("nonce", "audience", "type", "claims")}), now=NOW)
+        record = http.post("/v1/credit/record", json={"nonce": cr["nonce"],
+                                                      "envelope": b64url(env)}).json()
+        assert record["score"] == 750
+        assert [e["points"] for e in record["events"]] == [150]
+        node_bytes = None
+        evidence = (next((data / "approvals").glob("*.ev"))).read_bytes()
+    assert_same_decision_everywhere(data, tmp_path, decision["approval_tx"], evidence,
+                                    node_bytes)
+
+
+def assert_same_decision_everywhere(data: Path, tmp: Path, txid_hex: str, record: bytes,
+                                    _: Any) -> None:
+    from ledger import codec
+    rec = codec.decode(record, max_size=1 << 21)
+    tx = Tx.from_bytes(rec["tx"])
+    assert tx.txid.hex() == txid_hex
+    shutil.copytree(data / "ledger", tmp / "copy")
+    results = []
+    with Store(data / "ledger") as node_store:
+        h = codec.decode(rec["evidence"])["height"]
+        reg = node_store.registry_at(h)
+        want = stated(node_store.registry or reg, tx)
+        results.append(reevaluate(reg, node_store, tx, rec["evidence"],
+                                  block_time=node_store.block(h).time))
+        # replay the chain block by block into a fresh store
+        with Store(tmp / "replay") as replay:
+            for height in range(node_store.head.height + 1 if node_store.head else 0):
+                header = node_store.block(height)
+                txs = [Tx.from_bytes(r) for r in node_store.block_entries(header)]
+                if height == 0:
+                    replay.write_block(build_genesis(txs[0]))
+                    continue
+                assert replay.head is not None and replay.registry is not None
+                r = build_block(replay.head, replay.registry, replay, replay.frontier, txs,
+                                header.time)
+                assert not r.rejected and r.header == header
+                replay.write_block(r)
+            results.append(reevaluate(replay.registry_at(h), replay, tx, rec["evidence"],
+                                      block_time=replay.block(h).time))
+    with Store(tmp / "copy") as second:  # a second node's copy of the chain
+        results.append(reevaluate(second.registry_at(h), second, tx, rec["evidence"],
+                                  block_time=second.block(h).time))
+    assert results == [want] * 3

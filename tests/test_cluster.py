@@ -1,0 +1,233 @@
+"""Several agencies, one ledger: a real 3-member etcd cluster and 3 agency nodes over HTTPS.
+
+Each test module fixture starts real processes (``etcd`` from Debian's etcd-server, and
+``ledger-node run``) on free 127.0.0.1 ports and stops them at the end. Fault tests are bounded:
+they kill processes with SIGKILL and wait with generous timeouts, never asserting a speed (the
+failover time is measured by ``scripts/bench cluster``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import plyvel
+import pytest
+from clusterkit import Net, running_cluster
+
+from ledger import codec
+from ledger.checkpoint import Checkpoint, SignedCheckpoint
+from ledger.keys import PrivateKey, PublicKey
+from ledger.network import status_tx
+from ledger.state import credential_key
+from node.etcdlog import EtcdLog, TlsFiles
+from node.pki import lock, unlock
+
+if shutil.which("etcd") is None:  # scripts/test installs it; a missing etcd is a failure
+    raise RuntimeError("etcd is not installed: run scripts/test (it installs etcd-server)")
+
+
+@pytest.fixture(scope="module")
+def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
+    with running_cluster(tmp_path_factory.mktemp("cluster") / "net", 3, retention=5) as n:
+        n.setup_degree("edu", int(time.time()))
+        yield n
+
+
+def _counters(net: Net, agency: str) -> dict[str, Any]:
+    r = net.http.get(f"{net.url(agency)}/v1/cluster")
+    r.raise_for_status()
+    return dict(r.json())
+
+
+def _verifiers(net: Net) -> dict[str, PublicKey]:
+    """Note name → node key of every founding agency (keys loaded from the cluster folder)."""
+    return {a: net.agencies[a].node_key.public for a in net.ids}
+
+
+def _final(net: Net, agency: str) -> SignedCheckpoint:
+    r = net.http.get(f"{net.url(agency)}/v1/checkpoint")
+    r.raise_for_status()
+    return SignedCheckpoint.from_text(r.text)
+
+
+def _all_block_hashes(net: Net, agency: str) -> list[str]:
+    top = net.health(agency)["height"]
+    return [net.http.get(f"{net.url(agency)}/v1/blocks/{h}").json()["header"]["hash"]
+            for h in range(top + 1)]
+
+
+def test_all_nodes_build_identical_blocks_and_a_tx_commits_once(net: Net) -> None:
+    now = int(time.time())
+    receipts = []
+    for i in range(12):
+        r = net.submit(net.ids[i % 3], net.anchor("edu", now))
+        assert r.status_code == 200, r.text
+        receipts.append(r.json())
+    same = net.anchor("edu", now)
+    answers = [net.submit(a, same).json() for a in net.ids]
+    assert len({(a["index"], a["height"]) for a in answers}) == 1
+    assert sum(not a["duplicate"] for a in answers) <= 1
+    net.wait_until("heads converge", net.converged)
+    chains = {a: _all_block_hashes(net, a) for a in net.ids}
+    assert chains["civil"] == chains["edu"] == chains["health"]
+    # The tx is in the log exactly once, at the index every node reported.
+    index = answers[0]["index"]
+    entries = [net.http.get(f"{net.url(a)}/v1/log/entries/{index}").content for a in net.ids]
+    assert entries == [same.raw] * 3
+    size = net.health("civil")["log_size"]
+    txids = [hashlib.sha256(net.http.get(f"{net.url('civil')}/v1/log/entries/{i}").content)
+             .hexdigest() for i in range(size)]
+    assert txids.count(same.txid.hex()) == 1
+    assert all(r["txid"] in txids for r in receipts)
+
+
+def test_final_checkpoints_carry_a_quorum_of_node_signatures(net: Net) -> None:
+    net.submit("civil", net.anchor("edu", int(time.time())))
+    net.wait_until("final catches up", lambda: all(
+        net.health(a)["final_log_size"] == net.health(a)["log_size"] for a in net.ids))
+    for a in net.ids:
+        cp = _final(net, a)
+        signers = cp.verify_quorum(_verifiers(net), 2)
+        assert len(signers) >= 2
+        assert cp.checkpoint.size == net.health(a)["final_log_size"]
+
+
+def test_invalid_transaction_is_rejected_identically_everywhere(net: Net) -> None:
+    now = int(time.time())
+    bad = net.anchor("civil", now)  # civil holds no grant for "degree"
+    answers = [net.submit(a, bad) for a in net.ids]
+    assert {r.status_code for r in answers} == {409}
+    assert len({r.json().get("code") for r in answers}) == 1
+    assert all(net.http.get(f"{net.url(a)}/v1/tx/{bad.txid.hex()}").status_code == 404
+               for a in net.ids)
+
+
+def test_kill_one_agency_mid_ingest_loses_nothing_and_it_catches_up(net: Net) -> None:
+    now = int(time.time())
+    committed: list[dict[str, Any]] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def ingest(via: str) -> None:
+        while not stop.is_set():
+            tx = net.anchor("edu", now)
+            try:
+                r = net.submit(via, tx)
+            except Exception as e:
+                failures.append(repr(e))
+                continue
+            if r.status_code == 200:
+                committed.append(r.json())
+
+    workers = [threading.Thread(target=ingest, args=(a,)) for a in ("civil", "edu")]
+    for w in workers:
+        w.start()
+    net.wait_until("some commits", lambda: len(committed) >= 20)
+    net.cluster.kill("health")  # node and etcd member, SIGKILL, mid-ingest
+    killed_at = len(committed)
+    waited = net.wait_until("commits continue", lambda: len(committed) >= killed_at + 20)
+    stop.set()
+    for w in workers:
+        w.join()
+    print(f"commits resumed {waited:.2f} s after the kill")  # measured; bench cluster reports it
+    net.cluster.restart("health")
+    net.wait_until("the killed agency catches up", net.converged, timeout=120)
+    for r in committed:  # every acknowledged transaction is on every node, where acknowledged
+        for a in net.ids:
+            got = net.http.get(f"{net.url(a)}/v1/tx/{r['txid']}")
+            assert got.status_code == 200, (a, r)
+            assert got.json()["index"] == r["index"]
+    assert _all_block_hashes(net, "health") == _all_block_hashes(net, "civil")
+
+
+def test_a_node_down_past_retention_syncs_from_a_peer(net: Net) -> None:
+    now = int(time.time())
+    net.cluster.kill_node("health")  # its etcd member stays: only the node falls behind
+    before = _counters(net, "civil")["counters"]["pruned_batches"]
+    for _ in range(12):  # one block each: more than retention (5) blocks behind
+        assert net.submit("civil", net.anchor("edu", now)).status_code == 200
+    net.wait_until("batches pruned", lambda: _counters(net, "civil")["counters"]
+                   ["pruned_batches"] > before)
+    net.cluster.restart("health", etcd=False)
+    net.wait_until("the lagging node syncs", net.converged, timeout=120)
+    assert _counters(net, "health")["counters"]["synced_blocks"] > 0
+    assert _all_block_hashes(net, "health") == _all_block_hashes(net, "civil")
+
+
+def test_a_forged_cosignature_is_refused(net: Net) -> None:
+    head = net.health("civil")
+    size = head["log_size"]
+    root = _final(net, "civil").checkpoint.root
+    forger = PrivateKey.generate()  # not edu's node key
+    line = SignedCheckpoint(Checkpoint(net.cluster.network, size, root)).cosign(
+        "edu", forger).signatures[0].to_line()
+    rt = unlock(net.folder / "pki", "civil", b"cluster-test-pw")
+    try:
+        etcd = EtcdLog([net.cluster.member("civil").client_url], net.cluster.network,
+                       tls=TlsFiles(str(rt / "ca.crt"), str(rt / "civil.crt"),
+                                    str(rt / "civil.key")))
+        before = {a: _counters(net, a)["counters"]["cosigs_forged"] for a in ("civil", "health")}
+        etcd.put_cosig(size, "edu", codec.encode({"root": root, "line": line}))
+        etcd.close()
+    finally:
+        lock(rt)
+    net.wait_until("forgery refused", lambda: all(
+        _counters(net, a)["counters"]["cosigs_forged"] > before[a] for a in before))
+    for a in net.ids:  # still verifies: the forged line was not merged
+        _final(net, a).verify_quorum(_verifiers(net), 2)
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Iterator[Net]:
+    with running_cluster(tmp_path / "net", 3) as n:
+        n.setup_degree("edu", int(time.time()))
+        yield n
+
+
+def test_a_node_with_a_tampered_store_is_caught_by_its_peers(fresh: Net) -> None:
+    net, now = fresh, int(time.time())
+    victim = net.anchor("edu", now)
+    assert net.submit("civil", victim).status_code == 200
+    net.wait_until("converged", net.converged)
+    net.cluster.kill_node("health")
+    db = plyvel.DB(str(net.folder / "health" / "data" / "ledger"))
+    cid = victim.body["credential_id"]
+    assert db.get(credential_key(cid)) is not None
+    db.delete(credential_key(cid), sync=True)  # health "forgets" the credential
+    db.close()
+    net.cluster.restart("health", etcd=False)
+    edu = net.agencies["edu"]
+    assert net.submit("civil", status_tx(net.cluster.network, edu, cid, "revoked", "fraud",
+                                         now)).status_code == 200
+    for _ in range(4):
+        net.submit("civil", net.anchor("edu", now))
+    net.wait_until("peers hold evidence against health", lambda: any(
+        e["agency"] == "health" for e in net.http.get(f"{net.url('civil')}/v1/evidence").json()))
+    net.wait_until("health stops on the fork", lambda: net.health("health")["status"] ==
+                   "halted")
+    assert "fork" in (net.health("health")["halted"] or "")
+    metrics = net.http.get(f"{net.url('civil')}/metrics").text
+    assert "ledger_node_equivocations 0.0" not in metrics
+
+
+def test_an_agency_removed_by_governance_no_longer_signs_checkpoints(fresh: Net) -> None:
+    net, now = fresh, int(time.time())
+    assert net.submit("civil", net.anchor("edu", now)).status_code == 200
+    net.wait_until("all three sign", lambda: {"civil", "edu", "health"} <= {
+        s.name for s in _final(net, "civil").signatures})
+    net.governance("remove_agency", {"agency": "health"}, signers=["civil", "edu"])
+    for _ in range(3):
+        assert net.submit("civil", net.anchor("edu", int(time.time()))).status_code == 200
+    net.wait_until("final after removal", lambda: _final(net, "civil").checkpoint.size ==
+                   net.health("civil")["log_size"])
+    names = {s.name for s in _final(net, "civil").signatures}
+    assert names == {"civil", "edu"}
+    # Its node can no longer get transactions ordered either: its batches are refused.
+    r = net.submit("health", net.anchor("edu", int(time.time())))
+    assert r.status_code in (409, 503), r.text

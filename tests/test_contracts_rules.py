@@ -1,0 +1,204 @@
+"""Catalogue rules, table-driven with boundary cases; registration checks; rule upgrades."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+from conftest import DAY, T0
+from test_contracts_world import catalogue_agencies, install_catalogue
+
+from contracts import CelEngine
+from contracts.catalogue import POLICY, RULES, YEAR, rule
+from contracts.errors import ApplicationError
+from ledger.state import Machine, rule_hash
+from ledger.tx import make_tx
+
+ENGINE = CelEngine()
+NOW = T0 + 30 * YEAR
+
+
+def decide(service: str, claims: dict[str, Any], credit: dict[str, int] | None = None,
+           now: int = NOW) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
+    o = ENGINE.compile(RULES[service]).evaluate(claims, credit, now)
+    return o.decision, o.path, o.reasons, o.documents
+
+
+def person(district: str = "changsheng", over65: bool = True) -> dict[str, Any]:
+    return {"district": district, "age_over_65": over65, "person_id": "P-1",
+            "holder_name": "Chen Mei-4b1e"}
+
+
+ELDERLY = [
+    ("eligible", person(), 12_000, ("approved", "standard", ("eligible",),
+                                    ("bank_account_form",))),
+    ("income one below the line", person(), 23_999, ("approved", "standard", ("eligible",),
+                                                      ("bank_account_form",))),
+    ("income at the line", person(), 24_000, ("rejected", "standard", ("income_above_line",),
+                                               ())),
+    ("other district", person(district="nanhai"), 1, ("rejected", "standard",
+                                                      ("not_resident",), ())),
+    ("under 65", person(over65=False), 1, ("rejected", "standard", ("under_65",), ())),
+]
+
+
+@pytest.mark.parametrize(("name", "p", "income", "want"), ELDERLY, ids=[c[0] for c in ELDERLY])
+def test_elderly_allowance(name: str, p: dict[str, Any], income: int, want: Any) -> None:
+    got = decide("elderly-allowance", {"person-id": p,
+                                       "income-statement": {"annual_income": income}})
+    assert got == want
+
+
+QUAL = [
+    ("master, clean", "master", False, ("approved", "standard", ("recognised",), ())),
+    ("doctor, clean", "doctor", False, ("approved", "standard", ("recognised",), ())),
+    ("master, disqualified", "master", True, ("rejected", "standard",
+                                              ("disqualifying_record",), ())),
+    ("unlisted level", "diploma", False, ("needs_review", "standard", ("level_not_listed",),
+                                          ())),
+]
+
+
+@pytest.mark.parametrize(("name", "level", "record", "want"), QUAL, ids=[c[0] for c in QUAL])
+def test_qualification_recognition(name: str, level: str, record: bool, want: Any) -> None:
+    got = decide("qualification-recognition", {
+        "degree": {"degree_level": level, "field": "hydrology"},
+        "conduct-record": {"disqualifying_record": record}})
+    assert got == want
+
+
+STD = ("premises_plan", "onsite_inspection_report")
+FAST = ("premises_plan",)
+LICENCE = [
+    ("score at threshold, no events", 700, 0, "retail",
+     ("approved", "fast_track", ("licensed", "good_credit"), FAST)),
+    ("score one below threshold", 699, 0, "retail",
+     ("approved", "standard", ("licensed",), STD)),
+    ("serious event exactly three years old", 800, NOW - 3 * YEAR, "retail",
+     ("approved", "fast_track", ("licensed", "good_credit"), FAST)),
+    ("serious event one second inside three years", 800, NOW - 3 * YEAR + 1, "retail",
+     ("approved", "standard", ("licensed",), STD)),
+    ("low credit goes to review", 299, 0, "retail",
+     ("needs_review", "standard", ("low_credit",), STD)),
+    ("review boundary", 300, 0, "retail", ("approved", "standard", ("licensed",), STD)),
+    ("scope never licensable", 900, 0, "gambling",
+     ("rejected", "standard", ("scope_not_licensable",), ())),
+]
+
+
+@pytest.mark.parametrize(("name", "score", "serious", "scope", "want"), LICENCE,
+                         ids=[c[0] for c in LICENCE])
+def test_business_licence(name: str, score: int, serious: int, scope: str, want: Any) -> None:
+    got = decide("business-licence",
+                 {"business-registration": {"registration_no": "91440606-X", "scope": scope}},
+                 {"score": score, "last_serious": serious, "events": 1})
+    assert got == want
+
+
+def test_certified_copy() -> None:
+    got = decide("certified-copy", {"person-id": person()})
+    assert got == ("approved", "standard", ("certified",), ())
+
+
+def test_missing_claim_is_an_application_error() -> None:
+    with pytest.raises(ApplicationError, match="annual_income"):
+        decide("elderly-allowance", {"person-id": person(), "income-statement": {}})
+
+
+def test_credit_rule_needs_credit() -> None:
+    with pytest.raises(ApplicationError, match="credit"):
+        decide("business-licence", {"business-registration": {"registration_no": "x",
+                                                              "scope": "retail"}})
+
+
+def test_runtime_error_is_needs_review() -> None:
+    r = rule("certified-copy", clauses=[{"when": "1 / (size(claims.person_id.district) - 10) "
+                                                 "> 0", "decision": "rejected",
+                                         "reason": "odd"}])
+    o = ENGINE.compile(r).evaluate({"person-id": person()}, None, NOW)  # district: 10 chars
+    assert (o.decision, o.reasons, o.fired) == ("needs_review", ("rule_error",), -2)
+
+
+def test_evaluation_sees_only_needed_claims() -> None:
+    r = rule("certified-copy")
+    act = ENGINE.compile(r).activation({"person-id": {**person(), "birth_date": "1950-01-01"}},
+                                       None, NOW)
+    assert set(act["claims"]["person_id"]) == {"person_id", "holder_name", "district"}
+
+
+# --- registration on the ledger ------------------------------------------------------------------
+
+BAD_RULES = [
+    ("does not compile", {"clauses": [{"when": "claims.person_id.district ==",
+                                       "decision": "rejected", "reason": "x"}]},
+     "rule_invalid"),
+    ("claim the rule does not need", {"clauses": [{"when": "claims.person_id.birth_date == ''",
+                                                   "decision": "rejected", "reason": "x"}]},
+     "rule_invalid"),
+    ("indexing around the check", {"clauses": [{"when": "claims['person_id'].x == 1",
+                                                "decision": "rejected", "reason": "x"}]},
+     "rule_invalid"),
+    ("needed claim the type lacks", {"needs": [{"type": "person-id",
+                                                "claims": ["person_id", "shoe_size"]}]},
+     "unknown_claim"),
+    ("unknown type", {"needs": [{"type": "passport", "claims": ["number"]}]}, "unknown_type"),
+    ("credit without a subject", {"fast_track": "credit.score > 1"}, "rule_invalid"),
+    ("unknown parameter", {"fast_track": "params.nope"}, "rule_invalid"),
+]
+
+
+@pytest.mark.parametrize(("name", "changes", "code"), BAD_RULES, ids=[c[0] for c in BAD_RULES])
+def test_bad_rules_are_rejected_at_registration(make_ledger: Any, name: str,
+                                                changes: dict[str, Any], code: str) -> None:
+    ag = catalogue_agencies()
+    lg = make_ledger(list(ag.values()), 2, T0)
+    install_catalogue(lg, ag, services=[])
+    before = lg.registry.to_bytes()
+    tx = lg.gov_tx("register_rule", {"rule": rule("certified-copy", **changes)},
+                   [ag["civil"], ag["edu"]])
+    m = Machine(lg.registry, lg.store, rules=ENGINE)
+    from ledger.errors import TxRejected
+    with pytest.raises(TxRejected) as info:
+        m.apply(tx, T0 + DAY)
+    assert info.value.code == code
+    assert lg.registry.to_bytes() == before and not m.writes
+
+
+def test_rule_upgrade_mid_chain(make_ledger: Any) -> None:
+    """Approvals before and after an upgrade must cite the version in force at their height."""
+    ag = catalogue_agencies()
+    lg = make_ledger(list(ag.values()), 2, T0)
+    install_catalogue(lg, ag)
+    civil = ag["civil"]
+    v1 = rule_hash(RULES["elderly-allowance"])
+    assert lg.registry.rule("elderly-allowance") == RULES["elderly-allowance"]
+    h1 = lg.store.head.height if lg.store.head else 0
+
+    def approval(h: bytes, ts: int) -> Any:
+        return make_tx("demo", "approval", {
+            "service": "elderly-allowance", "rule_hash": h, "decision": "approved",
+            "path": "standard", "reasons": ["eligible"], "evidence": hashlib.sha256(
+                ts.to_bytes(8, "big")).digest(), "ts": ts}, [civil.issuer_key])
+
+    assert not lg.commit([approval(v1, 1)], T0 + DAY).rejected
+    upgraded = rule("elderly-allowance", params=[{"name": "district", "str": "changsheng"},
+                                                 {"name": "income_line", "int": 30_000}])
+    lg.govern("register_rule", {"rule": upgraded}, [civil, ag["edu"]], T0 + 2 * DAY)
+    v2 = rule_hash(upgraded)
+    r = lg.commit([approval(v1, 2)], T0 + 3 * DAY)
+    assert [e.code for _, e in r.rejected] == ["stale_rule"]
+    assert not lg.commit([approval(v2, 3)], T0 + 3 * DAY).rejected
+    # the registry at each height says which version was in force there
+    assert lg.store.registry_at(h1).rule("elderly-allowance") == RULES["elderly-allowance"]
+    assert lg.registry.rule("elderly-allowance") == upgraded
+    assert [h for _, h in lg.registry.rule_versions("elderly-allowance")] == [v1, v2]
+    # and the same applicant at the same income is decided differently by each version
+    claims = {"person-id": person(), "income-statement": {"annual_income": 25_000}}
+    assert ENGINE.compile(lg.store.registry_at(h1).rule("elderly-allowance") or {}).evaluate(
+        claims, None, NOW).decision == "rejected"
+    assert ENGINE.compile(upgraded).evaluate(claims, None, NOW).decision == "approved"
+
+
+def test_policy_is_sane() -> None:
+    assert POLICY["min"] <= POLICY["base"] <= POLICY["max"]

@@ -1,0 +1,119 @@
+"""Credit events on the ledger: grants, policy, withdrawal, and score(subject, at_height)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import DAY, T0
+from test_contracts_world import SECRET, catalogue_agencies, credit_tx, install_catalogue
+
+from contracts import pseudonym, score, summary
+from contracts.catalogue import POLICY, YEAR
+from contracts.errors import ContractError
+from ledger.state import credit_events
+
+SUBJECT = pseudonym("91440606-MA4W", SECRET)
+
+
+@pytest.fixture
+def world(make_ledger: Any) -> Any:
+    ag = catalogue_agencies()
+    lg = make_ledger(list(ag.values()), 2, T0)
+    install_catalogue(lg, ag, services=[])
+    return lg, ag
+
+
+def head(lg: Any) -> tuple[int, int]:
+    return lg.store.head.height, lg.store.head.time
+
+
+def test_pseudonym_is_keyed() -> None:
+    assert pseudonym("91440606-MA4W", SECRET) == SUBJECT
+    assert pseudonym(" 91440606-MA4W ", SECRET) == SUBJECT
+    assert pseudonym("91440606-MA4W", b"another-secret-of-16+") != SUBJECT
+    with pytest.raises(ContractError):
+        pseudonym("x", b"short")
+
+
+def test_score_over_heights_and_withdrawal(world: Any) -> None:
+    lg, ag = world
+    market = ag["market"]
+    h0, t0 = head(lg)
+    assert score(lg.store, POLICY, SUBJECT, height=h0, time=t0) == 600
+    late = credit_tx(market, SUBJECT, "permits", -120, T0 + DAY, T0 + 10 * YEAR)
+    assert not lg.commit([late], T0 + DAY).rejected
+    h1, t1 = head(lg)
+    s1 = summary(lg.store, POLICY, SUBJECT, height=h1, time=t1)
+    assert (s1.score, s1.last_serious, s1.events) == (480, T0 + DAY, 1)
+    # the withdrawal (after an appeal) restores the score from its height on, not before
+    w = credit_tx(market, SUBJECT, "permits", 0, T0 + 2 * DAY, T0 + 10 * YEAR,
+                  reason="appeal_upheld", withdraws=late.txid, ts=T0 + 1)
+    assert not lg.commit([w], T0 + 2 * DAY).rejected
+    h2, t2 = head(lg)
+    assert score(lg.store, POLICY, SUBJECT, height=h2, time=t2) == 600
+    assert score(lg.store, POLICY, SUBJECT, height=h1, time=t1) == 480
+    assert score(lg.store, POLICY, SUBJECT, height=h0, time=t0) == 600
+    events = credit_events(lg.store, SUBJECT)
+    assert [e.withdrawn_by for e in events] == [w.txid]  # history stays
+
+
+def test_weights_decay_expiry_bounds(world: Any) -> None:
+    lg, ag = world
+    courts, civil = ag["justice"], ag["civil"]
+    txs = [credit_tx(courts, SUBJECT, "courts", -100, T0 + DAY, T0 + 20 * YEAR),
+           credit_tx(civil, SUBJECT, "utilities", 30, T0 + DAY, T0 + 2 * DAY)]
+    assert not lg.commit(txs, T0 + DAY).rejected
+    h, t = head(lg)
+    assert score(lg.store, POLICY, SUBJECT, height=h, time=t) == 600 - 150 + 15
+    # after expiry of the utilities event and one half-life of the court event
+    later = T0 + DAY + 5 * YEAR
+    assert score(lg.store, POLICY, SUBJECT, height=h, time=later) == 600 - 75
+    big = [credit_tx(courts, SUBJECT, "courts", -1000, T0 + DAY, T0 + 20 * YEAR, ts=T0 + 9)]
+    assert not lg.commit(big, T0 + 2 * DAY).rejected
+    h, t = head(lg)
+    assert score(lg.store, POLICY, SUBJECT, height=h, time=t) == 0  # clamped at min
+
+
+REJECTS = [
+    ("not granted", "market", "courts", -10, {}, "not_granted"),
+    ("unknown category", "market", "gossip", -10, {}, "unknown_category"),
+    ("zero points", "market", "permits", 0, {}, "bad_points"),
+    ("future date", "market", "permits", -10, {"date": T0 + 99 * DAY}, "future_date"),
+    ("expiry before date", "market", "permits", -10, {"expiry": T0}, "bad_expiry"),
+]
+
+
+@pytest.mark.parametrize(("name", "who", "cat", "points", "extra", "code"), REJECTS,
+                         ids=[r[0] for r in REJECTS])
+def test_credit_rejections(world: Any, name: str, who: str, cat: str, points: int,
+                           extra: dict[str, int], code: str) -> None:
+    lg, ag = world
+    args = {"date": T0 + DAY, "expiry": T0 + YEAR, **extra}
+    tx = credit_tx(ag[who], SUBJECT, cat, points, args["date"], args["expiry"])
+    r = lg.commit([tx], T0 + DAY)
+    assert [e.code for _, e in r.rejected] == [code]
+    assert lg.store.get(b"s" + SUBJECT) is None
+
+
+def test_only_the_recording_agency_withdraws_once(world: Any) -> None:
+    lg, ag = world
+    ev = credit_tx(ag["market"], SUBJECT, "permits", -10, T0 + DAY, T0 + YEAR)
+    assert not lg.commit([ev], T0 + DAY).rejected
+    other = credit_tx(ag["civil"], SUBJECT, "permits", 0, T0 + DAY, T0 + YEAR,
+                      withdraws=ev.txid)
+    assert [e.code for _, e in lg.commit([other], T0 + DAY).rejected] == ["not_authorized"]
+    bad = credit_tx(ag["market"], SUBJECT, "permits", 5, T0 + DAY, T0 + YEAR,
+                    withdraws=ev.txid)
+    assert [e.code for _, e in lg.commit([bad], T0 + DAY).rejected] == ["bad_withdrawal"]
+    ok = credit_tx(ag["market"], SUBJECT, "permits", 0, T0 + DAY, T0 + YEAR,
+                   withdraws=ev.txid, ts=T0 + 5)
+    again = credit_tx(ag["market"], SUBJECT, "permits", 0, T0 + DAY, T0 + YEAR,
+                      withdraws=ev.txid, ts=T0 + 6)
+    r = lg.commit([ok, again], T0 + DAY)
+    assert [e.code for _, e in r.rejected] == ["already_withdrawn"]
+
+
+def test_no_policy_means_not_enabled(ledger: Any, agencies: Any) -> None:
+    tx = credit_tx(agencies["edu"], SUBJECT, "tax", -5, T0, T0 + DAY)
+    assert [e.code for _, e in ledger.commit([tx], T0 + DAY).rejected] == ["not_enabled"]
