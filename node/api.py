@@ -25,7 +25,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 
-from ledger.errors import LedgerError
+from ledger import codec
+from ledger.errors import DecodeError, LedgerError
 from ledger.ordering import Receipt
 from ledger.presentation import Bundle
 from ledger.tx import Tx
@@ -163,6 +164,16 @@ class Pending(_Out):
     txid: str
     status: Literal["pending"]
     receipt: str = Field(description="Poll this URL: 200 with the receipt once committed.")
+
+
+class BatchItem(_Out):
+    txid: str | None
+    status: Literal["committed", "rejected", "pending", "malformed"]
+    index: int | None = None
+    height: int | None = None
+    duplicate: bool | None = None
+    error: str | None = None
+    code: str | None = None
 
 
 class InclusionProof(_Out):
@@ -491,6 +502,38 @@ async def submit(request: Request, node: NodeDep,
         body = Pending(txid=txid, status="pending", receipt=f"/v1/tx/{txid}/receipt")
         return JSONResponse(body.model_dump(), status_code=202)
     return JSONResponse(_receipt(got).model_dump())
+
+
+@router.post("/v1/tx/batch", tags=["write"], responses=_errors(400, 413))
+async def submit_batch(request: Request, node: NodeDep,
+                       wait: Annotated[float, Query(ge=0, le=30)] = 10.0) -> list[BatchItem]:
+    """Submit many signed transactions at once: the body is canonical msgpack, a list of
+    transaction envelopes (bytes). Each gets its own outcome, in order; a malformed one does not
+    stop the others. Idempotent like ``POST /v1/tx``."""
+    raw = await request.body()
+    items = codec.decode(raw, what="transaction batch")
+    if not isinstance(items, list) or not all(type(i) is bytes for i in items) or not items:
+        raise BadRequest("the body must be a non-empty msgpack list of transaction envelopes")
+    if len(items) > 4096:
+        raise BadRequest(f"{len(items)} transactions in one request; at most 4096")
+    out: list[BatchItem | None] = [None] * len(items)
+    good: list[tuple[int, Tx]] = []
+    for i, item in enumerate(items):
+        try:
+            good.append((i, Tx.from_bytes(item)))
+        except DecodeError as e:
+            out[i] = BatchItem(txid=None, status="malformed", error=str(e))
+    got = await run_in_threadpool(node.submit_many, [t for _, t in good], wait)
+    for (i, t), r in zip(good, got, strict=True):
+        if r is None:
+            out[i] = BatchItem(txid=t.txid.hex(), status="pending")
+        elif isinstance(r, Receipt):
+            out[i] = BatchItem(txid=t.txid.hex(), status="committed", index=r.index,
+                               height=r.height, duplicate=r.duplicate)
+        else:
+            out[i] = BatchItem(txid=t.txid.hex(), status="rejected", error=str(r),
+                               code=getattr(r, "code", None))
+    return [o for o in out if o is not None]
 
 
 @router.post("/v1/credentials", tags=["write"], responses=_errors(401, 403, 409, 422))

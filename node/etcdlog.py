@@ -63,7 +63,7 @@ class EtcdLog:
     """One node's view of the ordering log in etcd."""
 
     def __init__(self, endpoints: Sequence[str], network: str, *, tls: TlsFiles | None = None,
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 2.0) -> None:
         if not endpoints:
             raise OrderingError("no etcd endpoints configured")
         self.prefix = f"/credledger/{network}/"

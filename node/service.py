@@ -232,6 +232,22 @@ class Node:
         except TimeoutError:
             return None
 
+    def submit_many(self, raws: list[bytes | Tx], wait: float = 10.0
+                    ) -> list[Receipt | LedgerError | None]:
+        """Order many signed transactions; per transaction its receipt, its error, or None if
+        not durable within ``wait`` seconds (all waited for together)."""
+        futures = self.orderer.submit_many(raws)
+        deadline = _time.monotonic() + wait
+        out: list[Receipt | LedgerError | None] = []
+        for fut in futures:
+            try:
+                out.append(fut.result(timeout=max(0.0, deadline - _time.monotonic())))
+            except TimeoutError:
+                out.append(None)
+            except LedgerError as e:
+                out.append(e)
+        return out
+
     def receipt(self, txid: bytes) -> Receipt | None:
         loc = self.store.tx_location(txid)
         return None if loc is None else Receipt(txid, loc[0], loc[1])
