@@ -458,3 +458,33 @@ def test_openapi_lists_the_routes(http: httpx.Client) -> None:
         assert method in doc["paths"].get(path, {}), path
     assert "application/msgpack" in doc["paths"]["/v1/tx"]["post"]["requestBody"]["content"]
     assert "HTTPBearer" in doc["components"]["securitySchemes"]
+
+
+def test_batch_submission_gives_each_transaction_its_own_outcome(live: Live,
+                                                               http: httpx.Client) -> None:
+    import os
+    import secrets
+
+    from ledger import codec
+    from ledger.network import issue_tx
+
+    good = issue_tx(NETWORK, edu(live), hashlib.sha256(os.urandom(16)).digest(), "degree",
+                    secrets.randbelow(2**20), NOW - 10, NOW + 86400, ts=NOW)
+    refused = status_tx(NETWORK, edu(live), bytes(32), "revoked", "no-such-credential", NOW)
+    body = codec.encode([good.raw, b"\x00not a tx", refused.raw, good.raw])
+    r = http.post("/v1/tx/batch", content=body)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert [g["status"] for g in got] == ["committed", "malformed", "rejected", "committed"]
+    assert got[0]["txid"] == good.txid.hex() and got[3]["index"] == got[0]["index"]
+    assert got[3]["duplicate"] is True
+    assert got[2]["code"] and got[1]["error"]
+    assert http.get(f"/v1/log/entries/{got[0]['index']}").content == good.raw
+    assert http.get(f"/v1/tx/{refused.txid.hex()}").status_code == 404
+
+
+@pytest.mark.parametrize("body", [b"", b"\x90", b"\x91\x01", b"\xa3abc"])
+def test_batch_submission_rejects_a_body_that_is_not_a_list_of_envelopes(
+        http: httpx.Client, body: bytes) -> None:
+    r = http.post("/v1/tx/batch", content=body)
+    assert r.status_code == 400, r.text

@@ -95,8 +95,7 @@ def test_tampered_store_is_refused(demo: Path, tmp_path: Path) -> None:
     assert "does not match its Merkle log" in r.stderr
 
 
-@pytest.mark.parametrize("argv", [["ledger-node", "cluster"], ["ledger-node", "pki"]])
-def test_unbuilt_commands_say_so_and_fail(argv: list[str]) -> None:
-    r = _run(*argv)
+def test_pki_without_its_options_is_a_usage_error() -> None:
+    r = _run("ledger-node", "pki")
     assert r.returncode == 2
-    assert "not built yet" in r.stderr
+    assert "Missing option" in r.stderr and "--out" in r.stderr

@@ -1,0 +1,94 @@
+"""The network PKI (`ledger-node pki`, node.pki) and the local cluster command."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from clusterkit import free_base
+from node.pki import PkiError, create_pki, lock, unlock
+
+BIN = Path(sys.executable).parent
+NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+
+
+def test_ca_and_agency_certificates(tmp_path: Path) -> None:
+    create_pki(tmp_path / "pki", "district-7", ["civil", "edu"], b"pw", now=NOW)
+    ca = x509.load_pem_x509_certificate((tmp_path / "pki" / "ca.crt").read_bytes())
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    for agency in ("civil", "edu"):
+        cert = x509.load_pem_x509_certificate((tmp_path / "pki" / f"{agency}.crt").read_bytes())
+        cert.verify_directly_issued_by(ca)  # raises if not signed by the CA
+        eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= set(eku)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert agency in san.get_values_for_type(x509.DNSName)
+        key_file = tmp_path / "pki" / f"{agency}.key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert b"ENCRYPTED" in key_file.read_bytes()  # encrypted at rest
+        with pytest.raises(TypeError):  # no passphrase, no key
+            serialization.load_pem_private_key(key_file.read_bytes(), None)
+        key = serialization.load_pem_private_key(key_file.read_bytes(), b"pw")
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        assert key.public_key().public_numbers() == cert.public_key().public_numbers()
+
+
+def test_wrong_passphrase_and_reuse_are_refused(tmp_path: Path) -> None:
+    create_pki(tmp_path / "pki", "n", ["civil"], b"pw", now=NOW)
+    with pytest.raises(PkiError, match="wrong passphrase"):
+        unlock(tmp_path / "pki", "civil", b"nope")
+    with pytest.raises(PkiError, match="not empty"):
+        create_pki(tmp_path / "pki", "n", ["edu"], b"pw", now=NOW)
+    with pytest.raises(PkiError, match="empty passphrase"):
+        create_pki(tmp_path / "other", "n", ["edu"], b"", now=NOW)
+
+
+def test_unlock_writes_a_private_runtime_copy_that_lock_removes(tmp_path: Path) -> None:
+    create_pki(tmp_path / "pki", "n", ["civil"], b"pw", now=NOW)
+    rt = unlock(tmp_path / "pki", "civil", b"pw")
+    try:
+        assert stat.S_IMODE(rt.stat().st_mode) == 0o700
+        assert stat.S_IMODE((rt / "civil.key").stat().st_mode) == 0o600
+        assert b"ENCRYPTED" not in (rt / "civil.key").read_bytes()
+    finally:
+        lock(rt)
+    assert not rt.exists()
+
+
+def test_pki_command(tmp_path: Path) -> None:
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"}
+    r = subprocess.run([str(BIN / "ledger-node"), "pki", "--out", str(tmp_path / "pki"),
+                        "--network", "district-7", "--agency", "civil", "--agency", "edu"],
+                       capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "pki").iterdir()) == [
+        "ca.crt", "ca.key", "civil.crt", "civil.key", "edu.crt", "edu.key"]
+    again = subprocess.run([str(BIN / "ledger-node"), "pki", "--out", str(tmp_path / "pki"),
+                            "--network", "x", "--agency", "a"],
+                           capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert again.returncode == 1
+    assert "not empty" in again.stderr
+
+
+def test_cluster_command_starts_and_stops_a_network(tmp_path: Path) -> None:
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"}
+    r = subprocess.run([str(BIN / "ledger-node"), "cluster", "--agencies", "3", "--data",
+                        str(tmp_path / "c"), "--base-port", str(free_base(3)), "--once"],
+                       capture_output=True, text=True, env=env, timeout=180, check=False)
+    assert r.returncode == 0, r.stderr
+    for agency in ("civil", "edu", "health"):
+        assert f"{agency}" in r.stderr and "height 0" in r.stderr
+    assert "stopped" in r.stderr
+    leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "c")], capture_output=True,
+                               check=False)
+    assert leftovers.stdout == b""  # every etcd member and node process is gone
