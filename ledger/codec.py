@@ -31,12 +31,12 @@ def _canon(value: Any, depth: int) -> Any:
     t = type(value)
     if t is str or t is bytes or t is bool or value is None:
         return value
-    if depth > _MAX_DEPTH:
-        raise ValueError("nesting deeper than 32")
-    if t is int:
+    if t is int:  # a scalar, like str: only containers count towards the depth limit
         if not _MIN_INT <= value <= _MAX_INT:
             raise ValueError(f"integer {value} outside the 64-bit range")
         return value
+    if depth > _MAX_DEPTH:
+        raise ValueError("nesting deeper than 32")
     if t is dict or isinstance(value, Mapping):
         for key in value:
             if type(key) is not str:

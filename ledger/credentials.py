@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ledger import sdjwt
 from ledger.errors import LedgerError
-from ledger.keys import PrivateKey
+from ledger.keys import PrivateKey, PublicKey
 from ledger.state import Registry
 from ledger.statuslist import INVALID, SUSPENDED, VALID, StatusList
 from ledger.tx import Tx, make_tx
@@ -26,6 +26,7 @@ __all__ = [
     "ClaimError",
     "IssuedCredential",
     "check_claims",
+    "issue_batch",
     "issue_credential",
     "issuer_uri",
     "status_list",
@@ -149,6 +150,39 @@ def issue_credential(*, registry: Registry, agency: str, issuer_key: PrivateKey,
             "ts": now}
     anchor = make_tx(net, "issue", body, [issuer_key])
     return IssuedCredential(issued, anchor, status_index)
+
+
+def issue_batch(*, registry: Registry, agency: str, issuer_key: PrivateKey, kind: str,
+                claims: Mapping[str, Any], holder_jwks: Sequence[Mapping[str, Any]], now: int,
+                valid_for: int, rng: Callable[[int], bytes] = os.urandom,
+                decoys: int = 0) -> list[IssuedCredential]:
+    """Several copies of one credential, one per holder key, for unlinkable presentations.
+
+    Every copy has its own salts (so its own digests), its own holder key in ``cnf``, its own
+    issuer signature and credential id, and its own random status index (distinct within the
+    batch; the ledger refuses an index used before, and the caller draws that copy again). A
+    holder shows each verifier a different copy, so two verifiers comparing notes find no common
+    salt, digest, key, id, index or signature. Revoking the credential means revoking every copy.
+    """
+    if not holder_jwks:
+        raise ValueError("a batch needs at least one holder key")
+    keys = [sdjwt.public_key_from_jwk(j) for j in holder_jwks]
+    public = [k.raw if isinstance(k, PublicKey) else sdjwt.jwk_from_ec(k)["x"].encode()
+              for k in keys]
+    if len(set(public)) != len(public):
+        raise ValueError("each copy needs its own holder key: a shared key links the copies")
+    used: set[int] = set()
+    out = []
+    for jwk in holder_jwks:
+        index = int.from_bytes(rng(4), "big") % STATUS_LIST_SIZE
+        while index in used:
+            index = int.from_bytes(rng(4), "big") % STATUS_LIST_SIZE
+        used.add(index)
+        out.append(issue_credential(registry=registry, agency=agency, issuer_key=issuer_key,
+                                    kind=kind, claims=claims, holder_jwk=jwk, now=now,
+                                    valid_for=valid_for, rng=rng, status_index=index,
+                                    decoys=decoys))
+    return out
 
 
 def status_list(entries: Iterable[tuple[int, str]], size: int = STATUS_LIST_SIZE) -> StatusList:

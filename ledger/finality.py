@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ledger.chain import Head
-from ledger.checkpoint import Checkpoint, SignedCheckpoint
+from ledger.checkpoint import Checkpoint, SignedCheckpoint, note_key_hash
 from ledger.errors import CheckpointError
 from ledger.keys import PrivateKey, PublicKey
 from ledger.state import Registry
@@ -46,4 +46,27 @@ def verify_final(signed: SignedCheckpoint, registry: Registry, t: int) -> set[st
     if signed.checkpoint.origin != registry.network:
         raise CheckpointError(f"checkpoint origin {signed.checkpoint.origin!r} is not this "
                               f"network {registry.network!r}")
-    return signed.verify_quorum(checkpoint_verifiers(registry, t), registry.quorum)
+    try:
+        return signed.verify_quorum(checkpoint_verifiers(registry, t), registry.quorum)
+    except CheckpointError as e:
+        stale = _invalid_signers(signed, registry, t)
+        if not stale:
+            raise
+        raise CheckpointError(f"{e}; not counted: {'; '.join(stale)}") from e
+
+
+def _invalid_signers(signed: SignedCheckpoint, registry: Registry, t: int) -> list[str]:
+    """Why signatures by registered node keys that are not valid at ``t`` did not count."""
+    out = []
+    for sig in signed.signatures:
+        for kid, k in registry.keys_of(sig.name) if registry.agency(sig.name) else []:
+            if k["role"] != "node" or registry.key_valid(kid, t, "node") or \
+                    note_key_hash(sig.name, k["pub"]) != sig.key_hash:
+                continue
+            if k["invalid_from"] is not None and t >= k["invalid_from"]:
+                out.append(f"{sig.name}'s node key {kid.hex()[:16]} was invalidated from "
+                           f"{k['invalid_from']} (rotation or key compromise)")
+            else:
+                out.append(f"{sig.name}'s node key {kid.hex()[:16]} is only valid from "
+                           f"{k['valid_from']}")
+    return out

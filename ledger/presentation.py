@@ -284,8 +284,12 @@ def issuer_jwk_at_issuance(anchor: Tx, registry: Registry) -> dict[str, str]:
     t = int(b["valid_from"])
     if len(anchor.sigs) != 1 or key is None or key["agency"] != b["issuer"] \
             or not registry.key_valid(kid, t, "issuer"):
+        why = ""
+        if key is not None and key["invalid_from"] is not None and t >= key["invalid_from"]:
+            why = (f": governance invalidated that key from {key['invalid_from']} (a rotation or "
+                   f"a key compromise)")
         raise LedgerError(f"the key that anchored this credential was not a valid issuer key of "
-                          f"{b['issuer']!r} at issuance time {t}")
+                          f"{b['issuer']!r} at issuance time {t}{why}")
     if not registry.grant_covers(b["issuer"], b["type"], t):
         raise LedgerError(f"{b['issuer']!r} was not granted {b['type']!r} at issuance time {t}")
     return sdjwt.jwk_from_ed25519(registry.public_keys[kid].raw)

@@ -1067,6 +1067,11 @@ def verify_presentation(
         raise KbIatError(f"KB-JWT iat {iat} is in the future: now {now} (skew {clock_skew}s)")
     if now - iat > kb_max_age:
         raise KbIatError(f"KB-JWT iat {iat} is {now - iat}s old, limit {kb_max_age}s")
+    try:  # section 7.3 step 4.8: a valid JWT in all other respects (RFC 7519 exp and nbf)
+        _check_times({k: kb_claims[k] for k in ("exp", "nbf") if k in kb_claims}, now,
+                     clock_skew)
+    except VerificationError as e:
+        raise KeyBindingError(f"KB-JWT {e}") from e
     expected_hash = _digest(sd_jwt_kb[: len(sd_jwt_kb) - len(kb)])
     sd_hash = kb_claims.get("sd_hash")
     if sd_hash != expected_hash:

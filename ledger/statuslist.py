@@ -386,7 +386,7 @@ def verify_token(unverified: str, *, public_key: PublicKey, expected_sub: str, n
     if not isinstance(typ, str) or typ.lower().removeprefix("application/") != _TOKEN_TYP:
         raise StatusListError(f"token typ must be {_TOKEN_TYP!r}, got {typ!r}")
     alg = header.get("alg")
-    if alg not in _ALLOWED_ALGS:
+    if not isinstance(alg, str) or alg not in _ALLOWED_ALGS:  # a list or object is unhashable
         raise StatusListError(f"token alg {alg!r} is not allowed (allowed: "
                               f"{sorted(_ALLOWED_ALGS)})")
     if "crit" in header:

@@ -43,6 +43,7 @@ from ledger.statuslist import StatusListError
 from node.api import BadRequest, router
 from node.api_approvals import router as approvals_router
 from node.config import Settings
+from node.ratelimit import RateLimit
 from node.service import Node, NotFound
 
 __all__ = ["ERROR_STATUS", "Metrics", "configure_logging", "create_app"]
@@ -222,9 +223,11 @@ def _passphrase(given: bytes | None) -> bytes:
 
 def create_app(settings: Settings, *, node: Node | None = None,
                clock: Callable[[], float] = time.time,
-               passphrase: bytes | None = None) -> FastAPI:
+               passphrase: bytes | None = None,
+               rate_clock: Callable[[], float] = time.monotonic) -> FastAPI:
     """The node's ASGI app. Opens a :class:`Node` on ``settings.data`` in its lifespan (with
-    ``passphrase``, else ``$LEDGER_KEY_PASSPHRASE``) unless ``node`` is given."""
+    ``passphrase``, else ``$LEDGER_KEY_PASSPHRASE``) unless ``node`` is given. ``rate_clock``
+    drives the per-client rate limiter (:mod:`node.ratelimit`), apart from the ledger's clock."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -263,6 +266,8 @@ def create_app(settings: Settings, *, node: Node | None = None,
     app.include_router(approvals_router)
     _include_pages(app)
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute,
+                       burst=settings.rate_limit_burst, clock=rate_clock)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST"],

@@ -146,7 +146,8 @@ def run(
             ssl = {"ssl_certfile": str(runtime / f"{settings.agency}.crt"),
                    "ssl_keyfile": str(runtime / f"{settings.agency}.key")}
         uvicorn.run(app_, host=settings.host, port=settings.port, log_config=None,
-                    access_log=False, server_header=False, **ssl)  # type: ignore[arg-type]
+                    access_log=False, server_header=False, timeout_graceful_shutdown=5,
+                    **ssl)  # type: ignore[arg-type]
     finally:
         node.close()
         _lock(runtime)

@@ -34,12 +34,14 @@ from typing import Any
 
 import httpx
 
+from ledger import codec
 from ledger.chain import build_genesis
 from ledger.errors import LedgerError
 from ledger.keys import PASSPHRASE_ENV, PrivateKey, save_private_key
 from ledger.network import Agency, genesis_tx
 from ledger.store import Store
-from node.pki import create_pki, lock, unlock
+from ledger.tx import Tx
+from node.pki import create_pki, issue_agency_cert, lock, unlock
 
 __all__ = ["AGENCY_NAMES", "ClusterError", "LocalCluster", "create_cluster"]
 
@@ -95,6 +97,9 @@ def create_cluster(folder: Path, n: int, passphrase: bytes, *, network: str = "d
                 for a in ids]
     quorum = n // 2 + 1
     genesis = genesis_tx(network, agencies, quorum, t)
+    block0 = build_genesis(genesis).header
+    assert block0 is not None
+    genesis_hash = block0.hash.hex()
     folder.mkdir(parents=True, exist_ok=True)
     create_pki(folder / "pki", network, ids, passphrase,
                now=_dt.datetime.fromtimestamp(t, _dt.UTC))
@@ -109,19 +114,29 @@ def create_cluster(folder: Path, n: int, passphrase: bytes, *, network: str = "d
                          passphrase)
         with Store(root / "data" / "ledger") as store:
             store.write_block(build_genesis(genesis))
-        endpoints = [m.client_url] + [o.client_url for o in members if o is not m]
-        peers = [o.url for o in members if o is not m]
         (root / "node.toml").write_text(
-            f"# {agency.id}'s node in the local cluster {network}\n"
-            f'data = "data"\nagency = "{agency.id}"\nhost = "127.0.0.1"\nport = {m.node_port}\n'
+            _node_config(agency.id, m, members, network, token, retention), encoding="utf-8")
+    (folder / "logs").mkdir()
+    _write_meta(folder, {"network": network, "agencies": ids, "base_port": base_port,
+                         "quorum": quorum, "genesis_time": t, "retention": retention,
+                         "genesis_hash": genesis_hash})
+
+
+def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    lines = [f"{k} = {json.dumps(v)}" for k, v in meta.items()]
+    (folder / "cluster.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _node_config(agency: str, m: Member, members: Sequence[Member], network: str, token: str,
+                 retention: int) -> str:
+    endpoints = [m.client_url] + [o.client_url for o in members if o is not m]
+    peers = [o.url for o in members if o is not m]
+    return (f"# {agency}'s node in the local cluster {network}\n"
+            f'data = "data"\nagency = "{agency}"\nhost = "127.0.0.1"\nport = {m.node_port}\n'
             f'operator_token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n'
             f'public_url = "{m.url}"\nordering = "etcd"\n'
             f"etcd_endpoints = {json.dumps(endpoints)}\npeers = {json.dumps(peers)}\n"
-            f'pki = "../pki"\ntls = true\nretention = {retention}\n', encoding="utf-8")
-    (folder / "logs").mkdir()
-    (folder / "cluster.toml").write_text(
-        f'network = "{network}"\nagencies = {json.dumps(ids)}\nbase_port = {base_port}\n'
-        f"quorum = {quorum}\ngenesis_time = {t}\n", encoding="utf-8")
+            f'pki = "../pki"\ntls = true\nretention = {retention}\n')
 
 
 class LocalCluster:
@@ -134,6 +149,7 @@ class LocalCluster:
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise ClusterError(f"{folder} is not a cluster folder: {e}") from e
         self.folder, self.passphrase = folder, passphrase
+        self.meta = meta
         self.network: str = meta["network"]
         self.members = _members(meta["agencies"], int(meta["base_port"]))
         self.etcd_bin = shutil.which(etcd_bin) or etcd_bin
@@ -159,7 +175,7 @@ class LocalCluster:
         raise ClusterError(f"no agency {agency!r} in this cluster")
 
     # -- etcd --
-    def _start_etcd(self, m: Member) -> None:
+    def _start_etcd(self, m: Member, state: str | None = None) -> None:
         if not shutil.which(self.etcd_bin) and not Path(self.etcd_bin).exists():
             raise ClusterError("etcd is not installed (Debian package etcd-server); "
                                "scripts/test installs it")
@@ -167,7 +183,7 @@ class LocalCluster:
         if rt is None:
             rt = self._runtime[m.agency] = unlock(self.folder / "pki", m.agency, self.passphrase)
         data = self.folder / m.agency / "etcd"
-        state = "existing" if (data / "member").exists() else "new"
+        state = state or ("existing" if (data / "member").exists() else "new")
         crt, key, ca = rt / f"{m.agency}.crt", rt / f"{m.agency}.key", rt / "ca.crt"
         initial = ",".join(f"{o.agency}={o.peer_url}" for o in self.members)
         cmd = [self.etcd_bin, "--name", m.agency, "--data-dir", str(data),
@@ -254,12 +270,70 @@ class LocalCluster:
         self._start_node(m)
         self._wait(f"node {agency}", lambda: self.health(agency) is not None, timeout)
 
+    # -- admitting a new agency --
+    def prepare_agency(self, agency: str) -> Agency:
+        """Keys, certificate, genesis store and config for a new agency (not yet admitted).
+
+        Governance must then admit it (``add_agency`` with :meth:`Agency.spec`) before
+        :meth:`join` starts its etcd member and node; the node catches up from etcd or a peer.
+        """
+        if agency in {m.agency for m in self.members}:
+            raise ClusterError(f"{agency!r} is already in this cluster")
+        new = Agency(agency, AGENCY_NAMES.get(agency, agency), PrivateKey.generate(),
+                     PrivateKey.generate())
+        issue_agency_cert(self.folder / "pki", agency, self.passphrase,
+                          now=_dt.datetime.now(_dt.UTC))
+        root = self.folder / agency
+        (root / "data" / "keys").mkdir(parents=True, mode=0o700)
+        save_private_key(root / "data" / "keys" / f"{agency}.node.key", new.node_key,
+                         self.passphrase)
+        save_private_key(root / "data" / "keys" / f"{agency}.issuer.key", new.issuer_key,
+                         self.passphrase)
+        # The genesis comes from a running peer and must hash to the network's pinned genesis.
+        peer = self.members[0]
+        got = self._http.get(f"{peer.url}/v1/sync/blocks", params={"from": 0, "count": 1})
+        got.raise_for_status()
+        header, entries = codec.decode(got.content, max_size=1 << 20, what="genesis")[0]
+        genesis = build_genesis(Tx.from_bytes(entries[0]))
+        if genesis.header is None or genesis.header.to_bytes() != header or \
+                genesis.header.hash.hex() != self.meta.get("genesis_hash"):
+            raise ClusterError(f"{peer.agency} served a genesis that is not this network's")
+        with Store(root / "data" / "ledger") as store:
+            store.write_block(genesis)
+        base = int(self.meta["base_port"])
+        i = len(self.members)
+        m = Member(agency, i, base + i, base + 100 + i, base + 200 + i)
+        self.members.append(m)
+        (root / "node.toml").write_text(
+            _node_config(agency, m, self.members, self.network, self.token,
+                         int(self.meta.get("retention", 1000))), encoding="utf-8")
+        self.meta["agencies"] = [x.agency for x in self.members]
+        _write_meta(self.folder, self.meta)
+        return new
+
+    def join(self, agency: str, timeout: float = 60.0) -> None:
+        """Add the prepared agency's etcd member to the cluster, then start it and its node."""
+        m = self.member(agency)
+        sponsor = next(x for x in self.members if x.agency in self._etcd)
+        rt = self._runtime[sponsor.agency]
+        ctx = ssl.create_default_context(cafile=str(rt / "ca.crt"))
+        ctx.load_cert_chain(str(rt / f"{sponsor.agency}.crt"), str(rt / f"{sponsor.agency}.key"))
+        r = httpx.post(f"{sponsor.client_url}/v3/cluster/member/add",
+                       json={"peerURLs": [m.peer_url]}, verify=ctx, timeout=10.0)
+        if r.status_code != 200:
+            raise ClusterError(f"etcd refused the new member: {r.text}")
+        self._start_etcd(m, state="existing")
+        self._wait(f"etcd member {agency}", lambda: self._etcd_healthy(m), timeout)
+        self._start_node(m)
+        self._wait(f"node {agency}", lambda: self.health(agency) is not None, timeout)
+
     def running(self, agency: str) -> bool:
         p = self._nodes.get(agency)
         return p is not None and p.poll() is None
 
     def stop(self) -> None:
         """Stop nodes (they finish what is queued), then etcd members; remove clear keys."""
+        self._http.close()  # an open keep-alive connection would hold a node's shutdown
         for procs in (self._nodes, self._etcd):
             for p in procs.values():
                 if p.poll() is None:
@@ -274,7 +348,6 @@ class LocalCluster:
         for rt in self._runtime.values():
             lock(rt)
         self._runtime.clear()
-        self._http.close()
 
     def __enter__(self) -> LocalCluster:
         return self

@@ -38,7 +38,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _AGENCY = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _KEYS = ("data", "agency", "host", "port", "operator_token_sha256", "max_body_bytes",
          "cors_origins", "public_url", "ordering", "etcd_endpoints", "peers", "pki", "tls",
-         "retention")
+         "retention", "rate_limit_per_minute", "rate_limit_burst")
 _LISTS = ("cors_origins", "etcd_endpoints", "peers")
 
 
@@ -64,6 +64,9 @@ class Settings:
     pki: Path | None = None
     tls: bool = False
     retention: int = 1000
+    rate_limit_per_minute: int = 6000
+    """Requests a minute per client IP (token bucket refill); 0 turns the limiter off."""
+    rate_limit_burst: int = 600
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, Path):
@@ -82,6 +85,11 @@ class Settings:
         if not _is_int(self.max_body_bytes) or not 1024 <= self.max_body_bytes <= 64 * 2**20:
             raise ConfigError(f"max_body_bytes: {self.max_body_bytes!r} is not in "
                               "1024..67108864")
+        if not _is_int(self.rate_limit_per_minute) or not 0 <= self.rate_limit_per_minute \
+                <= 10**7 or not _is_int(self.rate_limit_burst) or \
+                not 1 <= self.rate_limit_burst <= 10**6:
+            raise ConfigError("rate_limit_per_minute (0..10000000, 0 = off) and "
+                              "rate_limit_burst (1..1000000) must be integers in range")
         if not isinstance(self.cors_origins, tuple) or not all(
                 isinstance(o, str) and o.startswith(("http://", "https://"))
                 for o in self.cors_origins):
@@ -175,7 +183,8 @@ def _is_int(v: object) -> bool:
 
 
 def _from_env(key: str, text: str) -> Any:
-    if key in ("port", "max_body_bytes", "retention"):
+    if key in ("port", "max_body_bytes", "retention", "rate_limit_per_minute",
+               "rate_limit_burst"):
         try:
             return int(text)
         except ValueError as e:

@@ -162,6 +162,10 @@ class EtcdOrderer:
         del chunk
         if self._stop.is_set():
             raise OrderingError("orderer is stopped")
+        if not self._member():
+            raise OrderingError(f"{self.agency!r} is not a current member of {self.network!r} "
+                                "at this node's head: its batches would be refused; submit "
+                                "through a member's node")
         out: list[Future[Receipt]] = []
         for raw in raws:
             fut: Future[Receipt] = Future()
@@ -365,7 +369,16 @@ class EtcdOrderer:
         while len(self._recent) > _RECENT:
             self._recent.popitem(last=False)
 
+    def _member(self) -> bool:
+        """Whether this node's key is a current agency node key at the head."""
+        head, registry = self.store.head, self.store.registry
+        assert head is not None
+        assert registry is not None
+        return self.node_key.public in registry.node_keys(head.time).get(self.agency, [])
+
     def _publish(self, head: Head, line: str) -> None:
+        if not self._member():
+            return  # not (or no longer) a member: our signature would count for nothing
         try:
             self.etcd.put_cosig(head.log_size, self.agency,
                                 codec.encode({"root": head.log_root, "line": line}))

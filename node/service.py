@@ -76,7 +76,9 @@ class Node:
         self.clock = clock
         self.store = Store(data / "ledger", create=False)
         registry = self._registry()
-        if registry.agency(agency) is None:
+        # A node joining a replicated network may start before governance admitted its agency
+        # (it learns that by catching up); a solo node must already be in its registry.
+        if registry.agency(agency) is None and replication is None:
             self.store.close()
             raise LedgerError(f"agency {agency!r} is not in the registry of "
                               f"{registry.network!r}")
@@ -89,7 +91,7 @@ class Node:
         for path in sorted(keys.glob("*.node.key")):
             name = path.name.removesuffix(".node.key")
             key = load_private_key(path, passphrase)
-            if current.get(name) == key.public:
+            if current.get(name) == key.public or (replication is not None and name == agency):
                 self.node_keys[name] = key
         if agency not in self.node_keys:
             self.store.close()

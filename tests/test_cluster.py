@@ -231,3 +231,21 @@ def test_an_agency_removed_by_governance_no_longer_signs_checkpoints(fresh: Net)
     # Its node can no longer get transactions ordered either: its batches are refused.
     r = net.submit("health", net.anchor("edu", int(time.time())))
     assert r.status_code in (409, 503), r.text
+
+
+def test_a_new_agency_admitted_by_governance_joins_and_catches_up(net: Net) -> None:
+    # Runs after the retention test: early batches are gone from etcd, so the newcomer must
+    # fetch those blocks from a peer over HTTP and verify them before applying the rest.
+    assert _counters(net, "civil")["counters"]["pruned_batches"] > 0
+    newcomer = net.cluster.prepare_agency("market")
+    spec = newcomer.spec()
+    net.governance("add_agency", {"agency": spec})
+    net.cluster.join("market")
+    net.ids.append("market")
+    net.agencies["market"] = newcomer
+    net.wait_until("the new agency catches up", net.converged, timeout=120)
+    assert _counters(net, "market")["counters"]["synced_blocks"] > 0
+    assert net.submit("market", net.anchor("edu", int(time.time()))).status_code == 200
+    net.wait_until("its co-signature counts", lambda: "market" in {
+        s.name for s in _final(net, "civil").signatures})
+    assert _all_block_hashes(net, "market") == _all_block_hashes(net, "civil")

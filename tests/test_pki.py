@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from clusterkit import free_base
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from clusterkit import free_base
 from node.pki import PkiError, create_pki, lock, unlock
 
 BIN = Path(sys.executable).parent

@@ -1,0 +1,189 @@
+"""Operations: per-client rate limits, request size caps on every route, refusing a store whose
+head does not match its Merkle root, and backups (``ledger export``) that restore (``ledger
+import``) to an identical head. Real HTTP (uvicorn on 127.0.0.1), real LevelDB, the real CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+import plyvel
+import pytest
+from test_api import NOW, PASS, make_demo, serve, settings_for
+
+from ledger.chain import Head, head_key
+from ledger.errors import StoreError
+from ledger.store import Store
+from node.app import create_app
+from node.config import ConfigError, Settings
+from node.ratelimit import TokenBuckets
+from node.service import Node
+
+LEDGER_CLI = str(Path(sys.executable).with_name("ledger"))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_demo(tmp_path_factory.mktemp("ops") / "demo-data")
+
+
+@pytest.fixture(scope="module")
+def node(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    data = tmp_path_factory.mktemp("ops-node") / "demo-data"
+    shutil.copytree(demo, data)
+    n = Node(data, "edu", PASS, clock=lambda: NOW)
+    yield n
+    n.close()
+
+
+# -- rate limits ---------------------------------------------------------------------------------
+
+def test_rate_limit_answers_429_with_retry_after(demo: Path, node: Node) -> None:
+    now = [1000.0]
+    settings = replace(settings_for(demo), rate_limit_per_minute=60, rate_limit_burst=3)
+    app = create_app(settings, node=node, clock=lambda: NOW, rate_clock=lambda: now[0])
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        assert [c.get("/v1/health").status_code for _ in range(3)] == [200, 200, 200]
+        r = c.get("/v1/head")
+        assert r.status_code == 429
+        assert r.headers["retry-after"] == "1"
+        assert r.headers["content-type"] == "application/json"
+        assert r.json()["error"] == "RateLimited"
+        assert "60 requests a minute" in r.json()["detail"]
+        # a refused POST is refused before its (oversize) body is read
+        assert c.post("/v1/tx", content=b"\x00" * 10).status_code == 429
+        now[0] += 1.0  # one token back after 1 s at 60 a minute
+        assert c.get("/v1/health").status_code == 200
+        assert c.get("/v1/health").status_code == 429
+        now[0] += 60.0  # a full minute refills the burst, not more
+        assert [c.get("/v1/health").status_code for _ in range(4)] == [200, 200, 200, 429]
+
+
+def test_rate_limit_off_when_zero(demo: Path, node: Node) -> None:
+    settings = replace(settings_for(demo), rate_limit_per_minute=0, rate_limit_burst=1)
+    app = create_app(settings, node=node, clock=lambda: NOW, rate_clock=lambda: 0.0)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        assert {c.get("/v1/health").status_code for _ in range(5)} == {200}
+
+
+def test_token_buckets_are_per_client_and_bounded() -> None:
+    t = [0.0]
+    buckets = TokenBuckets(per_minute=6, burst=2, clock=lambda: t[0], max_clients=3)
+    assert [buckets.take("10.0.0.1") for _ in range(2)] == [0.0, 0.0]
+    assert buckets.take("10.0.0.1") == pytest.approx(10.0)  # 6 a minute: one per 10 s
+    assert buckets.take("10.0.0.2") == 0.0  # another client has its own bucket
+    t[0] = 5.0
+    assert buckets.take("10.0.0.1") == pytest.approx(5.0)
+    for i in range(10):
+        buckets.take(f"192.0.2.{i}")
+    assert len(buckets) == 3  # bounded: a flood of addresses cannot grow the table
+    assert buckets.take("10.0.0.1") == 0.0  # evicted: starts again with a full bucket
+
+
+def test_rate_limit_settings_are_checked() -> None:
+    base = {"data": "d", "agency": "edu"}
+    got = Settings.from_mapping(base, {"LEDGER_NODE_RATE_LIMIT_PER_MINUTE": "30",
+                                       "LEDGER_NODE_RATE_LIMIT_BURST": "5"})
+    assert (got.rate_limit_per_minute, got.rate_limit_burst) == (30, 5)
+    for bad in ({"rate_limit_per_minute": -1}, {"rate_limit_burst": 0},
+                {"rate_limit_per_minute": "many"}):
+        with pytest.raises(ConfigError, match="rate_limit"):
+            Settings.from_mapping({**base, **bad}, {})
+
+
+# -- request size caps ---------------------------------------------------------------------------
+
+def _chunks(total: int) -> Iterator[bytes]:
+    for _ in range(total // 1024 + 1):
+        yield b"\x00" * 1024
+
+
+def test_body_cap_covers_every_route_and_chunked_bodies(demo: Path, node: Node) -> None:
+    """Every route, API or page, POST or GET, documented or not: a body over the cap is 413,
+    with or without a Content-Length (chunked transfer encoding is counted as it streams)."""
+    settings = replace(settings_for(demo), max_body_bytes=4096, rate_limit_per_minute=0)
+    app = create_app(settings, node=node, clock=lambda: NOW)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        doc = c.get("/openapi.json").json()
+        routes = [(m.upper(), p.replace("{credential_id}", "ab" * 32).replace("{height}", "0")
+                   .replace("{txid}", "ab" * 32).replace("{index}", "0")
+                   .replace("{issuer}", "edu").replace("{kind}", "degree"))
+                  for p, ops in doc["paths"].items() for m in ops]
+        routes += [("POST", "/verify/request"), ("POST", "/verify/check"), ("GET", "/"),
+                   ("POST", "/no-such-route")]
+        assert len(routes) >= 20
+        for method, path in routes:
+            sized = c.request(method, path, content=b"\x00" * 5000)
+            assert sized.status_code == 413, (method, path, sized.status_code)
+            chunked = c.request(method, path, content=_chunks(5000))
+            assert chunked.status_code == 413, (method, path, chunked.status_code)
+            assert chunked.json()["error"] == "PayloadTooLarge"
+        # under the cap the same routes answer normally (the cap is not refusing everything)
+        assert c.post("/v1/tx", content=_chunks(3000)).status_code == 400
+        assert c.get("/v1/health").status_code == 200
+
+
+# -- a store whose head does not match its Merkle root ------------------------------------------
+
+def test_node_refuses_to_start_on_a_store_whose_head_does_not_match(demo: Path,
+                                                                    tmp_path: Path) -> None:
+    """The node (not just the store: see tests/test_store.py::test_tampered_head_root) refuses
+    to start when the head's root is not the root of the stored Merkle log."""
+    data = tmp_path / "demo-data"
+    shutil.copytree(demo, data)
+    db = plyvel.DB(str(data / "ledger"))
+    try:
+        h = Head.from_bytes(db.get(head_key))
+        db.put(head_key, Head(h.height, h.hash, h.log_size, b"\x5a" * 32, h.time).to_bytes())
+    finally:
+        db.close()
+    with pytest.raises(StoreError, match="does not match its Merkle log"):
+        Node(data, "edu", PASS, clock=lambda: NOW)
+    app = create_app(settings_for(data), clock=lambda: NOW, passphrase=PASS)
+
+    async def start() -> None:  # what uvicorn runs first: the app's lifespan
+        async with app.router.lifespan_context(app):
+            pass
+
+    with pytest.raises(StoreError, match="Merkle"):
+        asyncio.run(start())
+
+
+# -- backups -------------------------------------------------------------------------------------
+
+def test_export_then_import_restores_an_identical_head(demo: Path, tmp_path: Path) -> None:
+    """``ledger export`` then ``ledger import`` (the CLI an operator runs) gives the same head,
+    root and checkpoint, and the restored store serves the same proofs."""
+    archive = tmp_path / "backup.cla"
+    restored = tmp_path / "restored"
+    out = subprocess.run([LEDGER_CLI, "export", str(demo), "--out", str(archive), "--json"],
+                         capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    got = subprocess.run([LEDGER_CLI, "import", str(archive), "--data", str(restored),
+                          "--json"], capture_output=True, text=True, check=False)
+    assert got.returncode == 0, got.stderr
+    summary = json.loads(got.stdout)
+    with Store(demo / "ledger", create=False) as a, Store(restored, create=False) as b:
+        assert a.head is not None
+        assert a.head == b.head
+        assert summary["hash"] == a.head.hash.hex()
+        assert a.checkpoint() == b.checkpoint()
+        assert a.registry is not None and b.registry is not None
+        assert a.registry.to_bytes() == b.registry.to_bytes()
+        size = a.head.log_size
+        assert a.inclusion_proof(size // 2, size) == b.inclusion_proof(size // 2, size)
+    # a damaged backup does not restore
+    blob = bytearray(archive.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF
+    archive.write_bytes(bytes(blob))
+    bad = subprocess.run([LEDGER_CLI, "import", str(archive), "--data", str(tmp_path / "bad"),
+                          "--json"], capture_output=True, text=True, check=False)
+    assert bad.returncode == 1
+    assert not (tmp_path / "bad").exists()

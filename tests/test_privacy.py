@@ -1,0 +1,212 @@
+"""Privacy: no personal data in the store or the archive; random status indexes; batch copies
+that two verifiers cannot link.
+
+The scan issues every scenario's credential (tests/scenarios/*.json: honest, revoked, suspended,
+presented, replayed, stolen-holder, …) plus an identity credential with a national identifier and
+batch copies, all through a real LevelDB store; verifies presentations; revokes and suspends;
+exports an archive; closes the store; then reads every byte of every file in the store folder
+(tables, write-ahead log, manifest) and of the archive and looks for each claim value, each
+identifier, each holder key (raw, base64url, hex), each disclosure and each issuer-signed JWT
+payload. The ledger only ever holds hashes, indexes, status bits and registry entries.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import DAY, T0, LedgerHarness
+from credworld import CLAIMS, HOLDER, REQ, World, present
+
+from ledger import sdjwt
+from ledger.archive import export_archive
+from ledger.credentials import STATUS_LIST_SIZE, issue_batch, issue_credential
+from ledger.keys import PrivateKey
+from ledger.network import Agency, status_tx
+from ledger.presentation import Envelope, Request
+
+SCENARIOS = sorted(Path(__file__).with_name("scenarios").glob("*.json"))
+IDENTITY = {"id": "identity", "title": "Identity card",
+            "claims": {"national_id": "string", "full_name": "string", "born": "date",
+                       "address": "string"},
+            "derived": {"age_over_18": {"claim": "born", "age_over": 18}}}
+
+
+def _holder(i: int) -> PrivateKey:
+    return PrivateKey(hashlib.sha256(f"privacy-holder-{i}".encode()).digest())
+
+
+def _citizen(i: int) -> dict[str, Any]:
+    return {"national_id": f"440604{19700101 + i:08d}{i % 10}X", "full_name": f"Chen Mei-{i:04x}q",
+            "born": f"19{70 + i % 30:02d}-0{1 + i % 9}-1{i % 10}",
+            "address": f"{17 + i} Lingnan Road, Chancheng"}
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _needles(values: list[Any], holders: list[PrivateKey], sd_jwts: list[str]) -> list[bytes]:
+    out: list[bytes] = []
+    for v in values:
+        if isinstance(v, str) and len(v) >= 6:
+            out += [v.encode(), json.dumps(v).encode()]
+    for h in holders:
+        out += [h.public.raw, h.public.raw.hex().encode(), _b64(h.public.raw).encode(),
+                h.public.kid]
+    for s in sd_jwts:
+        jwt, *ds = s.split("~")[:-1]
+        out += [d.encode() for d in ds]
+        out += [jwt.split(".")[1].encode(), jwt.split(".")[2].encode()]
+    return out
+
+
+def _files(path: Path) -> bytes:
+    blob = b"".join(p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file())
+    assert len(blob) > 10_000, "the scan must read a real store"
+    return blob
+
+
+def test_store_and_archive_hold_no_personal_data(ledger: LedgerHarness,
+                                                 agencies: dict[str, Agency]) -> None:
+    world = World(ledger, agencies)
+    reg, edu = agencies["reg"], agencies["edu"]
+    ledger.govern("register_type", {"type": IDENTITY}, [reg, edu], T0 + 3)
+    ledger.govern("grant", {"agency": "reg", "type": "identity", "from": T0,
+                            "until": T0 + 365 * DAY}, [reg, edu], T0 + 4)
+    values: list[Any] = list(CLAIMS.values())
+    holders, sd_jwts = [HOLDER], []
+
+    # every scenario's issuance and presentation, on one store
+    for n, case in enumerate(SCENARIOS):
+        given = json.loads(case.read_text())["given"]
+        bundle, cid = world.issue(now=T0 + 10 + n)
+        sd_jwts.append(bundle.sd_jwt)
+        holder = PrivateKey(b"\x55" * 32) if given.get("holder") == "stranger" else HOLDER
+        holders.append(holder)
+        env = present(bundle, iat=T0 + 40, holder=holder)
+        world.verify(env, now=T0 + 40)
+        for status, at in given.get("status_changes", []):
+            ledger.commit([status_tx("demo", edu, cid, status, "scenario", T0 + 40 + at)],
+                          T0 + 40 + at)
+
+    # identity credentials with national identifiers, one of them in a batch of copies
+    for i in range(4):
+        citizen = _citizen(i)
+        values += list(citizen.values())
+        keys = [_holder(10 * i + c) for c in range(3 if i == 0 else 1)]
+        holders += keys
+        creds = issue_batch(registry=ledger.registry, agency="reg", issuer_key=reg.issuer_key,
+                            kind="identity", claims=citizen,
+                            holder_jwks=[sdjwt.jwk_from_ed25519(k.public.raw) for k in keys],
+                            now=T0 + 100 + i, valid_for=30 * DAY)
+        r = ledger.commit([c.anchor for c in creds], T0 + 100 + i)
+        assert not r.rejected
+        sd_jwts += [c.sd_jwt.serialize() for c in creds]
+        ledger.commit([status_tx("demo", reg, creds[0].credential_id, "suspended", "check",
+                                 T0 + 200 + i)], T0 + 200 + i)
+
+    archive = io.BytesIO()
+    export_archive(ledger.store, archive)
+    ledger.close()
+    haystacks = {"store": _files(ledger.path), "archive": archive.getvalue()}
+    needles = _needles(values, holders, sd_jwts)
+    assert len(needles) > 100
+    for where, blob in haystacks.items():
+        found = [n for n in needles if n in blob]
+        assert not found, f"personal data in the {where}: {len(found)} needle(s)"
+    # the scan can find things: the anchored credential ids (hashes) *are* in both
+    cid = hashlib.sha256(sd_jwts[0].split("~")[0].encode()).digest()
+    assert all(cid in blob for blob in haystacks.values())
+
+
+# -- status indexes ------------------------------------------------------------------------------
+
+def _looks_uniform(indexes: list[int]) -> bool:
+    """True for uniform draws from [0, 2^20); false for any sequential or clustered allocation.
+
+    Two tests, each passed by 64 uniform draws except with probability below 1e-7: the indexes
+    span more than a quarter of the list (all 64 inside one quarter-wide window: about 1e-36),
+    and every quarter of the list holds at least one (an empty quarter: about 4e-8).
+    """
+    q = STATUS_LIST_SIZE // 4
+    quarters = {i // q for i in indexes}
+    return max(indexes) - min(indexes) > q and quarters == {0, 1, 2, 3}
+
+
+def test_status_indexes_are_random(ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    World(ledger, agencies)
+    jwk = sdjwt.jwk_from_ed25519(HOLDER.public.raw)
+    indexes = [issue_credential(registry=ledger.registry, agency="edu",
+                                issuer_key=agencies["edu"].issuer_key, kind="degree",
+                                claims=CLAIMS, holder_jwk=jwk, now=T0 + 10,
+                                valid_for=DAY).status_index for _ in range(64)]
+    assert _looks_uniform(indexes), sorted(indexes)
+    # the test cannot pass by accident for a sequential (or nearly sequential) allocator
+    for start in (0, 5000, STATUS_LIST_SIZE - 64):
+        assert not _looks_uniform(list(range(start, start + 64)))
+    assert not _looks_uniform([start * 97 for start in range(64)])
+
+
+# -- batch issuance: two verifiers cannot link one citizen's two presentations -------------------
+
+def _artifacts(env_bytes: bytes) -> dict[str, set[Any]]:
+    """Everything in an envelope that could serve as a correlation handle, by kind."""
+    env = Envelope.from_bytes(env_bytes)
+    jwt, *rest = env.sd_jwt_kb.split("~")
+    disclosures, kb = rest[:-1], rest[-1]
+    payload = json.loads(base64.urlsafe_b64decode(jwt.split(".")[1] + "=="))
+    salts = {json.loads(base64.urlsafe_b64decode(d + "=="))[0] for d in disclosures}
+    from ledger.tx import Tx
+
+    anchor = Tx.from_bytes(env.anchor)
+    return {"salt": salts, "digest": set(payload["_sd"]),
+            "holder_key": {json.dumps(payload["cnf"]["jwk"], sort_keys=True)},
+            "credential_id": {anchor.body["credential_id"],
+                              hashlib.sha256(jwt.encode()).digest()},
+            "status_index": {payload["status"]["status_list"]["idx"]},
+            "signature": {jwt.split(".")[2], kb.split(".")[2], *(s.sig for s in anchor.sigs)},
+            "anchor": {env.anchor}}
+
+
+def test_batch_copies_cannot_be_linked_by_two_verifiers(ledger: LedgerHarness,
+                                                        agencies: dict[str, Agency]) -> None:
+    world = World(ledger, agencies)
+    keys = [_holder(900), _holder(901)]
+    copies = issue_batch(registry=ledger.registry, agency="edu",
+                         issuer_key=agencies["edu"].issuer_key, kind="degree", claims=CLAIMS,
+                         holder_jwks=[sdjwt.jwk_from_ed25519(k.public.raw) for k in keys],
+                         now=T0 + 10, valid_for=30 * DAY)
+    r = ledger.commit([c.anchor for c in copies], T0 + 10)
+    assert not r.rejected
+    bundles = [world.bundle(c.sd_jwt.serialize(), idx) for c, (_, idx) in zip(copies, r.accepted,
+                                                                             strict=True)]
+    at_a = Request("nonce-a-1", "https://clinic.example", "degree", REQ.claims)
+    at_b = Request("nonce-b-1", "https://bank.example", "degree", REQ.claims)
+    env_a = present(bundles[0], at_a, holder=keys[0])
+    env_b = present(bundles[1], at_b, holder=keys[1])
+    report_a, report_b = world.verify(env_a, at_a), world.verify(env_b, at_b)
+    assert report_a.verified and report_b.verified
+    assert report_a.claims == report_b.claims  # the same facts, disclosed to each
+    a, b = _artifacts(env_a), _artifacts(env_b)
+    for kind in a:
+        assert a[kind] and b[kind]
+        assert not a[kind] & b[kind], f"the two presentations share a {kind}"
+    # the same copy shown twice *is* linkable (so the comparison above can fail)
+    again = _artifacts(present(bundles[0], at_b, holder=keys[0]))
+    assert all(a[k] & again[k] for k in ("salt", "digest", "holder_key", "credential_id"))
+
+
+def test_batch_refuses_a_shared_holder_key(ledger: LedgerHarness,
+                                           agencies: dict[str, Agency]) -> None:
+    World(ledger, agencies)
+    jwk = sdjwt.jwk_from_ed25519(HOLDER.public.raw)
+    with pytest.raises(ValueError, match="own holder key"):
+        issue_batch(registry=ledger.registry, agency="edu", issuer_key=agencies["edu"]
+                    .issuer_key, kind="degree", claims=CLAIMS, holder_jwks=[jwk, dict(jwk)],
+                    now=T0 + 10, valid_for=DAY)
