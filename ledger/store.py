@@ -137,6 +137,18 @@ class Store:
     def put_checkpoint(self, size: int, text: bytes) -> None:
         self._db.put(checkpoint_key(size), text, sync=True)
 
+    def put_checkpoints(self, texts: dict[int, bytes],
+                        records: dict[bytes, bytes] | None = None) -> None:
+        """Store signed checkpoint texts (by log size) and ``x`` bookkeeping records in one
+        batch, *not* synced: for co-signatures that can be fetched again after a crash."""
+        if records and not all(k[:1] == b"x" for k in records):
+            raise StoreError("only x-prefixed bookkeeping records may be written directly")
+        with self._db.write_batch(sync=False) as wb:
+            for size, text in texts.items():
+                wb.put(checkpoint_key(size), text)
+            for k, v in (records or {}).items():
+                wb.put(k, v)
+
     def put_records(self, records: dict[bytes, bytes]) -> None:
         """Write node bookkeeping records (keys starting with ``x``) in one synced batch."""
         if not all(k[:1] == b"x" for k in records):

@@ -134,7 +134,7 @@ def _node_config(agency: str, m: Member, members: Sequence[Member], network: str
     return (f"# {agency}'s node in the local cluster {network}\n"
             f'data = "data"\nagency = "{agency}"\nhost = "127.0.0.1"\nport = {m.node_port}\n'
             f'operator_token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n'
-            f'public_url = "{m.url}"\nordering = "etcd"\n'
+            f'public_url = "{m.url}"\nordering = "etcd"\nmax_body_bytes = {4 << 20}\n'
             f"etcd_endpoints = {json.dumps(endpoints)}\npeers = {json.dumps(peers)}\n"
             f'pki = "../pki"\ntls = true\nretention = {retention}\n')
 

@@ -132,38 +132,45 @@ class EtcdLog:
         return out
 
     # -- the ordering log --
+    def _tick(self) -> dict[str, Any]:
+        """A put of the tiny ``t`` key: watchers wake on it without receiving big values."""
+        return {"request_put": {"key": _b64(self.prefix + "t"), "value": ""}}
+
     def put_batch(self, value: bytes) -> int:
         """Append a batch; returns the revision that orders it."""
         key = self.prefix + "b/" + secrets.token_hex(16)
-        resp = self._call("/kv/put", {"key": _b64(key), "value": _b64(value)})
+        resp = self._call("/kv/txn", {"success": [
+            {"request_put": {"key": _b64(key), "value": _b64(value)}}, self._tick()]})
         return int(resp["header"]["revision"])
 
-    def read_after(self, rev: int, limit: int = 64) -> tuple[int, list[Record], Record | None]:
-        """Batches created after ``rev`` (in order) and the pruning marker, read atomically.
-
-        Returns (the revision read at, batches, marker).
-        """
+    def read_after(self, rev: int, cosig_rev: int, limit: int = 16, cosig_limit: int = 512
+                   ) -> tuple[list[Record], Record | None, list[Record]]:
+        """In one etcd transaction (one revision): batches created after ``rev`` in order, the
+        pruning marker, and co-signatures written after ``cosig_rev`` in write order."""
         body = {"success": [
             {"request_range": self._range_req("b/", min_create=rev + 1, limit=limit)},
             {"request_range": self._range_req("p", exact=True)},
+            {"request_range": self._range_req("s/", min_mod=cosig_rev + 1, limit=cosig_limit)},
         ]}
         resp = self._call("/kv/txn", body)
-        parts = resp.get("responses", [])
-        batches = self._records(parts[0].get("response_range", {})) if parts else []
-        marker = self._records(parts[1].get("response_range", {})) if len(parts) > 1 else []
-        return int(resp["header"]["revision"]), batches, (marker[0] if marker else None)
+        parts = [p.get("response_range", {}) for p in resp.get("responses", [])]
+        parts += [{}] * (3 - len(parts))
+        marker = self._records(parts[1])
+        return (self._records(parts[0]), marker[0] if marker else None,
+                self._records(parts[2]))
+
+    def publish(self, size: int, agency: str, cosig: bytes, applied: bytes) -> None:
+        """This node's co-signature for log size ``size`` and its applied position, at once."""
+        self._call("/kv/txn", {"success": [
+            {"request_put": {"key": _b64(f"{self.prefix}s/{size:020d}/{agency}"),
+                             "value": _b64(cosig)}},
+            {"request_put": {"key": _b64(self.prefix + "a/" + agency), "value": _b64(applied)}},
+            self._tick(),
+        ]})
 
     def put_cosig(self, size: int, agency: str, value: bytes) -> None:
         key = f"{self.prefix}s/{size:020d}/{agency}"
         self._call("/kv/put", {"key": _b64(key), "value": _b64(value)})
-
-    def cosigs_after(self, rev: int, limit: int = 512) -> list[Record]:
-        """Co-signatures written (or overwritten) after revision ``rev``, in write order."""
-        return self._records(self._call("/kv/range", self._range_req(
-            "s/", min_mod=rev + 1, limit=limit)))
-
-    def put_applied(self, agency: str, value: bytes) -> None:
-        self._call("/kv/put", {"key": _b64(self.prefix + "a/" + agency), "value": _b64(value)})
 
     def applied(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -200,11 +207,12 @@ class EtcdLog:
 
     # -- waking up --
     def watch(self, on_event: Callable[[], None]) -> None:
-        """Call ``on_event`` whenever anything under the prefix changes (best effort)."""
+        """Call ``on_event`` whenever a batch or co-signature is written (best effort: the
+        caller also polls). Only the tiny tick key is watched, so no batch travels twice."""
         self.stop_watch()
         client = self._clients[self._current]
         try:
-            _events, cancel = client.watch_prefix(self.prefix)
+            _events, cancel = client.watch(self.prefix + "t")
         except (Etcd3Exception, requests.RequestException, OSError):
             return
         self._watch_cancel = cancel

@@ -265,7 +265,6 @@ class EtcdOrderer:
             try:
                 while self._step():
                     pass
-                self._cosigs()
                 self._maybe_prune()
             except LedgerError as e:
                 self.stats.last_error = str(e)
@@ -277,14 +276,18 @@ class EtcdOrderer:
                 self._stop.wait(0.5)
 
     def _step(self) -> bool:
-        """Apply the next run of batches; True when there may be more."""
-        _at, records, marker = self.etcd.read_after(self.rev)
+        """Apply the next run of batches, then take in co-signatures and publish ours once.
+
+        True when there may be more batches."""
+        records, marker, cosigs = self.etcd.read_after(self.rev, self.cosig_rev)
         if marker is not None:
             m = codec.decode(marker.value, what="pruning marker")
             if isinstance(m, dict) and int(m.get("rev", 0)) > self.rev:
                 self._catch_up(int(m["rev"]), int(m["height"]), int(m["size"]))
                 return True
+        self._take_cosigs(cosigs)
         if not records:
+            self._merge_pending()
             return False
         checks = []
         head = self.store.head
@@ -299,24 +302,30 @@ class EtcdOrderer:
             fut = (self._checker.submit(list(batch.txs), keys)
                    if self._checker is not None and batch is not None else None)
             checks.append((rec, batch, fut))
+        made: tuple[Head, str] | None = None
         for rec, batch, fut in checks:
             if self._stop.is_set() or self.halted:
                 return False
-            self._apply(rec, batch, fut)
-        return len(records) > 0
+            made = self._apply(rec, batch, fut) or made
+        if made is not None:
+            self._publish(*made)  # the newest block's co-signature covers the earlier ones
+        self._merge_pending()
+        return True
 
-    def _apply(self, rec: Record, batch: Batch | None, checked: Future[Any] | None) -> None:
+    def _apply(self, rec: Record, batch: Batch | None, checked: Future[Any] | None
+               ) -> tuple[Head, str] | None:
+        """Apply one batch; the new head and our signature line if it made a block."""
         head, registry = self.store.head, self.store.registry
         assert head is not None
         assert registry is not None
         if batch is None:
             self._skip(rec, "does not decode")
-            return
+            return None
         try:
             check_batch(batch, registry, head.time)
         except (DecodeError, SignatureError) as e:
             self._skip(rec, str(e), batch)
-            return
+            return None
         txs: list[Tx] = []
         flags: list[bool] = []
         verdicts = checked.result() if checked is not None else [False] * len(batch.txs)
@@ -343,7 +352,8 @@ class EtcdOrderer:
         self.rev = rec.create_rev
         self._settle(result)
         if result.head is not None:
-            self._publish(result.head, cp.signatures[0].to_line())
+            return result.head, cp.signatures[0].to_line()
+        return None
 
     def _skip(self, rec: Record, why: str, batch: Batch | None = None) -> None:
         self.stats.batches_skipped += 1
@@ -380,11 +390,10 @@ class EtcdOrderer:
         if not self._member():
             return  # not (or no longer) a member: our signature would count for nothing
         try:
-            self.etcd.put_cosig(head.log_size, self.agency,
-                                codec.encode({"root": head.log_root, "line": line}))
-            self.etcd.put_applied(self.agency, codec.encode({
-                "rev": self.rev, "height": head.height, "size": head.log_size,
-                "time": int(self.clock())}))
+            self.etcd.publish(head.log_size, self.agency,
+                              codec.encode({"root": head.log_root, "line": line}),
+                              codec.encode({"rev": self.rev, "height": head.height,
+                                            "size": head.log_size, "time": int(self.clock())}))
         except OrderingError as e:  # the next block publishes again
             self.stats.last_error = str(e)
 
@@ -404,8 +413,7 @@ class EtcdOrderer:
             raise OrderingError(f"no block ends at log size {size}")
         return loc[1]
 
-    def _cosigs(self) -> None:
-        records = self.etcd.cosigs_after(self.cosig_rev)
+    def _take_cosigs(self, records: list[Record]) -> None:
         for rec in records:
             self.cosig_rev = max(self.cosig_rev, rec.mod_rev)
             parts = rec.key.split("/")
@@ -422,15 +430,38 @@ class EtcdOrderer:
                 log.warning("malformed co-signature %s: %s", rec.key, e)
                 continue
             self._pending_cosigs.setdefault(size, []).append((agency, root, line))
-        head = self.store.head
-        assert head is not None
-        for size in sorted(s for s in self._pending_cosigs if s <= head.log_size):
-            for agency, root, line in self._pending_cosigs.pop(size):
-                self._merge(size, agency, root, line)
         if len(self._pending_cosigs) > 10_000:  # far ahead of us: catch-up will bring them back
             self._pending_cosigs.clear()
 
-    def _merge(self, size: int, agency: str, root: bytes, line: str) -> None:
+    def _merge_pending(self) -> None:
+        """Check every co-signature we have the block for; store merged checkpoints at once."""
+        head = self.store.head
+        assert head is not None
+        writes: dict[int, SignedCheckpoint] = {}
+        for size in sorted(s for s in self._pending_cosigs if s <= head.log_size):
+            for agency, root, line in self._pending_cosigs.pop(size):
+                self._merge(size, agency, root, line, writes)
+        if not writes:
+            return
+        final = max((s for s, cp in writes.items() if s > self.final_size
+                     and self._is_final(s, cp)), default=None)
+        # Not synced: merged co-signatures are re-read from etcd after a crash (cosig_rev
+        # starts at 0), so losing this write loses nothing that cannot be rebuilt.
+        self.store.put_checkpoints({s: cp.to_text().encode() for s, cp in writes.items()},
+                                   {META_FINAL: _BE.pack(final)} if final else None)
+        if final is not None:
+            self.final_size = final
+
+    def _is_final(self, size: int, cp: SignedCheckpoint) -> bool:
+        registry, _ = self._verifiers_at(size)
+        try:
+            verify_final(cp, registry, self._block_time(size))
+        except CheckpointError:
+            return False
+        return True
+
+    def _merge(self, size: int, agency: str, root: bytes, line: str,
+               writes: dict[int, SignedCheckpoint]) -> None:
         try:
             registry, verifiers = self._verifiers_at(size)
         except LedgerError:
@@ -449,24 +480,21 @@ class EtcdOrderer:
             log.warning("refused co-signature at size %d: %s is not a current agency node "
                         "key holder there", size, agency)
             return
-        ours_text = self.store.checkpoint(size)
-        if ours_text is None:
-            return
-        ours = SignedCheckpoint.from_text(ours_text)
+        ours = writes.get(size)
+        if ours is None:
+            ours_text = self.store.checkpoint(size)
+            if ours_text is None:
+                return
+            ours = SignedCheckpoint.from_text(ours_text)
         if root != ours.checkpoint.root:
             self._evidence(size, agency, ours, theirs, verifiers, registry)
             return
+        if size < self.final_size:
+            return  # a later final checkpoint covers it already
         merged = SignedCheckpoint(ours.checkpoint, (*ours.signatures, *theirs.signatures))
         if merged != ours:
-            self.store.put_checkpoint(size, merged.to_text().encode())
+            writes[size] = merged
             self.stats.cosigs_merged += 1
-        if size > self.final_size:
-            try:
-                verify_final(merged, registry, self._block_time(size))
-            except CheckpointError:
-                return
-            self.final_size = size
-            self.store.put_records({META_FINAL: _BE.pack(size)})
 
     def _block_time(self, size: int) -> int:
         return self.store.block(self._height_of(size)).time
