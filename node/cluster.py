@@ -211,6 +211,23 @@ class LocalCluster:
         except (httpx.HTTPError, ValueError):
             return False
 
+    def _etcd_post(self, m: Member, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        rt = self._runtime[m.agency]
+        ctx = ssl.create_default_context(cafile=str(rt / "ca.crt"))
+        ctx.load_cert_chain(str(rt / f"{m.agency}.crt"), str(rt / f"{m.agency}.key"))
+        r = httpx.post(f"{m.client_url}{path}", json=body, verify=ctx, timeout=5.0)
+        r.raise_for_status()
+        return dict(r.json())
+
+    def etcd_leader(self) -> str:
+        """The agency whose etcd member is the Raft leader now."""
+        m = next(x for x in self.members if x.agency in self._etcd)
+        leader = self._etcd_post(m, "/v3/maintenance/status", {})["leader"]
+        for member in self._etcd_post(m, "/v3/cluster/member/list", {})["members"]:
+            if member.get("ID") == leader:
+                return str(member["name"])
+        raise ClusterError("the etcd cluster has no leader")
+
     # -- nodes --
     def _start_node(self, m: Member) -> None:
         env = {**os.environ, PASSPHRASE_ENV: self.passphrase.decode()}
@@ -315,13 +332,10 @@ class LocalCluster:
         """Add the prepared agency's etcd member to the cluster, then start it and its node."""
         m = self.member(agency)
         sponsor = next(x for x in self.members if x.agency in self._etcd)
-        rt = self._runtime[sponsor.agency]
-        ctx = ssl.create_default_context(cafile=str(rt / "ca.crt"))
-        ctx.load_cert_chain(str(rt / f"{sponsor.agency}.crt"), str(rt / f"{sponsor.agency}.key"))
-        r = httpx.post(f"{sponsor.client_url}/v3/cluster/member/add",
-                       json={"peerURLs": [m.peer_url]}, verify=ctx, timeout=10.0)
-        if r.status_code != 200:
-            raise ClusterError(f"etcd refused the new member: {r.text}")
+        try:
+            self._etcd_post(sponsor, "/v3/cluster/member/add", {"peerURLs": [m.peer_url]})
+        except httpx.HTTPError as e:
+            raise ClusterError(f"etcd refused the new member: {e}") from e
         self._start_etcd(m, state="existing")
         self._wait(f"etcd member {agency}", lambda: self._etcd_healthy(m), timeout)
         self._start_node(m)
