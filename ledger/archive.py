@@ -43,12 +43,13 @@ import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from ledger import codec
 from ledger.block import BlockHeader
 from ledger.chain import (
     BlockResult,
+    CompactRange,
     Head,
     block_key,
     build_block,
@@ -69,6 +70,7 @@ __all__ = [
     "BlockRecord",
     "ExportSummary",
     "ReplayError",
+    "ReplayTarget",
     "Replayer",
     "export_archive",
     "import_archive",
@@ -396,21 +398,41 @@ def parse_envelopes(raws: Sequence[bytes]) -> list[tuple[Tx, bool] | str]:
     return out
 
 
+class ReplayTarget(Protocol):
+    """Where a replay writes: a :class:`~ledger.store.Store`, or any object that keeps the head,
+    registry and Merkle frontier and serves the state records the machine reads back (tx index,
+    credentials, status indexes, credit records) through :meth:`get` (the auditor's scratch
+    state keeps only those)."""
+
+    head: Head | None
+    registry: Registry | None
+    frontier: CompactRange
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def write_block(self, result: BlockResult, extra: dict[bytes, bytes] | None = None
+                    ) -> None: ...
+
+
 class Replayer:
-    """Rebuilds a chain block by block into ``store`` (a new, empty store) and checks each block.
+    """Rebuilds a chain block by block into ``store`` (a new, empty target) and checks each block.
 
     :meth:`apply` raises :class:`ReplayError` on the first thing that does not replay and leaves
     the store at the last good block; checkpoint problems are raised *after* the block is written
     (the chain itself is intact), so a caller may record them and go on.
+
+    Memory stays flat however long the chain: only counts and the latest verified checkpoint are
+    kept, never a per-block list.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: ReplayTarget) -> None:
         if store.head is not None:
             raise ArchiveError("replay needs an empty store")
         self.store = store
         self.txs = 0
-        self.checkpoints: list[tuple[int, SignedCheckpoint, Registry, int]] = []
-        """(height, verified checkpoint, registry at that height, block time)."""
+        self.checkpoints = 0
+        """How many checkpoints were verified final for their replayed tree head."""
+        self.last_checkpoint: SignedCheckpoint | None = None
         self.on_tx: Callable[[Tx, Registry], None] | None = None
 
     @property
@@ -418,8 +440,13 @@ class Replayer:
         return self.store.registry
 
     def apply(self, rec: BlockRecord, checked: Checked | None = None,
-              compare: Callable[[bytes], bytes | None] | None = None) -> BlockResult:
-        """Replay one block; ``compare(key)`` (optional) reads the audited store's record."""
+              compare: Callable[[bytes], bytes | None] | None = None,
+              compared: bytes = b"betnr") -> BlockResult:
+        """Replay one block; ``compare(key)`` (optional) reads the audited store's record.
+
+        ``compared`` names the record kinds (key prefixes) compared with ``compare``: a caller
+        that read the headers and entries from that same store leaves out ``b`` and ``e``.
+        """
         head = self.store.head
         expected_height = 0 if head is None else head.height + 1
         if rec.height != expected_height:
@@ -453,14 +480,19 @@ class Replayer:
             raise ReplayError("block", rec.height, f"header field {name} differs from the "
                               "replay", expected=want, found=got, record=rec.record)
         if compare is not None:
-            for key in sorted(result.writes):
-                if key[:1] in b"betnr" and compare(key) != result.writes[key]:
-                    have = compare(key)
-                    raise ReplayError("block", rec.height, f"stored record {key[:1].decode()}/"
-                                      f"{key[1:].hex()} differs from the replay",
-                                      expected=result.writes[key].hex()[:128],
-                                      found=None if have is None else have.hex()[:128],
-                                      record=rec.record)
+            writes = result.writes
+            # One read per record, in the order the block wrote them (a streaming reader can
+            # serve them), then the first difference in key order.
+            stored = {k: compare(k) for k in writes if k[:1] in compared}
+            bad = [k for k, have in stored.items() if have != writes[k]]
+            if bad:
+                key = min(bad)
+                have = stored[key]
+                raise ReplayError("block", rec.height, f"stored record {key[:1].decode()}/"
+                                  f"{key[1:].hex()} differs from the replay",
+                                  expected=writes[key].hex()[:128],
+                                  found=None if have is None else have.hex()[:128],
+                                  record=rec.record)
         registry = result.registry
         if self.on_tx is not None:
             for tx, _ in result.accepted:
@@ -525,7 +557,8 @@ class Replayer:
         except CheckpointError as e:
             raise ReplayError("checkpoint", rec.height, f"checkpoint is not final: {e}",
                               record=rec.record) from e
-        self.checkpoints.append((rec.height, signed, registry, head.time))
+        self.checkpoints += 1
+        self.last_checkpoint = signed
 
 
 # -- import ------------------------------------------------------------------------------------

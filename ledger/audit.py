@@ -2,27 +2,39 @@
 
 :func:`audit` reads a store (a node's data folder or its LevelDB store, read raw: it trusts
 neither the head pointer nor any derived record) or an archive (:mod:`ledger.archive`), and
-replays every block into a scratch store with :class:`ledger.archive.Replayer`: each block is
-rebuilt from its transactions (every signature, every registry rule as of its height, the hash
-link, every header field, the Merkle root) and must equal the recorded header byte for byte; each
-stored checkpoint must be for the replayed tree head and final (quorum of the agencies in force at
-that height). From a store, the derived records the replay writes (log entries, tx index, Merkle
-nodes, registry versions) must also equal the stored ones, and so must the head pointer.
-Two validly signed checkpoints of one size with different roots are reported as equivocation.
+replays every block with :class:`ledger.archive.Replayer`: each block is rebuilt from its
+transactions (every signature, every registry rule as of its height, the hash link, every header
+field, the Merkle root) and must equal the recorded header byte for byte; each stored checkpoint
+must be for the replayed tree head and final (quorum of the agencies in force at that height).
+From a store, the derived records must also equal the replayed ones: Merkle nodes and registry
+versions block by block, every kind of state record (tx index, credentials, status indexes,
+credit records) in one merge of key-order scans at the end (a record the replay did not produce
+is reported too), and the head pointer; headers and entries are the ones read. Two validly
+signed checkpoints of one size with different roots are reported as equivocation.
 
 The chain is replayed until the first broken block or transaction (later blocks build on it, so
 nothing after it can be checked); a checkpoint that is not final is reported and the replay goes
-on. Signatures can be pre-checked in worker processes (``workers``, :mod:`ledger.sigcheck`).
+on. With ``workers`` the envelopes are parsed and their signatures checked in worker processes
+(:mod:`ledger.sigcheck`) a few thousand transactions ahead of the replay, which then rebuilds
+each ``Tx`` with :meth:`Tx.from_checked_bytes`. Memory does not grow with the chain: headers and
+entries are streamed; the replay keeps head, registry and Merkle frontier in memory and only the
+state records (tx index, credentials, status indexes, credit records) in a throwaway LevelDB;
+nothing per block is kept (see ``docs/adr/0020-audit-pipeline.md``).
 
-An incremental audit (``since``: an earlier audited checkpoint) reports only the blocks after
-the block whose log size equals that checkpoint's size. The replayer can only start from an empty
-store, so the blocks up to that height are replayed silently (still fully checked: a problem there
-is reported, but they count in no statistic); at that height the old checkpoint must be final
-under the registry in force there (block time) and its root must equal the replayed root, else
-the log forked (expected: the old checkpoint's root, found: the log's root). After the replay the
-old checkpoint must be consistent with the head: an RFC 9162 consistency proof from the replayed
-store (:meth:`ledger.store.Store.consistency_proof`) is checked with
-:func:`ledger.merkle.verify_consistency`.
+An incremental audit (``since``: an earlier audited checkpoint) checks only the growth. The
+first ``size`` entries must hash to the checkpoint's root (RFC 9162), else the log forked or its
+old part changed since that audit (reported at the block that reaches the size, nothing more is
+replayed). Those bytes are then exactly the ones that audit checked, so the state at the old
+height is rebuilt from them without signature checks or checkpoint checks (the chain commits to
+no state, so the registry, tx index and credential state cannot be taken from the store's
+records without that pass; the stored records are still compared, which costs little). At the
+block ending at that size the old checkpoint must be final under the registry in force there.
+The newer blocks are then audited in full, and from a store the RFC 9162 consistency proof from
+the old checkpoint to the head, built from the stored Merkle nodes
+(:func:`ledger.store.stored_consistency_proof`), must verify with
+:func:`ledger.merkle.verify_consistency`. (An archive holds no nodes: there both roots come from
+one replay of one leaf sequence.) From an archive the old part is parsed strictly again, as a
+file may change between the two reads.
 
 A report can be attested: :func:`sign_statement` signs (domain ``audit``) the latest verified
 checkpoint text and the SHA-256 of the report's canonical JSON (:meth:`AuditReport.digest`:
@@ -38,15 +50,18 @@ Errors::
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import itertools
 import json
+import sys
 import tempfile
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import plyvel
 
@@ -56,10 +71,20 @@ from ledger.archive import (
     BlockRecord,
     Replayer,
     ReplayError,
+    parse_envelopes,
     read_archive,
 )
 from ledger.block import BlockHeader
-from ledger.chain import Head, block_key, checkpoint_key, entry_key, head_key
+from ledger.chain import (
+    BlockResult,
+    CompactRange,
+    Head,
+    block_key,
+    checkpoint_key,
+    entry_key,
+    head_key,
+    parse_index_value,
+)
 from ledger.checkpoint import Equivocation, SignedCheckpoint, find_equivocation
 from ledger.errors import (
     CheckpointError,
@@ -73,7 +98,7 @@ from ledger.finality import checkpoint_verifiers, verify_final
 from ledger.keys import PrivateKey, PublicKey
 from ledger.sigcheck import SignatureChecker
 from ledger.state import Registry
-from ledger.store import Store
+from ledger.store import stored_consistency_proof
 from ledger.tx import Tx
 
 __all__ = ["AuditError", "AuditReport", "Problem", "audit", "sign_statement",
@@ -196,8 +221,17 @@ class AuditReport:
 # -- sources -----------------------------------------------------------------------------------
 
 
+_SOURCE_OPTIONS: dict[str, Any] = {"max_open_files": 100, "lru_cache_size": 8 << 20}
+"""The audited store is read in key order; a small table cache keeps few tables mapped."""
+
+
 class _StoreSource:
-    """A LevelDB store read raw: block records follow the stored headers, not the head pointer."""
+    """A LevelDB store read raw: block records follow the stored headers, not the head pointer.
+
+    Headers and entries are streamed with two key-order iterators (no per-entry lookups); an
+    entry key that is not the next index ends the block's entries early, and the replay then
+    reports that block.
+    """
 
     def __init__(self, path: Path) -> None:
         if not (path / "CURRENT").exists() and (path / "ledger" / "CURRENT").exists():
@@ -205,7 +239,7 @@ class _StoreSource:
         if not (path / "CURRENT").exists():
             raise AuditError(f"{path} is neither a ledger store nor a node's data folder")
         try:
-            self._db = plyvel.DB(str(path), create_if_missing=False)
+            self._db = plyvel.DB(str(path), create_if_missing=False, **_SOURCE_OPTIONS)
         except plyvel.Error as e:
             raise AuditError(f"cannot open the store at {path}: {e}") from e
         self.path = path
@@ -223,40 +257,99 @@ class _StoreSource:
     def network(self) -> str | None:
         return None
 
+    def reread(self) -> Iterator[BlockRecord]:
+        """The block records again, from the start (a second, independent pass)."""
+        return self.blocks()
+
+    def records(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Every record under ``prefix``, in key order."""
+        for k, v in self._db.iterator(prefix=prefix):
+            yield bytes(k), bytes(v)
+
+    def stored_records(self) -> _StoredRecords:
+        return _StoredRecords(self._db)
+
     def blocks(self) -> Iterator[BlockRecord]:
         size = 0
-        for n, (key, raw) in enumerate(self._db.iterator(prefix=b"b")):
-            height = int.from_bytes(key[1:], "big") if len(key) == 9 else -1
-            if height != n:
-                raise ArchiveError(f"stored block keys are not 0, 1, 2, …: found {key.hex()} "
-                                   f"at position {n}", height=n)
-            try:
-                count = BlockHeader.from_bytes(bytes(raw)).tx_count
-            except DecodeError:
-                count = 0  # the replay reports the undecodable header
-            entries = []
-            for i in range(size, size + count):
-                e = self.get(entry_key(i))
-                if e is None:
-                    break
-                entries.append(e)
-            size += count
-            cp = self.get(checkpoint_key(size))
-            yield BlockRecord(height, bytes(raw), tuple(entries), () if cp is None else (cp,))
+        entries = self._db.iterator(prefix=b"e")
+        try:
+            for n, (key, raw) in enumerate(self._db.iterator(prefix=b"b")):
+                height = int.from_bytes(key[1:], "big") if len(key) == 9 else -1
+                if height != n:
+                    raise ArchiveError(f"stored block keys are not 0, 1, 2, …: found "
+                                       f"{key.hex()} at position {n}", height=n)
+                try:
+                    count = BlockHeader.from_bytes(bytes(raw)).tx_count
+                except DecodeError:
+                    count = 0  # the replay reports the undecodable header
+                items = []
+                for i in range(size, size + count):
+                    got = next(entries, None)
+                    if got is None or got[0] != entry_key(i):
+                        break  # missing: the block comes out short and does not replay
+                    items.append(bytes(got[1]))
+                size += count
+                cp = self.get(checkpoint_key(size))
+                yield BlockRecord(height, bytes(raw), tuple(items), () if cp is None else (cp,))
+        finally:
+            entries.close()
+
+
+class _StoredRecords:
+    """The audited store's derived records, read in the order the replay produces them.
+
+    Merkle nodes stream through one key-order iterator per tree level (a block's new nodes are
+    the next ones at each level), so the comparison costs no random reads; other records (the
+    rare registry versions) are read by key.
+    """
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+        self._levels: dict[int, Any] = {}
+
+    def __call__(self, key: bytes) -> bytes | None:
+        if key[:1] == b"n" and len(key) == 10:
+            it = self._levels.get(key[1])
+            if it is None:
+                it = self._levels[key[1]] = self._db.iterator(prefix=key[:2])
+            got = next(it, None)
+            return None if got is None or got[0] != key else bytes(got[1])
+        v = self._db.get(key)
+        return None if v is None else bytes(v)
+
+    def extra_node(self) -> bytes | None:
+        """The first stored Merkle node key that the replay did not produce, if any."""
+        for level in range(65):
+            it = self._levels.get(level)
+            if it is None:
+                it = self._levels[level] = self._db.iterator(prefix=b"n" + bytes([level]))
+            got = next(it, None)
+            if got is not None:
+                return bytes(got[0])
+        return None
+
+    def close(self) -> None:
+        for it in self._levels.values():
+            it.close()
+        self._levels.clear()
 
 
 class _ArchiveSource:
     def __init__(self, path: Path) -> None:
-        try:
-            self._f = path.open("rb")
-        except OSError as e:
-            raise AuditError(f"cannot read the archive {path}: {e.strerror or e}") from e
+        self._f = self._open(path)
         try:
             self._header, self._blocks = read_archive(self._f)
         except ArchiveError as e:
             self._f.close()
             raise AuditError(f"{path} is not a readable archive: {e}") from e
         self.path = path
+
+    @staticmethod
+    def _open(path: Path) -> BinaryIO:
+        try:
+            return path.open("rb")
+        except OSError as e:
+            raise AuditError(f"cannot read the archive {path}: {e.strerror or e}") from e
 
     def close(self) -> None:
         self._f.close()
@@ -267,8 +360,102 @@ class _ArchiveSource:
     def network(self) -> str | None:
         return self._header.network
 
+    def reread(self) -> Iterator[BlockRecord]:
+        """The block records again, from the start (a second pass over the file)."""
+        with self._open(self.path) as f:
+            _, blocks = read_archive(f)
+            yield from blocks
+
     def blocks(self) -> Iterator[BlockRecord]:
         return self._blocks
+
+
+# -- the scratch state ---------------------------------------------------------------------------
+
+
+_NOT_KEPT = b"benHr"
+"""Records a block writes that the scratch state does not keep: headers, entries, Merkle nodes,
+the head pointer and registry versions (the replay holds the head, frontier and registry in
+memory and compares these with the source as it goes). Everything else a block writes is state
+the machine may read back (tx index, credentials, status indexes, credit records, …)."""
+
+
+class _Scratch:
+    """The replay's working state (a :class:`ledger.archive.ReplayTarget`).
+
+    Head, registry and Merkle frontier live in memory (constant size); only the state records
+    (everything but :data:`_NOT_KEPT`) go to a throwaway LevelDB, unsynced, with small caches. Log
+    entries, headers and Merkle nodes are not copied: the replay checks them against the source
+    as it goes, so the auditor's memory does not grow with the chain.
+    """
+
+    def __init__(self, path: Path) -> None:
+        # Small memtables keep level-0 tables (and the compactions that read them through
+        # memory maps) small; 16 KiB blocks keep the per-table index small (state keys are read
+        # at random, mostly absent: the bloom filters answer those). Random hashes do not
+        # compress. A large table cache: random reads must not reopen tables.
+        self._db = plyvel.DB(str(path), create_if_missing=True, error_if_exists=True,
+                             bloom_filter_bits=10, lru_cache_size=8 << 20,
+                             write_buffer_size=8 << 20, block_size=16 << 10,
+                             max_open_files=1000, compression=None)
+        self.head: Head | None = None
+        self.registry: Registry | None = None
+        self.frontier = CompactRange()
+        self.prefixes: set[bytes] = set()
+        """The record kinds (first key byte) written so far."""
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get(self, key: bytes) -> bytes | None:
+        v = self._db.get(key)
+        return None if v is None else bytes(v)
+
+    def records(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        for k, v in self._db.iterator(prefix=prefix):
+            yield bytes(k), bytes(v)
+
+    def write_block(self, result: BlockResult, extra: dict[bytes, bytes] | None = None) -> None:
+        if result.header is None or result.head is None:
+            raise StoreError("nothing to write: the block has no accepted transaction")
+        with self._db.write_batch() as wb:
+            for k, v in result.writes.items():
+                kind = k[:1]
+                if kind not in _NOT_KEPT:
+                    wb.put(k, v)
+                    if kind not in self.prefixes:
+                        self.prefixes.add(kind)
+        self.head, self.registry, self.frontier = result.head, result.registry, result.frontier
+
+
+def _release_mapped(folders: tuple[Path, ...]) -> None:
+    """Drop this process's mappings of LevelDB table pages already read (Linux; else nothing).
+
+    LevelDB memory-maps the tables it reads; every page touched stays in the process's resident
+    set while the table is open, so a long replay would look as large as the store. The pages
+    stay in the page cache: ``MADV_DONTNEED`` on these read-only shared file mappings only
+    unmaps them, and a later read maps them again.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return
+    prefixes = tuple(f"{f.resolve()}/" for f in folders)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    for line in maps.splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) < 6 or not parts[5].endswith(".ldb") or not parts[5].startswith(prefixes):
+            continue
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        libc.madvise(lo, hi - lo, _MADV_DONTNEED)
+
+
+_MADV_DONTNEED = 4
+_RELEASE_EVERY = 10_000
+"""Transactions replayed between two :func:`_release_mapped` calls."""
 
 
 # -- the audit ---------------------------------------------------------------------------------
@@ -279,7 +466,7 @@ def audit(source: Path | str, *, now: int, progress: Progress | None = None,
     """Replay ``source`` (a store / data folder, or an archive file) and report on it.
 
     ``now`` is the audit time written into the report; ``workers`` > 0 pre-checks signatures in
-    that many processes; ``since`` (an earlier audited checkpoint) limits the report to the blocks
+    that many processes; ``since`` (an earlier audited checkpoint) limits the audit to the blocks
     after it (see the module docstring). Raises :class:`AuditError` only if the source cannot be
     read at all.
     """
@@ -294,12 +481,17 @@ def audit(source: Path | str, *, now: int, progress: Progress | None = None,
     else:
         raise AuditError(f"{path} does not exist")
     report = AuditReport(kind, str(path), now, network=src.network(), since=since)
-    checker = SignatureChecker(workers) if workers > 0 else None
+    checker = None
     try:
         report.blocks_total = src.total()
-        with tempfile.TemporaryDirectory(prefix="credledger-audit-") as scratch, \
-                Store(Path(scratch) / "replay") as store:
-            _run(report, src, Replayer(store), checker, progress)
+        checker = SignatureChecker(workers) if workers > 0 else None
+        with tempfile.TemporaryDirectory(prefix="credledger-audit-") as scratch_dir:
+            scratch = _Scratch(Path(scratch_dir) / "state")
+            try:
+                folders = (Path(scratch_dir),) + ((src.path,) if kind == "store" else ())
+                _run(report, src, scratch, checker, progress, folders)
+            finally:
+                scratch.close()
     finally:
         if checker is not None:
             checker.close()
@@ -307,76 +499,228 @@ def audit(source: Path | str, *, now: int, progress: Progress | None = None,
     return report
 
 
-def _agencies_of(tx: Tx, registry: Registry) -> set[str]:
+def _agencies_of(kids: tuple[bytes, ...], registry: Registry) -> set[str]:
     out = set()
-    for s in tx.sigs:
-        k = registry.key(s.kid)
+    for kid in kids:
+        k = registry.key(kid)
         if k is not None:
             out.add(str(k["agency"]))
     return out
 
 
-def _run(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: Replayer,
-         checker: SignatureChecker | None, progress: Progress | None) -> None:
-    def count(tx: Tx, registry: Registry) -> None:
-        report.tx_types[tx.type] += 1
-        for agency in _agencies_of(tx, registry):
-            report.agencies[agency] += 1
+def _run(report: AuditReport, src: _StoreSource | _ArchiveSource, scratch: _Scratch,
+         checker: SignatureChecker | None, progress: Progress | None,
+         folders: tuple[Path, ...]) -> None:
+    stored = src.stored_records() if isinstance(src, _StoreSource) else None
+    try:
+        _replay(report, src, Replayer(scratch), stored, checker, progress, folders)
+        if report.complete:
+            _finish_store(report, src, scratch, stored, folders)
+        if report.complete:
+            _since_consistent(report, src)
+    finally:
+        if stored is not None:
+            stored.close()
 
-    silent = report.since is not None  # replaying the already audited prefix
+
+def _replay(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: Replayer,
+            stored: _StoredRecords | None, checker: SignatureChecker | None,
+            progress: Progress | None, folders: tuple[Path, ...]) -> None:
+    signers: Counter[tuple[bytes, ...]] = Counter()
+    """Per block: how many transactions each set of signer kids signed (resolved per block)."""
 
     def on_tx(tx: Tx, registry: Registry) -> None:
-        if not silent:
-            count(tx, registry)
+        report.tx_types[tx.type] += 1
+        signers[tuple(s.kid for s in tx.sigs)] += 1
 
+    def count_agencies() -> None:
+        registry = replayer.store.registry
+        if registry is not None:
+            for kids, n in signers.items():
+                for agency in _agencies_of(kids, registry):
+                    report.agencies[agency] += n
+        signers.clear()
+
+    records = src.blocks()
+    if report.since is not None:
+        try:
+            if not _rebuild_to_since(report, src, records, replayer, stored, folders):
+                return
+        except ArchiveError as e:
+            report.problems.append(Problem.of(e))
+            return
     replayer.on_tx = on_tx
-    compare = src.get if isinstance(src, _StoreSource) else None
+    store = replayer.store
     by_size: dict[int, list[SignedCheckpoint]] = {}
-    base_txs = n_checkpoints = 0
+    first = 0 if report.since_height is None else report.since_height + 1
+    base_txs, base_cps = replayer.txs, replayer.checkpoints
+    released = replayer.txs
     try:
-        for rec, checked in _prechecked(src.blocks(), replayer, checker):
+        for rec, checked in _prechecked(records, replayer, checker):
             try:
-                replayer.apply(rec, checked, compare)
+                replayer.apply(rec, checked, stored, compared=_COMPARED)
             except ReplayError as e:
                 report.problems.append(Problem.of(e))
                 if e.kind != "checkpoint":
                     return
+            finally:
+                count_agencies()
             _equivocations(report, replayer, rec, by_size)
-            if silent:
-                if not _at_since(report, replayer):
-                    continue
-                if report.since_height is None:  # a fork at the old size: nothing to build on
-                    return
-                silent, base_txs = False, replayer.txs
-                n_checkpoints = len(replayer.checkpoints)
-                report.blocks_total = max(0, report.blocks_total - rec.height - 1)
-                continue
-            first = 0 if report.since_height is None else report.since_height + 1
             report.blocks_checked = rec.height + 1 - first
             report.txs_checked = replayer.txs - base_txs
+            if replayer.txs - released >= _RELEASE_EVERY:
+                _release_mapped(folders)
+                released = replayer.txs
             if progress is not None:
                 progress(report.blocks_checked, report.blocks_total, report.txs_checked)
     except ArchiveError as e:
         report.problems.append(Problem.of(e))
         return
     finally:
-        store = replayer.store
         report.head = store.head
         if store.registry is not None:
             report.network = store.registry.network
-        report.checkpoints_checked = 0 if silent else len(replayer.checkpoints) - n_checkpoints
-        if replayer.checkpoints:
-            report.checkpoint = replayer.checkpoints[-1][1].to_text()
-    if silent and report.since is not None:
-        size = report.since.checkpoint.size
-        report.problems.append(Problem("checkpoint", f"no block ends at the --since "
-                                       f"checkpoint's log size {size}",
-                                       expected=str(size), found=None if store.head is None
-                                       else f"head log size {store.head.log_size}"))
-        return
+        report.checkpoints_checked = replayer.checkpoints - base_cps
+        if replayer.last_checkpoint is not None and replayer.checkpoints > base_cps:
+            report.checkpoint = replayer.last_checkpoint.to_text()
     _finish(report, src, replayer)
-    if report.complete:
-        _since_consistent(report, replayer.store)
+
+
+_COMPARED = b"nr"
+"""Stored records compared block by block (Merkle nodes, registry versions); headers and
+entries are the ones read, and the tx index and credential state are compared in one merge at
+the end (:func:`_finish_store`)."""
+
+
+def _finish_store(report: AuditReport, src: _StoreSource | _ArchiveSource, scratch: _Scratch,
+                  stored: _StoredRecords | None, folders: tuple[Path, ...]) -> None:
+    """From a store: no Merkle node beyond the replayed ones, and every kind of state record the
+    replay wrote (tx index, credentials, status indexes, credit records, …) equal to the
+    replayed state, record for record (a merge of two key-order scans per kind: no random
+    reads, nothing held)."""
+    if not isinstance(src, _StoreSource) or stored is None or report.head is None:
+        return
+    extra = stored.extra_node()
+    if extra is not None:
+        report.problems.append(Problem("store", f"stored Merkle node n/{extra[1:].hex()} was "
+                                       "not produced by the replay", report.head.height,
+                                       found=extra.hex()))
+        report.complete = False
+        return
+    n = 0
+    for prefix in sorted(scratch.prefixes):
+        pairs = itertools.zip_longest(scratch.records(prefix), src.records(prefix))
+        for mine, theirs in pairs:
+            if mine != theirs:
+                report.problems.append(_state_difference(mine, theirs))
+                report.complete = False
+                return
+            n += 1
+            if n % _RELEASE_EVERY == 0:
+                _release_mapped(folders)
+
+
+def _state_difference(mine: tuple[bytes, bytes] | None,
+                      theirs: tuple[bytes, bytes] | None) -> Problem:
+    """The first differing record of a merge: the smaller key is the one missing or changed."""
+    key = min(x[0] for x in (mine, theirs) if x is not None)
+    want = mine[1] if mine is not None and mine[0] == key else None
+    have = theirs[1] if theirs is not None and theirs[0] == key else None
+    height = None
+    value = want if want is not None else have
+    if key[:1] == b"t" and value is not None and len(value) == 16:
+        height = parse_index_value(value)[1]
+    return Problem("store", f"stored record {key[:1].decode()}/{key[1:].hex()} differs from the "
+                   "replayed state", height, expected=None if want is None else want.hex()[:128],
+                   found=None if have is None else have.hex()[:128])
+
+
+# -- --since: the state at the old checkpoint ------------------------------------------------------
+
+
+def _prefix_root(src: _StoreSource | _ArchiveSource, size: int
+                 ) -> tuple[int | None, int, bytes]:
+    """(height of the block that reaches ``size`` or None, entries read, RFC 9162 root of them).
+
+    Reads entries up to the first block whose log size reaches ``size``; only leaf hashes are
+    computed, nothing is parsed.
+    """
+    frontier = CompactRange()
+    sink: dict[bytes, bytes] = {}
+    for rec in src.reread():
+        for raw in rec.unverified_txs:
+            frontier.append(merkle.leaf_hash(raw), sink)
+            sink.clear()
+        if frontier.size >= size:
+            return rec.height, frontier.size, frontier.root()
+    return None, frontier.size, frontier.root()
+
+
+def _rebuild_to_since(report: AuditReport, src: _StoreSource | _ArchiveSource,
+                      records: Iterator[BlockRecord], replayer: Replayer,
+                      stored: _StoredRecords | None, folders: tuple[Path, ...]) -> bool:
+    """Bring ``replayer`` to the block ending at the --since checkpoint's size, cheaply.
+
+    First the old log is bound to the checkpoint: the RFC 9162 root of the first ``size``
+    entries must be its root (else the log forked or the old part was changed: reported, and
+    nothing is replayed). Those bytes are then exactly the ones the earlier audit checked, so
+    they are re-read with :meth:`Tx.from_checked_bytes` and applied without signature or
+    checkpoint checks, to rebuild the state the new blocks need (registry, tx index,
+    credentials and status indexes, Merkle frontier, head); headers and stored records are still
+    compared, which is cheap. The chain commits to no state, so that state cannot be taken from
+    the store's records without this pass.
+
+    Returns True when the replayer stands at that block and the checkpoint is final there.
+    """
+    since = report.since
+    if since is None:
+        return True
+    cp = since.checkpoint
+    height, have, root = _prefix_root(src, cp.size)
+    if have != cp.size:
+        report.problems.append(Problem("checkpoint", f"no block ends at the --since "
+                                       f"checkpoint's log size {cp.size}", height,
+                                       expected=str(cp.size), found=f"log size {have}"))
+        return False
+    if root != cp.root:
+        report.problems.append(Problem(
+            "checkpoint", f"fork: the log's root at the --since checkpoint's size {cp.size} "
+            "differs from it (the log forked, or its old part changed since that audit)",
+            height, expected=cp.root.hex(), found=root.hex()))
+        return False
+    released = 0
+    for rec in records:
+        light = BlockRecord(rec.height, rec.unverified_header, rec.unverified_txs, (),
+                            rec.record)
+        checked: list[tuple[Tx, bool] | str]
+        if isinstance(src, _StoreSource):
+            # The store is open exclusively (LevelDB's lock): these are the bytes just hashed.
+            checked = [(Tx.from_checked_bytes(raw), True) for raw in rec.unverified_txs]
+        else:
+            # A file can change between two reads: parse strictly again (signatures are still
+            # not checked), and the root at the old size is compared again at that block.
+            checked = [p if isinstance(p, str) else (p[0], True)
+                       for p in parse_envelopes(rec.unverified_txs)]
+        if replayer.txs - released >= _RELEASE_EVERY:
+            _release_mapped(folders)
+            released = replayer.txs
+        try:
+            replayer.apply(light, checked, stored, compared=_COMPARED)
+        except ReplayError as e:
+            p = Problem.of(e)
+            report.problems.append(Problem(p.kind, "before the --since checkpoint: " + p.reason,
+                                           p.height, p.tx_index, p.txid, p.record, p.expected,
+                                           p.found))
+            return False
+        if _at_since(report, replayer):
+            if report.since_height is None:
+                return False
+            report.blocks_total = max(0, report.blocks_total - rec.height - 1)
+            report.checkpoint = since.to_text()  # verified final here; newer ones replace it
+            return True
+    report.problems.append(Problem("checkpoint", f"no block ends at the --since checkpoint's "
+                                   f"log size {cp.size}", expected=str(cp.size), found=None))
+    return False
 
 
 def _at_since(report: AuditReport, replayer: Replayer) -> bool:
@@ -410,21 +754,25 @@ def _at_since(report: AuditReport, replayer: Replayer) -> bool:
     return True
 
 
-def _since_consistent(report: AuditReport, store: Store) -> None:
-    """The --since checkpoint must be consistent with the head (RFC 9162 proof)."""
-    since, head = report.since, store.head
-    if since is None or head is None:
+def _since_consistent(report: AuditReport, src: _StoreSource | _ArchiveSource) -> None:
+    """The --since checkpoint must be consistent with the head (RFC 9162 proof).
+
+    From a store, the proof is built from its stored Merkle nodes (what the node serves to
+    monitors) and verified against the checkpoint's root and the replayed head root. An archive
+    holds no nodes: there both roots came out of one replay of one leaf sequence.
+    """
+    since, head = report.since, report.head
+    if since is None or head is None or not isinstance(src, _StoreSource):
         return
     cp = since.checkpoint
     try:
-        proof = store.consistency_proof(cp.size, head.log_size)
+        proof = stored_consistency_proof(src.get, cp.size, head.log_size)
         merkle.verify_consistency(cp.size, head.log_size, cp.root, head.log_root, proof)
     except (ProofError, StoreError) as e:
         report.complete = False
         report.problems.append(Problem(
             "checkpoint", f"the --since checkpoint is not consistent with the head: {e}",
-            head.height, expected=cp.root.hex(),
-            found=store.root_at(cp.size).hex() if 1 <= cp.size <= head.log_size else None))
+            head.height, expected=cp.root.hex(), found=None))
 
 
 def _finish(report: AuditReport, src: _StoreSource | _ArchiveSource,
@@ -452,6 +800,11 @@ def _finish(report: AuditReport, src: _StoreSource | _ArchiveSource,
         if extra is not None:  # the key iterator saw it; kept as a guard against races
             report.problems.append(Problem("store", "a block beyond the head", head.height + 1))
             return
+        if src.get(entry_key(head.log_size)) is not None:
+            report.problems.append(Problem("store", "a log entry beyond the head",
+                                           head.height, expected=str(head.log_size),
+                                           found=str(head.log_size + 1)))
+            return
     elif report.network is not None and src.network() != report.network:
         report.problems.append(Problem("archive", "the archive header names another network",
                                        record=0, expected=report.network,
@@ -462,55 +815,119 @@ def _finish(report: AuditReport, src: _StoreSource | _ArchiveSource,
 
 def _equivocations(report: AuditReport, replayer: Replayer, rec: BlockRecord,
                    by_size: dict[int, list[SignedCheckpoint]]) -> None:
-    """Pairs of validly signed checkpoints of one size with different roots."""
+    """Pairs of validly signed checkpoints of one size with different roots.
+
+    A block record carries the checkpoints for its own log size, so sizes the log has passed
+    are dropped after each block (memory stays flat); a stray checkpoint of another size is
+    reported by the replay and compared only with those still held.
+    """
     registry, head = replayer.store.registry, replayer.store.head
     if registry is None or head is None:
         return
-    verifiers = checkpoint_verifiers(registry, head.time)
-    for text in rec.unverified_checkpoints:
-        try:
-            signed = SignedCheckpoint.from_text(text)
-        except CheckpointError:
-            continue  # reported by the replay
-        seen = by_size.setdefault(signed.checkpoint.size, [])
-        for other in seen:
+    if rec.unverified_checkpoints:
+        verifiers = checkpoint_verifiers(registry, head.time)
+        for text in rec.unverified_checkpoints:
             try:
-                found = find_equivocation(other, signed, verifiers)
+                signed = SignedCheckpoint.from_text(text)
             except CheckpointError:
-                continue
-            if found is not None:
-                report.equivocations.append(found)
-        seen.append(signed)
+                continue  # reported by the replay
+            seen = by_size.setdefault(signed.checkpoint.size, [])
+            for other in seen:
+                try:
+                    found = find_equivocation(other, signed, verifiers)
+                except CheckpointError:
+                    continue
+                if found is not None:
+                    report.equivocations.append(found)
+            seen.append(signed)
+    for size in [s for s in by_size if s < head.log_size]:
+        del by_size[size]
+
+
+# -- signature checks ahead of the replay ------------------------------------------------------
+
+
+_CHUNK = 500
+"""Envelopes per worker task: small blocks are grouped, large ones split."""
+_AHEAD = 6
+"""Tasks in flight per worker while the replay catches up."""
+
+
+class _Batch:
+    __slots__ = ("fut", "raws")
+
+    def __init__(self) -> None:
+        self.raws: list[bytes] = []
+        self.fut: Future[list[bool | str]] | None = None
 
 
 def _prechecked(records: Iterator[BlockRecord], replayer: Replayer,
                 checker: SignatureChecker | None
                 ) -> Iterator[tuple[BlockRecord, list[tuple[Tx, bool] | str] | None]]:
-    """Each record with its envelopes pre-checked by ``checker`` (a few blocks ahead)."""
+    """Each record with its envelopes pre-checked by ``checker``, a few thousand ahead.
+
+    Envelopes go to the workers in tasks of :data:`_CHUNK`, keyed by every key the replayed
+    registries have named so far (a ``True`` needs only kid = hash of key, so a superset is
+    sound; a key added by a block still in the window is checked by the state machine itself).
+    Until the genesis is replayed there is no key at all, so block 0 goes through unchecked.
+    """
     if checker is None:
         for rec in records:
             yield rec, None
         return
-    pending: deque[tuple[BlockRecord, Future[list[bool | str]]]] = deque()
+    pending: deque[tuple[BlockRecord, list[tuple[_Batch, int, int]]]] = deque()
+    known: dict[bytes, bytes] = {}
+    seen_registry: list[Registry | None] = [None]
+    batch = _Batch()
+    queued = 0
+    limit = max(1, checker.workers) * _CHUNK * _AHEAD
 
-    def keys() -> dict[bytes, bytes]:
-        reg = replayer.store.registry
-        return {} if reg is None else {kid: k.raw for kid, k in reg.public_keys.items()}
+    def submit(b: _Batch) -> None:
+        reg = replayer.registry
+        if reg is not None and reg is not seen_registry[0]:
+            known.update((kid, k.raw) for kid, k in reg.public_keys.items())
+            seen_registry[0] = reg
+        assert checker is not None
+        b.fut = checker.submit(b.raws, known)
+
+    def collect(rec: BlockRecord, slices: list[tuple[_Batch, int, int]]
+                ) -> tuple[BlockRecord, list[tuple[Tx, bool] | str]]:
+        nonlocal batch
+        out: list[tuple[Tx, bool] | str] = []
+        for b, lo, hi in slices:
+            if b.fut is None:  # the batch still filling: send it as it is
+                submit(b)
+                if b is batch:
+                    batch = _Batch()
+            assert b.fut is not None
+            verdicts = b.fut.result()
+            for raw, got in zip(b.raws[lo:hi], verdicts[lo:hi], strict=True):
+                out.append(got if isinstance(got, str) else (Tx.from_checked_bytes(raw), got))
+        return rec, out
 
     for rec in records:
-        pending.append((rec, checker.submit(rec.unverified_txs, keys())))
-        if len(pending) >= _WINDOW:
-            yield _collect(*pending.popleft())
+        if replayer.registry is None and not pending:
+            yield rec, None  # the genesis: no key to check against yet
+            continue
+        slices: list[tuple[_Batch, int, int]] = []
+        txs = rec.unverified_txs
+        i = 0
+        while i < len(txs):
+            take = min(_CHUNK - len(batch.raws), len(txs) - i)
+            slices.append((batch, len(batch.raws), len(batch.raws) + take))
+            batch.raws.extend(txs[i:i + take])
+            i += take
+            if len(batch.raws) >= _CHUNK:
+                submit(batch)
+                batch = _Batch()
+        pending.append((rec, slices))
+        queued += len(txs)
+        while pending and queued > limit:
+            done = pending.popleft()
+            queued -= len(done[0].unverified_txs)
+            yield collect(*done)
     while pending:
-        yield _collect(*pending.popleft())
-
-
-def _collect(rec: BlockRecord, fut: Future[list[bool | str]]
-             ) -> tuple[BlockRecord, list[tuple[Tx, bool] | str]]:
-    out: list[tuple[Tx, bool] | str] = []
-    for raw, got in zip(rec.unverified_txs, fut.result(), strict=True):
-        out.append(got if isinstance(got, str) else (Tx.from_checked_bytes(raw), got))
-    return rec, out
+        yield collect(*pending.popleft())
 
 
 # -- signed statements -------------------------------------------------------------------------

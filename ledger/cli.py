@@ -586,9 +586,11 @@ def audit(
 ) -> None:
     """Replay a chain from genesis and report the first broken block, tx or checkpoint.
 
-    With --since, the blocks up to the old checkpoint are replayed silently (still checked) and
-    only the later ones are reported; the old checkpoint must be final at its height and
-    consistent with the head (a fork exits 1 with the expected and found roots).
+    With --since, the log up to the old checkpoint must hash to its root (else: a fork, exit 1
+    with the expected and found roots); the state there is rebuilt from that already audited
+    part without checking its signatures again, the old checkpoint must be final at its height,
+    the later blocks are audited in full and reported, and the old checkpoint must be
+    consistent with the head.
     Exit 0: clean; 1: something is broken (the report names it); 2: the source cannot be read.
     """
     from ledger.audit import AuditError, sign_statement
@@ -982,6 +984,40 @@ def _http(url: str, data: bytes | None = None, content_type: str = "") -> Any:
         _fail(f"the node refused it ({code}): {body.get('detail', e.reason)}")
     except (urllib.error.URLError, OSError, ValueError) as e:
         _fail(f"cannot reach the node at {url}: {e}")
+
+
+@agency_app.command()
+def approvals(
+    node: Annotated[str, typer.Option("--node", help="The agency's node URL")],
+    explain: Annotated[str | None, typer.Option(
+        "--explain", metavar="TXID", help="Explain one decision: inputs, expression, reason "
+                                          "(prints claim values)")] = None,
+) -> None:
+    """List this agency's approval decisions, or explain one (operator token from
+    $LEDGER_OPERATOR_TOKEN)."""
+    token = os.environ.get("LEDGER_OPERATOR_TOKEN", "")
+    if not token:
+        _fail("set $LEDGER_OPERATOR_TOKEN to the node's operator token", 2)
+    if explain is not None and not re.fullmatch(r"[0-9a-f]{64}", explain):
+        _fail("--explain takes a 64-hex-digit approval transaction id", 2)
+    path = "/v1/approvals" + (f"/{explain}/explain" if explain else "")
+    url = node.rstrip("/") + path
+    if not url.startswith(("http://", "https://")):
+        _fail(f"--node must be an http(s) URL, not {node!r}", 2)
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
+            got = json.loads(resp.read())
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        _fail(f"the node at {node} did not answer: {e}")
+    if explain:
+        print(json.dumps(got, indent=2, sort_keys=True))
+        return
+    table = Table("approval tx", "height", "service", "decision", "path", "reasons")
+    for a in got:
+        table.add_row(a["approval_tx"][:16], str(a["height"]), a["service"], a["decision"],
+                      a["path"], ", ".join(a["reasons"]))
+    out.print(table)
 
 
 def _submit_to_node(node: str, data: Path, agency: str, body: dict[str, Any]) -> dict[str, Any]:

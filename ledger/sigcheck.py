@@ -76,6 +76,7 @@ class SignatureChecker:
     """
 
     def __init__(self, workers: int) -> None:
+        self.workers = workers
         self._pool = ProcessPoolExecutor(max_workers=workers,
                                          mp_context=multiprocessing.get_context("spawn"),
                                          initializer=_die_with_parent)

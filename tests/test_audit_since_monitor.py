@@ -9,20 +9,23 @@ import shutil
 import urllib.request
 from pathlib import Path
 
+import plyvel
 import pytest
 from rich.console import Console
 from test_api import serve, settings_for
 from typer.testing import CliRunner
 
+from ledger.archive import export_archive
 from ledger.audit import audit
-from ledger.chain import Head, checkpoint_key
+from ledger.chain import Head, checkpoint_key, entry_key, txid_key
 from ledger.checkpoint import Checkpoint, SignedCheckpoint
 from ledger.cli import ledger_app
 from ledger.finality import sign_checkpoint
 from ledger.keys import PrivateKey, load_private_key
 from ledger.network import Agency, issue_tx
 from ledger.ordering import SoloOrderer
-from ledger.store import Store
+from ledger.store import Store, stored_consistency_proof
+from ledger.tx import Tx
 from node.app import create_app
 from node.demo import NETWORK, run_demo
 
@@ -192,3 +195,125 @@ def test_monitor_live_node(demo: Path, tmp_path: Path) -> None:
 
     r = runner.invoke(ledger_app, ["monitor", "ftp://x", "--once"])
     assert r.exit_code == 2
+
+
+# -- the state at the old checkpoint: what --since checks, and what it leaves to the earlier audit
+
+
+def _flip_signature(data: Path, index: int) -> None:
+    db = plyvel.DB(str(data / "ledger"))
+    raw = bytes(db.get(entry_key(index)))
+    sig = Tx.from_bytes(raw).sigs[0].sig
+    db.put(entry_key(index), raw.replace(sig, sig[:7] + bytes([sig[7] ^ 1]) + sig[8:]))
+    db.close()
+
+
+def test_since_catches_a_tamper_in_the_new_part(
+        extended: tuple[Path, SignedCheckpoint, int]) -> None:
+    data, old, old_height = extended
+    _flip_signature(data, old.checkpoint.size + 1)
+    report = audit(data, now=T0 + 20_000, since=old, workers=2)
+    assert not report.clean
+    p = report.first_broken
+    assert p is not None
+    assert (p.kind, p.tx_index, p.height) == ("tx", old.checkpoint.size + 1, old_height + 2)
+    assert "bad_signature" in p.reason
+    assert report.since_height == old_height
+
+
+def test_since_binds_the_old_part_to_the_old_root(
+        extended: tuple[Path, SignedCheckpoint, int]) -> None:
+    """A changed old entry is not re-verified (its audit is the earlier one), but it can no
+    longer hash to the audited root: the incremental audit reports that, not a clean chain."""
+    data, old, old_height = extended
+    _flip_signature(data, 5)
+    report = audit(data, now=T0 + 20_000, since=old)
+    assert not report.clean
+    p = report.first_broken
+    assert p is not None
+    assert "bad_signature" not in p.reason  # no signature of the old part was checked
+    assert "fork" in p.reason and p.expected == old.checkpoint.root.hex()
+    assert p.height == old_height
+    assert report.blocks_checked == 0
+    full = audit(data, now=T0 + 20_000)
+    assert full.first_broken is not None and "bad_signature" in full.first_broken.reason
+
+
+def _node_range(key: bytes) -> tuple[int, int]:
+    level, index = key[1], int.from_bytes(key[2:], "big")
+    return index << level, (index + 1) << level
+
+
+def test_since_still_compares_old_stored_records(
+        extended: tuple[Path, SignedCheckpoint, int]) -> None:
+    """Old stored records are compared even by the incremental audit (it rebuilds that state
+    anyway): a changed old tx index record, or an old Merkle node that the consistency proof
+    from the old checkpoint to the head is built from, is reported."""
+    data, old, _ = extended
+    size = old.checkpoint.size
+    db = plyvel.DB(str(data / "ledger"))
+    head = Head.from_bytes(bytes(db.get(b"H")))
+    used: list[bytes] = []
+
+    def get(key: bytes) -> bytes | None:
+        used.append(key)
+        v = db.get(key)
+        return None if v is None else bytes(v)
+
+    stored_consistency_proof(get, size, head.log_size)
+    old_only = [k for k in used if _node_range(k)[1] <= size]
+    assert old_only
+    first_tx = Tx.from_bytes(bytes(db.get(entry_key(1))))
+    index_record = bytes(db.get(txid_key(first_tx.txid)))
+    db.put(txid_key(first_tx.txid), bytes(16))
+    db.close()
+    report = audit(data, now=T0 + 20_000, since=old)
+    p = report.first_broken
+    assert p is not None and not report.clean
+    assert (p.kind, p.height) == ("store", 1)  # the height the replayed record names
+    assert p.reason.startswith(f"stored record t/{first_tx.txid.hex()}")
+    assert p.expected == index_record.hex()
+    db = plyvel.DB(str(data / "ledger"))
+    db.put(txid_key(first_tx.txid), index_record)
+    node = bytes(db.get(old_only[0]))
+    db.put(old_only[0], bytes(32))
+    db.close()
+    report = audit(data, now=T0 + 20_000, since=old)
+    p = report.first_broken
+    assert p is not None and not report.clean
+    assert f"n/{old_only[0][1:].hex()}" in p.reason
+    assert (p.expected, p.found) == (node.hex(), "00" * 32)
+
+
+def test_since_replays_only_the_new_part_with_checks(
+        extended: tuple[Path, SignedCheckpoint, int]) -> None:
+    """The old part is rebuilt, not audited: none of its checkpoints is checked again."""
+    data, old, _ = extended
+    db = plyvel.DB(str(data / "ledger"))
+    first = SignedCheckpoint.from_text(bytes(db.get(checkpoint_key(2))))
+    db.put(checkpoint_key(2), SignedCheckpoint(first.checkpoint, first.signatures[:1])
+           .to_text().encode())
+    db.close()
+    report = audit(data, now=T0 + 20_000, since=old)
+    assert report.clean, report.problems
+    assert report.checkpoints_checked == 3 and report.blocks_checked == 3
+    full = audit(data, now=T0 + 20_000)
+    assert not full.clean and full.first_broken is not None
+    assert full.first_broken.kind == "checkpoint"
+    assert full.checkpoints_checked > report.checkpoints_checked
+
+
+def test_since_on_an_archive(extended: tuple[Path, SignedCheckpoint, int],
+                             tmp_path: Path) -> None:
+    data, old, old_height = extended
+    arc = tmp_path / "chain.arc"
+    with Store(data / "ledger", create=False) as store, arc.open("wb") as f:
+        export_archive(store, f)
+    report = audit(arc, now=T0 + 20_000, since=old, workers=2)
+    assert report.clean, report.problems
+    assert (report.since_height, report.blocks_checked, report.txs_checked) == (old_height, 3, 3)
+    forged = SignedCheckpoint(Checkpoint(NETWORK, old.checkpoint.size, bytes(32)))
+    forged = forged.cosign("edu", _key(data, "edu.node.key"))
+    report = audit(arc, now=T0 + 20_000, since=forged)
+    p = report.first_broken
+    assert p is not None and "fork" in p.reason and p.height == old_height
