@@ -60,8 +60,9 @@ from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import plyvel
 
@@ -174,6 +175,8 @@ class AuditReport:
     since: SignedCheckpoint | None = None
     since_height: int | None = None
     """The height of the block whose log size is ``since``'s size (None until found)."""
+    approvals_total: int = 0
+    approvals_rechecked: int = 0
 
     @property
     def first_broken(self) -> Problem | None:
@@ -207,6 +210,8 @@ class AuditReport:
             "first_broken": None if first is None else first.to_json(),
             "problems": [p.to_json() for p in self.problems],
             "equivocations": [e.to_dict() for e in self.equivocations],
+            "approvals": {"total": self.approvals_total, "rechecked": self.approvals_rechecked,
+                          "unchecked": self.approvals_total - self.approvals_rechecked},
         } | ({} if self.since is None else {"since": {
             "size": self.since.checkpoint.size, "root": self.since.checkpoint.root.hex(),
             "height": self.since_height}})
@@ -462,14 +467,18 @@ _RELEASE_EVERY = 10_000
 
 
 def audit(source: Path | str, *, now: int, progress: Progress | None = None,
-          workers: int = 0, since: SignedCheckpoint | None = None) -> AuditReport:
+          workers: int = 0, since: SignedCheckpoint | None = None,
+          evidence: Path | None = None) -> AuditReport:
     """Replay ``source`` (a store / data folder, or an archive file) and report on it.
 
     ``now`` is the audit time written into the report; ``workers`` > 0 pre-checks signatures in
     that many processes; ``since`` (an earlier audited checkpoint) limits the audit to the blocks
     after it (see the module docstring). Raises :class:`AuditError` only if the source cannot be
-    read at all.
+    read at all. ``evidence`` is a folder of the approving agencies' evidence records
+    (``*.ev``, see :class:`Approvals`): each approval is then evaluated again against the rule
+    version in force at its evaluation height, and one without a record is a finding.
     """
+    approvals = Approvals(evidence)
     path = Path(source)
     src: _StoreSource | _ArchiveSource
     if path.is_dir():
@@ -489,7 +498,7 @@ def audit(source: Path | str, *, now: int, progress: Progress | None = None,
             scratch = _Scratch(Path(scratch_dir) / "state")
             try:
                 folders = (Path(scratch_dir),) + ((src.path,) if kind == "store" else ())
-                _run(report, src, scratch, checker, progress, folders)
+                _run(report, src, scratch, checker, progress, folders, approvals)
             finally:
                 scratch.close()
     finally:
@@ -510,10 +519,12 @@ def _agencies_of(kids: tuple[bytes, ...], registry: Registry) -> set[str]:
 
 def _run(report: AuditReport, src: _StoreSource | _ArchiveSource, scratch: _Scratch,
          checker: SignatureChecker | None, progress: Progress | None,
-         folders: tuple[Path, ...]) -> None:
+         folders: tuple[Path, ...], approvals: Approvals) -> None:
     stored = src.stored_records() if isinstance(src, _StoreSource) else None
     try:
-        _replay(report, src, Replayer(scratch), stored, checker, progress, folders)
+        _replay(report, src, Replayer(scratch), stored, checker, progress, folders, approvals)
+        if report.complete:
+            approvals.check(report, scratch)
         if report.complete:
             _finish_store(report, src, scratch, stored, folders)
         if report.complete:
@@ -525,13 +536,17 @@ def _run(report: AuditReport, src: _StoreSource | _ArchiveSource, scratch: _Scra
 
 def _replay(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: Replayer,
             stored: _StoredRecords | None, checker: SignatureChecker | None,
-            progress: Progress | None, folders: tuple[Path, ...]) -> None:
+            progress: Progress | None, folders: tuple[Path, ...],
+            approvals: Approvals) -> None:
     signers: Counter[tuple[bytes, ...]] = Counter()
     """Per block: how many transactions each set of signer kids signed (resolved per block)."""
+    at = [0]
 
     def on_tx(tx: Tx, registry: Registry) -> None:
         report.tx_types[tx.type] += 1
         signers[tuple(s.kid for s in tx.sigs)] += 1
+        if tx.type == "approval":
+            approvals.committed(tx, at[0])
 
     def count_agencies() -> None:
         registry = replayer.store.registry
@@ -557,6 +572,7 @@ def _replay(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: R
     released = replayer.txs
     try:
         for rec, checked in _prechecked(records, replayer, checker):
+            at[0] = rec.height
             try:
                 replayer.apply(rec, checked, stored, compared=_COMPARED)
             except ReplayError as e:
@@ -566,6 +582,7 @@ def _replay(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: R
             finally:
                 count_agencies()
             _equivocations(report, replayer, rec, by_size)
+            approvals.block_done(rec.height, store.registry, store.head)
             report.blocks_checked = rec.height + 1 - first
             report.txs_checked = replayer.txs - base_txs
             if replayer.txs - released >= _RELEASE_EVERY:
@@ -584,6 +601,89 @@ def _replay(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: R
         if replayer.last_checkpoint is not None and replayer.checkpoints > base_cps:
             report.checkpoint = replayer.last_checkpoint.to_text()
     _finish(report, src, replayer)
+
+
+class ApprovalChecker(Protocol):
+    """Re-evaluates one approval (``contracts.audit.check_approval``): None, or raises a
+    :class:`~ledger.errors.LedgerError` saying why the decision does not follow from its rule."""
+
+    def __call__(self, registry_at_h: Registry, view: Any, approval: Tx, evidence: bytes, *,
+                 block_time: int) -> None: ...
+
+
+def approval_checker() -> ApprovalChecker:
+    """The checker named by the ``credledger.approval_checkers`` entry point (``contracts``),
+    found without importing it: ``ledger`` imports none of the packages above it."""
+    for ep in metadata.entry_points(group="credledger.approval_checkers"):
+        checker: ApprovalChecker = ep.load()
+        return checker
+    raise AuditError("no approval checker is installed (the contracts package provides it)")
+
+
+class Approvals:
+    """Approval decisions met in the replay, and the evidence records to re-check them with.
+
+    An evidence folder holds the approving nodes' records (``<data>/approvals/*.ev``: canonical
+    msgpack ``{tx, evidence, …}``; the evidence map names the evaluation ``height``). Registry and
+    block time are kept only for the heights some record names; approvals kept are the ones
+    committed, so memory grows with approvals, not with the chain.
+    """
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self.records: dict[bytes, tuple[bytes, int]] = {}  # txid -> (evidence bytes, height)
+        self.at: dict[int, tuple[Registry, int]] = {}
+        self.found: list[tuple[Tx, int]] = []
+        if folder is None:
+            return
+        if not folder.is_dir():
+            raise AuditError(f"the evidence folder {folder} does not exist")
+        for path in sorted(folder.glob("*.ev")):
+            try:
+                rec = codec.decode(path.read_bytes(), what=f"evidence record {path.name}")
+                tx = Tx.from_bytes(rec["tx"])
+                ev = codec.decode(rec["evidence"], what="evidence")
+                height = int(ev["height"])
+            except (DecodeError, KeyError, TypeError, ValueError, OSError) as e:
+                raise AuditError(f"{path} is not an evidence record: {e}") from e
+            self.records[tx.txid] = (rec["evidence"], height)
+        self.wanted = {h for _, h in self.records.values()}
+
+    def committed(self, tx: Tx, height: int) -> None:
+        self.found.append((tx, height))
+
+    def block_done(self, height: int, registry: Registry | None, head: Head | None) -> None:
+        if self.records and height in self.wanted and registry is not None and \
+                head is not None:
+            self.at[height] = (registry, head.time)
+
+    def check(self, report: AuditReport, view: Any) -> None:
+        report.approvals_total = len(self.found)
+        if self.folder is None or not self.found:
+            return
+        checker = approval_checker()
+        for tx, height in self.found:
+            got = self.records.get(tx.txid)
+            if got is None:
+                report.problems.append(Problem("approval", "no evidence record for this "
+                                               "approval in the evidence folder", height,
+                                               txid=tx.txid.hex()))
+                continue
+            evidence, ev_height = got
+            snap = self.at.get(ev_height)
+            if ev_height >= height or snap is None:
+                report.problems.append(Problem(
+                    "approval", "the evidence names an evaluation height that is not a block "
+                    "before the approval's", height, txid=tx.txid.hex(),
+                    expected=f"< {height}", found=str(ev_height)))
+                continue
+            try:
+                checker(snap[0], view, tx, evidence, block_time=snap[1])
+            except LedgerError as e:
+                report.problems.append(Problem("approval", str(e), height,
+                                               txid=tx.txid.hex()))
+                continue
+            report.approvals_rechecked += 1
 
 
 _COMPARED = b"nr"

@@ -583,6 +583,11 @@ def audit(
         "--since", help="An earlier audited checkpoint (C2SP note file): report only the blocks "
         "after it, once it is shown final and consistent with the head.",
         dir_okay=False)] = None,
+    evidence: Annotated[Path | None, typer.Option(
+        "--evidence", help="A folder of the approving agencies' evidence records "
+        "(<data>/approvals/*.ev): re-evaluate every approval against the rule version in force "
+        "at its evaluation height; an approval without a record is a finding.",
+        file_okay=False)] = None,
 ) -> None:
     """Replay a chain from genesis and report the first broken block, tx or checkpoint.
 
@@ -612,7 +617,7 @@ def audit(
     try:
         with _progress_bar(not as_json) as bar:
             report = run_audit(source, now=_now(), progress=bar, workers=n if n > 1 else 0,
-                               since=old)
+                               since=old, evidence=evidence)
     except AuditError as e:
         _fail(str(e), 2)
     if key is not None and statement_out is not None:
@@ -646,6 +651,12 @@ def _print_audit(report: Any, statement: Path | None) -> None:
     table.add_row("blocks checked", f"{report.blocks_checked} of {report.blocks_total}")
     table.add_row("transactions checked", str(report.txs_checked))
     table.add_row("checkpoints checked", str(report.checkpoints_checked))
+    if report.approvals_total:
+        table.add_row("approvals", f"{report.approvals_total}: {report.approvals_rechecked} "
+                      "re-evaluated against their rule" + (
+                          "" if report.approvals_rechecked == report.approvals_total else
+                          f", {report.approvals_total - report.approvals_rechecked} not "
+                          "(give --evidence)"))
     table.add_row("by type", Text(", ".join(f"{k} {v}" for k, v in
                                             sorted(report.tx_types.items()))))
     table.add_row("by agency", Text(", ".join(f"{k} {v}" for k, v in

@@ -1,0 +1,92 @@
+"""`ledger audit --evidence`: every approval is evaluated again against the rule version in
+force at its evaluation height; a decision that does not follow from its rule is named."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from test_api import PASS
+from test_approval_http import NOW, prepare
+
+from contracts.evidence import Evidence
+from ledger import codec
+from ledger.audit import audit
+from ledger.tx import make_tx
+from node.approvals import Approvals
+from node.service import Node
+
+BIN = Path(sys.executable).parent
+
+
+def _approve_twice(tmp: Path) -> tuple[Path, str, str]:
+    """An honest decision through the node, then a forged one the state machine cannot see
+    through (the agency's own key signs 'rejected' for claims the rule approves)."""
+    data, wallet = prepare(tmp)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service = Approvals(node)
+        pending = service.open_application("business-licence", "https://market.example")
+        answers = wallet.answer([p.request for p in pending], now=NOW)
+        honest = service.apply("business-licence", answers, wallet.holder_jwk())
+        assert (honest.outcome.decision, honest.outcome.path) == ("approved", "fast_track")
+        record = codec.decode(next((data / "approvals").glob("*.ev")).read_bytes(),
+                              max_size=1 << 21)
+        ev = dataclasses.replace(Evidence.from_bytes(record["evidence"]), salt=os.urandom(16))
+        forged = make_tx(node.network, "approval", {
+            "service": "business-licence", "rule_hash": ev.rule_hash, "decision": "rejected",
+            "path": "standard", "reasons": ["scope_not_licensable"], "evidence": ev.digest,
+            "ts": NOW}, [node.issuer_key])
+        receipt = node.orderer.submit(forged).result(timeout=30)
+        (data / "approvals" / f"{receipt.index:012d}-{forged.txid.hex()}.ev").write_bytes(
+            codec.encode({**record, "tx": forged.raw, "evidence": ev.to_bytes()}))
+    finally:
+        node.close()
+    return data, honest.approval.txid.hex(), forged.txid.hex()
+
+
+def test_audit_re_evaluates_approvals_from_the_evidence(tmp_path: Path) -> None:
+    data, honest, forged = _approve_twice(tmp_path)
+    plain = audit(data, now=NOW)
+    assert plain.clean, plain.problems  # without evidence the chain itself is sound...
+    assert (plain.approvals_total, plain.approvals_rechecked) == (2, 0)  # ...but unchecked
+
+    full = audit(data, now=NOW, evidence=data / "approvals")
+    assert not full.clean
+    assert full.approvals_rechecked == 1  # the honest one
+    [problem] = full.problems
+    assert (problem.kind, problem.txid) == ("approval", forged)
+    assert "another decision" in problem.reason
+
+    only_honest = tmp_path / "honest-evidence"
+    only_honest.mkdir()
+    for p in (data / "approvals").glob(f"*{honest}.ev"):
+        shutil.copy(p, only_honest / p.name)
+    partial = audit(data, now=NOW, evidence=only_honest)
+    assert [(p.kind, p.txid) for p in partial.problems] == [("approval", forged)]
+    assert "no evidence record" in partial.problems[0].reason
+
+
+def test_audit_command_with_evidence(tmp_path: Path) -> None:
+    data, _honest, forged = _approve_twice(tmp_path)
+    for p in (data / "approvals").glob(f"*{forged}.ev"):
+        p.unlink()
+    (data / "approvals" / "stray.ev").write_bytes(b"\x00not a record")
+    bad = subprocess.run([str(BIN / "ledger"), "audit", str(data), "--evidence",
+                          str(data / "approvals"), "--json"], capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert bad.returncode == 2 and "not an evidence record" in bad.stderr
+    (data / "approvals" / "stray.ev").unlink()
+    r = subprocess.run([str(BIN / "ledger"), "audit", str(data), "--evidence",
+                        str(data / "approvals"), "--json"], capture_output=True, text=True,
+                       timeout=300, check=False)
+    assert r.returncode == 1, r.stderr
+    report = json.loads(r.stdout)
+    assert report["approvals"] == {"total": 2, "rechecked": 1, "unchecked": 1}
+    assert report["first_broken"]["kind"] == "approval"
+    assert report["first_broken"]["txid"] == forged
