@@ -74,6 +74,9 @@ META_REV = b"xrev"
 """be64 etcd revision of the batch that made the latest block (written with the block)."""
 META_FINAL = b"xfinal"
 """be64 log size of the latest final checkpoint."""
+_PENDING = b"xcp"
+"""+ be64(size): this node's checkpoint for that size while it lacks the quorum. Only *final*
+checkpoints are stored under ``k`` (what auditors and the store's rollback check read)."""
 _EVIDENCE = b"xev"
 _BE = struct.Struct(">Q")
 _RECENT = 100_000  # size → (rev, height) entries kept for pruning decisions
@@ -344,7 +347,7 @@ class EtcdOrderer:
         self.stats.batches_applied += 1
         if result.header is not None and result.head is not None:
             cp = sign_checkpoint(self.network, result.head, [(self.agency, self.node_key)])
-            extra = {checkpoint_key(result.head.log_size): cp.to_text().encode(),
+            extra = {_PENDING + _BE.pack(result.head.log_size): cp.to_text().encode(),
                      META_REV: _BE.pack(rec.create_rev)}
             self.store.write_block(result, extra)
             self.stats.blocks += 1
@@ -443,14 +446,23 @@ class EtcdOrderer:
                 self._merge(size, agency, root, line, writes)
         if not writes:
             return
-        final = max((s for s, cp in writes.items() if s > self.final_size
-                     and self._is_final(s, cp)), default=None)
+        finals = {s: cp for s, cp in writes.items() if s > self.final_size
+                  and self._is_final(s, cp)}
+        records: dict[bytes, bytes | None] = {
+            _PENDING + _BE.pack(s): cp.to_text().encode() for s, cp in writes.items()
+            if s not in finals}
+        if finals:
+            top = max(finals)
+            records[META_FINAL] = _BE.pack(top)
+            for k, _v in self.store.iterate(_PENDING):  # pending below a final one: done
+                if _BE.unpack(k[len(_PENDING):])[0] <= top:
+                    records[k] = None
         # Not synced: merged co-signatures are re-read from etcd after a crash (cosig_rev
         # starts at 0), so losing this write loses nothing that cannot be rebuilt.
-        self.store.put_checkpoints({s: cp.to_text().encode() for s, cp in writes.items()},
-                                   {META_FINAL: _BE.pack(final)} if final else None)
-        if final is not None:
-            self.final_size = final
+        self.store.put_checkpoints({s: cp.to_text().encode() for s, cp in finals.items()},
+                                   records)
+        if finals:
+            self.final_size = max(finals)
 
     def _is_final(self, size: int, cp: SignedCheckpoint) -> bool:
         registry, _ = self._verifiers_at(size)
@@ -482,7 +494,7 @@ class EtcdOrderer:
             return
         ours = writes.get(size)
         if ours is None:
-            ours_text = self.store.checkpoint(size)
+            ours_text = self.store.get(_PENDING + _BE.pack(size)) or self.store.checkpoint(size)
             if ours_text is None:
                 return
             ours = SignedCheckpoint.from_text(ours_text)
@@ -656,15 +668,13 @@ class EtcdOrderer:
                             f"{e}") from e
         for res in results:
             assert res.head is not None
-            ours = sign_checkpoint(self.network, res.head, [(self.agency, self.node_key)])
-            self.store.write_block(res, {checkpoint_key(res.head.log_size):
-                                         ours.to_text().encode()})
+            final = cp.checkpoint.size == res.head.log_size
+            self.store.write_block(res, {
+                checkpoint_key(res.head.log_size): cp.to_text().encode(),
+                META_FINAL: _BE.pack(res.head.log_size)} if final else None)
+            if final:
+                self.final_size = res.head.log_size
             self.stats.synced_blocks += 1
-        self.store.put_checkpoint(cp.checkpoint.size, cp.to_text().encode()) \
-            if cp.checkpoint.size == head.log_size else None
-        if cp.checkpoint.size == head.log_size and head.log_size > self.final_size:
-            self.final_size = head.log_size
-            self.store.put_records({META_FINAL: _BE.pack(head.log_size)})
 
     # -- status and lifecycle --
     def status(self) -> dict[str, Any]:

@@ -249,3 +249,19 @@ def test_a_new_agency_admitted_by_governance_joins_and_catches_up(net: Net) -> N
     net.wait_until("its co-signature counts", lambda: "market" in {
         s.name for s in _final(net, "civil").signatures})
     assert _all_block_hashes(net, "market") == _all_block_hashes(net, "civil")
+
+
+def test_a_cluster_nodes_store_audits_clean(net: Net) -> None:
+    # Only quorum-final checkpoints are kept as checkpoints; pending ones are bookkeeping.
+    from ledger.audit import audit
+
+    net.wait_until("final catches up", lambda: net.health("edu")["final_log_size"] ==
+                   net.health("edu")["log_size"])
+    net.cluster.kill_node("edu")
+    try:
+        report = audit(net.folder / "edu" / "data", now=int(time.time()))
+        assert report.clean, report.problems
+        assert report.checkpoints_checked > 0
+    finally:
+        net.cluster.restart("edu", etcd=False)
+    net.wait_until("edu back", net.converged)
