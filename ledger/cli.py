@@ -834,9 +834,11 @@ def issue(
     agency: AgencyOpt,
     kind: Annotated[str, typer.Option("--type", help="The registered credential type.")],
     claims_file: Annotated[Path, typer.Option("--claims", help="The claims (JSON object).")],
-    holder_jwk_file: Annotated[Path, typer.Option("--holder-jwk",
-                                                  help="The holder's public key (JWK JSON).")],
-    out_file: Annotated[Path, typer.Option("--out", help="Where to write the holder's bundle.")],
+    holder_jwk_files: Annotated[list[Path], typer.Option(
+        "--holder-jwk", help="The holder's public key (JWK JSON). Repeat with a fresh key per "
+        "copy to issue a batch of unlinkable copies (own salts, key, id, status index).")],
+    out_file: Annotated[Path, typer.Option("--out", help="Where to write the holder's bundle "
+                                           "(with several copies: <stem>-<n><suffix>).")],
     valid_days: Annotated[int, typer.Option(help="Days the credential is valid.",
                                             min=1, max=100 * 366)] = 365,
     as_json: AsJson = False,
@@ -848,13 +850,25 @@ def issue(
     never printed and never reach the ledger.
     """
     claims = _read_json_object(claims_file, "claims")
-    holder_jwk = _read_json_object(holder_jwk_file, "holder JWK")
-    try:
-        sdjwt.public_key_from_jwk(holder_jwk)
-    except sdjwt.JwkError as e:
-        _fail(f"the holder JWK in {holder_jwk_file} is not usable: {e}", 2)
-    _check_out(out_file)
+    holder_jwks = [_read_json_object(f, "holder JWK") for f in holder_jwk_files]
+    seen: set[str] = set()
+    for jwk, path in zip(holder_jwks, holder_jwk_files, strict=True):
+        try:
+            sdjwt.public_key_from_jwk(jwk)
+        except sdjwt.JwkError as e:
+            _fail(f"the holder JWK in {path} is not usable: {e}", 2)
+        ident = json.dumps(jwk, sort_keys=True)
+        if ident in seen:
+            _fail(f"{path} repeats a holder key: each copy needs its own (a shared key links "
+                  "the copies)", 2)
+        seen.add(ident)
+    outs = [out_file] if len(holder_jwks) == 1 else [
+        out_file.with_name(f"{out_file.stem}-{n}{out_file.suffix}")
+        for n in range(1, len(holder_jwks) + 1)]
+    for o in outs:
+        _check_out(o)
     now = _now()
+    results = []
     with _open(data) as store:
         registry = store.registry
         if registry is None:  # _open checked; for the type checker
@@ -871,41 +885,49 @@ def issue(
         if not registry.grant_covers(agency, kind, now):
             _fail(f"{agency!r} holds no grant to issue {kind!r} now")
         issuer_key, signers = _agency_keys(data, registry, agency, now)
-        for _ in range(32):
-            index = secrets.randbelow(STATUS_LIST_SIZE)
-            if store.get(index_key(agency, kind, index)) is not None:
-                continue  # used before: draw again (indexes are never reused)
+        for holder_jwk, target in zip(holder_jwks, outs, strict=True):
+            cred, receipt = _issue_one(store, registry, signers, issuer_key, agency, kind,
+                                       claims, holder_jwk, now, valid_days)
             try:
-                cred = issue_credential(registry=registry, agency=agency,
-                                        issuer_key=issuer_key, kind=kind, claims=claims,
-                                        holder_jwk=holder_jwk, now=now,
-                                        valid_for=valid_days * 86400, status_index=index)
-                receipt = _commit(store, signers, cred.anchor)
-            except TxRejected as e:
-                if e.code == "status_index_used":
-                    continue
-                _fail(f"the ledger rejected the anchor ({e.code}): {e.message}")
-            except LedgerError as e:  # ClaimError, no grant, key not valid, orderer failure
-                _fail(str(e))
-            break
-        else:
-            _fail(f"no free status index of {agency}/{kind} found in 32 draws")
-        try:
-            bundle = bundle_from_store(store, receipt.index, cred.sd_jwt.serialize())
-        except LedgerError as e:
-            _fail(f"the anchor was committed but cannot be proven: {e}")
-    _write_file(out_file, bundle.to_bytes(), 0o600)
-    result = {"credential_id": cred.credential_id.hex(), "txid": receipt.txid.hex(),
-              "leaf_index": receipt.index, "height": receipt.height, "agency": agency,
-              "type": kind, "status_index": cred.status_index, "valid_until": now +
-              valid_days * 86400, "bundle": str(out_file)}
+                bundle = bundle_from_store(store, receipt.index, cred.sd_jwt.serialize())
+            except LedgerError as e:
+                _fail(f"the anchor was committed but cannot be proven: {e}")
+            _write_file(target, bundle.to_bytes(), 0o600)
+            results.append({"credential_id": cred.credential_id.hex(),
+                            "txid": receipt.txid.hex(), "leaf_index": receipt.index,
+                            "height": receipt.height, "agency": agency, "type": kind,
+                            "status_index": cred.status_index,
+                            "valid_until": now + valid_days * 86400, "bundle": str(target)})
     if as_json:
-        print(json.dumps(result))
+        print(json.dumps(results[0] if len(results) == 1 else results))
         return
-    out.print(Text(f"issued a {kind!r} credential by {agency!r}; bundle → {out_file}"),
-              soft_wrap=True)
-    for name in ("credential_id", "txid", "leaf_index", "height"):
-        out.print(Text(f"  {name}: {result[name]}"), soft_wrap=True)
+    for result in results:
+        out.print(Text(f"issued a {kind!r} credential by {agency!r}; bundle → "
+                       f"{result['bundle']}"), soft_wrap=True)
+        for name in ("credential_id", "txid", "leaf_index", "height"):
+            out.print(Text(f"  {name}: {result[name]}"), soft_wrap=True)
+
+
+def _issue_one(store: Store, registry: Registry, signers: Any, issuer_key: PrivateKey,
+               agency: str, kind: str, claims: dict[str, Any], holder_jwk: dict[str, Any],
+               now: int, valid_days: int) -> tuple[Any, Receipt]:
+    """Issue and anchor one copy, drawing a fresh status index until one is free."""
+    for _ in range(32):
+        index = secrets.randbelow(STATUS_LIST_SIZE)
+        if store.get(index_key(agency, kind, index)) is not None:
+            continue  # used before: draw again (indexes are never reused)
+        try:
+            cred = issue_credential(registry=registry, agency=agency, issuer_key=issuer_key,
+                                    kind=kind, claims=claims, holder_jwk=holder_jwk, now=now,
+                                    valid_for=valid_days * 86400, status_index=index)
+            return cred, _commit(store, signers, cred.anchor)
+        except TxRejected as e:
+            if e.code == "status_index_used":
+                continue
+            _fail(f"the ledger rejected the anchor ({e.code}): {e.message}")
+        except LedgerError as e:  # ClaimError, no grant, key not valid, orderer failure
+            _fail(str(e))
+    _fail(f"no free status index of {agency}/{kind} found in 32 draws")
 
 
 class NewStatus(StrEnum):

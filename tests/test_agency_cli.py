@@ -271,3 +271,28 @@ def test_status_bad_input(demo: Path) -> None:
     r = _status(demo, "00" * 32, "revoked", agency="police")
     assert r.returncode == 2
     assert "unknown agency 'police'" in r.stderr
+
+
+def test_issue_a_batch_of_unlinkable_copies(demo: Path, files: Path, tmp_path: Path) -> None:
+    keys = [PrivateKey(hashlib.sha256(b"copy-%d" % i).digest()) for i in range(3)]
+    jwks = []
+    for i, k in enumerate(keys):
+        jwks.append(tmp_path / f"copy{i}.jwk.json")
+        jwks[-1].write_text(json.dumps(sdjwt.jwk_from_ed25519(k.public.raw)))
+    args = [a for j in jwks for a in ("--holder-jwk", str(j))]
+    r = _run("agency", "issue", "--data", str(demo), "--agency", "civil", "--type",
+             "residence", "--claims", str(files / "claims.json"), *args, "--out",
+             str(tmp_path / "copy.bundle"), "--json")
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout)
+    assert [g["bundle"] for g in got] == [str(tmp_path / f"copy-{n}.bundle") for n in (1, 2, 3)]
+    assert len({g["credential_id"] for g in got}) == 3
+    assert len({g["status_index"] for g in got}) == 3
+    bundles = [Bundle.from_bytes((tmp_path / f"copy-{n}.bundle").read_bytes()) for n in (1, 2, 3)]
+    salts = [set(d.split("~")[1:-1]) for d in (b.sd_jwt for b in bundles)]
+    assert not (salts[0] & salts[1]) and not (salts[1] & salts[2])  # no shared disclosure
+    again = _run("agency", "issue", "--data", str(demo), "--agency", "civil", "--type",
+                 "residence", "--claims", str(files / "claims.json"), "--holder-jwk",
+                 str(jwks[0]), "--holder-jwk", str(jwks[0]), "--out",
+                 str(tmp_path / "dup.bundle"))
+    assert again.returncode == 2 and "repeats a holder key" in again.stderr
