@@ -115,6 +115,9 @@ class StatusList:
 
     bits: int
     data: bytes = field(repr=False)
+    # encode()'s result, computed once: level-9 ZLIB of a sparse 2^20-entry list takes about 2 s
+    # here, and a node serves the same list object until it changes (ADR 23). Not compared.
+    _lst: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_bits(self.bits)
@@ -177,7 +180,9 @@ class StatusList:
     def encode(self) -> dict[str, Any]:
         """``{"bits": bits, "lst": base64url(zlib level 9 (data))}`` exactly as the draft's
         generator makes it (its appendix vectors reproduce byte for byte)."""
-        return {"bits": self.bits, "lst": _b64url_encode(zlib.compress(self.data, _ZLIB_LEVEL))}
+        if not self._lst:  # a race computes it twice, the same value: harmless
+            self._lst.append(_b64url_encode(zlib.compress(self.data, _ZLIB_LEVEL)))
+        return {"bits": self.bits, "lst": self._lst[0]}
 
     @classmethod
     def decode(cls, unverified: object, *,

@@ -23,7 +23,7 @@ from ledger.credentials import STATUS_LIST_SIZE, issue_credential, status_list_u
 from ledger.errors import LedgerError, StoreError, TxRejected
 from ledger.finality import checkpoint_verifiers, sign_checkpoint
 from ledger.keys import PrivateKey, load_private_key
-from ledger.offline import store_status_list
+from ledger.offline import StatusListCache
 from ledger.ordering import Receipt, SoloOrderer
 from ledger.presentation import Bundle, Report, Request, Verifier, bundle_from_store
 from ledger.state import Registry, index_key
@@ -97,7 +97,7 @@ class Node:
             self.store.close()
             raise LedgerError(f"no current node key of {agency!r} in {keys}")
         self._requests: dict[str, PendingRequest] = {}
-        self._lists: dict[str, tuple[int, StatusList | None]] = {}
+        self._lists = StatusListCache(self.store)  # decoded lists, updated per block (ADR 23)
         self._verifier: Verifier | None = None
         self._lock = threading.Lock()
         self.replicated: EtcdOrderer | None = None
@@ -344,14 +344,10 @@ class Node:
             del self._requests[nonce]
 
     def status_list(self, uri: str) -> StatusList | None:
-        """The current list behind ``uri``, rebuilt from the store only after a new block."""
-        height = self._head().height
-        hit = self._lists.get(uri)
-        if hit is not None and hit[0] == height:
-            return hit[1]
-        lst = store_status_list(self.store, uri)
-        self._lists[uri] = (height, lst)
-        return lst
+        """The current list behind ``uri``: read from the store once, then brought up to date
+        with the status changes of each new block (ADR 23), never rebuilt per request."""
+        self._head()  # a node without a chain has no lists (raises like the other reads)
+        return self._lists.get(uri)
 
     def _current_verifier(self) -> Verifier:
         registry = self._registry()

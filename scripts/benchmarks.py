@@ -5,12 +5,21 @@ ingest   solo durable ingest of signed ``issue`` transactions (submit → receip
          inclusion-proof time on a store of ``--proof-size`` entries after a cold open.
 http     verified presentations per second through POST /v1/verify on a local uvicorn under
          a bounded load (8 client threads, 600 requests) as a ratio to in-process verification.
-audit    replay audit (ledger.audit, both cores) of the cached --proof-size chain as a ratio
-         to one core's verify rate, and peak memory.
+audit    replay audit (ledger.audit, both cores) of a cached --proof-size chain as a ratio
+         to one core's verify rate, CPU per transaction, and peak memory; with --since-blocks,
+         also `audit --since` a checkpoint that many blocks back vs. the full audit.
 present  full presentation-envelope verification per second (checkpoint quorum, inclusion,
          anchor, issuer authority, SD-JWT+KB, status) as a ratio to the `sd-jwt` reference
          verifier's SD-JWT+KB verification of the same credential; envelope size for 3 of 10
          claims disclosed.
+approve  licence-rule decisions per second (scripts/bench_approve.py).
+cluster  a 3-agency etcd network on this machine (scripts/bench_cluster.py).
+proofs   inclusion/consistency proofs after a cold open on chaingen chains of 1M and 10M
+         entries vs pymerkle's SQLite backend at 1M (scripts/bench_scale.py).
+scale    per chain size 1k..10M: cold open, proofs, status lists, durable ingest ratio, peak
+         memory (scripts/bench_scale.py).
+all      every benchmark above, one JSON file of all results, and docs/bench-scale.png
+         (scripts/bench_all.py).
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ledger import merkle
-from ledger.chain import build_block, build_genesis
+from ledger.chain import Head, build_block, build_genesis
 from ledger.network import Agency, demo_agency, genesis_tx, governance_tx, issue_tx
 from ledger.ordering import SoloOrderer
 from ledger.store import Store
@@ -367,55 +376,139 @@ def bench_http(n: int = 600, concurrency: int = 8) -> dict[str, float]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def bench_audit(path: Path) -> dict[str, float]:
+def bench_audit(path: Path, since_blocks: int = 0) -> dict[str, float]:
     """Replay audit of the store at ``path`` (built by the proofs figure) with both cores."""
     import resource
 
     from ledger.audit import audit
 
+    peak = {"RssAnon": 0, "RssFile": 0}
+
+    def sample() -> None:
+        """Resident memory by kind (Linux): anonymous vs. file-backed (mapped LevelDB tables)."""
+        try:
+            lines = Path("/proc/self/status").read_text().splitlines()
+        except OSError:
+            return
+        for line in lines:
+            name, _, value = line.partition(":")
+            if name in peak:
+                peak[name] = max(peak[name], int(value.split()[0]))
+
     with _progress() as progress:
         task = progress.add_task("auditing", total=None)
+        ticks = [0]
 
         def tick(done: int, total: int, txs: int) -> None:
             progress.update(task, completed=txs, total=None)
+            ticks[0] += 1
+            if ticks[0] % 8 == 0:
+                sample()
 
         before = verify_rate(1.0)
+        cpu0 = (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+            resource.RUSAGE_CHILDREN))
         start = time.perf_counter()
         report = audit(path, now=int(time.time()), progress=tick, workers=os.cpu_count() or 2)
         elapsed = time.perf_counter() - start
+        cpu1 = (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+            resource.RUSAGE_CHILDREN))
         after = verify_rate(1.0)
+    main_cpu, workers_cpu = (b.ru_utime + b.ru_stime - a.ru_utime - a.ru_stime
+                             for a, b in zip(cpu0, cpu1, strict=True))
     if not report.clean:
-        raise SystemExit(f"the bench chain did not audit clean: {report.to_json()}")
+        raise SystemExit(f"the bench chain did not audit clean (a chain cached by an older "
+                         f"version? delete {path} to rebuild it): {report.to_json()}")
     txs = report.txs_checked
     me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     ref = (before + after) / 2
-    return {"audit_txs": txs, "audit_tx_per_s": txs / elapsed, "audit_ratio": txs / elapsed / ref,
-            "audit_ref_verify_per_s": ref, "audit_peak_rss_mib": me,
-            "audit_worker_peak_rss_mib": kids}
+    sample()
+    got = {"audit_txs": txs, "audit_tx_per_s": txs / elapsed, "audit_ratio": txs / elapsed / ref,
+           "audit_seconds": elapsed, "audit_ref_verify_per_s": ref, "audit_peak_rss_mib": me,
+           "audit_main_cpu_us_per_tx": main_cpu / max(txs, 1) * 1e6,
+           "audit_workers_cpu_us_per_tx": workers_cpu / max(txs, 1) * 1e6,
+           "audit_sampled_peak_anon_mib": peak["RssAnon"] / 1024,
+           "audit_sampled_peak_file_mib": peak["RssFile"] / 1024,
+           "audit_worker_peak_rss_mib": kids}
+    if since_blocks:
+        got |= bench_audit_since(path, since_blocks, elapsed)
+    return got
+
+
+def bench_audit_since(path: Path, blocks: int, full_seconds: float) -> dict[str, float]:
+    """``audit --since`` a checkpoint ``blocks`` blocks before the head, vs. the full audit."""
+    from ledger.audit import audit
+    from ledger.finality import sign_checkpoint
+    from ledger.network import demo_agency
+
+    with Store(path) as store:
+        head = store.head
+        if head is None or head.height <= blocks:
+            raise SystemExit(f"the bench chain has fewer than {blocks + 1} blocks")
+        old = store.block(head.height - blocks)
+    old_head = Head(old.height, old.hash, old.log_size, old.log_root, old.time)
+    signers = [(a, demo_agency(a, "", "bench").node_key) for a in ("edu", "civil")]
+    cp = sign_checkpoint(NET, old_head, signers)
+    start = time.perf_counter()
+    report = audit(path, now=int(time.time()), workers=os.cpu_count() or 2, since=cp)
+    elapsed = time.perf_counter() - start
+    if not report.clean:
+        raise SystemExit(f"the incremental audit was not clean: {report.to_json()}")
+    return {"since_new_txs": report.txs_checked, "since_seconds": elapsed,
+            "since_speedup": full_seconds / elapsed}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["ingest", "present", "http", "audit"],
-                    help="which benchmark to run")
+    ap.add_argument("what", choices=["ingest", "present", "http", "audit", "approve", "cluster",
+                                     "proofs", "scale", "all"],
+                    help="which benchmark to run (proofs, scale, all: scripts/bench_scale.py, "
+                         "scripts/bench_all.py)")
     ap.add_argument("--n", type=int, default=40_000, help="transactions to ingest (40000)")
     ap.add_argument("--proof-size", type=int, default=1_000_000,
                     help="log size for the proof figure (1000000; 0 skips)")
     ap.add_argument("--cache", type=Path, default=Path(".bench"),
                     help="folder that keeps the big proof store between runs (.bench)")
+    ap.add_argument("--since-blocks", type=int, default=0,
+                    help="audit: also time `audit --since` a checkpoint that many blocks before "
+                         "the head (0 skips)")
     ap.add_argument("--json", action="store_true", help="print machine-readable results")
+    ap.add_argument("--sizes", default=None,
+                    help="proofs/scale: comma-separated chain sizes (proofs: 1000000,10000000; "
+                         "scale: 1000,...,10000000)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="all: the JSON file of every result (.bench/all-<time>.json)")
     args = ap.parse_args()
 
+    if args.what in ("proofs", "scale", "all"):  # scripts/bench_scale.py, scripts/bench_all.py
+        from bench_all import dispatch
+        dispatch(args)
+        return
+
+    if args.what == "cluster":  # scripts/bench_cluster.py
+        from bench_cluster import bench_cluster
+        from bench_cluster import report as cluster_report
+        err.print("starting a 3-agency etcd cluster on 127.0.0.1 …")
+        got_c = bench_cluster(verify_rate, n=min(args.n, 12_000))
+        print(json.dumps(got_c, indent=2)) if args.json else cluster_report(got_c)
+        return
+    if args.what == "approve":  # scripts/bench_approve.py
+        from bench_approve import bench_approve, report
+        got = bench_approve(verify_rate)
+        print(json.dumps(got, indent=2)) if args.json else report(got)
+        return
     if args.what == "audit":
         size = args.proof_size or 1_000_000
-        path = args.cache / f"proofs-{size}"
+        # Its own chain, not the proof figure's: the audit compares every stored record with the
+        # replay, so a chain cached by an older state format would not audit clean.
+        path = args.cache / f"audit-chain-{size}"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             build_big_store(path, size)
         err.print(f"replaying the {size:,}-entry chain in {path} …")
-        got = bench_audit(path)
+        got = bench_audit(path, args.since_blocks)
         if args.json:
             print(json.dumps(got, indent=2))
             return
@@ -423,7 +516,17 @@ def main() -> None:
         print(f"reference  one core VerifyKey.verify         {ref_rate:10,.0f} /s")
         print(f"audit      replay of {int(got['audit_txs']):,} txs             "
               f"{rate:10,.0f} /s   ratio {got['audit_ratio']:.2f}  (target >= 1.6)")
-        print(f"audit      peak RSS: auditor {got['audit_peak_rss_mib']:.0f} MiB, "
+        print(f"audit      CPU per tx: auditor {got['audit_main_cpu_us_per_tx']:.0f} us, "
+              f"workers {got['audit_workers_cpu_us_per_tx']:.0f} us (one verify: "
+              f"{1e6 / ref_rate:.0f} us)")
+        if args.since_blocks:
+            print(f"audit      --since {args.since_blocks} blocks back: "
+                  f"{int(got['since_new_txs']):,} new txs in {got['since_seconds']:.1f} s "
+                  f"vs {got['audit_seconds']:.1f} s for the full audit "
+                  f"({got['since_speedup']:.1f}x faster)")
+        print(f"audit      peak RSS: auditor {got['audit_peak_rss_mib']:.0f} MiB (sampled: "
+              f"{got['audit_sampled_peak_anon_mib']:.0f} anonymous, "
+              f"{got['audit_sampled_peak_file_mib']:.0f} file-backed), "
               f"largest worker {got['audit_worker_peak_rss_mib']:.0f} MiB")
         return
     if args.what == "http":

@@ -1,0 +1,138 @@
+"""The node's status lists are updated per block (ADR 23), never rebuilt per request: the
+incremental lists must equal a full rebuild from the store, byte for byte, at every head."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from typing import Any
+
+from conftest import DAY, T0
+
+from ledger.credentials import STATUS_LIST_SIZE, status_list_uri
+from ledger.network import Agency, issue_tx, status_tx
+from ledger.offline import StatusListCache, store_status_list
+
+TYPES = ("degree", "diploma")
+
+
+def _setup(ledger: Any, agencies: dict[str, Agency]) -> None:
+    signers = [agencies["reg"], agencies["edu"]]
+    for kind in TYPES:
+        spec = {"id": kind, "title": kind.title(), "claims": {"level": "string"}, "derived": {}}
+        ledger.govern("register_type", {"type": spec}, signers, T0 + 1)
+        for who in ("edu", "tax"):
+            ledger.govern("grant", {"agency": who, "type": kind, "from": T0,
+                                    "until": T0 + 1000 * DAY}, signers, T0 + 1)
+
+
+def _same(cache: StatusListCache, ledger: Any, uris: list[str]) -> None:
+    for uri in uris:
+        full = store_status_list(ledger.store, uri)
+        got = cache.get(uri)
+        if full is None:
+            assert got is None, uri
+        else:
+            assert got is not None, uri
+            assert got.data == full.data, uri
+
+
+def test_incremental_lists_equal_full_rebuild(ledger: Any, agencies: dict[str, Agency]) -> None:
+    _setup(ledger, agencies)
+    rng = random.Random(8)
+    issuers = [agencies["edu"], agencies["tax"]]
+    uris = [status_list_uri(ledger.net, a.id, k) for a in issuers for k in TYPES]
+    uris.append(status_list_uri(ledger.net, "reg", "degree"))  # never anchored: None
+    cache = StatusListCache(ledger.store)
+    small = StatusListCache(ledger.store, rebuild_after=40)  # exercises the rescan path
+    _same(cache, ledger, uris[:1])  # one list read before anything is anchored
+    issued: list[tuple[Agency, bytes, str]] = []  # (issuer, credential id, status)
+    used: set[tuple[str, str, int]] = set()
+    n = 0
+    for block in range(12):
+        t = T0 + 10 + block
+        txs = []
+        for _ in range(rng.randrange(5, 30)):
+            a, kind = rng.choice(issuers), rng.choice(TYPES)
+            index = rng.randrange(STATUS_LIST_SIZE) if rng.random() < 0.9 else \
+                STATUS_LIST_SIZE + rng.randrange(1000)  # beyond the list: left out of it
+            if (a.id, kind, index) in used:
+                continue
+            used.add((a.id, kind, index))
+            cid = hashlib.sha256(b"incremental-%d" % n).digest()
+            n += 1
+            txs.append(issue_tx(ledger.net, a, cid, kind, index, T0, T0 + 900 * DAY, t))
+            issued.append((a, cid, "valid"))
+        # random legal status changes of earlier credentials (some twice in one block)
+        for _ in range(rng.randrange(0, 15)):
+            if not issued:
+                break
+            k = rng.randrange(len(issued))
+            a, cid, status = issued[k]
+            nxt = {"valid": ["suspended", "revoked"], "suspended": ["valid", "revoked"],
+                   "revoked": []}[status]
+            if not nxt:
+                continue
+            new = rng.choice(nxt)
+            txs.append(status_tx(ledger.net, a, cid, new, "test", t + len(txs)))
+            issued[k] = (a, cid, new)
+        r = ledger.commit(txs, t)
+        assert not r.rejected, [(e.code, e.message) for _, e in r.rejected]
+        if block % 3 != 1:  # skip some heads: a later request catches up several blocks
+            _same(cache, ledger, uris[:2 + block // 4])  # lists join the cache over time
+            _same(small, ledger, uris)
+    _same(cache, ledger, uris)
+    assert cache.blocks_applied > 0  # it really caught up block by block
+    assert cache.full_reads == len(uris)  # each list was read from the store once only
+    assert small.full_reads > len(uris)
+
+
+def test_cache_survives_reopen(ledger: Any, agencies: dict[str, Agency]) -> None:
+    """A fresh cache on a reopened store starts from a full read and agrees with it."""
+    _setup(ledger, agencies)
+    edu = agencies["edu"]
+    cid = hashlib.sha256(b"reopen").digest()
+    ledger.commit([issue_tx(ledger.net, edu, cid, "degree", 77, T0, T0 + DAY, T0 + 5)], T0 + 5)
+    ledger.commit([status_tx(ledger.net, edu, cid, "revoked", "test", T0 + 6)], T0 + 6)
+    store = ledger.reopen()
+    uri = status_list_uri(ledger.net, "edu", "degree")
+    lst = StatusListCache(store).get(uri)
+    assert lst is not None
+    assert lst.get(77) == 1
+    assert lst.data == store_status_list(store, uri).data  # type: ignore[union-attr]
+
+
+def test_unchanged_list_is_served_as_the_same_object(ledger: Any,
+                                                     agencies: dict[str, Agency]) -> None:
+    """A block that does not touch a list keeps its object, so its encoding is reused."""
+    _setup(ledger, agencies)
+    edu, tax = agencies["edu"], agencies["tax"]
+    ledger.commit([issue_tx(ledger.net, edu, bytes(32), "degree", 5, T0, T0 + DAY, T0 + 5),
+                   issue_tx(ledger.net, tax, bytes(31) + b"\x01", "diploma", 6, T0, T0 + DAY,
+                            T0 + 5)], T0 + 5)
+    cache = StatusListCache(ledger.store)
+    degree = status_list_uri(ledger.net, "edu", "degree")
+    diploma = status_list_uri(ledger.net, "tax", "diploma")
+    first, other = cache.get(degree), cache.get(diploma)
+    ledger.commit([status_tx(ledger.net, tax, bytes(31) + b"\x01", "suspended", "t", T0 + 6)],
+                  T0 + 6)
+    assert cache.get(degree) is first
+    changed = cache.get(diploma)
+    assert changed is not other
+    assert changed is not None
+    assert changed.get(6) == 2
+
+
+def test_status_values_are_status_entries(ledger: Any, agencies: dict[str, Agency]) -> None:
+    """The chunked, key-ordered read gives exactly the pairs of the plain one."""
+    _setup(ledger, agencies)
+    edu = agencies["edu"]
+    txs = [issue_tx(ledger.net, edu, hashlib.sha256(b"sv-%d" % i).digest(), "degree", 97 * i,
+                    T0, T0 + DAY, T0 + 5) for i in range(50)]
+    txs += [status_tx(ledger.net, edu, hashlib.sha256(b"sv-%d" % i).digest(), "revoked", "t",
+                      T0 + 6) for i in range(0, 50, 7)]
+    ledger.commit(txs, T0 + 6)
+    want = sorted(ledger.store.status_entries("edu", "degree"))
+    assert len(want) == 50
+    for chunk in (1, 7, 1000):
+        assert sorted(ledger.store.status_values("edu", "degree", chunk=chunk)) == want
