@@ -448,9 +448,12 @@ class EtcdOrderer:
             return
         finals = {s: cp for s, cp in writes.items() if s > self.final_size
                   and self._is_final(s, cp)}
+        # a late co-signature on a checkpoint that is final already is added to it in place
+        known = {s: cp for s, cp in writes.items() if s not in finals and s <= self.final_size
+                 and self.store.checkpoint(s) is not None}
         records: dict[bytes, bytes | None] = {
             _PENDING + _BE.pack(s): cp.to_text().encode() for s, cp in writes.items()
-            if s not in finals}
+            if s not in finals and s not in known}
         if finals:
             top = max(finals)
             records[META_FINAL] = _BE.pack(top)
@@ -459,8 +462,8 @@ class EtcdOrderer:
                     records[k] = None
         # Not synced: merged co-signatures are re-read from etcd after a crash (cosig_rev
         # starts at 0), so losing this write loses nothing that cannot be rebuilt.
-        self.store.put_checkpoints({s: cp.to_text().encode() for s, cp in finals.items()},
-                                   records)
+        self.store.put_checkpoints({s: cp.to_text().encode()
+                                    for s, cp in (finals | known).items()}, records)
         if finals:
             self.final_size = max(finals)
 
