@@ -94,6 +94,9 @@ class Tx:
     @classmethod
     def from_bytes(cls, unverified: bytes) -> Tx:
         """Parse envelope bytes: canonical, closed schema, known type; raises DecodeError."""
+        fast = _fast_parse(unverified)
+        if fast is not None:
+            return fast
         env = Fields(codec.decode(unverified, max_size=MAX_TX_SIZE, what="tx"), "tx")
         env.int("v", lo=1, hi=1)
         payload = env.bytes("payload", max_len=MAX_TX_SIZE)
@@ -149,6 +152,125 @@ class Tx:
         """JSON-friendly view (bytes as hex) for APIs and explorers."""
         return {"txid": self.txid.hex(), "net": self.net, "type": self.type,
                 "body": _jsonable(self.body), "signers": [s.kid.hex() for s in self.sigs]}
+
+
+# --- the fast path of Tx.from_bytes (ADR 25) ------------------------------------------------
+#
+# Most transactions are flat `issue`, `status` and `credit` envelopes. For those, exact key lists,
+# exact types and a C re-encode check replace the generic hooks and Fields readers. It accepts a
+# subset of what the strict path accepts, with the same result; anything else returns None and
+# the strict path gives the precise error. tests/test_tx_fastpath.py compares both.
+
+_ENV_KEYS = ["payload", "sigs", "v"]
+_PAYLOAD_KEYS = ["body", "net", "type"]
+_SIG_KEYS = ["kid", "sig"]
+_ISSUE_KEYS = sorted(["credential_id", "issuer", "type", "valid_from", "valid_until",
+                      "status_index", "ts"])
+_STATUS_KEYS = sorted(["credential_id", "status", "reason", "ts"])
+_CREDIT_KEYS = sorted(["subject", "category", "points", "reason", "date", "expiry", "ts"])
+_CREDIT_KEYS_W = sorted([*_CREDIT_KEYS, "withdraws"])
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ValueError("extension type")
+
+
+def _unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, ext_hook=_no_ext, max_bin_len=MAX_TX_SIZE,
+                           max_str_len=MAX_TX_SIZE, max_array_len=MAX_TX_SIZE,
+                           max_map_len=MAX_TX_SIZE)
+
+
+def _is_ident(v: object) -> bool:
+    return type(v) is str and len(v) <= 64 and _ID.match(v) is not None
+
+
+def _is_time(v: object) -> bool:
+    return type(v) is int and 0 <= v <= _MAX_TIME
+
+
+def _is_b32(v: object) -> bool:
+    return type(v) is bytes and len(v) == 32
+
+
+def _fast_body(kind: str, b: dict[str, Any]) -> dict[str, Any] | None:
+    keys = list(b)
+    if kind == "issue":
+        if (keys != _ISSUE_KEYS or not _is_b32(b["credential_id"]) or not _is_ident(b["issuer"])
+                or not _is_ident(b["type"]) or not _is_time(b["valid_from"])
+                or not _is_time(b["valid_until"]) or not _is_time(b["ts"])
+                or type(b["status_index"]) is not int
+                or not 0 <= b["status_index"] <= (1 << 32) - 1
+                or b["valid_until"] <= b["valid_from"]):
+            return None
+        return {"credential_id": b["credential_id"], "issuer": b["issuer"], "type": b["type"],
+                "valid_from": b["valid_from"], "valid_until": b["valid_until"],
+                "status_index": b["status_index"], "ts": b["ts"]}
+    if kind == "status":
+        reason = b.get("reason")
+        if (keys != _STATUS_KEYS or not _is_b32(b["credential_id"])
+                or type(b["status"]) is not str or b["status"] not in STATUSES
+                or type(reason) is not str or len(reason) > 64 or not _is_time(b["ts"])):
+            return None
+        return {"credential_id": b["credential_id"], "status": b["status"], "reason": reason,
+                "ts": b["ts"]}
+    if kind == "credit":
+        withdraws = keys == _CREDIT_KEYS_W
+        reason, points = b.get("reason"), b.get("points")
+        if (not (withdraws or keys == _CREDIT_KEYS) or not _is_b32(b["subject"])
+                or not _is_ident(b["category"]) or type(points) is not int
+                or not -1_000_000 <= points <= 1_000_000
+                or type(reason) is not str or len(reason) > 64 or not _is_time(b["date"])
+                or not _is_time(b["expiry"]) or not _is_time(b["ts"])
+                or (withdraws and not _is_b32(b["withdraws"]))):
+            return None
+        out = {"subject": b["subject"], "category": b["category"], "points": points,
+               "reason": reason, "date": b["date"], "expiry": b["expiry"], "ts": b["ts"]}
+        if withdraws:
+            out["withdraws"] = b["withdraws"]
+        return out
+    return None
+
+
+def _fast_parse(unverified: object) -> Tx | None:
+    """The strict parse for flat transactions, or None: then the strict path decides."""
+    if type(unverified) is not bytes or len(unverified) > MAX_TX_SIZE:
+        return None
+    try:
+        env = _unpack(unverified)
+        if type(env) is not dict or list(env) != _ENV_KEYS:
+            return None
+        payload, sig_items, v = env["payload"], env["sigs"], env["v"]
+        if (type(v) is not int or v != 1 or type(payload) is not bytes
+                or type(sig_items) is not list or not 0 < len(sig_items) <= 64):
+            return None
+        sigs = []
+        for item in sig_items:
+            if type(item) is not dict or list(item) != _SIG_KEYS:
+                return None
+            kid, sig = item["kid"], item["sig"]
+            if not _is_b32(kid) or type(sig) is not bytes or len(sig) != 64:
+                return None
+            sigs.append(TxSig(kid, sig))
+        if len(sigs) > 1 and len({s.kid for s in sigs}) != len(sigs):
+            return None
+        # Every value above has an exact plain type, so equal re-encoded bytes mean canonical.
+        if msgpack.packb(env, use_bin_type=True) != unverified:
+            return None
+        p = _unpack(payload)
+        if type(p) is not dict or list(p) != _PAYLOAD_KEYS:
+            return None
+        net, kind, raw_body = p["net"], p["type"], p["body"]
+        if not _is_ident(net) or type(kind) is not str or type(raw_body) is not dict:
+            return None
+        body = _fast_body(kind, raw_body)
+        if body is None or msgpack.packb(p, use_bin_type=True) != payload:
+            return None
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
+            msgpack.StackError, RecursionError):
+        return None
+    return Tx(net, kind, body, tuple(sigs), payload, unverified,
+              hashlib.sha256(unverified).digest())
 
 
 def _jsonable(v: Any) -> Any:

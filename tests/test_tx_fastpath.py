@@ -1,0 +1,164 @@
+"""The fast path of Tx.from_bytes (ADR 25) accepts a subset of the strict parse, with equal results.
+
+Every case runs both: ``_fast_parse`` must return either ``None`` (the strict path then decides)
+or exactly the Tx the strict path builds; it must never accept bytes the strict path refuses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger import codec
+from ledger import tx as txmod
+from ledger.errors import DecodeError
+from ledger.network import demo_agency
+from ledger.tx import Tx, make_tx
+
+NET = "demo"
+T0 = 1_700_000_000
+EDU = demo_agency("edu", "Education Office")
+CID = hashlib.sha256(b"credential one").digest()
+
+ISSUE = {"credential_id": CID, "issuer": "edu", "type": "diploma", "valid_from": T0,
+         "valid_until": T0 + 1000, "status_index": 7, "ts": T0}
+STATUS = {"credential_id": CID, "status": "suspended", "reason": "lost", "ts": T0}
+CREDIT = {"subject": CID, "category": "tax", "points": -20, "reason": "late", "date": T0,
+          "expiry": T0 + 10, "ts": T0}
+CREDIT_W = {**CREDIT, "withdraws": hashlib.sha256(b"earlier").digest()}
+GOV = {"seq": 1, "action": "set_quorum", "args": {"quorum": 1}}
+
+
+def strict(raw: bytes) -> Tx:
+    """The strict path alone, with the fast path switched off."""
+    fast, txmod._fast_parse = txmod._fast_parse, lambda _: None  # type: ignore[assignment]
+    try:
+        return Tx.from_bytes(raw)
+    finally:
+        txmod._fast_parse = fast
+
+
+def agree(raw: bytes) -> Tx | None:
+    """Assert the fast path is None or equals the strict result; return the fast result."""
+    got = txmod._fast_parse(raw)
+    try:
+        want = strict(raw)
+    except DecodeError:
+        assert got is None, f"fast path accepted bytes the strict parse refuses: {raw!r}"
+        return None
+    if got is not None:
+        assert got == want
+        assert list(got.body) == list(want.body)
+    return got
+
+
+def envelope(kind: str, body: dict[str, Any], *, sigs: int = 1) -> bytes:
+    keys = [EDU.issuer_key, EDU.node_key][:sigs]
+    return make_tx(NET, kind, body, keys).raw
+
+
+@pytest.mark.parametrize(("kind", "body"), [("issue", ISSUE), ("status", STATUS),
+                                            ("credit", CREDIT), ("credit", CREDIT_W)])
+@pytest.mark.parametrize("sigs", [1, 2])
+def test_flat_types_take_the_fast_path_with_the_strict_result(kind: str, body: dict[str, Any],
+                                                              sigs: int) -> None:
+    got = agree(envelope(kind, body, sigs=sigs))
+    assert got is not None and got.type == kind and len(got.sigs) == sigs
+
+
+def test_other_types_are_left_to_the_strict_path() -> None:
+    raw = envelope("governance", GOV)
+    assert txmod._fast_parse(raw) is None
+    assert Tx.from_bytes(raw).type == "governance"
+
+
+def _raw_env(payload: dict[str, Any] | bytes, **env: Any) -> bytes:
+    p = payload if isinstance(payload, bytes) else msgpack.packb(payload, use_bin_type=True)
+    e = {"payload": p, "sigs": [{"kid": bytes(32), "sig": bytes(64)}], "v": 1, **env}
+    return msgpack.packb(e, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _payload(body: dict[str, Any], kind: str = "issue") -> dict[str, Any]:
+    return {"body": body, "net": NET, "type": kind}
+
+
+def _body_cases() -> Iterator[tuple[str, dict[str, Any]]]:
+    sorted_issue = dict(sorted(ISSUE.items()))
+    yield "unsorted body keys", dict(reversed(list(sorted_issue.items())))
+    yield "extra key", {**sorted_issue, "zz": 1}
+    yield "missing key", {k: v for k, v in sorted_issue.items() if k != "ts"}
+    yield "bool for int", {**sorted_issue, "status_index": True}
+    yield "float", {**sorted_issue, "ts": float(T0)}
+    yield "str for bytes", {**sorted_issue, "credential_id": CID.hex()}
+    yield "short id", {**sorted_issue, "credential_id": CID[:31]}
+    yield "bad identifier", {**sorted_issue, "issuer": "Edu!"}
+    yield "long identifier", {**sorted_issue, "issuer": "e" * 65}
+    yield "negative time", {**sorted_issue, "valid_from": -1}
+    yield "time too large", {**sorted_issue, "ts": 1 << 41}
+    yield "window backwards", {**sorted_issue, "valid_until": T0 - 1}
+    yield "index too large", {**sorted_issue, "status_index": 1 << 32}
+    yield "nested map", {**sorted_issue, "type": {"a": 1}}
+
+
+@pytest.mark.parametrize(("case", "body"), list(_body_cases()))
+def test_malformed_issue_bodies_are_refused_by_both(case: str, body: dict[str, Any]) -> None:
+    raw = _raw_env(_payload(body))
+    assert txmod._fast_parse(raw) is None, case
+    with pytest.raises(DecodeError):
+        Tx.from_bytes(raw)
+
+
+def test_non_canonical_encodings_are_refused_by_both() -> None:
+    good = _raw_env(_payload(dict(sorted(ISSUE.items()))))
+    assert agree(good) is not None
+    env = msgpack.unpackb(good, raw=False)
+    cases = {
+        # v as uint16 (0xcd 0x00 0x01) instead of a positive fixint: non-minimal
+        "non-minimal int": good.replace(b"\xa1v\x01", b"\xa1v\xcd\x00\x01"),
+        "unsorted envelope": msgpack.packb({"v": 1, "sigs": env["sigs"],
+                                            "payload": env["payload"]}, use_bin_type=True),
+        "duplicate key": good[:1].replace(b"\x83", b"\x84") + good[1:] + b"\xa1v\x01",
+        "trailing bytes": good + b"\x00",
+        "ext type": _raw_env(_payload(dict(sorted(ISSUE.items()))),
+                             v=msgpack.ExtType(1, b"x")),
+        "str payload": msgpack.packb({**env, "payload": "x"}, use_bin_type=True),
+        "no signatures": msgpack.packb({**env, "sigs": []}, use_bin_type=True),
+        "same key twice": msgpack.packb({**env, "sigs": env["sigs"] * 2}, use_bin_type=True),
+        "v 2": msgpack.packb({**env, "v": 2}, use_bin_type=True),
+        "unknown type": _raw_env(_payload(dict(sorted(ISSUE.items())), "mint")),
+        "bad net": _raw_env({"body": dict(sorted(ISSUE.items())), "net": "NET",
+                             "type": "issue"}),
+        "non-canonical payload": _raw_env(codec.encode(_payload(ISSUE))[:-1] + b"\xce"),
+    }
+    for name, raw in cases.items():
+        assert raw != good, name
+        assert txmod._fast_parse(raw) is None, name
+        with pytest.raises(DecodeError):
+            Tx.from_bytes(raw)
+
+
+def test_random_byte_flips_never_split_the_paths() -> None:
+    rng = random.Random(25)
+    seeds = [envelope(k, b) for k, b in (("issue", ISSUE), ("status", STATUS),
+                                          ("credit", CREDIT_W))]
+    accepted = 0
+    for _ in range(3000):
+        raw = bytearray(rng.choice(seeds))
+        for _ in range(rng.randint(1, 3)):
+            raw[rng.randrange(len(raw))] = rng.randrange(256)
+        if agree(bytes(raw)) is not None:
+            accepted += 1
+    assert accepted > 0  # flips inside signature bytes keep the envelope well-formed
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_never_split_the_paths(data: bytes) -> None:
+    agree(data)
