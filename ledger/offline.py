@@ -148,7 +148,7 @@ class StatusListCache:
             anchored = True
             if index < STATUS_LIST_SIZE:
                 _set(buf, index, _STATUS_VALUE[status])
-            if n % 10_000 == 0:  # random reads all over the tables: keep the process small
+            if n % 2_000 == 0:  # random reads all over the tables: keep the process small
                 self._store.release_mapped_pages()
         self._store.release_mapped_pages()
         self._bufs[ref], self._anchored[ref] = buf, anchored

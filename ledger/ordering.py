@@ -17,6 +17,7 @@ import time as _time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 from ledger.chain import Head, build_block
 from ledger.errors import DecodeError, LedgerError, OrderingError, TxRejected
@@ -24,7 +25,7 @@ from ledger.sigcheck import Checked, SignatureChecker, rebuild
 from ledger.store import Store
 from ledger.tx import Tx
 
-__all__ = ["Receipt", "SoloOrderer"]
+__all__ = ["Pending", "Receipt", "SoloOrderer"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,17 +42,72 @@ class Receipt:
                 "duplicate": self.duplicate}
 
 
+class Pending:
+    """The receipt of one submitted transaction, once it is durable: a light future.
+
+    ``result(timeout)`` returns the :class:`Receipt` or raises the transaction's error (or
+    ``TimeoutError``). A ``concurrent.futures.Future`` per transaction cost a lock and a
+    condition each; the transactions of one submitted chunk share one condition instead.
+    """
+
+    __slots__ = ("_cond", "_done", "_error", "_value")
+
+    def __init__(self, cond: threading.Condition) -> None:
+        self._cond = cond
+        self._done = False
+        self._value: Receipt | None = None
+        self._error: BaseException | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def result(self, timeout: float | None = None) -> Receipt:
+        if not self._done:
+            with self._cond:
+                if not self._cond.wait_for(self.done, timeout):
+                    raise TimeoutError("the transaction is not durable yet")
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        try:
+            self.result(timeout)
+        except TimeoutError:
+            raise
+        except BaseException as e:
+            return e
+        return None
+
+    # Settled by the writer thread; waiters are woken by _wake, once per condition.
+    def _set(self, value: Receipt | None, error: BaseException | None) -> None:
+        self._value, self._error = value, error
+        self._done = True
+
+
+def _wake(pendings: Any) -> None:
+    """Notify the waiters of every distinct condition among ``pendings`` (already settled)."""
+    seen: set[int] = set()
+    for p in pendings:
+        cond = p._cond
+        if id(cond) not in seen:
+            seen.add(id(cond))
+            with cond:
+                cond.notify_all()
+
+
 @dataclass(slots=True)
 class _Item:
     tx: Tx
     checked: bool
-    future: Future[Receipt]
+    future: Pending
 
 
 @dataclass(slots=True)
 class _Chunk:
     raws: Sequence[bytes | Tx]
-    futures: list[Future[Receipt]]
+    futures: list[Pending]
     checked: Future[list[Checked]] | None
 
 
@@ -82,20 +138,21 @@ class SoloOrderer:
         self._thread.start()
 
     # -- submitting --
-    def submit(self, raw: bytes | Tx) -> Future[Receipt]:
+    def submit(self, raw: bytes | Tx) -> Pending:
         """Queue one transaction; the future gives its receipt once durable."""
         return self.submit_many([raw])[0]
 
-    def submit_many(self, raws: Sequence[bytes | Tx], chunk: int = 256) -> list[Future[Receipt]]:
+    def submit_many(self, raws: Sequence[bytes | Tx], chunk: int = 256) -> list[Pending]:
         """Queue transactions in order; malformed ones fail their future with DecodeError."""
         if self._stopped.is_set():
             raise OrderingError(f"orderer is stopped{self._failure_text()}")
         registry = self.store.registry
         keys = {kid: k.raw for kid, k in registry.public_keys.items()} if registry else {}
-        futures: list[Future[Receipt]] = []
+        futures: list[Pending] = []
         for start in range(0, len(raws), chunk):
             part = raws[start:start + chunk]
-            futs: list[Future[Receipt]] = [Future() for _ in part]
+            cond = threading.Condition()
+            futs = [Pending(cond) for _ in part]
             futures.extend(futs)
             checked = None
             if self._checker is not None:
@@ -107,21 +164,26 @@ class SoloOrderer:
     @staticmethod
     def _items(chunk: _Chunk) -> list[_Item]:
         items = []
+        refused = []
         if chunk.checked is not None:
             for raw, got, fut in zip(chunk.raws, chunk.checked.result(), chunk.futures,
                                      strict=True):
                 try:
                     tx, ok = rebuild(raw.raw if isinstance(raw, Tx) else raw, got)
                 except DecodeError as e:
-                    fut.set_exception(e)
+                    fut._set(None, e)
+                    refused.append(fut)
                     continue
                 items.append(_Item(tx, ok, fut))
-            return items
-        for raw, fut in zip(chunk.raws, chunk.futures, strict=True):
-            try:
-                items.append(_Item(raw if isinstance(raw, Tx) else Tx.from_bytes(raw), False, fut))
-            except DecodeError as e:
-                fut.set_exception(e)
+        else:
+            for raw, fut in zip(chunk.raws, chunk.futures, strict=True):
+                try:
+                    items.append(_Item(raw if isinstance(raw, Tx) else Tx.from_bytes(raw), False,
+                                       fut))
+                except DecodeError as e:
+                    fut._set(None, e)
+                    refused.append(fut)
+        _wake(refused)
         return items
 
     # -- the writer --
@@ -164,7 +226,8 @@ class SoloOrderer:
             self._failure = e
             for it in pending:
                 if not it.future.done():
-                    it.future.set_exception(OrderingError(f"orderer failed: {e}"))
+                    it.future._set(None, OrderingError(f"orderer failed: {e}"))
+            _wake([it.future for it in pending])
         finally:
             self._stopped.set()
 
@@ -184,18 +247,20 @@ class SoloOrderer:
                 store.write_block(result, extra)
         except LedgerError as e:
             for it in batch:
-                it.future.set_exception(OrderingError(f"block not written: {e}"))
+                it.future._set(None, OrderingError(f"block not written: {e}"))
+            _wake([it.future for it in batch])
             raise
         height = result.head.height if result.head else -1
         for tx, index in result.accepted:
             for n, it in enumerate(by_tx.pop(tx.txid, [])):
-                it.future.set_result(Receipt(tx.txid, index, height, duplicate=n > 0))
+                it.future._set(Receipt(tx.txid, index, height, duplicate=n > 0), None)
         for tx, err in result.rejected:
             for it in by_tx.pop(tx.txid, []):
-                it.future.set_exception(TxRejected(err.code, err.message))
+                it.future._set(None, TxRejected(err.code, err.message))
         for tx, index, h in result.duplicates:
             for it in by_tx.pop(tx.txid, []):
-                it.future.set_result(Receipt(tx.txid, index, h, duplicate=True))
+                it.future._set(Receipt(tx.txid, index, h, duplicate=True), None)
+        _wake([it.future for it in batch])
 
     # -- lifecycle --
     def _failure_text(self) -> str:

@@ -128,9 +128,10 @@ class Tx:
         Never call it on bytes from outside that no worker has checked.
         """
         env = msgpack.unpackb(raw, raw=False)
-        p = msgpack.unpackb(env["payload"], raw=False)
-        sigs = tuple(TxSig(s["kid"], s["sig"]) for s in env["sigs"])
-        return cls(p["net"], p["type"], p["body"], sigs, env["payload"], raw,
+        payload = env["payload"]
+        p = msgpack.unpackb(payload, raw=False)
+        sigs = tuple([TxSig(s["kid"], s["sig"]) for s in env["sigs"]])
+        return cls(p["net"], p["type"], p["body"], sigs, payload, raw,
                    hashlib.sha256(raw).digest())
 
     def verify_signatures(self, keys: Mapping[bytes, PublicKey]) -> None:

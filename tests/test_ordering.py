@@ -11,7 +11,7 @@ from conftest import DAY, T0, LedgerHarness
 from ledger.chain import checkpoint_key
 from ledger.errors import DecodeError, OrderingError, TxRejected
 from ledger.network import Agency, issue_tx
-from ledger.ordering import SoloOrderer
+from ledger.ordering import Pending, SoloOrderer
 from ledger.store import Store
 
 SPEC = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
@@ -164,3 +164,37 @@ def test_checked_rebuild_equals_the_strict_parse(agencies: dict[str, Agency]) ->
     ]
     for tx in txs:
         assert Tx.from_checked_bytes(tx.raw) == Tx.from_bytes(tx.raw)
+
+
+def test_pending_waits_times_out_and_wakes_every_waiter(
+        orderer: SoloOrderer, agencies: dict[str, Agency]) -> None:
+    import threading
+
+    cond = threading.Condition()
+    p = Pending(cond)
+    assert not p.done()
+    with pytest.raises(TimeoutError):
+        p.result(timeout=0.01)
+    # many waiters on one chunk's condition, in threads, all woken by a real block
+    txs = [issue_tx("demo", agencies["edu"], _cid(1000 + i), "degree", 1000 + i, T0, T0 + DAY,
+                    T0) for i in range(40)]
+    futures = orderer.submit_many(txs, chunk=16)
+    got: dict[int, int] = {}
+
+    def wait(i: int) -> None:
+        got[i] = futures[i].result(timeout=60).index
+
+    threads = [threading.Thread(target=wait, args=(i,)) for i in range(len(futures))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(got) == list(range(len(txs)))
+    assert all(f.done() and f.exception() is None for f in futures)
+    assert len(set(got.values())) == len(txs)
+    # an error is raised by result() and returned by exception()
+    dup_index = issue_tx("demo", agencies["edu"], _cid(2000), "degree", 1000, T0, T0 + DAY, T0)
+    f = orderer.submit(dup_index)
+    assert isinstance(f.exception(timeout=60), TxRejected)
+    with pytest.raises(TxRejected, match=r"status index"):
+        f.result(timeout=0)

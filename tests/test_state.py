@@ -16,7 +16,7 @@ from ledger.chain import build_genesis
 from ledger.errors import StoreError, TxRejected
 from ledger.keys import PrivateKey
 from ledger.network import Agency, demo_agency, genesis_tx, issue_tx, status_tx
-from ledger.state import Credential, Machine, Registry, genesis_registry
+from ledger.state import Credential, Machine, Registry, credential_key, genesis_registry
 from ledger.tx import Tx, make_tx
 
 if TYPE_CHECKING:
@@ -264,6 +264,10 @@ def test_issue_accepted(lg: LedgerHarness, agencies: dict[str, Agency]) -> None:
     c = lg.store.credential(cid(1))
     assert c == Credential(cid(1), "edu", "diploma", "valid", 42, T0, T0 + 400 * DAY, t,
                            edu.issuer_key.kid)
+    # the record is packed without codec.encode's checks: its bytes must still be canonical
+    assert c.to_bytes() == codec.encode([c.issuer, c.type, c.status, c.status_index,
+                                         c.valid_from, c.valid_until, c.issued_at, c.issuer_kid])
+    assert lg.store.get(credential_key(cid(1))) == c.to_bytes()
     head = lg.store.head
     assert head is not None
     assert head.height == before.height + 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -591,3 +592,48 @@ def test_missing_entry_detected_on_read(small_store: Path) -> None:
         with pytest.raises(StoreError, match="missing"):
             s.entry(3)
         assert s.entry(2)
+
+
+# --- resident memory of a long-running reader ----------------------------------------------------
+
+
+def _mapped_table_kib(store_path: Path) -> int:
+    """Resident KiB of this process's mappings of the store's table files (/proc/self/smaps)."""
+    prefix = f"{store_path.resolve()}/"
+    total, in_table = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        if re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", fields[0]):  # a mapping's header line
+            in_table = (len(fields) == 6 and fields[5].startswith(prefix)
+                        and fields[5].endswith(".ldb"))
+        elif in_table and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux /proc only")
+def test_proof_reads_release_the_mapped_table_pages(chain_path: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from ledger import store as store_mod
+
+    path = tmp_path / "copy"
+    shutil.copytree(chain_path, path)
+    s = Store(path)  # reopening turns LevelDB's log into a mapped table file
+    try:
+        # finish compactions now, so no background thread maps table pages during the checks
+        s._db.compact_range()
+        assert s.head is not None
+        size = s.head.log_size
+        reads = 0
+        while reads + 16 < store_mod._RELEASE_AFTER_READS:
+            reads += len(s.inclusion_proof(reads % size, size))
+        assert _mapped_table_kib(path) > 0  # proofs so far left pages mapped
+        while s._random_reads != 0 or reads < store_mod._RELEASE_AFTER_READS:
+            reads += len(s.inclusion_proof(reads % size, size))
+        assert _mapped_table_kib(path) == 0  # the threshold was crossed: all released
+        for i in range(50):  # and reads keep working, from the page cache
+            merkle.verify_inclusion(s.leaf_hash(i), i, size, s.inclusion_proof(i, size),
+                                    s.head.log_root)
+    finally:
+        s.close()
