@@ -50,11 +50,9 @@ Errors::
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import itertools
 import json
-import sys
 import tempfile
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -99,7 +97,7 @@ from ledger.finality import checkpoint_verifiers, verify_final
 from ledger.keys import PrivateKey, PublicKey
 from ledger.sigcheck import SignatureChecker
 from ledger.state import Registry
-from ledger.store import stored_consistency_proof
+from ledger.store import release_mapped_tables, stored_consistency_proof
 from ledger.tx import Tx
 
 __all__ = ["AuditError", "AuditReport", "Problem", "audit", "sign_statement",
@@ -434,31 +432,11 @@ class _Scratch:
 
 
 def _release_mapped(folders: tuple[Path, ...]) -> None:
-    """Drop this process's mappings of LevelDB table pages already read (Linux; else nothing).
-
-    LevelDB memory-maps the tables it reads; every page touched stays in the process's resident
-    set while the table is open, so a long replay would look as large as the store. The pages
-    stay in the page cache: ``MADV_DONTNEED`` on these read-only shared file mappings only
-    unmaps them, and a later read maps them again.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        return
-    prefixes = tuple(f"{f.resolve()}/" for f in folders)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    for line in maps.splitlines():
-        parts = line.split(maxsplit=5)
-        if len(parts) < 6 or not parts[5].endswith(".ldb") or not parts[5].startswith(prefixes):
-            continue
-        lo, hi = (int(x, 16) for x in parts[0].split("-"))
-        libc.madvise(lo, hi - lo, _MADV_DONTNEED)
+    """Drop this process's mappings of the tables already read, so a long replay's resident set
+    does not grow with the chain (see :func:`ledger.store.release_mapped_tables`)."""
+    release_mapped_tables(folders)
 
 
-_MADV_DONTNEED = 4
 _RELEASE_EVERY = 10_000
 """Transactions replayed between two :func:`_release_mapped` calls."""
 

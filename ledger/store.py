@@ -43,7 +43,7 @@ from ledger.errors import CheckpointError, DecodeError, StoreError
 from ledger.state import Credential, Registry, credential_key
 from ledger.tx import STATUSES, Tx
 
-__all__ = ["Store", "stored_consistency_proof"]
+__all__ = ["Store", "release_mapped_tables", "stored_consistency_proof"]
 
 _BE = struct.Struct(">Q")
 _MADV_DONTNEED = 4  # Linux
@@ -54,6 +54,40 @@ about 85 inclusion proofs at 10M entries; a release costs 1-3 ms there."""
 
 def _largest_pow2_below(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
+
+
+def release_mapped_tables(folders: tuple[Path, ...]) -> None:
+    """Drop this process's mappings of the LevelDB table files under ``folders`` (Linux only).
+
+    LevelDB memory-maps the table files it reads, and every page touched stays in the resident
+    set while the table is open. ``MADV_DONTNEED`` on these read-only shared file mappings only
+    unmaps the pages (they stay in the page cache, and the next read maps them again).
+
+    LevelDB may unmap a table (cache eviction, compaction) after ``/proc/self/maps`` was read, and
+    the range could then hold anonymous memory that ``MADV_DONTNEED`` would zero. So each range
+    is re-checked just before its call through ``/proc/self/map_files`` (~4 us): the window left
+    is microseconds, not the milliseconds of the whole loop (ADR 25).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return
+    prefixes = tuple(f"{Path(f).resolve()}/" for f in folders)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    for line in maps.splitlines():
+        parts = line.split(maxsplit=5)
+        if len(parts) < 6 or not parts[5].endswith(".ldb") or not parts[5].startswith(prefixes):
+            continue
+        try:
+            if os.readlink(f"/proc/self/map_files/{parts[0]}") != parts[5]:
+                continue
+        except OSError:
+            continue
+        lo, hi = (int(x, 16) for x in parts[0].split("-"))
+        libc.madvise(lo, hi - lo, _MADV_DONTNEED)
 
 
 class Store:
@@ -276,30 +310,7 @@ class Store:
         pages stay in the page cache; ``MADV_DONTNEED`` on these read-only shared file mappings
         only unmaps them, and the next read maps them again. Nothing is written.
         """
-        if not sys.platform.startswith("linux"):
-            return
-        try:
-            maps = Path("/proc/self/maps").read_text()
-        except OSError:
-            return
-        prefix = f"{self.path.resolve()}/"
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        for line in maps.splitlines():
-            parts = line.split(maxsplit=5)
-            if len(parts) == 6 and parts[5].endswith(".ldb") and parts[5].startswith(prefix):
-                # LevelDB may unmap a table (cache eviction, compaction) after /proc/self/maps
-                # was read, and the range could then hold anonymous memory that MADV_DONTNEED
-                # would zero. Re-check, just before, that the exact range still maps this file
-                # (/proc/self/map_files, ~4 us): the window left is microseconds, not the
-                # milliseconds of the whole loop (ADR 25).
-                try:
-                    if os.readlink(f"/proc/self/map_files/{parts[0]}") != parts[5]:
-                        continue
-                except OSError:
-                    continue
-                lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                libc.madvise(lo, hi - lo, _MADV_DONTNEED)
+        release_mapped_tables((self.path,))
 
     def registry_at(self, height: int) -> Registry:
         """The registry in force at the end of block ``height``."""
