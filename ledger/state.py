@@ -178,6 +178,9 @@ class Credential:
         return cls(credential_id, *d)
 
 
+_MEMO_MAX = 4096
+
+
 class Registry:
     """Agencies, keys with their history, grants, credential types and the quorum.
 
@@ -185,11 +188,16 @@ class Registry:
     Treat instances as immutable: governance produces a new one (:meth:`evolve`).
     """
 
-    __slots__ = ("_pubs", "data")
+    __slots__ = ("_grant_memo", "_pubs", "_signer_memo", "data")
 
     def __init__(self, data: Mapping[str, Any]) -> None:
         self.data: dict[str, Any] = dict(data)
         self._pubs = {kid: PublicKey(k["pub"]) for kid, k in self._keys().items()}
+        # Answers of signer() and grant_covers() by (who, time): every transaction of a block
+        # asks the same few at the same block time. The registry never changes (governance
+        # builds a new one), so they stay true; bounded so a long replay does not grow them.
+        self._signer_memo: dict[tuple[bytes, int], str] = {}
+        self._grant_memo: dict[tuple[str, str, int], bool] = {}
 
     # -- serialization --
     def to_bytes(self) -> bytes:
@@ -262,8 +270,15 @@ class Registry:
         return out
 
     def grant_covers(self, agency_id: str, kind: str, t: int) -> bool:
-        windows = self.data["grants"].get(agency_id, {}).get(kind, [])
-        return any(w[0] <= t < w[1] for w in windows)
+        memo = self._grant_memo
+        got = memo.get((agency_id, kind, t))
+        if got is None:
+            windows = self.data["grants"].get(agency_id, {}).get(kind, [])
+            got = any(w[0] <= t < w[1] for w in windows)
+            if len(memo) >= _MEMO_MAX:
+                memo.clear()
+            memo[(agency_id, kind, t)] = got
+        return got
 
     def grants_at(self, t: int) -> dict[str, list[str]]:
         """Agency → credential types it may issue at time ``t``."""
@@ -310,6 +325,16 @@ class Registry:
         if len(tx.sigs) != 1:
             raise TxRejected("bad_signers", f"a {tx.type} transaction has exactly one signature")
         kid = tx.sigs[0].kid
+        known = self._signer_memo.get((kid, t))
+        if known is not None:
+            return known
+        agency = self._signer(kid, t)
+        if len(self._signer_memo) >= _MEMO_MAX:
+            self._signer_memo.clear()
+        self._signer_memo[(kid, t)] = agency
+        return agency
+
+    def _signer(self, kid: bytes, t: int) -> str:
         k = self.key(kid)
         if k is None:
             raise TxRejected("unknown_key", f"signer key {kid.hex()[:16]} is not registered")
