@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import struct
 import sys
 import threading
@@ -74,20 +75,24 @@ def release_mapped_tables(folders: tuple[Path, ...]) -> None:
         maps = Path("/proc/self/maps").read_text()
     except OSError:
         return
-    prefixes = tuple(f"{Path(f).resolve()}/" for f in folders)
+    # One regular-expression scan (in C) rather than a Python loop over every line: a release
+    # may run on a background thread, and pure-Python work there holds the GIL that the
+    # request threads are waiting for.
+    dirs = "|".join(re.escape(f"{Path(f).resolve()}/") for f in folders)
+    found = re.findall(rf"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+ +((?:{dirs})[^\n]*\.ldb)$",
+                       maps, re.MULTILINE)
+    if not found:
+        return
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    for line in maps.splitlines():
-        parts = line.split(maxsplit=5)
-        if len(parts) < 6 or not parts[5].endswith(".ldb") or not parts[5].startswith(prefixes):
-            continue
+    for lo_hex, hi_hex, path in found:
         try:
-            if os.readlink(f"/proc/self/map_files/{parts[0]}") != parts[5]:
+            if os.readlink(f"/proc/self/map_files/{lo_hex}-{hi_hex}") != path:
                 continue
         except OSError:
             continue
-        lo, hi = (int(x, 16) for x in parts[0].split("-"))
-        libc.madvise(lo, hi - lo, _MADV_DONTNEED)
+        lo = int(lo_hex, 16)
+        libc.madvise(lo, int(hi_hex, 16) - lo, _MADV_DONTNEED)
 
 
 class Store:
