@@ -80,6 +80,18 @@ class Pending:
             return e
         return None
 
+    def set_result(self, value: Receipt) -> None:
+        """Settle with ``value`` and wake this condition's waiters (for one transaction)."""
+        self._set(value, None)
+        with self._cond:
+            self._cond.notify_all()
+
+    def set_exception(self, error: BaseException) -> None:
+        """Settle with ``error`` and wake this condition's waiters (for one transaction)."""
+        self._set(None, error)
+        with self._cond:
+            self._cond.notify_all()
+
     # Settled by the writer thread; waiters are woken by _wake, once per condition.
     def _set(self, value: Receipt | None, error: BaseException | None) -> None:
         self._value, self._error = value, error

@@ -255,15 +255,22 @@ class LocalCluster:
 
     # -- lifecycle --
     def start(self, timeout: float = 60.0) -> None:
-        for m in self.members:
-            self._start_etcd(m)
-        for m in self.members:
-            self._wait(f"etcd member {m.agency}", lambda m=m: self._etcd_healthy(m), timeout)
-        for m in self.members:
-            self._start_node(m)
-        for m in self.members:
-            self._wait(f"node {m.agency}", lambda m=m: self.health(m.agency) is not None,
-                       timeout)
+        """Start every etcd member, then every node; if any does not come up, stop all of them
+        (no process is left behind) and raise ClusterError."""
+        try:
+            for m in self.members:
+                self._start_etcd(m)
+            for m in self.members:
+                self._wait(f"etcd member {m.agency}", lambda m=m: self._etcd_healthy(m),
+                           timeout)
+            for m in self.members:
+                self._start_node(m)
+            for m in self.members:
+                self._wait(f"node {m.agency}", lambda m=m: self.health(m.agency) is not None,
+                           timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def kill(self, agency: str) -> None:
         """SIGKILL the agency's node and etcd member (a crash, mid-whatever)."""

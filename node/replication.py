@@ -59,7 +59,7 @@ from ledger.errors import (
 )
 from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
 from ledger.keys import PrivateKey
-from ledger.ordering import Receipt
+from ledger.ordering import Pending, Receipt
 from ledger.sigcheck import SignatureChecker, rebuild
 from ledger.state import Registry
 from ledger.store import Store
@@ -141,9 +141,9 @@ class EtcdOrderer:
         self.stats = Stats()
         self._recent: OrderedDict[int, tuple[int, int]] = OrderedDict()
         self._pending_cosigs: dict[int, list[tuple[str, bytes, str]]] = {}
-        self._waiting: dict[bytes, list[Future[Receipt]]] = {}
+        self._waiting: dict[bytes, list[Pending]] = {}
         self._wlock = threading.Lock()
-        self._queue: queue.SimpleQueue[tuple[Tx, Future[Receipt]] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Tx, Pending] | None] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
         n = (os.cpu_count() or 2) if workers is None else workers
@@ -158,10 +158,10 @@ class EtcdOrderer:
             t.start()
 
     # -- submitting (SoloOrderer interface) --
-    def submit(self, raw: bytes | Tx) -> Future[Receipt]:
+    def submit(self, raw: bytes | Tx) -> Pending:
         return self.submit_many([raw])[0]
 
-    def submit_many(self, raws: Sequence[bytes | Tx], chunk: int = 256) -> list[Future[Receipt]]:
+    def submit_many(self, raws: Sequence[bytes | Tx], chunk: int = 256) -> list[Pending]:
         del chunk
         if self._stop.is_set():
             raise OrderingError("orderer is stopped")
@@ -169,9 +169,10 @@ class EtcdOrderer:
             raise OrderingError(f"{self.agency!r} is not a current member of {self.network!r} "
                                 "at this node's head: its batches would be refused; submit "
                                 "through a member's node")
-        out: list[Future[Receipt]] = []
+        out: list[Pending] = []
+        cond = threading.Condition()  # one per call: see ledger.ordering.Pending
         for raw in raws:
-            fut: Future[Receipt] = Future()
+            fut = Pending(cond)
             out.append(fut)
             try:
                 tx = raw if isinstance(raw, Tx) else Tx.from_bytes(raw)
@@ -212,7 +213,7 @@ class EtcdOrderer:
             if stopping:
                 return
 
-    def _put(self, items: list[tuple[Tx, Future[Receipt]]]) -> None:
+    def _put(self, items: list[tuple[Tx, Pending]]) -> None:
         batch = make_batch(self.network, self.agency, self.node_key, int(self.clock()),
                            [tx.raw for tx, _ in items])
         data = batch.to_bytes()
@@ -234,7 +235,7 @@ class EtcdOrderer:
                 _time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
-    def _fail(self, futures: Sequence[Future[Receipt]], error: Exception) -> None:
+    def _fail(self, futures: Sequence[Pending], error: Exception) -> None:
         with self._wlock:
             for fut in futures:
                 for txid, futs in list(self._waiting.items()):
