@@ -57,7 +57,7 @@ RULE_AREAS = frozenset({"official_documents", "certifications", "qualifications"
                         "micro_allowances", "licensing"})
 MAX_EXPR = 2000
 
-_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")  # \Z: "$" would let a trailing "\n" in
 _MAX_TIME = (1 << 40)  # seconds; far beyond any real date, keeps arithmetic in int64
 
 

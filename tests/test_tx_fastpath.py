@@ -100,6 +100,7 @@ def _body_cases() -> Iterator[tuple[str, dict[str, Any]]]:
     yield "short id", {**sorted_issue, "credential_id": CID[:31]}
     yield "bad identifier", {**sorted_issue, "issuer": "Edu!"}
     yield "long identifier", {**sorted_issue, "issuer": "e" * 65}
+    yield "identifier with a trailing newline", {**sorted_issue, "issuer": "edu\n"}
     yield "negative time", {**sorted_issue, "valid_from": -1}
     yield "time too large", {**sorted_issue, "ts": 1 << 41}
     yield "window backwards", {**sorted_issue, "valid_until": T0 - 1}
