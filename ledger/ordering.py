@@ -14,10 +14,9 @@ import os
 import queue
 import threading
 import time as _time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
 
 from ledger.chain import Head, build_block
 from ledger.errors import DecodeError, LedgerError, OrderingError, TxRejected
@@ -98,7 +97,7 @@ class Pending:
         self._done = True
 
 
-def _wake(pendings: Any) -> None:
+def _wake(pendings: Iterable[Pending]) -> None:
     """Notify the waiters of every distinct condition among ``pendings`` (already settled)."""
     seen: set[int] = set()
     for p in pendings:

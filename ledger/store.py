@@ -386,8 +386,10 @@ class Store:
         The release (1-10 ms at 10M entries) runs on a background thread, not in the request
         that crossed the threshold; it is mostly system calls, which do not hold the GIL."""
         self._random_reads += n
-        if self._random_reads >= _RELEASE_AFTER_READS and sys.platform.startswith("linux"):
-            self._random_reads = 0
+        if self._random_reads < _RELEASE_AFTER_READS:
+            return
+        self._random_reads = 0
+        if sys.platform.startswith("linux"):
             with self._releaser_lock:
                 if self._releaser is None and not self._closing:
                     self._releaser = threading.Thread(target=self._release_loop, daemon=True,
