@@ -92,3 +92,21 @@ def test_cluster_command_starts_and_stops_a_network(tmp_path: Path) -> None:
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "c")], capture_output=True,
                                check=False)
     assert leftovers.stdout == b""  # every etcd member and node process is gone
+
+
+def test_a_failed_start_leaves_no_process_behind(tmp_path: Path) -> None:
+    import socket
+
+    from node.cluster import ClusterError, LocalCluster, create_cluster
+
+    base = free_base(3)
+    folder = tmp_path / "c"
+    create_cluster(folder, 3, b"pw", base_port=base, network="start-fails")
+    cluster = LocalCluster(folder, b"pw")
+    with socket.socket() as taken:  # edu's node port is busy: that node cannot come up
+        taken.bind(("127.0.0.1", int(cluster.member("edu").url.rsplit(":", 1)[1])))
+        taken.listen()
+        with pytest.raises(ClusterError, match="node edu not up"):
+            cluster.start(timeout=8)
+    leftovers = subprocess.run(["pgrep", "-f", str(folder)], capture_output=True, check=False)
+    assert leftovers.stdout == b""  # the etcd members and the other nodes were stopped
