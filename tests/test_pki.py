@@ -106,7 +106,8 @@ def test_a_failed_start_leaves_no_process_behind(tmp_path: Path) -> None:
     with socket.socket() as taken:  # edu's node port is busy: that node cannot come up
         taken.bind(("127.0.0.1", int(cluster.member("edu").url.rsplit(":", 1)[1])))
         taken.listen()
-        with pytest.raises(ClusterError, match="node edu not up"):
-            cluster.start(timeout=8)
+        # (on a slow machine an etcd member may be the one reported: cleanup is the same)
+        with pytest.raises(ClusterError, match="not up within"):
+            cluster.start(timeout=10)
     leftovers = subprocess.run(["pgrep", "-f", str(folder)], capture_output=True, check=False)
     assert leftovers.stdout == b""  # the etcd members and the other nodes were stopped
