@@ -431,14 +431,8 @@ class _Scratch:
         self.head, self.registry, self.frontier = result.head, result.registry, result.frontier
 
 
-def _release_mapped(folders: tuple[Path, ...]) -> None:
-    """Drop this process's mappings of the tables already read, so a long replay's resident set
-    does not grow with the chain (see :func:`ledger.store.release_mapped_tables`)."""
-    release_mapped_tables(folders)
-
-
 _RELEASE_EVERY = 10_000
-"""Transactions replayed between two :func:`_release_mapped` calls."""
+"""Transactions replayed between two :func:`release_mapped_tables` calls."""
 
 
 # -- the audit ---------------------------------------------------------------------------------
@@ -564,7 +558,7 @@ def _replay(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: R
             report.blocks_checked = rec.height + 1 - first
             report.txs_checked = replayer.txs - base_txs
             if replayer.txs - released >= _RELEASE_EVERY:
-                _release_mapped(folders)
+                release_mapped_tables(folders)
                 released = replayer.txs
             if progress is not None:
                 progress(report.blocks_checked, report.blocks_total, report.txs_checked)
@@ -695,7 +689,7 @@ def _finish_store(report: AuditReport, src: _StoreSource | _ArchiveSource, scrat
                 return
             n += 1
             if n % _RELEASE_EVERY == 0:
-                _release_mapped(folders)
+                release_mapped_tables(folders)
 
 
 def _state_difference(mine: tuple[bytes, bytes] | None,
@@ -780,7 +774,7 @@ def _rebuild_to_since(report: AuditReport, src: _StoreSource | _ArchiveSource,
             checked = [p if isinstance(p, str) else (p[0], True)
                        for p in parse_envelopes(rec.unverified_txs)]
         if replayer.txs - released >= _RELEASE_EVERY:
-            _release_mapped(folders)
+            release_mapped_tables(folders)
             released = replayer.txs
         try:
             replayer.apply(light, checked, stored, compared=_COMPARED)

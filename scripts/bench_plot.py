@@ -27,6 +27,16 @@ def _build_log(cache: Path) -> list[tuple[int, float]]:
     return sorted(points)
 
 
+def _axes(ax: Any, ylabel: str, title: str) -> None:
+    """The style both panels share: log chain-size axis, labels, grid, legend."""
+    ax.set_xscale("log")
+    ax.set_xlabel("chain size (log entries)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+
+
 def plot(scale: dict[str, Any], cache: Path, out: Path) -> None:
     import matplotlib
 
@@ -47,12 +57,7 @@ def plot(scale: dict[str, Any], cache: Path, out: Path) -> None:
     if log:
         a.plot([p[0] for p in log], [p[1] for p in log], "-", color="tab:green", alpha=0.5,
                linewidth=1, label="chain generator, pre-signed (apply + synced block)")
-    a.set_xscale("log")
-    a.set_xlabel("chain size (log entries)")
-    a.set_ylabel("transactions per second")
-    a.set_title("Ingest rate vs chain size")
-    a.grid(True, which="both", alpha=0.3)
-    a.legend(fontsize=7)
+    _axes(a, "transactions per second", "Ingest rate vs chain size")
     b.plot(sizes, [r["inclusion_median_ms"] for r in per], "o-", label="ours: inclusion median")
     b.plot(sizes, [r["inclusion_p99_ms"] for r in per], "^:", label="ours: inclusion p99")
     b.plot(sizes, [r["consistency_median_ms"] for r in per], "x-",
@@ -61,13 +66,8 @@ def plot(scale: dict[str, Any], cache: Path, out: Path) -> None:
         b.plot([scale["pymerkle_size"]], [scale["pymerkle_inclusion_median_ms"]], "D",
                color="tab:red", label="pymerkle SqliteTree: inclusion median")
     b.axhline(1.0, color="grey", linestyle="--", linewidth=0.8)
-    b.set_xscale("log")
     b.set_yscale("log")
-    b.set_xlabel("chain size (log entries)")
-    b.set_ylabel("ms per proof (after a cold open)")
-    b.set_title("Proof time vs chain size")
-    b.grid(True, which="both", alpha=0.3)
-    b.legend(fontsize=7)
+    _axes(b, "ms per proof (after a cold open)", "Proof time vs chain size")
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

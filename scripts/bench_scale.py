@@ -73,6 +73,20 @@ def clone(src: Path, dst: Path) -> None:
 # -- memory -----------------------------------------------------------------------------------
 
 
+def proc_status_kib() -> dict[str, int]:
+    """This process's memory counters from /proc/self/status, in KiB (Linux; else empty)."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return {}
+    out = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        if value.endswith(" kB"):
+            out[name] = int(value.split()[0])
+    return out
+
+
 class Peak:
     """Peak resident memory of this process: total (VmHWM) and, sampled every 50 ms, anonymous vs
     file-backed (LevelDB maps its table files; touched pages count as resident)."""
@@ -98,18 +112,10 @@ class Peak:
         self.phases[f"peak_rss_after_{name}_mib"] = self.hwm / 1024
 
     def sample(self) -> None:
-        try:
-            lines = Path("/proc/self/status").read_text().splitlines()
-        except OSError:
-            return
-        for line in lines:
-            name, _, value = line.partition(":")
-            if name == "VmHWM":
-                self.hwm = int(value.split()[0])
-            elif name == "RssAnon":
-                self.anon = max(self.anon, int(value.split()[0]))
-            elif name == "RssFile":
-                self.file = max(self.file, int(value.split()[0]))
+        got = proc_status_kib()
+        self.hwm = got.get("VmHWM", self.hwm)
+        self.anon = max(self.anon, got.get("RssAnon", 0))
+        self.file = max(self.file, got.get("RssFile", 0))
 
     def result(self) -> dict[str, float]:
         self._stop.set()

@@ -380,20 +380,17 @@ def bench_audit(path: Path, since_blocks: int = 0) -> dict[str, float]:
     """Replay audit of the store at ``path`` (built by the proofs figure) with both cores."""
     import resource
 
+    from bench_scale import proc_status_kib
+
     from ledger.audit import audit
 
     peak = {"RssAnon": 0, "RssFile": 0}
 
     def sample() -> None:
         """Resident memory by kind (Linux): anonymous vs. file-backed (mapped LevelDB tables)."""
-        try:
-            lines = Path("/proc/self/status").read_text().splitlines()
-        except OSError:
-            return
-        for line in lines:
-            name, _, value = line.partition(":")
-            if name in peak:
-                peak[name] = max(peak[name], int(value.split()[0]))
+        got = proc_status_kib()
+        for name, was in peak.items():
+            peak[name] = max(was, got.get(name, 0))
 
     with _progress() as progress:
         task = progress.add_task("auditing", total=None)
