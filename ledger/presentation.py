@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, MutableSet
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
+
+import msgpack
 
 from ledger import codec, merkle, sdjwt
 from ledger.checkpoint import SignedCheckpoint
@@ -87,6 +89,9 @@ class Envelope(_Evidence):
 
     @classmethod
     def from_bytes(cls, unverified: bytes) -> Envelope:
+        fast = _fast_envelope(unverified)
+        if fast is not None:
+            return fast
         f = Fields(codec.decode(unverified, max_size=MAX_ENVELOPE, what="envelope"), "envelope")
         f.int("v", lo=1, hi=1)
         f.str("kind", choices=frozenset({"presentation"}))
@@ -97,6 +102,45 @@ class Envelope(_Evidence):
     @classmethod
     def from_bundle(cls, bundle: Bundle, sd_jwt_kb: str) -> Envelope:
         return cls(bundle.anchor, bundle.leaf_index, bundle.proof, bundle.checkpoint, sd_jwt_kb)
+
+
+_ENVELOPE_KEYS = ["anchor", "checkpoint", "kind", "leaf_index", "proof", "sd_jwt_kb", "v"]
+
+
+def _fast_envelope(unverified: object) -> Envelope | None:
+    """The strict envelope parse for the plain case, or None: then the strict path decides.
+
+    Accepts a subset of what the strict path accepts (exact key list, so canonical order; exact
+    types and the same limits), confirmed canonical by a C re-encode equal to the input, and
+    builds an equal Envelope. Anything else, including every error, goes to the strict path,
+    which names the problem.
+    """
+    if type(unverified) is not bytes or len(unverified) > MAX_ENVELOPE:
+        return None
+    try:
+        m = msgpack.unpackb(unverified, raw=False, ext_hook=_no_ext)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        return None
+    if type(m) is not dict or list(m) != _ENVELOPE_KEYS:
+        return None
+    anchor, cp, idx, proof, kb = (m["anchor"], m["checkpoint"], m["leaf_index"], m["proof"],
+                                  m["sd_jwt_kb"])
+    if (m["v"] != 1 or type(m["v"]) is not int or m["kind"] != "presentation"
+            or type(anchor) is not bytes or len(anchor) > 64 * 1024
+            or type(cp) is not str or len(cp) > 16 * 1024
+            or type(idx) is not int or idx < 0
+            or type(kb) is not str or len(kb) > MAX_ENVELOPE
+            or type(proof) is not list or len(proof) > 64
+            or not all(type(h) is bytes and len(h) == 32 for h in proof)):
+        return None
+    # Every value has an exact plain type now, so equal re-encoded bytes mean canonical.
+    if msgpack.packb(m, use_bin_type=True) != unverified:
+        return None
+    return Envelope(anchor, idx, tuple(proof), cp, kb)
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise ValueError("extension type")
 
 
 @dataclass(frozen=True)
@@ -128,8 +172,9 @@ class Request:
                    tuple(claims))
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(NamedTuple):
+    """One named step of a verification and its outcome (immutable)."""
+
     name: str
     ok: bool
     detail: str
@@ -182,16 +227,19 @@ class Verifier:
         self.registry = registry
         self.status_lists = status_lists
         self.used_nonces = used_nonces
-        self._final: dict[tuple[str, int], tuple[SignedCheckpoint, frozenset[str]]] = {}
+        # (text, hour) -> (checkpoint, its final signers, the report's detail line for it)
+        self._final: dict[tuple[str, int], tuple[SignedCheckpoint, frozenset[str], str]] = {}
         self._cache_size = cache_size
 
-    def _checkpoint(self, text: str, now: int) -> tuple[SignedCheckpoint, frozenset[str]]:
+    def _checkpoint(self, text: str, now: int) -> tuple[SignedCheckpoint, frozenset[str], str]:
         key = (text, now // 3600)
         hit = self._final.get(key)
         if hit is not None:
             return hit
         signed = SignedCheckpoint.from_text(text)
-        got = (signed, frozenset(verify_final(signed, self.registry, now)))
+        signers = frozenset(verify_final(signed, self.registry, now))
+        got = (signed, signers,
+               f"size {signed.checkpoint.size}, final: signed by {sorted(signers)}")
         if len(self._final) >= self._cache_size:
             self._final.pop(next(iter(self._final)))
         self._final[key] = got
@@ -218,9 +266,9 @@ def _verify(v: Verifier, unverified: bytes, request: Request, now: int) -> Repor
         return report
     add(Check("envelope", True, f"{len(unverified)} bytes"))
     try:
-        signed, signers = v._checkpoint(env.checkpoint, now)
+        signed, _, detail = v._checkpoint(env.checkpoint, now)
         cp = signed.checkpoint
-        add(Check("checkpoint", True, f"size {cp.size}, final: signed by {sorted(signers)}"))
+        add(Check("checkpoint", True, detail))
         merkle.verify_inclusion(merkle.leaf_hash(env.anchor), env.leaf_index, cp.size,
                                 list(env.proof), cp.root)
         add(Check("anchor_inclusion", True, f"leaf {env.leaf_index} is in the checkpoint"))

@@ -441,7 +441,7 @@ def _key_from_members(kty: object, crv: object, x: object, y: object) -> VerifyK
 
 def public_key_from_jwk(jwk: Mapping[str, Any]) -> VerifyKey:
     """Parse a public JWK: OKP/Ed25519 or EC/P-256. Raise :class:`JwkError` otherwise."""
-    if not isinstance(jwk, Mapping):
+    if type(jwk) is not dict and not isinstance(jwk, Mapping):
         raise JwkError(f"a JWK is a JSON object, found {_kind(jwk)}")
     if "d" in jwk:
         raise JwkError("the JWK has a private member 'd'; expected a public key")
