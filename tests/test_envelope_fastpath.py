@@ -58,7 +58,7 @@ def _fields(**change: Any) -> dict[str, Any]:
     return dict(sorted(m.items()))
 
 
-def _pack(m: dict[str, Any]) -> bytes:
+def _pack(m: object) -> bytes:
     return msgpack.packb(m, use_bin_type=True)  # type: ignore[no-any-return]
 
 
