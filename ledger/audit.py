@@ -266,7 +266,7 @@ class _StoreSource:
 
     def records(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Every record under ``prefix``, in key order."""
-        for k, v in self._db.iterator(prefix=prefix):
+        for k, v in self._db.iterator(prefix=prefix, fill_cache=False):
             yield bytes(k), bytes(v)
 
     def stored_records(self) -> _StoredRecords:
@@ -274,9 +274,9 @@ class _StoreSource:
 
     def blocks(self) -> Iterator[BlockRecord]:
         size = 0
-        entries = self._db.iterator(prefix=b"e")
+        entries = self._db.iterator(prefix=b"e", fill_cache=False)
         try:
-            for n, (key, raw) in enumerate(self._db.iterator(prefix=b"b")):
+            for n, (key, raw) in enumerate(self._db.iterator(prefix=b"b", fill_cache=False)):
                 height = int.from_bytes(key[1:], "big") if len(key) == 9 else -1
                 if height != n:
                     raise ArchiveError(f"stored block keys are not 0, 1, 2, …: found "
@@ -314,7 +314,7 @@ class _StoredRecords:
         if key[:1] == b"n" and len(key) == 10:
             it = self._levels.get(key[1])
             if it is None:
-                it = self._levels[key[1]] = self._db.iterator(prefix=key[:2])
+                it = self._levels[key[1]] = self._db.iterator(prefix=key[:2], fill_cache=False)
             got = next(it, None)
             return None if got is None or got[0] != key else bytes(got[1])
         v = self._db.get(key)
@@ -325,7 +325,8 @@ class _StoredRecords:
         for level in range(65):
             it = self._levels.get(level)
             if it is None:
-                it = self._levels[level] = self._db.iterator(prefix=b"n" + bytes([level]))
+                it = self._levels[level] = self._db.iterator(prefix=b"n" + bytes([level]),
+                                                                fill_cache=False)
             got = next(it, None)
             if got is not None:
                 return bytes(got[0])

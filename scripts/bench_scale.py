@@ -110,6 +110,8 @@ class Peak:
         """Record the peak RSS reached by the end of phase ``name``."""
         self.sample()
         self.phases[f"peak_rss_after_{name}_mib"] = self.hwm / 1024
+        self.phases[f"peak_anon_after_{name}_mib"] = self.anon / 1024
+        self.phases[f"peak_file_after_{name}_mib"] = self.file / 1024
 
     def sample(self) -> None:
         got = proc_status_kib()

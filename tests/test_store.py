@@ -646,3 +646,35 @@ def test_proof_reads_release_the_mapped_table_pages(chain_path: Path, tmp_path: 
                                     s.head.log_root)
     finally:
         s.close()
+
+
+def test_status_list_scan_leaves_the_block_cache_alone(chain_path: Path, tmp_path: Path) -> None:
+    """The full status-list read is a bulk scan: it reads with fill_cache=False, so it neither
+    evicts hot blocks nor grows LevelDB's block cache (64 MiB) to its bound on a big chain."""
+    import shutil
+
+    path = tmp_path / "copy"
+    shutil.copytree(chain_path, path)
+    s = Store(path)
+    try:
+        s._db.compact_range()
+        s.close()
+        s = Store(path)  # a fresh, empty block cache
+
+        def usage() -> int:
+            return int(s._db.get_property(b"leveldb.approximate-memory-usage"))
+
+        before = usage()
+        pairs = {tuple(k[1:].split(b"\x00")[:2]) for k in s._db.iterator(prefix=b"i",
+                                                                         include_value=False)}
+        assert pairs
+        read = sum(1 for a, b in pairs for _ in s.status_values(a.decode(), b.decode()))
+        assert read > 0
+        after_values = usage()
+        for _ in s._db.iterator(prefix=b"c"):  # the same credential records, cached this time
+            pass
+        filled = usage() - after_values
+        assert filled > 0
+        assert after_values - before < filled / 2
+    finally:
+        s.close()
