@@ -144,13 +144,10 @@ class StatusListCache:
     def _read(self, ref: tuple[str, str]) -> None:
         buf = bytearray(STATUS_LIST_SIZE // _PER_BYTE)
         anchored = False
-        for n, (index, status) in enumerate(self._store.status_values(*ref), 1):
+        for index, status in self._store.status_values(*ref):
             anchored = True
             if index < STATUS_LIST_SIZE:
                 _set(buf, index, _STATUS_VALUE[status])
-            if n % 2_000 == 0:  # random reads all over the tables: keep the process small
-                self._store.release_mapped_pages()
-        self._store.release_mapped_pages()
         self._bufs[ref], self._anchored[ref] = buf, anchored
         self.full_reads += 1
 

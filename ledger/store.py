@@ -48,9 +48,27 @@ __all__ = ["Store", "release_mapped_tables", "stored_consistency_proof"]
 
 _BE = struct.Struct(">Q")
 _MADV_DONTNEED = 4  # Linux
-_RELEASE_AFTER_READS = 2048
-"""Random reads (proof nodes, state lookups) between two :meth:`Store.release_mapped_pages`:
-about 85 inclusion proofs at 10M entries; a release costs 1-3 ms there."""
+_CHECK_AFTER_READS = 256
+"""Random reads (proof nodes, state lookups, status-list reads) between two checks of the mapped
+table pages against the budget: about 10 inclusion proofs at 10M entries."""
+_CHECK_EVERY_S = 0.5
+"""The background check also runs this often, for pages no read of ours counts (compaction)."""
+MAPPED_BUDGET = 24 << 20
+"""Bytes of mapped file pages a store lets its process gain before it releases its table pages
+(ADR 26). A release costs 1-3 ms at 10M entries, on the background thread."""
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _file_resident_bytes() -> int | None:
+    """This process's resident file-backed (and shared) memory: /proc/self/statm's third field,
+    one small read (Linux; else None)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[2]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _largest_pow2_below(n: int) -> int:
@@ -103,8 +121,11 @@ class Store:
         try:
             # Bloom filters make the ingest path's lookups of absent keys (new tx ids, credential
             # ids, status indexes) cost about one memory probe instead of a read per level.
+            # 16 KiB blocks: LevelDB holds each open table's index block in memory, one entry per
+            # block, so 4 KiB blocks cost ~20 MiB at 10M entries (ADR 26).
             self._db = plyvel.DB(str(self.path), create_if_missing=create, bloom_filter_bits=10,
-                                 lru_cache_size=64 << 20, write_buffer_size=32 << 20)
+                                 lru_cache_size=64 << 20, write_buffer_size=32 << 20,
+                                 block_size=16 << 10)
         except plyvel.Error as e:
             raise StoreError(f"cannot open store at {self.path}: {e}") from e
         self.head: Head | None = None
@@ -113,6 +134,8 @@ class Store:
         self._random_reads = 0
         self.releases = 0
         """How many background releases of mapped table pages ran (see _count_random_reads)."""
+        self.mapped_budget = MAPPED_BUDGET
+        self._mapped_floor: int | None = None  # file-backed bytes resident after the last release
         self._release_wanted = threading.Event()
         self._releaser_lock = threading.Lock()
         self._releaser: threading.Thread | None = None
@@ -236,7 +259,7 @@ class Store:
         table's mapped index and filter pages: as random as a proof's reads, so counted too."""
         v = self._db.get(key)
         self._random_reads += 1
-        if self._random_reads >= _RELEASE_AFTER_READS:
+        if self._random_reads >= _CHECK_AFTER_READS:
             self._count_random_reads(0)
         return None if v is None else bytes(v)
 
@@ -294,6 +317,7 @@ class Store:
 
         def drain() -> Iterator[tuple[int, str]]:
             batch.sort()
+            self._count_random_reads(len(batch))
             for cid, index in batch:
                 raw = get(credential_key(cid), fill_cache=False)
                 rec = None if raw is None else msgpack.unpackb(raw, raw=False)
@@ -383,13 +407,14 @@ class Store:
         return proof
 
     def _count_random_reads(self, n: int) -> None:
-        """Keep a long-running reader's resident set flat: proofs touch pages all over the
-        mapped tables, so release them every few thousand reads (see release_mapped_pages).
+        """Keep a long-running reader's resident set flat: reads touch pages all over the mapped
+        tables, so every few hundred reads the background thread compares the process's
+        file-backed resident memory with the budget, and releases the table pages when over it.
 
-        The release (1-10 ms at 10M entries) runs on a background thread, not in the request
-        that crossed the threshold; it is mostly system calls, which do not hold the GIL."""
+        The check and the release (1-3 ms at 10M entries) run on that thread, not in the request
+        that counted the read; a release is mostly system calls, which do not hold the GIL."""
         self._random_reads += n
-        if self._random_reads < _RELEASE_AFTER_READS:
+        if self._random_reads < _CHECK_AFTER_READS:
             return
         self._random_reads = 0
         if sys.platform.startswith("linux"):
@@ -401,13 +426,27 @@ class Store:
             self._release_wanted.set()
 
     def _release_loop(self) -> None:
+        # Woken by reads, and every _CHECK_EVERY_S for the pages LevelDB's own compaction maps.
         while True:
-            self._release_wanted.wait()
+            self._release_wanted.wait(_CHECK_EVERY_S)
             self._release_wanted.clear()
             if self._closing:
                 return
-            self.release_mapped_pages()
-            self.releases += 1
+            self._release_if_over_budget()
+
+    def _release_if_over_budget(self) -> None:
+        mapped = _file_resident_bytes()
+        if mapped is None:
+            return
+        if self._mapped_floor is None:
+            self._mapped_floor = mapped
+        if mapped - self._mapped_floor <= self.mapped_budget:
+            return
+        self.release_mapped_pages()
+        self.releases += 1
+        # What is left is not ours to release (code, other files): the next budget starts there.
+        after = _file_resident_bytes()
+        self._mapped_floor = mapped if after is None else after
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         """RFC 9162 consistency proof from ``old_size`` to ``new_size``."""

@@ -613,7 +613,8 @@ def _mapped_table_kib(store_path: Path) -> int:
 
 
 @pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="Linux /proc only")
-def test_proof_reads_release_the_mapped_table_pages(chain_path: Path, tmp_path: Path) -> None:
+def test_proof_reads_release_the_mapped_table_pages_over_the_budget(chain_path: Path,
+                                                                    tmp_path: Path) -> None:
     import shutil
 
     from ledger import store as store_mod
@@ -626,20 +627,33 @@ def test_proof_reads_release_the_mapped_table_pages(chain_path: Path, tmp_path: 
         s._db.compact_range()
         assert s.head is not None
         size = s.head.log_size
-        s._random_reads = 0  # opening read a record or two: count from here
+        # a budget far above this small store's tables: checks run, nothing is released
+        s.mapped_budget = 1 << 40
         reads = 0
-        while reads + 16 < store_mod._RELEASE_AFTER_READS:
+        while reads < 4 * store_mod._CHECK_AFTER_READS:
             reads += len(s.inclusion_proof(reads % size, size))
-        assert _mapped_table_kib(path) > 0  # proofs so far left pages mapped
+        time.sleep(0.2)
+        assert _mapped_table_kib(path) > 0  # the proofs left pages mapped
         assert s.releases == 0
-        while s._random_reads != 0 or reads < store_mod._RELEASE_AFTER_READS:
+        assert s._mapped_floor is not None  # the background check ran
+        # a budget of nothing: the next check releases every mapped table page
+        s.mapped_budget = -(1 << 40)
+        while reads < 8 * store_mod._CHECK_AFTER_READS:
             reads += len(s.inclusion_proof(reads % size, size))
-        # the threshold was crossed: the background release runs, and then nothing is mapped
         for _ in range(500):
             if s.releases:
                 break
             time.sleep(0.01)
-        assert s.releases == 1
+        assert s.releases >= 1
+        # no read from here on: one more check releases what the last proofs mapped
+        done = s.releases
+        s._release_wanted.set()
+        for _ in range(500):
+            if s.releases > done:
+                break
+            time.sleep(0.01)
+        assert s.releases > done
+        s.mapped_budget = 1 << 40
         assert _mapped_table_kib(path) == 0
         for i in range(50):  # and reads keep working, from the page cache
             merkle.verify_inclusion(s.leaf_hash(i), i, size, s.inclusion_proof(i, size),
@@ -647,6 +661,15 @@ def test_proof_reads_release_the_mapped_table_pages(chain_path: Path, tmp_path: 
     finally:
         s.close()
 
+
+def test_file_resident_bytes_reads_statm() -> None:
+    from ledger.store import _file_resident_bytes
+
+    got = _file_resident_bytes()
+    if Path("/proc/self/statm").exists():
+        assert got is not None and got > 0  # at least the interpreter's own code pages
+    else:
+        assert got is None
 
 def test_status_list_scan_leaves_the_block_cache_alone(chain_path: Path, tmp_path: Path) -> None:
     """The full status-list read is a bulk scan: it reads with fill_cache=False, so it neither
