@@ -62,12 +62,23 @@ MAPPED_BUDGET = 24 << 20
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+_STATM: dict[int, int] = {}  # pid -> an open /proc/self/statm of that process
+_STATM_LOCK = threading.Lock()
+
+
 def _file_resident_bytes() -> int | None:
-    """This process's resident file-backed (and shared) memory: /proc/self/statm's third field,
-    one small read (Linux; else None)."""
+    """This process's resident file-backed (and shared) memory: /proc/self/statm's third field
+    (Linux; else None). One ``pread`` on a kept descriptor, ~1.5 µs (open-read-close was ~11):
+    the ingest path checks it every few transactions."""
+    pid = os.getpid()  # /proc/self is resolved when opened: a forked child opens its own
     try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[2]) * _PAGE
+        fd = _STATM.get(pid)
+        if fd is None:
+            with _STATM_LOCK:
+                fd = _STATM.get(pid)
+                if fd is None:
+                    fd = _STATM[pid] = os.open("/proc/self/statm", os.O_RDONLY)
+        return int(os.pread(fd, 128, 0).split()[2]) * _PAGE
     except (OSError, IndexError, ValueError):
         return None
 
