@@ -701,3 +701,24 @@ def test_status_list_scan_leaves_the_block_cache_alone(chain_path: Path, tmp_pat
         assert after_values - before < filled / 2
     finally:
         s.close()
+
+
+def test_status_values_name_a_missing_credential_record(chain_path: Path, tmp_path: Path) -> None:
+    import shutil
+
+    path = tmp_path / "copy"
+    shutil.copytree(chain_path, path)
+    s = Store(path)
+    try:
+        prefix = b"iedu\x00diploma\x00"
+        entries = [(bytes(k), bytes(v)) for k, v in s._db.iterator(prefix=prefix)]
+        assert len(entries) > 2
+        assert len(list(s.status_values("edu", "diploma"))) == len(entries)
+        # delete the record the middle index entry points at: the seek lands on the next one
+        k, cid = entries[len(entries) // 2]
+        s._db.delete(b"c" + cid)
+        index = int.from_bytes(k[len(prefix):], "big")
+        with pytest.raises(StoreError, match=f"status index {index} of edu/diploma points at"):
+            list(s.status_values("edu", "diploma"))
+    finally:
+        s.close()
