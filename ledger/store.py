@@ -51,7 +51,7 @@ _MADV_DONTNEED = 4  # Linux
 _CHECK_AFTER_READS = 16
 """Random reads (proof nodes, state lookups, status-list reads) between two checks of the mapped
 table pages against the budget: under one inclusion proof at 10M entries (24 reads). A check is
-one read of /proc/self/statm (a few µs) in the reading thread."""
+one read of /proc/self/statm (~1.5 µs) in the reading thread."""
 _CHECK_EVERY_S = 0.5
 """The background check also runs this often, for pages no read of ours counts (compaction)."""
 MAPPED_BUDGET = 48 << 20
@@ -145,7 +145,7 @@ class Store:
         self.frontier = CompactRange()
         self._random_reads = 0
         self.releases = 0
-        """How many background releases of mapped table pages ran (see _count_random_reads)."""
+        """How many releases of mapped table pages ran (see _count_random_reads)."""
         self.mapped_budget = MAPPED_BUDGET
         self._mapped_floor: int | None = None  # file-backed bytes resident after the last release
         self._release_wanted = threading.Event()
@@ -432,10 +432,10 @@ class Store:
     def _count_random_reads(self, n: int) -> None:
         """Keep a long-running reader's resident set flat: reads touch pages all over the mapped
         tables, so every 16 reads the process's file-backed resident memory is compared with the
-        budget (one read of /proc/self/statm, a few µs), and when it is over, the table pages
+        budget (one read of /proc/self/statm, ~1.5 µs), and when it is over, the table pages
         are released right here (ADR 26).
 
-        The reader that crosses the budget pays for the release (3-5 ms at 10M entries): that is
+        The reader that crosses the budget pays for the release (3-10 ms at 10M entries): that is
         the proofs' p99 there. Releasing on a background thread instead let the readers map
         another ~25 MiB at 10M before the release caught up, so memory was not flat."""
         self._random_reads += n
