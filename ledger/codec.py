@@ -140,6 +140,27 @@ def decode(data: bytes, *, max_size: int = MAX_SIZE, what: str = "object") -> An
     return value
 
 
+UNPACK_ERRORS = (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
+                 msgpack.StackError, RecursionError)
+"""What :func:`unpack_plain` raises on malformed bytes (both are for the ledger's own decoders,
+not part of the public surface)."""
+
+
+def _ext_is_invalid(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code}")
+
+
+def unpack_plain(data: bytes, *, max_size: int) -> Any:
+    """msgpack's C unpacking without hooks, for the decoders' fast paths (ADR 25, ADR 26).
+
+    Extension types and lengths over ``max_size`` are refused, but nothing checks the canonical
+    form: the caller checks exact keys and types, then compares a re-encode with ``data``, and
+    leaves anything else to :func:`decode`. Raises one of :data:`UNPACK_ERRORS`.
+    """
+    return msgpack.unpackb(data, raw=False, ext_hook=_ext_is_invalid, max_bin_len=max_size,
+                           max_str_len=max_size, max_array_len=max_size, max_map_len=max_size)
+
+
 def _reject_ext(code: int, data: bytes) -> Any:
     raise DecodeError(f"msgpack extension type {code} is not allowed")
 

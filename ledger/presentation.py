@@ -118,8 +118,8 @@ def _fast_envelope(unverified: object) -> Envelope | None:
     if type(unverified) is not bytes or len(unverified) > MAX_ENVELOPE:
         return None
     try:
-        m = msgpack.unpackb(unverified, raw=False, ext_hook=_no_ext)
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        m = codec.unpack_plain(unverified, max_size=MAX_ENVELOPE)
+    except codec.UNPACK_ERRORS:
         return None
     if type(m) is not dict or list(m) != _ENVELOPE_KEYS:
         return None
@@ -137,10 +137,6 @@ def _fast_envelope(unverified: object) -> Envelope | None:
     if msgpack.packb(m, use_bin_type=True) != unverified:
         return None
     return Envelope(anchor, idx, tuple(proof), cp, kb)
-
-
-def _no_ext(code: int, data: bytes) -> Any:
-    raise ValueError("extension type")
 
 
 @dataclass(frozen=True)

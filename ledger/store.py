@@ -467,23 +467,21 @@ class Store:
         if not self._releasing.acquire(blocking=False):
             return  # another thread is releasing right now
         try:
-            self._release_locked()
+            mapped = _file_resident_bytes()
+            if mapped is None:
+                return
+            if self._mapped_floor is None:
+                self._mapped_floor = mapped
+            if mapped - self._mapped_floor <= self.mapped_budget:
+                return
+            self.release_mapped_pages()
+            self.releases += 1
+            # What is left is not ours to release (code, other files): the next budget starts
+            # there.
+            after = _file_resident_bytes()
+            self._mapped_floor = mapped if after is None else after
         finally:
             self._releasing.release()
-
-    def _release_locked(self) -> None:
-        mapped = _file_resident_bytes()
-        if mapped is None:
-            return
-        if self._mapped_floor is None:
-            self._mapped_floor = mapped
-        if mapped - self._mapped_floor <= self.mapped_budget:
-            return
-        self.release_mapped_pages()
-        self.releases += 1
-        # What is left is not ours to release (code, other files): the next budget starts there.
-        after = _file_resident_bytes()
-        self._mapped_floor = mapped if after is None else after
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         """RFC 9162 consistency proof from ``old_size`` to ``new_size``."""

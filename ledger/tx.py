@@ -172,16 +172,6 @@ _CREDIT_KEYS = sorted(["subject", "category", "points", "reason", "date", "expir
 _CREDIT_KEYS_W = sorted([*_CREDIT_KEYS, "withdraws"])
 
 
-def _no_ext(code: int, data: bytes) -> Any:
-    raise ValueError("extension type")
-
-
-def _unpack(data: bytes) -> Any:
-    return msgpack.unpackb(data, raw=False, ext_hook=_no_ext, max_bin_len=MAX_TX_SIZE,
-                           max_str_len=MAX_TX_SIZE, max_array_len=MAX_TX_SIZE,
-                           max_map_len=MAX_TX_SIZE)
-
-
 def _is_ident(v: object) -> bool:
     return type(v) is str and len(v) <= 64 and _ID.match(v) is not None
 
@@ -238,7 +228,7 @@ def _fast_parse(unverified: object) -> Tx | None:
     if type(unverified) is not bytes or len(unverified) > MAX_TX_SIZE:
         return None
     try:
-        env = _unpack(unverified)
+        env = codec.unpack_plain(unverified, max_size=MAX_TX_SIZE)
         if type(env) is not dict or list(env) != _ENV_KEYS:
             return None
         payload, sig_items, v = env["payload"], env["sigs"], env["v"]
@@ -258,7 +248,7 @@ def _fast_parse(unverified: object) -> Tx | None:
         # Every value above has an exact plain type, so equal re-encoded bytes mean canonical.
         if msgpack.packb(env, use_bin_type=True) != unverified:
             return None
-        p = _unpack(payload)
+        p = codec.unpack_plain(payload, max_size=MAX_TX_SIZE)
         if type(p) is not dict or list(p) != _PAYLOAD_KEYS:
             return None
         net, kind, raw_body = p["net"], p["type"], p["body"]
@@ -267,8 +257,7 @@ def _fast_parse(unverified: object) -> Tx | None:
         body = _fast_body(kind, raw_body)
         if body is None or msgpack.packb(p, use_bin_type=True) != payload:
             return None
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
-            msgpack.StackError, RecursionError):
+    except codec.UNPACK_ERRORS:
         return None
     return Tx(net, kind, body, tuple(sigs), payload, unverified,
               hashlib.sha256(unverified).digest())
