@@ -524,15 +524,16 @@ async def submit_batch(request: Request, node: NodeDep,
         except DecodeError as e:
             out[i] = BatchItem(txid=None, status="malformed", error=str(e))
     got = await run_in_threadpool(node.submit_many, [t for _, t in good], wait)
+    item = BatchItem.model_construct  # our own values, thousands per request: no re-validation
     for (i, t), r in zip(good, got, strict=True):
         if r is None:
-            out[i] = BatchItem(txid=t.txid.hex(), status="pending")
+            out[i] = item(txid=t.txid.hex(), status="pending")
         elif isinstance(r, Receipt):
-            out[i] = BatchItem(txid=t.txid.hex(), status="committed", index=r.index,
-                               height=r.height, duplicate=r.duplicate)
+            out[i] = item(txid=t.txid.hex(), status="committed", index=r.index,
+                          height=r.height, duplicate=r.duplicate)
         else:
-            out[i] = BatchItem(txid=t.txid.hex(), status="rejected", error=str(r),
-                               code=getattr(r, "code", None))
+            out[i] = item(txid=t.txid.hex(), status="rejected", error=str(r),
+                          code=getattr(r, "code", None))
     return [o for o in out if o is not None]
 
 

@@ -1,31 +1,39 @@
-"""The thin etcd adapter: the shared ordering log of a multi-agency network (etcd3gw, mTLS).
+"""The thin etcd adapter: the shared ordering log of a multi-agency network (gRPC, mTLS).
 
 etcd's Raft gives the total order (the revision) and durability while a majority of members is
-up. Everything here is a few JSON-gateway calls; what the records *mean* is decided in
-:mod:`node.replication`. Keys, under ``/credledger/<network>/``::
+up. Everything here is a few etcd v3 gRPC calls, made with the synchronous ``grpcio`` client and
+the message classes that ``aetcd`` generates from etcd's own ``rpc.proto`` (ADR 27); what the
+records *mean* is decided in :mod:`node.replication`. Keys, under ``/credledger/<network>/``::
 
-    b/<32 hex>                 a batch (ledger.batch), ordered by its create revision
+    b/<seq:020d>               a batch (ledger.batch); seq is the version of ``n`` when it
+                               was put, so key order is commit order (compare-and-swap below)
+    n                          the batch counter: its version is the last batch's seq
     s/<size:020d>/<agency>     an agency node's checkpoint co-signature for that log size
     a/<agency>                 what that node has applied: {rev, height, size, time}
     p                          the pruning marker: batches up to ``rev`` are gone; they made
                                blocks up to ``height`` (log size ``size``)
+    t                          the tick: put with every batch and co-signature; watched
+
+Readers still select batches by create revision (``min_create_revision``, sorted by it). The
+sequence in the key only lets a reader start its range after the last batch it saw: etcd reads
+every key of a range that has revision filters, values included, before filtering it.
 
 Several endpoints may be given; a call that cannot reach one tries the next.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import secrets
+import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import requests
-from etcd3gw.client import Etcd3Client
-from etcd3gw.exceptions import Etcd3Exception
+import grpc
+from aetcd.rpc import rpc_pb2 as pb
+from aetcd.rpc import rpc_pb2_grpc as pbg
 
 from ledger import codec
 from ledger.errors import OrderingError
@@ -33,6 +41,10 @@ from ledger.errors import OrderingError
 __all__ = ["EtcdLog", "Record", "TlsFiles"]
 
 _DELETE_CHUNK = 100  # etcd allows 128 operations per transaction by default
+_MAX_MESSAGE = 256 << 20  # a read of 16 batches of up to 1.5 MiB each; etcd caps requests
+_SEQ_WIDTH = 20
+_CAS_ATTEMPTS = 64
+_KNOWN_SEQS = 256  # create revision -> sequence of batches returned lately
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +62,39 @@ class Record:
     mod_rev: int
 
 
-def _b64(s: str | bytes) -> str:
-    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+def _prefix_end(prefix: bytes) -> bytes:
+    return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
-def _prefix_end(prefix: str) -> str:
-    b = prefix.encode()
-    return (b[:-1] + bytes([b[-1] + 1])).decode()
+def _why(e: Exception) -> str:
+    if isinstance(e, grpc.RpcError):
+        code, details = e.code(), e.details()
+        return f"{code.name if code else 'error'}: {details}"
+    return str(e) or type(e).__name__
+
+
+class _Endpoint:
+    def __init__(self, url: str, tls: TlsFiles | None, timeout: float) -> None:
+        scheme, _, rest = url.partition("://")
+        target = rest.rstrip("/")
+        options = [("grpc.max_receive_message_length", _MAX_MESSAGE),
+                   ("grpc.max_send_message_length", _MAX_MESSAGE),
+                   ("grpc.enable_http_proxy", 0)]  # like trust_env = False: no proxy detour
+        if scheme == "https":
+            if tls is None:
+                raise OrderingError(f"{url}: https needs the network CA and a client certificate")
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=Path(tls.ca).read_bytes(),
+                private_key=Path(tls.key).read_bytes(),
+                certificate_chain=Path(tls.cert).read_bytes())
+            self.channel = grpc.secure_channel(target, creds, options=options)
+        elif scheme == "http":
+            self.channel = grpc.insecure_channel(target, options=options)
+        else:
+            raise OrderingError(f"{url}: an etcd endpoint is http:// or https://")
+        self.url = url
+        self.kv = pbg.KVStub(self.channel)
+        self.watch = pbg.WatchStub(self.channel)
 
 
 class EtcdLog:
@@ -67,114 +105,125 @@ class EtcdLog:
         if not endpoints:
             raise OrderingError("no etcd endpoints configured")
         self.prefix = f"/credledger/{network}/"
-        self._clients: list[Etcd3Client] = []
-        for url in endpoints:
-            scheme, _, rest = url.partition("://")
-            host, _, port = rest.rstrip("/").rpartition(":")
-            session = requests.Session()
-            session.trust_env = False  # else REQUESTS_CA_BUNDLE & co. override our CA
-            if tls is not None:
-                session.verify = tls.ca
-                session.cert = (tls.cert, tls.key)
-            self._clients.append(Etcd3Client(host=host, port=int(port), protocol=scheme,
-                                             timeout=timeout, session=session,
-                                             api_path="/v3/"))
+        self._p = self.prefix.encode()
+        self.timeout = timeout
+        self._ends = [_Endpoint(url, tls, timeout) for url in endpoints]
         self._current = 0
         self._lock = threading.Lock()
+        self._seq = 0  # our guess of the counter's version; a failed swap corrects it
+        self._seqs: dict[int, int] = {}  # create revision -> sequence, of batches we returned
         self._watch_cancel: Callable[[], None] | None = None
 
     # -- plumbing --
-    def _call(self, path: str, body: dict[str, Any]) -> Any:
+    def _call(self, method: str, request: Any) -> Any:
         last: Exception | None = None
-        for attempt in range(len(self._clients)):
+        for attempt in range(len(self._ends)):
             with self._lock:
-                i = (self._current + attempt) % len(self._clients)
-            client = self._clients[i]
+                i = (self._current + attempt) % len(self._ends)
+            end = self._ends[i]
             try:
-                result = client.post(client.get_url(path), json=body)
-            except (Etcd3Exception, requests.RequestException, OSError) as e:
+                result = getattr(end.kv, method)(request, timeout=self.timeout)
+            except grpc.RpcError as e:
+                if e.code() in (grpc.StatusCode.INVALID_ARGUMENT,
+                                grpc.StatusCode.OUT_OF_RANGE,
+                                grpc.StatusCode.FAILED_PRECONDITION):
+                    raise OrderingError(f"etcd refused {method}: {_why(e)}") from e
                 last = e
                 continue
             with self._lock:
                 self._current = i
             return result
-        why = getattr(last, "detail_text", None) or str(last) or type(last).__name__
-        raise OrderingError(f"etcd unreachable ({len(self._clients)} endpoint(s)): {why}")
+        why = _why(last) if last is not None else "no endpoint"
+        raise OrderingError(f"etcd unreachable ({len(self._ends)} endpoint(s)): {why}")
 
-    def _range_req(self, sub: str, *, min_create: int | None = None,
-                   max_create: int | None = None, min_mod: int | None = None,
-                   limit: int | None = None, keys_only: bool = False,
-                   exact: bool = False) -> dict[str, Any]:
-        key = self.prefix + sub
-        req: dict[str, Any] = {"key": _b64(key)}
-        if not exact:
-            req["range_end"] = _b64(_prefix_end(key))
-            req["sort_order"] = "ASCEND"
-            req["sort_target"] = "MOD" if min_mod is not None else "CREATE"
+    def _range(self, sub: str | bytes, *, start: bytes | None = None,
+               min_create: int | None = None, max_create: int | None = None,
+               min_mod: int | None = None, limit: int = 0, keys_only: bool = False,
+               exact: bool = False) -> pb.RangeRequest:
+        key = self._p + (sub.encode() if isinstance(sub, str) else sub)
+        if exact:
+            return pb.RangeRequest(key=key)
+        req = pb.RangeRequest(
+            key=start or key, range_end=_prefix_end(key), limit=limit, keys_only=keys_only,
+            sort_order=pb.RangeRequest.ASCEND,
+            sort_target=pb.RangeRequest.MOD if min_mod is not None else pb.RangeRequest.CREATE)
         if min_mod is not None:
-            req["min_mod_revision"] = min_mod
+            req.min_mod_revision = min_mod
         if min_create is not None:
-            req["min_create_revision"] = min_create
+            req.min_create_revision = min_create
         if max_create is not None:
-            req["max_create_revision"] = max_create
-        if limit is not None:
-            req["limit"] = limit
-        if keys_only:
-            req["keys_only"] = True
+            req.max_create_revision = max_create
         return req
 
-    def _records(self, resp: dict[str, Any]) -> list[Record]:
-        out = []
-        for kv in resp.get("kvs", []):
-            out.append(Record(base64.b64decode(kv["key"]).decode()[len(self.prefix):],
-                              base64.b64decode(kv.get("value", "")),
-                              int(kv.get("create_revision", 0)), int(kv.get("mod_revision", 0))))
-        return out
+    def _records(self, resp: Any) -> list[Record]:
+        n = len(self._p)
+        return [Record(kv.key[n:].decode(), kv.value, kv.create_revision, kv.mod_revision)
+                for kv in resp.kvs]
+
+    def _put(self, key: str | bytes, value: bytes = b"") -> pb.RequestOp:
+        k = self._p + (key.encode() if isinstance(key, str) else key)
+        return pb.RequestOp(request_put=pb.PutRequest(key=k, value=value))
 
     # -- the ordering log --
-    def _tick(self) -> dict[str, Any]:
-        """A put of the tiny ``t`` key: watchers wake on it without receiving big values."""
-        return {"request_put": {"key": _b64(self.prefix + "t"), "value": ""}}
-
     def put_batch(self, value: bytes) -> int:
-        """Append a batch; returns the revision that orders it."""
-        key = self.prefix + "b/" + secrets.token_hex(16)
-        resp = self._call("/kv/txn", {"success": [
-            {"request_put": {"key": _b64(key), "value": _b64(value)}}, self._tick()]})
-        return int(resp["header"]["revision"])
+        """Append a batch; returns the revision that orders it.
+
+        The batch's key carries the next version of the counter ``n``, taken with a
+        compare-and-swap, so batch keys sort in commit order."""
+        counter = self._p + b"n"
+        for _ in range(_CAS_ATTEMPTS):
+            seq = self._seq + 1
+            resp = self._call("Txn", pb.TxnRequest(
+                compare=[pb.Compare(key=counter, target=pb.Compare.VERSION,
+                                    result=pb.Compare.EQUAL, version=self._seq)],
+                success=[self._put(f"b/{seq:0{_SEQ_WIDTH}d}", value), self._put(b"n"),
+                         self._put(b"t")],
+                failure=[pb.RequestOp(request_range=pb.RangeRequest(key=counter))]))
+            if resp.succeeded:
+                self._seq = seq
+                return int(resp.header.revision)
+            kvs = resp.responses[0].response_range.kvs
+            self._seq = int(kvs[0].version) if kvs else 0
+        raise OrderingError(f"could not take a batch number in {_CAS_ATTEMPTS} attempts")
 
     def read_after(self, rev: int, cosig_rev: int, limit: int = 16, cosig_limit: int = 512
                    ) -> tuple[list[Record], Record | None, list[Record]]:
         """In one etcd transaction (one revision): batches created after ``rev`` in order, the
         pruning marker, and co-signatures written after ``cosig_rev`` in write order."""
-        body = {"success": [
-            {"request_range": self._range_req("b/", min_create=rev + 1, limit=limit)},
-            {"request_range": self._range_req("p", exact=True)},
-            {"request_range": self._range_req("s/", min_mod=cosig_rev + 1, limit=cosig_limit)},
-        ]}
-        resp = self._call("/kv/txn", body)
-        parts = [p.get("response_range", {}) for p in resp.get("responses", [])]
-        parts += [{}] * (3 - len(parts))
+        seq = self._seqs.get(rev)
+        start = self._p + f"b/{seq + 1:0{_SEQ_WIDTH}d}".encode() if seq is not None else None
+        resp = self._call("Txn", pb.TxnRequest(success=[
+            pb.RequestOp(request_range=self._range("b/", start=start, min_create=rev + 1,
+                                                   limit=limit)),
+            pb.RequestOp(request_range=self._range("p", exact=True)),
+            pb.RequestOp(request_range=self._range("s/", min_mod=cosig_rev + 1,
+                                                   limit=cosig_limit)),
+        ]))
+        parts = [r.response_range for r in resp.responses]
+        if len(parts) != 3:
+            raise OrderingError(f"etcd answered {len(parts)} of 3 ranges")
+        batches = self._records(parts[0])
+        for r in batches:
+            with contextlib.suppress(ValueError):
+                self._seqs[r.create_rev] = int(r.key[2:])
+        while len(self._seqs) > _KNOWN_SEQS:
+            del self._seqs[next(iter(self._seqs))]
         marker = self._records(parts[1])
-        return (self._records(parts[0]), marker[0] if marker else None,
-                self._records(parts[2]))
+        return batches, marker[0] if marker else None, self._records(parts[2])
 
     def publish(self, size: int, agency: str, cosig: bytes, applied: bytes) -> None:
         """This node's co-signature for log size ``size`` and its applied position, at once."""
-        self._call("/kv/txn", {"success": [
-            {"request_put": {"key": _b64(f"{self.prefix}s/{size:020d}/{agency}"),
-                             "value": _b64(cosig)}},
-            {"request_put": {"key": _b64(self.prefix + "a/" + agency), "value": _b64(applied)}},
-            self._tick(),
-        ]})
+        self._call("Txn", pb.TxnRequest(success=[
+            self._put(f"s/{size:020d}/{agency}", cosig), self._put(f"a/{agency}", applied),
+            self._put(b"t")]))
 
     def put_cosig(self, size: int, agency: str, value: bytes) -> None:
-        key = f"{self.prefix}s/{size:020d}/{agency}"
-        self._call("/kv/put", {"key": _b64(key), "value": _b64(value)})
+        self._call("Put", pb.PutRequest(key=self._p + f"s/{size:020d}/{agency}".encode(),
+                                        value=value))
 
     def applied(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for r in self._records(self._call("/kv/range", self._range_req("a/"))):
+        for r in self._records(self._call("Range", self._range("a/"))):
             try:
                 got = codec.decode(r.value, what="applied record")
             except ValueError:
@@ -184,25 +233,23 @@ class EtcdLog:
         return out
 
     def marker(self) -> Record | None:
-        got = self._records(self._call("/kv/range", self._range_req("p", exact=True)))
+        got = self._records(self._call("Range", self._range("p", exact=True)))
         return got[0] if got else None
 
     def prune(self, upto_rev: int, marker: bytes, cosig_size: int) -> int:
         """Write the marker, delete batches created at or before ``upto_rev`` and co-signatures
         below ``cosig_size``, then compact etcd's history. Returns the number of batches removed."""
-        self._call("/kv/put", {"key": _b64(self.prefix + "p"), "value": _b64(marker)})
-        gone = self._records(self._call("/kv/range", self._range_req(
+        self._call("Put", pb.PutRequest(key=self._p + b"p", value=marker))
+        gone = self._records(self._call("Range", self._range(
             "b/", max_create=upto_rev, keys_only=True)))
         for start in range(0, len(gone), _DELETE_CHUNK):
-            ops = [{"request_delete_range": {"key": _b64(self.prefix + r.key)}}
-                   for r in gone[start:start + _DELETE_CHUNK]]
-            self._call("/kv/txn", {"success": ops})
-        resp = self._call("/kv/deleterange", {
-            "key": _b64(self.prefix + "s/"),
-            "range_end": _b64(f"{self.prefix}s/{cosig_size:020d}")})
-        revision = int(resp["header"]["revision"])
+            ops = [pb.RequestOp(request_delete_range=pb.DeleteRangeRequest(
+                key=self._p + r.key.encode())) for r in gone[start:start + _DELETE_CHUNK]]
+            self._call("Txn", pb.TxnRequest(success=ops))
+        resp = self._call("DeleteRange", pb.DeleteRangeRequest(
+            key=self._p + b"s/", range_end=self._p + f"s/{cosig_size:020d}".encode()))
         with contextlib.suppress(OrderingError):  # compacted already by another member
-            self._call("/kv/compaction", {"revision": revision})
+            self._call("Compact", pb.CompactionRequest(revision=int(resp.header.revision)))
         return len(gone)
 
     # -- waking up --
@@ -210,18 +257,30 @@ class EtcdLog:
         """Call ``on_event`` whenever a batch or co-signature is written (best effort: the
         caller also polls). Only the tiny tick key is watched, so no batch travels twice."""
         self.stop_watch()
-        client = self._clients[self._current]
+        end = self._ends[self._current]
+        requests: queue.SimpleQueue[pb.WatchRequest | None] = queue.SimpleQueue()
+        requests.put(pb.WatchRequest(create_request=pb.WatchCreateRequest(key=self._p + b"t")))
+
+        def outgoing() -> Iterator[pb.WatchRequest]:
+            while (req := requests.get()) is not None:
+                yield req
+
         try:
-            _events, cancel = client.watch(self.prefix + "t")
-        except (Etcd3Exception, requests.RequestException, OSError):
+            call = end.watch.Watch(outgoing())
+        except grpc.RpcError:
             return
+
+        def cancel() -> None:
+            requests.put(None)
+            call.cancel()
+
         self._watch_cancel = cancel
 
         def pump() -> None:
             try:
-                for _ in _events:
+                for _ in call:
                     on_event()
-            except Exception:  # noqa: S110 - the poll fallback covers a dead watch
+            except grpc.RpcError:  # cancelled, or the member went away: the poll covers it
                 pass
 
         threading.Thread(target=pump, name="etcd-watch", daemon=True).start()
@@ -234,5 +293,5 @@ class EtcdLog:
 
     def close(self) -> None:
         self.stop_watch()
-        for c in self._clients:
-            c.session.close()
+        for e in self._ends:
+            e.channel.close()

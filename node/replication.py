@@ -60,7 +60,7 @@ from ledger.errors import (
 from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
 from ledger.keys import PrivateKey
 from ledger.ordering import Pending, Receipt
-from ledger.sigcheck import SignatureChecker, rebuild
+from ledger.sigcheck import SignatureChecker
 from ledger.state import Registry
 from ledger.store import Store
 from ledger.tx import Tx
@@ -80,6 +80,7 @@ checkpoints are stored under ``k`` (what auditors and the store's rollback check
 _EVIDENCE = b"xev"
 _BE = struct.Struct(">Q")
 _RECENT = 100_000  # size → (rev, height) entries kept for pruning decisions
+_OWN_KEPT = 64  # our batches in flight whose parsed transactions are kept for applying
 
 
 class SyncError(OrderingError):
@@ -143,6 +144,7 @@ class EtcdOrderer:
         self._pending_cosigs: dict[int, list[tuple[str, bytes, str]]] = {}
         self._waiting: dict[bytes, list[Pending]] = {}
         self._wlock = threading.Lock()
+        self._own: dict[bytes, list[Tx]] = {}  # batch signature -> our parsed transactions
         self._queue: queue.SimpleQueue[tuple[Tx, Pending] | None] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -217,6 +219,10 @@ class EtcdOrderer:
         batch = make_batch(self.network, self.agency, self.node_key, int(self.clock()),
                            [tx.raw for tx, _ in items])
         data = batch.to_bytes()
+        with self._wlock:
+            self._own[batch.sig] = [tx for tx, _ in items]
+            while len(self._own) > _OWN_KEPT:
+                del self._own[next(iter(self._own))]
         give_up = _time.monotonic() + self.submit_timeout
         delay = 0.05
         while True:
@@ -268,7 +274,7 @@ class EtcdOrderer:
                 continue
             try:
                 while self._step():
-                    pass
+                    self._maybe_prune()  # at most every 0.5 s, also under sustained load
                 self._maybe_prune()
             except LedgerError as e:
                 self.stats.last_error = str(e)
@@ -303,21 +309,36 @@ class EtcdOrderer:
             batch: Batch | None = None
             with contextlib.suppress(DecodeError):
                 batch = Batch.from_bytes(rec.value)
-            fut = (self._checker.submit(list(batch.txs), keys)
+            txs = self._parse(batch) if batch is not None else []
+            fut = (self._checker.submit_parsed(txs, keys)
                    if self._checker is not None and batch is not None else None)
-            checks.append((rec, batch, fut))
+            checks.append((rec, batch, txs, fut))
         made: tuple[Head, str] | None = None
-        for rec, batch, fut in checks:
+        for rec, batch, txs, fut in checks:
             if self._stop.is_set() or self.halted:
                 return False
-            made = self._apply(rec, batch, fut) or made
+            made = self._apply(rec, batch, txs, fut) or made
         if made is not None:
             self._publish(*made)  # the newest block's co-signature covers the earlier ones
         self._merge_pending()
         return True
 
-    def _apply(self, rec: Record, batch: Batch | None, checked: Future[Any] | None
-               ) -> tuple[Head, str] | None:
+    def _parse(self, batch: Batch) -> list[Tx]:
+        """The batch's transactions, parsed once here: our own batches come back as the values
+        the API parsed; a malformed entry is dropped, the same way on every node."""
+        with self._wlock:
+            own = self._own.pop(batch.sig, None)
+        if own is not None and batch.proposer == self.agency and len(own) == len(batch.txs) \
+                and all(t.raw == raw for t, raw in zip(own, batch.txs, strict=True)):
+            return own
+        txs = []
+        for raw in batch.txs:
+            with contextlib.suppress(DecodeError):
+                txs.append(Tx.from_bytes(raw))
+        return txs
+
+    def _apply(self, rec: Record, batch: Batch | None, txs: list[Tx],
+               checked: Future[list[bool]] | None) -> tuple[Head, str] | None:
         """Apply one batch; the new head and our signature line if it made a block."""
         head, registry = self.store.head, self.store.registry
         assert head is not None
@@ -330,19 +351,7 @@ class EtcdOrderer:
         except (DecodeError, SignatureError) as e:
             self._skip(rec, str(e), batch)
             return None
-        txs: list[Tx] = []
-        flags: list[bool] = []
-        verdicts = checked.result() if checked is not None else [False] * len(batch.txs)
-        for raw, got in zip(batch.txs, verdicts, strict=True):
-            try:
-                if checked is not None:
-                    tx, ok = rebuild(raw, got)
-                else:
-                    tx, ok = Tx.from_bytes(raw), False
-            except DecodeError:
-                continue  # every node drops the same malformed entry
-            txs.append(tx)
-            flags.append(ok)
+        flags = checked.result() if checked is not None else [False] * len(txs)
         result = build_block(head, registry, self.store, self.store.frontier, txs, batch.time,
                              checked=flags)
         self.stats.batches_applied += 1

@@ -40,6 +40,6 @@ def test_core_imports_no_upper_layer() -> None:
 
     root = pathlib.Path(importlib.import_module("ledger").__file__ or "").parent
     banned = re.compile(r"^\s*(from|import)\s+(node|wallet|contracts|fastapi|uvicorn|aetcd|"
-                        r"etcd3gw)\b", re.M)
+                        r"etcd3gw|grpc)\b", re.M)
     offenders = [p.name for p in root.glob("*.py") if banned.search(p.read_text())]
     assert offenders == []

@@ -166,6 +166,35 @@ def test_checked_rebuild_equals_the_strict_parse(agencies: dict[str, Agency]) ->
         assert Tx.from_checked_bytes(tx.raw) == Tx.from_bytes(tx.raw)
 
 
+def test_signature_only_checks_agree_with_the_parsing_workers(
+        agencies: dict[str, Agency]) -> None:
+    """The cluster's workers only verify (the node parsed already): every flag must equal the
+    parse-and-check workers' flag, for good, forged, half-forged and unknown-key envelopes."""
+    from ledger.keys import PrivateKey
+    from ledger.network import governance_tx
+    from ledger.sigcheck import SignatureChecker, check_signatures, parse_and_check
+    from ledger.tx import Tx
+
+    reg, edu = agencies["reg"], agencies["edu"]
+    good = issue_tx("demo", edu, _cid(20), "degree", 20, T0, T0 + DAY, T0)
+    two = governance_tx("demo", 7, "set_quorum", {"quorum": 2}, [reg, edu])
+    second = two.sigs[1].sig
+    stranger = issue_tx("demo", Agency("xx", "X", PrivateKey.generate(), PrivateKey.generate()),
+                        _cid(21), "degree", 21, T0, T0 + DAY, T0)
+    raws = [good.raw, good.raw.replace(good.sigs[0].sig, bytes(64)), two.raw,
+            two.raw.replace(second, second[:-1] + bytes([second[-1] ^ 1])), stranger.raw]
+    keys = {a.issuer_key.public.kid: a.issuer_key.public.raw for a in (reg, edu)}
+    expected = [True, False, True, False, False]
+    assert parse_and_check(raws, keys) == expected
+    assert check_signatures(raws, keys) == expected
+    checker = SignatureChecker(1)
+    try:
+        txs = [Tx.from_bytes(r) for r in raws]
+        assert checker.submit_parsed(txs, keys).result(timeout=60) == expected
+    finally:
+        checker.close()
+
+
 def test_pending_waits_times_out_and_wakes_every_waiter(
         orderer: SoloOrderer, agencies: dict[str, Agency]) -> None:
     import threading
