@@ -45,6 +45,8 @@ __all__ = [
 ]
 
 _BE = struct.Struct(">Q")
+_ENTRY = struct.Struct(">cQ")
+_NODE = struct.Struct(">cBQ")
 head_key = b"H"
 
 
@@ -53,7 +55,7 @@ def block_key(height: int) -> bytes:
 
 
 def entry_key(index: int) -> bytes:
-    return b"e" + _BE.pack(index)
+    return _ENTRY.pack(b"e", index)
 
 
 def txid_key(txid: bytes) -> bytes:
@@ -61,7 +63,7 @@ def txid_key(txid: bytes) -> bytes:
 
 
 def node_key(level: int, index: int) -> bytes:
-    return b"n" + bytes([level]) + _BE.pack(index)
+    return _NODE.pack(b"n", level, index)
 
 
 def registry_key(height: int) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 from typing import Annotated
@@ -84,6 +85,21 @@ Stop with Ctrl-C.""", highlight=False, soft_wrap=True)
         node.close()
 
 
+GC_THRESHOLDS = (20_000, 20, 20)
+"""Collector thresholds of a running node (ADR 27). Python's default (700, 10, 10) collects the
+young generation every ~50 parsed transactions, and each older collection walks the node's
+long-lived objects; measured on a 3-agency cluster, the node processes spent ~18% less CPU per
+transaction with these values and the start-up objects frozen."""
+
+
+def _tune_gc() -> None:
+    """Freeze what start-up built (it lives as long as the process) out of every collection,
+    and collect young objects less often. Cycles are still collected, only later."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 @app.command()
 def run(
     config: Annotated[Path, typer.Option(help="Node config file (TOML), from `ledger-node init`.")
@@ -141,6 +157,7 @@ def run(
         app_ = create_app(settings, node=node)
         err.print(f"node [bold]{settings.agency}[/] of {node.network} ({settings.ordering} "
                   f"ordering) on {settings.scheme}://{settings.host}:{settings.port}")
+        _tune_gc()
         ssl: dict[str, str] = {}
         if settings.tls and runtime is not None:
             ssl = {"ssl_certfile": str(runtime / f"{settings.agency}.crt"),

@@ -379,12 +379,22 @@ class EtcdOrderer:
                                   OrderingError(f"our batch was refused by the network: {why}"))
 
     def _settle(self, result: BlockResult) -> None:
+        """Answer the submitters waiting here. Most transactions of a batch another node
+        proposed have none, so the waiters are looked up under one lock before any receipt is
+        made."""
         height = result.head.height if result.head else -1
-        for tx, index in result.accepted:
+        waiting = self._waiting
+        with self._wlock:
+            if not waiting:
+                return
+            ours = [(tx, r) for tx, r in result.accepted if tx.txid in waiting]
+            bad = [(tx, e) for tx, e in result.rejected if tx.txid in waiting]
+            dups = [(tx, i, h) for tx, i, h in result.duplicates if tx.txid in waiting]
+        for tx, index in ours:
             self._resolve(tx.txid, Receipt(tx.txid, index, height))
-        for tx, err in result.rejected:
+        for tx, err in bad:
             self._resolve(tx.txid, TxRejected(err.code, err.message))
-        for tx, index, h in result.duplicates:
+        for tx, index, h in dups:
             self._resolve(tx.txid, Receipt(tx.txid, index, h, duplicate=True))
 
     def _remember(self, size: int, rev: int, height: int) -> None:

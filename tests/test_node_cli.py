@@ -65,3 +65,21 @@ def test_init_new_network_then_run(tmp_path: Path) -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
+
+
+def test_a_running_node_collects_young_objects_less_often() -> None:
+    """`ledger-node run` freezes its start-up objects and raises the collector's thresholds
+    (ADR 27); the previous settings come back after the check."""
+    import gc
+
+    from node.cli import GC_THRESHOLDS, _tune_gc
+
+    before = gc.get_threshold()
+    try:
+        _tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS
+        assert GC_THRESHOLDS[0] > before[0]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
