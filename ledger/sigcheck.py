@@ -2,8 +2,9 @@
 
 libsodium's verify is the floor cost of ingest, and both it (through PyNaCl) and our parsing hold
 the GIL, so threads do not scale. Worker processes run :meth:`Tx.from_bytes` (the canonical,
-closed-schema parse) and check every signature against a kid → public-key map. They return the
-parsed :class:`Tx` values with a flag, or the parse error's text.
+closed-schema parse) and check every signature against a kid → public-key map. They return a
+flag per envelope, or the parse error's text. A caller that parsed the envelopes itself (a
+cluster node, ADR 27) sends them to :func:`check_signatures`, which only verifies.
 
 A ``False`` flag only means "not confirmed here" (unknown kid, bad signature): the state machine
 then verifies that transaction itself and gives the authoritative rejection. A ``True`` is safe to
