@@ -157,8 +157,10 @@ class EtcdLog:
 
     def _records(self, resp: Any) -> list[Record]:
         n = len(self._p)
-        return [Record(kv.key[n:].decode(), kv.value, kv.create_revision, kv.mod_revision)
-                for kv in resp.kvs]
+        # "replace": a member could write any bytes under our prefix; such a key then names no
+        # size or agency and is refused where it is read, instead of stopping the apply loop
+        return [Record(kv.key[n:].decode("utf-8", "replace"), kv.value, kv.create_revision,
+                       kv.mod_revision) for kv in resp.kvs]
 
     def _put(self, key: str | bytes, value: bytes = b"") -> pb.RequestOp:
         k = self._p + (key.encode() if isinstance(key, str) else key)

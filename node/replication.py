@@ -325,7 +325,9 @@ class EtcdOrderer:
 
     def _parse(self, batch: Batch) -> list[Tx]:
         """The batch's transactions, parsed once here: our own batches come back as the values
-        the API parsed; a malformed entry is dropped, the same way on every node."""
+        we were given (from ``Tx.from_bytes``, or from ``make_tx``/``Tx.sign``, which equal the
+        strict parse of their bytes: tests/test_ordering.py); a malformed entry is dropped, the
+        same way on every node."""
         with self._wlock:
             own = self._own.pop(batch.sig, None)
         if own is not None and batch.proposer == self.agency and len(own) == len(batch.txs) \

@@ -26,7 +26,7 @@ def etcd_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     base = free_base(1)
     client, peer = f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 100}"
     log = open(folder / "etcd.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(  # noqa: S603 - our own argv
+    proc = subprocess.Popen(
         [binary, "--name", "t", "--data-dir", str(folder / "data"),
          "--listen-client-urls", client, "--advertise-client-urls", client,
          "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
