@@ -66,9 +66,10 @@ def check_signatures(raws: Sequence[bytes], keys: Mapping[bytes, bytes]) -> list
         payload, ok = env["payload"], True
         for s in env["sigs"]:
             key = pubs.get(s["kid"])
+            if key is None:
+                ok = False
+                break
             try:
-                if key is None:
-                    raise SignatureError("unknown kid")
                 key.verify("tx", payload, s["sig"])
             except SignatureError:
                 ok = False

@@ -74,7 +74,7 @@ def _why(e: Exception) -> str:
 
 
 class _Endpoint:
-    def __init__(self, url: str, tls: TlsFiles | None, timeout: float) -> None:
+    def __init__(self, url: str, tls: TlsFiles | None) -> None:
         scheme, _, rest = url.partition("://")
         target = rest.rstrip("/")
         options = [("grpc.max_receive_message_length", _MAX_MESSAGE),
@@ -107,7 +107,7 @@ class EtcdLog:
         self.prefix = f"/credledger/{network}/"
         self._p = self.prefix.encode()
         self.timeout = timeout
-        self._ends = [_Endpoint(url, tls, timeout) for url in endpoints]
+        self._ends = [_Endpoint(url, tls) for url in endpoints]
         self._current = 0
         self._lock = threading.Lock()
         self._seq = 0  # our guess of the counter's version; a failed swap corrects it
@@ -161,6 +161,10 @@ class EtcdLog:
         # size or agency and is refused where it is read, instead of stopping the apply loop
         return [Record(kv.key[n:].decode("utf-8", "replace"), kv.value, kv.create_revision,
                        kv.mod_revision) for kv in resp.kvs]
+
+    @staticmethod
+    def _cosig_key(size: int, agency: str) -> str:
+        return f"s/{size:020d}/{agency}"
 
     def _put(self, key: str | bytes, value: bytes = b"") -> pb.RequestOp:
         k = self._p + (key.encode() if isinstance(key, str) else key)
@@ -216,12 +220,11 @@ class EtcdLog:
     def publish(self, size: int, agency: str, cosig: bytes, applied: bytes) -> None:
         """This node's co-signature for log size ``size`` and its applied position, at once."""
         self._call("Txn", pb.TxnRequest(success=[
-            self._put(f"s/{size:020d}/{agency}", cosig), self._put(f"a/{agency}", applied),
+            self._put(self._cosig_key(size, agency), cosig), self._put(f"a/{agency}", applied),
             self._put(b"t")]))
 
     def put_cosig(self, size: int, agency: str, value: bytes) -> None:
-        self._call("Put", pb.PutRequest(key=self._p + f"s/{size:020d}/{agency}".encode(),
-                                        value=value))
+        self._call("Txn", pb.TxnRequest(success=[self._put(self._cosig_key(size, agency), value)]))
 
     def applied(self) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

@@ -97,11 +97,10 @@ def _run(cluster: LocalCluster, folder: Path, n: int, chunk: int, *, rest: bool 
     if not rest:
         http.close()
         return got
-    n = total
 
     # 2. latency of single transactions, round robin over the nodes, no other load
     lat = []
-    for i, raw in enumerate(raws[n:n + 200]):
+    for i, raw in enumerate(raws[total:total + 200]):
         t0 = time.perf_counter()
         r = http.post(f"{urls[ids[i % 3]]}/v1/tx", content=raw, params={"wait": 30})
         r.raise_for_status()
@@ -116,7 +115,7 @@ def _run(cluster: LocalCluster, folder: Path, n: int, chunk: int, *, rest: bool 
     stop = threading.Event()
 
     def steady() -> None:
-        for raw in raws[n + 200:]:
+        for raw in raws[total + 200:]:
             if stop.is_set():
                 return
             try:
