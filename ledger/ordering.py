@@ -24,7 +24,7 @@ from ledger.sigcheck import Checked, SignatureChecker, rebuild
 from ledger.store import Store
 from ledger.tx import Tx
 
-__all__ = ["Pending", "Receipt", "SoloOrderer"]
+__all__ = ["Pending", "Receipt", "SoloOrderer", "settle"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +95,22 @@ class Pending:
     def _set(self, value: Receipt | None, error: BaseException | None) -> None:
         self._value, self._error = value, error
         self._done = True
+
+
+def settle(outcomes: Iterable[tuple[Pending, Receipt | BaseException]]) -> None:
+    """Settle many pendings (a receipt or an error each; settled ones are left alone), then wake
+    each distinct condition once: a ``set_result`` per transaction notified its condition each
+    time, ~1 µs more per transaction of a batch (ADR 28)."""
+    woken = []
+    for fut, outcome in outcomes:
+        if fut.done():
+            continue
+        if isinstance(outcome, Receipt):
+            fut._set(outcome, None)
+        else:
+            fut._set(None, outcome)
+        woken.append(fut)
+    _wake(woken)
 
 
 def _wake(pendings: Iterable[Pending]) -> None:

@@ -18,8 +18,6 @@ from collections.abc import Callable, MutableSet
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-import msgpack
-
 from ledger import codec, merkle, sdjwt
 from ledger.checkpoint import SignedCheckpoint
 from ledger.codec import Fields
@@ -134,7 +132,7 @@ def _fast_envelope(unverified: object) -> Envelope | None:
             or not all(type(h) is bytes and len(h) == 32 for h in proof)):
         return None
     # Every value has an exact plain type now, so equal re-encoded bytes mean canonical.
-    if msgpack.packb(m, use_bin_type=True) != unverified:
+    if codec.pack_plain(m) != unverified:
         return None
     return Envelope(anchor, idx, tuple(proof), cp, kb)
 

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Protocol
 
-import msgpack
-
 from ledger import codec
 from ledger.errors import DecodeError, LedgerError, SignatureError, TxRejected
 from ledger.keys import PublicKey
@@ -162,13 +160,9 @@ class Credential:
     issuer_kid: bytes
 
     def to_bytes(self) -> bytes:
-        # A fixed-order array, not a map: written once per anchor, so kept small and cheap.
-        # Every field is a str, bytes or a range-checked int from a parsed transaction or record,
-        # and an array has no key order, so msgpack's own bytes are the canonical ones
-        # (codec.encode would only re-check the types; test_state checks the equality).
-        return msgpack.packb([self.issuer, self.type, self.status, self.status_index,  # type: ignore[no-any-return]
-                              self.valid_from, self.valid_until, self.issued_at, self.issuer_kid],
-                             use_bin_type=True)
+        return _credential_record(self.issuer, self.type, self.status, self.status_index,
+                                  self.valid_from, self.valid_until, self.issued_at,
+                                  self.issuer_kid)
 
     @classmethod
     def from_bytes(cls, credential_id: bytes, data: bytes) -> Credential:
@@ -176,6 +170,19 @@ class Credential:
         if not isinstance(d, list) or len(d) != 8:
             raise DecodeError("a credential record is an array of 8", "credential")
         return cls(credential_id, *d)
+
+
+def _credential_record(issuer: str, kind: str, status: str, status_index: int, valid_from: int,
+                       valid_until: int, issued_at: int, issuer_kid: bytes) -> bytes:
+    """A :class:`Credential`'s stored bytes (the state machine writes new anchors with it
+    directly, without building the dataclass first).
+
+    A fixed-order array, not a map: written once per anchor, so kept small and cheap. Every field
+    is a str, bytes or a range-checked int from a parsed transaction or record, and an array has
+    no key order, so msgpack's own bytes are the canonical ones (codec.encode would only re-check
+    the types; test_state checks the equality)."""
+    return codec.pack_plain([issuer, kind, status, status_index, valid_from, valid_until,
+                             issued_at, issuer_kid])
 
 
 _MEMO_MAX = 4096
@@ -542,9 +549,9 @@ class Machine:
         if self.get(ikey) is not None:
             raise TxRejected("status_index_used", f"status index {b['status_index']} of "
                                                   f"{agency}/{b['type']} was used before")
-        cred = Credential(b["credential_id"], agency, b["type"], "valid", b["status_index"],
-                          b["valid_from"], b["valid_until"], t, tx.sigs[0].kid)
-        self.writes[ckey] = cred.to_bytes()
+        self.writes[ckey] = _credential_record(agency, b["type"], "valid", b["status_index"],
+                                               b["valid_from"], b["valid_until"], t,
+                                               tx.sigs[0].kid)
         self.writes[ikey] = b["credential_id"]
 
     def _status(self, tx: Tx, t: int) -> None:

@@ -162,9 +162,7 @@ class Tx:
 # subset of what the strict path accepts, with the same result; anything else returns None and
 # the strict path gives the precise error. tests/test_tx_fastpath.py compares both.
 
-_ENV_KEYS = ["payload", "sigs", "v"]
 _PAYLOAD_KEYS = ["body", "net", "type"]
-_SIG_KEYS = ["kid", "sig"]
 _ISSUE_KEYS = sorted(["credential_id", "issuer", "type", "valid_from", "valid_until",
                       "status_index", "ts"])
 _STATUS_KEYS = sorted(["credential_id", "status", "reason", "ts"])
@@ -223,31 +221,60 @@ def _fast_body(kind: str, b: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+# The canonical envelope has one byte layout: its keys sorted ("payload" < "sigs" < "v"), every
+# length and integer in its shortest form. Matching that layout byte for byte replaces unpacking
+# the envelope and re-encoding it (ADR 28).
+_ENV_HEAD = b"\x83\xa7payload"
+_SIGS_HEAD = b"\xa4sigs"
+_KID_HEAD = b"\x82\xa3kid\xc4\x20"  # {"kid": bin 32, ...
+_SIG_HEAD = b"\xa3sig\xc4\x40"  # ..., "sig": bin 64}
+_SIG_ITEM = len(_KID_HEAD) + 32 + len(_SIG_HEAD) + 64
+_ENV_TAIL = b"\xa1v\x01"  # "v": 1
+
+
+def _split_envelope(raw: bytes) -> tuple[bytes, list[TxSig]] | None:
+    """The payload and signatures of a canonical envelope with 1..15 signatures, or None."""
+    if len(raw) < 12 or raw[:9] != _ENV_HEAD:
+        return None
+    tag = raw[9]
+    if tag == 0xC4:  # bin 8
+        n, p = raw[10], 11
+    elif tag == 0xC5:  # bin 16, only for lengths bin 8 cannot hold
+        n, p = int.from_bytes(raw[10:12], "big"), 12
+        if n < 256:
+            return None
+    else:
+        return None
+    payload = raw[p:p + n]
+    p += n
+    if len(payload) != n or raw[p:p + 5] != _SIGS_HEAD:
+        return None
+    count = raw[p + 5] - 0x90 if len(raw) > p + 5 else 0  # fixarray
+    if not 0 < count <= 15:
+        return None
+    p += 6
+    sigs = []
+    for _ in range(count):
+        if raw[p:p + 7] != _KID_HEAD or raw[p + 39:p + 45] != _SIG_HEAD:
+            return None
+        sigs.append(TxSig(raw[p + 7:p + 39], raw[p + 45:p + 109]))
+        p += _SIG_ITEM
+    if len(raw) != p + 3 or raw[p:] != _ENV_TAIL:
+        return None
+    if count > 1 and len({s.kid for s in sigs}) != count:
+        return None
+    return payload, sigs
+
+
 def _fast_parse(unverified: object) -> Tx | None:
     """The strict parse for flat transactions, or None: then the strict path decides."""
     if type(unverified) is not bytes or len(unverified) > MAX_TX_SIZE:
         return None
     try:
-        env = codec.unpack_plain(unverified, max_size=MAX_TX_SIZE)
-        if type(env) is not dict or list(env) != _ENV_KEYS:
+        env = _split_envelope(unverified)
+        if env is None:
             return None
-        payload, sig_items, v = env["payload"], env["sigs"], env["v"]
-        if (type(v) is not int or v != 1 or type(payload) is not bytes
-                or type(sig_items) is not list or not 0 < len(sig_items) <= 64):
-            return None
-        sigs = []
-        for item in sig_items:
-            if type(item) is not dict or list(item) != _SIG_KEYS:
-                return None
-            kid, sig = item["kid"], item["sig"]
-            if not _is_b32(kid) or type(sig) is not bytes or len(sig) != 64:
-                return None
-            sigs.append(TxSig(kid, sig))
-        if len(sigs) > 1 and len({s.kid for s in sigs}) != len(sigs):
-            return None
-        # Every value above has an exact plain type, so equal re-encoded bytes mean canonical.
-        if msgpack.packb(env, use_bin_type=True) != unverified:
-            return None
+        payload, sigs = env
         p = codec.unpack_plain(payload, max_size=MAX_TX_SIZE)
         if type(p) is not dict or list(p) != _PAYLOAD_KEYS:
             return None
@@ -255,7 +282,8 @@ def _fast_parse(unverified: object) -> Tx | None:
         if not _is_ident(net) or type(kind) is not str or type(raw_body) is not dict:
             return None
         body = _fast_body(kind, raw_body)
-        if body is None or msgpack.packb(p, use_bin_type=True) != payload:
+        # Every value has an exact plain type, so equal re-encoded bytes mean canonical.
+        if body is None or codec.pack_plain(p) != payload:
             return None
     except codec.UNPACK_ERRORS:
         return None

@@ -147,7 +147,8 @@ def run(
                 str(runtime / f"{settings.agency}.key"))
             replication = Replication(settings.etcd_endpoints, settings.peers, tls,
                                       settings.retention)
-        node = Node(settings.data, settings.agency, passphrase, replication=replication)
+        node = Node(settings.data, settings.agency, passphrase, replication=replication,
+                    workers=settings.workers)
     except LedgerError as e:
         _lock(runtime)
         err.print(f"[red]cannot open the node:[/] {e}")

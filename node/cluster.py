@@ -136,7 +136,9 @@ def _node_config(agency: str, m: Member, members: Sequence[Member], network: str
             f'operator_token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n'
             f'public_url = "{m.url}"\nordering = "etcd"\nmax_body_bytes = {4 << 20}\n'
             f"etcd_endpoints = {json.dumps(endpoints)}\npeers = {json.dumps(peers)}\n"
-            f'pki = "../pki"\ntls = true\nretention = {retention}\n')
+            f'pki = "../pki"\ntls = true\nretention = {retention}\n'
+            f"workers = {max(1, (os.cpu_count() or 1) // len(members))}  "
+            "# the agencies share this machine's cores\n")
 
 
 class LocalCluster:

@@ -16,6 +16,7 @@
     pki = "pki"                           # CA + this agency's certificate (etcd mTLS, HTTPS)
     tls = false                           # serve HTTPS with the agency certificate
     retention = 1000                      # blocks a lagging member may fall behind etcd
+    workers = 2                           # signature-check processes; absent = one per core
 
 Every key can be overridden by ``LEDGER_NODE_<KEY>`` (upper case); ``LEDGER_NODE_CORS_ORIGINS``
 is comma separated. A relative ``data`` path is taken relative to the config file. Unknown keys,
@@ -38,7 +39,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _AGENCY = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _KEYS = ("data", "agency", "host", "port", "operator_token_sha256", "max_body_bytes",
          "cors_origins", "public_url", "ordering", "etcd_endpoints", "peers", "pki", "tls",
-         "retention", "rate_limit_per_minute", "rate_limit_burst")
+         "retention", "rate_limit_per_minute", "rate_limit_burst", "workers")
 _LISTS = ("cors_origins", "etcd_endpoints", "peers")
 
 
@@ -67,6 +68,9 @@ class Settings:
     rate_limit_per_minute: int = 6000
     """Requests a minute per client IP (token bucket refill); 0 turns the limiter off."""
     rate_limit_burst: int = 600
+    workers: int | None = None
+    """Signature-check worker processes; None = one per core of this machine, 0 = the node's
+    own threads check. Nodes sharing one machine (a local cluster) split its cores (ADR 28)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, Path):
@@ -118,6 +122,10 @@ class Settings:
             raise ConfigError("tls: must be true or false")
         if not _is_int(self.retention) or self.retention < 1:
             raise ConfigError(f"retention: {self.retention!r} is not a positive integer")
+        if self.workers is not None and (not _is_int(self.workers)
+                                         or not 0 <= self.workers <= 256):
+            raise ConfigError(f"workers: {self.workers!r} is not in 0..256 (leave it out for "
+                              "one per core)")
 
     @property
     def scheme(self) -> str:
@@ -184,7 +192,7 @@ def _is_int(v: object) -> bool:
 
 def _from_env(key: str, text: str) -> Any:
     if key in ("port", "max_body_bytes", "retention", "rate_limit_per_minute",
-               "rate_limit_burst"):
+               "rate_limit_burst", "workers"):
         try:
             return int(text)
         except ValueError as e:

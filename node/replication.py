@@ -59,7 +59,7 @@ from ledger.errors import (
 )
 from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
 from ledger.keys import PrivateKey
-from ledger.ordering import Pending, Receipt
+from ledger.ordering import Pending, Receipt, settle
 from ledger.sigcheck import SignatureChecker
 from ledger.state import Registry
 from ledger.store import Store
@@ -100,6 +100,17 @@ class Stats:
     equivocations: int = 0
     last_error: str = ""
     peers: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _outcomes(futs: list[Pending], result: Receipt | Exception
+              ) -> list[tuple[Pending, Receipt | Exception]]:
+    """Each waiter of one transaction with its outcome: a receipt marks every waiter after the
+    first as a duplicate submission."""
+    if not isinstance(result, Receipt):
+        return [(f, result) for f in futs]
+    return [(f, result if n == 0 or result.duplicate else
+             Receipt(result.txid, result.index, result.height, duplicate=True))
+            for n, f in enumerate(futs)]
 
 
 class _Overlay:
@@ -256,14 +267,7 @@ class EtcdOrderer:
     def _resolve(self, txid: bytes, result: Receipt | Exception) -> None:
         with self._wlock:
             futs = self._waiting.pop(txid, [])
-        for n, fut in enumerate(futs):
-            if fut.done():
-                continue
-            if isinstance(result, Receipt):
-                fut.set_result(Receipt(result.txid, result.index, result.height,
-                                       duplicate=result.duplicate or n > 0))
-            else:
-                fut.set_exception(result)
+        settle(_outcomes(futs, result))
 
     # -- applying --
     def _apply_loop(self) -> None:
@@ -383,21 +387,24 @@ class EtcdOrderer:
     def _settle(self, result: BlockResult) -> None:
         """Answer the submitters waiting here. Most transactions of a batch another node
         proposed have none, so the waiters are looked up under one lock before any receipt is
-        made."""
+        made, and each waiting request is woken once (``settle``)."""
         height = result.head.height if result.head else -1
         waiting = self._waiting
         with self._wlock:
             if not waiting:
                 return
-            ours = [(tx, r) for tx, r in result.accepted if tx.txid in waiting]
-            bad = [(tx, e) for tx, e in result.rejected if tx.txid in waiting]
-            dups = [(tx, i, h) for tx, i, h in result.duplicates if tx.txid in waiting]
-        for tx, index in ours:
-            self._resolve(tx.txid, Receipt(tx.txid, index, height))
-        for tx, err in bad:
-            self._resolve(tx.txid, TxRejected(err.code, err.message))
-        for tx, index, h in dups:
-            self._resolve(tx.txid, Receipt(tx.txid, index, h, duplicate=True))
+            found: list[tuple[list[Pending], Receipt | Exception]] = []
+            for tx, index in result.accepted:
+                if tx.txid in waiting:
+                    found.append((waiting.pop(tx.txid), Receipt(tx.txid, index, height)))
+            for tx, err in result.rejected:
+                if tx.txid in waiting:
+                    found.append((waiting.pop(tx.txid), TxRejected(err.code, err.message)))
+            for tx, index, h in result.duplicates:
+                if tx.txid in waiting:
+                    found.append((waiting.pop(tx.txid),
+                                  Receipt(tx.txid, index, h, duplicate=True)))
+        settle(o for futs, result_ in found for o in _outcomes(futs, result_))
 
     def _remember(self, size: int, rev: int, height: int) -> None:
         self._recent[size] = (rev, height)

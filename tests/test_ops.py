@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from ledger.chain import Head, head_key
 from ledger.errors import StoreError
 from ledger.store import Store
 from node.app import create_app
+from node.cluster import create_cluster
 from node.config import ConfigError, Settings
 from node.ratelimit import TokenBuckets
 from node.service import Node
@@ -96,6 +98,23 @@ def test_rate_limit_settings_are_checked() -> None:
                 {"rate_limit_per_minute": "many"}):
         with pytest.raises(ConfigError, match="rate_limit"):
             Settings.from_mapping({**base, **bad}, {})
+
+
+def test_worker_setting_is_checked_and_split_in_a_local_cluster(tmp_path: Path) -> None:
+    base = {"data": "d", "agency": "edu"}
+    assert Settings.from_mapping(base, {}).workers is None  # one per core
+    assert Settings.from_mapping(base, {"LEDGER_NODE_WORKERS": "0"}).workers == 0
+    assert Settings.from_mapping({**base, "workers": 3}, {}).workers == 3
+    for bad in ({"workers": -1}, {"workers": 1000}, {"workers": "two"}, {"workers": True}):
+        with pytest.raises(ConfigError, match="workers"):
+            Settings.from_mapping({**base, **bad}, {})
+    with pytest.raises(ConfigError, match="WORKERS"):
+        Settings.from_mapping(base, {"LEDGER_NODE_WORKERS": "many"})
+    # the agencies of a local cluster share this machine's cores
+    create_cluster(tmp_path / "net", 3, b"pw", base_port=29700)
+    got = {Settings.from_toml(tmp_path / "net" / a / "node.toml").workers
+           for a in ("civil", "edu", "health")}
+    assert got == {max(1, (os.cpu_count() or 1) // 3)}
 
 
 # -- request size caps ---------------------------------------------------------------------------

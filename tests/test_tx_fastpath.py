@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from ledger import codec
 from ledger import tx as txmod
 from ledger.errors import DecodeError
+from ledger.keys import PrivateKey
 from ledger.network import demo_agency
 from ledger.tx import Tx, make_tx
 
@@ -154,3 +155,27 @@ def test_random_byte_flips_never_split_the_paths() -> None:
 @given(st.binary(max_size=400))
 def test_arbitrary_bytes_never_split_the_paths(data: bytes) -> None:
     agree(data)
+
+
+def test_envelope_byte_layouts_at_the_edges_of_the_short_forms() -> None:
+    """The fast path reads the envelope's canonical bytes directly (ADR 28): a payload of 256
+    bytes or more has a bin 16 length, more than 15 signatures an array 16 header."""
+    long_net = "n" * 64
+    body = {**CREDIT_W, "category": "c" * 64, "reason": "r" * 64}
+    raw = make_tx(long_net, "credit", body, [EDU.issuer_key]).raw
+    payload = msgpack.unpackb(raw)["payload"]
+    assert len(payload) >= 256 and raw[9] == 0xC5
+    assert agree(raw) is not None  # bin 16 taken by the fast path
+    short = envelope("issue", ISSUE)
+    assert short[9] == 0xC4
+    n = short[10]
+    stretched = short[:9] + b"\xc5" + n.to_bytes(2, "big") + short[11:]  # non-minimal length
+    assert txmod._fast_parse(stretched) is None
+    with pytest.raises(DecodeError):
+        Tx.from_bytes(stretched)
+    keys = [PrivateKey(bytes([i]) * 32) for i in range(1, 17)]
+    many = make_tx(NET, "issue", ISSUE, keys).raw
+    assert txmod._fast_parse(many) is None  # 16 signatures: left to the strict path
+    assert len(strict(many).sigs) == 16
+    fifteen = make_tx(NET, "issue", ISSUE, keys[:15]).raw
+    assert agree(fifteen) is not None
