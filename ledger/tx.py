@@ -170,8 +170,20 @@ _CREDIT_KEYS = sorted(["subject", "category", "points", "reason", "date", "expir
 _CREDIT_KEYS_W = sorted([*_CREDIT_KEYS, "withdraws"])
 
 
+_IDENTS: set[str] = set()  # identifiers seen to match _ID: networks, agencies, types repeat
+
+
 def _is_ident(v: object) -> bool:
-    return type(v) is str and len(v) <= 64 and _ID.match(v) is not None
+    if type(v) is not str:
+        return False
+    if v in _IDENTS:
+        return True
+    if len(v) > 64 or _ID.match(v) is None:
+        return False
+    if len(_IDENTS) >= 4096:
+        _IDENTS.clear()
+    _IDENTS.add(v)
+    return True
 
 
 def _is_time(v: object) -> bool:

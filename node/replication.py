@@ -92,6 +92,7 @@ class Stats:
     batches_put: int = 0
     batches_applied: int = 0
     batches_skipped: int = 0
+    own_batches_reused: int = 0  # parsed by our API already (ADR 27)
     blocks: int = 0
     cosigs_merged: int = 0
     cosigs_forged: int = 0
@@ -336,6 +337,7 @@ class EtcdOrderer:
             own = self._own.pop(batch.sig, None)
         if own is not None and batch.proposer == self.agency and len(own) == len(batch.txs) \
                 and all(t.raw == raw for t, raw in zip(own, batch.txs, strict=True)):
+            self.stats.own_batches_reused += 1
             return own
         txs = []
         for raw in batch.txs:

@@ -45,7 +45,7 @@ def _agencies(folder: Path, ids: list[str]) -> dict[str, Agency]:
 
 
 def bench_cluster(verify_rate: Callable[[], float], n: int = 12_000, chunk: int = 2000,
-                  base_port: int = 28100, rounds: int = 3) -> dict[str, Any]:
+                  base_port: int = 28100, rounds: int = 5) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         folder = Path(tmp) / "net"
         create_cluster(folder, 3, PASS, base_port=base_port, network="bench-cluster")

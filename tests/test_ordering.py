@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -11,7 +12,7 @@ from conftest import DAY, T0, LedgerHarness
 from ledger.chain import checkpoint_key
 from ledger.errors import DecodeError, OrderingError, TxRejected
 from ledger.network import Agency, issue_tx
-from ledger.ordering import Pending, SoloOrderer
+from ledger.ordering import Pending, Receipt, SoloOrderer, settle
 from ledger.store import Store
 
 SPEC = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
@@ -230,3 +231,37 @@ def test_pending_waits_times_out_and_wakes_every_waiter(
     assert isinstance(f.exception(timeout=60), TxRejected)
     with pytest.raises(TxRejected, match=r"status index"):
         f.result(timeout=0)
+
+
+def test_settle_answers_every_waiter_once_and_leaves_settled_ones_alone() -> None:
+    """``settle`` (ADR 28): receipts and errors for many pendings, then one wake per condition;
+    a waiter blocked on the last of its pendings gets every answer."""
+    cond_a, cond_b = threading.Condition(), threading.Condition()
+    a = [Pending(cond_a) for _ in range(3)]
+    b = [Pending(cond_b) for _ in range(2)]
+    early = Receipt(b"\x01" * 32, 0, 1)
+    a[0].set_result(early)
+    got: dict[str, list[object]] = {}
+
+    def wait(name: str, futs: list[Pending]) -> None:
+        out: list[object] = []
+        for f in futs:
+            try:
+                out.append(f.result(timeout=10))
+            except TxRejected as e:
+                out.append(e.code)
+        got[name] = out
+
+    waiters = [threading.Thread(target=wait, args=("a", a)),
+               threading.Thread(target=wait, args=("b", b))]
+    for t in waiters:
+        t.start()
+    late = Receipt(b"\x02" * 32, 5, 2)
+    settle([(a[0], Receipt(b"\x09" * 32, 9, 9)), (a[1], late),
+            (a[2], TxRejected("credential_exists", "already anchored")),
+            (b[0], late), (b[1], TxRejected("not_granted", "no grant"))])
+    for t in waiters:
+        t.join(timeout=10)
+    assert not any(t.is_alive() for t in waiters)
+    assert got["a"] == [early, late, "credential_exists"]  # a[0] kept its first answer
+    assert got["b"] == [late, "not_granted"]
