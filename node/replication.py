@@ -80,6 +80,7 @@ checkpoints are stored under ``k`` (what auditors and the store's rollback check
 _EVIDENCE = b"xev"
 _BE = struct.Struct(">Q")
 _RECENT = 100_000  # size → (rev, height) entries kept for pruning decisions
+_BATCH_BYTES = 768 * 1024  # a batch is cut once it holds this much (MAX_BATCH_BYTES is 1 MiB)
 _OWN_KEPT = 64  # our batches in flight whose parsed transactions are kept for applying
 
 
@@ -157,7 +158,8 @@ class EtcdOrderer:
         self._waiting: dict[bytes, list[Pending]] = {}
         self._wlock = threading.Lock()
         self._own: dict[bytes, list[Tx]] = {}  # batch signature -> our parsed transactions
-        self._queue: queue.SimpleQueue[tuple[Tx, Pending] | None] = queue.SimpleQueue()
+        # one item per submit_many call: its transactions not yet known here, with their pendings
+        self._queue: queue.SimpleQueue[list[tuple[Tx, Pending]] | None] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
         n = (os.cpu_count() or 2) if workers is None else workers
@@ -185,6 +187,7 @@ class EtcdOrderer:
                                 "through a member's node")
         out: list[Pending] = []
         cond = threading.Condition()  # one per call: see ledger.ordering.Pending
+        new: list[tuple[Tx, Pending]] = []
         for raw in raws:
             fut = Pending(cond)
             out.append(fut)
@@ -197,35 +200,45 @@ class EtcdOrderer:
             if loc is not None:
                 fut.set_result(Receipt(tx.txid, loc[0], loc[1], duplicate=True))
                 continue
+            new.append((tx, fut))
+        if new:
             with self._wlock:
-                self._waiting.setdefault(tx.txid, []).append(fut)
-            self._queue.put((tx, fut))
+                for tx, fut in new:
+                    self._waiting.setdefault(tx.txid, []).append(fut)
+            self._queue.put(new)
         return out
 
     def _propose_loop(self) -> None:
+        """Cut the queued transactions into batches: up to ``max_batch`` transactions or ~768 KB,
+        waiting at most ``max_wait`` after the first for more to join."""
+        pending: list[tuple[Tx, Pending]] = []
+        stopping = False
         while True:
-            got = self._queue.get()
-            if got is None:
-                return
-            items = [got]
+            if not pending:
+                got = None if stopping else self._queue.get()
+                if got is None:
+                    return
+                pending = got
+            size = sum(len(tx.raw) for tx, _ in pending[:self.max_batch])
             deadline = _time.monotonic() + self.max_wait
-            size = len(got[0].raw)
-            stopping = False
-            while len(items) < self.max_batch and size < 768 * 1024:
+            while not stopping and len(pending) < self.max_batch and size < _BATCH_BYTES:
                 left = deadline - _time.monotonic()
                 try:
-                    nxt = self._queue.get(timeout=max(left, 0)) if left > 0 else \
+                    nxt = self._queue.get(timeout=left) if left > 0 else \
                         self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
                     stopping = True
                     break
-                items.append(nxt)
-                size += len(nxt[0].raw)
-            self._put(items)
-            if stopping:
-                return
+                pending = pending + nxt
+                size += sum(len(tx.raw) for tx, _ in nxt)
+            cut, size = 0, 0
+            while cut < len(pending) and cut < self.max_batch and size < _BATCH_BYTES:
+                size += len(pending[cut][0].raw)
+                cut += 1
+            self._put(pending[:cut])
+            pending = pending[cut:]
 
     def _put(self, items: list[tuple[Tx, Pending]]) -> None:
         batch = make_batch(self.network, self.agency, self.node_key, int(self.clock()),

@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 from clusterkit import free_base
+from conftest import DAY, T0, LedgerHarness
 
 from ledger.errors import OrderingError
+from ledger.network import Agency, issue_tx
 from node.etcdlog import EtcdLog
+from node.replication import EtcdOrderer
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +127,34 @@ def test_bad_endpoints_are_refused() -> None:
         EtcdLog(["ftp://127.0.0.1:1"], "n")
     with pytest.raises(OrderingError, match="client certificate"):
         EtcdLog(["https://127.0.0.1:1"], "n")
+
+
+def test_a_node_cuts_queued_submissions_into_batches_of_at_most_max_batch(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Submissions reach the proposer as one queue item per call (ADR 28); it still cuts them
+    into batches of ``max_batch`` and every transaction gets its receipt."""
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    ledger.govern("register_type", {"type": spec}, [reg, edu], T0 + 1)
+    ledger.govern("grant", {"agency": "edu", "type": "degree", "from": T0, "until": T0 + DAY},
+                  [reg, tax], T0 + 2)
+    start = ledger.store.head.height if ledger.store.head else 0
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], "cut-test"), agency="edu",
+                          node_key=edu.node_key, clock=lambda: T0 + 10, max_batch=3,
+                          workers=0)
+    try:
+        txs = [issue_tx(ledger.net, edu, bytes([i]) * 32, "degree", i, T0, T0 + DAY, T0 + 5)
+               for i in range(8)]
+        first = orderer.submit_many(txs[:7])
+        second = orderer.submit_many([txs[7], txs[0]])  # one new, one already queued
+        receipts = [p.result(timeout=30) for p in first + second]
+    finally:
+        orderer.stop()
+    assert [r.txid for r in receipts] == [t.txid for t in txs[:8]] + [txs[0].txid]
+    assert receipts[-1].duplicate and receipts[-1].index == receipts[0].index
+    assert len({r.index for r in receipts}) == 8
+    head = ledger.store.head
+    assert head is not None
+    counts = [ledger.store.block(h).tx_count for h in range(start + 1, head.height + 1)]
+    assert sum(counts) == 8 and max(counts) <= 3
+    assert orderer.stats.batches_put == len(counts) >= 3
