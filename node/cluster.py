@@ -51,6 +51,10 @@ AGENCY_NAMES = {
     "tax": "Tax Bureau", "transport": "Transport Bureau", "housing": "Housing Bureau",
     "justice": "Justice Bureau",
 }
+ETCD_SNAPSHOT_COUNT = 2000
+"""etcd keeps its Raft log in memory until a snapshot every this many entries (then 5,000 more
+for slow followers). Its default, 100,000, is sized for small values; our batch entries are up to
+~0.8 MB, so the default would let each member hold gigabytes (ADR 28)."""
 
 
 class ClusterError(LedgerError):
@@ -197,7 +201,7 @@ class LocalCluster:
                "--key-file", str(key), "--peer-client-cert-auth", "--peer-trusted-ca-file",
                str(ca), "--peer-cert-file", str(crt), "--peer-key-file", str(key),
                "--logger", "zap", "--log-level", "warn", "--heartbeat-interval", "100",
-               "--election-timeout", "1000"]
+               "--election-timeout", "1000", "--snapshot-count", str(ETCD_SNAPSHOT_COUNT)]
         log = open(self.folder / "logs" / f"etcd-{m.agency}.log", "ab")  # noqa: SIM115
         self._etcd[m.agency] = subprocess.Popen(cmd, stdout=log, stderr=log,  # noqa: S603
                                                 stdin=subprocess.DEVNULL)
