@@ -70,7 +70,8 @@ class Settings:
     rate_limit_burst: int = 600
     workers: int | None = None
     """Signature-check worker processes; None = one per core of this machine, 0 = the node's
-    own threads check. Nodes sharing one machine (a local cluster) split its cores (ADR 28)."""
+    state machine checks them itself. Nodes sharing one machine (a local cluster) split its
+    cores (ADR 28)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, Path):
