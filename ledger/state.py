@@ -413,6 +413,8 @@ class Machine:
     """Applies transactions in order against a registry and a base state view.
 
     ``apply`` either raises TxRejected (nothing changed) or records the effects in the overlay.
+    ``base`` must not change while the machine is in use (one block): keys it lacks are
+    remembered, so a second lookup of the same absent key does not reach the store.
     """
 
     def __init__(self, registry: Registry, base: StateView, *,
@@ -422,10 +424,16 @@ class Machine:
         self._base = base
         self._rules = rules
         self.writes: dict[bytes, bytes] = {}
+        self._absent: set[bytes] = set()
 
     def get(self, key: bytes) -> bytes | None:
         v = self.writes.get(key)
-        return v if v is not None else self._base.get(key)
+        if v is not None or key in self._absent:
+            return v
+        v = self._base.get(key)
+        if v is None:
+            self._absent.add(key)
+        return v
 
     def credential(self, credential_id: bytes) -> Credential | None:
         raw = self.get(credential_key(credential_id))

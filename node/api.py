@@ -504,9 +504,10 @@ async def submit(request: Request, node: NodeDep,
     return JSONResponse(_receipt(got).model_dump())
 
 
-@router.post("/v1/tx/batch", tags=["write"], responses=_errors(400, 413))
+@router.post("/v1/tx/batch", tags=["write"], response_model=list[BatchItem],
+             responses=_errors(400, 413))
 async def submit_batch(request: Request, node: NodeDep,
-                       wait: Annotated[float, Query(ge=0, le=30)] = 10.0) -> list[BatchItem]:
+                       wait: Annotated[float, Query(ge=0, le=30)] = 10.0) -> Response:
     """Submit many signed transactions at once: the body is canonical msgpack, a list of
     transaction envelopes (bytes). Each gets its own outcome, in order; a malformed one does not
     stop the others. Idempotent like ``POST /v1/tx``."""
@@ -516,25 +517,34 @@ async def submit_batch(request: Request, node: NodeDep,
         raise BadRequest("the body must be a non-empty msgpack list of transaction envelopes")
     if len(items) > 4096:
         raise BadRequest(f"{len(items)} transactions in one request; at most 4096")
-    out: list[BatchItem | None] = [None] * len(items)
+    out: list[dict[str, Any] | None] = [None] * len(items)
     good: list[tuple[int, Tx]] = []
     for i, item in enumerate(items):
         try:
             good.append((i, Tx.from_bytes(item)))
         except DecodeError as e:
-            out[i] = BatchItem(txid=None, status="malformed", error=str(e))
+            out[i] = _batch_item(None, "malformed", error=str(e))
     got = await run_in_threadpool(node.submit_many, [t for _, t in good], wait)
-    item = BatchItem.model_construct  # our own values, thousands per request: no re-validation
     for (i, t), r in zip(good, got, strict=True):
         if r is None:
-            out[i] = item(txid=t.txid.hex(), status="pending")
+            out[i] = _batch_item(t.txid.hex(), "pending")
         elif isinstance(r, Receipt):
-            out[i] = item(txid=t.txid.hex(), status="committed", index=r.index,
-                          height=r.height, duplicate=r.duplicate)
+            out[i] = _batch_item(t.txid.hex(), "committed", r.index, r.height, r.duplicate)
         else:
-            out[i] = item(txid=t.txid.hex(), status="rejected", error=str(r),
-                          code=getattr(r, "code", None))
-    return [o for o in out if o is not None]
+            out[i] = _batch_item(t.txid.hex(), "rejected", error=str(r),
+                                 code=getattr(r, "code", None))
+    # Thousands of items of our own values: JSON straight from dicts in BatchItem's field
+    # order, ~4x cheaper than building and serializing the models (ADR 29).
+    return Response(json.dumps(out, separators=(",", ":")).encode(),
+                    media_type="application/json")
+
+
+def _batch_item(txid: str | None, status: str, index: int | None = None,
+                height: int | None = None, duplicate: bool | None = None,
+                error: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """One BatchItem as a plain dict (keys in the model's field order)."""
+    return {"txid": txid, "status": status, "index": index, "height": height,
+            "duplicate": duplicate, "error": error, "code": code}
 
 
 @router.post("/v1/credentials", tags=["write"], responses=_errors(401, 403, 409, 422))

@@ -480,6 +480,15 @@ def test_batch_submission_gives_each_transaction_its_own_outcome(live: Live,
     assert got[3]["duplicate"] is True
     assert got[2]["code"] and got[1]["error"]
     assert http.get(f"/v1/log/entries/{got[0]['index']}").content == good.raw
+    # the items are built as plain JSON: they must keep the documented BatchItem schema
+    from pydantic import TypeAdapter
+
+    from node.api import BatchItem
+    assert all(list(g) == list(BatchItem.model_fields) for g in got)
+    assert TypeAdapter(list[BatchItem]).validate_python(got)[3].duplicate is True
+    doc = http.get("/openapi.json").json()
+    ok = doc["paths"]["/v1/tx/batch"]["post"]["responses"]["200"]["content"]["application/json"]
+    assert ok["schema"]["items"]["$ref"].endswith("/BatchItem")
     assert http.get(f"/v1/tx/{refused.txid.hex()}").status_code == 404
 
 

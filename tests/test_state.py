@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from ledger import codec
-from ledger.chain import build_genesis
+from ledger.chain import build_block, build_genesis, txid_key
 from ledger.errors import StoreError, TxRejected
 from ledger.keys import PrivateKey
 from ledger.network import Agency, demo_agency, genesis_tx, issue_tx, status_tx
@@ -761,6 +761,30 @@ def test_repeated_txid_is_noop(lg: LedgerHarness, agencies: dict[str, Agency]) -
     # the genesis transaction, too, is a duplicate
     r = lg.commit([lg.genesis], T0 + 3 * DAY)
     assert r.duplicates == [(lg.genesis, 0, 0)]
+
+
+def test_store_reads_per_transaction(lg: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A new issue reads its credential and status index once each, and not its tx id: a
+    committed issue anchored its credential, so an absent credential rules out a repeat. A
+    status change (its credential exists) still reads its tx id."""
+    edu = agencies["edu"]
+    accept(lg, [issue(edu, "read 0", T0 + DAY)], T0 + DAY)
+    reads: list[bytes] = []
+
+    class Counting:
+        def get(self, key: bytes) -> bytes | None:
+            reads.append(key)
+            return lg.store.get(key)
+
+    head, reg = lg.store.head, lg.store.registry
+    assert head is not None and reg is not None
+    new = [issue(edu, f"read {n}", T0 + DAY) for n in (1, 2, 3)]
+    change = status(edu, "read 0", "suspended", T0 + DAY)
+    r = build_block(head, reg, Counting(), lg.store.frontier, [*new, change], T0 + DAY)
+    assert [t for t, _ in r.accepted] == [*new, change]
+    assert sorted(k[:1] for k in reads) == [b"c"] * 4 + [b"i"] * 3 + [b"t"]
+    assert len(set(reads)) == len(reads)  # nothing read twice
+    assert txid_key(change.txid) in reads
 
 
 def test_rejected_then_fixed_resubmission(lg: LedgerHarness, agencies: dict[str, Agency]) -> None:
