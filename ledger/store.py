@@ -135,9 +135,12 @@ class Store:
             # ids, status indexes) cost about one memory probe instead of a read per level.
             # 16 KiB blocks: LevelDB holds each open table's index block in memory, one entry per
             # block, so 4 KiB blocks cost ~20 MiB at 10M entries (ADR 26).
+            # No compression (ADR 29): snappy on every flush and compaction cost more CPU than
+            # the disk it saved, most bytes being hashes and signatures. Tables written
+            # compressed before stay readable.
             self._db = plyvel.DB(str(self.path), create_if_missing=create, bloom_filter_bits=10,
                                  lru_cache_size=64 << 20, write_buffer_size=32 << 20,
-                                 block_size=16 << 10)
+                                 block_size=16 << 10, compression=None)
         except plyvel.Error as e:
             raise StoreError(f"cannot open store at {self.path}: {e}") from e
         self.head: Head | None = None

@@ -673,16 +673,29 @@ def test_file_resident_bytes_reads_statm() -> None:
 
 def test_status_list_scan_leaves_the_block_cache_alone(chain_path: Path, tmp_path: Path) -> None:
     """The full status-list read is a bulk scan: it reads with fill_cache=False, so it neither
-    evicts hot blocks nor grows LevelDB's block cache (64 MiB) to its bound on a big chain."""
+    evicts hot blocks nor grows LevelDB's block cache (64 MiB) to its bound on a big chain.
+
+    The store writes its tables uncompressed (ADR 29), and LevelDB reads blocks of a mapped,
+    uncompressed table in place, without its block cache. Blocks do go through the cache for
+    tables written compressed (stores from before ADR 29) and for tables beyond LevelDB's
+    mapping limit, so the records are copied into a store written compressed first."""
     import shutil
 
+    import plyvel
+
+    shutil.copytree(chain_path, tmp_path / "live")  # the module's store may hold chain_path
     path = tmp_path / "copy"
-    shutil.copytree(chain_path, path)
-    s = Store(path)
+    src = plyvel.DB(str(tmp_path / "live"))
+    db = plyvel.DB(str(path), create_if_missing=True, compression="snappy",
+                   block_size=16 << 10, bloom_filter_bits=10)
+    with db.write_batch() as wb:
+        for k, v in src:
+            wb.put(k, v)
+    src.close()
+    db.compact_range()  # flushes the memtable into tables, compressed
+    db.close()
+    s = Store(path)  # a fresh, empty block cache
     try:
-        s._db.compact_range()
-        s.close()
-        s = Store(path)  # a fresh, empty block cache
 
         def usage() -> int:
             return int(s._db.get_property(b"leveldb.approximate-memory-usage"))
@@ -701,6 +714,40 @@ def test_status_list_scan_leaves_the_block_cache_alone(chain_path: Path, tmp_pat
         assert after_values - before < filled / 2
     finally:
         s.close()
+
+
+def test_tables_are_written_uncompressed(tmp_path: Path) -> None:
+    """Every table block ends in a 5-byte trailer whose first byte names its compression
+    (0 none, 1 snappy); the store writes type 0 (ADR 29), even for very compressible values."""
+    s = Store(tmp_path / "s")
+    try:
+        s.put_records({b"x%06d" % i: bytes(200) for i in range(20_000)})
+        s._db.compact_range()
+    finally:
+        s.close()
+    tables = list((tmp_path / "s").glob("*.ldb"))
+    assert tables
+    data = sum(t.stat().st_size for t in tables)
+    assert data > 20_000 * 200  # snappy would shrink 4 MB of zeros to a small fraction
+    raw = tables[0].read_bytes()
+    # the footer (last 48 bytes) starts with the metaindex and index block handles (varints)
+
+    def varint(buf: bytes, at: int) -> tuple[int, int]:
+        n = shift = 0
+        while True:
+            b = buf[at]
+            n |= (b & 0x7F) << shift
+            at += 1
+            shift += 7
+            if b < 0x80:
+                return n, at
+
+    footer = raw[-48:]
+    _, at = varint(footer, 0)
+    _, at = varint(footer, at)
+    index_off, at = varint(footer, at)
+    index_len, _ = varint(footer, at)
+    assert raw[index_off + index_len] == 0  # the index block's trailer: no compression
 
 
 def test_status_values_name_a_missing_credential_record(chain_path: Path, tmp_path: Path) -> None:
