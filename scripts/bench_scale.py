@@ -170,7 +170,8 @@ def _ingest_txs(n: int, start: int) -> list[bytes]:
 
     civil = next(a for a in chaingen.agencies() if a.id == "civil")
     return [issue_tx(chaingen.NET, civil, hashlib.sha256(b"scale-%d" % i).digest(), "approval",
-                     i, chaingen.T0, chaingen.T0 + 10 * chaingen.YEAR, chaingen.T0 + i).raw
+                     chaingen.spread_index(i), chaingen.T0, chaingen.T0 + 10 * chaingen.YEAR,
+                     chaingen.T0 + i).raw
             for i in range(start, start + n)]
 
 

@@ -85,8 +85,10 @@ def _network(path: Path) -> tuple[Store, list[Agency]]:
 
 
 def _issues(agency: Agency, start: int, n: int) -> list[bytes]:
-    return [issue_tx(NET, agency, hashlib.sha256(b"bench-%d" % i).digest(), "degree", i, 0,
-                     2 * T0, T0 + i).raw for i in range(start, start + n)]
+    from chaingen import spread_index
+
+    return [issue_tx(NET, agency, hashlib.sha256(b"bench-%d" % i).digest(), "degree",
+                     spread_index(i), 0, 2 * T0, T0 + i).raw for i in range(start, start + n)]
 
 
 def _progress() -> Progress:

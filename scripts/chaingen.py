@@ -116,6 +116,13 @@ def setup_txs(ags: list[Agency]) -> list[Tx]:
             for seq, (action, args) in enumerate(actions, 1)]
 
 
+def spread_index(k: int, bits: int = 20) -> int:
+    """The ``k``-th status index of a list of 2^bits, random-looking as issued ones are: an odd
+    multiplier is a bijection modulo 2^bits, so indexes repeat only after 2^bits of them.
+    (Indexes in order would let LevelDB take their keys far more cheaply than real ones.)"""
+    return (k * 2_654_435_761) & ((1 << bits) - 1)
+
+
 @dataclass(frozen=True)
 class Params:
     """What fixes the chain's content (stored beside the store as ``<path>.chaingen.json``)."""
@@ -189,7 +196,7 @@ class _Signer:
         k = i // len(self.pairs)
         if k > self.mask:
             raise ValueError(f"more than 2^{self.p.index_bits} credentials of {issuer}/{kind}")
-        index = (k * 2_654_435_761) & self.mask  # odd multiplier: a bijection mod 2^bits
+        index = spread_index(k, self.p.index_bits)
         return self._signed(issuer, "issue", {
             "credential_id": self.credential_id(i), "issuer": issuer, "type": kind,
             "valid_from": T0, "valid_until": T0 + 10 * YEAR + i % 1000 * 86_400,
