@@ -199,6 +199,29 @@ def _in_turn(items: list[tuple[Any, Any]], fn: Callable[..., object]) -> Callabl
     return call
 
 
+def _district_envelope_sizes(envelope: bytes) -> dict[str, float]:
+    """Sizes only (nothing here is verified): ``envelope`` as it would be on a district's
+    chain, the 10M-entry chaingen chain (24 proof hashes) of 8 agencies, with all 8 node
+    co-signatures on its checkpoint or only a quorum of them (3)."""
+    import chaingen
+
+    from ledger.checkpoint import Checkpoint, SignedCheckpoint
+    from ledger.presentation import Envelope
+
+    env = Envelope.from_bytes(envelope)
+    size = 10_001_818
+    proof = tuple(os.urandom(32) for _ in range((size - 1).bit_length()))
+    signed = SignedCheckpoint(Checkpoint(chaingen.NET, size, os.urandom(32)))
+    out = {}
+    for n, agency in enumerate(chaingen.agencies(), 1):
+        signed = signed.cosign(agency.id, agency.node_key)
+        if n in (chaingen.QUORUM, 8):
+            district = Envelope(env.anchor, size - 1, proof, signed.to_text(), env.sd_jwt_kb)
+            out[f"envelope_bytes_es256_holder_10m_{n}_signatures"] = float(
+                len(district.to_bytes()))
+    return out
+
+
 def bench_present(seconds: float = 3.0, holders: int = 300) -> dict[str, float]:
     """Full envelope verification vs the `sd-jwt` reference verifier, on the same presentations.
 
@@ -313,6 +336,7 @@ def bench_present(seconds: float = 3.0, holders: int = 300) -> dict[str, float]:
                 items, lambda envelope, req, v=verifier: v.verify(envelope, req, now=now))
             if figure == "present":
                 results[f"envelope_bytes_{label}"] = statistics.median(len(e) for e, _ in items)
+        results |= _district_envelope_sizes(cases[("present", "es256_holder")][0][0])
         for reference_kb, req in cases[("reference", "es256_holder")]:  # raises if it fails
             SDJWTVerifier(reference_kb, lambda _i, _h: issuer_jwk, req.audience, req.nonce)\
                 .get_verified_payload()
@@ -618,6 +642,10 @@ def main() -> None:
             size = int(pres[f"envelope_bytes_{label}"])
             print(f"envelope   3 of 10 claims, {label:15}  {size:9,} bytes"
                   "  (target <= 2,900: one QR code)")
+        for n in (8, 3):
+            size = int(pres[f"envelope_bytes_es256_holder_10m_{n}_signatures"])
+            print(f"envelope   the same at 10M entries, {n} co-signatures {size:6,} bytes"
+                  "  (size only: 24 proof hashes, 8 agencies)")
         return
     err.print("measuring the reference: one core's VerifyKey.verify rate …")
     before = verify_rate()

@@ -44,6 +44,11 @@ def test_bench_present_small_run() -> None:
                 got[f"{figure}_{label}_per_s"] / got["reference_sdjwt_per_s"])
     for label in ("es256_holder", "ed25519_holder"):
         assert 2000 < got[f"envelope_bytes_{label}"] <= 2900  # one QR code
+    # the same envelope on a 10M-entry chain of 8 agencies: 24 proof hashes, ~100 B per line
+    three = got["envelope_bytes_es256_holder_10m_3_signatures"]
+    eight = got["envelope_bytes_es256_holder_10m_8_signatures"]
+    assert three > got["envelope_bytes_es256_holder"] + 10 * 32
+    assert 5 * 95 < eight - three < 5 * 110
 
 
 def test_bench_present_refuses_fewer_holders_than_cached_checkpoints() -> None:
