@@ -10,8 +10,9 @@ audit    replay audit (ledger.audit, both cores) of a cached --proof-size chain 
          also `audit --since` a checkpoint that many blocks back vs. the full audit.
 present  full presentation-envelope verification per second (checkpoint quorum, inclusion,
          anchor, issuer authority, SD-JWT+KB, status) as a ratio to the `sd-jwt` reference
-         verifier's SD-JWT+KB verification of the same credential; envelope size for 3 of 10
-         claims disclosed.
+         verifier's SD-JWT+KB verification of the same presentations: 300 holders per key
+         type, a different presentation each call; also with a checkpoint new to the verifier
+         each call; envelope size for 3 of 10 claims disclosed, and at 10M entries (ADR 30).
 approve  licence-rule decisions per second (scripts/bench_approve.py).
 cluster  a 3-agency etcd network on this machine (scripts/bench_cluster.py).
 proofs   inclusion/consistency proofs after a cold open on chaingen chains of 1M and 10M
