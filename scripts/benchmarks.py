@@ -233,7 +233,7 @@ def bench_present(seconds: float = 3.0, holders: int = 300) -> dict[str, float]:
     ``present_*`` envelopes prove against the chain's last checkpoint: one checkpoint for all,
     as at a desk whose visitors' wallets synced to the same checkpoint, verified once an hour.
     ``present_cold_*`` envelopes each prove against their own block's checkpoint, so every
-    call also checks a quorum of checkpoint signatures (more checkpoints than the verifier
+    call also checks the checkpoint's co-signatures (more checkpoints than the verifier
     keeps).
     """
     from cryptography.hazmat.primitives.asymmetric import ec
