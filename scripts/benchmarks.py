@@ -88,6 +88,12 @@ def _network(path: Path) -> tuple[Store, list[Agency]]:
 def _issues(agency: Agency, start: int, n: int) -> list[bytes]:
     from chaingen import spread_index
 
+    from ledger.credentials import STATUS_LIST_SIZE
+
+    if start + n > STATUS_LIST_SIZE:
+        raise SystemExit(f"the bench chain issues one type of one agency, whose status list has "
+                         f"{STATUS_LIST_SIZE:,} indexes; {start + n:,} credentials do not fit "
+                         f"(build bigger chains with scripts/chaingen.py)")
     return [issue_tx(NET, agency, hashlib.sha256(b"bench-%d" % i).digest(), "degree",
                      spread_index(i), 0, 2 * T0, T0 + i).raw for i in range(start, start + n)]
 

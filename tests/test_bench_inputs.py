@@ -1,0 +1,41 @@
+"""The benchmarks' transactions look like issued ones (ADR 30): hashed credential ids, status
+indexes spread over the list rather than in order, never repeated."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+
+import benchmarks
+import chaingen
+
+from ledger.credentials import STATUS_LIST_SIZE
+from ledger.network import demo_agency
+from ledger.tx import Tx
+
+
+def test_spread_index_is_a_permutation_and_not_in_order() -> None:
+    got = [chaingen.spread_index(k, 10) for k in range(1 << 10)]
+    assert sorted(got) == list(range(1 << 10))
+    assert got[:8] != sorted(got[:8])
+    assert chaingen.spread_index(5) == chaingen.spread_index(5, 20) < STATUS_LIST_SIZE
+
+
+def test_bench_issues_spread_distinct_indexes_and_hashed_ids() -> None:
+    agency = demo_agency("edu", "Education Bureau", "bench")
+    bodies = [Tx.from_bytes(raw).body for raw in benchmarks._issues(agency, 0, 200)]
+    indexes = [b["status_index"] for b in bodies]
+    assert len(set(indexes)) == 200
+    assert indexes != sorted(indexes)
+    assert len({b["credential_id"] for b in bodies}) == 200
+    assert all(b["credential_id"][:8] != bytes(8) for b in bodies)  # not zero-padded counters
+
+
+def test_bench_issues_refuse_more_than_one_status_list() -> None:
+    agency = demo_agency("edu", "Education Bureau", "bench")
+    with pytest.raises(SystemExit, match="status list has 1,048,576 indexes"):
+        benchmarks._issues(agency, STATUS_LIST_SIZE - 1, 2)
