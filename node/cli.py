@@ -5,13 +5,16 @@ from __future__ import annotations
 import gc
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from ledger.errors import LedgerError
 from ledger.keys import PASSPHRASE_ENV, read_passphrase
+
+if TYPE_CHECKING:
+    from node.cluster import LocalCluster
 
 app = typer.Typer(help="Run and operate an agency's ledger node (node operators).",
                   no_args_is_help=True, add_completion=False)
@@ -344,6 +347,7 @@ def cluster(
         err.print(f"[red]cluster failed:[/] {e}")
         raise typer.Exit(1) from e
     stop = threading.Event()
+    lost = False
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         for m in net.members:
@@ -354,12 +358,30 @@ def cluster(
         if not once:
             err.print("running; Ctrl-C stops every process")
             while not stop.wait(0.5):
-                pass
+                if not _report_exits(net, data):
+                    lost = True
+                    break
     except KeyboardInterrupt:
         pass
     finally:
         net.stop()
         err.print("stopped")
+    if lost:
+        raise typer.Exit(1)
+
+
+def _report_exits(net: LocalCluster, data: Path) -> bool:
+    """Say which of the cluster's processes ended on their own (a crash, an OOM kill, a signal
+    from outside); False once no node is left running."""
+    for agency, what, code in net.exited():
+        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        log = data / "logs" / f"{'etcd' if what == 'etcd member' else 'node'}-{agency}.log"
+        err.print(f"[yellow]{agency}'s {what} stopped ({how}); the others keep running; see "
+                  f"{log}[/]")
+    if any(net.running(m.agency) for m in net.members):
+        return True
+    err.print("[red]no node is running any more; stopping the cluster[/]")
+    return False
 
 
 def main() -> None:

@@ -354,6 +354,19 @@ class LocalCluster:
         self._start_node(m)
         self._wait(f"node {agency}", lambda: self.health(agency) is not None, timeout)
 
+    def exited(self) -> list[tuple[str, str, int]]:
+        """``(agency, "etcd member" or "node", exit code)`` of each process that ended without
+        being stopped or killed here. Each is reported once: it is forgotten, as after
+        :meth:`kill`, so :meth:`restart` can start it again."""
+        out = []
+        for what, procs in (("etcd member", self._etcd), ("node", self._nodes)):
+            for agency, p in list(procs.items()):
+                code = p.poll()
+                if code is not None:
+                    del procs[agency]
+                    out.append((agency, what, code))
+        return out
+
     def running(self, agency: str) -> bool:
         p = self._nodes.get(agency)
         return p is not None and p.poll() is None

@@ -94,6 +94,62 @@ def test_cluster_command_starts_and_stops_a_network(tmp_path: Path) -> None:
     assert leftovers.stdout == b""  # every etcd member and node process is gone
 
 
+def _node_pid(folder: Path, agency: str) -> int:
+    found = subprocess.run(["pgrep", "-f", f"{folder / agency / 'node.toml'}"],
+                           capture_output=True, text=True, check=False).stdout.split()
+    assert len(found) == 1, found
+    return int(found[0])
+
+
+def test_cluster_command_reports_processes_that_die_and_ends_with_the_last_node(
+        tmp_path: Path) -> None:
+    import queue
+    import signal
+    import threading
+    import time
+
+    folder = tmp_path / "c"
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"}
+    proc = subprocess.Popen([str(BIN / "ledger-node"), "cluster", "--agencies", "2", "--data",
+                             str(folder), "--base-port", str(free_base(2))],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                            env=env)
+    assert proc.stderr is not None
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr], daemon=True)
+    reader.start()
+    said: list[str] = []
+
+    def wait_for(text: str) -> None:
+        deadline = time.monotonic() + 120
+        while not any(text in line for line in said):
+            assert time.monotonic() < deadline, f"no {text!r} in {said}"
+            try:
+                said.append(lines.get(timeout=1))
+            except queue.Empty:
+                assert proc.poll() is None or not lines.empty(), f"exited early: {said}"
+
+    try:
+        wait_for("running; Ctrl-C stops every process")
+        os.kill(_node_pid(folder, "edu"), signal.SIGKILL)
+        wait_for("edu's node stopped (killed by signal 9); the others keep running")
+        assert proc.poll() is None  # civil's node and both etcd members still run
+        os.kill(_node_pid(folder, "civil"), signal.SIGKILL)
+        wait_for("no node is running any more; stopping the cluster")
+        assert proc.wait(timeout=60) == 1
+        reader.join(timeout=10)
+        said.extend(lines.queue)
+        assert said[-1].strip() == "stopped"
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=60)
+        reader.join(timeout=10)
+        proc.stderr.close()
+    leftovers = subprocess.run(["pgrep", "-f", str(folder)], capture_output=True, check=False)
+    assert leftovers.stdout == b""  # the etcd members were stopped too
+
+
 def test_a_failed_start_leaves_no_process_behind(tmp_path: Path) -> None:
     import socket
 
