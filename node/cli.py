@@ -327,7 +327,8 @@ def cluster(
                     ] = False,
 ) -> None:
     """Start a local N-agency network on 127.0.0.1 (etcd members + nodes) and stop it cleanly on
-    Ctrl-C or SIGTERM. Needs etcd (Debian package etcd-server)."""
+    Ctrl-C or SIGTERM. Says when one of its processes ends on its own; exits 1 once no node is
+    left. Needs etcd (Debian package etcd-server)."""
     import signal
     import threading
 
