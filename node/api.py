@@ -120,6 +120,10 @@ class ClusterOut(_Out):
     peers: dict[str, dict[str, Any]]
     counters: dict[str, int]
     last_error: str
+    settings: dict[str, int] = Field(
+        default_factory=dict,
+        description="max_batch (transactions per etcd batch at most) and retention (blocks a "
+                    "lagging member may fall behind etcd)")
 
 
 class BlockHeader(_Out):

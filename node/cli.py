@@ -149,7 +149,7 @@ def run(
                 str(runtime / "ca.crt"), str(runtime / f"{settings.agency}.crt"),
                 str(runtime / f"{settings.agency}.key"))
             replication = Replication(settings.etcd_endpoints, settings.peers, tls,
-                                      settings.retention)
+                                      settings.retention, settings.max_batch)
         node = Node(settings.data, settings.agency, passphrase, replication=replication,
                     workers=settings.workers)
     except LedgerError as e:

@@ -16,6 +16,7 @@
     pki = "pki"                           # CA + this agency's certificate (etcd mTLS, HTTPS)
     tls = false                           # serve HTTPS with the agency certificate
     retention = 1000                      # blocks a lagging member may fall behind etcd
+    max_batch = 2000                      # transactions per etcd batch at most (ADR 31)
     workers = 2                           # signature-check processes; absent = one per core
 
 Every key can be overridden by ``LEDGER_NODE_<KEY>`` (upper case); ``LEDGER_NODE_CORS_ORIGINS``
@@ -39,7 +40,7 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _AGENCY = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _KEYS = ("data", "agency", "host", "port", "operator_token_sha256", "max_body_bytes",
          "cors_origins", "public_url", "ordering", "etcd_endpoints", "peers", "pki", "tls",
-         "retention", "rate_limit_per_minute", "rate_limit_burst", "workers")
+         "retention", "max_batch", "rate_limit_per_minute", "rate_limit_burst", "workers")
 _LISTS = ("cors_origins", "etcd_endpoints", "peers")
 
 
@@ -65,6 +66,10 @@ class Settings:
     pki: Path | None = None
     tls: bool = False
     retention: int = 1000
+    max_batch: int = 2000
+    """Transactions per etcd batch at most (a batch is also cut at ~768 KB). etcd keeps its last
+    5,000-7,000 Raft entries in memory, so under sustained bulk ingest a member's memory grows
+    with the batch size (ADR 31)."""
     rate_limit_per_minute: int = 6000
     """Requests a minute per client IP (token bucket refill); 0 turns the limiter off."""
     rate_limit_burst: int = 600
@@ -123,6 +128,8 @@ class Settings:
             raise ConfigError("tls: must be true or false")
         if not _is_int(self.retention) or self.retention < 1:
             raise ConfigError(f"retention: {self.retention!r} is not a positive integer")
+        if not _is_int(self.max_batch) or not 1 <= self.max_batch <= 100_000:
+            raise ConfigError(f"max_batch: {self.max_batch!r} is not in 1..100000")
         if self.workers is not None and (not _is_int(self.workers)
                                          or not 0 <= self.workers <= 256):
             raise ConfigError(f"workers: {self.workers!r} is not in 0..256 (leave it out for "
@@ -192,7 +199,7 @@ def _is_int(v: object) -> bool:
 
 
 def _from_env(key: str, text: str) -> Any:
-    if key in ("port", "max_body_bytes", "retention", "rate_limit_per_minute",
+    if key in ("port", "max_body_bytes", "retention", "max_batch", "rate_limit_per_minute",
                "rate_limit_burst", "workers"):
         try:
             return int(text)

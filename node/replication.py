@@ -736,7 +736,8 @@ class EtcdOrderer:
                 "peers": self.stats.peers,
                 "counters": {f.name: getattr(self.stats, f.name) for f in fields(Stats)
                              if f.type == "int"},
-                "last_error": self.stats.last_error}
+                "last_error": self.stats.last_error,
+                "settings": {"max_batch": self.max_batch, "retention": self.retention}}
 
     def stop(self) -> None:
         if self._stop.is_set():

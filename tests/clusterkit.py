@@ -120,10 +120,14 @@ class Net:
 
 
 @contextmanager
-def running_cluster(tmp: Path, n: int = 3, retention: int = 1000) -> Iterator[Net]:
+def running_cluster(tmp: Path, n: int = 3, retention: int = 1000,
+                    max_batch: int | None = None) -> Iterator[Net]:
     base = free_base(n)
     create_cluster(tmp, n, PASS, base_port=base, retention=retention,
                    network=f"test-{base}")
+    if max_batch is not None:  # as an operator would: a line added to each node.toml
+        for toml in tmp.glob("*/node.toml"):
+            toml.write_text(toml.read_text() + f"max_batch = {max_batch}\n")
     cluster = LocalCluster(tmp, PASS)
     try:
         cluster.start()

@@ -34,7 +34,8 @@ if shutil.which("etcd") is None:  # scripts/test installs it; a missing etcd is 
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Net]:
-    with running_cluster(tmp_path_factory.mktemp("cluster") / "net", 3, retention=5) as n:
+    with running_cluster(tmp_path_factory.mktemp("cluster") / "net", 3, retention=5,
+                         max_batch=500) as n:
         n.setup_degree("edu", int(time.time()))
         yield n
 
@@ -85,6 +86,11 @@ def test_all_nodes_build_identical_blocks_and_a_tx_commits_once(net: Net) -> Non
              .hexdigest() for i in range(size)]
     assert txids.count(same.txid.hex()) == 1
     assert all(r["txid"] in txids for r in receipts)
+
+
+def test_each_node_runs_with_the_batch_and_retention_settings_of_its_config(net: Net) -> None:
+    for a in net.ids:
+        assert _counters(net, a)["settings"] == {"max_batch": 500, "retention": 5}
 
 
 def test_final_checkpoints_carry_a_quorum_of_node_signatures(net: Net) -> None:

@@ -117,6 +117,19 @@ def test_worker_setting_is_checked_and_split_in_a_local_cluster(tmp_path: Path) 
     assert got == {max(1, (os.cpu_count() or 1) // 3)}
 
 
+def test_max_batch_setting_is_checked() -> None:
+    base = {"data": "d", "agency": "edu"}
+    assert Settings.from_mapping(base, {}).max_batch == 2000
+    assert Settings.from_mapping(base, {"LEDGER_NODE_MAX_BATCH": "250"}).max_batch == 250
+    assert Settings.from_mapping({**base, "max_batch": 1}, {}).max_batch == 1
+    for bad in ({"max_batch": 0}, {"max_batch": 100_001}, {"max_batch": "many"},
+                {"max_batch": True}):
+        with pytest.raises(ConfigError, match="max_batch"):
+            Settings.from_mapping({**base, **bad}, {})
+    with pytest.raises(ConfigError, match="MAX_BATCH"):
+        Settings.from_mapping(base, {"LEDGER_NODE_MAX_BATCH": "lots"})
+
+
 # -- request size caps ---------------------------------------------------------------------------
 
 def _chunks(total: int) -> Iterator[bytes]:
