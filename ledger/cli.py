@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 import re
@@ -44,6 +45,7 @@ from ledger.errors import (
 )
 from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
 from ledger.keys import PASSPHRASE_ENV, PrivateKey, PublicKey, load_private_key, read_passphrase
+from ledger.noncelog import NonceLog, NonceLogError
 from ledger.offline import SnapshotError, export_snapshot, load_snapshot, store_status_list
 from ledger.ordering import Receipt, SoloOrderer
 from ledger.presentation import (
@@ -360,6 +362,38 @@ def _print_report(report: Report, age: int | None) -> None:
               Text("NOT VERIFIED", style="bold red"))
 
 
+@ledger_app.command("request")
+def new_request(
+    credential_type: Annotated[str, typer.Option(
+        "--type", help="The credential type asked for (e.g. residence).")],
+    audience: Annotated[str, typer.Option(
+        help="Who asks: the verifier's URL or name, bound into the presentation.")],
+    claim: Annotated[list[str] | None, typer.Option(
+        help="A claim to be disclosed (repeat for several; none = only the credential "
+             "itself).")] = None,
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", help="Write the request here instead of printing it.")] = None,
+) -> None:
+    """Make a presentation request with a fresh random nonce, for one visitor (`wallet present
+    --request`, then `ledger verify --request`)."""
+    body = {"nonce": secrets.token_urlsafe(16), "audience": audience, "type": credential_type,
+            "claims": list(dict.fromkeys(claim or []))}
+    try:
+        Request.from_json(body)
+    except DecodeError as e:
+        _fail(f"not a valid request: {e}", 2)
+    text = json.dumps(body, ensure_ascii=False) + "\n"
+    if out_file is None:
+        print(text, end="")
+        return
+    try:
+        out_file.write_text(text, encoding="utf-8")
+    except OSError as e:
+        _fail(f"cannot write {out_file}: {e.strerror or e}", 2)
+    err.print(f"request for {credential_type!r} ({len(body['claims'])} claims) in {out_file}; "
+              f"nonce {body['nonce']}")
+
+
 @ledger_app.command()
 def verify(
     envelope: Annotated[str, typer.Argument(
@@ -372,6 +406,11 @@ def verify(
         exists=True, file_okay=False)] = None,
     snapshot: Annotated[Path | None, typer.Option(
         help="Check offline against a snapshot made by `ledger snapshot`.")] = None,
+    nonce_log: Annotated[Path | None, typer.Option(
+        help="Accept each request's nonce once: keep the used nonces in this file (created if "
+             "missing; SHA-256 digests, not the nonces) and refuse a presentation for a nonce "
+             "used before (a replay). Give every visitor a fresh request (`ledger request`).")
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
     """Verify a citizen's presentation against a request; exit 0 only if verified."""
@@ -388,28 +427,35 @@ def verify(
         _fail(f"the request file {request} is not a presentation request: {e}", 2)
     now = _now()
     age: int | None = None
-    if snapshot is not None:
+    with contextlib.ExitStack() as stack:
+        used: NonceLog | None = None
         try:
-            snap = load_snapshot(snapshot.read_bytes())
-        except OSError as e:
-            _fail(f"cannot read the snapshot {snapshot}: {e.strerror or e}", 2)
-        except SnapshotError as e:
-            _fail(f"{snapshot}: {e}", 2)
-        age = snap.age(now)
-        report = verify_envelope(raw, req, registry=snap.registry, now=now,
-                                 status_lists=snap.status_lists)
-    else:
-        if data is None:  # exactly one of the two, checked above; for the type checker
-            raise typer.Exit(2)
-        with _open(data) as store:
-            if store.registry is None:  # _open checked; for the type checker
-                raise typer.Exit(1)
+            if nonce_log is not None:
+                used = stack.enter_context(NonceLog(nonce_log))
+            if snapshot is not None:
+                try:
+                    snap = load_snapshot(snapshot.read_bytes())
+                except OSError as e:
+                    _fail(f"cannot read the snapshot {snapshot}: {e.strerror or e}", 2)
+                except SnapshotError as e:
+                    _fail(f"{snapshot}: {e}", 2)
+                age = snap.age(now)
+                report = verify_envelope(raw, req, registry=snap.registry, now=now,
+                                         status_lists=snap.status_lists, used_nonces=used)
+            else:
+                if data is None:  # exactly one of the two, checked above; for the type checker
+                    raise typer.Exit(2)
+                store = stack.enter_context(_open(data))
+                if store.registry is None:  # _open checked; for the type checker
+                    raise typer.Exit(1)
 
-            def lists(uri: str) -> StatusList | None:
-                return store_status_list(store, uri)
+                def lists(uri: str) -> StatusList | None:
+                    return store_status_list(store, uri)
 
-            report = verify_envelope(raw, req, registry=store.registry, now=now,
-                                     status_lists=lists)
+                report = verify_envelope(raw, req, registry=store.registry, now=now,
+                                         status_lists=lists, used_nonces=used)
+        except NonceLogError as e:
+            _fail(str(e), 2)
     if as_json:
         result = report.to_json()
         if age is not None:

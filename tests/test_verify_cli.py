@@ -296,3 +296,70 @@ def test_bad_input_exits_2(demo: Path, work: Path, issued: Bundle) -> None:
                    as_json=False)
     assert r.returncode == 2
     assert "cannot read the snapshot" in r.stderr
+
+
+def test_request_command_makes_fresh_valid_requests(work: Path) -> None:
+    out = work / "fresh-request.json"
+    r = _run("ledger", "request", "--type", "residence", "--audience", "https://desk.example",
+             "--claim", "district", "--claim", "age_over_18", "--claim", "district",
+             "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    body = json.loads(out.read_text())
+    req = Request.from_json(body)
+    assert (req.credential_type, req.audience, req.claims) == (
+        "residence", "https://desk.example", ("district", "age_over_18"))
+    assert len(req.nonce) >= 22  # 128 random bits, base64url
+    printed = _run("ledger", "request", "--type", "residence", "--audience", "x")
+    assert printed.returncode == 0, printed.stderr
+    again = json.loads(printed.stdout)
+    assert again["claims"] == []
+    assert again["nonce"] != body["nonce"]
+    bad = _run("ledger", "request", "--type", "", "--audience", "x")
+    assert bad.returncode == 2
+    assert "request.type" in bad.stderr
+
+
+def test_nonce_log_refuses_a_replayed_presentation(demo: Path, work: Path,
+                                                   issued: Bundle) -> None:
+    request = {**REQUEST, "nonce": "n-once-7c1e"}
+    req = work / "once-request.json"
+    req.write_text(json.dumps(request))
+    log = work / "used-nonces.log"
+    envelope = _b64url(_present(issued, request))
+    first, report = _verify(envelope, "--data", str(demo), "--nonce-log", str(log), request=req)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert report["verified"] is True
+    # the log keeps a digest of the nonce, not the nonce
+    assert log.read_text() == hashlib.sha256(b"n-once-7c1e").hexdigest() + "\n"
+    assert "n-once-7c1e" not in log.read_text()
+    # the same presentation again, live or offline: a replay
+    snap = work / "once.snapshot"
+    made = _run("ledger", "snapshot", "--data", str(demo), "--out", str(snap))
+    assert made.returncode == 0, made.stderr
+    for mode in (("--data", str(demo)), ("--snapshot", str(snap))):
+        again, report = _verify(envelope, *mode, "--nonce-log", str(log), request=req)
+        assert again.returncode == 1
+        assert report["verified"] is False
+        assert report["checks"] == [{"check": "nonce_fresh", "ok": False,
+                                     "detail": "this request's nonce was already used: a "
+                                               "replay"}]
+    assert len(log.read_text().splitlines()) == 1
+    # without the log nothing is remembered (each run stands alone)
+    plain, report = _verify(envelope, "--data", str(demo), request=req)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+
+
+def test_nonce_log_that_is_not_one_is_refused_and_left_alone(demo: Path, work: Path,
+                                                             issued: Bundle) -> None:
+    text = _b64url(_present(issued))
+    other = work / "not-a-log.txt"
+    other.write_text("shopping list\n")
+    r, _ = _verify(text, "--data", str(demo), "--nonce-log", str(other),
+                   request=work / "request.json", as_json=False)
+    assert r.returncode == 2
+    assert "is not a nonce digest" in r.stderr
+    assert other.read_text() == "shopping list\n"
+    r, _ = _verify(text, "--data", str(demo), "--nonce-log", str(work / "no-dir" / "x.log"),
+                   request=work / "request.json", as_json=False)
+    assert r.returncode == 2
+    assert "cannot use the nonce log" in r.stderr

@@ -1,0 +1,97 @@
+"""A verifier's record of the request nonces it has used, kept in a file across runs.
+
+A :class:`~ledger.presentation.Verifier` accepts a request's nonce once when given a set of used
+nonces. In one process that set can live in memory; the command-line verifier (``ledger verify
+--nonce-log FILE``) runs once per presentation, so it keeps the set in a file: one SHA-256 hex
+digest of a nonce per line (the nonces themselves are not kept), appended and synced before the
+verdict is printed. The file is locked while a verification runs, so two officials sharing one
+log cannot both accept the same nonce.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import re
+from collections.abc import Iterator, MutableSet
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from ledger.errors import LedgerError
+
+__all__ = ["NonceLog", "NonceLogError"]
+
+_LINE = re.compile(r"[0-9a-f]{64}")
+
+
+class NonceLogError(LedgerError):
+    """A nonce log that cannot be read, locked or written (the message names the file)."""
+
+
+class NonceLog(MutableSet[str]):
+    """Used nonces in ``path``; use as a context manager (it holds the file's lock)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: IO[str] | None = None
+        self._seen: set[str] = set()
+
+    def __enter__(self) -> NonceLog:
+        try:
+            self._file = open(self.path, "a+", encoding="ascii")  # held open: it holds the lock
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+            self._file.seek(0)
+            lines = self._file.read().splitlines()
+        except OSError as e:
+            self.__exit__(None, None, None)
+            raise NonceLogError(f"cannot use the nonce log {self.path}: {e.strerror or e}") from e
+        except UnicodeDecodeError as e:
+            self.__exit__(None, None, None)
+            raise NonceLogError(f"{self.path} is not a nonce log (not ASCII text)") from e
+        for n, line in enumerate(lines, 1):
+            if not _LINE.fullmatch(line):
+                self.__exit__(None, None, None)
+                raise NonceLogError(f"{self.path} line {n} is not a nonce digest: is this file a "
+                                    f"nonce log?")
+            self._seen.add(line)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._file is not None:
+            self._file.close()  # also releases the lock
+            self._file = None
+
+    @staticmethod
+    def _digest(nonce: str) -> str:
+        return hashlib.sha256(nonce.encode("utf-8", "surrogatepass")).hexdigest()
+
+    def __contains__(self, nonce: object) -> bool:
+        return isinstance(nonce, str) and self._digest(nonce) in self._seen
+
+    def __iter__(self) -> Iterator[str]:  # digests: the nonces themselves are not kept
+        return iter(sorted(self._seen))
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def add(self, nonce: str) -> None:
+        """Record ``nonce`` as used: appended and synced before this returns."""
+        if self._file is None:
+            raise NonceLogError("the nonce log is not open (use it in a with block)")
+        digest = self._digest(nonce)
+        if digest in self._seen:
+            return
+        try:
+            self._file.write(digest + "\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        except OSError as e:
+            raise NonceLogError(f"cannot write the nonce log {self.path}: "
+                                f"{e.strerror or e}") from e
+        self._seen.add(digest)
+
+    def discard(self, nonce: str) -> None:
+        raise NonceLogError("a nonce log only grows: a used nonce stays used")
