@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time as _time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,6 +124,20 @@ def create_cluster(folder: Path, n: int, passphrase: bytes, *, network: str = "d
     _write_meta(folder, {"network": network, "agencies": ids, "base_port": base_port,
                          "quorum": quorum, "genesis_time": t, "retention": retention,
                          "genesis_hash": genesis_hash})
+
+
+def _stop_all(procs: Iterable[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each running process, then wait for all of them (SIGKILL after 20 s)."""
+    procs = list(procs)
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
 
 
 def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
@@ -367,24 +381,29 @@ class LocalCluster:
                     out.append((agency, what, code))
         return out
 
+    def _live_leader(self) -> str | None:
+        try:
+            return self.etcd_leader()
+        except (ClusterError, httpx.HTTPError, KeyError, StopIteration, ValueError):
+            return None  # no quorum, no member up: the order does not matter then
+
     def running(self, agency: str) -> bool:
         p = self._nodes.get(agency)
         return p is not None and p.poll() is None
 
     def stop(self) -> None:
-        """Stop nodes (they finish what is queued), then etcd members; remove clear keys."""
+        """Stop nodes (they finish what is queued), then etcd members, the Raft leader last;
+        remove clear keys."""
         self._http.close()  # an open keep-alive connection would hold a node's shutdown
-        for procs in (self._nodes, self._etcd):
-            for p in procs.values():
-                if p.poll() is None:
-                    p.send_signal(signal.SIGTERM)
-            for p in procs.values():
-                try:
-                    p.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
-            procs.clear()
+        _stop_all(self._nodes.values())
+        self._nodes.clear()
+        # A leader told to stop first hands its leadership to a live peer and waits for that
+        # (up to etcd's request timeout, 7 s here, when the peers are stopping as well). Alone,
+        # it has no one to hand to and stops at once.
+        leader = self._live_leader()
+        _stop_all(p for a, p in self._etcd.items() if a != leader)
+        _stop_all(p for a, p in self._etcd.items() if a == leader)
+        self._etcd.clear()
         for rt in self._runtime.values():
             lock(rt)
         self._runtime.clear()

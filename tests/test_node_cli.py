@@ -65,6 +65,11 @@ def test_init_new_network_then_run(tmp_path: Path) -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
+        # A stop asked for by SIGTERM (systemd, `ledger-node cluster`) closes the node and exits
+        # 0, its signature workers' queues released too.
+        assert proc.returncode == 0
+        assert proc.stderr is not None
+        assert "leaked semaphore" not in proc.stderr.read()
 
 
 def test_a_running_node_collects_young_objects_less_often() -> None:

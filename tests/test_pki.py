@@ -80,8 +80,15 @@ def test_pki_command(tmp_path: Path) -> None:
     assert "not empty" in again.stderr
 
 
+def _runtime_folders() -> set[Path]:
+    """Runtime folders of `node.pki.unlock` (each holds a clear TLS key while its user runs)."""
+    shm = Path("/dev/shm")  # noqa: S108 - where unlock puts them
+    return set(shm.glob("credledger-*")) if shm.is_dir() else set()
+
+
 def test_cluster_command_starts_and_stops_a_network(tmp_path: Path) -> None:
     env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"}
+    runtime_before = _runtime_folders()
     r = subprocess.run([str(BIN / "ledger-node"), "cluster", "--agencies", "3", "--data",
                         str(tmp_path / "c"), "--base-port", str(free_base(3)), "--once"],
                        capture_output=True, text=True, env=env, timeout=180, check=False)
@@ -92,6 +99,8 @@ def test_cluster_command_starts_and_stops_a_network(tmp_path: Path) -> None:
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "c")], capture_output=True,
                                check=False)
     assert leftovers.stdout == b""  # every etcd member and node process is gone
+    # and every clear TLS key with them: the nodes (stopped with SIGTERM) and the etcd members
+    assert _runtime_folders() - runtime_before == set()
 
 
 def _node_pid(folder: Path, agency: str) -> int:
