@@ -29,7 +29,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ledger.errors import LedgerError
 
-__all__ = ["PkiError", "create_pki", "issue_agency_cert", "lock", "unlock"]
+__all__ = ["PkiError", "create_pki", "issue_agency_cert", "lock", "sweep_stale_runtimes",
+           "unlock"]
 
 VALID_DAYS = 825
 
@@ -132,16 +133,51 @@ def unlock(folder: Path, agency: str, passphrase: bytes, runtime: Path | None = 
     key = _load_key(folder / f"{agency}.key", passphrase)
     if runtime is None:
         shm = Path("/dev/shm")  # noqa: S108 - memory-backed; mkdtemp makes a private 0700 dir
-        base = shm if shm.is_dir() else None
+        base = shm if shm.is_dir() else Path(tempfile.gettempdir())
+        sweep_stale_runtimes(base, agency)
         runtime = Path(tempfile.mkdtemp(prefix=f"credledger-{agency}-", dir=base))
     runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
     runtime.chmod(0o700)
+    (runtime / _OWNER).write_text(str(os.getpid()), encoding="ascii")
     for name in ("ca.crt", f"{agency}.crt"):
         shutil.copyfile(folder / name, runtime / name)
     target = runtime / f"{agency}.key"
     target.unlink(missing_ok=True)
     _write(target, _key_bytes(key, None), 0o600)
     return runtime
+
+
+_OWNER = "owner.pid"
+
+
+def sweep_stale_runtimes(base: Path, agency: str) -> list[Path]:
+    """Remove ``agency``'s runtime folders in ``base`` whose owning process has ended without
+    :func:`lock` (killed with SIGKILL, a crash): each holds a clear key. Folders of live
+    processes, of other users, or without an owner file (being made right now) stay.
+    Returns the folders removed."""
+    removed = []
+    for folder in base.glob(f"credledger-{agency}-*"):
+        try:
+            if not folder.is_dir() or folder.stat().st_uid != os.getuid():
+                continue
+            pid = int((folder / _OWNER).read_text(encoding="ascii"))
+        except (OSError, ValueError):
+            continue
+        if pid <= 0 or _alive(pid):
+            continue
+        lock(folder)
+        removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def lock(runtime: Path) -> None:

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from node.pki import PkiError, create_pki, lock, unlock
+from node.pki import PkiError, create_pki, lock, sweep_stale_runtimes, unlock
 
 BIN = Path(sys.executable).parent
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -65,6 +65,28 @@ def test_unlock_writes_a_private_runtime_copy_that_lock_removes(tmp_path: Path) 
     assert not rt.exists()
 
 
+def test_a_runtime_whose_owner_died_is_swept_at_the_next_unlock(tmp_path: Path) -> None:
+    create_pki(tmp_path / "pki", "n", ["sweep-test"], b"pw", now=NOW)
+    # a process that unlocks and dies without lock(), as a SIGKILLed node does
+    code = ("import os, sys; from pathlib import Path; from node.pki import unlock; "
+            "print(unlock(Path(sys.argv[1]), 'sweep-test', b'pw'), flush=True); os._exit(0)")
+    died = subprocess.run([sys.executable, "-c", code, str(tmp_path / "pki")],
+                          capture_output=True, text=True, timeout=60, check=True)
+    stale = Path(died.stdout.strip())
+    assert (stale / "sweep-test.key").exists()  # its clear key outlived it
+    base = stale.parent
+    alive = unlock(tmp_path / "pki", "sweep-test", b"pw")  # ours: this process is alive
+    try:
+        assert not stale.exists()  # swept when the next node unlocked
+        assert (alive / "sweep-test.key").exists()
+        assert sweep_stale_runtimes(base, "sweep-test") == []  # a live owner's folder stays
+        assert alive.exists()
+        (alive / "owner.pid").unlink()  # being made right now: no owner yet, so left alone
+        assert sweep_stale_runtimes(base, "sweep-test") == []
+    finally:
+        lock(alive)
+
+
 def test_pki_command(tmp_path: Path) -> None:
     env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"}
     r = subprocess.run([str(BIN / "ledger-node"), "pki", "--out", str(tmp_path / "pki"),
@@ -82,7 +104,7 @@ def test_pki_command(tmp_path: Path) -> None:
 
 def _runtime_folders() -> set[Path]:
     """Runtime folders of `node.pki.unlock` (each holds a clear TLS key while its user runs)."""
-    shm = Path("/dev/shm")  # noqa: S108 - where unlock puts them
+    shm = Path("/dev/shm")  # where unlock puts them
     return set(shm.glob("credledger-*")) if shm.is_dir() else set()
 
 
