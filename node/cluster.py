@@ -240,13 +240,22 @@ class LocalCluster:
         return dict(r.json())
 
     def etcd_leader(self) -> str:
-        """The agency whose etcd member is the Raft leader now."""
-        m = next(x for x in self.members if x.agency in self._etcd)
-        leader = self._etcd_post(m, "/v3/maintenance/status", {})["leader"]
-        for member in self._etcd_post(m, "/v3/cluster/member/list", {})["members"]:
-            if member.get("ID") == leader:
-                return str(member["name"])
-        raise ClusterError("the etcd cluster has no leader")
+        """The agency whose etcd member is the Raft leader now, as the first running member
+        that answers tells it."""
+        why = "no etcd member is running"
+        for m in self.members:
+            p = self._etcd.get(m.agency)
+            if p is None or p.poll() is not None:
+                continue
+            try:
+                leader = self._etcd_post(m, "/v3/maintenance/status", {})["leader"]
+                for member in self._etcd_post(m, "/v3/cluster/member/list", {})["members"]:
+                    if member.get("ID") == leader:
+                        return str(member["name"])
+                why = f"{m.agency}'s etcd member knows no leader"
+            except (httpx.HTTPError, OSError, KeyError, TypeError, ValueError) as e:
+                why = f"{m.agency}'s etcd member did not answer ({e})"
+        raise ClusterError(f"no etcd leader found: {why}")
 
     # -- nodes --
     def _start_node(self, m: Member) -> None:
@@ -384,7 +393,7 @@ class LocalCluster:
     def _live_leader(self) -> str | None:
         try:
             return self.etcd_leader()
-        except (ClusterError, httpx.HTTPError, KeyError, StopIteration, ValueError):
+        except ClusterError:
             return None  # no quorum, no member up: the order does not matter then
 
     def running(self, agency: str) -> bool:
