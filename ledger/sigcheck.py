@@ -85,8 +85,14 @@ def rebuild(raw: bytes, fields: Checked) -> tuple[Tx, bool]:
     return Tx.from_checked_bytes(raw), fields
 
 
-def _die_with_parent() -> None:
-    """Worker initializer: on Linux, be killed when the node process dies (even by SIGKILL)."""
+def _worker_init() -> None:
+    """Worker initializer: ignore Ctrl-C, and on Linux be killed when the parent process dies
+    (even by SIGKILL).
+
+    A terminal sends Ctrl-C's SIGINT to the whole process group, workers included. The parent
+    decides when its pool stops (it shuts the pool down as it stops); a worker that took the
+    SIGINT itself only printed a KeyboardInterrupt traceback on the way out."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         pr_set_pdeathsig = 1
@@ -105,7 +111,7 @@ class SignatureChecker:
         self.workers = workers
         self._pool = ProcessPoolExecutor(max_workers=workers,
                                          mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_die_with_parent)
+                                         initializer=_worker_init)
         for f in [self._pool.submit(parse_and_check, [], {}) for _ in range(workers)]:
             f.result()
 

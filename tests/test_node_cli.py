@@ -88,3 +88,46 @@ def test_a_running_node_collects_young_objects_less_often() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_ctrl_c_stops_a_node_and_its_workers_without_tracebacks(tmp_path: Path) -> None:
+    """Ctrl-C in a terminal sends SIGINT to the whole process group, the signature workers
+    included: the node stops cleanly and no worker prints a KeyboardInterrupt traceback."""
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "init-pw", "LEDGER_NODE_WORKERS": "2"}
+    r = subprocess.run([str(BIN / "ledger-node"), "init", "--data", str(tmp_path / "data"),
+                        "--agency", "edu", "--new-network", "district-8",
+                        "--founder", "edu=Education Bureau", "--config-out",
+                        str(tmp_path / "node.toml")],
+                       capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with subprocess.Popen([str(BIN / "ledger-node"), "run", "--config", str(tmp_path /
+                                                                           "node.toml"),
+                           "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True,
+                          # as a terminal's foreground job: SIGINT not ignored
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                          ) as proc:
+        try:
+            for _ in range(300):
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).is_success:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            workers = subprocess.run(["pgrep", "-g", str(proc.pid), "-f", "spawn_main"],
+                                     capture_output=True, text=True, check=False).stdout.split()
+            assert len(workers) == 2  # the node's signature workers share its process group
+            os.killpg(proc.pid, signal.SIGINT)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.stderr is not None
+        said = proc.stderr.read()
+    assert "Traceback" not in said, said
+    assert "KeyboardInterrupt" not in said, said
