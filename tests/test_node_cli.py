@@ -103,13 +103,14 @@ def test_ctrl_c_stops_a_node_and_its_workers_without_tracebacks(tmp_path: Path) 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with subprocess.Popen([str(BIN / "ledger-node"), "run", "--config", str(tmp_path /
-                                                                           "node.toml"),
-                           "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, start_new_session=True,
-                          # as a terminal's foreground job: SIGINT not ignored
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-                          ) as proc:
+    # As a terminal's foreground job: its own process group, SIGINT not ignored (a test runner
+    # started in the background may ignore it, and exec keeps an ignored signal ignored).
+    foreground = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+                  "os.execv(sys.argv[1], sys.argv[1:])")
+    with subprocess.Popen([sys.executable, "-c", foreground, str(BIN / "ledger-node"), "run",
+                           "--config", str(tmp_path / "node.toml"), "--port", str(port)],
+                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:
         try:
             for _ in range(300):
                 assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
