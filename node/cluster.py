@@ -41,7 +41,14 @@ from ledger.keys import PASSPHRASE_ENV, PrivateKey, save_private_key
 from ledger.network import Agency, genesis_tx
 from ledger.store import Store
 from ledger.tx import Tx
-from node.pki import create_pki, issue_agency_cert, lock, unlock
+from node.pki import (
+    create_pki,
+    issue_agency_cert,
+    lock,
+    runtime_base,
+    sweep_stale_runtimes,
+    unlock,
+)
 
 __all__ = ["AGENCY_NAMES", "ClusterError", "LocalCluster", "create_cluster"]
 
@@ -416,6 +423,8 @@ class LocalCluster:
         for rt in self._runtime.values():
             lock(rt)
         self._runtime.clear()
+        for m in self.members:  # the clear keys of nodes killed here (kill, kill_node)
+            sweep_stale_runtimes(runtime_base(), m.agency)
 
     def __enter__(self) -> LocalCluster:
         return self

@@ -29,8 +29,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ledger.errors import LedgerError
 
-__all__ = ["PkiError", "create_pki", "issue_agency_cert", "lock", "sweep_stale_runtimes",
-           "unlock"]
+__all__ = ["PkiError", "create_pki", "issue_agency_cert", "lock", "runtime_base",
+           "sweep_stale_runtimes", "unlock"]
 
 VALID_DAYS = 825
 
@@ -132,8 +132,7 @@ def unlock(folder: Path, agency: str, passphrase: bytes, runtime: Path | None = 
     """
     key = _load_key(folder / f"{agency}.key", passphrase)
     if runtime is None:
-        shm = Path("/dev/shm")  # noqa: S108 - memory-backed; mkdtemp makes a private 0700 dir
-        base = shm if shm.is_dir() else Path(tempfile.gettempdir())
+        base = runtime_base()
         sweep_stale_runtimes(base, agency)
         runtime = Path(tempfile.mkdtemp(prefix=f"credledger-{agency}-", dir=base))
     runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -148,6 +147,12 @@ def unlock(folder: Path, agency: str, passphrase: bytes, runtime: Path | None = 
 
 
 _OWNER = "owner.pid"
+
+
+def runtime_base() -> Path:
+    """Where :func:`unlock` makes runtime folders: /dev/shm (memory-backed) when there is one."""
+    shm = Path("/dev/shm")  # noqa: S108 - memory-backed; mkdtemp makes a private 0700 dir
+    return shm if shm.is_dir() else Path(tempfile.gettempdir())
 
 
 def sweep_stale_runtimes(base: Path, agency: str) -> list[Path]:

@@ -140,6 +140,7 @@ def test_cluster_command_reports_processes_that_die_and_ends_with_the_last_node(
     import time
 
     folder = tmp_path / "c"
+    runtime_before = _runtime_folders()
     env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"}
     proc = subprocess.Popen([str(BIN / "ledger-node"), "cluster", "--agencies", "2", "--data",
                              str(folder), "--base-port", str(free_base(2))],
@@ -179,6 +180,8 @@ def test_cluster_command_reports_processes_that_die_and_ends_with_the_last_node(
         proc.stderr.close()
     leftovers = subprocess.run(["pgrep", "-f", str(folder)], capture_output=True, check=False)
     assert leftovers.stdout == b""  # the etcd members were stopped too
+    # the SIGKILLed nodes' clear TLS keys were swept when the cluster stopped
+    assert _runtime_folders() - runtime_before == set()
 
 
 def test_a_failed_start_leaves_no_process_behind(tmp_path: Path) -> None:
