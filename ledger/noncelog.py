@@ -40,23 +40,27 @@ class NonceLog(MutableSet[str]):
 
     def __enter__(self) -> NonceLog:
         try:
-            self._file = open(self.path, "a+", encoding="ascii")  # held open: it holds the lock
+            self._seen = self._open_and_read()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _open_and_read(self) -> set[str]:
+        try:
+            self._file = open(self.path, "a+", encoding="ascii")  # noqa: SIM115 - holds the lock
             fcntl.flock(self._file, fcntl.LOCK_EX)
             self._file.seek(0)
             lines = self._file.read().splitlines()
         except OSError as e:
-            self.__exit__(None, None, None)
             raise NonceLogError(f"cannot use the nonce log {self.path}: {e.strerror or e}") from e
         except UnicodeDecodeError as e:
-            self.__exit__(None, None, None)
             raise NonceLogError(f"{self.path} is not a nonce log (not ASCII text)") from e
         for n, line in enumerate(lines, 1):
             if not _LINE.fullmatch(line):
-                self.__exit__(None, None, None)
                 raise NonceLogError(f"{self.path} line {n} is not a nonce digest: is this file a "
                                     f"nonce log?")
-            self._seen.add(line)
-        return self
+        return set(lines)
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:

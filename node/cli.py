@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -81,16 +83,13 @@ def _serve_demo(data: Path, passphrase: bytes, port: int, wallet_path: Path,
        --set revoked --node {url}
   4. Create a new request and present again: NOT VERIFIED, revoked.
 Stop with Ctrl-C.""", highlight=False, soft_wrap=True)
-    previous = _terminate_raises()
-    try:
-        configure_logging()
-        uvicorn.run(create_app(settings, node=node), host="127.0.0.1", port=port,
-                    log_config=None, access_log=False, server_header=False)
-    except _Terminated:
-        pass  # stopped as asked; the finally closes the node
-    finally:
-        node.close()
-        signal.signal(signal.SIGTERM, previous)
+    with _stop_on_sigterm():
+        try:
+            configure_logging()
+            uvicorn.run(create_app(settings, node=node), host="127.0.0.1", port=port,
+                        log_config=None, access_log=False, server_header=False)
+        finally:
+            node.close()
 
 
 GC_THRESHOLDS = (20_000, 20, 20)
@@ -109,15 +108,22 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated
 
 
-def _terminate_raises() -> Any:
-    """Make SIGTERM raise :class:`_Terminated`, so the caller's ``finally`` closes the store and
-    removes the clear TLS key; return the previous handler.
+@contextlib.contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """Within: SIGTERM raises :class:`_Terminated`, so the ``finally`` blocks inside close the
+    store and remove the clear TLS key; the stop it asks for then ends the block quietly.
 
     uvicorn handles SIGTERM itself (a graceful shutdown), then puts back the handler it found and
     raises the signal again. With the default handler that ended the process on the spot: no
     ``finally`` ran, so the store was never closed and the clear key stayed in its runtime
     folder under /dev/shm. A node stopped this way now exits with status 0."""
-    return signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    except _Terminated:
+        pass  # stopped as asked
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _tune_gc() -> None:
@@ -157,18 +163,19 @@ def run(
     except ConfigError as e:
         err.print(f"[red]bad config:[/] {e}")
         raise typer.Exit(1) from e
-    runtime: Path | None = None
-    node: Node | None = None
-    previous = _terminate_raises()  # from here on, a SIGTERM still runs the finally below
-    try:
+    # From here on a SIGTERM still runs the clean-up: the ExitStack closes the node, then
+    # removes the clear TLS key (its callbacks run last-in, first-out, each even if one fails).
+    with _stop_on_sigterm(), contextlib.ExitStack() as cleanup:
         try:
             passphrase = read_passphrase(f"Passphrase of {settings.agency}'s key files "
                                          f"(or set {PASSPHRASE_ENV}): ")
             replication = None
+            runtime: Path | None = None
             if settings.pki is not None and (settings.tls or settings.ordering == "etcd"):
-                from node.pki import unlock
+                from node.pki import lock, unlock
 
                 runtime = unlock(settings.pki, settings.agency, passphrase)
+                cleanup.callback(lock, runtime)
             if settings.ordering == "etcd":
                 from node.etcdlog import TlsFiles
                 from node.service import Replication
@@ -180,6 +187,7 @@ def run(
                                           settings.retention, settings.max_batch)
             node = Node(settings.data, settings.agency, passphrase, replication=replication,
                         workers=settings.workers)
+            cleanup.callback(node.close)
         except LedgerError as e:
             err.print(f"[red]cannot open the node:[/] {e}")
             raise typer.Exit(1) from e
@@ -195,22 +203,6 @@ def run(
         uvicorn.run(app_, host=settings.host, port=settings.port, log_config=None,
                     access_log=False, server_header=False, timeout_graceful_shutdown=5,
                     **ssl)  # type: ignore[arg-type]
-    except _Terminated:
-        pass  # stopped as asked: the finally closes the store and removes the clear key
-    finally:
-        try:
-            if node is not None:
-                node.close()
-        finally:
-            _lock(runtime)
-            signal.signal(signal.SIGTERM, previous)
-
-
-def _lock(runtime: Path | None) -> None:
-    if runtime is not None:
-        from node.pki import lock
-
-        lock(runtime)
 
 
 @app.command()
@@ -391,7 +383,7 @@ def cluster(
         if not once:
             err.print("running; Ctrl-C stops every process")
             while not stop.wait(0.5):
-                if not _report_exits(net, data):
+                if not _report_exits(net):
                     lost = True
                     break
     except KeyboardInterrupt:
@@ -403,12 +395,11 @@ def cluster(
         raise typer.Exit(1)
 
 
-def _report_exits(net: LocalCluster, data: Path) -> bool:
+def _report_exits(net: LocalCluster) -> bool:
     """Say which of the cluster's processes ended on their own (a crash, an OOM kill, a signal
     from outside); False once no node is left running."""
-    for agency, what, code in net.exited():
+    for agency, what, code, log in net.exited():
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-        log = data / "logs" / f"{'etcd' if what == 'etcd member' else 'node'}-{agency}.log"
         err.print(f"[yellow]{agency}'s {what} stopped ({how}); the others keep running; see "
                   f"{log}[/]")
     if any(net.running(m.agency) for m in net.members):

@@ -223,7 +223,7 @@ class LocalCluster:
                str(ca), "--peer-cert-file", str(crt), "--peer-key-file", str(key),
                "--logger", "zap", "--log-level", "warn", "--heartbeat-interval", "100",
                "--election-timeout", "1000", "--snapshot-count", str(ETCD_SNAPSHOT_COUNT)]
-        log = open(self.folder / "logs" / f"etcd-{m.agency}.log", "ab")  # noqa: SIM115
+        log = open(self._log("etcd", m.agency), "ab")  # noqa: SIM115
         self._etcd[m.agency] = subprocess.Popen(cmd, stdout=log, stderr=log,  # noqa: S603
                                                 stdin=subprocess.DEVNULL)
         log.close()
@@ -267,7 +267,7 @@ class LocalCluster:
     # -- nodes --
     def _start_node(self, m: Member) -> None:
         env = {**os.environ, PASSPHRASE_ENV: self.passphrase.decode()}
-        log = open(self.folder / "logs" / f"node-{m.agency}.log", "ab")  # noqa: SIM115
+        log = open(self._log("node", m.agency), "ab")  # noqa: SIM115
         self._nodes[m.agency] = subprocess.Popen(  # noqa: S603 - our own argv
             [self.python, "-m", "node.cli", "run", "--config",
              str(self.folder / m.agency / "node.toml")],
@@ -384,17 +384,21 @@ class LocalCluster:
         self._start_node(m)
         self._wait(f"node {agency}", lambda: self.health(agency) is not None, timeout)
 
-    def exited(self) -> list[tuple[str, str, int]]:
-        """``(agency, "etcd member" or "node", exit code)`` of each process that ended without
-        being stopped or killed here. Each is reported once: it is forgotten, as after
+    def _log(self, kind: str, agency: str) -> Path:
+        return self.folder / "logs" / f"{kind}-{agency}.log"
+
+    def exited(self) -> list[tuple[str, str, int, Path]]:
+        """``(agency, "etcd member" or "node", exit code, its log)`` of each process that ended
+        without being stopped or killed here. Each is reported once: it is forgotten, as after
         :meth:`kill`, so :meth:`restart` can start it again."""
         out = []
-        for what, procs in (("etcd member", self._etcd), ("node", self._nodes)):
+        for what, kind, procs in (("etcd member", "etcd", self._etcd),
+                                  ("node", "node", self._nodes)):
             for agency, p in list(procs.items()):
                 code = p.poll()
                 if code is not None:
                     del procs[agency]
-                    out.append((agency, what, code))
+                    out.append((agency, what, code, self._log(kind, agency)))
         return out
 
     def _live_leader(self) -> str | None:

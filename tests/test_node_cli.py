@@ -11,10 +11,22 @@ import sys
 import time
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 BIN = Path(sys.executable).parent
+
+
+def _health_once_up(proc: subprocess.Popen[str], port: int) -> dict[str, Any]:
+    """The node's /v1/health once it answers (up to 30 s); fails if the node exits first."""
+    for _ in range(300):
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        try:
+            return dict(httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).json())
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError("the node never answered /v1/health")
 
 
 def test_init_new_network_then_run(tmp_path: Path) -> None:
@@ -49,15 +61,7 @@ def test_init_new_network_then_run(tmp_path: Path) -> None:
                            "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True) as proc:
         try:
-            health = None
-            for _ in range(300):
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                try:
-                    health = httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).json()
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.1)
-            assert health is not None
+            health = _health_once_up(proc, port)
             assert health["network"] == "district-7"
             assert health["height"] == 0
             agencies = httpx.get(f"http://127.0.0.1:{port}/v1/registry/agencies").json()
@@ -112,13 +116,7 @@ def test_ctrl_c_stops_a_node_and_its_workers_without_tracebacks(tmp_path: Path) 
                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                           start_new_session=True) as proc:
         try:
-            for _ in range(300):
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=1).is_success:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+            _health_once_up(proc, port)
             workers = subprocess.run(["pgrep", "-g", str(proc.pid), "-f", "spawn_main"],
                                      capture_output=True, text=True, check=False).stdout.split()
             assert len(workers) == 2  # the node's signature workers share its process group
