@@ -10,7 +10,9 @@ Proofs read O(log n) stored complete-subtree nodes; nothing is rehashed after a 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import os
 import re
 import struct
@@ -44,7 +46,7 @@ from ledger.errors import CheckpointError, DecodeError, StoreError
 from ledger.state import Credential, Registry, credential_key
 from ledger.tx import STATUSES, Tx
 
-__all__ = ["Store", "release_mapped_tables", "stored_consistency_proof"]
+__all__ = ["Store", "release_mapped_tables", "store_unused", "stored_consistency_proof"]
 
 _BE = struct.Struct(">Q")
 _MADV_DONTNEED = 4  # Linux
@@ -125,6 +127,41 @@ def release_mapped_tables(folders: tuple[Path, ...]) -> None:
         libc.madvise(lo, int(hi_hex, 16) - lo, _MADV_DONTNEED)
 
 
+def _open_error(path: Path, e: plyvel.Error, create: bool) -> str:
+    """LevelDB's reason for refusing to open ``path``, in words an operator can act on."""
+    if isinstance(e, plyvel.IOError) and "LOCK" in str(e) and \
+            ("temporarily unavailable" in str(e) or "already held" in str(e)):
+        return (f"cannot open store at {path}: another process has it open "
+                "(a running node, or another ledger command); stop it first")
+    if not create and not (path / "CURRENT").exists():
+        return f"cannot open store at {path}: there is no ledger store there"
+    return f"cannot open store at {path}: {e}"
+
+
+@contextlib.contextmanager
+def store_unused(path: Path | str) -> Iterator[None]:
+    """Hold the lock LevelDB takes on the store at ``path`` (if there is one) for the ``with``
+    block, or raise StoreError when another process has the store open: for replacing or
+    deleting a store folder without pulling it from under a running node. Not for a store this
+    process has open: POSIX locks belong to the process, and closing the file drops them."""
+    lock = Path(path) / "LOCK"
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        try:
+            # LevelDB locks with fcntl(F_SETLK) on this file; lockf takes the same kind of lock.
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            raise StoreError(f"the store at {path} is open in another process (a running node, "
+                             "or another ledger command); stop it first") from e
+        yield
+    finally:
+        os.close(fd)
+
+
 class Store:
     """A ledger's LevelDB store. Use as a context manager or call :meth:`close`."""
 
@@ -142,7 +179,7 @@ class Store:
                                  lru_cache_size=64 << 20, write_buffer_size=32 << 20,
                                  block_size=16 << 10, compression=None)
         except plyvel.Error as e:
-            raise StoreError(f"cannot open store at {self.path}: {e}") from e
+            raise StoreError(_open_error(self.path, e, create)) from e
         self.head: Head | None = None
         self.registry: Registry | None = None
         self.frontier = CompactRange()

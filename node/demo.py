@@ -22,11 +22,12 @@ from ledger import merkle
 from ledger.chain import Head, build_genesis, checkpoint_key
 from ledger.checkpoint import SignedCheckpoint
 from ledger.credentials import STATUS_LIST_SIZE
+from ledger.errors import StoreError
 from ledger.finality import sign_checkpoint, verify_final
 from ledger.keys import PrivateKey, save_private_key
 from ledger.network import Agency, genesis_tx, governance_tx, issue_tx, status_tx
 from ledger.ordering import SoloOrderer
-from ledger.store import Store
+from ledger.store import Store, store_unused
 
 NETWORK = "changsheng-demo"
 MARKER = ".credledger-demo"
@@ -67,7 +68,12 @@ def run_demo(data: Path, passphrase: bytes, *, clock: Callable[[], int],
     if data.exists():
         if not (data / MARKER).exists():
             raise SystemExit(f"{data} exists and is not a demo folder; choose another --data")
-        shutil.rmtree(data)
+        try:
+            # A node serving this folder would go on acknowledging writes to deleted files.
+            with store_unused(data / "ledger"):
+                shutil.rmtree(data)
+        except StoreError as e:
+            raise SystemExit(f"{e}; the demo replaces {data} only when nothing uses it") from e
     (data / "keys").mkdir(parents=True)
     (data / MARKER).write_text("created by ledger-node demo; safe to delete\n")
     agencies = _agencies()

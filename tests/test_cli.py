@@ -78,6 +78,17 @@ def test_demo_refuses_to_overwrite_a_folder_it_did_not_create(tmp_path: Path) ->
     assert (tmp_path / "precious" / "file").read_text() == "keep me"
 
 
+def test_demo_does_not_replace_a_folder_a_node_serves(demo: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "served"
+    shutil.copytree(demo, copy)
+    with Store(copy / "ledger"):  # as a running node holds it
+        before = sorted(p.relative_to(copy) for p in copy.rglob("*"))
+        r = _run("ledger-node", "demo", "--data", str(copy))
+        assert sorted(p.relative_to(copy) for p in copy.rglob("*")) == before
+    assert r.returncode != 0
+    assert "open in another process" in r.stderr
+
+
 def test_tampered_store_is_refused(demo: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(demo, copy)

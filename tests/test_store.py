@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +35,7 @@ from ledger.chain import (
 )
 from ledger.errors import ProofError, StoreError
 from ledger.network import demo_agency, genesis_tx, governance_tx, issue_tx, status_tx
-from ledger.store import Store
+from ledger.store import Store, store_unused
 from ledger.tx import Tx
 
 NET = "demo"
@@ -282,8 +284,31 @@ def test_empty_store(tmp_path: Path) -> None:
 
 
 def test_open_missing_without_create(tmp_path: Path) -> None:
-    with pytest.raises(StoreError):
+    with pytest.raises(StoreError, match="there is no ledger store there"):
         Store(tmp_path / "absent", create=False)
+
+
+def test_a_store_open_elsewhere_is_refused_in_plain_words(tmp_path: Path) -> None:
+    Store(tmp_path / "s").close()
+    with Store(tmp_path / "s"), pytest.raises(StoreError, match="another process has it open"):
+        Store(tmp_path / "s")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from ledger.store import Store; "
+         f"s = Store({str(tmp_path / 's')!r}); print('open', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        with pytest.raises(StoreError, match="another process has it open"):
+            Store(tmp_path / "s")
+        with pytest.raises(StoreError, match="open in another process"), \
+                store_unused(tmp_path / "s"):
+            pass
+    finally:
+        holder.communicate("", timeout=30)
+    with store_unused(tmp_path / "s"):  # free again
+        pass
+    with store_unused(tmp_path / "absent"):  # nothing to lock
+        pass
 
 
 # --- reopen ------------------------------------------------------------------------------------
