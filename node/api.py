@@ -403,8 +403,11 @@ def tx(node: NodeDep, txid: Annotated[str, Path(pattern=HEX64)]) -> CommittedTx:
     return CommittedTx(**node.tx(bytes.fromhex(txid)))
 
 
-@router.get("/v1/tx/{txid}/receipt", tags=["chain"])
+@router.get("/v1/tx/{txid}/receipt", tags=["chain"], responses=_errors(409))
 def receipt(node: NodeDep, txid: Annotated[str, Path(pattern=HEX64)]) -> ReceiptOut:
+    """The receipt of a committed transaction. 404 while it is not committed; 409 with the
+    reason if this node was given it (``POST /v1/tx`` answered 202) and refused it since (this
+    node remembers its last 10,000 such submissions)."""
     got = node.receipt(bytes.fromhex(txid))
     if got is None:
         raise NotFound(f"transaction {txid} is not committed (yet)")

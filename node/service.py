@@ -7,9 +7,11 @@ map :class:`~ledger.errors.LedgerError` subclasses to status codes in one place.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import threading
 import time as _time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +26,7 @@ from ledger.errors import LedgerError, StoreError, TxRejected
 from ledger.finality import checkpoint_verifiers, sign_checkpoint
 from ledger.keys import PrivateKey, load_private_key
 from ledger.offline import StatusListCache
-from ledger.ordering import Receipt, SoloOrderer
+from ledger.ordering import Pending, Receipt, SoloOrderer
 from ledger.presentation import Bundle, Report, Request, Verifier, bundle_from_store
 from ledger.state import Registry, index_key
 from ledger.statuslist import StatusList, make_token
@@ -36,6 +38,7 @@ from node.replication import EtcdOrderer
 __all__ = ["Node", "NotFound", "PendingRequest", "Replication"]
 
 REQUEST_TTL = 600
+_UNSETTLED = 10_000
 """Seconds a presentation request (its nonce) stays open."""
 
 
@@ -100,6 +103,9 @@ class Node:
         self._lists = StatusListCache(self.store)  # decoded lists, updated per block (ADR 23)
         self._verifier: Verifier | None = None
         self._lock = threading.Lock()
+        # Submissions that outlived their request's wait, so that GET …/receipt can still tell
+        # a rejection from a transaction not ordered yet (bounded: the oldest are forgotten).
+        self._unsettled: OrderedDict[bytes, Pending] = OrderedDict()
         self.replicated: EtcdOrderer | None = None
         self.orderer: SoloOrderer | EtcdOrderer
         if replication is None:
@@ -227,12 +233,10 @@ class Node:
     def submit(self, raw: bytes, wait: float | None = 10.0) -> Receipt | None:
         """Order a signed transaction; the receipt, or None if not durable within ``wait``."""
         future = self.orderer.submit(raw)
-        if wait is None:
-            return None
         try:
-            return future.result(timeout=wait)
+            return future.result(timeout=wait or 0.0)
         except TimeoutError:
-            return None
+            return self._not_yet(hashlib.sha256(raw).digest(), future)
 
     def submit_many(self, raws: list[bytes | Tx], wait: float = 10.0
                     ) -> list[Receipt | LedgerError | None]:
@@ -241,18 +245,41 @@ class Node:
         futures = self.orderer.submit_many(raws)
         deadline = _time.monotonic() + wait
         out: list[Receipt | LedgerError | None] = []
-        for fut in futures:
+        for raw, fut in zip(raws, futures, strict=True):
             try:
                 out.append(fut.result(timeout=max(0.0, deadline - _time.monotonic())))
             except TimeoutError:
-                out.append(None)
+                out.append(self._not_yet(raw.txid if isinstance(raw, Tx)
+                                         else hashlib.sha256(raw).digest(), fut))
             except LedgerError as e:
                 out.append(e)
         return out
 
-    def receipt(self, txid: bytes) -> Receipt | None:
+    def _not_yet(self, txid: bytes, future: Pending) -> Receipt | None:
+        """A submission not settled within its wait: the receipt of an earlier commit of the
+        same transaction if there is one (the orderer would answer that too, later), else None;
+        the submission is kept for :meth:`receipt`."""
         loc = self.store.tx_location(txid)
-        return None if loc is None else Receipt(txid, loc[0], loc[1])
+        if loc is not None:
+            return Receipt(txid, loc[0], loc[1], duplicate=True)
+        with self._lock:
+            self._unsettled[txid] = future
+            self._unsettled.move_to_end(txid)
+            while len(self._unsettled) > _UNSETTLED:
+                self._unsettled.popitem(last=False)
+        return None
+
+    def receipt(self, txid: bytes) -> Receipt | None:
+        """The receipt of a committed transaction; None if it is not committed (yet). Raises the
+        transaction's error if a submission here that outlived its wait was refused since."""
+        loc = self.store.tx_location(txid)
+        if loc is not None:
+            return Receipt(txid, loc[0], loc[1])
+        with self._lock:
+            future = self._unsettled.get(txid)
+        if future is not None and future.done():
+            return future.result()
+        return None
 
     def issue(self, kind: str, claims: dict[str, Any], holder_jwk: dict[str, Any],
               valid_days: int) -> tuple[Bundle, Receipt]:

@@ -19,7 +19,7 @@ import uvicorn
 from fastapi import FastAPI
 from rich.console import Console
 
-from ledger import merkle, sdjwt
+from ledger import codec, merkle, sdjwt
 from ledger.checkpoint import SignedCheckpoint
 from ledger.keys import PrivateKey, load_private_key
 from ledger.network import Agency, status_tx
@@ -257,6 +257,15 @@ def test_submit_is_idempotent(live: Live, http: httpx.Client) -> None:
     assert http.get(f"/v1/tx/{tx.txid.hex()}/receipt").json()["index"] == first.json()["index"]
     committed = http.get(f"/v1/log/entries/{first.json()['index']}").content
     assert committed == tx.raw
+    # Without waiting, a repeat still gets the receipt (the store has it), not "pending".
+    for params in ({"wait": 0}, {"wait": 0.001}):
+        quick = http.post("/v1/tx", content=tx.raw, params=params, headers=headers)
+        assert quick.status_code == 200, quick.text
+        assert (quick.json()["index"], quick.json()["duplicate"]) == (first.json()["index"], True)
+    batch = http.post("/v1/tx/batch", content=codec.encode([tx.raw]), params={"wait": 0})
+    assert batch.status_code == 200, batch.text
+    assert (batch.json()[0]["status"], batch.json()[0]["index"]) == \
+        ("committed", first.json()["index"])
 
 
 def test_submit_without_waiting_gives_a_receipt_to_poll(live: Live, http: httpx.Client) -> None:
@@ -282,6 +291,24 @@ def test_rejected_tx_is_409_with_its_code(live: Live, http: httpx.Client) -> Non
     assert r.status_code == 409, r.text
     assert r.json()["code"]
     assert r.json()["error"] == "TxRejected"
+
+
+def test_a_refused_tx_submitted_without_waiting_shows_its_reason_at_its_receipt(
+        live: Live, http: httpx.Client) -> None:
+    tx = status_tx(NETWORK, edu(live), bytes(32), "revoked", "no-wait", NOW)
+    r = http.post("/v1/tx", content=tx.raw, params={"wait": 0})
+    if r.status_code == 202:  # not settled yet: poll its receipt until it is
+        for _ in range(400):
+            r = http.get(r.json()["receipt"] if "receipt" in r.json() else
+                         f"/v1/tx/{tx.txid.hex()}/receipt")
+            if r.status_code != 404:
+                break
+            threading.Event().wait(0.05)
+    assert r.status_code == 409, r.text
+    assert r.json()["code"] == "unknown_credential"
+    again = http.get(f"/v1/tx/{tx.txid.hex()}/receipt")
+    assert again.status_code == 409
+    assert again.json()["code"] == "unknown_credential"
 
 
 @pytest.mark.parametrize("body", [b"", b"\x00not msgpack", b"\x81\xa1a\x01"])
