@@ -441,7 +441,8 @@ def verify(
                     _fail(f"{snapshot}: {e}", 2)
                 age = snap.age(now)
                 report = verify_envelope(raw, req, registry=snap.registry, now=now,
-                                         status_lists=snap.status_lists, used_nonces=used)
+                                         status_lists=snap.status_lists, used_nonces=used,
+                                         status_as_of=snap.log_size)
             else:
                 if data is None:  # exactly one of the two, checked above; for the type checker
                     raise typer.Exit(2)

@@ -198,14 +198,18 @@ _PLAIN = frozenset({"iss", "iat", "nbf", "exp", "vct", "cnf", "status"})
 
 def verify_envelope(unverified: bytes, request: Request, *, registry: Registry, now: int,
                     status_lists: Callable[[str], StatusList | None],
-                    used_nonces: MutableSet[str] | None = None) -> Report:
+                    used_nonces: MutableSet[str] | None = None,
+                    status_as_of: int | None = None) -> Report:
     """Check a presentation envelope against ``request``; never raises for bad input.
 
     ``registry`` is the verifier's (possibly cached) registry snapshot; ``status_lists`` maps a
     status-list URI to an already verified list, or None when it cannot be had. With
-    ``used_nonces``, a request's nonce is accepted once: a replayed presentation fails.
+    ``used_nonces``, a request's nonce is accepted once: a replayed presentation fails. With
+    ``status_as_of`` (the log size the lists reflect, e.g. an offline snapshot's), a credential
+    anchored at or after it has an undetermined status: the lists cannot know it.
     """
-    return Verifier(registry, status_lists, used_nonces).verify(unverified, request, now=now)
+    return Verifier(registry, status_lists, used_nonces,
+                    status_as_of=status_as_of).verify(unverified, request, now=now)
 
 
 class Verifier:
@@ -217,10 +221,12 @@ class Verifier:
     """
 
     def __init__(self, registry: Registry, status_lists: Callable[[str], StatusList | None],
-                 used_nonces: MutableSet[str] | None = None, cache_size: int = 64) -> None:
+                 used_nonces: MutableSet[str] | None = None, cache_size: int = 64, *,
+                 status_as_of: int | None = None) -> None:
         self.registry = registry
         self.status_lists = status_lists
         self.used_nonces = used_nonces
+        self.status_as_of = status_as_of
         # (text, hour) -> (checkpoint, its final signers, the report's detail line for it)
         self._final: dict[tuple[str, int], tuple[SignedCheckpoint, frozenset[str], str]] = {}
         self._cache_size = cache_size
@@ -283,9 +289,15 @@ def _verify(v: Verifier, unverified: bytes, request: Request, now: int) -> Repor
     except LedgerError as e:  # every failure names itself; no exception escapes
         add(Check(_failed_step(report), False, str(e)))
         return report
-    result = check_status(claims.get("status", {}), status_lists)
-    report.status = result.status
-    add(Check("status", result.status == "valid", result.reason or result.status))
+    if v.status_as_of is not None and env.leaf_index >= v.status_as_of:
+        report.status = "undetermined"
+        add(Check("status", False, f"the status lists are as of log size {v.status_as_of}, "
+                                   f"before this credential was anchored (leaf "
+                                   f"{env.leaf_index}): they cannot know it; use newer ones"))
+    else:
+        result = check_status(claims.get("status", {}), status_lists)
+        report.status = result.status
+        add(Check("status", result.status == "valid", result.reason or result.status))
     report.claims = {k: v for k, v in claims.items() if k not in _PLAIN}
     return report
 

@@ -186,6 +186,23 @@ def test_snapshot_mode_verifies_offline_and_reports_its_age(demo: Path, work: Pa
     assert report["status"] == "suspended"
 
 
+def test_a_snapshot_older_than_the_credential_leaves_its_status_undetermined(
+        demo: Path, work: Path) -> None:
+    old = work / "older.snapshot"
+    _snapshot(demo, old)
+    bundle, cid = _issue(demo, work, "after-the-snapshot")
+    r = _run("agency", "status", "--data", str(demo), "--agency", "civil", "--credential-id",
+             cid, "--set", "revoked", "--reason", "withdrawn")
+    assert r.returncode == 0, r.stderr
+    text = _b64url(_present(bundle))
+    r, report = _verify(text, "--snapshot", str(old), request=work / "request.json")
+    assert r.returncode == 1, r.stdout
+    assert (report["verified"], report["status"]) == (False, "undetermined")
+    assert "before this credential was anchored" in report["checks"][-1]["detail"]
+    r, report = _verify(text, "--data", str(demo), request=work / "request.json")
+    assert report["status"] == "revoked"
+
+
 def _snapshot_map(path: Path) -> dict[str, Any]:
     value = codec.decode(path.read_bytes(), max_size=1 << 26)
     assert isinstance(value, dict)
