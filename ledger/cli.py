@@ -35,6 +35,7 @@ from ledger import merkle, sdjwt
 from ledger.chain import Head, checkpoint_key
 from ledger.checkpoint import SignedCheckpoint, find_equivocation, parse_vkey
 from ledger.credentials import STATUS_LIST_SIZE, ClaimError, check_claims, issue_credential
+from ledger.display import printable
 from ledger.errors import (
     CheckpointError,
     DecodeError,
@@ -147,7 +148,7 @@ MAX_INPUT = 1 << 20
 
 def _fail(message: str, code: int = 1) -> NoReturn:
     """Print ``message`` (markup-free: it may quote untrusted input) and exit with ``code``."""
-    err.print(Text(message, style="red"), soft_wrap=True)
+    err.print(Text(printable(message), style="red"), soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -280,11 +281,17 @@ def _write_file(path: Path, data: bytes, mode: int) -> None:
     tmp.replace(path)
 
 
-def _check_out(path: Path) -> None:
-    """Refuse an output path that cannot be written *before* anything is committed."""
+def _check_out(path: Path, force: bool) -> None:
+    """Refuse an output path that cannot be written, or that exists (unless ``force``), *before*
+    anything is committed: an earlier bundle, nonce log or archive is not replaced silently."""
     parent = path.parent
     if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
         _fail(f"cannot write {path}: give a file path in an existing writable folder", 2)
+    if not force and (path.exists() or path.is_symlink()):
+        _fail(f"{path} exists; choose another path, or add --force to replace it", 2)
+
+
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output file if it exists.")]
 
 
 AsJson = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
@@ -343,7 +350,7 @@ def _print_report(report: Report, age: int | None) -> None:
     table.add_column("detail", overflow="fold")
     for c in report.checks:
         table.add_row(Text(c.name), Text("pass", style="green") if c.ok else
-                      Text("FAIL", style="bold red"), Text(c.detail))
+                      Text("FAIL", style="bold red"), Text(printable(c.detail)))
     out.print(table)
     if report.claims:
         claims = Table(title="Disclosed claims", title_justify="left")
@@ -351,7 +358,7 @@ def _print_report(report: Report, age: int | None) -> None:
         claims.add_column("value", overflow="fold")
         for name, value in sorted(report.claims.items()):
             shown = value if isinstance(value, str) else json.dumps(value)
-            claims.add_row(Text(name), Text(shown))
+            claims.add_row(Text(printable(name)), Text(printable(shown)))
         out.print(claims)
     style = {"valid": "green", "revoked": "bold red", "suspended": "yellow"}
     out.print(Text.assemble("status: ", (report.status, style.get(report.status, "yellow"))))
@@ -373,6 +380,7 @@ def new_request(
              "itself).")] = None,
     out_file: Annotated[Path | None, typer.Option(
         "--out", help="Write the request here instead of printing it.")] = None,
+    force: ForceOpt = False,
 ) -> None:
     """Make a presentation request with a fresh random nonce, for one visitor (`wallet present
     --request`, then `ledger verify --request`)."""
@@ -382,6 +390,8 @@ def new_request(
         Request.from_json(body)
     except DecodeError as e:
         _fail(f"not a valid request: {e}", 2)
+    if out_file is not None:
+        _check_out(out_file, force)
     text = json.dumps(body, ensure_ascii=False) + "\n"
     if out_file is None:
         print(text, end="")
@@ -473,13 +483,14 @@ def snapshot(
     data: DataOpt,
     out_file: Annotated[Path, typer.Option("--out", help="Where to write the snapshot.")],
     as_json: AsJson = False,
+    force: ForceOpt = False,
 ) -> None:
     """Write an offline snapshot: registry, latest checkpoint and signed status lists.
 
     Embedded solo mode: each agency's status lists are signed with its node key from
     <data>/keys (passphrase from $LEDGER_KEY_PASSPHRASE or a prompt).
     """
-    _check_out(out_file)
+    _check_out(out_file, force)
     now = _now()
     with _open(data) as store:
         if store.registry is None or store.head is None:  # _open checked; for the type checker
@@ -548,11 +559,12 @@ def export(
     data: DataArg,
     out_file: Annotated[Path, typer.Option("--out", help="Where to write the archive.")],
     as_json: AsJson = False,
+    force: ForceOpt = False,
 ) -> None:
     """Write a portable archive of the whole chain (blocks, transactions, checkpoints)."""
     from ledger.archive import ArchiveError, export_archive
 
-    _check_out(out_file)
+    _check_out(out_file, force)
     tmp = out_file.with_name(f".{out_file.name}.tmp")
     with _open(data) as store, _progress_bar(not as_json) as bar:
         try:
@@ -635,6 +647,8 @@ def audit(
         "(<data>/approvals/*.ev): re-evaluate every approval against the rule version in force "
         "at its evaluation height; an approval without a record is a finding.",
         file_okay=False)] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace the --statement-out file if it exists.")] = False,
 ) -> None:
     """Replay a chain from genesis and report the first broken block, tx or checkpoint.
 
@@ -658,7 +672,7 @@ def audit(
     old = None if since is None else _read_checkpoint(since)
     key = None
     if statement_key is not None and statement_out is not None:
-        _check_out(statement_out)
+        _check_out(statement_out, force)
         key = _load_key(statement_key, _passphrase())
     n = (os.cpu_count() or 1) if workers is None else workers
     try:
@@ -889,6 +903,7 @@ def issue(
     valid_days: Annotated[int, typer.Option(help="Days the credential is valid.",
                                             min=1, max=100 * 366)] = 365,
     as_json: AsJson = False,
+    force: ForceOpt = False,
 ) -> None:
     """Issue an SD-JWT VC, anchor it on the ledger and write the holder's bundle.
 
@@ -913,7 +928,7 @@ def issue(
         out_file.with_name(f"{out_file.stem}-{n}{out_file.suffix}")
         for n in range(1, len(holder_jwks) + 1)]
     for o in outs:
-        _check_out(o)
+        _check_out(o, force)
     now = _now()
     results = []
     with _open(data) as store:

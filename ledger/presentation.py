@@ -146,6 +146,18 @@ class Request:
     credential_type: str
     claims: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        # A wallet shows these fields to its holder before signing: no escape sequence or line
+        # break may redraw that screen (ledger.display).
+        for where, text in (("nonce", self.nonce), ("audience", self.audience),
+                            ("type", self.credential_type),
+                            *((f"claims[{i}]", c) for i, c in enumerate(self.claims))):
+            if not isinstance(text, str) or not text:
+                raise DecodeError("must be a non-empty string", f"request.{where}")
+            if not text.isprintable():
+                raise DecodeError("must be printable text (no control characters, line breaks "
+                                  "or format characters)", f"request.{where}")
+
     def to_json(self) -> dict[str, Any]:
         return {"nonce": self.nonce, "audience": self.audience, "type": self.credential_type,
                 "claims": list(self.claims)}
@@ -159,9 +171,6 @@ class Request:
         claims = unverified["claims"]
         if not (isinstance(claims, list) and all(isinstance(c, str) for c in claims)):
             raise DecodeError("claims is a list of claim names", "request.claims")
-        for k in ("nonce", "audience", "type"):
-            if not isinstance(unverified[k], str) or not unverified[k]:
-                raise DecodeError("must be a non-empty string", f"request.{k}")
         return cls(unverified["nonce"], unverified["audience"], unverified["type"],
                    tuple(claims))
 

@@ -9,6 +9,8 @@ import pytest
 from conftest import T0, LedgerHarness
 from credworld import REQ, World, present
 
+from ledger.display import printable
+from ledger.errors import DecodeError
 from ledger.network import Agency, status_tx
 from ledger.presentation import Bundle, Report, Request
 
@@ -106,3 +108,26 @@ def test_key_invalidated_before_issuance(world: World) -> None:
 
 def test_garbage_envelope(world: World) -> None:
     assert _failed(world.verify(b"\x92\x01"))[0] == "envelope"
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("audience", "https://desk.example\n  disclosed: district"),  # a fake preview line
+    ("nonce", "n-\x1b[2K\x1b[8m"),  # erase the line, then hide what follows
+    ("type", "residence\u202e"),  # a bidi override
+    ("claims", ["district", ""]),
+    ("claims", ["district\r"]),
+])
+def test_a_request_with_control_characters_or_empty_names_is_refused(field: str,
+                                                                      value: object) -> None:
+    good = {"nonce": "n-1", "audience": "https://desk.example", "type": "residence",
+            "claims": ["district"]}
+    assert Request.from_json(good).claims == ("district",)
+    with pytest.raises(DecodeError, match="request"):
+        Request.from_json({**good, field: value})
+
+
+def test_printable_shows_control_characters_as_escapes() -> None:
+    assert printable("Wang Fang 王芳") == "Wang Fang 王芳"
+    assert printable("Eve\x1b[2K\x1b[32mVERIFIED") == "Eve\\x1b[2K\\x1b[32mVERIFIED"
+    assert printable("a\nb\u202ec\U000e0041") == "a\\x0ab\\u202ec\\U000e0041"
+    assert "\x1b" not in printable("".join(map(chr, range(0x110))))

@@ -334,6 +334,20 @@ def test_request_command_makes_fresh_valid_requests(work: Path) -> None:
     bad = _run("ledger", "request", "--type", "", "--audience", "x")
     assert bad.returncode == 2
     assert "request.type" in bad.stderr
+    bad = _run("ledger", "request", "--type", "residence", "--audience", "x", "--claim", "")
+    assert bad.returncode == 2
+    assert "request.claims[0]" in bad.stderr
+    # An existing file (say, a nonce log named by mistake) is not replaced without --force.
+    log = work / "kept.log"
+    log.write_text("keep me\n")
+    bad = _run("ledger", "request", "--type", "residence", "--audience", "x", "--out", str(log))
+    assert bad.returncode == 2
+    assert "exists" in bad.stderr and "--force" in bad.stderr
+    assert log.read_text() == "keep me\n"
+    forced = _run("ledger", "request", "--type", "residence", "--audience", "x", "--out",
+                  str(log), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert Request.from_json(json.loads(log.read_text())).audience == "x"
 
 
 def test_nonce_log_refuses_a_replayed_presentation(demo: Path, work: Path,

@@ -463,7 +463,21 @@ def test_cli_init_receive_list_show_present(live_world: World, tmp_path: Path) -
                                                          border=4)
     assert png == expected.getvalue()  # segno's image of exactly the envelope's bytes
 
-    r = _run(["present", cid[:10], "--request", str(request), "--out", str(out)], w)
+    r = _run(["present", cid[:10], "--request", str(request), "--out", str(out), "--yes"], w)
+    assert r.returncode == 1  # an earlier envelope is not replaced silently
+    assert "exists" in r.stderr and "--force" in r.stderr
+    assert out.read_bytes() == env
+    r = _run(["present", cid[:10], "--request", str(request), "--out", str(w), "--yes",
+              "--force"], w)
+    assert r.returncode == 1  # never onto the wallet itself
+    assert "the wallet file itself" in r.stderr
+    r = _run(["present", cid[:10], "--request", str(request), "--out", str(out), "--yes",
+              "--force"], w)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() != env  # a fresh presentation (new key-binding JWT)
+
+    r = _run(["present", cid[:10], "--request", str(request),
+              "--out", str(out.with_name("other.bin"))], w)
     assert r.returncode == 1  # no terminal to confirm on, and no --yes
     assert "--yes" in r.stderr
 

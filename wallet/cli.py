@@ -20,9 +20,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.markup import escape as _markup_escape
 from rich.table import Table
 
+from ledger.display import printable
 from ledger.errors import LedgerError
 
 PASSPHRASE_ENV = "WALLET_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
@@ -43,6 +44,11 @@ class _State:
 
 
 _state = _State()
+
+
+def escape(text: str) -> str:
+    """Outside text for a Rich line: control characters made visible, then markup escaped."""
+    return _markup_escape(printable(text))
 
 
 def _default_path() -> Path:
@@ -218,6 +224,8 @@ def present(
              "the same name with .png")] = None,
     yes: Annotated[bool, typer.Option(
         "--yes", help="Do not ask before signing (the preview is still printed)")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace the envelope and QR files if they exist")] = False,
 ) -> None:
     """Show a verifier ONLY the claims its request names, bound to its nonce and audience.
 
@@ -237,6 +245,15 @@ def present(
             raise WalletError(f"{request} is not JSON: {e}") from e
         w = _open()
         p = w.preview(credential_id, req)
+        dest = out_file or Path(f"presentation-{p.credential_id[:12]}.bin")
+        png = dest.with_suffix(".png") if dest.suffix != ".png" else dest.with_suffix(".qr.png")
+        wallet_file = Path(_state.wallet).resolve()
+        for target in (dest, png):
+            if target.resolve() == wallet_file:
+                raise WalletError(f"{target} is the wallet file itself; choose another --out")
+            if not force and (target.exists() or target.is_symlink()):
+                raise WalletError(f"{target} exists; choose another --out, or add --force to "
+                                  "replace it")
         err.print(f"[bold]{escape(p.audience)}[/] asks for your {escape(p.credential_type)} "
                   f"credential {p.credential_id[:16]} from {escape(p.issuer)} "
                   f"(nonce {escape(p.nonce)}).")
@@ -246,8 +263,6 @@ def present(
         err.print(f"  withheld:  {escape(', '.join(p.withheld)) or '(nothing)'}")
         _confirm("Sign and disclose these claims?", yes)
         env = w.present(credential_id, req, now=int(time.time()))
-        dest = out_file or Path(f"presentation-{p.credential_id[:12]}.bin")
-        png = dest.with_suffix(".png") if dest.suffix != ".png" else dest.with_suffix(".qr.png")
         write_atomic(dest, env, overwrite=True)
         err.print(f"Envelope: {escape(str(dest))} ({len(env)} bytes)")
         text = qr.b64url(env)

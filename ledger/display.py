@@ -1,0 +1,29 @@
+"""Text from outside (claim values, request fields, file names) shown on a terminal.
+
+A terminal acts on escape sequences, and line breaks and bidirectional-override characters change
+what a reader sees: an issuer's claim value or a verifier's request could otherwise redraw the
+screen, hide the real disclosure list and show a fake one. :func:`printable` shows each such
+character as a visible Python-style escape instead.
+"""
+
+from __future__ import annotations
+
+__all__ = ["printable"]
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (C0/C1 controls such as ESC, line breaks,
+    format characters such as bidi overrides, unassigned and private-use code points, and
+    whitespace other than the space) written as ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escaped(ch) for ch in text)
+
+
+def _escaped(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
