@@ -135,18 +135,27 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 class _BodyLimit:
-    """Refuse request bodies over ``limit`` bytes with 413 before any route reads them."""
+    """Refuse request bodies over ``limit`` bytes with 413 before any route reads them.
+
+    The verifier page's upload (a photo of a QR code) may be larger: ``pages.MAX_UPLOAD`` (4 MiB)
+    and room for the form around it, refused beyond that as a page, not as JSON."""
+
+    _UPLOAD_PATH = "/verify/check"
+    UPLOAD_LIMIT = 4 * 1024 * 1024 + 64 * 1024
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app, self.limit = app, limit
+        self.upload_limit = max(limit, self.UPLOAD_LIMIT)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        page = scope.get("path") == self._UPLOAD_PATH
+        limit = self.upload_limit if page else self.limit
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._refuse(send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(send, limit, page)
             return
         chunks: list[bytes] = []
         size = 0
@@ -155,8 +164,8 @@ class _BodyLimit:
             if message["type"] != "http.request":
                 break
             size += len(message.get("body", b""))
-            if size > self.limit:
-                await self._refuse(send)
+            if size > limit:
+                await self._refuse(send, limit, page)
                 return
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
@@ -173,14 +182,28 @@ class _BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"detail": f"request body over {self.limit} bytes",
-                           "error": "PayloadTooLarge"}).encode()
+    @staticmethod
+    async def _refuse(send: Send, limit: int, page: bool) -> None:
+        if page:
+            kind = b"text/html; charset=utf-8"
+            body = ("<!doctype html><title>Upload too large</title><h1>Upload too large</h1>"
+                    f"<p>The upload is over {limit // 1024} KiB. Use a smaller image of the QR "
+                    "code, or paste the presentation text. <a href=\"/verify\">Back to the "
+                    "verifier</a></p>").encode()
+        else:
+            kind = b"application/json"
+            body = json.dumps({"detail": f"request body over {limit} bytes",
+                               "error": "PayloadTooLarge"}).encode()
         await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
+                    "headers": [(b"content-type", kind),
                                 (b"content-length", str(len(body)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": body})
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_PLAIN_ROUTES = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+"""FastAPI's own pages: plain Starlette routes, which leave no route in the request scope."""
 
 
 class _AccessLog:
@@ -205,9 +228,16 @@ class _AccessLog:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
-            _log.info("request", extra={"method": scope["method"], "route": route,
+            # Labels from a fixed set only: a client's made-up methods and paths must not grow
+            # the metrics registry (one series per label value, kept for the process's life).
+            method = scope["method"] if scope["method"] in _METHODS else "other"
+            route = getattr(scope.get("route"), "path", None)
+            if route is None:
+                path = scope.get("path", "")
+                route = (path if path in _PLAIN_ROUTES else
+                         "/static" if path.startswith("/static/") else "unmatched")
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            _log.info("request", extra={"method": method, "route": route,
                                         "status": status,
                                         "ms": round((time.perf_counter() - started) * 1000, 1)})
 

@@ -147,7 +147,6 @@ def run(
     The key passphrase comes from $LEDGER_KEY_PASSPHRASE or a prompt. LEDGER_NODE_* variables
     override the config file's values.
     """
-    import dataclasses
     import os
 
     import uvicorn
@@ -157,9 +156,9 @@ def run(
     from node.service import Node
 
     try:
-        settings = Settings.from_toml(config, os.environ)
-        settings = dataclasses.replace(settings, host=host or settings.host,
-                                       port=settings.port if port is None else port)
+        given = {"host": host, "port": port}
+        settings = Settings.from_toml(config, os.environ,
+                                      {k: v for k, v in given.items() if v is not None})
     except ConfigError as e:
         err.print(f"[red]bad config:[/] {e}")
         raise typer.Exit(1) from e

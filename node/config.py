@@ -7,7 +7,7 @@
     host = "127.0.0.1"
     port = 8000
     operator_token_sha256 = "9f86d0…"     # hex SHA-256 of the operator token; absent = no writes
-    max_body_bytes = 262144
+    max_body_bytes = 262144               # the verifier page's photo upload may be 4 MiB
     cors_origins = []                     # empty = CORS off
     public_url = "https://edu.example"    # the audience verifiers bind presentations to
     ordering = "solo"                     # or "etcd" (several agencies; see below)
@@ -20,8 +20,9 @@
     workers = 2                           # signature-check processes; absent = one per core
 
 Every key can be overridden by ``LEDGER_NODE_<KEY>`` (upper case); ``LEDGER_NODE_CORS_ORIGINS``
-is comma separated. A relative ``data`` path is taken relative to the config file. Unknown keys,
-wrong types and out-of-range values raise :class:`ConfigError` naming the key.
+is comma separated; ``ledger-node run --host/--port`` override both. A relative ``data`` path is
+taken relative to the config file. Unknown keys (in the file, or ``LEDGER_NODE_*`` variables not
+named after one), wrong types and out-of-range values raise :class:`ConfigError` naming the key.
 """
 
 from __future__ import annotations
@@ -120,12 +121,12 @@ class Settings:
             raise ConfigError("etcd_endpoints: ordering 'etcd' needs at least one endpoint")
         if self.pki is not None and not isinstance(self.pki, Path):
             raise ConfigError("pki: must be a path")
+        if not isinstance(self.tls, bool):
+            raise ConfigError("tls: must be true or false")
         if (self.tls or any(u.startswith("https://") for u in self.etcd_endpoints)) \
                 and self.pki is None:
             raise ConfigError("pki: TLS (tls = true or https etcd endpoints) needs the PKI "
                               "folder")
-        if not isinstance(self.tls, bool):
-            raise ConfigError("tls: must be true or false")
         if not _is_int(self.retention) or self.retention < 1:
             raise ConfigError(f"retention: {self.retention!r} is not a positive integer")
         if not _is_int(self.max_batch) or not 1 <= self.max_batch <= 100_000:
@@ -149,8 +150,10 @@ class Settings:
         return self.operator_token_sha256 is not None
 
     @classmethod
-    def from_toml(cls, path: Path, env: Mapping[str, str] | None = None) -> Settings:
-        """Read ``path`` and apply ``LEDGER_NODE_*`` overrides from ``env`` (pass os.environ)."""
+    def from_toml(cls, path: Path, env: Mapping[str, str] | None = None,
+                  overrides: Mapping[str, Any] | None = None) -> Settings:
+        """Read ``path`` and apply ``LEDGER_NODE_*`` overrides from ``env`` (pass os.environ),
+        then ``overrides`` (command-line options) over both."""
         try:
             raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as e:
@@ -160,19 +163,27 @@ class Settings:
             raise ConfigError(f"cannot read {path}: {e}") from e
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path} is not valid TOML: {e}") from e
-        return cls.from_mapping(raw, env or {}, base=path.parent)
+        return cls.from_mapping(raw, env or {}, base=path.parent, overrides=overrides)
 
     @classmethod
     def from_mapping(cls, raw: Mapping[str, Any], env: Mapping[str, str],
-                     base: Path = Path()) -> Settings:
+                     base: Path = Path(), overrides: Mapping[str, Any] | None = None
+                     ) -> Settings:
         unknown = sorted(set(raw) - set(_KEYS))
         if unknown:
             raise ConfigError(f"unknown config keys {unknown}; known: {list(_KEYS)}")
+        known_env = {ENV_PREFIX + key.upper() for key in _KEYS}
+        typos = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known_env)
+        if typos:
+            raise ConfigError(f"unknown environment variables {typos}; known: "
+                              f"{sorted(known_env)}")
         values = dict(raw)
+        given = overrides or {}
         for key in _KEYS:
             text = env.get(ENV_PREFIX + key.upper())
-            if text is not None:
+            if text is not None and key not in given:
                 values[key] = _from_env(key, text)
+        values.update(given)
         for key in ("data", "agency"):
             if key not in values:
                 raise ConfigError(f"{key}: missing (set it in the file or "

@@ -175,7 +175,9 @@ def _verify_form(request: Request, node: NodeDep, error: str | None) -> HTMLResp
 def create_request(request: Request, node: NodeDep,
                    credential_type: Annotated[str, Form(alias="type")] = "",
                    claims: Annotated[list[str] | None, Form()] = None) -> HTMLResponse:
-    audience = str(request.url_for("verify_page"))
+    # The node's configured audience, as for POST /v1/presentation-requests: not the request's
+    # Host header, which the client (or a proxy) chooses.
+    audience = request.app.state.settings.audience
     try:
         pending = node.new_request(credential_type, claims or [], audience)
     except LedgerError as e:

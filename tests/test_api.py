@@ -331,6 +331,21 @@ def test_oversize_body_is_413(http: httpx.Client) -> None:
     assert r.status_code == 413
 
 
+def test_the_verifier_page_takes_a_photo_sized_upload(http: httpx.Client) -> None:
+    page = http.post("/verify/request", data={"type": "residence", "claims": ["district"]})
+    assert page.status_code == 200, page.text
+    nonce = page.text.split('name="nonce" value="', 1)[1].split('"', 1)[0]
+    photo = b"\x89PNG\r\n\x1a\n" + bytes(600 * 1024)  # over max_body_bytes, not a real PNG
+    r = http.post("/verify/check", data={"nonce": nonce}, files={"qr": ("qr.png", photo)})
+    assert r.status_code == 400  # the page read it and says what is wrong with the image
+    assert r.headers["content-type"].startswith("text/html")
+    huge = bytes(5 * 1024 * 1024)
+    r = http.post("/verify/check", data={"nonce": nonce}, files={"qr": ("qr.png", huge)})
+    assert r.status_code == 413
+    assert r.headers["content-type"].startswith("text/html")
+    assert "Upload too large" in r.text
+
+
 # -- operator endpoints --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
@@ -467,6 +482,17 @@ def test_metrics(http: httpx.Client) -> None:
     assert "ledger_node_blocks " in r.text
     assert "ledger_node_transactions " in r.text
     assert 'ledger_node_http_requests_total{method="GET",route="/v1/head",status="200"}' in r.text
+
+
+def test_metrics_labels_come_from_a_fixed_set(http: httpx.Client) -> None:
+    for method in ("FOO1", "XYZ-" + "A" * 200):
+        assert http.request(method, "/v1/made-up").status_code in (404, 405)
+    assert http.get("/openapi.json").status_code == 200
+    text = http.get("/metrics").text
+    assert "FOO1" not in text and "XYZ-" not in text
+    assert 'method="other",route="unmatched"' in text
+    assert 'ledger_node_http_requests_total{method="GET",route="/openapi.json",status="200"}' \
+        in text
 
 
 def test_openapi_lists_the_routes(http: httpx.Client) -> None:

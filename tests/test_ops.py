@@ -22,9 +22,10 @@ from test_api import NOW, PASS, make_demo, serve, settings_for
 from ledger.chain import Head, head_key
 from ledger.errors import StoreError
 from ledger.store import Store
-from node.app import create_app
+from node.app import _BodyLimit, create_app
 from node.cluster import create_cluster
 from node.config import ConfigError, Settings
+from node.pages import MAX_UPLOAD
 from node.ratelimit import TokenBuckets
 from node.service import Node
 
@@ -130,6 +131,21 @@ def test_max_batch_setting_is_checked() -> None:
         Settings.from_mapping(base, {"LEDGER_NODE_MAX_BATCH": "lots"})
 
 
+def test_config_layers_typos_and_wrong_types_are_named() -> None:
+    base = {"data": "d", "agency": "edu"}
+    with pytest.raises(ConfigError, match=r"unknown environment variables \['LEDGER_NODE_PROT'\]"):
+        Settings.from_mapping(base, {"LEDGER_NODE_PROT": "9000"})
+    assert Settings.from_mapping(base, {"OTHER_VAR": "x"}).port == 8000
+    # command-line options beat the environment, which beats the file
+    env = {"LEDGER_NODE_PORT": "99999", "LEDGER_NODE_HOST": "0.0.0.0"}
+    got = Settings.from_mapping({**base, "port": 7000}, env, overrides={"port": 8100})
+    assert (got.host, got.port) == ("0.0.0.0", 8100)
+    with pytest.raises(ConfigError, match="port"):
+        Settings.from_mapping(base, env)
+    with pytest.raises(ConfigError, match="tls: must be true or false"):
+        Settings.from_mapping({**base, "tls": "yes"}, {})
+
+
 # -- request size caps ---------------------------------------------------------------------------
 
 def _chunks(total: int) -> Iterator[bytes]:
@@ -148,8 +164,7 @@ def test_body_cap_covers_every_route_and_chunked_bodies(demo: Path, node: Node) 
                    .replace("{txid}", "ab" * 32).replace("{index}", "0")
                    .replace("{issuer}", "edu").replace("{kind}", "degree"))
                   for p, ops in doc["paths"].items() for m in ops]
-        routes += [("POST", "/verify/request"), ("POST", "/verify/check"), ("GET", "/"),
-                   ("POST", "/no-such-route")]
+        routes += [("POST", "/verify/request"), ("GET", "/"), ("POST", "/no-such-route")]
         assert len(routes) >= 20
         for method, path in routes:
             sized = c.request(method, path, content=b"\x00" * 5000)
@@ -157,6 +172,14 @@ def test_body_cap_covers_every_route_and_chunked_bodies(demo: Path, node: Node) 
             chunked = c.request(method, path, content=_chunks(5000))
             assert chunked.status_code == 413, (method, path, chunked.status_code)
             assert chunked.json()["error"] == "PayloadTooLarge"
+        # the verifier page's photo upload has its own, larger cap, refused as a page
+        assert c.post("/verify/check", content=b"\x00" * 5000).status_code == 400
+        assert MAX_UPLOAD < _BodyLimit.UPLOAD_LIMIT  # the page's own check can be reached
+        over = _BodyLimit.UPLOAD_LIMIT + 1
+        for body in (b"\x00" * over, _chunks(over)):
+            r = c.post("/verify/check", content=body)
+            assert r.status_code == 413
+            assert r.headers["content-type"].startswith("text/html")
         # under the cap the same routes answer normally (the cap is not refusing everything)
         assert c.post("/v1/tx", content=_chunks(3000)).status_code == 400
         assert c.get("/v1/health").status_code == 200

@@ -33,6 +33,7 @@ from ledger import sdjwt
 from ledger.keys import PrivateKey
 from ledger.presentation import Bundle, Envelope
 from ledger.tx import Tx
+from node.config import Settings
 from node.demo import run_demo
 from node.pages import png_to_gray, router
 from node.service import Node
@@ -75,6 +76,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    app.state.settings = Settings(data=data, agency="civil", host="127.0.0.1", port=port)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", ws="none"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -200,7 +202,12 @@ def test_verify_form_lists_types_and_derived_claims(client: httpx.Client) -> Non
 
 def test_request_page_has_nonce_and_qr(served: Served, client: httpx.Client) -> None:
     nonce, audience = _new_request(client, ["district", "age_over_65"])
-    assert audience == f"{served.base}/verify"
+    assert audience == served.base  # the node's configured audience
+    # not whatever Host the browser (or a proxy) sent
+    forged = client.post("/verify/request", data={"type": "residence", "claims": ["district"]},
+                         headers={"host": "evil.example"})
+    shown = re.search(r'id="audience">([^<]+)<', forged.text)
+    assert shown is not None and shown.group(1) == served.base
     pending = served.node.request(nonce)
     assert pending.request.claims == ("district", "age_over_65")
     page = client.post("/verify/request", data={"type": "residence", "claims": ["district"]})
