@@ -120,13 +120,13 @@ def read_passphrase(prompt: str = "Key passphrase: ", *, confirm: bool = False) 
     """Passphrase from ``$LEDGER_KEY_PASSPHRASE``, else from the terminal."""
     env = os.environ.get(PASSPHRASE_ENV)
     if env:
-        return env.encode()
+        return os.fsencode(env)  # the bytes as given, UTF-8 or not
     first = getpass.getpass(prompt)
     if confirm and getpass.getpass("Repeat passphrase: ") != first:
         raise KeyFileError("the two passphrases differ")
     if not first:
         raise KeyFileError("an empty passphrase is not allowed")
-    return first.encode()
+    return os.fsencode(first)
 
 
 _OPS = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE

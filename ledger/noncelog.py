@@ -24,6 +24,7 @@ from ledger.errors import LedgerError
 __all__ = ["NonceLog", "NonceLogError"]
 
 _LINE = re.compile(r"[0-9a-f]{64}")
+_PARTIAL = re.compile(r"[0-9a-f]{1,63}")
 
 
 class NonceLogError(LedgerError):
@@ -37,6 +38,7 @@ class NonceLog(MutableSet[str]):
         self.path = path
         self._file: IO[str] | None = None
         self._seen: set[str] = set()
+        self._newline_first = False
 
     def __enter__(self) -> NonceLog:
         try:
@@ -51,16 +53,35 @@ class NonceLog(MutableSet[str]):
             self._file = open(self.path, "a+", encoding="ascii")  # noqa: SIM115 - holds the lock
             fcntl.flock(self._file, fcntl.LOCK_EX)
             self._file.seek(0)
-            lines = self._file.read().splitlines()
+            text = self._file.read()
         except OSError as e:
             raise NonceLogError(f"cannot use the nonce log {self.path}: {e.strerror or e}") from e
         except UnicodeDecodeError as e:
             raise NonceLogError(f"{self.path} is not a nonce log (not ASCII text)") from e
+        lines = text.splitlines()
+        torn = bool(text) and not text.endswith("\n")
+        if torn and len(lines) > 1 and _PARTIAL.fullmatch(lines[-1]) and \
+                all(map(_LINE.fullmatch, lines[:-1])):
+            # A write cut short (the verdict it belonged to was never printed): drop it. Only
+            # after whole digests, so a short hex-looking file named by mistake is left alone.
+            self._truncate(len(text) - len(lines[-1]))
+            lines.pop()
+            torn = False
         for n, line in enumerate(lines, 1):
             if not _LINE.fullmatch(line):
                 raise NonceLogError(f"{self.path} line {n} is not a nonce digest: is this file a "
                                     f"nonce log?")
+        self._newline_first = torn  # a complete last digest with no line end (edited by hand)
         return set(lines)
+
+    def _truncate(self, size: int) -> None:
+        assert self._file is not None
+        try:
+            self._file.truncate(size)
+            os.fsync(self._file.fileno())
+        except OSError as e:
+            raise NonceLogError(f"cannot repair the nonce log {self.path}: "
+                                f"{e.strerror or e}") from e
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -89,7 +110,8 @@ class NonceLog(MutableSet[str]):
         if digest in self._seen:
             return
         try:
-            self._file.write(digest + "\n")
+            self._file.write(("\n" if self._newline_first else "") + digest + "\n")
+            self._newline_first = False
             self._file.flush()
             os.fsync(self._file.fileno())
         except OSError as e:

@@ -248,7 +248,7 @@ def _passphrase(given: bytes | None) -> bytes:
     env = os.environ.get(PASSPHRASE_ENV)
     if not env:
         raise KeyFileError(f"no key passphrase given and ${PASSPHRASE_ENV} is not set")
-    return env.encode()
+    return os.fsencode(env)  # the bytes as given, UTF-8 or not
 
 
 def create_app(settings: Settings, *, node: Node | None = None,

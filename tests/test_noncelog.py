@@ -37,12 +37,32 @@ def test_a_log_only_grows_and_is_used_inside_with(tmp_path: Path) -> None:
 
 def test_files_that_are_not_logs_are_refused_unchanged(tmp_path: Path) -> None:
     for name, content in (("text", b"hello\n"), ("binary", b"\xff\xfe\x00"),
-                          ("short", hashlib.sha256(b"x").hexdigest()[:63].encode() + b"\n")):
+                          ("short", hashlib.sha256(b"x").hexdigest()[:63].encode() + b"\n"),
+                          ("hexish", b"cafe")):
         path = tmp_path / name
         path.write_bytes(content)
         with pytest.raises(NonceLogError, match="not a nonce"), NonceLog(path):
             pass
         assert path.read_bytes() == content
+
+
+def test_a_last_line_without_its_line_end_is_kept_apart_or_dropped_if_torn(
+        tmp_path: Path) -> None:
+    a, b = hashlib.sha256(b"n-a").hexdigest(), hashlib.sha256(b"n-b").hexdigest()
+    edited = tmp_path / "edited.log"
+    edited.write_text(a)  # a whole digest, its line end lost (say, by an editor)
+    with NonceLog(edited) as used:
+        assert "n-a" in used
+        used.add("n-b")
+    assert edited.read_text() == f"{a}\n{b}\n"
+    with NonceLog(edited) as again:  # and it stays usable
+        assert "n-a" in again and "n-b" in again
+    torn = tmp_path / "torn.log"
+    torn.write_text(f"{a}\n{b[:20]}")  # a write cut short by a crash: its verdict never shown
+    with NonceLog(torn) as used:
+        assert "n-a" in used and "n-b" not in used and len(used) == 1
+        used.add("n-b")
+    assert torn.read_text() == f"{a}\n{b}\n"
 
 
 def test_a_second_user_waits_for_the_first_and_then_sees_its_nonce(tmp_path: Path) -> None:

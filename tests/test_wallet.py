@@ -531,3 +531,14 @@ def test_cli_backup_restore(tmp_path: Path) -> None:
     r = _run(["restore", str(copy)], w)
     assert r.returncode == 0, r.stderr
     assert _run(["holder-key"], w).stdout == key
+
+
+def test_cli_takes_a_passphrase_that_is_not_utf8(tmp_path: Path) -> None:
+    w = tmp_path / "w.db"
+    odd = "p\udcffass"  # the byte 0xff, as Python sees it in the environment
+    r = _run(["init"], w, passphrase=odd)
+    assert r.returncode == 0, r.stderr
+    assert _run(["list"], w, passphrase=odd).returncode == 0
+    wrong = _run(["list"], w, passphrase="p\udcfeass")
+    assert wrong.returncode == 1
+    assert "Traceback" not in wrong.stderr and "wrong passphrase" in wrong.stderr

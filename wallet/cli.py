@@ -83,13 +83,13 @@ def _passphrase(*, confirm: bool = False) -> bytes:
 
     env = os.environ.get(PASSPHRASE_ENV)
     if env:
-        return env.encode()
+        return os.fsencode(env)  # the bytes as given, UTF-8 or not
     first = getpass.getpass("Wallet passphrase: ")
     if not first:
         raise WalletError("an empty passphrase is not allowed")
     if confirm and getpass.getpass("Repeat passphrase: ") != first:
         raise WalletError("the two passphrases differ")
-    return first.encode()
+    return os.fsencode(first)
 
 
 def _open() -> Any:
