@@ -74,13 +74,15 @@ DataArg = Annotated[Path, typer.Argument(help="A node's data folder or its Level
 
 
 def _open(data: Path) -> Store:
-    if not (data / "CURRENT").exists() and (data / "ledger" / "CURRENT").exists():
+    if not (data / "CURRENT").exists():
+        if not (data / "ledger" / "CURRENT").exists():
+            _fail(f"{data} is neither a ledger store nor a node's data folder (with ledger/ "
+                  "in it)", 2)
         data = data / "ledger"  # a node's data folder rather than its store
     try:
         store = Store(data, create=False)
     except LedgerError as e:
-        err.print(f"[red]cannot open the store:[/] {e}")
-        raise typer.Exit(1) from e
+        _fail(f"cannot open the store: {e}")
     if store.head is None:
         store.close()
         err.print(f"[red]{data} holds no chain yet[/]")

@@ -167,6 +167,9 @@ class Store:
 
     def __init__(self, path: Path | str, *, create: bool = True) -> None:
         self.path = Path(path)
+        if not create and not (self.path / "CURRENT").exists():
+            # before LevelDB, which would leave its LOCK and LOG files in the folder
+            raise StoreError(f"cannot open store at {self.path}: there is no ledger store there")
         try:
             # Bloom filters make the ingest path's lookups of absent keys (new tx ids, credential
             # ids, status indexes) cost about one memory probe instead of a read per level.

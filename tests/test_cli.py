@@ -89,6 +89,17 @@ def test_demo_does_not_replace_a_folder_a_node_serves(demo: Path, tmp_path: Path
     assert "open in another process" in r.stderr
 
 
+def test_a_folder_that_is_no_store_is_bad_input_and_left_untouched(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    for args in (["ledger", "head", str(tmp_path / "empty")],
+                 ["ledger", "snapshot", "--data", str(tmp_path / "empty"), "--out",
+                  str(tmp_path / "s.bin")]):
+        r = _run(*args)
+        assert r.returncode == 2, r.stderr
+        assert "neither a ledger store nor a node's data folder" in r.stderr
+        assert list((tmp_path / "empty").iterdir()) == []  # no LOCK or LOG left behind
+
+
 def test_tampered_store_is_refused(demo: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy"
     shutil.copytree(demo, copy)
