@@ -212,7 +212,18 @@ class Registry:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Registry:
+        """A registry from bytes this node wrote (its own store); see :meth:`from_unverified`."""
         return cls(_keys_from_hex(codec.decode(data, max_size=16 << 20, what="registry")))
+
+    @classmethod
+    def from_unverified(cls, data: bytes) -> Registry:
+        """A registry from outside (a snapshot file, a wallet's --registry): its shape is
+        checked first, so a malformed one raises DecodeError naming the bad member instead of
+        failing later, deep inside a verification. (Whether its contents are *true* is the
+        caller's to check: a snapshot's checkpoint must be final under it.)"""
+        raw = codec.decode(data, max_size=16 << 20, what="registry")
+        _check_shape(raw)
+        return cls(_keys_from_hex(raw))
 
     def evolve(self) -> dict[str, Any]:
         """A deep, mutable copy of the data for building the next registry."""
@@ -353,6 +364,52 @@ class Registry:
                              f"key {kid.hex()[:16]} of {k['agency']!r} is not a valid issuer key"
                              f" at time {t}")
         return str(k["agency"])
+
+
+def _check_shape(raw: object) -> None:
+    """Raise DecodeError unless ``raw`` has the members and types a registry's queries use."""
+    def need(ok: bool, where: str, what: str) -> None:
+        if not ok:
+            raise DecodeError(f"must be {what}", f"registry{where}")
+
+    def is_int(v: object) -> bool:
+        return type(v) is int
+
+    need(isinstance(raw, dict), "", "a map")
+    assert isinstance(raw, dict)
+    need(isinstance(raw.get("network"), str), ".network", "a string")
+    need(is_int(raw.get("quorum")) and raw["quorum"] >= 1, ".quorum", "an integer >= 1")
+    need(is_int(raw.get("gov_seq")) and raw["gov_seq"] >= 0, ".gov_seq", "an integer >= 0")
+    need(is_int(raw.get("genesis_time")), ".genesis_time", "an integer")
+    for name in ("agencies", "keys", "grants", "types"):
+        need(isinstance(raw.get(name), dict), f".{name}", "a map")
+    for name in ("credit", "rules", "rule_texts"):
+        need(isinstance(raw.get(name, {}), dict), f".{name}", "a map")
+    for agency, a in raw["agencies"].items():
+        need(isinstance(agency, str) and isinstance(a, dict) and isinstance(a.get("name"), str)
+             and is_int(a.get("added")) and (a.get("removed") is None or is_int(a["removed"])),
+             f".agencies[{agency!r}]", "{name, added, removed}")
+    for kid, k in raw["keys"].items():
+        where = f".keys[{kid!r}]"
+        need(isinstance(kid, str) and len(kid) == 64 and all(c in "0123456789abcdef"
+                                                             for c in kid), where,
+             "keyed by 64 hex digits")
+        need(isinstance(k, dict) and k.get("agency") in raw["agencies"]
+             and k.get("role") in ("node", "issuer") and type(k.get("pub")) is bytes
+             and len(k["pub"]) == 32 and is_int(k.get("valid_from"))
+             and (k.get("invalid_from") is None or is_int(k["invalid_from"])), where,
+             "{agency, role, pub, valid_from, invalid_from}")
+        need(PublicKey(k["pub"]).kid.hex() == kid, where, "the key id of its pub")
+    for agency, kinds in raw["grants"].items():
+        need(isinstance(kinds, dict) and all(
+            isinstance(kind, str) and isinstance(ws, list) and all(
+                isinstance(w, list) and len(w) == 2 and all(map(is_int, w)) for w in ws)
+            for kind, ws in kinds.items()), f".grants[{agency!r}]",
+            "a map of type -> [[from, until], ...]")
+    for kind, spec in raw["types"].items():
+        need(isinstance(kind, str) and isinstance(spec, dict)
+             and isinstance(spec.get("claims"), dict), f".types[{kind!r}]",
+             "a type definition with claims")
 
 
 def _keys_to_hex(d: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from conftest import DAY, T0, LedgerHarness
 
 import contracts
@@ -48,3 +49,33 @@ def test_catalogue_installs(make_ledger: Any) -> None:
     install_catalogue(lg, ag)
     assert lg.registry.services() == ["business-licence", "certified-copy",
                                       "elderly-allowance", "qualification-recognition"]
+
+
+def test_a_full_registry_passes_the_shape_check_and_broken_ones_are_named(
+        make_ledger: Any) -> None:
+    """Registry.from_unverified (snapshots, a wallet's --registry) takes every registry the
+    chain builds (catalogue rules, credit policy and grants, types, grants), and names the
+    member of a malformed one instead of failing later."""
+    from ledger import codec
+    from ledger.errors import DecodeError
+    from ledger.state import Registry
+
+    ag = catalogue_agencies()
+    lg = make_ledger(list(ag.values()), 2, T0)
+    install_catalogue(lg, ag)
+    raw = lg.registry.to_bytes()
+    assert Registry.from_unverified(raw).data == lg.registry.data
+    plain = codec.decode(raw, max_size=1 << 24)
+    kid = next(iter(plain["keys"]))
+    for change, where in (
+            (lambda d: d.pop("quorum"), "registry.quorum"),
+            (lambda d: d.update(agencies=[]), "registry.agencies"),
+            (lambda d: d["keys"][kid].update(pub=b"\x01" * 32), f"registry.keys['{kid}']"),
+            (lambda d: d["keys"][kid].update(agency="nobody"), f"registry.keys['{kid}']"),
+            (lambda d: d["grants"].update(civil={"degree": [[1]]}), "registry.grants['civil']"),
+            (lambda d: d.update(rules=[]), "registry.rules")):
+        broken = codec.decode(raw, max_size=1 << 24)
+        change(broken)
+        with pytest.raises(DecodeError) as e:
+            Registry.from_unverified(codec.encode(broken))
+        assert e.value.where == where, e.value

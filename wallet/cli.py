@@ -164,13 +164,12 @@ def receive(
         raw_registry = _read_file(registry, "registry snapshot")
         try:
             reg = load_snapshot(raw_registry).registry
-        except LedgerError:
+        except LedgerError as as_snapshot:
             try:
-                reg = Registry.from_bytes(raw_registry)
-                reg.network  # noqa: B018 - fail here on a snapshot without one
-            except (LedgerError, ValueError, KeyError, TypeError) as e:
-                raise WalletError(f"{registry} is neither a `ledger snapshot` file nor a "
-                                  f"registry: {e}") from e
+                reg = Registry.from_unverified(raw_registry)
+            except LedgerError as e:
+                raise WalletError(f"{registry} is neither a `ledger snapshot` file "
+                                  f"({as_snapshot}) nor a registry ({e})") from e
         bundle = _read_file(bundle_file, "bundle")
         w = _open()
         info = w.receive(bundle, registry=reg, now=int(time.time()))
