@@ -319,6 +319,9 @@ def _envelope_bytes(source: str) -> bytes:
             _fail(f"cannot read the envelope file {path}: {e.strerror or e}", 2)
         if len(raw) > 4 * MAX_ENVELOPE:
             _fail(f"the envelope file {path} is over {4 * MAX_ENVELOPE} bytes", 2)
+        if raw.startswith(b"\x89PNG\r\n\x1a\n"):
+            _fail(f"{path} is a PNG image (the QR code): give the envelope file (.bin) or its "
+                  "base64url text, or read the image on a node's /verify page", 2)
         try:
             text = raw.decode("ascii").strip()
         except UnicodeDecodeError:
@@ -327,6 +330,9 @@ def _envelope_bytes(source: str) -> bytes:
             return raw  # the binary envelope itself
     if text is None or not _B64URL.match(text):
         _fail("the envelope is neither an existing file nor a base64url string", 2)
+    if len(source) < 64 and not path.exists():  # too short for an envelope: a mistyped name?
+        _fail(f"there is no envelope file {source}, and it is too short to be base64url "
+              "envelope text", 2)
     try:
         return base64.urlsafe_b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
     except (binascii.Error, ValueError) as e:

@@ -301,9 +301,18 @@ def test_bad_input_exits_2(demo: Path, work: Path, issued: Bundle) -> None:
                    as_json=False)
     assert r.returncode == 2
     assert "neither an existing file nor a base64url string" in r.stderr
-    r, _ = _verify(_b64url(b"\x92\x01\x02"), "--data", str(demo), request=req, as_json=False)
+    r, _ = _verify(_b64url(b"\x92\x01" + bytes(60)), "--data", str(demo), request=req,
+                   as_json=False)
     assert r.returncode == 2
     assert "not a presentation envelope" in r.stderr
+    r, _ = _verify("envelope", "--data", str(demo), request=req, as_json=False)
+    assert r.returncode == 2
+    assert "there is no envelope file envelope" in r.stderr
+    png = work / "envelope.png"  # the QR code image, which people will try
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    r, _ = _verify(png, "--data", str(demo), request=req, as_json=False)
+    assert r.returncode == 2
+    assert "is a PNG image" in r.stderr
     bad_req = work / "bad-request.json"
     bad_req.write_text(json.dumps({"nonce": "n", "audience": "a"}))
     r, _ = _verify(text, "--data", str(demo), request=bad_req, as_json=False)

@@ -136,6 +136,18 @@ def _disclosed_names(envelope: bytes) -> list[str]:
 # -- round trip ------------------------------------------------------------------------------
 
 
+def test_a_wallet_opened_through_a_link_saves_to_the_file_it_points_to(
+        world: World, wallet: Wallet, tmp_path: Path) -> None:
+    link = tmp_path / "elsewhere" / "wallet.db"
+    link.parent.mkdir()
+    link.symlink_to(wallet.path)
+    via_link = Wallet.open(link, PASS)
+    info = via_link.receive(world.issue(via_link.holder_jwk()).to_bytes(),
+                            registry=world.ledger.registry, now=NOW)
+    assert link.is_symlink()  # still a link,
+    assert [c.id for c in Wallet.open(wallet.path, PASS).list()] == [info.id]  # to the update
+
+
 def test_init_receive_list_show_present_verifies(world: World, wallet: Wallet) -> None:
     info = wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(),
                           registry=world.ledger.registry, now=NOW)

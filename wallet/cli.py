@@ -180,11 +180,15 @@ def receive(
 
 @app.command("list")
 def list_() -> None:
-    """List your credentials (no claim values)."""
+    """List your credentials (no claim values). "dates" says whether today is within a
+    credential's validity dates; whether its agency revoked or suspended it is on the ledger's
+    status list, which a verifier checks, not in the wallet."""
     with _errors():
         w = _open()
         now = int(time.time())
-        table = Table("id", "type", "issuer", "valid from", "valid until", "state")
+        table = Table("id", "type", "issuer", "valid from", "valid until", "dates",
+                      caption="dates only: revocation and suspension are checked by the "
+                              "verifier, from the ledger")
         for c in w.list():
             table.add_row(c.id[:16], escape(c.type), escape(c.issuer), _date(c.valid_from),
                           _date(c.valid_until), c.state(now))
@@ -247,6 +251,8 @@ def present(
         dest = out_file or Path(f"presentation-{p.credential_id[:12]}.bin")
         png = dest.with_suffix(".png") if dest.suffix != ".png" else dest.with_suffix(".qr.png")
         wallet_file = Path(_state.wallet).resolve()
+        if not dest.parent.is_dir():
+            raise WalletError(f"cannot write {dest}: there is no folder {dest.parent}")
         for target in (dest, png):
             if target.resolve() == wallet_file:
                 raise WalletError(f"{target} is the wallet file itself; choose another --out")

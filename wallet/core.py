@@ -120,7 +120,11 @@ class Wallet:
 
     @classmethod
     def open(cls, path: Path, passphrase: bytes) -> Wallet:
-        """Open and decrypt an existing wallet; :class:`WalletFileError` if that fails."""
+        """Open and decrypt an existing wallet; :class:`WalletFileError` if that fails.
+
+        A symbolic link is followed once, here: saves replace the file it points to (and lock
+        beside it), not the link."""
+        path = path.resolve()
         blob = _read(path, "wallet")
         contents, key, params = open_sealed(blob, passphrase, where=str(path))
         return cls(path, contents, key, params, blob)
@@ -131,6 +135,7 @@ class Wallet:
         ``passphrase``. The backup is copied byte for byte (it stays encrypted)."""
         blob = _read(backup, "backup")
         contents, key, params = open_sealed(blob, passphrase, where=str(backup))
+        path = path.resolve()  # as in open(): through a link, to the file it points to
         with lock(path):
             try:
                 write_atomic(path, blob, overwrite=True)
