@@ -394,7 +394,8 @@ def _check_shape(raw: object) -> None:
         need(isinstance(kid, str) and len(kid) == 64 and all(c in "0123456789abcdef"
                                                              for c in kid), where,
              "keyed by 64 hex digits")
-        need(isinstance(k, dict) and k.get("agency") in raw["agencies"]
+        need(isinstance(k, dict) and isinstance(k.get("agency"), str)
+             and k["agency"] in raw["agencies"]
              and k.get("role") in ("node", "issuer") and type(k.get("pub")) is bytes
              and len(k["pub"]) == 32 and is_int(k.get("valid_from"))
              and (k.get("invalid_from") is None or is_int(k["invalid_from"])), where,

@@ -38,8 +38,9 @@ from node.replication import EtcdOrderer
 __all__ = ["Node", "NotFound", "PendingRequest", "Replication"]
 
 REQUEST_TTL = 600
-_UNSETTLED = 10_000
 """Seconds a presentation request (its nonce) stays open."""
+_UNSETTLED = 10_000
+"""Submissions kept after their request's wait ran out, for ``GET /v1/tx/{id}/receipt``."""
 
 
 class NotFound(LedgerError):

@@ -72,6 +72,7 @@ def test_a_full_registry_passes_the_shape_check_and_broken_ones_are_named(
             (lambda d: d.update(agencies=[]), "registry.agencies"),
             (lambda d: d["keys"][kid].update(pub=b"\x01" * 32), f"registry.keys['{kid}']"),
             (lambda d: d["keys"][kid].update(agency="nobody"), f"registry.keys['{kid}']"),
+            (lambda d: d["keys"][kid].update(agency=["civil"]), f"registry.keys['{kid}']"),
             (lambda d: d["grants"].update(civil={"degree": [[1]]}), "registry.grants['civil']"),
             (lambda d: d.update(rules=[]), "registry.rules")):
         broken = codec.decode(raw, max_size=1 << 24)
