@@ -248,10 +248,11 @@ class Node:
         out: list[Receipt | LedgerError | None] = []
         for raw, fut in zip(raws, futures, strict=True):
             try:
-                out.append(fut.result(timeout=max(0.0, deadline - _time.monotonic())))
-            except TimeoutError:
-                out.append(self._not_yet(raw.txid if isinstance(raw, Tx)
-                                         else hashlib.sha256(raw).digest(), fut))
+                try:
+                    out.append(fut.result(timeout=max(0.0, deadline - _time.monotonic())))
+                except TimeoutError:
+                    out.append(self._not_yet(raw.txid if isinstance(raw, Tx)
+                                             else hashlib.sha256(raw).digest(), fut))
             except LedgerError as e:
                 out.append(e)
         return out
@@ -260,6 +261,8 @@ class Node:
         """A submission not settled within its wait: the receipt of an earlier commit of the
         same transaction if there is one (the orderer would answer that too, later), else None;
         the submission is kept for :meth:`receipt`."""
+        if future.done():  # settled since the wait ran out: its own receipt, or its error
+            return future.result()
         loc = self.store.tx_location(txid)
         if loc is not None:
             return Receipt(txid, loc[0], loc[1], duplicate=True)
