@@ -127,14 +127,14 @@ def release_mapped_tables(folders: tuple[Path, ...]) -> None:
         libc.madvise(lo, int(hi_hex, 16) - lo, _MADV_DONTNEED)
 
 
-def _open_error(path: Path, e: plyvel.Error, create: bool) -> str:
+_IN_USE = "(a running node, or another ledger command); stop it first"
+
+
+def _open_error(path: Path, e: plyvel.Error) -> str:
     """LevelDB's reason for refusing to open ``path``, in words an operator can act on."""
     if isinstance(e, plyvel.IOError) and "LOCK" in str(e) and \
             ("temporarily unavailable" in str(e) or "already held" in str(e)):
-        return (f"cannot open store at {path}: another process has it open "
-                "(a running node, or another ledger command); stop it first")
-    if not create and not (path / "CURRENT").exists():
-        return f"cannot open store at {path}: there is no ledger store there"
+        return f"cannot open store at {path}: another process has it open {_IN_USE}"
     return f"cannot open store at {path}: {e}"
 
 
@@ -155,8 +155,7 @@ def store_unused(path: Path | str) -> Iterator[None]:
             # LevelDB locks with fcntl(F_SETLK) on this file; lockf takes the same kind of lock.
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
-            raise StoreError(f"the store at {path} is open in another process (a running node, "
-                             "or another ledger command); stop it first") from e
+            raise StoreError(f"the store at {path} is open in another process {_IN_USE}") from e
         yield
     finally:
         os.close(fd)
@@ -182,7 +181,7 @@ class Store:
                                  lru_cache_size=64 << 20, write_buffer_size=32 << 20,
                                  block_size=16 << 10, compression=None)
         except plyvel.Error as e:
-            raise StoreError(_open_error(self.path, e, create)) from e
+            raise StoreError(_open_error(self.path, e)) from e
         self.head: Head | None = None
         self.registry: Registry | None = None
         self.frontier = CompactRange()

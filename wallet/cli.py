@@ -250,7 +250,7 @@ def present(
         p = w.preview(credential_id, req)
         dest = out_file or Path(f"presentation-{p.credential_id[:12]}.bin")
         png = dest.with_suffix(".png") if dest.suffix != ".png" else dest.with_suffix(".qr.png")
-        wallet_file = Path(_state.wallet).resolve()
+        wallet_file = _state.wallet.resolve()
         if not dest.parent.is_dir():
             raise WalletError(f"cannot write {dest}: there is no folder {dest.parent}")
         for target in (dest, png):
