@@ -44,6 +44,7 @@ from ledger.errors import (
     ProofError,
     TxRejected,
 )
+from ledger.files import atomic_output, run_cli, write_atomic
 from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
 from ledger.keys import PASSPHRASE_ENV, PrivateKey, PublicKey, load_private_key, read_passphrase
 from ledger.noncelog import NonceLog, NonceLogError
@@ -269,18 +270,6 @@ def _commit(store: Store, signers: list[tuple[str, PrivateKey]], tx: Tx) -> Rece
 
     with SoloOrderer(store, clock=_now, workers=0, on_block=on_block) as orderer:
         return orderer.submit(tx).result()
-
-
-def _write_file(path: Path, data: bytes, mode: int) -> None:
-    """Write ``data`` atomically to ``path`` with ``mode`` (0o600 for a bundle: it holds claims)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)  # a stale tmp file could carry a wider mode
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 def _check_out(path: Path, force: bool) -> None:
@@ -515,7 +504,7 @@ def snapshot(
             _fail(f"cannot make a snapshot: {e}")
         head = store.head
     snap = load_snapshot(blob)  # what a verifier will load: fail here rather than there
-    _write_file(out_file, blob, 0o644)
+    write_atomic(out_file, blob, 0o644)
     summary = {"file": str(out_file), "network": registry.network, "fetched_at": now,
                "head_height": head.height, "log_size": head.log_size,
                "status_lists": sorted(snap.tokens), "bytes": len(blob)}
@@ -573,20 +562,14 @@ def export(
     from ledger.archive import ArchiveError, export_archive
 
     _check_out(out_file, force)
-    tmp = out_file.with_name(f".{out_file.name}.tmp")
     with _open(data) as store, _progress_bar(not as_json) as bar:
         try:
-            with tmp.open("wb") as f:
+            with atomic_output(out_file, 0o644) as f:
                 summary = export_archive(store, f, progress=bar)
-                f.flush()
-                os.fsync(f.fileno())
         except (ArchiveError, LedgerError) as e:
-            tmp.unlink(missing_ok=True)
             _fail(f"cannot export: {e}")
         except OSError as e:
-            tmp.unlink(missing_ok=True)
             _fail(f"cannot write {out_file}: {e.strerror or e}", 2)
-    tmp.replace(out_file)
     result = {"file": str(out_file), "network": summary.network, "blocks": summary.blocks,
               "txs": summary.txs, "checkpoints": summary.checkpoints,
               "sha256": summary.sha256.hex(), "bytes": summary.bytes}
@@ -690,7 +673,7 @@ def audit(
     except AuditError as e:
         _fail(str(e), 2)
     if key is not None and statement_out is not None:
-        _write_file(statement_out, sign_statement(report, key), 0o644)
+        write_atomic(statement_out, sign_statement(report, key), 0o644)
     if as_json:
         print(json.dumps(report.to_json(), sort_keys=True, ensure_ascii=False))
     else:
@@ -888,7 +871,7 @@ def monitor(
                       soft_wrap=True)
         else:
             if state is not None:
-                _write_file(state, last.to_text().encode(), 0o644)
+                write_atomic(state, last.to_text().encode(), 0o644)
         if once:
             return
         time.sleep(interval)
@@ -962,7 +945,7 @@ def issue(
                 bundle = bundle_from_store(store, receipt.index, cred.sd_jwt.serialize())
             except LedgerError as e:
                 _fail(f"the anchor was committed but cannot be proven: {e}")
-            _write_file(target, bundle.to_bytes(), 0o600)
+            write_atomic(target, bundle.to_bytes(), 0o600)
             results.append({"credential_id": cred.credential_id.hex(),
                             "txid": receipt.txid.hex(), "leaf_index": receipt.index,
                             "height": receipt.height, "agency": agency, "type": kind,
@@ -1139,8 +1122,8 @@ def _submit_to_node(node: str, data: Path, agency: str, body: dict[str, Any]) ->
 
 
 def ledger_main() -> None:
-    ledger_app()
+    run_cli(ledger_app)
 
 
 def agency_main() -> None:
-    agency_app()
+    run_cli(agency_app)

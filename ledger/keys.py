@@ -22,6 +22,7 @@ import nacl.utils
 
 from ledger import codec
 from ledger.errors import DecodeError, KeyFileError, SignatureError
+from ledger.files import write_atomic
 
 __all__ = [
     "DOMAINS",
@@ -141,14 +142,7 @@ def save_private_key(path: Path, key: PrivateKey, passphrase: bytes) -> None:
     sealed = nacl.secret.SecretBox(box_key).encrypt(key.seed)
     blob = codec.encode({"v": 1, "kdf": "argon2id", "ops": _OPS, "mem": _MEM, "salt": salt,
                          "box": bytes(sealed), "kid": key.kid})
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.unlink(missing_ok=True)  # a stale tmp file could carry a wider mode into the key file
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(blob)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    write_atomic(path, blob, 0o600)
 
 
 def load_private_key(path: Path, passphrase: bytes) -> PrivateKey:

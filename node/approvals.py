@@ -14,7 +14,6 @@ record; the node turns the identifier into the keyed pseudonym with the network 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from contracts.errors import ApplicationError
 from contracts.rules import CelEngine, Outcome
 from ledger import codec, sdjwt
 from ledger.errors import LedgerError
+from ledger.files import write_atomic
 from ledger.ordering import Receipt
 from ledger.presentation import Bundle, Envelope
 from ledger.state import credit_events, rule_hash
@@ -160,13 +160,7 @@ class Approvals:
                                "documents": list(outcome.documents), "index": receipt.index,
                                "height": receipt.height})
         path = self.folder / f"{receipt.index:012d}-{tx.txid.hex()}.ev"
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(record)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.rename(path)
+        write_atomic(path, record, 0o600)
 
     def _records(self) -> list[Path]:
         return sorted(self.folder.glob("*.ev")) if self.folder.exists() else []

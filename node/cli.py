@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import typer
 from rich.console import Console
 
 from ledger.errors import LedgerError
+from ledger.files import Terminated, run_cli, sigterm_raises
 from ledger.keys import PASSPHRASE_ENV, read_passphrase
 
 if TYPE_CHECKING:
@@ -99,31 +99,20 @@ long-lived objects; measured on a 3-agency cluster, the node processes spent ~18
 transaction with these values and the start-up objects frozen."""
 
 
-class _Terminated(Exception):
-    """SIGTERM reached the node (see :func:`_terminate_raises`)."""
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the clean-up must not be cut short
-    raise _Terminated
-
-
 @contextlib.contextmanager
 def _stop_on_sigterm() -> Iterator[None]:
-    """Within: SIGTERM raises :class:`_Terminated`, so the ``finally`` blocks inside close the
-    store and remove the clear TLS key; the stop it asks for then ends the block quietly.
+    """Within: SIGTERM raises :class:`~ledger.files.Terminated`, so the ``finally`` blocks inside
+    close the store and remove the clear TLS key; the stop it asks for then ends the block quietly.
 
     uvicorn handles SIGTERM itself (a graceful shutdown), then puts back the handler it found and
     raises the signal again. With the default handler that ended the process on the spot: no
     ``finally`` ran, so the store was never closed and the clear key stayed in its runtime
     folder under /dev/shm. A node stopped this way now exits with status 0."""
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        yield
-    except _Terminated:
+        with sigterm_raises():
+            yield
+    except Terminated:
         pass  # stopped as asked
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _tune_gc() -> None:
@@ -408,7 +397,7 @@ def _report_exits(net: LocalCluster) -> bool:
 
 
 def main() -> None:
-    app()
+    run_cli(app)
 
 
 if __name__ == "__main__":

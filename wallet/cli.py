@@ -25,6 +25,7 @@ from rich.table import Table
 
 from ledger.display import printable
 from ledger.errors import LedgerError
+from ledger.files import run_cli
 
 PASSPHRASE_ENV = "WALLET_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 PATH_ENV = "WALLET_PATH"
@@ -236,10 +237,10 @@ def present(
 
     Writes the envelope (binary), prints it as base64url, writes a QR code PNG beside it.
     """
+    from ledger.files import write_atomic
     from ledger.presentation import Request
     from wallet import qr
     from wallet.errors import WalletError
-    from wallet.store import write_atomic
 
     with _errors():
         try:
@@ -374,4 +375,4 @@ def restore(
 
 
 def main() -> None:
-    app()
+    run_cli(app)

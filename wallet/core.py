@@ -18,6 +18,7 @@ from typing import Any
 
 from ledger import sdjwt
 from ledger.errors import LedgerError
+from ledger.files import write_atomic
 from ledger.keys import PrivateKey
 from ledger.presentation import MAX_ENVELOPE, Bundle, Envelope, Request
 from ledger.state import Registry
@@ -30,7 +31,6 @@ from wallet.store import (
     lock,
     open_sealed,
     seal,
-    write_atomic,
 )
 from wallet.verify import verify_bundle
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,7 +49,6 @@ __all__ = [
     "lock",
     "open_sealed",
     "seal",
-    "write_atomic",
 ]
 
 FILE_KIND = "credledger-wallet"
@@ -203,37 +201,6 @@ def open_sealed(blob: bytes, passphrase: bytes | None = None, *, key: bytes | No
     except DecodeError as e:  # authentic but malformed: a bug or an incompatible writer
         raise WalletFileError(f"{where} decrypts but its contents are malformed: {e}") from e
     return contents, key, params
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes, *, overwrite: bool) -> None:
-    """Write ``data`` to ``path`` as a whole or not at all, mode 0600.
-
-    With ``overwrite=False`` an existing ``path`` is never replaced (:class:`FileExistsError`).
-    """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if overwrite:
-            tmp.replace(path)
-        else:
-            os.link(tmp, path)  # atomic, and fails if path exists
-            tmp.unlink()
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 @contextmanager

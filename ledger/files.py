@@ -1,0 +1,112 @@
+"""Files written whole or not at all, and a stop asked by SIGTERM that runs the clean-up.
+
+Every file the command-line tools and the node write for a person to keep (a key, a wallet, a
+bundle, an archive, a snapshot, an audit statement, an approval record) goes through
+:func:`atomic_output`: it is written to a hidden temporary file beside its target, flushed to
+disk, then renamed over the target. Whatever stops the writer half-way (an error, Ctrl-C, a
+SIGTERM under :func:`sigterm_raises`) leaves the target as it was and removes the temporary file.
+Only SIGKILL or a power cut can leave a ``.<name>.<random>.tmp`` file behind (ADR 35).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = [
+    "SigtermSeen", "Terminated", "atomic_output", "run_cli", "sigterm_raises", "write_atomic",
+]
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path, mode: int = 0o600, *, overwrite: bool = True) -> Iterator[BinaryIO]:
+    """Within: a file to write ``path``'s new content to. On a normal exit the content is made
+    durable and takes the place of ``path`` (``mode`` from the start, so a key or a wallet is never
+    readable by others, even for a moment); on any exception ``path`` is unchanged.
+
+    With ``overwrite=False`` an existing ``path`` is never replaced: :class:`FileExistsError`,
+    decided atomically by the file system (``link``), so two writers cannot both win.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        if overwrite:
+            tmp.replace(path)
+        else:
+            os.link(tmp, path)
+            tmp.unlink()
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _sync_folder(path.parent)
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, overwrite: bool = True) -> None:
+    """Write ``data`` to ``path`` whole or not at all (see :func:`atomic_output`)."""
+    with atomic_output(path, mode, overwrite=overwrite) as f:
+        f.write(data)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (POSIX keeps it in the folder's own metadata)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return  # a folder we may write but not open: the rename stands, only not yet on disk
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; nothing more can be done there
+    finally:
+        os.close(fd)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM asked this process to stop. A :class:`KeyboardInterrupt`, so every path that already
+    cleans up after Ctrl-C (``finally`` blocks, ``except BaseException``) does the same for it."""
+
+
+class SigtermSeen:
+    """Whether SIGTERM arrived within :func:`sigterm_raises`."""
+
+    received = False
+
+
+@contextlib.contextmanager
+def sigterm_raises() -> Iterator[SigtermSeen]:
+    """Within: SIGTERM raises :class:`Terminated` where the main thread is, instead of ending the
+    process on the spot with no clean-up (Python's default). Further SIGTERMs are ignored, so the
+    clean-up is not cut short. The handler found is put back after."""
+    seen = SigtermSeen()
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        seen.received = True
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_cli(app: Callable[[], object]) -> None:
+    """Run a command-line app (Typer) so that SIGTERM stops it as Ctrl-C does, clean-up included,
+    and the process then exits with the status a shell expects of SIGTERM (143)."""
+    with sigterm_raises() as seen:
+        try:
+            app()
+        except SystemExit:
+            if seen.received:
+                raise SystemExit(128 + signal.SIGTERM) from None
+            raise

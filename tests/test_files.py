@@ -1,0 +1,138 @@
+"""Files written whole or not at all (``ledger.files``), and a SIGTERM in the middle of a long
+command (``ledger export``, ``ledger import``) that leaves neither a partial output nor a hidden
+temporary file or folder behind. The signals are real: the process sends SIGTERM to itself at a
+chosen point of the work, so the test does not depend on how fast the machine is."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_api import make_demo
+
+from ledger.files import Terminated, atomic_output, sigterm_raises, write_atomic
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_demo(tmp_path_factory.mktemp("files") / "demo-data")
+
+
+def test_write_atomic_replaces_whole_with_the_mode_given(tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    write_atomic(target, b"new content", 0o640)
+    assert target.read_bytes() == b"new content"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o640 & ~_umask()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+def test_an_error_half_way_leaves_the_target_and_no_temporary_file(tmp_path: Path) -> None:
+    target = tmp_path / "out.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="disk gone"), atomic_output(target) as f:
+        f.write(b"half of the new")
+        raise RuntimeError("disk gone")
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+def test_without_overwrite_an_existing_file_is_kept(tmp_path: Path) -> None:
+    target = tmp_path / "wallet.db"
+    write_atomic(target, b"first", overwrite=False)
+    with pytest.raises(FileExistsError):
+        write_atomic(target, b"second", overwrite=False)
+    assert target.read_bytes() == b"first"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wallet.db"]
+
+
+def test_sigterm_raises_once_then_is_ignored_and_the_old_handler_returns() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated), sigterm_raises() as seen:
+        os.kill(os.getpid(), signal.SIGTERM)
+        pytest.fail("SIGTERM did not raise")
+    assert seen.received
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
+# The CLI run in a child process, which sends itself SIGTERM from inside the work: after the first
+# bytes of the archive (export) or after the first block replayed (import).
+_CHILD = r"""
+import os, signal, sys
+import ledger.archive as archive
+from ledger.cli import ledger_main
+
+def stop() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+
+if sys.argv[1] == "export":
+    real_export = archive.export_archive
+    def export_archive(store, out, progress=None):
+        class Writer:
+            def write(self, b):
+                n = out.write(b)
+                stop()
+                return n
+            def __getattr__(self, name):
+                return getattr(out, name)
+        return real_export(store, Writer(), progress=progress)
+    archive.export_archive = export_archive
+else:
+    real_replay = archive._replay_all
+    def _replay_all(replayer, blocks, total, progress):
+        def first_then_stop():
+            for i, b in enumerate(blocks):
+                if i == 1:
+                    stop()
+                yield b
+        return real_replay(replayer, first_then_stop(), total, progress)
+    archive._replay_all = _replay_all
+sys.argv = ["ledger", *sys.argv[1:]]
+ledger_main()
+"""
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", _CHILD, *args], capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_sigterm_during_export_leaves_no_partial_archive(demo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "backup.cla"
+    got = _run("export", str(demo), "--out", str(out))
+    assert got.returncode == 128 + signal.SIGTERM, got.stderr
+    assert "Traceback" not in got.stderr
+    assert list(tmp_path.iterdir()) == []  # no archive, and no hidden .backup.cla.*.tmp
+
+
+def test_sigterm_during_export_keeps_the_archive_it_was_to_replace(demo: Path,
+                                                                   tmp_path: Path) -> None:
+    out = tmp_path / "backup.cla"
+    out.write_bytes(b"last week's backup")
+    got = _run("export", str(demo), "--out", str(out), "--force")
+    assert got.returncode == 128 + signal.SIGTERM, got.stderr
+    assert out.read_bytes() == b"last week's backup"
+    assert [p.name for p in tmp_path.iterdir()] == ["backup.cla"]
+
+
+def test_sigterm_during_import_leaves_no_half_built_store(demo: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "backup.cla"
+    done = subprocess.run([str(Path(sys.executable).with_name("ledger")), "export", str(demo),
+                           "--out", str(archive)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    got = _run("import", str(archive), "--data", str(tmp_path / "restored"))
+    assert got.returncode == 128 + signal.SIGTERM, got.stderr
+    assert "Traceback" not in got.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["backup.cla"]  # no .restored.importing-*
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
