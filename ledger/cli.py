@@ -34,7 +34,13 @@ from rich.text import Text
 from ledger import merkle, sdjwt
 from ledger.chain import Head, checkpoint_key
 from ledger.checkpoint import SignedCheckpoint, find_equivocation, parse_vkey
-from ledger.credentials import STATUS_LIST_SIZE, ClaimError, check_claims, issue_credential
+from ledger.credentials import (
+    STATUS_LIST_SIZE,
+    ClaimError,
+    check_claims,
+    derive_claims,
+    issue_credential,
+)
 from ledger.display import printable
 from ledger.errors import (
     CheckpointError,
@@ -933,6 +939,7 @@ def issue(
                 raise ClaimError(f"credential type {kind!r} is not registered on "
                                  f"{registry.network!r}")
             check_claims(type_def, claims)  # before any key is decrypted
+            derive_claims(type_def, claims, now)  # e.g. a birth date still to come
         except ClaimError as e:
             _fail(str(e))
         if not registry.grant_covers(agency, kind, now):

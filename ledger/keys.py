@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,16 +118,23 @@ class PrivateKey:
         return f"PrivateKey(kid={self.kid.hex()[:16]}…)"
 
 
-def read_passphrase(prompt: str = "Key passphrase: ", *, confirm: bool = False) -> bytes:
-    """Passphrase from ``$LEDGER_KEY_PASSPHRASE``, else from the terminal."""
-    env = os.environ.get(PASSPHRASE_ENV)
-    if env:
-        return os.fsencode(env)  # the bytes as given, UTF-8 or not
-    first = getpass.getpass(prompt)
-    if confirm and getpass.getpass("Repeat passphrase: ") != first:
-        raise KeyFileError("the two passphrases differ")
-    if not first:
-        raise KeyFileError("an empty passphrase is not allowed")
+def read_passphrase(prompt: str = "Key passphrase: ", *, confirm: bool = False,
+                    env: str = PASSPHRASE_ENV) -> bytes:
+    """Passphrase from the environment variable ``env``, else from the terminal; a
+    :class:`KeyFileError` says why there is none (empty, the two differ, the input ended)."""
+    given = os.environ.get(env)
+    if given:
+        return os.fsencode(given)  # the bytes as given, UTF-8 or not
+    try:
+        first = getpass.getpass(prompt)
+        if not first:
+            raise KeyFileError("an empty passphrase is not allowed")
+        if confirm and getpass.getpass("Repeat passphrase: ") != first:
+            raise KeyFileError("the two passphrases differ")
+    except EOFError:
+        print(file=sys.stderr)  # end the prompt's line
+        raise KeyFileError(f"no passphrase: the input ended before one was typed (set {env} "
+                           "to give it without a terminal)") from None
     return os.fsencode(first)
 
 

@@ -84,6 +84,17 @@ def test_derived_age_predicates_are_computed_at_issuance() -> None:
     assert derive_claims(RESIDENCE, claims, after)["age_over_18"] is True
 
 
+def test_a_birth_date_after_the_day_of_issue_is_refused() -> None:
+    """An age cannot be derived from a date still to come: such a date is a typo, and issuing
+    it would anchor a credential that says "not over 18" of someone not born yet."""
+    day = int(datetime.datetime(2026, 11, 28, 12, tzinfo=datetime.UTC).timestamp())
+    assert derive_claims(RESIDENCE, dict(CLAIMS, birth_date="2026-11-28"), day) == {
+        "age_over_18": False, "age_over_65": False}  # born today: fine
+    with pytest.raises(ClaimError, match=r"'birth_date' \(2026-11-29\) is after the day of "
+                                         r"issue \(2026-11-28\)"):
+        derive_claims(RESIDENCE, dict(CLAIMS, birth_date="2026-11-29"), day)
+
+
 @pytest.mark.parametrize(("claims", "message"), [
     ({k: v for k, v in CLAIMS.items() if k != "district"}, "missing ['district']"),
     (dict(CLAIMS, nickname="x"), "not registered ['nickname']"),

@@ -35,9 +35,14 @@ def test_write_atomic_replaces_whole_with_the_mode_given(tmp_path: Path) -> None
 def test_an_error_half_way_leaves_the_target_and_no_temporary_file(tmp_path: Path) -> None:
     target = tmp_path / "out.bin"
     target.write_bytes(b"old")
-    with pytest.raises(RuntimeError, match="disk gone"), atomic_output(target) as f:
-        f.write(b"half of the new")
-        raise RuntimeError("disk gone")
+
+    def write_half() -> None:
+        with atomic_output(target) as f:
+            f.write(b"half of the new")
+            raise RuntimeError("disk gone")
+
+    with pytest.raises(RuntimeError, match="disk gone"):
+        write_half()
     assert target.read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
 
@@ -52,12 +57,19 @@ def test_without_overwrite_an_existing_file_is_kept(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["wallet.db"]
 
 
-def test_sigterm_raises_once_then_is_ignored_and_the_old_handler_returns() -> None:
+def test_sigterm_raises_terminated_then_the_old_handler_returns() -> None:
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(Terminated), sigterm_raises() as seen:
-        os.kill(os.getpid(), signal.SIGTERM)
-        pytest.fail("SIGTERM did not raise")
-    assert seen.received
+    seen = []
+
+    def stopped_half_way() -> None:
+        with sigterm_raises() as s:
+            seen.append(s)
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before the next line
+            pytest.fail("SIGTERM did not raise")
+
+    with pytest.raises(Terminated):
+        stopped_half_way()
+    assert seen[0].received
     assert signal.getsignal(signal.SIGTERM) == before
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import nacl.signing
@@ -397,3 +399,29 @@ def test_passphrase_prompt_mismatch_and_empty(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(keys.getpass, "getpass", lambda prompt="": "")
     with pytest.raises(KeyFileError, match="empty"):
         read_passphrase()
+
+
+@pytest.mark.parametrize(("typed", "reason"), [
+    ("one\ntwo\n", "the two passphrases differ"),
+    ("", "the input ended before one was typed"),
+])
+def test_the_console_scripts_say_why_there_is_no_passphrase(tmp_path: Path, typed: str,
+                                                            reason: str) -> None:
+    """Without a terminal getpass reads standard input: a mismatch or the end of the input is
+    said in one line (no traceback, no bare "Aborted."), and nothing is created."""
+    bin_ = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LEDGER_KEY_PASSPHRASE", "WALLET_PASSPHRASE")}
+    node = subprocess.run([str(bin_ / "ledger-node"), "demo", "--data", str(tmp_path / "demo")],
+                          input=typed, capture_output=True, text=True, env=env, timeout=60,
+                          check=False)
+    assert node.returncode == 2, node.stderr
+    assert reason in node.stderr and "Traceback" not in node.stderr
+    assert not (tmp_path / "demo").exists()
+    if typed:
+        return  # the wallet asks for its passphrase once to open a wallet
+    wallet = subprocess.run([str(bin_ / "wallet"), "--wallet", str(tmp_path / "w.db"), "list"],
+                            input=typed, capture_output=True, text=True, env=env, timeout=60,
+                            check=False)
+    assert wallet.returncode == 1, wallet.stderr
+    assert reason in wallet.stderr and "Aborted" not in wallet.stderr

@@ -7,9 +7,7 @@ from ``--wallet``, ``$WALLET_PATH`` or ``~/.credledger/wallet.db``. Claim values
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
 import sys
 import time
 from collections.abc import Iterator
@@ -80,17 +78,14 @@ def _errors() -> Iterator[None]:
 
 
 def _passphrase(*, confirm: bool = False) -> bytes:
+    from ledger.errors import KeyFileError
+    from ledger.keys import read_passphrase
     from wallet.errors import WalletError
 
-    env = os.environ.get(PASSPHRASE_ENV)
-    if env:
-        return os.fsencode(env)  # the bytes as given, UTF-8 or not
-    first = getpass.getpass("Wallet passphrase: ")
-    if not first:
-        raise WalletError("an empty passphrase is not allowed")
-    if confirm and getpass.getpass("Repeat passphrase: ") != first:
-        raise WalletError("the two passphrases differ")
-    return os.fsencode(first)
+    try:
+        return read_passphrase("Wallet passphrase: ", confirm=confirm, env=PASSPHRASE_ENV)
+    except KeyFileError as e:
+        raise WalletError(str(e)) from e
 
 
 def _open() -> Any:
