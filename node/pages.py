@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import jinja2
 import segno
 import zxingcpp
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
@@ -56,7 +57,17 @@ def _templates() -> Jinja2Templates:
     t = Jinja2Templates(directory=HERE / "templates")
     t.env.filters["when"] = _when
     t.env.filters["short"] = _short
+    t.env.globals["url_for"] = _path_for
     return t
+
+
+@jinja2.pass_context
+def _path_for(context: Any, name: str, /, **params: Any) -> str:
+    """A link as a path on this node (``/verify``), not an absolute URL: Starlette's ``url_for``
+    builds one from the request's Host header, which the client (or a proxy) chooses, so a
+    forged header would send the official's form and links elsewhere (or poison a shared cache)."""
+    request: Request = context["request"]
+    return str(request.scope.get("root_path", "")) + str(request.app.url_path_for(name, **params))
 
 
 def _when(ts: Any) -> str:

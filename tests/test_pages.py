@@ -148,7 +148,7 @@ def test_explorer_shows_head_blocks_agencies_checkpoint(served: Served,
     r = client.get("/")
     assert r.status_code == 200
     head = served.node.head()
-    assert f'id="head-height"><a href="{served.base}/blocks/{head["height"]}">' in r.text
+    assert f'id="head-height"><a href="/blocks/{head["height"]}">' in r.text
     assert head["log_root"] in r.text
     assert f'id="head-log-size">{head["log_size"]}<' in r.text
     for h in range(head["height"], max(-1, head["height"] - 20), -1):
@@ -208,6 +208,10 @@ def test_request_page_has_nonce_and_qr(served: Served, client: httpx.Client) -> 
                          headers={"host": "evil.example"})
     shown = re.search(r'id="audience">([^<]+)<', forged.text)
     assert shown is not None and shown.group(1) == served.base
+    # nor are the form's action, the links and the stylesheet built from that Host
+    assert "evil.example" not in forged.text
+    assert 'action="/verify/check"' in forged.text
+    assert re.search(r'<link rel="stylesheet" href="/[^/"]', forged.text)
     pending = served.node.request(nonce)
     assert pending.request.claims == ("district", "age_over_65")
     page = client.post("/verify/request", data={"type": "residence", "claims": ["district"]})
