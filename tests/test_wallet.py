@@ -515,6 +515,12 @@ def test_cli_errors(live_world: World, tmp_path: Path) -> None:
     r = _run(["--help"], w)
     assert r.returncode == 0 and "present" in r.stdout and "WALLET_PASSPHRASE" in r.stdout
     assert _run(["frobnicate"], w).returncode == 2
+    # a file where the wallet's folder should be
+    claims = tmp_path / "claims.json"
+    claims.write_text("{}")
+    r = _run(["init"], claims / "w.db")
+    assert r.returncode == 1 and "a file is in the way" in r.stderr
+    assert claims.read_text() == "{}"
 
 
 def test_cli_wallet_path_from_environment(tmp_path: Path) -> None:

@@ -77,6 +77,17 @@ def _errors() -> Iterator[None]:
         raise typer.Exit(1) from e
 
 
+def _make_folder(path: Path) -> None:
+    """Create the wallet's folder (0700) if missing; a file in its place is said as such."""
+    from wallet.errors import WalletError
+
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as e:
+        raise WalletError(f"cannot keep a wallet in {path.parent}: a file is in the way "
+                          "(a folder is needed there)") from e
+
+
 def _passphrase(*, confirm: bool = False) -> bytes:
     from ledger.errors import KeyFileError
     from ledger.keys import read_passphrase
@@ -126,7 +137,7 @@ def init() -> None:
 
     with _errors():
         path = _state.wallet
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _make_folder(path)
         w = Wallet.init(path, _passphrase(confirm=True))
         err.print(f"Created wallet {escape(str(path))}")
         print(json.dumps(w.holder_jwk()))  # plain: machine-readable, never wrapped
@@ -364,7 +375,7 @@ def restore(
         path = _state.wallet
         if path.exists():
             _confirm(f"Replace the wallet at {path} with {file}?", yes)
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _make_folder(path)
         w = Wallet.restore(file, path, passphrase)
         err.print(f"Restored {escape(str(path))}: {len(w.list())} credentials")
 
