@@ -41,6 +41,8 @@ REQUEST_TTL = 600
 """Seconds a presentation request (its nonce) stays open."""
 _UNSETTLED = 10_000
 """Submissions kept after their request's wait ran out, for ``GET /v1/tx/{id}/receipt``."""
+_SETTLING = 1.0
+"""Seconds a submission found committed after its wait may take to settle (see ``_not_yet``)."""
 
 
 class NotFound(LedgerError):
@@ -265,7 +267,13 @@ class Node:
             return future.result()
         loc = self.store.tx_location(txid)
         if loc is not None:
-            return Receipt(txid, loc[0], loc[1], duplicate=True)
+            # Committed: by this submission (written just now, its future about to settle) or
+            # by an earlier one (the orderer answers a duplicate within a round). Either way
+            # the future says which; only if it is slow is the stored commit named a duplicate.
+            try:
+                return future.result(timeout=_SETTLING)
+            except TimeoutError:
+                return Receipt(txid, loc[0], loc[1], duplicate=True)
         with self._lock:
             self._unsettled[txid] = future
             self._unsettled.move_to_end(txid)

@@ -550,3 +550,31 @@ def test_batch_submission_rejects_a_body_that_is_not_a_list_of_envelopes(
         http: httpx.Client, body: bytes) -> None:
     r = http.post("/v1/tx/batch", content=body)
     assert r.status_code == 400, r.text
+
+
+def test_a_submission_found_committed_after_its_wait_gets_its_own_receipt(
+        tmp_path: Path) -> None:
+    """The race behind a late receipt: the wait runs out, the orderer then writes the block, and
+    the submission's own future settles a moment after the store has the transaction. It is
+    this submission's commit, not a duplicate; only a future that does not settle soon leaves
+    the stored commit named a duplicate (the orderer would say the same of a real repeat)."""
+    from ledger.ordering import Pending, Receipt
+    from node.service import Node
+
+    node = Node(make_demo(tmp_path / "demo"), "edu", PASS, clock=lambda: NOW, workers=0)
+    try:
+        index = node.store.head.log_size - 1  # type: ignore[union-attr]
+        txid = hashlib.sha256(node.store.entry(index)).digest()
+        loc = node.store.tx_location(txid)
+        assert loc is not None
+        own = Receipt(txid, *loc)
+        settling = Pending(threading.Condition())
+        timer = threading.Timer(0.05, settling.set_result, [own])
+        timer.start()
+        got = node._not_yet(txid, settling)
+        timer.join()
+        assert got == own and got is not None and not got.duplicate
+        stuck = node._not_yet(txid, Pending(threading.Condition()))
+        assert stuck == Receipt(txid, *loc, duplicate=True)
+    finally:
+        node.close()
