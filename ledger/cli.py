@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -52,6 +53,8 @@ from ledger.errors import (
 )
 from ledger.files import atomic_output, run_cli, write_atomic
 from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
+from ledger.governance import Signer, args_from_json, describe, parse_proposal, signers
+from ledger.governance import propose as propose_tx
 from ledger.keys import PASSPHRASE_ENV, PrivateKey, PublicKey, load_private_key, read_passphrase
 from ledger.noncelog import NonceLog, NonceLogError
 from ledger.offline import SnapshotError, export_snapshot, load_snapshot, store_status_list
@@ -67,11 +70,12 @@ from ledger.presentation import (
 from ledger.state import Registry, index_key
 from ledger.statuslist import StatusList
 from ledger.store import Store
-from ledger.tx import Tx, make_tx
+from ledger.tx import GOV_ACTIONS, Tx, make_tx
 
 ledger_app = typer.Typer(help="Inspect and check a ledger (verifying officials and auditors).",
                          no_args_is_help=True, add_completion=False)
-agency_app = typer.Typer(help="Issue, revoke and suspend credentials (issuing agencies).",
+agency_app = typer.Typer(help="Issue, revoke and suspend credentials, and propose, cosign and "
+                              "submit governance changes (issuing agencies).",
                          no_args_is_help=True, add_completion=False)
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -1126,6 +1130,225 @@ def _submit_to_node(node: str, data: Path, agency: str, body: dict[str, Any]) ->
     if not isinstance(got, dict) or "index" not in got:
         _fail(f"the node did not commit the transaction within 30 s: {got}")
     return got
+
+
+# -- agency: governance proposals, signed agency by agency (ADR 36) ---------------------------
+
+NodeOpt = Annotated[str | None, typer.Option(
+    "--node", help="URL of a running node of the network: read the registry from it (and submit "
+                   "to it) instead of opening the store in --data, which a running node holds.")]
+
+
+@dataclasses.dataclass(frozen=True)
+class _GovView:
+    """What a governance command needs of the registry, from the store or from a node."""
+
+    network: str
+    quorum: int
+    gov_seq: int
+    public_keys: dict[bytes, PublicKey]
+    owners: dict[bytes, str]
+    may_sign: frozenset[bytes]
+    """Issuer keys of current agencies, valid now: the keys whose signatures count."""
+
+
+def _gov_view(data: Path | None, node: str | None) -> _GovView:
+    now = _now()
+    if node is not None:
+        base = node.rstrip("/")
+        summary = _http(base + "/v1/registry")
+        keys = _http(base + "/v1/registry/keys")
+        current = {a["id"] for a in _http(base + "/v1/registry/agencies") if a.get("current")}
+        try:
+            return _GovView(
+                summary["network"], int(summary["quorum"]), int(summary["gov_seq"]),
+                {bytes.fromhex(k["kid"]): PublicKey(bytes.fromhex(k["public_key"])) for k in keys},
+                {bytes.fromhex(k["kid"]): k["agency"] for k in keys},
+                frozenset(bytes.fromhex(k["kid"]) for k in keys
+                          if k["role"] == "issuer" and k["agency"] in current
+                          and k["valid_from"] <= now
+                          and (k["invalid_from"] is None or now < k["invalid_from"])))
+        except (KeyError, TypeError, ValueError, LedgerError) as e:
+            _fail(f"{node} did not answer like a ledger node: {e}")
+    if data is None:
+        _fail("give --data (the node's data folder) or --node (a running node's URL)", 2)
+    with _open(data) as store:
+        reg = store.registry
+        if reg is None:  # _open checked; for the type checker
+            raise typer.Exit(1)
+        owners = {kid: a for a in reg.agencies() for kid, _ in reg.keys_of(a)}
+        return _GovView(reg.network, reg.quorum, reg.gov_seq, dict(reg.public_keys), owners,
+                        frozenset(kid for kid, a in owners.items()
+                                  if reg.key_valid(kid, now, "issuer")
+                                  and reg.agency_current(a, now)))
+
+
+def _read_proposal(path: Path, view: _GovView) -> tuple[Tx, list[Signer]]:
+    """The proposal in ``path``, for this network's next governance step, every signature
+    verified; or the reason it is not (exit 2 for a file that is no proposal, 1 otherwise)."""
+    try:
+        tx = parse_proposal(path.read_bytes())
+    except OSError as e:
+        _fail(f"cannot read {path}: {e.strerror or e}", 2)
+    except LedgerError as e:
+        _fail(f"{path} is not a governance proposal: {e}", 2)
+    if tx.net != view.network:
+        _fail(f"{path} is a proposal for network {tx.net!r}, not {view.network!r}")
+    seq = tx.body["seq"]
+    if seq <= view.gov_seq:
+        _fail(f"{path} proposes governance #{seq}, but the ledger is already at #{view.gov_seq}: "
+              "it is stale (committed, or overtaken by another proposal); propose it again")
+    if seq > view.gov_seq + 1:
+        _fail(f"{path} proposes governance #{seq}, but the next is #{view.gov_seq + 1}: is this "
+              "registry behind?")
+    try:
+        return tx, signers(tx, view.public_keys, view.owners)
+    except LedgerError as e:
+        _fail(f"a signature on {path} does not verify: {e}")
+
+
+def _counted(found: list[Signer], view: _GovView) -> list[str]:
+    """The distinct agencies whose signatures count toward the quorum."""
+    return sorted({s.agency for s in found if s.agency is not None and s.kid in view.may_sign})
+
+
+def _signer_key(data: Path, agency: str, view: _GovView) -> PrivateKey:
+    path = _keys_dir(data) / f"{agency}.issuer.key"
+    if not path.is_file():
+        _fail(f"no issuer key of {agency!r} in {path.parent} (expected {path.name})")
+    key = _load_key(path, _passphrase())
+    if key.kid not in view.may_sign:
+        _fail(f"{path.name} is not a current issuer key of a member agency on "
+              f"{view.network!r}: its signature would not count")
+    return key
+
+
+def _show_proposal(tx: Tx, found: list[Signer], view: _GovView) -> None:
+    for line in describe(tx):
+        out.print(Text(printable(line)), soft_wrap=True)
+    names = ", ".join(s.agency or s.kid.hex()[:16] for s in found)
+    out.print(Text(f"signed by {len(_counted(found, view))} of the {view.quorum} agencies needed"
+                   f" ({names})"), soft_wrap=True)
+
+
+@agency_app.command()
+def propose(
+    action: Annotated[str, typer.Argument(
+        help=f"The governance action: {', '.join(sorted(GOV_ACTIONS))}.")],
+    args_file: Annotated[Path, typer.Option(
+        "--args", exists=True, dir_okay=False,
+        help="A JSON object with the action's arguments. Keys and key ids (node_key, issuer_key, "
+             "new_key, kid) as 64 hex digits; times (from, until, at) as Unix times, dates "
+             "YYYY-MM-DD (UTC) or ISO 8601 times with their offset.")],
+    data: DataOpt,
+    agency: AgencyOpt,
+    out_file: Annotated[Path, typer.Option("--out", help="The proposal file to write.")],
+    node: NodeOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Propose a governance change and sign it first; pass the file to the other agencies.
+
+    The proposal is the governance transaction itself, numbered as the registry's next step and
+    signed with this agency's issuer key. Each other agency adds its signature with `agency
+    cosign`; once the quorum has signed, any of them commits it with `agency submit`.
+    """
+    _check_out(out_file, force)
+    if action not in GOV_ACTIONS:
+        _fail(f"unknown governance action {action!r} (one of {', '.join(sorted(GOV_ACTIONS))})",
+              2)
+    try:
+        args = args_from_json(_read_json_object(args_file, "arguments"))
+    except DecodeError as e:
+        _fail(f"bad arguments in {args_file}: {e}", 2)
+    view = _gov_view(data, node)
+    key = _signer_key(data, agency, view)
+    try:
+        tx = propose_tx(view.network, view.gov_seq + 1, action, args, key)
+    except DecodeError as e:
+        _fail(f"the arguments do not fit {action!r}: {e}", 2)
+    write_atomic(out_file, tx.raw, 0o644)
+    _show_proposal(tx, [Signer(key.kid, agency)], view)
+    out.print(Text(f"proposal → {out_file}; next: agency cosign {out_file} --data … --agency …"),
+              soft_wrap=True)
+
+
+@agency_app.command()
+def cosign(
+    proposal: Annotated[Path, typer.Argument(help="The proposal file (signed in place).",
+                                             exists=True, dir_okay=False)],
+    data: DataOpt,
+    agency: AgencyOpt,
+    node: NodeOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Sign without asking.")] = False,
+) -> None:
+    """Check a governance proposal, show what it does, and add this agency's signature.
+
+    Every signature already on it is verified against the registry, and a proposal for another
+    network or an outdated step is refused, before anything is signed.
+    """
+    view = _gov_view(data, node)
+    tx, found = _read_proposal(proposal, view)
+    _show_proposal(tx, found, view)
+    key = _signer_key(data, agency, view)
+    if any(s.kid == key.kid for s in found):
+        out.print(Text(f"{agency!r} has signed it already; nothing changed"), soft_wrap=True)
+        return
+    try:
+        agreed = yes or typer.confirm(f"Sign this as {agency!r}?", default=False, err=True)
+    except typer.Abort:  # the input ended before an answer
+        err.print()
+        agreed = False
+    if not agreed:
+        _fail("not signed (answer y to sign, or give --yes)")
+    signed = tx.sign(key)
+    write_atomic(proposal, signed.raw, 0o644)
+    found.append(Signer(key.kid, agency))
+    have = len(_counted(found, view))
+    out.print(Text(f"signed by {agency!r}: {have} of the {view.quorum} agencies needed"
+                   + (f"; next: agency submit {proposal}" if have >= view.quorum else "")),
+              soft_wrap=True)
+
+
+@agency_app.command()
+def submit(
+    proposal: Annotated[Path, typer.Argument(help="The proposal file.", exists=True,
+                                             dir_okay=False)],
+    data: Annotated[Path | None, typer.Option(
+        "--data", exists=True, file_okay=False,
+        help="The node's data folder: commit in this process (embedded mode, no node "
+             "running), its node keys co-signing the checkpoint.")] = None,
+    node: NodeOpt = None,
+    as_json: AsJson = False,
+) -> None:
+    """Commit a governance proposal that the quorum has signed."""
+    view = _gov_view(None if node is not None else data, node)
+    tx, found = _read_proposal(proposal, view)
+    have = _counted(found, view)
+    if len(have) < view.quorum:
+        _fail(f"{proposal} is signed by {len(have)} of the {view.quorum} agencies needed "
+              f"({', '.join(have) or 'none that count'}): more must cosign it first")
+    if node is not None:
+        receipt = _http(node.rstrip("/") + "/v1/tx?wait=30", tx.raw, "application/msgpack")
+        if not isinstance(receipt, dict) or "index" not in receipt:
+            _fail(f"the node did not commit the proposal within 30 s: {receipt}")
+    else:
+        assert data is not None  # _gov_view refused neither
+        with _open(data) as store:
+            if store.registry is None:  # _open checked; for the type checker
+                raise typer.Exit(1)
+            node_signers = _node_signers(_keys_dir(data), store.registry, _now(), _passphrase())
+            try:
+                receipt = _commit(store, node_signers, tx).to_json()
+            except TxRejected as e:
+                _fail(f"rejected ({e.code}): {e.message}")
+    result = {**receipt, "seq": tx.body["seq"], "action": tx.body["action"], "signers": have}
+    if as_json:
+        print(json.dumps(result))
+        return
+    out.print(Text(f"governance #{tx.body['seq']} ({tx.body['action']}) committed, signed by "
+                   f"{', '.join(have)}"), soft_wrap=True)
+    for name in ("txid", "index", "height"):
+        out.print(Text(f"  {name}: {result.get(name)}"), soft_wrap=True)
 
 
 def ledger_main() -> None:

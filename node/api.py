@@ -195,6 +195,13 @@ class ConsistencyProof(_Out):
     proof: list[str] = Field(description="RFC 9162 consistency proof, standard base64 hashes.")
 
 
+class RegistryOut(_Out):
+    network: str
+    quorum: int
+    gov_seq: int
+    height: int
+
+
 class AgencyOut(_Out):
     id: str
     name: str
@@ -208,6 +215,7 @@ class KeyOut(_Out):
     kid: str
     agency: str
     role: str
+    public_key: str
     valid_from: int
     invalid_from: int | None
 
@@ -458,6 +466,13 @@ def consistency(node: NodeDep, old: Annotated[int, Query(ge=1, le=MAX_INT)],
 
 
 # -- registry ------------------------------------------------------------------------------------
+
+@router.get("/v1/registry", tags=["registry"])
+def registry(node: NodeDep) -> RegistryOut:
+    """The network, its governance quorum, the last governance sequence number (a proposal takes
+    the next one) and the height this registry is as of."""
+    return RegistryOut(**node.registry_summary())
+
 
 @router.get("/v1/registry/agencies", tags=["registry"])
 def agencies(node: NodeDep) -> list[AgencyOut]:

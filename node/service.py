@@ -199,6 +199,11 @@ class Node:
         return self.store.consistency_proof(old, new)
 
     # -- registry --
+    def registry_summary(self) -> dict[str, Any]:
+        reg, head = self._registry(), self._head()
+        return {"network": reg.network, "quorum": reg.quorum, "gov_seq": reg.gov_seq,
+                "height": head.height}
+
     def agencies(self) -> list[dict[str, Any]]:
         reg = self._registry()
         keys = checkpoint_verifiers(reg, self.now())
@@ -210,7 +215,8 @@ class Node:
     def keys(self) -> list[dict[str, Any]]:
         reg = self._registry()
         return [{"kid": kid.hex(), "agency": k["agency"], "role": k["role"],
-                 "valid_from": k["valid_from"], "invalid_from": k["invalid_from"]}
+                 "public_key": k["pub"].hex(), "valid_from": k["valid_from"],
+                 "invalid_from": k["invalid_from"]}
                 for a in sorted(reg.agencies()) for kid, k in reg.keys_of(a)]
 
     def grants(self, at: int | None = None) -> dict[str, list[str]]:

@@ -502,7 +502,7 @@ def test_openapi_lists_the_routes(http: httpx.Client) -> None:
         "/v1/blocks/{height}": "get", "/v1/tx/{txid}": "get", "/v1/tx/{txid}/receipt": "get",
         "/v1/log/entries/{index}": "get", "/v1/checkpoint": "get",
         "/v1/proofs/inclusion": "get", "/v1/proofs/consistency": "get",
-        "/v1/registry/agencies": "get", "/v1/registry/keys": "get",
+        "/v1/registry": "get", "/v1/registry/agencies": "get", "/v1/registry/keys": "get",
         "/v1/registry/grants": "get", "/v1/registry/types": "get",
         "/v1/status-lists/{issuer}/{kind}": "get", "/v1/tx": "post",
         "/v1/credentials": "post", "/v1/credentials/{credential_id}/status": "post",

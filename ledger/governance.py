@@ -1,0 +1,125 @@
+"""Governance proposals passed from agency to agency until the quorum has signed (ADR 36).
+
+A governance transaction changes the registry (agencies, keys, grants, credential types, the
+credit policy, approval rules, the quorum) and needs the issuer signatures of at least the quorum
+of current agencies. The agencies' keys live with each agency, so the transaction travels: one
+agency proposes it (and signs first), the others each add their signature (:meth:`Tx.sign`), and
+any of them submits it once enough have signed. The proposal file is the transaction itself, in
+its wire form, so nothing but the signatures changes on the way and every signer signs the same
+payload.
+
+This module is the part without a terminal: turning a person's JSON arguments into a body, saying
+what a proposal does, and counting who has signed. :mod:`ledger.cli` (``agency propose``,
+``agency cosign``, ``agency submit``) is the part with one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.errors import DecodeError, SignatureError
+from ledger.keys import PrivateKey, PublicKey
+from ledger.tx import Tx, make_tx
+
+__all__ = ["KEY_FIELDS", "TIME_FIELDS", "Signer", "args_from_json", "describe", "parse_proposal",
+           "propose", "signers"]
+
+KEY_FIELDS = frozenset({"node_key", "issuer_key", "new_key", "kid"})
+"""Arguments that are 32 bytes on the ledger (a public key or a key id), written as 64 hex digits
+in the JSON a person edits."""
+TIME_FIELDS = frozenset({"from", "until", "at"})
+"""Arguments that are Unix times on the ledger; the JSON may also give a UTC date (2027-01-01)
+or an ISO 8601 time with its offset (2027-01-01T08:00:00+08:00)."""
+
+
+def args_from_json(args: Any, where: str = "args") -> Any:
+    """The arguments of a governance action as the ledger wants them, from JSON: hex key fields
+    to bytes, date strings in time fields to Unix times. Raises :class:`DecodeError` naming the
+    member. Everything else is left to the transaction's own schema check (:func:`make_tx`)."""
+    if isinstance(args, list):
+        return [args_from_json(v, f"{where}[{i}]") for i, v in enumerate(args)]
+    if not isinstance(args, dict):
+        return args
+    out: dict[str, Any] = {}
+    for name, value in args.items():
+        at = f"{where}.{name}"
+        if name in KEY_FIELDS and isinstance(value, str):
+            try:
+                out[name] = bytes.fromhex(value)
+            except ValueError:
+                raise DecodeError("must be 64 hex digits", at) from None
+            if len(out[name]) != 32:
+                raise DecodeError("must be 64 hex digits", at)
+        elif name in TIME_FIELDS and isinstance(value, str):
+            out[name] = _unix_time(value, at)
+        else:
+            out[name] = args_from_json(value, at)
+    return out
+
+
+def _unix_time(text: str, where: str) -> int:
+    try:
+        if len(text) == 10:
+            day = dt.date.fromisoformat(text)
+            return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise DecodeError("must be a Unix time, a date YYYY-MM-DD or an ISO 8601 time with "
+                          "its offset", where) from None
+    if moment.tzinfo is None:
+        raise DecodeError("an ISO 8601 time needs its offset (e.g. +08:00 or Z)", where)
+    return int(moment.timestamp())
+
+
+def propose(network: str, seq: int, action: str, args: Mapping[str, Any],
+            key: PrivateKey) -> Tx:
+    """The governance transaction ``seq`` doing ``action``, signed by the proposer's issuer key.
+    Raises :class:`DecodeError` if the action or its arguments do not fit the schema."""
+    return make_tx(network, "governance", {"seq": seq, "action": action, "args": dict(args)},
+                   [key])
+
+
+def parse_proposal(raw: bytes) -> Tx:
+    """A proposal file's transaction (schema-checked; signatures not yet verified)."""
+    tx = Tx.from_bytes(raw)
+    if tx.type != "governance":
+        raise DecodeError(f"a {tx.type!r} transaction, not a governance proposal", "tx")
+    return tx
+
+
+@dataclass(frozen=True)
+class Signer:
+    kid: bytes
+    agency: str | None
+    """The agency the key belongs to, or None if the registry does not know the key."""
+
+
+def signers(tx: Tx, public_keys: Mapping[bytes, PublicKey],
+            owners: Mapping[bytes, str]) -> list[Signer]:
+    """Who signed ``tx``, each signature verified with the registry's key; raises
+    :class:`SignatureError` for a signature that does not verify or a key the registry lacks."""
+    out = []
+    for s in tx.sigs:
+        key = public_keys.get(s.kid)
+        if key is None:
+            raise SignatureError(f"signer key {s.kid.hex()[:16]} is not in the registry")
+        key.verify("tx", tx.payload, s.sig)
+        out.append(Signer(s.kid, owners.get(s.kid)))
+    return out
+
+
+def describe(tx: Tx) -> list[str]:
+    """What the proposal does, for a person about to sign it: a heading, then one line per
+    argument (times also as UTC)."""
+    body = tx.to_dict()["body"]
+    lines = [f"governance #{body['seq']} on {tx.net!r}: {body['action']}"]
+    for name, value in sorted(body["args"].items()):
+        shown = json.dumps(value, sort_keys=True, ensure_ascii=False)
+        if name in TIME_FIELDS and type(value) is int:
+            shown += f" ({dt.datetime.fromtimestamp(value, dt.UTC):%Y-%m-%d %H:%M:%S} UTC)"
+        lines.append(f"  {name} = {shown}")
+    return lines

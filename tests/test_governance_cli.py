@@ -1,0 +1,211 @@
+"""Governance proposals passed from agency to agency (``agency propose``, ``cosign``, ``submit``):
+the real CLI on a real store, and over real HTTP to a running node. A proposal commits only with
+the quorum's signatures, each verified before anyone adds theirs; a stale, forged or foreign file
+is refused and changes nothing."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from test_api import NOW, PASS, make_demo, serve, settings_for
+
+from ledger.errors import DecodeError
+from ledger.governance import args_from_json, describe, parse_proposal
+from ledger.store import Store
+from ledger.tx import Tx
+from node.app import create_app
+
+AGENCY = str(Path(sys.executable).with_name("agency"))
+
+
+def agency(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": PASS.decode(), "COLUMNS": "200"}
+    return subprocess.run([AGENCY, *args], capture_output=True, text=True, env=env, timeout=120,
+                          input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
+                          check=False)
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Path:
+    return make_demo(tmp_path / "demo-data")
+
+
+def _grants(data: Path) -> dict[str, list[str]]:
+    with Store(data / "ledger", create=False) as store:
+        assert store.registry is not None
+        return store.registry.grants_at(int(dt.datetime(2028, 1, 1, tzinfo=dt.UTC).timestamp()))
+
+
+def _gov_seq(data: Path) -> int:
+    with Store(data / "ledger", create=False) as store:
+        assert store.registry is not None
+        return store.registry.gov_seq
+
+
+# -- the arguments a person writes -----------------------------------------------------------------
+
+def test_json_arguments_become_ledger_arguments() -> None:
+    kid = "ab" * 32
+    got = args_from_json({"kid": kid, "from": "2027-01-01", "until": "2027-01-01T08:00:00+08:00",
+                          "at": 5, "agency": {"id": "x", "node_key": "00" * 32}})
+    assert got == {"kid": bytes.fromhex(kid), "from": 1798761600, "until": 1798761600, "at": 5,
+                   "agency": {"id": "x", "node_key": bytes(32)}}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ({"kid": "abc"}, r"args\.kid: must be 64 hex digits"),
+    ({"kid": "zz" * 32}, r"args\.kid: must be 64 hex digits"),
+    ({"agency": {"issuer_key": "00" * 31}}, r"args\.agency\.issuer_key: must be 64 hex"),
+    ({"at": "2027-01-01T08:00:00"}, r"args\.at: an ISO 8601 time needs its offset"),
+    ({"from": "next tuesday"}, r"args\.from: must be a Unix time, a date"),
+])
+def test_bad_json_arguments_name_the_member(args: dict[str, object], message: str) -> None:
+    with pytest.raises(DecodeError, match=message):
+        args_from_json(args)
+
+
+# -- embedded: the CLI writes the store itself ----------------------------------------------------
+
+def test_a_proposal_commits_once_the_quorum_has_signed(demo: Path, tmp_path: Path) -> None:
+    args = tmp_path / "grant.json"
+    args.write_text(json.dumps({"agency": "edu", "type": "residence", "from": "2027-01-01",
+                                "until": "2030-01-01"}))
+    prop = tmp_path / "grant.prop"
+    seq = _gov_seq(demo)
+    assert "residence" not in _grants(demo).get("edu", [])
+
+    r = agency("propose", "grant", "--args", str(args), "--data", str(demo), "--agency", "edu",
+               "--out", str(prop))
+    assert r.returncode == 0, r.stderr
+    assert f"governance #{seq + 1}" in r.stdout and "2027-01-01 00:00:00 UTC" in r.stdout
+    assert "signed by 1 of the 2 agencies needed (edu)" in r.stdout
+    tx = parse_proposal(prop.read_bytes())
+    assert tx.body["args"]["from"] == 1798761600
+    assert describe(tx)[0] == f"governance #{seq + 1} on 'changsheng-demo': grant"
+
+    r = agency("submit", str(prop), "--data", str(demo))  # one of two: refused
+    assert r.returncode == 1 and "signed by 1 of the 2 agencies needed" in r.stderr
+    assert _gov_seq(demo) == seq
+
+    r = agency("cosign", str(prop), "--data", str(demo), "--agency", "civil")  # no answer
+    assert r.returncode == 1 and "not signed" in r.stderr
+    assert len(parse_proposal(prop.read_bytes()).sigs) == 1
+
+    r = agency("cosign", str(prop), "--data", str(demo), "--agency", "civil", stdin="y\n")
+    assert r.returncode == 0, r.stderr
+    assert "2 of the 2 agencies needed; next: agency submit" in r.stdout
+    signed = parse_proposal(prop.read_bytes())
+    assert signed.payload == tx.payload and len(signed.sigs) == 2  # the same proposal
+
+    r = agency("submit", str(prop), "--data", str(demo), "--json")
+    assert r.returncode == 0, r.stderr
+    receipt = json.loads(r.stdout)
+    assert (receipt["seq"], receipt["action"], receipt["signers"]) == (seq + 1, "grant",
+                                                                       ["civil", "edu"])
+    assert "residence" in _grants(demo)["edu"]
+    assert _gov_seq(demo) == seq + 1
+
+    for again in (["submit", str(prop), "--data", str(demo)],
+                  ["cosign", str(prop), "--data", str(demo), "--agency", "market", "--yes"]):
+        r = agency(*again)
+        assert r.returncode == 1 and "stale" in r.stderr
+    assert _gov_seq(demo) == seq + 1
+
+
+def test_forged_foreign_and_malformed_proposals_are_refused(demo: Path, tmp_path: Path) -> None:
+    args = tmp_path / "quorum.json"
+    args.write_text(json.dumps({"quorum": 1}))
+    prop = tmp_path / "q.prop"
+    r = agency("propose", "set_quorum", "--args", str(args), "--data", str(demo), "--agency",
+               "market", "--out", str(prop))
+    assert r.returncode == 0, r.stderr
+    original = prop.read_bytes()
+    seq = _gov_seq(demo)
+
+    # a signature that does not verify (its last byte changed): nobody adds theirs to it
+    tx = Tx.from_bytes(original)
+    forged = prop.with_name("forged.prop")
+    forged.write_bytes(_with_sig_byte_flipped(tx))
+    r = agency("cosign", str(forged), "--data", str(demo), "--agency", "civil", "--yes")
+    assert r.returncode == 1 and "does not verify" in r.stderr
+    assert forged.read_bytes() == _with_sig_byte_flipped(tx)
+
+    # not a proposal at all, and a transaction that is not governance
+    junk = tmp_path / "junk.prop"
+    junk.write_bytes(original[: len(original) // 2])
+    r = agency("cosign", str(junk), "--data", str(demo), "--agency", "civil", "--yes")
+    assert r.returncode == 2 and "is not a governance proposal" in r.stderr
+    with Store(demo / "ledger", create=False) as store:
+        head = store.head
+        assert head is not None
+        issue = next(Tx.from_bytes(store.entry(i)) for i in range(head.log_size)
+                     if Tx.from_bytes(store.entry(i)).type == "issue")
+    other = tmp_path / "issue.prop"
+    other.write_bytes(issue.raw)
+    r = agency("submit", str(other), "--data", str(demo))
+    assert r.returncode == 2 and "not a governance proposal" in r.stderr
+
+    # bad actions and arguments write nothing
+    out = tmp_path / "none.prop"
+    for bad in (["frobnicate", "--args", str(args)],
+                ["grant", "--args", str(args)]):  # set_quorum's arguments for a grant
+        r = agency("propose", *bad, "--data", str(demo), "--agency", "civil", "--out", str(out))
+        assert r.returncode == 2, r.stderr
+        assert "unknown governance action" in r.stderr or "do not fit 'grant'" in r.stderr
+    assert not out.exists()
+    r = agency("propose", "set_quorum", "--args", str(args), "--data", str(demo), "--agency",
+               "civil", "--out", str(prop))
+    assert r.returncode == 2 and "--force" in r.stderr
+    assert prop.read_bytes() == original
+    assert _gov_seq(demo) == seq
+
+
+def _with_sig_byte_flipped(tx: Tx) -> bytes:
+    from ledger import codec
+
+    sigs = [{"kid": s.kid, "sig": s.sig} for s in tx.sigs]
+    sigs[0]["sig"] = sigs[0]["sig"][:-1] + bytes([sigs[0]["sig"][-1] ^ 1])
+    return codec.encode({"v": 1, "payload": tx.payload, "sigs": sigs})
+
+
+# -- a running node: the registry from it, the proposal submitted to it ----------------------------
+
+def test_over_http_to_a_running_node(tmp_path: Path) -> None:
+    data = make_demo(tmp_path / "demo-data")
+    keys_only = tmp_path / "agency-folder"  # an agency's keys, away from the node's store
+    keys_only.mkdir()
+    (keys_only / "keys").symlink_to(data / "keys")
+    args = tmp_path / "type.json"
+    args.write_text(json.dumps({"type": {
+        "id": "fishing-licence", "title": "Fishing licence",
+        "claims": {"holder_name": "string", "waters": "string", "valid_on": "date"},
+        "derived": {}}}))
+    prop = tmp_path / "type.prop"
+    app = create_app(settings_for(data), clock=lambda: NOW, passphrase=PASS)
+    with serve(app) as url:
+        before = httpx.get(f"{url}/v1/registry").json()
+        assert before["network"] == "changsheng-demo" and before["quorum"] == 2
+        r = agency("propose", "register_type", "--args", str(args), "--data", str(keys_only),
+                   "--agency", "edu", "--node", url, "--out", str(prop))
+        assert r.returncode == 0, r.stderr
+        r = agency("submit", str(prop), "--node", url)
+        assert r.returncode == 1 and "1 of the 2" in r.stderr
+        r = agency("cosign", str(prop), "--data", str(keys_only), "--agency", "market",
+                   "--node", url, "--yes")
+        assert r.returncode == 0, r.stderr
+        r = agency("submit", str(prop), "--node", url, "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["signers"] == ["edu", "market"]
+        assert "fishing-licence" in httpx.get(f"{url}/v1/registry/types").json()
+        after = httpx.get(f"{url}/v1/registry").json()
+        assert after["gov_seq"] == before["gov_seq"] + 1
+        assert after["height"] == before["height"] + 1
+        keys = httpx.get(f"{url}/v1/registry/keys").json()
+        assert all(len(bytes.fromhex(k["public_key"])) == 32 for k in keys)
