@@ -55,7 +55,14 @@ from ledger.files import atomic_output, run_cli, write_atomic
 from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
 from ledger.governance import Signer, args_from_json, describe, parse_proposal, signers
 from ledger.governance import propose as propose_tx
-from ledger.keys import PASSPHRASE_ENV, PrivateKey, PublicKey, load_private_key, read_passphrase
+from ledger.keys import (
+    PASSPHRASE_ENV,
+    PrivateKey,
+    PublicKey,
+    load_private_key,
+    read_passphrase,
+    save_private_key,
+)
 from ledger.noncelog import NonceLog, NonceLogError
 from ledger.offline import SnapshotError, export_snapshot, load_snapshot, store_status_list
 from ledger.ordering import Receipt, SoloOrderer
@@ -1229,6 +1236,32 @@ def _show_proposal(tx: Tx, found: list[Signer], view: _GovView) -> None:
     names = ", ".join(s.agency or s.kid.hex()[:16] for s in found)
     out.print(Text(f"signed by {len(_counted(found, view))} of the {view.quorum} agencies needed"
                    f" ({names})"), soft_wrap=True)
+
+
+@agency_app.command()
+def keygen(
+    out_file: Annotated[Path, typer.Option("--out", help="The key file to write (encrypted with "
+                                                         f"${PASSPHRASE_ENV} or a prompt).")],
+    force: ForceOpt = False,
+    as_json: AsJson = False,
+) -> None:
+    """Make a new Ed25519 key file and print its public key and key id, for a governance
+    proposal: a new agency's node and issuer keys (add_agency), or a key to rotate to
+    (rotate_key). Put it in place of the old key file once the change is committed."""
+    _check_out(out_file, force)
+    try:
+        passphrase = read_passphrase(f"Passphrase for the new key file (or set "
+                                     f"{PASSPHRASE_ENV}): ", confirm=True)
+    except KeyFileError as e:
+        _fail(str(e))
+    key = PrivateKey.generate()
+    save_private_key(out_file, key, passphrase)
+    result = {"file": str(out_file), "public_key": key.public.raw.hex(), "kid": key.kid.hex()}
+    if as_json:
+        print(json.dumps(result))
+        return
+    out.print(Text(f"new key → {out_file}\n  public_key: {result['public_key']}\n"
+                   f"  kid: {result['kid']}"), soft_wrap=True)
 
 
 @agency_app.command()

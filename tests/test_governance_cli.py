@@ -18,6 +18,7 @@ from test_api import NOW, PASS, make_demo, serve, settings_for
 
 from ledger.errors import DecodeError
 from ledger.governance import args_from_json, describe, parse_proposal
+from ledger.keys import load_private_key
 from ledger.store import Store
 from ledger.tx import Tx
 from node.app import create_app
@@ -209,3 +210,35 @@ def test_over_http_to_a_running_node(tmp_path: Path) -> None:
         assert after["height"] == before["height"] + 1
         keys = httpx.get(f"{url}/v1/registry/keys").json()
         assert all(len(bytes.fromhex(k["public_key"])) == 32 for k in keys)
+
+
+def test_a_new_agency_makes_its_keys_and_the_members_admit_it(demo: Path, tmp_path: Path) -> None:
+    """``agency keygen`` gives the public keys a proposal needs; ``add_agency`` with them,
+    cosigned and submitted, puts the agency in the registry with exactly those keys."""
+    new: dict[str, str] = {}
+    for role in ("node", "issuer"):
+        path = tmp_path / f"justice.{role}.key"
+        r = agency("keygen", "--out", str(path), "--json")
+        assert r.returncode == 0, r.stderr
+        made = json.loads(r.stdout)
+        key = load_private_key(path, PASS)
+        assert (made["public_key"], made["kid"]) == (key.public.raw.hex(), key.kid.hex())
+        new[role] = made["public_key"]
+        again = agency("keygen", "--out", str(path))
+        assert again.returncode == 2 and "--force" in again.stderr
+        assert load_private_key(path, PASS).kid == key.kid  # not replaced
+    args = tmp_path / "admit.json"
+    args.write_text(json.dumps({"agency": {"id": "justice", "name": "Justice Bureau",
+                                           "node_key": new["node"],
+                                           "issuer_key": new["issuer"]}}))
+    prop = tmp_path / "admit.prop"
+    for step in (["propose", "add_agency", "--args", str(args), "--data", str(demo),
+                  "--agency", "civil", "--out", str(prop)],
+                 ["cosign", str(prop), "--data", str(demo), "--agency", "market", "--yes"],
+                 ["submit", str(prop), "--data", str(demo)]):
+        r = agency(*step)
+        assert r.returncode == 0, (step[0], r.stderr)
+    with Store(demo / "ledger", create=False) as store:
+        reg = store.registry
+        assert reg is not None and reg.agency("justice") is not None
+        assert {k["pub"].hex() for _, k in reg.keys_of("justice")} == set(new.values())
