@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -242,3 +243,37 @@ def test_a_new_agency_makes_its_keys_and_the_members_admit_it(demo: Path, tmp_pa
         reg = store.registry
         assert reg is not None and reg.agency("justice") is not None
         assert {k["pub"].hex() for _, k in reg.keys_of("justice")} == set(new.values())
+
+
+def test_a_stolen_issuer_key_is_rotated_from_the_command_line(demo: Path, tmp_path: Path) -> None:
+    """The recovery of THREAT_MODEL.md without the victim's machine: two other agencies rotate
+    civil's issuer key; the old key file then signs nothing the ledger accepts, the new one
+    does."""
+    fresh = tmp_path / "civil.issuer.key.new"
+    r = agency("keygen", "--out", str(fresh), "--json")
+    assert r.returncode == 0, r.stderr
+    args = tmp_path / "rotate.json"
+    args.write_text(json.dumps({"agency": "civil", "role": "issuer", "at": int(time.time()),
+                                "new_key": json.loads(r.stdout)["public_key"]}))
+    prop = tmp_path / "rotate.prop"
+    for step in (["propose", "rotate_key", "--args", str(args), "--data", str(demo),
+                  "--agency", "edu", "--out", str(prop)],
+                 ["cosign", str(prop), "--data", str(demo), "--agency", "market", "--yes"],
+                 ["submit", str(prop), "--data", str(demo)]):
+        r = agency(*step)
+        assert r.returncode == 0, (step[0], r.stderr)
+    with Store(demo / "ledger", create=False) as store:
+        head = store.head
+        assert head is not None
+        cid = next(tx.body["credential_id"].hex() for tx in
+                   (Tx.from_bytes(store.entry(i)) for i in range(head.log_size))
+                   if tx.type == "issue" and tx.body["issuer"] == "civil")
+    status = ["status", "--data", str(demo), "--agency", "civil", "--credential-id", cid,
+              "--set", "suspended"]
+    r = agency(*status)  # the stolen (old) key file
+    assert r.returncode == 1 and "key_not_valid" in r.stderr
+    (demo / "keys" / "civil.issuer.key").unlink()
+    fresh.rename(demo / "keys" / "civil.issuer.key")
+    r = agency(*status)
+    assert r.returncode == 0, r.stderr
+    assert "is now suspended" in r.stdout
