@@ -665,6 +665,7 @@ def audit(
     part without checking its signatures again, the old checkpoint must be final at its height,
     the later blocks are audited in full and reported, and the old checkpoint must be
     consistent with the head.
+
     Exit 0: clean; 1: something is broken (the report names it); 2: the source cannot be read.
     """
     from ledger.audit import AuditError, sign_statement

@@ -8,7 +8,10 @@ character as a visible Python-style escape instead.
 
 from __future__ import annotations
 
-__all__ = ["printable"]
+import inspect
+from typing import Any
+
+__all__ = ["printable", "reflow_help"]
 
 
 def printable(text: str) -> str:
@@ -27,3 +30,18 @@ def _escaped(ch: str) -> str:
     if code < 0x10000:
         return f"\\u{code:04x}"
     return f"\\U{code:08x}"
+
+
+def reflow_help(app: Any) -> None:
+    """Join the wrapped lines of each command's docstring into paragraphs, for ``--help``.
+
+    Typer (0.29) keeps a docstring's single line breaks after its first paragraph, so help
+    written at 100 columns came out with a break in mid-sentence and a ragged right edge on any
+    other width. Paragraphs (blank-line separated) stay; the terminal wraps the rest.
+    ``app`` is a ``typer.Typer``; groups added to it are reflowed too."""
+    for info in app.registered_commands:
+        doc = info.help if info.help is not None else inspect.getdoc(info.callback)
+        if doc:
+            info.help = "\n\n".join(" ".join(p.split()) for p in doc.split("\n\n"))
+    for group in app.registered_groups:
+        reflow_help(group.typer_instance)

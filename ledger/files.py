@@ -102,7 +102,11 @@ def sigterm_raises() -> Iterator[SigtermSeen]:
 
 def run_cli(app: Callable[[], object]) -> None:
     """Run a command-line app (Typer) so that SIGTERM stops it as Ctrl-C does, clean-up included,
-    and the process then exits with the status a shell expects of SIGTERM (143)."""
+    and the process then exits with the status a shell expects of SIGTERM (143). Its commands'
+    help is reflowed into paragraphs first (:func:`ledger.display.reflow_help`)."""
+    from ledger.display import reflow_help
+
+    reflow_help(app)
     with sigterm_raises() as seen:
         try:
             app()

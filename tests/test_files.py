@@ -148,3 +148,13 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_help_paragraphs_are_reflowed() -> None:
+    """A docstring wrapped at 100 columns reads as paragraphs in --help, not broken lines."""
+    env = {**os.environ, "COLUMNS": "300", "NO_COLOR": "1"}
+    got = subprocess.run([str(Path(sys.executable).with_name("ledger")), "audit", "--help"],
+                         capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert got.returncode == 0, got.stderr
+    # "exit 1" ends one docstring line and "with the expected" starts the next
+    assert "(else: a fork, exit 1 with the expected and found roots)" in got.stdout
