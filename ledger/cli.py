@@ -771,8 +771,13 @@ def _get_json(url: str) -> Any:
 
 
 def _note_keys(base: str) -> tuple[dict[str, PublicKey], int]:
-    """Current agencies' note keys and the quorum: the API does not expose the registry's
-    quorum, so a majority of the agencies listed with a note key is required."""
+    """Current agencies' note keys and the registry's governance quorum (``GET /v1/registry``;
+    a majority of the listed agencies, as this used to assume, is too few where the quorum is
+    larger and would have passed checkpoints that are not final)."""
+    summary = _get_json(base + "/v1/registry")
+    quorum = summary.get("quorum") if isinstance(summary, dict) else None
+    if type(quorum) is not int or quorum < 1:
+        raise _MonitorUnreachable("/v1/registry gives no quorum")
     agencies = _get_json(base + "/v1/registry/agencies")
     if not isinstance(agencies, list):
         raise _MonitorUnreachable("/v1/registry/agencies is not a list")
@@ -789,7 +794,7 @@ def _note_keys(base: str) -> tuple[dict[str, PublicKey], int]:
         keys[name] = public
     if not keys:
         raise _MonitorUnreachable("the node lists no agency with a note key")
-    return keys, len(keys) // 2 + 1
+    return keys, quorum
 
 
 def _monitor_round(base: str, last: SignedCheckpoint | None) -> SignedCheckpoint:
@@ -867,9 +872,11 @@ def monitor(
 ) -> None:
     """Watch a node's checkpoints: each must be quorum-signed and consistent with the last.
 
-    Note keys come from /v1/registry/agencies; the API does not expose the quorum, so a majority
-    of the current agencies with a note key must sign. Exit 1 on an inconsistency or
-    equivocation (the evidence is printed); 2 on bad input or (with --once) an unreachable node.
+    Note keys come from /v1/registry/agencies and the quorum from /v1/registry: the governance
+    quorum of the current agencies must sign.
+
+    Exit 1 on an inconsistency or equivocation (the evidence is printed); 2 on bad input or
+    (with --once) an unreachable node.
     """
     if not url.startswith(("http://", "https://")):
         _fail(f"the URL must be http(s), not {url!r}", 2)

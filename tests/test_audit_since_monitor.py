@@ -22,7 +22,7 @@ from ledger.checkpoint import Checkpoint, SignedCheckpoint
 from ledger.cli import ledger_app
 from ledger.finality import sign_checkpoint
 from ledger.keys import PrivateKey, load_private_key
-from ledger.network import Agency, issue_tx
+from ledger.network import Agency, governance_tx, issue_tx
 from ledger.ordering import SoloOrderer
 from ledger.store import Store, stored_consistency_proof
 from ledger.tx import Tx
@@ -195,6 +195,38 @@ def test_monitor_live_node(demo: Path, tmp_path: Path) -> None:
 
     r = runner.invoke(ledger_app, ["monitor", "ftp://x", "--once"])
     assert r.exit_code == 2
+
+
+def test_monitor_holds_checkpoints_to_the_registry_quorum(demo: Path, tmp_path: Path) -> None:
+    """With a quorum of 3 of 3, a checkpoint co-signed by two agencies (a majority) is not final,
+    and the monitor says so: it takes the quorum from ``GET /v1/registry``."""
+    data = tmp_path / "node"
+    shutil.copytree(demo, data)
+    now = T0 + 10_000
+    signers = [(a, _key(data, f"{a}.node.key")) for a in ("edu", "civil", "market")]
+    with Store(data / "ledger") as store:
+        reg = store.registry
+        assert reg is not None
+
+        def on_block(head: Head) -> dict[bytes, bytes]:
+            cp = sign_checkpoint(NETWORK, head, signers)
+            return {checkpoint_key(head.log_size): cp.to_text().encode()}
+
+        gov = governance_tx(NETWORK, reg.gov_seq + 1, "set_quorum", {"quorum": 3},
+                            [_edu(data), Agency("civil", "", signers[1][1],
+                                                _key(data, "civil.issuer.key"))])
+        with SoloOrderer(store, clock=lambda: now, workers=0, on_block=on_block) as orderer:
+            orderer.submit(gov).result()
+        assert store.registry is not None and store.registry.quorum == 3
+    (data / "keys" / "market.node.key").unlink()  # this node co-signs for edu and civil only
+    app = create_app(settings_for(data), clock=lambda: now, passphrase=PASS)
+    with serve(app) as url:
+        r = runner.invoke(ledger_app, ["monitor", url, "--once"])
+        assert r.exit_code == 0, r.output  # the checkpoint signed by all three, before
+        _post_block(url, data, now)
+        r = runner.invoke(ledger_app, ["monitor", url, "--once"])
+        assert r.exit_code == 1, r.output
+        assert "does not verify" in r.output and "3" in r.output
 
 
 # -- the state at the old checkpoint: what --since checks, and what it leaves to the earlier audit
