@@ -1173,8 +1173,9 @@ def _gov_view(data: Path | None, node: str | None) -> _GovView:
         base = node.rstrip("/")
         summary = _http(base + "/v1/registry")
         keys = _http(base + "/v1/registry/keys")
-        current = {a["id"] for a in _http(base + "/v1/registry/agencies") if a.get("current")}
+        agencies = _http(base + "/v1/registry/agencies")
         try:
+            current = {a["id"] for a in agencies if a.get("current")}
             return _GovView(
                 summary["network"], int(summary["quorum"]), int(summary["gov_seq"]),
                 {bytes.fromhex(k["kid"]): PublicKey(bytes.fromhex(k["public_key"])) for k in keys},
@@ -1183,8 +1184,8 @@ def _gov_view(data: Path | None, node: str | None) -> _GovView:
                           if k["role"] == "issuer" and k["agency"] in current
                           and k["valid_from"] <= now
                           and (k["invalid_from"] is None or now < k["invalid_from"])))
-        except (KeyError, TypeError, ValueError, LedgerError) as e:
-            _fail(f"{node} did not answer like a ledger node: {e}")
+        except (AttributeError, KeyError, TypeError, ValueError, LedgerError) as e:
+            _fail(f"{node} did not answer like a ledger node: {e!r}")
     if data is None:
         _fail("give --data (the node's data folder) or --node (a running node's URL)", 2)
     with _open(data) as store:
