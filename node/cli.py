@@ -40,7 +40,7 @@ def demo(
     """
     import os
 
-    from node.demo import run_demo, seed_wallet
+    from node.demo import install_service, run_demo, seed_wallet, write_snapshot
 
     passphrase = _ask_passphrase("for the demo key files", confirm=True)
     clock = lambda: int(time.time())  # noqa: E731 - the one clock of this command
@@ -48,19 +48,21 @@ def demo(
         run_demo(data, passphrase, clock=clock)
         if not serve:
             return
+        install_service(data, passphrase, clock=clock)
         wallet_path = data / "wallet.db"
         err.print(f"\n[bold]demo wallet[/] {wallet_path}")
         ids = seed_wallet(data, passphrase, wallet_path,
                           os.environ.get("WALLET_PASSPHRASE", "").encode() or passphrase,
                           clock=clock)
+        snapshot = write_snapshot(data, passphrase, clock=clock)
     except LedgerError as e:
         err.print(f"[red]demo failed:[/] {e}")
         raise typer.Exit(1) from e
-    _serve_demo(data, passphrase, port, wallet_path, ids[1])
+    _serve_demo(data, passphrase, port, wallet_path, ids[1], snapshot)
 
 
 def _serve_demo(data: Path, passphrase: bytes, port: int, wallet_path: Path,
-                residence_id: str) -> None:
+                residence_id: str, snapshot: Path) -> None:
     import uvicorn
 
     from node.app import configure_logging, create_app
@@ -81,6 +83,9 @@ def _serve_demo(data: Path, passphrase: bytes, port: int, wallet_path: Path,
   3. agency status --data {data} --agency civil --credential-id {residence_id} \\
        --set revoked --node {url}
   4. Create a new request and present again: NOT VERIFIED, revoked.
+  5. {env} wallet apply elderly-allowance --node {url} --registry {snapshot} --yes
+     applies for the elderly allowance with only the claims its rule needs: approved, and
+     the wallet keeps the approval credential.
 Stop with Ctrl-C.""", highlight=False, soft_wrap=True)
     with _stop_on_sigterm():
         try:

@@ -15,6 +15,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -162,12 +163,71 @@ DEMO_HOLDER_CLAIMS = {
 }
 
 
+SERVICE = "elderly-allowance"
+"""The catalogue service the served demo installs, so that `wallet apply` can be tried."""
+SERVICE_HOLDER_CLAIMS: dict[tuple[str, str], dict[str, Any]] = {
+    ("civil", "person-id"): {"person_id": "440606195804120417", "holder_name": "Chen Xiaoming",
+                             "birth_date": "1958-04-12", "district": "changsheng"},
+    ("civil", "income-statement"): {"tax_year": 2025, "annual_income": 18_000},
+}
+SNAPSHOT = "snapshot.bin"
+"""The verifier snapshot the served demo writes in its folder (`wallet apply --registry`)."""
+
+
+def install_service(data: Path, passphrase: bytes, *, clock: Callable[[], int]) -> None:
+    """Register the catalogue's elderly allowance on the demo network by governance (edu and
+    civil sign): its credential types, civil's grants, the credit policy and the rule. Civil
+    affairs stands in for the catalogue's justice role, which the demo has no agency for."""
+    from contracts.catalogue import setup_actions
+    from ledger.files import write_atomic
+    from ledger.keys import load_private_key
+    from node.approvals import SECRET_FILE
+    from node.service import Node
+
+    keys = data / "keys"
+    if not (keys / SECRET_FILE).exists():  # the network's credit secret (keyed pseudonyms)
+        write_atomic(keys / SECRET_FILE, secrets.token_bytes(32), 0o600, overwrite=False)
+    signers = [Agency(a, "", load_private_key(keys / f"{a}.node.key", passphrase),
+                      load_private_key(keys / f"{a}.issuer.key", passphrase))
+               for a in ("edu", "civil")]
+    node = Node(data, "civil", passphrase, clock=clock, workers=0)
+    try:
+        reg = node.store.registry
+        if reg is None:
+            raise SystemExit("the demo store lost its registry")
+        now = clock()
+        for n, (action, args) in enumerate(setup_actions(
+                reg.data["types"], now, now + 10 * 365 * 86400, agencies={"justice": "civil"},
+                services=[SERVICE]), start=reg.gov_seq + 1):
+            node.orderer.submit(governance_tx(NETWORK, n, action, args, signers)).result(
+                timeout=60)
+    finally:
+        node.close()
+
+
+def write_snapshot(data: Path, passphrase: bytes, *, clock: Callable[[], int]) -> Path:
+    """A verifier snapshot of the demo (registry and signed status lists) in its folder."""
+    from ledger.files import write_atomic
+    from ledger.keys import load_private_key
+    from ledger.offline import export_snapshot
+
+    node_keys = {a: load_private_key(data / "keys" / f"{a}.node.key", passphrase)
+                 for a in ("edu", "civil", "market")}
+    with Store(data / "ledger", create=False) as store:
+        blob = export_snapshot(store, clock(), node_keys=node_keys)
+    write_atomic(data / SNAPSHOT, blob, 0o644)
+    return data / SNAPSHOT
+
+
 def seed_wallet(data: Path, passphrase: bytes, wallet_path: Path, wallet_passphrase: bytes,
                 *, clock: Callable[[], int], console: Console | None = None) -> list[str]:
-    """Create a demo citizen wallet and issue it one credential from each demo agency.
+    """Create a demo citizen wallet and issue it one credential from each demo agency, and the
+    identity card and income statement the elderly allowance asks for when the service is
+    installed (:func:`install_service`).
 
     Issuance goes through each agency's :class:`node.service.Node` (the store is free: no
-    server runs yet); the wallet verifies each bundle before keeping it. Returns the ids.
+    server runs yet); the wallet verifies each bundle before keeping it. Returns the ids, in
+    the order of :data:`DEMO_HOLDER_CLAIMS` then :data:`SERVICE_HOLDER_CLAIMS`.
     """
     from node.service import Node
     from wallet.core import Wallet
@@ -177,7 +237,11 @@ def seed_wallet(data: Path, passphrase: bytes, wallet_path: Path, wallet_passphr
         wallet_path.unlink()
     wallet = Wallet.init(wallet_path, wallet_passphrase)
     ids = []
-    for (agency, kind), claims in DEMO_HOLDER_CLAIMS.items():
+    with Store(data / "ledger", create=False) as store:
+        registered = set(store.registry.data["types"]) if store.registry is not None else set()
+    holder_claims: dict[tuple[str, str], dict[str, Any]] = dict(DEMO_HOLDER_CLAIMS)
+    holder_claims |= {k: v for k, v in SERVICE_HOLDER_CLAIMS.items() if k[1] in registered}
+    for (agency, kind), claims in holder_claims.items():
         node = Node(data, agency, passphrase, clock=clock, workers=0)
         try:
             bundle, _ = node.issue(kind, claims, wallet.holder_jwk(), valid_days=365)

@@ -98,3 +98,21 @@ def test_demo_serves_verify_then_revoke(demo_server: tuple[str, dict[str, str], 
     report = httpx.post(f"{url}/v1/verify", json={"nonce": nonce, "envelope": envelope}).json()
     assert report["verified"] is False
     assert report["status"] == "revoked"
+
+
+def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str], Path]) -> None:
+    """Step 5 of the demo's "Try" list: the served demo has the catalogue's elderly allowance
+    installed, the demo wallet holds what it asks for, and `wallet apply` gets a decision and
+    keeps the approval credential (the snapshot the demo wrote checks it)."""
+    url, env, tmp = demo_server
+    services = httpx.get(f"{url}/v1/services").json()
+    assert [s["service"] for s in services] == ["elderly-allowance"]
+    r = subprocess.run([str(BIN / "wallet"), "apply", "elderly-allowance", "--node", url,
+                        "--registry", "demo-data/snapshot.bin", "--yes"], capture_output=True,
+                       text=True, env=env, cwd=tmp, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "approved (standard): eligible" in r.stderr + r.stdout
+    assert "discloses district, age_over_65" in r.stderr + r.stdout
+    wallet = Wallet.open(Path(env["WALLET_PATH"]), env["WALLET_PASSPHRASE"].encode())
+    approval = [c for c in wallet.list() if c.type == "approval"]
+    assert len(approval) == 1 and approval[0].id == r.stdout.strip().splitlines()[0]
