@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,10 +30,13 @@ MIN_SECRET = 16
 
 
 def pseudonym(identifier: str, secret: bytes) -> bytes:
-    """The subject's keyed pseudonym: HMAC-SHA256(secret, NFC-trimmed identifier)."""
+    """The subject's keyed pseudonym: HMAC-SHA256(secret, NFC-trimmed identifier).
+
+    NFC first, so one identifier typed with composed or decomposed characters (a business name
+    in a registration number, say) is one subject, not two with split credit records."""
     if len(secret) < MIN_SECRET:
         raise ContractError(f"the network credit secret must be at least {MIN_SECRET} bytes")
-    ident = identifier.strip()
+    ident = unicodedata.normalize("NFC", identifier).strip()
     if not ident:
         raise ContractError("an empty identifier has no pseudonym")
     return hmac.new(secret, b"credledger/v1/subject\x00" + ident.encode(), hashlib.sha256).digest()

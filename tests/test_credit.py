@@ -32,6 +32,8 @@ def test_pseudonym_is_keyed() -> None:
     assert pseudonym("91440606-MA4W", SECRET) == SUBJECT
     assert pseudonym(" 91440606-MA4W ", SECRET) == SUBJECT
     assert pseudonym("91440606-MA4W", b"another-secret-of-16+") != SUBJECT
+    # one identifier, composed or decomposed (é as U+00E9 or e + U+0301): one subject
+    assert pseudonym("Caf\u00e9-0417", SECRET) == pseudonym("Cafe\u0301-0417", SECRET)
     with pytest.raises(ContractError):
         pseudonym("x", b"short")
 
