@@ -350,6 +350,66 @@ def apply(
 
 
 @app.command()
+def refresh(
+    node: Annotated[str, typer.Option("--node", help="A node of the network, e.g. "
+                                                     "http://127.0.0.1:8000")],
+    registry: Annotated[Path, typer.Option(
+        "--registry", dir_okay=False,
+        help="A verifier snapshot from `ledger snapshot`, recent enough to know the node keys "
+             "that sign the node's checkpoint now")],
+) -> None:
+    """Prove every credential against the node's latest checkpoint.
+
+    Each credential's proof is replaced only once the new checkpoint is final under the
+    snapshot's registry and the new proof leads from its anchor to that checkpoint's root;
+    a credential that does not check out keeps what it had. Run it after agencies rotate their
+    node keys (a checkpoint signed by retired keys no longer counts), or to show verifiers a
+    recent checkpoint. The node learns which leaf indexes this wallet holds, nothing else.
+    """
+    import base64
+
+    import httpx
+
+    from ledger.checkpoint import SignedCheckpoint
+    from ledger.offline import load_snapshot
+    from wallet.errors import WalletError
+
+    with _errors():
+        reg = load_snapshot(_read_file(registry, "registry snapshot")).registry
+        w = _open()
+        base = node.rstrip("/")
+        proofs: dict[str, list[bytes]] = {}
+        try:
+            with httpx.Client(timeout=60) as client:
+                got = client.get(f"{base}/v1/checkpoint")
+                if got.status_code != 200:
+                    raise WalletError(f"{base} gave no checkpoint (HTTP {got.status_code})")
+                checkpoint = got.text
+                size = SignedCheckpoint.from_text(checkpoint).checkpoint.size
+                for cid, index in w.leaf_indexes().items():
+                    r = client.get(f"{base}/v1/proofs/inclusion",
+                                   params={"index": index, "size": size})
+                    if r.status_code != 200:
+                        raise WalletError(f"{base} gave no proof for leaf {index} at size "
+                                          f"{size} (HTTP {r.status_code})")
+                    proofs[cid] = [base64.b64decode(h, validate=True) for h in r.json()["proof"]]
+        except httpx.HTTPError as e:
+            raise WalletError(f"cannot reach {base}: {e}") from e
+        except (KeyError, TypeError, ValueError) as e:
+            raise WalletError(f"{base} did not answer like a ledger node: {e!r}") from e
+        results = w.refresh(proofs, checkpoint, registry=reg, now=int(time.time()))
+        for cid, problem in results.items():
+            if problem is None:
+                err.print(f"  {cid[:12]} proven at checkpoint {size}")
+            else:
+                err.print(f"  [yellow]{cid[:12]} kept as it was:[/] {escape(problem)}")
+        done = sum(p is None for p in results.values())
+        out.print(f"{done} of {len(results)} credentials proven at checkpoint {size}")
+        if done < len(results):
+            raise typer.Exit(1)
+
+
+@app.command()
 def backup(file: Annotated[Path, typer.Argument(
         dir_okay=False, help="Where to write the copy (must not exist)")]) -> None:
     """Copy the wallet file, still encrypted, after checking your passphrase opens it."""

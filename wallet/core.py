@@ -11,7 +11,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -190,6 +190,44 @@ class Wallet:
         self._save(replace(self._contents,
                            credentials=(*self._contents.credentials, stored)))
         return CredentialInfo.of(stored)
+
+    def leaf_indexes(self) -> dict[str, int]:
+        """Credential id → the leaf index of its anchor (what a node needs for a new proof)."""
+        return {c.id: self._bundle(c).leaf_index for c in self._contents.credentials}
+
+    def refresh(self, proofs: Mapping[str, Sequence[bytes]], checkpoint: str, *,
+                registry: Registry, now: int) -> dict[str, str | None]:
+        """Prove credentials against a newer ``checkpoint``: ``proofs`` maps a credential id to
+        its anchor's inclusion proof at that checkpoint's size.
+
+        Each bundle with the new proof and checkpoint in place of its own is verified as on
+        receipt (:mod:`wallet.verify`: a final checkpoint under ``registry``, the proof to its
+        root) and kept only if it passes; the others stay as they were. Saves once. Returns
+        each id given → None (refreshed) or the reason it was not. A checkpoint's co-signers are
+        judged by the node keys valid now, so after a node-key rotation a wallet refreshes to
+        keep its credentials presentable (ADR 21)."""
+        kept = list(self._contents.credentials)
+        unknown = sorted(set(proofs) - {c.id for c in kept})
+        if unknown:
+            raise PresentationError(f"no credential {unknown[0][:16]}… in this wallet")
+        results: dict[str, str | None] = {}
+        for i, c in enumerate(kept):
+            if c.id not in proofs:
+                continue
+            old = self._bundle(c)
+            new = Bundle(old.anchor, old.leaf_index, tuple(proofs[c.id]), checkpoint,
+                         old.sd_jwt)
+            try:
+                v = verify_bundle(new.to_bytes(), registry=registry,
+                                  holder_jwk=self.holder_jwk(), now=now)
+            except LedgerError as e:
+                results[c.id] = str(e)
+                continue
+            kept[i] = replace(c, bundle=v.bundle.to_bytes())
+            results[c.id] = None
+        if any(r is None for r in results.values()):
+            self._save(replace(self._contents, credentials=tuple(kept)))
+        return results
 
     def list(self) -> list[CredentialInfo]:
         """Every credential, in the order received."""

@@ -1,0 +1,133 @@
+"""`wallet refresh`: credentials proven again against a node's newer checkpoint, over real HTTP.
+
+The case it exists for: agencies rotate their node keys, the checkpoint in every bundle a citizen
+holds is no longer final under the registry (its co-signers' keys are retired), and presenting
+fails until the wallet takes a proof against a checkpoint the new keys signed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_api import PASS, make_demo, serve, settings_for
+
+from ledger.chain import Head, checkpoint_key
+from ledger.finality import sign_checkpoint
+from ledger.keys import PrivateKey, load_private_key, save_private_key
+from ledger.network import Agency, governance_tx
+from ledger.offline import export_snapshot
+from ledger.ordering import SoloOrderer
+from ledger.presentation import Request, Verifier
+from ledger.store import Store
+from node.app import create_app
+from node.demo import DEMO_HOLDER_CLAIMS, NETWORK
+from node.service import Node
+from wallet.core import Wallet
+
+WALLET = str(Path(sys.executable).with_name("wallet"))
+AGENCIES = ("edu", "civil", "market")
+
+
+def _key(data: Path, name: str) -> PrivateKey:
+    return load_private_key(data / "keys" / name, PASS)
+
+
+def _snapshot(data: Path, path: Path) -> Path:
+    keys = {a: _key(data, f"{a}.node.key") for a in AGENCIES}
+    with Store(data / "ledger", create=False) as store:
+        path.write_bytes(export_snapshot(store, int(time.time()), node_keys=keys))
+    return path
+
+
+def _rotate_node_keys(data: Path, agencies: tuple[str, ...]) -> None:
+    """Governance (edu and civil sign) rotates the node keys of ``agencies``; the new key files
+    take the old ones' place. The block is co-signed by the new keys."""
+    now = int(time.time())
+    issuers = [Agency(a, "", _key(data, f"{a}.node.key"), _key(data, f"{a}.issuer.key"))
+               for a in ("edu", "civil")]
+    new = {a: PrivateKey.generate() for a in agencies}
+    with Store(data / "ledger") as store:
+        reg = store.registry
+        assert reg is not None
+        signers = [(a, new.get(a) or _key(data, f"{a}.node.key")) for a in AGENCIES]
+
+        def on_block(head: Head) -> dict[bytes, bytes]:
+            cp = sign_checkpoint(NETWORK, head, signers)
+            return {checkpoint_key(head.log_size): cp.to_text().encode()}
+
+        with SoloOrderer(store, clock=lambda: now, workers=0, on_block=on_block) as orderer:
+            for seq, agency in enumerate(agencies, start=reg.gov_seq + 1):
+                args = {"agency": agency, "role": "node", "new_key": new[agency].public.raw,
+                        "at": now}
+                orderer.submit(governance_tx(NETWORK, seq, "rotate_key", args, issuers)).result()
+    for agency, key in new.items():
+        save_private_key(data / "keys" / f"{agency}.node.key", key, PASS)
+
+
+def _failed(wallet: Wallet, cid: str, snapshot: Path) -> list[str]:
+    """The checks a fresh presentation of ``cid`` fails under ``snapshot`` (none: verified)."""
+    from ledger.offline import load_snapshot
+
+    snap = load_snapshot(snapshot.read_bytes())
+    request = Request("n-" + os.urandom(8).hex(), "https://desk.example", "residence",
+                      ("district",))
+    envelope = wallet.present(cid, request, now=int(time.time()))
+    report = Verifier(snap.registry, snap.status_list).verify(envelope, request,
+                                                              now=int(time.time()))
+    failed = [c.name for c in report.checks if not c.ok]
+    assert failed or report.verified, report.to_json()
+    return failed
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> tuple[Path, Wallet, str]:
+    data = make_demo(tmp_path / "demo-data")
+    wallet = Wallet.init(tmp_path / "wallet.db", b"wallet-pass")
+    node = Node(data, "civil", PASS, workers=0)
+    try:
+        bundle, _ = node.issue("residence", DEMO_HOLDER_CLAIMS[("civil", "residence")],
+                               wallet.holder_jwk(), valid_days=365)
+        reg = node.store.registry
+        assert reg is not None
+        info = wallet.receive(bundle.to_bytes(), registry=reg, now=int(time.time()))
+    finally:
+        node.close()
+    return data, wallet, info.id
+
+
+def test_refresh_after_a_node_key_rotation(world: tuple[Path, Wallet, str],
+                                           tmp_path: Path) -> None:
+    data, wallet, cid = world
+    assert _failed(wallet, cid, _snapshot(data, tmp_path / "before.bin")) == []
+    _rotate_node_keys(data, ("civil", "market"))
+    snapshot = _snapshot(data, tmp_path / "after.bin")
+    assert _failed(wallet, cid, snapshot) == ["checkpoint"]  # edu's old key alone: no quorum
+    app = create_app(settings_for(data), passphrase=PASS)
+    env = {**os.environ, "WALLET_PASSPHRASE": "wallet-pass", "COLUMNS": "200"}
+    with serve(app) as url:
+        r = subprocess.run([WALLET, "--wallet", str(wallet.path), "refresh", "--node", url,
+                            "--registry", str(snapshot)], capture_output=True, text=True,
+                           env=env, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "1 of 1 credentials proven at checkpoint" in r.stdout
+    assert _failed(Wallet.open(wallet.path, b"wallet-pass"), cid, snapshot) == []
+
+
+def test_a_proof_that_does_not_check_out_leaves_the_credential_as_it_was(
+        world: tuple[Path, Wallet, str]) -> None:
+    data, wallet, cid = world
+    with Store(data / "ledger", create=False) as store:
+        reg, text = store.registry, store.checkpoint()
+        assert reg is not None and text is not None
+    before = wallet.path.read_bytes()
+    got = wallet.refresh({cid: [bytes(32)] * 4}, text.decode(), registry=reg,
+                         now=int(time.time()))
+    problem = got[cid]
+    assert problem is not None and "inclusion" in problem
+    assert wallet.path.read_bytes() == before  # nothing saved
+    with pytest.raises(Exception, match="no credential"):
+        wallet.refresh({"ab" * 32: []}, text.decode(), registry=reg, now=int(time.time()))
