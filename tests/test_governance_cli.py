@@ -39,6 +39,17 @@ def demo(tmp_path: Path) -> Path:
     return make_demo(tmp_path / "demo-data")
 
 
+def _govern(data: Path, action: str, args: Path, proposer: str, cosigner: str) -> None:
+    """Propose, cosign and submit one change with the CLI (a quorum of two), embedded."""
+    prop = args.with_suffix(".prop")
+    for step in (["propose", action, "--args", str(args), "--data", str(data), "--agency",
+                  proposer, "--out", str(prop)],
+                 ["cosign", str(prop), "--data", str(data), "--agency", cosigner, "--yes"],
+                 ["submit", str(prop), "--data", str(data)]):
+        r = agency(*step)
+        assert r.returncode == 0, (step[0], r.stderr)
+
+
 def _grants(data: Path) -> dict[str, list[str]]:
     with Store(data / "ledger", create=False) as store:
         assert store.registry is not None
@@ -232,13 +243,7 @@ def test_a_new_agency_makes_its_keys_and_the_members_admit_it(demo: Path, tmp_pa
     args.write_text(json.dumps({"agency": {"id": "justice", "name": "Justice Bureau",
                                            "node_key": new["node"],
                                            "issuer_key": new["issuer"]}}))
-    prop = tmp_path / "admit.prop"
-    for step in (["propose", "add_agency", "--args", str(args), "--data", str(demo),
-                  "--agency", "civil", "--out", str(prop)],
-                 ["cosign", str(prop), "--data", str(demo), "--agency", "market", "--yes"],
-                 ["submit", str(prop), "--data", str(demo)]):
-        r = agency(*step)
-        assert r.returncode == 0, (step[0], r.stderr)
+    _govern(demo, "add_agency", args, "civil", "market")
     with Store(demo / "ledger", create=False) as store:
         reg = store.registry
         assert reg is not None and reg.agency("justice") is not None
@@ -255,13 +260,7 @@ def test_a_stolen_issuer_key_is_rotated_from_the_command_line(demo: Path, tmp_pa
     args = tmp_path / "rotate.json"
     args.write_text(json.dumps({"agency": "civil", "role": "issuer", "at": int(time.time()),
                                 "new_key": json.loads(r.stdout)["public_key"]}))
-    prop = tmp_path / "rotate.prop"
-    for step in (["propose", "rotate_key", "--args", str(args), "--data", str(demo),
-                  "--agency", "edu", "--out", str(prop)],
-                 ["cosign", str(prop), "--data", str(demo), "--agency", "market", "--yes"],
-                 ["submit", str(prop), "--data", str(demo)]):
-        r = agency(*step)
-        assert r.returncode == 0, (step[0], r.stderr)
+    _govern(demo, "rotate_key", args, "edu", "market")
     with Store(demo / "ledger", create=False) as store:
         head = store.head
         assert head is not None
