@@ -245,7 +245,8 @@ class Node:
         try:
             return future.result(timeout=wait or 0.0)
         except TimeoutError:
-            return self._not_yet(hashlib.sha256(raw).digest(), future)
+            return self._not_yet(hashlib.sha256(raw).digest(), future,
+                                 _time.monotonic() + _SETTLING)
 
     def submit_many(self, raws: list[bytes | Tx], wait: float = 10.0
                     ) -> list[Receipt | LedgerError | None]:
@@ -253,6 +254,7 @@ class Node:
         not durable within ``wait`` seconds (all waited for together)."""
         futures = self.orderer.submit_many(raws)
         deadline = _time.monotonic() + wait
+        settle_by = deadline + _SETTLING  # one short grace for the whole batch, not one each
         out: list[Receipt | LedgerError | None] = []
         for raw, fut in zip(raws, futures, strict=True):
             try:
@@ -260,15 +262,17 @@ class Node:
                     out.append(fut.result(timeout=max(0.0, deadline - _time.monotonic())))
                 except TimeoutError:
                     out.append(self._not_yet(raw.txid if isinstance(raw, Tx)
-                                             else hashlib.sha256(raw).digest(), fut))
+                                             else hashlib.sha256(raw).digest(), fut,
+                                             settle_by))
             except LedgerError as e:
                 out.append(e)
         return out
 
-    def _not_yet(self, txid: bytes, future: Pending) -> Receipt | None:
+    def _not_yet(self, txid: bytes, future: Pending, settle_by: float) -> Receipt | None:
         """A submission not settled within its wait: the receipt of an earlier commit of the
         same transaction if there is one (the orderer would answer that too, later), else None;
-        the submission is kept for :meth:`receipt`."""
+        the submission is kept for :meth:`receipt`. ``settle_by`` (monotonic) bounds the wait
+        for a committed submission's own answer, once per request."""
         if future.done():  # settled since the wait ran out: its own receipt, or its error
             return future.result()
         loc = self.store.tx_location(txid)
@@ -277,7 +281,7 @@ class Node:
             # by an earlier one (the orderer answers a duplicate within a round). Either way
             # the future says which; only if it is slow is the stored commit named a duplicate.
             try:
-                return future.result(timeout=_SETTLING)
+                return future.result(timeout=max(0.0, settle_by - _time.monotonic()))
             except TimeoutError:
                 return Receipt(txid, loc[0], loc[1], duplicate=True)
         with self._lock:

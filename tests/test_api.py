@@ -7,6 +7,7 @@ import hashlib
 import io
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -571,10 +572,10 @@ def test_a_submission_found_committed_after_its_wait_gets_its_own_receipt(
         settling = Pending(threading.Condition())
         timer = threading.Timer(0.05, settling.set_result, [own])
         timer.start()
-        got = node._not_yet(txid, settling)
+        got = node._not_yet(txid, settling, time.monotonic() + 1.0)
         timer.join()
         assert got == own and got is not None and not got.duplicate
-        stuck = node._not_yet(txid, Pending(threading.Condition()))
+        stuck = node._not_yet(txid, Pending(threading.Condition()), time.monotonic() + 0.1)
         assert stuck == Receipt(txid, *loc, duplicate=True)
     finally:
         node.close()
