@@ -607,8 +607,15 @@ def import_(
     as_json: AsJson = False,
 ) -> None:
     """Rebuild a store from an archive by replaying and verifying every block and checkpoint."""
-    from ledger.archive import ArchiveError, import_archive
+    from ledger.archive import ArchiveError, import_archive, read_archive
 
+    try:
+        with archive.open("rb") as f:
+            read_archive(f)  # the header: a file that is no archive is bad input, as for audit
+    except OSError as e:
+        _fail(f"cannot read {archive}: {e.strerror or e}", 2)
+    except ArchiveError as e:
+        _fail(f"{archive} is not a readable archive: {e}", 2)
     if data.exists():
         _fail(f"{data} already exists: import builds a new store", 2)
     if not data.parent.is_dir():

@@ -326,6 +326,12 @@ def test_cli_audit_export_import(demo: Path, copy: Path, tmp_path: Path) -> None
     assert r.exit_code == 0, r.output
     r = runner.invoke(ledger_app, ["import", str(arc), "--data", str(tmp_path / "new")])
     assert r.exit_code == 2
+    empty = tmp_path / "empty.arc"
+    empty.write_bytes(b"")
+    for cmd in (["import", str(empty), "--data", str(tmp_path / "new3")],
+                ["audit", "--archive", str(empty)]):  # no archive at all: bad input for both
+        r = runner.invoke(ledger_app, cmd)
+        assert r.exit_code == 2 and "not a readable archive" in r.output, (cmd, r.output)
     arc.write_bytes(arc.read_bytes()[:-5])
     r = runner.invoke(ledger_app, ["import", str(arc), "--data", str(tmp_path / "new2")])
     assert r.exit_code == 1
