@@ -109,9 +109,15 @@ def test_refresh_after_a_node_key_rotation(world: tuple[Path, Wallet, str],
     app = create_app(settings_for(data), passphrase=PASS)
     env = {**os.environ, "WALLET_PASSPHRASE": "wallet-pass", "COLUMNS": "200"}
     with serve(app) as url:
-        r = subprocess.run([WALLET, "--wallet", str(wallet.path), "refresh", "--node", url,
-                            "--registry", str(snapshot)], capture_output=True, text=True,
-                           env=env, timeout=120, check=False)
+        def refresh(*more: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([WALLET, "--wallet", str(wallet.path), "refresh", "--node",
+                                   url, "--registry", str(snapshot), *more],
+                                  capture_output=True, text=True, env=env, timeout=120,
+                                  check=False)
+
+        r = refresh("--id", "ffffffff")
+        assert r.returncode == 1 and "no credential with id 'ffffffff'" in r.stderr
+        r = refresh("--id", cid[:10])
     assert r.returncode == 0, r.stderr
     assert "1 of 1 credentials proven at checkpoint" in r.stdout
     assert _failed(Wallet.open(wallet.path, b"wallet-pass"), cid, snapshot) == []

@@ -357,14 +357,21 @@ def refresh(
         "--registry", dir_okay=False,
         help="A verifier snapshot from `ledger snapshot`, recent enough to know the node keys "
              "that sign the node's checkpoint now")],
+    only: Annotated[list[str] | None, typer.Option(
+        "--id", help="Refresh only this credential (an id prefix; repeat for more)")] = None,
 ) -> None:
-    """Prove every credential against the node's latest checkpoint.
+    """Prove the wallet's credentials (all, or those given with --id) against the node's latest
+    checkpoint.
 
     Each credential's proof is replaced only once the new checkpoint is final under the
     snapshot's registry and the new proof leads from its anchor to that checkpoint's root;
     a credential that does not check out keeps what it had. Run it after agencies rotate their
     node keys (a checkpoint signed by retired keys no longer counts), or to show verifiers a
-    recent checkpoint. The node learns which leaf indexes this wallet holds, nothing else.
+    recent checkpoint.
+
+    The node learns which leaf indexes are asked for together, and so that they belong to one
+    wallet (no claim values, no key). To keep credentials of different agencies unlinkable to a
+    node, refresh each with --id at its own agency's node.
     """
     import base64
 
@@ -377,6 +384,7 @@ def refresh(
     with _errors():
         reg = load_snapshot(_read_file(registry, "registry snapshot")).registry
         w = _open()
+        wanted = {w.info(prefix).id for prefix in only} if only else None
         base = node.rstrip("/")
         proofs: dict[str, list[bytes]] = {}
         try:
@@ -387,6 +395,8 @@ def refresh(
                 checkpoint = got.text
                 size = SignedCheckpoint.from_text(checkpoint).checkpoint.size
                 for cid, index in w.leaf_indexes().items():
+                    if wanted is not None and cid not in wanted:
+                        continue
                     r = client.get(f"{base}/v1/proofs/inclusion",
                                    params={"index": index, "size": size})
                     if r.status_code != 200:
