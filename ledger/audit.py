@@ -246,6 +246,8 @@ class _StoreSource:
         except plyvel.Error as e:
             raise AuditError(f"cannot open the store at {path}: {e}") from e
         self.path = path
+        self.block_sizes: set[int] = set()
+        """The log size at the end of each block read: where checkpoints may be stored."""
 
     def close(self) -> None:
         self._db.close()
@@ -253,6 +255,18 @@ class _StoreSource:
     def get(self, key: bytes) -> bytes | None:
         v = self._db.get(key)
         return None if v is None else bytes(v)
+
+    def keys(self, prefix: bytes, start: bytes | None = None) -> Iterator[bytes]:
+        """The keys under ``prefix`` (from ``start`` on, which must begin with it), in order."""
+        if start is None:
+            it = self._db.iterator(prefix=prefix, include_value=False, fill_cache=False)
+        else:  # plyvel takes a prefix or a range: the range up to the prefix's successor
+            stop = prefix[:-1] + bytes([prefix[-1] + 1])
+            it = self._db.iterator(start=start, stop=stop, include_value=False,
+                                   fill_cache=False)
+        with it:
+            for k in it:
+                yield bytes(k)
 
     def total(self) -> int:
         return sum(1 for _ in self._db.iterator(prefix=b"b", include_value=False))
@@ -292,6 +306,7 @@ class _StoreSource:
                         break  # missing: the block comes out short and does not replay
                     items.append(bytes(got[1]))
                 size += count
+                self.block_sizes.add(size)
                 cp = self.get(checkpoint_key(size))
                 yield BlockRecord(height, bytes(raw), tuple(items), () if cp is None else (cp,))
         finally:
@@ -407,6 +422,8 @@ class _Scratch:
         self.frontier = CompactRange()
         self.prefixes: set[bytes] = set()
         """The record kinds (first key byte) written so far."""
+        self.registry_keys: set[bytes] = set()
+        """The registry versions written so far (few: one per governance block)."""
 
     def close(self) -> None:
         self._db.close()
@@ -429,6 +446,8 @@ class _Scratch:
                     wb.put(k, v)
                     if kind not in self.prefixes:
                         self.prefixes.add(kind)
+                elif kind == b"r":
+                    self.registry_keys.add(k)
         self.head, self.registry, self.frontier = result.head, result.registry, result.frontier
 
 
@@ -691,6 +710,54 @@ def _finish_store(report: AuditReport, src: _StoreSource | _ArchiveSource, scrat
             n += 1
             if n % _RELEASE_EVERY == 0:
                 release_mapped_tables(folders)
+    stray = _stray_record(src, scratch, report.head)
+    if stray is not None:
+        report.problems.append(stray)
+        report.complete = False
+
+
+_BOOKKEEPING = b"x"
+"""Records a node keeps beside the chain (``Store.put_records``): not chain state."""
+
+
+def _stray_record(src: _StoreSource, scratch: _Scratch, head: Head) -> Problem | None:
+    """The first stored record that the replay did not produce and no check above covers: a
+    registry version, checkpoint, log entry or head pointer beyond what the chain has, or a
+    record of a kind the chain never wrote (a credit record on a chain without credit events).
+
+    Any of them would be read as real: the store loads the newest registry version, the credit
+    rules read credit records, a node refuses to open beside a corrupt checkpoint."""
+    def stray(key: bytes, why: str) -> Problem:
+        return Problem("store", f"stored record {key[:1].decode(errors='replace')}/"
+                       f"{key[1:].hex()} was not produced by the replay: {why}", head.height,
+                       found=key.hex())
+
+    for byte in range(256):
+        prefix = bytes([byte])
+        if prefix in scratch.prefixes or prefix in b"bn" + _BOOKKEEPING:
+            continue  # merged above, replayed block by block, or not chain state
+        keys = src.keys(prefix)
+        if prefix == b"H":
+            found = [k for k in keys if k != head_key]
+            if found:
+                return stray(found[0], "not the head pointer")
+        elif prefix == b"e":
+            for k in src.keys(b"e", start=entry_key(head.log_size)):
+                return stray(k, f"beyond the log's {head.log_size} entries")
+        elif prefix == b"r":
+            for k in keys:
+                if k not in scratch.registry_keys:
+                    return stray(k, "no block wrote this registry version")
+        elif prefix == b"k":
+            allowed = {checkpoint_key(size) for size in src.block_sizes
+                       if size <= head.log_size}
+            for k in keys:
+                if k not in allowed:
+                    return stray(k, "a checkpoint at a log size where no block ends")
+        else:
+            for k in keys:
+                return stray(k, "the chain wrote no record of this kind")
+    return None
 
 
 def _state_difference(mine: tuple[bytes, bytes] | None,
