@@ -379,6 +379,10 @@ class _ArchiveSource:
     def network(self) -> str | None:
         return self._header.network
 
+    def log_size(self) -> int:
+        """The log size the header claims (an import refuses an archive whose replay differs)."""
+        return self._header.log_size
+
     def reread(self) -> Iterator[BlockRecord]:
         """The block records again, from the start (a second pass over the file)."""
         with self._open(self.path) as f:
@@ -949,6 +953,12 @@ def _finish(report: AuditReport, src: _StoreSource | _ArchiveSource,
         report.problems.append(Problem("archive", "the archive header names another network",
                                        record=0, expected=report.network,
                                        found=src.network()))
+        return
+    if isinstance(src, _ArchiveSource) and src.log_size() != head.log_size:
+        report.problems.append(Problem("archive", "the archive header's log size differs from "
+                                       "the replayed log (a block cut off, or a forged count)",
+                                       head.height, record=0, expected=str(head.log_size),
+                                       found=str(src.log_size())))
         return
     report.complete = True
 

@@ -720,7 +720,7 @@ def _print_audit(report: Any, statement: Path | None) -> None:
     table = Table(title=f"Audit of {report.source_kind} {report.source}", title_justify="left")
     table.add_column("item")
     table.add_column("value", overflow="fold")
-    table.add_row("network", Text(str(report.network)))
+    table.add_row("network", Text(printable(str(report.network))))
     if report.since is not None:
         cp = report.since.checkpoint
         table.add_row("since", f"checkpoint of size {cp.size} ({cp.root.hex()}), block "
@@ -741,8 +741,8 @@ def _print_audit(report: Any, statement: Path | None) -> None:
     if report.head is not None:
         table.add_row("head", f"height {report.head.height}, {report.head.hash.hex()}")
     out.print(table)
-    for p in report.problems:
-        out.print(Text(f"BROKEN {p}", style="bold red"), soft_wrap=True)
+    for p in report.problems:  # an archive's network name and found values come from outside
+        out.print(Text(printable(f"BROKEN {p}"), style="bold red"), soft_wrap=True)
     for eq in report.equivocations:
         out.print(Text(f"EQUIVOCATION at size {eq.size}: roots {eq.root_a.hex()} "
                        f"({', '.join(sorted(eq.signers_a))}) and {eq.root_b.hex()} "

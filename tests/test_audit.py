@@ -435,3 +435,37 @@ def test_credit_and_credential_state_is_compared(tmp_path: Path) -> None:
     _put(tmp_path / "chain", b"s" + b"\xff" * 32, b"\x90", raw=True)
     p = audit(tmp_path / "chain", now=T0).first_broken
     assert p is not None and (p.expected, p.found) == (None, "90")
+
+
+@pytest.mark.parametrize("cut", ["log_size", "last_block"])
+def test_an_archive_whose_header_disagrees_with_its_log(copy: Path, tmp_path: Path,
+                                                        cut: str) -> None:
+    """Audited CLEAN before (import refused the same file): a header that claims more entries
+    than the blocks give, or a last block cut off with the counts rewritten."""
+    buf = io.BytesIO()
+    with Store(copy / "ledger", create=False) as store:
+        export_archive(store, buf)
+    header, blocks = read_archive(io.BytesIO(buf.getvalue()))
+    recs = list(blocks)
+    if cut == "last_block":
+        recs = recs[:-1]
+    arc = tmp_path / f"{cut}.arc"
+    with arc.open("wb") as f:
+        write_archive(f, header.network, header.log_size + (5 if cut == "log_size" else 0),
+                      recs)
+    p = _broken(arc)
+    assert p.kind == "archive" and "log size differs" in p.reason
+
+
+def test_the_text_report_escapes_what_an_archive_says(copy: Path, tmp_path: Path) -> None:
+    """A crafted network name could move the cursor and print a green CLEAN over BROKEN."""
+    buf = io.BytesIO()
+    with Store(copy / "ledger", create=False) as store:
+        export_archive(store, buf)
+    header, blocks = read_archive(io.BytesIO(buf.getvalue()))
+    arc = tmp_path / "esc.arc"
+    with arc.open("wb") as f:
+        write_archive(f, "x\x1b[1A\x1b[2K\x1b[32mCLEAN\x1b[0m", header.log_size, list(blocks))
+    r = runner.invoke(ledger_app, ["audit", "--archive", str(arc), "--workers", "0"])
+    assert r.exit_code == 1
+    assert "\x1b" not in r.stdout and "\\x1b[1A" in r.stdout
