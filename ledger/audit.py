@@ -497,6 +497,10 @@ def audit(source: Path | str, *, now: int, progress: Progress | None = None,
                 _run(report, src, scratch, checker, progress, folders, approvals)
             finally:
                 scratch.close()
+    except (plyvel.Error, OSError) as e:
+        # A damaged LevelDB table, a full disk for the scratch state: the source could not be
+        # read (exit 2), which is not the chain being broken (exit 1).
+        raise AuditError(f"cannot complete the audit of {path}: {type(e).__name__}: {e}") from e
     finally:
         if checker is not None:
             checker.close()

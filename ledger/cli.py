@@ -521,7 +521,10 @@ def snapshot(
             _fail(f"cannot make a snapshot: {e}")
         head = store.head
     snap = load_snapshot(blob)  # what a verifier will load: fail here rather than there
-    write_atomic(out_file, blob, 0o644)
+    try:
+        write_atomic(out_file, blob, 0o644)
+    except OSError as e:
+        _fail(f"cannot write {out_file}: {e.strerror or e}", 2)
     summary = {"file": str(out_file), "network": registry.network, "fetched_at": now,
                "head_height": head.height, "log_size": head.log_size,
                "status_lists": sorted(snap.tokens), "bytes": len(blob)}
@@ -689,7 +692,10 @@ def audit(
     key = None
     if statement_key is not None and statement_out is not None:
         _check_out(statement_out, force)
-        key = _load_key(statement_key, _passphrase())
+        try:
+            key = load_private_key(statement_key, _passphrase())
+        except KeyFileError as e:
+            _fail(f"cannot load the statement key: {e}", 2)
     n = (os.cpu_count() or 1) if workers is None else workers
     try:
         with _progress_bar(not as_json) as bar:
@@ -697,12 +703,18 @@ def audit(
                                since=old, evidence=evidence)
     except AuditError as e:
         _fail(str(e), 2)
+    unwritten = None
     if key is not None and statement_out is not None:
-        write_atomic(statement_out, sign_statement(report, key), 0o644)
+        try:
+            write_atomic(statement_out, sign_statement(report, key), 0o644)
+        except OSError as e:
+            unwritten = e  # the report is still shown; the exit says the statement is missing
     if as_json:
         print(json.dumps(report.to_json(), sort_keys=True, ensure_ascii=False))
     else:
-        _print_audit(report, statement_out if key is not None else None)
+        _print_audit(report, statement_out if key is not None and unwritten is None else None)
+    if unwritten is not None:
+        _fail(f"cannot write the statement {statement_out}: {unwritten.strerror or unwritten}", 2)
     if not report.clean:
         raise typer.Exit(1)
 
@@ -903,7 +915,10 @@ def monitor(
                       soft_wrap=True)
         else:
             if state is not None:
-                write_atomic(state, last.to_text().encode(), 0o644)
+                try:
+                    write_atomic(state, last.to_text().encode(), 0o644)
+                except OSError as e:  # not a fork: exit 2, as for bad input
+                    _fail(f"cannot write the state file {state}: {e.strerror or e}", 2)
         if once:
             return
         time.sleep(interval)

@@ -469,3 +469,24 @@ def test_the_text_report_escapes_what_an_archive_says(copy: Path, tmp_path: Path
     r = runner.invoke(ledger_app, ["audit", "--archive", str(arc), "--workers", "0"])
     assert r.exit_code == 1
     assert "\x1b" not in r.stdout and "\\x1b[1A" in r.stdout
+
+
+def test_a_store_that_cannot_be_read_is_exit_2_not_broken(copy: Path, tmp_path: Path) -> None:
+    """A damaged LevelDB table is an unreadable source (2), not a broken chain (1): automation
+    reading the exit status would otherwise record a fork. So is a bad statement key."""
+    db = plyvel.DB(str(copy / "ledger"))
+    db.compact_range()  # every record into table files
+    db.close()
+    table = max((copy / "ledger").glob("*.ldb"), key=lambda p: p.stat().st_size)
+    data = bytearray(table.read_bytes())
+    data[-100] ^= 0xFF  # inside the table's index: "bad block handle"
+    table.write_bytes(bytes(data))
+    r = runner.invoke(ledger_app, ["audit", str(copy), "--json", "--workers", "0"])
+    assert r.exit_code == 2, r.output
+    assert "cannot complete the audit" in r.output and "Corruption" in r.output
+    junk = tmp_path / "not-a-key"
+    junk.write_bytes(b"junk")
+    r = runner.invoke(ledger_app, ["audit", str(copy), "--statement-key", str(junk),
+                                   "--statement-out", str(tmp_path / "st.bin")],
+                      env={"LEDGER_KEY_PASSPHRASE": "x"})
+    assert r.exit_code == 2 and "cannot load the statement key" in r.output
