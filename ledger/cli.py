@@ -874,8 +874,10 @@ def _monitor_round(base: str, last: SignedCheckpoint | None) -> SignedCheckpoint
 
 
 def _hex_b64(value: Any) -> str:
+    if not isinstance(value, str):
+        return "none given" if value is None else repr(value)  # not "None" read as base64
     try:
-        return base64.b64decode(str(value), validate=True).hex()
+        return base64.b64decode(value, validate=True).hex()
     except (binascii.Error, ValueError):
         return repr(value)
 
@@ -907,7 +909,10 @@ def monitor(
         try:
             last = _monitor_round(base, last)
         except _MonitorAlarm as e:
-            _fail(str(e), 1)
+            # line by line: the evidence's checkpoint notes must stay copyable as note files
+            for line in str(e).splitlines():
+                err.print(Text(printable(line), style="red"), soft_wrap=True)
+            raise typer.Exit(1) from None
         except _MonitorUnreachable as e:
             if once:
                 _fail(f"cannot monitor {base}: {e}", 2)

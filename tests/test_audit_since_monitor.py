@@ -182,6 +182,8 @@ def test_monitor_live_node(demo: Path, tmp_path: Path) -> None:
         r = runner.invoke(ledger_app, ["monitor", url, "--once", "--state", str(state)])
         assert r.exit_code == 1
         assert "INCONSISTENT" in r.output and first.checkpoint.root.hex() in r.output
+        assert "\\x0a" not in r.output  # the evidence keeps its lines: notes stay copyable
+        assert forged.to_text().splitlines()[0] + "\n" in r.output
         assert state.read_text() == forged.to_text()  # not overwritten
 
         # same size, another root, validly signed: equivocation
