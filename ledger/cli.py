@@ -49,6 +49,7 @@ from ledger.errors import (
     KeyFileError,
     LedgerError,
     ProofError,
+    StoreError,
     TxRejected,
 )
 from ledger.files import atomic_output, run_cli, write_atomic
@@ -626,10 +627,12 @@ def import_(
     try:
         with archive.open("rb") as f, _progress_bar(not as_json) as bar:
             new_head = import_archive(f, data, progress=bar)
-    except OSError as e:
-        _fail(f"cannot read {archive}: {e.strerror or e}", 2)
-    except ArchiveError as e:
+    except ArchiveError as e:  # the archive's content: refused
         _fail(f"refused: {e}")
+    except (OSError, StoreError) as e:  # the new store (a full disk, a folder taken): not the
+        # archive's fault, which was readable above; nothing is left behind either way
+        detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        _fail(f"cannot build the store at {data}: {detail}", 2)
     except LedgerError as e:
         _fail(f"refused: {e}")
     result = {"data": str(data), "height": new_head.height, "hash": new_head.hash.hex(),

@@ -490,3 +490,25 @@ def test_a_store_that_cannot_be_read_is_exit_2_not_broken(copy: Path, tmp_path: 
                                    "--statement-out", str(tmp_path / "st.bin")],
                       env={"LEDGER_KEY_PASSPHRASE": "x"})
     assert r.exit_code == 2 and "cannot load the statement key" in r.output
+
+
+def test_an_import_that_cannot_write_its_store_blames_the_store(demo: Path,
+                                                                tmp_path: Path) -> None:
+    """A full disk (here: a file-size limit) while building the new store is exit 2 about the
+    store, not "cannot read" or "refused" about a good archive, and leaves nothing behind."""
+    import resource
+    import subprocess
+    import sys
+
+    arc = tmp_path / "good.arc"
+    r = runner.invoke(ledger_app, ["export", str(demo), "--out", str(arc)])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "imports"
+    out.mkdir()
+    got = subprocess.run(
+        [str(Path(sys.executable).with_name("ledger")), "import", str(arc), "--data",
+         str(out / "new")], capture_output=True, text=True, timeout=120, check=False,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192)))
+    assert got.returncode == 2, got.stderr
+    assert "cannot build the store at" in got.stderr and "refused" not in got.stderr
+    assert list(out.iterdir()) == []
