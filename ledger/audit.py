@@ -97,7 +97,7 @@ from ledger.finality import checkpoint_verifiers, verify_final
 from ledger.keys import PrivateKey, PublicKey
 from ledger.sigcheck import SignatureChecker
 from ledger.state import Registry
-from ledger.store import release_mapped_tables, stored_consistency_proof
+from ledger.store import open_error, release_mapped_tables, stored_consistency_proof
 from ledger.tx import Tx
 
 __all__ = ["AuditError", "AuditReport", "Problem", "audit", "sign_statement",
@@ -244,7 +244,7 @@ class _StoreSource:
         try:
             self._db = plyvel.DB(str(path), create_if_missing=False, **_SOURCE_OPTIONS)
         except plyvel.Error as e:
-            raise AuditError(f"cannot open the store at {path}: {e}") from e
+            raise AuditError(open_error(path, e)) from e
         self.path = path
         self.block_sizes: set[int] = set()
         """The log size at the end of each block read: where checkpoints may be stored."""

@@ -46,7 +46,9 @@ from ledger.errors import CheckpointError, DecodeError, StoreError
 from ledger.state import Credential, Registry, credential_key
 from ledger.tx import STATUSES, Tx
 
-__all__ = ["Store", "release_mapped_tables", "store_unused", "stored_consistency_proof"]
+__all__ = [
+    "Store", "open_error", "release_mapped_tables", "store_unused", "stored_consistency_proof",
+]
 
 _BE = struct.Struct(">Q")
 _MADV_DONTNEED = 4  # Linux
@@ -130,7 +132,7 @@ def release_mapped_tables(folders: tuple[Path, ...]) -> None:
 _IN_USE = "(a running node, or another ledger command); stop it first"
 
 
-def _open_error(path: Path, e: plyvel.Error) -> str:
+def open_error(path: Path, e: plyvel.Error) -> str:
     """LevelDB's reason for refusing to open ``path``, in words an operator can act on."""
     if isinstance(e, plyvel.IOError) and "LOCK" in str(e) and \
             ("temporarily unavailable" in str(e) or "already held" in str(e)):
@@ -181,7 +183,7 @@ class Store:
                                  lru_cache_size=64 << 20, write_buffer_size=32 << 20,
                                  block_size=16 << 10, compression=None)
         except plyvel.Error as e:
-            raise StoreError(_open_error(self.path, e)) from e
+            raise StoreError(open_error(self.path, e)) from e
         self.head: Head | None = None
         self.registry: Registry | None = None
         self.frontier = CompactRange()
