@@ -1233,9 +1233,7 @@ def _read_proposal(path: Path, view: _GovView) -> tuple[Tx, list[Signer]]:
     """The proposal in ``path``, for this network's next governance step, every signature
     verified; or the reason it is not (exit 2 for a file that is no proposal, 1 otherwise)."""
     try:
-        tx = parse_proposal(path.read_bytes())
-    except OSError as e:
-        _fail(f"cannot read {path}: {e.strerror or e}", 2)
+        tx = parse_proposal(_read_input(path, "proposal"))
     except LedgerError as e:
         _fail(f"{path} is not a governance proposal: {e}", 2)
     if tx.net != view.network:

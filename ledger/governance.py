@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.errors import DecodeError, SignatureError
+from ledger.errors import DecodeError
 from ledger.keys import PrivateKey, PublicKey
 from ledger.tx import Tx, make_tx
 
@@ -100,16 +100,11 @@ class Signer:
 
 def signers(tx: Tx, public_keys: Mapping[bytes, PublicKey],
             owners: Mapping[bytes, str]) -> list[Signer]:
-    """Who signed ``tx``, each signature verified with the registry's key; raises
-    :class:`SignatureError` for a signature that does not verify or a key the registry lacks."""
-    out = []
-    for s in tx.sigs:
-        key = public_keys.get(s.kid)
-        if key is None:
-            raise SignatureError(f"signer key {s.kid.hex()[:16]} is not in the registry")
-        key.verify("tx", tx.payload, s.sig)
-        out.append(Signer(s.kid, owners.get(s.kid)))
-    return out
+    """Who signed ``tx``, each signature verified with the registry's key
+    (:meth:`Tx.verify_signatures`: :class:`SignatureError` for a signature that does not verify
+    or a key the registry lacks)."""
+    tx.verify_signatures(public_keys)
+    return [Signer(s.kid, owners.get(s.kid)) for s in tx.sigs]
 
 
 def describe(tx: Tx) -> list[str]:
