@@ -436,11 +436,32 @@ def verify(
              "missing; SHA-256 digests, not the nonces) and refuse a presentation for a nonce "
              "used before (a replay). Give every visitor a fresh request (`ledger request`).")
     ] = None,
+    trust: Annotated[Path | None, typer.Option(
+        help="A credential from an issuer OUTSIDE the network: check the presentation (an "
+             "SD-JWT+KB, file or text) against this trust list (JSON: issuers, their keys) "
+             "instead of the ledger. See docs/foreign-issuers.md.", dir_okay=False)] = None,
+    status_token: Annotated[list[Path] | None, typer.Option(
+        help="With --trust: a Status List Token (JWT file) from the issuer; repeat for several "
+             "lists. Without one, the status is undetermined.", dir_okay=False)] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Verify a citizen's presentation against a request; exit 0 only if verified."""
+    """Verify a citizen's presentation against a request; exit 0 only if verified.
+
+    Credentials of the network are checked against the ledger (--data or --snapshot), foreign
+    ones against a trust list (--trust).
+    """
+    if trust is not None:
+        if data is not None or snapshot is not None:
+            _fail("--trust checks a credential from outside the network, without the ledger: "
+                  "leave out --data and --snapshot", 2)
+        _verify_foreign_cli(envelope, request, trust, status_token or [], nonce_log, as_json)
+        return
+    if status_token:
+        _fail("--status-token goes with --trust (a credential from outside the network); the "
+              "network's status lists come from --data or --snapshot", 2)
     if (data is None) == (snapshot is None):
-        _fail("give exactly one of --data (live store) or --snapshot (offline)", 2)
+        _fail("give exactly one of --data (live store) or --snapshot (offline), or --trust for "
+              "a credential from outside the network", 2)
     raw = _envelope_bytes(envelope)
     try:
         Envelope.from_bytes(raw)
@@ -489,6 +510,57 @@ def verify(
         print(json.dumps(result, ensure_ascii=False))
     else:
         _print_report(report, age)
+    if not report.verified:
+        raise typer.Exit(1)
+
+
+def _verify_foreign_cli(source: str, request: Path, trust: Path, token_files: list[Path],
+                        nonce_log: Path | None, as_json: bool) -> None:
+    from ledger.foreign import TrustList, tokens_by_uri, verify_foreign
+
+    path = Path(source)
+    if len(source) < 1024 and path.exists():
+        raw = _read_input(path, "presentation")
+        try:
+            text = raw.decode("ascii").strip()
+        except UnicodeDecodeError:
+            _fail(f"{path} is not an SD-JWT+KB (text); an envelope from a wallet of the "
+                  "network goes with --data or --snapshot, not --trust", 2)
+    elif "~" in source:
+        text = source.strip()
+    else:
+        _fail(f"there is no presentation file {source}, and it is not SD-JWT+KB text", 2)
+    try:
+        trust_list = TrustList.from_json(_read_json(trust, "trust list"))
+    except DecodeError as e:
+        _fail(f"the trust list {trust}: {e}", 2)
+    try:
+        req = Request.from_json(_read_json(request, "request"))
+    except DecodeError as e:
+        _fail(f"the request file {request} is not a presentation request: {e}", 2)
+    tokens = []
+    for f in token_files:
+        try:
+            tokens.append(_read_input(f, "status token").decode("ascii").strip())
+        except UnicodeDecodeError:
+            _fail(f"the status token file {f} is not a JWT (text)", 2)
+    try:
+        by_uri = tokens_by_uri(tokens)
+    except DecodeError as e:
+        _fail(str(e), 2)
+    with contextlib.ExitStack() as stack:
+        used: NonceLog | None = None
+        try:
+            if nonce_log is not None:
+                used = stack.enter_context(NonceLog(nonce_log))
+            report = verify_foreign(text, req, trust=trust_list, now=_now(),
+                                    status_tokens=by_uri, used_nonces=used)
+        except NonceLogError as e:
+            _fail(str(e), 2)
+    if as_json:
+        print(json.dumps({**report.to_json(), "foreign": True}, ensure_ascii=False))
+    else:
+        _print_report(report, None)
     if not report.verified:
         raise typer.Exit(1)
 

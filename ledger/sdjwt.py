@@ -119,7 +119,11 @@ __all__ = [
     "issue_sd_jwt",
     "jwk_from_ec",
     "jwk_from_ed25519",
+    "jws_alg",
+    "jws_sign",
+    "jws_verify",
     "parse",
+    "parse_jws_header",
     "present",
     "public_key_from_jwk",
     "verify_issuer_signed",
@@ -506,6 +510,29 @@ def _verify_signature(key: VerifyKey, data: bytes, signature: bytes) -> bool:
     return True
 
 
+def jws_alg(key: VerifyKey | SigningKey) -> str:
+    """The JWS ``alg`` a key signs with: ``EdDSA`` for Ed25519, ``ES256`` for P-256 (ValueError
+    for any other curve)."""
+    if isinstance(key, PublicKey | PrivateKey):
+        return "EdDSA"
+    if isinstance(key, ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey) \
+            and isinstance(key.curve, ec.SECP256R1):
+        return "ES256"
+    raise ValueError(f"no JWS alg for a {type(key).__name__} key (Ed25519 or P-256 only)")
+
+
+def jws_sign(key: SigningKey, data: bytes) -> bytes:
+    """The JWS signature of ``data`` (the signing input) with ``key``, under :func:`jws_alg`:
+    64 bytes, R || S for ES256."""
+    return _sign(key, jws_alg(key), data)
+
+
+def jws_verify(key: VerifyKey, data: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` is ``key``'s JWS signature over ``data`` (alg :func:`jws_alg`)."""
+    jws_alg(key)
+    return _verify_signature(key, data, signature)
+
+
 class _Jws(NamedTuple):
     header: dict[str, Any]
     payload: dict[str, Any]
@@ -527,6 +554,19 @@ def _parse_jws(token: str, what: str) -> _Jws:
     if "crit" in header:
         raise HeaderError(f"{what}: header has 'crit'; no critical extensions are understood")
     return _Jws(header, payload, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
+
+
+def parse_jws_header(token: str) -> dict[str, Any]:
+    """The strictly decoded header of a compact JWS, NOT verified (to pick the key by ``kid``)."""
+    if type(token) is not str:
+        raise MalformedError(f"a compact JWS is a str, found {type(token).__name__}")
+    head, sep, _ = token.partition(".")
+    if not sep or len(head) > 4096:
+        raise MalformedError("not a compact JWS (a header of at most 4096 characters, then '.')")
+    header = _json(_b64d(head, "JWS header"), "JWS header")
+    if type(header) is not dict:
+        raise MalformedError(f"JWS header is a JSON {_kind(header)}, expected an object")
+    return header
 
 
 def _check_alg(alg: object, accepted: tuple[str, ...], key: VerifyKey, jwk: Mapping[str, Any],

@@ -14,10 +14,11 @@ Any other value (0x03 is "application specific" in the draft's registry) is neve
 
 A node serves the current list as a Status List Token: a JWS compact JWT with header
 ``{"alg": "EdDSA", "kid": ..., "typ": "statuslist+jwt"}`` and claims ``sub`` (the list's URI),
-``iat``, optional ``exp`` and ``ttl``, and ``status_list``. :func:`make_token` signs one with
-:meth:`PrivateKey.sign_raw`; :func:`verify_token` is strict (JSON with duplicate keys, non-canonical
-base64url, ``alg`` outside the allow-list, unknown ``crit``, wrong ``typ`` or ``sub``, expiry, a
-future ``iat`` all raise).
+``iat``, optional ``exp`` and ``ttl``, and ``status_list``. :func:`make_token` signs one with an
+Ed25519 key (``EdDSA``, our nodes) or a P-256 key (``ES256``, issuers outside the network, whose
+tokens :mod:`ledger.foreign` checks); :func:`verify_token` is strict (JSON with duplicate keys,
+non-canonical base64url, ``alg`` outside the allow-list or not the key's, unknown ``crit``, wrong
+``typ`` or ``sub``, expiry, a future ``iat`` all raise).
 
 Everything here is pure: time is the ``now=`` parameter and fetching a list is the caller's
 ``get_list`` callable. Errors::
@@ -41,7 +42,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ledger.errors import LedgerError, SignatureError
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ledger import sdjwt
+from ledger.errors import LedgerError
 from ledger.keys import PrivateKey, PublicKey
 
 __all__ = [
@@ -73,7 +77,7 @@ _TOKEN_TYP = "statuslist+jwt"  # noqa: S105 - a JWT type, not a secret
 DEFAULT_SKEW = 60
 """Seconds of clock difference tolerated on ``iat``, ``nbf`` and ``exp``."""
 
-_ALLOWED_ALGS = frozenset({"EdDSA"})
+_ALLOWED_ALGS = frozenset({"EdDSA", "ES256"})  # each only with its own kind of key
 _ZLIB_LEVEL = 9
 _MAX_HEADER_CHARS = 4096
 # base64url of the largest signed payload: a 16 MiB incompressible list, base64url'd twice.
@@ -330,8 +334,10 @@ def _claim_int(payload: dict[str, Any], name: str) -> int | None:
 
 
 def make_token(status_list: StatusList, *, sub: str, iat: int, exp: int | None,
-               ttl: int | None, key: PrivateKey, kid: str) -> str:
-    """Sign ``status_list`` as a Status List Token (JWS compact, ``alg: EdDSA``).
+               ttl: int | None, key: PrivateKey | ec.EllipticCurvePrivateKey,
+               kid: str) -> str:
+    """Sign ``status_list`` as a Status List Token (JWS compact, ``alg: EdDSA`` with an Ed25519
+    key, ``ES256`` with a P-256 key).
 
     ``sub`` is the list's URI (equal to ``status.status_list.uri`` in the credentials that point
     at it); ``exp`` must be after ``iat``; ``ttl`` is a positive number of seconds.
@@ -353,19 +359,20 @@ def make_token(status_list: StatusList, *, sub: str, iat: int, exp: int | None,
         if _check_int("ttl", ttl) <= 0:
             raise ValueError("ttl must be a positive number of seconds")
         payload["ttl"] = ttl
-    header = {"alg": "EdDSA", "kid": kid, "typ": _TOKEN_TYP}
+    header = {"alg": sdjwt.jws_alg(key), "kid": kid, "typ": _TOKEN_TYP}
     signing_input = f"{_b64url_encode(_json_bytes(header))}.{_b64url_encode(_json_bytes(payload))}"
-    signature = key.sign_raw(signing_input.encode("ascii"))
+    signature = sdjwt.jws_sign(key, signing_input.encode("ascii"))
     return f"{signing_input}.{_b64url_encode(signature)}"
 
 
-def verify_token(unverified: str, *, public_key: PublicKey, expected_sub: str, now: int,
-                 skew: int = DEFAULT_SKEW) -> StatusList:
+def verify_token(unverified: str, *, public_key: PublicKey | ec.EllipticCurvePublicKey,
+                 expected_sub: str, now: int, skew: int = DEFAULT_SKEW) -> StatusList:
     """Verify a Status List Token and return its list; raise :class:`StatusListError`.
 
     Checks, in order: size and shape (three canonical base64url parts); the header (strict JSON,
     ``typ`` ``statuslist+jwt`` or ``application/statuslist+jwt``, ``alg`` in the allow-list
-    {EdDSA}, no ``crit``); the Ed25519 signature under ``public_key``; then the claims (strict
+    {EdDSA, ES256} and the one ``public_key`` signs with (EdDSA for Ed25519, ES256 for P-256),
+    no ``crit``); the signature under ``public_key``; then the claims (strict
     JSON; ``sub == expected_sub``; integer ``iat`` not after ``now + skew``; ``exp``, if present,
     after ``iat`` and ``now < exp + skew``; ``nbf``, if present, not after ``now + skew``;
     ``ttl``, if present, positive) and ``status_list`` via :meth:`StatusList.decode`.
@@ -394,6 +401,10 @@ def verify_token(unverified: str, *, public_key: PublicKey, expected_sub: str, n
     if not isinstance(alg, str) or alg not in _ALLOWED_ALGS:  # a list or object is unhashable
         raise StatusListError(f"token alg {alg!r} is not allowed (allowed: "
                               f"{sorted(_ALLOWED_ALGS)})")
+    key_alg = sdjwt.jws_alg(public_key)
+    if alg != key_alg:
+        raise StatusListError(f"token alg {alg!r} does not fit the list signer's key, which "
+                              f"signs {key_alg!r}")
     if "crit" in header:
         raise StatusListError("token header has 'crit' extensions this verifier does not know")
     if "kid" in header and not isinstance(header["kid"], str):
@@ -402,10 +413,9 @@ def verify_token(unverified: str, *, public_key: PublicKey, expected_sub: str, n
     payload_bytes = _b64url_decode("token payload", payload_b64)  # shape only: parsed once signed
     signature = _b64url_decode("token signature", signature_b64)
     signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
-    try:
-        public_key.verify_raw(signing_input, signature)
-    except SignatureError as e:
-        raise StatusListError(f"Status List Token signature: {e}") from e
+    if not sdjwt.jws_verify(public_key, signing_input, signature):
+        raise StatusListError("Status List Token signature does not verify under the list "
+                              "signer's key")
 
     payload = _json_object("token payload", payload_bytes)
     sub = payload.get("sub")

@@ -152,22 +152,51 @@ def holder_key() -> None:
 
 @app.command()
 def receive(
-    bundle_file: Annotated[Path, typer.Argument(help="Credential bundle from the agency",
-                                                dir_okay=False)],
-    registry: Annotated[Path, typer.Option(
+    bundle_file: Annotated[Path, typer.Argument(
+        help="Credential bundle from the agency; with --trust, an SD-JWT VC (text) from an "
+             "issuer outside the network", dir_okay=False)],
+    registry: Annotated[Path | None, typer.Option(
         "--registry", dir_okay=False,
         help="The verifier snapshot from `ledger snapshot` (or raw registry bytes) used to "
-             "check the issuer and the checkpoint quorum")],
+             "check the issuer and the checkpoint quorum")] = None,
+    trust: Annotated[Path | None, typer.Option(
+        "--trust", dir_okay=False,
+        help="For a credential from an issuer outside the network: the trust list (JSON) "
+             "naming its issuer and keys, as the verifiers you will show it to keep it")] = None,
 ) -> None:
-    """Verify a credential bundle and keep it.
+    """Verify a credential and keep it.
 
-    Checked first: issuer signature and key, your holder key, anchor, proof, checkpoint quorum.
+    A bundle from an agency of the network (--registry) is checked first: issuer signature and
+    key, your holder key, anchor, proof, checkpoint quorum.
+
+    A credential from an issuer outside the network (--trust) has no ledger evidence: its issuer
+    must be on the trust list and have signed it, and it must be bound to your holder key.
     """
+    from ledger.foreign import MAX_TRUST_LIST
     from ledger.offline import load_snapshot
     from ledger.state import Registry
     from wallet.errors import WalletError
 
     with _errors():
+        if (registry is None) == (trust is None):
+            raise WalletError("give exactly one of --registry (a bundle from an agency of the "
+                              "network) or --trust (a credential from outside it)")
+        if trust is not None:
+            trust_list = _trust_list(trust, MAX_TRUST_LIST)
+            raw = _read_file(bundle_file, "credential")
+            try:
+                text = raw.decode("ascii").strip()
+            except UnicodeDecodeError as e:
+                raise WalletError(f"{bundle_file} is not an SD-JWT (text); a bundle from an "
+                                  "agency of the network goes with --registry") from e
+            w = _open()
+            info = w.receive_foreign(text, trust=trust_list, now=int(time.time()))
+            err.print(f"[green]Received[/] {escape(info.type)} from {escape(info.issuer)} "
+                      f"(outside the network), valid until {_date(info.valid_until)}")
+            out.print(info.id)
+            return
+        if registry is None:  # exactly one, checked above; for the type checker
+            raise typer.Exit(2)
         raw_registry = _read_file(registry, "registry snapshot")
         try:
             reg = load_snapshot(raw_registry).registry
@@ -183,6 +212,22 @@ def receive(
         err.print(f"[green]Received[/] {escape(info.type)} from {escape(info.issuer)}, "
                   f"valid until {_date(info.valid_until)}")
         out.print(info.id)
+
+
+def _trust_list(path: Path, limit: int) -> Any:
+    from ledger.errors import DecodeError
+    from ledger.foreign import TrustList
+    from wallet.errors import WalletError
+
+    raw = _read_file(path, "trust list")
+    if len(raw) > limit:
+        raise WalletError(f"the trust list {path} is {len(raw)} bytes, over {limit}")
+    try:
+        return TrustList.from_json(json.loads(raw))
+    except (ValueError, RecursionError) as e:
+        raise WalletError(f"the trust list {path} is not JSON: {e}") from e
+    except DecodeError as e:
+        raise WalletError(f"the trust list {path}: {e}") from e
 
 
 @app.command("list")
@@ -255,7 +300,9 @@ def present(
             raise WalletError(f"{request} is not JSON: {e}") from e
         w = _open()
         p = w.preview(credential_id, req)
-        dest = out_file or Path(f"presentation-{p.credential_id[:12]}.bin")
+        foreign = w.is_foreign(credential_id)
+        dest = out_file or Path(f"presentation-{p.credential_id[:12]}."
+                                f"{'sd-jwt' if foreign else 'bin'}")
         png = dest.with_suffix(".png") if dest.suffix != ".png" else dest.with_suffix(".qr.png")
         wallet_file = _state.wallet.resolve()
         if not dest.parent.is_dir():
@@ -276,8 +323,9 @@ def present(
         _confirm("Sign and disclose these claims?", yes)
         env = w.present(credential_id, req, now=int(time.time()))
         write_atomic(dest, env, overwrite=True)
-        err.print(f"Envelope: {escape(str(dest))} ({len(env)} bytes)")
-        text = qr.b64url(env)
+        err.print(f"{'Presentation (SD-JWT+KB, outside the network)' if foreign else 'Envelope'}"
+                  f": {escape(str(dest))} ({len(env)} bytes)")
+        text = env.decode("ascii") if foreign else qr.b64url(env)
         code = None
         try:
             code = qr.make_qr(env)

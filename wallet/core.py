@@ -19,6 +19,7 @@ from typing import Any
 from ledger import sdjwt
 from ledger.errors import LedgerError
 from ledger.files import write_atomic
+from ledger.foreign import ForeignCredential, TrustList, receive_foreign
 from ledger.keys import PrivateKey
 from ledger.presentation import MAX_ENVELOPE, Bundle, Envelope, Request
 from ledger.state import Registry
@@ -191,9 +192,34 @@ class Wallet:
                            credentials=(*self._contents.credentials, stored)))
         return CredentialInfo.of(stored)
 
+    def receive_foreign(self, unverified: str, *, trust: TrustList,
+                        now: int) -> CredentialInfo:
+        """Check a credential from an issuer outside the network against the holder's copy of
+        a verifier's ``trust`` list (:func:`ledger.foreign.receive_foreign`) and keep it. It has
+        no ledger evidence: it is presented as a plain SD-JWT+KB (ADR 39)."""
+        got = receive_foreign(unverified, trust=trust, holder_jwk=self.holder_jwk(), now=now)
+        if any(c.credential_id == got.credential_id for c in self._contents.credentials):
+            raise WalletError(f"credential {got.credential_id.hex()[:16]}… is already in the "
+                              f"wallet")
+        stored = StoredCredential(got.credential_id, got.type, got.issuer, got.valid_from,
+                                  got.valid_until, now, got.credential.to_bytes())
+        self._save(replace(self._contents,
+                           credentials=(*self._contents.credentials, stored)))
+        return CredentialInfo.of(stored)
+
+    def is_foreign(self, credential_id: str) -> bool:
+        """Whether the credential came from outside the network (no ledger evidence)."""
+        return isinstance(self._record(self._find(credential_id)), ForeignCredential)
+
     def leaf_indexes(self) -> dict[str, int]:
-        """Credential id → the leaf index of its anchor (what a node needs for a new proof)."""
-        return {c.id: self._bundle(c).leaf_index for c in self._contents.credentials}
+        """Credential id → the leaf index of its anchor (what a node needs for a new proof);
+        credentials from outside the network have none and are left out."""
+        out = {}
+        for c in self._contents.credentials:
+            record = self._record(c)
+            if isinstance(record, Bundle):
+                out[c.id] = record.leaf_index
+        return out
 
     def refresh(self, proofs: Mapping[str, Sequence[bytes]], checkpoint: str, *,
                 registry: Registry, now: int) -> dict[str, str | None]:
@@ -214,7 +240,11 @@ class Wallet:
         for i, c in enumerate(kept):
             if c.id not in proofs:
                 continue
-            old = self._bundle(c)
+            record = self._record(c)
+            if not isinstance(record, Bundle):
+                results[c.id] = "issued outside the network: it has no ledger proof to refresh"
+                continue
+            old = record
             new = Bundle(old.anchor, old.leaf_index, tuple(proofs[c.id]), checkpoint,
                          old.sd_jwt)
             try:
@@ -238,7 +268,7 @@ class Wallet:
 
     def show(self, credential_id: str) -> dict[str, Any]:
         """The credential's selectively disclosable claims with their values (own eyes only)."""
-        return dict(_claims(self._bundle(self._find(credential_id)).sd_jwt))
+        return dict(_claims(self._record(self._find(credential_id)).sd_jwt))
 
     def preview(self, credential_id: str, request: Request) -> Disclosure:
         """What :meth:`present` will reveal for ``request``; raises if it cannot be met."""
@@ -246,7 +276,7 @@ class Wallet:
         if request.credential_type != c.type:
             raise PresentationError(f"the verifier asks for a {request.credential_type!r} "
                                     f"credential; {c.id[:16]}… is a {c.type!r}")
-        names = list(_claims(self._bundle(c).sd_jwt))
+        names = list(_claims(self._record(c).sd_jwt))
         wanted = list(dict.fromkeys(request.claims))
         missing = [n for n in wanted if n not in names and n not in ALWAYS_VISIBLE]
         if missing:
@@ -258,9 +288,12 @@ class Wallet:
 
     def present(self, credential_id: str, request: Request, *, now: int) -> bytes:
         """The presentation envelope for ``request``: only the requested claims, bound to its
-        nonce and audience with a key-binding JWT signed by the holder key at ``now``."""
+        nonce and audience with a key-binding JWT signed by the holder key at ``now``.
+
+        A credential from outside the network has no ledger evidence: its presentation is the
+        SD-JWT+KB itself, as ASCII bytes (``ledger verify --trust`` checks it)."""
         preview = self.preview(credential_id, request)
-        bundle = self._bundle(self._find(credential_id))
+        bundle = self._record(self._find(credential_id))
         try:
             kb = sdjwt.present(bundle.sd_jwt, disclose=preview.claims, holder_key=self._holder,
                                nonce=request.nonce, aud=request.audience, iat=now)
@@ -270,6 +303,8 @@ class Wallet:
         if sorted(disclosed) != sorted(preview.claims):  # never more than the preview showed
             raise PresentationError("the presentation would disclose other claims than the "
                                     "preview; refusing")
+        if isinstance(bundle, ForeignCredential):
+            return kb.encode("ascii")
         env = Envelope.from_bundle(bundle, kb).to_bytes()
         if len(env) > MAX_ENVELOPE:
             raise PresentationError(f"the envelope is {len(env)} bytes, over the verifier's "
@@ -279,7 +314,8 @@ class Wallet:
     def pick(self, request: Request, now: int) -> str:
         """The id of the newest credential in validity that can answer ``request``."""
         fits = [c for c in self._contents.credentials
-                if c.type == request.credential_type and c.valid_from <= now < c.valid_until]
+                if c.type == request.credential_type and c.valid_from <= now < c.valid_until
+                and isinstance(self._record(c), Bundle)]
         if not fits:
             raise PresentationError(f"the wallet holds no valid {request.credential_type!r} "
                                     "credential")
@@ -305,11 +341,15 @@ class Wallet:
         return hits[0]
 
     @staticmethod
-    def _bundle(c: StoredCredential) -> Bundle:
+    def _record(c: StoredCredential) -> Bundle | ForeignCredential:
+        """The stored bundle, or the foreign credential (ADR 39)."""
         try:
             return Bundle.from_bytes(c.bundle)
         except LedgerError as e:
-            raise WalletFileError(f"stored credential {c.id[:16]}… is damaged: {e}") from e
+            try:
+                return ForeignCredential.from_bytes(c.bundle)
+            except LedgerError:
+                raise WalletFileError(f"stored credential {c.id[:16]}… is damaged: {e}") from e
 
 
 def _read(path: Path, what: str) -> bytes:

@@ -1,0 +1,368 @@
+"""Credentials from issuers outside the network: SD-JWT VCs checked against a trust list.
+
+DESIGN.md: the verifier "accepts ES256 as well as EdDSA, so credentials from other issuers verify
+too". An issuer outside the network (another district, a national register, a university abroad)
+has no anchor on our ledger and no key in our registry, so a verifying official decides whom to
+trust: a **trust list**, a JSON file the official keeps (ADR 39)::
+
+    {"issuers": [
+      {"iss": "https://registry.example.gov",         # the credential's ``iss``, exactly
+       "name": "National Register",                    # shown in reports
+       "keys": [{"kty": "EC", "crv": "P-256", "x": "…", "y": "…", "kid": "2026-1"}],
+       "status": "required"}                           # or "optional"; default "required"
+    ]}
+
+A key is a public JWK, Ed25519 (``OKP``) or P-256 (``EC``); a ``kid`` in the JWT header picks
+the key of that ``kid``. :func:`verify_foreign` checks a presentation (an SD-JWT+KB, the text a
+wallet shows, with no ledger evidence) in named steps, like the envelope check of
+:mod:`ledger.presentation`, and never raises for bad input:
+
+* ``presentation``: size and shape;
+* ``trusted_issuer``: its ``iss`` is on the trust list (and its header ``kid``, if any, is one of
+  that issuer's keys);
+* ``sd_jwt``: RFC 9901 §7 in full through :mod:`ledger.sdjwt` (issuer signature under a trusted
+  key, disclosures, validity window, key binding to the request's nonce and audience);
+* ``requested_claims``: its ``vct`` is the requested type and every requested claim is disclosed;
+* ``status``: the Status List Token the official holds for the credential's list URI, verified
+  under the same issuer's keys (EdDSA or ES256). No token: *undetermined*. No status claim: valid
+  only where the trust list says the issuer's credentials carry none (``"status": "optional"``),
+  because a holder could withhold a status the issuer made selectively disclosable.
+
+The ledger is not consulted: nothing of a foreign credential is on it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from collections.abc import Callable, Mapping, MutableSet
+from dataclasses import dataclass
+from typing import Any
+
+from ledger import codec, sdjwt
+from ledger.codec import Fields
+from ledger.errors import DecodeError, LedgerError
+from ledger.presentation import Check, Report, Request
+from ledger.statuslist import StatusList, StatusListError, check_status, verify_token
+
+__all__ = ["MAX_PRESENTATION", "MAX_TRUST_LIST", "ForeignCredential", "TrustList", "TrustedIssuer",
+           "receive_foreign", "tokens_by_uri", "verify_foreign"]
+
+MAX_TRUST_LIST = 1024 * 1024
+"""Largest trust list file accepted, in bytes."""
+MAX_PRESENTATION = sdjwt.MAX_SIZE
+"""Largest foreign presentation accepted, in characters."""
+_MAX_ISSUERS = 1000
+_MAX_KEYS = 16
+_JWK_MEMBERS = frozenset({"kty", "crv", "x", "y", "kid", "alg", "use", "key_ops"})
+_PLAIN = frozenset({"iss", "iat", "nbf", "exp", "vct", "cnf", "status"})
+NO_EXPIRY = 253_402_300_799
+"""``valid_until`` of a foreign credential without ``exp`` (9999-12-31T23:59:59Z)."""
+
+
+@dataclass(frozen=True)
+class TrustedIssuer:
+    """One issuer outside the network that the official trusts, with its public keys."""
+
+    iss: str
+    name: str
+    keys: tuple[tuple[dict[str, Any], sdjwt.VerifyKey], ...]
+    status_required: bool = True
+
+    def keys_for(self, kid: object) -> list[tuple[dict[str, Any], sdjwt.VerifyKey]]:
+        """The keys a JWT or token with header ``kid`` may be signed with: the key of that kid,
+        or every key of the issuer when the header names none."""
+        if kid is None:
+            return list(self.keys)
+        return [k for k in self.keys if k[0].get("kid") == kid]
+
+
+@dataclass(frozen=True)
+class TrustList:
+    """The issuers outside the network an official trusts, by ``iss``."""
+
+    issuers: Mapping[str, TrustedIssuer]
+
+    @classmethod
+    def from_json(cls, unverified: Any) -> TrustList:
+        """Parse a trust list (see the module's docstring); DecodeError names what is wrong."""
+        if not isinstance(unverified, dict) or set(unverified) != {"issuers"}:
+            raise DecodeError('a trust list is {"issuers": [...]}', "trust")
+        items = unverified["issuers"]
+        if not isinstance(items, list) or not items:
+            raise DecodeError("must be a non-empty list of issuers", "trust.issuers")
+        if len(items) > _MAX_ISSUERS:
+            raise DecodeError(f"at most {_MAX_ISSUERS} issuers", "trust.issuers")
+        out: dict[str, TrustedIssuer] = {}
+        for i, item in enumerate(items):
+            issuer = _issuer(item, f"trust.issuers[{i}]")
+            if issuer.iss in out:
+                raise DecodeError(f"issuer {issuer.iss!r} is listed twice",
+                                  f"trust.issuers[{i}].iss")
+            out[issuer.iss] = issuer
+        return cls(out)
+
+
+def _text(value: object, where: str, limit: int = 1024) -> str:
+    if not isinstance(value, str) or not value or len(value) > limit or not value.isprintable():
+        raise DecodeError(f"must be a non-empty printable string of at most {limit} characters",
+                          where)
+    return value
+
+
+def _issuer(item: object, where: str) -> TrustedIssuer:
+    if not isinstance(item, dict):
+        raise DecodeError("an issuer is a JSON object", where)
+    unknown = set(item) - {"iss", "name", "keys", "status"}
+    if unknown:
+        raise DecodeError(f"unknown member(s) {sorted(unknown)}", where)
+    for member in ("iss", "name", "keys"):
+        if member not in item:
+            raise DecodeError(f"missing {member!r}", where)
+    iss = _text(item["iss"], f"{where}.iss")
+    name = _text(item["name"], f"{where}.name", 200)
+    status = item.get("status", "required")
+    if status not in ("required", "optional"):
+        raise DecodeError("must be 'required' or 'optional'", f"{where}.status")
+    jwks = item["keys"]
+    if not isinstance(jwks, list) or not jwks or len(jwks) > _MAX_KEYS:
+        raise DecodeError(f"must be a list of 1 to {_MAX_KEYS} public JWKs", f"{where}.keys")
+    keys: list[tuple[dict[str, Any], sdjwt.VerifyKey]] = []
+    for k, jwk in enumerate(jwks):
+        at = f"{where}.keys[{k}]"
+        if not isinstance(jwk, dict):
+            raise DecodeError("a key is a JWK object", at)
+        if "d" in jwk:
+            raise DecodeError("this is a private key ('d'); list the issuer's public key only",
+                              at)
+        unknown = set(jwk) - _JWK_MEMBERS
+        if unknown:
+            raise DecodeError(f"unknown JWK member(s) {sorted(unknown)}", at)
+        if "kid" in jwk:
+            _text(jwk["kid"], f"{at}.kid", 200)
+        try:
+            key = sdjwt.public_key_from_jwk(jwk)
+        except sdjwt.JwkError as e:
+            raise DecodeError(str(e), at) from e
+        if jwk.get("alg") not in (None, sdjwt.jws_alg(key)):
+            raise DecodeError(f"alg {jwk.get('alg')!r} does not fit this key (it signs "
+                              f"{sdjwt.jws_alg(key)!r})", at)
+        keys.append((dict(jwk), key))
+    kids = [jwk["kid"] for jwk, _ in keys if "kid" in jwk]
+    if len(set(kids)) != len(kids):
+        raise DecodeError("two keys have the same kid", f"{where}.keys")
+    return TrustedIssuer(iss, name, tuple(keys), status == "required")
+
+
+def verify_foreign(presentation: str, request: Request, *, trust: TrustList, now: int,
+                   status_tokens: Mapping[str, str] | None = None,
+                   used_nonces: MutableSet[str] | None = None) -> Report:
+    """Check a foreign SD-JWT+KB against ``request`` and ``trust``; never raises for bad input.
+
+    ``status_tokens`` maps a status list URI to the Status List Token the official holds for it
+    (fetched by whatever means; verified here under the issuer's trusted keys).
+    """
+    report = Report()
+    add = report.checks.append
+    if used_nonces is not None:
+        if request.nonce in used_nonces:
+            add(Check("nonce_fresh", False, "this request's nonce was already used: a replay"))
+            return report
+        used_nonces.add(request.nonce)
+    step = "presentation"
+    try:
+        if not isinstance(presentation, str):
+            raise DecodeError("a presentation is text (an SD-JWT+KB)", "presentation")
+        parsed = sdjwt.parse(presentation)
+        if parsed.kb_jwt is None:
+            raise DecodeError("it has no key-binding JWT: this is a credential, not a "
+                              "presentation made for a request", "presentation")
+        add(Check("presentation", True, f"{len(presentation)} characters, "
+                                        f"{len(parsed.disclosures)} disclosures"))
+        step = "trusted_issuer"
+        iss = parsed.payload.get("iss")
+        issuer = trust.issuers.get(iss) if isinstance(iss, str) else None
+        if issuer is None:
+            shown = repr(iss[:80]) if isinstance(iss, str) else "missing"
+            raise LedgerError(f"the issuer {shown} is not on the trust list")
+        kid = parsed.header.get("kid")
+        candidates = issuer.keys_for(kid)
+        if not candidates:
+            raise LedgerError(f"{issuer.name!r} has no key with kid {str(kid)[:40]!r} on the "
+                              f"trust list")
+        add(Check("trusted_issuer", True, f"{issuer.name} ({issuer.iss})"))
+        step = "sd_jwt"
+        claims = _verify_with_any(presentation, candidates, request, now)
+        add(Check("sd_jwt", True, "issuer signature, disclosures, validity, key binding"))
+        step = "requested_claims"
+        if claims.get("vct") != request.credential_type:
+            raise LedgerError(f"credential type {str(claims.get('vct'))[:80]!r} is not the "
+                              f"requested {request.credential_type!r}")
+        missing = [c for c in request.claims if c not in claims]
+        if missing:
+            raise LedgerError(f"requested claims not disclosed: {missing}")
+        add(Check("requested_claims", True, f"type {request.credential_type!r}, "
+                                            f"{len(request.claims)} claims disclosed"))
+    except LedgerError as e:  # every failure names its step; no exception escapes
+        add(Check(step, False, str(e)))
+        return report
+    if "status" not in claims:
+        if issuer.status_required:
+            add(Check("status", False, "the credential has no status claim, and the trust list "
+                                       f"expects one from {issuer.name!r}"))
+        else:
+            report.status = "valid"
+            add(Check("status", True, f"no status claim; the trust list says {issuer.name!r} "
+                                      f"issues credentials without one"))
+    else:
+        result = check_status(claims["status"], _token_lists(issuer, status_tokens or {}, now))
+        report.status = result.status
+        add(Check("status", result.status == "valid", result.reason or result.status))
+    report.claims = {k: v for k, v in claims.items() if k not in _PLAIN}
+    return report
+
+
+def _verify_with_any(presentation: str, candidates: list[tuple[dict[str, Any], sdjwt.VerifyKey]],
+                     request: Request, now: int) -> dict[str, Any]:
+    """The SD-JWT+KB's processed claims, under the first candidate key its issuer signature
+    verifies with; the error of the last key if none does."""
+    last: sdjwt.VerificationError | None = None
+    for jwk, _ in candidates:
+        public = {k: v for k, v in jwk.items() if k in ("kty", "crv", "x", "y", "alg")}
+        try:
+            return sdjwt.verify_presentation(presentation, issuer_public_jwk=public,
+                                             expected_nonce=request.nonce,
+                                             expected_audience=request.audience, now=now)
+        except (sdjwt.SignatureInvalid, sdjwt.AlgorithmError) as e:
+            last = e  # another of the issuer's keys may have signed it
+    if last is None:  # candidates is never empty here
+        raise LedgerError("no key to check the issuer signature with")
+    if len(candidates) > 1:
+        raise LedgerError(f"{last} (tried {len(candidates)} trusted keys of this issuer)")
+    raise last
+
+
+def _token_lists(issuer: TrustedIssuer, tokens: Mapping[str, str],
+                 now: int) -> Callable[[str], StatusList | None]:
+    def get(uri: str) -> StatusList | None:
+        token = tokens.get(uri)
+        if token is None:
+            return None
+        try:
+            kid = sdjwt.parse_jws_header(token).get("kid")
+        except sdjwt.VerificationError as e:
+            raise StatusListError(f"the Status List Token for {uri} is malformed: {e}") from e
+        last: StatusListError | None = None
+        for _, key in issuer.keys_for(kid):
+            try:
+                return verify_token(token, public_key=key, expected_sub=uri, now=now)
+            except StatusListError as e:
+                last = e
+        raise last or StatusListError(f"no trusted key of {issuer.name!r} has kid "
+                                      f"{str(kid)[:40]!r}")
+    return get
+
+
+@dataclass(frozen=True)
+class ForeignCredential:
+    """A holder's credential from an issuer outside the network: the SD-JWT with all its
+    disclosures and no ledger evidence (what a wallet keeps; canonical msgpack)."""
+
+    sd_jwt: str
+
+    def to_bytes(self) -> bytes:
+        return codec.encode({"v": 1, "kind": "foreign", "sd_jwt": self.sd_jwt})
+
+    @classmethod
+    def from_bytes(cls, unverified: bytes) -> ForeignCredential:
+        f = Fields(codec.decode(unverified, max_size=MAX_PRESENTATION * 2, what="foreign "
+                                "credential"), "foreign")
+        f.int("v", lo=1, hi=1)
+        f.str("kind", choices=frozenset({"foreign"}))
+        out = cls(f.str("sd_jwt", max_len=MAX_PRESENTATION))
+        f.done()
+        return out
+
+
+@dataclass(frozen=True)
+class ReceivedForeign:
+    """A foreign credential a holder checked on receipt, with what a wallet lists (no claims)."""
+
+    credential: ForeignCredential
+    credential_id: bytes
+    type: str
+    issuer: str
+    valid_from: int
+    valid_until: int
+
+
+def receive_foreign(unverified: str, *, trust: TrustList, holder_jwk: Mapping[str, Any],
+                    now: int) -> ReceivedForeign:
+    """Check a foreign SD-JWT VC a holder was given: its issuer is on ``trust`` and signed it,
+    its disclosures and validity hold at ``now``, it is bound to ``holder_jwk`` and has a
+    ``vct``. Raises LedgerError naming what failed."""
+    if not isinstance(unverified, str):
+        raise DecodeError("a credential is text (an SD-JWT)", "credential")
+    parsed = sdjwt.parse(unverified)
+    if parsed.kb_jwt is not None:
+        raise DecodeError("this is a presentation (it ends in a key-binding JWT), not a "
+                          "credential", "credential")
+    iss = parsed.payload.get("iss")
+    issuer = trust.issuers.get(iss) if isinstance(iss, str) else None
+    if issuer is None:
+        shown = repr(iss[:80]) if isinstance(iss, str) else "missing"
+        raise LedgerError(f"the issuer {shown} is not on the trust list")
+    candidates = issuer.keys_for(parsed.header.get("kid"))
+    if not candidates:
+        raise LedgerError(f"{issuer.name!r} has no key with kid "
+                          f"{str(parsed.header.get('kid'))[:40]!r} on the trust list")
+    claims: dict[str, Any] | None = None
+    for jwk, _ in candidates:
+        public = {k: v for k, v in jwk.items() if k in ("kty", "crv", "x", "y", "alg")}
+        try:
+            claims = sdjwt.verify_issuer_signed(unverified, issuer_public_jwk=public, now=now,
+                                                expected_holder_jwk=holder_jwk)
+            break
+        except (sdjwt.SignatureInvalid, sdjwt.AlgorithmError) as e:
+            if len(candidates) == 1:
+                raise
+            last = e
+    if claims is None:
+        raise LedgerError(f"{last} (tried {len(candidates)} trusted keys of this issuer)")
+    vct = claims.get("vct")
+    if not isinstance(vct, str) or not vct.isprintable() or not 0 < len(vct) <= 200:
+        raise DecodeError("an SD-JWT VC needs a printable vct of at most 200 characters",
+                          "credential.vct")
+    if issuer.status_required and "status" not in claims:
+        raise LedgerError(f"the credential has no status claim, and the trust list expects one "
+                          f"from {issuer.name!r}: no verifier would accept it")
+    start = claims.get("nbf", claims.get("iat", 0))
+    end = claims.get("exp", NO_EXPIRY)
+    return ReceivedForeign(ForeignCredential(unverified),
+                           hashlib.sha256(parsed.issuer_jwt.encode("ascii")).digest(),
+                           vct, issuer.iss, max(0, int(start)),
+                           max(0, int(min(end, NO_EXPIRY))))
+
+
+def tokens_by_uri(tokens: list[str]) -> dict[str, str]:
+    """Status List Tokens by the list URI each names (``sub``, read unverified: the check in
+    :func:`verify_foreign` verifies it). DecodeError for a token that is not a JWT with a
+    ``sub``, or two tokens for one list."""
+    out: dict[str, str] = {}
+    for i, token in enumerate(tokens):
+        parts = token.split(".")
+        try:
+            if len(parts) != 3:
+                raise ValueError(f"a JWS compact token has 3 parts, not {len(parts)}")
+            payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except (ValueError, binascii.Error, RecursionError) as e:
+            raise DecodeError(f"not a Status List Token: {e}", f"status token #{i + 1}") from e
+        sub = payload.get("sub") if isinstance(payload, dict) else None
+        if not isinstance(sub, str) or not sub:
+            raise DecodeError("names no list (no 'sub')", f"status token #{i + 1}")
+        if sub in out:
+            raise DecodeError(f"a second token for {sub[:80]!r}", f"status token #{i + 1}")
+        out[sub] = token
+    return out

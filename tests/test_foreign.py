@@ -1,0 +1,373 @@
+"""Credentials from issuers outside the network (ADR 39): trust lists, SD-JWT VCs signed ES256 or
+EdDSA by an issuer with no anchor on the ledger, their Status List Tokens, the wallet keeping and
+presenting them, and `ledger verify --trust` on the real command line.
+
+The foreign issuer is played by the test with the SD-JWT library (it is not our product: another
+government's software), with a P-256 key as most issuers outside use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ledger import sdjwt
+from ledger.errors import DecodeError, LedgerError
+from ledger.foreign import (
+    ForeignCredential,
+    TrustList,
+    receive_foreign,
+    tokens_by_uri,
+    verify_foreign,
+)
+from ledger.keys import PrivateKey
+from ledger.presentation import Request
+from ledger.statuslist import INVALID, SUSPENDED, StatusList, make_token
+from wallet import Wallet
+from wallet.errors import WalletError
+
+ISS = "https://register.example.gov"
+URI = "https://register.example.gov/status/7"
+VCT = "https://register.example.gov/types/birth-certificate"
+NOW = 1_790_000_000
+BIN = Path(sys.executable).parent
+PASS = b"foreign wallet pass"
+
+
+class Issuer:
+    """An issuer outside the network: a P-256 key (kid "2026-1"), or Ed25519 when asked."""
+
+    def __init__(self, kid: str = "2026-1", ed25519: bool = False) -> None:
+        self.kid = kid
+        self.key: Any = (PrivateKey.generate() if ed25519
+                         else ec.generate_private_key(ec.SECP256R1()))
+        self.alg = sdjwt.jws_alg(self.key)
+
+    def jwk(self) -> dict[str, str]:
+        pub = self.key.public if isinstance(self.key, PrivateKey) else self.key.public_key()
+        jwk = (sdjwt.jwk_from_ed25519(pub.raw) if isinstance(self.key, PrivateKey)
+               else sdjwt.jwk_from_ec(pub))
+        return {**jwk, "kid": self.kid}
+
+    def issue(self, holder_jwk: dict[str, str], *, iss: str = ISS, idx: int | None = 5,
+              claims: dict[str, Any] | None = None, nbf: int = NOW - 86_400,
+              exp: int = NOW + 365 * 86_400) -> str:
+        status = None if idx is None else {"status_list": {"idx": idx, "uri": URI}}
+        return sdjwt.issue_sd_jwt(
+            issuer_key=self.key, issuer_kid=self.kid, alg=self.alg, vct=VCT, iss=iss,
+            claims=claims or {"given_name": "Mei", "family_name": "Lin",
+                              "birth_date": "1990-04-01", "place_of_birth": "Tainan"},
+            holder_jwk=holder_jwk, iat=nbf, nbf=nbf, exp=exp, status=status).serialize()
+
+    def token(self, revoked: int | None = None, suspended: int | None = None) -> str:
+        entries = [(i, v) for i, v in ((revoked, INVALID), (suspended, SUSPENDED))
+                   if i is not None]
+        return make_token(StatusList.from_entries(2, 64, entries), sub=URI, iat=NOW - 60,
+                          exp=NOW + 3600, ttl=None, key=self.key, kid=self.kid)
+
+
+def trust_json(*issuers: Issuer, status: str | None = None, iss: str = ISS) -> dict[str, Any]:
+    entry: dict[str, Any] = {"iss": iss, "name": "National Register",
+                             "keys": [i.jwk() for i in issuers]}
+    if status is not None:
+        entry["status"] = status
+    return {"issuers": [entry]}
+
+
+HOLDER = PrivateKey(bytes(range(32)))
+HOLDER_JWK = sdjwt.jwk_from_ed25519(HOLDER.public.raw)
+REQ = Request("n-0123456789", "https://desk.civil.example", VCT, ("birth_date",))
+
+
+def present(credential: str, *, req: Request = REQ, disclose: tuple[str, ...] = ("birth_date",),
+            iat: int = NOW) -> str:
+    return sdjwt.present(credential, disclose=disclose, holder_key=HOLDER, nonce=req.nonce,
+                         aud=req.audience, iat=iat)
+
+
+def check(presentation: str, trust: dict[str, Any], tokens: list[str] | None = None,
+          req: Request = REQ, used: set[str] | None = None) -> Any:
+    return verify_foreign(presentation, req, trust=TrustList.from_json(trust), now=NOW,
+                          status_tokens=tokens_by_uri(tokens or []), used_nonces=used)
+
+
+def failed(report: Any) -> tuple[str, str]:
+    bad = [c for c in report.checks if not c.ok]
+    assert bad and not report.verified
+    return bad[0].name, bad[0].detail
+
+
+# -- the verifier's check --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ed25519", [False, True], ids=["ES256", "EdDSA"])
+def test_a_foreign_credential_verifies_with_its_issuers_token(ed25519: bool) -> None:
+    issuer = Issuer(ed25519=ed25519)
+    report = check(present(issuer.issue(HOLDER_JWK)), trust_json(issuer), [issuer.token()])
+    assert report.verified, report.checks
+    assert [c.name for c in report.checks] == ["presentation", "trusted_issuer", "sd_jwt",
+                                               "requested_claims", "status"]
+    assert report.status == "valid"
+    assert report.claims == {"birth_date": "1990-04-01"}  # only what was asked
+
+
+@pytest.mark.parametrize(("revoked", "suspended", "status"),
+                         [(5, None, "revoked"), (None, 5, "suspended")])
+def test_a_revoked_or_suspended_foreign_credential_is_not_verified(
+        revoked: int | None, suspended: int | None, status: str) -> None:
+    issuer = Issuer()
+    report = check(present(issuer.issue(HOLDER_JWK)), trust_json(issuer),
+                   [issuer.token(revoked=revoked, suspended=suspended)])
+    assert report.status == status
+    assert failed(report)[0] == "status"
+
+
+def test_without_a_token_the_status_is_undetermined_never_valid() -> None:
+    issuer = Issuer()
+    report = check(present(issuer.issue(HOLDER_JWK)), trust_json(issuer))
+    assert report.status == "undetermined"
+    assert failed(report) == ("status", f"status list {URI} is not available")
+
+
+def test_a_token_signed_by_another_key_leaves_the_status_undetermined() -> None:
+    issuer, forger = Issuer(), Issuer()  # the forger reuses the issuer's kid
+    report = check(present(issuer.issue(HOLDER_JWK)), trust_json(issuer), [forger.token()])
+    assert report.status == "undetermined"
+    name, detail = failed(report)
+    assert name == "status" and "signature does not verify" in detail
+
+
+def test_an_issuer_not_on_the_trust_list_is_refused() -> None:
+    issuer = Issuer()
+    report = check(present(issuer.issue(HOLDER_JWK, iss="https://elsewhere.example")),
+                   trust_json(issuer), [issuer.token()])
+    assert failed(report) == ("trusted_issuer",
+                              "the issuer 'https://elsewhere.example' is not on the trust list")
+
+
+def test_a_credential_signed_by_another_key_under_a_trusted_name_is_refused() -> None:
+    issuer, forger = Issuer(), Issuer()
+    report = check(present(forger.issue(HOLDER_JWK)), trust_json(issuer), [issuer.token()])
+    name, detail = failed(report)
+    assert name == "sd_jwt" and "signature does not verify" in detail
+
+
+def test_a_kid_the_trust_list_does_not_know_is_refused() -> None:
+    issuer = Issuer(kid="2027-9")
+    listed = Issuer()
+    report = check(present(issuer.issue(HOLDER_JWK)), trust_json(listed))
+    name, detail = failed(report)
+    assert name == "trusted_issuer" and "no key with kid '2027-9'" in detail
+
+
+def test_a_rotated_issuer_verifies_under_either_listed_key() -> None:
+    old, new = Issuer(kid="2025-1"), Issuer(kid="2026-1", ed25519=True)
+    trust = trust_json(old, new)
+    for who in (old, new):
+        assert check(present(who.issue(HOLDER_JWK)), trust, [who.token()]).verified
+
+
+def test_nonce_audience_type_and_claims_are_the_requests() -> None:
+    issuer = Issuer()
+    cred = issuer.issue(HOLDER_JWK)
+    other = Request("n-other-nonce", REQ.audience, VCT, ("birth_date",))
+    name, detail = failed(check(present(cred, req=other), trust_json(issuer), [issuer.token()]))
+    assert name == "sd_jwt" and "nonce" in detail
+    elsewhere = Request(REQ.nonce, "https://another.desk", VCT, ("birth_date",))
+    name, detail = failed(check(present(cred, req=elsewhere), trust_json(issuer),
+                                [issuer.token()]))
+    assert name == "sd_jwt" and "aud" in detail
+    wrong_type = Request(REQ.nonce, REQ.audience, "residence", ("birth_date",))
+    name, _ = failed(check(present(cred, req=wrong_type), trust_json(issuer), [issuer.token()],
+                           req=wrong_type))
+    assert name == "requested_claims"
+    more = Request(REQ.nonce, REQ.audience, VCT, ("birth_date", "family_name"))
+    name, detail = failed(check(present(cred, req=more), trust_json(issuer), [issuer.token()],
+                                req=more))
+    assert name == "requested_claims" and "family_name" in detail
+
+
+def test_a_replayed_nonce_is_refused() -> None:
+    issuer = Issuer()
+    pres, used = present(issuer.issue(HOLDER_JWK)), set[str]()
+    assert check(pres, trust_json(issuer), [issuer.token()], used=used).verified
+    assert failed(check(pres, trust_json(issuer), [issuer.token()], used=used))[0] \
+        == "nonce_fresh"
+
+
+def test_an_expired_foreign_credential_is_refused() -> None:
+    issuer = Issuer()
+    cred = issuer.issue(HOLDER_JWK, nbf=NOW - 10 * 86_400, exp=NOW - 86_400)
+    name, detail = failed(check(present(cred), trust_json(issuer), [issuer.token()]))
+    assert name == "sd_jwt" and "expired" in detail
+
+
+def test_no_status_claim_passes_only_where_the_trust_list_says_so() -> None:
+    issuer = Issuer()
+    pres = present(issuer.issue(HOLDER_JWK, idx=None))
+    name, detail = failed(check(pres, trust_json(issuer)))
+    assert name == "status" and "expects one" in detail
+    report = check(pres, trust_json(issuer, status="optional"))
+    assert report.verified and report.status == "valid"
+
+
+@pytest.mark.parametrize("bad", ["", "not~an~sd-jwt~", "a" * 70_000, "x.y.z~"])
+def test_malformed_presentations_fail_the_first_step(bad: str) -> None:
+    issuer = Issuer()
+    assert failed(check(bad, trust_json(issuer)))[0] == "presentation"
+
+
+def test_a_credential_without_key_binding_is_not_a_presentation() -> None:
+    issuer = Issuer()
+    name, detail = failed(check(issuer.issue(HOLDER_JWK), trust_json(issuer)))
+    assert name == "presentation" and "no key-binding JWT" in detail
+
+
+# -- the trust list ----------------------------------------------------------------------------
+
+
+def _entry(**changes: Any) -> dict[str, Any]:
+    entry: dict[str, Any] = {"iss": ISS, "name": "National Register", "keys": [Issuer().jwk()]}
+    entry.update(changes)
+    return {"issuers": [{k: v for k, v in entry.items() if v is not None}]}
+
+
+@pytest.mark.parametrize(("trust", "message"), [
+    ([], "a trust list is"),
+    ({"issuers": []}, "non-empty list"),
+    (_entry(keys=[{**Issuer().jwk(), "d": "AAAA"}]), "private key"),
+    (_entry(keys=[]), "list of 1 to 16"),
+    (_entry(keys=[{"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}]), "'P-384' is not"),
+    (_entry(keys=[{**Issuer().jwk(), "alg": "EdDSA"}]), "does not fit"),
+    (_entry(keys=[Issuer(kid="k").jwk(), Issuer(kid="k").jwk()]), "same kid"),
+    (_entry(status="sometimes"), "'required' or 'optional'"),
+    (_entry(iss="a\nb"), "printable"),
+    (_entry(colour="blue"), "unknown member"),
+    (_entry(name=None), "missing 'name'"),
+    ({"issuers": [_entry()["issuers"][0], _entry()["issuers"][0]]}, "listed twice"),
+])
+def test_bad_trust_lists_are_refused_with_a_reason(trust: Any, message: str) -> None:
+    with pytest.raises(DecodeError, match=message):
+        TrustList.from_json(trust)
+
+
+def test_status_tokens_are_keyed_by_their_list() -> None:
+    issuer = Issuer()
+    tok = issuer.token()
+    assert tokens_by_uri([tok]) == {URI: tok}
+    with pytest.raises(DecodeError, match="second token"):
+        tokens_by_uri([tok, issuer.token(revoked=1)])
+    with pytest.raises(DecodeError, match="not a Status List Token"):
+        tokens_by_uri(["garbage"])
+
+
+# -- the wallet --------------------------------------------------------------------------------
+
+
+def test_receive_foreign_checks_issuer_holder_and_type() -> None:
+    issuer, trust = Issuer(), TrustList.from_json(trust_json(Issuer()))
+    with pytest.raises(LedgerError, match="signature does not verify"):
+        receive_foreign(issuer.issue(HOLDER_JWK), trust=trust, holder_jwk=HOLDER_JWK, now=NOW)
+    trust = TrustList.from_json(trust_json(issuer))
+    other_holder = sdjwt.jwk_from_ed25519(PrivateKey.generate().public.raw)
+    with pytest.raises(LedgerError, match="not the expected holder key"):
+        receive_foreign(issuer.issue(other_holder), trust=trust, holder_jwk=HOLDER_JWK, now=NOW)
+    got = receive_foreign(issuer.issue(HOLDER_JWK), trust=trust, holder_jwk=HOLDER_JWK,
+                          now=NOW)
+    assert (got.type, got.issuer) == (VCT, ISS)
+    assert ForeignCredential.from_bytes(got.credential.to_bytes()) == got.credential
+
+
+def test_a_wallet_keeps_and_presents_a_foreign_credential(tmp_path: Path) -> None:
+    issuer = Issuer()
+    trust = TrustList.from_json(trust_json(issuer))
+    w = Wallet.init(tmp_path / "w.db", PASS)
+    first = issuer.issue(w.holder_jwk())
+    info = w.receive_foreign(first, trust=trust, now=NOW)
+    w = Wallet.open(tmp_path / "w.db", PASS)  # it was saved
+    assert [c.id for c in w.list()] == [info.id]
+    assert w.is_foreign(info.id) and w.leaf_indexes() == {}
+    assert w.show(info.id)["place_of_birth"] == "Tainan"
+    pres = w.present(info.id, REQ, now=NOW).decode("ascii")
+    report = verify_foreign(pres, REQ, trust=trust, now=NOW,
+                            status_tokens=tokens_by_uri([issuer.token()]))
+    assert report.verified and report.claims == {"birth_date": "1990-04-01"}
+    with pytest.raises(WalletError, match="already in the wallet"):
+        w.receive_foreign(first, trust=trust, now=NOW)
+    assert w.refresh({info.id: []}, "", registry=None, now=NOW) == {  # type: ignore[arg-type]
+        info.id: "issued outside the network: it has no ledger proof to refresh"}
+
+
+# -- the command line, end to end ----------------------------------------------------------------
+
+
+def _cli(tool: str, *args: str, cwd: Path, wallet: Path | None = None) -> Any:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
+    env |= {"WALLET_PASSPHRASE": PASS.decode(), "COLUMNS": "200", "NO_COLOR": "1"}
+    pre = ["--wallet", str(wallet)] if wallet is not None else []
+    return subprocess.run([str(BIN / tool), *pre, *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=120, stdin=subprocess.DEVNULL, check=False)
+
+
+def test_wallet_and_ledger_verify_on_the_command_line(tmp_path: Path) -> None:
+    now = int(time.time())
+    issuer = Issuer()
+    w = tmp_path / "wallet.db"
+    assert _cli("wallet", "init", cwd=tmp_path, wallet=w).returncode == 0
+    holder = json.loads(_cli("wallet", "holder-key", cwd=tmp_path, wallet=w).stdout)
+    cred = tmp_path / "birth.sd-jwt"
+    cred.write_text(sdjwt.issue_sd_jwt(
+        issuer_key=issuer.key, issuer_kid=issuer.kid, alg="ES256", vct=VCT, iss=ISS,
+        claims={"given_name": "Mei", "birth_date": "1990-04-01"}, holder_jwk=holder,
+        iat=now - 60, nbf=now - 60, exp=now + 86_400,
+        status={"status_list": {"idx": 9, "uri": URI}}).serialize())
+    trust = tmp_path / "trust.json"
+    trust.write_text(json.dumps(trust_json(issuer)))
+    token = tmp_path / "status.jwt"
+    token.write_text(make_token(StatusList.from_entries(2, 64, []), sub=URI, iat=now - 60,
+                                exp=now + 3600, ttl=None, key=issuer.key, kid=issuer.kid))
+
+    r = _cli("wallet", "receive", str(cred), cwd=tmp_path, wallet=w)
+    assert r.returncode == 1 and "exactly one of --registry" in r.stderr
+    r = _cli("wallet", "receive", str(cred), "--trust", str(trust), cwd=tmp_path, wallet=w)
+    assert r.returncode == 0, r.stderr
+    assert "outside the network" in r.stderr
+    cid = r.stdout.strip()
+
+    req = tmp_path / "req.json"
+    r = _cli("ledger", "request", "--type", VCT, "--audience", "https://desk.example",
+             "--claim", "birth_date", "--out", str(req), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = _cli("wallet", "present", cid[:12], "--request", str(req), "--yes", cwd=tmp_path,
+             wallet=w)
+    assert r.returncode == 0, r.stderr
+    pres = tmp_path / f"presentation-{cid[:12]}.sd-jwt"
+    assert pres.read_text().count("~") >= 2 and r.stdout.strip() == pres.read_text()
+    assert "Mei" not in pres.read_text() and "1990-04-01" not in r.stderr
+
+    r = _cli("ledger", "verify", str(pres), "--request", str(req), "--trust", str(trust),
+             "--status-token", str(token), "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = json.loads(r.stdout)
+    assert got["verified"] and got["foreign"] and got["claims"] == {"birth_date": "1990-04-01"}
+
+    r = _cli("ledger", "verify", str(pres), "--request", str(req), "--trust", str(trust),
+             cwd=tmp_path)
+    assert r.returncode == 1 and "undetermined" in r.stdout and "NOT VERIFIED" in r.stdout
+
+    r = _cli("ledger", "verify", str(pres), "--request", str(req), "--trust", str(trust),
+             "--snapshot", str(token), cwd=tmp_path)
+    assert r.returncode == 2 and "leave out --data and --snapshot" in r.stderr
+    bad_trust = tmp_path / "bad.json"
+    bad_trust.write_text(json.dumps(trust_json(issuer) | {"extra": 1}))
+    r = _cli("ledger", "verify", str(pres), "--request", str(req), "--trust", str(bad_trust),
+             cwd=tmp_path)
+    assert r.returncode == 2 and "trust list" in r.stderr
