@@ -177,6 +177,17 @@ class AuditReport:
     approvals_rechecked: int = 0
 
     @property
+    def attested_size(self) -> int:
+        """The log size the newest verified final checkpoint covers (0: none). Transactions past
+        it are checked but vouched for by no quorum: a copy cut short there audits the same."""
+        if self.checkpoint is None:
+            return 0
+        try:
+            return SignedCheckpoint.from_text(self.checkpoint).checkpoint.size
+        except LedgerError:  # it was verified when set; a text that no longer parses is ours
+            return 0
+
+    @property
     def first_broken(self) -> Problem | None:
         return self.problems[0] if self.problems else None
 
@@ -203,6 +214,7 @@ class AuditReport:
             "checkpoints_checked": self.checkpoints_checked,
             "head": head,
             "checkpoint": self.checkpoint,
+            "attested_size": self.attested_size,
             "tx_types": dict(sorted(self.tx_types.items())),
             "agencies": dict(sorted(self.agencies.items())),
             "first_broken": None if first is None else first.to_json(),

@@ -827,6 +827,7 @@ def _print_audit(report: Any, statement: Path | None) -> None:
                                               sorted(report.agencies.items()))))
     if report.head is not None:
         table.add_row("head", f"height {report.head.height}, {report.head.hash.hex()}")
+        table.add_row("attested", _attested(report.attested_size, report.head.log_size))
     out.print(table)
     for p in report.problems:  # an archive's network name and found values come from outside
         out.print(Text(printable(f"BROKEN {p}"), style="bold red"), soft_wrap=True)
@@ -838,6 +839,18 @@ def _print_audit(report: Any, statement: Path | None) -> None:
         out.print(Text(f"signed audit statement → {statement}"), soft_wrap=True)
     out.print(Text("CLEAN", style="bold green") if report.clean else
               Text("NOT CLEAN", style="bold red"))
+
+
+def _attested(size: int, log_size: int) -> Text:
+    """What the newest final checkpoint vouches for, in words."""
+    if size == 0 and log_size > 0:
+        return Text("nothing: no final checkpoint was checked, so no quorum vouches for this "
+                    "chain and a copy cut short would audit the same; compare its head with a "
+                    "checkpoint from elsewhere (ledger monitor, --since)", style="yellow")
+    if size < log_size:
+        return Text(f"log size {size} of {log_size}: the last {log_size - size} transactions "
+                    "await a final checkpoint", style="yellow")
+    return Text(f"log size {size} of {log_size}, by a final checkpoint")
 
 
 class _MonitorAlarm(Exception):

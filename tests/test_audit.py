@@ -116,7 +116,30 @@ def test_clean_demo_store_audits_clean(demo: Path) -> None:
     assert set(report.agencies) == {"edu", "civil", "market"}
     assert report.checkpoint is not None
     assert report.checkpoint.startswith("changsheng-demo\n19\n")
+    assert report.head is not None and report.attested_size == report.head.log_size == 19
     validate_report(report)
+
+
+def test_a_chain_no_final_checkpoint_covers_says_what_is_not_vouched_for(
+        ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Clean, since every block checks out, but the report says that no quorum vouches for the
+    chain (or for its tail): a copy cut short there would audit the same."""
+    World(ledger, agencies).issue()
+    head = ledger.store.head
+    assert head is not None
+    ledger.close()
+    db = plyvel.DB(str(ledger.path))
+    for key in list(db.iterator(prefix=checkpoint_key(0)[:1], include_value=False)):
+        db.delete(key)
+    db.close()
+    report = audit(ledger.path, now=T0)
+    assert report.clean and report.checkpoints_checked == 0
+    assert report.attested_size == 0 and report.to_json()["attested_size"] == 0
+    validate_report(report)
+    r = CliRunner().invoke(ledger_app, ["audit", str(ledger.path), "--workers", "0"],
+                           env={"COLUMNS": "300"})
+    assert r.exit_code == 0, r.output
+    assert "nothing: no final checkpoint was checked" in " ".join(r.output.split())
 
 
 def test_clean_archive_audits_clean_with_workers(demo: Path, tmp_path: Path) -> None:
