@@ -50,9 +50,12 @@ Errors::
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import json
+import os
+import shutil
 import tempfile
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -97,7 +100,12 @@ from ledger.finality import checkpoint_verifiers, verify_final
 from ledger.keys import PrivateKey, PublicKey
 from ledger.sigcheck import SignatureChecker
 from ledger.state import Registry
-from ledger.store import open_error, release_mapped_tables, stored_consistency_proof
+from ledger.store import (
+    open_error,
+    release_mapped_tables,
+    store_unused,
+    stored_consistency_proof,
+)
 from ledger.tx import Tx
 
 __all__ = ["AuditError", "AuditReport", "Problem", "audit", "sign_statement",
@@ -253,16 +261,22 @@ class _StoreSource:
             path = path / "ledger"
         if not (path / "CURRENT").exists():
             raise AuditError(f"{path} is neither a ledger store nor a node's data folder")
+        self.audited = path
+        self._shadow = _shadow_store(path)
         try:
-            self._db = plyvel.DB(str(path), create_if_missing=False, **_SOURCE_OPTIONS)
+            self._db = plyvel.DB(str(self._shadow / "db"), create_if_missing=False,
+                                 **_SOURCE_OPTIONS)
         except plyvel.Error as e:
+            shutil.rmtree(self._shadow, ignore_errors=True)
             raise AuditError(open_error(path, e)) from e
-        self.path = path
+        self.path = self._shadow / "db"
+        """Where LevelDB has the store open (its tables are mapped from there)."""
         self.block_sizes: set[int] = set()
         """The log size at the end of each block read: where checkpoints may be stored."""
 
     def close(self) -> None:
         self._db.close()
+        shutil.rmtree(self._shadow, ignore_errors=True)
 
     def get(self, key: bytes) -> bytes | None:
         v = self._db.get(key)
@@ -323,6 +337,59 @@ class _StoreSource:
                 yield BlockRecord(height, bytes(raw), tuple(items), () if cp is None else (cp,))
         finally:
             entries.close()
+
+
+_TABLE_SUFFIXES = (".ldb", ".sst")
+
+
+def _shadow_store(path: Path) -> Path:
+    """A copy of the store at ``path`` for LevelDB to open, so the audit writes nothing into the
+    audited folder (ADR 40).
+
+    LevelDB has no read-only open: opening a store writes a new MANIFEST, CURRENT, a log and its
+    info LOG, and may compact. The copy hard-links the table files, which LevelDB never changes
+    after writing them, and copies the rest (a few MiB at most). The links must be on the store's
+    file system, so the copy goes in a hidden folder beside the store and is removed after the
+    audit; where that folder cannot be written (read-only media, another owner) every file is
+    copied to the system's temporary folder instead. The store's LOCK is held while copying, so
+    a node cannot start and compact half-way: a store in use is refused, as before."""
+    try:
+        with store_unused(path):
+            return _copy_store(path)
+    except StoreError as e:
+        raise AuditError(str(e).replace("the store at", "cannot audit the store at")) from e
+    except PermissionError:  # cannot even open LOCK for the lock: nobody can write there
+        return _copy_store(path)
+    except OSError as e:
+        if e.errno == errno.EROFS:
+            return _copy_store(path)
+        raise AuditError(f"cannot read the store at {path}: {e.strerror or e}") from e
+
+
+def _copy_store(path: Path) -> Path:
+    try:
+        shadow = Path(tempfile.mkdtemp(prefix=".credledger-audit-", dir=path.parent))
+        link = True
+    except OSError:
+        shadow = Path(tempfile.mkdtemp(prefix="credledger-audit-"))
+        link = False
+    try:
+        db = shadow / "db"
+        db.mkdir()
+        for f in sorted(path.iterdir()):
+            if f.name in ("LOCK", "LOG", "LOG.old") or not f.is_file():
+                continue
+            if link and f.suffix in _TABLE_SUFFIXES:
+                try:
+                    os.link(f, db / f.name)
+                    continue
+                except OSError:
+                    link = False  # another file system, or links not allowed: copy from now on
+            shutil.copyfile(f, db / f.name)
+    except OSError as e:
+        shutil.rmtree(shadow, ignore_errors=True)
+        raise AuditError(f"cannot prepare the audit of {path}: {e.strerror or e}") from e
+    return shadow
 
 
 class _StoredRecords:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ from test_archive import PASS, make_demo
 from typer.testing import CliRunner
 
 from ledger.archive import BlockRecord, export_archive, read_archive, write_archive
-from ledger.audit import AuditReport, audit, sign_statement, verify_statement
+from ledger.audit import AuditError, AuditReport, audit, sign_statement, verify_statement
 from ledger.block import BlockHeader
 from ledger.chain import (
     block_key,
@@ -140,6 +143,66 @@ def test_a_chain_no_final_checkpoint_covers_says_what_is_not_vouched_for(
                            env={"COLUMNS": "300"})
     assert r.exit_code == 0, r.output
     assert "nothing: no final checkpoint was checked" in " ".join(r.output.split())
+
+
+def _folder_state(folder: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*"))
+            if f.is_file()}
+
+
+def test_the_audit_writes_nothing_into_the_audited_folder(demo: Path) -> None:
+    """LevelDB has no read-only open: the audit opens a copy (tables hard-linked), so the
+    audited store's files, names and bytes, are the same afterwards (ADR 40)."""
+    before = _folder_state(demo)
+    report = audit(demo, now=T0, workers=0)
+    assert report.clean, [str(p) for p in report.problems]
+    assert _folder_state(demo) == before
+    assert not list(demo.glob(".credledger-audit-*"))  # the copy is gone
+
+
+def test_a_store_another_process_has_open_is_refused_in_words(demo: Path) -> None:
+    """A node could compact while the audit copies the store: the audit holds LevelDB's lock
+    while it copies, and a store in use is refused, saying so."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import plyvel, sys; db = plyvel.DB(sys.argv[1]); "
+         "print('open', flush=True); sys.stdin.read()", str(demo / "ledger")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        with pytest.raises(AuditError, match="open in another process"):
+            audit(demo, now=T0)
+    finally:
+        holder.communicate("", timeout=30)
+    assert not list(demo.glob(".credledger-audit-*"))
+    assert audit(demo, now=T0).clean
+
+
+def test_a_store_on_read_only_media_can_be_audited(demo: Path, tmp_path: Path) -> None:
+    """Where nothing beside the store can be written, every file is copied to a temporary
+    folder instead; the audit still replays the whole chain. Read-only is made with the
+    immutable attribute as root (which ignores modes), with modes otherwise."""
+    ro = tmp_path / "ro"
+    shutil.copytree(demo, ro)
+    paths = [ro, *sorted(ro.rglob("*"))]
+    before = _folder_state(ro)
+    if os.geteuid() == 0:
+        r = subprocess.run(["chattr", "+i", *map(str, paths)], capture_output=True, text=True,
+                           check=False)
+        if r.returncode != 0:
+            pytest.skip(f"root, and no immutable attribute here: {r.stderr.strip()}")
+        undo = ["chattr", "-i", *map(str, paths)]
+    else:
+        for p in paths:
+            p.chmod(p.stat().st_mode & ~0o222)
+        undo = ["chmod", "-R", "u+w", str(ro)]
+    try:
+        with pytest.raises(PermissionError):
+            (ro / "probe").write_bytes(b"")
+        report = audit(ro, now=T0, workers=0)
+        assert report.clean and report.blocks_checked == 11
+    finally:
+        subprocess.run(undo, check=True)
+    assert _folder_state(ro) == before
 
 
 def test_clean_archive_audits_clean_with_workers(demo: Path, tmp_path: Path) -> None:
