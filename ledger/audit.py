@@ -638,7 +638,8 @@ def _replay(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: R
     records = src.blocks()
     if report.since is not None:
         try:
-            if not _rebuild_to_since(report, src, records, replayer, stored, folders):
+            if not _rebuild_to_since(report, src, records, replayer, stored, folders,
+                                     approvals):
                 return
         except ArchiveError as e:
             report.problems.append(Problem.of(e))
@@ -751,10 +752,11 @@ class Approvals:
             evidence, ev_height = got
             snap = self.at.get(ev_height)
             if ev_height >= height or snap is None:
-                report.problems.append(Problem(
-                    "approval", "the evidence names an evaluation height that is not a block "
-                    "before the approval's", height, txid=tx.txid.hex(),
-                    expected=f"< {height}", found=str(ev_height)))
+                why = ("the evidence names an evaluation height that is not a block before the "
+                       "approval's" if ev_height >= height else "the evidence names an "
+                       "evaluation height whose block this audit did not replay")
+                report.problems.append(Problem("approval", why, height, txid=tx.txid.hex(),
+                                               expected=f"< {height}", found=str(ev_height)))
                 continue
             try:
                 checker(snap[0], view, tx, evidence, block_time=snap[1])
@@ -885,7 +887,8 @@ def _prefix_root(src: _StoreSource | _ArchiveSource, size: int
 
 def _rebuild_to_since(report: AuditReport, src: _StoreSource | _ArchiveSource,
                       records: Iterator[BlockRecord], replayer: Replayer,
-                      stored: _StoredRecords | None, folders: tuple[Path, ...]) -> bool:
+                      stored: _StoredRecords | None, folders: tuple[Path, ...],
+                      approvals: Approvals) -> bool:
     """Bring ``replayer`` to the block ending at the --since checkpoint's size, cheaply.
 
     First the old log is bound to the checkpoint: the RFC 9162 root of the first ``size``
@@ -895,7 +898,9 @@ def _rebuild_to_since(report: AuditReport, src: _StoreSource | _ArchiveSource,
     checkpoint checks, to rebuild the state the new blocks need (registry, tx index,
     credentials and status indexes, Merkle frontier, head); headers and stored records are still
     compared, which is cheap. The chain commits to no state, so that state cannot be taken from
-    the store's records without this pass.
+    the store's records without this pass. The registry and block time of each block an
+    evidence record names are kept here too: a decision committed after the checkpoint may have
+    been evaluated at or before it.
 
     Returns True when the replayer stands at that block and the checkpoint is final there.
     """
@@ -921,7 +926,8 @@ def _rebuild_to_since(report: AuditReport, src: _StoreSource | _ArchiveSource,
                             rec.record)
         checked: list[tuple[Tx, bool] | str]
         if isinstance(src, _StoreSource):
-            # The store is open exclusively (LevelDB's lock): these are the bytes just hashed.
+            # Our copy of the store is open exclusively (LevelDB's lock; ADR 40): these are the
+            # bytes just hashed.
             checked = [(Tx.from_checked_bytes(raw), True) for raw in rec.unverified_txs]
         else:
             # A file can change between two reads: parse strictly again (signatures are still
@@ -939,6 +945,7 @@ def _rebuild_to_since(report: AuditReport, src: _StoreSource | _ArchiveSource,
                                            p.height, p.tx_index, p.txid, p.record, p.expected,
                                            p.found))
             return False
+        approvals.block_done(rec.height, replayer.store.registry, replayer.store.head)
         if _at_since(report, replayer):
             if report.since_height is None:
                 return False

@@ -90,3 +90,28 @@ def test_audit_command_with_evidence(tmp_path: Path) -> None:
     assert report["approvals"] == {"total": 2, "rechecked": 1, "unchecked": 1}
     assert report["first_broken"]["kind"] == "approval"
     assert report["first_broken"]["txid"] == forged
+
+
+def test_audit_since_a_checkpoint_re_evaluates_a_decision_evaluated_at_it(
+        tmp_path: Path) -> None:
+    """An application evaluated at the head an earlier audit ended on, and committed in the
+    next block: `--since` rebuilds the old part lightly, and must still keep the registry of
+    the evaluation height (it reported an honest decision as broken)."""
+    from ledger.checkpoint import SignedCheckpoint
+
+    data, wallet = prepare(tmp_path)
+    first = audit(data, now=NOW)
+    assert first.clean and first.checkpoint is not None
+    since = SignedCheckpoint.from_text(first.checkpoint)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service = Approvals(node)
+        pending = service.open_application("business-licence", "https://market.example")
+        answers = wallet.answer([p.request for p in pending], now=NOW)
+        decided = service.apply("business-licence", answers, wallet.holder_jwk())
+    finally:
+        node.close()
+    assert first.head is not None and decided.receipt.height > first.head.height
+    growth = audit(data, now=NOW, since=since, evidence=data / "approvals")
+    assert growth.clean, [str(p) for p in growth.problems]
+    assert (growth.approvals_total, growth.approvals_rechecked) == (1, 1)
