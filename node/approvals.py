@@ -225,8 +225,10 @@ class Approvals:
         """The proven subject's own events and score at the head."""
         pending = self.node.request(nonce)
         kind = pending.request.credential_type
-        if kind not in IDENTITY:
-            raise ApplicationError("this request is not an identity request")
+        if kind not in IDENTITY or IDENTITY[kind] not in pending.request.claims:
+            raise ApplicationError(f"this request is not a credit record request: it must ask "
+                                   f"for a person-id or business-id credential's identifier "
+                                   f"(get one from /v1/credit/requests)")
         report = self.node.verify(envelope, nonce)
         if not report.verified:
             raise ApplicationError("the identity presentation did not verify")

@@ -131,6 +131,16 @@ def test_apply_get_credential_present_it(tmp_path: Path) -> None:
                                                       "envelope": b64url(env)}).json()
         assert record["score"] == 750
         assert [e["points"] for e in record["events"]] == [150]
+        # the nonce of a request that did not ask for the identifier is refused in words (it
+        # answered 500 with a KeyError)
+        other = http.post("/v1/presentation-requests", json={
+            "type": "business-registration", "claims": ["business_name"]}).json()
+        env = wallet.present(reg_id, Request.from_json(
+            {k: other[k] for k in ("nonce", "audience", "type", "claims")}), now=NOW)
+        refused = http.post("/v1/credit/record", json={"nonce": other["nonce"],
+                                                       "envelope": b64url(env)})
+        assert refused.status_code == 400, refused.text
+        assert "not a credit record request" in refused.json()["detail"]
         node_bytes = None
         evidence = (next((data / "approvals").glob("*.ev"))).read_bytes()
     assert_same_decision_everywhere(data, tmp_path, decision["approval_tx"], evidence,
