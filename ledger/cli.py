@@ -1193,12 +1193,13 @@ def _print_status(receipt: dict[str, Any], cid: bytes, status: str, reason: str,
         out.print(Text(f"  {name}: {result.get(name)}"), soft_wrap=True)
 
 
-def _http(url: str, data: bytes | None = None, content_type: str = "") -> Any:
+def _http(url: str, data: bytes | None = None, content_type: str = "",
+          headers: dict[str, str] | None = None) -> Any:
     """One JSON request to a node (stdlib only: the core imports no web client)."""
     if not url.startswith(("http://", "https://")):
         _fail(f"--node must be an http(s) URL, not {url!r}", 2)
-    req = urllib.request.Request(url, data=data,  # noqa: S310 - scheme checked above
-                                 headers={"Content-Type": content_type} if content_type else {})
+    sent = dict(headers or {}) | ({"Content-Type": content_type} if content_type else {})
+    req = urllib.request.Request(url, data=data, headers=sent)  # noqa: S310 - scheme checked
     try:
         with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
             return json.loads(resp.read())
@@ -1206,6 +1207,8 @@ def _http(url: str, data: bytes | None = None, content_type: str = "") -> Any:
         try:
             body = json.loads(e.read())
         except ValueError:
+            body = {}
+        if not isinstance(body, dict):
             body = {}
         code = body.get("code") or e.code
         _fail(f"the node refused it ({code}): {body.get('detail', e.reason)}")
@@ -1228,15 +1231,7 @@ def approvals(
     if explain is not None and not re.fullmatch(r"[0-9a-f]{64}", explain):
         _fail("--explain takes a 64-hex-digit approval transaction id", 2)
     path = "/v1/approvals" + (f"/{explain}/explain" if explain else "")
-    url = node.rstrip("/") + path
-    if not url.startswith(("http://", "https://")):
-        _fail(f"--node must be an http(s) URL, not {node!r}", 2)
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
-    try:
-        with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
-            got = json.loads(resp.read())
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        _fail(f"the node at {node} did not answer: {e}")
+    got = _http(node.rstrip("/") + path, headers={"Authorization": f"Bearer {token}"})
     if explain:
         print(json.dumps(got, indent=2, sort_keys=True))
         return

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import Evidence, pseudonym, summary
-from contracts.catalogue import IDENTITY
+from contracts.catalogue import APPROVAL_TYPE, IDENTITY
 from contracts.errors import ApplicationError
 from contracts.rules import CelEngine, Outcome
 from ledger import codec, sdjwt
@@ -28,7 +28,7 @@ from ledger.errors import LedgerError
 from ledger.files import write_atomic
 from ledger.ordering import Receipt
 from ledger.presentation import Bundle, Envelope
-from ledger.state import credit_events, rule_hash
+from ledger.state import Registry, credit_events, rule_hash
 from ledger.tx import Tx, make_tx
 from node.service import Node, NotFound, PendingRequest
 
@@ -67,8 +67,10 @@ class Approvals:
     def services(self) -> list[dict[str, Any]]:
         return [self.service(s) for s in self.node._registry().services()]
 
-    def service(self, service: str) -> dict[str, Any]:
-        reg = self.node.store.registry
+    def service(self, service: str, reg: Registry | None = None) -> dict[str, Any]:
+        """The service's current rule and its history (``reg``: another registry than the
+        store's current one)."""
+        reg = self.node.store.registry if reg is None else reg
         rule = None if reg is None else reg.rule(service)
         if rule is None or reg is None:
             raise NotFound(f"no approval rule is registered for {service!r}")
@@ -78,8 +80,8 @@ class Approvals:
                 "versions": [[t, h.hex()] for t, h in reg.rule_versions(service)],
                 "rule": rule}
 
-    def _rule(self, service: str) -> dict[str, Any]:
-        rule: dict[str, Any] = self.service(service)["rule"]
+    def _rule(self, service: str, reg: Registry | None = None) -> dict[str, Any]:
+        rule: dict[str, Any] = self.service(service, reg)["rule"]
         if rule["agency"] != self.node.agency:
             raise ApplicationError(f"{service!r} is decided by {rule['agency']!r}, not by "
                                    f"this node ({self.node.agency!r})")
@@ -116,11 +118,26 @@ class Approvals:
     def apply(self, service: str, answers: list[tuple[str, bytes]],
               holder_jwk: dict[str, Any]) -> Decided:
         """Verify the answers, decide, commit the approval, issue the approval credential."""
-        rule = self._rule(service)
+        self._rule(service)
         sdjwt.public_key_from_jwk(holder_jwk)
         claims, ids = self._verified(answers, holder_jwk)
         store = self.node.store
-        head, reg = self.node._head(), self.node._registry()
+        # The head and the registry of that very block, read from the store together: reading
+        # the live registry apart from the head could pair a governance change committed in
+        # between with the older head, which the audit would then find at odds (it re-evaluates
+        # at the evidence's height).
+        head = self.node._head()
+        reg = store.registry_at(head.height)
+        rule = self._rule(service, reg)
+        now = self.node.now()
+        if not reg.grant_covers(self.node.agency, APPROVAL_TYPE["id"], now):
+            raise ApplicationError(f"{self.node.agency!r} holds no grant to issue "
+                                   f"{APPROVAL_TYPE['id']!r} credentials now, so no decision "
+                                   "was made or recorded; governance must grant it first")
+        if not reg.key_valid(self.node.issuer_key.public.kid, now, "issuer"):
+            raise ApplicationError(f"this node's issuing key is not a valid issuer key of "
+                                   f"{self.node.agency!r} now (rotated or invalidated), so no "
+                                   "decision was made or recorded")
         compiled = self.engine.compile(rule)
         subject, credit = b"", None
         if rule["subject"]:
@@ -136,7 +153,6 @@ class Approvals:
         outcome = compiled.evaluate(claims, credit, head.time)
         evidence = Evidence(service, compiled.hash, head.height, head.time, claims,
                             tuple(ids), secrets.token_bytes(16), subject, credit or {})
-        now = self.node.now()
         tx = make_tx(self.node.network, "approval", {
             "service": service, "rule_hash": compiled.hash, "decision": outcome.decision,
             "path": outcome.path, "reasons": list(outcome.reasons),
@@ -226,9 +242,9 @@ class Approvals:
         pending = self.node.request(nonce)
         kind = pending.request.credential_type
         if kind not in IDENTITY or IDENTITY[kind] not in pending.request.claims:
-            raise ApplicationError(f"this request is not a credit record request: it must ask "
-                                   f"for a person-id or business-id credential's identifier "
-                                   f"(get one from /v1/credit/requests)")
+            raise ApplicationError("this request is not a credit record request: it must ask "
+                                   "for a person-id or business-id credential's identifier "
+                                   "(get one from /v1/credit/requests)")
         report = self.node.verify(envelope, nonce)
         if not report.verified:
             raise ApplicationError("the identity presentation did not verify")

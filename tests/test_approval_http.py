@@ -116,6 +116,19 @@ def test_apply_get_credential_present_it(tmp_path: Path) -> None:
         assert why["decided_by"] == "otherwise"
         assert "credit.score >= params.fast_track_score" in why["expression"]
         assert why["inputs"]["credit"]["score"] == 750
+        # the operator's command line lists it, and says the node's own reason for a refusal
+        from test_api import TOKEN
+        from typer.testing import CliRunner
+
+        from ledger.cli import agency_app
+        cli = CliRunner()
+        r = cli.invoke(agency_app, ["approvals", "--node", url],
+                       env={"LEDGER_OPERATOR_TOKEN": TOKEN, "COLUMNS": "200"})
+        assert r.exit_code == 0, r.output
+        assert decision["approval_tx"][:16] in r.output and "fast_track" in r.output
+        r = cli.invoke(agency_app, ["approvals", "--node", url],
+                       env={"LEDGER_OPERATOR_TOKEN": "wrong", "COLUMNS": "200"})
+        assert r.exit_code == 1 and "the node refused it (401)" in r.output, r.output
         # a replayed presentation cannot be reused for a second application
         again = http.post("/v1/services/business-licence/apply", json={
             "holder_jwk": wallet.holder_jwk(),
@@ -180,3 +193,35 @@ def assert_same_decision_everywhere(data: Path, tmp: Path, txid_hex: str, record
         results.append(reevaluate(second.registry_at(h), second, tx, rec["evidence"],
                                   block_time=second.block(h).time))
     assert results == [want] * 3
+
+
+def test_an_agency_without_the_approval_grant_decides_nothing(tmp_path: Path) -> None:
+    """Refused before any decision: nothing committed, no evidence record, no listed decision,
+    however often the citizen retries (it committed a decision on every attempt)."""
+    import pytest
+
+    from contracts.errors import ApplicationError
+    from ledger.network import Agency
+    from node.approvals import Approvals
+
+    data, wallet = prepare(tmp_path)
+    keys = {a: load_private_key(data / "keys" / f"{a}.issuer.key", PASS) for a in ("edu", "civil")}
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        reg = node.store.registry
+        assert reg is not None
+        signers = [Agency(a, "", keys[a], keys[a]) for a in ("edu", "civil")]
+        node.orderer.submit(governance_tx(node.network, reg.gov_seq + 1, "withdraw_grant",
+                                          {"agency": "market", "type": "approval", "at": NOW},
+                                          signers)).result(timeout=30)
+        service = Approvals(node)
+        head = node.store.head
+        for _ in range(2):
+            pending = service.open_application("business-licence", "https://market.example")
+            answers = wallet.answer([p.request for p in pending], now=NOW)
+            with pytest.raises(ApplicationError, match="holds no grant to issue 'approval'"):
+                service.apply("business-licence", answers, wallet.holder_jwk())
+        assert node.store.head == head
+        assert service.list() == []
+    finally:
+        node.close()

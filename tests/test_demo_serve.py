@@ -107,6 +107,30 @@ def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str
     url, env, tmp = demo_server
     services = httpx.get(f"{url}/v1/services").json()
     assert [s["service"] for s in services] == ["elderly-allowance"]
+    # Through another address (a relay would be one) the requests are bound to the node's own
+    # audience, not to the address given: the wallet signs nothing.
+    relayed = url.replace("127.0.0.1", "localhost")
+    r = subprocess.run([str(BIN / "wallet"), "apply", "elderly-allowance", "--node", relayed,
+                        "--registry", "demo-data/snapshot.bin", "--yes"], capture_output=True,
+                       text=True, env=env, cwd=tmp, timeout=120, check=False)
+    assert r.returncode == 1 and "not to itself" in r.stderr and "nothing was signed" in r.stderr
+    # A server that is no node (its error reply is HTML) is said in one line, not a traceback.
+    import http.server
+    import threading
+
+    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                            http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=plain.serve_forever, daemon=True).start()
+    try:
+        r = subprocess.run([str(BIN / "wallet"), "apply", "elderly-allowance", "--node",
+                            f"http://127.0.0.1:{plain.server_address[1]}", "--registry",
+                            "demo-data/snapshot.bin", "--yes"], capture_output=True, text=True,
+                           env=env, cwd=tmp, timeout=120, check=False)
+    finally:
+        plain.shutdown()
+        plain.server_close()
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "the node refused the application: HTTP 501" in r.stderr
     r = subprocess.run([str(BIN / "wallet"), "apply", "elderly-allowance", "--node", url,
                         "--registry", "demo-data/snapshot.bin", "--yes"], capture_output=True,
                        text=True, env=env, cwd=tmp, timeout=120, check=False)

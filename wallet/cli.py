@@ -356,6 +356,7 @@ def apply(
 
     import httpx
 
+    from ledger.files import write_atomic
     from ledger.offline import load_snapshot
     from ledger.presentation import Request
     from wallet.errors import WalletError
@@ -368,14 +369,25 @@ def apply(
             with httpx.Client(timeout=60) as client:
                 opened = client.post(f"{base}/v1/services/{service}/applications")
                 if opened.status_code != 200:
-                    raise WalletError(f"the node refused the application: "
-                                      f"{opened.json().get('detail')}")
-                requests = [Request.from_json({k: r[k] for k in ("nonce", "audience", "type",
-                                                                 "claims")})
-                            for r in opened.json()["requests"]]
+                    raise WalletError(f"the node refused the application: {_detail(opened)}")
+                try:
+                    requests = [Request.from_json({k: r[k] for k in ("nonce", "audience",
+                                                                     "type", "claims")})
+                                for r in opened.json()["requests"]]
+                except (ValueError, KeyError, TypeError) as e:
+                    raise WalletError(f"{base} did not answer with an application's requests "
+                                      f"({type(e).__name__}: {e}); is it a node?") from e
                 for r in requests:
+                    # A presentation is bound to its audience: signed for another audience, it
+                    # could be relayed there by whoever runs the URL given here.
+                    if not _same_origin(r.audience, base):
+                        raise WalletError(f"the node at {base} asks for a presentation bound "
+                                          f"to {r.audience}, not to itself: whoever runs "
+                                          f"{base} could relay it there. Apply at the node of "
+                                          "the agency that decides, by its own address; "
+                                          "nothing was signed")
                     err.print(f"  {escape(r.credential_type)}: discloses "
-                              f"{escape(', '.join(r.claims))}")
+                              f"{escape(', '.join(r.claims))} to {escape(r.audience)}")
                 _confirm(f"Apply for {service} with these claims?", yes)
                 answers = w.answer(requests, now=int(time.time()))
                 body = {"holder_jwk": w.holder_jwk(), "presentations": [
@@ -385,16 +397,56 @@ def apply(
         except httpx.HTTPError as e:
             raise WalletError(f"cannot reach {base}: {e}") from e
         if got.status_code != 200:
-            raise WalletError(f"the application was refused: {got.json().get('detail')}")
-        decision = got.json()
-        raw = decision["bundle"]
-        info = w.receive(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)), registry=reg,
-                         now=int(time.time()))
-        err.print(f"[bold]{escape(decision['decision'])}[/] ({escape(decision['path'])}): "
-                  f"{escape(', '.join(decision['reasons']))}")
-        if decision["documents"]:
+            raise WalletError(f"the application was refused: {_detail(got)}")
+        try:
+            decision = got.json()
+            raw = decision["bundle"]
+            bundle = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+            said = (f"{decision['decision']} ({decision['path']}): "
+                    f"{', '.join(decision['reasons'])}")
+        except (ValueError, KeyError, TypeError) as e:
+            raise WalletError(f"the node's answer to the application is not a decision "
+                              f"({type(e).__name__}: {e})") from e
+        try:
+            info = w.receive(bundle, registry=reg, now=int(time.time()))
+        except LedgerError as e:
+            # The decision is on the ledger already: keep its credential for a later receive.
+            kept = Path(f"approval-{service}-{str(decision.get('approval_tx', ''))[:12]}.bundle")
+            write_atomic(kept, bundle, overwrite=False)
+            raise WalletError(f"the agency decided: {said}; its approval credential did not "
+                              f"check out against {registry} ({e}). It is kept in {kept}: "
+                              f"`wallet receive {kept} --registry NEWER_SNAPSHOT`") from e
+        err.print(f"[bold]{escape(said)}[/]")
+        if decision.get("documents"):
             err.print(f"  documents still required: {escape(', '.join(decision['documents']))}")
         out.print(info.id)
+
+
+def _detail(resp: Any) -> str:
+    """A node's error reply in one line: its JSON ``detail``, else the start of its text."""
+    try:
+        detail = resp.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if detail is None:
+        detail = f"HTTP {resp.status_code}: {resp.text[:200].strip() or '(no body)'}"
+    return str(detail)
+
+
+def _same_origin(audience: str, url: str) -> bool:
+    """Whether ``audience`` names the same scheme, host and port as ``url``."""
+    from urllib.parse import urlsplit
+
+    def origin(u: str) -> tuple[str, str, int | None]:
+        parts = urlsplit(u.strip().rstrip("/"))
+        scheme = parts.scheme.lower()
+        try:
+            port = parts.port or {"http": 80, "https": 443}.get(scheme)
+        except ValueError:
+            port = -1
+        return scheme, (parts.hostname or "").lower(), port
+
+    return origin(audience) == origin(url) and origin(url)[1] != ""
 
 
 @app.command()
