@@ -319,8 +319,8 @@ class _StoreSource:
             for n, (key, raw) in enumerate(self._db.iterator(prefix=b"b", fill_cache=False)):
                 height = int.from_bytes(key[1:], "big") if len(key) == 9 else -1
                 if height != n:
-                    raise ArchiveError(f"stored block keys are not 0, 1, 2, …: found "
-                                       f"{key.hex()} at position {n}", height=n)
+                    raise ReplayError("store", n, "stored block keys are not 0, 1, 2, …",
+                                      expected=block_key(n).hex(), found=bytes(key).hex())
                 try:
                     count = BlockHeader.from_bytes(bytes(raw)).tx_count
                 except DecodeError:
@@ -562,6 +562,9 @@ def audit(source: Path | str, *, now: int, progress: Progress | None = None,
     elif path.is_file():
         src = _ArchiveSource(path)
         kind = "archive"
+    elif path.exists():
+        raise AuditError(f"{path} is neither a store folder nor an archive file (a device or "
+                         "a pipe?): export the chain to a file first")
     else:
         raise AuditError(f"{path} does not exist")
     report = AuditReport(kind, str(path), now, network=src.network(), since=since)

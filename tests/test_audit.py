@@ -334,6 +334,16 @@ def test_a_stored_record_the_replay_did_not_produce(copy: Path, key: bytes, valu
     assert why in p.reason
 
 
+def test_a_gap_in_the_stored_block_keys_is_a_store_finding(copy: Path) -> None:
+    """A stray block key past the head is named as the store's, with the key expected there
+    (it was labelled as an archive's problem)."""
+    _put(copy, block_key(40), _get(copy, block_key(3)))
+    p = _broken(copy)
+    assert (p.kind, p.height) == ("store", 11)
+    assert "stored block keys are not 0, 1, 2" in p.reason
+    assert (p.expected, p.found) == (block_key(11).hex(), block_key(40).hex())
+
+
 def test_bookkeeping_records_beside_the_chain_are_not_findings(copy: Path) -> None:
     _put(copy, b"x-node-bookkeeping", b"anything")
     assert audit(copy, now=T0).clean
@@ -598,3 +608,10 @@ def test_an_import_that_cannot_write_its_store_blames_the_store(demo: Path,
     assert got.returncode == 2, got.stderr
     assert "cannot build the store at" in got.stderr and "refused" not in got.stderr
     assert list(out.iterdir()) == []
+
+
+def test_a_source_that_is_neither_folder_nor_file_is_named_as_such(tmp_path: Path) -> None:
+    with pytest.raises(AuditError, match="does not exist"):
+        audit(tmp_path / "missing", now=T0)
+    with pytest.raises(AuditError, match="neither a store folder nor an archive file"):
+        audit(Path("/dev/zero"), now=T0)
