@@ -516,7 +516,7 @@ def verify(
 
 def _verify_foreign_cli(source: str, request: Path, trust: Path, token_files: list[Path],
                         nonce_log: Path | None, as_json: bool) -> None:
-    from ledger.foreign import TrustList, tokens_by_uri, verify_foreign
+    from ledger.foreign import read_trust_list, tokens_by_uri, verify_foreign
 
     path = Path(source)
     if len(source) < 1024 and path.exists():
@@ -531,9 +531,9 @@ def _verify_foreign_cli(source: str, request: Path, trust: Path, token_files: li
     else:
         _fail(f"there is no presentation file {source}, and it is not SD-JWT+KB text", 2)
     try:
-        trust_list = TrustList.from_json(_read_json(trust, "trust list"))
-    except DecodeError as e:
-        _fail(f"the trust list {trust}: {e}", 2)
+        trust_list = read_trust_list(trust)
+    except LedgerError as e:
+        _fail(str(e), 2)
     try:
         req = Request.from_json(_read_json(request, "request"))
     except DecodeError as e:

@@ -39,6 +39,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping, MutableSet
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ledger import codec, sdjwt
@@ -48,7 +49,8 @@ from ledger.presentation import Check, Report, Request
 from ledger.statuslist import StatusList, StatusListError, check_status, verify_token
 
 __all__ = ["MAX_PRESENTATION", "MAX_TRUST_LIST", "ForeignCredential", "TrustList", "TrustedIssuer",
-           "receive_foreign", "tokens_by_uri", "verify_foreign"]
+           "read_status_tokens", "read_trust_list", "receive_foreign", "tokens_by_uri",
+           "verify_foreign"]
 
 MAX_TRUST_LIST = 1024 * 1024
 """Largest trust list file accepted, in bytes."""
@@ -366,3 +368,55 @@ def tokens_by_uri(tokens: list[str]) -> dict[str, str]:
             raise DecodeError(f"a second token for {sub[:80]!r}", f"status token #{i + 1}")
         out[sub] = token
     return out
+
+
+def read_trust_list(path: Path) -> TrustList:
+    """The trust list in the JSON file ``path``; LedgerError saying what is wrong with it."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_TRUST_LIST + 1)
+    except OSError as e:
+        raise LedgerError(f"cannot read the trust list {path}: {e.strerror or e}") from e
+    if len(raw) > MAX_TRUST_LIST:
+        raise LedgerError(f"the trust list {path} is over {MAX_TRUST_LIST} bytes")
+    try:
+        return TrustList.from_json(json.loads(raw))
+    except (ValueError, RecursionError) as e:
+        raise LedgerError(f"the trust list {path} is not JSON: {e}") from e
+    except DecodeError as e:
+        raise LedgerError(f"the trust list {path}: {e}") from e
+
+
+def read_status_tokens(folder: Path, limit: int = 32 * 1024 * 1024) -> tuple[dict[str, str],
+                                                                               list[str]]:
+    """The Status List Tokens in ``folder``'s ``*.jwt`` files, by list URI, and a line for each
+    file left out (unreadable, not a token, a second token for one list). A missing folder
+    holds none. The tokens are verified only when a credential's status is checked."""
+    tokens: list[str] = []
+    names: list[str] = []
+    skipped: list[str] = []
+    try:
+        files = sorted(folder.glob("*.jwt"))
+    except OSError as e:
+        return {}, [f"{folder}: {e.strerror or e}"]
+    for f in files:
+        try:
+            with f.open("rb") as fh:
+                raw = fh.read(limit + 1)
+            if len(raw) > limit:
+                raise ValueError(f"over {limit} bytes")
+            text = raw.decode("ascii").strip()
+            tokens_by_uri([text])
+        except (OSError, ValueError, DecodeError) as e:
+            skipped.append(f"{f.name}: {e}")
+            continue
+        tokens.append(text)
+        names.append(f.name)
+    out: dict[str, str] = {}
+    for name, token in zip(names, tokens, strict=True):
+        uri = next(iter(tokens_by_uri([token])))
+        if uri in out:
+            skipped.append(f"{name}: a second token for {uri[:80]!r}")
+            continue
+        out[uri] = token
+    return out, skipped

@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import logging
 import re
 from typing import Annotated, Any, Literal
 
@@ -23,12 +24,13 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ledger import codec
 from ledger.errors import DecodeError, LedgerError
+from ledger.foreign import TrustList, read_status_tokens
 from ledger.ordering import Receipt
-from ledger.presentation import Bundle
+from ledger.presentation import Bundle, Report
 from ledger.tx import Tx
 from node.config import Settings
 from node.service import Node, NotFound
@@ -259,8 +261,19 @@ class RequestOut(_Out):
 class VerifyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     nonce: str = Field(min_length=1, max_length=128)
-    envelope: str = Field(min_length=1, max_length=64 * 1024,
-                          description="The presentation envelope, base64url.")
+    envelope: str | None = Field(default=None, min_length=1, max_length=64 * 1024,
+                                 description="The presentation envelope, base64url.")
+    sd_jwt: str | None = Field(
+        default=None, min_length=1, max_length=64 * 1024,
+        description="Instead of an envelope: the SD-JWT+KB of a credential from an issuer "
+                    "outside the network, checked against the node's trust list (ADR 39).")
+
+    @model_validator(mode="after")
+    def _one_presentation(self) -> VerifyIn:
+        if (self.envelope is None) == (self.sd_jwt is None):
+            raise ValueError("give exactly one of envelope (a credential of the network) or "
+                             "sd_jwt (one from an issuer outside it)")
+        return self
 
 
 class CheckOut(_Out):
@@ -593,16 +606,47 @@ def set_status(node: NodeDep, _: Operator,
 # -- verifying -----------------------------------------------------------------------------------
 
 @router.post("/v1/presentation-requests", tags=["verify"])
-def new_request(node: NodeDep, settings: SettingsDep, body: RequestIn) -> RequestOut:
-    """Open a presentation request (nonce valid 10 minutes) and its QR code."""
-    pending = node.new_request(body.type, body.claims, settings.audience)
+def new_request(request: Request, node: NodeDep, settings: SettingsDep,
+                body: RequestIn) -> RequestOut:
+    """Open a presentation request (nonce valid 10 minutes) and its QR code. With a trust list
+    (ADR 39), a type the registry does not know is one from outside the network."""
+    pending = node.new_request(body.type, body.claims, settings.audience,
+                               foreign=trust_of(request.app) is not None)
     text = json.dumps(pending.request.to_json(), separators=(",", ":"), sort_keys=True)
     svg = segno.make(text, error="m").svg_inline(scale=4)
     return RequestOut(**pending.to_json(), qr_svg=svg)
 
 
+_log = logging.getLogger("node.http")
+
+
+def trust_of(app: Any) -> TrustList | None:
+    """The app's trust list for credentials from outside the network (None: it has none)."""
+    trust: TrustList | None = getattr(app.state, "trust", None)
+    return trust
+
+
+def verify_foreign_for(app: Any, node: Node, presentation: str, nonce: str) -> Report:
+    """A foreign presentation checked for the page or the API: the app's trust list, and the
+    status tokens in its folder as they are now (a file left out is logged by name)."""
+    trust = trust_of(app)
+    if trust is None:
+        raise BadRequest("this node verifies credentials of the network only: a credential "
+                         "from an issuer outside it needs a trust list in the node's settings "
+                         "(trust_list; ADR 39)")
+    folder = app.state.settings.status_tokens
+    tokens, skipped = ({}, []) if folder is None else read_status_tokens(folder)
+    for line in skipped:
+        _log.warning("status token left out", extra={"file": line.split(":", 1)[0]})
+    return node.verify_foreign(presentation, nonce, trust, tokens)
+
+
 @router.post("/v1/verify", tags=["verify"])
-def verify(node: NodeDep, body: VerifyIn) -> ReportOut:
-    """Verify a presentation envelope against the open request ``nonce`` (consumes it)."""
-    envelope = _from_b64url(body.envelope, "envelope")
+def verify(request: Request, node: NodeDep, body: VerifyIn) -> ReportOut:
+    """Verify a presentation envelope (or, with ``sd_jwt``, a credential from an issuer
+    outside the network) against the open request ``nonce`` (consumes it)."""
+    if body.sd_jwt is not None:
+        return ReportOut(**verify_foreign_for(request.app, node, body.sd_jwt,
+                                              body.nonce).to_json())
+    envelope = _from_b64url(body.envelope or "", "envelope")
     return ReportOut(**node.verify(envelope, body.nonce).to_json())

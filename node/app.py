@@ -37,6 +37,7 @@ from ledger.errors import (
     StoreError,
     TxRejected,
 )
+from ledger.foreign import read_trust_list
 from ledger.keys import PASSPHRASE_ENV
 from ledger.sdjwt import VerificationError
 from ledger.statuslist import StatusListError
@@ -274,6 +275,10 @@ def create_app(settings: Settings, *, node: Node | None = None,
                   summary="An agency's node of the permissioned credential ledger.")
     app.state.settings = settings
     app.state.metrics = Metrics()
+    # Credentials from issuers outside the network (ADR 39): read once, so a bad trust list
+    # stops the node at start, not at an official's desk.
+    app.state.trust = None if settings.trust_list is None else read_trust_list(
+        settings.trust_list)
     if node is not None:
         app.state.node = node
 

@@ -194,7 +194,11 @@ def run(
             err.print(f"[red]cannot open the node:[/] {e}")
             raise typer.Exit(1) from e
         configure_logging()
-        app_ = create_app(settings, node=node)
+        try:
+            app_ = create_app(settings, node=node)
+        except LedgerError as e:  # the trust list (ADR 39)
+            err.print(f"[red]bad config:[/] {e}")
+            raise typer.Exit(1) from e
         err.print(f"node [bold]{settings.agency}[/] of {node.network} ({settings.ordering} "
                   f"ordering) on {settings.scheme}://{settings.host}:{settings.port}")
         _tune_gc()
@@ -270,7 +274,10 @@ def init(
             f'operator_token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n'
             "max_body_bytes = 262144\n"
             "cors_origins = []\n"
-            '# public_url = "https://node.example"  # the audience of presentation requests\n')
+            '# public_url = "https://node.example"  # the audience of presentation requests\n'
+            '# trust_list = "trust.json"        # issuers outside the network (docs/foreign-'
+            'issuers.md)\n'
+            '# status_tokens = "status-tokens"  # their Status List Tokens (*.jwt)\n')
     config_out.parent.mkdir(parents=True, exist_ok=True)
     config_out.write_text(text, encoding="utf-8")
     config_out.chmod(0o600)

@@ -18,6 +18,8 @@
     retention = 1000                      # blocks a lagging member may fall behind etcd
     max_batch = 2000                      # transactions per etcd batch at most (ADR 31)
     workers = 2                           # signature-check processes; absent = one per core
+    trust_list = "trust.json"             # issuers outside the network the verifier accepts
+    status_tokens = "status-tokens"       # their Status List Tokens (*.jwt), read per check
 
 Every key can be overridden by ``LEDGER_NODE_<KEY>`` (upper case); ``LEDGER_NODE_CORS_ORIGINS``
 is comma separated; ``ledger-node run --host/--port`` override both. A relative ``data`` path is
@@ -41,7 +43,8 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 _AGENCY = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _KEYS = ("data", "agency", "host", "port", "operator_token_sha256", "max_body_bytes",
          "cors_origins", "public_url", "ordering", "etcd_endpoints", "peers", "pki", "tls",
-         "retention", "max_batch", "rate_limit_per_minute", "rate_limit_burst", "workers")
+         "retention", "max_batch", "rate_limit_per_minute", "rate_limit_burst", "workers",
+         "trust_list", "status_tokens")
 _LISTS = ("cors_origins", "etcd_endpoints", "peers")
 
 
@@ -78,6 +81,11 @@ class Settings:
     """Signature-check worker processes; None = one per core of this machine, 0 = the node's
     state machine checks them itself. Nodes sharing one machine (a local cluster) split its
     cores (ADR 28)."""
+    trust_list: Path | None = None
+    """The verifier's trust list for credentials from issuers outside the network (ADR 39);
+    None = the verifier checks credentials of the network only."""
+    status_tokens: Path | None = None
+    """A folder of those issuers' Status List Tokens (``*.jwt``), read at each check."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, Path):
@@ -119,8 +127,9 @@ class Settings:
                 raise ConfigError(f"{name}: must be a list of http(s):// URLs")
         if self.ordering == "etcd" and not self.etcd_endpoints:
             raise ConfigError("etcd_endpoints: ordering 'etcd' needs at least one endpoint")
-        if self.pki is not None and not isinstance(self.pki, Path):
-            raise ConfigError("pki: must be a path")
+        for name in ("pki", "trust_list", "status_tokens"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), Path):
+                raise ConfigError(f"{name}: must be a path")
         if not isinstance(self.tls, bool):
             raise ConfigError("tls: must be true or false")
         if (self.tls or any(u.startswith("https://") for u in self.etcd_endpoints)) \
@@ -197,12 +206,13 @@ class Settings:
             if not isinstance(got, list | tuple):
                 raise ConfigError(f"{key}: must be a list")
             lists[key] = tuple(got)
-        pki = values.pop("pki", None)
-        if pki is not None and (not isinstance(pki, str) or not pki):
-            raise ConfigError("pki: must be a non-empty path string")
-        return cls(data=base / Path(data).expanduser(),
-                   pki=None if pki is None else base / Path(pki).expanduser(),
-                   **lists, **values)
+        paths: dict[str, Any] = {}
+        for key in ("pki", "trust_list", "status_tokens"):
+            got = values.pop(key, None)
+            if got is not None and (not isinstance(got, str) or not got):
+                raise ConfigError(f"{key}: must be a non-empty path string")
+            paths[key] = None if got is None else base / Path(got).expanduser()
+        return cls(data=base / Path(data).expanduser(), **paths, **lists, **values)
 
 
 def _is_int(v: object) -> bool:

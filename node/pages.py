@@ -31,6 +31,7 @@ from fastapi.templating import Jinja2Templates
 
 from ledger.errors import DecodeError, LedgerError
 from ledger.presentation import MAX_ENVELOPE, Envelope, Report
+from node.api import trust_of, verify_foreign_for
 from node.service import REQUEST_TTL, Node, NotFound, PendingRequest
 
 __all__ = ["NodeDep", "router"]
@@ -178,6 +179,7 @@ def _verify_form(request: Request, node: NodeDep, error: str | None) -> HTMLResp
     types = [{"id": k, "title": v.get("title", k), "claims": list(v["claims"]),
               "derived": list(v.get("derived", {}))} for k, v in node.types().items()]
     return _page(request, "verify.html", {"network": node.network, "types": types,
+                                          "foreign": trust_of(request.app) is not None,
                                           "error": error},
                  status_code=200 if error is None else 400)
 
@@ -185,12 +187,16 @@ def _verify_form(request: Request, node: NodeDep, error: str | None) -> HTMLResp
 @router.post("/verify/request", response_class=HTMLResponse)
 def create_request(request: Request, node: NodeDep,
                    credential_type: Annotated[str, Form(alias="type")] = "",
-                   claims: Annotated[list[str] | None, Form()] = None) -> HTMLResponse:
+                   claims: Annotated[list[str] | None, Form()] = None,
+                   claims_text: Annotated[str, Form()] = "") -> HTMLResponse:
     # The node's configured audience, as for POST /v1/presentation-requests: not the request's
     # Host header, which the client (or a proxy) chooses.
     audience = request.app.state.settings.audience
+    # A type from outside the network (ADR 39) names its claims in a text field.
+    names = (claims or []) + [c.strip() for c in claims_text.split(",") if c.strip()]
     try:
-        pending = node.new_request(credential_type, claims or [], audience)
+        pending = node.new_request(credential_type.strip(), names, audience,
+                                   foreign=trust_of(request.app) is not None)
     except LedgerError as e:
         return _verify_form(request, node, str(e))
     return _request_page(request, node, pending, None)
@@ -220,21 +226,32 @@ async def check_presentation(request: Request, node: NodeDep,
                        f"(requests stay open {REQUEST_TTL // 60} minutes) or was already "
                        "answered. Create a new request."}, status_code=400)
     image = await qr.read(MAX_UPLOAD + 1) if qr is not None else b""
+    foreign: str | None = None  # an SD-JWT+KB from an issuer outside the network (ADR 39)
     try:
         if image:
             envelope = _envelope_from_image(image)
+            foreign = _foreign_text(envelope)
+        elif "~" in presentation:
+            foreign = "".join(presentation.split())
+            envelope = b""
         elif presentation.strip():
             envelope = _envelope_from_text(presentation)
         else:
             raise BadInput("Paste the citizen's presentation or upload its QR image.")
-        try:
-            Envelope.from_bytes(envelope)
-        except DecodeError as e:
-            raise BadInput(f"This is not a presentation envelope ({e}).") from e
+        if foreign is None:
+            try:
+                Envelope.from_bytes(envelope)
+            except DecodeError as e:
+                raise BadInput(f"This is not a presentation envelope ({e}).") from e
+        elif trust_of(request.app) is None:
+            raise BadInput("This is a credential from an issuer outside the network (SD-JWT "
+                           "text), and this node has no trust list for those (trust_list in "
+                           "its settings).")
     except BadInput as e:  # the request stays open: the official may try again
         return _request_page(request, node, pending, str(e))
     try:
-        report = node.verify(envelope, nonce)
+        report = (node.verify(envelope, nonce) if foreign is None else
+                  verify_foreign_for(request.app, node, foreign, nonce))
     except NotFound:
         return _page(request, "error.html", {
             "network": node.network, "title": "Unknown or expired request",
@@ -264,6 +281,17 @@ def _envelope_from_text(text: str) -> bytes:
         return base64.urlsafe_b64decode(compact.rstrip("=") + "=" * (-len(compact) % 4))
     except (binascii.Error, ValueError) as e:
         raise BadInput(f"The presentation is not valid base64url: {e}.") from e
+
+
+def _foreign_text(decoded: bytes) -> str | None:
+    """A QR code's text if it is an SD-JWT+KB (ASCII with '~' separators), else None."""
+    if b"~" not in decoded:
+        return None
+    try:
+        text = decoded.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+    return text if text.isprintable() else None
 
 
 def _envelope_from_image(image: bytes) -> bytes:

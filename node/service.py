@@ -12,7 +12,7 @@ import secrets
 import threading
 import time as _time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from ledger.checkpoint import SignedCheckpoint, vkey
 from ledger.credentials import STATUS_LIST_SIZE, issue_credential, status_list_uri
 from ledger.errors import LedgerError, StoreError, TxRejected
 from ledger.finality import checkpoint_verifiers, sign_checkpoint
+from ledger.foreign import TrustList, verify_foreign
 from ledger.keys import PrivateKey, load_private_key
 from ledger.offline import StatusListCache
 from ledger.ordering import Pending, Receipt, SoloOrderer
@@ -363,17 +364,25 @@ class Node:
         return self.orderer.submit(tx).result(timeout=30)
 
     # -- verifying --
-    def new_request(self, kind: str, claims: list[str], audience: str) -> PendingRequest:
+    def new_request(self, kind: str, claims: list[str], audience: str, *,
+                    foreign: bool = False) -> PendingRequest:
+        """Open a request for ``claims`` of ``kind``. A type the registry does not know is
+        refused, unless ``foreign`` (the verifier has a trust list, ADR 39): then it is a
+        credential type from outside the network, whose claims only its issuer defines."""
         type_def = self._registry().type_def(kind)
-        if type_def is None:
+        if type_def is None and not foreign:
             raise NotFound(f"credential type {kind!r} is not registered")
-        known = set(type_def["claims"]) | set(type_def.get("derived", {}))
+        known = (set(claims) if type_def is None
+                 else set(type_def["claims"]) | set(type_def.get("derived", {})))
         unknown = sorted(set(claims) - known)
         if unknown or not claims:
             raise LedgerError(f"claims {unknown} are not part of {kind!r}" if unknown else
                               "ask for at least one claim")
-        pending = PendingRequest(Request(secrets.token_urlsafe(16), audience, kind,
-                                         tuple(claims)), self.now())
+        try:
+            req = Request(secrets.token_urlsafe(16), audience, kind, tuple(claims))
+        except LedgerError as e:
+            raise LedgerError(f"not a valid request: {e}") from e
+        pending = PendingRequest(req, self.now())
         with self._lock:
             self._expire()
             self._requests[pending.request.nonce] = pending
@@ -405,6 +414,18 @@ class Node:
             # so no ever-growing set of used nonces is kept.
             self._verifier = Verifier(registry, self.status_list)
         return self._verifier
+
+    def verify_foreign(self, presentation: str, nonce: str, trust: TrustList,
+                       status_tokens: Mapping[str, str]) -> Report:
+        """Verify a presentation of a credential from an issuer outside the network against
+        the open request ``nonce`` (which it then consumes), with the verifier's trust list and
+        the issuers' Status List Tokens (ADR 39). The ledger is not consulted."""
+        pending = self.request(nonce)
+        report = verify_foreign(presentation, pending.request, trust=trust, now=self.now(),
+                                status_tokens=status_tokens)
+        with self._lock:  # a request is answered once, whatever the verdict
+            self._requests.pop(nonce, None)
+        return report
 
     def verify(self, envelope: bytes, nonce: str) -> Report:
         """Verify an envelope against the open request ``nonce`` (which it then consumes)."""

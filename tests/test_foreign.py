@@ -371,3 +371,92 @@ def test_wallet_and_ledger_verify_on_the_command_line(tmp_path: Path) -> None:
     r = _cli("ledger", "verify", str(pres), "--request", str(req), "--trust", str(bad_trust),
              cwd=tmp_path)
     assert r.returncode == 2 and "trust list" in r.stderr
+
+
+# -- the node's verifier: page and API -------------------------------------------------------------
+
+
+def test_the_node_verifies_foreign_credentials_on_its_page_and_api(tmp_path: Path) -> None:
+    import dataclasses
+    import re
+
+    import httpx
+    from test_api import PASS as NODE_PASS
+    from test_api import make_demo, serve, settings_for
+
+    from node.app import create_app
+
+    now = int(time.time())
+    issuer = Issuer()
+    cred = sdjwt.issue_sd_jwt(
+        issuer_key=issuer.key, issuer_kid=issuer.kid, alg="ES256", vct=VCT, iss=ISS,
+        claims={"given_name": "Mei", "birth_date": "1990-04-01"}, holder_jwk=HOLDER_JWK,
+        iat=now - 60, nbf=now - 60, exp=now + 86_400,
+        status={"status_list": {"idx": 9, "uri": URI}}).serialize()
+    trust = tmp_path / "trust.json"
+    trust.write_text(json.dumps(trust_json(issuer)))
+    tokens = tmp_path / "tokens"
+    tokens.mkdir()
+    (tokens / "register.jwt").write_text(make_token(
+        StatusList.from_entries(2, 64, []), sub=URI, iat=now - 60, exp=now + 3600, ttl=None,
+        key=issuer.key, kid=issuer.kid))
+    (tokens / "junk.jwt").write_text("not a token")  # left out, logged by name
+    data = make_demo(tmp_path / "data")
+    plain = create_app(settings_for(data), passphrase=NODE_PASS)
+    app = create_app(dataclasses.replace(settings_for(data), trust_list=trust,
+                                         status_tokens=tokens), passphrase=NODE_PASS)
+
+    def kb(nonce: str, audience: str) -> str:
+        return sdjwt.present(cred, disclose=("birth_date",), holder_key=HOLDER, nonce=nonce,
+                             aud=audience, iat=int(time.time()))
+
+    with serve(plain) as url, httpx.Client(base_url=url, timeout=60) as http:
+        r = http.post("/v1/presentation-requests", json={"type": VCT, "claims": ["birth_date"]})
+        assert r.status_code == 404  # without a trust list, only the network's types
+        req = http.post("/v1/presentation-requests",
+                        json={"type": "residence", "claims": ["district"]}).json()
+        r = http.post("/v1/verify", json={"nonce": req["nonce"], "sd_jwt": kb(req["nonce"],
+                                                                              req["audience"])})
+        assert r.status_code == 400 and "trust list" in r.json()["detail"]
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        req = http.post("/v1/presentation-requests",
+                        json={"type": VCT, "claims": ["birth_date"]}).json()
+        got = http.post("/v1/verify", json={"nonce": req["nonce"],
+                                            "sd_jwt": kb(req["nonce"], req["audience"])}).json()
+        assert got["verified"] and got["claims"] == {"birth_date": "1990-04-01"}, got
+        both = http.post("/v1/verify", json={"nonce": "x", "sd_jwt": "a~", "envelope": "AA"})
+        assert both.status_code == 422 and "exactly one" in both.text
+        # the official's page: the form for outside types, then the pasted SD-JWT+KB text
+        assert 'id="form-foreign"' in http.get("/verify").text
+        page = http.post("/verify/request", data={"type": VCT, "claims_text": "birth_date"})
+        assert page.status_code == 200, page.text
+        nonce = re.search(r'id="nonce">([^<]+)<', page.text)
+        audience = re.search(r'id="audience">([^<]+)<', page.text)
+        assert nonce and audience
+        text = kb(nonce.group(1), audience.group(1))
+        verdict = http.post("/verify/check", data={"nonce": nonce.group(1),
+                                                   "presentation": text[:60] + "\n" + text[60:]})
+        assert '<h1 id="verdict">VERIFIED</h1>' in verdict.text, verdict.text
+        assert "<td>birth_date</td><td>1990-04-01</td>" in verdict.text
+        assert "Mei" not in verdict.text
+
+
+def test_node_settings_name_the_trust_list_and_a_bad_one_stops_the_node(tmp_path: Path) -> None:
+    from test_api import PASS as NODE_PASS
+    from test_api import make_demo
+
+    from node.app import create_app
+    from node.config import Settings
+
+    data = make_demo(tmp_path / "data")
+    settings = Settings.from_mapping({"data": "data", "agency": "edu",
+                                      "trust_list": "trust.json",
+                                      "status_tokens": "tokens"}, {}, base=tmp_path)
+    assert (settings.trust_list, settings.status_tokens) == (tmp_path / "trust.json",
+                                                              tmp_path / "tokens")
+    with pytest.raises(LedgerError, match="cannot read the trust list"):
+        create_app(settings, passphrase=NODE_PASS)
+    (tmp_path / "trust.json").write_text('{"issuers": [{"iss": "x"}]}')
+    with pytest.raises(LedgerError, match=r"trust.issuers\[0\]: missing 'name'"):
+        create_app(settings, passphrase=NODE_PASS)
+    assert data.is_dir()

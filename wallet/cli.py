@@ -172,7 +172,6 @@ def receive(
     A credential from an issuer outside the network (--trust) has no ledger evidence: its issuer
     must be on the trust list and have signed it, and it must be bound to your holder key.
     """
-    from ledger.foreign import MAX_TRUST_LIST
     from ledger.offline import load_snapshot
     from ledger.state import Registry
     from wallet.errors import WalletError
@@ -182,7 +181,7 @@ def receive(
             raise WalletError("give exactly one of --registry (a bundle from an agency of the "
                               "network) or --trust (a credential from outside it)")
         if trust is not None:
-            trust_list = _trust_list(trust, MAX_TRUST_LIST)
+            trust_list = _trust_list(trust)
             raw = _read_file(bundle_file, "credential")
             try:
                 text = raw.decode("ascii").strip()
@@ -214,20 +213,14 @@ def receive(
         out.print(info.id)
 
 
-def _trust_list(path: Path, limit: int) -> Any:
-    from ledger.errors import DecodeError
-    from ledger.foreign import TrustList
+def _trust_list(path: Path) -> Any:
+    from ledger.foreign import read_trust_list
     from wallet.errors import WalletError
 
-    raw = _read_file(path, "trust list")
-    if len(raw) > limit:
-        raise WalletError(f"the trust list {path} is {len(raw)} bytes, over {limit}")
     try:
-        return TrustList.from_json(json.loads(raw))
-    except (ValueError, RecursionError) as e:
-        raise WalletError(f"the trust list {path} is not JSON: {e}") from e
-    except DecodeError as e:
-        raise WalletError(f"the trust list {path}: {e}") from e
+        return read_trust_list(path)
+    except LedgerError as e:
+        raise WalletError(str(e)) from e
 
 
 @app.command("list")
