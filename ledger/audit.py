@@ -50,7 +50,8 @@ Errors::
 
 from __future__ import annotations
 
-import errno
+import contextlib
+import fcntl
 import hashlib
 import itertools
 import json
@@ -100,12 +101,7 @@ from ledger.finality import checkpoint_verifiers, verify_final
 from ledger.keys import PrivateKey, PublicKey
 from ledger.sigcheck import SignatureChecker
 from ledger.state import Registry
-from ledger.store import (
-    open_error,
-    release_mapped_tables,
-    store_unused,
-    stored_consistency_proof,
-)
+from ledger.store import open_error, release_mapped_tables, stored_consistency_proof
 from ledger.tx import Tx
 
 __all__ = ["AuditError", "AuditReport", "Problem", "audit", "sign_statement",
@@ -261,14 +257,17 @@ class _StoreSource:
             path = path / "ledger"
         if not (path / "CURRENT").exists():
             raise AuditError(f"{path} is neither a ledger store nor a node's data folder")
+        path = path.resolve()  # "." has no parent: the copy must go beside the store
         self.audited = path
         self._shadow = _shadow_store(path)
         try:
             self._db = plyvel.DB(str(self._shadow / "db"), create_if_missing=False,
                                  **_SOURCE_OPTIONS)
-        except plyvel.Error as e:
+        except BaseException as e:
             shutil.rmtree(self._shadow, ignore_errors=True)
-            raise AuditError(open_error(path, e)) from e
+            if isinstance(e, plyvel.Error):
+                raise AuditError(open_error(path, e)) from e
+            raise
         self.path = self._shadow / "db"
         """Where LevelDB has the store open (its tables are mapped from there)."""
         self.block_sizes: set[int] = set()
@@ -351,19 +350,32 @@ def _shadow_store(path: Path) -> Path:
     after writing them, and copies the rest (a few MiB at most). The links must be on the store's
     file system, so the copy goes in a hidden folder beside the store and is removed after the
     audit; where that folder cannot be written (read-only media, another owner) every file is
-    copied to the system's temporary folder instead. The store's LOCK is held while copying, so
-    a node cannot start and compact half-way: a store in use is refused, as before."""
-    try:
-        with store_unused(path):
-            return _copy_store(path)
-    except StoreError as e:
-        raise AuditError(str(e).replace("the store at", "cannot audit the store at")) from e
-    except PermissionError:  # cannot even open LOCK for the lock: nobody can write there
+    copied to the system's temporary folder instead. A shared lock on the store's LOCK file is
+    held while copying (it needs read access only): LevelDB's own lock is exclusive, so a store
+    in use is refused, as before, and no node can open it half-way through the copy."""
+    with _read_lock(path):
         return _copy_store(path)
+
+
+@contextlib.contextmanager
+def _read_lock(path: Path) -> Iterator[None]:
+    try:
+        fd = os.open(path / "LOCK", os.O_RDONLY)
+    except FileNotFoundError:  # LevelDB creates it on open: no process has this store open
+        yield
+        return
     except OSError as e:
-        if e.errno == errno.EROFS:
-            return _copy_store(path)
         raise AuditError(f"cannot read the store at {path}: {e.strerror or e}") from e
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            raise AuditError(f"cannot audit the store at {path}: it is open in another process "
+                             "(a running node, or another ledger command); stop it first, or "
+                             "audit an export of it") from e
+        yield
+    finally:
+        os.close(fd)
 
 
 def _copy_store(path: Path) -> Path:
@@ -371,7 +383,10 @@ def _copy_store(path: Path) -> Path:
         shadow = Path(tempfile.mkdtemp(prefix=".credledger-audit-", dir=path.parent))
         link = True
     except OSError:
-        shadow = Path(tempfile.mkdtemp(prefix="credledger-audit-"))
+        try:
+            shadow = Path(tempfile.mkdtemp(prefix="credledger-audit-"))
+        except OSError as e:
+            raise AuditError(f"cannot make a copy of {path} to audit: {e.strerror or e}") from e
         link = False
     try:
         db = shadow / "db"
@@ -386,9 +401,11 @@ def _copy_store(path: Path) -> Path:
                 except OSError:
                     link = False  # another file system, or links not allowed: copy from now on
             shutil.copyfile(f, db / f.name)
-    except OSError as e:
+    except BaseException as e:  # also Ctrl-C and SIGTERM (ledger.files.Terminated): no copy left
         shutil.rmtree(shadow, ignore_errors=True)
-        raise AuditError(f"cannot prepare the audit of {path}: {e.strerror or e}") from e
+        if isinstance(e, OSError):
+            raise AuditError(f"cannot make a copy of {path} to audit: {e.strerror or e}") from e
+        raise
     return shadow
 
 

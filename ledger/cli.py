@@ -314,11 +314,22 @@ AgencyOpt = Annotated[str, typer.Option("--agency", help="The issuing agency's i
 _B64URL = re.compile(r"\A[A-Za-z0-9_-]+={0,2}\Z")
 
 
+def _names_a_file(source: str) -> bool:
+    """Whether an argument that may be a file name or the text itself names an existing file
+    (a text too long to be a name is text: exists() raises for a name over 255 bytes)."""
+    if len(source) >= 1024:
+        return False
+    try:
+        return Path(source).exists()
+    except OSError:
+        return False
+
+
 def _envelope_bytes(source: str) -> bytes:
     """An envelope from a file (raw msgpack or base64url text) or a base64url argument."""
     text: str | None = source
     path = Path(source)
-    if len(source) < 1024 and path.exists():
+    if _names_a_file(source):
         try:
             with path.open("rb") as f:
                 raw = f.read(4 * MAX_ENVELOPE + 1)
@@ -337,7 +348,7 @@ def _envelope_bytes(source: str) -> bytes:
             return raw  # the binary envelope itself
     if text is None or not _B64URL.match(text):
         _fail("the envelope is neither an existing file nor a base64url string", 2)
-    if len(source) < 64 and not path.exists():  # too short for an envelope: a mistyped name?
+    if len(source) < 64 and not _names_a_file(source):  # too short: a mistyped name?
         _fail(f"there is no envelope file {source}, and it is too short to be base64url "
               "envelope text", 2)
     try:
@@ -519,7 +530,7 @@ def _verify_foreign_cli(source: str, request: Path, trust: Path, token_files: li
     from ledger.foreign import read_trust_list, tokens_by_uri, verify_foreign
 
     path = Path(source)
-    if len(source) < 1024 and path.exists():
+    if _names_a_file(source):
         raw = _read_input(path, "presentation")
         try:
             text = raw.decode("ascii").strip()

@@ -45,6 +45,7 @@ from typing import Any
 from ledger import codec, sdjwt
 from ledger.codec import Fields
 from ledger.errors import DecodeError, LedgerError
+from ledger.keys import PublicKey
 from ledger.presentation import Check, Report, Request
 from ledger.statuslist import StatusList, StatusListError, check_status, verify_token
 
@@ -57,6 +58,8 @@ MAX_TRUST_LIST = 1024 * 1024
 MAX_PRESENTATION = sdjwt.MAX_SIZE
 """Largest foreign presentation accepted, in characters."""
 _MAX_ISSUERS = 1000
+MAX_ISS = 256
+"""Longest ``iss`` on a trust list: what a wallet keeps as a credential's issuer."""
 _MAX_KEYS = 16
 _JWK_MEMBERS = frozenset({"kty", "crv", "x", "y", "kid", "alg", "use", "key_ops"})
 _PLAIN = frozenset({"iss", "iat", "nbf", "exp", "vct", "cnf", "status"})
@@ -75,10 +78,11 @@ class TrustedIssuer:
 
     def keys_for(self, kid: object) -> list[tuple[dict[str, Any], sdjwt.VerifyKey]]:
         """The keys a JWT or token with header ``kid`` may be signed with: the key of that kid,
-        or every key of the issuer when the header names none."""
+        else the issuer's keys listed without a kid; every key when the header names none."""
         if kid is None:
             return list(self.keys)
-        return [k for k in self.keys if k[0].get("kid") == kid]
+        return [k for k in self.keys if k[0].get("kid") == kid] or \
+            [k for k in self.keys if "kid" not in k[0]]
 
 
 @dataclass(frozen=True)
@@ -103,8 +107,22 @@ class TrustList:
             if issuer.iss in out:
                 raise DecodeError(f"issuer {issuer.iss!r} is listed twice",
                                   f"trust.issuers[{i}].iss")
+            for other in out.values():
+                shared = {_key_bytes(k) for _, k in other.keys} & \
+                    {_key_bytes(k) for _, k in issuer.keys}
+                if shared:
+                    raise DecodeError(f"a key of {issuer.iss!r} is also listed for "
+                                      f"{other.iss!r}: either could then sign as the other",
+                                      f"trust.issuers[{i}].keys")
             out[issuer.iss] = issuer
         return cls(out)
+
+
+def _key_bytes(key: sdjwt.VerifyKey) -> bytes:
+    """A public key's bytes, to compare keys listed under different issuers."""
+    jwk = (sdjwt.jwk_from_ed25519(key.raw) if isinstance(key, PublicKey)
+           else sdjwt.jwk_from_ec(key))
+    return json.dumps(jwk, sort_keys=True).encode()
 
 
 def _text(value: object, where: str, limit: int = 1024) -> str:
@@ -123,7 +141,7 @@ def _issuer(item: object, where: str) -> TrustedIssuer:
     for member in ("iss", "name", "keys"):
         if member not in item:
             raise DecodeError(f"missing {member!r}", where)
-    iss = _text(item["iss"], f"{where}.iss")
+    iss = _text(item["iss"], f"{where}.iss", MAX_ISS)
     name = _text(item["name"], f"{where}.name", 200)
     status = item.get("status", "required")
     if status not in ("required", "optional"):
@@ -340,8 +358,8 @@ def receive_foreign(unverified: str, *, trust: TrustList, holder_jwk: Mapping[st
     if issuer.status_required and "status" not in claims:
         raise LedgerError(f"the credential has no status claim, and the trust list expects one "
                           f"from {issuer.name!r}: no verifier would accept it")
-    start = claims.get("nbf", claims.get("iat", 0))
-    end = claims.get("exp", NO_EXPIRY)
+    start = next((claims[k] for k in ("nbf", "iat") if claims.get(k) is not None), 0)
+    end = claims["exp"] if claims.get("exp") is not None else NO_EXPIRY
     return ReceivedForeign(ForeignCredential(unverified),
                            hashlib.sha256(parsed.issuer_jwt.encode("ascii")).digest(),
                            vct, issuer.iss, max(0, int(start)),
@@ -370,6 +388,19 @@ def tokens_by_uri(tokens: list[str]) -> dict[str, str]:
     return out
 
 
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object, refusing a member named twice: a reader of the file would see one value
+    and the verifier use the other."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"member {key[:40]!r} is named twice in one object")
+            seen.add(key)
+    return out
+
+
 def read_trust_list(path: Path) -> TrustList:
     """The trust list in the JSON file ``path``; LedgerError saying what is wrong with it."""
     try:
@@ -380,7 +411,7 @@ def read_trust_list(path: Path) -> TrustList:
     if len(raw) > MAX_TRUST_LIST:
         raise LedgerError(f"the trust list {path} is over {MAX_TRUST_LIST} bytes")
     try:
-        return TrustList.from_json(json.loads(raw))
+        return TrustList.from_json(json.loads(raw, object_pairs_hook=_no_duplicates))
     except (ValueError, RecursionError) as e:
         raise LedgerError(f"the trust list {path} is not JSON: {e}") from e
     except DecodeError as e:

@@ -177,6 +177,76 @@ def test_a_store_another_process_has_open_is_refused_in_words(demo: Path) -> Non
     assert audit(demo, now=T0).clean
 
 
+def _make_read_only(paths: list[Path]) -> list[str]:
+    """Make ``paths`` unwritable even for root (immutable attribute), else by modes; the
+    command that undoes it."""
+    if os.geteuid() == 0:
+        r = subprocess.run(["chattr", "+i", *map(str, paths)], capture_output=True, text=True,
+                           check=False)
+        if r.returncode != 0:
+            pytest.skip(f"root, and no immutable attribute here: {r.stderr.strip()}")
+        return ["chattr", "-i", *map(str, paths)]
+    for p in paths:
+        p.chmod(p.stat().st_mode & ~0o222)
+    return ["chmod", "-R", "u+w", *map(str, paths)]
+
+
+def test_a_store_in_use_is_refused_even_where_its_lock_file_is_not_writable(
+        demo: Path) -> None:
+    """The audit takes a shared lock, which needs read access only: an auditor who cannot
+    write the LOCK file (another owner's store) is still refused a store a node has open."""
+    lock = demo / "ledger" / "LOCK"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import plyvel, sys; db = plyvel.DB(sys.argv[1]); "
+         "print('open', flush=True); sys.stdin.read()", str(demo / "ledger")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        undo = _make_read_only([lock])
+        try:
+            with pytest.raises(AuditError, match="open in another process"):
+                audit(demo, now=T0)
+        finally:
+            subprocess.run(undo, check=True)
+    finally:
+        holder.communicate("", timeout=30)
+
+
+def test_an_audit_from_inside_the_store_writes_nothing_there(demo: Path) -> None:
+    """``ledger audit .`` in the store's folder: "." has no parent, so the copy went inside
+    the audited folder; it goes beside it."""
+    store = demo / "ledger"
+    before = _folder_state(demo)
+    changed = store.stat().st_mtime_ns  # an entry made and removed there would move it
+    r = subprocess.run([str(Path(sys.executable).parent / "ledger"), "audit", "."], cwd=store,
+                       capture_output=True, text=True, check=False, timeout=120,
+                       env={**os.environ, "COLUMNS": "200"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert _folder_state(demo) == before
+    assert store.stat().st_mtime_ns == changed
+    assert not list(demo.rglob(".credledger-audit-*"))
+
+
+def test_an_audit_stopped_while_copying_leaves_no_copy(demo: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGTERM (``Terminated``, ledger.files) or Ctrl-C while the store is being copied: the
+    copy is removed (only OS errors were cleaned up)."""
+    from ledger.files import Terminated
+
+    real = shutil.copyfile
+    copied: list[str] = []
+
+    def copy_then_stop(src: Any, dst: Any, *a: Any, **k: Any) -> Any:
+        real(src, dst, *a, **k)
+        copied.append(str(src))
+        raise Terminated
+    monkeypatch.setattr(shutil, "copyfile", copy_then_stop)
+    with pytest.raises(Terminated):
+        audit(demo, now=T0)
+    assert copied  # it was stopped after copying a file
+    assert not list(demo.glob(".credledger-audit-*"))
+
+
 def test_a_store_on_read_only_media_can_be_audited(demo: Path, tmp_path: Path) -> None:
     """Where nothing beside the store can be written, every file is copied to a temporary
     folder instead; the audit still replays the whole chain. Read-only is made with the
@@ -185,16 +255,7 @@ def test_a_store_on_read_only_media_can_be_audited(demo: Path, tmp_path: Path) -
     shutil.copytree(demo, ro)
     paths = [ro, *sorted(ro.rglob("*"))]
     before = _folder_state(ro)
-    if os.geteuid() == 0:
-        r = subprocess.run(["chattr", "+i", *map(str, paths)], capture_output=True, text=True,
-                           check=False)
-        if r.returncode != 0:
-            pytest.skip(f"root, and no immutable attribute here: {r.stderr.strip()}")
-        undo = ["chattr", "-i", *map(str, paths)]
-    else:
-        for p in paths:
-            p.chmod(p.stat().st_mode & ~0o222)
-        undo = ["chmod", "-R", "u+w", str(ro)]
+    undo = _make_read_only(paths)
     try:
         with pytest.raises(PermissionError):
             (ro / "probe").write_bytes(b"")

@@ -22,8 +22,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ledger import sdjwt
 from ledger.errors import DecodeError, LedgerError
 from ledger.foreign import (
+    NO_EXPIRY,
     ForeignCredential,
     TrustList,
+    read_trust_list,
     receive_foreign,
     tokens_by_uri,
     verify_foreign,
@@ -460,3 +462,102 @@ def test_node_settings_name_the_trust_list_and_a_bad_one_stops_the_node(tmp_path
     with pytest.raises(LedgerError, match=r"trust.issuers\[0\]: missing 'name'"):
         create_app(settings, passphrase=NODE_PASS)
     assert data.is_dir()
+
+
+# -- found by a second look (stop 20) --------------------------------------------------------------
+
+
+def _raw_sd_jwt(issuer: Issuer, payload: dict[str, Any]) -> str:
+    """An issuer-signed SD-JWT with exactly ``payload`` (no disclosures): odd shapes the
+    library's issuer would not make."""
+    import base64
+
+    def b64(obj: Any) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    head = b64({"alg": issuer.alg, "typ": "dc+sd-jwt", "kid": issuer.kid})
+    signing_input = f"{head}.{b64(payload)}"
+    sig = sdjwt.jws_sign(issuer.key, signing_input.encode())
+    return f"{signing_input}.{base64.urlsafe_b64encode(sig).rstrip(b'=').decode()}~"
+
+
+@pytest.mark.parametrize("field", ["exp", "nbf"])
+def test_a_null_validity_date_is_absent_not_a_crash(field: str) -> None:
+    issuer = Issuer()
+    payload: dict[str, Any] = {"iss": ISS, "vct": VCT, "iat": NOW - 10, "nbf": NOW - 10,
+                               "exp": NOW + 1000, "cnf": {"jwk": HOLDER_JWK},
+                               "status": {"status_list": {"idx": 1, "uri": URI}}}
+    payload[field] = None
+    got = receive_foreign(_raw_sd_jwt(issuer, payload),
+                          trust=TrustList.from_json(trust_json(issuer)), holder_jwk=HOLDER_JWK,
+                          now=NOW)
+    assert (got.valid_from, got.valid_until) == ((NOW - 10, NO_EXPIRY) if field == "exp"
+                                                 else (NOW - 10, NOW + 1000))
+
+
+def test_an_iss_too_long_for_a_wallet_is_refused_on_the_trust_list() -> None:
+    with pytest.raises(DecodeError, match="at most 256 characters"):
+        TrustList.from_json(trust_json(Issuer(), iss="https://x.example/" + "a" * 300))
+
+
+def test_a_wallet_never_saves_what_it_could_not_open_again(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from wallet.store import StoredCredential
+
+    w = Wallet.init(tmp_path / "w.db", PASS)
+    before = (tmp_path / "w.db").read_bytes()
+    odd = StoredCredential(bytes(32), VCT, "i" * 300, 0, NO_EXPIRY, NOW,
+                           ForeignCredential("a~").to_bytes())
+    with pytest.raises(WalletError, match="could not be opened again"):
+        w._save(replace(w._contents, credentials=(odd,)))
+    assert (tmp_path / "w.db").read_bytes() == before
+    assert Wallet.open(tmp_path / "w.db", PASS).list() == []
+
+
+def test_a_trust_list_file_with_a_member_named_twice_is_refused(tmp_path: Path) -> None:
+    good, evil = Issuer(), Issuer()
+    text = json.dumps(trust_json(good))
+    # a reviewer reads the first "keys"; a lenient parser trusts the second
+    text = text.replace('"keys": [', f'"keys": {json.dumps([evil.jwk()])}, "keys": [', 1)
+    path = tmp_path / "trust.json"
+    path.write_text(text)
+    with pytest.raises(LedgerError, match="'keys' is named twice"):
+        read_trust_list(path)
+
+
+def test_one_key_listed_for_two_issuers_is_refused() -> None:
+    shared = Issuer()
+    trust = {"issuers": [trust_json(shared)["issuers"][0],
+                         trust_json(shared, iss="https://other.example")["issuers"][0]]}
+    with pytest.raises(DecodeError, match="also listed for"):
+        TrustList.from_json(trust)
+
+
+def test_keys_listed_without_a_kid_check_tokens_that_name_one() -> None:
+    issuer = Issuer()
+    jwk = {k: v for k, v in issuer.jwk().items() if k != "kid"}
+    trust = {"issuers": [{"iss": ISS, "name": "National Register", "keys": [jwk]}]}
+    report = check(present(issuer.issue(HOLDER_JWK)), trust, [issuer.token()])
+    assert report.verified and report.status == "valid"
+
+
+def test_a_presentation_given_as_text_on_the_command_line(tmp_path: Path) -> None:
+    """Between 256 and 1023 characters an argument is too long for a file name: it is the
+    presentation's text (exists() raised 'File name too long')."""
+    now = int(time.time())
+    issuer = Issuer(ed25519=True)
+    cred = sdjwt.issue_sd_jwt(
+        issuer_key=issuer.key, issuer_kid=issuer.kid, alg="EdDSA", vct="v", iss=ISS,
+        claims={"a": "1"}, holder_jwk=HOLDER_JWK, iat=now - 60, nbf=now - 60, exp=now + 600,
+        status=None).serialize()
+    req = Request("n-123456", "https://desk.example", "v", ("a",))
+    pres = sdjwt.present(cred, disclose=("a",), holder_key=HOLDER, nonce=req.nonce,
+                         aud=req.audience, iat=now)
+    assert 256 < len(pres) < 1024
+    (tmp_path / "req.json").write_text(json.dumps(req.to_json()))
+    (tmp_path / "trust.json").write_text(json.dumps(trust_json(issuer, status="optional")))
+    r = _cli("ledger", "verify", pres, "--request", "req.json", "--trust", "trust.json",
+             cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "VERIFIED" in r.stdout

@@ -157,7 +157,15 @@ class Wallet:
                 raise WalletFileError(f"cannot write {dest}: {e.strerror or e}") from e
 
     def _save(self, contents: Contents) -> None:
-        """Re-encrypt (fresh nonce) and replace the file, unless someone else changed it."""
+        """Re-encrypt (fresh nonce) and replace the file, unless someone else changed it.
+
+        Never saves contents it could not read back: a credential that does not fit the file
+        format is refused here, not found out at the next open, with every credential lost."""
+        try:
+            Contents.from_bytes(contents.to_bytes())
+        except LedgerError as e:
+            raise WalletError(f"not saved: the wallet could not be opened again with this "
+                              f"credential in it ({e})") from e
         with lock(self.path):
             if _read(self.path, "wallet") != self._blob:
                 raise WalletFileError(f"{self.path} changed since it was opened (another wallet "
