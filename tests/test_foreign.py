@@ -343,6 +343,9 @@ def test_wallet_and_ledger_verify_on_the_command_line(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "outside the network" in r.stderr
     cid = r.stdout.strip()
+    r = _cli("wallet", "refresh", "--node", "http://127.0.0.1:9", "--registry", "none.bin",
+             "--id", cid[:12], cwd=tmp_path, wallet=w)
+    assert r.returncode == 1 and "no ledger proof to refresh" in r.stderr, r.stderr
 
     req = tmp_path / "req.json"
     r = _cli("ledger", "request", "--type", VCT, "--audience", "https://desk.example",

@@ -475,9 +475,16 @@ def refresh(
     from wallet.errors import WalletError
 
     with _errors():
-        reg = load_snapshot(_read_file(registry, "registry snapshot")).registry
         w = _open()
         wanted = {w.info(prefix).id for prefix in only} if only else None
+        outside = [c.id for c in w.list() if w.is_foreign(c.id)]
+        if wanted is not None and wanted & set(outside):
+            raise WalletError(f"credential {sorted(wanted & set(outside))[0][:12]} was issued "
+                              "outside the network: it has no ledger proof to refresh")
+        if wanted is None and outside:
+            err.print(f"  {len(outside)} credential(s) from outside the network skipped: no "
+                      "ledger proof")
+        reg = load_snapshot(_read_file(registry, "registry snapshot")).registry
         base = node.rstrip("/")
         proofs: dict[str, list[bytes]] = {}
         try:
