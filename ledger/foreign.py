@@ -46,7 +46,7 @@ from ledger import codec, sdjwt
 from ledger.codec import Fields
 from ledger.errors import DecodeError, LedgerError
 from ledger.keys import PublicKey
-from ledger.presentation import Check, Report, Request
+from ledger.presentation import Check, Report, Request, spend_nonce
 from ledger.statuslist import StatusList, StatusListError, check_status, verify_token
 
 __all__ = ["MAX_PRESENTATION", "MAX_TRUST_LIST", "ForeignCredential", "TrustList", "TrustedIssuer",
@@ -186,11 +186,8 @@ def verify_foreign(presentation: str, request: Request, *, trust: TrustList, now
     """
     report = Report()
     add = report.checks.append
-    if used_nonces is not None:
-        if request.nonce in used_nonces:
-            add(Check("nonce_fresh", False, "this request's nonce was already used: a replay"))
-            return report
-        used_nonces.add(request.nonce)
+    if not spend_nonce(report, request, used_nonces):
+        return report
     step = "presentation"
     try:
         if not isinstance(presentation, str):
@@ -388,19 +385,6 @@ def tokens_by_uri(tokens: list[str]) -> dict[str, str]:
     return out
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """A JSON object, refusing a member named twice: a reader of the file would see one value
-    and the verifier use the other."""
-    out = dict(pairs)
-    if len(out) != len(pairs):
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                raise ValueError(f"member {key[:40]!r} is named twice in one object")
-            seen.add(key)
-    return out
-
-
 def read_trust_list(path: Path) -> TrustList:
     """The trust list in the JSON file ``path``; LedgerError saying what is wrong with it."""
     try:
@@ -411,9 +395,8 @@ def read_trust_list(path: Path) -> TrustList:
     if len(raw) > MAX_TRUST_LIST:
         raise LedgerError(f"the trust list {path} is over {MAX_TRUST_LIST} bytes")
     try:
-        return TrustList.from_json(json.loads(raw, object_pairs_hook=_no_duplicates))
-    except (ValueError, RecursionError) as e:
-        raise LedgerError(f"the trust list {path} is not JSON: {e}") from e
+        # strict: a member named twice would show a reader one value and the verifier another
+        return TrustList.from_json(sdjwt.strict_json(raw, f"the trust list {path}"))
     except DecodeError as e:
         raise LedgerError(f"the trust list {path}: {e}") from e
 

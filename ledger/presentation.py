@@ -30,7 +30,7 @@ from ledger.store import Store
 from ledger.tx import Tx
 
 __all__ = ["Bundle", "Check", "Envelope", "Report", "Request", "Verifier", "bundle_from_store",
-           "issuer_jwk_at_issuance", "verify_envelope"]
+           "issuer_jwk_at_issuance", "spend_nonce", "verify_envelope"]
 
 MAX_ENVELOPE = 32 * 1024
 
@@ -259,15 +259,25 @@ class Verifier:
         return _verify(self, unverified, request, now)
 
 
+def spend_nonce(report: Report, request: Request, used_nonces: MutableSet[str] | None) -> bool:
+    """Accept the request's nonce once: False (and a failed ``nonce_fresh`` check in
+    ``report``) if it was used before; otherwise it is marked used. No set: always True."""
+    if used_nonces is None:
+        return True
+    if request.nonce in used_nonces:
+        report.checks.append(Check("nonce_fresh", False,
+                                   "this request's nonce was already used: a replay"))
+        return False
+    used_nonces.add(request.nonce)
+    return True
+
+
 def _verify(v: Verifier, unverified: bytes, request: Request, now: int) -> Report:
     registry, status_lists, used_nonces = v.registry, v.status_lists, v.used_nonces
     report = Report()
     add = report.checks.append
-    if used_nonces is not None:
-        if request.nonce in used_nonces:
-            add(Check("nonce_fresh", False, "this request's nonce was already used: a replay"))
-            return report
-        used_nonces.add(request.nonce)
+    if not spend_nonce(report, request, used_nonces):
+        return report
     try:
         env = Envelope.from_bytes(unverified)
     except DecodeError as e:

@@ -126,6 +126,7 @@ __all__ = [
     "parse_jws_header",
     "present",
     "public_key_from_jwk",
+    "strict_json",
     "verify_issuer_signed",
     "verify_presentation",
 ]
@@ -357,6 +358,12 @@ _DECODER: Final = json.JSONDecoder(
 _SCAN_ONCE: Final[Callable[[str, int], tuple[Any, int]]] = (
     _DECODER.scan_once  # type: ignore[attr-defined]
 )
+
+
+def strict_json(raw: bytes, what: str) -> Any:
+    """``raw`` as strict JSON: UTF-8, no member named twice in an object, no NaN or Infinity,
+    bounded nesting; :class:`JsonError` (a LedgerError) naming ``what`` otherwise."""
+    return _json(raw, what)
 
 
 def _json(raw: bytes, what: str) -> Any:

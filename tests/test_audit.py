@@ -160,15 +160,21 @@ def test_the_audit_writes_nothing_into_the_audited_folder(demo: Path) -> None:
     assert not list(demo.glob(".credledger-audit-*"))  # the copy is gone
 
 
+def _hold_open(store: Path) -> subprocess.Popen[str]:
+    """Another process with ``store`` open in LevelDB (as a node would), until its stdin ends."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import plyvel, sys; db = plyvel.DB(sys.argv[1]); "
+         "print('open', flush=True); sys.stdin.read()", str(store)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+    return holder
+
+
 def test_a_store_another_process_has_open_is_refused_in_words(demo: Path) -> None:
     """A node could compact while the audit copies the store: the audit holds LevelDB's lock
     while it copies, and a store in use is refused, saying so."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import plyvel, sys; db = plyvel.DB(sys.argv[1]); "
-         "print('open', flush=True); sys.stdin.read()", str(demo / "ledger")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = _hold_open(demo / "ledger")
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
         with pytest.raises(AuditError, match="open in another process"):
             audit(demo, now=T0)
     finally:
@@ -196,12 +202,8 @@ def test_a_store_in_use_is_refused_even_where_its_lock_file_is_not_writable(
     """The audit takes a shared lock, which needs read access only: an auditor who cannot
     write the LOCK file (another owner's store) is still refused a store a node has open."""
     lock = demo / "ledger" / "LOCK"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import plyvel, sys; db = plyvel.DB(sys.argv[1]); "
-         "print('open', flush=True); sys.stdin.read()", str(demo / "ledger")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = _hold_open(demo / "ledger")
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
         undo = _make_read_only([lock])
         try:
             with pytest.raises(AuditError, match="open in another process"):

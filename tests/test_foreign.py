@@ -525,7 +525,7 @@ def test_a_trust_list_file_with_a_member_named_twice_is_refused(tmp_path: Path) 
     text = text.replace('"keys": [', f'"keys": {json.dumps([evil.jwk()])}, "keys": [', 1)
     path = tmp_path / "trust.json"
     path.write_text(text)
-    with pytest.raises(LedgerError, match="'keys' is named twice"):
+    with pytest.raises(LedgerError, match="duplicate member name 'keys'"):
         read_trust_list(path)
 
 

@@ -191,14 +191,8 @@ class Wallet:
         """
         v = verify_bundle(unverified_bundle, registry=registry, holder_jwk=self.holder_jwk(),
                           now=now)
-        if any(c.credential_id == v.credential_id for c in self._contents.credentials):
-            raise WalletError(f"credential {v.credential_id.hex()[:16]}… is already in the "
-                              f"wallet")
-        stored = StoredCredential(v.credential_id, v.type, v.issuer, v.valid_from,
-                                  v.valid_until, now, v.bundle.to_bytes())
-        self._save(replace(self._contents,
-                           credentials=(*self._contents.credentials, stored)))
-        return CredentialInfo.of(stored)
+        return self._keep(StoredCredential(v.credential_id, v.type, v.issuer, v.valid_from,
+                                           v.valid_until, now, v.bundle.to_bytes()))
 
     def receive_foreign(self, unverified: str, *, trust: TrustList,
                         now: int) -> CredentialInfo:
@@ -206,11 +200,14 @@ class Wallet:
         a verifier's ``trust`` list (:func:`ledger.foreign.receive_foreign`) and keep it. It has
         no ledger evidence: it is presented as a plain SD-JWT+KB (ADR 39)."""
         got = receive_foreign(unverified, trust=trust, holder_jwk=self.holder_jwk(), now=now)
-        if any(c.credential_id == got.credential_id for c in self._contents.credentials):
-            raise WalletError(f"credential {got.credential_id.hex()[:16]}… is already in the "
-                              f"wallet")
-        stored = StoredCredential(got.credential_id, got.type, got.issuer, got.valid_from,
-                                  got.valid_until, now, got.credential.to_bytes())
+        return self._keep(StoredCredential(got.credential_id, got.type, got.issuer,
+                                           got.valid_from, got.valid_until, now,
+                                           got.credential.to_bytes()))
+
+    def _keep(self, stored: StoredCredential) -> CredentialInfo:
+        """Add a checked credential and save; WalletError if it is already in the wallet."""
+        if any(c.credential_id == stored.credential_id for c in self._contents.credentials):
+            raise WalletError(f"credential {stored.id[:16]}… is already in the wallet")
         self._save(replace(self._contents,
                            credentials=(*self._contents.credentials, stored)))
         return CredentialInfo.of(stored)
