@@ -60,7 +60,6 @@ import shutil
 import tempfile
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -99,7 +98,7 @@ from ledger.errors import (
 )
 from ledger.finality import checkpoint_verifiers, verify_final
 from ledger.keys import PrivateKey, PublicKey
-from ledger.sigcheck import SignatureChecker
+from ledger.sigcheck import Checking, SignatureChecker
 from ledger.state import Registry
 from ledger.store import open_error, release_mapped_tables, stored_consistency_proof
 from ledger.tx import Tx
@@ -1118,7 +1117,7 @@ class _Batch:
 
     def __init__(self) -> None:
         self.raws: list[bytes] = []
-        self.fut: Future[list[bool | str]] | None = None
+        self.fut: Checking[list[bool | str]] | None = None
 
 
 def _prechecked(records: Iterator[BlockRecord], replayer: Replayer,

@@ -877,6 +877,10 @@ def _get(url: str) -> bytes:
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
             return bytes(resp.read(MAX_INPUT + 1))[:MAX_INPUT]
+    except urllib.error.HTTPError as e:
+        if e.code == 503 and url.endswith("/v1/health"):  # a halted node says why in the body
+            return bytes(e.read(MAX_INPUT + 1))[:MAX_INPUT]
+        raise _MonitorUnreachable(f"GET {url}: {e}") from e
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise _MonitorUnreachable(f"GET {url}: {e}") from e
 
@@ -920,6 +924,13 @@ def _monitor_round(base: str, last: SignedCheckpoint | None) -> SignedCheckpoint
     keys, quorum = _note_keys(base)
     health = _get_json(base + "/v1/health")
     network = health.get("network") if isinstance(health, dict) else None
+    if isinstance(health, dict) and health.get("halted"):
+        raise _MonitorAlarm(f"HALTED: the node stopped applying blocks: {health['halted']}")
+    evidence = _get_json(base + "/v1/evidence")
+    if isinstance(evidence, list) and evidence:
+        raise _MonitorAlarm(f"EQUIVOCATION: the node holds {len(evidence)} record(s) of "
+                            f"checkpoints signed for one size with two roots (GET "
+                            f"{base}/v1/evidence)\n{json.dumps(evidence, indent=1)}")
     try:
         new = SignedCheckpoint.from_text(_get(base + "/v1/checkpoint"))
         signers = new.verify_quorum(keys, quorum)
@@ -989,17 +1000,30 @@ def monitor(
     state: Annotated[Path | None, typer.Option(
         "--state", help="File keeping the last checkpoint seen (read, then rewritten).",
         dir_okay=False)] = None,
+    ca: Annotated[Path | None, typer.Option(
+        "--ca", help="CA certificate to trust for an https node (a local cluster's "
+                     "pki/ca.crt); default: the system's.", exists=True, dir_okay=False)] = None,
 ) -> None:
     """Watch a node's checkpoints: each must be quorum-signed and consistent with the last.
 
     Note keys come from /v1/registry/agencies and the quorum from /v1/registry: the governance
     quorum of the current agencies must sign.
 
-    Exit 1 on an inconsistency or equivocation (the evidence is printed); 2 on bad input or
-    (with --once) an unreachable node.
+    Exit 1 on an inconsistency or equivocation, also one the node itself holds as evidence
+    (/v1/evidence), or when the node halted on a fork (the evidence is printed); 2 on bad input
+    or (with --once) an unreachable node.
     """
     if not url.startswith(("http://", "https://")):
         _fail(f"the URL must be http(s), not {url!r}", 2)
+    if ca is not None:
+        import ssl
+
+        try:
+            context = ssl.create_default_context(cafile=str(ca))
+        except (ssl.SSLError, OSError) as e:
+            _fail(f"{ca} is not a CA certificate: {e}", 2)
+        urllib.request.install_opener(urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=context)))
     base = url.rstrip("/")
     last = None
     if state is not None and state.exists():

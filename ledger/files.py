@@ -11,15 +11,18 @@ Only SIGKILL or a power cut can leave a ``.<name>.<random>.tmp`` file behind (AD
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 __all__ = [
-    "SigtermSeen", "Terminated", "atomic_output", "run_cli", "sigterm_raises", "write_atomic",
+    "SigtermSeen", "Terminated", "atomic_output", "die_with_parent", "run_cli", "sigterm_raises",
+    "write_atomic",
 ]
 
 
@@ -76,28 +79,46 @@ class Terminated(KeyboardInterrupt):
 
 
 class SigtermSeen:
-    """Whether SIGTERM arrived within :func:`sigterm_raises`."""
+    """Whether SIGTERM (or SIGHUP) arrived within :func:`sigterm_raises`, and which."""
 
     received = False
+    signum = signal.SIGTERM
 
 
 @contextlib.contextmanager
 def sigterm_raises() -> Iterator[SigtermSeen]:
     """Within: SIGTERM raises :class:`Terminated` where the main thread is, instead of ending the
-    process on the spot with no clean-up (Python's default). Further SIGTERMs are ignored, so the
-    clean-up is not cut short. The handler found is put back after."""
+    process on the spot with no clean-up (Python's default). So does SIGHUP (the terminal or
+    SSH session closed) unless it was ignored on entry (``nohup``). Further signals of either
+    kind are ignored, so the clean-up is not cut short. The handlers found are put back after."""
     seen = SigtermSeen()
+    names = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_DFL:
+        names.append(signal.SIGHUP)
 
-    def on_sigterm(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        seen.received = True
+    def on_signal(signum: int, frame: object) -> None:
+        for n in names:
+            signal.signal(n, signal.SIG_IGN)
+        seen.received, seen.signum = True, signal.Signals(signum)
         raise Terminated
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = {n: signal.signal(n, on_signal) for n in names}
     try:
         yield seen
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for n, handler in previous.items():
+            signal.signal(n, handler)
+
+
+def die_with_parent(signum: int, parent: int) -> None:
+    """In a child process: have Linux send it ``signum`` when its parent dies, even by SIGKILL
+    (a supervisor killed by the OOM killer must not leave nodes and etcd members running);
+    exit at once if ``parent`` (the parent's pid, taken before the fork) is gone already."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signum)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def run_cli(app: Callable[[], object]) -> None:
@@ -112,5 +133,5 @@ def run_cli(app: Callable[[], object]) -> None:
             app()
         except SystemExit:
             if seen.received:
-                raise SystemExit(128 + signal.SIGTERM) from None
+                raise SystemExit(128 + seen.signum) from None
             raise

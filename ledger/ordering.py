@@ -15,12 +15,11 @@ import queue
 import threading
 import time as _time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 from ledger.chain import Head, build_block
 from ledger.errors import DecodeError, LedgerError, OrderingError, TxRejected
-from ledger.sigcheck import Checked, SignatureChecker, rebuild
+from ledger.sigcheck import Checked, Checking, SignatureChecker, rebuild
 from ledger.store import Store
 from ledger.tx import Tx
 
@@ -135,7 +134,7 @@ class _Item:
 class _Chunk:
     raws: Sequence[bytes | Tx]
     futures: list[Pending]
-    checked: Future[list[Checked]] | None
+    checked: Checking[list[Checked]] | None
 
 
 class SoloOrderer:

@@ -16,21 +16,28 @@ serialization); untrusted bytes only ever travel inside ``bytes``/``str`` values
 
 from __future__ import annotations
 
-import ctypes
+import logging
 import multiprocessing
 import os
 import signal
-import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Generic, TypeVar
 
 import msgpack
 
 from ledger.errors import DecodeError, SignatureError
+from ledger.files import die_with_parent
 from ledger.keys import PublicKey
 from ledger.tx import Tx
 
-__all__ = ["Checked", "SignatureChecker", "check_signatures", "parse_and_check", "rebuild"]
+__all__ = ["Checked", "Checking", "SignatureChecker", "check_signatures", "parse_and_check",
+           "rebuild"]
+
+_T = TypeVar("_T")
+log = logging.getLogger("node.sigcheck")
 
 Checked = bool | str
 """Per envelope: whether every signature was confirmed (the strict parse succeeded), or the
@@ -85,7 +92,7 @@ def rebuild(raw: bytes, fields: Checked) -> tuple[Tx, bool]:
     return Tx.from_checked_bytes(raw), fields
 
 
-def _worker_init() -> None:
+def _worker_init(parent: int) -> None:
     """Worker initializer: ignore Ctrl-C, and on Linux be killed when the parent process dies
     (even by SIGKILL).
 
@@ -93,34 +100,75 @@ def _worker_init() -> None:
     decides when its pool stops (it shuts the pool down as it stops); a worker that took the
     SIGINT itself only printed a KeyboardInterrupt traceback on the way out."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
+    die_with_parent(signal.SIGKILL, parent)
+
+
+class Checking(Generic[_T]):
+    """One task on the pool. A worker that dies (killed, out of memory) breaks the whole
+    pool, so every later task would fail and the node would stop applying blocks: ``result``
+    then runs the task once more on a fresh pool (ADR 42)."""
+
+    __slots__ = ("_args", "_checker", "_fn", "_fut", "_pool")
+
+    def __init__(self, checker: SignatureChecker, fn: Callable[..., _T], *args: Any) -> None:
+        self._checker, self._fn, self._args = checker, fn, args
+        self._pool, self._fut = checker._submit(fn, *args)
+
+    def result(self, timeout: float | None = None) -> _T:
+        try:
+            return self._fut.result(timeout)
+        except BrokenProcessPool:
+            pool = self._checker._replace(self._pool)
+            return pool.submit(self._fn, *self._args).result(timeout)
 
 
 class SignatureChecker:
     """A pool of ``workers`` processes, spawned (not forked: the parent holds LevelDB, threads).
 
     The workers are started and warmed up in the constructor so the first block does not wait.
+    A pool broken by a dead worker is replaced (``restarts`` counts it).
     """
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self._pool = ProcessPoolExecutor(max_workers=workers,
-                                         mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_worker_init)
-        for f in [self._pool.submit(parse_and_check, [], {}) for _ in range(workers)]:
+        self.restarts = 0
+        self._lock = threading.Lock()
+        self._pool = self._new_pool()
+
+    def _new_pool(self) -> ProcessPoolExecutor:
+        pool = ProcessPoolExecutor(max_workers=self.workers,
+                                   mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init, initargs=(os.getpid(),))
+        for f in [pool.submit(parse_and_check, [], {}) for _ in range(self.workers)]:
             f.result()
+        return pool
 
-    def submit(self, raws: Sequence[bytes], keys: Mapping[bytes, bytes]) -> Future[list[Checked]]:
-        return self._pool.submit(parse_and_check, list(raws), dict(keys))
+    def _submit(self, fn: Callable[..., _T], *args: Any
+                ) -> tuple[ProcessPoolExecutor, Future[_T]]:
+        pool = self._pool
+        try:
+            return pool, pool.submit(fn, *args)
+        except BrokenProcessPool:
+            pool = self._replace(pool)
+            return pool, pool.submit(fn, *args)
 
-    def submit_parsed(self, txs: Sequence[Tx], keys: Mapping[bytes, bytes]) -> Future[list[bool]]:
+    def _replace(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
+        """A working pool in place of ``broken`` (once, however many tasks found it broken)."""
+        with self._lock:
+            if self._pool is broken:
+                log.warning("a signature worker died; starting the pool again")
+                broken.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+                self.restarts += 1
+            return self._pool
+
+    def submit(self, raws: Sequence[bytes], keys: Mapping[bytes, bytes]) -> Checking[list[Checked]]:
+        return Checking(self, parse_and_check, list(raws), dict(keys))
+
+    def submit_parsed(self, txs: Sequence[Tx], keys: Mapping[bytes, bytes]
+                      ) -> Checking[list[bool]]:
         """Only the signature checks of transactions this process parsed already."""
-        return self._pool.submit(check_signatures, [t.raw for t in txs], dict(keys))
+        return Checking(self, check_signatures, [t.raw for t in txs], dict(keys))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -97,10 +97,16 @@ class PeerOut(_Out):
     log_size: int
     revision: int
     lag: int
+    updated: int | None = Field(
+        default=None, description="When that node last said where it stands (Unix time): a "
+                                  "stopped node's figures stay as they were")
 
 
 class Health(_Out):
-    status: Literal["ok", "halted"]
+    status: Literal["ok", "degraded", "halted"] = Field(
+        description="ok; degraded: the node's replication steps are failing (problem says "
+                    "why; it serves reads, new transactions wait); halted: it found its chain "
+                    "is a fork and applies nothing (HTTP 503)")
     agency: str
     network: str
     height: int
@@ -109,6 +115,7 @@ class Health(_Out):
     final_log_size: int | None = None
     peers: dict[str, PeerOut] = Field(default_factory=dict)
     halted: str | None = None
+    problem: str | None = None
 
 
 class ClusterOut(_Out):
@@ -122,6 +129,7 @@ class ClusterOut(_Out):
     peers: dict[str, dict[str, Any]]
     counters: dict[str, int]
     last_error: str
+    failing_since: float | None = None
     settings: dict[str, int] = Field(
         default_factory=dict,
         description="max_batch (transactions per etcd batch at most) and retention (blocks a "
@@ -344,20 +352,30 @@ def _receipt(r: Receipt) -> ReceiptOut:
 # -- chain ---------------------------------------------------------------------------------------
 
 @router.get("/v1/health", tags=["node"])
-def health(node: NodeDep) -> Health:
-    """Liveness and position; on a multi-agency node also each peer's applied height and lag."""
+def health(node: NodeDep, response: Response) -> Health:
+    """Liveness and position; on a multi-agency node also each peer's applied height and lag.
+    A halted node answers 503, so a probe that reads only the status code stops routing to
+    it; a degraded one (replication failing) answers 200 with the problem."""
     head = node.head()
     cluster = node.cluster_status()
     if cluster is None:
         return Health(status="ok", agency=node.agency, network=node.network,
                       height=head["height"], log_size=head["log_size"])
     peers = {a: PeerOut(height=int(p.get("height", 0)), log_size=int(p.get("size", 0)),
-                        revision=int(p.get("rev", 0)), lag=int(p.get("lag", 0)))
+                        revision=int(p.get("rev", 0)), lag=int(p.get("lag", 0)),
+                        updated=int(p["time"]) if isinstance(p.get("time"), int) else None)
              for a, p in cluster["peers"].items()}
-    return Health(status="halted" if cluster["halted"] else "ok", agency=node.agency,
-                  network=node.network, height=head["height"], log_size=head["log_size"],
-                  ordering="etcd", final_log_size=cluster["final_size"], peers=peers,
-                  halted=cluster["halted"])
+    status: Literal["ok", "degraded", "halted"] = "ok"
+    problem = None
+    if cluster["halted"]:
+        status, problem = "halted", cluster["halted"]
+        response.status_code = 503
+    elif cluster.get("failing_since"):
+        status, problem = "degraded", cluster["last_error"] or "replication steps are failing"
+    return Health(status=status, agency=node.agency, network=node.network,
+                  height=head["height"], log_size=head["log_size"], ordering="etcd",
+                  final_log_size=cluster["final_size"], peers=peers, halted=cluster["halted"],
+                  problem=problem)
 
 
 @router.get("/v1/cluster", tags=["node"], responses=_errors(404))

@@ -386,7 +386,8 @@ def cluster(
             h = net.health(m.agency) or {}
             err.print(f"  {m.agency:10} node {m.url}  etcd {m.client_url}  height "
                       f"{h.get('height')}")
-        err.print(f"CA certificate: {net.ca}   logs: {data / 'logs'}")
+        err.print(f"CA certificate: {net.ca}   logs: {data / 'logs'}   operator token: "
+                  f"{data / 'operator.token'} (0600)")
         if not once:
             err.print("running; Ctrl-C stops every process")
             while not stop.wait(0.5):

@@ -16,10 +16,12 @@ etcd client ``base + 100 + i``, etcd peer ``base + 200 + i``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import ssl
@@ -37,6 +39,7 @@ import httpx
 from ledger import codec
 from ledger.chain import build_genesis
 from ledger.errors import LedgerError
+from ledger.files import write_atomic
 from ledger.keys import PASSPHRASE_ENV, PrivateKey, save_private_key
 from ledger.network import Agency, genesis_tx
 from ledger.store import Store
@@ -50,7 +53,11 @@ from node.pki import (
     unlock,
 )
 
-__all__ = ["AGENCY_NAMES", "ClusterError", "LocalCluster", "create_cluster"]
+__all__ = ["AGENCY_NAMES", "OPERATOR_TOKEN_FILE", "ClusterError", "LocalCluster",
+           "create_cluster"]
+
+OPERATOR_TOKEN_FILE = "operator.token"  # noqa: S105 - a file name, not a secret
+"""The cluster's operator token (random, 0600); each node.toml holds only its SHA-256."""
 
 AGENCY_NAMES = {
     "civil": "Civil Affairs Bureau", "edu": "Education Bureau", "health": "Health Commission",
@@ -115,7 +122,10 @@ def create_cluster(folder: Path, n: int, passphrase: bytes, *, network: str = "d
     create_pki(folder / "pki", network, ids, passphrase,
                now=_dt.datetime.fromtimestamp(t, _dt.UTC))
     members = _members(ids, base_port)
-    token = hashlib.sha256(b"cluster-operator:" + passphrase).hexdigest()
+    # A random operator token, kept 0600 in the folder: one derived from the key passphrase
+    # would let anyone who reads a node.toml test passphrase guesses at hash speed.
+    token = secrets.token_urlsafe(32)
+    write_atomic(folder / OPERATOR_TOKEN_FILE, token.encode() + b"\n", 0o600)
     for agency, m in zip(agencies, members, strict=True):
         root = folder / agency.id
         (root / "data" / "keys").mkdir(parents=True, mode=0o700)
@@ -125,12 +135,39 @@ def create_cluster(folder: Path, n: int, passphrase: bytes, *, network: str = "d
                          passphrase)
         with Store(root / "data" / "ledger") as store:
             store.write_block(build_genesis(genesis))
-        (root / "node.toml").write_text(
-            _node_config(agency.id, m, members, network, token, retention), encoding="utf-8")
+        write_atomic(root / "node.toml", _node_config(agency.id, m, members, network, token,
+                                                      retention).encode(), 0o600)
     (folder / "logs").mkdir()
     _write_meta(folder, {"network": network, "agencies": ids, "base_port": base_port,
                          "quorum": quorum, "genesis_time": t, "retention": retention,
                          "genesis_hash": genesis_hash})
+
+
+_LAUNCH = ("import os, signal, sys\n"
+           "from ledger.files import die_with_parent\n"
+           "die_with_parent(signal.SIGTERM, int(sys.argv[1]))\n"
+           "os.execvp(sys.argv[2], sys.argv[2:])\n")
+
+
+def _dies_with_us(cmd: Sequence[str]) -> list[str]:
+    """``cmd`` started through a small launcher that asks Linux to send it SIGTERM (a clean
+    stop) when this supervisor dies, even by SIGKILL, and then execs it (the request survives
+    exec), instead of the child running on as an orphan holding the cluster's ports. Linux
+    sends it when the *thread* that started the child ends: LocalCluster starts processes from
+    the thread that drives it, which lives as long as the cluster. (No ``preexec_fn``: it is
+    not safe in a process with threads.)"""
+    return [sys.executable, "-c", _LAUNCH, str(os.getpid()), *cmd]
+
+
+def _log_tail(log: Path | None, lines: int = 5) -> str:
+    """The last lines of a process's log, to show why it exited (empty if none)."""
+    if log is None:
+        return ""
+    try:
+        tail = log.read_bytes()[-4096:].decode("utf-8", "replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "; its log " + str(log) + " ends:\n  " + "\n  ".join(tail) if tail else ""
 
 
 def _stop_all(procs: Iterable[subprocess.Popen[bytes]]) -> None:
@@ -181,7 +218,11 @@ class LocalCluster:
         self.members = _members(meta["agencies"], int(meta["base_port"]))
         self.etcd_bin = shutil.which(etcd_bin) or etcd_bin
         self.python = python
-        self.token = hashlib.sha256(b"cluster-operator:" + passphrase).hexdigest()
+        try:
+            self.token = (folder / OPERATOR_TOKEN_FILE).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ClusterError(f"{folder} has no readable {OPERATOR_TOKEN_FILE} (the cluster's "
+                               f"operator token): {e}") from e
         self._etcd: dict[str, subprocess.Popen[bytes]] = {}
         self._nodes: dict[str, subprocess.Popen[bytes]] = {}
         self._runtime: dict[str, Path] = {}
@@ -224,8 +265,8 @@ class LocalCluster:
                "--logger", "zap", "--log-level", "warn", "--heartbeat-interval", "100",
                "--election-timeout", "1000", "--snapshot-count", str(ETCD_SNAPSHOT_COUNT)]
         log = open(self._log("etcd", m.agency), "ab")  # noqa: SIM115
-        self._etcd[m.agency] = subprocess.Popen(cmd, stdout=log, stderr=log,  # noqa: S603
-                                                stdin=subprocess.DEVNULL)
+        self._etcd[m.agency] = subprocess.Popen(  # noqa: S603 - our own argv
+            _dies_with_us(cmd), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         log.close()
 
     def _etcd_healthy(self, m: Member) -> bool:
@@ -269,21 +310,27 @@ class LocalCluster:
         env = {**os.environ, PASSPHRASE_ENV: self.passphrase.decode()}
         log = open(self._log("node", m.agency), "ab")  # noqa: SIM115
         self._nodes[m.agency] = subprocess.Popen(  # noqa: S603 - our own argv
-            [self.python, "-m", "node.cli", "run", "--config",
-             str(self.folder / m.agency / "node.toml")],
+            _dies_with_us([self.python, "-m", "node.cli", "run", "--config",
+                           str(self.folder / m.agency / "node.toml")]),
             stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
         log.close()
 
     def health(self, agency: str) -> dict[str, Any] | None:
         try:
             r = self._http.get(f"{self.member(agency).url}/v1/health")
-            return dict(r.json()) if r.status_code == 200 else None
+            return dict(r.json()) if r.status_code in (200, 503) else None  # 503: halted
         except (httpx.HTTPError, ValueError):
             return None
 
-    def _wait(self, what: str, ok: Any, timeout: float) -> None:
+    def _wait(self, what: str, ok: Any, timeout: float,
+              proc: subprocess.Popen[bytes] | None = None, log: Path | None = None) -> None:
+        """Until ``ok()``; ClusterError after ``timeout``, or at once if ``proc`` exits (a
+        port already taken, a bad config), with the end of its ``log``."""
         deadline = _time.monotonic() + timeout
         while not ok():
+            if proc is not None and proc.poll() is not None:
+                raise ClusterError(f"{what} exited with status {proc.returncode} before it was "
+                                   f"up{_log_tail(log)}")
             if _time.monotonic() > deadline:
                 raise ClusterError(f"{what} not up within {timeout:.0f} s; see "
                                    f"{self.folder / 'logs'}")
@@ -297,13 +344,11 @@ class LocalCluster:
             for m in self.members:
                 self._start_etcd(m)
             for m in self.members:
-                self._wait(f"etcd member {m.agency}", lambda m=m: self._etcd_healthy(m),
-                           timeout)
+                self._wait_etcd(m, timeout)
             for m in self.members:
                 self._start_node(m)
             for m in self.members:
-                self._wait(f"node {m.agency}", lambda m=m: self.health(m.agency) is not None,
-                           timeout)
+                self._wait_node(m, timeout)
         except BaseException:
             self.stop()
             raise
@@ -326,9 +371,17 @@ class LocalCluster:
         m = self.member(agency)
         if etcd and agency not in self._etcd:
             self._start_etcd(m)
-            self._wait(f"etcd member {agency}", lambda: self._etcd_healthy(m), timeout)
+            self._wait_etcd(m, timeout)
         self._start_node(m)
-        self._wait(f"node {agency}", lambda: self.health(agency) is not None, timeout)
+        self._wait_node(m, timeout)
+
+    def _wait_etcd(self, m: Member, timeout: float) -> None:
+        self._wait(f"etcd member {m.agency}", lambda: self._etcd_healthy(m), timeout,
+                   self._etcd.get(m.agency), self._log("etcd", m.agency))
+
+    def _wait_node(self, m: Member, timeout: float) -> None:
+        self._wait(f"node {m.agency}", lambda: self.health(m.agency) is not None, timeout,
+                   self._nodes.get(m.agency), self._log("node", m.agency))
 
     # -- admitting a new agency --
     def prepare_agency(self, agency: str) -> Agency:
@@ -364,9 +417,9 @@ class LocalCluster:
         i = len(self.members)
         m = Member(agency, i, base + i, base + 100 + i, base + 200 + i)
         self.members.append(m)
-        (root / "node.toml").write_text(
-            _node_config(agency, m, self.members, self.network, self.token,
-                         int(self.meta.get("retention", 1000))), encoding="utf-8")
+        write_atomic(root / "node.toml", _node_config(
+            agency, m, self.members, self.network, self.token,
+            int(self.meta.get("retention", 1000))).encode(), 0o600)
         self.meta["agencies"] = [x.agency for x in self.members]
         _write_meta(self.folder, self.meta)
         return new
@@ -376,13 +429,26 @@ class LocalCluster:
         m = self.member(agency)
         sponsor = next(x for x in self.members if x.agency in self._etcd)
         try:
-            self._etcd_post(sponsor, "/v3/cluster/member/add", {"peerURLs": [m.peer_url]})
+            added = self._etcd_post(sponsor, "/v3/cluster/member/add",
+                                    {"peerURLs": [m.peer_url]})
         except httpx.HTTPError as e:
             raise ClusterError(f"etcd refused the new member: {e}") from e
-        self._start_etcd(m, state="existing")
-        self._wait(f"etcd member {agency}", lambda: self._etcd_healthy(m), timeout)
+        try:
+            self._start_etcd(m, state="existing")
+            self._wait_etcd(m, timeout)
+        except BaseException:
+            # A member etcd counts but that never runs raises the quorum for good (3 of 4):
+            # take it out again.
+            p = self._etcd.pop(agency, None)
+            if p is not None:
+                _stop_all([p])
+            member_id = (added.get("member") or {}).get("ID")
+            if member_id is not None:
+                with contextlib.suppress(httpx.HTTPError):
+                    self._etcd_post(sponsor, "/v3/cluster/member/remove", {"ID": member_id})
+            raise
         self._start_node(m)
-        self._wait(f"node {agency}", lambda: self.health(agency) is not None, timeout)
+        self._wait_node(m, timeout)
 
     def _log(self, kind: str, agency: str) -> Path:
         return self.folder / "logs" / f"{kind}-{agency}.log"

@@ -223,6 +223,11 @@ class EtcdLog:
             self._put(self._cosig_key(size, agency), cosig), self._put(f"a/{agency}", applied),
             self._put(b"t")]))
 
+    def put_applied(self, agency: str, applied: bytes) -> None:
+        """This node's applied position alone (after a catch-up, which signs nothing)."""
+        self._call("Txn", pb.TxnRequest(success=[self._put(f"a/{agency}", applied),
+                                                 self._put(b"t")]))
+
     def put_cosig(self, size: int, agency: str, value: bytes) -> None:
         self._call("Txn", pb.TxnRequest(success=[self._put(self._cosig_key(size, agency), value)]))
 

@@ -37,7 +37,6 @@ import threading
 import time as _time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -60,7 +59,7 @@ from ledger.errors import (
 from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
 from ledger.keys import PrivateKey
 from ledger.ordering import Pending, Receipt, settle
-from ledger.sigcheck import SignatureChecker
+from ledger.sigcheck import Checking, SignatureChecker
 from ledger.state import Registry
 from ledger.store import Store
 from ledger.tx import Tx
@@ -78,6 +77,9 @@ _PENDING = b"xcp"
 """+ be64(size): this node's checkpoint for that size while it lacks the quorum. Only *final*
 checkpoints are stored under ``k`` (what auditors and the store's rollback check read)."""
 _EVIDENCE = b"xev"
+META_HALTED = b"xhalt"
+"""Why this node halted (UTF-8), kept in the store: a restart must not build more blocks on
+the fork. A store restored from a peer has no such record."""
 _BE = struct.Struct(">Q")
 _RECENT = 100_000  # size → (rev, height) entries kept for pruning decisions
 _BATCH_BYTES = 768 * 1024  # a batch is cut once it holds this much (MAX_BATCH_BYTES is 1 MiB)
@@ -101,6 +103,8 @@ class Stats:
     synced_blocks: int = 0
     equivocations: int = 0
     last_error: str = ""
+    failing_since: float = 0.0
+    """When the apply loop's steps started failing (0: the last step succeeded)."""
     peers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -151,7 +155,9 @@ class EtcdOrderer:
         raw_final = store.get(META_FINAL)
         self.final_size = _BE.unpack(raw_final)[0] if raw_final else 0
         self.cosig_rev = 0
-        self.halted: str | None = None
+        raw_halted = store.get(META_HALTED)
+        self.halted: str | None = None if raw_halted is None else raw_halted.decode(
+            "utf-8", "replace")
         self.stats = Stats()
         self._recent: OrderedDict[int, tuple[int, int]] = OrderedDict()
         self._pending_cosigs: dict[int, list[tuple[str, bytes, str]]] = {}
@@ -294,6 +300,8 @@ class EtcdOrderer:
                 while self._step():
                     self._maybe_prune()  # at most every 0.5 s, also under sustained load
                 self._maybe_prune()
+                self.stats.failing_since = 0.0
+                continue
             except LedgerError as e:
                 self.stats.last_error = str(e)
                 log.warning("replication step failed: %s", e)
@@ -302,6 +310,14 @@ class EtcdOrderer:
                 self.stats.last_error = f"peer sync: {e}"
                 log.warning("peer sync failed: %s", e)
                 self._stop.wait(0.5)
+            except Exception as e:  # the thread that applies blocks never dies
+                # Anything else (a peer's answer of an unexpected shape, a bug) is reported and
+                # retried: ending this thread silently left a node serving, never applying.
+                self.stats.last_error = f"{type(e).__name__}: {e}"
+                log.error("replication step failed unexpectedly", exc_info=True)
+                self._stop.wait(1.0)
+            # only after a failure: health reports the node degraded until a step succeeds
+            self.stats.failing_since = self.stats.failing_since or _time.time()
 
     def _step(self) -> bool:
         """Apply the next run of batches, then take in co-signatures and publish ours once.
@@ -359,7 +375,7 @@ class EtcdOrderer:
         return txs
 
     def _apply(self, rec: Record, batch: Batch | None, txs: list[Tx],
-               checked: Future[list[bool]] | None) -> tuple[Head, str] | None:
+               checked: Checking[list[bool]] | None) -> tuple[Head, str] | None:
         """Apply one batch; the new head and our signature line if it made a block."""
         head, registry = self.store.head, self.store.registry
         assert head is not None
@@ -587,6 +603,7 @@ class EtcdOrderer:
         self.halted = (f"a quorum signed root {theirs.checkpoint.root.hex()} at size {size}, "
                        f"ours is {ours.checkpoint.root.hex()}: this node's chain is a fork; "
                        "it stopped applying blocks (restore it from a peer)")
+        self.store.put_records({META_HALTED: self.halted.encode()})
         log.error("HALTED: %s", self.halted)
 
     def evidence_for(self, size: int) -> list[tuple[str, str]]:
@@ -668,6 +685,20 @@ class EtcdOrderer:
                             f"says {size}")
         self.rev = rev
         self.store.put_records({META_REV: _BE.pack(rev)})
+        # Say where this node now stands: peers (and its own health) showed it at the height
+        # it fell behind at until its next block (a node of an idle network: indefinitely).
+        self._publish_applied(head)
+        self.stats.last_error = ""
+
+    def _publish_applied(self, head: Head) -> None:
+        if not self._member():
+            return
+        try:
+            self.etcd.put_applied(self.agency, codec.encode({
+                "rev": self.rev, "height": head.height, "size": head.log_size,
+                "time": int(self.clock())}))
+        except OrderingError as e:
+            self.stats.last_error = str(e)
 
     def _sync_from(self, peer: str, target: int) -> None:
         head, registry = self.store.head, self.store.registry
@@ -737,15 +768,18 @@ class EtcdOrderer:
                 "counters": {f.name: getattr(self.stats, f.name) for f in fields(Stats)
                              if f.type == "int"},
                 "last_error": self.stats.last_error,
+                "failing_since": self.stats.failing_since or None,
                 "settings": {"max_batch": self.max_batch, "retention": self.retention}}
 
     def stop(self) -> None:
         if self._stop.is_set():
             return
         self._queue.put(None)
-        self._threads[0].join(timeout=self.submit_timeout + 5)
+        # Stopping first: a batch put that cannot reach etcd now gives up at once, instead of
+        # retrying for submit_timeout while the node's supervisor waits (and then kills it).
         self._stop.set()
         self._wake.set()
+        self._threads[0].join(timeout=self.submit_timeout + 5)
         self._threads[1].join(timeout=30)
         self.etcd.close()
         self._http.close()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ from typing import Any
 
 import plyvel
 import pytest
-from clusterkit import Net, running_cluster
+from clusterkit import Net, free_base, running_cluster
 
 from ledger import codec
 from ledger.checkpoint import Checkpoint, SignedCheckpoint
@@ -164,6 +166,11 @@ def test_a_node_down_past_retention_syncs_from_a_peer(net: Net) -> None:
     net.wait_until("the lagging node syncs", net.converged, timeout=120)
     assert _counters(net, "health")["counters"]["synced_blocks"] > 0
     assert _all_block_hashes(net, "health") == _all_block_hashes(net, "civil")
+    # it says where it stands after the catch-up, before any new block (it showed the height
+    # it fell behind at)
+    height = net.health("health")["height"]
+    net.wait_until("its peers see it caught up", lambda: all(
+        net.health(a)["peers"]["health"]["height"] == height for a in net.ids))
 
 
 def test_a_forged_cosignature_is_refused(net: Net) -> None:
@@ -220,6 +227,24 @@ def test_a_node_with_a_tampered_store_is_caught_by_its_peers(fresh: Net) -> None
     assert "fork" in (net.health("health")["halted"] or "")
     metrics = net.http.get(f"{net.url('civil')}/metrics").text
     assert "ledger_node_equivocations 0.0" not in metrics
+    # a probe that reads only the status code stops routing to it
+    assert net.http.get(f"{net.url('health')}/v1/health").status_code == 503
+    # `ledger monitor` says so, of the halted node and of a peer holding the evidence
+    for agency, said in (("health", "HALTED"), ("civil", "EQUIVOCATION")):
+        r = subprocess.run([str(Path(sys.executable).parent / "ledger"), "monitor",
+                            net.url(agency), "--once", "--ca", net.cluster.ca],
+                           capture_output=True, text=True, timeout=120, check=False)
+        assert r.returncode == 1 and said in r.stderr, (agency, r.stdout, r.stderr)
+    # the halt is kept in its store: a restart builds nothing more on the fork
+    height = net.health("health")["height"]
+    net.cluster.kill_node("health")
+    net.cluster.restart("health", etcd=False)
+    assert net.health("health")["status"] == "halted"
+    for _ in range(3):
+        net.submit("civil", net.anchor("edu", now))
+    net.wait_until("the others move on", lambda: net.health("civil")["height"] >= height + 3)
+    time.sleep(1.0)
+    assert net.health("health")["height"] == height
 
 
 def test_an_agency_removed_by_governance_no_longer_signs_checkpoints(fresh: Net) -> None:
@@ -271,3 +296,41 @@ def test_a_cluster_nodes_store_audits_clean(net: Net) -> None:
     finally:
         net.cluster.restart("edu", etcd=False)
     net.wait_until("edu back", net.converged)
+
+
+def test_the_operator_token_is_random_and_kept_private(tmp_path: Path) -> None:
+    """It was derived from the key passphrase, and node.toml (0644) held its hash: anyone who
+    could read a config could test passphrase guesses at hash speed, past Argon2id."""
+    from node.cluster import OPERATOR_TOKEN_FILE, create_cluster
+
+    create_cluster(tmp_path / "a", 2, b"cluster-test-pw", base_port=free_base(3))
+    create_cluster(tmp_path / "b", 2, b"cluster-test-pw", base_port=free_base(3))
+    tokens = [(tmp_path / x / OPERATOR_TOKEN_FILE).read_text().strip() for x in "ab"]
+    assert tokens[0] != tokens[1]  # not a function of the passphrase
+    assert hashlib.sha256(b"cluster-operator:cluster-test-pw").hexdigest() not in tokens
+    for f in [tmp_path / "a" / OPERATOR_TOKEN_FILE, *(tmp_path / "a").glob("*/node.toml")]:
+        assert f.stat().st_mode & 0o777 == 0o600, f
+    assert hashlib.sha256(tokens[0].encode()).hexdigest() in \
+        (tmp_path / "a" / "civil" / "node.toml").read_text()
+
+
+def test_a_node_that_cannot_start_fails_the_start_at_once(tmp_path: Path) -> None:
+    """A node whose port is taken exits at once: the start says so with the end of its log,
+    instead of waiting 60 s for it to come up."""
+    import socket
+
+    from node.cluster import ClusterError, LocalCluster, create_cluster
+
+    base = free_base(3)
+    create_cluster(tmp_path / "net", 1, b"cluster-test-pw", base_port=base)
+    cluster = LocalCluster(tmp_path / "net", b"cluster-test-pw")
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", cluster.members[0].node_port))
+    taken.listen()
+    try:
+        # "exited": found by the process's exit, not by the timeout ("not up within")
+        with pytest.raises(ClusterError, match=r"exited with status .* log .* ends"):
+            cluster.start(timeout=600)
+    finally:
+        taken.close()
+    assert not cluster.running(cluster.members[0].agency)

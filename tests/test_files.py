@@ -158,3 +158,26 @@ def test_help_paragraphs_are_reflowed() -> None:
     assert got.returncode == 0, got.stderr
     # "exit 1" ends one docstring line and "with the expected" starts the next
     assert "(else: a fork, exit 1 with the expected and found roots)" in got.stdout
+
+
+def test_sighup_stops_a_tool_as_sigterm_does(demo: Path, tmp_path: Path) -> None:
+    """A closed terminal or SSH session sends SIGHUP: the tool cleans up as for SIGTERM and
+    exits 129 (it ended on the spot, leaving what SIGTERM no longer leaves)."""
+    child = _CHILD.replace("signal.SIGTERM", "signal.SIGHUP")
+    out = tmp_path / "chain.archive"
+    got = subprocess.run([sys.executable, "-c", child, "export", str(demo), "--out", str(out)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert got.returncode == 128 + signal.SIGHUP, got.stderr
+    assert not out.exists() and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_sighup_ignored_on_entry_stays_ignored() -> None:
+    """Under nohup SIGHUP is ignored on entry, and stays so."""
+    from ledger.files import sigterm_raises
+
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with sigterm_raises():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, before)

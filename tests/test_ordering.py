@@ -265,3 +265,25 @@ def test_settle_answers_every_waiter_once_and_leaves_settled_ones_alone() -> Non
     assert not any(t.is_alive() for t in waiters)
     assert got["a"] == [early, late, "credential_exists"]  # a[0] kept its first answer
     assert got["b"] == [late, "not_granted"]
+
+
+def test_a_killed_signature_worker_is_replaced_and_the_work_done() -> None:
+    """One dead worker breaks a whole process pool: every later task failed, and a cluster
+    node stopped applying blocks for good while its health said ok. The pool is replaced and
+    the task run again (ADR 42)."""
+    import os
+    import signal
+
+    from ledger.sigcheck import SignatureChecker
+
+    checker = SignatureChecker(1)
+    try:
+        pids = list(checker._pool._processes)  # the real worker process
+        assert len(pids) == 1
+        os.kill(pids[0], signal.SIGKILL)
+        got = checker.submit([b"not an envelope"], {}).result(timeout=60)
+        assert len(got) == 1 and isinstance(got[0], str)  # the parse error, from a new worker
+        assert checker.restarts == 1
+        assert list(checker._pool._processes) != pids
+    finally:
+        checker.close()
