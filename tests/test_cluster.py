@@ -312,25 +312,3 @@ def test_the_operator_token_is_random_and_kept_private(tmp_path: Path) -> None:
         assert f.stat().st_mode & 0o777 == 0o600, f
     assert hashlib.sha256(tokens[0].encode()).hexdigest() in \
         (tmp_path / "a" / "civil" / "node.toml").read_text()
-
-
-def test_a_node_that_cannot_start_fails_the_start_at_once(tmp_path: Path) -> None:
-    """A node whose port is taken exits at once: the start says so with the end of its log,
-    instead of waiting 60 s for it to come up."""
-    import socket
-
-    from node.cluster import ClusterError, LocalCluster, create_cluster
-
-    base = free_base(3)
-    create_cluster(tmp_path / "net", 1, b"cluster-test-pw", base_port=base)
-    cluster = LocalCluster(tmp_path / "net", b"cluster-test-pw")
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", cluster.members[0].node_port))
-    taken.listen()
-    try:
-        # "exited": found by the process's exit, not by the timeout ("not up within")
-        with pytest.raises(ClusterError, match=r"exited with status .* log .* ends"):
-            cluster.start(timeout=600)
-    finally:
-        taken.close()
-    assert not cluster.running(cluster.members[0].agency)
