@@ -1371,6 +1371,18 @@ def _counted(found: list[Signer], view: _GovView) -> list[str]:
     return sorted({s.agency for s in found if s.agency is not None and s.kid in view.may_sign})
 
 
+def _refuse_dead_signatures(proposal: Path, found: list[Signer], view: _GovView) -> None:
+    """The ledger refuses a governance transaction with any signature that may not sign now
+    (a key rotated or invalidated since, an agency removed): say so before signing or
+    submitting, instead of counting the others and meeting a rejection at commit."""
+    dead = [s for s in found if s.kid not in view.may_sign]
+    if dead:
+        who = ", ".join(f"{s.agency or 'an unknown key'} (key {s.kid.hex()[:16]})" for s in dead)
+        _fail(f"{proposal} carries signatures that may not sign on {view.network!r} now: {who}. "
+              "The ledger refuses a governance transaction with any such signature; propose "
+              "the change again (agency propose) and have it cosigned afresh")
+
+
 def _signer_key(data: Path, agency: str, view: _GovView) -> PrivateKey:
     path = _keys_dir(data) / f"{agency}.issuer.key"
     if not path.is_file():
@@ -1423,8 +1435,9 @@ def propose(
     args_file: Annotated[Path, typer.Option(
         "--args", exists=True, dir_okay=False,
         help="A JSON object with the action's arguments. Keys and key ids (node_key, issuer_key, "
-             "new_key, kid) as 64 hex digits; times (from, until, at) as Unix times, dates "
-             "YYYY-MM-DD (UTC) or ISO 8601 times with their offset.")],
+             "new_key, kid) as 64 hex digits; times (from, until, at) as Unix times (JSON "
+             "numbers), dates YYYY-MM-DD (UTC) or ISO 8601 times with their offset. Numbers are "
+             "integers.")],
     data: DataOpt,
     agency: AgencyOpt,
     out_file: Annotated[Path, typer.Option("--out", help="The proposal file to write.")],
@@ -1449,7 +1462,7 @@ def propose(
     key = _signer_key(data, agency, view)
     try:
         tx = propose_tx(view.network, view.gov_seq + 1, action, args, key)
-    except DecodeError as e:
+    except (DecodeError, TypeError, ValueError) as e:  # the last two: values with no encoding
         _fail(f"the arguments do not fit {action!r}: {e}", 2)
     write_atomic(out_file, tx.raw, 0o644)
     _show_proposal(tx, [Signer(key.kid, agency)], view)
@@ -1474,6 +1487,7 @@ def cosign(
     view = _gov_view(data, node)
     tx, found = _read_proposal(proposal, view)
     _show_proposal(tx, found, view)
+    _refuse_dead_signatures(proposal, found, view)
     key = _signer_key(data, agency, view)
     if any(s.kid == key.kid for s in found):
         out.print(Text(f"{agency!r} has signed it already; nothing changed"), soft_wrap=True)
@@ -1508,6 +1522,7 @@ def submit(
     """Commit a governance proposal that the quorum has signed."""
     view = _gov_view(None if node is not None else data, node)
     tx, found = _read_proposal(proposal, view)
+    _refuse_dead_signatures(proposal, found, view)
     have = _counted(found, view)
     if len(have) < view.quorum:
         _fail(f"{proposal} is signed by {len(have)} of the {view.quorum} agencies needed "

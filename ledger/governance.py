@@ -42,6 +42,12 @@ def args_from_json(args: Any, where: str = "args") -> Any:
     member. Everything else is left to the transaction's own schema check (:func:`make_tx`)."""
     if isinstance(args, list):
         return [args_from_json(v, f"{where}[{i}]") for i, v in enumerate(args)]
+    if isinstance(args, float):  # also NaN and Infinity, which Python's JSON reader accepts
+        raise DecodeError(f"{args!r} is not an integer (the ledger has no fractions: write 2, "
+                          "not 2.0)", where)
+    if isinstance(args, int) and not isinstance(args, bool) and \
+            not -(2**63) <= args < 2**64:
+        raise DecodeError("is outside the range of a 64-bit integer", where)
     if not isinstance(args, dict):
         return args
     out: dict[str, Any] = {}
@@ -68,8 +74,8 @@ def _unix_time(text: str, where: str) -> int:
             return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
         moment = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise DecodeError("must be a Unix time, a date YYYY-MM-DD or an ISO 8601 time with "
-                          "its offset", where) from None
+        raise DecodeError("must be a Unix time (a JSON number, not a string), a date "
+                          "YYYY-MM-DD or an ISO 8601 time with its offset", where) from None
     if moment.tzinfo is None:
         raise DecodeError("an ISO 8601 time needs its offset (e.g. +08:00 or Z)", where)
     return int(moment.timestamp())

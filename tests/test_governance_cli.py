@@ -77,7 +77,13 @@ def test_json_arguments_become_ledger_arguments() -> None:
     ({"kid": "zz" * 32}, r"args\.kid: must be 64 hex digits"),
     ({"agency": {"issuer_key": "00" * 31}}, r"args\.agency\.issuer_key: must be 64 hex"),
     ({"at": "2027-01-01T08:00:00"}, r"args\.at: an ISO 8601 time needs its offset"),
-    ({"from": "next tuesday"}, r"args\.from: must be a Unix time, a date"),
+    ({"from": "next tuesday"}, r"args\.from: must be a Unix time \(a JSON number"),
+    # numbers with no canonical encoding: a traceback from the encoder before
+    ({"quorum": 2.0}, r"args\.quorum: 2\.0 is not an integer"),
+    ({"from": float("inf")}, r"args\.from: inf is not an integer"),
+    ({"policy": {"weights": {"a": float("nan")}}}, r"args\.policy\.weights\.a: nan is not"),
+    ({"quorum": 10**23}, r"args\.quorum: is outside the range of a 64-bit integer"),
+    ({"from": -(10**26)}, r"args\.from: is outside the range"),
 ])
 def test_bad_json_arguments_name_the_member(args: dict[str, object], message: str) -> None:
     with pytest.raises(DecodeError, match=message):
@@ -276,3 +282,45 @@ def test_a_stolen_issuer_key_is_rotated_from_the_command_line(demo: Path, tmp_pa
     r = agency(*status)
     assert r.returncode == 0, r.stderr
     assert "is now suspended" in r.stdout
+
+
+def test_a_float_argument_on_the_command_line_is_one_line(demo: Path, tmp_path: Path) -> None:
+    args = tmp_path / "quorum.json"
+    args.write_text('{"quorum": 2.0}')
+    r = agency("propose", "set_quorum", "--args", str(args), "--data", str(demo), "--agency",
+               "edu", "--out", str(tmp_path / "q.prop"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "args.quorum: 2.0 is not an integer" in r.stderr
+    assert not (tmp_path / "q.prop").exists()
+
+
+def test_a_signature_that_stopped_counting_is_named_before_signing_or_submitting(
+        demo: Path, tmp_path: Path) -> None:
+    """A proposal still travelling when a signer's key is rotated: the ledger refuses any
+    governance transaction with such a signature, so cosign and submit say so (submit counted
+    the others, said the quorum was met, and met a rejection)."""
+    quorum = tmp_path / "quorum.json"
+    quorum.write_text('{"quorum": 2}')
+    # civil and market rotate edu's issuer key
+    fresh = tmp_path / "edu.issuer.key.new"
+    r = agency("keygen", "--out", str(fresh), "--json")
+    assert r.returncode == 0, r.stderr
+    rotate = tmp_path / "rotate.json"
+    rotate.write_text(json.dumps({"agency": "edu", "role": "issuer", "at": int(time.time()),
+                                  "new_key": json.loads(r.stdout)["public_key"]}))
+    _govern(demo, "rotate_key", rotate, "civil", "market")
+    seq = _gov_seq(demo)
+    # a proposal for the next step that edu signed with the key it held before (a copy of edu's
+    # old key file signs here, as edu's machine would have before it learned of the rotation)
+    r = agency("propose", "set_quorum", "--args", str(quorum), "--data", str(demo), "--agency",
+               "market", "--out", str(tmp_path / "m.prop"))
+    assert r.returncode == 0, r.stderr
+    tx = parse_proposal((tmp_path / "m.prop").read_bytes())
+    old_edu = load_private_key(demo / "keys" / "edu.issuer.key", PASS)
+    (tmp_path / "m.prop").write_bytes(tx.sign(old_edu).raw)
+    for step in (["cosign", str(tmp_path / "m.prop"), "--data", str(demo), "--agency", "civil",
+                  "--yes"], ["submit", str(tmp_path / "m.prop"), "--data", str(demo)]):
+        r = agency(*step)
+        assert r.returncode == 1, (step[0], r.stdout, r.stderr)
+        assert "may not sign on" in r.stderr and "edu (key" in r.stderr, r.stderr
+    assert _gov_seq(demo) == seq
