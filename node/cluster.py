@@ -21,6 +21,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -159,6 +160,30 @@ def _dies_with_us(cmd: Sequence[str]) -> list[str]:
     return [sys.executable, "-c", _LAUNCH, str(os.getpid()), *cmd]
 
 
+def _operator_token(folder: Path, agencies: Sequence[str]) -> str:
+    """The cluster's operator token. A folder made before the token was random (ADR 42) gets
+    one now: the file, and its SHA-256 in each node.toml (both 0600)."""
+    path = folder / OPERATOR_TOKEN_FILE
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        pass
+    except (OSError, UnicodeDecodeError) as e:
+        raise ClusterError(f"cannot read the cluster's operator token {path}: {e}") from e
+    token = secrets.token_urlsafe(32)
+    line = f'operator_token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"'
+    try:
+        for agency in agencies:
+            config = folder / agency / "node.toml"
+            text = re.sub(r'(?m)^operator_token_sha256 = "[0-9a-f]{64}"$', line,
+                          config.read_text(encoding="utf-8"))
+            write_atomic(config, text.encode(), 0o600)
+        write_atomic(path, token.encode() + b"\n", 0o600)
+    except OSError as e:
+        raise ClusterError(f"cannot give {folder} an operator token: {e}") from e
+    return token
+
+
 def _log_tail(log: Path | None, lines: int = 5) -> str:
     """The last lines of a process's log, to show why it exited (empty if none)."""
     if log is None:
@@ -218,11 +243,7 @@ class LocalCluster:
         self.members = _members(meta["agencies"], int(meta["base_port"]))
         self.etcd_bin = shutil.which(etcd_bin) or etcd_bin
         self.python = python
-        try:
-            self.token = (folder / OPERATOR_TOKEN_FILE).read_text(encoding="ascii").strip()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ClusterError(f"{folder} has no readable {OPERATOR_TOKEN_FILE} (the cluster's "
-                               f"operator token): {e}") from e
+        self.token = _operator_token(folder, meta["agencies"])
         self._etcd: dict[str, subprocess.Popen[bytes]] = {}
         self._nodes: dict[str, subprocess.Popen[bytes]] = {}
         self._runtime: dict[str, Path] = {}

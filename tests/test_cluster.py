@@ -312,3 +312,25 @@ def test_the_operator_token_is_random_and_kept_private(tmp_path: Path) -> None:
         assert f.stat().st_mode & 0o777 == 0o600, f
     assert hashlib.sha256(tokens[0].encode()).hexdigest() in \
         (tmp_path / "a" / "civil" / "node.toml").read_text()
+
+
+def test_a_cluster_folder_from_before_gets_a_random_token(tmp_path: Path) -> None:
+    """A folder made when the token came from the passphrase (no operator.token) still opens:
+    it gets a random token, and each node.toml the new hash, 0600."""
+    from node.cluster import OPERATOR_TOKEN_FILE, LocalCluster, create_cluster
+
+    folder = tmp_path / "old"
+    create_cluster(folder, 2, b"cluster-test-pw", base_port=free_base(2))
+    (folder / OPERATOR_TOKEN_FILE).unlink()
+    old = hashlib.sha256(b"cluster-operator:cluster-test-pw").hexdigest()
+    for toml in folder.glob("*/node.toml"):
+        text = toml.read_text()
+        start = text.index('operator_token_sha256 = "') + len('operator_token_sha256 = "')
+        toml.write_text(text[:start] + hashlib.sha256(old.encode()).hexdigest()
+                        + text[start + 64:])
+        toml.chmod(0o644)
+    token = LocalCluster(folder, b"cluster-test-pw").token
+    assert token != old and (folder / OPERATOR_TOKEN_FILE).read_text().strip() == token
+    for toml in folder.glob("*/node.toml"):
+        assert hashlib.sha256(token.encode()).hexdigest() in toml.read_text()
+        assert toml.stat().st_mode & 0o777 == 0o600
