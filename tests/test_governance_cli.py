@@ -50,6 +50,19 @@ def _govern(data: Path, action: str, args: Path, proposer: str, cosigner: str) -
         assert r.returncode == 0, (step[0], r.stderr)
 
 
+def _rotate_issuer_key(data: Path, tmp: Path, victim: str, signers: tuple[str, str]) -> Path:
+    """Two other agencies rotate ``victim``'s issuer key to a fresh one from `agency keygen`,
+    from now; the new key file."""
+    fresh = tmp / f"{victim}.issuer.key.new"
+    r = agency("keygen", "--out", str(fresh), "--json")
+    assert r.returncode == 0, r.stderr
+    args = tmp / "rotate.json"
+    args.write_text(json.dumps({"agency": victim, "role": "issuer", "at": int(time.time()),
+                                "new_key": json.loads(r.stdout)["public_key"]}))
+    _govern(data, "rotate_key", args, *signers)
+    return fresh
+
+
 def _grants(data: Path) -> dict[str, list[str]]:
     with Store(data / "ledger", create=False) as store:
         assert store.registry is not None
@@ -260,13 +273,7 @@ def test_a_stolen_issuer_key_is_rotated_from_the_command_line(demo: Path, tmp_pa
     """The recovery of THREAT_MODEL.md without the victim's machine: two other agencies rotate
     civil's issuer key; the old key file then signs nothing the ledger accepts, the new one
     does."""
-    fresh = tmp_path / "civil.issuer.key.new"
-    r = agency("keygen", "--out", str(fresh), "--json")
-    assert r.returncode == 0, r.stderr
-    args = tmp_path / "rotate.json"
-    args.write_text(json.dumps({"agency": "civil", "role": "issuer", "at": int(time.time()),
-                                "new_key": json.loads(r.stdout)["public_key"]}))
-    _govern(demo, "rotate_key", args, "edu", "market")
+    fresh = _rotate_issuer_key(demo, tmp_path, "civil", ("edu", "market"))
     with Store(demo / "ledger", create=False) as store:
         head = store.head
         assert head is not None
@@ -301,14 +308,7 @@ def test_a_signature_that_stopped_counting_is_named_before_signing_or_submitting
     the others, said the quorum was met, and met a rejection)."""
     quorum = tmp_path / "quorum.json"
     quorum.write_text('{"quorum": 2}')
-    # civil and market rotate edu's issuer key
-    fresh = tmp_path / "edu.issuer.key.new"
-    r = agency("keygen", "--out", str(fresh), "--json")
-    assert r.returncode == 0, r.stderr
-    rotate = tmp_path / "rotate.json"
-    rotate.write_text(json.dumps({"agency": "edu", "role": "issuer", "at": int(time.time()),
-                                  "new_key": json.loads(r.stdout)["public_key"]}))
-    _govern(demo, "rotate_key", rotate, "civil", "market")
+    _rotate_issuer_key(demo, tmp_path, "edu", ("civil", "market"))
     seq = _gov_seq(demo)
     # a proposal for the next step that edu signed with the key it held before (a copy of edu's
     # old key file signs here, as edu's machine would have before it learned of the rotation)
