@@ -50,8 +50,6 @@ Errors::
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import itertools
 import json
@@ -100,7 +98,12 @@ from ledger.finality import checkpoint_verifiers, verify_final
 from ledger.keys import PrivateKey, PublicKey
 from ledger.sigcheck import Checking, SignatureChecker
 from ledger.state import Registry
-from ledger.store import open_error, release_mapped_tables, stored_consistency_proof
+from ledger.store import (
+    open_error,
+    release_mapped_tables,
+    store_unused,
+    stored_consistency_proof,
+)
 from ledger.tx import Tx
 
 __all__ = ["AuditError", "AuditReport", "Problem", "audit", "sign_statement",
@@ -352,29 +355,13 @@ def _shadow_store(path: Path) -> Path:
     copied to the system's temporary folder instead. A shared lock on the store's LOCK file is
     held while copying (it needs read access only): LevelDB's own lock is exclusive, so a store
     in use is refused, as before, and no node can open it half-way through the copy."""
-    with _read_lock(path):
-        return _copy_store(path)
-
-
-@contextlib.contextmanager
-def _read_lock(path: Path) -> Iterator[None]:
     try:
-        fd = os.open(path / "LOCK", os.O_RDONLY)
-    except FileNotFoundError:  # LevelDB creates it on open: no process has this store open
-        yield
-        return
+        with store_unused(path, shared=True):
+            return _copy_store(path)
+    except StoreError as e:
+        raise AuditError(f"cannot audit: {e}, or audit an export of it") from e
     except OSError as e:
         raise AuditError(f"cannot read the store at {path}: {e.strerror or e}") from e
-    try:
-        try:
-            fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as e:
-            raise AuditError(f"cannot audit the store at {path}: it is open in another process "
-                             "(a running node, or another ledger command); stop it first, or "
-                             "audit an export of it") from e
-        yield
-    finally:
-        os.close(fd)
 
 
 def _copy_store(path: Path) -> Path:

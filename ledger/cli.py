@@ -23,6 +23,7 @@ import secrets
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -484,41 +485,52 @@ def verify(
         _fail(f"the request file {request} is not a presentation request: {e}", 2)
     now = _now()
     age: int | None = None
-    with contextlib.ExitStack() as stack:
-        used: NonceLog | None = None
-        try:
-            if nonce_log is not None:
-                used = stack.enter_context(NonceLog(nonce_log))
-            if snapshot is not None:
-                try:
-                    snap = load_snapshot(snapshot.read_bytes())
-                except OSError as e:
-                    _fail(f"cannot read the snapshot {snapshot}: {e.strerror or e}", 2)
-                except SnapshotError as e:
-                    _fail(f"{snapshot}: {e}", 2)
-                age = snap.age(now)
-                report = verify_envelope(raw, req, registry=snap.registry, now=now,
-                                         status_lists=snap.status_lists, used_nonces=used,
-                                         status_as_of=snap.log_size)
-            else:
-                if data is None:  # exactly one of the two, checked above; for the type checker
-                    raise typer.Exit(2)
-                store = stack.enter_context(_open(data))
-                if store.registry is None:  # _open checked; for the type checker
-                    raise typer.Exit(1)
+    with _used_nonces(nonce_log) as used, contextlib.ExitStack() as stack:
+        if snapshot is not None:
+            try:
+                snap = load_snapshot(snapshot.read_bytes())
+            except OSError as e:
+                _fail(f"cannot read the snapshot {snapshot}: {e.strerror or e}", 2)
+            except SnapshotError as e:
+                _fail(f"{snapshot}: {e}", 2)
+            age = snap.age(now)
+            report = verify_envelope(raw, req, registry=snap.registry, now=now,
+                                     status_lists=snap.status_lists, used_nonces=used,
+                                     status_as_of=snap.log_size)
+        else:
+            if data is None:  # exactly one of the two, checked above; for the type checker
+                raise typer.Exit(2)
+            store = stack.enter_context(_open(data))
+            if store.registry is None:  # _open checked; for the type checker
+                raise typer.Exit(1)
 
-                def lists(uri: str) -> StatusList | None:
-                    return store_status_list(store, uri)
+            def lists(uri: str) -> StatusList | None:
+                return store_status_list(store, uri)
 
-                report = verify_envelope(raw, req, registry=store.registry, now=now,
-                                         status_lists=lists, used_nonces=used)
-        except NonceLogError as e:
-            _fail(str(e), 2)
+            report = verify_envelope(raw, req, registry=store.registry, now=now,
+                                     status_lists=lists, used_nonces=used)
+    _give_report(report, as_json, {} if age is None else {"snapshot_age_s": age}, age)
+
+
+@contextlib.contextmanager
+def _used_nonces(path: Path | None) -> Iterator[NonceLog | None]:
+    """The nonce log at ``path`` (None: none kept); its errors, also those while it is in use,
+    are bad input (exit 2)."""
+    if path is None:
+        yield None
+        return
+    try:
+        with NonceLog(path) as used:
+            yield used
+    except NonceLogError as e:
+        _fail(str(e), 2)
+
+
+def _give_report(report: Report, as_json: bool, extra: dict[str, Any],
+                 age: int | None = None) -> None:
+    """The verdict as JSON (with ``extra`` members) or as tables; exit 1 unless verified."""
     if as_json:
-        result = report.to_json()
-        if age is not None:
-            result["snapshot_age_s"] = age
-        print(json.dumps(result, ensure_ascii=False))
+        print(json.dumps({**report.to_json(), **extra}, ensure_ascii=False))
     else:
         _print_report(report, age)
     if not report.verified:
@@ -559,21 +571,10 @@ def _verify_foreign_cli(source: str, request: Path, trust: Path, token_files: li
         by_uri = tokens_by_uri(tokens)
     except DecodeError as e:
         _fail(str(e), 2)
-    with contextlib.ExitStack() as stack:
-        used: NonceLog | None = None
-        try:
-            if nonce_log is not None:
-                used = stack.enter_context(NonceLog(nonce_log))
-            report = verify_foreign(text, req, trust=trust_list, now=_now(),
-                                    status_tokens=by_uri, used_nonces=used)
-        except NonceLogError as e:
-            _fail(str(e), 2)
-    if as_json:
-        print(json.dumps({**report.to_json(), "foreign": True}, ensure_ascii=False))
-    else:
-        _print_report(report, None)
-    if not report.verified:
-        raise typer.Exit(1)
+    with _used_nonces(nonce_log) as used:
+        report = verify_foreign(text, req, trust=trust_list, now=_now(), status_tokens=by_uri,
+                                used_nonces=used)
+    _give_report(report, as_json, {"foreign": True})
 
 
 @ledger_app.command()

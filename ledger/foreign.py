@@ -40,18 +40,19 @@ import json
 from collections.abc import Callable, Mapping, MutableSet
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ledger import codec, sdjwt
 from ledger.codec import Fields
 from ledger.errors import DecodeError, LedgerError
-from ledger.keys import PublicKey
 from ledger.presentation import Check, Report, Request, spend_nonce
 from ledger.statuslist import StatusList, StatusListError, check_status, verify_token
 
 __all__ = ["MAX_PRESENTATION", "MAX_TRUST_LIST", "ForeignCredential", "TrustList", "TrustedIssuer",
            "read_status_tokens", "read_trust_list", "receive_foreign", "tokens_by_uri",
            "verify_foreign"]
+
+_T = TypeVar("_T")
 
 MAX_TRUST_LIST = 1024 * 1024
 """Largest trust list file accepted, in bytes."""
@@ -108,8 +109,8 @@ class TrustList:
                 raise DecodeError(f"issuer {issuer.iss!r} is listed twice",
                                   f"trust.issuers[{i}].iss")
             for other in out.values():
-                shared = {_key_bytes(k) for _, k in other.keys} & \
-                    {_key_bytes(k) for _, k in issuer.keys}
+                shared = {_key_id(j) for j, _ in other.keys} & \
+                    {_key_id(j) for j, _ in issuer.keys}
                 if shared:
                     raise DecodeError(f"a key of {issuer.iss!r} is also listed for "
                                       f"{other.iss!r}: either could then sign as the other",
@@ -118,11 +119,10 @@ class TrustList:
         return cls(out)
 
 
-def _key_bytes(key: sdjwt.VerifyKey) -> bytes:
-    """A public key's bytes, to compare keys listed under different issuers."""
-    jwk = (sdjwt.jwk_from_ed25519(key.raw) if isinstance(key, PublicKey)
-           else sdjwt.jwk_from_ec(key))
-    return json.dumps(jwk, sort_keys=True).encode()
+def _key_id(jwk: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A listed key's public members: equal for the same key (the JWK parse is strict, so
+    each key has one spelling), to compare keys listed under different issuers."""
+    return tuple(jwk.get(m) for m in ("kty", "crv", "x", "y"))
 
 
 def _text(value: object, where: str, limit: int = 1024) -> str:
@@ -199,19 +199,12 @@ def verify_foreign(presentation: str, request: Request, *, trust: TrustList, now
         add(Check("presentation", True, f"{len(presentation)} characters, "
                                         f"{len(parsed.disclosures)} disclosures"))
         step = "trusted_issuer"
-        iss = parsed.payload.get("iss")
-        issuer = trust.issuers.get(iss) if isinstance(iss, str) else None
-        if issuer is None:
-            shown = repr(iss[:80]) if isinstance(iss, str) else "missing"
-            raise LedgerError(f"the issuer {shown} is not on the trust list")
-        kid = parsed.header.get("kid")
-        candidates = issuer.keys_for(kid)
-        if not candidates:
-            raise LedgerError(f"{issuer.name!r} has no key with kid {str(kid)[:40]!r} on the "
-                              f"trust list")
+        issuer, candidates = _trusted_keys(parsed, trust)
         add(Check("trusted_issuer", True, f"{issuer.name} ({issuer.iss})"))
         step = "sd_jwt"
-        claims = _verify_with_any(presentation, candidates, request, now)
+        claims = _under_a_trusted_key(candidates, lambda jwk: sdjwt.verify_presentation(
+            presentation, issuer_public_jwk=jwk, expected_nonce=request.nonce,
+            expected_audience=request.audience, now=now))
         add(Check("sd_jwt", True, "issuer signature, disclosures, validity, key binding"))
         step = "requested_claims"
         if claims.get("vct") != request.credential_type:
@@ -241,17 +234,32 @@ def verify_foreign(presentation: str, request: Request, *, trust: TrustList, now
     return report
 
 
-def _verify_with_any(presentation: str, candidates: list[tuple[dict[str, Any], sdjwt.VerifyKey]],
-                     request: Request, now: int) -> dict[str, Any]:
-    """The SD-JWT+KB's processed claims, under the first candidate key its issuer signature
-    verifies with; the error of the last key if none does."""
+def _trusted_keys(parsed: sdjwt.UnverifiedSdJwt, trust: TrustList
+                  ) -> tuple[TrustedIssuer, list[tuple[dict[str, Any], sdjwt.VerifyKey]]]:
+    """The trusted issuer its (unverified) ``iss`` names and the keys its header ``kid``
+    allows; LedgerError if the issuer is not on the list or has no such key."""
+    iss = parsed.payload.get("iss")
+    issuer = trust.issuers.get(iss) if isinstance(iss, str) else None
+    if issuer is None:
+        shown = repr(iss[:80]) if isinstance(iss, str) else "missing"
+        raise LedgerError(f"the issuer {shown} is not on the trust list")
+    kid = parsed.header.get("kid")
+    candidates = issuer.keys_for(kid)
+    if not candidates:
+        raise LedgerError(f"{issuer.name!r} has no key with kid {str(kid)[:40]!r} on the "
+                          f"trust list")
+    return issuer, candidates
+
+
+def _under_a_trusted_key(candidates: list[tuple[dict[str, Any], sdjwt.VerifyKey]],
+                         check: Callable[[dict[str, Any]], _T]) -> _T:
+    """``check(public JWK)`` with the first candidate key the issuer signature verifies
+    under; the error of the last key if none does."""
     last: sdjwt.VerificationError | None = None
     for jwk, _ in candidates:
         public = {k: v for k, v in jwk.items() if k in ("kty", "crv", "x", "y", "alg")}
         try:
-            return sdjwt.verify_presentation(presentation, issuer_public_jwk=public,
-                                             expected_nonce=request.nonce,
-                                             expected_audience=request.audience, now=now)
+            return check(public)
         except (sdjwt.SignatureInvalid, sdjwt.AlgorithmError) as e:
             last = e  # another of the issuer's keys may have signed it
     if last is None:  # candidates is never empty here
@@ -326,28 +334,9 @@ def receive_foreign(unverified: str, *, trust: TrustList, holder_jwk: Mapping[st
     if parsed.kb_jwt is not None:
         raise DecodeError("this is a presentation (it ends in a key-binding JWT), not a "
                           "credential", "credential")
-    iss = parsed.payload.get("iss")
-    issuer = trust.issuers.get(iss) if isinstance(iss, str) else None
-    if issuer is None:
-        shown = repr(iss[:80]) if isinstance(iss, str) else "missing"
-        raise LedgerError(f"the issuer {shown} is not on the trust list")
-    candidates = issuer.keys_for(parsed.header.get("kid"))
-    if not candidates:
-        raise LedgerError(f"{issuer.name!r} has no key with kid "
-                          f"{str(parsed.header.get('kid'))[:40]!r} on the trust list")
-    claims: dict[str, Any] | None = None
-    for jwk, _ in candidates:
-        public = {k: v for k, v in jwk.items() if k in ("kty", "crv", "x", "y", "alg")}
-        try:
-            claims = sdjwt.verify_issuer_signed(unverified, issuer_public_jwk=public, now=now,
-                                                expected_holder_jwk=holder_jwk)
-            break
-        except (sdjwt.SignatureInvalid, sdjwt.AlgorithmError) as e:
-            if len(candidates) == 1:
-                raise
-            last = e
-    if claims is None:
-        raise LedgerError(f"{last} (tried {len(candidates)} trusted keys of this issuer)")
+    issuer, candidates = _trusted_keys(parsed, trust)
+    claims = _under_a_trusted_key(candidates, lambda jwk: sdjwt.verify_issuer_signed(
+        unverified, issuer_public_jwk=jwk, now=now, expected_holder_jwk=holder_jwk))
     vct = claims.get("vct")
     if not isinstance(vct, str) or not vct.isprintable() or not 0 < len(vct) <= 200:
         raise DecodeError("an SD-JWT VC needs a printable vct of at most 200 characters",
@@ -406,8 +395,7 @@ def read_status_tokens(folder: Path, limit: int = 32 * 1024 * 1024) -> tuple[dic
     """The Status List Tokens in ``folder``'s ``*.jwt`` files, by list URI, and a line for each
     file left out (unreadable, not a token, a second token for one list). A missing folder
     holds none. The tokens are verified only when a credential's status is checked."""
-    tokens: list[str] = []
-    names: list[str] = []
+    out: dict[str, str] = {}
     skipped: list[str] = []
     try:
         files = sorted(folder.glob("*.jwt"))
@@ -420,17 +408,12 @@ def read_status_tokens(folder: Path, limit: int = 32 * 1024 * 1024) -> tuple[dic
             if len(raw) > limit:
                 raise ValueError(f"over {limit} bytes")
             text = raw.decode("ascii").strip()
-            tokens_by_uri([text])
+            uri = next(iter(tokens_by_uri([text])))
         except (OSError, ValueError, DecodeError) as e:
             skipped.append(f"{f.name}: {e}")
             continue
-        tokens.append(text)
-        names.append(f.name)
-    out: dict[str, str] = {}
-    for name, token in zip(names, tokens, strict=True):
-        uri = next(iter(tokens_by_uri([token])))
         if uri in out:
-            skipped.append(f"{name}: a second token for {uri[:80]!r}")
+            skipped.append(f"{f.name}: a second token for {uri[:80]!r}")
             continue
-        out[uri] = token
+        out[uri] = text
     return out, skipped

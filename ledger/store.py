@@ -141,21 +141,25 @@ def open_error(path: Path, e: plyvel.Error) -> str:
 
 
 @contextlib.contextmanager
-def store_unused(path: Path | str) -> Iterator[None]:
+def store_unused(path: Path | str, *, shared: bool = False) -> Iterator[None]:
     """Hold the lock LevelDB takes on the store at ``path`` (if there is one) for the ``with``
     block, or raise StoreError when another process has the store open: for replacing or
     deleting a store folder without pulling it from under a running node. Not for a store this
-    process has open: POSIX locks belong to the process, and closing the file drops them."""
+    process has open: POSIX locks belong to the process, and closing the file drops them.
+
+    ``shared``: a shared lock, which needs read access to LOCK only (a store on read-only media,
+    another owner's): enough to keep LevelDB, whose lock is exclusive, out while it is held,
+    as for copying the store (ADR 40)."""
     lock = Path(path) / "LOCK"
     try:
-        fd = os.open(lock, os.O_RDWR)
+        fd = os.open(lock, os.O_RDONLY if shared else os.O_RDWR)
     except FileNotFoundError:
         yield
         return
     try:
         try:
             # LevelDB locks with fcntl(F_SETLK) on this file; lockf takes the same kind of lock.
-            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as e:
             raise StoreError(f"the store at {path} is open in another process {_IN_USE}") from e
         yield

@@ -300,8 +300,6 @@ class EtcdOrderer:
                 while self._step():
                     self._maybe_prune()  # at most every 0.5 s, also under sustained load
                 self._maybe_prune()
-                self.stats.failing_since = 0.0
-                continue
             except LedgerError as e:
                 self.stats.last_error = str(e)
                 log.warning("replication step failed: %s", e)
@@ -316,7 +314,10 @@ class EtcdOrderer:
                 self.stats.last_error = f"{type(e).__name__}: {e}"
                 log.error("replication step failed unexpectedly", exc_info=True)
                 self._stop.wait(1.0)
-            # only after a failure: health reports the node degraded until a step succeeds
+            else:
+                self.stats.failing_since = 0.0
+                continue
+            # after a failure: health reports the node degraded until a step succeeds
             self.stats.failing_since = self.stats.failing_since or _time.time()
 
     def _step(self) -> bool:
@@ -455,8 +456,7 @@ class EtcdOrderer:
         try:
             self.etcd.publish(head.log_size, self.agency,
                               codec.encode({"root": head.log_root, "line": line}),
-                              codec.encode({"rev": self.rev, "height": head.height,
-                                            "size": head.log_size, "time": int(self.clock())}))
+                              self._applied(head))
         except OrderingError as e:  # the next block publishes again
             self.stats.last_error = str(e)
 
@@ -690,13 +690,16 @@ class EtcdOrderer:
         self._publish_applied(head)
         self.stats.last_error = ""
 
+    def _applied(self, head: Head) -> bytes:
+        """This node's applied position, as peers read it (``a/<agency>``)."""
+        return codec.encode({"rev": self.rev, "height": head.height, "size": head.log_size,
+                             "time": int(self.clock())})
+
     def _publish_applied(self, head: Head) -> None:
         if not self._member():
             return
         try:
-            self.etcd.put_applied(self.agency, codec.encode({
-                "rev": self.rev, "height": head.height, "size": head.log_size,
-                "time": int(self.clock())}))
+            self.etcd.put_applied(self.agency, self._applied(head))
         except OrderingError as e:
             self.stats.last_error = str(e)
 

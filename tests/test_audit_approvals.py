@@ -18,10 +18,19 @@ from contracts.evidence import Evidence
 from ledger import codec
 from ledger.audit import audit
 from ledger.tx import make_tx
-from node.approvals import Approvals
+from node.approvals import Approvals, Decided
 from node.service import Node
+from wallet.core import Wallet
 
 BIN = Path(sys.executable).parent
+
+
+def _apply_for_a_licence(node: Node, wallet: Wallet) -> Decided:
+    """The wallet's business-licence application, decided by ``node``."""
+    service = Approvals(node)
+    pending = service.open_application("business-licence", "https://market.example")
+    answers = wallet.answer([p.request for p in pending], now=NOW)
+    return service.apply("business-licence", answers, wallet.holder_jwk())
 
 
 def _approve_twice(tmp: Path) -> tuple[Path, str, str]:
@@ -30,10 +39,7 @@ def _approve_twice(tmp: Path) -> tuple[Path, str, str]:
     data, wallet = prepare(tmp)
     node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
     try:
-        service = Approvals(node)
-        pending = service.open_application("business-licence", "https://market.example")
-        answers = wallet.answer([p.request for p in pending], now=NOW)
-        honest = service.apply("business-licence", answers, wallet.holder_jwk())
+        honest = _apply_for_a_licence(node, wallet)
         assert (honest.outcome.decision, honest.outcome.path) == ("approved", "fast_track")
         record = codec.decode(next((data / "approvals").glob("*.ev")).read_bytes(),
                               max_size=1 << 21)
@@ -105,10 +111,7 @@ def test_audit_since_a_checkpoint_re_evaluates_a_decision_evaluated_at_it(
     since = SignedCheckpoint.from_text(first.checkpoint)
     node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
     try:
-        service = Approvals(node)
-        pending = service.open_application("business-licence", "https://market.example")
-        answers = wallet.answer([p.request for p in pending], now=NOW)
-        decided = service.apply("business-licence", answers, wallet.holder_jwk())
+        decided = _apply_for_a_licence(node, wallet)
     finally:
         node.close()
     assert first.head is not None and decided.receipt.height > first.head.height

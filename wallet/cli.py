@@ -477,7 +477,8 @@ def refresh(
     with _errors():
         w = _open()
         wanted = {w.info(prefix).id for prefix in only} if only else None
-        outside = [c.id for c in w.list() if w.is_foreign(c.id)]
+        indexes = w.leaf_indexes()  # credentials from outside the network have none
+        outside = [c.id for c in w.list() if c.id not in indexes]
         if wanted is not None and wanted & set(outside):
             raise WalletError(f"credential {sorted(wanted & set(outside))[0][:12]} was issued "
                               "outside the network: it has no ledger proof to refresh")
@@ -494,7 +495,7 @@ def refresh(
                     raise WalletError(f"{base} gave no checkpoint (HTTP {got.status_code})")
                 checkpoint = got.text
                 size = SignedCheckpoint.from_text(checkpoint).checkpoint.size
-                for cid, index in w.leaf_indexes().items():
+                for cid, index in indexes.items():
                     if wanted is not None and cid not in wanted:
                         continue
                     r = client.get(f"{base}/v1/proofs/inclusion",
