@@ -246,10 +246,19 @@ class EtcdLog:
         got = self._records(self._call("Range", self._range("p", exact=True)))
         return got[0] if got else None
 
-    def prune(self, upto_rev: int, marker: bytes, cosig_size: int) -> int:
+    def prune(self, upto_rev: int, marker: bytes, cosig_size: int, *, seen: Record | None
+              ) -> int | None:
         """Write the marker, delete batches created at or before ``upto_rev`` and co-signatures
-        below ``cosig_size``, then compact etcd's history. Returns the number of batches removed."""
-        self._call("Put", pb.PutRequest(key=self._p + b"p", value=marker))
+        below ``cosig_size``, then compact etcd's history. Returns the number of batches removed,
+        or None (nothing done) when the marker is no longer ``seen``, the one the caller read:
+        another member pruned meanwhile, and a marker written over it could move back."""
+        key = self._p + b"p"
+        swapped = self._call("Txn", pb.TxnRequest(
+            compare=[pb.Compare(key=key, target=pb.Compare.MOD, result=pb.Compare.EQUAL,
+                                mod_revision=seen.mod_rev if seen else 0)],
+            success=[pb.RequestOp(request_put=pb.PutRequest(key=key, value=marker))]))
+        if not swapped.succeeded:
+            return None
         gone = self._records(self._call("Range", self._range(
             "b/", max_create=upto_rev, keys_only=True)))
         for start in range(0, len(gone), _DELETE_CHUNK):

@@ -656,7 +656,10 @@ class EtcdOrderer:
             return
         size, height = at
         n = self.etcd.prune(upto, codec.encode({"rev": upto, "height": height, "size": size}),
-                            cosig_size=size)
+                            cosig_size=size, seen=marker)
+        if n is None:
+            log.info("another member pruned first; the marker is left to it")
+            return
         self.stats.pruned_batches += n
         log.info("pruned %d batches up to revision %d (height %d)", n, upto, height)
 

@@ -112,6 +112,28 @@ def test_a_reader_that_knows_its_last_batch_reads_the_same_as_a_full_scan(
         log.close()
 
 
+def test_two_members_pruning_at_once_never_move_the_marker_back(etcd_url: str) -> None:
+    """ADR 42's race: two nodes both think they are the pruner (their clocks disagree). The
+    one that read the marker before the other wrote it must not write an older marker over it."""
+    writer = EtcdLog([etcd_url], "prune-race")
+    revs = [writer.put_batch(b"batch-%d" % i) for i in range(8)]
+    fast, slow = EtcdLog([etcd_url], "prune-race"), EtcdLog([etcd_url], "prune-race")
+    seen_by_fast, seen_by_slow = fast.marker(), slow.marker()
+    assert seen_by_fast is None and seen_by_slow is None
+    assert fast.prune(revs[5], b"up to 6", 0, seen=seen_by_fast) == 6
+    # The slow one read the marker before that, and wants to prune less: nothing happens.
+    assert slow.prune(revs[2], b"up to 3", 0, seen=seen_by_slow) is None
+    now = slow.marker()
+    assert now is not None and now.value == b"up to 6"
+    left, _, _ = slow.read_after(0, 0, limit=100)
+    assert [r.value for r in left] == [b"batch-6", b"batch-7"]
+    # With the marker it reads now, it prunes on.
+    assert slow.prune(revs[6], b"up to 7", 0, seen=now) == 1
+    assert [r.value for r in slow.read_after(0, 0, limit=100)[0]] == [b"batch-7"]
+    for log in (writer, fast, slow):
+        log.close()
+
+
 def test_an_unreachable_member_is_a_clear_ordering_error(tmp_path: Path) -> None:
     base = free_base(1)
     log = EtcdLog([f"http://127.0.0.1:{base}"], "nowhere", timeout=0.5)
