@@ -75,6 +75,7 @@ from ledger.presentation import (
     Request,
     bundle_from_store,
     verify_envelope,
+    with_implied_claims,
 )
 from ledger.state import Registry, index_key
 from ledger.statuslist import StatusList
@@ -412,7 +413,10 @@ def new_request(
     """Make a presentation request with a fresh random nonce, for one visitor (`wallet present
     --request`, then `ledger verify --request`)."""
     body = {"nonce": secrets.token_urlsafe(16), "audience": audience, "type": credential_type,
-            "claims": list(dict.fromkeys(claim or []))}
+            "claims": with_implied_claims(credential_type, claim or [])}
+    if added := [c for c in body["claims"] if c not in (claim or [])]:
+        err.print(f"also asking for {', '.join(added)}: a {credential_type!r} credential means "
+                  "nothing without them")
     try:
         Request.from_json(body)
     except DecodeError as e:

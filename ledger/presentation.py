@@ -29,10 +29,23 @@ from ledger.statuslist import StatusList, check_status
 from ledger.store import Store
 from ledger.tx import Tx
 
-__all__ = ["Bundle", "Check", "Envelope", "Report", "Request", "Verifier", "bundle_from_store",
-           "issuer_jwk_at_issuance", "spend_nonce", "verify_envelope"]
+__all__ = ["IMPLIED_CLAIMS", "Bundle", "Check", "Envelope", "Report", "Request", "Verifier",
+           "bundle_from_store", "issuer_jwk_at_issuance", "spend_nonce", "verify_envelope",
+           "with_implied_claims"]
 
 MAX_ENVELOPE = 32 * 1024
+
+#: Credential types that mean nothing without some of their claims: a request the verifier's
+#: tools make for such a type always asks for these too. An approval credential records every
+#: decision, rejections included (ADR 41); shown without its ``decision`` it would read as an
+#: approval.
+IMPLIED_CLAIMS: dict[str, tuple[str, ...]] = {"approval": ("service", "decision")}
+
+
+def with_implied_claims(credential_type: str, claims: list[str] | tuple[str, ...]
+                        ) -> list[str]:
+    """``claims`` in their order, once each, then the type's implied claims not among them."""
+    return list(dict.fromkeys([*claims, *IMPLIED_CLAIMS.get(credential_type, ())]))
 
 
 @dataclass(frozen=True)

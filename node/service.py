@@ -28,7 +28,14 @@ from ledger.foreign import TrustList, verify_foreign
 from ledger.keys import PrivateKey, load_private_key
 from ledger.offline import StatusListCache
 from ledger.ordering import Pending, Receipt, SoloOrderer
-from ledger.presentation import Bundle, Report, Request, Verifier, bundle_from_store
+from ledger.presentation import (
+    Bundle,
+    Report,
+    Request,
+    Verifier,
+    bundle_from_store,
+    with_implied_claims,
+)
 from ledger.state import Registry, index_key
 from ledger.statuslist import StatusList, make_token
 from ledger.store import Store
@@ -368,8 +375,11 @@ class Node:
                     foreign: bool = False) -> PendingRequest:
         """Open a request for ``claims`` of ``kind``. A type the registry does not know is
         refused, unless ``foreign`` (the verifier has a trust list, ADR 39): then it is a
-        credential type from outside the network, whose claims only its issuer defines."""
+        credential type from outside the network, whose claims only its issuer defines.
+        A type of :data:`~ledger.presentation.IMPLIED_CLAIMS` is asked for those claims too."""
         type_def = self._registry().type_def(kind)
+        if type_def is not None:
+            claims = with_implied_claims(kind, claims)
         if type_def is None and not foreign:
             raise NotFound(f"credential type {kind!r} is not registered")
         known = (set(claims) if type_def is None

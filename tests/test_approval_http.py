@@ -108,6 +108,11 @@ def test_apply_get_credential_present_it(tmp_path: Path) -> None:
         assert report["verified"], report
         assert report["claims"] == {"service": "business-licence", "decision": "approved",
                                     "path": "fast_track"}
+        # an official who forgets the decision gets it asked for anyway (a rejection also
+        # gets an approval credential, ADR 41)
+        asked = http.post("/v1/presentation-requests", json={
+            "type": "approval", "claims": ["path"]}).json()
+        assert asked["claims"] == ["path", "service", "decision"]
         # the agency lists and explains its decision
         assert http.get("/v1/approvals").status_code == 401
         listed = http.get("/v1/approvals", headers=AUTH).json()

@@ -10,8 +10,9 @@ from conftest import DAY, T0
 from test_contracts_world import catalogue_agencies, install_catalogue
 
 from contracts import CelEngine
-from contracts.catalogue import POLICY, RULES, YEAR, rule
+from contracts.catalogue import APPROVAL_TYPE, POLICY, RULES, YEAR, rule
 from contracts.errors import ApplicationError
+from ledger.presentation import IMPLIED_CLAIMS, with_implied_claims
 from ledger.state import Machine, rule_hash
 from ledger.tx import make_tx
 
@@ -202,3 +203,14 @@ def test_rule_upgrade_mid_chain(make_ledger: Any) -> None:
 
 def test_policy_is_sane() -> None:
     assert POLICY["min"] <= POLICY["base"] <= POLICY["max"]
+
+
+def test_requests_for_approval_credentials_always_ask_for_the_decision() -> None:
+    """The verifier's tools add these claims to every request for the approval type; they must
+    be claims the catalogue's approval type has."""
+    implied = IMPLIED_CLAIMS[APPROVAL_TYPE["id"]]
+    assert "decision" in implied
+    assert set(implied) <= set(APPROVAL_TYPE["claims"])
+    assert with_implied_claims("approval", ["decision", "path"]) == ["decision", "path",
+                                                                     "service"]
+    assert with_implied_claims("degree", ["field", "field"]) == ["field"]

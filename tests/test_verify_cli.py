@@ -340,6 +340,12 @@ def test_request_command_makes_fresh_valid_requests(work: Path) -> None:
     again = json.loads(printed.stdout)
     assert again["claims"] == []
     assert again["nonce"] != body["nonce"]
+    # An approval credential means nothing without its decision (rejections get one too).
+    approval = _run("ledger", "request", "--type", "approval", "--audience", "x",
+                    "--claim", "path")
+    assert approval.returncode == 0, approval.stderr
+    assert json.loads(approval.stdout)["claims"] == ["path", "service", "decision"]
+    assert "also asking for service, decision" in approval.stderr
     bad = _run("ledger", "request", "--type", "", "--audience", "x")
     assert bad.returncode == 2
     assert "request.type" in bad.stderr
