@@ -9,7 +9,8 @@ trust: a **trust list**, a JSON file the official keeps (ADR 39)::
       {"iss": "https://registry.example.gov",         # the credential's ``iss``, exactly
        "name": "National Register",                    # shown in reports
        "keys": [{"kty": "EC", "crv": "P-256", "x": "…", "y": "…", "kid": "2026-1"}],
-       "status": "required"}                           # or "optional"; default "required"
+       "status": "required",                           # or "optional"; default "required"
+       "types": ["degree-abroad"]}                     # optional: the only vcts trusted from it
     ]}
 
 A key is a public JWK, Ed25519 (``OKP``) or P-256 (``EC``); a ``kid`` in the JWT header picks
@@ -22,7 +23,9 @@ wallet shows, with no ledger evidence) in named steps, like the envelope check o
   that issuer's keys);
 * ``sd_jwt``: RFC 9901 §7 in full through :mod:`ledger.sdjwt` (issuer signature under a trusted
   key, disclosures, validity window, key binding to the request's nonce and audience);
-* ``requested_claims``: its ``vct`` is the requested type and every requested claim is disclosed;
+* ``requested_claims``: its ``vct`` is the requested type, one the trust list trusts its issuer
+  for (``types``, when listed), and every requested claim is disclosed; only requested claims
+  are shown;
 * ``status``: the Status List Token the official holds for the credential's list URI, verified
   under the same issuer's keys (EdDSA or ES256). No token: *undetermined*. No status claim: valid
   only where the trust list says the issuer's credentials carry none (``"status": "optional"``),
@@ -45,7 +48,7 @@ from typing import Any, TypeVar
 from ledger import codec, sdjwt
 from ledger.codec import Fields
 from ledger.errors import DecodeError, LedgerError
-from ledger.presentation import Check, Report, Request, spend_nonce
+from ledger.presentation import Check, Report, Request, asked_claims, spend_nonce
 from ledger.statuslist import StatusList, StatusListError, check_status, verify_token
 
 __all__ = ["MAX_PRESENTATION", "MAX_TRUST_LIST", "ForeignCredential", "TrustList", "TrustedIssuer",
@@ -62,8 +65,10 @@ _MAX_ISSUERS = 1000
 MAX_ISS = 256
 """Longest ``iss`` on a trust list: what a wallet keeps as a credential's issuer."""
 _MAX_KEYS = 16
+_MAX_TYPES = 64
+MAX_VCT = 200
+"""Longest credential type (``vct``) of a foreign credential."""
 _JWK_MEMBERS = frozenset({"kty", "crv", "x", "y", "kid", "alg", "use", "key_ops"})
-_PLAIN = frozenset({"iss", "iat", "nbf", "exp", "vct", "cnf", "status"})
 NO_EXPIRY = 253_402_300_799
 """``valid_until`` of a foreign credential without ``exp`` (9999-12-31T23:59:59Z)."""
 
@@ -76,6 +81,9 @@ class TrustedIssuer:
     name: str
     keys: tuple[tuple[dict[str, Any], sdjwt.VerifyKey], ...]
     status_required: bool = True
+    types: frozenset[str] | None = None
+    """The credential types (``vct``) the official trusts this issuer for; None: any type
+    (a node still refuses this path for a type registered on its own network)."""
 
     def keys_for(self, kid: object) -> list[tuple[dict[str, Any], sdjwt.VerifyKey]]:
         """The keys a JWT or token with header ``kid`` may be signed with: the key of that kid,
@@ -135,13 +143,21 @@ def _text(value: object, where: str, limit: int = 1024) -> str:
 def _issuer(item: object, where: str) -> TrustedIssuer:
     if not isinstance(item, dict):
         raise DecodeError("an issuer is a JSON object", where)
-    unknown = set(item) - {"iss", "name", "keys", "status"}
+    unknown = set(item) - {"iss", "name", "keys", "status", "types"}
     if unknown:
         raise DecodeError(f"unknown member(s) {sorted(unknown)}", where)
     for member in ("iss", "name", "keys"):
         if member not in item:
             raise DecodeError(f"missing {member!r}", where)
     iss = _text(item["iss"], f"{where}.iss", MAX_ISS)
+    types: frozenset[str] | None = None
+    if "types" in item:
+        listed = item["types"]
+        if not isinstance(listed, list) or not 0 < len(listed) <= _MAX_TYPES:
+            raise DecodeError(f"must be a list of 1 to {_MAX_TYPES} credential types (vct)",
+                              f"{where}.types")
+        types = frozenset(_text(t, f"{where}.types[{n}]", MAX_VCT)
+                          for n, t in enumerate(listed))
     name = _text(item["name"], f"{where}.name", 200)
     status = item.get("status", "required")
     if status not in ("required", "optional"):
@@ -173,7 +189,14 @@ def _issuer(item: object, where: str) -> TrustedIssuer:
     kids = [jwk["kid"] for jwk, _ in keys if "kid" in jwk]
     if len(set(kids)) != len(kids):
         raise DecodeError("two keys have the same kid", f"{where}.keys")
-    return TrustedIssuer(iss, name, tuple(keys), status == "required")
+    return TrustedIssuer(iss, name, tuple(keys), status == "required", types)
+
+
+def _issues_type(issuer: TrustedIssuer, vct: str) -> None:
+    """LedgerError unless the trust list trusts ``issuer`` for credentials of type ``vct``."""
+    if issuer.types is not None and vct not in issuer.types:
+        raise LedgerError(f"the trust list does not trust {issuer.name!r} for {vct[:80]!r} "
+                          f"credentials (only {sorted(issuer.types)})")
 
 
 def verify_foreign(presentation: str, request: Request, *, trust: TrustList, now: int,
@@ -210,11 +233,12 @@ def verify_foreign(presentation: str, request: Request, *, trust: TrustList, now
         if claims.get("vct") != request.credential_type:
             raise LedgerError(f"credential type {str(claims.get('vct'))[:80]!r} is not the "
                               f"requested {request.credential_type!r}")
+        _issues_type(issuer, request.credential_type)
         missing = [c for c in request.claims if c not in claims]
         if missing:
             raise LedgerError(f"requested claims not disclosed: {missing}")
-        add(Check("requested_claims", True, f"type {request.credential_type!r}, "
-                                            f"{len(request.claims)} claims disclosed"))
+        shown, detail = asked_claims(claims, request)
+        add(Check("requested_claims", True, detail))
     except LedgerError as e:  # every failure names its step; no exception escapes
         add(Check(step, False, str(e)))
         return report
@@ -230,7 +254,7 @@ def verify_foreign(presentation: str, request: Request, *, trust: TrustList, now
         result = check_status(claims["status"], _token_lists(issuer, status_tokens or {}, now))
         report.status = result.status
         add(Check("status", result.status == "valid", result.reason or result.status))
-    report.claims = {k: v for k, v in claims.items() if k not in _PLAIN}
+    report.claims = shown
     return report
 
 
@@ -338,9 +362,10 @@ def receive_foreign(unverified: str, *, trust: TrustList, holder_jwk: Mapping[st
     claims = _under_a_trusted_key(candidates, lambda jwk: sdjwt.verify_issuer_signed(
         unverified, issuer_public_jwk=jwk, now=now, expected_holder_jwk=holder_jwk))
     vct = claims.get("vct")
-    if not isinstance(vct, str) or not vct.isprintable() or not 0 < len(vct) <= 200:
-        raise DecodeError("an SD-JWT VC needs a printable vct of at most 200 characters",
-                          "credential.vct")
+    if not isinstance(vct, str) or not vct.isprintable() or not 0 < len(vct) <= MAX_VCT:
+        raise DecodeError(f"an SD-JWT VC needs a printable vct of at most {MAX_VCT} "
+                          "characters", "credential.vct")
+    _issues_type(issuer, vct)
     if issuer.status_required and "status" not in claims:
         raise LedgerError(f"the credential has no status claim, and the trust list expects one "
                           f"from {issuer.name!r}: no verifier would accept it")

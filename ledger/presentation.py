@@ -29,11 +29,13 @@ from ledger.statuslist import StatusList, check_status
 from ledger.store import Store
 from ledger.tx import Tx
 
-__all__ = ["IMPLIED_CLAIMS", "Bundle", "Check", "Envelope", "Report", "Request", "Verifier",
-           "bundle_from_store", "issuer_jwk_at_issuance", "spend_nonce", "verify_envelope",
-           "with_implied_claims"]
+__all__ = ["IMPLIED_CLAIMS", "PLAIN_CLAIMS", "Bundle", "Check", "Envelope", "Report", "Request",
+           "Verifier", "asked_claims", "bundle_from_store", "issuer_jwk_at_issuance",
+           "spend_nonce", "verify_envelope", "with_implied_claims"]
 
 MAX_ENVELOPE = 32 * 1024
+MAX_REQUEST_CLAIMS = 64
+"""Most claims one presentation request may ask for."""
 
 #: Credential types that mean nothing without some of their claims: a request the verifier's
 #: tools make for such a type always asks for these too. An approval credential records every
@@ -162,11 +164,16 @@ class Request:
     def __post_init__(self) -> None:
         # A wallet shows these fields to its holder before signing: no escape sequence or line
         # break may redraw that screen (ledger.display).
-        for where, text in (("nonce", self.nonce), ("audience", self.audience),
-                            ("type", self.credential_type),
-                            *((f"claims[{i}]", c) for i, c in enumerate(self.claims))):
+        if len(self.claims) > MAX_REQUEST_CLAIMS:
+            raise DecodeError(f"at most {MAX_REQUEST_CLAIMS} claims", "request.claims")
+        for where, text, limit in (("nonce", self.nonce, 256), ("audience", self.audience, 512),
+                                   ("type", self.credential_type, 200),
+                                   *((f"claims[{i}]", c, 100)
+                                     for i, c in enumerate(self.claims))):
             if not isinstance(text, str) or not text:
                 raise DecodeError("must be a non-empty string", f"request.{where}")
+            if len(text) > limit:
+                raise DecodeError(f"longer than {limit} characters", f"request.{where}")
             if not text.isprintable():
                 raise DecodeError("must be printable text (no control characters, line breaks "
                                   "or format characters)", f"request.{where}")
@@ -215,7 +222,21 @@ class Report:
                 "claims": self.claims}
 
 
-_PLAIN = frozenset({"iss", "iat", "nbf", "exp", "vct", "cnf", "status"})
+PLAIN_CLAIMS = frozenset({"iss", "iat", "nbf", "exp", "vct", "cnf", "status"})
+"""An SD-JWT VC's registered claims: checked by the verifier, never shown as claim values."""
+
+
+def asked_claims(claims: dict[str, Any], request: Request) -> tuple[dict[str, Any], str]:
+    """The verified ``claims`` a verifier is shown: only those its request asked for, in the
+    request's order, and the ``requested_claims`` step's detail, which counts any other claims
+    the presentation disclosed (a wallet other than ours may disclose more; the official
+    asked for what the service needs, and sees only that)."""
+    shown = {c: claims[c] for c in request.claims if c in claims}
+    extra = sum(1 for c in claims if c not in PLAIN_CLAIMS and c not in shown)
+    detail = f"type {request.credential_type!r}, {len(shown)} claims disclosed"
+    if extra:
+        detail += f"; {extra} more disclosed than asked, not shown"
+    return shown, detail
 
 
 def verify_envelope(unverified: bytes, request: Request, *, registry: Registry, now: int,
@@ -316,8 +337,8 @@ def _verify(v: Verifier, unverified: bytes, request: Request, now: int) -> Repor
         _check_binding(anchor, env)
         add(Check("anchor_binding", True, "the anchor's credential_id is this JWT's SHA-256"))
         _check_request(claims, anchor, request)
-        add(Check("requested_claims", True, f"type {request.credential_type!r}, "
-                                            f"{len(request.claims)} claims disclosed"))
+        shown, detail = asked_claims(claims, request)
+        add(Check("requested_claims", True, detail))
     except LedgerError as e:  # every failure names itself; no exception escapes
         add(Check(_failed_step(report), False, str(e)))
         return report
@@ -330,7 +351,7 @@ def _verify(v: Verifier, unverified: bytes, request: Request, now: int) -> Repor
         result = check_status(claims.get("status", {}), status_lists)
         report.status = result.status
         add(Check("status", result.status == "valid", result.reason or result.status))
-    report.claims = {k: v for k, v in claims.items() if k not in _PLAIN}
+    report.claims = shown
     return report
 
 

@@ -25,10 +25,18 @@ from typing import Annotated, Any
 import jinja2
 import segno
 import zxingcpp
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ledger.display import printable
 from ledger.errors import DecodeError, LedgerError
 from ledger.presentation import MAX_ENVELOPE, Envelope, Report
 from node.api import trust_of, verify_foreign_for
@@ -41,6 +49,9 @@ MAX_UPLOAD = 4 * 1024 * 1024
 """Largest QR image accepted (bytes of PNG)."""
 MAX_PIXELS = 2_000_000
 """Largest decoded QR image (pixels); the PNG reader is pure Python."""
+MAX_DECODED = 6 * 1024 * 1024
+"""Largest decoded QR image (bytes of filtered rows: 2 Mpixel of 8-bit RGB). Decoding takes
+about 0.3 s per MiB here, so a small crafted PNG (16-bit RGBA) must not buy seconds of CPU."""
 
 
 def get_node(request: Request) -> Node:
@@ -89,6 +100,48 @@ def _page(request: Request, name: str, context: dict[str, Any],
 
 class BadInput(Exception):
     """Input the official gave that cannot be checked; shown on the page with HTTP 400."""
+
+
+# -- errors outside the API: pages, not JSON ---------------------------------------------------
+
+_API_PREFIXES = ("/v1/", "/docs", "/redoc", "/openapi.json", "/metrics", "/static/")
+
+
+def install_error_pages(app: FastAPI) -> None:
+    """A person who mistypes an address, reloads a form's target or follows a stale link gets
+    an HTML page; the API (``/v1``, ``/metrics``, FastAPI's own pages) keeps its JSON errors."""
+
+    def for_a_person(request: Request) -> bool:
+        path = request.url.path
+        return path != "/v1" and not path.startswith(_API_PREFIXES)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)  # registered for it only
+        if not for_a_person(request):
+            return await http_exception_handler(request, exc)
+        title = {404: "Page not found", 405: "Not available here"}.get(
+            exc.status_code, f"Error {exc.status_code}")
+        message = ("There is no page at this address." if exc.status_code == 404 else
+                   str(exc.detail))
+        return _error_page(request, title, message, exc.status_code)
+
+    async def bad_parameters(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)  # registered for it only
+        if not for_a_person(request):
+            return await request_validation_exception_handler(request, exc)
+        where = ", ".join(str(e.get("loc", ["?"])[-1]) for e in exc.errors()[:5])
+        return _error_page(request, "Not a valid address or form",
+                           f"This page cannot use what it was given ({where}).", 400)
+
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, bad_parameters)
+
+
+def _error_page(request: Request, title: str, message: str, status: int) -> HTMLResponse:
+    node = getattr(request.app.state, "node", None)
+    return _page(request, "error.html", {"network": getattr(node, "network", "ledger"),
+                                         "title": title, "message": message},
+                 status_code=status)
 
 
 # -- static -----------------------------------------------------------------------------------
@@ -184,6 +237,13 @@ def _verify_form(request: Request, node: NodeDep, error: str | None) -> HTMLResp
                  status_code=200 if error is None else 400)
 
 
+@router.get("/verify/request", include_in_schema=False)
+@router.get("/verify/check", include_in_schema=False)
+def back_to_the_form(request: Request) -> RedirectResponse:
+    """A reload or a typed address of a form's target: the form, not a 405."""
+    return RedirectResponse(request.url_for("verify_page"), status_code=303)
+
+
 @router.post("/verify/request", response_class=HTMLResponse)
 def create_request(request: Request, node: NodeDep,
                    credential_type: Annotated[str, Form(alias="type")] = "",
@@ -205,7 +265,10 @@ def create_request(request: Request, node: NodeDep,
 def _request_page(request: Request, node: Node, pending: PendingRequest,
                   error: str | None) -> HTMLResponse:
     text = json.dumps(pending.request.to_json(), separators=(",", ":"))
-    qr = segno.make(text, error="m").svg_inline(scale=4, dark="#111", light="#fff")
+    try:
+        qr = segno.make(text, error="m").svg_inline(scale=4, dark="#111", light="#fff")
+    except segno.DataOverflowError:
+        qr = ""  # the page still gives the request as text (a long outside type or many claims)
     return _page(request, "request.html", {
         "network": node.network, "req": pending.request, "request_json": text, "qr_svg": qr,
         "expires": pending.created + REQUEST_TTL, "error": error},
@@ -228,8 +291,8 @@ async def check_presentation(request: Request, node: NodeDep,
     image = await qr.read(MAX_UPLOAD + 1) if qr is not None else b""
     foreign: str | None = None  # an SD-JWT+KB from an issuer outside the network (ADR 39)
     try:
-        if image:
-            envelope = _envelope_from_image(image)
+        if image:  # pure-Python decoding: off the event loop, which serves every other client
+            envelope = await run_in_threadpool(_envelope_from_image, image)
             foreign = _foreign_text(envelope)
         elif "~" in presentation:
             foreign = "".join(presentation.split())
@@ -250,13 +313,16 @@ async def check_presentation(request: Request, node: NodeDep,
     except BadInput as e:  # the request stays open: the official may try again
         return _request_page(request, node, pending, str(e))
     try:
-        report = (node.verify(envelope, nonce) if foreign is None else
-                  verify_foreign_for(request.app, node, foreign, nonce))
+        report = await run_in_threadpool(
+            node.verify, envelope, nonce) if foreign is None else await run_in_threadpool(
+            verify_foreign_for, request.app, node, foreign, nonce)
     except NotFound:
         return _page(request, "error.html", {
             "network": node.network, "title": "Unknown or expired request",
             "message": "The request expired or was answered meanwhile. Create a new request."},
             status_code=400)
+    except LedgerError as e:  # refused before any verdict: the request is still open
+        return _request_page(request, node, pending, str(e))
     return _page(request, "verdict.html", {"network": node.network, "req": pending.request,
                                            **_verdict(report)})
 
@@ -264,7 +330,9 @@ async def check_presentation(request: Request, node: NodeDep,
 def _verdict(report: Report) -> dict[str, Any]:
     return {"verified": report.verified, "status": report.status,
             "checks": report.checks,
-            "claims": {k: v if isinstance(v, str) else json.dumps(v)
+            # An issuer chose these values: bidi overrides and other format characters are
+            # shown as escapes, as the command-line tools show them (ledger.display).
+            "claims": {printable(k): printable(v if isinstance(v, str) else json.dumps(v))
                        for k, v in report.claims.items()}}
 
 
@@ -277,8 +345,9 @@ def _envelope_from_text(text: str) -> bytes:
         raise BadInput("The presentation is not base64url text (letters, digits, '-' and '_').")
     if len(compact) > (MAX_ENVELOPE * 4) // 3 + 4:
         raise BadInput(f"The presentation is longer than {MAX_ENVELOPE} bytes.")
+    bare = compact.rstrip("=")
     try:
-        return base64.urlsafe_b64decode(compact.rstrip("=") + "=" * (-len(compact) % 4))
+        return base64.urlsafe_b64decode(bare + "=" * (-len(bare) % 4))
     except (binascii.Error, ValueError) as e:
         raise BadInput(f"The presentation is not valid base64url: {e}.") from e
 
@@ -347,6 +416,9 @@ def png_to_gray(data: bytes) -> tuple[bytes, int, int]:
     channels = _CHANNELS[ctype]
     bits = channels * depth
     stride, bpp = (width * bits + 7) // 8, max(1, bits // 8)
+    if height * stride > MAX_DECODED:
+        raise ValueError(f"image data of {height * stride / 2**20:.1f} MiB is over "
+                         f"{MAX_DECODED // 2**20} MiB (save the QR code as an 8-bit image)")
     want = height * (stride + 1)
     try:
         inflater = zlib.decompressobj()

@@ -12,7 +12,8 @@ import secrets
 import threading
 import time as _time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -430,17 +431,35 @@ class Node:
         """Verify a presentation of a credential from an issuer outside the network against
         the open request ``nonce`` (which it then consumes), with the verifier's trust list and
         the issuers' Status List Tokens (ADR 39). The ledger is not consulted."""
-        pending = self.request(nonce)
-        report = verify_foreign(presentation, pending.request, trust=trust, now=self.now(),
-                                status_tokens=status_tokens)
-        with self._lock:  # a request is answered once, whatever the verdict
-            self._requests.pop(nonce, None)
-        return report
+        kind = self.request(nonce).request.credential_type
+        if self._registry().type_def(kind) is not None:
+            # A trusted outside issuer may write any vct: only the ledger's anchor and grants
+            # say who issues the network's own types.
+            raise LedgerError(f"{kind!r} is a credential type of this network: it is checked "
+                              "against the ledger (a presentation envelope), never as a "
+                              "credential from an issuer outside the network")
+        with self._answering(nonce) as pending:
+            return verify_foreign(presentation, pending.request, trust=trust, now=self.now(),
+                                  status_tokens=status_tokens)
 
     def verify(self, envelope: bytes, nonce: str) -> Report:
         """Verify an envelope against the open request ``nonce`` (which it then consumes)."""
-        pending = self.request(nonce)
-        report = self._current_verifier().verify(envelope, pending.request, now=self.now())
-        with self._lock:  # a request is answered once, whatever the verdict
-            self._requests.pop(nonce, None)
-        return report
+        with self._answering(nonce) as pending:
+            return self._current_verifier().verify(envelope, pending.request, now=self.now())
+
+    @contextmanager
+    def _answering(self, nonce: str) -> Iterator[PendingRequest]:
+        """The open request ``nonce``, taken out for one answer, so no other thread can answer
+        it meanwhile: a request gets one verdict, whatever it is. If no verdict comes (the
+        check raised), it is open again."""
+        with self._lock:
+            self._expire()
+            pending = self._requests.pop(nonce, None)
+        if pending is None:
+            raise NotFound("no open presentation request with this nonce (expired or used)")
+        try:
+            yield pending
+        except BaseException:
+            with self._lock:
+                self._requests.setdefault(nonce, pending)
+            raise

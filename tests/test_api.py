@@ -474,6 +474,38 @@ def test_presentation_request_refusals(http: httpx.Client, body: dict[str, Any],
     assert http.post("/v1/presentation-requests", json=body).status_code == status
 
 
+# -- the pages inside the node's app ---------------------------------------------------------------
+
+def test_pages_are_not_framed_cached_or_scripted(http: httpx.Client) -> None:
+    for page in (http.get("/"), http.get("/verify"), http.get("/nope")):
+        assert page.headers["content-type"].startswith("text/html")
+        csp = page.headers["content-security-policy"]
+        assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
+        assert page.headers["cache-control"] == "no-store"
+        assert page.headers["x-frame-options"] == "DENY"
+        assert page.headers["referrer-policy"] == "no-referrer"
+        assert page.headers["x-content-type-options"] == "nosniff"
+    api = http.get("/v1/head")
+    assert api.headers["x-content-type-options"] == "nosniff"
+    assert "content-security-policy" not in api.headers
+    docs = http.get("/docs")  # FastAPI's page loads its script from a CDN: left alone
+    assert docs.status_code == 200 and "content-security-policy" not in docs.headers
+
+
+def test_a_person_gets_pages_for_errors_and_the_api_keeps_json(http: httpx.Client) -> None:
+    for path in ("/verify/check", "/verify/request"):  # a reload of a form's target
+        r = http.get(path)
+        assert r.status_code == 303 and r.headers["location"].endswith("/verify")
+    missing = http.get("/favicon.ico")
+    assert missing.status_code == 404 and "<h1>Page not found</h1>" in missing.text
+    bad = http.get("/blocks/abc")
+    assert bad.status_code == 400 and "Not a valid address or form" in bad.text
+    assert "height" in bad.text
+    api = http.get("/v1/no-such-thing")
+    assert api.status_code == 404 and api.json() == {"detail": "Not Found"}
+    assert http.get("/v1/blocks/abc").headers["content-type"] == "application/json"
+
+
 # -- service surface -----------------------------------------------------------------------------
 
 def test_metrics(http: httpx.Client) -> None:

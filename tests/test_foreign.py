@@ -254,11 +254,38 @@ def _entry(**changes: Any) -> dict[str, Any]:
     (_entry(iss="a\nb"), "printable"),
     (_entry(colour="blue"), "unknown member"),
     (_entry(name=None), "missing 'name'"),
+    (_entry(types=[]), "list of 1 to 64 credential types"),
+    (_entry(types="degree"), "list of 1 to 64 credential types"),
+    (_entry(types=["x" * 201]), r"types\[0\]"),
     ({"issuers": [_entry()["issuers"][0], _entry()["issuers"][0]]}, "listed twice"),
 ])
 def test_bad_trust_lists_are_refused_with_a_reason(trust: Any, message: str) -> None:
     with pytest.raises(DecodeError, match=message):
         TrustList.from_json(trust)
+
+
+def test_an_issuer_is_trusted_only_for_the_types_its_entry_lists() -> None:
+    issuer = Issuer()
+    only = {"issuers": [{**trust_json(issuer)["issuers"][0], "types": [VCT]}]}
+    other = {"issuers": [{**trust_json(issuer)["issuers"][0], "types": ["diploma"]}]}
+    cred = issuer.issue(HOLDER_JWK)
+    assert check(present(cred), only, [issuer.token()]).verified
+    assert failed(check(present(cred), other, [issuer.token()])) == (
+        "requested_claims", f"the trust list does not trust 'National Register' for {VCT!r} "
+                            "credentials (only ['diploma'])")
+    with pytest.raises(LedgerError, match="does not trust 'National Register'"):
+        receive_foreign(cred, trust=TrustList.from_json(other), holder_jwk=HOLDER_JWK, now=NOW)
+    assert receive_foreign(cred, trust=TrustList.from_json(only), holder_jwk=HOLDER_JWK,
+                           now=NOW).type == VCT
+
+
+def test_claims_disclosed_beyond_the_request_are_not_shown() -> None:
+    issuer = Issuer()
+    report = check(present(issuer.issue(HOLDER_JWK), disclose=("birth_date", "given_name")),
+                   trust_json(issuer), [issuer.token()])
+    assert report.verified and report.claims == {"birth_date": "1990-04-01"}
+    step = next(c for c in report.checks if c.name == "requested_claims")
+    assert "1 more disclosed than asked, not shown" in step.detail
 
 
 def test_status_tokens_are_keyed_by_their_list() -> None:
@@ -444,6 +471,41 @@ def test_the_node_verifies_foreign_credentials_on_its_page_and_api(tmp_path: Pat
         assert '<h1 id="verdict">VERIFIED</h1>' in verdict.text, verdict.text
         assert "<td>birth_date</td><td>1990-04-01</td>" in verdict.text
         assert "Mei" not in verdict.text
+        # A trusted outside issuer may write any vct, the network's own types included: a
+        # request for one of those is never answered by an outside credential.
+        fake = sdjwt.issue_sd_jwt(
+            issuer_key=issuer.key, issuer_kid=issuer.kid, alg="ES256", vct="residence",
+            iss=ISS, claims={"district": "Changsheng"}, holder_jwk=HOLDER_JWK, iat=now - 60,
+            nbf=now - 60, exp=now + 86_400,
+            status={"status_list": {"idx": 9, "uri": URI}}).serialize()
+        req = http.post("/v1/presentation-requests",
+                        json={"type": "residence", "claims": ["district"]}).json()
+        text = sdjwt.present(fake, disclose=("district",), holder_key=HOLDER,
+                             nonce=req["nonce"], aud=req["audience"], iat=int(time.time()))
+        r = http.post("/v1/verify", json={"nonce": req["nonce"], "sd_jwt": text})
+        assert r.status_code == 400 and "credential type of this network" in r.json()["detail"]
+        page = http.post("/verify/request", data={"type": "residence", "claims": ["district"]})
+        nonce = re.search(r'id="nonce">([^<]+)<', page.text)
+        assert nonce
+        text = sdjwt.present(fake, disclose=("district",), holder_key=HOLDER,
+                             nonce=nonce.group(1), aud=req["audience"], iat=int(time.time()))
+        refused = http.post("/verify/check", data={"nonce": nonce.group(1),
+                                                   "presentation": text})
+        assert refused.status_code == 400
+        assert "VERIFIED" not in refused.text and "credential type of this network" in \
+            refused.text
+        # no verdict was given: the request is still open for the citizen's real envelope
+        assert served_request_is_open(app, nonce.group(1))
+
+
+def served_request_is_open(app: Any, nonce: str) -> bool:
+    from node.service import NotFound
+
+    try:
+        app.state.node.request(nonce)
+    except NotFound:
+        return False
+    return True
 
 
 def test_node_settings_name_the_trust_list_and_a_bad_one_stops_the_node(tmp_path: Path) -> None:

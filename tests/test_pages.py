@@ -316,6 +316,102 @@ def test_unknown_nonce_is_400(client: httpx.Client) -> None:
     assert client.post("/verify/check", data={}).status_code == 400
 
 
+def test_only_the_asked_claims_are_shown_and_padded_text_is_read(
+        served: Served, client: httpx.Client) -> None:
+    bundle, key = _issue(served.node)
+    nonce, audience = _new_request(client, ["district"])
+    # a wallet (not ours) that discloses more than asked; the text with its base64 padding
+    env = _present(bundle, key, nonce, audience, ["district", "holder_name", "birth_date"])
+    padded = base64.urlsafe_b64encode(env).decode()
+    assert padded.endswith("=") or len(env) % 3 == 0
+    r = client.post("/verify/check", data={"nonce": nonce, "presentation": padded})
+    assert '<h1 id="verdict">VERIFIED</h1>' in r.text, r.text
+    assert "<td>district</td><td>Changsheng</td>" in r.text
+    assert "Li Wei" not in r.text and "1950-04-01" not in r.text
+    assert "2 more disclosed than asked, not shown" in r.text
+
+
+def test_an_issuers_format_characters_are_shown_as_escapes(served: Served,
+                                                           client: httpx.Client) -> None:
+    key, jwk = _holder()
+    bundle, _ = served.node.issue("residence", {**CLAIMS, "district": "Chang\u202esheng"}, jwk,
+                                  valid_days=365)
+    nonce, audience = _new_request(client, ["district"])
+    r = client.post("/verify/check", data={
+        "nonce": nonce, "presentation": _b64(_present(bundle, key, nonce, audience,
+                                                      ["district"]))})
+    assert '<h1 id="verdict">VERIFIED</h1>' in r.text, r.text
+    assert "\u202e" not in r.text
+    assert "<td>district</td><td>Chang\\u202esheng</td>" in r.text
+
+
+def test_a_request_gets_one_verdict_however_many_answer_at_once(served: Served) -> None:
+    """Eight threads answer one request with the same presentation: one verdict, seven
+    'no open request' (the request used to be looked up, verified, and only then removed)."""
+    from node.service import NotFound
+
+    bundle, key = _issue(served.node)
+    pending = served.node.new_request("residence", ["district"], "https://desk.example")
+    env = _present(bundle, key, pending.request.nonce, "https://desk.example", ["district"])
+    start = threading.Barrier(8)
+    verdicts: list[bool] = []
+    refused: list[str] = []
+
+    def answer() -> None:
+        start.wait()
+        try:
+            verdicts.append(served.node.verify(env, pending.request.nonce).verified)
+        except NotFound as e:
+            refused.append(str(e))
+
+    threads = [threading.Thread(target=answer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert verdicts == [True]
+    assert len(refused) == 7
+
+
+def test_a_request_too_long_for_a_qr_code_is_given_as_text(served: Served) -> None:
+    from node.pages import _request_page
+
+    pending = served.node.new_request("residence", ["district"], "https://desk.example")
+    long = type(pending)(type(pending.request)(pending.request.nonce, "https://desk.example",
+                                               "x" * 200, tuple(f"c{i:02d}" + "y" * 90
+                                                                for i in range(40))),
+                         pending.created)
+    from starlette.requests import Request
+
+    app = FastAPI()
+    app.include_router(router)
+    request = Request({"type": "http", "app": app, "router": app.router, "root_path": "",
+                       "path": "/verify/request", "method": "POST", "headers": [],
+                       "query_string": b""})
+    page = _request_page(request, served.node, long, None)
+    assert page.status_code == 200
+    assert b"too long for one QR code" in page.body
+    assert b"x" * 200 in page.body  # the request itself is on the page, as text
+
+
+def test_a_png_that_decodes_to_many_mebibytes_is_refused_before_decoding() -> None:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    side = 1414  # 2 Mpixel, but 16-bit RGBA: 16 MB of rows from a ~20 KB file
+    png = (b"\x89PNG\r\n\x1a\n"
+           + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 16, 6, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress((b"\x04" + bytes(side * 8)) * side, 9))
+           + chunk(b"IEND", b""))
+    assert len(png) < 100_000
+    with pytest.raises(ValueError, match=r"15\.3 MiB is over 6 MiB"):
+        png_to_gray(png)
+
+
 def test_png_reader_matches_segno_modules() -> None:
     code = segno.make_qr(b"\x00\x01binary", error="l")
     for kind in ({"dark": "#000", "light": "#fff"}, {"dark": "#224466", "light": None}):

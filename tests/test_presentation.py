@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from conftest import T0, LedgerHarness
@@ -131,3 +132,17 @@ def test_printable_shows_control_characters_as_escapes() -> None:
     assert printable("Eve\x1b[2K\x1b[32mVERIFIED") == "Eve\\x1b[2K\\x1b[32mVERIFIED"
     assert printable("a\nb\u202ec\U000e0041") == "a\\x0ab\\u202ec\\U000e0041"
     assert "\x1b" not in printable("".join(map(chr, range(0x110))))
+
+
+@pytest.mark.parametrize(("body", "where"), [
+    ({"type": "t" * 201}, "request.type"),
+    ({"claims": [f"c{i}" for i in range(65)]}, "request.claims"),
+    ({"claims": ["c" * 101]}, r"request.claims\[0\]"),
+    ({"audience": "a" * 513}, "request.audience"),
+])
+def test_requests_have_bounded_fields(body: dict[str, Any], where: str) -> None:
+    """A request becomes a QR code and a wallet's prompt: no field may be unbounded."""
+    fields = {"nonce": "n-1", "audience": "https://desk.example", "type": "residence",
+              "claims": ["district"], **body}
+    with pytest.raises(DecodeError, match=where):
+        Request.from_json(fields)
