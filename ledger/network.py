@@ -15,7 +15,12 @@ from typing import Any
 from ledger.keys import PrivateKey
 from ledger.tx import Tx, make_tx
 
-__all__ = ["Agency", "demo_agency", "genesis_tx", "governance_tx", "issue_tx", "status_tx"]
+__all__ = ["STATUS_REPEATS", "Agency", "demo_agency", "genesis_tx", "governance_tx", "issue_tx",
+           "status_tx"]
+
+STATUS_REPEATS = 16
+"""How many seconds a status change's ``ts`` may move forward past a change the ledger holds
+already (the same credential, status, reason and second sign to the same transaction)."""
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,15 @@ def credit_events(view: StateView, subject: bytes) -> list[CreditEvent]:
         raise DecodeError("credit events are arrays of 8", "credit")
     return [CreditEvent(*e) for e in items]
 
+MAX_BACKDATE = 600
+"""How far before its block's time an anchored credential's ``valid_from`` may lie (seconds).
+
+A verifier judges the issuer key and grant at ``valid_from`` (ADR 4): the envelope carries no
+block time. Without this bound, whoever stole an issuer key could anchor credentials dated
+before the compromise, and they would survive ``invalidate_key`` from the compromise time.
+With it, an invalidation from ``C - MAX_BACKDATE`` covers everything anchored after ``C``.
+Ten minutes leave room for a client's clock and a retry after a fail-over (ADR 43)."""
+
 _TRANSITIONS = {("valid", "suspended"), ("suspended", "valid"), ("valid", "revoked"),
                 ("suspended", "revoked")}
 
@@ -608,6 +617,9 @@ class Machine:
             raise TxRejected("unknown_type", f"credential type {b['type']!r} is not registered")
         if not self.registry.grant_covers(agency, b["type"], t):
             raise TxRejected("not_granted", f"{agency!r} may not issue {b['type']!r} at {t}")
+        if b["valid_from"] < t - MAX_BACKDATE:
+            raise TxRejected("backdated", f"valid_from {b['valid_from']} is more than "
+                                          f"{MAX_BACKDATE} s before the block's time {t}")
         ckey = credential_key(b["credential_id"])
         if self.get(ckey) is not None:
             raise TxRejected("credential_exists", "this credential is already anchored")

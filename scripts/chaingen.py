@@ -199,7 +199,9 @@ class _Signer:
         index = spread_index(k, self.p.index_bits)
         return self._signed(issuer, "issue", {
             "credential_id": self.credential_id(i), "issuer": issuer, "type": kind,
-            "valid_from": T0, "valid_until": T0 + 10 * YEAR + i % 1000 * 86_400,
+            # valid_from no earlier than its block's time allows (state.MAX_BACKDATE)
+            "valid_from": T0 + i // self.p.block_issues,
+            "valid_until": T0 + 10 * YEAR + i % 1000 * 86_400,
             "status_index": index, "ts": T0 + i})
 
     def status(self, c: int, status: str, reason: str) -> bytes:

@@ -37,7 +37,7 @@ def main() -> None:
         txs = []
         for _ in range(50):
             cid = hashlib.sha256(f"crash-{seq}".encode()).digest()
-            txs.append(issue_tx(NET, agencies[0], cid, "degree", seq, 0, 2 * T0, seq))
+            txs.append(issue_tx(NET, agencies[0], cid, "degree", seq, T0, 2 * T0, seq))
             seq += 1
         for tx, fut in zip(txs, orderer.submit_many(txs), strict=True):
             receipt = fut.result()

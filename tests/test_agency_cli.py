@@ -296,3 +296,34 @@ def test_issue_a_batch_of_unlinkable_copies(demo: Path, files: Path, tmp_path: P
                  str(jwks[0]), "--holder-jwk", str(jwks[0]), "--out",
                  str(tmp_path / "dup.bundle"))
     assert again.returncode == 2 and "repeats a holder key" in again.stderr
+
+
+def test_status_changes_within_one_second_all_take_effect(demo: Path, files: Path,
+                                                          tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Suspend, reinstate, suspend in one second: the third used to sign the first's
+    transaction again, which the ledger took as a duplicate (the credential stayed valid)."""
+    import time
+
+    from typer.testing import CliRunner
+
+    from ledger import cli
+
+    issued, _ = _issued(demo, files, tmp_path)
+    frozen = int(time.time())
+    monkeypatch.setattr(cli, "_now", lambda: frozen)
+    runner = CliRunner()
+    txids = []
+    for new in ("suspended", "valid", "suspended"):
+        r = runner.invoke(cli.agency_app, [
+            "status", "--data", str(demo), "--agency", "civil", "--credential-id",
+            issued["credential_id"], "--set", new, "--json"],
+            env={"LEDGER_KEY_PASSPHRASE": PASSPHRASE})
+        assert r.exit_code == 0, r.output
+        got = json.loads(r.stdout)
+        assert got["duplicate"] is False
+        txids.append(got["txid"])
+    assert len(set(txids)) == 3
+    with Store(demo / "ledger", create=False) as store:
+        record = store.credential(bytes.fromhex(issued["credential_id"]))
+        assert record is not None and record.status == "suspended"

@@ -439,6 +439,23 @@ def test_issue_with_bad_claims_or_key_is_400(http: httpx.Client) -> None:
     assert r.status_code == 400, r.text
 
 
+def test_suspend_reinstate_suspend_within_one_second_ends_suspended(http: httpx.Client) -> None:
+    """This node's clock stands still (NOW): every change below is signed in the same second.
+    The second suspension used to sign the first one's transaction again, which the ledger
+    took as a duplicate: the credential stayed valid while the operator was told otherwise."""
+    holder = PrivateKey.generate()
+    bundle, cid = _issue(http, holder)
+    seen = []
+    for new in ("suspended", "valid", "suspended", "valid", "suspended"):
+        r = http.post(f"/v1/credentials/{cid}/status", headers=AUTH,
+                      json={"status": new, "reason": "review"})
+        assert r.status_code == 200, r.text
+        assert r.json()["duplicate"] is False
+        seen.append(r.json()["txid"])
+        assert _present(http, bundle, holder)["status"] == new
+    assert len(set(seen)) == 5
+
+
 def test_status_of_an_unknown_credential_is_409(http: httpx.Client) -> None:
     r = http.post(f"/v1/credentials/{'cd' * 32}/status", headers=AUTH,
                   json={"status": "revoked", "reason": "x"})

@@ -16,7 +16,14 @@ from ledger.chain import build_block, build_genesis, txid_key
 from ledger.errors import StoreError, TxRejected
 from ledger.keys import PrivateKey
 from ledger.network import Agency, demo_agency, genesis_tx, issue_tx, status_tx
-from ledger.state import Credential, Machine, Registry, credential_key, genesis_registry
+from ledger.state import (
+    MAX_BACKDATE,
+    Credential,
+    Machine,
+    Registry,
+    credential_key,
+    genesis_registry,
+)
 from ledger.tx import Tx, make_tx
 
 if TYPE_CHECKING:
@@ -257,12 +264,12 @@ def test_credit_and_approval_not_enabled(lg: LedgerHarness, agencies: dict[str, 
 def test_issue_accepted(lg: LedgerHarness, agencies: dict[str, Agency]) -> None:
     edu = agencies["edu"]
     t = T0 + 2 * DAY
-    tx = issue_tx(NET, edu, cid(1), "diploma", 42, T0, T0 + 400 * DAY, t - 5)
+    tx = issue_tx(NET, edu, cid(1), "diploma", 42, t - 5, T0 + 400 * DAY, t - 5)
     before = lg.store.head
     assert before is not None
     accept(lg, [tx], t)
     c = lg.store.credential(cid(1))
-    assert c == Credential(cid(1), "edu", "diploma", "valid", 42, T0, T0 + 400 * DAY, t,
+    assert c == Credential(cid(1), "edu", "diploma", "valid", 42, t - 5, T0 + 400 * DAY, t,
                            edu.issuer_key.kid)
     # the record is packed without codec.encode's checks: its bytes must still be canonical
     assert c.to_bytes() == codec.encode([c.issuer, c.type, c.status, c.status_index,
@@ -794,7 +801,7 @@ def test_rejected_then_fixed_resubmission(lg: LedgerHarness, agencies: dict[str,
     assert reject(lg, tx, T0 + DAY) == "not_granted"
     lg.govern("grant", {"agency": "tax", "type": "diploma", "from": T0, "until": UNTIL},
               [reg, edu], T0 + DAY)
-    accept(lg, [tx], T0 + 2 * DAY)
+    accept(lg, [tx], T0 + DAY + 60)
 
 
 def test_mixed_block_rejections_change_nothing(lg: LedgerHarness,
@@ -820,10 +827,23 @@ def test_mixed_block_rejections_change_nothing(lg: LedgerHarness,
 def test_block_time_never_goes_back(lg: LedgerHarness, agencies: dict[str, Agency]) -> None:
     edu = agencies["edu"]
     accept(lg, [issue(edu, 1, T0 + 2 * DAY)], T0 + 2 * DAY)
-    r = lg.commit([issue(edu, 2, T0)], T0)
+    r = lg.commit([issue(edu, 2, T0 + 2 * DAY - 60)], T0)
     assert r.header is not None
     assert r.header.time == T0 + 2 * DAY
     assert lg.store.credential(cid(2)).issued_at == T0 + 2 * DAY  # type: ignore[union-attr]
+
+
+def test_a_credential_dated_before_its_block_is_refused(lg: LedgerHarness,
+                                                         agencies: dict[str, Agency]) -> None:
+    """A stolen issuer key must not anchor credentials dated before the compromise: the
+    verifier judges the key at valid_from (ADR 43)."""
+    edu = agencies["edu"]
+    t = T0 + 2 * DAY
+    early = issue_tx(NET, edu, cid("early"), "diploma", 7, t - MAX_BACKDATE - 1, t + DAY, t)
+    assert reject(lg, early, t) == "backdated"
+    edge = issue_tx(NET, edu, cid("edge"), "diploma", 8, t - MAX_BACKDATE, t + DAY, t)
+    later = issue_tx(NET, edu, cid("later"), "diploma", 9, t + 30 * DAY, t + 60 * DAY, t)
+    accept(lg, [edge, later], t)  # a licence valid from next month is fine
 
 
 # --- queries -----------------------------------------------------------------------------------
