@@ -37,6 +37,7 @@ from ledger import merkle, sdjwt
 from ledger.chain import Head, checkpoint_key
 from ledger.checkpoint import SignedCheckpoint, find_equivocation, parse_vkey
 from ledger.credentials import (
+    RESERVED_TYPES,
     STATUS_LIST_SIZE,
     ClaimError,
     check_claims,
@@ -1083,15 +1084,19 @@ def issue(
     keys in <data>/keys (passphrase from $LEDGER_KEY_PASSPHRASE or a prompt). Claim values are
     never printed and never reach the ledger.
     """
+    if kind in RESERVED_TYPES:
+        _fail(f"{kind!r} credentials record a decision: the node's approvals service issues "
+              "them with the decision transaction (wallet apply), never by hand", 2)
     claims = _read_json_object(claims_file, "claims")
     holder_jwks = [_read_json_object(f, "holder JWK") for f in holder_jwk_files]
-    seen: set[str] = set()
+    seen: set[tuple[object, ...]] = set()
     for jwk, path in zip(holder_jwks, holder_jwk_files, strict=True):
         try:
             sdjwt.public_key_from_jwk(jwk)
         except sdjwt.JwkError as e:
             _fail(f"the holder JWK in {path} is not usable: {e}", 2)
-        ident = json.dumps(jwk, sort_keys=True)
+        # the key itself, not its spelling: extra members ("alg", "use") name the same key
+        ident = tuple(jwk.get(m) for m in ("kty", "crv", "x", "y"))
         if ident in seen:
             _fail(f"{path} repeats a holder key: each copy needs its own (a shared key links "
                   "the copies)", 2)

@@ -17,11 +17,12 @@ from typing import Any
 from ledger import sdjwt
 from ledger.errors import LedgerError
 from ledger.keys import PrivateKey, PublicKey
-from ledger.state import Registry
+from ledger.state import RESERVED_TYPES, Registry
 from ledger.statuslist import INVALID, SUSPENDED, VALID, StatusList
 from ledger.tx import Tx, make_tx
 
 __all__ = [
+    "RESERVED_TYPES",
     "STATUS_LIST_SIZE",
     "ClaimError",
     "IssuedCredential",

@@ -129,6 +129,11 @@ def credit_events(view: StateView, subject: bytes) -> list[CreditEvent]:
         raise DecodeError("credit events are arrays of 8", "credit")
     return [CreditEvent(*e) for e in items]
 
+RESERVED_TYPES = frozenset({"approval"})
+"""Credential types no operator issues by hand: an approval credential is issued by the node's
+approvals service together with the decision transaction it records (node.approvals), and only
+its issuer may change its status."""
+
 MAX_BACKDATE = 600
 """How far before its block's time an anchored credential's ``valid_from`` may lie (seconds).
 
@@ -638,9 +643,13 @@ class Machine:
         cred = self.credential(b["credential_id"])
         if cred is None:
             raise TxRejected("unknown_credential", "no anchored credential has this id")
-        if agency != cred.issuer and not self.registry.grant_covers(agency, cred.type, t):
+        if agency != cred.issuer and (cred.type in RESERVED_TYPES or
+                                      not self.registry.grant_covers(agency, cred.type, t)):
+            # Any agency may hold the approval grant (each decides its own services): an
+            # approval is its deciding agency's alone to revoke or suspend.
             raise TxRejected("not_authorized", f"{agency!r} neither issued this credential nor "
-                                               f"holds a grant for {cred.type!r}")
+                                               f"may change {cred.type!r} credentials of "
+                                               "another agency")
         if (cred.status, b["status"]) not in _TRANSITIONS:
             raise TxRejected("illegal_transition", f"{cred.status} -> {b['status']} is not "
                                                    "allowed")

@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ledger import codec
+from ledger.credentials import RESERVED_TYPES
 from ledger.errors import DecodeError, LedgerError
 from ledger.foreign import TrustList, read_status_tokens
 from ledger.ordering import Receipt
@@ -603,6 +604,9 @@ def _batch_item(txid: str | None, status: str, index: int | None = None,
 @router.post("/v1/credentials", tags=["write"], responses=_errors(401, 403, 409, 422))
 def issue(node: NodeDep, _: Operator, body: IssueIn) -> Issued:
     """Issue a credential of this node's agency to the holder key (operator only)."""
+    if body.type in RESERVED_TYPES:
+        raise BadRequest(f"{body.type!r} credentials record a decision: the approvals service "
+                         "issues them (POST /v1/services/{service}/apply), never by hand")
     bundle, got = node.issue(body.type, body.claims, body.holder_jwk, body.valid_days)
     return Issued(credential_id=_credential_id(bundle), bundle=_b64url(bundle.to_bytes()),
                   receipt=_receipt(got))

@@ -296,6 +296,22 @@ def test_issue_a_batch_of_unlinkable_copies(demo: Path, files: Path, tmp_path: P
                  str(jwks[0]), "--holder-jwk", str(jwks[0]), "--out",
                  str(tmp_path / "dup.bundle"))
     assert again.returncode == 2 and "repeats a holder key" in again.stderr
+    # the same key spelled another way (an extra member) is the same key
+    respelled = tmp_path / "respelled.jwk.json"
+    respelled.write_text(json.dumps({**json.loads(jwks[0].read_text()), "alg": "EdDSA"}))
+    again = _run("agency", "issue", "--data", str(demo), "--agency", "civil", "--type",
+                 "residence", "--claims", str(files / "claims.json"), "--holder-jwk",
+                 str(jwks[0]), "--holder-jwk", str(respelled), "--out",
+                 str(tmp_path / "dup2.bundle"))
+    assert again.returncode == 2 and "repeats a holder key" in again.stderr
+
+
+def test_approval_credentials_are_never_issued_by_hand(demo: Path, files: Path,
+                                                       tmp_path: Path) -> None:
+    before = _log_size(demo)
+    r = _issue(demo, files, tmp_path / "fake.bundle", kind="approval")
+    assert r.returncode == 2 and "never by hand" in r.stderr
+    assert _log_size(demo) == before and not (tmp_path / "fake.bundle").exists()
 
 
 def test_status_changes_within_one_second_all_take_effect(demo: Path, files: Path,

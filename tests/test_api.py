@@ -430,6 +430,10 @@ def test_issue_present_verify_then_revoke(http: httpx.Client,
 
 def test_issue_with_bad_claims_or_key_is_400(http: httpx.Client) -> None:
     jwk = sdjwt.jwk_from_ed25519(PrivateKey.generate().public.raw)
+    fake = http.post("/v1/credentials", headers=AUTH, json={
+        "type": "approval", "claims": {"service": "elderly-allowance", "decision": "approved"},
+        "holder_jwk": jwk, "valid_days": 30})
+    assert fake.status_code == 400 and "never by hand" in fake.json()["detail"]
     bad_claims = {**CLAIMS, "awarded_on": "last summer"}
     r = http.post("/v1/credentials", headers=AUTH, json={
         "type": "degree", "claims": bad_claims, "holder_jwk": jwk, "valid_days": 30})

@@ -12,6 +12,7 @@ from test_contracts_world import catalogue_agencies, install_catalogue
 from contracts import CelEngine
 from contracts.catalogue import APPROVAL_TYPE, POLICY, RULES, YEAR, rule
 from contracts.errors import ApplicationError
+from ledger.credentials import RESERVED_TYPES
 from ledger.presentation import IMPLIED_CLAIMS, with_implied_claims
 from ledger.state import Machine, rule_hash
 from ledger.tx import make_tx
@@ -214,3 +215,4 @@ def test_requests_for_approval_credentials_always_ask_for_the_decision() -> None
     assert with_implied_claims("approval", ["decision", "path"]) == ["decision", "path",
                                                                      "service"]
     assert with_implied_claims("degree", ["field", "field"]) == ["field"]
+    assert APPROVAL_TYPE["id"] in RESERVED_TYPES  # issued with a decision only, never by hand

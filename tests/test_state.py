@@ -502,6 +502,23 @@ def test_status_by_other_agency(lg: LedgerHarness, agencies: dict[str, Agency]) 
     assert reject(lg, status(tax, 1, "revoked", T0 + 4 * DAY), T0 + 4 * DAY) == "not_authorized"
 
 
+def test_an_approval_is_its_deciding_agencys_alone(lg: LedgerHarness,
+                                                   agencies: dict[str, Agency]) -> None:
+    """Every agency may hold the approval grant (each decides its own services); a grant does
+    not let one agency revoke or suspend another's decision."""
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    approval = {"id": "approval", "title": "Administrative approval",
+                "claims": {"service": "string", "decision": "string"}, "derived": {}}
+    lg.govern("register_type", {"type": approval}, [reg, edu], T0 + DAY)
+    for who in ("edu", "tax"):
+        lg.govern("grant", {"agency": who, "type": "approval", "from": T0, "until": UNTIL},
+                  [reg, edu], T0 + DAY)
+    accept(lg, [issue(edu, "decided", T0 + 2 * DAY, kind="approval")], T0 + 2 * DAY)
+    assert reject(lg, status(tax, "decided", "revoked", T0 + 2 * DAY), T0 + 2 * DAY + 1) \
+        == "not_authorized"
+    accept(lg, [status(edu, "decided", "revoked", T0 + 2 * DAY)], T0 + 2 * DAY + 2)
+
+
 def test_status_by_issuer_after_its_grant_ended(lg: LedgerHarness,
                                                 agencies: dict[str, Agency]) -> None:
     edu = agencies["edu"]
