@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 __all__ = [
-    "SigtermSeen", "Terminated", "atomic_output", "die_with_parent", "run_cli", "sigterm_raises",
-    "write_atomic",
+    "NOT_UNICODE", "SigtermSeen", "Terminated", "atomic_output", "die_with_parent", "run_cli",
+    "sigterm_raises", "write_atomic",
 ]
 
 
@@ -121,6 +121,10 @@ def die_with_parent(signum: int, parent: int) -> None:
         os._exit(1)
 
 
+NOT_UNICODE = ("the input holds text that is not valid Unicode: a lone surrogate, from bytes "
+               "that are not UTF-8 or a JSON \\uD800-\\uDFFF escape; nothing was changed")
+
+
 def run_cli(app: Callable[[], object]) -> None:
     """Run a command-line app (Typer) so that SIGTERM stops it as Ctrl-C does, clean-up included,
     and the process then exits with the status a shell expects of SIGTERM (143). Its commands'
@@ -135,3 +139,8 @@ def run_cli(app: Callable[[], object]) -> None:
             if seen.received:
                 raise SystemExit(128 + seen.signum) from None
             raise
+        except UnicodeEncodeError as e:
+            # A lone surrogate: bytes that are not UTF-8 on the command line or in a file name,
+            # or a JSON "\ud800" escape. Nothing was signed or written with it.
+            sys.stderr.write(f"error: {NOT_UNICODE} ({e.object[e.start:e.end]!r})\n")
+            raise SystemExit(2) from None

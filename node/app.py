@@ -37,6 +37,7 @@ from ledger.errors import (
     StoreError,
     TxRejected,
 )
+from ledger.files import NOT_UNICODE
 from ledger.foreign import read_trust_list
 from ledger.keys import PASSPHRASE_ENV
 from ledger.sdjwt import VerificationError
@@ -336,6 +337,14 @@ def create_app(settings: Settings, *, node: Node | None = None,
         # The message may quote a claim value (ClaimError): log the class, never the text.
         _log.info("refused", extra=extra)
         return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(UnicodeEncodeError)
+    async def not_unicode(request: Request, exc: Exception) -> Response:
+        # A JSON "\ud800" escape passes the request's parsing and fails where the text is
+        # encoded (a signature, the store, a QR code): the client's error, and nothing changed.
+        _log.info("refused", extra={"error": "UnicodeEncodeError", "status": 400})
+        return JSONResponse({"detail": NOT_UNICODE, "error": "UnicodeEncodeError"},
+                            status_code=400)
 
     app.include_router(router)
     app.include_router(approvals_router)

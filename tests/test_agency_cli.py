@@ -343,3 +343,11 @@ def test_status_changes_within_one_second_all_take_effect(demo: Path, files: Pat
     with Store(demo / "ledger", create=False) as store:
         record = store.credential(bytes.fromhex(issued["credential_id"]))
         assert record is not None and record.status == "suspended"
+
+
+def test_a_reason_that_is_not_utf8_is_one_clear_error(demo: Path) -> None:
+    before = _log_size(demo)
+    r = _status(demo, "ab" * 32, "revoked", "--reason", "\udcff")  # the byte 0xff on argv
+    assert r.returncode == 2, r.stderr
+    assert "not valid Unicode" in r.stderr and "Traceback" not in r.stderr
+    assert _log_size(demo) == before

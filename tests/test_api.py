@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import logging
 import threading
 import time
@@ -426,6 +427,24 @@ def test_issue_present_verify_then_revoke(http: httpx.Client,
     assert any(getattr(rec, "route", None) == "/v1/credentials" for rec in caplog.records)
     for value in CLAIMS.values():
         assert value not in caplog.text
+
+
+@pytest.mark.parametrize(("path", "body", "auth"), [
+    ("/v1/credentials", '{"type": "degree", "claims": {"degree_level": "\\ud800", "field": "x", '
+     '"holder_name": "x", "awarded_on": "2020-01-01"}, "holder_jwk": JWK, "valid_days": 30}', True),
+    ("/v1/presentation-requests", '{"type": "\\ud800", "claims": ["x"]}', False),
+    ("/v1/verify", '{"nonce": "\\ud800", "envelope": "AA"}', False),
+])
+def test_text_that_is_not_unicode_is_400_not_500(live: Live, http: httpx.Client, path: str,
+                                                  body: str, auth: bool) -> None:
+    """A JSON "\\ud800" escape (a lone surrogate) parses, then fails wherever it is encoded."""
+    jwk = json.dumps(sdjwt.jwk_from_ed25519(PrivateKey.generate().public.raw))
+    before = http.get("/v1/head").json()
+    r = http.post(path, content=body.replace("JWK", jwk),
+                  headers={"content-type": "application/json", **(AUTH if auth else {})})
+    assert r.status_code == 400, r.text
+    assert "not valid Unicode" in r.json()["detail"]
+    assert http.get("/v1/head").json() == before
 
 
 def test_issue_with_bad_claims_or_key_is_400(http: httpx.Client) -> None:
