@@ -219,8 +219,12 @@ class CompiledRule:
     def evaluate(self, claims: Mapping[str, Mapping[str, Any]],
                  credit: Mapping[str, int] | None, now: int) -> Outcome:
         """Decide. Pure: the same inputs give the same :class:`Outcome` everywhere."""
-        act = self.activation(claims, credit, now)
         rule = self.rule
+        try:
+            act = self.activation(claims, credit, now)
+        except (TypeError, ValueError, OverflowError) as e:  # a value CEL cannot hold (> 64 bits)
+            return Outcome("needs_review", "standard", ("rule_error",),
+                           _documents(rule, "needs_review", "standard"), -2, type(e).__name__)
         try:
             fired, decision, reason, expr = -1, rule["otherwise"]["decision"], \
                 rule["otherwise"]["reason"], ""

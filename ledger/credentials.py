@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,8 +53,14 @@ def status_list_uri(network: str, agency: str, kind: str) -> str:
     return f"urn:credledger:{network}:status-list:{agency}:{kind}"
 
 
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+MAX_INT_CLAIM = 2**53 - 1
+"""Largest magnitude of an ``int`` claim: what every JSON reader holds exactly (RFC 8259 §6)."""
+
+
 def _date(value: Any, name: str) -> dt.date:
-    if isinstance(value, str) and len(value) == 10:
+    # fromisoformat alone also takes "19550302xx", "2020-W01-1" and "20200101T0" (3.11)
+    if isinstance(value, str) and _DATE.match(value):
         try:
             return dt.date.fromisoformat(value)
         except ValueError:
@@ -65,7 +72,7 @@ def _kind_ok(kind: str, value: Any, name: str) -> bool:
     if kind == "string":
         return isinstance(value, str) and 0 < len(value) <= 1000
     if kind == "int":
-        return type(value) is int
+        return type(value) is int and -MAX_INT_CLAIM <= value <= MAX_INT_CLAIM
     if kind == "bool":
         return type(value) is bool
     _date(value, name)  # "date": raises with the claim's name
@@ -82,7 +89,8 @@ def check_claims(type_def: Mapping[str, Any], claims: Mapping[str, Any]) -> None
                          f"{extra}")
     for name, kind in want.items():
         if not _kind_ok(kind, claims[name], name):
-            raise ClaimError(f"claim {name!r} must be of kind {kind}")
+            raise ClaimError(f"claim {name!r} must be of kind {kind}" + (
+                f" (at most {MAX_INT_CLAIM:,} either side of 0)" if kind == "int" else ""))
 
 
 def _age_at_least(birth: dt.date, years: int, on: dt.date) -> bool:

@@ -31,6 +31,7 @@ __all__ = [
     "CLAIM_KINDS",
     "GOV_ACTIONS",
     "MAX_TX_SIZE",
+    "RESERVED_CLAIM_NAMES",
     "RULE_AREAS",
     "STATUSES",
     "TX_TYPES",
@@ -57,6 +58,9 @@ RULE_AREAS = frozenset({"official_documents", "certifications", "qualifications"
                         "micro_allowances", "licensing"})
 MAX_EXPR = 2000
 
+RESERVED_CLAIM_NAMES = frozenset({"iss", "iat", "nbf", "exp", "cnf", "vct", "status", "sub"})
+"""Claim names a registered type may not use: the SD-JWT VC's own members, which
+:mod:`ledger.sdjwt` refuses to disclose (``_sd`` and the like cannot be type ids anyway)."""
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")  # \Z: "$" would let a trailing "\n" in
 _MAX_TIME = (1 << 40)  # seconds; far beyond any real date, keeps arithmetic in int64
 
@@ -366,6 +370,10 @@ def _type_def(f: Fields) -> dict[str, Any]:
         if not _ID.match(name) or not isinstance(kind, str) or kind not in CLAIM_KINDS:
             raise DecodeError(f"claim {name!r}: kind must be one of {sorted(CLAIM_KINDS)}",
                               f"{f.where}.claims")
+        if name in RESERVED_CLAIM_NAMES:
+            raise DecodeError(f"claim {name!r} is a name SD-JWT VCs reserve (iss, vct, status, "
+                              "...): no credential of the type could be issued",
+                              f"{f.where}.claims")
         claims[name] = kind
     derived_raw = f.raw_map("derived", max_len=16)
     derived: dict[str, Any] = {}
@@ -377,9 +385,9 @@ def _type_def(f: Fields) -> dict[str, Any]:
         if claims.get(src) != "date":
             raise DecodeError(f"derived claim {name!r} needs a date claim, not {src!r}",
                               f"{f.where}.derived")
-        if name in claims:
-            raise DecodeError(f"derived claim {name!r} clashes with a claim",
-                              f"{f.where}.derived")
+        if name in claims or name in RESERVED_CLAIM_NAMES:
+            raise DecodeError(f"derived claim {name!r} clashes with a claim or a name SD-JWT "
+                              "VCs reserve", f"{f.where}.derived")
         derived[name] = {"claim": src, "age_over": years}
     out = {"id": _ident(f, "id"), "title": f.str("title", max_len=200), "claims": claims,
            "derived": derived}

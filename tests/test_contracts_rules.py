@@ -122,6 +122,14 @@ def test_runtime_error_is_needs_review() -> None:
     assert (o.decision, o.reasons, o.fired) == ("needs_review", ("rule_error",), -2)
 
 
+def test_a_claim_value_cel_cannot_hold_is_needs_review() -> None:
+    """An income over 64 bits (issued before int claims were bounded) used to end the
+    application in an HTTP 500; it is a rule error, decided the same way everywhere."""
+    o = ENGINE.compile(RULES["elderly-allowance"]).evaluate(
+        {"person-id": person(), "income-statement": {"annual_income": 10**38}}, None, NOW)
+    assert (o.decision, o.reasons, o.fired) == ("needs_review", ("rule_error",), -2)
+
+
 def test_evaluation_sees_only_needed_claims() -> None:
     r = rule("certified-copy")
     act = ENGINE.compile(r).activation({"person-id": {**person(), "birth_date": "1950-01-01"}},

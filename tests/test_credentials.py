@@ -103,6 +103,14 @@ def test_a_birth_date_after_the_day_of_issue_is_refused() -> None:
     (dict(CLAIMS, birth_date="1950-13-01"), "'birth_date' must be a date"),
     (dict(CLAIMS, birth_date="30/06/1950"), "'birth_date' must be a date"),
     (dict(CLAIMS, holder_name=""), "'holder_name' must be of kind string"),
+    # what Python's fromisoformat takes besides YYYY-MM-DD
+    (dict(CLAIMS, birth_date="19500302xx"), "'birth_date' must be a date"),
+    (dict(CLAIMS, birth_date="2020-W01-1"), "'birth_date' must be a date"),
+    (dict(CLAIMS, birth_date="20200101T0"), "'birth_date' must be a date"),
+    (dict(CLAIMS, birth_date="１９５０-01-01"), "'birth_date' must be a date"),
+    # beyond what JSON readers hold exactly (and what the rules' CEL ints hold)
+    (dict(CLAIMS, household_size=2**53), "'household_size' must be of kind int (at most"),
+    (dict(CLAIMS, household_size=-(10**38)), "'household_size' must be of kind int"),
 ])
 def test_claims_must_fit_the_registered_type(claims: dict[str, object], message: str) -> None:
     with pytest.raises(ClaimError) as info:

@@ -392,6 +392,9 @@ def type_def(**changes: Any) -> dict[str, Any]:
         {"derived": {"adult": {"claim": "birth_date"}}},
         {"derived": {"adult": "birth_date"}},
         {"title": "t" * 201},
+        {"claims": {"iss": "string"}},  # reserved by SD-JWT VC: nothing of the type could issue
+        {"claims": {"status": "string", "name": "string"}},
+        {"derived": {"exp": {"claim": "birth_date", "age_over": 18}}},
     ],
 )
 def test_register_type_rules(changes: dict[str, Any]) -> None:
