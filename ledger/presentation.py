@@ -258,9 +258,11 @@ def verify_envelope(unverified: bytes, request: Request, *, registry: Registry, 
 class Verifier:
     """A verifying official's verifier over one registry snapshot.
 
-    It remembers which checkpoint texts it found final, per hour of ``now``, so a desk checking
-    many presentations against the same checkpoint verifies its quorum signatures once an hour.
-    A new registry snapshot means a new Verifier (and an empty cache).
+    It remembers which checkpoint texts it found final, and for which span of ``now`` that
+    holds (until the registry's next recorded time: a node key or an agency planned to come or
+    go, :meth:`Registry.node_key_span`), so a desk checking many presentations against the same
+    checkpoint verifies its quorum signatures once. A new registry snapshot means a new
+    Verifier (and an empty cache).
     """
 
     def __init__(self, registry: Registry, status_lists: Callable[[str], StatusList | None],
@@ -270,22 +272,22 @@ class Verifier:
         self.status_lists = status_lists
         self.used_nonces = used_nonces
         self.status_as_of = status_as_of
-        # (text, hour) -> (checkpoint, its final signers, the report's detail line for it)
-        self._final: dict[tuple[str, int], tuple[SignedCheckpoint, frozenset[str], str]] = {}
+        # text -> (from, until, (checkpoint, its final signers, the report's detail line))
+        self._final: dict[str, tuple[float, float,
+                                     tuple[SignedCheckpoint, frozenset[str], str]]] = {}
         self._cache_size = cache_size
 
     def _checkpoint(self, text: str, now: int) -> tuple[SignedCheckpoint, frozenset[str], str]:
-        key = (text, now // 3600)
-        hit = self._final.get(key)
-        if hit is not None:
-            return hit
+        hit = self._final.get(text)
+        if hit is not None and hit[0] <= now < hit[1]:
+            return hit[2]
         signed = SignedCheckpoint.from_text(text)
         signers = frozenset(verify_final(signed, self.registry, now))
         got = (signed, signers,
                f"size {signed.checkpoint.size}, final: signed by {sorted(signers)}")
-        if len(self._final) >= self._cache_size:
+        if len(self._final) >= self._cache_size and text not in self._final:
             self._final.pop(next(iter(self._final)))
-        self._final[key] = got
+        self._final[text] = (*self.registry.node_key_span(now), got)
         return got
 
     def verify(self, unverified: bytes, request: Request, *, now: int) -> Report:

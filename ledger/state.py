@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -292,6 +293,17 @@ class Registry:
 
     def current_agencies(self, t: int) -> list[str]:
         return sorted(a for a in self.agencies() if self.agency_current(a, t))
+
+    def node_key_span(self, t: int) -> tuple[float, float]:
+        """``[lo, hi)`` around ``t`` in which :meth:`node_keys` gives the same answer: between
+        the registry's recorded times either side of ``t`` (agencies added or removed, node keys
+        valid or invalid from), which may lie in the future (a rotation planned ``at`` a time)."""
+        times = {x for a in self.agencies().values() for x in (a["added"], a["removed"])
+                 if x is not None}
+        times |= {x for k in self._keys().values() if k["role"] == "node"
+                  for x in (k["valid_from"], k["invalid_from"]) if x is not None}
+        return (max((x for x in times if x <= t), default=-math.inf),
+                min((x for x in times if x > t), default=math.inf))
 
     def node_keys(self, t: int) -> dict[str, list[PublicKey]]:
         """Current agency → node keys valid at ``t`` (checkpoint quorum checks)."""

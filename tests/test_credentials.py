@@ -107,7 +107,7 @@ def test_a_birth_date_after_the_day_of_issue_is_refused() -> None:
     (dict(CLAIMS, birth_date="19500302xx"), "'birth_date' must be a date"),
     (dict(CLAIMS, birth_date="2020-W01-1"), "'birth_date' must be a date"),
     (dict(CLAIMS, birth_date="20200101T0"), "'birth_date' must be a date"),
-    (dict(CLAIMS, birth_date="１９５０-01-01"), "'birth_date' must be a date"),
+    (dict(CLAIMS, birth_date="\uff11\uff19\uff15\uff10-01-01"), "'birth_date' must be a date"),
     # beyond what JSON readers hold exactly (and what the rules' CEL ints hold)
     (dict(CLAIMS, household_size=2**53), "'household_size' must be of kind int (at most"),
     (dict(CLAIMS, household_size=-(10**38)), "'household_size' must be of kind int"),

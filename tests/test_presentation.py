@@ -107,6 +107,26 @@ def test_key_invalidated_before_issuance(world: World) -> None:
     assert "not a valid issuer key" in detail
 
 
+def test_a_checkpoint_is_final_only_while_its_signers_keys_are_valid(world: World) -> None:
+    """One Verifier (a desk's, kept between presentations) must see a planned node-key
+    rotation take effect: it used to remember "final" for the rest of the hour."""
+    from ledger.keys import PrivateKey
+    from ledger.presentation import Verifier
+
+    bundle, _ = world.issue()
+    reg, edu = world.agencies["reg"], world.agencies["edu"]
+    at = T0 + 100
+    assert T0 // 3600 == (at + 50) // 3600  # within one hour: the old cache's bucket
+    world.ledger.govern("rotate_key", {"agency": "edu", "role": "node",
+                                       "new_key": PrivateKey.generate().public.raw, "at": at},
+                        [reg, edu], T0 + 15)
+    desk = Verifier(world.ledger.registry, world.lists())
+    assert desk.verify(present(bundle), REQ, now=T0 + 20).verified
+    late = desk.verify(present(bundle, iat=at + 50), REQ, now=at + 50)
+    name, detail = _failed(late)
+    assert name == "checkpoint" and "edu" in detail
+
+
 def test_garbage_envelope(world: World) -> None:
     assert _failed(world.verify(b"\x92\x01"))[0] == "envelope"
 
