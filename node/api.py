@@ -360,8 +360,10 @@ def health(node: NodeDep, response: Response) -> Health:
     head = node.head()
     cluster = node.cluster_status()
     if cluster is None:
-        return Health(status="ok", agency=node.agency, network=node.network,
-                      height=head["height"], log_size=head["log_size"])
+        problem = node.signing_problem or None
+        return Health(status="degraded" if problem else "ok", agency=node.agency,
+                      network=node.network, height=head["height"], log_size=head["log_size"],
+                      problem=problem)
     peers = {a: PeerOut(height=int(p.get("height", 0)), log_size=int(p.get("size", 0)),
                         revision=int(p.get("rev", 0)), lag=int(p.get("lag", 0)),
                         updated=int(p["time"]) if isinstance(p.get("time"), int) else None)

@@ -8,6 +8,7 @@ map :class:`~ledger.errors.LedgerError` subclasses to status codes in one place.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import threading
 import time as _time
@@ -52,6 +53,9 @@ _UNSETTLED = 10_000
 """Submissions kept after their request's wait ran out, for ``GET /v1/tx/{id}/receipt``."""
 _SETTLING = 1.0
 """Seconds a submission found committed after its wait may take to settle (see ``_not_yet``)."""
+
+
+log = logging.getLogger("node.service")
 
 
 class NotFound(LedgerError):
@@ -102,15 +106,21 @@ class Node:
         self.issuer_key = load_private_key(keys / f"{agency}.issuer.key", passphrase)
         now = self.now()
         current = checkpoint_verifiers(registry, now)
+        # Every node key file here; a solo node signs each checkpoint with those the registry
+        # counts at the block's time (a rotation planned for later takes effect by itself).
+        self._node_key_files: dict[str, PrivateKey] = {}
         self.node_keys: dict[str, PrivateKey] = {}
         for path in sorted(keys.glob("*.node.key")):
             name = path.name.removesuffix(".node.key")
             key = load_private_key(path, passphrase)
+            self._node_key_files[name] = key
             if current.get(name) == key.public or (replication is not None and name == agency):
                 self.node_keys[name] = key
         if agency not in self.node_keys:
             self.store.close()
             raise LedgerError(f"no current node key of {agency!r} in {keys}")
+        self.signing_problem = ""
+        """Why the last checkpoint this solo node signed is not final ("" when it is)."""
         self._requests: dict[str, PendingRequest] = {}
         self._lists = StatusListCache(self.store)  # decoded lists, updated per block (ADR 23)
         self._verifier: Verifier | None = None
@@ -157,7 +167,21 @@ class Node:
         return self.store.head
 
     def _on_block(self, head: Head) -> dict[bytes, bytes]:
+        registry = self._registry()
+        current = checkpoint_verifiers(registry, head.time)
+        self.node_keys = {name: key for name, key in self._node_key_files.items()
+                          if current.get(name) == key.public}
         cp = sign_checkpoint(self.network, head, sorted(self.node_keys.items()))
+        if len(self.node_keys) < registry.quorum:
+            # A key rotated out and its successor not in the keys folder: say so (health), and
+            # sign what can be signed; a verifier refuses the checkpoint as not final.
+            self.signing_problem = (
+                f"checkpoints are not final: this node holds current node keys of "
+                f"{sorted(self.node_keys) or 'no agency'}, the quorum is {registry.quorum} "
+                "(put the rotated keys in the keys folder and restart)")
+            log.warning("%s", self.signing_problem)
+        else:
+            self.signing_problem = ""
         return {checkpoint_key(head.log_size): cp.to_text().encode()}
 
     # -- reading the chain --

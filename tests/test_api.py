@@ -23,6 +23,7 @@ from rich.console import Console
 
 from ledger import codec, merkle, sdjwt
 from ledger.checkpoint import SignedCheckpoint
+from ledger.errors import CheckpointError
 from ledger.keys import PrivateKey, load_private_key
 from ledger.network import Agency, status_tx
 from ledger.presentation import Bundle, Envelope
@@ -649,5 +650,45 @@ def test_a_submission_found_committed_after_its_wait_gets_its_own_receipt(
         assert got == own and got is not None and not got.duplicate
         stuck = node._not_yet(txid, Pending(threading.Condition()), time.monotonic() + 0.1)
         assert stuck == Receipt(txid, *loc, duplicate=True)
+    finally:
+        node.close()
+
+
+def test_a_solo_node_signs_with_the_keys_current_at_each_block(tmp_path: Path) -> None:
+    """Two node keys rotated out at a planned time, their successors not given to the node:
+    it must not go on signing with the old ones (a checkpoint no verifier counts as final)
+    while its health says ok."""
+    from ledger.finality import verify_final
+    from ledger.keys import load_private_key
+    from ledger.network import Agency, governance_tx
+    from node.service import Node
+
+    data = make_demo(tmp_path / "demo")
+    clock = [NOW]
+    node = Node(data, "edu", PASS, clock=lambda: clock[0], workers=0)
+    app = create_app(settings_for(data), node=node, clock=lambda: clock[0], passphrase=PASS)
+    try:
+        registry = node._registry()
+        keys = {a: load_private_key(data / "keys" / f"{a}.issuer.key", PASS)
+                for a in ("edu", "civil", "market")}
+        signers = [Agency(a, a, k, k) for a, k in keys.items()]  # issuer keys sign governance
+        seq = registry.gov_seq
+        for n, who in enumerate(("civil", "market"), start=1):
+            node.orderer.submit(governance_tx(NETWORK, seq + n, "rotate_key", {
+                "agency": who, "role": "node", "new_key": PrivateKey.generate().public.raw,
+                "at": NOW + 60}, signers)).result(timeout=30)
+        with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+            assert http.get("/v1/health").json()["status"] == "ok"
+            clock[0] = NOW + 120
+            r = http.post(f"/v1/credentials/{_edu_credential_id(http, 2).hex()}/status",
+                          headers=AUTH, json={"status": "suspended", "reason": "review"})
+            assert r.status_code == 200, r.text
+            health = http.get("/v1/health").json()
+            assert health["status"] == "degraded"
+            assert "not final" in health["problem"] and "['edu']" in health["problem"]
+            signed = SignedCheckpoint.from_text(http.get("/v1/checkpoint").text)
+            assert [s.name for s in signed.signatures] == ["edu"]
+            with pytest.raises(CheckpointError):
+                verify_final(signed, node._registry(), NOW + 120)
     finally:
         node.close()
