@@ -153,7 +153,7 @@ def prove(data: DataArg,
     with _open(data) as store:
         if store.head is None:  # _open checked; for the type checker
             raise typer.Exit(1)
-        n = size or store.head.log_size
+        n = store.head.log_size if size is None else size
         try:
             proof = store.inclusion_proof(index, n)
             root = store.root_at(n)

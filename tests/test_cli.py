@@ -68,6 +68,8 @@ def test_ledger_prove_rejects_an_index_past_the_log(demo: Path) -> None:
     r = _run("ledger", "prove", str(demo), "--index", "10000")
     assert r.returncode == 1
     assert "not in 0..18" in r.stderr
+    r = _run("ledger", "prove", str(demo), "--index", "0", "--size", "0")
+    assert r.returncode == 1 and '"verified"' not in r.stdout, r.stdout  # not the head's size
 
 
 def test_demo_refuses_to_overwrite_a_folder_it_did_not_create(tmp_path: Path) -> None:
