@@ -78,8 +78,9 @@ def _run(cluster: LocalCluster, folder: Path, n: int, chunk: int, *, rest: bool 
     total = n * rounds
     # Credential ids are hashes and status indexes spread, as issued: LevelDB takes keys that
     # arrive in order much more cheaply than these.
+    # valid_from: no earlier than state.MAX_BACKDATE allows for blocks cut minutes from now
     raws = [issue_tx(net, ag["edu"], hashlib.sha256(b"cluster-%d" % i).digest(), "degree",
-                     spread_index(i), 0, 2 * now, now).raw
+                     spread_index(i), now + 1800, 2 * now, now).raw
             for i in range(total + 400)]
 
     # 1. throughput: batches to all three nodes in parallel, one client thread per node

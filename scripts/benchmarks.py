@@ -94,7 +94,7 @@ def _issues(agency: Agency, start: int, n: int) -> list[bytes]:
                          f"{STATUS_LIST_SIZE:,} indexes; {start + n:,} credentials do not fit "
                          f"(build bigger chains with scripts/chaingen.py)")
     return [issue_tx(NET, agency, hashlib.sha256(b"bench-%d" % i).digest(), "degree",
-                     spread_index(i), 0, 2 * T0, T0 + i).raw for i in range(start, start + n)]
+                     spread_index(i), T0, 2 * T0, T0 + i).raw for i in range(start, start + n)]
 
 
 def _progress() -> Progress:

@@ -39,3 +39,19 @@ def test_bench_issues_refuse_more_than_one_status_list() -> None:
     agency = demo_agency("edu", "Education Bureau", "bench")
     with pytest.raises(SystemExit, match="status list has 1,048,576 indexes"):
         benchmarks._issues(agency, STATUS_LIST_SIZE - 1, 2)
+
+
+def test_the_bench_issues_commit_at_the_bench_block_time(tmp_path: Path) -> None:
+    """The ingest bench's inputs pass the state machine (a credential dated long before its
+    block is refused since ADR 43: these must not be)."""
+    from ledger.chain import build_block
+
+    store, agencies = benchmarks._network(tmp_path / "bench")
+    try:
+        head, reg = store.head, store.registry
+        assert head is not None and reg is not None
+        txs = [Tx.from_bytes(raw) for raw in benchmarks._issues(agencies[0], 0, 20)]
+        result = build_block(head, reg, store, store.frontier, txs, benchmarks.T0 + 1)
+        assert result.rejected == [] and len(result.accepted) == 20
+    finally:
+        store.close()
