@@ -286,7 +286,7 @@ def _commit(store: Store, signers: list[tuple[str, PrivateKey]], tx: Tx) -> Rece
         raise typer.Exit(1)  # _open checked; for the type checker
     network = store.registry.network
 
-    def on_block(head: Head) -> dict[bytes, bytes]:
+    def on_block(head: Head, _registry: Registry) -> dict[bytes, bytes]:
         cp = sign_checkpoint(network, head, signers)
         return {checkpoint_key(head.log_size): cp.to_text().encode()}
 
@@ -1206,8 +1206,9 @@ def status(
     now = _now()
     body = {"credential_id": cid, "status": new.value, "reason": reason}
     if node is not None:
-        remote = _not_a_repeat(lambda ts: _submit_to_node(node, data, agency,
-                                                          {**body, "ts": ts}), now)
+        network, key = _node_and_key(node, data, agency)  # once: the retries sign again only
+        remote = _not_a_repeat(lambda ts: _submit_to_node(
+            node, make_tx(network, "status", {**body, "ts": ts}, [key])), now)
         _print_status(remote, cid, new.value, reason, as_json)
         return
     with _open(data) as store:
@@ -1303,7 +1304,8 @@ def approvals(
     out.print(table)
 
 
-def _submit_to_node(node: str, data: Path, agency: str, body: dict[str, Any]) -> dict[str, Any]:
+def _node_and_key(node: str, data: Path, agency: str) -> tuple[str, PrivateKey]:
+    """The network a node serves, and the agency's issuer key (decrypted here)."""
     health = _http(node.rstrip("/") + "/v1/health")
     network = health.get("network") if isinstance(health, dict) else None
     if not isinstance(network, str):
@@ -1311,7 +1313,10 @@ def _submit_to_node(node: str, data: Path, agency: str, body: dict[str, Any]) ->
     path = _keys_dir(data) / f"{agency}.issuer.key"
     if not path.is_file():
         _fail(f"no issuer key of {agency!r} in {path.parent} (expected {path.name})")
-    tx = make_tx(network, "status", body, [_load_key(path, _passphrase())])
+    return network, _load_key(path, _passphrase())
+
+
+def _submit_to_node(node: str, tx: Tx) -> dict[str, Any]:
     got = _http(node.rstrip("/") + "/v1/tx?wait=30", tx.raw, "application/msgpack")
     if not isinstance(got, dict) or "index" not in got:
         _fail(f"the node did not commit the transaction within 30 s: {got}")

@@ -141,6 +141,10 @@ def run_cli(app: Callable[[], object]) -> None:
             raise
         except UnicodeEncodeError as e:
             # A lone surrogate: bytes that are not UTF-8 on the command line or in a file name,
-            # or a JSON "\ud800" escape. Nothing was signed or written with it.
+            # or a JSON "\ud800" escape; it fails where it is first encoded (a signature, a
+            # record), before anything is written. Other encoding errors (a terminal that
+            # cannot show a character) are not about the input: left as they are.
+            if e.reason != "surrogates not allowed":
+                raise
             sys.stderr.write(f"error: {NOT_UNICODE} ({e.object[e.start:e.end]!r})\n")
             raise SystemExit(2) from None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from ledger.chain import Head, build_block
 from ledger.errors import DecodeError, LedgerError, OrderingError, TxRejected
 from ledger.sigcheck import Checked, Checking, SignatureChecker, rebuild
+from ledger.state import Registry
 from ledger.store import Store
 from ledger.tx import Tx
 
@@ -147,7 +148,8 @@ class SoloOrderer:
 
     def __init__(self, store: Store, *, clock: Callable[[], int], max_batch: int = 2000,
                  max_wait: float = 0.02, workers: int | None = None,
-                 on_block: Callable[[Head], dict[bytes, bytes]] | None = None) -> None:
+                 on_block: Callable[[Head, Registry], dict[bytes, bytes]] | None = None
+                 ) -> None:
         if store.head is None or store.registry is None:
             raise OrderingError("the store has no genesis yet")
         self.store = store
@@ -269,7 +271,8 @@ class SoloOrderer:
             by_tx.setdefault(it.tx.txid, []).append(it)
         try:
             if result.header is not None and result.head is not None:
-                extra = self.on_block(result.head) if self.on_block else None
+                extra = (self.on_block(result.head, result.registry) if self.on_block
+                         else None)
                 store.write_block(result, extra)
         except LedgerError as e:
             for it in batch:

@@ -59,8 +59,9 @@ RULE_AREAS = frozenset({"official_documents", "certifications", "qualifications"
 MAX_EXPR = 2000
 
 RESERVED_CLAIM_NAMES = frozenset({"iss", "iat", "nbf", "exp", "cnf", "vct", "status", "sub"})
-"""Claim names a registered type may not use: the SD-JWT VC's own members, which
-:mod:`ledger.sdjwt` refuses to disclose (``_sd`` and the like cannot be type ids anyway)."""
+"""Claim names a registered type may not use: the SD-JWT VC's own members (``sub`` too, which
+the VC spec defines though :mod:`ledger.sdjwt` would disclose it); ``_sd`` and the like cannot
+be claim ids anyway."""
 _ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}\Z")  # \Z: "$" would let a trailing "\n" in
 _MAX_TIME = (1 << 40)  # seconds; far beyond any real date, keeps arithmetic in int64
 

@@ -360,7 +360,7 @@ def health(node: NodeDep, response: Response) -> Health:
     head = node.head()
     cluster = node.cluster_status()
     if cluster is None:
-        problem = node.signing_problem or None
+        problem = node.signing_problem() or None
         return Health(status="degraded" if problem else "ok", agency=node.agency,
                       network=node.network, height=head["height"], log_size=head["log_size"],
                       problem=problem)

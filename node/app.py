@@ -342,6 +342,8 @@ def create_app(settings: Settings, *, node: Node | None = None,
     async def not_unicode(request: Request, exc: Exception) -> Response:
         # A JSON "\ud800" escape passes the request's parsing and fails where the text is
         # encoded (a signature, the store, a QR code): the client's error, and nothing changed.
+        if not isinstance(exc, UnicodeEncodeError) or exc.reason != "surrogates not allowed":
+            raise exc
         _log.info("refused", extra={"error": "UnicodeEncodeError", "status": 400})
         return JSONResponse({"detail": NOT_UNICODE, "error": "UnicodeEncodeError"},
                             status_code=400)

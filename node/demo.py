@@ -28,6 +28,7 @@ from ledger.finality import sign_checkpoint, verify_final
 from ledger.keys import PrivateKey, save_private_key
 from ledger.network import Agency, genesis_tx, governance_tx, issue_tx, status_tx
 from ledger.ordering import SoloOrderer
+from ledger.state import Registry
 from ledger.store import Store, store_unused
 
 NETWORK = "changsheng-demo"
@@ -89,7 +90,7 @@ def run_demo(data: Path, passphrase: bytes, *, clock: Callable[[], int],
         genesis = genesis_tx(NETWORK, agencies, 2, t0)
         store.write_block(build_genesis(genesis))
 
-        def on_block(head: Head) -> dict[bytes, bytes]:
+        def on_block(head: Head, _registry: Registry) -> dict[bytes, bytes]:
             cp = sign_checkpoint(NETWORK, head, signers)
             return {checkpoint_key(head.log_size): cp.to_text().encode()}
 

@@ -18,10 +18,13 @@ import json
 import re
 import struct
 import zlib
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 import jinja2
 import segno
 import zxingcpp
@@ -98,6 +101,14 @@ def _page(request: Request, name: str, context: dict[str, Any],
     return _templates().TemplateResponse(request, name, context, status_code=status_code)
 
 
+def _decoders(request: Request) -> anyio.CapacityLimiter:
+    """At most two QR images decoded at once per app (made in its event loop, on first use)."""
+    limiter: anyio.CapacityLimiter | None = getattr(request.app.state, "qr_decoders", None)
+    if limiter is None:
+        limiter = request.app.state.qr_decoders = anyio.CapacityLimiter(2)
+    return limiter
+
+
 class BadInput(Exception):
     """Input the official gave that cannot be checked; shown on the page with HTTP 400."""
 
@@ -123,7 +134,7 @@ def install_error_pages(app: FastAPI) -> None:
             exc.status_code, f"Error {exc.status_code}")
         message = ("There is no page at this address." if exc.status_code == 404 else
                    str(exc.detail))
-        return _error_page(request, title, message, exc.status_code)
+        return _error_page(request, title, message, exc.status_code, exc.headers)
 
     async def bad_parameters(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)  # registered for it only
@@ -137,11 +148,14 @@ def install_error_pages(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, bad_parameters)
 
 
-def _error_page(request: Request, title: str, message: str, status: int) -> HTMLResponse:
+def _error_page(request: Request, title: str, message: str, status: int,
+                headers: Mapping[str, str] | None = None) -> HTMLResponse:
     node = getattr(request.app.state, "node", None)
-    return _page(request, "error.html", {"network": getattr(node, "network", "ledger"),
+    page = _page(request, "error.html", {"network": getattr(node, "network", "ledger"),
                                          "title": title, "message": message},
                  status_code=status)
+    page.headers.update(headers or {})  # a 405's Allow (RFC 9110 §15.5.6)
+    return page
 
 
 # -- static -----------------------------------------------------------------------------------
@@ -240,8 +254,10 @@ def _verify_form(request: Request, node: NodeDep, error: str | None) -> HTMLResp
 @router.get("/verify/request", include_in_schema=False)
 @router.get("/verify/check", include_in_schema=False)
 def back_to_the_form(request: Request) -> RedirectResponse:
-    """A reload or a typed address of a form's target: the form, not a 405."""
-    return RedirectResponse(request.url_for("verify_page"), status_code=303)
+    """A reload or a typed address of a form's target: the form, not a 405 (a path, not a URL
+    built from the Host header, as the pages' links)."""
+    return RedirectResponse(str(request.scope.get("root_path", ""))
+                            + str(request.app.url_path_for("verify_page")), status_code=303)
 
 
 @router.post("/verify/request", response_class=HTMLResponse)
@@ -291,8 +307,10 @@ async def check_presentation(request: Request, node: NodeDep,
     image = await qr.read(MAX_UPLOAD + 1) if qr is not None else b""
     foreign: str | None = None  # an SD-JWT+KB from an issuer outside the network (ADR 39)
     try:
-        if image:  # pure-Python decoding: off the event loop, which serves every other client
-            envelope = await run_in_threadpool(_envelope_from_image, image)
+        if image:  # pure-Python decoding: off the event loop, which serves every other client,
+            # two at a time, so uploads cannot take every thread the sync routes share
+            envelope = await anyio.to_thread.run_sync(_envelope_from_image, image,
+                                                      limiter=_decoders(request))
             foreign = _foreign_text(envelope)
         elif "~" in presentation:
             foreign = "".join(presentation.split())
@@ -418,7 +436,8 @@ def png_to_gray(data: bytes) -> tuple[bytes, int, int]:
     stride, bpp = (width * bits + 7) // 8, max(1, bits // 8)
     if height * stride > MAX_DECODED:
         raise ValueError(f"image data of {height * stride / 2**20:.1f} MiB is over "
-                         f"{MAX_DECODED // 2**20} MiB (save the QR code as an 8-bit image)")
+                         f"{MAX_DECODED // 2**20} MiB (a QR code needs far fewer pixels: send "
+                         "a smaller or 8-bit grey image)")
     want = height * (stride + 1)
     try:
         inflater = zlib.decompressobj()

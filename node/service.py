@@ -24,8 +24,8 @@ from ledger import codec, sdjwt
 from ledger.chain import Head, checkpoint_key
 from ledger.checkpoint import SignedCheckpoint, vkey
 from ledger.credentials import STATUS_LIST_SIZE, issue_credential, status_list_uri
-from ledger.errors import LedgerError, StoreError, TxRejected
-from ledger.finality import checkpoint_verifiers, sign_checkpoint
+from ledger.errors import CheckpointError, LedgerError, StoreError, TxRejected
+from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
 from ledger.foreign import TrustList, verify_foreign
 from ledger.keys import PrivateKey, load_private_key
 from ledger.offline import StatusListCache
@@ -106,8 +106,8 @@ class Node:
         self.issuer_key = load_private_key(keys / f"{agency}.issuer.key", passphrase)
         now = self.now()
         current = checkpoint_verifiers(registry, now)
-        # Every node key file here; a solo node signs each checkpoint with those the registry
-        # counts at the block's time (a rotation planned for later takes effect by itself).
+        # Every node key file here (one per agency); a solo node signs each checkpoint with
+        # those the registry counts at the block's time, so a key rotated out stops signing.
         self._node_key_files: dict[str, PrivateKey] = {}
         self.node_keys: dict[str, PrivateKey] = {}
         for path in sorted(keys.glob("*.node.key")):
@@ -119,8 +119,6 @@ class Node:
         if agency not in self.node_keys:
             self.store.close()
             raise LedgerError(f"no current node key of {agency!r} in {keys}")
-        self.signing_problem = ""
-        """Why the last checkpoint this solo node signed is not final ("" when it is)."""
         self._requests: dict[str, PendingRequest] = {}
         self._lists = StatusListCache(self.store)  # decoded lists, updated per block (ADR 23)
         self._verifier: Verifier | None = None
@@ -166,23 +164,35 @@ class Node:
             raise StoreError("the store has no genesis")
         return self.store.head
 
-    def _on_block(self, head: Head) -> dict[bytes, bytes]:
-        registry = self._registry()
+    def _on_block(self, head: Head, registry: Registry) -> dict[bytes, bytes]:
+        """The block's checkpoint, signed with the node keys ``registry`` (as of this block,
+        its own governance included) counts at the block's time. A key rotated out is left out;
+        its successor signs once its file is in the keys folder and the node restarted."""
         current = checkpoint_verifiers(registry, head.time)
-        self.node_keys = {name: key for name, key in self._node_key_files.items()
-                          if current.get(name) == key.public}
-        cp = sign_checkpoint(self.network, head, sorted(self.node_keys.items()))
-        if len(self.node_keys) < registry.quorum:
-            # A key rotated out and its successor not in the keys folder: say so (health), and
-            # sign what can be signed; a verifier refuses the checkpoint as not final.
-            self.signing_problem = (
-                f"checkpoints are not final: this node holds current node keys of "
-                f"{sorted(self.node_keys) or 'no agency'}, the quorum is {registry.quorum} "
-                "(put the rotated keys in the keys folder and restart)")
-            log.warning("%s", self.signing_problem)
-        else:
-            self.signing_problem = ""
+        signers = {name: key for name, key in self._node_key_files.items()
+                   if current.get(name) == key.public}
+        if len(signers) < registry.quorum:  # /v1/health says so (signing_problem)
+            log.warning("checkpoint of size %d is not final: current node keys of %s only, "
+                        "quorum %d", head.log_size, sorted(signers), registry.quorum)
+        if not signers:  # the block is kept; it has no checkpoint until keys sign again
+            return {}
+        cp = sign_checkpoint(self.network, head, sorted(signers.items()))
         return {checkpoint_key(head.log_size): cp.to_text().encode()}
+
+    def signing_problem(self) -> str:
+        """Why this solo node's latest checkpoint is not final now ("" when it is): a node key
+        rotated out (or a planned rotation come due) whose successor the node does not hold."""
+        if self.replicated is not None:
+            return ""
+        text = self.store.checkpoint()
+        if text is None:
+            return ""
+        try:
+            verify_final(SignedCheckpoint.from_text(text.decode()), self._registry(), self.now())
+        except CheckpointError as e:
+            return (f"the latest checkpoint is not final: {e} (put the current node keys in "
+                    "the keys folder and restart the node)")
+        return ""
 
     # -- reading the chain --
     def head(self) -> dict[str, Any]:
@@ -391,7 +401,8 @@ class Node:
     def set_status(self, credential_id: bytes, status: str, reason: str) -> Receipt:
         from ledger.network import STATUS_REPEATS, Agency, status_tx
 
-        me = Agency(self.agency, "", self.node_keys[self.agency], self.issuer_key)
+        # (a status transaction is signed with the issuer key alone)
+        me = Agency(self.agency, "", self._node_key_files[self.agency], self.issuer_key)
         now = self.now()
         # The same change signed in the same second is the same transaction (deterministic
         # signatures): suspend, reinstate, suspend again would repeat the first and change

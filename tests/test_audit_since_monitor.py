@@ -46,7 +46,7 @@ def _extend(data: Path, blocks: int, t: int) -> None:
     """Commit ``blocks`` more blocks (one issue anchor each) in embedded solo mode."""
     signers = [(a, _key(data, f"{a}.node.key")) for a in ("edu", "civil", "market")]
 
-    def on_block(head: Head) -> dict[bytes, bytes]:
+    def on_block(head: Head, _registry: object) -> dict[bytes, bytes]:
         cp = sign_checkpoint(NETWORK, head, signers)
         return {checkpoint_key(head.log_size): cp.to_text().encode()}
 
@@ -210,7 +210,7 @@ def test_monitor_holds_checkpoints_to_the_registry_quorum(demo: Path, tmp_path: 
         reg = store.registry
         assert reg is not None
 
-        def on_block(head: Head) -> dict[bytes, bytes]:
+        def on_block(head: Head, _registry: object) -> dict[bytes, bytes]:
             cp = sign_checkpoint(NETWORK, head, signers)
             return {checkpoint_key(head.log_size): cp.to_text().encode()}
 

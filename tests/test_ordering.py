@@ -99,7 +99,7 @@ def test_on_block_records_are_written_with_the_block(granted: LedgerHarness,
                                                      agencies: dict[str, Agency]) -> None:
     seen = []
 
-    def on_block(head: object) -> dict[bytes, bytes]:
+    def on_block(head: object, _registry: object) -> dict[bytes, bytes]:
         seen.append(head)
         return {checkpoint_key(999_999): b"marker"}
 

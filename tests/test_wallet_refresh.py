@@ -55,7 +55,7 @@ def _rotate_node_keys(data: Path, agencies: tuple[str, ...]) -> None:
         assert reg is not None
         signers = [(a, new.get(a) or _key(data, f"{a}.node.key")) for a in AGENCIES]
 
-        def on_block(head: Head) -> dict[bytes, bytes]:
+        def on_block(head: Head, _registry: object) -> dict[bytes, bytes]:
             cp = sign_checkpoint(NETWORK, head, signers)
             return {checkpoint_key(head.log_size): cp.to_text().encode()}
 
