@@ -662,6 +662,11 @@ class Machine:
             raise TxRejected("not_authorized", f"{agency!r} neither issued this credential nor "
                                                f"may change {cred.type!r} credentials of "
                                                "another agency")
+        if b["ts"] < t - MAX_BACKDATE:
+            # A refused change (say, "reinstate" while valid) could otherwise be replayed by
+            # anyone whenever the state came to allow it; so can one signed and never sent.
+            raise TxRejected("stale", f"signed at {b['ts']}, more than {MAX_BACKDATE} s before "
+                                      f"the block's time {t}: sign the change again")
         if (cred.status, b["status"]) not in _TRANSITIONS:
             raise TxRejected("illegal_transition", f"{cred.status} -> {b['status']} is not "
                                                    "allowed")

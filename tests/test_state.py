@@ -863,6 +863,22 @@ def test_a_credential_dated_before_its_block_is_refused(lg: LedgerHarness,
     accept(lg, [edge, later], t)  # a licence valid from next month is fine
 
 
+def test_a_refused_status_change_cannot_be_replayed_later(lg: LedgerHarness,
+                                                           agencies: dict[str, Agency]) -> None:
+    """A signed "reinstate" refused while the credential was valid used to take effect when
+    replayed after a later suspension (by anyone: POST /v1/tx needs no token)."""
+    edu = agencies["edu"]
+    t = T0 + 2 * DAY
+    accept(lg, [issue(edu, "r", t)], t)
+    reinstate = status(edu, "r", "valid", t)
+    assert reject(lg, reinstate, t) == "illegal_transition"
+    accept(lg, [status(edu, "r", "suspended", t + 2 * MAX_BACKDATE)], t + 2 * MAX_BACKDATE)
+    assert reject(lg, reinstate, t + 2 * MAX_BACKDATE + 1) == "stale"
+    assert lg.store.credential(cid("r")).status == "suspended"  # type: ignore[union-attr]
+    # within the window a change signed a little earlier (a retry, a slow clock) is fine
+    accept(lg, [status(edu, "r", "valid", t + MAX_BACKDATE + 2)], t + 2 * MAX_BACKDATE + 2)
+
+
 # --- queries -----------------------------------------------------------------------------------
 
 
