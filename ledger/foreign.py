@@ -48,7 +48,14 @@ from typing import Any, TypeVar
 from ledger import codec, sdjwt
 from ledger.codec import Fields
 from ledger.errors import DecodeError, LedgerError
-from ledger.presentation import Check, Report, Request, asked_claims, spend_nonce
+from ledger.presentation import (
+    PLAIN_CLAIMS,
+    Check,
+    Report,
+    Request,
+    asked_claims,
+    spend_nonce,
+)
 from ledger.statuslist import StatusList, StatusListError, check_status, verify_token
 
 __all__ = ["MAX_PRESENTATION", "MAX_TRUST_LIST", "ForeignCredential", "TrustList", "TrustedIssuer",
@@ -366,6 +373,7 @@ def receive_foreign(unverified: str, *, trust: TrustList, holder_jwk: Mapping[st
         raise DecodeError(f"an SD-JWT VC needs a printable vct of at most {MAX_VCT} "
                           "characters", "credential.vct")
     _issues_type(issuer, vct)
+    _all_withholdable(parsed)
     if issuer.status_required and "status" not in claims:
         raise LedgerError(f"the credential has no status claim, and the trust list expects one "
                           f"from {issuer.name!r}: no verifier would accept it")
@@ -375,6 +383,36 @@ def receive_foreign(unverified: str, *, trust: TrustList, holder_jwk: Mapping[st
                            hashlib.sha256(parsed.issuer_jwt.encode("ascii")).digest(),
                            vct, issuer.iss, max(0, int(start)),
                            max(0, int(min(end, NO_EXPIRY))))
+
+
+def _all_withholdable(parsed: sdjwt.UnverifiedSdJwt) -> None:
+    """LedgerError unless every claim of the credential is a top-level selectively disclosable
+    one: a wallet's preview names each claim it discloses or withholds (ADR 10), so a claim in
+    the clear (shown to every verifier) or one nested in a disclosed object (shown with it)
+    would go out unannounced."""
+    clear = sorted(k for k in parsed.payload
+                   if k not in PLAIN_CLAIMS and k not in ("_sd", "_sd_alg"))
+    if clear:
+        raise LedgerError(f"the credential shows {clear} to every verifier (not selectively "
+                          "disclosable); this wallet keeps only credentials whose claims it can "
+                          "withhold")
+    for d in parsed.disclosures:
+        try:
+            item = json.loads(base64.urlsafe_b64decode(d + "=" * (-len(d) % 4)))
+        except (ValueError, binascii.Error, RecursionError):
+            continue  # verify_issuer_signed refused malformed disclosures already
+        if not isinstance(item, list) or len(item) != 3 or _has_disclosures(item[2]):
+            raise LedgerError("the credential has claims nested inside others (or disclosable "
+                              "list elements); this wallet keeps only credentials whose "
+                              "claims are each disclosed or withheld on their own")
+
+
+def _has_disclosures(value: object) -> bool:
+    if isinstance(value, dict):
+        return "_sd" in value or any(_has_disclosures(v) for v in value.values())
+    if isinstance(value, list):
+        return any((isinstance(v, dict) and "..." in v) or _has_disclosures(v) for v in value)
+    return False
 
 
 def tokens_by_uri(tokens: list[str]) -> dict[str, str]:

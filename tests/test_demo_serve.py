@@ -131,6 +131,43 @@ def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str
         plain.server_close()
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "the node refused the application: HTTP 501" in r.stderr
+    # A node that asks for more than the registered rule needs (the citizen's identifier and
+    # name besides district and age) gets nothing: the rule is in the citizen's snapshot.
+    import json as _json
+
+    applied: list[str] = []
+
+    class OverAsking(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            applied.append(self.path)
+            me = f"http://127.0.0.1:{self.server.server_address[1]}"
+            body = _json.dumps({"requests": [
+                {"nonce": "n-1", "audience": me, "type": "person-id",
+                 "claims": ["district", "age_over_65", "person_id", "holder_name"]},
+                {"nonce": "n-2", "audience": me, "type": "income-statement",
+                 "claims": ["annual_income"]}]}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    greedy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OverAsking)
+    threading.Thread(target=greedy.serve_forever, daemon=True).start()
+    try:
+        r = subprocess.run([str(BIN / "wallet"), "apply", "elderly-allowance", "--node",
+                            f"http://127.0.0.1:{greedy.server_address[1]}", "--registry",
+                            "demo-data/snapshot.bin", "--yes"], capture_output=True, text=True,
+                           env=env, cwd=tmp, timeout=120, check=False)
+    finally:
+        greedy.shutdown()
+        greedy.server_close()
+    assert r.returncode == 1 and "does not need" in r.stderr, r.stderr
+    assert "['holder_name', 'person_id']" in r.stderr and "nothing was signed" in r.stderr
+    assert applied == ["/v1/services/elderly-allowance/applications"]  # no /apply came
     r = subprocess.run([str(BIN / "wallet"), "apply", "elderly-allowance", "--node", url,
                         "--registry", "demo-data/snapshot.bin", "--yes"], capture_output=True,
                        text=True, env=env, cwd=tmp, timeout=120, check=False)

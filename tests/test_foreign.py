@@ -8,6 +8,7 @@ government's software), with a P-256 key as most issuers outside use.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -365,7 +366,7 @@ def test_wallet_and_ledger_verify_on_the_command_line(tmp_path: Path) -> None:
                                 exp=now + 3600, ttl=None, key=issuer.key, kid=issuer.kid))
 
     r = _cli("wallet", "receive", str(cred), cwd=tmp_path, wallet=w)
-    assert r.returncode == 1 and "exactly one of --registry" in r.stderr
+    assert r.returncode == 2 and "exactly one of --registry" in r.stderr
     r = _cli("wallet", "receive", str(cred), "--trust", str(trust), cwd=tmp_path, wallet=w)
     assert r.returncode == 0, r.stderr
     assert "outside the network" in r.stderr
@@ -626,3 +627,32 @@ def test_a_presentation_given_as_text_on_the_command_line(tmp_path: Path) -> Non
              cwd=tmp_path)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "VERIFIED" in r.stdout
+
+
+def _disclosure(*parts: Any) -> tuple[str, str]:
+    import base64
+
+    text = base64.urlsafe_b64encode(json.dumps(list(parts)).encode()).rstrip(b"=").decode()
+    digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
+    return text, digest.decode()
+
+
+def test_a_wallet_refuses_claims_it_could_not_withhold() -> None:
+    """A wallet's preview names each claim disclosed or withheld (ADR 10): a claim in the clear
+    (shown to every verifier) or nested in a disclosed one would go out unannounced."""
+    issuer = Issuer()
+    trust = TrustList.from_json(trust_json(issuer))
+    base: dict[str, Any] = {"iss": ISS, "vct": VCT, "iat": NOW - 10, "nbf": NOW - 10,
+                            "exp": NOW + 1000, "cnf": {"jwk": HOLDER_JWK},
+                            "status": {"status_list": {"idx": 1, "uri": URI}}}
+    assert receive_foreign(_raw_sd_jwt(issuer, base), trust=trust, holder_jwk=HOLDER_JWK,
+                           now=NOW).type == VCT
+    with pytest.raises(LedgerError, match=r"shows \['national_id'\] to every verifier"):
+        receive_foreign(_raw_sd_jwt(issuer, {**base, "national_id": "A123"}), trust=trust,
+                        holder_jwk=HOLDER_JWK, now=NOW)
+    city, city_digest = _disclosure("salt-1", "city", "Tainan")
+    address, address_digest = _disclosure("salt-2", "address", {"_sd": [city_digest]})
+    nested = _raw_sd_jwt(issuer, {**base, "_sd": [address_digest], "_sd_alg": "sha-256"})
+    nested = f"{nested}{address}~{city}~"
+    with pytest.raises(LedgerError, match="nested inside others"):
+        receive_foreign(nested, trust=trust, holder_jwk=HOLDER_JWK, now=NOW)

@@ -337,6 +337,27 @@ def test_wrong_passphrase(wallet: Wallet) -> None:
         Wallet.open(wallet.path.with_name("missing.db"), PASS)
 
 
+def test_a_file_from_a_newer_version_is_named_as_such(wallet: Wallet) -> None:
+    from ledger import codec
+
+    header = codec.decode(wallet.path.read_bytes())
+    newer = codec.encode({**header, "v": 2})
+    wallet.path.write_bytes(newer)
+    with pytest.raises(WalletFileError, match="written by a newer version"):
+        Wallet.open(wallet.path, PASS)
+    assert wallet.path.read_bytes() == newer  # left as it is
+
+
+def test_a_header_cannot_demand_more_key_stretching_than_the_strongest_preset(
+        wallet: Wallet) -> None:
+    from ledger import codec
+
+    header = codec.decode(wallet.path.read_bytes())
+    wallet.path.write_bytes(codec.encode({**header, "ops": 256}))
+    with pytest.raises(WalletFileError, match="damaged"):  # refused before any key derivation
+        Wallet.open(wallet.path, PASS)
+
+
 @pytest.mark.parametrize("where", ["box_end", "box_middle", "salt", "truncate", "append"])
 def test_tampered_wallet_file(world: World, wallet: Wallet, where: str) -> None:
     wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(),
@@ -493,6 +514,17 @@ def test_cli_init_receive_list_show_present(live_world: World, tmp_path: Path) -
     assert r.returncode == 1  # no terminal to confirm on, and no --yes
     assert "--yes" in r.stderr
 
+    # A verifier's audience padded to push fake lines into the preview, with emoji codes that
+    # a console would draw as pictures: shown quoted, spaces folded, codes as typed.
+    tricky = tmp_path / "tricky.json"
+    tricky.write_text(json.dumps({**REQ.to_json(), "audience": "desk" + " " * 300
+                                  + "disclosed: nothing :lock: :white_check_mark:"}))
+    r = _run(["present", cid[:10], "--request", str(tricky), "--out",
+              str(out.with_name("tricky.bin")), "--yes"], w)
+    assert r.returncode == 0, r.stderr
+    assert "“desk disclosed: nothing :lock: :white_check_mark:”" in r.stderr
+    assert "\U0001f512" not in r.stderr and "  " * 20 not in r.stderr
+
 
 def test_cli_errors(live_world: World, tmp_path: Path) -> None:
     w = tmp_path / "wallet.db"
@@ -510,6 +542,8 @@ def test_cli_errors(live_world: World, tmp_path: Path) -> None:
     assert r.returncode == 1 and "holder" in r.stderr
     r = _run(["receive", str(bundle), "--registry", str(bundle)], w)
     assert r.returncode == 1 and "nor a registry" in r.stderr
+    r = _run(["receive", str(bundle)], w)  # neither --registry nor --trust: a usage error
+    assert r.returncode == 2 and "exactly one of --registry" in r.stderr
     r = _run(["present", "abcdef", "--request", str(registry), "--yes"], w)
     assert r.returncode == 1 and "not JSON" in r.stderr
     r = _run(["--help"], w)

@@ -34,8 +34,9 @@ app = typer.Typer(
          f"The passphrase is read from ${PASSPHRASE_ENV}, else asked on the terminal. "
          "Exit codes: 0 done, 1 refused or failed, 2 usage error.",
     no_args_is_help=True, add_completion=False)
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: ":lock:" in a verifier's text must show as typed, not as a picture
+out = Console(highlight=False, soft_wrap=True, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 class _State:
@@ -48,6 +49,13 @@ _state = _State()
 def escape(text: str) -> str:
     """Outside text for a Rich line: control characters made visible, then markup escaped."""
     return _markup_escape(printable(text))
+
+
+def _shown(text: str, limit: int = 120) -> str:
+    """A verifier's audience or nonce in a prompt: quoted, runs of spaces as one, cut at
+    ``limit``, so padding cannot push fake lines into the preview."""
+    flat = " ".join(printable(text).split())
+    return "“" + _markup_escape(flat if len(flat) <= limit else flat[:limit] + "…") + "”"
 
 
 def _default_path() -> Path:
@@ -178,8 +186,9 @@ def receive(
 
     with _errors():
         if (registry is None) == (trust is None):
-            raise WalletError("give exactly one of --registry (a bundle from an agency of the "
-                              "network) or --trust (a credential from outside it)")
+            raise typer.BadParameter("give exactly one of --registry (a bundle from an agency "
+                                     "of the network) or --trust (a credential from outside "
+                                     "it)")
         if trust is not None:
             trust_list = _trust_list(trust)
             raw = _read_file(bundle_file, "credential")
@@ -306,16 +315,20 @@ def present(
             if not force and (target.exists() or target.is_symlink()):
                 raise WalletError(f"{target} exists; choose another --out, or add --force to "
                                   "replace it")
-        err.print(f"[bold]{escape(p.audience)}[/] asks for your {escape(p.credential_type)} "
-                  f"credential {p.credential_id[:16]} from {escape(p.issuer)} "
-                  f"(nonce {escape(p.nonce)}).")
+        err.print(f"[bold]{_shown(p.audience)}[/] asks for your "
+                  f"{_shown(p.credential_type)} credential {p.credential_id[:16]} from "
+                  f"{_shown(p.issuer)} (nonce {_shown(p.nonce, 64)}).")
         err.print(f"  disclosed: {escape(', '.join(p.claims)) or '(no claim)'}")
         err.print("  always shown: issuer, credential type, validity dates, status list entry, "
                   "holder public key")
         err.print(f"  withheld:  {escape(', '.join(p.withheld)) or '(nothing)'}")
         _confirm("Sign and disclose these claims?", yes)
         env = w.present(credential_id, req, now=int(time.time()))
-        write_atomic(dest, env, overwrite=True)
+        try:  # a file that appeared at --out while the citizen read the prompt stays
+            write_atomic(dest, env, overwrite=force)
+        except FileExistsError as e:
+            raise WalletError(f"{dest} exists now; choose another --out, or add --force to "
+                              "replace it (nothing was written)") from e
         err.print(f"{'Presentation (SD-JWT+KB, outside the network)' if foreign else 'Envelope'}"
                   f": {escape(str(dest))} ({len(env)} bytes)")
         text = env.decode("ascii") if foreign else qr.b64url(env)
@@ -325,7 +338,12 @@ def present(
         except WalletError as e:
             err.print(f"[yellow]no QR code:[/] {escape(str(e))}")
         if code is not None:
-            write_atomic(png, qr.png_bytes(code), overwrite=True)
+            try:
+                write_atomic(png, qr.png_bytes(code), overwrite=force)
+            except FileExistsError:
+                err.print(f"[yellow]no QR code file:[/] {escape(str(png))} exists now")
+                code = None
+        if code is not None:
             err.print(f"QR code:  {escape(str(png))}")
             if sys.stdout.isatty():
                 qr.print_qr(code, sys.stdout)
@@ -352,10 +370,18 @@ def apply(
     from ledger.files import write_atomic
     from ledger.offline import load_snapshot
     from ledger.presentation import Request
+    from ledger.state import rule_hash
     from wallet.errors import WalletError
 
     with _errors():
         reg = load_snapshot(_read_file(registry, "registry snapshot")).registry
+        rule = reg.rule(service)
+        if rule is None:
+            raise WalletError(f"{registry} registers no rule for {service!r}: the wallet cannot "
+                              "tell which claims it needs (take a newer snapshot)")
+        # The rule as registered says what the agency may ask for; a node (or whoever runs
+        # the URL given) asking for more gets nothing.
+        needs = {n["type"]: set(n["claims"]) for n in rule["needs"]}
         w = _open()
         base = node.rstrip("/")
         try:
@@ -379,8 +405,16 @@ def apply(
                                           f"{base} could relay it there. Apply at the node of "
                                           "the agency that decides, by its own address; "
                                           "nothing was signed")
+                    beyond = sorted(set(r.claims) - needs.get(r.credential_type, set()))
+                    if r.credential_type not in needs or beyond:
+                        raise WalletError(
+                            f"the node at {base} asks for {escape(r.credential_type)} claims "
+                            f"{beyond or list(r.claims)} that the registered rule for "
+                            f"{service!r} does not need; nothing was signed")
                     err.print(f"  {escape(r.credential_type)}: discloses "
-                              f"{escape(', '.join(r.claims))} to {escape(r.audience)}")
+                              f"{escape(', '.join(r.claims))} to {_shown(r.audience)}")
+                err.print(f"  (the rule registered for {escape(service)}, version "
+                          f"{rule_hash(rule).hex()[:16]}, needs these and no more)")
                 _confirm(f"Apply for {service} with these claims?", yes)
                 answers = w.answer(requests, now=int(time.time()))
                 body = {"holder_jwk": w.holder_jwk(), "presentations": [
@@ -403,9 +437,19 @@ def apply(
         try:
             info = w.receive(bundle, registry=reg, now=int(time.time()))
         except LedgerError as e:
-            # The decision is on the ledger already: keep its credential for a later receive.
-            kept = Path(f"approval-{service}-{str(decision.get('approval_tx', ''))[:12]}.bundle")
-            write_atomic(kept, bundle, overwrite=False)
+            # The decision is on the ledger already and no node gives its credential twice:
+            # keep it beside the wallet (a folder the wallet writes to), else print it.
+            kept = _state.wallet.resolve().with_name(
+                f"approval-{service}-{str(decision.get('approval_tx', ''))[:12]}.bundle")
+            try:
+                write_atomic(kept, bundle, 0o600, overwrite=False)
+            except OSError as w_err:
+                err.print(f"[bold]the agency decided: {escape(said)}[/]; its approval credential "
+                          f"could not be kept in {escape(str(kept))} ({escape(str(w_err))}). "
+                          "Here it is; save it and `wallet receive` it:")
+                print(base64.urlsafe_b64encode(bundle).rstrip(b"=").decode())
+                raise WalletError(f"the approval credential did not check out against "
+                                  f"{registry} ({e})") from e
             raise WalletError(f"the agency decided: {said}; its approval credential did not "
                               f"check out against {registry} ({e}). It is kept in {kept}: "
                               f"`wallet receive {kept} --registry NEWER_SNAPSHOT`") from e

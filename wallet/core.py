@@ -25,6 +25,7 @@ from ledger.presentation import MAX_ENVELOPE, Bundle, Envelope, Request
 from ledger.state import Registry
 from wallet.errors import PresentationError, WalletError, WalletFileError
 from wallet.store import (
+    MAX_FILE,
     Contents,
     KdfParams,
     StoredCredential,
@@ -171,6 +172,9 @@ class Wallet:
                 raise WalletFileError(f"{self.path} changed since it was opened (another wallet "
                                       f"process?); open it again and retry")
             blob = seal(contents, self._key, self._params)
+            if len(blob) > MAX_FILE:  # the sealed file, not only its contents, must open again
+                raise WalletError(f"not saved: the wallet would be {len(blob):,} bytes, over "
+                                  f"the {MAX_FILE:,} a wallet file may have")
             try:
                 write_atomic(self.path, blob, overwrite=True)
             except OSError as e:

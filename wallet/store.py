@@ -60,8 +60,8 @@ MAX_CREDENTIALS = 10_000
 _OPS = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
 _MEM = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
 # A tampered header must not make us spend unbounded time or memory before the tag check fails.
-_MAX_OPS = 1 << 8
-_MAX_MEM = 1 << 30
+_MAX_OPS = nacl.pwhash.argon2id.OPSLIMIT_SENSITIVE  # libsodium's strongest preset (4)
+_MAX_MEM = nacl.pwhash.argon2id.MEMLIMIT_SENSITIVE  # (1 GiB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +164,13 @@ def seal(contents: Contents, key: bytes, params: KdfParams) -> bytes:
 
 
 def _read_header(blob: bytes, where: str) -> tuple[KdfParams, bytes]:
-    f = Fields(codec.decode(blob, max_size=MAX_FILE, what=where), where)
+    raw = codec.decode(blob, max_size=MAX_FILE, what=where)
+    if (isinstance(raw, dict) and raw.get("kind") == FILE_KIND and type(raw.get("v")) is int
+            and raw["v"] > 1):
+        raise WalletFileError(f"{where} was written by a newer version of credledger (wallet "
+                              f"file version {raw['v']}); upgrade to open it. It is left as "
+                              "it is")
+    f = Fields(raw, where)
     f.int("v", lo=1, hi=1)
     f.str("kind", choices=frozenset({FILE_KIND}))
     f.str("kdf", choices=frozenset({"argon2id"}))
