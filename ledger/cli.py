@@ -76,6 +76,7 @@ from ledger.presentation import (
     Report,
     Request,
     bundle_from_store,
+    committed_tx,
     verify_envelope,
     with_implied_claims,
 )
@@ -514,7 +515,8 @@ def verify(
                 return store_status_list(store, uri)
 
             report = verify_envelope(raw, req, registry=store.registry, now=now,
-                                     status_lists=lists, used_nonces=used)
+                                     status_lists=lists, used_nonces=used,
+                                     committed=lambda txid: committed_tx(store, txid))
     _give_report(report, as_json, {} if age is None else {"snapshot_age_s": age}, age)
 
 

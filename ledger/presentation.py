@@ -24,13 +24,14 @@ from ledger.codec import Fields
 from ledger.credentials import issuer_uri, status_list_uri
 from ledger.errors import DecodeError, LedgerError, StoreError
 from ledger.finality import verify_final
-from ledger.state import Registry
+from ledger.state import RESERVED_TYPES, Registry
 from ledger.statuslist import StatusList, check_status
 from ledger.store import Store
 from ledger.tx import Tx
 
 __all__ = ["IMPLIED_CLAIMS", "PLAIN_CLAIMS", "Bundle", "Check", "Envelope", "Report", "Request",
-           "Verifier", "asked_claims", "bundle_from_store", "issuer_jwk_at_issuance",
+           "Verifier", "asked_claims", "bundle_from_store", "committed_tx",
+           "issuer_jwk_at_issuance",
            "spend_nonce", "verify_envelope", "with_implied_claims"]
 
 MAX_ENVELOPE = 32 * 1024
@@ -41,7 +42,7 @@ MAX_REQUEST_CLAIMS = 64
 #: tools make for such a type always asks for these too. An approval credential records every
 #: decision, rejections included (ADR 41); shown without its ``decision`` it would read as an
 #: approval.
-IMPLIED_CLAIMS: dict[str, tuple[str, ...]] = {"approval": ("service", "decision")}
+IMPLIED_CLAIMS: dict[str, tuple[str, ...]] = {"approval": ("service", "decision", "approval_tx")}
 
 
 def with_implied_claims(credential_type: str, claims: list[str] | tuple[str, ...]
@@ -242,17 +243,20 @@ def asked_claims(claims: dict[str, Any], request: Request) -> tuple[dict[str, An
 def verify_envelope(unverified: bytes, request: Request, *, registry: Registry, now: int,
                     status_lists: Callable[[str], StatusList | None],
                     used_nonces: MutableSet[str] | None = None,
-                    status_as_of: int | None = None) -> Report:
+                    status_as_of: int | None = None,
+                    committed: Callable[[bytes], Tx | None] | None = None) -> Report:
     """Check a presentation envelope against ``request``; never raises for bad input.
 
     ``registry`` is the verifier's (possibly cached) registry snapshot; ``status_lists`` maps a
     status-list URI to an already verified list, or None when it cannot be had. With
     ``used_nonces``, a request's nonce is accepted once: a replayed presentation fails. With
     ``status_as_of`` (the log size the lists reflect, e.g. an offline snapshot's), a credential
-    anchored at or after it has an undetermined status: the lists cannot know it.
+    anchored at or after it has an undetermined status: the lists cannot know it. With
+    ``committed`` (a committed transaction by its id: a verifier with the store), an approval
+    credential's decision is checked against the approval transaction it names.
     """
-    return Verifier(registry, status_lists, used_nonces,
-                    status_as_of=status_as_of).verify(unverified, request, now=now)
+    return Verifier(registry, status_lists, used_nonces, status_as_of=status_as_of,
+                    committed=committed).verify(unverified, request, now=now)
 
 
 class Verifier:
@@ -267,8 +271,10 @@ class Verifier:
 
     def __init__(self, registry: Registry, status_lists: Callable[[str], StatusList | None],
                  used_nonces: MutableSet[str] | None = None, cache_size: int = 64, *,
-                 status_as_of: int | None = None) -> None:
+                 status_as_of: int | None = None,
+                 committed: Callable[[bytes], Tx | None] | None = None) -> None:
         self.registry = registry
+        self.committed = committed
         self.status_lists = status_lists
         self.used_nonces = used_nonces
         self.status_as_of = status_as_of
@@ -344,6 +350,11 @@ def _verify(v: Verifier, unverified: bytes, request: Request, now: int) -> Repor
     except LedgerError as e:  # every failure names itself; no exception escapes
         add(Check(_failed_step(report), False, str(e)))
         return report
+    if anchor.body["type"] in RESERVED_TYPES and v.committed is not None:
+        why = _decision_mismatch(claims, anchor, v.committed, registry)
+        add(Check("approval_decision", why is None, why or "the decision the ledger recorded"))
+        if why is not None:
+            return report
     if v.status_as_of is not None and env.leaf_index >= v.status_as_of:
         report.status = "undetermined"
         add(Check("status", False, f"the status lists are as of log size {v.status_as_of}, "
@@ -355,6 +366,39 @@ def _verify(v: Verifier, unverified: bytes, request: Request, now: int) -> Repor
         add(Check("status", result.status == "valid", result.reason or result.status))
     report.claims = shown
     return report
+
+
+def committed_tx(store: Store, txid: bytes) -> Tx | None:
+    """The committed transaction ``txid`` in ``store``, or None."""
+    loc = store.tx_location(txid)
+    return None if loc is None else Tx.from_checked_bytes(store.entry(loc[0]))
+
+
+def _decision_mismatch(claims: dict[str, Any], anchor: Tx,
+                       committed: Callable[[bytes], Tx | None], registry: Registry) -> str | None:
+    """Why an approval credential is not backed by the approval transaction it names (None:
+    it is): committed, an approval, signed by the credential's issuer, for the same service
+    and decision. An agency granted ``approval`` could otherwise anchor one by hand (ADR 43)."""
+    named = claims.get("approval_tx")
+    if not isinstance(named, str):
+        return "approval_tx is not disclosed: the decision cannot be checked (ask for it)"
+    try:
+        txid = bytes.fromhex(named)
+    except ValueError:
+        txid = b""
+    tx = committed(txid) if len(txid) == 32 else None
+    if tx is None or tx.type != "approval":
+        return f"approval_tx {named[:64]!r} is no approval transaction on the ledger"
+    key = registry.key(tx.sigs[0].kid) if tx.sigs else None
+    decided_by = key["agency"] if key else None
+    if decided_by != anchor.body["issuer"]:
+        return (f"the approval transaction was signed by {decided_by!r}, the credential by "
+                f"{anchor.body['issuer']!r}")
+    for claim in ("service", "decision"):
+        if claims.get(claim) != tx.body[claim]:
+            return (f"the credential says {claim} {str(claims.get(claim))[:80]!r}, the ledger's "
+                    f"decision {tx.body[claim]!r}")
+    return None
 
 
 _STEPS = ("envelope", "checkpoint", "anchor_inclusion", "anchor", "issuer_authority", "sd_jwt",

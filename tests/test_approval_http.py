@@ -107,12 +107,36 @@ def test_apply_get_credential_present_it(tmp_path: Path) -> None:
                                                "envelope": b64url(env)}).json()
         assert report["verified"], report
         assert report["claims"] == {"service": "business-licence", "decision": "approved",
-                                    "path": "fast_track"}
+                                    "path": "fast_track",
+                                    "approval_tx": decision["approval_tx"]}
+        assert ("approval_decision", True) in [(c["check"], c["ok"]) for c in report["checks"]]
         # an official who forgets the decision gets it asked for anyway (a rejection also
-        # gets an approval credential, ADR 41)
+        # gets an approval credential, ADR 41), and the transaction it names
         asked = http.post("/v1/presentation-requests", json={
             "type": "approval", "claims": ["path"]}).json()
-        assert asked["claims"] == ["path", "service", "decision"]
+        assert asked["claims"] == ["path", "service", "decision", "approval_tx"]
+        # An approval credential no decision backs (anchored by hand, as an agency holding
+        # the approval grant could): a verifier with the ledger refuses it (ADR 43).
+        node = app.state.node
+        for fake, why in (
+                ({"service": "elderly-allowance", "approval_tx": decision["approval_tx"]},
+                 "the credential says service 'elderly-allowance'"),
+                ({"service": "business-licence", "approval_tx": "00" * 32},
+                 "is no approval transaction on the ledger")):
+            forged, _ = node.issue("approval", {
+                "decision": "approved", "path": "standard", "rule_version": "x",
+                "reasons": "eligible", "documents": "none", "decided_on": "2026-01-01",
+                **fake}, wallet.holder_jwk(), 30)
+            got_fake = wallet.receive(forged.to_bytes(), registry=node._registry(), now=NOW)
+            req = http.post("/v1/presentation-requests", json={
+                "type": "approval", "claims": ["decision"]}).json()
+            env = wallet.present(got_fake.id, Request.from_json(
+                {k: req[k] for k in ("nonce", "audience", "type", "claims")}), now=NOW)
+            report = http.post("/v1/verify", json={"nonce": req["nonce"],
+                                                   "envelope": b64url(env)}).json()
+            failed = [(c["check"], c["detail"]) for c in report["checks"] if not c["ok"]]
+            assert not report["verified"] and failed[0][0] == "approval_decision", report
+            assert why in failed[0][1]
         # the agency lists and explains its decision
         assert http.get("/v1/approvals").status_code == 401
         listed = http.get("/v1/approvals", headers=AUTH).json()

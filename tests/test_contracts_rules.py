@@ -220,7 +220,7 @@ def test_requests_for_approval_credentials_always_ask_for_the_decision() -> None
     implied = IMPLIED_CLAIMS[APPROVAL_TYPE["id"]]
     assert "decision" in implied
     assert set(implied) <= set(APPROVAL_TYPE["claims"])
-    assert with_implied_claims("approval", ["decision", "path"]) == ["decision", "path",
-                                                                     "service"]
+    assert with_implied_claims("approval", ["decision", "path"]) == [
+        "decision", "path", "service", "approval_tx"]
     assert with_implied_claims("degree", ["field", "field"]) == ["field"]
     assert APPROVAL_TYPE["id"] in RESERVED_TYPES  # issued with a decision only, never by hand

@@ -344,8 +344,8 @@ def test_request_command_makes_fresh_valid_requests(work: Path) -> None:
     approval = _run("ledger", "request", "--type", "approval", "--audience", "x",
                     "--claim", "path")
     assert approval.returncode == 0, approval.stderr
-    assert json.loads(approval.stdout)["claims"] == ["path", "service", "decision"]
-    assert "also asking for service, decision" in approval.stderr
+    assert json.loads(approval.stdout)["claims"] == ["path", "service", "decision", "approval_tx"]
+    assert "also asking for service, decision, approval_tx" in approval.stderr
     bad = _run("ledger", "request", "--type", "", "--audience", "x")
     assert bad.returncode == 2
     assert "request.type" in bad.stderr
