@@ -118,17 +118,22 @@ def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str
     import http.server
     import threading
 
-    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                            http.server.SimpleHTTPRequestHandler)
-    threading.Thread(target=plain.serve_forever, daemon=True).start()
-    try:
-        r = subprocess.run([str(BIN / "wallet"), "apply", "elderly-allowance", "--node",
-                            f"http://127.0.0.1:{plain.server_address[1]}", "--registry",
-                            "demo-data/snapshot.bin", "--yes"], capture_output=True, text=True,
-                           env=env, cwd=tmp, timeout=120, check=False)
-    finally:
-        plain.shutdown()
-        plain.server_close()
+    def apply_at(handler: type[http.server.BaseHTTPRequestHandler]
+                 ) -> subprocess.CompletedProcess[str]:
+        """`wallet apply` against a server of ``handler`` on a free local port."""
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            return subprocess.run([str(BIN / "wallet"), "apply", "elderly-allowance", "--node",
+                                   f"http://127.0.0.1:{server.server_address[1]}",
+                                   "--registry", "demo-data/snapshot.bin", "--yes"],
+                                  capture_output=True, text=True, env=env, cwd=tmp,
+                                  timeout=120, check=False)
+        finally:
+            server.shutdown()
+            server.server_close()
+
+    r = apply_at(http.server.SimpleHTTPRequestHandler)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "the node refused the application: HTTP 501" in r.stderr
     # A node that asks for more than the registered rule needs (the citizen's identifier and
@@ -155,16 +160,7 @@ def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str
         def log_message(self, *_: object) -> None:
             pass
 
-    greedy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), OverAsking)
-    threading.Thread(target=greedy.serve_forever, daemon=True).start()
-    try:
-        r = subprocess.run([str(BIN / "wallet"), "apply", "elderly-allowance", "--node",
-                            f"http://127.0.0.1:{greedy.server_address[1]}", "--registry",
-                            "demo-data/snapshot.bin", "--yes"], capture_output=True, text=True,
-                           env=env, cwd=tmp, timeout=120, check=False)
-    finally:
-        greedy.shutdown()
-        greedy.server_close()
+    r = apply_at(OverAsking)
     assert r.returncode == 1 and "does not need" in r.stderr, r.stderr
     assert "['holder_name', 'person_id']" in r.stderr and "nothing was signed" in r.stderr
     assert applied == ["/v1/services/elderly-allowance/applications"]  # no /apply came
