@@ -161,16 +161,22 @@ def _proofs(store: Any, samples: int, peak: Peak) -> dict[str, float]:
             "proof_hashes": float(len(store.inclusion_proof(size // 3, size)))}
 
 
+INGEST_TIME_OFFSET = 10 ** 6
+"""The ingest's blocks are cut at chaingen's T0 plus this (after every chaingen block)."""
+
+
 def _ingest_txs(n: int, start: int) -> list[bytes]:
     """Signed ``issue`` transactions of a kind chaingen never issues (civil's approval
-    credentials), so their status indexes are free at every chain size."""
+    credentials), so their status indexes are free at every chain size; valid from the
+    ingest's block time (state.MAX_BACKDATE)."""
     import chaingen
 
     from ledger.network import issue_tx
 
     civil = next(a for a in chaingen.agencies() if a.id == "civil")
+    at = chaingen.T0 + INGEST_TIME_OFFSET
     return [issue_tx(chaingen.NET, civil, hashlib.sha256(b"scale-%d" % i).digest(), "approval",
-                     chaingen.spread_index(i), chaingen.T0, chaingen.T0 + 10 * chaingen.YEAR,
+                     chaingen.spread_index(i), at, chaingen.T0 + 10 * chaingen.YEAR,
                      chaingen.T0 + i).raw
             for i in range(start, start + n)]
 
@@ -218,7 +224,7 @@ def child(path: Path, n: int, samples: int) -> dict[str, Any]:
     peak.phase("status_list")
     # durable solo ingest on top of this chain, verify rate measured around it
     before = verify_rate(1.0)
-    orderer = SoloOrderer(store, clock=lambda: chaingen.T0 + 10 ** 6)
+    orderer = SoloOrderer(store, clock=lambda: chaingen.T0 + INGEST_TIME_OFFSET)
     t = time.perf_counter()
     futures = []
     for i in range(0, n, 500):

@@ -71,3 +71,25 @@ def test_refuses_other_parameters(tmp_path: Path) -> None:
     chaingen.generate(tmp_path / "c", 10, params=SMALL, workers=1).close()
     with pytest.raises(SystemExit, match="other parameters"):
         chaingen.generate(tmp_path / "c", 10, params=chaingen.Params(), workers=1)
+
+
+def test_the_scale_bench_ingest_commits_on_a_chaingen_chain(tmp_path: Path) -> None:
+    """bench_scale's ingest step: its issues must pass the state machine on the chain it
+    measures (ADR 43 refuses credentials dated long before their block)."""
+    import bench_scale
+
+    from ledger.ordering import SoloOrderer
+
+    store = chaingen.generate(tmp_path / "chain", 1_000, params=SMALL, workers=1)
+    try:
+        orderer = SoloOrderer(store, workers=0,
+                              clock=lambda: chaingen.T0 + bench_scale.INGEST_TIME_OFFSET)
+        try:
+            receipts = [f.result(timeout=60) for f in
+                        orderer.submit_many([Tx.from_bytes(r)
+                                             for r in bench_scale._ingest_txs(5, 0)])]
+        finally:
+            orderer.stop()
+        assert len({r.txid for r in receipts}) == 5
+    finally:
+        store.close()
