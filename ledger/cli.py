@@ -1127,6 +1127,7 @@ def issue(
         if not registry.grant_covers(agency, kind, now):
             _fail(f"{agency!r} holds no grant to issue {kind!r} now")
         issuer_key, signers = _agency_keys(data, registry, agency, now)
+        now = _now()  # after the passphrase prompt: the credentials date from their block
         for holder_jwk, target in zip(holder_jwks, outs, strict=True):
             cred, receipt = _issue_one(store, registry, signers, issuer_key, agency, kind,
                                        claims, holder_jwk, now, valid_days)
@@ -1210,7 +1211,7 @@ def status(
     if node is not None:
         network, key = _node_and_key(node, data, agency)  # once: the retries sign again only
         remote = _not_a_repeat(lambda ts: _submit_to_node(
-            node, make_tx(network, "status", {**body, "ts": ts}, [key])), now)
+            node, make_tx(network, "status", {**body, "ts": ts}, [key])), _now())
         _print_status(remote, cid, new.value, reason, as_json)
         return
     with _open(data) as store:
@@ -1219,9 +1220,10 @@ def status(
             raise typer.Exit(1)
         _agency_known(registry, agency)
         issuer_key, signers = _agency_keys(data, registry, agency, now)
-        try:
+        try:  # signed after the passphrase prompt (a change signed long before is stale)
             done = _not_a_repeat(lambda ts: _commit(store, signers, make_tx(
-                registry.network, "status", {**body, "ts": ts}, [issuer_key])).to_json(), now)
+                registry.network, "status", {**body, "ts": ts}, [issuer_key])).to_json(),
+                _now())
         except TxRejected as e:
             _fail(f"rejected ({e.code}): {e.message}")
         except LedgerError as e:

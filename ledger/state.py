@@ -636,7 +636,9 @@ class Machine:
             raise TxRejected("not_granted", f"{agency!r} may not issue {b['type']!r} at {t}")
         if b["valid_from"] < t - MAX_BACKDATE:
             raise TxRejected("backdated", f"valid_from {b['valid_from']} is more than "
-                                          f"{MAX_BACKDATE} s before the block's time {t}")
+                                          f"{MAX_BACKDATE} s before the block's time {t} "
+                                          "(block times follow the agency nodes' clocks: if "
+                                          "the signer's clock is right, a node's is fast)")
         ckey = credential_key(b["credential_id"])
         if self.get(ckey) is not None:
             raise TxRejected("credential_exists", "this credential is already anchored")
@@ -666,7 +668,9 @@ class Machine:
             # A refused change (say, "reinstate" while valid) could otherwise be replayed by
             # anyone whenever the state came to allow it; so can one signed and never sent.
             raise TxRejected("stale", f"signed at {b['ts']}, more than {MAX_BACKDATE} s before "
-                                      f"the block's time {t}: sign the change again")
+                                      f"the block's time {t}: sign the change again (if it "
+                                      "was signed just now, this machine's clock is slow or "
+                                      "an agency node's is fast)")
         if (cred.status, b["status"]) not in _TRANSITIONS:
             raise TxRejected("illegal_transition", f"{cred.status} -> {b['status']} is not "
                                                    "allowed")

@@ -32,6 +32,7 @@ from ledger.errors import DecodeError, LedgerError
 from ledger.foreign import TrustList, read_status_tokens
 from ledger.ordering import Receipt
 from ledger.presentation import Bundle, Report
+from ledger.state import MAX_BACKDATE
 from ledger.tx import Tx
 from node.config import Settings
 from node.service import Node, NotFound
@@ -332,6 +333,10 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+CLOCK_SLACK = 60
+"""Seconds the chain's time may run ahead of a node's clock before its health says so."""
+
+
 def _from_b64url(text: str, what: str) -> bytes:
     bare = text.rstrip("=")
     if not re.fullmatch(r"[A-Za-z0-9_-]*", bare):
@@ -359,8 +364,16 @@ def health(node: NodeDep, response: Response) -> Health:
     it; a degraded one (replication failing) answers 200 with the problem."""
     head = node.head()
     cluster = node.cluster_status()
+    # Block times follow the proposing node's clock and never go back: a chain ahead of this
+    # machine's clock means a fast clock somewhere, and past MAX_BACKDATE everything signed by
+    # correct clocks is refused (ADR 43).
+    ahead = int(head["time"]) - node.now()
+    skew = (f"the chain's time is {ahead} s ahead of this machine's clock: an agency node's "
+            "clock is fast (or this one's slow); credentials and status changes signed with "
+            f"correct clocks are refused once that passes {MAX_BACKDATE} s"
+            if ahead > CLOCK_SLACK else None)
     if cluster is None:
-        problem = node.signing_problem() or None
+        problem = node.signing_problem() or skew
         return Health(status="degraded" if problem else "ok", agency=node.agency,
                       network=node.network, height=head["height"], log_size=head["log_size"],
                       problem=problem)
@@ -375,6 +388,8 @@ def health(node: NodeDep, response: Response) -> Health:
         response.status_code = 503
     elif cluster.get("failing_since"):
         status, problem = "degraded", cluster["last_error"] or "replication steps are failing"
+    elif skew:
+        status, problem = "degraded", skew
     return Health(status=status, agency=node.agency, network=node.network,
                   height=head["height"], log_size=head["log_size"], ordering="etcd",
                   final_log_size=cluster["final_size"], peers=peers, halted=cluster["halted"],

@@ -706,3 +706,21 @@ def test_a_solo_node_signs_with_the_keys_current_at_each_block(tmp_path: Path) -
             assert http.get("/v1/health").json()["status"] == "degraded"
     finally:
         node.close()
+
+
+def test_health_says_when_the_chain_runs_ahead_of_this_clock(tmp_path: Path) -> None:
+    """Block times follow the proposing node's clock and never go back: a chain ahead of a
+    node's clock means a fast clock somewhere, and once that passes MAX_BACKDATE every
+    credential signed with a correct clock is refused (ADR 43)."""
+    data = make_demo(tmp_path / "demo")
+    clock = [T0 + 1000]
+    app = create_app(settings_for(data), clock=lambda: clock[0], passphrase=PASS)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        r = http.post(f"/v1/credentials/{_edu_credential_id(http, 2).hex()}/status",
+                      headers=AUTH, json={"status": "suspended", "reason": "review"})
+        assert r.status_code == 200, r.text  # a block at T0 + 1000
+        assert http.get("/v1/health").json()["status"] == "ok"
+        clock[0] = T0 + 600  # this machine's clock now 400 s behind the chain
+        health = http.get("/v1/health").json()
+    assert health["status"] == "degraded", health
+    assert "400 s ahead of this machine's clock" in health["problem"]
