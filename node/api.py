@@ -106,9 +106,11 @@ class PeerOut(_Out):
 
 class Health(_Out):
     status: Literal["ok", "degraded", "halted"] = Field(
-        description="ok; degraded: the node's replication steps are failing (problem says "
-                    "why; it serves reads, new transactions wait); halted: it found its chain "
-                    "is a fork and applies nothing (HTTP 503)")
+        description="ok; degraded (problem says why): the node's replication steps are "
+                    "failing (it serves reads, new transactions wait), its latest checkpoint "
+                    "is not final now (a solo node short of current node keys), or the "
+                    "chain's time runs ahead of its clock (a fast clock somewhere); halted: "
+                    "it found its chain is a fork and applies nothing (HTTP 503)")
     agency: str
     network: str
     height: int
