@@ -76,7 +76,6 @@ from ledger.presentation import (
     Report,
     Request,
     bundle_from_store,
-    committed_tx,
     verify_envelope,
     with_implied_claims,
 )
@@ -516,7 +515,7 @@ def verify(
 
             report = verify_envelope(raw, req, registry=store.registry, now=now,
                                      status_lists=lists, used_nonces=used,
-                                     committed=lambda txid: committed_tx(store, txid))
+                                     ledger=store)
     _give_report(report, as_json, {} if age is None else {"snapshot_age_s": age}, age)
 
 

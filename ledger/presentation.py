@@ -30,8 +30,7 @@ from ledger.store import Store
 from ledger.tx import Tx
 
 __all__ = ["IMPLIED_CLAIMS", "PLAIN_CLAIMS", "Bundle", "Check", "Envelope", "Report", "Request",
-           "Verifier", "asked_claims", "bundle_from_store", "committed_tx",
-           "issuer_jwk_at_issuance",
+           "Verifier", "asked_claims", "bundle_from_store", "issuer_jwk_at_issuance",
            "spend_nonce", "verify_envelope", "with_implied_claims"]
 
 MAX_ENVELOPE = 32 * 1024
@@ -244,7 +243,7 @@ def verify_envelope(unverified: bytes, request: Request, *, registry: Registry, 
                     status_lists: Callable[[str], StatusList | None],
                     used_nonces: MutableSet[str] | None = None,
                     status_as_of: int | None = None,
-                    committed: Callable[[bytes], Tx | None] | None = None) -> Report:
+                    ledger: Store | None = None) -> Report:
     """Check a presentation envelope against ``request``; never raises for bad input.
 
     ``registry`` is the verifier's (possibly cached) registry snapshot; ``status_lists`` maps a
@@ -252,11 +251,11 @@ def verify_envelope(unverified: bytes, request: Request, *, registry: Registry, 
     ``used_nonces``, a request's nonce is accepted once: a replayed presentation fails. With
     ``status_as_of`` (the log size the lists reflect, e.g. an offline snapshot's), a credential
     anchored at or after it has an undetermined status: the lists cannot know it. With
-    ``committed`` (a committed transaction by its id: a verifier with the store), an approval
-    credential's decision is checked against the approval transaction it names.
+    ``ledger`` (a verifier with the store), an approval credential's decision is checked
+    against the approval transaction it names.
     """
     return Verifier(registry, status_lists, used_nonces, status_as_of=status_as_of,
-                    committed=committed).verify(unverified, request, now=now)
+                    ledger=ledger).verify(unverified, request, now=now)
 
 
 class Verifier:
@@ -271,10 +270,9 @@ class Verifier:
 
     def __init__(self, registry: Registry, status_lists: Callable[[str], StatusList | None],
                  used_nonces: MutableSet[str] | None = None, cache_size: int = 64, *,
-                 status_as_of: int | None = None,
-                 committed: Callable[[bytes], Tx | None] | None = None) -> None:
+                 status_as_of: int | None = None, ledger: Store | None = None) -> None:
         self.registry = registry
-        self.committed = committed
+        self.ledger = ledger
         self.status_lists = status_lists
         self.used_nonces = used_nonces
         self.status_as_of = status_as_of
@@ -350,8 +348,8 @@ def _verify(v: Verifier, unverified: bytes, request: Request, now: int) -> Repor
     except LedgerError as e:  # every failure names itself; no exception escapes
         add(Check(_failed_step(report), False, str(e)))
         return report
-    if anchor.body["type"] in RESERVED_TYPES and v.committed is not None:
-        why = _decision_mismatch(claims, anchor, v.committed, registry)
+    if anchor.body["type"] in RESERVED_TYPES and v.ledger is not None:
+        why = _decision_mismatch(claims, anchor, env.leaf_index, v.ledger, registry)
         add(Check("approval_decision", why is None, why or "the decision the ledger recorded"))
         if why is not None:
             return report
@@ -368,25 +366,27 @@ def _verify(v: Verifier, unverified: bytes, request: Request, now: int) -> Repor
     return report
 
 
-def committed_tx(store: Store, txid: bytes) -> Tx | None:
-    """The committed transaction ``txid`` in ``store``, or None."""
-    loc = store.tx_location(txid)
-    return None if loc is None else Tx.from_checked_bytes(store.entry(loc[0]))
-
-
-def _decision_mismatch(claims: dict[str, Any], anchor: Tx,
-                       committed: Callable[[bytes], Tx | None], registry: Registry) -> str | None:
+def _decision_mismatch(claims: dict[str, Any], anchor: Tx, leaf_index: int, ledger: Store,
+                       registry: Registry) -> str | None:
     """Why an approval credential is not backed by the approval transaction it names (None:
     it is): committed, an approval, signed by the credential's issuer, for the same service
     and decision. An agency granted ``approval`` could otherwise anchor one by hand (ADR 43)."""
     named = claims.get("approval_tx")
     if not isinstance(named, str):
         return "approval_tx is not disclosed: the decision cannot be checked (ask for it)"
+    head = ledger.head
+    if head is None or head.log_size <= leaf_index:
+        return (f"this ledger copy (log size {head.log_size if head else 0}) has not seen the "
+                f"credential (leaf {leaf_index}) yet: the decision cannot be checked here; "
+                "check against a current node")
     try:
         txid = bytes.fromhex(named)
     except ValueError:
         txid = b""
-    tx = committed(txid) if len(txid) == 32 else None
+    try:
+        tx = ledger.tx(txid) if len(txid) == 32 else None
+    except LedgerError as e:
+        return f"the ledger copy cannot read approval_tx {named[:64]!r}: {e}"
     if tx is None or tx.type != "approval":
         return f"approval_tx {named[:64]!r} is no approval transaction on the ledger"
     key = registry.key(tx.sigs[0].kid) if tx.sigs else None
@@ -395,8 +395,10 @@ def _decision_mismatch(claims: dict[str, Any], anchor: Tx,
         return (f"the approval transaction was signed by {decided_by!r}, the credential by "
                 f"{anchor.body['issuer']!r}")
     for claim in ("service", "decision"):
-        if claims.get(claim) != tx.body[claim]:
-            return (f"the credential says {claim} {str(claims.get(claim))[:80]!r}, the ledger's "
+        if claim not in claims:
+            return f"{claim} is not disclosed: the decision cannot be checked (ask for it)"
+        if claims[claim] != tx.body[claim]:
+            return (f"the credential says {claim} {str(claims[claim])[:80]!r}, the ledger's "
                     f"decision {tx.body[claim]!r}")
     return None
 

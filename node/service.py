@@ -36,7 +36,6 @@ from ledger.presentation import (
     Request,
     Verifier,
     bundle_from_store,
-    committed_tx,
     with_implied_claims,
 )
 from ledger.state import Registry, index_key
@@ -468,8 +467,7 @@ class Node:
         if self._verifier is None or self._verifier.registry is not registry:
             # Single use is enforced by the open-request table (answered requests are removed),
             # so no ever-growing set of used nonces is kept.
-            self._verifier = Verifier(registry, self.status_list,
-                                      committed=lambda txid: committed_tx(self.store, txid))
+            self._verifier = Verifier(registry, self.status_list, ledger=self.store)
         return self._verifier
 
     def verify_foreign(self, presentation: str, nonce: str, trust: TrustList,

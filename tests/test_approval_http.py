@@ -122,7 +122,10 @@ def test_apply_get_credential_present_it(tmp_path: Path) -> None:
                 ({"service": "elderly-allowance", "approval_tx": decision["approval_tx"]},
                  "the credential says service 'elderly-allowance'"),
                 ({"service": "business-licence", "approval_tx": "00" * 32},
-                 "is no approval transaction on the ledger")):
+                 "is no approval transaction on the ledger"),
+                ({"service": "business-licence", "approval_tx": decision["approval_tx"],
+                  "decision": "rejected"},
+                 "the credential says decision 'rejected'")):
             forged, _ = node.issue("approval", {
                 "decision": "approved", "path": "standard", "rule_version": "x",
                 "reasons": "eligible", "documents": "none", "decided_on": "2026-01-01",

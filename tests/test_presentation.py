@@ -166,3 +166,46 @@ def test_requests_have_bounded_fields(body: dict[str, Any], where: str) -> None:
               "claims": ["district"], **body}
     with pytest.raises(DecodeError, match=where):
         Request.from_json(fields)
+
+
+class _LedgerCopy:
+    """What the approval check reads of a store: its head's size and committed transactions."""
+
+    def __init__(self, size: int, txs: list[Any]) -> None:
+        self.head = type("Head", (), {"log_size": size})()
+        self._txs = {tx.txid: tx for tx in txs}
+
+    def tx(self, txid: bytes) -> Any:
+        return self._txs.get(txid)
+
+
+def test_an_approval_credential_must_name_its_issuers_decision(world: World) -> None:
+    """Every way an approval credential can disagree with the decision it names (ADR 43)."""
+    from ledger.network import issue_tx
+    from ledger.presentation import _decision_mismatch
+    from ledger.tx import make_tx
+
+    edu, reg = world.agencies["edu"], world.agencies["reg"]
+    decided = make_tx("demo", "approval", {
+        "service": "degree-recognition", "rule_hash": bytes(32), "decision": "rejected",
+        "path": "standard", "reasons": ["not_listed"], "evidence": bytes(32), "ts": T0},
+        [edu.issuer_key])
+    by_edu = issue_tx("demo", edu, bytes(31) + b"\x01", "approval", 1, T0, T0 + 99, T0)
+    by_reg = issue_tx("demo", reg, bytes(31) + b"\x02", "approval", 2, T0, T0 + 99, T0)
+    ledger: Any = _LedgerCopy(100, [decided])
+    claims = {"service": "degree-recognition", "decision": "rejected",
+              "approval_tx": decided.txid.hex()}
+
+    def why(anchor: Any = by_edu, leaf: int = 7, copy: Any = ledger, **changes: Any) -> str:
+        return _decision_mismatch({**claims, **changes}, anchor, leaf, copy,
+                                  world.ledger.registry) or "backed"
+
+    assert why() == "backed"
+    assert "says decision 'approved'" in why(decision="approved")  # a rejection shown as yes
+    assert "signed by 'edu', the credential by 'reg'" in why(anchor=by_reg)
+    assert "is no approval transaction" in why(approval_tx="ab" * 32)
+    assert "approval_tx is not disclosed" in why(approval_tx=None)
+    bare = {k: v for k, v in claims.items() if k != "decision"}
+    assert "decision is not disclosed" in (_decision_mismatch(
+        bare, by_edu, 7, ledger, world.ledger.registry) or "")
+    assert "has not seen the credential" in why(leaf=100)  # an old copy: not a forgery

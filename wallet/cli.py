@@ -369,7 +369,7 @@ def apply(
 
     from ledger.files import write_atomic
     from ledger.offline import load_snapshot
-    from ledger.presentation import Request
+    from ledger.presentation import Request, with_implied_claims
     from ledger.state import rule_hash
     from wallet.errors import WalletError
 
@@ -381,7 +381,8 @@ def apply(
                               "tell which claims it needs (take a newer snapshot)")
         # The rule as registered says what the agency may ask for; a node (or whoever runs
         # the URL given) asking for more gets nothing.
-        needs = {n["type"]: set(n["claims"]) for n in rule["needs"]}
+        needs = {n["type"]: set(with_implied_claims(n["type"], n["claims"]))
+                 for n in rule["needs"]}
         w = _open()
         base = node.rstrip("/")
         try:
@@ -409,8 +410,9 @@ def apply(
                     if r.credential_type not in needs or beyond:
                         raise WalletError(
                             f"the node at {base} asks for {escape(r.credential_type)} claims "
-                            f"{beyond or list(r.claims)} that the registered rule for "
-                            f"{service!r} does not need; nothing was signed")
+                            f"{beyond or list(r.claims)} that the rule for {service!r} in "
+                            f"{registry} does not need; nothing was signed (if the rule changed "
+                            "since that snapshot, take a newer one)")
                     err.print(f"  {escape(r.credential_type)}: discloses "
                               f"{escape(', '.join(r.claims))} to {_shown(r.audience)}")
                 err.print(f"  (the rule registered for {escape(service)}, version "
