@@ -594,3 +594,16 @@ def test_cli_takes_a_passphrase_that_is_not_utf8(tmp_path: Path) -> None:
     wrong = _run(["list"], w, passphrase="p\udcfeass")
     assert wrong.returncode == 1
     assert "Traceback" not in wrong.stderr and "wrong passphrase" in wrong.stderr
+
+
+def test_a_wallet_too_big_to_open_again_is_not_saved(world: World, wallet: Wallet,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sealed file, ~110 bytes over its contents, must also fit the limit an open checks."""
+    from wallet import core as wallet_core
+
+    before = wallet.path.read_bytes()
+    monkeypatch.setattr(wallet_core, "MAX_FILE", len(before) + 50)  # room for the contents only
+    with pytest.raises(WalletError, match="not saved: the wallet would be"):
+        wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(),
+                       registry=world.ledger.registry, now=NOW)
+    assert wallet.path.read_bytes() == before
