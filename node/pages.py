@@ -330,10 +330,12 @@ async def check_presentation(request: Request, node: NodeDep,
                            "its settings).")
     except BadInput as e:  # the request stays open: the official may try again
         return _request_page(request, node, pending, str(e))
-    try:
-        report = await run_in_threadpool(
-            node.verify, envelope, nonce) if foreign is None else await run_in_threadpool(
-            verify_foreign_for, request.app, node, foreign, nonce)
+    try:  # off the event loop too: a verification takes milliseconds of CPU
+        if foreign is None:
+            report = await run_in_threadpool(node.verify, envelope, nonce)
+        else:
+            report = await run_in_threadpool(verify_foreign_for, request.app, node, foreign,
+                                             nonce)
     except NotFound:
         return _page(request, "error.html", {
             "network": node.network, "title": "Unknown or expired request",

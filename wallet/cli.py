@@ -409,7 +409,7 @@ def apply(
                     beyond = sorted(set(r.claims) - needs.get(r.credential_type, set()))
                     if r.credential_type not in needs or beyond:
                         raise WalletError(
-                            f"the node at {base} asks for {escape(r.credential_type)} claims "
+                            f"the node at {base} asks for {r.credential_type} claims "
                             f"{beyond or list(r.claims)} that the rule for {service!r} in "
                             f"{registry} does not need; nothing was signed (if the rule changed "
                             "since that snapshot, take a newer one)")
