@@ -23,7 +23,7 @@ import secrets
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -66,7 +66,7 @@ from ledger.keys import (
     read_passphrase,
     save_private_key,
 )
-from ledger.network import STATUS_REPEATS
+from ledger.network import not_a_repeat
 from ledger.noncelog import NonceLog, NonceLogError
 from ledger.offline import SnapshotError, export_snapshot, load_snapshot, store_status_list
 from ledger.ordering import Receipt, SoloOrderer
@@ -1209,8 +1209,11 @@ def status(
     body = {"credential_id": cid, "status": new.value, "reason": reason}
     if node is not None:
         network, key = _node_and_key(node, data, agency)  # once: the retries sign again only
-        remote = _not_a_repeat(lambda ts: _submit_to_node(
-            node, make_tx(network, "status", {**body, "ts": ts}, [key])), _now())
+        try:
+            remote = not_a_repeat(lambda ts: _submit_to_node(
+                node, make_tx(network, "status", {**body, "ts": ts}, [key])), _repeated, _now())
+        except LedgerError as e:
+            _fail(str(e))
         _print_status(remote, cid, new.value, reason, as_json)
         return
     with _open(data) as store:
@@ -1220,9 +1223,9 @@ def status(
         _agency_known(registry, agency)
         issuer_key, signers = _agency_keys(data, registry, agency, now)
         try:  # signed after the passphrase prompt (a change signed long before is stale)
-            done = _not_a_repeat(lambda ts: _commit(store, signers, make_tx(
+            done = not_a_repeat(lambda ts: _commit(store, signers, make_tx(
                 registry.network, "status", {**body, "ts": ts}, [issuer_key])).to_json(),
-                _now())
+                _repeated, _now())
         except TxRejected as e:
             _fail(f"rejected ({e.code}): {e.message}")
         except LedgerError as e:
@@ -1230,20 +1233,9 @@ def status(
     _print_status(done, cid, new.value, reason, as_json)
 
 
-def _not_a_repeat(submit: Callable[[int], dict[str, Any]], now: int) -> dict[str, Any]:
-    """``submit(ts)`` for a status change signed at ``now``, and again a second later while
-    the ledger answers that it holds that very transaction already. Signatures are
-    deterministic, so suspending, reinstating and suspending again within one second signs the
-    first transaction twice: the ledger would call the repeat a duplicate and change nothing,
-    and the credential would stay valid."""
-    got: dict[str, Any] = {}
-    for ts in range(now, now + STATUS_REPEATS):
-        got = submit(ts)
-        if not got.get("duplicate"):
-            return got
-    _fail(f"the ledger holds this change signed at each of {STATUS_REPEATS} seconds from "
-          f"{now} already; nothing changed (try again in a few seconds)")
-    return got
+def _repeated(receipt: dict[str, Any]) -> bool:
+    """A receipt (as JSON) for a transaction the ledger held already."""
+    return bool(receipt.get("duplicate"))
 
 
 def _print_status(receipt: dict[str, Any], cid: bytes, status: str, reason: str,

@@ -8,15 +8,18 @@ keys are public knowledge and only fit demos and tests.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from ledger.errors import LedgerError
 from ledger.keys import PrivateKey
 from ledger.tx import Tx, make_tx
 
 __all__ = ["STATUS_REPEATS", "Agency", "demo_agency", "genesis_tx", "governance_tx", "issue_tx",
-           "status_tx"]
+           "not_a_repeat", "status_tx"]
+
+_T = TypeVar("_T")
 
 STATUS_REPEATS = 16
 """How many seconds a status change's ``ts`` may move forward past a change the ledger holds
@@ -70,3 +73,18 @@ def status_tx(network: str, agency: Agency, credential_id: bytes, status: str, r
               ts: int) -> Tx:
     body = {"credential_id": credential_id, "status": status, "reason": reason, "ts": ts}
     return make_tx(network, "status", body, [agency.issuer_key])
+
+
+def not_a_repeat(submit: Callable[[int], _T], is_repeat: Callable[[_T], bool], now: int) -> _T:
+    """``submit(ts)`` for a status change signed at ``now``, and again a second later while
+    ``is_repeat`` says the ledger holds that very transaction already. Signatures are
+    deterministic, so suspending, reinstating and suspending again within one second signs the
+    first transaction twice: the ledger would call the repeat a duplicate and change nothing,
+    and the credential would stay valid. LedgerError after :data:`STATUS_REPEATS` seconds."""
+    for ts in range(now, now + STATUS_REPEATS):
+        got = submit(ts)
+        if not is_repeat(got):
+            return got
+    raise LedgerError(f"the ledger holds this change signed at each of {STATUS_REPEATS} "
+                      f"seconds from {now} already; nothing changed (try again in a few "
+                      "seconds)")

@@ -116,6 +116,7 @@ __all__ = [
     "UnverifiedSdJwt",
     "VerificationError",
     "VerifyKey",
+    "disclosure_values",
     "issue_sd_jwt",
     "jwk_from_ec",
     "jwk_from_ed25519",
@@ -933,6 +934,12 @@ class _Unpacker:
                 out.append(item)
             return out
         return node
+
+
+def disclosure_values(disclosures: Iterable[str]) -> list[list[Any]]:
+    """Each disclosure decoded (``[salt, name, value]``, or ``[salt, value]`` for an array
+    element), strictly; :class:`DisclosureError` (or an encoding error) for a bad one."""
+    return list(_decode_disclosures(list(disclosures))[0].values())
 
 
 def _decode_disclosures(disclosures: list[str]) -> tuple[dict[str, list[Any]], list[str]]:

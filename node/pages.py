@@ -187,8 +187,7 @@ def block_page(request: Request, node: NodeDep, height: int) -> HTMLResponse:
     try:
         block = node.block(height)
     except NotFound as e:
-        return _page(request, "error.html", {"network": node.network, "title": "No such block",
-                                             "message": str(e)}, status_code=404)
+        return _error_page(request, "No such block", str(e), 404)
     txs = [_summarise(tx) for tx in block["transactions"]]
     top = node.head()["height"]
     return _page(request, "block.html", {"network": node.network, "header": block["header"],
@@ -299,11 +298,10 @@ async def check_presentation(request: Request, node: NodeDep,
     try:
         pending = node.request(nonce)
     except NotFound:
-        return _page(request, "error.html", {
-            "network": node.network, "title": "Unknown or expired request",
-            "message": "There is no open presentation request with this nonce: it expired "
-                       f"(requests stay open {REQUEST_TTL // 60} minutes) or was already "
-                       "answered. Create a new request."}, status_code=400)
+        return _error_page(request, "Unknown or expired request",
+                           "There is no open presentation request with this nonce: it expired "
+                           f"(requests stay open {REQUEST_TTL // 60} minutes) or was already "
+                           "answered. Create a new request.", 400)
     image = await qr.read(MAX_UPLOAD + 1) if qr is not None else b""
     foreign: str | None = None  # an SD-JWT+KB from an issuer outside the network (ADR 39)
     try:
@@ -337,10 +335,9 @@ async def check_presentation(request: Request, node: NodeDep,
             report = await run_in_threadpool(verify_foreign_for, request.app, node, foreign,
                                              nonce)
     except NotFound:
-        return _page(request, "error.html", {
-            "network": node.network, "title": "Unknown or expired request",
-            "message": "The request expired or was answered meanwhile. Create a new request."},
-            status_code=400)
+        return _error_page(request, "Unknown or expired request",
+                           "The request expired or was answered meanwhile. Create a new "
+                           "request.", 400)
     except LedgerError as e:  # refused before any verdict: the request is still open
         return _request_page(request, node, pending, str(e))
     return _page(request, "verdict.html", {"network": node.network, "req": pending.request,

@@ -399,21 +399,13 @@ class Node:
         return codec.encode(out)
 
     def set_status(self, credential_id: bytes, status: str, reason: str) -> Receipt:
-        from ledger.network import STATUS_REPEATS, Agency, status_tx
+        from ledger.network import Agency, not_a_repeat, status_tx
 
         # (a status transaction is signed with the issuer key alone)
         me = Agency(self.agency, "", self._node_key_files[self.agency], self.issuer_key)
-        now = self.now()
-        # The same change signed in the same second is the same transaction (deterministic
-        # signatures): suspend, reinstate, suspend again would repeat the first and change
-        # nothing. Sign it a second later instead (ledger.cli._not_a_repeat does the same).
-        for ts in range(now, now + STATUS_REPEATS):
-            receipt = self.orderer.submit(status_tx(self.network, me, credential_id, status,
-                                                    reason, ts)).result(timeout=30)
-            if not receipt.duplicate:
-                return receipt
-        raise LedgerError(f"the ledger holds this change signed at each of {STATUS_REPEATS} "
-                          f"seconds from {now} already; nothing changed")
+        return not_a_repeat(lambda ts: self.orderer.submit(status_tx(
+            self.network, me, credential_id, status, reason, ts)).result(timeout=30),
+            lambda receipt: receipt.duplicate, self.now())
 
     # -- verifying --
     def new_request(self, kind: str, claims: list[str], audience: str, *,
