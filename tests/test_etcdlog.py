@@ -11,14 +11,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from clusterkit import free_base
 from conftest import DAY, T0, LedgerHarness
+from test_api import AUTH, PASS, _edu_credential_id, make_demo, serve, settings_for
+from test_api import T0 as DEMO_T0
 
 from ledger.errors import OrderingError
 from ledger.network import Agency, issue_tx
+from node.app import create_app
 from node.etcdlog import EtcdLog
 from node.replication import EtcdOrderer
+from node.service import Node, Replication
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +185,28 @@ def test_a_node_cuts_queued_submissions_into_batches_of_at_most_max_batch(
     counts = [ledger.store.block(h).tx_count for h in range(start + 1, head.height + 1)]
     assert sum(counts) == 8 and max(counts) <= 3
     assert orderer.stats.batches_put == len(counts) >= 3
+
+
+def test_a_replicated_nodes_health_says_when_the_chain_runs_ahead_of_its_clock(
+        etcd_url: str, tmp_path: Path) -> None:
+    """The etcd branch of ``/v1/health``: block times follow the proposing node's clock, so a
+    chain ahead of this node's clock means a fast clock somewhere (ADR 43). One member, one
+    node: its batches commit and make blocks; no quorum of co-signatures is needed for that."""
+    data = make_demo(tmp_path / "demo")
+    clock = [DEMO_T0 + 1000]
+    node = Node(data, "edu", PASS, clock=lambda: clock[0], workers=0,
+                replication=Replication(endpoints=(etcd_url,)))
+    try:
+        app = create_app(settings_for(data), node=node)
+        with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+            r = http.post(f"/v1/credentials/{_edu_credential_id(http, 2).hex()}/status",
+                          headers=AUTH, json={"status": "suspended", "reason": "review"})
+            assert r.status_code == 200, r.text  # a block at DEMO_T0 + 1000, ordered by etcd
+            first = http.get("/v1/health").json()
+            clock[0] = DEMO_T0 + 600  # this machine's clock now 400 s behind the chain
+            health = http.get("/v1/health").json()
+    finally:
+        node.close()
+    assert first["ordering"] == "etcd" and first["status"] == "ok", first
+    assert health["ordering"] == "etcd" and health["status"] == "degraded", health
+    assert "400 s ahead of this machine's clock" in health["problem"]
