@@ -7,12 +7,15 @@ signed transaction to the running node (`agency status --node`); the next check 
 
 from __future__ import annotations
 
+import base64
+import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +59,22 @@ def demo_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
+
+
+def _apply_at(handler: type[http.server.BaseHTTPRequestHandler], env: dict[str, str],
+              tmp: Path) -> subprocess.CompletedProcess[str]:
+    """`wallet apply elderly-allowance` against a server of ``handler`` on a free local port."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        return subprocess.run([str(BIN / "wallet"), "apply", "elderly-allowance", "--node",
+                               f"http://127.0.0.1:{server.server_address[1]}",
+                               "--registry", "demo-data/snapshot.bin", "--yes"],
+                              capture_output=True, text=True, env=env, cwd=tmp, timeout=120,
+                              check=False)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _request(url: str, tmp: Path, name: str) -> tuple[Path, str]:
@@ -115,38 +134,22 @@ def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str
                        text=True, env=env, cwd=tmp, timeout=120, check=False)
     assert r.returncode == 1 and "not to itself" in r.stderr and "nothing was signed" in r.stderr
     # A server that is no node (its error reply is HTML) is said in one line, not a traceback.
-    import http.server
-    import threading
-
     def apply_at(handler: type[http.server.BaseHTTPRequestHandler]
                  ) -> subprocess.CompletedProcess[str]:
-        """`wallet apply` against a server of ``handler`` on a free local port."""
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            return subprocess.run([str(BIN / "wallet"), "apply", "elderly-allowance", "--node",
-                                   f"http://127.0.0.1:{server.server_address[1]}",
-                                   "--registry", "demo-data/snapshot.bin", "--yes"],
-                                  capture_output=True, text=True, env=env, cwd=tmp,
-                                  timeout=120, check=False)
-        finally:
-            server.shutdown()
-            server.server_close()
+        return _apply_at(handler, env, tmp)
 
     r = apply_at(http.server.SimpleHTTPRequestHandler)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
     assert "the node refused the application: HTTP 501" in r.stderr
     # A node that asks for more than the registered rule needs (the citizen's identifier and
     # name besides district and age) gets nothing: the rule is in the citizen's snapshot.
-    import json as _json
-
     applied: list[str] = []
 
     class OverAsking(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             applied.append(self.path)
             me = f"http://127.0.0.1:{self.server.server_address[1]}"
-            body = _json.dumps({"requests": [
+            body = json.dumps({"requests": [
                 {"nonce": "n-1", "audience": me, "type": "person-id",
                  "claims": ["district", "age_over_65", "person_id", "holder_name"]},
                 {"nonce": "n-2", "audience": me, "type": "income-statement",
@@ -173,3 +176,53 @@ def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str
     wallet = Wallet.open(Path(env["WALLET_PATH"]), env["WALLET_PASSPHRASE"].encode())
     approval = [c for c in wallet.list() if c.type == "approval"]
     assert len(approval) == 1 and approval[0].id == r.stdout.strip().splitlines()[0]
+
+
+def test_an_approval_that_does_not_check_out_is_kept_beside_the_wallet(
+        demo_server: tuple[str, dict[str, str], Path]) -> None:
+    """The decision is on the ledger once the node answers, and no node gives its credential
+    twice: a bundle the wallet cannot check against its snapshot is kept in a file beside the
+    wallet (never over another), else printed, and the wallet itself is left as it was."""
+    _, env, tmp = demo_server
+    bundle = b"not a bundle a wallet can check"
+    wallet_path = Path(env["WALLET_PATH"])
+    before = wallet_path.read_bytes()
+
+    class Deciding(http.server.BaseHTTPRequestHandler):
+        """Asks for exactly what the registered rule needs, then decides with a bad bundle."""
+
+        def do_POST(self) -> None:
+            me = f"http://127.0.0.1:{self.server.server_address[1]}"
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            answer: dict[str, object] = {"requests": [
+                {"nonce": "n-1", "audience": me, "type": "person-id",
+                 "claims": ["district", "age_over_65"]},
+                {"nonce": "n-2", "audience": me, "type": "income-statement",
+                 "claims": ["annual_income"]}]}
+            if self.path.endswith("/apply"):
+                answer = {"decision": "approved", "path": "standard", "reasons": ["eligible"],
+                          "approval_tx": "ab" * 32, "documents": [],
+                          "bundle": base64.urlsafe_b64encode(bundle).decode()}
+            body = json.dumps(answer).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    kept = wallet_path.with_name("approval-elderly-allowance-abababababab.bundle")
+    r = _apply_at(Deciding, env, tmp)
+    assert r.returncode == 1, r.stderr
+    assert "the agency decided: approved (standard): eligible" in r.stderr
+    assert f"It is kept in {kept}" in " ".join(r.stderr.split()), r.stderr
+    assert kept.read_bytes() == bundle and kept.stat().st_mode & 0o777 == 0o600
+    assert wallet_path.read_bytes() == before
+    # A second decision of the same name does not replace the first: it is printed instead.
+    r = _apply_at(Deciding, env, tmp)
+    assert r.returncode == 1, r.stderr
+    assert "could not be kept" in " ".join(r.stderr.split()), r.stderr
+    assert r.stdout.strip() == base64.urlsafe_b64encode(bundle).rstrip(b"=").decode()
+    assert kept.read_bytes() == bundle and wallet_path.read_bytes() == before

@@ -36,6 +36,7 @@ from wallet import (
     WalletError,
     WalletFileError,
 )
+from wallet.core import beyond_rule
 from wallet.store import open_sealed
 
 PASS = b"correct horse battery staple"
@@ -607,3 +608,20 @@ def test_a_wallet_too_big_to_open_again_is_not_saved(world: World, wallet: Walle
         wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(),
                        registry=world.ledger.registry, now=NOW)
     assert wallet.path.read_bytes() == before
+
+
+def test_beyond_rule_allows_what_the_rule_needs_and_the_claims_its_types_imply() -> None:
+    """`wallet apply` signs nothing for a request asking beyond the registered rule (ADR 45);
+    a rule needing an approval credential implies its service, decision and approval_tx
+    (ADR 41), which the node's request carries and the wallet must let through."""
+    rule = {"needs": [{"type": "approval", "claims": ["service"]},
+                      {"type": "person-id", "claims": ["district"]}]}
+
+    def ask(credential_type: str, *claims: str) -> Request:
+        return Request("n", "https://civil.example", credential_type, claims)
+
+    assert beyond_rule(rule, ask("approval", "service", "decision", "approval_tx")) == []
+    assert beyond_rule(rule, ask("person-id", "district")) == []
+    assert beyond_rule(rule, ask("person-id", "district", "decision")) == ["decision"]
+    assert beyond_rule(rule, ask("approval", "service", "holder_name")) == ["holder_name"]
+    assert beyond_rule(rule, ask("degree", "field")) is None

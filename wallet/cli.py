@@ -369,8 +369,9 @@ def apply(
 
     from ledger.files import write_atomic
     from ledger.offline import load_snapshot
-    from ledger.presentation import Request, with_implied_claims
+    from ledger.presentation import Request
     from ledger.state import rule_hash
+    from wallet.core import beyond_rule
     from wallet.errors import WalletError
 
     with _errors():
@@ -379,10 +380,6 @@ def apply(
         if rule is None:
             raise WalletError(f"{registry} registers no rule for {service!r}: the wallet cannot "
                               "tell which claims it needs (take a newer snapshot)")
-        # The rule as registered says what the agency may ask for; a node (or whoever runs
-        # the URL given) asking for more gets nothing.
-        needs = {n["type"]: set(with_implied_claims(n["type"], n["claims"]))
-                 for n in rule["needs"]}
         w = _open()
         base = node.rstrip("/")
         try:
@@ -406,8 +403,10 @@ def apply(
                                           f"{base} could relay it there. Apply at the node of "
                                           "the agency that decides, by its own address; "
                                           "nothing was signed")
-                    beyond = sorted(set(r.claims) - needs.get(r.credential_type, set()))
-                    if r.credential_type not in needs or beyond:
+                    # The rule as registered says what the agency may ask for; a node (or
+                    # whoever runs the URL given) asking for more gets nothing.
+                    beyond = beyond_rule(rule, r)
+                    if beyond is None or beyond:
                         raise WalletError(
                             f"the node at {base} asks for {r.credential_type} claims "
                             f"{beyond or list(r.claims)} that the rule for {service!r} in "

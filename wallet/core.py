@@ -21,7 +21,7 @@ from ledger.errors import LedgerError
 from ledger.files import write_atomic
 from ledger.foreign import ForeignCredential, TrustList, receive_foreign
 from ledger.keys import PrivateKey
-from ledger.presentation import MAX_ENVELOPE, Bundle, Envelope, Request
+from ledger.presentation import MAX_ENVELOPE, Bundle, Envelope, Request, with_implied_claims
 from ledger.state import Registry
 from wallet.errors import PresentationError, WalletError, WalletFileError
 from wallet.store import (
@@ -36,7 +36,7 @@ from wallet.store import (
 )
 from wallet.verify import verify_bundle
 
-__all__ = ["ALWAYS_VISIBLE", "CredentialInfo", "Disclosure", "Wallet"]
+__all__ = ["ALWAYS_VISIBLE", "CredentialInfo", "Disclosure", "Wallet", "beyond_rule"]
 
 ALWAYS_VISIBLE = ("iss", "vct", "iat", "nbf", "exp", "cnf", "status")
 """Claims of the issuer-signed JWT that every presentation shows (not selectively disclosable)."""
@@ -359,6 +359,17 @@ class Wallet:
                 return ForeignCredential.from_bytes(c.bundle)
             except LedgerError:
                 raise WalletFileError(f"stored credential {c.id[:16]}… is damaged: {e}") from e
+
+
+def beyond_rule(rule: Mapping[str, Any], request: Request) -> list[str] | None:
+    """The claims ``request`` asks for that the registered ``rule`` does not need (with the
+    claims its credential types imply, e.g. an approval's decision), sorted; ``[]`` when it
+    asks for no more; ``None`` when the rule needs no credential of the request's type."""
+    needs = {n["type"]: set(with_implied_claims(n["type"], n["claims"]))
+             for n in rule["needs"]}
+    if request.credential_type not in needs:
+        return None
+    return sorted(set(request.claims) - needs[request.credential_type])
 
 
 def _read(path: Path, what: str) -> bytes:
