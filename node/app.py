@@ -22,7 +22,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from ledger.credentials import ClaimError
@@ -284,6 +284,36 @@ class _SecurityHeaders:
         await self.app(scope, receive, sending)
 
 
+class _HeadAsGet:
+    """HEAD answered as GET without the body (RFC 9110 §9.3.2), as Starlette does for its own
+    routes but FastAPI's do not: link checkers and uptime probes send HEAD."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def bodiless(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, bodiless)
+
+
+def _server_error(request: Request, exc: Exception) -> Response:
+    """The 500 for an unexpected exception. Starlette answers it outside every middleware, so
+    this reply carries its own ``nosniff``; the exception still goes to the server's log."""
+    return PlainTextResponse("Internal Server Error", status_code=500,
+                             headers={"x-content-type-options": "nosniff",
+                                      "cache-control": "no-store"})
+
+
 def _passphrase(given: bytes | None) -> bytes:
     if given is not None:
         return given
@@ -348,6 +378,7 @@ def create_app(settings: Settings, *, node: Node | None = None,
         return JSONResponse({"detail": NOT_UNICODE, "error": "UnicodeEncodeError"},
                             status_code=400)
 
+    app.add_exception_handler(Exception, _server_error)
     app.include_router(router)
     app.include_router(approvals_router)
     _include_pages(app)
@@ -359,6 +390,7 @@ def create_app(settings: Settings, *, node: Node | None = None,
                            allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
     app.add_middleware(_SecurityHeaders)
+    app.add_middleware(_HeadAsGet)
     app.add_middleware(_AccessLog, metrics=app.state.metrics)
     return app
 

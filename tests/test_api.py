@@ -532,6 +532,36 @@ def test_pages_are_not_framed_cached_or_scripted(http: httpx.Client) -> None:
     assert docs.status_code == 200 and "content-security-policy" not in docs.headers
 
 
+def test_head_is_answered_as_get_without_a_body(http: httpx.Client) -> None:
+    """Uptime probes and link checkers send HEAD: same status and headers as GET, no body."""
+    for path in ("/", "/verify", "/v1/health", "/v1/head", "/nope"):
+        got, head = http.get(path), http.head(path)
+        assert head.status_code == got.status_code, path
+        assert head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+        assert head.headers["x-content-type-options"] == "nosniff", path
+    assert "default-src 'none'" in http.head("/verify").headers["content-security-policy"]
+    post_only = http.head("/v1/verify")
+    assert post_only.status_code == 405 and post_only.headers["allow"] == "POST"
+
+
+def test_an_unexpected_error_is_a_plain_500_with_nosniff(tmp_path: Path) -> None:
+    """Starlette answers an unexpected exception outside every middleware: the node's own
+    handler gives that reply its headers, and says nothing of the exception to the client."""
+    data = make_demo(tmp_path / "demo")
+    app = create_app(settings_for(data), clock=lambda: NOW, passphrase=PASS)
+
+    @app.get("/v1/boom")
+    def boom() -> None:
+        raise RuntimeError("a secret detail")
+
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        r = client.get("/v1/boom")
+    assert r.status_code == 500 and r.text == "Internal Server Error"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["cache-control"] == "no-store"
+
+
 def test_a_person_gets_pages_for_errors_and_the_api_keeps_json(http: httpx.Client) -> None:
     for path in ("/verify/check", "/verify/request"):  # a reload of a form's target
         r = http.get(path)
