@@ -405,8 +405,18 @@ def test_backup_and_restore(world: World, wallet: Wallet, tmp_path: Path) -> Non
         Wallet.restore(copy, wallet.path, b"not it")
     assert len(Wallet.open(wallet.path, PASS).list()) == 2
 
+    newer = wallet.path.read_bytes()
     restored = Wallet.restore(copy, wallet.path, PASS)
     assert [c.id for c in restored.list()] == [first.id]
+    # the wallet it replaced (two credentials) is kept, encrypted, beside it: nothing is lost
+    assert restored.replaced is not None and restored.replaced.parent == wallet.path.parent
+    assert restored.replaced.name.startswith(f"{wallet.path.name}.replaced-")
+    assert restored.replaced.read_bytes() == newer
+    assert stat.S_IMODE(restored.replaced.stat().st_mode) == 0o600
+    assert len(Wallet.open(restored.replaced, PASS).list()) == 2
+    # restoring the same backup again keeps nothing more: the file there is the backup
+    assert Wallet.restore(copy, wallet.path, PASS).replaced is None
+    assert Wallet.restore(copy, wallet.path, PASS).replaced is None
     again = Wallet.open(wallet.path, PASS)
     assert again.holder_jwk() == wallet.holder_jwk()
     assert world.verify(again.present(first.id, REQ, now=T0 + 90)).verified
@@ -416,7 +426,8 @@ def test_restore_onto_a_lost_wallet(world: World, wallet: Wallet, tmp_path: Path
     copy = tmp_path / "backup.db"
     wallet.backup(copy)
     wallet.path.unlink()
-    assert Wallet.restore(copy, wallet.path, PASS).holder_jwk() == wallet.holder_jwk()
+    restored = Wallet.restore(copy, wallet.path, PASS)
+    assert restored.holder_jwk() == wallet.holder_jwk() and restored.replaced is None
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"not a wallet")
     with pytest.raises(WalletFileError, match="not a wallet file"):
@@ -584,6 +595,15 @@ def test_cli_backup_restore(tmp_path: Path) -> None:
     r = _run(["restore", str(copy)], w)
     assert r.returncode == 0, r.stderr
     assert _run(["holder-key"], w).stdout == key
+    # over another wallet: that one is kept beside it, and the CLI says where
+    w.unlink()
+    assert _run(["init"], w).returncode == 0
+    other = w.read_bytes()
+    r = _run(["restore", str(copy), "--yes"], w)
+    assert r.returncode == 0, r.stderr
+    kept = list(tmp_path.glob("wallet.db.replaced-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == other
+    assert str(kept[0]) in " ".join(r.stderr.split())
 
 
 def test_cli_takes_a_passphrase_that_is_not_utf8(tmp_path: Path) -> None:

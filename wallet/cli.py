@@ -594,6 +594,9 @@ def restore(
         _make_folder(path)
         w = Wallet.restore(file, path, passphrase)
         err.print(f"Restored {escape(str(path))}: {len(w.list())} credentials")
+        if w.replaced is not None:
+            err.print(f"The wallet it replaced is kept, still encrypted, in "
+                      f"{escape(str(w.replaced))}")
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import json
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -88,7 +89,7 @@ class Disclosure:
 class Wallet:
     """An opened wallet. Build it with :meth:`init`, :meth:`open` or :meth:`restore`."""
 
-    __slots__ = ("_blob", "_contents", "_holder", "_key", "_params", "path")
+    __slots__ = ("_blob", "_contents", "_holder", "_key", "_params", "path", "replaced")
 
     def __init__(self, path: Path, contents: Contents, key: bytes, params: KdfParams,
                  blob: bytes) -> None:
@@ -98,6 +99,9 @@ class Wallet:
         self._params = params
         self._blob = blob
         self._holder = PrivateKey(contents.holder_seed)
+        self.replaced: Path | None = None
+        """After :meth:`restore`: where the wallet file it replaced is kept, if there was one
+        that differed from the backup."""
 
     def __repr__(self) -> str:
         return f"Wallet({str(self.path)!r}, {len(self._contents.credentials)} credentials)"
@@ -134,16 +138,25 @@ class Wallet:
     @classmethod
     def restore(cls, backup: Path, path: Path, passphrase: bytes) -> Wallet:
         """Replace the wallet at ``path`` by ``backup``, after checking it opens with
-        ``passphrase``. The backup is copied byte for byte (it stays encrypted)."""
+        ``passphrase``. The backup is copied byte for byte (it stays encrypted). A wallet file
+        already there that differs from the backup (credentials received since, say) is kept
+        first, still encrypted, as ``<name>.replaced-<UTC time>`` beside it: nothing is lost
+        to a restore of the wrong backup. :attr:`replaced` says where."""
         blob = _read(backup, "backup")
         contents, key, params = open_sealed(blob, passphrase, where=str(backup))
         path = path.resolve()  # as in open(): through a link, to the file it points to
+        kept = None
         with lock(path):
             try:
+                old = path.read_bytes() if path.exists() else blob
+                if old != blob:
+                    kept = _keep_aside(path, old)
                 write_atomic(path, blob, overwrite=True)
             except OSError as e:
                 raise WalletFileError(f"cannot write {path}: {e.strerror or e}") from e
-        return cls(path, contents, key, params, blob)
+        wallet = cls(path, contents, key, params, blob)
+        wallet.replaced = kept
+        return wallet
 
     def backup(self, dest: Path) -> None:
         """Copy the (still encrypted) wallet file to ``dest``; never overwrites ``dest``."""
@@ -370,6 +383,19 @@ def beyond_rule(rule: Mapping[str, Any], request: Request) -> list[str] | None:
     if request.credential_type not in needs:
         return None
     return sorted(set(request.claims) - needs[request.credential_type])
+
+
+def _keep_aside(path: Path, blob: bytes) -> Path:
+    """Write ``blob`` beside ``path`` as ``<name>.replaced-<UTC time>[-n]``, never over a file."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    for n in range(100):
+        kept = path.with_name(f"{path.name}.replaced-{stamp}" + (f"-{n}" if n else ""))
+        try:
+            write_atomic(kept, blob, 0o600, overwrite=False)
+            return kept
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"too many copies named {path.name}.replaced-{stamp}")
 
 
 def _read(path: Path, what: str) -> bytes:
