@@ -286,8 +286,20 @@ def _commit(store: Store, signers: list[tuple[str, PrivateKey]], tx: Tx) -> Rece
         raise typer.Exit(1)  # _open checked; for the type checker
     network = store.registry.network
 
-    def on_block(head: Head, _registry: Registry) -> dict[bytes, bytes]:
-        cp = sign_checkpoint(network, head, signers)
+    def on_block(head: Head, registry: Registry) -> dict[bytes, bytes]:
+        # Signed with the keys the block's own registry counts at its time: a block that
+        # rotates a node key out is not signed by it. Below the quorum the block is kept with
+        # no checkpoint (a stored checkpoint is final, and the audit holds it to that).
+        current = checkpoint_verifiers(registry, head.time)
+        usable = [(a, k) for a, k in signers if current.get(a) == k.public]
+        if len(usable) < registry.quorum:
+            err.print(Text(f"the block at height {head.height} is committed, but only "
+                           f"{len(usable)} of the node keys here are current after it (quorum "
+                           f"{registry.quorum}): it gets a final checkpoint with the next "
+                           "block signed once the new node keys are in the keys folder",
+                           style="yellow"), soft_wrap=True)
+            return {}
+        cp = sign_checkpoint(network, head, usable)
         return {checkpoint_key(head.log_size): cp.to_text().encode()}
 
     with SoloOrderer(store, clock=_now, workers=0, on_block=on_block) as orderer:

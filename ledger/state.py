@@ -709,10 +709,15 @@ class Machine:
             _GOV[action](data, a, t)
         except (KeyError, ValueError) as e:  # pragma: no cover - defensive
             raise TxRejected("bad_governance", str(e)) from e
-        live = [x for x, v in data["agencies"].items() if v["removed"] is None]
+        # Agencies that can still sign governance: not removed, and holding an issuer key with
+        # no end (one rotated in for later counts). Fewer than the quorum, and no transaction
+        # could ever change the registry again (after invalidate_key, say: ADR 46).
+        signers = {k["agency"] for k in data["keys"].values()
+                   if k["role"] == "issuer" and k["invalid_from"] is None}
+        live = [x for x, v in data["agencies"].items() if v["removed"] is None and x in signers]
         if data["quorum"] > len(live):
             raise TxRejected("quorum_unreachable", f"quorum {data['quorum']} > {len(live)} "
-                                                   "member agencies")
+                                                   "member agencies that can still sign")
         self.registry = Registry(data)
         self.registry_changed = True
 

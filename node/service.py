@@ -172,9 +172,10 @@ class Node:
         signers = {name: key for name, key in self._node_key_files.items()
                    if current.get(name) == key.public}
         if len(signers) < registry.quorum:  # /v1/health says so (signing_problem)
-            log.warning("checkpoint of size %d is not final: current node keys of %s only, "
-                        "quorum %d", head.log_size, sorted(signers), registry.quorum)
-        if not signers:  # the block is kept; it has no checkpoint until keys sign again
+            # The block is kept with no checkpoint until a quorum of keys signs again: a stored
+            # checkpoint is final, and the audit holds every one to that (ADR 46).
+            log.warning("no checkpoint for size %d: current node keys of %s only, quorum %d",
+                        head.log_size, sorted(signers), registry.quorum)
             return {}
         cp = sign_checkpoint(self.network, head, sorted(signers.items()))
         return {checkpoint_key(head.log_size): cp.to_text().encode()}

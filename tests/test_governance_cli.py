@@ -324,3 +324,61 @@ def test_a_signature_that_stopped_counting_is_named_before_signing_or_submitting
         assert r.returncode == 1, (step[0], r.stdout, r.stderr)
         assert "may not sign on" in r.stderr and "edu (key" in r.stderr, r.stderr
     assert _gov_seq(demo) == seq
+
+
+def test_a_node_key_rotated_from_now_leaves_a_chain_that_audits_clean(
+        demo: Path, tmp_path: Path) -> None:
+    """Quorum 3 of 3, civil's node key rotated from now by the documented CLI path: the block
+    that rotates it is not signed by the key it rotates out, and with two current keys left it
+    gets no checkpoint at all (a stored checkpoint is final: ADR 46). Once the new key file is
+    in place the next block is final, and the chain audits clean throughout."""
+    quorum = tmp_path / "quorum.json"
+    quorum.write_text('{"quorum": 3}')
+    _govern(demo, "set_quorum", quorum, "edu", "market")
+    fresh = tmp_path / "civil.node.key.new"
+    r = agency("keygen", "--out", str(fresh), "--json")
+    assert r.returncode == 0, r.stderr
+    args = tmp_path / "rotate.json"
+    args.write_text(json.dumps({"agency": "civil", "role": "node", "at": int(time.time()),
+                                "new_key": json.loads(r.stdout)["public_key"]}))
+    prop = tmp_path / "rotate.prop"
+    for step in (["propose", "rotate_key", "--args", str(args), "--data", str(demo),
+                  "--agency", "civil", "--out", str(prop)],
+                 ["cosign", str(prop), "--data", str(demo), "--agency", "edu", "--yes"],
+                 ["cosign", str(prop), "--data", str(demo), "--agency", "market", "--yes"],
+                 ["submit", str(prop), "--data", str(demo)]):
+        r = agency(*step)
+        assert r.returncode == 0, (step[0], r.stderr)
+    assert "only 2 of the node keys here are current after it (quorum 3)" in \
+        " ".join(r.stderr.split())
+
+    def audit() -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(Path(sys.executable).with_name("ledger")), "audit",
+                               str(demo), "--json"], capture_output=True, text=True,
+                              timeout=300, check=False)
+
+    with Store(demo / "ledger", create=False) as store:
+        head, latest = store.head, store.checkpoint()
+        assert head is not None and latest is not None
+        assert f"\n{head.log_size}\n" not in latest.decode()  # no checkpoint for that block
+    r = audit()
+    assert r.returncode == 0, r.stdout + r.stderr
+    (demo / "keys" / "civil.node.key").unlink()
+    fresh.rename(demo / "keys" / "civil.node.key")
+    grant = tmp_path / "grant.json"
+    grant.write_text('{"agency": "edu", "type": "residence", "from": "2027-01-01", '
+                     '"until": "2030-01-01"}')
+    prop = tmp_path / "grant.prop"
+    for step in (["propose", "grant", "--args", str(grant), "--data", str(demo), "--agency",
+                  "edu", "--out", str(prop)],
+                 ["cosign", str(prop), "--data", str(demo), "--agency", "civil", "--yes"],
+                 ["cosign", str(prop), "--data", str(demo), "--agency", "market", "--yes"],
+                 ["submit", str(prop), "--data", str(demo)]):
+        r = agency(*step)
+        assert r.returncode == 0, (step[0], r.stderr)
+    r = audit()
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    with Store(demo / "ledger", create=False) as store:
+        assert store.head is not None
+        assert report["attested_size"] == store.head.log_size  # final at the head again

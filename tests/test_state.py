@@ -742,6 +742,28 @@ def test_set_quorum_unreachable(lg: LedgerHarness, agencies: dict[str, Agency]) 
     assert lg.registry.quorum == 3
 
 
+def test_no_change_may_leave_fewer_agencies_that_can_sign_than_the_quorum(
+        lg: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Invalidating issuer keys, each step signed by a quorum, could leave fewer agencies able
+    to sign governance than the quorum: nothing could ever change the registry again. Such a
+    step is refused (ADR 46); a rotation (a successor key) and a first invalidation are not."""
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    lg.govern("invalidate_key", {"kid": tax.issuer_key.kid, "from": T0 + DAY}, [reg, edu],
+              T0 + DAY)  # three agencies, quorum 2: two can still sign
+    second = lg.gov_tx("invalidate_key", {"kid": edu.issuer_key.kid, "from": T0 + DAY},
+                       [reg, edu])
+    assert reject(lg, second, T0 + DAY + 1) == "quorum_unreachable"
+    # a key with a planned end counts no more than one already ended
+    planned = lg.gov_tx("invalidate_key", {"kid": edu.issuer_key.kid, "from": T0 + 9 * DAY},
+                        [reg, edu])
+    assert reject(lg, planned, T0 + DAY + 1) == "quorum_unreachable"
+    # edu rotated to a new key (it counts), then the old one may be invalidated
+    lg.govern("rotate_key", {"agency": "edu", "role": "issuer",
+                             "new_key": NEW.issuer_key.public.raw, "at": T0 + 2 * DAY},
+              [reg, edu], T0 + DAY + 2)
+    assert lg.registry.quorum == 2 and lg.registry.gov_seq >= 2
+
+
 def test_register_type_twice(lg: LedgerHarness, agencies: dict[str, Agency]) -> None:
     other = dict(DIPLOMA, title="Another diploma")
     tx = lg.gov_tx("register_type", {"type": other}, [agencies["reg"], agencies["edu"]])
