@@ -68,7 +68,13 @@ from ledger.keys import (
 )
 from ledger.network import not_a_repeat
 from ledger.noncelog import NonceLog, NonceLogError
-from ledger.offline import SnapshotError, export_snapshot, load_snapshot, store_status_list
+from ledger.offline import (
+    SnapshotError,
+    export_snapshot,
+    left_out_lists,
+    load_snapshot,
+    store_status_list,
+)
 from ledger.ordering import Receipt, SoloOrderer
 from ledger.presentation import (
     MAX_ENVELOPE,
@@ -621,9 +627,14 @@ def snapshot(
             node_keys[path.name.removesuffix(".node.key")] = _load_key(path, passphrase)
         try:
             blob = export_snapshot(store, now, node_keys=node_keys)
+            left_out = left_out_lists(store, now)
         except SnapshotError as e:
             _fail(f"cannot make a snapshot: {e}")
         head = store.head
+    for uri in left_out:
+        err.print(Text(f"left out {uri}: its agency is no longer a member, so no current key "
+                       "vouches for it; offline, its credentials' status is undetermined "
+                       "(a node still tells it)", style="yellow"), soft_wrap=True)
     snap = load_snapshot(blob)  # what a verifier will load: fail here rather than there
     try:
         write_atomic(out_file, blob, 0o644)
@@ -631,7 +642,7 @@ def snapshot(
         _fail(f"cannot write {out_file}: {e.strerror or e}", 2)
     summary = {"file": str(out_file), "network": registry.network, "fetched_at": now,
                "head_height": head.height, "log_size": head.log_size,
-               "status_lists": sorted(snap.tokens), "bytes": len(blob)}
+               "status_lists": sorted(snap.tokens), "left_out": left_out, "bytes": len(blob)}
     if as_json:
         print(json.dumps(summary))
     else:

@@ -45,8 +45,8 @@ from ledger.statuslist import StatusList, StatusListError, make_token, verify_to
 from ledger.store import Store
 from ledger.tx import Tx
 
-__all__ = ["MAX_SNAPSHOT", "Snapshot", "SnapshotError", "export_snapshot", "list_refs",
-           "load_snapshot", "store_status_list"]
+__all__ = ["MAX_SNAPSHOT", "Snapshot", "SnapshotError", "export_snapshot", "left_out_lists",
+           "list_refs", "load_snapshot", "store_status_list"]
 
 MAX_SNAPSHOT = 64 * 1024 * 1024
 """Largest snapshot file accepted (a registry of up to 16 MiB and many compressed lists)."""
@@ -190,8 +190,11 @@ def _set(buf: bytearray, index: int, value: int) -> None:
 def export_snapshot(store: Store, now: int, *, node_keys: Mapping[str, PrivateKey]) -> bytes:
     """The canonical snapshot bytes of ``store`` at time ``now``.
 
-    ``node_keys`` maps agency id → that agency's node key; every agency with anchored credentials
-    needs one valid at ``now`` to sign its lists (else SnapshotError: nothing is left out silently).
+    ``node_keys`` maps agency id → that agency's node key; every current agency with anchored
+    credentials needs one valid at ``now`` to sign its lists (else SnapshotError). The lists of
+    agencies no longer members at ``now`` are left out (:func:`left_out_lists` names them): no
+    current key vouches for them, so their credentials' status is undetermined offline, and a
+    verifier with the ledger (a node) still tells it (ADR 46).
     """
     registry, head = store.registry, store.head
     if registry is None or head is None:
@@ -201,6 +204,8 @@ def export_snapshot(store: Store, now: int, *, node_keys: Mapping[str, PrivateKe
         raise SnapshotError("the store holds no checkpoint to include")
     lists: list[dict[str, Any]] = []
     for uri, (issuer, kind) in sorted(list_refs(registry).items()):
+        if not registry.agency_current(issuer, now):
+            continue
         lst = store_status_list(store, uri)
         if lst is None:
             continue
@@ -217,6 +222,17 @@ def export_snapshot(store: Store, now: int, *, node_keys: Mapping[str, PrivateKe
         "v": 1, "kind": "snapshot", "network": registry.network, "fetched_at": now,
         "head_height": head.height, "log_size": head.log_size, "checkpoint": text.decode(),
         "registry": registry.to_bytes(), "status_lists": lists})
+
+
+def left_out_lists(store: Store, now: int) -> list[str]:
+    """The status lists with credentials in them that :func:`export_snapshot` leaves out at
+    ``now``: those of agencies removed from the network."""
+    registry = store.registry
+    if registry is None:
+        raise SnapshotError(f"the store at {store.path} has no chain yet")
+    return [uri for uri, (issuer, _) in sorted(list_refs(registry).items())
+            if not registry.agency_current(issuer, now)
+            and store_status_list(store, uri) is not None]
 
 
 def _unverified_kid(token: str) -> bytes:
@@ -255,6 +271,9 @@ class Snapshot:
         issuer, unverified_token = got
         kid = _unverified_kid(unverified_token)
         k = self.registry.key(kid)
+        if not self.registry.agency_current(issuer, self.fetched_at):
+            raise StatusListError(f"status list {uri} is of {issuer!r}, which was not a member "
+                                  "of the network when the snapshot was made")
         if k is None or k["agency"] != issuer or \
                 not self.registry.key_valid(kid, self.fetched_at, "node"):
             raise StatusListError(f"status list {uri} is signed by key {kid.hex()[:16]}, which "

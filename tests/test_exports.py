@@ -14,6 +14,7 @@ MODULES = {
                       "consistency_proof", "verify_inclusion", "verify_consistency"},
     "ledger.codec": {"MAX_SIZE", "Fields", "decode", "encode"},
     "ledger.offline": {"MAX_SNAPSHOT", "Snapshot", "SnapshotError", "export_snapshot",
+                       "left_out_lists",
                        "list_refs", "load_snapshot", "store_status_list"},
 }
 

@@ -409,3 +409,49 @@ def test_nonce_log_that_is_not_one_is_refused_and_left_alone(demo: Path, work: P
                    request=work / "request.json", as_json=False)
     assert r.returncode == 2
     assert "cannot use the nonce log" in r.stderr
+
+
+def test_a_removed_agencys_lists_are_left_out_of_snapshots_and_refused_in_them(
+        demo: Path, tmp_path: Path) -> None:
+    """A removed agency signs nothing a verifier counts: `ledger snapshot` leaves its lists out
+    (and says so) instead of signing them with its node key, or failing for everyone once that
+    key is gone; a snapshot carrying such a list has it refused (ADR 46)."""
+    import shutil
+
+    from ledger.errors import LedgerError
+    from ledger.offline import left_out_lists
+    from ledger.ordering import SoloOrderer
+    from ledger.tx import make_tx
+
+    data = tmp_path / "demo-data"
+    shutil.copytree(demo, data)
+    issuers = [load_private_key(data / "keys" / f"{a}.issuer.key", b"test-only")
+               for a in ("civil", "edu")]
+    with Store(data / "ledger", create=False) as store:
+        assert store.registry is not None
+        gov = make_tx(store.registry.network, "governance",
+                      {"seq": store.registry.gov_seq + 1, "action": "remove_agency",
+                       "args": {"agency": "market"}}, issuers)
+        with SoloOrderer(store, clock=lambda: int(time.time()), workers=0) as orderer:
+            orderer.submit(gov).result()
+        assert store.registry is not None
+        market = status_list_uri(store.registry.network, "market", "business-licence")
+        assert left_out_lists(store, int(time.time())) == [market]
+    (data / "keys" / "market.node.key").unlink()  # the removed agency's key is gone too
+    out = tmp_path / "snap.bin"
+    r = _run("ledger", "snapshot", "--data", str(data), "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    assert f"left out {market}" in " ".join(r.stderr.split())
+    assert json.loads(r.stdout)["left_out"] == [market]
+    snap = _snapshot_map(out)
+    assert "market" not in {i["issuer"] for i in snap["status_lists"]}
+    # a snapshot that carries the removed agency's list, signed with its node key: refused
+    market_key = load_private_key(demo / "keys" / "market.node.key", b"test-only")
+    token = make_token(status_list([]), sub=market, iat=snap["fetched_at"], exp=None,
+                       ttl=None, key=market_key, kid=market_key.kid.hex())
+    snap["status_lists"].append({"issuer": "market", "type": "business-licence",
+                                 "token": token})
+    loaded = load_snapshot(codec.encode(snap))
+    assert loaded.status_lists(market) is None
+    with pytest.raises(LedgerError, match="not a member of the network"):
+        loaded.status_list(market)
