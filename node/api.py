@@ -35,6 +35,7 @@ from ledger.presentation import Bundle, Report
 from ledger.state import MAX_BACKDATE
 from ledger.tx import Tx
 from node.config import Settings
+from node.replication import SYNC_HEADERS
 from node.service import Node, NotFound
 
 __all__ = ["BadRequest", "router"]
@@ -417,8 +418,17 @@ def evidence(node: NodeDep) -> list[dict[str, Any]]:
             responses=_binary("application/msgpack"))
 def sync_blocks(node: NodeDep, from_: Annotated[int, Query(alias="from", ge=0, le=MAX_INT)],
                 count: Annotated[int, Query(ge=1, le=500)] = 100) -> Response:
-    """Blocks for a peer catching up: msgpack list of [header bytes, [entry bytes...]]."""
+    """Blocks for a peer catching up: msgpack list of [header bytes, [entry bytes...]]; fewer
+    than ``count`` when they would pass 32 MiB."""
     return MsgpackResponse(node.sync_blocks(from_, count))
+
+
+@router.get("/v1/sync/headers", tags=["chain"], response_class=MsgpackResponse,
+            responses=_binary("application/msgpack"))
+def sync_headers(node: NodeDep, from_: Annotated[int, Query(alias="from", ge=0, le=MAX_INT)],
+                 count: Annotated[int, Query(ge=1, le=SYNC_HEADERS)] = 1000) -> Response:
+    """Block headers for a peer catching up: msgpack list of header bytes."""
+    return MsgpackResponse(node.sync_headers(from_, count))
 
 
 @router.get("/metrics", tags=["node"], response_class=PlainTextResponse,

@@ -38,7 +38,7 @@ import time as _time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -84,6 +84,15 @@ _BE = struct.Struct(">Q")
 _RECENT = 100_000  # size → (rev, height) entries kept for pruning decisions
 _BATCH_BYTES = 768 * 1024  # a batch is cut once it holds this much (MAX_BATCH_BYTES is 1 MiB)
 _OWN_KEPT = 64  # our batches in flight whose parsed transactions are kept for applying
+
+
+_T = TypeVar("_T")
+
+SYNC_REPLY_BYTES = 32 << 20
+"""A peer's ``/v1/sync/blocks`` reply stops adding blocks past this many bytes (one at least);
+the catching-up node reads up to twice that."""
+SYNC_HEADERS = 5000
+"""Headers per ``/v1/sync/headers`` request (~150 bytes each)."""
 
 
 class SyncError(OrderingError):
@@ -145,6 +154,7 @@ class EtcdOrderer:
         self.store, self.etcd, self.agency, self.node_key = store, etcd, agency, node_key
         self.network = store.registry.network
         self.clock, self.peers = clock, list(peers)
+        self._next_peer = -1
         self.max_batch, self.max_wait, self.retention = max_batch, max_wait, retention
         self.submit_timeout, self.poll = submit_timeout, poll
         verify = ssl.create_default_context(cafile=http_verify) if isinstance(
@@ -328,7 +338,9 @@ class EtcdOrderer:
         if marker is not None:
             m = codec.decode(marker.value, what="pruning marker")
             if isinstance(m, dict) and int(m.get("rev", 0)) > self.rev:
-                self._catch_up(int(m["rev"]), int(m["height"]), int(m["size"]))
+                got = m.get("hash")
+                self._catch_up(int(m["rev"]), int(m["height"]), int(m["size"]),
+                               got if isinstance(got, bytes) and len(got) == 32 else None)
                 return True
         self._take_cosigs(cosigs)
         if not records:
@@ -655,7 +667,10 @@ class EtcdOrderer:
         if at is None:
             return
         size, height = at
-        n = self.etcd.prune(upto, codec.encode({"rev": upto, "height": height, "size": size}),
+        # The block hash at the marker lets a node catching up past it take from a peer only
+        # the network's blocks, not the same entries grouped or timed otherwise (ADR 46).
+        n = self.etcd.prune(upto, codec.encode({"rev": upto, "height": height, "size": size,
+                                                "hash": self.store.block(height).hash}),
                             cosig_size=size, seen=marker)
         if n is None:
             log.info("another member pruned first; the marker is left to it")
@@ -664,23 +679,23 @@ class EtcdOrderer:
         log.info("pruned %d batches up to revision %d (height %d)", n, upto, height)
 
     # -- catch-up from a peer --
-    def _catch_up(self, rev: int, height: int, size: int) -> None:
+    def _catch_up(self, rev: int, height: int, size: int, block_hash: bytes | None) -> None:
         head = self.store.head
         assert head is not None
         if head.height > height:
             raise SyncError(f"pruning marker says height {height} at revision {rev}, but this "
                             f"node is at height {head.height} with revision {self.rev}")
-        last: Exception | None = None
+        if head.height == height and block_hash is not None and head.hash != block_hash:
+            raise SyncError(f"this node's block {height} is not the network's (its hash differs "
+                            "from the pruning marker's): restore its store from a peer")
+        # The network's block hashes from here to the marker, from the first peer whose header
+        # chain ends at the marker's hash: blocks are then taken only if they re-execute to them.
+        first = head.height + 1
+        hashes = None if block_hash is None or head.height == height else \
+            self._from_peers(lambda peer: self._headers_from(peer, height, block_hash), height)
+        expected = None if hashes is None else (first, hashes)
         while head.height < height:
-            for peer in self.peers:
-                try:
-                    self._sync_from(peer, height)
-                    break
-                except (SyncError, httpx.HTTPError, OSError, LedgerError) as e:
-                    last = e
-                    log.warning("sync from %s failed: %s", peer, e)
-            else:
-                raise SyncError(f"no peer could bring this node to height {height}: {last}")
+            self._from_peers(lambda peer: self._sync_from(peer, height, expected), height)
             head = self.store.head
             assert head is not None
         if head.log_size != size:
@@ -706,7 +721,56 @@ class EtcdOrderer:
         except OrderingError as e:
             self.stats.last_error = str(e)
 
-    def _sync_from(self, peer: str, target: int) -> None:
+    def _from_peers(self, step: Callable[[str], _T], height: int) -> _T:
+        """``step(peer)`` with each peer in turn (starting one further each time, so one peer
+        that answers badly does not stand first forever) until one succeeds."""
+        last: Exception | None = None
+        self._next_peer = (self._next_peer + 1) % max(1, len(self.peers))
+        for peer in self.peers[self._next_peer:] + self.peers[:self._next_peer]:
+            try:
+                return step(peer)
+            except Exception as e:  # whatever one peer sends or fails with, try the next
+                last = e
+                log.warning("sync from %s failed: %s", peer, e)
+        raise SyncError(f"no peer could bring this node to height {height}: {last}")
+
+    def _headers_from(self, peer: str, target: int, target_hash: bytes) -> list[bytes]:
+        """The hashes of blocks head+1..target as ``peer`` has them, checked to chain from our
+        head to ``target_hash`` (the pruning marker's): so they are the network's."""
+        head = self.store.head
+        assert head is not None
+        hashes: list[bytes] = []
+        prev = head.hash
+        while head.height + len(hashes) < target:
+            start = head.height + len(hashes) + 1
+            r = self._http.get(f"{peer}/v1/sync/headers",
+                               params={"from": start, "count": min(SYNC_HEADERS,
+                                                                   target - start + 1)})
+            r.raise_for_status()
+            got = codec.decode(r.content, max_size=4 << 20, what="sync headers")
+            if not isinstance(got, list) or not got:
+                raise SyncError(f"{peer} sent no headers from {start}")
+            for i, raw in enumerate(got):
+                if not isinstance(raw, bytes):
+                    raise SyncError(f"{peer} sent a header that is not bytes")
+                header = BlockHeader.from_bytes(raw)
+                if header.height != start + i or header.prev_hash != prev:
+                    raise SyncError(f"{peer}'s header {start + i} does not chain from block "
+                                    f"{start + i - 1}")
+                prev = header.hash
+                hashes.append(prev)
+                if header.height == target:
+                    break
+        if prev != target_hash:
+            raise SyncError(f"{peer}'s block {target} is not the network's (its hash differs "
+                            "from the pruning marker's)")
+        return hashes
+
+    def _sync_from(self, peer: str, target: int,
+                   expected: tuple[int, list[bytes]] | None = None) -> None:
+        """Blocks from ``peer`` up to ``target`` (a run of them), re-executed and checked
+        against ``peer``'s final checkpoint, and with ``expected`` (the height of the first
+        hash, the hashes) against the network's block hashes, before any is written."""
         head, registry = self.store.head, self.store.registry
         assert head is not None
         assert registry is not None
@@ -714,9 +778,13 @@ class EtcdOrderer:
                            params={"from": head.height + 1,
                                    "count": min(200, target - head.height)})
         r.raise_for_status()
-        unverified = codec.decode(r.content, max_size=64 << 20, what="sync blocks")
+        unverified = codec.decode(r.content, max_size=2 * SYNC_REPLY_BYTES, what="sync blocks")
         if not isinstance(unverified, list) or not unverified:
             raise SyncError(f"{peer} sent no blocks")
+        if not all(isinstance(item, list) and len(item) == 2 and isinstance(item[0], bytes)
+                   and isinstance(item[1], list) and all(isinstance(e, bytes) for e in item[1])
+                   for item in unverified):
+            raise SyncError(f"{peer} sent something other than [header, [entries]] pairs")
         overlay = _Overlay(self.store)
         frontier = self.store.frontier
         results: list[BlockResult] = []
@@ -728,6 +796,11 @@ class EtcdOrderer:
                     or res.rejected or res.duplicates:
                 raise SyncError(f"{peer}'s block {header.height} does not re-execute to its "
                                 "header")
+            if expected is not None and not (
+                    0 <= res.head.height - expected[0] < len(expected[1])
+                    and res.header.hash == expected[1][res.head.height - expected[0]]):
+                raise SyncError(f"{peer}'s block {res.head.height} is not the network's (not "
+                                "the block the pruning marker's chain has there)")
             overlay.writes.update(res.writes)
             head, registry, frontier = res.head, res.registry, res.frontier
             results.append(res)

@@ -43,7 +43,7 @@ from ledger.statuslist import StatusList, make_token
 from ledger.store import Store
 from ledger.tx import Tx
 from node.etcdlog import EtcdLog, TlsFiles
-from node.replication import EtcdOrderer
+from node.replication import SYNC_REPLY_BYTES, EtcdOrderer
 
 __all__ = ["Node", "NotFound", "PendingRequest", "Replication"]
 
@@ -389,15 +389,32 @@ class Node:
         return [] if self.replicated is None else self.replicated.evidence()
 
     def sync_blocks(self, start: int, count: int) -> bytes:
-        """Canonical msgpack [[header, [entries]]...] of blocks start.. for a catching-up peer."""
+        """Canonical msgpack [[header, [entries]]...] of blocks start.. for a catching-up peer:
+        at most ``count``, and no more once ``SYNC_REPLY_BYTES`` are packed (one at least), so
+        a run of full blocks never outgrows what the peer reads (``node.replication``)."""
         top = self._head().height
         if start > top:
             raise NotFound(f"no block {start} (head is {top})")
-        out = []
+        out: list[list[Any]] = []
+        packed = 0
         for h in range(start, min(top, start + count - 1) + 1):
             header = self.store.block(h)
-            out.append([header.to_bytes(), self.store.block_entries(header)])
+            entries = self.store.block_entries(header)
+            size = sum(len(e) for e in entries) + 16 * len(entries) + 256
+            if out and packed + size > SYNC_REPLY_BYTES:
+                break
+            packed += size
+            out.append([header.to_bytes(), entries])
         return codec.encode(out)
+
+    def sync_headers(self, start: int, count: int) -> bytes:
+        """Canonical msgpack [header...] of blocks start.. (at most ``count``): what a peer
+        catching up checks against the pruning marker's block hash before taking blocks."""
+        top = self._head().height
+        if start > top:
+            raise NotFound(f"no block {start} (head is {top})")
+        return codec.encode([self.store.block(h).to_bytes()
+                             for h in range(start, min(top, start + count - 1) + 1)])
 
     def set_status(self, credential_id: bytes, status: str, reason: str) -> Receipt:
         from ledger.network import Agency, not_a_repeat, status_tx

@@ -4,12 +4,16 @@ last batch it saw gets exactly what a reader scanning everything gets."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -210,3 +214,174 @@ def test_a_replicated_nodes_health_says_when_the_chain_runs_ahead_of_its_clock(
     assert first["ordering"] == "etcd" and first["status"] == "ok", first
     assert health["ordering"] == "etcd" and health["status"] == "degraded", health
     assert "400 s ahead of this machine's clock" in health["problem"]
+
+
+# -- catching up past the pruning marker from peers that may lie -------------------------------
+
+@dataclass
+class _Chains:
+    honest: Path  # a demo store at its head H
+    victim: Path  # the same chain up to height 2
+    liars: dict[str, list[list[Any]]]  # the same entries from height 3, grouped otherwise
+    node_key: Any
+
+
+@pytest.fixture(scope="module")
+def chains(tmp_path_factory: pytest.TempPathFactory) -> _Chains:
+    from ledger.chain import build_block, build_genesis
+    from ledger.keys import load_private_key
+    from ledger.store import Store
+    from ledger.tx import Tx
+
+    root = tmp_path_factory.mktemp("catch-up")
+    data = make_demo(root / "demo")
+    honest = Store(data / "ledger", create=False)
+    top = honest.head.height
+    blocks = [(honest.block(h), [Tx.from_bytes(r) for r in honest.block_entries(honest.block(h))])
+              for h in range(top + 1)]
+    victim = Store(root / "victim", create=True)
+    victim.write_block(build_genesis(blocks[0][1][0]))
+    for h in (1, 2):
+        victim.write_block(build_block(victim.head, victim.registry, victim, victim.frontier,
+                                       blocks[h][1], blocks[h][0].time))
+    victim.close()
+    rest = [tx for h in range(3, top + 1) for tx in blocks[h][1]]
+    counts = [len(blocks[h][1]) for h in range(3, top + 1)]
+    i = next(i for i, c in enumerate(counts) if c >= 2)
+    regrouped = [*counts[:i], counts[i] - 1, counts[i + 1] + 1, *counts[i + 2:]]
+    split = [*counts[:i], 1, counts[i] - 1, *counts[i + 1:]]
+    liars = {}
+    for name, grouping, shift in (("regroup", regrouped, 300), ("split", split, 0)):
+        shutil.copytree(root / "victim", root / name)
+        scratch = Store(root / name, create=False)
+        out, pos = [], 0
+        for n, c in enumerate(grouping):
+            txs, pos = rest[pos:pos + c], pos + c
+            t = blocks[min(3 + n, top)][0].time + shift
+            res = build_block(scratch.head, scratch.registry, scratch, scratch.frontier, txs, t)
+            assert not res.rejected and not res.duplicates
+            scratch.write_block(res)
+            out.append([res.header.to_bytes(), [tx.raw for tx in txs]])
+        assert scratch.head.log_root == honest.head.log_root  # same entries, same root
+        scratch.close()
+        liars[name] = out
+    honest.close()
+    return _Chains(data / "ledger", root / "victim", liars,
+                   load_private_key(data / "keys" / "edu.node.key", PASS))
+
+
+@contextmanager
+def _peer(store: Any, blocks: list[list[Any]] | None = None, garbage: bool = False
+          ) -> Iterator[str]:
+    """A peer's sync, header, checkpoint and proof endpoints over HTTP, from the honest store;
+    with ``blocks`` (from height 3) it serves those instead, and with ``garbage`` nonsense."""
+    import base64
+    import http.server
+    from urllib.parse import parse_qs, urlparse
+
+    from ledger import codec
+
+    lock = threading.Lock()
+
+    class Peer(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *_: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            u = urlparse(self.path)
+            q = {k: int(v[0]) for k, v in parse_qs(u.query).items()}
+            with lock:
+                if u.path in ("/v1/sync/blocks", "/v1/sync/headers"):
+                    top = store.head.height
+                    heights = range(q["from"], min(top, q["from"] + q["count"] - 1) + 1)
+                    served = [[store.block(h).to_bytes(), store.block_entries(store.block(h))]
+                              for h in heights]
+                    if blocks is not None:
+                        served = blocks[q["from"] - 3:q["from"] - 3 + q["count"]]
+                    if garbage:
+                        served = [5, 6]  # not [header, entries] pairs
+                    body = codec.encode(served if u.path.endswith("blocks")
+                                        else [b[0] for b in served])
+                elif u.path == "/v1/checkpoint":
+                    body = store.checkpoint() or b""
+                elif u.path == "/v1/proofs/consistency":
+                    proof = store.consistency_proof(q["old"], q["new"])
+                    body = json.dumps({"proof": [base64.b64encode(p).decode()
+                                                 for p in proof]}).encode()
+                else:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Peer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("first", ["regroup", "split", "garbage"])
+def test_a_node_catching_up_takes_only_the_networks_blocks(
+        etcd_url: str, chains: _Chains, tmp_path: Path, first: str) -> None:
+    """Past the pruning marker a node syncs from peers. A peer that regroups the same entries
+    into other blocks (other times), adds a block, or sends nonsense is refused before anything
+    is written, and the next peer is asked: the node ends on the network's own blocks, the ones
+    the marker's block hash ends (ADR 46)."""
+    from ledger import codec
+    from ledger.store import Store
+
+    honest = Store(chains.honest, create=False)
+    head = honest.head
+    hashes = [honest.block(h).hash for h in range(head.height + 1)]
+    victim = tmp_path / "victim"
+    shutil.copytree(chains.victim, victim)
+    network = f"catch-up-{first}"
+    log = EtcdLog([etcd_url], network)
+    assert log.prune(5, codec.encode({"rev": 5, "height": head.height, "size": head.log_size,
+                                      "hash": head.hash}), cosig_size=0, seen=None) == 0
+    liar = chains.liars.get(first)
+    with honest, _peer(honest, liar, garbage=first == "garbage") as bad, _peer(honest) as good, \
+            Store(victim, create=False) as store:
+        orderer = EtcdOrderer(store, EtcdLog([etcd_url], network), agency="edu",
+                              node_key=chains.node_key, clock=lambda: DEMO_T0 + 10,
+                              peers=[bad, good], workers=0)
+        try:
+            deadline = time.monotonic() + 60
+            while store.head.height < head.height and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.2)
+        finally:
+            orderer.stop()
+        assert store.head.height == head.height, orderer.stats.last_error
+        assert [store.block(h).hash for h in range(head.height + 1)] == hashes
+        assert orderer.stats.synced_blocks == head.height - 2
+
+
+def test_a_sync_reply_stops_short_of_its_byte_bound(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Full blocks (2,000 transactions, ~0.6 MiB each) made 200-block replies of ~120 MiB that
+    no peer would read: a reply now stops adding blocks past SYNC_REPLY_BYTES, one at least."""
+    from ledger import codec
+    from node import service
+
+    data = make_demo(tmp_path / "demo")
+    node = Node(data, "edu", PASS, clock=lambda: DEMO_T0 + 10, workers=0)
+    try:
+        whole = codec.decode(node.sync_blocks(1, 500))
+        sizes = [len(b[0]) + sum(len(e) for e in b[1]) for b in whole]
+        monkeypatch.setattr(service, "SYNC_REPLY_BYTES", sizes[0] + sizes[1])
+        cut = codec.decode(node.sync_blocks(1, 500))
+        monkeypatch.setattr(service, "SYNC_REPLY_BYTES", 1)
+        one = codec.decode(node.sync_blocks(1, 500))
+        headers = codec.decode(node.sync_headers(1, 500))
+    finally:
+        node.close()
+    assert len(whole) >= 4 and 1 <= len(cut) < len(whole) and cut == whole[:len(cut)]
+    assert one == whole[:1]
+    assert headers == [b[0] for b in whole]
