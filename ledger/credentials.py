@@ -18,7 +18,7 @@ from typing import Any
 from ledger import sdjwt
 from ledger.errors import LedgerError
 from ledger.keys import PrivateKey, PublicKey
-from ledger.state import RESERVED_TYPES, Registry
+from ledger.state import RESERVED_TYPES, STATUS_LIST_SIZE, Registry
 from ledger.statuslist import INVALID, SUSPENDED, VALID, StatusList
 from ledger.tx import Tx, make_tx
 
@@ -35,7 +35,6 @@ __all__ = [
     "status_list_uri",
 ]
 
-STATUS_LIST_SIZE = 1 << 20
 """Entries per issuer-and-type status list (2 bits each: 256 KiB before compression)."""
 
 _STATUS_VALUE = {"valid": VALID, "revoked": INVALID, "suspended": SUSPENDED}

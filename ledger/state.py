@@ -39,6 +39,7 @@ __all__ = [
     "Registry",
     "RuleEngine",
     "RuleEngineMissing",
+    "STATUS_LIST_SIZE",
     "StateView",
     "credential_key",
     "credit_events",
@@ -134,6 +135,9 @@ RESERVED_TYPES = frozenset({"approval"})
 """Credential types no operator issues by hand: an approval credential is issued by the node's
 approvals service together with the decision transaction it records (node.approvals), and only
 its issuer may change its status."""
+
+STATUS_LIST_SIZE = 1 << 20
+"""Entries in each agency's status list of a type: an ``issue`` with an index past it is refused."""
 
 MAX_BACKDATE = 600
 """How far before its block's time an anchored credential's ``valid_from`` may lie (seconds).
@@ -639,6 +643,10 @@ class Machine:
                                           f"{MAX_BACKDATE} s before the block's time {t} "
                                           "(block times follow the agency nodes' clocks: if "
                                           "the signer's clock is right, a node's is fast)")
+        if b["status_index"] >= STATUS_LIST_SIZE:
+            raise TxRejected("status_index_out_of_range",
+                             f"status index {b['status_index']} is past the status list's "
+                             f"{STATUS_LIST_SIZE} entries: its status could never be read")
         ckey = credential_key(b["credential_id"])
         if self.get(ckey) is not None:
             raise TxRejected("credential_exists", "this credential is already anchored")

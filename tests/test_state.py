@@ -18,6 +18,7 @@ from ledger.keys import PrivateKey
 from ledger.network import Agency, demo_agency, genesis_tx, issue_tx, status_tx
 from ledger.state import (
     MAX_BACKDATE,
+    STATUS_LIST_SIZE,
     Credential,
     Machine,
     Registry,
@@ -421,6 +422,16 @@ def test_status_index_reused(lg: LedgerHarness, agencies: dict[str, Agency]) -> 
     # ... and even after a status change the index stays used
     accept(lg, [status(edu, 1, "revoked", T0 + 5 * DAY)], T0 + 5 * DAY)
     assert reject(lg, issue(edu, 5, T0 + 6 * DAY, index=7), T0 + 6 * DAY) == "status_index_used"
+
+
+def test_status_index_past_the_list_is_refused(lg: LedgerHarness,
+                                               agencies: dict[str, Agency]) -> None:
+    """A list holds STATUS_LIST_SIZE entries: an index past it could never be read, so such a
+    credential would show "undetermined" for good, revoked or not (ADR 46)."""
+    edu = agencies["edu"]
+    past = issue(edu, 1, T0 + DAY, index=STATUS_LIST_SIZE)
+    assert reject(lg, past, T0 + DAY) == "status_index_out_of_range"
+    accept(lg, [issue(edu, 2, T0 + DAY, index=STATUS_LIST_SIZE - 1)], T0 + DAY)
 
 
 def test_status_index_reused_in_one_block(lg: LedgerHarness, agencies: dict[str, Agency]) -> None:
