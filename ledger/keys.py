@@ -11,8 +11,10 @@ import getpass
 import hashlib
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import nacl.bindings
 import nacl.exceptions
@@ -32,8 +34,10 @@ __all__ = [
     "PublicKey",
     "key_id",
     "load_private_key",
+    "open_secret",
     "read_passphrase",
     "save_private_key",
+    "seal_secret",
     "signing_message",
 ]
 
@@ -140,40 +144,78 @@ def read_passphrase(prompt: str = "Key passphrase: ", *, confirm: bool = False,
 
 _OPS = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
 _MEM = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
+# A file names its own Argon2id cost; more than libsodium's SENSITIVE level is refused before any
+# memory is taken (a file asking for 16 GiB would otherwise be tried).
+_MAX_OPS = nacl.pwhash.argon2id.OPSLIMIT_SENSITIVE
+_MAX_MEM = nacl.pwhash.argon2id.MEMLIMIT_SENSITIVE
+
+
+def _box_key(passphrase: bytes, salt: bytes, ops: int, mem: int, where: object) -> bytes:
+    try:
+        return bytes(nacl.pwhash.argon2id.kdf(nacl.secret.SecretBox.KEY_SIZE, passphrase, salt,
+                                              opslimit=ops, memlimit=mem))
+    except (nacl.exceptions.RuntimeError, MemoryError) as e:
+        raise KeyFileError(f"cannot derive the key of {where}: {e}") from e
+
+
+def _seal(fields: dict[str, Any], data: bytes, passphrase: bytes) -> bytes:
+    salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
+    sealed = nacl.secret.SecretBox(_box_key(passphrase, salt, _OPS, _MEM, "a new file")
+                                   ).encrypt(data)
+    return codec.encode({"v": 1, "kdf": "argon2id", "ops": _OPS, "mem": _MEM, "salt": salt,
+                         "box": bytes(sealed), **fields})
+
+
+def _unseal(blob: bytes, passphrase: bytes, where: object,
+            extra: Callable[[codec.Fields], Any]) -> tuple[bytes, Any]:
+    """The data sealed by :func:`_seal`, and what ``extra`` read of the file's own fields."""
+    try:
+        f = codec.Fields(codec.decode(blob, max_size=64 * 1024), str(where))
+        f.int("v", lo=1, hi=1)
+        f.str("kdf", choices=frozenset({"argon2id"}))
+        ops = f.int("ops", lo=1, hi=_MAX_OPS)
+        mem = f.int("mem", lo=8192, hi=_MAX_MEM)
+        salt = f.bytes("salt", size=nacl.pwhash.argon2id.SALTBYTES)
+        box = f.bytes("box")
+        got = extra(f)
+        f.done()
+    except DecodeError as e:
+        raise KeyFileError(f"cannot read key file {where}: {e}") from e
+    try:
+        return nacl.secret.SecretBox(_box_key(passphrase, salt, ops, mem, where)
+                                     ).decrypt(box), got
+    except nacl.exceptions.CryptoError as e:
+        raise KeyFileError(f"wrong passphrase or damaged key file {where}") from e
+
+
+def seal_secret(data: bytes, passphrase: bytes, what: str) -> bytes:
+    """``data`` (a TLS private key, say) encrypted as key files are (Argon2id, SecretBox),
+    labelled ``what``; :func:`open_secret` reads it back."""
+    return _seal({"what": what}, data, passphrase)
+
+
+def open_secret(blob: bytes, passphrase: bytes, what: str, where: object) -> bytes:
+    """The data of a :func:`seal_secret` file labelled ``what``; :class:`KeyFileError` if it is
+    not one, the passphrase is wrong or the file is damaged."""
+    data, _ = _unseal(blob, passphrase, where,
+                      lambda f: f.str("what", choices=frozenset({what})))
+    return data
 
 
 def save_private_key(path: Path, key: PrivateKey, passphrase: bytes) -> None:
     """Write ``key`` encrypted (Argon2id-derived SecretBox key) to ``path``, mode 0600."""
-    salt = nacl.utils.random(nacl.pwhash.argon2id.SALTBYTES)
-    box_key = nacl.pwhash.argon2id.kdf(nacl.secret.SecretBox.KEY_SIZE, passphrase, salt,
-                                       opslimit=_OPS, memlimit=_MEM)
-    sealed = nacl.secret.SecretBox(box_key).encrypt(key.seed)
-    blob = codec.encode({"v": 1, "kdf": "argon2id", "ops": _OPS, "mem": _MEM, "salt": salt,
-                         "box": bytes(sealed), "kid": key.kid})
-    write_atomic(path, blob, 0o600)
+    write_atomic(path, _seal({"kid": key.kid}, key.seed, passphrase), 0o600)
 
 
 def load_private_key(path: Path, passphrase: bytes) -> PrivateKey:
     """Decrypt a key written by :func:`save_private_key`; raise :class:`KeyFileError` on failure."""
     try:
-        f = codec.Fields(codec.decode(path.read_bytes(), max_size=4096), str(path))
-        v = f.int("v", lo=1, hi=1)
-        del v
-        f.str("kdf", choices=frozenset({"argon2id"}))
-        ops = f.int("ops", lo=1, hi=1 << 20)
-        mem = f.int("mem", lo=8192, hi=1 << 34)
-        salt = f.bytes("salt", size=nacl.pwhash.argon2id.SALTBYTES)
-        box = f.bytes("box")
-        kid = f.bytes("kid", size=32)
-        f.done()
-    except (OSError, DecodeError) as e:
+        blob = path.read_bytes()
+    except OSError as e:
         raise KeyFileError(f"cannot read key file {path}: {e}") from e
-    box_key = nacl.pwhash.argon2id.kdf(nacl.secret.SecretBox.KEY_SIZE, passphrase, salt,
-                                       opslimit=ops, memlimit=mem)
-    try:
-        seed = nacl.secret.SecretBox(box_key).decrypt(box)
-    except nacl.exceptions.CryptoError as e:
-        raise KeyFileError(f"wrong passphrase or damaged key file {path}") from e
+    seed, kid = _unseal(blob, passphrase, path, lambda f: f.bytes("kid", size=32))
+    if len(seed) != 32:
+        raise KeyFileError(f"key file {path} holds {len(seed)} bytes, not an Ed25519 seed")
     key = PrivateKey(seed)
     if key.kid != kid:
         raise KeyFileError(f"key file {path} decrypts to a different key than it names")

@@ -33,13 +33,13 @@ from ledger.keys import PublicKey
 from ledger.tx import Tx
 
 __all__ = [
+    "STATUS_LIST_SIZE",
     "Credential",
     "CreditEvent",
     "Machine",
     "Registry",
     "RuleEngine",
     "RuleEngineMissing",
-    "STATUS_LIST_SIZE",
     "StateView",
     "credential_key",
     "credit_events",

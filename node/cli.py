@@ -171,6 +171,8 @@ def run(
         try:
             passphrase = read_passphrase(f"Passphrase of {settings.agency}'s key files "
                                          f"(or set {PASSPHRASE_ENV}): ")
+            # Read once: the signature workers started later need no copy in their environment.
+            os.environ.pop(PASSPHRASE_ENV, None)
             replication = None
             runtime: Path | None = None
             if settings.pki is not None and (settings.tls or settings.ordering == "etcd"):

@@ -286,8 +286,11 @@ class LocalCluster:
                "--logger", "zap", "--log-level", "warn", "--heartbeat-interval", "100",
                "--election-timeout", "1000", "--snapshot-count", str(ETCD_SNAPSHOT_COUNT)]
         log = open(self._log("etcd", m.agency), "ab")  # noqa: SIM115
+        # etcd needs no passphrase: it is not handed one (a process's environment is readable
+        # by its user, in /proc/<pid>/environ, for as long as it runs).
+        env = {k: v for k, v in os.environ.items() if k != PASSPHRASE_ENV}
         self._etcd[m.agency] = subprocess.Popen(  # noqa: S603 - our own argv
-            _dies_with_us(cmd), stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            _dies_with_us(cmd), stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
         log.close()
 
     def _etcd_healthy(self, m: Member) -> bool:

@@ -2,9 +2,12 @@
 
 One agency certificate serves etcd peer and client mTLS and the node's HTTPS (``serverAuth`` and
 ``clientAuth``; SANs ``127.0.0.1``, ``localhost`` and the agency id). Private keys are written
-encrypted (PKCS#8, ``BestAvailableEncryption`` with the key passphrase). etcd cannot read an
-encrypted key, so :func:`unlock` writes a clear copy for the running processes into a 0700 runtime
-folder (on ``/dev/shm`` when it exists, i.e. in memory) that :func:`lock` removes at shutdown.
+encrypted as the agencies' key files are (PKCS#8 DER sealed with an Argon2id-derived key,
+:func:`ledger.keys.seal_secret`): the same passphrase protects both, so neither may be the cheaper
+to guess (PEM's ``BestAvailableEncryption``, PBKDF2 at 2,048 rounds, is still read, ADR 46).
+etcd cannot read an encrypted key, so :func:`unlock` writes a clear copy for the running processes
+into a 0700 runtime folder (on ``/dev/shm`` when it exists, i.e. in memory) that :func:`lock`
+removes at shutdown.
 
 Layout of a PKI folder::
 
@@ -17,20 +20,23 @@ from __future__ import annotations
 import datetime as _dt
 import ipaddress
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ledger.errors import LedgerError
+from ledger.errors import KeyFileError, LedgerError
+from ledger.keys import open_secret, seal_secret
 
-__all__ = ["PkiError", "create_pki", "issue_agency_cert", "lock", "runtime_base",
-           "sweep_stale_runtimes", "unlock"]
+__all__ = ["PkiError", "check_certificates", "create_pki", "issue_agency_cert", "lock",
+           "runtime_base", "sweep_stale_runtimes", "unlock"]
 
 VALID_DAYS = 825
 
@@ -46,19 +52,35 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 
 
 def _key_bytes(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None) -> bytes:
-    enc: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase) if passphrase
-        else serialization.NoEncryption())
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+    """The key sealed with ``passphrase``; without one, clear PEM (the runtime copy)."""
+    if not passphrase:
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                 serialization.NoEncryption())
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    return seal_secret(der, passphrase, _WHAT)
+
+
+_WHAT = "tls-key"
 
 
 def _load_key(path: Path, passphrase: bytes) -> ec.EllipticCurvePrivateKey:
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), passphrase)
+        blob = path.read_bytes()
     except FileNotFoundError as e:
         raise PkiError(f"no key file {path}") from e
+    except OSError as e:
+        raise PkiError(f"cannot read {path}: {e.strerror or e}") from e
+    try:
+        if blob.startswith(b"-----BEGIN"):  # written before ADR 46
+            key = serialization.load_pem_private_key(blob, passphrase)
+        else:
+            key = serialization.load_der_private_key(
+                open_secret(blob, passphrase, _WHAT, path), None)
+    except KeyFileError as e:
+        raise PkiError(str(e)) from e
     except (ValueError, TypeError) as e:
-        raise PkiError(f"cannot decrypt {path}: wrong passphrase or not a PEM key") from e
+        raise PkiError(f"cannot decrypt {path}: wrong passphrase or not a key file") from e
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise PkiError(f"{path} is not an EC private key")
     return key
@@ -76,6 +98,12 @@ def create_pki(folder: Path, network: str, agencies: Iterable[str], passphrase: 
         raise PkiError(f"{folder} is not empty: a new PKI needs a new folder")
     if not passphrase:
         raise PkiError("an empty passphrase cannot protect the CA key")
+    agencies = list(agencies)
+    for agency in agencies:
+        _check_id(agency)
+    twice = sorted({a for a in agencies if agencies.count(a) > 1})
+    if twice:
+        raise PkiError(f"agency {twice[0]!r} is named twice")
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = ec.generate_private_key(ec.SECP256R1())
     name = _name(f"{network} ledger CA")
@@ -99,6 +127,7 @@ def create_pki(folder: Path, network: str, agencies: Iterable[str], passphrase: 
 def issue_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
                       now: _dt.datetime) -> None:
     """Add ``<agency>.crt`` / ``<agency>.key`` signed by the CA in ``folder``."""
+    _check_id(agency)
     if (folder / f"{agency}.crt").exists():
         raise PkiError(f"{folder} already has a certificate for {agency!r}")
     try:
@@ -124,13 +153,64 @@ def issue_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
     _write(folder / f"{agency}.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
-def unlock(folder: Path, agency: str, passphrase: bytes, runtime: Path | None = None) -> Path:
-    """Write ``ca.crt``, ``<agency>.crt`` and a clear ``<agency>.key`` into a 0700 runtime folder.
+_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # as node.config's agency ids
+
+
+def _check_id(agency: str) -> None:
+    if not _ID.fullmatch(agency):
+        raise PkiError(f"agency id {agency!r}: use 1 to 64 lower-case letters, digits and '-', "
+                       "starting with a letter or digit")
+
+
+def _certificate(path: Path) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except FileNotFoundError as e:
+        raise PkiError(f"no certificate file {path}") from e
+    except OSError as e:
+        raise PkiError(f"cannot read {path}: {e.strerror or e}") from e
+    except ValueError as e:
+        raise PkiError(f"{path} is not a PEM certificate: {e}") from e
+
+
+def check_certificates(folder: Path, agency: str, key: ec.EllipticCurvePrivateKey, *,
+                       now: _dt.datetime) -> int:
+    """Check ``<agency>.crt`` against its key and the CA in ``folder``, and both against
+    ``now``; :class:`PkiError` names what is wrong. Returns the days left until the earlier
+    of the two expires (etcd and peers would refuse an expired one mid-run)."""
+    ca, cert = _certificate(folder / "ca.crt"), _certificate(folder / f"{agency}.crt")
+    if cert.public_key().public_bytes(serialization.Encoding.DER,
+                                      serialization.PublicFormat.SubjectPublicKeyInfo) != \
+            key.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo):
+        raise PkiError(f"{folder / (agency + '.crt')} is not the certificate of the key in "
+                       f"{folder / (agency + '.key')}")
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature) as e:
+        raise PkiError(f"{folder / (agency + '.crt')} is not signed by {folder / 'ca.crt'}"
+                       ) from e
+    for name, c in (("ca.crt", ca), (f"{agency}.crt", cert)):
+        if now < c.not_valid_before_utc:
+            start = f"{c.not_valid_before_utc:%Y-%m-%d %H:%M}"
+            raise PkiError(f"{folder / name} is valid only from {start} UTC (is this "
+                           "machine's clock right?)")
+        if now >= c.not_valid_after_utc:
+            raise PkiError(f"{folder / name} expired on {c.not_valid_after_utc:%Y-%m-%d}: "
+                           "make the network's certificates anew (`ledger-node pki`)")
+    return min((c.not_valid_after_utc - now).days for c in (ca, cert))
+
+
+def unlock(folder: Path, agency: str, passphrase: bytes, runtime: Path | None = None, *,
+           now: _dt.datetime | None = None) -> Path:
+    """Write ``ca.crt``, ``<agency>.crt`` and a clear ``<agency>.key`` into a 0700 runtime folder,
+    after :func:`check_certificates` (at ``now``, else the clock's time).
 
     Returns that folder. The clear key exists only while the processes that need it run; call
     :func:`lock` on it at shutdown.
     """
     key = _load_key(folder / f"{agency}.key", passphrase)
+    check_certificates(folder, agency, key, now=now or _dt.datetime.now(_dt.UTC))
     if runtime is None:
         base = runtime_base()
         sweep_stale_runtimes(base, agency)

@@ -425,3 +425,25 @@ def test_the_console_scripts_say_why_there_is_no_passphrase(tmp_path: Path, type
                             check=False)
     assert wallet.returncode == 1, wallet.stderr
     assert reason in wallet.stderr and "Aborted" not in wallet.stderr
+
+
+@pytest.mark.parametrize("field", [{"mem": 1 << 34}, {"ops": 1 << 20}])
+def test_a_key_file_asking_for_more_than_the_sensitive_kdf_cost_is_refused(
+        key_file: Path, field: dict[str, int]) -> None:
+    """A key file names its own Argon2id cost: 16 GiB or a million passes is refused before
+    any memory is taken, as the wallet's caps do (ADR 46)."""
+    _rewrite(key_file, **field)
+    with pytest.raises(KeyFileError, match=f"{next(iter(field))}"):
+        load_private_key(key_file, PASS)
+
+
+def test_a_key_file_sealing_something_else_than_a_seed_is_refused(key_file: Path,
+                                                                 tmp_path: Path) -> None:
+    sealed = keys.seal_secret(b"sixteen bytes!!!", PASS, "tls-key")
+    other = tmp_path / "other.key"
+    other.write_bytes(sealed)
+    with pytest.raises(KeyFileError):  # no kid, a what: not a key file
+        load_private_key(other, PASS)
+    with pytest.raises(KeyFileError, match="what"):
+        keys.open_secret(sealed, PASS, "credit-secret", other)
+    assert keys.open_secret(sealed, PASS, "tls-key", other) == b"sixteen bytes!!!"

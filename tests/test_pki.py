@@ -16,7 +16,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from node.pki import PkiError, create_pki, lock, sweep_stale_runtimes, unlock
+from ledger.errors import KeyFileError
+from ledger.keys import open_secret
+from node.pki import PkiError, create_pki, issue_agency_cert, lock, sweep_stale_runtimes, unlock
 
 BIN = Path(sys.executable).parent
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -35,10 +37,11 @@ def test_ca_and_agency_certificates(tmp_path: Path) -> None:
         assert agency in san.get_values_for_type(x509.DNSName)
         key_file = tmp_path / "pki" / f"{agency}.key"
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-        assert b"ENCRYPTED" in key_file.read_bytes()  # encrypted at rest
-        with pytest.raises(TypeError):  # no passphrase, no key
-            serialization.load_pem_private_key(key_file.read_bytes(), None)
-        key = serialization.load_pem_private_key(key_file.read_bytes(), b"pw")
+        # encrypted at rest as the agencies' key files are (Argon2id), not PEM's PBKDF2
+        with pytest.raises(KeyFileError, match="wrong passphrase"):
+            open_secret(key_file.read_bytes(), b"not it", "tls-key", key_file)
+        key = serialization.load_der_private_key(
+            open_secret(key_file.read_bytes(), b"pw", "tls-key", key_file), None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         assert key.public_key().public_numbers() == cert.public_key().public_numbers()
 
@@ -51,6 +54,64 @@ def test_wrong_passphrase_and_reuse_are_refused(tmp_path: Path) -> None:
         create_pki(tmp_path / "pki", "n", ["edu"], b"pw", now=NOW)
     with pytest.raises(PkiError, match="empty passphrase"):
         create_pki(tmp_path / "other", "n", ["edu"], b"", now=NOW)
+
+
+def test_a_pem_key_from_before_still_unlocks(tmp_path: Path) -> None:
+    """TLS keys written before ADR 46 (PEM, PBKDF2) are still read."""
+    create_pki(tmp_path / "pki", "n", ["civil"], b"pw", now=NOW)
+    key_file = tmp_path / "pki" / "civil.key"
+    der = open_secret(key_file.read_bytes(), b"pw", "tls-key", key_file)
+    key = serialization.load_der_private_key(der, None)
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.BestAvailableEncryption(b"pw")))
+    rt = unlock(tmp_path / "pki", "civil", b"pw")
+    lock(rt)
+    with pytest.raises(PkiError, match="wrong passphrase"):
+        unlock(tmp_path / "pki", "civil", b"nope")
+
+
+@pytest.mark.parametrize("bad", ["../escaped", "bad name!", "Civil", ""])
+def test_agency_ids_are_checked_before_anything_is_written(tmp_path: Path, bad: str) -> None:
+    with pytest.raises(PkiError, match="agency id"):
+        create_pki(tmp_path / "pki", "n", ["civil", bad], b"pw", now=NOW)
+    assert not (tmp_path / "pki").exists() or not any((tmp_path / "pki").iterdir())
+    assert not (tmp_path / "escaped.key").exists()
+    with pytest.raises(PkiError, match="named twice"):
+        create_pki(tmp_path / "pki", "n", ["civil", "civil"], b"pw", now=NOW)
+    assert not (tmp_path / "pki").exists() or not any((tmp_path / "pki").iterdir())
+
+
+def test_unlock_refuses_expired_mismatched_and_unreadable_certificates(tmp_path: Path) -> None:
+    """Checked before any clear key is written: an expired certificate (etcd and peers would
+    refuse it mid-run), one not of the key, one not from the CA, a missing or damaged file."""
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil", "edu"], b"pw", now=NOW)
+    base = len(list(Path("/dev/shm").glob("credledger-civil-*")))
+
+    def refused(match: str, now: dt.datetime = NOW) -> None:
+        with pytest.raises(PkiError, match=match):
+            unlock(pki, "civil", b"pw", now=now)
+        assert len(list(Path("/dev/shm").glob("credledger-civil-*"))) == base
+
+    refused("expired on", NOW + dt.timedelta(days=900))
+    refused("valid only from", NOW - dt.timedelta(days=1))
+    civil = (pki / "civil.crt").read_bytes()
+    (pki / "civil.crt").write_bytes((pki / "edu.crt").read_bytes())
+    refused("not the certificate of the key")
+    (pki / "civil.crt").write_bytes(civil[:200])
+    refused("not a PEM certificate")
+    other = tmp_path / "other"
+    create_pki(other, "n", ["civil"], b"pw", now=NOW)
+    (pki / "civil.crt").write_bytes(civil)
+    (pki / "ca.crt").rename(tmp_path / "ca.crt")
+    refused("no certificate file")
+    (pki / "ca.crt").write_bytes((other / "ca.crt").read_bytes())
+    refused("not signed by")
+    (tmp_path / "ca.crt").replace(pki / "ca.crt")
+    lock(unlock(pki, "civil", b"pw", now=NOW))
+    with pytest.raises(PkiError, match="agency id"):
+        issue_agency_cert(pki, "../x", b"pw", now=NOW)
 
 
 def test_unlock_writes_a_private_runtime_copy_that_lock_removes(tmp_path: Path) -> None:
@@ -163,6 +224,16 @@ def test_cluster_command_reports_processes_that_die_and_ends_with_the_last_node(
 
     try:
         wait_for("running; Ctrl-C stops every process")
+        # etcd is not given the passphrase, and a node drops it once read, so the signature
+        # workers it spawns have none either (ADR 46).
+        etcd = subprocess.run(["pgrep", "-f", f"etcd --name edu --data-dir {folder}"],
+                              capture_output=True, text=True, check=False).stdout.split()
+        workers = subprocess.run(["pgrep", "-P", str(_node_pid(folder, "edu"))],
+                                 capture_output=True, text=True, check=False).stdout.split()
+        assert len(etcd) == 1, etcd
+        for pid in etcd + workers:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert not any(v.startswith(b"LEDGER_KEY_PASSPHRASE=") for v in environ), pid
         os.kill(_node_pid(folder, "edu"), signal.SIGKILL)
         wait_for("edu's node stopped (killed by signal 9); the others keep running")
         assert proc.poll() is None  # civil's node and both etcd members still run
