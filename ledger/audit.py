@@ -359,7 +359,8 @@ def _shadow_store(path: Path) -> Path:
         with store_unused(path, shared=True):
             return _copy_store(path)
     except StoreError as e:
-        raise AuditError(f"cannot audit: {e}, or audit an export of it") from e
+        raise AuditError(f"cannot audit: {e}, or audit the running node instead: "
+                         "`ledger audit --node URL`") from e
     except OSError as e:
         raise AuditError(f"cannot read the store at {path}: {e.strerror or e}") from e
 

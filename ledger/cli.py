@@ -20,13 +20,14 @@ import json
 import os
 import re
 import secrets
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, BinaryIO, NoReturn
 
 import typer
 from rich.console import Console
@@ -686,17 +687,93 @@ def _progress_bar(enabled: bool) -> Any:
     return _Bar()
 
 
+ArchiveNodeOpt = Annotated[str | None, typer.Option(
+    "--node", help="A running node's base URL instead of a data folder (its GET /v1/archive): "
+                   "LevelDB lets only the node open its store while it runs.")]
+CaOpt = Annotated[Path | None, typer.Option(
+    "--ca", help="CA certificate to trust for an https --node (a local cluster's pki/ca.crt); "
+                 "default: the system's.", exists=True, dir_okay=False)]
+
+
+def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, bar: Any) -> int:
+    """Download ``url``'s ``GET /v1/archive`` into ``dest``; the bytes written. The archive's
+    own checksums are what vouch for it (an import or audit checks them)."""
+    import httpx
+
+    if not url.startswith(("http://", "https://")):
+        _fail(f"the node URL must be http(s), not {url!r}", 2)
+    verify: Any = True
+    if ca is not None:
+        import ssl
+
+        try:
+            verify = ssl.create_default_context(cafile=str(ca))
+        except (ssl.SSLError, OSError) as e:
+            _fail(f"{ca} is not a CA certificate: {e}", 2)
+    got = 0
+    try:
+        with httpx.stream("GET", f"{url.rstrip('/')}/v1/archive", verify=verify,
+                          timeout=60) as r:
+            if r.status_code != 200:
+                r.read()
+                try:
+                    detail = r.json().get("detail")
+                except ValueError:
+                    detail = None
+                _fail(f"{url} refused the archive: HTTP {r.status_code}"
+                      + (f" ({printable(str(detail))})" if detail else ""))
+            for chunk in r.iter_bytes(1 << 20):
+                dest.write(chunk)
+                got += len(chunk)
+                if bar is not None:
+                    bar(0, 0, got)
+    except httpx.HTTPError as e:
+        _fail(f"cannot fetch the archive from {url}: {e}")
+    return got
+
+
 @ledger_app.command()
 def export(
-    data: DataArg,
-    out_file: Annotated[Path, typer.Option("--out", help="Where to write the archive.")],
+    data: Annotated[Path | None, typer.Argument(
+        help="A node's data folder or its LevelDB store.", file_okay=False)] = None,
+    out_file: Annotated[Path, typer.Option("--out", help="Where to write the archive.")] = Path(),
+    node: ArchiveNodeOpt = None,
+    ca: CaOpt = None,
     as_json: AsJson = False,
     force: ForceOpt = False,
 ) -> None:
-    """Write a portable archive of the whole chain (blocks, transactions, checkpoints)."""
-    from ledger.archive import ArchiveError, export_archive
+    """Write a portable archive of the whole chain (blocks, transactions, checkpoints), from a
+    data folder or, with --node, from a running node."""
+    from ledger.archive import ArchiveError, export_archive, read_archive
 
+    if (data is None) == (node is None):
+        _fail("give exactly one of DATA (a store) or --node URL", 2)
+    if out_file == Path():
+        _fail("give --out FILE: where to write the archive", 2)
     _check_out(out_file, force)
+    if node is not None:
+        with atomic_output(out_file, 0o644) as f:
+            _fetch_archive(node, ca, f, None)
+        try:
+            with out_file.open("rb") as f:
+                header, blocks = read_archive(f)
+                for _ in blocks:  # every record's checksum, and the closing one
+                    pass
+        except ArchiveError as e:
+            out_file.unlink(missing_ok=True)
+            _fail(f"the archive from {node} is damaged or cut short: {e}")
+        summary_json = {"file": str(out_file), "network": header.network,
+                        "blocks": header.blocks, "log_size": header.log_size,
+                        "bytes": out_file.stat().st_size}
+        if as_json:
+            print(json.dumps(summary_json))
+        else:
+            out.print(Text(f"archived {header.blocks} blocks of {header.network!r} from {node} "
+                           f"→ {out_file} ({summary_json['bytes']} bytes)"), soft_wrap=True)
+        return
+    assert data is not None
+    if not data.exists():
+        _fail(f"{data} does not exist", 2)
     with _open(data) as store, _progress_bar(not as_json) as bar:
         try:
             with atomic_output(out_file, 0o644) as f:
@@ -784,8 +861,12 @@ def audit(
         file_okay=False)] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Replace the --statement-out file if it exists.")] = False,
+    node: ArchiveNodeOpt = None,
+    ca: CaOpt = None,
 ) -> None:
-    """Replay a chain from genesis and report the first broken block, tx or checkpoint.
+    """Replay a chain from genesis and report the first broken block, tx or checkpoint: of a
+    store (DATA), an archive (--archive) or a running node (--node URL: its archive is fetched
+    into a temporary file, audited, and removed; trust in the node is not needed).
 
     With --since, the log up to the old checkpoint must hash to its root (else: a fork, exit 1
     with the expected and found roots); the state there is rebuilt from that already audited
@@ -798,12 +879,12 @@ def audit(
     from ledger.audit import AuditError, sign_statement
     from ledger.audit import audit as run_audit
 
-    if (data is None) == (archive is None):
-        _fail("give exactly one of DATA (a store) or --archive FILE", 2)
+    if sum(x is not None for x in (data, archive, node)) != 1:
+        _fail("give exactly one of DATA (a store), --archive FILE or --node URL", 2)
     if (statement_key is None) != (statement_out is None):
         _fail("--statement-key and --statement-out go together", 2)
     source = data if data is not None else archive
-    if source is None or not source.exists():
+    if node is None and (source is None or not source.exists()):
         _fail(f"{source} does not exist", 2)
     old = None if since is None else _read_checkpoint(since)
     key = None
@@ -814,12 +895,24 @@ def audit(
         except KeyFileError as e:
             _fail(f"cannot load the statement key: {e}", 2)
     n = (os.cpu_count() or 1) if workers is None else workers
-    try:
-        with _progress_bar(not as_json) as bar:
-            report = run_audit(source, now=_now(), progress=bar, workers=n if n > 1 else 0,
-                               since=old, evidence=evidence)
-    except AuditError as e:
-        _fail(str(e), 2)
+    with contextlib.ExitStack() as fetched:
+        if node is not None:
+            folder = Path(fetched.enter_context(tempfile.TemporaryDirectory(
+                prefix="ledger-audit-")))
+            source = folder / "node.archive"
+            if not as_json:
+                err.print(Text(f"fetching the chain from {node} …"), soft_wrap=True)
+            with source.open("wb") as f:
+                _fetch_archive(node, ca, f, None)
+        assert source is not None
+        try:
+            with _progress_bar(not as_json) as bar:
+                report = run_audit(source, now=_now(), progress=bar,
+                                   workers=n if n > 1 else 0, since=old, evidence=evidence)
+        except AuditError as e:
+            _fail(str(e), 2)
+        if node is not None:
+            report.source_kind, report.source = "node", node
     unwritten = None
     if key is not None and statement_out is not None:
         try:

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 import segno
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -421,6 +421,15 @@ def sync_blocks(node: NodeDep, from_: Annotated[int, Query(alias="from", ge=0, l
     """Blocks for a peer catching up: msgpack list of [header bytes, [entry bytes...]]; fewer
     than ``count`` when they would pass 32 MiB."""
     return MsgpackResponse(node.sync_blocks(from_, count))
+
+
+@router.get("/v1/archive", tags=["chain"], response_class=StreamingResponse,
+            responses=_binary("application/octet-stream"))
+def archive(node: NodeDep) -> Response:
+    """The whole chain up to the head as a portable archive (``ledger export``'s format),
+    streamed: ``ledger audit --node`` and ``ledger export --node`` read it while the node runs.
+    One at a time per node (503 while another is being sent)."""
+    return StreamingResponse(node.archive(), media_type="application/octet-stream")
 
 
 @router.get("/v1/sync/headers", tags=["chain"], response_class=MsgpackResponse,

@@ -46,7 +46,7 @@ from node.api import BadRequest, router
 from node.api_approvals import router as approvals_router
 from node.config import Settings
 from node.ratelimit import RateLimit
-from node.service import Node, NotFound
+from node.service import Busy, Node, NotFound
 
 __all__ = ["ERROR_STATUS", "Metrics", "configure_logging", "create_app"]
 
@@ -59,6 +59,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 ERROR_STATUS: tuple[tuple[type[LedgerError], int], ...] = (
     (NotFound, 404),
+    (Busy, 503),
     (TxRejected, 409),
     (DecodeError, 400),
     (ClaimError, 400),

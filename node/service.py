@@ -7,8 +7,10 @@ map :class:`~ledger.errors.LedgerError` subclasses to status codes in one place.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import queue
 import secrets
 import threading
 import time as _time
@@ -60,6 +62,49 @@ log = logging.getLogger("node.service")
 
 class NotFound(LedgerError):
     """The thing asked for does not exist (no such block, transaction, list, request)."""
+
+
+class Busy(LedgerError):
+    """The node is already doing this for someone else and does it once at a time."""
+
+
+_BUSY_ARCHIVE = "this node is already sending its chain to someone; retry in a while"
+
+
+class _Stopped(Exception):
+    """The reader of an archive went away: the export stops."""
+
+
+class _Chunks:
+    """A file-like ``write`` target that hands 256 KiB chunks to a reader through a bounded
+    queue (the exporting thread waits while the reader is slow; it stops once told to)."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
+        self.stop = threading.Event()
+        self._buf = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self._buf += data
+        if len(self._buf) >= 256 << 10:
+            self.put(bytes(self._buf))
+            self._buf.clear()
+        return len(data)
+
+    def put(self, item: bytes | BaseException | None) -> None:
+        while True:
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                self.queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def close(self) -> None:
+        if self._buf:
+            self.put(bytes(self._buf))
+        self.put(None)
 
 
 @dataclass(frozen=True)
@@ -123,6 +168,7 @@ class Node:
         self._lists = StatusListCache(self.store)  # decoded lists, updated per block (ADR 23)
         self._verifier: Verifier | None = None
         self._lock = threading.Lock()
+        self._exporting = threading.Lock()
         # Submissions that outlived their request's wait, so that GET …/receipt can still tell
         # a rejection from a transaction not ordered yet (bounded: the oldest are forgotten).
         self._unsettled: OrderedDict[bytes, Pending] = OrderedDict()
@@ -406,6 +452,51 @@ class Node:
             packed += size
             out.append([header.to_bytes(), entries])
         return codec.encode(out)
+
+    def archive(self) -> Iterator[bytes]:
+        """The chain up to the current head as a portable archive (``ledger export``'s format),
+        in chunks, for ``GET /v1/archive``: what ``ledger audit --node`` and ``ledger export
+        --node`` read while the node runs (LevelDB lets one process open the store). One archive
+        at a time: :class:`Busy` for a second. Blocks are immutable once written, so reading
+        beside the node's own writes is safe."""
+        if self._exporting.locked():
+            raise Busy(_BUSY_ARCHIVE)
+        self._head()
+        return self._archive_chunks()
+
+    def _archive_chunks(self) -> Iterator[bytes]:
+        from ledger.archive import export_archive
+
+        # Taken when the reading starts (a reply never read holds nothing); two requests
+        # racing past the check above: the second's reply ends at once, short of an archive.
+        if not self._exporting.acquire(blocking=False):
+            raise Busy(_BUSY_ARCHIVE)
+        out = _Chunks()
+
+        def run() -> None:
+            try:
+                export_archive(self.store, out)  # type: ignore[arg-type]
+                out.close()
+            except _Stopped:
+                pass
+            except BaseException as e:  # the reader learns it; its archive ends short
+                with contextlib.suppress(_Stopped):
+                    out.put(e)
+
+        thread = threading.Thread(target=run, name="archive", daemon=True)
+        try:
+            thread.start()
+            while True:
+                item = out.queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            out.stop.set()
+            thread.join(timeout=30)
+            self._exporting.release()
 
     def sync_headers(self, start: int, count: int) -> bytes:
         """Canonical msgpack [header...] of blocks start.. (at most ``count``): what a peer

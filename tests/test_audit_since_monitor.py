@@ -356,3 +356,49 @@ def test_since_on_an_archive(extended: tuple[Path, SignedCheckpoint, int],
     report = audit(arc, now=T0 + 20_000, since=forged)
     p = report.first_broken
     assert p is not None and "fork" in p.reason and p.height == old_height
+
+
+# -- a running node's chain: GET /v1/archive, `ledger export --node`, `ledger audit --node` ------
+
+def test_a_running_nodes_chain_is_exported_and_audited_through_its_url(
+        demo: Path, tmp_path: Path) -> None:
+    """LevelDB lets only the node open its store while it runs: the archive comes over HTTP,
+    byte for byte what `ledger export` writes of the store, and audits clean as a node source.
+    One archive at a time per node."""
+    import json
+
+    from node.service import Busy, Node
+
+    data = tmp_path / "node"
+    shutil.copytree(demo, data)
+    local = tmp_path / "local.archive"
+    r = runner.invoke(ledger_app, ["export", str(data), "--out", str(local)])
+    assert r.exit_code == 0, r.output
+    now = T0 + 10_000
+    node = Node(data, "edu", PASS, clock=lambda: now, workers=0)
+    try:
+        first = node.archive()
+        assert next(first)  # the first is being read
+        with pytest.raises(Busy):
+            node.archive()
+        first.close()  # type: ignore[attr-defined]  # a generator: the reader went away
+        again = node.archive()  # free again
+        assert next(again)
+        again.close()  # type: ignore[attr-defined]
+        app = create_app(settings_for(data), node=node)
+        with serve(app) as url:
+            fetched = tmp_path / "node.archive"
+            r = runner.invoke(ledger_app, ["export", "--node", url, "--out", str(fetched)])
+            assert r.exit_code == 0, r.output
+            assert fetched.read_bytes() == local.read_bytes()
+            r = runner.invoke(ledger_app, ["audit", "--node", url, "--json", "--workers", "0"])
+            assert r.exit_code == 0, r.output
+            report = json.loads(r.stdout)
+            assert report["clean"] and report["source"] == {"kind": "node", "path": url}
+            assert report["blocks_checked"] == report["blocks_total"] > 1
+            r = runner.invoke(ledger_app, ["audit", "--node", "ftp://x", "--json"])
+            assert r.exit_code == 2 and "must be http(s)" in r.output
+            r = runner.invoke(ledger_app, ["audit", str(data), "--node", url])
+            assert r.exit_code == 2 and "exactly one of" in r.output
+    finally:
+        node.close()
