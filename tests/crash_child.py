@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from ledger.chain import build_genesis
+from ledger.credentials import STATUS_LIST_SIZE
 from ledger.network import demo_agency, genesis_tx, governance_tx, issue_tx
 from ledger.ordering import SoloOrderer
 from ledger.store import Store
@@ -37,7 +38,9 @@ def main() -> None:
         txs = []
         for _ in range(50):
             cid = hashlib.sha256(f"crash-{seq}".encode()).digest()
-            txs.append(issue_tx(NET, agencies[0], cid, "degree", seq, T0, 2 * T0, seq))
+            # rounds start a million apart and last well under 48k issues: no index twice
+            txs.append(issue_tx(NET, agencies[0], cid, "degree", seq % STATUS_LIST_SIZE, T0,
+                                2 * T0, seq))
             seq += 1
         for tx, fut in zip(txs, orderer.submit_many(txs), strict=True):
             receipt = fut.result()
