@@ -1307,7 +1307,8 @@ def status(
         help="URL of this agency's running node (e.g. http://127.0.0.1:8000): sign here and "
              "submit the transaction to it instead of writing the store directly.")] = None,
 ) -> None:
-    """Revoke, suspend or reinstate a credential with a status transaction.
+    """Revoke, suspend or reinstate a credential with a status transaction (revoked is final;
+    --set valid reinstates a suspended credential).
 
     The transaction is signed here with the agency's issuer key from <data>/keys. Without
     --node this process also orders it into the store (embedded mode); with --node the running
@@ -1646,7 +1647,8 @@ def cosign(
     found.append(Signer(key.kid, agency))
     have = len(_counted(found, view))
     out.print(Text(f"signed by {agency!r}: {have} of the {view.quorum} agencies needed"
-                   + (f"; next: agency submit {proposal}" if have >= view.quorum else "")),
+                   + (f"; next: agency submit {proposal} --data … | --node …"
+                      if have >= view.quorum else "")),
               soft_wrap=True)
 
 

@@ -113,7 +113,7 @@ class Metrics:
 
 
 class _JsonFormatter(logging.Formatter):
-    _FIELDS = ("method", "route", "path", "status", "ms", "error", "code")
+    _FIELDS = ("method", "route", "path", "status", "ms", "error", "code", "file")
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname,

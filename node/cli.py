@@ -73,6 +73,11 @@ def _serve_demo(data: Path, passphrase: bytes, port: int, wallet_path: Path,
     settings = Settings(data=data.resolve(), agency="civil", port=port, public_url=url)
     node = Node(settings.data, "civil", passphrase)
     env = f"WALLET_PATH={wallet_path} WALLET_PASSPHRASE=…"
+    # The throw-away demo passphrase of scripts/run is said; one of the user's own never is.
+    demo_pass = passphrase == b"demo-only-not-secret"
+    key_env = "LEDGER_KEY_PASSPHRASE=demo-only-not-secret " if demo_pass else ""
+    said = ("(both passphrases: demo-only-not-secret, the one scripts/run set)" if demo_pass
+            else "(the wallet's passphrase is the key passphrase this demo was built with)")
     err.print(f"""
 [bold]Open[/] {url}/ (explorer) and {url}/verify (the verifying official's page).
 [bold]Try[/]
@@ -80,18 +85,20 @@ def _serve_demo(data: Path, passphrase: bytes, port: int, wallet_path: Path,
      save the request JSON the page shows as request.json.
   2. {env} wallet present {residence_id[:12]} --request request.json --yes
      and paste the printed string into the page (or upload the PNG): VERIFIED.
-  3. agency status --data {data} --agency civil --credential-id {residence_id} \\
-       --set revoked --node {url}
+  3. {key_env}agency status --data {data} --agency civil \\
+       --credential-id {residence_id} --set revoked --node {url}
   4. Create a new request and present again: NOT VERIFIED, revoked.
   5. {env} wallet apply elderly-allowance --node {url} --registry {snapshot} --yes
      applies for the elderly allowance with only the claims its rule needs: approved, and
      the wallet keeps the approval credential.
+  {said}
 Stop with Ctrl-C.""", highlight=False, soft_wrap=True)
     with _stop_on_sigterm():
         try:
             configure_logging()
-            uvicorn.run(create_app(settings, node=node), host="127.0.0.1", port=port,
-                        log_config=None, access_log=False, server_header=False)
+            with _startup_failure("127.0.0.1", port):
+                uvicorn.run(create_app(settings, node=node), host="127.0.0.1", port=port,
+                            log_config=None, access_log=False, server_header=False)
         finally:
             node.close()
 
@@ -208,9 +215,23 @@ def run(
         if settings.tls and runtime is not None:
             ssl = {"ssl_certfile": str(runtime / f"{settings.agency}.crt"),
                    "ssl_keyfile": str(runtime / f"{settings.agency}.key")}
-        uvicorn.run(app_, host=settings.host, port=settings.port, log_config=None,
-                    access_log=False, server_header=False, timeout_graceful_shutdown=5,
-                    **ssl)  # type: ignore[arg-type]
+        with _startup_failure(settings.host, settings.port):
+            uvicorn.run(app_, host=settings.host, port=settings.port, log_config=None,
+                        access_log=False, server_header=False, timeout_graceful_shutdown=5,
+                        **ssl)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _startup_failure(host: str, port: int) -> Iterator[None]:
+    """uvicorn exits 3 when it cannot listen (its log line says why): exit 1, saying where."""
+    try:
+        yield
+    except SystemExit as e:
+        if e.code != 3:
+            raise
+        err.print(f"[red]could not serve on {host}:{port}[/] (in use by another process? the "
+                  "line above says why)")
+        raise typer.Exit(1) from e
 
 
 @app.command()

@@ -126,6 +126,11 @@ def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str
     url, env, tmp = demo_server
     services = httpx.get(f"{url}/v1/services").json()
     assert [s["service"] for s in services] == ["elderly-allowance"]
+    # A service the citizen's snapshot does not register: said so, nothing asked of the node.
+    r = subprocess.run([str(BIN / "wallet"), "apply", "business-licence", "--node", url,
+                        "--registry", "demo-data/snapshot.bin", "--yes"], capture_output=True,
+                       text=True, env=env, cwd=tmp, timeout=120, check=False)
+    assert r.returncode == 1 and "not a service registered as of" in r.stderr, r.stderr
     # Through another address (a relay would be one) the requests are bound to the node's own
     # audience, not to the address given: the wallet signs nothing.
     relayed = url.replace("127.0.0.1", "localhost")

@@ -656,3 +656,17 @@ def test_a_wallet_refuses_claims_it_could_not_withhold() -> None:
     nested = f"{nested}{address}~{city}~"
     with pytest.raises(LedgerError, match="nested inside others"):
         receive_foreign(nested, trust=trust, holder_jwk=HOLDER_JWK, now=NOW)
+
+
+def test_the_nodes_log_names_a_status_token_file_it_left_out() -> None:
+    """docs/foreign-issuers.md: a token file that does not parse is left out "and logged by
+    name"; the node's JSON log lines keep that name (the formatter dropped it before)."""
+    import logging
+
+    from node.app import _JsonFormatter
+
+    record = logging.LogRecord("node.http", logging.WARNING, __file__, 1,
+                               "status token left out", None, None)
+    record.file = "junk.jwt"
+    line = json.loads(_JsonFormatter().format(record))
+    assert (line["msg"], line["file"]) == ("status token left out", "junk.jwt")

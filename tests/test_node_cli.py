@@ -74,6 +74,17 @@ def test_init_new_network_then_run(tmp_path: Path) -> None:
         assert proc.returncode == 0
         assert proc.stderr is not None
         assert "leaked semaphore" not in proc.stderr.read()
+    # A port another process holds: exit 1 saying where, no traceback (uvicorn's own exit is 3)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        r = subprocess.run([str(BIN / "ledger-node"), "run", "--config",
+                            str(tmp_path / "node.toml"), "--port", str(busy)], env=env,
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 1, r.stderr
+    assert f"could not serve on 127.0.0.1:{busy}" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_a_running_node_collects_young_objects_less_often() -> None:

@@ -353,7 +353,7 @@ def present(
 @app.command()
 def apply(
     service: Annotated[str, typer.Argument(help="The service to apply for (e.g. "
-                                                "business-licence)")],
+                                                "elderly-allowance)")],
     node: Annotated[str, typer.Option("--node", help="The approving agency's node URL")],
     registry: Annotated[Path, typer.Option(
         "--registry", dir_okay=False,
@@ -378,8 +378,9 @@ def apply(
         reg = load_snapshot(_read_file(registry, "registry snapshot")).registry
         rule = reg.rule(service)
         if rule is None:
-            raise WalletError(f"{registry} registers no rule for {service!r}: the wallet cannot "
-                              "tell which claims it needs (take a newer snapshot)")
+            raise WalletError(f"{service!r} is not a service registered as of {registry} (the "
+                              "wallet cannot tell which claims it needs); if it was registered "
+                              "since, take a newer snapshot")
         w = _open()
         base = node.rstrip("/")
         try:
