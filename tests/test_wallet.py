@@ -509,12 +509,12 @@ def test_cli_init_receive_list_show_present(live_world: World, tmp_path: Path) -
     assert png == expected.getvalue()  # segno's image of exactly the envelope's bytes
 
     r = _run(["present", cid[:10], "--request", str(request), "--out", str(out), "--yes"], w)
-    assert r.returncode == 1  # an earlier envelope is not replaced silently
+    assert r.returncode == 2  # an earlier envelope is not replaced silently (bad input: 2)
     assert "exists" in r.stderr and "--force" in r.stderr
     assert out.read_bytes() == env
     r = _run(["present", cid[:10], "--request", str(request), "--out", str(w), "--yes",
               "--force"], w)
-    assert r.returncode == 1  # never onto the wallet itself
+    assert r.returncode == 2  # never onto the wallet itself
     assert "the wallet file itself" in r.stderr
     r = _run(["present", cid[:10], "--request", str(request), "--out", str(out), "--yes",
               "--force"], w)

@@ -74,11 +74,13 @@ def _main(
 @contextmanager
 def _errors() -> Iterator[None]:
     """Turn the wallet's and ledger's errors into one red line and exit code 1."""
+    from wallet.errors import UsageError
+
     try:
         yield
     except LedgerError as e:
         err.print(f"[red]error:[/] {escape(str(e))}")
-        raise typer.Exit(1) from e
+        raise typer.Exit(2 if isinstance(e, UsageError) else 1) from e
     except OSError as e:
         err.print(f"[red]error:[/] {escape(e.strerror or str(e))}"
                   f"{': ' + escape(str(e.filename)) if e.filename else ''}")
@@ -293,7 +295,7 @@ def present(
     from ledger.files import write_atomic
     from ledger.presentation import Request
     from wallet import qr
-    from wallet.errors import WalletError
+    from wallet.errors import UsageError, WalletError
 
     with _errors():
         try:
@@ -308,13 +310,13 @@ def present(
         png = dest.with_suffix(".png") if dest.suffix != ".png" else dest.with_suffix(".qr.png")
         wallet_file = _state.wallet.resolve()
         if not dest.parent.is_dir():
-            raise WalletError(f"cannot write {dest}: there is no folder {dest.parent}")
+            raise UsageError(f"cannot write {dest}: there is no folder {dest.parent}")
         for target in (dest, png):
             if target.resolve() == wallet_file:
-                raise WalletError(f"{target} is the wallet file itself; choose another --out")
+                raise UsageError(f"{target} is the wallet file itself; choose another --out")
             if not force and (target.exists() or target.is_symlink()):
-                raise WalletError(f"{target} exists; choose another --out, or add --force to "
-                                  "replace it")
+                raise UsageError(f"{target} exists; choose another --out, or add --force to "
+                                 "replace it")
         err.print(f"[bold]{_shown(p.audience)}[/] asks for your "
                   f"{_shown(p.credential_type)} credential {p.credential_id[:16]} from "
                   f"{_shown(p.issuer)} (nonce {_shown(p.nonce, 64)}).")

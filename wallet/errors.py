@@ -16,11 +16,16 @@ from __future__ import annotations
 
 from ledger.errors import LedgerError
 
-__all__ = ["BundleRefused", "PresentationError", "WalletError", "WalletFileError"]
+__all__ = ["BundleRefused", "PresentationError", "UsageError", "WalletError", "WalletFileError"]
 
 
 class WalletError(LedgerError):
     """Base class of every error the wallet package raises on purpose."""
+
+
+class UsageError(WalletError):
+    """The command was given something it cannot use (an output file that exists, a folder
+    that does not): the CLI exits 2, as for any bad input, not 1."""
 
 
 class WalletFileError(WalletError):
