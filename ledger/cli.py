@@ -142,7 +142,8 @@ def head(data: DataArg,
             print(json.dumps({"head": header.to_json(), "checkpoint": text.decode() if text
                               else None, "final_signers": final, "problem": problem or None}))
         else:
-            out.print(header.to_json())
+            for name, value in header.to_json().items():
+                out.print(f"{name}: {value}", markup=False, highlight=False)
             if text:
                 out.print(text.decode(), markup=False, highlight=False, soft_wrap=True)
             out.print(f"[red]checkpoint not final:[/] {problem}" if problem else

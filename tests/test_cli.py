@@ -52,6 +52,10 @@ def test_ledger_head_reports_a_final_checkpoint(demo: Path) -> None:
     cp = SignedCheckpoint.from_text(out["checkpoint"]).checkpoint
     assert cp.size == out["head"]["log_size"]
     assert cp.root.hex() == out["head"]["log_root"]
+    plain = _run("ledger", "head", str(demo))  # one "name: value" line per header field
+    assert plain.returncode == 0, plain.stderr
+    assert f"log_size: {cp.size}\n" in plain.stdout and f"log_root: {cp.root.hex()}\n" in \
+        plain.stdout
 
 
 def test_ledger_prove_prints_a_verifiable_proof(demo: Path) -> None:
