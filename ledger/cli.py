@@ -52,6 +52,7 @@ from ledger.errors import (
     KeyFileError,
     LedgerError,
     ProofError,
+    SignatureError,
     StoreError,
     TxRejected,
 )
@@ -845,7 +846,9 @@ def audit(
                                                  "instead of a store.", dir_okay=False)] = None,
     as_json: AsJson = False,
     statement_key: Annotated[Path | None, typer.Option(
-        "--statement-key", help="The auditor's key file: sign an audit statement.")] = None,
+        "--statement-key", help="The auditor's key file (`agency keygen --out FILE` makes one, "
+                                "encrypted with $LEDGER_KEY_PASSPHRASE): sign an audit "
+                                "statement; `ledger statement` checks it.")] = None,
     statement_out: Annotated[Path | None, typer.Option(
         "--statement-out", help="Where to write the signed audit statement.")] = None,
     workers: Annotated[int | None, typer.Option(
@@ -928,6 +931,45 @@ def audit(
         _fail(f"cannot write the statement {statement_out}: {unwritten.strerror or unwritten}", 2)
     if not report.clean:
         raise typer.Exit(1)
+
+
+@ledger_app.command()
+def statement(
+    file: Annotated[Path, typer.Argument(help="A signed audit statement "
+                                               "(`ledger audit --statement-out`).",
+                                         dir_okay=False)],
+    auditor_key: Annotated[str, typer.Option(
+        "--auditor-key", help="The auditor's public key, 64 hex digits (what `agency keygen` "
+                              "printed as public_key when the auditor made the key).")],
+    as_json: AsJson = False,
+) -> None:
+    """Check a signed audit statement: that this auditor signed it, and what it says (the
+    network, the audited checkpoint, clean or not, the report's SHA-256).
+
+    Exit 0: signed by that auditor (read `clean` for the verdict it records); 1: not signed by
+    that key; 2: not a statement, or a bad key.
+    """
+    from ledger.audit import verify_statement
+
+    try:
+        public = PublicKey(bytes.fromhex(auditor_key))
+    except ValueError as e:
+        _fail(f"--auditor-key: 64 hex digits of an Ed25519 public key ({e})", 2)
+    raw = _read_input(file, "statement")
+    try:
+        said = verify_statement(raw, public)
+    except SignatureError as e:
+        _fail(f"{file} is not signed by that auditor: {e}")
+    except DecodeError as e:
+        _fail(f"{file} is not an audit statement: {e}", 2)
+    if as_json:
+        print(json.dumps(said, sort_keys=True))
+        return
+    out.print(Text(f"signed by auditor {said['auditor'][:16]}: network {said['network']!r}, "
+                   f"{said['blocks']} blocks and {said['txs']} transactions audited at "
+                   f"{said['audited_at']}, {'CLEAN' if said['clean'] else 'NOT CLEAN'}; report "
+                   f"sha256 {said['report_sha256']}"), soft_wrap=True)
+    out.print(said["checkpoint"], markup=False, highlight=False, soft_wrap=True)
 
 
 def _read_checkpoint(path: Path) -> SignedCheckpoint:

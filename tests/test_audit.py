@@ -562,6 +562,19 @@ def test_cli_statement(demo: Path, tmp_path: Path) -> None:
     canon = json.dumps(json.loads(r.stdout), sort_keys=True, separators=(",", ":"),
                        ensure_ascii=False)
     assert got["report_sha256"] == hashlib.sha256(canon.encode()).hexdigest()
+    # `ledger statement` checks it: this auditor's, clean; another key's: exit 1; junk: 2
+    r = runner.invoke(ledger_app, ["statement", str(out), "--auditor-key",
+                                   key.public.raw.hex(), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == got
+    other = PrivateKey(b"\x22" * 32).public.raw.hex()
+    r = runner.invoke(ledger_app, ["statement", str(out), "--auditor-key", other])
+    assert r.exit_code == 1 and "not signed by that auditor" in r.output
+    r = runner.invoke(ledger_app, ["statement", str(demo / "ledger" / "CURRENT"),
+                                   "--auditor-key", other])
+    assert r.exit_code == 2 and "not an audit statement" in r.output
+    r = runner.invoke(ledger_app, ["statement", str(out), "--auditor-key", "xyz"])
+    assert r.exit_code == 2
 
 
 def test_credit_and_credential_state_is_compared(tmp_path: Path) -> None:
