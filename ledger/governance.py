@@ -36,12 +36,16 @@ TIME_FIELDS = frozenset({"from", "until", "at"})
 or an ISO 8601 time with its offset (2027-01-01T08:00:00+08:00)."""
 
 
-def args_from_json(args: Any, where: str = "args") -> Any:
+def args_from_json(args: Any, where: str = "args", *, convert: bool = True) -> Any:
     """The arguments of a governance action as the ledger wants them, from JSON: hex key fields
     to bytes, date strings in time fields to Unix times. Raises :class:`DecodeError` naming the
-    member. Everything else is left to the transaction's own schema check (:func:`make_tx`)."""
+    member. Everything else is left to the transaction's own schema check (:func:`make_tx`).
+
+    Key and time fields are converted where actions define them: among the arguments and in an
+    ``agency`` record (``add_agency``), not inside a credential type, rule or policy, whose
+    claim names may be ``from`` or ``kid`` too."""
     if isinstance(args, list):
-        return [args_from_json(v, f"{where}[{i}]") for i, v in enumerate(args)]
+        return [args_from_json(v, f"{where}[{i}]", convert=False) for i, v in enumerate(args)]
     if isinstance(args, float):  # also NaN and Infinity, which Python's JSON reader accepts
         raise DecodeError(f"{args!r} is not an integer (the ledger has no fractions: write 2, "
                           "not 2.0)", where)
@@ -53,17 +57,18 @@ def args_from_json(args: Any, where: str = "args") -> Any:
     out: dict[str, Any] = {}
     for name, value in args.items():
         at = f"{where}.{name}"
-        if name in KEY_FIELDS and isinstance(value, str):
+        if convert and name in KEY_FIELDS and isinstance(value, str):
             try:
                 out[name] = bytes.fromhex(value)
             except ValueError:
                 raise DecodeError("must be 64 hex digits", at) from None
             if len(out[name]) != 32:
                 raise DecodeError("must be 64 hex digits", at)
-        elif name in TIME_FIELDS and isinstance(value, str):
+        elif convert and name in TIME_FIELDS and isinstance(value, str):
             out[name] = _unix_time(value, at)
         else:
-            out[name] = args_from_json(value, at)
+            out[name] = args_from_json(value, at,
+                                       convert=convert and where == "args" and name == "agency")
     return out
 
 

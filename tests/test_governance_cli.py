@@ -83,6 +83,10 @@ def test_json_arguments_become_ledger_arguments() -> None:
                           "at": 5, "agency": {"id": "x", "node_key": "00" * 32}})
     assert got == {"kid": bytes.fromhex(kid), "from": 1798761600, "until": 1798761600, "at": 5,
                    "agency": {"id": "x", "node_key": bytes(32)}}
+    # a credential type's claims may be named as arguments are: left as written
+    spec = {"id": "permit", "title": "Permit", "claims": {"from": "date", "kid": "string",
+                                                         "at": "string"}, "derived": {}}
+    assert args_from_json({"type": spec}) == {"type": spec}
 
 
 @pytest.mark.parametrize(("args", "message"), [
