@@ -30,11 +30,11 @@ from ledger.ordering import Receipt
 from ledger.presentation import Bundle, Envelope
 from ledger.state import Registry, credit_events, rule_hash
 from ledger.tx import Tx, make_tx
-from node.service import Node, NotFound, PendingRequest
+from node.service import CREDIT_SECRET_FILE, Node, NotFound, PendingRequest
 
 __all__ = ["Approvals", "Decided"]
 
-SECRET_FILE = "credit.secret"  # noqa: S105 - a file name
+SECRET_FILE = CREDIT_SECRET_FILE
 
 
 @dataclass(frozen=True)
@@ -224,12 +224,10 @@ class Approvals:
 
     # -- credit records --
     def _secret(self) -> bytes:
-        path = self.node.data / "keys" / SECRET_FILE
-        try:
-            return path.read_bytes()
-        except OSError as e:
+        if self.node.credit_secret is None:
             raise LedgerError("this node holds no network credit secret "
-                              f"({SECRET_FILE} in its keys folder)") from e
+                              f"({SECRET_FILE} in its keys folder)")
+        return self.node.credit_secret
 
     def credit_request(self, kind: str, audience: str) -> PendingRequest:
         if kind not in IDENTITY:

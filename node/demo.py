@@ -181,13 +181,14 @@ def install_service(data: Path, passphrase: bytes, *, clock: Callable[[], int]) 
     affairs stands in for the catalogue's justice role, which the demo has no agency for."""
     from contracts.catalogue import setup_actions
     from ledger.files import write_atomic
-    from ledger.keys import load_private_key
+    from ledger.keys import load_private_key, seal_secret
     from node.approvals import SECRET_FILE
-    from node.service import Node
+    from node.service import CREDIT_SECRET, Node
 
     keys = data / "keys"
     if not (keys / SECRET_FILE).exists():  # the network's credit secret (keyed pseudonyms)
-        write_atomic(keys / SECRET_FILE, secrets.token_bytes(32), 0o600, overwrite=False)
+        write_atomic(keys / SECRET_FILE, seal_secret(secrets.token_bytes(32), passphrase,
+                                                     CREDIT_SECRET), 0o600, overwrite=False)
     signers = [Agency(a, "", load_private_key(keys / f"{a}.node.key", passphrase),
                       load_private_key(keys / f"{a}.issuer.key", passphrase))
                for a in ("edu", "civil")]

@@ -26,10 +26,17 @@ from ledger import codec, sdjwt
 from ledger.chain import Head, checkpoint_key
 from ledger.checkpoint import SignedCheckpoint, vkey
 from ledger.credentials import STATUS_LIST_SIZE, issue_credential, status_list_uri
-from ledger.errors import CheckpointError, LedgerError, StoreError, TxRejected
+from ledger.errors import (
+    CheckpointError,
+    DecodeError,
+    KeyFileError,
+    LedgerError,
+    StoreError,
+    TxRejected,
+)
 from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
 from ledger.foreign import TrustList, verify_foreign
-from ledger.keys import PrivateKey, load_private_key
+from ledger.keys import PrivateKey, load_private_key, open_secret
 from ledger.offline import StatusListCache
 from ledger.ordering import Pending, Receipt, SoloOrderer
 from ledger.presentation import (
@@ -66,6 +73,27 @@ class NotFound(LedgerError):
 
 class Busy(LedgerError):
     """The node is already doing this for someone else and does it once at a time."""
+
+
+CREDIT_SECRET_FILE = "credit.secret"  # noqa: S105 - a file name
+"""The network's credit secret (keyed pseudonyms of credit subjects) in a node's keys folder."""
+CREDIT_SECRET = "credit-secret"  # noqa: S105 - the label of the sealed file, not a secret
+
+
+def read_credit_secret(path: Path, passphrase: bytes) -> bytes | None:
+    """The credit secret in ``path``, sealed as key files are (ADR 46); a clear file from before
+    is still read. None when there is no such file (a node that keeps no credit records)."""
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise KeyFileError(f"cannot read {path}: {e.strerror or e}") from e
+    try:
+        codec.decode(blob, max_size=64 * 1024)
+    except DecodeError:
+        return blob  # written before ADR 46: the secret's bytes themselves
+    return open_secret(blob, passphrase, CREDIT_SECRET, path)
 
 
 _BUSY_ARCHIVE = "this node is already sending its chain to someone; retry in a while"
@@ -149,6 +177,7 @@ class Node:
         self.network = registry.network
         keys = data / "keys"
         self.issuer_key = load_private_key(keys / f"{agency}.issuer.key", passphrase)
+        self.credit_secret = read_credit_secret(keys / CREDIT_SECRET_FILE, passphrase)
         now = self.now()
         current = checkpoint_verifiers(registry, now)
         # Every node key file here (one per agency); a solo node signs each checkpoint with

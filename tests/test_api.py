@@ -754,3 +754,20 @@ def test_health_says_when_the_chain_runs_ahead_of_this_clock(tmp_path: Path) -> 
         health = http.get("/v1/health").json()
     assert health["status"] == "degraded", health
     assert "400 s ahead of this machine's clock" in health["problem"]
+
+
+def test_the_credit_secret_is_sealed_and_an_old_clear_one_still_read(tmp_path: Path) -> None:
+    """keys/credit.secret (keyed pseudonyms of credit subjects) rests sealed as key files do;
+    a clear one from before ADR 46 is still read; none means no credit records here."""
+    from ledger.errors import KeyFileError
+    from ledger.keys import seal_secret
+    from node.service import CREDIT_SECRET, read_credit_secret
+
+    path = tmp_path / "credit.secret"
+    assert read_credit_secret(path, PASS) is None
+    path.write_bytes(seal_secret(b"s" * 32, PASS, CREDIT_SECRET))
+    assert read_credit_secret(path, PASS) == b"s" * 32
+    with pytest.raises(KeyFileError, match="wrong passphrase"):
+        read_credit_secret(path, b"not it")
+    path.write_bytes(b"\x01" * 32)  # a clear secret written before
+    assert read_credit_secret(path, PASS) == b"\x01" * 32

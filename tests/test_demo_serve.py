@@ -178,6 +178,11 @@ def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str
     assert r.returncode == 0, r.stderr
     assert "approved (standard): eligible" in r.stderr + r.stdout
     assert "discloses district, age_over_65" in r.stderr + r.stdout
+    # the served demo's credit secret rests sealed (ADR 46), and the node read it to decide
+    from ledger.keys import open_secret
+
+    secret = tmp / "demo-data" / "keys" / "credit.secret"
+    assert len(open_secret(secret.read_bytes(), b"demo-pw", "credit-secret", secret)) == 32
     wallet = Wallet.open(Path(env["WALLET_PATH"]), env["WALLET_PASSPHRASE"].encode())
     approval = [c for c in wallet.list() if c.type == "approval"]
     assert len(approval) == 1 and approval[0].id == r.stdout.strip().splitlines()[0]
