@@ -35,8 +35,6 @@ __all__ = [
     "status_list_uri",
 ]
 
-"""Entries per issuer-and-type status list (2 bits each: 256 KiB before compression)."""
-
 _STATUS_VALUE = {"valid": VALID, "revoked": INVALID, "suspended": SUSPENDED}
 
 

@@ -137,7 +137,8 @@ approvals service together with the decision transaction it records (node.approv
 its issuer may change its status."""
 
 STATUS_LIST_SIZE = 1 << 20
-"""Entries in each agency's status list of a type: an ``issue`` with an index past it is refused."""
+"""Entries per issuer-and-type status list (2 bits each: 256 KiB before compression); an
+``issue`` with an index past it is refused."""
 
 MAX_BACKDATE = 600
 """How far before its block's time an anchored credential's ``valid_from`` may lie (seconds).

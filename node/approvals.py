@@ -157,6 +157,7 @@ class Approvals:
             "service": service, "rule_hash": compiled.hash, "decision": outcome.decision,
             "path": outcome.path, "reasons": list(outcome.reasons),
             "evidence": evidence.digest, "ts": now}, [self.node.issuer_key])
+        self.node.check_can_finalize()  # else the decision would commit with no credential
         receipt = self.node.orderer.submit(tx).result(timeout=30)
         self._keep(receipt, tx, evidence, outcome)
         bundle, _ = self.node.issue("approval", {

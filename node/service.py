@@ -31,6 +31,7 @@ from ledger.errors import (
     DecodeError,
     KeyFileError,
     LedgerError,
+    OrderingError,
     StoreError,
     TxRejected,
 )
@@ -90,8 +91,10 @@ def read_credit_secret(path: Path, passphrase: bytes) -> bytes | None:
     except OSError as e:
         raise KeyFileError(f"cannot read {path}: {e.strerror or e}") from e
     try:
-        codec.decode(blob, max_size=64 * 1024)
+        sealed = codec.decode(blob, max_size=64 * 1024)
     except DecodeError:
+        sealed = None
+    if not (isinstance(sealed, dict) and "kdf" in sealed and "what" in sealed):
         return blob  # written before ADR 46: the secret's bytes themselves
     return open_secret(blob, passphrase, CREDIT_SECRET, path)
 
@@ -243,9 +246,7 @@ class Node:
         """The block's checkpoint, signed with the node keys ``registry`` (as of this block,
         its own governance included) counts at the block's time. A key rotated out is left out;
         its successor signs once its file is in the keys folder and the node restarted."""
-        current = checkpoint_verifiers(registry, head.time)
-        signers = {name: key for name, key in self._node_key_files.items()
-                   if current.get(name) == key.public}
+        signers = self._checkpoint_keys(registry, head.time)
         if len(signers) < registry.quorum:  # /v1/health says so (signing_problem)
             # The block is kept with no checkpoint until a quorum of keys signs again: a stored
             # checkpoint is final, and the audit holds every one to that (ADR 46).
@@ -255,19 +256,50 @@ class Node:
         cp = sign_checkpoint(self.network, head, sorted(signers.items()))
         return {checkpoint_key(head.log_size): cp.to_text().encode()}
 
+    def _checkpoint_keys(self, registry: Registry, t: int) -> dict[str, PrivateKey]:
+        """The node key files here that ``registry`` counts at time ``t``, by agency."""
+        current = checkpoint_verifiers(registry, t)
+        return {name: key for name, key in self._node_key_files.items()
+                if current.get(name) == key.public}
+
+    def check_can_finalize(self) -> None:
+        """A solo node that could not sign a final checkpoint for a new block now refuses to
+        issue (the holder's bundle needs one): :class:`OrderingError`, nothing committed."""
+        if self.replicated is not None:
+            return
+        registry = self._registry()
+        keys = self._checkpoint_keys(registry, self.now())
+        if len(keys) < registry.quorum:
+            raise OrderingError(
+                f"this node holds current node keys of {', '.join(sorted(keys)) or 'no agency'}"
+                f" only, and a final checkpoint needs {registry.quorum}: a credential issued "
+                "now could not be proven; nothing was issued (put the current node keys in the "
+                "keys folder and restart the node)")
+
     def signing_problem(self) -> str:
-        """Why this solo node's latest checkpoint is not final now ("" when it is): a node key
-        rotated out (or a planned rotation come due) whose successor the node does not hold."""
+        """Why this solo node's chain is not covered by a final checkpoint now ("" when it is):
+        a node key rotated out (or a planned rotation come due) whose successor the node does
+        not hold, so the latest checkpoint no longer counts or later blocks got none."""
         if self.replicated is not None:
             return ""
+        try:
+            self.check_can_finalize()
+        except OrderingError as e:
+            return str(e).replace("; nothing was issued", "")
         text = self.store.checkpoint()
         if text is None:
             return ""
         try:
-            verify_final(SignedCheckpoint.from_text(text.decode()), self._registry(), self.now())
+            signed = SignedCheckpoint.from_text(text.decode())
+            verify_final(signed, self._registry(), self.now())
         except CheckpointError as e:
             return (f"the latest checkpoint is not final: {e} (put the current node keys in "
                     "the keys folder and restart the node)")
+        head = self._head()
+        if signed.checkpoint.size < head.log_size:  # blocks kept without one (ADR 46)
+            return (f"no final checkpoint covers the log past {signed.checkpoint.size} entries "
+                    f"(head {head.log_size}): too few current node keys signed the blocks "
+                    "since (put the current node keys in the keys folder and restart the node)")
         return ""
 
     # -- reading the chain --
@@ -426,6 +458,7 @@ class Node:
               valid_days: int) -> tuple[Bundle, Receipt]:
         """Issue a credential of this node's agency; returns the holder's bundle and receipt."""
         sdjwt.public_key_from_jwk(holder_jwk)
+        self.check_can_finalize()
         for _ in range(32):
             index = secrets.randbelow(STATUS_LIST_SIZE)
             if self.store.get(index_key(self.agency, kind, index)) is not None:

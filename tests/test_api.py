@@ -771,3 +771,40 @@ def test_the_credit_secret_is_sealed_and_an_old_clear_one_still_read(tmp_path: P
         read_credit_secret(path, b"not it")
     path.write_bytes(b"\x01" * 32)  # a clear secret written before
     assert read_credit_secret(path, PASS) == b"\x01" * 32
+
+
+def test_a_solo_node_short_of_node_keys_issues_nothing_and_says_so(tmp_path: Path) -> None:
+    """With fewer current node keys than the quorum a block gets no checkpoint (ADR 46): the
+    node refuses to issue (the holder's bundle could not be proven) before committing anything,
+    its health says why, and a status change still commits but leaves the head uncovered."""
+    data = make_demo(tmp_path / "demo")
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    for agency in ("civil", "market"):  # edu's node holds only its own node key (quorum 2)
+        (data / "keys" / f"{agency}.node.key").rename(aside / f"{agency}.node.key")
+    app = create_app(settings_for(data), clock=lambda: NOW, passphrase=PASS)
+    jwk = sdjwt.jwk_from_ed25519(PrivateKey.generate().public.raw)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        before = http.get("/v1/head").json()
+        health = http.get("/v1/health").json()
+        assert health["status"] == "degraded" and "needs 2" in health["problem"], health
+        r = http.post("/v1/credentials", headers=AUTH, json={
+            "type": "degree", "claims": CLAIMS, "holder_jwk": jwk, "valid_days": 30})
+        assert r.status_code == 503 and "nothing was issued" in r.json()["detail"], r.text
+        assert http.get("/v1/head").json() == before
+        r = http.post(f"/v1/credentials/{_edu_credential_id(http, 2).hex()}/status",
+                      headers=AUTH, json={"status": "suspended", "reason": "review"})
+        assert r.status_code == 200, r.text
+        cp = SignedCheckpoint.from_text(http.get("/v1/checkpoint").text).checkpoint
+        assert cp.size == before["log_size"] < http.get("/v1/head").json()["log_size"]
+    for key in aside.iterdir():  # the keys are back: the next block's checkpoint covers all
+        key.rename(data / "keys" / key.name)
+    app = create_app(settings_for(data), clock=lambda: NOW, passphrase=PASS)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        health = http.get("/v1/health").json()
+        assert health["status"] == "degraded", health
+        assert f"past {before['log_size']} entries" in health["problem"]
+        r = http.post(f"/v1/credentials/{_edu_credential_id(http, 2).hex()}/status",
+                      headers=AUTH, json={"status": "valid", "reason": "cleared"})
+        assert r.status_code == 200, r.text
+        assert http.get("/v1/health").json()["status"] == "ok"
