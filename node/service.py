@@ -282,19 +282,20 @@ class Node:
         not hold, so the latest checkpoint no longer counts or later blocks got none."""
         if self.replicated is not None:
             return ""
+        text = self.store.checkpoint()
+        try:
+            signed = None if text is None else SignedCheckpoint.from_text(text.decode())
+            if signed is not None:
+                verify_final(signed, self._registry(), self.now())
+        except CheckpointError as e:
+            return (f"the latest checkpoint is not final: {e} (put the current node keys in "
+                    "the keys folder and restart the node)")
         try:
             self.check_can_finalize()
         except OrderingError as e:
             return str(e).replace("; nothing was issued", "")
-        text = self.store.checkpoint()
-        if text is None:
+        if signed is None:
             return ""
-        try:
-            signed = SignedCheckpoint.from_text(text.decode())
-            verify_final(signed, self._registry(), self.now())
-        except CheckpointError as e:
-            return (f"the latest checkpoint is not final: {e} (put the current node keys in "
-                    "the keys folder and restart the node)")
         head = self._head()
         if signed.checkpoint.size < head.log_size:  # blocks kept without one (ADR 46)
             return (f"no final checkpoint covers the log past {signed.checkpoint.size} entries "
