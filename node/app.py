@@ -285,6 +285,10 @@ class _SecurityHeaders:
         await self.app(scope, receive, sending)
 
 
+_NO_HEAD = frozenset({"/v1/archive"})
+"""GET routes whose body is work to make (a whole export): HEAD stays 405 there."""
+
+
 class _HeadAsGet:
     """HEAD answered as GET without the body (RFC 9110 §9.3.2), as Starlette does for its own
     routes but FastAPI's do not: link checkers and uptime probes send HEAD."""
@@ -293,7 +297,8 @@ class _HeadAsGet:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") != "HEAD":
+        if scope["type"] != "http" or scope.get("method") != "HEAD" \
+                or scope.get("path") in _NO_HEAD:
             await self.app(scope, receive, send)
             return
 

@@ -100,6 +100,8 @@ def read_credit_secret(path: Path, passphrase: bytes) -> bytes | None:
 
 
 _BUSY_ARCHIVE = "this node is already sending its chain to someone; retry in a while"
+EXPORT_IDLE = 60.0
+"""Seconds an archive reader may take nothing before it loses its turn (``Node.archive``)."""
 
 
 class _Stopped(Exception):
@@ -108,11 +110,13 @@ class _Stopped(Exception):
 
 class _Chunks:
     """A file-like ``write`` target that hands 256 KiB chunks to a reader through a bounded
-    queue (the exporting thread waits while the reader is slow; it stops once told to)."""
+    queue (the exporting thread waits while the reader is slow; it stops once told to, or
+    once the reader has taken nothing for ``idle`` seconds)."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle: float) -> None:
         self.queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
         self.stop = threading.Event()
+        self.idle = idle
         self._buf = bytearray()
 
     def write(self, data: bytes) -> int:
@@ -123,6 +127,7 @@ class _Chunks:
         return len(data)
 
     def put(self, item: bytes | BaseException | None) -> None:
+        deadline = _time.monotonic() + self.idle
         while True:
             if self.stop.is_set():
                 raise _Stopped
@@ -130,7 +135,9 @@ class _Chunks:
                 self.queue.put(item, timeout=0.5)
                 return
             except queue.Full:
-                continue
+                if _time.monotonic() > deadline:  # the reader is gone or stalled
+                    self.stop.set()
+                    raise _Stopped from None
 
     def close(self) -> None:
         if self._buf:
@@ -200,7 +207,8 @@ class Node:
         self._lists = StatusListCache(self.store)  # decoded lists, updated per block (ADR 23)
         self._verifier: Verifier | None = None
         self._lock = threading.Lock()
-        self._exporting = threading.Lock()
+        self._export_lock = threading.Lock()
+        self._export: tuple[object, float] | None = None  # (reader, last progress)
         # Submissions that outlived their request's wait, so that GET …/receipt can still tell
         # a rejection from a transaction not ordered yet (bounded: the oldest are forgotten).
         self._unsettled: OrderedDict[bytes, Pending] = OrderedDict()
@@ -519,22 +527,30 @@ class Node:
     def archive(self) -> Iterator[bytes]:
         """The chain up to the current head as a portable archive (``ledger export``'s format),
         in chunks, for ``GET /v1/archive``: what ``ledger audit --node`` and ``ledger export
-        --node`` read while the node runs (LevelDB lets one process open the store). One archive
-        at a time: :class:`Busy` for a second. Blocks are immutable once written, so reading
-        beside the node's own writes is safe."""
-        if self._exporting.locked():
-            raise Busy(_BUSY_ARCHIVE)
-        self._head()
-        return self._archive_chunks()
+        --node`` read while the node runs (LevelDB lets one process open the store). Blocks are
+        immutable once written, so reading beside the node's own writes is safe.
 
-    def _archive_chunks(self) -> Iterator[bytes]:
+        One archive at a time (:class:`Busy` for a second), held as a lease: a reader that
+        reads nothing for ``EXPORT_IDLE`` seconds (gone, stalled, or never started) loses it,
+        and its export thread stops, so no client can keep the others out."""
+        self._head()
+        token = object()
+        now = _time.monotonic()
+        with self._export_lock:
+            if self._export is not None and now - self._export[1] < EXPORT_IDLE:
+                raise Busy(_BUSY_ARCHIVE)
+            self._export = (token, now)
+        return self._archive_chunks(token)
+
+    def _export_touch(self, token: object, *, release: bool = False) -> None:
+        with self._export_lock:
+            if self._export is not None and self._export[0] is token:
+                self._export = None if release else (token, _time.monotonic())
+
+    def _archive_chunks(self, token: object) -> Iterator[bytes]:
         from ledger.archive import export_archive
 
-        # Taken when the reading starts (a reply never read holds nothing); two requests
-        # racing past the check above: the second's reply ends at once, short of an archive.
-        if not self._exporting.acquire(blocking=False):
-            raise Busy(_BUSY_ARCHIVE)
-        out = _Chunks()
+        out = _Chunks(EXPORT_IDLE)
 
         def run() -> None:
             try:
@@ -550,16 +566,21 @@ class Node:
         try:
             thread.start()
             while True:
-                item = out.queue.get()
+                try:
+                    item = out.queue.get(timeout=1.0)
+                except queue.Empty:
+                    if thread.is_alive() or not out.queue.empty():
+                        continue
+                    raise LedgerError("the export stopped before its end") from None
                 if item is None:
                     return
                 if isinstance(item, BaseException):
                     raise item
+                self._export_touch(token)
                 yield item
-        finally:
+        finally:  # the thread sees stop within half a second, or at its next write
             out.stop.set()
-            thread.join(timeout=30)
-            self._exporting.release()
+            self._export_touch(token, release=True)
 
     def sync_headers(self, start: int, count: int) -> bytes:
         """Canonical msgpack [header...] of blocks start.. (at most ``count``): what a peer

@@ -361,12 +361,16 @@ def test_since_on_an_archive(extended: tuple[Path, SignedCheckpoint, int],
 # -- a running node's chain: GET /v1/archive, `ledger export --node`, `ledger audit --node` ------
 
 def test_a_running_nodes_chain_is_exported_and_audited_through_its_url(
-        demo: Path, tmp_path: Path) -> None:
+        demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """LevelDB lets only the node open its store while it runs: the archive comes over HTTP,
     byte for byte what `ledger export` writes of the store, and audits clean as a node source.
     One archive at a time per node."""
     import json
+    import time
 
+    import httpx
+
+    from node import service
     from node.service import Busy, Node
 
     data = tmp_path / "node"
@@ -385,6 +389,16 @@ def test_a_running_nodes_chain_is_exported_and_audited_through_its_url(
         again = node.archive()  # free again
         assert next(again)
         again.close()  # type: ignore[attr-defined]
+        # a reader that never reads (gone before its first chunk) keeps no one out for long
+        monkeypatch.setattr(service, "EXPORT_IDLE", 0.2)
+        node.archive()
+        with pytest.raises(Busy):
+            node.archive()
+        time.sleep(0.3)
+        late = node.archive()
+        assert next(late)
+        late.close()  # type: ignore[attr-defined]
+        monkeypatch.undo()
         app = create_app(settings_for(data), node=node)
         with serve(app) as url:
             fetched = tmp_path / "node.archive"
@@ -396,6 +410,8 @@ def test_a_running_nodes_chain_is_exported_and_audited_through_its_url(
             report = json.loads(r.stdout)
             assert report["clean"] and report["source"] == {"kind": "node", "path": url}
             assert report["blocks_checked"] == report["blocks_total"] > 1
+            head = httpx.head(f"{url}/v1/archive")  # a whole export for no body: not here
+            assert head.status_code == 405
             r = runner.invoke(ledger_app, ["audit", "--node", "ftp://x", "--json"])
             assert r.exit_code == 2 and "must be http(s)" in r.output
             r = runner.invoke(ledger_app, ["audit", str(data), "--node", url])
