@@ -154,7 +154,7 @@ class EtcdOrderer:
         self.store, self.etcd, self.agency, self.node_key = store, etcd, agency, node_key
         self.network = store.registry.network
         self.clock, self.peers = clock, list(peers)
-        self._next_peer = -1
+        self._good_peer = 0  # the peer catch-up asks first: the last that answered well
         self.max_batch, self.max_wait, self.retention = max_batch, max_wait, retention
         self.submit_timeout, self.poll = submit_timeout, poll
         verify = ssl.create_default_context(cafile=http_verify) if isinstance(
@@ -722,16 +722,19 @@ class EtcdOrderer:
             self.stats.last_error = str(e)
 
     def _from_peers(self, step: Callable[[str], _T], height: int) -> _T:
-        """``step(peer)`` with each peer in turn (starting one further each time, so one peer
-        that answers badly does not stand first forever) until one succeeds."""
+        """``step(peer)`` with each peer in turn until one succeeds, starting with the last
+        one that did (a peer that answers badly does not stand first again)."""
         last: Exception | None = None
-        self._next_peer = (self._next_peer + 1) % max(1, len(self.peers))
-        for peer in self.peers[self._next_peer:] + self.peers[:self._next_peer]:
+        first = self._good_peer % max(1, len(self.peers))
+        for i in [*range(first, len(self.peers)), *range(first)]:
             try:
-                return step(peer)
+                got = step(self.peers[i])
             except Exception as e:  # whatever one peer sends or fails with, try the next
                 last = e
-                log.warning("sync from %s failed: %s", peer, e)
+                log.warning("sync from %s failed: %s", self.peers[i], e)
+                continue
+            self._good_peer = i
+            return got
         raise SyncError(f"no peer could bring this node to height {height}: {last}")
 
     def _headers_from(self, peer: str, target: int, target_hash: bytes) -> list[bytes]:

@@ -271,10 +271,11 @@ def chains(tmp_path_factory: pytest.TempPathFactory) -> _Chains:
 
 
 @contextmanager
-def _peer(store: Any, blocks: list[list[Any]] | None = None, garbage: bool = False
+def _peer(store: Any, blocks: list[list[Any]] | None = None, garbage: str = ""
           ) -> Iterator[str]:
-    """A peer's sync, header, checkpoint and proof endpoints over HTTP, from the honest store;
-    with ``blocks`` (from height 3) it serves those instead, and with ``garbage`` nonsense."""
+    """A peer's sync, header, checkpoint and proof endpoints over HTTP, from the honest store.
+    With ``blocks`` (from height 3) it serves those on /v1/sync/blocks (honest headers still),
+    and nonsense on the paths ``garbage`` ends with."""
     import base64
     import http.server
     from urllib.parse import parse_qs, urlparse
@@ -296,12 +297,12 @@ def _peer(store: Any, blocks: list[list[Any]] | None = None, garbage: bool = Fal
                     heights = range(q["from"], min(top, q["from"] + q["count"] - 1) + 1)
                     served = [[store.block(h).to_bytes(), store.block_entries(store.block(h))]
                               for h in heights]
+                    headers = [b[0] for b in served]
                     if blocks is not None:
                         served = blocks[q["from"] - 3:q["from"] - 3 + q["count"]]
-                    if garbage:
-                        served = [5, 6]  # not [header, entries] pairs
-                    body = codec.encode(served if u.path.endswith("blocks")
-                                        else [b[0] for b in served])
+                    body = codec.encode(served if u.path.endswith("blocks") else headers)
+                    if garbage and u.path.endswith(garbage):
+                        body = codec.encode([5, 6])  # not [header, entries] pairs
                 elif u.path == "/v1/checkpoint":
                     body = store.checkpoint() or b""
                 elif u.path == "/v1/proofs/consistency":
@@ -326,11 +327,12 @@ def _peer(store: Any, blocks: list[list[Any]] | None = None, garbage: bool = Fal
         server.server_close()
 
 
-@pytest.mark.parametrize("first", ["regroup", "split", "garbage"])
+@pytest.mark.parametrize("first", ["regroup", "split", "garbage-blocks", "garbage-headers"])
 def test_a_node_catching_up_takes_only_the_networks_blocks(
         etcd_url: str, chains: _Chains, tmp_path: Path, first: str) -> None:
-    """Past the pruning marker a node syncs from peers. A peer that regroups the same entries
-    into other blocks (other times), adds a block, or sends nonsense is refused before anything
+    """Past the pruning marker a node syncs from peers, the first peer asked first. One that
+    serves the network's headers but regroups the same entries into other blocks (other
+    times), adds a block, or sends nonsense for blocks or headers, is refused before anything
     is written, and the next peer is asked: the node ends on the network's own blocks, the ones
     the marker's block hash ends (ADR 46)."""
     from ledger import codec
@@ -346,7 +348,8 @@ def test_a_node_catching_up_takes_only_the_networks_blocks(
     assert log.prune(5, codec.encode({"rev": 5, "height": head.height, "size": head.log_size,
                                       "hash": head.hash}), cosig_size=0, seen=None) == 0
     liar = chains.liars.get(first)
-    with honest, _peer(honest, liar, garbage=first == "garbage") as bad, _peer(honest) as good, \
+    garbage = first.split("-")[1] if first.startswith("garbage") else ""
+    with honest, _peer(honest, liar, garbage=garbage) as bad, _peer(honest) as good, \
             Store(victim, create=False) as store:
         orderer = EtcdOrderer(store, EtcdLog([etcd_url], network), agency="edu",
                               node_key=chains.node_key, clock=lambda: DEMO_T0 + 10,
