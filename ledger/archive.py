@@ -72,6 +72,7 @@ __all__ = [
     "ReplayError",
     "ReplayTarget",
     "Replayer",
+    "check_archive",
     "export_archive",
     "import_archive",
     "read_archive",
@@ -227,6 +228,7 @@ class _Reader:
 
     src: BinaryIO
     header: ArchiveHeader = field(init=False)
+    sha256: bytes = b""  # the trailer's checksum, once read
     _it: Iterator[tuple[int, dict[str, Any], bytes]] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -277,6 +279,7 @@ class _Reader:
                                            f"found {sha.hex()}", record=n)
                     if self.src.read(1):
                         raise ArchiveError("bytes after the trailer", record=n + 1)
+                    self.sha256 = sha
                     return
                 height = f.int("height", lo=0)
                 header = f.bytes("header", max_len=4096)
@@ -306,6 +309,20 @@ def read_archive(unverified: BinaryIO) -> tuple[ArchiveHeader, Iterator[BlockRec
     """
     reader = _Reader(unverified)
     return reader.header, reader.blocks()
+
+
+def check_archive(unverified: BinaryIO) -> ExportSummary:
+    """Read a whole archive (every frame's checksum, the counts, the trailer) and sum it up as
+    :func:`export_archive` does; :class:`ArchiveError` if it is damaged or cut short. Replays
+    nothing: that is the audit's and the import's work."""
+    reader = _Reader(unverified)
+    blocks = txs = checkpoints = 0
+    for b in reader.blocks():
+        blocks += 1
+        txs += len(b.unverified_txs)
+        checkpoints += len(b.unverified_checkpoints)
+    return ExportSummary(reader.header.network, blocks, txs, checkpoints, reader.sha256,
+                         unverified.tell())
 
 
 def write_archive(out: BinaryIO, network: str, log_size: int,

@@ -746,7 +746,7 @@ def export(
 ) -> None:
     """Write a portable archive of the whole chain (blocks, transactions, checkpoints), from a
     data folder or, with --node, from a running node."""
-    from ledger.archive import ArchiveError, export_archive, read_archive
+    from ledger.archive import ArchiveError, check_archive, export_archive
 
     if (data is None) == (node is None):
         _fail("give exactly one of DATA (a store) or --node URL", 2)
@@ -754,24 +754,30 @@ def export(
         _fail("give --out FILE: where to write the archive", 2)
     _check_out(out_file, force)
     if node is not None:
-        with atomic_output(out_file, 0o644) as f:
-            _fetch_archive(node, ca, f, None)
+        checked: list[Any] = []
+
+        def whole(path: Path) -> None:
+            with path.open("rb") as written:
+                checked.append(check_archive(written))
+
         try:
-            with out_file.open("rb") as f:
-                header, blocks = read_archive(f)
-                for _ in blocks:  # every record's checksum, and the closing one
-                    pass
+            with atomic_output(out_file, 0o644, check=whole) as f:  # --out only once checked
+                _fetch_archive(node, ca, f, None)
         except ArchiveError as e:
-            out_file.unlink(missing_ok=True)
-            _fail(f"the archive from {node} is damaged or cut short: {e}")
-        summary_json = {"file": str(out_file), "network": header.network,
-                        "blocks": header.blocks, "log_size": header.log_size,
-                        "bytes": out_file.stat().st_size}
+            _fail(f"the archive from {node} is damaged or cut short (nothing written): {e}")
+        except OSError as e:
+            _fail(f"cannot write {out_file}: {e.strerror or e}", 2)
+        summary = checked[0]
+        result = {"file": str(out_file), "network": summary.network, "blocks": summary.blocks,
+                  "txs": summary.txs, "checkpoints": summary.checkpoints,
+                  "sha256": summary.sha256.hex(), "bytes": summary.bytes, "node": node}
         if as_json:
-            print(json.dumps(summary_json))
+            print(json.dumps(result))
         else:
-            out.print(Text(f"archived {header.blocks} blocks of {header.network!r} from {node} "
-                           f"→ {out_file} ({summary_json['bytes']} bytes)"), soft_wrap=True)
+            out.print(Text(f"archived {summary.blocks} blocks, {summary.txs} transactions, "
+                           f"{summary.checkpoints} checkpoints of {summary.network!r} from "
+                           f"{node} → {out_file} ({summary.bytes} bytes, checksum "
+                           f"{summary.sha256.hex()})"), soft_wrap=True)
         return
     assert data is not None
     if not data.exists():
@@ -906,8 +912,11 @@ def audit(
             source = folder / "node.archive"
             if not as_json:
                 err.print(Text(f"fetching the chain from {node} …"), soft_wrap=True)
-            with source.open("wb") as f:
-                _fetch_archive(node, ca, f, None)
+            try:
+                with source.open("wb") as f:
+                    _fetch_archive(node, ca, f, None)
+            except OSError as e:  # a full disk, say
+                _fail(f"cannot keep the archive from {node} in {folder}: {e.strerror or e}", 2)
         assert source is not None
         try:
             with _progress_bar(not as_json) as bar:

@@ -8,6 +8,7 @@ import secrets
 import shutil
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import plyvel
 import pytest
@@ -360,6 +361,36 @@ def test_since_on_an_archive(extended: tuple[Path, SignedCheckpoint, int],
 
 # -- a running node's chain: GET /v1/archive, `ledger export --node`, `ledger audit --node` ------
 
+_SERVERS: dict[str, Any] = {}
+
+
+def _serving(body: bytes) -> str:
+    """A server answering every GET with ``body``; its URL (stop it with _stop_serving)."""
+    import http.server
+    import threading
+
+    class Fixed(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Fixed)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    _SERVERS[url] = server
+    return url
+
+
+def _stop_serving(url: str) -> None:
+    server = _SERVERS.pop(url)
+    server.shutdown()
+    server.server_close()
+
 def test_a_running_nodes_chain_is_exported_and_audited_through_its_url(
         demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """LevelDB lets only the node open its store while it runs: the archive comes over HTTP,
@@ -376,8 +407,9 @@ def test_a_running_nodes_chain_is_exported_and_audited_through_its_url(
     data = tmp_path / "node"
     shutil.copytree(demo, data)
     local = tmp_path / "local.archive"
-    r = runner.invoke(ledger_app, ["export", str(data), "--out", str(local)])
+    r = runner.invoke(ledger_app, ["export", str(data), "--out", str(local), "--json"])
     assert r.exit_code == 0, r.output
+    local_summary = json.loads(r.stdout)
     now = T0 + 10_000
     node = Node(data, "edu", PASS, clock=lambda: now, workers=0)
     try:
@@ -402,14 +434,27 @@ def test_a_running_nodes_chain_is_exported_and_audited_through_its_url(
         app = create_app(settings_for(data), node=node)
         with serve(app) as url:
             fetched = tmp_path / "node.archive"
-            r = runner.invoke(ledger_app, ["export", "--node", url, "--out", str(fetched)])
+            r = runner.invoke(ledger_app, ["export", "--node", url, "--out", str(fetched),
+                                           "--json"])
             assert r.exit_code == 0, r.output
             assert fetched.read_bytes() == local.read_bytes()
+            said = json.loads(r.stdout)
+            assert {**said, "file": None, "node": None} == {**local_summary, "file": None,
+                                                            "node": None}
             r = runner.invoke(ledger_app, ["audit", "--node", url, "--json", "--workers", "0"])
             assert r.exit_code == 0, r.output
             report = json.loads(r.stdout)
             assert report["clean"] and report["source"] == {"kind": "node", "path": url}
             assert report["blocks_checked"] == report["blocks_total"] > 1
+            # a reply cut short never replaces a good archive, even with --force
+            short = _serving(local.read_bytes()[:-40])
+            try:
+                r = runner.invoke(ledger_app, ["export", "--node", short, "--out", str(fetched),
+                                               "--force"])
+            finally:
+                _stop_serving(short)
+            assert r.exit_code == 1 and "cut short" in r.output, r.output
+            assert fetched.read_bytes() == local.read_bytes()
             head = httpx.head(f"{url}/v1/archive")  # a whole export for no body: not here
             assert head.status_code == 405
             r = runner.invoke(ledger_app, ["audit", "--node", "ftp://x", "--json"])
