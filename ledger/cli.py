@@ -92,10 +92,13 @@ from ledger.statuslist import StatusList
 from ledger.store import Store
 from ledger.tx import GOV_ACTIONS, Tx, make_tx
 
-ledger_app = typer.Typer(help="Inspect and check a ledger (verifying officials and auditors).",
+ledger_app = typer.Typer(help="Inspect and check a ledger (verifying officials and auditors).\n\n"
+                              "Exit codes: 0 done (verified, clean), 1 refused or a check "
+                              "failed, 2 bad input or usage.",
                          no_args_is_help=True, add_completion=False)
 agency_app = typer.Typer(help="Issue, revoke and suspend credentials, and propose, cosign and "
-                              "submit governance changes (issuing agencies).",
+                              "submit governance changes (issuing agencies).\n\n"
+                              "Exit codes: 0 done, 1 refused or failed, 2 bad input or usage.",
                          no_args_is_help=True, add_completion=False)
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)

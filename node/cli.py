@@ -19,7 +19,9 @@ from ledger.keys import PASSPHRASE_ENV, read_passphrase
 if TYPE_CHECKING:
     from node.cluster import LocalCluster
 
-app = typer.Typer(help="Run and operate an agency's ledger node (node operators).",
+app = typer.Typer(help="Run and operate an agency's ledger node (node operators).\n\n"
+                       "Exit codes: 0 done (or stopped by SIGTERM), 1 refused or failed, 2 "
+                       "bad input or usage.",
                   no_args_is_help=True, add_completion=False)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -171,7 +173,7 @@ def run(
                                       {k: v for k, v in given.items() if v is not None})
     except ConfigError as e:
         err.print(f"[red]bad config:[/] {e}")
-        raise typer.Exit(1) from e
+        raise typer.Exit(2) from e
     # From here on a SIGTERM still runs the clean-up: the ExitStack closes the node, then
     # removes the clear TLS key (its callbacks run last-in, first-out, each even if one fails).
     with _stop_on_sigterm(), contextlib.ExitStack() as cleanup:
@@ -207,7 +209,7 @@ def run(
             app_ = create_app(settings, node=node)
         except LedgerError as e:  # the trust list (ADR 39)
             err.print(f"[red]bad config:[/] {e}")
-            raise typer.Exit(1) from e
+            raise typer.Exit(2) from e
         err.print(f"node [bold]{settings.agency}[/] of {node.network} ({settings.ordering} "
                   f"ordering) on {settings.scheme}://{settings.host}:{settings.port}")
         _tune_gc()

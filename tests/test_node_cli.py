@@ -85,6 +85,9 @@ def test_init_new_network_then_run(tmp_path: Path) -> None:
     assert r.returncode == 1, r.stderr
     assert f"could not serve on 127.0.0.1:{busy}" in r.stderr
     assert "Traceback" not in r.stderr
+    r = subprocess.run([str(BIN / "ledger-node"), "run", "--config", str(tmp_path / "no.toml")],
+                       env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 2 and "bad config" in r.stderr, r.stderr  # bad input: 2
 
 
 def test_a_running_node_collects_young_objects_less_often() -> None:
