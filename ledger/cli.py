@@ -457,7 +457,8 @@ def new_request(
         out_file.write_text(text, encoding="utf-8")
     except OSError as e:
         _fail(f"cannot write {out_file}: {e.strerror or e}", 2)
-    err.print(f"request for {credential_type!r} ({len(body['claims'])} claims) in {out_file}; "
+    n = len(body["claims"])
+    err.print(f"request for {credential_type!r} ({n} claim{'' if n == 1 else 's'}) in {out_file}; "
               f"nonce {body['nonce']}")
 
 

@@ -288,7 +288,7 @@ class Verifier:
         signed = SignedCheckpoint.from_text(text)
         signers = frozenset(verify_final(signed, self.registry, now))
         got = (signed, signers,
-               f"size {signed.checkpoint.size}, final: signed by {sorted(signers)}")
+               f"size {signed.checkpoint.size}, final: signed by {', '.join(sorted(signers))}")
         if len(self._final) >= self._cache_size and text not in self._final:
             self._final.pop(next(iter(self._final)))
         self._final[text] = (*self.registry.node_key_span(now), got)

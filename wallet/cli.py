@@ -596,7 +596,8 @@ def restore(
             _confirm(f"Replace the wallet at {path} with {file}?", yes)
         _make_folder(path)
         w = Wallet.restore(file, path, passphrase)
-        err.print(f"Restored {escape(str(path))}: {len(w.list())} credentials")
+        n = len(w.list())
+        err.print(f"Restored {escape(str(path))}: {n} credential{'' if n == 1 else 's'}")
         if w.replaced is not None:
             err.print(f"The wallet it replaced is kept, still encrypted, in "
                       f"{escape(str(w.replaced))}")
