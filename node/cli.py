@@ -100,7 +100,8 @@ Stop with Ctrl-C.""", highlight=False, soft_wrap=True)
             configure_logging()
             with _startup_failure("127.0.0.1", port):
                 uvicorn.run(create_app(settings, node=node), host="127.0.0.1", port=port,
-                            log_config=None, access_log=False, server_header=False)
+                            log_config=None, access_log=False, server_header=False,
+                            proxy_headers=False)
         finally:
             node.close()
 
@@ -218,9 +219,11 @@ def run(
             ssl = {"ssl_certfile": str(runtime / f"{settings.agency}.crt"),
                    "ssl_keyfile": str(runtime / f"{settings.agency}.key")}
         with _startup_failure(settings.host, settings.port):
+            # proxy_headers=False: uvicorn would otherwise take X-Forwarded-For from any
+            # local process as the client's address, and the rate limit keys on it (ADR 46).
             uvicorn.run(app_, host=settings.host, port=settings.port, log_config=None,
                         access_log=False, server_header=False, timeout_graceful_shutdown=5,
-                        **ssl)  # type: ignore[arg-type]
+                        proxy_headers=False, **ssl)  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager

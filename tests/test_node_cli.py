@@ -85,6 +85,30 @@ def test_init_new_network_then_run(tmp_path: Path) -> None:
     assert r.returncode == 1, r.stderr
     assert f"could not serve on 127.0.0.1:{busy}" in r.stderr
     assert "Traceback" not in r.stderr
+    # The rate limit keys on the socket's peer: a local process cannot pick its address with
+    # X-Forwarded-For (uvicorn would take it from 127.0.0.1 by default).
+    limited = {**env, "LEDGER_NODE_RATE_LIMIT_PER_MINUTE": "1", "LEDGER_NODE_RATE_LIMIT_BURST":
+               "2"}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with subprocess.Popen([str(BIN / "ledger-node"), "run", "--config",
+                           str(tmp_path / "node.toml"), "--port", str(port)], env=limited,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            for _ in range(300):
+                assert proc.poll() is None
+                with socket.socket() as probe:
+                    if probe.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                time.sleep(0.1)
+            codes = [httpx.get(f"http://127.0.0.1:{port}/v1/head", timeout=10,
+                               headers={"X-Forwarded-For": f"198.51.100.{i}"}).status_code
+                     for i in range(4)]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    assert codes == [200, 200, 429, 429], codes
     r = subprocess.run([str(BIN / "ledger-node"), "run", "--config", str(tmp_path / "no.toml")],
                        env=env, capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 2 and "bad config" in r.stderr, r.stderr  # bad input: 2
