@@ -87,7 +87,8 @@ def check_claims(type_def: Mapping[str, Any], claims: Mapping[str, Any]) -> None
     for name, kind in want.items():
         if not _kind_ok(kind, claims[name], name):
             raise ClaimError(f"claim {name!r} must be of kind {kind}" + (
-                f" (at most {MAX_INT_CLAIM:,} either side of 0)" if kind == "int" else ""))
+                f" (at most {MAX_INT_CLAIM:,} either side of 0)" if kind == "int" else
+                " of 1 to 1,000 characters" if kind == "string" else ""))
 
 
 def _age_at_least(birth: dt.date, years: int, on: dt.date) -> bool:

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -334,6 +335,27 @@ def _b64(h: bytes) -> str:
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float written as text (JSON has no NaN or Infinity)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+async def validation_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422 for a request that does not fit its schema, able to say so also when the
+    request held ``1e999`` or ``NaN`` (the default answered 500 trying to echo it)."""
+    from fastapi.encoders import jsonable_encoder
+    from fastapi.exceptions import RequestValidationError
+
+    assert isinstance(exc, RequestValidationError)  # registered for it only
+    return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))}, status_code=422)
 
 
 CLOCK_SLACK = 60

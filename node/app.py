@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -42,7 +43,7 @@ from ledger.foreign import read_trust_list
 from ledger.keys import PASSPHRASE_ENV
 from ledger.sdjwt import VerificationError
 from ledger.statuslist import StatusListError
-from node.api import BadRequest, router
+from node.api import BadRequest, router, validation_error
 from node.api_approvals import router as approvals_router
 from node.config import Settings
 from node.ratelimit import RateLimit
@@ -385,6 +386,7 @@ def create_app(settings: Settings, *, node: Node | None = None,
                             status_code=400)
 
     app.add_exception_handler(Exception, _server_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(router)
     app.include_router(approvals_router)
     _include_pages(app)

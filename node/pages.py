@@ -29,10 +29,7 @@ import jinja2
 import segno
 import zxingcpp
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
-from fastapi.exception_handlers import (
-    http_exception_handler,
-    request_validation_exception_handler,
-)
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -42,7 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ledger.display import printable
 from ledger.errors import DecodeError, LedgerError
 from ledger.presentation import MAX_ENVELOPE, Envelope, Report
-from node.api import trust_of, verify_foreign_for
+from node.api import trust_of, validation_error, verify_foreign_for
 from node.service import REQUEST_TTL, Node, NotFound, PendingRequest
 
 __all__ = ["NodeDep", "router"]
@@ -139,7 +136,7 @@ def install_error_pages(app: FastAPI) -> None:
     async def bad_parameters(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)  # registered for it only
         if not for_a_person(request):
-            return await request_validation_exception_handler(request, exc)
+            return await validation_error(request, exc)
         where = ", ".join(str(e.get("loc", ["?"])[-1]) for e in exc.errors()[:5])
         return _error_page(request, "Not a valid address or form",
                            f"This page cannot use what it was given ({where}).", 400)

@@ -808,3 +808,17 @@ def test_a_solo_node_short_of_node_keys_issues_nothing_and_says_so(tmp_path: Pat
                       headers=AUTH, json={"status": "valid", "reason": "cleared"})
         assert r.status_code == 200, r.text
         assert http.get("/v1/health").json()["status"] == "ok"
+
+
+@pytest.mark.parametrize("body", [
+    '{"type": "degree", "claims": ["field"], "x": 1e999}',
+    '{"type": 1e999, "claims": ["field"]}',
+    '{"type": NaN, "claims": ["field"]}',
+    '{"nonce": "n", "envelope": Infinity}',
+])
+def test_a_non_finite_number_is_a_422_not_a_500(http: httpx.Client, body: str) -> None:
+    """FastAPI's 422 echoes what it refused; 1e999 or NaN made that echo fail with a 500."""
+    path = "/v1/verify" if "envelope" in body else "/v1/presentation-requests"
+    r = http.post(path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code in (400, 422), r.text
+    r.json()  # a JSON answer saying what was wrong

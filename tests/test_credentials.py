@@ -103,6 +103,7 @@ def test_a_birth_date_after_the_day_of_issue_is_refused() -> None:
     (dict(CLAIMS, birth_date="1950-13-01"), "'birth_date' must be a date"),
     (dict(CLAIMS, birth_date="30/06/1950"), "'birth_date' must be a date"),
     (dict(CLAIMS, holder_name=""), "'holder_name' must be of kind string"),
+    (dict(CLAIMS, holder_name="x" * 1001), "'holder_name' must be of kind string of 1 to 1,000"),
     # what Python's fromisoformat takes besides YYYY-MM-DD
     (dict(CLAIMS, birth_date="19500302xx"), "'birth_date' must be a date"),
     (dict(CLAIMS, birth_date="2020-W01-1"), "'birth_date' must be a date"),
