@@ -136,6 +136,9 @@ class ClusterOut(_Out):
     counters: dict[str, int]
     last_error: str
     failing_since: float | None = None
+    unfinal_since: float | None = Field(
+        default=None, description="Since when (Unix time) the head has had no final "
+                                  "checkpoint; null while it has one")
     settings: dict[str, int] = Field(
         default_factory=dict,
         description="max_batch (transactions per etcd batch at most) and retention (blocks a "
@@ -360,6 +363,9 @@ async def validation_error(request: Request, exc: Exception) -> Response:
 
 CLOCK_SLACK = 60
 """Seconds the chain's time may run ahead of a node's clock before its health says so."""
+FINALITY_SLACK = 30
+"""Seconds a replicated node's head may go without a final checkpoint before its health says
+so (co-signatures of a healthy network follow each block within a second)."""
 
 
 def _from_b64url(text: str, what: str) -> bytes:
@@ -413,6 +419,11 @@ def health(node: NodeDep, response: Response) -> Health:
         response.status_code = 503
     elif cluster.get("failing_since"):
         status, problem = "degraded", cluster["last_error"] or "replication steps are failing"
+    elif cluster.get("unfinal_since") and node.now() - cluster["unfinal_since"] > FINALITY_SLACK:
+        status = "degraded"
+        problem = (f"no final checkpoint for {int(node.now() - cluster['unfinal_since'])} s "
+                   f"(final size {cluster['final_size']}, log size {head['log_size']}): fewer "
+                   "than the quorum of agency nodes are co-signing (are peers down?)")
     elif skew:
         status, problem = "degraded", skew
     return Health(status=status, agency=node.agency, network=node.network,

@@ -155,6 +155,7 @@ class EtcdOrderer:
         self.network = store.registry.network
         self.clock, self.peers = clock, list(peers)
         self._good_peer = 0  # the peer catch-up asks first: the last that answered well
+        self._unfinal_since = 0.0  # since when the head has had no final checkpoint
         self.max_batch, self.max_wait, self.retention = max_batch, max_wait, retention
         self.submit_timeout, self.poll = submit_timeout, poll
         verify = ssl.create_default_context(cafile=http_verify) if isinstance(
@@ -326,6 +327,7 @@ class EtcdOrderer:
                 self._stop.wait(1.0)
             else:
                 self.stats.failing_since = 0.0
+                self._watch_finality()
                 continue
             # after a failure: health reports the node degraded until a step succeeds
             self.stats.failing_since = self.stats.failing_since or _time.time()
@@ -840,6 +842,14 @@ class EtcdOrderer:
             self.stats.synced_blocks += 1
 
     # -- status and lifecycle --
+    def _watch_finality(self) -> None:
+        """Note since when the head has had no final checkpoint (0 while it has one)."""
+        head = self.store.head
+        if head is None or self.final_size >= head.log_size:
+            self._unfinal_since = 0.0
+        elif not self._unfinal_since:
+            self._unfinal_since = _time.time()
+
     def status(self) -> dict[str, Any]:
         head = self.store.head
         assert head is not None
@@ -851,6 +861,7 @@ class EtcdOrderer:
                              if f.type == "int"},
                 "last_error": self.stats.last_error,
                 "failing_since": self.stats.failing_since or None,
+                "unfinal_since": self._unfinal_since or None,
                 "settings": {"max_batch": self.max_batch, "retention": self.retention}}
 
     def stop(self) -> None:

@@ -482,8 +482,16 @@ class Node:
                 if e.code == "status_index_used":
                     continue
                 raise
+            try:
+                covering = self._final_covering(receipt.index)
+            except OrderingError as e:
+                cid = cred.anchor.body["credential_id"].hex()
+                raise OrderingError(
+                    f"credential {cid} is committed, but {e}: its holder's copy cannot be "
+                    "proven and is not kept. Revoke it (`agency status --credential-id "
+                    f"{cid} --set revoked`) and issue again once /v1/health is ok") from e
             return bundle_from_store(self.store, receipt.index, cred.sd_jwt.serialize(),
-                                     self._final_covering(receipt.index)), receipt
+                                     covering), receipt
         raise LedgerError(f"no free status index of {self.agency}/{kind} in 32 draws")
 
     def _final_covering(self, index: int, wait: float = 15.0) -> bytes | None:
@@ -494,8 +502,9 @@ class Node:
         deadline = _time.monotonic() + wait
         while rep.final_size <= index:
             if _time.monotonic() > deadline:
-                raise LedgerError(f"entry {index} is committed but no final checkpoint covers "
-                                  f"it yet (final size {rep.final_size}); fetch the proof later")
+                raise OrderingError(f"no final checkpoint covered entry {index} within "
+                                    f"{wait:g} s (final size {rep.final_size}): fewer than the "
+                                    "quorum of agency nodes are co-signing")
             _time.sleep(0.02)
         return rep.final_checkpoint()
 

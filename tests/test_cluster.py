@@ -9,6 +9,7 @@ failover time is measured by ``scripts/bench cluster``).
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import plyvel
 import pytest
 from clusterkit import Net, free_base, running_cluster
 
-from ledger import codec
+from ledger import codec, sdjwt
 from ledger.checkpoint import Checkpoint, SignedCheckpoint
 from ledger.keys import PrivateKey, PublicKey
 from ledger.network import status_tx
@@ -334,3 +335,30 @@ def test_a_cluster_folder_from_before_gets_a_random_token(tmp_path: Path) -> Non
     for toml in folder.glob("*/node.toml"):
         assert hashlib.sha256(token.encode()).hexdigest() in toml.read_text()
         assert toml.stat().st_mode & 0o777 == 0o600
+
+
+def test_issuing_with_too_few_nodes_co_signing_names_the_credential(fresh: Net) -> None:
+    """Two of three nodes down (their etcd members up): the issue commits but no final
+    checkpoint follows, so the holder's copy cannot be proven. The node answers 503 naming the
+    credential to revoke (it answered 400, naming nothing), and /v1/cluster notes since when
+    the head has had no final checkpoint (health says so after FINALITY_SLACK)."""
+    net = fresh
+    before = net.health("edu")["log_size"]
+    net.cluster.kill_node("civil")
+    net.cluster.kill_node("health")
+    jwk = sdjwt.jwk_from_ed25519(PrivateKey.generate().public.raw)
+    r = net.http.post(f"{net.url('edu')}/v1/credentials",
+                      headers={"Authorization": f"Bearer {net.token}"},
+                      json={"type": "degree", "claims": {"holder_name": "Wen",
+                                                         "degree_level": "master"},
+                            "holder_jwk": jwk, "valid_days": 30}, timeout=60)
+    assert r.status_code == 503, r.text
+    detail = r.json()["detail"]
+    cid = re.search(r"credential ([0-9a-f]{64}) is committed", detail)
+    assert cid and "--set revoked" in detail, detail
+    status = net.http.get(f"{net.url('edu')}/v1/cluster").json()
+    assert status["log_size"] == before + 1  # on the ledger: revocable by the id named
+    assert status["unfinal_since"] is not None and status["final_size"] < status["log_size"]
+    net.wait_until("health says finality stalled", lambda: "no final checkpoint for" in (
+        net.health("edu").get("problem") or ""), timeout=90)
+    assert net.health("edu")["status"] == "degraded"
