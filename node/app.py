@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -138,6 +139,10 @@ def configure_logging(level: int = logging.INFO) -> None:
         logger.propagate = False
 
 
+BODY_SECONDS = 30.0
+"""How long a request body may take to arrive whole before the node answers 408."""
+
+
 class _BodyLimit:
     """Refuse request bodies over ``limit`` bytes with 413 before any route reads them.
 
@@ -163,17 +168,29 @@ class _BodyLimit:
             return
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            size += len(message.get("body", b""))
-            if size > limit:
-                await self._refuse(send, limit, page)
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
+        # A body trickled in (a byte now and then) would hold its buffer and connection for
+        # ever: it has BODY_SECONDS to arrive whole (ADR 46).
+        with anyio.move_on_after(BODY_SECONDS) as late:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                size += len(message.get("body", b""))
+                if size > limit:
+                    await self._refuse(send, limit, page)
+                    return
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+        if late.cancelled_caught:
+            body408 = json.dumps({"detail": f"the request body did not arrive within "
+                                            f"{BODY_SECONDS:g} s", "error": "Timeout"}).encode()
+            await send({"type": "http.response.start", "status": 408,
+                        "headers": [(b"content-type", b"application/json"),
+                                    (b"content-length", str(len(body408)).encode()),
+                                    (b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": body408})
+            return
         body = b"".join(chunks)
         replayed = False
 

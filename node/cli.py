@@ -106,6 +106,10 @@ Stop with Ctrl-C.""", highlight=False, soft_wrap=True)
             node.close()
 
 
+LIMIT_CONCURRENCY = 512
+"""Connections and tasks a node serves at once; more get 503 at once (uvicorn), so slow
+clients cannot hold its memory without bound (ADR 46)."""
+
 GC_THRESHOLDS = (20_000, 20, 20)
 """Collector thresholds of a running node (ADR 27). Python's default (700, 10, 10) collects the
 young generation every ~50 parsed transactions, and each older collection walks the node's
@@ -223,7 +227,8 @@ def run(
             # local process as the client's address, and the rate limit keys on it (ADR 46).
             uvicorn.run(app_, host=settings.host, port=settings.port, log_config=None,
                         access_log=False, server_header=False, timeout_graceful_shutdown=5,
-                        proxy_headers=False, **ssl)  # type: ignore[arg-type]
+                        proxy_headers=False, limit_concurrency=LIMIT_CONCURRENCY,
+                        **ssl)  # type: ignore[arg-type]
 
 
 @contextlib.contextmanager

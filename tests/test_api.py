@@ -822,3 +822,26 @@ def test_a_non_finite_number_is_a_422_not_a_500(http: httpx.Client, body: str) -
     r = http.post(path, content=body, headers={"content-type": "application/json"})
     assert r.status_code in (400, 422), r.text
     r.json()  # a JSON answer saying what was wrong
+
+
+def test_a_body_trickled_in_is_answered_408(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client sending its body a byte now and then held a buffer and a connection for ever
+    (no timeout); it now has BODY_SECONDS to send it whole, and nothing is submitted."""
+    import socket as _socket
+
+    from node import app as node_app
+
+    monkeypatch.setattr(node_app, "BODY_SECONDS", 0.5)
+    data = make_demo(tmp_path / "demo")
+    app = create_app(settings_for(data), clock=lambda: NOW, passphrase=PASS)
+    with serve(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with _socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"POST /v1/tx HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n"
+                      b"Content-Length: 100\r\n\r\n" + b"\x93" * 10)
+            reply = s.recv(4096)
+        with httpx.Client(base_url=url) as http:
+            assert http.get("/v1/health").status_code == 200  # and the node serves on
+    assert reply.startswith(b"HTTP/1.1 408"), reply
+    assert b"did not arrive within 0.5 s" in reply
