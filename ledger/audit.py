@@ -1215,8 +1215,8 @@ def verify_statement(unverified: bytes, auditor_public: PublicKey) -> dict[str, 
     auditor = b.bytes("auditor", size=32)
     b.done()
     if auditor != auditor_public.raw:
-        raise SignatureError(f"the statement names auditor key {PublicKey(auditor).kid.hex()[:16]}"
-                             f", not {auditor_public.kid.hex()[:16]}")
+        raise SignatureError(f"the statement names auditor public key {auditor.hex()}, not "
+                             f"{auditor_public.raw.hex()}")
     auditor_public.verify("audit", codec.encode(body), sig)
     out["auditor"] = auditor_public.kid.hex()
     return out

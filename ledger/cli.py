@@ -721,13 +721,18 @@ def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, bar: Any) -> int:
         with httpx.stream("GET", f"{url.rstrip('/')}/v1/archive", verify=verify,
                           timeout=60) as r:
             if r.status_code != 200:
-                r.read()
+                said = b""
+                for chunk in r.iter_bytes(1 << 14):  # a few KiB say why; more is not read
+                    said += chunk
+                    if len(said) >= 1 << 16:
+                        break
                 try:
-                    detail = r.json().get("detail")
+                    body = json.loads(said)
                 except ValueError:
-                    detail = None
+                    body = None
+                detail = body.get("detail") if isinstance(body, dict) else None
                 _fail(f"{url} refused the archive: HTTP {r.status_code}"
-                      + (f" ({printable(str(detail))})" if detail else ""))
+                      + (f" ({printable(str(detail)[:300])})" if detail else ""))
             for chunk in r.iter_bytes(1 << 20):
                 dest.write(chunk)
                 got += len(chunk)
@@ -927,7 +932,8 @@ def audit(
                 report = run_audit(source, now=_now(), progress=bar,
                                    workers=n if n > 1 else 0, since=old, evidence=evidence)
         except AuditError as e:
-            _fail(str(e), 2)
+            _fail(str(e).replace(str(source), f"the archive from {node}") if node else str(e),
+                  2)
         if node is not None:
             report.source_kind, report.source = "node", node
     unwritten = None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import secrets
 import signal
@@ -38,6 +39,9 @@ def atomic_output(path: Path, mode: int = 0o600, *, overwrite: bool = True,
     reads the written file (its temporary name) before it takes ``path``'s place; what it
     raises leaves ``path`` unchanged too.
     """
+    if path.exists() and not path.is_file():  # a device, a folder: never replaced by a file
+        raise IsADirectoryError(errno.EISDIR if path.is_dir() else errno.EINVAL,
+                                "not a regular file; not replacing it", str(path))
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:

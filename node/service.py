@@ -28,7 +28,6 @@ from ledger.checkpoint import SignedCheckpoint, vkey
 from ledger.credentials import STATUS_LIST_SIZE, issue_credential, status_list_uri
 from ledger.errors import (
     CheckpointError,
-    DecodeError,
     KeyFileError,
     LedgerError,
     OrderingError,
@@ -90,13 +89,15 @@ def read_credit_secret(path: Path, passphrase: bytes) -> bytes | None:
         return None
     except OSError as e:
         raise KeyFileError(f"cannot read {path}: {e.strerror or e}") from e
-    try:
-        sealed = codec.decode(blob, max_size=64 * 1024)
-    except DecodeError:
-        sealed = None
-    if not (isinstance(sealed, dict) and "kdf" in sealed and "what" in sealed):
-        return blob  # written before ADR 46: the secret's bytes themselves
-    return open_secret(blob, passphrase, CREDIT_SECRET, path)
+    # A sealed file is a msgpack map (first byte 0x80..0x8f): it must open, else the node
+    # refuses to start rather than key pseudonyms with damaged bytes. A clear secret written
+    # before ADR 46 is 32 random bytes (16 to 64 accepted).
+    if (blob[:1] and 0x80 <= blob[0] <= 0x8F) or b"kdf" in blob:
+        return open_secret(blob, passphrase, CREDIT_SECRET, path)
+    if not 16 <= len(blob) <= 64:
+        raise KeyFileError(f"{path} is neither a sealed credit secret nor a clear one from "
+                           f"before (16 to 64 bytes; it has {len(blob)})")
+    return blob
 
 
 _BUSY_ARCHIVE = "this node is already sending its chain to someone; retry in a while"
@@ -208,6 +209,7 @@ class Node:
         self._verifier: Verifier | None = None
         self._lock = threading.Lock()
         self._export_lock = threading.Lock()
+        self._short: tuple[object, bool] = (None, False)  # (registry, ten seconds): short?
         self._export: tuple[object, float] | None = None  # (reader, last progress)
         # Submissions that outlived their request's wait, so that GET …/receipt can still tell
         # a rejection from a transaction not ordered yet (bounded: the oldest are forgotten).
@@ -399,8 +401,34 @@ class Node:
                           kid=key.kid.hex())
 
     # -- writing --
+    def _refused_issue(self, raw: bytes | Tx) -> LedgerError | None:
+        """On a solo node short of node keys, the error an ``issue`` gets (its holder's bundle
+        could not be proven: ADR 46); None for anything else, and on a node with its keys."""
+        if self.replicated is not None:
+            return None
+        registry, t = self._registry(), self.now()
+        key = (id(registry), t // 10)  # the keys' count, once per registry and ten seconds
+        if self._short[0] != key:
+            self._short = (key, len(self._checkpoint_keys(registry, t)) < registry.quorum)
+        if not self._short[1]:
+            return None
+        try:
+            kind = (raw if isinstance(raw, Tx) else Tx.from_bytes(raw)).type
+        except LedgerError:
+            return None  # the orderer refuses it, saying why
+        if kind != "issue":
+            return None
+        try:
+            self.check_can_finalize()
+        except OrderingError as e:
+            return e
+        return None
+
     def submit(self, raw: bytes, wait: float | None = 10.0) -> Receipt | None:
         """Order a signed transaction; the receipt, or None if not durable within ``wait``."""
+        refused = self._refused_issue(raw)
+        if refused is not None:
+            raise refused
         future = self.orderer.submit(raw)
         try:
             return future.result(timeout=wait or 0.0)
@@ -412,6 +440,11 @@ class Node:
                     ) -> list[Receipt | LedgerError | None]:
         """Order many signed transactions; per transaction its receipt, its error, or None if
         not durable within ``wait`` seconds (all waited for together)."""
+        refused = [self._refused_issue(r) for r in raws] if self.replicated is None else []
+        if any(refused):
+            kept = [r for r, e in zip(raws, refused, strict=True) if e is None]
+            got = iter(self.submit_many(kept, wait) if kept else [])
+            return [e if e is not None else next(got) for e in refused]
         futures = self.orderer.submit_many(raws)
         deadline = _time.monotonic() + wait
         settle_by = deadline + _SETTLING  # one short grace for the whole batch, not one each

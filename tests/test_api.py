@@ -771,6 +771,13 @@ def test_the_credit_secret_is_sealed_and_an_old_clear_one_still_read(tmp_path: P
         read_credit_secret(path, b"not it")
     path.write_bytes(b"\x01" * 32)  # a clear secret written before
     assert read_credit_secret(path, PASS) == b"\x01" * 32
+    # damaged: refused (pseudonyms keyed with other bytes would silently differ)
+    sealed = seal_secret(b"s" * 32, PASS, CREDIT_SECRET)
+    for bad in (sealed[:-10], sealed[:40] + bytes([sealed[40] ^ 1]) + sealed[41:], b"",
+                (tmp_path / "credit.secret").read_bytes() * 3):
+        path.write_bytes(bad)
+        with pytest.raises(KeyFileError):
+            read_credit_secret(path, PASS)
 
 
 def test_a_solo_node_short_of_node_keys_issues_nothing_and_says_so(tmp_path: Path) -> None:
@@ -791,6 +798,20 @@ def test_a_solo_node_short_of_node_keys_issues_nothing_and_says_so(tmp_path: Pat
         r = http.post("/v1/credentials", headers=AUTH, json={
             "type": "degree", "claims": CLAIMS, "holder_jwk": jwk, "valid_days": 30})
         assert r.status_code == 503 and "nothing was issued" in r.json()["detail"], r.text
+        # an issue signed elsewhere and sent raw is refused too; anything else is ordered
+        from ledger import codec
+        from ledger.network import issue_tx
+
+        keys = data / "keys"
+        agency = Agency("edu", "", load_private_key(keys / "edu.node.key", PASS),
+                        load_private_key(keys / "edu.issuer.key", PASS))
+        raw = issue_tx(NETWORK, agency, bytes(range(32)), "degree", 77, NOW - 10,
+                       NOW + 86400, ts=NOW)
+        r = http.post("/v1/tx", content=raw.raw, headers={"content-type":
+                                                           "application/msgpack"})
+        assert r.status_code == 503 and "nothing was issued" in r.text, r.text
+        r = http.post("/v1/tx/batch", content=codec.encode([raw.raw, b"\x00not a tx"]))
+        assert [g["status"] for g in r.json()] == ["rejected", "malformed"], r.text
         assert http.get("/v1/head").json() == before
         r = http.post(f"/v1/credentials/{_edu_credential_id(http, 2).hex()}/status",
                       headers=AUTH, json={"status": "suspended", "reason": "review"})

@@ -364,14 +364,14 @@ def test_since_on_an_archive(extended: tuple[Path, SignedCheckpoint, int],
 _SERVERS: dict[str, Any] = {}
 
 
-def _serving(body: bytes) -> str:
+def _serving(body: bytes, status: int = 200) -> str:
     """A server answering every GET with ``body``; its URL (stop it with _stop_serving)."""
     import http.server
     import threading
 
     class Fixed(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            self.send_response(200)
+            self.send_response(status)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -455,6 +455,17 @@ def test_a_running_nodes_chain_is_exported_and_audited_through_its_url(
                 _stop_serving(short)
             assert r.exit_code == 1 and "cut short" in r.output, r.output
             assert fetched.read_bytes() == local.read_bytes()
+            # a refusal's body: read a little, said briefly, whatever its shape
+            for body, said in ((b'["busy"]', "HTTP 503"),
+                               (json.dumps({"detail": "x" * 5000}).encode(), "x" * 300),
+                               (b"x" * (4 << 20), "HTTP 503")):
+                refusing = _serving(body, 503)
+                try:
+                    r = runner.invoke(ledger_app, ["audit", "--node", refusing])
+                finally:
+                    _stop_serving(refusing)
+                assert r.exit_code == 1 and said in r.output and "Traceback" not in r.output
+                assert "x" * 301 not in r.output
             head = httpx.head(f"{url}/v1/archive")  # a whole export for no body: not here
             assert head.status_code == 405
             r = runner.invoke(ledger_app, ["audit", "--node", "ftp://x", "--json"])

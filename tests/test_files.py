@@ -181,3 +181,13 @@ def test_sighup_ignored_on_entry_stays_ignored() -> None:
             assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, before)
+
+
+def test_a_file_that_is_not_regular_is_never_replaced(tmp_path: Path) -> None:
+    """`--force` over a device or a pipe must not swap it for a file (as root, /dev/full was)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        write_atomic(fifo, b"data")
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
