@@ -574,7 +574,7 @@ class Node:
 
         One archive at a time (:class:`Busy` for a second), held as a lease: a reader that
         reads nothing for ``EXPORT_IDLE`` seconds (gone, stalled, or never started) loses it,
-        and its export thread stops, so no client can keep the others out."""
+        and its export thread stops (a client that keeps taking turns is not stopped: ADR 46)."""
         self._head()
         token = object()
         now = _time.monotonic()
