@@ -77,6 +77,25 @@ def _apply_at(handler: type[http.server.BaseHTTPRequestHandler], env: dict[str, 
         server.server_close()
 
 
+class _JsonNode(http.server.BaseHTTPRequestHandler):
+    """A made-up node: every POST gets ``answer()`` as JSON."""
+
+    def answer(self) -> dict[str, object]:
+        raise NotImplementedError
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        body = json.dumps(self.answer()).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
 def _request(url: str, tmp: Path, name: str) -> tuple[Path, str]:
     got = httpx.post(f"{url}/v1/presentation-requests",
                      json={"type": "residence", "claims": ["district", "age_over_65"]}).json()
@@ -150,23 +169,15 @@ def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str
     # name besides district and age) gets nothing: the rule is in the citizen's snapshot.
     applied: list[str] = []
 
-    class OverAsking(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
+    class OverAsking(_JsonNode):
+        def answer(self) -> dict[str, object]:
             applied.append(self.path)
             me = f"http://127.0.0.1:{self.server.server_address[1]}"
-            body = json.dumps({"requests": [
+            return {"requests": [
                 {"nonce": "n-1", "audience": me, "type": "person-id",
                  "claims": ["district", "age_over_65", "person_id", "holder_name"]},
                 {"nonce": "n-2", "audience": me, "type": "income-statement",
-                 "claims": ["annual_income"]}]}).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: object) -> None:
-            pass
+                 "claims": ["annual_income"]}]}
 
     r = apply_at(OverAsking)
     assert r.returncode == 1 and "does not need" in r.stderr, r.stderr
@@ -198,30 +209,20 @@ def test_an_approval_that_does_not_check_out_is_kept_beside_the_wallet(
     wallet_path = Path(env["WALLET_PATH"])
     before = wallet_path.read_bytes()
 
-    class Deciding(http.server.BaseHTTPRequestHandler):
+    class Deciding(_JsonNode):
         """Asks for exactly what the registered rule needs, then decides with a bad bundle."""
 
-        def do_POST(self) -> None:
+        def answer(self) -> dict[str, object]:
             me = f"http://127.0.0.1:{self.server.server_address[1]}"
-            self.rfile.read(int(self.headers.get("content-length", 0)))
-            answer: dict[str, object] = {"requests": [
+            if self.path.endswith("/apply"):
+                return {"decision": "approved", "path": "standard", "reasons": ["eligible"],
+                        "approval_tx": "ab" * 32, "documents": [],
+                        "bundle": base64.urlsafe_b64encode(bundle).decode()}
+            return {"requests": [
                 {"nonce": "n-1", "audience": me, "type": "person-id",
                  "claims": ["district", "age_over_65"]},
                 {"nonce": "n-2", "audience": me, "type": "income-statement",
                  "claims": ["annual_income"]}]}
-            if self.path.endswith("/apply"):
-                answer = {"decision": "approved", "path": "standard", "reasons": ["eligible"],
-                          "approval_tx": "ab" * 32, "documents": [],
-                          "bundle": base64.urlsafe_b64encode(bundle).decode()}
-            body = json.dumps(answer).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: object) -> None:
-            pass
 
     kept = wallet_path.with_name("approval-elderly-allowance-abababababab.bundle")
     r = _apply_at(Deciding, env, tmp)
