@@ -701,6 +701,16 @@ CaOpt = Annotated[Path | None, typer.Option(
                  "default: the system's.", exists=True, dir_okay=False)]
 
 
+def _ca_context(ca: Path) -> Any:
+    """A TLS context trusting ``ca`` (``--ca``); a file that is no CA certificate is bad input."""
+    import ssl
+
+    try:
+        return ssl.create_default_context(cafile=str(ca))
+    except (ssl.SSLError, OSError) as e:
+        _fail(f"{ca} is not a CA certificate: {e}", 2)
+
+
 def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, bar: Any) -> int:
     """Download ``url``'s ``GET /v1/archive`` into ``dest``; the bytes written. The archive's
     own checksums are what vouch for it (an import or audit checks them)."""
@@ -708,14 +718,7 @@ def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, bar: Any) -> int:
 
     if not url.startswith(("http://", "https://")):
         _fail(f"the node URL must be http(s), not {url!r}", 2)
-    verify: Any = True
-    if ca is not None:
-        import ssl
-
-        try:
-            verify = ssl.create_default_context(cafile=str(ca))
-        except (ssl.SSLError, OSError) as e:
-            _fail(f"{ca} is not a CA certificate: {e}", 2)
+    verify: Any = True if ca is None else _ca_context(ca)
     got = 0
     try:
         with httpx.stream("GET", f"{url.rstrip('/')}/v1/archive", verify=verify,
@@ -1202,14 +1205,8 @@ def monitor(
     if not url.startswith(("http://", "https://")):
         _fail(f"the URL must be http(s), not {url!r}", 2)
     if ca is not None:
-        import ssl
-
-        try:
-            context = ssl.create_default_context(cafile=str(ca))
-        except (ssl.SSLError, OSError) as e:
-            _fail(f"{ca} is not a CA certificate: {e}", 2)
         urllib.request.install_opener(urllib.request.build_opener(
-            urllib.request.HTTPSHandler(context=context)))
+            urllib.request.HTTPSHandler(context=_ca_context(ca))))
     base = url.rstrip("/")
     last = None
     if state is not None and state.exists():

@@ -401,17 +401,20 @@ class Node:
                           kid=key.kid.hex())
 
     # -- writing --
-    def _refused_issue(self, raw: bytes | Tx) -> LedgerError | None:
-        """On a solo node short of node keys, the error an ``issue`` gets (its holder's bundle
-        could not be proven: ADR 46); None for anything else, and on a node with its keys."""
+    def _short_of_keys(self) -> bool:
+        """Whether this solo node holds fewer current node keys than the quorum (counted once
+        per registry and ten seconds: it is asked on every submission)."""
         if self.replicated is not None:
-            return None
+            return False
         registry, t = self._registry(), self.now()
-        key = (id(registry), t // 10)  # the keys' count, once per registry and ten seconds
+        key = (id(registry), t // 10)
         if self._short[0] != key:
             self._short = (key, len(self._checkpoint_keys(registry, t)) < registry.quorum)
-        if not self._short[1]:
-            return None
+        return self._short[1]
+
+    def _refused_issue(self, raw: bytes | Tx) -> LedgerError | None:
+        """On a node :meth:`_short_of_keys`, the error an ``issue`` gets (its holder's bundle
+        could not be proven: ADR 46); None for anything else."""
         try:
             kind = (raw if isinstance(raw, Tx) else Tx.from_bytes(raw)).type
         except LedgerError:
@@ -426,7 +429,7 @@ class Node:
 
     def submit(self, raw: bytes, wait: float | None = 10.0) -> Receipt | None:
         """Order a signed transaction; the receipt, or None if not durable within ``wait``."""
-        refused = self._refused_issue(raw)
+        refused = self._refused_issue(raw) if self._short_of_keys() else None
         if refused is not None:
             raise refused
         future = self.orderer.submit(raw)
@@ -440,7 +443,7 @@ class Node:
                     ) -> list[Receipt | LedgerError | None]:
         """Order many signed transactions; per transaction its receipt, its error, or None if
         not durable within ``wait`` seconds (all waited for together)."""
-        refused = [self._refused_issue(r) for r in raws] if self.replicated is None else []
+        refused = [self._refused_issue(r) for r in raws] if self._short_of_keys() else []
         if any(refused):
             kept = [r for r, e in zip(raws, refused, strict=True) if e is None]
             got = iter(self.submit_many(kept, wait) if kept else [])

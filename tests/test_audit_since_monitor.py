@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import secrets
@@ -374,7 +375,8 @@ def _serving(body: bytes, status: int = 200) -> str:
             self.send_response(status)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            with contextlib.suppress(ConnectionError):  # the client stopped reading: fine
+                self.wfile.write(body)
 
         def log_message(self, *_: object) -> None:
             pass
