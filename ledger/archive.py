@@ -281,6 +281,9 @@ class _Reader:
                         raise ArchiveError("bytes after the trailer", record=n + 1)
                     self.sha256 = sha
                     return
+                if expected_height >= self.header.blocks:  # a reader of a stream stops here
+                    raise ArchiveError(f"more block records than the header's "
+                                       f"{self.header.blocks}", record=n)
                 height = f.int("height", lo=0)
                 header = f.bytes("header", max_len=4096)
                 items = f.list("txs", max_len=_MAX_TXS)

@@ -638,10 +638,10 @@ def snapshot(
         except SnapshotError as e:
             _fail(f"cannot make a snapshot: {e}")
         head = store.head
-    for uri in left_out:
-        err.print(Text(f"left out {uri}: its agency is no longer a member, so no current key "
-                       "vouches for it; offline, its credentials' status is undetermined "
-                       "(a node still tells it)", style="yellow"), soft_wrap=True)
+    for uri, why in left_out.items():
+        err.print(Text(f"left out {uri}: {why}, so no current key vouches for it; offline, "
+                       "its credentials' status is undetermined (a node still tells it)",
+                       style="yellow"), soft_wrap=True)
     snap = load_snapshot(blob)  # what a verifier will load: fail here rather than there
     try:
         write_atomic(out_file, blob, 0o644)
@@ -649,7 +649,8 @@ def snapshot(
         _fail(f"cannot write {out_file}: {e.strerror or e}", 2)
     summary = {"file": str(out_file), "network": registry.network, "fetched_at": now,
                "head_height": head.height, "log_size": head.log_size,
-               "status_lists": sorted(snap.tokens), "left_out": left_out, "bytes": len(blob)}
+               "status_lists": sorted(snap.tokens), "left_out": list(left_out),
+               "bytes": len(blob)}
     if as_json:
         print(json.dumps(summary))
     else:
@@ -711,15 +712,60 @@ def _ca_context(ca: Path) -> Any:
         _fail(f"{ca} is not a CA certificate: {e}", 2)
 
 
-def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, bar: Any) -> int:
-    """Download ``url``'s ``GET /v1/archive`` into ``dest``; the bytes written. The archive's
-    own checksums are what vouch for it (an import or audit checks them)."""
+DISK_RESERVE = 512 << 20
+"""Bytes that fetching a node's archive leaves free on the disk it writes to (``--node``)."""
+
+
+class _Tee:
+    """A read-only stream over an HTTP body that writes every byte it hands out to ``dest``:
+    the archive is checked (:func:`ledger.archive.check_archive`) as it arrives, so a reply
+    stops at the archive's trailer (anything after it is refused), at its first bad frame,
+    or before the disk is down to :data:`DISK_RESERVE`."""
+
+    def __init__(self, chunks: Iterator[bytes], dest: BinaryIO, where: str) -> None:
+        self._chunks, self._dest, self._where = chunks, dest, where
+        self._buf = bytearray()
+        self._told = self.got = 0
+        self._next_check = 0
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buf) < n:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            if self.got >= self._next_check:  # now, then every 64 MiB
+                st = os.fstatvfs(self._dest.fileno())
+                if st.f_bavail * st.f_frsize < DISK_RESERVE + len(chunk):
+                    _fail(f"stopped after {self.got} bytes: the disk of {self._where} is down "
+                          f"to {st.f_bavail * st.f_frsize >> 20} MiB free (the fetch leaves "
+                          f"{DISK_RESERVE >> 20} MiB)", 2)
+                self._next_check = self.got + (64 << 20)
+            self._dest.write(chunk)
+            self.got += len(chunk)
+            self._buf += chunk
+        if n < 0:
+            n = len(self._buf)
+        out = bytes(self._buf[:n])
+        del self._buf[:n]
+        self._told += len(out)
+        return out
+
+    def tell(self) -> int:
+        return self._told
+
+
+def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, where: str) -> Any:
+    """Download ``url``'s ``GET /v1/archive`` into ``dest`` (in the folder ``where``), checking
+    it as it comes (every frame's checksum, the counts, the trailer, nothing after it); its
+    :class:`ledger.archive.ExportSummary`. The checksums do not vouch for the chain: the audit
+    or the import replays it."""
     import httpx
+
+    from ledger.archive import ArchiveError, check_archive
 
     if not url.startswith(("http://", "https://")):
         _fail(f"the node URL must be http(s), not {url!r}", 2)
     verify: Any = True if ca is None else _ca_context(ca)
-    got = 0
     try:
         with httpx.stream("GET", f"{url.rstrip('/')}/v1/archive", verify=verify,
                           timeout=60) as r:
@@ -736,14 +782,13 @@ def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, bar: Any) -> int:
                 detail = body.get("detail") if isinstance(body, dict) else None
                 _fail(f"{url} refused the archive: HTTP {r.status_code}"
                       + (f" ({printable(str(detail)[:300])})" if detail else ""))
-            for chunk in r.iter_bytes(1 << 20):
-                dest.write(chunk)
-                got += len(chunk)
-                if bar is not None:
-                    bar(0, 0, got)
+            tee = _Tee(r.iter_bytes(1 << 20), dest, where)
+            try:
+                return check_archive(tee)  # type: ignore[arg-type]
+            except ArchiveError as e:
+                _fail(f"the archive from {url} is damaged or cut short (nothing kept): {e}")
     except httpx.HTTPError as e:
         _fail(f"cannot fetch the archive from {url}: {e}")
-    return got
 
 
 @ledger_app.command()
@@ -758,7 +803,7 @@ def export(
 ) -> None:
     """Write a portable archive of the whole chain (blocks, transactions, checkpoints), from a
     data folder or, with --node, from a running node."""
-    from ledger.archive import ArchiveError, check_archive, export_archive
+    from ledger.archive import ArchiveError, export_archive
 
     if (data is None) == (node is None):
         _fail("give exactly one of DATA (a store) or --node URL", 2)
@@ -766,20 +811,11 @@ def export(
         _fail("give --out FILE: where to write the archive", 2)
     _check_out(out_file, force)
     if node is not None:
-        checked: list[Any] = []
-
-        def whole(path: Path) -> None:
-            with path.open("rb") as written:
-                checked.append(check_archive(written))
-
         try:
-            with atomic_output(out_file, 0o644, check=whole) as f:  # --out only once checked
-                _fetch_archive(node, ca, f, None)
-        except ArchiveError as e:
-            _fail(f"the archive from {node} is damaged or cut short (nothing written): {e}")
+            with atomic_output(out_file, 0o644) as f:  # --out only once the whole is checked
+                summary = _fetch_archive(node, ca, f, str(out_file.parent))
         except OSError as e:
             _fail(f"cannot write {out_file}: {e.strerror or e}", 2)
-        summary = checked[0]
         result = {"file": str(out_file), "network": summary.network, "blocks": summary.blocks,
                   "txs": summary.txs, "checkpoints": summary.checkpoints,
                   "sha256": summary.sha256.hex(), "bytes": summary.bytes, "node": node}
@@ -926,7 +962,7 @@ def audit(
                 err.print(Text(f"fetching the chain from {node} …"), soft_wrap=True)
             try:
                 with source.open("wb") as f:
-                    _fetch_archive(node, ca, f, None)
+                    _fetch_archive(node, ca, f, str(folder))
             except OSError as e:  # a full disk, say
                 _fail(f"cannot keep the archive from {node} in {folder}: {e.strerror or e}", 2)
         assert source is not None

@@ -28,16 +28,14 @@ __all__ = [
 
 
 @contextlib.contextmanager
-def atomic_output(path: Path, mode: int = 0o600, *, overwrite: bool = True,
-                  check: Callable[[Path], object] | None = None) -> Iterator[BinaryIO]:
+def atomic_output(path: Path, mode: int = 0o600, *, overwrite: bool = True
+                  ) -> Iterator[BinaryIO]:
     """Within: a file to write ``path``'s new content to. On a normal exit the content is made
     durable and takes the place of ``path`` (``mode`` from the start, so a key or a wallet is never
     readable by others, even for a moment); on any exception ``path`` is unchanged.
 
     With ``overwrite=False`` an existing ``path`` is never replaced: :class:`FileExistsError`,
-    decided atomically by the file system (``link``), so two writers cannot both win. ``check``
-    reads the written file (its temporary name) before it takes ``path``'s place; what it
-    raises leaves ``path`` unchanged too.
+    decided atomically by the file system (``link``), so two writers cannot both win.
     """
     if path.exists() and not path.is_file():  # a device, a folder: never replaced by a file
         raise IsADirectoryError(errno.EISDIR if path.is_dir() else errno.EINVAL,
@@ -49,8 +47,6 @@ def atomic_output(path: Path, mode: int = 0o600, *, overwrite: bool = True,
             yield f
             f.flush()
             os.fsync(f.fileno())
-        if check is not None:
-            check(tmp)
         if overwrite:
             tmp.replace(path)
         else:

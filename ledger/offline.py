@@ -191,10 +191,12 @@ def export_snapshot(store: Store, now: int, *, node_keys: Mapping[str, PrivateKe
     """The canonical snapshot bytes of ``store`` at time ``now``.
 
     ``node_keys`` maps agency id → that agency's node key; every current agency with anchored
-    credentials needs one valid at ``now`` to sign its lists (else SnapshotError). The lists of
-    agencies no longer members at ``now`` are left out (:func:`left_out_lists` names them): no
-    current key vouches for them, so their credentials' status is undetermined offline, and a
-    verifier with the ledger (a node) still tells it (ADR 46).
+    credentials and a node key valid at ``now`` in the registry needs that key to sign its
+    lists (else SnapshotError). The lists of agencies no longer members at ``now``, or left
+    with no valid node key (invalidated with no successor), are left out
+    (:func:`left_out_lists` names them and says why): no current key vouches for them, so
+    their credentials' status is undetermined offline, and a verifier with the ledger (a
+    node) still tells it (ADR 46, 47).
     """
     registry, head = store.registry, store.head
     if registry is None or head is None:
@@ -204,7 +206,7 @@ def export_snapshot(store: Store, now: int, *, node_keys: Mapping[str, PrivateKe
         raise SnapshotError("the store holds no checkpoint to include")
     lists: list[dict[str, Any]] = []
     for uri, (issuer, kind) in sorted(list_refs(registry).items()):
-        if not registry.agency_current(issuer, now):
+        if _why_left_out(registry, issuer, now) is not None:
             continue
         lst = store_status_list(store, uri)
         if lst is None:
@@ -224,15 +226,27 @@ def export_snapshot(store: Store, now: int, *, node_keys: Mapping[str, PrivateKe
         "registry": registry.to_bytes(), "status_lists": lists})
 
 
-def left_out_lists(store: Store, now: int) -> list[str]:
+def left_out_lists(store: Store, now: int) -> dict[str, str]:
     """The status lists with credentials in them that :func:`export_snapshot` leaves out at
-    ``now``: those of agencies removed from the network."""
+    ``now``, each with the reason: URI → why no current key vouches for it."""
     registry = store.registry
     if registry is None:
         raise SnapshotError(f"the store at {store.path} has no chain yet")
-    return [uri for uri, (issuer, _) in sorted(list_refs(registry).items())
-            if not registry.agency_current(issuer, now)
-            and store_status_list(store, uri) is not None]
+    out: dict[str, str] = {}
+    for uri, (issuer, _) in sorted(list_refs(registry).items()):
+        why = _why_left_out(registry, issuer, now)
+        if why is not None and store_status_list(store, uri) is not None:
+            out[uri] = why
+    return out
+
+
+def _why_left_out(registry: Registry, issuer: str, now: int) -> str | None:
+    """Why ``issuer``'s lists cannot be signed at ``now``, or None if they can."""
+    if not registry.agency_current(issuer, now):
+        return f"{issuer!r} is no longer a member of the network"
+    if not any(registry.key_valid(kid, now, "node") for kid, _ in registry.keys_of(issuer)):
+        return f"{issuer!r} has no valid node key (invalidated with no successor)"
+    return None
 
 
 def _unverified_kid(token: str) -> bytes:

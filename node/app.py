@@ -8,6 +8,7 @@ Access logs are JSON lines with method, route, status and duration: never bodies
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import importlib.util
 import json
@@ -115,7 +116,7 @@ class Metrics:
 
 
 class _JsonFormatter(logging.Formatter):
-    _FIELDS = ("method", "route", "path", "status", "ms", "error", "code", "file")
+    _FIELDS = ("method", "route", "path", "status", "ms", "error", "code", "file", "cut_short")
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname,
@@ -128,6 +129,28 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(out, separators=(",", ":"))
 
 
+class _StopIsNoError(logging.Filter):
+    """A stop that outlasts uvicorn's grace period (a reader still taking an archive) cancels
+    that reply: uvicorn says so at ERROR, twice. It is a reply cut short, not a fault of the
+    node: said at WARNING, so that an operator's alert on ERROR means a fault."""
+
+    cuts = 0
+    """Replies cut short by a stop (:class:`_AccessLog`) whose "returned without completing"
+    line uvicorn has yet to log; only the event loop's thread touches it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.msg if isinstance(record.msg, str) else ""
+        if record.levelno == logging.ERROR:
+            stop = "timeout graceful shutdown exceeded" in msg
+            if not stop and msg.startswith("ASGI callable returned without completing") \
+                    and _StopIsNoError.cuts > 0:
+                _StopIsNoError.cuts -= 1
+                stop = True
+            if stop:
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """Send the node's logs to stderr as JSON lines (called by ``ledger-node run``)."""
     handler = logging.StreamHandler(sys.stderr)
@@ -137,6 +160,9 @@ def configure_logging(level: int = logging.INFO) -> None:
         logger.handlers[:] = [handler]
         logger.setLevel(level)
         logger.propagate = False
+    uv = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _StopIsNoError) for f in uv.filters):
+        uv.addFilter(_StopIsNoError())
 
 
 BODY_SECONDS = 30.0
@@ -246,8 +272,15 @@ class _AccessLog:
                 status = int(message["status"])
             await send(message)
 
+        cut = False
         try:
             await self.app(scope, receive, sending)
+        except asyncio.CancelledError:
+            # uvicorn cancels what still runs when a stop outlasts its grace period (an archive
+            # being read, say): a reply cut short by the stop, not an application error that
+            # uvicorn would log at ERROR with a traceback (:class:`_StopIsNoError`).
+            _StopIsNoError.cuts += 1
+            cut = True
         finally:
             # Labels from a fixed set only: a client's made-up methods and paths must not grow
             # the metrics registry (one series per label value, kept for the process's life).
@@ -260,7 +293,8 @@ class _AccessLog:
             self.metrics.requests.labels(method, route, str(status)).inc()
             _log.info("request", extra={"method": method, "route": route,
                                         "status": status,
-                                        "ms": round((time.perf_counter() - started) * 1000, 1)})
+                                        "ms": round((time.perf_counter() - started) * 1000, 1),
+                                        **({"cut_short": "by the node's stop"} if cut else {})})
 
 
 _PAGE_HEADERS = [

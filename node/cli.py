@@ -278,26 +278,26 @@ def init(
         Settings(data=data, agency=agency)
     except ConfigError as e:
         err.print(f"[red]bad option:[/] {e}")
-        raise typer.Exit(1) from e
+        raise typer.Exit(2) from e
     if new_network is not None:
         _new_network(data, new_network, founder or [], quorum, agency)
     missing = [str(p) for p in (data / "ledger", data / "keys" / f"{agency}.issuer.key",
                                 data / "keys" / f"{agency}.node.key") if not p.exists()]
     if missing:
         err.print(f"[red]not a node data folder for {agency!r}:[/] missing {', '.join(missing)}")
-        raise typer.Exit(1)
+        raise typer.Exit(2)
     try:
         with Store(data / "ledger", create=False) as store:
             registry = store.registry
             if registry is None or registry.agency(agency) is None:
                 err.print(f"[red]agency {agency!r} is not in this ledger's registry[/]")
-                raise typer.Exit(1)
+                raise typer.Exit(2)
     except LedgerError as e:
         err.print(f"[red]cannot read the ledger in {data}:[/] {e}")
         raise typer.Exit(1) from e
     if config_out.exists() and not force:
         err.print(f"[red]{config_out} exists;[/] pass --force to replace it")
-        raise typer.Exit(1)
+        raise typer.Exit(2)
     token = secrets.token_urlsafe(32)
     text = (f"# ledger-node config for {agency}; written by `ledger-node init`\n"
             f"data = {json.dumps(str(data.resolve()))}\n"
@@ -332,20 +332,20 @@ def _new_network(data: Path, network: str, founders: list[str], quorum: int,
         aid, sep, name = item.partition("=")
         if not sep or not aid or not name:
             err.print(f"[red]bad --founder {item!r}:[/] write ID=Name, e.g. edu=Education Bureau")
-            raise typer.Exit(1)
+            raise typer.Exit(2)
         agencies.append(Agency(aid.strip(), name.strip(), PrivateKey.generate(),
                                PrivateKey.generate()))
     if agency not in {a.id for a in agencies}:
         err.print(f"[red]--agency {agency!r} must be one of the --founder ids[/]")
-        raise typer.Exit(1)
+        raise typer.Exit(2)
     if data.exists() and any(data.iterdir()):
         err.print(f"[red]{data} is not empty:[/] a new network needs a new data folder")
-        raise typer.Exit(1)
+        raise typer.Exit(2)
     try:
         genesis = genesis_tx(network, agencies, quorum, int(time.time()))
     except DecodeError as e:
         err.print(f"[red]cannot make that genesis:[/] {e}")
-        raise typer.Exit(1) from e
+        raise typer.Exit(2) from e
     passphrase = _ask_passphrase("for the new key files", confirm=True)
     (data / "keys").mkdir(parents=True, mode=0o700)
     for a in agencies:

@@ -262,6 +262,25 @@ def test_header_fields_are_checked(archive_bytes: bytes, tmp_path: Path) -> None
     assert info.value.found == "00" * 32
 
 
+def test_more_block_records_than_the_header_says_stop_the_reader(archive_bytes: bytes) -> None:
+    """A reader of a stream (``--node``) stops at the record past the header's count, not at
+    a trailer that may never come."""
+    from ledger.archive import MAGIC, _Writer, check_archive
+
+    header, blocks = read_archive(io.BytesIO(archive_bytes))
+    records = list(blocks)
+    buf = io.BytesIO()
+    w = _Writer(buf)
+    w.put({"kind": "header", "magic": MAGIC, "v": 1, "network": header.network, "blocks": 3,
+           "log_size": header.log_size})
+    for r in records:  # more than 3, each with a valid checksum
+        w.put({"kind": "block", "height": r.height, "header": r.unverified_header,
+               "txs": list(r.unverified_txs), "checkpoints": list(r.unverified_checkpoints)})
+    with pytest.raises(ArchiveError, match="more block records than the header's 3") as info:
+        check_archive(io.BytesIO(buf.getvalue()))
+    assert info.value.record == 4
+
+
 def test_not_an_archive(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError, match="record 0"):
         _import(b"\x00\x00\x00\x01\x90" + bytes(32), tmp_path / "x")

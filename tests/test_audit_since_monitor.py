@@ -457,6 +457,28 @@ def test_a_running_nodes_chain_is_exported_and_audited_through_its_url(
                 _stop_serving(short)
             assert r.exit_code == 1 and "cut short" in r.output, r.output
             assert fetched.read_bytes() == local.read_bytes()
+            # checked as it streams: anything after the trailer, or damage, stops the fetch
+            # and keeps nothing; a fetch stops before the disk is down to the reserve
+            for body, said in ((local.read_bytes() + b"\0" * (3 << 20), "after the trailer"),
+                               (local.read_bytes()[:100] + b"\xff" + local.read_bytes()[101:],
+                                "checksum mismatch")):
+                bad = _serving(body)
+                try:
+                    for args in (["export", "--node", bad, "--out", str(fetched), "--force"],
+                                 ["audit", "--node", bad, "--workers", "0"]):
+                        r = runner.invoke(ledger_app, args)
+                        assert r.exit_code == 1 and said in r.output, r.output
+                finally:
+                    _stop_serving(bad)
+            assert fetched.read_bytes() == local.read_bytes()
+            import ledger.cli
+            monkeypatch.setattr(ledger.cli, "DISK_RESERVE", 1 << 62)
+            r = runner.invoke(ledger_app, ["export", "--node", url, "--out",
+                                           str(tmp_path / "none.archive")])
+            assert r.exit_code == 2 and "stopped after 0 bytes" in r.output, r.output
+            assert not (tmp_path / "none.archive").exists()
+            assert not [p for p in tmp_path.iterdir() if p.name.startswith(".none.archive")]
+            monkeypatch.undo()
             # a refusal's body: read a little, said briefly, whatever its shape
             for body, said in ((b'["busy"]', "HTTP 503"),
                                (json.dumps({"detail": "x" * 5000}).encode(), "x" * 300),

@@ -50,8 +50,16 @@ def test_init_new_network_then_run(tmp_path: Path) -> None:
                             "--agency", "edu", "--new-network", "district-7", "--founder",
                             "edu=Education Bureau", "--config-out", str(tmp_path / "x.toml")],
                            capture_output=True, text=True, env=env, timeout=120, check=False)
-    assert again.returncode == 1
+    assert again.returncode == 2  # bad input, as --help says
     assert "not empty" in again.stderr
+    for args, said in ((["--founder", "edu"], "bad --founder 'edu'"),
+                       (["--founder", "civil=Civil Affairs"], "must be one of the --founder")):
+        bad = subprocess.run([str(BIN / "ledger-node"), "init", "--data", str(tmp_path / "d2"),
+                              "--agency", "edu", "--new-network", "district-7", *args,
+                              "--config-out", str(tmp_path / "y.toml")],
+                             capture_output=True, text=True, env=env, timeout=120, check=False)
+        assert bad.returncode == 2 and said in bad.stderr, (bad.returncode, bad.stderr)
+        assert not (tmp_path / "d2").exists() and not (tmp_path / "y.toml").exists()
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -436,7 +436,7 @@ def test_a_removed_agencys_lists_are_left_out_of_snapshots_and_refused_in_them(
             orderer.submit(gov).result()
         assert store.registry is not None
         market = status_list_uri(store.registry.network, "market", "business-licence")
-        assert left_out_lists(store, int(time.time())) == [market]
+        assert list(left_out_lists(store, int(time.time()))) == [market]
     (data / "keys" / "market.node.key").unlink()  # the removed agency's key is gone too
     out = tmp_path / "snap.bin"
     r = _run("ledger", "snapshot", "--data", str(data), "--out", str(out), "--json")
@@ -455,3 +455,45 @@ def test_a_removed_agencys_lists_are_left_out_of_snapshots_and_refused_in_them(
     assert loaded.status_lists(market) is None
     with pytest.raises(LedgerError, match="not a member of the network"):
         loaded.status_list(market)
+
+
+def test_a_current_agency_with_no_valid_node_key_has_its_lists_left_out(
+        demo: Path, tmp_path: Path) -> None:
+    """An agency whose node key was invalidated with no successor cannot sign its lists; the
+    snapshot leaves them out and says why, rather than failing for every agency (ADR 47)."""
+    import shutil
+
+    from ledger.offline import left_out_lists
+    from ledger.ordering import SoloOrderer
+    from ledger.tx import make_tx
+
+    data = tmp_path / "demo-data"
+    shutil.copytree(demo, data)
+    issuers = [load_private_key(data / "keys" / f"{a}.issuer.key", b"test-only")
+               for a in ("civil", "edu")]
+    market_node = load_private_key(data / "keys" / "market.node.key", b"test-only")
+    now = int(time.time())
+    with Store(data / "ledger", create=False) as store:
+        assert store.registry is not None
+        market = status_list_uri(store.registry.network, "market", "business-licence")
+        assert left_out_lists(store, now) == {}
+        gov = make_tx(store.registry.network, "governance",
+                      {"seq": store.registry.gov_seq + 1, "action": "invalidate_key",
+                       "args": {"kid": market_node.kid, "from": now - 5}}, issuers)
+        with SoloOrderer(store, clock=lambda: int(time.time()), workers=0) as orderer:
+            orderer.submit(gov).result()
+        assert store.registry is not None
+        assert store.registry.agency_current("market", now)
+        why = left_out_lists(store, now)
+        assert list(why) == [market]
+        assert "no valid node key" in why[market]
+    (data / "keys" / "market.node.key").unlink()
+    out = tmp_path / "snap.bin"
+    r = _run("ledger", "snapshot", "--data", str(data), "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    said = " ".join(r.stderr.split())
+    assert f"left out {market}: 'market' has no valid node key" in said
+    assert json.loads(r.stdout)["left_out"] == [market]
+    snap = _snapshot_map(out)
+    issuers_left = {i["issuer"] for i in snap["status_lists"]}
+    assert "market" not in issuers_left and {"civil", "edu"} <= issuers_left

@@ -483,6 +483,10 @@ def test_cli_init_receive_list_show_present(live_world: World, tmp_path: Path) -
     r = _run(["show", cid[:10]], w)
     assert r.returncode == 0, r.stderr
     assert "hydrology" in r.stdout and "Li Hua-91c2" in r.stdout
+    for bad, said in ((cid[:3], "at least 6 hex digits"),
+                      ("ffffff0000", "no credential with id 'ffffff0000'")):
+        r = _run(["show", bad], w)  # bad input: exit 2, as every tool's --help says
+        assert r.returncode == 2 and said in r.stderr, (r.returncode, r.stderr)
 
     request = tmp_path / "request.json"
     request.write_text(json.dumps(REQ.to_json()))

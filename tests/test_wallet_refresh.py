@@ -116,7 +116,7 @@ def test_refresh_after_a_node_key_rotation(world: tuple[Path, Wallet, str],
                                   check=False)
 
         r = refresh("--id", "ffffffff")
-        assert r.returncode == 1 and "no credential with id 'ffffffff'" in r.stderr
+        assert r.returncode == 2 and "no credential with id 'ffffffff'" in r.stderr
         r = refresh("--id", cid[:10])
     assert r.returncode == 0, r.stderr
     assert "1 of 1 credentials proven at checkpoint" in r.stdout

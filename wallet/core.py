@@ -24,7 +24,7 @@ from ledger.foreign import ForeignCredential, TrustList, receive_foreign
 from ledger.keys import PrivateKey
 from ledger.presentation import MAX_ENVELOPE, Bundle, Envelope, Request, with_implied_claims
 from ledger.state import Registry
-from wallet.errors import PresentationError, WalletError, WalletFileError
+from wallet.errors import CredentialIdError, PresentationError, WalletError, WalletFileError
 from wallet.store import (
     MAX_FILE,
     Contents,
@@ -352,13 +352,13 @@ class Wallet:
     def _find(self, credential_id: str) -> StoredCredential:
         prefix = credential_id.strip().lower()
         if len(prefix) < _MIN_PREFIX:
-            raise PresentationError(f"give at least {_MIN_PREFIX} hex digits of the "
+            raise CredentialIdError(f"give at least {_MIN_PREFIX} hex digits of the "
                                     f"credential id")
         hits = [c for c in self._contents.credentials if c.id.startswith(prefix)]
         if not hits:
-            raise PresentationError(f"no credential with id {prefix!r} in this wallet")
+            raise CredentialIdError(f"no credential with id {prefix!r} in this wallet")
         if len(hits) > 1:
-            raise PresentationError(f"{prefix!r} matches {len(hits)} credentials; give more "
+            raise CredentialIdError(f"{prefix!r} matches {len(hits)} credentials; give more "
                                     f"digits")
         return hits[0]
 

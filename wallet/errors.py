@@ -7,7 +7,10 @@
         ├── WalletFileError          no wallet, one already there, unreadable, wrong passphrase,
         │                            tampered or damaged file, changed by another process
         ├── BundleRefused            a received bundle failed a check (``step`` names which)
-        └── PresentationError        unknown credential, wrong type, a claim it does not hold
+        ├── PresentationError        unknown credential, wrong type, a claim it does not hold
+        │   └── CredentialIdError    an id too short, unknown or matching several (also a
+        │                            UsageError: the CLI exits 2)
+        └── UsageError               bad input to a command (the CLI exits 2)
 
 Messages name claims and steps, never claim values.
 """
@@ -16,7 +19,8 @@ from __future__ import annotations
 
 from ledger.errors import LedgerError
 
-__all__ = ["BundleRefused", "PresentationError", "UsageError", "WalletError", "WalletFileError"]
+__all__ = ["BundleRefused", "CredentialIdError", "PresentationError", "UsageError", "WalletError",
+           "WalletFileError"]
 
 
 class WalletError(LedgerError):
@@ -43,3 +47,8 @@ class BundleRefused(WalletError):
 
 class PresentationError(WalletError):
     """A presentation cannot be made: unknown credential, other type, or missing claims."""
+
+
+class CredentialIdError(PresentationError, UsageError):
+    """The credential id given is too short, names no credential or matches several: bad
+    input, so the CLI exits 2."""
