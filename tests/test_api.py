@@ -627,6 +627,40 @@ def test_a_stop_that_cuts_an_archive_reader_short_logs_no_error(
     assert any(x.get("route") == "/v1/archive" and x.get("cut_short") for x in lines), lines
 
 
+def test_a_reader_that_hangs_up_frees_the_archive_at_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The archive's turn is a lease lost after EXPORT_IDLE without reading; a reader that
+    closes its connection gives it back when it goes, not a lease later."""
+    import socket
+
+    import ledger.archive
+    from node import service
+
+    def endless(store: Any, out: Any, progress: Any = None) -> None:
+        for _ in range(400):
+            out.write(b"x" * (1 << 20))
+
+    monkeypatch.setattr(ledger.archive, "export_archive", endless)
+    monkeypatch.setattr(service, "EXPORT_IDLE", 3600.0)
+    data = make_demo(tmp_path / "demo")
+    app = create_app(settings_for(data), clock=lambda: NOW, passphrase=PASS)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as reader:
+            reader.sendall(b"GET /v1/archive HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert reader.recv(65536).startswith(b"HTTP/1.1 200")
+            with client.stream("GET", "/v1/archive") as busy:
+                assert busy.status_code == 503
+        statuses = []
+        for _ in range(100):  # hung up: free within moments (an hour's lease otherwise)
+            with client.stream("GET", "/v1/archive") as r:
+                statuses.append(r.status_code)
+            if statuses[-1] == 200:
+                break
+            time.sleep(0.1)
+        assert statuses[-1] == 200, statuses
+
+
 def test_a_person_gets_pages_for_errors_and_the_api_keeps_json(http: httpx.Client) -> None:
     for path in ("/verify/check", "/verify/request"):  # a reload of a form's target
         r = http.get(path)
