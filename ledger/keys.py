@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import os
+import stat
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -124,11 +125,18 @@ class PrivateKey:
 
 def read_passphrase(prompt: str = "Key passphrase: ", *, confirm: bool = False,
                     env: str = PASSPHRASE_ENV) -> bytes:
-    """Passphrase from the environment variable ``env``, else from the terminal; a
-    :class:`KeyFileError` says why there is none (empty, the two differ, the input ended)."""
+    """Passphrase from the environment variable ``env``, else from the file named by
+    ``env + "_FILE"`` (a service manager's credential: no secret in the process's
+    environment), else from the terminal; a :class:`KeyFileError` says why there is none
+    (empty, the two differ, the input ended, a file others may read)."""
     given = os.environ.get(env)
+    path = os.environ.get(f"{env}_FILE")
+    if given and path:
+        raise KeyFileError(f"both {env} and {env}_FILE are set: set one")
     if given:
         return os.fsencode(given)  # the bytes as given, UTF-8 or not
+    if path:
+        return _passphrase_from_file(path, f"{env}_FILE")
     try:
         first = getpass.getpass(prompt)
         if not first:
@@ -140,6 +148,32 @@ def read_passphrase(prompt: str = "Key passphrase: ", *, confirm: bool = False,
         raise KeyFileError(f"no passphrase: the input ended before one was typed (set {env} "
                            "to give it without a terminal)") from None
     return os.fsencode(first)
+
+
+def _passphrase_from_file(path: str, what: str) -> bytes:
+    """The passphrase in the file at ``path``: its bytes without one trailing newline. Refused
+    (:class:`KeyFileError`, naming ``what``) when it is not a regular file, when its group or
+    others may read or write it, or when it is empty."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as e:
+        raise KeyFileError(f"{what}: cannot read {path}: {e.strerror or e}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyFileError(f"{what}: {path} is not a regular file")
+        if st.st_mode & 0o077:
+            raise KeyFileError(f"{what}: {path} may be read by others (mode "
+                               f"{stat.S_IMODE(st.st_mode):o}); chmod 600 it")
+        text = os.read(fd, 4097)
+    finally:
+        os.close(fd)
+    if len(text) > 4096:
+        raise KeyFileError(f"{what}: {path} is over 4096 bytes: not a passphrase")
+    text = text.removesuffix(b"\n").removesuffix(b"\r")
+    if not text:
+        raise KeyFileError(f"{what}: {path} is empty")
+    return text
 
 
 _OPS = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE

@@ -42,7 +42,7 @@ from ledger.errors import (
 )
 from ledger.files import NOT_UNICODE
 from ledger.foreign import read_trust_list
-from ledger.keys import PASSPHRASE_ENV
+from ledger.keys import PASSPHRASE_ENV, read_passphrase
 from ledger.sdjwt import VerificationError
 from ledger.statuslist import StatusListError
 from node.api import BadRequest, router, validation_error
@@ -376,10 +376,10 @@ def _server_error(request: Request, exc: Exception) -> Response:
 def _passphrase(given: bytes | None) -> bytes:
     if given is not None:
         return given
-    env = os.environ.get(PASSPHRASE_ENV)
-    if not env:
-        raise KeyFileError(f"no key passphrase given and ${PASSPHRASE_ENV} is not set")
-    return os.fsencode(env)  # the bytes as given, UTF-8 or not
+    if not os.environ.get(PASSPHRASE_ENV) and not os.environ.get(f"{PASSPHRASE_ENV}_FILE"):
+        raise KeyFileError(f"no key passphrase given and neither ${PASSPHRASE_ENV} nor "
+                           f"${PASSPHRASE_ENV}_FILE is set")
+    return read_passphrase(env=PASSPHRASE_ENV)  # one is set: no prompt
 
 
 def create_app(settings: Settings, *, node: Node | None = None,

@@ -375,6 +375,46 @@ def test_passphrase_env_non_ascii(monkeypatch: pytest.MonkeyPatch) -> None:
     assert read_passphrase() == "pässwört".encode()
 
 
+def test_passphrase_from_a_file_named_in_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    """``$LEDGER_KEY_PASSPHRASE_FILE`` (a service manager's credential) keeps the secret out of
+    the process's environment: read without its trailing newline, from a file only its owner
+    may read; anything else is refused with the reason (ADR 47)."""
+    import os
+
+    monkeypatch.delenv("LEDGER_KEY_PASSPHRASE", raising=False)
+    secret = tmp_path / "pass"
+    secret.write_bytes("pässwört  \n".encode())
+    secret.chmod(0o600)
+    monkeypatch.setenv("LEDGER_KEY_PASSPHRASE_FILE", str(secret))
+    assert read_passphrase() == "pässwört  ".encode()  # spaces are the passphrase's own
+    secret.chmod(0o640)
+    with pytest.raises(KeyFileError, match=r"may be read by others.*chmod 600"):
+        read_passphrase()
+    secret.chmod(0o400)
+    assert read_passphrase() == "pässwört  ".encode()
+    monkeypatch.setenv("LEDGER_KEY_PASSPHRASE", "other")
+    with pytest.raises(KeyFileError, match="both LEDGER_KEY_PASSPHRASE and "
+                                           "LEDGER_KEY_PASSPHRASE_FILE are set"):
+        read_passphrase()
+    monkeypatch.delenv("LEDGER_KEY_PASSPHRASE")
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"\n")
+    empty.chmod(0o600)
+    link = tmp_path / "link"
+    link.symlink_to(secret)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo, 0o600)
+    for path, said in ((empty, "is empty"), (tmp_path / "none", "cannot read"),
+                       (link, "cannot read"), (fifo, "not a regular file"),
+                       (tmp_path, "not a regular file")):
+        monkeypatch.setenv("LEDGER_KEY_PASSPHRASE_FILE", str(path))
+        with pytest.raises(KeyFileError, match=said):
+            read_passphrase()
+    monkeypatch.setenv("WALLET_PASSPHRASE_FILE", str(secret))  # every tool's variable has one
+    assert read_passphrase(env="WALLET_PASSPHRASE") == "pässwört  ".encode()
+
+
 def test_env_passphrase_opens_key_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                        key: PrivateKey) -> None:
     monkeypatch.setenv("LEDGER_KEY_PASSPHRASE", "from the environment")

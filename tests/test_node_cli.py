@@ -140,6 +140,33 @@ def test_a_running_node_collects_young_objects_less_often() -> None:
         gc.set_threshold(*before)
 
 
+def test_the_key_passphrase_can_come_from_a_file(tmp_path: Path) -> None:
+    """``$LEDGER_KEY_PASSPHRASE_FILE``: the tools read the passphrase from a file only its
+    owner may read, so no process's environment holds it (ADR 47)."""
+    from ledger.keys import load_private_key
+
+    secret = tmp_path / "passphrase"
+    secret.write_text("from-a-file\n")
+    secret.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if k != "LEDGER_KEY_PASSPHRASE"}
+    env["LEDGER_KEY_PASSPHRASE_FILE"] = str(secret)
+    r = subprocess.run([str(BIN / "ledger-node"), "init", "--data", str(tmp_path / "data"),
+                        "--agency", "edu", "--new-network", "district-9",
+                        "--founder", "edu=Education Bureau", "--config-out",
+                        str(tmp_path / "node.toml")],
+                       capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    assert load_private_key(tmp_path / "data" / "keys" / "edu.node.key", b"from-a-file")
+    secret.chmod(0o644)
+    r = subprocess.run([str(BIN / "ledger"), "head", str(tmp_path / "data")],
+                       capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr  # reads no key: the file is not looked at
+    r = subprocess.run([str(BIN / "ledger-node"), "run", "--config", str(tmp_path / "node.toml"),
+                        "--port", "1"], capture_output=True, text=True, env=env, timeout=120,
+                       check=False)
+    assert r.returncode != 0 and "may be read by others" in r.stderr, r.stderr
+
+
 def test_ctrl_c_stops_a_node_and_its_workers_without_tracebacks(tmp_path: Path) -> None:
     """Ctrl-C in a terminal sends SIGINT to the whole process group, the signature workers
     included: the node stops cleanly and no worker prints a KeyboardInterrupt traceback."""
