@@ -53,8 +53,9 @@ def demo(
         install_service(data, passphrase, clock=clock)
         wallet_path = data / "wallet.db"
         err.print(f"\n[bold]demo wallet[/] {wallet_path}")
+        given = any(os.environ.get(v) for v in ("WALLET_PASSPHRASE", "WALLET_PASSPHRASE_FILE"))
         ids = seed_wallet(data, passphrase, wallet_path,
-                          os.environ.get("WALLET_PASSPHRASE", "").encode() or passphrase,
+                          read_passphrase(env="WALLET_PASSPHRASE") if given else passphrase,
                           clock=clock)
         snapshot = write_snapshot(data, passphrase, clock=clock)
     except LedgerError as e:
