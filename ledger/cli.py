@@ -68,7 +68,7 @@ from ledger.keys import (
     read_passphrase,
     save_private_key,
 )
-from ledger.network import not_a_repeat
+from ledger.network import not_a_repeat, reason_code_problem
 from ledger.noncelog import NonceLog, NonceLogError
 from ledger.offline import (
     SnapshotError,
@@ -1395,8 +1395,10 @@ def status(
     agency: AgencyOpt,
     credential_id: Annotated[str, typer.Option(help="The credential id (64 hex digits).")],
     new: Annotated[NewStatus, typer.Option("--set", help="The new status.")],
-    reason: Annotated[str, typer.Option(help="A reason code (at most 64 characters), "
-                                             "e.g. withdrawn, under-review.")] = "unspecified",
+    reason: Annotated[str, typer.Option(help="A reason code: 1 to 64 lowercase letters, digits, "
+                                             "'.', '_' or '-', e.g. withdrawn, under-review. "
+                                             "Public on the ledger for good: never a name or "
+                                             "other personal detail.")] = "unspecified",
     as_json: AsJson = False,
     node: Annotated[str | None, typer.Option(
         help="URL of this agency's running node (e.g. http://127.0.0.1:8000): sign here and "
@@ -1415,8 +1417,9 @@ def status(
         cid = b""
     if len(cid) != 32:
         _fail("--credential-id must be 64 hex digits (SHA-256 of the issuer-signed JWT)", 2)
-    if not 0 < len(reason) <= 64:
-        _fail("--reason must be 1 to 64 characters", 2)
+    problem = reason_code_problem(reason)
+    if problem is not None:
+        _fail(f"--reason: {problem}", 2)
     now = _now()
     body = {"credential_id": cid, "status": new.value, "reason": reason}
     if node is not None:

@@ -107,8 +107,8 @@ def derive_claims(type_def: Mapping[str, Any], claims: Mapping[str, Any],
     for name, spec in type_def.get("derived", {}).items():
         birth = _date(claims[spec["claim"]], spec["claim"])
         if birth > today:  # an age cannot be derived from a date still to come: a typo
-            raise ClaimError(f"claim {spec['claim']!r} ({birth}) is after the day of issue "
-                             f"({today})")
+            # the date is not quoted: errors name claims, never their values
+            raise ClaimError(f"claim {spec['claim']!r} is after the day of issue ({today})")
         out[name] = _age_at_least(birth, int(spec["age_over"]), today)
     return out
 

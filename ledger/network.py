@@ -8,6 +8,7 @@ keys are public knowledge and only fit demos and tests.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -17,7 +18,21 @@ from ledger.keys import PrivateKey
 from ledger.tx import Tx, make_tx
 
 __all__ = ["STATUS_REPEATS", "Agency", "demo_agency", "genesis_tx", "governance_tx", "issue_tx",
-           "not_a_repeat", "status_tx"]
+           "not_a_repeat", "reason_code_problem", "status_tx"]
+
+_REASON = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
+
+
+def reason_code_problem(reason: str) -> str | None:
+    """Why ``reason`` is no reason code for a status change, or None. The reason is written on
+    the public ledger for good: the tools take a code (an identifier, e.g. ``withdrawn``), so
+    a name or another personal detail cannot be typed into it (ADR 47). The ledger itself
+    takes any text of 1 to 64 characters, as chains already written hold."""
+    if _REASON.match(reason) is None:
+        return (f"the reason must be a code of 1 to 64 lowercase letters, digits, '.', '_' or "
+                f"'-' (e.g. withdrawn, under-review), not {len(reason)} character(s) of text: "
+                "it is public on the ledger for good, so never a name or other personal detail")
+    return None
 
 _T = TypeVar("_T")
 
@@ -71,6 +86,9 @@ def issue_tx(network: str, agency: Agency, credential_id: bytes, kind: str, stat
 
 def status_tx(network: str, agency: Agency, credential_id: bytes, status: str, reason: str,
               ts: int) -> Tx:
+    problem = reason_code_problem(reason)
+    if problem is not None:
+        raise LedgerError(problem)
     body = {"credential_id": credential_id, "status": status, "reason": reason, "ts": ts}
     return make_tx(network, "status", body, [agency.issuer_key])
 

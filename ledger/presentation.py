@@ -29,9 +29,9 @@ from ledger.statuslist import StatusList, check_status
 from ledger.store import Store
 from ledger.tx import Tx
 
-__all__ = ["IMPLIED_CLAIMS", "PLAIN_CLAIMS", "Bundle", "Check", "Envelope", "Report", "Request",
-           "Verifier", "asked_claims", "bundle_from_store", "issuer_jwk_at_issuance",
-           "spend_nonce", "verify_envelope", "with_implied_claims"]
+__all__ = ["IMPLIED_CLAIMS", "ON_LEDGER_CLAIMS", "PLAIN_CLAIMS", "Bundle", "Check", "Envelope",
+           "Report", "Request", "Verifier", "asked_claims", "bundle_from_store",
+           "issuer_jwk_at_issuance", "spend_nonce", "verify_envelope", "with_implied_claims"]
 
 MAX_ENVELOPE = 32 * 1024
 MAX_REQUEST_CLAIMS = 64
@@ -42,6 +42,14 @@ MAX_REQUEST_CLAIMS = 64
 #: decision, rejections included (ADR 41); shown without its ``decision`` it would read as an
 #: approval.
 IMPLIED_CLAIMS: dict[str, tuple[str, ...]] = {"approval": ("service", "decision", "approval_tx")}
+
+#: Claims of a type that the public ledger shows anyone who holds a presentation of it, asked
+#: for or not: an approval credential's decision is a committed ``approval`` transaction (its
+#: ``approval_tx``, always disclosed, and just before the credential's anchor in the log),
+#: which carries the service, decision, path, reasons, rule and time (ADR 41, 47). A wallet
+#: must not call these withheld.
+ON_LEDGER_CLAIMS: dict[str, frozenset[str]] = {"approval": frozenset({
+    "service", "decision", "path", "reasons", "rule_version", "decided_on", "approval_tx"})}
 
 
 def with_implied_claims(credential_type: str, claims: list[str] | tuple[str, ...]

@@ -257,7 +257,9 @@ class Issued(_Out):
 class StatusIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: Literal["valid", "revoked", "suspended"]
-    reason: str = Field(min_length=1, max_length=64)
+    reason: str = Field(min_length=1, max_length=64, description=(
+        "A reason code: lowercase letters, digits, '.', '_' or '-' (e.g. withdrawn). Public "
+        "on the ledger for good: never a name or other personal detail (400 otherwise)."))
 
 
 class RequestIn(BaseModel):

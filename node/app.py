@@ -156,7 +156,7 @@ def configure_logging(level: int = logging.INFO) -> None:
     """Send the node's logs to stderr as JSON lines (called by ``ledger-node run``)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter())
-    for name in ("node", "uvicorn.error"):
+    for name in ("node", "credledger", "uvicorn.error"):  # credledger: the replication's
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level)

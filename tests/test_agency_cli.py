@@ -345,9 +345,20 @@ def test_status_changes_within_one_second_all_take_effect(demo: Path, files: Pat
         assert record is not None and record.status == "suspended"
 
 
+def test_a_reason_is_a_code_never_free_text(demo: Path) -> None:
+    """A status reason is public on the ledger for good: the tools take a code, so a name
+    cannot be typed into it (ADR 47); nothing is committed."""
+    before = _log_size(demo)
+    for text in ("deceased Li Hua 1949-11-23", "Withdrawn", "-x", "a" * 65):
+        r = _status(demo, "ab" * 32, "revoked", "--reason", text)
+        assert r.returncode == 2, r.stderr
+        assert "must be a code" in " ".join(r.stderr.split()) and text not in r.stderr
+    assert _log_size(demo) == before
+
+
 def test_a_reason_that_is_not_utf8_is_one_clear_error(demo: Path) -> None:
     before = _log_size(demo)
     r = _status(demo, "ab" * 32, "revoked", "--reason", "\udcff")  # the byte 0xff on argv
     assert r.returncode == 2, r.stderr
-    assert "not valid Unicode" in r.stderr and "Traceback" not in r.stderr
+    assert "must be a code" in r.stderr and "Traceback" not in r.stderr  # no code: refused
     assert _log_size(demo) == before

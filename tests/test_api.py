@@ -484,6 +484,11 @@ def test_status_of_an_unknown_credential_is_409(http: httpx.Client) -> None:
                   json={"status": "revoked", "reason": "x"})
     assert r.status_code == 409, r.text
     assert r.json()["code"]
+    # a reason is a code: text that could name someone is refused before anything is signed
+    r = http.post(f"/v1/credentials/{'cd' * 32}/status", headers=AUTH,
+                  json={"status": "revoked", "reason": "deceased Li Hua"})
+    assert r.status_code == 400 and "must be a code" in r.json()["detail"], r.text
+    assert "Li Hua" not in r.text
 
 
 @pytest.mark.parametrize(("body", "status"), [

@@ -101,6 +101,13 @@ def test_apply_get_credential_present_it(tmp_path: Path) -> None:
         assert info.type == "approval"
         req = http.post("/v1/presentation-requests", json={
             "type": "approval", "claims": ["service", "decision", "path"]}).json()
+        # the preview calls withheld only what nobody learns: the decision on the public
+        # ledger (the transaction approval_tx names) shows the reasons, rule and date (ADR 47)
+        preview = wallet.preview(info.id, Request.from_json(
+            {k: req[k] for k in ("nonce", "audience", "type", "claims")}))
+        assert preview.withheld == ("documents",), preview
+        assert set(preview.on_ledger) == {"reasons", "rule_version", "decided_on"}
+        assert {"reasons", "rule_hash", "ts"} <= set(tx["body"])
         env = wallet.present(info.id, Request.from_json(
             {k: req[k] for k in ("nonce", "audience", "type", "claims")}), now=NOW)
         report = http.post("/v1/verify", json={"nonce": req["nonce"],

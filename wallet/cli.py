@@ -324,6 +324,10 @@ def present(
         err.print("  always shown: issuer, credential type, validity dates, status list entry, "
                   "holder public key")
         err.print(f"  withheld:  {escape(', '.join(p.withheld)) or '(nothing)'}")
+        if p.on_ledger:
+            err.print(f"  not disclosed, but public anyway: {escape(', '.join(p.on_ledger))} "
+                      "(the agency's decision on the ledger shows them to anyone holding this "
+                      "presentation)")
         _confirm("Sign and disclose these claims?", yes)
         env = w.present(credential_id, req, now=int(time.time()))
         try:  # a file that appeared at --out while the citizen read the prompt stays

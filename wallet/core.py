@@ -22,7 +22,14 @@ from ledger.errors import LedgerError
 from ledger.files import write_atomic
 from ledger.foreign import ForeignCredential, TrustList, receive_foreign
 from ledger.keys import PrivateKey
-from ledger.presentation import MAX_ENVELOPE, Bundle, Envelope, Request, with_implied_claims
+from ledger.presentation import (
+    MAX_ENVELOPE,
+    ON_LEDGER_CLAIMS,
+    Bundle,
+    Envelope,
+    Request,
+    with_implied_claims,
+)
 from ledger.state import Registry
 from wallet.errors import CredentialIdError, PresentationError, WalletError, WalletFileError
 from wallet.store import (
@@ -73,7 +80,9 @@ class Disclosure:
 
     ``claims``: the selectively disclosable claims that will be disclosed (the request's names).
     ``always``: the claims every presentation of this credential shows: issuer, type, validity,
-    status list entry and holder key. Nothing else is revealed.
+    status list entry and holder key. ``withheld``: the claims nobody learns from it.
+    ``on_ledger``: claims not disclosed that the public ledger still shows anyone holding the
+    presentation (an approval's decision: :data:`ledger.presentation.ON_LEDGER_CLAIMS`).
     """
 
     credential_id: str
@@ -84,6 +93,7 @@ class Disclosure:
     claims: tuple[str, ...]
     always: tuple[str, ...]
     withheld: tuple[str, ...]
+    on_ledger: tuple[str, ...] = ()
 
 
 class Wallet:
@@ -305,8 +315,11 @@ class Wallet:
             raise PresentationError(f"the credential has no claim named {missing}; nothing "
                                     f"was disclosed")
         chosen = tuple(n for n in wanted if n in names)
+        public = ON_LEDGER_CLAIMS.get(c.type, frozenset())
+        rest = [n for n in names if n not in chosen]
         return Disclosure(c.id, c.type, c.issuer, request.audience, request.nonce, chosen,
-                          ALWAYS_VISIBLE, tuple(n for n in names if n not in chosen))
+                          ALWAYS_VISIBLE, tuple(n for n in rest if n not in public),
+                          tuple(n for n in rest if n in public))
 
     def present(self, credential_id: str, request: Request, *, now: int) -> bytes:
         """The presentation envelope for ``request``: only the requested claims, bound to its
