@@ -242,8 +242,11 @@ class AuditReport:
 # -- sources -----------------------------------------------------------------------------------
 
 
-_SOURCE_OPTIONS: dict[str, Any] = {"max_open_files": 100, "lru_cache_size": 8 << 20}
-"""The audited store is read in key order; a small table cache keeps few tables mapped."""
+_SOURCE_OPTIONS: dict[str, Any] = {"max_open_files": 100, "lru_cache_size": 8 << 20,
+                                   "paranoid_checks": True}
+"""The audited store is read in key order; a small table cache keeps few tables mapped. A
+damaged record in LevelDB's log stops the audit (exit 2) instead of being dropped, which would
+audit a silently shortened chain as clean (ADR 47)."""
 
 
 class _StoreSource:

@@ -1319,7 +1319,7 @@ def issue(
     for o in outs:
         _check_out(o, force)
     now = _now()
-    results = []
+    results: list[dict[str, Any]] = []
     with _open(data) as store:
         registry = store.registry
         if registry is None:  # _open checked; for the type checker
@@ -1341,11 +1341,19 @@ def issue(
         for holder_jwk, target in zip(holder_jwks, outs, strict=True):
             cred, receipt = _issue_one(store, registry, signers, issuer_key, agency, kind,
                                        claims, holder_jwk, now, valid_days)
+            lost = (f"credential {cred.credential_id.hex()} (txid {receipt.txid.hex()}) is "
+                    "committed, but the holder has no bundle: revoke it (agency status "
+                    f"--credential-id {cred.credential_id.hex()} --set revoked) and issue again"
+                    + (f"; the {len(results)} bundle(s) before it were written"
+                       if results else ""))
             try:
                 bundle = bundle_from_store(store, receipt.index, cred.sd_jwt.serialize())
             except LedgerError as e:
-                _fail(f"the anchor was committed but cannot be proven: {e}")
-            write_atomic(target, bundle.to_bytes(), 0o600)
+                _fail(f"the anchor cannot be proven ({e}): {lost}")
+            try:
+                write_atomic(target, bundle.to_bytes(), 0o600)
+            except OSError as e:  # a full disk: the credential is on the ledger already
+                _fail(f"cannot write {target} ({e.strerror or e}): {lost}")
             results.append({"credential_id": cred.credential_id.hex(),
                             "txid": receipt.txid.hex(), "leaf_index": receipt.index,
                             "height": receipt.height, "agency": agency, "type": kind,

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ledger.chain import Head, build_block
-from ledger.errors import DecodeError, LedgerError, OrderingError, TxRejected
+from ledger.errors import DecodeError, OrderingError, TxRejected
 from ledger.sigcheck import Checked, Checking, SignatureChecker, rebuild
 from ledger.state import Registry
 from ledger.store import Store
@@ -249,8 +249,12 @@ class SoloOrderer:
                     else:
                         _time.sleep(0.0005)
                 batch, pending = pending[:self.max_batch], pending[self.max_batch:]
-                self._commit(batch)
-        except BaseException as e:  # pragma: no cover - reported to every waiter
+                try:
+                    self._commit(batch)
+                except BaseException:
+                    pending = batch + pending  # their waiters learn it below, not a timeout
+                    raise
+        except BaseException as e:  # reported to every waiter
             self._failure = e
             for it in pending:
                 if not it.future.done():
@@ -274,11 +278,14 @@ class SoloOrderer:
                 extra = (self.on_block(result.head, result.registry) if self.on_block
                          else None)
                 store.write_block(result, extra)
-        except LedgerError as e:
+        except Exception as e:  # LedgerError, or the store's I/O (a full disk): nothing written
+            why = e.args[0] if e.args and isinstance(e.args[0], bytes) else e
+            text = why.decode("utf-8", "replace") if isinstance(why, bytes) else str(why)
+            failed = OrderingError(f"block not written: {text}")
             for it in batch:
-                it.future._set(None, OrderingError(f"block not written: {e}"))
+                it.future._set(None, failed)
             _wake([it.future for it in batch])
-            raise
+            raise failed from e
         height = result.head.height if result.head else -1
         for tx, index in result.accepted:
             for n, it in enumerate(by_tx.pop(tx.txid, [])):
@@ -294,6 +301,13 @@ class SoloOrderer:
     # -- lifecycle --
     def _failure_text(self) -> str:
         return f" ({self._failure})" if self._failure else ""
+
+    @property
+    def failure(self) -> str | None:
+        """Why the writer stopped by itself (a block it could not write: a full disk), or
+        None while it runs or after a normal :meth:`stop`. It takes nothing more until the
+        process is restarted."""
+        return str(self._failure) if self._failure is not None else None
 
     def stop(self) -> None:
         """Commit what is queued, then stop the writer and the verify pool."""

@@ -132,12 +132,23 @@ def release_mapped_tables(folders: tuple[Path, ...]) -> None:
 _IN_USE = "(a running node, or another ledger command); stop it first"
 
 
+def _plyvel_why(e: plyvel.Error) -> str:
+    """LevelDB's own words (plyvel gives them as bytes)."""
+    why = e.args[0] if e.args else e
+    return why.decode("utf-8", "replace") if isinstance(why, bytes) else str(why)
+
+
 def open_error(path: Path, e: plyvel.Error) -> str:
     """LevelDB's reason for refusing to open ``path``, in words an operator can act on."""
-    if isinstance(e, plyvel.IOError) and "LOCK" in str(e) and \
-            ("temporarily unavailable" in str(e) or "already held" in str(e)):
+    why = _plyvel_why(e)
+    if isinstance(e, plyvel.IOError) and "LOCK" in why and \
+            ("temporarily unavailable" in why or "already held" in why):
         return f"cannot open store at {path}: another process has it open {_IN_USE}"
-    return f"cannot open store at {path}: {e}"
+    if isinstance(e, plyvel.CorruptionError):
+        return (f"cannot open store at {path}: it is damaged ({why}); restore it from a "
+                "backup (`ledger import`) or let the node catch up from its peers into a new "
+                "folder. Nothing was changed")
+    return f"cannot open store at {path}: {why}"
 
 
 @contextlib.contextmanager
@@ -183,9 +194,12 @@ class Store:
             # No compression (ADR 29): snappy on every flush and compaction cost more CPU than
             # the disk it saved, most bytes being hashes and signatures. Tables written
             # compressed before stay readable.
+            # paranoid_checks: a damaged record in LevelDB's log stops the open instead of
+            # being dropped with the rest of its block, which silently rolled back acknowledged
+            # blocks (ADR 47); reads verify block checksums as they come from the file.
             self._db = plyvel.DB(str(self.path), create_if_missing=create, bloom_filter_bits=10,
                                  lru_cache_size=64 << 20, write_buffer_size=32 << 20,
-                                 block_size=16 << 10, compression=None)
+                                 block_size=16 << 10, compression=None, paranoid_checks=True)
         except plyvel.Error as e:
             raise StoreError(open_error(self.path, e)) from e
         self.head: Head | None = None
@@ -203,6 +217,9 @@ class Store:
         self._closing = False
         try:
             self._load()
+        except plyvel.Error as e:  # a table that is cut short or damaged
+            self._db.close()
+            raise StoreError(f"cannot read the store at {self.path}: {_plyvel_why(e)}") from e
         except BaseException:
             self._db.close()
             raise
@@ -226,7 +243,7 @@ class Store:
         self.close()
 
     def _load(self) -> None:
-        raw = self._db.get(head_key)
+        raw = self._db.get(head_key, verify_checksums=True)
         if raw is None:
             return
         try:
@@ -262,7 +279,7 @@ class Store:
                              f"expected root {cp.root.hex()}, found {self.root_at(cp.size).hex()}")
 
     def _need(self, key: bytes) -> bytes:
-        v = self._db.get(key)
+        v = self._db.get(key, verify_checksums=True)
         if v is None:
             raise StoreError(f"store is missing record {key[:1].decode()}/{key[1:].hex()}")
         return bytes(v)
@@ -310,7 +327,7 @@ class Store:
 
     def iterate(self, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """Records under ``prefix``, in key order."""
-        for k, v in self._db.iterator(prefix=prefix):
+        for k, v in self._db.iterator(prefix=prefix, verify_checksums=True):
             yield bytes(k), bytes(v)
 
     # -- reading --
@@ -319,7 +336,7 @@ class Store:
 
         The state machine looks up ~3 mostly absent keys per transaction, each touching some
         table's mapped index and filter pages: as random as a proof's reads, so counted too."""
-        v = self._db.get(key)
+        v = self._db.get(key, verify_checksums=True)
         self._random_reads += 1
         if self._random_reads >= _CHECK_AFTER_READS:
             self._count_random_reads(0)
@@ -337,11 +354,12 @@ class Store:
 
     def block_entries(self, header: BlockHeader) -> list[bytes]:
         start, stop = entry_key(header.first_index), entry_key(header.log_size)
-        return [bytes(v) for _, v in self._db.iterator(start=start, stop=stop)]
+        return [bytes(v) for _, v in self._db.iterator(start=start, stop=stop,
+                                                        verify_checksums=True)]
 
     def tx_location(self, txid: bytes) -> tuple[int, int] | None:
         """(leaf index, block height) of a committed transaction id."""
-        v = self._db.get(txid_key(txid))
+        v = self._db.get(txid_key(txid), verify_checksums=True)
         return None if v is None else parse_index_value(bytes(v))
 
     def tx(self, txid: bytes) -> Tx | None:
@@ -355,7 +373,7 @@ class Store:
     def status_entries(self, issuer: str, kind: str) -> Iterator[tuple[int, str]]:
         """(status index, status) of every credential ``issuer`` anchored of type ``kind``."""
         prefix = b"i" + issuer.encode() + b"\x00" + kind.encode() + b"\x00"
-        for k, cid in self._db.iterator(prefix=prefix):
+        for k, cid in self._db.iterator(prefix=prefix, verify_checksums=True):
             cred = self.credential(bytes(cid))
             if cred is None:
                 raise StoreError(f"status index {k[len(prefix):].hex()} points at no credential")
@@ -381,7 +399,7 @@ class Store:
             # uncached gets would decompress that block again (3-4 µs per record vs 6-9, ADR 26).
             batch.sort()
             count = self._count_random_reads
-            it = self._db.iterator(prefix=b"c", fill_cache=False)
+            it = self._db.iterator(prefix=b"c", fill_cache=False, verify_checksums=True)
             try:
                 for cid, index in batch:
                     count(1)
@@ -398,7 +416,8 @@ class Store:
                 it.close()
             batch.clear()
 
-        for k, cid in self._db.iterator(prefix=prefix, fill_cache=False):
+        for k, cid in self._db.iterator(prefix=prefix, fill_cache=False,
+                                        verify_checksums=True):
             batch.append((bytes(cid), int.from_bytes(k[len(prefix):], "big")))
             if len(batch) >= chunk:
                 yield from drain()
@@ -420,20 +439,21 @@ class Store:
         # start=b"r" rather than registry_key(0): plyvel 1.5's reverse iterator skips a key
         # equal to ``start`` when it is the only one in range.
         it = self._db.iterator(start=b"r", stop=registry_key(height + 1), reverse=True,
-                               include_key=False)
+                               include_key=False, verify_checksums=True)
         for v in it:
             return Registry.from_bytes(bytes(v))
         raise StoreError(f"no registry at or before height {height}")
 
     def registry_history(self) -> Iterator[tuple[int, Registry]]:
-        for k, v in self._db.iterator(prefix=b"r"):
+        for k, v in self._db.iterator(prefix=b"r", verify_checksums=True):
             yield _BE.unpack(k[1:])[0], Registry.from_bytes(bytes(v))
 
     def checkpoint(self, size: int | None = None) -> bytes | None:
         """The stored checkpoint text for ``size`` (default: the latest one)."""
         if size is not None:
             return self.get(checkpoint_key(size))
-        for v in self._db.iterator(prefix=b"k", reverse=True, include_key=False):
+        for v in self._db.iterator(prefix=b"k", reverse=True, include_key=False,
+                                   verify_checksums=True):
             return bytes(v)
         return None
 

@@ -113,7 +113,9 @@ class Health(_Out):
                     "failing (it serves reads, new transactions wait), its latest checkpoint "
                     "is not final now (a solo node short of current node keys), or the "
                     "chain's time runs ahead of its clock (a fast clock somewhere); halted: "
-                    "it found its chain is a fork and applies nothing (HTTP 503)")
+                    "it found its chain is a fork and applies nothing, or (solo) it could not "
+                    "write a block (a full disk) and takes nothing until it is restarted "
+                    "(HTTP 503)")
     agency: str
     network: str
     height: int
@@ -407,6 +409,12 @@ def health(node: NodeDep, response: Response) -> Health:
             f"correct clocks are refused once that passes {MAX_BACKDATE} s"
             if ahead > CLOCK_SLACK else None)
     if cluster is None:
+        stopped = node.writer_failure()
+        if stopped:  # it can take nothing more: a probe that reads the status stops routing
+            response.status_code = 503
+            return Health(status="halted", agency=node.agency, network=node.network,
+                          height=head["height"], log_size=head["log_size"], halted=stopped,
+                          problem=stopped)
         problem = node.signing_problem() or skew
         return Health(status="degraded" if problem else "ok", agency=node.agency,
                       network=node.network, height=head["height"], log_size=head["log_size"],

@@ -286,6 +286,16 @@ class Node:
                 "now could not be proven; nothing was issued (put the current node keys in the "
                 "keys folder and restart the node)")
 
+    def writer_failure(self) -> str | None:
+        """Why this solo node's block writer stopped (it takes no transaction until the node
+        is restarted), or None."""
+        if self.replicated is not None or not isinstance(self.orderer, SoloOrderer):
+            return None
+        failure = self.orderer.failure
+        return None if failure is None else (
+            f"the node could not write a block and takes nothing more until it is restarted "
+            f"(fix the cause first): {failure}")
+
     def signing_problem(self) -> str:
         """Why this solo node's chain is not covered by a final checkpoint now ("" when it is):
         a node key rotated out (or a planned rotation come due) whose successor the node does

@@ -345,6 +345,36 @@ def test_status_changes_within_one_second_all_take_effect(demo: Path, files: Pat
         assert record is not None and record.status == "suspended"
 
 
+def test_a_bundle_that_cannot_be_written_names_the_committed_credential(
+        demo: Path, files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills between the commit and the bundle: the credential is on the ledger and
+    the holder has nothing, so the error names it and how to revoke it (no traceback)."""
+    import errno
+
+    from typer.testing import CliRunner
+
+    from ledger import cli
+
+    def full(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cli, "write_atomic", full)
+    before = _log_size(demo)
+    r = CliRunner().invoke(cli.agency_app, [
+        "issue", "--data", str(demo), "--agency", "civil", "--type", "residence", "--claims",
+        str(files / "claims.json"), "--holder-jwk", str(files / "holder.jwk.json"), "--out",
+        str(tmp_path / "b.bin")], env={"LEDGER_KEY_PASSPHRASE": PASSPHRASE})
+    said = " ".join(r.output.split())
+    assert r.exit_code == 1 and "No space left on device" in said, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    assert _log_size(demo) == before + 1  # committed
+    with Store(demo / "ledger", create=False) as store:
+        assert store.head is not None
+        raw = store.entry(before)
+    cid = Tx.from_bytes(raw).body["credential_id"].hex()
+    assert f"credential {cid}" in said and f"--credential-id {cid} --set revoked" in said
+
+
 def test_a_reason_is_a_code_never_free_text(demo: Path) -> None:
     """A status reason is public on the ledger for good: the tools take a code, so a name
     cannot be typed into it (ADR 47); nothing is committed."""

@@ -666,6 +666,37 @@ def test_a_reader_that_hangs_up_frees_the_archive_at_once(
         assert statuses[-1] == 200, statuses
 
 
+def test_a_node_whose_disk_is_full_says_so_and_its_health_is_503(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block the store cannot write (a full disk): the issue in flight gets a 503 that says
+    why at once, not a 500 after 30 s, nothing is committed, and the health answers 503 so a
+    probe stops routing to a node that takes nothing until it is restarted (ADR 47)."""
+    import plyvel
+
+    from node.service import Node
+
+    data = make_demo(tmp_path / "demo")
+    node = Node(data, "edu", PASS, clock=lambda: NOW, workers=0)
+    app = create_app(settings_for(data), node=node, clock=lambda: NOW)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        before = http.get("/v1/head").json()["log_size"]
+        assert http.get("/v1/health").json()["status"] == "ok"
+
+        def full(*_: object, **__: object) -> None:
+            raise plyvel.IOError(b"IO error: 000009.log: No space left on device")
+
+        monkeypatch.setattr(node.store, "write_block", full)
+        r = http.post("/v1/credentials", headers=AUTH, json={
+            "type": "degree", "claims": CLAIMS, "valid_days": 30,
+            "holder_jwk": sdjwt.jwk_from_ed25519(PrivateKey.generate().public.raw)})
+        assert r.status_code == 503, r.text
+        assert "No space left on device" in r.json()["detail"]
+        health = http.get("/v1/health")
+        assert health.status_code == 503 and health.json()["status"] == "halted"
+        assert "restarted" in health.json()["problem"]
+        assert http.get("/v1/head").json()["log_size"] == before
+
+
 def test_a_person_gets_pages_for_errors_and_the_api_keeps_json(http: httpx.Client) -> None:
     for path in ("/verify/check", "/verify/request"):  # a reload of a form's target
         r = http.get(path)

@@ -119,6 +119,35 @@ def test_stopped_orderer_refuses_work(granted: LedgerHarness,
         o.submit(issue_tx("demo", agencies["edu"], _cid(7), "degree", 7, T0, T0 + DAY, T0))
 
 
+def test_a_block_the_store_cannot_write_fails_its_waiters_at_once(
+        granted: LedgerHarness, agencies: dict[str, Agency],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills under the writer: LevelDB raises its own IOError (no LedgerError). The
+    waiters of that block and of everything queued learn it now, in words, instead of timing
+    out; the orderer then says why it stopped and refuses more (ADR 47)."""
+    import plyvel
+
+    def full(*_: object, **__: object) -> None:
+        raise plyvel.IOError(b"IO error: 000008.log: No space left on device")
+
+    o = SoloOrderer(granted.store, clock=lambda: T0 + 10, workers=0)
+    try:
+        assert o.failure is None
+        monkeypatch.setattr(granted.store, "write_block", full)
+        futures = o.submit_many([issue_tx("demo", agencies["edu"], _cid(i), "degree", i, T0,
+                                          T0 + DAY, T0 + i) for i in range(50)])
+        for f in futures:
+            with pytest.raises(OrderingError, match="No space left on device") as info:
+                f.result(timeout=60)
+            assert "b'" not in str(info.value)  # LevelDB's words, not a bytes repr
+        assert o.failure is not None and "block not written: IO error" in o.failure
+        with pytest.raises(OrderingError, match="orderer is stopped"):
+            o.submit(issue_tx("demo", agencies["edu"], _cid(99), "degree", 99, T0, T0 + DAY,
+                              T0))
+    finally:
+        o.stop()
+
+
 def test_orderer_needs_a_genesis(tmp_path: object) -> None:
     from pathlib import Path
 
