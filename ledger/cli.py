@@ -453,8 +453,8 @@ def new_request(
     if out_file is None:
         print(text, end="")
         return
-    try:
-        out_file.write_text(text, encoding="utf-8")
+    try:  # whole or not at all: a full disk leaves no empty file at --out
+        write_atomic(out_file, text.encode(), 0o644)
     except OSError as e:
         _fail(f"cannot write {out_file}: {e.strerror or e}", 2)
     n = len(body["claims"])

@@ -133,7 +133,8 @@ NOT_UNICODE = ("the input holds text that is not valid Unicode: a lone surrogate
 def run_cli(app: Callable[[], object]) -> None:
     """Run a command-line app (Typer) so that SIGTERM stops it as Ctrl-C does, clean-up included,
     and the process then exits with the status a shell expects of SIGTERM (143). Its commands'
-    help is reflowed into paragraphs first (:func:`ledger.display.reflow_help`)."""
+    help is reflowed into paragraphs first (:func:`ledger.display.reflow_help`). An
+    :class:`OSError` no command handled is one line on stderr and exit 1."""
     from ledger.display import reflow_help
 
     reflow_help(app)
@@ -153,3 +154,10 @@ def run_cli(app: Callable[[], object]) -> None:
                 raise
             sys.stderr.write(f"error: {NOT_UNICODE} ({e.object[e.start:e.end]!r})\n")
             raise SystemExit(2) from None
+        except OSError as e:
+            # A full disk, a read-only folder, a file that went away: where a command has no
+            # message of its own for it, one line that names the file, not a traceback. The
+            # files themselves are written whole or not at all (atomic_output).
+            where = f": {e.filename}" if e.filename else ""
+            sys.stderr.write(f"error: {e.strerror or e}{where}\n")
+            raise SystemExit(1) from None

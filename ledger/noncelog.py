@@ -10,6 +10,7 @@ log cannot both accept the same nonce.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -86,7 +87,11 @@ class NonceLog(MutableSet[str]):
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self._file is not None:
-            self._file.close()  # also releases the lock
+            # also releases the lock. After a write that failed (a full disk) the buffer still
+            # holds that digest and close() tries it again: that error was said already (the
+            # NonceLogError of add), and a torn last line is repaired at the next open.
+            with contextlib.suppress(OSError):
+                self._file.close()
             self._file = None
 
     @staticmethod

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from ledger.errors import KeyFileError, LedgerError
-from ledger.files import Terminated, run_cli, sigterm_raises
+from ledger.files import Terminated, run_cli, sigterm_raises, write_atomic
 from ledger.keys import PASSPHRASE_ENV, read_passphrase
 
 if TYPE_CHECKING:
@@ -312,9 +312,13 @@ def init(
             '# trust_list = "trust.json"        # issuers outside the network (docs/foreign-'
             'issuers.md)\n'
             '# status_tokens = "status-tokens"  # their Status List Tokens (*.jwt)\n')
-    config_out.parent.mkdir(parents=True, exist_ok=True)
-    config_out.write_text(text, encoding="utf-8")
-    config_out.chmod(0o600)
+    try:  # whole or not at all, 0600 from the start
+        config_out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(config_out, text.encode(), 0o600)
+    except OSError as e:
+        err.print(f"[red]cannot write {config_out}:[/] {e.strerror or e} (no operator token "
+                  "was made: run init again, without --new-network if it made the network)")
+        raise typer.Exit(1) from e
     err.print(f"wrote {config_out}")
     print(f"operator token (shown once; only its SHA-256 is stored): {token}")
 
@@ -348,12 +352,22 @@ def _new_network(data: Path, network: str, founders: list[str], quorum: int,
         err.print(f"[red]cannot make that genesis:[/] {e}")
         raise typer.Exit(2) from e
     passphrase = _ask_passphrase("for the new key files", confirm=True)
-    (data / "keys").mkdir(parents=True, mode=0o700)
-    for a in agencies:
-        save_private_key(data / "keys" / f"{a.id}.node.key", a.node_key, passphrase)
-        save_private_key(data / "keys" / f"{a.id}.issuer.key", a.issuer_key, passphrase)
-    with Store(data / "ledger") as store:
-        store.write_block(build_genesis(genesis))
+    made = not data.exists()
+    try:
+        (data / "keys").mkdir(parents=True, mode=0o700)
+        for a in agencies:
+            save_private_key(data / "keys" / f"{a.id}.node.key", a.node_key, passphrase)
+            save_private_key(data / "keys" / f"{a.id}.issuer.key", a.issuer_key, passphrase)
+        with Store(data / "ledger") as store:
+            store.write_block(build_genesis(genesis))
+    except (OSError, LedgerError) as e:  # a full disk, say: no half-made folder is left
+        import shutil
+
+        for part in ([data] if made else [data / "keys", data / "ledger"]):
+            shutil.rmtree(part, ignore_errors=True)
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        err.print(f"[red]cannot create the network in {data}:[/] {why}; nothing was kept")
+        raise typer.Exit(1) from e
     err.print(f"new network [bold]{network}[/]: {len(agencies)} founders, quorum {quorum}; "
               f"genesis {genesis.txid.hex()[:16]}…, keys in {data / 'keys'}")
 

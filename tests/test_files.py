@@ -191,3 +191,58 @@ def test_a_file_that_is_not_regular_is_never_replaced(tmp_path: Path) -> None:
         write_atomic(fifo, b"data")
     assert stat.S_ISFIFO(fifo.stat().st_mode)
     assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
+
+
+def test_an_unhandled_os_error_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk where a command has no message of its own: one line naming the file, exit
+    1, no traceback (ADR 47)."""
+    import errno
+
+    import typer
+
+    from ledger.files import run_cli
+
+    app = typer.Typer()
+
+    @app.command()
+    def write() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "/full/key.file")
+
+    monkeypatch.setattr(sys, "argv", ["tool"])
+    with pytest.raises(SystemExit) as info:
+        run_cli(app)
+    assert info.value.code == 1
+    said = capsys.readouterr().err
+    assert said == "error: No space left on device: /full/key.file\n"
+
+
+def test_a_nonce_log_whose_write_failed_closes_quietly(tmp_path: Path) -> None:
+    """The digest's write fails (a full disk): add says so; leaving the with block does not
+    raise the same error again from the buffer's second flush (ADR 47)."""
+    import errno
+
+    from ledger.noncelog import NonceLog, NonceLogError
+
+    class Full:
+        def __init__(self, f: object) -> None:
+            self.f = f
+
+        def write(self, text: str) -> int:
+            return len(text)
+
+        def flush(self) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def fileno(self) -> int:
+            return self.f.fileno()  # type: ignore[attr-defined, no-any-return]
+
+        def close(self) -> None:
+            self.f.close()  # type: ignore[attr-defined]
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with NonceLog(tmp_path / "nonces.log") as log:
+        log._file = Full(log._file)  # type: ignore[assignment]
+        with pytest.raises(NonceLogError, match="No space left on device"):
+            log.add("a nonce")
+    assert "a nonce" not in log

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 BIN = Path(sys.executable).parent
 
@@ -138,6 +139,36 @@ def test_a_running_node_collects_young_objects_less_often() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_init_that_cannot_finish_leaves_no_half_made_network(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills while `init --new-network` writes the genesis: no keys or partial store
+    are left (a re-run would otherwise be refused as "not empty"), one line says why, exit 1;
+    a config that cannot be written leaves no empty file (ADR 47)."""
+    import plyvel
+    from typer.testing import CliRunner
+
+    from ledger.store import Store
+    from node import cli
+
+    def full(*_: object, **__: object) -> None:
+        raise plyvel.IOError(b"IO error: 000003.log: No space left on device")
+
+    env = {"LEDGER_KEY_PASSPHRASE": "init-pw"}
+    args = ["init", "--data", str(tmp_path / "data"), "--agency", "edu", "--new-network",
+            "district-9", "--founder", "edu=Education Bureau", "--config-out",
+            str(tmp_path / "node.toml")]
+    with monkeypatch.context() as m:
+        m.setattr(Store, "write_block", full)
+        r = CliRunner().invoke(cli.app, args, env=env)
+    assert r.exit_code == 1, r.output
+    assert "cannot create the network" in r.output and "No space left" in r.output
+    assert not (tmp_path / "data").exists() and not (tmp_path / "node.toml").exists()
+    (tmp_path / "node.toml").mkdir()  # a folder where the config goes: cannot be written
+    r = CliRunner().invoke(cli.app, [*args, "--force"], env=env)
+    assert r.exit_code == 1 and "cannot write" in r.output, r.output
+    assert (tmp_path / "node.toml").is_dir() and "operator token" in r.output
 
 
 def test_the_key_passphrase_can_come_from_a_file(tmp_path: Path) -> None:
