@@ -7,11 +7,13 @@ values) and need the operator token. Nothing lists credit subjects.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from ledger.errors import LedgerError
 from node.api import HEX64, NAME, NodeDep, Operator, SettingsDep, _b64url, _errors, _from_b64url
 from node.approvals import Approvals
 
@@ -24,6 +26,10 @@ def _approvals(request: Request, node: NodeDep) -> Approvals:
     got: Approvals | None = getattr(request.app.state, "approvals", None)
     if got is None or got.node is not node:
         got = Approvals(node)
+        # decisions committed before their record was filed (a stop, a full disk): filed now,
+        # or at the next start if the disk still cannot take them
+        with contextlib.suppress(OSError, LedgerError):
+            got.file_pending()
         request.app.state.approvals = got
     return got
 

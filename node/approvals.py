@@ -14,6 +14,7 @@ record; the node turns the identifier into the keyed pseudonym with the network 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +25,15 @@ from contracts.catalogue import APPROVAL_TYPE, IDENTITY
 from contracts.errors import ApplicationError
 from contracts.rules import CelEngine, Outcome
 from ledger import codec, sdjwt
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, StoreError
 from ledger.files import write_atomic
 from ledger.ordering import Receipt
 from ledger.presentation import Bundle, Envelope
 from ledger.state import Registry, credit_events, rule_hash
 from ledger.tx import Tx, make_tx
 from node.service import CREDIT_SECRET_FILE, Node, NotFound, PendingRequest
+
+_log = logging.getLogger("node.approvals")
 
 __all__ = ["Approvals", "Decided"]
 
@@ -158,8 +161,15 @@ class Approvals:
             "path": outcome.path, "reasons": list(outcome.reasons),
             "evidence": evidence.digest, "ts": now}, [self.node.issuer_key])
         self.node.check_can_finalize()  # else the decision would commit with no credential
+        # The evidence is kept before the decision commits: a disk that cannot hold it
+        # refuses the application, instead of a decision on the ledger no audit can re-check.
+        pending = self._keep_pending(tx, evidence, outcome)
         receipt = self.node.orderer.submit(tx).result(timeout=30)
-        self._keep(receipt, tx, evidence, outcome)
+        try:
+            self._keep(pending, receipt)
+        except OSError as e:  # the evidence is safe in the pending record, filed later
+            _log.warning("approval record left pending", extra={"error": type(e).__name__,
+                                                                "file": pending.name})
         bundle, _ = self.node.issue("approval", {
             "service": service, "decision": outcome.decision, "path": outcome.path,
             "rule_version": compiled.hash.hex(), "approval_tx": tx.txid.hex(),
@@ -170,14 +180,43 @@ class Approvals:
         return Decided(outcome, service, compiled.hash, tx, receipt, bundle)
 
     # -- the agency's records --
-    def _keep(self, receipt: Receipt, tx: Tx, evidence: Evidence, outcome: Outcome) -> None:
-        self.folder.mkdir(mode=0o700, exist_ok=True)
-        record = codec.encode({"v": 1, "tx": tx.raw, "evidence": evidence.to_bytes(),
-                               "fired": outcome.fired, "expression": outcome.expression,
-                               "documents": list(outcome.documents), "index": receipt.index,
-                               "height": receipt.height})
-        path = self.folder / f"{receipt.index:012d}-{tx.txid.hex()}.ev"
-        write_atomic(path, record, 0o600)
+    def _keep_pending(self, tx: Tx, evidence: Evidence, outcome: Outcome) -> Path:
+        """The decision's record before it commits (``<txid>.pending``: no audit reads it)."""
+        record = {"v": 1, "tx": tx.raw, "evidence": evidence.to_bytes(), "fired": outcome.fired,
+                  "expression": outcome.expression, "documents": list(outcome.documents)}
+        path = self.folder / f"{tx.txid.hex()}.pending"
+        try:
+            self.folder.mkdir(mode=0o700, exist_ok=True)
+            write_atomic(path, codec.encode(record), 0o600)
+        except OSError as e:
+            raise StoreError(f"cannot keep the decision's evidence in {self.folder} "
+                             f"({e.strerror or e}); nothing was decided") from e
+        return path
+
+    def _keep(self, pending: Path, receipt: Receipt) -> None:
+        """The committed decision's record (``<index>-<txid>.ev``, what audits read), from its
+        pending one. If this fails the pending record stays, and the node's next start files
+        it (:meth:`file_pending`)."""
+        record = codec.decode(pending.read_bytes(), max_size=1 << 21, what="approval record")
+        record.update(index=receipt.index, height=receipt.height)
+        write_atomic(self.folder / f"{receipt.index:012d}-{receipt.txid.hex()}.ev",
+                     codec.encode(record), 0o600)
+        pending.unlink()
+
+    def file_pending(self) -> int:
+        """File the pending records whose decisions the ledger holds (a node stopped, or a
+        disk that filled, between the commit and the record); how many. The others stay."""
+        filed = 0
+        for path in sorted(self.folder.glob("*.pending")) if self.folder.exists() else []:
+            try:
+                txid = bytes.fromhex(path.stem)
+            except ValueError:
+                continue
+            where = self.node.store.tx_location(txid)
+            if where is not None:
+                self._keep(path, Receipt(txid, where[0], where[1]))
+                filed += 1
+        return filed
 
     def _records(self) -> list[Path]:
         return sorted(self.folder.glob("*.ev")) if self.folder.exists() else []

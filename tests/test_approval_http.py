@@ -264,3 +264,56 @@ def test_an_agency_without_the_approval_grant_decides_nothing(tmp_path: Path) ->
         assert service.list() == []
     finally:
         node.close()
+
+
+def test_a_decision_is_never_committed_without_its_evidence_kept(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """The evidence is written before the decision commits: a disk that cannot take it refuses
+    the application (503, nothing committed). Once committed, a record that cannot be filed
+    stays pending and is filed later, and the citizen still gets the credential (ADR 47)."""
+    import errno
+
+    from node import approvals
+
+    data, wallet = prepare(tmp_path)
+    settings = settings_for(data)
+    settings = type(settings)(**{**settings.__dict__, "agency": "market"})
+    app = create_app(settings, clock=lambda: NOW, passphrase=PASS)
+    real = approvals.write_atomic
+
+    def refusing(suffix: str) -> Any:
+        def write(path: Path, *args: Any, **kwargs: Any) -> None:
+            if path.name.endswith(suffix):
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+            real(path, *args, **kwargs)
+        return write
+
+    def apply(http: httpx.Client) -> httpx.Response:
+        opened = http.post("/v1/services/business-licence/applications").json()
+        requests = [Request.from_json({k: r[k] for k in ("nonce", "audience", "type", "claims")})
+                    for r in opened["requests"]]
+        return http.post("/v1/services/business-licence/apply", json={
+            "holder_jwk": wallet.holder_jwk(), "presentations": [
+                {"nonce": n, "envelope": b64url(e)} for n, e in wallet.answer(requests,
+                                                                               now=NOW)]})
+
+    folder = data / "approvals"
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        before = http.get("/v1/head").json()["log_size"]
+        monkeypatch.setattr(approvals, "write_atomic", refusing(".pending"))
+        r = apply(http)
+        assert r.status_code == 503, r.text
+        assert "cannot keep the decision's evidence" in r.json()["detail"]
+        assert http.get("/v1/head").json()["log_size"] == before  # nothing decided
+        monkeypatch.setattr(approvals, "write_atomic", refusing(".ev"))
+        r = apply(http)
+        assert r.status_code == 200, r.text  # decided, and the credential issued
+        txid = r.json()["approval_tx"]
+        assert [p.name for p in folder.iterdir()] == [f"{txid}.pending"]
+        monkeypatch.setattr(approvals, "write_atomic", real)
+        assert approvals.Approvals(app.state.node).file_pending() == 1
+        filed = [p.name for p in folder.iterdir()]
+        assert len(filed) == 1 and filed[0].endswith(f"-{txid}.ev")
+        listed = http.get("/v1/approvals", headers=AUTH)
+        assert listed.status_code == 200, listed.text
+        assert [a["approval_tx"] for a in listed.json()] == [txid]

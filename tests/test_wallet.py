@@ -389,6 +389,28 @@ def test_a_stale_wallet_does_not_overwrite_a_newer_file(world: World, wallet: Wa
     assert len(Wallet.open(wallet.path, PASS).list()) == 1
 
 
+def test_a_wallet_on_a_read_only_file_system_can_still_be_backed_up(
+        wallet: Wallet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No lock file can be made on a read-only file system, and nothing can change the wallet
+    there either: a backup goes on without the lock; a change is still refused (ADR 47)."""
+    import errno
+
+    from wallet import store
+
+    real_open = os.open
+
+    def read_only(path: object, *args: int, **kwargs: int) -> int:
+        if str(path).endswith(".lock"):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store.os, "open", read_only)
+    wallet.backup(tmp_path / "copy.db")
+    assert (tmp_path / "copy.db").read_bytes() == wallet.path.read_bytes()
+    with pytest.raises(OSError, match="Read-only"), store.lock(wallet.path):
+        pass
+
+
 def test_backup_and_restore(world: World, wallet: Wallet, tmp_path: Path) -> None:
     reg = world.ledger.registry
     first = wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(), registry=reg, now=NOW)

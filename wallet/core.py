@@ -170,7 +170,7 @@ class Wallet:
 
     def backup(self, dest: Path) -> None:
         """Copy the (still encrypted) wallet file to ``dest``; never overwrites ``dest``."""
-        with lock(self.path):
+        with lock(self.path, reading=True):
             blob = _read(self.path, "wallet")
             open_sealed(blob, key=self._key, where=str(self.path))  # it is ours and whole
             try:

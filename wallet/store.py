@@ -22,6 +22,7 @@ place so an existing wallet is never overwritten), then the directory is fsynced
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from collections.abc import Iterator
@@ -210,10 +211,18 @@ def open_sealed(blob: bytes, passphrase: bytes | None = None, *, key: bytes | No
 
 
 @contextmanager
-def lock(path: Path) -> Iterator[None]:
-    """An exclusive advisory lock beside ``path`` (``<name>.lock``) for read-modify-write."""
+def lock(path: Path, *, reading: bool = False) -> Iterator[None]:
+    """An exclusive advisory lock beside ``path`` (``<name>.lock``) for read-modify-write.
+    ``reading``: on a read-only file system, where no lock file can be made, go on without
+    one: nothing can change the wallet there either (a backup is taken exactly then)."""
     lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(lock_path, os.O_WRONLY | os.O_CREAT, 0o600)
+    except OSError as e:
+        if reading and e.errno == errno.EROFS:
+            yield
+            return
+        raise
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
