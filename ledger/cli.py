@@ -247,7 +247,8 @@ def _load_key(path: Path, passphrase: bytes) -> PrivateKey:
 
 def _passphrase() -> bytes:
     try:
-        return read_passphrase(f"Passphrase of the key files (or set {PASSPHRASE_ENV}): ")
+        return read_passphrase(f"Passphrase of the key files (or set {PASSPHRASE_ENV} or "
+                               f"{PASSPHRASE_ENV}_FILE): ")
     except KeyFileError as e:
         _fail(str(e))
 
@@ -619,7 +620,8 @@ def snapshot(
     """Write an offline snapshot: registry, latest checkpoint and signed status lists.
 
     Embedded solo mode: each agency's status lists are signed with its node key from
-    <data>/keys (passphrase from $LEDGER_KEY_PASSPHRASE or a prompt).
+    <data>/keys (passphrase from $LEDGER_KEY_PASSPHRASE, the file $LEDGER_KEY_PASSPHRASE_FILE
+    names, or a prompt).
     """
     _check_out(out_file, force)
     now = _now()
@@ -713,7 +715,9 @@ def _ca_context(ca: Path) -> Any:
 
 
 DISK_RESERVE = 512 << 20
-"""Bytes that fetching a node's archive leaves free on the disk it writes to (``--node``)."""
+"""Bytes that fetching a node's archive leaves free on the disk it writes to (``--node``): at
+most this, at most a twentieth of that disk (a small one is not refused outright), checked
+before each 64 MiB."""
 
 
 class _Tee:
@@ -735,10 +739,11 @@ class _Tee:
                 break
             if self.got >= self._next_check:  # now, then every 64 MiB
                 st = os.fstatvfs(self._dest.fileno())
-                if st.f_bavail * st.f_frsize < DISK_RESERVE + len(chunk):
+                reserve = min(DISK_RESERVE, st.f_blocks * st.f_frsize // 20)
+                if st.f_bavail * st.f_frsize < reserve + len(chunk):
                     _fail(f"stopped after {self.got} bytes: the disk of {self._where} is down "
                           f"to {st.f_bavail * st.f_frsize >> 20} MiB free (the fetch leaves "
-                          f"{DISK_RESERVE >> 20} MiB)", 2)
+                          f"{reserve >> 20} MiB)", 2)
                 self._next_check = self.got + (64 << 20)
             self._dest.write(chunk)
             self.got += len(chunk)
@@ -754,11 +759,13 @@ class _Tee:
         return self._told
 
 
-def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, where: str) -> Any:
+def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, where: str, *,
+                   keep_damaged: bool = False) -> Any:
     """Download ``url``'s ``GET /v1/archive`` into ``dest`` (in the folder ``where``), checking
     it as it comes (every frame's checksum, the counts, the trailer, nothing after it); its
     :class:`ledger.archive.ExportSummary`. The checksums do not vouch for the chain: the audit
-    or the import replays it."""
+    or the import replays it. Damage stops the download: an error, or with ``keep_damaged``
+    None and ``dest`` holding what came up to it (the audit reports it as for a file)."""
     import httpx
 
     from ledger.archive import ArchiveError, check_archive
@@ -786,6 +793,8 @@ def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, where: str) -> Any
             try:
                 return check_archive(tee)  # type: ignore[arg-type]
             except ArchiveError as e:
+                if keep_damaged:
+                    return None
                 _fail(f"the archive from {url} is damaged or cut short (nothing kept): {e}")
     except httpx.HTTPError as e:
         _fail(f"cannot fetch the archive from {url}: {e}")
@@ -961,8 +970,8 @@ def audit(
             if not as_json:
                 err.print(Text(f"fetching the chain from {node} …"), soft_wrap=True)
             try:
-                with source.open("wb") as f:
-                    _fetch_archive(node, ca, f, str(folder))
+                with source.open("wb") as f:  # damage: the audit's report names it
+                    _fetch_archive(node, ca, f, str(folder), keep_damaged=True)
             except OSError as e:  # a full disk, say
                 _fail(f"cannot keep the archive from {node} in {folder}: {e.strerror or e}", 2)
         assert source is not None
@@ -1293,8 +1302,9 @@ def issue(
     """Issue an SD-JWT VC, anchor it on the ledger and write the holder's bundle.
 
     Embedded solo mode: this process orders the block and co-signs its checkpoint with the node
-    keys in <data>/keys (passphrase from $LEDGER_KEY_PASSPHRASE or a prompt). Claim values are
-    never printed and never reach the ledger.
+    keys in <data>/keys (passphrase from $LEDGER_KEY_PASSPHRASE, the file
+    $LEDGER_KEY_PASSPHRASE_FILE names, or a prompt). Claim values are never printed and never
+    reach the ledger.
     """
     if kind in RESERVED_TYPES:
         _fail(f"{kind!r} credentials record a decision: the node's approvals service issues "

@@ -135,7 +135,10 @@ def run_cli(app: Callable[[], object]) -> None:
     and the process then exits with the status a shell expects of SIGTERM (143). Its commands'
     help is reflowed into paragraphs first (:func:`ledger.display.reflow_help`). An
     :class:`OSError` no command handled is one line on stderr and exit 1."""
+    import plyvel
+
     from ledger.display import reflow_help
+    from ledger.errors import leveldb_words
 
     reflow_help(app)
     with sigterm_raises() as seen:
@@ -154,6 +157,10 @@ def run_cli(app: Callable[[], object]) -> None:
                 raise
             sys.stderr.write(f"error: {NOT_UNICODE} ({e.object[e.start:e.end]!r})\n")
             raise SystemExit(2) from None
+        except plyvel.Error as e:  # a store damaged after it opened (checksums, ADR 47)
+            sys.stderr.write(f"error: the store could not be read: {leveldb_words(e)}; restore "
+                             "it from a backup (ledger import of an archive)\n")
+            raise SystemExit(1) from None
         except OSError as e:
             # A full disk, a read-only folder, a file that went away: where a command has no
             # message of its own for it, one line that names the file, not a traceback. The

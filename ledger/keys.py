@@ -170,7 +170,7 @@ def _passphrase_from_file(path: str, what: str) -> bytes:
         os.close(fd)
     if len(text) > 4096:
         raise KeyFileError(f"{what}: {path} is over 4096 bytes: not a passphrase")
-    text = text.removesuffix(b"\n").removesuffix(b"\r")
+    text = text.removesuffix(b"\r\n") if text.endswith(b"\r\n") else text.removesuffix(b"\n")
     if not text:
         raise KeyFileError(f"{what}: {path} is empty")
     return text

@@ -12,19 +12,24 @@ from __future__ import annotations
 
 import os
 import queue
+import re
 import threading
 import time as _time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ledger.chain import Head, build_block
-from ledger.errors import DecodeError, OrderingError, TxRejected
+from ledger.errors import DecodeError, OrderingError, TxRejected, leveldb_words
 from ledger.sigcheck import Checked, Checking, SignatureChecker, rebuild
 from ledger.state import Registry
 from ledger.store import Store
 from ledger.tx import Tx
 
 __all__ = ["Pending", "Receipt", "SoloOrderer", "settle"]
+
+_FOLDERS = re.compile(r"/(?:[^/\s:]+/)+")
+"""The folders of an absolute path in an error's words ("/srv/data/ledger/000008.log" →
+"000008.log")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +166,11 @@ class SoloOrderer:
         n = (os.cpu_count() or 2) if workers is None else workers
         self._checker = SignatureChecker(n) if n > 0 else None
         self._thread = threading.Thread(target=self._run, name="solo-orderer", daemon=True)
-        self._stopped = threading.Event()
         self._failure: BaseException | None = None
+        # Taken to put work in the queue and to close it (a stop, or the writer failing): no
+        # chunk is put after the writer's last look at the queue, where no one would answer it.
+        self._put_lock = threading.Lock()
+        self._closed = False
         self._thread.start()
 
     # -- submitting --
@@ -172,21 +180,22 @@ class SoloOrderer:
 
     def submit_many(self, raws: Sequence[bytes | Tx], chunk: int = 256) -> list[Pending]:
         """Queue transactions in order; malformed ones fail their future with DecodeError."""
-        if self._stopped.is_set():
-            raise OrderingError(f"orderer is stopped{self._failure_text()}")
         registry = self.store.registry
         keys = {kid: k.raw for kid, k in registry.public_keys.items()} if registry else {}
         futures: list[Pending] = []
-        for start in range(0, len(raws), chunk):
-            part = raws[start:start + chunk]
-            cond = threading.Condition()
-            futs = [Pending(cond) for _ in part]
-            futures.extend(futs)
-            checked = None
-            if self._checker is not None:
-                checked = self._checker.submit(
-                    [r.raw if isinstance(r, Tx) else r for r in part], keys)
-            self._queue.put(_Chunk(part, futs, checked))
+        with self._put_lock:
+            if self._closed:
+                raise OrderingError(f"orderer is stopped{self._failure_text()}")
+            for start in range(0, len(raws), chunk):
+                part = raws[start:start + chunk]
+                cond = threading.Condition()
+                futs = [Pending(cond) for _ in part]
+                futures.extend(futs)
+                checked = None
+                if self._checker is not None:
+                    checked = self._checker.submit(
+                        [r.raw if isinstance(r, Tx) else r for r in part], keys)
+                self._queue.put(_Chunk(part, futs, checked))
         return futures
 
     @staticmethod
@@ -254,14 +263,22 @@ class SoloOrderer:
                 except BaseException:
                     pending = batch + pending  # their waiters learn it below, not a timeout
                     raise
-        except BaseException as e:  # reported to every waiter
-            self._failure = e
-            for it in pending:
-                if not it.future.done():
-                    it.future._set(None, OrderingError(f"orderer failed: {e}"))
-            _wake([it.future for it in pending])
-        finally:
-            self._stopped.set()
+        except BaseException as e:  # reported to every waiter, queued ones included
+            with self._put_lock:
+                self._failure, self._closed = e, True
+            waiting = [it.future for it in pending]
+            while True:
+                try:
+                    got = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if got is not None:
+                    waiting.extend(got.futures)
+            failed = OrderingError(f"orderer failed: {e}")
+            for fut in waiting:
+                if not fut.done():
+                    fut._set(None, failed)
+            _wake(waiting)
 
     def _commit(self, batch: list[_Item]) -> None:
         store = self.store
@@ -279,9 +296,9 @@ class SoloOrderer:
                          else None)
                 store.write_block(result, extra)
         except Exception as e:  # LedgerError, or the store's I/O (a full disk): nothing written
-            why = e.args[0] if e.args and isinstance(e.args[0], bytes) else e
-            text = why.decode("utf-8", "replace") if isinstance(why, bytes) else str(why)
-            failed = OrderingError(f"block not written: {text}")
+            # the words without folders: they travel to API clients and the public health
+            failed = OrderingError("block not written: "
+                                   + _FOLDERS.sub("", leveldb_words(e)))
             for it in batch:
                 it.future._set(None, failed)
             _wake([it.future for it in batch])
@@ -311,9 +328,11 @@ class SoloOrderer:
 
     def stop(self) -> None:
         """Commit what is queued, then stop the writer and the verify pool."""
-        if not self._stopped.is_set():
-            self._queue.put(None)
-            self._thread.join()
+        with self._put_lock:
+            closing, self._closed = not self._closed, True
+            if closing:
+                self._queue.put(None)  # after every chunk put before it: they are committed
+        self._thread.join()
         if self._checker is not None:
             self._checker.close()
 

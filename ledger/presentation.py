@@ -22,7 +22,7 @@ from ledger import codec, merkle, sdjwt
 from ledger.checkpoint import SignedCheckpoint
 from ledger.codec import Fields
 from ledger.credentials import issuer_uri, status_list_uri
-from ledger.errors import DecodeError, LedgerError, StoreError
+from ledger.errors import DecodeError, LedgerError, ProofError, StoreError
 from ledger.finality import verify_final
 from ledger.state import RESERVED_TYPES, Registry
 from ledger.statuslist import StatusList, check_status
@@ -493,6 +493,15 @@ def bundle_from_store(store: Store, leaf_index: int, sd_jwt: str,
     text = checkpoint if checkpoint is not None else store.checkpoint()
     if text is None:
         raise StoreError("no checkpoint is stored: the anchor cannot be proven yet")
-    size = SignedCheckpoint.from_text(text.decode()).checkpoint.size
-    return Bundle(store.entry(leaf_index), leaf_index,
-                  tuple(store.inclusion_proof(leaf_index, size)), text.decode(), sd_jwt)
+    signed = SignedCheckpoint.from_text(text.decode()).checkpoint
+    anchor = store.entry(leaf_index)
+    proof = store.inclusion_proof(leaf_index, signed.size)
+    # The node hashes are read without LevelDB's checksums (ADR 47): a damaged one is found
+    # here, before the holder is handed a bundle every verifier would refuse.
+    try:
+        merkle.verify_inclusion(merkle.leaf_hash(anchor), leaf_index, signed.size, proof,
+                                signed.root)
+    except ProofError as e:
+        raise StoreError(f"the store's proof of leaf {leaf_index} does not reach its "
+                         f"checkpoint's root ({e}): the store is damaged") from e
+    return Bundle(anchor, leaf_index, tuple(proof), text.decode(), sd_jwt)

@@ -42,7 +42,7 @@ from ledger.chain import (
     txid_key,
 )
 from ledger.checkpoint import SignedCheckpoint
-from ledger.errors import CheckpointError, DecodeError, StoreError
+from ledger.errors import CheckpointError, DecodeError, StoreError, leveldb_words
 from ledger.state import Credential, Registry, credential_key
 from ledger.tx import STATUSES, Tx
 
@@ -132,15 +132,9 @@ def release_mapped_tables(folders: tuple[Path, ...]) -> None:
 _IN_USE = "(a running node, or another ledger command); stop it first"
 
 
-def _plyvel_why(e: plyvel.Error) -> str:
-    """LevelDB's own words (plyvel gives them as bytes)."""
-    why = e.args[0] if e.args else e
-    return why.decode("utf-8", "replace") if isinstance(why, bytes) else str(why)
-
-
 def open_error(path: Path, e: plyvel.Error) -> str:
     """LevelDB's reason for refusing to open ``path``, in words an operator can act on."""
-    why = _plyvel_why(e)
+    why = leveldb_words(e)
     if isinstance(e, plyvel.IOError) and "LOCK" in why and \
             ("temporarily unavailable" in why or "already held" in why):
         return f"cannot open store at {path}: another process has it open {_IN_USE}"
@@ -219,7 +213,7 @@ class Store:
             self._load()
         except plyvel.Error as e:  # a table that is cut short or damaged
             self._db.close()
-            raise StoreError(f"cannot read the store at {self.path}: {_plyvel_why(e)}") from e
+            raise StoreError(f"cannot read the store at {self.path}: {leveldb_words(e)}") from e
         except BaseException:
             self._db.close()
             raise

@@ -13,6 +13,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import plyvel
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -39,6 +41,7 @@ from ledger.errors import (
     SignatureError,
     StoreError,
     TxRejected,
+    leveldb_words,
 )
 from ledger.files import NOT_UNICODE
 from ledger.foreign import read_trust_list
@@ -130,22 +133,25 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(out, separators=(",", ":"))
 
 
+STOP_CANCEL = "timeout graceful shutdown exceeded"
+"""What uvicorn says when it cancels the replies a stop's grace period did not see end."""
+
+
 class _StopIsNoError(logging.Filter):
     """A stop that outlasts uvicorn's grace period (a reader still taking an archive) cancels
     that reply: uvicorn says so at ERROR, twice. It is a reply cut short, not a fault of the
     node: said at WARNING, so that an operator's alert on ERROR means a fault."""
 
-    cuts = 0
-    """Replies cut short by a stop (:class:`_AccessLog`) whose "returned without completing"
-    line uvicorn has yet to log; only the event loop's thread touches it."""
+    last_cut = -math.inf
+    """When :class:`_AccessLog` last took a reply cut short by a stop (monotonic clock): the
+    "returned without completing" line uvicorn logs right after it is lowered, no other."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.msg if isinstance(record.msg, str) else ""
         if record.levelno == logging.ERROR:
-            stop = "timeout graceful shutdown exceeded" in msg
+            stop = STOP_CANCEL in msg
             if not stop and msg.startswith("ASGI callable returned without completing") \
-                    and _StopIsNoError.cuts > 0:
-                _StopIsNoError.cuts -= 1
+                    and time.monotonic() - _StopIsNoError.last_cut < 1.0:
                 stop = True
             if stop:
                 record.levelno, record.levelname = logging.WARNING, "WARNING"
@@ -276,11 +282,14 @@ class _AccessLog:
         cut = False
         try:
             await self.app(scope, receive, sending)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as e:
             # uvicorn cancels what still runs when a stop outlasts its grace period (an archive
             # being read, say): a reply cut short by the stop, not an application error that
-            # uvicorn would log at ERROR with a traceback (:class:`_StopIsNoError`).
-            _StopIsNoError.cuts += 1
+            # uvicorn would log at ERROR with a traceback (:class:`_StopIsNoError`). Any other
+            # cancellation goes on as it came.
+            if not any(STOP_CANCEL in str(a) for a in e.args):
+                raise
+            _StopIsNoError.last_cut = time.monotonic()
             cut = True
         finally:
             # Labels from a fixed set only: a client's made-up methods and paths must not grow
@@ -438,6 +447,16 @@ def create_app(settings: Settings, *, node: Node | None = None,
         _log.info("refused", extra={"error": "UnicodeEncodeError", "status": 400})
         return JSONResponse({"detail": NOT_UNICODE, "error": "UnicodeEncodeError"},
                             status_code=400)
+
+    @app.exception_handler(plyvel.Error)
+    async def store_unreadable(request: Request, exc: Exception) -> Response:
+        # A store damaged after it opened (block checksums, ADR 47): LevelDB's words, which
+        # name the data folder's files, go to the log; the client learns what happened.
+        _log.error("store unreadable", extra={"error": type(exc).__name__,
+                                              "code": leveldb_words(exc)})
+        return JSONResponse({"detail": "the node's store could not be read (damaged?); its "
+                                       "operator has the details in the node's log",
+                             "error": "StoreError"}, status_code=503)
 
     app.add_exception_handler(Exception, _server_error)
     app.add_exception_handler(RequestValidationError, validation_error)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+import time as _time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from contracts.catalogue import APPROVAL_TYPE, IDENTITY
 from contracts.errors import ApplicationError
 from contracts.rules import CelEngine, Outcome
 from ledger import codec, sdjwt
-from ledger.errors import LedgerError, StoreError
+from ledger.errors import LedgerError, StoreError, TxRejected
 from ledger.files import write_atomic
 from ledger.ordering import Receipt
 from ledger.presentation import Bundle, Envelope
@@ -34,6 +35,9 @@ from ledger.tx import Tx, make_tx
 from node.service import CREDIT_SECRET_FILE, Node, NotFound, PendingRequest
 
 _log = logging.getLogger("node.approvals")
+
+PENDING_DAYS = 1
+"""After this long a pending approval record whose decision is not on the ledger is removed."""
 
 __all__ = ["Approvals", "Decided"]
 
@@ -164,7 +168,11 @@ class Approvals:
         # The evidence is kept before the decision commits: a disk that cannot hold it
         # refuses the application, instead of a decision on the ledger no audit can re-check.
         pending = self._keep_pending(tx, evidence, outcome)
-        receipt = self.node.orderer.submit(tx).result(timeout=30)
+        try:
+            receipt = self.node.orderer.submit(tx).result(timeout=30)
+        except TxRejected:  # not decided: its evidence is kept for nothing
+            pending.unlink(missing_ok=True)
+            raise
         try:
             self._keep(pending, receipt)
         except OSError as e:  # the evidence is safe in the pending record, filed later
@@ -203,19 +211,26 @@ class Approvals:
                      codec.encode(record), 0o600)
         pending.unlink()
 
-    def file_pending(self) -> int:
+    def file_pending(self, now: float | None = None) -> int:
         """File the pending records whose decisions the ledger holds (a node stopped, or a
-        disk that filled, between the commit and the record); how many. The others stay."""
+        disk that filled, between the commit and the record); how many. A record whose
+        decision is not on the ledger a day after it was written never will be (its wait
+        ended long before): removed, with the claim values it holds. One record that cannot
+        be filed does not stop the others."""
+        now = _time.time() if now is None else now
         filed = 0
         for path in sorted(self.folder.glob("*.pending")) if self.folder.exists() else []:
             try:
                 txid = bytes.fromhex(path.stem)
-            except ValueError:
-                continue
-            where = self.node.store.tx_location(txid)
-            if where is not None:
-                self._keep(path, Receipt(txid, where[0], where[1]))
-                filed += 1
+                where = self.node.store.tx_location(txid)
+                if where is not None:
+                    self._keep(path, Receipt(txid, where[0], where[1]))
+                    filed += 1
+                elif now - path.stat().st_mtime > PENDING_DAYS * 86400:
+                    path.unlink()
+            except (OSError, ValueError, LedgerError) as e:
+                _log.warning("approval record not filed", extra={"error": type(e).__name__,
+                                                                 "file": path.name})
         return filed
 
     def _records(self) -> list[Path]:

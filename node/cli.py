@@ -37,7 +37,8 @@ def demo(
 ) -> None:
     """Create a three-agency demo network (solo ordering, LevelDB) and prove an anchor.
 
-    Key files are encrypted with the passphrase from $LEDGER_KEY_PASSPHRASE or a prompt; the demo
+    Key files are encrypted with the passphrase from $LEDGER_KEY_PASSPHRASE (or the file
+    $LEDGER_KEY_PASSPHRASE_FILE names) or a prompt; the demo
     wallet (with --serve) with $WALLET_PASSPHRASE (default: the key passphrase).
     """
     import os
@@ -122,7 +123,8 @@ def _ask_passphrase(what: str, *, confirm: bool) -> bytes:
     """The passphrase ``what`` (e.g. "for the PKI keys") from the environment or the terminal;
     exits 2 with the reason when there is none."""
     try:
-        return read_passphrase(f"Passphrase {what} (or set {PASSPHRASE_ENV}): ", confirm=confirm)
+        return read_passphrase(f"Passphrase {what} (or set {PASSPHRASE_ENV} or "
+                           f"{PASSPHRASE_ENV}_FILE): ", confirm=confirm)
     except KeyFileError as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from e
@@ -162,7 +164,8 @@ def run(
 ) -> None:
     """Run the node's HTTP service (API and pages) with uvicorn.
 
-    The key passphrase comes from $LEDGER_KEY_PASSPHRASE or a prompt. LEDGER_NODE_* variables
+    The key passphrase comes from $LEDGER_KEY_PASSPHRASE, the file $LEDGER_KEY_PASSPHRASE_FILE
+    names (for a service: no secret in its environment), or a prompt. LEDGER_NODE_* variables
     override the config file's values.
     """
     import os
@@ -185,7 +188,7 @@ def run(
     with _stop_on_sigterm(), contextlib.ExitStack() as cleanup:
         try:
             passphrase = read_passphrase(f"Passphrase of {settings.agency}'s key files "
-                                         f"(or set {PASSPHRASE_ENV}): ")
+                                         f"(or set {PASSPHRASE_ENV} or {PASSPHRASE_ENV}_FILE): ")
             # Read once: the signature workers started later need no copy in their environment.
             os.environ.pop(PASSPHRASE_ENV, None)
             replication = None
@@ -265,8 +268,8 @@ def init(
     operator token once.
 
     Only the token's SHA-256 goes into the config; keep the token (it authorises issuing and
-    status changes through the API). Key files are encrypted with $LEDGER_KEY_PASSPHRASE or a
-    prompted passphrase.
+    status changes through the API). Key files are encrypted with $LEDGER_KEY_PASSPHRASE (or
+    the file $LEDGER_KEY_PASSPHRASE_FILE names) or a prompted passphrase.
     """
     import hashlib
     import json
@@ -281,6 +284,9 @@ def init(
         err.print(f"[red]bad option:[/] {e}")
         raise typer.Exit(2) from e
     if new_network is not None:
+        if config_out.exists() and not force:  # before anything is made: bad input changes nothing
+            err.print(f"[red]{config_out} exists;[/] pass --force to replace it")
+            raise typer.Exit(2)
         _new_network(data, new_network, founder or [], quorum, agency)
     missing = [str(p) for p in (data / "ledger", data / "keys" / f"{agency}.issuer.key",
                                 data / "keys" / f"{agency}.node.key") if not p.exists()]
@@ -360,11 +366,13 @@ def _new_network(data: Path, network: str, founders: list[str], quorum: int,
             save_private_key(data / "keys" / f"{a.id}.issuer.key", a.issuer_key, passphrase)
         with Store(data / "ledger") as store:
             store.write_block(build_genesis(genesis))
-    except (OSError, LedgerError) as e:  # a full disk, say: no half-made folder is left
+    except BaseException as e:  # a full disk, Ctrl-C, SIGTERM: no half-made folder is left
         import shutil
 
         for part in ([data] if made else [data / "keys", data / "ledger"]):
             shutil.rmtree(part, ignore_errors=True)
+        if not isinstance(e, (OSError, LedgerError)):
+            raise
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         err.print(f"[red]cannot create the network in {data}:[/] {why}; nothing was kept")
         raise typer.Exit(1) from e
@@ -379,7 +387,8 @@ def pki(
     agency: Annotated[list[str], typer.Option(help="An agency id to certify (repeat).")],
 ) -> None:
     """Create the network CA and one certificate per agency (etcd peer and client mTLS, node
-    HTTPS). Private keys are encrypted with $LEDGER_KEY_PASSPHRASE or a prompted passphrase."""
+    HTTPS). Private keys are encrypted with $LEDGER_KEY_PASSPHRASE (or the file
+    $LEDGER_KEY_PASSPHRASE_FILE names) or a prompted passphrase."""
     import datetime as dt
 
     from node.pki import create_pki

@@ -71,6 +71,8 @@ ETCD_SNAPSHOT_COUNT = 2000
 for slow followers). Its default, 100,000, is sized for small values; our batch entries are up to
 ~0.8 MB, so the default would let each member hold gigabytes (ADR 28)."""
 
+_PASSPHRASE_VARS = frozenset({PASSPHRASE_ENV, f"{PASSPHRASE_ENV}_FILE"})
+
 
 class ClusterError(LedgerError):
     """A local cluster that cannot be created, started or reached."""
@@ -288,7 +290,7 @@ class LocalCluster:
         log = open(self._log("etcd", m.agency), "ab")  # noqa: SIM115
         # etcd needs no passphrase: it is not handed one (a process's environment is readable
         # by its user, in /proc/<pid>/environ, for as long as it runs).
-        env = {k: v for k, v in os.environ.items() if k != PASSPHRASE_ENV}
+        env = {k: v for k, v in os.environ.items() if k not in _PASSPHRASE_VARS}
         self._etcd[m.agency] = subprocess.Popen(  # noqa: S603 - our own argv
             _dies_with_us(cmd), stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
         log.close()
@@ -331,7 +333,12 @@ class LocalCluster:
 
     # -- nodes --
     def _start_node(self, m: Member) -> None:
-        env = {**os.environ, PASSPHRASE_ENV: self.passphrase.decode()}
+        env = {k: v for k, v in os.environ.items() if k not in _PASSPHRASE_VARS}
+        given = os.environ.get(f"{PASSPHRASE_ENV}_FILE")
+        if given and not os.environ.get(PASSPHRASE_ENV):
+            env[f"{PASSPHRASE_ENV}_FILE"] = given  # the node reads the same file (ADR 47)
+        else:
+            env[PASSPHRASE_ENV] = os.fsdecode(self.passphrase)
         log = open(self._log("node", m.agency), "ab")  # noqa: SIM115
         self._nodes[m.agency] = subprocess.Popen(  # noqa: S603 - our own argv
             _dies_with_us([self.python, "-m", "node.cli", "run", "--config",

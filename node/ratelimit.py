@@ -8,7 +8,8 @@ is back), before the request body is read. ``per_minute = 0`` turns the limiter 
 A request that makes the node do more than one request's work (``POST /v1/tx/batch``: one
 signature check per transaction) takes more once its size is known, through :func:`charge`
 (:data:`BATCH_ITEMS_PER_TOKEN` transactions a token), before that work is done; without them it
-is refused with :class:`RateLimited` (429, ``Retry-After``) and nothing is submitted (ADR 47).
+is refused with :class:`RateLimited` (429, ``Retry-After``) and nothing is submitted (ADR 47). A
+cost over what a full bucket holds needs a full bucket and leaves it in debt.
 
 Time is the ``clock`` parameter (the app's clock), so tests drive it without sleeping. The bucket
 table is bounded (``max_clients``): when it is full, the buckets that have refilled completely
@@ -54,18 +55,19 @@ class TokenBuckets:
         self.max_clients = max_clients
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
 
-    def take(self, client: str, cost: float = 1.0) -> float:
-        """Take ``cost`` tokens (at most the burst: a cost over it waits for a full bucket);
-        0 if taken, else the seconds until they are there (nothing taken)."""
-        cost = min(cost, self.burst)
+    def take(self, client: str, cost: float = 1.0, *, need: float | None = None) -> float:
+        """Take ``cost`` tokens once the bucket holds ``need`` (default: ``cost``; at most the
+        burst); 0 if taken, else the seconds until it holds them (nothing taken). A cost over
+        ``need`` leaves the bucket in debt: the client's next requests wait it out."""
+        need = min(cost if need is None else need, self.burst)
         now = self.clock()
         tokens, seen = self._buckets.pop(client, (self.burst, now))
         tokens = min(self.burst, tokens + max(0.0, now - seen) * self.rate)
-        if tokens >= cost:
+        if tokens >= need:
             self._store(client, (tokens - cost, now))
             return 0.0
         self._store(client, (tokens, now))
-        return (cost - tokens) / self.rate if self.rate else math.inf
+        return (need - tokens) / self.rate if self.rate else math.inf
 
     def _store(self, client: str, value: tuple[float, float]) -> None:
         self._buckets[client] = value
@@ -109,9 +111,9 @@ def charge(scope: Scope, cost: int, what: str) -> None:
         return
     limiter, client = got
     buckets = limiter.buckets
-    # a cost over what a full bucket holds beside the request's own token would never pass
-    cost = min(cost, int(buckets.burst) - 1)
-    wait = buckets.take(client, cost) if cost > 0 else 0.0
+    # A cost over what a full bucket holds beside the request's own token could never be
+    # there at once: it needs a full bucket, and leaves it in debt (with a burst of 1 too).
+    wait = buckets.take(client, cost, need=min(cost, buckets.burst - 1))
     if wait > 0:
         retry = _retry(wait + 1 / buckets.rate)  # the retry takes its own token first
         raise RateLimited(f"rate limit exceeded: {what} costs {cost} more of the "

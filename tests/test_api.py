@@ -683,7 +683,8 @@ def test_a_node_whose_disk_is_full_says_so_and_its_health_is_503(
         assert http.get("/v1/health").json()["status"] == "ok"
 
         def full(*_: object, **__: object) -> None:
-            raise plyvel.IOError(b"IO error: 000009.log: No space left on device")
+            raise plyvel.IOError(f"IO error: {data}/ledger/000009.log: No space left on "
+                                 f"device".encode())
 
         monkeypatch.setattr(node.store, "write_block", full)
         r = http.post("/v1/credentials", headers=AUTH, json={
@@ -694,7 +695,17 @@ def test_a_node_whose_disk_is_full_says_so_and_its_health_is_503(
         health = http.get("/v1/health")
         assert health.status_code == 503 and health.json()["status"] == "halted"
         assert "restarted" in health.json()["problem"]
+        assert str(tmp_path) not in health.text  # the public health names no folder
         assert http.get("/v1/head").json()["log_size"] == before
+
+        def damaged(*_: object, **__: object) -> None:
+            raise plyvel.CorruptionError(f"Corruption: block checksum mismatch: "
+                                         f"{data}/ledger/000005.ldb".encode())
+
+        monkeypatch.setattr(node.store, "block", damaged)
+        r = http.get("/v1/blocks/1")
+        assert r.status_code == 503 and r.json()["error"] == "StoreError", r.text
+        assert str(tmp_path) not in r.text
 
 
 def test_a_person_gets_pages_for_errors_and_the_api_keeps_json(http: httpx.Client) -> None:

@@ -272,6 +272,8 @@ def test_a_decision_is_never_committed_without_its_evidence_kept(
     the application (503, nothing committed). Once committed, a record that cannot be filed
     stays pending and is filed later, and the citizen still gets the credential (ADR 47)."""
     import errno
+    import os
+    import time
 
     from node import approvals
 
@@ -311,9 +313,13 @@ def test_a_decision_is_never_committed_without_its_evidence_kept(
         txid = r.json()["approval_tx"]
         assert [p.name for p in folder.iterdir()] == [f"{txid}.pending"]
         monkeypatch.setattr(approvals, "write_atomic", real)
-        assert approvals.Approvals(app.state.node).file_pending() == 1
-        filed = [p.name for p in folder.iterdir()]
-        assert len(filed) == 1 and filed[0].endswith(f"-{txid}.ev")
-        listed = http.get("/v1/approvals", headers=AUTH)
+        # a record of a decision that never reached the ledger, a day old: removed
+        stale = folder / f"{'ab' * 32}.pending"
+        stale.write_bytes(b"claims it no longer needs")
+        os.utime(stale, (NOW - 2 * 86400, time.time() - 2 * 86400))
+        app.state.approvals = None  # as at the node's next start: the service is built again
+        listed = http.get("/v1/approvals", headers=AUTH)  # ... and files what is pending
         assert listed.status_code == 200, listed.text
         assert [a["approval_tx"] for a in listed.json()] == [txid]
+        filed = [p.name for p in folder.iterdir()]
+        assert len(filed) == 1 and filed[0].endswith(f"-{txid}.ev")

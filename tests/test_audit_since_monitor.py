@@ -388,6 +388,10 @@ def _serving(body: bytes, status: int = 200) -> str:
     return url
 
 
+def _flipped(data: bytes, at: int) -> bytes:
+    return data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:]
+
+
 def _stop_serving(url: str) -> None:
     server = _SERVERS.pop(url)
     server.shutdown()
@@ -460,22 +464,39 @@ def test_a_running_nodes_chain_is_exported_and_audited_through_its_url(
             # checked as it streams: anything after the trailer, or damage, stops the fetch
             # and keeps nothing; a fetch stops before the disk is down to the reserve
             for body, said in ((local.read_bytes() + b"\0" * (3 << 20), "after the trailer"),
-                               (local.read_bytes()[:100] + b"\xff" + local.read_bytes()[101:],
+                               (_flipped(local.read_bytes(), len(local.read_bytes()) // 2),
                                 "checksum mismatch")):
                 bad = _serving(body)
                 try:
-                    for args in (["export", "--node", bad, "--out", str(fetched), "--force"],
-                                 ["audit", "--node", bad, "--workers", "0"]):
-                        r = runner.invoke(ledger_app, args)
-                        assert r.exit_code == 1 and said in r.output, r.output
+                    r = runner.invoke(ledger_app, ["export", "--node", bad, "--out",
+                                                   str(fetched), "--force"])
+                    assert r.exit_code == 1 and said in r.output, r.output
+                    # the audit reports it as for a file: the report names it, exit 1
+                    r = runner.invoke(ledger_app, ["audit", "--node", bad, "--workers", "0",
+                                                   "--json"])
+                    assert r.exit_code == 1, r.output
+                    report = json.loads(r.stdout)
+                    assert not report["clean"] and said in json.dumps(report), report
                 finally:
                     _stop_serving(bad)
             assert fetched.read_bytes() == local.read_bytes()
+            import os
+            from types import SimpleNamespace
+
             import ledger.cli
-            monkeypatch.setattr(ledger.cli, "DISK_RESERVE", 1 << 62)
+            # a 4 GiB disk with 100 MiB free: the fetch leaves min(512 MiB, 1/20 of 4 GiB)
+            monkeypatch.setattr(ledger.cli.os, "fstatvfs", lambda fd: SimpleNamespace(
+                f_bavail=100 << 8, f_frsize=4096, f_blocks=1 << 20))
             r = runner.invoke(ledger_app, ["export", "--node", url, "--out",
                                            str(tmp_path / "none.archive")])
             assert r.exit_code == 2 and "stopped after 0 bytes" in r.output, r.output
+            assert "leaves 204 MiB" in " ".join(r.output.split())
+            monkeypatch.setattr(ledger.cli.os, "fstatvfs", lambda fd: SimpleNamespace(
+                f_bavail=300 << 8, f_frsize=4096, f_blocks=1 << 20))
+            r = runner.invoke(ledger_app, ["export", "--node", url, "--out",
+                                           str(tmp_path / "small-disk.archive")])
+            assert r.exit_code == 0, r.output  # a small disk with room is not refused
+            monkeypatch.setattr(ledger.cli.os, "fstatvfs", os.fstatvfs)
             assert not (tmp_path / "none.archive").exists()
             assert not [p for p in tmp_path.iterdir() if p.name.startswith(".none.archive")]
             monkeypatch.undo()

@@ -246,3 +246,27 @@ def test_a_nonce_log_whose_write_failed_closes_quietly(tmp_path: Path) -> None:
         with pytest.raises(NonceLogError, match="No space left on device"):
             log.add("a nonce")
     assert "a nonce" not in log
+
+
+def test_a_store_damaged_after_it_opened_is_one_line_and_exit_1(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read fails its block checksum (ADR 47): LevelDB's words, not plyvel's bytes repr or a
+    traceback."""
+    import plyvel
+    import typer
+
+    from ledger.files import run_cli
+
+    app = typer.Typer()
+
+    @app.command()
+    def read() -> None:
+        raise plyvel.CorruptionError(b"Corruption: block checksum mismatch: s/000005.ldb")
+
+    monkeypatch.setattr(sys, "argv", ["tool"])
+    with pytest.raises(SystemExit) as info:
+        run_cli(app)
+    assert info.value.code == 1
+    said = capsys.readouterr().err
+    assert said.startswith("error: the store could not be read: Corruption: block checksum "
+                           "mismatch: s/000005.ldb; restore it from a backup"), said

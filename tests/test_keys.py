@@ -393,6 +393,11 @@ def test_passphrase_from_a_file_named_in_the_environment(monkeypatch: pytest.Mon
         read_passphrase()
     secret.chmod(0o400)
     assert read_passphrase() == "pässwört  ".encode()
+    secret.chmod(0o600)
+    for written, meant in ((b"a\r\n", b"a"), (b"a\r", b"a\r"), (b"a\n\n", b"a\n")):
+        secret.write_bytes(written)  # one line end, \n or \r\n, is dropped; nothing else
+        assert read_passphrase() == meant
+    secret.write_bytes("pässwört  \n".encode())
     monkeypatch.setenv("LEDGER_KEY_PASSPHRASE", "other")
     with pytest.raises(KeyFileError, match="both LEDGER_KEY_PASSPHRASE and "
                                            "LEDGER_KEY_PASSPHRASE_FILE are set"):

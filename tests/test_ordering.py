@@ -128,18 +128,20 @@ def test_a_block_the_store_cannot_write_fails_its_waiters_at_once(
     import plyvel
 
     def full(*_: object, **__: object) -> None:
-        raise plyvel.IOError(b"IO error: 000008.log: No space left on device")
+        raise plyvel.IOError(b"IO error: /srv/agency/ledger/000008.log: No space left on "
+                             b"device")
 
-    o = SoloOrderer(granted.store, clock=lambda: T0 + 10, workers=0)
+    o = SoloOrderer(granted.store, clock=lambda: T0 + 10, workers=0, max_batch=10)
     try:
         assert o.failure is None
         monkeypatch.setattr(granted.store, "write_block", full)
         futures = o.submit_many([issue_tx("demo", agencies["edu"], _cid(i), "degree", i, T0,
-                                          T0 + DAY, T0 + i) for i in range(50)])
+                                          T0 + DAY, T0 + i) for i in range(50)], chunk=5)
         for f in futures:
             with pytest.raises(OrderingError, match="No space left on device") as info:
                 f.result(timeout=60)
             assert "b'" not in str(info.value)  # LevelDB's words, not a bytes repr
+            assert "000008.log" in str(info.value) and "/srv" not in str(info.value)
         assert o.failure is not None and "block not written: IO error" in o.failure
         with pytest.raises(OrderingError, match="orderer is stopped"):
             o.submit(issue_tx("demo", agencies["edu"], _cid(99), "degree", 99, T0, T0 + DAY,

@@ -170,7 +170,12 @@ def _runtime_folders() -> set[Path]:
 
 
 def test_cluster_command_starts_and_stops_a_network(tmp_path: Path) -> None:
-    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"}
+    # the passphrase from a file (ADR 47): the nodes are handed the file, not the secret
+    secret = tmp_path / "passphrase"
+    secret.write_text("pw\n")
+    secret.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if k != "LEDGER_KEY_PASSPHRASE"}
+    env["LEDGER_KEY_PASSPHRASE_FILE"] = str(secret)
     runtime_before = _runtime_folders()
     r = subprocess.run([str(BIN / "ledger-node"), "cluster", "--agencies", "3", "--data",
                         str(tmp_path / "c"), "--base-port", str(free_base(3)), "--once"],

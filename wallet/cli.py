@@ -1,6 +1,7 @@
 """``wallet``: the citizen's encrypted credential wallet on the command line.
 
-The passphrase comes from ``$WALLET_PASSPHRASE`` or is asked on the terminal; the wallet file
+The passphrase comes from ``$WALLET_PASSPHRASE``, the file ``$WALLET_PASSPHRASE_FILE`` names,
+or is asked on the terminal; the wallet file
 from ``--wallet``, ``$WALLET_PATH`` or ``~/.credledger/wallet.db``. Claim values are printed by
 ``wallet show`` only. Exit codes: 0 done, 1 refused or failed (the message says why), 2 usage.
 """
@@ -31,7 +32,8 @@ PATH_ENV = "WALLET_PATH"
 app = typer.Typer(
     help="The citizen's encrypted credential wallet: keep credentials that agencies issue you, "
          "and show a verifier only the claims it asks for.\n\n"
-         f"The passphrase is read from ${PASSPHRASE_ENV}, else asked on the terminal. "
+         f"The passphrase is read from ${PASSPHRASE_ENV}, else from the file "
+         f"${PASSPHRASE_ENV}_FILE names, else asked on the terminal. "
          "Exit codes: 0 done, 1 refused or failed, 2 usage error.",
     no_args_is_help=True, add_completion=False)
 # emoji=False: ":lock:" in a verifier's text must show as typed, not as a picture
