@@ -460,11 +460,14 @@ def evidence(node: NodeDep) -> list[dict[str, Any]]:
 
 @router.get("/v1/sync/blocks", tags=["chain"], response_class=MsgpackResponse,
             responses=_binary("application/msgpack"))
-def sync_blocks(node: NodeDep, from_: Annotated[int, Query(alias="from", ge=0, le=MAX_INT)],
-                count: Annotated[int, Query(ge=1, le=500)] = 100) -> Response:
+async def sync_blocks(request: Request, node: NodeDep,
+                      from_: Annotated[int, Query(alias="from", ge=0, le=MAX_INT)],
+                      count: Annotated[int, Query(ge=1, le=500)] = 100) -> Response:
     """Blocks for a peer catching up: msgpack list of [header bytes, [entry bytes...]]; fewer
-    than ``count`` when they would pass 32 MiB."""
-    return MsgpackResponse(node.sync_blocks(from_, count))
+    than ``count`` when they would pass 32 MiB. A rate-limit token per 50 blocks asked for,
+    and two catch-up replies at a time per node (503 beyond)."""
+    charge(request.scope, count // 50, f"a catch-up read of {count} blocks")
+    return MsgpackResponse(await run_in_threadpool(node.sync_blocks, from_, count))
 
 
 @router.get("/v1/archive", tags=["chain"], response_class=StreamingResponse,
@@ -478,10 +481,13 @@ def archive(node: NodeDep) -> Response:
 
 @router.get("/v1/sync/headers", tags=["chain"], response_class=MsgpackResponse,
             responses=_binary("application/msgpack"))
-def sync_headers(node: NodeDep, from_: Annotated[int, Query(alias="from", ge=0, le=MAX_INT)],
-                 count: Annotated[int, Query(ge=1, le=SYNC_HEADERS)] = 1000) -> Response:
-    """Block headers for a peer catching up: msgpack list of header bytes."""
-    return MsgpackResponse(node.sync_headers(from_, count))
+async def sync_headers(request: Request, node: NodeDep,
+                       from_: Annotated[int, Query(alias="from", ge=0, le=MAX_INT)],
+                       count: Annotated[int, Query(ge=1, le=SYNC_HEADERS)] = 1000) -> Response:
+    """Block headers for a peer catching up: msgpack list of header bytes. A rate-limit token
+    per 500 headers asked for, and two catch-up replies at a time per node (503 beyond)."""
+    charge(request.scope, count // 500, f"a catch-up read of {count} headers")
+    return MsgpackResponse(await run_in_threadpool(node.sync_headers, from_, count))
 
 
 @router.get("/metrics", tags=["node"], response_class=PlainTextResponse,

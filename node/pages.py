@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import functools
 import json
 import re
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -49,9 +50,13 @@ MAX_UPLOAD = 4 * 1024 * 1024
 """Largest QR image accepted (bytes of PNG)."""
 MAX_PIXELS = 2_000_000
 """Largest decoded QR image (pixels); the PNG reader is pure Python."""
-MAX_DECODED = 6 * 1024 * 1024
-"""Largest decoded QR image (bytes of filtered rows: 2 Mpixel of 8-bit RGB). Decoding takes
-about 0.3 s per MiB here, so a small crafted PNG (16-bit RGBA) must not buy seconds of CPU."""
+MAX_DECODED = 5 * 1024 * 1024 // 2
+"""Largest decoded QR image (bytes of filtered rows: 800x800 of 8-bit RGBA; the wallet's own
+QR PNG is a few hundred KiB of grey). Decoding takes about 0.3 s per MiB here, so a small
+crafted PNG must not buy seconds of CPU: at most ~0.8 s (ADR 47; 6 MiB, ~2 s, before)."""
+DECODERS = 2
+"""QR images decoded at once per app; :data:`DECODES_WAITING` more may wait, one per client."""
+DECODES_WAITING = 2
 
 
 def get_node(request: Request) -> Node:
@@ -99,11 +104,37 @@ def _page(request: Request, name: str, context: dict[str, Any],
 
 
 def _decoders(request: Request) -> anyio.CapacityLimiter:
-    """At most two QR images decoded at once per app (made in its event loop, on first use)."""
+    """At most :data:`DECODERS` QR images decoded at once per app (made in its event loop, on
+    first use)."""
     limiter: anyio.CapacityLimiter | None = getattr(request.app.state, "qr_decoders", None)
     if limiter is None:
-        limiter = request.app.state.qr_decoders = anyio.CapacityLimiter(2)
+        limiter = request.app.state.qr_decoders = anyio.CapacityLimiter(DECODERS)
     return limiter
+
+
+class DecoderBusy(Exception):
+    """No room to decode this image now (HTTP 503 page); the text can still be pasted."""
+
+
+@contextlib.contextmanager
+def _decode_turn(request: Request, limiter: anyio.CapacityLimiter) -> Iterator[None]:
+    """One image at a time per client address, and a short queue: a client uploading crafted
+    images cannot make the officials' uploads wait behind a growing line (ADR 47)."""
+    busy: set[str] | None = getattr(request.app.state, "qr_clients", None)
+    if busy is None:
+        busy = request.app.state.qr_clients = set()
+    who = request.client.host if request.client else "unknown"
+    if who in busy:
+        raise DecoderBusy("An image from this computer is still being read; wait for it.")
+    if limiter.borrowed_tokens >= limiter.total_tokens and \
+            limiter.statistics().tasks_waiting >= DECODES_WAITING:
+        raise DecoderBusy("The verifier is reading other images right now; paste the "
+                          "presentation's text, or upload the image again in a few seconds.")
+    busy.add(who)
+    try:
+        yield
+    finally:
+        busy.discard(who)
 
 
 class BadInput(Exception):
@@ -304,8 +335,10 @@ async def check_presentation(request: Request, node: NodeDep,
     try:
         if image:  # pure-Python decoding: off the event loop, which serves every other client,
             # two at a time, so uploads cannot take every thread the sync routes share
-            envelope = await anyio.to_thread.run_sync(_envelope_from_image, image,
-                                                      limiter=_decoders(request))
+            limiter = _decoders(request)
+            with _decode_turn(request, limiter):
+                envelope = await anyio.to_thread.run_sync(_envelope_from_image, image,
+                                                          limiter=limiter)
             foreign = _foreign_text(envelope)
         elif "~" in presentation:
             foreign = "".join(presentation.split())
@@ -325,6 +358,11 @@ async def check_presentation(request: Request, node: NodeDep,
                            "its settings).")
     except BadInput as e:  # the request stays open: the official may try again
         return _request_page(request, node, pending, str(e))
+    except DecoderBusy as e:
+        page = _request_page(request, node, pending, str(e))
+        page.status_code = 503
+        page.headers["Retry-After"] = "5"
+        return page
     try:  # off the event loop too: a verification takes milliseconds of CPU
         if foreign is None:
             report = await run_in_threadpool(node.verify, envelope, nonce)
@@ -432,7 +470,7 @@ def png_to_gray(data: bytes) -> tuple[bytes, int, int]:
     stride, bpp = (width * bits + 7) // 8, max(1, bits // 8)
     if height * stride > MAX_DECODED:
         raise ValueError(f"image data of {height * stride / 2**20:.1f} MiB is over "
-                         f"{MAX_DECODED // 2**20} MiB (a QR code needs far fewer pixels: send "
+                         f"{MAX_DECODED / 2**20:g} MiB (a QR code needs far fewer pixels: send "
                          "a smaller or 8-bit grey image)")
     want = height * (stride + 1)
     try:

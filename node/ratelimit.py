@@ -18,6 +18,7 @@ are dropped first (they carry no state), then the least recently seen.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 from collections import OrderedDict
@@ -26,7 +27,8 @@ from typing import Any
 
 from ledger.errors import LedgerError
 
-__all__ = ["BATCH_ITEMS_PER_TOKEN", "RateLimit", "RateLimited", "TokenBuckets", "charge"]
+__all__ = ["BATCH_ITEMS_PER_TOKEN", "RateLimit", "RateLimited", "TokenBuckets", "charge",
+           "client_key"]
 
 BATCH_ITEMS_PER_TOKEN = 64
 """Transactions of a batch that one rate-limit token pays for, beyond the request's own token:
@@ -98,6 +100,20 @@ class RateLimited(LedgerError):
         self.retry_after = retry_after
 
 
+def client_key(host: str) -> str:
+    """The bucket of an address: IPv4 as it is; IPv6 by its /64, the block one subscriber
+    gets, so a client cannot take a fresh burst from each of its 2^64 addresses (ADR 47)."""
+    if ":" not in host:
+        return host
+    try:
+        address = ipaddress.IPv6Address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, 64), strict=False))
+
+
 def _retry(wait: float) -> int:
     return max(1, math.ceil(wait)) if math.isfinite(wait) else 3600
 
@@ -136,7 +152,7 @@ class RateLimit:
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
-        key = str(client[0]) if client else "unknown"
+        key = client_key(str(client[0])) if client else "unknown"
         wait = self.buckets.take(key)
         if wait <= 0:
             scope[_SCOPE_KEY] = (self, key)  # for :func:`charge`

@@ -58,6 +58,10 @@ __all__ = ["Node", "NotFound", "PendingRequest", "Replication"]
 
 REQUEST_TTL = 600
 """Seconds a presentation request (its nonce) stays open."""
+SYNC_SERVING = 2
+"""Catch-up replies (``/v1/sync/*``) a node prepares at once; more get 503 (Busy)."""
+MAX_OPEN_REQUESTS = 50_000
+"""Open presentation requests kept at most (~20 MiB); past it the oldest open one is dropped."""
 _UNSETTLED = 10_000
 """Submissions kept after their request's wait ran out, for ``GET /v1/tx/{id}/receipt``."""
 _SETTLING = 1.0
@@ -205,6 +209,7 @@ class Node:
             self.store.close()
             raise LedgerError(f"no current node key of {agency!r} in {keys}")
         self._requests: dict[str, PendingRequest] = {}
+        self._sync_slots = threading.BoundedSemaphore(SYNC_SERVING)
         self._lists = StatusListCache(self.store)  # decoded lists, updated per block (ADR 23)
         self._verifier: Verifier | None = None
         self._lock = threading.Lock()
@@ -560,10 +565,25 @@ class Node:
     def evidence(self) -> list[dict[str, Any]]:
         return [] if self.replicated is None else self.replicated.evidence()
 
+    @contextmanager
+    def _sync_turn(self) -> Iterator[None]:
+        """A catch-up reply costs ~100 requests' CPU: :data:`SYNC_SERVING` at a time, so they
+        cannot take the threads every other route shares (ADR 47)."""
+        if not self._sync_slots.acquire(blocking=False):
+            raise Busy("this node is serving other peers' catch-up; retry in a moment")
+        try:
+            yield
+        finally:
+            self._sync_slots.release()
+
     def sync_blocks(self, start: int, count: int) -> bytes:
         """Canonical msgpack [[header, [entries]]...] of blocks start.. for a catching-up peer:
         at most ``count``, and no more once ``SYNC_REPLY_BYTES`` are packed (one at least), so
         a run of full blocks never outgrows what the peer reads (``node.replication``)."""
+        with self._sync_turn():
+            return self._sync_blocks(start, count)
+
+    def _sync_blocks(self, start: int, count: int) -> bytes:
         top = self._head().height
         if start > top:
             raise NotFound(f"no block {start} (head is {top})")
@@ -640,11 +660,12 @@ class Node:
     def sync_headers(self, start: int, count: int) -> bytes:
         """Canonical msgpack [header...] of blocks start.. (at most ``count``): what a peer
         catching up checks against the pruning marker's block hash before taking blocks."""
-        top = self._head().height
-        if start > top:
-            raise NotFound(f"no block {start} (head is {top})")
-        return codec.encode([self.store.block(h).to_bytes()
-                             for h in range(start, min(top, start + count - 1) + 1)])
+        with self._sync_turn():
+            top = self._head().height
+            if start > top:
+                raise NotFound(f"no block {start} (head is {top})")
+            return codec.encode([self.store.block(h).to_bytes()
+                                 for h in range(start, min(top, start + count - 1) + 1)])
 
     def set_status(self, credential_id: bytes, status: str, reason: str) -> Receipt:
         from ledger.network import Agency, not_a_repeat, status_tx
@@ -680,6 +701,8 @@ class Node:
         pending = PendingRequest(req, self.now())
         with self._lock:
             self._expire()
+            while len(self._requests) >= MAX_OPEN_REQUESTS:  # the oldest open one goes
+                del self._requests[next(iter(self._requests))]
             self._requests[pending.request.nonce] = pending
         return pending
 
@@ -692,9 +715,15 @@ class Node:
         return got
 
     def _expire(self) -> None:
+        """Drop expired requests from the front: the table is in the order they were made,
+        so this costs the expired ones, not a walk of every open request (ADR 47)."""
         now = self.now()
-        for nonce in [n for n, p in self._requests.items() if now - p.created > REQUEST_TTL]:
-            del self._requests[nonce]
+        requests = self._requests
+        while requests:
+            nonce = next(iter(requests))
+            if now - requests[nonce].created <= REQUEST_TTL:
+                break
+            del requests[nonce]
 
     def status_list(self, uri: str) -> StatusList | None:
         """The current list behind ``uri``: read from the store once, then brought up to date

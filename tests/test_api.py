@@ -708,6 +708,67 @@ def test_a_node_whose_disk_is_full_says_so_and_its_health_is_503(
         assert str(tmp_path) not in r.text
 
 
+def test_open_requests_expire_from_the_front_and_are_capped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests anyone may open: expired ones leave without a walk of the whole table, and
+    past MAX_OPEN_REQUESTS the oldest open one goes, so the table cannot grow without end
+    (ADR 47)."""
+    from node import service
+    from node.service import Node, NotFound
+
+    now = [float(NOW)]
+    data = make_demo(tmp_path / "demo")
+    node = Node(data, "edu", PASS, clock=lambda: now[0], workers=0)
+    try:
+        monkeypatch.setattr(service, "MAX_OPEN_REQUESTS", 3)
+        made = []
+        for i in range(3):
+            now[0] = NOW + i
+            made.append(node.new_request("degree", ["field"], AUDIENCE).request.nonce)
+        now[0] = NOW + service.REQUEST_TTL + 2  # the first two are past their time
+        assert node.request(made[2])
+        for nonce in made[:2]:
+            with pytest.raises(NotFound):
+                node.request(nonce)
+        more = [node.new_request("degree", ["field"], AUDIENCE).request.nonce
+                for _ in range(3)]
+        with pytest.raises(NotFound):  # the cap: the oldest open one made room
+            node.request(made[2])
+        assert all(node.request(n) for n in more)
+        assert len(node._requests) == 3
+    finally:
+        node.close()
+
+
+def test_catch_up_reads_are_few_at_a_time_and_pay_by_size(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A catch-up reply costs ~100 plain requests: two at a time per node (503 beyond), and a
+    rate-limit token per 500 headers or 50 blocks asked for (ADR 47)."""
+    from dataclasses import replace
+
+    from node import service
+    from node.service import Node
+
+    data = make_demo(tmp_path / "demo")
+    node = Node(data, "edu", PASS, clock=lambda: NOW, workers=0)
+    settings = replace(settings_for(data), rate_limit_per_minute=60, rate_limit_burst=30)
+    app = create_app(settings, node=node, clock=lambda: NOW, rate_clock=lambda: 0.0)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        for _ in range(service.SYNC_SERVING):
+            assert node._sync_slots.acquire(blocking=False)  # peers' replies in the making
+        r = http.get("/v1/sync/headers", params={"from": 0, "count": 10})
+        assert r.status_code == 503 and "other peers' catch-up" in r.json()["detail"], r.text
+        for _ in range(service.SYNC_SERVING):
+            node._sync_slots.release()
+        assert http.get("/v1/sync/headers", params={"from": 0, "count": 10}).status_code == 200
+        # 30 tokens, 2 taken: 1 + 5000 // 500 = 11 each: two pass, the third waits
+        got = [http.get("/v1/sync/headers", params={"from": 0, "count": 5000}).status_code
+               for _ in range(3)]
+        assert got == [200, 200, 429], got
+        r = http.get("/v1/sync/blocks", params={"from": 0, "count": 500})
+        assert r.status_code == 429 and "catch-up read of 500 blocks" in r.json()["detail"]
+
+
 def test_a_person_gets_pages_for_errors_and_the_api_keeps_json(http: httpx.Client) -> None:
     for path in ("/verify/check", "/verify/request"):  # a reload of a form's target
         r = http.get(path)

@@ -103,6 +103,17 @@ def test_a_batch_pays_for_its_signature_checks_before_they_are_made(demo: Path,
     assert one.take("x") == pytest.approx(65.0)
 
 
+def test_an_ipv6_client_shares_one_bucket_per_64() -> None:
+    from node.ratelimit import client_key
+
+    assert client_key("203.0.113.7") == "203.0.113.7"
+    assert client_key("2001:db8:1:2:aaaa::1") == client_key("2001:db8:1:2:ffff::9") == \
+        "2001:db8:1:2::/64"
+    assert client_key("2001:db8:1:3::1") != client_key("2001:db8:1:2::1")
+    assert client_key("::ffff:203.0.113.7") == "203.0.113.7"
+    assert client_key("fe80::1%eth0") == "fe80::/64"
+
+
 def test_rate_limit_off_when_zero(demo: Path, node: Node) -> None:
     settings = replace(settings_for(demo), rate_limit_per_minute=0, rate_limit_burst=1)
     app = create_app(settings, node=node, clock=lambda: NOW, rate_clock=lambda: 0.0)

@@ -408,8 +408,42 @@ def test_a_png_that_decodes_to_many_mebibytes_is_refused_before_decoding() -> No
            + chunk(b"IDAT", zlib.compress((b"\x04" + bytes(side * 8)) * side, 9))
            + chunk(b"IEND", b""))
     assert len(png) < 100_000
-    with pytest.raises(ValueError, match=r"15\.3 MiB is over 6 MiB"):
+    with pytest.raises(ValueError, match=r"15\.3 MiB is over 2\.5 MiB"):
         png_to_gray(png)
+
+
+def test_image_decodes_are_one_per_client_and_the_queue_is_short() -> None:
+    """A client sending crafted images cannot line officials' uploads up behind its own: one
+    decode at a time per address, and no more than DECODES_WAITING waiting (ADR 47)."""
+    from types import SimpleNamespace
+
+    from starlette.datastructures import State
+
+    from node.pages import DECODES_WAITING, DecoderBusy, _decode_turn
+
+    app = SimpleNamespace(state=State())
+    one = SimpleNamespace(app=app, client=SimpleNamespace(host="10.0.0.1"))
+    two = SimpleNamespace(app=app, client=SimpleNamespace(host="10.0.0.2"))
+
+    def limiter(busy: bool, waiting: int) -> SimpleNamespace:
+        return SimpleNamespace(borrowed_tokens=2 if busy else 1, total_tokens=2,
+                               statistics=lambda: SimpleNamespace(tasks_waiting=waiting))
+
+    free = limiter(False, 0)
+    with _decode_turn(one, free):  # type: ignore[arg-type]
+        with pytest.raises(DecoderBusy, match="still being read"), \
+                _decode_turn(one, free):  # type: ignore[arg-type]
+            pass
+        with _decode_turn(two, free):  # type: ignore[arg-type]  # another address: its turn
+            pass
+    with _decode_turn(one, free):  # type: ignore[arg-type]  # free again once done
+        pass
+    with _decode_turn(two, limiter(True, DECODES_WAITING - 1)):  # type: ignore[arg-type]
+        pass
+    with pytest.raises(DecoderBusy, match="reading other images"), \
+            _decode_turn(two, limiter(True, DECODES_WAITING)):  # type: ignore[arg-type]
+        pass
+    assert app.state.qr_clients == set()
 
 
 def test_png_reader_matches_segno_modules() -> None:
