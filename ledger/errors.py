@@ -31,7 +31,6 @@ __all__ = [
     "SignatureError",
     "StoreError",
     "TxRejected",
-    "leveldb_words",
 ]
 
 
@@ -82,8 +81,3 @@ class StoreError(LedgerError):
 class OrderingError(LedgerError):
     """The orderer is not running or a block could not be made durable."""
 
-
-def leveldb_words(e: BaseException) -> str:
-    """A LevelDB error's own words: plyvel gives them as bytes, whose ``str`` is a repr."""
-    why = e.args[0] if e.args else e
-    return why.decode("utf-8", "replace") if isinstance(why, bytes) else str(why)

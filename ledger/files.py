@@ -138,7 +138,7 @@ def run_cli(app: Callable[[], object]) -> None:
     import plyvel
 
     from ledger.display import reflow_help
-    from ledger.errors import leveldb_words
+    from ledger.store import leveldb_words
 
     reflow_help(app)
     with sigterm_raises() as seen:

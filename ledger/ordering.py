@@ -19,10 +19,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ledger.chain import Head, build_block
-from ledger.errors import DecodeError, OrderingError, TxRejected, leveldb_words
+from ledger.errors import DecodeError, OrderingError, TxRejected
 from ledger.sigcheck import Checked, Checking, SignatureChecker, rebuild
 from ledger.state import Registry
-from ledger.store import Store
+from ledger.store import Store, leveldb_words
 from ledger.tx import Tx
 
 __all__ = ["Pending", "Receipt", "SoloOrderer", "settle"]

@@ -42,12 +42,13 @@ from ledger.chain import (
     txid_key,
 )
 from ledger.checkpoint import SignedCheckpoint
-from ledger.errors import CheckpointError, DecodeError, StoreError, leveldb_words
+from ledger.errors import CheckpointError, DecodeError, StoreError
 from ledger.state import Credential, Registry, credential_key
 from ledger.tx import STATUSES, Tx
 
 __all__ = [
-    "Store", "open_error", "release_mapped_tables", "store_unused", "stored_consistency_proof",
+    "Store", "leveldb_words", "open_error", "release_mapped_tables", "store_unused",
+    "stored_consistency_proof",
 ]
 
 _BE = struct.Struct(">Q")
@@ -130,6 +131,12 @@ def release_mapped_tables(folders: tuple[Path, ...]) -> None:
 
 
 _IN_USE = "(a running node, or another ledger command); stop it first"
+
+
+def leveldb_words(e: BaseException) -> str:
+    """A LevelDB error's own words: plyvel gives them as bytes, whose ``str`` is a repr."""
+    why = e.args[0] if e.args else e
+    return why.decode("utf-8", "replace") if isinstance(why, bytes) else str(why)
 
 
 def open_error(path: Path, e: plyvel.Error) -> str:

@@ -41,13 +41,13 @@ from ledger.errors import (
     SignatureError,
     StoreError,
     TxRejected,
-    leveldb_words,
 )
 from ledger.files import NOT_UNICODE
 from ledger.foreign import read_trust_list
 from ledger.keys import PASSPHRASE_ENV, read_passphrase
 from ledger.sdjwt import VerificationError
 from ledger.statuslist import StatusListError
+from ledger.store import leveldb_words
 from node.api import BadRequest, router, validation_error
 from node.api_approvals import router as approvals_router
 from node.config import Settings

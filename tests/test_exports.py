@@ -9,7 +9,7 @@ import pytest
 MODULES = {
     "ledger.errors": {"CheckpointError", "DecodeError", "KeyFileError", "LedgerError",
                       "OrderingError", "ProofError", "SignatureError", "StoreError",
-                      "TxRejected", "leveldb_words"},
+                      "TxRejected"},
     "ledger.merkle": {"leaf_hash", "node_hash", "root_hash", "inclusion_proof",
                       "consistency_proof", "verify_inclusion", "verify_consistency"},
     "ledger.codec": {"MAX_SIZE", "Fields", "decode", "encode"},
