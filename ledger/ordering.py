@@ -231,7 +231,15 @@ class SoloOrderer:
             return []
         if got is None:
             return None
-        return self._items(got)
+        try:
+            return self._items(got)
+        except BaseException as e:  # its signature checks failed for good: the chunk in hand
+            failed = OrderingError(f"orderer failed: {e}")  # is answered with the queue's
+            for fut in got.futures:
+                if not fut.done():
+                    fut._set(None, failed)
+            _wake(got.futures)
+            raise
 
     def _run(self) -> None:
         pending: list[_Item] = []

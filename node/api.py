@@ -466,7 +466,7 @@ async def sync_blocks(request: Request, node: NodeDep,
     """Blocks for a peer catching up: msgpack list of [header bytes, [entry bytes...]]; fewer
     than ``count`` when they would pass 32 MiB. A rate-limit token per 50 blocks asked for,
     and two catch-up replies at a time per node (503 beyond)."""
-    charge(request.scope, count // 50, f"a catch-up read of {count} blocks")
+    charge(request.scope, count // 50, f"a catch-up read of {count} blocks", "50 blocks")
     return MsgpackResponse(await run_in_threadpool(node.sync_blocks, from_, count))
 
 
@@ -486,7 +486,8 @@ async def sync_headers(request: Request, node: NodeDep,
                        count: Annotated[int, Query(ge=1, le=SYNC_HEADERS)] = 1000) -> Response:
     """Block headers for a peer catching up: msgpack list of header bytes. A rate-limit token
     per 500 headers asked for, and two catch-up replies at a time per node (503 beyond)."""
-    charge(request.scope, count // 500, f"a catch-up read of {count} headers")
+    charge(request.scope, count // 500, f"a catch-up read of {count} headers",
+           "500 headers")
     return MsgpackResponse(await run_in_threadpool(node.sync_headers, from_, count))
 
 
@@ -662,7 +663,7 @@ async def submit_batch(request: Request, node: NodeDep,
         raise BadRequest(f"{len(items)} transactions in one request; at most 4096")
     # one signature check per item: a large batch pays for them before they are made (ADR 47)
     charge(request.scope, len(items) // BATCH_ITEMS_PER_TOKEN,
-           f"a batch of {len(items)} transactions")
+           f"a batch of {len(items)} transactions", f"{BATCH_ITEMS_PER_TOKEN} transactions")
     out: list[dict[str, Any] | None] = [None] * len(items)
     good: list[tuple[int, Tx]] = []
     for i, item in enumerate(items):

@@ -41,6 +41,7 @@ from ledger.display import printable
 from ledger.errors import DecodeError, LedgerError
 from ledger.presentation import MAX_ENVELOPE, Envelope, Report
 from node.api import trust_of, validation_error, verify_foreign_for
+from node.ratelimit import client_key
 from node.service import REQUEST_TTL, Node, NotFound, PendingRequest
 
 __all__ = ["NodeDep", "router"]
@@ -123,7 +124,7 @@ def _decode_turn(request: Request, limiter: anyio.CapacityLimiter) -> Iterator[N
     busy: set[str] | None = getattr(request.app.state, "qr_clients", None)
     if busy is None:
         busy = request.app.state.qr_clients = set()
-    who = request.client.host if request.client else "unknown"
+    who = client_key(request.client.host) if request.client else "unknown"  # as rate limits
     if who in busy:
         raise DecoderBusy("An image from this computer is still being read; wait for it.")
     if limiter.borrowed_tokens >= limiter.total_tokens and \

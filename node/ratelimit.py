@@ -5,9 +5,10 @@ minute; a request takes one token. An empty bucket answers ``429 Too Many Reques
 body ``{"detail": ..., "error": "RateLimited"}`` and ``Retry-After`` (whole seconds until a token
 is back), before the request body is read. ``per_minute = 0`` turns the limiter off.
 
-A request that makes the node do more than one request's work (``POST /v1/tx/batch``: one
-signature check per transaction) takes more once its size is known, through :func:`charge`
-(:data:`BATCH_ITEMS_PER_TOKEN` transactions a token), before that work is done; without them it
+A request that makes the node do more than one request's work takes more once its size is
+known, through :func:`charge`, before that work is done (``POST /v1/tx/batch``: one signature
+check per transaction, :data:`BATCH_ITEMS_PER_TOKEN` transactions a token; the catch-up reads
+``/v1/sync/*``: 500 headers or 50 blocks a token); without them it
 is refused with :class:`RateLimited` (429, ``Retry-After``) and nothing is submitted (ADR 47). A
 cost over what a full bucket holds needs a full bucket and leaves it in debt.
 
@@ -118,10 +119,11 @@ def _retry(wait: float) -> int:
     return max(1, math.ceil(wait)) if math.isfinite(wait) else 3600
 
 
-def charge(scope: Scope, cost: int, what: str) -> None:
+def charge(scope: Scope, cost: int, what: str, rate: str) -> None:
     """Take ``cost`` more tokens from the bucket of the request's client (:class:`RateLimit`
     put it in ``scope``); raise :class:`RateLimited` if the bucket does not hold them. A no-op
-    with the limiter off or a cost of 0."""
+    with the limiter off or a cost of 0. ``what`` is the request, ``rate`` what a token buys
+    (both said in the refusal)."""
     got = scope.get(_SCOPE_KEY)
     if got is None or cost <= 0:
         return
@@ -133,9 +135,8 @@ def charge(scope: Scope, cost: int, what: str) -> None:
     if wait > 0:
         retry = _retry(wait + 1 / buckets.rate)  # the retry takes its own token first
         raise RateLimited(f"rate limit exceeded: {what} costs {cost} more of the "
-                          f"{limiter.per_minute} requests a minute per client "
-                          f"({BATCH_ITEMS_PER_TOKEN} transactions each); retry in {retry} s, "
-                          "or send smaller batches", retry)
+                          f"{limiter.per_minute} requests a minute per client ({rate} each); "
+                          f"retry in {retry} s, or ask for less at a time", retry)
 
 
 class RateLimit:

@@ -535,14 +535,14 @@ class Node:
                 raise
             try:
                 covering = self._final_covering(receipt.index)
-            except OrderingError as e:
+                return bundle_from_store(self.store, receipt.index, cred.sd_jwt.serialize(),
+                                         covering), receipt
+            except (OrderingError, StoreError) as e:  # StoreError: a damaged store (ADR 47)
                 cid = cred.anchor.body["credential_id"].hex()
                 raise OrderingError(
                     f"credential {cid} is committed, but {e}: its holder's copy cannot be "
                     "proven and is not kept. Revoke it (`agency status --credential-id "
                     f"{cid} --set revoked`) and issue again once /v1/health is ok") from e
-            return bundle_from_store(self.store, receipt.index, cred.sd_jwt.serialize(),
-                                     covering), receipt
         raise LedgerError(f"no free status index of {self.agency}/{kind} in 32 draws")
 
     def _final_covering(self, index: int, wait: float = 15.0) -> bytes | None:
@@ -709,9 +709,20 @@ class Node:
     def request(self, nonce: str) -> PendingRequest:
         with self._lock:
             self._expire()
-            got = self._requests.get(nonce)
+            got = self._open(nonce, take=False)
         if got is None:
             raise NotFound("no open presentation request with this nonce (expired or used)")
+        return got
+
+    def _open(self, nonce: str, *, take: bool) -> PendingRequest | None:
+        """The open request ``nonce`` (taken out with ``take``), or None. Its age is checked
+        here too: one put back after a check that gave no verdict sits behind newer ones,
+        where :meth:`_expire` does not look."""
+        got = self._requests.get(nonce)
+        if got is not None and (take or self.now() - got.created > REQUEST_TTL):
+            del self._requests[nonce]
+            if self.now() - got.created > REQUEST_TTL:
+                return None
         return got
 
     def _expire(self) -> None:
@@ -767,7 +778,7 @@ class Node:
         check raised), it is open again."""
         with self._lock:
             self._expire()
-            pending = self._requests.pop(nonce, None)
+            pending = self._open(nonce, take=True)
         if pending is None:
             raise NotFound("no open presentation request with this nonce (expired or used)")
         try:

@@ -736,6 +736,20 @@ def test_open_requests_expire_from_the_front_and_are_capped(
             node.request(made[2])
         assert all(node.request(n) for n in more)
         assert len(node._requests) == 3
+        # a request put back after a check that gave no verdict sits behind newer ones: its
+        # age still counts
+        early = node.new_request("degree", ["field"], AUDIENCE).request.nonce
+        now[0] += 5
+        later = node.new_request("degree", ["field"], AUDIENCE).request.nonce
+        with pytest.raises(RuntimeError), node._answering(early):
+            raise RuntimeError("no verdict")
+        assert list(node._requests)[-1] == early  # back, behind `later`
+        now[0] += service.REQUEST_TTL - 2  # early is past its time, later is not
+        assert node.request(later)
+        with pytest.raises(NotFound):
+            node.request(early)
+        with pytest.raises(NotFound), node._answering(early):
+            pass
     finally:
         node.close()
 
@@ -767,6 +781,68 @@ def test_catch_up_reads_are_few_at_a_time_and_pay_by_size(
         assert got == [200, 200, 429], got
         r = http.get("/v1/sync/blocks", params={"from": 0, "count": 500})
         assert r.status_code == 429 and "catch-up read of 500 blocks" in r.json()["detail"]
+
+
+def test_a_header_walk_cut_by_a_peers_rate_limit_goes_on_where_it_stopped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Catch-up reads are paid by size and served two at a time (ADR 47): a walk a peer cuts
+    with 429 or 503 must go on where it stopped, or a long gap could never be crossed."""
+    import types
+    from dataclasses import replace
+
+    from node import replication
+    from node.replication import EtcdOrderer
+    from node.service import Node
+
+    data = make_demo(tmp_path / "demo")
+    node = Node(data, "edu", PASS, clock=lambda: NOW, workers=0)
+    assert node.store.head is not None
+    top, target = node.store.head.height, node.store.head.hash
+    assert top > 8
+    app = create_app(replace(settings_for(data), rate_limit_per_minute=300, rate_limit_burst=4),
+                     node=node, clock=lambda: NOW)
+    monkeypatch.setattr(replication, "SYNC_HEADERS", 1)  # a page per header: a long gap
+    with serve(app) as url, httpx.Client(timeout=30) as client:
+        me = types.SimpleNamespace(
+            store=types.SimpleNamespace(head=types.SimpleNamespace(
+                height=0, hash=node.store.block(0).hash)),
+            _http=client, peers=[url], _good_peer=0, _walk=None)
+        refused = 0
+        for _ in range(200):  # the apply loop: a failed catch-up is tried again shortly
+            try:
+                hashes = EtcdOrderer._headers_from(me, url, top, target)  # type: ignore[arg-type]
+                break
+            except httpx.HTTPStatusError as e:
+                if e.response.status_code != 429:
+                    raise
+                refused += 1
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the header walk never ended")
+    assert refused > 0  # the peer's limit did cut the walk
+    assert hashes == [node.store.block(h).hash for h in range(1, top + 1)]
+
+
+def test_a_bundle_whose_proof_misses_the_root_is_not_handed_out(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Node hashes are read without LevelDB's checksums (ADR 47): a damaged one would give the
+    holder a bundle every verifier refuses. It is found before the bundle leaves, and the
+    reply names the committed credential to revoke."""
+    from node.service import Node
+
+    data = make_demo(tmp_path / "demo")
+    node = Node(data, "edu", PASS, clock=lambda: NOW, workers=0)
+    real = node.store.inclusion_proof
+    monkeypatch.setattr(node.store, "inclusion_proof",
+                        lambda index, size: [bytes(32) for _ in real(index, size)])
+    app = create_app(settings_for(data), node=node, clock=lambda: NOW)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        r = http.post("/v1/credentials", headers=AUTH, json={
+            "type": "degree", "claims": CLAIMS, "valid_days": 30,
+            "holder_jwk": sdjwt.jwk_from_ed25519(PrivateKey.generate().public.raw)})
+    assert r.status_code == 503, r.text
+    said = r.json()["detail"]
+    assert "does not reach its checkpoint's root" in said and "--set revoked" in said
 
 
 def test_a_person_gets_pages_for_errors_and_the_api_keeps_json(http: httpx.Client) -> None:

@@ -62,6 +62,7 @@ CLAIMS = {"holder_name": "Li Wei-test", "district": "Changsheng", "birth_date": 
 class Served:
     node: Node
     base: str
+    app: FastAPI | None = None
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             time.sleep(0.01)
         else:
             pytest.fail("uvicorn did not start serving")
-        yield Served(node, f"http://127.0.0.1:{port}")
+        yield Served(node, f"http://127.0.0.1:{port}", app)
     finally:
         server.should_exit = True
         thread.join(timeout=10)
@@ -307,6 +308,29 @@ def test_image_without_qr_code_is_400(client: httpx.Client) -> None:
                     files={"qr": ("white.png", buf.getvalue(), "image/png")})
     assert r.status_code == 400
     assert "No QR code was found" in r.text
+
+
+def test_a_second_image_from_one_client_waits_for_its_first(served: Served,
+                                                             client: httpx.Client) -> None:
+    """The verifier page's upload goes through the per-client turn (ADR 47): while an image
+    from this address is being read, another is a 503 page, and the request stays open."""
+    from node.ratelimit import client_key
+
+    assert served.app is not None
+    nonce, _ = _new_request(client, ["district"])
+    buf = io.BytesIO()
+    segno.make("x").save(buf, kind="png", scale=4, border=4, dark="#fff")
+    served.app.state.qr_clients = {client_key("127.0.0.1")}  # its first is being read
+    try:
+        r = client.post("/verify/check", data={"nonce": nonce},
+                        files={"qr": ("white.png", buf.getvalue(), "image/png")})
+    finally:
+        served.app.state.qr_clients = set()
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    assert "still being read" in r.text
+    r = client.post("/verify/check", data={"nonce": nonce},  # still open: read now
+                    files={"qr": ("white.png", buf.getvalue(), "image/png")})
+    assert r.status_code == 400 and "No QR code was found" in r.text
 
 
 def test_unknown_nonce_is_400(client: httpx.Client) -> None:
