@@ -171,6 +171,16 @@ def test_init_that_cannot_finish_leaves_no_half_made_network(
     assert (tmp_path / "node.toml").is_dir() and "operator token" in r.output
 
 
+def _init_one_founder(tmp_path: Path, network: str, env: dict[str, str]) -> None:
+    """`ledger-node init` of a new one-agency network in tmp_path/data, config in node.toml."""
+    r = subprocess.run([str(BIN / "ledger-node"), "init", "--data", str(tmp_path / "data"),
+                        "--agency", "edu", "--new-network", network,
+                        "--founder", "edu=Education Bureau", "--config-out",
+                        str(tmp_path / "node.toml")],
+                       capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+
+
 def test_the_key_passphrase_can_come_from_a_file(tmp_path: Path) -> None:
     """``$LEDGER_KEY_PASSPHRASE_FILE``: the tools read the passphrase from a file only its
     owner may read, so no process's environment holds it (ADR 47)."""
@@ -181,12 +191,7 @@ def test_the_key_passphrase_can_come_from_a_file(tmp_path: Path) -> None:
     secret.chmod(0o600)
     env = {k: v for k, v in os.environ.items() if k != "LEDGER_KEY_PASSPHRASE"}
     env["LEDGER_KEY_PASSPHRASE_FILE"] = str(secret)
-    r = subprocess.run([str(BIN / "ledger-node"), "init", "--data", str(tmp_path / "data"),
-                        "--agency", "edu", "--new-network", "district-9",
-                        "--founder", "edu=Education Bureau", "--config-out",
-                        str(tmp_path / "node.toml")],
-                       capture_output=True, text=True, env=env, timeout=120, check=False)
-    assert r.returncode == 0, r.stderr
+    _init_one_founder(tmp_path, "district-9", env)
     assert load_private_key(tmp_path / "data" / "keys" / "edu.node.key", b"from-a-file")
     secret.chmod(0o644)
     r = subprocess.run([str(BIN / "ledger"), "head", str(tmp_path / "data")],
@@ -202,12 +207,7 @@ def test_ctrl_c_stops_a_node_and_its_workers_without_tracebacks(tmp_path: Path) 
     """Ctrl-C in a terminal sends SIGINT to the whole process group, the signature workers
     included: the node stops cleanly and no worker prints a KeyboardInterrupt traceback."""
     env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "init-pw", "LEDGER_NODE_WORKERS": "2"}
-    r = subprocess.run([str(BIN / "ledger-node"), "init", "--data", str(tmp_path / "data"),
-                        "--agency", "edu", "--new-network", "district-8",
-                        "--founder", "edu=Education Bureau", "--config-out",
-                        str(tmp_path / "node.toml")],
-                       capture_output=True, text=True, env=env, timeout=120, check=False)
-    assert r.returncode == 0, r.stderr
+    _init_one_founder(tmp_path, "district-8", env)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
