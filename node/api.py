@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -466,7 +467,8 @@ async def sync_blocks(request: Request, node: NodeDep,
     """Blocks for a peer catching up: msgpack list of [header bytes, [entry bytes...]]; fewer
     than ``count`` when they would pass 32 MiB. A rate-limit token per 50 blocks asked for,
     and two catch-up replies at a time per node (503 beyond)."""
-    charge(request.scope, count // 50, f"a catch-up read of {count} blocks", "50 blocks")
+    charge(request.scope, count // 50, f"a catch-up read of {count} blocks",
+           "a token per 50 blocks")
     return MsgpackResponse(await run_in_threadpool(node.sync_blocks, from_, count))
 
 
@@ -487,7 +489,7 @@ async def sync_headers(request: Request, node: NodeDep,
     """Block headers for a peer catching up: msgpack list of header bytes. A rate-limit token
     per 500 headers asked for, and two catch-up replies at a time per node (503 beyond)."""
     charge(request.scope, count // 500, f"a catch-up read of {count} headers",
-           "500 headers")
+           "a token per 500 headers")
     return MsgpackResponse(await run_in_threadpool(node.sync_headers, from_, count))
 
 
@@ -663,7 +665,8 @@ async def submit_batch(request: Request, node: NodeDep,
         raise BadRequest(f"{len(items)} transactions in one request; at most 4096")
     # one signature check per item: a large batch pays for them before they are made (ADR 47)
     charge(request.scope, len(items) // BATCH_ITEMS_PER_TOKEN,
-           f"a batch of {len(items)} transactions", f"{BATCH_ITEMS_PER_TOKEN} transactions")
+           f"a batch of {len(items)} transactions",
+           f"a token per {BATCH_ITEMS_PER_TOKEN} transactions: send smaller batches")
     out: list[dict[str, Any] | None] = [None] * len(items)
     good: list[tuple[int, Tx]] = []
     for i, item in enumerate(items):
@@ -720,16 +723,28 @@ def set_status(node: NodeDep, _: Operator,
 
 # -- verifying -----------------------------------------------------------------------------------
 
-@router.post("/v1/presentation-requests", tags=["verify"])
+QR_TOKENS = 10
+"""Rate-limit tokens a new presentation request takes: its QR code costs ~11 ms of CPU (ADR 47)."""
+
+
+@functools.lru_cache(maxsize=256)
+def qr_svg(text: str, dark: str = "#000", light: str = "#fff") -> str:
+    """The QR code of ``text`` as inline SVG, remembered: a page shown again (a retry after a
+    bad upload) does not draw it again. segno.DataOverflowError if ``text`` does not fit."""
+    return segno.make(text, error="m").svg_inline(scale=4, dark=dark, light=light)
+
+@router.post("/v1/presentation-requests", tags=["verify"], responses=_errors(429))
 def new_request(request: Request, node: NodeDep, settings: SettingsDep,
                 body: RequestIn) -> RequestOut:
     """Open a presentation request (nonce valid 10 minutes) and its QR code. With a trust list
-    (ADR 39), a type the registry does not know is one from outside the network."""
+    (ADR 39), a type the registry does not know is one from outside the network. Drawing the
+    QR code costs ~10 plain requests' CPU: it takes that many rate-limit tokens."""
+    charge(request.scope, QR_TOKENS - 1, "a presentation request with its QR code",
+           f"its QR code costs as much CPU as {QR_TOKENS} requests")
     pending = node.new_request(body.type, body.claims, settings.audience,
                                foreign=trust_of(request.app) is not None)
     text = json.dumps(pending.request.to_json(), separators=(",", ":"), sort_keys=True)
-    svg = segno.make(text, error="m").svg_inline(scale=4)
-    return RequestOut(**pending.to_json(), qr_svg=svg)
+    return RequestOut(**pending.to_json(), qr_svg=qr_svg(text))
 
 
 _log = logging.getLogger("node.http")

@@ -40,8 +40,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ledger.display import printable
 from ledger.errors import DecodeError, LedgerError
 from ledger.presentation import MAX_ENVELOPE, Envelope, Report
-from node.api import trust_of, validation_error, verify_foreign_for
-from node.ratelimit import client_key
+from node.api import QR_TOKENS, qr_svg, trust_of, validation_error, verify_foreign_for
+from node.ratelimit import RateLimited, charge, client_key
 from node.service import REQUEST_TTL, Node, NotFound, PendingRequest
 
 __all__ = ["NodeDep", "router"]
@@ -299,8 +299,15 @@ def create_request(request: Request, node: NodeDep,
     # A type from outside the network (ADR 39) names its claims in a text field.
     names = (claims or []) + [c.strip() for c in claims_text.split(",") if c.strip()]
     try:
+        charge(request.scope, QR_TOKENS - 1, "a presentation request with its QR code",
+               f"its QR code costs as much CPU as {QR_TOKENS} requests")
         pending = node.new_request(credential_type.strip(), names, audience,
                                    foreign=trust_of(request.app) is not None)
+    except RateLimited as e:
+        page = _verify_form(request, node, str(e))
+        page.status_code = 429
+        page.headers["Retry-After"] = str(e.retry_after)
+        return page
     except LedgerError as e:
         return _verify_form(request, node, str(e))
     return _request_page(request, node, pending, None)
@@ -310,7 +317,7 @@ def _request_page(request: Request, node: Node, pending: PendingRequest,
                   error: str | None) -> HTMLResponse:
     text = json.dumps(pending.request.to_json(), separators=(",", ":"))
     try:
-        qr = segno.make(text, error="m").svg_inline(scale=4, dark="#111", light="#fff")
+        qr = qr_svg(text, dark="#111", light="#fff")
     except segno.DataOverflowError:
         qr = ""  # the page still gives the request as text (a long outside type or many claims)
     return _page(request, "request.html", {

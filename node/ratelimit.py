@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -57,19 +58,22 @@ class TokenBuckets:
         self.clock = clock
         self.max_clients = max_clients
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()  # the middleware takes on the event loop, charge also
+        # from the routes' worker threads
 
     def take(self, client: str, cost: float = 1.0, *, need: float | None = None) -> float:
         """Take ``cost`` tokens once the bucket holds ``need`` (default: ``cost``; at most the
         burst); 0 if taken, else the seconds until it holds them (nothing taken). A cost over
         ``need`` leaves the bucket in debt: the client's next requests wait it out."""
         need = min(cost if need is None else need, self.burst)
-        now = self.clock()
-        tokens, seen = self._buckets.pop(client, (self.burst, now))
-        tokens = min(self.burst, tokens + max(0.0, now - seen) * self.rate)
-        if tokens >= need:
-            self._store(client, (tokens - cost, now))
-            return 0.0
-        self._store(client, (tokens, now))
+        with self._lock:
+            now = self.clock()
+            tokens, seen = self._buckets.pop(client, (self.burst, now))
+            tokens = min(self.burst, tokens + max(0.0, now - seen) * self.rate)
+            if tokens >= need:
+                self._store(client, (tokens - cost, now))
+                return 0.0
+            self._store(client, (tokens, now))
         return (need - tokens) / self.rate if self.rate else math.inf
 
     def _store(self, client: str, value: tuple[float, float]) -> None:
@@ -122,7 +126,7 @@ def _retry(wait: float) -> int:
 def charge(scope: Scope, cost: int, what: str, rate: str) -> None:
     """Take ``cost`` more tokens from the bucket of the request's client (:class:`RateLimit`
     put it in ``scope``); raise :class:`RateLimited` if the bucket does not hold them. A no-op
-    with the limiter off or a cost of 0. ``what`` is the request, ``rate`` what a token buys
+    with the limiter off or a cost of 0. ``what`` is the request, ``rate`` how it is charged
     (both said in the refusal)."""
     got = scope.get(_SCOPE_KEY)
     if got is None or cost <= 0:
@@ -135,8 +139,8 @@ def charge(scope: Scope, cost: int, what: str, rate: str) -> None:
     if wait > 0:
         retry = _retry(wait + 1 / buckets.rate)  # the retry takes its own token first
         raise RateLimited(f"rate limit exceeded: {what} costs {cost} more of the "
-                          f"{limiter.per_minute} requests a minute per client ({rate} each); "
-                          f"retry in {retry} s, or ask for less at a time", retry)
+                          f"{limiter.per_minute} requests a minute per client ({rate}); "
+                          f"retry in {retry} s", retry)
 
 
 class RateLimit:

@@ -114,6 +114,28 @@ def test_an_ipv6_client_shares_one_bucket_per_64() -> None:
     assert client_key("fe80::1%eth0") == "fe80::/64"
 
 
+def test_a_presentation_request_pays_for_its_qr_code(demo: Path, node: Node) -> None:
+    """Drawing a request's QR code costs ~10 plain requests' CPU: it takes that many tokens,
+    on the API and on the verifier's page (ADR 47)."""
+    now = [1000.0]
+    settings = replace(settings_for(demo), rate_limit_per_minute=60, rate_limit_burst=25)
+    app = create_app(settings, node=node, clock=lambda: NOW, rate_clock=lambda: now[0])
+    body = {"type": "degree", "claims": ["field"]}
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        assert [c.post("/v1/presentation-requests", json=body).status_code
+                for _ in range(3)] == [200, 200, 429]  # 25 - 10 - 10: 5 left
+        r = c.post("/v1/presentation-requests", json=body)
+        assert r.status_code == 429 and "QR code costs as much CPU as 10" in r.json()["detail"]
+        now[0] += 60.0
+        page = c.post("/verify/request", data={"type": "degree", "claims": ["field"]})
+        assert page.status_code == 200 and "<svg" in page.text
+        page = c.post("/verify/request", data={"type": "degree", "claims": ["field"]})
+        assert page.status_code == 200
+        page = c.post("/verify/request", data={"type": "degree", "claims": ["field"]})
+        assert page.status_code == 429 and page.headers["retry-after"]
+        assert "QR code costs as much CPU" in page.text
+
+
 def test_rate_limit_off_when_zero(demo: Path, node: Node) -> None:
     settings = replace(settings_for(demo), rate_limit_per_minute=0, rate_limit_burst=1)
     app = create_app(settings, node=node, clock=lambda: NOW, rate_clock=lambda: 0.0)
