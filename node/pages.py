@@ -313,6 +313,21 @@ def create_request(request: Request, node: NodeDep,
     return _request_page(request, node, pending, None)
 
 
+async def _request_page_again(request: Request, node: Node, pending: PendingRequest,
+                              error: str) -> HTMLResponse:
+    """The request's page again after a check that gave no verdict: its QR code is drawn
+    again (or taken from the cache) off the event loop, and paid for as a new request's is
+    (ADR 47), else a failed check would be a cheap way to make the node draw QR codes."""
+    try:
+        charge(request.scope, QR_TOKENS - 1, "showing a request's QR code again",
+               f"its QR code costs as much CPU as {QR_TOKENS} requests")
+    except RateLimited as e:
+        page = _error_page(request, "Too many requests", f"{error} {e}", 429)
+        page.headers["Retry-After"] = str(e.retry_after)
+        return page
+    return await run_in_threadpool(_request_page, request, node, pending, error)
+
+
 def _request_page(request: Request, node: Node, pending: PendingRequest,
                   error: str | None) -> HTMLResponse:
     text = json.dumps(pending.request.to_json(), separators=(",", ":"))
@@ -365,11 +380,12 @@ async def check_presentation(request: Request, node: NodeDep,
                            "text), and this node has no trust list for those (trust_list in "
                            "its settings).")
     except BadInput as e:  # the request stays open: the official may try again
-        return _request_page(request, node, pending, str(e))
+        return await _request_page_again(request, node, pending, str(e))
     except DecoderBusy as e:
-        page = _request_page(request, node, pending, str(e))
-        page.status_code = 503
-        page.headers["Retry-After"] = "5"
+        page = await _request_page_again(request, node, pending, str(e))
+        if page.status_code != 429:
+            page.status_code = 503
+            page.headers["Retry-After"] = "5"
         return page
     try:  # off the event loop too: a verification takes milliseconds of CPU
         if foreign is None:
@@ -382,7 +398,7 @@ async def check_presentation(request: Request, node: NodeDep,
                            "The request expired or was answered meanwhile. Create a new "
                            "request.", 400)
     except LedgerError as e:  # refused before any verdict: the request is still open
-        return _request_page(request, node, pending, str(e))
+        return await _request_page_again(request, node, pending, str(e))
     return _page(request, "verdict.html", {"network": node.network, "req": pending.request,
                                            **_verdict(report)})
 

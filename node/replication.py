@@ -155,9 +155,9 @@ class EtcdOrderer:
         self.network = store.registry.network
         self.clock, self.peers = clock, list(peers)
         self._good_peer = 0  # the peer catch-up asks first: the last that answered well
-        # the header walk so far, kept across attempts and peers: ((our head's hash, the
-        # target's hash), hashes). A walk cut by a 429 or a 503 goes on where it stopped.
-        self._walk: tuple[tuple[bytes, bytes], list[bytes]] | None = None
+        # each peer's header walk so far, kept across attempts: peer -> (our head's hash,
+        # hashes). A walk cut by a 429 or a 503 goes on where it stopped (ADR 47).
+        self._walks: dict[str, tuple[bytes, list[bytes]]] = {}
         self._unfinal_since = 0.0  # since when the head has had no final checkpoint
         self.max_batch, self.max_wait, self.retention = max_batch, max_wait, retention
         self.submit_timeout, self.poll = submit_timeout, poll
@@ -750,12 +750,12 @@ class EtcdOrderer:
         head to ``target_hash`` (the pruning marker's): so they are the network's."""
         head = self.store.head
         assert head is not None
-        key = (head.hash, target_hash)
-        # Headers an earlier attempt took (from this peer or another) chain from our head by
-        # their hashes: the walk resumes after them. A peer's refusal (429, 503) then costs
-        # it nothing, where a walk from the start each time could never end (ADR 47).
-        hashes = list(self._walk[1]) if self._walk is not None and self._walk[0] == key else []
-        self._walk = (key, hashes)
+        # Each peer's own walk, kept from our head across attempts (and marker moves): one
+        # peer's headers never stand in for another's, so a liar's prefix costs only itself.
+        walk = self._walks.get(peer)
+        hashes = list(walk[1]) if walk is not None and walk[0] == head.hash else []
+        del hashes[max(0, target - head.height):]
+        self._walks[peer] = (head.hash, hashes)
         prev = hashes[-1] if hashes else head.hash
         while head.height + len(hashes) < target:
             start = head.height + len(hashes) + 1
@@ -771,7 +771,7 @@ class EtcdOrderer:
                     raise SyncError(f"{peer} sent a header that is not bytes")
                 header = BlockHeader.from_bytes(raw)
                 if header.height != start + i or header.prev_hash != prev:
-                    self._walk = None  # what was kept may be a liar's: start again next time
+                    self._walks.pop(peer, None)
                     raise SyncError(f"{peer}'s header {start + i} does not chain from block "
                                     f"{start + i - 1}")
                 prev = header.hash
@@ -779,9 +779,10 @@ class EtcdOrderer:
                 if header.height == target:
                     break
         if prev != target_hash:
-            self._walk = None  # a chain that ends elsewhere: nothing of it is kept
+            self._walks.pop(peer, None)
             raise SyncError(f"{peer}'s block {target} is not the network's (its hash differs "
                             "from the pruning marker's)")
+        self._walks.clear()
         return hashes
 
     def _sync_from(self, peer: str, target: int,

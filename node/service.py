@@ -537,7 +537,7 @@ class Node:
                 covering = self._final_covering(receipt.index)
                 return bundle_from_store(self.store, receipt.index, cred.sd_jwt.serialize(),
                                          covering), receipt
-            except (OrderingError, StoreError) as e:  # StoreError: a damaged store (ADR 47)
+            except LedgerError as e:  # no final checkpoint, or a damaged store (ADR 47)
                 cid = cred.anchor.body["credential_id"].hex()
                 raise OrderingError(
                     f"credential {cid} is committed, but {e}: its holder's copy cannot be "
@@ -719,11 +719,12 @@ class Node:
         here too: one put back after a check that gave no verdict sits behind newer ones,
         where :meth:`_expire` does not look."""
         got = self._requests.get(nonce)
-        if got is not None and (take or self.now() - got.created > REQUEST_TTL):
+        if got is None:
+            return None
+        expired = self.now() - got.created > REQUEST_TTL
+        if take or expired:
             del self._requests[nonce]
-            if self.now() - got.created > REQUEST_TTL:
-                return None
-        return got
+        return None if expired else got
 
     def _expire(self) -> None:
         """Drop expired requests from the front: the table is in the order they were made,

@@ -806,7 +806,7 @@ def test_a_header_walk_cut_by_a_peers_rate_limit_goes_on_where_it_stopped(
         me = types.SimpleNamespace(
             store=types.SimpleNamespace(head=types.SimpleNamespace(
                 height=0, hash=node.store.block(0).hash)),
-            _http=client, peers=[url], _good_peer=0, _walk=None)
+            _http=client, peers=[url], _good_peer=0, _walks={})
         refused = 0
         for _ in range(200):  # the apply loop: a failed catch-up is tried again shortly
             try:
@@ -843,6 +843,64 @@ def test_a_bundle_whose_proof_misses_the_root_is_not_handed_out(
     assert r.status_code == 503, r.text
     said = r.json()["detail"]
     assert "does not reach its checkpoint's root" in said and "--set revoked" in said
+
+
+def test_a_peers_kept_headers_never_stand_in_for_anothers() -> None:
+    """Each peer's walk is its own (ADR 47): a peer that sends headers chaining from our head
+    but not the network's, then 503, does not make the honest peer after it fail, and the
+    walk goes on when the pruning marker moves on."""
+    import types
+
+    from ledger import codec
+    from ledger.block import BlockHeader
+    from node.replication import EtcdOrderer
+
+    def chain(prev: bytes, n: int, salt: int) -> list[BlockHeader]:
+        out = []
+        for h in range(1, n + 1):
+            header = BlockHeader("net", h, prev, 1000 + h + salt, h, 1, bytes([salt]) * 32)
+            out.append(header)
+            prev = header.hash
+        return out
+
+    genesis = b"\x07" * 32
+    honest, fake = chain(genesis, 12, 1), chain(genesis, 12, 2)
+
+    class Reply:
+        def __init__(self, code: int, content: bytes = b"") -> None:
+            self.status_code, self.content = code, content
+
+        def raise_for_status(self) -> None:
+            if self.status_code >= 400:
+                raise httpx.HTTPStatusError(str(self.status_code), request=None,  # type: ignore[arg-type]
+                                            response=self)  # type: ignore[arg-type]
+
+    asked: list[tuple[str, int]] = []
+
+    class Http:
+        def get(self, url: str, params: dict[str, int]) -> Reply:
+            peer, start = url.split("/v1", maxsplit=1)[0], params["from"]
+            asked.append((peer, start))
+            if peer == "liar":  # a fork's first headers, then "busy": its walk is kept
+                return Reply(503) if start > 5 else Reply(200, codec.encode(
+                    [h.to_bytes() for h in fake[start - 1:5]]))
+            if start > 4 and len(asked) < 6:  # the honest one is busy once, mid-walk
+                return Reply(429)
+            return Reply(200, codec.encode([h.to_bytes()
+                                            for h in honest[start - 1:start - 1 + 3]]))
+
+    me = types.SimpleNamespace(
+        store=types.SimpleNamespace(head=types.SimpleNamespace(height=0, hash=genesis)),
+        _http=Http(), peers=["liar", "honest"], _good_peer=0, _walks={})
+    me._headers_from = lambda peer, t, h: EtcdOrderer._headers_from(me, peer, t, h)  # type: ignore[arg-type]
+    step = EtcdOrderer._from_peers
+    with pytest.raises(Exception, match="no peer could bring"):  # honest cut by a 429
+        step(me, lambda p: me._headers_from(p, 10, honest[9].hash), 10)  # type: ignore[arg-type]
+    assert me._walks["honest"][1] == [h.hash for h in honest[:6]]  # kept: its own
+    # the marker moved on meanwhile: the honest walk goes on, the liar's is no one else's
+    got = step(me, lambda p: me._headers_from(p, 12, honest[11].hash), 12)  # type: ignore[arg-type]
+    assert got == [h.hash for h in honest]
+    assert me._walks == {}  # done: nothing kept
 
 
 def test_a_person_gets_pages_for_errors_and_the_api_keeps_json(http: httpx.Client) -> None:

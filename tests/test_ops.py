@@ -134,6 +134,14 @@ def test_a_presentation_request_pays_for_its_qr_code(demo: Path, node: Node) -> 
         page = c.post("/verify/request", data={"type": "degree", "claims": ["field"]})
         assert page.status_code == 429 and page.headers["retry-after"]
         assert "QR code costs as much CPU" in page.text
+        # a check that gives no verdict shows the request's page, and its QR, again: paid too
+        now[0] += 60.0
+        page = c.post("/verify/request", data={"type": "degree", "claims": ["field"]})
+        nonce = page.text.split('name="nonce" value="', 1)[1].split('"', 1)[0]
+        bad = c.post("/verify/check", data={"nonce": nonce, "presentation": "not base64!"})
+        assert bad.status_code == 400 and "<svg" in bad.text  # 25 - 10 - 10: 5 left
+        bad = c.post("/verify/check", data={"nonce": nonce, "presentation": "not base64!"})
+        assert bad.status_code == 429 and "QR code again" in bad.text
 
 
 def test_rate_limit_off_when_zero(demo: Path, node: Node) -> None:

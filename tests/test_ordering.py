@@ -150,6 +150,32 @@ def test_a_block_the_store_cannot_write_fails_its_waiters_at_once(
         o.stop()
 
 
+def test_a_chunk_whose_signature_checks_fail_for_good_is_answered(
+        granted: LedgerHarness, agencies: dict[str, Agency],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chunk in the writer's hand when its checks fail for good (the workers gone even on
+    the retry) is answered with the queue's work, not left to time out (ADR 47)."""
+    real = SoloOrderer._items
+    calls: list[object] = []
+
+    def items(chunk: object) -> object:
+        calls.append(chunk)
+        if len(calls) == 2:
+            raise RuntimeError("signature workers gone")
+        return real(chunk)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(SoloOrderer, "_items", staticmethod(items))
+    o = SoloOrderer(granted.store, clock=lambda: T0 + 10, workers=0, max_wait=0.5)
+    try:
+        futures = o.submit_many([issue_tx("demo", agencies["edu"], _cid(i), "degree", i, T0,
+                                          T0 + DAY, T0 + i) for i in range(15)], chunk=5)
+        for f in futures[5:]:
+            with pytest.raises(OrderingError, match="signature workers gone"):
+                f.result(timeout=60)
+    finally:
+        o.stop()
+
+
 def test_orderer_needs_a_genesis(tmp_path: object) -> None:
     from pathlib import Path
 
