@@ -80,4 +80,3 @@ class StoreError(LedgerError):
 
 class OrderingError(LedgerError):
     """The orderer is not running or a block could not be made durable."""
-

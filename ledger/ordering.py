@@ -235,10 +235,7 @@ class SoloOrderer:
             return self._items(got)
         except BaseException as e:  # its signature checks failed for good: the chunk in hand
             failed = OrderingError(f"orderer failed: {e}")  # is answered with the queue's
-            for fut in got.futures:
-                if not fut.done():
-                    fut._set(None, failed)
-            _wake(got.futures)
+            settle((fut, failed) for fut in got.futures)
             raise
 
     def _run(self) -> None:
@@ -283,10 +280,7 @@ class SoloOrderer:
                 if got is not None:
                     waiting.extend(got.futures)
             failed = OrderingError(f"orderer failed: {e}")
-            for fut in waiting:
-                if not fut.done():
-                    fut._set(None, failed)
-            _wake(waiting)
+            settle((fut, failed) for fut in waiting)
 
     def _commit(self, batch: list[_Item]) -> None:
         store = self.store
@@ -307,9 +301,7 @@ class SoloOrderer:
             # the words without folders: they travel to API clients and the public health
             failed = OrderingError("block not written: "
                                    + _FOLDERS.sub("", leveldb_words(e)))
-            for it in batch:
-                it.future._set(None, failed)
-            _wake([it.future for it in batch])
+            settle((it.future, failed) for it in batch)
             raise failed from e
         height = result.head.height if result.head else -1
         for tx, index in result.accepted:

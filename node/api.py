@@ -727,6 +727,13 @@ QR_TOKENS = 10
 """Rate-limit tokens a new presentation request takes: its QR code costs ~11 ms of CPU (ADR 47)."""
 
 
+def charge_qr(request: Request, what: str) -> None:
+    """Take the tokens of drawing a request's QR code (:data:`QR_TOKENS`, the request's own
+    one included); :class:`~node.ratelimit.RateLimited` without them."""
+    charge(request.scope, QR_TOKENS - 1, what,
+           f"its QR code costs as much CPU as {QR_TOKENS} requests")
+
+
 @functools.lru_cache(maxsize=256)
 def qr_svg(text: str, dark: str = "#000", light: str = "#fff") -> str:
     """The QR code of ``text`` as inline SVG, remembered: a page shown again (a retry after a
@@ -739,8 +746,7 @@ def new_request(request: Request, node: NodeDep, settings: SettingsDep,
     """Open a presentation request (nonce valid 10 minutes) and its QR code. With a trust list
     (ADR 39), a type the registry does not know is one from outside the network. Drawing the
     QR code costs ~10 plain requests' CPU: it takes that many rate-limit tokens."""
-    charge(request.scope, QR_TOKENS - 1, "a presentation request with its QR code",
-           f"its QR code costs as much CPU as {QR_TOKENS} requests")
+    charge_qr(request, "a presentation request with its QR code")
     pending = node.new_request(body.type, body.claims, settings.audience,
                                foreign=trust_of(request.app) is not None)
     text = json.dumps(pending.request.to_json(), separators=(",", ":"), sort_keys=True)

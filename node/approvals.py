@@ -167,14 +167,14 @@ class Approvals:
         self.node.check_can_finalize()  # else the decision would commit with no credential
         # The evidence is kept before the decision commits: a disk that cannot hold it
         # refuses the application, instead of a decision on the ledger no audit can re-check.
-        pending = self._keep_pending(tx, evidence, outcome)
+        pending, record = self._keep_pending(tx, evidence, outcome)
         try:
             receipt = self.node.orderer.submit(tx).result(timeout=30)
         except TxRejected:  # not decided: its evidence is kept for nothing
             pending.unlink(missing_ok=True)
             raise
         try:
-            self._keep(pending, receipt)
+            self._keep(pending, record, receipt)
         except OSError as e:  # the evidence is safe in the pending record, filed later
             _log.warning("approval record left pending", extra={"error": type(e).__name__,
                                                                 "file": pending.name})
@@ -188,8 +188,10 @@ class Approvals:
         return Decided(outcome, service, compiled.hash, tx, receipt, bundle)
 
     # -- the agency's records --
-    def _keep_pending(self, tx: Tx, evidence: Evidence, outcome: Outcome) -> Path:
-        """The decision's record before it commits (``<txid>.pending``: no audit reads it)."""
+    def _keep_pending(self, tx: Tx, evidence: Evidence, outcome: Outcome
+                      ) -> tuple[Path, dict[str, Any]]:
+        """The decision's record before it commits (``<txid>.pending``: no audit reads it):
+        its path and the record."""
         record = {"v": 1, "tx": tx.raw, "evidence": evidence.to_bytes(), "fired": outcome.fired,
                   "expression": outcome.expression, "documents": list(outcome.documents)}
         path = self.folder / f"{tx.txid.hex()}.pending"
@@ -199,16 +201,15 @@ class Approvals:
         except OSError as e:
             raise StoreError(f"cannot keep the decision's evidence in {self.folder} "
                              f"({e.strerror or e}); nothing was decided") from e
-        return path
+        return path, record
 
-    def _keep(self, pending: Path, receipt: Receipt) -> None:
+    def _keep(self, pending: Path, record: dict[str, Any], receipt: Receipt) -> None:
         """The committed decision's record (``<index>-<txid>.ev``, what audits read), from its
         pending one. If this fails the pending record stays, and the node's next start files
         it (:meth:`file_pending`)."""
-        record = codec.decode(pending.read_bytes(), max_size=1 << 21, what="approval record")
-        record.update(index=receipt.index, height=receipt.height)
         write_atomic(self.folder / f"{receipt.index:012d}-{receipt.txid.hex()}.ev",
-                     codec.encode(record), 0o600)
+                     codec.encode({**record, "index": receipt.index, "height": receipt.height}),
+                     0o600)
         pending.unlink()
 
     def file_pending(self, now: float | None = None) -> int:
@@ -224,7 +225,9 @@ class Approvals:
                 txid = bytes.fromhex(path.stem)
                 where = self.node.store.tx_location(txid)
                 if where is not None:
-                    self._keep(path, Receipt(txid, where[0], where[1]))
+                    record = codec.decode(path.read_bytes(), max_size=1 << 21,
+                                          what="approval record")
+                    self._keep(path, record, Receipt(txid, where[0], where[1]))
                     filed += 1
                 elif now - path.stat().st_mtime > PENDING_DAYS * 86400:
                     path.unlink()

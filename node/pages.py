@@ -40,8 +40,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ledger.display import printable
 from ledger.errors import DecodeError, LedgerError
 from ledger.presentation import MAX_ENVELOPE, Envelope, Report
-from node.api import QR_TOKENS, qr_svg, trust_of, validation_error, verify_foreign_for
-from node.ratelimit import RateLimited, charge, client_key
+from node.api import charge_qr, qr_svg, trust_of, validation_error, verify_foreign_for
+from node.ratelimit import RateLimited, client_key
 from node.service import REQUEST_TTL, Node, NotFound, PendingRequest
 
 __all__ = ["NodeDep", "router"]
@@ -299,8 +299,7 @@ def create_request(request: Request, node: NodeDep,
     # A type from outside the network (ADR 39) names its claims in a text field.
     names = (claims or []) + [c.strip() for c in claims_text.split(",") if c.strip()]
     try:
-        charge(request.scope, QR_TOKENS - 1, "a presentation request with its QR code",
-               f"its QR code costs as much CPU as {QR_TOKENS} requests")
+        charge_qr(request, "a presentation request with its QR code")
         pending = node.new_request(credential_type.strip(), names, audience,
                                    foreign=trust_of(request.app) is not None)
     except RateLimited as e:
@@ -319,8 +318,7 @@ async def _request_page_again(request: Request, node: Node, pending: PendingRequ
     again (or taken from the cache) off the event loop, and paid for as a new request's is
     (ADR 47), else a failed check would be a cheap way to make the node draw QR codes."""
     try:
-        charge(request.scope, QR_TOKENS - 1, "showing a request's QR code again",
-               f"its QR code costs as much CPU as {QR_TOKENS} requests")
+        charge_qr(request, "showing a request's QR code again")
     except RateLimited as e:
         page = _error_page(request, "Too many requests", f"{error} {e}", 429)
         page.headers["Retry-After"] = str(e.retry_after)
