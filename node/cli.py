@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import gc
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -202,9 +203,11 @@ def run(
                 from node.etcdlog import TlsFiles
                 from node.service import Replication
 
+                crl = None if runtime is None else runtime / "crl.pem"
                 tls = None if runtime is None else TlsFiles(
                     str(runtime / "ca.crt"), str(runtime / f"{settings.agency}.crt"),
-                    str(runtime / f"{settings.agency}.key"))
+                    str(runtime / f"{settings.agency}.key"),
+                    str(crl) if crl is not None and crl.exists() else None)
                 replication = Replication(settings.etcd_endpoints, settings.peers, tls,
                                           settings.retention, settings.max_batch)
             node = Node(settings.data, settings.agency, passphrase, replication=replication,
@@ -380,26 +383,108 @@ def _new_network(data: Path, network: str, founders: list[str], quorum: int,
               f"genesis {genesis.txid.hex()[:16]}…, keys in {data / 'keys'}")
 
 
-@app.command()
-def pki(
+pki_app = typer.Typer(help="The network's PKI: a CA, one certificate per agency (etcd peer and "
+                       "client mTLS, node HTTPS) and the CA's revocation list (crl.pem). Private "
+                       "keys are encrypted with $LEDGER_KEY_PASSPHRASE (or the file "
+                       "$LEDGER_KEY_PASSPHRASE_FILE names) or a prompted passphrase. Run where "
+                       "the CA key is kept; copy each agency its .crt/.key, ca.crt and crl.pem.",
+                       no_args_is_help=True)
+app.add_typer(pki_app, name="pki")
+
+_PKI_FOLDER = Annotated[Path, typer.Option("--pki", help="The PKI folder (with ca.key).")]
+_PKI_AGENCY = Annotated[str, typer.Option(help="The agency id.")]
+
+
+def _pki_step(what: str, step: Callable[[bytes, dt.datetime], str], *,
+              confirm: bool = False) -> None:
+    """Ask the passphrase, run ``step`` and say its result; a PKI error is one line, exit 1."""
+    passphrase = _ask_passphrase("for the PKI keys", confirm=confirm)
+    try:
+        said = step(passphrase, dt.datetime.now(dt.UTC))
+    except LedgerError as e:
+        err.print(f"[red]cannot {what}:[/] {e}")
+        raise typer.Exit(1) from e
+    err.print(said)
+
+
+@pki_app.command("create")
+def pki_create(
     out: Annotated[Path, typer.Option(help="New folder for the CA and certificates.")],
     network: Annotated[str, typer.Option(help="The network id (in the CA's name).")],
     agency: Annotated[list[str], typer.Option(help="An agency id to certify (repeat).")],
 ) -> None:
-    """Create the network CA and one certificate per agency (etcd peer and client mTLS, node
-    HTTPS). Private keys are encrypted with $LEDGER_KEY_PASSPHRASE (or the file
-    $LEDGER_KEY_PASSPHRASE_FILE names) or a prompted passphrase."""
-    import datetime as dt
-
+    """Create the network CA, an empty revocation list and one certificate per agency."""
     from node.pki import create_pki
 
-    passphrase = _ask_passphrase("for the PKI keys", confirm=True)
+    def step(passphrase: bytes, now: dt.datetime) -> str:
+        create_pki(out, network, agency, passphrase, now=now)
+        return f"CA and {len(agency)} agency certificate(s) in {out} (keys encrypted)"
+
+    _pki_step("create the PKI", step, confirm=True)
+
+
+@pki_app.command("add")
+def pki_add(pki: _PKI_FOLDER, agency: _PKI_AGENCY) -> None:
+    """Certify an agency governance admitted (or one whose certificate was revoked)."""
+    from node.pki import ensure_crl, issue_agency_cert
+
+    def step(passphrase: bytes, now: dt.datetime) -> str:
+        ensure_crl(pki, passphrase, now=now)
+        issue_agency_cert(pki, agency, passphrase, now=now)
+        return (f"certificate for {agency} in {pki / (agency + '.crt')} (key encrypted in "
+                f"{pki / (agency + '.key')})")
+
+    _pki_step(f"certify {agency}", step)
+
+
+@pki_app.command("renew")
+def pki_renew(pki: _PKI_FOLDER, agency: _PKI_AGENCY) -> None:
+    """Give an agency a new key and certificate before its certificate expires. The old one
+    stays valid until it expires, so the agency's running node and etcd member keep working;
+    they take the new pair when restarted with it."""
+    from node.pki import renew_agency_cert
+
+    def step(passphrase: bytes, now: dt.datetime) -> str:
+        cert = renew_agency_cert(pki, agency, passphrase, now=now)
+        return (f"new certificate for {agency}, valid until "
+                f"{cert.not_valid_after_utc:%Y-%m-%d}: copy {agency}.crt and {agency}.key "
+                "to the agency and restart its etcd member and node")
+
+    _pki_step(f"renew {agency}'s certificate", step)
+
+
+@pki_app.command("revoke")
+def pki_revoke(pki: _PKI_FOLDER, agency: _PKI_AGENCY) -> None:
+    """Revoke an agency's certificate (an agency governance removed, a lost key): it goes on
+    crl.pem, which etcd members read on every new connection. Copy crl.pem to every agency's
+    PKI folder; nodes read it when they start. Remove the agency's etcd member too (etcdctl
+    member remove), which ends the connections it already has."""
+    from node.pki import ensure_crl, revoke_agency_cert
+
+    def step(passphrase: bytes, now: dt.datetime) -> str:
+        ensure_crl(pki, passphrase, now=now)
+        cert = revoke_agency_cert(pki, agency, passphrase, now=now)
+        return (f"{agency}'s certificate {cert.serial_number:x} is revoked in {pki / 'crl.pem'}"
+                "; copy that file to every agency's PKI folder")
+
+    _pki_step(f"revoke {agency}'s certificate", step)
+
+
+@pki_app.command("list")
+def pki_list(pki: Annotated[Path, typer.Option("--pki", help="The PKI folder.")]) -> None:
+    """Every agency certificate in the folder: its serial, when it expires, whether revoked."""
+    from node.pki import list_certificates
+
     try:
-        create_pki(out, network, agency, passphrase, now=dt.datetime.now(dt.UTC))
+        certs = list_certificates(pki)
     except LedgerError as e:
-        err.print(f"[red]cannot create the PKI:[/] {e}")
+        err.print(f"[red]cannot read the PKI:[/] {e}")
         raise typer.Exit(1) from e
-    err.print(f"CA and {len(agency)} agency certificate(s) in {out} (keys encrypted)")
+    now = dt.datetime.now(dt.UTC)
+    for c in certs:
+        state = "revoked" if c.revoked else (
+            "EXPIRED" if c.not_after <= now else f"{(c.not_after - now).days} days left")
+        print(f"{c.agency:20} {c.serial:040x}  until {c.not_after:%Y-%m-%d}  {state}")
 
 
 @app.command()
@@ -440,6 +525,9 @@ def cluster(
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         for m in net.members:
+            if m.agency in net.removed:
+                err.print(f"  {m.agency:10} taken out (certificate revoked)")
+                continue
             h = net.health(m.agency) or {}
             err.print(f"  {m.agency:10} node {m.url}  etcd {m.client_url}  height "
                       f"{h.get('height')}")

@@ -47,8 +47,10 @@ from ledger.store import Store
 from ledger.tx import Tx
 from node.pki import (
     create_pki,
+    ensure_crl,
     issue_agency_cert,
     lock,
+    revoke_agency_cert,
     runtime_base,
     sweep_stale_runtimes,
     unlock,
@@ -243,6 +245,8 @@ class LocalCluster:
         self.meta = meta
         self.network: str = meta["network"]
         self.members = _members(meta["agencies"], int(meta["base_port"]))
+        # agencies taken out by revoke(): they keep their place (ports follow it), never start
+        self.removed: set[str] = set(meta.get("removed", []))
         self.etcd_bin = shutil.which(etcd_bin) or etcd_bin
         self.python = python
         self.token = _operator_token(folder, meta["agencies"])
@@ -271,6 +275,12 @@ class LocalCluster:
             raise ClusterError("etcd is not installed (Debian package etcd-server); "
                                "scripts/test installs it")
         rt = self._runtime.get(m.agency)
+        if m.agency in self.removed:
+            raise ClusterError(f"{m.agency} was taken out of this cluster (its certificate "
+                               "is revoked)")
+        # The CA's revocation list, read by etcd on every new connection: a revocation
+        # written there shuts the certificate out at once (ADR 48).
+        crl = ensure_crl(self.folder / "pki", self.passphrase, now=_dt.datetime.now(_dt.UTC))
         if rt is None:
             rt = self._runtime[m.agency] = unlock(self.folder / "pki", m.agency, self.passphrase)
         data = self.folder / m.agency / "etcd"
@@ -285,6 +295,7 @@ class LocalCluster:
                "--client-cert-auth", "--trusted-ca-file", str(ca), "--cert-file", str(crt),
                "--key-file", str(key), "--peer-client-cert-auth", "--peer-trusted-ca-file",
                str(ca), "--peer-cert-file", str(crt), "--peer-key-file", str(key),
+               "--client-crl-file", str(crl), "--peer-crl-file", str(crl),
                "--logger", "zap", "--log-level", "warn", "--heartbeat-interval", "100",
                "--election-timeout", "1000", "--snapshot-count", str(ETCD_SNAPSHOT_COUNT)]
         log = open(self._log("etcd", m.agency), "ab")  # noqa: SIM115
@@ -372,13 +383,14 @@ class LocalCluster:
         """Start every etcd member, then every node; if any does not come up, stop all of them
         (no process is left behind) and raise ClusterError."""
         try:
-            for m in self.members:
+            live = [m for m in self.members if m.agency not in self.removed]
+            for m in live:
                 self._start_etcd(m)
-            for m in self.members:
+            for m in live:
                 self._wait_etcd(m, timeout)
-            for m in self.members:
+            for m in live:
                 self._start_node(m)
-            for m in self.members:
+            for m in live:
                 self._wait_node(m, timeout)
         except BaseException:
             self.stop()
@@ -480,6 +492,49 @@ class LocalCluster:
             raise
         self._start_node(m)
         self._wait_node(m, timeout)
+
+    # -- taking an agency out --
+    def revoke(self, agency: str) -> None:
+        """Take an agency governance removed out of the ordering, as its operator would:
+        revoke its certificate (``crl.pem``, which every etcd member reads on each new
+        connection, and the nodes when they start), remove its etcd member from the Raft
+        cluster (which ends the connections it already has), and stop its node and member.
+        Governance must have removed it first; the others keep running."""
+        m = self.member(agency)
+        sponsor = next((x for x in self.members
+                        if x.agency != agency and x.agency in self._etcd), None)
+        if sponsor is None:
+            raise ClusterError(f"no other etcd member is running to take {agency} out")
+        revoke_agency_cert(self.folder / "pki", agency, self.passphrase,
+                           now=_dt.datetime.now(_dt.UTC))
+        self.removed.add(agency)
+        self.meta["removed"] = sorted(self.removed)
+        _write_meta(self.folder, self.meta)
+        # etcd refuses (503) a removal while fewer members than the quorum after it have
+        # been connected for 5 s: a cluster that has just started is asked again.
+        deadline = _time.monotonic() + 30
+        try:
+            listed = self._etcd_post(sponsor, "/v3/cluster/member/list", {})["members"]
+            for member in listed:
+                if member.get("name") != agency and m.peer_url not in member.get("peerURLs", []):
+                    continue
+                while True:
+                    try:
+                        self._etcd_post(sponsor, "/v3/cluster/member/remove",
+                                        {"ID": member["ID"]})
+                        break
+                    except httpx.HTTPStatusError as e:
+                        if e.response.status_code != 503 or _time.monotonic() > deadline:
+                            raise
+                        _time.sleep(0.5)
+        except (httpx.HTTPError, KeyError, TypeError) as e:
+            raise ClusterError(f"{agency}'s certificate is revoked, but etcd did not remove "
+                               f"its member: {e}") from e
+        _stop_all([p for p in (self._nodes.pop(agency, None), self._etcd.pop(agency, None))
+                   if p is not None])
+        rt = self._runtime.pop(agency, None)
+        if rt is not None:
+            lock(rt)
 
     def _log(self, kind: str, agency: str) -> Path:
         return self.folder / "logs" / f"{kind}-{agency}.log"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import ssl
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,16 @@ class TlsFiles:
     ca: str
     cert: str
     key: str
+    crl: str | None = None  # the CA's revocation list, when the PKI has one (ADR 48)
+
+    def peer_context(self) -> ssl.SSLContext:
+        """A client context for the peers' HTTPS: the network CA, and its revocation list
+        checked for each peer's certificate (a revoked agency's node is not a peer)."""
+        ctx = ssl.create_default_context(cafile=self.ca)
+        if self.crl is not None:
+            ctx.load_verify_locations(cafile=self.crl)
+            ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+        return ctx
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,17 @@ Layout of a PKI folder::
 
     ca.crt  ca.key               the network CA (key encrypted)
     <agency>.crt  <agency>.key   each agency's certificate and encrypted key
+    crl.pem                      the CA's list of revoked certificates (ADR 48)
+    revoked/<agency>-<serial>.crt   certificates taken out of service
+
+An agency's own copy needs ``ca.crt``, ``crl.pem`` and its own pair. etcd reads ``crl.pem`` on
+every new connection (``--client-crl-file``, ``--peer-crl-file``), so a revocation copied there
+shuts a removed agency's certificate out at once; nodes read it when they start.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import ipaddress
 import os
@@ -24,6 +31,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -33,12 +41,16 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ledger.errors import KeyFileError, LedgerError
+from ledger.files import write_atomic
 from ledger.keys import open_secret, seal_secret
 
-__all__ = ["PkiError", "check_certificates", "create_pki", "issue_agency_cert", "lock",
-           "runtime_base", "sweep_stale_runtimes", "unlock"]
+__all__ = ["CRL", "CertInfo", "PkiError", "check_certificates", "create_pki", "ensure_crl",
+           "issue_agency_cert", "list_certificates", "lock", "renew_agency_cert",
+           "revoke_agency_cert", "runtime_base", "sweep_stale_runtimes", "unlock"]
 
 VALID_DAYS = 825
+CRL = "crl.pem"
+REVOKED = "revoked"
 
 
 class PkiError(LedgerError):
@@ -120,6 +132,7 @@ def create_pki(folder: Path, network: str, agencies: Iterable[str], passphrase: 
             .sign(key, hashes.SHA256()))
     _write(folder / "ca.key", _key_bytes(key, passphrase), 0o600)
     _write(folder / "ca.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    _write_crl(folder, cert, key, [], now)
     for agency in agencies:
         issue_agency_cert(folder, agency, passphrase, now=now)
 
@@ -130,11 +143,37 @@ def issue_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
     _check_id(agency)
     if (folder / f"{agency}.crt").exists():
         raise PkiError(f"{folder} already has a certificate for {agency!r}")
-    try:
-        ca_cert = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
-    except (FileNotFoundError, ValueError) as e:
-        raise PkiError(f"no readable CA certificate in {folder}: {e}") from e
+    ca_cert, ca_key = _ca(folder, passphrase)
+    key, cert = _agency_cert(ca_cert, ca_key, agency, now)
+    _write(folder / f"{agency}.key", _key_bytes(key, passphrase), 0o600)
+    _write(folder / f"{agency}.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
+def _ca(folder: Path, passphrase: bytes) -> tuple[x509.Certificate,
+                                                  ec.EllipticCurvePrivateKey]:
+    """The CA's certificate and key; only the network's operator holds ``ca.key``."""
+    ca_cert = _certificate(folder / "ca.crt")
+    if not (folder / "ca.key").exists():
+        raise PkiError(f"{folder} holds no CA key (ca.key): certificates are issued and "
+                       "revoked where the network's CA is kept")
     ca_key = _load_key(folder / "ca.key", passphrase)
+    if _spki(ca_key.public_key()) != _spki(ca_cert.public_key()):
+        raise PkiError(f"{folder / 'ca.key'} is not the key of {folder / 'ca.crt'}")
+    return ca_cert, ca_key
+
+
+def _spki(key: object) -> bytes:
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        return b""
+    return key.public_bytes(serialization.Encoding.DER,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def _agency_cert(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, agency: str,
+                 now: _dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    if now >= ca_cert.not_valid_after_utc:
+        raise PkiError(f"the network CA expired on {ca_cert.not_valid_after_utc:%Y-%m-%d}: "
+                       "make the network's certificates anew (`ledger-node pki create`)")
     key = ec.generate_private_key(ec.SECP256R1())
     san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
                                        x509.DNSName("localhost"), x509.DNSName(agency)])
@@ -142,15 +181,131 @@ def issue_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
             .issuer_name(ca_cert.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - _dt.timedelta(minutes=5))
-            .not_valid_after(now + _dt.timedelta(days=VALID_DAYS))
+            # never past the CA: a certificate the CA outlives no one could check
+            .not_valid_after(min(now + _dt.timedelta(days=VALID_DAYS),
+                                 ca_cert.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(san, critical=False)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
                                                   ExtendedKeyUsageOID.CLIENT_AUTH]),
                            critical=False)
             .sign(ca_key, hashes.SHA256()))
-    _write(folder / f"{agency}.key", _key_bytes(key, passphrase), 0o600)
-    _write(folder / f"{agency}.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    return key, cert
+
+
+def renew_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
+                      now: _dt.datetime) -> x509.Certificate:
+    """Replace ``<agency>.crt`` / ``<agency>.key`` with a new key and certificate (the old
+    certificate stays valid until it expires: processes running with it keep working until
+    they restart). Returns the new certificate."""
+    _check_id(agency)
+    old = _certificate(folder / f"{agency}.crt")
+    ca_cert, ca_key = _ca(folder, passphrase)
+    if old.serial_number in _revoked_serials(folder, ca_cert):
+        raise PkiError(f"{agency}'s certificate is revoked: issue a new one with "
+                       "`ledger-node pki add`")
+    key, cert = _agency_cert(ca_cert, ca_key, agency, now)
+    # the key first: a stop in between leaves a pair that unlock names as mismatched
+    write_atomic(folder / f"{agency}.key", _key_bytes(key, passphrase), 0o600)
+    write_atomic(folder / f"{agency}.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    return cert
+
+
+def revoke_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
+                       now: _dt.datetime) -> x509.Certificate:
+    """Put ``<agency>.crt`` on the CA's revocation list (``crl.pem``) and move it to
+    ``revoked/``; its key is deleted. Returns the revoked certificate.
+
+    Copy the new ``crl.pem`` to every agency's PKI folder: etcd members refuse the
+    certificate on their next connection, nodes once they restart."""
+    _check_id(agency)
+    cert = _certificate(folder / f"{agency}.crt")
+    ca_cert, ca_key = _ca(folder, passphrase)
+    crl = _read_crl(folder, ca_cert)
+    entries = [] if crl is None else list(crl)
+    if cert.serial_number not in {e.serial_number for e in entries}:
+        entries.append(x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
+                       .revocation_date(now).build())
+    _write_crl(folder, ca_cert, ca_key, entries, now)
+    (folder / REVOKED).mkdir(exist_ok=True, mode=0o700)
+    os.replace(folder / f"{agency}.crt", folder / REVOKED / f"{agency}-{cert.serial_number:x}.crt")
+    (folder / f"{agency}.key").unlink(missing_ok=True)
+    return cert
+
+
+def ensure_crl(folder: Path, passphrase: bytes, *, now: _dt.datetime) -> Path:
+    """``crl.pem`` in ``folder``, written empty if a PKI from before ADR 48 has none (needs
+    the CA key)."""
+    path = folder / CRL
+    if not path.exists():
+        ca_cert, ca_key = _ca(folder, passphrase)
+        _write_crl(folder, ca_cert, ca_key, [], now)
+    return path
+
+
+def _write_crl(folder: Path, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey,
+               entries: list[x509.RevokedCertificate], now: _dt.datetime) -> None:
+    old = _read_crl(folder, ca_cert) if (folder / CRL).exists() else None
+    number = 1
+    if old is not None:
+        with contextlib.suppress(x509.ExtensionNotFound):
+            number = old.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1
+    # valid as long as the CA: OpenSSL refuses a CRL past its next update, and no one
+    # re-signs it on a timer here (a revocation re-signs it).
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+               .last_update(now - _dt.timedelta(minutes=5))
+               .next_update(max(ca_cert.not_valid_after_utc, now + _dt.timedelta(days=1)))
+               .add_extension(x509.CRLNumber(number), critical=False))
+    for entry in entries:
+        builder = builder.add_revoked_certificate(entry)
+    crl = builder.sign(ca_key, hashes.SHA256())
+    write_atomic(folder / CRL, crl.public_bytes(serialization.Encoding.PEM), 0o644)
+
+
+def _read_crl(folder: Path, ca_cert: x509.Certificate) -> x509.CertificateRevocationList | None:
+    """``crl.pem`` checked against the CA; None when the folder has none (before ADR 48)."""
+    path = folder / CRL
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise PkiError(f"cannot read {path}: {e.strerror or e}") from e
+    except ValueError as e:
+        raise PkiError(f"{path} is not a PEM certificate revocation list: {e}") from e
+    ca_public = ca_cert.public_key()
+    if crl.issuer != ca_cert.subject or not isinstance(ca_public, ec.EllipticCurvePublicKey) \
+            or not crl.is_signature_valid(ca_public):
+        raise PkiError(f"{path} is not signed by {folder / 'ca.crt'}")
+    return crl
+
+
+def _revoked_serials(folder: Path, ca_cert: x509.Certificate) -> set[int]:
+    crl = _read_crl(folder, ca_cert)
+    return set() if crl is None else {e.serial_number for e in crl}
+
+
+@dataclass(frozen=True, slots=True)
+class CertInfo:
+    agency: str
+    serial: int
+    not_after: _dt.datetime
+    revoked: bool
+
+
+def list_certificates(folder: Path) -> list[CertInfo]:
+    """Every agency certificate in ``folder``, current and revoked, in name order."""
+    ca = _certificate(folder / "ca.crt")
+    revoked = _revoked_serials(folder, ca)
+    out = []
+    for path in sorted(folder.glob("*.crt")) + sorted((folder / REVOKED).glob("*.crt")):
+        if path.name == "ca.crt":
+            continue
+        cert = _certificate(path)
+        name = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        out.append(CertInfo(str(name), cert.serial_number, cert.not_valid_after_utc,
+                            cert.serial_number in revoked))
+    return out
 
 
 _ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # as node.config's agency ids
@@ -179,10 +334,7 @@ def check_certificates(folder: Path, agency: str, key: ec.EllipticCurvePrivateKe
     ``now``; :class:`PkiError` names what is wrong. Returns the days left until the earlier
     of the two expires (etcd and peers would refuse an expired one mid-run)."""
     ca, cert = _certificate(folder / "ca.crt"), _certificate(folder / f"{agency}.crt")
-    if cert.public_key().public_bytes(serialization.Encoding.DER,
-                                      serialization.PublicFormat.SubjectPublicKeyInfo) != \
-            key.public_key().public_bytes(serialization.Encoding.DER,
-                                          serialization.PublicFormat.SubjectPublicKeyInfo):
+    if _spki(cert.public_key()) != _spki(key.public_key()):
         raise PkiError(f"{folder / (agency + '.crt')} is not the certificate of the key in "
                        f"{folder / (agency + '.key')}")
     try:
@@ -190,6 +342,13 @@ def check_certificates(folder: Path, agency: str, key: ec.EllipticCurvePrivateKe
     except (ValueError, TypeError, InvalidSignature) as e:
         raise PkiError(f"{folder / (agency + '.crt')} is not signed by {folder / 'ca.crt'}"
                        ) from e
+    crl = _read_crl(folder, ca)
+    entry = None if crl is None else crl.get_revoked_certificate_by_serial_number(
+        cert.serial_number)
+    if entry is not None:
+        raise PkiError(f"{folder / (agency + '.crt')} was revoked on "
+                       f"{entry.revocation_date_utc:%Y-%m-%d} ({folder / CRL}): the network's "
+                       "operator issues a new one (`ledger-node pki add`)")
     for name, c in (("ca.crt", ca), (f"{agency}.crt", cert)):
         if now < c.not_valid_before_utc:
             start = f"{c.not_valid_before_utc:%Y-%m-%d %H:%M}"
@@ -218,8 +377,9 @@ def unlock(folder: Path, agency: str, passphrase: bytes, runtime: Path | None = 
     runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
     runtime.chmod(0o700)
     (runtime / _OWNER).write_text(str(os.getpid()), encoding="ascii")
-    for name in ("ca.crt", f"{agency}.crt"):
-        shutil.copyfile(folder / name, runtime / name)
+    for name in ("ca.crt", f"{agency}.crt", CRL):
+        if name != CRL or (folder / CRL).exists():
+            shutil.copyfile(folder / name, runtime / name)
     target = runtime / f"{agency}.key"
     target.unlink(missing_ok=True)
     _write(target, _key_bytes(key, None), 0o600)

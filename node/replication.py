@@ -145,7 +145,7 @@ class EtcdOrderer:
 
     def __init__(self, store: Store, etcd: EtcdLog, *, agency: str, node_key: PrivateKey,
                  clock: Callable[[], int], peers: Sequence[str] = (),
-                 http_verify: str | bool = True,
+                 http_verify: str | bool | ssl.SSLContext = True,
                  max_batch: int = 2000, max_wait: float = 0.02, workers: int | None = None,
                  retention: int = 1000, submit_timeout: float = 30.0,
                  poll: float = 0.25) -> None:

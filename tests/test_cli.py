@@ -124,6 +124,6 @@ def test_tampered_store_is_refused(demo: Path, tmp_path: Path) -> None:
 
 
 def test_pki_without_its_options_is_a_usage_error() -> None:
-    r = _run("ledger-node", "pki")
+    r = _run("ledger-node", "pki", "create")
     assert r.returncode == 2
     assert "Missing option" in r.stderr and "--out" in r.stderr

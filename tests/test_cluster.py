@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import threading
@@ -19,15 +20,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import plyvel
 import pytest
-from clusterkit import Net, free_base, running_cluster
+from clusterkit import PASS, Net, free_base, running_cluster
 
 from ledger import codec, sdjwt
 from ledger.checkpoint import Checkpoint, SignedCheckpoint
 from ledger.keys import PrivateKey, PublicKey
 from ledger.network import status_tx
 from ledger.state import credential_key
+from node.cluster import ClusterError
 from node.etcdlog import EtcdLog, TlsFiles
 from node.pki import lock, unlock
 
@@ -263,6 +266,23 @@ def test_an_agency_removed_by_governance_no_longer_signs_checkpoints(fresh: Net)
     # Its node can no longer get transactions ordered either: its batches are refused.
     r = net.submit("health", net.anchor("edu", int(time.time())))
     assert r.status_code in (409, 503), r.text
+    # Its operator takes it out of etcd (ADR 48): its certificate revoked, its member removed.
+    held = unlock(net.folder / "pki", "health", PASS)  # its clear key, as its processes had it
+    try:
+        ctx = ssl.create_default_context(cafile=str(held / "ca.crt"))
+        ctx.load_cert_chain(str(held / "health.crt"), str(held / "health.key"))
+        civil = net.cluster.member("civil")
+        assert httpx.get(f"{civil.client_url}/health", verify=ctx, timeout=5).status_code == 200
+        net.cluster.revoke("health")
+        with pytest.raises(httpx.HTTPError):
+            httpx.get(f"{civil.client_url}/health", verify=ctx, timeout=5)
+    finally:
+        lock(held)
+    listed = net.cluster._etcd_post(civil, "/v3/cluster/member/list", {})["members"]
+    assert sorted(m["name"] for m in listed) == ["civil", "edu"]
+    assert net.submit("edu", net.anchor("edu", int(time.time()))).status_code == 200
+    with pytest.raises(ClusterError, match="taken out"):
+        net.cluster.restart("health")
 
 
 def test_a_new_agency_admitted_by_governance_joins_and_catches_up(net: Net) -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import socket
+import ssl
 import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
+import httpx
 import pytest
 from clusterkit import free_base
 from cryptography import x509
@@ -18,7 +23,19 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ledger.errors import KeyFileError
 from ledger.keys import open_secret
-from node.pki import PkiError, create_pki, issue_agency_cert, lock, sweep_stale_runtimes, unlock
+from node.cluster import LocalCluster, create_cluster
+from node.etcdlog import TlsFiles
+from node.pki import (
+    PkiError,
+    create_pki,
+    ensure_crl,
+    issue_agency_cert,
+    lock,
+    renew_agency_cert,
+    revoke_agency_cert,
+    sweep_stale_runtimes,
+    unlock,
+)
 
 BIN = Path(sys.executable).parent
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -148,19 +165,196 @@ def test_a_runtime_whose_owner_died_is_swept_at_the_next_unlock(tmp_path: Path) 
         lock(alive)
 
 
+def _pki(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "ledger-node"), "pki", *args], capture_output=True,
+                          text=True, env=env or {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"},
+                          timeout=60, check=False)
+
+
 def test_pki_command(tmp_path: Path) -> None:
-    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"}
-    r = subprocess.run([str(BIN / "ledger-node"), "pki", "--out", str(tmp_path / "pki"),
-                        "--network", "district-7", "--agency", "civil", "--agency", "edu"],
-                       capture_output=True, text=True, env=env, timeout=60, check=False)
+    pki = tmp_path / "pki"
+    r = _pki("create", "--out", str(pki), "--network", "district-7", "--agency", "civil",
+             "--agency", "edu")
     assert r.returncode == 0, r.stderr
-    assert sorted(p.name for p in (tmp_path / "pki").iterdir()) == [
-        "ca.crt", "ca.key", "civil.crt", "civil.key", "edu.crt", "edu.key"]
-    again = subprocess.run([str(BIN / "ledger-node"), "pki", "--out", str(tmp_path / "pki"),
-                            "--network", "x", "--agency", "a"],
-                           capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert sorted(p.name for p in pki.iterdir()) == [
+        "ca.crt", "ca.key", "civil.crt", "civil.key", "crl.pem", "edu.crt", "edu.key"]
+    again = _pki("create", "--out", str(pki), "--network", "x", "--agency", "a")
     assert again.returncode == 1
     assert "not empty" in again.stderr
+    # an agency admitted later, one revoked, one renewed; `list` says which is which
+    assert _pki("add", "--pki", str(pki), "--agency", "health").returncode == 0
+    edu = x509.load_pem_x509_certificate((pki / "edu.crt").read_bytes()).serial_number
+    r = _pki("revoke", "--pki", str(pki), "--agency", "edu")
+    assert r.returncode == 0, r.stderr
+    assert f"{edu:x}" in r.stderr and "copy that file to every agency" in r.stderr
+    civil = x509.load_pem_x509_certificate((pki / "civil.crt").read_bytes()).serial_number
+    r = _pki("renew", "--pki", str(pki), "--agency", "civil")
+    assert r.returncode == 0, r.stderr
+    listed = _pki("list", "--pki", str(pki))
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split()[1]: line for line in listed.stdout.splitlines()}
+    assert f"{edu:040x}" in rows and rows[f"{edu:040x}"].endswith("revoked")
+    assert f"{civil:040x}" not in rows  # the renewed one replaced its files
+    assert sum("days left" in line for line in rows.values()) == 2  # civil (new), health
+    # refused with one line: an agency with no certificate, a folder without the CA key
+    r = _pki("revoke", "--pki", str(pki), "--agency", "edu")
+    assert r.returncode == 1 and "no certificate file" in r.stderr
+    (pki / "ca.key").rename(tmp_path / "ca.key")
+    r = _pki("add", "--pki", str(pki), "--agency", "market")
+    assert r.returncode == 1 and "holds no CA key" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def _serial(path: Path) -> int:
+    return x509.load_pem_x509_certificate(path.read_bytes()).serial_number
+
+
+def test_a_revoked_certificate_is_listed_and_no_longer_unlocks(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil", "edu"], b"pw", now=NOW)
+    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    crl = x509.load_pem_x509_crl((pki / "crl.pem").read_bytes())
+    assert crl.is_signature_valid(ca.public_key()) and len(crl) == 0  # type: ignore[arg-type]
+    # edu's own copy of its PKI folder, as the operator handed it out
+    edu_copy = tmp_path / "edu-pki"
+    edu_copy.mkdir()
+    for name in ("ca.crt", "crl.pem", "edu.crt", "edu.key"):
+        (edu_copy / name).write_bytes((pki / name).read_bytes())
+    lock(unlock(edu_copy, "edu", b"pw", now=NOW))
+    serial = _serial(pki / "edu.crt")
+    later = NOW + dt.timedelta(days=3)
+    revoke_agency_cert(pki, "edu", b"pw", now=later)
+    crl = x509.load_pem_x509_crl((pki / "crl.pem").read_bytes())
+    entry = crl.get_revoked_certificate_by_serial_number(serial)
+    assert entry is not None and entry.revocation_date_utc == later
+    assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 2
+    assert not (pki / "edu.crt").exists() and not (pki / "edu.key").exists()
+    assert _serial(pki / "revoked" / f"edu-{serial:x}.crt") == serial
+    # the new list reaches edu's folder: edu's node and etcd member no longer start
+    (edu_copy / "crl.pem").write_bytes((pki / "crl.pem").read_bytes())
+    with pytest.raises(PkiError, match="was revoked on"):
+        unlock(edu_copy, "edu", b"pw", now=later)
+    lock(unlock(pki, "civil", b"pw", now=later))  # the others are untouched
+    # certified anew (a new key, a new serial) it unlocks again
+    issue_agency_cert(pki, "edu", b"pw", now=later)
+    assert _serial(pki / "edu.crt") != serial
+    lock(unlock(pki, "edu", b"pw", now=later))
+    # a list not signed by the network's CA is refused, not trusted
+    other = tmp_path / "other"
+    create_pki(other, "n", ["civil"], b"pw", now=NOW)
+    (pki / "crl.pem").write_bytes((other / "crl.pem").read_bytes())
+    with pytest.raises(PkiError, match="is not signed by"):
+        unlock(pki, "civil", b"pw", now=later)
+
+
+def test_renew_gives_a_new_key_and_keeps_the_old_certificate_valid(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil"], b"pw", now=NOW)
+    old_cert, old_key = (pki / "civil.crt").read_bytes(), (pki / "civil.key").read_bytes()
+    later = NOW + dt.timedelta(days=800)  # 25 days before the old one expires
+    new = renew_agency_cert(pki, "civil", b"pw", now=later)
+    assert new.serial_number != x509.load_pem_x509_certificate(old_cert).serial_number
+    assert (pki / "civil.key").read_bytes() != old_key
+    # never past the CA's own end (the CA was made with the first certificates)
+    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
+    assert new.not_valid_after_utc == ca.not_valid_after_utc
+    lock(unlock(pki, "civil", b"pw", now=later))
+    crl = x509.load_pem_x509_crl((pki / "crl.pem").read_bytes())
+    assert len(crl) == 0  # the old one runs out on its own; nothing was revoked
+    with pytest.raises(PkiError, match="expired on"):
+        renew_agency_cert(pki, "civil", b"pw", now=NOW + dt.timedelta(days=900))
+
+
+def test_a_pki_from_before_gets_an_empty_revocation_list(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil"], b"pw", now=NOW)
+    (pki / "crl.pem").unlink()
+    lock(unlock(pki, "civil", b"pw", now=NOW))  # no list: nothing is revoked
+    ensure_crl(pki, b"pw", now=NOW)
+    assert len(x509.load_pem_x509_crl((pki / "crl.pem").read_bytes())) == 0
+    (pki / "crl.pem").unlink()
+    with pytest.raises(PkiError, match="wrong passphrase"):
+        ensure_crl(pki, b"nope", now=NOW)
+    assert not (pki / "crl.pem").exists()  # nothing half-made
+
+
+def _tls_server(folder: Path, agency: str) -> tuple[int, threading.Thread, socket.socket]:
+    """A real TLS server on 127.0.0.1 with ``agency``'s certificate; accepts one connection
+    at a time, sends b"ok" and closes."""
+    rt = unlock(folder, agency, b"pw", now=dt.datetime.now(dt.UTC))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(rt / f"{agency}.crt"), str(rt / f"{agency}.key"))
+    lock(rt)
+    sock = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            with contextlib.suppress(OSError, ssl.SSLError), ctx.wrap_socket(
+                    conn, server_side=True) as tls:
+                tls.sendall(b"ok")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return sock.getsockname()[1], thread, sock
+
+
+def test_a_node_refuses_a_peer_whose_certificate_is_revoked(tmp_path: Path) -> None:
+    """Catch-up and co-signatures reach peers through :meth:`TlsFiles.peer_context`: with the
+    CA's list, a revoked agency's node is no peer (a real TLS handshake)."""
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil", "edu"], b"pw", now=dt.datetime.now(dt.UTC))
+    port, _, sock = _tls_server(pki, "edu")
+    try:
+        def hello(tls: TlsFiles) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                    tls.peer_context().wrap_socket(raw, server_hostname="127.0.0.1") as c:
+                return c.recv(2)
+
+        files = TlsFiles(str(pki / "ca.crt"), "", "", str(pki / "crl.pem"))
+        assert hello(files) == b"ok"
+        revoke_agency_cert(pki, "edu", b"pw", now=dt.datetime.now(dt.UTC))
+        with pytest.raises(ssl.SSLCertVerificationError, match="revoked"):
+            hello(files)
+        assert hello(TlsFiles(str(pki / "ca.crt"), "", "")) == b"ok"  # without the list
+    finally:
+        sock.close()
+
+
+def test_etcd_shuts_a_revoked_certificate_out_at_its_next_connection(tmp_path: Path) -> None:
+    """A real etcd member started by the local cluster reads ``crl.pem`` on every new
+    connection: revoking a certificate needs no restart."""
+    base = free_base(2)
+    create_cluster(tmp_path / "c", 2, b"pw", base_port=base, network=f"crl-{base}")
+    net = LocalCluster(tmp_path / "c", b"pw")
+    try:
+        for m in net.members:
+            net._start_etcd(m)
+        for m in net.members:
+            net._wait_etcd(m, 60)
+        civil = net.members[0]
+        # edu's clear key as its running processes hold it
+        held = unlock(tmp_path / "c" / "pki", "edu", b"pw")
+        ctx = ssl.create_default_context(cafile=str(held / "ca.crt"))
+        ctx.load_cert_chain(str(held / "edu.crt"), str(held / "edu.key"))
+
+        def edu_reaches_civil() -> bool:
+            try:
+                return httpx.get(f"{civil.client_url}/health", verify=ctx,
+                                 timeout=5).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        assert edu_reaches_civil()
+        revoke_agency_cert(tmp_path / "c" / "pki", "edu", b"pw", now=dt.datetime.now(dt.UTC))
+        assert not edu_reaches_civil()
+        assert net._etcd_healthy(civil)  # civil's own certificate still works
+        lock(held)
+    finally:
+        net.stop()
 
 
 def _runtime_folders() -> set[Path]:
