@@ -35,7 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
+from aetcd.rpc import auth_pb2
+from aetcd.rpc import rpc_pb2 as pb
+from aetcd.rpc import rpc_pb2_grpc as pbg
 
 from ledger import codec
 from ledger.chain import build_genesis
@@ -45,11 +49,15 @@ from ledger.keys import PASSPHRASE_ENV, PrivateKey, save_private_key
 from ledger.network import Agency, genesis_tx
 from ledger.store import Store
 from ledger.tx import Tx
+from node.etcdlog import ETCD_ROLE, network_prefix, prefix_end, rpc_reason
 from node.pki import (
+    ETCD_ROOT,
     create_pki,
     ensure_crl,
+    ensure_operator_cert,
     issue_agency_cert,
     lock,
+    operator_credentials,
     revoke_agency_cert,
     runtime_base,
     sweep_stale_runtimes,
@@ -254,6 +262,8 @@ class LocalCluster:
         self._nodes: dict[str, subprocess.Popen[bytes]] = {}
         self._runtime: dict[str, Path] = {}
         self._http = httpx.Client(verify=self.ssl_context(), timeout=5.0)
+        self._operator: tuple[bytes, bytes, bytes] | None = None
+        self._etcd_prefix = network_prefix(self.network).encode()
 
     @property
     def ca(self) -> str:
@@ -280,7 +290,9 @@ class LocalCluster:
                                "is revoked)")
         # The CA's revocation list, read by etcd on every new connection: a revocation
         # written there shuts the certificate out at once (ADR 48).
-        crl = ensure_crl(self.folder / "pki", self.passphrase, now=_dt.datetime.now(_dt.UTC))
+        now = _dt.datetime.now(_dt.UTC)
+        crl = ensure_crl(self.folder / "pki", self.passphrase, now=now)
+        ensure_operator_cert(self.folder / "pki", self.passphrase, now=now)
         if rt is None:
             rt = self._runtime[m.agency] = unlock(self.folder / "pki", m.agency, self.passphrase)
         data = self.folder / m.agency / "etcd"
@@ -316,13 +328,64 @@ class LocalCluster:
         except (httpx.HTTPError, ValueError):
             return False
 
-    def _etcd_post(self, m: Member, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        rt = self._runtime[m.agency]
-        ctx = ssl.create_default_context(cafile=str(rt / "ca.crt"))
-        ctx.load_cert_chain(str(rt / f"{m.agency}.crt"), str(rt / f"{m.agency}.key"))
-        r = httpx.post(f"{m.client_url}{path}", json=body, verify=ctx, timeout=5.0)
-        r.raise_for_status()
-        return dict(r.json())
+    def _admin(self, m: Member, service: str, method: str, request: Any) -> Any:
+        """One etcd call over gRPC to ``m`` as the network's operator (the certificate whose CN
+        etcd takes as its root user). etcd's JSON gateway would not do: it ignores the
+        caller's certificate once auth is on."""
+        if self._operator is None:
+            self._operator = operator_credentials(self.folder / "pki", self.passphrase)
+        ca, crt, key = self._operator
+        creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
+                                             certificate_chain=crt)
+        with grpc.secure_channel(m.client_url.partition("://")[2], creds,
+                                 options=[("grpc.enable_http_proxy", 0)]) as channel:
+            stub = getattr(pbg, f"{service}Stub")(channel)
+            return getattr(stub, method)(request, timeout=5.0)
+
+    def _secure_etcd(self, m: Member) -> None:
+        """Turn on etcd's auth, once, through ``m`` (ADR 48): each agency is a user (its
+        certificate's CN) with one role, read and write under the network's prefix; only the
+        operator's certificate is root. So no agency's certificate can add or remove members,
+        turn auth off, make users, or write outside the network's keys."""
+        if self.meta.get("etcd_auth"):
+            return
+        perm = auth_pb2.Permission(permType=auth_pb2.Permission.READWRITE,
+                                   key=self._etcd_prefix, range_end=prefix_end(self._etcd_prefix))
+        try:
+            self._admin(m, "Auth", "RoleAdd", pb.AuthRoleAddRequest(name=ETCD_ROLE))
+            self._admin(m, "Auth", "RoleGrantPermission",
+                        pb.AuthRoleGrantPermissionRequest(name=ETCD_ROLE, perm=perm))
+            for agency in [x.agency for x in self.members if x.agency not in self.removed]:
+                self._add_etcd_user(m, agency)
+            self._admin(m, "Auth", "UserAdd", pb.AuthUserAddRequest(
+                name=ETCD_ROOT, options=auth_pb2.UserAddOptions(no_password=True)))
+            self._admin(m, "Auth", "UserGrantRole",
+                        pb.AuthUserGrantRoleRequest(user=ETCD_ROOT, role="root"))
+            self._admin(m, "Auth", "AuthEnable", pb.AuthEnableRequest())
+        except grpc.RpcError as e:
+            raise ClusterError(f"could not turn on etcd's access control: {rpc_reason(e)}") from e
+        self.meta["etcd_auth"] = True
+        _write_meta(self.folder, self.meta)
+
+    def _add_etcd_user(self, m: Member, agency: str) -> None:
+        self._admin(m, "Auth", "UserAdd", pb.AuthUserAddRequest(
+            name=agency, options=auth_pb2.UserAddOptions(no_password=True)))
+        self._admin(m, "Auth", "UserGrantRole",
+                    pb.AuthUserGrantRoleRequest(user=agency, role=ETCD_ROLE))
+
+    def etcd_members(self, via: str | None = None) -> dict[str, int]:
+        """Name → id of each etcd member, as ``via``'s (or the first running) member lists."""
+        for m in self.members:
+            p = self._etcd.get(m.agency)
+            if (via is not None and m.agency != via) or p is None or p.poll() is not None:
+                continue
+            try:
+                got = self._admin(m, "Cluster", "MemberList", pb.MemberListRequest())
+            except grpc.RpcError as e:
+                raise ClusterError(f"{m.agency}'s etcd member did not answer: "
+                                   f"{rpc_reason(e)}") from e
+            return {x.name: int(x.ID) for x in got.members}
+        raise ClusterError("no etcd member is running")
 
     def etcd_leader(self) -> str:
         """The agency whose etcd member is the Raft leader now, as the first running member
@@ -333,13 +396,13 @@ class LocalCluster:
             if p is None or p.poll() is not None:
                 continue
             try:
-                leader = self._etcd_post(m, "/v3/maintenance/status", {})["leader"]
-                for member in self._etcd_post(m, "/v3/cluster/member/list", {})["members"]:
-                    if member.get("ID") == leader:
-                        return str(member["name"])
+                leader = int(self._admin(m, "Maintenance", "Status", pb.StatusRequest()).leader)
+                for name, member_id in self.etcd_members(m.agency).items():
+                    if member_id == leader:
+                        return name
                 why = f"{m.agency}'s etcd member knows no leader"
-            except (httpx.HTTPError, OSError, KeyError, TypeError, ValueError) as e:
-                why = f"{m.agency}'s etcd member did not answer ({e})"
+            except (grpc.RpcError, ClusterError) as e:
+                why = f"{m.agency}'s etcd member did not answer ({rpc_reason(e)})"
         raise ClusterError(f"no etcd leader found: {why}")
 
     # -- nodes --
@@ -388,6 +451,7 @@ class LocalCluster:
                 self._start_etcd(m)
             for m in live:
                 self._wait_etcd(m, timeout)
+            self._secure_etcd(live[0])
             for m in live:
                 self._start_node(m)
             for m in live:
@@ -472,10 +536,15 @@ class LocalCluster:
         m = self.member(agency)
         sponsor = next(x for x in self.members if x.agency in self._etcd)
         try:
-            added = self._etcd_post(sponsor, "/v3/cluster/member/add",
-                                    {"peerURLs": [m.peer_url]})
-        except httpx.HTTPError as e:
-            raise ClusterError(f"etcd refused the new member: {e}") from e
+            if self.meta.get("etcd_auth"):
+                with contextlib.suppress(grpc.RpcError):  # a user left by a failed join
+                    self._admin(sponsor, "Auth", "UserDelete", pb.AuthUserDeleteRequest(
+                        name=agency))
+                self._add_etcd_user(sponsor, agency)
+            added = self._admin(sponsor, "Cluster", "MemberAdd",
+                                pb.MemberAddRequest(peerURLs=[m.peer_url]))
+        except grpc.RpcError as e:
+            raise ClusterError(f"etcd refused the new member: {rpc_reason(e)}") from e
         try:
             self._start_etcd(m, state="existing")
             self._wait_etcd(m, timeout)
@@ -485,10 +554,9 @@ class LocalCluster:
             p = self._etcd.pop(agency, None)
             if p is not None:
                 _stop_all([p])
-            member_id = (added.get("member") or {}).get("ID")
-            if member_id is not None:
-                with contextlib.suppress(httpx.HTTPError):
-                    self._etcd_post(sponsor, "/v3/cluster/member/remove", {"ID": member_id})
+            with contextlib.suppress(grpc.RpcError):
+                self._admin(sponsor, "Cluster", "MemberRemove",
+                            pb.MemberRemoveRequest(ID=added.member.ID))
             raise
         self._start_node(m)
         self._wait_node(m, timeout)
@@ -500,7 +568,7 @@ class LocalCluster:
         connection, and the nodes when they start), remove its etcd member from the Raft
         cluster (which ends the connections it already has), and stop its node and member.
         Governance must have removed it first; the others keep running."""
-        m = self.member(agency)
+        self.member(agency)  # raises for an agency not in the cluster
         sponsor = next((x for x in self.members
                         if x.agency != agency and x.agency in self._etcd), None)
         if sponsor is None:
@@ -510,26 +578,26 @@ class LocalCluster:
         self.removed.add(agency)
         self.meta["removed"] = sorted(self.removed)
         _write_meta(self.folder, self.meta)
-        # etcd refuses (503) a removal while fewer members than the quorum after it have
-        # been connected for 5 s: a cluster that has just started is asked again.
+        # etcd refuses a removal ("unhealthy cluster") while fewer members than the quorum
+        # after it have been connected for 5 s: a cluster that has just started is asked again.
         deadline = _time.monotonic() + 30
         try:
-            listed = self._etcd_post(sponsor, "/v3/cluster/member/list", {})["members"]
-            for member in listed:
-                if member.get("name") != agency and m.peer_url not in member.get("peerURLs", []):
-                    continue
-                while True:
-                    try:
-                        self._etcd_post(sponsor, "/v3/cluster/member/remove",
-                                        {"ID": member["ID"]})
-                        break
-                    except httpx.HTTPStatusError as e:
-                        if e.response.status_code != 503 or _time.monotonic() > deadline:
-                            raise
-                        _time.sleep(0.5)
-        except (httpx.HTTPError, KeyError, TypeError) as e:
-            raise ClusterError(f"{agency}'s certificate is revoked, but etcd did not remove "
-                               f"its member: {e}") from e
+            if self.meta.get("etcd_auth"):  # its certificate's user goes: refused at once,
+                self._admin(sponsor, "Auth", "UserDelete",  # on connections it already has
+                            pb.AuthUserDeleteRequest(name=agency))
+            member_id = self.etcd_members(sponsor.agency).get(agency)
+            while member_id is not None:
+                try:
+                    self._admin(sponsor, "Cluster", "MemberRemove",
+                                pb.MemberRemoveRequest(ID=member_id))
+                    break
+                except grpc.RpcError as e:
+                    if e.code() != grpc.StatusCode.UNAVAILABLE or _time.monotonic() > deadline:
+                        raise
+                    _time.sleep(0.5)
+        except grpc.RpcError as e:
+            raise ClusterError(f"{agency}'s certificate is revoked, but etcd did not take it "
+                               f"out: {rpc_reason(e)}") from e
         _stop_all([p for p in (self._nodes.pop(agency, None), self._etcd.pop(agency, None))
                    if p is not None])
         rt = self._runtime.pop(agency, None)

@@ -39,7 +39,8 @@ from aetcd.rpc import rpc_pb2_grpc as pbg
 from ledger import codec
 from ledger.errors import OrderingError
 
-__all__ = ["EtcdLog", "Record", "TlsFiles"]
+__all__ = ["ETCD_ROLE", "EtcdLog", "Record", "TlsFiles", "network_prefix", "prefix_end",
+           "rpc_reason"]
 
 _DELETE_CHUNK = 100  # etcd allows 128 operations per transaction by default
 _MAX_MESSAGE = 256 << 20  # a read of 16 batches of up to 1.5 MiB each; etcd caps requests
@@ -73,11 +74,19 @@ class Record:
     mod_rev: int
 
 
-def _prefix_end(prefix: bytes) -> bytes:
+def prefix_end(prefix: bytes) -> bytes:
     return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
-def _why(e: Exception) -> str:
+ETCD_ROLE = "credledger"  # the etcd role of every agency's node (ADR 48)
+
+
+def network_prefix(network: str) -> str:
+    """The etcd keys of ``network``: the nodes' role may read and write only these."""
+    return f"/credledger/{network}/"
+
+
+def rpc_reason(e: Exception) -> str:
     if isinstance(e, grpc.RpcError):
         code, details = e.code(), e.details()
         return f"{code.name if code else 'error'}: {details}"
@@ -115,7 +124,7 @@ class EtcdLog:
                  timeout: float = 2.0) -> None:
         if not endpoints:
             raise OrderingError("no etcd endpoints configured")
-        self.prefix = f"/credledger/{network}/"
+        self.prefix = network_prefix(network)
         self._p = self.prefix.encode()
         self.timeout = timeout
         self._ends = [_Endpoint(url, tls) for url in endpoints]
@@ -138,13 +147,13 @@ class EtcdLog:
                 if e.code() in (grpc.StatusCode.INVALID_ARGUMENT,
                                 grpc.StatusCode.OUT_OF_RANGE,
                                 grpc.StatusCode.FAILED_PRECONDITION):
-                    raise OrderingError(f"etcd refused {method}: {_why(e)}") from e
+                    raise OrderingError(f"etcd refused {method}: {rpc_reason(e)}") from e
                 last = e
                 continue
             with self._lock:
                 self._current = i
             return result
-        why = _why(last) if last is not None else "no endpoint"
+        why = rpc_reason(last) if last is not None else "no endpoint"
         raise OrderingError(f"etcd unreachable ({len(self._ends)} endpoint(s)): {why}")
 
     def _range(self, sub: str | bytes, *, start: bytes | None = None,
@@ -155,7 +164,7 @@ class EtcdLog:
         if exact:
             return pb.RangeRequest(key=key)
         req = pb.RangeRequest(
-            key=start or key, range_end=_prefix_end(key), limit=limit, keys_only=keys_only,
+            key=start or key, range_end=prefix_end(key), limit=limit, keys_only=keys_only,
             sort_order=pb.RangeRequest.ASCEND,
             sort_target=pb.RangeRequest.MOD if min_mod is not None else pb.RangeRequest.CREATE)
         if min_mod is not None:

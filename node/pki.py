@@ -14,6 +14,8 @@ Layout of a PKI folder::
     ca.crt  ca.key               the network CA (key encrypted)
     <agency>.crt  <agency>.key   each agency's certificate and encrypted key
     crl.pem                      the CA's list of revoked certificates (ADR 48)
+    operator.crt  operator.key   the operator's etcd client certificate (CN ``root``: etcd's
+                                 administrator once its auth is on; ADR 48)
     revoked/<agency>-<serial>.crt   certificates taken out of service
 
 An agency's own copy needs ``ca.crt``, ``crl.pem`` and its own pair. etcd reads ``crl.pem`` on
@@ -44,13 +46,18 @@ from ledger.errors import KeyFileError, LedgerError
 from ledger.files import write_atomic
 from ledger.keys import open_secret, seal_secret
 
-__all__ = ["CRL", "CertInfo", "PkiError", "check_certificates", "create_pki", "ensure_crl",
-           "issue_agency_cert", "list_certificates", "lock", "renew_agency_cert",
-           "revoke_agency_cert", "runtime_base", "sweep_stale_runtimes", "unlock"]
+__all__ = ["CRL", "OPERATOR", "CertInfo", "PkiError", "check_certificates", "create_pki",
+           "ensure_crl", "ensure_operator_cert", "issue_agency_cert", "list_certificates",
+           "lock", "operator_credentials", "renew_agency_cert", "revoke_agency_cert",
+           "runtime_base", "sweep_stale_runtimes", "unlock"]
 
 VALID_DAYS = 825
 CRL = "crl.pem"
 REVOKED = "revoked"
+OPERATOR = "operator"  # operator.crt / operator.key
+ETCD_ROOT = "root"  # etcd takes a client certificate's CN as its user; root administers it
+# ids whose files or CN would be the CA's, the list's, the operator's or etcd's root
+_RESERVED = frozenset({"ca", "crl", OPERATOR, ETCD_ROOT, REVOKED})
 
 
 class PkiError(LedgerError):
@@ -133,6 +140,7 @@ def create_pki(folder: Path, network: str, agencies: Iterable[str], passphrase: 
     _write(folder / "ca.key", _key_bytes(key, passphrase), 0o600)
     _write(folder / "ca.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
     _write_crl(folder, cert, key, [], now)
+    _issue_operator_cert(folder, cert, key, passphrase, now)
     for agency in agencies:
         issue_agency_cert(folder, agency, passphrase, now=now)
 
@@ -299,7 +307,7 @@ def list_certificates(folder: Path) -> list[CertInfo]:
     revoked = _revoked_serials(folder, ca)
     out = []
     for path in sorted(folder.glob("*.crt")) + sorted((folder / REVOKED).glob("*.crt")):
-        if path.name == "ca.crt":
+        if path.name in ("ca.crt", f"{OPERATOR}.crt"):
             continue
         cert = _certificate(path)
         name = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
@@ -315,6 +323,43 @@ def _check_id(agency: str) -> None:
     if not _ID.fullmatch(agency):
         raise PkiError(f"agency id {agency!r}: use 1 to 64 lower-case letters, digits and '-', "
                        "starting with a letter or digit")
+    if agency in _RESERVED:
+        raise PkiError(f"agency id {agency!r} is reserved in the PKI (its certificate would "
+                       "pass for the CA's, the operator's or etcd's root)")
+
+
+def _issue_operator_cert(folder: Path, ca_cert: x509.Certificate,
+                         ca_key: ec.EllipticCurvePrivateKey, passphrase: bytes,
+                         now: _dt.datetime) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(_name(ETCD_ROOT))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - _dt.timedelta(minutes=5))
+            .not_valid_after(ca_cert.not_valid_after_utc)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    write_atomic(folder / f"{OPERATOR}.key", _key_bytes(key, passphrase), 0o600)
+    write_atomic(folder / f"{OPERATOR}.crt", cert.public_bytes(serialization.Encoding.PEM),
+                 0o644)
+
+
+def ensure_operator_cert(folder: Path, passphrase: bytes, *, now: _dt.datetime) -> None:
+    """``operator.crt`` / ``operator.key`` in ``folder``, made if a PKI from before ADR 48 has
+    none (needs the CA key)."""
+    if not (folder / f"{OPERATOR}.crt").exists():
+        ca_cert, ca_key = _ca(folder, passphrase)
+        _issue_operator_cert(folder, ca_cert, ca_key, passphrase, now)
+
+
+def operator_credentials(folder: Path, passphrase: bytes) -> tuple[bytes, bytes, bytes]:
+    """(CA, operator certificate, operator key) as PEM for an etcd administrator's client;
+    the clear key stays in memory."""
+    key = _load_key(folder / f"{OPERATOR}.key", passphrase)
+    return ((folder / "ca.crt").read_bytes(), (folder / f"{OPERATOR}.crt").read_bytes(),
+            _key_bytes(key, None))
 
 
 def _certificate(path: Path) -> x509.Certificate:

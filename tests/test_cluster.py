@@ -8,6 +8,7 @@ failover time is measured by ``scripts/bench cluster``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import shutil
@@ -20,9 +21,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import plyvel
 import pytest
+from aetcd.rpc import rpc_pb2 as pb
+from aetcd.rpc import rpc_pb2_grpc as pbg
 from clusterkit import PASS, Net, free_base, running_cluster
 
 from ledger import codec, sdjwt
@@ -31,7 +35,7 @@ from ledger.keys import PrivateKey, PublicKey
 from ledger.network import status_tx
 from ledger.state import credential_key
 from node.cluster import ClusterError
-from node.etcdlog import EtcdLog, TlsFiles
+from node.etcdlog import EtcdLog, TlsFiles, network_prefix
 from node.pki import lock, unlock
 
 if shutil.which("etcd") is None:  # scripts/test installs it; a missing etcd is a failure
@@ -268,21 +272,67 @@ def test_an_agency_removed_by_governance_no_longer_signs_checkpoints(fresh: Net)
     assert r.status_code in (409, 503), r.text
     # Its operator takes it out of etcd (ADR 48): its certificate revoked, its member removed.
     held = unlock(net.folder / "pki", "health", PASS)  # its clear key, as its processes had it
+    civil = net.cluster.member("civil")
     try:
         ctx = ssl.create_default_context(cafile=str(held / "ca.crt"))
         ctx.load_cert_chain(str(held / "health.crt"), str(held / "health.key"))
-        civil = net.cluster.member("civil")
         assert httpx.get(f"{civil.client_url}/health", verify=ctx, timeout=5).status_code == 200
-        net.cluster.revoke("health")
+        with _etcd_as(held, "health", civil.client_url) as channel:
+            kv = pbg.KVStub(channel)
+            key = network_prefix(net.cluster.network).encode() + b"probe"
+            kv.Put(pb.PutRequest(key=key, value=b"1"), timeout=5)  # a connection it holds
+            net.cluster.revoke("health")
+            # that connection is refused at once (its etcd user is gone) ...
+            with pytest.raises(grpc.RpcError) as refused:
+                kv.Put(pb.PutRequest(key=key, value=b"2"), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        # ... and a new one at the handshake (its certificate is on the CA's list)
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{civil.client_url}/health", verify=ctx, timeout=5)
     finally:
         lock(held)
-    listed = net.cluster._etcd_post(civil, "/v3/cluster/member/list", {})["members"]
-    assert sorted(m["name"] for m in listed) == ["civil", "edu"]
+    assert sorted(net.cluster.etcd_members()) == ["civil", "edu"]
     assert net.submit("edu", net.anchor("edu", int(time.time()))).status_code == 200
     with pytest.raises(ClusterError, match="taken out"):
         net.cluster.restart("health")
+
+
+@contextlib.contextmanager
+def _etcd_as(runtime: Path, agency: str, url: str) -> Iterator[Any]:
+    """A gRPC connection to the etcd member at ``url`` with ``agency``'s certificate."""
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=(runtime / "ca.crt").read_bytes(),
+        private_key=(runtime / f"{agency}.key").read_bytes(),
+        certificate_chain=(runtime / f"{agency}.crt").read_bytes())
+    with grpc.secure_channel(url.partition("://")[2], creds) as channel:
+        yield channel
+
+
+def test_no_agencys_certificate_administers_etcd(net: Net) -> None:
+    """etcd's auth is on (ADR 48): an agency's node reads and writes the network's keys and
+    nothing else; adding members, turning auth off or making users needs the operator's
+    certificate."""
+    rt = unlock(net.folder / "pki", "edu", PASS)
+    try:
+        with _etcd_as(rt, "edu", net.cluster.member("civil").client_url) as channel:
+            kv = pbg.KVStub(channel)
+            inside = network_prefix(net.cluster.network).encode() + b"probe"
+            kv.Put(pb.PutRequest(key=inside, value=b"1"), timeout=5)
+            kv.DeleteRange(pb.DeleteRangeRequest(key=inside), timeout=5)
+            for call in (
+                    lambda: kv.Put(pb.PutRequest(key=b"/elsewhere", value=b"1"), timeout=5),
+                    lambda: pbg.ClusterStub(channel).MemberAdd(pb.MemberAddRequest(
+                        peerURLs=["https://127.0.0.1:1"]), timeout=5),
+                    lambda: pbg.AuthStub(channel).AuthDisable(pb.AuthDisableRequest(),
+                                                              timeout=5),
+                    lambda: pbg.AuthStub(channel).UserAdd(pb.AuthUserAddRequest(
+                        name="root2", password="x"), timeout=5)):
+                with pytest.raises(grpc.RpcError) as refused:
+                    call()
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        lock(rt)
+    assert sorted(net.cluster.etcd_members()) == sorted(net.ids)  # nothing was added
 
 
 def test_a_new_agency_admitted_by_governance_joins_and_catches_up(net: Net) -> None:

@@ -177,7 +177,8 @@ def test_pki_command(tmp_path: Path) -> None:
              "--agency", "edu")
     assert r.returncode == 0, r.stderr
     assert sorted(p.name for p in pki.iterdir()) == [
-        "ca.crt", "ca.key", "civil.crt", "civil.key", "crl.pem", "edu.crt", "edu.key"]
+        "ca.crt", "ca.key", "civil.crt", "civil.key", "crl.pem", "edu.crt", "edu.key",
+        "operator.crt", "operator.key"]
     again = _pki("create", "--out", str(pki), "--network", "x", "--agency", "a")
     assert again.returncode == 1
     assert "not empty" in again.stderr
