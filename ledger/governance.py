@@ -23,6 +23,7 @@ from typing import Any
 
 from ledger.errors import DecodeError
 from ledger.keys import PrivateKey, PublicKey
+from ledger.timetext import utc_text
 from ledger.tx import Tx, make_tx
 
 __all__ = ["KEY_FIELDS", "TIME_FIELDS", "Signer", "args_from_json", "describe", "parse_proposal",
@@ -126,6 +127,6 @@ def describe(tx: Tx) -> list[str]:
     for name, value in sorted(body["args"].items()):
         shown = json.dumps(value, sort_keys=True, ensure_ascii=False)
         if name in TIME_FIELDS and type(value) is int:
-            shown += f" ({dt.datetime.fromtimestamp(value, dt.UTC):%Y-%m-%d %H:%M:%S} UTC)"
+            shown += f" ({utc_text(value)})"
         lines.append(f"  {name} = {shown}")
     return lines

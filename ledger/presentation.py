@@ -14,6 +14,7 @@ requested claims, and the status (valid / revoked / suspended / undetermined —
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, MutableSet
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -288,6 +289,7 @@ class Verifier:
         self._final: dict[str, tuple[float, float,
                                      tuple[SignedCheckpoint, frozenset[str], str]]] = {}
         self._cache_size = cache_size
+        self._evicting = threading.Lock()
 
     def _checkpoint(self, text: str, now: int) -> tuple[SignedCheckpoint, frozenset[str], str]:
         hit = self._final.get(text)
@@ -297,9 +299,13 @@ class Verifier:
         signers = frozenset(verify_final(signed, self.registry, now))
         got = (signed, signers,
                f"size {signed.checkpoint.size}, final: signed by {', '.join(sorted(signers))}")
-        if len(self._final) >= self._cache_size and text not in self._final:
-            self._final.pop(next(iter(self._final)))
-        self._final[text] = (*self.registry.node_key_span(now), got)
+        span = self.registry.node_key_span(now)
+        # A node shares one verifier among its worker threads: two evicting at once would
+        # pop the same oldest text (KeyError). A hit (one dict read) needs no lock.
+        with self._evicting:
+            if len(self._final) >= self._cache_size and text not in self._final:
+                self._final.pop(next(iter(self._final)))
+            self._final[text] = (*span, got)
         return got
 
     def verify(self, unverified: bytes, request: Request, *, now: int) -> Report:

@@ -680,6 +680,12 @@ class Machine:
                                       f"the block's time {t}: sign the change again (if it "
                                       "was signed just now, this machine's clock is slow or "
                                       "an agency node's is fast)")
+        if b["ts"] > t + MAX_BACKDATE:
+            # ... and one dated ahead would stay replayable until ts + MAX_BACKDATE (ADR 48)
+            raise TxRejected("future_dated", f"signed at {b['ts']}, more than {MAX_BACKDATE} s "
+                                             f"after the block's time {t}: this machine's clock "
+                                             "is fast (or an agency node's is slow); set it "
+                                             "right and sign the change again")
         if (cred.status, b["status"]) not in _TRANSITIONS:
             raise TxRejected("illegal_transition", f"{cred.status} -> {b['status']} is not "
                                                    "allowed")

@@ -375,7 +375,8 @@ def verify_token(unverified: str, *, public_key: PublicKey | ec.EllipticCurvePub
     no ``crit``); the signature under ``public_key``; then the claims (strict
     JSON; ``sub == expected_sub``; integer ``iat`` not after ``now + skew``; ``exp``, if present,
     after ``iat`` and ``now < exp + skew``; ``nbf``, if present, not after ``now + skew``;
-    ``ttl``, if present, positive) and ``status_list`` via :meth:`StatusList.decode`.
+    ``ttl``, if present, positive and ``now < iat + ttl + skew``: the issuer's bound on how
+    long a copy may be relied on) and ``status_list`` via :meth:`StatusList.decode`.
     """
     _check_int("now", now)
     if not isinstance(expected_sub, str) or not expected_sub:
@@ -438,6 +439,11 @@ def verify_token(unverified: str, *, public_key: PublicKey | ec.EllipticCurvePub
     ttl = _claim_int(payload, "ttl")
     if ttl is not None and ttl <= 0:
         raise StatusListError(f"token ttl must be positive, got {ttl}")
+    if ttl is not None and now >= iat + ttl + skew:
+        # the issuer's bound on how long a copy may be relied on: an old token left in a
+        # desk's folder must not keep saying "valid" (ADR 48)
+        raise StatusListError(f"token is {now - iat} s old, past its ttl of {ttl} s (now "
+                              f"{now}, skew {skew}): fetch a fresh one from its issuer")
     if "status_list" not in payload:
         raise StatusListError("token has no 'status_list' claim")
     return StatusList.decode(payload["status_list"])

@@ -20,7 +20,6 @@ import re
 import struct
 import zlib
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -40,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ledger.display import printable
 from ledger.errors import DecodeError, LedgerError
 from ledger.presentation import MAX_ENVELOPE, Envelope, Report
+from ledger.timetext import utc_text
 from node.api import charge_qr, qr_svg, trust_of, validation_error, verify_foreign_for
 from node.ratelimit import RateLimited, client_key
 from node.service import REQUEST_TTL, Node, NotFound, PendingRequest
@@ -91,7 +91,7 @@ def _path_for(context: Any, name: str, /, **params: Any) -> str:
 def _when(ts: Any) -> str:
     if not isinstance(ts, int):
         return "—"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return utc_text(ts)
 
 
 def _short(text: Any, n: int = 12) -> str:

@@ -153,7 +153,8 @@ class _Chunks:
 @dataclass(frozen=True)
 class PendingRequest:
     request: Request
-    created: int
+    created: int  # wall-clock time, shown to the holder's wallet
+    since: float = 0.0  # the node's monotonic timer then: what the request's age counts from
 
     def to_json(self) -> dict[str, Any]:
         return {**self.request.to_json(), "created": self.created,
@@ -176,11 +177,15 @@ class Node:
 
     def __init__(self, data: Path, agency: str, passphrase: bytes, *,
                  clock: Callable[[], float] = _time.time, workers: int | None = None,
-                 replication: Replication | None = None) -> None:
+                 replication: Replication | None = None,
+                 timer: Callable[[], float] = _time.monotonic) -> None:
         contracts.install()  # the state machine's rule engine (ADR 17)
         self.data = data
         self.agency = agency
         self.clock = clock
+        # Ages of open requests: a step of the wall clock (NTP, an operator) must neither
+        # expire every open request nor keep them open for the length of the step (ADR 48).
+        self.timer = timer
         self.store = Store(data / "ledger", create=False)
         registry = self._registry()
         # A node joining a replicated network may start before governance admitted its agency
@@ -698,7 +703,7 @@ class Node:
             req = Request(secrets.token_urlsafe(16), audience, kind, tuple(claims))
         except LedgerError as e:
             raise LedgerError(f"not a valid request: {e}") from e
-        pending = PendingRequest(req, self.now())
+        pending = PendingRequest(req, self.now(), self.timer())
         with self._lock:
             self._expire()
             while len(self._requests) >= MAX_OPEN_REQUESTS:  # the oldest open one goes
@@ -721,7 +726,7 @@ class Node:
         got = self._requests.get(nonce)
         if got is None:
             return None
-        expired = self.now() - got.created > REQUEST_TTL
+        expired = self.timer() - got.since > REQUEST_TTL
         if take or expired:
             del self._requests[nonce]
         return None if expired else got
@@ -729,11 +734,11 @@ class Node:
     def _expire(self) -> None:
         """Drop expired requests from the front: the table is in the order they were made,
         so this costs the expired ones, not a walk of every open request (ADR 47)."""
-        now = self.now()
+        now = self.timer()
         requests = self._requests
         while requests:
             nonce = next(iter(requests))
-            if now - requests[nonce].created <= REQUEST_TTL:
+            if now - requests[nonce].since <= REQUEST_TTL:
                 break
             del requests[nonce]
 

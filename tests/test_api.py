@@ -718,7 +718,7 @@ def test_open_requests_expire_from_the_front_and_are_capped(
 
     now = [float(NOW)]
     data = make_demo(tmp_path / "demo")
-    node = Node(data, "edu", PASS, clock=lambda: now[0], workers=0)
+    node = Node(data, "edu", PASS, clock=lambda: now[0], timer=lambda: now[0], workers=0)
     try:
         monkeypatch.setattr(service, "MAX_OPEN_REQUESTS", 3)
         made = []
@@ -750,6 +750,33 @@ def test_open_requests_expire_from_the_front_and_are_capped(
             node.request(early)
         with pytest.raises(NotFound), node._answering(early):
             pass
+    finally:
+        node.close()
+
+
+def test_open_requests_age_by_the_monotonic_timer_not_the_wall_clock(tmp_path: Path) -> None:
+    """A step of the wall clock (NTP, an operator's correction) neither ends every open
+    request nor keeps them open for the length of the step; it still shows in `created`."""
+    from node import service
+    from node.service import Node, NotFound
+
+    wall, mono = [float(NOW)], [1000.0]
+    node = Node(make_demo(tmp_path / "demo"), "edu", PASS, clock=lambda: wall[0],
+                timer=lambda: mono[0], workers=0)
+    try:
+        first = node.new_request("degree", ["field"], AUDIENCE).request.nonce
+        wall[0] += 11 * 60  # the clock steps 11 minutes ahead a second later
+        mono[0] += 1
+        assert node.request(first).created == NOW
+        wall[0] -= 3600  # and then an hour back
+        second = node.new_request("degree", ["field"], AUDIENCE).request.nonce
+        mono[0] += service.REQUEST_TTL  # ten minutes pass
+        with pytest.raises(NotFound):
+            node.request(first)
+        assert node.request(second)
+        mono[0] += 2
+        with pytest.raises(NotFound):
+            node.request(second)
     finally:
         node.close()
 

@@ -127,6 +127,46 @@ def test_a_checkpoint_is_final_only_while_its_signers_keys_are_valid(world: Worl
     assert name == "checkpoint" and "edu" in detail
 
 
+def test_one_verifier_shared_by_threads_evicts_safely(world: World) -> None:
+    """A node shares one Verifier among its worker threads. Two threads evicting at once
+    both picked the same oldest checkpoint and the second's pop raised KeyError (a 500).
+    Here the pop of the first waits until the second could reach its own: without the lock
+    it does, and pops the same text."""
+    import contextlib
+    import threading
+
+    from ledger.presentation import Verifier
+
+    texts = [world.issue(now=T0 + 10 + i)[0].checkpoint for i in range(4)]
+    desk = Verifier(world.ledger.registry, world.lists(), cache_size=2)
+    for text in texts[:2]:
+        desk._checkpoint(text, T0 + 20)
+    both = threading.Barrier(2)
+
+    class Slow(dict[str, Any]):
+        def pop(self, key: str, *default: Any) -> Any:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both.wait(timeout=1.0)  # the other thread, if it can get here too
+            return super().pop(key, *default)
+
+    desk._final = Slow(desk._final)
+    failed: list[BaseException] = []
+
+    def check(text: str) -> None:
+        try:
+            desk._checkpoint(text, T0 + 20)
+        except BaseException as e:
+            failed.append(e)
+
+    threads = [threading.Thread(target=check, args=(t,)) for t in texts[2:]]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failed == []
+    assert set(desk._final) == set(texts[2:])
+
+
 def test_garbage_envelope(world: World) -> None:
     assert _failed(world.verify(b"\x92\x01"))[0] == "envelope"
 

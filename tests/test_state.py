@@ -912,6 +912,23 @@ def test_a_refused_status_change_cannot_be_replayed_later(lg: LedgerHarness,
     accept(lg, [status(edu, "r", "valid", t + MAX_BACKDATE + 2)], t + 2 * MAX_BACKDATE + 2)
 
 
+
+def test_a_status_change_dated_ahead_is_refused(lg: LedgerHarness,
+                                                agencies: dict[str, Agency]) -> None:
+    """A change signed by a clock a day fast, refused (say, a "reinstate" while valid), would
+    otherwise stay replayable for that day: the stale bound counts from its ts."""
+    edu = agencies["edu"]
+    t = T0 + 2 * DAY
+    accept(lg, [issue(edu, "f", t)], t)
+    ahead = status(edu, "f", "valid", t + DAY)
+    assert reject(lg, ahead, t) == "future_dated"
+    accept(lg, [status(edu, "f", "suspended", t + 60)], t + 60)
+    assert reject(lg, ahead, t + 7200) == "future_dated"  # two hours later: still refused
+    assert lg.store.credential(cid("f")).status == "suspended"  # type: ignore[union-attr]
+    # a clock up to MAX_BACKDATE fast is fine
+    accept(lg, [status(edu, "f", "valid", t + 7200 + MAX_BACKDATE)], t + 7200)
+
+
 # --- queries -----------------------------------------------------------------------------------
 
 

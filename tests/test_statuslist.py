@@ -30,6 +30,7 @@ from ledger import statuslist
 from ledger.errors import LedgerError
 from ledger.keys import PrivateKey
 from ledger.statuslist import (
+    DEFAULT_SKEW,
     INVALID,
     MAX_DECOMPRESSED_BYTES,
     SUSPENDED,
@@ -513,6 +514,17 @@ def test_token_without_exp_and_ttl() -> None:
     assert _verify(token, now=T0 + 10**8) == SL
 
 
+def test_a_token_past_its_ttl_is_refused() -> None:
+    """ttl bounds how long a copy may be relied on: a token left in a desk's folder for
+    days must not keep answering "valid" (exp alone would not catch one without exp)."""
+    token = _token(exp=None, ttl=300)
+    assert _verify(token, now=T0 + 300 + DEFAULT_SKEW - 1) == SL
+    with pytest.raises(StatusListError, match="past its ttl of 300 s"):
+        _verify(token, now=T0 + 300 + DEFAULT_SKEW)
+    with pytest.raises(StatusListError, match=r"34560000 s old"):
+        _verify(token, now=T0 + 400 * 86400)
+
+
 def test_token_from_a_hand_made_jws_verifies() -> None:
     assert _verify(_signed(HEADER, PAYLOAD)) == SL
     assert _verify(_signed({**HEADER, "typ": "application/statuslist+jwt"}, PAYLOAD)) == SL
@@ -521,7 +533,7 @@ def test_token_from_a_hand_made_jws_verifies() -> None:
 
 
 def test_token_time_window_edges() -> None:
-    token = _token()
+    token = _token(ttl=None)  # the exp edges (ttl's: test_a_token_past_its_ttl_is_refused)
     exp = T0 + 24 * HOUR
     skew = statuslist.DEFAULT_SKEW
     assert _verify(token, now=exp + skew - 1) == SL

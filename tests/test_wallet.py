@@ -37,6 +37,7 @@ from wallet import (
     WalletFileError,
 )
 from wallet.core import beyond_rule
+from wallet.errors import WalletChangedError
 from wallet.store import open_sealed
 
 PASS = b"correct horse battery staple"
@@ -384,7 +385,7 @@ def test_a_stale_wallet_does_not_overwrite_a_newer_file(world: World, wallet: Wa
     other = Wallet.open(wallet.path, PASS)
     reg = world.ledger.registry
     wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(), registry=reg, now=NOW)
-    with pytest.raises(WalletFileError, match="changed since it was opened"):
+    with pytest.raises(WalletChangedError, match="changed since it was opened"):
         other.receive(world.issue(wallet.holder_jwk()).to_bytes(), registry=reg, now=NOW)
     assert len(Wallet.open(wallet.path, PASS).list()) == 1
 

@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +24,7 @@ from rich.table import Table
 from ledger.display import printable
 from ledger.errors import LedgerError
 from ledger.files import run_cli
+from ledger.timetext import utc_text
 
 PASSPHRASE_ENV = "WALLET_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 PATH_ENV = "WALLET_PATH"
@@ -127,7 +127,7 @@ def _read_file(path: Path, what: str) -> bytes:
 
 
 def _date(t: int) -> str:
-    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return utc_text(t, "%Y-%m-%d %H:%M UTC")
 
 
 def _confirm(question: str, yes: bool) -> None:
@@ -380,7 +380,7 @@ def apply(
     from ledger.presentation import Request
     from ledger.state import rule_hash
     from wallet.core import beyond_rule
-    from wallet.errors import WalletError
+    from wallet.errors import WalletChangedError, WalletError
 
     with _errors():
         reg = load_snapshot(_read_file(registry, "registry snapshot")).registry
@@ -445,7 +445,12 @@ def apply(
             raise WalletError(f"the node's answer to the application is not a decision "
                               f"({type(e).__name__}: {e})") from e
         try:
-            info = w.receive(bundle, registry=reg, now=int(time.time()))
+            try:
+                info = w.receive(bundle, registry=reg, now=int(time.time()))
+            except WalletChangedError:
+                # another wallet process saved meanwhile (the application took a round trip):
+                # the credential is fine; open the wallet again and take it once more
+                info = _open().receive(bundle, registry=reg, now=int(time.time()))
         except LedgerError as e:
             # The decision is on the ledger already and no node gives its credential twice:
             # keep it beside the wallet (a folder the wallet writes to), else print it.
@@ -460,6 +465,10 @@ def apply(
                 print(base64.urlsafe_b64encode(bundle).rstrip(b"=").decode())
                 raise WalletError(f"the approval credential did not check out against "
                                   f"{registry} ({e})") from e
+            if isinstance(e, WalletChangedError):
+                raise WalletError(f"the agency decided: {said}; its approval credential could "
+                                  f"not be saved: {e}. It is kept in {kept}: `wallet receive "
+                                  f"{kept} --registry {registry}`") from e
             raise WalletError(f"the agency decided: {said}; its approval credential did not "
                               f"check out against {registry} ({e}). It is kept in {kept}: "
                               f"`wallet receive {kept} --registry NEWER_SNAPSHOT`") from e

@@ -31,7 +31,13 @@ from ledger.presentation import (
     with_implied_claims,
 )
 from ledger.state import Registry
-from wallet.errors import CredentialIdError, PresentationError, WalletError, WalletFileError
+from wallet.errors import (
+    CredentialIdError,
+    PresentationError,
+    WalletChangedError,
+    WalletError,
+    WalletFileError,
+)
 from wallet.store import (
     MAX_FILE,
     Contents,
@@ -192,7 +198,7 @@ class Wallet:
                               f"credential in it ({e})") from e
         with lock(self.path):
             if _read(self.path, "wallet") != self._blob:
-                raise WalletFileError(f"{self.path} changed since it was opened (another wallet "
+                raise WalletChangedError(f"{self.path} changed since it was opened (another wallet "
                                       f"process?); open it again and retry")
             blob = seal(contents, self._key, self._params)
             if len(blob) > MAX_FILE:  # the sealed file, not only its contents, must open again

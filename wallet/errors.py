@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from ledger.errors import LedgerError
 
-__all__ = ["BundleRefused", "CredentialIdError", "PresentationError", "UsageError", "WalletError",
-           "WalletFileError"]
+__all__ = ["BundleRefused", "CredentialIdError", "PresentationError", "UsageError",
+           "WalletChangedError", "WalletError", "WalletFileError"]
 
 
 class WalletError(LedgerError):
@@ -34,6 +34,11 @@ class UsageError(WalletError):
 
 class WalletFileError(WalletError):
     """The wallet file is missing, already exists, cannot be decrypted, or is damaged."""
+
+
+class WalletChangedError(WalletFileError):
+    """Another wallet process saved the file since this one opened it: nothing was saved;
+    open it again and retry."""
 
 
 class BundleRefused(WalletError):
