@@ -19,6 +19,7 @@ from ledger.keys import PASSPHRASE_ENV, read_passphrase
 
 if TYPE_CHECKING:
     from node.cluster import LocalCluster
+    from node.etcdadmin import EtcdAdmin
 
 app = typer.Typer(help="Run and operate an agency's ledger node (node operators).\n\n"
                        "Exit codes: 0 done (or stopped by SIGTERM), 1 refused or failed, 2 "
@@ -485,6 +486,81 @@ def pki_list(pki: Annotated[Path, typer.Option("--pki", help="The PKI folder.")]
         state = "revoked" if c.revoked else (
             "EXPIRED" if c.not_after <= now else f"{(c.not_after - now).days} days left")
         print(f"{c.agency:20} {c.serial:040x}  until {c.not_after:%Y-%m-%d}  {state}")
+
+
+etcd_app = typer.Typer(help="Administer the network's etcd as its operator, with the PKI's "
+                        "operator certificate (etcd's root once its auth is on; ADR 48). The "
+                        "operator key is unlocked with $LEDGER_KEY_PASSPHRASE (or the file "
+                        "$LEDGER_KEY_PASSPHRASE_FILE names) or a prompted passphrase and stays "
+                        "in memory. `ledger-node cluster` does all of this itself.",
+                        no_args_is_help=True)
+app.add_typer(etcd_app, name="etcd")
+_ETCD_URL = Annotated[str, typer.Option("--endpoint", help="A member's client URL, "
+                                                          "https://host:port.")]
+
+
+def _etcd_step(what: str, pki: Path, endpoint: str,
+               step: Callable[[EtcdAdmin], str]) -> None:
+    from node.etcdadmin import EtcdAdmin
+    from node.pki import operator_credentials
+
+    passphrase = _ask_passphrase("for the PKI keys", confirm=False)
+    try:
+        said = step(EtcdAdmin(endpoint, operator_credentials(pki, passphrase)))
+    except (LedgerError, OSError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        err.print(f"[red]cannot {what}:[/] {why}")
+        raise typer.Exit(1) from e
+    err.print(said)
+
+
+@etcd_app.command("secure")
+def etcd_secure(
+    pki: _PKI_FOLDER, endpoint: _ETCD_URL,
+    network: Annotated[str, typer.Option(help="The network id (its keys' prefix in etcd).")],
+    agency: Annotated[list[str], typer.Option(help="A current agency (repeat).")],
+) -> None:
+    """Turn etcd's auth on, once: each agency an etcd user (its certificate's CN) that reads
+    and writes the network's keys and nothing else; the operator's certificate root."""
+    def step(admin: EtcdAdmin) -> str:
+        admin.secure(network, agency)
+        return f"etcd's access control is on: {len(agency)} agency user(s), root = operator"
+
+    _etcd_step("turn on etcd's access control", pki, endpoint, step)
+
+
+@etcd_app.command("admit")
+def etcd_admit(pki: _PKI_FOLDER, endpoint: _ETCD_URL, agency: _PKI_AGENCY) -> None:
+    """Make an agency governance admitted an etcd user (before its member is added)."""
+    def step(admin: EtcdAdmin) -> str:
+        admin.admit(agency)
+        return f"{agency} may read and write the network's keys in etcd"
+
+    _etcd_step(f"admit {agency}", pki, endpoint, step)
+
+
+@etcd_app.command("take-out")
+def etcd_take_out(pki: _PKI_FOLDER, endpoint: _ETCD_URL, agency: _PKI_AGENCY) -> None:
+    """Shut an agency governance removed out of etcd: its user goes (refused at once, even
+    on connections it holds) and its member leaves the Raft cluster. Revoke its certificate
+    too (`ledger-node pki revoke`)."""
+    def step(admin: EtcdAdmin) -> str:
+        admin.take_out(agency)
+        return f"{agency} is out of etcd: no user, no member"
+
+    _etcd_step(f"take {agency} out of etcd", pki, endpoint, step)
+
+
+@etcd_app.command("members")
+def etcd_members(pki: _PKI_FOLDER, endpoint: _ETCD_URL) -> None:
+    """List etcd's members (name and id) and say which one leads."""
+    def step(admin: EtcdAdmin) -> str:
+        leader = admin.leader()
+        for name, member_id in sorted(admin.members().items()):
+            print(f"{name:20} {member_id:016x}{'  leader' if name == leader else ''}")
+        return f"{leader} leads"
+
+    _etcd_step("list etcd's members", pki, endpoint, step)
 
 
 @app.command()

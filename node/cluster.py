@@ -35,11 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import httpx
-from aetcd.rpc import auth_pb2
-from aetcd.rpc import rpc_pb2 as pb
-from aetcd.rpc import rpc_pb2_grpc as pbg
 
 from ledger import codec
 from ledger.chain import build_genesis
@@ -49,9 +45,8 @@ from ledger.keys import PASSPHRASE_ENV, PrivateKey, save_private_key
 from ledger.network import Agency, genesis_tx
 from ledger.store import Store
 from ledger.tx import Tx
-from node.etcdlog import ETCD_ROLE, network_prefix, prefix_end, rpc_reason
+from node.etcdadmin import EtcdAdmin, EtcdAdminError
 from node.pki import (
-    ETCD_ROOT,
     create_pki,
     ensure_crl,
     ensure_operator_cert,
@@ -263,7 +258,6 @@ class LocalCluster:
         self._runtime: dict[str, Path] = {}
         self._http = httpx.Client(verify=self.ssl_context(), timeout=5.0)
         self._operator: tuple[bytes, bytes, bytes] | None = None
-        self._etcd_prefix = network_prefix(self.network).encode()
 
     @property
     def ca(self) -> str:
@@ -328,64 +322,31 @@ class LocalCluster:
         except (httpx.HTTPError, ValueError):
             return False
 
-    def _admin(self, m: Member, service: str, method: str, request: Any) -> Any:
-        """One etcd call over gRPC to ``m`` as the network's operator (the certificate whose CN
-        etcd takes as its root user). etcd's JSON gateway would not do: it ignores the
-        caller's certificate once auth is on."""
+    def _admin(self, m: Member) -> EtcdAdmin:
+        """The operator's administration of ``m``'s etcd member (ADR 48)."""
         if self._operator is None:
             self._operator = operator_credentials(self.folder / "pki", self.passphrase)
-        ca, crt, key = self._operator
-        creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
-                                             certificate_chain=crt)
-        with grpc.secure_channel(m.client_url.partition("://")[2], creds,
-                                 options=[("grpc.enable_http_proxy", 0)]) as channel:
-            stub = getattr(pbg, f"{service}Stub")(channel)
-            return getattr(stub, method)(request, timeout=5.0)
+        return EtcdAdmin(m.client_url, self._operator)
 
     def _secure_etcd(self, m: Member) -> None:
-        """Turn on etcd's auth, once, through ``m`` (ADR 48): each agency is a user (its
-        certificate's CN) with one role, read and write under the network's prefix; only the
-        operator's certificate is root. So no agency's certificate can add or remove members,
-        turn auth off, make users, or write outside the network's keys."""
+        """Turn on etcd's auth, once, through ``m`` (:meth:`EtcdAdmin.secure`)."""
         if self.meta.get("etcd_auth"):
             return
-        perm = auth_pb2.Permission(permType=auth_pb2.Permission.READWRITE,
-                                   key=self._etcd_prefix, range_end=prefix_end(self._etcd_prefix))
-        try:
-            self._admin(m, "Auth", "RoleAdd", pb.AuthRoleAddRequest(name=ETCD_ROLE))
-            self._admin(m, "Auth", "RoleGrantPermission",
-                        pb.AuthRoleGrantPermissionRequest(name=ETCD_ROLE, perm=perm))
-            for agency in [x.agency for x in self.members if x.agency not in self.removed]:
-                self._add_etcd_user(m, agency)
-            self._admin(m, "Auth", "UserAdd", pb.AuthUserAddRequest(
-                name=ETCD_ROOT, options=auth_pb2.UserAddOptions(no_password=True)))
-            self._admin(m, "Auth", "UserGrantRole",
-                        pb.AuthUserGrantRoleRequest(user=ETCD_ROOT, role="root"))
-            self._admin(m, "Auth", "AuthEnable", pb.AuthEnableRequest())
-        except grpc.RpcError as e:
-            raise ClusterError(f"could not turn on etcd's access control: {rpc_reason(e)}") from e
+        self._admin(m).secure(self.network, [x.agency for x in self.members
+                                             if x.agency not in self.removed])
         self.meta["etcd_auth"] = True
         _write_meta(self.folder, self.meta)
 
-    def _add_etcd_user(self, m: Member, agency: str) -> None:
-        self._admin(m, "Auth", "UserAdd", pb.AuthUserAddRequest(
-            name=agency, options=auth_pb2.UserAddOptions(no_password=True)))
-        self._admin(m, "Auth", "UserGrantRole",
-                    pb.AuthUserGrantRoleRequest(user=agency, role=ETCD_ROLE))
-
-    def etcd_members(self, via: str | None = None) -> dict[str, int]:
-        """Name → id of each etcd member, as ``via``'s (or the first running) member lists."""
+    def _running_member(self, but: str | None = None) -> Member:
         for m in self.members:
             p = self._etcd.get(m.agency)
-            if (via is not None and m.agency != via) or p is None or p.poll() is not None:
-                continue
-            try:
-                got = self._admin(m, "Cluster", "MemberList", pb.MemberListRequest())
-            except grpc.RpcError as e:
-                raise ClusterError(f"{m.agency}'s etcd member did not answer: "
-                                   f"{rpc_reason(e)}") from e
-            return {x.name: int(x.ID) for x in got.members}
-        raise ClusterError("no etcd member is running")
+            if m.agency != but and p is not None and p.poll() is None:
+                return m
+        raise ClusterError("no etcd member is running" + (f" but {but}'s" if but else ""))
+
+    def etcd_members(self) -> dict[str, int]:
+        """Name → id of each etcd member, as the first running member lists them."""
+        return self._admin(self._running_member()).members()
 
     def etcd_leader(self) -> str:
         """The agency whose etcd member is the Raft leader now, as the first running member
@@ -396,13 +357,9 @@ class LocalCluster:
             if p is None or p.poll() is not None:
                 continue
             try:
-                leader = int(self._admin(m, "Maintenance", "Status", pb.StatusRequest()).leader)
-                for name, member_id in self.etcd_members(m.agency).items():
-                    if member_id == leader:
-                        return name
-                why = f"{m.agency}'s etcd member knows no leader"
-            except (grpc.RpcError, ClusterError) as e:
-                why = f"{m.agency}'s etcd member did not answer ({rpc_reason(e)})"
+                return self._admin(m).leader()
+            except EtcdAdminError as e:
+                why = str(e)
         raise ClusterError(f"no etcd leader found: {why}")
 
     # -- nodes --
@@ -534,17 +491,10 @@ class LocalCluster:
     def join(self, agency: str, timeout: float = 60.0) -> None:
         """Add the prepared agency's etcd member to the cluster, then start it and its node."""
         m = self.member(agency)
-        sponsor = next(x for x in self.members if x.agency in self._etcd)
-        try:
-            if self.meta.get("etcd_auth"):
-                with contextlib.suppress(grpc.RpcError):  # a user left by a failed join
-                    self._admin(sponsor, "Auth", "UserDelete", pb.AuthUserDeleteRequest(
-                        name=agency))
-                self._add_etcd_user(sponsor, agency)
-            added = self._admin(sponsor, "Cluster", "MemberAdd",
-                                pb.MemberAddRequest(peerURLs=[m.peer_url]))
-        except grpc.RpcError as e:
-            raise ClusterError(f"etcd refused the new member: {rpc_reason(e)}") from e
+        admin = self._admin(self._running_member())
+        if self.meta.get("etcd_auth"):
+            admin.admit(agency)
+        added = admin.add_member(m.peer_url)
         try:
             self._start_etcd(m, state="existing")
             self._wait_etcd(m, timeout)
@@ -554,9 +504,8 @@ class LocalCluster:
             p = self._etcd.pop(agency, None)
             if p is not None:
                 _stop_all([p])
-            with contextlib.suppress(grpc.RpcError):
-                self._admin(sponsor, "Cluster", "MemberRemove",
-                            pb.MemberRemoveRequest(ID=added.member.ID))
+            with contextlib.suppress(EtcdAdminError):
+                admin.remove_member(added, wait=0)
             raise
         self._start_node(m)
         self._wait_node(m, timeout)
@@ -569,35 +518,16 @@ class LocalCluster:
         cluster (which ends the connections it already has), and stop its node and member.
         Governance must have removed it first; the others keep running."""
         self.member(agency)  # raises for an agency not in the cluster
-        sponsor = next((x for x in self.members
-                        if x.agency != agency and x.agency in self._etcd), None)
-        if sponsor is None:
-            raise ClusterError(f"no other etcd member is running to take {agency} out")
+        admin = self._admin(self._running_member(but=agency))
         revoke_agency_cert(self.folder / "pki", agency, self.passphrase,
                            now=_dt.datetime.now(_dt.UTC))
         self.removed.add(agency)
         self.meta["removed"] = sorted(self.removed)
         _write_meta(self.folder, self.meta)
-        # etcd refuses a removal ("unhealthy cluster") while fewer members than the quorum
-        # after it have been connected for 5 s: a cluster that has just started is asked again.
-        deadline = _time.monotonic() + 30
         try:
-            if self.meta.get("etcd_auth"):  # its certificate's user goes: refused at once,
-                self._admin(sponsor, "Auth", "UserDelete",  # on connections it already has
-                            pb.AuthUserDeleteRequest(name=agency))
-            member_id = self.etcd_members(sponsor.agency).get(agency)
-            while member_id is not None:
-                try:
-                    self._admin(sponsor, "Cluster", "MemberRemove",
-                                pb.MemberRemoveRequest(ID=member_id))
-                    break
-                except grpc.RpcError as e:
-                    if e.code() != grpc.StatusCode.UNAVAILABLE or _time.monotonic() > deadline:
-                        raise
-                    _time.sleep(0.5)
-        except grpc.RpcError as e:
-            raise ClusterError(f"{agency}'s certificate is revoked, but etcd did not take it "
-                               f"out: {rpc_reason(e)}") from e
+            admin.take_out(agency)
+        except EtcdAdminError as e:
+            raise ClusterError(f"{agency}'s certificate is revoked, but {e}") from e
         _stop_all([p for p in (self._nodes.pop(agency, None), self._etcd.pop(agency, None))
                    if p is not None])
         rt = self._runtime.pop(agency, None)

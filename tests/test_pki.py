@@ -475,3 +475,65 @@ def test_a_failed_start_leaves_no_process_behind(tmp_path: Path) -> None:
             cluster.start(timeout=10)
     leftovers = subprocess.run(["pgrep", "-f", str(folder)], capture_output=True, check=False)
     assert leftovers.stdout == b""  # the etcd members and the other nodes were stopped
+
+
+def test_the_operator_administers_etcd_from_the_command_line(tmp_path: Path) -> None:
+    """`ledger-node etcd secure|members|take-out` on real etcd members: with auth on, an
+    agency's certificate reaches only the network's keys; taken out, not even those."""
+    import grpc
+    from aetcd.rpc import rpc_pb2 as pb
+    from aetcd.rpc import rpc_pb2_grpc as pbg
+
+    base = free_base(2)
+    network = f"ops-{base}"
+    create_cluster(tmp_path / "c", 2, b"pw", base_port=base, network=network)
+    net = LocalCluster(tmp_path / "c", b"pw")
+    pki = tmp_path / "c" / "pki"
+    held = None
+    try:
+        for m in net.members:
+            net._start_etcd(m)
+        for m in net.members:
+            net._wait_etcd(m, 60)
+        civil = net.members[0].client_url
+
+        def etcd(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([str(BIN / "ledger-node"), "etcd", *args, "--pki", str(pki),
+                                   "--endpoint", civil], capture_output=True, text=True,
+                                  env={**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"},
+                                  timeout=120, check=False)
+
+        r = etcd("secure", "--network", network, "--agency", "civil", "--agency", "edu")
+        assert r.returncode == 0, r.stderr
+        held = unlock(pki, "edu", b"pw")
+        creds = grpc.ssl_channel_credentials((held / "ca.crt").read_bytes(),
+                                             (held / "edu.key").read_bytes(),
+                                             (held / "edu.crt").read_bytes())
+        inside = f"/credledger/{network}/probe".encode()
+        with grpc.secure_channel(civil.partition("://")[2], creds) as channel:
+            kv = pbg.KVStub(channel)
+            kv.Put(pb.PutRequest(key=inside, value=b"1"), timeout=5)
+            with pytest.raises(grpc.RpcError) as outside:
+                kv.Put(pb.PutRequest(key=b"/other", value=b"1"), timeout=5)
+            assert outside.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            listed = etcd("members")
+            assert listed.returncode == 0, listed.stderr
+            assert sorted(line.split()[0] for line in listed.stdout.splitlines()) == [
+                "civil", "edu"]
+            assert sum("leader" in line for line in listed.stdout.splitlines()) == 1
+            r = etcd("take-out", "--agency", "edu")
+            assert r.returncode == 0, r.stderr
+            with pytest.raises(grpc.RpcError) as gone:  # on the connection it holds
+                kv.Put(pb.PutRequest(key=inside, value=b"2"), timeout=5)
+            assert gone.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert [line.split()[0] for line in etcd("members").stdout.splitlines()] == ["civil"]
+        bad = subprocess.run([str(BIN / "ledger-node"), "etcd", "members", "--pki", str(pki),
+                              "--endpoint", "http://127.0.0.1:1"], capture_output=True,
+                             text=True, env={**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"},
+                             timeout=60, check=False)
+        assert bad.returncode == 1 and "https://host:port" in bad.stderr
+    finally:
+        if held is not None:
+            lock(held)
+        net.stop()
+

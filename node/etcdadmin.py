@@ -1,0 +1,143 @@
+"""etcd's administration as the network's operator: access control and membership (ADR 48).
+
+etcd takes a client certificate's common name as its user once its auth is on. The PKI's
+operator certificate (CN ``root``, :func:`node.pki.operator_credentials`) is etcd's root; each
+agency is a user of its own id whose one role, :data:`~node.etcdlog.ETCD_ROLE`, reads and
+writes the network's keys (:func:`~node.etcdlog.network_prefix`) and nothing else. So no
+agency's certificate can add or remove members, turn auth off, make users, or touch keys
+outside the network's. Calls go over gRPC: etcd's JSON gateway ignores the caller's
+certificate once auth is on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import grpc
+from aetcd.rpc import auth_pb2
+from aetcd.rpc import rpc_pb2 as pb
+from aetcd.rpc import rpc_pb2_grpc as pbg
+
+from ledger.errors import LedgerError
+from node.etcdlog import ETCD_ROLE, network_prefix, prefix_end, rpc_reason
+from node.pki import ETCD_ROOT
+
+__all__ = ["EtcdAdmin", "EtcdAdminError"]
+
+
+class EtcdAdminError(LedgerError):
+    """etcd refused or did not answer an administrator's call."""
+
+
+class EtcdAdmin:
+    """The operator's calls to the etcd member at ``url`` (``https://host:port``), with
+    ``credentials`` = (CA, operator certificate, operator key) as PEM."""
+
+    def __init__(self, url: str, credentials: tuple[bytes, bytes, bytes], *,
+                 timeout: float = 5.0) -> None:
+        scheme, _, target = url.partition("://")
+        if scheme != "https" or not target:
+            raise EtcdAdminError(f"{url!r}: an etcd member's client URL, https://host:port")
+        self.url, self.target, self.timeout = url, target.rstrip("/"), timeout
+        ca, crt, key = credentials
+        self._creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
+                                                   certificate_chain=crt)
+
+    def call(self, service: str, method: str, request: Any) -> Any:
+        """One call (``service`` e.g. "Cluster", ``method`` e.g. "MemberList"); grpc.RpcError
+        as etcd gave it."""
+        with grpc.secure_channel(self.target, self._creds,
+                                 options=[("grpc.enable_http_proxy", 0)]) as channel:
+            stub = getattr(pbg, f"{service}Stub")(channel)
+            return getattr(stub, method)(request, timeout=self.timeout)
+
+    def secure(self, network: str, agencies: Iterable[str]) -> None:
+        """Turn etcd's auth on with the role, a user per agency and the operator as root."""
+        prefix = network_prefix(network).encode()
+        perm = auth_pb2.Permission(permType=auth_pb2.Permission.READWRITE, key=prefix,
+                                   range_end=prefix_end(prefix))
+        try:
+            self.call("Auth", "RoleAdd", pb.AuthRoleAddRequest(name=ETCD_ROLE))
+            self.call("Auth", "RoleGrantPermission",
+                      pb.AuthRoleGrantPermissionRequest(name=ETCD_ROLE, perm=perm))
+            for agency in agencies:
+                self._user(agency, ETCD_ROLE)
+            self._user(ETCD_ROOT, "root")
+            self.call("Auth", "AuthEnable", pb.AuthEnableRequest())
+        except grpc.RpcError as e:
+            raise EtcdAdminError(f"could not turn on etcd's access control at {self.url}: "
+                                 f"{rpc_reason(e)}") from e
+
+    def admit(self, agency: str) -> None:
+        """Make ``agency`` a user of the nodes' role (replacing one a failed try left)."""
+        try:
+            with contextlib.suppress(grpc.RpcError):
+                self.call("Auth", "UserDelete", pb.AuthUserDeleteRequest(name=agency))
+            self._user(agency, ETCD_ROLE)
+        except grpc.RpcError as e:
+            raise EtcdAdminError(f"etcd at {self.url} did not admit {agency}: "
+                                 f"{rpc_reason(e)}") from e
+
+    def _user(self, name: str, role: str) -> None:
+        self.call("Auth", "UserAdd", pb.AuthUserAddRequest(
+            name=name, options=auth_pb2.UserAddOptions(no_password=True)))
+        self.call("Auth", "UserGrantRole", pb.AuthUserGrantRoleRequest(user=name, role=role))
+
+    def members(self) -> dict[str, int]:
+        """Name → id of each etcd member."""
+        try:
+            got = self.call("Cluster", "MemberList", pb.MemberListRequest())
+        except grpc.RpcError as e:
+            raise EtcdAdminError(f"etcd at {self.url} did not list its members: "
+                                 f"{rpc_reason(e)}") from e
+        return {x.name: int(x.ID) for x in got.members}
+
+    def leader(self) -> str:
+        """The name of the Raft leader's member."""
+        try:
+            leader = int(self.call("Maintenance", "Status", pb.StatusRequest()).leader)
+        except grpc.RpcError as e:
+            raise EtcdAdminError(f"etcd at {self.url} did not say its leader: "
+                                 f"{rpc_reason(e)}") from e
+        for name, member_id in self.members().items():
+            if member_id == leader:
+                return name
+        raise EtcdAdminError(f"etcd at {self.url} knows no leader")
+
+    def add_member(self, peer_url: str) -> int:
+        try:
+            return int(self.call("Cluster", "MemberAdd",
+                                 pb.MemberAddRequest(peerURLs=[peer_url])).member.ID)
+        except grpc.RpcError as e:
+            raise EtcdAdminError(f"etcd at {self.url} refused the new member: "
+                                 f"{rpc_reason(e)}") from e
+
+    def remove_member(self, member_id: int, *, wait: float = 30.0) -> None:
+        """Remove a member. etcd refuses ("unhealthy cluster") while fewer members than the
+        quorum after the removal have been connected for 5 s: asked again for ``wait`` s."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                self.call("Cluster", "MemberRemove", pb.MemberRemoveRequest(ID=member_id))
+                return
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                    raise EtcdAdminError(f"etcd at {self.url} did not remove member "
+                                         f"{member_id:x}: {rpc_reason(e)}") from e
+                time.sleep(0.5)
+
+    def take_out(self, agency: str) -> None:
+        """Shut ``agency`` out: its user goes (refused at once, even on connections it holds;
+        nothing to do where auth is off) and its member leaves the Raft cluster."""
+        try:
+            self.call("Auth", "UserDelete", pb.AuthUserDeleteRequest(name=agency))
+        except grpc.RpcError as e:
+            if "user name not found" not in (e.details() or ""):
+                raise EtcdAdminError(f"etcd at {self.url} did not delete the user {agency}: "
+                                     f"{rpc_reason(e)}") from e
+        member_id = self.members().get(agency)
+        if member_id is not None:
+            self.remove_member(member_id)
