@@ -151,15 +151,15 @@ def plan(start: int, stop: int, p: Params) -> list[Op]:
         c = i - lag
         if c >= 0:
             if c % 20 in (3, 13):
-                ops.append(("status", c, "suspended", "under_review"))
+                ops.append(("status", c, "suspended", "under_review", i))
             elif c % 20 == 7:
-                ops.append(("status", c, "revoked", "withdrawn_by_issuer"))
+                ops.append(("status", c, "revoked", "withdrawn_by_issuer", i))
         c = i - 2 * lag
         if c >= 0:
             if c % 60 == 3:
-                ops.append(("status", c, "valid", "review_cleared"))
+                ops.append(("status", c, "valid", "review_cleared", i))
             elif c % 60 == 13:
-                ops.append(("status", c, "revoked", "review_upheld"))
+                ops.append(("status", c, "revoked", "review_upheld", i))
         if i % 6 == 0:
             ops.append(("credit", i // 6))
         if i % 25 == 0:
@@ -204,11 +204,13 @@ class _Signer:
             "valid_until": T0 + 10 * YEAR + i % 1000 * 86_400,
             "status_index": index, "ts": T0 + i})
 
-    def status(self, c: int, status: str, reason: str) -> bytes:
+    def status(self, c: int, status: str, reason: str, i: int) -> bytes:
+        """A change of credential ``c``, in the block of issue ``i``: signed at about that
+        block's time (state.MAX_BACKDATE bounds ``ts`` both ways)."""
         issuer = self.pairs[c % len(self.pairs)][0]
         return self._signed(issuer, "status", {"credential_id": self.credential_id(c),
                                                "status": status, "reason": reason,
-                                               "ts": T0 + c + 1})
+                                               "ts": T0 + i // self.p.block_issues})
 
     def credit(self, j: int) -> bytes:
         subject = hashlib.sha256(b"chaingen/subject/%d" % (j // 3)).digest()
@@ -249,7 +251,7 @@ class _Signer:
             if kind == "issue":
                 out.append(self.issue(op[1]))
             elif kind == "status":
-                out.append(self.status(op[1], op[2], op[3]))
+                out.append(self.status(op[1], op[2], op[3], op[4]))
             elif kind == "credit":
                 out.append(self.credit(op[1]))
             else:
