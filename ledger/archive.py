@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+import plyvel
+
 from ledger import codec
 from ledger.block import BlockHeader
 from ledger.chain import (
@@ -58,10 +60,10 @@ from ledger.chain import (
     entry_key,
 )
 from ledger.checkpoint import SignedCheckpoint
-from ledger.errors import CheckpointError, DecodeError, LedgerError, TxRejected
+from ledger.errors import CheckpointError, DecodeError, LedgerError, StoreError, TxRejected
 from ledger.finality import verify_final
 from ledger.state import Registry
-from ledger.store import Store
+from ledger.store import Store, leveldb_words
 from ledger.tx import Tx
 
 __all__ = [
@@ -601,9 +603,14 @@ def import_archive(src: BinaryIO, store_path: Path | str,
     if not target.parent.is_dir():
         raise ArchiveError(f"{target.parent} is not a folder")
     tmp = _temp_beside(target)
+    tmp.mkdir()  # an OSError that names the folder (LevelDB's would be "LOCK: No such file")
     try:
         head = _import_into(src, tmp, progress)
         os.rename(tmp, target)
+    except (StoreError, plyvel.Error) as e:  # a full disk, say: named by the folder the
+        # caller gave, not the hidden one, which is gone
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise StoreError(leveldb_words(e).replace(str(tmp), str(target))) from e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -50,6 +50,7 @@ Errors::
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import json
@@ -99,6 +100,7 @@ from ledger.keys import PrivateKey, PublicKey
 from ledger.sigcheck import Checking, SignatureChecker
 from ledger.state import Registry
 from ledger.store import (
+    leveldb_words,
     open_error,
     release_mapped_tables,
     store_unused,
@@ -257,30 +259,34 @@ class _StoreSource:
     reports that block.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, notice: Callable[[str], None] | None = None) -> None:
         if not (path / "CURRENT").exists() and (path / "ledger" / "CURRENT").exists():
             path = path / "ledger"
         if not (path / "CURRENT").exists():
             raise AuditError(f"{path} is neither a ledger store nor a node's data folder")
         path = path.resolve()  # "." has no parent: the copy must go beside the store
         self.audited = path
-        self._shadow = _shadow_store(path)
+        self._shadow = _shadow_store(path, notice)
+        self.path = self._shadow / "db"
+        """Where LevelDB has the store open (its tables are mapped from there)."""
         try:
-            self._db = plyvel.DB(str(self._shadow / "db"), create_if_missing=False,
-                                 **_SOURCE_OPTIONS)
+            self._db = plyvel.DB(str(self.path), create_if_missing=False, **_SOURCE_OPTIONS)
         except BaseException as e:
             shutil.rmtree(self._shadow, ignore_errors=True)
             if isinstance(e, plyvel.Error):
-                raise AuditError(open_error(path, e)) from e
+                raise AuditError(self.named(open_error(path, e))) from e
             raise
-        self.path = self._shadow / "db"
-        """Where LevelDB has the store open (its tables are mapped from there)."""
         self.block_sizes: set[int] = set()
         """The log size at the end of each block read: where checkpoints may be stored."""
 
     def close(self) -> None:
         self._db.close()
         shutil.rmtree(self._shadow, ignore_errors=True)
+
+    def named(self, message: str) -> str:
+        """``message`` (LevelDB's words name the files it read) with the audited store's path
+        in place of its hidden copy's, which is gone once the audit ends."""
+        return message.replace(str(self.path), str(self.audited))
 
     def get(self, key: bytes) -> bytes | None:
         v = self._db.get(key)
@@ -346,7 +352,7 @@ class _StoreSource:
 _TABLE_SUFFIXES = (".ldb", ".sst")
 
 
-def _shadow_store(path: Path) -> Path:
+def _shadow_store(path: Path, notice: Callable[[str], None] | None) -> Path:
     """A copy of the store at ``path`` for LevelDB to open, so the audit writes nothing into the
     audited folder (ADR 40).
 
@@ -354,13 +360,14 @@ def _shadow_store(path: Path) -> Path:
     info LOG, and may compact. The copy hard-links the table files, which LevelDB never changes
     after writing them, and copies the rest (a few MiB at most). The links must be on the store's
     file system, so the copy goes in a hidden folder beside the store and is removed after the
-    audit; where that folder cannot be written (read-only media, another owner) every file is
-    copied to the system's temporary folder instead. A shared lock on the store's LOCK file is
+    audit; where that folder cannot be written (read-only media, another owner), or the copy
+    runs out of room there, every file is copied to the system's temporary folder instead
+    (``notice`` is told when room was the reason). A shared lock on the store's LOCK file is
     held while copying (it needs read access only): LevelDB's own lock is exclusive, so a store
     in use is refused, as before, and no node can open it half-way through the copy."""
     try:
         with store_unused(path, shared=True):
-            return _copy_store(path)
+            return _copy_store(path, notice)
     except StoreError as e:
         raise AuditError(f"cannot audit: {e}, or audit the running node instead: "
                          "`ledger audit --node URL`") from e
@@ -368,16 +375,36 @@ def _shadow_store(path: Path) -> Path:
         raise AuditError(f"cannot read the store at {path}: {e.strerror or e}") from e
 
 
-def _copy_store(path: Path) -> Path:
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _copy_store(path: Path, notice: Callable[[str], None] | None) -> Path:
     try:
-        shadow = Path(tempfile.mkdtemp(prefix=".credledger-audit-", dir=path.parent))
-        link = True
+        beside = Path(tempfile.mkdtemp(prefix=".credledger-audit-", dir=path.parent))
     except OSError:
+        beside = None  # read-only media, another owner's folder
+    if beside is not None:
         try:
-            shadow = Path(tempfile.mkdtemp(prefix="credledger-audit-"))
+            return _fill_copy(path, beside, link=True)
         except OSError as e:
-            raise AuditError(f"cannot make a copy of {path} to audit: {e.strerror or e}") from e
-        link = False
+            if e.errno not in _NO_ROOM:
+                raise AuditError(f"cannot make a copy of {path} to audit: "
+                                 f"{e.strerror or e}") from e
+            if notice is not None:
+                notice(f"no room beside {path} for the copy the audit opens "
+                       f"({e.strerror}): copying the store to {tempfile.gettempdir()} instead")
+    try:
+        shadow = Path(tempfile.mkdtemp(prefix="credledger-audit-"))
+        return _fill_copy(path, shadow, link=False)
+    except OSError as e:
+        where = "" if beside is None else f", neither beside it nor in {tempfile.gettempdir()}"
+        raise AuditError(f"cannot make a copy of {path} to audit{where}: "
+                         f"{e.strerror or e}") from e
+
+
+def _fill_copy(path: Path, shadow: Path, *, link: bool) -> Path:
+    """Copy the store at ``path`` into ``shadow``/db (the tables hard-linked while ``link``);
+    on any error, also Ctrl-C and SIGTERM (ledger.files.Terminated), no copy is left."""
     try:
         db = shadow / "db"
         db.mkdir()
@@ -391,10 +418,8 @@ def _copy_store(path: Path) -> Path:
                 except OSError:
                     link = False  # another file system, or links not allowed: copy from now on
             shutil.copyfile(f, db / f.name)
-    except BaseException as e:  # also Ctrl-C and SIGTERM (ledger.files.Terminated): no copy left
+    except BaseException:
         shutil.rmtree(shadow, ignore_errors=True)
-        if isinstance(e, OSError):
-            raise AuditError(f"cannot make a copy of {path} to audit: {e.strerror or e}") from e
         raise
     return shadow
 
@@ -550,7 +575,8 @@ _RELEASE_EVERY = 10_000
 
 def audit(source: Path | str, *, now: int, progress: Progress | None = None,
           workers: int = 0, since: SignedCheckpoint | None = None,
-          evidence: Path | None = None) -> AuditReport:
+          evidence: Path | None = None,
+          notice: Callable[[str], None] | None = None) -> AuditReport:
     """Replay ``source`` (a store / data folder, or an archive file) and report on it.
 
     ``now`` is the audit time written into the report; ``workers`` > 0 pre-checks signatures in
@@ -559,12 +585,14 @@ def audit(source: Path | str, *, now: int, progress: Progress | None = None,
     read at all. ``evidence`` is a folder of the approving agencies' evidence records
     (``*.ev``, see :class:`Approvals`): each approval is then evaluated again against the rule
     version in force at its evaluation height, and one without a record is a finding.
+    ``notice`` is told of a fallback the caller may want to know of (a store's copy made in the
+    system's temporary folder for want of room beside it).
     """
     approvals = Approvals(evidence)
     path = Path(source)
     src: _StoreSource | _ArchiveSource
     if path.is_dir():
-        src = _StoreSource(path)
+        src = _StoreSource(path, notice)
         kind = "store"
     elif path.is_file():
         src = _ArchiveSource(path)
@@ -589,7 +617,10 @@ def audit(source: Path | str, *, now: int, progress: Progress | None = None,
     except (plyvel.Error, OSError) as e:
         # A damaged LevelDB table, a full disk for the scratch state: the source could not be
         # read (exit 2), which is not the chain being broken (exit 1).
-        raise AuditError(f"cannot complete the audit of {path}: {type(e).__name__}: {e}") from e
+        why = leveldb_words(e) if isinstance(e, plyvel.Error) else str(e)
+        if isinstance(src, _StoreSource):
+            why = src.named(why)
+        raise AuditError(f"cannot complete the audit of {path}: {type(e).__name__}: {why}") from e
     finally:
         if checker is not None:
             checker.close()

@@ -16,6 +16,7 @@ import base64
 import binascii
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -319,12 +320,22 @@ def _commit(store: Store, signers: list[tuple[str, PrivateKey]], tx: Tx) -> Rece
         return orderer.submit(tx).result()
 
 
-def _check_out(path: Path, force: bool) -> None:
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+"""A folder or file the user may not write (modes, the immutable attribute, read-only media)."""
+
+
+def _check_out(path: Path, force: bool, *, unwritable: int = 1) -> None:
     """Refuse an output path that cannot be written, or that exists (unless ``force``), *before*
-    anything is committed: an earlier bundle, nonce log or archive is not replaced silently."""
+    anything is committed: an earlier bundle, nonce log or archive is not replaced silently.
+
+    One rule for every output (ADR 49): a path that is no file path in an existing folder, or
+    that exists, is bad input (2); a folder that cannot be written, as a full disk at write
+    time, is a failure (1), or ``unwritable`` where a command's 1 is its verdict."""
     parent = path.parent
-    if path.is_dir() or not parent.is_dir() or not os.access(parent, os.W_OK):
-        _fail(f"cannot write {path}: give a file path in an existing writable folder", 2)
+    if path.is_dir() or not parent.is_dir():
+        _fail(f"cannot write {path}: give a file path in an existing folder", 2)
+    if not os.access(parent, os.W_OK):
+        _fail(f"cannot write {path}: the folder {parent} cannot be written", unwritable)
     if not force and (path.exists() or path.is_symlink()):
         _fail(f"{path} exists; choose another path, or add --force to replace it", 2)
 
@@ -457,7 +468,7 @@ def new_request(
     try:  # whole or not at all: a full disk leaves no empty file at --out
         write_atomic(out_file, text.encode(), 0o644)
     except OSError as e:
-        _fail(f"cannot write {out_file}: {e.strerror or e}", 2)
+        _fail(f"cannot write {out_file}: {e.strerror or e}")
     n = len(body["claims"])
     err.print(f"request for {credential_type!r} ({n} claim{'' if n == 1 else 's'}) in {out_file}; "
               f"nonce {body['nonce']}")
@@ -648,7 +659,7 @@ def snapshot(
     try:
         write_atomic(out_file, blob, 0o644)
     except OSError as e:
-        _fail(f"cannot write {out_file}: {e.strerror or e}", 2)
+        _fail(f"cannot write {out_file}: {e.strerror or e}")
     summary = {"file": str(out_file), "network": registry.network, "fetched_at": now,
                "head_height": head.height, "log_size": head.log_size,
                "status_lists": sorted(snap.tokens), "left_out": list(left_out),
@@ -824,7 +835,7 @@ def export(
             with atomic_output(out_file, 0o644) as f:  # --out only once the whole is checked
                 summary = _fetch_archive(node, ca, f, str(out_file.parent))
         except OSError as e:
-            _fail(f"cannot write {out_file}: {e.strerror or e}", 2)
+            _fail(f"cannot write {out_file}: {e.strerror or e}")
         result = {"file": str(out_file), "network": summary.network, "blocks": summary.blocks,
                   "txs": summary.txs, "checkpoints": summary.checkpoints,
                   "sha256": summary.sha256.hex(), "bytes": summary.bytes, "node": node}
@@ -846,7 +857,7 @@ def export(
         except (ArchiveError, LedgerError) as e:
             _fail(f"cannot export: {e}")
         except OSError as e:
-            _fail(f"cannot write {out_file}: {e.strerror or e}", 2)
+            _fail(f"cannot write {out_file}: {e.strerror or e}")
     result = {"file": str(out_file), "network": summary.network, "blocks": summary.blocks,
               "txs": summary.txs, "checkpoints": summary.checkpoints,
               "sha256": summary.sha256.hex(), "bytes": summary.bytes}
@@ -888,7 +899,9 @@ def import_(
     except (OSError, StoreError) as e:  # the new store (a full disk, a folder taken): not the
         # archive's fault, which was readable above; nothing is left behind either way
         detail = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        _fail(f"cannot build the store at {data}: {detail}", 2)
+        if isinstance(e, OSError) and e.errno in _NOT_WRITABLE:
+            detail = f"the folder {data.parent} cannot be written ({detail})"
+        _fail(f"cannot build the store at {data}: {detail}")
     except LedgerError as e:
         _fail(f"refused: {e}")
     result = {"data": str(data), "height": new_head.height, "hash": new_head.hash.hex(),
@@ -956,7 +969,7 @@ def audit(
     old = None if since is None else _read_checkpoint(since)
     key = None
     if statement_key is not None and statement_out is not None:
-        _check_out(statement_out, force)
+        _check_out(statement_out, force, unwritable=2)  # 1 would say the chain is broken
         try:
             key = load_private_key(statement_key, _passphrase())
         except KeyFileError as e:
@@ -978,7 +991,9 @@ def audit(
         try:
             with _progress_bar(not as_json) as bar:
                 report = run_audit(source, now=_now(), progress=bar,
-                                   workers=n if n > 1 else 0, since=old, evidence=evidence)
+                                   workers=n if n > 1 else 0, since=old, evidence=evidence,
+                                   notice=lambda said: err.print(Text(said, style="yellow"),
+                                                                 soft_wrap=True))
         except AuditError as e:
             _fail(str(e).replace(str(source), f"the archive from {node}") if node else str(e),
                   2)

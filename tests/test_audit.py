@@ -268,6 +268,37 @@ def test_a_store_on_read_only_media_can_be_audited(demo: Path, tmp_path: Path) -
     assert _folder_state(ro) == before
 
 
+def test_a_copy_with_no_room_beside_the_store_is_made_in_the_temp_folder(
+        demo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk under the store: the copy beside it runs out of room (its log and MANIFEST
+    are copied), so the audit copies the store to the system's temporary folder, says so, and
+    audits it; with no room there either, the error names both places. Nothing is left."""
+    import errno
+    import tempfile
+
+    real = shutil.copyfile
+    full = [demo]
+
+    def no_room(src: Any, dst: Any, *a: Any, **k: Any) -> Any:
+        if any(Path(dst).is_relative_to(f) for f in full):
+            raise OSError(errno.ENOSPC, "No space left on device", str(dst))
+        return real(src, dst, *a, **k)
+    monkeypatch.setattr(shutil, "copyfile", no_room)
+    said: list[str] = []
+    report = audit(demo, now=T0, workers=0, notice=said.append)
+    assert report.clean and report.blocks_checked == 11
+    assert len(said) == 1 and "no room beside" in said[0], said
+    assert f"copying the store to {tempfile.gettempdir()} instead" in said[0]
+    assert not list(demo.glob(".credledger-audit-*"))
+    r = runner.invoke(ledger_app, ["audit", str(demo), "--workers", "0"], env={"COLUMNS": "300"})
+    assert r.exit_code == 0 and "no room beside" in r.output, r.output
+    full.append(Path(tempfile.gettempdir()))
+    with pytest.raises(AuditError, match=f"neither beside it nor in {tempfile.gettempdir()}: "
+                                         "No space left on device"):
+        audit(demo, now=T0, workers=0)
+    assert not list(demo.glob(".credledger-audit-*"))
+
+
 def test_clean_archive_audits_clean_with_workers(demo: Path, tmp_path: Path) -> None:
     arc = tmp_path / "demo.arc"
     with Store(demo / "ledger", create=False) as store, arc.open("wb") as f:
@@ -664,10 +695,58 @@ def test_a_store_that_cannot_be_read_is_exit_2_not_broken(copy: Path, tmp_path: 
     assert r.exit_code == 2 and "cannot load the statement key" in r.output
 
 
+def test_errors_name_the_audited_store_not_its_hidden_copy(copy: Path) -> None:
+    """LevelDB names the files it read, which are the audit's copy's (ADR 40): a table cut
+    short, or gone, is named in the store the user gave."""
+    store = copy / "ledger"
+    db = plyvel.DB(str(store))
+    db.compact_range()  # every record into table files
+    db.close()
+    table = max(store.glob("*.ldb"), key=lambda p: p.stat().st_size)
+    table.write_bytes(table.read_bytes()[:table.stat().st_size // 2])
+    r = runner.invoke(ledger_app, ["audit", str(copy), "--workers", "0"], env={"COLUMNS": "300"})
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2 and f"{store.resolve() / table.name}:" in said, r.output
+    assert "credledger-audit" not in said
+    table.unlink()
+    r = runner.invoke(ledger_app, ["audit", str(copy), "--workers", "0"], env={"COLUMNS": "300"})
+    said = " ".join(r.output.split())
+    assert r.exit_code == 2 and f"missing files; e.g.: {store.resolve() / table.name}" in said, \
+        r.output
+    assert "credledger-audit" not in said
+
+
+def test_an_import_into_a_folder_that_cannot_be_written_says_so(demo: Path,
+                                                                 tmp_path: Path) -> None:
+    """LevelDB said "LOCK: No such file or directory" (about a hidden folder) and exit 2: it is
+    the folder that cannot be written, a failure (1), and nothing is left there."""
+    arc = tmp_path / "good.arc"
+    r = runner.invoke(ledger_app, ["export", str(demo), "--out", str(arc)])
+    assert r.exit_code == 0, r.output
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    undo = _make_read_only([ro])
+    try:
+        got = subprocess.run(
+            [str(Path(sys.executable).with_name("ledger")), "import", str(arc), "--data",
+             str(ro / "new")], capture_output=True, text=True, timeout=120, check=False,
+            env={**os.environ, "COLUMNS": "300"})
+    finally:
+        subprocess.run(undo, check=True)
+    assert got.returncode == 1, got.stderr
+    assert got.stderr.strip() == (f"cannot build the store at {ro / 'new'}: the folder {ro} "
+                                  "cannot be written (Operation not permitted)"
+                                  if os.geteuid() == 0 else
+                                  f"cannot build the store at {ro / 'new'}: the folder {ro} "
+                                  "cannot be written (Permission denied)"), got.stderr
+    assert list(ro.iterdir()) == []
+
+
 def test_an_import_that_cannot_write_its_store_blames_the_store(demo: Path,
                                                                 tmp_path: Path) -> None:
-    """A full disk (here: a file-size limit) while building the new store is exit 2 about the
-    store, not "cannot read" or "refused" about a good archive, and leaves nothing behind."""
+    """A full disk (here: a file-size limit) while building the new store is a failure about
+    the store (1, as any output that cannot be written), not "cannot read" or "refused" about a
+    good archive, and leaves nothing behind."""
     import resource
     import subprocess
     import sys
@@ -681,8 +760,9 @@ def test_an_import_that_cannot_write_its_store_blames_the_store(demo: Path,
         [str(Path(sys.executable).with_name("ledger")), "import", str(arc), "--data",
          str(out / "new")], capture_output=True, text=True, timeout=120, check=False,
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192)))
-    assert got.returncode == 2, got.stderr
+    assert got.returncode == 1, got.stderr
     assert "cannot build the store at" in got.stderr and "refused" not in got.stderr
+    assert ".importing-" not in got.stderr  # the hidden folder it was built in is not named
     assert list(out.iterdir()) == []
 
 

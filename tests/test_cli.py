@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,3 +128,90 @@ def test_pki_without_its_options_is_a_usage_error() -> None:
     r = _run("ledger-node", "pki", "create")
     assert r.returncode == 2
     assert "Missing option" in r.stderr and "--out" in r.stderr
+
+
+def _out_commands(demo: Path, tmp_path: Path) -> dict[str, list[str]]:
+    """Every ``ledger`` and ``agency`` command that writes a file the user names, up to its
+    output argument (which comes last)."""
+    from test_agency_cli import CLAIMS, HOLDER
+
+    from ledger import sdjwt
+
+    holder = tmp_path / "holder.jwk.json"
+    holder.write_text(json.dumps(sdjwt.jwk_from_ed25519(HOLDER.public.raw)))
+    claims = tmp_path / "claims.json"
+    claims.write_text(json.dumps(CLAIMS))
+    args = tmp_path / "args.json"
+    args.write_text("{}")
+    return {
+        "request": ["ledger", "request", "--type", "residence", "--audience", "x", "--out"],
+        "snapshot": ["ledger", "snapshot", "--data", str(demo), "--out"],
+        "export": ["ledger", "export", str(demo), "--out"],
+        "audit": ["ledger", "audit", str(demo), "--statement-key", str(args),
+                  "--statement-out"],
+        "issue": ["agency", "issue", "--data", str(demo), "--agency", "civil", "--type",
+                  "residence", "--claims", str(claims), "--holder-jwk", str(holder), "--out"],
+        "keygen": ["agency", "keygen", "--out"],
+        "propose": ["agency", "propose", "add_agency", "--args", str(args), "--data", str(demo),
+                    "--agency", "civil", "--out"],
+    }
+
+
+def test_an_output_that_cannot_be_written_exits_by_one_rule(demo: Path, tmp_path: Path) -> None:
+    """A folder that does not exist is bad input (2); one that cannot be written is a failure
+    (1), as a full disk is, except where the command's 1 is its verdict (`ledger audit`: the
+    chain is broken), which stays 2. Nothing is committed or written either way."""
+    from test_audit import _make_read_only
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    with Store(demo / "ledger") as store:
+        assert store.head is not None
+        before = store.head.log_size
+    undo = _make_read_only([ro])
+    try:
+        for name, args in _out_commands(demo, tmp_path).items():
+            r = _run(*args, str(tmp_path / "no-such-folder" / "f"))
+            assert r.returncode == 2 and "cannot write" in r.stderr, (name, r.stderr)
+            r = _run(*args, str(ro / "f"))
+            assert r.returncode == (2 if name == "audit" else 1), (name, r.returncode, r.stderr)
+            assert f"the folder {ro} cannot be written" in r.stderr, (name, r.stderr)
+    finally:
+        subprocess.run(undo, check=True)
+    assert list(ro.iterdir()) == []
+    with Store(demo / "ledger") as store:
+        assert store.head is not None and store.head.log_size == before
+
+
+def test_an_output_the_disk_cannot_take_is_a_failure(demo: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk at write time is a failure (1) with one line, not bad input (2), and leaves
+    no file: a file-size limit under the request's size, and an injected ENOSPC where a store
+    is opened too (the limit would stop LevelDB first)."""
+    import errno
+    import resource
+
+    from typer.testing import CliRunner
+
+    from ledger import cli
+
+    commands = _out_commands(demo, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    args = commands["request"]
+    r = subprocess.run([str(BIN / args[0]), *args[1:], str(out / "f")], capture_output=True,
+                       text=True, env=ENV, timeout=300, check=False,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64)))
+    assert r.returncode == 1 and r.stderr == f"cannot write {out / 'f'}: File too large\n", \
+        r.stderr
+
+    def full(*_: object, **__: object) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(cli, "write_atomic", full)
+    monkeypatch.setattr(cli, "atomic_output", full)
+    for name in ("snapshot", "export"):
+        got = CliRunner().invoke(cli.ledger_app, [*commands[name][1:], str(out / "f")],
+                                 env={"LEDGER_KEY_PASSPHRASE": "test-only", "COLUMNS": "300"})
+        assert got.exit_code == 1, (name, got.output)
+        assert f"cannot write {out / 'f'}: No space left on device" in got.output, got.output
+    assert list(out.iterdir()) == []

@@ -606,6 +606,28 @@ def test_cli_wallet_path_from_environment(tmp_path: Path) -> None:
     assert Wallet.open(w, b"pw").list() == []
 
 
+def test_cli_backup_to_a_folder_it_cannot_write_or_that_is_missing(tmp_path: Path) -> None:
+    """One rule for outputs: a folder that does not exist, or a file already there, is bad
+    input (2); a folder that cannot be written is a failure (1). Nothing is written."""
+    from test_audit import _make_read_only
+
+    w = tmp_path / "wallet.db"
+    assert _run(["init"], w).returncode == 0
+    r = _run(["backup", str(tmp_path / "no-such-folder" / "copy.db")], w)
+    assert r.returncode == 2 and "there is no folder" in r.stderr, (r.returncode, r.stderr)
+    r = _run(["backup", str(w)], w)
+    assert r.returncode == 2 and "exists" in r.stderr, (r.returncode, r.stderr)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    undo = _make_read_only([ro])
+    try:
+        r = _run(["backup", str(ro / "copy.db")], w)
+    finally:
+        subprocess.run(undo, check=True)
+    assert r.returncode == 1 and f"cannot write {ro / 'copy.db'}" in r.stderr, r.stderr
+    assert list(ro.iterdir()) == []
+
+
 def test_cli_backup_restore(tmp_path: Path) -> None:
     w = tmp_path / "wallet.db"
     assert _run(["init"], w).returncode == 0

@@ -587,7 +587,13 @@ def refresh(
 def backup(file: Annotated[Path, typer.Argument(
         dir_okay=False, help="Where to write the copy (must not exist)")]) -> None:
     """Copy the wallet file, still encrypted, after checking your passphrase opens it."""
+    from wallet.errors import UsageError
+
     with _errors():
+        if not file.parent.is_dir():  # bad input (2); a folder it cannot write is a failure (1)
+            raise UsageError(f"cannot write {file}: there is no folder {file.parent}")
+        if file.exists() or file.is_symlink():
+            raise UsageError(f"{file} exists; choose another file (a backup replaces nothing)")
         _open().backup(file)
         err.print(f"Backed up to {escape(str(file))} (encrypted with the same passphrase)")
 
