@@ -140,6 +140,10 @@ class ClusterOut(_Out):
     counters: dict[str, int]
     last_error: str
     failing_since: float | None = None
+    put_failing_since: float | None = Field(
+        default=None, description="Since when (Unix time) this node's batches cannot be put "
+                                  "into etcd (e.g. a NOSPACE alarm); null while they can")
+    put_error: str = ""
     unfinal_since: float | None = Field(
         default=None, description="Since when (Unix time) the head has had no final "
                                   "checkpoint; null while it has one")
@@ -431,6 +435,9 @@ def health(node: NodeDep, response: Response) -> Health:
         response.status_code = 503
     elif cluster.get("failing_since"):
         status, problem = "degraded", cluster["last_error"] or "replication steps are failing"
+    elif cluster.get("put_failing_since"):
+        status, problem = "degraded", (f"batches cannot be put into etcd: "
+                                       f"{cluster.get('put_error') or 'unknown error'}")
     elif cluster.get("unfinal_since") and node.now() - cluster["unfinal_since"] > FINALITY_SLACK:
         status = "degraded"
         problem = (f"no final checkpoint for {int(node.now() - cluster['unfinal_since'])} s "

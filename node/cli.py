@@ -441,8 +441,9 @@ def pki_add(pki: _PKI_FOLDER, agency: _PKI_AGENCY) -> None:
 @pki_app.command("renew")
 def pki_renew(pki: _PKI_FOLDER, agency: _PKI_AGENCY) -> None:
     """Give an agency a new key and certificate before its certificate expires. The old one
-    stays valid until it expires, so the agency's running node and etcd member keep working;
-    they take the new pair when restarted with it."""
+    stays valid until it expires (kept in superseded/; `revoke` revokes it too), so the
+    agency's running node and etcd member keep working; they take the new pair when restarted
+    with it. For a stolen key use `revoke` and `add` instead."""
     from node.pki import renew_agency_cert
 
     def step(passphrase: bytes, now: dt.datetime) -> str:
@@ -456,10 +457,10 @@ def pki_renew(pki: _PKI_FOLDER, agency: _PKI_AGENCY) -> None:
 
 @pki_app.command("revoke")
 def pki_revoke(pki: _PKI_FOLDER, agency: _PKI_AGENCY) -> None:
-    """Revoke an agency's certificate (an agency governance removed, a lost key): it goes on
+    """Revoke an agency's certificates (an agency governance removed, a lost key): they go on
     crl.pem, which etcd members read on every new connection. Copy crl.pem to every agency's
-    PKI folder; nodes read it when they start. Remove the agency's etcd member too (etcdctl
-    member remove), which ends the connections it already has."""
+    PKI folder; nodes read it when they start. Then `ledger-node etcd take-out`: its etcd user
+    goes, which refuses even the connections it already holds, and its member leaves."""
     from node.pki import ensure_crl, revoke_agency_cert
 
     def step(passphrase: bytes, now: dt.datetime) -> str:
@@ -484,7 +485,8 @@ def pki_list(pki: Annotated[Path, typer.Option("--pki", help="The PKI folder.")]
     now = dt.datetime.now(dt.UTC)
     for c in certs:
         state = "revoked" if c.revoked else (
-            "EXPIRED" if c.not_after <= now else f"{(c.not_after - now).days} days left")
+            "EXPIRED" if c.not_after <= now else f"{(c.not_after - now).days} days left") + (
+            " (superseded)" if c.superseded and not c.revoked else "")
         print(f"{c.agency:20} {c.serial:040x}  until {c.not_after:%Y-%m-%d}  {state}")
 
 

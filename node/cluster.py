@@ -292,7 +292,9 @@ class LocalCluster:
         data = self.folder / m.agency / "etcd"
         state = state or ("existing" if (data / "member").exists() else "new")
         crt, key, ca = rt / f"{m.agency}.crt", rt / f"{m.agency}.key", rt / "ca.crt"
-        initial = ",".join(f"{o.agency}={o.peer_url}" for o in self.members)
+        # etcd compares this with its membership when a member joins: not the ones taken out
+        initial = ",".join(f"{o.agency}={o.peer_url}" for o in self.members
+                           if o.agency not in self.removed)
         cmd = [self.etcd_bin, "--name", m.agency, "--data-dir", str(data),
                "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
                "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
@@ -456,27 +458,36 @@ class LocalCluster:
         """
         if agency in {m.agency for m in self.members}:
             raise ClusterError(f"{agency!r} is already in this cluster")
-        new = Agency(agency, AGENCY_NAMES.get(agency, agency), PrivateKey.generate(),
-                     PrivateKey.generate())
-        issue_agency_cert(self.folder / "pki", agency, self.passphrase,
-                          now=_dt.datetime.now(_dt.UTC))
-        root = self.folder / agency
-        (root / "data" / "keys").mkdir(parents=True, mode=0o700)
-        save_private_key(root / "data" / "keys" / f"{agency}.node.key", new.node_key,
-                         self.passphrase)
-        save_private_key(root / "data" / "keys" / f"{agency}.issuer.key", new.issuer_key,
-                         self.passphrase)
         # The genesis comes from a running peer and must hash to the network's pinned genesis.
-        peer = self.members[0]
-        got = self._http.get(f"{peer.url}/v1/sync/blocks", params={"from": 0, "count": 1})
-        got.raise_for_status()
-        header, entries = codec.decode(got.content, max_size=1 << 20, what="genesis")[0]
-        genesis = build_genesis(Tx.from_bytes(entries[0]))
+        peer = next((m for m in self.members if self.running(m.agency)), None)
+        if peer is None:
+            raise ClusterError("no node is running to take the genesis from")
+        try:
+            got = self._http.get(f"{peer.url}/v1/sync/blocks", params={"from": 0, "count": 1})
+            got.raise_for_status()
+            header, entries = codec.decode(got.content, max_size=1 << 20, what="genesis")[0]
+            genesis = build_genesis(Tx.from_bytes(entries[0]))
+        except (httpx.HTTPError, LedgerError, ValueError, TypeError) as e:
+            raise ClusterError(f"{peer.agency} gave no genesis: {e}") from e
         if genesis.header is None or genesis.header.to_bytes() != header or \
                 genesis.header.hash.hex() != self.meta.get("genesis_hash"):
             raise ClusterError(f"{peer.agency} served a genesis that is not this network's")
-        with Store(root / "data" / "ledger") as store:
-            store.write_block(genesis)
+        new = Agency(agency, AGENCY_NAMES.get(agency, agency), PrivateKey.generate(),
+                     PrivateKey.generate())
+        root = self.folder / agency
+        (root / "data" / "keys").mkdir(parents=True, mode=0o700)
+        try:
+            save_private_key(root / "data" / "keys" / f"{agency}.node.key", new.node_key,
+                             self.passphrase)
+            save_private_key(root / "data" / "keys" / f"{agency}.issuer.key", new.issuer_key,
+                             self.passphrase)
+            with Store(root / "data" / "ledger") as store:
+                store.write_block(genesis)
+            issue_agency_cert(self.folder / "pki", agency, self.passphrase,
+                              now=_dt.datetime.now(_dt.UTC))
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)  # nothing half-made is left to trip a retry
+            raise
         base = int(self.meta["base_port"])
         i = len(self.members)
         m = Member(agency, i, base + i, base + 100 + i, base + 200 + i)
@@ -519,20 +530,24 @@ class LocalCluster:
         Governance must have removed it first; the others keep running."""
         self.member(agency)  # raises for an agency not in the cluster
         admin = self._admin(self._running_member(but=agency))
-        revoke_agency_cert(self.folder / "pki", agency, self.passphrase,
-                           now=_dt.datetime.now(_dt.UTC))
-        self.removed.add(agency)
-        self.meta["removed"] = sorted(self.removed)
-        _write_meta(self.folder, self.meta)
-        try:
-            admin.take_out(agency)
-        except EtcdAdminError as e:
-            raise ClusterError(f"{agency}'s certificate is revoked, but {e}") from e
+        # Its processes stop first, and stay stopped whatever fails next; every step may be
+        # run again (a revoke cut short by a timeout is finished by the next call).
         _stop_all([p for p in (self._nodes.pop(agency, None), self._etcd.pop(agency, None))
                    if p is not None])
         rt = self._runtime.pop(agency, None)
         if rt is not None:
             lock(rt)
+        self.removed.add(agency)
+        self.meta["removed"] = sorted(self.removed)
+        _write_meta(self.folder, self.meta)
+        if (self.folder / "pki" / f"{agency}.crt").exists():
+            revoke_agency_cert(self.folder / "pki", agency, self.passphrase,
+                               now=_dt.datetime.now(_dt.UTC))
+        try:
+            admin.take_out(agency)
+        except EtcdAdminError as e:
+            raise ClusterError(f"{agency}'s certificate is revoked and its processes stopped, "
+                               f"but {e}; run the same again to finish") from e
 
     def _log(self, kind: str, agency: str) -> Path:
         return self.folder / "logs" / f"{kind}-{agency}.log"

@@ -27,6 +27,9 @@ from node.pki import ETCD_ROOT
 
 __all__ = ["EtcdAdmin", "EtcdAdminError"]
 
+# "unhealthy cluster" (too few members connected for 5 s), and a member busy electing a leader
+_AGAIN = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
 
 class EtcdAdminError(LedgerError):
     """etcd refused or did not answer an administrator's call."""
@@ -59,14 +62,16 @@ class EtcdAdmin:
         prefix = network_prefix(network).encode()
         perm = auth_pb2.Permission(permType=auth_pb2.Permission.READWRITE, key=prefix,
                                    range_end=prefix_end(prefix))
+        # Each step may have been done by an earlier try cut short (a timeout, Ctrl-C): what
+        # exists already is kept, so running it again finishes the job.
         try:
-            self.call("Auth", "RoleAdd", pb.AuthRoleAddRequest(name=ETCD_ROLE))
+            self._done_if_exists("Auth", "RoleAdd", pb.AuthRoleAddRequest(name=ETCD_ROLE))
             self.call("Auth", "RoleGrantPermission",
                       pb.AuthRoleGrantPermissionRequest(name=ETCD_ROLE, perm=perm))
             for agency in agencies:
                 self._user(agency, ETCD_ROLE)
             self._user(ETCD_ROOT, "root")
-            self.call("Auth", "AuthEnable", pb.AuthEnableRequest())
+            self.call("Auth", "AuthEnable", pb.AuthEnableRequest())  # on already: a no-op
         except grpc.RpcError as e:
             raise EtcdAdminError(f"could not turn on etcd's access control at {self.url}: "
                                  f"{rpc_reason(e)}") from e
@@ -82,9 +87,16 @@ class EtcdAdmin:
                                  f"{rpc_reason(e)}") from e
 
     def _user(self, name: str, role: str) -> None:
-        self.call("Auth", "UserAdd", pb.AuthUserAddRequest(
+        self._done_if_exists("Auth", "UserAdd", pb.AuthUserAddRequest(
             name=name, options=auth_pb2.UserAddOptions(no_password=True)))
         self.call("Auth", "UserGrantRole", pb.AuthUserGrantRoleRequest(user=name, role=role))
+
+    def _done_if_exists(self, service: str, method: str, request: Any) -> None:
+        try:
+            self.call(service, method, request)
+        except grpc.RpcError as e:
+            if "already exists" not in (e.details() or ""):
+                raise
 
     def members(self) -> dict[str, int]:
         """Name → id of each etcd member."""
@@ -124,7 +136,7 @@ class EtcdAdmin:
                 self.call("Cluster", "MemberRemove", pb.MemberRemoveRequest(ID=member_id))
                 return
             except grpc.RpcError as e:
-                if e.code() != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
+                if e.code() not in _AGAIN or time.monotonic() > deadline:
                     raise EtcdAdminError(f"etcd at {self.url} did not remove member "
                                          f"{member_id:x}: {rpc_reason(e)}") from e
                 time.sleep(0.5)
@@ -139,5 +151,5 @@ class EtcdAdmin:
                 raise EtcdAdminError(f"etcd at {self.url} did not delete the user {agency}: "
                                      f"{rpc_reason(e)}") from e
         member_id = self.members().get(agency)
-        if member_id is not None:
+        if member_id is not None:  # none: removed by an earlier call
             self.remove_member(member_id)

@@ -16,6 +16,7 @@ Layout of a PKI folder::
     crl.pem                      the CA's list of revoked certificates (ADR 48)
     operator.crt  operator.key   the operator's etcd client certificate (CN ``root``: etcd's
                                  administrator once its auth is on; ADR 48)
+    superseded/<agency>-<serial>.crt   certificates ``renew`` replaced (valid until they expire)
     revoked/<agency>-<serial>.crt   certificates taken out of service
 
 An agency's own copy needs ``ca.crt``, ``crl.pem`` and its own pair. etcd reads ``crl.pem`` on
@@ -54,10 +55,11 @@ __all__ = ["CRL", "OPERATOR", "CertInfo", "PkiError", "check_certificates", "cre
 VALID_DAYS = 825
 CRL = "crl.pem"
 REVOKED = "revoked"
+SUPERSEDED = "superseded"  # certificates renew replaced, still valid until they expire
 OPERATOR = "operator"  # operator.crt / operator.key
 ETCD_ROOT = "root"  # etcd takes a client certificate's CN as its user; root administers it
 # ids whose files or CN would be the CA's, the list's, the operator's or etcd's root
-_RESERVED = frozenset({"ca", "crl", OPERATOR, ETCD_ROOT, REVOKED})
+_RESERVED = frozenset({"ca", "crl", OPERATOR, ETCD_ROOT, REVOKED, SUPERSEDED})
 
 
 class PkiError(LedgerError):
@@ -203,9 +205,10 @@ def _agency_cert(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, 
 
 def renew_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
                       now: _dt.datetime) -> x509.Certificate:
-    """Replace ``<agency>.crt`` / ``<agency>.key`` with a new key and certificate (the old
-    certificate stays valid until it expires: processes running with it keep working until
-    they restart). Returns the new certificate."""
+    """Replace ``<agency>.crt`` / ``<agency>.key`` with a new key and certificate. The old
+    certificate stays valid until it expires (processes running with it keep working until
+    they restart) and is kept in ``superseded/``, so a later revocation of the agency revokes
+    it too. A stolen key needs ``revoke`` and ``add``, not this. Returns the new certificate."""
     _check_id(agency)
     old = _certificate(folder / f"{agency}.crt")
     ca_cert, ca_key = _ca(folder, passphrase)
@@ -213,6 +216,9 @@ def renew_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
         raise PkiError(f"{agency}'s certificate is revoked: issue a new one with "
                        "`ledger-node pki add`")
     key, cert = _agency_cert(ca_cert, ca_key, agency, now)
+    (folder / SUPERSEDED).mkdir(exist_ok=True, mode=0o700)
+    shutil.copyfile(folder / f"{agency}.crt",
+                    folder / SUPERSEDED / f"{agency}-{old.serial_number:x}.crt")
     # the key first: a stop in between leaves a pair that unlock names as mismatched
     write_atomic(folder / f"{agency}.key", _key_bytes(key, passphrase), 0o600)
     write_atomic(folder / f"{agency}.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
@@ -221,21 +227,32 @@ def renew_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
 
 def revoke_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
                        now: _dt.datetime) -> x509.Certificate:
-    """Put ``<agency>.crt`` on the CA's revocation list (``crl.pem``) and move it to
-    ``revoked/``; its key is deleted. Returns the revoked certificate.
+    """Put ``<agency>.crt``, and every certificate of the agency ``renew`` superseded, on the
+    CA's revocation list (``crl.pem``) and move them to ``revoked/``; the key is deleted.
+    Returns the current certificate.
 
     Copy the new ``crl.pem`` to every agency's PKI folder: etcd members refuse the
-    certificate on their next connection, nodes once they restart."""
+    certificates on their next connection, nodes once they restart."""
     _check_id(agency)
-    cert = _certificate(folder / f"{agency}.crt")
     ca_cert, ca_key = _ca(folder, passphrase)
+    if not (folder / f"{agency}.crt").exists():
+        done = sorted((folder / REVOKED).glob(f"{agency}-*.crt"))
+        raise PkiError(f"{agency} has no certificate in {folder}" + (
+            ": it was revoked already" if done else " (is the agency id right?)"))
+    cert = _certificate(folder / f"{agency}.crt")
+    older = sorted((folder / SUPERSEDED).glob(f"{agency}-*.crt"))
     crl = _read_crl(folder, ca_cert)
     entries = [] if crl is None else list(crl)
-    if cert.serial_number not in {e.serial_number for e in entries}:
-        entries.append(x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
-                       .revocation_date(now).build())
+    listed = {e.serial_number for e in entries}
+    for c in [cert, *(_certificate(path) for path in older)]:
+        if c.serial_number not in listed and c.not_valid_after_utc > now:
+            entries.append(x509.RevokedCertificateBuilder().serial_number(c.serial_number)
+                           .revocation_date(now).build())
+            listed.add(c.serial_number)
     _write_crl(folder, ca_cert, ca_key, entries, now)
     (folder / REVOKED).mkdir(exist_ok=True, mode=0o700)
+    for path in older:
+        os.replace(path, folder / REVOKED / path.name)
     os.replace(folder / f"{agency}.crt", folder / REVOKED / f"{agency}-{cert.serial_number:x}.crt")
     (folder / f"{agency}.key").unlink(missing_ok=True)
     return cert
@@ -299,20 +316,22 @@ class CertInfo:
     serial: int
     not_after: _dt.datetime
     revoked: bool
+    superseded: bool = False  # replaced by ``renew``, valid until it expires
 
 
 def list_certificates(folder: Path) -> list[CertInfo]:
-    """Every agency certificate in ``folder``, current and revoked, in name order."""
+    """Every agency certificate in ``folder``: current, superseded, revoked."""
     ca = _certificate(folder / "ca.crt")
     revoked = _revoked_serials(folder, ca)
     out = []
-    for path in sorted(folder.glob("*.crt")) + sorted((folder / REVOKED).glob("*.crt")):
+    for path in [*sorted(folder.glob("*.crt")), *sorted((folder / SUPERSEDED).glob("*.crt")),
+                 *sorted((folder / REVOKED).glob("*.crt"))]:
         if path.name in ("ca.crt", f"{OPERATOR}.crt"):
             continue
         cert = _certificate(path)
         name = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
         out.append(CertInfo(str(name), cert.serial_number, cert.not_valid_after_utc,
-                            cert.serial_number in revoked))
+                            cert.serial_number in revoked, path.parent.name == SUPERSEDED))
     return out
 
 

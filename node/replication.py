@@ -114,6 +114,10 @@ class Stats:
     last_error: str = ""
     failing_since: float = 0.0
     """When the apply loop's steps started failing (0: the last step succeeded)."""
+    put_failing_since: float = 0.0
+    """When putting our batches into etcd started failing (0: the last put succeeded): e.g.
+    a member's NOSPACE alarm, which any agency's certificate can raise (ADR 48)."""
+    put_error: str = ""
     peers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -158,6 +162,10 @@ class EtcdOrderer:
         # each peer's header walk so far, kept across attempts: peer -> (our head's hash,
         # hashes). A walk cut by a 429 or a 503 goes on where it stopped (ADR 47).
         self._walks: dict[str, tuple[bytes, list[bytes]]] = {}
+        # A store restored from a peer's archive is ahead of the pruning marker, but has no
+        # etcd revision of its own: (next block to match, our head's height) while the batches
+        # after the marker are matched to the blocks it already holds (ADR 48).
+        self._aligning: tuple[int, int] | None = None
         self._unfinal_since = 0.0  # since when the head has had no final checkpoint
         self.max_batch, self.max_wait, self.retention = max_batch, max_wait, retention
         self.submit_timeout, self.poll = submit_timeout, poll
@@ -274,9 +282,12 @@ class EtcdOrderer:
             try:
                 self.etcd.put_batch(data)
                 self.stats.batches_put += 1
+                self.stats.put_failing_since = 0.0
                 self._wake.set()
                 return
             except OrderingError as e:
+                self.stats.put_failing_since = self.stats.put_failing_since or _time.time()
+                self.stats.put_error = str(e)
                 if self._stop.is_set() or _time.monotonic() + delay > give_up:
                     self.stats.last_error = str(e)
                     self._fail([f for _, f in items],
@@ -369,6 +380,9 @@ class EtcdOrderer:
         for rec, batch, txs, fut in checks:
             if self._stop.is_set() or self.halted:
                 return False
+            if self._aligning is not None:
+                self._align(rec, txs)
+                continue
             made = self._apply(rec, batch, txs, fut) or made
         if made is not None:
             self._publish(*made)  # the newest block's co-signature covers the earlier ones
@@ -691,8 +705,12 @@ class EtcdOrderer:
         head = self.store.head
         assert head is not None
         if head.height > height:
+            if self._restored_past(rev, height, size, block_hash):
+                return
+            self._aligning = None
             raise SyncError(f"pruning marker says height {height} at revision {rev}, but this "
                             f"node is at height {head.height} with revision {self.rev}")
+        self._aligning = None  # (the marker passed the restored head: a plain catch-up)
         if head.height == height and block_hash is not None and head.hash != block_hash:
             raise SyncError(f"this node's block {height} is not the network's (its hash differs "
                             "from the pruning marker's): restore its store from a peer")
@@ -715,6 +733,50 @@ class EtcdOrderer:
         # it fell behind at until its next block (a node of an idle network: indefinitely).
         self._publish_applied(head)
         self.stats.last_error = ""
+
+    def _restored_past(self, rev: int, height: int, size: int,
+                       block_hash: bytes | None) -> bool:
+        """A store restored from a peer's archive (``ledger import``) holds the network's
+        blocks past the marker but no etcd revision: when its block at the marker's height is
+        the marker's, take up from the marker and match the batches after it to the blocks
+        already held (:meth:`_align`) instead of building them again: a transaction refused
+        then might pass on the later state, and would fork the chain."""
+        head = self.store.head
+        assert head is not None
+        # never applied a batch here (or still matching them: the marker moved meanwhile)
+        if block_hash is None or (self._aligning is None and self.store.get(META_REV)):
+            return False
+        at = self.store.block(height)
+        if at.hash != block_hash or at.log_size != size:
+            return False
+        log.info("store restored past the pruning marker (height %d, ours %d): matching the "
+                 "batches after it to the blocks held", height, head.height)
+        self.rev = rev
+        self._aligning = (height + 1, head.height)
+        return True
+
+    def _align(self, rec: Record, txs: list[Tx]) -> None:
+        """While aligning: whether ``rec``'s batch made the next block held. A batch made
+        block k when that block's transactions are among the batch's (one batch makes at most
+        one block); any other batch made none on the network either."""
+        assert self._aligning is not None
+        k, top = self._aligning
+        header = self.store.block(k)
+        held = {Tx.from_bytes(raw).txid for raw in self.store.block_entries(header)}
+        self.rev = rec.create_rev
+        if not held <= {t.txid for t in txs}:
+            return
+        self._remember(header.log_size, rec.create_rev, k)
+        if k < top:
+            self._aligning = (k + 1, top)
+            return
+        self._aligning = None
+        self.store.put_records({META_REV: _BE.pack(rec.create_rev)})
+        log.info("restored store aligned with etcd at revision %d (height %d)",
+                 rec.create_rev, k)
+        head = self.store.head
+        assert head is not None
+        self._publish_applied(head)
 
     def _applied(self, head: Head) -> bytes:
         """This node's applied position, as peers read it (``a/<agency>``)."""
@@ -875,6 +937,8 @@ class EtcdOrderer:
                              if f.type == "int"},
                 "last_error": self.stats.last_error,
                 "failing_since": self.stats.failing_since or None,
+                "put_failing_since": self.stats.put_failing_since or None,
+                "put_error": self.stats.put_error,
                 "unfinal_since": self._unfinal_since or None,
                 "settings": {"max_batch": self.max_batch, "retention": self.retention}}
 

@@ -297,6 +297,79 @@ def test_an_agency_removed_by_governance_no_longer_signs_checkpoints(fresh: Net)
         net.cluster.restart("health")
 
 
+def test_a_node_that_cannot_put_its_batches_says_so(fresh: Net) -> None:
+    """etcd 3.4's roles cannot keep an agency from raising a NOSPACE alarm, which stops every
+    write in etcd (ADR 48, a residual risk): the nodes say so in their health, and take up
+    again once it is disarmed."""
+    net = fresh
+    rt = unlock(net.folder / "pki", "edu", PASS)
+    try:
+        with _etcd_as(rt, "edu", net.cluster.member("civil").client_url) as channel:
+            alarms = pbg.MaintenanceStub(channel)
+            target = net.cluster.etcd_members()["health"]
+
+            def alarm(action: Any) -> None:
+                alarms.Alarm(pb.AlarmRequest(action=action, memberID=target, alarm=pb.NOSPACE),
+                             timeout=5)
+
+            alarm(pb.AlarmRequest.ACTIVATE)
+            try:
+                tx = net.anchor("edu", int(time.time()))
+                assert net.submit("civil", tx, wait=1).status_code == 202  # not ordered yet
+                net.wait_until("civil says why", lambda: "cannot be put into etcd" in (
+                    net.health("civil").get("problem") or ""), timeout=30)
+                assert net.health("civil")["status"] == "degraded"
+            finally:
+                alarm(pb.AlarmRequest.DEACTIVATE)
+    finally:
+        lock(rt)
+    net.wait_until("the waiting batch is ordered", lambda: net.submit(
+        "civil", tx, wait=5).status_code == 200, timeout=40)
+    net.wait_until("civil is well again", lambda: net.health("civil")["status"] == "ok")
+
+
+def test_a_node_restored_from_a_peers_archive_rejoins(fresh: Net, tmp_path: Path) -> None:
+    """A node whose ledger is lost is rebuilt from a peer's archive (`ledger export --node`,
+    `ledger import`), as the docs say. Its store is then ahead of etcd's pruning marker with
+    no etcd revision of its own: it used to stay stuck for good (and hold the network's
+    pruning back); it now matches the batches after the marker to the blocks it holds."""
+    net, now = fresh, int(time.time())
+    for _ in range(5):
+        assert net.submit("civil", net.anchor("edu", now)).status_code == 200
+    net.wait_until("converged", net.converged)
+    net.wait_until("a pruning marker", lambda: _counters(net, "civil")["counters"][
+        "pruned_batches"] > 0)
+    net.cluster.kill_node("health")  # its disk fails; the network goes on
+    for _ in range(3):
+        assert net.submit("civil", net.anchor("edu", now)).status_code == 200
+    net.wait_until("civil and edu agree", lambda: len(
+        {h for a, h in net.head_hashes().items() if a != "health"}) == 1)
+    archive = tmp_path / "peer.archive"
+    ledger_cli = str(Path(sys.executable).parent / "ledger")
+    r = subprocess.run([ledger_cli, "export", "--node", net.url("civil"), "--ca",
+                        net.cluster.ca, "--out", str(archive)], capture_output=True, text=True,
+                       timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    store = net.folder / "health" / "data" / "ledger"
+    shutil.rmtree(store)
+    r = subprocess.run([ledger_cli, "import", str(archive), "--data", str(store)],
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    net.cluster.restart("health", etcd=False)
+    for _ in range(3):
+        assert net.submit("civil", net.anchor("edu", now)).status_code == 200
+    net.wait_until("health takes up again", net.converged)
+    assert net.health("health")["status"] == "ok"
+    assert _all_block_hashes(net, "health") == _all_block_hashes(net, "civil")
+    # it is counted again: the network prunes past where health stood before its disk failed
+    pruned = _counters(net, "civil")["counters"]["pruned_batches"]
+    for _ in range(4):
+        assert net.submit("health", net.anchor("edu", now)).status_code == 200
+    net.wait_until("pruning goes on", lambda: _counters(net, "civil")["counters"][
+        "pruned_batches"] > pruned)
+    net.wait_until("converged again", net.converged)
+
+
 @contextlib.contextmanager
 def _etcd_as(runtime: Path, agency: str, url: str) -> Iterator[Any]:
     """A gRPC connection to the etcd member at ``url`` with ``agency``'s certificate."""

@@ -195,11 +195,14 @@ def test_pki_command(tmp_path: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     rows = {line.split()[1]: line for line in listed.stdout.splitlines()}
     assert f"{edu:040x}" in rows and rows[f"{edu:040x}"].endswith("revoked")
-    assert f"{civil:040x}" not in rows  # the renewed one replaced its files
-    assert sum("days left" in line for line in rows.values()) == 2  # civil (new), health
-    # refused with one line: an agency with no certificate, a folder without the CA key
+    assert rows[f"{civil:040x}"].endswith("days left (superseded)")  # renewed, still valid
+    assert sum("days left" in line for line in rows.values()) == 3  # civil (both), health
+    # refused with one line: an agency revoked already, one with no certificate, a folder
+    # without the CA key
     r = _pki("revoke", "--pki", str(pki), "--agency", "edu")
-    assert r.returncode == 1 and "no certificate file" in r.stderr
+    assert r.returncode == 1 and "it was revoked already" in r.stderr
+    r = _pki("revoke", "--pki", str(pki), "--agency", "nobody")
+    assert r.returncode == 1 and "is the agency id right?" in r.stderr
     (pki / "ca.key").rename(tmp_path / "ca.key")
     r = _pki("add", "--pki", str(pki), "--agency", "market")
     assert r.returncode == 1 and "holds no CA key" in r.stderr
@@ -264,6 +267,12 @@ def test_renew_gives_a_new_key_and_keeps_the_old_certificate_valid(tmp_path: Pat
     assert len(crl) == 0  # the old one runs out on its own; nothing was revoked
     with pytest.raises(PkiError, match="expired on"):
         renew_agency_cert(pki, "civil", b"pw", now=NOW + dt.timedelta(days=900))
+    # revoking the agency later revokes the superseded certificate too: it is still valid
+    old_serial = x509.load_pem_x509_certificate(old_cert).serial_number
+    revoke_agency_cert(pki, "civil", b"pw", now=later)
+    crl = x509.load_pem_x509_crl((pki / "crl.pem").read_bytes())
+    assert {e.serial_number for e in crl} == {old_serial, new.serial_number}
+    assert not list((pki / "superseded").glob("*.crt"))
 
 
 def test_a_pki_from_before_gets_an_empty_revocation_list(tmp_path: Path) -> None:
@@ -359,9 +368,19 @@ def test_etcd_shuts_a_revoked_certificate_out_at_its_next_connection(tmp_path: P
 
 
 def _runtime_folders() -> set[Path]:
-    """Runtime folders of `node.pki.unlock` (each holds a clear TLS key while its user runs)."""
+    """Runtime folders of `node.pki.unlock` (each holds a clear TLS key while its user runs)
+    whose owner has ended: those of processes still running (another cluster on this
+    machine) are theirs to remove."""
     shm = Path("/dev/shm")  # where unlock puts them
-    return set(shm.glob("credledger-*")) if shm.is_dir() else set()
+    left = set()
+    for folder in shm.glob("credledger-*") if shm.is_dir() else []:
+        try:
+            pid = int((folder / "owner.pid").read_text())
+        except (OSError, ValueError):
+            continue  # being made or removed right now
+        if not Path(f"/proc/{pid}").exists():
+            left.add(folder)
+    return left
 
 
 def test_cluster_command_starts_and_stops_a_network(tmp_path: Path) -> None:
