@@ -295,6 +295,15 @@ def test_an_agency_removed_by_governance_no_longer_signs_checkpoints(fresh: Net)
     assert net.submit("edu", net.anchor("edu", int(time.time()))).status_code == 200
     with pytest.raises(ClusterError, match="taken out"):
         net.cluster.restart("health")
+    net.cluster.revoke("health")  # once more, as after a cut: nothing left to do, no error
+    # a new agency still joins: etcd is not told of the removed member any more
+    newcomer = net.cluster.prepare_agency("market")
+    net.governance("add_agency", {"agency": newcomer.spec()}, signers=["civil", "edu"])
+    net.cluster.join("market")
+    net.ids = ["civil", "edu", "market"]
+    net.agencies["market"] = newcomer
+    net.wait_until("the newcomer catches up", net.converged, timeout=120)
+    assert sorted(net.cluster.etcd_members()) == ["civil", "edu", "market"]
 
 
 def test_a_node_that_cannot_put_its_batches_says_so(fresh: Net) -> None:
