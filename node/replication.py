@@ -289,6 +289,8 @@ class EtcdOrderer:
                 self.stats.put_failing_since = self.stats.put_failing_since or _time.time()
                 self.stats.put_error = str(e)
                 if self._stop.is_set() or _time.monotonic() + delay > give_up:
+                    # answered (failed): no put is waiting now; the next one says again
+                    self.stats.put_failing_since = 0.0
                     self.stats.last_error = str(e)
                     self._fail([f for _, f in items],
                                OrderingError(f"not ordered: {e}; retry the submission "
@@ -381,7 +383,7 @@ class EtcdOrderer:
             if self._stop.is_set() or self.halted:
                 return False
             if self._aligning is not None:
-                self._align(rec, txs)
+                self._align(rec, batch, txs)
                 continue
             made = self._apply(rec, batch, txs, fut) or made
         if made is not None:
@@ -491,6 +493,7 @@ class EtcdOrderer:
             self.etcd.publish(head.log_size, self.agency,
                               codec.encode({"root": head.log_root, "line": line}),
                               self._applied(head))
+            self.stats.put_failing_since = 0.0  # etcd takes our writes again
         except OrderingError as e:  # the next block publishes again
             self.stats.last_error = str(e)
 
@@ -755,16 +758,32 @@ class EtcdOrderer:
         self._aligning = (height + 1, head.height)
         return True
 
-    def _align(self, rec: Record, txs: list[Tx]) -> None:
-        """While aligning: whether ``rec``'s batch made the next block held. A batch made
-        block k when that block's transactions are among the batch's (one batch makes at most
-        one block); any other batch made none on the network either."""
+    def _align(self, rec: Record, batch: Batch | None, txs: list[Tx]) -> None:
+        """While aligning: whether ``rec``'s batch made the next block held, k. It did when
+        the network took it (decodes, signed by a node key of a current agency), its block
+        time is block k's, and block k's transactions appear in it in order. Then no earlier
+        batch since block k-1 can have: it made no block, so it was refused whole on the same
+        state, and with the same block time its first transaction of block k would have been
+        taken there too. A batch with the same transactions refused earlier (a grant not yet
+        in force, say) differs in time or in state, and is passed over."""
         assert self._aligning is not None
         k, top = self._aligning
-        header = self.store.block(k)
-        held = {Tx.from_bytes(raw).txid for raw in self.store.block_entries(header)}
         self.rev = rec.create_rev
-        if not held <= {t.txid for t in txs}:
+        if batch is None:
+            return
+        header, prev = self.store.block(k), self.store.block(k - 1)
+        try:
+            check_batch(batch, self.store.registry_at(k - 1), prev.time)
+        except (DecodeError, SignatureError):
+            return
+        if header.time != max(batch.time, prev.time):
+            return
+        held = iter(Tx.from_bytes(raw).txid for raw in self.store.block_entries(header))
+        want = next(held, None)
+        for tx in txs:
+            if tx.txid == want:
+                want = next(held, None)
+        if want is not None:
             return
         self._remember(header.log_size, rec.create_rev, k)
         if k < top:
@@ -788,6 +807,7 @@ class EtcdOrderer:
             return
         try:
             self.etcd.put_applied(self.agency, self._applied(head))
+            self.stats.put_failing_since = 0.0
         except OrderingError as e:
             self.stats.last_error = str(e)
 

@@ -42,6 +42,13 @@ def chain(cache: Path, size: int) -> Path:
     import chaingen
 
     path = cache / f"chain-{size}"
+    side = chaingen.sidecar(path)
+    if side.exists() and json.loads(side.read_text()) != chaingen.Params().to_json():
+        # made by an older generator: it may not even replay under today's rules
+        print(f"{path} was made by another chaingen generation: building it again",
+              file=sys.stderr, flush=True)
+        shutil.rmtree(path, ignore_errors=True)
+        side.unlink()
     if _log_size(path) >= size:
         return path
     print(f"building a {size:,}-entry chain in {path} …", file=sys.stderr, flush=True)

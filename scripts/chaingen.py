@@ -134,7 +134,13 @@ class Params:
 
     def to_json(self) -> dict[str, int]:
         return {"block_issues": self.block_issues, "index_bits": self.index_bits,
-                "lag": self.lag, "checkpoint_every": self.checkpoint_every}
+                "lag": self.lag, "checkpoint_every": self.checkpoint_every,
+                "generation": GENERATION}
+
+
+GENERATION = 2
+"""Bumped whenever what the generator writes changes (2: status changes signed at about their
+block's time, as ledger.state now requires): a chain of another generation is not reused."""
 
 
 # -- the plan: small tuples, made in the writer, signed in the workers ---------------------------
@@ -283,7 +289,7 @@ class Progress:
     txs: int
 
 
-def _sidecar(path: Path) -> Path:
+def sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".chaingen.json")
 
 
@@ -322,7 +328,7 @@ def generate(path: Path | str, size: int, *, params: Params | None = None,
     """
     path = Path(path)
     p = params or Params()
-    side = _sidecar(path)
+    side = sidecar(path)
     if side.exists():
         if json.loads(side.read_text()) != p.to_json():
             raise SystemExit(f"{path} was generated with other parameters ({side})")

@@ -27,12 +27,12 @@ import plyvel
 import pytest
 from aetcd.rpc import rpc_pb2 as pb
 from aetcd.rpc import rpc_pb2_grpc as pbg
-from clusterkit import PASS, Net, free_base, running_cluster
+from clusterkit import DEGREE, PASS, Net, free_base, running_cluster
 
 from ledger import codec, sdjwt
 from ledger.checkpoint import Checkpoint, SignedCheckpoint
 from ledger.keys import PrivateKey, PublicKey
-from ledger.network import status_tx
+from ledger.network import issue_tx, status_tx
 from ledger.state import credential_key
 from node.cluster import ClusterError
 from node.etcdlog import EtcdLog, TlsFiles, network_prefix
@@ -351,6 +351,25 @@ def test_a_node_restored_from_a_peers_archive_rejoins(fresh: Net, tmp_path: Path
     net.cluster.kill_node("health")  # its disk fails; the network goes on
     for _ in range(3):
         assert net.submit("civil", net.anchor("edu", now)).status_code == 200
+    # A batch whose transaction was refused for the time (a grant not yet in force), then a
+    # later batch [change, issue] where the same issue makes the block and the change, before
+    # it, is refused: the block must be matched to the later batch, or the restored node
+    # would build the change again on the later state, a block no one else has.
+    net.governance("register_type", {"type": {**DEGREE, "id": "cert2", "title": "Cert 2"}})
+    start = int(time.time()) + 4
+    net.governance("grant", {"agency": "edu", "type": "cert2", "from": start,
+                             "until": start + 86400})
+    cid = hashlib.sha256(b"restored-" + str(start).encode()).digest()
+    early = issue_tx(net.cluster.network, net.agencies["edu"], cid, "cert2", 4242, now - 60,
+                     now + 86400, now)
+    assert net.submit("civil", early).status_code == 409  # not granted yet: no block
+    while time.time() < start + 1.5:
+        time.sleep(0.25)
+    change = status_tx(net.cluster.network, net.agencies["edu"], cid, "suspended", "review",
+                       int(time.time()))
+    r = net.http.post(f"{net.url('civil')}/v1/tx/batch", params={"wait": 20},
+                      content=codec.encode([change.raw, early.raw]))
+    assert [i["status"] for i in r.json()] == ["rejected", "committed"], r.text
     net.wait_until("civil and edu agree", lambda: len(
         {h for a, h in net.head_hashes().items() if a != "health"}) == 1)
     archive = tmp_path / "peer.archive"
