@@ -91,7 +91,7 @@ from ledger.presentation import (
 from ledger.state import Registry, index_key
 from ledger.statuslist import StatusList
 from ledger.store import Store
-from ledger.tx import GOV_ACTIONS, Tx, make_tx
+from ledger.tx import GOV_ACTIONS, MAX_SIGS, Tx, make_tx
 
 ledger_app = typer.Typer(help="Inspect and check a ledger (verifying officials and auditors).\n\n"
                               "Exit codes: 0 done (verified, clean), 1 refused or a check "
@@ -152,7 +152,8 @@ def head(data: DataArg,
             if text:
                 out.print(text.decode(), markup=False, highlight=False, soft_wrap=True)
             out.print(f"[red]checkpoint not final:[/] {problem}" if problem else
-                      f"checkpoint final, signed by {', '.join(final)}")
+                      f"checkpoint final, signed by {', '.join(final)}" if text else
+                      "no checkpoint stored yet (a genesis alone has none)")
         if problem:
             raise typer.Exit(1)
 
@@ -655,7 +656,10 @@ def snapshot(
         err.print(Text(f"left out {uri}: {why}, so no current key vouches for it; offline, "
                        "its credentials' status is undetermined (a node still tells it)",
                        style="yellow"), soft_wrap=True)
-    snap = load_snapshot(blob)  # what a verifier will load: fail here rather than there
+    try:
+        snap = load_snapshot(blob)  # what a verifier will load: fail here rather than there
+    except SnapshotError as e:
+        _fail(f"cannot make a snapshot a verifier could load: {e}")
     try:
         write_atomic(out_file, blob, 0o644)
     except OSError as e:
@@ -1766,6 +1770,10 @@ def cosign(
     if any(s.kid == key.kid for s in found):
         out.print(Text(f"{agency!r} has signed it already; nothing changed"), soft_wrap=True)
         return
+    if len(tx.sigs) >= MAX_SIGS:  # one more could never be read again (ADR 48)
+        _fail(f"not signed: the proposal carries {len(tx.sigs)} signatures, the most a "
+              f"transaction can; the quorum needs {view.quorum}: submit it as it is "
+              f"(agency submit {proposal})")
     try:
         agreed = yes or typer.confirm(f"Sign this as {agency!r}?", default=False, err=True)
     except typer.Abort:  # the input ended before an answer

@@ -45,12 +45,14 @@ from ledger.statuslist import StatusList, StatusListError, make_token, verify_to
 from ledger.store import Store
 from ledger.tx import Tx
 
-__all__ = ["MAX_SNAPSHOT", "Snapshot", "SnapshotError", "export_snapshot", "left_out_lists",
-           "list_refs", "load_snapshot", "store_status_list"]
+__all__ = ["MAX_LISTS", "MAX_SNAPSHOT", "Snapshot", "SnapshotError", "export_snapshot",
+           "left_out_lists", "list_ref", "list_refs", "load_snapshot", "store_status_list"]
 
 MAX_SNAPSHOT = 64 * 1024 * 1024
 """Largest snapshot file accepted (a registry of up to 16 MiB and many compressed lists)."""
-_MAX_LISTS = 4096
+MAX_LISTS = 65_536
+"""Status lists a snapshot carries at most: a city of 60 agencies with hundreds of types has
+thousands with credentials (ADR 48); a malicious file still costs at most this many checks."""
 _MAX_TOKEN = 16 * 1024 * 1024
 
 
@@ -67,12 +69,26 @@ def list_refs(registry: Registry) -> dict[str, tuple[str, str]]:
             for agency in sorted(registry.agencies()) for kind in sorted(registry.data["types"])}
 
 
+def list_ref(registry: Registry, uri: str) -> tuple[str, str] | None:
+    """(issuer agency, credential type) of the status list at ``uri``, or None: one entry of
+    :func:`list_refs` without building the whole map (agencies by types: a city's registry
+    made that quadratic in every snapshot and every status-list request, ADR 48)."""
+    prefix = status_list_uri(registry.network, "", "")[:-1]  # "urn:…:status-list:"
+    if not uri.startswith(prefix):
+        return None
+    agency, sep, kind = uri[len(prefix):].partition(":")
+    if not sep or agency not in registry.agencies() or kind not in registry.data["types"] \
+            or status_list_uri(registry.network, agency, kind) != uri:
+        return None
+    return agency, kind
+
+
 def store_status_list(store: Store, uri: str) -> StatusList | None:
     """The current list at ``uri`` read straight from a store the caller trusts (its own node's),
     or None if no agency of the store's registry has anchored a credential under that list."""
     if store.registry is None:
         raise SnapshotError(f"the store at {store.path} has no chain yet")
-    ref = list_refs(store.registry).get(uri)
+    ref = list_ref(store.registry, uri)
     if ref is None:
         return None
     entries = list(store.status_entries(*ref))
@@ -118,7 +134,7 @@ class StatusListCache:
         store = self._store
         if store.registry is None or store.head is None:
             raise SnapshotError(f"the store at {store.path} has no chain yet")
-        ref = list_refs(store.registry).get(uri)
+        ref = list_ref(store.registry, uri)
         if ref is None:
             return None
         with self._lock:
@@ -220,6 +236,9 @@ def export_snapshot(store: Store, now: int, *, node_keys: Mapping[str, PrivateKe
         token = make_token(lst, sub=uri, iat=now, exp=None, ttl=None, key=key,
                            kid=key.kid.hex())
         lists.append({"issuer": issuer, "type": kind, "token": token})
+    if len(lists) > MAX_LISTS:
+        raise SnapshotError(f"{len(lists)} status lists hold credentials: a snapshot carries "
+                            f"at most {MAX_LISTS}")
     return codec.encode({
         "v": 1, "kind": "snapshot", "network": registry.network, "fetched_at": now,
         "head_height": head.height, "log_size": head.log_size, "checkpoint": text.decode(),
@@ -315,7 +334,7 @@ def load_snapshot(unverified: bytes) -> Snapshot:
         log_size = f.int("log_size", lo=1)
         checkpoint = f.str("checkpoint", max_len=64 * 1024)
         registry = Registry.from_unverified(f.bytes("registry", max_len=MAX_SNAPSHOT))
-        items = f.list("status_lists", max_len=_MAX_LISTS)
+        items = f.list("status_lists", max_len=MAX_LISTS)
         f.done()
         tokens: dict[str, tuple[str, str]] = {}
         for i, item in enumerate(items):

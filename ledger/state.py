@@ -28,6 +28,7 @@ from importlib import metadata
 from typing import Any, Protocol
 
 from ledger import codec
+from ledger.checkpoint import MAX_SIGNATURES
 from ledger.errors import DecodeError, LedgerError, SignatureError, TxRejected
 from ledger.keys import PublicKey
 from ledger.tx import Tx
@@ -730,6 +731,13 @@ class Machine:
         signers = {k["agency"] for k in data["keys"].values()
                    if k["role"] == "issuer" and k["invalid_from"] is None}
         live = [x for x, v in data["agencies"].items() if v["removed"] is None and x in signers]
+        current = sum(1 for v in data["agencies"].values() if v["removed"] is None)
+        if current > MAX_SIGNATURES:
+            # every current agency's node co-signs checkpoints, and a checkpoint carries at
+            # most MAX_SIGNATURES signature lines (ADR 48)
+            raise TxRejected("too_many_agencies", f"{current} current agencies: a network has "
+                                                  f"at most {MAX_SIGNATURES}, as many as a "
+                                                  "checkpoint carries co-signatures")
         if data["quorum"] > len(live):
             raise TxRejected("quorum_unreachable", f"quorum {data['quorum']} > {len(live)} "
                                                    "member agencies that can still sign")

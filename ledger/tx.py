@@ -30,6 +30,7 @@ __all__ = [
     "APPROVAL_PATHS",
     "CLAIM_KINDS",
     "GOV_ACTIONS",
+    "MAX_SIGS",
     "MAX_TX_SIZE",
     "RESERVED_CLAIM_NAMES",
     "RULE_AREAS",
@@ -43,6 +44,9 @@ __all__ = [
 ]
 
 MAX_TX_SIZE = 64 * 1024
+MAX_SIGS = 64
+"""Signatures one transaction carries at most: so a genesis has at most 64 founders, and a
+quorum (the signatures governance needs) is at most 64 (ADR 48)."""
 TX_TYPES = frozenset({"genesis", "governance", "issue", "status", "credit", "approval"})
 STATUSES = frozenset({"valid", "revoked", "suspended"})
 CLAIM_KINDS = frozenset({"string", "int", "bool", "date"})
@@ -105,7 +109,7 @@ class Tx:
         env = Fields(codec.decode(unverified, max_size=MAX_TX_SIZE, what="tx"), "tx")
         env.int("v", lo=1, hi=1)
         payload = env.bytes("payload", max_len=MAX_TX_SIZE)
-        sig_items = env.list("sigs", max_len=64)
+        sig_items = env.list("sigs", max_len=MAX_SIGS)
         env.done()
         if not sig_items:
             raise DecodeError("a transaction needs at least one signature", "tx.sigs")
@@ -151,6 +155,10 @@ class Tx:
         """A new transaction with ``key``'s signature added (for k-of-n governance)."""
         if any(s.kid == key.kid for s in self.sigs):
             return self
+        if len(self.sigs) >= MAX_SIGS:
+            # one more would make bytes no one can parse again (a proposal lost, ADR 48)
+            raise DecodeError(f"a transaction carries at most {MAX_SIGS} signatures, and this "
+                              f"one has {len(self.sigs)}: no more can be added", "tx.sigs")
         sigs = (*self.sigs, TxSig(key.kid, key.sign("tx", self.payload)))
         return _envelope(self.net, self.type, self.body, self.payload, sigs)
 
@@ -351,12 +359,13 @@ def _agency_spec(f: Fields) -> dict[str, Any]:
 
 def _genesis(f: Fields) -> dict[str, Any]:
     agencies = []
-    for i, a in enumerate(f.list("agencies", max_len=256)):
+    # every founder signs the genesis, so there are at most MAX_SIGS of them
+    for i, a in enumerate(f.list("agencies", max_len=MAX_SIGS)):
         agencies.append(_agency_spec(Fields(a, f"{f.where}.agencies[{i}]")))
     ids = [a["id"] for a in agencies]
     if len(set(ids)) != len(ids):
         raise DecodeError("duplicate agency id", f"{f.where}.agencies")
-    quorum = f.int("quorum", lo=1, hi=256)
+    quorum = f.int("quorum", lo=1, hi=MAX_SIGS)
     if not agencies or quorum > len(agencies):
         raise DecodeError(f"quorum {quorum} needs 1..{len(agencies)} agencies",
                           f"{f.where}.quorum")
@@ -438,7 +447,8 @@ def _governance(f: Fields) -> dict[str, Any]:
         args = {"rule": rule_fields(rf)}
         rf.done()
     else:  # set_quorum
-        args = {"quorum": a.int("quorum", lo=1, hi=256)}
+        # a governance transaction needs the quorum's signatures: at most MAX_SIGS (ADR 48)
+        args = {"quorum": a.int("quorum", lo=1, hi=MAX_SIGS)}
     a.done()
     return {"seq": seq, "action": action, "args": args}
 

@@ -341,7 +341,14 @@ def _new_network(data: Path, network: str, founders: list[str], quorum: int,
     from ledger.keys import PrivateKey, save_private_key
     from ledger.network import Agency, genesis_tx
     from ledger.store import Store
+    from ledger.tx import MAX_SIGS
 
+    if len(founders) > MAX_SIGS:
+        err.print(f"[red]{len(founders)} founders:[/] every founder signs the genesis, and a "
+                  f"transaction carries at most {MAX_SIGS} signatures; found the network with "
+                  "at most that many and admit the others by governance (`agency propose "
+                  "add_agency`)")
+        raise typer.Exit(2)
     agencies = []
     for item in founders:
         aid, sep, name = item.partition("=")

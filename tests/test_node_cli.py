@@ -46,6 +46,9 @@ def test_init_new_network_then_run(tmp_path: Path) -> None:
     assert keys == ["civil.issuer.key", "civil.node.key", "edu.issuer.key", "edu.node.key"]
     for p in (tmp_path / "data" / "keys").iterdir():
         assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    head = subprocess.run([str(BIN / "ledger"), "head", str(tmp_path / "data" / "ledger")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert head.returncode == 0 and "no checkpoint stored yet" in head.stdout, head.stdout
 
     again = subprocess.run([str(BIN / "ledger-node"), "init", "--data", str(tmp_path / "data"),
                             "--agency", "edu", "--new-network", "district-7", "--founder",
@@ -53,8 +56,10 @@ def test_init_new_network_then_run(tmp_path: Path) -> None:
                            capture_output=True, text=True, env=env, timeout=120, check=False)
     assert again.returncode == 2  # bad input, as --help says
     assert "not empty" in again.stderr
+    many = [arg for i in range(65) for arg in ("--founder", f"a{i:02d}=Agency {i}")]
     for args, said in ((["--founder", "edu"], "bad --founder 'edu'"),
-                       (["--founder", "civil=Civil Affairs"], "must be one of the --founder")):
+                       (["--founder", "civil=Civil Affairs"], "must be one of the --founder"),
+                       (["--founder", "edu=Education", *many], "at most 64 signatures")):
         bad = subprocess.run([str(BIN / "ledger-node"), "init", "--data", str(tmp_path / "d2"),
                               "--agency", "edu", "--new-network", "district-7", *args,
                               "--config-out", str(tmp_path / "y.toml")],

@@ -575,6 +575,33 @@ def test_governance_quorum(ledger: LedgerHarness, agencies: dict[str, Agency]) -
     assert ledger.registry.quorum == 2
 
 
+def test_no_network_outgrows_what_one_transaction_or_checkpoint_carries(
+        ledger: LedgerHarness, agencies: dict[str, Agency], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A transaction carries at most 64 signatures and a checkpoint 100 co-signatures: a quorum
+    above 64 would freeze governance for good, a 65th signature would make a proposal no one
+    can read again, more than 100 agencies would stop every checkpoint (ADR 48)."""
+    from ledger.errors import DecodeError
+    from ledger.tx import MAX_SIGS
+
+    reg, edu = agencies["reg"], agencies["edu"]
+    with pytest.raises(DecodeError, match="quorum"):
+        ledger.gov_tx("set_quorum", {"quorum": MAX_SIGS + 1}, [reg, edu])
+    many = [demo_agency(f"a{i:02d}", f"Agency {i}", "caps") for i in range(MAX_SIGS)]
+    full = ledger.gov_tx("set_quorum", {"quorum": 2}, many)
+    assert len(full.sigs) == MAX_SIGS
+    assert Tx.from_bytes(full.raw) == full  # 64 still parse
+    with pytest.raises(DecodeError, match="at most 64 signatures"):
+        full.sign(reg.issuer_key)
+    with pytest.raises(DecodeError, match="more than 64"):
+        genesis_tx("caps", [*many, reg], 2, T0)
+    monkeypatch.setattr("ledger.state.MAX_SIGNATURES", 3)  # the harness has three agencies
+    fourth = demo_agency("fourth", "Fourth", "caps")
+    assert reject(ledger, ledger.gov_tx("add_agency", {"agency": fourth.spec()}, [reg, edu]),
+                  T1) == "too_many_agencies"
+    assert ledger.registry.agency("fourth") is None
+
+
 def test_governance_node_key_does_not_count(ledger: LedgerHarness,
                                             agencies: dict[str, Agency]) -> None:
     reg = agencies["reg"]

@@ -135,3 +135,24 @@ def test_status_values_are_status_entries(ledger: Any, agencies: dict[str, Agenc
     assert len(want) == 50
     for chunk in (1, 7, 1000):
         assert sorted(ledger.store.status_values("edu", "degree", chunk=chunk)) == want
+
+
+def test_a_lists_issuer_and_type_are_read_from_its_uri(ledger: Any,
+                                                       agencies: dict[str, Agency]) -> None:
+    """`list_ref` answers what `list_refs` maps, without building the map of agencies by types
+    for each request (quadratic in a city's registry, ADR 48)."""
+    from ledger.offline import list_ref, list_refs
+
+    _setup(ledger, agencies)
+    registry = ledger.store.registry
+    refs = list_refs(registry)
+    assert refs  # the harness registers types
+    for uri, ref in refs.items():
+        assert list_ref(registry, uri) == ref
+    net = registry.network
+    agency, kind = next(iter(refs.values()))
+    for uri in (status_list_uri("another-net", agency, kind),
+                status_list_uri(net, "nobody", kind), status_list_uri(net, agency, "no-type"),
+                status_list_uri(net, agency, kind) + ":x", status_list_uri(net, agency, kind)[:-1],
+                f"urn:credledger:{net}:status-list:{agency}", ""):
+        assert uri not in refs and list_ref(registry, uri) is None, uri

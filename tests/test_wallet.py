@@ -292,6 +292,25 @@ def test_an_envelope_too_big_for_one_qr_code_says_so() -> None:
     assert b64url(b"\xfb\xff") == "-_8"
 
 
+
+def test_an_envelope_too_big_for_a_qr_code_names_its_checkpoints_share(
+        world: World, wallet: Wallet) -> None:
+    """On a network of ten agencies or more the checkpoint's co-signatures alone outgrow one
+    code: the refusal says so, since disclosing fewer claims would not help (ADR 48)."""
+    from ledger.presentation import Envelope
+    from wallet.qr import make_qr
+
+    info = wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(),
+                          registry=world.ledger.registry, now=NOW)
+    env = Envelope.from_bytes(wallet.present(info.id, REQ, now=NOW))
+    lines = "".join(f"\u2014 agency-{i:02d} {base64.b64encode(os.urandom(68)).decode()}\n"
+                    for i in range(30))
+    big = replace(env, checkpoint=env.checkpoint + lines).to_bytes()
+    with pytest.raises(WalletError, match=r"of which [0-9,]+ the checkpoint with 3[0-9] "
+                                          r"co-signatures\) does not fit one QR code"):
+        make_qr(big)
+
+
 def test_refusal_is_a_ledger_error() -> None:
     import wallet as pkg
 

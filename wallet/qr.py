@@ -28,9 +28,23 @@ def make_qr(envelope: bytes) -> segno.QRCode:
     try:
         return segno.make_qr(envelope, error="l", boost_error=True)
     except segno.DataOverflowError as e:
-        raise WalletError(f"the envelope ({len(envelope)} bytes) does not fit one QR code "
-                          "(2,953 bytes at most); disclose fewer claims or hand over the "
-                          "file") from e
+        raise WalletError(f"the envelope ({len(envelope)} bytes{_checkpoint_share(envelope)}) "
+                          "does not fit one QR code (2,953 bytes at most); hand over the file "
+                          "or the text instead, or disclose fewer claims") from e
+
+
+def _checkpoint_share(envelope: bytes) -> str:
+    """How much of ``envelope`` its checkpoint takes: on a network of ten agencies or more, the
+    co-signatures alone outgrow one code (ADR 48), so fewer claims would not help."""
+    from ledger.errors import LedgerError
+    from ledger.presentation import Envelope
+
+    try:
+        text = Envelope.from_bytes(envelope).checkpoint
+    except LedgerError:
+        return ""
+    lines = sum(1 for line in text.splitlines() if line.startswith("\u2014 "))
+    return f", of which {len(text.encode()):,} the checkpoint with {lines} co-signatures"
 
 
 def png_bytes(code: segno.QRCode) -> bytes:
