@@ -13,9 +13,9 @@ MODULES = {
     "ledger.merkle": {"leaf_hash", "node_hash", "root_hash", "inclusion_proof",
                       "consistency_proof", "verify_inclusion", "verify_consistency"},
     "ledger.codec": {"MAX_SIZE", "Fields", "decode", "encode"},
-    "ledger.offline": {"MAX_SNAPSHOT", "Snapshot", "SnapshotError", "export_snapshot",
-                       "left_out_lists",
-                       "list_refs", "load_snapshot", "store_status_list"},
+    "ledger.offline": {"MAX_LISTS", "MAX_SNAPSHOT", "Snapshot", "SnapshotError",
+                       "export_snapshot", "left_out_lists", "list_ref", "list_refs",
+                       "load_snapshot", "store_status_list"},
 }
 
 
