@@ -14,4 +14,4 @@ def utc_text(ts: int, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
     try:
         return dt.datetime.fromtimestamp(ts, dt.UTC).strftime(fmt)
     except (OverflowError, OSError, ValueError):
-        return f"{ts} s after 1970 (past the year 9999)"
+        return f"{ts} s after 1970 (past the year 9999)" if ts > 0 else f"{ts} s from 1970"

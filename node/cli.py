@@ -434,10 +434,11 @@ def pki_create(
 @pki_app.command("add")
 def pki_add(pki: _PKI_FOLDER, agency: _PKI_AGENCY) -> None:
     """Certify an agency governance admitted (or one whose certificate was revoked)."""
-    from node.pki import ensure_crl, issue_agency_cert
+    from node.pki import ensure_crl, ensure_operator_cert, issue_agency_cert
 
     def step(passphrase: bytes, now: dt.datetime) -> str:
         ensure_crl(pki, passphrase, now=now)
+        ensure_operator_cert(pki, passphrase, now=now)  # a PKI from before ADR 48
         issue_agency_cert(pki, agency, passphrase, now=now)
         return (f"certificate for {agency} in {pki / (agency + '.crt')} (key encrypted in "
                 f"{pki / (agency + '.key')})")
@@ -468,10 +469,11 @@ def pki_revoke(pki: _PKI_FOLDER, agency: _PKI_AGENCY) -> None:
     crl.pem, which etcd members read on every new connection. Copy crl.pem to every agency's
     PKI folder; nodes read it when they start. Then `ledger-node etcd take-out`: its etcd user
     goes, which refuses even the connections it already holds, and its member leaves."""
-    from node.pki import ensure_crl, revoke_agency_cert
+    from node.pki import ensure_crl, ensure_operator_cert, revoke_agency_cert
 
     def step(passphrase: bytes, now: dt.datetime) -> str:
         ensure_crl(pki, passphrase, now=now)
+        ensure_operator_cert(pki, passphrase, now=now)  # a PKI from before ADR 48
         cert = revoke_agency_cert(pki, agency, passphrase, now=now)
         return (f"{agency}'s certificate {cert.serial_number:x} is revoked in {pki / 'crl.pem'}"
                 "; copy that file to every agency's PKI folder")
@@ -492,7 +494,7 @@ def pki_list(pki: Annotated[Path, typer.Option("--pki", help="The PKI folder.")]
     now = dt.datetime.now(dt.UTC)
     for c in certs:
         state = "revoked" if c.revoked else (
-            "EXPIRED" if c.not_after <= now else f"{(c.not_after - now).days} days left") + (
+            "expired" if c.not_after <= now else f"{(c.not_after - now).days} days left") + (
             " (superseded)" if c.superseded and not c.revoked else "")
         print(f"{c.agency:20} {c.serial:040x}  until {c.not_after:%Y-%m-%d}  {state}")
 
@@ -513,11 +515,17 @@ def _etcd_step(what: str, pki: Path, endpoint: str,
     from node.etcdadmin import EtcdAdmin
     from node.pki import operator_credentials
 
+    scheme, _, target = endpoint.partition("://")
+    if scheme != "https" or not target:
+        err.print(f"[red]bad --endpoint {endpoint!r}:[/] give a member's client URL, "
+                  "https://host:port")
+        raise typer.Exit(2)
     passphrase = _ask_passphrase("for the PKI keys", confirm=False)
     try:
         said = step(EtcdAdmin(endpoint, operator_credentials(pki, passphrase)))
     except (LedgerError, OSError) as e:
-        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        why = (f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.strerror
+               else str(e))
         err.print(f"[red]cannot {what}:[/] {why}")
         raise typer.Exit(1) from e
     err.print(said)
@@ -598,9 +606,9 @@ def cluster(
         if not (data / "cluster.toml").exists():
             create_cluster(data, agencies, passphrase, base_port=base_port)
         net = LocalCluster(data, passphrase)
-        if len(net.members) != agencies:
-            err.print(f"[yellow]{data} holds a {len(net.members)}-agency cluster;[/] "
-                      f"starting that one")
+        live = len(net.members) - len(net.removed)
+        if live != agencies:
+            err.print(f"[yellow]{data} holds a {live}-agency cluster;[/] starting that one")
         net.start()
     except LedgerError as e:
         err.print(f"[red]cluster failed:[/] {e}")

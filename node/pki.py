@@ -210,6 +210,9 @@ def renew_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
     they restart) and is kept in ``superseded/``, so a later revocation of the agency revokes
     it too. A stolen key needs ``revoke`` and ``add``, not this. Returns the new certificate."""
     _check_id(agency)
+    if not (folder / f"{agency}.crt").exists() and _kept(folder / REVOKED, agency):
+        raise PkiError(f"{agency}'s certificate is revoked: issue a new one with "
+                       "`ledger-node pki add`")
     old = _certificate(folder / f"{agency}.crt")
     ca_cert, ca_key = _ca(folder, passphrase)
     if old.serial_number in _revoked_serials(folder, ca_cert):
@@ -236,11 +239,11 @@ def revoke_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
     _check_id(agency)
     ca_cert, ca_key = _ca(folder, passphrase)
     if not (folder / f"{agency}.crt").exists():
-        done = sorted((folder / REVOKED).glob(f"{agency}-*.crt"))
         raise PkiError(f"{agency} has no certificate in {folder}" + (
-            ": it was revoked already" if done else " (is the agency id right?)"))
+            ": it was revoked already" if _kept(folder / REVOKED, agency)
+            else " (is the agency id right?)"))
     cert = _certificate(folder / f"{agency}.crt")
-    older = sorted((folder / SUPERSEDED).glob(f"{agency}-*.crt"))
+    older = _kept(folder / SUPERSEDED, agency)
     crl = _read_crl(folder, ca_cert)
     entries = [] if crl is None else list(crl)
     listed = {e.serial_number for e in entries}
@@ -256,6 +259,13 @@ def revoke_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
     os.replace(folder / f"{agency}.crt", folder / REVOKED / f"{agency}-{cert.serial_number:x}.crt")
     (folder / f"{agency}.key").unlink(missing_ok=True)
     return cert
+
+
+def _kept(where: Path, agency: str) -> list[Path]:
+    """``<agency>-<serial hex>.crt`` files in ``where``: this agency's only (ids may hold
+    '-', so "city" must not take "city-water"'s; a serial is hex, without '-')."""
+    return sorted(p for p in where.glob("*.crt")
+                  if p.name.removesuffix(".crt").rpartition("-")[0] == agency)
 
 
 def ensure_crl(folder: Path, passphrase: bytes, *, now: _dt.datetime) -> Path:
@@ -376,6 +386,10 @@ def ensure_operator_cert(folder: Path, passphrase: bytes, *, now: _dt.datetime) 
 def operator_credentials(folder: Path, passphrase: bytes) -> tuple[bytes, bytes, bytes]:
     """(CA, operator certificate, operator key) as PEM for an etcd administrator's client;
     the clear key stays in memory."""
+    if not (folder / f"{OPERATOR}.key").exists():
+        raise PkiError(f"{folder} holds no operator certificate (operator.key): a PKI made "
+                       "before ADR 48 gets one from `ledger-node pki add` or `pki revoke`, "
+                       "run where the CA key is")
     key = _load_key(folder / f"{OPERATOR}.key", passphrase)
     return ((folder / "ca.crt").read_bytes(), (folder / f"{OPERATOR}.crt").read_bytes(),
             _key_bytes(key, None))

@@ -84,6 +84,7 @@ _BE = struct.Struct(">Q")
 _RECENT = 100_000  # size → (rev, height) entries kept for pruning decisions
 _BATCH_BYTES = 768 * 1024  # a batch is cut once it holds this much (MAX_BATCH_BYTES is 1 MiB)
 _OWN_KEPT = 64  # our batches in flight whose parsed transactions are kept for applying
+_PROBE_EVERY = 5.0  # seconds between write probes while etcd refuses our writes (ADR 48)
 
 
 _T = TypeVar("_T")
@@ -166,6 +167,7 @@ class EtcdOrderer:
         # etcd revision of its own: (next block to match, our head's height) while the batches
         # after the marker are matched to the blocks it already holds (ADR 48).
         self._aligning: tuple[int, int] | None = None
+        self._last_probe = 0.0  # when a write was last tried while etcd refused ours
         self._unfinal_since = 0.0  # since when the head has had no final checkpoint
         self.max_batch, self.max_wait, self.retention = max_batch, max_wait, retention
         self.submit_timeout, self.poll = submit_timeout, poll
@@ -286,11 +288,8 @@ class EtcdOrderer:
                 self._wake.set()
                 return
             except OrderingError as e:
-                self.stats.put_failing_since = self.stats.put_failing_since or _time.time()
-                self.stats.put_error = str(e)
+                self._write_failed(e)
                 if self._stop.is_set() or _time.monotonic() + delay > give_up:
-                    # answered (failed): no put is waiting now; the next one says again
-                    self.stats.put_failing_since = 0.0
                     self.stats.last_error = str(e)
                     self._fail([f for _, f in items],
                                OrderingError(f"not ordered: {e}; retry the submission "
@@ -343,6 +342,7 @@ class EtcdOrderer:
                 self._stop.wait(1.0)
             else:
                 self.stats.failing_since = 0.0
+                self._probe_writes()
                 self._watch_finality()
                 continue
             # after a failure: health reports the node degraded until a step succeeds
@@ -496,6 +496,7 @@ class EtcdOrderer:
             self.stats.put_failing_since = 0.0  # etcd takes our writes again
         except OrderingError as e:  # the next block publishes again
             self.stats.last_error = str(e)
+            self._write_failed(e)
 
     # -- co-signatures, finality, evidence --
     def _verifiers_at(self, size: int) -> tuple[Registry, dict[str, Any]]:
@@ -810,6 +811,25 @@ class EtcdOrderer:
             self.stats.put_failing_since = 0.0
         except OrderingError as e:
             self.stats.last_error = str(e)
+            self._write_failed(e)
+
+    def _write_failed(self, e: OrderingError) -> None:
+        self.stats.put_failing_since = self.stats.put_failing_since or _time.time()
+        self.stats.put_error = str(e)
+
+    def _probe_writes(self) -> None:
+        """While etcd refuses our writes, try a small one (our applied position) every few
+        seconds: an idle node would otherwise say "degraded" until its next submission, or
+        "ok" while etcd still refuses every write."""
+        if not self.stats.put_failing_since:
+            return
+        now = _time.monotonic()
+        if now - self._last_probe < _PROBE_EVERY:
+            return
+        self._last_probe = now
+        head = self.store.head
+        if head is not None:
+            self._publish_applied(head)
 
     def _from_peers(self, step: Callable[[str], _T], height: int) -> _T:
         """``step(peer)`` with each peer in turn until one succeeds, starting with the last

@@ -154,7 +154,7 @@ class _Chunks:
 class PendingRequest:
     request: Request
     created: int  # wall-clock time, shown to the holder's wallet
-    since: float = 0.0  # the node's monotonic timer then: what the request's age counts from
+    since: float  # the node's monotonic timer then: what the request's age counts from
 
     def to_json(self) -> dict[str, Any]:
         return {**self.request.to_json(), "created": self.created,

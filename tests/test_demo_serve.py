@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -138,7 +139,8 @@ def test_demo_serves_verify_then_revoke(demo_server: tuple[str, dict[str, str], 
     assert report["status"] == "revoked"
 
 
-def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str], Path]) -> None:
+def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str], Path],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """Step 5 of the demo's "Try" list: the served demo has the catalogue's elderly allowance
     installed, the demo wallet holds what it asks for, and `wallet apply` gets a decision and
     keeps the approval credential (the snapshot the demo wrote checks it)."""
@@ -183,10 +185,30 @@ def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str
     assert r.returncode == 1 and "does not need" in r.stderr, r.stderr
     assert "['holder_name', 'person_id']" in r.stderr and "nothing was signed" in r.stderr
     assert applied == ["/v1/services/elderly-allowance/applications"]  # no /apply came
-    r = subprocess.run([str(BIN / "wallet"), "apply", "elderly-allowance", "--node", url,
-                        "--registry", "demo-data/snapshot.bin", "--yes"], capture_output=True,
-                       text=True, env=env, cwd=tmp, timeout=120, check=False)
-    assert r.returncode == 0, r.stderr
+    # Another wallet process saves while the application is out (a second `wallet apply`, a
+    # refresh): the credential is fine, and the wallet takes it once more instead of advising
+    # a newer snapshot (ADR 48). Run in this process, so the other save can come exactly then.
+    from typer.testing import CliRunner
+
+    from wallet import cli as wallet_cli
+
+    wallet_file, wallet_pw = Path(env["WALLET_PATH"]), env["WALLET_PASSPHRASE"].encode()
+    receive, raced = Wallet.receive, []
+
+    def racing(self: Wallet, *args: Any, **kwargs: Any) -> Any:
+        if not raced:  # the other process's save, between this one's open and its save
+            other = Wallet.open(wallet_file, wallet_pw)
+            other._save(other._contents)
+            raced.append(True)
+        return receive(self, *args, **kwargs)
+
+    monkeypatch.setattr(Wallet, "receive", racing)
+    got = CliRunner().invoke(wallet_cli.app, [
+        "apply", "elderly-allowance", "--node", url, "--registry",
+        str(tmp / "demo-data" / "snapshot.bin"), "--yes"], env=env)
+    monkeypatch.undo()
+    assert raced and got.exit_code == 0, got.output
+    r = subprocess.CompletedProcess([], 0, got.stdout, got.output)
     assert "approved (standard): eligible" in r.stderr + r.stdout
     assert "discloses district, age_over_65" in r.stderr + r.stdout
     # the served demo's credit secret rests sealed (ADR 46), and the node read it to decide

@@ -32,6 +32,7 @@ from node.pki import (
     ensure_crl,
     issue_agency_cert,
     lock,
+    operator_credentials,
     renew_agency_cert,
     revoke_agency_cert,
     sweep_stale_runtimes,
@@ -276,6 +277,23 @@ def test_renew_gives_a_new_key_and_keeps_the_old_certificate_valid(tmp_path: Pat
     assert not list((pki / "superseded").glob("*.crt"))
 
 
+def test_revoking_an_agency_leaves_one_whose_id_it_begins(tmp_path: Path) -> None:
+    """Ids may hold '-': revoking "city" must not revoke "city-water"'s certificates, the
+    superseded one its running processes still use included; nor call it revoked already."""
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["city", "city-water"], b"pw", now=NOW)
+    water_old = _serial(pki / "city-water.crt")
+    renew_agency_cert(pki, "city-water", b"pw", now=NOW)
+    revoke_agency_cert(pki, "city", b"pw", now=NOW)
+    crl = x509.load_pem_x509_crl((pki / "crl.pem").read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(water_old) is None
+    assert (pki / "superseded" / f"city-water-{water_old:x}.crt").exists()
+    with pytest.raises(PkiError, match="is the agency id right"):
+        revoke_agency_cert(pki, "city-w", b"pw", now=NOW)
+    with pytest.raises(PkiError, match="revoked: issue a new one"):
+        renew_agency_cert(pki, "city", b"pw", now=NOW)
+
+
 def test_a_pki_from_before_gets_an_empty_revocation_list(tmp_path: Path) -> None:
     pki = tmp_path / "pki"
     create_pki(pki, "n", ["civil"], b"pw", now=NOW)
@@ -287,6 +305,14 @@ def test_a_pki_from_before_gets_an_empty_revocation_list(tmp_path: Path) -> None
     with pytest.raises(PkiError, match="wrong passphrase"):
         ensure_crl(pki, b"nope", now=NOW)
     assert not (pki / "crl.pem").exists()  # nothing half-made
+    # nor an operator certificate: `pki add` (run where the CA is) makes one
+    for name in ("operator.crt", "operator.key"):
+        (pki / name).unlink()
+    with pytest.raises(PkiError, match="gets one from `ledger-node pki add`"):
+        operator_credentials(pki, b"pw")
+    r = _pki("add", "--pki", str(pki), "--agency", "edu")
+    assert r.returncode == 0, r.stderr
+    assert operator_credentials(pki, b"pw")[1].startswith(b"-----BEGIN CERTIFICATE")
 
 
 def _tls_server(folder: Path, agency: str) -> tuple[int, threading.Thread, socket.socket]:
@@ -562,7 +588,7 @@ def test_the_operator_administers_etcd_from_the_command_line(tmp_path: Path) -> 
                               "--endpoint", "http://127.0.0.1:1"], capture_output=True,
                              text=True, env={**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"},
                              timeout=60, check=False)
-        assert bad.returncode == 1 and "https://host:port" in bad.stderr
+        assert bad.returncode == 2 and "https://host:port" in bad.stderr  # bad input
     finally:
         if held is not None:
             lock(held)

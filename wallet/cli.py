@@ -379,8 +379,8 @@ def apply(
     from ledger.offline import load_snapshot
     from ledger.presentation import Request
     from ledger.state import rule_hash
-    from wallet.core import beyond_rule
-    from wallet.errors import WalletChangedError, WalletError
+    from wallet.core import Wallet, beyond_rule
+    from wallet.errors import WalletChangedError, WalletError, WalletFileError
 
     with _errors():
         reg = load_snapshot(_read_file(registry, "registry snapshot")).registry
@@ -389,7 +389,8 @@ def apply(
             raise WalletError(f"{service!r} is not a service registered as of {registry} (the "
                               "wallet cannot tell which claims it needs); if it was registered "
                               "since, take a newer snapshot")
-        w = _open()
+        passphrase = _passphrase()  # asked once: a save raced below opens again
+        w = Wallet.open(_state.wallet, passphrase)
         base = node.rstrip("/")
         try:
             with httpx.Client(timeout=60) as client:
@@ -450,7 +451,8 @@ def apply(
             except WalletChangedError:
                 # another wallet process saved meanwhile (the application took a round trip):
                 # the credential is fine; open the wallet again and take it once more
-                info = _open().receive(bundle, registry=reg, now=int(time.time()))
+                info = Wallet.open(_state.wallet, passphrase).receive(
+                    bundle, registry=reg, now=int(time.time()))
         except LedgerError as e:
             # The decision is on the ledger already and no node gives its credential twice:
             # keep it beside the wallet (a folder the wallet writes to), else print it.
@@ -463,9 +465,11 @@ def apply(
                           f"could not be kept in {escape(str(kept))} ({escape(str(w_err))}). "
                           "Here it is; save it and `wallet receive` it:")
                 print(base64.urlsafe_b64encode(bundle).rstrip(b"=").decode())
-                raise WalletError(f"the approval credential did not check out against "
+                raise WalletError(f"the approval credential could not be saved in the wallet "
+                                  f"({e})" if isinstance(e, WalletFileError) else
+                                  f"the approval credential did not check out against "
                                   f"{registry} ({e})") from e
-            if isinstance(e, WalletChangedError):
+            if isinstance(e, WalletFileError):  # changed by another process, unreadable, …
                 raise WalletError(f"the agency decided: {said}; its approval credential could "
                                   f"not be saved: {e}. It is kept in {kept}: `wallet receive "
                                   f"{kept} --registry {registry}`") from e

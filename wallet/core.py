@@ -198,8 +198,8 @@ class Wallet:
                               f"credential in it ({e})") from e
         with lock(self.path):
             if _read(self.path, "wallet") != self._blob:
-                raise WalletChangedError(f"{self.path} changed since it was opened (another wallet "
-                                      f"process?); open it again and retry")
+                raise WalletChangedError(f"{self.path} changed since it was opened (another "
+                                         "wallet process?); open it again and retry")
             blob = seal(contents, self._key, self._params)
             if len(blob) > MAX_FILE:  # the sealed file, not only its contents, must open again
                 raise WalletError(f"not saved: the wallet would be {len(blob):,} bytes, over "
