@@ -404,7 +404,7 @@ def test_a_request_too_long_for_a_qr_code_is_given_as_text(served: Served) -> No
     long = type(pending)(type(pending.request)(pending.request.nonce, "https://desk.example",
                                                "x" * 200, tuple(f"c{i:02d}" + "y" * 90
                                                                 for i in range(40))),
-                         pending.created)
+                         pending.created, pending.since)
     from starlette.requests import Request
 
     app = FastAPI()
