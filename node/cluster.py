@@ -523,11 +523,12 @@ class LocalCluster:
 
     # -- taking an agency out --
     def revoke(self, agency: str) -> None:
-        """Take an agency governance removed out of the ordering, as its operator would:
-        revoke its certificate (``crl.pem``, which every etcd member reads on each new
-        connection, and the nodes when they start), remove its etcd member from the Raft
-        cluster (which ends the connections it already has), and stop its node and member.
-        Governance must have removed it first; the others keep running."""
+        """Take an agency governance removed out of the ordering, as its operator would: stop
+        its node and etcd member, revoke its certificates (``crl.pem``, which every etcd member
+        reads on each new connection, and the nodes when they start), delete its etcd user
+        (refused at once, even on connections it holds) and remove its member from the Raft
+        cluster (:meth:`EtcdAdmin.take_out`). Governance must have removed it first; the others
+        keep running. May be run again to finish one cut short."""
         self.member(agency)  # raises for an agency not in the cluster
         admin = self._admin(self._running_member(but=agency))
         # Its processes stop first, and stay stopped whatever fails next; every step may be
