@@ -405,12 +405,15 @@ _PKI_AGENCY = Annotated[str, typer.Option(help="The agency id.")]
 
 def _pki_step(what: str, step: Callable[[bytes, dt.datetime], str], *,
               confirm: bool = False) -> None:
-    """Ask the passphrase, run ``step`` and say its result; a PKI error is one line, exit 1."""
+    """Ask the passphrase, run ``step`` and say its result; a PKI error, or a file that cannot
+    be read, is one line, exit 1."""
     passphrase = _ask_passphrase("for the PKI keys", confirm=confirm)
     try:
         said = step(passphrase, dt.datetime.now(dt.UTC))
-    except LedgerError as e:
-        err.print(f"[red]cannot {what}:[/] {e}")
+    except (LedgerError, OSError) as e:
+        why = (f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.strerror
+               else str(e))
+        err.print(f"[red]cannot {what}:[/] {why}")
         raise typer.Exit(1) from e
     err.print(said)
 
@@ -520,15 +523,8 @@ def _etcd_step(what: str, pki: Path, endpoint: str,
         err.print(f"[red]bad --endpoint {endpoint!r}:[/] give a member's client URL, "
                   "https://host:port")
         raise typer.Exit(2)
-    passphrase = _ask_passphrase("for the PKI keys", confirm=False)
-    try:
-        said = step(EtcdAdmin(endpoint, operator_credentials(pki, passphrase)))
-    except (LedgerError, OSError) as e:
-        why = (f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.strerror
-               else str(e))
-        err.print(f"[red]cannot {what}:[/] {why}")
-        raise typer.Exit(1) from e
-    err.print(said)
+    _pki_step(what, lambda passphrase, _: step(
+        EtcdAdmin(endpoint, operator_credentials(pki, passphrase))))
 
 
 @etcd_app.command("secure")

@@ -181,26 +181,41 @@ def _spki(key: object) -> bytes:
 
 def _agency_cert(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, agency: str,
                  now: _dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                       x509.DNSName("localhost"), x509.DNSName(agency)])
+    # never past the CA: a certificate the CA outlives no one could check
+    until = min(now + _dt.timedelta(days=VALID_DAYS), ca_cert.not_valid_after_utc)
+    return _leaf_cert(ca_cert, ca_key, agency, now, until,
+                      [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], san)
+
+
+def _leaf_cert(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, common: str,
+               now: _dt.datetime, until: _dt.datetime, usages: list[x509.ObjectIdentifier],
+               san: x509.SubjectAlternativeName | None = None
+               ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A new key and a certificate for it, signed by the CA, with CN ``common``."""
     if now >= ca_cert.not_valid_after_utc:
         raise PkiError(f"the network CA expired on {ca_cert.not_valid_after_utc:%Y-%m-%d}: "
                        "make the network's certificates anew (`ledger-node pki create`)")
     key = ec.generate_private_key(ec.SECP256R1())
-    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                       x509.DNSName("localhost"), x509.DNSName(agency)])
-    cert = (x509.CertificateBuilder().subject_name(_name(agency))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _dt.timedelta(minutes=5))
-            # never past the CA: a certificate the CA outlives no one could check
-            .not_valid_after(min(now + _dt.timedelta(days=VALID_DAYS),
-                                 ca_cert.not_valid_after_utc))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(san, critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                  ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
+    builder = (x509.CertificateBuilder().subject_name(_name(common))
+               .issuer_name(ca_cert.subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - _dt.timedelta(minutes=5)).not_valid_after(until)
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
+    if san is not None:
+        builder = builder.add_extension(san, critical=False)
+    cert = (builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .sign(ca_key, hashes.SHA256()))
     return key, cert
+
+
+def _replace_pair(folder: Path, name: str, key: ec.EllipticCurvePrivateKey,
+                  cert: x509.Certificate, passphrase: bytes) -> None:
+    """Write ``<name>.key`` (sealed) and ``<name>.crt``, each whole, in place of any before;
+    the key first: a stop in between leaves a pair that unlock names as mismatched."""
+    write_atomic(folder / f"{name}.key", _key_bytes(key, passphrase), 0o600)
+    write_atomic(folder / f"{name}.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
 
 def renew_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
@@ -222,9 +237,7 @@ def renew_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
     (folder / SUPERSEDED).mkdir(exist_ok=True, mode=0o700)
     shutil.copyfile(folder / f"{agency}.crt",
                     folder / SUPERSEDED / f"{agency}-{old.serial_number:x}.crt")
-    # the key first: a stop in between leaves a pair that unlock names as mismatched
-    write_atomic(folder / f"{agency}.key", _key_bytes(key, passphrase), 0o600)
-    write_atomic(folder / f"{agency}.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    _replace_pair(folder, agency, key, cert, passphrase)
     return cert
 
 
@@ -360,19 +373,9 @@ def _check_id(agency: str) -> None:
 def _issue_operator_cert(folder: Path, ca_cert: x509.Certificate,
                          ca_key: ec.EllipticCurvePrivateKey, passphrase: bytes,
                          now: _dt.datetime) -> None:
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(_name(ETCD_ROOT))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - _dt.timedelta(minutes=5))
-            .not_valid_after(ca_cert.not_valid_after_utc)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    write_atomic(folder / f"{OPERATOR}.key", _key_bytes(key, passphrase), 0o600)
-    write_atomic(folder / f"{OPERATOR}.crt", cert.public_bytes(serialization.Encoding.PEM),
-                 0o644)
+    key, cert = _leaf_cert(ca_cert, ca_key, ETCD_ROOT, now, ca_cert.not_valid_after_utc,
+                           [ExtendedKeyUsageOID.CLIENT_AUTH])
+    _replace_pair(folder, OPERATOR, key, cert, passphrase)
 
 
 def ensure_operator_cert(folder: Path, passphrase: bytes, *, now: _dt.datetime) -> None:

@@ -284,7 +284,7 @@ class EtcdOrderer:
             try:
                 self.etcd.put_batch(data)
                 self.stats.batches_put += 1
-                self.stats.put_failing_since = 0.0
+                self.stats.put_failing_since = 0.0  # etcd takes our writes (again)
                 self._wake.set()
                 return
             except OrderingError as e:
@@ -493,7 +493,7 @@ class EtcdOrderer:
             self.etcd.publish(head.log_size, self.agency,
                               codec.encode({"root": head.log_root, "line": line}),
                               self._applied(head))
-            self.stats.put_failing_since = 0.0  # etcd takes our writes again
+            self.stats.put_failing_since = 0.0
         except OrderingError as e:  # the next block publishes again
             self.stats.last_error = str(e)
             self._write_failed(e)
@@ -779,7 +779,8 @@ class EtcdOrderer:
             return
         if header.time != max(batch.time, prev.time):
             return
-        held = iter(Tx.from_bytes(raw).txid for raw in self.store.block_entries(header))
+        # a transaction's id is the SHA-256 of its bytes: no parse of what the store holds
+        held = iter(hashlib.sha256(raw).digest() for raw in self.store.block_entries(header))
         want = next(held, None)
         for tx in txs:
             if tx.txid == want:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 
 from ledger.keys import load_private_key
@@ -141,3 +142,15 @@ def running_cluster(tmp: Path, n: int = 3, retention: int = 1000,
             net.close()
     finally:
         cluster.stop()
+
+
+@contextmanager
+def etcd_as(runtime: Path, agency: str, url: str) -> Iterator[Any]:
+    """A gRPC connection to the etcd member at ``url`` with ``agency``'s certificate (from a
+    runtime folder of `node.pki.unlock`)."""
+    creds = grpc.ssl_channel_credentials(
+        root_certificates=(runtime / "ca.crt").read_bytes(),
+        private_key=(runtime / f"{agency}.key").read_bytes(),
+        certificate_chain=(runtime / f"{agency}.crt").read_bytes())
+    with grpc.secure_channel(url.partition("://")[2], creds) as channel:
+        yield channel

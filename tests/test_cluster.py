@@ -8,7 +8,6 @@ failover time is measured by ``scripts/bench cluster``).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 import shutil
@@ -27,7 +26,7 @@ import plyvel
 import pytest
 from aetcd.rpc import rpc_pb2 as pb
 from aetcd.rpc import rpc_pb2_grpc as pbg
-from clusterkit import DEGREE, PASS, Net, free_base, running_cluster
+from clusterkit import DEGREE, PASS, Net, etcd_as, free_base, running_cluster
 
 from ledger import codec, sdjwt
 from ledger.checkpoint import Checkpoint, SignedCheckpoint
@@ -277,7 +276,7 @@ def test_an_agency_removed_by_governance_no_longer_signs_checkpoints(fresh: Net)
         ctx = ssl.create_default_context(cafile=str(held / "ca.crt"))
         ctx.load_cert_chain(str(held / "health.crt"), str(held / "health.key"))
         assert httpx.get(f"{civil.client_url}/health", verify=ctx, timeout=5).status_code == 200
-        with _etcd_as(held, "health", civil.client_url) as channel:
+        with etcd_as(held, "health", civil.client_url) as channel:
             kv = pbg.KVStub(channel)
             key = network_prefix(net.cluster.network).encode() + b"probe"
             kv.Put(pb.PutRequest(key=key, value=b"1"), timeout=5)  # a connection it holds
@@ -313,7 +312,7 @@ def test_a_node_that_cannot_put_its_batches_says_so(fresh: Net) -> None:
     net = fresh
     rt = unlock(net.folder / "pki", "edu", PASS)
     try:
-        with _etcd_as(rt, "edu", net.cluster.member("civil").client_url) as channel:
+        with etcd_as(rt, "edu", net.cluster.member("civil").client_url) as channel:
             alarms = pbg.MaintenanceStub(channel)
             target = net.cluster.etcd_members()["health"]
 
@@ -403,24 +402,13 @@ def test_a_node_restored_from_a_peers_archive_rejoins(fresh: Net, tmp_path: Path
     net.wait_until("converged again", net.converged)
 
 
-@contextlib.contextmanager
-def _etcd_as(runtime: Path, agency: str, url: str) -> Iterator[Any]:
-    """A gRPC connection to the etcd member at ``url`` with ``agency``'s certificate."""
-    creds = grpc.ssl_channel_credentials(
-        root_certificates=(runtime / "ca.crt").read_bytes(),
-        private_key=(runtime / f"{agency}.key").read_bytes(),
-        certificate_chain=(runtime / f"{agency}.crt").read_bytes())
-    with grpc.secure_channel(url.partition("://")[2], creds) as channel:
-        yield channel
-
-
 def test_no_agencys_certificate_administers_etcd(net: Net) -> None:
     """etcd's auth is on (ADR 48): an agency's node reads and writes the network's keys and
     nothing else; adding members, turning auth off or making users needs the operator's
     certificate."""
     rt = unlock(net.folder / "pki", "edu", PASS)
     try:
-        with _etcd_as(rt, "edu", net.cluster.member("civil").client_url) as channel:
+        with etcd_as(rt, "edu", net.cluster.member("civil").client_url) as channel:
             kv = pbg.KVStub(channel)
             inside = network_prefix(net.cluster.network).encode() + b"probe"
             kv.Put(pb.PutRequest(key=inside, value=b"1"), timeout=5)

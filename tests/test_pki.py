@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from clusterkit import free_base
+from clusterkit import etcd_as, free_base
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -555,11 +555,8 @@ def test_the_operator_administers_etcd_from_the_command_line(tmp_path: Path) -> 
         r = etcd("secure", "--network", network, "--agency", "civil", "--agency", "edu")
         assert r.returncode == 0, r.stderr
         held = unlock(pki, "edu", b"pw")
-        creds = grpc.ssl_channel_credentials((held / "ca.crt").read_bytes(),
-                                             (held / "edu.key").read_bytes(),
-                                             (held / "edu.crt").read_bytes())
         inside = f"/credledger/{network}/probe".encode()
-        with grpc.secure_channel(civil.partition("://")[2], creds) as channel:
+        with etcd_as(held, "edu", civil) as channel:
             kv = pbg.KVStub(channel)
             kv.Put(pb.PutRequest(key=inside, value=b"1"), timeout=5)
             with pytest.raises(grpc.RpcError) as outside:

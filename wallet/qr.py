@@ -36,15 +36,17 @@ def make_qr(envelope: bytes) -> segno.QRCode:
 def _checkpoint_share(envelope: bytes) -> str:
     """How much of ``envelope`` its checkpoint takes: on a network of ten agencies or more, the
     co-signatures alone outgrow one code (ADR 48), so fewer claims would not help."""
+    from ledger.checkpoint import SignedCheckpoint
     from ledger.errors import LedgerError
     from ledger.presentation import Envelope
 
     try:
         text = Envelope.from_bytes(envelope).checkpoint
+        signed = SignedCheckpoint.from_text(text)
     except LedgerError:
         return ""
-    lines = sum(1 for line in text.splitlines() if line.startswith("\u2014 "))
-    return f", of which {len(text.encode()):,} the checkpoint with {lines} co-signatures"
+    return (f", of which {len(text.encode()):,} the checkpoint with {len(signed.signatures)} "
+            "co-signatures")
 
 
 def png_bytes(code: segno.QRCode) -> bytes:
