@@ -19,7 +19,6 @@ a node that cannot judge a rule stops rather than decide differently from the ot
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 from collections.abc import Mapping
@@ -216,11 +215,19 @@ class Registry:
     Treat instances as immutable: governance produces a new one (:meth:`evolve`).
     """
 
-    __slots__ = ("_grant_memo", "_pubs", "_signer_memo", "data")
+    __slots__ = ("_bytes", "_enc", "_grant_memo", "_prev_enc", "_pubs", "_signer_memo", "data")
 
-    def __init__(self, data: Mapping[str, Any]) -> None:
+    def __init__(self, data: Mapping[str, Any], prev: Registry | None = None) -> None:
         self.data: dict[str, Any] = dict(data)
-        self._pubs = {kid: PublicKey(k["pub"]) for kid, k in self._keys().items()}
+        # a key's bytes never change under its kid: the previous registry's parsed keys serve
+        old: Mapping[bytes, PublicKey] = prev._pubs if prev is not None else {}
+        self._pubs: dict[bytes, PublicKey] = {kid: old[kid] if kid in old else PublicKey(k["pub"])
+                      for kid, k in self._keys().items()}
+        # to_bytes reuses the previous registry's encoding of each entry it still shares
+        # (only its cache is kept, not the registry, so no chain of old registries builds up)
+        self._prev_enc = prev._enc if prev is not None else None
+        self._enc: dict[str, dict[str, tuple[object, bytes]]] | None = None
+        self._bytes: bytes | None = None
         # Answers of signer() and grant_covers() by (who, time): every transaction of a block
         # asks the same few at the same block time. The registry never changes (governance
         # builds a new one), so they stay true; bounded so a long replay does not grow them.
@@ -229,7 +236,41 @@ class Registry:
 
     # -- serialization --
     def to_bytes(self) -> bytes:
-        return codec.encode(_keys_to_hex(self.data))
+        """The canonical bytes, ``codec.encode`` of the data with kids as hex (``test_state``
+        holds the two equal). Built once, from the canonical bytes of each section's entries:
+        an entry this registry shares with the one it evolved from is not encoded again, so a
+        governance change costs what it touched plus a join (ADR 50)."""
+        if self._bytes is None:
+            self._bytes = self._encode()
+            self._prev_enc = None
+        return self._bytes
+
+    def _encode(self) -> bytes:
+        data = _keys_to_hex(self.data)
+        was = self._prev_enc or {}
+        enc: dict[str, dict[str, tuple[object, bytes]]] = {}
+        parts = [_map_header(len(data))]
+        for name in sorted(data):
+            if type(name) is not str:
+                raise TypeError(f"map key {name!r} is not a str")
+            section = data[name]
+            parts.append(codec.encode(name))
+            if type(section) is not dict:
+                parts.append(codec.encode(section))
+                continue
+            old, mine = was.get(name, {}), enc.setdefault(name, {})
+            parts.append(_map_header(len(section)))
+            for key in sorted(section):
+                if type(key) is not str:
+                    raise TypeError(f"map key {key!r} is not a str")
+                value = section[key]
+                hit = old.get(key)
+                if hit is None or hit[0] is not value:
+                    hit = (value, codec.encode(key) + codec.encode(value))
+                mine[key] = hit
+                parts.append(hit[1])
+        self._enc = enc
+        return b"".join(parts)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Registry:
@@ -247,8 +288,14 @@ class Registry:
         return cls(_keys_from_hex(raw))
 
     def evolve(self) -> dict[str, Any]:
-        """A deep, mutable copy of the data for building the next registry."""
-        return copy.deepcopy(self.data)
+        """A copy of the top-level map for building the next registry.
+
+        Only the top level is new: its members are the ones this registry holds, shared with
+        it. A governance action replaces each map or list on the path it changes with a copy
+        (``_own``) and never changes one in place, so a change costs what it touches, not the
+        size of the whole registry (a deep copy per change made a city's replay quadratic:
+        ADR 50). ``test_state`` checks every action leaves the older registry's bytes alone."""
+        return dict(self.data)
 
     # -- queries --
     @property
@@ -445,6 +492,15 @@ def _check_shape(raw: object) -> None:
              "a type definition with claims")
 
 
+def _map_header(n: int) -> bytes:
+    """msgpack's shortest header for a map of ``n`` entries (fixmap, map 16, map 32)."""
+    if n < 16:
+        return bytes([0x80 | n])
+    if n < 1 << 16:
+        return b"\xde" + n.to_bytes(2, "big")
+    return b"\xdf" + n.to_bytes(4, "big")
+
+
 def _keys_to_hex(d: dict[str, Any]) -> dict[str, Any]:
     out = dict(d)
     out["keys"] = {kid.hex(): v for kid, v in d["keys"].items()}
@@ -461,8 +517,8 @@ def _add_key(data: dict[str, Any], agency: str, role: str, pub: bytes, t: int) -
     kid = PublicKey(pub).kid
     if kid in data["keys"]:
         raise TxRejected("key_reused", f"key {kid.hex()[:16]} is already registered")
-    data["keys"][kid] = {"agency": agency, "role": role, "pub": pub, "valid_from": t,
-                         "invalid_from": None}
+    _own(data, "keys")[kid] = {"agency": agency, "role": role, "pub": pub, "valid_from": t,
+                               "invalid_from": None}
 
 
 def _add_agency(data: dict[str, Any], spec: Mapping[str, Any], t: int) -> None:
@@ -470,7 +526,7 @@ def _add_agency(data: dict[str, Any], spec: Mapping[str, Any], t: int) -> None:
         raise TxRejected("agency_exists", f"agency {spec['id']!r} already exists")
     if spec["node_key"] == spec["issuer_key"]:
         raise TxRejected("key_reused", "node and issuer keys must differ")
-    data["agencies"][spec["id"]] = {"name": spec["name"], "added": t, "removed": None}
+    _own(data, "agencies")[spec["id"]] = {"name": spec["name"], "added": t, "removed": None}
     _add_key(data, spec["id"], "node", spec["node_key"], t)
     _add_key(data, spec["id"], "issuer", spec["issuer_key"], t)
 
@@ -741,7 +797,7 @@ class Machine:
         if data["quorum"] > len(live):
             raise TxRejected("quorum_unreachable", f"quorum {data['quorum']} > {len(live)} "
                                                    "member agencies that can still sign")
-        self.registry = Registry(data)
+        self.registry = Registry(data, prev=reg)
         self.registry_changed = True
 
     def _register_rule(self, data: dict[str, Any], rule: Mapping[str, Any], t: int) -> None:
@@ -769,20 +825,35 @@ class Machine:
         except ValueError as e:
             raise TxRejected("rule_invalid", str(e)) from e
         h = rule_hash(rule).hex()
-        rules = data.setdefault("rules", {})
-        entry = rules.setdefault(rule["service"], {"current": "", "versions": []})
+        entry = data.get("rules", {}).get(rule["service"], {"current": "", "versions": []})
         if entry["current"] == h:
             raise TxRejected("rule_unchanged", "this version of the rule is already in force")
-        entry["current"] = h
-        entry["versions"].append([t, h])
-        data.setdefault("rule_texts", {})[h] = dict(rule)
+        _own(data, "rules")[rule["service"]] = {"current": h,
+                                                "versions": [*entry["versions"], [t, h]]}
+        _own(data, "rule_texts")[h] = dict(rule)
+
+
+def _own(d: dict[Any, Any], *path: Any) -> dict[Any, Any]:
+    """The map at ``d[path[0]][path[1]]…``, each map on the way replaced in its parent by a
+    shallow copy (a missing one by an empty map), so it can be changed without changing a
+    registry that shares it. ``d`` itself must be the draft's own (``Registry.evolve``)."""
+    for key in path:
+        d[key] = dict(d.get(key, {}))
+        d = d[key]
+    return d
 
 
 def _need_agency(data: dict[str, Any], agency: str) -> dict[str, Any]:
+    """The agency's entry, read only (it is shared with the older registry)."""
     a: dict[str, Any] | None = data["agencies"].get(agency)
     if a is None or a["removed"] is not None:
         raise TxRejected("unknown_agency", f"agency {agency!r} is not a member")
     return a
+
+
+def _ended(windows: list[list[int]], at: int) -> list[list[int]]:
+    """New ``[from, until]`` windows, each ended at ``at`` at the latest (never before it began)."""
+    return [[w[0], max(w[0], min(w[1], at))] for w in windows]
 
 
 def _g_add_agency(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None:
@@ -790,16 +861,18 @@ def _g_add_agency(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None:
 
 
 def _g_remove_agency(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None:
-    _need_agency(data, a["agency"])["removed"] = t
+    entry = _need_agency(data, a["agency"])
+    _own(data, "agencies")[a["agency"]] = {**entry, "removed": t}
 
 
 def _g_rotate_key(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None:
     _need_agency(data, a["agency"])
     at = max(a["at"], t)
-    for k in data["keys"].values():
+    keys = _own(data, "keys")
+    for kid, k in keys.items():
         if (k["agency"] == a["agency"] and k["role"] == a["role"]
                 and (k["invalid_from"] is None or k["invalid_from"] > at)):
-            k["invalid_from"] = at
+            keys[kid] = {**k, "invalid_from": at}
     _add_key(data, a["agency"], a["role"], a["new_key"], at)
 
 
@@ -808,24 +881,23 @@ def _g_invalidate_key(data: dict[str, Any], a: Mapping[str, Any], t: int) -> Non
     if k is None:
         raise TxRejected("unknown_key", f"key {a['kid'].hex()[:16]} is not registered")
     if k["invalid_from"] is None or k["invalid_from"] > a["from"]:
-        k["invalid_from"] = a["from"]
+        _own(data, "keys")[a["kid"]] = {**k, "invalid_from": a["from"]}
 
 
 def _g_grant(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None:
     _need_agency(data, a["agency"])
     if a["type"] not in data["types"]:
         raise TxRejected("unknown_type", f"credential type {a['type']!r} is not registered")
-    windows = data["grants"].setdefault(a["agency"], {}).setdefault(a["type"], [])
-    windows.append([a["from"], a["until"]])
+    held = _own(data, "grants", a["agency"])
+    held[a["type"]] = [*held.get(a["type"], []), [a["from"], a["until"]]]
 
 
 def _g_withdraw_grant(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None:
     windows = data["grants"].get(a["agency"], {}).get(a["type"])
     if not windows:
         raise TxRejected("unknown_grant", f"{a['agency']!r} holds no grant for {a['type']!r}")
-    at = max(a["at"], t)  # a withdrawal never rewrites who was allowed in the past
-    for w in windows:
-        w[1] = max(w[0], min(w[1], at))
+    # a withdrawal never rewrites who was allowed in the past
+    _own(data, "grants", a["agency"])[a["type"]] = _ended(windows, max(a["at"], t))
 
 
 def _g_register_type(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None:
@@ -834,7 +906,7 @@ def _g_register_type(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None
     if kind in data["types"]:
         raise TxRejected("type_exists", f"credential type {kind!r} is already registered")
     d["registered"] = t
-    data["types"][kind] = d
+    _own(data, "types")[kind] = d
 
 
 def _g_set_quorum(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None:
@@ -842,7 +914,9 @@ def _g_set_quorum(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None:
 
 
 def _g_set_credit_policy(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None:
-    data.setdefault("credit", {"grants": {}})["policy"] = dict(a["policy"])
+    if "credit" not in data:
+        data["credit"] = {"grants": {}}
+    _own(data, "credit")["policy"] = dict(a["policy"])
 
 
 def _g_grant_credit(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None:
@@ -851,9 +925,8 @@ def _g_grant_credit(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None:
     if policy is None or a["category"] not in policy_weights(policy):
         raise TxRejected("unknown_category", f"credit category {a['category']!r} is not in the "
                                              "credit policy")
-    grants = data["credit"].setdefault("grants", {})
-    grants.setdefault(a["agency"], {}).setdefault(a["category"], []).append(
-        [a["from"], a["until"]])
+    held = _own(data, "credit", "grants", a["agency"])
+    held[a["category"]] = [*held.get(a["category"], []), [a["from"], a["until"]]]
 
 
 def _g_withdraw_credit_grant(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None:
@@ -861,9 +934,8 @@ def _g_withdraw_credit_grant(data: dict[str, Any], a: Mapping[str, Any], t: int)
     if not windows:
         raise TxRejected("unknown_grant", f"{a['agency']!r} holds no credit grant for "
                                           f"{a['category']!r}")
-    at = max(a["at"], t)
-    for w in windows:
-        w[1] = max(w[0], min(w[1], at))
+    _own(data, "credit", "grants", a["agency"])[a["category"]] = _ended(windows,
+                                                                        max(a["at"], t))
 
 
 def _g_register_rule(data: dict[str, Any], a: Mapping[str, Any], t: int) -> None:

@@ -22,6 +22,7 @@ from ledger.state import (
     Credential,
     Machine,
     Registry,
+    _keys_to_hex,
     credential_key,
     genesis_registry,
 )
@@ -550,6 +551,63 @@ def test_two_signatures_on_issue(lg: LedgerHarness, agencies: dict[str, Agency])
 
 
 # --- governance ----------------------------------------------------------------------------------
+
+
+def test_governance_leaves_older_registries_alone(ledger: LedgerHarness,
+                                                  agencies: dict[str, Agency]) -> None:
+    """A new registry shares every map a change did not touch with the one before it (ADR 50),
+    so no action may change an older registry: its bytes are stored per block and its answers
+    memoised. Each action in turn (and two in one block), each older registry's bytes checked
+    after every step."""
+    signers = list(agencies.values())
+    rule_v1 = {"service": "housing", "title": "Housing", "area": "micro_allowances",
+               "agency": "edu", "needs": [{"type": "diploma", "claims": ["degree"]}],
+               "params": [], "subject": [], "clauses": [],
+               "otherwise": {"decision": "approved", "reason": "ok"}, "fast_track": "",
+               "fast_track_reason": "fast", "documents": {"fast_track": [], "standard": []}}
+    policy = {"categories": [{"name": "tax", "weight": 100}], "base": 600, "min": 0,
+              "max": 1000, "half_life": 0, "serious_at": 50}
+    steps: list[list[tuple[str, dict[str, object]]]] = [
+        [("register_type", {"type": DIPLOMA})],
+        [("grant", {"agency": "edu", "type": "diploma", "from": T0, "until": UNTIL})],
+        [("grant", {"agency": "edu", "type": "diploma", "from": UNTIL, "until": UNTIL + DAY})],
+        [("withdraw_grant", {"agency": "edu", "type": "diploma", "at": T1 + 50}),
+         ("grant", {"agency": "edu", "type": "diploma", "from": UNTIL + DAY,
+                    "until": UNTIL + 2 * DAY})],
+        [("set_credit_policy", {"policy": policy})],
+        [("grant_credit", {"agency": "edu", "category": "tax", "from": T0, "until": UNTIL})],
+        [("grant_credit", {"agency": "edu", "category": "tax", "from": UNTIL,
+                           "until": UNTIL + DAY})],
+        [("withdraw_credit_grant", {"agency": "edu", "category": "tax", "at": T1 + 50})],
+        [("register_rule", {"rule": rule_v1})],
+        [("register_rule", {"rule": {**rule_v1, "title": "Housing, second version"}})],
+        [("add_agency", {"agency": NEW.spec()})],
+        [("rotate_key", {"agency": "reg", "role": "node",
+                         "new_key": PrivateKey.generate().public.raw, "at": T1 + 60})],
+        [("invalidate_key", {"kid": NEW.node_key.kid, "from": T1 + 20})],
+        [("set_quorum", {"quorum": 3})],
+        [("remove_agency", {"agency": "new"})],
+    ]
+    older: list[tuple[Registry, bytes]] = []
+    t = T1
+    for block in steps:
+        older.append((ledger.registry, ledger.registry.to_bytes()))
+        seq = ledger.registry.gov_seq
+        txs = [ledger.gov_tx(action, args, signers, seq=seq + n)
+               for n, (action, args) in enumerate(block, 1)]
+        accept(ledger, txs, t)
+        t += 10
+        assert ledger.registry.gov_seq == seq + len(block)
+        for r, b in older:
+            assert r.to_bytes() == b, f"{block[0][0]} changed an older registry"
+        # built from the entries it shares, the bytes are still the whole data's encoding
+        assert ledger.registry.to_bytes() == codec.encode(_keys_to_hex(ledger.registry.data))
+    # what the shared maps add up to is what the store keeps
+    assert Registry.from_bytes(ledger.registry.to_bytes()).data == ledger.registry.data
+    assert ledger.reopen().registry.to_bytes() == ledger.registry.to_bytes()
+    assert ledger.registry.agency("new")["removed"] == T1 + 140
+    assert ledger.registry.data["grants"]["edu"]["diploma"] == [
+        [T0, T1 + 50], [UNTIL, UNTIL], [UNTIL + DAY, UNTIL + 2 * DAY]]
 
 
 def test_governance_quorum(ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
