@@ -189,7 +189,7 @@ def _issuer(item: object, where: str) -> TrustedIssuer:
             key = sdjwt.public_key_from_jwk(jwk)
         except sdjwt.JwkError as e:
             raise DecodeError(str(e), at) from e
-        if jwk.get("alg") not in (None, sdjwt.jws_alg(key)):
+        if jwk.get("alg") not in (None, *sdjwt.jws_algs(key)):
             raise DecodeError(f"alg {jwk.get('alg')!r} does not fit this key (it signs "
                               f"{sdjwt.jws_alg(key)!r})", at)
         keys.append((dict(jwk), key))

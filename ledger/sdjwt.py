@@ -121,8 +121,10 @@ __all__ = [
     "jwk_from_ec",
     "jwk_from_ed25519",
     "jws_alg",
+    "jws_algs",
     "jws_sign",
     "jws_verify",
+    "no_lone_surrogates",
     "parse",
     "parse_jws_header",
     "present",
@@ -255,7 +257,7 @@ MAX_DISCLOSURES: Final = 100
 MAX_DEPTH: Final = 32
 """Deepest nesting of objects/arrays walked while processing Disclosures."""
 
-DEFAULT_ACCEPTED_ALGS: Final = ("EdDSA", "ES256")
+DEFAULT_ACCEPTED_ALGS: Final = ("EdDSA", "Ed25519", "ES256")
 SD_ALG: Final = "sha-256"
 ISSUER_TYP: Final = "dc+sd-jwt"
 KB_TYP: Final = "kb+jwt"
@@ -268,6 +270,8 @@ _VC_PLAIN_CLAIMS: Final = frozenset({"iss", "nbf", "exp", "cnf", "vct", "vct#int
 _RESERVED_CLAIMS: Final = _VC_PLAIN_CLAIMS | {"iat", "_sd", "_sd_alg", "..."}
 # alg -> key family; "Ed25519" is the fully specified name (RFC 9864) for the same algorithm.
 _ALG_KTY: Final = {"EdDSA": "OKP", "Ed25519": "OKP", "ES256": "EC"}
+# Names that mean one algorithm with our keys: an Ed25519 key's "EdDSA" is RFC 9864's "Ed25519".
+_ALG_NAME: Final = {"Ed25519": "EdDSA"}
 
 SigningKey = PrivateKey | ec.EllipticCurvePrivateKey
 """An issuer or holder signing key: Ed25519 (:class:`ledger.keys.PrivateKey`) or P-256."""
@@ -371,10 +375,13 @@ def _json(raw: bytes, what: str) -> Any:
     try:
         text = raw.decode("utf-8")
         if text[:1] in _JSON_WS or text[-1:] in _JSON_WS:  # also the empty text
-            return _DECODER.decode(text)
-        value, end = _SCAN_ONCE(text, 0)
-        if end != len(text):
-            raise ValueError(f"extra data after the JSON value at offset {end}")
+            value = _DECODER.decode(text)
+        else:
+            value, end = _SCAN_ONCE(text, 0)
+            if end != len(text):
+                raise ValueError(f"extra data after the JSON value at offset {end}")
+        if b"\\ud" in raw or b"\\uD" in raw:  # only an escape can name a surrogate
+            no_lone_surrogates(value, what)
         return value
     except StopIteration as e:
         raise JsonError(f"{what}: invalid JSON (no value at offset {e.value})") from e
@@ -384,6 +391,17 @@ def _json(raw: bytes, what: str) -> Any:
         raise JsonError(f"{what}: not UTF-8 at byte {e.start}") from e
     except ValueError as e:  # json.JSONDecodeError, duplicate keys, NaN, int digit limit
         raise JsonError(f"{what}: invalid JSON ({e})") from e
+
+
+def no_lone_surrogates(value: Any, what: str) -> None:
+    """:class:`JsonError` if a string or member name of a parsed JSON value holds a surrogate
+    not in a pair (an escape such as ``\\ud800``): not Unicode text (RFC 8259 section 8.2,
+    I-JSON: RFC 7493 section 2.1), and such a claim could not be shown or written as UTF-8."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise JsonError(f"{what}: a string holds a lone surrogate escape (\\u"
+                        f"{ord(e.object[e.start]):04x}); JSON text must be Unicode") from e
 
 
 def _dumps(value: Any) -> bytes:
@@ -518,6 +536,13 @@ def _verify_signature(key: VerifyKey, data: bytes, signature: bytes) -> bool:
     return True
 
 
+def jws_algs(key: VerifyKey | SigningKey) -> tuple[str, ...]:
+    """Every JWS ``alg`` name a key's signatures may carry: ``EdDSA`` and its fully specified
+    name ``Ed25519`` (RFC 9864) for an Ed25519 key, ``ES256`` for P-256."""
+    alg = jws_alg(key)
+    return (alg, "Ed25519") if alg == "EdDSA" else (alg,)
+
+
 def jws_alg(key: VerifyKey | SigningKey) -> str:
     """The JWS ``alg`` a key signs with: ``EdDSA`` for Ed25519, ``ES256`` for P-256 (ValueError
     for any other curve)."""
@@ -589,7 +614,7 @@ def _check_alg(alg: object, accepted: tuple[str, ...], key: VerifyKey, jwk: Mapp
         raise AlgorithmError(f"{what}: alg {alg!r} does not fit the {kty} key "
                              f"(expected {'ES256' if kty == 'EC' else 'EdDSA'})")
     jwk_alg = jwk.get("alg")
-    if jwk_alg is not None and jwk_alg != alg:
+    if jwk_alg is not None and _ALG_NAME.get(jwk_alg, jwk_alg) != _ALG_NAME.get(alg, alg):
         raise AlgorithmError(f"{what}: alg {alg!r} differs from the key's JWK alg {_show(jwk_alg)}")
 
 

@@ -311,6 +311,10 @@ def _json_object(what: str, raw: bytes) -> dict[str, Any]:
         value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise StatusListError(f"{what} is not strict UTF-8 JSON: {e}") from e
+    try:
+        sdjwt.no_lone_surrogates(value, what)
+    except sdjwt.JsonError as e:
+        raise StatusListError(str(e)) from e
     if not isinstance(value, dict):
         raise StatusListError(f"{what} must be a JSON object")
     return value

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +49,19 @@ PASS = b"foreign wallet pass"
 class Issuer:
     """An issuer outside the network: a P-256 key (kid "2026-1"), or Ed25519 when asked."""
 
-    def __init__(self, kid: str = "2026-1", ed25519: bool = False) -> None:
+    def __init__(self, kid: str = "2026-1", ed25519: bool = False, alg: str | None = None,
+                 jwk_alg: str | None = None) -> None:
         self.kid = kid
         self.key: Any = (PrivateKey.generate() if ed25519
                          else ec.generate_private_key(ec.SECP256R1()))
-        self.alg = sdjwt.jws_alg(self.key)
+        self.alg = alg or sdjwt.jws_alg(self.key)
+        self.jwk_alg = jwk_alg  # the trust list's "alg" for the key, if it names one
 
     def jwk(self) -> dict[str, str]:
         pub = self.key.public if isinstance(self.key, PrivateKey) else self.key.public_key()
         jwk = (sdjwt.jwk_from_ed25519(pub.raw) if isinstance(self.key, PrivateKey)
                else sdjwt.jwk_from_ec(pub))
-        return {**jwk, "kid": self.kid}
+        return {**jwk, "kid": self.kid, **({"alg": self.jwk_alg} if self.jwk_alg else {})}
 
     def issue(self, holder_jwk: dict[str, str], *, iss: str = ISS, idx: int | None = 5,
               claims: dict[str, Any] | None = None, nbf: int = NOW - 86_400,
@@ -111,9 +114,18 @@ def failed(report: Any) -> tuple[str, str]:
 # -- the verifier's check --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("ed25519", [False, True], ids=["ES256", "EdDSA"])
-def test_a_foreign_credential_verifies_with_its_issuers_token(ed25519: bool) -> None:
-    issuer = Issuer(ed25519=ed25519)
+@pytest.mark.parametrize("issuer", [
+    Issuer, lambda: Issuer(ed25519=True),
+    # RFC 9864's fully specified name, in the JWS header, the trust list, or both
+    lambda: Issuer(ed25519=True, alg="Ed25519"),
+    lambda: Issuer(ed25519=True, alg="Ed25519", jwk_alg="Ed25519"),
+    lambda: Issuer(ed25519=True, alg="EdDSA", jwk_alg="Ed25519"),
+    lambda: Issuer(ed25519=True, alg="Ed25519", jwk_alg="EdDSA"),
+], ids=["ES256", "EdDSA", "Ed25519", "Ed25519 listed as Ed25519", "EdDSA listed as Ed25519",
+        "Ed25519 listed as EdDSA"])
+def test_a_foreign_credential_verifies_with_its_issuers_token(
+        issuer: Callable[[], Issuer]) -> None:
+    issuer = issuer()
     report = check(present(issuer.issue(HOLDER_JWK)), trust_json(issuer), [issuer.token()])
     assert report.verified, report.checks
     assert [c.name for c in report.checks] == ["presentation", "trusted_issuer", "sd_jwt",
@@ -250,6 +262,8 @@ def _entry(**changes: Any) -> dict[str, Any]:
     (_entry(keys=[]), "list of 1 to 16"),
     (_entry(keys=[{"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}]), "'P-384' is not"),
     (_entry(keys=[{**Issuer().jwk(), "alg": "EdDSA"}]), "does not fit"),
+    (_entry(keys=[{**Issuer().jwk(), "alg": "Ed25519"}]), "does not fit"),
+    (_entry(keys=[{**Issuer(ed25519=True).jwk(), "alg": "ES256"}]), "does not fit"),
     (_entry(keys=[Issuer(kid="k").jwk(), Issuer(kid="k").jwk()]), "same kid"),
     (_entry(status="sometimes"), "'required' or 'optional'"),
     (_entry(iss="a\nb"), "printable"),

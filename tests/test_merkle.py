@@ -34,9 +34,14 @@ EMPTY_ROOT = hashlib.sha256(b"").digest()
 
 # Upstream probes whose expectation we deliberately do not share. Go's VerifyConsistency returns
 # root1 for size1 == size2 without looking at hash lengths; ours rejects any hash that is not
-# 32 bytes (here: the 12-byte "don't care 1") before anything else.
+# 32 bytes (here: the 12-byte "don't care 1" and "don't care 2") before anything else, and a
+# consistency proof from an empty tree (size1 = 0) proves nothing, so it is refused too.
 DIVERGENT_PROBES = {
     "testdata/consistency/additional/sizes-are-equal-one-and-proof-is-empty.json": True,
+    "testdata/consistency/additional/"
+    "sizes-are-equal-and-proof-is-empty-where-both-sizes-are-zero.json": True,
+    "testdata/consistency/additional/"
+    "sizes-are-equal-and-proof-is-empty-where-both-sizes-are-one.json": True,
 }
 
 
@@ -254,7 +259,7 @@ def test_vector_probe_coverage() -> None:
     ]:
         assert needed in descs, needed
     assert len(VECTORS["inclusion_probes"]) == 98
-    assert len(VECTORS["consistency_probes"]) == 98
+    assert len(VECTORS["consistency_probes"]) == 98 + 2  # two from the later commit (notes)
 
 
 def _valid_subtree(start: int, end: int) -> bool:

@@ -403,9 +403,11 @@ def test_es256_key_offered_as_eddsa() -> None:
     h = b64e(json.dumps({"alg": "ES256", "typ": "dc+sd-jwt"}).encode())
     with pytest.raises(AlgorithmError):
         verify(rebind(f"{h}.{p}.{s}", discs))
-    # a JWK that pins its alg
-    with pytest.raises(AlgorithmError):
-        verify(present(issue(), []), issuer_public_jwk={**jwk_of(ED_ISSUER), "alg": "Ed25519"})
+    # a JWK that pins another alg; "Ed25519" is the same algorithm as "EdDSA" (RFC 9864)
+    with pytest.raises(AlgorithmError, match="differs from the key's JWK alg"):
+        verify(present(issue(), []), issuer_public_jwk={**jwk_of(ED_ISSUER), "alg": "ES256"})
+    assert verify(present(issue(), ["given_name"]),
+                  issuer_public_jwk={**jwk_of(ED_ISSUER), "alg": "Ed25519"})["given_name"]
 
 
 def test_wrong_issuer_key_type() -> None:
@@ -749,6 +751,21 @@ def test_duplicate_json_keys() -> None:
     header = '{"alg": "EdDSA", "typ": "dc+sd-jwt", "alg": "EdDSA"}'
     with pytest.raises(JsonError):
         verify(rebind(jws(header, base_payload(), ED_ISSUER), []))
+
+
+def test_lone_surrogate_escapes_are_not_text() -> None:
+    """RFC 8259 section 8.2 / I-JSON: a surrogate escape outside a pair names no character;
+    verified claims holding one could not be written as UTF-8 (a foreign issuer's, ADR 39).
+    A pair (an emoji) is text."""
+    for raw in (b'["c2FsdA", "name", "\\ud800"]', b'["c2FsdA", "\\uDC00x", "v"]',
+                b'["c2FsdA", "name", ["ok", "\\ude00\\ud83d"]]'):
+        d = b64e(raw)
+        with pytest.raises(JsonError, match="lone surrogate"):
+            verify(rebind(reissue(base_payload(_sd=[digest(d)])), [d]))
+    with pytest.raises(JsonError, match="lone surrogate"):
+        verify(rebind(reissue(base_payload(note="\ud800")), []))
+    d = b64e(b'["c2FsdA", "name", "\\ud83d\\ude00"]')
+    assert verify(rebind(reissue(base_payload(_sd=[digest(d)])), [d]))["name"] == "\U0001f600"
 
 
 @pytest.mark.parametrize("text", ['{"exp": NaN}', '{"exp": Infinity}', "[1, 2]", "", "{",

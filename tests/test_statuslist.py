@@ -601,6 +601,8 @@ BAD_TOKENS: list[tuple[str, Callable[[], str], str]] = [
         json.dumps(PAYLOAD)[:-1] + f', "sub": "{URI}"}}').encode()), "duplicate member 'sub'"),
     ("NaN claim", lambda: _signed(HEADER, None, raw_payload=(
         json.dumps(PAYLOAD)[:-1] + ', "x": NaN}').encode()), "NaN is not JSON"),
+    ("lone surrogate", lambda: _signed(HEADER, None, raw_payload=(
+        json.dumps(PAYLOAD)[:-1] + ', "x": "\\udfff"}').encode()), "lone surrogate"),
     ("payload not UTF-8", lambda: _signed(HEADER, None, raw_payload=(
         json.dumps(PAYLOAD)[:-1] + ', "x": "\xff"}').encode("latin-1")), "not strict UTF-8"),
     ("payload UTF-16", lambda: _signed(HEADER, None,
