@@ -199,6 +199,19 @@ def _issuer(item: object, where: str) -> TrustedIssuer:
     return TrustedIssuer(iss, name, tuple(keys), status == "required", types)
 
 
+def _vc_typ(parsed: sdjwt.UnverifiedSdJwt) -> None:
+    """DecodeError unless the issuer-signed JWT says it is an SD-JWT VC (``dc+sd-jwt``, or the
+    older ``vc+sd-jwt``). Only then do the SD-JWT VC rules hold that this path relies on: a plain
+    ``vct``, and ``iss``, ``exp``, ``cnf`` and ``status`` never selectively disclosable. RFC
+    9901 lets other applications use other ``+sd-jwt`` types, with other rules."""
+    typ = parsed.header.get("typ")
+    if not isinstance(typ, str) or typ.lower().removeprefix("application/") not in (
+            "dc+sd-jwt", "vc+sd-jwt"):
+        raise DecodeError(f"the issuer-signed JWT's typ is {str(typ)[:40]!r}: a credential from "
+                          "outside the network must be an SD-JWT VC ('dc+sd-jwt')",
+                          "credential.typ")
+
+
 def _issues_type(issuer: TrustedIssuer, vct: str) -> None:
     """LedgerError unless the trust list trusts ``issuer`` for credentials of type ``vct``."""
     if issuer.types is not None and vct not in issuer.types:
@@ -226,6 +239,7 @@ def verify_foreign(presentation: str, request: Request, *, trust: TrustList, now
         if parsed.kb_jwt is None:
             raise DecodeError("it has no key-binding JWT: this is a credential, not a "
                               "presentation made for a request", "presentation")
+        _vc_typ(parsed)
         add(Check("presentation", True, f"{len(presentation)} characters, "
                                         f"{len(parsed.disclosures)} disclosures"))
         step = "trusted_issuer"
@@ -365,6 +379,7 @@ def receive_foreign(unverified: str, *, trust: TrustList, holder_jwk: Mapping[st
     if parsed.kb_jwt is not None:
         raise DecodeError("this is a presentation (it ends in a key-binding JWT), not a "
                           "credential", "credential")
+    _vc_typ(parsed)
     issuer, candidates = _trusted_keys(parsed, trust)
     claims = _under_a_trusted_key(candidates, lambda jwk: sdjwt.verify_issuer_signed(
         unverified, issuer_public_jwk=jwk, now=now, expected_holder_jwk=holder_jwk))

@@ -8,6 +8,7 @@ government's software), with a P-256 key as most issuers outside use.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -78,6 +79,10 @@ class Issuer:
                    if i is not None]
         return make_token(StatusList.from_entries(2, 64, entries), sub=URI, iat=NOW - 60,
                           exp=NOW + 3600, ttl=None, key=self.key, kid=self.kid)
+
+
+def _b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
 def trust_json(*issuers: Issuer, status: str | None = None, iss: str = ISS) -> dict[str, Any]:
@@ -238,6 +243,26 @@ def test_no_status_claim_passes_only_where_the_trust_list_says_so() -> None:
 def test_malformed_presentations_fail_the_first_step(bad: str) -> None:
     issuer = Issuer()
     assert failed(check(bad, trust_json(issuer)))[0] == "presentation"
+
+
+@pytest.mark.parametrize("typ", ["example+sd-jwt", "sd-jwt", None])
+def test_only_an_sd_jwt_vc_comes_from_outside(typ: str | None) -> None:
+    """A foreign credential must say it is an SD-JWT VC: under another '+sd-jwt' type RFC 9901
+    lets exp, status or cnf be disclosable, which this path relies on being plain."""
+    issuer = Issuer()
+    jwt, rest = issuer.issue(HOLDER_JWK).split("~", 1)
+    header = {**sdjwt.parse_jws_header(jwt), "typ": typ}
+    head = _b64e(json.dumps({k: v for k, v in header.items() if v is not None})
+                               .encode())
+    signing_input = f"{head}.{jwt.split('.')[1]}"
+    credential = (f"{signing_input}."
+                  f"{_b64e(sdjwt.jws_sign(issuer.key, signing_input.encode()))}"
+                  f"~{rest}")
+    name, detail = failed(check(present(credential), trust_json(issuer), [issuer.token()]))
+    assert name == "presentation" and "must be an SD-JWT VC" in detail, detail
+    with pytest.raises(DecodeError, match="must be an SD-JWT VC"):
+        receive_foreign(credential, trust=TrustList.from_json(trust_json(issuer)),
+                        holder_jwk=HOLDER_JWK, now=NOW)
 
 
 def test_a_credential_without_key_binding_is_not_a_presentation() -> None:
@@ -550,15 +575,9 @@ def test_node_settings_name_the_trust_list_and_a_bad_one_stops_the_node(tmp_path
 def _raw_sd_jwt(issuer: Issuer, payload: dict[str, Any]) -> str:
     """An issuer-signed SD-JWT with exactly ``payload`` (no disclosures): odd shapes the
     library's issuer would not make."""
-    import base64
-
-    def b64(obj: Any) -> str:
-        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
-
-    head = b64({"alg": issuer.alg, "typ": "dc+sd-jwt", "kid": issuer.kid})
-    signing_input = f"{head}.{b64(payload)}"
-    sig = sdjwt.jws_sign(issuer.key, signing_input.encode())
-    return f"{signing_input}.{base64.urlsafe_b64encode(sig).rstrip(b'=').decode()}~"
+    head = _b64e(json.dumps({"alg": issuer.alg, "typ": "dc+sd-jwt", "kid": issuer.kid}).encode())
+    signing_input = f"{head}.{_b64e(json.dumps(payload).encode())}"
+    return f"{signing_input}.{_b64e(sdjwt.jws_sign(issuer.key, signing_input.encode()))}~"
 
 
 @pytest.mark.parametrize("field", ["exp", "nbf"])
@@ -644,11 +663,8 @@ def test_a_presentation_given_as_text_on_the_command_line(tmp_path: Path) -> Non
 
 
 def _disclosure(*parts: Any) -> tuple[str, str]:
-    import base64
-
-    text = base64.urlsafe_b64encode(json.dumps(list(parts)).encode()).rstrip(b"=").decode()
-    digest = base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=")
-    return text, digest.decode()
+    text = _b64e(json.dumps(list(parts)).encode())
+    return text, _b64e(hashlib.sha256(text.encode()).digest())
 
 
 def test_a_wallet_refuses_claims_it_could_not_withhold() -> None:
