@@ -81,6 +81,7 @@ from ledger.errors import LedgerError, SignatureError
 from ledger.keys import PrivateKey, PublicKey
 
 __all__ = [
+    "CLOCK_SKEW",
     "DEFAULT_ACCEPTED_ALGS",
     "MAX_DEPTH",
     "MAX_DISCLOSURES",
@@ -258,6 +259,8 @@ MAX_DEPTH: Final = 32
 """Deepest nesting of objects/arrays walked while processing Disclosures."""
 
 DEFAULT_ACCEPTED_ALGS: Final = ("EdDSA", "Ed25519", "ES256")
+CLOCK_SKEW: Final = 60
+"""Seconds a verifier's clock may differ from the issuer's or holder's (nbf, exp, iat)."""
 SD_ALG: Final = "sha-256"
 ISSUER_TYP: Final = "dc+sd-jwt"
 KB_TYP: Final = "kb+jwt"
@@ -1069,7 +1072,7 @@ def verify_issuer_signed(
     *,
     issuer_public_jwk: Mapping[str, Any],
     now: int,
-    clock_skew: int = 60,
+    clock_skew: int = CLOCK_SKEW,
     accepted_algs: Iterable[str] = DEFAULT_ACCEPTED_ALGS,
     expected_holder_jwk: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -1101,7 +1104,7 @@ def verify_presentation(
     expected_audience: str,
     now: int,
     kb_max_age: int = 300,
-    clock_skew: int = 60,
+    clock_skew: int = CLOCK_SKEW,
     accepted_algs: Iterable[str] = DEFAULT_ACCEPTED_ALGS,
 ) -> dict[str, Any]:
     """Verify an SD-JWT+KB (RFC 9901 sections 7.1 and 7.3); return the processed claims.

@@ -165,6 +165,21 @@ def test_init_receive_list_show_present_verifies(world: World, wallet: Wallet) -
     assert report.claims == {"degree_level": "master", "field": "hydrology"}
 
 
+def test_pick_allows_the_clock_skew_receiving_and_verifying_allow(world: World,
+                                                                   wallet: Wallet) -> None:
+    """A holder's clock 30 s behind the issuer's: the credential is received and verified
+    (60 s of skew), so ``pick`` (``wallet apply``) must offer it too; not 61 s before it starts."""
+    world.n = 1000  # issued well after the network's keys start
+    bundle = world.issue(wallet.holder_jwk())
+    start = sdjwt.parse(bundle.sd_jwt).payload["nbf"]
+    info = wallet.receive(bundle.to_bytes(), registry=world.ledger.registry, now=start - 30)
+    assert wallet.pick(REQ, now=start - 30) == info.id
+    env = wallet.present(info.id, REQ, now=start - 30)
+    assert world.verify(env, now=start - 30).verified
+    with pytest.raises(PresentationError, match="no valid 'degree'"):
+        wallet.pick(REQ, now=start - sdjwt.CLOCK_SKEW - 1)
+
+
 def test_present_discloses_only_what_is_asked(world: World, wallet: Wallet) -> None:
     info = wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(),
                           registry=world.ledger.registry, now=NOW)

@@ -353,9 +353,12 @@ class Wallet:
         return env
 
     def pick(self, request: Request, now: int) -> str:
-        """The id of the newest credential in validity that can answer ``request``."""
+        """The id of the newest credential in validity that can answer ``request``. One that
+        starts within the verifiers' clock skew counts, as receiving and verifying it do (an
+        issuer's clock a little ahead of the holder's); one past its end does not."""
         fits = [c for c in self._contents.credentials
-                if c.type == request.credential_type and c.valid_from <= now < c.valid_until
+                if c.type == request.credential_type
+                and c.valid_from <= now + sdjwt.CLOCK_SKEW and now < c.valid_until
                 and isinstance(self._record(c), Bundle)]
         if not fits:
             raise PresentationError(f"the wallet holds no valid {request.credential_type!r} "
