@@ -24,6 +24,7 @@ Several endpoints may be given; a call that cannot reach one tries the next.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import ssl
 import threading
@@ -55,6 +56,16 @@ class TlsFiles:
     cert: str
     key: str
     crl: str | None = None  # the CA's revocation list, when the PKI has one (ADR 48)
+
+    def crl_stamp(self) -> tuple[int, int, int] | None:
+        """The revocation list's (inode, size, modification time), to notice a new one."""
+        if self.crl is None:
+            return None
+        try:
+            st = os.stat(self.crl)
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
 
     def peer_context(self) -> ssl.SSLContext:
         """A client context for the peers' HTTPS: the network CA, and its revocation list

@@ -63,7 +63,7 @@ from ledger.sigcheck import Checking, SignatureChecker
 from ledger.state import Registry
 from ledger.store import Store
 from ledger.tx import Tx
-from node.etcdlog import EtcdLog, Record
+from node.etcdlog import EtcdLog, Record, TlsFiles
 
 __all__ = ["META_FINAL", "META_REV", "EtcdOrderer", "SyncError"]
 
@@ -145,12 +145,51 @@ class _Overlay:
         return v if v is not None else self.store.get(key)
 
 
+class PeerHttp:
+    """The HTTP client for the peers' HTTPS (catch-up), for one thread at a time.
+
+    Given the network's TLS files, it checks the peers' certificates against the CA's
+    revocation list, and makes its client again when the list changes on disk: a peer revoked
+    while this node runs is refused from its next connection, not from the next restart
+    (ADR 50). A changed list that does not load keeps the one read before, and says so."""
+
+    def __init__(self, verify: str | bool | ssl.SSLContext | TlsFiles) -> None:
+        self._tls = verify if isinstance(verify, TlsFiles) else None
+        self._seen = self._tls.crl_stamp() if self._tls is not None else None
+        ctx: ssl.SSLContext | bool
+        if isinstance(verify, TlsFiles):
+            ctx = verify.peer_context()
+        elif isinstance(verify, str):
+            ctx = ssl.create_default_context(cafile=verify)
+        else:
+            ctx = verify
+        self._client = httpx.Client(verify=ctx, timeout=30.0)
+
+    def client(self) -> httpx.Client:
+        tls = self._tls
+        if tls is not None and (stamp := tls.crl_stamp()) != self._seen:
+            self._seen = stamp  # one warning per change of the file, not one per request
+            try:
+                fresh = httpx.Client(verify=tls.peer_context(), timeout=30.0)
+            except (OSError, ssl.SSLError) as e:
+                log.warning("the revocation list %s changed but does not load (%s); peers are "
+                            "still checked against the one read before", tls.crl, e)
+                return self._client
+            self._client.close()
+            self._client = fresh
+            log.info("the revocation list %s changed; peers are checked against it", tls.crl)
+        return self._client
+
+    def close(self) -> None:
+        self._client.close()
+
+
 class EtcdOrderer:
     """Orders transactions through etcd for one agency node (the SoloOrderer interface)."""
 
     def __init__(self, store: Store, etcd: EtcdLog, *, agency: str, node_key: PrivateKey,
                  clock: Callable[[], int], peers: Sequence[str] = (),
-                 http_verify: str | bool | ssl.SSLContext = True,
+                 http_verify: str | bool | ssl.SSLContext | TlsFiles = True,
                  max_batch: int = 2000, max_wait: float = 0.02, workers: int | None = None,
                  retention: int = 1000, submit_timeout: float = 30.0,
                  poll: float = 0.25) -> None:
@@ -171,9 +210,7 @@ class EtcdOrderer:
         self._unfinal_since = 0.0  # since when the head has had no final checkpoint
         self.max_batch, self.max_wait, self.retention = max_batch, max_wait, retention
         self.submit_timeout, self.poll = submit_timeout, poll
-        verify = ssl.create_default_context(cafile=http_verify) if isinstance(
-            http_verify, str) else http_verify
-        self._http = httpx.Client(verify=verify, timeout=30.0)
+        self._peers_http = PeerHttp(http_verify)
         raw_rev = store.get(META_REV)
         self.rev = _BE.unpack(raw_rev)[0] if raw_rev else 0
         raw_final = store.get(META_FINAL)
@@ -862,7 +899,7 @@ class EtcdOrderer:
         prev = hashes[-1] if hashes else head.hash
         while head.height + len(hashes) < target:
             start = head.height + len(hashes) + 1
-            r = self._http.get(f"{peer}/v1/sync/headers",
+            r = self._peers_http.client().get(f"{peer}/v1/sync/headers",
                                params={"from": start, "count": min(SYNC_HEADERS,
                                                                    target - start + 1)})
             r.raise_for_status()
@@ -896,7 +933,7 @@ class EtcdOrderer:
         head, registry = self.store.head, self.store.registry
         assert head is not None
         assert registry is not None
-        r = self._http.get(f"{peer}/v1/sync/blocks",
+        r = self._peers_http.client().get(f"{peer}/v1/sync/blocks",
                            params={"from": head.height + 1,
                                    "count": min(200, target - head.height)})
         r.raise_for_status()
@@ -929,7 +966,7 @@ class EtcdOrderer:
             if head.height >= target:
                 break
         # Check the end of the run against the peer's final checkpoint before writing anything.
-        text = self._http.get(f"{peer}/v1/checkpoint")
+        text = self._peers_http.client().get(f"{peer}/v1/checkpoint")
         text.raise_for_status()
         cp = SignedCheckpoint.from_text(text.text)
         verify_final(cp, registry, head.time)
@@ -938,7 +975,7 @@ class EtcdOrderer:
                             f"cover the synced log (size {head.log_size})")
         proof: list[bytes] = []
         if cp.checkpoint.size > head.log_size:
-            pr = self._http.get(f"{peer}/v1/proofs/consistency",
+            pr = self._peers_http.client().get(f"{peer}/v1/proofs/consistency",
                                 params={"old": head.log_size, "new": cp.checkpoint.size})
             pr.raise_for_status()
             proof = [base64.b64decode(p) for p in pr.json()["proof"]]
@@ -994,7 +1031,7 @@ class EtcdOrderer:
         self._threads[0].join(timeout=self.submit_timeout + 5)
         self._threads[1].join(timeout=30)
         self.etcd.close()
-        self._http.close()
+        self._peers_http.close()
         if self._checker is not None:
             self._checker.close()
         with self._wlock:

@@ -236,7 +236,7 @@ class Node:
             self.replicated = EtcdOrderer(
                 self.store, etcd, agency=agency, node_key=self.node_keys[agency],
                 clock=lambda: int(self.clock()), peers=replication.peers,
-                http_verify=tls.peer_context() if tls else True,
+                http_verify=tls if tls else True,
                 retention=replication.retention, max_batch=replication.max_batch,
                 workers=workers)
         except BaseException:

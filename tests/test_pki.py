@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import http.server
 import os
 import socket
 import ssl
@@ -38,6 +39,7 @@ from node.pki import (
     sweep_stale_runtimes,
     unlock,
 )
+from node.replication import PeerHttp
 
 BIN = Path(sys.executable).parent
 NOW = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
@@ -359,6 +361,61 @@ def test_a_node_refuses_a_peer_whose_certificate_is_revoked(tmp_path: Path) -> N
         assert hello(TlsFiles(str(pki / "ca.crt"), "", "")) == b"ok"  # without the list
     finally:
         sock.close()
+
+
+def test_a_running_node_refuses_a_peer_revoked_after_it_started(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The catch-up client (:class:`PeerHttp`) notices a new revocation list on disk: the peer
+    revoked after the node started is refused at its next connection, with no restart. A list
+    damaged on disk keeps the one read before (a real HTTPS server and handshakes)."""
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil", "edu"], b"pw", now=dt.datetime.now(dt.UTC))
+    rt = unlock(pki, "edu", b"pw", now=dt.datetime.now(dt.UTC))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(rt / "edu.crt"), str(rt / "edu.key"))
+    lock(rt)
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive: the old client's connection stays open
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+        def get_request(self) -> tuple[socket.socket, object]:
+            conn, addr = super().get_request()
+            return ctx.wrap_socket(conn, server_side=True), addr
+
+        def handle_error(self, request: object, client_address: object) -> None:
+            pass  # a refused handshake
+
+    server = Server(("127.0.0.1", 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/v1/head"
+    peers = PeerHttp(TlsFiles(str(pki / "ca.crt"), "", "", str(pki / "crl.pem")))
+    try:
+        assert peers.client().get(url).text == "ok"
+        crl = (pki / "crl.pem").read_bytes()
+        (pki / "crl.pem").write_bytes(b"-----BEGIN X509 CRL-----\ngarbage\n")  # half copied
+        with caplog.at_level("WARNING", logger="node.replication"):
+            assert peers.client().get(url).text == "ok"
+        assert "does not load" in caplog.text
+        (pki / "crl.pem").write_bytes(crl)
+        revoke_agency_cert(pki, "edu", b"pw", now=dt.datetime.now(dt.UTC))
+        with pytest.raises(httpx.ConnectError, match="revoked"):
+            peers.client().get(url)
+    finally:
+        peers.close()
+        server.shutdown()
+        server.server_close()
 
 
 def test_etcd_shuts_a_revoked_certificate_out_at_its_next_connection(tmp_path: Path) -> None:
