@@ -478,7 +478,7 @@ def pki_revoke(pki: _PKI_FOLDER, agency: _PKI_AGENCY) -> None:
         ensure_crl(pki, passphrase, now=now)
         ensure_operator_cert(pki, passphrase, now=now)  # a PKI from before ADR 48
         cert = revoke_agency_cert(pki, agency, passphrase, now=now)
-        return (f"{agency}'s certificate {cert.serial_number:x} is revoked in {pki / 'crl.pem'}"
+        return (f"{agency}'s certificate {cert.serial_number:040x} is revoked in {pki / 'crl.pem'}"
                 "; copy that file to every agency's PKI folder")
 
     _pki_step(f"revoke {agency}'s certificate", step)

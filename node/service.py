@@ -93,10 +93,12 @@ def read_credit_secret(path: Path, passphrase: bytes) -> bytes | None:
         return None
     except OSError as e:
         raise KeyFileError(f"cannot read {path}: {e.strerror or e}") from e
-    # A sealed file is a msgpack map (first byte 0x80..0x8f): it must open, else the node
-    # refuses to start rather than key pseudonyms with damaged bytes. A clear secret written
-    # before ADR 46 is 32 random bytes (16 to 64 accepted).
-    if (blob[:1] and 0x80 <= blob[0] <= 0x8F) or b"kdf" in blob:
+    # A clear secret written before ADR 46 is 32 random bytes (16 to 64 accepted); a sealed
+    # file is longer (135 bytes or more), names its "kdf", and starts with a map whose first
+    # key is "box". A sealed one must open, even cut short, else the node refuses to start
+    # rather than key pseudonyms with damaged bytes. (The map's first byte alone, 0x80..0x8f,
+    # does not tell: one clear secret in 16 starts so. ADR 50.)
+    if len(blob) > 64 or b"kdf" in blob or blob[1:5] == b"\xa3box":
         return open_secret(blob, passphrase, CREDIT_SECRET, path)
     if not 16 <= len(blob) <= 64:
         raise KeyFileError(f"{path} is neither a sealed credit secret nor a clear one from "

@@ -1139,10 +1139,16 @@ def test_the_credit_secret_is_sealed_and_an_old_clear_one_still_read(tmp_path: P
         read_credit_secret(path, b"not it")
     path.write_bytes(b"\x01" * 32)  # a clear secret written before
     assert read_credit_secret(path, PASS) == b"\x01" * 32
-    # damaged: refused (pseudonyms keyed with other bytes would silently differ)
+    # one clear secret in 16 starts with a byte a msgpack map starts with (0x80..0x8f)
+    for first in range(0x80, 0x90):
+        clear = bytes([first]) + hashlib.sha256(bytes([first])).digest()[:31]
+        path.write_bytes(clear)
+        assert read_credit_secret(path, PASS) == clear
+    # damaged: refused (pseudonyms keyed with other bytes would silently differ), a sealed
+    # file cut short to the length of a clear one too
     sealed = seal_secret(b"s" * 32, PASS, CREDIT_SECRET)
     for bad in (sealed[:-10], sealed[:40] + bytes([sealed[40] ^ 1]) + sealed[41:], b"",
-                (tmp_path / "credit.secret").read_bytes() * 3):
+                (tmp_path / "credit.secret").read_bytes() * 3, sealed[:32], sealed[:64]):
         path.write_bytes(bad)
         with pytest.raises(KeyFileError):
             read_credit_secret(path, PASS)
