@@ -56,7 +56,7 @@ class Evidence:
     def from_bytes(cls, unverified: bytes) -> Evidence:
         try:
             f = Fields(codec.decode(unverified, max_size=1 << 20, what="evidence"), "evidence")
-            f.int("v", lo=1, hi=1)
+            f.version(1, "approval evidence")
             claims = f.raw_map("claims", max_len=8)
             if not all(isinstance(v, dict) for v in claims.values()):
                 raise DecodeError("claims are maps per credential type", "evidence.claims")

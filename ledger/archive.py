@@ -244,7 +244,7 @@ class _Reader:
             f.str("kind", choices=frozenset({"header"}))
             if f.str("magic", max_len=64) != MAGIC:
                 raise ArchiveError("not a credledger archive (bad magic)", record=0)
-            f.int("v", lo=VERSION, hi=VERSION)
+            f.version(VERSION, "archive")
             self.header = ArchiveHeader(f.str("network", max_len=64), f.int("blocks", lo=1),
                                         f.int("log_size", lo=1))
             f.done()

@@ -1239,7 +1239,7 @@ def verify_statement(unverified: bytes, auditor_public: PublicKey) -> dict[str, 
     sig = f.bytes("sig", size=64)
     f.done()
     b = codec.Fields(body, "statement.statement")
-    b.int("v", lo=1, hi=1)
+    b.version(1, "audit statement")
     b.str("kind", choices=frozenset({"audit-statement"}))
     out = {"network": b.str("network", max_len=64),
            "checkpoint": b.str("checkpoint", max_len=1 << 14),

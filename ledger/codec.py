@@ -220,6 +220,18 @@ class Fields:
             raise DecodeError(f"{v} outside [{lo}, {hi}]", f"{self.where}.{name}")
         return v
 
+    def version(self, supported: builtins.int, what: builtins.str) -> builtins.int:
+        """The format version in ``v``, from 1 to ``supported``; a higher one says the file
+        came from a newer version of the software (to upgrade), not that it is damaged."""
+        v: builtins.int = self._get("v", int, "int")
+        if v > supported:
+            raise DecodeError(f"written by a newer version of credledger ({what} format {v}; "
+                              f"this one reads up to {supported}): upgrade to read it",
+                              f"{self.where}.v")
+        if v < 1:
+            raise DecodeError(f"{v} outside [1, {supported}]", f"{self.where}.v")
+        return v
+
     def str(self, name: builtins.str, *, max_len: builtins.int = 256,
             choices: frozenset[builtins.str] | None = None) -> builtins.str:
         v: builtins.str = self._get(name, str, "str")

@@ -349,7 +349,7 @@ class ForeignCredential:
     def from_bytes(cls, unverified: bytes) -> ForeignCredential:
         f = Fields(codec.decode(unverified, max_size=MAX_PRESENTATION * 2, what="foreign "
                                 "credential"), "foreign")
-        f.int("v", lo=1, hi=1)
+        f.version(1, "foreign credential")
         f.str("kind", choices=frozenset({"foreign"}))
         out = cls(f.str("sd_jwt", max_len=MAX_PRESENTATION))
         f.done()

@@ -205,7 +205,7 @@ def _unseal(blob: bytes, passphrase: bytes, where: object,
     """The data sealed by :func:`_seal`, and what ``extra`` read of the file's own fields."""
     try:
         f = codec.Fields(codec.decode(blob, max_size=64 * 1024), str(where))
-        f.int("v", lo=1, hi=1)
+        f.version(1, "key file")
         f.str("kdf", choices=frozenset({"argon2id"}))
         ops = f.int("ops", lo=1, hi=_MAX_OPS)
         mem = f.int("mem", lo=8192, hi=_MAX_MEM)

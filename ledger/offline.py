@@ -326,7 +326,7 @@ def load_snapshot(unverified: bytes) -> Snapshot:
     """Parse snapshot bytes; raise SnapshotError if malformed or its checkpoint is not final."""
     try:
         f = Fields(codec.decode(unverified, max_size=MAX_SNAPSHOT, what="snapshot"), "snapshot")
-        f.int("v", lo=1, hi=1)
+        f.version(1, "snapshot")
         f.str("kind", choices=frozenset({"snapshot"}))
         network = f.str("network")
         fetched_at = f.int("fetched_at", lo=0)

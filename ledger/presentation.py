@@ -92,7 +92,7 @@ class Bundle(_Evidence):
     @classmethod
     def from_bytes(cls, unverified: bytes) -> Bundle:
         f = Fields(codec.decode(unverified, max_size=MAX_ENVELOPE * 4, what="bundle"), "bundle")
-        f.int("v", lo=1, hi=1)
+        f.version(1, "bundle")
         f.str("kind", choices=frozenset({"bundle"}))
         out = cls(sd_jwt=f.str("sd_jwt", max_len=MAX_ENVELOPE * 4), **cls._read(f))
         f.done()
@@ -115,7 +115,7 @@ class Envelope(_Evidence):
         if fast is not None:
             return fast
         f = Fields(codec.decode(unverified, max_size=MAX_ENVELOPE, what="envelope"), "envelope")
-        f.int("v", lo=1, hi=1)
+        f.version(1, "presentation")
         f.str("kind", choices=frozenset({"presentation"}))
         out = cls(sd_jwt_kb=f.str("sd_jwt_kb", max_len=MAX_ENVELOPE), **cls._read(f))
         f.done()

@@ -490,3 +490,50 @@ def test_fields_list_and_map_max_len() -> None:
 
 def test_public_surface() -> None:
     assert set(codec.__all__) == {"MAX_SIZE", "Fields", "decode", "encode"}
+
+
+def test_fields_version_tells_a_newer_file_from_a_damaged_one() -> None:
+    f = Fields({"v": 2}, "snapshot")
+    with pytest.raises(DecodeError, match=r"newer version of credledger \(snapshot format 2; "
+                                          r"this one reads up to 1\): upgrade"):
+        f.version(1, "snapshot")
+    for bad in (0, -1):
+        with pytest.raises(DecodeError, match=r"outside \[1, 1\]"):
+            Fields({"v": bad}, "snapshot").version(1, "snapshot")
+    with pytest.raises(DecodeError, match="expected int"):
+        Fields({"v": "2"}, "snapshot").version(1, "snapshot")
+    assert Fields({"v": 1}, "snapshot").version(1, "snapshot") == 1
+
+
+def test_every_kept_file_written_by_a_newer_version_says_so() -> None:
+    """Files users keep for years (snapshots, bundles, presentations, foreign credentials, key
+    files, wallet contents, approval evidence, audit statements): one from a newer version is
+    refused with the advice to upgrade, not as damaged (the compat hunt, ADR 50)."""
+    from contracts.evidence import Evidence
+    from ledger.audit import verify_statement
+    from ledger.errors import LedgerError
+    from ledger.foreign import ForeignCredential
+    from ledger.keys import PrivateKey, open_secret
+    from ledger.offline import load_snapshot
+    from ledger.presentation import Bundle, Envelope
+    from wallet.store import Contents
+
+    def newer(kind: str | None = None) -> bytes:
+        return encode({"v": 2, **({"kind": kind} if kind else {})})
+
+    readers = [
+        (lambda: load_snapshot(newer("snapshot")), "snapshot format 2"),
+        (lambda: Bundle.from_bytes(newer("bundle")), "bundle format 2"),
+        (lambda: Envelope.from_bytes(newer("presentation")), "presentation format 2"),
+        (lambda: ForeignCredential.from_bytes(newer("foreign")), "foreign credential format 2"),
+        (lambda: Evidence.from_bytes(newer()), "approval evidence format 2"),
+        (lambda: open_secret(newer(), b"pw", "credit", "credit.secret"), "key file format 2"),
+        (lambda: Contents.from_bytes(newer()), "wallet contents format 2"),
+        (lambda: verify_statement(encode({"statement": {"v": 2, "kind": "audit-statement"},
+                                          "sig": bytes(64)}), PrivateKey.generate().public),
+         "audit statement format 2"),
+    ]
+    for read, what in readers:
+        with pytest.raises(LedgerError, match="upgrade to read it") as e:
+            read()
+        assert what in str(e.value), str(e.value)

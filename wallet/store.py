@@ -145,7 +145,7 @@ class Contents:
     @classmethod
     def from_bytes(cls, data: bytes) -> Contents:
         f = Fields(codec.decode(data, max_size=MAX_FILE, what="wallet contents"), "contents")
-        f.int("v", lo=1, hi=1)
+        f.version(1, "wallet contents")
         seed = f.bytes("holder_seed", size=32)
         items = f.list("credentials", max_len=MAX_CREDENTIALS)
         f.done()
