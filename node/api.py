@@ -18,11 +18,12 @@ import json
 import logging
 import math
 import re
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 import segno
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -485,7 +486,16 @@ def archive(node: NodeDep) -> Response:
     """The whole chain up to the head as a portable archive (``ledger export``'s format),
     streamed: ``ledger audit --node`` and ``ledger export --node`` read it while the node runs.
     One at a time per node (503 while another is being sent)."""
-    return StreamingResponse(node.archive(), media_type="application/octet-stream")
+    stream = node.archive()
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in iterate_in_threadpool(stream):
+                yield chunk
+        finally:  # the reader went (or has it all): its turn goes back now
+            stream.close()
+
+    return StreamingResponse(body(), media_type="application/octet-stream")
 
 
 @router.get("/v1/sync/headers", tags=["chain"], response_class=MsgpackResponse,

@@ -26,11 +26,12 @@ def _approvals(request: Request, node: NodeDep) -> Approvals:
     got: Approvals | None = getattr(request.app.state, "approvals", None)
     if got is None or got.node is not node:
         got = Approvals(node)
-        # decisions committed before their record was filed (a stop, a full disk): filed now,
-        # or at the next start if the disk still cannot take them
-        with contextlib.suppress(OSError, LedgerError):
-            got.file_pending()
         request.app.state.approvals = got
+    # decisions committed before their record was filed (a stop, a full disk, a submission
+    # that timed out): filed, or removed a day on, at the first request and hourly after
+    # (not only at a start: a node runs for months)
+    with contextlib.suppress(OSError, LedgerError):
+        got.file_pending_hourly()
     return got
 
 

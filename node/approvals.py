@@ -69,6 +69,7 @@ class Approvals:
         self.node = node
         self.engine = engine or CelEngine()
         self.folder = node.data / "approvals"
+        self._filed_at: float | None = None  # monotonic time of the last file_pending
 
     # -- rules --
     def services(self) -> list[dict[str, Any]]:
@@ -211,6 +212,14 @@ class Approvals:
                      codec.encode({**record, "index": receipt.index, "height": receipt.height}),
                      0o600)
         pending.unlink()
+
+    def file_pending_hourly(self) -> int:
+        """:meth:`file_pending`, if it last ran over an hour ago (or never); else 0."""
+        t = _time.monotonic()
+        if self._filed_at is not None and t - self._filed_at < 3600:
+            return 0
+        self._filed_at = t
+        return self.file_pending()
 
     def file_pending(self, now: float | None = None) -> int:
         """File the pending records whose decisions the ledger holds (a node stopped, or a

@@ -115,6 +115,29 @@ class _Stopped(Exception):
     """The reader of an archive went away: the export stops."""
 
 
+class ArchiveStream:
+    """The chunks of an archive being sent (an iterator), and its reader's turn, which
+    :meth:`close` gives back at once: whoever serves it closes it when the reader goes, so the
+    next reader need not wait until the collector finalizes the chunks' generator (a dropped
+    TLS connection can keep it in a cycle for long: ADR 50)."""
+
+    def __init__(self, chunks: Iterator[bytes], release: Callable[[], None]) -> None:
+        self._chunks, self._release = chunks, release
+
+    def __iter__(self) -> ArchiveStream:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        self._release()
+        # a thread may be inside the generator ("already executing"): it ends on its own,
+        # now that the export was told to stop
+        with contextlib.suppress(ValueError):
+            self._chunks.close()  # type: ignore[attr-defined]
+
+
 class _Chunks:
     """A file-like ``write`` target that hands 256 KiB chunks to a reader through a bounded
     queue (the exporting thread waits while the reader is slow; it stops once told to, or
@@ -606,7 +629,7 @@ class Node:
             out.append([header.to_bytes(), entries])
         return codec.encode(out)
 
-    def archive(self) -> Iterator[bytes]:
+    def archive(self) -> ArchiveStream:
         """The chain up to the current head as a portable archive (``ledger export``'s format),
         in chunks, for ``GET /v1/archive``: what ``ledger audit --node`` and ``ledger export
         --node`` read while the node runs (LevelDB lets one process open the store). Blocks are
@@ -622,17 +645,22 @@ class Node:
             if self._export is not None and now - self._export[1] < EXPORT_IDLE:
                 raise Busy(_BUSY_ARCHIVE)
             self._export = (token, now)
-        return self._archive_chunks(token)
+        out = _Chunks(EXPORT_IDLE)
+
+        def release() -> None:
+            out.stop.set()  # the export thread sees it within half a second
+            self._export_touch(token, release=True)
+
+        return ArchiveStream(self._archive_chunks(token, out), release)
 
     def _export_touch(self, token: object, *, release: bool = False) -> None:
         with self._export_lock:
             if self._export is not None and self._export[0] is token:
                 self._export = None if release else (token, _time.monotonic())
 
-    def _archive_chunks(self, token: object) -> Iterator[bytes]:
+    def _archive_chunks(self, token: object, out: _Chunks) -> Iterator[bytes]:
         from ledger.archive import export_archive
 
-        out = _Chunks(EXPORT_IDLE)
 
         def run() -> None:
             try:

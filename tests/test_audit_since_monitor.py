@@ -423,10 +423,10 @@ def test_a_running_nodes_chain_is_exported_and_audited_through_its_url(
         assert next(first)  # the first is being read
         with pytest.raises(Busy):
             node.archive()
-        first.close()  # type: ignore[attr-defined]  # a generator: the reader went away
+        first.close()  # the reader went away
         again = node.archive()  # free again
         assert next(again)
-        again.close()  # type: ignore[attr-defined]
+        again.close()
         # a reader that never reads (gone before its first chunk) keeps no one out for long
         monkeypatch.setattr(service, "EXPORT_IDLE", 0.2)
         node.archive()
@@ -435,7 +435,7 @@ def test_a_running_nodes_chain_is_exported_and_audited_through_its_url(
         time.sleep(0.3)
         late = node.archive()
         assert next(late)
-        late.close()  # type: ignore[attr-defined]
+        late.close()
         monkeypatch.undo()
         app = create_app(settings_for(data), node=node)
         with serve(app) as url:
