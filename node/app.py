@@ -240,10 +240,16 @@ class _BodyLimit:
     async def _refuse(send: Send, limit: int, page: bool) -> None:
         if page:
             kind = b"text/html; charset=utf-8"
-            body = ("<!doctype html><title>Upload too large</title><h1>Upload too large</h1>"
-                    f"<p>The upload is over {limit // 1024} KiB. Use a smaller image of the QR "
-                    "code, or paste the presentation text. <a href=\"/verify\">Back to the "
-                    "verifier</a></p>").encode()
+            body = ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+                    "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+                    "<title>Upload too large</title><link rel=\"stylesheet\" "
+                    "href=\"/static/pages.css\"></head><body><main><h1>Upload too large</h1>"
+                    f"<p class=\"error\" role=\"alert\">What was sent is over {limit // 1024} "
+                    "KiB: a presentation's text is far smaller, and a picture of its QR code "
+                    "need not be larger. Go back, then paste the presentation's text, or "
+                    "upload a smaller picture (the PNG the wallet saves).</p>"
+                    "<p><a href=\"/verify\">Create a new presentation request</a></p>"
+                    "</main></body></html>").encode()
         else:
             kind = b"application/json"
             body = json.dumps({"detail": f"request body over {limit} bytes",

@@ -17,8 +17,12 @@ import contextlib
 import functools
 import json
 import re
+import secrets
 import struct
+import threading
+import time as _time
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -36,6 +40,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ledger import sdjwt
 from ledger.display import printable
 from ledger.errors import DecodeError, LedgerError
 from ledger.presentation import MAX_ENVELOPE, Envelope, Report
@@ -292,7 +297,7 @@ def back_to_the_form(request: Request) -> RedirectResponse:
 def create_request(request: Request, node: NodeDep,
                    credential_type: Annotated[str, Form(alias="type")] = "",
                    claims: Annotated[list[str] | None, Form()] = None,
-                   claims_text: Annotated[str, Form()] = "") -> HTMLResponse:
+                   claims_text: Annotated[str, Form()] = "") -> Response:
     # The node's configured audience, as for POST /v1/presentation-requests: not the request's
     # Host header, which the client (or a proxy) chooses.
     audience = request.app.state.settings.audience
@@ -309,11 +314,110 @@ def create_request(request: Request, node: NodeDep,
         return page
     except LedgerError as e:
         return _verify_form(request, node, str(e))
-    return _request_page(request, node, pending, None)
+    # Post/redirect/get: a reload shows this request again (not a new nonce and QR code the
+    # citizen has not scanned), and Back does not ask to send the form again. The QR code is
+    # drawn (and paid for) here; the page it redirects to takes it once without paying again.
+    fresh = _fresh_qr(request)
+    qr = _qr_of(pending)
+    with request.app.state.fresh_qr_lock:
+        fresh[pending.request.nonce] = qr
+        while len(fresh) > FRESH_QR:
+            fresh.popitem(last=False)
+    return _see(request, "request_page", nonce=pending.request.nonce)
+
+
+FRESH_QR = 256
+"""Requests just made whose drawn QR code waits for the page they redirect to."""
+
+
+def _fresh_qr(request: Request) -> OrderedDict[str, str]:
+    got: OrderedDict[str, str] | None = getattr(request.app.state, "fresh_qr", None)
+    if got is None:
+        request.app.state.fresh_qr_lock = threading.Lock()
+        got = request.app.state.fresh_qr = OrderedDict()
+    return got
+
+
+def _qr_of(pending: PendingRequest) -> str:
+    text = json.dumps(pending.request.to_json(), separators=(",", ":"))
+    try:
+        return qr_svg(text, dark="#111", light="#fff")
+    except segno.DataOverflowError:
+        return ""  # the page still gives the request as text (a long outside type, many claims)
+
+
+def _see(request: Request, name: str, **params: str) -> RedirectResponse:
+    """303 to a page of this node, as a path (not a URL built from the Host header)."""
+    return RedirectResponse(str(request.scope.get("root_path", ""))
+                            + str(request.app.url_path_for(name, **params)), status_code=303)
+
+
+@router.get("/verify/request/{nonce}", response_class=HTMLResponse, name="request_page")
+async def request_page(request: Request, node: NodeDep, nonce: str) -> Response:
+    """An open request's page (its QR code drawn again, or taken from the cache, and paid for
+    as a new request's is); one answered already: its verdict."""
+    answered = _answered(request).get(nonce)
+    if answered is not None:
+        return _see(request, "verdict_page", vid=answered)
+    try:
+        pending = node.request(nonce)
+    except NotFound:
+        return _error_page(request, "This request is no longer open",
+                           f"Requests stay open {REQUEST_TTL // 60} minutes and get one "
+                           "verdict. Create a new request.", 404)
+    fresh = _fresh_qr(request)
+    with request.app.state.fresh_qr_lock:
+        qr = fresh.pop(nonce, None)
+    if qr is not None:  # right after the form that drew it
+        return _request_page(request, node, pending, None, qr=qr)
+    try:
+        charge_qr(request, "showing a request's QR code again")
+    except RateLimited as e:
+        page = _error_page(request, "Too many requests", str(e), 429)
+        page.headers["Retry-After"] = str(e.retry_after)
+        return page
+    return await run_in_threadpool(_request_page, request, node, pending, None)
+
+
+VERDICTS_KEPT = 1000
+"""Verdict pages a desk keeps (each for the request's lifetime, :data:`REQUEST_TTL`) so a
+reload or Back shows the verdict again; the oldest go first (ADR 50)."""
+
+
+def _verdicts(request: Request) -> OrderedDict[str, tuple[float, dict[str, Any]]]:
+    """Verdict pages by an unguessable id, with the monotonic time each stops being shown.
+    Only the event loop's thread touches it (the handlers that do are async)."""
+    got: OrderedDict[str, tuple[float, dict[str, Any]]] | None = getattr(
+        request.app.state, "verdicts", None)
+    if got is None:
+        got = request.app.state.verdicts = OrderedDict()
+        request.app.state.answered = {}
+    now = _time.monotonic()
+    while got and (next(iter(got.values()))[0] <= now or len(got) > VERDICTS_KEPT):
+        _, (_, context) = got.popitem(last=False)
+        request.app.state.answered.pop(context["req"].nonce, None)
+    return got
+
+
+def _answered(request: Request) -> dict[str, str]:
+    """Nonce -> id of its verdict page, while it is kept."""
+    _verdicts(request)
+    answered: dict[str, str] = request.app.state.answered
+    return answered
+
+
+@router.get("/verify/result/{vid}", response_class=HTMLResponse, name="verdict_page")
+async def verdict_page(request: Request, vid: str) -> HTMLResponse:
+    kept = _verdicts(request).get(vid)
+    if kept is None:
+        return _error_page(request, "This verdict is no longer shown",
+                           f"A verdict is shown for {REQUEST_TTL // 60} minutes after its check. "
+                           "Create a new request to check the credential again.", 404)
+    return _page(request, "verdict.html", kept[1])
 
 
 async def _request_page_again(request: Request, node: Node, pending: PendingRequest,
-                              error: str) -> HTMLResponse:
+                              error: str, pasted: str = "") -> HTMLResponse:
     """The request's page again after a check that gave no verdict: its QR code is drawn
     again (or taken from the cache) off the event loop, and paid for as a new request's is
     (ADR 47), else a failed check would be a cheap way to make the node draw QR codes."""
@@ -323,19 +427,18 @@ async def _request_page_again(request: Request, node: Node, pending: PendingRequ
         page = _error_page(request, "Too many requests", f"{error} {e}", 429)
         page.headers["Retry-After"] = str(e.retry_after)
         return page
-    return await run_in_threadpool(_request_page, request, node, pending, error)
+    return await run_in_threadpool(_request_page, request, node, pending, error, pasted)
 
 
 def _request_page(request: Request, node: Node, pending: PendingRequest,
-                  error: str | None) -> HTMLResponse:
+                  error: str | None, pasted: str = "", qr: str | None = None) -> HTMLResponse:
     text = json.dumps(pending.request.to_json(), separators=(",", ":"))
-    try:
-        qr = qr_svg(text, dark="#111", light="#fff")
-    except segno.DataOverflowError:
-        qr = ""  # the page still gives the request as text (a long outside type or many claims)
+    if qr is None:
+        qr = _qr_of(pending)
     return _page(request, "request.html", {
         "network": node.network, "req": pending.request, "request_json": text, "qr_svg": qr,
-        "expires": pending.created + REQUEST_TTL, "error": error},
+        "expires": pending.created + REQUEST_TTL, "minutes": REQUEST_TTL // 60,
+        "error": error, "pasted": pasted},
         status_code=200 if error is None else 400)
 
 
@@ -343,7 +446,10 @@ def _request_page(request: Request, node: Node, pending: PendingRequest,
 async def check_presentation(request: Request, node: NodeDep,
                              nonce: Annotated[str, Form()] = "",
                              presentation: Annotated[str, Form()] = "",
-                             qr: Annotated[UploadFile | None, File()] = None) -> HTMLResponse:
+                             qr: Annotated[UploadFile | None, File()] = None) -> Response:
+    answered = _answered(request).get(nonce)
+    if answered is not None:  # sent again (a reload, Back): the verdict it got
+        return _see(request, "verdict_page", vid=answered)
     try:
         pending = node.request(nonce)
     except NotFound:
@@ -352,8 +458,11 @@ async def check_presentation(request: Request, node: NodeDep,
                            f"(requests stay open {REQUEST_TTL // 60} minutes) or was already "
                            "answered. Create a new request.", 400)
     image = await qr.read(MAX_UPLOAD + 1) if qr is not None else b""
+    presentation = _unquoted(presentation)
     foreign: str | None = None  # an SD-JWT+KB from an issuer outside the network (ADR 39)
     try:
+        if presentation.strip():  # the text, if both came: it is what the official pasted
+            image = b""
         if image:  # pure-Python decoding: off the event loop, which serves every other client,
             # two at a time, so uploads cannot take every thread the sync routes share
             limiter = _decoders(request)
@@ -370,17 +479,19 @@ async def check_presentation(request: Request, node: NodeDep,
             raise BadInput("Paste the citizen's presentation or upload its QR image.")
         if foreign is None:
             try:
-                Envelope.from_bytes(envelope)
+                kb_text = Envelope.from_bytes(envelope).sd_jwt_kb
             except DecodeError as e:
-                raise BadInput(f"This is not a presentation envelope ({e}).") from e
+                raise BadInput("This is not a whole presentation: copy all of its text again, "
+                               f"or upload its QR picture (technical detail: {e}).") from e
         elif trust_of(request.app) is None:
             raise BadInput("This is a credential from an issuer outside the network (SD-JWT "
                            "text), and this node has no trust list for those (trust_list in "
                            "its settings).")
+        _for_this_request(foreign if foreign is not None else kb_text, pending)
     except BadInput as e:  # the request stays open: the official may try again
-        return await _request_page_again(request, node, pending, str(e))
+        return await _request_page_again(request, node, pending, str(e), presentation)
     except DecoderBusy as e:
-        page = await _request_page_again(request, node, pending, str(e))
+        page = await _request_page_again(request, node, pending, str(e), presentation)
         if page.status_code != 429:
             page.status_code = 503
             page.headers["Retry-After"] = "5"
@@ -396,14 +507,112 @@ async def check_presentation(request: Request, node: NodeDep,
                            "The request expired or was answered meanwhile. Create a new "
                            "request.", 400)
     except LedgerError as e:  # refused before any verdict: the request is still open
-        return await _request_page_again(request, node, pending, str(e))
-    return _page(request, "verdict.html", {"network": node.network, "req": pending.request,
-                                           **_verdict(report)})
+        return await _request_page_again(request, node, pending, str(e), presentation)
+    # Post/redirect/get: the verdict has an address of its own for the request's lifetime,
+    # so a reload or Back shows it again instead of a refusal of the spent request.
+    verdicts, vid = _verdicts(request), secrets.token_urlsafe(18)
+    verdicts[vid] = (_time.monotonic() + REQUEST_TTL,
+                     {"network": node.network, "req": pending.request, **_verdict(report)})
+    _answered(request)[nonce] = vid
+    return _see(request, "verdict_page", vid=vid)
+
+
+def _unquoted(text: str) -> str:
+    """Pasted text without the quotes it kept when copied from JSON or a chat."""
+    t = text.strip()
+    return t[1:-1] if len(t) >= 2 and t[0] == t[-1] and t[0] in "\"'" else text
+
+
+def _for_this_request(kb_text: str, pending: PendingRequest) -> None:
+    """BadInput (the request stays open) if the presentation names another request's nonce
+    or another verifier: it cannot answer this one, so it spends nothing. Read from its
+    key-binding JWT before any check; the checks that follow verify that JWT's signature."""
+    try:
+        kb = sdjwt.parse(kb_text).kb_jwt
+        payload = json.loads(base64.urlsafe_b64decode(
+            (part := kb.split(".")[1]) + "=" * (-len(part) % 4))) if kb else None
+    except (LedgerError, ValueError, IndexError):
+        return  # malformed: the checks say how
+    if not isinstance(payload, dict):
+        return
+    if payload.get("nonce") != pending.request.nonce:
+        raise BadInput("This answer was made for another request (its code differs from this "
+                       "page's). Ask the citizen to scan the code on this page and answer "
+                       "again; this request stays open.")
+    if payload.get("aud") != pending.request.audience:
+        raise BadInput("This answer was made for another verifier's desk "
+                       f"({printable(str(payload.get('aud')))[:80]}). Ask the citizen to scan "
+                       "the code on this page; this request stays open.")
+
+
+_LABELS = {
+    "envelope": "presentation readable", "presentation": "presentation readable",
+    "nonce_fresh": "not a replay", "checkpoint": "signed by the network's agencies",
+    "anchor_inclusion": "on the ledger", "anchor": "issued on the ledger",
+    "issuer_authority": "issuer allowed to issue it", "trusted_issuer": "issuer trusted",
+    "sd_jwt": "credential signature, dates and the citizen's key",
+    "anchor_binding": "matches its ledger record", "requested_claims": "the claims asked for",
+    "approval_decision": "the approval decision", "status": "current status",
+}
+_EXP = re.compile(r"\bexp (\d{1,12}) is not after")
+_NBF = re.compile(r"\bnbf (\d{1,12})")
+
+
+def explain(name: str, detail: str, status: str) -> str:
+    """A failed check in words an official acts on: what is wrong and what to do next. The
+    check's own detail stays on the page, folded, for whoever supports the desk."""
+    if name in ("envelope", "presentation"):
+        return ("This is not a whole presentation. Copy all of its text again, or upload its "
+                "QR picture.")
+    if name == "nonce_fresh":
+        return "This answer was already used (a replay). Create a new request."
+    if name == "checkpoint":
+        return ("The ledger proof is not signed by enough of this network's agencies. Ask the "
+                "citizen to refresh the wallet and answer again; if it fails again, do not "
+                "accept the credential.")
+    if name == "status":
+        if status == "revoked":
+            return ("The issuing agency revoked this credential. Do not accept it. (Its reason "
+                    "is on the ledger; the explorer shows it.)")
+        if status == "suspended":
+            return ("The issuing agency has suspended this credential. Do not accept it now; "
+                    "the citizen can ask the agency why.")
+        return ("The credential's current status could not be determined. Try again in a "
+                "moment, or check at a desk connected to a current node.")
+    if name == "requested_claims":
+        return ("The presentation does not show what you asked for (another type of "
+                "credential, or claims missing). Ask the citizen to answer this request.")
+    if name == "sd_jwt":
+        if m := _EXP.search(detail):
+            return (f"This credential expired on {utc_text(int(m.group(1)))}. The citizen "
+                    "needs a renewed one from the issuing agency.")
+        if "not yet valid" in detail and (m := _NBF.search(detail)):
+            return (f"This credential is valid only from {utc_text(int(m.group(1)))}. Check "
+                    "it again then.")
+        if "KB-JWT iat" in detail and "old" in detail:
+            return ("The citizen's answer is too old (made more than a few minutes ago). Ask "
+                    "the citizen to answer this request again.")
+        if "KB-JWT iat" in detail:
+            return ("The citizen's device clock is wrong (the answer is dated in the future). "
+                    "Ask the citizen to correct it and answer again.")
+        if "KB-JWT" in detail or "holder" in detail:
+            return ("The answer was not signed with the key the credential belongs to: it may "
+                    "not be the citizen's own credential. Do not accept it.")
+    if name == "trusted_issuer":
+        return "The issuer is not on this desk's trust list. Do not accept the credential."
+    return "This credential does not check out. Do not accept it."
 
 
 def _verdict(report: Report) -> dict[str, Any]:
+    failed = [c for c in report.checks if not c.ok]
     return {"verified": report.verified, "status": report.status,
-            "checks": report.checks,
+            "status_checked": any(c.name == "status" for c in report.checks),
+            "advice": explain(failed[0].name, failed[0].detail, report.status) if failed
+            else None,
+            "checks": [{"ok": c.ok, "label": _LABELS.get(c.name, c.name), "name": c.name,
+                        "detail": c.detail,
+                        "why": None if c.ok else explain(c.name, c.detail, report.status)}
+                       for c in report.checks],
             # An issuer chose these values: bidi overrides and other format characters are
             # shown as escapes, as the command-line tools show them (ledger.display).
             "claims": {printable(k): printable(v if isinstance(v, str) else json.dumps(v))
@@ -440,6 +649,9 @@ def _foreign_text(decoded: bytes) -> str | None:
 def _envelope_from_image(image: bytes) -> bytes:
     if len(image) > MAX_UPLOAD:
         raise BadInput(f"The image is larger than {MAX_UPLOAD // (1024 * 1024)} MiB.")
+    if not image.startswith(_PNG_SIG):
+        raise BadInput("Only PNG pictures can be read here (the wallet saves its QR code as "
+                       "one): for a photo, paste the presentation's text instead.")
     try:
         gray, width, height = png_to_gray(image)
     except ValueError as e:

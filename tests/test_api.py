@@ -334,7 +334,8 @@ def test_oversize_body_is_413(http: httpx.Client) -> None:
 
 
 def test_the_verifier_page_takes_a_photo_sized_upload(http: httpx.Client) -> None:
-    page = http.post("/verify/request", data={"type": "residence", "claims": ["district"]})
+    page = http.post("/verify/request", data={"type": "residence", "claims": ["district"]},
+                     follow_redirects=True)
     assert page.status_code == 200, page.text
     nonce = page.text.split('name="nonce" value="', 1)[1].split('"', 1)[0]
     photo = b"\x89PNG\r\n\x1a\n" + bytes(600 * 1024)  # over max_body_bytes, not a real PNG

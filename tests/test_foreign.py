@@ -490,7 +490,7 @@ def test_the_node_verifies_foreign_credentials_on_its_page_and_api(tmp_path: Pat
         r = http.post("/v1/verify", json={"nonce": req["nonce"], "sd_jwt": kb(req["nonce"],
                                                                               req["audience"])})
         assert r.status_code == 400 and "trust list" in r.json()["detail"]
-    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60, follow_redirects=True) as http:
         req = http.post("/v1/presentation-requests",
                         json={"type": VCT, "claims": ["birth_date"]}).json()
         got = http.post("/v1/verify", json={"nonce": req["nonce"],

@@ -121,7 +121,7 @@ def test_a_presentation_request_pays_for_its_qr_code(demo: Path, node: Node) -> 
     settings = replace(settings_for(demo), rate_limit_per_minute=60, rate_limit_burst=25)
     app = create_app(settings, node=node, clock=lambda: NOW, rate_clock=lambda: now[0])
     body = {"type": "degree", "claims": ["field"]}
-    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60, follow_redirects=True) as c:
         assert [c.post("/v1/presentation-requests", json=body).status_code
                 for _ in range(3)] == [200, 200, 429]  # 25 - 10 - 10: 5 left
         r = c.post("/v1/presentation-requests", json=body)
@@ -242,7 +242,7 @@ def test_body_cap_covers_every_route_and_chunked_bodies(demo: Path, node: Node) 
     with or without a Content-Length (chunked transfer encoding is counted as it streams)."""
     settings = replace(settings_for(demo), max_body_bytes=4096, rate_limit_per_minute=0)
     app = create_app(settings, node=node, clock=lambda: NOW)
-    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60, follow_redirects=True) as c:
         doc = c.get("/openapi.json").json()
         routes = [(m.upper(), p.replace("{credential_id}", "ab" * 32).replace("{height}", "0")
                    .replace("{txid}", "ab" * 32).replace("{index}", "0")

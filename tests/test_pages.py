@@ -36,7 +36,7 @@ from ledger.tx import Tx
 from node.config import Settings
 from node.demo import run_demo
 from node.pages import png_to_gray, router
-from node.service import Node
+from node.service import Node, NotFound
 
 PASSPHRASE = b"pages-test-pw"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -100,7 +100,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
 
 @pytest.fixture
 def client(served: Served) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=served.base, timeout=30) as c:
+    with httpx.Client(base_url=served.base, timeout=30, follow_redirects=True) as c:
         yield c
 
 
@@ -240,13 +240,21 @@ def test_valid_and_revoked_presentations_over_http(served: Served,
     env = _present(bundle, key, nonce, audience, ["district", "age_over_65"])
     ok = client.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
     assert ok.status_code == 200
+    assert ok.history[0].status_code == 303  # the verdict has its own address
     assert '<h1 id="verdict">VERIFIED</h1>' in ok.text
     assert "<td>district</td><td>Changsheng</td>" in ok.text
     assert "<td>age_over_65</td><td>true</td>" in ok.text
     assert "Li Wei" not in ok.text
+    # a reload (or Back) shows that verdict again, not a refusal of the spent request; the
+    # request still gets one verdict: the same presentation sent again is not checked again
+    assert client.get(str(ok.url)).text == ok.text
     again = client.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
-    assert again.status_code == 400  # a request is answered once
-    assert "Unknown or expired request" in again.text
+    assert again.status_code == 200 and again.url == ok.url
+    assert client.get(f"/verify/request/{nonce}").url == ok.url  # Back to the request
+    with pytest.raises(NotFound):
+        served.node.request(nonce)  # answered
+    gone = client.get("/verify/result/" + "x" * 24)
+    assert gone.status_code == 404 and "no longer shown" in gone.text
 
     served.node.set_status(Tx.from_bytes(bundle.anchor).body["credential_id"], "revoked",
                            "moved-away")
@@ -257,6 +265,10 @@ def test_valid_and_revoked_presentations_over_http(served: Served,
     assert '<h1 id="verdict">NOT VERIFIED</h1>' in bad.text
     assert 'id="status" class="status-revoked">revoked<' in bad.text
     assert "✘ fail" in bad.text
+    # in words an official acts on, the technical detail folded; the claims marked
+    assert "revoked this credential. Do not accept it." in bad.text
+    assert "<summary>technical detail (status)</summary>" in bad.text
+    assert "not verified: do not rely on them" in bad.text
 
 
 def test_presentation_for_another_request_is_not_verified(served: Served,
@@ -265,9 +277,15 @@ def test_presentation_for_another_request_is_not_verified(served: Served,
     nonce, _ = _new_request(client, ["district"])
     env = _present(bundle, key, "someone-elses-nonce", "https://elsewhere.example/", ["district"])
     r = client.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
-    assert r.status_code == 200
-    assert "NOT VERIFIED" in r.text
-    assert "sd_jwt" in r.text
+    assert r.status_code == 400  # not an answer to this request: it spends nothing
+    assert "made for another request" in r.text and "stays open" in r.text
+    assert f'id="nonce">{nonce}<' in r.text
+    served.node.request(nonce)  # still open
+    other = _present(bundle, key, nonce, "https://elsewhere.example/", ["district"])
+    r = client.post("/verify/check", data={"nonce": nonce, "presentation": _b64(other)})
+    assert r.status_code == 400 and "made for another verifier" in r.text
+    assert _b64(other) in r.text  # what was pasted is still in the box
+    served.node.request(nonce)
 
 
 def test_qr_upload_verifies(served: Served, client: httpx.Client) -> None:
@@ -282,9 +300,10 @@ def test_qr_upload_verifies(served: Served, client: httpx.Client) -> None:
 
 @pytest.mark.parametrize(("fields", "files", "message"), [
     ({"presentation": "this is *not* base64!"}, None, "not base64url"),
-    ({"presentation": _b64(b"\x81\xa1v\x01 garbage")}, None, "not a presentation envelope"),
+    ({"presentation": _b64(b"\x81\xa1v\x01 garbage")}, None, "not a whole presentation"),
     ({"presentation": "   "}, None, "Paste the citizen"),
-    ({}, {"qr": ("x.png", b"GIF89a not a png", "image/png")}, "could not be read"),
+    ({}, {"qr": ("x.png", b"GIF89a not a png", "image/png")}, "Only PNG pictures"),
+    ({}, {"qr": ("x.jpg", b"\xff\xd8\xff\xe0 a phone photo", "image/jpeg")}, "paste the"),
     ({}, {"qr": ("x.png", b"\x89PNG\r\n\x1a\n\x00\x00", "image/png")}, "could not be read"),
     ({}, {"qr": ("", b"", "application/octet-stream")}, "Paste the citizen"),
 ])
@@ -298,6 +317,18 @@ def test_bad_presentations_are_400_and_keep_the_request(
     assert message in r.text
     assert f'id="nonce">{nonce}<' in r.text  # the official can try again
     served.node.request(nonce)  # still open
+
+
+def test_pasted_text_in_quotes_wins_over_a_picture_sent_with_it(served: Served,
+                                                                  client: httpx.Client) -> None:
+    """Text copied from JSON or a chat keeps its quotes; and when both came, the official's
+    paste is what is checked, not a picture left in the file field (a JPEG here)."""
+    bundle, key = _issue(served.node)
+    nonce, audience = _new_request(client, ["district"])
+    env = _present(bundle, key, nonce, audience, ["district"])
+    r = client.post("/verify/check", data={"nonce": nonce, "presentation": f'"{_b64(env)}"\n'},
+                    files={"qr": ("photo.jpg", b"\xff\xd8\xff\xe0 photo", "image/jpeg")})
+    assert r.status_code == 200 and '<h1 id="verdict">VERIFIED</h1>' in r.text, r.text
 
 
 def test_image_without_qr_code_is_400(client: httpx.Client) -> None:
@@ -522,6 +553,14 @@ def test_official_verifies_in_a_browser(served: Served, tmp_path: Path) -> None:
             assert "Changsheng" in claims
             assert "age_over_65" in claims
             page.screenshot(path=str(shots / "verify-valid.png"), full_page=True)
+            # a reload and Back keep the verdict (no form sent again, no spent request)
+            page.reload()
+            assert page.inner_text("#verdict").strip() == "VERIFIED"
+            page.go_back()  # the request's page (a GET: no "confirm form resubmission")
+            page.wait_for_selector("#nonce, #verdict")  # from the browser's cache, or the node
+            page.reload()  # now answered: its address leads to the verdict
+            page.wait_for_selector("#verdict")
+            assert page.inner_text("#verdict").strip() == "VERIFIED"
 
             nonce, audience = new_request(page)
             qr = Path(os.environ.get("TMPDIR", "/tmp")) / f"pages-qr-{os.getpid()}.png"
@@ -544,8 +583,30 @@ def test_official_verifies_in_a_browser(served: Served, tmp_path: Path) -> None:
             page.wait_for_selector("#verdict")
             assert page.inner_text("#verdict").strip() == "NOT VERIFIED"
             assert page.inner_text("#status").strip() == "revoked"
+            assert "Do not accept it" in page.inner_text("#advice")
             page.screenshot(path=str(shots / "verify-revoked.png"), full_page=True)
+            # a phone's width: the verdict (long list names included) does not scroll sideways
+            page.set_viewport_size({"width": 360, "height": 640})
+            assert page.evaluate("document.documentElement.scrollWidth") <= 360
         finally:
             browser.close()
     for name in ("verify-valid.png", "verify-revoked.png"):
         assert (shots / name).read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize(("name", "detail", "status", "said"), [
+    ("sd_jwt", "expired: exp 1796047329 is not after now 1796133730 (skew 60s)",
+     "undetermined", "expired on 2026-11-30 14:02:09 UTC"),
+    ("sd_jwt", "KB-JWT iat 1795957330 is 3600s old, limit 300s", "undetermined",
+     "answer is too old"),
+    ("status", "index 88954 of urn:x is 0x03", "suspended", "has suspended this credential"),
+    ("status", "no status list", "undetermined", "could not be determined"),
+    ("envelope", "envelope: not canonical msgpack", "undetermined", "not a whole presentation"),
+    ("checkpoint", "0 of 2 required signatures", "undetermined", "refresh the wallet"),
+    ("anchor_binding", "credential_id differs", "undetermined", "Do not accept it"),
+])
+def test_a_failed_check_is_said_in_words_an_official_acts_on(name: str, detail: str,
+                                                             status: str, said: str) -> None:
+    from node.pages import explain
+
+    assert said in explain(name, detail, status)
