@@ -10,6 +10,7 @@ written, or with the :class:`~ledger.errors.TxRejected` that refused it.
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import re
@@ -26,6 +27,8 @@ from ledger.store import Store, leveldb_words
 from ledger.tx import Tx
 
 __all__ = ["Pending", "Receipt", "SoloOrderer", "settle"]
+
+_log = logging.getLogger("ledger.ordering")
 
 _FOLDERS = re.compile(r"/(?:[^/\s:]+/)+")
 """The folders of an absolute path in an error's words ("/srv/data/ledger/000008.log" →
@@ -271,6 +274,9 @@ class SoloOrderer:
         except BaseException as e:  # reported to every waiter, queued ones included
             with self._put_lock:
                 self._failure, self._closed = e, True
+            # once, for whoever watches the logs: the node takes nothing more until restarted
+            _log.error("the block writer stopped: %s: %s (the node takes no transaction until "
+                       "it is restarted)", type(e).__name__, e)
             waiting = [it.future for it in pending]
             while True:
                 try:

@@ -105,8 +105,13 @@ class PeerOut(_Out):
     revision: int
     lag: int
     updated: int | None = Field(
-        default=None, description="When that node last said where it stands (Unix time): a "
-                                  "stopped node's figures stay as they were")
+        default=None, description="When that node last said where it stands (Unix time, by "
+                                  "its clock): a stopped node's figures stay as they were")
+    quiet: int | None = Field(
+        default=None, description="Seconds since its published position last changed, by "
+                                  "this node's clock: a node that runs says where it stands "
+                                  "at least every 10 s, so past 35 s it is down, cut off from "
+                                  "etcd, or no longer applying (health: degraded)")
 
 
 class Health(_Out):
@@ -148,6 +153,12 @@ class ClusterOut(_Out):
     unfinal_since: float | None = Field(
         default=None, description="Since when (Unix time) the head has had no final "
                                   "checkpoint; null while it has one")
+    quiet_peers: dict[str, int] = Field(
+        default_factory=dict, description="Current agencies whose node has said nothing for "
+                                          "over 35 s, and for how many seconds")
+    evidence_held: int = Field(
+        default=0, description="Equivocation evidence records this node holds (kept for good; "
+                               "GET /v1/evidence)")
     settings: dict[str, int] = Field(
         default_factory=dict,
         description="max_batch (transactions per etcd batch at most) and retention (blocks a "
@@ -399,11 +410,40 @@ def _receipt(r: Receipt) -> ReceiptOut:
 
 # -- chain ---------------------------------------------------------------------------------------
 
-@router.get("/v1/health", tags=["node"])
-def health(node: NodeDep, response: Response) -> Health:
-    """Liveness and position; on a multi-agency node also each peer's applied height and lag.
-    A halted node answers 503, so a probe that reads only the status code stops routing to
-    it; a degraded one (replication failing) answers 200 with the problem."""
+_Status = Literal["ok", "degraded", "halted"]
+
+
+def cluster_health(node: Node, cluster: dict[str, Any], head: dict[str, Any],
+                   skew: str | None) -> tuple[_Status, str | None]:
+    """A multi-agency node's status and the problem it has, the most pressing first (what
+    /v1/health says, and /metrics counts)."""
+    quiet = cluster.get("quiet_peers") or {}
+    if cluster["halted"]:
+        return "halted", cluster["halted"]
+    if cluster.get("failing_since"):
+        return "degraded", cluster["last_error"] or "replication steps are failing"
+    if cluster.get("put_failing_since"):
+        return "degraded", (f"batches cannot be put into etcd: "
+                            f"{cluster.get('put_error') or 'unknown error'}")
+    if quiet:
+        return "degraded", ("no word from the node of " + ", ".join(
+            f"{a} for {s} s" for a, s in sorted(quiet.items())) + " (down, cut off from "
+            "etcd, or no longer applying): the network has less to spare before it loses "
+            "its quorum")
+    if cluster.get("unfinal_since") and node.now() - cluster["unfinal_since"] > FINALITY_SLACK:
+        return "degraded", (f"no final checkpoint for "
+                            f"{int(node.now() - cluster['unfinal_since'])} s (final size "
+                            f"{cluster['final_size']}, log size {head['log_size']}): fewer "
+                            "than the quorum of agency nodes are co-signing (are peers down?)")
+    if skew:
+        return "degraded", skew
+    return "ok", None
+
+
+def node_status(node: Node) -> tuple[_Status, str | None, dict[str, Any],
+                                     dict[str, Any] | None]:
+    """The node's status and problem (what /v1/health says, and /metrics counts), its head,
+    and its cluster status (None: solo)."""
     head = node.head()
     cluster = node.cluster_status()
     # Block times follow the proposing node's clock and never go back: a chain ahead of this
@@ -417,35 +457,29 @@ def health(node: NodeDep, response: Response) -> Health:
     if cluster is None:
         stopped = node.writer_failure()
         if stopped:  # it can take nothing more: a probe that reads the status stops routing
-            response.status_code = 503
-            return Health(status="halted", agency=node.agency, network=node.network,
-                          height=head["height"], log_size=head["log_size"], halted=stopped,
-                          problem=stopped)
+            return "halted", stopped, head, None
         problem = node.signing_problem() or skew
-        return Health(status="degraded" if problem else "ok", agency=node.agency,
-                      network=node.network, height=head["height"], log_size=head["log_size"],
-                      problem=problem)
+        return ("degraded" if problem else "ok"), problem, head, None
+    return (*cluster_health(node, cluster, head, skew), head, cluster)
+
+
+@router.get("/v1/health", tags=["node"])
+def health(node: NodeDep, response: Response) -> Health:
+    """Liveness and position; on a multi-agency node also each peer's applied height and lag.
+    A halted node answers 503, so a probe that reads only the status code stops routing to
+    it; a degraded one (replication failing) answers 200 with the problem."""
+    status, problem, head, cluster = node_status(node)
+    if status == "halted":
+        response.status_code = 503
+    if cluster is None:
+        return Health(status=status, agency=node.agency, network=node.network,
+                      height=head["height"], log_size=head["log_size"],
+                      halted=problem if status == "halted" else None, problem=problem)
     peers = {a: PeerOut(height=int(p.get("height", 0)), log_size=int(p.get("size", 0)),
                         revision=int(p.get("rev", 0)), lag=int(p.get("lag", 0)),
-                        updated=int(p["time"]) if isinstance(p.get("time"), int) else None)
+                        updated=int(p["time"]) if isinstance(p.get("time"), int) else None,
+                        quiet=int(p["quiet"]) if isinstance(p.get("quiet"), int) else None)
              for a, p in cluster["peers"].items()}
-    status: Literal["ok", "degraded", "halted"] = "ok"
-    problem = None
-    if cluster["halted"]:
-        status, problem = "halted", cluster["halted"]
-        response.status_code = 503
-    elif cluster.get("failing_since"):
-        status, problem = "degraded", cluster["last_error"] or "replication steps are failing"
-    elif cluster.get("put_failing_since"):
-        status, problem = "degraded", (f"batches cannot be put into etcd: "
-                                       f"{cluster.get('put_error') or 'unknown error'}")
-    elif cluster.get("unfinal_since") and node.now() - cluster["unfinal_since"] > FINALITY_SLACK:
-        status = "degraded"
-        problem = (f"no final checkpoint for {int(node.now() - cluster['unfinal_since'])} s "
-                   f"(final size {cluster['final_size']}, log size {head['log_size']}): fewer "
-                   "than the quorum of agency nodes are co-signing (are peers down?)")
-    elif skew:
-        status, problem = "degraded", skew
     return Health(status=status, agency=node.agency, network=node.network,
                   height=head["height"], log_size=head["log_size"], ordering="etcd",
                   final_log_size=cluster["final_size"], peers=peers, halted=cluster["halted"],
@@ -517,14 +551,21 @@ def metrics(request: Request, node: NodeDep) -> Response:
     head = node.head()
     m.blocks.set(head["height"] + 1)
     m.txs.set(head["log_size"])
-    cluster = node.cluster_status()
+    status, _, _, cluster = node_status(node)
+    m.halted.set(1 if status == "halted" else 0)  # a fork, or (solo) a block it could not write
+    m.degraded.set(1 if status == "degraded" else 0)
     if cluster is not None:
         m.final.set(cluster["final_size"])
         m.equivocations.set(cluster["counters"].get("equivocations", 0))
+        m.evidence.set(cluster.get("evidence_held", 0))
         m.forged.set(cluster["counters"].get("cosigs_forged", 0))
-        m.halted.set(1 if cluster["halted"] else 0)
+        for gone in set(m.peers_labelled) - set(cluster["peers"]):  # a removed agency
+            m.peer_lag.remove(gone)
+            m.peer_quiet.remove(gone)
+        m.peers_labelled = set(cluster["peers"])
         for peer, p in cluster["peers"].items():
             m.peer_lag.labels(peer).set(p.get("lag", 0))
+            m.peer_quiet.labels(peer).set(p.get("quiet", 0))
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import time
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -28,7 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 
 from ledger.credentials import ClaimError
 from ledger.errors import (
@@ -108,19 +109,33 @@ class Metrics:
                            "Log size of the latest final (quorum-signed) checkpoint",
                            registry=self.registry)
         self.equivocations = Gauge("ledger_node_equivocations",
-                                   "Checkpoint equivocations seen (signed evidence kept)",
+                                   "Checkpoint equivocations seen since the node started",
                                    registry=self.registry)
+        self.evidence = Gauge("ledger_node_equivocation_evidence",
+                              "Equivocation evidence records the node holds (kept for good; "
+                              "GET /v1/evidence)", registry=self.registry)
+        self.degraded = Gauge("ledger_node_degraded",
+                              "1 when GET /v1/health says degraded (its problem says why)",
+                              registry=self.registry)
+        self.peer_quiet = Gauge("ledger_node_peer_quiet_seconds",
+                                "Seconds since each current agency's node last published where "
+                                "it stands (every 10 s while it runs)", ["peer"],
+                                registry=self.registry)
+        self.peers_labelled: set[str] = set()
         self.forged = Gauge("ledger_node_refused_cosignatures",
                             "Co-signatures refused (bad signature or not a current agency)",
                             registry=self.registry)
-        self.halted = Gauge("ledger_node_halted", "1 when the node refuses to build on a fork",
+        self.halted = Gauge("ledger_node_halted", "1 when the node takes nothing more: it "
+                            "refuses to build on a fork, or (solo) could not write a block",
                             registry=self.registry)
+        ProcessCollector(registry=self.registry)  # memory, open files, start time, CPU
         self.peer_lag = Gauge("ledger_node_peer_lag_blocks", "Blocks each peer is behind us",
                               ["peer"], registry=self.registry)
 
 
 class _JsonFormatter(logging.Formatter):
-    _FIELDS = ("method", "route", "path", "status", "ms", "error", "code", "file", "cut_short")
+    _FIELDS = ("method", "route", "path", "status", "ms", "error", "code", "file", "cut_short",
+               "count", "seconds")
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {"ts": round(record.created, 3), "level": record.levelname,
@@ -130,6 +145,10 @@ class _JsonFormatter(logging.Formatter):
                 out[name] = getattr(record, name)
         if record.exc_info and record.exc_info[0] is not None:
             out["exc"] = record.exc_info[0].__name__
+            # where it was raised: files, lines and functions only (a message or a frame's
+            # values could quote a claim), the innermost last
+            out["exc_frames"] = [f"{Path(f.filename).name}:{f.lineno}:{f.name}" for f in
+                                 traceback.extract_tb(record.exc_info[2])[-12:]]
         return json.dumps(out, separators=(",", ":"))
 
 
@@ -269,8 +288,15 @@ _PLAIN_ROUTES = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi
 class _AccessLog:
     """Count and log every request by route template and status (outermost middleware)."""
 
+    LIMITED_EVERY = 60.0
+    """Seconds between the log lines that count requests refused by the rate limit: a client
+    that keeps being refused (each refusal costs it nothing) would otherwise fill the disk
+    with one line a request (measured: ~130 KiB/s from one connection)."""
+
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
+        self._limited = 0  # 429s since the last line that counted them
+        self._limited_said = time.monotonic()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -305,12 +331,22 @@ class _AccessLog:
             if route is None:
                 path = scope.get("path", "")
                 route = (path if path in _PLAIN_ROUTES else
-                         "/static" if path.startswith("/static/") else "unmatched")
+                         "/static" if path.startswith("/static/") else
+                         "rate-limited" if status == 429 else "unmatched")
             self.metrics.requests.labels(method, route, str(status)).inc()
-            _log.info("request", extra={"method": method, "route": route,
-                                        "status": status,
-                                        "ms": round((time.perf_counter() - started) * 1000, 1),
-                                        **({"cut_short": "by the node's stop"} if cut else {})})
+            if status == 429:
+                self._limited += 1
+                now = time.monotonic()
+                if now - self._limited_said >= self.LIMITED_EVERY:
+                    _log.info("rate-limited", extra={
+                        "status": 429, "count": self._limited,
+                        "seconds": round(now - self._limited_said)})
+                    self._limited, self._limited_said = 0, now
+            else:
+                _log.info("request", extra={
+                    "method": method, "route": route, "status": status,
+                    "ms": round((time.perf_counter() - started) * 1000, 1),
+                    **({"cut_short": "by the node's stop"} if cut else {})})
 
 
 _PAGE_HEADERS = [
@@ -439,7 +475,8 @@ def create_app(settings: Settings, *, node: Node | None = None,
         if isinstance(exc, TxRejected):
             extra["code"] = exc.code
         # The message may quote a claim value (ClaimError): log the class, never the text.
-        _log.info("refused", extra=extra)
+        # A refusal of the node's own (5xx: it cannot take work now) is a warning.
+        _log.log(logging.WARNING if status >= 500 else logging.INFO, "refused", extra=extra)
         headers = ({"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited)
                    else None)
         return JSONResponse(body, status_code=status, headers=headers)

@@ -143,6 +143,10 @@ def charge(scope: Scope, cost: int, what: str, rate: str) -> None:
                           f"retry in {retry} s", retry)
 
 
+PROBE_PATHS = frozenset({"/v1/health", "/metrics"})
+"""Paths monitoring reads: rate-limited apart from everything else a client asks."""
+
+
 class RateLimit:
     """ASGI middleware: refuse HTTP requests of a client whose bucket is empty with 429."""
 
@@ -151,14 +155,18 @@ class RateLimit:
         self.app = app
         self.per_minute = per_minute
         self.buckets = TokenBuckets(per_minute, burst, clock) if per_minute else None
+        # Health probes and metrics scrapes draw on buckets of their own: a busy client (or
+        # every client behind one proxy) must not make the node look down to its monitoring.
+        self.probe_buckets = TokenBuckets(per_minute, burst, clock) if per_minute else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.buckets is None:
+        if scope["type"] != "http" or self.buckets is None or self.probe_buckets is None:
             await self.app(scope, receive, send)
             return
         client = scope.get("client")
         key = client_key(str(client[0])) if client else "unknown"
-        wait = self.buckets.take(key)
+        probe = scope.get("path") in PROBE_PATHS
+        wait = (self.probe_buckets if probe else self.buckets).take(key)
         if wait <= 0:
             scope[_SCOPE_KEY] = (self, key)  # for :func:`charge`
             await self.app(scope, receive, send)

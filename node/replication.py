@@ -85,6 +85,12 @@ _RECENT = 100_000  # size → (rev, height) entries kept for pruning decisions
 _BATCH_BYTES = 768 * 1024  # a batch is cut once it holds this much (MAX_BATCH_BYTES is 1 MiB)
 _OWN_KEPT = 64  # our batches in flight whose parsed transactions are kept for applying
 _PROBE_EVERY = 5.0  # seconds between write probes while etcd refuses our writes (ADR 48)
+HEARTBEAT = 10.0
+"""Seconds between publications of a node's applied position while it applies nothing: on an
+idle network they tell a peer that is down from one with nothing to do (ADR 50)."""
+PEER_QUIET = 35.0
+"""A current agency's node whose published position has not changed for this long is reported
+(health: degraded): down, cut off from etcd, or no longer applying."""
 
 
 _T = TypeVar("_T")
@@ -207,6 +213,10 @@ class EtcdOrderer:
         # after the marker are matched to the blocks it already holds (ADR 48).
         self._aligning: tuple[int, int] | None = None
         self._last_probe = 0.0  # when a write was last tried while etcd refused ours
+        self._last_published = 0.0  # monotonic time of our last applied-position put
+        # each agency's published position and when (our monotonic clock) it last changed:
+        # no peer's clock is trusted to say how long it has been quiet
+        self._heard: dict[str, tuple[dict[str, Any], float]] = {}
         self._unfinal_since = 0.0  # since when the head has had no final checkpoint
         self.max_batch, self.max_wait, self.retention = max_batch, max_wait, retention
         self.submit_timeout, self.poll = submit_timeout, poll
@@ -378,8 +388,13 @@ class EtcdOrderer:
                 log.error("replication step failed unexpectedly", exc_info=True)
                 self._stop.wait(1.0)
             else:
+                if self.stats.failing_since:  # said once, as the failures were
+                    log.warning("replication steps succeed again, after %d s of failures",
+                                int(_time.time() - self.stats.failing_since))
+                    self.stats.last_error = ""
                 self.stats.failing_since = 0.0
                 self._probe_writes()
+                self._heartbeat()
                 self._watch_finality()
                 continue
             # after a failure: health reports the node degraded until a step succeeds
@@ -704,8 +719,16 @@ class EtcdOrderer:
         assert head is not None
         assert registry is not None
         applied = self.etcd.applied()
-        self.stats.peers = {a: {**v, "lag": head.height - int(v.get("height", 0))}
-                            for a, v in applied.items()}
+        now = _time.monotonic()
+        for a, v in applied.items():
+            was = self._heard.get(a)
+            if was is None or was[0] != v:
+                self._heard[a] = (v, now)
+        # the current agencies' nodes (a removed one's last position stays in etcd)
+        members = set(registry.current_agencies(head.time))
+        self.stats.peers = {a: {**v, "lag": head.height - int(v.get("height", 0)),
+                                "quiet": int(now - self._heard[a][1])}
+                            for a, v in applied.items() if a in members}
         if not self.final_size:
             return
         wall = int(self.clock())
@@ -841,11 +864,21 @@ class EtcdOrderer:
         return codec.encode({"rev": self.rev, "height": head.height, "size": head.log_size,
                              "time": int(self.clock())})
 
+    def _heartbeat(self) -> None:
+        """Publish our applied position if nothing else did for :data:`HEARTBEAT` seconds."""
+        if _time.monotonic() - self._last_published < HEARTBEAT:
+            return
+        head = self.store.head
+        if head is not None:
+            self._last_published = _time.monotonic()  # tried: a failing put is retried later
+            self._publish_applied(head)
+
     def _publish_applied(self, head: Head) -> None:
         if not self._member():
             return
         try:
             self.etcd.put_applied(self.agency, self._applied(head))
+            self._last_published = _time.monotonic()
             self.stats.put_failing_since = 0.0
         except OrderingError as e:
             self.stats.last_error = str(e)
@@ -999,7 +1032,8 @@ class EtcdOrderer:
     def _watch_finality(self) -> None:
         """Note since when the head has had no final checkpoint (0 while it has one)."""
         head = self.store.head
-        if head is None or self.final_size >= head.log_size:
+        # the genesis alone is no one's to co-sign: a new network is not short of a quorum
+        if head is None or self.final_size >= head.log_size or head.height == 0:
             self._unfinal_since = 0.0
         elif not self._unfinal_since:
             self._unfinal_since = _time.time()
@@ -1018,6 +1052,9 @@ class EtcdOrderer:
                 "put_failing_since": self.stats.put_failing_since or None,
                 "put_error": self.stats.put_error,
                 "unfinal_since": self._unfinal_since or None,
+                "quiet_peers": {a: p["quiet"] for a, p in self.stats.peers.items()
+                                if a != self.agency and p.get("quiet", 0) > PEER_QUIET},
+                "evidence_held": sum(1 for _ in self.store.iterate(_EVIDENCE)),
                 "settings": {"max_batch": self.max_batch, "retention": self.retention}}
 
     def stop(self) -> None:

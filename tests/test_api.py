@@ -675,10 +675,14 @@ def test_a_reader_that_hangs_up_frees_the_archive_at_once(
 
 
 def test_a_node_whose_disk_is_full_says_so_and_its_health_is_503(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """A block the store cannot write (a full disk): the issue in flight gets a 503 that says
     why at once, not a 500 after 30 s, nothing is committed, and the health answers 503 so a
-    probe stops routing to a node that takes nothing until it is restarted (ADR 47)."""
+    probe stops routing to a node that takes nothing until it is restarted (ADR 47). Its
+    metrics say halted too, and the log says why once, at ERROR (ADR 50)."""
+    import logging
+
     import plyvel
 
     from node.service import Node
@@ -705,6 +709,12 @@ def test_a_node_whose_disk_is_full_says_so_and_its_health_is_503(
         assert "restarted" in health.json()["problem"]
         assert str(tmp_path) not in health.text  # the public health names no folder
         assert http.get("/v1/head").json()["log_size"] == before
+        metrics = http.get("/metrics").text
+        assert "ledger_node_halted 1.0" in metrics and "ledger_node_degraded 0.0" in metrics
+        stopped = [r for r in caplog.records if r.name == "ledger.ordering"]
+        assert [r.levelno for r in stopped] == [logging.ERROR]
+        assert "No space left on device" in stopped[0].getMessage()
+        assert str(tmp_path) not in stopped[0].getMessage()
 
         def damaged(*_: object, **__: object) -> None:
             raise plyvel.CorruptionError(f"Corruption: block checksum mismatch: "
@@ -966,6 +976,12 @@ def test_metrics(http: httpx.Client) -> None:
     assert "ledger_node_blocks " in r.text
     assert "ledger_node_transactions " in r.text
     assert 'ledger_node_http_requests_total{method="GET",route="/v1/head",status="200"}' in r.text
+    # whether health would say degraded or halted, and the process's own figures (memory,
+    # open files, start time) for a node that runs for months
+    assert "ledger_node_degraded 0.0" in r.text and "ledger_node_halted 0.0" in r.text
+    for name in ("process_resident_memory_bytes", "process_open_fds",
+                 "process_start_time_seconds"):
+        assert f"\n{name} " in r.text, name
 
 
 def test_metrics_labels_come_from_a_fixed_set(http: httpx.Client) -> None:
@@ -1252,3 +1268,21 @@ def test_a_body_trickled_in_is_answered_408(tmp_path: Path,
             assert http.get("/v1/health").status_code == 200  # and the node serves on
     assert reply.startswith(b"HTTP/1.1 408"), reply
     assert b"did not arrive within 0.5 s" in reply
+
+
+def test_a_new_network_is_not_short_of_co_signatures() -> None:
+    """The genesis is no one's to co-sign: a network with nothing else is not reported as
+    short of a quorum ("no final checkpoint for N s") until its first transaction (ADR 50);
+    a later head with no final checkpoint is."""
+    import types
+
+    from node.replication import EtcdOrderer
+
+    def watched(height: int, log_size: int) -> float:
+        me = types.SimpleNamespace(store=types.SimpleNamespace(head=types.SimpleNamespace(
+            height=height, log_size=log_size)), final_size=0, _unfinal_since=0.0)
+        EtcdOrderer._watch_finality(me)  # type: ignore[arg-type]
+        return float(me._unfinal_since)
+
+    assert watched(0, 1) == 0.0
+    assert watched(1, 2) > 0.0

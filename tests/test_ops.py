@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -48,12 +49,14 @@ def node(demo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]
 
 # -- rate limits ---------------------------------------------------------------------------------
 
-def test_rate_limit_answers_429_with_retry_after(demo: Path, node: Node) -> None:
+def test_rate_limit_answers_429_with_retry_after(demo: Path, node: Node,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="node")
     now = [1000.0]
     settings = replace(settings_for(demo), rate_limit_per_minute=60, rate_limit_burst=3)
     app = create_app(settings, node=node, clock=lambda: NOW, rate_clock=lambda: now[0])
     with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
-        assert [c.get("/v1/health").status_code for _ in range(3)] == [200, 200, 200]
+        assert [c.get("/v1/head").status_code for _ in range(3)] == [200, 200, 200]
         r = c.get("/v1/head")
         assert r.status_code == 429
         assert r.headers["retry-after"] == "1"
@@ -62,11 +65,22 @@ def test_rate_limit_answers_429_with_retry_after(demo: Path, node: Node) -> None
         assert "60 requests a minute" in r.json()["detail"]
         # a refused POST is refused before its (oversize) body is read
         assert c.post("/v1/tx", content=b"\x00" * 10).status_code == 429
-        now[0] += 1.0  # one token back after 1 s at 60 a minute
+        # monitoring draws on buckets of its own: a client (or a proxy) refused everything
+        # else does not make the node look down to its probes and scrapes (ADR 50)
         assert c.get("/v1/health").status_code == 200
-        assert c.get("/v1/health").status_code == 429
+        assert c.get("/metrics").status_code == 200
+        now[0] += 1.0  # one token back after 1 s at 60 a minute
+        assert c.get("/v1/head").status_code == 200
+        assert c.get("/v1/head").status_code == 429
         now[0] += 60.0  # a full minute refills the burst, not more
+        assert [c.get("/v1/head").status_code for _ in range(4)] == [200, 200, 200, 429]
         assert [c.get("/v1/health").status_code for _ in range(4)] == [200, 200, 200, 429]
+        # refusals are counted apart from unknown paths, and not logged one line each
+        now[0] += 60.0
+        assert 'route="rate-limited",status="429"' in c.get("/metrics").text
+    logged = [r for r in caplog.records if r.name == "node.http"]
+    assert logged and not [r for r in logged if getattr(r, "status", None) == 429
+                           and r.getMessage() == "request"]
 
 
 def test_a_batch_pays_for_its_signature_checks_before_they_are_made(demo: Path,
@@ -326,3 +340,24 @@ def test_export_then_import_restores_an_identical_head(demo: Path, tmp_path: Pat
                           "--json"], capture_output=True, text=True, check=False)
     assert bad.returncode == 1
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_logged_error_says_where_it_was_raised_and_not_what_it_held() -> None:
+    """An unexpected error's JSON line names its class and its frames (file, line, function),
+    so an operator can tell one bug from another; never its message or the frames' values,
+    which could quote a claim (ADR 50)."""
+    from node.app import _JsonFormatter
+
+    def deep(claim: str) -> None:
+        raise KeyError(f"no such claim {claim}")
+
+    try:
+        deep("Chen Mei 1950-01-01")
+    except KeyError:
+        record = logging.LogRecord("node.replication", logging.ERROR, __file__, 1,
+                                   "replication step failed unexpectedly", None, sys.exc_info())
+    line = json.loads(_JsonFormatter().format(record))
+    assert line["exc"] == "KeyError"
+    assert line["exc_frames"][-1].startswith("test_ops.py:") and \
+        line["exc_frames"][-1].endswith(":deep")
+    assert "Chen Mei" not in json.dumps(line)
