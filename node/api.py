@@ -156,6 +156,9 @@ class ClusterOut(_Out):
     quiet_peers: dict[str, int] = Field(
         default_factory=dict, description="Current agencies whose node has said nothing for "
                                           "over 35 s, and for how many seconds")
+    own_etcd_down_since: float | None = Field(
+        default=None, description="Since when (Unix time) the first etcd endpoint, the agency's "
+                                  "own member, has not answered; null while it answers")
     evidence_held: int = Field(
         default=0, description="Equivocation evidence records this node holds (kept for good; "
                                "GET /v1/evidence)")
@@ -385,6 +388,9 @@ async def validation_error(request: Request, exc: Exception) -> Response:
 
 CLOCK_SLACK = 60
 """Seconds the chain's time may run ahead of a node's clock before its health says so."""
+OWN_ETCD_SLACK = 15
+"""Seconds the agency's own etcd member may not answer (an election, a restart) before health
+says so."""
 FINALITY_SLACK = 30
 """Seconds a replicated node's head may go without a final checkpoint before its health says
 so (co-signatures of a healthy network follow each block within a second)."""
@@ -425,6 +431,11 @@ def cluster_health(node: Node, cluster: dict[str, Any], head: dict[str, Any],
     if cluster.get("put_failing_since"):
         return "degraded", (f"batches cannot be put into etcd: "
                             f"{cluster.get('put_error') or 'unknown error'}")
+    own = cluster.get("own_etcd_down_since")
+    if own and node.now() - own > OWN_ETCD_SLACK:
+        return "degraded", (f"this agency's own etcd member (the first etcd endpoint) has not "
+                            f"answered for {int(node.now() - own)} s; the node uses the "
+                            "others meanwhile, and the network has one member less to spare")
     if quiet:
         return "degraded", ("no word from the node of " + ", ".join(
             f"{a} for {s} s" for a, s in sorted(quiet.items())) + " (down, cut off from "

@@ -433,6 +433,19 @@ class LocalCluster:
             p.kill()
             p.wait()
 
+    def kill_etcd(self, agency: str) -> None:
+        """SIGKILL the agency's etcd member only (its node runs on, on the other members)."""
+        p = self._etcd.pop(agency, None)
+        if p is not None:
+            p.kill()
+            p.wait()
+
+    def restart_etcd(self, agency: str, timeout: float = 60.0) -> None:
+        m = self.member(agency)
+        if agency not in self._etcd:
+            self._start_etcd(m)
+            self._wait_etcd(m, timeout)
+
     def restart(self, agency: str, timeout: float = 60.0, *, etcd: bool = True) -> None:
         m = self.member(agency)
         if etcd and agency not in self._etcd:

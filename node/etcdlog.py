@@ -28,6 +28,7 @@ import os
 import queue
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +141,9 @@ class EtcdLog:
         self.timeout = timeout
         self._ends = [_Endpoint(url, tls) for url in endpoints]
         self._current = 0
+        # since when (Unix time) the first endpoint, the agency's own member, has not answered
+        # (0: it answers); the others carry the node meanwhile (ADR 50)
+        self.first_down_since = 0.0
         self._lock = threading.Lock()
         self._seq = 0  # our guess of the counter's version; a failed swap corrects it
         self._seqs: dict[int, int] = {}  # create revision -> sequence, of batches we returned
@@ -159,6 +163,8 @@ class EtcdLog:
                                 grpc.StatusCode.OUT_OF_RANGE,
                                 grpc.StatusCode.FAILED_PRECONDITION):
                     raise OrderingError(f"etcd refused {method}: {rpc_reason(e)}") from e
+                if i == 0 and len(self._ends) > 1:
+                    self.first_down_since = self.first_down_since or time.time()
                 last = e
                 continue
             with self._lock:
@@ -166,6 +172,22 @@ class EtcdLog:
             return result
         why = rpc_reason(last) if last is not None else "no endpoint"
         raise OrderingError(f"etcd unreachable ({len(self._ends)} endpoint(s)): {why}")
+
+    def check_first(self) -> None:
+        """Ask the first endpoint (the agency's own member) a small read: while it does not
+        answer, :attr:`first_down_since` says since when; once it answers again, calls go
+        back to it. Only with other endpoints to fall back on."""
+        if len(self._ends) < 2:
+            return
+        try:
+            self._ends[0].kv.Range(self._range("a/", keys_only=True, limit=1),
+                                   timeout=self.timeout)
+        except grpc.RpcError:
+            self.first_down_since = self.first_down_since or time.time()
+            return
+        self.first_down_since = 0.0
+        with self._lock:
+            self._current = 0
 
     def _range(self, sub: str | bytes, *, start: bytes | None = None,
                min_create: int | None = None, max_create: int | None = None,

@@ -868,6 +868,7 @@ class EtcdOrderer:
         """Publish our applied position if nothing else did for :data:`HEARTBEAT` seconds."""
         if _time.monotonic() - self._last_published < HEARTBEAT:
             return
+        self.etcd.check_first()
         head = self.store.head
         if head is not None:
             self._last_published = _time.monotonic()  # tried: a failing put is retried later
@@ -1055,6 +1056,7 @@ class EtcdOrderer:
                 "quiet_peers": {a: p["quiet"] for a, p in self.stats.peers.items()
                                 if a != self.agency and p.get("quiet", 0) > PEER_QUIET},
                 "evidence_held": sum(1 for _ in self.store.iterate(_EVIDENCE)),
+                "own_etcd_down_since": self.etcd.first_down_since or None,
                 "settings": {"max_batch": self.max_batch, "retention": self.retention}}
 
     def stop(self) -> None:

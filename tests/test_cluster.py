@@ -189,6 +189,22 @@ def test_a_node_down_past_retention_syncs_from_a_peer(net: Net) -> None:
         net.health(a)["peers"]["health"]["height"] == height for a in net.ids))
 
 
+def test_a_node_whose_own_etcd_member_is_down_says_so(net: Net) -> None:
+    """The node goes on through the other members, and says its own is down (the network has
+    one member less to spare); once it is back, calls go to it again and health is ok (ADR 50)."""
+    net.cluster.kill_etcd("edu")
+    try:
+        assert net.submit("edu", net.anchor("edu", int(time.time()))).status_code == 200
+        net.wait_until("edu says its member is down", lambda: "own etcd member" in (
+            net.health("edu")["problem"] or ""), timeout=90)
+        assert net.health("edu")["status"] == "degraded"
+        assert net.http.get(f"{net.url('edu')}/v1/cluster").json()["own_etcd_down_since"]
+    finally:
+        net.cluster.restart_etcd("edu")
+    net.wait_until("edu is well again", lambda: net.health("edu")["status"] == "ok", timeout=90)
+    assert net.http.get(f"{net.url('edu')}/v1/cluster").json()["own_etcd_down_since"] is None
+
+
 def test_a_forged_cosignature_is_refused(net: Net) -> None:
     head = net.health("civil")
     size = head["log_size"]
