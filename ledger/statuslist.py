@@ -77,7 +77,8 @@ _TOKEN_TYP = "statuslist+jwt"  # noqa: S105 - a JWT type, not a secret
 DEFAULT_SKEW = 60
 """Seconds of clock difference tolerated on ``iat``, ``nbf`` and ``exp``."""
 
-_ALLOWED_ALGS = frozenset({"EdDSA", "ES256"})  # each only with its own kind of key
+# each only with its own kind of key; "Ed25519" is RFC 9864's name for "EdDSA" with one
+_ALLOWED_ALGS = frozenset({"EdDSA", "Ed25519", "ES256"})
 _ZLIB_LEVEL = 9
 _MAX_HEADER_CHARS = 4096
 # base64url of the largest signed payload: a 16 MiB incompressible list, base64url'd twice.
@@ -406,10 +407,9 @@ def verify_token(unverified: str, *, public_key: PublicKey | ec.EllipticCurvePub
     if not isinstance(alg, str) or alg not in _ALLOWED_ALGS:  # a list or object is unhashable
         raise StatusListError(f"token alg {alg!r} is not allowed (allowed: "
                               f"{sorted(_ALLOWED_ALGS)})")
-    key_alg = sdjwt.jws_alg(public_key)
-    if alg != key_alg:
+    if alg not in sdjwt.jws_algs(public_key):
         raise StatusListError(f"token alg {alg!r} does not fit the list signer's key, which "
-                              f"signs {key_alg!r}")
+                              f"signs {sdjwt.jws_alg(public_key)!r}")
     if "crit" in header:
         raise StatusListError("token header has 'crit' extensions this verifier does not know")
     if "kid" in header and not isinstance(header["kid"], str):

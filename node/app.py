@@ -296,7 +296,7 @@ class _AccessLog:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
         self._limited = 0  # 429s since the last line that counted them
-        self._limited_said = time.monotonic()
+        self._limited_said = time.monotonic() - self.LIMITED_EVERY  # the first is said at once
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -336,17 +336,18 @@ class _AccessLog:
             self.metrics.requests.labels(method, route, str(status)).inc()
             if status == 429:
                 self._limited += 1
-                now = time.monotonic()
-                if now - self._limited_said >= self.LIMITED_EVERY:
-                    _log.info("rate-limited", extra={
-                        "status": 429, "count": self._limited,
-                        "seconds": round(now - self._limited_said)})
-                    self._limited, self._limited_said = 0, now
             else:
                 _log.info("request", extra={
                     "method": method, "route": route, "status": status,
                     "ms": round((time.perf_counter() - started) * 1000, 1),
                     **({"cut_short": "by the node's stop"} if cut else {})})
+            # the count goes out with the first request of any kind a minute on (a probe or a
+            # scrape comes along), not only with the next refusal, which may never come
+            now = time.monotonic()
+            if self._limited and now - self._limited_said >= self.LIMITED_EVERY:
+                _log.info("rate-limited", extra={"status": 429, "count": self._limited,
+                                                 "seconds": round(now - self._limited_said)})
+                self._limited, self._limited_said = 0, now
 
 
 _PAGE_HEADERS = [

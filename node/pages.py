@@ -25,7 +25,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import anyio
 import anyio.to_thread
@@ -330,11 +330,20 @@ FRESH_QR = 256
 """Requests just made whose drawn QR code waits for the page they redirect to."""
 
 
+_SETUP = threading.Lock()
+
+
 def _fresh_qr(request: Request) -> OrderedDict[str, str]:
-    got: OrderedDict[str, str] | None = getattr(request.app.state, "fresh_qr", None)
+    """The app's requests just made and their drawn QR codes (made once, under a lock: the
+    threadpool's handlers may be first to ask at the same moment)."""
+    state = request.app.state
+    got: OrderedDict[str, str] | None = getattr(state, "fresh_qr", None)
     if got is None:
-        request.app.state.fresh_qr_lock = threading.Lock()
-        got = request.app.state.fresh_qr = OrderedDict()
+        with _SETUP:
+            got = getattr(state, "fresh_qr", None)
+            if got is None:
+                state.fresh_qr_lock = threading.Lock()
+                got = state.fresh_qr = OrderedDict()
     return got
 
 
@@ -356,9 +365,9 @@ def _see(request: Request, name: str, **params: str) -> RedirectResponse:
 async def request_page(request: Request, node: NodeDep, nonce: str) -> Response:
     """An open request's page (its QR code drawn again, or taken from the cache, and paid for
     as a new request's is); one answered already: its verdict."""
-    answered = _answered(request).get(nonce)
+    answered = _to_verdict_of(request, nonce)
     if answered is not None:
-        return _see(request, "verdict_page", vid=answered)
+        return answered
     try:
         pending = node.request(nonce)
     except NotFound:
@@ -384,18 +393,30 @@ VERDICTS_KEPT = 1000
 reload or Back shows the verdict again; the oldest go first (ADR 50)."""
 
 
-def _verdicts(request: Request) -> OrderedDict[str, tuple[float, dict[str, Any]]]:
-    """Verdict pages by an unguessable id, with the monotonic time each stops being shown.
-    Only the event loop's thread touches it (the handlers that do are async)."""
-    got: OrderedDict[str, tuple[float, dict[str, Any]]] | None = getattr(
-        request.app.state, "verdicts", None)
+DESK_COOKIE = "desk"
+"""A random id the desk's browser gets with its first verdict (HttpOnly, SameSite=Strict):
+a verdict, which shows the citizen's claims, is shown again only to the browser that made
+the check. Its id is unguessable, but a request's nonce is not secret (it is in the QR code
+and in the presentation), so the nonce alone must not lead to it (ADR 50)."""
+
+
+class _Kept(NamedTuple):
+    until: float  # monotonic time it stops being shown
+    desk: str  # the browser's DESK_COOKIE that made the check
+    context: dict[str, Any]
+
+
+def _verdicts(request: Request) -> OrderedDict[str, _Kept]:
+    """Verdict pages by an unguessable id. Only the event loop's thread touches it (the
+    handlers that do are async)."""
+    got: OrderedDict[str, _Kept] | None = getattr(request.app.state, "verdicts", None)
     if got is None:
         got = request.app.state.verdicts = OrderedDict()
         request.app.state.answered = {}
     now = _time.monotonic()
-    while got and (next(iter(got.values()))[0] <= now or len(got) > VERDICTS_KEPT):
-        _, (_, context) = got.popitem(last=False)
-        request.app.state.answered.pop(context["req"].nonce, None)
+    while got and (next(iter(got.values())).until <= now or len(got) > VERDICTS_KEPT):
+        _, kept = got.popitem(last=False)
+        request.app.state.answered.pop(kept.context["req"].nonce, None)
     return got
 
 
@@ -406,14 +427,29 @@ def _answered(request: Request) -> dict[str, str]:
     return answered
 
 
+def _to_verdict_of(request: Request, nonce: str) -> Response | None:
+    """For an answered request: its verdict, to the browser that made the check; to anyone
+    else a page that says it was answered, and nothing of what it showed. None: not answered."""
+    vid = _answered(request).get(nonce)
+    if vid is None:
+        return None
+    kept = _verdicts(request).get(vid)
+    if kept is not None and request.cookies.get(DESK_COOKIE) == kept.desk:
+        return _see(request, "verdict_page", vid=vid)
+    return _error_page(request, "This request was answered",
+                       "Its verdict is shown only in the browser that made the check. Create a "
+                       "new request to check a credential.", 400)
+
+
 @router.get("/verify/result/{vid}", response_class=HTMLResponse, name="verdict_page")
 async def verdict_page(request: Request, vid: str) -> HTMLResponse:
     kept = _verdicts(request).get(vid)
-    if kept is None:
+    if kept is None or request.cookies.get(DESK_COOKIE) != kept.desk:
         return _error_page(request, "This verdict is no longer shown",
-                           f"A verdict is shown for {REQUEST_TTL // 60} minutes after its check. "
-                           "Create a new request to check the credential again.", 404)
-    return _page(request, "verdict.html", kept[1])
+                           f"A verdict is shown for {REQUEST_TTL // 60} minutes after its "
+                           "check, in the browser that made it. Create a new request to check "
+                           "the credential again.", 404)
+    return _page(request, "verdict.html", kept.context)
 
 
 async def _request_page_again(request: Request, node: Node, pending: PendingRequest,
@@ -447,9 +483,9 @@ async def check_presentation(request: Request, node: NodeDep,
                              nonce: Annotated[str, Form()] = "",
                              presentation: Annotated[str, Form()] = "",
                              qr: Annotated[UploadFile | None, File()] = None) -> Response:
-    answered = _answered(request).get(nonce)
+    answered = _to_verdict_of(request, nonce)
     if answered is not None:  # sent again (a reload, Back): the verdict it got
-        return _see(request, "verdict_page", vid=answered)
+        return answered
     try:
         pending = node.request(nonce)
     except NotFound:
@@ -511,10 +547,16 @@ async def check_presentation(request: Request, node: NodeDep,
     # Post/redirect/get: the verdict has an address of its own for the request's lifetime,
     # so a reload or Back shows it again instead of a refusal of the spent request.
     verdicts, vid = _verdicts(request), secrets.token_urlsafe(18)
-    verdicts[vid] = (_time.monotonic() + REQUEST_TTL,
-                     {"network": node.network, "req": pending.request, **_verdict(report)})
+    desk = request.cookies.get(DESK_COOKIE) or secrets.token_urlsafe(18)
+    verdicts[vid] = _Kept(_time.monotonic() + REQUEST_TTL, desk,
+                          {"network": node.network, "req": pending.request, **_verdict(report)})
     _answered(request)[nonce] = vid
-    return _see(request, "verdict_page", vid=vid)
+    see = _see(request, "verdict_page", vid=vid)
+    if request.cookies.get(DESK_COOKIE) != desk:
+        see.set_cookie(DESK_COOKIE, desk, httponly=True, samesite="strict",
+                       secure=request.url.scheme == "https",
+                       path=str(request.scope.get("root_path", "")) + "/verify")
+    return see
 
 
 def _unquoted(text: str) -> str:
@@ -582,6 +624,22 @@ def explain(name: str, detail: str, status: str) -> str:
     if name == "requested_claims":
         return ("The presentation does not show what you asked for (another type of "
                 "credential, or claims missing). Ask the citizen to answer this request.")
+    if name == "sd_jwt" and detail.startswith("KB-JWT"):  # the citizen's answer, not the
+        # credential: its own dates, its key, its request
+        if " is in the future" in detail:
+            return ("The citizen's device clock is wrong (the answer is dated in the future). "
+                    "Ask the citizen to correct it and answer again.")
+        if "s old, limit" in detail:
+            return ("The citizen's answer is too old (made more than a few minutes ago). Ask "
+                    "the citizen to answer this request again.")
+        if "signature" in detail:
+            return ("The answer was not signed with the key the credential belongs to: it may "
+                    "not be the citizen's own credential. Do not accept it.")
+        if "nonce" in detail or " aud " in detail:
+            return ("This answer was made for another request or desk. Ask the citizen to scan "
+                    "the code of a new request.")
+        return ("The citizen's answer is not valid (its own dates or form). Ask the citizen to "
+                "answer again, with the device's clock right.")
     if name == "sd_jwt":
         if m := _EXP.search(detail):
             return (f"This credential expired on {utc_text(int(m.group(1)))}. The citizen "
@@ -589,13 +647,7 @@ def explain(name: str, detail: str, status: str) -> str:
         if "not yet valid" in detail and (m := _NBF.search(detail)):
             return (f"This credential is valid only from {utc_text(int(m.group(1)))}. Check "
                     "it again then.")
-        if "KB-JWT iat" in detail and "old" in detail:
-            return ("The citizen's answer is too old (made more than a few minutes ago). Ask "
-                    "the citizen to answer this request again.")
-        if "KB-JWT iat" in detail:
-            return ("The citizen's device clock is wrong (the answer is dated in the future). "
-                    "Ask the citizen to correct it and answer again.")
-        if "KB-JWT" in detail or "holder" in detail:
+        if "holder" in detail:
             return ("The answer was not signed with the key the credential belongs to: it may "
                     "not be the citizen's own credential. Do not accept it.")
     if name == "trusted_issuer":

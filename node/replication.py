@@ -932,6 +932,7 @@ class EtcdOrderer:
         self._walks[peer] = (head.hash, hashes)
         prev = hashes[-1] if hashes else head.hash
         while head.height + len(hashes) < target:
+            self._heartbeat()  # a long catch-up is not a node gone quiet
             start = head.height + len(hashes) + 1
             r = self._peers_http.client().get(f"{peer}/v1/sync/headers",
                                params={"from": start, "count": min(SYNC_HEADERS,
@@ -967,6 +968,7 @@ class EtcdOrderer:
         head, registry = self.store.head, self.store.registry
         assert head is not None
         assert registry is not None
+        self._heartbeat()  # a long catch-up is not a node gone quiet
         r = self._peers_http.client().get(f"{peer}/v1/sync/blocks",
                            params={"from": head.height + 1,
                                    "count": min(200, target - head.height)})

@@ -852,7 +852,7 @@ def test_a_header_walk_cut_by_a_peers_rate_limit_goes_on_where_it_stopped(
             store=types.SimpleNamespace(head=types.SimpleNamespace(
                 height=0, hash=node.store.block(0).hash)),
             _peers_http=types.SimpleNamespace(client=lambda: client), peers=[url],
-            _good_peer=0, _walks={})
+            _good_peer=0, _walks={}, _heartbeat=lambda: None)
         refused = 0
         for _ in range(200):  # the apply loop: a failed catch-up is tried again shortly
             try:
@@ -938,7 +938,7 @@ def test_a_peers_kept_headers_never_stand_in_for_anothers() -> None:
     me = types.SimpleNamespace(
         store=types.SimpleNamespace(head=types.SimpleNamespace(height=0, hash=genesis)),
         _peers_http=types.SimpleNamespace(client=Http), peers=["liar", "honest"],
-        _good_peer=0, _walks={})
+        _good_peer=0, _walks={}, _heartbeat=lambda: None)
     me._headers_from = lambda peer, t, h: EtcdOrderer._headers_from(me, peer, t, h)  # type: ignore[arg-type]
     step = EtcdOrderer._from_peers
     with pytest.raises(Exception, match="no peer could bring"):  # honest cut by a 429

@@ -81,6 +81,8 @@ def test_rate_limit_answers_429_with_retry_after(demo: Path, node: Node,
     logged = [r for r in caplog.records if r.name == "node.http"]
     assert logged and not [r for r in logged if getattr(r, "status", None) == 429
                            and r.getMessage() == "request"]
+    counted = [r for r in logged if r.getMessage() == "rate-limited"]
+    assert counted and getattr(counted[0], "count", 0) >= 1  # the first said at once
 
 
 def test_a_batch_pays_for_its_signature_checks_before_they_are_made(demo: Path,
@@ -109,7 +111,7 @@ def test_a_batch_pays_for_its_signature_checks_before_they_are_made(demo: Path,
         assert c.post("/v1/tx/batch", content=small).status_code == 200  # no more than 1
         now[0] += 60.0  # full again; a batch costing more than the burst waits for a full one
         assert c.post("/v1/tx/batch", content=codec.encode([b"x"] * 4096)).status_code == 200
-        r = c.get("/v1/health")  # ... and leaves the bucket in debt: 10 - 1 - 64 = -55
+        r = c.get("/v1/head")  # ... and leaves the bucket in debt: 10 - 1 - 64 = -55
         assert r.status_code == 429 and r.headers["retry-after"] == "56", r.headers
     # with a burst of 1 a batch still pays: the whole cost, as debt
     one = TokenBuckets(per_minute=60, burst=1, clock=lambda: now[0])

@@ -251,6 +251,13 @@ def test_valid_and_revoked_presentations_over_http(served: Served,
     again = client.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
     assert again.status_code == 200 and again.url == ok.url
     assert client.get(f"/verify/request/{nonce}").url == ok.url  # Back to the request
+    # ... in the browser that made the check only: the nonce is no secret (it is in the QR
+    # code), and the verdict shows the citizen's claims
+    with httpx.Client(base_url=served.base, timeout=30, follow_redirects=True) as other:
+        for r in (other.get(f"/verify/request/{nonce}"), other.get(str(ok.url)),
+                  other.post("/verify/check", data={"nonce": nonce, "presentation": "x"})):
+            assert r.status_code in (400, 404) and "Changsheng" not in r.text
+            assert "browser that made" in r.text
     with pytest.raises(NotFound):
         served.node.request(nonce)  # answered
     gone = client.get("/verify/result/" + "x" * 24)
@@ -599,6 +606,15 @@ def test_official_verifies_in_a_browser(served: Served, tmp_path: Path) -> None:
      "undetermined", "expired on 2026-11-30 14:02:09 UTC"),
     ("sd_jwt", "KB-JWT iat 1795957330 is 3600s old, limit 300s", "undetermined",
      "answer is too old"),
+    ("sd_jwt", "KB-JWT iat 1795957330 is in the future: now 1795950000 (skew 60s)",
+     "undetermined", "clock is wrong"),
+    # the answer's own exp, not the credential's: no "renewed credential" advice
+    ("sd_jwt", "KB-JWT expired: exp 1796047329 is not after now 1796133730 (skew 60s)",
+     "undetermined", "Ask the citizen to answer again"),
+    ("sd_jwt", "KB-JWT iat is a str, expected a NumericDate", "undetermined",
+     "Ask the citizen to answer again"),
+    ("sd_jwt", "KB-JWT signature does not verify under the holder key in cnf.jwk",
+     "undetermined", "Do not accept it"),
     ("status", "index 88954 of urn:x is 0x03", "suspended", "has suspended this credential"),
     ("status", "no status list", "undetermined", "could not be determined"),
     ("envelope", "envelope: not canonical msgpack", "undetermined", "not a whole presentation"),

@@ -26,7 +26,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import statuslist
+from ledger import sdjwt, statuslist
 from ledger.errors import LedgerError
 from ledger.keys import PrivateKey
 from ledger.statuslist import (
@@ -773,3 +773,23 @@ def test_check_status_through_verified_tokens() -> None:
     swapped = check_status(_claim(0), get_list_at(T0 + 60))
     assert swapped.status == "undetermined"
     assert "token sub is" in swapped.reason
+
+
+def test_rfc_9864s_ed25519_alg_name_is_accepted_for_an_ed25519_signer() -> None:
+    """As for SD-JWTs (ADR 50): an issuer that moved to the fully specified "Ed25519" keeps
+    status answers; a name of another algorithm still does not fit its key."""
+    key = PrivateKey.generate()
+    sub = "https://issuer.example/sl/1"
+    body = make_token(StatusList.empty(2, 1024), sub=sub, iat=1000, exp=None, ttl=None,
+                      key=key, kid="k1").split(".")[1]
+
+    def signed(alg: str) -> str:
+        head = base64.urlsafe_b64encode(json.dumps(
+            {"alg": alg, "kid": "k1", "typ": "statuslist+jwt"}).encode()).rstrip(b"=").decode()
+        sig = base64.urlsafe_b64encode(sdjwt.jws_sign(key, f"{head}.{body}".encode()))
+        return f"{head}.{body}.{sig.rstrip(b'=').decode()}"
+
+    assert verify_token(signed("Ed25519"), public_key=key.public, expected_sub=sub,
+                        now=1000).get(5) == 0
+    with pytest.raises(StatusListError, match="does not fit"):
+        verify_token(signed("ES256"), public_key=key.public, expected_sub=sub, now=1000)

@@ -169,7 +169,9 @@ def test_pick_allows_the_clock_skew_receiving_and_verifying_allow(world: World,
                                                                    wallet: Wallet) -> None:
     """A holder's clock 30 s behind the issuer's: the credential is received and verified
     (60 s of skew), so ``pick`` (``wallet apply``) must offer it too; not 61 s before it starts."""
-    world.n = 1000  # issued well after the network's keys start
+    world.n = 960  # issued well after the network's keys start
+    earlier_bundle = world.issue(wallet.holder_jwk())  # 40 s before the next one
+    world.n = 1000
     bundle = world.issue(wallet.holder_jwk())
     start = sdjwt.parse(bundle.sd_jwt).payload["nbf"]
     info = wallet.receive(bundle.to_bytes(), registry=world.ledger.registry, now=start - 30)
@@ -178,6 +180,11 @@ def test_pick_allows_the_clock_skew_receiving_and_verifying_allow(world: World,
     assert world.verify(env, now=start - 30).verified
     with pytest.raises(PresentationError, match="no valid 'degree'"):
         wallet.pick(REQ, now=start - sdjwt.CLOCK_SKEW - 1)
+    # one that has started by the holder's clock comes first: a verifier's clock may be behind
+    earlier = wallet.receive(earlier_bundle.to_bytes(), registry=world.ledger.registry,
+                             now=start - 30)
+    assert wallet.pick(REQ, now=start - 30) == earlier.id
+    assert wallet.pick(REQ, now=start) == info.id  # both started: the newest
 
 
 def test_present_discloses_only_what_is_asked(world: World, wallet: Wallet) -> None:

@@ -355,7 +355,8 @@ class Wallet:
     def pick(self, request: Request, now: int) -> str:
         """The id of the newest credential in validity that can answer ``request``. One that
         starts within the verifiers' clock skew counts, as receiving and verifying it do (an
-        issuer's clock a little ahead of the holder's); one past its end does not."""
+        issuer's clock a little ahead of the holder's), but only when none has started by the
+        holder's clock (a verifier's clock may be behind); one past its end does not."""
         fits = [c for c in self._contents.credentials
                 if c.type == request.credential_type
                 and c.valid_from <= now + sdjwt.CLOCK_SKEW and now < c.valid_until
@@ -363,7 +364,8 @@ class Wallet:
         if not fits:
             raise PresentationError(f"the wallet holds no valid {request.credential_type!r} "
                                     "credential")
-        return max(fits, key=lambda c: c.valid_from).id
+        started = [c for c in fits if c.valid_from <= now]
+        return max(started or fits, key=lambda c: c.valid_from).id
 
     def answer(self, requests: Sequence[Request], *, now: int) -> tuple[tuple[str, bytes], ...]:
         """``wallet apply``: one envelope per request of an application (only the claims each
