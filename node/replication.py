@@ -934,9 +934,9 @@ class EtcdOrderer:
         while head.height + len(hashes) < target:
             self._heartbeat()  # a long catch-up is not a node gone quiet
             start = head.height + len(hashes) + 1
-            r = self._peers_http.client().get(f"{peer}/v1/sync/headers",
-                               params={"from": start, "count": min(SYNC_HEADERS,
-                                                                   target - start + 1)})
+            r = self._peers_http.client().get(
+                f"{peer}/v1/sync/headers",
+                params={"from": start, "count": min(SYNC_HEADERS, target - start + 1)})
             r.raise_for_status()
             got = codec.decode(r.content, max_size=4 << 20, what="sync headers")
             if not isinstance(got, list) or not got:
@@ -969,9 +969,9 @@ class EtcdOrderer:
         assert head is not None
         assert registry is not None
         self._heartbeat()  # a long catch-up is not a node gone quiet
-        r = self._peers_http.client().get(f"{peer}/v1/sync/blocks",
-                           params={"from": head.height + 1,
-                                   "count": min(200, target - head.height)})
+        r = self._peers_http.client().get(
+            f"{peer}/v1/sync/blocks",
+            params={"from": head.height + 1, "count": min(200, target - head.height)})
         r.raise_for_status()
         unverified = codec.decode(r.content, max_size=2 * SYNC_REPLY_BYTES, what="sync blocks")
         if not isinstance(unverified, list) or not unverified:
@@ -1011,8 +1011,9 @@ class EtcdOrderer:
                             f"cover the synced log (size {head.log_size})")
         proof: list[bytes] = []
         if cp.checkpoint.size > head.log_size:
-            pr = self._peers_http.client().get(f"{peer}/v1/proofs/consistency",
-                                params={"old": head.log_size, "new": cp.checkpoint.size})
+            pr = self._peers_http.client().get(
+                f"{peer}/v1/proofs/consistency",
+                params={"old": head.log_size, "new": cp.checkpoint.size})
             pr.raise_for_status()
             proof = [base64.b64decode(p) for p in pr.json()["proof"]]
         try:
