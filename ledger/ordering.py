@@ -28,7 +28,7 @@ from ledger.tx import Tx
 
 __all__ = ["Pending", "Receipt", "SoloOrderer", "settle"]
 
-_log = logging.getLogger("ledger.ordering")
+_log = logging.getLogger("credledger.ordering")  # the JSON log of `ledger-node run`
 
 _FOLDERS = re.compile(r"/(?:[^/\s:]+/)+")
 """The folders of an absolute path in an error's words ("/srv/data/ledger/000008.log" →

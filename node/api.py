@@ -156,6 +156,9 @@ class ClusterOut(_Out):
     quiet_peers: dict[str, int] = Field(
         default_factory=dict, description="Current agencies whose node has said nothing for "
                                           "over 35 s, and for how many seconds")
+    member: bool = Field(
+        default=True, description="Whether this node's key is a current node key of the "
+                                  "network (else it co-signs nothing and publishes nothing)")
     own_etcd_down_since: float | None = Field(
         default=None, description="Since when (Unix time) the first etcd endpoint, the agency's "
                                   "own member, has not answered; null while it answers")
@@ -431,6 +434,11 @@ def cluster_health(node: Node, cluster: dict[str, Any], head: dict[str, Any],
     if cluster.get("put_failing_since"):
         return "degraded", (f"batches cannot be put into etcd: "
                             f"{cluster.get('put_error') or 'unknown error'}")
+    if cluster.get("member") is False:
+        return "degraded", ("this node's key is not a current node key of the network (it was "
+                            "invalidated or rotated, or the agency removed): the node applies "
+                            "blocks but co-signs nothing and its peers hear nothing from it; "
+                            "put the agency's current node key in place and restart the node")
     own = cluster.get("own_etcd_down_since")
     if own and node.now() - own > OWN_ETCD_SLACK:
         return "degraded", (f"this agency's own etcd member (the first etcd endpoint) has not "

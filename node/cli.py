@@ -21,6 +21,7 @@ from ledger.keys import PASSPHRASE_ENV, read_passphrase
 if TYPE_CHECKING:
     from node.cluster import LocalCluster
     from node.etcdadmin import EtcdAdmin
+    from node.etcdlog import TlsFiles
 
 app = typer.Typer(help="Run and operate an agency's ledger node (node operators).\n\n"
                        "Exit codes: 0 done (or stopped by SIGTERM), 1 refused or failed, 2 "
@@ -149,6 +150,18 @@ def _stop_on_sigterm() -> Iterator[None]:
         pass  # stopped as asked
 
 
+def peer_tls(pki: Path | None, runtime: Path, agency: str) -> TlsFiles:
+    """The node's TLS files for etcd and its peers: the unlocked pair and CA from ``runtime``,
+    and the revocation list where the operator puts a new one, the PKI folder's ``crl.pem``
+    (not the copy ``unlock`` made, which never changes): the peers' client reads it again when
+    it changes, and OpenSSL takes only a list the CA signed (ADR 50)."""
+    from node.etcdlog import TlsFiles
+
+    crl = (pki / "crl.pem") if pki is not None else (runtime / "crl.pem")
+    return TlsFiles(str(runtime / "ca.crt"), str(runtime / f"{agency}.crt"),
+                    str(runtime / f"{agency}.key"), str(crl))
+
+
 GC_EVERY = 60.0
 """Seconds between the full collections a running node makes on its own (ADR 50)."""
 
@@ -223,14 +236,10 @@ def run(
                 runtime = unlock(settings.pki, settings.agency, passphrase)
                 cleanup.callback(lock, runtime)
             if settings.ordering == "etcd":
-                from node.etcdlog import TlsFiles
                 from node.service import Replication
 
-                crl = None if runtime is None else runtime / "crl.pem"
-                tls = None if runtime is None else TlsFiles(
-                    str(runtime / "ca.crt"), str(runtime / f"{settings.agency}.crt"),
-                    str(runtime / f"{settings.agency}.key"),
-                    str(crl) if crl is not None and crl.exists() else None)
+                tls = None if runtime is None else peer_tls(settings.pki, runtime,
+                                                            settings.agency)
                 replication = Replication(settings.etcd_endpoints, settings.peers, tls,
                                           settings.retention, settings.max_batch)
             node = Node(settings.data, settings.agency, passphrase, replication=replication,
@@ -491,9 +500,10 @@ def pki_renew(pki: _PKI_FOLDER, agency: _PKI_AGENCY) -> None:
 @pki_app.command("revoke")
 def pki_revoke(pki: _PKI_FOLDER, agency: _PKI_AGENCY) -> None:
     """Revoke an agency's certificates (an agency governance removed, a lost key): they go on
-    crl.pem, which etcd members read on every new connection. Copy crl.pem to every agency's
-    PKI folder; nodes read it when they start. Then `ledger-node etcd take-out`: its etcd user
-    goes, which refuses even the connections it already holds, and its member leaves."""
+    crl.pem, which etcd members read on every new connection; the agency's key is deleted here
+    and its certificate moved to revoked/. Copy crl.pem into every agency's PKI folder; a
+    running node reads it again when it changes. Then `ledger-node etcd take-out`: its etcd
+    user goes, which refuses even the connections it already holds, and its member leaves."""
     from node.pki import ensure_crl, ensure_operator_cert, revoke_agency_cert
 
     def step(passphrase: bytes, now: dt.datetime) -> str:

@@ -72,7 +72,7 @@ class TlsFiles:
         """A client context for the peers' HTTPS: the network CA, and its revocation list
         checked for each peer's certificate (a revoked agency's node is not a peer)."""
         ctx = ssl.create_default_context(cafile=self.ca)
-        if self.crl is not None:
+        if self.crl is not None and os.path.exists(self.crl):  # a list copied in later counts
             ctx.load_verify_locations(cafile=self.crl)
             ctx.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
         return ctx
@@ -159,9 +159,13 @@ class EtcdLog:
             try:
                 result = getattr(end.kv, method)(request, timeout=self.timeout)
             except grpc.RpcError as e:
+                # a refusal, not a member that does not answer: every member would say the
+                # same (a NOSPACE alarm, the role's rights), and this one answered
                 if e.code() in (grpc.StatusCode.INVALID_ARGUMENT,
                                 grpc.StatusCode.OUT_OF_RANGE,
-                                grpc.StatusCode.FAILED_PRECONDITION):
+                                grpc.StatusCode.FAILED_PRECONDITION,
+                                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                grpc.StatusCode.PERMISSION_DENIED):
                     raise OrderingError(f"etcd refused {method}: {rpc_reason(e)}") from e
                 if i == 0 and len(self._ends) > 1:
                     self.first_down_since = self.first_down_since or time.time()
@@ -182,9 +186,11 @@ class EtcdLog:
         try:
             self._ends[0].kv.Range(self._range("a/", keys_only=True, limit=1),
                                    timeout=self.timeout)
-        except grpc.RpcError:
-            self.first_down_since = self.first_down_since or time.time()
-            return
+        except grpc.RpcError as e:
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                self.first_down_since = self.first_down_since or time.time()
+                return
+            # a refusal (an alarm, the role's rights) is an answer: the member is there
         self.first_down_since = 0.0
         with self._lock:
             self._current = 0

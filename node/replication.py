@@ -88,6 +88,8 @@ _PROBE_EVERY = 5.0  # seconds between write probes while etcd refuses our writes
 HEARTBEAT = 10.0
 """Seconds between publications of a node's applied position while it applies nothing: on an
 idle network they tell a peer that is down from one with nothing to do (ADR 50)."""
+FAILURE_SAID_EVERY = 60.0
+"""Seconds between log lines about failing replication steps, after the first of a run."""
 PEER_QUIET = 35.0
 """A current agency's node whose published position has not changed for this long is reported
 (health: degraded): down, cut off from etcd, or no longer applying."""
@@ -214,6 +216,7 @@ class EtcdOrderer:
         self._aligning: tuple[int, int] | None = None
         self._last_probe = 0.0  # when a write was last tried while etcd refused ours
         self._last_published = 0.0  # monotonic time of our last applied-position put
+        self._fail_said, self._fail_count = 0.0, 0  # failed steps: last logged, since counted
         # each agency's published position and when (our monotonic clock) it last changed:
         # no peer's clock is trusted to say how long it has been quiet
         self._heard: dict[str, tuple[dict[str, Any], float]] = {}
@@ -224,7 +227,7 @@ class EtcdOrderer:
         raw_rev = store.get(META_REV)
         self.rev = _BE.unpack(raw_rev)[0] if raw_rev else 0
         raw_final = store.get(META_FINAL)
-        self.final_size = _BE.unpack(raw_final)[0] if raw_final else 0
+        self.final_size = _BE.unpack(raw_final)[0] if raw_final else self._final_on_disk()
         self.cosig_rev = 0
         raw_halted = store.get(META_HALTED)
         self.halted: str | None = None if raw_halted is None else raw_halted.decode(
@@ -375,23 +378,28 @@ class EtcdOrderer:
                 self._maybe_prune()
             except LedgerError as e:
                 self.stats.last_error = str(e)
-                log.warning("replication step failed: %s", e)
+                if self._say_failure():
+                    log.warning("replication step failed: %s%s", e, self._repeats())
                 self._stop.wait(0.2)
             except (httpx.HTTPError, OSError) as e:
                 self.stats.last_error = f"peer sync: {e}"
-                log.warning("peer sync failed: %s", e)
+                if self._say_failure():
+                    log.warning("peer sync failed: %s%s", e, self._repeats())
                 self._stop.wait(0.5)
             except Exception as e:  # the thread that applies blocks never dies
                 # Anything else (a peer's answer of an unexpected shape, a bug) is reported and
                 # retried: ending this thread silently left a node serving, never applying.
                 self.stats.last_error = f"{type(e).__name__}: {e}"
-                log.error("replication step failed unexpectedly", exc_info=True)
+                if self._say_failure():
+                    log.error("replication step failed unexpectedly%s", self._repeats(),
+                              exc_info=True)
                 self._stop.wait(1.0)
             else:
                 if self.stats.failing_since:  # said once, as the failures were
                     log.warning("replication steps succeed again, after %d s of failures",
                                 int(_time.time() - self.stats.failing_since))
                     self.stats.last_error = ""
+                    self._fail_said, self._fail_count = 0.0, 0
                 self.stats.failing_since = 0.0
                 self._probe_writes()
                 self._heartbeat()
@@ -399,6 +407,21 @@ class EtcdOrderer:
                 continue
             # after a failure: health reports the node degraded until a step succeeds
             self.stats.failing_since = self.stats.failing_since or _time.time()
+
+    def _say_failure(self) -> bool:
+        """Whether to log this failed step: the first of a run, then one a minute (a step is
+        retried every 0.2 to 1 s, and a long outage filled the log with one line each)."""
+        self._fail_count += 1
+        now = _time.monotonic()
+        if self._fail_said and now - self._fail_said < FAILURE_SAID_EVERY:
+            return False
+        self._fail_said = now
+        return True
+
+    def _repeats(self) -> str:
+        """How many failed steps the line stands for beside itself (then counted afresh)."""
+        n, self._fail_count = self._fail_count - 1, 0
+        return f" ({n} more failed steps since the last line)" if n > 0 else ""
 
     def _step(self) -> bool:
         """Apply the next run of batches, then take in co-signatures and publish ours once.
@@ -705,6 +728,26 @@ class EtcdOrderer:
 
     def evidence(self) -> list[dict[str, Any]]:
         return [codec.decode(v, what="evidence") for _k, v in self.store.iterate(_EVIDENCE)]
+
+    def _final_on_disk(self) -> int:
+        """The log size of the newest final checkpoint the store holds among its last 64
+        blocks, 0 if none. A store imported from a peer's archive holds the network's final
+        checkpoints but no record of which is final here: without this the restored node said
+        it had none (and /v1/checkpoint answered 404) until the next block (ADR 50)."""
+        head = self.store.head
+        assert head is not None
+        for height in range(head.height, max(0, head.height - 64), -1):
+            header = self.store.block(height)
+            text = self.store.checkpoint(header.log_size)
+            if text is None:
+                continue
+            try:
+                verify_final(SignedCheckpoint.from_text(text.decode("utf-8")),
+                             self.store.registry_at(height), header.time)
+            except (LedgerError, UnicodeDecodeError):
+                continue
+            return int(header.log_size)
+        return 0
 
     def final_checkpoint(self) -> bytes | None:
         return self.store.checkpoint(self.final_size) if self.final_size else None
@@ -1060,6 +1103,7 @@ class EtcdOrderer:
                                 if a != self.agency and p.get("quiet", 0) > PEER_QUIET},
                 "evidence_held": sum(1 for _ in self.store.iterate(_EVIDENCE)),
                 "own_etcd_down_since": self.etcd.first_down_since or None,
+                "member": self._member(),
                 "settings": {"max_batch": self.max_batch, "retention": self.retention}}
 
     def stop(self) -> None:

@@ -711,7 +711,7 @@ def test_a_node_whose_disk_is_full_says_so_and_its_health_is_503(
         assert http.get("/v1/head").json()["log_size"] == before
         metrics = http.get("/metrics").text
         assert "ledger_node_halted 1.0" in metrics and "ledger_node_degraded 0.0" in metrics
-        stopped = [r for r in caplog.records if r.name == "ledger.ordering"]
+        stopped = [r for r in caplog.records if r.name == "credledger.ordering"]
         assert [r.levelno for r in stopped] == [logging.ERROR]
         assert "No space left on device" in stopped[0].getMessage()
         assert str(tmp_path) not in stopped[0].getMessage()
@@ -1286,3 +1286,23 @@ def test_a_new_network_is_not_short_of_co_signatures() -> None:
 
     assert watched(0, 1) == 0.0
     assert watched(1, 2) > 0.0
+
+
+def test_failing_replication_steps_are_logged_once_a_minute_with_a_count() -> None:
+    """A step is retried every 0.2 to 1 s: an outage logged one line each (70 in 30 s seen);
+    now the first of a run at once, then one line a minute counting the rest (ADR 50)."""
+    import types
+
+    from node.replication import FAILURE_SAID_EVERY, EtcdOrderer
+
+    me = types.SimpleNamespace(_fail_said=0.0, _fail_count=0)
+
+    def failed() -> str | None:
+        if not EtcdOrderer._say_failure(me):  # type: ignore[arg-type]
+            return None
+        return EtcdOrderer._repeats(me)  # type: ignore[arg-type]
+
+    said = [failed() for _ in range(5)]
+    assert said == ["", None, None, None, None]
+    me._fail_said -= FAILURE_SAID_EVERY + 1  # a minute on
+    assert failed() == " (4 more failed steps since the last line)"

@@ -294,6 +294,10 @@ def test_an_agency_removed_by_governance_no_longer_signs_checkpoints(fresh: Net)
     # Its node can no longer get transactions ordered either: its batches are refused.
     r = net.submit("health", net.anchor("edu", int(time.time())))
     assert r.status_code in (409, 503), r.text
+    # and it says so itself (it said "ok" before ADR 50); the others do not miss it
+    said = net.health("health")
+    assert said["status"] == "degraded" and "not a current node key" in said["problem"]
+    assert "health" not in net.health("civil")["peers"]
     # Its operator takes it out of etcd (ADR 48): its certificate revoked, its member removed.
     held = unlock(net.folder / "pki", "health", PASS)  # its clear key, as its processes had it
     civil = net.cluster.member("civil")
@@ -413,6 +417,9 @@ def test_a_node_restored_from_a_peers_archive_rejoins(fresh: Net, tmp_path: Path
                        capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr
     net.cluster.restart("health", etcd=False)
+    # the archive's final checkpoints count at once: it has one before any new block
+    assert net.health("health")["final_log_size"] > 0
+    assert net.http.get(f"{net.url('health')}/v1/checkpoint").status_code == 200
     for _ in range(3):
         assert net.submit("civil", net.anchor("edu", now)).status_code == 200
     net.wait_until("health takes up again", net.converged)

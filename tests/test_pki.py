@@ -25,6 +25,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from ledger.errors import KeyFileError
 from ledger.keys import open_secret
+from node.cli import peer_tls
 from node.cluster import LocalCluster, create_cluster
 from node.etcdlog import TlsFiles
 from node.pki import (
@@ -401,7 +402,10 @@ def test_a_running_node_refuses_a_peer_revoked_after_it_started(
     server = Server(("127.0.0.1", 0), Hello)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"https://127.0.0.1:{server.server_address[1]}/v1/head"
-    peers = PeerHttp(TlsFiles(str(pki / "ca.crt"), "", "", str(pki / "crl.pem")))
+    # as `ledger-node run` makes it: civil's unlocked files, and the PKI folder's list (the
+    # one the operator replaces; unlock's copy of it never changes)
+    civil = unlock(pki, "civil", b"pw", now=dt.datetime.now(dt.UTC))
+    peers = PeerHttp(peer_tls(pki, civil, "civil"))
     try:
         assert peers.client().get(url).text == "ok"
         crl = (pki / "crl.pem").read_bytes()
@@ -415,6 +419,7 @@ def test_a_running_node_refuses_a_peer_revoked_after_it_started(
             peers.client().get(url)
     finally:
         peers.close()
+        lock(civil)
         server.shutdown()
         server.server_close()
 
