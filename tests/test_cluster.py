@@ -297,7 +297,8 @@ def test_an_agency_removed_by_governance_no_longer_signs_checkpoints(fresh: Net)
     # and it says so itself (it said "ok" before ADR 50); the others do not miss it
     said = net.health("health")
     assert said["status"] == "degraded" and "not a current node key" in said["problem"]
-    assert "health" not in net.health("civil")["peers"]
+    net.wait_until("its peers no longer list it", lambda: "health" not in net.health(
+        "civil")["peers"])  # read from etcd twice a second
     # Its operator takes it out of etcd (ADR 48): its certificate revoked, its member removed.
     held = unlock(net.folder / "pki", "health", PASS)  # its clear key, as its processes had it
     civil = net.cluster.member("civil")
