@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import secrets
+import threading
 import time as _time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,7 @@ class Approvals:
         self.engine = engine or CelEngine()
         self.folder = node.data / "approvals"
         self._filed_at: float | None = None  # monotonic time of the last file_pending
+        self._filing = threading.Lock()
 
     # -- rules --
     def services(self) -> list[dict[str, Any]]:
@@ -214,12 +216,18 @@ class Approvals:
         pending.unlink()
 
     def file_pending_hourly(self) -> int:
-        """:meth:`file_pending`, if it last ran over an hour ago (or never); else 0."""
-        t = _time.monotonic()
-        if self._filed_at is not None and t - self._filed_at < 3600:
+        """:meth:`file_pending`, if it last ran over an hour ago (or never); else 0. Requests
+        come on many threads: one files, the others go on (none waits for it)."""
+        if not self._filing.acquire(blocking=False):
             return 0
-        self._filed_at = t
-        return self.file_pending()
+        try:
+            t = _time.monotonic()
+            if self._filed_at is not None and t - self._filed_at < 3600:
+                return 0
+            self._filed_at = t
+            return self.file_pending()
+        finally:
+            self._filing.release()
 
     def file_pending(self, now: float | None = None) -> int:
         """File the pending records whose decisions the ledger holds (a node stopped, or a
