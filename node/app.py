@@ -52,7 +52,7 @@ from ledger.store import leveldb_words
 from node.api import BadRequest, router, validation_error
 from node.api_approvals import router as approvals_router
 from node.config import Settings
-from node.ratelimit import RateLimit, RateLimited
+from node.ratelimit import RateLimit, RateLimited, Tally
 from node.service import Busy, Node, NotFound
 
 __all__ = ["ERROR_STATUS", "Metrics", "configure_logging", "create_app"]
@@ -295,8 +295,7 @@ class _AccessLog:
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app, self.metrics = app, metrics
-        self._limited = 0  # 429s since the last line that counted them
-        self._limited_said = time.monotonic() - self.LIMITED_EVERY  # the first is said at once
+        self._limited = Tally(self.LIMITED_EVERY)  # 429s since the last line that counted them
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -335,7 +334,7 @@ class _AccessLog:
                          "rate-limited" if status == 429 else "unmatched")
             self.metrics.requests.labels(method, route, str(status)).inc()
             if status == 429:
-                self._limited += 1
+                self._limited.add()
             else:
                 _log.info("request", extra={
                     "method": method, "route": route, "status": status,
@@ -343,11 +342,10 @@ class _AccessLog:
                     **({"cut_short": "by the node's stop"} if cut else {})})
             # the count goes out with the first request of any kind a minute on (a probe or a
             # scrape comes along), not only with the next refusal, which may never come
-            now = time.monotonic()
-            if self._limited and now - self._limited_said >= self.LIMITED_EVERY:
-                _log.info("rate-limited", extra={"status": 429, "count": self._limited,
-                                                 "seconds": round(now - self._limited_said)})
-                self._limited, self._limited_said = 0, now
+            if self._limited.due():
+                count, seconds = self._limited.take()
+                _log.info("rate-limited", extra={"status": 429, "count": count,
+                                                 "seconds": round(seconds)})
 
 
 _PAGE_HEADERS = [

@@ -318,7 +318,7 @@ def create_request(request: Request, node: NodeDep,
     # citizen has not scanned), and Back does not ask to send the form again. The QR code is
     # drawn (and paid for) here; the page it redirects to takes it once without paying again.
     fresh = _fresh_qr(request)
-    qr = _qr_of(pending)
+    qr = _qr_of(_request_text(pending))
     with request.app.state.fresh_qr_lock:
         fresh[pending.request.nonce] = qr
         while len(fresh) > FRESH_QR:
@@ -347,8 +347,12 @@ def _fresh_qr(request: Request) -> OrderedDict[str, str]:
     return got
 
 
-def _qr_of(pending: PendingRequest) -> str:
-    text = json.dumps(pending.request.to_json(), separators=(",", ":"))
+def _request_text(pending: PendingRequest) -> str:
+    """The request as the wallet reads it: the page's text and its QR code's content."""
+    return json.dumps(pending.request.to_json(), separators=(",", ":"))
+
+
+def _qr_of(text: str) -> str:
     try:
         return qr_svg(text, dark="#111", light="#fff")
     except segno.DataOverflowError:
@@ -468,9 +472,9 @@ async def _request_page_again(request: Request, node: Node, pending: PendingRequ
 
 def _request_page(request: Request, node: Node, pending: PendingRequest,
                   error: str | None, pasted: str = "", qr: str | None = None) -> HTMLResponse:
-    text = json.dumps(pending.request.to_json(), separators=(",", ":"))
+    text = _request_text(pending)
     if qr is None:
-        qr = _qr_of(pending)
+        qr = _qr_of(text)
     return _page(request, "request.html", {
         "network": node.network, "req": pending.request, "request_json": text, "qr_svg": qr,
         "expires": pending.created + REQUEST_TTL, "minutes": REQUEST_TTL // 60,
@@ -571,9 +575,8 @@ def _for_this_request(kb_text: str, pending: PendingRequest) -> None:
     key-binding JWT before any check; the checks that follow verify that JWT's signature."""
     try:
         kb = sdjwt.parse(kb_text).kb_jwt
-        payload = json.loads(base64.urlsafe_b64decode(
-            (part := kb.split(".")[1]) + "=" * (-len(part) % 4))) if kb else None
-    except (LedgerError, ValueError, IndexError):
+        payload = sdjwt.parse_jws_payload(kb, "key-binding JWT") if kb else None
+    except LedgerError:
         return  # malformed: the checks say how
     if not isinstance(payload, dict):
         return

@@ -23,6 +23,7 @@ import ipaddress
 import json
 import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -141,6 +142,33 @@ def charge(scope: Scope, cost: int, what: str, rate: str) -> None:
         raise RateLimited(f"rate limit exceeded: {what} costs {cost} more of the "
                           f"{limiter.per_minute} requests a minute per client ({rate}); "
                           f"retry in {retry} s", retry)
+
+
+class Tally:
+    """Events counted between log lines: a line is due for the first at once, then at most
+    one every ``every`` seconds, saying how many it stands for. A flood (refusals a client
+    keeps drawing, a step retried while etcd is down) must not fill the log one line each."""
+
+    def __init__(self, every: float) -> None:
+        self.every, self.count = every, 0
+        self._said = time.monotonic() - every  # the first is due at once
+
+    def add(self) -> None:
+        self.count += 1
+
+    def due(self) -> bool:
+        return self.count > 0 and time.monotonic() - self._said >= self.every
+
+    def take(self) -> tuple[int, float]:
+        """The events counted and the seconds since the last line; counted afresh from now."""
+        now = time.monotonic()
+        got = (self.count, now - self._said)
+        self.count, self._said = 0, now
+        return got
+
+    def reset(self) -> None:
+        """Forget the run: the next event is said at once."""
+        self.count, self._said = 0, time.monotonic() - self.every
 
 
 PROBE_PATHS = frozenset({"/v1/health", "/metrics"})

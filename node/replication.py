@@ -64,6 +64,7 @@ from ledger.state import Registry
 from ledger.store import Store
 from ledger.tx import Tx
 from node.etcdlog import EtcdLog, Record, TlsFiles
+from node.ratelimit import Tally
 
 __all__ = ["META_FINAL", "META_REV", "EtcdOrderer", "SyncError"]
 
@@ -216,7 +217,7 @@ class EtcdOrderer:
         self._aligning: tuple[int, int] | None = None
         self._last_probe = 0.0  # when a write was last tried while etcd refused ours
         self._last_published = 0.0  # monotonic time of our last applied-position put
-        self._fail_said, self._fail_count = 0.0, 0  # failed steps: last logged, since counted
+        self._failures = Tally(FAILURE_SAID_EVERY)  # failed steps since the last line
         # each agency's published position and when (our monotonic clock) it last changed:
         # no peer's clock is trusted to say how long it has been quiet
         self._heard: dict[str, tuple[dict[str, Any], float]] = {}
@@ -378,28 +379,27 @@ class EtcdOrderer:
                 self._maybe_prune()
             except LedgerError as e:
                 self.stats.last_error = str(e)
-                if self._say_failure():
-                    log.warning("replication step failed: %s%s", e, self._repeats())
+                if (more := self._say_failure()) is not None:
+                    log.warning("replication step failed: %s%s", e, more)
                 self._stop.wait(0.2)
             except (httpx.HTTPError, OSError) as e:
                 self.stats.last_error = f"peer sync: {e}"
-                if self._say_failure():
-                    log.warning("peer sync failed: %s%s", e, self._repeats())
+                if (more := self._say_failure()) is not None:
+                    log.warning("peer sync failed: %s%s", e, more)
                 self._stop.wait(0.5)
             except Exception as e:  # the thread that applies blocks never dies
                 # Anything else (a peer's answer of an unexpected shape, a bug) is reported and
                 # retried: ending this thread silently left a node serving, never applying.
                 self.stats.last_error = f"{type(e).__name__}: {e}"
-                if self._say_failure():
-                    log.error("replication step failed unexpectedly%s", self._repeats(),
-                              exc_info=True)
+                if (more := self._say_failure()) is not None:
+                    log.error("replication step failed unexpectedly%s", more, exc_info=True)
                 self._stop.wait(1.0)
             else:
                 if self.stats.failing_since:  # said once, as the failures were
                     log.warning("replication steps succeed again, after %d s of failures",
                                 int(_time.time() - self.stats.failing_since))
                     self.stats.last_error = ""
-                    self._fail_said, self._fail_count = 0.0, 0
+                    self._failures.reset()
                 self.stats.failing_since = 0.0
                 self._probe_writes()
                 self._heartbeat()
@@ -408,20 +408,15 @@ class EtcdOrderer:
             # after a failure: health reports the node degraded until a step succeeds
             self.stats.failing_since = self.stats.failing_since or _time.time()
 
-    def _say_failure(self) -> bool:
-        """Whether to log this failed step: the first of a run, then one a minute (a step is
-        retried every 0.2 to 1 s, and a long outage filled the log with one line each)."""
-        self._fail_count += 1
-        now = _time.monotonic()
-        if self._fail_said and now - self._fail_said < FAILURE_SAID_EVERY:
-            return False
-        self._fail_said = now
-        return True
-
-    def _repeats(self) -> str:
-        """How many failed steps the line stands for beside itself (then counted afresh)."""
-        n, self._fail_count = self._fail_count - 1, 0
-        return f" ({n} more failed steps since the last line)" if n > 0 else ""
+    def _say_failure(self) -> str | None:
+        """None if this failed step is not logged now (a step is retried every 0.2 to 1 s:
+        the first of a run is said, then one line a minute); else the end of its line, how
+        many more failed steps it stands for."""
+        self._failures.add()
+        if not self._failures.due():
+            return None
+        more = self._failures.take()[0] - 1
+        return f" ({more} more failed steps since the last line)" if more > 0 else ""
 
     def _step(self) -> bool:
         """Apply the next run of batches, then take in co-signatures and publish ours once.
@@ -768,14 +763,13 @@ class EtcdOrderer:
             if was is None or was[0] != v:
                 self._heard[a] = (v, now)
         # the current agencies' nodes (a removed one's last position stays in etcd)
-        members = set(registry.current_agencies(head.time))
+        current = registry.current_agencies(head.time)  # sorted
         self.stats.peers = {a: {**v, "lag": head.height - int(v.get("height", 0)),
                                 "quiet": int(now - self._heard[a][1])}
-                            for a, v in applied.items() if a in members}
+                            for a, v in applied.items() if a in current}
         if not self.final_size:
             return
         wall = int(self.clock())
-        current = sorted(registry.current_agencies(head.time))
         live = [a for a in current if a in applied and wall - int(applied[a]["time"]) <= 30]
         if not live or live[0] != self.agency:
             return

@@ -1293,16 +1293,15 @@ def test_failing_replication_steps_are_logged_once_a_minute_with_a_count() -> No
     now the first of a run at once, then one line a minute counting the rest (ADR 50)."""
     import types
 
+    from node.ratelimit import Tally
     from node.replication import FAILURE_SAID_EVERY, EtcdOrderer
 
-    me = types.SimpleNamespace(_fail_said=0.0, _fail_count=0)
+    me = types.SimpleNamespace(_failures=Tally(FAILURE_SAID_EVERY))
 
     def failed() -> str | None:
-        if not EtcdOrderer._say_failure(me):  # type: ignore[arg-type]
-            return None
-        return EtcdOrderer._repeats(me)  # type: ignore[arg-type]
+        return EtcdOrderer._say_failure(me)  # type: ignore[arg-type]
 
     said = [failed() for _ in range(5)]
     assert said == ["", None, None, None, None]
-    me._fail_said -= FAILURE_SAID_EVERY + 1  # a minute on
+    me._failures._said -= FAILURE_SAID_EVERY + 1  # a minute on
     assert failed() == " (4 more failed steps since the last line)"
