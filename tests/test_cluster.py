@@ -171,8 +171,10 @@ def test_a_node_down_past_retention_syncs_from_a_peer(net: Net) -> None:
                    ["pruned_batches"] > before)
     # its peers say so, though its etcd member still serves and the network has nothing
     # else to do: a node that runs says where it stands every 10 s (ADR 50)
-    net.wait_until("its peers report no word from it", lambda: "no word from the node of "
-                   "health" in (net.health("civil")["problem"] or ""), timeout=90)
+    # each peer counts from when it last saw health's position change: a moment apart
+    net.wait_until("its peers report no word from it", lambda: all(
+        "no word from the node of health" in (net.health(a)["problem"] or "")
+        for a in ("civil", "edu")), timeout=90)
     said = net.health("edu")
     assert said["status"] == "degraded" and said["peers"]["health"]["quiet"] > 35
     assert "ledger_node_degraded 1.0" in net.http.get(f"{net.url('edu')}/metrics").text
