@@ -81,6 +81,7 @@ from ledger.offline import (
 from ledger.ordering import Receipt, SoloOrderer
 from ledger.presentation import (
     MAX_ENVELOPE,
+    Bundle,
     Envelope,
     Report,
     Request,
@@ -1304,7 +1305,6 @@ def monitor(
 
 @agency_app.command()
 def issue(
-    data: DataOpt,
     agency: AgencyOpt,
     kind: Annotated[str, typer.Option("--type", help="The registered credential type.")],
     claims_file: Annotated[Path, typer.Option("--claims", help="The claims (JSON object).")],
@@ -1313,18 +1313,31 @@ def issue(
         "copy to issue a batch of unlinkable copies (own salts, key, id, status index).")],
     out_file: Annotated[Path, typer.Option("--out", help="Where to write the holder's bundle "
                                            "(with several copies: <stem>-<n><suffix>).")],
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="The node's data folder (ledger/, keys/): this process writes the store "
+                       "itself. Not with --node.", exists=True, file_okay=False)] = None,
     valid_days: Annotated[int, typer.Option(help="Days the credential is valid.",
                                             min=1, max=100 * 366)] = 365,
     as_json: AsJson = False,
     force: ForceOpt = False,
+    node: Annotated[str | None, typer.Option(
+        help="URL of this agency's running node (e.g. https://127.0.0.1:8443): the node signs "
+             "with its issuer key and anchors the credential (POST /v1/credentials, operator "
+             "token from $LEDGER_OPERATOR_TOKEN; an https node's CA from $SSL_CERT_FILE). "
+             "Instead of --data.")] = None,
 ) -> None:
     """Issue an SD-JWT VC, anchor it on the ledger and write the holder's bundle.
 
-    Embedded solo mode: this process orders the block and co-signs its checkpoint with the node
-    keys in <data>/keys (passphrase from $LEDGER_KEY_PASSPHRASE, the file
-    $LEDGER_KEY_PASSPHRASE_FILE names, or a prompt). Claim values are never printed and never
-    reach the ledger.
+    With --data (embedded solo mode) this process orders the block and co-signs its checkpoint
+    with the node keys in <data>/keys (passphrase from $LEDGER_KEY_PASSPHRASE, the file
+    $LEDGER_KEY_PASSPHRASE_FILE names, or a prompt). With --node the agency's running node
+    (solo or one of a network's) issues it, and the bundle proves it against a final
+    checkpoint. Claim values are never printed and never reach the ledger.
     """
+    if (data is None) == (node is None):
+        _fail("give either --data (write the store here) or --node (the agency's running "
+              "node issues it), not both" if data else "give --data (write the store here) "
+              "or --node (the agency's running node issues it)", 2)
     if kind in RESERVED_TYPES:
         _fail(f"{kind!r} credentials record a decision: the node's approvals service issues "
               "them with the decision transaction (wallet apply), never by hand", 2)
@@ -1347,6 +1360,77 @@ def issue(
         for n in range(1, len(holder_jwks) + 1)]
     for o in outs:
         _check_out(o, force)
+    if node is not None:
+        results = _issue_at_node(node, agency, kind, claims, holder_jwks, outs, valid_days)
+    else:
+        assert data is not None  # one of the two, checked above
+        results = _issue_here(data, agency, kind, claims, holder_jwks, outs, valid_days)
+    if as_json:
+        print(json.dumps(results[0] if len(results) == 1 else results))
+        return
+    for result in results:
+        out.print(Text(f"issued a {kind!r} credential by {agency!r}; bundle → "
+                       f"{result['bundle']}"), soft_wrap=True)
+        for name in ("credential_id", "txid", "leaf_index", "height"):
+            out.print(Text(f"  {name}: {result[name]}"), soft_wrap=True)
+
+
+NODE_MAX_VALID_DAYS = 3650
+"""The longest validity a node's ``POST /v1/credentials`` issues (its schema's bound)."""
+
+
+def _issue_at_node(node: str, agency: str, kind: str, claims: dict[str, Any],
+                   holder_jwks: list[dict[str, Any]], outs: list[Path],
+                   valid_days: int) -> list[dict[str, Any]]:
+    """Have the agency's running node issue one credential per holder key; write each bundle."""
+    token = os.environ.get("LEDGER_OPERATOR_TOKEN", "")
+    if not token:
+        _fail("set $LEDGER_OPERATOR_TOKEN to the node's operator token (--node)", 2)
+    if valid_days > NODE_MAX_VALID_DAYS:
+        _fail(f"--valid-days: a node issues for at most {NODE_MAX_VALID_DAYS} days", 2)
+    base = node.rstrip("/")
+    health = _http(base + "/v1/health")
+    serves = health.get("agency") if isinstance(health, dict) else None
+    if not isinstance(serves, str):
+        _fail(f"{node} did not answer like a ledger node")
+    if serves != agency:
+        _fail(f"the node at {node} issues for {serves!r}, not {agency!r}: give that agency's "
+              "own node", 2)
+    results: list[dict[str, Any]] = []
+    for holder_jwk, target in zip(holder_jwks, outs, strict=True):
+        body = json.dumps({"type": kind, "claims": claims, "holder_jwk": holder_jwk,
+                           "valid_days": valid_days}).encode()
+        got = _http(base + "/v1/credentials", body, "application/json",
+                    {"Authorization": f"Bearer {token}"})
+        try:
+            raw = base64.urlsafe_b64decode(got["bundle"] + "=" * (-len(got["bundle"]) % 4))
+            anchor = Tx.from_bytes(Bundle.from_bytes(raw).anchor).body
+            cid, receipt = str(got["credential_id"]), got["receipt"]
+            result = {"credential_id": cid, "txid": str(receipt["txid"]),
+                      "leaf_index": int(receipt["index"]), "height": int(receipt["height"]),
+                      "agency": agency, "type": kind,
+                      "status_index": int(anchor["status_index"]),
+                      "valid_until": int(anchor["valid_until"]), "bundle": str(target)}
+        except (KeyError, TypeError, ValueError, binascii.Error, LedgerError) as e:
+            _fail(f"the node answered the issuance with something that is not a bundle ({e})"
+                  + (f"; the {len(results)} bundle(s) before it were written" if results
+                     else ""))
+        lost = (f"credential {cid} (txid {result['txid']}) is committed, but the holder has no "
+                f"bundle: revoke it (agency status --credential-id {cid} --set revoked) and "
+                "issue again" + (f"; the {len(results)} bundle(s) before it were written"
+                                 if results else ""))
+        try:
+            write_atomic(target, raw, 0o600)
+        except OSError as e:  # a full disk: the credential is on the ledger already
+            _fail(f"cannot write {target} ({e.strerror or e}): {lost}")
+        results.append(result)
+    return results
+
+
+def _issue_here(data: Path, agency: str, kind: str, claims: dict[str, Any],
+                holder_jwks: list[dict[str, Any]], outs: list[Path],
+                valid_days: int) -> list[dict[str, Any]]:
+    """Issue and anchor in the store in ``data`` (embedded solo mode); write each bundle."""
     now = _now()
     results: list[dict[str, Any]] = []
     with _open(data) as store:
@@ -1388,14 +1472,7 @@ def issue(
                             "height": receipt.height, "agency": agency, "type": kind,
                             "status_index": cred.status_index,
                             "valid_until": now + valid_days * 86400, "bundle": str(target)})
-    if as_json:
-        print(json.dumps(results[0] if len(results) == 1 else results))
-        return
-    for result in results:
-        out.print(Text(f"issued a {kind!r} credential by {agency!r}; bundle → "
-                       f"{result['bundle']}"), soft_wrap=True)
-        for name in ("credential_id", "txid", "leaf_index", "height"):
-            out.print(Text(f"  {name}: {result[name]}"), soft_wrap=True)
+    return results
 
 
 def _issue_one(store: Store, registry: Registry, signers: Any, issuer_key: PrivateKey,
@@ -1520,9 +1597,23 @@ def _http(url: str, data: bytes | None = None, content_type: str = "",
         if not isinstance(body, dict):
             body = {}
         code = body.get("code") or e.code
-        _fail(f"the node refused it ({code}): {body.get('detail', e.reason)}")
+        _fail(f"the node refused it ({code}): {_detail(body.get('detail', e.reason))}")
     except (urllib.error.URLError, OSError, ValueError) as e:
         _fail(f"cannot reach the node at {url}: {e}")
+
+
+def _detail(detail: Any) -> str:
+    """A node's error detail as one line: a schema error (422) as ``where: what`` per problem,
+    without the input it echoes (claim values stay off the terminal and its scrollback)."""
+    if isinstance(detail, list):
+        parts = []
+        for item in detail[:5]:
+            if isinstance(item, dict):
+                where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+                parts.append(f"{where or 'request'}: {item.get('msg', 'not valid')}")
+        if parts:
+            return "; ".join(parts) + ("; …" if len(detail) > 5 else "")
+    return printable(str(detail))
 
 
 @agency_app.command()

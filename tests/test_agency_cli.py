@@ -7,10 +7,15 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from test_api import CLAIMS as DEGREE
+from test_api import NOW, PASS, TOKEN, make_demo, serve, settings_for
 
 from ledger import merkle, sdjwt
 from ledger.checkpoint import SignedCheckpoint
@@ -19,6 +24,7 @@ from ledger.keys import PrivateKey
 from ledger.presentation import Bundle
 from ledger.store import Store
 from ledger.tx import Tx
+from node.app import create_app
 
 BIN = Path(sys.executable).parent
 PASSPHRASE = "test-only"
@@ -392,3 +398,117 @@ def test_a_reason_that_is_not_utf8_is_one_clear_error(demo: Path) -> None:
     assert r.returncode == 2, r.stderr
     assert "must be a code" in r.stderr and "Traceback" not in r.stderr  # no code: refused
     assert _log_size(demo) == before
+
+
+
+# -- `agency issue --node`: the agency's running node issues ---------------------------------------
+
+def _node_issue(url: str, files: Path, out: Path, *extra: str, agency: str = "edu",
+                token: str = TOKEN) -> subprocess.CompletedProcess[str]:
+    (files / "degree.json").write_text(json.dumps(DEGREE))
+    return _run("agency", "issue", "--node", url, "--agency", agency, "--type", "degree",
+                "--claims", str(files / "degree.json"), "--out", str(out), *extra,
+                env={**ENV, "LEDGER_OPERATOR_TOKEN": token})
+
+
+@contextmanager
+def _edu_node(data: Path) -> Iterator[str]:
+    """A real node of the test network's education agency over real HTTP (its clock at NOW);
+    its store is closed again when the block ends."""
+    with serve(create_app(settings_for(data), clock=lambda: NOW, passphrase=PASS)) as url:
+        yield url
+
+
+def test_issue_through_the_running_node(files: Path, tmp_path: Path) -> None:
+    """With --node the node signs and anchors (no keys here); a batch of two holder keys gives
+    two bundles, each proving its own anchor against the node's checkpoint, and no claim value
+    reaches the terminal."""
+    data = make_demo(tmp_path / "node-data")
+    second = PrivateKey(hashlib.sha256(b"agency-cli-holder-2").digest())
+    (files / "holder2.jwk.json").write_text(json.dumps(sdjwt.jwk_from_ed25519(second.public.raw)))
+    with _edu_node(data) as url:
+        r = _node_issue(url, files, tmp_path / "deg.bin", "--holder-jwk",
+                        str(files / "holder.jwk.json"), "--holder-jwk",
+                        str(files / "holder2.jwk.json"), "--valid-days", "30", "--json")
+    assert r.returncode == 0, r.stderr
+    for value in DEGREE.values():
+        assert value not in r.stdout + r.stderr
+    results = json.loads(r.stdout)
+    assert [x["bundle"] for x in results] == [str(tmp_path / "deg-1.bin"),
+                                              str(tmp_path / "deg-2.bin")]
+    assert results[0]["status_index"] != results[1]["status_index"]
+    with Store(data / "ledger", create=False) as store:
+        assert store.registry is not None
+        for result, holder in zip(results, (HOLDER, second), strict=True):
+            path = Path(result["bundle"])
+            assert path.stat().st_mode & 0o777 == 0o600  # it holds every claim value
+            bundle = Bundle.from_bytes(path.read_bytes())
+            anchor = Tx.from_bytes(bundle.anchor)
+            assert (anchor.type, anchor.body["issuer"], anchor.body["type"]) == (
+                "issue", "edu", "degree")
+            assert result["credential_id"] == anchor.body["credential_id"].hex()
+            assert result["txid"] == hashlib.sha256(bundle.anchor).hexdigest()
+            assert store.tx_location(bytes.fromhex(result["txid"])) == (
+                result["leaf_index"], result["height"])
+            assert result["leaf_index"] == bundle.leaf_index
+            assert store.entry(bundle.leaf_index) == bundle.anchor
+            assert result["status_index"] == anchor.body["status_index"]
+            assert result["valid_until"] - anchor.body["valid_from"] == 30 * 86400
+            signed = SignedCheckpoint.from_text(bundle.checkpoint)
+            assert verify_final(signed, store.registry, NOW) == {"civil", "edu", "market"}
+            merkle.verify_inclusion(merkle.leaf_hash(bundle.anchor), bundle.leaf_index,
+                                    signed.checkpoint.size, list(bundle.proof),
+                                    signed.checkpoint.root)
+            issuer = store.registry.key(anchor.sigs[0].kid)
+            assert issuer is not None and issuer["agency"] == "edu"
+            claims = sdjwt.verify_issuer_signed(
+                bundle.sd_jwt, issuer_public_jwk=sdjwt.jwk_from_ed25519(
+                    store.registry.public_keys[anchor.sigs[0].kid].raw),
+                now=anchor.body["valid_from"])
+            assert {k: claims[k] for k in DEGREE} == DEGREE
+            assert claims["cnf"]["jwk"] == sdjwt.jwk_from_ed25519(holder.public.raw)
+
+
+def test_issue_through_a_node_refuses_what_it_must(files: Path, tmp_path: Path) -> None:
+    """Another agency's node, a missing or wrong operator token, --data with --node, a validity
+    the node does not issue, a type it does not know: each is one clear error, no bundle, and
+    nothing on the ledger."""
+    data = make_demo(tmp_path / "node-data")
+    out = tmp_path / "deg.bin"
+    hold = ("--holder-jwk", str(files / "holder.jwk.json"))
+    with _edu_node(data) as url:
+        size = httpx.get(f"{url}/v1/head").json()["log_size"]
+        for extra, agency, token, code, said in [
+            ((), "civil", TOKEN, 2, "issues for 'edu', not 'civil'"),
+            ((), "edu", "", 2, "LEDGER_OPERATOR_TOKEN"),
+            ((), "edu", "not-the-token", 1, "refused it (401)"),
+            (("--data", str(data)), "edu", TOKEN, 2, "not both"),
+            (("--valid-days", "4000"), "edu", TOKEN, 2, "at most 3650 days"),
+        ]:
+            r = _node_issue(url, files, out, *hold, *extra, agency=agency, token=token)
+            assert (r.returncode, said) == (code, said) and said in " ".join(r.stderr.split()), \
+                r.stderr
+            assert "Traceback" not in r.stderr and not out.exists()
+        (files / "fishing.json").write_text(json.dumps({"waters": "Xiang-3b"}))
+        r = _run("agency", "issue", "--node", url, "--agency", "edu", "--type", "fishing",
+                 "--claims", str(files / "fishing.json"), "--out", str(out), *hold,
+                 env={**ENV, "LEDGER_OPERATOR_TOKEN": TOKEN})
+        assert r.returncode == 1 and "'fishing' is not registered" in r.stderr, r.stderr
+        assert "Xiang-3b" not in r.stderr and not out.exists()
+        assert httpx.get(f"{url}/v1/head").json()["log_size"] == size
+    r = _run("agency", "issue", "--agency", "edu", "--type", "degree", "--claims",
+             str(files / "degree.json"), "--out", str(out), *hold)
+    assert r.returncode == 2 and "give --data" in r.stderr, r.stderr
+
+
+def test_a_node_schema_error_is_said_without_the_values_it_echoes() -> None:
+    """FastAPI's 422 names each problem with the input it got; the CLI says where and what,
+    never the input (a claim value)."""
+    from ledger.cli import _detail
+
+    detail = [{"type": "string_type", "loc": ["body", "claims", "holder_name"],
+               "msg": "Input should be a valid string", "input": "Zhou Min-4f1a"}]
+    said = _detail(detail)
+    assert said == "claims.holder_name: Input should be a valid string"
+    assert _detail([{"loc": ["body"], "msg": "x"}] * 7).endswith("; …")
+    assert _detail("no\x1bgood") == "no\\x1bgood"
