@@ -894,7 +894,22 @@ class EtcdOrderer:
                  rec.create_rev, k)
         head = self.store.head
         assert head is not None
+        self._cosign_held(head)
         self._publish_applied(head)
+
+    def _cosign_held(self, head: Head) -> None:
+        """Co-sign the newest block a restored store holds, as if it were built here: each
+        block past the marker was matched to the network's batch that made it, so they are
+        this node's blocks too. When the quorum needs our signature, the blocks past the last
+        final checkpoint become final now, not with the next block (ADR 51)."""
+        if head.log_size <= self.final_size:
+            return  # final already
+        cp = sign_checkpoint(self.network, head, [(self.agency, self.node_key)])
+        self.store.put_records({_PENDING + _BE.pack(head.log_size): cp.to_text().encode()})
+        # the peers' co-signatures read while aligning found no checkpoint of ours to join
+        # and were dropped: read them all again
+        self.cosig_rev = 0
+        self._publish(head, cp.signatures[0].to_line())
 
     def _applied(self, head: Head) -> bytes:
         """This node's applied position, as peers read it (``a/<agency>``)."""

@@ -437,6 +437,43 @@ def test_a_node_restored_from_a_peers_archive_rejoins(fresh: Net, tmp_path: Path
     net.wait_until("converged again", net.converged)
 
 
+def test_a_restored_node_co_signs_the_blocks_it_holds(fresh: Net, tmp_path: Path) -> None:
+    """Blocks a restored node holds past the last final checkpoint get its co-signature as it
+    takes up: with two of three nodes down, the one left commits blocks that no quorum (2)
+    signs; the node restored from its archive co-signs them, and they become final with no new
+    block (they waited for the next one before)."""
+    net, now = fresh, int(time.time())
+    for _ in range(3):
+        assert net.submit("civil", net.anchor("edu", now)).status_code == 200
+    net.wait_until("converged", net.converged)
+    net.wait_until("a pruning marker", lambda: _counters(net, "civil")["counters"][
+        "pruned_batches"] > 0)
+    net.cluster.kill_node("health")
+    net.cluster.kill_node("civil")
+    for _ in range(2):  # committed by edu alone: applied, never final
+        assert net.submit("edu", net.anchor("edu", now)).status_code == 200
+    edu = net.health("edu")
+    assert edu["final_log_size"] < edu["log_size"]
+    archive = tmp_path / "edu.archive"
+    ledger_cli = str(Path(sys.executable).parent / "ledger")
+    r = subprocess.run([ledger_cli, "export", "--node", net.url("edu"), "--ca", net.cluster.ca,
+                        "--out", str(archive)], capture_output=True, text=True, timeout=120,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    store = net.folder / "health" / "data" / "ledger"
+    shutil.rmtree(store)
+    r = subprocess.run([ledger_cli, "import", str(archive), "--data", str(store)],
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    net.cluster.restart("health", etcd=False)
+    net.wait_until("edu's blocks final with health's co-signature", lambda: all(
+        net.health(a)["final_log_size"] == edu["log_size"] for a in ("edu", "health")))
+    assert net.health("edu")["log_size"] == edu["log_size"]  # no new block did it
+    final = _final(net, "health")
+    assert final.checkpoint.size == edu["log_size"]
+    assert final.signers(_verifiers(net)) >= {"edu", "health"}
+
+
 def test_no_agencys_certificate_administers_etcd(net: Net) -> None:
     """etcd's auth is on (ADR 48): an agency's node reads and writes the network's keys and
     nothing else; adding members, turning auth off or making users needs the operator's
