@@ -21,6 +21,7 @@ import json
 import os
 import re
 import secrets
+import sys
 import tempfile
 import time
 import urllib.error
@@ -72,10 +73,12 @@ from ledger.keys import (
 from ledger.network import not_a_repeat, reason_code_problem
 from ledger.noncelog import NonceLog, NonceLogError
 from ledger.offline import (
+    MAX_SNAPSHOT,
     SnapshotError,
     export_snapshot,
     left_out_lists,
     load_snapshot,
+    merge_snapshots,
     store_status_list,
 )
 from ledger.ordering import Receipt, SoloOrderer
@@ -367,20 +370,43 @@ def _names_a_file(source: str) -> bool:
         return False
 
 
+STDIN = "-"
+"""The argument that reads a presentation from standard input."""
+
+_ON_ARGV = ("[yellow]note:[/] the presentation, with its disclosed claims, is on this command "
+            "line, which other users of this machine can read while it runs "
+            "(/proc/<pid>/cmdline); give its file, or - and pipe it in")
+
+
+def _stdin_bytes(what: str) -> bytes:
+    """The presentation piped in (``-``), bounded as a file is."""
+    raw = sys.stdin.buffer.read(4 * MAX_ENVELOPE + 1)
+    if len(raw) > 4 * MAX_ENVELOPE:
+        _fail(f"the {what} on standard input is over {4 * MAX_ENVELOPE} bytes", 2)
+    if not raw.strip():
+        _fail(f"no {what} on standard input (- reads it from there)", 2)
+    return raw
+
+
 def _envelope_bytes(source: str) -> bytes:
-    """An envelope from a file (raw msgpack or base64url text) or a base64url argument."""
+    """An envelope from a file (raw msgpack or base64url text), standard input (``-``) or a
+    base64url argument (which says that it puts the claims on the command line)."""
     text: str | None = source
     path = Path(source)
-    if _names_a_file(source):
-        try:
-            with path.open("rb") as f:
-                raw = f.read(4 * MAX_ENVELOPE + 1)
-        except OSError as e:
-            _fail(f"cannot read the envelope file {path}: {e.strerror or e}", 2)
-        if len(raw) > 4 * MAX_ENVELOPE:
-            _fail(f"the envelope file {path} is over {4 * MAX_ENVELOPE} bytes", 2)
+    if source == STDIN or _names_a_file(source):
+        if source == STDIN:
+            raw, where = _stdin_bytes("envelope"), "standard input"
+        else:
+            try:
+                with path.open("rb") as f:
+                    raw = f.read(4 * MAX_ENVELOPE + 1)
+            except OSError as e:
+                _fail(f"cannot read the envelope file {path}: {e.strerror or e}", 2)
+            if len(raw) > 4 * MAX_ENVELOPE:
+                _fail(f"the envelope file {path} is over {4 * MAX_ENVELOPE} bytes", 2)
+            where = str(path)
         if raw.startswith(b"\x89PNG\r\n\x1a\n"):
-            _fail(f"{path} is a PNG image (the QR code): give the envelope file (.bin) or its "
+            _fail(f"{where} is a PNG image (the QR code): give the envelope file (.bin) or its "
                   "base64url text, or read the image on a node's /verify page", 2)
         try:
             text = raw.decode("ascii").strip()
@@ -388,9 +414,11 @@ def _envelope_bytes(source: str) -> bytes:
             text = None
         if text is None or not _B64URL.match(text):
             return raw  # the binary envelope itself
+    elif text is not None and _B64URL.match(text) and len(source) >= 64:
+        err.print(_ON_ARGV)
     if text is None or not _B64URL.match(text):
         _fail("the envelope is neither an existing file nor a base64url string", 2)
-    if len(source) < 64 and not _names_a_file(source):  # too short: a mistyped name?
+    if len(source) < 64 and source != STDIN and not _names_a_file(source):  # a mistyped name?
         _fail(f"there is no envelope file {source}, and it is too short to be base64url "
               "envelope text", 2)
     try:
@@ -479,8 +507,9 @@ def new_request(
 @ledger_app.command()
 def verify(
     envelope: Annotated[str, typer.Argument(
-        help="The presentation envelope: a file (binary or base64url text) or a base64url "
-             "string as the wallet prints it.")],
+        help="The presentation envelope: a file (binary or base64url text), - to read it "
+             "from standard input (e.g. piped from `wallet present`), or the base64url string "
+             "itself (other local users can read a command line: prefer a file or -).")],
     request: Annotated[Path, typer.Option(help="The verifier's request (JSON: nonce, audience, "
                                                "type, claims).")],
     data: Annotated[Path | None, typer.Option(
@@ -588,14 +617,17 @@ def _verify_foreign_cli(source: str, request: Path, trust: Path, token_files: li
     from ledger.foreign import read_trust_list, tokens_by_uri, verify_foreign
 
     path = Path(source)
-    if _names_a_file(source):
-        raw = _read_input(path, "presentation")
+    if source == STDIN or _names_a_file(source):
+        raw = _stdin_bytes("presentation") if source == STDIN else \
+            _read_input(path, "presentation")
         try:
             text = raw.decode("ascii").strip()
         except UnicodeDecodeError:
-            _fail(f"{path} is not an SD-JWT+KB (text); an envelope from a wallet of the "
-                  "network goes with --data or --snapshot, not --trust", 2)
+            _fail(f"{'standard input' if source == STDIN else path} is not an SD-JWT+KB "
+                  "(text); an envelope from a wallet of the network goes with --data or "
+                  "--snapshot, not --trust", 2)
     elif "~" in source:
+        err.print(_ON_ARGV)
         text = source.strip()
     else:
         _fail(f"there is no presentation file {source}, and it is not SD-JWT+KB text", 2)
@@ -625,18 +657,37 @@ def _verify_foreign_cli(source: str, request: Path, trust: Path, token_files: li
 
 @ledger_app.command()
 def snapshot(
-    data: DataOpt,
     out_file: Annotated[Path, typer.Option("--out", help="Where to write the snapshot.")],
+    data: Annotated[Path | None, typer.Option(
+        help="The node's data folder (ledger/, keys/): made here, with every agency's node "
+             "key in <data>/keys (embedded solo mode). Not with --node.",
+        exists=True, file_okay=False)] = None,
+    nodes: Annotated[list[str] | None, typer.Option(
+        "--node", help="A running node's URL: its part (GET /v1/snapshot) has its own "
+                       "agency's lists, signed by it. Repeat for each agency's node; a solo "
+                       "node holding every node key gives them all.")] = None,
+    ca: Annotated[Path | None, typer.Option(
+        "--ca", help="CA certificate to trust for https nodes (a local cluster's "
+                     "pki/ca.crt); default: the system's.", exists=True, dir_okay=False)] = None,
     as_json: AsJson = False,
     force: ForceOpt = False,
 ) -> None:
     """Write an offline snapshot: registry, latest checkpoint and signed status lists.
 
-    Embedded solo mode: each agency's status lists are signed with its node key from
-    <data>/keys (passphrase from $LEDGER_KEY_PASSPHRASE, the file $LEDGER_KEY_PASSPHRASE_FILE
-    names, or a prompt).
+    With --data (embedded solo mode) each agency's status lists are signed with its node key
+    from <data>/keys (passphrase from $LEDGER_KEY_PASSPHRASE, the file
+    $LEDGER_KEY_PASSPHRASE_FILE names, or a prompt). With --node, on a running network, each
+    agency's node signs its own lists, and the parts are put together here: the registry and
+    checkpoint of the node furthest along.
     """
+    if (data is None) == (not nodes):
+        _fail("give --data (a store no node is serving) or --node (each agency's running "
+              "node)" + (", not both" if data is not None else ""), 2)
     _check_out(out_file, force)
+    if nodes:
+        _snapshot_from_nodes(nodes, ca, out_file, as_json)
+        return
+    assert data is not None
     now = _now()
     with _open(data) as store:
         if store.registry is None or store.head is None:  # _open checked; for the type checker
@@ -675,6 +726,59 @@ def snapshot(
         out.print(Text(f"snapshot of {registry.network!r} at height {head.height} (log size "
                        f"{head.log_size}), {len(snap.tokens)} signed status list(s), "
                        f"{len(blob)} bytes → {out_file}"), soft_wrap=True)
+
+
+def _snapshot_from_nodes(nodes: list[str], ca: Path | None, out_file: Path,
+                         as_json: bool) -> None:
+    """``ledger snapshot --node``: each node's part, merged (:func:`merge_snapshots`)."""
+    bad = [u for u in nodes if not u.startswith(("http://", "https://"))]
+    if bad:
+        _fail(f"--node must be an http(s) URL, not {bad[0]!r}", 2)
+    handlers: list[Any] = [_Stay]
+    if ca is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=_ca_context(ca)))
+    opener = urllib.request.build_opener(*handlers)
+    parts, asked = [], set()
+    for url in nodes:
+        got = url.rstrip("/") + "/v1/snapshot"
+        try:
+            with opener.open(urllib.request.Request(got), timeout=120) as resp:  # noqa: S310
+                part = resp.read(MAX_SNAPSHOT + 1)
+                asked |= {a.strip() for a in resp.headers.get("Snapshot-Agencies", "").split(",")
+                          if a.strip()}
+        except urllib.error.HTTPError as e:
+            try:
+                said = json.loads(e.read(64 * 1024)).get("detail", e.reason)
+            except (ValueError, AttributeError):
+                said = e.reason
+            _fail(f"{url} gave no snapshot ({e.code}): {_detail(said)}")
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            _fail(f"cannot reach the node at {url}: {e}")
+        if len(part) > MAX_SNAPSHOT:
+            _fail(f"{url} sent a snapshot over {MAX_SNAPSHOT} bytes")
+        parts.append(part)
+    try:
+        blob, missing = merge_snapshots(parts, asked)
+    except SnapshotError as e:
+        _fail(f"cannot make a snapshot: {e}")
+    for what, why in missing.items():
+        err.print(Text(f"left out {what}: {why}; offline, its credentials' status is "
+                       "undetermined (a node still tells it)", style="yellow"), soft_wrap=True)
+    snap = load_snapshot(blob)
+    try:
+        write_atomic(out_file, blob, 0o644)
+    except OSError as e:
+        _fail(f"cannot write {out_file}: {e.strerror or e}")
+    summary = {"file": str(out_file), "network": snap.network, "fetched_at": snap.fetched_at,
+               "head_height": snap.head_height, "log_size": snap.log_size,
+               "status_lists": sorted(snap.tokens), "left_out": list(missing),
+               "bytes": len(blob), "nodes": nodes}
+    if as_json:
+        print(json.dumps(summary))
+        return
+    out.print(Text(f"snapshot of {snap.network!r} at height {snap.head_height} (log size "
+                   f"{snap.log_size}) from {len(nodes)} node(s), {len(snap.tokens)} signed "
+                   f"status list(s), {len(blob)} bytes → {out_file}"), soft_wrap=True)
 
 
 def _progress_bar(enabled: bool) -> Any:
@@ -1579,6 +1683,17 @@ def _print_status(receipt: dict[str, Any], cid: bytes, status: str, reason: str,
         out.print(Text(f"  {name}: {result.get(name)}"), soft_wrap=True)
 
 
+class _Stay(urllib.request.HTTPRedirectHandler):
+    """Follows no redirect: urllib would send the operator token (and a request's claims) on
+    to wherever a node's address redirects, any host and scheme."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_Stay)
+
+
 def _http(url: str, data: bytes | None = None, content_type: str = "",
           headers: dict[str, str] | None = None) -> Any:
     """One JSON request to a node (stdlib only: the core imports no web client)."""
@@ -1587,9 +1702,12 @@ def _http(url: str, data: bytes | None = None, content_type: str = "",
     sent = dict(headers or {}) | ({"Content-Type": content_type} if content_type else {})
     req = urllib.request.Request(url, data=data, headers=sent)  # noqa: S310 - scheme checked
     try:
-        with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
+        with _NO_REDIRECTS.open(req, timeout=60) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as e:
+        if 300 <= e.code < 400:
+            _fail(f"the node at {url} redirects ({e.code}) to {e.headers.get('Location')!r}: "
+                  "give that URL with --node if it is the node (nothing was sent on)")
         try:
             body = json.loads(e.read())
         except ValueError:

@@ -29,7 +29,7 @@ import base64
 import binascii
 import json
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +46,8 @@ from ledger.store import Store
 from ledger.tx import Tx
 
 __all__ = ["MAX_LISTS", "MAX_SNAPSHOT", "Snapshot", "SnapshotError", "export_snapshot",
-           "left_out_lists", "list_ref", "list_refs", "load_snapshot", "store_status_list"]
+           "left_out_lists", "list_ref", "list_refs", "load_snapshot", "merge_snapshots",
+           "store_status_list"]
 
 MAX_SNAPSHOT = 64 * 1024 * 1024
 """Largest snapshot file accepted (a registry of up to 16 MiB and many compressed lists)."""
@@ -203,16 +204,20 @@ def _set(buf: bytearray, index: int, value: int) -> None:
     buf[pos] = (buf[pos] & ~(3 << shift) & 0xFF) | (value << shift)
 
 
-def export_snapshot(store: Store, now: int, *, node_keys: Mapping[str, PrivateKey]) -> bytes:
+def export_snapshot(store: Store, now: int, *, node_keys: Mapping[str, PrivateKey],
+                    only_keyed: bool = False,
+                    read_list: Callable[[str], StatusList | None] | None = None) -> bytes:
     """The canonical snapshot bytes of ``store`` at time ``now``.
 
     ``node_keys`` maps agency id → that agency's node key; every current agency with anchored
     credentials and a node key valid at ``now`` in the registry needs that key to sign its
-    lists (else SnapshotError). The lists of agencies no longer members at ``now``, or left
+    lists (else SnapshotError). With ``only_keyed`` the lists of the agencies in ``node_keys``
+    alone (a node's part: :func:`merge_snapshots` puts the parts of several agencies' nodes
+    together). The lists of agencies no longer members at ``now``, or left
     with no valid node key (invalidated with no successor), are left out
     (:func:`left_out_lists` names them and says why): no current key vouches for them, so
     their credentials' status is undetermined offline, and a verifier with the ledger (a
-    node) still tells it (ADR 46, 47).
+    node) still tells it (ADR 46, 47). ``read_list`` reads a list (default: from the store).
     """
     registry, head = store.registry, store.head
     if registry is None or head is None:
@@ -220,11 +225,15 @@ def export_snapshot(store: Store, now: int, *, node_keys: Mapping[str, PrivateKe
     text = store.checkpoint()
     if text is None:
         raise SnapshotError("the store holds no checkpoint to include")
+    read = read_list or (lambda uri: store_status_list(store, uri))
+    agencies = sorted(a for a in registry.agencies() if not only_keyed or a in node_keys)
     lists: list[dict[str, Any]] = []
-    for uri, (issuer, kind) in sorted(list_refs(registry).items()):
+    refs = sorted((status_list_uri(registry.network, a, k), a, k)
+                  for a in agencies for k in registry.data["types"])
+    for uri, issuer, kind in refs:
         if _why_left_out(registry, issuer, now) is not None:
             continue
-        lst = store_status_list(store, uri)
+        lst = read(uri)
         if lst is None:
             continue
         key = node_keys.get(issuer)
@@ -243,6 +252,71 @@ def export_snapshot(store: Store, now: int, *, node_keys: Mapping[str, PrivateKe
         "v": 1, "kind": "snapshot", "network": registry.network, "fetched_at": now,
         "head_height": head.height, "log_size": head.log_size, "checkpoint": text.decode(),
         "registry": registry.to_bytes(), "status_lists": lists})
+
+
+def merge_snapshots(parts: Sequence[bytes], asked: Collection[str] | None = None
+                    ) -> tuple[bytes, dict[str, str]]:
+    """One snapshot from the parts of several agencies' nodes (``GET /v1/snapshot``: each
+    node signs its own agency's lists, as only it holds that key): the registry, checkpoint
+    and head of the part furthest along, as of the latest part's time, and every list of the
+    parts that verifies under that registry then.
+
+    Also returns what a verifier lacks: a list refused (URI → why), and each current agency
+    with a valid node key whose lists no part carries (its id → why), or, given ``asked``
+    (the agencies whose nodes made the parts), each such agency not asked. SnapshotError if a
+    part is not a snapshot, or the parts are of different networks."""
+    snaps = []
+    for n, part in enumerate(parts, 1):
+        try:
+            snaps.append(load_snapshot(part))
+        except SnapshotError as e:
+            raise SnapshotError(f"part {n}: {e}") from e
+    if not snaps:
+        raise SnapshotError("no part to merge")
+    networks = sorted({s.network for s in snaps})
+    if len(networks) > 1:
+        raise SnapshotError(f"the parts are of different networks: {', '.join(networks)}")
+    base = max(snaps, key=lambda s: (s.log_size, s.head_height))
+    at = max(s.fetched_at for s in snaps)
+    offers: dict[str, list[tuple[str, str]]] = {}
+    for s in sorted(snaps, key=lambda s: -s.fetched_at):  # the newest list of a URI first
+        for uri, got in s.tokens.items():
+            offers.setdefault(uri, []).append(got)
+    missing: dict[str, str] = {}
+    kept: list[dict[str, Any]] = []
+    for uri, offered in sorted(offers.items()):
+        ref = list_ref(base.registry, uri)
+        for issuer, token in offered:  # the first that verifies: a bad part hides no good one
+            one = Snapshot(base.network, base.registry, at, base.head_height, base.log_size,
+                           base.checkpoint, {uri: (issuer, token)})
+            try:
+                if ref is None or ref[0] != issuer:
+                    raise StatusListError(f"{uri} is not a status list of {issuer!r} in this "
+                                          "registry")
+                one.status_list(uri)
+            except LedgerError as e:
+                missing[uri] = str(e)
+                continue
+            missing.pop(uri, None)
+            kept.append({"issuer": issuer, "type": ref[1], "token": token})
+            break
+    if len(kept) > MAX_LISTS:
+        raise SnapshotError(f"{len(kept)} status lists hold credentials: a snapshot carries "
+                            f"at most {MAX_LISTS}")
+    served = {e["issuer"] for e in kept} | set(asked or ())
+    for agency in sorted(base.registry.agencies()):
+        if agency not in served and _why_left_out(base.registry, agency, at) is None:
+            missing[agency] = (
+                f"{agency!r}'s node was not asked, and only it signs its lists" if asked
+                is not None else f"no status list of {agency!r}: it has issued nothing, or "
+                "its own node was not asked (only an agency's node signs its lists)")
+    blob = codec.encode({
+        "v": 1, "kind": "snapshot", "network": base.network, "fetched_at": at,
+        "head_height": base.head_height, "log_size": base.log_size,
+        "checkpoint": base.checkpoint, "registry": base.registry.to_bytes(),
+        "status_lists": kept})
+    load_snapshot(blob)  # what a verifier will load: fail here rather than there
+    return blob, missing
 
 
 def left_out_lists(store: Store, now: int) -> dict[str, str]:

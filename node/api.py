@@ -706,6 +706,27 @@ def status_list(node: NodeDep, issuer: Annotated[str, Path(pattern=NAME)],
     return StatusListTokenResponse(node.status_list_token(issuer, kind))
 
 
+SNAPSHOT_AGENCIES = "Snapshot-Agencies"
+"""The header of a snapshot part naming the agencies whose lists it signs (comma-separated):
+an agency named there with no list has issued nothing."""
+SNAPSHOT_TOKENS = 10
+"""Rate-limit tokens a snapshot part takes: it signs every list of the agency (one Ed25519
+signature and a compression of each)."""
+
+
+@router.get("/v1/snapshot", tags=["status"], response_class=MsgpackResponse,
+            responses=_binary("application/msgpack"))
+def snapshot(request: Request, node: NodeDep) -> Response:
+    """This node's part of a verifier's offline snapshot (canonical msgpack, as ``ledger
+    snapshot`` writes): the registry, the latest final checkpoint, and the Status List Tokens
+    of the agencies whose node keys it holds (on a network of several, its own agency's).
+    ``ledger snapshot --node URL --node URL …`` merges the parts of every agency's node."""
+    charge(request.scope, SNAPSHOT_TOKENS - 1, "a snapshot",
+           f"it signs every list of the agency: {SNAPSHOT_TOKENS} requests' worth")
+    return MsgpackResponse(node.snapshot(), headers={
+        SNAPSHOT_AGENCIES: ",".join(sorted(node.node_keys))})
+
+
 # -- writing -------------------------------------------------------------------------------------
 
 @router.post("/v1/tx", tags=["write"], status_code=200,

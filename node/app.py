@@ -46,6 +46,7 @@ from ledger.errors import (
 from ledger.files import NOT_UNICODE
 from ledger.foreign import read_trust_list
 from ledger.keys import PASSPHRASE_ENV, read_passphrase
+from ledger.offline import SnapshotError
 from ledger.sdjwt import VerificationError
 from ledger.statuslist import StatusListError
 from ledger.store import leveldb_words
@@ -79,6 +80,7 @@ ERROR_STATUS: tuple[tuple[type[LedgerError], int], ...] = (
     (CheckpointError, 422),
     (StoreError, 503),
     (OrderingError, 503),
+    (SnapshotError, 503),
     (KeyFileError, 500),
 )
 """Each error class → one HTTP status; the first match in this order wins. Any other

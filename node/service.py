@@ -37,7 +37,7 @@ from ledger.errors import (
 from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
 from ledger.foreign import TrustList, verify_foreign
 from ledger.keys import PrivateKey, load_private_key, open_secret
-from ledger.offline import StatusListCache
+from ledger.offline import StatusListCache, export_snapshot
 from ledger.ordering import Pending, Receipt, SoloOrderer
 from ledger.presentation import (
     Bundle,
@@ -444,6 +444,14 @@ class Node:
         now = self.now()
         return make_token(lst, sub=uri, iat=now, exp=now + 3600, ttl=300, key=key,
                           kid=key.kid.hex())
+
+    def snapshot(self) -> bytes:
+        """A snapshot (``ledger.offline``) with the lists of the agencies whose node keys this
+        node holds (on a network, its own agency's): ``ledger snapshot --node`` merges the
+        parts of every agency's node into a verifier's offline cache."""
+        self._head()
+        return export_snapshot(self.store, self.now(), node_keys=self.node_keys,
+                               only_keyed=True, read_list=self.status_list)
 
     # -- writing --
     def _short_of_keys(self) -> bool:

@@ -512,3 +512,37 @@ def test_a_node_schema_error_is_said_without_the_values_it_echoes() -> None:
     assert said == "claims.holder_name: Input should be a valid string"
     assert _detail([{"loc": ["body"], "msg": "x"}] * 7).endswith("; …")
     assert _detail("no\x1bgood") == "no\\x1bgood"
+
+
+def test_a_snapshot_from_a_running_solo_node(tmp_path: Path) -> None:
+    """`ledger snapshot --node` on a solo node (it holds every agency's node key) gives the
+    lists `--data` gives once the node stops; a URL that is no node is one clear error."""
+    from ledger.offline import load_snapshot
+
+    data = make_demo(tmp_path / "node-data")
+    via_node = tmp_path / "node.snapshot"
+    with _edu_node(data) as url:
+        r = _run("ledger", "snapshot", "--node", url, "--out", str(via_node), "--json")
+        assert r.returncode == 0, r.stderr
+        assert httpx.get(f"{url}/v1/snapshot").headers["content-type"].startswith(
+            "application/msgpack")
+        bad = _run("ledger", "snapshot", "--node", f"{url}/nowhere", "--out",
+                   str(tmp_path / "x.snapshot"))
+        assert bad.returncode == 1 and "gave no snapshot (404)" in bad.stderr, bad.stderr
+        assert not (tmp_path / "x.snapshot").exists()
+    assert json.loads(r.stdout)["left_out"] == []
+    via_data = tmp_path / "data.snapshot"
+    r = _run("ledger", "snapshot", "--data", str(data), "--out", str(via_data),
+             env={**ENV, "LEDGER_KEY_PASSPHRASE": PASS.decode()})
+    assert r.returncode == 0, r.stderr
+    a, b = load_snapshot(via_node.read_bytes()), load_snapshot(via_data.read_bytes())
+    assert a.tokens and set(a.tokens) == set(b.tokens)
+    assert all(a.status_list(u) == b.status_list(u) for u in a.tokens)
+    r = _run("ledger", "snapshot", "--out", str(tmp_path / "y.snapshot"))
+    assert r.returncode == 2 and "give --data" in r.stderr
+
+
+def test_the_demo_keeps_its_keys_folder_private(demo: Path) -> None:
+    """As `ledger-node init` does: the folder of (encrypted) keys is its owner's alone."""
+    assert (demo / "keys").stat().st_mode & 0o777 == 0o700
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in (demo / "keys").iterdir())

@@ -9,6 +9,7 @@ failover time is measured by ``scripts/bench cluster``).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import ssl
@@ -30,8 +31,10 @@ from clusterkit import DEGREE, PASS, Net, etcd_as, free_base, running_cluster
 
 from ledger import codec, sdjwt
 from ledger.checkpoint import Checkpoint, SignedCheckpoint
+from ledger.credentials import status_list_uri
 from ledger.keys import PrivateKey, PublicKey
 from ledger.network import issue_tx, status_tx
+from ledger.offline import load_snapshot
 from ledger.state import credential_key
 from node.cluster import ClusterError
 from node.etcdlog import EtcdLog, TlsFiles, network_prefix
@@ -472,6 +475,35 @@ def test_a_restored_node_co_signs_the_blocks_it_holds(fresh: Net, tmp_path: Path
     final = _final(net, "health")
     assert final.checkpoint.size == edu["log_size"]
     assert final.signers(_verifiers(net)) >= {"edu", "health"}
+
+
+def test_a_snapshot_from_every_agencys_node(net: Net, tmp_path: Path) -> None:
+    """A verifier's offline snapshot on a running network: each agency's node signs its own
+    lists, `ledger snapshot --node … --node …` puts them together; with one node missing,
+    its agency's lists are left out and said."""
+    now = int(time.time())
+    assert net.submit("civil", net.anchor("edu", now)).status_code == 200
+    net.wait_until("converged", net.converged)
+    ledger_cli = str(Path(sys.executable).parent / "ledger")
+
+    def snapshot(*agencies: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+        out = tmp_path / f"{'-'.join(agencies)}.snapshot"
+        nodes = [arg for a in agencies for arg in ("--node", net.url(a))]
+        return subprocess.run([ledger_cli, "snapshot", *nodes, "--ca", net.cluster.ca, "--out",
+                               str(out), "--json"], capture_output=True, text=True,
+                              timeout=120, check=False), out
+
+    uri = status_list_uri(net.cluster.network, "edu", "degree")
+    r, out = snapshot(*net.ids)
+    assert r.returncode == 0, r.stderr
+    snap = load_snapshot(out.read_bytes())
+    assert uri in snap.tokens and snap.status_list(uri) is not None
+    assert "left out" not in r.stderr  # civil and health issued nothing: nothing to say
+    r, out = snapshot("civil", "health")
+    assert r.returncode == 0, r.stderr
+    assert "left out edu: 'edu''s node was not asked" in " ".join(r.stderr.split())
+    assert json.loads(r.stdout)["left_out"] == ["edu"]
+    assert uri not in load_snapshot(out.read_bytes()).tokens
 
 
 def test_no_agencys_certificate_administers_etcd(net: Net) -> None:

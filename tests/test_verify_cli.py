@@ -18,7 +18,13 @@ import pytest
 from ledger import codec, sdjwt
 from ledger.credentials import status_list, status_list_uri
 from ledger.keys import PrivateKey, load_private_key
-from ledger.offline import SnapshotError, export_snapshot, load_snapshot
+from ledger.offline import (
+    SnapshotError,
+    export_snapshot,
+    load_snapshot,
+    merge_snapshots,
+    store_status_list,
+)
 from ledger.presentation import Bundle, Envelope, Request, verify_envelope
 from ledger.statuslist import make_token
 from ledger.store import Store
@@ -111,6 +117,27 @@ def test_envelope_as_base64url_argument_and_as_text_file(demo: Path, work: Path,
     r, report = _verify(path, "--data", str(demo), request=work / "request.json")
     assert r.returncode == 0, r.stdout + r.stderr
     assert report["verified"] is True
+    assert "command line" not in r.stderr  # a file keeps the claims off it
+
+
+def test_envelope_from_standard_input_and_a_note_for_one_on_the_command_line(
+        demo: Path, work: Path, issued: Bundle) -> None:
+    """Any user of the machine can read a command line while it runs: the envelope text on it
+    (its disclosed claims) gets a note, and ``-`` reads it from a pipe instead."""
+    text = _b64url(_present(issued))
+    r, report = _verify(text, "--data", str(demo), request=work / "request.json")
+    assert r.returncode == 0 and report["verified"] is True, r.stderr
+    assert "/proc/<pid>/cmdline" in " ".join(r.stderr.split())
+    for given in (text.encode() + b"\n", _present(issued)):
+        r = subprocess.run([str(BIN / "ledger"), "verify", "-", "--request",
+                            str(work / "request.json"), "--data", str(demo), "--json"],
+                           input=given, capture_output=True, env=ENV, timeout=300, check=False)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["verified"] is True and b"cmdline" not in r.stderr
+    r = subprocess.run([str(BIN / "ledger"), "verify", "-", "--request",
+                        str(work / "request.json"), "--data", str(demo)],
+                       input=b"", capture_output=True, env=ENV, timeout=300, check=False)
+    assert r.returncode == 2 and b"no envelope on standard input" in r.stderr, r.stderr
 
 
 def test_readable_report(demo: Path, work: Path, issued: Bundle) -> None:
@@ -497,3 +524,54 @@ def test_a_current_agency_with_no_valid_node_key_has_its_lists_left_out(
     snap = _snapshot_map(out)
     issuers_left = {i["issuer"] for i in snap["status_lists"]}
     assert "market" not in issuers_left and {"civil", "edu"} <= issuers_left
+
+
+def test_parts_of_each_agencys_node_merge_into_one_snapshot(demo: Path, issued: Bundle) -> None:
+    """On a network each agency's node signs its own lists (GET /v1/snapshot): the parts merge
+    into the snapshot one holder of every key would make; a missing part is named, and a
+    list signed by another agency's key is refused without hiding the right one."""
+    keys = {a: load_private_key(demo / "keys" / f"{a}.node.key", b"test-only")
+            for a in ("civil", "edu", "market")}
+    with Store(demo / "ledger", create=False) as store:
+        assert store.head is not None
+        now = store.head.time + 5
+        whole = load_snapshot(export_snapshot(store, now, node_keys=keys))
+        parts = {a: export_snapshot(store, now + n, node_keys={a: keys[a]}, only_keyed=True)
+                 for n, a in enumerate(keys)}
+        civil_list = store_status_list(store, status_list_uri(NETWORK, "civil", "residence"))
+    assert all(load_snapshot(p).tokens for p in parts.values())
+    blob, missing = merge_snapshots(list(parts.values()))
+    snap = load_snapshot(blob)
+    assert missing == {} and snap.fetched_at == now + 2
+    assert (snap.head_height, snap.log_size, snap.checkpoint) == (
+        whole.head_height, whole.log_size, whole.checkpoint)
+    assert set(snap.tokens) == set(whole.tokens)
+    for uri in whole.tokens:
+        assert snap.status_list(uri) == whole.status_list(uri)
+    req = Request.from_json(REQUEST)
+    report = verify_envelope(_present(issued), req, registry=snap.registry,
+                             now=int(time.time()), status_lists=snap.status_lists)
+    assert report.verified and report.status == "valid", report.to_json()
+
+    _, missing = merge_snapshots([parts["edu"], parts["market"]])
+    assert list(missing) == ["civil"] and "its own node was not asked" in missing["civil"]
+
+    uri = status_list_uri(NETWORK, "civil", "residence")
+    assert civil_list is not None
+    forged = codec.decode(parts["edu"], max_size=1 << 26)
+    forged["fetched_at"] = now + 9  # the newest part: its list of civil's is offered first
+    forged["status_lists"] = [*forged["status_lists"], {
+        "issuer": "civil", "type": "residence", "token": make_token(
+            civil_list, sub=uri, iat=now, exp=None, ttl=None, key=keys["edu"],
+            kid=keys["edu"].kid.hex())}]
+    forged["status_lists"].sort(key=lambda e: (e["issuer"], e["type"]))
+    forged_part = codec.encode(forged)
+    _, missing = merge_snapshots([forged_part, parts["market"]])
+    assert "not a node key of 'civil'" in missing[uri]
+    blob, missing = merge_snapshots([forged_part, parts["civil"], parts["market"]])
+    assert uri not in missing and load_snapshot(blob).status_list(uri) == civil_list
+    other = codec.decode(parts["civil"], max_size=1 << 26)
+    with pytest.raises(SnapshotError, match="part 2: snapshot network 'elsewhere' differs"):
+        merge_snapshots([parts["edu"], codec.encode({**other, "network": "elsewhere"})])
+    with pytest.raises(SnapshotError, match="no part"):
+        merge_snapshots([])
