@@ -99,10 +99,36 @@ class Approvals:
 
     # -- applying --
     def open_application(self, service: str, audience: str) -> list[PendingRequest]:
-        """One presentation request per needed credential type, asking only needed claims."""
+        """One presentation request per needed credential type, asking only needed claims;
+        none when this node could not decide now (:meth:`_ready`)."""
         rule = self._rule(service)
+        self._ready(rule)
         return [self.node.new_request(n["type"], list(n["claims"]), audience)
                 for n in rule["needs"]]
+
+    def _ready(self, rule: dict[str, Any]) -> None:
+        """Refuse before any claim is asked for or shown when what a decision needs besides
+        the applicant's claims is missing here: the grant of approval credentials, a valid
+        issuing key, for a rule on credit the network's credit secret and policy, and co-signing
+        nodes enough for the credential to be proven (the same checks run again on the
+        registry the decision is made on)."""
+        reg, now = self.node.store.registry, self.node.now()
+        if reg is None:
+            raise ApplicationError("this node has no chain yet")
+        if not reg.grant_covers(self.node.agency, APPROVAL_TYPE["id"], now):
+            raise ApplicationError(f"{self.node.agency!r} holds no grant to issue "
+                                   f"{APPROVAL_TYPE['id']!r} credentials now, so it cannot "
+                                   "decide applications; governance must grant it first")
+        if not reg.key_valid(self.node.issuer_key.public.kid, now, "issuer"):
+            raise ApplicationError(f"this node's issuing key is not a valid issuer key of "
+                                   f"{self.node.agency!r} now (rotated or invalidated), so it "
+                                   "cannot decide applications")
+        if rule["subject"]:
+            self._secret()
+            if reg.credit_policy() is None:
+                raise ApplicationError("no credit policy is registered, so a rule on credit "
+                                       "cannot be decided")
+        self.node.check_can_finalize()
 
     def _verified(self, answers: list[tuple[str, bytes]], holder_jwk: dict[str, Any]
                   ) -> tuple[dict[str, dict[str, Any]], list[bytes]]:
@@ -128,7 +154,7 @@ class Approvals:
     def apply(self, service: str, answers: list[tuple[str, bytes]],
               holder_jwk: dict[str, Any]) -> Decided:
         """Verify the answers, decide, commit the approval, issue the approval credential."""
-        self._rule(service)
+        self._ready(self._rule(service))  # before the answers are opened
         sdjwt.public_key_from_jwk(holder_jwk)
         claims, ids = self._verified(answers, holder_jwk)
         store = self.node.store

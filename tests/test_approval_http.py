@@ -250,18 +250,45 @@ def test_an_agency_without_the_approval_grant_decides_nothing(tmp_path: Path) ->
         reg = node.store.registry
         assert reg is not None
         signers = [Agency(a, "", keys[a], keys[a]) for a in ("edu", "civil")]
+        # an application opened before the grant is withdrawn, answered after
+        pending = Approvals(node).open_application("business-licence", "https://market.example")
+        answers = wallet.answer([p.request for p in pending], now=NOW)
         node.orderer.submit(governance_tx(node.network, reg.gov_seq + 1, "withdraw_grant",
                                           {"agency": "market", "type": "approval", "at": NOW},
                                           signers)).result(timeout=30)
         service = Approvals(node)
         head = node.store.head
         for _ in range(2):
-            pending = service.open_application("business-licence", "https://market.example")
-            answers = wallet.answer([p.request for p in pending], now=NOW)
             with pytest.raises(ApplicationError, match="holds no grant to issue 'approval'"):
                 service.apply("business-licence", answers, wallet.holder_jwk())
+            # and no claim is asked for: the application is refused before any request
+            with pytest.raises(ApplicationError, match="holds no grant to issue 'approval'"):
+                service.open_application("business-licence", "https://market.example")
+        for p in pending:  # the answers were never opened: their requests are still open
+            assert node.request(p.request.nonce) == p
         assert node.store.head == head
         assert service.list() == []
+    finally:
+        node.close()
+
+
+def test_a_rule_on_credit_asks_for_nothing_where_there_is_no_credit_secret(
+        tmp_path: Path) -> None:
+    """A node without the network's credit secret cannot decide a rule on credit: it says so
+    before the citizen is asked for a claim (it used to verify, and so see, the claims first)."""
+    import pytest
+
+    from node.approvals import Approvals
+
+    data, _ = prepare(tmp_path)
+    (data / "keys" / "credit.secret").unlink()
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service = Approvals(node)
+        from ledger.errors import LedgerError
+
+        with pytest.raises(LedgerError, match="holds no network credit secret"):
+            service.open_application("business-licence", "https://market.example")
     finally:
         node.close()
 
