@@ -60,7 +60,14 @@ from ledger.errors import (
 )
 from ledger.files import atomic_output, run_cli, write_atomic
 from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
-from ledger.governance import Signer, args_from_json, describe, parse_proposal, signers
+from ledger.governance import (
+    Signer,
+    args_from_json,
+    describe,
+    parse_proposal,
+    signers,
+    unix_time,
+)
 from ledger.governance import propose as propose_tx
 from ledger.keys import (
     PASSPHRASE_ENV,
@@ -1758,6 +1765,92 @@ def approvals(
         table.add_row(a["approval_tx"][:16], str(a["height"]), a["service"], a["decision"],
                       a["path"], ", ".join(a["reasons"]))
     out.print(table)
+
+
+def _subject_identifier(path: Path | None) -> str:
+    """The credit subject's identifier, from a file, the terminal or a pipe: never from the
+    command line, which other users of the machine can read while it runs."""
+    if path is not None:
+        text = _read_input(path, "subject file").decode("utf-8", "replace").strip()
+    elif sys.stdin.isatty():
+        text = typer.prompt("The subject's identifier (person-id number or business "
+                            "registration number)").strip()
+    else:
+        text = sys.stdin.readline(1024).strip()
+    if not text:
+        _fail("no subject identifier given (--subject-file, or type or pipe it in)", 2)
+    return text
+
+
+@agency_app.command()
+def credit(
+    node: Annotated[str, typer.Option(
+        "--node", help="URL of this agency's running node: it signs with the agency's issuing "
+                       "key and keys the subject with the network's credit secret (operator "
+                       "token from $LEDGER_OPERATOR_TOKEN).")],
+    reason: Annotated[str, typer.Option(
+        help="A reason code: 1 to 64 lowercase letters, digits, '.', '_' or '-', e.g. "
+             "clean-inspections. Public on the ledger for good: never a name.")],
+    category: Annotated[str | None, typer.Option(
+        help="A category of the network's credit policy, e.g. permits.")] = None,
+    points: Annotated[int | None, typer.Option(
+        help="Points the event moves the score by (negative for a fault).",
+        min=-1_000_000, max=1_000_000)] = None,
+    date: Annotated[str | None, typer.Option(
+        help="When it happened: YYYY-MM-DD (UTC) or an ISO 8601 time with its offset "
+             "(default: now).")] = None,
+    valid_days: Annotated[int, typer.Option(
+        help="Days from --date until it stops counting.", min=1, max=100 * 366)] = 3 * 365,
+    withdraw: Annotated[str | None, typer.Option(
+        metavar="TXID", help="Withdraw this agency's earlier event of the subject (its "
+                             "transaction id) instead of recording one.")] = None,
+    subject_file: Annotated[Path | None, typer.Option(
+        help="A file holding the subject's identifier (else it is asked for, or read from a "
+             "pipe; never on the command line).", dir_okay=False)] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Record a credit event of this agency about a citizen or business, or withdraw one.
+
+    The node keeps the subject on the ledger only as a keyed pseudonym (the network's credit
+    secret); the agency needs a credit grant for the category, and the reason is public.
+    """
+    token = os.environ.get("LEDGER_OPERATOR_TOKEN", "")
+    if not token:
+        _fail("set $LEDGER_OPERATOR_TOKEN to the node's operator token", 2)
+    problem = reason_code_problem(reason)
+    if problem is not None:
+        _fail(f"--reason: {problem}", 2)
+    body: dict[str, Any] = {"reason": reason}
+    if withdraw is not None:
+        if not re.fullmatch(r"[0-9a-f]{64}", withdraw):
+            _fail("--withdraw takes a 64-hex-digit credit event transaction id", 2)
+        if category is not None or points is not None or date is not None:
+            _fail("--withdraw takes no --category, --points or --date (a withdrawal has the "
+                  "event's own)", 2)
+        body["withdraws"] = withdraw
+    else:
+        if category is None or points is None:
+            _fail("a credit event needs --category and --points", 2)
+        if points == 0:
+            _fail("--points: a credit event moves the score (not 0)", 2)
+        try:
+            at = _now() if date is None else unix_time(date, "--date")
+        except DecodeError as e:
+            _fail(str(e), 2)
+        body |= {"category": category, "points": points, "date": at,
+                 "expiry": at + valid_days * 86400}
+    body["subject"] = _subject_identifier(subject_file)
+    got = _http(node.rstrip("/") + "/v1/credit/events", json.dumps(body).encode(),
+                "application/json", {"Authorization": f"Bearer {token}"})
+    if not isinstance(got, dict) or "txid" not in got:
+        _fail(f"the node answered something that is not a receipt: {got!r}")
+    if as_json:
+        print(json.dumps(got))
+        return
+    out.print(Text(f"credit event {'withdrawn' if withdraw else 'recorded'}: txid "
+                   f"{got['txid']} at height {got['height']}"
+                   + (" (it was recorded before)" if got.get("duplicate") else "")),
+              soft_wrap=True)
 
 
 def _node_and_key(node: str, data: Path, agency: str) -> tuple[str, PrivateKey]:

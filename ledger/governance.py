@@ -27,7 +27,7 @@ from ledger.timetext import utc_text
 from ledger.tx import Tx, make_tx
 
 __all__ = ["KEY_FIELDS", "TIME_FIELDS", "Signer", "args_from_json", "describe", "parse_proposal",
-           "propose", "signers"]
+           "propose", "signers", "unix_time"]
 
 KEY_FIELDS = frozenset({"node_key", "issuer_key", "new_key", "kid"})
 """Arguments that are 32 bytes on the ledger (a public key or a key id), written as 64 hex digits
@@ -66,14 +66,16 @@ def args_from_json(args: Any, where: str = "args", *, convert: bool = True) -> A
             if len(out[name]) != 32:
                 raise DecodeError("must be 64 hex digits", at)
         elif convert and name in TIME_FIELDS and isinstance(value, str):
-            out[name] = _unix_time(value, at)
+            out[name] = unix_time(value, at)
         else:
             out[name] = args_from_json(value, at,
                                        convert=convert and where == "args" and name == "agency")
     return out
 
 
-def _unix_time(text: str, where: str) -> int:
+def unix_time(text: str, where: str) -> int:
+    """A date ``YYYY-MM-DD`` (UTC midnight) or an ISO 8601 time with its offset, as a Unix
+    time; :class:`DecodeError` naming ``where`` otherwise."""
     try:
         if len(text) == 10:
             day = dt.date.fromisoformat(text)

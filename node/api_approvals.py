@@ -61,6 +61,23 @@ class CreditRecordIn(BaseModel):
     envelope: str = Field(min_length=1, max_length=64 * 1024)
 
 
+class CreditEventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    subject: str = Field(min_length=1, max_length=256, description=(
+        "The subject's identifier, as its identity credential carries it (a person-id's "
+        "number, a business's registration number). The ledger keeps a keyed pseudonym only."))
+    reason: str = Field(min_length=1, max_length=64, description=(
+        "A reason code: lowercase letters, digits, '.', '_' or '-'. Public on the ledger for "
+        "good: never a name or other personal detail."))
+    category: str | None = Field(default=None, max_length=64, description=(
+        "A category of the credit policy (not with withdraws)."))
+    points: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
+    date: int | None = Field(default=None, ge=0, description="When it happened (default now).")
+    expiry: int | None = Field(default=None, ge=0, description="When it stops counting.")
+    withdraws: str | None = Field(default=None, pattern=HEX64, description=(
+        "Withdraw this agency's earlier event of the subject (its transaction id) instead."))
+
+
 Service = Annotated[str, Path(pattern=NAME)]
 
 
@@ -117,3 +134,15 @@ def credit_request(a: ApprovalsDep, settings: SettingsDep, body: CreditRequestIn
 def credit_record(a: ApprovalsDep, body: CreditRecordIn) -> dict[str, Any]:
     """The proven subject's own credit events and score (nobody can list subjects)."""
     return a.credit_record(body.nonce, _from_b64url(body.envelope, "envelope"))
+
+
+@router.post("/v1/credit/events", tags=["credit"], responses=_errors(401, 403, 409))
+def credit_event(a: ApprovalsDep, _: Operator, body: CreditEventIn) -> dict[str, Any]:
+    """Record a credit event of this agency about a subject, or withdraw one (operator only):
+    signed with the agency's issuing key, the subject kept as a keyed pseudonym."""
+    receipt = a.record_credit(
+        body.subject, reason=body.reason, category=body.category, points=body.points,
+        date=body.date, expiry=body.expiry,
+        withdraws=None if body.withdraws is None else bytes.fromhex(body.withdraws))
+    return {"event": receipt.txid.hex(), "txid": receipt.txid.hex(), "index": receipt.index,
+            "height": receipt.height, "duplicate": receipt.duplicate}

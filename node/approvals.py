@@ -330,6 +330,41 @@ class Approvals:
                               f"({SECRET_FILE} in its keys folder)")
         return self.node.credit_secret
 
+    def record_credit(self, subject: str, *, reason: str, category: str | None = None,
+                      points: int | None = None, date: int | None = None,
+                      expiry: int | None = None, withdraws: bytes | None = None) -> Receipt:
+        """Record a credit event of this agency about ``subject`` (the identifier an identity
+        credential carries: a person-id's number, a business's registration number), signed
+        with its issuing key; the ledger keeps the keyed pseudonym only. With ``withdraws``,
+        withdraw this agency's earlier event of that subject instead (0 points, its category).
+        ``reason`` is a public code, never free text; ``date`` defaults to now."""
+        from ledger.network import reason_code_problem
+
+        problem = reason_code_problem(reason)
+        if problem is not None:
+            raise ApplicationError(f"reason: {problem}")
+        try:
+            subject_key = pseudonym(subject, self._secret())
+        except LedgerError as e:
+            raise ApplicationError(str(e)) from e
+        now = self.node.now()
+        if withdraws is not None:
+            event = next((e for e in credit_events(self.node.store, subject_key)
+                          if e.txid == withdraws), None)
+            if event is None:
+                raise NotFound("this subject has no credit event with that id")
+            body = {"subject": subject_key, "category": event.category, "points": 0,
+                    "reason": reason, "date": event.date, "expiry": event.expiry, "ts": now,
+                    "withdraws": withdraws}
+        else:
+            if category is None or points is None or expiry is None:
+                raise ApplicationError("a credit event needs its category, points and expiry")
+            body = {"subject": subject_key, "category": category, "points": points,
+                    "reason": reason, "date": now if date is None else date, "expiry": expiry,
+                    "ts": now}
+        tx = make_tx(self.node.network, "credit", body, [self.node.issuer_key])
+        return self.node.orderer.submit(tx).result(timeout=30)
+
     def credit_request(self, kind: str, audience: str) -> PendingRequest:
         if kind not in IDENTITY:
             raise ApplicationError(f"{kind!r} is not an identity credential type "

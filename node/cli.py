@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gc
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -606,6 +607,58 @@ def etcd_members(pki: _PKI_FOLDER, endpoint: _ETCD_URL) -> None:
         return f"{leader} leads"
 
     _etcd_step("list etcd's members", pki, endpoint, step)
+
+
+@app.command("credit-secret")
+def credit_secret(
+    out_file: Annotated[Path, typer.Option(
+        "--out", help="Where to write it: the node's keys folder, as credit.secret.")],
+    from_file: Annotated[Path | None, typer.Option(
+        "--from", help="Seal again the secret in this file (another agency's copy; its "
+                       "passphrase from $LEDGER_FROM_PASSPHRASE or asked) instead of making "
+                       "a new one.", exists=True, dir_okay=False)] = None,
+    force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
+) -> None:
+    """Make the network's credit secret, or seal again another agency's copy (--from).
+
+    Credit subjects are kept on the ledger under keyed pseudonyms, so every node that records
+    credit events or decides rules on credit needs the same secret (credit.secret in its keys
+    folder; restart the node after). One agency makes it once; each other agency seals its
+    copy with its own key passphrase: the file travels sealed, and the first agency gives its
+    passphrase for it alone (or makes a copy under a one-time passphrase). Written 0600, sealed
+    as key files are; the secret is never printed. `ledger-node cluster` makes one for its
+    agencies.
+    """
+    from ledger.keys import seal_secret
+    from node.service import CREDIT_SECRET, read_credit_secret
+
+    if out_file.exists() and not force:
+        err.print(f"[red]error:[/] {out_file} exists: a network keeps one credit secret (a "
+                  "new one would give every credit subject a new pseudonym); add --force to "
+                  "replace it")
+        raise typer.Exit(2)
+    if from_file is not None:
+        try:
+            old = read_passphrase(f"Passphrase of {from_file} (or set LEDGER_FROM_PASSPHRASE): ",
+                                  env="LEDGER_FROM_PASSPHRASE")
+            secret = read_credit_secret(from_file, old)
+        except KeyFileError as e:
+            err.print(f"[red]error:[/] {e}")
+            raise typer.Exit(1) from e
+        if secret is None:
+            err.print(f"[red]error:[/] cannot read {from_file}")
+            raise typer.Exit(2)
+    else:
+        secret = secrets.token_bytes(32)
+    passphrase = _ask_passphrase("for this agency's keys", confirm=from_file is None)
+    try:
+        write_atomic(out_file, seal_secret(secret, passphrase, CREDIT_SECRET), 0o600,
+                     overwrite=force)
+    except OSError as e:
+        err.print(f"[red]error:[/] cannot write {out_file}: {e.strerror or e}")
+        raise typer.Exit(1) from e
+    err.print(f"credit secret {'sealed again' if from_file else 'made'} → {out_file} (0600); "
+              "restart the node to use it")
 
 
 @app.command()

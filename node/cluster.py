@@ -41,7 +41,7 @@ from ledger import codec
 from ledger.chain import build_genesis
 from ledger.errors import LedgerError
 from ledger.files import write_atomic
-from ledger.keys import PASSPHRASE_ENV, PrivateKey, save_private_key
+from ledger.keys import PASSPHRASE_ENV, PrivateKey, save_private_key, seal_secret
 from ledger.network import Agency, genesis_tx
 from ledger.store import Store
 from ledger.tx import Tx
@@ -58,6 +58,7 @@ from node.pki import (
     sweep_stale_runtimes,
     unlock,
 )
+from node.service import CREDIT_SECRET, CREDIT_SECRET_FILE, read_credit_secret
 
 __all__ = ["AGENCY_NAMES", "OPERATOR_TOKEN_FILE", "ClusterError", "LocalCluster",
            "create_cluster"]
@@ -134,6 +135,7 @@ def create_cluster(folder: Path, n: int, passphrase: bytes, *, network: str = "d
     # would let anyone who reads a node.toml test passphrase guesses at hash speed.
     token = secrets.token_urlsafe(32)
     write_atomic(folder / OPERATOR_TOKEN_FILE, token.encode() + b"\n", 0o600)
+    credit = secrets.token_bytes(32)  # the network's credit secret: one for every agency
     for agency, m in zip(agencies, members, strict=True):
         root = folder / agency.id
         (root / "data" / "keys").mkdir(parents=True, mode=0o700)
@@ -141,6 +143,8 @@ def create_cluster(folder: Path, n: int, passphrase: bytes, *, network: str = "d
                          passphrase)
         save_private_key(root / "data" / "keys" / f"{agency.id}.issuer.key", agency.issuer_key,
                          passphrase)
+        write_atomic(root / "data" / "keys" / CREDIT_SECRET_FILE,
+                     seal_secret(credit, passphrase, CREDIT_SECRET), 0o600)
         with Store(root / "data" / "ledger") as store:
             store.write_block(build_genesis(genesis))
         write_atomic(root / "node.toml", _node_config(agency.id, m, members, network, token,
@@ -237,6 +241,17 @@ def _node_config(agency: str, m: Member, members: Sequence[Member], network: str
 
 class LocalCluster:
     """The processes of a cluster folder made by :func:`create_cluster`."""
+
+    def _share_credit_secret(self, keys: Path) -> None:
+        """Give a newly admitted agency the network's credit secret (a copy sealed as the
+        others are), when the founders have one (folders from before ADR 51 may not)."""
+        for m in self.members:
+            got = read_credit_secret(self.folder / m.agency / "data" / "keys" /
+                                     CREDIT_SECRET_FILE, self.passphrase)
+            if got is not None:
+                write_atomic(keys / CREDIT_SECRET_FILE,
+                             seal_secret(got, self.passphrase, CREDIT_SECRET), 0o600)
+                return
 
     def __init__(self, folder: Path, passphrase: bytes, *, etcd_bin: str = "etcd",
                  python: str = sys.executable) -> None:
@@ -494,6 +509,7 @@ class LocalCluster:
                              self.passphrase)
             save_private_key(root / "data" / "keys" / f"{agency}.issuer.key", new.issuer_key,
                              self.passphrase)
+            self._share_credit_secret(root / "data" / "keys")
             with Store(root / "data" / "ledger") as store:
                 store.write_block(genesis)
             issue_agency_cert(self.folder / "pki", agency, self.passphrase,

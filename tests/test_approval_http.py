@@ -352,3 +352,64 @@ def test_a_decision_is_never_committed_without_its_evidence_kept(
         assert [a["approval_tx"] for a in listed.json()] == [txid]
         filed = [p.name for p in folder.iterdir()]
         assert len(filed) == 1 and filed[0].endswith(f"-{txid}.ev")
+
+
+def test_an_agency_records_and_withdraws_a_credit_event_through_its_node(tmp_path: Path) -> None:
+    """`agency credit --node`: the node signs with the agency's issuing key and keys the subject
+    with the credit secret; the identifier comes from a file or a pipe, never the command line,
+    and is neither printed nor on the ledger. A withdrawal names the event; a free-text reason,
+    a category outside the policy and a missing token are refused, and nothing is recorded."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from ledger.state import credit_events
+
+    data, _ = prepare(tmp_path)
+    agency = str(Path(sys.executable).with_name("agency"))
+    subject_file = tmp_path / "subject.txt"
+    subject_file.write_text(REG_NO + "\n")
+    env = {**os.environ, "LEDGER_OPERATOR_TOKEN": AUTH["Authorization"].split()[1]}
+
+    def run(*args: str, stdin: str = "", token: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([agency, "credit", "--node", url, *args, "--json"], input=stdin,
+                              capture_output=True, text=True, timeout=120, check=False,
+                              env=env if token else {k: v for k, v in env.items()
+                                                     if k != "LEDGER_OPERATOR_TOKEN"})
+
+    settings = settings_for(data)
+    settings = type(settings)(**{**settings.__dict__, "agency": "market"})
+    app = create_app(settings, clock=lambda: NOW, passphrase=PASS)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        size = http.get("/v1/head").json()["log_size"]
+        for args, stdin, token, code, said in [
+            (("--reason", "Late filing by Mr Li"), "", True, 2, "must be a code"),
+            (("--reason", "late", "--category", "permits", "--points", "-5"), "", False, 2,
+             "LEDGER_OPERATOR_TOKEN"),
+            (("--reason", "late", "--category", "gossip", "--points", "-5"), REG_NO, True, 1,
+             "unknown_category"),
+            (("--reason", "late", "--points", "-5"), REG_NO, True, 2, "--category"),
+        ]:
+            r = run(*args, stdin=stdin, token=token)
+            assert r.returncode == code and said in r.stderr, (args, r.stderr)
+            assert REG_NO not in r.stdout + r.stderr
+        assert http.get("/v1/head").json()["log_size"] == size
+        r = run("--reason", "late-filing", "--category", "permits", "--points", "-40",
+                "--date", "2025-06-01", "--subject-file", str(subject_file))
+        assert r.returncode == 0, r.stderr
+        recorded = json.loads(r.stdout)
+        r = run("--reason", "filed-in-error", "--withdraw", recorded["txid"], stdin=REG_NO + "\n")
+        assert r.returncode == 0, r.stderr
+        withdrawn = json.loads(r.stdout)
+        assert REG_NO not in r.stdout + r.stderr
+    with Store(data / "ledger", create=False) as store:
+        events = credit_events(store, pseudonym(REG_NO, SECRET))
+        raw = b"".join(store.entry(i) for i in range(size, size + 2))
+    ours = [e for e in events if e.txid.hex() == recorded["txid"]]
+    assert len(ours) == 1
+    e = ours[0]
+    assert (e.agency, e.category, e.points, e.reason) == ("market", "permits", -40, "late-filing")
+    assert e.date == 1748736000 and e.expiry == e.date + 3 * 365 * 86400
+    assert e.withdrawn_by.hex() == withdrawn["txid"]
+    assert REG_NO.encode() not in raw  # the ledger holds the pseudonym only

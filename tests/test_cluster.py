@@ -538,6 +538,11 @@ def test_a_new_agency_admitted_by_governance_joins_and_catches_up(net: Net) -> N
     # fetch those blocks from a peer over HTTP and verify them before applying the rest.
     assert _counters(net, "civil")["counters"]["pruned_batches"] > 0
     newcomer = net.cluster.prepare_agency("market")
+    from node.service import CREDIT_SECRET_FILE, read_credit_secret
+
+    assert read_credit_secret(net.folder / "market" / "data" / "keys" / CREDIT_SECRET_FILE,
+                              PASS) == read_credit_secret(
+        net.folder / "civil" / "data" / "keys" / CREDIT_SECRET_FILE, PASS) is not None
     spec = newcomer.spec()
     net.governance("add_agency", {"agency": spec})
     net.cluster.join("market")
@@ -581,6 +586,16 @@ def test_the_operator_token_is_random_and_kept_private(tmp_path: Path) -> None:
         assert f.stat().st_mode & 0o777 == 0o600, f
     assert hashlib.sha256(tokens[0].encode()).hexdigest() in \
         (tmp_path / "a" / "civil" / "node.toml").read_text()
+    # one credit secret for the network (keyed pseudonyms), sealed in each agency's keys folder
+    from node.service import CREDIT_SECRET_FILE, read_credit_secret
+
+    secrets_of = {x: [read_credit_secret(p, b"cluster-test-pw") for p in sorted(
+        (tmp_path / x).glob(f"*/data/keys/{CREDIT_SECRET_FILE}"))] for x in "ab"}
+    assert len(secrets_of["a"]) == 2 and len(set(secrets_of["a"])) == 1
+    assert secrets_of["a"][0] is not None and len(secrets_of["a"][0]) == 32
+    assert secrets_of["a"][0] != secrets_of["b"][0]
+    for p in (tmp_path / "a").glob(f"*/data/keys/{CREDIT_SECRET_FILE}"):
+        assert p.stat().st_mode & 0o777 == 0o600 and secrets_of["a"][0] not in p.read_bytes()
 
 
 def test_a_cluster_folder_from_before_gets_a_random_token(tmp_path: Path) -> None:

@@ -272,3 +272,34 @@ def test_ctrl_c_stops_a_node_and_its_workers_without_tracebacks(tmp_path: Path) 
         said = proc.stderr.read()
     assert "Traceback" not in said, said
     assert "KeyboardInterrupt" not in said, said
+
+
+def test_credit_secret_made_once_and_sealed_again_for_another_agency(tmp_path: Path) -> None:
+    """`ledger-node credit-secret` makes the network's secret sealed (0600, never printed),
+    refuses to replace it (a new one would give every subject a new pseudonym), and seals
+    another agency's copy under that agency's passphrase: the same secret in both."""
+    from node.service import read_credit_secret
+
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "ledger-node"), "credit-secret", *args],
+                              capture_output=True, text=True, timeout=120, check=False,
+                              env={k: v for k, v in os.environ.items()
+                                   if not k.startswith("LEDGER_")} | env)
+
+    first, second = tmp_path / "civil.secret", tmp_path / "edu.secret"
+    r = run("--out", str(first), LEDGER_KEY_PASSPHRASE="civil-pw")
+    assert r.returncode == 0, r.stderr
+    made = read_credit_secret(first, b"civil-pw")
+    assert made is not None and len(made) == 32
+    assert stat.S_IMODE(first.stat().st_mode) == 0o600
+    assert made.hex() not in r.stdout + r.stderr and made not in first.read_bytes()
+    r = run("--out", str(first), LEDGER_KEY_PASSPHRASE="civil-pw")
+    assert r.returncode == 2 and "--force" in r.stderr
+    assert read_credit_secret(first, b"civil-pw") == made
+    r = run("--from", str(first), "--out", str(second), LEDGER_FROM_PASSPHRASE="wrong",
+            LEDGER_KEY_PASSPHRASE="edu-pw")
+    assert r.returncode == 1 and "wrong passphrase" in r.stderr and not second.exists()
+    r = run("--from", str(first), "--out", str(second), LEDGER_FROM_PASSPHRASE="civil-pw",
+            LEDGER_KEY_PASSPHRASE="edu-pw")
+    assert r.returncode == 0, r.stderr
+    assert read_credit_secret(second, b"edu-pw") == made
