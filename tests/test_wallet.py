@@ -735,3 +735,26 @@ def test_beyond_rule_allows_what_the_rule_needs_and_the_claims_its_types_imply()
     assert beyond_rule(rule, ask("person-id", "district", "decision")) == ["decision"]
     assert beyond_rule(rule, ask("approval", "service", "holder_name")) == ["holder_name"]
     assert beyond_rule(rule, ask("degree", "field")) is None
+
+
+def test_cli_restore_names_what_the_backup_lacks(world: World, wallet: Wallet,
+                                                 tmp_path: Path) -> None:
+    """A credential received after the backup was made is named before the restore replaces
+    the wallet (it used to say only the count after), and stays in the copy kept aside."""
+    reg = world.ledger.registry
+    first = wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(), registry=reg, now=NOW)
+    copy = tmp_path / "backup.db"
+    wallet.backup(copy)
+    later = wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(), registry=reg, now=NOW)
+    r = _run(["restore", str(copy)], wallet.path)  # no --yes: it names them, then asks
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 1 and "--yes" in said, said
+    assert "The backup lacks 1 credential this wallet holds" in said
+    assert later.id[:16] in said and first.id[:16] not in said
+    assert len(Wallet.open(wallet.path, PASS).list()) == 2  # nothing replaced yet
+    r = _run(["restore", str(copy), "--yes"], wallet.path)
+    assert r.returncode == 0 and later.id[:16] in r.stderr, r.stderr
+    kept = list(tmp_path.glob(f"{wallet.path.name}.replaced-*"))
+    assert len(kept) == 1 and later.id in {c.id for c in Wallet.open(kept[0], PASS).list()}
+    r = _run(["restore", str(copy), "--yes"], wallet.path, passphrase="not-it")
+    assert r.returncode == 1 and "wrong passphrase" in r.stderr  # the backup's own check first

@@ -615,9 +615,10 @@ def restore(
     with _errors():
         blob = _read_file(file, "backup")
         passphrase = _passphrase()
-        open_sealed(blob, passphrase, where=str(file))
+        backup = open_sealed(blob, passphrase, where=str(file))[0]
         path = _state.wallet
         if path.exists():
+            _say_what_the_backup_lacks(path, passphrase, {c.id for c in backup.credentials})
             _confirm(f"Replace the wallet at {path} with {file}?", yes)
         _make_folder(path)
         w = Wallet.restore(file, path, passphrase)
@@ -626,6 +627,30 @@ def restore(
         if w.replaced is not None:
             err.print(f"The wallet it replaced is kept, still encrypted, in "
                       f"{escape(str(w.replaced))}")
+
+
+def _say_what_the_backup_lacks(path: Path, passphrase: bytes, in_backup: set[str]) -> None:
+    """Before a restore: name the credentials of the wallet at ``path`` that the backup does
+    not hold (received since it was made); they stay only in the copy kept aside."""
+    from wallet.core import Wallet
+    from wallet.errors import WalletError
+
+    try:
+        current = Wallet.open(path, passphrase)
+    except WalletError:
+        err.print(f"[yellow]note:[/] {escape(str(path))} does not open with this passphrase, "
+                  "so what the backup lacks cannot be listed; it is kept aside, encrypted")
+        return
+    lacking = [c for c in current.list() if c.id not in in_backup]
+    if not lacking:
+        return
+    err.print(f"[yellow]The backup lacks {len(lacking)} credential"
+              f"{'' if len(lacking) == 1 else 's'} this wallet holds[/] (received since it was "
+              "made):")
+    for c in lacking:
+        err.print(f"  {_shown(c.type)} {c.id[:16]} from {_shown(c.issuer)}")
+    err.print("After the restore they are only in the copy of this wallet kept beside it "
+              "(`wallet restore <that copy>` brings it back whole).")
 
 
 def main() -> None:
