@@ -29,7 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from ledger.credentials import ClaimError
 from ledger.errors import (
@@ -96,6 +96,11 @@ def status_for(error: LedgerError) -> int:
     return 400
 
 
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Upper bounds (seconds) of the request latency histogram's buckets: a read takes
+milliseconds, a submission that waits for its commit tens of them, a catch-up reply seconds."""
+
+
 class Metrics:
     """Prometheus metrics of one app, in the app's own registry (no global collectors)."""
 
@@ -103,6 +108,11 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.requests = Counter("ledger_node_http_requests", "HTTP requests handled",
                                 ["method", "route", "status"], registry=self.registry)
+        self.latency = Histogram("ledger_node_http_request_seconds",
+                                 "Time from a request's arrival to its reply's end (a "
+                                 "submission that waits for its commit includes the wait)",
+                                 ["method", "route"], buckets=LATENCY_BUCKETS,
+                                 registry=self.registry)
         self.blocks = Gauge("ledger_node_blocks", "Blocks in the chain (height + 1)",
                             registry=self.registry)
         self.txs = Gauge("ledger_node_transactions",
@@ -335,6 +345,7 @@ class _AccessLog:
                          "/static" if path.startswith("/static/") else
                          "rate-limited" if status == 429 else "unmatched")
             self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
             if status == 429:
                 self._limited.add()
             else:

@@ -984,6 +984,27 @@ def test_metrics(http: httpx.Client) -> None:
         assert f"\n{name} " in r.text, name
 
 
+def test_request_latency_histogram(http: httpx.Client) -> None:
+    """Each reply's time lands in a histogram per method and route (buckets for alerts on a
+    slow node), and the count follows the requests."""
+    import re
+
+    def count() -> float:
+        text = http.get("/metrics").text
+        got = re.search(r'ledger_node_http_request_seconds_count\{method="GET",'
+                        r'route="/v1/blocks/\{height\}"\} (\S+)', text)
+        return float(got.group(1)) if got else 0.0
+
+    before = count()
+    for _ in range(3):
+        http.get("/v1/blocks/0")
+    assert count() == before + 3
+    text = http.get("/metrics").text
+    for bound in ("0.005", "0.1", "30.0", "+Inf"):
+        assert (f'ledger_node_http_request_seconds_bucket{{le="{bound}",method="GET",'
+                f'route="/v1/blocks/{{height}}"}}') in text, bound
+
+
 def test_metrics_labels_come_from_a_fixed_set(http: httpx.Client) -> None:
     for method in ("FOO1", "XYZ-" + "A" * 200):
         assert http.request(method, "/v1/made-up").status_code in (404, 405)
