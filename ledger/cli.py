@@ -705,8 +705,11 @@ def snapshot(
         node_keys: dict[str, PrivateKey] = {}
         for path in sorted(keys.glob("*.node.key")):
             node_keys[path.name.removesuffix(".node.key")] = _load_key(path, passphrase)
+        busy = (err.status("reading and signing every status list…") if err.is_terminal
+                else contextlib.nullcontext())
         try:
-            blob = export_snapshot(store, now, node_keys=node_keys)
+            with busy:
+                blob = export_snapshot(store, now, node_keys=node_keys)
             left_out = left_out_lists(store, now)
         except SnapshotError as e:
             _fail(f"cannot make a snapshot: {e}")
@@ -887,12 +890,14 @@ class _Tee:
 
 
 def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, where: str, *,
-                   keep_damaged: bool = False) -> Any:
+                   keep_damaged: bool = False, unreadable: int = 1) -> Any:
     """Download ``url``'s ``GET /v1/archive`` into ``dest`` (in the folder ``where``), checking
     it as it comes (every frame's checksum, the counts, the trailer, nothing after it); its
     :class:`ledger.archive.ExportSummary`. The checksums do not vouch for the chain: the audit
     or the import replays it. Damage stops the download: an error, or with ``keep_damaged``
-    None and ``dest`` holding what came up to it (the audit reports it as for a file)."""
+    None and ``dest`` holding what came up to it (the audit reports it as for a file). A node
+    that cannot be reached or refuses exits ``unreadable`` (the audit's 2: no verdict on the
+    chain, which 1 would give)."""
     import httpx
 
     from ledger.archive import ArchiveError, check_archive
@@ -915,7 +920,7 @@ def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, where: str, *,
                     body = None
                 detail = body.get("detail") if isinstance(body, dict) else None
                 _fail(f"{url} refused the archive: HTTP {r.status_code}"
-                      + (f" ({printable(str(detail)[:300])})" if detail else ""))
+                      + (f" ({printable(str(detail)[:300])})" if detail else ""), unreadable)
             tee = _Tee(r.iter_bytes(1 << 20), dest, where)
             try:
                 return check_archive(tee)  # type: ignore[arg-type]
@@ -924,7 +929,7 @@ def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, where: str, *,
                     return None
                 _fail(f"the archive from {url} is damaged or cut short (nothing kept): {e}")
     except httpx.HTTPError as e:
-        _fail(f"cannot fetch the archive from {url}: {e}")
+        _fail(f"cannot fetch the archive from {url}: {e}", unreadable)
 
 
 @ledger_app.command()
@@ -1100,7 +1105,7 @@ def audit(
                 err.print(Text(f"fetching the chain from {node} …"), soft_wrap=True)
             try:
                 with source.open("wb") as f:  # damage: the audit's report names it
-                    _fetch_archive(node, ca, f, str(folder), keep_damaged=True)
+                    _fetch_archive(node, ca, f, str(folder), keep_damaged=True, unreadable=2)
             except OSError as e:  # a full disk, say
                 _fail(f"cannot keep the archive from {node} in {folder}: {e.strerror or e}", 2)
         assert source is not None

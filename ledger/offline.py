@@ -92,7 +92,9 @@ def store_status_list(store: Store, uri: str) -> StatusList | None:
     ref = list_ref(store.registry, uri)
     if ref is None:
         return None
-    entries = list(store.status_entries(*ref))
+    # the bulk scan (key-ordered record reads): a snapshot reads every list, and the strict
+    # per-record reads took 4x as long (2.0 s against 0.5 s for 90,000 credentials)
+    entries = list(store.status_values(*ref))
     if not entries:
         return None
     # An anchor may carry any 32-bit index; a list holds STATUS_LIST_SIZE entries. An index beyond
@@ -127,11 +129,16 @@ class StatusListCache:
         self._bufs: dict[tuple[str, str], bytearray] = {}
         self._anchored: dict[tuple[str, str], bool] = {}
         self._frozen: dict[tuple[str, str], StatusList] = {}
+        self._gates: dict[tuple[str, str], threading.Lock] = {}  # lists being read
         self.blocks_applied = 0
         self.full_reads = 0
 
     def get(self, uri: str) -> StatusList | None:
-        """The current list at ``uri``; None if no credential is anchored under it."""
+        """The current list at ``uri``; None if no credential is anchored under it.
+
+        A list's first read scans the store outside the cache's lock (0.6 s for a list of
+        90,000 credentials, seconds at 10M): the lists already read, and the checks that use
+        them, are not held up meanwhile; a second asker of the same list waits for the first."""
         store = self._store
         if store.registry is None or store.head is None:
             raise SnapshotError(f"the store at {store.path} has no chain yet")
@@ -139,40 +146,71 @@ class StatusListCache:
         if ref is None:
             return None
         with self._lock:
+            self._advance()
+            if ref in self._bufs:
+                return self._answer(ref)
+            gate = self._gates.setdefault(ref, threading.Lock())
+        with gate:
+            with self._lock:
+                self._advance()
+                if ref in self._bufs:  # read by the asker this one waited for
+                    return self._answer(ref)
             head = store.head  # read before any record: every record read is at least as new
-            if head.height != self._height:
-                if self._bufs and head.log_size - self._log_size <= self._rebuild_after:
-                    for changed in self._catch_up(head.height):
-                        self._frozen.pop(changed, None)  # unchanged lists keep their object
-                else:
-                    self._bufs.clear()
-                    self._anchored.clear()
-                    self._frozen.clear()
-                self._height, self._log_size = head.height, head.log_size
-            if ref not in self._bufs:
-                self._read(ref)
-            if not self._anchored[ref]:
-                return None
-            lst = self._frozen.get(ref)
-            if lst is None:
-                lst = self._frozen[ref] = StatusList(2, bytes(self._bufs[ref]))
-            return lst
+            assert head is not None
+            buf, anchored = self._read(ref)
+            with self._lock:
+                self._advance()  # the cache is now at the head's height or later
+                if self._height > head.height:  # blocks applied meanwhile, to the others
+                    anchored = bool(self._catch_up(self._height, start=head.height,
+                                                   only=(ref, buf))) or anchored
+                self._bufs[ref], self._anchored[ref] = buf, anchored
+                self._frozen.pop(ref, None)
+                self._gates.pop(ref, None)
+                return self._answer(ref)
 
-    def _read(self, ref: tuple[str, str]) -> None:
+    def _advance(self) -> None:
+        """Bring the cached lists to the store's head (under the lock)."""
+        head = self._store.head
+        assert head is not None
+        if head.height == self._height:
+            return
+        if self._bufs and head.log_size - self._log_size <= self._rebuild_after:
+            for changed in self._catch_up(head.height):
+                self._frozen.pop(changed, None)  # unchanged lists keep their object
+        else:
+            self._bufs.clear()
+            self._anchored.clear()
+            self._frozen.clear()
+        self._height, self._log_size = head.height, head.log_size
+
+    def _answer(self, ref: tuple[str, str]) -> StatusList | None:
+        if not self._anchored[ref]:
+            return None
+        lst = self._frozen.get(ref)
+        if lst is None:
+            lst = self._frozen[ref] = StatusList(2, bytes(self._bufs[ref]))
+        return lst
+
+    def _read(self, ref: tuple[str, str]) -> tuple[bytearray, bool]:
         buf = bytearray(STATUS_LIST_SIZE // _PER_BYTE)
         anchored = False
         for index, status in self._store.status_values(*ref):
             anchored = True
             if index < STATUS_LIST_SIZE:
                 _set(buf, index, _STATUS_VALUE[status])
-        self._bufs[ref], self._anchored[ref] = buf, anchored
-        self.full_reads += 1
+        with self._lock:
+            self.full_reads += 1
+        return buf, anchored
 
-    def _catch_up(self, height: int) -> set[tuple[str, str]]:
-        """Apply blocks ``self._height + 1 .. height``; the lists that changed."""
+    def _catch_up(self, height: int, *, start: int | None = None,
+                  only: tuple[tuple[str, str], bytearray] | None = None) -> set[tuple[str, str]]:
+        """Apply blocks ``start + 1 .. height`` (from the cache's height) to the cached lists,
+        or to ``only`` (a list just read, not yet cached); the lists that changed."""
         changed: set[tuple[str, str]] = set()
         store = self._store
-        for h in range(self._height + 1, height + 1):
+        bufs = self._bufs if only is None else {only[0]: only[1]}
+        first = (self._height if start is None else start) + 1
+        for h in range(first, height + 1):
             for raw in store.block_entries(store.block(h)):
                 # Committed entries of the node's own store: bytes the state machine accepted
                 # after the strict parse, so the trusted re-read suffices (ADR 23).
@@ -188,14 +226,16 @@ class StatusListCache:
                     index, value = cred.status_index, _STATUS_VALUE[tx.body["status"]]
                 else:
                     continue
-                buf = self._bufs.get(ref)
+                buf = bufs.get(ref)
                 if buf is None:
                     continue
-                self._anchored[ref] = True
+                if only is None:
+                    self._anchored[ref] = True
                 changed.add(ref)
                 if index < STATUS_LIST_SIZE:
                     _set(buf, index, value)
-            self.blocks_applied += 1
+            if only is None:
+                self.blocks_applied += 1
         return changed
 
 

@@ -507,10 +507,21 @@ def test_a_running_nodes_chain_is_exported_and_audited_through_its_url(
                 refusing = _serving(body, 503)
                 try:
                     r = runner.invoke(ledger_app, ["audit", "--node", refusing])
+                    exported = runner.invoke(ledger_app, ["export", "--node", refusing, "--out",
+                                                          str(tmp_path / "refused.archive")])
                 finally:
                     _stop_serving(refusing)
-                assert r.exit_code == 1 and said in r.output and "Traceback" not in r.output
+                # no verdict on the chain: 2 (source unreadable), never 1 (broken)
+                assert r.exit_code == 2 and said in r.output and "Traceback" not in r.output
                 assert "x" * 301 not in r.output
+                assert exported.exit_code == 1 and said in exported.output  # export: failed
+            import socket
+
+            with socket.socket() as s:  # a port nothing listens on
+                s.bind(("127.0.0.1", 0))
+                closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+            r = runner.invoke(ledger_app, ["audit", "--node", closed, "--json"])
+            assert r.exit_code == 2 and "cannot fetch the archive" in r.output, r.output
             head = httpx.head(f"{url}/v1/archive")  # a whole export for no body: not here
             assert head.status_code == 405
             r = runner.invoke(ledger_app, ["audit", "--node", "ftp://x", "--json"])

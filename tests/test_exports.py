@@ -15,7 +15,7 @@ MODULES = {
     "ledger.codec": {"MAX_SIZE", "Fields", "decode", "encode"},
     "ledger.offline": {"MAX_LISTS", "MAX_SNAPSHOT", "Snapshot", "SnapshotError",
                        "export_snapshot", "left_out_lists", "list_ref", "list_refs",
-                       "load_snapshot", "store_status_list"},
+                       "load_snapshot", "merge_snapshots", "store_status_list"},
 }
 
 

@@ -156,3 +156,51 @@ def test_a_lists_issuer_and_type_are_read_from_its_uri(ledger: Any,
                 status_list_uri(net, agency, kind) + ":x", status_list_uri(net, agency, kind)[:-1],
                 f"urn:credledger:{net}:status-list:{agency}", ""):
         assert uri not in refs and list_ref(registry, uri) is None, uri
+
+
+def test_a_first_read_holds_up_neither_other_lists_nor_blocks(
+        ledger: Any, agencies: dict[str, Agency], monkeypatch: Any) -> None:
+    """A list's first read scans the store outside the cache's lock: while it is stuck (an
+    event holds the scan), a list already read is served, and a block that changes the list
+    being read is still in it once the read ends."""
+    import threading
+
+    _setup(ledger, agencies)
+    edu, tax = agencies["edu"], agencies["tax"]
+    ledger.commit([issue_tx(ledger.net, edu, b"\x01" * 32, "degree", 5, T0, T0 + DAY, T0 + 5),
+                   issue_tx(ledger.net, tax, b"\x02" * 32, "diploma", 6, T0, T0 + DAY,
+                            T0 + 5)], T0 + 5)
+    cache = StatusListCache(ledger.store)
+    degree = status_list_uri(ledger.net, "edu", "degree")
+    diploma = status_list_uri(ledger.net, "tax", "diploma")
+    assert cache.get(diploma) is not None  # read and cached
+    scanning, release = threading.Event(), threading.Event()
+    real = ledger.store.status_values
+
+    def held(issuer: str, kind: str, **kw: Any) -> Any:
+        got = list(real(issuer, kind, **kw))  # the state before the block below
+        if issuer == "edu":
+            scanning.set()
+            assert release.wait(60), "never released"
+        return iter(got)
+
+    monkeypatch.setattr(ledger.store, "status_values", held)
+    out: dict[str, Any] = {}
+    reader = threading.Thread(target=lambda: out.update(degree=cache.get(degree)))
+    reader.start()
+    try:
+        assert scanning.wait(60), "the first read never started"
+        other = threading.Thread(target=lambda: out.update(diploma=cache.get(diploma)))
+        other.start()
+        other.join(60)  # with the lock held through the scan, this waited for it: a deadlock
+        assert not other.is_alive() and out["diploma"] is not None
+        assert "degree" not in out  # still reading
+        ledger.commit([status_tx(ledger.net, edu, b"\x01" * 32, "revoked", "t", T0 + 6)],
+                      T0 + 6)
+    finally:
+        release.set()
+        reader.join(60)
+    lst = out["degree"]
+    assert lst is not None and lst.get(5) == 1  # the revocation committed during the read
+    assert lst.data == store_status_list(ledger.store, degree).data  # type: ignore[union-attr]
+    assert cache.get(degree) is lst and cache.full_reads == 2
