@@ -595,8 +595,12 @@ def head(node: NodeDep) -> BlockHeader:
 
 @router.get("/v1/blocks", tags=["chain"])
 def blocks(node: NodeDep,
-           limit: Annotated[int, Query(ge=1, le=100)] = 20) -> list[BlockHeader]:
-    return [BlockHeader(**b) for b in node.recent_blocks(limit)]
+           limit: Annotated[int, Query(ge=1, le=100)] = 20,
+           before: Annotated[int | None, Query(ge=0, le=MAX_INT, description=(
+               "Only blocks below this height: the next page back is ?before=<the lowest "
+               "height of this page>"))] = None) -> list[BlockHeader]:
+    """The newest block headers, newest first (``limit`` of them, below ``before``)."""
+    return [BlockHeader(**b) for b in node.recent_blocks(limit, before)]
 
 
 @router.get("/v1/blocks/{height}", tags=["chain"])

@@ -370,8 +370,12 @@ class Node:
         txs = [Tx.from_bytes(raw).to_dict() for raw in self.store.block_entries(header)]
         return {"header": header.to_json(), "transactions": txs}
 
-    def recent_blocks(self, n: int = 20) -> list[dict[str, Any]]:
+    def recent_blocks(self, n: int = 20, before: int | None = None) -> list[dict[str, Any]]:
+        """The ``n`` newest block headers, newest first; with ``before``, those below it (a
+        page further back)."""
         top = self._head().height
+        if before is not None:
+            top = min(top, before - 1)
         return [self.store.block(h).to_json() for h in range(top, max(-1, top - n), -1)]
 
     def tx(self, txid: bytes) -> dict[str, Any]:

@@ -145,6 +145,25 @@ def test_head_and_blocks(http: httpx.Client) -> None:
     assert one["header"]["prev_hash"] == genesis["header"]["hash"]
 
 
+def test_blocks_page_back_with_before(http: httpx.Client) -> None:
+    """Pages of block headers further back: ?before= the lowest height of the page shown,
+    down to genesis; past the head it is the newest page."""
+    top = http.get("/v1/head").json()["height"]
+    assert top >= 3
+    seen, before = [], None
+    while True:
+        page = http.get("/v1/blocks", params={"limit": 2, **(
+            {"before": before} if before is not None else {})}).json()
+        if not page:
+            break
+        seen += [b["height"] for b in page]
+        before = page[-1]["height"]
+    assert seen == list(range(top, -1, -1))
+    assert http.get("/v1/blocks", params={"before": top + 50, "limit": 1}).json()[0][
+        "height"] == top
+    assert http.get("/v1/blocks", params={"before": -1}).status_code == 422
+
+
 def test_missing_block_and_tx_are_404(http: httpx.Client) -> None:
     assert http.get("/v1/blocks/999999").status_code == 404
     assert http.get(f"/v1/tx/{'ab' * 32}").status_code == 404
