@@ -791,8 +791,9 @@ def _snapshot_from_nodes(nodes: list[str], ca: Path | None, out_file: Path,
                    f"status list(s), {len(blob)} bytes → {out_file}"), soft_wrap=True)
 
 
-def _progress_bar(enabled: bool) -> Any:
-    """A rich progress bar (blocks, txs, rate, time left) on a terminal; a no-op otherwise."""
+def _progress_bar(enabled: bool, what: str = "replay") -> Any:
+    """A rich progress bar (blocks, txs, rate, time left) named ``what`` on a terminal; a
+    no-op otherwise."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -808,7 +809,7 @@ def _progress_bar(enabled: bool) -> Any:
                               TextColumn("{task.fields[rate]} txs/s"),
                               TimeRemainingColumn(), console=err,
                               disable=not (enabled and err.is_terminal))
-            self.task = self.p.add_task("replay", total=None, txs=0, rate="-")
+            self.task = self.p.add_task(what, total=None, txs=0, rate="-")
             self.start = time.monotonic()
 
         def __enter__(self) -> _Bar:
@@ -889,6 +890,21 @@ class _Tee:
         return self._told
 
 
+def _shown_as_fetched(chunks: Iterator[bytes], url: str) -> Iterator[bytes]:
+    """``chunks``, with the bytes fetched so far and the rate on a terminal (the archive's size
+    is not known before its trailer)."""
+    from rich.markup import escape
+    from rich.progress import DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    with Progress(TextColumn(f"[bold]fetching[/] {escape(url)}"), DownloadColumn(),
+                  TransferSpeedColumn(), console=err, transient=True,
+                  disable=not err.is_terminal) as bar:
+        task = bar.add_task("fetch", total=None)
+        for chunk in chunks:
+            bar.advance(task, len(chunk))
+            yield chunk
+
+
 def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, where: str, *,
                    keep_damaged: bool = False, unreadable: int = 1) -> Any:
     """Download ``url``'s ``GET /v1/archive`` into ``dest`` (in the folder ``where``), checking
@@ -921,7 +937,7 @@ def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, where: str, *,
                 detail = body.get("detail") if isinstance(body, dict) else None
                 _fail(f"{url} refused the archive: HTTP {r.status_code}"
                       + (f" ({printable(str(detail)[:300])})" if detail else ""), unreadable)
-            tee = _Tee(r.iter_bytes(1 << 20), dest, where)
+            tee = _Tee(_shown_as_fetched(r.iter_bytes(1 << 20), url), dest, where)
             try:
                 return check_archive(tee)  # type: ignore[arg-type]
             except ArchiveError as e:
@@ -971,7 +987,7 @@ def export(
     assert data is not None
     if not data.exists():
         _fail(f"{data} does not exist", 2)
-    with _open(data) as store, _progress_bar(not as_json) as bar:
+    with _open(data) as store, _progress_bar(not as_json, "export") as bar:
         try:
             with atomic_output(out_file, 0o644) as f:
                 summary = export_archive(store, f, progress=bar)
