@@ -704,10 +704,18 @@ def types(node: NodeDep) -> dict[str, dict[str, Any]]:
 @router.get("/v1/status-lists/{issuer}/{kind}", tags=["status"],
             response_class=StatusListTokenResponse,
             responses=_binary("application/statuslist+jwt"))
-def status_list(node: NodeDep, issuer: Annotated[str, Path(pattern=NAME)],
+def status_list(request: Request, node: NodeDep, issuer: Annotated[str, Path(pattern=NAME)],
                 kind: Annotated[str, Path(pattern=NAME)]) -> Response:
-    """The current Status List Token of ``issuer``'s credentials of type ``kind``."""
-    return StatusListTokenResponse(node.status_list_token(issuer, kind))
+    """The current Status List Token of ``issuer``'s credentials of type ``kind``. The same
+    token is served for up to a minute while the list does not change, with an ``ETag``
+    (``If-None-Match`` gets 304) and ``Cache-Control: max-age=60`` (the token's ``ttl`` is
+    300 s)."""
+    token = node.status_list_token(issuer, kind)
+    headers = {"ETag": '"' + hashlib.sha256(token.encode()).hexdigest()[:32] + '"',
+               "Cache-Control": "public, max-age=60"}
+    if request.headers.get("if-none-match") == headers["ETag"]:
+        return Response(status_code=304, headers=headers)
+    return StatusListTokenResponse(token, headers=headers)
 
 
 SNAPSHOT_AGENCIES = "Snapshot-Agencies"

@@ -107,6 +107,9 @@ def read_credit_secret(path: Path, passphrase: bytes) -> bytes | None:
 
 
 _BUSY_ARCHIVE = "this node is already sending its chain to someone; retry in a while"
+TOKEN_REUSE = 60
+"""Seconds a Status List Token is served again while its list is unchanged (its ``ttl`` is
+300): a list of a million entries takes milliseconds to compress and sign."""
 EXPORT_IDLE = 60.0
 """Seconds an archive reader may take nothing before it loses its turn (``Node.archive``)."""
 
@@ -243,6 +246,7 @@ class Node:
         self._lists = StatusListCache(self.store)  # decoded lists, updated per block (ADR 23)
         self._verifier: Verifier | None = None
         self._lock = threading.Lock()
+        self._tokens: dict[str, tuple[StatusList, int, PrivateKey, str]] = {}
         self._export_lock = threading.Lock()
         self._short: tuple[object, bool] = (None, False)  # (registry, ten seconds): short?
         self._export: tuple[object, float] | None = None  # (reader, last progress)
@@ -446,8 +450,17 @@ class Node:
         if lst is None:
             raise NotFound(f"no status list {uri}")
         now = self.now()
-        return make_token(lst, sub=uri, iat=now, exp=now + 3600, ttl=300, key=key,
-                          kid=key.kid.hex())
+        with self._lock:
+            got = self._tokens.get(uri)
+        if got is not None and got[0] is lst and got[2] is key and 0 <= now - got[1] < TOKEN_REUSE:
+            return got[3]  # the list has not changed: no new compression and signature
+        token = make_token(lst, sub=uri, iat=now, exp=now + 3600, ttl=300, key=key,
+                           kid=key.kid.hex())
+        with self._lock:
+            if len(self._tokens) >= 4096:
+                self._tokens.clear()
+            self._tokens[uri] = (lst, now, key, token)
+        return token
 
     def snapshot(self) -> bytes:
         """A snapshot (``ledger.offline``) with the lists of the agencies whose node keys this

@@ -252,6 +252,35 @@ def test_status_list_token(http: httpx.Client) -> None:
     assert http.get("/v1/status-lists/nobody/degree").status_code == 404
 
 
+def test_status_list_token_is_served_again_until_its_list_changes(http: httpx.Client) -> None:
+    """The same token (no new compression and signature) while the list is unchanged, with an
+    ETag a client can ask again with (304, no body); a suspension gives a new token."""
+    from ledger.keys import PublicKey
+    from ledger.statuslist import verify_token
+
+    first = http.get("/v1/status-lists/edu/degree")
+    again = http.get("/v1/status-lists/edu/degree")
+    assert again.text == first.text and again.headers["etag"] == first.headers["etag"]
+    assert first.headers["cache-control"] == "public, max-age=60"
+    same = http.get("/v1/status-lists/edu/degree",
+                    headers={"If-None-Match": first.headers["etag"]})
+    assert same.status_code == 304 and same.content == b""
+    bundle, cid = _issue(http, PrivateKey.generate())
+    index = Tx.from_bytes(bundle.anchor).body["status_index"]
+    r = http.post(f"/v1/credentials/{cid}/status", headers=AUTH,
+                  json={"status": "suspended", "reason": "etag-test"})
+    assert r.status_code == 200, r.text
+    changed = http.get("/v1/status-lists/edu/degree",
+                       headers={"If-None-Match": first.headers["etag"]})
+    assert changed.status_code == 200 and changed.headers["etag"] != first.headers["etag"]
+    keys = {k["kid"]: k for k in http.get("/v1/registry/keys").json()}
+    header = json.loads(unb64url(changed.text.split(".")[0]))
+    lst = verify_token(changed.text, public_key=PublicKey(bytes.fromhex(
+        keys[header["kid"]]["public_key"])), expected_sub=json.loads(unb64url(
+            changed.text.split(".")[1]))["sub"], now=NOW)
+    assert lst.get(index) == 2  # suspended
+
+
 # -- submitting transactions ---------------------------------------------------------------------
 
 def _edu_credential_id(http: httpx.Client, n: int) -> bytes:
