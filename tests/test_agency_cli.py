@@ -546,3 +546,58 @@ def test_the_demo_keeps_its_keys_folder_private(demo: Path) -> None:
     """As `ledger-node init` does: the folder of (encrypted) keys is its owner's alone."""
     assert (demo / "keys").stat().st_mode & 0o777 == 0o700
     assert all(p.stat().st_mode & 0o777 == 0o600 for p in (demo / "keys").iterdir())
+
+
+def test_the_operator_token_never_follows_a_redirect(files: Path, tmp_path: Path) -> None:
+    """A node address that redirects (a proxy, a wrong host) gets one clear error; the
+    operator token and the claims never reach where it points (urllib followed redirects
+    with every header)."""
+    import http.server
+    import threading
+
+    heard: list[str] = []
+
+    class Elsewhere(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            heard.append(self.headers.get("Authorization", ""))
+            self.send_response(200)
+            self.end_headers()
+
+        def do_POST(self) -> None:
+            self.do_GET()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(307)
+            self.send_header("Location", f"http://localhost:{other.server_address[1]}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_POST(self) -> None:
+            self.do_GET()
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    node = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    for server in (other, node):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{node.server_address[1]}"
+        r = _node_issue(url, files, tmp_path / "x.bin", "--holder-jwk",
+                        str(files / "holder.jwk.json"))
+        assert r.returncode == 1 and "redirects (307)" in r.stderr, r.stderr
+        r = _run("agency", "approvals", "--node", url,
+                 env={**ENV, "LEDGER_OPERATOR_TOKEN": TOKEN})
+        assert r.returncode == 1 and "redirects (307)" in r.stderr, r.stderr
+    finally:
+        for server in (other, node):
+            server.shutdown()
+            server.server_close()
+    assert heard == []
+    assert not (tmp_path / "x.bin").exists()
