@@ -604,8 +604,14 @@ def blocks(node: NodeDep,
 
 
 @router.get("/v1/blocks/{height}", tags=["chain"])
-def block(node: NodeDep, height: Annotated[int, Path(ge=0, le=MAX_INT)]) -> BlockView:
-    got = node.block(height)
+def block(node: NodeDep, height: Annotated[int, Path(ge=0, le=MAX_INT)],
+          offset: Annotated[int, Query(ge=0, le=MAX_INT, description=(
+              "The first transaction to give (a block holds up to thousands)"))] = 0,
+          limit: Annotated[int | None, Query(ge=0, le=100_000, description=(
+              "How many transactions to give (default: all from offset)"))] = None
+          ) -> BlockView:
+    """A block's header and its transactions (all, or ``limit`` from ``offset``)."""
+    got = node.block(height, offset, limit)
     return BlockView(header=BlockHeader(**got["header"]),
                      transactions=[TxView(**t) for t in got["transactions"]])
 

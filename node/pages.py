@@ -216,16 +216,25 @@ def explorer(request: Request, node: NodeDep) -> HTMLResponse:
         "signers": signers, "types": node.types()})
 
 
+TXS_PER_PAGE = 100
+"""Transactions a block's page shows at once (a full block holds thousands: 1.3 MB of HTML)."""
+
+
 @router.get("/blocks/{height}", response_class=HTMLResponse)
-def block_page(request: Request, node: NodeDep, height: int) -> HTMLResponse:
+def block_page(request: Request, node: NodeDep, height: int, page: int = 1) -> HTMLResponse:
     try:
-        block = node.block(height)
+        header = node.block(height, 0, 0)["header"]
     except NotFound as e:
         return _error_page(request, "No such block", str(e), 404)
+    pages = max(1, -(-header["tx_count"] // TXS_PER_PAGE))
+    page = min(max(page, 1), pages)
+    first = (page - 1) * TXS_PER_PAGE
+    block = node.block(height, first, TXS_PER_PAGE)
     txs = [_summarise(tx) for tx in block["transactions"]]
     top = node.head()["height"]
-    return _page(request, "block.html", {"network": node.network, "header": block["header"],
-                                         "txs": txs, "top": top})
+    return _page(request, "block.html", {"network": node.network, "header": header,
+                                         "txs": txs, "top": top, "page": page, "pages": pages,
+                                         "first": first, "per": TXS_PER_PAGE})
 
 
 def _summarise(tx: dict[str, Any]) -> dict[str, Any]:

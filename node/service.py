@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import logging
 import queue
 import secrets
@@ -366,12 +367,16 @@ class Node:
     def head(self) -> dict[str, Any]:
         return self.store.block(self._head().height).to_json()
 
-    def block(self, height: int) -> dict[str, Any]:
+    def block(self, height: int, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
+        """A block's header and its transactions (``limit`` of them from ``offset``: a block
+        holds up to thousands)."""
         try:
             header = self.store.block(height)
         except StoreError as e:
             raise NotFound(str(e)) from e
-        txs = [Tx.from_bytes(raw).to_dict() for raw in self.store.block_entries(header)]
+        raws = itertools.islice(self.store.block_entries(header), offset,
+                                None if limit is None else offset + limit)
+        txs = [Tx.from_bytes(raw).to_dict() for raw in raws]
         return {"header": header.to_json(), "transactions": txs}
 
     def recent_blocks(self, n: int = 20, before: int | None = None) -> list[dict[str, Any]]:

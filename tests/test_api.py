@@ -145,6 +145,21 @@ def test_head_and_blocks(http: httpx.Client) -> None:
     assert one["header"]["prev_hash"] == genesis["header"]["hash"]
 
 
+def test_a_blocks_transactions_by_offset_and_limit(http: httpx.Client) -> None:
+    top = http.get("/v1/head").json()["height"]
+    height = max(range(top + 1), key=lambda h: http.get(f"/v1/blocks/{h}").json()["header"][
+        "tx_count"])
+    every = [t["txid"] for t in http.get(f"/v1/blocks/{height}").json()["transactions"]]
+    assert len(every) >= 2
+    some = http.get(f"/v1/blocks/{height}", params={"offset": 1, "limit": 1}).json()
+    assert [t["txid"] for t in some["transactions"]] == every[1:2]
+    rest = http.get(f"/v1/blocks/{height}", params={"offset": 1}).json()
+    assert [t["txid"] for t in rest["transactions"]] == every[1:]
+    assert http.get(f"/v1/blocks/{height}", params={"offset": 10_000}).json()[
+        "transactions"] == []
+    assert http.get(f"/v1/blocks/{height}", params={"limit": -1}).status_code == 422
+
+
 def test_blocks_page_back_with_before(http: httpx.Client) -> None:
     """Pages of block headers further back: ?before= the lowest height of the page shown,
     down to genesis; past the head it is the newest page."""

@@ -626,3 +626,40 @@ def test_a_failed_check_is_said_in_words_an_official_acts_on(name: str, detail: 
     from node.pages import explain
 
     assert said in explain(name, detail, status)
+
+
+def test_a_full_blocks_page_shows_its_transactions_a_page_at_a_time(
+        served: Served, client: httpx.Client) -> None:
+    """A block of thousands of transactions made a page of megabytes: it now shows them a
+    hundred at a time, with links to the pages before and after."""
+    import hashlib
+    import secrets
+
+    from ledger.network import Agency, issue_tx
+    from node.pages import TXS_PER_PAGE
+
+    node = served.node
+    civil = Agency("civil", "", node.node_keys["civil"], node.issuer_key)
+    now = int(time.time())
+    txs = [issue_tx(node.network, civil, hashlib.sha256(secrets.token_bytes(16)).digest(),
+                    "residence", secrets.randbelow(1 << 20), now - 60, now + 86400, now)
+           for _ in range(250)]
+    receipts = [p.result(timeout=60) for p in node.orderer.submit_many(txs)]
+    height = max({r.height for r in receipts},
+                 key=lambda h: node.block(h, 0, 0)["header"]["tx_count"])
+    count = node.block(height, 0, 0)["header"]["tx_count"]
+    assert count > TXS_PER_PAGE, count
+    ids = [t["txid"] for t in node.block(height)["transactions"]]
+    assert len(ids) == count
+    assert [t["txid"] for t in node.block(height, 100, 3)["transactions"]] == ids[100:103]
+    first = client.get(f"/blocks/{height}")
+    assert first.status_code == 200
+    shown = [i for i in ids if i[:16] in first.text]
+    assert shown == ids[:TXS_PER_PAGE]
+    assert f"page 1 of {-(-count // TXS_PER_PAGE)}" in first.text
+    assert f"/blocks/{height}?page=2" in first.text
+    second = client.get(f"/blocks/{height}", params={"page": 2})
+    assert [i for i in ids if i[:16] in second.text] == ids[TXS_PER_PAGE:2 * TXS_PER_PAGE]
+    assert f"/blocks/{height}?page=1" in second.text
+    past = client.get(f"/blocks/{height}", params={"page": 10_000})  # the last page
+    assert ids[-1][:16] in past.text and past.status_code == 200
