@@ -24,7 +24,8 @@ from contracts.errors import ContractError
 from ledger.chain import parse_index_value, txid_key
 from ledger.state import CreditEvent, StateView, credit_events, policy_weights
 
-__all__ = ["CreditSummary", "event_height", "pseudonym", "score", "summary"]
+__all__ = ["CreditSummary", "event_height", "pseudonym", "score", "secret_fingerprint",
+           "summary"]
 
 MIN_SECRET = 16
 
@@ -40,6 +41,13 @@ def pseudonym(identifier: str, secret: bytes) -> bytes:
     if not ident:
         raise ContractError("an empty identifier has no pseudonym")
     return hmac.new(secret, b"credledger/v1/subject\x00" + ident.encode(), hashlib.sha256).digest()
+
+
+def secret_fingerprint(secret: bytes) -> bytes:
+    """8 bytes that tell two copies of the network's credit secret apart without giving it
+    away (HMAC under its own domain: no pseudonym is ever this value). Nodes publish it, so a
+    node keyed with another secret, whose pseudonyms would find no one's events, is caught."""
+    return hmac.new(secret, b"credledger/v1/secret-fingerprint\x00", hashlib.sha256).digest()[:8]
 
 
 def _tdiv(a: int, b: int) -> int:

@@ -125,6 +125,9 @@ class Approvals:
                                    "cannot decide applications")
         if rule["subject"]:
             self._secret()
+            mismatch = self.node.credit_problem()
+            if mismatch:
+                raise ApplicationError(mismatch)
             if reg.credit_policy() is None:
                 raise ApplicationError("no credit policy is registered, so a rule on credit "
                                        "cannot be decided")

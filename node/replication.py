@@ -201,7 +201,7 @@ class EtcdOrderer:
                  http_verify: str | bool | ssl.SSLContext | TlsFiles = True,
                  max_batch: int = 2000, max_wait: float = 0.02, workers: int | None = None,
                  retention: int = 1000, submit_timeout: float = 30.0,
-                 poll: float = 0.25) -> None:
+                 poll: float = 0.25, credit_mark: bytes | None = None) -> None:
         if store.head is None or store.registry is None:
             raise OrderingError("the store has no genesis yet")
         self.store, self.etcd, self.agency, self.node_key = store, etcd, agency, node_key
@@ -224,6 +224,7 @@ class EtcdOrderer:
         self._unfinal_since = 0.0  # since when the head has had no final checkpoint
         self.max_batch, self.max_wait, self.retention = max_batch, max_wait, retention
         self.submit_timeout, self.poll = submit_timeout, poll
+        self.credit_mark = credit_mark  # the credit secret's fingerprint, published with ours
         self._peers_http = PeerHttp(http_verify)
         raw_rev = store.get(META_REV)
         self.rev = _BE.unpack(raw_rev)[0] if raw_rev else 0
@@ -914,7 +915,8 @@ class EtcdOrderer:
     def _applied(self, head: Head) -> bytes:
         """This node's applied position, as peers read it (``a/<agency>``)."""
         return codec.encode({"rev": self.rev, "height": head.height, "size": head.log_size,
-                             "time": int(self.clock())})
+                             "time": int(self.clock()),
+                             **({"credit": self.credit_mark} if self.credit_mark else {})})
 
     def _heartbeat(self) -> None:
         """Publish our applied position if nothing else did for :data:`HEARTBEAT` seconds."""

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import contracts
+from contracts.credit import secret_fingerprint
 from ledger import codec, sdjwt
 from ledger.chain import Head, checkpoint_key
 from ledger.checkpoint import SignedCheckpoint, vkey
@@ -268,7 +269,8 @@ class Node:
                 clock=lambda: int(self.clock()), peers=replication.peers,
                 http_verify=tls if tls else True,
                 retention=replication.retention, max_batch=replication.max_batch,
-                workers=workers)
+                workers=workers, credit_mark=None if self.credit_secret is None else
+                secret_fingerprint(self.credit_secret))
         except BaseException:
             self.store.close()
             raise
@@ -335,6 +337,34 @@ class Node:
         return None if failure is None else (
             f"the node could not write a block and takes nothing more until it is restarted "
             f"(fix the cause first): {failure}")
+
+    def credit_problem(self) -> str | None:
+        """Why this node cannot decide its rules on credit rightly (None: it can): it decides
+        one but holds no credit secret, or its secret is not its peers' (its pseudonyms would
+        find no one's events, and decisions would count none)."""
+        registry = self._registry()
+        rules = sorted(s for s in registry.data.get("rules", {})
+                       if (r := registry.rule(s)) is not None and r.get("agency") == self.agency
+                       and r.get("subject"))
+        if self.credit_secret is None:
+            if not rules:
+                return None
+            return (f"this node decides {', '.join(rules)} (rules on credit) but holds no "
+                    f"credit secret ({CREDIT_SECRET_FILE} in its keys folder): applications "
+                    "are refused; put the network's copy there (`ledger-node credit-secret "
+                    "--from`) and restart the node")
+        if self.replicated is None:
+            return None
+        mine = secret_fingerprint(self.credit_secret)
+        others = sorted(a for a, p in self.replicated.stats.peers.items()
+                        if a != self.agency and isinstance(p.get("credit"), bytes)
+                        and p["credit"] != mine)
+        if not others:
+            return None
+        return (f"this node's credit secret is not the one of {', '.join(others)}: its "
+                "pseudonyms find no one's credit events, so its decisions on credit are "
+                "refused; put the network's copy in place (`ledger-node credit-secret --from`) "
+                "and restart the node")
 
     def signing_problem(self) -> str:
         """Why this solo node's chain is not covered by a final checkpoint now ("" when it is):

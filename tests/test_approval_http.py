@@ -289,6 +289,17 @@ def test_a_rule_on_credit_asks_for_nothing_where_there_is_no_credit_secret(
 
         with pytest.raises(LedgerError, match="holds no network credit secret"):
             service.open_application("business-licence", "https://market.example")
+        # and its health says so before any citizen is refused
+        from node.api import node_status
+
+        status, problem, _, _ = node_status(node)
+        assert status == "degraded" and problem is not None
+        assert "decides business-licence (rules on credit) but holds no credit secret" in problem
+    finally:
+        node.close()
+    node = Node(data, "edu", PASS, clock=lambda: NOW, workers=0)
+    try:  # an agency that decides no rule on credit needs no secret
+        assert node_status(node)[:2] == ("ok", None)
     finally:
         node.close()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 import shutil
 import ssl
 import subprocess
@@ -504,6 +505,28 @@ def test_a_snapshot_from_every_agencys_node(net: Net, tmp_path: Path) -> None:
     assert "left out edu: 'edu''s node was not asked" in " ".join(r.stderr.split())
     assert json.loads(r.stdout)["left_out"] == ["edu"]
     assert uri not in load_snapshot(out.read_bytes()).tokens
+
+
+def test_a_node_keyed_with_another_credit_secret_is_caught(fresh: Net) -> None:
+    """Every node must key credit subjects alike: one given a secret of its own (a newcomer
+    that made one instead of sealing the network's copy) found no one's events and decided on
+    empty records, saying nothing. Nodes publish a fingerprint of their secret; the odd one
+    and its peers report `degraded`, naming each other."""
+    from ledger.keys import seal_secret
+    from node.service import CREDIT_SECRET, CREDIT_SECRET_FILE
+
+    net = fresh
+    assert net.health("health")["status"] == "ok"
+    net.cluster.kill_node("health")
+    (net.folder / "health" / "data" / "keys" / CREDIT_SECRET_FILE).write_bytes(
+        seal_secret(secrets.token_bytes(32), PASS, CREDIT_SECRET))
+    net.cluster.restart("health", etcd=False)
+    net.wait_until("health says its secret is not civil's and edu's", lambda: (
+        "credit secret is not the one of civil, edu" in (net.health("health").get("problem")
+                                                        or "")), timeout=90)
+    assert net.health("health")["status"] == "degraded"
+    net.wait_until("civil names health", lambda: "credit secret is not the one of health" in (
+        net.health("civil").get("problem") or ""), timeout=90)
 
 
 def test_no_agencys_certificate_administers_etcd(net: Net) -> None:
