@@ -139,6 +139,35 @@ def test_demo_serves_verify_then_revoke(demo_server: tuple[str, dict[str, str], 
     assert report["status"] == "revoked"
 
 
+def test_a_presentation_piped_from_the_wallet_to_the_verifier(
+        demo_server: tuple[str, dict[str, str], Path]) -> None:
+    """`wallet present … --out - --yes | ledger verify - …`: the envelope goes through the
+    pipe only (no file, no QR code, so it can be done again), never on a command line."""
+    _, env, tmp = demo_server
+    wallet = Wallet.open(Path(env["WALLET_PATH"]), env["WALLET_PASSPHRASE"].encode())
+    cid = next(c.id for c in wallet.list() if c.type == "residence")
+    before = sorted(p.name for p in tmp.iterdir())
+    for n in range(2):
+        req = tmp / f"pipe-req{n}.json"
+        req.write_text(json.dumps({"nonce": f"pipe-nonce-{n}-5c1e", "audience":
+                                   "https://desk.example", "type": "residence",
+                                   "claims": ["district"]}))
+        with subprocess.Popen([str(BIN / "wallet"), "present", cid[:12], "--request",
+                               str(req), "--out", "-", "--yes"], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, env=env, cwd=tmp) as present:
+            verify = subprocess.run([str(BIN / "ledger"), "verify", "-", "--request", str(req),
+                                     "--snapshot", "demo-data/snapshot.bin", "--json"],
+                                    stdin=present.stdout, capture_output=True, text=True,
+                                    env=env, cwd=tmp, timeout=120, check=False)
+        assert present.returncode == 0
+        assert verify.returncode == 0, verify.stderr
+        report = json.loads(verify.stdout)
+        assert report["verified"] is True and report["claims"] == {"district": "Changsheng"}
+        assert "command line" not in verify.stderr
+    assert sorted(p.name for p in tmp.iterdir()) == sorted([*before, "pipe-req0.json",
+                                                            "pipe-req1.json"])
+
+
 def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str], Path],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Step 5 of the demo's "Try" list: the served demo has the catalogue's elderly allowance

@@ -282,7 +282,8 @@ def present(
     out_file: Annotated[Path | None, typer.Option(
         "--out", dir_okay=False,
         help="Envelope file to write (default: presentation-<id>.bin); the QR code goes to "
-             "the same name with .png")] = None,
+             "the same name with .png. - writes no file: only the text, on standard output "
+             "(to pipe into `ledger verify -`)")] = None,
     yes: Annotated[bool, typer.Option(
         "--yes", help="Do not ask before signing (the preview is still printed)")] = False,
     force: Annotated[bool, typer.Option(
@@ -307,13 +308,14 @@ def present(
         w = _open()
         p = w.preview(credential_id, req)
         foreign = w.is_foreign(credential_id)
+        to_stdout = out_file == Path("-")  # the text only: no file, no QR code
         dest = out_file or Path(f"presentation-{p.credential_id[:12]}."
                                 f"{'sd-jwt' if foreign else 'bin'}")
         png = dest.with_suffix(".png") if dest.suffix != ".png" else dest.with_suffix(".qr.png")
         wallet_file = _state.wallet.resolve()
-        if not dest.parent.is_dir():
+        if not to_stdout and not dest.parent.is_dir():
             raise UsageError(f"cannot write {dest}: there is no folder {dest.parent}")
-        for target in (dest, png):
+        for target in () if to_stdout else (dest, png):
             if target.resolve() == wallet_file:
                 raise UsageError(f"{target} is the wallet file itself; choose another --out")
             if not force and (target.exists() or target.is_symlink()):
@@ -332,6 +334,9 @@ def present(
                       "presentation)")
         _confirm("Sign and disclose these claims?", yes)
         env = w.present(credential_id, req, now=int(time.time()))
+        if to_stdout:
+            print(env.decode("ascii") if foreign else qr.b64url(env))
+            return
         try:  # a file that appeared at --out while the citizen read the prompt stays
             write_atomic(dest, env, overwrite=force)
         except FileExistsError as e:
