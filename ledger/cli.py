@@ -692,7 +692,8 @@ def snapshot(
               "node)" + (", not both" if data is not None else ""), 2)
     _check_out(out_file, force)
     if nodes:
-        _snapshot_from_nodes(nodes, ca, out_file, as_json)
+        _snapshot_from_nodes(list(dict.fromkeys(n.rstrip("/") for n in nodes)), ca, out_file,
+                             as_json)
         return
     assert data is not None
     now = _now()
@@ -763,7 +764,8 @@ def _snapshot_from_nodes(nodes: list[str], ca: Path | None, out_file: Path,
                 said = e.reason
             _fail(f"{url} gave no snapshot ({e.code}): {_detail(said)}")
         except (urllib.error.URLError, OSError, ValueError) as e:
-            _fail(f"cannot reach the node at {url}: {e}")
+            _fail(f"cannot reach the node at {url}: {e}"
+                  + ("; give its CA with --ca" if _ca_hint(e) else ""))
         if len(part) > MAX_SNAPSHOT:
             _fail(f"{url} sent a snapshot over {MAX_SNAPSHOT} bytes")
         parts.append(part)
@@ -1743,9 +1745,18 @@ def _http(url: str, data: bytes | None = None, content_type: str = "",
         if not isinstance(body, dict):
             body = {}
         code = body.get("code") or e.code
-        _fail(f"the node refused it ({code}): {_detail(body.get('detail', e.reason))}")
+        said = _detail(body.get("detail", e.reason))
+        _fail(f"the node refused it ({code}): {said.removeprefix(f'{code}: ')}")
     except (urllib.error.URLError, OSError, ValueError) as e:
-        _fail(f"cannot reach the node at {url}: {e}")
+        _fail(f"cannot reach the node at {url}: {e}{_ca_hint(e)}")
+
+
+def _ca_hint(e: BaseException) -> str:
+    """A hint for a node whose certificate this machine does not trust (a network's own CA)."""
+    if "CERTIFICATE_VERIFY_FAILED" not in str(e):
+        return ""
+    return ("; a node of a network with its own CA: set SSL_CERT_FILE to that CA's certificate "
+            "(a local cluster's pki/ca.crt)")
 
 
 def _detail(detail: Any) -> str:
@@ -1767,19 +1778,32 @@ def approvals(
     node: Annotated[str, typer.Option("--node", help="The agency's node URL")],
     explain: Annotated[str | None, typer.Option(
         "--explain", metavar="TXID", help="Explain one decision: inputs, expression, reason "
-                                          "(prints claim values)")] = None,
+                                          "(prints claim values). Its transaction id, or the "
+                                          "start of it the list shows (8 hex digits or more).")
+    ] = None,
+    as_json: AsJson = False,
 ) -> None:
     """List this agency's approval decisions, or explain one (operator token from
     $LEDGER_OPERATOR_TOKEN)."""
     token = os.environ.get("LEDGER_OPERATOR_TOKEN", "")
     if not token:
         _fail("set $LEDGER_OPERATOR_TOKEN to the node's operator token", 2)
-    if explain is not None and not re.fullmatch(r"[0-9a-f]{64}", explain):
-        _fail("--explain takes a 64-hex-digit approval transaction id", 2)
+    if explain is not None and not re.fullmatch(r"[0-9a-f]{8,64}", explain):
+        _fail("--explain takes an approval transaction id: 8 to 64 hex digits (its start, as "
+              "the list shows it)", 2)
+    auth = {"Authorization": f"Bearer {token}"}
+    if explain is not None and len(explain) < 64:
+        listed = _http(node.rstrip("/") + "/v1/approvals", headers=auth)
+        hits = [a["approval_tx"] for a in listed if str(a.get("approval_tx", "")).startswith(
+            explain)] if isinstance(listed, list) else []
+        if len(hits) != 1:
+            _fail(f"{len(hits) or 'no'} decisions of this node start with {explain}"
+                  + ("; give more digits" if hits else ""), 2)
+        explain = hits[0]
     path = "/v1/approvals" + (f"/{explain}/explain" if explain else "")
-    got = _http(node.rstrip("/") + path, headers={"Authorization": f"Bearer {token}"})
-    if explain:
-        print(json.dumps(got, indent=2, sort_keys=True))
+    got = _http(node.rstrip("/") + path, headers=auth)
+    if explain or as_json:
+        print(json.dumps(got, indent=2 if explain else None, sort_keys=True))
         return
     table = Table("approval tx", "height", "service", "decision", "path", "reasons")
     for a in got:

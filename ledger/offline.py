@@ -347,7 +347,7 @@ def merge_snapshots(parts: Sequence[bytes], asked: Collection[str] | None = None
     for agency in sorted(base.registry.agencies()):
         if agency not in served and _why_left_out(base.registry, agency, at) is None:
             missing[agency] = (
-                f"{agency!r}'s node was not asked, and only it signs its lists" if asked
+                f"the node of {agency!r} was not asked, and only it signs its lists" if asked
                 is not None else f"no status list of {agency!r}: it has issued nothing, or "
                 "its own node was not asked (only an agency's node signs its lists)")
     blob = codec.encode({

@@ -5,6 +5,7 @@ of its store and after a replay of the chain."""
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,18 @@ def test_apply_get_credential_present_it(tmp_path: Path) -> None:
                        env={"LEDGER_OPERATOR_TOKEN": TOKEN, "COLUMNS": "200"})
         assert r.exit_code == 0, r.output
         assert decision["approval_tx"][:16] in r.output and "fast_track" in r.output
+        op = {"LEDGER_OPERATOR_TOKEN": TOKEN, "COLUMNS": "200"}
+        r = cli.invoke(agency_app, ["approvals", "--node", url, "--json"], env=op)
+        assert r.exit_code == 0 and json.loads(r.stdout) == listed, r.output
+        # explained by the start of its id, as the table shows it
+        r = cli.invoke(agency_app, ["approvals", "--node", url, "--explain",
+                                    decision["approval_tx"][:11]], env=op)
+        assert r.exit_code == 0 and json.loads(r.stdout) == why, r.output
+        r = cli.invoke(agency_app, ["approvals", "--node", url, "--explain", "0123abcd"],
+                       env=op)
+        assert r.exit_code == 2 and "no decisions of this node start with 0123abcd" in r.output
+        r = cli.invoke(agency_app, ["approvals", "--node", url, "--explain", "abc"], env=op)
+        assert r.exit_code == 2 and "8 to 64 hex digits" in r.output
         r = cli.invoke(agency_app, ["approvals", "--node", url],
                        env={"LEDGER_OPERATOR_TOKEN": "wrong", "COLUMNS": "200"})
         assert r.exit_code == 1 and "the node refused it (401)" in r.output, r.output

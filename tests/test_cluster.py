@@ -502,8 +502,14 @@ def test_a_snapshot_from_every_agencys_node(net: Net, tmp_path: Path) -> None:
     assert "left out" not in r.stderr  # civil and health issued nothing: nothing to say
     r, out = snapshot("civil", "health")
     assert r.returncode == 0, r.stderr
-    assert "left out edu: 'edu''s node was not asked" in " ".join(r.stderr.split())
+    assert "left out edu: the node of 'edu' was not asked" in " ".join(r.stderr.split())
     assert json.loads(r.stdout)["left_out"] == ["edu"]
+    r, _ = snapshot("civil", "civil")  # one node given twice is asked once
+    assert r.returncode == 0 and len(json.loads(r.stdout)["nodes"]) == 1, r.stderr
+    r = subprocess.run([ledger_cli, "snapshot", "--node", net.url("civil"), "--out",
+                        str(tmp_path / "no-ca.snapshot")], capture_output=True, text=True,
+                       timeout=120, check=False)  # the network's CA not given
+    assert r.returncode == 1 and "give its CA with --ca" in r.stderr, r.stderr
     assert uri not in load_snapshot(out.read_bytes()).tokens
 
 
