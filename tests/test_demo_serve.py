@@ -168,6 +168,25 @@ def test_a_presentation_piped_from_the_wallet_to_the_verifier(
                                                             "pipe-req1.json"])
 
 
+def test_apply_without_the_credentials_names_every_one_missing(
+        demo_server: tuple[str, dict[str, str], Path]) -> None:
+    """A wallet that lacks what a rule needs is told every type it lacks before any preview
+    of what it would disclose; nothing is signed."""
+    url, env, tmp = demo_server
+    needs = [n["type"] for n in httpx.get(f"{url}/v1/services/elderly-allowance").json()[
+        "needs"]]
+    empty = {**env, "WALLET_PATH": str(tmp / "empty-wallet.db")}
+    assert subprocess.run([str(BIN / "wallet"), "init"], capture_output=True, env=empty,
+                          timeout=120, check=False).returncode == 0
+    r = subprocess.run([str(BIN / "wallet"), "apply", "elderly-allowance", "--node", url,
+                        "--registry", "demo-data/snapshot.bin", "--yes"], capture_output=True,
+                       text=True, env=empty, cwd=tmp, timeout=120, check=False)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 1 and "this wallet does not hold" in said, said
+    assert all(repr(t) in said for t in needs) and "nothing was signed" in said
+    assert "discloses" not in said
+
+
 def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str], Path],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Step 5 of the demo's "Try" list: the served demo has the catalogue's elderly allowance

@@ -385,7 +385,12 @@ def apply(
     from ledger.presentation import Request
     from ledger.state import rule_hash
     from wallet.core import Wallet, beyond_rule
-    from wallet.errors import WalletChangedError, WalletError, WalletFileError
+    from wallet.errors import (
+        PresentationError,
+        WalletChangedError,
+        WalletError,
+        WalletFileError,
+    )
 
     with _errors():
         reg = load_snapshot(_read_file(registry, "registry snapshot")).registry
@@ -427,6 +432,18 @@ def apply(
                             f"{beyond or list(r.claims)} that the rule for {service!r} in "
                             f"{registry} does not need; nothing was signed (if the rule changed "
                             "since that snapshot, take a newer one)")
+                missing = []
+                for r in requests:
+                    try:
+                        w.pick(r, int(time.time()))
+                    except PresentationError:
+                        missing.append(r.credential_type)
+                if missing:
+                    raise WalletError(
+                        f"{service!r} needs {' and '.join(repr(m) for m in missing)} "
+                        f"credential{'s' if len(missing) > 1 else ''} this wallet does not "
+                        "hold (valid now); nothing was signed")
+                for r in requests:
                     err.print(f"  {escape(r.credential_type)}: discloses "
                               f"{escape(', '.join(r.claims))} to {_shown(r.audience)}")
                 err.print(f"  (the rule registered for {escape(service)}, version "
