@@ -318,6 +318,21 @@ def merge_snapshots(parts: Sequence[bytes], asked: Collection[str] | None = None
         raise SnapshotError(f"the parts are of different networks: {', '.join(networks)}")
     base = max(snaps, key=lambda s: (s.log_size, s.head_height))
     at = max(s.fetched_at for s in snaps)
+    # The part furthest along gives the registry every list is judged by, so one node must not
+    # bring a registry of its own making (with keys of its own that "finalize" its checkpoint):
+    # its checkpoint must be final under every other part's registry too.
+    signed = SignedCheckpoint.from_text(base.checkpoint)
+    for n, other in enumerate(snaps, 1):
+        if other is base:
+            continue
+        try:
+            verify_final(signed, other.registry, at)
+        except CheckpointError as e:
+            raise SnapshotError(
+                f"the parts disagree: the newest checkpoint (of the part at log size "
+                f"{base.log_size}) is not final under the registry of part {n} ({e}); make the "
+                "snapshot again (a change of node keys in between?), or look into that node"
+            ) from e
     offers: dict[str, list[tuple[str, str]]] = {}
     for s in sorted(snaps, key=lambda s: -s.fetched_at):  # the newest list of a URI first
         for uri, got in s.tokens.items():

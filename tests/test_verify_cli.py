@@ -575,3 +575,40 @@ def test_parts_of_each_agencys_node_merge_into_one_snapshot(demo: Path, issued: 
         merge_snapshots([parts["edu"], codec.encode({**other, "network": "elsewhere"})])
     with pytest.raises(SnapshotError, match="no part"):
         merge_snapshots([])
+
+
+def test_a_part_with_a_registry_of_its_own_is_refused(demo: Path, work: Path,
+                                                      tmp_path: Path) -> None:
+    """A node could bring a part of its own making: a registry with keys of its own that
+    "finalize" its own checkpoint, furthest along so that its registry would judge every list.
+    Its checkpoint must be final under the other parts' registries too, so the merge stops."""
+    keys = {a: load_private_key(demo / "keys" / f"{a}.node.key", b"test-only")
+            for a in ("civil", "edu", "market")}
+    other = tmp_path / "other-demo"  # the same network id, other keys
+    r = _run("ledger-node", "demo", "--data", str(other))
+    assert r.returncode == 0, r.stderr
+    with Store(demo / "ledger", create=False) as store:
+        assert store.head is not None
+        honest_size, now = store.head.log_size, store.head.time + 5
+        parts = [export_snapshot(store, now, node_keys={a: keys[a]}, only_keyed=True)
+                 for a in keys]
+    for n in range(30):  # grow the other chain past the honest one
+        with Store(other / "ledger", create=False) as store:
+            assert store.head is not None
+            if store.head.log_size > honest_size:
+                break
+        r = _run("agency", "issue", "--data", str(other), "--agency", "civil", "--type",
+                 "residence", "--claims", str(work / "claims.json"), "--holder-jwk",
+                 str(work / "holder.jwk.json"), "--out", str(tmp_path / f"o{n}.bundle"))
+        assert r.returncode == 0, r.stderr
+    other_keys = {a: load_private_key(other / "keys" / f"{a}.node.key", b"test-only")
+                  for a in keys}
+    with Store(other / "ledger", create=False) as store:
+        assert store.head is not None and store.head.log_size > honest_size
+        forged = export_snapshot(store, now, node_keys={"civil": other_keys["civil"]},
+                                 only_keyed=True)
+    assert load_snapshot(forged).network == NETWORK  # a snapshot in its own right
+    with pytest.raises(SnapshotError, match="the parts disagree"):
+        merge_snapshots([*parts, forged])
+    blob, _ = merge_snapshots(parts)  # without it, the honest parts merge
+    assert load_snapshot(blob).log_size == honest_size
