@@ -533,6 +533,9 @@ def test_a_node_keyed_with_another_credit_secret_is_caught(fresh: Net) -> None:
     assert net.health("health")["status"] == "degraded"
     net.wait_until("civil names health", lambda: "credit secret is not the one of health" in (
         net.health("civil").get("problem") or ""), timeout=90)
+    peers = _counters(net, "civil")["peers"]  # the fingerprints, as JSON can carry them
+    assert len(peers["health"]["credit"]) == 16 and peers["health"]["credit"] != peers[
+        "edu"]["credit"] == peers["civil"]["credit"]
 
 
 def test_no_agencys_certificate_administers_etcd(net: Net) -> None:
