@@ -749,14 +749,14 @@ def _snapshot_from_nodes(nodes: list[str], ca: Path | None, out_file: Path,
     if ca is not None:
         handlers.append(urllib.request.HTTPSHandler(context=_ca_context(ca)))
     opener = urllib.request.build_opener(*handlers)
-    parts, asked = [], set()
+    parts, asked = [], set[str]()
     for url in nodes:
         got = url.rstrip("/") + "/v1/snapshot"
         try:
             with opener.open(urllib.request.Request(got), timeout=120) as resp:  # noqa: S310
                 part = resp.read(MAX_SNAPSHOT + 1)
-                asked |= {a.strip() for a in resp.headers.get("Snapshot-Agencies", "").split(",")
-                          if a.strip()}
+                claimed = {a.strip() for a in resp.headers.get("Snapshot-Agencies", "").split(",")
+                           if a.strip()}
         except urllib.error.HTTPError as e:
             try:
                 said = json.loads(e.read(64 * 1024)).get("detail", e.reason)
@@ -769,6 +769,13 @@ def _snapshot_from_nodes(nodes: list[str], ca: Path | None, out_file: Path,
         if len(part) > MAX_SNAPSHOT:
             _fail(f"{url} sent a snapshot over {MAX_SNAPSHOT} bytes")
         parts.append(part)
+        # A node speaks for an agency whose lists its part signs, or for its own one alone: it
+        # cannot hide another agency's absence by naming it.
+        try:
+            signs = {issuer for issuer, _ in load_snapshot(part).tokens.values()}
+        except SnapshotError:
+            signs = set()  # merge_snapshots says what is wrong with it
+        asked |= claimed & signs if len(claimed) > 1 else claimed
     try:
         blob, missing = merge_snapshots(parts, asked)
     except SnapshotError as e:
@@ -1878,12 +1885,12 @@ def credit(
             _fail("a credit event needs --category and --points", 2)
         if points == 0:
             _fail("--points: a credit event moves the score (not 0)", 2)
-        try:
-            at = _now() if date is None else unix_time(date, "--date")
-        except DecodeError as e:
-            _fail(str(e), 2)
-        body |= {"category": category, "points": points, "date": at,
-                 "expiry": at + valid_days * 86400}
+        body |= {"category": category, "points": points, "valid_days": valid_days}
+        if date is not None:  # else the node's own now: this machine's clock may be ahead
+            try:
+                body["date"] = unix_time(date, "--date")
+            except DecodeError as e:
+                _fail(str(e), 2)
     body["subject"] = _subject_identifier(subject_file)
     got = _http(node.rstrip("/") + "/v1/credit/events", json.dumps(body).encode(),
                 "application/json", {"Authorization": f"Bearer {token}"})

@@ -74,6 +74,8 @@ class CreditEventIn(BaseModel):
     points: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
     date: int | None = Field(default=None, ge=0, description="When it happened (default now).")
     expiry: int | None = Field(default=None, ge=0, description="When it stops counting.")
+    valid_days: int | None = Field(default=None, ge=1, le=100 * 366, description=(
+        "Instead of expiry: days from the event's date until it stops counting."))
     withdraws: str | None = Field(default=None, pattern=HEX64, description=(
         "Withdraw this agency's earlier event of the subject (its transaction id) instead."))
 
@@ -142,7 +144,7 @@ def credit_event(a: ApprovalsDep, _: Operator, body: CreditEventIn) -> dict[str,
     signed with the agency's issuing key, the subject kept as a keyed pseudonym."""
     receipt = a.record_credit(
         body.subject, reason=body.reason, category=body.category, points=body.points,
-        date=body.date, expiry=body.expiry,
+        date=body.date, expiry=body.expiry, valid_days=body.valid_days,
         withdraws=None if body.withdraws is None else bytes.fromhex(body.withdraws))
     return {"event": receipt.txid.hex(), "txid": receipt.txid.hex(), "index": receipt.index,
             "height": receipt.height, "duplicate": receipt.duplicate}

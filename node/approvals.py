@@ -335,12 +335,14 @@ class Approvals:
 
     def record_credit(self, subject: str, *, reason: str, category: str | None = None,
                       points: int | None = None, date: int | None = None,
-                      expiry: int | None = None, withdraws: bytes | None = None) -> Receipt:
+                      expiry: int | None = None, valid_days: int | None = None,
+                      withdraws: bytes | None = None) -> Receipt:
         """Record a credit event of this agency about ``subject`` (the identifier an identity
         credential carries: a person-id's number, a business's registration number), signed
         with its issuing key; the ledger keeps the keyed pseudonym only. With ``withdraws``,
         withdraw this agency's earlier event of that subject instead (0 points, its category).
-        ``reason`` is a public code, never free text; ``date`` defaults to now."""
+        ``reason`` is a public code, never free text; ``date`` defaults to the node's now, and
+        ``expiry`` may be given as ``valid_days`` from it."""
         from ledger.network import reason_code_problem
 
         problem = reason_code_problem(reason)
@@ -360,11 +362,14 @@ class Approvals:
                     "reason": reason, "date": event.date, "expiry": event.expiry, "ts": now,
                     "withdraws": withdraws}
         else:
+            when = now if date is None else date
+            if expiry is None and valid_days is not None:
+                expiry = when + valid_days * 86400
             if category is None or points is None or expiry is None:
-                raise ApplicationError("a credit event needs its category, points and expiry")
+                raise ApplicationError("a credit event needs its category, points and expiry "
+                                       "(or valid_days)")
             body = {"subject": subject_key, "category": category, "points": points,
-                    "reason": reason, "date": now if date is None else date, "expiry": expiry,
-                    "ts": now}
+                    "reason": reason, "date": when, "expiry": expiry, "ts": now}
         tx = make_tx(self.node.network, "credit", body, [self.node.issuer_key])
         return self.node.orderer.submit(tx).result(timeout=30)
 

@@ -423,17 +423,24 @@ def test_an_agency_records_and_withdraws_a_credit_event_through_its_node(tmp_pat
                 "--date", "2025-06-01", "--subject-file", str(subject_file))
         assert r.returncode == 0, r.stderr
         recorded = json.loads(r.stdout)
+        # without --date the event is dated by the node's clock (behind this machine's here)
+        r = run("--reason", "clean-record", "--category", "permits", "--points", "10",
+                "--valid-days", "30", stdin=REG_NO)
+        assert r.returncode == 0, r.stderr
+        undated = json.loads(r.stdout)
         r = run("--reason", "filed-in-error", "--withdraw", recorded["txid"], stdin=REG_NO + "\n")
         assert r.returncode == 0, r.stderr
         withdrawn = json.loads(r.stdout)
         assert REG_NO not in r.stdout + r.stderr
     with Store(data / "ledger", create=False) as store:
         events = credit_events(store, pseudonym(REG_NO, SECRET))
-        raw = b"".join(store.entry(i) for i in range(size, size + 2))
+        raw = b"".join(store.entry(i) for i in range(size, size + 3))
     ours = [e for e in events if e.txid.hex() == recorded["txid"]]
     assert len(ours) == 1
     e = ours[0]
     assert (e.agency, e.category, e.points, e.reason) == ("market", "permits", -40, "late-filing")
     assert e.date == 1748736000 and e.expiry == e.date + 3 * 365 * 86400
     assert e.withdrawn_by.hex() == withdrawn["txid"]
+    by_node = next(e for e in events if e.txid.hex() == undated["txid"])
+    assert (by_node.date, by_node.expiry) == (NOW, NOW + 30 * 86400)
     assert REG_NO.encode() not in raw  # the ledger holds the pseudonym only
