@@ -106,23 +106,28 @@ class Approvals:
         return [self.node.new_request(n["type"], list(n["claims"]), audience)
                 for n in rule["needs"]]
 
+    def _may_decide(self, reg: Registry, now: int, consequence: str) -> None:
+        """Refuse (saying ``consequence``) unless, in ``reg`` at ``now``, this agency may issue
+        approval credentials with the node's issuing key."""
+        if not reg.grant_covers(self.node.agency, APPROVAL_TYPE["id"], now):
+            raise ApplicationError(f"{self.node.agency!r} holds no grant to issue "
+                                   f"{APPROVAL_TYPE['id']!r} credentials now, {consequence}; "
+                                   "governance must grant it first")
+        if not reg.key_valid(self.node.issuer_key.public.kid, now, "issuer"):
+            raise ApplicationError(f"this node's issuing key is not a valid issuer key of "
+                                   f"{self.node.agency!r} now (rotated or invalidated), "
+                                   f"{consequence}")
+
     def _ready(self, rule: dict[str, Any]) -> None:
         """Refuse before any claim is asked for or shown when what a decision needs besides
         the applicant's claims is missing here: the grant of approval credentials, a valid
         issuing key, for a rule on credit the network's credit secret and policy, and co-signing
         nodes enough for the credential to be proven (the same checks run again on the
         registry the decision is made on)."""
-        reg, now = self.node.store.registry, self.node.now()
+        reg = self.node.store.registry
         if reg is None:
             raise ApplicationError("this node has no chain yet")
-        if not reg.grant_covers(self.node.agency, APPROVAL_TYPE["id"], now):
-            raise ApplicationError(f"{self.node.agency!r} holds no grant to issue "
-                                   f"{APPROVAL_TYPE['id']!r} credentials now, so it cannot "
-                                   "decide applications; governance must grant it first")
-        if not reg.key_valid(self.node.issuer_key.public.kid, now, "issuer"):
-            raise ApplicationError(f"this node's issuing key is not a valid issuer key of "
-                                   f"{self.node.agency!r} now (rotated or invalidated), so it "
-                                   "cannot decide applications")
+        self._may_decide(reg, self.node.now(), "so it cannot decide applications")
         if rule["subject"]:
             self._secret()
             mismatch = self.node.credit_problem()
@@ -169,14 +174,7 @@ class Approvals:
         reg = store.registry_at(head.height)
         rule = self._rule(service, reg)
         now = self.node.now()
-        if not reg.grant_covers(self.node.agency, APPROVAL_TYPE["id"], now):
-            raise ApplicationError(f"{self.node.agency!r} holds no grant to issue "
-                                   f"{APPROVAL_TYPE['id']!r} credentials now, so no decision "
-                                   "was made or recorded; governance must grant it first")
-        if not reg.key_valid(self.node.issuer_key.public.kid, now, "issuer"):
-            raise ApplicationError(f"this node's issuing key is not a valid issuer key of "
-                                   f"{self.node.agency!r} now (rotated or invalidated), so no "
-                                   "decision was made or recorded")
+        self._may_decide(reg, now, "so no decision was made or recorded")
         compiled = self.engine.compile(rule)
         subject, credit = b"", None
         if rule["subject"]:

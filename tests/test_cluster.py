@@ -377,6 +377,23 @@ def test_a_node_that_cannot_put_its_batches_says_so(fresh: Net) -> None:
     assert net.submit("civil", tx, wait=20).status_code == 200  # submitted again: ordered
 
 
+def _restore_from(net: Net, peer: str, lost: str, tmp_path: Path) -> None:
+    """As the docs say: ``lost``'s ledger rebuilt from ``peer``'s archive (`ledger export
+    --node`, `ledger import`), then its node started again (its etcd member never stopped)."""
+    archive = tmp_path / f"{peer}.archive"
+    ledger_cli = str(Path(sys.executable).parent / "ledger")
+    r = subprocess.run([ledger_cli, "export", "--node", net.url(peer), "--ca", net.cluster.ca,
+                        "--out", str(archive)], capture_output=True, text=True, timeout=120,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    store = net.folder / lost / "data" / "ledger"
+    shutil.rmtree(store)
+    r = subprocess.run([ledger_cli, "import", str(archive), "--data", str(store)],
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 0, r.stderr
+    net.cluster.restart(lost, etcd=False)
+
+
 def test_a_node_restored_from_a_peers_archive_rejoins(fresh: Net, tmp_path: Path) -> None:
     """A node whose ledger is lost is rebuilt from a peer's archive (`ledger export --node`,
     `ledger import`), as the docs say. Its store is then ahead of etcd's pruning marker with
@@ -412,18 +429,7 @@ def test_a_node_restored_from_a_peers_archive_rejoins(fresh: Net, tmp_path: Path
     assert [i["status"] for i in r.json()] == ["rejected", "committed"], r.text
     net.wait_until("civil and edu agree", lambda: len(
         {h for a, h in net.head_hashes().items() if a != "health"}) == 1)
-    archive = tmp_path / "peer.archive"
-    ledger_cli = str(Path(sys.executable).parent / "ledger")
-    r = subprocess.run([ledger_cli, "export", "--node", net.url("civil"), "--ca",
-                        net.cluster.ca, "--out", str(archive)], capture_output=True, text=True,
-                       timeout=120, check=False)
-    assert r.returncode == 0, r.stderr
-    store = net.folder / "health" / "data" / "ledger"
-    shutil.rmtree(store)
-    r = subprocess.run([ledger_cli, "import", str(archive), "--data", str(store)],
-                       capture_output=True, text=True, timeout=120, check=False)
-    assert r.returncode == 0, r.stderr
-    net.cluster.restart("health", etcd=False)
+    _restore_from(net, "civil", "health", tmp_path)
     # the archive's final checkpoints count at once: it has one before any new block
     assert net.health("health")["final_log_size"] > 0
     assert net.http.get(f"{net.url('health')}/v1/checkpoint").status_code == 200
@@ -458,18 +464,7 @@ def test_a_restored_node_co_signs_the_blocks_it_holds(fresh: Net, tmp_path: Path
         assert net.submit("edu", net.anchor("edu", now)).status_code == 200
     edu = net.health("edu")
     assert edu["final_log_size"] < edu["log_size"]
-    archive = tmp_path / "edu.archive"
-    ledger_cli = str(Path(sys.executable).parent / "ledger")
-    r = subprocess.run([ledger_cli, "export", "--node", net.url("edu"), "--ca", net.cluster.ca,
-                        "--out", str(archive)], capture_output=True, text=True, timeout=120,
-                       check=False)
-    assert r.returncode == 0, r.stderr
-    store = net.folder / "health" / "data" / "ledger"
-    shutil.rmtree(store)
-    r = subprocess.run([ledger_cli, "import", str(archive), "--data", str(store)],
-                       capture_output=True, text=True, timeout=120, check=False)
-    assert r.returncode == 0, r.stderr
-    net.cluster.restart("health", etcd=False)
+    _restore_from(net, "edu", "health", tmp_path)
     net.wait_until("edu's blocks final with health's co-signature", lambda: all(
         net.health(a)["final_log_size"] == edu["log_size"] for a in ("edu", "health")))
     assert net.health("edu")["log_size"] == edu["log_size"]  # no new block did it
