@@ -377,6 +377,15 @@ def test_a_node_that_cannot_put_its_batches_says_so(fresh: Net) -> None:
     assert net.submit("civil", tx, wait=20).status_code == 200  # submitted again: ordered
 
 
+def _pruned_after(net: Net, n: int, now: int) -> None:
+    """``n`` anchors committed and applied everywhere, and etcd pruned past some of them."""
+    for _ in range(n):
+        assert net.submit("civil", net.anchor("edu", now)).status_code == 200
+    net.wait_until("converged", net.converged)
+    net.wait_until("a pruning marker", lambda: _counters(net, "civil")["counters"][
+        "pruned_batches"] > 0)
+
+
 def _restore_from(net: Net, peer: str, lost: str, tmp_path: Path) -> None:
     """As the docs say: ``lost``'s ledger rebuilt from ``peer``'s archive (`ledger export
     --node`, `ledger import`), then its node started again (its etcd member never stopped)."""
@@ -400,11 +409,7 @@ def test_a_node_restored_from_a_peers_archive_rejoins(fresh: Net, tmp_path: Path
     no etcd revision of its own: it used to stay stuck for good (and hold the network's
     pruning back); it now matches the batches after the marker to the blocks it holds."""
     net, now = fresh, int(time.time())
-    for _ in range(5):
-        assert net.submit("civil", net.anchor("edu", now)).status_code == 200
-    net.wait_until("converged", net.converged)
-    net.wait_until("a pruning marker", lambda: _counters(net, "civil")["counters"][
-        "pruned_batches"] > 0)
+    _pruned_after(net, 5, now)
     net.cluster.kill_node("health")  # its disk fails; the network goes on
     for _ in range(3):
         assert net.submit("civil", net.anchor("edu", now)).status_code == 200
@@ -453,11 +458,7 @@ def test_a_restored_node_co_signs_the_blocks_it_holds(fresh: Net, tmp_path: Path
     signs; the node restored from its archive co-signs them, and they become final with no new
     block (they waited for the next one before)."""
     net, now = fresh, int(time.time())
-    for _ in range(3):
-        assert net.submit("civil", net.anchor("edu", now)).status_code == 200
-    net.wait_until("converged", net.converged)
-    net.wait_until("a pruning marker", lambda: _counters(net, "civil")["counters"][
-        "pruned_batches"] > 0)
+    _pruned_after(net, 3, now)
     net.cluster.kill_node("health")
     net.cluster.kill_node("civil")
     for _ in range(2):  # committed by edu alone: applied, never final
