@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -395,7 +396,7 @@ def bench_http(n: int = 600, concurrency: int = 8) -> dict[str, float]:
     try:
         passphrase = b"bench-only"
         run_demo(tmp / "demo", passphrase, clock=lambda: int(time.time()),
-                 console=Console(file=open(os.devnull, "w")))  # noqa: SIM115
+                 console=Console(file=io.StringIO()))
         node = Node(tmp / "demo", "civil", passphrase)
         holder = PrivateKey(_hashlib.sha256(b"bench-holder").digest())
         bundle, _ = node.issue("residence", {"holder_name": "Bench Holder",

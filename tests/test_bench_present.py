@@ -54,3 +54,13 @@ def test_bench_present_small_run() -> None:
 def test_bench_present_refuses_fewer_holders_than_cached_checkpoints() -> None:
     with pytest.raises(SystemExit, match="checkpoint cache"):
         benchmarks.bench_present(seconds=0.01, holders=10)
+
+
+def test_bench_http_small_run() -> None:
+    """`scripts/bench http` end to end on fewer requests: every presentation verifies through
+    the node's HTTP API (the node's rate limiter refused the bench's 61st request since ADR 47,
+    and the bench had failed since)."""
+    got = benchmarks.bench_http(n=80, concurrency=2)
+    assert got["http_requests"] == 80 and got["http_concurrency"] == 2
+    assert got["http_verify_per_s"] > 0 and got["inprocess_verify_per_s"] > 0
+    assert got["http_ratio"] == got["http_verify_per_s"] / got["inprocess_verify_per_s"]
