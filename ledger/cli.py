@@ -684,8 +684,8 @@ def snapshot(
     With --data (embedded solo mode) each agency's status lists are signed with its node key
     from <data>/keys (passphrase from $LEDGER_KEY_PASSPHRASE, the file
     $LEDGER_KEY_PASSPHRASE_FILE names, or a prompt). With --node, on a running network, each
-    agency's node signs its own lists, and the parts are put together here: the registry and
-    checkpoint of the node furthest along.
+    agency's node signs its own lists, and the parts are put together here: they must carry one
+    registry, and the snapshot is as of the part least far along.
     """
     if (data is None) == (not nodes):
         _fail("give --data (a store no node is serving) or --node (each agency's running "
@@ -749,7 +749,7 @@ def _snapshot_from_nodes(nodes: list[str], ca: Path | None, out_file: Path,
     if ca is not None:
         handlers.append(urllib.request.HTTPSHandler(context=_ca_context(ca)))
     opener = urllib.request.build_opener(*handlers)
-    parts, asked = [], set[str]()
+    parts, asked, unproven = [], set[str](), set[str]()
     for url in nodes:
         got = url.rstrip("/") + "/v1/snapshot"
         try:
@@ -776,10 +776,14 @@ def _snapshot_from_nodes(nodes: list[str], ca: Path | None, out_file: Path,
         except SnapshotError:
             signs = set()  # merge_snapshots says what is wrong with it
         asked |= claimed & signs if len(claimed) > 1 else claimed
+        unproven |= claimed - signs if len(claimed) > 1 else set()
     try:
         blob, missing = merge_snapshots(parts, asked)
     except SnapshotError as e:
         _fail(f"cannot make a snapshot: {e}")
+    for agency in unproven & set(missing):  # a solo node's agency that issued nothing, say
+        missing[agency] = (f"no status list of {agency!r}: it has issued nothing, or the node "
+                           "naming it does not hold its lists")
     for what, why in missing.items():
         err.print(Text(f"left out {what}: {why}; offline, its credentials' status is "
                        "undetermined (a node still tells it)", style="yellow"), soft_wrap=True)
