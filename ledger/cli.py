@@ -758,11 +758,7 @@ def _snapshot_from_nodes(nodes: list[str], ca: Path | None, out_file: Path,
                 claimed = {a.strip() for a in resp.headers.get("Snapshot-Agencies", "").split(",")
                            if a.strip()}
         except urllib.error.HTTPError as e:
-            try:
-                said = json.loads(e.read(64 * 1024)).get("detail", e.reason)
-            except (ValueError, AttributeError):
-                said = e.reason
-            _fail(f"{url} gave no snapshot ({e.code}): {_detail(said)}")
+            _fail(f"{url} gave no snapshot ({e.code}): {_refusal(e)[1]}")
         except (urllib.error.URLError, OSError, ValueError) as e:
             _fail(f"cannot reach the node at {url}: {e}"
                   + ("; give its CA with --ca" if _ca_hint(e) else ""))
@@ -1528,16 +1524,11 @@ def _issue_at_node(node: str, agency: str, kind: str, claims: dict[str, Any],
                    holder_jwks: list[dict[str, Any]], outs: list[Path],
                    valid_days: int) -> list[dict[str, Any]]:
     """Have the agency's running node issue one credential per holder key; write each bundle."""
-    token = os.environ.get("LEDGER_OPERATOR_TOKEN", "")
-    if not token:
-        _fail("set $LEDGER_OPERATOR_TOKEN to the node's operator token (--node)", 2)
+    token = _operator_token()
     if valid_days > NODE_MAX_VALID_DAYS:
         _fail(f"--valid-days: a node issues for at most {NODE_MAX_VALID_DAYS} days", 2)
     base = node.rstrip("/")
-    health = _http(base + "/v1/health")
-    serves = health.get("agency") if isinstance(health, dict) else None
-    if not isinstance(serves, str):
-        _fail(f"{node} did not answer like a ledger node")
+    serves = _node_health(node)["agency"]
     if serves != agency:
         _fail(f"the node at {node} issues for {serves!r}, not {agency!r}: give that agency's "
               "own node", 2)
@@ -1551,25 +1542,34 @@ def _issue_at_node(node: str, agency: str, kind: str, claims: dict[str, Any],
             raw = base64.urlsafe_b64decode(got["bundle"] + "=" * (-len(got["bundle"]) % 4))
             anchor = Tx.from_bytes(Bundle.from_bytes(raw).anchor).body
             cid, receipt = str(got["credential_id"]), got["receipt"]
-            result = {"credential_id": cid, "txid": str(receipt["txid"]),
+            txid = str(receipt["txid"])
+            result = {"credential_id": cid, "txid": txid,
                       "leaf_index": int(receipt["index"]), "height": int(receipt["height"]),
                       "agency": agency, "type": kind,
                       "status_index": int(anchor["status_index"]),
                       "valid_until": int(anchor["valid_until"]), "bundle": str(target)}
         except (KeyError, TypeError, ValueError, binascii.Error, LedgerError) as e:
             _fail(f"the node answered the issuance with something that is not a bundle ({e})"
-                  + (f"; the {len(results)} bundle(s) before it were written" if results
-                     else ""))
-        lost = (f"credential {cid} (txid {result['txid']}) is committed, but the holder has no "
-                f"bundle: revoke it (agency status --credential-id {cid} --set revoked) and "
-                "issue again" + (f"; the {len(results)} bundle(s) before it were written"
-                                 if results else ""))
+                  + _written(len(results)))
+        lost = _lost(cid, txid, len(results))
         try:
             write_atomic(target, raw, 0o600)
         except OSError as e:  # a full disk: the credential is on the ledger already
             _fail(f"cannot write {target} ({e.strerror or e}): {lost}")
         results.append(result)
     return results
+
+
+def _written(n: int) -> str:
+    """What an issuance of several copies had done when it stopped."""
+    return f"; the {n} bundle(s) before it were written" if n else ""
+
+
+def _lost(cid: str, txid: str, written: int) -> str:
+    """What to do about a credential committed whose holder got no bundle."""
+    return (f"credential {cid} (txid {txid}) is committed, but the holder has no bundle: "
+            f"revoke it (agency status --credential-id {cid} --set revoked) and issue again"
+            + _written(written))
 
 
 def _issue_here(data: Path, agency: str, kind: str, claims: dict[str, Any],
@@ -1599,11 +1599,7 @@ def _issue_here(data: Path, agency: str, kind: str, claims: dict[str, Any],
         for holder_jwk, target in zip(holder_jwks, outs, strict=True):
             cred, receipt = _issue_one(store, registry, signers, issuer_key, agency, kind,
                                        claims, holder_jwk, now, valid_days)
-            lost = (f"credential {cred.credential_id.hex()} (txid {receipt.txid.hex()}) is "
-                    "committed, but the holder has no bundle: revoke it (agency status "
-                    f"--credential-id {cred.credential_id.hex()} --set revoked) and issue again"
-                    + (f"; the {len(results)} bundle(s) before it were written"
-                       if results else ""))
+            lost = _lost(cred.credential_id.hex(), receipt.txid.hex(), len(results))
             try:
                 bundle = bundle_from_store(store, receipt.index, cred.sd_jwt.serialize())
             except LedgerError as e:
@@ -1749,17 +1745,39 @@ def _http(url: str, data: bytes | None = None, content_type: str = "",
         if 300 <= e.code < 400:
             _fail(f"the node at {url} redirects ({e.code}) to {e.headers.get('Location')!r}: "
                   "give that URL with --node if it is the node (nothing was sent on)")
-        try:
-            body = json.loads(e.read())
-        except ValueError:
-            body = {}
-        if not isinstance(body, dict):
-            body = {}
-        code = body.get("code") or e.code
-        said = _detail(body.get("detail", e.reason))
-        _fail(f"the node refused it ({code}): {said.removeprefix(f'{code}: ')}")
+        code, said = _refusal(e)
+        _fail(f"the node refused it ({code}): {said}")
     except (urllib.error.URLError, OSError, ValueError) as e:
         _fail(f"cannot reach the node at {url}: {e}{_ca_hint(e)}")
+
+
+def _refusal(e: urllib.error.HTTPError) -> tuple[object, str]:
+    """A node's refusal: its code (the JSON body's, else the HTTP status) and its words, once
+    (a few KiB of the body are read)."""
+    try:
+        body = json.loads(e.read(64 * 1024))
+    except ValueError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    code = body.get("code") or e.code
+    return code, _detail(body.get("detail", e.reason)).removeprefix(f"{code}: ")
+
+
+def _node_health(node: str) -> dict[str, Any]:
+    """A node's ``GET /v1/health``, which names the network and the agency it serves."""
+    health = _http(node.rstrip("/") + "/v1/health")
+    if not isinstance(health, dict) or not all(isinstance(health.get(k), str)
+                                               for k in ("network", "agency")):
+        _fail(f"{node} did not answer like a ledger node")
+    return health
+
+
+def _operator_token() -> str:
+    token = os.environ.get("LEDGER_OPERATOR_TOKEN", "")
+    if not token:
+        _fail("set $LEDGER_OPERATOR_TOKEN to the node's operator token", 2)
+    return token
 
 
 def _ca_hint(e: BaseException) -> str:
@@ -1796,9 +1814,7 @@ def approvals(
 ) -> None:
     """List this agency's approval decisions, or explain one (operator token from
     $LEDGER_OPERATOR_TOKEN)."""
-    token = os.environ.get("LEDGER_OPERATOR_TOKEN", "")
-    if not token:
-        _fail("set $LEDGER_OPERATOR_TOKEN to the node's operator token", 2)
+    token = _operator_token()
     if explain is not None and not re.fullmatch(r"[0-9a-f]{8,64}", explain):
         _fail("--explain takes an approval transaction id: 8 to 64 hex digits (its start, as "
               "the list shows it)", 2)
@@ -1870,9 +1886,7 @@ def credit(
     The node keeps the subject on the ledger only as a keyed pseudonym (the network's credit
     secret); the agency needs a credit grant for the category, and the reason is public.
     """
-    token = os.environ.get("LEDGER_OPERATOR_TOKEN", "")
-    if not token:
-        _fail("set $LEDGER_OPERATOR_TOKEN to the node's operator token", 2)
+    token = _operator_token()
     problem = reason_code_problem(reason)
     if problem is not None:
         _fail(f"--reason: {problem}", 2)
@@ -1911,10 +1925,7 @@ def credit(
 
 def _node_and_key(node: str, data: Path, agency: str) -> tuple[str, PrivateKey]:
     """The network a node serves, and the agency's issuer key (decrypted here)."""
-    health = _http(node.rstrip("/") + "/v1/health")
-    network = health.get("network") if isinstance(health, dict) else None
-    if not isinstance(network, str):
-        _fail(f"{node} did not answer like a ledger node")
+    network = _node_health(node)["network"]
     path = _keys_dir(data) / f"{agency}.issuer.key"
     if not path.is_file():
         _fail(f"no issuer key of {agency!r} in {path.parent} (expected {path.name})")

@@ -29,6 +29,7 @@ from contracts.rules import CelEngine, Outcome
 from ledger import codec, sdjwt
 from ledger.errors import LedgerError, StoreError, TxRejected
 from ledger.files import write_atomic
+from ledger.network import reason_code_problem
 from ledger.ordering import Receipt
 from ledger.presentation import Bundle, Envelope
 from ledger.state import Registry, credit_events, rule_hash
@@ -341,8 +342,6 @@ class Approvals:
         withdraw this agency's earlier event of that subject instead (0 points, its category).
         ``reason`` is a public code, never free text; ``date`` defaults to the node's now, and
         ``expiry`` may be given as ``valid_days`` from it."""
-        from ledger.network import reason_code_problem
-
         problem = reason_code_problem(reason)
         if problem is not None:
             raise ApplicationError(f"reason: {problem}")

@@ -228,6 +228,9 @@ class Node:
         keys = data / "keys"
         self.issuer_key = load_private_key(keys / f"{agency}.issuer.key", passphrase)
         self.credit_secret = read_credit_secret(keys / CREDIT_SECRET_FILE, passphrase)
+        # its fingerprint, published with this node's position: peers compare theirs (ADR 51)
+        self.credit_mark = None if self.credit_secret is None else secret_fingerprint(
+            self.credit_secret)
         now = self.now()
         current = checkpoint_verifiers(registry, now)
         # Every node key file here (one per agency); a solo node signs each checkpoint with
@@ -269,8 +272,7 @@ class Node:
                 clock=lambda: int(self.clock()), peers=replication.peers,
                 http_verify=tls if tls else True,
                 retention=replication.retention, max_batch=replication.max_batch,
-                workers=workers, credit_mark=None if self.credit_secret is None else
-                secret_fingerprint(self.credit_secret))
+                workers=workers, credit_mark=self.credit_mark)
         except BaseException:
             self.store.close()
             raise
@@ -355,10 +357,9 @@ class Node:
                     "--from`) and restart the node")
         if self.replicated is None:
             return None
-        mine = secret_fingerprint(self.credit_secret)
         others = sorted(a for a, p in self.replicated.stats.peers.items()
                         if a != self.agency and isinstance(p.get("credit"), bytes)
-                        and p["credit"] != mine)
+                        and p["credit"] != self.credit_mark)
         if not others:
             return None
         return (f"this node's credit secret is not the one of {', '.join(others)}: its "

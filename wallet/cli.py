@@ -334,8 +334,9 @@ def present(
                       "presentation)")
         _confirm("Sign and disclose these claims?", yes)
         env = w.present(credential_id, req, now=int(time.time()))
+        text = env.decode("ascii") if foreign else qr.b64url(env)
         if to_stdout:
-            print(env.decode("ascii") if foreign else qr.b64url(env))
+            print(text)
             return
         try:  # a file that appeared at --out while the citizen read the prompt stays
             write_atomic(dest, env, overwrite=force)
@@ -344,7 +345,6 @@ def present(
                               "replace it (nothing was written)") from e
         err.print(f"{'Presentation (SD-JWT+KB, outside the network)' if foreign else 'Envelope'}"
                   f": {escape(str(dest))} ({len(env)} bytes)")
-        text = env.decode("ascii") if foreign else qr.b64url(env)
         code = None
         try:
             code = qr.make_qr(env)
