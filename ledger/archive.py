@@ -37,6 +37,7 @@ Errors::
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import shutil
 import struct
@@ -77,6 +78,7 @@ __all__ = [
     "check_archive",
     "export_archive",
     "import_archive",
+    "last_checkpointed",
     "read_archive",
     "write_archive",
 ]
@@ -328,6 +330,23 @@ def check_archive(unverified: BinaryIO) -> ExportSummary:
         checkpoints += len(b.unverified_checkpoints)
     return ExportSummary(reader.header.network, blocks, txs, checkpoints, reader.sha256,
                          unverified.tell())
+
+
+def last_checkpointed(unverified: BinaryIO,
+                      progress: Progress | None = None) -> int | None:
+    """The height of the last block record that holds a checkpoint, None if none: the archive
+    read whole (every checksum, the counts, the trailer), nothing replayed. An import that
+    stops there (:func:`import_archive` ``until=``) takes no block past the archive's newest
+    final checkpoint, since the import refuses a checkpoint that is not final."""
+    reader = _Reader(unverified)
+    last, txs = None, 0
+    for b in reader.blocks():
+        txs += len(b.unverified_txs)
+        if b.unverified_checkpoints:
+            last = b.height
+        if progress is not None:
+            progress(b.height + 1, reader.header.blocks, txs)
+    return last
 
 
 def write_archive(out: BinaryIO, network: str, log_size: int,
@@ -591,8 +610,9 @@ def _temp_beside(target: Path) -> Path:
 
 
 def import_archive(src: BinaryIO, store_path: Path | str,
-                   progress: Progress | None = None) -> Head:
-    """Rebuild a store at ``store_path`` (which must not exist) by replaying the archive.
+                   progress: Progress | None = None, *, until: int | None = None) -> Head:
+    """Rebuild a store at ``store_path`` (which must not exist) by replaying the archive, or
+    its blocks up to height ``until`` (then the caller read the rest: :func:`last_checkpointed`).
 
     Builds in a temporary folder beside it and renames it into place only when every block,
     checkpoint and the trailer checked out; on any error nothing is left behind.
@@ -605,7 +625,7 @@ def import_archive(src: BinaryIO, store_path: Path | str,
     tmp = _temp_beside(target)
     tmp.mkdir()  # an OSError that names the folder (LevelDB's would be "LOCK: No such file")
     try:
-        head = _import_into(src, tmp, progress)
+        head = _import_into(src, tmp, progress, until)
         os.rename(tmp, target)
     except (StoreError, plyvel.Error) as e:  # a full disk, say: named by the folder the
         # caller gave, not the hidden one, which is gone
@@ -617,11 +637,17 @@ def import_archive(src: BinaryIO, store_path: Path | str,
     return head
 
 
-def _import_into(src: BinaryIO, tmp: Path, progress: Progress | None) -> Head:
+def _import_into(src: BinaryIO, tmp: Path, progress: Progress | None,
+                 until: int | None) -> Head:
     header, blocks = read_archive(src)
+    if until is not None:
+        if not 0 <= until < header.blocks:
+            raise ArchiveError(f"no block {until} to stop at: the archive holds "
+                               f"{header.blocks}")
+        blocks = itertools.islice(blocks, until + 1)
     with Store(tmp) as store:
         replayer = Replayer(store)
-        _replay_all(replayer, blocks, header.blocks, progress)
+        _replay_all(replayer, blocks, header.blocks if until is None else until + 1, progress)
         head = store.head
         if head is None:
             raise ArchiveError("the archive holds no block")
@@ -629,7 +655,11 @@ def _import_into(src: BinaryIO, tmp: Path, progress: Progress | None) -> Head:
             found = None if store.registry is None else store.registry.network
             raise ArchiveError(f"archive header names network {header.network!r}, the chain "
                                f"is {found!r}", record=0)
-        if head.log_size != header.log_size:
+        if until is not None:
+            if head.height != until:
+                raise ArchiveError(f"the archive ends at block {head.height}, before block "
+                                   f"{until}")
+        elif head.log_size != header.log_size:
             raise ArchiveError(f"archive header says log size {header.log_size}, the replayed "
                                f"log has {head.log_size}", record=0)
         return head

@@ -1021,10 +1021,17 @@ def import_(
     archive: Annotated[Path, typer.Argument(help="The archive file.", exists=True,
                                             dir_okay=False)],
     data: Annotated[Path, typer.Option("--data", help="The NEW store folder to build.")],
+    until_final: Annotated[bool, typer.Option(
+        "--until-final", help="Stop at the archive's newest final checkpoint: how a node of a "
+                              "network is restored (it rebuilds the later blocks from etcd's "
+                              "batches and takes no tail that no quorum signed). Reads the "
+                              "archive twice.")] = False,
     as_json: AsJson = False,
 ) -> None:
-    """Rebuild a store from an archive by replaying and verifying every block and checkpoint."""
-    from ledger.archive import ArchiveError, import_archive, read_archive
+    """Rebuild a store from an archive by replaying and verifying every block and checkpoint.
+
+    A node of a network takes only final blocks from an archive: import with --until-final."""
+    from ledger.archive import ArchiveError, import_archive, last_checkpointed, read_archive
 
     try:
         with archive.open("rb") as f:
@@ -1037,9 +1044,17 @@ def import_(
         _fail(f"{data} already exists: import builds a new store", 2)
     if not data.parent.is_dir():
         _fail(f"cannot create {data}: its parent folder does not exist", 2)
+    until = None
     try:
+        if until_final:
+            with archive.open("rb") as f, _progress_bar(not as_json, "read") as bar:
+                header = read_archive(f)[0]
+                f.seek(0)
+                until = last_checkpointed(f, progress=bar)
+            if until is None:
+                _fail(f"refused: {archive} holds no checkpoint: nothing final to import")
         with archive.open("rb") as f, _progress_bar(not as_json) as bar:
-            new_head = import_archive(f, data, progress=bar)
+            new_head = import_archive(f, data, progress=bar, until=until)
     except ArchiveError as e:  # the archive's content: refused
         _fail(f"refused: {e}")
     except (OSError, StoreError) as e:  # the new store (a full disk, a folder taken): not the
@@ -1050,14 +1065,19 @@ def import_(
         _fail(f"cannot build the store at {data}: {detail}")
     except LedgerError as e:
         _fail(f"refused: {e}")
+    left = 0 if until is None else header.blocks - (until + 1)
     result = {"data": str(data), "height": new_head.height, "hash": new_head.hash.hex(),
-              "log_size": new_head.log_size, "log_root": new_head.log_root.hex()}
+              "log_size": new_head.log_size, "log_root": new_head.log_root.hex(),
+              "blocks_left_out": left}
     if as_json:
         print(json.dumps(result))
     else:
         out.print(Text(f"imported and verified {new_head.height + 1} blocks "
                        f"({new_head.log_size} transactions) into {data}; head "
                        f"{new_head.hash.hex()}"), soft_wrap=True)
+        if until is not None:
+            out.print(Text(f"final up to here; {left} later block(s) of the archive left "
+                           "out (its node rebuilds them from etcd's batches)"), soft_wrap=True)
 
 
 @ledger_app.command()

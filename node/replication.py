@@ -215,8 +215,6 @@ class EtcdOrderer:
         # etcd revision of its own: (next block to match, our head's height) while the batches
         # after the marker are matched to the blocks it already holds (ADR 48).
         self._aligning: tuple[int, int] | None = None
-        # the log size of a restored store's newest block, to co-sign once a peer has (ADR 51)
-        self._held_to_cosign: int | None = None
         self._last_probe = 0.0  # when a write was last tried while etcd refused ours
         self._last_published = 0.0  # monotonic time of our last applied-position put
         self._failures = Tally(FAILURE_SAID_EVERY)  # failed steps since the last line
@@ -507,7 +505,6 @@ class EtcdOrderer:
             extra = {_PENDING + _BE.pack(result.head.log_size): cp.to_text().encode(),
                      META_REV: _BE.pack(rec.create_rev)}
             self.store.write_block(result, extra)
-            self._held_to_cosign = None  # this block's co-signature covers what it held
             self.stats.blocks += 1
             self._remember(result.head.log_size, rec.create_rev, result.head.height)
         self.rev = rec.create_rev
@@ -673,12 +670,9 @@ class EtcdOrderer:
         ours = writes.get(size)
         if ours is None:
             ours_text = self.store.get(_PENDING + _BE.pack(size)) or self.store.checkpoint(size)
-            if ours_text is not None:
-                ours = SignedCheckpoint.from_text(ours_text)
-            elif size == self._held_to_cosign:
-                ours = self._cosign_held(size, root, agency)
-            if ours is None:
+            if ours_text is None:
                 return
+            ours = SignedCheckpoint.from_text(ours_text)
         if root != ours.checkpoint.root:
             self._evidence(size, agency, ours, theirs, verifiers, registry)
             return
@@ -857,6 +851,16 @@ class EtcdOrderer:
         at = self.store.block(height)
         if at.hash != block_hash or at.log_size != size:
             return False
+        if head.log_size > self.final_size:
+            # Its blocks past the marker are matched to the batches only as far as their
+            # transactions appear in them, in order: a tail no quorum signed could be another
+            # member's cut-down version (ADR 52). Final blocks only; etcd holds the batches
+            # after them (none is pruned before a final checkpoint covers it).
+            raise SyncError(f"this store was restored from an archive and holds blocks past "
+                            f"its newest final checkpoint (log size {self.final_size}, head "
+                            f"{head.log_size}): a node takes only final blocks from an "
+                            "archive. Stop the node and import the archive again with "
+                            "`ledger import --until-final`")
         log.info("store restored past the pruning marker (height %d, ours %d): matching the "
                  "batches after it to the blocks held", height, head.height)
         self.rev = rev
@@ -901,35 +905,7 @@ class EtcdOrderer:
                  rec.create_rev, k)
         head = self.store.head
         assert head is not None
-        if head.log_size > self.final_size:
-            # Co-signed once another agency's node is seen to have co-signed that very root
-            # (:meth:`_cosign_held`); the peers' co-signatures read while aligning found no
-            # checkpoint of ours to join and were dropped: read them all again.
-            self._held_to_cosign = head.log_size
-            self.cosig_rev = 0
         self._publish_applied(head)
-
-    def _cosign_held(self, size: int, root: bytes, agency: str) -> SignedCheckpoint | None:
-        """Co-sign the newest block a restored store holds (log size ``size``), now that
-        ``agency``'s node co-signed its root ``root``: blocks past the last final checkpoint
-        then become final when the quorum needs our signature, not with the next block
-        (ADR 51). They were matched to the batches that made them only as far as their
-        transactions appear in those batches, in order; another node's signature on the same
-        root is what says they are the network's blocks (not an archive's cut-down tail). A
-        different root is not signed."""
-        head = self.store.head
-        assert head is not None
-        if head.log_size != size:
-            return None
-        if head.log_root != root:
-            log.warning("%s co-signed another root at log size %d than the block this "
-                        "restored store holds there: not co-signing it", agency, size)
-            return None
-        cp = sign_checkpoint(self.network, head, [(self.agency, self.node_key)])
-        self.store.put_records({_PENDING + _BE.pack(size): cp.to_text().encode()})
-        self._held_to_cosign = None
-        self._publish(head, cp.signatures[0].to_line())
-        return cp
 
     def _applied(self, head: Head) -> bytes:
         """This node's applied position, as peers read it (``a/<agency>``)."""

@@ -294,3 +294,53 @@ def test_demo_copy_helper_is_independent(demo: Path, tmp_path: Path) -> None:
     shutil.copytree(demo, copy)
     with Store(copy / "ledger", create=False) as s:
         assert s.head is not None
+
+
+def test_import_until_final_stops_at_the_newest_checkpoint(archive_bytes: bytes,
+                                                          tmp_path: Path) -> None:
+    """`ledger import --until-final` (how a network's node is restored, ADR 52) takes the
+    blocks up to the archive's newest checkpoint (all checked final) and leaves the tail that
+    no quorum signed, saying how much; an archive with no checkpoint gives nothing."""
+    import json
+    import subprocess
+    import sys
+
+    from ledger.archive import last_checkpointed
+
+    records = _records(archive_bytes)
+    marked = [r.height for r in records if r.unverified_checkpoints]
+    assert len(marked) >= 2
+
+    def unsigned_tail(blocks: list[BlockRecord]) -> list[BlockRecord]:
+        # the checkpoints of the newest marked block and after it taken away: a tail as a
+        # network's node holds before its peers' co-signatures arrive
+        return [BlockRecord(r.height, r.unverified_header, r.unverified_txs, ())
+                if r.height >= marked[-1] else r for r in blocks]
+
+    data = _rewrite(archive_bytes, unsigned_tail)
+    assert last_checkpointed(io.BytesIO(data)) == marked[-2]
+    src = tmp_path / "tail.archive"
+    src.write_bytes(data)
+    cli = str(Path(sys.executable).parent / "ledger")
+    got = subprocess.run([cli, "import", str(src), "--data", str(tmp_path / "final"),
+                          "--until-final", "--json"], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert got.returncode == 0, got.stderr
+    said = json.loads(got.stdout)
+    assert said["height"] == marked[-2]
+    assert said["blocks_left_out"] == len(records) - 1 - marked[-2]
+    with Store(tmp_path / "final", create=False) as store:
+        assert store.head is not None and store.head.height == marked[-2]
+        assert store.checkpoint(store.head.log_size) is not None
+    whole = import_archive(io.BytesIO(data), tmp_path / "whole")  # without: the whole chain
+    assert whole.height == len(records) - 1
+
+    bare = _rewrite(archive_bytes, lambda bs: [BlockRecord(r.height, r.unverified_header,
+                                                           r.unverified_txs, ()) for r in bs])
+    src.write_bytes(bare)
+    got = subprocess.run([cli, "import", str(src), "--data", str(tmp_path / "none"),
+                          "--until-final"], capture_output=True, text=True, timeout=120,
+                         check=False)
+    assert got.returncode == 1
+    assert "holds no checkpoint: nothing final to import" in " ".join(got.stderr.split())
+    assert not (tmp_path / "none").exists()

@@ -386,21 +386,27 @@ def _pruned_after(net: Net, n: int, now: int) -> None:
         "pruned_batches"] > 0)
 
 
-def _restore_from(net: Net, peer: str, lost: str, tmp_path: Path) -> None:
+def _restore_from(net: Net, peer: str, lost: str, tmp_path: Path, *,
+                  until_final: bool = True) -> str:
     """As the docs say: ``lost``'s ledger rebuilt from ``peer``'s archive (`ledger export
-    --node`, `ledger import`), then its node started again (its etcd member never stopped)."""
+    --node`, `ledger import --until-final`), then its node started again (its etcd member
+    never stopped). The import's output."""
     archive = tmp_path / f"{peer}.archive"
     ledger_cli = str(Path(sys.executable).parent / "ledger")
-    r = subprocess.run([ledger_cli, "export", "--node", net.url(peer), "--ca", net.cluster.ca,
-                        "--out", str(archive)], capture_output=True, text=True, timeout=120,
-                       check=False)
-    assert r.returncode == 0, r.stderr
+    if not archive.exists():
+        r = subprocess.run([ledger_cli, "export", "--node", net.url(peer), "--ca",
+                            net.cluster.ca, "--out", str(archive)], capture_output=True,
+                           text=True, timeout=120, check=False)
+        assert r.returncode == 0, r.stderr
+    net.cluster.kill_node(lost)
     store = net.folder / lost / "data" / "ledger"
     shutil.rmtree(store)
-    r = subprocess.run([ledger_cli, "import", str(archive), "--data", str(store)],
+    r = subprocess.run([ledger_cli, "import", str(archive), "--data", str(store),
+                        *(["--until-final"] if until_final else [])],
                        capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 0, r.stderr
     net.cluster.restart(lost, etcd=False)
+    return r.stdout
 
 
 def test_a_node_restored_from_a_peers_archive_rejoins(fresh: Net, tmp_path: Path) -> None:
@@ -452,11 +458,14 @@ def test_a_node_restored_from_a_peers_archive_rejoins(fresh: Net, tmp_path: Path
     net.wait_until("converged again", net.converged)
 
 
-def test_a_restored_node_co_signs_the_blocks_it_holds(fresh: Net, tmp_path: Path) -> None:
-    """Blocks a restored node holds past the last final checkpoint get its co-signature as it
-    takes up: with two of three nodes down, the one left commits blocks that no quorum (2)
-    signs; the node restored from its archive co-signs them, and they become final with no new
-    block (they waited for the next one before)."""
+def test_a_restored_node_takes_only_final_blocks(fresh: Net, tmp_path: Path) -> None:
+    """A restored node takes no block past the archive's last final checkpoint: those are
+    matched to etcd's batches only as far as their transactions appear in them, so another
+    member's cut-down tail would pass, and the restored node's co-signature would make it
+    final (ADR 52). With two of three nodes down, the one left commits blocks no quorum (2)
+    signs; a store imported whole is refused with what to do; imported with --until-final,
+    the node builds those blocks again from etcd's batches and co-signs them, and they become
+    final with no new block."""
     net, now = fresh, int(time.time())
     _pruned_after(net, 3, now)
     net.cluster.kill_node("health")
@@ -465,7 +474,13 @@ def test_a_restored_node_co_signs_the_blocks_it_holds(fresh: Net, tmp_path: Path
         assert net.submit("edu", net.anchor("edu", now)).status_code == 200
     edu = net.health("edu")
     assert edu["final_log_size"] < edu["log_size"]
-    _restore_from(net, "edu", "health", tmp_path)
+    _restore_from(net, "edu", "health", tmp_path, until_final=False)
+    net.wait_until("the whole archive refused", lambda: "ledger import --until-final" in (
+        net.health("health").get("problem") or ""))
+    assert net.health("health")["status"] == "degraded"
+    assert net.health("edu")["final_log_size"] == edu["final_log_size"]  # it signed nothing
+    said = _restore_from(net, "edu", "health", tmp_path)
+    assert "2 later block(s) of the archive left out" in " ".join(said.split()), said
     net.wait_until("edu's blocks final with health's co-signature", lambda: all(
         net.health(a)["final_log_size"] == edu["log_size"] for a in ("edu", "health")))
     assert net.health("edu")["log_size"] == edu["log_size"]  # no new block did it
