@@ -57,6 +57,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -378,7 +379,33 @@ def _shadow_store(path: Path, notice: Callable[[str], None] | None) -> Path:
 _NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
 
 
+STALE_COPY_AGE = 600
+"""Seconds after which an audit's copy whose LevelDB lock nobody holds is taken as left by an
+audit that was killed (SIGKILL, a power cut): the next audit beside it removes it."""
+
+
+def _sweep_stale_copies(folder: Path, prefix: str) -> None:
+    """Remove audit copies (``prefix*`` in ``folder``) left by audits that were killed: their
+    hard links would keep the store's old tables on disk after compaction. A copy in use is
+    locked by the LevelDB that opened it; one still being filled is younger than
+    STALE_COPY_AGE."""
+    try:
+        found = [p for p in folder.iterdir() if p.name.startswith(prefix) and p.is_dir()]
+    except OSError:
+        return
+    for copy in found:
+        try:
+            st = copy.stat()
+            if st.st_uid != os.getuid() or time.time() - st.st_mtime < STALE_COPY_AGE:
+                continue
+            with store_unused(copy / "db", shared=True):
+                shutil.rmtree(copy)
+        except (OSError, StoreError):
+            continue  # in use, or not ours to remove
+
+
 def _copy_store(path: Path, notice: Callable[[str], None] | None) -> Path:
+    _sweep_stale_copies(path.parent, ".credledger-audit-")
     try:
         beside = Path(tempfile.mkdtemp(prefix=".credledger-audit-", dir=path.parent))
     except OSError:
@@ -393,6 +420,7 @@ def _copy_store(path: Path, notice: Callable[[str], None] | None) -> Path:
             if notice is not None:
                 notice(f"no room beside {path} for the copy the audit opens "
                        f"({e.strerror}): copying the store to {tempfile.gettempdir()} instead")
+    _sweep_stale_copies(Path(tempfile.gettempdir()), "credledger-audit-")
     try:
         shadow = Path(tempfile.mkdtemp(prefix="credledger-audit-"))
         return _fill_copy(path, shadow, link=False)

@@ -17,6 +17,7 @@ import binascii
 import contextlib
 import dataclasses
 import errno
+import fcntl
 import json
 import os
 import re
@@ -58,7 +59,7 @@ from ledger.errors import (
     StoreError,
     TxRejected,
 )
-from ledger.files import atomic_output, run_cli, write_atomic
+from ledger.files import atomic_output, interrupts_held, run_cli, write_atomic
 from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
 from ledger.governance import (
     Signer,
@@ -352,6 +353,21 @@ def _check_out(path: Path, force: bool, *, unwritable: int = 1) -> None:
         _fail(f"{path} exists; choose another path, or add --force to replace it", 2)
 
 
+def _write_out(path: Path, data: bytes, mode: int, force: bool) -> None:
+    """Write an output checked by :func:`_check_out`, whole, replacing a file only with
+    ``force``: another process can write the same path between the check and the write (two
+    terminals, one command), and the later one must not replace the first's silently."""
+    try:
+        write_atomic(path, data, mode, overwrite=force)
+    except FileExistsError:
+        _written_meanwhile(path)
+
+
+def _written_meanwhile(path: Path) -> NoReturn:
+    _fail(f"{path} was written meanwhile by another process and is not replaced: choose "
+          "another path, or add --force to replace it", 2)
+
+
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace the output file if it exists.")]
 
 
@@ -503,7 +519,7 @@ def new_request(
         print(text, end="")
         return
     try:  # whole or not at all: a full disk leaves no empty file at --out
-        write_atomic(out_file, text.encode(), 0o644)
+        _write_out(out_file, text.encode(), 0o644, force)
     except OSError as e:
         _fail(f"cannot write {out_file}: {e.strerror or e}")
     n = len(body["claims"])
@@ -693,7 +709,7 @@ def snapshot(
     _check_out(out_file, force)
     if nodes:
         _snapshot_from_nodes(list(dict.fromkeys(n.rstrip("/") for n in nodes)), ca, out_file,
-                             as_json)
+                             as_json, force)
         return
     assert data is not None
     now = _now()
@@ -724,7 +740,7 @@ def snapshot(
     except SnapshotError as e:
         _fail(f"cannot make a snapshot a verifier could load: {e}")
     try:
-        write_atomic(out_file, blob, 0o644)
+        _write_out(out_file, blob, 0o644, force)
     except OSError as e:
         _fail(f"cannot write {out_file}: {e.strerror or e}")
     summary = {"file": str(out_file), "network": registry.network, "fetched_at": now,
@@ -740,7 +756,7 @@ def snapshot(
 
 
 def _snapshot_from_nodes(nodes: list[str], ca: Path | None, out_file: Path,
-                         as_json: bool) -> None:
+                         as_json: bool, force: bool) -> None:
     """``ledger snapshot --node``: each node's part, merged (:func:`merge_snapshots`)."""
     bad = [u for u in nodes if not u.startswith(("http://", "https://"))]
     if bad:
@@ -785,7 +801,7 @@ def _snapshot_from_nodes(nodes: list[str], ca: Path | None, out_file: Path,
                        "undetermined (a node still tells it)", style="yellow"), soft_wrap=True)
     snap = load_snapshot(blob)
     try:
-        write_atomic(out_file, blob, 0o644)
+        _write_out(out_file, blob, 0o644, force)
     except OSError as e:
         _fail(f"cannot write {out_file}: {e.strerror or e}")
     summary = {"file": str(out_file), "network": snap.network, "fetched_at": snap.fetched_at,
@@ -978,8 +994,11 @@ def export(
     _check_out(out_file, force)
     if node is not None:
         try:
-            with atomic_output(out_file, 0o644) as f:  # --out only once the whole is checked
+            # --out only once the whole is checked
+            with atomic_output(out_file, 0o644, overwrite=force) as f:
                 summary = _fetch_archive(node, ca, f, str(out_file.parent))
+        except FileExistsError:
+            _written_meanwhile(out_file)
         except OSError as e:
             _fail(f"cannot write {out_file}: {e.strerror or e}")
         result = {"file": str(out_file), "network": summary.network, "blocks": summary.blocks,
@@ -998,10 +1017,12 @@ def export(
         _fail(f"{data} does not exist", 2)
     with _open(data) as store, _progress_bar(not as_json, "export") as bar:
         try:
-            with atomic_output(out_file, 0o644) as f:
+            with atomic_output(out_file, 0o644, overwrite=force) as f:
                 summary = export_archive(store, f, progress=bar)
         except (ArchiveError, LedgerError) as e:
             _fail(f"cannot export: {e}")
+        except FileExistsError:
+            _written_meanwhile(out_file)
         except OSError as e:
             _fail(f"cannot write {out_file}: {e.strerror or e}")
     result = {"file": str(out_file), "network": summary.network, "blocks": summary.blocks,
@@ -1168,7 +1189,7 @@ def audit(
     unwritten = None
     if key is not None and statement_out is not None:
         try:
-            write_atomic(statement_out, sign_statement(report, key), 0o644)
+            write_atomic(statement_out, sign_statement(report, key), 0o644, overwrite=force)
         except OSError as e:
             unwritten = e  # the report is still shown; the exit says the statement is missing
     if as_json:
@@ -1522,10 +1543,11 @@ def issue(
     for o in outs:
         _check_out(o, force)
     if node is not None:
-        results = _issue_at_node(node, agency, kind, claims, holder_jwks, outs, valid_days)
+        results = _issue_at_node(node, agency, kind, claims, holder_jwks, outs, valid_days,
+                                 force)
     else:
         assert data is not None  # one of the two, checked above
-        results = _issue_here(data, agency, kind, claims, holder_jwks, outs, valid_days)
+        results = _issue_here(data, agency, kind, claims, holder_jwks, outs, valid_days, force)
     if as_json:
         print(json.dumps(results[0] if len(results) == 1 else results))
         return
@@ -1542,7 +1564,7 @@ NODE_MAX_VALID_DAYS = 3650
 
 def _issue_at_node(node: str, agency: str, kind: str, claims: dict[str, Any],
                    holder_jwks: list[dict[str, Any]], outs: list[Path],
-                   valid_days: int) -> list[dict[str, Any]]:
+                   valid_days: int, force: bool) -> list[dict[str, Any]]:
     """Have the agency's running node issue one credential per holder key; write each bundle."""
     token = _operator_token()
     if valid_days > NODE_MAX_VALID_DAYS:
@@ -1556,28 +1578,60 @@ def _issue_at_node(node: str, agency: str, kind: str, claims: dict[str, Any],
     for holder_jwk, target in zip(holder_jwks, outs, strict=True):
         body = json.dumps({"type": kind, "claims": claims, "holder_jwk": holder_jwk,
                            "valid_days": valid_days}).encode()
-        got = _http(base + "/v1/credentials", body, "application/json",
-                    {"Authorization": f"Bearer {token}"})
-        try:
-            raw = base64.urlsafe_b64decode(got["bundle"] + "=" * (-len(got["bundle"]) % 4))
-            anchor = Tx.from_bytes(Bundle.from_bytes(raw).anchor).body
-            cid, receipt = str(got["credential_id"]), got["receipt"]
-            txid = str(receipt["txid"])
-            result = {"credential_id": cid, "txid": txid,
-                      "leaf_index": int(receipt["index"]), "height": int(receipt["height"]),
-                      "agency": agency, "type": kind,
-                      "status_index": int(anchor["status_index"]),
-                      "valid_until": int(anchor["valid_until"]), "bundle": str(target)}
-        except (KeyError, TypeError, ValueError, binascii.Error, LedgerError) as e:
-            _fail(f"the node answered the issuance with something that is not a bundle ({e})"
-                  + _written(len(results)))
-        lost = _lost(cid, txid, len(results))
-        try:
-            write_atomic(target, raw, 0o600)
-        except OSError as e:  # a full disk: the credential is on the ledger already
-            _fail(f"cannot write {target} ({e.strerror or e}): {lost}")
-        results.append(result)
+        with interrupts_held(_finishing):
+            results.append(_one_at_node(base, token, body, agency, kind, target, force,
+                                        len(results)))
     return results
+
+
+def _one_at_node(base: str, token: str, body: bytes, agency: str, kind: str, target: Path,
+                 force: bool, written: int) -> dict[str, Any]:
+    """One credential issued by the node, its bundle written (ADR 52: not cut in two)."""
+    got = _http(base + "/v1/credentials", body, "application/json",
+                {"Authorization": f"Bearer {token}"})
+    try:
+        raw = base64.urlsafe_b64decode(got["bundle"] + "=" * (-len(got["bundle"]) % 4))
+        anchor = Tx.from_bytes(Bundle.from_bytes(raw).anchor).body
+        cid, receipt = str(got["credential_id"]), got["receipt"]
+        txid = str(receipt["txid"])
+        result = {"credential_id": cid, "txid": txid,
+                  "leaf_index": int(receipt["index"]), "height": int(receipt["height"]),
+                  "agency": agency, "type": kind,
+                  "status_index": int(anchor["status_index"]),
+                  "valid_until": int(anchor["valid_until"])}
+    except (KeyError, TypeError, ValueError, binascii.Error, LedgerError) as e:
+        _fail(f"the node answered the issuance with something that is not a bundle ({e})"
+              + _written(written))
+    result["bundle"] = str(_keep_bundle(target, raw, force, cid, _lost(cid, txid, written)))
+    return result
+
+
+def _finishing() -> None:
+    err.print(Text("stopping once this credential's bundle is written (it may be committed "
+                   "already); Ctrl-C again to stop at once", style="yellow"), soft_wrap=True)
+
+
+def _keep_bundle(target: Path, raw: bytes, force: bool, cid: str, lost: str) -> Path:
+    """Write a committed credential's bundle to ``target`` (replacing a file only with
+    ``force``); where another process wrote ``target`` since it was checked (two issuances to
+    one --out), beside it, named by the credential: the credential is committed, and its
+    holder's only copy must not be lost, nor the other one replaced."""
+    try:
+        write_atomic(target, raw, 0o600, overwrite=force)
+        return target
+    except FileExistsError:
+        beside = target.with_name(f"{target.stem}-{cid[:16]}{target.suffix}")
+        try:
+            write_atomic(beside, raw, 0o600, overwrite=False)
+        except OSError as e:
+            _fail(f"cannot write {target}, written meanwhile by another process, nor {beside} "
+                  f"({e.strerror or e}): {lost}")
+        err.print(Text(f"{target} was written meanwhile by another process (another issuance "
+                       f"to the same --out?): this credential's bundle is in {beside}",
+                       style="yellow"), soft_wrap=True)
+        return beside
+    except OSError as e:  # a full disk: the credential is on the ledger already
+        _fail(f"cannot write {target} ({e.strerror or e}): {lost}")
 
 
 def _written(n: int) -> str:
@@ -1594,7 +1648,7 @@ def _lost(cid: str, txid: str, written: int) -> str:
 
 def _issue_here(data: Path, agency: str, kind: str, claims: dict[str, Any],
                 holder_jwks: list[dict[str, Any]], outs: list[Path],
-                valid_days: int) -> list[dict[str, Any]]:
+                valid_days: int, force: bool) -> list[dict[str, Any]]:
     """Issue and anchor in the store in ``data`` (embedded solo mode); write each bundle."""
     now = _now()
     results: list[dict[str, Any]] = []
@@ -1617,22 +1671,21 @@ def _issue_here(data: Path, agency: str, kind: str, claims: dict[str, Any],
         issuer_key, signers = _agency_keys(data, registry, agency, now)
         now = _now()  # after the passphrase prompt: the credentials date from their block
         for holder_jwk, target in zip(holder_jwks, outs, strict=True):
-            cred, receipt = _issue_one(store, registry, signers, issuer_key, agency, kind,
-                                       claims, holder_jwk, now, valid_days)
-            lost = _lost(cred.credential_id.hex(), receipt.txid.hex(), len(results))
-            try:
-                bundle = bundle_from_store(store, receipt.index, cred.sd_jwt.serialize())
-            except LedgerError as e:
-                _fail(f"the anchor cannot be proven ({e}): {lost}")
-            try:
-                write_atomic(target, bundle.to_bytes(), 0o600)
-            except OSError as e:  # a full disk: the credential is on the ledger already
-                _fail(f"cannot write {target} ({e.strerror or e}): {lost}")
-            results.append({"credential_id": cred.credential_id.hex(),
+            with interrupts_held(_finishing):  # committed, then written: never one alone
+                cred, receipt = _issue_one(store, registry, signers, issuer_key, agency, kind,
+                                           claims, holder_jwk, now, valid_days)
+                cid = cred.credential_id.hex()
+                lost = _lost(cid, receipt.txid.hex(), len(results))
+                try:
+                    bundle = bundle_from_store(store, receipt.index, cred.sd_jwt.serialize())
+                except LedgerError as e:
+                    _fail(f"the anchor cannot be proven ({e}): {lost}")
+                kept = _keep_bundle(target, bundle.to_bytes(), force, cid, lost)
+            results.append({"credential_id": cid,
                             "txid": receipt.txid.hex(), "leaf_index": receipt.index,
                             "height": receipt.height, "agency": agency, "type": kind,
                             "status_index": cred.status_index,
-                            "valid_until": now + valid_days * 86400, "bundle": str(target)})
+                            "valid_until": now + valid_days * 86400, "bundle": str(kept)})
     return results
 
 
@@ -2086,7 +2139,10 @@ def keygen(
     except KeyFileError as e:
         _fail(str(e))
     key = PrivateKey.generate()
-    save_private_key(out_file, key, passphrase)
+    try:
+        save_private_key(out_file, key, passphrase, overwrite=force)
+    except FileExistsError:
+        _written_meanwhile(out_file)
     result = {"file": str(out_file), "public_key": key.public.raw.hex(), "kid": key.kid.hex()}
     if as_json:
         print(json.dumps(result))
@@ -2131,7 +2187,7 @@ def propose(
         tx = propose_tx(view.network, view.gov_seq + 1, action, args, key)
     except (DecodeError, TypeError, ValueError) as e:  # the last two: values with no encoding
         _fail(f"the arguments do not fit {action!r}: {e}", 2)
-    write_atomic(out_file, tx.raw, 0o644)
+    _write_out(out_file, tx.raw, 0o644, force)
     _show_proposal(tx, [Signer(key.kid, agency)], view)
     out.print(Text(f"proposal → {out_file}; next: agency cosign {out_file} --data … --agency …"),
               soft_wrap=True)
@@ -2152,6 +2208,7 @@ def cosign(
     network or an outdated step is refused, before anything is signed.
     """
     view = _gov_view(data, node)
+    before = _read_input(proposal, "proposal")
     tx, found = _read_proposal(proposal, view)
     _show_proposal(tx, found, view)
     _refuse_dead_signatures(proposal, found, view)
@@ -2171,7 +2228,14 @@ def cosign(
     if not agreed:
         _fail("not signed (answer y to sign, or give --yes)")
     signed = tx.sign(key)
-    write_atomic(proposal, signed.raw, 0o644)
+    # Two agencies signing one shared file at once: the later write would drop the earlier
+    # signature. Under a lock on the file, it is written only if it is still what was read.
+    with proposal.open("rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        if _read_input(proposal, "proposal") != before:
+            _fail(f"not signed: {proposal} changed since it was read (another agency signing "
+                  "it?); run agency cosign again")
+        write_atomic(proposal, signed.raw, 0o644)
     found.append(Signer(key.kid, agency))
     have = len(_counted(found, view))
     out.print(Text(f"signed by {agency!r}: {have} of the {view.quorum} agencies needed"

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 __all__ = [
-    "NOT_UNICODE", "SigtermSeen", "Terminated", "atomic_output", "die_with_parent", "run_cli",
-    "sigterm_raises", "write_atomic",
+    "NOT_UNICODE", "SigtermSeen", "Terminated", "atomic_output", "die_with_parent",
+    "interrupts_held", "run_cli", "sigterm_raises", "write_atomic",
 ]
 
 
@@ -113,6 +113,40 @@ def sigterm_raises() -> Iterator[SigtermSeen]:
     finally:
         for n, handler in previous.items():
             signal.signal(n, handler)
+
+
+@contextlib.contextmanager
+def interrupts_held(said: Callable[[], None]) -> Iterator[None]:
+    """Within (main thread only): Ctrl-C, SIGTERM and SIGHUP are noted, not acted on, so a step
+    that must not be cut in two (a credential committed, then its bundle written) ends whole;
+    ``said`` tells the user at the first. A second Ctrl-C acts at once. On the way out the
+    first signal noted takes effect as it would have (its own handler runs)."""
+    names = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP]
+    previous = {n: signal.getsignal(n) for n in names}
+    noted: list[signal.Signals] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        if noted and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if not noted:
+            said()
+        noted.append(signal.Signals(signum))
+
+    for n in names:
+        if previous[n] not in (signal.SIG_IGN, None):  # nohup's ignored SIGHUP stays ignored
+            signal.signal(n, on_signal)
+    try:
+        yield
+    finally:
+        for n, handler in previous.items():
+            if handler is not None:
+                signal.signal(n, handler)
+    if noted:
+        first, handler = noted[0], previous[noted[0]]
+        if callable(handler):
+            handler(first, None)
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(first)
 
 
 def die_with_parent(signum: int, parent: int) -> None:

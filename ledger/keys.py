@@ -236,9 +236,11 @@ def open_secret(blob: bytes, passphrase: bytes, what: str, where: object) -> byt
     return data
 
 
-def save_private_key(path: Path, key: PrivateKey, passphrase: bytes) -> None:
-    """Write ``key`` encrypted (Argon2id-derived SecretBox key) to ``path``, mode 0600."""
-    write_atomic(path, _seal({"kid": key.kid}, key.seed, passphrase), 0o600)
+def save_private_key(path: Path, key: PrivateKey, passphrase: bytes, *,
+                     overwrite: bool = True) -> None:
+    """Write ``key`` encrypted (Argon2id-derived SecretBox key) to ``path``, mode 0600; with
+    ``overwrite=False`` never over an existing file (:class:`FileExistsError`)."""
+    write_atomic(path, _seal({"kid": key.kid}, key.seed, passphrase), 0o600, overwrite=overwrite)
 
 
 def load_private_key(path: Path, passphrase: bytes) -> PrivateKey:

@@ -356,7 +356,11 @@ def init(
             '# status_tokens = "status-tokens"  # their Status List Tokens (*.jwt)\n')
     try:  # whole or not at all, 0600 from the start
         config_out.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(config_out, text.encode(), 0o600)
+        write_atomic(config_out, text.encode(), 0o600, overwrite=force)
+    except FileExistsError:
+        err.print(f"[red]{config_out} was written meanwhile by another process;[/] it is not "
+                  "replaced (no operator token was made: pass --force to replace it)")
+        raise typer.Exit(2) from None
     except OSError as e:
         err.print(f"[red]cannot write {config_out}:[/] {e.strerror or e} (no operator token "
                   "was made: run init again, without --new-network if it made the network)")

@@ -381,6 +381,97 @@ def test_a_bundle_that_cannot_be_written_names_the_committed_credential(
     assert f"credential {cid}" in said and f"--credential-id {cid} --set revoked" in said
 
 
+def test_a_bundle_path_taken_meanwhile_is_neither_replaced_nor_lost(
+        demo: Path, files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two issuances to one --out (two terminals): the path was free when checked, and another
+    process wrote it before this credential's bundle. Each used to report success while the
+    later bundle replaced the earlier, leaving a committed credential with none. The bundle now
+    goes beside it, named by the credential, and the other file stays as it was."""
+    from typer.testing import CliRunner
+
+    from ledger import cli
+
+    out = tmp_path / "b.bundle"
+    real = cli._commit
+
+    def commit_then_other_writes(*a: Any, **k: Any) -> Any:
+        got = real(*a, **k)
+        out.write_bytes(b"the other issuance's bundle")
+        return got
+
+    monkeypatch.setattr(cli, "_commit", commit_then_other_writes)
+    r = CliRunner().invoke(cli.agency_app, [
+        "issue", "--data", str(demo), "--agency", "civil", "--type", "residence", "--claims",
+        str(files / "claims.json"), "--holder-jwk", str(files / "holder.jwk.json"), "--out",
+        str(out), "--json"], env={"LEDGER_KEY_PASSPHRASE": PASSPHRASE})
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    beside = tmp_path / f"b-{got['credential_id'][:16]}.bundle"
+    assert got["bundle"] == str(beside)
+    assert out.read_bytes() == b"the other issuance's bundle"
+    assert Bundle.from_bytes(beside.read_bytes()).sd_jwt
+    assert "written meanwhile by another process" in " ".join(r.stderr.split())
+
+
+def test_outputs_taken_meanwhile_are_not_replaced(tmp_path: Path) -> None:
+    """Every other output checked before it is written (keys, snapshots, archives, proposals,
+    requests) is written only where nothing is, unless --force: exit 2, the file unchanged."""
+    import typer
+
+    from ledger import cli
+    from ledger.keys import save_private_key
+
+    taken = tmp_path / "taken"
+    taken.write_bytes(b"first")
+    with pytest.raises(typer.Exit) as info:
+        cli._write_out(taken, b"second", 0o644, False)
+    assert info.value.exit_code == 2 and taken.read_bytes() == b"first"
+    cli._write_out(taken, b"second", 0o644, True)
+    assert taken.read_bytes() == b"second"
+    with pytest.raises(FileExistsError):
+        save_private_key(taken, PrivateKey.generate(), b"pass", overwrite=False)
+    assert taken.read_bytes() == b"second"
+
+
+_INTERRUPTED = """
+import os, signal, sys
+import ledger.cli as cli
+real, sig = cli._commit, getattr(signal, sys.argv[1])
+def commit(*a, **k):
+    got = real(*a, **k)
+    os.kill(os.getpid(), sig)  # Ctrl-C or SIGTERM right after it
+    return got
+cli._commit = commit
+sys.argv = ["agency", *sys.argv[2:]]
+cli.agency_main()
+"""
+
+
+@pytest.mark.parametrize(("sig", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_an_interrupt_after_the_commit_still_writes_the_bundle(
+        demo: Path, files: Path, tmp_path: Path, sig: str, code: int) -> None:
+    """Ctrl-C (or SIGTERM) right after the credential is committed used to stop the process
+    before its bundle was written, saying nothing: a valid credential no one held, with no id
+    to revoke it by. The bundle is written first, then the process stops as asked."""
+    out = tmp_path / "b.bundle"
+    before = _log_size(demo)
+    r = subprocess.run([sys.executable, "-c", _INTERRUPTED, sig, "issue", "--data", str(demo),
+                        "--agency", "civil", "--type", "residence", "--claims",
+                        str(files / "claims.json"), "--holder-jwk",
+                        str(files / "holder.jwk.json"), "--out", str(out)],
+                       capture_output=True, text=True, env=ENV, timeout=300, check=False)
+    assert r.returncode == code, r.stderr
+    assert "stopping once this credential's bundle is written" in " ".join(r.stderr.split())
+    assert _log_size(demo) == before + 1
+    bundle = Bundle.from_bytes(out.read_bytes())
+    assert Tx.from_bytes(bundle.anchor).txid == Tx.from_bytes(_entry(demo, before)).txid
+
+
+def _entry(demo: Path, index: int) -> bytes:
+    with Store(demo / "ledger", create=False) as store:
+        return store.entry(index)
+
+
 def test_a_reason_is_a_code_never_free_text(demo: Path) -> None:
     """A status reason is public on the ledger for good: the tools take a code, so a name
     cannot be typed into it (ADR 47); nothing is committed."""

@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -181,6 +182,35 @@ def test_a_store_another_process_has_open_is_refused_in_words(demo: Path) -> Non
         holder.communicate("", timeout=30)
     assert not list(demo.glob(".credledger-audit-*"))
     assert audit(demo, now=T0).clean
+
+
+def test_copies_left_by_killed_audits_are_swept(copy: Path) -> None:
+    """An audit killed by SIGKILL leaves its copy beside the store, whose hard links keep the
+    store's old tables on disk after compaction. The next audit removes such copies: older
+    than STALE_COPY_AGE and not open in LevelDB. One in use, or just made, is left alone."""
+    from ledger.audit import STALE_COPY_AGE
+
+    old = time.time() - STALE_COPY_AGE - 60
+
+    def left(name: str, age: float) -> Path:
+        folder = copy / name
+        (folder / "db").mkdir(parents=True)
+        (folder / "db" / "000005.ldb").write_bytes(b"a linked table")
+        os.utime(folder, (age, age))
+        return folder
+
+    dead, young = left(".credledger-audit-dead", old), left(".credledger-audit-young", time.time())
+    held = copy / ".credledger-audit-held"
+    (held / "db").parent.mkdir()
+    plyvel.DB(str(held / "db"), create_if_missing=True).close()  # a copy an audit has open
+    holder = _hold_open(held / "db")
+    os.utime(held, (old, old))
+    try:
+        assert audit(copy, now=T0).clean
+        assert not dead.exists()
+        assert young.exists() and held.exists()
+    finally:
+        holder.communicate("", timeout=30)
 
 
 def _make_read_only(paths: list[Path]) -> list[str]:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -386,3 +387,38 @@ def test_a_node_key_rotated_from_now_leaves_a_chain_that_audits_clean(
     with Store(demo / "ledger", create=False) as store:
         assert store.head is not None
         assert report["attested_size"] == store.head.log_size  # final at the head again
+
+
+def test_two_agencies_signing_one_file_at_once_lose_no_signature(
+        demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two agencies co-sign one shared proposal file at the same moment: each read it with the
+    proposer's signature only, and the later write dropped the earlier one. The file is now
+    written only if it is still what was read; the later signer is told to run again."""
+    from typer.testing import CliRunner
+
+    from ledger import cli
+
+    args = tmp_path / "grant.json"
+    args.write_text(json.dumps({"agency": "edu", "type": "residence", "from": "2027-01-01",
+                                "until": "2030-01-01"}))
+    prop = tmp_path / "grant.prop"
+    assert agency("propose", "grant", "--args", str(args), "--data", str(demo), "--agency",
+                  "edu", "--out", str(prop)).returncode == 0
+    real = cli._show_proposal
+
+    def meanwhile_market_signs(*a: Any, **k: Any) -> None:
+        real(*a, **k)
+        r = agency("cosign", str(prop), "--data", str(demo), "--agency", "market", "--yes")
+        assert r.returncode == 0, r.stderr
+
+    monkeypatch.setattr(cli, "_show_proposal", meanwhile_market_signs)
+    r = CliRunner().invoke(cli.agency_app, ["cosign", str(prop), "--data", str(demo),
+                                            "--agency", "civil", "--yes"],
+                           env={"LEDGER_KEY_PASSPHRASE": PASS.decode(), "COLUMNS": "200"})
+    assert r.exit_code == 1, r.output
+    assert "changed since it was read" in " ".join(r.output.split())
+    assert len(parse_proposal(prop.read_bytes()).sigs) == 2  # edu's and market's, both kept
+    monkeypatch.setattr(cli, "_show_proposal", real)
+    assert agency("cosign", str(prop), "--data", str(demo), "--agency", "civil",
+                  "--yes").returncode == 0
+    assert len(parse_proposal(prop.read_bytes()).sigs) == 3
