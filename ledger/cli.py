@@ -774,7 +774,10 @@ def _snapshot_from_nodes(nodes: list[str], ca: Path | None, out_file: Path,
                 claimed = {a.strip() for a in resp.headers.get("Snapshot-Agencies", "").split(",")
                            if a.strip()}
         except urllib.error.HTTPError as e:
-            _fail(f"{url} gave no snapshot ({e.code}): {_refusal(e)[1]}")
+            _fail(f"{url} gave no snapshot ({e.code}): {_refusal(e)[1]}"
+                  + ("; a node of a version before ADR 51 has no GET /v1/snapshot: upgrade it, "
+                     "or leave it out (its agency's lists are then left out)"
+                     if e.code == 404 else ""))
         except (urllib.error.URLError, OSError, ValueError) as e:
             _fail(f"cannot reach the node at {url}: {e}"
                   + ("; give its CA with --ca" if _ca_hint(e) else ""))

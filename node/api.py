@@ -447,8 +447,9 @@ def cluster_health(node: Node, cluster: dict[str, Any], head: dict[str, Any],
     if quiet:
         return "degraded", ("no word from the node of " + ", ".join(
             f"{a} for {s} s" for a, s in sorted(quiet.items())) + " (down, cut off from "
-            "etcd, or no longer applying): the network has less to spare before it loses "
-            "its quorum")
+            "etcd, or no longer applying; or, while an idle network is being upgraded, a "
+            "node of a version before ADR 50, which says nothing between blocks): the "
+            "network has less to spare before it loses its quorum")
     if cluster.get("unfinal_since") and node.now() - cluster["unfinal_since"] > FINALITY_SLACK:
         return "degraded", (f"no final checkpoint for "
                             f"{int(node.now() - cluster['unfinal_since'])} s (final size "

@@ -253,6 +253,18 @@ class LocalCluster:
                              seal_secret(got, self.passphrase, CREDIT_SECRET), 0o600)
                 return
 
+    def _ensure_credit_secret(self) -> None:
+        """A folder made before ADR 51 has no credit secret: make the network's one for every
+        agency at its first start since (ADR 52), as create_cluster does for a new folder."""
+        files = [self.folder / m.agency / "data" / "keys" / CREDIT_SECRET_FILE
+                 for m in self.members if m.agency not in self.removed]
+        if any(f.exists() for f in files):
+            return  # one is there: a newcomer gets its copy when admitted (join)
+        credit = secrets.token_bytes(32)
+        for f in files:
+            write_atomic(f, seal_secret(credit, self.passphrase, CREDIT_SECRET), 0o600,
+                         overwrite=False)
+
     def __init__(self, folder: Path, passphrase: bytes, *, etcd_bin: str = "etcd",
                  python: str = sys.executable) -> None:
         try:
@@ -419,6 +431,7 @@ class LocalCluster:
     def start(self, timeout: float = 60.0) -> None:
         """Start every etcd member, then every node; if any does not come up, stop all of them
         (no process is left behind) and raise ClusterError."""
+        self._ensure_credit_secret()
         try:
             live = [m for m in self.members if m.agency not in self.removed]
             for m in live:

@@ -911,7 +911,10 @@ class EtcdOrderer:
         """This node's applied position, as peers read it (``a/<agency>``)."""
         return codec.encode({"rev": self.rev, "height": head.height, "size": head.log_size,
                              "time": int(self.clock()),
-                             **({"credit": self.credit_mark} if self.credit_mark else {})})
+                             # hex: a node of a version before ADR 51 copies its peers'
+                             # fields into its JSON, and bytes broke it (ADR 52)
+                             **({"credit": self.credit_mark.hex()} if self.credit_mark
+                                else {})})
 
     def _heartbeat(self) -> None:
         """Publish our applied position if nothing else did for :data:`HEARTBEAT` seconds."""

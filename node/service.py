@@ -202,6 +202,13 @@ class Replication:
     max_batch: int = 2000
 
 
+def _hex_mark(mark: object) -> str | None:
+    """A peer's published credit fingerprint as hex: a str since ADR 52, bytes before."""
+    if isinstance(mark, bytes):
+        return mark.hex()
+    return mark if isinstance(mark, str) else None
+
+
 class Node:
     """An agency's node over its data folder (``<data>/ledger``, ``<data>/keys``)."""
 
@@ -357,9 +364,10 @@ class Node:
                     "--from`) and restart the node")
         if self.replicated is None:
             return None
+        mine = self.credit_mark.hex() if self.credit_mark else None
         others = sorted(a for a, p in self.replicated.stats.peers.items()
-                        if a != self.agency and isinstance(p.get("credit"), bytes)
-                        and p["credit"] != self.credit_mark)
+                        if a != self.agency and (mark := _hex_mark(p.get("credit"))) is not None
+                        and mark != mine)
         if not others:
             return None
         return (f"this node's credit secret is not the one of {', '.join(others)}: its "

@@ -547,6 +547,19 @@ def test_a_node_keyed_with_another_credit_secret_is_caught(fresh: Net) -> None:
     peers = _counters(net, "civil")["peers"]  # the fingerprints, as JSON can carry them
     assert len(peers["health"]["credit"]) == 16 and peers["health"]["credit"] != peers[
         "edu"]["credit"] == peers["civil"]["credit"]
+    # What each node publishes in etcd is plain JSON data: a node of a version before ADR 51
+    # copies its peers' fields into its own /v1/cluster, and raw bytes made it answer 500.
+    rt = unlock(net.folder / "pki", "edu", PASS)
+    try:
+        with etcd_as(rt, "edu", net.cluster.member("civil").client_url) as channel:
+            prefix = network_prefix(net.cluster.network).encode() + b"a/"
+            got = pbg.KVStub(channel).Range(pb.RangeRequest(
+                key=prefix, range_end=prefix[:-1] + bytes([prefix[-1] + 1])), timeout=5)
+    finally:
+        lock(rt)
+    published = [codec.decode(kv.value) for kv in got.kvs]
+    assert len(published) == 3 and all("credit" in p for p in published)
+    json.dumps(published)  # no bytes anywhere
 
 
 def test_no_agencys_certificate_administers_etcd(net: Net) -> None:

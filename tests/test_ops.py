@@ -363,3 +363,25 @@ def test_a_logged_error_says_where_it_was_raised_and_not_what_it_held() -> None:
     assert line["exc_frames"][-1].startswith("test_ops.py:") and \
         line["exc_frames"][-1].endswith(":deep")
     assert "Chen Mei" not in json.dumps(line)
+
+
+def test_a_cluster_folder_from_before_credit_gets_one_secret_for_all(tmp_path: Path) -> None:
+    """A `ledger-node cluster` folder made before ADR 51 has no credit secret, and the README
+    says the command makes one: its first start since makes the network's one for every
+    agency (the same secret, sealed for each); one already there is never replaced."""
+    from node.cluster import LocalCluster
+    from node.service import CREDIT_SECRET_FILE, read_credit_secret
+
+    create_cluster(tmp_path / "net", 3, b"pw", base_port=29750)
+    files = [tmp_path / "net" / a / "data" / "keys" / CREDIT_SECRET_FILE
+             for a in ("civil", "edu", "health")]
+    made = read_credit_secret(files[0], b"pw")
+    for f in files:
+        f.unlink()  # as a folder of that version was
+    cluster = LocalCluster(tmp_path / "net", b"pw")
+    cluster._ensure_credit_secret()
+    secrets_now = {read_credit_secret(f, b"pw") for f in files}
+    assert len(secrets_now) == 1 and None not in secrets_now and made not in secrets_now
+    kept = files[0].read_bytes()
+    cluster._ensure_credit_secret()
+    assert files[0].read_bytes() == kept
