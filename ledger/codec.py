@@ -124,10 +124,14 @@ def decode(data: bytes, *, max_size: int = MAX_SIZE, what: str = "object") -> An
             max_array_len=max_size,
             max_map_len=max_size,
         )
-    except DecodeError:
-        raise
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
-            msgpack.StackError) as e:
+    except DecodeError as e:
+        if e.where:
+            raise
+        raise DecodeError(str(e), what) from e  # from a hook: named by what it is in
+    except msgpack.StackError as e:
+        raise DecodeError("not canonical msgpack: nested deeper than msgpack reads "
+                          "(StackError)", what) from e
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as e:
         raise DecodeError(f"not canonical msgpack ({type(e).__name__}: {e})", what) from e
     if type(value) not in _PLAIN:
         raise DecodeError(f"a {type(value).__name__} is not allowed", what)

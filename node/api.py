@@ -24,10 +24,12 @@ from typing import Annotated, Any, Literal
 import segno
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger import codec
 from ledger.credentials import RESERVED_TYPES
@@ -300,7 +302,10 @@ class RequestOut(_Out):
     claims: list[str]
     created: int
     expires: int
-    qr_svg: str = Field(description="The request as a QR code (SVG text).")
+    qr_svg: str | None = Field(description="The request as a QR code (SVG text); null when "
+                                           "it is too long for one code (a type from outside "
+                                           "the network with long claim names): give its JSON "
+                                           "as text.")
 
 
 class VerifyIn(BaseModel):
@@ -342,6 +347,18 @@ class StatusListTokenResponse(Response):
     media_type = "application/statuslist+jwt"
 
 
+async def http_error(request: Request, exc: Exception) -> Response:
+    """The API's answer to an HTTP error Starlette or FastAPI raise. FastAPI's words for a JSON
+    body it could not parse other than by a syntax error (a RecursionError: nested thousands
+    deep) say nothing of why; ours do, in our shape."""
+    assert isinstance(exc, StarletteHTTPException)  # registered for it only
+    if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+        _log.info("refused", extra={"error": "BadRequest", "status": 400})
+        return JSONResponse({"detail": "the request body could not be read as JSON (nested "
+                                       "too deeply?)", "error": "BadRequest"}, status_code=400)
+    return await http_exception_handler(request, exc)
+
+
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {c: {"model": ErrorBody} for c in codes}
 
@@ -352,10 +369,11 @@ def _binary(media: str) -> dict[int | str, dict[str, Any]]:
     error = {"content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
     return {200: {"content": {media: {"schema": {"type": "string"}}}},
-            **dict.fromkeys((400, 404, 413, 503), error)}
+            **dict.fromkeys((400, 404, 413, 429, 503), error)}
 
 
-router = APIRouter(responses=_errors(400, 404, 413, 503))
+# 429: the rate limiter stands before every route (node.ratelimit); probes are spared
+router = APIRouter(responses=_errors(400, 404, 413, 429, 503))
 
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -870,7 +888,11 @@ def new_request(request: Request, node: NodeDep, settings: SettingsDep,
     pending = node.new_request(body.type, body.claims, settings.audience,
                                foreign=trust_of(request.app) is not None)
     text = json.dumps(pending.request.to_json(), separators=(",", ":"), sort_keys=True)
-    return RequestOut(**pending.to_json(), qr_svg=qr_svg(text))
+    try:
+        qr: str | None = qr_svg(text)
+    except segno.DataOverflowError:  # the request is open all the same: it goes as text
+        qr = None
+    return RequestOut(**pending.to_json(), qr_svg=qr)
 
 
 _log = logging.getLogger("node.http")

@@ -19,7 +19,7 @@ from node.approvals import Approvals
 
 __all__ = ["router"]
 
-router = APIRouter(responses=_errors(400, 404, 413, 503))
+router = APIRouter(responses=_errors(400, 404, 413, 429, 503))
 
 
 def _approvals(request: Request, node: NodeDep) -> Approvals:

@@ -30,6 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.credentials import ClaimError
 from ledger.errors import (
@@ -50,7 +51,7 @@ from ledger.offline import SnapshotError
 from ledger.sdjwt import VerificationError
 from ledger.statuslist import StatusListError
 from ledger.store import leveldb_words
-from node.api import BadRequest, router, validation_error
+from node.api import BadRequest, http_error, router, validation_error
 from node.api_approvals import router as approvals_router
 from node.config import Settings
 from node.ratelimit import RateLimit, RateLimited, Tally
@@ -513,6 +514,7 @@ def create_app(settings: Settings, *, node: Node | None = None,
                                        "operator has the details in the node's log",
                              "error": "StoreError"}, status_code=503)
 
+    app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(Exception, _server_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.include_router(router)

@@ -33,7 +33,6 @@ import jinja2
 import segno
 import zxingcpp
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -46,6 +45,7 @@ from ledger.errors import DecodeError, LedgerError
 from ledger.presentation import MAX_ENVELOPE, Envelope, Report
 from ledger.timetext import utc_text
 from node.api import charge_qr, qr_svg, trust_of, validation_error, verify_foreign_for
+from node.api import http_error as api_http_error
 from node.ratelimit import RateLimited, client_key
 from node.service import REQUEST_TTL, Node, NotFound, PendingRequest
 
@@ -163,7 +163,7 @@ def install_error_pages(app: FastAPI) -> None:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)  # registered for it only
         if not for_a_person(request):
-            return await http_exception_handler(request, exc)
+            return await api_http_error(request, exc)
         title = {404: "Page not found", 405: "Not available here"}.get(
             exc.status_code, f"Error {exc.status_code}")
         message = ("There is no page at this address." if exc.status_code == 404 else

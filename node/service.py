@@ -413,8 +413,9 @@ class Node:
             header = self.store.block(height)
         except StoreError as e:
             raise NotFound(str(e)) from e
-        raws = itertools.islice(self.store.block_entries(header), offset,
-                                None if limit is None else offset + limit)
+        n = header.log_size - header.first_index  # its transactions: islice takes no more
+        raws = itertools.islice(self.store.block_entries(header), min(offset, n),
+                                n if limit is None else min(offset + limit, n))
         txs = [Tx.from_bytes(raw).to_dict() for raw in raws]
         return {"header": header.to_json(), "transactions": txs}
 

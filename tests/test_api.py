@@ -573,6 +573,20 @@ def test_verify_garbage_envelope_is_a_failed_report_or_400(http: httpx.Client) -
         assert r.json()["verified"] is False
 
 
+def test_odd_requests_get_words_not_a_500(http: httpx.Client) -> None:
+    """Found by schema fuzzing: a block's page far past its end (offset + limit over 2^63)
+    answered 500; JSON nested thousands deep got FastAPI's wordless 400."""
+    for height in (0, 1):
+        r = http.get(f"/v1/blocks/{height}",
+                     params={"offset": 2**63 - 1, "limit": 100_000})
+        assert r.status_code == 200 and r.json()["transactions"] == [], r.text
+    deep = '{"type": "degree", "claims": ' + "[" * 3000 + "]" * 3000 + "}"
+    r = http.post("/v1/presentation-requests", content=deep,
+                  headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"] == "BadRequest"
+    assert "nested too deeply" in r.json()["detail"]
+
+
 @pytest.mark.parametrize(("body", "status"), [
     ({"type": "degree", "claims": ["shoe_size"]}, 400),
     ({"type": "no-such-type", "claims": ["x"]}, 404),
