@@ -176,8 +176,6 @@ def test_pick_allows_the_clock_skew_receiving_and_verifying_allow(world: World,
     start = sdjwt.parse(bundle.sd_jwt).payload["nbf"]
     info = wallet.receive(bundle.to_bytes(), registry=world.ledger.registry, now=start - 30)
     assert wallet.pick(REQ, now=start - 30) == info.id
-    env = wallet.present(info.id, REQ, now=start - 30)
-    assert world.verify(env, now=start - 30).verified
     with pytest.raises(PresentationError, match="no valid 'degree'"):
         wallet.pick(REQ, now=start - sdjwt.CLOCK_SKEW - 1)
     # one that has started by the holder's clock comes first: a verifier's clock may be behind
@@ -185,6 +183,8 @@ def test_pick_allows_the_clock_skew_receiving_and_verifying_allow(world: World,
                              now=start - 30)
     assert wallet.pick(REQ, now=start - 30) == earlier.id
     assert wallet.pick(REQ, now=start) == info.id  # both started: the newest
+    env = wallet.present(info.id, REQ, now=start - 30)
+    assert world.verify(env, now=start - 30).verified
 
 
 def test_present_discloses_only_what_is_asked(world: World, wallet: Wallet) -> None:
@@ -672,11 +672,11 @@ def test_cli_backup_to_a_folder_it_cannot_write_or_that_is_missing(tmp_path: Pat
 def test_cli_backup_restore(tmp_path: Path) -> None:
     w = tmp_path / "wallet.db"
     assert _run(["init"], w).returncode == 0
-    key = _run(["holder-key"], w).stdout
     copy = tmp_path / "copy.db"
     r = _run(["backup", str(copy)], w)
     assert r.returncode == 0, r.stderr
     assert copy.read_bytes() == w.read_bytes()
+    key = _run(["holder-key"], w).stdout  # the next key the backed-up wallet gives out
     r = _run(["restore", str(copy)], w, passphrase="wrong")
     assert r.returncode == 1 and "wrong passphrase" in r.stderr
     r = _run(["restore", str(copy)], w)
@@ -758,3 +758,125 @@ def test_cli_restore_names_what_the_backup_lacks(world: World, wallet: Wallet,
     assert len(kept) == 1 and later.id in {c.id for c in Wallet.open(kept[0], PASS).list()}
     r = _run(["restore", str(copy), "--yes"], wallet.path, passphrase="not-it")
     assert r.returncode == 1 and "wrong passphrase" in r.stderr  # the backup's own check first
+
+
+# -- a holder key per copy (ADR 52) ------------------------------------------------------------
+
+def _cnf(env: bytes) -> dict[str, str]:
+    sd_jwt = Envelope.from_bytes(env).sd_jwt_kb
+    cnf: dict[str, str] = sdjwt.parse(sd_jwt).payload["cnf"]["jwk"]
+    return cnf
+
+
+def test_copies_bound_to_their_own_keys_are_shown_one_per_verifier(world: World,
+                                                                   wallet: Wallet) -> None:
+    """A batch of copies (ADR 22), one per holder key the wallet gives (`holder-key --copies
+    3`): the wallet keeps all three (it used to refuse all but the one bound to its single
+    key) and shows each verifier a copy bound to a key no verifier saw before; two verifiers
+    then share no key, id or signature. Once every key was shown, the copy asked for is."""
+    keys = wallet.holder_jwks(3)
+    assert keys[0] == wallet.holder_jwk() and len({k["x"] for k in keys}) == 3
+    assert wallet.holder_jwks(3) == keys  # the same ones every time: every agency gets them
+    ids = [wallet.receive(world.issue(k).to_bytes(), registry=world.ledger.registry,
+                          now=T0 + 50).id for k in keys]
+    assert wallet.copies(ids[0]) == tuple(ids)
+    shown: list[bytes] = []
+    for _ in range(3):
+        chosen = wallet.copy_for(ids[0])
+        env = wallet.present(chosen, REQ, now=T0 + 90)
+        assert world.verify(env).verified
+        shown.append(env)
+    assert len({json.dumps(_cnf(e), sort_keys=True) for e in shown}) == 3
+    assert len({Envelope.from_bytes(e).sd_jwt_kb.split("~")[0] for e in shown}) == 3
+    assert [c.shown for c in wallet.list()] == [1, 1, 1]
+    assert wallet.copy_for(ids[1]) == ids[1] and wallet.key_shown(ids[1])
+    reopened = Wallet.open(wallet.path, PASS)  # the counts are kept in the file
+    assert [c.shown for c in reopened.list()] == [1, 1, 1]
+
+
+def test_an_application_shows_copies_bound_to_one_key(world: World, wallet: Wallet) -> None:
+    """A node takes an application's credentials only bound to one holder key (its proof that
+    they are one holder's): the wallet answers with the copies that share a key never shown
+    before, and names the key for the approval; with none in common it says so."""
+    reg, edu = world.agencies["reg"], world.agencies["edu"]
+    licence = {**DEGREE, "id": "licence", "title": "Licence"}
+    world.ledger.govern("register_type", {"type": licence}, [reg, edu], T0 + 3)
+    world.ledger.govern("grant", {"agency": "edu", "type": "licence", "from": T0,
+                                  "until": T0 + 365 * DAY}, [reg, edu], T0 + 4)
+
+    def issue(kind: str, key: dict[str, str]) -> str:
+        world.n += 1
+        now = T0 + 10 + world.n
+        cred = issue_credential(registry=world.ledger.registry, agency="edu",
+                                issuer_key=edu.issuer_key, kind=kind, claims=CLAIMS,
+                                holder_jwk=key, now=now, valid_for=30 * DAY)
+        r = world.ledger.commit([cred.anchor], now)
+        bundle = world.bundle(cred.sd_jwt.serialize(), r.accepted[0][1], ("reg", "edu"))
+        return wallet.receive(bundle.to_bytes(), registry=world.ledger.registry,
+                              now=now).id
+
+    k = wallet.holder_jwks(3)
+    for key in k[:2]:
+        issue("degree", key)
+        issue("licence", key)
+    asks = [REQ, Request("n-licence-000000001", REQ.audience, "licence", ("field",))]
+    first, envs = wallet.application(asks, now=T0 + 90)
+    assert first == k[0] and [_cnf(e) for _, e in envs] == [k[0], k[0]]
+    second, envs = wallet.application(asks, now=T0 + 91)
+    assert second == k[1] and [_cnf(e) for _, e in envs] == [k[1], k[1]]
+    issue("licence", k[2])  # newest licence bound to key 2 alone, no degree there
+    world.n += 400  # past COPIES_WITHIN: a later licence, not a copy of the first ones
+    issue("licence", k[2])
+    with pytest.raises(PresentationError, match="no holder key binds a copy of every"):
+        wallet.application(asks, now=T0 + 600)
+
+
+def test_a_wallet_of_the_first_format_opens_with_its_one_key(tmp_path: Path, world: World) -> None:
+    """A wallet written before ADR 52 (contents version 1: one key, nothing counted) opens;
+    its credentials are bound to key 0, the key it always had, and it is written anew in
+    version 2 at its next save."""
+    from ledger import codec
+    from wallet.store import Contents, KdfParams, derive_key
+
+    seed = hashlib.sha256(b"old wallet").digest()
+    bundle = world.issue(sdjwt.jwk_from_ed25519(PrivateKey(seed).public.raw))
+    params = KdfParams.fresh()
+    key = derive_key(PASS, params)
+    import nacl.secret
+
+    inner = codec.encode({"v": 1, "holder_seed": seed, "credentials": [{
+        "credential_id": hashlib.sha256(b"x").digest(), "type": "degree", "issuer": "edu",
+        "valid_from": T0, "valid_until": T0 + DAY, "added": T0, "bundle": bundle.to_bytes()}]})
+    box = nacl.secret.SecretBox(key).encrypt(inner)
+    path = tmp_path / "old.db"
+    path.write_bytes(codec.encode({"v": 1, "kind": "credledger-wallet", "kdf": "argon2id",
+                                   "ops": params.ops, "mem": params.mem, "salt": params.salt,
+                                   "box": bytes(box)}))
+    old = Wallet.open(path, PASS)
+    assert old.holder_jwk() == sdjwt.jwk_from_ed25519(PrivateKey(seed).public.raw)
+    env = old.present(old.list()[0].id, REQ, now=T0 + 90)
+    assert _cnf(env) == old.holder_jwk()
+    contents = open_sealed(path.read_bytes(), PASS)[0]
+    assert isinstance(contents, Contents) and contents.credentials[0].shown == 1
+    assert codec.decode(contents.to_bytes())["v"] == 2
+
+
+def test_a_credential_bound_to_no_key_of_the_wallet_is_refused(world: World,
+                                                               wallet: Wallet) -> None:
+    stranger = sdjwt.jwk_from_ed25519(PrivateKey(hashlib.sha256(b"other").digest()).public.raw)
+    with pytest.raises(BundleRefused, match="another holder key"):
+        wallet.receive(world.issue(stranger).to_bytes(), registry=world.ledger.registry,
+                       now=T0 + 50)
+    assert wallet.list() == []
+
+
+def test_cli_holder_keys_for_copies(tmp_path: Path) -> None:
+    w = tmp_path / "wallet.db"
+    assert _run(["init"], w).returncode == 0
+    printed = _run(["holder-key", "--copies", "3"], w).stdout.splitlines()
+    assert len(printed) == 3 and printed[0] == _run(["holder-key"], w).stdout.strip()
+    r = _run(["holder-key", "--copies", "3", "--out", str(tmp_path / "k.json")], w)
+    assert r.returncode == 0, r.stderr
+    assert [(tmp_path / f"k-{n}.json").read_text().strip() for n in (1, 2, 3)] == printed
+    r = _run(["holder-key", "--out", str(tmp_path / "k-1.json")], w)
+    assert r.returncode == 2 and "exists" in r.stderr

@@ -156,10 +156,45 @@ def init() -> None:
 
 
 @app.command("holder-key")
-def holder_key() -> None:
-    """Print the holder public key (JWK) that an agency binds your credentials to."""
+def holder_key(
+    copies: Annotated[int, typer.Option(
+        "--copies", min=1, max=100,
+        help="How many keys: one per copy of a credential an agency issues for you (`agency "
+             "issue --holder-jwk FILE`, once per key). Give every agency the same keys: the "
+             "wallet shows each verifier copies bound to a key no other verifier saw")] = 1,
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", dir_okay=False,
+        help="Write the keys to files (FILE, or FILE-1, FILE-2, … before its suffix for "
+             "several) instead of printing one JSON line per key; never over a file")] = None,
+) -> None:
+    """Print the holder public keys (JWK) that an agency binds your credentials to: key 0, or
+    with --copies N keys 0 to N-1 (the same ones every time)."""
+    from ledger.files import write_atomic
+    from wallet.errors import UsageError, WalletError
+
     with _errors():
-        print(json.dumps(_open().holder_jwk()))  # plain: machine-readable, never wrapped
+        outs: list[Path] = []
+        if out_file is not None:
+            outs = [out_file] if copies == 1 else [
+                out_file.with_name(f"{out_file.stem}-{n}{out_file.suffix}")
+                for n in range(1, copies + 1)]
+            for o in outs:
+                if not o.parent.is_dir():
+                    raise UsageError(f"cannot write {o}: there is no folder {o.parent}")
+                if o.exists() or o.is_symlink():
+                    raise UsageError(f"{o} exists; choose another --out")
+        jwks = _open().holder_jwks(copies)
+        if not outs:
+            for jwk in jwks:
+                print(json.dumps(jwk))  # plain: machine-readable, never wrapped
+            return
+        for o, jwk in zip(outs, jwks, strict=True):
+            try:
+                write_atomic(o, json.dumps(jwk).encode() + b"\n", 0o644, overwrite=False)
+            except FileExistsError as e:
+                raise WalletError(f"{o} was written meanwhile (the keys before it are in "
+                                  "their files)") from e
+            err.print(f"holder key → {escape(str(o))}")
 
 
 @app.command()
@@ -244,12 +279,13 @@ def list_() -> None:
     with _errors():
         w = _open()
         now = int(time.time())
-        table = Table("id", "type", "issuer", "valid from", "valid until", "dates",
+        table = Table("id", "type", "issuer", "valid from", "valid until", "dates", "shown",
                       caption="dates only: revocation and suspension are checked by the "
-                              "verifier, from the ledger")
+                              "verifier, from the ledger; shown: how many presentations of "
+                              "it this wallet made")
         for c in w.list():
             table.add_row(c.id[:16], escape(c.type), escape(c.issuer), _date(c.valid_from),
-                          _date(c.valid_until), c.state(now))
+                          _date(c.valid_until), c.state(now), str(c.shown))
         if not w.list():
             err.print("The wallet holds no credentials yet.")
             return
@@ -306,6 +342,17 @@ def present(
         except ValueError as e:
             raise WalletError(f"{request} is not JSON: {e}") from e
         w = _open()
+        given = w.info(credential_id)
+        credential_id = w.copy_for(given.id)
+        if credential_id != given.id:
+            err.print(f"{given.id[:16]} was shown before: presenting its copy "
+                      f"{credential_id[:16]}, never shown (verifiers who compare what they "
+                      "saw cannot link the two)")
+        elif w.key_shown(given.id):
+            err.print("[yellow]a presentation bound to this credential's holder key was made "
+                      "before:[/] verifiers who compare what they saw can link the two; its "
+                      "agency can issue copies bound to other keys (`wallet holder-key "
+                      "--copies N`, then `agency issue --holder-jwk` once per key)")
         p = w.preview(credential_id, req)
         foreign = w.is_foreign(credential_id)
         to_stdout = out_file == Path("-")  # the text only: no file, no QR code
@@ -334,6 +381,8 @@ def present(
                       "presentation)")
         _confirm("Sign and disclose these claims?", yes)
         env = w.present(credential_id, req, now=int(time.time()))
+        if w.uncounted:
+            err.print(f"[yellow]not counted as shown:[/] {escape(w.uncounted)}")
         text = env.decode("ascii") if foreign else qr.b64url(env)
         if to_stdout:
             print(text)
@@ -449,8 +498,8 @@ def apply(
                 err.print(f"  (the rule registered for {escape(service)}, version "
                           f"{rule_hash(rule).hex()[:16]}, needs these and no more)")
                 _confirm(f"Apply for {service} with these claims?", yes)
-                answers = w.answer(requests, now=int(time.time()))
-                body = {"holder_jwk": w.holder_jwk(), "presentations": [
+                holder, answers = w.application(requests, now=int(time.time()))
+                body = {"holder_jwk": holder, "presentations": [
                     {"nonce": n, "envelope": base64.urlsafe_b64encode(e).rstrip(b"=").decode()}
                     for n, e in answers]}
                 got = client.post(f"{base}/v1/services/{service}/apply", json=body)

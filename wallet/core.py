@@ -40,6 +40,7 @@ from wallet.errors import (
 )
 from wallet.store import (
     MAX_FILE,
+    MAX_KEYS,
     Contents,
     KdfParams,
     StoredCredential,
@@ -50,12 +51,26 @@ from wallet.store import (
 )
 from wallet.verify import verify_bundle
 
-__all__ = ["ALWAYS_VISIBLE", "CredentialInfo", "Disclosure", "Wallet", "beyond_rule"]
+__all__ = ["ALWAYS_VISIBLE", "CredentialInfo", "Disclosure", "Wallet", "beyond_rule",
+           "holder_key"]
 
 ALWAYS_VISIBLE = ("iss", "vct", "iat", "nbf", "exp", "cnf", "status")
 """Claims of the issuer-signed JWT that every presentation shows (not selectively disclosable)."""
 
 _MIN_PREFIX = 6
+COPIES_WITHIN = 300
+"""Seconds apart two credentials' validity may start and still be copies of one issuance."""
+_HOLDER_KEY = b"credledger wallet holder key"
+
+
+def holder_key(seed: bytes, index: int) -> PrivateKey:
+    """A wallet's holder key ``index``: 0 is the seed's own (a wallet's only key before ADR
+    52), each later one the keyed BLAKE2b of its index under the seed. One per credential and
+    per copy, so no two presentations of different credentials (or copies) share a key."""
+    if index == 0:
+        return PrivateKey(seed)
+    return PrivateKey(hashlib.blake2b(_HOLDER_KEY + index.to_bytes(4, "big"), key=seed,
+                                      digest_size=32).digest())
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +83,7 @@ class CredentialInfo:
     valid_from: int
     valid_until: int
     added: int
+    shown: int = 0
 
     def state(self, now: int) -> str:
         """``valid``, ``not yet valid`` or ``expired`` at ``now`` (ignores revocation)."""
@@ -77,7 +93,7 @@ class CredentialInfo:
 
     @classmethod
     def of(cls, c: StoredCredential) -> CredentialInfo:
-        return cls(c.id, c.type, c.issuer, c.valid_from, c.valid_until, c.added)
+        return cls(c.id, c.type, c.issuer, c.valid_from, c.valid_until, c.added, c.shown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +121,8 @@ class Disclosure:
 class Wallet:
     """An opened wallet. Build it with :meth:`init`, :meth:`open` or :meth:`restore`."""
 
-    __slots__ = ("_blob", "_contents", "_holder", "_key", "_params", "path", "replaced")
+    __slots__ = ("_blob", "_contents", "_holders", "_key", "_params", "path", "replaced",
+                 "uncounted")
 
     def __init__(self, path: Path, contents: Contents, key: bytes, params: KdfParams,
                  blob: bytes) -> None:
@@ -114,8 +131,11 @@ class Wallet:
         self._key = key
         self._params = params
         self._blob = blob
-        self._holder = PrivateKey(contents.holder_seed)
+        self._holders: dict[int, PrivateKey] = {}
         self.replaced: Path | None = None
+        self.uncounted: str | None = None
+        """After :meth:`present`: why the presentation could not be counted as shown (the
+        envelope is good; the next presentation may then use the same copy), else None."""
         """After :meth:`restore`: where the wallet file it replaced is kept, if there was one
         that differed from the backup."""
 
@@ -210,10 +230,34 @@ class Wallet:
                 raise WalletFileError(f"cannot write {self.path}: {e.strerror or e}") from e
         self._contents, self._blob = contents, blob
 
-    # -- holder key -------------------------------------------------------------------------
-    def holder_jwk(self) -> dict[str, str]:
-        """The public JWK an agency binds credentials to (``cnf.jwk``)."""
-        return sdjwt.jwk_from_ed25519(self._holder.public.raw)
+    # -- holder keys ------------------------------------------------------------------------
+    def _holder(self, index: int) -> PrivateKey:
+        got = self._holders.get(index)
+        if got is None:
+            got = self._holders[index] = holder_key(self._contents.holder_seed, index)
+        return got
+
+    def holder_jwk(self, index: int = 0) -> dict[str, str]:
+        """The public JWK of holder key ``index`` (``cnf.jwk``); key 0 is the wallet's first."""
+        return sdjwt.jwk_from_ed25519(self._holder(index).public.raw)
+
+    def holder_jwks(self, n: int = 1) -> list[dict[str, str]]:
+        """Holder keys 0 to ``n`` - 1, one for each copy of a credential an agency issues
+        (ADR 22, 52). Every agency gets the same ones: copy k of each credential is bound to
+        key k, so an application shows copies bound to one key (the node's proof that they
+        are one holder's) and another verifier the copies bound to another."""
+        if not 1 <= n <= MAX_KEYS:
+            raise WalletError(f"give from 1 to {MAX_KEYS} holder keys")
+        return [self.holder_jwk(i) for i in range(n)]
+
+    def _key_of(self, jwk: object) -> int:
+        """The index of the holder key ``jwk`` names, or 0 when it names none of this
+        wallet's (the check then refuses it, saying so)."""
+        if isinstance(jwk, dict):
+            for i in range(MAX_KEYS):
+                if _same_key(jwk, self.holder_jwk(i)):
+                    return i
+        return 0
 
     # -- credentials ------------------------------------------------------------------------
     def receive(self, unverified_bundle: bytes, *, registry: Registry, now: int) -> CredentialInfo:
@@ -222,20 +266,23 @@ class Wallet:
         Raises :class:`~wallet.errors.BundleRefused` for a bundle that fails a check and
         :class:`WalletError` for one already in the wallet.
         """
-        v = verify_bundle(unverified_bundle, registry=registry, holder_jwk=self.holder_jwk(),
-                          now=now)
+        key = self._key_of(_bound_jwk(unverified_bundle))
+        v = verify_bundle(unverified_bundle, registry=registry,
+                          holder_jwk=self.holder_jwk(key), now=now)
         return self._keep(StoredCredential(v.credential_id, v.type, v.issuer, v.valid_from,
-                                           v.valid_until, now, v.bundle.to_bytes()))
+                                           v.valid_until, now, v.bundle.to_bytes(), key))
 
     def receive_foreign(self, unverified: str, *, trust: TrustList,
                         now: int) -> CredentialInfo:
         """Check a credential from an issuer outside the network against the holder's copy of
         a verifier's ``trust`` list (:func:`ledger.foreign.receive_foreign`) and keep it. It has
         no ledger evidence: it is presented as a plain SD-JWT+KB (ADR 39)."""
-        got = receive_foreign(unverified, trust=trust, holder_jwk=self.holder_jwk(), now=now)
+        key = self._key_of(_bound_jwk_of(unverified))
+        got = receive_foreign(unverified, trust=trust, holder_jwk=self.holder_jwk(key),
+                              now=now)
         return self._keep(StoredCredential(got.credential_id, got.type, got.issuer,
                                            got.valid_from, got.valid_until, now,
-                                           got.credential.to_bytes()))
+                                           got.credential.to_bytes(), key))
 
     def _keep(self, stored: StoredCredential) -> CredentialInfo:
         """Add a checked credential and save; WalletError if it is already in the wallet."""
@@ -287,7 +334,7 @@ class Wallet:
                          old.sd_jwt)
             try:
                 v = verify_bundle(new.to_bytes(), registry=registry,
-                                  holder_jwk=self.holder_jwk(), now=now)
+                                  holder_jwk=self.holder_jwk(c.key), now=now)
             except LedgerError as e:
                 results[c.id] = str(e)
                 continue
@@ -329,14 +376,18 @@ class Wallet:
 
     def present(self, credential_id: str, request: Request, *, now: int) -> bytes:
         """The presentation envelope for ``request``: only the requested claims, bound to its
-        nonce and audience with a key-binding JWT signed by the holder key at ``now``.
+        nonce and audience with a key-binding JWT signed by the credential's holder key at
+        ``now``. The wallet counts it as shown (saved before the envelope is returned: see
+        :meth:`copy_for`).
 
         A credential from outside the network has no ledger evidence: its presentation is the
         SD-JWT+KB itself, as ASCII bytes (``ledger verify --trust`` checks it)."""
         preview = self.preview(credential_id, request)
-        bundle = self._record(self._find(credential_id))
+        stored = self._find(credential_id)
+        bundle = self._record(stored)
         try:
-            kb = sdjwt.present(bundle.sd_jwt, disclose=preview.claims, holder_key=self._holder,
+            kb = sdjwt.present(bundle.sd_jwt, disclose=preview.claims,
+                               holder_key=self._holder(stored.key),
                                nonce=request.nonce, aud=request.audience, iat=now)
         except (LedgerError, ValueError) as e:
             raise PresentationError(f"cannot present {preview.credential_id[:16]}…: {e}") from e
@@ -345,12 +396,56 @@ class Wallet:
             raise PresentationError("the presentation would disclose other claims than the "
                                     "preview; refusing")
         if isinstance(bundle, ForeignCredential):
-            return kb.encode("ascii")
-        env = Envelope.from_bundle(bundle, kb).to_bytes()
-        if len(env) > MAX_ENVELOPE:
-            raise PresentationError(f"the envelope is {len(env)} bytes, over the verifier's "
-                                    f"{MAX_ENVELOPE}-byte limit")
+            env = kb.encode("ascii")
+        else:
+            env = Envelope.from_bundle(bundle, kb).to_bytes()
+            if len(env) > MAX_ENVELOPE:
+                raise PresentationError(f"the envelope is {len(env)} bytes, over the "
+                                        f"verifier's {MAX_ENVELOPE}-byte limit")
+        try:
+            self._save(replace(self._contents, credentials=tuple(
+                replace(c, shown=c.shown + 1) if c is stored else c
+                for c in self._contents.credentials)))
+            self.uncounted = None
+        except WalletError as e:  # a wallet on read-only media, another process's change
+            self.uncounted = str(e)
         return env
+
+    def copies(self, credential_id: str) -> tuple[str, ...]:
+        """The ids of the credential's copies in this wallet, itself first: those of the same
+        issuer and type, with the same claims, valid from within :data:`COPIES_WITHIN` seconds
+        of it (a batch issued for unlinkable presentations, ADR 22; a node dates each copy
+        by its own clock). A credential issued again later, after the first was revoked, say,
+        is not a copy: the wallet cannot tell which of the two its agency revoked."""
+        c = self._find(credential_id)
+        mine = _claims(self._record(c).sd_jwt)
+        return (c.id, *(d.id for d in self._contents.credentials
+                        if d is not c and d.type == c.type and d.issuer == c.issuer
+                        and abs(d.valid_from - c.valid_from) <= COPIES_WITHIN
+                        and _claims(self._record(d).sd_jwt) == mine))
+
+    def key_shown(self, credential_id: str) -> bool:
+        """Whether a presentation bound to this credential's holder key was made (of it, or
+        of another credential bound to the same key)."""
+        return self._spent(self._find(credential_id).key)
+
+    def _spent(self, key: int) -> bool:
+        """Whether a presentation was made with holder key ``key`` (of any credential): a
+        verifier then knows the key, and one who compares could link another presentation
+        bound to it."""
+        return any(c.shown for c in self._contents.credentials if c.key == key)
+
+    def copy_for(self, credential_id: str) -> str:
+        """The copy to present: the credential itself while no presentation was made with its
+        holder key, else a copy of it bound to a key never shown, if the wallet holds one.
+        Two verifiers who compare what they saw can link two presentations of one copy (its
+        signature, salts and key are the same), or of two credentials bound to one key; of
+        copies bound to keys never shown elsewhere, nothing."""
+        c = self._find(credential_id)
+        if not self._spent(c.key):
+            return c.id
+        fresh = [d for d in self.copies(c.id)[1:] if not self._spent(self._find(d).key)]
+        return fresh[0] if fresh else c.id
 
     def pick(self, request: Request, now: int) -> str:
         """The id of the newest credential in validity that can answer ``request``. One that
@@ -365,12 +460,34 @@ class Wallet:
             raise PresentationError(f"the wallet holds no valid {request.credential_type!r} "
                                     "credential")
         started = [c for c in fits if c.valid_from <= now]
-        return max(started or fits, key=lambda c: c.valid_from).id
+        return self.copy_for(max(started or fits, key=lambda c: c.valid_from).id)
+
+    def application(self, requests: Sequence[Request], *, now: int
+                    ) -> tuple[dict[str, str], tuple[tuple[str, bytes], ...]]:
+        """``wallet apply``: the holder key for the approval credential, and one envelope per
+        request of an application (only the claims each request names), as (nonce, envelope)
+        pairs. Every credential shown is bound to that one key (the node's proof that they
+        are one holder's): the copies of the credentials :meth:`pick` chooses that share a
+        key, a key never shown before where there is one."""
+        chosen = [self.copies(self.pick(r, now)) for r in requests]
+        by_key = [{self._find(d).key: d for d in reversed(group)} for group in chosen]
+        common = set(by_key[0]).intersection(*by_key[1:]) if by_key else {0}
+        if not common:
+            names = ", ".join(f"{r.credential_type} (key{'s' if len(k) > 1 else ''} "
+                              f"{', '.join(map(str, sorted(k)))})"
+                              for r, k in zip(requests, by_key, strict=True))
+            raise PresentationError(f"no holder key binds a copy of every credential this "
+                                    f"application needs: {names}; the node takes them only "
+                                    "bound to one key (ask for copies bound to the same keys: "
+                                    "`wallet holder-key --copies N`)")
+        key = min(common, key=lambda k: (self._spent(k), k))
+        return self.holder_jwk(key), tuple(
+            (r.nonce, self.present(keys[key], r, now=now))
+            for r, keys in zip(requests, by_key, strict=True))
 
     def answer(self, requests: Sequence[Request], *, now: int) -> tuple[tuple[str, bytes], ...]:
-        """``wallet apply``: one envelope per request of an application (only the claims each
-        request names), as (nonce, envelope) pairs."""
-        return tuple((r.nonce, self.present(self.pick(r, now), r, now=now)) for r in requests)
+        """:meth:`application`'s envelopes alone."""
+        return self.application(requests, now=now)[1]
 
     # -- internals --------------------------------------------------------------------------
     def _find(self, credential_id: str) -> StoredCredential:
@@ -396,6 +513,30 @@ class Wallet:
                 return ForeignCredential.from_bytes(c.bundle)
             except LedgerError:
                 raise WalletFileError(f"stored credential {c.id[:16]}… is damaged: {e}") from e
+
+
+def _same_key(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two JWKs name the same public key (other members, such as "alg", aside)."""
+    return all(a.get(m) == b.get(m) for m in ("kty", "crv", "x", "y"))
+
+
+def _bound_jwk_of(sd_jwt: object) -> object:
+    """The ``cnf.jwk`` an SD-JWT's issuer-signed payload names, NOT verified: only to pick the
+    holder key that the checks then hold it to (None if it cannot be read)."""
+    if not isinstance(sd_jwt, str):
+        return None
+    try:
+        cnf = sdjwt.parse_jws_payload(sd_jwt.split("~", 1)[0], "issuer-signed JWT").get("cnf")
+    except (LedgerError, AttributeError):
+        return None
+    return cnf.get("jwk") if isinstance(cnf, dict) else None
+
+
+def _bound_jwk(unverified_bundle: bytes) -> object:
+    try:
+        return _bound_jwk_of(Bundle.from_bytes(unverified_bundle).sd_jwt)
+    except LedgerError:
+        return None
 
 
 def beyond_rule(rule: Mapping[str, Any], request: Request) -> list[str] | None:

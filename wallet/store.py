@@ -8,10 +8,15 @@ Outer map (canonical msgpack, :mod:`ledger.codec`)::
 ``box`` is ``SecretBox(Argon2id(passphrase, salt, ops, mem)).encrypt(inner)`` (XSalsa20-Poly1305,
 fresh random 24-byte nonce on every write), and ``inner`` is the canonical msgpack of::
 
-    {"v": 1, "holder_seed": bytes(32),
+    {"v": 2, "holder_seed": bytes(32),
      "credentials": [{"credential_id": bytes(32), "type": str, "issuer": str,
                       "valid_from": int, "valid_until": int, "added": int,
-                      "bundle": bytes}, ...]}
+                      "bundle": bytes, "key": int, "shown": int}, ...]}
+
+A credential's ``key`` is the holder key it is bound to (key 0 is the seed's own, the others
+derived from it: :func:`wallet.core.holder_key`), ``shown`` how many presentations of it were
+made (ADR 52). Version 1 (before ADR 52) had neither: one holder key, every credential bound
+to it, none counted as shown.
 
 ``bundle`` is :meth:`ledger.presentation.Bundle.to_bytes`. A wrong passphrase and any change to
 the file fail the Poly1305 tag (changing ``salt``/``ops``/``mem`` changes the derived key), and
@@ -57,6 +62,8 @@ MAX_FILE = 64 << 20
 """Largest wallet file read (64 MiB: some hundreds of credentials with room to spare)."""
 MAX_BUNDLE = 256 * 1024
 MAX_CREDENTIALS = 10_000
+MAX_KEYS = 100
+"""Holder keys per wallet: one per copy of a credential (``wallet holder-key --copies``)."""
 
 _OPS = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
 _MEM = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
@@ -101,6 +108,10 @@ class StoredCredential:
     valid_until: int
     added: int
     bundle: bytes
+    key: int = 0
+    """The holder key it is bound to (its index)."""
+    shown: int = 0
+    """How many presentations of it this wallet made."""
 
     @property
     def id(self) -> str:
@@ -109,14 +120,17 @@ class StoredCredential:
     def to_map(self) -> dict[str, object]:
         return {"credential_id": self.credential_id, "type": self.type, "issuer": self.issuer,
                 "valid_from": self.valid_from, "valid_until": self.valid_until,
-                "added": self.added, "bundle": self.bundle}
+                "added": self.added, "bundle": self.bundle, "key": self.key,
+                "shown": self.shown}
 
     @classmethod
-    def from_fields(cls, f: Fields) -> StoredCredential:
+    def from_fields(cls, f: Fields, version: int = 2) -> StoredCredential:
         out = cls(credential_id=f.bytes("credential_id", size=32), type=f.str("type"),
                   issuer=f.str("issuer"), valid_from=f.int("valid_from", lo=0),
                   valid_until=f.int("valid_until", lo=0), added=f.int("added", lo=0),
-                  bundle=f.bytes("bundle", max_len=MAX_BUNDLE))
+                  bundle=f.bytes("bundle", max_len=MAX_BUNDLE),
+                  key=f.int("key", lo=0, hi=MAX_KEYS - 1) if version >= 2 else 0,
+                  shown=f.int("shown", lo=0) if version >= 2 else 0)
         f.done()
         return out
 
@@ -134,22 +148,25 @@ class Contents:
         ids = [c.credential_id for c in self.credentials]
         if len(set(ids)) != len(ids):
             raise ValueError("a credential is stored twice")
+        if any(not 0 <= c.key < MAX_KEYS for c in self.credentials):
+            raise ValueError(f"a credential is bound to a holder key past the {MAX_KEYS}")
 
     def __repr__(self) -> str:  # never print the seed or the bundles
         return f"Contents(<holder key>, {len(self.credentials)} credentials)"
 
     def to_bytes(self) -> bytes:
-        return codec.encode({"v": 1, "holder_seed": self.holder_seed,
+        return codec.encode({"v": 2, "holder_seed": self.holder_seed,
                              "credentials": [c.to_map() for c in self.credentials]})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Contents:
         f = Fields(codec.decode(data, max_size=MAX_FILE, what="wallet contents"), "contents")
-        f.version(1, "wallet contents")
+        version = f.version(2, "wallet contents")
         seed = f.bytes("holder_seed", size=32)
         items = f.list("credentials", max_len=MAX_CREDENTIALS)
         f.done()
-        creds = tuple(StoredCredential.from_fields(Fields(c, f"contents.credentials[{i}]"))
+        creds = tuple(StoredCredential.from_fields(Fields(c, f"contents.credentials[{i}]"),
+                                                   version)
                       for i, c in enumerate(items))
         try:
             return cls(seed, creds)
