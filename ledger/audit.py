@@ -1280,5 +1280,6 @@ def verify_statement(unverified: bytes, auditor_public: PublicKey) -> dict[str, 
         raise SignatureError(f"the statement names auditor public key {auditor.hex()}, not "
                              f"{auditor_public.raw.hex()}")
     auditor_public.verify("audit", codec.encode(body), sig)
-    out["auditor"] = auditor_public.kid.hex()
+    out["auditor"] = auditor_public.raw.hex()  # the public key the checker was given
+    out["auditor_kid"] = auditor_public.kid.hex()
     return out

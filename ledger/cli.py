@@ -980,7 +980,9 @@ def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, where: str, *,
 def export(
     data: Annotated[Path | None, typer.Argument(
         help="A node's data folder or its LevelDB store.", file_okay=False)] = None,
-    out_file: Annotated[Path, typer.Option("--out", help="Where to write the archive.")] = Path(),
+    out_file: Annotated[Path, typer.Option("--out", help="Where to write the archive "
+                                                          "(required).",
+                                           show_default=False)] = Path(),
     node: ArchiveNodeOpt = None,
     ca: CaOpt = None,
     as_json: AsJson = False,
@@ -1237,7 +1239,8 @@ def statement(
     if as_json:
         print(json.dumps(said, sort_keys=True))
         return
-    out.print(Text(f"signed by auditor {said['auditor'][:16]}: network {said['network']!r}, "
+    out.print(Text(f"signed by the auditor key {said['auditor'][:16]}… (kid "
+                   f"{said['auditor_kid'][:16]}): network {said['network']!r}, "
                    f"{said['blocks']} blocks and {said['txs']} transactions audited at "
                    f"{said['audited_at']}, {'CLEAN' if said['clean'] else 'NOT CLEAN'}; report "
                    f"sha256 {said['report_sha256']}"), soft_wrap=True)

@@ -12,6 +12,7 @@ import hashlib
 import os
 import stat
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,11 +139,16 @@ def read_passphrase(prompt: str = "Key passphrase: ", *, confirm: bool = False,
     if path:
         return _passphrase_from_file(path, f"{env}_FILE")
     try:
-        first = getpass.getpass(prompt)
-        if not first:
-            raise KeyFileError("an empty passphrase is not allowed")
-        if confirm and getpass.getpass("Repeat passphrase: ") != first:
-            raise KeyFileError("the two passphrases differ")
+        # Without a terminal getpass reads standard input (a passphrase piped in) and says
+        # that it may be echoed; its GetPassWarning, with a path into Python's library, adds
+        # nothing to that.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", getpass.GetPassWarning)
+            first = getpass.getpass(prompt)
+            if not first:
+                raise KeyFileError("an empty passphrase is not allowed")
+            if confirm and getpass.getpass("Repeat passphrase: ") != first:
+                raise KeyFileError("the two passphrases differ")
     except EOFError:
         print(file=sys.stderr)  # end the prompt's line
         raise KeyFileError(f"no passphrase: the input ended before one was typed (set {env} "

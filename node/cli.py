@@ -319,6 +319,13 @@ def init(
     except ConfigError as e:
         err.print(f"[red]bad option:[/] {e}")
         raise typer.Exit(2) from e
+    if new_network is None and (founder or quorum != 1):
+        err.print("[red]--founder and --quorum make a new network:[/] give --new-network ID "
+                  "too (without it, init writes the config of an existing data folder)")
+        raise typer.Exit(2)
+    if config_out.is_dir() or (config_out.parent.exists() and not config_out.parent.is_dir()):
+        err.print(f"[red]cannot write {config_out}:[/] give a file path in a folder")
+        raise typer.Exit(2)
     if new_network is not None:
         if config_out.exists() and not force:  # before anything is made: bad input changes nothing
             err.print(f"[red]{config_out} exists;[/] pass --force to replace it")
@@ -619,8 +626,9 @@ def credit_secret(
         "--out", help="Where to write it: the node's keys folder, as credit.secret.")],
     from_file: Annotated[Path | None, typer.Option(
         "--from", help="Seal again the secret in this file (another agency's copy; its "
-                       "passphrase from $LEDGER_FROM_PASSPHRASE or asked) instead of making "
-                       "a new one.", exists=True, dir_okay=False)] = None,
+                       "passphrase from $LEDGER_FROM_PASSPHRASE, the file "
+                       "$LEDGER_FROM_PASSPHRASE_FILE names, or asked) instead of making a "
+                       "new one.", exists=True, dir_okay=False)] = None,
     force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
 ) -> None:
     """Make the network's credit secret, or seal again another agency's copy (--from).

@@ -545,6 +545,8 @@ def test_signed_statement(demo: Path) -> None:
     auditor = PrivateKey(b"\x11" * 32)
     blob = sign_statement(report, auditor)
     got = verify_statement(blob, auditor.public)
+    assert got["auditor"] == auditor.public.raw.hex()  # the key given, not its kid
+    assert got["auditor_kid"] == auditor.public.kid.hex()
     assert got["report_sha256"] == report.digest().hex()
     assert got["checkpoint"] == report.checkpoint
     assert got["clean"] is True

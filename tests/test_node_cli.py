@@ -203,10 +203,21 @@ def test_init_that_cannot_finish_leaves_no_half_made_network(
     assert r.exit_code == 1, r.output
     assert "cannot create the network" in r.output and "No space left" in r.output
     assert not (tmp_path / "data").exists() and not (tmp_path / "node.toml").exists()
-    (tmp_path / "node.toml").mkdir()  # a folder where the config goes: cannot be written
+    (tmp_path / "node.toml").mkdir()  # a folder where the config goes: refused first
     r = CliRunner().invoke(cli.app, [*args, "--force"], env=env)
+    assert r.exit_code == 2 and "give a file path" in r.output, r.output
+    assert not (tmp_path / "data").exists()
+    (tmp_path / "node.toml").rmdir()
+    import errno
+
+    def no_room(*_: object, **__: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:  # the network is made, then the config cannot be
+        m.setattr(cli, "write_atomic", no_room)
+        r = CliRunner().invoke(cli.app, [*args, "--force"], env=env)
     assert r.exit_code == 1 and "cannot write" in r.output, r.output
-    assert (tmp_path / "node.toml").is_dir() and "operator token" in r.output
+    assert not (tmp_path / "node.toml").exists() and "operator token" in r.output
 
 
 def _init_one_founder(tmp_path: Path, network: str, env: dict[str, str]) -> None:
@@ -303,3 +314,16 @@ def test_credit_secret_made_once_and_sealed_again_for_another_agency(tmp_path: P
             LEDGER_KEY_PASSPHRASE="edu-pw")
     assert r.returncode == 0, r.stderr
     assert read_credit_secret(second, b"edu-pw") == made
+
+
+def test_init_refuses_network_options_without_a_new_network(tmp_path: Path) -> None:
+    """--founder and --quorum only mean something with --new-network: without it, init used
+    to ignore them and write the config of the folder as it is."""
+    from typer.testing import CliRunner
+
+    from node import cli
+
+    r = CliRunner().invoke(cli.app, ["init", "--data", str(tmp_path / "d"), "--agency", "edu",
+                                     "--quorum", "5", "--config-out", str(tmp_path / "n.toml")])
+    assert r.exit_code == 2 and "give --new-network" in " ".join(r.output.split()), r.output
+    assert not (tmp_path / "n.toml").exists()
