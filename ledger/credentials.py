@@ -142,7 +142,9 @@ def issue_credential(*, registry: Registry, agency: str, issuer_key: PrivateKey,
         raise LedgerError(f"{agency!r} holds no grant to issue {kind!r} at {now}")
     if not registry.key_valid(issuer_key.kid, now, "issuer") or \
             (registry.key(issuer_key.kid) or {}).get("agency") != agency:
-        raise LedgerError(f"this key is not a valid issuer key of {agency!r} at {now}")
+        raise LedgerError(f"this key is not a valid issuer key of {agency!r} at {now} "
+                          "(rotated or invalidated by governance: sign with the agency's "
+                          "current issuer key)")
     check_claims(type_def, claims)
     all_claims = {**claims, **derive_claims(type_def, claims, now)}
     if status_index is None:

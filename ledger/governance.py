@@ -23,6 +23,7 @@ from typing import Any
 
 from ledger.errors import DecodeError
 from ledger.keys import PrivateKey, PublicKey
+from ledger.state import MAX_BACKDATE
 from ledger.timetext import utc_text
 from ledger.tx import Tx, make_tx
 
@@ -131,4 +132,12 @@ def describe(tx: Tx) -> list[str]:
         if name in TIME_FIELDS and type(value) is int:
             shown += f" ({utc_text(value)})"
         lines.append(f"  {name} = {shown}")
+    if body["action"] == "invalidate_key":
+        # A verifier judges an issuer key at a credential's valid_from, which a signer may
+        # date up to MAX_BACKDATE before its block (ADR 52; SECURITY.md's runbook).
+        lines.append(f"  note: a thief's credential anchored after 'from' may be dated up to "
+                     f"{MAX_BACKDATE // 60} minutes before it and still verify: to shut out "
+                     "everything signed since a compromise, invalidate from the time of "
+                     f"compromise minus {MAX_BACKDATE // 60} minutes (and the agencies' clock "
+                     "lag)")
     return lines

@@ -473,7 +473,7 @@ def cluster_health(node: Node, cluster: dict[str, Any], head: dict[str, Any],
                             f"{int(node.now() - cluster['unfinal_since'])} s (final size "
                             f"{cluster['final_size']}, log size {head['log_size']}): fewer "
                             "than the quorum of agency nodes are co-signing (are peers down?)")
-    credit = node.credit_problem()
+    credit = node.credit_problem() or node.issuer_problem()
     if credit:
         return "degraded", credit
     if skew:
@@ -499,7 +499,8 @@ def node_status(node: Node) -> tuple[_Status, str | None, dict[str, Any],
         stopped = node.writer_failure()
         if stopped:  # it can take nothing more: a probe that reads the status stops routing
             return "halted", stopped, head, None
-        problem = node.signing_problem() or node.credit_problem() or skew
+        problem = (node.signing_problem() or node.credit_problem() or node.issuer_problem()
+                   or skew)
         return ("degraded" if problem else "ok"), problem, head, None
     return (*cluster_health(node, cluster, head, skew), head, cluster)
 

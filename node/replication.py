@@ -217,6 +217,9 @@ class EtcdOrderer:
         self._aligning: tuple[int, int] | None = None
         self._last_probe = 0.0  # when a write was last tried while etcd refused ours
         self._last_published = 0.0  # monotonic time of our last applied-position put
+        # (log size, our node key) of the last co-signature published: the head is signed
+        # again after a restart with a rotated key (_cosign_head)
+        self._cosigned: tuple[int, bytes] | None = None
         self._failures = Tally(FAILURE_SAID_EVERY)  # failed steps since the last line
         # each agency's published position and when (our monotonic clock) it last changed:
         # no peer's clock is trusted to say how long it has been quiet
@@ -264,9 +267,11 @@ class EtcdOrderer:
         if self._stop.is_set():
             raise OrderingError("orderer is stopped")
         if not self._member():
-            raise OrderingError(f"{self.agency!r} is not a current member of {self.network!r} "
-                                "at this node's head: its batches would be refused; submit "
-                                "through a member's node")
+            raise OrderingError(
+                f"this node's key is not a current node key of {self.agency!r} on "
+                f"{self.network!r} at its head (rotated or invalidated, or the agency "
+                "removed): its batches would be refused; put the agency's current node key "
+                "file in the keys folder and restart the node")
         out: list[Pending] = []
         cond = threading.Condition()  # one per call: see ledger.ordering.Pending
         new: list[tuple[Tx, Pending]] = []
@@ -564,6 +569,7 @@ class EtcdOrderer:
             self.etcd.publish(head.log_size, self.agency,
                               codec.encode({"root": head.log_root, "line": line}),
                               self._applied(head))
+            self._cosigned = (head.log_size, self.node_key.public.raw)
             self.stats.put_failing_since = 0.0
         except OrderingError as e:  # the next block publishes again
             self.stats.last_error = str(e)
@@ -1085,8 +1091,27 @@ class EtcdOrderer:
             self.stats.synced_blocks += 1
 
     # -- status and lifecycle --
+    def _cosign_head(self) -> None:
+        """Co-sign the head with this node's key if no co-signature of it by this key was
+        published: its block was applied, and signed, with a node key rotated out since (that
+        signature counts for nothing and was not published), and the node restarted with the
+        new key. The block would stay short of the quorum until the next block (ADR 52). A
+        block this node applied itself, so nothing to check but that it is not final."""
+        head = self.store.head
+        if (head is None or head.height == 0 or self.final_size >= head.log_size
+                or self._aligning is not None or self.halted
+                or self._cosigned == (head.log_size, self.node_key.public.raw)
+                or not self._member()):
+            return
+        cp = sign_checkpoint(self.network, head, [(self.agency, self.node_key)])
+        self.store.put_records({_PENDING + _BE.pack(head.log_size): cp.to_text().encode()})
+        log.info("co-signing the head (log size %d) with this node's current key",
+                 head.log_size)
+        self._publish(head, cp.signatures[0].to_line())
+
     def _watch_finality(self) -> None:
         """Note since when the head has had no final checkpoint (0 while it has one)."""
+        self._cosign_head()
         head = self.store.head
         # the genesis alone is no one's to co-sign: a new network is not short of a quorum
         if head is None or self.final_size >= head.log_size or head.height == 0:

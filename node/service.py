@@ -375,6 +375,20 @@ class Node:
                 "refused; put the network's copy in place (`ledger-node credit-secret --from`) "
                 "and restart the node")
 
+    def issuer_problem(self) -> str | None:
+        """Why this node cannot issue now (None: it can): its issuer key, read at start, is
+        no longer a valid issuer key of its agency (rotated, or invalidated after a theft).
+        Every issuance is refused until the current key file is in place and the node
+        restarted: health says so, where it said ``ok`` (ADR 52)."""
+        registry, now = self._registry(), self.now()
+        kid = self.issuer_key.kid
+        if registry.key_valid(kid, now, "issuer") and \
+                (registry.key(kid) or {}).get("agency") == self.agency:
+            return None
+        return (f"this node's issuer key ({kid.hex()[:16]}) is not a valid issuer key of "
+                f"{self.agency!r} now (rotated or invalidated): issuances are refused; put the "
+                "agency's current issuer key file in the keys folder and restart the node")
+
     def signing_problem(self) -> str:
         """Why this solo node's chain is not covered by a final checkpoint now ("" when it is):
         a node key rotated out (or a planned rotation come due) whose successor the node does

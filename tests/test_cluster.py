@@ -489,6 +489,35 @@ def test_a_restored_node_takes_only_final_blocks(fresh: Net, tmp_path: Path) -> 
     assert final.signers(_verifiers(net)) >= {"edu", "health"}
 
 
+def test_a_node_restarted_with_its_rotated_key_co_signs_the_head(fresh: Net) -> None:
+    """The runbook's node-key rotation (governance, then the new key file and a restart): a
+    block applied while a node still held its old key got no co-signature from it. With
+    civil's and health's node keys both rotated, the second rotation's block had edu's alone
+    and stayed short of the quorum (2) until a later block came (a hunt found it so on an idle
+    network). civil, restarted with its new key, co-signs the head it holds: final, with no
+    new block."""
+    from ledger.keys import save_private_key
+
+    net = fresh
+    new = {}
+    for a, signers in (("civil", ["edu", "health"]), ("health", ["edu", "civil"])):
+        new[a] = PrivateKey.generate()
+        net.governance("rotate_key", {"agency": a, "role": "node",
+                                      "new_key": new[a].public.raw, "at": int(time.time())},
+                       via="edu", signers=signers)
+    net.wait_until("converged", net.converged)
+    edu = net.health("edu")
+    time.sleep(2)  # what co-signatures there are have come by now
+    assert net.health("edu")["final_log_size"] < edu["log_size"]
+    save_private_key(net.folder / "civil" / "data" / "keys" / "civil.node.key", new["civil"],
+                     PASS)
+    net.cluster.kill_node("civil")
+    net.cluster.restart("civil", etcd=False)
+    net.wait_until("the head final with civil's new co-signature", lambda: net.health(
+        "edu")["final_log_size"] == edu["log_size"])
+    assert net.health("edu")["log_size"] == edu["log_size"]  # no new block did it
+
+
 def test_a_snapshot_from_every_agencys_node(net: Net, tmp_path: Path) -> None:
     """A verifier's offline snapshot on a running network: each agency's node signs its own
     lists, `ledger snapshot --node … --node …` puts them together; with one node missing,

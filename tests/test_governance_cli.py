@@ -22,7 +22,7 @@ from ledger.errors import DecodeError
 from ledger.governance import args_from_json, describe, parse_proposal
 from ledger.keys import load_private_key
 from ledger.store import Store
-from ledger.tx import Tx
+from ledger.tx import Tx, make_tx
 from node.app import create_app
 
 AGENCY = str(Path(sys.executable).with_name("agency"))
@@ -289,8 +289,21 @@ def test_a_stolen_issuer_key_is_rotated_from_the_command_line(demo: Path, tmp_pa
               "--set", "suspended"]
     r = agency(*status)  # the stolen (old) key file
     assert r.returncode == 1 and "key_not_valid" in r.stderr
+
+    from node.service import Node
+
+    def issuer_problem() -> str | None:
+        node = Node(demo, "civil", PASS, workers=0)
+        try:
+            return node.issuer_problem()
+        finally:
+            node.close()
+
+    # a node still holding the old key file said "ok" while refusing every issuance
+    assert "not a valid issuer key of 'civil' now" in (issuer_problem() or "")
     (demo / "keys" / "civil.issuer.key").unlink()
     fresh.rename(demo / "keys" / "civil.issuer.key")
+    assert issuer_problem() is None
     r = agency(*status)
     assert r.returncode == 0, r.stderr
     assert "is now suspended" in r.stdout
@@ -422,3 +435,21 @@ def test_two_agencies_signing_one_file_at_once_lose_no_signature(
     assert agency("cosign", str(prop), "--data", str(demo), "--agency", "civil",
                   "--yes").returncode == 0
     assert len(parse_proposal(prop.read_bytes()).sigs) == 3
+
+
+def test_an_invalidation_says_how_far_back_a_thief_may_date() -> None:
+    """A verifier judges an issuer key at a credential's valid_from, which a signer may date
+    up to MAX_BACKDATE before its block: invalidated from the time of compromise itself, a
+    thief's backdated credential still verified (a hunt on a live network). Whoever proposes
+    or co-signs an invalidation is told to go back that far."""
+    from ledger.keys import PrivateKey
+    from ledger.state import MAX_BACKDATE
+
+    key = PrivateKey(b"\x07" * 32)
+    tx = make_tx("n", "governance", {"seq": 1, "action": "invalidate_key",
+                                     "args": {"kid": key.kid, "from": 1_800_000_000}}, [key])
+    said = " ".join(describe(tx))
+    assert f"minus {MAX_BACKDATE // 60} minutes" in said and "thief" in said
+    other = make_tx("n", "governance", {"seq": 1, "action": "set_quorum",
+                                        "args": {"quorum": 2}}, [key])
+    assert "thief" not in " ".join(describe(other))

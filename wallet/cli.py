@@ -345,9 +345,9 @@ def present(
         given = w.info(credential_id)
         credential_id = w.copy_for(given.id)
         if credential_id != given.id:
-            err.print(f"{given.id[:16]} was shown before: presenting its copy "
-                      f"{credential_id[:16]}, never shown (verifiers who compare what they "
-                      "saw cannot link the two)")
+            err.print(f"a presentation bound to {given.id[:16]}'s holder key was made "
+                      f"before: presenting its copy {credential_id[:16]}, bound to a key never "
+                      "shown (verifiers who compare what they saw cannot link the two)")
         elif w.key_shown(given.id):
             err.print("[yellow]a presentation bound to this credential's holder key was made "
                       "before:[/] verifiers who compare what they saw can link the two; its "
