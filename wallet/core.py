@@ -133,11 +133,11 @@ class Wallet:
         self._blob = blob
         self._holders: dict[int, PrivateKey] = {}
         self.replaced: Path | None = None
+        """After :meth:`restore`: where the wallet file it replaced is kept, if there was one
+        that differed from the backup."""
         self.uncounted: str | None = None
         """After :meth:`present`: why the presentation could not be counted as shown (the
         envelope is good; the next presentation may then use the same copy), else None."""
-        """After :meth:`restore`: where the wallet file it replaced is kept, if there was one
-        that differed from the backup."""
 
     def __repr__(self) -> str:
         return f"Wallet({str(self.path)!r}, {len(self._contents.credentials)} credentials)"
