@@ -396,12 +396,23 @@ def _sweep_stale_copies(folder: Path, prefix: str) -> None:
     for copy in found:
         try:
             st = copy.stat()
-            if st.st_uid != os.getuid() or time.time() - st.st_mtime < STALE_COPY_AGE:
+            if st.st_uid != os.getuid() or time.time() - _newest(copy) < STALE_COPY_AGE:
                 continue
             with store_unused(copy / "db", shared=True):
                 shutil.rmtree(copy)
         except (OSError, StoreError):
             continue  # in use, or not ours to remove
+
+
+def _newest(copy: Path) -> float:
+    """When an audit's copy last changed: the folder's, its ``db``'s or a file's time (a copy
+    still being filled changes all the time; the folder alone stops once ``db`` is made)."""
+    db = copy / "db"
+    times = [copy.stat().st_mtime]
+    if db.is_dir():
+        times.append(db.stat().st_mtime)
+        times += [f.stat().st_mtime for f in db.iterdir()]
+    return max(times)
 
 
 def _copy_store(path: Path, notice: Callable[[str], None] | None) -> Path:

@@ -50,12 +50,47 @@ def atomic_output(path: Path, mode: int = 0o600, *, overwrite: bool = True
         if overwrite:
             tmp.replace(path)
         else:
-            os.link(tmp, path)
-            tmp.unlink()
+            _place_new(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     _sync_folder(path.parent)
+
+
+_NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK)
+_RENAME_NOREPLACE = 1
+
+
+def _place_new(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` to ``path`` only if nothing is there (FileExistsError otherwise), decided by
+    the file system: ``link`` where it has hard links; ``renameat2(RENAME_NOREPLACE)`` where it
+    has not (FAT and exFAT USB sticks, some network and FUSE mounts, ADR 52); and where neither
+    is offered, a look first, then the rename (a narrow race, the best left)."""
+    try:
+        os.link(tmp, path)
+    except OSError as e:
+        if e.errno not in _NO_LINKS:
+            raise
+    else:
+        tmp.unlink()
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        got = libc.renameat2(-100, os.fsencode(tmp), -100, os.fsencode(path),
+                             _RENAME_NOREPLACE)  # -100: AT_FDCWD
+    except (AttributeError, OSError):  # no renameat2 in this C library
+        got, err = -1, errno.ENOSYS
+    else:
+        err = ctypes.get_errno()
+    if got == 0:
+        return
+    if err == errno.EEXIST:
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
+    if err not in (errno.ENOSYS, errno.EINVAL, *_NO_LINKS):
+        raise OSError(err, os.strerror(err), str(path))
+    if path.exists() or path.is_symlink():
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
+    tmp.replace(path)
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, overwrite: bool = True) -> None:
@@ -128,9 +163,12 @@ def interrupts_held(said: Callable[[], None]) -> Iterator[None]:
     def on_signal(signum: int, frame: object) -> None:
         if noted and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        if not noted:
-            said()
         noted.append(signal.Signals(signum))
+        if len(noted) == 1:
+            # stderr may be gone (a pipe's reader killed by the same Ctrl-C, a hang-up):
+            # nothing raised in saying so may cut the step short
+            with contextlib.suppress(BaseException):
+                said()
 
     for n in names:
         if previous[n] not in (signal.SIG_IGN, None):  # nohup's ignored SIGHUP stays ignored

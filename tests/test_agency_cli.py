@@ -467,6 +467,61 @@ def test_an_interrupt_after_the_commit_still_writes_the_bundle(
     assert Tx.from_bytes(bundle.anchor).txid == Tx.from_bytes(_entry(demo, before)).txid
 
 
+@pytest.mark.parametrize(("sig", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_an_interrupt_with_stderr_gone_still_writes_the_bundle(
+        demo: Path, files: Path, tmp_path: Path, sig: str, code: int) -> None:
+    """`agency issue … 2>&1 | tee log`, then Ctrl-C: tee dies of the same signal, and saying
+    "stopping once …" on the dead pipe raised inside the signal handler, cutting the step it
+    was to keep whole (a review found it): committed, no bundle, exit 1."""
+    import os
+
+    out = tmp_path / "b.bundle"
+    before = _log_size(demo)
+    r_fd, w_fd = os.pipe()
+    os.close(r_fd)  # the reader is gone
+    try:
+        got = subprocess.run([sys.executable, "-c", _INTERRUPTED, sig, "issue", "--data",
+                              str(demo), "--agency", "civil", "--type", "residence",
+                              "--claims", str(files / "claims.json"), "--holder-jwk",
+                              str(files / "holder.jwk.json"), "--out", str(out)],
+                             stdout=subprocess.DEVNULL, stderr=w_fd, env=ENV, timeout=300,
+                             check=False)
+    finally:
+        os.close(w_fd)
+    assert _log_size(demo) == before + 1
+    assert out.exists() and got.returncode == code
+
+
+_NO_LINKS = """
+import errno, os, sys
+def link(*a, **k):  # a FAT or exFAT USB stick, some SMB and FUSE mounts: no hard links
+    raise PermissionError(errno.EPERM, "Operation not permitted")
+os.link = link
+import ledger.cli as cli
+sys.argv = ["agency", *sys.argv[1:]]
+cli.agency_main()
+"""
+
+
+def test_issue_to_a_file_system_without_hard_links(demo: Path, files: Path,
+                                                   tmp_path: Path) -> None:
+    """A bundle written where nothing may be replaced used link(), which FAT and some mounts
+    refuse: the credential was committed and the holder got nothing. It falls back to a rename
+    that replaces nothing (renameat2 RENAME_NOREPLACE), and still never replaces a file."""
+    out = tmp_path / "b.bundle"
+    before = _log_size(demo)
+    args = [sys.executable, "-c", _NO_LINKS, "issue", "--data", str(demo), "--agency", "civil",
+            "--type", "residence", "--claims", str(files / "claims.json"), "--holder-jwk",
+            str(files / "holder.jwk.json"), "--out", str(out)]
+    got = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=300,
+                         check=False)
+    assert got.returncode == 0, got.stderr
+    assert _log_size(demo) == before + 1 and Bundle.from_bytes(out.read_bytes()).sd_jwt
+    got = subprocess.run(args, capture_output=True, text=True, env=ENV, timeout=300,
+                         check=False)
+    assert got.returncode == 2 and "exists" in got.stderr  # checked first, as before
+
+
 def _entry(demo: Path, index: int) -> bytes:
     with Store(demo / "ledger", create=False) as store:
         return store.entry(index)

@@ -192,23 +192,28 @@ def test_copies_left_by_killed_audits_are_swept(copy: Path) -> None:
 
     old = time.time() - STALE_COPY_AGE - 60
 
-    def left(name: str, age: float) -> Path:
+    def left(name: str, age: float, filled: float | None = None) -> Path:
         folder = copy / name
         (folder / "db").mkdir(parents=True)
         (folder / "db" / "000005.ldb").write_bytes(b"a linked table")
-        os.utime(folder, (age, age))
+        for p in (folder / "db" / "000005.ldb", folder / "db", folder):
+            os.utime(p, (age, age))
+        if filled is not None:  # a file still being copied in
+            os.utime(folder / "db" / "000005.ldb", (filled, filled))
         return folder
 
     dead, young = left(".credledger-audit-dead", old), left(".credledger-audit-young", time.time())
+    filling = left(".credledger-audit-filling", old, filled=time.time())
     held = copy / ".credledger-audit-held"
     (held / "db").parent.mkdir()
     plyvel.DB(str(held / "db"), create_if_missing=True).close()  # a copy an audit has open
     holder = _hold_open(held / "db")
-    os.utime(held, (old, old))
+    for p in (*(held / "db").iterdir(), held / "db", held):  # old, but open in a LevelDB
+        os.utime(p, (old, old))
     try:
         assert audit(copy, now=T0).clean
         assert not dead.exists()
-        assert young.exists() and held.exists()
+        assert young.exists() and held.exists() and filling.exists()
     finally:
         holder.communicate("", timeout=30)
 

@@ -270,3 +270,25 @@ def test_a_store_damaged_after_it_opened_is_one_line_and_exit_1(
     said = capsys.readouterr().err
     assert said.startswith("error: the store could not be read: Corruption: block checksum "
                            "mismatch: s/000005.ldb; restore it from a backup"), said
+
+
+def test_a_new_file_is_never_placed_over_one_without_hard_links(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the file system has no hard links (FAT, exFAT, some mounts), writing a file only
+    where none is falls back to renameat2(RENAME_NOREPLACE): the first write lands, a second
+    one is FileExistsError, and the first file and the folder are as they were."""
+    import errno
+    import os
+
+    from ledger.files import write_atomic
+
+    def no_links(*_: object, **__: object) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    target = tmp_path / "out.bin"
+    write_atomic(target, b"first", overwrite=False)
+    with pytest.raises(FileExistsError):
+        write_atomic(target, b"second", overwrite=False)
+    assert target.read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]  # no temporary file left

@@ -880,3 +880,47 @@ def test_cli_holder_keys_for_copies(tmp_path: Path) -> None:
     assert [(tmp_path / f"k-{n}.json").read_text().strip() for n in (1, 2, 3)] == printed
     r = _run(["holder-key", "--out", str(tmp_path / "k-1.json")], w)
     assert r.returncode == 2 and "exists" in r.stderr
+
+
+def test_two_presentations_at_once_take_different_copies(world: World, wallet: Wallet) -> None:
+    """Two `wallet present` at once (two terminals, two verifiers): each chose the copy before
+    the other counted its own, so both showed key 0 while keys 1 and 2 were unshown (a review
+    found it). The copy is chosen again, and counted, under the wallet's lock."""
+    keys = wallet.holder_jwks(3)
+    ids = [wallet.receive(world.issue(k).to_bytes(), registry=world.ledger.registry,
+                          now=T0 + 50).id for k in keys]
+    a, b = Wallet.open(wallet.path, PASS), Wallet.open(wallet.path, PASS)
+    ca, cb = a.copy_for(ids[0]), b.copy_for(ids[0])
+    assert ca == cb == ids[0]  # both chose before either presented
+    ea = a.present(ca, REQ, now=T0 + 90)
+    other = Request("n-other-verifier-01", "https://other.example/v", "degree", REQ.claims)
+    eb = b.present(cb, other, now=T0 + 90)
+    assert _cnf(ea) != _cnf(eb) and b.presented == ids[1] and a.presented == ids[0]
+    assert a.uncounted is None and b.uncounted is None
+    assert [c.shown for c in Wallet.open(wallet.path, PASS).list()] == [1, 1, 0]
+
+
+def test_a_restore_keeps_the_presentations_counted_since_the_backup(
+        world: World, wallet: Wallet, tmp_path: Path) -> None:
+    """A backup taken before some presentations counted fewer: restored as it was, a key
+    already shown looked fresh to the next verifier. The counts of the wallet replaced (when
+    it opens with the passphrase) are kept."""
+    keys = wallet.holder_jwks(2)
+    ids = [wallet.receive(world.issue(k).to_bytes(), registry=world.ledger.registry,
+                          now=T0 + 50).id for k in keys]
+    wallet.backup(tmp_path / "b.db")
+    first = wallet.present(ids[0], REQ, now=T0 + 90)  # verifier A: key 0
+    restored = Wallet.restore(tmp_path / "b.db", wallet.path, PASS)
+    assert [c.shown for c in restored.list()] == [1, 0]
+    again = restored.present(ids[0], REQ, now=T0 + 92)  # verifier B
+    assert _cnf(again) != _cnf(first) and restored.presented == ids[1]
+
+
+def test_an_application_says_when_its_key_was_shown_before(world: World,
+                                                           wallet: Wallet) -> None:
+    (only,) = wallet.holder_jwks(1)
+    wallet.receive(world.issue(only).to_bytes(), registry=world.ledger.registry, now=T0 + 50)
+    wallet.application([REQ], now=T0 + 90)
+    assert not wallet.relinked
+    key, envs = wallet.application([REQ], now=T0 + 91)
+    assert wallet.relinked and key == only and _cnf(envs[0][1]) == only

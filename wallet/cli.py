@@ -381,6 +381,10 @@ def present(
                       "presentation)")
         _confirm("Sign and disclose these claims?", yes)
         env = w.present(credential_id, req, now=int(time.time()))
+        if w.presented != credential_id:
+            err.print(f"another wallet process presented {credential_id[:16]} meanwhile: "
+                      f"presented its copy {str(w.presented)[:16]} instead, bound to a key "
+                      "never shown")
         if w.uncounted:
             err.print(f"[yellow]not counted as shown:[/] {escape(w.uncounted)}")
         text = env.decode("ascii") if foreign else qr.b64url(env)
@@ -499,6 +503,11 @@ def apply(
                           f"{rule_hash(rule).hex()[:16]}, needs these and no more)")
                 _confirm(f"Apply for {service} with these claims?", yes)
                 holder, answers = w.application(requests, now=int(time.time()))
+                if w.relinked:
+                    err.print("[yellow]every holder key these credentials share was shown "
+                              "before:[/] verifiers who compare what they saw can link this "
+                              "application to it (their agencies can issue copies bound to "
+                              "other keys: `wallet holder-key --copies N`)")
                 body = {"holder_jwk": holder, "presentations": [
                     {"nonce": n, "envelope": base64.urlsafe_b64encode(e).rstrip(b"=").decode()}
                     for n, e in answers]}

@@ -121,8 +121,8 @@ class Disclosure:
 class Wallet:
     """An opened wallet. Build it with :meth:`init`, :meth:`open` or :meth:`restore`."""
 
-    __slots__ = ("_blob", "_contents", "_holders", "_key", "_params", "path", "replaced",
-                 "uncounted")
+    __slots__ = ("_blob", "_contents", "_holders", "_key", "_params", "path", "presented",
+                 "relinked", "replaced", "uncounted")
 
     def __init__(self, path: Path, contents: Contents, key: bytes, params: KdfParams,
                  blob: bytes) -> None:
@@ -138,6 +138,12 @@ class Wallet:
         self.uncounted: str | None = None
         """After :meth:`present`: why the presentation could not be counted as shown (the
         envelope is good; the next presentation may then use the same copy), else None."""
+        self.presented: str | None = None
+        """After :meth:`present`: the id of the copy presented (another copy of the one asked
+        for when that one's key was shown meanwhile)."""
+        self.relinked = False
+        """After :meth:`application`: whether its holder key had been shown before (every
+        key its credentials share was)."""
 
     def __repr__(self) -> str:
         return f"Wallet({str(self.path)!r}, {len(self._contents.credentials)} credentials)"
@@ -177,7 +183,10 @@ class Wallet:
         ``passphrase``. The backup is copied byte for byte (it stays encrypted). A wallet file
         already there that differs from the backup (credentials received since, say) is kept
         first, still encrypted, as ``<name>.replaced-<UTC time>`` beside it: nothing is lost
-        to a restore of the wrong backup. :attr:`replaced` says where."""
+        to a restore of the wrong backup. :attr:`replaced` says where. Where that wallet
+        opens with ``passphrase`` and counted presentations the backup did not, the counts
+        are kept (the backup sealed again with them): a key shown since the backup was taken
+        must not look fresh to the next verifier (ADR 52)."""
         blob = _read(backup, "backup")
         contents, key, params = open_sealed(blob, passphrase, where=str(backup))
         path = path.resolve()  # as in open(): through a link, to the file it points to
@@ -187,6 +196,9 @@ class Wallet:
                 old = path.read_bytes() if path.exists() else blob
                 if old != blob:
                     kept = _keep_aside(path, old)
+                    counted = _with_counts(contents, old, passphrase)
+                    if counted is not None:
+                        contents, blob = counted, seal(counted, key, params)
                 write_atomic(path, blob, overwrite=True)
             except OSError as e:
                 raise WalletFileError(f"cannot write {path}: {e.strerror or e}") from e
@@ -211,23 +223,38 @@ class Wallet:
 
         Never saves contents it could not read back: a credential that does not fit the file
         format is refused here, not found out at the next open, with every credential lost."""
+        with lock(self.path):
+            self._save_locked(contents)
+
+    def _save_locked(self, contents: Contents) -> None:
+        """:meth:`_save`, with the wallet's lock held by the caller."""
         try:
             Contents.from_bytes(contents.to_bytes())
         except LedgerError as e:
             raise WalletError(f"not saved: the wallet could not be opened again with this "
                               f"credential in it ({e})") from e
-        with lock(self.path):
-            if _read(self.path, "wallet") != self._blob:
-                raise WalletChangedError(f"{self.path} changed since it was opened (another "
-                                         "wallet process?); open it again and retry")
-            blob = seal(contents, self._key, self._params)
-            if len(blob) > MAX_FILE:  # the sealed file, not only its contents, must open again
-                raise WalletError(f"not saved: the wallet would be {len(blob):,} bytes, over "
-                                  f"the {MAX_FILE:,} a wallet file may have")
-            try:
-                write_atomic(self.path, blob, overwrite=True)
-            except OSError as e:
-                raise WalletFileError(f"cannot write {self.path}: {e.strerror or e}") from e
+        if _read(self.path, "wallet") != self._blob:
+            raise WalletChangedError(f"{self.path} changed since it was opened (another "
+                                     "wallet process?); open it again and retry")
+        blob = seal(contents, self._key, self._params)
+        if len(blob) > MAX_FILE:  # the sealed file, not only its contents, must open again
+            raise WalletError(f"not saved: the wallet would be {len(blob):,} bytes, over "
+                              f"the {MAX_FILE:,} a wallet file may have")
+        try:
+            write_atomic(self.path, blob, overwrite=True)
+        except OSError as e:
+            raise WalletFileError(f"cannot write {self.path}: {e.strerror or e}") from e
+        self._contents, self._blob = contents, blob
+
+    def _catch_up(self) -> None:
+        """With the lock held: take in what another process saved since this one opened the
+        wallet (a presentation it counted, say), so that a choice made now sees it."""
+        blob = _read(self.path, "wallet")
+        if blob == self._blob:
+            return
+        contents, _, _ = open_sealed(blob, key=self._key, where=str(self.path))
+        if contents.holder_seed != self._contents.holder_seed:
+            self._holders.clear()  # another wallet restored in its place
         self._contents, self._blob = contents, blob
 
     # -- holder keys ------------------------------------------------------------------------
@@ -374,41 +401,51 @@ class Wallet:
                           ALWAYS_VISIBLE, tuple(n for n in rest if n not in public),
                           tuple(n for n in rest if n in public))
 
-    def present(self, credential_id: str, request: Request, *, now: int) -> bytes:
+    def present(self, credential_id: str, request: Request, *, now: int,
+                exact: bool = False) -> bytes:
         """The presentation envelope for ``request``: only the requested claims, bound to its
         nonce and audience with a key-binding JWT signed by the credential's holder key at
-        ``now``. The wallet counts it as shown (saved before the envelope is returned: see
-        :meth:`copy_for`).
+        ``now``. It presents the credential's copy :meth:`copy_for` gives, chosen afresh under
+        the wallet's lock (:attr:`presented` says which), or with ``exact`` the credential
+        itself (an application's, all bound to one key). The wallet counts it as shown, saved
+        before the envelope is returned.
 
         A credential from outside the network has no ledger evidence: its presentation is the
         SD-JWT+KB itself, as ASCII bytes (``ledger verify --trust`` checks it)."""
-        preview = self.preview(credential_id, request)
-        stored = self._find(credential_id)
-        bundle = self._record(stored)
-        try:
-            kb = sdjwt.present(bundle.sd_jwt, disclose=preview.claims,
-                               holder_key=self._holder(stored.key),
-                               nonce=request.nonce, aud=request.audience, iat=now)
-        except (LedgerError, ValueError) as e:
-            raise PresentationError(f"cannot present {preview.credential_id[:16]}…: {e}") from e
-        disclosed = tuple(_claims(kb))
-        if sorted(disclosed) != sorted(preview.claims):  # never more than the preview showed
-            raise PresentationError("the presentation would disclose other claims than the "
-                                    "preview; refusing")
-        if isinstance(bundle, ForeignCredential):
-            env = kb.encode("ascii")
-        else:
-            env = Envelope.from_bundle(bundle, kb).to_bytes()
-            if len(env) > MAX_ENVELOPE:
-                raise PresentationError(f"the envelope is {len(env)} bytes, over the "
-                                        f"verifier's {MAX_ENVELOPE}-byte limit")
-        try:
-            self._save(replace(self._contents, credentials=tuple(
-                replace(c, shown=c.shown + 1) if c is stored else c
-                for c in self._contents.credentials)))
-            self.uncounted = None
-        except WalletError as e:  # a wallet on read-only media, another process's change
-            self.uncounted = str(e)
+        # Chosen and counted under the wallet's lock: two presentations at once (two
+        # terminals) would otherwise both take the copy neither had shown yet. A wallet on
+        # read-only media is presented from all the same, uncounted (said).
+        with lock(self.path, reading=True):
+            self._catch_up()
+            stored = self._find(credential_id if exact else self.copy_for(credential_id))
+            preview = self.preview(stored.id, request)
+            bundle = self._record(stored)
+            try:
+                kb = sdjwt.present(bundle.sd_jwt, disclose=preview.claims,
+                                   holder_key=self._holder(stored.key),
+                                   nonce=request.nonce, aud=request.audience, iat=now)
+            except (LedgerError, ValueError) as e:
+                raise PresentationError(f"cannot present {preview.credential_id[:16]}…: "
+                                        f"{e}") from e
+            disclosed = tuple(_claims(kb))
+            if sorted(disclosed) != sorted(preview.claims):  # never more than the preview
+                raise PresentationError("the presentation would disclose other claims than "
+                                        "the preview; refusing")
+            if isinstance(bundle, ForeignCredential):
+                env = kb.encode("ascii")
+            else:
+                env = Envelope.from_bundle(bundle, kb).to_bytes()
+                if len(env) > MAX_ENVELOPE:
+                    raise PresentationError(f"the envelope is {len(env)} bytes, over the "
+                                            f"verifier's {MAX_ENVELOPE}-byte limit")
+            try:
+                self._save_locked(replace(self._contents, credentials=tuple(
+                    replace(c, shown=c.shown + 1) if c is stored else c
+                    for c in self._contents.credentials)))
+                self.uncounted = None
+            except WalletError as e:  # a wallet on read-only media
+                self.uncounted = str(e)
+        self.presented = stored.id
         return env
 
     def copies(self, credential_id: str) -> tuple[str, ...]:
@@ -481,8 +518,9 @@ class Wallet:
                                     "bound to one key (ask for copies bound to the same keys: "
                                     "`wallet holder-key --copies N`)")
         key = min(common, key=lambda k: (self._spent(k), k))
+        self.relinked = self._spent(key)
         return self.holder_jwk(key), tuple(
-            (r.nonce, self.present(keys[key], r, now=now))
+            (r.nonce, self.present(keys[key], r, now=now, exact=True))
             for r, keys in zip(requests, by_key, strict=True))
 
     def answer(self, requests: Sequence[Request], *, now: int) -> tuple[tuple[str, bytes], ...]:
@@ -513,6 +551,22 @@ class Wallet:
                 return ForeignCredential.from_bytes(c.bundle)
             except LedgerError:
                 raise WalletFileError(f"stored credential {c.id[:16]}… is damaged: {e}") from e
+
+
+def _with_counts(contents: Contents, other_blob: bytes, passphrase: bytes) -> Contents | None:
+    """``contents`` with each credential's ``shown`` raised to what the wallet in
+    ``other_blob`` counted for it, or None when that changes nothing or the other wallet does
+    not open with ``passphrase``."""
+    try:
+        other = open_sealed(other_blob, passphrase)[0]
+    except WalletFileError:
+        return None
+    seen = {c.credential_id: c.shown for c in other.credentials}
+    creds = tuple(replace(c, shown=max(c.shown, seen.get(c.credential_id, 0)))
+                  for c in contents.credentials)
+    if creds == contents.credentials:
+        return None
+    return replace(contents, credentials=creds)
 
 
 def _same_key(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
