@@ -780,18 +780,23 @@ def test_copies_bound_to_their_own_keys_are_shown_one_per_verifier(world: World,
     ids = [wallet.receive(world.issue(k).to_bytes(), registry=world.ledger.registry,
                           now=T0 + 50).id for k in keys]
     assert wallet.copies(ids[0]) == tuple(ids)
+    desks = [replace(REQ, audience=f"https://desk-{n}.example/verify") for n in range(4)]
     shown: list[bytes] = []
-    for _ in range(3):
-        chosen = wallet.copy_for(ids[0])
-        env = wallet.present(chosen, REQ, now=T0 + 90)
-        assert world.verify(env).verified
+    for desk in desks[:3]:
+        env = wallet.present(ids[0], desk, now=T0 + 90)
+        assert world.verify(env, desk).verified
         shown.append(env)
     assert len({json.dumps(_cnf(e), sort_keys=True) for e in shown}) == 3
     assert len({Envelope.from_bytes(e).sd_jwt_kb.split("~")[0] for e in shown}) == 3
     assert [c.shown for c in wallet.list()] == [1, 1, 1]
-    assert wallet.copy_for(ids[1]) == ids[1] and wallet.key_shown(ids[1])
+    # a verifier seen before gets the key it saw (a key per verifier: nothing new to link)
+    again = wallet.present(ids[0], replace(desks[1], nonce="n-again-0123456789"), now=T0 + 91)
+    assert _cnf(again) == _cnf(shown[1]) and wallet.presented == ids[1]
+    # a fourth verifier: every key was shown, so it would link; the wallet says so
+    assert wallet.would_link(ids[0], desks[3].audience)
+    assert not wallet.would_link(ids[0], desks[0].audience)
     reopened = Wallet.open(wallet.path, PASS)  # the counts are kept in the file
-    assert [c.shown for c in reopened.list()] == [1, 1, 1]
+    assert [c.shown for c in reopened.list()] == [1, 2, 1]
 
 
 def test_an_application_shows_copies_bound_to_one_key(world: World, wallet: Wallet) -> None:
@@ -804,7 +809,7 @@ def test_an_application_shows_copies_bound_to_one_key(world: World, wallet: Wall
     world.ledger.govern("grant", {"agency": "edu", "type": "licence", "from": T0,
                                   "until": T0 + 365 * DAY}, [reg, edu], T0 + 4)
 
-    def issue(kind: str, key: dict[str, str]) -> str:
+    def issue(kind: str, key: dict[str, str], into: Wallet = wallet) -> str:
         world.n += 1
         now = T0 + 10 + world.n
         cred = issue_credential(registry=world.ledger.registry, agency="edu",
@@ -812,8 +817,8 @@ def test_an_application_shows_copies_bound_to_one_key(world: World, wallet: Wall
                                 holder_jwk=key, now=now, valid_for=30 * DAY)
         r = world.ledger.commit([cred.anchor], now)
         bundle = world.bundle(cred.sd_jwt.serialize(), r.accepted[0][1], ("reg", "edu"))
-        return wallet.receive(bundle.to_bytes(), registry=world.ledger.registry,
-                              now=now).id
+        return into.receive(bundle.to_bytes(), registry=world.ledger.registry,
+                            now=now).id
 
     k = wallet.holder_jwks(3)
     for key in k[:2]:
@@ -822,13 +827,22 @@ def test_an_application_shows_copies_bound_to_one_key(world: World, wallet: Wall
     asks = [REQ, Request("n-licence-000000001", REQ.audience, "licence", ("field",))]
     first, envs = wallet.application(asks, now=T0 + 90)
     assert first == k[0] and [_cnf(e) for _, e in envs] == [k[0], k[0]]
-    second, envs = wallet.application(asks, now=T0 + 91)
+    elsewhere = [replace(r, audience="https://other.example/apply") for r in asks]
+    second, envs = wallet.application(elsewhere, now=T0 + 91)
     assert second == k[1] and [_cnf(e) for _, e in envs] == [k[1], k[1]]
-    issue("licence", k[2])  # newest licence bound to key 2 alone, no degree there
+    assert not wallet.relinked
+    third, _ = wallet.application(asks, now=T0 + 92)  # the first node again: its key
+    assert third == k[0] and not wallet.relinked
     world.n += 400  # past COPIES_WITHIN: a later licence, not a copy of the first ones
-    issue("licence", k[2])
-    with pytest.raises(PresentationError, match="no holder key binds a copy of every"):
-        wallet.application(asks, now=T0 + 600)
+    issue("licence", k[2])  # the newest licence, bound to key 3 alone: no degree there
+    fourth, envs = wallet.application(asks, now=T0 + 600)  # the older copies still share keys
+    assert fourth == k[0] and [_cnf(e) for _, e in envs] == [k[0], k[0]]
+    apart = Wallet.init(wallet.path.with_name("apart.db"), PASS)
+    issue("degree", apart.holder_jwk(0), apart)
+    issue("licence", apart.holder_jwk(1), apart)
+    with pytest.raises(PresentationError, match=r"no holder key binds a copy of every.*"
+                                                r"degree \(key 1\), licence \(key 2\)"):
+        apart.application(asks, now=T0 + 900)
 
 
 def test_a_wallet_of_the_first_format_opens_with_its_one_key(tmp_path: Path, world: World) -> None:
@@ -909,10 +923,15 @@ def test_a_restore_keeps_the_presentations_counted_since_the_backup(
     ids = [wallet.receive(world.issue(k).to_bytes(), registry=world.ledger.registry,
                           now=T0 + 50).id for k in keys]
     wallet.backup(tmp_path / "b.db")
-    first = wallet.present(ids[0], REQ, now=T0 + 90)  # verifier A: key 0
+    world.n += 400  # a credential received after the backup, not a copy of those in it
+    later = wallet.receive(world.issue(keys[0]).to_bytes(), registry=world.ledger.registry,
+                           now=T0 + 500).id
+    first = wallet.present(later, REQ, now=T0 + 510)  # verifier A sees key 0
     restored = Wallet.restore(tmp_path / "b.db", wallet.path, PASS)
-    assert [c.shown for c in restored.list()] == [1, 0]
-    again = restored.present(ids[0], REQ, now=T0 + 92)  # verifier B
+    assert [c.id for c in restored.list()] == ids  # the later one is not in the backup...
+    desk_b = replace(REQ, audience="https://desk-b.example/verify")
+    assert restored.would_link(ids[0], desk_b.audience)  # ...but key 0 is known as shown
+    again = restored.present(ids[0], desk_b, now=T0 + 520)
     assert _cnf(again) != _cnf(first) and restored.presented == ids[1]
 
 
@@ -922,5 +941,8 @@ def test_an_application_says_when_its_key_was_shown_before(world: World,
     wallet.receive(world.issue(only).to_bytes(), registry=world.ledger.registry, now=T0 + 50)
     wallet.application([REQ], now=T0 + 90)
     assert not wallet.relinked
-    key, envs = wallet.application([REQ], now=T0 + 91)
+    wallet.application([replace(REQ, nonce="n-same-node-again")], now=T0 + 91)
+    assert not wallet.relinked  # the same verifier saw that key: nothing new to link
+    other = replace(REQ, audience="https://other.example/apply")
+    key, envs = wallet.application([other], now=T0 + 92)
     assert wallet.relinked and key == only and _cnf(envs[0][1]) == only

@@ -167,8 +167,14 @@ def holder_key(
         help="Write the keys to files (FILE, or FILE-1, FILE-2, … before its suffix for "
              "several) instead of printing one JSON line per key; never over a file")] = None,
 ) -> None:
-    """Print the holder public keys (JWK) that an agency binds your credentials to: key 0, or
-    with --copies N keys 0 to N-1 (the same ones every time)."""
+    """Print the holder public keys (JWK) that an agency binds your credentials to: the first,
+    or with --copies N the first N (the same ones every time, for every agency).
+
+    Each verifier is shown credentials bound to a key of its own where the wallet can: N keys
+    keep N verifiers from linking you, whatever the types of credential. Give every agency the
+    same keys: an application shows credentials bound to one key (the node's proof that they
+    are one holder's). For more keys later, ask for a larger N and give each agency the keys
+    past the ones it has."""
     from ledger.files import write_atomic
     from wallet.errors import UsageError, WalletError
 
@@ -343,16 +349,18 @@ def present(
             raise WalletError(f"{request} is not JSON: {e}") from e
         w = _open()
         given = w.info(credential_id)
-        credential_id = w.copy_for(given.id)
+        credential_id = w.copy_for(given.id, req.audience)
         if credential_id != given.id:
-            err.print(f"a presentation bound to {given.id[:16]}'s holder key was made "
-                      f"before: presenting its copy {credential_id[:16]}, bound to a key never "
-                      "shown (verifiers who compare what they saw cannot link the two)")
-        elif w.key_shown(given.id):
-            err.print("[yellow]a presentation bound to this credential's holder key was made "
-                      "before:[/] verifiers who compare what they saw can link the two; its "
-                      "agency can issue copies bound to other keys (`wallet holder-key "
-                      "--copies N`, then `agency issue --holder-jwk` once per key)")
+            err.print(f"presenting {given.id[:16]}'s copy {credential_id[:16]}: its holder key "
+                      "was shown to this verifier before, or to no verifier (others who "
+                      "compare what they saw cannot link the two)")
+        elif w.would_link(given.id, req.audience):
+            err.print("[yellow]this credential's holder key was shown to another verifier "
+                      "before, and no copy of it is bound to a key never shown:[/] the two can "
+                      "link these presentations if they compare. Every key shown counts, for "
+                      "every type of credential: for more, `wallet holder-key --copies M` with "
+                      "M larger than before, and give each agency the keys past the ones it "
+                      "has (`agency issue --holder-jwk` once per key)")
         p = w.preview(credential_id, req)
         foreign = w.is_foreign(credential_id)
         to_stdout = out_file == Path("-")  # the text only: no file, no QR code
@@ -504,10 +512,11 @@ def apply(
                 _confirm(f"Apply for {service} with these claims?", yes)
                 holder, answers = w.application(requests, now=int(time.time()))
                 if w.relinked:
-                    err.print("[yellow]every holder key these credentials share was shown "
-                              "before:[/] verifiers who compare what they saw can link this "
-                              "application to it (their agencies can issue copies bound to "
-                              "other keys: `wallet holder-key --copies N`)")
+                    err.print("[yellow]every holder key these credentials share was shown to "
+                              "another verifier before:[/] the two can link this application "
+                              "to it if they compare (for more keys, `wallet holder-key "
+                              "--copies M` with M larger than before; give each agency the "
+                              "keys past the ones it has)")
                 body = {"holder_jwk": holder, "presentations": [
                     {"nonce": n, "envelope": base64.urlsafe_b64encode(e).rstrip(b"=").decode()}
                     for n, e in answers]}

@@ -41,6 +41,7 @@ from wallet.errors import (
 from wallet.store import (
     MAX_FILE,
     MAX_KEYS,
+    MAX_SHOWN_TO,
     Contents,
     KdfParams,
     StoredCredential,
@@ -417,7 +418,8 @@ class Wallet:
         # read-only media is presented from all the same, uncounted (said).
         with lock(self.path, reading=True):
             self._catch_up()
-            stored = self._find(credential_id if exact else self.copy_for(credential_id))
+            stored = self._find(credential_id if exact else
+                                self.copy_for(credential_id, request.audience))
             preview = self.preview(stored.id, request)
             bundle = self._record(stored)
             try:
@@ -438,8 +440,12 @@ class Wallet:
                 if len(env) > MAX_ENVELOPE:
                     raise PresentationError(f"the envelope is {len(env)} bytes, over the "
                                             f"verifier's {MAX_ENVELOPE}-byte limit")
+            pair = (stored.key, request.audience)
+            shown_to = self._contents.shown_to
+            if pair not in shown_to and len(shown_to) < MAX_SHOWN_TO:
+                shown_to = (*shown_to, pair)
             try:
-                self._save_locked(replace(self._contents, credentials=tuple(
+                self._save_locked(replace(self._contents, shown_to=shown_to, credentials=tuple(
                     replace(c, shown=c.shown + 1) if c is stored else c
                     for c in self._contents.credentials)))
                 self.uncounted = None
@@ -461,43 +467,59 @@ class Wallet:
                         and abs(d.valid_from - c.valid_from) <= COPIES_WITHIN
                         and _claims(self._record(d).sd_jwt) == mine))
 
-    def key_shown(self, credential_id: str) -> bool:
-        """Whether a presentation bound to this credential's holder key was made (of it, or
-        of another credential bound to the same key)."""
-        return self._spent(self._find(credential_id).key)
+    def would_link(self, credential_id: str, audience: str) -> bool:
+        """Whether presenting this credential to ``audience`` shows a holder key another
+        verifier saw (one that saw it before learns nothing new)."""
+        key = self._find(credential_id).key
+        return self._spent(key) and (key, audience) not in self._contents.shown_to
 
     def _spent(self, key: int) -> bool:
         """Whether a presentation was made with holder key ``key`` (of any credential): a
         verifier then knows the key, and one who compares could link another presentation
         bound to it."""
-        return any(c.shown for c in self._contents.credentials if c.key == key)
+        return (any(k == key for k, _ in self._contents.shown_to)
+                or any(c.shown for c in self._contents.credentials if c.key == key))
 
-    def copy_for(self, credential_id: str) -> str:
-        """The copy to present: the credential itself while no presentation was made with its
-        holder key, else a copy of it bound to a key never shown, if the wallet holds one.
-        Two verifiers who compare what they saw can link two presentations of one copy (its
-        signature, salts and key are the same), or of two credentials bound to one key; of
-        copies bound to keys never shown elsewhere, nothing."""
+    def copy_for(self, credential_id: str, audience: str | None = None) -> str:
+        """The copy to present to ``audience``: one bound to a key that verifier saw before
+        (a key per verifier: it learns nothing new), else the credential itself while its key
+        was never shown, else a copy bound to a key never shown, else the credential itself.
+        Two verifiers who compare what they saw can link two presentations bound to one key
+        (its signature, salts and key are the same for one copy); of copies bound to keys
+        each shown to one verifier only, nothing. The keys are one budget for every type of
+        credential: N keys are N verifiers."""
         c = self._find(credential_id)
-        if not self._spent(c.key):
-            return c.id
-        fresh = [d for d in self.copies(c.id)[1:] if not self._spent(self._find(d).key)]
-        return fresh[0] if fresh else c.id
+        group = [self._find(d) for d in self.copies(c.id)]
+        if audience is not None:
+            for d in group:
+                if (d.key, audience) in self._contents.shown_to:
+                    return d.id
+        for d in group:  # c first
+            if not self._spent(d.key):
+                return d.id
+        return c.id
+
+    def _fits(self, request: Request, now: int) -> tuple[StoredCredential, ...]:
+        """The credentials in validity that can answer ``request``: one that starts within
+        the verifiers' clock skew counts, as receiving and verifying it do (an issuer's clock
+        a little ahead of the holder's); one past its end does not."""
+        return tuple(c for c in self._contents.credentials
+                     if c.type == request.credential_type
+                     and c.valid_from <= now + sdjwt.CLOCK_SKEW and now < c.valid_until
+                     and isinstance(self._record(c), Bundle))
 
     def pick(self, request: Request, now: int) -> str:
         """The id of the newest credential in validity that can answer ``request``. One that
         starts within the verifiers' clock skew counts, as receiving and verifying it do (an
         issuer's clock a little ahead of the holder's), but only when none has started by the
         holder's clock (a verifier's clock may be behind); one past its end does not."""
-        fits = [c for c in self._contents.credentials
-                if c.type == request.credential_type
-                and c.valid_from <= now + sdjwt.CLOCK_SKEW and now < c.valid_until
-                and isinstance(self._record(c), Bundle)]
+        fits = self._fits(request, now)
         if not fits:
             raise PresentationError(f"the wallet holds no valid {request.credential_type!r} "
                                     "credential")
         started = [c for c in fits if c.valid_from <= now]
-        return self.copy_for(max(started or fits, key=lambda c: c.valid_from).id)
+        return self.copy_for(max(started or fits, key=lambda c: c.valid_from).id,
+                             request.audience)
 
     def application(self, requests: Sequence[Request], *, now: int
                     ) -> tuple[dict[str, str], tuple[tuple[str, bytes], ...]]:
@@ -505,20 +527,34 @@ class Wallet:
         request of an application (only the claims each request names), as (nonce, envelope)
         pairs. Every credential shown is bound to that one key (the node's proof that they
         are one holder's): the copies of the credentials :meth:`pick` chooses that share a
-        key, a key never shown before where there is one."""
+        key, or else, for each request, the newest valid credential bound to each key (copies
+        of an older issuance); a key this verifier saw before first, then one never shown."""
         chosen = [self.copies(self.pick(r, now)) for r in requests]
         by_key = [{self._find(d).key: d for d in reversed(group)} for group in chosen]
         common = set(by_key[0]).intersection(*by_key[1:]) if by_key else {0}
+        if not common:  # copies issued apart (an agency asked again later): any valid one
+            by_key = []
+            for r in requests:
+                newest: dict[int, StoredCredential] = {}
+                for c in self._fits(r, now):
+                    if c.key not in newest or c.valid_from > newest[c.key].valid_from:
+                        newest[c.key] = c
+                by_key.append({k: c.id for k, c in newest.items()})
+            common = set(by_key[0]).intersection(*by_key[1:]) if by_key else {0}
         if not common:
+            # keys numbered from 1, as `wallet holder-key --copies N --out k.json` writes
+            # k-1.json … k-N.json
             names = ", ".join(f"{r.credential_type} (key{'s' if len(k) > 1 else ''} "
-                              f"{', '.join(map(str, sorted(k)))})"
+                              f"{', '.join(str(n + 1) for n in sorted(k))})"
                               for r, k in zip(requests, by_key, strict=True))
             raise PresentationError(f"no holder key binds a copy of every credential this "
                                     f"application needs: {names}; the node takes them only "
                                     "bound to one key (ask for copies bound to the same keys: "
                                     "`wallet holder-key --copies N`)")
-        key = min(common, key=lambda k: (self._spent(k), k))
-        self.relinked = self._spent(key)
+        seen_here = {k for k in common
+                     if all((k, r.audience) in self._contents.shown_to for r in requests)}
+        key = min(common, key=lambda k: (k not in seen_here, self._spent(k), k))
+        self.relinked = self._spent(key) and key not in seen_here
         return self.holder_jwk(key), tuple(
             (r.nonce, self.present(keys[key], r, now=now, exact=True))
             for r, keys in zip(requests, by_key, strict=True))
@@ -555,8 +591,8 @@ class Wallet:
 
 def _with_counts(contents: Contents, other_blob: bytes, passphrase: bytes) -> Contents | None:
     """``contents`` with each credential's ``shown`` raised to what the wallet in
-    ``other_blob`` counted for it, or None when that changes nothing or the other wallet does
-    not open with ``passphrase``."""
+    ``other_blob`` counted for it and the keys it showed added, or None when that changes
+    nothing or the other wallet does not open with ``passphrase``."""
     try:
         other = open_sealed(other_blob, passphrase)[0]
     except WalletFileError:
@@ -564,9 +600,12 @@ def _with_counts(contents: Contents, other_blob: bytes, passphrase: bytes) -> Co
     seen = {c.credential_id: c.shown for c in other.credentials}
     creds = tuple(replace(c, shown=max(c.shown, seen.get(c.credential_id, 0)))
                   for c in contents.credentials)
-    if creds == contents.credentials:
+    # the keys shown, also with credentials the backup does not hold
+    shown_to = (*contents.shown_to, *(p for p in other.shown_to
+                                      if p not in contents.shown_to))[:MAX_SHOWN_TO]
+    if creds == contents.credentials and shown_to == contents.shown_to:
         return None
-    return replace(contents, credentials=creds)
+    return replace(contents, credentials=creds, shown_to=shown_to)
 
 
 def _same_key(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:

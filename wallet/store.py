@@ -11,12 +11,15 @@ fresh random 24-byte nonce on every write), and ``inner`` is the canonical msgpa
     {"v": 2, "holder_seed": bytes(32),
      "credentials": [{"credential_id": bytes(32), "type": str, "issuer": str,
                       "valid_from": int, "valid_until": int, "added": int,
-                      "bundle": bytes, "key": int, "shown": int}, ...]}
+                      "bundle": bytes, "key": int, "shown": int}, ...],
+     "shown_to": [[int, str], ...]}
 
 A credential's ``key`` is the holder key it is bound to (key 0 is the seed's own, the others
 derived from it: :func:`wallet.core.holder_key`), ``shown`` how many presentations of it were
-made (ADR 52). Version 1 (before ADR 52) had neither: one holder key, every credential bound
-to it, none counted as shown.
+made; ``shown_to`` the (key, verifier's audience) pairs of every presentation made, kept apart
+from the credentials so that a key stays known as shown when the credential shown is gone
+(a restore of an older backup, ADR 52). Version 1 (before ADR 52) had none of them: one holder
+key, every credential bound to it, nothing counted.
 
 ``bundle`` is :meth:`ledger.presentation.Bundle.to_bytes`. A wrong passphrase and any change to
 the file fail the Poly1305 tag (changing ``salt``/``ops``/``mem`` changes the derived key), and
@@ -63,6 +66,8 @@ MAX_FILE = 64 << 20
 MAX_BUNDLE = 256 * 1024
 MAX_CREDENTIALS = 10_000
 MAX_KEYS = 100
+MAX_SHOWN_TO = 10_000
+"""(key, audience) pairs kept: later presentations still count on their credential."""
 """Holder keys per wallet: one per copy of a credential (``wallet holder-key --copies``)."""
 
 _OPS = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
@@ -141,6 +146,8 @@ class Contents:
 
     holder_seed: bytes
     credentials: tuple[StoredCredential, ...] = ()
+    shown_to: tuple[tuple[int, str], ...] = ()
+    """(holder key, audience) of each presentation made, once each, oldest first."""
 
     def __post_init__(self) -> None:
         if len(self.holder_seed) != 32:
@@ -150,13 +157,17 @@ class Contents:
             raise ValueError("a credential is stored twice")
         if any(not 0 <= c.key < MAX_KEYS for c in self.credentials):
             raise ValueError(f"a credential is bound to a holder key past the {MAX_KEYS}")
+        if len(self.shown_to) > MAX_SHOWN_TO or len(set(self.shown_to)) != len(self.shown_to) \
+                or any(not 0 <= k < MAX_KEYS for k, _ in self.shown_to):
+            raise ValueError("the record of keys shown is malformed")
 
     def __repr__(self) -> str:  # never print the seed or the bundles
         return f"Contents(<holder key>, {len(self.credentials)} credentials)"
 
     def to_bytes(self) -> bytes:
         return codec.encode({"v": 2, "holder_seed": self.holder_seed,
-                             "credentials": [c.to_map() for c in self.credentials]})
+                             "credentials": [c.to_map() for c in self.credentials],
+                             "shown_to": [[k, a] for k, a in self.shown_to]})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Contents:
@@ -164,12 +175,19 @@ class Contents:
         version = f.version(2, "wallet contents")
         seed = f.bytes("holder_seed", size=32)
         items = f.list("credentials", max_len=MAX_CREDENTIALS)
+        pairs = f.list("shown_to", max_len=MAX_SHOWN_TO) if version >= 2 else []
         f.done()
+        shown_to = []
+        for i, pair in enumerate(pairs):
+            if not (isinstance(pair, list) and len(pair) == 2 and type(pair[0]) is int
+                    and type(pair[1]) is str and len(pair[1]) <= 2048):
+                raise DecodeError("a (key, audience) pair", f"contents.shown_to[{i}]")
+            shown_to.append((pair[0], pair[1]))
         creds = tuple(StoredCredential.from_fields(Fields(c, f"contents.credentials[{i}]"),
                                                    version)
                       for i, c in enumerate(items))
         try:
-            return cls(seed, creds)
+            return cls(seed, creds, tuple(shown_to))
         except ValueError as e:
             raise DecodeError(str(e), "contents") from e
 

@@ -61,8 +61,9 @@ def verify_bundle(unverified: bytes, *, registry: Registry, holder_jwk: dict[str
             claims = sdjwt.verify_issuer_signed(bundle.sd_jwt, issuer_public_jwk=jwk, now=now,
                                                 expected_holder_jwk=holder_jwk)
         except sdjwt.HolderKeyError as e:
-            raise BundleRefused("holder", f"this credential is bound to another holder key "
-                                          f"({e})") from e
+            raise BundleRefused("holder", f"this credential is bound to another holder key, "
+                                          f"none of this wallet's ({e}): was it issued for "
+                                          "another wallet?") from e
         step = "credential_id"
         _matches_anchor(bundle, claims, anchor)
         step = "checkpoint"
