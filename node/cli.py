@@ -72,14 +72,25 @@ def demo(
 
 def _serve_demo(data: Path, passphrase: bytes, port: int, wallet_path: Path,
                 residence_id: str, snapshot: Path) -> None:
+    import hashlib
+    import json
+    import secrets
+
     import uvicorn
 
     from node.app import configure_logging, create_app
     from node.config import Settings
+    from node.demo import DEMO_HOLDER_CLAIMS
     from node.service import Node
 
     url = f"http://127.0.0.1:{port}"
-    settings = Settings(data=data.resolve(), agency="civil", port=port, public_url=url)
+    # An operator token of this run only, said below: the running node holds the store, so
+    # issuing more (copies for unlinkable presentations) goes through it (ADR 52).
+    token = secrets.token_urlsafe(24)
+    settings = Settings(data=data.resolve(), agency="civil", port=port, public_url=url,
+                        operator_token_sha256=hashlib.sha256(token.encode()).hexdigest())
+    claims = data / "residence-claims.json"  # the demo citizen's (made up)
+    write_atomic(claims, json.dumps(DEMO_HOLDER_CLAIMS["civil", "residence"]).encode(), 0o600)
     node = Node(settings.data, "civil", passphrase)
     env = f"WALLET_PATH={wallet_path} WALLET_PASSPHRASE=…"
     # The throw-away demo passphrase of scripts/run is said; one of the user's own never is.
@@ -100,6 +111,14 @@ def _serve_demo(data: Path, passphrase: bytes, port: int, wallet_path: Path,
   5. {env} wallet apply elderly-allowance --node {url} --registry {snapshot} --yes
      applies for the elderly allowance with only the claims its rule needs: approved, and
      the wallet keeps the approval credential.
+  6. Copies that two desks cannot link (a holder key each):
+     {env} wallet holder-key --copies 3 --out k.json
+     LEDGER_OPERATOR_TOKEN={token} agency issue --node {url} --agency civil \\
+       --type residence --claims {claims} --holder-jwk k-1.json --holder-jwk k-2.json \\
+       --holder-jwk k-3.json --out r.bundle
+     {env} wallet receive r-1.bundle --registry {snapshot}   (and r-2, r-3); present one to
+     two desks (two requests of other audiences): each sees another key. The token is this
+     run's only.
   {said}
 Stop with Ctrl-C.""", highlight=False, soft_wrap=True)
     with _stop_on_sigterm():

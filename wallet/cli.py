@@ -351,9 +351,10 @@ def present(
         given = w.info(credential_id)
         credential_id = w.copy_for(given.id, req.audience)
         if credential_id != given.id:
-            err.print(f"presenting {given.id[:16]}'s copy {credential_id[:16]}: its holder key "
-                      "was shown to this verifier before, or to no verifier (others who "
-                      "compare what they saw cannot link the two)")
+            why = ("the key this verifier saw before" if w.seen_by(credential_id, req.audience)
+                   else "a key no verifier saw")
+            err.print(f"presenting {given.id[:16]}'s copy {credential_id[:16]}, bound to {why} "
+                      "(verifiers who compare what they saw cannot link the two)")
         elif w.would_link(given.id, req.audience):
             err.print("[yellow]this credential's holder key was shown to another verifier "
                       "before, and no copy of it is bound to a key never shown:[/] the two can "

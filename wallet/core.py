@@ -467,6 +467,10 @@ class Wallet:
                         and abs(d.valid_from - c.valid_from) <= COPIES_WITHIN
                         and _claims(self._record(d).sd_jwt) == mine))
 
+    def seen_by(self, credential_id: str, audience: str) -> bool:
+        """Whether the verifier ``audience`` was shown this credential's holder key before."""
+        return (self._find(credential_id).key, audience) in self._contents.shown_to
+
     def would_link(self, credential_id: str, audience: str) -> bool:
         """Whether presenting this credential to ``audience`` shows a holder key another
         verifier saw (one that saw it before learns nothing new)."""
