@@ -779,24 +779,30 @@ def test_copies_bound_to_their_own_keys_are_shown_one_per_verifier(world: World,
     assert wallet.holder_jwks(3) == keys  # the same ones every time: every agency gets them
     ids = [wallet.receive(world.issue(k).to_bytes(), registry=world.ledger.registry,
                           now=T0 + 50).id for k in keys]
-    assert wallet.copies(ids[0]) == tuple(ids)
+    assert wallet.copies(ids[0]) == (ids[0], ids[2], ids[1])  # itself, then the newest
     desks = [replace(REQ, audience=f"https://desk-{n}.example/verify") for n in range(4)]
     shown: list[bytes] = []
+    used: list[str | None] = []
     for desk in desks[:3]:
         env = wallet.present(ids[0], desk, now=T0 + 90)
         assert world.verify(env, desk).verified
         shown.append(env)
+        used.append(wallet.presented)
+    assert sorted(used) == sorted(ids)  # type: ignore[type-var]
     assert len({json.dumps(_cnf(e), sort_keys=True) for e in shown}) == 3
     assert len({Envelope.from_bytes(e).sd_jwt_kb.split("~")[0] for e in shown}) == 3
     assert [c.shown for c in wallet.list()] == [1, 1, 1]
-    # a verifier seen before gets the key it saw (a key per verifier: nothing new to link)
-    again = wallet.present(ids[0], replace(desks[1], nonce="n-again-0123456789"), now=T0 + 91)
-    assert _cnf(again) == _cnf(shown[1]) and wallet.presented == ids[1]
+    # a verifier seen before gets the key it saw (a key per verifier: nothing new to link),
+    # also on another of its pages (a verifier is its audience's origin)
+    again = wallet.present(ids[0], replace(desks[1], nonce="n-again-0123456789",
+                                           audience="https://DESK-1.example:443/apply/"),
+                           now=T0 + 91)
+    assert _cnf(again) == _cnf(shown[1]) and wallet.presented == used[1]
     # a fourth verifier: every key was shown, so it would link; the wallet says so
     assert wallet.would_link(ids[0], desks[3].audience)
     assert not wallet.would_link(ids[0], desks[0].audience)
     reopened = Wallet.open(wallet.path, PASS)  # the counts are kept in the file
-    assert [c.shown for c in reopened.list()] == [1, 2, 1]
+    assert sorted(c.shown for c in reopened.list()) == [1, 1, 2]
 
 
 def test_an_application_shows_copies_bound_to_one_key(world: World, wallet: Wallet) -> None:
@@ -833,7 +839,7 @@ def test_an_application_shows_copies_bound_to_one_key(world: World, wallet: Wall
     assert not wallet.relinked
     third, _ = wallet.application(asks, now=T0 + 92)  # the first node again: its key
     assert third == k[0] and not wallet.relinked
-    world.n += 400  # past COPIES_WITHIN: a later licence, not a copy of the first ones
+    world.n += 400  # a licence issued later, on key 3 alone
     issue("licence", k[2])  # the newest licence, bound to key 3 alone: no degree there
     fourth, envs = wallet.application(asks, now=T0 + 600)  # the older copies still share keys
     assert fourth == k[0] and [_cnf(e) for _, e in envs] == [k[0], k[0]]
@@ -909,9 +915,9 @@ def test_two_presentations_at_once_take_different_copies(world: World, wallet: W
     ea = a.present(ca, REQ, now=T0 + 90)
     other = Request("n-other-verifier-01", "https://other.example/v", "degree", REQ.claims)
     eb = b.present(cb, other, now=T0 + 90)
-    assert _cnf(ea) != _cnf(eb) and b.presented == ids[1] and a.presented == ids[0]
+    assert _cnf(ea) != _cnf(eb) and a.presented == ids[0] and b.presented != ids[0]
     assert a.uncounted is None and b.uncounted is None
-    assert [c.shown for c in Wallet.open(wallet.path, PASS).list()] == [1, 1, 0]
+    assert sorted(c.shown for c in Wallet.open(wallet.path, PASS).list()) == [0, 1, 1]
 
 
 def test_a_restore_keeps_the_presentations_counted_since_the_backup(
@@ -946,3 +952,118 @@ def test_an_application_says_when_its_key_was_shown_before(world: World,
     other = replace(REQ, audience="https://other.example/apply")
     key, envs = wallet.application([other], now=T0 + 92)
     assert wallet.relinked and key == only and _cnf(envs[0][1]) == only
+
+
+def _got(world: World, wallet: Wallet, key: dict[str, str], now: int = T0 + 50) -> str:
+    return wallet.receive(world.issue(key).to_bytes(), registry=world.ledger.registry,
+                          now=now).id
+
+
+def test_copies_asked_for_later_on_more_keys_are_used(world: World, wallet: Wallet) -> None:
+    """Copies on keys 1-3, then (as the wallet advises when they are spent) one more asked for
+    later on key 4: the newest credential alone was looked at, so two verifiers got key 4
+    while keys 1-3 were never shown (a review found it). Every valid copy counts."""
+    k = wallet.holder_jwks(4)
+    first = [_got(world, wallet, key) for key in k[:3]]
+    world.n += 400
+    later = _got(world, wallet, k[3], now=T0 + 600)
+    desks = [replace(REQ, audience=f"https://{d}.example/v", nonce=f"n-{d}-00000000001")
+             for d in "ab"]
+    envs = [wallet.present(wallet.pick(d, T0 + 700), d, now=T0 + 700) for d in desks]
+    assert _cnf(envs[0]) != _cnf(envs[1])
+    assert wallet.pick(replace(REQ, audience="https://c.example/v"), T0 + 701) in first
+    key, _ = wallet.application([replace(REQ, audience="https://node.example/apply")],
+                                now=T0 + 702)
+    assert not wallet.relinked and key in k and later in {c.id for c in wallet.list()}
+
+
+def test_an_expired_copy_is_not_presented(world: World, wallet: Wallet) -> None:
+    """Copies issued apart expire apart: in its last minutes the older copy was chosen for its
+    fresh key, and the verifier said "expired"."""
+    k = wallet.holder_jwks(2)
+    older = _got(world, wallet, k[0])
+    world.n += 250
+    newer = _got(world, wallet, k[1], now=T0 + 300)
+    a = replace(REQ, audience="https://a.example/v")
+    wallet.present(wallet.pick(a, T0 + 400), a, now=T0 + 400)
+    assert wallet.presented == newer
+    late = T0 + 11 + 30 * DAY + 120  # the older copy expired, the newer one not yet
+    b = replace(REQ, audience="https://b.example/v", nonce="n-b-0000000000002")
+    env = wallet.present(wallet.pick(b, late), b, now=late)
+    assert wallet.presented == newer and world.verify(env, b, now=late).verified
+    assert wallet.copy_for(newer, "https://c.example/v", late) == newer != older
+
+
+def test_an_application_takes_the_key_its_node_saw_and_sees_other_processes(
+        world: World, wallet: Wallet) -> None:
+    """An application chose its key on what the wallet held when it was opened (before the
+    prompt): another terminal's presentation since was not seen (a review found it). It is
+    chosen under the lock, after taking that in; and a node that saw a key gets that key."""
+    k = wallet.holder_jwks(3)
+    ids = [_got(world, wallet, key) for key in k]
+    slow = Wallet.open(wallet.path, PASS)  # `wallet apply` opened, its prompt pending
+    Wallet.open(wallet.path, PASS).present(ids[0], replace(REQ, audience="https://a.ex/v"),
+                                           now=T0 + 90)  # another terminal: key 1 to A
+    node = replace(REQ, audience="https://node.example/apply", nonce="n-node-0000000001")
+    key, _ = slow.application([node], now=T0 + 91)
+    assert key == k[1] and not slow.relinked
+    wallet.present(ids[2], replace(REQ, audience="https://b.ex/v", nonce="n-b-00000000003"),
+                   now=T0 + 92)
+    again, _ = Wallet.open(wallet.path, PASS).application(
+        [replace(node, nonce="n-node-0000000002")], now=T0 + 93)
+    assert again == k[1]  # the key this node saw, not the lowest
+
+
+def test_a_restore_over_another_wallet_takes_nothing_of_its_record(
+        world: World, wallet: Wallet, tmp_path: Path) -> None:
+    """Another wallet (another seed) restored over with this one's backup: its record of keys
+    shown named its own keys, and merged in, made this wallet show a key another verifier
+    saw while a fresh one existed (a review found it)."""
+    k = wallet.holder_jwks(2)
+    ids = [_got(world, wallet, key) for key in k]
+    a = replace(REQ, audience="https://a.example/v")
+    wallet.present(ids[0], a, now=T0 + 90)  # this wallet's key 1 to A
+    wallet.backup(tmp_path / "b.db")
+    new = Wallet.init(tmp_path / "new.db", PASS)  # another wallet, the same passphrase
+    z = replace(REQ, audience="https://z.example/v", nonce="n-z-0000000000001")
+    new.present(_got(world, new, new.holder_jwk(0)), z, now=T0 + 91)  # its key 1 to Z
+    restored = Wallet.restore(tmp_path / "b.db", new.path, PASS)
+    restored.present(ids[1], replace(z, nonce="n-z-0000000000002"), now=T0 + 92)
+    assert restored.presented == ids[1]  # its own fresh key 2, not key 1, which A saw
+
+
+def test_a_presentation_the_wallet_cannot_count_is_refused(
+        world: World, wallet: Wallet, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk while counting: the envelope was given uncounted, and the next verifier got
+    the same key. Only read-only media gives one uncounted (said); anything else refuses."""
+    import errno
+
+    import wallet.core as core
+
+    k = wallet.holder_jwks(2)
+    ids = [_got(world, wallet, key) for key in k]
+
+    def fails(code: int) -> Callable[..., None]:
+        def write(*_: object, **__: object) -> None:
+            raise OSError(code, os.strerror(code))
+        return write
+
+    monkeypatch.setattr(core, "write_atomic", fails(errno.ENOSPC))
+    with pytest.raises(WalletFileError, match="No space left"):
+        wallet.present(ids[0], replace(REQ, audience="https://a.example/v"), now=T0 + 90)
+    monkeypatch.setattr(core, "write_atomic", fails(errno.EROFS))
+    env = wallet.present(ids[0], replace(REQ, audience="https://a.example/v"), now=T0 + 90)
+    assert env and wallet.uncounted and "Read-only" in wallet.uncounted
+
+
+def test_a_malformed_record_of_keys_shown_is_refused() -> None:
+    from ledger import codec
+    from ledger.errors import DecodeError
+    from wallet.store import Contents
+
+    seed = bytes(32)
+    for bad in ([[0, "a"], [0, "a"]], [[100, "a"]], [[-1, "a"]], [[0]], [["0", "a"]],
+                [[0, "x" * 3000]], [[True, "a"]]):
+        with pytest.raises(DecodeError):
+            Contents.from_bytes(codec.encode({"v": 2, "holder_seed": seed, "credentials": [],
+                                              "shown_to": bad}))

@@ -349,7 +349,7 @@ def present(
             raise WalletError(f"{request} is not JSON: {e}") from e
         w = _open()
         given = w.info(credential_id)
-        credential_id = w.copy_for(given.id, req.audience)
+        credential_id = w.copy_for(given.id, req.audience, int(time.time()))
         if credential_id != given.id:
             why = ("the key this verifier saw before" if w.seen_by(credential_id, req.audience)
                    else "a key no verifier saw")
@@ -391,9 +391,8 @@ def present(
         _confirm("Sign and disclose these claims?", yes)
         env = w.present(credential_id, req, now=int(time.time()))
         if w.presented != credential_id:
-            err.print(f"another wallet process presented {credential_id[:16]} meanwhile: "
-                      f"presented its copy {str(w.presented)[:16]} instead, bound to a key "
-                      "never shown")
+            err.print(f"another wallet process presented with {credential_id[:16]}'s key "
+                      f"meanwhile: presented its copy {str(w.presented)[:16]} instead")
         if w.uncounted:
             err.print(f"[yellow]not counted as shown:[/] {escape(w.uncounted)}")
         text = env.decode("ascii") if foreign else qr.b64url(env)
@@ -510,14 +509,15 @@ def apply(
                               f"{escape(', '.join(r.claims))} to {_shown(r.audience)}")
                 err.print(f"  (the rule registered for {escape(service)}, version "
                           f"{rule_hash(rule).hex()[:16]}, needs these and no more)")
-                _confirm(f"Apply for {service} with these claims?", yes)
-                holder, answers = w.application(requests, now=int(time.time()))
+                w.application(requests, now=int(time.time()), dry=True)
                 if w.relinked:
                     err.print("[yellow]every holder key these credentials share was shown to "
                               "another verifier before:[/] the two can link this application "
                               "to it if they compare (for more keys, `wallet holder-key "
                               "--copies M` with M larger than before; give each agency the "
                               "keys past the ones it has)")
+                _confirm(f"Apply for {service} with these claims?", yes)
+                holder, answers = w.application(requests, now=int(time.time()))
                 body = {"holder_jwk": holder, "presentations": [
                     {"nonce": n, "envelope": base64.urlsafe_b64encode(e).rstrip(b"=").decode()}
                     for n, e in answers]}

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hashlib
 import json
 import time
+import urllib.parse
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,21 +55,19 @@ from wallet.store import (
 from wallet.verify import verify_bundle
 
 __all__ = ["ALWAYS_VISIBLE", "CredentialInfo", "Disclosure", "Wallet", "beyond_rule",
-           "holder_key"]
+           "holder_key", "verifier_of"]
 
 ALWAYS_VISIBLE = ("iss", "vct", "iat", "nbf", "exp", "cnf", "status")
 """Claims of the issuer-signed JWT that every presentation shows (not selectively disclosable)."""
 
 _MIN_PREFIX = 6
-COPIES_WITHIN = 300
-"""Seconds apart two credentials' validity may start and still be copies of one issuance."""
 _HOLDER_KEY = b"credledger wallet holder key"
 
 
 def holder_key(seed: bytes, index: int) -> PrivateKey:
     """A wallet's holder key ``index``: 0 is the seed's own (a wallet's only key before ADR
-    52), each later one the keyed BLAKE2b of its index under the seed. One per credential and
-    per copy, so no two presentations of different credentials (or copies) share a key."""
+    52), each later one the keyed BLAKE2b of its index under the seed. Copy k of each
+    credential is bound to key k: a verifier shown key k is shown no other."""
     if index == 0:
         return PrivateKey(seed)
     return PrivateKey(hashlib.blake2b(_HOLDER_KEY + index.to_bytes(4, "big"), key=seed,
@@ -407,75 +407,82 @@ class Wallet:
         """The presentation envelope for ``request``: only the requested claims, bound to its
         nonce and audience with a key-binding JWT signed by the credential's holder key at
         ``now``. It presents the credential's copy :meth:`copy_for` gives, chosen afresh under
-        the wallet's lock (:attr:`presented` says which), or with ``exact`` the credential
-        itself (an application's, all bound to one key). The wallet counts it as shown, saved
-        before the envelope is returned.
+        the wallet's lock after taking in what another process saved (:attr:`presented` says
+        which), or with ``exact`` the credential itself. The wallet counts it as shown, saved
+        before the envelope is returned; on read-only media it is given uncounted
+        (:attr:`uncounted` says so), and any other failure to count it refuses it.
 
         A credential from outside the network has no ledger evidence: its presentation is the
         SD-JWT+KB itself, as ASCII bytes (``ledger verify --trust`` checks it)."""
-        # Chosen and counted under the wallet's lock: two presentations at once (two
-        # terminals) would otherwise both take the copy neither had shown yet. A wallet on
-        # read-only media is presented from all the same, uncounted (said).
         with lock(self.path, reading=True):
             self._catch_up()
-            stored = self._find(credential_id if exact else
-                                self.copy_for(credential_id, request.audience))
-            preview = self.preview(stored.id, request)
-            bundle = self._record(stored)
-            try:
-                kb = sdjwt.present(bundle.sd_jwt, disclose=preview.claims,
-                                   holder_key=self._holder(stored.key),
-                                   nonce=request.nonce, aud=request.audience, iat=now)
-            except (LedgerError, ValueError) as e:
-                raise PresentationError(f"cannot present {preview.credential_id[:16]}…: "
-                                        f"{e}") from e
-            disclosed = tuple(_claims(kb))
-            if sorted(disclosed) != sorted(preview.claims):  # never more than the preview
-                raise PresentationError("the presentation would disclose other claims than "
-                                        "the preview; refusing")
-            if isinstance(bundle, ForeignCredential):
-                env = kb.encode("ascii")
-            else:
-                env = Envelope.from_bundle(bundle, kb).to_bytes()
-                if len(env) > MAX_ENVELOPE:
-                    raise PresentationError(f"the envelope is {len(env)} bytes, over the "
-                                            f"verifier's {MAX_ENVELOPE}-byte limit")
-            pair = (stored.key, request.audience)
-            shown_to = self._contents.shown_to
-            if pair not in shown_to and len(shown_to) < MAX_SHOWN_TO:
-                shown_to = (*shown_to, pair)
-            try:
-                self._save_locked(replace(self._contents, shown_to=shown_to, credentials=tuple(
-                    replace(c, shown=c.shown + 1) if c is stored else c
-                    for c in self._contents.credentials)))
-                self.uncounted = None
-            except WalletError as e:  # a wallet on read-only media
-                self.uncounted = str(e)
+            chosen = credential_id if exact else self.copy_for(credential_id,
+                                                               request.audience, now)
+            return self._present_locked(chosen, request, now)
+
+    def _present_locked(self, credential_id: str, request: Request, now: int) -> bytes:
+        """:meth:`present` of exactly ``credential_id``, the wallet's lock held."""
+        stored = self._find(credential_id)
+        preview = self.preview(stored.id, request)
+        bundle = self._record(stored)
+        try:
+            kb = sdjwt.present(bundle.sd_jwt, disclose=preview.claims,
+                               holder_key=self._holder(stored.key),
+                               nonce=request.nonce, aud=request.audience, iat=now)
+        except (LedgerError, ValueError) as e:
+            raise PresentationError(f"cannot present {preview.credential_id[:16]}…: "
+                                    f"{e}") from e
+        disclosed = tuple(_claims(kb))
+        if sorted(disclosed) != sorted(preview.claims):  # never more than the preview
+            raise PresentationError("the presentation would disclose other claims than the "
+                                    "preview; refusing")
+        if isinstance(bundle, ForeignCredential):
+            env = kb.encode("ascii")
+        else:
+            env = Envelope.from_bundle(bundle, kb).to_bytes()
+            if len(env) > MAX_ENVELOPE:
+                raise PresentationError(f"the envelope is {len(env)} bytes, over the "
+                                        f"verifier's {MAX_ENVELOPE}-byte limit")
+        pair = (stored.key, verifier_of(request.audience))
+        shown_to = self._contents.shown_to
+        if pair not in shown_to and len(shown_to) < MAX_SHOWN_TO:
+            shown_to = (*shown_to, pair)
+        try:
+            self._save_locked(replace(self._contents, shown_to=shown_to, credentials=tuple(
+                replace(c, shown=c.shown + 1) if c is stored else c
+                for c in self._contents.credentials)))
+            self.uncounted = None
+        except WalletFileError as e:
+            if not _read_only(e):
+                raise  # a full disk, say: no envelope the wallet could not count
+            self.uncounted = str(e)
         self.presented = stored.id
         return env
 
-    def copies(self, credential_id: str) -> tuple[str, ...]:
-        """The ids of the credential's copies in this wallet, itself first: those of the same
-        issuer and type, with the same claims, valid from within :data:`COPIES_WITHIN` seconds
-        of it (a batch issued for unlinkable presentations, ADR 22; a node dates each copy
-        by its own clock). A credential issued again later, after the first was revoked, say,
-        is not a copy: the wallet cannot tell which of the two its agency revoked."""
+    def copies(self, credential_id: str, now: int | None = None) -> tuple[str, ...]:
+        """The ids of the credential's copies in this wallet, itself first, then the newest
+        first: those of the same issuer and type with the same claims (a batch issued for
+        unlinkable presentations, ADR 22, or copies asked for later on other keys), each
+        bound to its own holder key; with ``now``, only those valid then."""
         c = self._find(credential_id)
         mine = _claims(self._record(c).sd_jwt)
-        return (c.id, *(d.id for d in self._contents.credentials
-                        if d is not c and d.type == c.type and d.issuer == c.issuer
-                        and abs(d.valid_from - c.valid_from) <= COPIES_WITHIN
-                        and _claims(self._record(d).sd_jwt) == mine))
+        others = sorted((d for d in self._contents.credentials
+                         if d is not c and d.type == c.type and d.issuer == c.issuer
+                         and (now is None or _valid(d, now))
+                         and _claims(self._record(d).sd_jwt) == mine),
+                        key=lambda d: -d.valid_from)
+        return (c.id, *(d.id for d in others))
 
     def seen_by(self, credential_id: str, audience: str) -> bool:
         """Whether the verifier ``audience`` was shown this credential's holder key before."""
-        return (self._find(credential_id).key, audience) in self._contents.shown_to
+        return (self._find(credential_id).key,
+                verifier_of(audience)) in self._contents.shown_to
 
     def would_link(self, credential_id: str, audience: str) -> bool:
         """Whether presenting this credential to ``audience`` shows a holder key another
         verifier saw (one that saw it before learns nothing new)."""
-        key = self._find(credential_id).key
-        return self._spent(key) and (key, audience) not in self._contents.shown_to
+        return self._spent(self._find(credential_id).key) and not self.seen_by(credential_id,
+                                                                               audience)
 
     def _spent(self, key: int) -> bool:
         """Whether a presentation was made with holder key ``key`` (of any credential): a
@@ -484,19 +491,22 @@ class Wallet:
         return (any(k == key for k, _ in self._contents.shown_to)
                 or any(c.shown for c in self._contents.credentials if c.key == key))
 
-    def copy_for(self, credential_id: str, audience: str | None = None) -> str:
+    def copy_for(self, credential_id: str, audience: str | None = None,
+                 now: int | None = None) -> str:
         """The copy to present to ``audience``: one bound to a key that verifier saw before
         (a key per verifier: it learns nothing new), else the credential itself while its key
-        was never shown, else a copy bound to a key never shown, else the credential itself.
-        Two verifiers who compare what they saw can link two presentations bound to one key
-        (its signature, salts and key are the same for one copy); of copies bound to keys
-        each shown to one verifier only, nothing. The keys are one budget for every type of
-        credential: N keys are N verifiers."""
+        was never shown, else the newest copy bound to a key never shown, else the credential
+        itself. Two verifiers who compare what they saw can link two presentations bound to
+        one key (its signature, salts and key are the same for one copy); of copies bound to
+        keys each shown to one verifier only, nothing. The keys are one budget for every type
+        of credential: N keys keep N verifiers apart. With ``now``, only copies valid then
+        are taken (the credential itself is, whatever its dates)."""
         c = self._find(credential_id)
-        group = [self._find(d) for d in self.copies(c.id)]
+        group = [self._find(d) for d in self.copies(c.id, now)]
         if audience is not None:
+            who = verifier_of(audience)
             for d in group:
-                if (d.key, audience) in self._contents.shown_to:
+                if (d.key, who) in self._contents.shown_to:
                     return d.id
         for d in group:  # c first
             if not self._spent(d.key):
@@ -504,47 +514,58 @@ class Wallet:
         return c.id
 
     def _fits(self, request: Request, now: int) -> tuple[StoredCredential, ...]:
-        """The credentials in validity that can answer ``request``: one that starts within
-        the verifiers' clock skew counts, as receiving and verifying it do (an issuer's clock
-        a little ahead of the holder's); one past its end does not."""
+        """The credentials in validity that can answer ``request``."""
         return tuple(c for c in self._contents.credentials
-                     if c.type == request.credential_type
-                     and c.valid_from <= now + sdjwt.CLOCK_SKEW and now < c.valid_until
+                     if c.type == request.credential_type and _valid(c, now)
                      and isinstance(self._record(c), Bundle))
 
     def pick(self, request: Request, now: int) -> str:
-        """The id of the newest credential in validity that can answer ``request``. One that
-        starts within the verifiers' clock skew counts, as receiving and verifying it do (an
-        issuer's clock a little ahead of the holder's), but only when none has started by the
-        holder's clock (a verifier's clock may be behind); one past its end does not."""
+        """The id of the newest credential in validity that can answer ``request`` (one that
+        starts within the verifiers' clock skew counts, as receiving and verifying it do: an
+        issuer's clock a little ahead of the holder's; but only when none has started by the
+        holder's clock, a verifier's clock may be behind), or its copy :meth:`copy_for`
+        gives for the request's verifier."""
         fits = self._fits(request, now)
         if not fits:
             raise PresentationError(f"the wallet holds no valid {request.credential_type!r} "
                                     "credential")
         started = [c for c in fits if c.valid_from <= now]
         return self.copy_for(max(started or fits, key=lambda c: c.valid_from).id,
-                             request.audience)
+                             request.audience, now)
 
-    def application(self, requests: Sequence[Request], *, now: int
+    def application(self, requests: Sequence[Request], *, now: int, dry: bool = False
                     ) -> tuple[dict[str, str], tuple[tuple[str, bytes], ...]]:
         """``wallet apply``: the holder key for the approval credential, and one envelope per
         request of an application (only the claims each request names), as (nonce, envelope)
-        pairs. Every credential shown is bound to that one key (the node's proof that they
-        are one holder's): the copies of the credentials :meth:`pick` chooses that share a
-        key, or else, for each request, the newest valid credential bound to each key (copies
-        of an older issuance); a key this verifier saw before first, then one never shown."""
-        chosen = [self.copies(self.pick(r, now)) for r in requests]
-        by_key = [{self._find(d).key: d for d in reversed(group)} for group in chosen]
+        pairs; with ``dry``, the key alone (and :attr:`relinked`), nothing signed or counted.
+        Every credential shown is bound to that one key (the node's proof that they are one
+        holder's). For each request, the valid credentials that could answer it are grouped by
+        key (the newest on each); among the keys all requests share, the one this node saw
+        before, else one never shown, else the lowest. Chosen and presented under the wallet's
+        lock, after taking in what another process saved."""
+        with lock(self.path, reading=True):
+            if not dry:
+                self._catch_up()
+            key, by_key = self._application_key(requests, now)
+            self.relinked = self._spent(key) and not all(
+                (key, verifier_of(r.audience)) in self._contents.shown_to for r in requests)
+            if dry:
+                return self.holder_jwk(key), ()
+            return self.holder_jwk(key), tuple(
+                (r.nonce, self._present_locked(keys[key], r, now))
+                for r, keys in zip(requests, by_key, strict=True))
+
+    def _application_key(self, requests: Sequence[Request], now: int
+                         ) -> tuple[int, _ByKey]:
+        by_key: _ByKey = []
+        for r in requests:
+            self.pick(r, now)  # the wallet holds one, or says it does not
+            newest: dict[int, StoredCredential] = {}
+            for c in self._fits(r, now):
+                if c.key not in newest or c.valid_from > newest[c.key].valid_from:
+                    newest[c.key] = c
+            by_key.append({k: c.id for k, c in newest.items()})
         common = set(by_key[0]).intersection(*by_key[1:]) if by_key else {0}
-        if not common:  # copies issued apart (an agency asked again later): any valid one
-            by_key = []
-            for r in requests:
-                newest: dict[int, StoredCredential] = {}
-                for c in self._fits(r, now):
-                    if c.key not in newest or c.valid_from > newest[c.key].valid_from:
-                        newest[c.key] = c
-                by_key.append({k: c.id for k, c in newest.items()})
-            common = set(by_key[0]).intersection(*by_key[1:]) if by_key else {0}
         if not common:
             # keys numbered from 1, as `wallet holder-key --copies N --out k.json` writes
             # k-1.json … k-N.json
@@ -555,13 +576,10 @@ class Wallet:
                                     f"application needs: {names}; the node takes them only "
                                     "bound to one key (ask for copies bound to the same keys: "
                                     "`wallet holder-key --copies N`)")
-        seen_here = {k for k in common
-                     if all((k, r.audience) in self._contents.shown_to for r in requests)}
+        seen_here = {k for k in common if all(
+            (k, verifier_of(r.audience)) in self._contents.shown_to for r in requests)}
         key = min(common, key=lambda k: (k not in seen_here, self._spent(k), k))
-        self.relinked = self._spent(key) and key not in seen_here
-        return self.holder_jwk(key), tuple(
-            (r.nonce, self.present(keys[key], r, now=now, exact=True))
-            for r, keys in zip(requests, by_key, strict=True))
+        return key, by_key
 
     def answer(self, requests: Sequence[Request], *, now: int) -> tuple[tuple[str, bytes], ...]:
         """:meth:`application`'s envelopes alone."""
@@ -593,6 +611,40 @@ class Wallet:
                 raise WalletFileError(f"stored credential {c.id[:16]}… is damaged: {e}") from e
 
 
+_ByKey = list[dict[int, str]]
+"""Per request of an application: holder key → the id of the credential to show with it."""
+
+
+def verifier_of(audience: str) -> str:
+    """Who a request's audience names, as the wallet keeps keys apart: its origin (scheme,
+    host, port; lower case), so that the paths of one verifier's pages (its desk, its
+    applications) count as one verifier, and spelling one address two ways does not take
+    two keys. Something that is no URL is kept as it is."""
+    try:
+        u = urllib.parse.urlsplit(audience.strip())
+        port = u.port
+    except ValueError:
+        return audience
+    if not u.scheme or not u.hostname:
+        return audience
+    default = {"https": 443, "http": 80}.get(u.scheme.lower())
+    netloc = u.hostname.lower() + (f":{port}" if port and port != default else "")
+    return f"{u.scheme.lower()}://{netloc}"
+
+
+def _valid(c: StoredCredential, now: int) -> bool:
+    """Within its validity at ``now``, allowing the verifiers' clock skew at its start (as
+    receiving and verifying it do)."""
+    return c.valid_from <= now + sdjwt.CLOCK_SKEW and now < c.valid_until
+
+
+def _read_only(e: WalletFileError) -> bool:
+    """Whether a wallet that could not be written is on read-only media."""
+    cause = e.__cause__
+    return isinstance(cause, OSError) and cause.errno in (errno.EROFS, errno.EACCES,
+                                                          errno.EPERM)
+
+
 def _with_counts(contents: Contents, other_blob: bytes, passphrase: bytes) -> Contents | None:
     """``contents`` with each credential's ``shown`` raised to what the wallet in
     ``other_blob`` counted for it and the keys it showed added, or None when that changes
@@ -601,6 +653,8 @@ def _with_counts(contents: Contents, other_blob: bytes, passphrase: bytes) -> Co
         other = open_sealed(other_blob, passphrase)[0]
     except WalletFileError:
         return None
+    if other.holder_seed != contents.holder_seed:
+        return None  # another wallet: its keys are not these
     seen = {c.credential_id: c.shown for c in other.credentials}
     creds = tuple(replace(c, shown=max(c.shown, seen.get(c.credential_id, 0)))
                   for c in contents.credentials)

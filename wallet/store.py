@@ -16,7 +16,8 @@ fresh random 24-byte nonce on every write), and ``inner`` is the canonical msgpa
 
 A credential's ``key`` is the holder key it is bound to (key 0 is the seed's own, the others
 derived from it: :func:`wallet.core.holder_key`), ``shown`` how many presentations of it were
-made; ``shown_to`` the (key, verifier's audience) pairs of every presentation made, kept apart
+made; ``shown_to`` the (key, verifier) pairs of every presentation made (the verifier: its
+audience's origin, :func:`wallet.core.verifier_of`), kept apart
 from the credentials so that a key stays known as shown when the credential shown is gone
 (a restore of an older backup, ADR 52). Version 1 (before ADR 52) had none of them: one holder
 key, every credential bound to it, nothing counted.
@@ -66,9 +67,9 @@ MAX_FILE = 64 << 20
 MAX_BUNDLE = 256 * 1024
 MAX_CREDENTIALS = 10_000
 MAX_KEYS = 100
-MAX_SHOWN_TO = 10_000
-"""(key, audience) pairs kept: later presentations still count on their credential."""
 """Holder keys per wallet: one per copy of a credential (``wallet holder-key --copies``)."""
+MAX_SHOWN_TO = 10_000
+"""(key, verifier) pairs kept: later presentations still count on their credential."""
 
 _OPS = nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE
 _MEM = nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE
@@ -147,7 +148,7 @@ class Contents:
     holder_seed: bytes
     credentials: tuple[StoredCredential, ...] = ()
     shown_to: tuple[tuple[int, str], ...] = ()
-    """(holder key, audience) of each presentation made, once each, oldest first."""
+    """(holder key, verifier) of each presentation made, once each, oldest first."""
 
     def __post_init__(self) -> None:
         if len(self.holder_seed) != 32:
