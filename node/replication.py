@@ -409,6 +409,7 @@ class EtcdOrderer:
                 self.stats.failing_since = 0.0
                 self._probe_writes()
                 self._heartbeat()
+                self._cosign_head()
                 self._watch_finality()
                 continue
             # after a failure: health reports the node degraded until a step succeeds
@@ -1111,7 +1112,6 @@ class EtcdOrderer:
 
     def _watch_finality(self) -> None:
         """Note since when the head has had no final checkpoint (0 while it has one)."""
-        self._cosign_head()
         head = self.store.head
         # the genesis alone is no one's to co-sign: a new network is not short of a quorum
         if head is None or self.final_size >= head.log_size or head.height == 0:
