@@ -179,7 +179,12 @@ def prove(data: DataArg,
     with _open(data) as store:
         if store.head is None:  # _open checked; for the type checker
             raise typer.Exit(1)
-        n = store.head.log_size if size is None else size
+        have = store.head.log_size
+        n = have if size is None else size
+        if not 1 <= n <= have:  # bad input (2), as ledger and agency say of other ranges
+            _fail(f"--size {n}: the log has {have} entries; give 1 to {have}", 2)
+        if not 0 <= index < n:
+            _fail(f"--index {index}: the tree of size {n} has leaves 0 to {n - 1}", 2)
         try:
             proof = store.inclusion_proof(index, n)
             root = store.root_at(n)

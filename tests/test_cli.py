@@ -70,11 +70,13 @@ def test_ledger_prove_prints_a_verifiable_proof(demo: Path) -> None:
 
 
 def test_ledger_prove_rejects_an_index_past_the_log(demo: Path) -> None:
+    """Bad input: exit 2, as for other ranges the tools are given (the CLI contract hunt)."""
     r = _run("ledger", "prove", str(demo), "--index", "10000")
-    assert r.returncode == 1
-    assert "not in 0..18" in r.stderr
+    assert r.returncode == 2
+    assert "--index 10000: the tree of size 19 has leaves 0 to 18" in r.stderr
     r = _run("ledger", "prove", str(demo), "--index", "0", "--size", "0")
-    assert r.returncode == 1 and '"verified"' not in r.stdout, r.stdout  # not the head's size
+    assert r.returncode == 2 and '"verified"' not in r.stdout, r.stdout  # not the head's size
+    assert "--size 0: the log has 19 entries" in r.stderr
 
 
 def test_demo_refuses_to_overwrite_a_folder_it_did_not_create(tmp_path: Path) -> None:

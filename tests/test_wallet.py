@@ -625,7 +625,7 @@ def test_cli_errors(live_world: World, tmp_path: Path) -> None:
     r = _run(["receive", str(bundle)], w)  # neither --registry nor --trust: a usage error
     assert r.returncode == 2 and "exactly one of --registry" in r.stderr
     r = _run(["present", "abcdef", "--request", str(registry), "--yes"], w)
-    assert r.returncode == 1 and "not JSON" in r.stderr
+    assert r.returncode == 2 and "is not a verifier's request" in r.stderr  # bad input
     r = _run(["--help"], w)
     assert r.returncode == 0 and "present" in r.stdout and "WALLET_PASSPHRASE" in r.stdout
     assert _run(["frobnicate"], w).returncode == 2

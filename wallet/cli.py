@@ -345,8 +345,9 @@ def present(
     with _errors():
         try:
             req = Request.from_json(json.loads(_read_file(request, "request")))
-        except ValueError as e:
-            raise WalletError(f"{request} is not JSON: {e}") from e
+        except ValueError as e:  # bad input: 2, as `ledger verify --request` says of it
+            raise UsageError(f"{request} is not a verifier's request (JSON with nonce, "
+                             f"audience, type and claims): {e}") from e
         w = _open()
         given = w.info(credential_id)
         credential_id = w.copy_for(given.id, req.audience, int(time.time()))
