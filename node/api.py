@@ -463,6 +463,12 @@ def cluster_health(node: Node, cluster: dict[str, Any], head: dict[str, Any],
                             f"answered for {int(node.now() - own)} s; the node uses the "
                             "others meanwhile, and the network has one member less to spare")
     if quiet:
+        stale = node.keys_gone_quiet(quiet)
+        if stale:
+            return "degraded", ("no word from the node of " + ", ".join(
+                f"{a} for {quiet[a]} s" for a in sorted(stale)) + ": its node key was "
+                "rotated or invalidated by governance about then; it co-signs nothing until "
+                "its agency puts the current node key file in place and restarts it")
         return "degraded", ("no word from the node of " + ", ".join(
             f"{a} for {s} s" for a, s in sorted(quiet.items())) + " (down, cut off from "
             "etcd, or no longer applying; or, while an idle network is being upgraded, a "

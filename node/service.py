@@ -375,6 +375,16 @@ class Node:
                 "refused; put the network's copy in place (`ledger-node credit-secret --from`) "
                 "and restart the node")
 
+    def keys_gone_quiet(self, quiet: Mapping[str, int]) -> set[str]:
+        """Of the agencies whose nodes were quiet for ``quiet[a]`` seconds, those with a node
+        key that governance rotated out or invalidated about when they went quiet: such a
+        node says nothing more until its operator puts the new key file in place and
+        restarts it (ADR 52), and is not down."""
+        registry, now = self._registry(), self.now()
+        return {a for a, q in quiet.items() if any(
+            k["role"] == "node" and k["invalid_from"] is not None
+            and now - q - 15 <= k["invalid_from"] <= now for _, k in registry.keys_of(a))}
+
     def issuer_problem(self) -> str | None:
         """Why this node cannot issue now (None: it can): its issuer key, read at start, is
         no longer a valid issuer key of its agency (rotated, or invalidated after a theft).

@@ -453,3 +453,26 @@ def test_an_invalidation_says_how_far_back_a_thief_may_date() -> None:
     other = make_tx("n", "governance", {"seq": 1, "action": "set_quorum",
                                         "args": {"quorum": 2}}, [key])
     assert "thief" not in " ".join(describe(other))
+
+
+def test_a_peer_quiet_since_its_node_key_was_rotated_is_named_so(demo: Path,
+                                                                  tmp_path: Path) -> None:
+    """A node whose key governance rotated out says nothing until its operator restarts it
+    with the new key file: its peers called it "down, cut off from etcd, or no longer
+    applying" (the live rotation hunt). Quiet since about the rotation, it is named so."""
+    from node.service import Node
+
+    fresh = tmp_path / "civil.node.key.new"
+    r = agency("keygen", "--out", str(fresh), "--json")
+    assert r.returncode == 0, r.stderr
+    args = tmp_path / "rotate.json"
+    args.write_text(json.dumps({"agency": "civil", "role": "node", "at": int(time.time()),
+                                "new_key": json.loads(r.stdout)["public_key"]}))
+    _govern(demo, "rotate_key", args, "edu", "market")
+    node = Node(demo, "edu", PASS, workers=0)
+    try:
+        assert node.keys_gone_quiet({"civil": 40, "market": 40}) == {"civil"}
+        assert node.keys_gone_quiet({"civil": 0}) == {"civil"}  # quiet for under a poll
+        assert node.keys_gone_quiet({"edu": 40}) == set()
+    finally:
+        node.close()
