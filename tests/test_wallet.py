@@ -1067,3 +1067,27 @@ def test_a_malformed_record_of_keys_shown_is_refused() -> None:
         with pytest.raises(DecodeError):
             Contents.from_bytes(codec.encode({"v": 2, "holder_seed": seed, "credentials": [],
                                               "shown_to": bad}))
+
+
+def test_an_application_leaves_out_a_copy_its_snapshot_says_revoked(world: World,
+                                                                     wallet: Wallet) -> None:
+    """The wallet knows no status when it presents; `wallet apply` has the snapshot, whose
+    lists say which copy the agency revoked: an application showed the revoked copy, and the
+    node refused it (the copies journey hunt)."""
+    from ledger.network import status_tx
+
+    k = wallet.holder_jwks(2)
+    ids = [_got(world, wallet, key) for key in k]
+    node = replace(REQ, audience="https://node.example/apply")
+    assert wallet.application([node], now=T0 + 90, dry=True)[0] == k[0]
+    revoke = status_tx(world.ledger.net, world.agencies["edu"], bytes.fromhex(ids[0]),
+                       "revoked", "withdrawn", T0 + 95)
+    assert not world.ledger.commit([revoke], T0 + 95).rejected
+    key, envs = wallet.application([node], now=T0 + 100, status=world.lists())
+    assert key == k[1] and world.verify(envs[0][1], node, now=T0 + 100).verified
+    revoke = status_tx(world.ledger.net, world.agencies["edu"], bytes.fromhex(ids[1]),
+                       "revoked", "withdrawn", T0 + 105)
+    assert not world.ledger.commit([revoke], T0 + 105).rejected
+    with pytest.raises(PresentationError, match="revoked or suspended"):
+        wallet.application([replace(node, nonce="n-again-00000001")], now=T0 + 110,
+                           status=world.lists())

@@ -455,7 +455,8 @@ def apply(
     )
 
     with _errors():
-        reg = load_snapshot(_read_file(registry, "registry snapshot")).registry
+        snap = load_snapshot(_read_file(registry, "registry snapshot"))
+        reg = snap.registry
         rule = reg.rule(service)
         if rule is None:
             raise WalletError(f"{service!r} is not a service registered as of {registry} (the "
@@ -510,7 +511,9 @@ def apply(
                               f"{escape(', '.join(r.claims))} to {_shown(r.audience)}")
                 err.print(f"  (the rule registered for {escape(service)}, version "
                           f"{rule_hash(rule).hex()[:16]}, needs these and no more)")
-                w.application(requests, now=int(time.time()), dry=True)
+                # a copy the snapshot's lists say revoked or suspended is left out
+                w.application(requests, now=int(time.time()), dry=True,
+                              status=snap.status_list)
                 if w.relinked:
                     err.print("[yellow]every holder key these credentials share was shown to "
                               "another verifier before:[/] the two can link this application "
@@ -518,7 +521,8 @@ def apply(
                               "--copies M` with M larger than before; give each agency the "
                               "keys past the ones it has)")
                 _confirm(f"Apply for {service} with these claims?", yes)
-                holder, answers = w.application(requests, now=int(time.time()))
+                holder, answers = w.application(requests, now=int(time.time()),
+                                                status=snap.status_list)
                 body = {"holder_jwk": holder, "presentations": [
                     {"nonce": n, "envelope": base64.urlsafe_b64encode(e).rstrip(b"=").decode()}
                     for n, e in answers]}

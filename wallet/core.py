@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from ledger.presentation import (
     with_implied_claims,
 )
 from ledger.state import Registry
+from ledger.statuslist import StatusList, check_status
 from wallet.errors import (
     CredentialIdError,
     PresentationError,
@@ -533,7 +534,8 @@ class Wallet:
         return self.copy_for(max(started or fits, key=lambda c: c.valid_from).id,
                              request.audience, now)
 
-    def application(self, requests: Sequence[Request], *, now: int, dry: bool = False
+    def application(self, requests: Sequence[Request], *, now: int, dry: bool = False,
+                    status: Callable[[str], StatusList | None] | None = None
                     ) -> tuple[dict[str, str], tuple[tuple[str, bytes], ...]]:
         """``wallet apply``: the holder key for the approval credential, and one envelope per
         request of an application (only the claims each request names), as (nonce, envelope)
@@ -542,11 +544,13 @@ class Wallet:
         holder's). For each request, the valid credentials that could answer it are grouped by
         key (the newest on each); among the keys all requests share, the one this node saw
         before, else one never shown, else the lowest. Chosen and presented under the wallet's
-        lock, after taking in what another process saved."""
+        lock, after taking in what another process saved. With ``status`` (a snapshot's
+        verified lists, ``Snapshot.status_list``), a copy its list says revoked or suspended is
+        left out: the node would refuse the application."""
         with lock(self.path, reading=True):
             if not dry:
                 self._catch_up()
-            key, by_key = self._application_key(requests, now)
+            key, by_key = self._application_key(requests, now, status)
             self.relinked = self._spent(key) and not all(
                 (key, verifier_of(r.audience)) in self._contents.shown_to for r in requests)
             if dry:
@@ -555,13 +559,20 @@ class Wallet:
                 (r.nonce, self._present_locked(keys[key], r, now))
                 for r, keys in zip(requests, by_key, strict=True))
 
-    def _application_key(self, requests: Sequence[Request], now: int
+    def _application_key(self, requests: Sequence[Request], now: int,
+                         status: Callable[[str], StatusList | None] | None
                          ) -> tuple[int, _ByKey]:
         by_key: _ByKey = []
         for r in requests:
             self.pick(r, now)  # the wallet holds one, or says it does not
             newest: dict[int, StoredCredential] = {}
-            for c in self._fits(r, now):
+            usable = [c for c in self._fits(r, now)
+                      if status is None or not self._withdrawn(c, status)]
+            if not usable:
+                raise PresentationError(f"every valid {r.credential_type!r} credential this "
+                                        "wallet holds is revoked or suspended, by the "
+                                        "snapshot's status lists")
+            for c in usable:
                 if c.key not in newest or c.valid_from > newest[c.key].valid_from:
                     newest[c.key] = c
             by_key.append({k: c.id for k, c in newest.items()})
@@ -580,6 +591,17 @@ class Wallet:
             (k, verifier_of(r.audience)) in self._contents.shown_to for r in requests)}
         key = min(common, key=lambda k: (k not in seen_here, self._spent(k), k))
         return key, by_key
+
+    def _withdrawn(self, c: StoredCredential,
+                   status: Callable[[str], StatusList | None]) -> bool:
+        """Whether the status list says ``c`` is revoked or suspended (an undetermined status,
+        a list the snapshot lacks, is not taken as withdrawn)."""
+        record = self._record(c)
+        try:
+            claim = sdjwt.parse_jws_payload(record.sd_jwt.split("~", 1)[0]).get("status")
+        except LedgerError:
+            return False
+        return check_status(claim, status).status in ("revoked", "suspended")
 
     def answer(self, requests: Sequence[Request], *, now: int) -> tuple[tuple[str, bytes], ...]:
         """:meth:`application`'s envelopes alone."""
