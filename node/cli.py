@@ -100,7 +100,7 @@ def _serve_demo(data: Path, passphrase: bytes, port: int, wallet_path: Path,
             else "(the wallet's passphrase is the key passphrase this demo was built with)")
     err.print(f"""
 [bold]Open[/] {url}/ (explorer) and {url}/verify (the verifying official's page).
-[bold]Try[/]
+[bold]Try[/] (in another terminal, in this folder: export PATH=$PWD/.venv/bin:$PATH)
   1. In /verify, ask for a [bold]residence[/] credential with district and age_over_65;
      save the request JSON the page shows as request.json.
   2. {env} wallet present {residence_id[:12]} --request request.json --yes
@@ -116,9 +116,12 @@ def _serve_demo(data: Path, passphrase: bytes, port: int, wallet_path: Path,
      LEDGER_OPERATOR_TOKEN={token} agency issue --node {url} --agency civil \\
        --type residence --claims {claims} --holder-jwk k-1.json --holder-jwk k-2.json \\
        --holder-jwk k-3.json --out r.bundle
-     {env} wallet receive r-1.bundle --registry {snapshot}   (and r-2, r-3); present one to
-     two desks (two requests of other audiences): each sees another key. The token is this
-     run's only.
+     {env} wallet receive r-1.bundle --registry {snapshot}   (and r-2, r-3)
+     ledger request --audience https://desk-a.example --type residence --claim district \\
+       --out a.json   (and desk-b, b.json), then wallet present ID --request a.json (and
+     b.json) with ID one of the three: each desk sees another holder key (the first key is
+     the one steps 2 and 4 showed, so the wallet presents the copies of the others). The
+     token is this run's only.
   {said}
 Stop with Ctrl-C.""", highlight=False, soft_wrap=True)
     with _stop_on_sigterm():

@@ -25,6 +25,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -103,6 +104,17 @@ class Member:
     @property
     def peer_url(self) -> str:
         return f"https://127.0.0.1:{self.peer_port}"
+
+
+def _listened_on(port: int) -> bool:
+    """Whether a process listens on 127.0.0.1:``port`` (a port only in TIME_WAIT is free)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def _members(agencies: Sequence[str], base: int) -> list[Member]:
@@ -431,9 +443,17 @@ class LocalCluster:
     def start(self, timeout: float = 60.0) -> None:
         """Start every etcd member, then every node; if any does not come up, stop all of them
         (no process is left behind) and raise ClusterError."""
+        live = [m for m in self.members if m.agency not in self.removed]
+        taken = [p for m in live for p in (m.node_port, m.client_port, m.peer_port)
+                 if _listened_on(p)]
+        if taken:  # another cluster on this folder (its nodes would answer our health checks)
+            raise ClusterError(f"port{'s' if len(taken) > 1 else ''} "
+                               f"{', '.join(map(str, taken))} on 127.0.0.1 "
+                               f"{'are' if len(taken) > 1 else 'is'} in use (another "
+                               "`ledger-node cluster` on this folder, or another program): "
+                               "nothing was started")
         self._ensure_credit_secret()
         try:
-            live = [m for m in self.members if m.agency not in self.removed]
             for m in live:
                 self._start_etcd(m)
             for m in live:

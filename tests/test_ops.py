@@ -385,3 +385,21 @@ def test_a_cluster_folder_from_before_credit_gets_one_secret_for_all(tmp_path: P
     kept = files[0].read_bytes()
     cluster._ensure_credit_secret()
     assert files[0].read_bytes() == kept
+
+
+def test_a_second_cluster_on_taken_ports_starts_nothing(tmp_path: Path) -> None:
+    """A second `ledger-node cluster` on a folder whose cluster runs: the first one's nodes
+    answered its health checks, so it said "running" and failed afterwards. Ports another
+    process listens on are refused before anything starts."""
+    import socket
+
+    from node.cluster import ClusterError, LocalCluster
+
+    create_cluster(tmp_path / "net", 3, b"pw", base_port=29780)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 29781))  # edu's node port
+        listener.listen()
+        cluster = LocalCluster(tmp_path / "net", b"pw")
+        with pytest.raises(ClusterError, match="port 29781 on 127.0.0.1 is in use"):
+            cluster.start()
+    assert not list((tmp_path / "net").glob("*/etcd/member"))  # no etcd member was made

@@ -900,6 +900,8 @@ def test_cli_holder_keys_for_copies(tmp_path: Path) -> None:
     assert [(tmp_path / f"k-{n}.json").read_text().strip() for n in (1, 2, 3)] == printed
     r = _run(["holder-key", "--out", str(tmp_path / "k-1.json")], w)
     assert r.returncode == 2 and "exists" in r.stderr
+    r = _run(["holder-key", "--copies", "3", "--out", str(tmp_path / "k.json"), "--force"], w)
+    assert r.returncode == 0, r.stderr  # the same keys again, over the files
 
 
 def test_two_presentations_at_once_take_different_copies(world: World, wallet: Wallet) -> None:

@@ -165,7 +165,11 @@ def holder_key(
     out_file: Annotated[Path | None, typer.Option(
         "--out", dir_okay=False,
         help="Write the keys to files (FILE, or FILE-1, FILE-2, … before its suffix for "
-             "several) instead of printing one JSON line per key; never over a file")] = None,
+             "several) instead of printing one JSON line per key; never over a file unless "
+             "--force")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace key files that exist (the keys are the same every time)")
+    ] = False,
 ) -> None:
     """Print the holder public keys (JWK) that an agency binds your credentials to: the first,
     or with --copies N the first N (the same ones every time, for every agency).
@@ -187,8 +191,9 @@ def holder_key(
             for o in outs:
                 if not o.parent.is_dir():
                     raise UsageError(f"cannot write {o}: there is no folder {o.parent}")
-                if o.exists() or o.is_symlink():
-                    raise UsageError(f"{o} exists; choose another --out")
+                if not force and (o.exists() or o.is_symlink()):
+                    raise UsageError(f"{o} exists; choose another --out, or add --force to "
+                                     "replace it (the keys are the same every time)")
         jwks = _open().holder_jwks(copies)
         if not outs:
             for jwk in jwks:
@@ -196,7 +201,7 @@ def holder_key(
             return
         for o, jwk in zip(outs, jwks, strict=True):
             try:
-                write_atomic(o, json.dumps(jwk).encode() + b"\n", 0o644, overwrite=False)
+                write_atomic(o, json.dumps(jwk).encode() + b"\n", 0o644, overwrite=force)
             except FileExistsError as e:
                 raise WalletError(f"{o} was written meanwhile (the keys before it are in "
                                   "their files)") from e
