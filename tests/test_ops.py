@@ -400,6 +400,6 @@ def test_a_second_cluster_on_taken_ports_starts_nothing(tmp_path: Path) -> None:
         listener.bind(("127.0.0.1", 29781))  # edu's node port
         listener.listen()
         cluster = LocalCluster(tmp_path / "net", b"pw")
-        with pytest.raises(ClusterError, match="port 29781 on 127.0.0.1 is in use"):
+        with pytest.raises(ClusterError, match=r"port 29781 on 127\.0\.0\.1 is in use"):
             cluster.start()
     assert not list((tmp_path / "net").glob("*/etcd/member"))  # no etcd member was made

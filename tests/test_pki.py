@@ -564,10 +564,15 @@ def test_cluster_command_reports_processes_that_die_and_ends_with_the_last_node(
     assert _runtime_folders() - runtime_before == set()
 
 
-def test_a_failed_start_leaves_no_process_behind(tmp_path: Path) -> None:
+def test_a_failed_start_leaves_no_process_behind(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     import socket
 
+    from node import cluster as cluster_module
     from node.cluster import ClusterError, LocalCluster, create_cluster
+
+    # a port taken after the start looked (the start refuses one taken before: test_ops)
+    monkeypatch.setattr(cluster_module, "_listened_on", lambda port: False)
 
     base = free_base(3)
     folder = tmp_path / "c"
