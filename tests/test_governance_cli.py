@@ -51,15 +51,22 @@ def _govern(data: Path, action: str, args: Path, proposer: str, cosigner: str) -
         assert r.returncode == 0, (step[0], r.stderr)
 
 
-def _rotate_issuer_key(data: Path, tmp: Path, victim: str, signers: tuple[str, str]) -> Path:
-    """Two other agencies rotate ``victim``'s issuer key to a fresh one from `agency keygen`,
-    from now; the new key file."""
-    fresh = tmp / f"{victim}.issuer.key.new"
+def _rotation(tmp: Path, victim: str, role: str) -> tuple[Path, Path]:
+    """A fresh key from `agency keygen` and the arguments rotating ``victim``'s ``role`` key to
+    it from now: (the new key file, the arguments file)."""
+    fresh = tmp / f"{victim}.{role}.key.new"
     r = agency("keygen", "--out", str(fresh), "--json")
     assert r.returncode == 0, r.stderr
     args = tmp / "rotate.json"
-    args.write_text(json.dumps({"agency": victim, "role": "issuer", "at": int(time.time()),
+    args.write_text(json.dumps({"agency": victim, "role": role, "at": int(time.time()),
                                 "new_key": json.loads(r.stdout)["public_key"]}))
+    return fresh, args
+
+
+def _rotate_issuer_key(data: Path, tmp: Path, victim: str, signers: tuple[str, str]) -> Path:
+    """Two other agencies rotate ``victim``'s issuer key to a fresh one from `agency keygen`,
+    from now; the new key file."""
+    fresh, args = _rotation(tmp, victim, "issuer")
     _govern(data, "rotate_key", args, *signers)
     return fresh
 
@@ -353,12 +360,7 @@ def test_a_node_key_rotated_from_now_leaves_a_chain_that_audits_clean(
     quorum = tmp_path / "quorum.json"
     quorum.write_text('{"quorum": 3}')
     _govern(demo, "set_quorum", quorum, "edu", "market")
-    fresh = tmp_path / "civil.node.key.new"
-    r = agency("keygen", "--out", str(fresh), "--json")
-    assert r.returncode == 0, r.stderr
-    args = tmp_path / "rotate.json"
-    args.write_text(json.dumps({"agency": "civil", "role": "node", "at": int(time.time()),
-                                "new_key": json.loads(r.stdout)["public_key"]}))
+    fresh, args = _rotation(tmp_path, "civil", "node")
     prop = tmp_path / "rotate.prop"
     for step in (["propose", "rotate_key", "--args", str(args), "--data", str(demo),
                   "--agency", "civil", "--out", str(prop)],
@@ -462,12 +464,7 @@ def test_a_peer_quiet_since_its_node_key_was_rotated_is_named_so(demo: Path,
     applying" (the live rotation hunt). Quiet since about the rotation, it is named so."""
     from node.service import Node
 
-    fresh = tmp_path / "civil.node.key.new"
-    r = agency("keygen", "--out", str(fresh), "--json")
-    assert r.returncode == 0, r.stderr
-    args = tmp_path / "rotate.json"
-    args.write_text(json.dumps({"agency": "civil", "role": "node", "at": int(time.time()),
-                                "new_key": json.loads(r.stdout)["public_key"]}))
+    _, args = _rotation(tmp_path, "civil", "node")
     _govern(demo, "rotate_key", args, "edu", "market")
     node = Node(demo, "edu", PASS, workers=0)
     try:
