@@ -541,6 +541,7 @@ def test_cli_init_receive_list_show_present(live_world: World, tmp_path: Path) -
     r = _run(["list"], w)
     assert r.returncode == 0, r.stderr
     assert cid[:16] in r.stdout and "degree" in r.stdout
+    assert "key" in r.stdout and "shown" in r.stdout  # the key it is bound to, from 1
     for value in CLAIMS.values():
         assert value not in r.stdout + r.stderr
 
@@ -780,6 +781,7 @@ def test_copies_bound_to_their_own_keys_are_shown_one_per_verifier(world: World,
     ids = [wallet.receive(world.issue(k).to_bytes(), registry=world.ledger.registry,
                           now=T0 + 50).id for k in keys]
     assert wallet.copies(ids[0]) == (ids[0], ids[2], ids[1])  # itself, then the newest
+    assert [c.key for c in wallet.list()] == [0, 1, 2]
     desks = [replace(REQ, audience=f"https://desk-{n}.example/verify") for n in range(4)]
     shown: list[bytes] = []
     used: list[str | None] = []

@@ -290,13 +290,16 @@ def list_() -> None:
     with _errors():
         w = _open()
         now = int(time.time())
-        table = Table("id", "type", "issuer", "valid from", "valid until", "dates", "shown",
+        table = Table("id", "type", "issuer", "valid from", "valid until", "dates", "key",
+                      "shown",
                       caption="dates only: revocation and suspension are checked by the "
-                              "verifier, from the ledger; shown: how many presentations of "
-                              "it this wallet made")
+                              "verifier, from the ledger; key: the holder key it is bound to "
+                              "(copies of one credential have one each, numbered as `wallet "
+                              "holder-key --copies N --out` numbers its files); shown: how "
+                              "many presentations of it this wallet made")
         for c in w.list():
             table.add_row(c.id[:16], escape(c.type), escape(c.issuer), _date(c.valid_from),
-                          _date(c.valid_until), c.state(now), str(c.shown))
+                          _date(c.valid_until), c.state(now), str(c.key + 1), str(c.shown))
         if not w.list():
             err.print("The wallet holds no credentials yet.")
             return

@@ -86,6 +86,9 @@ class CredentialInfo:
     valid_until: int
     added: int
     shown: int = 0
+    key: int = 0
+    """The holder key it is bound to, counted from 0 (``wallet list`` shows it from 1, as the
+    key files of ``wallet holder-key --copies N --out`` are numbered)."""
 
     def state(self, now: int) -> str:
         """``valid``, ``not yet valid`` or ``expired`` at ``now`` (ignores revocation)."""
@@ -95,7 +98,8 @@ class CredentialInfo:
 
     @classmethod
     def of(cls, c: StoredCredential) -> CredentialInfo:
-        return cls(c.id, c.type, c.issuer, c.valid_from, c.valid_until, c.added, c.shown)
+        return cls(c.id, c.type, c.issuer, c.valid_from, c.valid_until, c.added, c.shown,
+                   c.key)
 
 
 @dataclass(frozen=True, slots=True)
