@@ -1066,7 +1066,7 @@ def import_(
 
     try:
         with archive.open("rb") as f:
-            read_archive(f)  # the header: a file that is no archive is bad input, as for audit
+            header = read_archive(f)[0]  # a file that is no archive is bad input, as for audit
     except OSError as e:
         _fail(f"cannot read {archive}: {e.strerror or e}", 2)
     except ArchiveError as e:
@@ -1079,8 +1079,6 @@ def import_(
     try:
         if until_final:
             with archive.open("rb") as f, _progress_bar(not as_json, "read") as bar:
-                header = read_archive(f)[0]
-                f.seek(0)
                 until = last_checkpointed(f, progress=bar)
             if until is None:
                 _fail(f"refused: {archive} holds no checkpoint: nothing final to import")

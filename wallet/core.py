@@ -469,14 +469,17 @@ class Wallet:
         first: those of the same issuer and type with the same claims (a batch issued for
         unlinkable presentations, ADR 22, or copies asked for later on other keys), each
         bound to its own holder key; with ``now``, only those valid then."""
-        c = self._find(credential_id)
+        return tuple(d.id for d in self._copies(self._find(credential_id), now))
+
+    def _copies(self, c: StoredCredential, now: int | None
+                ) -> tuple[StoredCredential, ...]:
         mine = _claims(self._record(c).sd_jwt)
         others = sorted((d for d in self._contents.credentials
                          if d is not c and d.type == c.type and d.issuer == c.issuer
                          and (now is None or _valid(d, now))
                          and _claims(self._record(d).sd_jwt) == mine),
                         key=lambda d: -d.valid_from)
-        return (c.id, *(d.id for d in others))
+        return (c, *others)
 
     def seen_by(self, credential_id: str, audience: str) -> bool:
         """Whether the verifier ``audience`` was shown this credential's holder key before."""
@@ -507,7 +510,7 @@ class Wallet:
         of credential: N keys keep N verifiers apart. With ``now``, only copies valid then
         are taken (the credential itself is, whatever its dates)."""
         c = self._find(credential_id)
-        group = [self._find(d) for d in self.copies(c.id, now)]
+        group = self._copies(c, now)
         if audience is not None:
             who = verifier_of(audience)
             for d in group:
@@ -524,16 +527,21 @@ class Wallet:
                      if c.type == request.credential_type and _valid(c, now)
                      and isinstance(self._record(c), Bundle))
 
+    def _held(self, request: Request, now: int) -> tuple[StoredCredential, ...]:
+        """:meth:`_fits`, or the refusal that the wallet holds none."""
+        fits = self._fits(request, now)
+        if not fits:
+            raise PresentationError(f"the wallet holds no valid {request.credential_type!r} "
+                                    "credential")
+        return fits
+
     def pick(self, request: Request, now: int) -> str:
         """The id of the newest credential in validity that can answer ``request`` (one that
         starts within the verifiers' clock skew counts, as receiving and verifying it do: an
         issuer's clock a little ahead of the holder's; but only when none has started by the
         holder's clock, a verifier's clock may be behind), or its copy :meth:`copy_for`
         gives for the request's verifier."""
-        fits = self._fits(request, now)
-        if not fits:
-            raise PresentationError(f"the wallet holds no valid {request.credential_type!r} "
-                                    "credential")
+        fits = self._held(request, now)
         started = [c for c in fits if c.valid_from <= now]
         return self.copy_for(max(started or fits, key=lambda c: c.valid_from).id,
                              request.audience, now)
@@ -568,9 +576,8 @@ class Wallet:
                          ) -> tuple[int, _ByKey]:
         by_key: _ByKey = []
         for r in requests:
-            self.pick(r, now)  # the wallet holds one, or says it does not
             newest: dict[int, StoredCredential] = {}
-            usable = [c for c in self._fits(r, now)
+            usable = [c for c in self._held(r, now)
                       if status is None or not self._withdrawn(c, status)]
             if not usable:
                 raise PresentationError(f"every valid {r.credential_type!r} credential this "
