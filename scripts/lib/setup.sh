@@ -13,11 +13,22 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 STAMP=.venv/.credledger-installed
-WANT="$(sha256sum pyproject.toml | cut -d' ' -f1)-${EXTRAS:-test,dev}"
+# constraints.txt pins every dependency to the versions the suite last passed with (ADR 53):
+# a new release of one (pytest runs with warnings as errors) cannot break a clean checkout.
+# CREDLEDGER_UNPINNED=1 installs the newest releases pyproject.toml allows (then scripts/lock).
+PIN=(-c constraints.txt)
+if [ "${CREDLEDGER_UNPINNED:-0}" = 1 ]; then PIN=(); fi
+WANT="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)-${EXTRAS:-test,dev}-${#PIN[@]}"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "installing the project and its ${EXTRAS:-test,dev} extras into .venv ..."
   .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
-  .venv/bin/python -m pip install --quiet -e ".[${EXTRAS:-test,dev}]"
+  if ! .venv/bin/python -m pip install --quiet "${PIN[@]}" -e ".[${EXTRAS:-test,dev}]"; then
+    [ "${#PIN[@]}" -gt 0 ] || exit 1
+    # e.g. another Python version, for which a pinned release has no wheel
+    echo "warning: the pinned versions (constraints.txt) did not install with $("$PY" --version);" \
+         "installing the newest releases pyproject.toml allows instead" >&2
+    .venv/bin/python -m pip install --quiet -e ".[${EXTRAS:-test,dev}]"
+  fi
   echo "$WANT" > "$STAMP"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
