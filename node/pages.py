@@ -284,12 +284,16 @@ def verify_page(request: Request, node: NodeDep) -> HTMLResponse:
     return _verify_form(request, node, None)
 
 
-def _verify_form(request: Request, node: NodeDep, error: str | None) -> HTMLResponse:
+def _verify_form(request: Request, node: NodeDep, error: str | None,
+                 typed: dict[str, str] | None = None) -> HTMLResponse:
+    """The verifier's form; with ``typed``, the outside-issuer form filled in again with what
+    was sent (after an error, nothing typed is lost)."""
     types = [{"id": k, "title": v.get("title", k), "claims": list(v["claims"]),
               "derived": list(v.get("derived", {}))} for k, v in node.types().items()]
     return _page(request, "verify.html", {"network": node.network, "types": types,
                                           "foreign": trust_of(request.app) is not None,
-                                          "error": error},
+                                          "error": error,
+                                          "typed": typed or {"type": "", "claims_text": ""}},
                  status_code=200 if error is None else 400)
 
 
@@ -312,17 +316,19 @@ def create_request(request: Request, node: NodeDep,
     audience = request.app.state.settings.audience
     # A type from outside the network (ADR 39) names its claims in a text field.
     names = (claims or []) + [c.strip() for c in claims_text.split(",") if c.strip()]
+    # what the outside-issuer form sent, to fill it in again after an error
+    typed = {"type": credential_type, "claims_text": claims_text} if claims_text else None
     try:
         charge_qr(request, "a presentation request with its QR code")
         pending = node.new_request(credential_type.strip(), names, audience,
                                    foreign=trust_of(request.app) is not None)
     except RateLimited as e:
-        page = _verify_form(request, node, str(e))
+        page = _verify_form(request, node, str(e), typed)
         page.status_code = 429
         page.headers["Retry-After"] = str(e.retry_after)
         return page
     except LedgerError as e:
-        return _verify_form(request, node, str(e))
+        return _verify_form(request, node, str(e), typed)
     # Post/redirect/get: a reload shows this request again (not a new nonce and QR code the
     # citizen has not scanned), and Back does not ask to send the form again. The QR code is
     # drawn (and paid for) here; the page it redirects to takes it once without paying again.
@@ -466,7 +472,8 @@ async def verdict_page(request: Request, vid: str) -> HTMLResponse:
 
 
 async def _request_page_again(request: Request, node: Node, pending: PendingRequest,
-                              error: str, pasted: str = "") -> HTMLResponse:
+                              error: str, pasted: str = "", field: str = "presentation"
+                              ) -> HTMLResponse:
     """The request's page again after a check that gave no verdict: its QR code is drawn
     again (or taken from the cache) off the event loop, and paid for as a new request's is
     (ADR 47), else a failed check would be a cheap way to make the node draw QR codes."""
@@ -476,18 +483,22 @@ async def _request_page_again(request: Request, node: Node, pending: PendingRequ
         page = _error_page(request, "Too many requests", f"{error} {e}", 429)
         page.headers["Retry-After"] = str(e.retry_after)
         return page
-    return await run_in_threadpool(_request_page, request, node, pending, error, pasted)
+    return await run_in_threadpool(_request_page, request, node, pending, error, pasted,
+                                   field=field)
 
 
 def _request_page(request: Request, node: Node, pending: PendingRequest,
-                  error: str | None, pasted: str = "", qr: str | None = None) -> HTMLResponse:
+                  error: str | None, pasted: str = "", qr: str | None = None,
+                  field: str = "presentation") -> HTMLResponse:
+    """The request's page; with ``error``, marked on the form's ``field`` (``presentation``,
+    the pasted text, or ``qr``, the uploaded picture)."""
     text = _request_text(pending)
     if qr is None:
         qr = _qr_of(text)
     return _page(request, "request.html", {
         "network": node.network, "req": pending.request, "request_json": text, "qr_svg": qr,
         "expires": pending.created + REQUEST_TTL, "minutes": REQUEST_TTL // 60,
-        "error": error, "pasted": pasted},
+        "error": error, "error_field": field, "pasted": pasted},
         status_code=200 if error is None else 400)
 
 
@@ -538,9 +549,10 @@ async def check_presentation(request: Request, node: NodeDep,
                            "its settings).")
         _for_this_request(foreign if foreign is not None else kb_text, pending)
     except BadInput as e:  # the request stays open: the official may try again
-        return await _request_page_again(request, node, pending, str(e), presentation)
+        return await _request_page_again(request, node, pending, str(e), presentation,
+                                         "qr" if image else "presentation")
     except DecoderBusy as e:
-        page = await _request_page_again(request, node, pending, str(e), presentation)
+        page = await _request_page_again(request, node, pending, str(e), presentation, "qr")
         if page.status_code != 429:
             page.status_code = 503
             page.headers["Retry-After"] = "5"
@@ -556,7 +568,8 @@ async def check_presentation(request: Request, node: NodeDep,
                            "The request expired or was answered meanwhile. Create a new "
                            "request.", 400)
     except LedgerError as e:  # refused before any verdict: the request is still open
-        return await _request_page_again(request, node, pending, str(e), presentation)
+        return await _request_page_again(request, node, pending, str(e), presentation,
+                                         "qr" if image else "presentation")
     # Post/redirect/get: the verdict has an address of its own for the request's lifetime,
     # so a reload or Back shows it again instead of a refusal of the spent request.
     verdicts, vid = _verdicts(request), secrets.token_urlsafe(18)

@@ -506,6 +506,10 @@ def test_the_node_verifies_foreign_credentials_on_its_page_and_api(tmp_path: Pat
         assert long.json()["qr_svg"] is None and len(long.json()["claims"]) == 32
         # the official's page: the form for outside types, then the pasted SD-JWT+KB text
         assert 'id="form-foreign"' in http.get("/verify").text
+        # a refused outside-issuer form comes back with what was typed in it
+        bad = http.post("/verify/request", data={"type": VCT, "claims_text": " , "})
+        assert bad.status_code == 400 and "at least one claim" in bad.text, bad.text
+        assert f'value="{VCT}"' in bad.text and 'value=" , "' in bad.text
         page = http.post("/verify/request", data={"type": VCT, "claims_text": "birth_date"})
         assert page.status_code == 200, page.text
         nonce = re.search(r'id="nonce">([^<]+)<', page.text)
