@@ -1169,7 +1169,7 @@ def test_a_submission_found_committed_after_its_wait_gets_its_own_receipt(
         settling = Pending(threading.Condition())
         timer = threading.Timer(0.05, settling.set_result, [own])
         timer.start()
-        got = node._not_yet(txid, settling, time.monotonic() + 1.0)
+        got = node._not_yet(txid, settling, time.monotonic() + 30.0)  # set after 0.05 s
         timer.join()
         assert got == own and got is not None and not got.duplicate
         stuck = node._not_yet(txid, Pending(threading.Condition()), time.monotonic() + 0.1)

@@ -294,6 +294,9 @@ def test_demo_copy_helper_is_independent(demo: Path, tmp_path: Path) -> None:
     shutil.copytree(demo, copy)
     with Store(copy / "ledger", create=False) as s:
         assert s.head is not None
+        s.put_records({b"x-copy-only": b"1"})  # a write to the copy ...
+    with Store(demo / "ledger", create=False) as original:
+        assert original.get(b"x-copy-only") is None  # ... is not in the original
 
 
 def test_import_until_final_stops_at_the_newest_checkpoint(archive_bytes: bytes,

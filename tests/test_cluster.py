@@ -424,7 +424,7 @@ def test_a_node_restored_from_a_peers_archive_rejoins(fresh: Net, tmp_path: Path
     # it, is refused: the block must be matched to the later batch, or the restored node
     # would build the change again on the later state, a block no one else has.
     net.governance("register_type", {"type": {**DEGREE, "id": "cert2", "title": "Cert 2"}})
-    start = int(time.time()) + 4
+    start = int(time.time()) + 10  # the grant and the refusal below land before it, if slow
     net.governance("grant", {"agency": "edu", "type": "cert2", "from": start,
                              "until": start + 86400})
     cid = hashlib.sha256(b"restored-" + str(start).encode()).digest()

@@ -380,12 +380,16 @@ def test_unknown_nonce_is_400(client: httpx.Client) -> None:
 
 def test_only_the_asked_claims_are_shown_and_padded_text_is_read(
         served: Served, client: httpx.Client) -> None:
-    bundle, key = _issue(served.node)
-    nonce, audience = _new_request(client, ["district"])
     # a wallet (not ours) that discloses more than asked; the text with its base64 padding
-    env = _present(bundle, key, nonce, audience, ["district", "holder_name", "birth_date"])
+    # (none when the envelope's length is a multiple of 3: then another credential's)
+    for _ in range(10):
+        bundle, key = _issue(served.node)
+        nonce, audience = _new_request(client, ["district"])
+        env = _present(bundle, key, nonce, audience, ["district", "holder_name", "birth_date"])
+        if len(env) % 3:
+            break
     padded = base64.urlsafe_b64encode(env).decode()
-    assert padded.endswith("=") or len(env) % 3 == 0
+    assert padded.endswith("="), "ten envelopes in a row had no base64 padding"
     r = client.post("/verify/check", data={"nonce": nonce, "presentation": padded})
     assert '<h1 id="verdict">VERIFIED</h1>' in r.text, r.text
     assert "<td>district</td><td>Changsheng</td>" in r.text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from conftest import T0, LedgerHarness
@@ -105,6 +105,76 @@ def test_key_invalidated_before_issuance(world: World) -> None:
     name, detail = _failed(world.verify(present(bundle)))
     assert name == "issuer_authority"
     assert "not a valid issuer key" in detail
+
+
+def test_a_type_granted_after_the_credentials_valid_from_is_refused(world: World) -> None:
+    """The ledger checks a grant at the block's time, and takes a ``valid_from`` up to
+    MAX_BACKDATE earlier: a credential dated before its agency's grant of the type anchors,
+    and only the verifier's check at issuance time refuses it (no test broke without it)."""
+    from credworld import CLAIMS, DEGREE, HOLDER
+
+    from ledger import sdjwt
+    from ledger.credentials import issue_credential, status_list, status_list_uri
+    from ledger.state import MAX_BACKDATE
+
+    reg, edu = world.agencies["reg"], world.agencies["edu"]
+    world.ledger.govern("register_type", {"type": {**DEGREE, "id": "licence"}}, [reg, edu],
+                        T0 + 3)
+    granted = T0 + 100
+    world.ledger.govern("grant", {"agency": "edu", "type": "licence", "from": granted,
+                                  "until": T0 + 86_400}, [reg, edu], T0 + 4)
+
+    class Careless:  # an issuing tool without issue_credential's own check of the grant
+        def __getattr__(self, name: str) -> Any:
+            return getattr(world.ledger.registry, name)
+
+        def grant_covers(self, *_: object) -> bool:
+            return True
+
+    def anchored(valid_from: int, block_time: int) -> Bundle:
+        cred = issue_credential(registry=cast(Any, Careless()), agency="edu",
+                                issuer_key=edu.issuer_key, kind="licence", claims=CLAIMS,
+                                holder_jwk=sdjwt.jwk_from_ed25519(HOLDER.public.raw),
+                                now=valid_from, valid_for=86_400)
+        r = world.ledger.commit([cred.anchor], block_time)
+        assert not r.rejected, r.rejected  # the ledger takes both
+        return world.bundle(cred.sd_jwt.serialize(), r.accepted[0][1])
+
+    early = anchored(granted - 60, granted + 10)
+    assert granted + 10 - (granted - 60) <= MAX_BACKDATE
+    on_time = anchored(granted, granted + 11)
+    lst = status_list(world.ledger.store.status_entries("edu", "licence"))
+    uri = status_list_uri("demo", "edu", "licence")
+    request = replace(REQ, credential_type="licence")
+    now = granted + 20
+
+    def verify(bundle: Bundle) -> Report:
+        return world.verify(present(bundle, request, iat=now), request, now=now,
+                            lists=lambda u: lst if u == uri else None)
+
+    name, detail = _failed(verify(early))
+    assert name == "issuer_authority"
+    assert f"'edu' was not granted 'licence' at issuance time {granted - 60}" in detail
+    assert verify(on_time).verified
+
+
+def test_an_anchor_signed_by_another_agencys_issuer_key_is_refused(world: World) -> None:
+    """The ledger refuses such an anchor (issuer_mismatch); the verifier refuses it too, on
+    its own, should a registry snapshot and a log ever disagree."""
+    from ledger.errors import LedgerError
+    from ledger.network import issue_tx
+    from ledger.presentation import issuer_jwk_at_issuance
+
+    reg, edu = world.agencies["reg"], world.agencies["edu"]
+    world.ledger.govern("grant", {"agency": "reg", "type": "degree", "from": T0,
+                                  "until": T0 + 86_400}, [reg, edu], T0 + 3)
+    registry = world.ledger.registry
+    own = issue_tx("demo", reg, bytes(32), "degree", 7, T0 + 10, T0 + 86_000, T0 + 10)
+    assert issuer_jwk_at_issuance(own, registry)  # reg's own key: its JWK
+    forged = issue_tx("demo", reg, bytes(32), "degree", 7, T0 + 10, T0 + 86_000, T0 + 10,
+                      key=edu.issuer_key)
+    with pytest.raises(LedgerError, match="was not a valid issuer key of 'reg'"):
+        issuer_jwk_at_issuance(forged, registry)
 
 
 def test_a_checkpoint_is_final_only_while_its_signers_keys_are_valid(world: World) -> None:

@@ -1013,6 +1013,8 @@ def test_a_status_change_dated_ahead_is_refused(lg: LedgerHarness,
     accept(lg, [issue(edu, "f", t)], t)
     ahead = status(edu, "f", "valid", t + DAY)
     assert reject(lg, ahead, t) == "future_dated"
+    # the edge: MAX_BACKDATE ahead of the block is taken (a slow node clock), a second more not
+    assert reject(lg, status(edu, "f", "suspended", t + MAX_BACKDATE + 1), t) == "future_dated"
     accept(lg, [status(edu, "f", "suspended", t + 60)], t + 60)
     assert reject(lg, ahead, t + 7200) == "future_dated"  # two hours later: still refused
     assert lg.store.credential(cid("f")).status == "suspended"  # type: ignore[union-attr]

@@ -546,6 +546,11 @@ def test_token_time_window_edges() -> None:
         _verify(token, now=T0 - skew - 1)
     with pytest.raises(ValueError, match="skew"):
         _verify(token, skew=-1)
+    nbf = T0 + 2 * HOUR  # a token not valid before nbf: within the skew it is
+    later = _signed(HEADER, {**{k: v for k, v in PAYLOAD.items() if k != "ttl"}, "nbf": nbf})
+    assert _verify(later, now=nbf - skew) == SL
+    with pytest.raises(StatusListError, match="not valid before"):
+        _verify(later, now=nbf - skew - 1)
 
 
 BAD_TOKENS: list[tuple[str, Callable[[], str], str]] = [
