@@ -59,7 +59,7 @@ from ledger.errors import (
     StoreError,
     TxRejected,
 )
-from ledger.files import atomic_output, interrupts_held, run_cli, write_atomic
+from ledger.files import atomic_output, interrupts_held, run_cli, utf8_stdout, write_atomic
 from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
 from ledger.governance import (
     Signer,
@@ -350,6 +350,9 @@ def _check_out(path: Path, force: bool, *, unwritable: int = 1) -> None:
     that exists, is bad input (2); a folder that cannot be written, as a full disk at write
     time, is a failure (1), or ``unwritable`` where a command's 1 is its verdict."""
     parent = path.parent
+    if str(path) == "-":  # not a file named "-": standard output, which these do not write
+        _fail("- (standard output) is not taken here: give a file path (for a file named -, "
+              "its full path)", 2)
     if path.is_dir() or not parent.is_dir():
         _fail(f"cannot write {path}: give a file path in an existing folder", 2)
     if not os.access(parent, os.W_OK):
@@ -389,8 +392,9 @@ _B64URL = re.compile(r"\A[A-Za-z0-9_-]+={0,2}\Z")
 
 def _names_a_file(source: str) -> bool:
     """Whether an argument that may be a file name or the text itself names an existing file
-    (a text too long to be a name is text: exists() raises for a name over 255 bytes)."""
-    if len(source) >= 1024:
+    (base64url text has no '/' and no '.': a long one is text; exists() raises for a name of
+    over 255 bytes, or a path longer than PATH_MAX)."""
+    if len(source) > 255 and "/" not in source and "." not in source:
         return False
     try:
         return Path(source).exists()
@@ -478,7 +482,7 @@ def _print_report(report: Report, age: int | None) -> None:
     out.print(table)
     if report.claims:
         claims = Table(title="Disclosed claims", title_justify="left")
-        claims.add_column("claim")
+        claims.add_column("claim", overflow="fold")
         claims.add_column("value", overflow="fold")
         for name, value in sorted(report.claims.items()):
             shown = value if isinstance(value, str) else json.dumps(value)
@@ -519,7 +523,7 @@ def new_request(
         _fail(f"not a valid request: {e}", 2)
     if out_file is not None:
         _check_out(out_file, force)
-    text = json.dumps(body, ensure_ascii=False) + "\n"
+    text = json.dumps(body, ensure_ascii=out_file is None and not utf8_stdout()) + "\n"
     if out_file is None:
         print(text, end="")
         return
@@ -633,7 +637,8 @@ def _give_report(report: Report, as_json: bool, extra: dict[str, Any],
                  age: int | None = None) -> None:
     """The verdict as JSON (with ``extra`` members) or as tables; exit 1 unless verified."""
     if as_json:
-        print(json.dumps({**report.to_json(), **extra}, ensure_ascii=False))
+        # \u escapes where standard output cannot take every character: JSON all the same
+        print(json.dumps({**report.to_json(), **extra}, ensure_ascii=not utf8_stdout()))
     else:
         _print_report(report, age)
     if not report.verified:
@@ -1201,7 +1206,7 @@ def audit(
         except OSError as e:
             unwritten = e  # the report is still shown; the exit says the statement is missing
     if as_json:
-        print(json.dumps(report.to_json(), sort_keys=True, ensure_ascii=False))
+        print(json.dumps(report.to_json(), sort_keys=True, ensure_ascii=not utf8_stdout()))
     else:
         _print_audit(report, statement_out if key is not None and unwritten is None else None)
     if unwritten is not None:

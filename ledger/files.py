@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import io
 import os
 import secrets
 import signal
@@ -40,7 +41,8 @@ def atomic_output(path: Path, mode: int = 0o600, *, overwrite: bool = True
     if path.exists() and not path.is_file():  # a device, a folder: never replaced by a file
         raise IsADirectoryError(errno.EISDIR if path.is_dir() else errno.EINVAL,
                                 "not a regular file; not replacing it", str(path))
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # a name of its own beside the file, short enough beside any name the folder takes
+    tmp = path.with_name(f".{path.name[:200]}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -202,6 +204,23 @@ NOT_UNICODE = ("the input holds text that is not valid Unicode: a lone surrogate
                "that are not UTF-8 or a JSON \\uD800-\\uDFFF escape; nothing was changed")
 
 
+def utf8_stdout() -> bool:
+    """Whether standard output takes every character (its encoding is UTF-8)."""
+    encoding = getattr(sys.stdout, "encoding", None) or ""
+    return encoding.lower().replace("-", "").replace("_", "") == "utf8"
+
+
+def _escape_what_cannot_be_shown() -> None:
+    """A terminal or pipe that cannot show every character (``LC_ALL=C`` with
+    ``PYTHONUTF8=0``, a Latin-1 locale): such characters are written as escapes. Printing one
+    raised UnicodeEncodeError after the work was done: a verification whose nonce was then
+    spent said nothing, an anchored credential's id was never shown."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if isinstance(stream, io.TextIOWrapper) and encoding.replace("_", "") != "utf8":
+            stream.reconfigure(errors="backslashreplace")
+
+
 def run_cli(app: Callable[[], object]) -> None:
     """Run a command-line app (Typer) so that SIGTERM stops it as Ctrl-C does, clean-up included,
     and the process then exits with the status a shell expects of SIGTERM (143). Its commands'
@@ -213,6 +232,7 @@ def run_cli(app: Callable[[], object]) -> None:
     from ledger.store import leveldb_words
 
     reflow_help(app)
+    _escape_what_cannot_be_shown()
     with sigterm_raises() as seen:
         try:
             app()

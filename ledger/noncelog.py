@@ -51,7 +51,9 @@ class NonceLog(MutableSet[str]):
 
     def _open_and_read(self) -> set[str]:
         try:
-            self._file = open(self.path, "a+", encoding="ascii")  # noqa: SIM115 - holds the lock
+            # 0600 whatever the umask: a log others could truncate would let a replay through
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            self._file = os.fdopen(fd, "a+", encoding="ascii")  # kept open: it holds the lock
             fcntl.flock(self._file, fcntl.LOCK_EX)
             self._file.seek(0)
             text = self._file.read()

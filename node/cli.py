@@ -436,7 +436,8 @@ def _new_network(data: Path, network: str, founders: list[str], quorum: int,
     passphrase = _ask_passphrase("for the new key files", confirm=True)
     made = not data.exists()
     try:
-        (data / "keys").mkdir(parents=True, mode=0o700)
+        data.mkdir(parents=True, mode=0o750, exist_ok=True)  # others: no swapping what is inside
+        (data / "keys").mkdir(mode=0o700)
         for a in agencies:
             save_private_key(data / "keys" / f"{a.id}.node.key", a.node_key, passphrase)
             save_private_key(data / "keys" / f"{a.id}.issuer.key", a.issuer_key, passphrase)

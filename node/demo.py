@@ -76,7 +76,8 @@ def run_demo(data: Path, passphrase: bytes, *, clock: Callable[[], int],
                 shutil.rmtree(data)
         except StoreError as e:
             raise SystemExit(f"{e}; the demo replaces {data} only when nothing uses it") from e
-    (data / "keys").mkdir(parents=True, mode=0o700)
+    data.mkdir(parents=True, mode=0o750)  # not writable by others whatever the umask: no one
+    (data / "keys").mkdir(mode=0o700)    # else may swap the store or keys inside
     (data / MARKER).write_text("created by ledger-node demo; safe to delete\n")
     agencies = _agencies()
     for a in agencies:

@@ -64,3 +64,52 @@ def test_issue_receive_present_verify_revoke(tmp_path: Path) -> None:
     stale = json.loads(run("ledger", "verify", "env.bin", "--request", "req.json",
                            "--snapshot", "snap.bin", "--json").stdout)
     assert stale["status"] == "valid"
+
+
+def test_a_terminal_that_cannot_show_every_character(tmp_path: Path) -> None:
+    """An ASCII terminal (LC_ALL=C without Python's UTF-8 mode) and claims in Chinese: each
+    tool did its work, then crashed printing a character (``→``, ``—``, a claim): an anchored
+    credential with no id shown, a verification that spent its nonce and said nothing. Such
+    characters are escapes now, and ``--json`` is still JSON (``\\u`` escapes)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LC_", "PYTHONIO"))}
+    env |= {"LEDGER_KEY_PASSPHRASE": "agency-pw", "WALLET_PASSPHRASE": "citizen-pw",
+            "WALLET_PATH": str(tmp_path / "wallet.db"), "COLUMNS": "200", "LANG": "C",
+            "LC_ALL": "C", "PYTHONUTF8": "0"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True,
+                           encoding="ascii", errors="strict", env=env, cwd=tmp_path,
+                           timeout=300, check=False)
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+        return r
+
+    probe = subprocess.run([sys.executable, "-c", "import sys; print(sys.stdout.encoding)"],
+                           capture_output=True, text=True, env=env, check=True)
+    assert probe.stdout.strip().lower() in ("ascii", "ansi_x3.4-1968"), probe.stdout
+    run("ledger-node", "demo", "--data", "demo")
+    run("wallet", "init")
+    (tmp_path / "holder.json").write_text(run("wallet", "holder-key").stdout)
+    claims = {"holder_name": "李华 Zoë", "district": "Chángshēng 长盛",
+              "birth_date": "1955-03-02", "resident_since": "2001-05-01"}
+    (tmp_path / "claims.json").write_text(json.dumps(claims, ensure_ascii=False),
+                                          encoding="utf-8")
+    issued = run("agency", "issue", "--data", "demo", "--agency", "civil", "--type",
+                 "residence", "--claims", "claims.json", "--holder-jwk", "holder.json",
+                 "--out", "res.bundle", "--json")
+    assert json.loads(issued.stdout)["credential_id"]
+    run("ledger", "snapshot", "--data", "demo", "--out", "snap.bin")
+    cid = run("wallet", "receive", "res.bundle", "--registry", "snap.bin").stdout.strip()
+    assert "\\u" in run("wallet", "show", cid[:12]).stdout  # the claims, escaped
+    request = {"nonce": "n-ascii-0001", "audience": "https://civil.example/desk",
+               "type": "residence", "claims": ["district"]}
+    (tmp_path / "req.json").write_text(json.dumps(request))
+    run("wallet", "present", cid[:12], "--request", "req.json", "--out", "env.bin", "--yes")
+    shown = run("ledger", "verify", "env.bin", "--request", "req.json", "--snapshot",
+                "snap.bin", "--nonce-log", "nonces.log")
+    assert "Ch\\xe1ngsh\\u0113ng" in shown.stdout
+    request["nonce"] = "n-ascii-0002"
+    (tmp_path / "req.json").write_text(json.dumps(request))
+    run("wallet", "present", cid[:12], "--request", "req.json", "--out", "env2.bin", "--yes")
+    report = json.loads(run("ledger", "verify", "env2.bin", "--request", "req.json",
+                            "--snapshot", "snap.bin", "--json").stdout)
+    assert report["verified"] is True and report["claims"] == {"district": "Chángshēng 长盛"}

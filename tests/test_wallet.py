@@ -1095,3 +1095,27 @@ def test_an_application_leaves_out_a_copy_its_snapshot_says_revoked(world: World
     with pytest.raises(PresentationError, match="revoked or suspended"):
         wallet.application([replace(node, nonce="n-again-00000001")], now=T0 + 110,
                            status=world.lists())
+
+
+def test_a_narrow_terminal_or_a_pipe_lists_whole_ids_and_dates(live_world: World,
+                                                                tmp_path: Path) -> None:
+    """Piped (80 columns) `wallet list` cut its dates to "2026-11-…", and at 20 columns every
+    cell was empty: a narrow output lists each credential on lines, nothing cut."""
+    from ledger.timetext import utc_text
+
+    w = tmp_path / "wallet.db"
+    r = _run(["init"], w)
+    assert r.returncode == 0, r.stderr
+    bundle, registry = tmp_path / "b.bundle", tmp_path / "reg.bin"
+    bundle.write_bytes(live_world.issue(json.loads(r.stdout)).to_bytes())
+    registry.write_bytes(live_world.ledger.registry.to_bytes())
+    cid = _run(["receive", str(bundle), "--registry", str(registry)], w).stdout.strip()
+    info = Wallet.open(w, PASS).info(cid)
+    dates = [utc_text(t)[:10] for t in (info.valid_from, info.valid_until)]
+    for columns in ("20", "80"):
+        r = subprocess.run([str(WALLET_BIN), "--wallet", str(w), "list"], capture_output=True,
+                           text=True, env={**os.environ, "WALLET_PASSPHRASE": PASS.decode(),
+                                           "COLUMNS": columns}, timeout=120, check=False)
+        assert r.returncode == 0, r.stderr
+        assert cid[:16] in r.stdout and all(d in r.stdout for d in dates), r.stdout
+        assert "…" not in r.stdout

@@ -9,6 +9,7 @@ from ``--wallet``, ``$WALLET_PATH`` or ``~/.credledger/wallet.db``. Claim values
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -61,6 +62,11 @@ def _shown(text: str, limit: int = 120) -> str:
 
 
 def _default_path() -> Path:
+    home = os.environ.get("HOME")
+    if home is not None and not os.path.isabs(home):  # HOME= would make it /.credledger
+        from wallet.errors import UsageError
+        raise UsageError(f"$HOME is {home!r}, not a folder's full path: name the wallet with "
+                         "--wallet or $WALLET_PATH")
     return Path.home() / ".credledger" / "wallet.db"
 
 
@@ -70,7 +76,8 @@ def _main(
         "--wallet", envvar=PATH_ENV, dir_okay=False,
         help="Wallet file (default: ~/.credledger/wallet.db)")] = None,
 ) -> None:
-    _state.wallet = wallet if wallet is not None else _default_path()
+    with _errors():
+        _state.wallet = wallet if wallet is not None else _default_path()
 
 
 @contextmanager
@@ -282,6 +289,18 @@ def _trust_list(path: Path) -> Any:
         raise WalletError(str(e)) from e
 
 
+_LIST_WIDTH = 110  # the columns `wallet list`'s table needs whole
+
+
+def _folding_table(*columns: str, **options: Any) -> Table:
+    """A table whose cells wrap onto more lines, never cut short with "…", on a narrow
+    terminal or a pipe (80 columns): a date, an id or a claim name is whole, or not shown."""
+    table = Table(**options)
+    for name in columns:
+        table.add_column(name, overflow="fold", min_width=16 if name == "id" else None)
+    return table
+
+
 @app.command("list")
 def list_() -> None:
     """List your credentials (no claim values). "dates" says whether today is within a
@@ -290,19 +309,28 @@ def list_() -> None:
     with _errors():
         w = _open()
         now = int(time.time())
-        table = Table("id", "type", "issuer", "valid from", "valid until", "dates", "key",
+        table = _folding_table(
+                      "id", "type", "issuer", "valid from", "valid until", "dates", "key",
                       "shown",
                       caption="dates only: revocation and suspension are checked by the "
                               "verifier, from the ledger; key: the holder key it is bound to "
                               "(copies of one credential have one each, numbered as `wallet "
                               "holder-key --copies N --out` numbers its files); shown: how "
                               "many presentations of it this wallet made")
-        for c in w.list():
-            table.add_row(c.id[:16], escape(c.type), escape(c.issuer), _date(c.valid_from),
-                          _date(c.valid_until), c.state(now), str(c.key + 1), str(c.shown))
-        if not w.list():
+        rows = [(c.id[:16], escape(c.type), escape(c.issuer), _date(c.valid_from),
+                 _date(c.valid_until), c.state(now), str(c.key + 1), str(c.shown))
+                for c in w.list()]
+        if not rows:
             err.print("The wallet holds no credentials yet.")
             return
+        if out.width < _LIST_WIDTH:  # a narrow terminal, or a pipe (80): lines, nothing cut
+            for cid, kind, issuer, start, end, state, key, shown in rows:
+                out.print(f"{cid}  {kind} from {issuer}\n  valid {start} to {end} ({state}), "
+                          f"key {key}, shown {shown}")
+            err.print(table.caption)
+            return
+        for row in rows:
+            table.add_row(*row)
         out.print(table)
 
 
@@ -314,7 +342,8 @@ def show(credential_id: Annotated[str, typer.Argument(
         w = _open()
         info = w.info(credential_id)
         claims = w.show(credential_id)
-        table = Table("claim", "value", title=f"{escape(info.type)} from {escape(info.issuer)}")
+        table = _folding_table("claim", "value",
+                               title=f"{escape(info.type)} from {escape(info.issuer)}")
         for name, value in claims.items():
             table.add_row(escape(name), escape(json.dumps(value, ensure_ascii=False)
                                                if not isinstance(value, str) else value))
@@ -374,6 +403,9 @@ def present(
         p = w.preview(credential_id, req)
         foreign = w.is_foreign(credential_id)
         to_stdout = out_file == Path("-")  # the text only: no file, no QR code
+        if to_stdout and sys.stdout is None:  # `>&-`: the text would go nowhere, counted
+            raise UsageError("--out - writes the presentation to standard output, which is "
+                             "closed; nothing was signed")
         dest = out_file or Path(f"presentation-{p.credential_id[:12]}."
                                 f"{'sd-jwt' if foreign else 'bin'}")
         png = dest.with_suffix(".png") if dest.suffix != ".png" else dest.with_suffix(".qr.png")
@@ -428,7 +460,7 @@ def present(
                 code = None
         if code is not None:
             err.print(f"QR code:  {escape(str(png))}")
-            if sys.stdout.isatty():
+            if sys.stdout is not None and sys.stdout.isatty():
                 qr.print_qr(code, sys.stdout)
         print(text)
 

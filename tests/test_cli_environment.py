@@ -1,0 +1,127 @@
+"""The tools in environments developers do not use (a hunt): a umask of 000, an empty $HOME,
+closed standard output, long paths and names, ``--out -`` where it means no file."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ledger.files import write_atomic
+from ledger.noncelog import NonceLog
+
+BIN = Path(sys.executable).parent
+
+
+@contextmanager
+def _umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+def test_a_nonce_log_is_the_officials_alone_whatever_the_umask(tmp_path: Path) -> None:
+    """Under umask 000 the log was rw-rw-rw-: anyone could truncate it and replay."""
+    log = tmp_path / "nonces.log"
+    with _umask(0), NonceLog(log) as seen:
+        seen.add("a" * 64)
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    with NonceLog(log) as seen:  # and it still reads back
+        assert "a" * 64 in seen
+
+
+def test_a_long_file_name_is_written_whole(tmp_path: Path) -> None:
+    """The temporary name beside it added 18 characters: a 249-character name failed."""
+    long = tmp_path / ("s" * 245 + ".bin")
+    write_atomic(long, b"data")
+    assert long.read_bytes() == b"data"
+    assert [p.name for p in tmp_path.iterdir()] == [long.name]
+
+
+def _run(*args: str, env: dict[str, str], cwd: Path,
+         **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=300, check=False, **kw)  # type: ignore[call-overload]
+
+
+def test_the_demo_folder_cannot_be_changed_by_others_under_umask_000(tmp_path: Path) -> None:
+    """A folder others may write lets them swap the store ``ledger verify --data`` trusts."""
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"}
+    with _umask(0):
+        r = _run("ledger-node", "demo", "--data", "demo", env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE((tmp_path / "demo").stat().st_mode) & 0o022 == 0
+    assert stat.S_IMODE((tmp_path / "demo" / "keys").stat().st_mode) == 0o700
+    # --out - names standard output, which `ledger snapshot` does not write: refused, no file
+    r = _run("ledger", "snapshot", "--data", "demo", "--out", "-", env=env, cwd=tmp_path)
+    assert r.returncode == 2 and "standard output" in r.stderr, r.stderr
+    assert not (tmp_path / "-").exists()
+
+
+def test_an_empty_home_is_not_taken_for_the_root_folder(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "WALLET_PATH"}
+    env |= {"HOME": "", "WALLET_PASSPHRASE": "pw"}
+    r = _run("wallet", "init", env=env, cwd=tmp_path)
+    assert r.returncode == 2 and "$HOME" in r.stderr and "--wallet" in r.stderr, r.stderr
+
+
+def test_a_presentation_to_a_closed_standard_output_is_not_signed(tmp_path: Path) -> None:
+    """``wallet present --out - >&-`` exited 0 with the envelope gone nowhere and counted; with
+    a file, it crashed after writing it (``sys.stdout`` is None)."""
+    import json
+
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw", "WALLET_PASSPHRASE": "pw",
+           "WALLET_PATH": str(tmp_path / "w.db"), "COLUMNS": "200"}
+    assert _run("ledger-node", "demo", "--data", "demo", env=env, cwd=tmp_path).returncode == 0
+    r = _run("wallet", "init", env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "holder.json").write_text(r.stdout)
+    (tmp_path / "claims.json").write_text(json.dumps({
+        "holder_name": "Wang Fang-5e1d", "district": "Changsheng", "birth_date": "1955-03-02",
+        "resident_since": "2001-05-01"}))
+    r = _run("agency", "issue", "--data", "demo", "--agency", "civil", "--type", "residence",
+             "--claims", "claims.json", "--holder-jwk", "holder.json", "--out", "r.bundle",
+             env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert _run("ledger", "snapshot", "--data", "demo", "--out", "s.bin", env=env,
+                cwd=tmp_path).returncode == 0
+    cid = _run("wallet", "receive", "r.bundle", "--registry", "s.bin", env=env,
+               cwd=tmp_path).stdout.strip()
+    (tmp_path / "req.json").write_text(json.dumps({
+        "nonce": "n-closed-0001", "audience": "https://civil.example/desk",
+        "type": "residence", "claims": ["district"]}))
+    def present(*out: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["sh", "-c", 'exec "$0" "$@" >&-', str(BIN / "wallet"), "present", cid[:12],
+             "--request", "req.json", *out, "--yes"],
+            capture_output=False, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+            timeout=300, check=False)
+
+    r = present("--out", "-")
+    assert r.returncode == 2 and "closed" in r.stderr, r.stderr
+    r = present("--out", "e.bin")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "e.bin").stat().st_size > 0
+    listed = _run("wallet", "list", env={**env, "COLUMNS": "80"}, cwd=tmp_path).stdout
+    assert "shown 1" in listed, listed  # the file's presentation only
+
+
+def test_an_envelope_file_deep_in_folders_is_taken_for_a_file(tmp_path: Path) -> None:
+    """A path of 1,024 characters or more was taken for base64url text ("neither an existing
+    file nor a base64url string"), well below PATH_MAX."""
+    from ledger.cli import _names_a_file
+
+    deep = tmp_path
+    while len(str(deep)) < 1500:
+        deep = deep / ("d" * 200)
+    deep.mkdir(parents=True)
+    envelope = deep / "env.bin"
+    envelope.write_bytes(b"\x00")
+    assert _names_a_file(str(envelope))
+    assert not _names_a_file("A" * 3000)  # base64url text: no '/' and no '.'
