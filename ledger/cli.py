@@ -557,7 +557,8 @@ def verify(
     trust: Annotated[Path | None, typer.Option(
         help="A credential from an issuer OUTSIDE the network: check the presentation (an "
              "SD-JWT+KB, file or text) against this trust list (JSON: issuers, their keys) "
-             "instead of the ledger. See docs/foreign-issuers.md.", dir_okay=False)] = None,
+             "instead of the ledger (docs/foreign-issuers.md in the source repository).",
+             dir_okay=False)] = None,
     status_token: Annotated[list[Path] | None, typer.Option(
         help="With --trust: a Status List Token (JWT file) from the issuer; repeat for several "
              "lists. Without one, the status is undetermined.", dir_okay=False)] = None,

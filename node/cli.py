@@ -96,11 +96,15 @@ def _serve_demo(data: Path, passphrase: bytes, port: int, wallet_path: Path,
     # The throw-away demo passphrase of scripts/run is said; one of the user's own never is.
     demo_pass = passphrase == b"demo-only-not-secret"
     key_env = "LEDGER_KEY_PASSPHRASE=demo-only-not-secret " if demo_pass else ""
-    said = ("(both passphrases: demo-only-not-secret, the one scripts/run set)" if demo_pass
+    said = ("(both passphrases: demo-only-not-secret, the one scripts/run sets)" if demo_pass
             else "(the wallet's passphrase is the key passphrase this demo was built with)")
+    # a repository's scripts/run puts .venv/bin on its own PATH, not on another terminal's;
+    # an installed credledger's commands are on PATH already
+    path_hint = (": export PATH=$PWD/.venv/bin:$PATH" if (Path.cwd() / ".venv" / "bin"
+                                                         / "wallet").exists() else "")
     err.print(f"""
 [bold]Open[/] {url}/ (explorer) and {url}/verify (the verifying official's page).
-[bold]Try[/] (in another terminal, in this folder: export PATH=$PWD/.venv/bin:$PATH)
+[bold]Try[/] (in another terminal, in this folder{path_hint})
   1. In /verify, ask for a [bold]residence[/] credential with district and age_over_65;
      save the request JSON the page shows as request.json.
   2. {env} wallet present {residence_id[:12]} --request request.json --yes

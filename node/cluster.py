@@ -315,8 +315,8 @@ class LocalCluster:
     # -- etcd --
     def _start_etcd(self, m: Member, state: str | None = None) -> None:
         if not shutil.which(self.etcd_bin) and not Path(self.etcd_bin).exists():
-            raise ClusterError("etcd is not installed (Debian package etcd-server); "
-                               "scripts/test installs it")
+            raise ClusterError("etcd is not installed: apt-get install etcd-server (Debian; "
+                               "in a clone of the repository, scripts/test installs it)")
         rt = self._runtime.get(m.agency)
         if m.agency in self.removed:
             raise ClusterError(f"{m.agency} was taken out of this cluster (its certificate "
