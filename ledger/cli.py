@@ -521,6 +521,8 @@ def new_request(
         Request.from_json(body)
     except DecodeError as e:
         _fail(f"not a valid request: {e}", 2)
+    if out_file is not None and str(out_file) == "-":
+        out_file = None  # standard output, as without --out
     if out_file is not None:
         _check_out(out_file, force)
     text = json.dumps(body, ensure_ascii=out_file is None and not utf8_stdout()) + "\n"

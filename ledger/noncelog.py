@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Iterator, MutableSet
 from pathlib import Path
 from types import TracebackType
@@ -53,6 +54,13 @@ class NonceLog(MutableSet[str]):
         try:
             # 0600 whatever the umask: a log others could truncate would let a replay through
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+            mode = os.fstat(fd).st_mode
+            if mode & 0o002:  # an older log made under umask 000: no longer anyone's to write
+                try:
+                    os.fchmod(fd, stat.S_IMODE(mode) & ~0o002)
+                except OSError:
+                    os.close(fd)
+                    raise
             self._file = os.fdopen(fd, "a+", encoding="ascii")  # kept open: it holds the lock
             fcntl.flock(self._file, fcntl.LOCK_EX)
             self._file.seek(0)

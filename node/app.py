@@ -377,8 +377,10 @@ class _SecurityHeaders:
     """``nosniff`` on every response; on the HTML pages also a strict CSP, no framing, no
     Referer and no caching. FastAPI's own /docs and /redoc load from a CDN: left alone."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, https: bool = False) -> None:
         self.app = app
+        # served (or proxied) as https: browsers keep to https for a year (HSTS)
+        self.hsts = [(b"strict-transport-security", b"max-age=31536000")] if https else []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -392,6 +394,7 @@ class _SecurityHeaders:
                 names = {k.lower() for k, _ in headers}
                 if b"x-content-type-options" not in names:
                     headers.append((b"x-content-type-options", b"nosniff"))
+                headers += [h for h in self.hsts if h[0] not in names]
                 html = any(k.lower() == b"content-type" and v.startswith(b"text/html")
                            for k, v in headers)
                 if html and not docs:
@@ -465,8 +468,11 @@ def create_app(settings: Settings, *, node: Node | None = None,
             if own:
                 app.state.node.close()
 
+    # No redirect for a trailing slash: Starlette builds it from the Host header, which a
+    # proxy that forwards any Host would let an attacker point elsewhere.
     app = FastAPI(title="credledger node", version="1", lifespan=lifespan,
-                  summary="An agency's node of the permissioned credential ledger.")
+                  summary="An agency's node of the permissioned credential ledger.",
+                  redirect_slashes=False)
     app.state.settings = settings
     app.state.metrics = Metrics()
     # Credentials from issuers outside the network (ADR 39): read once, so a bad trust list
@@ -527,7 +533,7 @@ def create_app(settings: Settings, *, node: Node | None = None,
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type"])
-    app.add_middleware(_SecurityHeaders)
+    app.add_middleware(_SecurityHeaders, https=settings.audience.startswith("https://"))
     app.add_middleware(_HeadAsGet)
     app.add_middleware(_AccessLog, metrics=app.state.metrics)
     return app

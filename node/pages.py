@@ -313,6 +313,9 @@ def create_request(request: Request, node: NodeDep,
                    claims_text: Annotated[str, Form()] = "") -> Response:
     # The node's configured audience, as for POST /v1/presentation-requests: not the request's
     # Host header, which the client (or a proxy) chooses.
+    refused = _from_another_site(request)
+    if refused is not None:
+        return refused
     audience = request.app.state.settings.audience
     # A type from outside the network (ADR 39) names its claims in a text field.
     names = (claims or []) + [c.strip() for c in claims_text.split(",") if c.strip()]
@@ -343,6 +346,29 @@ def create_request(request: Request, node: NodeDep,
 
 FRESH_QR = 256
 """Requests just made whose drawn QR code waits for the page they redirect to."""
+
+
+def _origin_of(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme.lower()}://{rest.split('/', 1)[0].lower()}"
+
+
+def _from_another_site(request: Request) -> Response | None:
+    """403 for a form sent from another site's page. A page in another tab could otherwise
+    post its own presentation into the official's open request (its nonce is in the QR
+    code): the desk cookie (SameSite=Strict) is not sent then, a new one came back, and the
+    official's next check showed the other page's VERIFIED verdict; or spend the desk's
+    rate limit. Browsers say where a form came from (``Sec-Fetch-Site``; ``Origin`` in
+    older ones); a client that says neither (a script, curl) is no other site's page."""
+    site = request.headers.get("sec-fetch-site")
+    origin = request.headers.get("origin")
+    ours = {_origin_of(str(request.base_url)), _origin_of(request.app.state.settings.audience)}
+    if site == "same-origin" or (site is None and (
+            origin is None or (origin != "null" and _origin_of(origin) in ours))):
+        return None
+    return _error_page(request, "Refused: sent from another site",
+                       "This desk's forms are taken only from its own pages. Open "
+                       "the verify page of this node and create the request there.", 403)
 
 
 _SETUP = threading.Lock()
@@ -507,6 +533,9 @@ async def check_presentation(request: Request, node: NodeDep,
                              nonce: Annotated[str, Form()] = "",
                              presentation: Annotated[str, Form()] = "",
                              qr: Annotated[UploadFile | None, File()] = None) -> Response:
+    refused = _from_another_site(request)
+    if refused is not None:
+        return refused
     answered = _to_verdict_of(request, nonce)
     if answered is not None:  # sent again (a reload, Back): the verdict it got
         return answered
@@ -580,9 +609,20 @@ async def check_presentation(request: Request, node: NodeDep,
     see = _see(request, "verdict_page", vid=vid)
     if request.cookies.get(DESK_COOKIE) != desk:
         see.set_cookie(DESK_COOKIE, desk, httponly=True, samesite="strict",
-                       secure=request.url.scheme == "https",
+                       secure=_over_https(request),
                        path=str(request.scope.get("root_path", "")) + "/verify")
     return see
+
+
+def _over_https(request: Request) -> bool:
+    """Whether the browser reached this page over https: served so, or by the https public
+    address (a proxy that ends TLS reaches the node itself over http). A desk on the office
+    network may also use the node's plain http address: no Secure cookie there, or it would
+    never come back."""
+    audience = request.app.state.settings.audience
+    return request.url.scheme == "https" or (
+        audience.startswith("https://")
+        and _origin_of(audience) == "https://" + request.headers.get("host", "").lower())
 
 
 def _unquoted(text: str) -> str:

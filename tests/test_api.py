@@ -613,6 +613,12 @@ def test_pages_are_not_framed_cached_or_scripted(http: httpx.Client) -> None:
     assert "content-security-policy" not in api.headers
     docs = http.get("/docs")  # FastAPI's page loads its script from a CDN: left alone
     assert docs.status_code == 200 and "content-security-policy" not in docs.headers
+    # served as https (AUDIENCE): browsers are told to keep to https, pages and API alike
+    for got in (http.get("/verify"), api):
+        assert got.headers["strict-transport-security"] == "max-age=31536000"
+    # no redirect for a trailing slash, which Starlette built from the Host header
+    slash = http.get("/verify/", headers={"host": "evil.example"}, follow_redirects=False)
+    assert slash.status_code == 404 and "evil.example" not in slash.headers.get("location", "")
 
 
 def test_head_is_answered_as_get_without_a_body(http: httpx.Client) -> None:

@@ -34,14 +34,20 @@ def test_a_nonce_log_is_the_officials_alone_whatever_the_umask(tmp_path: Path) -
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
     with NonceLog(log) as seen:  # and it still reads back
         assert "a" * 64 in seen
+    log.chmod(0o666)  # one made before, under umask 000: no longer anyone's to write
+    with NonceLog(log) as seen:
+        assert "a" * 64 in seen
+    assert stat.S_IMODE(log.stat().st_mode) == 0o664
 
 
 def test_a_long_file_name_is_written_whole(tmp_path: Path) -> None:
-    """The temporary name beside it added 18 characters: a 249-character name failed."""
-    long = tmp_path / ("s" * 245 + ".bin")
-    write_atomic(long, b"data")
-    assert long.read_bytes() == b"data"
-    assert [p.name for p in tmp_path.iterdir()] == [long.name]
+    """The temporary name beside it added 18 characters: a 249-character name failed, and a
+    name of 79 Chinese characters (241 bytes) too."""
+    for name in ("s" * 245 + ".bin", "证" * 79 + ".bin"):
+        long = tmp_path / name
+        write_atomic(long, b"data")
+        assert long.read_bytes() == b"data"
+    assert len(list(tmp_path.iterdir())) == 2
 
 
 def _run(*args: str, env: dict[str, str], cwd: Path,
@@ -69,6 +75,17 @@ def test_an_empty_home_is_not_taken_for_the_root_folder(tmp_path: Path) -> None:
     env |= {"HOME": "", "WALLET_PASSPHRASE": "pw"}
     r = _run("wallet", "init", env=env, cwd=tmp_path)
     assert r.returncode == 2 and "$HOME" in r.stderr and "--wallet" in r.stderr, r.stderr
+    assert _run("wallet", "list", "--help", env=env, cwd=tmp_path).returncode == 0  # help works
+    # - is standard output for the commands that print without --out: no file named -
+    r = _run("wallet", "--wallet", str(tmp_path / "w.db"), "init", env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    keys = _run("wallet", "--wallet", str(tmp_path / "w.db"), "holder-key", "--out", "-",
+                env=env, cwd=tmp_path)
+    assert keys.returncode == 0 and '"kty"' in keys.stdout, keys.stderr
+    req = _run("ledger", "request", "--type", "residence", "--claim", "district",
+               "--audience", "https://desk.example", "--out", "-", env=env, cwd=tmp_path)
+    assert req.returncode == 0 and '"nonce"' in req.stdout, req.stderr
+    assert not (tmp_path / "-").exists()
 
 
 def test_a_presentation_to_a_closed_standard_output_is_not_signed(tmp_path: Path) -> None:

@@ -673,6 +673,73 @@ def test_the_desk_pages_serve_keyboard_screen_reader_and_narrow_screen_users(
             browser.close()
 
 
+def test_forms_from_another_site_are_refused_and_change_nothing(served: Served,
+                                                                client: httpx.Client) -> None:
+    """A page of another site, open in the official's browser, posted its own presentation
+    into the official's open request: the desk cookie (SameSite=Strict) was not sent, a new
+    one came back, and the official's next check showed that page's VERIFIED verdict. Forms
+    are taken only from the node's own pages (Sec-Fetch-Site, or Origin)."""
+    bundle, key = _issue(served.node)
+    nonce, audience = _new_request(client, ["district"])
+    text = _b64(_present(bundle, key, nonce, audience, ["district"]))
+    for headers in ({"sec-fetch-site": "cross-site"}, {"sec-fetch-site": "same-site"},
+                    {"origin": "http://evil.example"}, {"origin": "null"}):
+        made = client.post("/verify/request", data={"type": "residence",
+                                                     "claims": ["district"]}, headers=headers)
+        assert made.status_code == 403 and "another site" in made.text, headers
+        r = client.post("/verify/check", data={"nonce": nonce, "presentation": text},
+                        headers=headers)
+        assert r.status_code == 403 and "set-cookie" not in r.headers, headers
+        served.node.request(nonce)  # still open: nothing was checked
+    same = {"sec-fetch-site": "same-origin", "origin": served.base}
+    r = client.post("/verify/check", data={"nonce": nonce, "presentation": text}, headers=same)
+    assert '<h1 id="verdict">VERIFIED</h1>' in r.text, r.text
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/lib/browser.sh "
+                    "does it with apt-get); the browser test does not skip")
+    from playwright.sync_api import sync_playwright
+
+    nonce, audience = _new_request(client, ["district"])
+    text = _b64(_present(bundle, key, nonce, audience, ["district"]))
+    with sync_playwright() as pw:  # a real browser's cross-site form, sent by a script
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                     headless=True, timeout=30_000)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(20_000)
+            page.set_content(
+                f'<form method="post" action="{served.base}/verify/check">'
+                f'<input name="nonce" value="{nonce}"><input name="presentation" '
+                f'value="{text}"></form><script>document.forms[0].submit()</script>')
+            page.wait_for_url(f"{served.base}/verify/check")
+            assert "Refused: sent from another site" in page.title()
+        finally:
+            browser.close()
+    served.node.request(nonce)  # still open
+
+
+def test_the_desk_cookie_is_secure_when_the_browser_came_by_https(tmp_path: Path) -> None:
+    """Behind a proxy that ends TLS the node sees http: the cookie was sent without Secure.
+    By the https public address it is Secure; by the node's plain address on the office
+    network it is not (a Secure cookie would never come back there)."""
+    from starlette.requests import Request as Incoming
+
+    from node.pages import _over_https
+
+    app = FastAPI()
+    app.state.settings = Settings(data=tmp_path, agency="civil", port=0,
+                                  public_url="https://desk.example.gov")
+
+    def reached(host: str, scheme: str = "http") -> bool:
+        return _over_https(Incoming({"type": "http", "scheme": scheme, "app": app,
+                                     "headers": [(b"host", host.encode())], "path": "/",
+                                     "query_string": b"", "server": ("127.0.0.1", 80)}))
+
+    assert reached("desk.example.gov") and reached("DESK.example.gov")
+    assert reached("10.1.2.3:8000", scheme="https")
+    assert not reached("10.1.2.3:8000") and not reached("desk.example.gov.evil.example")
+
+
 @pytest.mark.parametrize(("name", "detail", "status", "said"), [
     ("sd_jwt", "expired: exp 1796047329 is not after now 1796133730 (skew 60s)",
      "undetermined", "expired on 2026-11-30 14:02:09 UTC"),

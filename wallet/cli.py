@@ -43,7 +43,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 class _State:
-    wallet: Path
+    wallet_option: Path | None = None
 
 
 _state = _State()
@@ -61,6 +61,11 @@ def _shown(text: str, limit: int = 120) -> str:
     return "“" + _markup_escape(flat if len(flat) <= limit else flat[:limit] + "…") + "”"
 
 
+def _wallet_path() -> Path:
+    """The wallet file: --wallet, $WALLET_PATH, or the default (UsageError without a HOME)."""
+    return _state.wallet_option if _state.wallet_option is not None else _default_path()
+
+
 def _default_path() -> Path:
     home = os.environ.get("HOME")
     if home is not None and not os.path.isabs(home):  # HOME= would make it /.credledger
@@ -76,8 +81,7 @@ def _main(
         "--wallet", envvar=PATH_ENV, dir_okay=False,
         help="Wallet file (default: ~/.credledger/wallet.db)")] = None,
 ) -> None:
-    with _errors():
-        _state.wallet = wallet if wallet is not None else _default_path()
+    _state.wallet_option = wallet  # the default is worked out when a command opens it
 
 
 @contextmanager
@@ -121,7 +125,7 @@ def _passphrase(*, confirm: bool = False) -> bytes:
 def _open() -> Any:
     from wallet.core import Wallet
 
-    return Wallet.open(_state.wallet, _passphrase())
+    return Wallet.open(_wallet_path(), _passphrase())
 
 
 def _read_file(path: Path, what: str) -> bytes:
@@ -155,7 +159,7 @@ def init() -> None:
     from wallet.core import Wallet
 
     with _errors():
-        path = _state.wallet
+        path = _wallet_path()
         _make_folder(path)
         w = Wallet.init(path, _passphrase(confirm=True))
         err.print(f"Created wallet {escape(str(path))}")
@@ -191,7 +195,7 @@ def holder_key(
 
     with _errors():
         outs: list[Path] = []
-        if out_file is not None:
+        if out_file is not None and str(out_file) != "-":  # -: standard output, as without
             outs = [out_file] if copies == 1 else [
                 out_file.with_name(f"{out_file.stem}-{n}{out_file.suffix}")
                 for n in range(1, copies + 1)]
@@ -409,7 +413,7 @@ def present(
         dest = out_file or Path(f"presentation-{p.credential_id[:12]}."
                                 f"{'sd-jwt' if foreign else 'bin'}")
         png = dest.with_suffix(".png") if dest.suffix != ".png" else dest.with_suffix(".qr.png")
-        wallet_file = _state.wallet.resolve()
+        wallet_file = _wallet_path().resolve()
         if not to_stdout and not dest.parent.is_dir():
             raise UsageError(f"cannot write {dest}: there is no folder {dest.parent}")
         for target in () if to_stdout else (dest, png):
@@ -503,7 +507,7 @@ def apply(
                               "wallet cannot tell which claims it needs); if it was registered "
                               "since, take a newer snapshot")
         passphrase = _passphrase()  # asked once: a save raced below opens again
-        w = Wallet.open(_state.wallet, passphrase)
+        w = Wallet.open(_wallet_path(), passphrase)
         base = node.rstrip("/")
         try:
             with httpx.Client(timeout=60) as client:
@@ -586,12 +590,12 @@ def apply(
             except WalletChangedError:
                 # another wallet process saved meanwhile (the application took a round trip):
                 # the credential is fine; open the wallet again and take it once more
-                info = Wallet.open(_state.wallet, passphrase).receive(
+                info = Wallet.open(_wallet_path(), passphrase).receive(
                     bundle, registry=reg, now=int(time.time()))
         except LedgerError as e:
             # The decision is on the ledger already and no node gives its credential twice:
             # keep it beside the wallet (a folder the wallet writes to), else print it.
-            kept = _state.wallet.resolve().with_name(
+            kept = _wallet_path().resolve().with_name(
                 f"approval-{service}-{str(decision.get('approval_tx', ''))[:12]}.bundle")
             try:
                 write_atomic(kept, bundle, 0o600, overwrite=False)
@@ -751,7 +755,7 @@ def restore(
         blob = _read_file(file, "backup")
         passphrase = _passphrase()
         backup = open_sealed(blob, passphrase, where=str(file))[0]
-        path = _state.wallet
+        path = _wallet_path()
         if path.exists():
             _say_what_the_backup_lacks(path, passphrase, {c.id for c in backup.credentials})
             _confirm(f"Replace the wallet at {path} with {file}?", yes)

@@ -17,17 +17,22 @@ STAMP=.venv/.credledger-installed
 # a new release of one (pytest runs with warnings as errors) cannot break a clean checkout.
 # CREDLEDGER_UNPINNED=1 installs the newest releases pyproject.toml allows (then scripts/lock).
 PIN=(-c constraints.txt)
-if [ "${CREDLEDGER_UNPINNED:-0}" = 1 ]; then PIN=(); fi
-WANT="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)-${EXTRAS:-test,dev}-${#PIN[@]}"
+if [ "${CREDLEDGER_UNPINNED:-0}" = 1 ]; then PIN=(--upgrade --upgrade-strategy eager); fi
+WANT="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)-${EXTRAS:-test,dev}-${PIN[0]}"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "installing the project and its ${EXTRAS:-test,dev} extras into .venv ..."
   .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
   if ! .venv/bin/python -m pip install --quiet "${PIN[@]}" -e ".[${EXTRAS:-test,dev}]"; then
-    [ "${#PIN[@]}" -gt 0 ] || exit 1
-    # e.g. another Python version, for which a pinned release has no wheel
-    echo "warning: the pinned versions (constraints.txt) did not install with $("$PY" --version);" \
-         "installing the newest releases pyproject.toml allows instead" >&2
+    # Only another Python version than the pins were made with (a pinned release may have no
+    # wheel for it) falls back to the newest releases; anything else (a network failure, a
+    # pyproject.toml bound above a pin: run scripts/lock) is a failure, and so is any in CI.
+    pinned="$(sed -n 's/^# Python \([0-9]*\.[0-9]*\).*/\1/p' constraints.txt)"
+    mine="$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    if [ "${PIN[0]}" != "-c" ] || [ -n "${CI:-}" ] || [ "$pinned" = "$mine" ]; then exit 1; fi
+    echo "warning: the pinned versions (constraints.txt, Python $pinned) did not install with" \
+         "Python $mine; installing the newest releases pyproject.toml allows instead" >&2
     .venv/bin/python -m pip install --quiet -e ".[${EXTRAS:-test,dev}]"
+    WANT="$WANT-unpinned"  # not the pinned install: tried again next time
   fi
   echo "$WANT" > "$STAMP"
 fi
