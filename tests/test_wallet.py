@@ -1119,3 +1119,30 @@ def test_a_narrow_terminal_or_a_pipe_lists_whole_ids_and_dates(live_world: World
         assert r.returncode == 0, r.stderr
         assert cid[:16] in r.stdout and all(d in r.stdout for d in dates), r.stdout
         assert "…" not in r.stdout
+
+
+def test_a_credential_is_removed_on_request_with_or_without_its_copies(
+        live_world: World, tmp_path: Path) -> None:
+    w = tmp_path / "wallet.db"
+    assert _run(["init"], w).returncode == 0
+    keys = [json.loads(line) for line in
+            _run(["holder-key", "--copies", "3"], w).stdout.splitlines()]
+    registry = tmp_path / "reg.bin"
+    registry.write_bytes(live_world.ledger.registry.to_bytes())
+    ids = []
+    for n, jwk in enumerate(keys):
+        bundle = tmp_path / f"b{n}.bundle"
+        bundle.write_bytes(live_world.issue(jwk).to_bytes())
+        ids.append(_run(["receive", str(bundle), "--registry", str(registry)], w).stdout.strip())
+    asked = _run(["remove", ids[0][:10]], w)  # no terminal to ask on, and no --yes
+    assert asked.returncode == 1 and "--yes" in asked.stderr
+    assert len(Wallet.open(w, PASS).list()) == 3  # nothing was done
+    r = _run(["remove", ids[0][:10], "--yes"], w)
+    assert r.returncode == 0 and r.stdout.split() == [ids[0]], r.stderr
+    assert "2 copies of it stay" in r.stderr
+    assert [c.id for c in Wallet.open(w, PASS).list()] == ids[1:]
+    r = _run(["remove", ids[2][:10], "--copies", "--yes"], w)
+    assert r.returncode == 0 and sorted(r.stdout.split()) == sorted(ids[1:]), r.stderr
+    assert Wallet.open(w, PASS).list() == []
+    gone = _run(["remove", ids[1][:10], "--yes"], w)
+    assert gone.returncode == 2 and "no credential" in gone.stderr, gone.stderr

@@ -356,6 +356,37 @@ def show(credential_id: Annotated[str, typer.Argument(
 
 
 @app.command()
+def remove(
+    credential_id: Annotated[str, typer.Argument(
+        metavar="ID", help="Credential id (at least 6 hex digits)")],
+    with_copies: Annotated[bool, typer.Option(
+        "--copies", help="Also its copies (the same claims from the same issuer, each bound "
+                         "to another holder key)")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask before removing")] = False,
+) -> None:
+    """Take a credential out of the wallet: one that expired, was revoked, or that you no longer
+    want to carry. Asks first (unless --yes). A backup made before still holds it; the ledger
+    keeps its anchor (no personal data) whatever the wallet does."""
+    with _errors():
+        w = _open()
+        info = w.info(credential_id)
+        group = w.copies(info.id) if with_copies else (info.id,)
+        now = int(time.time())
+        err.print(f"[bold]remove[/] {len(group)} credential{'s' if len(group) > 1 else ''}: "
+                  f"{escape(info.type)} from {escape(info.issuer)}, valid "
+                  f"{_date(info.valid_from)} to {_date(info.valid_until)} "
+                  f"({info.state(now)})")
+        for cid in group:
+            err.print(f"  {cid}")
+        if not with_copies and len(w.copies(info.id)) > 1:
+            err.print(f"  ({len(w.copies(info.id)) - 1} copies of it stay; --copies removes "
+                      "them too)")
+        _confirm("Remove from the wallet?", yes)
+        for cid in w.remove(info.id, copies=with_copies):
+            print(cid)
+
+
+@app.command()
 def present(
     credential_id: Annotated[str, typer.Argument(
         metavar="ID", help="Credential id (at least 6 hex digits)")],

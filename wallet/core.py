@@ -377,6 +377,19 @@ class Wallet:
             self._save(replace(self._contents, credentials=tuple(kept)))
         return results
 
+    def remove(self, credential_id: str, *, copies: bool = False) -> tuple[str, ...]:
+        """Take a credential out of the wallet (with ``copies``, its copies too), saved under
+        the wallet's lock after taking in what another process saved; the ids taken out. The
+        holder keys they were shown with stay counted as shown (a verifier knows them), and a
+        backup made before still holds them."""
+        with lock(self.path):
+            self._catch_up()
+            c = self._find(credential_id)
+            gone = tuple(d.id for d in (self._copies(c, None) if copies else (c,)))
+            self._save_locked(replace(self._contents, credentials=tuple(
+                d for d in self._contents.credentials if d.id not in gone)))
+        return gone
+
     def list(self) -> list[CredentialInfo]:
         """Every credential, in the order received."""
         return [CredentialInfo.of(c) for c in self._contents.credentials]
