@@ -18,9 +18,10 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -37,6 +38,9 @@ from node.config import Settings
 from node.demo import run_demo
 from node.pages import png_to_gray, router
 from node.service import Node, NotFound
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 PASSPHRASE = b"pages-test-pw"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -140,6 +144,25 @@ def _new_request(client: httpx.Client, claims: list[str]) -> tuple[str, str]:
     audience = re.search(r'id="audience">([^<]+)<', r.text)
     assert nonce and audience
     return nonce.group(1), audience.group(1)
+
+
+@contextmanager
+def _browser_page(width: int = 1100, height: int = 900) -> Iterator[Page]:
+    """A page of Debian's chromium (headless), closed after; a missing browser fails."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/lib/browser.sh "
+                    "does it with apt-get); the browser test does not skip")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                     headless=True, timeout=30_000)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(20_000)
+            yield page
+        finally:
+            browser.close()
 
 
 # -- explorer ---------------------------------------------------------------------------------
@@ -528,11 +551,6 @@ def test_png_reader_matches_segno_modules() -> None:
 
 def test_official_verifies_in_a_browser(served: Served, tmp_path: Path) -> None:
     shots = _shot_dir(tmp_path)
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/lib/browser.sh "
-                    "does it with apt-get); the browser test does not skip")
-    from playwright.sync_api import Page, sync_playwright
-
     def new_request(page: Page) -> tuple[str, str]:
         page.goto(f"{served.base}/verify")
         form = page.locator("#form-residence")
@@ -546,61 +564,54 @@ def test_official_verifies_in_a_browser(served: Served, tmp_path: Path) -> None:
     node = served.node
     bundle, key = _issue(node)
     shots.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                     headless=True, timeout=30_000)
+    with _browser_page() as page:
+
+        nonce, audience = new_request(page)
+        env = _present(bundle, key, nonce, audience, ["district", "age_over_65"])
+        page.fill("#presentation", _b64(env))
+        page.click("#check")
+        page.wait_for_selector("#verdict")
+        assert page.inner_text("#verdict").strip() == "VERIFIED"
+        assert page.inner_text("#status").strip() == "valid"
+        claims = page.inner_text("#claims")
+        assert "Changsheng" in claims
+        assert "age_over_65" in claims
+        page.screenshot(path=str(shots / "verify-valid.png"), full_page=True)
+        # a reload and Back keep the verdict (no form sent again, no spent request)
+        page.reload()
+        assert page.inner_text("#verdict").strip() == "VERIFIED"
+        page.go_back()  # the request's page (a GET: no "confirm form resubmission")
+        page.wait_for_selector("#nonce, #verdict")  # from the browser's cache, or the node
+        page.reload()  # now answered: its address leads to the verdict
+        page.wait_for_selector("#verdict")
+        assert page.inner_text("#verdict").strip() == "VERIFIED"
+
+        nonce, audience = new_request(page)
+        qr = Path(os.environ.get("TMPDIR", "/tmp")) / f"pages-qr-{os.getpid()}.png"
+        qr.write_bytes(_qr_png(_present(bundle, key, nonce, audience,
+                                        ["district", "age_over_65"])))
         try:
-            page = browser.new_page(viewport={"width": 1100, "height": 900})
-            page.set_default_timeout(20_000)
-
-            nonce, audience = new_request(page)
-            env = _present(bundle, key, nonce, audience, ["district", "age_over_65"])
-            page.fill("#presentation", _b64(env))
+            page.set_input_files("#qr", str(qr))
             page.click("#check")
             page.wait_for_selector("#verdict")
-            assert page.inner_text("#verdict").strip() == "VERIFIED"
-            assert page.inner_text("#status").strip() == "valid"
-            claims = page.inner_text("#claims")
-            assert "Changsheng" in claims
-            assert "age_over_65" in claims
-            page.screenshot(path=str(shots / "verify-valid.png"), full_page=True)
-            # a reload and Back keep the verdict (no form sent again, no spent request)
-            page.reload()
-            assert page.inner_text("#verdict").strip() == "VERIFIED"
-            page.go_back()  # the request's page (a GET: no "confirm form resubmission")
-            page.wait_for_selector("#nonce, #verdict")  # from the browser's cache, or the node
-            page.reload()  # now answered: its address leads to the verdict
-            page.wait_for_selector("#verdict")
-            assert page.inner_text("#verdict").strip() == "VERIFIED"
-
-            nonce, audience = new_request(page)
-            qr = Path(os.environ.get("TMPDIR", "/tmp")) / f"pages-qr-{os.getpid()}.png"
-            qr.write_bytes(_qr_png(_present(bundle, key, nonce, audience,
-                                            ["district", "age_over_65"])))
-            try:
-                page.set_input_files("#qr", str(qr))
-                page.click("#check")
-                page.wait_for_selector("#verdict")
-            finally:
-                qr.unlink()
-            assert page.inner_text("#verdict").strip() == "VERIFIED"
-
-            node.set_status(Tx.from_bytes(bundle.anchor).body["credential_id"], "revoked",
-                            "moved-away")
-            nonce, audience = new_request(page)
-            env = _present(bundle, key, nonce, audience, ["district", "age_over_65"])
-            page.fill("#presentation", _b64(env))
-            page.click("#check")
-            page.wait_for_selector("#verdict")
-            assert page.inner_text("#verdict").strip() == "NOT VERIFIED"
-            assert page.inner_text("#status").strip() == "revoked"
-            assert "Do not accept it" in page.inner_text("#advice")
-            page.screenshot(path=str(shots / "verify-revoked.png"), full_page=True)
-            # a phone's width: the verdict (long list names included) does not scroll sideways
-            page.set_viewport_size({"width": 360, "height": 640})
-            assert page.evaluate("document.documentElement.scrollWidth") <= 360
         finally:
-            browser.close()
+            qr.unlink()
+        assert page.inner_text("#verdict").strip() == "VERIFIED"
+
+        node.set_status(Tx.from_bytes(bundle.anchor).body["credential_id"], "revoked",
+                        "moved-away")
+        nonce, audience = new_request(page)
+        env = _present(bundle, key, nonce, audience, ["district", "age_over_65"])
+        page.fill("#presentation", _b64(env))
+        page.click("#check")
+        page.wait_for_selector("#verdict")
+        assert page.inner_text("#verdict").strip() == "NOT VERIFIED"
+        assert page.inner_text("#status").strip() == "revoked"
+        assert "Do not accept it" in page.inner_text("#advice")
+        page.screenshot(path=str(shots / "verify-revoked.png"), full_page=True)
+        # a phone's width: the verdict (long list names included) does not scroll sideways
+        page.set_viewport_size({"width": 360, "height": 640})
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360
     for name in ("verify-valid.png", "verify-revoked.png"):
         assert (shots / name).read_bytes().startswith(b"\x89PNG")
 
@@ -612,10 +623,6 @@ def test_the_desk_pages_serve_keyboard_screen_reader_and_narrow_screen_users(
     audience and its file field (1.4.10); an error is in the title and marks the field it is
     about; each form and its button are named by their credential type (2.4.6); the outside-
     issuer form keeps what was typed; a block page shows whole ids, not only in tooltips."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/lib/browser.sh "
-                    "does it with apt-get); the browser test does not skip")
-    from playwright.sync_api import sync_playwright
 
     from node.api import QR_NAME
 
@@ -623,54 +630,47 @@ def test_the_desk_pages_serve_keyboard_screen_reader_and_narrow_screen_users(
     pending = served.node.new_request("residence", ["district"], long_audience)
     head = served.node.store.head
     assert head is not None
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                     headless=True, timeout=30_000)
+    with _browser_page(320, 640) as page:
+        page.goto(f"{served.base}/verify/request/{pending.request.nonce}")
+        assert page.inner_text("#audience").strip() == long_audience
+        assert page.get_by_role("img", name=QR_NAME).count() == 1
+        assert page.evaluate("document.documentElement.scrollWidth") <= 320
+        # a picture with no QR code: the error names the upload, not the empty text box
+        white = io.BytesIO()
+        segno.make("x").save(white, kind="png", scale=4, border=4, dark="#fff")
+        shot = Path(os.environ.get("TMPDIR", "/tmp")) / f"pages-white-{os.getpid()}.png"
+        shot.write_bytes(white.getvalue())
         try:
-            page = browser.new_page(viewport={"width": 320, "height": 640})
-            page.set_default_timeout(20_000)
-            page.goto(f"{served.base}/verify/request/{pending.request.nonce}")
-            assert page.inner_text("#audience").strip() == long_audience
-            assert page.get_by_role("img", name=QR_NAME).count() == 1
-            assert page.evaluate("document.documentElement.scrollWidth") <= 320
-            # a picture with no QR code: the error names the upload, not the empty text box
-            white = io.BytesIO()
-            segno.make("x").save(white, kind="png", scale=4, border=4, dark="#fff")
-            shot = Path(os.environ.get("TMPDIR", "/tmp")) / f"pages-white-{os.getpid()}.png"
-            shot.write_bytes(white.getvalue())
-            try:
-                page.set_input_files("#qr", str(shot))
-                page.click("#check")
-                page.wait_for_selector("#error")
-            finally:
-                shot.unlink()
-            assert page.title().startswith("Error: ")
-            assert page.get_attribute("#qr", "aria-invalid") == "true"
-            assert page.get_attribute("#qr", "aria-describedby") == "error"
-            assert page.get_attribute("#presentation", "aria-invalid") is None
-            assert page.evaluate("document.documentElement.scrollWidth") <= 320
-            page.fill("#presentation", "not a presentation")
+            page.set_input_files("#qr", str(shot))
             page.click("#check")
             page.wait_for_selector("#error")
-            assert page.get_attribute("#presentation", "aria-invalid") == "true"
-            assert page.get_attribute("#qr", "aria-invalid") is None
-
-            page.set_viewport_size({"width": 1100, "height": 900})
-            page.goto(f"{served.base}/verify")
-            assert page.title().startswith("Verify")
-            form = page.get_by_role("form", name="Residence permit")
-            assert form.count() == 1
-            legend = "Claims to ask for (Residence permit)"
-            assert form.get_by_role("group", name=legend).count() == 1
-            form.get_by_role("button", name="Create request").click()  # no claim ticked
-            page.wait_for_selector("#error")
-            assert page.title().startswith("Error: ")
-
-            page.goto(f"{served.base}/blocks/{head.height}")
-            tx_ids = page.locator(".tx dd.hash").all_inner_texts()
-            assert any(re.fullmatch(r"[0-9a-f]{64}", t.strip()) for t in tx_ids), tx_ids
         finally:
-            browser.close()
+            shot.unlink()
+        assert page.title().startswith("Error: ")
+        assert page.get_attribute("#qr", "aria-invalid") == "true"
+        assert page.get_attribute("#qr", "aria-describedby") == "error"
+        assert page.get_attribute("#presentation", "aria-invalid") is None
+        assert page.evaluate("document.documentElement.scrollWidth") <= 320
+        page.fill("#presentation", "not a presentation")
+        page.click("#check")
+        page.wait_for_selector("#error")
+        assert page.get_attribute("#presentation", "aria-invalid") == "true"
+        assert page.get_attribute("#qr", "aria-invalid") is None
+
+        page.set_viewport_size({"width": 1100, "height": 900})
+        page.goto(f"{served.base}/verify")
+        assert page.title().startswith("Verify")
+        form = page.get_by_role("form", name="Residence permit")
+        assert form.count() == 1
+        legend = "Claims to ask for (Residence permit)"
+        assert form.get_by_role("group", name=legend).count() == 1
+        form.get_by_role("button", name="Create request").click()  # no claim ticked
+        page.wait_for_selector("#error")
+        assert page.title().startswith("Error: ")
+
+        page.goto(f"{served.base}/blocks/{head.height}")
+        tx_ids = page.locator(".tx dd.hash").all_inner_texts()
+        assert any(re.fullmatch(r"[0-9a-f]{64}", t.strip()) for t in tx_ids), tx_ids
 
 
 def test_forms_from_another_site_are_refused_and_change_nothing(served: Served,
@@ -694,27 +694,16 @@ def test_forms_from_another_site_are_refused_and_change_nothing(served: Served,
     same = {"sec-fetch-site": "same-origin", "origin": served.base}
     r = client.post("/verify/check", data={"nonce": nonce, "presentation": text}, headers=same)
     assert '<h1 id="verdict">VERIFIED</h1>' in r.text, r.text
-    if not CHROMIUM.exists():
-        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/lib/browser.sh "
-                    "does it with apt-get); the browser test does not skip")
-    from playwright.sync_api import sync_playwright
 
     nonce, audience = _new_request(client, ["district"])
     text = _b64(_present(bundle, key, nonce, audience, ["district"]))
-    with sync_playwright() as pw:  # a real browser's cross-site form, sent by a script
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                     headless=True, timeout=30_000)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(20_000)
-            page.set_content(
-                f'<form method="post" action="{served.base}/verify/check">'
-                f'<input name="nonce" value="{nonce}"><input name="presentation" '
-                f'value="{text}"></form><script>document.forms[0].submit()</script>')
-            page.wait_for_url(f"{served.base}/verify/check")
-            assert "Refused: sent from another site" in page.title()
-        finally:
-            browser.close()
+    with _browser_page() as page:  # a real browser's cross-site form, sent by a script
+        page.set_content(
+            f'<form method="post" action="{served.base}/verify/check">'
+            f'<input name="nonce" value="{nonce}"><input name="presentation" '
+            f'value="{text}"></form><script>document.forms[0].submit()</script>')
+        page.wait_for_url(f"{served.base}/verify/check")
+        assert "Refused: sent from another site" in page.title()
     served.node.request(nonce)  # still open
 
 
