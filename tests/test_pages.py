@@ -165,6 +165,14 @@ def _browser_page(width: int = 1100, height: int = 900) -> Iterator[Page]:
             browser.close()
 
 
+def _upload(page: Page, png: bytes, then: str) -> None:
+    """Upload ``png`` as the QR picture, press Verify, wait for ``then`` on the next page."""
+    page.set_input_files("#qr", files=[{"name": "qr.png", "mimeType": "image/png",
+                                        "buffer": png}])
+    page.click("#check")
+    page.wait_for_selector(then)
+
+
 # -- explorer ---------------------------------------------------------------------------------
 
 def test_explorer_shows_head_blocks_agencies_checkpoint(served: Served,
@@ -564,14 +572,17 @@ def test_official_verifies_in_a_browser(served: Served, tmp_path: Path) -> None:
     node = served.node
     bundle, key = _issue(node)
     shots.mkdir(parents=True, exist_ok=True)
-    with _browser_page() as page:
-
+    def verdict_of_pasted(page: Page) -> str:
+        """A new request, the presentation pasted, the verdict the page shows."""
         nonce, audience = new_request(page)
         env = _present(bundle, key, nonce, audience, ["district", "age_over_65"])
         page.fill("#presentation", _b64(env))
         page.click("#check")
         page.wait_for_selector("#verdict")
-        assert page.inner_text("#verdict").strip() == "VERIFIED"
+        return page.inner_text("#verdict").strip()
+
+    with _browser_page() as page:
+        assert verdict_of_pasted(page) == "VERIFIED"
         assert page.inner_text("#status").strip() == "valid"
         claims = page.inner_text("#claims")
         assert "Changsheng" in claims
@@ -587,25 +598,13 @@ def test_official_verifies_in_a_browser(served: Served, tmp_path: Path) -> None:
         assert page.inner_text("#verdict").strip() == "VERIFIED"
 
         nonce, audience = new_request(page)
-        qr = Path(os.environ.get("TMPDIR", "/tmp")) / f"pages-qr-{os.getpid()}.png"
-        qr.write_bytes(_qr_png(_present(bundle, key, nonce, audience,
-                                        ["district", "age_over_65"])))
-        try:
-            page.set_input_files("#qr", str(qr))
-            page.click("#check")
-            page.wait_for_selector("#verdict")
-        finally:
-            qr.unlink()
+        _upload(page, _qr_png(_present(bundle, key, nonce, audience,
+                                       ["district", "age_over_65"])), "#verdict")
         assert page.inner_text("#verdict").strip() == "VERIFIED"
 
         node.set_status(Tx.from_bytes(bundle.anchor).body["credential_id"], "revoked",
                         "moved-away")
-        nonce, audience = new_request(page)
-        env = _present(bundle, key, nonce, audience, ["district", "age_over_65"])
-        page.fill("#presentation", _b64(env))
-        page.click("#check")
-        page.wait_for_selector("#verdict")
-        assert page.inner_text("#verdict").strip() == "NOT VERIFIED"
+        assert verdict_of_pasted(page) == "NOT VERIFIED"
         assert page.inner_text("#status").strip() == "revoked"
         assert "Do not accept it" in page.inner_text("#advice")
         page.screenshot(path=str(shots / "verify-revoked.png"), full_page=True)
@@ -638,14 +637,7 @@ def test_the_desk_pages_serve_keyboard_screen_reader_and_narrow_screen_users(
         # a picture with no QR code: the error names the upload, not the empty text box
         white = io.BytesIO()
         segno.make("x").save(white, kind="png", scale=4, border=4, dark="#fff")
-        shot = Path(os.environ.get("TMPDIR", "/tmp")) / f"pages-white-{os.getpid()}.png"
-        shot.write_bytes(white.getvalue())
-        try:
-            page.set_input_files("#qr", str(shot))
-            page.click("#check")
-            page.wait_for_selector("#error")
-        finally:
-            shot.unlink()
+        _upload(page, white.getvalue(), "#error")
         assert page.title().startswith("Error: ")
         assert page.get_attribute("#qr", "aria-invalid") == "true"
         assert page.get_attribute("#qr", "aria-describedby") == "error"
