@@ -42,7 +42,7 @@ def atomic_output(path: Path, mode: int = 0o600, *, overwrite: bool = True
         raise IsADirectoryError(errno.EISDIR if path.is_dir() else errno.EINVAL,
                                 "not a regular file; not replacing it", str(path))
     # a name of its own beside the file, short enough beside any name the folder takes
-    stem = path.name.encode()[:200].decode("utf-8", "ignore")  # bytes count, not characters
+    stem = os.fsdecode(os.fsencode(path.name)[:200])  # bytes count, not characters
     tmp = path.with_name(f".{stem}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:

@@ -349,8 +349,16 @@ FRESH_QR = 256
 
 
 def _origin_of(url: str) -> str:
+    """``scheme://host[:port]`` of a URL, lower case, without the scheme's default port or a
+    host's trailing dot (``https://Desk.example.gov.:443/x`` is ``https://desk.example.gov``)."""
     scheme, _, rest = url.partition("://")
-    return f"{scheme.lower()}://{rest.split('/', 1)[0].lower()}"
+    scheme, host = scheme.lower(), rest.split("/", 1)[0].lower()
+    name, colon, port = host.rpartition(":")
+    if not colon or "]" in port:  # no port (an IPv6 literal's colons are inside brackets)
+        name, port = host, ""
+    if port == {"https": "443", "http": "80"}.get(scheme):
+        port = ""
+    return f"{scheme}://{name.rstrip('.')}{':' + port if port else ''}"
 
 
 def _from_another_site(request: Request) -> Response | None:
@@ -410,6 +418,12 @@ def _see(request: Request, name: str, **params: str) -> RedirectResponse:
 async def request_page(request: Request, node: NodeDep, nonce: str) -> Response:
     """An open request's page (its QR code drawn again, or taken from the cache, and paid for
     as a new request's is); one answered already: its verdict."""
+    if request.headers.get("sec-fetch-site") in ("cross-site", "same-site") \
+            and request.headers.get("sec-fetch-mode") != "navigate":
+        # an <img> of another site's page, with a nonce from a QR code: it would make the
+        # node draw the code again on the desk's rate limit (a link followed is a navigation)
+        return _error_page(request, "Refused: loaded by another site",
+                           "This page is shown only as a page of its own.", 403)
     answered = _to_verdict_of(request, nonce)
     if answered is not None:
         return answered
@@ -622,7 +636,7 @@ def _over_https(request: Request) -> bool:
     audience = request.app.state.settings.audience
     return request.url.scheme == "https" or (
         audience.startswith("https://")
-        and _origin_of(audience) == "https://" + request.headers.get("host", "").lower())
+        and _origin_of(audience) == _origin_of("https://" + request.headers.get("host", "")))
 
 
 def _unquoted(text: str) -> str:

@@ -606,7 +606,7 @@ def test_pages_are_not_framed_cached_or_scripted(http: httpx.Client) -> None:
         assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
         assert page.headers["cache-control"] == "no-store"
         assert page.headers["x-frame-options"] == "DENY"
-        assert page.headers["referrer-policy"] == "no-referrer"
+        assert page.headers["referrer-policy"] == "same-origin"
         assert page.headers["x-content-type-options"] == "nosniff"
     api = http.get("/v1/head")
     assert api.headers["x-content-type-options"] == "nosniff"

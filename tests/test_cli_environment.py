@@ -42,12 +42,12 @@ def test_a_nonce_log_is_the_officials_alone_whatever_the_umask(tmp_path: Path) -
 
 def test_a_long_file_name_is_written_whole(tmp_path: Path) -> None:
     """The temporary name beside it added 18 characters: a 249-character name failed, and a
-    name of 79 Chinese characters (241 bytes) too."""
-    for name in ("s" * 245 + ".bin", "证" * 79 + ".bin"):
+    name of 79 Chinese characters (241 bytes) too; a name that is not UTF-8 is written too."""
+    for name in ("s" * 245 + ".bin", "证" * 79 + ".bin", os.fsdecode(b"\xffnot-utf8.bin")):
         long = tmp_path / name
         write_atomic(long, b"data")
         assert long.read_bytes() == b"data"
-    assert len(list(tmp_path.iterdir())) == 2
+    assert len(list(tmp_path.iterdir())) == 3
 
 
 def _run(*args: str, env: dict[str, str], cwd: Path,

@@ -683,6 +683,13 @@ def test_forms_from_another_site_are_refused_and_change_nothing(served: Served,
                         headers=headers)
         assert r.status_code == 403 and "set-cookie" not in r.headers, headers
         served.node.request(nonce)  # still open: nothing was checked
+    # nor may another site's <img> make the node draw the request's QR code again
+    img = client.get(f"/verify/request/{nonce}", headers={"sec-fetch-site": "cross-site",
+                                                          "sec-fetch-mode": "no-cors"})
+    assert img.status_code == 403 and "<svg" not in img.text
+    link = client.get(f"/verify/request/{nonce}", headers={"sec-fetch-site": "cross-site",
+                                                           "sec-fetch-mode": "navigate"})
+    assert link.status_code == 200 and "<svg" in link.text  # a link followed: the page
     same = {"sec-fetch-site": "same-origin", "origin": served.base}
     r = client.post("/verify/check", data={"nonce": nonce, "presentation": text}, headers=same)
     assert '<h1 id="verdict">VERIFIED</h1>' in r.text, r.text
@@ -717,6 +724,7 @@ def test_the_desk_cookie_is_secure_when_the_browser_came_by_https(tmp_path: Path
                                      "query_string": b"", "server": ("127.0.0.1", 80)}))
 
     assert reached("desk.example.gov") and reached("DESK.example.gov")
+    assert reached("desk.example.gov:443") and reached("desk.example.gov.")  # one address
     assert reached("10.1.2.3:8000", scheme="https")
     assert not reached("10.1.2.3:8000") and not reached("desk.example.gov.evil.example")
 

@@ -1123,6 +1123,9 @@ def test_a_narrow_terminal_or_a_pipe_lists_whole_ids_and_dates(live_world: World
 
 def test_a_credential_is_removed_on_request_with_or_without_its_copies(
         live_world: World, tmp_path: Path) -> None:
+    """Copies are the same claims on other holder keys; a renewal on the credential's own key
+    is not one, and `--copies` leaves it (it took it, with the prompt showing only the first
+    credential's dates)."""
     w = tmp_path / "wallet.db"
     assert _run(["init"], w).returncode == 0
     keys = [json.loads(line) for line in
@@ -1130,19 +1133,25 @@ def test_a_credential_is_removed_on_request_with_or_without_its_copies(
     registry = tmp_path / "reg.bin"
     registry.write_bytes(live_world.ledger.registry.to_bytes())
     ids = []
-    for n, jwk in enumerate(keys):
+    for n, jwk in enumerate([*keys, keys[0]]):  # three copies, then a renewal on key 1
         bundle = tmp_path / f"b{n}.bundle"
         bundle.write_bytes(live_world.issue(jwk).to_bytes())
         ids.append(_run(["receive", str(bundle), "--registry", str(registry)], w).stdout.strip())
+    renewal = ids.pop()
     asked = _run(["remove", ids[0][:10]], w)  # no terminal to ask on, and no --yes
     assert asked.returncode == 1 and "--yes" in asked.stderr
-    assert len(Wallet.open(w, PASS).list()) == 3  # nothing was done
-    r = _run(["remove", ids[0][:10], "--yes"], w)
-    assert r.returncode == 0 and r.stdout.split() == [ids[0]], r.stderr
-    assert "2 copies of it stay" in r.stderr
-    assert [c.id for c in Wallet.open(w, PASS).list()] == ids[1:]
-    r = _run(["remove", ids[2][:10], "--copies", "--yes"], w)
-    assert r.returncode == 0 and sorted(r.stdout.split()) == sorted(ids[1:]), r.stderr
-    assert Wallet.open(w, PASS).list() == []
+    assert len(Wallet.open(w, PASS).list()) == 4  # nothing was done
+    one = _run(["remove", ids[1][:10], "--yes"], w)
+    assert one.returncode == 0 and one.stdout.split() == [ids[1]], one.stderr
+    assert "3 copies of it on other keys stay" in one.stderr
+    r = _run(["remove", ids[0][:10], "--copies", "--yes"], w)
+    assert r.returncode == 0 and r.stdout.split() == [ids[0], ids[2]], r.stderr
+    assert "key 1," in r.stderr and "key 3," in r.stderr  # each shown with its key and dates
+    assert [c.id for c in Wallet.open(w, PASS).list()] == [renewal]
     gone = _run(["remove", ids[1][:10], "--yes"], w)
     assert gone.returncode == 2 and "no credential" in gone.stderr, gone.stderr
+    wallet = Wallet.open(w, PASS)
+    _run(["remove", renewal[:10], "--yes"], w)
+    with pytest.raises(WalletError, match="left the wallet meanwhile"):
+        wallet.remove([renewal])  # opened before it went: nothing to remove
+    assert Wallet.open(w, PASS).list() == []

@@ -370,19 +370,21 @@ def remove(
     with _errors():
         w = _open()
         info = w.info(credential_id)
-        group = w.copies(info.id) if with_copies else (info.id,)
+        copies = w.copies_to_remove(info.id)
+        group = copies if with_copies else (info.id,)
         now = int(time.time())
-        err.print(f"[bold]remove[/] {len(group)} credential{'s' if len(group) > 1 else ''}: "
-                  f"{escape(info.type)} from {escape(info.issuer)}, valid "
-                  f"{_date(info.valid_from)} to {_date(info.valid_until)} "
-                  f"({info.state(now)})")
-        for cid in group:
-            err.print(f"  {cid}")
-        if not with_copies and len(w.copies(info.id)) > 1:
-            err.print(f"  ({len(w.copies(info.id)) - 1} copies of it stay; --copies removes "
-                      "them too)")
+        err.print(f"[bold]remove[/] {escape(info.type)} from {escape(info.issuer)}:")
+        for cid in group:  # each as it is: a citizen removing an expired one sees what else goes
+            c = w.info(cid)
+            err.print(f"  {cid[:16]}  key {c.key + 1}, valid {_date(c.valid_from)} to "
+                      f"{_date(c.valid_until)} ({c.state(now)})")
+        stay = len(copies) - len(group)
+        if stay:
+            err.print(f"  ({stay} {'copy' if stay == 1 else 'copies'} of it on other keys "
+                      "stay; --copies removes them too)")
         _confirm("Remove from the wallet?", yes)
-        for cid in w.remove(info.id, copies=with_copies):
+        w.remove(group)  # exactly those shown: one received meanwhile stays
+        for cid in group:
             print(cid)
 
 

@@ -377,18 +377,26 @@ class Wallet:
             self._save(replace(self._contents, credentials=tuple(kept)))
         return results
 
-    def remove(self, credential_id: str, *, copies: bool = False) -> tuple[str, ...]:
-        """Take a credential out of the wallet (with ``copies``, its copies too), saved under
-        the wallet's lock after taking in what another process saved; the ids taken out. The
-        holder keys they were shown with stay counted as shown (a verifier knows them), and a
-        backup made before still holds them."""
+    def copies_to_remove(self, credential_id: str) -> tuple[str, ...]:
+        """The credential and its copies bound to other holder keys (:meth:`copies` of
+        another key): not a renewal or another issue bound to its own key."""
+        c = self._find(credential_id)
+        return tuple(d.id for d in self._copies(c, None) if d is c or d.key != c.key)
+
+    def remove(self, credential_ids: Sequence[str]) -> None:
+        """Take exactly these credentials (full ids) out of the wallet, saved under the
+        wallet's lock after taking in what another process saved; WalletError, and nothing
+        removed, if one is no longer there. The holder keys they were shown with stay counted
+        as shown (a verifier knows them), and a backup made before still holds them."""
+        gone = set(credential_ids)
         with lock(self.path):
             self._catch_up()
-            c = self._find(credential_id)
-            gone = tuple(d.id for d in (self._copies(c, None) if copies else (c,)))
+            missing = gone - {c.id for c in self._contents.credentials}
+            if missing:
+                raise WalletError(f"{len(missing)} of these credentials left the wallet "
+                                  "meanwhile (another wallet process?); nothing was removed")
             self._save_locked(replace(self._contents, credentials=tuple(
                 d for d in self._contents.credentials if d.id not in gone)))
-        return gone
 
     def list(self) -> list[CredentialInfo]:
         """Every credential, in the order received."""

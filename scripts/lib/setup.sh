@@ -19,7 +19,10 @@ STAMP=.venv/.credledger-installed
 PIN=(-c constraints.txt)
 if [ "${CREDLEDGER_UNPINNED:-0}" = 1 ]; then PIN=(--upgrade --upgrade-strategy eager); fi
 WANT="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)-${EXTRAS:-test,dev}-${PIN[0]}"
-if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+HAVE="$(cat "$STAMP" 2>/dev/null || true)"
+# -unpinned: another Python than the pins', installed unpinned (below); not tried again until
+# pyproject.toml or constraints.txt changes
+if [ "$HAVE" != "$WANT" ] && [ "$HAVE" != "$WANT-unpinned" ]; then
   echo "installing the project and its ${EXTRAS:-test,dev} extras into .venv ..."
   .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
   if ! .venv/bin/python -m pip install --quiet "${PIN[@]}" -e ".[${EXTRAS:-test,dev}]"; then
@@ -32,7 +35,7 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
     echo "warning: the pinned versions (constraints.txt, Python $pinned) did not install with" \
          "Python $mine; installing the newest releases pyproject.toml allows instead" >&2
     .venv/bin/python -m pip install --quiet -e ".[${EXTRAS:-test,dev}]"
-    WANT="$WANT-unpinned"  # not the pinned install: tried again next time
+    WANT="$WANT-unpinned"
   fi
   echo "$WANT" > "$STAMP"
 fi
