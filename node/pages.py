@@ -453,10 +453,19 @@ reload or Back shows the verdict again; the oldest go first (ADR 50)."""
 
 
 DESK_COOKIE = "desk"
+SECURE_DESK_COOKIE = "__Host-desk"
+"""Its name where the browser came by https: a ``__Host-`` cookie is the host's alone (Secure,
+``Path=/``, no ``Domain``), so a page of a sibling subdomain cannot plant a desk id of its
+choosing, then read that desk's verdicts with a nonce from a QR code (ADR 53)."""
 """A random id the desk's browser gets with its first verdict (HttpOnly, SameSite=Strict):
 a verdict, which shows the citizen's claims, is shown again only to the browser that made
 the check. Its id is unguessable, but a request's nonce is not secret (it is in the QR code
 and in the presentation), so the nonce alone must not lead to it (ADR 50)."""
+
+
+def _desk(request: Request) -> str | None:
+    """The desk id the browser sent (in the cookie its way of coming names)."""
+    return request.cookies.get(SECURE_DESK_COOKIE if _over_https(request) else DESK_COOKIE)
 
 
 class _Kept(NamedTuple):
@@ -493,7 +502,7 @@ def _to_verdict_of(request: Request, nonce: str) -> Response | None:
     if vid is None:
         return None
     kept = _verdicts(request).get(vid)
-    if kept is not None and request.cookies.get(DESK_COOKIE) == kept.desk:
+    if kept is not None and _desk(request) == kept.desk:
         return _see(request, "verdict_page", vid=vid)
     return _error_page(request, "This request was answered",
                        "Its verdict is shown only in the browser that made the check. Create a "
@@ -503,7 +512,7 @@ def _to_verdict_of(request: Request, nonce: str) -> Response | None:
 @router.get("/verify/result/{vid}", response_class=HTMLResponse, name="verdict_page")
 async def verdict_page(request: Request, vid: str) -> HTMLResponse:
     kept = _verdicts(request).get(vid)
-    if kept is None or request.cookies.get(DESK_COOKIE) != kept.desk:
+    if kept is None or _desk(request) != kept.desk:
         return _error_page(request, "This verdict is no longer shown",
                            f"A verdict is shown for {REQUEST_TTL // 60} minutes after its "
                            "check, in the browser that made it. Create a new request to check "
@@ -616,15 +625,18 @@ async def check_presentation(request: Request, node: NodeDep,
     # Post/redirect/get: the verdict has an address of its own for the request's lifetime,
     # so a reload or Back shows it again instead of a refusal of the spent request.
     verdicts, vid = _verdicts(request), secrets.token_urlsafe(18)
-    desk = request.cookies.get(DESK_COOKIE) or secrets.token_urlsafe(18)
+    desk = _desk(request) or secrets.token_urlsafe(18)
     verdicts[vid] = _Kept(_time.monotonic() + REQUEST_TTL, desk,
                           {"network": node.network, "req": pending.request, **_verdict(report)})
     _answered(request)[nonce] = vid
     see = _see(request, "verdict_page", vid=vid)
-    if request.cookies.get(DESK_COOKIE) != desk:
-        see.set_cookie(DESK_COOKIE, desk, httponly=True, samesite="strict",
-                       secure=_over_https(request),
-                       path=str(request.scope.get("root_path", "")) + "/verify")
+    if _desk(request) != desk:
+        if _over_https(request):
+            see.set_cookie(SECURE_DESK_COOKIE, desk, httponly=True, samesite="strict",
+                           secure=True, path="/")
+        else:
+            see.set_cookie(DESK_COOKIE, desk, httponly=True, samesite="strict",
+                           path=str(request.scope.get("root_path", "")) + "/verify")
     return see
 
 

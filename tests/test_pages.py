@@ -706,6 +706,38 @@ def test_forms_from_another_site_are_refused_and_change_nothing(served: Served,
     served.node.request(nonce)  # still open
 
 
+def test_by_https_the_desk_cookie_is_the_hosts_alone(served: Served) -> None:
+    """By the https public address the desk id is a ``__Host-`` cookie: a page of a sibling
+    subdomain cannot plant one (a plain ``desk`` cookie it planted leads to no verdict)."""
+    assert served.app is not None
+    old = served.app.state.settings
+    served.app.state.settings = Settings(data=old.data, agency="civil", host=old.host,
+                                         port=old.port, public_url="https://desk.example.gov")
+    try:
+        bundle, key = _issue(served.node)
+        with httpx.Client(base_url=served.base, timeout=30, follow_redirects=True) as fresh:
+            nonce, audience = _new_request(fresh, ["district"])
+            assert audience == "https://desk.example.gov"
+            text = _b64(_present(bundle, key, nonce, audience, ["district"]))
+            public = {"host": "desk.example.gov"}
+            r = fresh.post("/verify/check", data={"nonce": nonce, "presentation": text},
+                           headers=public, follow_redirects=False)
+            assert r.status_code == 303, r.text
+            cookie = r.headers["set-cookie"]
+            assert cookie.startswith("__Host-desk=") and "Path=/;" in cookie, cookie
+            assert "secure" in cookie.lower() and "domain" not in cookie.lower(), cookie
+            desk = cookie.split(";")[0].split("=", 1)[1]
+            verdict = r.headers["location"]
+            fresh.cookies.clear()
+            planted = fresh.get(verdict, headers={**public, "cookie": f"desk={desk}"})
+            assert planted.status_code == 404
+            fresh.cookies.clear()
+            ours = fresh.get(verdict, headers={**public, "cookie": f"__Host-desk={desk}"})
+            assert '<h1 id="verdict">VERIFIED</h1>' in ours.text, ours.text
+    finally:
+        served.app.state.settings = old
+
+
 def test_the_desk_cookie_is_secure_when_the_browser_came_by_https(tmp_path: Path) -> None:
     """Behind a proxy that ends TLS the node sees http: the cookie was sent without Secure.
     By the https public address it is Secure; by the node's plain address on the office
