@@ -40,6 +40,15 @@ def pseudonym(identifier: str, secret: bytes) -> bytes:
     ident = unicodedata.normalize("NFC", identifier).strip()
     if not ident:
         raise ContractError("an empty identifier has no pseudonym")
+    # One subject, one pseudonym: a registration number typed in full-width characters (an
+    # IME) or with a zero-width space would be another subject, its credit records split off.
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in ident):
+        raise ContractError("the identifier holds an invisible or control character: type it "
+                            "again without it")
+    if unicodedata.normalize("NFKC", ident) != ident:
+        raise ContractError("the identifier holds full-width or other compatibility characters "
+                            "(as an input method types them): type it in ordinary (half-width) "
+                            "characters")
     return hmac.new(secret, b"credledger/v1/subject\x00" + ident.encode(), hashlib.sha256).digest()
 
 

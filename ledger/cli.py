@@ -1933,7 +1933,12 @@ def _subject_identifier(path: Path | None) -> str:
     """The credit subject's identifier, from a file, the terminal or a pipe: never from the
     command line, which other users of the machine can read while it runs."""
     if path is not None:
-        text = _read_input(path, "subject file").decode("utf-8", "replace").strip()
+        raw = _read_input(path, "subject file")
+        try:  # a GBK file (Notepad's default in China) read as replacement characters was
+            text = raw.decode("utf-8").strip()  # another subject, its events recorded there
+        except UnicodeDecodeError:
+            _fail(f"{path} is not UTF-8 text (saved as GBK?): save it as UTF-8; nothing was "
+                  "recorded", 2)
     elif sys.stdin.isatty():
         text = typer.prompt("The subject's identifier (person-id number or business "
                             "registration number)").strip()

@@ -11,11 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ledger import sdjwt
+from ledger.display import printable
 from ledger.errors import LedgerError
 from ledger.keys import PrivateKey, PublicKey
 from ledger.state import RESERVED_TYPES, STATUS_LIST_SIZE, Registry
@@ -65,6 +67,9 @@ def _date(value: Any, name: str) -> dt.date:
     raise ClaimError(f"claim {name!r} must be a date YYYY-MM-DD")
 
 
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
 def _kind_ok(kind: str, value: Any, name: str) -> bool:
     if kind == "string":
         return isinstance(value, str) and 0 < len(value) <= 1000
@@ -89,6 +94,27 @@ def check_claims(type_def: Mapping[str, Any], claims: Mapping[str, Any]) -> None
             raise ClaimError(f"claim {name!r} must be of kind {kind}" + (
                 f" (at most {MAX_INT_CLAIM:,} either side of 0)" if kind == "int" else
                 " of 1 to 1,000 characters" if kind == "string" else ""))
+        if kind == "string":
+            _plain_text(name, claims[name])
+
+
+def _plain_text(name: str, value: str) -> None:
+    """ClaimError for a string claim a rule or an official could take for another text: not
+    in Unicode's composed form (NFC: ``Cha\u0301ng`` is ``Cháng`` to the eye, not to a rule),
+    with control, format or invisible characters (a zero-width space, a bidi override), or
+    nothing visible. Refused, never rewritten: the issuer signs what it typed."""
+    if not unicodedata.is_normalized("NFC", value):
+        raise ClaimError(f"claim {name!r} is not in Unicode's composed form (NFC): the same "
+                         "letters typed another way (an accent as a separate mark) would not "
+                         "equal the usual form in an approval rule; normalize it to NFC")
+    odd = next((ch for ch in value if ch not in " \u3000" and (
+        unicodedata.category(ch) in _HIDDEN_CATEGORIES or printable(ch) != ch)), None)
+    if odd is not None:
+        raise ClaimError(f"claim {name!r} holds the invisible or control character "
+                         f"{printable(odd)} (U+{ord(odd):04X}): its text would not look like "
+                         "what it is")
+    if not value.strip(" \u3000"):
+        raise ClaimError(f"claim {name!r} holds nothing visible")
 
 
 def _age_at_least(birth: dt.date, years: int, on: dt.date) -> bool:

@@ -14,13 +14,22 @@ from typing import Any
 __all__ = ["printable", "reflow_help"]
 
 
+_INVISIBLE = frozenset((0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x2800, 0x3164, 0xFFA0,
+                        *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)))
+"""Characters Python calls printable that show as nothing (variation selectors, the combining
+grapheme joiner, Hangul fillers, the blank Braille pattern): ``长盛\u3164`` looks like
+``长盛`` but is another text, which a rule would tell apart and an official could not."""
+
+
 def printable(text: str) -> str:
     """``text`` with every non-printable character (C0/C1 controls such as ESC, line breaks,
     format characters such as bidi overrides, unassigned and private-use code points, and
-    whitespace other than the space) written as ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``."""
-    if text.isprintable():
+    whitespace other than the space) and every invisible one (:data:`_INVISIBLE`) written as
+    ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``."""
+    if text.isprintable() and not any(ord(ch) in _INVISIBLE for ch in text):
         return text
-    return "".join(ch if ch.isprintable() else _escaped(ch) for ch in text)
+    return "".join(ch if ch.isprintable() and ord(ch) not in _INVISIBLE else _escaped(ch)
+                   for ch in text)
 
 
 def _escaped(ch: str) -> str:

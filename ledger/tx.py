@@ -388,6 +388,9 @@ def _type_def(f: Fields) -> dict[str, Any]:
     derived_raw = f.raw_map("derived", max_len=16)
     derived: dict[str, Any] = {}
     for name, spec in derived_raw.items():
+        if not _ID.match(name):  # as a claim's: a look-alike (Cyrillic U+0430) passed for another
+            raise DecodeError(f"derived claim {name!r}: a name is lower-case ASCII letters, "
+                              "digits, '.', '_' and '-'", f"{f.where}.derived")
         d = Fields(spec, f"{f.where}.derived.{name}")
         src = d.str("claim", max_len=64)
         years = d.int("age_over", lo=1, hi=150)

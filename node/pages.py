@@ -30,6 +30,7 @@ from typing import Annotated, Any, NamedTuple
 import anyio
 import anyio.to_thread
 import jinja2
+import markupsafe
 import segno
 import zxingcpp
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
@@ -75,9 +76,22 @@ NodeDep = Annotated[Node, Depends(get_node)]
 router = APIRouter(tags=["pages"], include_in_schema=False)
 
 
+def _shown(value: Any) -> Any:
+    """Every value a page prints, before it is escaped as HTML: format and invisible
+    characters as ``\\uNNNN`` (:func:`printable`), so a type title, an agency name or a
+    claim name of a registry cannot reorder or hide what the desk reads ("Senior card
+    \\u202eDEIFIREV" showed as "Senior card VERIFIED"). Line breaks and tabs stay (a pasted
+    presentation shown again); markup the node made itself (the QR code) is left alone."""
+    if not isinstance(value, str) or isinstance(value, markupsafe.Markup):
+        return value
+    return "".join(ch if ch in "\n\r\t" else printable(ch) for ch in value) \
+        if printable(value) != value else value
+
+
 @functools.cache
 def _templates() -> Jinja2Templates:
     t = Jinja2Templates(directory=HERE / "templates")
+    t.env.finalize = _shown
     t.env.filters["when"] = _when
     t.env.filters["short"] = _short
     t.env.globals["url_for"] = _path_for

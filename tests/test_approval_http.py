@@ -418,6 +418,16 @@ def test_an_agency_records_and_withdraws_a_credit_event_through_its_node(tmp_pat
             r = run(*args, stdin=stdin, token=token)
             assert r.returncode == code and said in r.stderr, (args, r.stderr)
             assert REG_NO not in r.stdout + r.stderr
+        # a subject typed in full-width (an input method) or saved as GBK would be another
+        # subject, its events split from the business's own: refused
+        wide = run("--reason", "late", "--category", "permits", "--points", "-5",
+                   stdin=REG_NO.translate({c: c + 0xFEE0 for c in range(0x21, 0x7F)}))
+        assert wide.returncode != 0 and "full-width" in wide.stderr, wide.stderr
+        gbk = subject_file.with_name("subject-gbk.txt")
+        gbk.write_bytes("长盛贸易".encode("gbk"))
+        r = run("--reason", "late", "--category", "permits", "--points", "-5",
+                "--subject-file", str(gbk))
+        assert r.returncode == 2 and "not UTF-8" in r.stderr, r.stderr
         assert http.get("/v1/head").json()["log_size"] == size
         r = run("--reason", "late-filing", "--category", "permits", "--points", "-40",
                 "--date", "2025-06-01", "--subject-file", str(subject_file))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,23 @@ def test_the_store_holds_no_claim_value(granted: LedgerHarness, agencies: dict[s
         assert value.encode() not in blob
     assert HOLDER.public.raw not in blob
     assert cred.credential_id in blob  # the anchor itself is there: the scan can find things
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    ("Cha\u0301ngshe\u0304ng", "not in Unicode's composed form (NFC)"),
+    ("长\u200d盛", "\\u200d"), ("王\u200b芳", "\\u200b"), ("a\x00b", "\\x00"),
+    ("Chang\u202esheng", "\\u202e"), ("长盛\u3164", "\\u3164"), ("district\n", "\\x0a"),
+    ("\u200b", "\\u200b"), ("\u3000 ", "nothing visible"),
+])
+def test_a_string_claim_an_official_or_a_rule_would_misread_is_refused(value: str,
+                                                                       said: str) -> None:
+    """An approval rule compares code points: "Chángshēng" typed with separate accents was
+    not the rule's "Chángshēng", and a citizen was refused silently; a zero-width or bidi
+    character makes a text look like another. Refused at issuance, never rewritten."""
+    from ledger.credentials import ClaimError, check_claims
+
+    spec = {"claims": {"district": "string"}}
+    with pytest.raises(ClaimError, match=re.escape(said)):
+        check_claims(spec, {"district": value})
+    for fine in ("Chángshēng", "长盛区　幸福路 3 号", "Zoë 😀", "Li Hua"):
+        check_claims(spec, {"district": fine})

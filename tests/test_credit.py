@@ -36,6 +36,12 @@ def test_pseudonym_is_keyed() -> None:
     assert pseudonym("Caf\u00e9-0417", SECRET) == pseudonym("Cafe\u0301-0417", SECRET)
     with pytest.raises(ContractError):
         pseudonym("x", b"short")
+    # typed with an input method's full-width characters, or with a zero-width space: refused
+    # (each was a pseudonym of its own, the subject's credit records split)
+    with pytest.raises(ContractError, match="full-width"):
+        pseudonym("\uff19\uff11\uff14\uff14\uff10\uff16\uff10\uff16-MA4W", SECRET)
+    with pytest.raises(ContractError, match="invisible"):
+        pseudonym("91440606\u200b-MA4W", SECRET)
 
 
 def test_score_over_heights_and_withdrawal(world: Any) -> None:

@@ -428,8 +428,13 @@ def test_only_the_asked_claims_are_shown_and_padded_text_is_read(
     assert "2 more disclosed than asked, not shown" in r.text
 
 
-def test_an_issuers_format_characters_are_shown_as_escapes(served: Served,
-                                                           client: httpx.Client) -> None:
+def test_an_issuers_format_characters_are_shown_as_escapes(
+        served: Served, client: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our tools refuse such a claim (ADR 53); an issuer's own tool may sign one all the same,
+    and the desk shows it escaped."""
+    import ledger.credentials
+
+    monkeypatch.setattr(ledger.credentials, "_plain_text", lambda _name, _value: None)
     key, jwk = _holder()
     bundle, _ = served.node.issue("residence", {**CLAIMS, "district": "Chang\u202esheng"}, jwk,
                                   valid_days=365)
@@ -440,6 +445,23 @@ def test_an_issuers_format_characters_are_shown_as_escapes(served: Served,
     assert '<h1 id="verdict">VERIFIED</h1>' in r.text, r.text
     assert "\u202e" not in r.text
     assert "<td>district</td><td>Chang\\u202esheng</td>" in r.text
+
+
+def test_every_value_a_page_prints_shows_its_format_characters() -> None:
+    """A type title, an agency name or a claim name of the registry went to the desk's pages
+    as it was: "Senior card \u202eDEIFIREV" read "Senior card VERIFIED" on /verify. Every
+    printed value escapes format and invisible characters; line breaks stay (a pasted
+    presentation shown again), and the node's own markup (the QR code) is left alone."""
+    from markupsafe import Markup
+
+    from node.pages import _templates
+
+    page = _templates().env.from_string("<h2>{{ title }}</h2><pre>{{ pasted }}</pre>{{ svg }}")
+    html = page.render(title="Senior card \u202eDEIFIREV\u202c", pasted="abc\ndef",
+                       svg=Markup('<svg role="img"></svg>'), hidden="x")
+    assert "\u202e" not in html and "Senior card \\u202eDEIFIREV\\u202c" in html
+    assert "<pre>abc\ndef</pre>" in html and '<svg role="img"></svg>' in html
+    assert page.render(title="长盛\u3164", pasted="", svg="") == "<h2>长盛\\u3164</h2><pre></pre>"
 
 
 def test_a_request_gets_one_verdict_however_many_answer_at_once(served: Served) -> None:

@@ -395,6 +395,10 @@ def type_def(**changes: Any) -> dict[str, Any]:
         {"claims": {"iss": "string"}},  # reserved by SD-JWT VC: nothing of the type could issue
         {"claims": {"status": "string", "name": "string"}},
         {"derived": {"exp": {"claim": "birth_date", "age_over": 18}}},
+        # a derived name as a claim's: a Cyrillic U+0430 passed for age_over_65 (ADR 53)
+        {"derived": {"\u0430ge_over_65": {"claim": "birth_date", "age_over": 18}}},
+        {"derived": {"age_over_65\u202e": {"claim": "birth_date", "age_over": 18}}},
+        {"derived": {"_sd": {"claim": "birth_date", "age_over": 18}}},
     ],
 )
 def test_register_type_rules(changes: dict[str, Any]) -> None:
