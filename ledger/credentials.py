@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger import sdjwt
-from ledger.display import printable
+from ledger.display import printable, shown_as_is
 from ledger.errors import LedgerError
 from ledger.keys import PrivateKey, PublicKey
 from ledger.state import RESERVED_TYPES, STATUS_LIST_SIZE, Registry
@@ -67,7 +67,23 @@ def _date(value: Any, name: str) -> dt.date:
     raise ClaimError(f"claim {name!r} must be a date YYYY-MM-DD")
 
 
-_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co"})  # Cn: shown_as_is
+_MONGOLIAN = re.compile("[\u1820-\u18af]")
+_JOINING = re.compile("[\u0600-\u06ff\u0750-\u077f\u0900-\u0dff]")  # Arabic (Uyghur), Indic
+
+
+def _joins(text: str, i: int) -> bool:
+    """Whether the invisible ``text[i]`` is part of a script's spelling: the narrow no-break
+    space before a Mongolian case suffix and the Mongolian vowel separator (between
+    Mongolian letters), a zero-width (non-)joiner between letters of a joining script (as RFC
+    5892 allows them)."""
+    ch = text[i]
+    before, after = text[i - 1:i], text[i + 1:i + 2]
+    if ch in "\u202f\u180e":
+        return bool(_MONGOLIAN.match(before) and _MONGOLIAN.match(after))
+    if ch in "\u200c\u200d":
+        return bool(_JOINING.match(before) and _JOINING.match(after))
+    return False
 
 
 def _kind_ok(kind: str, value: Any, name: str) -> bool:
@@ -107,8 +123,9 @@ def _plain_text(name: str, value: str) -> None:
         raise ClaimError(f"claim {name!r} is not in Unicode's composed form (NFC): the same "
                          "letters typed another way (an accent as a separate mark) would not "
                          "equal the usual form in an approval rule; normalize it to NFC")
-    odd = next((ch for ch in value if ch not in " \u3000" and (
-        unicodedata.category(ch) in _HIDDEN_CATEGORIES or printable(ch) != ch)), None)
+    odd = next((ch for i, ch in enumerate(value) if ch not in " \u3000" and (
+        unicodedata.category(ch) in _HIDDEN_CATEGORIES or not shown_as_is(ch))
+        and not _joins(value, i)), None)
     if odd is not None:
         raise ClaimError(f"claim {name!r} holds the invisible or control character "
                          f"{printable(odd)} (U+{ord(odd):04X}): its text would not look like "

@@ -9,9 +9,11 @@ character as a visible Python-style escape instead.
 from __future__ import annotations
 
 import inspect
+import re
+import unicodedata
 from typing import Any
 
-__all__ = ["printable", "reflow_help"]
+__all__ = ["printable", "reflow_help", "shown_as_is"]
 
 
 _INVISIBLE = frozenset((0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x2800, 0x3164, 0xFFA0,
@@ -21,15 +23,29 @@ grapheme joiner, Hangul fillers, the blank Braille pattern): ``长盛\u3164`` lo
 ``长盛`` but is another text, which a rule would tell apart and an official could not."""
 
 
+_INVISIBLE_RE = re.compile("[\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0"
+                           "\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+_NEWER_CJK = re.compile("[\U00020000-\U0003fffd]")
+"""Planes 2 and 3 hold CJK ideographs only. Those added after this Python's Unicode tables
+(Extensions H and I, Unicode 15 and 15.1, from China's list of characters for personal and
+place names) are "unassigned" to Python 3.11: shown, not escaped."""
+
+
+def shown_as_is(ch: str) -> bool:
+    """Whether :func:`printable` leaves ``ch`` as it is."""
+    return (ch.isprintable() and ord(ch) not in _INVISIBLE) or (
+        _NEWER_CJK.match(ch) is not None and unicodedata.category(ch) == "Cn")
+
+
 def printable(text: str) -> str:
     """``text`` with every non-printable character (C0/C1 controls such as ESC, line breaks,
     format characters such as bidi overrides, unassigned and private-use code points, and
     whitespace other than the space) and every invisible one (:data:`_INVISIBLE`) written as
-    ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``."""
-    if text.isprintable() and not any(ord(ch) in _INVISIBLE for ch in text):
+    ``\\xNN``, ``\\uNNNN`` or ``\\UNNNNNNNN``; CJK ideographs newer than this Python's
+    Unicode tables are shown."""
+    if text.isprintable() and _INVISIBLE_RE.search(text) is None:
         return text
-    return "".join(ch if ch.isprintable() and ord(ch) not in _INVISIBLE else _escaped(ch)
-                   for ch in text)
+    return "".join(ch if shown_as_is(ch) else _escaped(ch) for ch in text)
 
 
 def _escaped(ch: str) -> str:

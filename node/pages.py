@@ -81,10 +81,12 @@ def _shown(value: Any) -> Any:
     characters as ``\\uNNNN`` (:func:`printable`), so a type title, an agency name or a
     claim name of a registry cannot reorder or hide what the desk reads ("Senior card
     \\u202eDEIFIREV" showed as "Senior card VERIFIED"). Line breaks and tabs stay (a pasted
-    presentation shown again); markup the node made itself (the QR code) is left alone."""
+    presentation shown again), and so does the ideographic space of Chinese text; markup the
+    node made itself (the QR code) and what a form gets back as typed (``| e``) are left
+    alone."""
     if not isinstance(value, str) or isinstance(value, markupsafe.Markup):
         return value
-    return "".join(ch if ch in "\n\r\t" else printable(ch) for ch in value) \
+    return "".join(ch if ch in "\n\r\t\u3000" else printable(ch) for ch in value) \
         if printable(value) != value else value
 
 
@@ -467,14 +469,14 @@ reload or Back shows the verdict again; the oldest go first (ADR 50)."""
 
 
 DESK_COOKIE = "desk"
-SECURE_DESK_COOKIE = "__Host-desk"
-"""Its name where the browser came by https: a ``__Host-`` cookie is the host's alone (Secure,
-``Path=/``, no ``Domain``), so a page of a sibling subdomain cannot plant a desk id of its
-choosing, then read that desk's verdicts with a nonce from a QR code (ADR 53)."""
 """A random id the desk's browser gets with its first verdict (HttpOnly, SameSite=Strict):
 a verdict, which shows the citizen's claims, is shown again only to the browser that made
 the check. Its id is unguessable, but a request's nonce is not secret (it is in the QR code
 and in the presentation), so the nonce alone must not lead to it (ADR 50)."""
+SECURE_DESK_COOKIE = "__Host-desk"
+"""Its name where the browser came by https: a ``__Host-`` cookie is the host's alone (Secure,
+``Path=/``, no ``Domain``), so a page of a sibling subdomain cannot plant a desk id of its
+choosing, then read that desk's verdicts with a nonce from a QR code (ADR 53)."""
 
 
 def _desk(request: Request) -> str | None:

@@ -193,5 +193,14 @@ def test_a_string_claim_an_official_or_a_rule_would_misread_is_refused(value: st
     spec = {"claims": {"district": "string"}}
     with pytest.raises(ClaimError, match=re.escape(said)):
         check_claims(spec, {"district": value})
-    for fine in ("Chángshēng", "长盛区　幸福路 3 号", "Zoë 😀", "Li Hua"):
+    for fine in ("Chángshēng", "长盛区\u3000幸福路 3 号", "Zoë 😀", "Li Hua", "阿依古丽·买买提",
+                 # Mongolian: a narrow no-break space before a case suffix, a vowel separator
+                 "\u182e\u1823\u1829\u182d\u1823\u182f\u202f\u1824\u1828",
+                 "\u182c\u1820\u1837\u180e\u1820",
+                 "\u0645\u06d0\u200c\u06be\u0645\u0627\u0646",  # Uyghur with a non-joiner
+                 "\U00031350\u534e"):  # CJK Extension H: a name character newer than Python 3.11
+        check_claims(spec, {"district": fine})
+    for odd in ("a\u202fb", "\u200c\u4e2d"):  # the same characters outside those scripts
+        with pytest.raises(ClaimError, match="invisible"):
+            check_claims(spec, {"district": odd})
         check_claims(spec, {"district": fine})

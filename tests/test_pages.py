@@ -462,6 +462,11 @@ def test_every_value_a_page_prints_shows_its_format_characters() -> None:
     assert "\u202e" not in html and "Senior card \\u202eDEIFIREV\\u202c" in html
     assert "<pre>abc\ndef</pre>" in html and '<svg role="img"></svg>' in html
     assert page.render(title="长盛\u3164", pasted="", svg="") == "<h2>长盛\\u3164</h2><pre></pre>"
+    # the ideographic space of Chinese text is shown as it is; a form's refill (| e) as typed
+    assert page.render(title="北京市\u3000朝阳区", pasted="", svg="") == \
+        "<h2>北京市\u3000朝阳区</h2><pre></pre>"
+    refill = _templates().env.from_string('<input value="{{ typed | e }}">')
+    assert refill.render(typed='外省\xa0"x"') == '<input value="外省\xa0&#34;x&#34;">'
 
 
 def test_a_request_gets_one_verdict_however_many_answer_at_once(served: Served) -> None:

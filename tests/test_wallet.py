@@ -62,10 +62,12 @@ class World:
                                 "until": t0 + 365 * DAY}, [reg, edu], t0 + 2)
         self.n = 0
 
-    def issue(self, holder_jwk: dict[str, str], *,
-              signers: tuple[str, ...] = ("reg", "edu")) -> Bundle:
+    def issue(self, holder_jwk: dict[str, str], *, signers: tuple[str, ...] = ("reg", "edu"),
+              at: int | None = None) -> Bundle:
+        """A degree for ``holder_jwk``, issued at ``at`` (copies issued together share it),
+        else a second after the one before."""
         self.n += 1
-        now = self.t0 + 10 + self.n
+        now = self.t0 + 10 + self.n if at is None else at
         cred = issue_credential(registry=self.ledger.registry, agency="edu",
                                 issuer_key=self.agencies["edu"].issuer_key, kind="degree",
                                 claims=CLAIMS, holder_jwk=holder_jwk, now=now,
@@ -1123,35 +1125,37 @@ def test_a_narrow_terminal_or_a_pipe_lists_whole_ids_and_dates(live_world: World
 
 def test_a_credential_is_removed_on_request_with_or_without_its_copies(
         live_world: World, tmp_path: Path) -> None:
-    """Copies are the same claims on other holder keys; a renewal on the credential's own key
-    is not one, and `--copies` leaves it (it took it, with the prompt showing only the first
-    credential's dates)."""
+    """Copies are those issued with it (the same claims and dates on other holder keys); a
+    renewal, on its own key or another's, is not one, and `--copies` leaves it (it took it,
+    with the prompt showing only the first credential's dates)."""
     w = tmp_path / "wallet.db"
     assert _run(["init"], w).returncode == 0
     keys = [json.loads(line) for line in
             _run(["holder-key", "--copies", "3"], w).stdout.splitlines()]
     registry = tmp_path / "reg.bin"
     registry.write_bytes(live_world.ledger.registry.to_bytes())
-    ids = []
-    for n, jwk in enumerate([*keys, keys[0]]):  # three copies, then a renewal on key 1
+    together = live_world.t0 + 20
+    ids = []  # three copies issued together, then renewals on keys 1 and 2
+    for n, (jwk, at) in enumerate([*((k, together) for k in keys), (keys[0], None),
+                                   (keys[1], None)]):
         bundle = tmp_path / f"b{n}.bundle"
-        bundle.write_bytes(live_world.issue(jwk).to_bytes())
+        bundle.write_bytes(live_world.issue(jwk, at=at).to_bytes())
         ids.append(_run(["receive", str(bundle), "--registry", str(registry)], w).stdout.strip())
-    renewal = ids.pop()
+    renewals = ids[3:]
     asked = _run(["remove", ids[0][:10]], w)  # no terminal to ask on, and no --yes
     assert asked.returncode == 1 and "--yes" in asked.stderr
-    assert len(Wallet.open(w, PASS).list()) == 4  # nothing was done
+    assert len(Wallet.open(w, PASS).list()) == 5  # nothing was done
     one = _run(["remove", ids[1][:10], "--yes"], w)
     assert one.returncode == 0 and one.stdout.split() == [ids[1]], one.stderr
-    assert "3 copies of it on other keys stay" in one.stderr
-    r = _run(["remove", ids[0][:10], "--copies", "--yes"], w)
-    assert r.returncode == 0 and r.stdout.split() == [ids[0], ids[2]], r.stderr
+    assert "2 copies of it on other keys stay" in one.stderr  # ids[0] and ids[2]
+    r = _run(["remove", ids[2][:10], "--copies", "--yes"], w)
+    assert r.returncode == 0 and r.stdout.split() == [ids[2], ids[0]], r.stderr
     assert "key 1," in r.stderr and "key 3," in r.stderr  # each shown with its key and dates
-    assert [c.id for c in Wallet.open(w, PASS).list()] == [renewal]
+    assert [c.id for c in Wallet.open(w, PASS).list()] == renewals
     gone = _run(["remove", ids[1][:10], "--yes"], w)
     assert gone.returncode == 2 and "no credential" in gone.stderr, gone.stderr
     wallet = Wallet.open(w, PASS)
-    _run(["remove", renewal[:10], "--yes"], w)
+    _run(["remove", renewals[0][:10], "--yes"], w)
     with pytest.raises(WalletError, match="left the wallet meanwhile"):
-        wallet.remove([renewal])  # opened before it went: nothing to remove
-    assert Wallet.open(w, PASS).list() == []
+        wallet.remove([renewals[0]])  # opened before it went: nothing to remove
+    assert [c.id for c in Wallet.open(w, PASS).list()] == renewals[1:]

@@ -381,7 +381,8 @@ def remove(
         stay = len(copies) - len(group)
         if stay:
             err.print(f"  ({stay} {'copy' if stay == 1 else 'copies'} of it on other keys "
-                      "stay; --copies removes them too)")
+                      f"{'stays' if stay == 1 else 'stay'}; --copies removes "
+                      f"{'it' if stay == 1 else 'them'} too)")
         _confirm("Remove from the wallet?", yes)
         w.remove(group)  # exactly those shown: one received meanwhile stays
         for cid in group:

@@ -378,10 +378,11 @@ class Wallet:
         return results
 
     def copies_to_remove(self, credential_id: str) -> tuple[str, ...]:
-        """The credential and its copies bound to other holder keys (:meth:`copies` of
-        another key): not a renewal or another issue bound to its own key."""
+        """The credential and the copies issued with it (:meth:`copies` bound to other holder
+        keys, with the same validity dates): not a renewal, nor a copy asked for later."""
         c = self._find(credential_id)
-        return tuple(d.id for d in self._copies(c, None) if d is c or d.key != c.key)
+        return tuple(d.id for d in self._copies(c, None) if d is c or (
+            d.key != c.key and (d.valid_from, d.valid_until) == (c.valid_from, c.valid_until)))
 
     def remove(self, credential_ids: Sequence[str]) -> None:
         """Take exactly these credentials (full ids) out of the wallet, saved under the
