@@ -126,6 +126,10 @@ def _plain_text(name: str, value: str) -> None:
     odd = next((ch for i, ch in enumerate(value) if ch not in " \u3000" and (
         unicodedata.category(ch) in _HIDDEN_CATEGORIES or not shown_as_is(ch))
         and not _joins(value, i)), None)
+    if odd is not None and unicodedata.category(odd) == "Cs":
+        raise ClaimError(f"claim {name!r} holds text that is not valid Unicode: a lone "
+                         f"surrogate {printable(odd)}, from bytes that are not UTF-8 or a JSON "
+                         "\\uD800-\\uDFFF escape")
     if odd is not None:
         raise ClaimError(f"claim {name!r} holds the invisible or control character "
                          f"{printable(odd)} (U+{ord(odd):04X}): its text would not look like "
