@@ -67,7 +67,6 @@ def _date(value: Any, name: str) -> dt.date:
     raise ClaimError(f"claim {name!r} must be a date YYYY-MM-DD")
 
 
-_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co"})  # Cn: shown_as_is
 _MONGOLIAN = re.compile("[\u1820-\u18af]")
 _JOINING = re.compile("[\u0600-\u06ff\u0750-\u077f\u0900-\u0dff]")  # Arabic (Uyghur), Indic
 
@@ -123,9 +122,10 @@ def _plain_text(name: str, value: str) -> None:
         raise ClaimError(f"claim {name!r} is not in Unicode's composed form (NFC): the same "
                          "letters typed another way (an accent as a separate mark) would not "
                          "equal the usual form in an approval rule; normalize it to NFC")
-    odd = next((ch for i, ch in enumerate(value) if ch not in " \u3000" and (
-        unicodedata.category(ch) in _HIDDEN_CATEGORIES or not shown_as_is(ch))
-        and not _joins(value, i)), None)
+    # not shown as it is: controls, format characters (Cf), separators, surrogates, private
+    # use, invisible ones; the space and the ideographic space excepted
+    odd = next((ch for i, ch in enumerate(value)
+                if ch not in " \u3000" and not shown_as_is(ch) and not _joins(value, i)), None)
     if odd is not None and unicodedata.category(odd) == "Cs":
         raise ClaimError(f"claim {name!r} holds text that is not valid Unicode: a lone "
                          f"surrogate {printable(odd)}, from bytes that are not UTF-8 or a JSON "

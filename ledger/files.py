@@ -205,10 +205,17 @@ NOT_UNICODE = ("the input holds text that is not valid Unicode: a lone surrogate
                "that are not UTF-8 or a JSON \\uD800-\\uDFFF escape; nothing was changed")
 
 
+def takes_any_character(stream: object, unknown: bool = False) -> bool:
+    """Whether a text stream's encoding is UTF-8 (``unknown`` when it names none)."""
+    encoding = getattr(stream, "encoding", None)
+    if not encoding:
+        return unknown
+    return str(encoding).lower().replace("-", "").replace("_", "") == "utf8"
+
+
 def utf8_stdout() -> bool:
     """Whether standard output takes every character (its encoding is UTF-8)."""
-    encoding = getattr(sys.stdout, "encoding", None) or ""
-    return encoding.lower().replace("-", "").replace("_", "") == "utf8"
+    return takes_any_character(sys.stdout)
 
 
 def _escape_what_cannot_be_shown() -> None:
@@ -217,8 +224,7 @@ def _escape_what_cannot_be_shown() -> None:
     raised UnicodeEncodeError after the work was done: a verification whose nonce was then
     spent said nothing, an anchored credential's id was never shown."""
     for stream in (sys.stdout, sys.stderr):
-        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
-        if isinstance(stream, io.TextIOWrapper) and encoding.replace("_", "") != "utf8":
+        if isinstance(stream, io.TextIOWrapper) and not takes_any_character(stream):
             stream.reconfigure(errors="backslashreplace")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import urllib.parse
 from collections.abc import Callable, MutableSet
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -32,7 +33,8 @@ from ledger.tx import Tx
 
 __all__ = ["IMPLIED_CLAIMS", "ON_LEDGER_CLAIMS", "PLAIN_CLAIMS", "Bundle", "Check", "Envelope",
            "Report", "Request", "Verifier", "asked_claims", "bundle_from_store",
-           "issuer_jwk_at_issuance", "spend_nonce", "verify_envelope", "with_implied_claims"]
+           "issuer_jwk_at_issuance", "origin_of", "spend_nonce", "verify_envelope",
+           "with_implied_claims"]
 
 MAX_ENVELOPE = 32 * 1024
 MAX_REQUEST_CLAIMS = 64
@@ -159,6 +161,22 @@ def _fast_envelope(unverified: object) -> Envelope | None:
     if codec.pack_plain(m) != unverified:
         return None
     return Envelope(anchor, idx, tuple(proof), cp, kb)
+
+
+def origin_of(url: str) -> str:
+    """The origin a URL names (scheme, host, port; lower case, without the scheme's default
+    port or the host's trailing dot): one address however it is spelt. Something that is no
+    URL is kept as it is."""
+    try:
+        u = urllib.parse.urlsplit(url.strip())
+        port = u.port
+    except ValueError:
+        return url
+    if not u.scheme or not u.hostname:
+        return url
+    default = {"https": 443, "http": 80}.get(u.scheme.lower())
+    netloc = u.hostname.lower().rstrip(".") + (f":{port}" if port and port != default else "")
+    return f"{u.scheme.lower()}://{netloc}"
 
 
 @dataclass(frozen=True)

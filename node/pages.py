@@ -43,7 +43,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ledger import sdjwt
 from ledger.display import printable
 from ledger.errors import DecodeError, LedgerError
-from ledger.presentation import MAX_ENVELOPE, Envelope, Report
+from ledger.presentation import MAX_ENVELOPE, Envelope, Report, origin_of
 from ledger.timetext import utc_text
 from node.api import charge_qr, qr_svg, trust_of, validation_error, verify_foreign_for
 from node.api import http_error as api_http_error
@@ -84,10 +84,10 @@ def _shown(value: Any) -> Any:
     presentation shown again), and so does the ideographic space of Chinese text; markup the
     node made itself (the QR code) and what a form gets back as typed (``| e``) are left
     alone."""
-    if not isinstance(value, str) or isinstance(value, markupsafe.Markup):
+    if not isinstance(value, str) or isinstance(value, markupsafe.Markup) \
+            or printable(value) == value:
         return value
-    return "".join(ch if ch in "\n\r\t\u3000" else printable(ch) for ch in value) \
-        if printable(value) != value else value
+    return "".join(ch if ch in "\n\r\t\u3000" else printable(ch) for ch in value)
 
 
 @functools.cache
@@ -364,19 +364,6 @@ FRESH_QR = 256
 """Requests just made whose drawn QR code waits for the page they redirect to."""
 
 
-def _origin_of(url: str) -> str:
-    """``scheme://host[:port]`` of a URL, lower case, without the scheme's default port or a
-    host's trailing dot (``https://Desk.example.gov.:443/x`` is ``https://desk.example.gov``)."""
-    scheme, _, rest = url.partition("://")
-    scheme, host = scheme.lower(), rest.split("/", 1)[0].lower()
-    name, colon, port = host.rpartition(":")
-    if not colon or "]" in port:  # no port (an IPv6 literal's colons are inside brackets)
-        name, port = host, ""
-    if port == {"https": "443", "http": "80"}.get(scheme):
-        port = ""
-    return f"{scheme}://{name.rstrip('.')}{':' + port if port else ''}"
-
-
 def _from_another_site(request: Request) -> Response | None:
     """403 for a form sent from another site's page. A page in another tab could otherwise
     post its own presentation into the official's open request (its nonce is in the QR
@@ -386,9 +373,9 @@ def _from_another_site(request: Request) -> Response | None:
     older ones); a client that says neither (a script, curl) is no other site's page."""
     site = request.headers.get("sec-fetch-site")
     origin = request.headers.get("origin")
-    ours = {_origin_of(str(request.base_url)), _origin_of(request.app.state.settings.audience)}
+    ours = {origin_of(str(request.base_url)), origin_of(request.app.state.settings.audience)}
     if site == "same-origin" or (site is None and (
-            origin is None or (origin != "null" and _origin_of(origin) in ours))):
+            origin is None or (origin != "null" and origin_of(origin) in ours))):
         return None
     return _error_page(request, "Refused: sent from another site",
                        "This desk's forms are taken only from its own pages. Open "
@@ -664,7 +651,7 @@ def _over_https(request: Request) -> bool:
     audience = request.app.state.settings.audience
     return request.url.scheme == "https" or (
         audience.startswith("https://")
-        and _origin_of(audience) == _origin_of("https://" + request.headers.get("host", "")))
+        and origin_of(audience) == origin_of("https://" + request.headers.get("host", "")))
 
 
 def _unquoted(text: str) -> str:

@@ -13,7 +13,6 @@ import errno
 import hashlib
 import json
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +29,7 @@ from ledger.presentation import (
     Bundle,
     Envelope,
     Request,
+    origin_of,
     with_implied_claims,
 )
 from ledger.state import Registry
@@ -671,20 +671,11 @@ _ByKey = list[dict[int, str]]
 
 
 def verifier_of(audience: str) -> str:
-    """Who a request's audience names, as the wallet keeps keys apart: its origin (scheme,
-    host, port; lower case), so that the paths of one verifier's pages (its desk, its
-    applications) count as one verifier, and spelling one address two ways does not take
-    two keys. Something that is no URL is kept as it is."""
-    try:
-        u = urllib.parse.urlsplit(audience.strip())
-        port = u.port
-    except ValueError:
-        return audience
-    if not u.scheme or not u.hostname:
-        return audience
-    default = {"https": 443, "http": 80}.get(u.scheme.lower())
-    netloc = u.hostname.lower() + (f":{port}" if port and port != default else "")
-    return f"{u.scheme.lower()}://{netloc}"
+    """Who a request's audience names, as the wallet keeps keys apart: its origin
+    (:func:`ledger.presentation.origin_of`), so that the paths of one verifier's pages (its
+    desk, its applications) count as one verifier, and spelling one address two ways does not
+    take two keys."""
+    return origin_of(audience)
 
 
 def _valid(c: StoredCredential, now: int) -> bool:

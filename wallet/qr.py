@@ -59,5 +59,6 @@ def png_bytes(code: segno.QRCode) -> bytes:
 def print_qr(code: segno.QRCode, out: TextIO) -> None:
     """Draw ``code`` with Unicode half blocks on a terminal; on one that cannot show them (not
     UTF-8), with its colours (ASCII escape codes): escaped blocks would not scan."""
-    encoding = (getattr(out, "encoding", None) or "utf-8").lower().replace("-", "")
-    code.terminal(out=out, compact=encoding.replace("_", "") == "utf8")
+    from ledger.files import takes_any_character
+
+    code.terminal(out=out, compact=takes_any_character(out, unknown=True))
