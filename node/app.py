@@ -294,8 +294,8 @@ class _BodyLimit:
 
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_PLAIN_ROUTES = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
-"""FastAPI's own pages: plain Starlette routes, which leave no route in the request scope."""
+_PLAIN_ROUTES = frozenset({"/openapi.json"})
+"""FastAPI's own routes: plain Starlette routes, which leave no route in the request scope."""
 
 
 class _AccessLog:
@@ -377,7 +377,8 @@ _PAGE_HEADERS = [
 
 class _SecurityHeaders:
     """``nosniff`` on every response; on the HTML pages also a strict CSP, no framing, no
-    Referer and no caching. FastAPI's own /docs and /redoc load from a CDN: left alone."""
+    Referer and no caching (the API's reference at /docs too: a page of the node's own, not
+    FastAPI's Swagger UI, which loads its script from a CDN, ADR 54)."""
 
     def __init__(self, app: ASGIApp, https: bool = False) -> None:
         self.app = app
@@ -388,7 +389,6 @@ class _SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        docs = scope.get("path", "") in _PLAIN_ROUTES
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -399,7 +399,7 @@ class _SecurityHeaders:
                 headers += [h for h in self.hsts if h[0] not in names]
                 html = any(k.lower() == b"content-type" and v.startswith(b"text/html")
                            for k, v in headers)
-                if html and not docs:
+                if html:
                     headers += [(k, v) for k, v in _PAGE_HEADERS if k not in names]
                 message = {**message, "headers": headers}
             await send(message)
@@ -474,7 +474,7 @@ def create_app(settings: Settings, *, node: Node | None = None,
     # proxy that forwards any Host would let an attacker point elsewhere.
     app = FastAPI(title="credledger node", version="1", lifespan=lifespan,
                   summary="An agency's node of the permissioned credential ledger.",
-                  redirect_slashes=False)
+                  redirect_slashes=False, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.metrics = Metrics()
     # Credentials from issuers outside the network (ADR 39): read once, so a bad trust list

@@ -165,7 +165,7 @@ class BadInput(Exception):
 
 # -- errors outside the API: pages, not JSON ---------------------------------------------------
 
-_API_PREFIXES = ("/v1/", "/docs", "/redoc", "/openapi.json", "/metrics", "/static/")
+_API_PREFIXES = ("/v1/", "/openapi.json", "/metrics", "/static/")
 
 
 def install_error_pages(app: FastAPI) -> None:
@@ -213,6 +213,56 @@ def _error_page(request: Request, title: str, message: str, status: int,
 @router.get("/static/pages.css")
 def stylesheet() -> FileResponse:
     return FileResponse(HERE / "static" / "pages.css", media_type="text/css")
+
+
+# -- the API's reference ----------------------------------------------------------------------
+
+_OPERATIONS = ("get", "post", "put", "patch", "delete")
+
+
+@router.get("/docs", response_class=HTMLResponse, include_in_schema=False, name="api_page")
+def api_page(request: Request) -> HTMLResponse:
+    """The JSON API's reference, read from its OpenAPI document, as a page of the node's own.
+
+    FastAPI's Swagger UI and ReDoc load their scripts from a CDN into this origin, where the
+    desk's cookie and verdicts live, and show nothing on a network without the internet
+    (ADR 54). This page has no script, under the pages' strict CSP."""
+    spec = request.app.openapi()
+    operations = []
+    for path, item in spec.get("paths", {}).items():
+        for method in _OPERATIONS:
+            op = item.get(method)
+            if op is None:
+                continue
+            body = op.get("requestBody", {}).get("content", {})
+            operations.append({
+                "method": method.upper(), "path": path, "id": op.get("operationId", ""),
+                "summary": op.get("summary", ""),
+                # a docstring's paragraphs, its lines joined
+                "description": [" ".join(par.split())
+                                for par in op.get("description", "").split("\n\n")
+                                if par.strip()],
+                "parameters": [{"name": p.get("name", ""), "in": p.get("in", ""),
+                                "required": bool(p.get("required")),
+                                "type": _schema_name(p.get("schema", {})),
+                                "description": p.get("description", "")}
+                               for p in op.get("parameters", [])],
+                "body": sorted(body),
+                "responses": [(code, r.get("description", ""))
+                              for code, r in sorted(op.get("responses", {}).items())]})
+    node = getattr(request.app.state, "node", None)
+    return _page(request, "api.html", {
+        "network": getattr(node, "network", "ledger"), "title": spec["info"]["title"],
+        "version": spec["info"]["version"], "summary": spec["info"].get("summary", ""),
+        "operations": operations})
+
+
+def _schema_name(schema: Mapping[str, Any]) -> str:
+    """A parameter's type in a word: ``integer``, ``string``, ``string or null``."""
+    if "anyOf" in schema:
+        return " or ".join(_schema_name(s) for s in schema["anyOf"])
+    ref = schema.get("$ref")
+    return str(ref).rsplit("/", 1)[-1] if ref else str(schema.get("type", "any"))
 
 
 # -- explorer ---------------------------------------------------------------------------------

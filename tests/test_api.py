@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import html
 import io
 import json
 import logging
@@ -611,14 +612,35 @@ def test_pages_are_not_framed_cached_or_scripted(http: httpx.Client) -> None:
     api = http.get("/v1/head")
     assert api.headers["x-content-type-options"] == "nosniff"
     assert "content-security-policy" not in api.headers
-    docs = http.get("/docs")  # FastAPI's page loads its script from a CDN: left alone
-    assert docs.status_code == 200 and "content-security-policy" not in docs.headers
+    # the API's reference is a page of the node's own: no script from a CDN (ADR 54)
+    docs = http.get("/docs")
+    assert docs.status_code == 200 and "default-src 'none'" in docs.headers[
+        "content-security-policy"]
+    assert "<script" not in docs.text and "cdn" not in docs.text.lower()
+    assert http.get("/redoc").status_code == 404
     # served as https (AUDIENCE): browsers are told to keep to https, pages and API alike
     for got in (http.get("/verify"), api):
         assert got.headers["strict-transport-security"] == "max-age=31536000"
     # no redirect for a trailing slash, which Starlette built from the Host header
     slash = http.get("/verify/", headers={"host": "evil.example"}, follow_redirects=False)
     assert slash.status_code == 404 and "evil.example" not in slash.headers.get("location", "")
+
+
+def test_the_api_reference_lists_every_operation_of_the_openapi_document(
+        http: httpx.Client) -> None:
+    spec = http.get("/openapi.json").json()
+    page = http.get("/docs").text
+    operations = [(m.upper(), path) for path, item in spec["paths"].items() for m in item
+                  if m in ("get", "post", "put", "patch", "delete")]
+    assert len(operations) > 20
+    for method, path in operations:
+        assert f"<code>{method} {html.escape(path)}</code>" in page, (method, path)
+    # a route's parameters and answers, as the document gives them
+    blocks = spec["paths"]["/v1/blocks/{height}"]["get"]
+    assert blocks["operationId"] in page and "<code>height</code>" in page
+    assert all(f"<td>{code}</td>" in page for code in blocks["responses"])
+    # the node's pages are not in it
+    assert "/verify/request" not in page
 
 
 def test_head_is_answered_as_get_without_a_body(http: httpx.Client) -> None:
