@@ -76,6 +76,10 @@ _MAX_TYPES = 64
 MAX_VCT = 200
 """Longest credential type (``vct``) of a foreign credential."""
 _JWK_MEMBERS = frozenset({"kty", "crv", "x", "y", "kid", "alg", "use", "key_ops"})
+"""The members of a trusted key that are read; others (``ext``, ``x5c``, ``x5t#S256``) are
+ignored, as RFC 7517 section 4 asks: WebCrypto and other tools export them (ADR 54)."""
+_PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+"""Members only a private (or secret) key has: refused, so a key pasted by mistake is said."""
 NO_EXPIRY = 253_402_300_799
 """``valid_until`` of a foreign credential without ``exp`` (9999-12-31T23:59:59Z)."""
 
@@ -173,16 +177,22 @@ def _issuer(item: object, where: str) -> TrustedIssuer:
     if not isinstance(jwks, list) or not jwks or len(jwks) > _MAX_KEYS:
         raise DecodeError(f"must be a list of 1 to {_MAX_KEYS} public JWKs", f"{where}.keys")
     keys: list[tuple[dict[str, Any], sdjwt.VerifyKey]] = []
-    for k, jwk in enumerate(jwks):
+    for k, listed_jwk in enumerate(jwks):
         at = f"{where}.keys[{k}]"
-        if not isinstance(jwk, dict):
+        if not isinstance(listed_jwk, dict):
             raise DecodeError("a key is a JWK object", at)
-        if "d" in jwk:
-            raise DecodeError("this is a private key ('d'); list the issuer's public key only",
+        private = sorted(_PRIVATE_JWK_MEMBERS.intersection(listed_jwk))
+        if private:
+            raise DecodeError(f"this is a private or secret key ({', '.join(map(repr, private))})"
+                              "; list the issuer's public key only", at)
+        jwk = {m: v for m, v in listed_jwk.items() if m in _JWK_MEMBERS}
+        if jwk.get("use", "sig") != "sig":
+            raise DecodeError(f"use {str(jwk['use'])[:20]!r}: this key is not for signatures",
                               at)
-        unknown = set(jwk) - _JWK_MEMBERS
-        if unknown:
-            raise DecodeError(f"unknown JWK member(s) {sorted(unknown)}", at)
+        ops = jwk.get("key_ops", ["verify"])
+        if not isinstance(ops, list) or "verify" not in ops:
+            raise DecodeError("key_ops does not include 'verify': this key is not for checking "
+                              "signatures", at)
         if "kid" in jwk:
             _text(jwk["kid"], f"{at}.kid", 200)
         try:

@@ -652,6 +652,9 @@ def _split(serialized: str) -> tuple[str, list[str], str]:
     for i, d in enumerate(disclosures):
         if not d:
             raise MalformedError(f"disclosure #{i} is empty ('~~')")
+    if parts[-1] and "." not in parts[-1]:  # a JWS has two dots; a Disclosure has none
+        raise MalformedError("the text after the last '~' is not a Key Binding JWT (it has no "
+                             "'.'): an SD-JWT ends in '~' (is its last '~' missing?)")
     return parts[0], disclosures, parts[-1]
 
 
@@ -883,6 +886,10 @@ def present(
     missing = wanted - found
     if missing:
         raise ValueError(f"the credential has no claim named {sorted(missing)}")
+    # a plain claim asked for brings its selectively disclosable members too (its own value
+    # holds their digests): as a disclosed claim brings what is nested in it
+    for name in wanted.intersection(unverified.payload).difference(("_sd", "_sd_alg")):
+        _referenced_digests(unverified.payload[name], top_level)
     for digest in top_level:
         take(digest)
 
@@ -1137,7 +1144,9 @@ def verify_presentation(
     except JwkError as e:
         raise HolderKeyError(f"cnf.jwk is not a usable key: {e}") from e
     jws = _parse_jws(kb, "KB-JWT")
-    if jws.header.get("typ") != KB_TYP:
+    typ = jws.header.get("typ")
+    # media types ignore case, and "application/" may be left out (RFC 7515 section 4.1.9)
+    if not isinstance(typ, str) or typ.lower().removeprefix("application/") != KB_TYP:
         raise KbHeaderError(f"KB-JWT typ is {_show(jws.header.get('typ'))}, expected {KB_TYP!r}")
     _check_alg(jws.header.get("alg"), accepted, holder_key, jwk, "KB-JWT")
     if not _verify_signature(holder_key, jws.signing_input, jws.signature):

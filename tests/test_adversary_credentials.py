@@ -351,12 +351,22 @@ def test_7_3_4c_kb_signed_by_another_holder_key(world: World) -> None:
             "holder key")
 
 
-@pytest.mark.parametrize("typ", ["JWT", "dc+sd-jwt", None, "KB+JWT"])
+@pytest.mark.parametrize("typ", ["JWT", "dc+sd-jwt", None, "kb+jwt+x", "application/jwt",
+                                 "text/kb+jwt", 1])
 def test_7_3_4d_kb_typ(world: World, typ: str | None) -> None:
     """7.3 step 4.4 / 4.3: the KB-JWT ``typ`` MUST be ``kb+jwt``."""
     bundle, _ = world.issue()
     header = {"alg": "EdDSA"} if typ is None else {"alg": "EdDSA", "typ": typ}
     refused(world.verify(envelope(bundle, kb_over(bundle, header=header))), "sd_jwt", "typ")
+
+
+@pytest.mark.parametrize("typ", ["kb+jwt", "application/kb+jwt", "KB+JWT"])
+def test_7_3_4d_kb_typ_is_a_media_type(world: World, typ: str) -> None:
+    """RFC 7515 section 4.1.9: ``typ`` is a media type, compared without regard to case, with
+    ``application/`` implied where it is left out (as the issuer JWT's ``typ`` is read)."""
+    bundle, _ = world.issue()
+    verified(world.verify(envelope(bundle, kb_over(bundle, header={"alg": "EdDSA",
+                                                                      "typ": typ}))))
 
 
 @pytest.mark.parametrize(("iat_offset", "ok"), [

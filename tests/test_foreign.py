@@ -283,7 +283,11 @@ def _entry(**changes: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(("trust", "message"), [
     ([], "a trust list is"),
     ({"issuers": []}, "non-empty list"),
-    (_entry(keys=[{**Issuer().jwk(), "d": "AAAA"}]), "private key"),
+    (_entry(keys=[{**Issuer().jwk(), "d": "AAAA"}]), "private or secret key \\('d'\\)"),
+    (_entry(keys=[{"kty": "oct", "k": "AAAA"}]), "secret key \\('k'\\)"),
+    (_entry(keys=[{**Issuer().jwk(), "use": "enc"}]), "not for signatures"),
+    (_entry(keys=[{**Issuer().jwk(), "key_ops": ["sign"]}]), "does not include 'verify'"),
+    (_entry(keys=[{**Issuer().jwk(), "key_ops": "verify"}]), "does not include 'verify'"),
     (_entry(keys=[]), "list of 1 to 16"),
     (_entry(keys=[{"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"}]), "'P-384' is not"),
     (_entry(keys=[{**Issuer().jwk(), "alg": "EdDSA"}]), "does not fit"),
@@ -302,6 +306,20 @@ def _entry(**changes: Any) -> dict[str, Any]:
 def test_bad_trust_lists_are_refused_with_a_reason(trust: Any, message: str) -> None:
     with pytest.raises(DecodeError, match=message):
         TrustList.from_json(trust)
+
+
+def test_a_trusted_key_with_members_it_does_not_read_is_taken_without_them() -> None:
+    """RFC 7517 section 4: members a reader does not understand are ignored. WebCrypto's
+    export (and sd-jwt-js's key helper) adds ``ext``; certificates come as ``x5c``."""
+    issuer = Issuer(kid="k1")
+    exported = {**issuer.jwk(), "ext": True, "key_ops": ["verify"], "use": "sig",
+                "x5t#S256": "AAAA", "x5c": ["MIIB"]}
+    trust = TrustList.from_json(_entry(keys=[exported]))
+    (jwk, _key), = trust.issuers[ISS].keys
+    assert jwk == {**issuer.jwk(), "key_ops": ["verify"], "use": "sig"}
+    # and it checks credentials as the plain key does
+    report = check(present(issuer.issue(HOLDER_JWK)), _entry(keys=[exported]), [issuer.token()])
+    assert report.verified, report.checks
 
 
 def test_an_issuer_is_trusted_only_for_the_types_its_entry_lists() -> None:

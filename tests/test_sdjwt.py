@@ -282,6 +282,19 @@ def test_wallet_verifies_fresh_credential() -> None:
                                    issuer_public_jwk=jwk_of(EC_ISSUER), now=T0)
 
 
+def test_an_sd_jwt_without_its_last_tilde_is_said_to_be_so() -> None:
+    """A Disclosure after the last '~' is not taken for a Key Binding JWT."""
+    cred = issue(EC_ISSUER, EC_HOLDER).serialize()
+    assert cred.endswith("~") and cred.count("~") > 2
+    with pytest.raises(MalformedError, match="is its last '~' missing"):
+        sdjwt.verify_issuer_signed(cred[:-1], issuer_public_jwk=jwk_of(EC_ISSUER), now=T0)
+    with pytest.raises(MalformedError, match="is its last '~' missing"):
+        verify(cred[:-1], EC_ISSUER)
+    with pytest.raises(MalformedError, match="found a Key Binding JWT after it"):
+        sdjwt.verify_issuer_signed(present(issue(EC_ISSUER, EC_HOLDER), [], EC_HOLDER),
+                                   issuer_public_jwk=jwk_of(EC_ISSUER), now=T0)
+
+
 def test_jwk_helpers() -> None:
     assert isinstance(sdjwt.public_key_from_jwk(jwk_of(ED_HOLDER)), type(ED_HOLDER.public))
     ec_key = sdjwt.public_key_from_jwk(jwk_of(EC_HOLDER))
@@ -641,6 +654,23 @@ def test_digest_twice_in_payload() -> None:
         with pytest.raises(DigestCollisionError) as e:
             verify(rebind(reissue(payload), [d] if digest(d) in str(payload) else []))
         assert e.value.check == "digest_duplicate"
+
+
+def test_presenting_a_plain_claim_discloses_its_selectively_disclosable_members() -> None:
+    """A structured claim (plain ``address``, its members disclosable; RFC 9901 section 4.2.6):
+    asking for ``address`` gives its members, not an empty object."""
+    street = disclosure("czE", "street", "Main St 1")
+    city = disclosure("czI", "city", "Springfield")
+    tag = disclosure("czM", "x")  # an array element, nested deeper
+    other = disclosure("czQ", "given_name", "Erika")
+    payload = base_payload(_sd=[digest(other)], address={
+        "_sd": [digest(street), digest(city)], "zip": "123", "tags": [{"...": digest(tag)}]})
+    cred = "~".join([reissue(payload), street, city, tag, other]) + "~"
+    claims = verify(present(cred, ["address"]))
+    assert claims["address"] == {"street": "Main St 1", "city": "Springfield", "zip": "123",
+                                 "tags": ["x"]}
+    assert "given_name" not in claims
+    assert verify(present(cred, ["given_name"]))["address"] == {"zip": "123", "tags": []}
 
 
 def test_digest_twice_via_recursive_disclosure() -> None:
