@@ -1221,3 +1221,40 @@ def test_random_governance_never_changes_an_older_registry(tmp_path: Path, seed:
                 store = Store(tmp_path / "s")
     finally:
         store.close()
+
+
+# -- consensus constants and time edges of governance (a mutation round found them untested,
+# ADR 54) --------------------------------------------------------------------------------------
+
+def test_the_backdating_window_is_ten_minutes(lg: LedgerHarness,
+                                              agencies: dict[str, Agency]) -> None:
+    """MAX_BACKDATE is consensus (every node must refuse the same transactions) and a security
+    bound (ADR 43): its value is pinned, not only its use."""
+    assert MAX_BACKDATE == 600
+    t = T0 + 2 * DAY
+    eleven_min = issue_tx(NET, agencies["edu"], cid("x"), "diploma", 7, t - 660, t + DAY, t)
+    assert reject(lg, eleven_min, t) == "backdated"
+
+
+def test_a_grant_withdrawn_with_a_past_date_keeps_the_past(lg: LedgerHarness,
+                                                           agencies: dict[str, Agency]) -> None:
+    """withdraw_grant "at" a time before its block ends the grant at the block time: the
+    diploma anchored at T0 + DAY stays issued under a grant."""
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    accept(lg, [issue(edu, 1, T0 + DAY)], T0 + DAY)
+    lg.govern("withdraw_grant", {"agency": "edu", "type": "diploma", "at": T0},
+              [reg, tax], T0 + 2 * DAY)
+    assert lg.registry.data["grants"]["edu"]["diploma"] == [[T0, T0 + 2 * DAY]]
+    assert lg.registry.grant_covers("edu", "diploma", T0 + DAY)
+    assert not lg.registry.grant_covers("edu", "diploma", T0 + 2 * DAY)
+
+
+def test_a_removed_agency_cannot_sign_at_its_removal_time(lg: LedgerHarness,
+                                                          agencies: dict[str, Agency]) -> None:
+    """Membership is [added, removed): in a block at the removal's own time the agency is
+    already out."""
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    removed_at = T0 + 2 * DAY
+    lg.govern("remove_agency", {"agency": "edu"}, [reg, tax], removed_at)
+    assert not lg.registry.agency_current("edu", removed_at)
+    assert reject(lg, issue(edu, 1, removed_at), removed_at) == "agency_not_current"

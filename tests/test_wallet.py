@@ -1159,3 +1159,33 @@ def test_a_credential_is_removed_on_request_with_or_without_its_copies(
     with pytest.raises(WalletError, match="left the wallet meanwhile"):
         wallet.remove([renewals[0]])  # opened before it went: nothing to remove
     assert [c.id for c in Wallet.open(w, PASS).list()] == renewals[1:]
+
+
+# -- restore and expiry edges (a mutation round found them untested, ADR 54) ------------------
+
+def test_restoring_an_older_backup_keeps_presentation_counts(world: World, wallet: Wallet,
+                                                              tmp_path: Path) -> None:
+    """A backup taken before a presentation, restored over the wallet, does not forget that
+    the credential was shown (the count, not only the key and verifier pairs): with shown_to
+    full, the count is what keeps a linkable key from being used again."""
+    first = wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(),
+                           registry=world.ledger.registry, now=NOW)
+    copy = tmp_path / "backup.db"
+    wallet.backup(copy)
+    wallet.present(first.id, REQ, now=NOW + 80)
+    assert wallet.info(first.id).shown == 1
+    restored = Wallet.restore(copy, wallet.path, PASS)
+    assert restored.info(first.id).shown == 1
+
+
+def test_a_credential_is_not_picked_at_its_expiry(world: World, wallet: Wallet) -> None:
+    """Validity is valid_from <= now < valid_until: at valid_until the wallet holds none, and
+    at valid_from the credential is valid."""
+    got = wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(),
+                         registry=world.ledger.registry, now=NOW)
+    info = wallet.info(got.id)
+    assert wallet.pick(REQ, info.valid_until - 1) == got.id
+    with pytest.raises(PresentationError, match="no valid"):
+        wallet.pick(REQ, info.valid_until)
+    assert info.state(info.valid_from) == "valid"
+    assert info.state(info.valid_from - 1) != "valid"

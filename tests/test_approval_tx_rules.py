@@ -1,0 +1,125 @@
+"""The ledger's rules for approval decisions and rule registrations, each refusal tried (a
+mutation round found them untested, ADR 54)."""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+from conftest import DAY, T0
+from test_contracts_world import catalogue_agencies, install_catalogue
+
+from contracts.catalogue import RULES
+from ledger.state import rule_hash
+from ledger.tx import make_tx
+
+
+def _approval(agency: Any, service: str, *, decision: str = "approved", path: str = "standard",
+              reasons: list[str], ts: int = 1) -> Any:
+    return make_tx("demo", "approval", {
+        "service": service, "rule_hash": rule_hash(RULES[service]), "decision": decision,
+        "path": path, "reasons": reasons,
+        "evidence": hashlib.sha256(ts.to_bytes(8, "big")).digest(), "ts": ts},
+        [agency.issuer_key])
+
+
+@pytest.fixture
+def world(make_ledger: Any) -> tuple[Any, dict[str, Any]]:
+    ag = catalogue_agencies()
+    lg = make_ledger(list(ag.values()), 2, T0)
+    install_catalogue(lg, ag)
+    return lg, ag
+
+
+@pytest.mark.parametrize("reasons", [["made_up_reason"], ["eligible", "made_up_reason"], []])
+def test_approval_reason_codes_must_be_the_rules(world: Any, reasons: list[str]) -> None:
+    lg, ag = world
+    r = lg.commit([_approval(ag["civil"], "elderly-allowance", reasons=reasons)], T0 + DAY)
+    assert [e.code for _, e in r.rejected] == ["unknown_reason"]
+    # control: the rule's own codes (including the generic rule_error) are accepted
+    ok = lg.commit([_approval(ag["civil"], "elderly-allowance", reasons=["eligible"], ts=2),
+                    _approval(ag["civil"], "elderly-allowance", decision="needs_review",
+                              reasons=["rule_error"], ts=3)], T0 + DAY)
+    assert not ok.rejected
+
+
+def test_fast_track_only_for_approvals_under_a_fast_track_rule(world: Any) -> None:
+    lg, ag = world
+    # elderly-allowance has no fast track ("")
+    r = lg.commit([_approval(ag["civil"], "elderly-allowance", path="fast_track",
+                             reasons=["fast_track"])], T0 + DAY)
+    assert [e.code for _, e in r.rejected] == ["bad_outcome"]
+    # business-licence has one, but a rejection never takes it
+    r = lg.commit([_approval(ag["market"], "business-licence", decision="rejected",
+                             path="fast_track", reasons=["low_credit"], ts=2)], T0 + DAY)
+    assert [e.code for _, e in r.rejected] == ["bad_outcome"]
+    # control: an approval on the fast track of a rule that has one is accepted
+    r = lg.commit([_approval(ag["market"], "business-licence", path="fast_track",
+                             reasons=["good_credit"], ts=3)], T0 + DAY)
+    assert not r.rejected
+
+
+def test_registering_the_rule_in_force_again_is_refused(world: Any) -> None:
+    lg, ag = world
+    before = lg.registry.rule_versions("elderly-allowance")
+    tx = lg.gov_tx("register_rule", {"rule": RULES["elderly-allowance"]}, [ag["civil"], ag["edu"]])
+    r = lg.commit([tx], T0 + 2 * DAY)
+    assert [e.code for _, e in r.rejected] == ["rule_unchanged"]
+    assert lg.registry.rule_versions("elderly-allowance") == before
+
+
+@pytest.mark.parametrize("subject", [["person-id", "birth_date"], ["business-registration",
+                                                                     "registration_no"]])
+def test_a_rule_subject_must_be_a_needed_claim(make_ledger: Any, subject: list[str]) -> None:
+    """certified-copy needs person-id {person_id, holder_name, district}: a subject naming a
+    claim (or type) the rule does not need is refused at registration (A07)."""
+    from contracts import CelEngine
+    from contracts.catalogue import rule
+    from ledger.errors import TxRejected
+    from ledger.state import Machine
+    ag = catalogue_agencies()
+    lg = make_ledger(list(ag.values()), 2, T0)
+    install_catalogue(lg, ag, services=[])
+    tx = lg.gov_tx("register_rule", {"rule": rule("certified-copy", subject=subject)},
+                   [ag["civil"], ag["edu"]])
+    m = Machine(lg.registry, lg.store, rules=CelEngine())
+    with pytest.raises(TxRejected) as info:
+        m.apply(tx, T0 + DAY)
+    assert info.value.code == "unknown_claim"
+
+
+def test_only_the_rules_agency_records_its_decisions(world: Any) -> None:
+    """elderly-allowance is civil's: market (a current agency with an approval grant of its
+    own) may not record a decision for it (A04)."""
+    lg, ag = world
+    r = lg.commit([_approval(ag["market"], "elderly-allowance", reasons=["eligible"])], T0 + DAY)
+    assert [e.code for _, e in r.rejected] == ["not_authorized"]
+
+
+def test_a_credit_rule_needs_a_policy_first(make_ledger: Any) -> None:
+    """A09: business-licence reads credit.*; registered before any credit policy it is
+    refused (every decision under it would otherwise fail at the node)."""
+    from contracts import CelEngine
+    from contracts.catalogue import rule, setup_actions
+    from ledger.errors import TxRejected
+    from ledger.state import Machine
+    ag = catalogue_agencies()
+    lg = make_ledger(list(ag.values()), 2, T0)
+    for action, args in setup_actions(lg.registry.data["types"], T0, T0 + 4000 * DAY,
+                                      services=[]):
+        if action not in ("set_credit_policy", "grant_credit", "register_rule"):
+            lg.govern(action, args, [ag["civil"], ag["edu"]], T0 + 1)
+    assert lg.registry.credit_policy() is None
+    tx = lg.gov_tx("register_rule", {"rule": rule("business-licence")}, [ag["civil"], ag["edu"]])
+    with pytest.raises(TxRejected) as info:
+        Machine(lg.registry, lg.store, rules=CelEngine()).apply(tx, T0 + DAY)
+    assert info.value.code == "no_credit_policy"
+
+
+def test_a_credit_grant_names_a_policy_category(world: Any) -> None:
+    """G10: with a policy in force, grant_credit for a category it lacks is refused."""
+    lg, ag = world
+    tx = lg.gov_tx("grant_credit", {"agency": "market", "category": "gossip", "from": T0,
+                                    "until": T0 + 10 * DAY}, [ag["civil"], ag["edu"]])
+    r = lg.commit([tx], T0 + DAY)
+    assert [e.code for _, e in r.rejected] == ["unknown_category"]

@@ -1,0 +1,45 @@
+"""Closed-schema refusals of rules, types and credit policies in ledger.tx (ADR 54)."""
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from contracts.catalogue import POLICY, RULES
+from ledger.errors import DecodeError
+from ledger.tx import parse_body, parse_rule
+
+RULE = RULES["business-licence"]
+
+
+def gov(action: str, args: dict[str, Any]) -> dict[str, Any]:
+    return parse_body("governance", {"seq": 1, "action": action, "args": args})
+
+
+def test_controls_parse() -> None:
+    parse_rule(dict(RULE))
+    gov("set_credit_policy", {"policy": dict(POLICY)})
+    gov("register_type", {"type": {"id": "t", "title": "T", "claims": {"name": "string"},
+                                   "derived": {}}})
+
+
+@pytest.mark.parametrize("changes", [
+    {"subject": ["business-registration"]},  # T03: [] or [type, claim], never one member
+    {"needs": [*RULE["needs"], dict(RULE["needs"][0])]},  # T08: a type needed twice
+    {"params": [*RULE["params"], dict(RULE["params"][0])]},  # T09: a parameter named twice
+])
+def test_rule_schema_refusals(changes: dict[str, Any]) -> None:
+    with pytest.raises(DecodeError):
+        parse_rule({**RULE, **changes})
+
+
+@pytest.mark.parametrize("name", ["iss", "vct", "status", "sub", "cnf"])
+def test_reserved_claim_names_are_refused(name: str) -> None:  # T04
+    with pytest.raises(DecodeError, match="reserve"):
+        gov("register_type", {"type": {"id": "t", "title": "T", "claims": {name: "string"},
+                                       "derived": {}}})
+
+
+def test_credit_policy_base_above_max_is_refused() -> None:  # T06
+    with pytest.raises(DecodeError, match="min <= base <= max"):
+        gov("set_credit_policy", {"policy": {**POLICY, "base": POLICY["max"] + 1}})
