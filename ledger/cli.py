@@ -1896,7 +1896,8 @@ def _detail(detail: Any) -> str:
 def approvals(
     node: Annotated[str, typer.Option("--node", help="The agency's node URL")],
     explain: Annotated[str | None, typer.Option(
-        "--explain", metavar="TXID", help="Explain one decision: inputs, expression, reason "
+        "--explain", metavar="TXID", help="Explain one decision: inputs, the expression that "
+                                          "decided, the clauses found false before it, reason "
                                           "(prints claim values). Its transaction id, or the "
                                           "start of it the list shows (8 hex digits or more).")
     ] = None,

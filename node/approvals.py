@@ -314,11 +314,16 @@ class Approvals:
         fired = rec["fired"]
         which = (f"clauses[{fired}]" if fired >= 0 else "otherwise" if fired == -1
                  else "run-time error")
+        # clauses are tried in order and the first true one decides: those before it (all of
+        # them, for "otherwise") were false, which is why it was decided so
+        tried = fired if fired >= 0 else len(rule["clauses"]) if fired == -1 else 0
+        not_met = [{"clause": i, "when": c["when"], "decision": c["decision"],
+                    "reason": c["reason"]} for i, c in enumerate(rule["clauses"][:tried])]
         return {"approval_tx": txid, "service": ev.service, "rule_hash": ev.rule_hash.hex(),
                 "rule_title": rule["title"], "height": ev.height, "time": ev.time,
                 "decision": tx.body["decision"], "path": tx.body["path"],
                 "reasons": tx.body["reasons"], "documents": rec["documents"],
-                "decided_by": which, "expression": rec["expression"],
+                "decided_by": which, "expression": rec["expression"], "not_met": not_met,
                 "inputs": {"claims": {k: dict(v) for k, v in ev.claims.items()},
                            "credit": dict(ev.credit),
                            "params": {p["name"]: next(v for k, v in p.items() if k != "name")

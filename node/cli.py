@@ -67,11 +67,22 @@ def demo(
     except LedgerError as e:
         err.print(f"[red]demo failed:[/] {e}")
         raise typer.Exit(1) from e
-    _serve_demo(data, passphrase, port, wallet_path, ids[1], snapshot)
+    _serve_demo(data, passphrase, port, wallet_path, ids[1], snapshot, own_wallet_pass=given)
+
+
+def passphrase_hint(demo_keys: bool, own_wallet_pass: bool) -> str:
+    """Which passphrase opens the served demo's wallet: $WALLET_PASSPHRASE(_FILE) when given,
+    else the key passphrase (said only when it is scripts/run's throw-away one)."""
+    keys = "demo-only-not-secret, the one scripts/run sets"
+    if own_wallet_pass:
+        return ("(the wallet's passphrase is the one $WALLET_PASSPHRASE gave"
+                + (f"; the keys': {keys})" if demo_keys else ")"))
+    return (f"(both passphrases: {keys})" if demo_keys
+            else "(the wallet's passphrase is the key passphrase this demo was built with)")
 
 
 def _serve_demo(data: Path, passphrase: bytes, port: int, wallet_path: Path,
-                residence_id: str, snapshot: Path) -> None:
+                residence_id: str, snapshot: Path, *, own_wallet_pass: bool = False) -> None:
     import hashlib
     import json
     import secrets
@@ -96,8 +107,7 @@ def _serve_demo(data: Path, passphrase: bytes, port: int, wallet_path: Path,
     # The throw-away demo passphrase of scripts/run is said; one of the user's own never is.
     demo_pass = passphrase == b"demo-only-not-secret"
     key_env = "LEDGER_KEY_PASSPHRASE=demo-only-not-secret " if demo_pass else ""
-    said = ("(both passphrases: demo-only-not-secret, the one scripts/run sets)" if demo_pass
-            else "(the wallet's passphrase is the key passphrase this demo was built with)")
+    said = passphrase_hint(demo_pass, own_wallet_pass)
     # a repository's scripts/run puts .venv/bin on its own PATH, not on another terminal's;
     # an installed credledger's commands are on PATH already
     path_hint = (": export PATH=$PWD/.venv/bin:$PATH" if (Path.cwd() / ".venv" / "bin"

@@ -15,7 +15,7 @@ from test_api import AUTH, PASS, T0, make_demo, serve, settings_for
 from test_contracts_world import SECRET
 
 from contracts import reevaluate, stated
-from contracts.catalogue import setup_actions
+from contracts.catalogue import RULES, setup_actions
 from contracts.credit import pseudonym
 from ledger.chain import build_block, build_genesis
 from ledger.keys import load_private_key
@@ -154,6 +154,11 @@ def test_apply_get_credential_present_it(tmp_path: Path) -> None:
         assert [a["approval_tx"] for a in listed] == [decision["approval_tx"]]
         why = http.get(f"/v1/approvals/{decision['approval_tx']}/explain", headers=AUTH).json()
         assert why["decided_by"] == "otherwise"
+        # why "otherwise": every clause, each found false (the rule's own text)
+        assert why["not_met"] == [{"clause": i, "when": c["when"], "decision": c["decision"],
+                                   "reason": c["reason"]}
+                                  for i, c in enumerate(RULES["business-licence"]["clauses"])]
+        assert why["not_met"]
         assert "credit.score >= params.fast_track_score" in why["expression"]
         assert why["inputs"]["credit"]["score"] == 750
         # the operator's command line lists it, and says the node's own reason for a refusal

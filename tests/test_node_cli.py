@@ -327,3 +327,16 @@ def test_init_refuses_network_options_without_a_new_network(tmp_path: Path) -> N
                                      "--quorum", "5", "--config-out", str(tmp_path / "n.toml")])
     assert r.exit_code == 2 and "give --new-network" in " ".join(r.output.split()), r.output
     assert not (tmp_path / "n.toml").exists()
+
+
+def test_the_served_demo_names_the_passphrase_its_wallet_has() -> None:
+    """With $WALLET_PASSPHRASE the demo wallet is sealed with it, not the key passphrase: the
+    hint said "both passphrases: demo-only-not-secret" and the wallet did not open with it."""
+    from node.cli import passphrase_hint
+
+    own = passphrase_hint(demo_keys=True, own_wallet_pass=True)
+    assert "$WALLET_PASSPHRASE" in own and "both" not in own
+    assert "demo-only-not-secret" in own.split(";")[1]  # the keys' passphrase, said as such
+    assert "demo-only" not in passphrase_hint(demo_keys=False, own_wallet_pass=True)
+    assert "both passphrases: demo-only-not-secret" in passphrase_hint(True, False)
+    assert "demo-only" not in passphrase_hint(demo_keys=False, own_wallet_pass=False)

@@ -410,7 +410,8 @@ def present(
 
     Prints what will be disclosed and asks before signing (unless --yes).
 
-    Writes the envelope (binary), prints it as base64url, writes a QR code PNG beside it.
+    Writes the envelope (binary), prints it as base64url, writes a QR code PNG beside it,
+    and on a terminal also draws the QR code (when the envelope fits one).
     """
     from ledger.files import write_atomic
     from ledger.presentation import Request
