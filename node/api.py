@@ -479,7 +479,7 @@ def cluster_health(node: Node, cluster: dict[str, Any], head: dict[str, Any],
                             f"{int(node.now() - cluster['unfinal_since'])} s (final size "
                             f"{cluster['final_size']}, log size {head['log_size']}): fewer "
                             "than the quorum of agency nodes are co-signing (are peers down?)")
-    credit = node.credit_problem() or node.issuer_problem()
+    credit = node.credit_problem() or node.issuer_problem() or node.tls_problem()
     if credit:
         return "degraded", credit
     if skew:
@@ -506,7 +506,7 @@ def node_status(node: Node) -> tuple[_Status, str | None, dict[str, Any],
         if stopped:  # it can take nothing more: a probe that reads the status stops routing
             return "halted", stopped, head, None
         problem = (node.signing_problem() or node.credit_problem() or node.issuer_problem()
-                   or skew)
+                   or node.tls_problem() or skew)
         return ("degraded" if problem else "ok"), problem, head, None
     return (*cluster_health(node, cluster, head, skew), head, cluster)
 
@@ -803,7 +803,11 @@ async def submit_batch(request: Request, node: NodeDep,
     stop the others. Idempotent like ``POST /v1/tx``. Beyond its own rate-limit token, a batch
     takes one for every 64 transactions, before any is checked (429 without them)."""
     raw = await request.body()
-    items = codec.decode(raw, what="transaction batch")
+    # bounded by the node's max_body_bytes already (4 MiB on a cluster's nodes): 4096
+    # transactions do not fit in the codec's default 1 MiB
+    items = codec.decode(raw, max_size=max(codec.MAX_SIZE,
+                                           request.app.state.settings.max_body_bytes),
+                         what="transaction batch")
     if not isinstance(items, list) or not all(type(i) is bytes for i in items) or not items:
         raise BadRequest("the body must be a non-empty msgpack list of transaction envelopes")
     if len(items) > 4096:

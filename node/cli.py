@@ -20,6 +20,8 @@ from ledger.files import Terminated, run_cli, sigterm_raises, write_atomic
 from ledger.keys import PASSPHRASE_ENV, read_passphrase
 
 if TYPE_CHECKING:
+    from cryptography import x509
+
     from node.cluster import LocalCluster
     from node.etcdadmin import EtcdAdmin
     from node.etcdlog import TlsFiles
@@ -282,6 +284,8 @@ def run(
             node = Node(settings.data, settings.agency, passphrase, replication=replication,
                         workers=settings.workers)
             cleanup.callback(node.close)
+            if runtime is not None and settings.pki is not None:
+                node.watch_certificates(settings.pki, settings.agency)
         except LedgerError as e:
             err.print(f"[red]cannot open the node:[/] {e}")
             raise typer.Exit(1) from e
@@ -481,6 +485,21 @@ app.add_typer(pki_app, name="pki")
 
 _PKI_FOLDER = Annotated[Path, typer.Option("--pki", help="The PKI folder (with ca.key).")]
 _PKI_AGENCY = Annotated[str, typer.Option(help="The agency id.")]
+_PKI_HOSTS = Annotated[list[str] | None, typer.Option(
+    "--host", help="A host name or IP address the agency's node and etcd member are reached "
+                   "at, for its certificate (repeat). 127.0.0.1, localhost and the agency id "
+                   "are always in it.")]
+
+
+def _capped(cert: x509.Certificate, now: dt.datetime) -> str:
+    """A note when the CA's end, not VALID_DAYS, set a new certificate's end."""
+    from node.pki import VALID_DAYS
+
+    if cert.not_valid_after_utc - now < dt.timedelta(days=VALID_DAYS - 1):
+        return ("\n[yellow]note:[/] it ends with the network CA, not "
+                f"{VALID_DAYS} days from now: renew the CA (`ledger-node pki renew-ca`, same "
+                "key), copy ca.crt to every agency, then renew this certificate again")
+    return ""
 
 
 def _pki_step(what: str, step: Callable[[bytes, dt.datetime], str], *,
@@ -503,47 +522,84 @@ def pki_create(
     out: Annotated[Path, typer.Option(help="New folder for the CA and certificates.")],
     network: Annotated[str, typer.Option(help="The network id (in the CA's name).")],
     agency: Annotated[list[str], typer.Option(help="An agency id to certify (repeat).")],
+    host: Annotated[list[str] | None, typer.Option(
+        "--host", metavar="AGENCY=HOST", help="A host name or IP address an agency's node and "
+                                              "etcd member are reached at, for its "
+                                              "certificate (repeat; e.g. "
+                                              "civil=ledger.civil.example).")] = None,
 ) -> None:
-    """Create the network CA, an empty revocation list and one certificate per agency."""
+    """Create the network CA (ten years), an empty revocation list and one certificate per
+    agency (825 days)."""
     from node.pki import create_pki
 
+    hosts: dict[str, list[str]] = {}
+    for given in host or []:
+        name, sep, where = given.partition("=")
+        if not sep or not where:
+            err.print(f"[red]--host {given!r}:[/] give AGENCY=HOST, e.g. "
+                      "civil=ledger.civil.example")
+            raise typer.Exit(2)
+        hosts.setdefault(name, []).append(where)
+
     def step(passphrase: bytes, now: dt.datetime) -> str:
-        create_pki(out, network, agency, passphrase, now=now)
+        create_pki(out, network, agency, passphrase, now=now, hosts=hosts)
         return f"CA and {len(agency)} agency certificate(s) in {out} (keys encrypted)"
 
     _pki_step("create the PKI", step, confirm=True)
 
 
 @pki_app.command("add")
-def pki_add(pki: _PKI_FOLDER, agency: _PKI_AGENCY) -> None:
+def pki_add(pki: _PKI_FOLDER, agency: _PKI_AGENCY, host: _PKI_HOSTS = None) -> None:
     """Certify an agency governance admitted (or one whose certificate was revoked)."""
     from node.pki import ensure_crl, ensure_operator_cert, issue_agency_cert
 
     def step(passphrase: bytes, now: dt.datetime) -> str:
         ensure_crl(pki, passphrase, now=now)
         ensure_operator_cert(pki, passphrase, now=now)  # a PKI from before ADR 48
-        issue_agency_cert(pki, agency, passphrase, now=now)
+        cert = issue_agency_cert(pki, agency, passphrase, now=now, hosts=host or [])
         return (f"certificate for {agency} in {pki / (agency + '.crt')} (key encrypted in "
-                f"{pki / (agency + '.key')})")
+                f"{pki / (agency + '.key')}), valid until "
+                f"{cert.not_valid_after_utc:%Y-%m-%d}" + _capped(cert, now))
 
     _pki_step(f"certify {agency}", step)
 
 
 @pki_app.command("renew")
-def pki_renew(pki: _PKI_FOLDER, agency: _PKI_AGENCY) -> None:
-    """Give an agency a new key and certificate before its certificate expires. The old one
-    stays valid until it expires (kept in superseded/; `revoke` revokes it too), so the
-    agency's running node and etcd member keep working; they take the new pair when restarted
-    with it. For a stolen key use `revoke` and `add` instead."""
+def pki_renew(pki: _PKI_FOLDER, agency: _PKI_AGENCY, host: _PKI_HOSTS = None) -> None:
+    """Give an agency a new key and certificate before its certificate expires (or after).
+    The old one stays valid until it expires (kept in superseded/; `revoke` revokes it too),
+    so the agency's running node and etcd member keep working; they take the new pair when
+    restarted with it. The new certificate names the hosts the old one did, and --host. It
+    never outlives the CA: renew the CA first when it ends sooner (`renew-ca`). For a stolen
+    key use `revoke` and `add` instead."""
     from node.pki import renew_agency_cert
 
     def step(passphrase: bytes, now: dt.datetime) -> str:
-        cert = renew_agency_cert(pki, agency, passphrase, now=now)
+        cert = renew_agency_cert(pki, agency, passphrase, now=now, hosts=host or [])
         return (f"new certificate for {agency}, valid until "
                 f"{cert.not_valid_after_utc:%Y-%m-%d}: copy {agency}.crt and {agency}.key "
-                "to the agency and restart its etcd member and node")
+                "to the agency and restart its etcd member and node" + _capped(cert, now))
 
     _pki_step(f"renew {agency}'s certificate", step)
+
+
+@pki_app.command("renew-ca")
+def pki_renew_ca(pki: _PKI_FOLDER) -> None:
+    """Move the network CA's end ten years on: a new ca.crt for the same CA (same name, same
+    key), so every certificate it signed verifies under the old and the new alike. Copy the
+    new ca.crt to every agency's PKI folder; each takes it at its next restart (etcd members
+    and nodes), one at a time, before the old one ends. Then renew agency certificates the
+    old CA's end had cut short. (A stolen CA key needs a new PKI instead.)"""
+    from node.pki import renew_ca
+
+    def step(passphrase: bytes, now: dt.datetime) -> str:
+        cert = renew_ca(pki, passphrase, now=now)
+        return (f"the network CA is valid until {cert.not_valid_after_utc:%Y-%m-%d} "
+                f"({pki / 'ca.crt'}; the old one kept in {pki / 'superseded'}): copy ca.crt "
+                "to every agency's PKI folder and restart their etcd members and nodes one "
+                "at a time")
+
+    _pki_step("renew the network CA", step)
 
 
 @pki_app.command("revoke")
@@ -567,7 +623,8 @@ def pki_revoke(pki: _PKI_FOLDER, agency: _PKI_AGENCY) -> None:
 
 @pki_app.command("list")
 def pki_list(pki: Annotated[Path, typer.Option("--pki", help="The PKI folder.")]) -> None:
-    """Every agency certificate in the folder: its serial, when it expires, whether revoked."""
+    """The CA's certificate, the operator's, and every agency certificate in the folder: its
+    serial, when it expires, whether revoked. No agency certificate outlives the CA's."""
     from node.pki import list_certificates
 
     try:

@@ -33,7 +33,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +53,12 @@ __all__ = ["CRL", "OPERATOR", "CertInfo", "PkiError", "check_certificates", "cre
            "runtime_base", "sweep_stale_runtimes", "unlock"]
 
 VALID_DAYS = 825
+"""An agency's (and the operator's) certificate, at most (and never past the CA's end)."""
+CA_VALID_DAYS = 3650
+"""The network CA's certificate: ten years, so that agency certificates can be renewed for
+their full time; `renew_ca` extends it with the same key (ADR 54)."""
+WARN_DAYS = 30
+"""A node's health is degraded this many days before its certificate (or the CA's) ends."""
 CRL = "crl.pem"
 REVOKED = "revoked"
 SUPERSEDED = "superseded"  # certificates renew replaced, still valid until they expire
@@ -113,8 +119,10 @@ def _name(common: str) -> x509.Name:
 
 
 def create_pki(folder: Path, network: str, agencies: Iterable[str], passphrase: bytes, *,
-               now: _dt.datetime) -> None:
-    """Create ``folder`` with a new CA for ``network`` and a certificate for each agency."""
+               now: _dt.datetime, hosts: Mapping[str, Sequence[str]] | None = None) -> None:
+    """Create ``folder`` with a new CA for ``network`` and a certificate for each agency
+    (``hosts``: the host names or addresses each agency's certificate names, beside
+    127.0.0.1, localhost and the agency id)."""
     if folder.exists() and any(folder.iterdir()):
         raise PkiError(f"{folder} is not empty: a new PKI needs a new folder")
     if not passphrase:
@@ -125,13 +133,29 @@ def create_pki(folder: Path, network: str, agencies: Iterable[str], passphrase: 
     twice = sorted({a for a in agencies if agencies.count(a) > 1})
     if twice:
         raise PkiError(f"agency {twice[0]!r} is named twice")
+    unknown = sorted(set(hosts or {}) - set(agencies))
+    if unknown:
+        raise PkiError(f"hosts are given for {unknown[0]!r}, which is not an agency listed")
+    for agency in agencies:
+        _sans(agency, (hosts or {}).get(agency, ()))  # every host checked before any file
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = ec.generate_private_key(ec.SECP256R1())
-    name = _name(f"{network} ledger CA")
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+    cert = _ca_cert(key, _name(f"{network} ledger CA"), now)
+    _write(folder / "ca.key", _key_bytes(key, passphrase), 0o600)
+    _write(folder / "ca.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    _write_crl(folder, cert, key, [], now)
+    _issue_operator_cert(folder, cert, key, passphrase, now)
+    for agency in agencies:
+        issue_agency_cert(folder, agency, passphrase, now=now,
+                          hosts=(hosts or {}).get(agency, ()))
+
+
+def _ca_cert(key: ec.EllipticCurvePrivateKey, name: x509.Name,
+             now: _dt.datetime) -> x509.Certificate:
+    return (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - _dt.timedelta(minutes=5))
-            .not_valid_after(now + _dt.timedelta(days=VALID_DAYS))
+            .not_valid_after(now + _dt.timedelta(days=CA_VALID_DAYS))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
                                          crl_sign=True, content_commitment=False,
@@ -139,24 +163,65 @@ def create_pki(folder: Path, network: str, agencies: Iterable[str], passphrase: 
                                          key_agreement=False, encipher_only=False,
                                          decipher_only=False), critical=True)
             .sign(key, hashes.SHA256()))
-    _write(folder / "ca.key", _key_bytes(key, passphrase), 0o600)
-    _write(folder / "ca.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    _write_crl(folder, cert, key, [], now)
-    _issue_operator_cert(folder, cert, key, passphrase, now)
-    for agency in agencies:
-        issue_agency_cert(folder, agency, passphrase, now=now)
+
+
+def renew_ca(folder: Path, passphrase: bytes, *, now: _dt.datetime) -> x509.Certificate:
+    """Replace ``ca.crt`` with a certificate of the same CA (same name, same key) valid for
+    :data:`CA_VALID_DAYS` from ``now``: every certificate the CA signed verifies under either,
+    so agencies change to the new ``ca.crt`` one at a time, each at its next restart, and
+    renewed agency certificates get their full time again. The old one is kept in
+    ``superseded/``; the revocation list (same entries) and the operator's certificate are
+    made anew to the new end. (A stolen CA key needs a new PKI; this only moves the CA's
+    end.)"""
+    old = _certificate(folder / "ca.crt")
+    ca_cert, ca_key = _ca(folder, passphrase)
+    cert = _ca_cert(ca_key, ca_cert.subject, now)
+    (folder / SUPERSEDED).mkdir(exist_ok=True, mode=0o700)
+    shutil.copyfile(folder / "ca.crt", folder / SUPERSEDED / f"ca-{old.serial_number:x}.crt")
+    crl = _read_crl(folder, ca_cert)
+    write_atomic(folder / "ca.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    # the revocation list's next update was the old end (OpenSSL refuses a CRL past it), and
+    # the operator's certificate ended with the old CA too
+    _write_crl(folder, cert, ca_key, [] if crl is None else list(crl), now)
+    _issue_operator_cert(folder, cert, ca_key, passphrase, now)
+    return cert
 
 
 def issue_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
-                      now: _dt.datetime) -> None:
-    """Add ``<agency>.crt`` / ``<agency>.key`` signed by the CA in ``folder``."""
+                      now: _dt.datetime, hosts: Sequence[str] = ()) -> x509.Certificate:
+    """Add ``<agency>.crt`` / ``<agency>.key`` signed by the CA in ``folder``, naming
+    ``hosts`` too (the host names or addresses its node and etcd member are reached at)."""
     _check_id(agency)
+    san = _sans(agency, hosts)
     if (folder / f"{agency}.crt").exists():
         raise PkiError(f"{folder} already has a certificate for {agency!r}")
     ca_cert, ca_key = _ca(folder, passphrase)
-    key, cert = _agency_cert(ca_cert, ca_key, agency, now)
+    key, cert = _agency_cert(ca_cert, ca_key, agency, now, san)
     _write(folder / f"{agency}.key", _key_bytes(key, passphrase), 0o600)
     _write(folder / f"{agency}.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    return cert
+
+
+_HOST = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*"
+                   r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def _sans(agency: str, hosts: Iterable[str]) -> x509.SubjectAlternativeName:
+    """The names an agency's certificate is valid for: 127.0.0.1, localhost, the agency id and
+    ``hosts`` (DNS names or IP addresses; peers and etcd check the one they connect to)."""
+    names: list[x509.GeneralName] = [x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                     x509.DNSName("localhost"), x509.DNSName(agency)]
+    for host in hosts:
+        try:
+            name: x509.GeneralName = x509.IPAddress(ipaddress.ip_address(host))
+        except ValueError:
+            if not _HOST.fullmatch(host):
+                raise PkiError(f"host {host[:80]!r} is neither an IP address nor a host name "
+                               "(letters, digits, '-' and dots, lower case)") from None
+            name = x509.DNSName(host)
+        if name not in names:
+            names.append(name)
+    return x509.SubjectAlternativeName(names)
 
 
 def _ca(folder: Path, passphrase: bytes) -> tuple[x509.Certificate,
@@ -180,9 +245,8 @@ def _spki(key: object) -> bytes:
 
 
 def _agency_cert(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, agency: str,
-                 now: _dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                                       x509.DNSName("localhost"), x509.DNSName(agency)])
+                 now: _dt.datetime, san: x509.SubjectAlternativeName
+                 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     # never past the CA: a certificate the CA outlives no one could check
     until = min(now + _dt.timedelta(days=VALID_DAYS), ca_cert.not_valid_after_utc)
     return _leaf_cert(ca_cert, ca_key, agency, now, until,
@@ -196,7 +260,8 @@ def _leaf_cert(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, co
     """A new key and a certificate for it, signed by the CA, with CN ``common``."""
     if now >= ca_cert.not_valid_after_utc:
         raise PkiError(f"the network CA expired on {ca_cert.not_valid_after_utc:%Y-%m-%d}: "
-                       "make the network's certificates anew (`ledger-node pki create`)")
+                       "renew it first (`ledger-node pki renew-ca`, same key), then copy the "
+                       "new ca.crt to every agency")
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (x509.CertificateBuilder().subject_name(_name(common))
                .issuer_name(ca_cert.subject).public_key(key.public_key())
@@ -219,11 +284,12 @@ def _replace_pair(folder: Path, name: str, key: ec.EllipticCurvePrivateKey,
 
 
 def renew_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
-                      now: _dt.datetime) -> x509.Certificate:
+                      now: _dt.datetime, hosts: Sequence[str] = ()) -> x509.Certificate:
     """Replace ``<agency>.crt`` / ``<agency>.key`` with a new key and certificate. The old
     certificate stays valid until it expires (processes running with it keep working until
     they restart) and is kept in ``superseded/``, so a later revocation of the agency revokes
-    it too. A stolen key needs ``revoke`` and ``add``, not this. Returns the new certificate."""
+    it too. A stolen key needs ``revoke`` and ``add``, not this. The new certificate names
+    the hosts the old one did, and ``hosts``. Returns the new certificate."""
     _check_id(agency)
     if not (folder / f"{agency}.crt").exists() and _kept(folder / REVOKED, agency):
         raise PkiError(f"{agency}'s certificate is revoked: issue a new one with "
@@ -233,7 +299,12 @@ def renew_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
     if old.serial_number in _revoked_serials(folder, ca_cert):
         raise PkiError(f"{agency}'s certificate is revoked: issue a new one with "
                        "`ledger-node pki add`")
-    key, cert = _agency_cert(ca_cert, ca_key, agency, now)
+    try:
+        kept = [str(n.value) for n in old.extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value]
+    except x509.ExtensionNotFound:
+        kept = []
+    key, cert = _agency_cert(ca_cert, ca_key, agency, now, _sans(agency, [*kept, *hosts]))
     (folder / SUPERSEDED).mkdir(exist_ok=True, mode=0o700)
     shutil.copyfile(folder / f"{agency}.crt",
                     folder / SUPERSEDED / f"{agency}-{old.serial_number:x}.crt")
@@ -343,13 +414,19 @@ class CertInfo:
 
 
 def list_certificates(folder: Path) -> list[CertInfo]:
-    """Every agency certificate in ``folder``: current, superseded, revoked."""
+    """The CA's certificate (named ``ca``), the operator's (``operator``), then every agency
+    certificate in ``folder``: current, superseded, revoked. An agency's certificate never
+    outlives the CA's: the CA's end is the network's."""
     ca = _certificate(folder / "ca.crt")
     revoked = _revoked_serials(folder, ca)
-    out = []
+    out = [CertInfo("ca", ca.serial_number, ca.not_valid_after_utc, False)]
+    if (folder / f"{OPERATOR}.crt").exists():
+        op = _certificate(folder / f"{OPERATOR}.crt")
+        out.append(CertInfo(OPERATOR, op.serial_number, op.not_valid_after_utc,
+                            op.serial_number in revoked))
     for path in [*sorted(folder.glob("*.crt")), *sorted((folder / SUPERSEDED).glob("*.crt")),
                  *sorted((folder / REVOKED).glob("*.crt"))]:
-        if path.name in ("ca.crt", f"{OPERATOR}.crt"):
+        if path.name in ("ca.crt", f"{OPERATOR}.crt") or path.name.startswith("ca-"):
             continue
         cert = _certificate(path)
         name = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
@@ -430,6 +507,14 @@ def check_certificates(folder: Path, agency: str, key: ec.EllipticCurvePrivateKe
         raise PkiError(f"{folder / (agency + '.crt')} was revoked on "
                        f"{entry.revocation_date_utc:%Y-%m-%d} ({folder / CRL}): the network's "
                        "operator issues a new one (`ledger-node pki add`)")
+    try:
+        usages = set(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        usages = set()
+    if not {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= usages:
+        raise PkiError(f"{folder / (agency + '.crt')} is not for both TLS servers and clients "
+                       "(extended key usage): an agency's node and etcd member are both; "
+                       f"make it with `ledger-node pki renew --agency {agency}`")
     for name, c in (("ca.crt", ca), (f"{agency}.crt", cert)):
         if now < c.not_valid_before_utc:
             start = f"{c.not_valid_before_utc:%Y-%m-%d %H:%M}"
@@ -437,8 +522,39 @@ def check_certificates(folder: Path, agency: str, key: ec.EllipticCurvePrivateKe
                            "machine's clock right?)")
         if now >= c.not_valid_after_utc:
             raise PkiError(f"{folder / name} expired on {c.not_valid_after_utc:%Y-%m-%d}: "
-                           "make the network's certificates anew (`ledger-node pki`)")
+                           + _renew_hint(name, agency))
     return min((c.not_valid_after_utc - now).days for c in (ca, cert))
+
+
+def _renew_hint(name: str, agency: str) -> str:
+    if name == "ca.crt":
+        return ("the network's operator renews it where the CA key is kept (`ledger-node pki "
+                "renew-ca`, same key) and copies the new ca.crt to every agency")
+    return (f"the network's operator renews it where the CA key is kept (`ledger-node pki "
+            f"renew --agency {agency}`) and gives the agency the new {agency}.crt and "
+            f"{agency}.key")
+
+
+def certificate_problem(folder: Path, agency: str, now: _dt.datetime) -> str | None:
+    """What a running node's health says of its TLS certificates (read from ``folder`` again,
+    as an operator replaces them): revoked on the folder's ``crl.pem``, expired, or ending
+    within :data:`WARN_DAYS`; None if none of these (or the folder cannot be read now)."""
+    try:
+        ca, cert = _certificate(folder / "ca.crt"), _certificate(folder / f"{agency}.crt")
+        revoked = cert.serial_number in _revoked_serials(folder, ca)
+    except (PkiError, OSError):
+        return None
+    if revoked:
+        return (f"this agency's TLS certificate {folder / (agency + '.crt')} is on the network's "
+                "revocation list (crl.pem): etcd members and peers refuse its new connections")
+    for name, c in (("ca.crt", ca), (f"{agency}.crt", cert)):
+        left = c.not_valid_after_utc - now
+        if left.days < WARN_DAYS:
+            when = ("ended" if left.total_seconds() <= 0 else f"ends in {left.days} days")
+            return (f"TLS certificate {folder / name} {when} ({c.not_valid_after_utc:%Y-%m-%d}"
+                    f"): etcd members and peers refuse it once it has ended; "
+                    + _renew_hint(name, agency))
+    return None
 
 
 def unlock(folder: Path, agency: str, passphrase: bytes, runtime: Path | None = None, *,

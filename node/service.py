@@ -8,6 +8,7 @@ map :class:`~ledger.errors.LedgerError` subclasses to status codes in one place.
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import hashlib
 import itertools
 import logging
@@ -398,6 +399,31 @@ class Node:
         return (f"this node's issuer key ({kid.hex()[:16]}) is not a valid issuer key of "
                 f"{self.agency!r} now (rotated or invalidated): issuances are refused; put the "
                 "agency's current issuer key file in the keys folder and restart the node")
+
+    TLS_CHECK_EVERY = 60.0
+    """Seconds between two reads of the PKI folder for :meth:`tls_problem` (health probes
+    come every few seconds; the folder changes when an operator renews or revokes)."""
+
+    def watch_certificates(self, folder: Path, agency: str) -> None:
+        """Have health say when this agency's TLS certificate (or the CA's) nears its end, has
+        ended, or is revoked on the folder's ``crl.pem`` (ADR 54)."""
+        self._tls: tuple[Path, str] | None = (folder, agency)
+        self._tls_seen: tuple[float, str | None] = (-self.TLS_CHECK_EVERY, None)
+
+    def tls_problem(self) -> str | None:
+        """What :meth:`watch_certificates` found (None: nothing, or not watching)."""
+        watched = getattr(self, "_tls", None)
+        if watched is None:
+            return None
+        at, problem = self._tls_seen
+        if _time.monotonic() - at >= self.TLS_CHECK_EVERY:
+            from node.pki import certificate_problem
+
+            folder, agency = watched
+            problem = certificate_problem(folder, agency,
+                                          _dt.datetime.fromtimestamp(self.now(), _dt.UTC))
+            self._tls_seen = (_time.monotonic(), problem)
+        return problem
 
     def signing_problem(self) -> str:
         """Why this solo node's chain is not covered by a final checkpoint now ("" when it is):

@@ -1171,6 +1171,29 @@ def test_batch_submission_gives_each_transaction_its_own_outcome(live: Live,
     assert http.get(f"/v1/tx/{refused.txid.hex()}").status_code == 404
 
 
+def test_a_batch_over_one_mib_is_taken_where_the_node_takes_such_bodies(tmp_path: Path) -> None:
+    """A cluster's nodes take 4 MiB bodies, but the batch decoder kept its 1 MiB default: a
+    batch of 4,096 transactions (~1.2 MB) was refused as "over the 1048576-byte limit"."""
+    from dataclasses import replace
+
+    from ledger import codec
+
+    settings = replace(settings_for(make_demo(tmp_path / "demo")), max_body_bytes=4 << 20,
+                       rate_limit_per_minute=100_000)
+    items = [b"\x00" * 300 + n.to_bytes(4, "big") for n in range(3600)]  # not transactions
+    body = codec.encode(items)
+    assert 1 << 20 < len(body) < 4 << 20
+    app = create_app(settings, clock=lambda: NOW, passphrase=PASS)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        r = http.post("/v1/tx/batch", content=body)
+        assert r.status_code == 200, r.text[:300]
+        assert {g["status"] for g in r.json()} == {"malformed"}
+        # the node's own limit still holds
+        over = codec.encode([b"\x00" * 1000] * 4200)
+        assert len(over) > 4 << 20
+        assert http.post("/v1/tx/batch", content=over).status_code == 413
+
+
 @pytest.mark.parametrize("body", [b"", b"\x90", b"\x91\x01", b"\xa3abc"])
 def test_batch_submission_rejects_a_body_that_is_not_a_list_of_envelopes(
         http: httpx.Client, body: bytes) -> None:
@@ -1274,6 +1297,31 @@ def test_health_says_when_the_chain_runs_ahead_of_this_clock(tmp_path: Path) -> 
         health = http.get("/v1/health").json()
     assert health["status"] == "degraded", health
     assert "400 s ahead of this machine's clock" in health["problem"]
+
+
+def test_health_says_when_the_tls_certificate_nears_its_end(tmp_path: Path) -> None:
+    """A node said ok through its certificate's end, then failed on new connections with
+    errors naming no certificate (ADR 54): the PKI folder is read again for health."""
+    import datetime as dt
+
+    from node.pki import VALID_DAYS, create_pki, renew_agency_cert
+
+    data = make_demo(tmp_path / "demo")
+    clock = [T0 + 1000]
+    made = dt.datetime.fromtimestamp(clock[0], dt.UTC) - dt.timedelta(days=VALID_DAYS - 10)
+    pki = tmp_path / "pki"
+    create_pki(pki, "demo", ["civil"], b"pw", now=made)
+    app = create_app(settings_for(data), clock=lambda: clock[0], passphrase=PASS)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        assert http.get("/v1/health").json()["status"] == "ok"
+        app.state.node.watch_certificates(pki, "civil")
+        health = http.get("/v1/health").json()
+        assert health["status"] == "degraded", health
+        assert "civil.crt ends in 10 days" in health["problem"]
+        # renewed in the folder: said again at the next read (a minute on)
+        renew_agency_cert(pki, "civil", b"pw", now=dt.datetime.fromtimestamp(clock[0], dt.UTC))
+        app.state.node._tls_seen = (-1e9, None)
+        assert http.get("/v1/health").json()["status"] == "ok"
 
 
 def test_the_credit_secret_is_sealed_and_an_old_clear_one_still_read(tmp_path: Path) -> None:

@@ -29,13 +29,19 @@ from node.cli import peer_tls
 from node.cluster import LocalCluster, create_cluster
 from node.etcdlog import TlsFiles
 from node.pki import (
+    CA_VALID_DAYS,
+    VALID_DAYS,
+    WARN_DAYS,
     PkiError,
+    certificate_problem,
     create_pki,
     ensure_crl,
     issue_agency_cert,
+    list_certificates,
     lock,
     operator_credentials,
     renew_agency_cert,
+    renew_ca,
     revoke_agency_cert,
     sweep_stale_runtimes,
     unlock,
@@ -202,7 +208,9 @@ def test_pki_command(tmp_path: Path) -> None:
     rows = {line.split()[1]: line for line in listed.stdout.splitlines()}
     assert f"{edu:040x}" in rows and rows[f"{edu:040x}"].endswith("revoked")
     assert rows[f"{civil:040x}"].endswith("days left (superseded)")  # renewed, still valid
-    assert sum("days left" in line for line in rows.values()) == 3  # civil (both), health
+    assert sum("days left" in line for line in rows.values()) == 5  # civil (both), health
+    # the CA's and the operator's too: the CA's end is the network's (ADR 54)
+    assert [line.split()[0] for line in listed.stdout.splitlines()[:2]] == ["ca", "operator"]
     # refused with one line: an agency revoked already, one with no certificate, a folder
     # without the CA key
     r = _pki("revoke", "--pki", str(pki), "--agency", "edu")
@@ -265,14 +273,13 @@ def test_renew_gives_a_new_key_and_keeps_the_old_certificate_valid(tmp_path: Pat
     new = renew_agency_cert(pki, "civil", b"pw", now=later)
     assert new.serial_number != x509.load_pem_x509_certificate(old_cert).serial_number
     assert (pki / "civil.key").read_bytes() != old_key
-    # never past the CA's own end (the CA was made with the first certificates)
-    ca = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
-    assert new.not_valid_after_utc == ca.not_valid_after_utc
+    # its full time: the CA's ten years outlast it (ADR 54)
+    assert new.not_valid_after_utc - later == dt.timedelta(days=VALID_DAYS)
     lock(unlock(pki, "civil", b"pw", now=later))
     crl = x509.load_pem_x509_crl((pki / "crl.pem").read_bytes())
     assert len(crl) == 0  # the old one runs out on its own; nothing was revoked
-    with pytest.raises(PkiError, match="expired on"):
-        renew_agency_cert(pki, "civil", b"pw", now=NOW + dt.timedelta(days=900))
+    with pytest.raises(PkiError, match=r"CA expired on .* renew it first .*pki renew-ca"):
+        renew_agency_cert(pki, "civil", b"pw", now=NOW + dt.timedelta(days=CA_VALID_DAYS + 1))
     # revoking the agency later revokes the superseded certificate too: it is still valid
     old_serial = x509.load_pem_x509_certificate(old_cert).serial_number
     revoke_agency_cert(pki, "civil", b"pw", now=later)
@@ -659,3 +666,143 @@ def test_the_operator_administers_etcd_from_the_command_line(tmp_path: Path) -> 
             lock(held)
         net.stop()
 
+
+
+# -- the CA's end, hosts, usages and health (a hunt, ADR 54) ----------------------------------
+
+def _cert(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def test_the_ca_outlives_agency_certificates_and_renews_with_its_own_key(
+        tmp_path: Path) -> None:
+    """All certificates ended together with the CA's 825 days, and `renew` could not move
+    that: the CA is made for ten years now, and `renew_ca` gives the same CA a later end."""
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil", "edu"], b"pw", now=NOW)
+    ca = _cert(pki / "ca.crt")
+    assert ca.not_valid_after_utc - NOW == dt.timedelta(days=CA_VALID_DAYS)
+    assert _cert(pki / "civil.crt").not_valid_after_utc - NOW == dt.timedelta(days=VALID_DAYS)
+    # near the CA's end a renewed certificate is cut short at it...
+    late = ca.not_valid_after_utc - dt.timedelta(days=100)
+    short = renew_agency_cert(pki, "civil", b"pw", now=late)
+    assert short.not_valid_after_utc == ca.not_valid_after_utc
+    # ...until the CA is renewed: same name and key, so what it signed before still verifies
+    new_ca = renew_ca(pki, b"pw", now=late)
+    assert new_ca.subject == ca.subject and new_ca.serial_number != ca.serial_number
+    assert new_ca.public_key().public_numbers() == ca.public_key().public_numbers()
+    assert new_ca.not_valid_after_utc - late == dt.timedelta(days=CA_VALID_DAYS)
+    for agency in ("civil", "edu"):
+        _cert(pki / f"{agency}.crt").verify_directly_issued_by(new_ca)
+        _cert(pki / f"{agency}.crt").verify_directly_issued_by(ca)
+    assert [p.name for p in (pki / "superseded").glob("ca-*.crt")] == [
+        f"ca-{ca.serial_number:x}.crt"]
+    full = renew_agency_cert(pki, "civil", b"pw", now=late)
+    assert full.not_valid_after_utc - late == dt.timedelta(days=VALID_DAYS)
+    full.verify_directly_issued_by(ca)  # an agency still on the old ca.crt takes it too
+    lock(unlock(pki, "civil", b"pw", now=late))
+    # the revocation list keeps its entries and runs to the new end (OpenSSL refuses one
+    # past its next update), as does the operator's certificate
+    revoke_agency_cert(pki, "civil", b"pw", now=late)
+    crl = x509.load_pem_x509_crl((pki / "crl.pem").read_bytes())
+    assert crl.next_update_utc == new_ca.not_valid_after_utc and len(crl) == 2
+    renew_ca(pki, b"pw", now=late + dt.timedelta(days=1))
+    crl = x509.load_pem_x509_crl((pki / "crl.pem").read_bytes())
+    new_end = _cert(pki / "ca.crt").not_valid_after_utc
+    assert crl.next_update_utc == new_end and len(crl) == 2
+    assert _cert(pki / "operator.crt").not_valid_after_utc == new_end
+    assert sum(c.revoked for c in list_certificates(pki) if c.agency == "civil") == 2
+    # after its end too (the key is what counts), and without the CA key nothing is written
+    renew_ca(pki, b"pw", now=late + dt.timedelta(days=CA_VALID_DAYS + 1))
+    before = (pki / "ca.crt").read_bytes()
+    with pytest.raises(PkiError, match="wrong passphrase"):
+        renew_ca(pki, b"nope", now=late)
+    assert (pki / "ca.crt").read_bytes() == before
+
+
+def test_certificates_name_the_hosts_agencies_are_reached_at(tmp_path: Path) -> None:
+    """On several machines peers and etcd check the host they connect to: certificates named
+    only 127.0.0.1, localhost and the agency id."""
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil", "edu"], b"pw", now=NOW,
+               hosts={"civil": ["ledger.civil.example", "10.0.0.7"]})
+
+    def names(agency: str) -> set[str]:
+        san = _cert(pki / f"{agency}.crt").extensions.get_extension_for_class(
+            x509.SubjectAlternativeName).value
+        return {str(n.value) for n in san}
+
+    assert names("civil") == {"127.0.0.1", "localhost", "civil", "ledger.civil.example",
+                              "10.0.0.7"}
+    assert names("edu") == {"127.0.0.1", "localhost", "edu"}
+    issue_agency_cert(pki, "health", b"pw", now=NOW, hosts=["health.example"])
+    assert "health.example" in names("health")
+    # a renewal keeps the hosts and adds new ones
+    renew_agency_cert(pki, "civil", b"pw", now=NOW, hosts=["ledger2.civil.example"])
+    assert names("civil") >= {"ledger.civil.example", "10.0.0.7", "ledger2.civil.example"}
+    # a bad host is refused before anything is written
+    for bad in ("Bad_Host", "a..b", "-x.example", "x" * 300):
+        with pytest.raises(PkiError, match="neither an IP address nor a host name"):
+            create_pki(tmp_path / f"p{len(bad)}", "n", ["civil"], b"pw", now=NOW,
+                       hosts={"civil": [bad]})
+        assert not (tmp_path / f"p{len(bad)}").exists()
+    with pytest.raises(PkiError, match="not an agency listed"):
+        create_pki(tmp_path / "q", "n", ["civil"], b"pw", now=NOW, hosts={"cvil": ["x.ex"]})
+    # the command line takes AGENCY=HOST
+    r = _pki("create", "--out", str(tmp_path / "cli"), "--network", "n", "--agency", "civil",
+             "--host", "civil=node.civil.example")
+    assert r.returncode == 0, r.stderr
+    assert "node.civil.example" in _cert(tmp_path / "cli" / "civil.crt").extensions \
+        .get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.DNSName)
+    r = _pki("create", "--out", str(tmp_path / "cli2"), "--network", "n", "--agency", "civil",
+             "--host", "node.civil.example")
+    assert r.returncode == 2 and "AGENCY=HOST" in r.stderr
+
+
+def test_a_certificate_not_for_servers_and_clients_is_refused_at_start(tmp_path: Path) -> None:
+    """A client-only certificate was taken at start and failed at each TLS handshake."""
+    from node.pki import _ca, _leaf_cert, _replace_pair
+
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil"], b"pw", now=NOW)
+    ca_cert, ca_key = _ca(pki, b"pw")
+    key, cert = _leaf_cert(ca_cert, ca_key, "civil", NOW, NOW + dt.timedelta(days=30),
+                           [ExtendedKeyUsageOID.CLIENT_AUTH])
+    _replace_pair(pki, "civil", key, cert, b"pw")
+    with pytest.raises(PkiError, match=r"not for both TLS servers and clients.*pki renew"):
+        unlock(pki, "civil", b"pw", now=NOW)
+
+
+def test_expired_certificates_name_the_command_that_renews_them(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil"], b"pw", now=NOW)
+    with pytest.raises(PkiError, match=r"civil\.crt expired on .*pki renew --agency civil"):
+        unlock(pki, "civil", b"pw", now=NOW + dt.timedelta(days=VALID_DAYS + 1))
+    renew_agency_cert(pki, "civil", b"pw", now=NOW + dt.timedelta(days=VALID_DAYS + 1))
+    with pytest.raises(PkiError, match=r"ca\.crt expired on .*pki renew-ca"):
+        unlock(pki, "civil", b"pw", now=NOW + dt.timedelta(days=CA_VALID_DAYS + 1))
+
+
+def test_health_says_when_a_certificate_nears_its_end_or_is_revoked(tmp_path: Path) -> None:
+    """Nodes said ok through their certificate's end, then failed on new connections with
+    errors that named no certificate; a revoked one said "connection reset"."""
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil", "edu"], b"pw", now=NOW)
+    end = _cert(pki / "civil.crt").not_valid_after_utc
+    assert certificate_problem(pki, "civil", end - dt.timedelta(days=WARN_DAYS + 1)) is None
+    soon = certificate_problem(pki, "civil", end - dt.timedelta(days=WARN_DAYS - 1))
+    assert soon is not None and f"ends in {WARN_DAYS - 1} days" in soon
+    assert "pki renew --agency civil" in soon
+    gone = certificate_problem(pki, "civil", end + dt.timedelta(days=1))
+    assert gone is not None and "ended" in gone
+    revoke_agency_cert(pki, "edu", b"pw", now=NOW)
+    # the node's folder keeps its certificate: the operator's crl.pem copied there names it
+    (pki / "edu.crt").write_bytes((pki / "revoked").glob("edu*.crt").__next__().read_bytes())
+    said = certificate_problem(pki, "edu", NOW)
+    assert said is not None and "revocation list" in said
+    # the CA's end too
+    ca_end = _cert(pki / "ca.crt").not_valid_after_utc
+    renew_agency_cert(pki, "civil", b"pw", now=ca_end - dt.timedelta(days=10))
+    ca_soon = certificate_problem(pki, "civil", ca_end - dt.timedelta(days=10))
+    assert ca_soon is not None and "ca.crt ends in" in ca_soon and "renew-ca" in ca_soon
