@@ -589,7 +589,7 @@ def verify(
     except DecodeError as e:
         _fail(f"not a presentation envelope: {e}", 2)
     try:
-        req = Request.from_json(_read_json(request, "request"))
+        req = Request.from_file_json(_read_json(request, "request"))
     except DecodeError as e:
         _fail(f"the request file {request} is not a presentation request: {e}", 2)
     now = _now()
@@ -672,7 +672,7 @@ def _verify_foreign_cli(source: str, request: Path, trust: Path, token_files: li
     except LedgerError as e:
         _fail(str(e), 2)
     try:
-        req = Request.from_json(_read_json(request, "request"))
+        req = Request.from_file_json(_read_json(request, "request"))
     except DecodeError as e:
         _fail(f"the request file {request} is not a presentation request: {e}", 2)
     tokens = []

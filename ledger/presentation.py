@@ -29,6 +29,7 @@ from ledger.finality import verify_final
 from ledger.state import RESERVED_TYPES, Registry
 from ledger.statuslist import StatusList, check_status
 from ledger.store import Store
+from ledger.timetext import utc_text
 from ledger.tx import Tx
 
 __all__ = ["IMPLIED_CLAIMS", "ON_LEDGER_CLAIMS", "PLAIN_CLAIMS", "Bundle", "Check", "Envelope",
@@ -210,6 +211,20 @@ class Request:
                 "claims": list(self.claims)}
 
     @classmethod
+    def from_file_json(cls, unverified: Any, now: int | None = None) -> Request:
+        """A request as a file gives it: :meth:`from_json`'s four members, or a node's answer
+        to ``POST /v1/presentation-requests``, which also has ``created``, ``expires`` and
+        ``qr_svg`` (an official may save that answer whole). With ``now``, a request past its
+        ``expires`` is refused: the node would refuse what is presented for it."""
+        if isinstance(unverified, dict) and set(unverified) == {*_REQUEST, *_NODE_EXTRAS}:
+            expires = unverified["expires"]
+            if now is not None and isinstance(expires, int) and now >= expires:
+                raise DecodeError(f"this request expired at {utc_text(expires)}: ask the "
+                                  "verifier for a new one", "request.expires")
+            unverified = {k: unverified[k] for k in _REQUEST}
+        return cls.from_json(unverified)
+
+    @classmethod
     def from_json(cls, unverified: Any) -> Request:
         if not isinstance(unverified, dict) or set(unverified) != {"nonce", "audience", "type",
                                                                    "claims"}:
@@ -220,6 +235,11 @@ class Request:
             raise DecodeError("claims is a list of claim names", "request.claims")
         return cls(unverified["nonce"], unverified["audience"], unverified["type"],
                    tuple(claims))
+
+
+_REQUEST = ("nonce", "audience", "type", "claims")
+_NODE_EXTRAS = ("created", "expires", "qr_svg")
+"""What a node's answer to ``POST /v1/presentation-requests`` has besides the request."""
 
 
 class Check(NamedTuple):

@@ -45,6 +45,21 @@ def test_issue_receive_present_verify_revoke(tmp_path: Path) -> None:
     (tmp_path / "req.json").write_text(json.dumps(request))
     run("wallet", "present", cid[:12], "--request", "req.json", "--out", "env.bin", "--yes")
     assert (tmp_path / "env.png").read_bytes().startswith(b"\x89PNG")
+    # a node's answer to POST /v1/presentation-requests, saved whole, is a request too; once
+    # it has expired the wallet says so instead of presenting for nothing (ADR 54)
+    import time
+
+    answer = {**request, "nonce": "n-e2e-0002", "created": int(time.time()) - 60,
+              "expires": int(time.time()) + 540, "qr_svg": "<svg/>"}
+    (tmp_path / "api-req.json").write_text(json.dumps(answer))
+    run("wallet", "present", cid[:12], "--request", "api-req.json", "--out", "api.bin", "--yes")
+    assert json.loads(run("ledger", "verify", "api.bin", "--request", "api-req.json",
+                          "--snapshot", "snap.bin", "--json").stdout)["verified"] is True
+    (tmp_path / "old-req.json").write_text(json.dumps({**answer, "expires": answer["created"]}))
+    old = run("wallet", "present", cid[:12], "--request", "old-req.json", "--out", "old.bin",
+              "--yes", ok=False)
+    assert old.returncode == 2 and "expired at" in old.stderr and "new one" in old.stderr
+    assert not (tmp_path / "old.bin").exists()
 
     offline = json.loads(run("ledger", "verify", "env.bin", "--request", "req.json",
                              "--snapshot", "snap.bin", "--json").stdout)

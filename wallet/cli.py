@@ -413,6 +413,7 @@ def present(
     Writes the envelope (binary), prints it as base64url, writes a QR code PNG beside it,
     and on a terminal also draws the QR code (when the envelope fits one).
     """
+    from ledger.errors import DecodeError
     from ledger.files import write_atomic
     from ledger.presentation import Request
     from wallet import qr
@@ -420,8 +421,9 @@ def present(
 
     with _errors():
         try:
-            req = Request.from_json(json.loads(_read_file(request, "request")))
-        except ValueError as e:  # bad input: 2, as `ledger verify --request` says of it
+            req = Request.from_file_json(json.loads(_read_file(request, "request")),
+                                         now=int(time.time()))
+        except (ValueError, DecodeError) as e:  # bad input: 2, as `ledger verify` says of it
             raise UsageError(f"{request} is not a verifier's request (JSON with nonce, "
                              f"audience, type and claims): {e}") from e
         w = _open()
