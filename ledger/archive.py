@@ -62,7 +62,7 @@ from ledger.chain import (
 )
 from ledger.checkpoint import SignedCheckpoint
 from ledger.errors import CheckpointError, DecodeError, LedgerError, StoreError, TxRejected
-from ledger.finality import verify_final
+from ledger.finality import unregistered_signatures, verify_final
 from ledger.state import Registry
 from ledger.store import Store, leveldb_words
 from ledger.tx import Tx
@@ -598,6 +598,13 @@ class Replayer:
         except CheckpointError as e:
             raise ReplayError("checkpoint", rec.height, f"checkpoint is not final: {e}",
                               record=rec.record) from e
+        stray = unregistered_signatures(signed, registry)
+        if stray:
+            raise ReplayError("checkpoint", rec.height, "checkpoint holds a signature by no "
+                              "node key the network registered (a node stores only the "
+                              "co-signatures it checked: this line was changed)",
+                              expected="signatures by registered node keys",
+                              found=", ".join(stray), record=rec.record)
         self.checkpoints += 1
         self.last_checkpoint = signed
 

@@ -55,6 +55,21 @@ def verify_final(signed: SignedCheckpoint, registry: Registry, t: int) -> set[st
         raise CheckpointError(f"{e}; not counted: {'; '.join(stale)}") from e
 
 
+def unregistered_signatures(signed: SignedCheckpoint, registry: Registry) -> list[str]:
+    """The signature lines (``name+keyhash``) of ``signed`` by no node key ``registry`` has
+    ever registered. A verifier ignores them, as signed notes say; but a node stores only
+    co-signatures it checked against its registry, so in a stored checkpoint such a line was
+    changed after the fact (a name or key hash altered: it no longer counts, and the others
+    may still make the quorum)."""
+    out = []
+    for sig in signed.signatures:
+        keys = registry.keys_of(sig.name) if registry.agency(sig.name) else []
+        if not any(k["role"] == "node" and note_key_hash(sig.name, k["pub"]) == sig.key_hash
+                   for _, k in keys):
+            out.append(f"{sig.name}+{sig.key_hash.hex()}")
+    return out
+
+
 def _invalid_signers(signed: SignedCheckpoint, registry: Registry, t: int) -> list[str]:
     """Why signatures by registered node keys that are not valid at ``t`` did not count."""
     out = []

@@ -404,7 +404,22 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     from fastapi.exceptions import RequestValidationError
 
     assert isinstance(exc, RequestValidationError)  # registered for it only
-    return JSONResponse({"detail": _finite(jsonable_encoder(exc.errors()))}, status_code=422)
+    # An input that is an object or an array is named, not echoed: nested a thousand deep it
+    # parsed (how deep Python's parser goes depends on the version), then overflowed the
+    # encoder here and answered 500.
+    errors = [{**e, "input": _kind(e["input"])} if isinstance(e.get("input"), dict | list)
+              else e for e in exc.errors()]
+    try:
+        detail = _finite(jsonable_encoder(errors))
+    except RecursionError:
+        return JSONResponse({"detail": "the request body is nested too deeply",
+                             "error": "BadRequest"}, status_code=400)
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def _kind(value: dict[str, Any] | list[Any]) -> str:
+    return (f"an object of {len(value)} members" if isinstance(value, dict)
+            else f"an array of {len(value)} items")
 
 
 CLOCK_SLACK = 60

@@ -157,6 +157,9 @@ def _ca_cert(key: ec.EllipticCurvePrivateKey, name: x509.Name,
             .not_valid_before(now - _dt.timedelta(minutes=5))
             .not_valid_after(now + _dt.timedelta(days=CA_VALID_DAYS))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            # key identifiers: OpenSSL's strict checks (Python 3.13's default) require them
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                           critical=False)
             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
                                          crl_sign=True, content_commitment=False,
                                          key_encipherment=False, data_encipherment=False,
@@ -267,7 +270,11 @@ def _leaf_cert(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, co
                .issuer_name(ca_cert.subject).public_key(key.public_key())
                .serial_number(x509.random_serial_number())
                .not_valid_before(now - _dt.timedelta(minutes=5)).not_valid_after(until)
-               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+                              critical=False)
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                   ca_key.public_key()), critical=False))
     if san is not None:
         builder = builder.add_extension(san, critical=False)
     cert = (builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)

@@ -510,6 +510,28 @@ def test_checkpoint_below_quorum(copy: Path) -> None:
     assert "1 of 2 required" in p.reason
 
 
+@pytest.mark.parametrize("change", ["name", "key hash"])
+def test_a_checkpoint_signature_line_altered_is_found(copy: Path, change: str) -> None:
+    """A verifier ignores a line by an unknown key (signed notes say so), and the other lines
+    still made the quorum: a byte flipped in a stored line's name or key hash audited CLEAN.
+    A node stores only co-signatures it checked, so such a line was changed (ADR 54)."""
+    from dataclasses import replace
+
+    size = _size_of(copy, 6)
+    signed = SignedCheckpoint.from_text(_get(copy, checkpoint_key(size)))
+    assert len(signed.signatures) > 2  # the other lines still make the quorum of 2
+    last = signed.signatures[-1]
+    altered = (replace(last, name=last.name[:-1] + "z") if change == "name" else
+               replace(last, key_hash=bytes([last.key_hash[0] ^ 1]) + last.key_hash[1:]))
+    _put(copy, checkpoint_key(size),
+         SignedCheckpoint(signed.checkpoint, (*signed.signatures[:-1], altered))
+         .to_text().encode())
+    p = _broken(copy)
+    assert (p.kind, p.height) == ("checkpoint", 6)
+    assert "no node key the network registered" in p.reason
+    assert altered.name in (p.found or "")
+
+
 def test_checkpoint_of_another_root_signed_by_quorum(copy: Path) -> None:
     size = _size_of(copy, 5)
     fake = SignedCheckpoint(Checkpoint("changsheng-demo", size, bytes(32)))
@@ -808,3 +830,53 @@ def test_a_source_that_is_neither_folder_nor_file_is_named_as_such(tmp_path: Pat
         audit(tmp_path / "missing", now=T0)
     with pytest.raises(AuditError, match="neither a store folder nor an archive file"):
         audit(Path("/dev/zero"), now=T0)
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        value |= (byte & 0x7F) << shift
+        at += 1
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
+def test_a_table_that_fails_leveldbs_checksums_is_not_called_clean(copy: Path) -> None:
+    """A byte changed where no record's meaning changes (here a data block's CRC) replayed
+    the same and audited CLEAN, though LevelDB itself calls the table corrupt (ADR 54)."""
+    db = plyvel.DB(str(copy / "ledger"))
+    before = list(db.iterator())
+    db.close()
+    # the same records in one uncompressed table (.ldb), none left in the log
+    shutil.rmtree(copy / "ledger")
+    db = plyvel.DB(str(copy / "ledger"), create_if_missing=True, compression=None)
+    with db.write_batch() as batch:
+        for key, value in before:
+            batch.put(key, value)
+    db.compact_range()
+    db.close()
+    assert audit(copy, now=T0).clean
+    tables = sorted((copy / "ledger").glob("*.ldb"), key=lambda p: p.stat().st_size)
+    table = tables[-1]
+    data = bytearray(table.read_bytes())
+    # SSTable footer: the index block's handle; its first entry is the first data block's
+    footer = bytes(data[-48:])
+    _, at = _varint(footer, 0)
+    _, at = _varint(footer, at)  # (metaindex handle)
+    index_offset, at = _varint(footer, at)
+    _shared, at = _varint(data, index_offset)
+    key_len, at = _varint(data, at)
+    _value_len, at = _varint(data, at)
+    block_offset, at = _varint(data, at + key_len)
+    block_size, _ = _varint(data, at)
+    data[block_offset + block_size + 1] ^= 0x01  # after the type byte: the block's CRC
+    table.write_bytes(bytes(data))
+    db = plyvel.DB(str(copy / "ledger"))
+    assert list(db.iterator()) == before  # every record reads the same without checksums
+    with pytest.raises(plyvel.CorruptionError):
+        list(db.iterator(verify_checksums=True))
+    db.close()
+    with pytest.raises(AuditError, match="replayed, but its files fail LevelDB's own checksums"):
+        audit(copy, now=T0)

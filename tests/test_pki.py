@@ -806,3 +806,29 @@ def test_health_says_when_a_certificate_nears_its_end_or_is_revoked(tmp_path: Pa
     renew_agency_cert(pki, "civil", b"pw", now=ca_end - dt.timedelta(days=10))
     ca_soon = certificate_problem(pki, "civil", ca_end - dt.timedelta(days=10))
     assert ca_soon is not None and "ca.crt ends in" in ca_soon and "renew-ca" in ca_soon
+
+
+def test_certificates_pass_openssls_strict_checks(tmp_path: Path) -> None:
+    """Python 3.13's default client context checks strictly (VERIFY_X509_STRICT): the CA had
+    no subject key identifier and agency certificates no authority key identifier, and every
+    connection to etcd and between nodes failed ("Missing Authority Key Identifier")."""
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil"], b"pw", now=dt.datetime.now(dt.UTC))
+    ca, civil = _cert(pki / "ca.crt"), _cert(pki / "civil.crt")
+    ski = ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    aki = civil.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    assert aki.key_identifier == ski.digest
+    port, thread, sock = _tls_server(pki, "civil")
+    try:
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, \
+                ctx.wrap_socket(raw, server_hostname="civil") as tls:
+            assert tls.recv(2) == b"ok"
+    finally:
+        sock.close()
+        thread.join(timeout=5)
+    # a renewed CA keeps its key, so its identifier: what it signed before still chains
+    renewed = renew_ca(pki, b"pw", now=dt.datetime.now(dt.UTC))
+    assert renewed.extensions.get_extension_for_class(
+        x509.SubjectKeyIdentifier).value.digest == ski.digest
