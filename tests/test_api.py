@@ -1489,3 +1489,70 @@ def test_failing_replication_steps_are_logged_once_a_minute_with_a_count() -> No
     assert said == ["", None, None, None, None]
     me._failures._said -= FAILURE_SAID_EVERY + 1  # a minute on
     assert failed() == " (4 more failed steps since the last line)"
+
+
+# -- found by a mutation round of the node, the verifier and the codec (ADR 54) ----------------
+
+def test_a_status_list_token_is_signed_again_once_its_minute_is_over(tmp_path: Path) -> None:
+    """An unchanged list's token is reused for TOKEN_REUSE seconds only, then signed again
+    with a fresh iat and exp: a token kept for as long as the list does not change would be
+    served past its exp (an hour), and every verifier fetching it would find the credentials'
+    status undetermined."""
+    from node import service
+    from node.service import Node
+
+    now = [float(NOW)]
+    node = Node(make_demo(tmp_path / "demo"), "edu", PASS, clock=lambda: now[0],
+                timer=lambda: now[0], workers=0)
+    try:
+        def iat_exp(token: str) -> tuple[int, int]:
+            payload = json.loads(unb64url(token.split(".")[1]))
+            return payload["iat"], payload["exp"]
+
+        first = node.status_list_token("edu", "degree")
+        assert iat_exp(first)[0] == NOW
+        now[0] = NOW + service.TOKEN_REUSE - 1
+        assert node.status_list_token("edu", "degree") == first  # within its minute
+        now[0] = NOW + service.TOKEN_REUSE
+        second = node.status_list_token("edu", "degree")
+        assert second != first and iat_exp(second)[0] == NOW + service.TOKEN_REUSE
+        now[0] = NOW + 2 * 3600  # long past the first token's exp
+        later = node.status_list_token("edu", "degree")
+        iat, exp = iat_exp(later)
+        assert iat == NOW + 2 * 3600 and exp > now[0]
+    finally:
+        node.close()
+
+
+def test_a_batch_of_more_than_4096_transactions_is_refused_whole(http: httpx.Client) -> None:
+    """4096 is the most one batch may carry (test_ops sends exactly 4096): one more is a 400
+    that names the bound, before any item is parsed or any token beyond the request's own is
+    taken, and nothing is submitted."""
+    size = http.get("/v1/head").json()["log_size"]
+    r = http.post("/v1/tx/batch", content=codec.encode([b"x"] * 4097))
+    assert r.status_code == 400, r.text
+    assert "4097 transactions in one request; at most 4096" in r.json()["detail"]
+    assert http.get("/v1/head").json()["log_size"] == size
+
+
+def test_a_declared_oversize_body_is_refused_before_it_is_read(
+        live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Content-Length over the cap is answered 413 at once, from the header alone: the node
+    neither waits for nor buffers a body it will refuse (a client announcing 10 MB and sending
+    10 bytes got 408 after BODY_SECONDS, with its connection held meanwhile)."""
+    import socket as _socket
+
+    from node import app as node_app
+
+    monkeypatch.setattr(node_app, "BODY_SECONDS", 5.0)
+    host, port = live.url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    with _socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(b"POST /v1/tx HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n"
+                  b"Content-Length: 10000000\r\n\r\n" + b"\x93" * 10)
+        reply = b""
+        while chunk := s.recv(4096):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 413"), reply
+    assert b"PayloadTooLarge" in reply
+    assert time.monotonic() - started < 4.0

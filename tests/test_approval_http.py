@@ -459,3 +459,113 @@ def test_an_agency_records_and_withdraws_a_credit_event_through_its_node(tmp_pat
     by_node = next(e for e in events if e.txid.hex() == undated["txid"])
     assert (by_node.date, by_node.expiry) == (NOW, NOW + 30 * 86400)
     assert REG_NO.encode() not in raw  # the ledger holds the pseudonym only
+
+
+# -- found by a mutation round of the node, the verifier and the codec (ADR 54) ----------------
+
+def test_the_operator_routes_of_approvals_and_credit_refuse_a_missing_or_wrong_token(
+        tmp_path: Path) -> None:
+    """Recording a credit event (signed with the agency's issuing key, about any subject) and
+    reading a decision's explanation (claim values) are operator-only on the server itself:
+    401 without a token or with a wrong one, and nothing is recorded. (The `agency credit`
+    CLI refuses to send without a token, so its test never reaches the server's check.)"""
+    data, _ = prepare(tmp_path)
+    settings = settings_for(data)
+    settings = type(settings)(**{**settings.__dict__, "agency": "market"})
+    app = create_app(settings, clock=lambda: NOW, passphrase=PASS)
+    event = {"subject": REG_NO, "reason": "late-filing", "category": "permits",
+             "points": -40, "valid_days": 30}
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        size = http.get("/v1/head").json()["log_size"]
+        for headers in ({}, {"Authorization": "Bearer not-the-token"}):
+            r = http.post("/v1/credit/events", json=event, headers=headers)
+            assert r.status_code == 401, r.text
+            assert r.headers["www-authenticate"] == "Bearer"
+            r = http.get(f"/v1/approvals/{'ab' * 32}/explain", headers=headers)
+            assert r.status_code == 401, r.text
+            assert http.get("/v1/approvals", headers=headers).status_code == 401
+        assert http.get("/v1/head").json()["log_size"] == size  # nothing was recorded
+        # the same event with the token is recorded: the refusals above were the token's
+        r = http.post("/v1/credit/events", json=event, headers=AUTH)
+        assert r.status_code == 200, r.text
+        assert http.get("/v1/head").json()["log_size"] == size + 1
+
+
+def test_an_application_whose_presentations_are_not_bound_to_the_applicants_key_is_refused(
+        tmp_path: Path) -> None:
+    """The approval credential is issued to the holder_jwk the application names; every
+    presented credential must be bound to that same key. Otherwise one person's verified
+    business registration would get an approval credential bound to somebody else's key (or
+    credentials of several holders would be pooled into one application). Refused, and
+    nothing is decided or committed."""
+    import pytest
+
+    from contracts.errors import ApplicationError
+    from ledger import sdjwt
+    from ledger.keys import PrivateKey
+    from node.approvals import Approvals
+
+    data, wallet = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service = Approvals(node)
+        pending = service.open_application("business-licence", "https://market.example")
+        answers = wallet.answer([p.request for p in pending], now=NOW)
+        stranger = sdjwt.jwk_from_ed25519(PrivateKey.generate().public.raw)
+        head = node.store.head
+        with pytest.raises(ApplicationError, match="bound to the applicant's holder key"):
+            service.apply("business-licence", list(answers), stranger)
+        assert node.store.head == head  # no approval, no approval credential
+        assert service.list() == []
+    finally:
+        node.close()
+
+
+def test_a_revoked_identity_credential_reads_no_credit_record(tmp_path: Path) -> None:
+    """Reading a credit record needs an identity presentation that *verifies*, status
+    included: a revoked (say stolen) business registration, whose signatures and disclosures
+    all check, must not give its presenter the business's credit events and score."""
+    import pytest
+
+    from contracts.errors import ApplicationError
+    from node.approvals import Approvals
+
+    data, wallet = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service = Approvals(node)
+        pending = service.credit_request("business-registration", "https://market.example")
+        reg_id = wallet.pick(pending.request, NOW)
+        env = wallet.present(reg_id, pending.request, now=NOW)
+        node.set_status(bytes.fromhex(reg_id), "revoked", "stolen")
+        with pytest.raises(ApplicationError, match="did not verify"):
+            service.credit_record(pending.request.nonce, env)
+        # (the same presentation not revoked reads the record: test_apply_get_credential_...)
+    finally:
+        node.close()
+
+
+def test_a_node_of_another_agency_opens_no_application_for_a_service_it_does_not_decide(
+        tmp_path: Path) -> None:
+    """business-licence is decided by market: civil's node refuses to open an application
+    for it (and to decide one), naming the agency that decides it, before it asks anyone for
+    a claim. The ledger would refuse its approval at commit, but only after the citizen's
+    claims were collected and checked by the wrong agency."""
+    import pytest
+
+    from contracts.errors import ApplicationError
+    from node.approvals import Approvals
+
+    data, wallet = prepare(tmp_path)
+    node = Node(data, "civil", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service = Approvals(node)
+        head = node.store.head
+        with pytest.raises(ApplicationError, match="decided by 'market', not by this node"):
+            service.open_application("business-licence", "https://civil.example")
+        assert not node._requests  # nothing asked of anyone
+        with pytest.raises(ApplicationError, match="decided by 'market', not by this node"):
+            service.apply("business-licence", [], wallet.holder_jwk())
+        assert node.store.head == head
+    finally:
+        node.close()

@@ -537,3 +537,21 @@ def test_every_kept_file_written_by_a_newer_version_says_so() -> None:
         with pytest.raises(LedgerError, match="upgrade to read it") as e:
             read()
         assert what in str(e.value), str(e.value)
+
+
+# -- found by a mutation round of the node, the verifier and the codec (ADR 54) ----------------
+
+@pytest.mark.parametrize("depth", range(30, 41))
+def test_encode_refuses_exactly_what_decode_would_refuse(depth: int) -> None:
+    """The nesting bound is one bound: whatever encode() produces (a payload hashed, signed,
+    committed) decode() reads back; one level more than decode takes is refused by encode
+    too, for lists and maps. (test_encode_too_deep_rejected only tries depth 40.)"""
+    deep_map: Any = 1
+    for _ in range(depth):
+        deep_map = {"k": deep_map}
+    for value in (nested_list(depth), deep_map):
+        if depth > 33:
+            with pytest.raises(ValueError, match="deeper"):
+                encode(value)
+        else:
+            assert decode(encode(value)) == value

@@ -492,3 +492,22 @@ def test_a_key_file_sealing_something_else_than_a_seed_is_refused(key_file: Path
     with pytest.raises(KeyFileError, match="what"):
         keys.open_secret(sealed, PASS, "credit-secret", other)
     assert keys.open_secret(sealed, PASS, "tls-key", other) == b"sixteen bytes!!!"
+
+
+# -- found by a mutation round of the node, the verifier and the codec (ADR 54) ----------------
+
+def test_a_passphrase_file_over_4096_bytes_is_refused_not_cut(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path) -> None:
+    """A file named by $LEDGER_KEY_PASSPHRASE_FILE that is over 4096 bytes is no passphrase (a
+    key, a certificate named by mistake): refused, never silently cut to its first bytes. At
+    exactly 4096 bytes it is read whole (the bound is inclusive)."""
+    monkeypatch.delenv("LEDGER_KEY_PASSPHRASE", raising=False)
+    secret = tmp_path / "pass"
+    monkeypatch.setenv("LEDGER_KEY_PASSPHRASE_FILE", str(secret))
+    secret.write_bytes(b"p" * 4096)
+    secret.chmod(0o600)
+    assert read_passphrase() == b"p" * 4096
+    for size in (4097, 4098, 10_000):
+        secret.write_bytes(b"p" * size)
+        with pytest.raises(KeyFileError, match="over 4096 bytes"):
+            read_passphrase()

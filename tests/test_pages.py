@@ -854,3 +854,63 @@ def test_a_full_blocks_page_shows_its_transactions_a_page_at_a_time(
     assert f"/blocks/{height}?page=1" in second.text
     past = client.get(f"/blocks/{height}", params={"page": 10_000})  # the last page
     assert ids[-1][:16] in past.text and past.status_code == 200
+
+
+# -- found by a mutation round of the node, the verifier and the codec (ADR 54) ----------------
+
+def test_a_verdict_is_shown_no_longer_than_its_requests_lifetime(
+        served: Served, client: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A verdict page (the citizen's claims) is kept for REQUEST_TTL after its check, then
+    gone, also to the browser that made it: a desk browser's Back or history must not show
+    it later, however few checks came after (VERDICTS_KEPT is not the only bound)."""
+    import time
+    import types
+
+    from node import pages
+    from node.service import REQUEST_TTL
+
+    bundle, key = _issue(served.node)
+    nonce, audience = _new_request(client, ["district"])
+    env = _present(bundle, key, nonce, audience, ["district"])
+    ok = client.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
+    assert '<h1 id="verdict">VERIFIED</h1>' in ok.text
+    later = time.monotonic() + REQUEST_TTL + 1
+    monkeypatch.setattr(pages, "_time", types.SimpleNamespace(monotonic=lambda: later))
+    gone = client.get(str(ok.url))
+    assert gone.status_code == 404 and "no longer shown" in gone.text
+    assert "Changsheng" not in gone.text
+    back = client.get(f"/verify/request/{nonce}")  # answered and forgotten: no verdict
+    assert "Changsheng" not in back.text and back.url != ok.url
+
+
+def test_another_browser_with_the_nonce_is_not_sent_to_the_verdicts_address(
+        served: Served, client: httpx.Client) -> None:
+    """The nonce is no secret (QR code): another browser that has it is told the request was
+    answered, and is not given the verdict page's unguessable address (a redirect to it)."""
+    bundle, key = _issue(served.node)
+    nonce, audience = _new_request(client, ["district"])
+    env = _present(bundle, key, nonce, audience, ["district"])
+    ok = client.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
+    assert '<h1 id="verdict">VERIFIED</h1>' in ok.text
+    vid = str(ok.url).rsplit("/", 1)[-1]
+    with httpx.Client(base_url=served.base, timeout=30, follow_redirects=False) as other:
+        for r in (other.get(f"/verify/request/{nonce}"),
+                  other.post("/verify/check", data={"nonce": nonce, "presentation": "x"})):
+            assert r.status_code == 400, (r.status_code, r.headers)
+            assert vid not in r.headers.get("location", "") and vid not in r.text
+            assert "browser that made" in r.text
+
+
+def test_a_sibling_sites_image_may_not_draw_a_requests_qr_code_again(
+        served: Served, client: httpx.Client) -> None:
+    """Sec-Fetch-Site same-site (a page of a sibling subdomain) is another site too: its
+    <img> of a request's page (the nonce is in the QR code) is refused as a cross-site one
+    is, and does not spend the desk's rate limit on drawing the code; a link followed
+    (navigate) still shows the page."""
+    nonce, _ = _new_request(client, ["district"])
+    img = client.get(f"/verify/request/{nonce}", headers={"sec-fetch-site": "same-site",
+                                                          "sec-fetch-mode": "no-cors"})
+    assert img.status_code == 403 and "<svg" not in img.text
+    link = client.get(f"/verify/request/{nonce}", headers={"sec-fetch-site": "same-site",
+                                                           "sec-fetch-mode": "navigate"})
+    assert link.status_code == 200 and "<svg" in link.text

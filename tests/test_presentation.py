@@ -319,3 +319,27 @@ def test_an_approval_credential_must_name_its_issuers_decision(world: World) -> 
     assert "decision is not disclosed" in (_decision_mismatch(
         bare, by_edu, 7, ledger, world.ledger.registry) or "")
     assert "has not seen the credential" in why(leaf=100)  # an old copy: not a forgery
+
+
+# -- found by a mutation round of the node, the verifier and the codec (ADR 54) ----------------
+
+def test_a_bundle_over_128_kib_is_refused_though_each_field_is_within_its_own_limit() -> None:
+    """Bundle.from_bytes bounds the whole bundle (4 x MAX_ENVELOPE, 128 KiB), not only each
+    field: an anchor of 60 kB and an SD-JWT of 71 kB each pass their own limit (64 KiB, 128 KiB)
+    but together are over it. One byte under the bound, the same shape is read."""
+    from ledger.presentation import MAX_ENVELOPE
+
+    def bundle_of(total: int) -> bytes:
+        base = Bundle(b"a" * 60_000, 0, (), "c", "").to_bytes()
+        sd_jwt = "x" * (total - len(base) - 3)  # a first guess
+        data = Bundle(b"a" * 60_000, 0, (), "c", sd_jwt).to_bytes()
+        data = Bundle(b"a" * 60_000, 0, (), "c", "x" * (len(sd_jwt) + total - len(data))  # exact
+                      ).to_bytes()
+        assert len(data) == total
+        return data
+
+    limit = MAX_ENVELOPE * 4
+    assert Bundle.from_bytes(bundle_of(limit)).sd_jwt.startswith("x")
+    for total in (limit + 1, limit + 10_000, limit + 80_000):
+        with pytest.raises(DecodeError, match="byte limit"):
+            Bundle.from_bytes(bundle_of(total))

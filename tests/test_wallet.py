@@ -1189,3 +1189,41 @@ def test_a_credential_is_not_picked_at_its_expiry(world: World, wallet: Wallet) 
         wallet.pick(REQ, info.valid_until)
     assert info.state(info.valid_from) == "valid"
     assert info.state(info.valid_from - 1) != "valid"
+
+
+# -- found by a mutation round of the node, the verifier and the codec (ADR 54) ----------------
+
+@pytest.mark.parametrize("field", [{"ops": 256}, {"ops": 5}, {"mem": 1 << 34},
+                                   {"mem": (1 << 30) + 1024}])
+def test_a_header_over_the_kdf_caps_is_refused_before_any_key_derivation(
+        wallet: Wallet, field: dict[str, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wallet file names its own Argon2id cost in clear; one over libsodium's SENSITIVE
+    preset (4 passes, 1 GiB) is refused as damaged *before* Argon2id runs: a tampered header
+    must not make `wallet` spend minutes or 16 GiB of memory to fail the tag check after.
+    (test_a_header_cannot_demand_more_key_stretching_than_the_strongest_preset matches only
+    "damaged", which the tag failure after a full derivation says too.)"""
+    import nacl.pwhash
+
+    from ledger import codec
+
+    header = codec.decode(wallet.path.read_bytes())
+    wallet.path.write_bytes(codec.encode({**header, **field}))
+
+    def no_derivation(*args: object, **kwargs: object) -> bytes:
+        raise AssertionError("Argon2id ran on a header over the caps")
+
+    monkeypatch.setattr(nacl.pwhash.argon2id, "kdf", no_derivation)
+    name = next(iter(field))
+    with pytest.raises(WalletFileError, match=rf"not a wallet file or is damaged: .*\.{name}: "):
+        Wallet.open(wallet.path, PASS)
+
+
+def test_an_empty_passphrase_never_seals_or_opens_a_wallet(tmp_path: Path,
+                                                           wallet: Wallet) -> None:
+    """The library refuses an empty passphrase itself (not only the CLI's prompt): a wallet
+    sealed under b"" would be readable by anyone who finds the file."""
+    with pytest.raises(WalletFileError, match="empty passphrase"):
+        Wallet.init(tmp_path / "new.db", b"")
+    assert not (tmp_path / "new.db").exists()
+    with pytest.raises(WalletFileError, match="empty passphrase"):
+        Wallet.open(wallet.path, b"")
