@@ -96,7 +96,7 @@ from ledger.errors import (
     SignatureError,
     StoreError,
 )
-from ledger.finality import checkpoint_verifiers, verify_final
+from ledger.finality import checkpoint_verifiers, unregistered_signatures, verify_final
 from ledger.keys import PrivateKey, PublicKey
 from ledger.sigcheck import Checking, SignatureChecker
 from ledger.state import Registry
@@ -695,8 +695,11 @@ def _run(report: AuditReport, src: _StoreSource | _ArchiveSource, scratch: _Scra
          checker: SignatureChecker | None, progress: Progress | None,
          folders: tuple[Path, ...], approvals: Approvals) -> None:
     stored = src.stored_records() if isinstance(src, _StoreSource) else None
+    replayer = Replayer(scratch)
     try:
-        _replay(report, src, Replayer(scratch), stored, checker, progress, folders, approvals)
+        _replay(report, src, replayer, stored, checker, progress, folders, approvals)
+        if report.complete:
+            _stray_signatures(report, replayer)
         if report.complete:
             approvals.check(report, scratch)
         if report.complete:
@@ -708,6 +711,26 @@ def _run(report: AuditReport, src: _StoreSource | _ArchiveSource, scratch: _Scra
     finally:
         if stored is not None:
             stored.close()
+
+
+def _stray_signatures(report: AuditReport, replayer: Replayer) -> None:
+    """A stored checkpoint's signature line by a key the network never registered, by the end
+    of the chain. A verifier ignores such a line (signed notes say so), and the others may
+    still make the quorum: a byte changed in a signer's name or key hash audited CLEAN. A node
+    stores its own line and co-signatures it checked, so such a line was changed (ADR 54)."""
+    final = replayer.store.registry
+    if final is None:
+        return
+    bad = [(height, record, stray) for height, record, signed in replayer.stray_signatures
+           if (stray := unregistered_signatures(signed, final))]
+    if bad:
+        height, record, stray = bad[0]
+        more = f" (and {len(bad) - 1} more checkpoints)" if len(bad) > 1 else ""
+        report.problems.append(Problem(
+            "checkpoint", "checkpoint holds a signature by no node key the network ever "
+            f"registered: a node stores only its own and checked co-signatures, so this line "
+            f"was changed{more}", height, record=record,
+            expected="signatures by registered node keys", found=", ".join(stray)))
 
 
 def _replay(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: Replayer,

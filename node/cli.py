@@ -285,7 +285,7 @@ def run(
                         workers=settings.workers)
             cleanup.callback(node.close)
             if runtime is not None and settings.pki is not None:
-                node.watch_certificates(settings.pki, settings.agency)
+                node.watch_certificates(settings.pki, settings.agency, runtime)
         except LedgerError as e:
             err.print(f"[red]cannot open the node:[/] {e}")
             raise typer.Exit(1) from e
@@ -587,7 +587,8 @@ def pki_renew(pki: _PKI_FOLDER, agency: _PKI_AGENCY, host: _PKI_HOSTS = None) ->
 def pki_renew_ca(pki: _PKI_FOLDER) -> None:
     """Move the network CA's end ten years on: a new ca.crt for the same CA (same name, same
     key), so every certificate it signed verifies under the old and the new alike. Copy the
-    new ca.crt to every agency's PKI folder; each takes it at its next restart (etcd members
+    new ca.crt and crl.pem (its revocation list, re-signed to the new end) to every agency's
+    PKI folder; each takes it at its next restart (etcd members
     and nodes), one at a time, before the old one ends. Then renew agency certificates the
     old CA's end had cut short. (A stolen CA key needs a new PKI instead.)"""
     from node.pki import renew_ca
@@ -596,8 +597,8 @@ def pki_renew_ca(pki: _PKI_FOLDER) -> None:
         cert = renew_ca(pki, passphrase, now=now)
         return (f"the network CA is valid until {cert.not_valid_after_utc:%Y-%m-%d} "
                 f"({pki / 'ca.crt'}; the old one kept in {pki / 'superseded'}): copy ca.crt "
-                "to every agency's PKI folder and restart their etcd members and nodes one "
-                "at a time")
+                "and crl.pem (valid as long now) to every agency's PKI folder and restart "
+                "their etcd members and nodes one at a time")
 
     _pki_step("renew the network CA", step)
 

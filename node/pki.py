@@ -32,6 +32,7 @@ import ipaddress
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -65,6 +66,8 @@ SUPERSEDED = "superseded"  # certificates renew replaced, still valid until they
 OPERATOR = "operator"  # operator.crt / operator.key
 ETCD_ROOT = "root"  # etcd takes a client certificate's CN as its user; root administers it
 # ids whose files or CN would be the CA's, the list's, the operator's or etcd's root
+_OLD_CA = "ca."
+"""How ``superseded/`` names a CA certificate ``renew_ca`` replaced (``ca.<serial>.crt``)."""
 _RESERVED = frozenset({"ca", "crl", OPERATOR, ETCD_ROOT, REVOKED, SUPERSEDED})
 
 
@@ -171,22 +174,25 @@ def _ca_cert(key: ec.EllipticCurvePrivateKey, name: x509.Name,
 def renew_ca(folder: Path, passphrase: bytes, *, now: _dt.datetime) -> x509.Certificate:
     """Replace ``ca.crt`` with a certificate of the same CA (same name, same key) valid for
     :data:`CA_VALID_DAYS` from ``now``: every certificate the CA signed verifies under either,
-    so agencies change to the new ``ca.crt`` one at a time, each at its next restart, and
+    so agencies change to the new ``ca.crt`` (and ``crl.pem``) one at a time, each at its next
+    restart, and
     renewed agency certificates get their full time again. The old one is kept in
     ``superseded/``; the revocation list (same entries) and the operator's certificate are
     made anew to the new end. (A stolen CA key needs a new PKI; this only moves the CA's
     end.)"""
-    old = _certificate(folder / "ca.crt")
     ca_cert, ca_key = _ca(folder, passphrase)
     cert = _ca_cert(ca_key, ca_cert.subject, now)
     (folder / SUPERSEDED).mkdir(exist_ok=True, mode=0o700)
-    shutil.copyfile(folder / "ca.crt", folder / SUPERSEDED / f"ca-{old.serial_number:x}.crt")
+    # "ca." and a serial: no agency's file name (ids have no '.') can be taken for it
+    shutil.copyfile(folder / "ca.crt",
+                    folder / SUPERSEDED / f"{_OLD_CA}{ca_cert.serial_number:x}.crt")
     crl = _read_crl(folder, ca_cert)
-    write_atomic(folder / "ca.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
     # the revocation list's next update was the old end (OpenSSL refuses a CRL past it), and
-    # the operator's certificate ended with the old CA too
+    # the operator's certificate ended with the old CA too; both verify under the old and the
+    # new ca.crt, which is written last: a run stopped midway is repaired by running it again
     _write_crl(folder, cert, ca_key, [] if crl is None else list(crl), now)
     _issue_operator_cert(folder, cert, ca_key, passphrase, now)
+    write_atomic(folder / "ca.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
     return cert
 
 
@@ -433,7 +439,7 @@ def list_certificates(folder: Path) -> list[CertInfo]:
                             op.serial_number in revoked))
     for path in [*sorted(folder.glob("*.crt")), *sorted((folder / SUPERSEDED).glob("*.crt")),
                  *sorted((folder / REVOKED).glob("*.crt"))]:
-        if path.name in ("ca.crt", f"{OPERATOR}.crt") or path.name.startswith("ca-"):
+        if path.name in ("ca.crt", f"{OPERATOR}.crt") or path.name.startswith(_OLD_CA):
             continue
         cert = _certificate(path)
         name = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
@@ -494,7 +500,8 @@ def _certificate(path: Path) -> x509.Certificate:
 
 
 def check_certificates(folder: Path, agency: str, key: ec.EllipticCurvePrivateKey, *,
-                       now: _dt.datetime) -> int:
+                       now: _dt.datetime, strict_tls: bool = sys.version_info >= (3, 13)
+                       ) -> int:
     """Check ``<agency>.crt`` against its key and the CA in ``folder``, and both against
     ``now``; :class:`PkiError` names what is wrong. Returns the days left until the earlier
     of the two expires (etcd and peers would refuse an expired one mid-run)."""
@@ -522,6 +529,15 @@ def check_certificates(folder: Path, agency: str, key: ec.EllipticCurvePrivateKe
         raise PkiError(f"{folder / (agency + '.crt')} is not for both TLS servers and clients "
                        "(extended key usage): an agency's node and etcd member are both; "
                        f"make it with `ledger-node pki renew --agency {agency}`")
+    if strict_tls:  # Python 3.13's TLS checks strictly: these fail every connection
+        missing = [f"{name} has no {what} key identifier" for name, c, ext, what in (
+            ("ca.crt", ca, x509.SubjectKeyIdentifier, "subject"),
+            (f"{agency}.crt", cert, x509.AuthorityKeyIdentifier, "authority"))
+            if not _has(c, ext)]
+        if missing:
+            raise PkiError(f"{'; '.join(missing)}: certificates made before ADR 54 fail this "
+                           "Python's strict TLS checks; the network's operator runs "
+                           "`ledger-node pki renew-ca`, then `pki renew` for each agency")
     for name, c in (("ca.crt", ca), (f"{agency}.crt", cert)):
         if now < c.not_valid_before_utc:
             start = f"{c.not_valid_before_utc:%Y-%m-%d %H:%M}"
@@ -533,6 +549,14 @@ def check_certificates(folder: Path, agency: str, key: ec.EllipticCurvePrivateKe
     return min((c.not_valid_after_utc - now).days for c in (ca, cert))
 
 
+def _has(cert: x509.Certificate, extension: type[x509.ExtensionType]) -> bool:
+    try:
+        cert.extensions.get_extension_for_class(extension)
+    except x509.ExtensionNotFound:
+        return False
+    return True
+
+
 def _renew_hint(name: str, agency: str) -> str:
     if name == "ca.crt":
         return ("the network's operator renews it where the CA key is kept (`ledger-node pki "
@@ -542,25 +566,45 @@ def _renew_hint(name: str, agency: str) -> str:
             f"{agency}.key")
 
 
-def certificate_problem(folder: Path, agency: str, now: _dt.datetime) -> str | None:
-    """What a running node's health says of its TLS certificates (read from ``folder`` again,
-    as an operator replaces them): revoked on the folder's ``crl.pem``, expired, or ending
-    within :data:`WARN_DAYS`; None if none of these (or the folder cannot be read now)."""
+def certificate_problem(folder: Path, agency: str, now: _dt.datetime,
+                        in_use: Path | None = None) -> str | None:
+    """What a running node's health says of its TLS certificates: the ones it runs with (the
+    copies in ``in_use``, its runtime folder, else ``folder``'s) ending within
+    :data:`WARN_DAYS` or ended; its certificate on the revocation list in ``folder`` (read
+    again: the operator copies a new one there); that list's own next update near or past
+    (OpenSSL refuses a list past it, and every peer connection with it). None: all well."""
+    where = in_use or folder
     try:
-        ca, cert = _certificate(folder / "ca.crt"), _certificate(folder / f"{agency}.crt")
-        revoked = cert.serial_number in _revoked_serials(folder, ca)
-    except (PkiError, OSError):
-        return None
-    if revoked:
-        return (f"this agency's TLS certificate {folder / (agency + '.crt')} is on the network's "
-                "revocation list (crl.pem): etcd members and peers refuse its new connections")
+        ca, cert = _certificate(where / "ca.crt"), _certificate(where / f"{agency}.crt")
+        crl = _read_crl(folder, _certificate(folder / "ca.crt"))
+    except (PkiError, OSError) as e:
+        return f"cannot read this agency's TLS certificates: {e}"
+    if crl is not None and crl.get_revoked_certificate_by_serial_number(
+            cert.serial_number) is not None:
+        return (f"this agency's TLS certificate (serial {cert.serial_number:x}) is on the "
+                f"network's revocation list ({folder / CRL}): etcd members and peers refuse "
+                "its new connections")
+    renewed = ""
+    with contextlib.suppress(PkiError, OSError):
+        if in_use is not None and _certificate(folder / f"{agency}.crt").serial_number != \
+                cert.serial_number:
+            renewed = (f"; the renewed certificate in {folder} is taken when the node and "
+                       "its etcd member restart")
     for name, c in (("ca.crt", ca), (f"{agency}.crt", cert)):
         left = c.not_valid_after_utc - now
         if left.days < WARN_DAYS:
             when = ("ended" if left.total_seconds() <= 0 else f"ends in {left.days} days")
-            return (f"TLS certificate {folder / name} {when} ({c.not_valid_after_utc:%Y-%m-%d}"
-                    f"): etcd members and peers refuse it once it has ended; "
-                    + _renew_hint(name, agency))
+            return (f"the TLS certificate {name} this node runs with {when} "
+                    f"({c.not_valid_after_utc:%Y-%m-%d}): etcd members and peers refuse it "
+                    "once it has ended; " + (renewed[2:] if renewed else
+                                              _renew_hint(name, agency)))
+    if crl is not None and crl.next_update_utc is not None:
+        left = crl.next_update_utc - now
+        if left.days < WARN_DAYS:
+            return (f"the revocation list {folder / CRL} is valid until "
+                    f"{crl.next_update_utc:%Y-%m-%d}: past it every connection checked "
+                    "against it fails; copy the crl.pem the operator's `ledger-node pki "
+                    "renew-ca` (or `revoke`) made to every agency")
     return None
 
 

@@ -404,10 +404,11 @@ class Node:
     """Seconds between two reads of the PKI folder for :meth:`tls_problem` (health probes
     come every few seconds; the folder changes when an operator renews or revokes)."""
 
-    def watch_certificates(self, folder: Path, agency: str) -> None:
-        """Have health say when this agency's TLS certificate (or the CA's) nears its end, has
-        ended, or is revoked on the folder's ``crl.pem`` (ADR 54)."""
-        self._tls: tuple[Path, str] | None = (folder, agency)
+    def watch_certificates(self, folder: Path, agency: str, in_use: Path | None = None) -> None:
+        """Have health say when the TLS certificate this agency runs with (the copies in
+        ``in_use``, else ``folder``'s), or the CA's, nears its end, has ended, or is revoked
+        on the folder's ``crl.pem`` (ADR 54)."""
+        self._tls: tuple[Path, str, Path | None] | None = (folder, agency, in_use)
         self._tls_seen: tuple[float, str | None] = (-self.TLS_CHECK_EVERY, None)
 
     def tls_problem(self) -> str | None:
@@ -419,9 +420,10 @@ class Node:
         if _time.monotonic() - at >= self.TLS_CHECK_EVERY:
             from node.pki import certificate_problem
 
-            folder, agency = watched
+            folder, agency, in_use = watched
             problem = certificate_problem(folder, agency,
-                                          _dt.datetime.fromtimestamp(self.now(), _dt.UTC))
+                                          _dt.datetime.fromtimestamp(self.now(), _dt.UTC),
+                                          in_use)
             self._tls_seen = (_time.monotonic(), problem)
         return problem
 

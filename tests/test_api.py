@@ -1327,7 +1327,7 @@ def test_health_says_when_the_tls_certificate_nears_its_end(tmp_path: Path) -> N
         app.state.node.watch_certificates(pki, "civil")
         health = http.get("/v1/health").json()
         assert health["status"] == "degraded", health
-        assert "civil.crt ends in 10 days" in health["problem"]
+        assert "civil.crt this node runs with ends in 10 days" in health["problem"]
         # renewed in the folder: said again at the next read (a minute on)
         renew_agency_cert(pki, "civil", b"pw", now=dt.datetime.fromtimestamp(clock[0], dt.UTC))
         app.state.node._tls_seen = (-1e9, None)

@@ -528,8 +528,35 @@ def test_a_checkpoint_signature_line_altered_is_found(copy: Path, change: str) -
          .to_text().encode())
     p = _broken(copy)
     assert (p.kind, p.height) == ("checkpoint", 6)
-    assert "no node key the network registered" in p.reason
+    assert "no node key the network ever registered" in p.reason
     assert altered.name in (p.found or "")
+
+
+def test_a_checkpoint_line_by_a_key_the_chain_registers_later_is_no_finding(
+        tmp_path: Path) -> None:
+    """A node restarted with its rotated node key signs the blocks it missed before the
+    rotation with it, and its peers' lines make those checkpoints final: a store built so is
+    not altered (the review of ADR 54 found the audit calling it so, and import refusing it)."""
+    from test_api import PASS as NODE_PASS
+    from test_api import make_demo as node_demo
+    from test_governance_cli import _govern, _rotation
+
+    data = node_demo(tmp_path / "demo")
+    fresh, args = _rotation(tmp_path, "civil", "node")
+    _govern(data, "rotate_key", args, "edu", "market")
+    size = _size_of(data, 3)
+    signed = SignedCheckpoint.from_text(_get(data, checkpoint_key(size)))
+    later = signed.cosign("civil", load_private_key(fresh, NODE_PASS))
+    assert later.signatures != signed.signatures
+    _put(data, checkpoint_key(size), later.to_text().encode())
+    report = audit(data, now=int(time.time()))
+    assert report.clean, [str(p) for p in report.problems]
+    buf = io.BytesIO()
+    with Store(data / "ledger", create=False) as store:
+        export_archive(store, buf)
+    from ledger.archive import import_archive
+
+    import_archive(io.BytesIO(buf.getvalue()), tmp_path / "restored")  # taken, not refused
 
 
 def test_checkpoint_of_another_root_signed_by_quorum(copy: Path) -> None:

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from clusterkit import etcd_as, free_base
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -695,8 +695,8 @@ def test_the_ca_outlives_agency_certificates_and_renews_with_its_own_key(
     for agency in ("civil", "edu"):
         _cert(pki / f"{agency}.crt").verify_directly_issued_by(new_ca)
         _cert(pki / f"{agency}.crt").verify_directly_issued_by(ca)
-    assert [p.name for p in (pki / "superseded").glob("ca-*.crt")] == [
-        f"ca-{ca.serial_number:x}.crt"]
+    assert [p.name for p in (pki / "superseded").glob("ca.*.crt")] == [
+        f"ca.{ca.serial_number:x}.crt"]
     full = renew_agency_cert(pki, "civil", b"pw", now=late)
     assert full.not_valid_after_utc - late == dt.timedelta(days=VALID_DAYS)
     full.verify_directly_issued_by(ca)  # an agency still on the old ca.crt takes it too
@@ -718,6 +718,10 @@ def test_the_ca_outlives_agency_certificates_and_renews_with_its_own_key(
     with pytest.raises(PkiError, match="wrong passphrase"):
         renew_ca(pki, b"nope", now=late)
     assert (pki / "ca.crt").read_bytes() == before
+    # the old CA certificates kept in superseded/ hide no agency whose id starts with "ca-"
+    issue_agency_cert(pki, "ca-north", b"pw", now=late)
+    assert "ca-north" in {c.agency for c in list_certificates(pki)}
+    assert [c.agency for c in list_certificates(pki)].count("ca") == 1
 
 
 def test_certificates_name_the_hosts_agencies_are_reached_at(tmp_path: Path) -> None:
@@ -805,7 +809,71 @@ def test_health_says_when_a_certificate_nears_its_end_or_is_revoked(tmp_path: Pa
     ca_end = _cert(pki / "ca.crt").not_valid_after_utc
     renew_agency_cert(pki, "civil", b"pw", now=ca_end - dt.timedelta(days=10))
     ca_soon = certificate_problem(pki, "civil", ca_end - dt.timedelta(days=10))
-    assert ca_soon is not None and "ca.crt ends in" in ca_soon and "renew-ca" in ca_soon
+    assert ca_soon is not None and "ca.crt this node runs with ends in" in ca_soon
+    assert "renew-ca" in ca_soon
+
+
+def test_health_judges_the_certificate_the_node_runs_with(tmp_path: Path) -> None:
+    """The review of ADR 54: renewed in the PKI folder, health said ok while the node still
+    ran with the old copy (taken only at a restart); revoked in the operator's folder (the
+    certificate moved to revoked/), health said ok; a revocation list near its next update
+    (past it OpenSSL refuses every connection) was not said."""
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil", "edu"], b"pw", now=NOW)
+    rt = unlock(pki, "civil", b"pw", now=NOW)
+    try:
+        end = _cert(rt / "civil.crt").not_valid_after_utc
+        near = end - dt.timedelta(days=9)
+        renew_agency_cert(pki, "civil", b"pw", now=near)
+        assert certificate_problem(pki, "civil", near) is None  # the folder's copy is new
+        said = certificate_problem(pki, "civil", near, rt)
+        assert said is not None and "ends in 9 days" in said and "restart" in said
+        revoke_agency_cert(pki, "civil", b"pw", now=near)  # its .crt leaves the folder
+        said = certificate_problem(pki, "civil", near, rt)
+        assert said is not None and "revocation list" in said
+    finally:
+        lock(rt)
+    old_crl = (pki / "crl.pem").read_bytes()
+    crl_end = x509.load_pem_x509_crl(old_crl).next_update_utc
+    assert crl_end is not None
+    later = crl_end - dt.timedelta(days=100)
+    renew_ca(pki, b"pw", now=later)
+    renew_agency_cert(pki, "edu", b"pw", now=later)
+    assert certificate_problem(pki, "edu", crl_end - dt.timedelta(days=3)) is None
+    (pki / "crl.pem").write_bytes(old_crl)  # an agency that copied ca.crt and not crl.pem
+    said = certificate_problem(pki, "edu", crl_end - dt.timedelta(days=3))
+    assert said is not None and "revocation list" in said and "crl.pem" in said
+    (pki / "edu.crt").unlink()
+    said = certificate_problem(pki, "edu", NOW)
+    assert said is not None and "cannot read" in said
+
+
+def test_certificates_without_key_identifiers_are_refused_where_tls_is_strict(
+        tmp_path: Path) -> None:
+    """Certificates made before ADR 54 fail every connection under Python 3.13's strict TLS:
+    refused at start there with the commands that remake them, taken elsewhere."""
+    from node.pki import _load_key, _replace_pair, check_certificates
+
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil"], b"pw", now=NOW)
+    key = _load_key(pki / "civil.key", b"pw")
+    check_certificates(pki, "civil", key, now=NOW, strict_tls=True)
+    # an agency certificate as made before: no key identifiers
+    from node.pki import _ca
+
+    ca_cert, ca_key = _ca(pki, b"pw")
+    builder = (x509.CertificateBuilder().subject_name(_cert(pki / "civil.crt").subject)
+               .issuer_name(ca_cert.subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(NOW)
+               .not_valid_after(NOW + dt.timedelta(days=30))
+               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
+                                                     ExtendedKeyUsageOID.CLIENT_AUTH]),
+                              critical=False))
+    old = builder.sign(ca_key, hashes.SHA256())
+    _replace_pair(pki, "civil", key, old, b"pw")
+    check_certificates(pki, "civil", key, now=NOW, strict_tls=False)
+    with pytest.raises(PkiError, match=r"no authority key identifier.*pki renew-ca"):
+        check_certificates(pki, "civil", key, now=NOW, strict_tls=True)
 
 
 def test_certificates_pass_openssls_strict_checks(tmp_path: Path) -> None:
