@@ -60,9 +60,14 @@ from ledger.chain import (
     checkpoint_key,
     entry_key,
 )
-from ledger.checkpoint import SignedCheckpoint
+from ledger.checkpoint import SignedCheckpoint, note_key_hash
 from ledger.errors import CheckpointError, DecodeError, LedgerError, StoreError, TxRejected
-from ledger.finality import unregistered_signatures, verify_final
+from ledger.finality import (
+    checkpoint_verifiers,
+    line_verifies,
+    registered_node_key,
+    verify_final,
+)
 from ledger.state import Registry
 from ledger.store import Store, leveldb_words
 from ledger.tx import Tx
@@ -476,10 +481,13 @@ class Replayer:
         self.last_checkpoint: SignedCheckpoint | None = None
         self.on_tx: Callable[[Tx, Registry], None] | None = None
         self.stray_signatures: list[tuple[int, int | None, SignedCheckpoint]] = []
+        self.stray_overflow = 0
         """Checkpoints holding a signature line by a node key not registered at their height
         (height, record, checkpoint), the first :data:`STRAY_KEPT`."""
 
     STRAY_KEPT = 10_000
+    """Past it, :attr:`stray_overflow` counts them, and the audit reads the chain's
+    checkpoints once more to check every line against the final registry."""
 
     @property
     def registry(self) -> Registry | None:
@@ -603,11 +611,29 @@ class Replayer:
         except CheckpointError as e:
             raise ReplayError("checkpoint", rec.height, f"checkpoint is not final: {e}",
                               record=rec.record) from e
-        if unregistered_signatures(signed, registry) and \
-                len(self.stray_signatures) < self.STRAY_KEPT:
-            # a key not registered yet: a node restarted with a rotated key signs the blocks
-            # it missed before the rotation with it; the audit asks the final registry
-            self.stray_signatures.append((rec.height, rec.record, signed))
+        # Lines verify_final did not check (by keys not valid at this time): one by a key
+        # registered here must verify; one by a key not registered yet (a node restarted
+        # with a rotated key signs the blocks it missed before the rotation with it) is
+        # checked by the audit against the chain's final registry.
+        current = checkpoint_verifiers(registry, head.time)
+        stray = None
+        for sig in signed.signatures:
+            now_key = current.get(sig.name)
+            if now_key is not None and note_key_hash(sig.name, now_key.raw) == sig.key_hash:
+                continue
+            key = registered_node_key(registry, sig)
+            if key is None:
+                stray = signed
+            elif not line_verifies(signed, sig, key):
+                raise ReplayError("checkpoint", rec.height, "a signature line by a registered "
+                                  "node key does not verify: the stored checkpoint was "
+                                  "changed", expected="signatures that verify",
+                                  found=f"{sig.name}+{sig.key_hash.hex()}", record=rec.record)
+        if stray is not None:
+            if len(self.stray_signatures) < self.STRAY_KEPT:
+                self.stray_signatures.append((rec.height, rec.record, stray))
+            else:
+                self.stray_overflow += 1
         self.checkpoints += 1
         self.last_checkpoint = signed
 

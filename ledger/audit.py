@@ -50,6 +50,7 @@ Errors::
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import itertools
@@ -699,7 +700,7 @@ def _run(report: AuditReport, src: _StoreSource | _ArchiveSource, scratch: _Scra
     try:
         _replay(report, src, replayer, stored, checker, progress, folders, approvals)
         if report.complete:
-            _stray_signatures(report, replayer)
+            _stray_signatures(report, src, replayer)
         if report.complete:
             approvals.check(report, scratch)
         if report.complete:
@@ -713,23 +714,38 @@ def _run(report: AuditReport, src: _StoreSource | _ArchiveSource, scratch: _Scra
             stored.close()
 
 
-def _stray_signatures(report: AuditReport, replayer: Replayer) -> None:
-    """A stored checkpoint's signature line by a key the network never registered, by the end
-    of the chain. A verifier ignores such a line (signed notes say so), and the others may
-    still make the quorum: a byte changed in a signer's name or key hash audited CLEAN. A node
-    stores its own line and co-signatures it checked, so such a line was changed (ADR 54)."""
+def _stray_signatures(report: AuditReport, src: _StoreSource | _ArchiveSource,
+                      replayer: Replayer) -> None:
+    """A stored checkpoint's signature line by a key the network never registered by the end
+    of the chain, or by one whose signature does not verify. A verifier ignores a line by a
+    key it does not hold (signed notes say so), and the others may still make the quorum: a
+    byte changed in a signer's name or key hash audited CLEAN. A node stores its own line and
+    co-signatures it checked, so such a line was changed (ADR 54). Past the replay's
+    :data:`Replayer.STRAY_KEPT` the chain's checkpoints are read once more, every line
+    checked."""
     final = replayer.store.registry
     if final is None:
         return
-    bad = [(height, record, stray) for height, record, signed in replayer.stray_signatures
-           if (stray := unregistered_signatures(signed, final))]
-    if bad:
-        height, record, stray = bad[0]
-        more = f" (and {len(bad) - 1} more checkpoints)" if len(bad) > 1 else ""
+    found: list[tuple[int, int | None, list[str]]] = []
+    for height, record, signed in replayer.stray_signatures:
+        stray = unregistered_signatures(signed, final)
+        if stray:
+            found.append((height, record, stray))
+    if replayer.stray_overflow and not found:
+        for rec in src.reread():
+            for text in rec.unverified_checkpoints:
+                with contextlib.suppress(CheckpointError):  # the replay said so already
+                    stray = unregistered_signatures(SignedCheckpoint.from_text(text), final)
+                    if stray:
+                        found.append((rec.height, rec.record, stray))
+    if found:
+        height, record, stray = found[0]
+        more = f" (and {len(found) - 1} more checkpoints)" if len(found) > 1 else ""
         report.problems.append(Problem(
-            "checkpoint", "checkpoint holds a signature by no node key the network ever "
-            f"registered: a node stores only its own and checked co-signatures, so this line "
-            f"was changed{more}", height, record=record,
+            "checkpoint", "checkpoint holds a signature line by no node key the network ever "
+            "registered, or one that does not verify: a node stores only its own and checked "
+            "co-signatures, so this line was changed (or a node ran with a key file its "
+            f"agency never registered){more}", height, record=record,
             expected="signatures by registered node keys", found=", ".join(stray)))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ledger.chain import Head
-from ledger.checkpoint import Checkpoint, SignedCheckpoint, note_key_hash
+from ledger.checkpoint import Checkpoint, NoteSignature, SignedCheckpoint, note_key_hash
 from ledger.errors import CheckpointError
 from ledger.keys import PrivateKey, PublicKey
 from ledger.state import Registry
@@ -55,18 +55,38 @@ def verify_final(signed: SignedCheckpoint, registry: Registry, t: int) -> set[st
         raise CheckpointError(f"{e}; not counted: {'; '.join(stale)}") from e
 
 
+def registered_node_key(registry: Registry, sig: NoteSignature) -> PublicKey | None:
+    """The node key ``registry`` registered (at any time) that a signature line names."""
+    if registry.agency(sig.name) is None:
+        return None
+    for _, k in registry.keys_of(sig.name):
+        if k["role"] == "node" and note_key_hash(sig.name, k["pub"]) == sig.key_hash:
+            return PublicKey(k["pub"])
+    return None
+
+
+def line_verifies(signed: SignedCheckpoint, sig: NoteSignature, key: PublicKey) -> bool:
+    """Whether one signature line of ``signed`` is ``key``'s signature of its checkpoint."""
+    try:
+        return sig.name in SignedCheckpoint(signed.checkpoint, (sig,)).signers({sig.name: key})
+    except CheckpointError:
+        return False
+
+
 def unregistered_signatures(signed: SignedCheckpoint, registry: Registry) -> list[str]:
     """The signature lines (``name+keyhash``) of ``signed`` by no node key ``registry`` has
-    ever registered. A verifier ignores them, as signed notes say; but a node stores only
-    co-signatures it checked against its registry, so in a stored checkpoint such a line was
-    changed after the fact (a name or key hash altered: it no longer counts, and the others
-    may still make the quorum)."""
+    ever registered, or by one whose signature does not verify. A verifier ignores a line by
+    a key it does not hold (signed notes say so); but a node stores its own line and
+    co-signatures it checked, so in a stored checkpoint such a line was changed after the
+    fact (its name or key hash altered: it no longer counts, and the others may still make
+    the quorum)."""
     out = []
     for sig in signed.signatures:
-        keys = registry.keys_of(sig.name) if registry.agency(sig.name) else []
-        if not any(k["role"] == "node" and note_key_hash(sig.name, k["pub"]) == sig.key_hash
-                   for _, k in keys):
-            out.append(f"{sig.name}+{sig.key_hash.hex()}")
+        key = registered_node_key(registry, sig)
+        if key is None:
+            out.append(f"{sig.name}+{sig.key_hash.hex()} (no such key)")
+        elif not line_verifies(signed, sig, key):
+            out.append(f"{sig.name}+{sig.key_hash.hex()} (its signature does not verify)")
     return out
 
 

@@ -586,9 +586,10 @@ def certificate_problem(folder: Path, agency: str, now: _dt.datetime,
                 "its new connections")
     renewed = ""
     with contextlib.suppress(PkiError, OSError):
-        if in_use is not None and _certificate(folder / f"{agency}.crt").serial_number != \
-                cert.serial_number:
-            renewed = (f"; the renewed certificate in {folder} is taken when the node and "
+        if in_use is not None and (
+                _certificate(folder / f"{agency}.crt").serial_number != cert.serial_number
+                or _certificate(folder / "ca.crt").serial_number != ca.serial_number):
+            renewed = (f"; the renewed certificates in {folder} are taken when the node and "
                        "its etcd member restart")
     for name, c in (("ca.crt", ca), (f"{agency}.crt", cert)):
         left = c.not_valid_after_utc - now

@@ -828,6 +828,12 @@ def test_health_judges_the_certificate_the_node_runs_with(tmp_path: Path) -> Non
         assert certificate_problem(pki, "civil", near) is None  # the folder's copy is new
         said = certificate_problem(pki, "civil", near, rt)
         assert said is not None and "ends in 9 days" in said and "restart" in said
+        # the CA renewed in the folder: restart, not renew-ca again
+        ca_end = _cert(rt / "ca.crt").not_valid_after_utc
+        renew_ca(pki, b"pw", now=ca_end - dt.timedelta(days=400))
+        said = certificate_problem(pki, "civil", ca_end - dt.timedelta(days=10), rt)
+        assert said is not None and "ca.crt this node runs with" in said
+        assert "restart" in said and "renew-ca" not in said
         revoke_agency_cert(pki, "civil", b"pw", now=near)  # its .crt leaves the folder
         said = certificate_problem(pki, "civil", near, rt)
         assert said is not None and "revocation list" in said
