@@ -59,6 +59,7 @@ def test_issue_receive_present_verify_revoke(tmp_path: Path) -> None:
     old = run("wallet", "present", cid[:12], "--request", "old-req.json", "--out", "old.bin",
               "--yes", ok=False)
     assert old.returncode == 2 and "expired at" in old.stderr and "new one" in old.stderr
+    assert "is not a verifier's request" not in old.stderr
     assert not (tmp_path / "old.bin").exists()
 
     offline = json.loads(run("ledger", "verify", "env.bin", "--request", "req.json",

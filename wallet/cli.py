@@ -424,6 +424,8 @@ def present(
             req = Request.from_file_json(json.loads(_read_file(request, "request")),
                                          now=int(time.time()))
         except (ValueError, DecodeError) as e:  # bad input: 2, as `ledger verify` says of it
+            if isinstance(e, DecodeError) and e.where == "request.expires":
+                raise UsageError(f"{request}: {str(e).removeprefix(e.where + ': ')}") from e
             raise UsageError(f"{request} is not a verifier's request (JSON with nonce, "
                              f"audience, type and claims): {e}") from e
         w = _open()
