@@ -607,14 +607,21 @@ class Replayer:
                               "tree head", expected=f"{head.log_size} {head.log_root.hex()}",
                               found=f"{cp.size} {cp.root.hex()}", record=rec.record)
         try:
-            verify_final(signed, registry, head.time)
+            signers = verify_final(signed, registry, head.time)
         except CheckpointError as e:
             raise ReplayError("checkpoint", rec.height, f"checkpoint is not final: {e}",
                               record=rec.record) from e
-        # Lines verify_final did not check (by keys not valid at this time): one by a key
-        # registered here must verify; one by a key not registered yet (a node restarted
-        # with a rotated key signs the blocks it missed before the rotation with it) is
-        # checked by the audit against the chain's final registry.
+        if len(signed.signatures) > len(signers):
+            self._unchecked_lines(rec, head, registry, signed)
+        self.checkpoints += 1
+        self.last_checkpoint = signed
+
+    def _unchecked_lines(self, rec: BlockRecord, head: Head, registry: Registry,
+                         signed: SignedCheckpoint) -> None:
+        """Lines verify_final did not check (by keys not valid at this time): one by a key
+        registered here must verify; one by a key not registered yet (a node restarted with a
+        rotated key signs the blocks it missed before the rotation with it) is checked by the
+        audit against the chain's final registry."""
         current = checkpoint_verifiers(registry, head.time)
         stray = None
         for sig in signed.signatures:
@@ -634,8 +641,6 @@ class Replayer:
                 self.stray_signatures.append((rec.height, rec.record, stray))
             else:
                 self.stray_overflow += 1
-        self.checkpoints += 1
-        self.last_checkpoint = signed
 
 
 # -- import ------------------------------------------------------------------------------------

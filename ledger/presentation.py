@@ -226,8 +226,7 @@ class Request:
 
     @classmethod
     def from_json(cls, unverified: Any) -> Request:
-        if not isinstance(unverified, dict) or set(unverified) != {"nonce", "audience", "type",
-                                                                   "claims"}:
+        if not isinstance(unverified, dict) or set(unverified) != set(_REQUEST):
             raise DecodeError("a request has exactly nonce, audience, type and claims",
                               "request")
         claims = unverified["claims"]

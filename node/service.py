@@ -400,6 +400,8 @@ class Node:
                 f"{self.agency!r} now (rotated or invalidated): issuances are refused; put the "
                 "agency's current issuer key file in the keys folder and restart the node")
 
+    _tls: tuple[Path, str, Path | None] | None = None  # what watch_certificates watches
+    _tls_seen: tuple[float, str | None] = (float("-inf"), None)  # when read, what it said
     TLS_CHECK_EVERY = 60.0
     """Seconds between two reads of the PKI folder for :meth:`tls_problem` (health probes
     come every few seconds; the folder changes when an operator renews or revokes)."""
@@ -408,12 +410,12 @@ class Node:
         """Have health say when the TLS certificate this agency runs with (the copies in
         ``in_use``, else ``folder``'s), or the CA's, nears its end, has ended, or is revoked
         on the folder's ``crl.pem`` (ADR 54)."""
-        self._tls: tuple[Path, str, Path | None] | None = (folder, agency, in_use)
-        self._tls_seen: tuple[float, str | None] = (-self.TLS_CHECK_EVERY, None)
+        self._tls = (folder, agency, in_use)
+        self._tls_seen = (-self.TLS_CHECK_EVERY, None)
 
     def tls_problem(self) -> str | None:
         """What :meth:`watch_certificates` found (None: nothing, or not watching)."""
-        watched = getattr(self, "_tls", None)
+        watched = self._tls
         if watched is None:
             return None
         at, problem = self._tls_seen
