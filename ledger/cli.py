@@ -42,10 +42,10 @@ from ledger.chain import Head, checkpoint_key
 from ledger.checkpoint import SignedCheckpoint, find_equivocation, parse_vkey
 from ledger.credentials import (
     RESERVED_TYPES,
-    STATUS_LIST_SIZE,
     ClaimError,
     check_claims,
     derive_claims,
+    draw_status_index,
     issue_credential,
 )
 from ledger.display import printable
@@ -1710,11 +1710,12 @@ def _issue_one(store: Store, registry: Registry, signers: Any, issuer_key: Priva
                agency: str, kind: str, claims: dict[str, Any], holder_jwk: dict[str, Any],
                now: int, valid_days: int) -> tuple[Any, Receipt]:
     """Issue and anchor one copy, drawing a fresh status index until one is free."""
+    def taken(index: int) -> bool:  # used before (indexes are never reused)
+        return store.get(index_key(agency, kind, index)) is not None
+
     for _ in range(32):
-        index = secrets.randbelow(STATUS_LIST_SIZE)
-        if store.get(index_key(agency, kind, index)) is not None:
-            continue  # used before: draw again (indexes are never reused)
         try:
+            index = draw_status_index(taken)
             cred = issue_credential(registry=registry, agency=agency, issuer_key=issuer_key,
                                     kind=kind, claims=claims, holder_jwk=holder_jwk, now=now,
                                     valid_for=valid_days * 86400, status_index=index)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+import secrets
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,16 +21,25 @@ from ledger import sdjwt
 from ledger.display import printable, shown_as_is
 from ledger.errors import LedgerError
 from ledger.keys import PrivateKey, PublicKey
-from ledger.state import RESERVED_TYPES, STATUS_LIST_SIZE, Registry
+from ledger.state import (
+    RESERVED_TYPES,
+    STATUS_LIST_SIZE,
+    STATUS_LISTS,
+    Registry,
+    status_list_of,
+)
 from ledger.statuslist import INVALID, SUSPENDED, VALID, StatusList
 from ledger.tx import Tx, make_tx
 
 __all__ = [
     "RESERVED_TYPES",
+    "STATUS_DRAWS",
+    "STATUS_LISTS",
     "STATUS_LIST_SIZE",
     "ClaimError",
     "IssuedCredential",
     "check_claims",
+    "draw_status_index",
     "issue_batch",
     "issue_credential",
     "issuer_uri",
@@ -48,8 +58,37 @@ def issuer_uri(network: str, agency: str) -> str:
     return f"urn:credledger:{network}:{agency}"
 
 
-def status_list_uri(network: str, agency: str, kind: str) -> str:
-    return f"urn:credledger:{network}:status-list:{agency}:{kind}"
+def status_list_uri(network: str, agency: str, kind: str, number: int = 0) -> str:
+    """The URI of ``agency``'s status list ``number`` for type ``kind``: the first list has
+    the URI lists had before there were several (ADR 55), the next ones end in ``:1``, ``:2``…
+    (identifiers hold no ``:``)."""
+    base = f"urn:credledger:{network}:status-list:{agency}:{kind}"
+    return base if number == 0 else f"{base}:{number}"
+
+
+STATUS_DRAWS = 16
+"""Random entries :func:`draw_status_index` tries in one list before it takes the list as
+full and goes on to the next: 16 draws all land on used entries once a list is about 80%
+used (one time in 35; at half used, one in 65,536)."""
+
+
+def draw_status_index(taken: Callable[[int], bool], first_list: int = 0, *,
+                      draws: int = STATUS_DRAWS,
+                      rng: Callable[[int], int] = secrets.randbelow) -> int:
+    """A random status index no credential uses yet (``taken(index)`` says if one does), in the
+    first list from ``first_list`` on that is not about full (:data:`STATUS_DRAWS`): a type
+    an agency issues to a whole district (1.26 million inhabitants) fills the first list of
+    1,048,576 entries and goes on in the next. Random within a list, so an index tells
+    nothing of the order of issuance there (the list's number tells roughly when). LedgerError
+    once every list is full."""
+    for number in range(first_list, STATUS_LISTS):
+        base = number * STATUS_LIST_SIZE
+        for _ in range(draws):
+            index = base + rng(STATUS_LIST_SIZE)
+            if not taken(index):
+                return index
+    raise LedgerError(f"every status list is full ({STATUS_LISTS} lists of {STATUS_LIST_SIZE} "
+                      "entries): register a new credential type to issue more")
 
 
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
@@ -196,13 +235,14 @@ def issue_credential(*, registry: Registry, agency: str, issuer_key: PrivateKey,
     all_claims = {**claims, **derive_claims(type_def, claims, now)}
     if status_index is None:
         status_index = int.from_bytes(rng(4), "big") % STATUS_LIST_SIZE
+    number, entry = status_list_of(status_index)
     net = registry.network
     issued = sdjwt.issue_sd_jwt(
         issuer_key=issuer_key, issuer_kid=issuer_key.kid.hex(), claims=all_claims,
         holder_jwk=holder_jwk, vct=kind, iss=issuer_uri(net, agency), iat=now, nbf=now,
         exp=now + valid_for,
-        status={"status_list": {"idx": status_index,
-                                "uri": status_list_uri(net, agency, kind)}},
+        status={"status_list": {"idx": entry,
+                                "uri": status_list_uri(net, agency, kind, number)}},
         decoys=decoys, rng=rng)
     body = {"credential_id": issued.credential_id, "issuer": agency, "type": kind,
             "valid_from": now, "valid_until": now + valid_for, "status_index": status_index,

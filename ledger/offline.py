@@ -6,6 +6,8 @@
      "log_size": int, "checkpoint": str, "registry": bytes,
      "status_lists": [{"issuer": str, "type": str, "token": str}, ...]}
 
+A list after an issuer's first of a type (ADR 55) also names its number: ``"list": int`` (1 on).
+
 Each status list is a Status List Token (:mod:`ledger.statuslist`) signed by the issuing agency's
 *node* key (the key that serves its lists), so a verifier checks every list against the snapshot's
 registry before using it. ``load_snapshot`` parses strictly (closed schema, canonical bytes) and
@@ -36,7 +38,7 @@ from typing import Any
 from ledger import codec
 from ledger.checkpoint import SignedCheckpoint
 from ledger.codec import Fields
-from ledger.credentials import STATUS_LIST_SIZE, status_list, status_list_uri
+from ledger.credentials import STATUS_LIST_SIZE, STATUS_LISTS, status_list, status_list_uri
 from ledger.errors import CheckpointError, DecodeError, LedgerError
 from ledger.finality import verify_final
 from ledger.keys import PrivateKey
@@ -61,27 +63,42 @@ class SnapshotError(LedgerError):
     """A snapshot cannot be exported, or one from outside is malformed or inconsistent."""
 
 
-def list_refs(registry: Registry) -> dict[str, tuple[str, str]]:
-    """Status-list URI → (issuer agency, credential type), for every agency and registered type.
+ListRef = tuple[str, str, int]
+"""A status list: (issuer agency, credential type, the list's number)."""
+
+
+def list_refs(registry: Registry, store: Store | None = None) -> dict[str, ListRef]:
+    """Status-list URI → (issuer agency, credential type, number), for every agency and
+    registered type: their first lists, and with ``store`` every list that holds a credential
+    there (one seek per list).
 
     Agencies removed from the network stay in the registry, so their lists keep an address.
     """
-    return {status_list_uri(registry.network, agency, kind): (agency, kind)
-            for agency in sorted(registry.agencies()) for kind in sorted(registry.data["types"])}
+    out: dict[str, ListRef] = {}
+    for agency in sorted(registry.agencies()):
+        for kind in sorted(registry.data["types"]):
+            numbers = [0] if store is None else store.status_lists(agency, kind) or [0]
+            for number in numbers:
+                out[status_list_uri(registry.network, agency, kind, number)] = \
+                    (agency, kind, number)
+    return out
 
 
-def list_ref(registry: Registry, uri: str) -> tuple[str, str] | None:
-    """(issuer agency, credential type) of the status list at ``uri``, or None: one entry of
-    :func:`list_refs` without building the whole map (agencies by types: a city's registry
-    made that quadratic in every snapshot and every status-list request, ADR 48)."""
+def list_ref(registry: Registry, uri: str) -> ListRef | None:
+    """(issuer agency, credential type, number) of the status list at ``uri``, or None: one
+    entry of :func:`list_refs` without building the whole map (agencies by types: a city's
+    registry made that quadratic in every snapshot and every status-list request, ADR 48)."""
     prefix = status_list_uri(registry.network, "", "")[:-1]  # "urn:…:status-list:"
     if not uri.startswith(prefix):
         return None
-    agency, sep, kind = uri[len(prefix):].partition(":")
+    agency, sep, rest = uri[len(prefix):].partition(":")
+    kind, has_number, digits = rest.partition(":")
+    number = int(digits) if has_number and digits.isascii() and digits.isdigit() else 0
     if not sep or agency not in registry.agencies() or kind not in registry.data["types"] \
-            or status_list_uri(registry.network, agency, kind) != uri:
+            or not 0 <= number < STATUS_LISTS \
+            or status_list_uri(registry.network, agency, kind, number) != uri:
         return None
-    return agency, kind
+    return agency, kind, number
 
 
 def store_status_list(store: Store, uri: str) -> StatusList | None:
@@ -97,9 +114,8 @@ def store_status_list(store: Store, uri: str) -> StatusList | None:
     entries = list(store.status_values(*ref))
     if not entries:
         return None
-    # An anchor may carry any 32-bit index; a list holds STATUS_LIST_SIZE entries. An index beyond
-    # it is left out, and a verifier then reads it as undetermined (outside the list).
-    return status_list((i, s) for i, s in entries if i < STATUS_LIST_SIZE)
+    first = ref[2] * STATUS_LIST_SIZE
+    return status_list((i - first, s) for i, s in entries)
 
 
 _STATUS_VALUE = {"valid": 0, "revoked": 1, "suspended": 2}  # as ledger.credentials.status_list
@@ -126,10 +142,10 @@ class StatusListCache:
         self._lock = threading.Lock()
         self._height = -1      # the head height every cached list reflects
         self._log_size = 0
-        self._bufs: dict[tuple[str, str], bytearray] = {}
-        self._anchored: dict[tuple[str, str], bool] = {}
-        self._frozen: dict[tuple[str, str], StatusList] = {}
-        self._gates: dict[tuple[str, str], threading.Lock] = {}  # lists being read
+        self._bufs: dict[ListRef, bytearray] = {}
+        self._anchored: dict[ListRef, bool] = {}
+        self._frozen: dict[ListRef, StatusList] = {}
+        self._gates: dict[ListRef, threading.Lock] = {}  # lists being read
         self.blocks_applied = 0
         self.full_reads = 0
 
@@ -183,7 +199,7 @@ class StatusListCache:
             self._frozen.clear()
         self._height, self._log_size = head.height, head.log_size
 
-    def _answer(self, ref: tuple[str, str]) -> StatusList | None:
+    def _answer(self, ref: ListRef) -> StatusList | None:
         if not self._anchored[ref]:
             return None
         lst = self._frozen.get(ref)
@@ -191,22 +207,22 @@ class StatusListCache:
             lst = self._frozen[ref] = StatusList(2, bytes(self._bufs[ref]))
         return lst
 
-    def _read(self, ref: tuple[str, str]) -> tuple[bytearray, bool]:
+    def _read(self, ref: ListRef) -> tuple[bytearray, bool]:
         buf = bytearray(STATUS_LIST_SIZE // _PER_BYTE)
         anchored = False
+        first = ref[2] * STATUS_LIST_SIZE
         for index, status in self._store.status_values(*ref):
             anchored = True
-            if index < STATUS_LIST_SIZE:
-                _set(buf, index, _STATUS_VALUE[status])
+            _set(buf, index - first, _STATUS_VALUE[status])
         with self._lock:
             self.full_reads += 1
         return buf, anchored
 
     def _catch_up(self, height: int, *, start: int | None = None,
-                  only: tuple[tuple[str, str], bytearray] | None = None) -> set[tuple[str, str]]:
+                  only: tuple[ListRef, bytearray] | None = None) -> set[ListRef]:
         """Apply blocks ``start + 1 .. height`` (from the cache's height) to the cached lists,
         or to ``only`` (a list just read, not yet cached); the lists that changed."""
-        changed: set[tuple[str, str]] = set()
+        changed: set[ListRef] = set()
         store = self._store
         bufs = self._bufs if only is None else {only[0]: only[1]}
         first = (self._height if start is None else start) + 1
@@ -217,23 +233,24 @@ class StatusListCache:
                 tx = Tx.from_checked_bytes(raw)
                 if tx.type == "issue":
                     b = tx.body
-                    ref, index, value = (b["issuer"], b["type"]), b["status_index"], 0
+                    issuer, kind, index, value = b["issuer"], b["type"], b["status_index"], 0
                 elif tx.type == "status":
                     cred = store.credential(tx.body["credential_id"])
                     if cred is None:
                         raise SnapshotError("a committed status change names no credential")
-                    ref = (cred.issuer, cred.type)
+                    issuer, kind = cred.issuer, cred.type
                     index, value = cred.status_index, _STATUS_VALUE[tx.body["status"]]
                 else:
                     continue
+                number, index = divmod(index, STATUS_LIST_SIZE)
+                ref = (issuer, kind, number)
                 buf = bufs.get(ref)
                 if buf is None:
                     continue
                 if only is None:
                     self._anchored[ref] = True
                 changed.add(ref)
-                if index < STATUS_LIST_SIZE:
-                    _set(buf, index, value)
+                _set(buf, index, value)
             if only is None:
                 self.blocks_applied += 1
         return changed
@@ -268,9 +285,10 @@ def export_snapshot(store: Store, now: int, *, node_keys: Mapping[str, PrivateKe
     read = read_list or (lambda uri: store_status_list(store, uri))
     agencies = sorted(a for a in registry.agencies() if not only_keyed or a in node_keys)
     lists: list[dict[str, Any]] = []
-    refs = sorted((status_list_uri(registry.network, a, k), a, k)
-                  for a in agencies for k in registry.data["types"])
-    for uri, issuer, kind in refs:
+    refs = sorted((status_list_uri(registry.network, a, k, n), a, k, n)
+                  for a in agencies for k in registry.data["types"]
+                  for n in store.status_lists(a, k))
+    for uri, issuer, kind, number in refs:
         if _why_left_out(registry, issuer, now) is not None:
             continue
         lst = read(uri)
@@ -284,7 +302,7 @@ def export_snapshot(store: Store, now: int, *, node_keys: Mapping[str, PrivateKe
             raise SnapshotError(f"the key given for {issuer!r} is not its valid node key at {now}")
         token = make_token(lst, sub=uri, iat=now, exp=None, ttl=None, key=key,
                            kid=key.kid.hex())
-        lists.append({"issuer": issuer, "type": kind, "token": token})
+        lists.append(_list_item(issuer, kind, number, token))
     if len(lists) > MAX_LISTS:
         raise SnapshotError(f"{len(lists)} status lists hold credentials: a snapshot carries "
                             f"at most {MAX_LISTS}")
@@ -365,7 +383,7 @@ def merge_snapshots(parts: Sequence[bytes], asked: Collection[str] | None = None
                 missing[uri] = str(e)
                 continue
             missing.pop(uri, None)
-            kept.append({"issuer": issuer, "type": ref[1], "token": token})
+            kept.append(_list_item(issuer, ref[1], ref[2], token))
             break
     if len(kept) > MAX_LISTS:
         raise SnapshotError(f"{len(kept)} status lists hold credentials: a snapshot carries "
@@ -386,6 +404,14 @@ def merge_snapshots(parts: Sequence[bytes], asked: Collection[str] | None = None
     return blob, missing
 
 
+def _list_item(issuer: str, kind: str, number: int, token: str) -> dict[str, Any]:
+    """A snapshot's entry for a list: its number only past the first (as before ADR 55)."""
+    item: dict[str, Any] = {"issuer": issuer, "type": kind, "token": token}
+    if number:
+        item["list"] = number
+    return item
+
+
 def left_out_lists(store: Store, now: int) -> dict[str, str]:
     """The status lists with credentials in them that :func:`export_snapshot` leaves out at
     ``now``, each with the reason: URI → why no current key vouches for it."""
@@ -393,7 +419,7 @@ def left_out_lists(store: Store, now: int) -> dict[str, str]:
     if registry is None:
         raise SnapshotError(f"the store at {store.path} has no chain yet")
     out: dict[str, str] = {}
-    for uri, (issuer, _) in sorted(list_refs(registry).items()):
+    for uri, (issuer, _, _) in sorted(list_refs(registry, store).items()):
         why = _why_left_out(registry, issuer, now)
         if why is not None and store_status_list(store, uri) is not None:
             out[uri] = why
@@ -481,9 +507,10 @@ def load_snapshot(unverified: bytes) -> Snapshot:
         for i, item in enumerate(items):
             g = Fields(item, f"snapshot.status_lists[{i}]")
             issuer, kind = g.str("issuer"), g.str("type")
+            number = g.int("list", lo=1, hi=STATUS_LISTS - 1) if g.has("list") else 0
             token = g.str("token", max_len=_MAX_TOKEN)
             g.done()
-            uri = status_list_uri(network, issuer, kind)
+            uri = status_list_uri(network, issuer, kind, number)
             if uri in tokens:
                 raise DecodeError(f"two lists for {uri}", g.where)
             tokens[uri] = (issuer, token)

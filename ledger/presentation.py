@@ -26,7 +26,7 @@ from ledger.codec import Fields
 from ledger.credentials import issuer_uri, status_list_uri
 from ledger.errors import DecodeError, LedgerError, ProofError, StoreError
 from ledger.finality import verify_final
-from ledger.state import RESERVED_TYPES, Registry
+from ledger.state import RESERVED_TYPES, Registry, status_list_of
 from ledger.statuslist import StatusList, check_status
 from ledger.store import Store
 from ledger.timetext import utc_text
@@ -520,10 +520,12 @@ def _check_request(claims: dict[str, Any], anchor: Tx, request: Request) -> None
     st = status.get("status_list") if isinstance(status, dict) else None
     if not isinstance(st, dict):
         raise LedgerError("the credential's status claim has no status_list object")
-    if st.get("idx") != b["status_index"]:
+    number, entry = status_list_of(b["status_index"])
+    if st.get("idx") != entry:
         raise LedgerError("the credential's status index differs from its anchor's")
-    if st.get("uri") != status_list_uri(anchor.net, b["issuer"], b["type"]):
-        raise LedgerError("the credential's status list is not its issuer's list for its type")
+    if st.get("uri") != status_list_uri(anchor.net, b["issuer"], b["type"], number):
+        raise LedgerError("the credential's status list is not its issuer's list for its type "
+                          "and its anchor's status index")
     missing = [c for c in request.claims if c not in claims]
     if missing:
         raise LedgerError(f"requested claims not disclosed: {missing}")

@@ -33,6 +33,7 @@ from ledger.keys import PublicKey
 from ledger.tx import Tx
 
 __all__ = [
+    "STATUS_LISTS",
     "STATUS_LIST_SIZE",
     "Credential",
     "CreditEvent",
@@ -48,6 +49,7 @@ __all__ = [
     "policy_weights",
     "rule_engine",
     "rule_hash",
+    "status_list_of",
     "use_rule_engine",
 ]
 
@@ -137,8 +139,19 @@ approvals service together with the decision transaction it records (node.approv
 its issuer may change its status."""
 
 STATUS_LIST_SIZE = 1 << 20
-"""Entries per issuer-and-type status list (2 bits each: 256 KiB before compression); an
-``issue`` with an index past it is refused."""
+"""Entries per status list (2 bits each: 256 KiB before compression). An issuer's credentials
+of one type fill lists 0, 1, 2 … in turn: status index ``i`` is entry ``i % STATUS_LIST_SIZE``
+of list ``i // STATUS_LIST_SIZE`` (:func:`status_list_of`, ADR 55)."""
+
+STATUS_LISTS = 64
+"""Status lists per issuer and type (67 million credentials of one type by one agency: a city
+of ten million with several each); an ``issue`` with an index past the last is refused."""
+
+
+def status_list_of(status_index: int) -> tuple[int, int]:
+    """(list number, entry in that list) of an anchored status index."""
+    return divmod(status_index, STATUS_LIST_SIZE)
+
 
 MAX_BACKDATE = 600
 """How far before its block's time an anchored credential's ``valid_from`` may lie (seconds).
@@ -701,10 +714,11 @@ class Machine:
                                           f"{MAX_BACKDATE} s before the block's time {t} "
                                           "(block times follow the agency nodes' clocks: if "
                                           "the signer's clock is right, a node's is fast)")
-        if b["status_index"] >= STATUS_LIST_SIZE:
+        if b["status_index"] >= STATUS_LISTS * STATUS_LIST_SIZE:
             raise TxRejected("status_index_out_of_range",
-                             f"status index {b['status_index']} is past the status list's "
-                             f"{STATUS_LIST_SIZE} entries: its status could never be read")
+                             f"status index {b['status_index']} is past the last status list "
+                             f"({STATUS_LISTS} lists of {STATUS_LIST_SIZE} entries): its status "
+                             "could never be read")
         ckey = credential_key(b["credential_id"])
         if self.get(ckey) is not None:
             raise TxRejected("credential_exists", "this credential is already anchored")

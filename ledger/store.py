@@ -43,7 +43,7 @@ from ledger.chain import (
 )
 from ledger.checkpoint import SignedCheckpoint
 from ledger.errors import CheckpointError, DecodeError, StoreError
-from ledger.state import Credential, Registry, credential_key
+from ledger.state import STATUS_LIST_SIZE, Credential, Registry, credential_key
 from ledger.tx import STATUSES, Tx
 
 __all__ = [
@@ -90,6 +90,16 @@ def _file_resident_bytes() -> int | None:
 
 def _largest_pow2_below(n: int) -> int:
     return 1 << ((n - 1).bit_length() - 1)
+
+
+def _list_range(prefix: bytes, number: int | None) -> dict[str, bytes]:
+    """plyvel iterator bounds: every status-index key under ``prefix``, or those of one list."""
+    if number is None:
+        return {"prefix": prefix}
+    start = number * STATUS_LIST_SIZE
+    stop = min(start + STATUS_LIST_SIZE, 1 << 32)
+    return {"start": prefix + start.to_bytes(4, "big"),
+            "stop": prefix + stop.to_bytes(4, "big") if stop < 1 << 32 else prefix + b"\xff" * 5}
 
 
 def release_mapped_tables(folders: tuple[Path, ...]) -> None:
@@ -371,16 +381,34 @@ class Store:
         v = self.get(credential_key(credential_id))
         return None if v is None else Credential.from_bytes(credential_id, v)
 
-    def status_entries(self, issuer: str, kind: str) -> Iterator[tuple[int, str]]:
-        """(status index, status) of every credential ``issuer`` anchored of type ``kind``."""
+    def status_entries(self, issuer: str, kind: str,
+                       number: int | None = None) -> Iterator[tuple[int, str]]:
+        """(status index, status) of every credential ``issuer`` anchored of type ``kind``; with
+        ``number``, of those in that status list only (ADR 55)."""
         prefix = b"i" + issuer.encode() + b"\x00" + kind.encode() + b"\x00"
-        for k, cid in self._db.iterator(prefix=prefix, verify_checksums=True):
+        for k, cid in self._db.iterator(**_list_range(prefix, number), verify_checksums=True):
             cred = self.credential(bytes(cid))
             if cred is None:
                 raise StoreError(f"status index {k[len(prefix):].hex()} points at no credential")
             yield int.from_bytes(k[len(prefix):], "big"), cred.status
 
-    def status_values(self, issuer: str, kind: str, *,
+    def status_lists(self, issuer: str, kind: str) -> list[int]:
+        """The numbers of ``issuer``'s status lists of type ``kind`` that hold a credential, in
+        order (ADR 55): one seek per list, whatever their size."""
+        prefix = b"i" + issuer.encode() + b"\x00" + kind.encode() + b"\x00"
+        numbers: list[int] = []
+        with self._db.iterator(prefix=prefix, include_value=False) as it:
+            while True:
+                k = next(it, None)
+                if k is None:
+                    return numbers
+                number = int.from_bytes(k[len(prefix):], "big") // STATUS_LIST_SIZE
+                numbers.append(number)
+                if (number + 1) * STATUS_LIST_SIZE >= 1 << 32:
+                    return numbers
+                it.seek(prefix + ((number + 1) * STATUS_LIST_SIZE).to_bytes(4, "big"))
+
+    def status_values(self, issuer: str, kind: str, number: int | None = None, *,
                       chunk: int = 50_000) -> Iterator[tuple[int, str]]:
         """The pairs of :meth:`status_entries`, in another order, for lists of many entries.
 
@@ -417,7 +445,7 @@ class Store:
                 it.close()
             batch.clear()
 
-        for k, cid in self._db.iterator(prefix=prefix, fill_cache=False,
+        for k, cid in self._db.iterator(**_list_range(prefix, number), fill_cache=False,
                                         verify_checksums=True):
             batch.append((bytes(cid), int.from_bytes(k[len(prefix):], "big")))
             if len(batch) >= chunk:

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger import codec
-from ledger.credentials import RESERVED_TYPES
+from ledger.credentials import RESERVED_TYPES, STATUS_LISTS
 from ledger.errors import DecodeError, LedgerError
 from ledger.foreign import TrustList, read_status_tokens
 from ledger.ordering import Receipt
@@ -756,11 +756,28 @@ def types(node: NodeDep) -> dict[str, dict[str, Any]]:
             responses=_binary("application/statuslist+jwt"))
 def status_list(request: Request, node: NodeDep, issuer: Annotated[str, Path(pattern=NAME)],
                 kind: Annotated[str, Path(pattern=NAME)]) -> Response:
-    """The current Status List Token of ``issuer``'s credentials of type ``kind``. The same
+    """The current Status List Token of ``issuer``'s credentials of type ``kind`` (its first
+    list: ``/v1/status-lists/{issuer}/{kind}/{number}`` serves the next ones). The same
     token is served for up to a minute while the list does not change, with an ``ETag``
     (``If-None-Match`` gets 304) and ``Cache-Control: max-age=60`` (the token's ``ttl`` is
     300 s)."""
-    token = node.status_list_token(issuer, kind)
+    return _status_list_token(request, node.status_list_token(issuer, kind))
+
+
+@router.get("/v1/status-lists/{issuer}/{kind}/{number}", tags=["status"],
+            response_class=StatusListTokenResponse,
+            responses=_binary("application/statuslist+jwt"))
+def numbered_status_list(request: Request, node: NodeDep,
+                         issuer: Annotated[str, Path(pattern=NAME)],
+                         kind: Annotated[str, Path(pattern=NAME)],
+                         number: Annotated[int, Path(ge=0, lt=STATUS_LISTS)]) -> Response:
+    """Status list ``number`` of ``issuer``'s credentials of type ``kind``: an issuer's
+    credentials of one type fill lists of 1,048,576 entries one after the other; a
+    credential's ``status.status_list.uri`` ends in ``:{number}`` past the first (0)."""
+    return _status_list_token(request, node.status_list_token(issuer, kind, number))
+
+
+def _status_list_token(request: Request, token: str) -> Response:
     headers = {"ETag": '"' + hashlib.sha256(token.encode()).hexdigest()[:32] + '"',
                "Cache-Control": "public, max-age=60"}
     if request.headers.get("if-none-match") == headers["ETag"]:

@@ -28,7 +28,12 @@ from contracts.credit import secret_fingerprint
 from ledger import codec, sdjwt
 from ledger.chain import Head, checkpoint_key
 from ledger.checkpoint import SignedCheckpoint, vkey
-from ledger.credentials import STATUS_LIST_SIZE, issue_credential, status_list_uri
+from ledger.credentials import (
+    STATUS_LIST_SIZE,
+    draw_status_index,
+    issue_credential,
+    status_list_uri,
+)
 from ledger.errors import (
     CheckpointError,
     KeyFileError,
@@ -257,6 +262,7 @@ class Node:
         self._requests: dict[str, PendingRequest] = {}
         self._sync_slots = threading.BoundedSemaphore(SYNC_SERVING)
         self._lists = StatusListCache(self.store)  # decoded lists, updated per block (ADR 23)
+        self._status_list_from: dict[str, int] = {}  # type → the list issuance draws from
         self._verifier: Verifier | None = None
         self._lock = threading.Lock()
         self._tokens: dict[str, tuple[StatusList, int, PrivateKey, str]] = {}
@@ -539,12 +545,13 @@ class Node:
     def types(self) -> dict[str, Any]:
         return {k: dict(v) for k, v in sorted(self._registry().data["types"].items())}
 
-    def status_list_token(self, issuer: str, kind: str) -> str:
-        """The current list of ``issuer``/``kind`` as a Status List Token by the issuer's node."""
+    def status_list_token(self, issuer: str, kind: str, number: int = 0) -> str:
+        """The current list ``number`` of ``issuer``/``kind`` as a Status List Token by the
+        issuer's node."""
         key = self.node_keys.get(issuer)
         if key is None:
             raise NotFound(f"this node does not serve {issuer!r}'s status lists")
-        uri = status_list_uri(self.network, issuer, kind)
+        uri = status_list_uri(self.network, issuer, kind, number)
         lst = self.status_list(uri)
         if lst is None:
             raise NotFound(f"no status list {uri}")
@@ -673,10 +680,14 @@ class Node:
         """Issue a credential of this node's agency; returns the holder's bundle and receipt."""
         sdjwt.public_key_from_jwk(holder_jwk)
         self.check_can_finalize()
+        def taken(index: int) -> bool:
+            return self.store.get(index_key(self.agency, kind, index)) is not None
+
         for _ in range(32):
-            index = secrets.randbelow(STATUS_LIST_SIZE)
-            if self.store.get(index_key(self.agency, kind, index)) is not None:
-                continue
+            # from the list the last issue of this type drew from: the lists before it are
+            # about full (a restart starts again at the first, one seek per list)
+            index = draw_status_index(taken, self._status_list_from.get(kind, 0))
+            self._status_list_from[kind] = index // STATUS_LIST_SIZE
             cred = issue_credential(registry=self._registry(), agency=self.agency,
                                     issuer_key=self.issuer_key, kind=kind, claims=claims,
                                     holder_jwk=holder_jwk, now=self.now(),
@@ -697,7 +708,8 @@ class Node:
                     f"credential {cid} is committed, but {e}: its holder's copy cannot be "
                     "proven and is not kept. Revoke it (`agency status --credential-id "
                     f"{cid} --set revoked`) and issue again once /v1/health is ok") from e
-        raise LedgerError(f"no free status index of {self.agency}/{kind} in 32 draws")
+        raise LedgerError(f"no free status index of {self.agency}/{kind}: 32 drawn were taken by "
+                          "credentials issued at the same time")
 
     def _final_covering(self, index: int, wait: float = 15.0) -> bytes | None:
         """A final checkpoint covering log entry ``index`` (None in solo mode: the latest)."""

@@ -8,7 +8,12 @@ from collections.abc import Callable
 from conftest import DAY, T0, LedgerHarness
 
 from ledger import sdjwt
-from ledger.credentials import issue_credential, status_list, status_list_uri
+from ledger.credentials import (
+    STATUS_LIST_SIZE,
+    issue_credential,
+    status_list,
+    status_list_uri,
+)
 from ledger.finality import sign_checkpoint
 from ledger.keys import PrivateKey
 from ledger.network import Agency
@@ -34,12 +39,12 @@ class World:
                                 "until": T0 + 365 * DAY}, [reg, edu], T0 + 2)
 
     def issue(self, now: int = T0 + 10, key: PrivateKey | None = None,
-              agency: str = "edu") -> tuple[Bundle, bytes]:
+              agency: str = "edu", status_index: int | None = None) -> tuple[Bundle, bytes]:
         cred = issue_credential(registry=self.ledger.registry, agency=agency,
                                 issuer_key=key or self.agencies[agency].issuer_key,
                                 kind="degree", claims=CLAIMS,
                                 holder_jwk=sdjwt.jwk_from_ed25519(HOLDER.public.raw), now=now,
-                                valid_for=30 * DAY)
+                                valid_for=30 * DAY, status_index=status_index)
         r = self.ledger.commit([cred.anchor], now)
         assert not r.rejected, r.rejected
         return self.bundle(cred.sd_jwt.serialize(), r.accepted[0][1]), cred.credential_id
@@ -53,9 +58,11 @@ class World:
             index, store.head.log_size)), cp.to_text(), sd_jwt)
 
     def lists(self) -> Callable[[str], StatusList | None]:
-        lst = status_list(self.ledger.store.status_entries("edu", "degree"))
-        uri = status_list_uri("demo", "edu", "degree")
-        return lambda u: lst if u == uri else None
+        store = self.ledger.store  # edu's degree lists now, each of its own entries
+        lists = {status_list_uri("demo", "edu", "degree", n): status_list(
+            (i - n * STATUS_LIST_SIZE, s) for i, s in store.status_entries("edu", "degree", n))
+            for n in store.status_lists("edu", "degree") or [0]}
+        return lists.get
 
     def verify(self, env: bytes, request: Request = REQ, now: int = T0 + 20,
                lists: Callable[[str], StatusList | None] | None = None) -> Report:

@@ -494,6 +494,45 @@ def test_issue_present_verify_then_revoke(http: httpx.Client,
         assert value not in caplog.text
 
 
+def test_issuance_goes_on_in_the_next_status_list(live: Live, http: httpx.Client) -> None:
+    """Once a type's lists before it are about full, the node issues into the next (ADR 55):
+    the credential names that list, verifies and is revoked there, and the node serves the
+    list's token at /v1/status-lists/{issuer}/{kind}/{number}."""
+    from ledger.credentials import STATUS_LIST_SIZE, STATUS_LISTS, status_list_uri
+    from ledger.keys import PublicKey
+    from ledger.statuslist import verify_token
+
+    node = live.app.state.node
+    assert http.get("/v1/status-lists/edu/degree/2").status_code == 404  # nothing there yet
+    node._status_list_from["degree"] = 2  # as after two lists found about full
+    try:
+        holder = PrivateKey.generate()
+        bundle, cid = _issue(http, holder)
+    finally:
+        node._status_list_from.pop("degree")
+    index = Tx.from_bytes(bundle.anchor).body["status_index"]
+    assert index // STATUS_LIST_SIZE == 2
+    payload = sdjwt.parse_jws_payload(bundle.sd_jwt.split("~", 1)[0])
+    uri = status_list_uri(node.network, "edu", "degree", 2)
+    assert payload["status"]["status_list"] == {"idx": index % STATUS_LIST_SIZE, "uri": uri}
+    assert _present(http, bundle, holder)["verified"] is True
+    r = http.post(f"/v1/credentials/{cid}/status", headers=AUTH,
+                  json={"status": "revoked", "reason": "list-two"})
+    assert r.status_code == 200, r.text
+    assert _present(http, bundle, holder)["status"] == "revoked"
+    token = http.get("/v1/status-lists/edu/degree/2")
+    assert token.status_code == 200, token.text
+    keys = {k["kid"]: k for k in http.get("/v1/registry/keys").json()}
+    header = json.loads(unb64url(token.text.split(".")[0]))
+    lst = verify_token(token.text, public_key=PublicKey(bytes.fromhex(
+        keys[header["kid"]]["public_key"])), expected_sub=uri, now=NOW)
+    assert lst.get(index % STATUS_LIST_SIZE) == 1
+    first = http.get("/v1/status-lists/edu/degree/0")  # list 0 at either address
+    assert first.status_code == 200 and first.text == http.get("/v1/status-lists/edu/degree").text
+    assert http.get(f"/v1/status-lists/edu/degree/{STATUS_LISTS}").status_code == 422
+    assert http.get("/v1/status-lists/edu/degree/3").status_code == 404
+
+
 @pytest.mark.parametrize(("path", "body", "auth"), [
     ("/v1/credentials", '{"type": "degree", "claims": {"degree_level": "\\ud800", "field": "x", '
      '"holder_name": "x", "awarded_on": "2020-01-01"}, "holder_jwk": JWK, "valid_days": 30}', True),
@@ -1141,6 +1180,7 @@ def test_openapi_lists_the_routes(http: httpx.Client) -> None:
         "/v1/registry": "get", "/v1/registry/agencies": "get", "/v1/registry/keys": "get",
         "/v1/registry/grants": "get", "/v1/registry/types": "get",
         "/v1/status-lists/{issuer}/{kind}": "get", "/v1/tx": "post",
+        "/v1/status-lists/{issuer}/{kind}/{number}": "get",
         "/v1/credentials": "post", "/v1/credentials/{credential_id}/status": "post",
         "/v1/presentation-requests": "post", "/v1/verify": "post"}
     for path, method in expected.items():

@@ -12,10 +12,13 @@ from conftest import DAY, T0, LedgerHarness
 
 from ledger import sdjwt
 from ledger.credentials import (
+    STATUS_DRAWS,
     STATUS_LIST_SIZE,
+    STATUS_LISTS,
     ClaimError,
     check_claims,
     derive_claims,
+    draw_status_index,
     issue_credential,
     status_list,
 )
@@ -204,3 +207,36 @@ def test_a_string_claim_an_official_or_a_rule_would_misread_is_refused(value: st
         with pytest.raises(ClaimError, match="invisible"):
             check_claims(spec, {"district": odd})
         check_claims(spec, {"district": fine})
+
+
+def test_status_indexes_are_drawn_in_the_first_list_not_about_full() -> None:
+    """draw_status_index (ADR 55): random entries of the first list from ``first_list`` on;
+    a list where STATUS_DRAWS draws all land on used entries is taken as full, and the next
+    is tried; LedgerError once the last is full."""
+    import random
+
+    rng = random.Random(55)
+    draw = rng.randrange
+    # an empty list: its entries, spread over the whole list
+    got = [draw_status_index(lambda _i: False, rng=draw) for _ in range(200)]
+    assert all(0 <= i < STATUS_LIST_SIZE for i in got)
+    assert max(got) - min(got) > STATUS_LIST_SIZE // 2
+    # list 0 full: list 1; lists 0 to 2 full, from list 1: list 3
+    assert draw_status_index(lambda i: i < STATUS_LIST_SIZE, rng=draw) // STATUS_LIST_SIZE == 1
+    assert draw_status_index(lambda i: i < 3 * STATUS_LIST_SIZE, 1,
+                             rng=draw) // STATUS_LIST_SIZE == 3
+    # a list half used stays in use: 1,000 draws never leave it
+    half = lambda i: i % 2 == 0  # noqa: E731
+    assert {draw_status_index(half, rng=draw) // STATUS_LIST_SIZE for _ in range(1000)} == {0}
+    # a used entry is never given; the draws before the last in a list are what count
+    seen: list[int] = []
+
+    def taken_but_last(i: int) -> bool:
+        seen.append(i)
+        return len(seen) < STATUS_DRAWS
+    index = draw_status_index(taken_but_last, rng=draw)
+    assert index == seen[-1] and index < STATUS_LIST_SIZE and len(seen) == STATUS_DRAWS
+    with pytest.raises(LedgerError, match="every status list is full"):
+        draw_status_index(lambda _i: True, rng=draw)
+    with pytest.raises(LedgerError, match="every status list is full"):
+        draw_status_index(lambda _i: False, STATUS_LISTS, rng=draw)

@@ -7,13 +7,18 @@ from dataclasses import replace
 from typing import Any, cast
 
 import pytest
-from conftest import T0, LedgerHarness
-from credworld import REQ, World, present
+from conftest import DAY, T0, LedgerHarness
+from credworld import CLAIMS, HOLDER, REQ, World, present
 
+from ledger import sdjwt
+from ledger.credentials import STATUS_LIST_SIZE, issue_credential, status_list_uri
 from ledger.display import printable
 from ledger.errors import DecodeError
-from ledger.network import Agency, status_tx
+from ledger.finality import sign_checkpoint
+from ledger.network import Agency, issue_tx, status_tx
+from ledger.offline import StatusListCache, export_snapshot, load_snapshot
 from ledger.presentation import Bundle, Report, Request
+from ledger.statuslist import StatusList
 
 
 @pytest.fixture
@@ -81,6 +86,54 @@ def test_stale_key_binding(world: World) -> None:
     assert _failed(world.verify(present(bundle, iat=T0 + 20), now=T0 + 20 + 3600))[0] == "sd_jwt"
 
 
+def test_a_credential_in_a_later_status_list_verifies_online_and_offline(
+        world: World) -> None:
+    """Status index 2 * STATUS_LIST_SIZE + 9 is entry 9 of the issuer's third list of the type
+    (ADR 55): the credential says so (``uri`` ending ``:2``, ``idx`` 9), and a verifier with
+    the node's lists and one with a snapshot both read its status there."""
+    bundle, cid = world.issue(status_index=2 * STATUS_LIST_SIZE + 9)
+    payload = sdjwt.parse_jws_payload(bundle.sd_jwt.split("~", 1)[0])
+    st = payload["status"]["status_list"]
+    assert st == {"idx": 9, "uri": status_list_uri("demo", "edu", "degree", 2)}
+    env = present(bundle)
+    store = world.ledger.store
+
+    def snapshot(now: int) -> Callable[[str], StatusList | None]:
+        keys = {a: world.agencies[a].node_key for a in ("reg", "edu")}
+        assert store.head is not None
+        store.put_checkpoint(store.head.log_size, sign_checkpoint(
+            "demo", store.head, list(keys.items())).to_text().encode())
+        return load_snapshot(export_snapshot(store, now, node_keys=keys)).status_lists
+
+    cache = StatusListCache(store)
+    for lists in (cache.get, snapshot(T0 + 20)):
+        report = world.verify(env, lists=lists)
+        assert report.verified and report.status == "valid", report.to_json()
+    world.ledger.commit([status_tx("demo", world.agencies["edu"], cid, "revoked", "fraud",
+                                   T0 + 21)], T0 + 21)
+    for lists in (cache.get, snapshot(T0 + 22)):
+        assert world.verify(env, now=T0 + 22, lists=lists).status == "revoked"
+
+
+def test_a_credential_naming_another_status_list_than_its_anchor_is_refused(
+        world: World) -> None:
+    """A credential that says entry 9 of the first list, anchored as entry 9 of the second
+    (index STATUS_LIST_SIZE + 9): its status would be read from another credential's entry."""
+    edu = world.agencies["edu"]
+    cred = issue_credential(registry=world.ledger.registry, agency="edu",
+                            issuer_key=edu.issuer_key, kind="degree", claims=CLAIMS,
+                            holder_jwk=sdjwt.jwk_from_ed25519(HOLDER.public.raw), now=T0 + 10,
+                            valid_for=30 * DAY, status_index=9)
+    anchor = issue_tx("demo", edu, cred.credential_id, "degree", STATUS_LIST_SIZE + 9,
+                      T0 + 10, T0 + 10 + 30 * DAY, T0 + 10)
+    r = world.ledger.commit([anchor], T0 + 10)
+    assert not r.rejected, r.rejected
+    bundle = world.bundle(cred.sd_jwt.serialize(), r.accepted[0][1])
+    name, detail = _failed(world.verify(present(bundle)))
+    assert name == "requested_claims"  # the step after anchor_binding: the claims' checks
+    assert "status list is not its issuer's list for its type and its anchor's" in detail
+
+
 def test_anchor_of_another_credential_is_refused(world: World) -> None:
     bundle, _ = world.issue()
     other, _ = world.issue(now=T0 + 11)
@@ -111,10 +164,9 @@ def test_a_type_granted_after_the_credentials_valid_from_is_refused(world: World
     """The ledger checks a grant at the block's time, and takes a ``valid_from`` up to
     MAX_BACKDATE earlier: a credential dated before its agency's grant of the type anchors,
     and only the verifier's check at issuance time refuses it (no test broke without it)."""
-    from credworld import CLAIMS, DEGREE, HOLDER
+    from credworld import DEGREE
 
-    from ledger import sdjwt
-    from ledger.credentials import issue_credential, status_list, status_list_uri
+    from ledger.credentials import status_list
     from ledger.state import MAX_BACKDATE
 
     reg, edu = world.agencies["reg"], world.agencies["edu"]

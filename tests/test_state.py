@@ -19,6 +19,7 @@ from ledger.network import Agency, demo_agency, genesis_tx, governance_tx, issue
 from ledger.state import (
     MAX_BACKDATE,
     STATUS_LIST_SIZE,
+    STATUS_LISTS,
     Credential,
     Machine,
     Registry,
@@ -427,14 +428,18 @@ def test_status_index_reused(lg: LedgerHarness, agencies: dict[str, Agency]) -> 
     assert reject(lg, issue(edu, 5, T0 + 6 * DAY, index=7), T0 + 6 * DAY) == "status_index_used"
 
 
-def test_status_index_past_the_list_is_refused(lg: LedgerHarness,
-                                               agencies: dict[str, Agency]) -> None:
-    """A list holds STATUS_LIST_SIZE entries: an index past it could never be read, so such a
-    credential would show "undetermined" for good, revoked or not (ADR 46)."""
+def test_status_index_past_the_last_list_is_refused(lg: LedgerHarness,
+                                                    agencies: dict[str, Agency]) -> None:
+    """An issuer's credentials of a type fill STATUS_LISTS lists of STATUS_LIST_SIZE entries
+    (ADR 55): an index past the last could never be read, so such a credential would show
+    "undetermined" for good, revoked or not (ADR 46). An index in a later list is taken."""
     edu = agencies["edu"]
-    past = issue(edu, 1, T0 + DAY, index=STATUS_LIST_SIZE)
+    last = STATUS_LISTS * STATUS_LIST_SIZE
+    past = issue(edu, 1, T0 + DAY, index=last)
     assert reject(lg, past, T0 + DAY) == "status_index_out_of_range"
-    accept(lg, [issue(edu, 2, T0 + DAY, index=STATUS_LIST_SIZE - 1)], T0 + DAY)
+    accept(lg, [issue(edu, 2, T0 + DAY, index=last - 1),
+                issue(edu, 3, T0 + DAY, index=STATUS_LIST_SIZE),
+                issue(edu, 4, T0 + DAY, index=STATUS_LIST_SIZE - 1)], T0 + DAY)
 
 
 def test_status_index_reused_in_one_block(lg: LedgerHarness, agencies: dict[str, Agency]) -> None:

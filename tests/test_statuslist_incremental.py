@@ -9,7 +9,7 @@ from typing import Any
 
 from conftest import DAY, T0
 
-from ledger.credentials import STATUS_LIST_SIZE, status_list_uri
+from ledger.credentials import STATUS_LIST_SIZE, STATUS_LISTS, status_list_uri
 from ledger.network import Agency, issue_tx, status_tx
 from ledger.offline import StatusListCache, store_status_list
 
@@ -41,7 +41,9 @@ def test_incremental_lists_equal_full_rebuild(ledger: Any, agencies: dict[str, A
     _setup(ledger, agencies)
     rng = random.Random(8)
     issuers = [agencies["edu"], agencies["tax"]]
-    uris = [status_list_uri(ledger.net, a.id, k) for a in issuers for k in TYPES]
+    # three lists of each issuer and type (ADR 55): an index's list is index // STATUS_LIST_SIZE
+    uris = [status_list_uri(ledger.net, a.id, k, n) for a in issuers for k in TYPES
+            for n in range(3)]
     uris.append(status_list_uri(ledger.net, "reg", "degree"))  # never anchored: None
     cache = StatusListCache(ledger.store)
     small = StatusListCache(ledger.store, rebuild_after=40)  # exercises the rescan path
@@ -54,7 +56,7 @@ def test_incremental_lists_equal_full_rebuild(ledger: Any, agencies: dict[str, A
         txs = []
         for _ in range(rng.randrange(5, 30)):
             a, kind = rng.choice(issuers), rng.choice(TYPES)
-            index = rng.randrange(STATUS_LIST_SIZE)  # past the list: refused (ADR 46)
+            index = rng.randrange(3 * STATUS_LIST_SIZE)
             if (a.id, kind, index) in used:
                 continue
             used.add((a.id, kind, index))
@@ -84,6 +86,35 @@ def test_incremental_lists_equal_full_rebuild(ledger: Any, agencies: dict[str, A
     assert cache.blocks_applied > 0  # it really caught up block by block
     assert cache.full_reads == len(uris)  # each list was read from the store once only
     assert small.full_reads > len(uris)
+
+
+def test_a_credential_past_the_first_list_is_in_the_next(ledger: Any,
+                                                         agencies: dict[str, Agency]) -> None:
+    """Status index STATUS_LIST_SIZE + 77 is entry 77 of list 1 (ADR 55), in a full read and
+    in the cache alike; list 0's entry 77 is another credential's; the store names the lists
+    that hold credentials."""
+    _setup(ledger, agencies)
+    edu = agencies["edu"]
+    first, second = hashlib.sha256(b"first").digest(), hashlib.sha256(b"second").digest()
+    ledger.commit([issue_tx(ledger.net, edu, first, "degree", 77, T0, T0 + DAY, T0 + 5),
+                   issue_tx(ledger.net, edu, second, "degree", STATUS_LIST_SIZE + 77, T0,
+                            T0 + DAY, T0 + 5)], T0 + 5)
+    cache = StatusListCache(ledger.store)
+    uri0 = status_list_uri(ledger.net, "edu", "degree")
+    uri1 = status_list_uri(ledger.net, "edu", "degree", 1)
+    assert uri1 == uri0 + ":1"
+    assert cache.get(uri1) is not None  # read before the change: the change is caught up
+    ledger.commit([status_tx(ledger.net, edu, second, "revoked", "test", T0 + 6)], T0 + 6)
+    for lists in (cache.get, lambda uri: store_status_list(ledger.store, uri)):
+        lst0, lst1 = lists(uri0), lists(uri1)
+        assert lst0 is not None and lst1 is not None
+        assert (lst0.get(77), lst1.get(77)) == (0, 1)
+        assert lists(status_list_uri(ledger.net, "edu", "degree", 2)) is None
+    assert ledger.store.status_lists("edu", "degree") == [0, 1]
+    assert ledger.store.status_lists("edu", "diploma") == []
+    assert sorted(ledger.store.status_values("edu", "degree", 1)) == \
+        [(STATUS_LIST_SIZE + 77, "revoked")]
+    assert sorted(ledger.store.status_entries("edu", "degree", 0)) == [(77, "valid")]
 
 
 def test_cache_survives_reopen(ledger: Any, agencies: dict[str, Agency]) -> None:
@@ -150,10 +181,15 @@ def test_a_lists_issuer_and_type_are_read_from_its_uri(ledger: Any,
     for uri, ref in refs.items():
         assert list_ref(registry, uri) == ref
     net = registry.network
-    agency, kind = next(iter(refs.values()))
+    agency, kind, _ = next(iter(refs.values()))
+    first = status_list_uri(net, agency, kind)
+    # the lists after the first (ADR 55): ":1" to ":63", spelt one way only
+    assert list_ref(registry, first + ":1") == (agency, kind, 1)
+    assert list_ref(registry, first + f":{STATUS_LISTS - 1}") == (agency, kind, STATUS_LISTS - 1)
     for uri in (status_list_uri("another-net", agency, kind),
                 status_list_uri(net, "nobody", kind), status_list_uri(net, agency, "no-type"),
-                status_list_uri(net, agency, kind) + ":x", status_list_uri(net, agency, kind)[:-1],
+                first + ":x", first[:-1], first + ":0", first + ":01", first + ":+1",
+                first + ":", first + f":{STATUS_LISTS}", first + ":1:1", first + ":\u0661",
                 f"urn:credledger:{net}:status-list:{agency}", ""):
         assert uri not in refs and list_ref(registry, uri) is None, uri
 
@@ -177,8 +213,8 @@ def test_a_first_read_holds_up_neither_other_lists_nor_blocks(
     scanning, release = threading.Event(), threading.Event()
     real = ledger.store.status_values
 
-    def held(issuer: str, kind: str, **kw: Any) -> Any:
-        got = list(real(issuer, kind, **kw))  # the state before the block below
+    def held(issuer: str, kind: str, *args: Any, **kw: Any) -> Any:
+        got = list(real(issuer, kind, *args, **kw))  # the state before the block below
         if issuer == "edu":
             scanning.set()
             assert release.wait(60), "never released"

@@ -26,7 +26,7 @@ from ledger.credentials import issuer_uri, status_list_uri
 from ledger.errors import LedgerError
 from ledger.finality import verify_final
 from ledger.presentation import Bundle, issuer_jwk_at_issuance
-from ledger.state import Registry
+from ledger.state import Registry, status_list_of
 from ledger.tx import Tx
 from wallet.errors import BundleRefused
 
@@ -101,9 +101,10 @@ def _matches_anchor(bundle: Bundle, claims: dict[str, Any], anchor: Tx) -> None:
     status = claims.get("status")
     st = status.get("status_list") if isinstance(status, dict) else None
     net = anchor.net
+    number, entry = status_list_of(b["status_index"])
     expected = {"vct": b["type"], "iss": issuer_uri(net, b["issuer"]),
-                "status index": b["status_index"],
-                "status list": status_list_uri(net, b["issuer"], b["type"])}
+                "status index": entry,
+                "status list": status_list_uri(net, b["issuer"], b["type"], number)}
     found = {"vct": claims.get("vct"), "iss": claims.get("iss"),
              "status index": st.get("idx") if isinstance(st, dict) else None,
              "status list": st.get("uri") if isinstance(st, dict) else None}
