@@ -39,7 +39,9 @@ __all__ = [
     "ClaimError",
     "IssuedCredential",
     "check_claims",
+    "check_identifiers",
     "draw_status_index",
+    "identifier_claims",
     "issue_batch",
     "issue_credential",
     "issuer_uri",
@@ -212,6 +214,35 @@ class IssuedCredential:
         return self.sd_jwt.credential_id
 
 
+def identifier_claims(registry: Registry, kind: str) -> dict[str, str]:
+    """Claim of type ``kind`` → the service whose registered approval rule reads it as its
+    applicant's identifier (the rule's ``subject``: whose credit record counts)."""
+    out: dict[str, str] = {}
+    for service in registry.services():
+        rule = registry.rule(service)
+        subject = rule.get("subject") if rule is not None else None
+        if subject and subject[0] == kind:
+            out.setdefault(subject[1], service)
+    return out
+
+
+def check_identifiers(registry: Registry, kind: str, claims: Mapping[str, Any],
+                      names: Iterable[str] = ()) -> None:
+    """ClaimError for an identifier claim (one an approval rule reads as its applicant's, or
+    one of ``names``) in full-width or other compatibility characters (NFKC would change it),
+    as an input method types them: its keyed pseudonym would be another subject's, so every
+    credit-checked application with it would be refused, or find no record (ADR 55)."""
+    readers = identifier_claims(registry, kind)
+    for name in sorted({*readers, *names}):
+        value = claims.get(name)
+        if isinstance(value, str) and unicodedata.normalize("NFKC", value) != value:
+            why = (f"the service {readers[name]!r} reads it as the applicant's identifier"
+                   if name in readers else "it is the holder's identifier for credit records")
+            raise ClaimError(f"claim {name!r} holds full-width or other compatibility "
+                             f"characters (as an input method types them), and {why}: type it "
+                             "in ordinary (half-width) characters")
+
+
 def issue_credential(*, registry: Registry, agency: str, issuer_key: PrivateKey, kind: str,
                      claims: Mapping[str, Any], holder_jwk: Mapping[str, Any], now: int,
                      valid_for: int, rng: Callable[[int], bytes] = os.urandom,
@@ -232,6 +263,7 @@ def issue_credential(*, registry: Registry, agency: str, issuer_key: PrivateKey,
                           "(rotated or invalidated by governance: sign with the agency's "
                           "current issuer key)")
     check_claims(type_def, claims)
+    check_identifiers(registry, kind, claims)
     all_claims = {**claims, **derive_claims(type_def, claims, now)}
     if status_index is None:
         status_index = int.from_bytes(rng(4), "big") % STATUS_LIST_SIZE

@@ -24,12 +24,14 @@ from pathlib import Path
 from typing import Any
 
 import contracts
+from contracts.catalogue import IDENTITY
 from contracts.credit import secret_fingerprint
 from ledger import codec, sdjwt
 from ledger.chain import Head, checkpoint_key
 from ledger.checkpoint import SignedCheckpoint, vkey
 from ledger.credentials import (
     STATUS_LIST_SIZE,
+    check_identifiers,
     draw_status_index,
     issue_credential,
     status_list_uri,
@@ -680,6 +682,9 @@ class Node:
         """Issue a credential of this node's agency; returns the holder's bundle and receipt."""
         sdjwt.public_key_from_jwk(holder_jwk)
         self.check_can_finalize()
+        if kind in IDENTITY:  # the catalogue's identity types: credit checks read this claim
+            check_identifiers(self._registry(), kind, claims, (IDENTITY[kind],))
+
         def taken(index: int) -> bool:
             return self.store.get(index_key(self.agency, kind, index)) is not None
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -569,3 +570,37 @@ def test_a_node_of_another_agency_opens_no_application_for_a_service_it_does_not
         assert node.store.head == head
     finally:
         node.close()
+
+
+def test_an_identifier_in_full_width_characters_is_not_issued(tmp_path: Path) -> None:
+    """An identity credential whose identifier an input method typed in full-width characters
+    would give its holder a pseudonym no credit event names: every credit-checked application
+    with it would be refused ("type it again"). The node refuses to issue it, naming the claim
+    and why, never the value (ADR 55): the registration number a rule reads as the subject,
+    and the catalogue's person id."""
+    import pytest
+
+    from ledger.credentials import ClaimError
+
+    data, wallet = prepare(tmp_path)
+    wide_reg = "".join(chr(ord(c) + 0xFEE0) for c in REG_NO)  # U+FF01.. forms of ASCII
+    wide_id = "\uff11\uff11\uff10\uff11\uff10\uff15\uff11\uff19\uff18\uff10"
+    for agency, kind, claims, claim, why in (
+            ("market", "business-registration",
+             {"registration_no": wide_reg, "business_name": "Lingnan Tea House",
+              "scope": "catering"}, "registration_no", "the service 'business-licence' reads"),
+            ("civil", "person-id",
+             {"person_id": wide_id, "holder_name": "Chen Xiaoming", "birth_date": "1958-03-02",
+              "district": "Changsheng"}, "person_id", "identifier for credit records")):
+        node = Node(data, agency, PASS, clock=lambda: NOW, workers=0)
+        try:
+            before = node.store.head
+            with pytest.raises(ClaimError) as e:
+                node.issue(kind, claims, wallet.holder_jwk(), 365)
+            assert f"claim {claim!r} holds full-width" in str(e.value) and why in str(e.value)
+            assert claims[claim] not in str(e.value)
+            assert node.store.head == before  # nothing anchored
+            half = {**claims, claim: unicodedata.normalize("NFKC", claims[claim])}
+            node.issue(kind, half, wallet.holder_jwk(), 365)  # the same typed half-width
+        finally:
+            node.close()
