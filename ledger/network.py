@@ -17,8 +17,8 @@ from ledger.errors import LedgerError
 from ledger.keys import PrivateKey
 from ledger.tx import Tx, make_tx
 
-__all__ = ["STATUS_REPEATS", "Agency", "demo_agency", "genesis_tx", "governance_tx", "issue_tx",
-           "not_a_repeat", "reason_code_problem", "status_tx"]
+__all__ = ["STATUS_REPEATS", "Agency", "demo_agency", "free_text_reason", "genesis_tx",
+           "governance_tx", "issue_tx", "not_a_repeat", "reason_code_problem", "status_tx"]
 
 _REASON = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
 
@@ -33,6 +33,17 @@ def reason_code_problem(reason: str) -> str | None:
                 f"'-' (e.g. withdrawn, under-review), not {len(reason)} character(s) of text: "
                 "it is public on the ledger for good, so never a name or other personal detail")
     return None
+
+def free_text_reason(tx: Tx) -> str | None:
+    """Why a ``status`` or ``credit`` transaction's reason is no reason code (None if it is, or
+    for other types): the edges that take signed transactions from outside (a node's
+    ``/v1/tx``) refuse it as the tools refuse to write it (ADR 47, 55). The ledger itself
+    still takes any text of 1 to 64 characters, as chains already written hold."""
+    if tx.type not in ("status", "credit"):
+        return None
+    reason = tx.body.get("reason")
+    return None if not isinstance(reason, str) else reason_code_problem(reason)
+
 
 _T = TypeVar("_T")
 

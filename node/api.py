@@ -34,7 +34,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ledger import codec
 from ledger.credentials import RESERVED_TYPES, STATUS_LISTS
 from ledger.errors import DecodeError, LedgerError
+from ledger.files import NOT_UNICODE
 from ledger.foreign import TrustList, read_status_tokens
+from ledger.network import free_text_reason
 from ledger.ordering import Receipt
 from ledger.presentation import Bundle, Report
 from ledger.state import MAX_BACKDATE
@@ -404,11 +406,14 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     from fastapi.exceptions import RequestValidationError
 
     assert isinstance(exc, RequestValidationError)  # registered for it only
-    # An input that is an object or an array is named, not echoed: nested a thousand deep it
-    # parsed (how deep Python's parser goes depends on the version), then overflowed the
-    # encoder here and answered 500.
-    errors = [{**e, "input": _kind(e["input"])} if isinstance(e.get("input"), dict | list)
-              else e for e in exc.errors()]
+    # The input is named, never echoed: a claim value, a citizen's identifier or a whole
+    # presentation sent in the wrong shape would come back in the answer (and in any proxy's
+    # log of it); an object or array nested a thousand deep parsed (how deep Python's parser
+    # goes depends on the version), then overflowed the encoder here and answered 500.
+    errors = [{**e, "input": _kind(e["input"])} if "input" in e else e for e in exc.errors()]
+    if any(e.get("type") == "string_unicode" for e in errors):  # a JSON "\ud800" escape
+        return JSONResponse({"detail": NOT_UNICODE, "error": "UnicodeEncodeError"},
+                            status_code=400)
     try:
         detail = _finite(jsonable_encoder(errors))
     except RecursionError:
@@ -417,9 +422,19 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-def _kind(value: dict[str, Any] | list[Any]) -> str:
-    return (f"an object of {len(value)} members" if isinstance(value, dict)
-            else f"an array of {len(value)} items")
+def _kind(value: object) -> str:
+    """What a request's value was, without the value (``validation_error``)."""
+    if isinstance(value, dict):
+        return f"an object of {len(value)} members"
+    if isinstance(value, list):
+        return f"an array of {len(value)} items"
+    if isinstance(value, str):
+        return f"a string of {len(value)} characters"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null" if value is None else f"a {type(value).__name__}"
 
 
 CLOCK_SLACK = 60
@@ -818,6 +833,9 @@ async def submit(request: Request, node: NodeDep,
     receipt. 200 with the receipt once committed; 202 if not committed within ``wait`` s."""
     raw = await request.body()
     unverified = Tx.from_bytes(raw)  # DecodeError → 400 before anything is queued
+    free_text = free_text_reason(unverified)
+    if free_text is not None:
+        raise BadRequest(f"a {unverified.type} transaction's reason: {free_text}")
     got = await run_in_threadpool(node.submit, raw, wait)
     if got is None:
         txid = unverified.txid.hex()
@@ -852,9 +870,16 @@ async def submit_batch(request: Request, node: NodeDep,
     good: list[tuple[int, Tx]] = []
     for i, item in enumerate(items):
         try:
-            good.append((i, Tx.from_bytes(item)))
+            tx = Tx.from_bytes(item)
         except DecodeError as e:
             out[i] = _batch_item(None, "malformed", error=str(e))
+            continue
+        free_text = free_text_reason(tx)
+        if free_text is None:
+            good.append((i, tx))
+        else:
+            out[i] = _batch_item(tx.txid.hex(), "rejected", code="reason_not_a_code",
+                                 error=f"a {tx.type} transaction's reason: {free_text}")
     got = await run_in_threadpool(node.submit_many, [t for _, t in good], wait)
     for (i, t), r in zip(good, got, strict=True):
         if r is None:

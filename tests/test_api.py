@@ -334,6 +334,40 @@ def test_submit_is_idempotent(live: Live, http: httpx.Client) -> None:
         ("committed", first.json()["index"])
 
 
+def test_a_reason_in_free_text_is_refused_at_the_door(live: Live, http: httpx.Client) -> None:
+    """A status change or credit event signed by an agency's own tool (not `agency`, which
+    takes a code only) carrying a name in its reason: refused by /v1/tx and /v1/tx/batch
+    before it is ordered, as the ledger would keep it public for good (privacy hunt, ADR 55).
+    Nothing is committed; a code in the same place goes through."""
+    from ledger.tx import make_tx
+
+    agency = edu(live)
+    cid = _edu_credential_id(http, 2)
+    before = http.get("/v1/head").json()
+    status = make_tx(NETWORK, "status", {"credential_id": cid, "status": "suspended",
+                                         "reason": "deceased Li Hua", "ts": NOW},
+                     [agency.issuer_key])
+    credit = make_tx(NETWORK, "credit", {
+        "subject": hashlib.sha256(b"subject").digest(), "category": "tax", "points": -5,
+        "reason": "Mkname MKID4406", "date": NOW - 5, "expiry": NOW + 86_400, "ts": NOW},
+        [agency.issuer_key])
+    headers = {"content-type": "application/msgpack"}
+    for tx in (status, credit):
+        r = http.post("/v1/tx", content=tx.raw, headers=headers)
+        assert r.status_code == 400, r.text
+        assert f"a {tx.type} transaction's reason: the reason must be a code" in r.text
+        assert "Li Hua" not in r.text and "MKID" not in r.text
+    r = http.post("/v1/tx/batch", content=codec.encode([status.raw, credit.raw]),
+                  params={"wait": 0})
+    assert r.status_code == 200, r.text
+    assert [(i["status"], i["code"]) for i in r.json()] == [("rejected", "reason_not_a_code")] * 2
+    assert http.get("/v1/head").json() == before
+    coded = status_tx(NETWORK, agency, cid, "suspended", "under-review", NOW)
+    assert http.post("/v1/tx", content=coded.raw, headers=headers).status_code == 200
+    back = status_tx(NETWORK, agency, cid, "valid", "cleared", NOW + 1)
+    assert http.post("/v1/tx", content=back.raw, headers=headers).status_code == 200
+
+
 def test_submit_without_waiting_gives_a_receipt_to_poll(live: Live, http: httpx.Client) -> None:
     tx = status_tx(NETWORK, edu(live), _edu_credential_id(http, 2), "suspended", "api-test-2", NOW)
     r = http.post("/v1/tx", content=tx.raw, params={"wait": 0})
@@ -1467,6 +1501,24 @@ def test_a_non_finite_number_is_a_422_not_a_500(http: httpx.Client, body: str) -
     r = http.post(path, content=body, headers={"content-type": "application/json"})
     assert r.status_code in (400, 422), r.text
     r.json()  # a JSON answer saying what was wrong
+
+
+@pytest.mark.parametrize(("path", "body", "said"), [
+    ("/v1/verify", {"nonce": 440606194711290099, "envelope": "AA"}, "a number"),
+    ("/v1/presentation-requests", {"type": "degree", "claims": "MKID4406061947"},
+     "a string of 14 characters"),
+    ("/v1/presentation-requests", {"type": True, "claims": ["field"]}, "true or false"),
+])
+def test_a_422_names_the_input_it_refused_never_echoes_it(http: httpx.Client, path: str,
+                                                          body: dict[str, Any],
+                                                          said: str) -> None:
+    """A value sent in the wrong shape (a citizen's identifier as a number, a claim as a
+    string) was echoed in the 422 ("input"), and so into any proxy's log of the answer: the
+    answer names its kind instead (privacy hunt, ADR 55)."""
+    r = http.post(path, json=body)
+    assert r.status_code == 422, r.text
+    assert "440606194711290099" not in r.text and "MKID" not in r.text
+    assert [e["input"] for e in r.json()["detail"]] == [said]
 
 
 def test_a_body_trickled_in_is_answered_408(tmp_path: Path,
