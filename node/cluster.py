@@ -79,6 +79,8 @@ for slow followers). Its default, 100,000, is sized for small values; our batch 
 ~0.8 MB, so the default would let each member hold gigabytes (ADR 28)."""
 
 _PASSPHRASE_VARS = frozenset({PASSPHRASE_ENV, f"{PASSPHRASE_ENV}_FILE"})
+_PASSPHRASE_FILE = "node.passphrase"  # noqa: S105 - a file name, not a secret
+"""A node's key passphrase in its runtime folder, between its start and its health."""
 
 
 class ClusterError(LedgerError):
@@ -410,7 +412,10 @@ class LocalCluster:
         if given and not os.environ.get(PASSPHRASE_ENV):
             env[f"{PASSPHRASE_ENV}_FILE"] = given  # the node reads the same file (ADR 47)
         else:
-            env[PASSPHRASE_ENV] = os.fsdecode(self.passphrase)
+            # Not in its environment, which /proc shows for the node's whole life (and any
+            # process it starts inherits): a 0600 file in the agency's 0700 runtime folder in
+            # memory, removed once the node is up (:meth:`_wait_node`), ADR 55.
+            env[f"{PASSPHRASE_ENV}_FILE"] = str(self._passphrase_file(m.agency))
         log = open(self._log("node", m.agency), "ab")  # noqa: SIM115
         self._nodes[m.agency] = subprocess.Popen(  # noqa: S603 - our own argv
             _dies_with_us([self.python, "-m", "node.cli", "run", "--config",
@@ -506,9 +511,27 @@ class LocalCluster:
         self._wait(f"etcd member {m.agency}", lambda: self._etcd_healthy(m), timeout,
                    self._etcd.get(m.agency), self._log("etcd", m.agency))
 
+    def _passphrase_file(self, agency: str) -> Path:
+        """The key passphrase in a new 0600 file of ``agency``'s runtime folder (0700, in
+        memory where there is /dev/shm, made with its TLS files)."""
+        rt = self._runtime.get(agency)
+        if rt is None:
+            rt = self._runtime[agency] = unlock(self.folder / "pki", agency, self.passphrase)
+        path = rt / _PASSPHRASE_FILE
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(self.passphrase)
+        return path
+
     def _wait_node(self, m: Member, timeout: float) -> None:
-        self._wait(f"node {m.agency}", lambda: self.health(m.agency) is not None, timeout,
-                   self._nodes.get(m.agency), self._log("node", m.agency))
+        try:
+            self._wait(f"node {m.agency}", lambda: self.health(m.agency) is not None, timeout,
+                       self._nodes.get(m.agency), self._log("node", m.agency))
+        finally:  # up (it read its passphrase at start), or given up on
+            rt = self._runtime.get(m.agency)
+            if rt is not None:
+                (rt / _PASSPHRASE_FILE).unlink(missing_ok=True)
 
     # -- admitting a new agency --
     def prepare_agency(self, agency: str) -> Agency:

@@ -730,3 +730,15 @@ def test_issuing_with_too_few_nodes_co_signing_names_the_credential(fresh: Net) 
     net.wait_until("health says finality stalled", lambda: "no final checkpoint for" in (
         net.health("edu").get("problem") or ""), timeout=90)
     assert net.health("edu")["status"] == "degraded"
+
+
+def test_no_node_holds_the_key_passphrase_in_its_environment(net: Net) -> None:
+    """The cluster gave each node its key passphrase in the environment, which /proc shows to
+    the user's other processes for the node's whole life (privacy hunt, ADR 55): it is in a
+    0600 file of the agency's runtime folder until the node is up, then gone."""
+    for agency, proc in net.cluster._nodes.items():
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes()
+        assert PASS not in environ, agency
+        assert b"LEDGER_KEY_PASSPHRASE=" not in environ, agency
+        assert not (net.cluster._runtime[agency] / "node.passphrase").exists()
+        assert net.health(agency)["height"] >= 0  # and it runs, keys unlocked
