@@ -108,11 +108,13 @@ from ledger.tx import GOV_ACTIONS, MAX_SIGS, Tx, make_tx
 ledger_app = typer.Typer(help="Inspect and check a ledger (verifying officials and auditors).\n\n"
                               "Exit codes: 0 done (verified, clean), 1 refused or a check "
                               "failed, 2 bad input or usage.",
-                         no_args_is_help=True, add_completion=False)
+                         no_args_is_help=True, add_completion=False,
+                         pretty_exceptions_show_locals=False)
 agency_app = typer.Typer(help="Issue, revoke and suspend credentials, and propose, cosign and "
                               "submit governance changes (issuing agencies).\n\n"
                               "Exit codes: 0 done, 1 refused or failed, 2 bad input or usage.",
-                         no_args_is_help=True, add_completion=False)
+                         no_args_is_help=True, add_completion=False,
+                         pretty_exceptions_show_locals=False)
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -221,11 +223,15 @@ def _read_input(path: Path, what: str) -> bytes:
 
 
 def _read_json(path: Path, what: str) -> Any:
-    """A JSON file the user names; anything unreadable is bad input (exit 2)."""
+    """A JSON file the user names; anything unreadable is bad input (exit 2). Strict, as the
+    SD-JWT parser is: a member named twice (``{"holder_name": "A", …, "holder_name": "B"}``
+    took the last and issued a credential its issuer never read), NaN or a lone surrogate
+    escape are refused (ADR 55)."""
     raw = _read_input(path, what)
     try:
-        return json.loads(raw)
-    except ValueError as e:
+        # a UTF-8 byte-order mark (Notepad writes one) is no part of the JSON
+        return sdjwt.strict_json(raw.removeprefix(b"\xef\xbb\xbf"), what)
+    except LedgerError as e:
         _fail(f"the {what} file {path} is not JSON: {e}", 2)
 
 

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 app = typer.Typer(help="Run and operate an agency's ledger node (node operators).\n\n"
                        "Exit codes: 0 done (or stopped by SIGTERM), 1 refused or failed, 2 "
                        "bad input or usage.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_show_locals=False)
 err = Console(stderr=True, soft_wrap=True)
 
 
@@ -480,7 +481,8 @@ pki_app = typer.Typer(help="The network's PKI: a CA, one certificate per agency 
                        "keys are encrypted with $LEDGER_KEY_PASSPHRASE (or the file "
                        "$LEDGER_KEY_PASSPHRASE_FILE names) or a prompted passphrase. Run where "
                        "the CA key is kept; copy each agency its .crt/.key, ca.crt and crl.pem.",
-                       no_args_is_help=True)
+                       no_args_is_help=True,
+                       pretty_exceptions_show_locals=False)
 app.add_typer(pki_app, name="pki")
 
 _PKI_FOLDER = Annotated[Path, typer.Option("--pki", help="The PKI folder (with ca.key).")]
@@ -646,7 +648,8 @@ etcd_app = typer.Typer(help="Administer the network's etcd as its operator, with
                         "operator key is unlocked with $LEDGER_KEY_PASSPHRASE (or the file "
                         "$LEDGER_KEY_PASSPHRASE_FILE names) or a prompted passphrase and stays "
                         "in memory. `ledger-node cluster` does all of this itself.",
-                        no_args_is_help=True)
+                        no_args_is_help=True,
+                        pretty_exceptions_show_locals=False)
 app.add_typer(etcd_app, name="etcd")
 _ETCD_URL = Annotated[str, typer.Option("--endpoint", help="A member's client URL, "
                                                           "https://host:port.")]

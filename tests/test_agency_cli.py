@@ -174,6 +174,26 @@ def test_claims_that_do_not_fit_the_type_are_refused(demo: Path, files: Path, tm
     assert _log_size(demo) == before
 
 
+def test_a_claims_file_naming_a_claim_twice_is_refused(demo: Path, files: Path,
+                                                      tmp_path: Path) -> None:
+    """`{"holder_name": "A", …, "holder_name": "B"}` issued B, which its issuer may never have
+    read (privacy hunt, ADR 55): refused as the SD-JWT parser refuses it; a file Notepad saved
+    with a byte-order mark is still read."""
+    text = json.dumps(CLAIMS)
+    twice = tmp_path / "twice.json"
+    twice.write_text(text[:-1] + ', "holder_name": "MKDUP-other"}')
+    before = _log_size(demo)
+    out = tmp_path / "bundle.bin"
+    r = _issue(demo, files, out, claims=twice)
+    assert r.returncode == 2, r.stderr
+    assert "duplicate member name 'holder_name'" in r.stderr
+    assert "MKDUP" not in r.stderr and not out.exists() and _log_size(demo) == before
+    marked = tmp_path / "bom.json"
+    marked.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    r = _issue(demo, files, out, claims=marked)
+    assert r.returncode == 0, r.stderr
+
+
 def test_unregistered_type_is_refused(demo: Path, files: Path, tmp_path: Path) -> None:
     r = _issue(demo, files, tmp_path / "b", kind="passport")
     assert r.returncode == 1

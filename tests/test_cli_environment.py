@@ -142,3 +142,16 @@ def test_an_envelope_file_deep_in_folders_is_taken_for_a_file(tmp_path: Path) ->
     envelope.write_bytes(b"\x00")
     assert _names_a_file(str(envelope))
     assert not _names_a_file("A" * 3000)  # base64url text: no '/' and no '.'
+
+
+def test_no_tool_prints_local_variables_in_a_traceback() -> None:
+    """Typer's rich tracebacks print each frame's local variables where a release defaults to
+    it (pyproject allows typer >= 0.16): an unexpected error would show a passphrase or claim
+    values (privacy hunt, ADR 55). Every console script turns it off itself."""
+    from ledger.cli import agency_app, ledger_app
+    from node.cli import app as node_app
+    from node.cli import etcd_app, pki_app
+    from wallet.cli import app as wallet_app
+
+    for app in (ledger_app, agency_app, node_app, pki_app, etcd_app, wallet_app):
+        assert app.pretty_exceptions_show_locals is False, app.info.help

@@ -31,6 +31,7 @@ PASSPHRASE_ENV = "WALLET_PASSPHRASE"  # noqa: S105 - the variable's name, not a 
 PATH_ENV = "WALLET_PATH"
 
 app = typer.Typer(
+    pretty_exceptions_show_locals=False,
     help="The citizen's encrypted credential wallet: keep credentials that agencies issue you, "
          "and show a verifier only the claims it asks for.\n\n"
          f"The passphrase is read from ${PASSPHRASE_ENV}, else from the file "
