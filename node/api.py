@@ -43,7 +43,7 @@ from ledger.state import MAX_BACKDATE
 from ledger.tx import Tx
 from node.config import Settings
 from node.ratelimit import BATCH_ITEMS_PER_TOKEN, charge
-from node.replication import SYNC_HEADERS
+from node.replication import NOSPACE_FIX, SYNC_HEADERS
 from node.service import Node, NotFound
 
 __all__ = ["BadRequest", "router"]
@@ -154,6 +154,14 @@ class ClusterOut(_Out):
         default=None, description="Since when (Unix time) this node's batches cannot be put "
                                   "into etcd (e.g. a NOSPACE alarm); null while they can")
     put_error: str = ""
+    nospace_since: float | None = Field(
+        default=None, description="Since when (Unix time) etcd has refused this node's writes "
+                                  "with its NOSPACE alarm; the node refuses submissions "
+                                  "meanwhile (503, Retry-After); null while it does not")
+    paced_until: float | None = Field(
+        default=None, description="Until when (Unix time) this node puts at most one batch "
+                                  "every 0.5 s, after etcd's NOSPACE alarm cleared; null when "
+                                  "it is not pacing")
     unfinal_since: float | None = Field(
         default=None, description="Since when (Unix time) the head has had no final "
                                   "checkpoint; null while it has one")
@@ -477,6 +485,9 @@ def cluster_health(node: Node, cluster: dict[str, Any], head: dict[str, Any],
     quiet = cluster.get("quiet_peers") or {}
     if cluster["halted"]:
         return "halted", cluster["halted"]
+    if cluster.get("nospace_since"):  # before failing steps: a prune fails the same way
+        return "degraded", ("etcd's NOSPACE alarm is raised: this node refuses submissions "
+                            f"(503) until it clears; {NOSPACE_FIX}")
     if cluster.get("failing_since"):
         return "degraded", cluster["last_error"] or "replication steps are failing"
     if cluster.get("put_failing_since"):

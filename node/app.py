@@ -498,8 +498,9 @@ def create_app(settings: Settings, *, node: Node | None = None,
         # The message may quote a claim value (ClaimError): log the class, never the text.
         # A refusal of the node's own (5xx: it cannot take work now) is a warning.
         _log.log(logging.WARNING if status >= 500 else logging.INFO, "refused", extra=extra)
-        headers = ({"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited)
-                   else None)
+        # a rate limit, or a refusal that lasts (etcd's NOSPACE alarm) says when to come back
+        retry = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry)} if isinstance(retry, int) else None
         return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(UnicodeEncodeError)

@@ -41,8 +41,8 @@ from aetcd.rpc import rpc_pb2_grpc as pbg
 from ledger import codec
 from ledger.errors import OrderingError
 
-__all__ = ["ETCD_ROLE", "EtcdLog", "Record", "TlsFiles", "network_prefix", "prefix_end",
-           "rpc_reason"]
+__all__ = ["ETCD_ROLE", "EtcdLog", "NoSpace", "Record", "TlsFiles", "network_prefix",
+           "prefix_end", "rpc_reason"]
 
 _DELETE_CHUNK = 100  # etcd allows 128 operations per transaction by default
 _MAX_MESSAGE = 256 << 20  # a read of 16 batches of up to 1.5 MiB each; etcd caps requests
@@ -96,6 +96,19 @@ ETCD_ROLE = "credledger"  # the etcd role of every agency's node (ADR 48)
 def network_prefix(network: str) -> str:
     """The etcd keys of ``network``: the nodes' role may read and write only these."""
     return f"/credledger/{network}/"
+
+
+class NoSpace(OrderingError):
+    """etcd refused a write because its NOSPACE alarm is raised: a member's database reached
+    its ``--quota-backend-bytes``, or an agency's certificate raised the alarm (etcd 3.4's roles
+    do not cover alarms, ADR 48). Every write fails until the operator disarms it; reads go on.
+
+    ``retry_after`` is what a refused client is told to wait (HTTP ``Retry-After``)."""
+
+    retry_after = 30
+
+
+_NOSPACE = "database space exceeded"  # etcd's ErrGRPCNoSpace: "etcdserver: mvcc: database …"
 
 
 def rpc_reason(e: Exception) -> str:
@@ -166,6 +179,9 @@ class EtcdLog:
                                 grpc.StatusCode.FAILED_PRECONDITION,
                                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                                 grpc.StatusCode.PERMISSION_DENIED):
+                    if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and \
+                            _NOSPACE in (e.details() or ""):
+                        raise NoSpace(f"etcd refused {method}: {rpc_reason(e)}") from e
                     raise OrderingError(f"etcd refused {method}: {rpc_reason(e)}") from e
                 if i == 0 and len(self._ends) > 1:
                     self.first_down_since = self.first_down_since or time.time()

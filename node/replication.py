@@ -63,10 +63,10 @@ from ledger.sigcheck import Checking, SignatureChecker
 from ledger.state import Registry
 from ledger.store import Store
 from ledger.tx import Tx
-from node.etcdlog import EtcdLog, Record, TlsFiles
+from node.etcdlog import EtcdLog, NoSpace, Record, TlsFiles
 from node.ratelimit import Tally
 
-__all__ = ["META_FINAL", "META_REV", "EtcdOrderer", "SyncError"]
+__all__ = ["META_FINAL", "META_REV", "NOSPACE_FIX", "EtcdOrderer", "SyncError"]
 
 log = logging.getLogger("credledger.replication")
 
@@ -86,6 +86,19 @@ _RECENT = 100_000  # size → (rev, height) entries kept for pruning decisions
 _BATCH_BYTES = 768 * 1024  # a batch is cut once it holds this much (MAX_BATCH_BYTES is 1 MiB)
 _OWN_KEPT = 64  # our batches in flight whose parsed transactions are kept for applying
 _PROBE_EVERY = 5.0  # seconds between write probes while etcd refuses our writes (ADR 48)
+PACED_FOR = 60.0
+"""Seconds after etcd's NOSPACE alarm clears during which this node puts its batches at a
+measured pace (:data:`PACE`): clients refused meanwhile send again all at once, and etcd's
+space must last until the nodes co-sign and prune what was put."""
+PACE = 0.5
+"""Seconds between two of this node's batch puts while paced (pruning runs every 0.5 s); what
+arrives meanwhile joins the next batch (up to ``max_batch`` transactions or ~768 KB)."""
+NOSPACE_FIX = (
+    "a member's database reached its --quota-backend-bytes, or an agency raised the alarm; "
+    "etcd takes no writes until it is disarmed. The network's operator restarts the etcd "
+    "members one at a time with a larger --quota-backend-bytes, then runs `etcdctl defrag` "
+    "and `etcdctl alarm disarm` (README, \"Several agencies, one ledger\")")
+"""What the NOSPACE alarm means and how the operator ends it (refusals and health say it)."""
 HEARTBEAT = 10.0
 """Seconds between publications of a node's applied position while it applies nothing: on an
 idle network they tell a peer that is down from one with nothing to do (ADR 50)."""
@@ -128,6 +141,9 @@ class Stats:
     """When putting our batches into etcd started failing (0: the last put succeeded): e.g.
     a member's NOSPACE alarm, which any agency's certificate can raise (ADR 48)."""
     put_error: str = ""
+    nospace_since: float = 0.0
+    """Since when etcd has refused our writes with its NOSPACE alarm (0: it has not, or a
+    write was taken since): submissions are refused meanwhile."""
     peers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -216,6 +232,9 @@ class EtcdOrderer:
         # after the marker are matched to the blocks it already holds (ADR 48).
         self._aligning: tuple[int, int] | None = None
         self._last_probe = 0.0  # when a write was last tried while etcd refused ours
+        # monotonic: until when batches are paced (after a NOSPACE alarm), and our last put
+        self._paced_until = 0.0
+        self._last_put = 0.0
         self._last_published = 0.0  # monotonic time of our last applied-position put
         # (log size, our node key) of the last co-signature published: the head is signed
         # again after a restart with a rotated key (_cosign_head)
@@ -272,6 +291,8 @@ class EtcdOrderer:
                 f"{self.network!r} at its head (rotated or invalidated, or the agency "
                 "removed): its batches would be refused; put the agency's current node key "
                 "file in the keys folder and restart the node")
+        if self.stats.nospace_since:
+            raise NoSpace(self._nospace_refusal())
         out: list[Pending] = []
         cond = threading.Condition()  # one per call: see ledger.ordering.Pending
         new: list[tuple[Tx, Pending]] = []
@@ -307,7 +328,8 @@ class EtcdOrderer:
                     return
                 pending = got
             size = sum(len(tx.raw) for tx, _ in pending[:self.max_batch])
-            deadline = _time.monotonic() + self.max_wait
+            # while paced, what arrives before the next put is due joins this batch
+            deadline = _time.monotonic() + max(self.max_wait, self._pace_wait())
             while not stopping and len(pending) < self.max_batch and size < _BATCH_BYTES:
                 left = deadline - _time.monotonic()
                 try:
@@ -327,7 +349,25 @@ class EtcdOrderer:
             self._put(pending[:cut])
             pending = pending[cut:]
 
+    def _pace_wait(self) -> float:
+        """Seconds until the next batch may be put: 0 unless paced (after a NOSPACE alarm)."""
+        now = _time.monotonic()
+        if now >= self._paced_until:
+            return 0.0
+        return max(0.0, self._last_put + PACE - now)
+
+    def _nospace_refusal(self) -> str:
+        since = int(_time.time() - self.stats.nospace_since)
+        return (f"etcd's NOSPACE alarm is raised (its writes refused for {since} s): this node "
+                f"takes no submissions meanwhile; {NOSPACE_FIX}. Send the transaction again "
+                "after that (transaction ids are idempotent)")
+
     def _put(self, items: list[tuple[Tx, Pending]]) -> None:
+        if self.stats.nospace_since:  # known refused: answer at once, hold nothing for later
+            self._fail([f for _, f in items], NoSpace(self._nospace_refusal()))
+            return
+        if (wait := self._pace_wait()) > 0:
+            self._stop.wait(wait)
         batch = make_batch(self.network, self.agency, self.node_key, int(self.clock()),
                            [tx.raw for tx, _ in items])
         data = batch.to_bytes()
@@ -339,10 +379,18 @@ class EtcdOrderer:
         delay = 0.05
         while True:
             try:
+                self._last_put = _time.monotonic()
                 self.etcd.put_batch(data)
                 self.stats.batches_put += 1
-                self.stats.put_failing_since = 0.0  # etcd takes our writes (again)
+                self._write_taken()  # etcd takes our writes (again)
                 self._wake.set()
+                return
+            except NoSpace as e:
+                # The alarm lasts until the operator acts (minutes at least): these are not
+                # kept to be put at once when it clears, nor retried meanwhile.
+                self._write_failed(e)
+                self.stats.last_error = str(e)
+                self._fail([f for _, f in items], NoSpace(self._nospace_refusal()))
                 return
             except OrderingError as e:
                 self._write_failed(e)
@@ -385,6 +433,8 @@ class EtcdOrderer:
                 self._maybe_prune()
             except LedgerError as e:
                 self.stats.last_error = str(e)
+                if isinstance(e, NoSpace):  # a prune's write
+                    self._write_failed(e)
                 if (more := self._say_failure()) is not None:
                     log.warning("replication step failed: %s%s", e, more)
                 self._stop.wait(0.2)
@@ -571,7 +621,7 @@ class EtcdOrderer:
                               codec.encode({"root": head.log_root, "line": line}),
                               self._applied(head))
             self._cosigned = (head.log_size, self.node_key.public.raw)
-            self.stats.put_failing_since = 0.0
+            self._write_taken()
         except OrderingError as e:  # the next block publishes again
             self.stats.last_error = str(e)
             self._write_failed(e)
@@ -939,7 +989,7 @@ class EtcdOrderer:
         try:
             self.etcd.put_applied(self.agency, self._applied(head))
             self._last_published = _time.monotonic()
-            self.stats.put_failing_since = 0.0
+            self._write_taken()
         except OrderingError as e:
             self.stats.last_error = str(e)
             self._write_failed(e)
@@ -947,6 +997,21 @@ class EtcdOrderer:
     def _write_failed(self, e: OrderingError) -> None:
         self.stats.put_failing_since = self.stats.put_failing_since or _time.time()
         self.stats.put_error = str(e)
+        if isinstance(e, NoSpace) and not self.stats.nospace_since:
+            self.stats.nospace_since = _time.time()
+            log.error("etcd's NOSPACE alarm is raised (%s): this node refuses submissions "
+                      "until it clears; %s", e, NOSPACE_FIX)
+
+    def _write_taken(self) -> None:
+        """etcd took one of our writes: whatever refused them is over. After a NOSPACE alarm
+        the node takes submissions again and paces its batches for :data:`PACED_FOR` s."""
+        self.stats.put_failing_since = 0.0
+        if self.stats.nospace_since:
+            log.warning("etcd takes writes again after %d s of NOSPACE: submissions are taken "
+                        "again, and for %d s this node puts at most one batch every %.1f s",
+                        int(_time.time() - self.stats.nospace_since), PACED_FOR, PACE)
+            self.stats.nospace_since = 0.0
+            self._paced_until = _time.monotonic() + PACED_FOR
 
     def _probe_writes(self) -> None:
         """While etcd refuses our writes, try a small one (our applied position) every few
@@ -1133,6 +1198,9 @@ class EtcdOrderer:
                 "failing_since": self.stats.failing_since or None,
                 "put_failing_since": self.stats.put_failing_since or None,
                 "put_error": self.stats.put_error,
+                "nospace_since": self.stats.nospace_since or None,
+                "paced_until": (_time.time() + self._paced_until - _time.monotonic()
+                                if self._paced_until > _time.monotonic() else None),
                 "unfinal_since": self._unfinal_since or None,
                 "quiet_peers": {a: p["quiet"] for a, p in self.stats.peers.items()
                                 if a != self.agency and p.get("quiet", 0) > PEER_QUIET},

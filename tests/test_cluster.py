@@ -343,8 +343,9 @@ def test_an_agency_removed_by_governance_no_longer_signs_checkpoints(fresh: Net)
 
 def test_a_node_that_cannot_put_its_batches_says_so(fresh: Net) -> None:
     """etcd 3.4's roles cannot keep an agency from raising a NOSPACE alarm, which stops every
-    write in etcd (ADR 48, a residual risk): the nodes say so in their health, and take up
-    again once it is disarmed."""
+    write in etcd (ADR 48, a residual risk): the nodes say so in their health, refuse
+    submissions meanwhile (they took them, to answer "not ordered; retry" 30 s later, and put
+    what they held all at once on the disarm), and take up again once it is disarmed."""
     net = fresh
     rt = unlock(net.folder / "pki", "edu", PASS)
     try:
@@ -359,14 +360,22 @@ def test_a_node_that_cannot_put_its_batches_says_so(fresh: Net) -> None:
             alarm(pb.AlarmRequest.ACTIVATE)
             try:
                 tx = net.anchor("edu", int(time.time()))
-                assert net.submit("civil", tx, wait=1).status_code == 202  # not ordered yet
-                net.wait_until("civil says why", lambda: "cannot be put into etcd" in (
-                    net.health("civil").get("problem") or ""), timeout=30)
+                r = net.submit("civil", tx, wait=20)  # refused by etcd, then at the door
+                assert r.status_code == 503, r.text
+                assert r.headers["retry-after"] == "30"
+                for words in ("NOSPACE alarm is raised", "--quota-backend-bytes",
+                              "etcdctl defrag", "etcdctl alarm disarm"):
+                    assert words in r.json()["detail"], r.text
+                for agency in ("civil", "edu"):  # edu learns it from its write every 10 s
+                    net.wait_until(f"{agency} says why", lambda a=agency: (
+                        "NOSPACE alarm is raised" in (net.health(a).get("problem") or "")),
+                        timeout=30)
+                    assert net.health(agency)["status"] == "degraded"
+                # still so past a few of its write probes (every 5 s): etcd still refuses
+                time.sleep(12)
                 assert net.health("civil")["status"] == "degraded"
-                # still so once the waiting put has given up (after submit_timeout, 30 s): the
-                # node keeps trying a small write, and etcd still refuses it
-                time.sleep(32)
-                assert net.health("civil")["status"] == "degraded"
+                r = net.submit("civil", tx, wait=20)
+                assert r.status_code == 503 and "NOSPACE" in r.text, r.text
             finally:
                 alarm(pb.AlarmRequest.DEACTIVATE)
     finally:
@@ -375,6 +384,7 @@ def test_a_node_that_cannot_put_its_batches_says_so(fresh: Net) -> None:
     net.wait_until("civil is well again", lambda: net.health("civil")["status"] == "ok",
                    timeout=30)
     assert net.submit("civil", tx, wait=20).status_code == 200  # submitted again: ordered
+    assert _counters(net, "civil")["paced_until"] is not None  # its batches go at a pace
 
 
 def _pruned_after(net: Net, n: int, now: int) -> None:

@@ -4,6 +4,7 @@ last batch it saw gets exactly what a reader scanning everything gets."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -32,9 +33,16 @@ from node.service import Node, Replication
 
 @pytest.fixture(scope="module")
 def etcd_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with _etcd_member(tmp_path_factory.mktemp("etcd")) as client:
+        yield client
+
+
+@contextmanager
+def _etcd_member(folder: Path, *extra: str) -> Iterator[str]:
+    """A one-member etcd on free 127.0.0.1 ports (``extra``: more of its flags); its client
+    URL."""
     binary = shutil.which("etcd")
     assert binary, "etcd is not installed (scripts/test installs Debian's etcd-server)"
-    folder = tmp_path_factory.mktemp("etcd")
     base = free_base(1)
     client, peer = f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 100}"
     log = open(folder / "etcd.log", "wb")  # noqa: SIM115 - closed below
@@ -42,7 +50,7 @@ def etcd_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         [binary, "--name", "t", "--data-dir", str(folder / "data"),
          "--listen-client-urls", client, "--advertise-client-urls", client,
          "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-         "--initial-cluster", f"t={peer}", "--log-level", "warn", "--logger", "zap"],
+         "--initial-cluster", f"t={peer}", "--log-level", "warn", "--logger", "zap", *extra],
         stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     try:
         probe = EtcdLog([client], "probe")
@@ -214,6 +222,118 @@ def test_a_replicated_nodes_health_says_when_the_chain_runs_ahead_of_its_clock(
     assert first["ordering"] == "etcd" and first["status"] == "ok", first
     assert health["ordering"] == "etcd" and health["status"] == "degraded", health
     assert "400 s ahead of this machine's clock" in health["problem"]
+
+
+def _batches_put(node: Node) -> int:
+    status = node.cluster_status()
+    assert status is not None
+    return int(status["counters"]["batches_put"])
+
+
+def _fill(log: EtcdLog) -> None:
+    """Put 200 KB values until etcd refuses (it raises)."""
+    for _ in range(1000):
+        log.put_batch(b"x" * 200_000)
+
+
+def test_a_node_refuses_submissions_while_etcd_is_out_of_space_and_paces_after(
+        tmp_path: Path) -> None:
+    """etcd with a small ``--quota-backend-bytes``, filled until its NOSPACE alarm goes off.
+    A node took submissions meanwhile, each to end "not ordered; retry" 30 s later, and put
+    all it held at once when the alarm was disarmed: filling etcd again before the nodes
+    could co-sign and prune. It now refuses them at once (503, Retry-After, the runbook's
+    fix), says so in its health, and after the alarm clears puts its batches at a pace."""
+    import grpc
+    from aetcd.rpc import rpc_pb2 as pb
+    from aetcd.rpc import rpc_pb2_grpc as pbg
+
+    from ledger.keys import load_private_key
+    from ledger.network import status_tx
+    from node.etcdlog import NoSpace
+    from node.replication import PACE
+
+    (tmp_path / "etcd").mkdir()
+    data = make_demo(tmp_path / "demo")
+    keys = data / "keys"
+    edu = Agency("edu", "", load_private_key(keys / "edu.node.key", PASS),
+                 load_private_key(keys / "edu.issuer.key", PASS))
+    now = DEMO_T0 + 1000
+    with _etcd_member(tmp_path / "etcd", "--quota-backend-bytes", str(1 << 20)) as url:
+        node = Node(data, "edu", PASS, clock=lambda: now, workers=0,
+                    replication=Replication(endpoints=(url,)))
+        filler = EtcdLog([url], "filler")
+        try:
+            app = create_app(settings_for(data), node=node)
+            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+                cid = _edu_credential_id(http, 2)
+
+                def change(i: int) -> bytes:
+                    return status_tx(node.network, edu, cid, "valid" if i % 2 else "suspended",
+                                     f"r{i}", now).raw
+
+                def post(i: int, wait: float = 20) -> httpx.Response:
+                    return http.post("/v1/tx", params={"wait": wait}, content=change(i),
+                                     headers={"content-type": "application/msgpack"})
+
+                assert post(0).status_code == 200  # etcd takes writes
+                with pytest.raises(NoSpace, match="database space exceeded"):
+                    _fill(filler)
+                # the node learns it from its next write: a submission's batch, or the write
+                # it makes every 10 s; either way the submission is refused, not kept
+                for i in (1, 2):
+                    started = time.monotonic()
+                    r = post(i)
+                    assert r.status_code == 503, r.text
+                    assert time.monotonic() - started < 10  # not after submit_timeout (30 s)
+                    assert r.headers["retry-after"] == "30"
+                    said = r.json()["detail"]
+                    for words in ("NOSPACE alarm is raised", "--quota-backend-bytes",
+                                  "etcdctl defrag", "etcdctl alarm disarm", "again"):
+                        assert words in said, said
+                health = http.get("/v1/health").json()
+                assert health["status"] == "degraded", health
+                assert "NOSPACE alarm is raised" in health["problem"]
+                assert "etcdctl alarm disarm" in health["problem"]
+                assert http.get("/v1/cluster").json()["nospace_since"] is not None
+                put = _batches_put(node)
+
+                # the runbook: space freed (here: the filler deleted), defrag, disarm
+                with grpc.insecure_channel(url.partition("://")[2]) as channel:
+                    kv, admin = pbg.KVStub(channel), pbg.MaintenanceStub(channel)
+                    gone = kv.DeleteRange(pb.DeleteRangeRequest(key=b"/credledger/filler/",
+                                                                range_end=b"/credledger/filler0"),
+                                          timeout=10)
+                    kv.Compact(pb.CompactionRequest(revision=gone.header.revision,
+                                                    physical=True), timeout=10)
+                    admin.Defragment(pb.DefragmentRequest(), timeout=30)
+                    for alarm in admin.Alarm(pb.AlarmRequest(action=pb.AlarmRequest.GET),
+                                             timeout=10).alarms:
+                        admin.Alarm(pb.AlarmRequest(action=pb.AlarmRequest.DEACTIVATE,
+                                                    memberID=alarm.memberID,
+                                                    alarm=alarm.alarm), timeout=10)
+                deadline = time.monotonic() + 30
+                while http.get("/v1/health").json()["status"] != "ok":  # its probe write
+                    assert time.monotonic() < deadline, http.get("/v1/health").json()
+                    time.sleep(0.2)
+                assert http.get("/v1/cluster").json()["paced_until"] is not None
+                # nothing held from before is put; what comes now goes at a pace: eight
+                # submissions over ~0.8 s make two or three batches, not eight
+                started = time.monotonic()
+                for i in range(3, 11):
+                    assert post(i, wait=0).status_code == 202
+                    time.sleep(0.1)
+                deadline = time.monotonic() + 30
+                while any(http.get(f"/v1/tx/{hashlib.sha256(change(i)).hexdigest()}/receipt"
+                                   ).status_code != 200 for i in range(3, 11)):
+                    assert time.monotonic() < deadline
+                    time.sleep(0.1)
+                took = time.monotonic() - started
+                batches = _batches_put(node) - put
+        finally:
+            filler.close()
+            node.close()
+    assert batches <= 1 + took / PACE, (batches, took)
+    assert batches <= 3, batches
 
 
 # -- catching up past the pruning marker from peers that may lie -------------------------------
