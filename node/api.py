@@ -494,10 +494,15 @@ def cluster_health(node: Node, cluster: dict[str, Any], head: dict[str, Any],
         return "degraded", (f"batches cannot be put into etcd: "
                             f"{cluster.get('put_error') or 'unknown error'}")
     if cluster.get("member") is False:
-        return "degraded", ("this node's key is not a current node key of the network (it was "
-                            "invalidated or rotated, or the agency removed): the node applies "
-                            "blocks but co-signs nothing and its peers hear nothing from it; "
-                            "put the agency's current node key in place and restart the node")
+        return "degraded", (
+            f"this node's key is not a current node key of the network for {node.agency} at "
+            f"its head (height {head['height']}): it was invalidated or rotated, or the agency "
+            "removed; or it is a new key put in place before its rotate_key committed, or the "
+            "node of a newly added agency not yet caught up to its add_agency. The node "
+            "applies blocks but signs none of them, and its peers hear nothing from it: put "
+            "the node key file the registry names in place and restart the node (a new key "
+            "once its rotate_key is committed; a new agency's node signs once it has caught "
+            "up)")
     own = cluster.get("own_etcd_down_since")
     if own and node.now() - own > OWN_ETCD_SLACK:
         return "degraded", (f"this agency's own etcd member (the first etcd endpoint) has not "

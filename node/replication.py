@@ -46,7 +46,7 @@ from ledger import codec, merkle
 from ledger.batch import Batch, check_batch, make_batch
 from ledger.block import BlockHeader
 from ledger.chain import BlockResult, Head, build_block, checkpoint_key
-from ledger.checkpoint import Checkpoint, NoteSignature, SignedCheckpoint
+from ledger.checkpoint import Checkpoint, NoteSignature, SignedCheckpoint, note_key_hash
 from ledger.errors import (
     CheckpointError,
     DecodeError,
@@ -556,17 +556,23 @@ class EtcdOrderer:
         result = build_block(head, registry, self.store, self.store.frontier, txs, batch.time,
                              checked=flags)
         self.stats.batches_applied += 1
+        line: str | None = None
         if result.header is not None and result.head is not None:
-            cp = sign_checkpoint(self.network, result.head, [(self.agency, self.node_key)])
-            extra = {_PENDING + _BE.pack(result.head.log_size): cp.to_text().encode(),
-                     META_REV: _BE.pack(rec.create_rev)}
+            extra = {META_REV: _BE.pack(rec.create_rev)}
+            # Signed only with the node key the block's registry names for this agency: a key
+            # file put in place before its rotate_key commits (or a new agency's node before
+            # its add_agency) signed lines no registry holds there (ADR 54, Left)
+            if self._signs_at(result.registry, result.head.time):
+                cp = sign_checkpoint(self.network, result.head, [(self.agency, self.node_key)])
+                extra[_PENDING + _BE.pack(result.head.log_size)] = cp.to_text().encode()
+                line = cp.signatures[0].to_line()
             self.store.write_block(result, extra)
             self.stats.blocks += 1
             self._remember(result.head.log_size, rec.create_rev, result.head.height)
         self.rev = rec.create_rev
         self._settle(result)
-        if result.head is not None:
-            return result.head, cp.signatures[0].to_line()
+        if result.head is not None and line is not None:
+            return result.head, line
         return None
 
     def _skip(self, rec: Record, why: str, batch: Batch | None = None) -> None:
@@ -605,6 +611,11 @@ class EtcdOrderer:
         self._recent[size] = (rev, height)
         while len(self._recent) > _RECENT:
             self._recent.popitem(last=False)
+
+    def _signs_at(self, registry: Registry, t: int) -> bool:
+        """Whether this node's key is the node key ``registry`` names for its agency at ``t``:
+        the key its checkpoint signatures there are checked against."""
+        return checkpoint_verifiers(registry, t).get(self.agency) == self.node_key.public
 
     def _member(self) -> bool:
         """Whether this node's key is a current agency node key at the head."""
@@ -727,9 +738,15 @@ class EtcdOrderer:
         ours = writes.get(size)
         if ours is None:
             ours_text = self.store.get(_PENDING + _BE.pack(size)) or self.store.checkpoint(size)
-            if ours_text is None:
+            if ours_text is not None:
+                ours = SignedCheckpoint.from_text(ours_text)
+            elif size > self.final_size:
+                # a block this node applied without signing it (its key not registered
+                # there): the others' co-signatures still make it final here
+                ours = SignedCheckpoint(Checkpoint(self.network, size,
+                                                   self.store.root_at(size)))
+            else:
                 return
-            ours = SignedCheckpoint.from_text(ours_text)
         if root != ours.checkpoint.root:
             self._evidence(size, agency, ours, theirs, verifiers, registry)
             return
@@ -748,7 +765,10 @@ class EtcdOrderer:
                   registry: Registry) -> None:
         self.stats.equivocations += 1
         key = _EVIDENCE + _BE.pack(size) + agency.encode()
-        record = codec.encode({"size": size, "agency": agency, "ours": ours.to_text(),
+        record = codec.encode({"size": size, "agency": agency,
+                               # a block this node did not sign: the checkpoint's body alone
+                               "ours": ours.to_text() if ours.signatures
+                               else ours.checkpoint.body().decode(),
                                "theirs": theirs.to_text(), "seen": int(self.clock())})
         self.store.put_records({key: record})
         log.error("EQUIVOCATION at size %d: %s signed root %s, ours is %s", size, agency,
@@ -1162,18 +1182,31 @@ class EtcdOrderer:
         published: its block was applied, and signed, with a node key rotated out since (that
         signature counts for nothing and was not published), and the node restarted with the
         new key. The block would stay short of the quorum until the next block (ADR 52). A
-        block this node applied itself, so nothing to check but that it is not final."""
+        block this node applied itself, so nothing to check but that it is not final. The
+        peers' co-signatures it holds for the head stay; a line of ours by another key goes."""
         head = self.store.head
         if (head is None or head.height == 0 or self.final_size >= head.log_size
                 or self._aligning is not None or self.halted
                 or self._cosigned == (head.log_size, self.node_key.public.raw)
-                or not self._member()):
+                or self.store.registry is None
+                or not self._signs_at(self.store.registry, head.time)):
             return
-        cp = sign_checkpoint(self.network, head, [(self.agency, self.node_key)])
+        existing: SignedCheckpoint | None = None
+        held = self.store.get(_PENDING + _BE.pack(head.log_size))
+        with contextlib.suppress(CheckpointError, UnicodeDecodeError):
+            if held is not None:  # the peers' co-signatures merged so far stay
+                existing = SignedCheckpoint.from_text(held)
+        if existing is not None:  # (not a line of ours by a key rotated out)
+            existing = None if existing.checkpoint.root != head.log_root else SignedCheckpoint(
+                existing.checkpoint, tuple(s for s in existing.signatures
+                                           if s.name != self.agency))
+        cp = sign_checkpoint(self.network, head, [(self.agency, self.node_key)], existing)
         self.store.put_records({_PENDING + _BE.pack(head.log_size): cp.to_text().encode()})
         log.info("co-signing the head (log size %d) with this node's current key",
                  head.log_size)
-        self._publish(head, cp.signatures[0].to_line())
+        mine = next(s for s in cp.signatures if s.name == self.agency and s.key_hash ==
+                    note_key_hash(self.agency, self.node_key.public.raw))
+        self._publish(head, mine.to_line())
 
     def _watch_finality(self) -> None:
         """Note since when the head has had no final checkpoint (0 while it has one)."""

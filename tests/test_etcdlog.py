@@ -199,6 +199,79 @@ def test_a_node_cuts_queued_submissions_into_batches_of_at_most_max_batch(
     assert orderer.stats.batches_put == len(counts) >= 3
 
 
+def test_a_node_signs_no_block_with_a_key_its_agency_has_not_registered(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A node key file put in place before its rotate_key commits (README: after) made the
+    node sign every block it applied with it; merged with the peers' co-signatures, the
+    stored final checkpoints held lines by a key the registry did not name there, which the
+    audit reports. The node now signs only with the key the block's registry names: the
+    others' co-signatures still make its blocks final, and once the rotation commits it signs
+    with the new key, with no restart."""
+    from ledger import codec
+    from ledger.batch import make_batch
+    from ledger.checkpoint import SignedCheckpoint, note_key_hash
+    from ledger.finality import sign_checkpoint, unregistered_signatures, verify_final
+    from ledger.keys import PrivateKey
+
+    reg, tax = agencies["reg"], agencies["tax"]
+    new_key = PrivateKey.generate()  # edu's next node key, not registered yet
+    prefix = "unregistered-key"
+    writer = EtcdLog([etcd_url], prefix)  # the other agencies' nodes, by hand
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                          node_key=new_key, clock=lambda: T0 + 10, workers=0)
+
+    def block_by_reg(tx_raw: bytes, t: int) -> tuple[int, bytes]:
+        """reg's node proposes a batch; the block edu's node makes of it: (size, root)."""
+        height = ledger.store.head.height
+        writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, t, [tx_raw]).to_bytes())
+        deadline = time.monotonic() + 30
+        while ledger.store.head.height == height:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+        head = ledger.store.head
+        for name, agency in (("reg", reg), ("tax", tax)):  # their co-signatures
+            line = sign_checkpoint(ledger.net, head, [(name, agency.node_key)]
+                                   ).signatures[0].to_line()
+            writer.put_cosig(head.log_size, name,
+                             codec.encode({"root": head.log_root, "line": line}))
+        while orderer.final_size < head.log_size:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+        return head.log_size, head.log_root
+
+    def stored(size: int) -> SignedCheckpoint:
+        text = ledger.store.checkpoint(size)
+        assert text is not None
+        return SignedCheckpoint.from_text(text)
+
+    mine = note_key_hash("edu", new_key.public.raw)
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        assert orderer.status()["member"] is False
+        size, _ = block_by_reg(ledger.gov_tx("register_type", {"type": spec}, [reg, tax]).raw,
+                               T0 + 5)
+        before = stored(size)
+        assert {s.name for s in before.signatures} == {"reg", "tax"}, before.to_text()
+        assert mine not in {s.key_hash for s in before.signatures}
+        assert unregistered_signatures(before, ledger.registry) == []
+        # the rotation commits: its block and the ones after are signed with the new key
+        size, _ = block_by_reg(ledger.gov_tx("rotate_key", {
+            "agency": "edu", "role": "node", "new_key": new_key.public.raw, "at": T0 + 7},
+            [reg, tax]).raw, T0 + 7)
+        assert orderer.status()["member"] is True
+        after = stored(size)
+        assert ("edu", mine) in {(s.name, s.key_hash) for s in after.signatures}
+        assert verify_final(after, ledger.registry, T0 + 7) == {"edu", "reg", "tax"}
+    finally:
+        orderer.stop()
+        writer.close()
+    from ledger.audit import audit
+
+    ledger.close()
+    report = audit(ledger.path, now=T0 + 20)
+    assert not [p for p in report.problems if p.kind == "checkpoint"], report.problems
+
+
 def test_a_replicated_nodes_health_says_when_the_chain_runs_ahead_of_its_clock(
         etcd_url: str, tmp_path: Path) -> None:
     """The etcd branch of ``/v1/health``: block times follow the proposing node's clock, so a
