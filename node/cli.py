@@ -271,10 +271,13 @@ def run(
             replication = None
             runtime: Path | None = None
             if settings.pki is not None and (settings.tls or settings.ordering == "etcd"):
-                from node.pki import lock, unlock
+                from node.pki import check_hosts, lock, unlock
 
                 runtime = unlock(settings.pki, settings.agency, passphrase)
                 cleanup.callback(lock, runtime)
+                # a host peers or its own etcd connection use that the certificate does not
+                # name fails every handshake there: refused here, naming the fix (ADR 54, Left)
+                check_hosts(settings.pki, settings.agency, settings.tls_hosts())
             if settings.ordering == "etcd":
                 from node.service import Replication
 

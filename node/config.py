@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = ["ENV_PREFIX", "ConfigError", "Settings"]
 
@@ -153,6 +154,22 @@ class Settings:
     def audience(self) -> str:
         """The URL presentations made for this node's verifier are bound to (``aud``)."""
         return self.public_url or f"{self.scheme}://{self.host}:{self.port}"
+
+    def tls_hosts(self) -> dict[str, str]:
+        """The hosts this node is reached at with its agency certificate, as its settings name
+        them (setting → host): its ``public_url`` when it serves HTTPS itself, and the first
+        https etcd endpoint, the agency's own member (which runs with the same certificate).
+        Its bind address is left out: peers may reach it by a name that resolves to it."""
+        out: dict[str, str] = {}
+        if self.tls and self.public_url is not None and self.public_url.startswith("https://"):
+            host = urlsplit(self.public_url).hostname
+            if host:
+                out["public_url"] = host
+        if self.etcd_endpoints and self.etcd_endpoints[0].startswith("https://"):
+            host = urlsplit(self.etcd_endpoints[0]).hostname
+            if host:
+                out["etcd_endpoints[0], this agency's own etcd member"] = host
+        return out
 
     @property
     def operator_enabled(self) -> bool:

@@ -48,7 +48,8 @@ from ledger.errors import KeyFileError, LedgerError
 from ledger.files import write_atomic
 from ledger.keys import open_secret, seal_secret
 
-__all__ = ["CRL", "OPERATOR", "CertInfo", "PkiError", "check_certificates", "create_pki",
+__all__ = ["CRL", "OPERATOR", "CertInfo", "PkiError", "check_certificates", "check_hosts",
+           "create_pki",
            "ensure_crl", "ensure_operator_cert", "issue_agency_cert", "list_certificates",
            "lock", "operator_credentials", "renew_agency_cert", "revoke_agency_cert",
            "runtime_base", "sweep_stale_runtimes", "unlock"]
@@ -547,6 +548,54 @@ def check_certificates(folder: Path, agency: str, key: ec.EllipticCurvePrivateKe
             raise PkiError(f"{folder / name} expired on {c.not_valid_after_utc:%Y-%m-%d}: "
                            + _renew_hint(name, agency))
     return min((c.not_valid_after_utc - now).days for c in (ca, cert))
+
+
+def _names(cert: x509.Certificate) -> list[x509.GeneralName]:
+    try:
+        return list(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
+    except x509.ExtensionNotFound:
+        return []
+
+
+def _names_host(names: Iterable[x509.GeneralName], host: str) -> bool:
+    """Whether a certificate with these SANs is valid for ``host``, as a TLS client checks it:
+    an IP address against its IP addresses, a name against its DNS names (``*.`` covering
+    one label)."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        want = host.lower().rstrip(".")
+        for n in names:
+            if not isinstance(n, x509.DNSName):
+                continue
+            dns = n.value.lower().rstrip(".")
+            if dns == want or (dns.startswith("*.") and "." in want
+                               and want.split(".", 1)[1] == dns[2:]):
+                return True
+        return False
+    return any(isinstance(n, x509.IPAddress) and n.value == ip for n in names)
+
+
+def check_hosts(folder: Path, agency: str, hosts: Mapping[str, str]) -> None:
+    """Check that ``<agency>.crt`` in ``folder`` names every host of ``hosts`` (what names it,
+    a setting such as ``public_url``, → the host): peers, etcd and clients that connect to one
+    it does not name refuse it at the handshake, from the first connection. Raises
+    :class:`PkiError` naming the setting, the host, the names the certificate has and the
+    command that adds the host."""
+    path = folder / f"{agency}.crt"
+    names = _names(_certificate(path))
+    missing = {what: host for what, host in hosts.items() if not _names_host(names, host)}
+    if not missing:
+        return
+    said = "; ".join(f"{host} ({what})" for what, host in missing.items())
+    named = ", ".join(str(n.value) for n in names) or "no host"
+    adds = " ".join(f"--host {host}" for host in dict.fromkeys(missing.values()))
+    raise PkiError(f"{path} does not name {said}: peers, etcd members and clients that "
+                   f"connect there refuse it at the TLS handshake (it names {named}). The "
+                   "network's operator renews it where the CA key is kept (`ledger-node pki "
+                   f"renew --agency {agency} {adds}`; renew keeps the hosts it named) and "
+                   f"gives the agency the new {agency}.crt and {agency}.key; or correct the "
+                   "setting in node.toml")
 
 
 def _has(cert: x509.Certificate, extension: type[x509.ExtensionType]) -> bool:

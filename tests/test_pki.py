@@ -764,6 +764,70 @@ def test_certificates_name_the_hosts_agencies_are_reached_at(tmp_path: Path) -> 
     assert r.returncode == 2 and "AGENCY=HOST" in r.stderr
 
 
+def test_a_node_refuses_to_start_where_its_certificate_does_not_name_its_hosts(
+        tmp_path: Path) -> None:
+    """A certificate's hosts were not checked at start: a node whose public_url (served with
+    its certificate) or own etcd member (the first endpoint, run with the same certificate)
+    is at a host the certificate does not name started, and every connection there failed
+    its handshake with errors that named no certificate. It now refuses to start, naming the
+    setting, the host and `ledger-node pki renew --agency … --host …`."""
+    from node.config import Settings
+    from node.pki import check_hosts
+
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil"], b"pw", now=NOW,
+               hosts={"civil": ["ledger.civil.example", "10.0.0.7"]})
+    check_hosts(pki, "civil", {"a": "127.0.0.1", "b": "localhost", "c": "civil",
+                               "d": "Ledger.Civil.Example", "e": "10.0.0.7"})
+    with pytest.raises(PkiError) as refused:
+        check_hosts(pki, "civil", {"public_url": "node.civil.example", "x": "10.0.0.7",
+                                   "etcd": "10.0.0.8"})
+    said = " ".join(str(refused.value).split())
+    assert "does not name node.civil.example (public_url); 10.0.0.8 (etcd)" in said, said
+    assert "ledger-node pki renew --agency civil --host node.civil.example --host 10.0.0.8" \
+        in said, said
+    assert "ledger.civil.example" in said  # what it does name
+
+    def settings(**given: object) -> Settings:
+        return Settings.from_mapping({"data": "d", "agency": "civil", "pki": "pki", **given},
+                                     {}, base=tmp_path)
+
+    assert settings(tls=True, public_url="https://node.example:8443",
+                    ordering="etcd", etcd_endpoints=["https://[::1]:2379", "https://x:1"]
+                    ).tls_hosts() == {"public_url": "node.example",
+                                      "etcd_endpoints[0], this agency's own etcd member": "::1"}
+    # a node behind a proxy that terminates TLS, and plain etcd: no host to check
+    assert settings(public_url="https://node.example", ordering="etcd",
+                    etcd_endpoints=["http://10.0.0.9:2379"]).tls_hosts() == {}
+
+    # `ledger-node run`: refused before it opens anything (here there is no store to open)
+    live = tmp_path / "live"
+    create_pki(live, "n", ["civil"], b"pw", now=dt.datetime.now(dt.UTC),
+               hosts={"civil": ["ledger.civil.example"]})
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"}
+
+    def run(public_url: str, endpoint: str) -> subprocess.CompletedProcess[str]:
+        (tmp_path / "node.toml").write_text(
+            f'data = "data"\nagency = "civil"\npki = "live"\ntls = true\n'
+            f'public_url = "{public_url}"\nordering = "etcd"\n'
+            f'etcd_endpoints = ["{endpoint}"]\n')
+        return subprocess.run([str(BIN / "ledger-node"), "run", "--config",
+                               str(tmp_path / "node.toml")], capture_output=True, text=True,
+                              env=env, timeout=120, check=False)
+
+    r = run("https://node.civil.example:8443", "https://10.0.0.8:2379")
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 1 and "cannot open the node" in said, r.stderr
+    assert "does not name node.civil.example (public_url); 10.0.0.8 (etcd_endpoints[0]" in said
+    assert "ledger-node pki renew --agency civil --host node.civil.example --host 10.0.0.8" \
+        in said, said
+    assert "Traceback" not in r.stderr
+    # hosts it names (as `ledger-node cluster` has them: 127.0.0.1) pass the check
+    r = run("https://ledger.civil.example:8443", "https://127.0.0.1:2379")
+    assert r.returncode == 1 and "does not name" not in r.stderr, r.stderr
+    assert "cannot open the node" in r.stderr  # (no store there)
+
+
 def test_a_certificate_not_for_servers_and_clients_is_refused_at_start(tmp_path: Path) -> None:
     """A client-only certificate was taken at start and failed at each TLS handshake."""
     from node.pki import _ca, _leaf_cert, _replace_pair
