@@ -99,6 +99,7 @@ from ledger.errors import (
 )
 from ledger.finality import checkpoint_verifiers, unregistered_signatures, verify_final
 from ledger.keys import PrivateKey, PublicKey
+from ledger.network import free_text_reason
 from ledger.sigcheck import Checking, SignatureChecker
 from ledger.state import Registry
 from ledger.store import (
@@ -118,6 +119,10 @@ Progress = Callable[[int, int, int], None]
 
 _WINDOW = 16
 """Blocks whose signatures are being checked ahead of the replay."""
+
+
+FREE_TEXT_KEPT = 100
+"""Transactions with a reason in free text an audit report lists (it counts them all)."""
 
 
 class AuditError(LedgerError):
@@ -185,6 +190,11 @@ class AuditReport:
     """The height of the block whose log size is ``since``'s size (None until found)."""
     approvals_total: int = 0
     approvals_rechecked: int = 0
+    free_text: list[dict[str, Any]] = field(default_factory=list)
+    """The first FREE_TEXT_KEPT ``status``/``credit`` transactions whose reason is no reason
+    code (its height, txid, type and length; never the text): public for good, and a name
+    could be in it (ADR 55). Not a break: the ledger takes such text."""
+    free_text_count: int = 0
 
     @property
     def attested_size(self) -> int:
@@ -234,7 +244,8 @@ class AuditReport:
                           "unchecked": self.approvals_total - self.approvals_rechecked},
         } | ({} if self.since is None else {"since": {
             "size": self.since.checkpoint.size, "root": self.since.checkpoint.root.hex(),
-            "height": self.since_height}})
+            "height": self.since_height}}) | ({} if not self.free_text_count else {
+            "free_text_reasons": {"count": self.free_text_count, "first": self.free_text}})
 
     def digest(self) -> bytes:
         """SHA-256 of the canonical JSON of :meth:`to_json` (sorted keys, no spaces, UTF-8)."""
@@ -762,6 +773,11 @@ def _replay(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: R
         signers[tuple(s.kid for s in tx.sigs)] += 1
         if tx.type == "approval":
             approvals.committed(tx, at[0])
+        elif tx.type in ("status", "credit") and free_text_reason(tx) is not None:
+            report.free_text_count += 1
+            if len(report.free_text) < FREE_TEXT_KEPT:
+                report.free_text.append({"height": at[0], "txid": tx.txid.hex(),
+                                         "type": tx.type, "length": len(tx.body["reason"])})
 
     def count_agencies() -> None:
         registry = replayer.store.registry

@@ -1305,6 +1305,13 @@ def _print_audit(report: Any, statement: Path | None) -> None:
         out.print(Text(f"EQUIVOCATION at size {eq.size}: roots {eq.root_a.hex()} "
                        f"({', '.join(sorted(eq.signers_a))}) and {eq.root_b.hex()} "
                        f"({', '.join(sorted(eq.signers_b))})", style="bold red"), soft_wrap=True)
+    if report.free_text_count:
+        first = report.free_text[0]
+        out.print(Text(f"NOTE {report.free_text_count} status or credit transaction(s) carry a "
+                       "reason in free text, not a code: public for good, it may hold personal "
+                       f"data (first: block {first['height']}, tx {first['txid']}; --json lists "
+                       "them). Not a break: the ledger takes such text.", style="yellow"),
+                  soft_wrap=True)
     if statement is not None:
         out.print(Text(f"signed audit statement → {statement}"), soft_wrap=True)
     out.print(Text("CLEAN", style="bold green") if report.clean else

@@ -146,6 +146,47 @@ def test_a_chain_no_final_checkpoint_covers_says_what_is_not_vouched_for(
     assert "nothing: no final checkpoint was checked" in " ".join(r.output.split())
 
 
+def test_a_reason_in_free_text_is_noted_never_shown(ledger: LedgerHarness,
+                                                     agencies: dict[str, Agency]) -> None:
+    """A status change or credit event signed by other software with a name in its reason:
+    the ledger takes it (chains hold such text), the node's door refuses it (ADR 55), and the
+    audit notes each one (block, txid, length; not the text) without calling the chain
+    broken; a chain of reason codes has no such member (its report is as before)."""
+    from ledger.tx import make_tx
+
+    world = World(ledger, agencies)
+    _, cid = world.issue()
+    edu = agencies["edu"]
+    ledger.commit([status_tx("demo", edu, cid, "suspended", "under-review", T0 + 20)], T0 + 20)
+    before = audit(ledger.path, now=T0)
+    assert before.clean and "free_text_reasons" not in before.to_json()
+    free = make_tx("demo", "status", {"credential_id": cid, "status": "valid",
+                                      "reason": "cleared for Li Hua-91c2", "ts": T0 + 30},
+                   [edu.issuer_key])
+    r = ledger.commit([free], T0 + 30)
+    assert not r.rejected, r.rejected
+    ledger.close()
+    report = audit(ledger.path, now=T0)
+    assert report.clean, [str(p) for p in report.problems]
+    doc = report.to_json()
+    assert doc["free_text_reasons"] == {"count": 1, "first": [
+        {"height": ledger_height(report), "txid": free.txid.hex(), "type": "status",
+         "length": len("cleared for Li Hua-91c2")}]}
+    assert "Li Hua" not in json.dumps(doc)
+    validate_report(report)
+    out = CliRunner().invoke(ledger_app, ["audit", str(ledger.path), "--workers", "0"],
+                             env={"COLUMNS": "300"})
+    assert out.exit_code == 0, out.output
+    said = " ".join(out.output.split())
+    assert "NOTE 1 status or credit transaction(s) carry a reason in free text" in said
+    assert free.txid.hex() in said and "Li Hua" not in said and "CLEAN" in said
+
+
+def ledger_height(report: AuditReport) -> int:
+    assert report.head is not None
+    return report.head.height
+
+
 def _folder_state(folder: Path) -> dict[str, bytes]:
     return {str(f.relative_to(folder)): f.read_bytes() for f in sorted(folder.rglob("*"))
             if f.is_file()}
