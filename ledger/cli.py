@@ -93,6 +93,7 @@ from ledger.ordering import Receipt, SoloOrderer
 from ledger.presentation import (
     MAX_ENVELOPE,
     Bundle,
+    Check,
     Envelope,
     Report,
     Request,
@@ -210,16 +211,29 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+class _Unreadable(Exception):
+    """An input that cannot be read (bad input, exit 2); its message says why."""
+
+
+def _bounded_read(path: Path, what: str, limit: int = MAX_INPUT) -> bytes:
+    """A file the user names, at most ``limit`` bytes; :class:`_Unreadable` if it cannot be
+    read or is larger."""
+    try:
+        with path.open("rb") as f:
+            raw = f.read(limit + 1)
+    except OSError as e:
+        raise _Unreadable(f"cannot read the {what} file {path}: {e.strerror or e}") from e
+    if len(raw) > limit:
+        raise _Unreadable(f"the {what} file {path} is over {limit} bytes")
+    return raw
+
+
 def _read_input(path: Path, what: str) -> bytes:
     """A file the user names, at most MAX_INPUT bytes; unreadable or oversize is bad input (2)."""
     try:
-        with path.open("rb") as f:
-            raw = f.read(MAX_INPUT + 1)
-    except OSError as e:
-        _fail(f"cannot read the {what} file {path}: {e.strerror or e}", 2)
-    if len(raw) > MAX_INPUT:
-        _fail(f"the {what} file {path} is over {MAX_INPUT} bytes", 2)
-    return raw
+        return _bounded_read(path, what)
+    except _Unreadable as e:
+        _fail(str(e), 2)
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -417,35 +431,31 @@ _ON_ARGV = ("[yellow]note:[/] the presentation, with its disclosed claims, is on
 
 
 def _stdin_bytes(what: str) -> bytes:
-    """The presentation piped in (``-``), bounded as a file is."""
+    """The presentation piped in (``-``), bounded as a file is; :class:`_Unreadable` if there
+    is none or too much."""
     raw = sys.stdin.buffer.read(4 * MAX_ENVELOPE + 1)
     if len(raw) > 4 * MAX_ENVELOPE:
-        _fail(f"the {what} on standard input is over {4 * MAX_ENVELOPE} bytes", 2)
+        raise _Unreadable(f"the {what} on standard input is over {4 * MAX_ENVELOPE} bytes")
     if not raw.strip():
-        _fail(f"no {what} on standard input (- reads it from there)", 2)
+        raise _Unreadable(f"no {what} on standard input (- reads it from there)")
     return raw
 
 
 def _envelope_bytes(source: str) -> bytes:
     """An envelope from a file (raw msgpack or base64url text), standard input (``-``) or a
-    base64url argument (which says that it puts the claims on the command line)."""
+    base64url argument (which says that it puts the claims on the command line);
+    :class:`_Unreadable` if there is none to be read."""
     text: str | None = source
     path = Path(source)
     if source == STDIN or _names_a_file(source):
         if source == STDIN:
             raw, where = _stdin_bytes("envelope"), "standard input"
         else:
-            try:
-                with path.open("rb") as f:
-                    raw = f.read(4 * MAX_ENVELOPE + 1)
-            except OSError as e:
-                _fail(f"cannot read the envelope file {path}: {e.strerror or e}", 2)
-            if len(raw) > 4 * MAX_ENVELOPE:
-                _fail(f"the envelope file {path} is over {4 * MAX_ENVELOPE} bytes", 2)
-            where = str(path)
+            raw, where = _bounded_read(path, "envelope", 4 * MAX_ENVELOPE), str(path)
         if raw.startswith(b"\x89PNG\r\n\x1a\n"):
-            _fail(f"{where} is a PNG image (the QR code): give the envelope file (.bin) or its "
-                  "base64url text, or read the image on a node's /verify page", 2)
+            raise _Unreadable(f"{where} is a PNG image (the QR code): give the envelope file "
+                              "(.bin) or its base64url text, or read the image on a node's "
+                              "/verify page")
         try:
             text = raw.decode("ascii").strip()
         except UnicodeDecodeError:
@@ -455,14 +465,25 @@ def _envelope_bytes(source: str) -> bytes:
     elif text is not None and _B64URL.match(text) and len(source) >= 64:
         err.print(_ON_ARGV)
     if text is None or not _B64URL.match(text):
-        _fail("the envelope is neither an existing file nor a base64url string", 2)
+        raise _Unreadable("the envelope is neither an existing file nor a base64url string")
     if len(source) < 64 and source != STDIN and not _names_a_file(source):  # a mistyped name?
-        _fail(f"there is no envelope file {source}, and it is too short to be base64url "
-              "envelope text", 2)
+        raise _Unreadable(f"there is no envelope file {source}, and it is too short to be "
+                          "base64url envelope text")
     try:
         return base64.urlsafe_b64decode(text.rstrip("=") + "=" * (-len(text.rstrip("=")) % 4))
     except (binascii.Error, ValueError) as e:
-        _fail(f"the envelope is not valid base64url: {e}", 2)
+        raise _Unreadable(f"the envelope is not valid base64url: {e}") from e
+
+
+def _no_verdict(message: str, as_json: bool, check: str, extra: dict[str, Any]) -> NoReturn:
+    """The presentation cannot be read: bad input, exit 2. With --json standard output still
+    holds a report of the verdict's shape: not verified, its one failed ``check`` and
+    ``error`` saying what could not be read (with ``extra`` members)."""
+    if as_json:
+        report = Report(checks=[Check(check, False, message)])
+        print(json.dumps({**report.to_json(), "error": message, **extra},
+                         ensure_ascii=not utf8_stdout()))
+    _fail(message, 2)
 
 
 def _human_age(seconds: int) -> str:
@@ -589,11 +610,14 @@ def verify(
     if (data is None) == (snapshot is None):
         _fail("give exactly one of --data (live store) or --snapshot (offline), or --trust for "
               "a credential from outside the network", 2)
-    raw = _envelope_bytes(envelope)
     try:
-        Envelope.from_bytes(raw)
-    except DecodeError as e:
-        _fail(f"not a presentation envelope: {e}", 2)
+        raw = _envelope_bytes(envelope)
+        try:
+            Envelope.from_bytes(raw)
+        except DecodeError as e:
+            raise _Unreadable(f"not a presentation envelope: {e}") from e
+    except _Unreadable as e:
+        _no_verdict(str(e), as_json, "envelope", {})
     try:
         req = Request.from_file_json(_read_json(request, "request"))
     except DecodeError as e:
@@ -654,25 +678,33 @@ def _give_report(report: Report, as_json: bool, extra: dict[str, Any],
         raise typer.Exit(1)
 
 
+def _foreign_text(source: str) -> str:
+    """A foreign presentation (SD-JWT+KB text) from a file, standard input (``-``) or the
+    argument itself; :class:`_Unreadable` if there is none to be read."""
+    if source == STDIN or _names_a_file(source):
+        raw = _stdin_bytes("presentation") if source == STDIN else \
+            _bounded_read(Path(source), "presentation")
+        try:
+            return raw.decode("ascii").strip()
+        except UnicodeDecodeError as e:
+            where = "standard input" if source == STDIN else str(Path(source))
+            raise _Unreadable(f"{where} is not an SD-JWT+KB (text); an envelope from a wallet "
+                              "of the network goes with --data or --snapshot, not "
+                              "--trust") from e
+    if "~" in source:
+        err.print(_ON_ARGV)
+        return source.strip()
+    raise _Unreadable(f"there is no presentation file {source}, and it is not SD-JWT+KB text")
+
+
 def _verify_foreign_cli(source: str, request: Path, trust: Path, token_files: list[Path],
                         nonce_log: Path | None, as_json: bool) -> None:
     from ledger.foreign import read_trust_list, tokens_by_uri, verify_foreign
 
-    path = Path(source)
-    if source == STDIN or _names_a_file(source):
-        raw = _stdin_bytes("presentation") if source == STDIN else \
-            _read_input(path, "presentation")
-        try:
-            text = raw.decode("ascii").strip()
-        except UnicodeDecodeError:
-            _fail(f"{'standard input' if source == STDIN else path} is not an SD-JWT+KB "
-                  "(text); an envelope from a wallet of the network goes with --data or "
-                  "--snapshot, not --trust", 2)
-    elif "~" in source:
-        err.print(_ON_ARGV)
-        text = source.strip()
-    else:
-        _fail(f"there is no presentation file {source}, and it is not SD-JWT+KB text", 2)
+    try:
+        text = _foreign_text(source)
+    except _Unreadable as e:
+        _no_verdict(str(e), as_json, "presentation", {"foreign": True})
     try:
         trust_list = read_trust_list(trust)
     except LedgerError as e:

@@ -463,6 +463,29 @@ def test_wallet_and_ledger_verify_on_the_command_line(tmp_path: Path) -> None:
     assert r.returncode == 2 and "trust list" in r.stderr
 
 
+def test_ledger_verify_json_on_an_unreadable_foreign_presentation(tmp_path: Path) -> None:
+    """--trust --json: a presentation that cannot be read is bad input (exit 2), and standard
+    output still holds one JSON report, not verified, saying what could not be read."""
+    trust = tmp_path / "trust.json"
+    trust.write_text(json.dumps(trust_json(Issuer())))
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps({"nonce": "n-1", "audience": "https://desk.example",
+                               "type": VCT, "claims": []}))
+    binary = tmp_path / "envelope.bin"
+    binary.write_bytes(b"\x92\xff\x00\x80")
+    (tmp_path / "folder").mkdir()
+    for source, said in [(str(binary), "is not an SD-JWT+KB"),
+                         ("folder", "cannot read the presentation file"),
+                         ("no-such-file", "there is no presentation file")]:
+        r = _cli("ledger", "verify", source, "--request", str(req), "--trust", str(trust),
+                 "--json", cwd=tmp_path)
+        assert r.returncode == 2, (source, r.stdout, r.stderr)
+        got = json.loads(r.stdout)
+        assert got["verified"] is False and got["foreign"] is True, got
+        assert said in got["error"] and said in r.stderr
+        assert got["checks"] == [{"check": "presentation", "ok": False, "detail": got["error"]}]
+
+
 # -- the node's verifier: page and API -------------------------------------------------------------
 
 

@@ -351,6 +351,39 @@ def test_bad_input_exits_2(demo: Path, work: Path, issued: Bundle) -> None:
     assert "cannot read the snapshot" in r.stderr
 
 
+def test_unreadable_envelopes_with_json_still_print_a_verdict(demo: Path, work: Path,
+                                                              issued: Bundle) -> None:
+    """--json: an envelope that cannot be read is bad input (exit 2), and standard output
+    still holds one JSON report, not verified, saying what could not be read."""
+    req = work / "request.json"
+    whole = _present(issued)
+    truncated, not_envelope = work / "truncated.bin", work / "not-an-envelope.bin"
+    truncated.write_bytes(whole[:len(whole) // 2])
+    not_envelope.write_bytes(codec.encode({"hello": 1}))
+    png = work / "qr.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    folder = work / "a-folder.bin"  # exists, but no file to read (root reads what chmod hides)
+    folder.mkdir(exist_ok=True)
+    for source, said in [(truncated, "not a presentation envelope"),
+                         (not_envelope, "not a presentation envelope"),
+                         (_b64url(whole[:60]), "not a presentation envelope"),
+                         (png, "is a PNG image"),
+                         (folder, "cannot read the envelope file"),
+                         (work / "no-such-envelope.bin", "neither an existing file"),
+                         ("envelope", "there is no envelope file envelope")]:
+        r, report = _verify(source, "--data", str(demo), request=req)
+        assert r.returncode == 2, (source, r.stdout, r.stderr)
+        assert said in r.stderr, r.stderr
+        assert report["verified"] is False and report["status"] == "undetermined", report
+        assert said in report["error"] and report["claims"] == {}
+        assert report["checks"] == [{"check": "envelope", "ok": False,
+                                     "detail": report["error"]}]
+    r, report = _verify(truncated, "--snapshot", str(work / "x"), request=req)
+    assert r.returncode == 2 and report["verified"] is False  # --snapshot: the same
+    r, _ = _verify(truncated, request=req)  # a usage error is no verdict: stdout stays empty
+    assert r.returncode == 2 and r.stdout == "" and "exactly one of --data" in r.stderr
+
+
 def test_request_command_makes_fresh_valid_requests(work: Path) -> None:
     out = work / "fresh-request.json"
     r = _run("ledger", "request", "--type", "residence", "--audience", "https://desk.example",
