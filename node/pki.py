@@ -61,6 +61,9 @@ CA_VALID_DAYS = 3650
 their full time; `renew_ca` extends it with the same key (ADR 54)."""
 WARN_DAYS = 30
 """A node's health is degraded this many days before its certificate (or the CA's) ends."""
+UNREADABLE = "cannot read this agency's TLS certificates"
+"""How :func:`certificate_problem` begins when it could not read the certificates or the
+revocation list (missing, or caught while being copied in): worth reading again soon."""
 CRL = "crl.pem"
 REVOKED = "revoked"
 SUPERSEDED = "superseded"  # certificates renew replaced, still valid until they expire
@@ -627,7 +630,7 @@ def certificate_problem(folder: Path, agency: str, now: _dt.datetime,
         ca, cert = _certificate(where / "ca.crt"), _certificate(where / f"{agency}.crt")
         crl = _read_crl(folder, _certificate(folder / "ca.crt"))
     except (PkiError, OSError) as e:
-        return f"cannot read this agency's TLS certificates: {e}"
+        return f"{UNREADABLE}: {e}"
     if crl is not None and crl.get_revoked_certificate_by_serial_number(
             cert.serial_number) is not None:
         return (f"this agency's TLS certificate (serial {cert.serial_number:x}) is on the "

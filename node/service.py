@@ -412,7 +412,9 @@ class Node:
     _tls_seen: tuple[float, str | None] = (float("-inf"), None)  # when read, what it said
     TLS_CHECK_EVERY = 60.0
     """Seconds between two reads of the PKI folder for :meth:`tls_problem` (health probes
-    come every few seconds; the folder changes when an operator renews or revokes)."""
+    come every few seconds; the folder changes when an operator renews or revokes). A read
+    that failed is not kept: the next probe reads again (a ``crl.pem`` copied in with a
+    plain ``cp`` is half there for a moment)."""
 
     def watch_certificates(self, folder: Path, agency: str, in_use: Path | None = None) -> None:
         """Have health say when the TLS certificate this agency runs with (the copies in
@@ -428,13 +430,14 @@ class Node:
             return None
         at, problem = self._tls_seen
         if _time.monotonic() - at >= self.TLS_CHECK_EVERY:
-            from node.pki import certificate_problem
+            from node.pki import UNREADABLE, certificate_problem
 
             folder, agency, in_use = watched
             problem = certificate_problem(folder, agency,
                                           _dt.datetime.fromtimestamp(self.now(), _dt.UTC),
                                           in_use)
-            self._tls_seen = (_time.monotonic(), problem)
+            if problem is None or not problem.startswith(UNREADABLE):
+                self._tls_seen = (_time.monotonic(), problem)
         return problem
 
     def signing_problem(self) -> str:

@@ -1408,6 +1408,34 @@ def test_health_says_when_the_tls_certificate_nears_its_end(tmp_path: Path) -> N
         assert http.get("/v1/health").json()["status"] == "ok"
 
 
+def test_health_reads_the_pki_folder_again_after_a_failed_read(tmp_path: Path) -> None:
+    """Health kept a "cannot read" of the PKI folder for a minute, as it keeps a good read: a
+    crl.pem caught half copied (a plain cp) made it say so until then. A failed read is now
+    read again at the next probe; a good one is still kept."""
+    import datetime as dt
+
+    from node.pki import CRL, create_pki
+    from node.service import Node
+
+    data = make_demo(tmp_path / "demo")
+    pki = tmp_path / "pki"
+    create_pki(pki, "demo", ["civil"], b"pw",
+               now=dt.datetime.fromtimestamp(T0 + 1000, dt.UTC))
+    whole = (pki / CRL).read_bytes()
+    node = Node(data, "civil", PASS, clock=lambda: T0 + 1000, workers=0)
+    try:
+        (pki / CRL).write_bytes(whole[:len(whole) // 2])  # cp has written half of it
+        node.watch_certificates(pki, "civil")
+        said = node.tls_problem()
+        assert said is not None and "cannot read this agency's TLS certificates" in said, said
+        (pki / CRL).write_bytes(whole)  # cp is done
+        assert node.tls_problem() is None  # read again, not a minute later
+        (pki / CRL).write_bytes(whole[:len(whole) // 2])
+        assert node.tls_problem() is None  # a good read is kept (for TLS_CHECK_EVERY)
+    finally:
+        node.close()
+
+
 def test_the_credit_secret_is_sealed_and_an_old_clear_one_still_read(tmp_path: Path) -> None:
     """keys/credit.secret (keyed pseudonyms of credit subjects) rests sealed as key files do;
     a clear one from before ADR 46 is still read; none means no credit records here."""
