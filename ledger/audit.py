@@ -380,7 +380,21 @@ class _StoreSource:
 _TABLE_SUFFIXES = (".ldb", ".sst")
 
 
-def _shadow_store(path: Path, notice: Callable[[str], None] | None) -> Path:
+@contextlib.contextmanager
+def store_copy(path: Path, notice: Callable[[str], None] | None = None, *,
+               doing: str = "audit") -> Iterator[Path]:
+    """The store at ``path`` copied for LevelDB to open (see :func:`_shadow_store`), removed
+    when the ``with`` block ends: for reading a store without writing into its folder, as
+    ``ledger export`` does. ``doing`` names the command in errors; they are AuditError."""
+    shadow = _shadow_store(path.resolve(), notice, doing)
+    try:
+        yield shadow / "db"
+    finally:
+        shutil.rmtree(shadow, ignore_errors=True)
+
+
+def _shadow_store(path: Path, notice: Callable[[str], None] | None,
+                  doing: str = "audit") -> Path:
     """A copy of the store at ``path`` for LevelDB to open, so the audit writes nothing into the
     audited folder (ADR 40).
 
@@ -395,10 +409,10 @@ def _shadow_store(path: Path, notice: Callable[[str], None] | None) -> Path:
     in use is refused, as before, and no node can open it half-way through the copy."""
     try:
         with store_unused(path, shared=True):
-            return _copy_store(path, notice)
+            return _copy_store(path, notice, doing)
     except StoreError as e:
-        raise AuditError(f"cannot audit: {e}, or audit the running node instead: "
-                         "`ledger audit --node URL`") from e
+        raise AuditError(f"cannot {doing}: {e}, or {doing} the running node instead: "
+                         f"`ledger {doing} --node URL`") from e
     except OSError as e:
         raise AuditError(f"cannot read the store at {path}: {e.strerror or e}") from e
 
@@ -442,7 +456,7 @@ def _newest(copy: Path) -> float:
     return max(times)
 
 
-def _copy_store(path: Path, notice: Callable[[str], None] | None) -> Path:
+def _copy_store(path: Path, notice: Callable[[str], None] | None, doing: str) -> Path:
     _sweep_stale_copies(path.parent, ".credledger-audit-")
     try:
         beside = Path(tempfile.mkdtemp(prefix=".credledger-audit-", dir=path.parent))
@@ -453,10 +467,10 @@ def _copy_store(path: Path, notice: Callable[[str], None] | None) -> Path:
             return _fill_copy(path, beside, link=True)
         except OSError as e:
             if e.errno not in _NO_ROOM:
-                raise AuditError(f"cannot make a copy of {path} to audit: "
+                raise AuditError(f"cannot make a copy of {path} to {doing}: "
                                  f"{e.strerror or e}") from e
             if notice is not None:
-                notice(f"no room beside {path} for the copy the audit opens "
+                notice(f"no room beside {path} for the copy the {doing} opens "
                        f"({e.strerror}): copying the store to {tempfile.gettempdir()} instead")
     _sweep_stale_copies(Path(tempfile.gettempdir()), "credledger-audit-")
     try:
@@ -464,7 +478,7 @@ def _copy_store(path: Path, notice: Callable[[str], None] | None) -> Path:
         return _fill_copy(path, shadow, link=False)
     except OSError as e:
         where = "" if beside is None else f", neither beside it nor in {tempfile.gettempdir()}"
-        raise AuditError(f"cannot make a copy of {path} to audit{where}: "
+        raise AuditError(f"cannot make a copy of {path} to {doing}{where}: "
                          f"{e.strerror or e}") from e
 
 

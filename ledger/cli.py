@@ -123,21 +123,47 @@ DataArg = Annotated[Path, typer.Argument(help="A node's data folder or its Level
                                          exists=True, file_okay=False)]
 
 
-def _open(data: Path) -> Store:
+def _store_folder(data: Path) -> Path:
+    """The LevelDB store in ``data``: the store itself or a node's data folder."""
     if not (data / "CURRENT").exists():
         if not (data / "ledger" / "CURRENT").exists():
             _fail(f"{data} is neither a ledger store nor a node's data folder (with ledger/ "
                   "in it)", 2)
         data = data / "ledger"  # a node's data folder rather than its store
+    return data
+
+
+def _open(data: Path, copy_of: Path | None = None) -> Store:
+    """The store in ``data``, which holds a chain; ``copy_of``: ``data`` is a copy of that
+    store, which messages name."""
+    data = _store_folder(data)
+    named = data if copy_of is None else copy_of
     try:
         store = Store(data, create=False)
     except LedgerError as e:
-        _fail(f"cannot open the store: {e}")
+        _fail(f"cannot open the store: {str(e).replace(str(data), str(named))}")
     if store.head is None:
         store.close()
-        err.print(f"[red]{data} holds no chain yet[/]")
+        err.print(Text(f"{named} holds no chain yet", style="red"))
         raise typer.Exit(1)
     return store
+
+
+@contextlib.contextmanager
+def _open_copy(data: Path, doing: str) -> Iterator[Store]:
+    """The store in ``data`` opened from a copy (LevelDB has no read-only open: opening the
+    store itself writes into its folder, and fails on read-only media), as the audit reads it
+    (ADR 40); the copy is removed afterwards. ``doing`` names the command in errors."""
+    from ledger.audit import AuditError, store_copy
+
+    folder = _store_folder(data)
+    try:
+        with store_copy(folder, lambda said: err.print(Text(said, style="yellow"),
+                                                       soft_wrap=True), doing=doing) as copy, \
+                _open(copy, folder.resolve()) as store:
+            yield store
+    except AuditError as e:
+        _fail(str(e))
 
 
 @ledger_app.command()
@@ -1071,7 +1097,7 @@ def export(
     assert data is not None
     if not data.exists():
         _fail(f"{data} does not exist", 2)
-    with _open(data) as store, _progress_bar(not as_json, "export") as bar:
+    with _open_copy(data, "export") as store, _progress_bar(not as_json, "export") as bar:
         try:
             with atomic_output(out_file, 0o644, overwrite=force) as f:
                 summary = export_archive(store, f, progress=bar)

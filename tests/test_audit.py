@@ -711,6 +711,51 @@ def test_cli_audit_export_import(demo: Path, copy: Path, tmp_path: Path) -> None
     assert "NOT CLEAN" in r.stdout
 
 
+def test_an_export_writes_nothing_into_the_exported_folder(copy: Path, tmp_path: Path) -> None:
+    """`ledger export DATA` opened the store in place, and LevelDB wrote a new MANIFEST, CURRENT,
+    log and LOG there: it reads a copy, as the audit does (ADR 40)."""
+    before = _folder_state(copy)
+    changed = (copy / "ledger").stat().st_mtime_ns  # an entry made and removed there moves it
+    arc = tmp_path / "x.arc"
+    r = runner.invoke(ledger_app, ["export", str(copy), "--out", str(arc), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["blocks"] == 11
+    assert _folder_state(copy) == before
+    assert (copy / "ledger").stat().st_mtime_ns == changed
+    assert not list(copy.rglob(".credledger-audit-*"))  # the copy is gone
+    holder = _hold_open(copy / "ledger")  # a store in use is refused in words, as before
+    try:
+        r = runner.invoke(ledger_app, ["export", str(copy), "--out", str(tmp_path / "y.arc")])
+    finally:
+        holder.communicate("", timeout=30)
+    said = " ".join(r.output.split())
+    assert r.exit_code == 1 and "open in another process" in said, r.output
+    assert "`ledger export --node URL`" in said and not (tmp_path / "y.arc").exists()
+    assert not list(copy.rglob(".credledger-audit-*"))
+
+
+def test_a_store_on_read_only_media_can_be_exported(demo: Path, tmp_path: Path) -> None:
+    """LevelDB could not open a store on read-only media (its LOCK, a new MANIFEST): the export
+    copies it as the audit does, and the archive is the one the store gives elsewhere."""
+    ro = tmp_path / "ro"
+    shutil.copytree(demo, ro)
+    arc, ro_arc = tmp_path / "x.arc", tmp_path / "ro.arc"
+    r = runner.invoke(ledger_app, ["export", str(demo), "--out", str(arc)])
+    assert r.exit_code == 0, r.output
+    paths = [ro, *sorted(ro.rglob("*"))]
+    before = _folder_state(ro)
+    undo = _make_read_only(paths)
+    try:
+        with pytest.raises(PermissionError):
+            (ro / "probe").write_bytes(b"")
+        r = runner.invoke(ledger_app, ["export", str(ro / "ledger"), "--out", str(ro_arc)])
+    finally:
+        subprocess.run(undo, check=True)
+    assert r.exit_code == 0, r.output
+    assert ro_arc.read_bytes() == arc.read_bytes()
+    assert _folder_state(ro) == before
+
+
 def test_cli_audit_broken_and_bad_input(copy: Path, tmp_path: Path) -> None:
     _put(copy, node_key(0, 3), bytes(32))
     r = runner.invoke(ledger_app, ["audit", str(copy), "--json", "--workers", "0"])
