@@ -10,8 +10,9 @@ Closed schemas are checked with :class:`Fields`, which raises :class:`DecodeErro
 from __future__ import annotations
 
 import builtins
+import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgpack
@@ -67,7 +68,132 @@ def _check_depth(value: Any, what: str) -> None:
         if not nxt:
             return
         level = nxt
-    raise DecodeError(f"nesting deeper than {_MAX_DEPTH}", what)
+    raise DecodeError(f"nesting deeper than {_MAX_DEPTH}", _too_deep(value, what, 0) or what)
+
+
+# -- where a decoding error is (only once decoding failed: the hot path never comes here) ------
+
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _step(where: str, key: Any) -> str:
+    """The path of the value under ``key`` in the map at ``where``: ``where.key`` for a name,
+    ``where['key']`` (its repr, cut at 64 characters) for any other key."""
+    if type(key) is str and _NAME.fullmatch(key):
+        return f"{where}.{key}"
+    if type(key) is str or type(key) is bytes:
+        key = key[:64]
+    return f"{where}[{key!r}]"
+
+
+class _Pairs(list[tuple[Any, Any]]):
+    """A map as its pairs, in the order the bytes hold them (repeated keys kept)."""
+
+
+def _as_pairs(pairs: list[tuple[Any, Any]]) -> _Pairs:
+    return _Pairs(pairs)
+
+
+def _misplaced(data: bytes, what: str, max_size: int) -> tuple[str, str] | None:
+    """Why and where (a path from ``what``) the bytes hold what the hooks of :func:`decode`
+    refused: a non-str or out-of-order map key, a float, an extension type. None if they cannot
+    be read even so (their msgpack itself is broken)."""
+    try:
+        value = msgpack.unpackb(data, raw=False, use_list=True, strict_map_key=False,
+                                object_pairs_hook=_as_pairs, max_bin_len=max_size,
+                                max_str_len=max_size, max_array_len=max_size,
+                                max_map_len=max_size)
+    except UNPACK_ERRORS:  # unreadable here too: the caller says what it can
+        return None
+    return _first_misplaced(value, what, 0)
+
+
+_SCALARS = frozenset({str, bytes, int, bool, type(None)})
+
+
+def _first_misplaced(value: Any, where: str, depth: int) -> tuple[str, str] | None:
+    """The first thing :func:`decode`'s hooks refuse in ``value`` (maps as :class:`_Pairs`),
+    as (why, its path); None if nothing. A scalar's path is made only when it is reported."""
+    if depth > _MAX_DEPTH + 1:  # deeper is refused for its depth, before anything inside
+        return None
+    if type(value) is _Pairs:
+        prev = None
+        for k, v in value:
+            if type(k) is not str:
+                return f"map key {k!r} is not a str", where
+            if prev is not None and k <= prev:
+                return f"map key {k!r} is out of order or repeated after {prev!r}", where
+            prev = k
+            if type(v) not in _SCALARS:
+                found = _first_misplaced(v, _step(where, k), depth + 1)
+                if found is not None:
+                    return found
+        return None
+    if type(value) is list:
+        for i, v in enumerate(value):
+            if type(v) not in _SCALARS:
+                found = _first_misplaced(v, f"{where}[{i}]", depth + 1)
+                if found is not None:
+                    return found
+        return None
+    if type(value) is msgpack.ExtType:
+        return f"msgpack extension type {value.code} is not allowed", where
+    if type(value) not in _PLAIN:
+        return f"a {type(value).__name__} is not allowed", where
+    return None
+
+
+def _too_deep(value: Any, where: str, depth: int) -> str | None:
+    """The path of a map or list nested deeper than :data:`_MAX_DEPTH` in ``value``."""
+    if type(value) is not dict and type(value) is not list:
+        return None
+    if depth > _MAX_DEPTH:
+        return where
+    items = value.items() if type(value) is dict else enumerate(value)
+    for k, v in items:
+        found = _too_deep(v, _step(where, k) if type(value) is dict else f"{where}[{k}]",
+                          depth + 1)
+        if found is not None:
+            return found
+    return None
+
+
+def _not_canonical_at(value: Any, data: bytes, what: str) -> str:
+    """The path of the innermost value whose canonical encoding holds the first byte at which
+    ``data`` differs from it (``value`` decoded from ``data``, with every type plain)."""
+    canonical = msgpack.packb(value, use_bin_type=True)
+    at, hi = 0, min(len(canonical), len(data))  # the first byte that differs: halving, in C
+    while at < hi:
+        mid = (at + hi + 1) // 2
+        if canonical[at:mid] == data[at:mid]:
+            at = mid
+        else:
+            hi = mid - 1
+    header = msgpack.Packer(use_bin_type=True)
+    where, pos, end = what, 0, len(canonical)
+    while type(value) is dict or type(value) is list:
+        is_map = type(value) is dict
+        items: Iterable[tuple[Any, Any]] = \
+            value.items() if type(value) is dict else enumerate(value)
+        pos += len(header.pack_map_header(len(value)) if is_map else
+                   header.pack_array_header(len(value)))
+        if at < pos:
+            return where  # in the map's or list's own length
+        for n, (k, v) in enumerate(items, 1):
+            step = _step(where, k) if is_map else f"{where}[{k}]"
+            if is_map:
+                pos += len(msgpack.packb(k, use_bin_type=True))
+                if at < pos:
+                    return step  # in the key's own encoding
+            # the last value ends where its map or list does: not packed again
+            size = end - pos if n == len(value) else len(msgpack.packb(v, use_bin_type=True))
+            if at < pos + size:
+                value, where, end = v, step, pos + size
+                break
+            pos += size
+        else:
+            return where
+    return where
 
 
 def _pairs_hook(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
@@ -127,11 +253,18 @@ def decode(data: bytes, *, max_size: int = MAX_SIZE, what: str = "object") -> An
     except DecodeError as e:
         if e.where:
             raise
-        raise DecodeError(str(e), what) from e  # from a hook: named by what it is in
+        # an extension type: named by the path it is at
+        found = _misplaced(bytes(data), what, max_size)
+        raise DecodeError(*found if found else (str(e), what)) from e
     except msgpack.StackError as e:
         raise DecodeError("not canonical msgpack: nested deeper than msgpack reads "
                           "(StackError)", what) from e
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as e:
+    except (ValueError, TypeError) as e:  # a hook's (named by the path), or msgpack's own
+        found = _misplaced(bytes(data), what, max_size)
+        if found is not None:
+            raise DecodeError(f"not canonical msgpack ({found[0]})", found[1]) from e
+        raise DecodeError(f"not canonical msgpack ({type(e).__name__}: {e})", what) from e
+    except (msgpack.ExtraData, msgpack.FormatError) as e:
         raise DecodeError(f"not canonical msgpack ({type(e).__name__}: {e})", what) from e
     if type(value) not in _PLAIN:
         raise DecodeError(f"a {type(value).__name__} is not allowed", what)
@@ -141,7 +274,7 @@ def decode(data: bytes, *, max_size: int = MAX_SIZE, what: str = "object") -> An
     # catches every remaining non-canonical form: non-minimal ints/lengths, str/bin confusion.
     if msgpack.packb(value, use_bin_type=True) != data:
         raise DecodeError("bytes are not in canonical form (non-minimal integer or length "
-                          "encoding)", what)
+                          "encoding)", _not_canonical_at(value, bytes(data), what))
     return value
 
 

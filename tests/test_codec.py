@@ -270,6 +270,44 @@ def test_decode_error_names_what() -> None:
     assert str(info.value).startswith("tx.payload: ")
 
 
+_CLAIMS = {"body": {"claims": [{"name": "a"}, {"name": "b"}, {"name": "c"}]}}
+
+
+@pytest.mark.parametrize(("data", "where", "said"), [
+    (msgpack.packb({"body": {"claims": [{"name": "a"}, {"name": "b"}, {"name": 1.5}]}}),
+     "tx.payload.body.claims[2].name", "a float is not allowed"),
+    (msgpack.packb([1, [2, 2.5]]), "tx.payload[1][1]", "a float is not allowed"),
+    (b"\x81\xa4body\x82\xa1b\x01\xa1a\x02", "tx.payload.body",
+     "map key 'a' is out of order or repeated after 'b'"),
+    (b"\x81\xa4body\x82\xa1a\x01\xa1a\x02", "tx.payload.body",
+     "map key 'a' is out of order or repeated after 'a'"),
+    (msgpack.packb({"body": {1: "a"}}), "tx.payload.body", "map key 1 is not a str"),
+    (b"\x81\xa1a\x91\xd4\x05\x00", "tx.payload.a[0]", "msgpack extension type 5"),
+    (b"\x91\xd6\xff\x00\x00\x00\x01", "tx.payload[0]", "a Timestamp is not allowed"),
+    (msgpack.packb({"a b\n": [2.5]}), "tx.payload['a b\\n'][0]", "a float"),  # not a name
+    # non-minimal encodings: the value, the key or the length that is not canonical
+    (encode(_CLAIMS)[:-2] + b"\xd9\x01c", "tx.payload.body.claims[2].name", "canonical form"),
+    (b"\x81\xa4body\x92\x01\xcc\x05", "tx.payload.body[1]", "canonical form"),
+    (b"\x81\xd9\x04body\x01", "tx.payload.body", "canonical form"),
+    (b"\x81\xa4body\xdc\x00\x01\x01", "tx.payload.body", "canonical form"),
+    (b"\x81\xa1x" + b"\x91" * 33 + b"\xc0", "tx.payload.x" + "[0]" * 32, "nesting deeper"),
+])
+def test_errors_inside_nested_values_name_their_path(data: bytes, where: str,
+                                                      said: str) -> None:
+    """An error inside a nested value named only the outer value (``tx.payload: not
+    canonical msgpack (ValueError: float value in a list)``): it names the value's path."""
+    err = assert_decode_error(data, what="tx.payload")
+    assert err.where == where, str(err)
+    assert said in str(err) and str(err).startswith(f"{where}: ")
+
+
+def test_errors_in_the_byte_stream_name_the_whole_value() -> None:
+    """Bytes msgpack cannot read at all (cut short, bad UTF-8, trailing bytes) have no path
+    inside: they name what was decoded, as before."""
+    for data in (encode(_CLAIMS)[:-1], b"\x91\xa2\xff\xfe", encode(_CLAIMS) + b"\xc0"):
+        assert assert_decode_error(data, what="tx.payload").where == "tx.payload"
+
+
 def test_deep_nesting_within_limit_round_trips() -> None:
     v = nested_list(32)
     assert decode(encode(v)) == v
