@@ -501,8 +501,12 @@ async def request_page(request: Request, node: NodeDep, nonce: str) -> Response:
 
 
 VERDICTS_KEPT = 1000
-"""Verdict pages a desk keeps (each for the request's lifetime, :data:`REQUEST_TTL`) so a
-reload or Back shows the verdict again; the oldest go first (ADR 50)."""
+"""Verdict pages the node keeps, all desks together (each for the request's lifetime,
+:data:`REQUEST_TTL`) so a reload or Back shows the verdict again (ADR 50). Past it, the
+oldest verdict of the desk that holds the most goes first."""
+VERDICTS_PER_DESK = 100
+"""Verdict pages one desk (a browser's :data:`DESK_COOKIE`) keeps; past it, its own oldest
+goes: a busy desk, or a page flooding one, pushes out only its own verdicts."""
 
 
 DESK_COOKIE = "desk"
@@ -528,17 +532,48 @@ class _Kept(NamedTuple):
 
 
 def _verdicts(request: Request) -> OrderedDict[str, _Kept]:
-    """Verdict pages by an unguessable id. Only the event loop's thread touches it (the
-    handlers that do are async)."""
-    got: OrderedDict[str, _Kept] | None = getattr(request.app.state, "verdicts", None)
+    """Verdict pages by an unguessable id, oldest first (expired ones gone). Only the event
+    loop's thread touches them (the handlers that do are async)."""
+    state = request.app.state
+    got: OrderedDict[str, _Kept] | None = getattr(state, "verdicts", None)
     if got is None:
-        got = request.app.state.verdicts = OrderedDict()
-        request.app.state.answered = {}
+        got = state.verdicts = OrderedDict()
+        state.answered = {}
+        state.desk_verdicts = {}
     now = _time.monotonic()
-    while got and (next(iter(got.values())).until <= now or len(got) > VERDICTS_KEPT):
-        _, kept = got.popitem(last=False)
-        request.app.state.answered.pop(kept.context["req"].nonce, None)
+    while got and next(iter(got.values())).until <= now:
+        _forget(request, next(iter(got)))
     return got
+
+
+def _forget(request: Request, vid: str) -> None:
+    """Drop the verdict page ``vid``, and what points to it."""
+    state = request.app.state
+    kept: _Kept = state.verdicts.pop(vid)
+    state.answered.pop(kept.context["req"].nonce, None)
+    desks: dict[str, OrderedDict[str, None]] = state.desk_verdicts
+    mine = desks[kept.desk]
+    del mine[vid]
+    if not mine:
+        del desks[kept.desk]
+
+
+def _keep_verdict(request: Request, vid: str, kept: _Kept) -> None:
+    """Keep a verdict page under ``vid`` for its request: within :data:`VERDICTS_PER_DESK`
+    for its desk (its own oldest go) and :data:`VERDICTS_KEPT` in all (the oldest of the desk
+    that holds the most go), so one desk cannot push out the others'."""
+    verdicts = _verdicts(request)
+    state = request.app.state
+    desks: dict[str, OrderedDict[str, None]] = state.desk_verdicts
+    verdicts[vid] = kept
+    state.answered[kept.context["req"].nonce] = vid
+    mine = desks.setdefault(kept.desk, OrderedDict())
+    mine[vid] = None
+    while len(mine) > VERDICTS_PER_DESK:
+        _forget(request, next(iter(mine)))
+    while len(verdicts) > VERDICTS_KEPT:  # the busiest desk gives up its oldest
+        busiest = max(desks.values(), key=len)
+        _forget(request, next(iter(busiest)))
 
 
 def _answered(request: Request) -> dict[str, str]:
@@ -677,11 +712,10 @@ async def check_presentation(request: Request, node: NodeDep,
                                          "qr" if image else "presentation")
     # Post/redirect/get: the verdict has an address of its own for the request's lifetime,
     # so a reload or Back shows it again instead of a refusal of the spent request.
-    verdicts, vid = _verdicts(request), secrets.token_urlsafe(18)
+    vid = secrets.token_urlsafe(18)
     desk = _desk(request) or secrets.token_urlsafe(18)
-    verdicts[vid] = _Kept(_time.monotonic() + REQUEST_TTL, desk,
-                          {"network": node.network, "req": pending.request, **_verdict(report)})
-    _answered(request)[nonce] = vid
+    _keep_verdict(request, vid, _Kept(_time.monotonic() + REQUEST_TTL, desk, {
+        "network": node.network, "req": pending.request, **_verdict(report)}))
     see = _see(request, "verdict_page", vid=vid)
     if _desk(request) != desk:
         if _over_https(request):

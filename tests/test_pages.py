@@ -883,6 +883,69 @@ def test_a_verdict_is_shown_no_longer_than_its_requests_lifetime(
     assert "Changsheng" not in back.text and back.url != ok.url
 
 
+def test_a_busy_desk_does_not_push_out_another_desks_verdicts(
+        served: Served, client: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """VERDICTS_KEPT was one bound for all desks: one busy desk (or a page flooding it)
+    pushed the other desks' verdicts out. A desk now keeps VERDICTS_PER_DESK, its own oldest
+    going first."""
+    from node import pages
+
+    assert served.app is not None
+    monkeypatch.delattr(served.app.state, "verdicts", raising=False)  # none of other tests'
+    monkeypatch.setattr(pages, "VERDICTS_KEPT", 4)
+    monkeypatch.setattr(pages, "VERDICTS_PER_DESK", 2, raising=False)
+    bundle, key = _issue(served.node)
+
+    def check(desk: httpx.Client) -> str:
+        nonce, audience = _new_request(desk, ["district"])
+        env = _present(bundle, key, nonce, audience, ["district"])
+        r = desk.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
+        assert '<h1 id="verdict">VERIFIED</h1>' in r.text, r.text
+        return str(r.url)
+
+    mine = check(client)
+    with httpx.Client(base_url=served.base, timeout=30, follow_redirects=True) as busy:
+        theirs = [check(busy) for _ in range(5)]
+        assert [busy.get(u).status_code for u in theirs] == [404, 404, 404, 200, 200]
+    shown = client.get(mine)
+    assert shown.status_code == 200 and '<h1 id="verdict">VERIFIED</h1>' in shown.text
+
+
+def test_verdicts_kept_are_bounded_and_fair_among_desks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past VERDICTS_KEPT in all, the oldest verdict of the desk holding the most goes: many
+    desks together stay within the bound, and what points to a verdict goes with it."""
+    import types
+
+    from node import pages
+
+    monkeypatch.setattr(pages, "VERDICTS_KEPT", 6)
+    monkeypatch.setattr(pages, "VERDICTS_PER_DESK", 3)
+    request: Any = types.SimpleNamespace(app=types.SimpleNamespace(
+        state=types.SimpleNamespace()))
+
+    def keep(desk: str, nonce: str) -> None:
+        req = types.SimpleNamespace(nonce=nonce)
+        pages._keep_verdict(request, f"v-{nonce}", pages._Kept(time.monotonic() + 60, desk,
+                                                                {"req": req}))
+
+    for i in range(3):
+        keep("quiet", f"q{i}")
+    for i in range(20):  # a page flooding one desk, then many desks of one check each
+        keep("busy", f"b{i}")
+    for i in range(4):
+        keep(f"new-{i}", f"n{i}")
+    state = request.app.state
+    assert len(state.verdicts) == 6 and len(state.answered) == 6
+    assert {d: list(v) for d, v in state.desk_verdicts.items()} == {
+        "quiet": ["v-q2"], "busy": ["v-b19"], **{f"new-{i}": [f"v-n{i}"] for i in range(4)}}
+    assert set(state.answered.values()) == set(state.verdicts)
+    for i in range(20):  # all of one each: the oldest go
+        keep(f"more-{i}", f"m{i}")
+    assert list(state.desk_verdicts) == [f"more-{i}" for i in range(14, 20)]
+    assert list(state.verdicts) == [f"v-m{i}" for i in range(14, 20)]
+    assert sorted(state.answered) == sorted(f"m{i}" for i in range(14, 20))
+
+
 def test_another_browser_with_the_nonce_is_not_sent_to_the_verdicts_address(
         served: Served, client: httpx.Client) -> None:
     """The nonce is no secret (QR code): another browser that has it is told the request was
