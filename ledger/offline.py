@@ -179,9 +179,13 @@ class StatusListCache:
                 if self._height > head.height:  # blocks applied meanwhile, to the others
                     anchored = bool(self._catch_up(self._height, start=head.height,
                                                    only=(ref, buf))) or anchored
+                self._gates.pop(ref, None)
+                if not anchored:
+                    # Not kept: anyone may ask for each of a type's 64 lists (ADR 55), and
+                    # 256 KiB apiece of nothing adds up; asked again, it is one seek.
+                    return None
                 self._bufs[ref], self._anchored[ref] = buf, anchored
                 self._frozen.pop(ref, None)
-                self._gates.pop(ref, None)
                 return self._answer(ref)
 
     def _advance(self) -> None:

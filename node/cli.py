@@ -275,9 +275,19 @@ def run(
 
                 runtime = unlock(settings.pki, settings.agency, passphrase)
                 cleanup.callback(lock, runtime)
-                # a host peers or its own etcd connection use that the certificate does not
-                # name fails every handshake there: refused here, naming the fix (ADR 54, Left)
-                check_hosts(settings.pki, settings.agency, settings.tls_hosts())
+                # a host its own etcd connection uses that the certificate does not name fails
+                # every handshake there: refused here, naming the fix (ADR 54, Left). Its
+                # public_url may be a proxy's that re-encrypts to the node by another name:
+                # said, not refused (review, ADR 55)
+                hosts = settings.tls_hosts()
+                try:
+                    check_hosts(settings.pki, settings.agency,
+                                {k: v for k, v in hosts.items() if k == "public_url"})
+                except LedgerError as e:
+                    err.print(f"[yellow]warning:[/] {e} (unless a proxy that reaches this "
+                              "node by another name serves public_url)")
+                check_hosts(settings.pki, settings.agency,
+                            {k: v for k, v in hosts.items() if k != "public_url"})
             if settings.ordering == "etcd":
                 from node.service import Replication
 
@@ -709,6 +719,29 @@ def etcd_take_out(pki: _PKI_FOLDER, endpoint: _ETCD_URL, agency: _PKI_AGENCY) ->
     _etcd_step(f"take {agency} out of etcd", pki, endpoint, step)
 
 
+@etcd_app.command("rejoin")
+def etcd_rejoin(pki: _PKI_FOLDER, endpoint: _ETCD_URL, agency: _PKI_AGENCY,
+                peer_url: Annotated[str, typer.Option(
+                    "--peer-url", help="The member's peer URL, https://host:port (2380).")],
+                ) -> None:
+    """Let an agency's etcd member whose data folder is lost (a disk replaced) join again:
+    the member etcd still counts for it is removed and added anew at --peer-url (ask another
+    member's --endpoint). Then start its etcd with an empty data folder and
+    --initial-cluster-state existing: it copies the others' data; its node catches up."""
+    scheme, _, target = peer_url.partition("://")
+    if scheme != "https" or not target:
+        err.print(f"[red]bad --peer-url {peer_url!r}:[/] give the member's peer URL, "
+                  "https://host:port")
+        raise typer.Exit(2)
+
+    def step(admin: EtcdAdmin) -> str:
+        member_id = admin.rejoin(agency, peer_url)
+        return (f"{agency}'s member is {member_id:016x} now: start its etcd with an empty "
+                "data folder and --initial-cluster-state existing")
+
+    _etcd_step(f"let {agency}'s etcd member rejoin", pki, endpoint, step)
+
+
 @etcd_app.command("members")
 def etcd_members(pki: _PKI_FOLDER, endpoint: _ETCD_URL) -> None:
     """List etcd's members (name and id) and say which one leads."""
@@ -811,6 +844,9 @@ def cluster(
     lost = False
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
+        for agency in net.rejoined:
+            err.print(f"[yellow]{agency}'s etcd data folder was gone:[/] its member rejoined "
+                      "the others as a new member and copied their data")
         for m in net.members:
             if m.agency in net.removed:
                 err.print(f"  {m.agency:10} taken out (certificate revoked)")

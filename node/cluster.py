@@ -297,6 +297,8 @@ class LocalCluster:
         self._etcd: dict[str, subprocess.Popen[bytes]] = {}
         self._nodes: dict[str, subprocess.Popen[bytes]] = {}
         self._runtime: dict[str, Path] = {}
+        self.rejoined: list[str] = []
+        """Agencies whose etcd member :meth:`start` rejoined (its data folder was gone)."""
         self._http = httpx.Client(verify=self.ssl_context(), timeout=5.0)
         self._operator: tuple[bytes, bytes, bytes] | None = None
 
@@ -458,12 +460,28 @@ class LocalCluster:
                                "`ledger-node cluster` on this folder, or another program): "
                                "nothing was started")
         self._ensure_credit_secret()
+        # A member whose etcd data folder is gone (a lost disk) while the others' are there
+        # would start a new, separate etcd cluster: it rejoins instead, once the others run.
+        kept = [m for m in live if (self.folder / m.agency / "etcd" / "member").exists()]
+        lost = [m for m in live if kept and m not in kept]
+        if lost and len(kept) <= len(live) // 2:
+            raise ClusterError(
+                f"the etcd data of {', '.join(m.agency for m in lost)} is gone, and the "
+                f"{len(kept)} member(s) left are no majority of {len(live)}: etcd cannot go on "
+                "from them (restore the data folders from a backup, or make a new network)")
         try:
             for m in live:
-                self._start_etcd(m)
+                if m not in lost:
+                    self._start_etcd(m)
             for m in live:
+                if m not in lost:
+                    self._wait_etcd(m, timeout)
+            for m in lost:
+                self._admin(kept[0]).rejoin(m.agency, m.peer_url)
+                self.rejoined.append(m.agency)
+                self._start_etcd(m, state="existing")
                 self._wait_etcd(m, timeout)
-            self._secure_etcd(live[0])
+            self._secure_etcd(kept[0] if kept else live[0])
             for m in live:
                 self._start_node(m)
             for m in live:
@@ -520,8 +538,8 @@ class LocalCluster:
         path = rt / _PASSPHRASE_FILE
         path.unlink(missing_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(self.passphrase)
+        with os.fdopen(fd, "wb") as f:  # the reader takes one ending newline off
+            f.write(self.passphrase + b"\n")
         return path
 
     def _wait_node(self, m: Member, timeout: float) -> None:

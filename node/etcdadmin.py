@@ -119,13 +119,19 @@ class EtcdAdmin:
                 return name
         raise EtcdAdminError(f"etcd at {self.url} knows no leader")
 
-    def add_member(self, peer_url: str) -> int:
-        try:
-            return int(self.call("Cluster", "MemberAdd",
-                                 pb.MemberAddRequest(peerURLs=[peer_url])).member.ID)
-        except grpc.RpcError as e:
-            raise EtcdAdminError(f"etcd at {self.url} refused the new member: "
-                                 f"{rpc_reason(e)}") from e
+    def add_member(self, peer_url: str, *, wait: float = 0.0) -> int:
+        """Add a member; etcd refuses ("unhealthy cluster") until the members it has are
+        connected for 5 s (just after a removal): asked again for ``wait`` s."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                return int(self.call("Cluster", "MemberAdd",
+                                     pb.MemberAddRequest(peerURLs=[peer_url])).member.ID)
+            except grpc.RpcError as e:
+                if e.code() not in _AGAIN or time.monotonic() > deadline:
+                    raise EtcdAdminError(f"etcd at {self.url} refused the new member: "
+                                         f"{rpc_reason(e)}") from e
+                time.sleep(0.5)
 
     def remove_member(self, member_id: int, *, wait: float = 30.0) -> None:
         """Remove a member. etcd refuses ("unhealthy cluster") while fewer members than the
@@ -140,6 +146,21 @@ class EtcdAdmin:
                     raise EtcdAdminError(f"etcd at {self.url} did not remove member "
                                          f"{member_id:x}: {rpc_reason(e)}") from e
                 time.sleep(0.5)
+
+    def rejoin(self, agency: str, peer_url: str) -> int:
+        """Make room for ``agency``'s member whose data folder is lost: remove the member etcd
+        still counts for it (by name, or by ``peer_url`` for one added but never started) and
+        add it again at ``peer_url``; the new member's id. Start it then with an empty data
+        folder and ``--initial-cluster-state existing``: it copies the others' data."""
+        try:
+            got = self.call("Cluster", "MemberList", pb.MemberListRequest())
+        except grpc.RpcError as e:
+            raise EtcdAdminError(f"etcd at {self.url} did not list its members: "
+                                 f"{rpc_reason(e)}") from e
+        for x in got.members:
+            if x.name == agency or peer_url in x.peerURLs:
+                self.remove_member(int(x.ID))
+        return self.add_member(peer_url, wait=30.0)
 
     def take_out(self, agency: str) -> None:
         """Shut ``agency`` out: its user goes (refused at once, even on connections it holds;

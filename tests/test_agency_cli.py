@@ -192,6 +192,13 @@ def test_a_claims_file_naming_a_claim_twice_is_refused(demo: Path, files: Path,
     marked.write_bytes(b"\xef\xbb\xbf" + text.encode())
     r = _issue(demo, files, out, claims=marked)
     assert r.returncode == 0, r.stderr
+    wide = tmp_path / "utf16.json"  # as PowerShell 5's `>` writes it (review, ADR 55)
+    wide.write_bytes(text.encode("utf-16"))
+    r = _issue(demo, files, tmp_path / "bundle16.bin", claims=wide)
+    assert r.returncode == 0, r.stderr
+    wide.write_bytes(text.encode("utf-16")[:-1])  # cut in the middle of a character
+    r = _issue(demo, files, tmp_path / "bundle16b.bin", claims=wide)
+    assert r.returncode == 2 and "reads as UTF-16" in r.stderr, r.stderr
 
 
 def test_unregistered_type_is_refused(demo: Path, files: Path, tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from ledger.keys import PrivateKey, PublicKey
 from ledger.network import issue_tx, status_tx
 from ledger.offline import load_snapshot
 from ledger.state import credential_key
-from node.cluster import ClusterError
+from node.cluster import ClusterError, LocalCluster
 from node.etcdlog import EtcdLog, TlsFiles, network_prefix
 from node.pki import lock, unlock
 
@@ -752,3 +752,41 @@ def test_no_node_holds_the_key_passphrase_in_its_environment(net: Net) -> None:
         assert b"LEDGER_KEY_PASSPHRASE=" not in environ, agency
         assert not (net.cluster._runtime[agency] / "node.passphrase").exists()
         assert net.health(agency)["height"] >= 0  # and it runs, keys unlocked
+
+
+def test_an_etcd_member_whose_data_folder_is_lost_rejoins(fresh: Net) -> None:
+    """A lost disk took one agency's etcd data: started again, that member would bootstrap a
+    separate etcd cluster of its own (ADR 54 left it to a runbook). The cluster now starts the
+    others, removes the member etcd still counts and adds it anew, and starts it to copy their
+    data; its node goes on with the others, and a transaction through it commits everywhere.
+    Two lost of three is no majority: refused in words, nothing started."""
+    now = int(time.time())
+    r = fresh.submit("civil", fresh.anchor("edu", now))
+    assert r.status_code == 200, r.text
+    fresh.wait_until("all nodes on one head", fresh.converged)
+    before = fresh.cluster.etcd_members()
+    fresh.cluster.stop()
+    shutil.rmtree(fresh.folder / "civil" / "etcd")
+    again = LocalCluster(fresh.folder, PASS)
+    try:
+        again.start()
+        net = Net(fresh.folder, again)
+        try:
+            assert again.rejoined == ["civil"]
+            after = again.etcd_members()
+            assert set(after) == set(before) and after["civil"] != before["civil"]  # anew
+            assert (fresh.folder / "civil" / "etcd" / "member").exists()
+            r = net.submit("civil", net.anchor("edu", now + 1))
+            assert r.status_code == 200, r.text
+            net.wait_until("all nodes on one head", net.converged)
+            assert {h[1] for h in net.heads().values()} == {r.json()["index"] + 1}
+        finally:
+            net.close()
+    finally:
+        again.stop()
+    for agency in ("civil", "edu"):
+        shutil.rmtree(fresh.folder / agency / "etcd")
+    last = LocalCluster(fresh.folder, PASS)
+    with pytest.raises(ClusterError, match="no majority of 3"):
+        last.start()
+    assert not last._etcd and not last._nodes

@@ -818,10 +818,16 @@ def test_a_node_refuses_to_start_where_its_certificate_does_not_name_its_hosts(
     r = run("https://node.civil.example:8443", "https://10.0.0.8:2379")
     said = " ".join(r.stderr.split())
     assert r.returncode == 1 and "cannot open the node" in said, r.stderr
-    assert "does not name node.civil.example (public_url); 10.0.0.8 (etcd_endpoints[0]" in said
-    assert "ledger-node pki renew --agency civil --host node.civil.example --host 10.0.0.8" \
-        in said, said
+    assert "does not name 10.0.0.8 (etcd_endpoints[0]" in said
+    assert "ledger-node pki renew --agency civil --host 10.0.0.8" in said, said
     assert "Traceback" not in r.stderr
+    # its public_url may be a proxy's (re-encrypting to the node by another name): a warning
+    # naming the fix, and the node goes on (to find no store here), review of ADR 55
+    r = run("https://node.civil.example:8443", "https://127.0.0.1:2379")
+    said = " ".join(r.stderr.split())
+    assert "warning: " in said and "does not name node.civil.example (public_url)" in said
+    assert "--host node.civil.example" in said and "cannot open the node: the certificate" \
+        not in said, said
     # hosts it names (as `ledger-node cluster` has them: 127.0.0.1) pass the check
     r = run("https://ledger.civil.example:8443", "https://127.0.0.1:2379")
     assert r.returncode == 1 and "does not name" not in r.stderr, r.stderr
