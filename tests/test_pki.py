@@ -599,8 +599,8 @@ def test_a_failed_start_leaves_no_process_behind(tmp_path: Path,
 
 
 def test_the_operator_administers_etcd_from_the_command_line(tmp_path: Path) -> None:
-    """`ledger-node etcd secure|members|take-out` on real etcd members: with auth on, an
-    agency's certificate reaches only the network's keys; taken out, not even those."""
+    """`ledger-node etcd secure|members|take-out|rejoin` on real etcd members: with auth on,
+    an agency's certificate reaches only the network's keys; taken out, not even those."""
     import grpc
     from aetcd.rpc import rpc_pb2 as pb
     from aetcd.rpc import rpc_pb2_grpc as pbg
@@ -656,6 +656,14 @@ def test_the_operator_administers_etcd_from_the_command_line(tmp_path: Path) -> 
                     break
             assert gone.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert [line.split()[0] for line in etcd("members").stdout.splitlines()] == ["civil"]
+        # edu's member as after a lost disk: added anew at its peer URL (ADR 55), to be
+        # started with an empty data folder (not here: the test ends)
+        bad_url = etcd("rejoin", "--agency", "edu", "--peer-url", "http://127.0.0.1:1")
+        assert bad_url.returncode == 2 and "https://host:port" in bad_url.stderr
+        r = etcd("rejoin", "--agency", "edu", "--peer-url", net.members[1].peer_url)
+        assert r.returncode == 0, r.stderr
+        assert "--initial-cluster-state existing" in " ".join(r.stdout.split() +
+                                                               r.stderr.split())
         bad = subprocess.run([str(BIN / "ledger-node"), "etcd", "members", "--pki", str(pki),
                               "--endpoint", "http://127.0.0.1:1"], capture_output=True,
                              text=True, env={**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"},
