@@ -1792,9 +1792,11 @@ def _issue_one(store: Store, registry: Registry, signers: Any, issuer_key: Priva
     def taken(index: int) -> bool:  # used before (indexes are never reused)
         return store.get(index_key(agency, kind, index)) is not None
 
+    # from the type's last list holding credentials: those before it are full (ADR 55)
+    first = (store.status_lists(agency, kind) or [0])[-1]
     for _ in range(32):
         try:
-            index = draw_status_index(taken)
+            index = draw_status_index(taken, first)
             cred = issue_credential(registry=registry, agency=agency, issuer_key=issuer_key,
                                     kind=kind, claims=claims, holder_jwk=holder_jwk, now=now,
                                     valid_for=valid_days * 86400, status_index=index)

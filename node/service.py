@@ -691,11 +691,15 @@ class Node:
         def taken(index: int) -> bool:
             return self.store.get(index_key(self.agency, kind, index)) is not None
 
+        first = self._status_list_from.get(kind)
+        if first is None:  # the type's last list holding credentials: those before are full
+            first = (self.store.status_lists(self.agency, kind) or [0])[-1]
         for _ in range(32):
             # from the list the last issue of this type drew from: the lists before it are
-            # about full (a restart starts again at the first, one seek per list)
-            index = draw_status_index(taken, self._status_list_from.get(kind, 0))
-            self._status_list_from[kind] = index // STATUS_LIST_SIZE
+            # about full
+            index = draw_status_index(taken, first)
+            first = index // STATUS_LIST_SIZE
+            self._status_list_from[kind] = first
             cred = issue_credential(registry=self._registry(), agency=self.agency,
                                     issuer_key=self.issuer_key, kind=kind, claims=claims,
                                     holder_jwk=holder_jwk, now=self.now(),
