@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -325,23 +327,29 @@ def test_an_audit_stopped_while_copying_leaves_no_copy(demo: Path,
     assert not list(demo.glob(".credledger-audit-*"))
 
 
+@contextmanager
+def _read_only_copy(demo: Path, tmp_path: Path) -> Iterator[Path]:
+    """A copy of ``demo`` nothing may write into while the block runs; unchanged after it."""
+    ro = tmp_path / "ro"
+    shutil.copytree(demo, ro)
+    before = _folder_state(ro)
+    undo = _make_read_only([ro, *sorted(ro.rglob("*"))])
+    try:
+        with pytest.raises(PermissionError):
+            (ro / "probe").write_bytes(b"")
+        yield ro
+    finally:
+        subprocess.run(undo, check=True)
+    assert _folder_state(ro) == before
+
+
 def test_a_store_on_read_only_media_can_be_audited(demo: Path, tmp_path: Path) -> None:
     """Where nothing beside the store can be written, every file is copied to a temporary
     folder instead; the audit still replays the whole chain. Read-only is made with the
     immutable attribute as root (which ignores modes), with modes otherwise."""
-    ro = tmp_path / "ro"
-    shutil.copytree(demo, ro)
-    paths = [ro, *sorted(ro.rglob("*"))]
-    before = _folder_state(ro)
-    undo = _make_read_only(paths)
-    try:
-        with pytest.raises(PermissionError):
-            (ro / "probe").write_bytes(b"")
+    with _read_only_copy(demo, tmp_path) as ro:
         report = audit(ro, now=T0, workers=0)
         assert report.clean and report.blocks_checked == 11
-    finally:
-        subprocess.run(undo, check=True)
-    assert _folder_state(ro) == before
 
 
 def test_a_copy_with_no_room_beside_the_store_is_made_in_the_temp_folder(
@@ -737,23 +745,13 @@ def test_an_export_writes_nothing_into_the_exported_folder(copy: Path, tmp_path:
 def test_a_store_on_read_only_media_can_be_exported(demo: Path, tmp_path: Path) -> None:
     """LevelDB could not open a store on read-only media (its LOCK, a new MANIFEST): the export
     copies it as the audit does, and the archive is the one the store gives elsewhere."""
-    ro = tmp_path / "ro"
-    shutil.copytree(demo, ro)
     arc, ro_arc = tmp_path / "x.arc", tmp_path / "ro.arc"
     r = runner.invoke(ledger_app, ["export", str(demo), "--out", str(arc)])
     assert r.exit_code == 0, r.output
-    paths = [ro, *sorted(ro.rglob("*"))]
-    before = _folder_state(ro)
-    undo = _make_read_only(paths)
-    try:
-        with pytest.raises(PermissionError):
-            (ro / "probe").write_bytes(b"")
+    with _read_only_copy(demo, tmp_path) as ro:
         r = runner.invoke(ledger_app, ["export", str(ro / "ledger"), "--out", str(ro_arc)])
-    finally:
-        subprocess.run(undo, check=True)
     assert r.exit_code == 0, r.output
     assert ro_arc.read_bytes() == arc.read_bytes()
-    assert _folder_state(ro) == before
 
 
 def test_cli_audit_broken_and_bad_input(copy: Path, tmp_path: Path) -> None:
