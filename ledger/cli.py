@@ -47,6 +47,7 @@ from ledger.credentials import (
     derive_claims,
     draw_status_index,
     issue_credential,
+    status_lists_in_order,
 )
 from ledger.display import printable
 from ledger.errors import (
@@ -1793,7 +1794,7 @@ def _issue_one(store: Store, registry: Registry, signers: Any, issuer_key: Priva
         return store.get(index_key(agency, kind, index)) is not None
 
     # from the type's last list holding credentials: those before it are full (ADR 55)
-    first = (store.status_lists(agency, kind) or [0])[-1]
+    first = status_lists_in_order(store.status_lists(agency, kind))
     for _ in range(32):
         try:
             index = draw_status_index(taken, first)

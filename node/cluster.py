@@ -317,7 +317,8 @@ class LocalCluster:
         raise ClusterError(f"no agency {agency!r} in this cluster")
 
     # -- etcd --
-    def _start_etcd(self, m: Member, state: str | None = None) -> None:
+    def _start_etcd(self, m: Member, state: str | None = None,
+                    among: Sequence[Member] | None = None) -> None:
         if not shutil.which(self.etcd_bin) and not Path(self.etcd_bin).exists():
             raise ClusterError("etcd is not installed: apt-get install etcd-server (Debian; "
                                "in a clone of the repository, scripts/test installs it)")
@@ -336,7 +337,8 @@ class LocalCluster:
         state = state or ("existing" if (data / "member").exists() else "new")
         crt, key, ca = rt / f"{m.agency}.crt", rt / f"{m.agency}.key", rt / "ca.crt"
         # etcd compares this with its membership when a member joins: not the ones taken out
-        initial = ",".join(f"{o.agency}={o.peer_url}" for o in self.members
+        # (nor, while lost ones rejoin, those not added back yet: ``among``)
+        initial = ",".join(f"{o.agency}={o.peer_url}" for o in (among or self.members)
                            if o.agency not in self.removed)
         cmd = [self.etcd_bin, "--name", m.agency, "--data-dir", str(data),
                "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
@@ -460,10 +462,11 @@ class LocalCluster:
                                "`ledger-node cluster` on this folder, or another program): "
                                "nothing was started")
         self._ensure_credit_secret()
-        # A member whose etcd data folder is gone (a lost disk) while the others' are there
-        # would start a new, separate etcd cluster: it rejoins instead, once the others run.
+        # A member whose etcd data folder is gone (a lost disk) once the cluster has run
+        # (its etcd secured) would start a new, separate etcd cluster: it rejoins instead,
+        # once the others run. A first start cut short is started as new again.
         kept = [m for m in live if (self.folder / m.agency / "etcd" / "member").exists()]
-        lost = [m for m in live if kept and m not in kept]
+        lost = [m for m in live if m not in kept] if self.meta.get("etcd_auth") else []
         if lost and len(kept) <= len(live) // 2:
             raise ClusterError(
                 f"the etcd data of {', '.join(m.agency for m in lost)} is gone, and the "
@@ -476,11 +479,7 @@ class LocalCluster:
             for m in live:
                 if m not in lost:
                     self._wait_etcd(m, timeout)
-            for m in lost:
-                self._admin(kept[0]).rejoin(m.agency, m.peer_url)
-                self.rejoined.append(m.agency)
-                self._start_etcd(m, state="existing")
-                self._wait_etcd(m, timeout)
+            self._rejoin(kept, lost, timeout)
             self._secure_etcd(kept[0] if kept else live[0])
             for m in live:
                 self._start_node(m)
@@ -489,6 +488,23 @@ class LocalCluster:
         except BaseException:
             self.stop()
             raise
+
+    def _rejoin(self, kept: list[Member], lost: list[Member], timeout: float) -> None:
+        """Members whose data folders are lost join ``kept`` (running) anew, one at a time:
+        every lost one is removed first (etcd adds no member while a voting one is down),
+        then each is added and started to copy the others' data."""
+        if not lost:
+            return
+        admin = self._admin(kept[0])
+        for m in lost:
+            admin.forget(m.agency, m.peer_url)
+        among = list(kept)
+        for m in lost:
+            admin.add_member(m.peer_url, wait=30.0)
+            among.append(m)
+            self._start_etcd(m, state="existing", among=among)
+            self._wait_etcd(m, timeout)
+            self.rejoined.append(m.agency)
 
     def kill(self, agency: str) -> None:
         """SIGKILL the agency's node and etcd member (a crash, mid-whatever)."""
@@ -538,8 +554,8 @@ class LocalCluster:
         path = rt / _PASSPHRASE_FILE
         path.unlink(missing_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as f:  # the reader takes one ending newline off
-            f.write(self.passphrase + b"\n")
+        with os.fdopen(fd, "wb") as f:  # the reader takes one ending "\r\n" or "\n" off
+            f.write(self.passphrase + b"\r\n")
         return path
 
     def _wait_node(self, m: Member, timeout: float) -> None:

@@ -120,18 +120,59 @@ class EtcdAdmin:
         raise EtcdAdminError(f"etcd at {self.url} knows no leader")
 
     def add_member(self, peer_url: str, *, wait: float = 0.0) -> int:
-        """Add a member; etcd refuses ("unhealthy cluster") until the members it has are
-        connected for 5 s (just after a removal): asked again for ``wait`` s."""
+        """Add a member; etcd refuses ("unhealthy cluster") until the member asked has been
+        connected to every voting member for 5 s (just after a removal): asked again for
+        ``wait`` s. An add that timed out but was applied is found by its peer URL."""
         deadline = time.monotonic() + wait
         while True:
             try:
                 return int(self.call("Cluster", "MemberAdd",
                                      pb.MemberAddRequest(peerURLs=[peer_url])).member.ID)
             except grpc.RpcError as e:
+                if "exists" in (e.details() or ""):
+                    for x in self._member_list():
+                        if not x.name and peer_url in x.peerURLs:
+                            return int(x.ID)  # ours, from the try that timed out
                 if e.code() not in _AGAIN or time.monotonic() > deadline:
                     raise EtcdAdminError(f"etcd at {self.url} refused the new member: "
                                          f"{rpc_reason(e)}") from e
                 time.sleep(0.5)
+
+    def _member_list(self) -> list[Any]:
+        try:
+            return list(self.call("Cluster", "MemberList", pb.MemberListRequest()).members)
+        except grpc.RpcError as e:
+            raise EtcdAdminError(f"etcd at {self.url} did not list its members: "
+                                 f"{rpc_reason(e)}") from e
+
+    def forget(self, agency: str, peer_url: str) -> int:
+        """Remove the member etcd still counts for ``agency`` whose data folder is lost: the
+        one of that name, or one added at ``peer_url`` and never started (no name yet); how
+        many were removed. EtcdAdminError if another agency's member has that peer URL."""
+        removed = 0
+        for x in self._member_list():
+            if x.name and x.name != agency and peer_url in x.peerURLs:
+                raise EtcdAdminError(f"{peer_url} is the peer URL of {x.name}'s member, not "
+                                     f"{agency}'s: nothing was removed")
+        for x in self._member_list():
+            if x.name == agency or (not x.name and peer_url in x.peerURLs):
+                self.remove_member(int(x.ID))
+                removed += 1
+        return removed
+
+    def rejoin(self, agency: str, peer_url: str) -> int:
+        """Make room for ``agency``'s member whose data folder is lost: :meth:`forget` it and
+        add it again at ``peer_url``; the new member's id. Start it then with an empty data
+        folder and ``--initial-cluster-state existing``: it copies the others' data. Refused
+        when etcd counts no member of ``agency`` (taken out, or a misspelt name: adding one
+        that never starts would raise the quorum for nothing). With two or more members lost,
+        :meth:`forget` each first: etcd adds none while a voting member is down."""
+        if not self.forget(agency, peer_url):
+            raise EtcdAdminError(
+                f"etcd counts no member of {agency!r} (taken out, or another name?): nothing "
+                "to rejoin. If an earlier rejoin removed it already, add it with `etcdctl "
+                f"member add {agency} --peer-urls={peer_url}`")
+        return self.add_member(peer_url, wait=30.0)
 
     def remove_member(self, member_id: int, *, wait: float = 30.0) -> None:
         """Remove a member. etcd refuses ("unhealthy cluster") while fewer members than the
@@ -146,21 +187,6 @@ class EtcdAdmin:
                     raise EtcdAdminError(f"etcd at {self.url} did not remove member "
                                          f"{member_id:x}: {rpc_reason(e)}") from e
                 time.sleep(0.5)
-
-    def rejoin(self, agency: str, peer_url: str) -> int:
-        """Make room for ``agency``'s member whose data folder is lost: remove the member etcd
-        still counts for it (by name, or by ``peer_url`` for one added but never started) and
-        add it again at ``peer_url``; the new member's id. Start it then with an empty data
-        folder and ``--initial-cluster-state existing``: it copies the others' data."""
-        try:
-            got = self.call("Cluster", "MemberList", pb.MemberListRequest())
-        except grpc.RpcError as e:
-            raise EtcdAdminError(f"etcd at {self.url} did not list its members: "
-                                 f"{rpc_reason(e)}") from e
-        for x in got.members:
-            if x.name == agency or peer_url in x.peerURLs:
-                self.remove_member(int(x.ID))
-        return self.add_member(peer_url, wait=30.0)
 
     def take_out(self, agency: str) -> None:
         """Shut ``agency`` out: its user goes (refused at once, even on connections it holds;

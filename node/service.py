@@ -35,6 +35,7 @@ from ledger.credentials import (
     draw_status_index,
     issue_credential,
     status_list_uri,
+    status_lists_in_order,
 )
 from ledger.errors import (
     CheckpointError,
@@ -693,7 +694,7 @@ class Node:
 
         first = self._status_list_from.get(kind)
         if first is None:  # the type's last list holding credentials: those before are full
-            first = (self.store.status_lists(self.agency, kind) or [0])[-1]
+            first = status_lists_in_order(self.store.status_lists(self.agency, kind))
         for _ in range(32):
             # from the list the last issue of this type drew from: the lists before it are
             # about full

@@ -790,3 +790,52 @@ def test_an_etcd_member_whose_data_folder_is_lost_rejoins(fresh: Net) -> None:
     with pytest.raises(ClusterError, match="no majority of 3"):
         last.start()
     assert not last._etcd and not last._nodes
+
+
+@pytest.mark.parametrize("passphrase", [b"ends-in-cr\r", b"ends-in-lf\n", b"in\rside\r\n"])
+def test_the_passphrase_file_gives_a_node_the_passphrase_whole(tmp_path: Path,
+                                                              passphrase: bytes) -> None:
+    """The reader of a passphrase file takes one ending "\\r\\n" or "\\n" off (a file saved by
+    an editor): the cluster's file ends in "\\r\\n", so a passphrase ending in "\\r" (typed
+    through a CRLF pipe) reaches its node whole (second review, ADR 55)."""
+    from ledger.keys import _passphrase_from_file
+    from node.cluster import create_cluster
+
+    create_cluster(tmp_path / "c", 1, passphrase, base_port=free_base(1), network="pp")
+    cluster = LocalCluster(tmp_path / "c", passphrase)
+    try:
+        agency = cluster.members[0].agency
+        path = cluster._passphrase_file(agency)
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert _passphrase_from_file(str(path), "test") == passphrase
+    finally:
+        cluster.stop()
+
+
+@pytest.mark.slow
+def test_two_etcd_members_whose_data_folders_are_lost_rejoin_one_after_the_other(
+        tmp_path: Path) -> None:
+    """Five agencies, two lost disks: etcd adds no member while a voting one is down, so both
+    lost members are removed first, then each is added and started in turn, its
+    --initial-cluster naming only the members etcd has then (second review, ADR 55)."""
+    with running_cluster(tmp_path / "net", 5) as net:
+        now = int(time.time())
+        net.setup_degree("edu", now)
+        lost = [m.agency for m in net.cluster.members[3:]]
+        net.cluster.stop()
+        for agency in lost:
+            shutil.rmtree(net.folder / agency / "etcd")
+        again = LocalCluster(net.folder, PASS)
+        try:
+            again.start(timeout=120)
+            assert again.rejoined == lost
+            assert set(again.etcd_members()) == {m.agency for m in again.members}
+            back = Net(net.folder, again)
+            try:
+                r = back.submit(lost[0], back.anchor("edu", now + 1))
+                assert r.status_code == 200, r.text
+                back.wait_until("all nodes on one head", back.converged, timeout=120)
+            finally:
+                back.close()
+        finally:
+            again.stop()

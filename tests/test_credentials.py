@@ -265,3 +265,24 @@ def test_a_list_is_left_about_80_percent_full_not_at_the_first_unlucky_draws() -
             break
         filled += 1
     assert 0.75 <= filled / STATUS_LIST_SIZE <= 0.83, filled
+
+
+def test_the_last_list_is_used_to_its_end_and_issuance_resumes_in_the_run_of_lists() -> None:
+    """The last list is not left at 85% with "every status list is full" while a fifth of it
+    is free; after a restart issuance goes on in the last list of the run 0, 1, 2 … holding
+    credentials, not past a gap one stray anchor made (second review, ADR 55)."""
+    import random
+
+    from ledger.credentials import status_lists_in_order
+
+    rng = random.Random(63)
+    last = (STATUS_LISTS - 1) * STATUS_LIST_SIZE
+
+    def taken(i: int) -> bool:  # every list before full; the last 90% used
+        return i < last or (i * 2654435761) % 1000 < 900
+
+    for _ in range(200):
+        index = draw_status_index(taken, STATUS_LISTS - 1, rng=rng.randrange)
+        assert index >= last and not taken(index)
+    assert [status_lists_in_order(n) for n in ([], [0], [0, 1, 2], [0, 1, 63], [5], [0, 2])] \
+        == [0, 0, 2, 1, 0, 0]
