@@ -269,17 +269,8 @@ def _read_json(path: Path, what: str) -> Any:
     took the last and issued a credential its issuer never read), NaN or a lone surrogate
     escape are refused (ADR 55)."""
     raw = _read_input(path, what)
-    # UTF-16 or -32 (PowerShell 5's `>` writes UTF-16), as JSON's own detection tells them;
-    # a UTF-8 byte-order mark (Notepad writes one) is no part of the JSON
-    encoding = json.detect_encoding(raw)
-    if encoding not in ("utf-8", "utf-8-sig"):
-        try:
-            raw = raw.decode(encoding).encode("utf-8")
-        except UnicodeDecodeError as e:
-            _fail(f"the {what} file {path} is not JSON: it reads as {encoding.upper()}, but "
-                  f"{e.reason} at byte {e.start}; save it as UTF-8", 2)
     try:
-        return sdjwt.strict_json(raw.removeprefix(b"\xef\xbb\xbf"), what)
+        return sdjwt.strict_json_file(raw, what)
     except LedgerError as e:
         _fail(f"the {what} file {path} is not JSON: {e}", 2)
 

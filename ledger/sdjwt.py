@@ -375,6 +375,20 @@ def strict_json(raw: bytes, what: str) -> Any:
     return _json(raw, what)
 
 
+def strict_json_file(raw: bytes, what: str) -> Any:
+    """:func:`strict_json` of a file a person saved: UTF-16 or -32 (PowerShell 5's ``>``
+    writes UTF-16) as JSON's own detection tells them, and a UTF-8 byte-order mark (Notepad
+    writes one) skipped; :class:`JsonError` otherwise."""
+    encoding = json.detect_encoding(raw)
+    if encoding not in ("utf-8", "utf-8-sig"):
+        try:
+            raw = raw.decode(encoding).encode("utf-8")
+        except UnicodeDecodeError as e:
+            raise JsonError(f"{what}: it reads as {encoding.upper()}, but {e.reason} at byte "
+                            f"{e.start}; save it as UTF-8") from e
+    return _json(raw.removeprefix(b"\xef\xbb\xbf"), what)
+
+
 def _json(raw: bytes, what: str) -> Any:
     try:
         text = raw.decode("utf-8")

@@ -629,6 +629,12 @@ def test_cli_errors(live_world: World, tmp_path: Path) -> None:
     assert r.returncode == 2 and "exactly one of --registry" in r.stderr
     r = _run(["present", "abcdef", "--request", str(registry), "--yes"], w)
     assert r.returncode == 2 and "is not a verifier's request" in r.stderr  # bad input
+    # read strictly, as `ledger verify` reads the same file (second review, ADR 55)
+    twice = tmp_path / "twice.json"
+    text = json.dumps(REQ.to_json())
+    twice.write_text(text[:-1] + ', "nonce": "another"}')
+    r = _run(["present", "abcdef", "--request", str(twice), "--yes"], w)
+    assert r.returncode == 2 and "duplicate member name 'nonce'" in r.stderr, r.stderr
     r = _run(["--help"], w)
     assert r.returncode == 0 and "present" in r.stdout and "WALLET_PASSPHRASE" in r.stdout
     assert _run(["frobnicate"], w).returncode == 2

@@ -417,14 +417,16 @@ def present(
     from ledger.errors import DecodeError
     from ledger.files import write_atomic
     from ledger.presentation import Request
+    from ledger.sdjwt import JsonError, strict_json_file
     from wallet import qr
     from wallet.errors import UsageError, WalletError
 
     with _errors():
         try:
-            req = Request.from_file_json(json.loads(_read_file(request, "request")),
-                                         now=int(time.time()))
-        except (ValueError, DecodeError) as e:  # bad input: 2, as `ledger verify` says of it
+            # strict, as `ledger verify` reads the same file (a member named twice refused)
+            req = Request.from_file_json(strict_json_file(_read_file(request, "request"),
+                                                          "request"), now=int(time.time()))
+        except (ValueError, DecodeError, JsonError) as e:  # bad input: 2, as `ledger verify`
             if isinstance(e, DecodeError) and e.where == "request.expires":
                 raise UsageError(f"{request}: {str(e).removeprefix(e.where + ': ')}") from e
             raise UsageError(f"{request} is not a verifier's request (JSON with nonce, "
