@@ -143,7 +143,6 @@ class StatusListCache:
         self._height = -1      # the head height every cached list reflects
         self._log_size = 0
         self._bufs: dict[ListRef, bytearray] = {}
-        self._anchored: dict[ListRef, bool] = {}
         self._frozen: dict[ListRef, StatusList] = {}
         self._gates: dict[ListRef, threading.Lock] = {}  # lists being read
         self.blocks_applied = 0
@@ -184,7 +183,7 @@ class StatusListCache:
                     # Not kept: anyone may ask for each of a type's 64 lists (ADR 55), and
                     # 256 KiB apiece of nothing adds up; asked again, it is one seek.
                     return None
-                self._bufs[ref], self._anchored[ref] = buf, anchored
+                self._bufs[ref] = buf  # kept lists hold credentials (empty ones are not)
                 self._frozen.pop(ref, None)
                 return self._answer(ref)
 
@@ -199,13 +198,10 @@ class StatusListCache:
                 self._frozen.pop(changed, None)  # unchanged lists keep their object
         else:
             self._bufs.clear()
-            self._anchored.clear()
             self._frozen.clear()
         self._height, self._log_size = head.height, head.log_size
 
-    def _answer(self, ref: ListRef) -> StatusList | None:
-        if not self._anchored[ref]:
-            return None
+    def _answer(self, ref: ListRef) -> StatusList:
         lst = self._frozen.get(ref)
         if lst is None:
             lst = self._frozen[ref] = StatusList(2, bytes(self._bufs[ref]))
@@ -251,8 +247,6 @@ class StatusListCache:
                 buf = bufs.get(ref)
                 if buf is None:
                     continue
-                if only is None:
-                    self._anchored[ref] = True
                 changed.add(ref)
                 _set(buf, index, value)
             if only is None:

@@ -322,7 +322,6 @@ class LocalCluster:
         if not shutil.which(self.etcd_bin) and not Path(self.etcd_bin).exists():
             raise ClusterError("etcd is not installed: apt-get install etcd-server (Debian; "
                                "in a clone of the repository, scripts/test installs it)")
-        rt = self._runtime.get(m.agency)
         if m.agency in self.removed:
             raise ClusterError(f"{m.agency} was taken out of this cluster (its certificate "
                                "is revoked)")
@@ -331,8 +330,7 @@ class LocalCluster:
         now = _dt.datetime.now(_dt.UTC)
         crl = ensure_crl(self.folder / "pki", self.passphrase, now=now)
         ensure_operator_cert(self.folder / "pki", self.passphrase, now=now)
-        if rt is None:
-            rt = self._runtime[m.agency] = unlock(self.folder / "pki", m.agency, self.passphrase)
+        rt = self._runtime_of(m.agency)
         data = self.folder / m.agency / "etcd"
         state = state or ("existing" if (data / "member").exists() else "new")
         crt, key, ca = rt / f"{m.agency}.crt", rt / f"{m.agency}.key", rt / "ca.crt"
@@ -545,13 +543,17 @@ class LocalCluster:
         self._wait(f"etcd member {m.agency}", lambda: self._etcd_healthy(m), timeout,
                    self._etcd.get(m.agency), self._log("etcd", m.agency))
 
-    def _passphrase_file(self, agency: str) -> Path:
-        """The key passphrase in a new 0600 file of ``agency``'s runtime folder (0700, in
-        memory where there is /dev/shm, made with its TLS files)."""
+    def _runtime_of(self, agency: str) -> Path:
+        """``agency``'s runtime folder (its clear TLS files, :func:`unlock`), made once."""
         rt = self._runtime.get(agency)
         if rt is None:
             rt = self._runtime[agency] = unlock(self.folder / "pki", agency, self.passphrase)
-        path = rt / _PASSPHRASE_FILE
+        return rt
+
+    def _passphrase_file(self, agency: str) -> Path:
+        """The key passphrase in a new 0600 file of ``agency``'s runtime folder (0700, in
+        memory where there is /dev/shm, made with its TLS files)."""
+        path = self._runtime_of(agency) / _PASSPHRASE_FILE
         path.unlink(missing_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as f:  # the reader takes one ending "\r\n" or "\n" off

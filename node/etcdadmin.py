@@ -100,12 +100,7 @@ class EtcdAdmin:
 
     def members(self) -> dict[str, int]:
         """Name → id of each etcd member."""
-        try:
-            got = self.call("Cluster", "MemberList", pb.MemberListRequest())
-        except grpc.RpcError as e:
-            raise EtcdAdminError(f"etcd at {self.url} did not list its members: "
-                                 f"{rpc_reason(e)}") from e
-        return {x.name: int(x.ID) for x in got.members}
+        return {x.name: int(x.ID) for x in self._member_list()}
 
     def leader(self) -> str:
         """The name of the Raft leader's member."""
@@ -149,16 +144,16 @@ class EtcdAdmin:
         """Remove the member etcd still counts for ``agency`` whose data folder is lost: the
         one of that name, or one added at ``peer_url`` and never started (no name yet); how
         many were removed. EtcdAdminError if another agency's member has that peer URL."""
-        removed = 0
-        for x in self._member_list():
+        members = self._member_list()
+        for x in members:
             if x.name and x.name != agency and peer_url in x.peerURLs:
                 raise EtcdAdminError(f"{peer_url} is the peer URL of {x.name}'s member, not "
                                      f"{agency}'s: nothing was removed")
-        for x in self._member_list():
-            if x.name == agency or (not x.name and peer_url in x.peerURLs):
-                self.remove_member(int(x.ID))
-                removed += 1
-        return removed
+        ours = [int(x.ID) for x in members
+                if x.name == agency or (not x.name and peer_url in x.peerURLs)]
+        for member_id in ours:
+            self.remove_member(member_id)
+        return len(ours)
 
     def rejoin(self, agency: str, peer_url: str) -> int:
         """Make room for ``agency``'s member whose data folder is lost: :meth:`forget` it and
