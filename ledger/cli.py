@@ -16,6 +16,7 @@ import base64
 import binascii
 import contextlib
 import dataclasses
+import datetime as dt
 import errno
 import fcntl
 import json
@@ -37,7 +38,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ledger import merkle, sdjwt
+from ledger import merkle, sdjwt, timetext
 from ledger.chain import Head, checkpoint_key
 from ledger.checkpoint import SignedCheckpoint, find_equivocation, parse_vkey
 from ledger.credentials import (
@@ -1595,6 +1596,11 @@ def issue(
              "with its issuer key and anchors the credential (POST /v1/credentials, operator "
              "token from $LEDGER_OPERATOR_TOKEN; an https node's CA from $SSL_CERT_FILE). "
              "Instead of --data.")] = None,
+    time_zone: Annotated[str | None, typer.Option(
+        "--time-zone", help="With --data: the IANA time zone whose calendar birthdays count "
+                            "in for derived claims such as age_over_18 (e.g. Asia/Shanghai; "
+                            "UTC when not given). With --node the node's time_zone setting "
+                            "applies.")] = None,
 ) -> None:
     """Issue an SD-JWT VC, anchor it on the ledger and write the holder's bundle.
 
@@ -1611,6 +1617,13 @@ def issue(
     if kind in RESERVED_TYPES:
         _fail(f"{kind!r} credentials record a decision: the node's approvals service issues "
               "them with the decision transaction (wallet apply), never by hand", 2)
+    if node is not None and time_zone is not None:
+        _fail("--time-zone is for --data: a node counts days in its own time_zone setting "
+              "(node config, LEDGER_NODE_TIME_ZONE)", 2)
+    try:
+        zone = dt.UTC if time_zone is None else timetext.time_zone(time_zone)
+    except timetext.TimeZoneError as e:
+        _fail(f"--time-zone: {e}", 2)
     claims = _read_json_object(claims_file, "claims")
     holder_jwks = [_read_json_object(f, "holder JWK") for f in holder_jwk_files]
     seen: set[tuple[object, ...]] = set()
@@ -1635,7 +1648,8 @@ def issue(
                                  force)
     else:
         assert data is not None  # one of the two, checked above
-        results = _issue_here(data, agency, kind, claims, holder_jwks, outs, valid_days, force)
+        results = _issue_here(data, agency, kind, claims, holder_jwks, outs, valid_days, force,
+                              zone)
     if as_json:
         print(json.dumps(results[0] if len(results) == 1 else results))
         return
@@ -1736,7 +1750,7 @@ def _lost(cid: str, txid: str, written: int) -> str:
 
 def _issue_here(data: Path, agency: str, kind: str, claims: dict[str, Any],
                 holder_jwks: list[dict[str, Any]], outs: list[Path],
-                valid_days: int, force: bool) -> list[dict[str, Any]]:
+                valid_days: int, force: bool, zone: dt.tzinfo) -> list[dict[str, Any]]:
     """Issue and anchor in the store in ``data`` (embedded solo mode); write each bundle."""
     now = _now()
     results: list[dict[str, Any]] = []
@@ -1751,7 +1765,7 @@ def _issue_here(data: Path, agency: str, kind: str, claims: dict[str, Any],
                 raise ClaimError(f"credential type {kind!r} is not registered on "
                                  f"{registry.network!r}")
             check_claims(type_def, claims)  # before any key is decrypted
-            derive_claims(type_def, claims, now)  # e.g. a birth date still to come
+            derive_claims(type_def, claims, now, zone)  # e.g. a birth date still to come
         except ClaimError as e:
             _fail(str(e))
         if not registry.grant_covers(agency, kind, now):
@@ -1761,7 +1775,7 @@ def _issue_here(data: Path, agency: str, kind: str, claims: dict[str, Any],
         for holder_jwk, target in zip(holder_jwks, outs, strict=True):
             with interrupts_held(_finishing):  # committed, then written: never one alone
                 cred, receipt = _issue_one(store, registry, signers, issuer_key, agency, kind,
-                                           claims, holder_jwk, now, valid_days)
+                                           claims, holder_jwk, now, valid_days, zone)
                 cid = cred.credential_id.hex()
                 lost = _lost(cid, receipt.txid.hex(), len(results))
                 try:
@@ -1779,7 +1793,7 @@ def _issue_here(data: Path, agency: str, kind: str, claims: dict[str, Any],
 
 def _issue_one(store: Store, registry: Registry, signers: Any, issuer_key: PrivateKey,
                agency: str, kind: str, claims: dict[str, Any], holder_jwk: dict[str, Any],
-               now: int, valid_days: int) -> tuple[Any, Receipt]:
+               now: int, valid_days: int, zone: dt.tzinfo) -> tuple[Any, Receipt]:
     """Issue and anchor one copy, drawing a fresh status index until one is free."""
     def taken(index: int) -> bool:  # used before (indexes are never reused)
         return store.get(index_key(agency, kind, index)) is not None
@@ -1791,7 +1805,8 @@ def _issue_one(store: Store, registry: Registry, signers: Any, issuer_key: Priva
             index = draw_status_index(taken, first)
             cred = issue_credential(registry=registry, agency=agency, issuer_key=issuer_key,
                                     kind=kind, claims=claims, holder_jwk=holder_jwk, now=now,
-                                    valid_for=valid_days * 86400, status_index=index)
+                                    valid_for=valid_days * 86400, status_index=index,
+                                    zone=zone)
             return cred, _commit(store, signers, cred.anchor)
         except TxRejected as e:
             if e.code == "status_index_used":

@@ -29,6 +29,7 @@ from ledger.state import (
     status_list_of,
 )
 from ledger.statuslist import INVALID, SUSPENDED, VALID, StatusList
+from ledger.timetext import local_day
 from ledger.tx import Tx, make_tx
 
 __all__ = [
@@ -214,9 +215,13 @@ def _age_at_least(birth: dt.date, years: int, on: dt.date) -> bool:
 
 
 def derive_claims(type_def: Mapping[str, Any], claims: Mapping[str, Any],
-                  at: int) -> dict[str, bool]:
-    """Predicates the type declares, computed at issuance time ``at`` (e.g. ``age_over_18``)."""
-    today = dt.datetime.fromtimestamp(at, tz=dt.UTC).date()
+                  at: int, zone: dt.tzinfo = dt.UTC) -> dict[str, bool]:
+    """Predicates the type declares, computed at issuance time ``at`` (e.g. ``age_over_18``).
+
+    Birthdays count by the calendar of ``zone``, the issuing agency's time zone (ADR 56): in
+    Asia/Shanghai a person born on 30 November 2008 is 18 from 00:00 local time on 30 November
+    2026, 16:00 UTC the day before."""
+    today = local_day(at, zone)
     out = {}
     for name, spec in type_def.get("derived", {}).items():
         birth = _date(claims[spec["claim"]], spec["claim"])
@@ -285,7 +290,8 @@ def check_identifiers(registry: Registry, kind: str, claims: Mapping[str, Any],
 def issue_credential(*, registry: Registry, agency: str, issuer_key: PrivateKey, kind: str,
                      claims: Mapping[str, Any], holder_jwk: Mapping[str, Any], now: int,
                      valid_for: int, rng: Callable[[int], bytes] = os.urandom,
-                     status_index: int | None = None, decoys: int = 0) -> IssuedCredential:
+                     status_index: int | None = None, decoys: int = 0,
+                     zone: dt.tzinfo = dt.UTC) -> IssuedCredential:
     """Check ``claims`` against the registered type, sign the SD-JWT VC, build its anchor.
 
     Raises ClaimError for claims that do not fit the type, LedgerError if the agency may not
@@ -303,7 +309,7 @@ def issue_credential(*, registry: Registry, agency: str, issuer_key: PrivateKey,
                           "current issuer key)")
     check_claims(type_def, claims)
     check_identifiers(registry, kind, claims)
-    all_claims = {**claims, **derive_claims(type_def, claims, now)}
+    all_claims = {**claims, **derive_claims(type_def, claims, now, zone)}
     if status_index is None:
         status_index = int.from_bytes(rng(4), "big") % STATUS_LIST_SIZE
     number, entry = status_list_of(status_index)
@@ -325,7 +331,7 @@ def issue_credential(*, registry: Registry, agency: str, issuer_key: PrivateKey,
 def issue_batch(*, registry: Registry, agency: str, issuer_key: PrivateKey, kind: str,
                 claims: Mapping[str, Any], holder_jwks: Sequence[Mapping[str, Any]], now: int,
                 valid_for: int, rng: Callable[[int], bytes] = os.urandom,
-                decoys: int = 0) -> list[IssuedCredential]:
+                decoys: int = 0, zone: dt.tzinfo = dt.UTC) -> list[IssuedCredential]:
     """Several copies of one credential, one per holder key, for unlinkable presentations.
 
     Every copy has its own salts (so its own digests), its own holder key in ``cnf``, its own
@@ -351,7 +357,7 @@ def issue_batch(*, registry: Registry, agency: str, issuer_key: PrivateKey, kind
         out.append(issue_credential(registry=registry, agency=agency, issuer_key=issuer_key,
                                     kind=kind, claims=claims, holder_jwk=jwk, now=now,
                                     valid_for=valid_for, rng=rng, status_index=index,
-                                    decoys=decoys))
+                                    decoys=decoys, zone=zone))
     return out
 
 

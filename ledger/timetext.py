@@ -1,10 +1,35 @@
-"""Ledger times (seconds since 1970, UTC) as text for people."""
+"""Ledger times (seconds since 1970, UTC) as text for people, and the day they fall on where an
+agency is."""
 
 from __future__ import annotations
 
 import datetime as dt
+import zoneinfo
 
-__all__ = ["utc_text"]
+__all__ = ["TimeZoneError", "local_day", "time_zone", "utc_text"]
+
+
+class TimeZoneError(ValueError):
+    """A time zone name that is not in the IANA time zone database."""
+
+
+def time_zone(name: str) -> dt.tzinfo:
+    """The IANA time zone ``name`` (``Asia/Shanghai``, ``UTC``): the zone whose calendar an
+    agency counts days in (ADR 56). Raises TimeZoneError naming the mistake."""
+    if name == "UTC":
+        return dt.UTC
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as e:
+        # ValueError: a path-like or empty name ("../x", "/etc/localtime"); OSError: a name
+        # that is a folder of the database ("Asia")
+        raise TimeZoneError(f"time zone {name!r} is not an IANA time zone name (e.g. "
+                            "Asia/Shanghai, Europe/Paris, UTC)") from e
+
+
+def local_day(ts: int, zone: dt.tzinfo = dt.UTC) -> dt.date:
+    """The calendar day the ledger time ``ts`` falls on in ``zone``."""
+    return dt.datetime.fromtimestamp(ts, zone).date()
 
 
 def utc_text(ts: int, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:

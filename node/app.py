@@ -463,7 +463,8 @@ def create_app(settings: Settings, *, node: Node | None = None,
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = node is None
         app.state.node = node if node is not None else Node(
-            settings.data, settings.agency, _passphrase(passphrase), clock=clock)
+            settings.data, settings.agency, _passphrase(passphrase), clock=clock,
+            zone=settings.zone)
         try:
             yield
         finally:

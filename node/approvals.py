@@ -13,7 +13,6 @@ record; the node turns the identifier into the keyed pseudonym with the network 
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import secrets
 import threading
@@ -33,6 +32,7 @@ from ledger.network import reason_code_problem
 from ledger.ordering import Receipt
 from ledger.presentation import Bundle, Envelope
 from ledger.state import Registry, credit_events, rule_hash
+from ledger.timetext import local_day
 from ledger.tx import Tx, make_tx
 from node.service import CREDIT_SECRET_FILE, Node, NotFound, PendingRequest
 
@@ -214,7 +214,7 @@ class Approvals:
             "rule_version": compiled.hash.hex(), "approval_tx": tx.txid.hex(),
             "reasons": ",".join(outcome.reasons),
             "documents": ",".join(outcome.documents) or "none",
-            "decided_on": dt.datetime.fromtimestamp(now, tz=dt.UTC).date().isoformat()},
+            "decided_on": local_day(now, self.node.zone).isoformat()},
             holder_jwk, 3650)
         return Decided(outcome, service, compiled.hash, tx, receipt, bundle)
 

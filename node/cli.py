@@ -296,7 +296,7 @@ def run(
                 replication = Replication(settings.etcd_endpoints, settings.peers, tls,
                                           settings.retention, settings.max_batch)
             node = Node(settings.data, settings.agency, passphrase, replication=replication,
-                        workers=settings.workers)
+                        workers=settings.workers, zone=settings.zone)
             cleanup.callback(node.close)
             if runtime is not None and settings.pki is not None:
                 node.watch_certificates(settings.pki, settings.agency, runtime)
@@ -414,7 +414,9 @@ def init(
             '# public_url = "https://node.example"  # the audience of presentation requests\n'
             '# trust_list = "trust.json"        # issuers outside the network (docs/foreign-'
             'issuers.md)\n'
-            '# status_tokens = "status-tokens"  # their Status List Tokens (*.jwt)\n')
+            '# status_tokens = "status-tokens"  # their Status List Tokens (*.jwt)\n'
+            '# time_zone = "Asia/Shanghai"      # the calendar of derived ages (UTC when not '
+            'set)\n')
     try:  # whole or not at all, 0600 from the start
         config_out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(config_out, text.encode(), 0o600, overwrite=force)

@@ -20,6 +20,7 @@
     workers = 2                           # signature-check processes; absent = one per core
     trust_list = "trust.json"             # issuers outside the network the verifier accepts
     status_tokens = "status-tokens"       # their Status List Tokens (*.jwt), read per check
+    time_zone = "Asia/Shanghai"           # the calendar of derived ages and decision days (UTC)
 
 Every key can be overridden by ``LEDGER_NODE_<KEY>`` (upper case); ``LEDGER_NODE_CORS_ORIGINS``
 is comma separated; ``ledger-node run --host/--port`` override both. A relative ``data`` path is
@@ -29,6 +30,7 @@ named after one), wrong types and out-of-range values raise :class:`ConfigError`
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
 import tomllib
 from collections.abc import Mapping
@@ -36,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+from ledger.timetext import TimeZoneError, time_zone
 
 __all__ = ["ENV_PREFIX", "ConfigError", "Settings"]
 
@@ -45,7 +49,7 @@ _AGENCY = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _KEYS = ("data", "agency", "host", "port", "operator_token_sha256", "max_body_bytes",
          "cors_origins", "public_url", "ordering", "etcd_endpoints", "peers", "pki", "tls",
          "retention", "max_batch", "rate_limit_per_minute", "rate_limit_burst", "workers",
-         "trust_list", "status_tokens")
+         "trust_list", "status_tokens", "time_zone")
 _LISTS = ("cors_origins", "etcd_endpoints", "peers")
 
 
@@ -87,6 +91,9 @@ class Settings:
     None = the verifier checks credentials of the network only."""
     status_tokens: Path | None = None
     """A folder of those issuers' Status List Tokens (``*.jwt``), read at each check."""
+    time_zone: str = "UTC"
+    """The IANA time zone whose calendar the agency counts days in: a birthday for derived
+    ``age_over_*`` claims, an approval's ``decided_on`` (ADR 56)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.data, Path):
@@ -145,6 +152,17 @@ class Settings:
                                          or not 0 <= self.workers <= 256):
             raise ConfigError(f"workers: {self.workers!r} is not in 0..256 (leave it out for "
                               "one per core)")
+        if not isinstance(self.time_zone, str):
+            raise ConfigError("time_zone: must be a time zone name (e.g. \"Asia/Shanghai\")")
+        try:
+            time_zone(self.time_zone)
+        except TimeZoneError as e:
+            raise ConfigError(f"time_zone: {e}") from e
+
+    @property
+    def zone(self) -> _dt.tzinfo:
+        """The :attr:`time_zone` (checked on construction)."""
+        return time_zone(self.time_zone)
 
     @property
     def scheme(self) -> str:

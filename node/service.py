@@ -224,11 +224,13 @@ class Node:
     def __init__(self, data: Path, agency: str, passphrase: bytes, *,
                  clock: Callable[[], float] = _time.time, workers: int | None = None,
                  replication: Replication | None = None,
-                 timer: Callable[[], float] = _time.monotonic) -> None:
+                 timer: Callable[[], float] = _time.monotonic,
+                 zone: _dt.tzinfo = _dt.UTC) -> None:
         contracts.install()  # the state machine's rule engine (ADR 17)
         self.data = data
         self.agency = agency
         self.clock = clock
+        self.zone = zone  # the calendar the agency counts days in (ADR 56)
         # Ages of open requests: a step of the wall clock (NTP, an operator) must neither
         # expire every open request nor keep them open for the length of the step (ADR 48).
         self.timer = timer
@@ -704,7 +706,8 @@ class Node:
             cred = issue_credential(registry=self._registry(), agency=self.agency,
                                     issuer_key=self.issuer_key, kind=kind, claims=claims,
                                     holder_jwk=holder_jwk, now=self.now(),
-                                    valid_for=valid_days * 86400, status_index=index)
+                                    valid_for=valid_days * 86400, status_index=index,
+                                    zone=self.zone)
             try:
                 receipt = self.orderer.submit(cred.anchor).result(timeout=30)
             except TxRejected as e:

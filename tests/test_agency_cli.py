@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -23,6 +24,7 @@ from ledger.finality import verify_final
 from ledger.keys import PrivateKey
 from ledger.presentation import Bundle
 from ledger.store import Store
+from ledger.timetext import local_day, time_zone
 from ledger.tx import Tx
 from node.app import create_app
 
@@ -130,6 +132,44 @@ def _issuer_public(demo: Path, anchor: Tx) -> bytes:
     with Store(demo / "ledger", create=False) as store:
         assert store.registry is not None
         return store.registry.public_keys[anchor.sigs[0].kid].raw
+
+
+def test_issue_counts_birthdays_in_the_time_zone_it_is_given(demo: Path, files: Path,
+                                                             tmp_path: Path) -> None:
+    """ADR 56. At any moment some zone is on another calendar day than UTC: UTC+14 from 10:00
+    UTC, UTC-12 before 12:00. The holder turns 18 on that zone's day."""
+    now = dt.datetime.now(dt.UTC)
+    name = "Pacific/Kiritimati" if now.hour >= 10 else "Etc/GMT+12"  # UTC+14 / UTC-12
+    zone = time_zone(name)
+    # the later of the two days: the birthday has come in one calendar and not in the other
+    target = max(now.astimezone(zone).date(), now.date())
+    born = dt.date(target.year - 18, target.month, min(target.day, 28 if target.month == 2
+                                                       else 31))
+    claims = tmp_path / "claims.json"
+    claims.write_text(json.dumps(dict(CLAIMS, birth_date=born.isoformat())))
+    out = tmp_path / "bundle.bin"
+    r = _issue(demo, files, out, "--time-zone", name, "--json", claims=claims)
+    assert r.returncode == 0, r.stderr
+    bundle = Bundle.from_bytes(out.read_bytes())
+    anchor = Tx.from_bytes(bundle.anchor)
+    issued_at = anchor.body["valid_from"]
+    said = sdjwt.verify_issuer_signed(bundle.sd_jwt, issuer_public_jwk=sdjwt.jwk_from_ed25519(
+        _issuer_public(demo, anchor)), now=issued_at)
+    eighteen = dt.date(born.year + 18, born.month, born.day)
+    assert said["age_over_18"] is (local_day(issued_at, zone) >= eighteen)
+    if local_day(issued_at, zone) != local_day(issued_at):  # (not run across a midnight)
+        assert said["age_over_18"] is not (local_day(issued_at) >= eighteen)  # UTC's answer
+    # a name that is not a zone, and the option with a node (its own setting applies)
+    bad = _issue(demo, files, tmp_path / "b1.bin", "--time-zone", "Asia/Shangai")
+    assert bad.returncode == 2
+    assert "'Asia/Shangai' is not an IANA time zone name" in bad.stderr
+    r = _run("agency", "issue", "--node", "http://127.0.0.1:9", "--agency", "civil",
+             "--type", "residence", "--claims", str(claims), "--holder-jwk",
+             str(files / "holder.jwk.json"), "--out", str(tmp_path / "b2.bin"),
+             "--time-zone", "Asia/Shanghai")
+    assert r.returncode == 2
+    assert "--time-zone is for --data" in r.stderr
+    assert not (tmp_path / "b1.bin").exists() and not (tmp_path / "b2.bin").exists()
 
 
 def test_issue_json_names_the_anchor(demo: Path, files: Path, tmp_path: Path) -> None:

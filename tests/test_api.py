@@ -482,6 +482,32 @@ def _issue(http: httpx.Client, holder: PrivateKey) -> tuple[Bundle, str]:
     return bundle, body["credential_id"]
 
 
+@pytest.mark.parametrize(("zone", "over_18"), [("Asia/Shanghai", True), (None, False)])
+def test_a_node_derives_ages_by_the_day_in_its_time_zone(tmp_path: Path, zone: str | None,
+                                                         over_18: bool) -> None:
+    """ADR 56: at T0 + 1 h it is 16:06 on 15 June 2025 in UTC and 00:06 on the 16th in
+    Changsheng. Someone born on 16 June 2007 turns 18 that day where the agency is."""
+    data = make_demo(tmp_path / "demo-data")
+    settings = Settings(data=data, agency="civil", port=0, public_url=AUDIENCE,
+                        operator_token_sha256=hashlib.sha256(TOKEN.encode()).hexdigest(),
+                        **({} if zone is None else {"time_zone": zone}))
+    holder = PrivateKey(hashlib.sha256(b"born-2007-06-16").digest())
+    app = create_app(settings, clock=lambda: T0 + 3600, passphrase=PASS)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        r = c.post("/v1/credentials", headers=AUTH, json={
+            "type": "residence", "valid_days": 30,
+            "claims": {"holder_name": "Wen Jing-7f3a", "district": "Changsheng",
+                       "birth_date": "2007-06-16", "resident_since": "2020-01-01"},
+            "holder_jwk": sdjwt.jwk_from_ed25519(holder.public.raw)})
+        assert r.status_code == 200, r.text
+    bundle = Bundle.from_bytes(unb64url(r.json()["bundle"]))
+    civil = load_private_key(data / "keys" / "civil.issuer.key", PASS)
+    claims = sdjwt.verify_issuer_signed(
+        bundle.sd_jwt, issuer_public_jwk=sdjwt.jwk_from_ed25519(civil.public.raw),
+        now=T0 + 3600)
+    assert claims["age_over_18"] is over_18
+
+
 def _present(http: httpx.Client, bundle: Bundle, holder: PrivateKey) -> dict[str, Any]:
     r = http.post("/v1/presentation-requests",
                   json={"type": "degree", "claims": ["degree_level", "field"]})

@@ -18,11 +18,13 @@ from test_contracts_world import SECRET
 from contracts import reevaluate, stated
 from contracts.catalogue import RULES, setup_actions
 from contracts.credit import pseudonym
+from ledger import sdjwt
 from ledger.chain import build_block, build_genesis
 from ledger.keys import load_private_key
 from ledger.network import governance_tx
-from ledger.presentation import Request
+from ledger.presentation import Bundle, Request
 from ledger.store import Store
+from ledger.timetext import utc_text
 from ledger.tx import Tx, make_tx
 from node.app import create_app
 from node.service import Node
@@ -76,7 +78,10 @@ def prepare(tmp: Path) -> tuple[Path, Wallet]:
 def test_apply_get_credential_present_it(tmp_path: Path) -> None:
     data, wallet = prepare(tmp_path)
     settings = settings_for(data)
-    settings = type(settings)(**{**settings.__dict__, "agency": "market"})
+    # 15:08 UTC, 00:08 on the next day in Tokyo: the decision is dated by the agency's
+    # calendar (ADR 56)
+    settings = type(settings)(**{**settings.__dict__, "agency": "market",
+                                 "time_zone": "Asia/Tokyo"})
     app = create_app(settings, clock=lambda: NOW, passphrase=PASS)
     with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
         svc = http.get("/v1/services/business-licence").json()
@@ -101,6 +106,11 @@ def test_apply_get_credential_present_it(tmp_path: Path) -> None:
         info = wallet.receive(unb64url(decision["bundle"]), registry=app.state.node._registry(),
                               now=NOW)
         assert info.type == "approval"
+        said = sdjwt.verify_issuer_signed(
+            Bundle.from_bytes(unb64url(decision["bundle"])).sd_jwt, now=NOW,
+            issuer_public_jwk=sdjwt.jwk_from_ed25519(
+                load_private_key(data / "keys" / "market.issuer.key", PASS).public.raw))
+        assert (said["decided_on"], utc_text(NOW, "%Y-%m-%d")) == ("2025-06-16", "2025-06-15")
         req = http.post("/v1/presentation-requests", json={
             "type": "approval", "claims": ["service", "decision", "path"]}).json()
         # the preview calls withheld only what nobody learns: the decision on the public

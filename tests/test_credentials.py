@@ -26,6 +26,7 @@ from ledger.errors import LedgerError
 from ledger.keys import PrivateKey
 from ledger.network import Agency, status_tx
 from ledger.statuslist import check_status
+from ledger.timetext import TimeZoneError, time_zone
 
 RESIDENCE = {"id": "residence", "title": "Residence permit",
              "claims": {"holder_name": "string", "district": "string", "birth_date": "date",
@@ -86,6 +87,47 @@ def test_derived_age_predicates_are_computed_at_issuance() -> None:
     assert derive_claims(RESIDENCE, claims, before) == {"age_over_18": False,
                                                         "age_over_65": False}
     assert derive_claims(RESIDENCE, claims, after)["age_over_18"] is True
+
+
+def test_birthdays_count_by_the_issuing_agency_s_calendar() -> None:
+    """ADR 56: at 00:30 on 30 November 2026 in Changsheng (UTC+8) it is still 29 November in
+    UTC. Someone born on 30 November 2008 is 18 there; counted by the UTC day, the credential
+    said "not over 18" and kept saying it for its whole validity."""
+    at = int(datetime.datetime(2026, 11, 29, 16, 30, tzinfo=datetime.UTC).timestamp())
+    claims = dict(CLAIMS, birth_date="2008-11-30")
+    shanghai = time_zone("Asia/Shanghai")
+    assert derive_claims(RESIDENCE, claims, at, shanghai)["age_over_18"] is True
+    assert derive_claims(RESIDENCE, claims, at)["age_over_18"] is False  # UTC: the default
+    # and the other way round: in a zone behind UTC the birthday has not come yet
+    honolulu = time_zone("Pacific/Honolulu")  # UTC-10: still 29 November at 09:59 UTC
+    early = int(datetime.datetime(2026, 11, 30, 9, 59, tzinfo=datetime.UTC).timestamp())
+    assert derive_claims(RESIDENCE, claims, early, honolulu)["age_over_18"] is False
+    assert derive_claims(RESIDENCE, claims, early)["age_over_18"] is True
+    # a child born today in Changsheng is no typo there, though the UTC day is the day before
+    born_today = dict(CLAIMS, birth_date="2026-11-30")
+    assert derive_claims(RESIDENCE, born_today, at, shanghai)["age_over_18"] is False
+    with pytest.raises(ClaimError, match="after the day of issue"):
+        derive_claims(RESIDENCE, born_today, at)
+
+
+def test_issuance_derives_ages_in_the_zone_it_is_given(granted: LedgerHarness,
+                                                       agencies: dict[str, Agency]) -> None:
+    # T0 + 10 is 22:13 on 14 November 2023 in UTC, 06:13 on the 15th in Asia/Shanghai
+    claims = dict(CLAIMS, birth_date="2005-11-15")
+    local = _issue(granted, agencies, claims=claims, zone=time_zone("Asia/Shanghai"))
+    utc = _issue(granted, agencies, claims=claims)
+    said = [sdjwt.verify_issuer_signed(
+        c.sd_jwt.serialize(), now=T0 + 20,
+        issuer_public_jwk=sdjwt.jwk_from_ed25519(agencies["reg"].issuer_key.public.raw))
+        for c in (local, utc)]
+    assert [c["age_over_18"] for c in said] == [True, False]
+
+
+@pytest.mark.parametrize("name", ["Asia", "asia/shanghai", "../../etc/passwd", "",
+                                  "/etc/localtime", "Mars/Olympus_Mons", "UTC\x00"])
+def test_a_time_zone_that_is_not_an_iana_name_is_refused(name: str) -> None:
+    with pytest.raises(TimeZoneError, match="is not an IANA time zone name"):
+        time_zone(name)
 
 
 def test_a_birth_date_after_the_day_of_issue_is_refused() -> None:

@@ -231,6 +231,18 @@ def test_max_batch_setting_is_checked() -> None:
         Settings.from_mapping(base, {"LEDGER_NODE_MAX_BATCH": "lots"})
 
 
+def test_the_time_zone_setting_is_an_iana_name() -> None:
+    base = {"data": "d", "agency": "civil"}
+    assert Settings.from_mapping(base, {}).time_zone == "UTC"
+    got = Settings.from_mapping({**base, "time_zone": "Asia/Shanghai"}, {})
+    assert str(got.zone) == "Asia/Shanghai"
+    env = Settings.from_mapping(base, {"LEDGER_NODE_TIME_ZONE": "Europe/Paris"})
+    assert str(env.zone) == "Europe/Paris"
+    for bad in ("Asia/Shangai", "CST", "", "../../etc/passwd", 8, None):
+        with pytest.raises(ConfigError, match="time_zone"):
+            Settings.from_mapping({**base, "time_zone": bad}, {})
+
+
 def test_config_layers_typos_and_wrong_types_are_named() -> None:
     base = {"data": "d", "agency": "edu"}
     with pytest.raises(ConfigError, match=r"unknown environment variables \['LEDGER_NODE_PROT'\]"):
