@@ -645,11 +645,8 @@ def verify(
             raise _Unreadable(f"not a presentation envelope: {e}") from e
     except _Unreadable as e:
         _no_verdict(str(e), as_json, "envelope", {})
-    try:
-        req = Request.from_file_json(_read_json(request, "request"))
-    except DecodeError as e:
-        _fail(f"the request file {request} is not a presentation request: {e}", 2)
     now = _now()
+    req = _request_file(request, now)
     age: int | None = None
     with _used_nonces(nonce_log) as used, contextlib.ExitStack() as stack:
         if snapshot is not None:
@@ -677,6 +674,18 @@ def verify(
                                      status_lists=lists, used_nonces=used,
                                      ledger=store)
     _give_report(report, as_json, {} if age is None else {"snapshot_age_s": age}, age)
+
+
+def _request_file(request: Path, now: int) -> Request:
+    """The verifier's request in the file ``request``; a node's answer saved whole is refused
+    once past its ``expires`` (exit 2), as `wallet present` refuses it: that request has no
+    answer any more."""
+    try:
+        return Request.from_file_json(_read_json(request, "request"), now=now)
+    except DecodeError as e:
+        if e.where == "request.expires":
+            _fail(f"{request}: {str(e).removeprefix(e.where + ': ')}", 2)
+        _fail(f"the request file {request} is not a presentation request: {e}", 2)
 
 
 @contextlib.contextmanager
@@ -736,10 +745,7 @@ def _verify_foreign_cli(source: str, request: Path, trust: Path, token_files: li
         trust_list = read_trust_list(trust)
     except LedgerError as e:
         _fail(str(e), 2)
-    try:
-        req = Request.from_file_json(_read_json(request, "request"))
-    except DecodeError as e:
-        _fail(f"the request file {request} is not a presentation request: {e}", 2)
+    req = _request_file(request, _now())
     tokens = []
     for f in token_files:
         try:

@@ -684,3 +684,26 @@ def test_a_merged_snapshot_is_as_of_its_least_advanced_part(demo: Path, work: Pa
     assert load_snapshot(blob).log_size == early_size
     with pytest.raises(SnapshotError, match="made 61 s apart"):
         merge_snapshots([early, part("edu", now + 61)])
+
+
+def test_a_nodes_request_saved_whole_is_refused_once_it_has_expired(
+        demo: Path, work: Path, issued: Bundle) -> None:
+    """A node's answer to ``POST /v1/presentation-requests`` saved whole is a request file;
+    `wallet present` refused it once past its ``expires``, but `ledger verify` checked a
+    presentation for it all the same, so an expired request had an answer after all. Both
+    sides of the exchange now refuse it (exit 2, naming the expiry); a live one verifies."""
+    now = int(time.time())
+    live = {**REQUEST, "nonce": "n-expiry-live", "created": now - 60, "expires": now + 540,
+            "qr_svg": "<svg/>"}
+    (work / "live-req.json").write_text(json.dumps(live))
+    env = work / "live.bin"
+    env.write_bytes(_present(issued, live))
+    r, report = _verify(env, "--data", str(demo), request=work / "live-req.json")
+    assert r.returncode == 0 and report["verified"] is True, r.stdout + r.stderr
+    old = {**live, "nonce": "n-expiry-old", "created": now - 700, "expires": now - 100}
+    (work / "old-req.json").write_text(json.dumps(old))
+    env = work / "old.bin"
+    env.write_bytes(_present(issued, old))  # a wallet that did not look at `expires`
+    r, _ = _verify(env, "--data", str(demo), request=work / "old-req.json", as_json=False)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "expired at" in r.stderr and "new one" in r.stderr
