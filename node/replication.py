@@ -104,6 +104,9 @@ HEARTBEAT = 10.0
 idle network they tell a peer that is down from one with nothing to do (ADR 50)."""
 FAILURE_SAID_EVERY = 60.0
 """Seconds between log lines about failing replication steps, after the first of a run."""
+PRUNER_QUIET = 30.0
+"""A current agency's node whose published position changed within this many seconds (by this
+node's monotonic timer) may be the one that prunes etcd (the first such agency is)."""
 PEER_QUIET = 35.0
 """A current agency's node whose published position has not changed for this long is reported
 (health: degraded): down, cut off from etcd, or no longer applying."""
@@ -217,12 +220,15 @@ class EtcdOrderer:
                  http_verify: str | bool | ssl.SSLContext | TlsFiles = True,
                  max_batch: int = 2000, max_wait: float = 0.02, workers: int | None = None,
                  retention: int = 1000, submit_timeout: float = 30.0,
-                 poll: float = 0.25, credit_mark: bytes | None = None) -> None:
+                 poll: float = 0.25, credit_mark: bytes | None = None,
+                 timer: Callable[[], float] = _time.monotonic) -> None:
         if store.head is None or store.registry is None:
             raise OrderingError("the store has no genesis yet")
         self.store, self.etcd, self.agency, self.node_key = store, etcd, agency, node_key
         self.network = store.registry.network
         self.clock, self.peers = clock, list(peers)
+        # monotonic: how long ago each peer's published position last changed (retention)
+        self.timer = timer
         self._good_peer = 0  # the peer catch-up asks first: the last that answered well
         # each peer's header walk so far, kept across attempts: peer -> (our head's hash,
         # hashes). A walk cut by a 429 or a 503 goes on where it stopped (ADR 47).
@@ -827,7 +833,7 @@ class EtcdOrderer:
 
     # -- retention --
     def _maybe_prune(self) -> None:
-        now = _time.monotonic()
+        now = self.timer()
         if now - self._last_prune < 0.5:
             return
         self._last_prune = now
@@ -835,7 +841,7 @@ class EtcdOrderer:
         assert head is not None
         assert registry is not None
         applied = self.etcd.applied()
-        now = _time.monotonic()
+        now = self.timer()
         for a, v in applied.items():
             was = self._heard.get(a)
             if was is None or was[0] != v:
@@ -847,8 +853,12 @@ class EtcdOrderer:
                             for a, v in applied.items() if a in current}
         if not self.final_size:
             return
-        wall = int(self.clock())
-        live = [a for a in current if a in applied and wall - int(applied[a]["time"]) <= 30]
+        # The pruner is the first current agency whose node is up: this one, and those whose
+        # published position changed lately by our own timer. A peer's published wall time
+        # would say "up" for as long as its clock was ahead when it went down (an hour fast,
+        # and nobody pruned for that hour).
+        live = [a for a in current if a == self.agency or (
+            a in applied and now - self._heard[a][1] <= PRUNER_QUIET)]
         if not live or live[0] != self.agency:
             return
         final_rev = self._recent.get(self.final_size)

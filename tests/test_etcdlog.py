@@ -581,3 +581,55 @@ def test_a_sync_reply_stops_short_of_its_byte_bound(tmp_path: Path,
     assert len(whole) >= 4 and 1 <= len(cut) < len(whole) and cut == whole[:len(cut)]
     assert one == whole[:1]
     assert headers == [b[0] for b in whole]
+
+
+def test_a_node_down_with_a_fast_clock_does_not_stop_the_pruning(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """The first current agency whose node is up prunes etcd's old batches. Whether a node was
+    up went by its published wall-clock time against this node's clock, so a node an hour
+    fast that went down looked up for that hour (its last time lay ahead), and no node pruned.
+    Whether a peer is up now goes by how long ago its published position last changed, by this
+    node's own monotonic timer; the node doing the reckoning is up."""
+    from ledger import codec
+    from ledger.finality import sign_checkpoint
+
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    ledger.govern("register_type", {"type": spec}, [reg, edu], T0 + 1)
+    ledger.govern("grant", {"agency": "reg", "type": "degree", "from": T0, "until": T0 + DAY},
+                  [reg, tax], T0 + 2)
+    prefix = "fast-and-down"
+    writer = EtcdLog([etcd_url], prefix)  # edu's node (down) and tax's co-signatures, by hand
+    # edu sorts first; its node's clock was an hour fast when it last published, then it went
+    # down (at height 0, far behind: it will catch up from a peer, and holds nothing back)
+    writer.put_applied("edu", codec.encode({"rev": 1, "height": 0, "size": 1,
+                                            "time": T0 + 10 + 3600}))
+    mono = [1000.0]
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="reg",
+                          node_key=reg.node_key, clock=lambda: T0 + 10, workers=0,
+                          retention=1, timer=lambda: mono[0])
+    try:
+        for i in range(3):
+            tx = issue_tx(ledger.net, reg, bytes([i + 1]) * 32, "degree", i, T0 + 5, T0 + DAY,
+                          T0 + 5)
+            receipt = orderer.submit(tx).result(timeout=30)
+            head = ledger.store.head
+            assert head is not None and receipt.height == head.height
+            line = sign_checkpoint(ledger.net, head, [("tax", tax.node_key)]
+                                   ).signatures[0].to_line()
+            writer.put_cosig(head.log_size, "tax",
+                             codec.encode({"root": head.log_root, "line": line}))
+            deadline = time.monotonic() + 30
+            while orderer.final_size < head.log_size:
+                assert time.monotonic() < deadline, orderer.stats.last_error
+                time.sleep(0.05)
+        assert writer.marker() is None  # edu was heard from just now: it may yet prune
+        mono[0] += 31  # edu's position has not changed for 31 s: it is down
+        deadline = time.monotonic() + 30
+        while writer.marker() is None:
+            assert time.monotonic() < deadline, f"nothing pruned: {orderer.stats.peers}"
+            time.sleep(0.1)
+    finally:
+        orderer.stop()
+        writer.close()
+    assert orderer.stats.pruned_batches >= 1
