@@ -528,9 +528,35 @@ def cluster_health(node: Node, cluster: dict[str, Any], head: dict[str, Any],
     credit = node.credit_problem() or node.issuer_problem() or node.tls_problem()
     if credit:
         return "degraded", credit
-    if skew:
-        return "degraded", skew
+    clocks = peer_clocks_problem(node.agency, cluster.get("peers") or {})
+    if skew or clocks:
+        return "degraded", "; ".join(p for p in (skew, clocks) if p)
     return "ok", None
+
+
+def peer_clocks_problem(agency: str, peers: dict[str, Any]) -> str | None:
+    """Which clock is off, from the wall-clock times the current agencies' nodes publish with
+    their positions (``clock_ahead``: a peer's published time plus how long ago this node
+    heard it, less this node's clock; only for peers heard from lately): None if each is
+    within :data:`CLOCK_SLACK`. Block times follow the proposer's clock (ADR 43): a fast node
+    itself saw nothing wrong, and the others could not say whose clock it was."""
+    off = {a: int(p["clock_ahead"]) for a, p in peers.items()
+           if a != agency and type(p.get("clock_ahead")) is int}
+    odd = {a: d for a, d in off.items() if abs(d) > CLOCK_SLACK}
+    if not odd:
+        return None
+    if 2 * len(odd) > len(off):  # most of the others disagree with this machine
+        ahead = sorted(-d for d in odd.values())[len(odd) // 2]
+        return (f"this machine's clock is {abs(ahead)} s {'ahead of' if ahead > 0 else 'behind'}"
+                f" the clocks of the nodes of {', '.join(sorted(odd))} (by the times they "
+                "publish): set it right (NTP). Block times follow the clock of the node that "
+                "proposes: while it runs over a minute ahead of theirs this node proposes "
+                "their time; its own status changes, signed by this clock, are refused once "
+                f"it runs {MAX_BACKDATE} s ahead of the chain")
+    return ("the clock of the node of " + ", ".join(
+        f"{a} is {abs(d)} s {'ahead' if d > 0 else 'behind'}" for a, d in sorted(odd.items()))
+        + " (by the times it publishes, against this machine's clock): that agency sets it "
+        "right (NTP); block times follow the clock of the node that proposes")
 
 
 def node_status(node: Node) -> tuple[_Status, str | None, dict[str, Any],

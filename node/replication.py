@@ -249,6 +249,7 @@ class EtcdOrderer:
         # each agency's published position and when (our monotonic clock) it last changed:
         # no peer's clock is trusted to say how long it has been quiet
         self._heard: dict[str, tuple[dict[str, Any], float]] = {}
+        self._moved: set[str] = set()  # agencies whose published position changed since start
         self._unfinal_since = 0.0  # since when the head has had no final checkpoint
         self.max_batch, self.max_wait, self.retention = max_batch, max_wait, retention
         self.submit_timeout, self.poll = submit_timeout, poll
@@ -845,11 +846,21 @@ class EtcdOrderer:
         for a, v in applied.items():
             was = self._heard.get(a)
             if was is None or was[0] != v:
+                if was is not None:  # changed while we watched: its time is recent
+                    self._moved.add(a)
                 self._heard[a] = (v, now)
         # the current agencies' nodes (a removed one's last position stays in etcd)
         current = registry.current_agencies(head.time)  # sorted
+        # The clocks of the peers heard from lately: a position found at start may be hours
+        # old (a node down), so only one seen to change counts.
+        clocks = {a: (v["time"], self._heard[a][1]) for a, v in applied.items()
+                  if a in current and a != self.agency and a in self._moved
+                  and type(v.get("time")) is int and now - self._heard[a][1] <= PEER_QUIET}
+        wall = int(self.clock())
         self.stats.peers = {a: {**v, "lag": head.height - int(v.get("height", 0)),
-                                "quiet": int(now - self._heard[a][1])}
+                                "quiet": int(now - self._heard[a][1]),
+                                **({"clock_ahead": clocks[a][0] + int(now - clocks[a][1])
+                                    - wall} if a in clocks else {})}
                             for a, v in applied.items() if a in current}
         if not self.final_size:
             return

@@ -633,3 +633,67 @@ def test_a_node_down_with_a_fast_clock_does_not_stop_the_pruning(
         orderer.stop()
         writer.close()
     assert orderer.stats.pruned_batches >= 1
+
+
+def test_health_names_the_node_whose_clock_is_off(tmp_path: Path) -> None:
+    """Block times follow the proposing node's clock (ADR 43). A cluster with one node an hour
+    fast: once a batch of that node made a block, every honest issue and status change was
+    refused for the hour, the honest nodes' health said only that the chain ran ahead of their
+    clocks ("an agency node's clock is fast") and the fast node's own health said ok. Each
+    node publishes its wall-clock time with its position: health now names the peer whose
+    clock is off, and a node whose clock disagrees with most of its peers says so itself."""
+
+    data = make_demo(tmp_path / "demo")
+    clock = [DEMO_T0 + 1000]
+    (tmp_path / "etcd").mkdir()
+    with _etcd_member(tmp_path / "etcd") as url:
+        node = Node(data, "edu", PASS, clock=lambda: clock[0], workers=0,
+                    replication=Replication(endpoints=(url,)))
+        peers = EtcdLog([url], node.network)  # the other agencies' nodes, by hand
+
+        def health_when(published: dict[str, int], said: str | None) -> dict[str, Any]:
+            """Health once the peers' new times are read (``said`` in its problem, or None:
+            no problem), or at the latest after 30 s. The peers keep publishing, as running
+            nodes do: a position found unchanged since the node started tells no time."""
+            deadline = time.monotonic() + 30
+            while True:
+                _publish(peers, published)
+                got = dict(http.get("/v1/health").json())
+                problem = got.get("problem")
+                if (problem is None if said is None else said in (problem or "")) \
+                        or time.monotonic() > deadline:
+                    return got
+                time.sleep(0.1)
+
+        try:
+            app = create_app(settings_for(data), node=node)
+            with serve(app) as base, httpx.Client(base_url=base, timeout=30) as http:
+                fast = health_when({"civil": clock[0] + 3600, "market": clock[0]},
+                                   "node of civil")
+                own = health_when({"civil": clock[0] - 3600, "market": clock[0] - 3600},
+                                  "this machine's clock is")
+                well = health_when({"civil": clock[0], "market": clock[0]}, None)
+        finally:
+            node.close()
+            peers.close()
+    assert fast["status"] == "degraded", fast
+    assert "the clock of the node of civil is 3600 s ahead" in fast["problem"], fast
+    assert "market" not in fast["problem"]
+    assert own["status"] == "degraded", own
+    assert "this machine's clock is 3600 s ahead of the clocks of the nodes of civil, market" \
+        in own["problem"], own
+    assert well["status"] == "ok", well
+
+
+_published = [0]
+
+
+def _publish(log: EtcdLog, times: dict[str, int]) -> None:
+    """Applied positions of other agencies' nodes, as running nodes publish them: each put
+    differs from the last (a node's position or time moves)."""
+    from ledger import codec
+
+    _published[0] += 1
+    for agency, t in times.items():
+        log.put_applied(agency, codec.encode({"rev": _published[0], "height": 0, "size": 1,
+                                              "time": t}))
