@@ -360,8 +360,19 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-finite number {name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number with a fraction or exponent; one past a float's range (``1e400``) would
+    be an infinity, which JSON has not: an ``exp`` that never comes, an ``nbf`` no integer
+    holds."""
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:20]} is too large for a float")
+    return value
+
+
 _DECODER: Final = json.JSONDecoder(
-    object_pairs_hook=_object_no_duplicates, parse_constant=_reject_constant
+    object_pairs_hook=_object_no_duplicates, parse_constant=_reject_constant,
+    parse_float=_finite_float
 )
 # The C scanner behind JSONDecoder.decode, minus its whitespace regex (the fast path of _json).
 _SCAN_ONCE: Final[Callable[[str, int], tuple[Any, int]]] = (

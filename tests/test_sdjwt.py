@@ -805,6 +805,18 @@ def test_bad_json(text: str) -> None:
         verify(rebind(reissue(text), []))
 
 
+@pytest.mark.parametrize(("claim", "literal"), [("exp", "1e400"), ("nbf", "-1e400"),
+                                                ("iat", "-1e999")])
+def test_a_number_too_large_for_a_float_is_refused(claim: str, literal: str) -> None:
+    """JSON has no infinity, but a number past a float's range parsed as one: an issuer's
+    ``exp`` of 1e400 was a credential that never expired, and an ``nbf`` (or ``iat``) of
+    -1e400 crashed ``receive_foreign`` (``int(-inf)``) after it had verified."""
+    text = json.dumps(base_payload(**{claim: 123456789}))
+    assert text.count("123456789") == 1
+    with pytest.raises(MalformedError, match="too large"):
+        verify(rebind(reissue(text.replace("123456789", literal)), []))
+
+
 def test_invalid_utf8() -> None:
     h = b64e(json.dumps({"alg": "EdDSA", "typ": "dc+sd-jwt"}).encode())
     p = b64e(b'{"iss": "\xff"}')
