@@ -550,9 +550,9 @@ def peer_clocks_problem(agency: str, peers: dict[str, Any]) -> str | None:
         return (f"this machine's clock is {abs(ahead)} s {'ahead of' if ahead > 0 else 'behind'}"
                 f" the clocks of the nodes of {', '.join(sorted(odd))} (by the times they "
                 "publish): set it right (NTP). Block times follow the clock of the node that "
-                "proposes: while it runs over a minute ahead of theirs this node proposes "
-                "their time; its own status changes, signed by this clock, are refused once "
-                f"it runs {MAX_BACKDATE} s ahead of the chain")
+                "proposes: while this clock is over a minute off theirs this node proposes "
+                "their time; status changes signed by this clock (and credentials, if it is "
+                f"behind) are refused once it is {MAX_BACKDATE} s off the chain's time")
     return ("the clock of the node of " + ", ".join(
         f"{a} is {abs(d)} s {'ahead' if d > 0 else 'behind'}" for a, d in sorted(odd.items()))
         + " (by the times it publishes, against this machine's clock): that agency sets it "

@@ -104,6 +104,10 @@ HEARTBEAT = 10.0
 idle network they tell a peer that is down from one with nothing to do (ADR 50)."""
 FAILURE_SAID_EVERY = 60.0
 """Seconds between log lines about failing replication steps, after the first of a run."""
+PEER_CLOCK_SLACK = 60
+"""Seconds this node's clock may be off the clocks its peers publish (those heard from lately,
+at least two) before it proposes their time for its batches instead of its own: block times
+follow the proposer and never go back (ADR 43)."""
 PRUNER_QUIET = 30.0
 """A current agency's node whose published position changed within this many seconds (by this
 node's monotonic timer) may be the one that prunes etcd (the first such agency is)."""
@@ -249,7 +253,11 @@ class EtcdOrderer:
         # each agency's published position and when (our monotonic clock) it last changed:
         # no peer's clock is trusted to say how long it has been quiet
         self._heard: dict[str, tuple[dict[str, Any], float]] = {}
+        # current peers heard from lately: agency -> (published wall time, heard at by our
+        # timer), replaced whole by the applying thread, read by the proposing one
+        self._peer_clocks: dict[str, tuple[int, float]] = {}
         self._moved: set[str] = set()  # agencies whose published position changed since start
+        self._clock_said = Tally(FAILURE_SAID_EVERY)  # batches proposed at the peers' time
         self._unfinal_since = 0.0  # since when the head has had no final checkpoint
         self.max_batch, self.max_wait, self.retention = max_batch, max_wait, retention
         self.submit_timeout, self.poll = submit_timeout, poll
@@ -363,6 +371,42 @@ class EtcdOrderer:
             return 0.0
         return max(0.0, self._last_put + PACE - now)
 
+    def batch_time_now(self) -> tuple[int, int | None]:
+        """(the time this node proposes for a batch now, the peers' time it took instead of
+        its clock, or None). Its own clock, unless that is more than
+        :data:`PEER_CLOCK_SLACK` off the clocks that two or more current agencies' nodes
+        heard from lately publish (each their published time plus how long ago it was heard,
+        by this node's timer): ahead of their upper median, it takes that; behind their lower
+        median, that. Block times follow the proposer and never go back (ADR 43): one batch
+        of a node an hour fast dragged the chain an hour ahead (every credential and status
+        change signed with a correct clock refused for that hour), and a slow node's batches
+        left the block time where it was (status changes refused as dated ahead). One lying
+        peer cannot move this node's time past an honest peer's (the medians). Not a
+        consensus rule: a batch's time was always its proposer's to choose."""
+        own = int(self.clock())
+        now = self.timer()
+        peers = sorted(t + int(now - heard) for t, heard in self._peer_clocks.values())
+        if len(peers) < 2:
+            return own, None
+        high, low = peers[len(peers) // 2], peers[(len(peers) - 1) // 2]
+        if own - high > PEER_CLOCK_SLACK:
+            return high, high
+        if low - own > PEER_CLOCK_SLACK:
+            return low, low
+        return own, None
+
+    def _batch_time(self) -> int:
+        t, theirs = self.batch_time_now()
+        if theirs is not None:
+            self._clock_said.add()
+            if self._clock_said.due():
+                n, _ = self._clock_said.take()
+                off = int(self.clock()) - theirs
+                log.warning("this machine's clock is %d s %s its peers' clocks: %d batches "
+                            "proposed at their time since the last line; set the clock right "
+                            "(NTP)", abs(off), "ahead of" if off > 0 else "behind", n)
+        return t
+
     def _nospace_refusal(self) -> str:
         since = int(_time.time() - self.stats.nospace_since)
         return (f"etcd's NOSPACE alarm is raised (its writes refused for {since} s): this node "
@@ -375,7 +419,7 @@ class EtcdOrderer:
             return
         if (wait := self._pace_wait()) > 0:
             self._stop.wait(wait)
-        batch = make_batch(self.network, self.agency, self.node_key, int(self.clock()),
+        batch = make_batch(self.network, self.agency, self.node_key, self._batch_time(),
                            [tx.raw for tx, _ in items])
         data = batch.to_bytes()
         with self._wlock:
@@ -851,16 +895,19 @@ class EtcdOrderer:
                 self._heard[a] = (v, now)
         # the current agencies' nodes (a removed one's last position stays in etcd)
         current = registry.current_agencies(head.time)  # sorted
-        # The clocks of the peers heard from lately: a position found at start may be hours
-        # old (a node down), so only one seen to change counts.
+        # The clocks of the peers heard from lately. A position found at start may be hours
+        # old (a node down): health names a clock only by a position seen to change, but the
+        # batch time takes them all at once (the upper median outvotes an old one; a batch
+        # early is what drags the chain), and drops an unchanged one after PEER_QUIET.
         clocks = {a: (v["time"], self._heard[a][1]) for a, v in applied.items()
-                  if a in current and a != self.agency and a in self._moved
+                  if a in current and a != self.agency
                   and type(v.get("time")) is int and now - self._heard[a][1] <= PEER_QUIET}
+        self._peer_clocks = clocks
         wall = int(self.clock())
         self.stats.peers = {a: {**v, "lag": head.height - int(v.get("height", 0)),
                                 "quiet": int(now - self._heard[a][1]),
                                 **({"clock_ahead": clocks[a][0] + int(now - clocks[a][1])
-                                    - wall} if a in clocks else {})}
+                                    - wall} if a in clocks and a in self._moved else {})}
                             for a, v in applied.items() if a in current}
         if not self.final_size:
             return

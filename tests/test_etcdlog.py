@@ -685,6 +685,62 @@ def test_health_names_the_node_whose_clock_is_off(tmp_path: Path) -> None:
     assert well["status"] == "ok", well
 
 
+def test_a_node_whose_clock_is_fast_proposes_its_peers_time(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Block times follow the proposer's batch time and never go back (ADR 43): one batch of
+    a node an hour fast moved the chain an hour ahead, and every credential and status change
+    signed with a correct clock was refused for that hour, on every node (measured on a
+    3-node cluster under libfaketime). A node whose clock runs more than a minute ahead of
+    the clocks most of its peers publish now proposes their time instead. No consensus rule
+    changes: the batch time was always the proposer's to choose."""
+    from node.replication import PEER_CLOCK_SLACK
+
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    ledger.govern("register_type", {"type": spec}, [reg, edu], T0 + 1)
+    ledger.govern("grant", {"agency": "reg", "type": "degree", "from": T0, "until": T0 + DAY},
+                  [reg, tax], T0 + 2)
+    prefix = "fast-proposer"
+    peers = EtcdLog([etcd_url], prefix)  # edu's and tax's nodes, right on time, by hand
+    clock = [T0 + 10 + 3600]  # reg's node: an hour fast
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="reg",
+                          node_key=reg.node_key, clock=lambda: clock[0], workers=0)
+    try:
+        deadline = time.monotonic() + 30
+        while not all("clock_ahead" in orderer.stats.peers.get(a, {}) for a in ("edu", "tax")):
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            _publish(peers, {"edu": T0 + 10, "tax": T0 + 10})  # running nodes publish
+            time.sleep(0.05)
+        assert -3600 <= orderer.stats.peers["edu"]["clock_ahead"] < -3600 + PEER_CLOCK_SLACK
+        r = orderer.submit(issue_tx(ledger.net, reg, b"\1" * 32, "degree", 1, T0 + 5,
+                                    T0 + DAY, T0 + 5)).result(timeout=30)
+        fast_block = ledger.store.block(r.height).time
+        # a clock within the slack of its peers' is its own
+        clock[0] = T0 + 10 + PEER_CLOCK_SLACK
+        r = orderer.submit(issue_tx(ledger.net, reg, b"\2" * 32, "degree", 2, T0 + 5,
+                                    T0 + DAY, T0 + 5)).result(timeout=30)
+        near_block = ledger.store.block(r.height).time
+        # an hour slow, while the chain stands at T0 + 70 and the peers' clocks say T0 + 1000:
+        # its own time would leave the block at T0 + 70
+        clock[0] = T0 + 1000 - 3600
+        deadline = time.monotonic() + 30
+        while not all(orderer.stats.peers[a].get("clock_ahead", 0) >= 3600
+                      for a in ("edu", "tax")):  # their new times are read
+            assert time.monotonic() < deadline, orderer.stats.peers
+            _publish(peers, {"edu": T0 + 1000, "tax": T0 + 1000})
+            time.sleep(0.05)
+        r = orderer.submit(issue_tx(ledger.net, reg, b"\3" * 32, "degree", 3, T0 + 995,
+                                    T0 + DAY, T0 + 995)).result(timeout=30)
+        slow_block = ledger.store.block(r.height).time
+    finally:
+        orderer.stop()
+        peers.close()
+    # their time, plus the moments since they were heard: not T0 + 3610
+    assert T0 + 10 <= fast_block < T0 + 10 + PEER_CLOCK_SLACK
+    assert near_block == T0 + 10 + PEER_CLOCK_SLACK
+    assert T0 + 1000 <= slow_block < T0 + 1000 + PEER_CLOCK_SLACK
+
+
 _published = [0]
 
 
