@@ -428,6 +428,38 @@ def _header_diff(expected: BlockHeader, unverified: bytes) -> tuple[str, str, st
     return "bytes", expected.to_bytes().hex(), unverified.hex()
 
 
+_WINDOW = 64
+"""Bytes of a stored record a report shows (in hex) when it differs from the replayed one."""
+
+
+def record_difference(want: bytes | None, have: bytes | None
+                      ) -> tuple[str, str | None, str | None]:
+    """(where, expected, found) for a stored record that differs from the replayed one.
+
+    ``expected`` and ``found`` are the same window of each in hex, :data:`_WINDOW` bytes that
+    start a little before the first byte that differs (the whole value when it is short; ``…``
+    marks bytes left out), so a difference past the first bytes shows in both; ``where`` names
+    that byte's offset and the lengths for a reason text (empty when one side is missing).
+    """
+    def head(value: bytes | None) -> str | None:
+        return None if value is None else value[:_WINDOW].hex() + (
+            "…" if len(value) > _WINDOW else "")
+
+    if want is None or have is None:
+        return "", head(want), head(have)
+    offset = next((i for i, (a, b) in enumerate(zip(want, have, strict=False)) if a != b),
+                  min(len(want), len(have)))
+    start = 0 if max(len(want), len(have)) <= _WINDOW else max(0, offset - _WINDOW // 4)
+
+    def window(value: bytes) -> str:
+        return ("…" if start else "") + value[start:start + _WINDOW].hex() + (
+            "…" if len(value) > start + _WINDOW else "")
+
+    where = (f" at byte {offset} (expected {len(want)} bytes, found {len(have)}; both shown "
+             f"from byte {start})")
+    return where, window(want), window(have)
+
+
 Checked = Sequence[tuple[Tx, bool] | str]
 """Per envelope of a block: the parsed Tx and whether its signatures were confirmed, or the
 parse error's text (see :mod:`ledger.sigcheck`)."""
@@ -541,12 +573,10 @@ class Replayer:
             bad = [k for k, have in stored.items() if have != writes[k]]
             if bad:
                 key = min(bad)
-                have = stored[key]
+                where, expected, found = record_difference(writes[key], stored[key])
                 raise ReplayError("block", rec.height, f"stored record {key[:1].decode()}/"
-                                  f"{key[1:].hex()} differs from the replay",
-                                  expected=writes[key].hex()[:128],
-                                  found=None if have is None else have.hex()[:128],
-                                  record=rec.record)
+                                  f"{key[1:].hex()} differs from the replay{where}",
+                                  expected=expected, found=found, record=rec.record)
         registry = result.registry
         if self.on_tx is not None:
             for tx, _ in result.accepted:

@@ -76,6 +76,7 @@ from ledger.archive import (
     ReplayError,
     parse_envelopes,
     read_archive,
+    record_difference,
 )
 from ledger.block import BlockHeader
 from ledger.chain import (
@@ -1025,9 +1026,9 @@ def _state_difference(mine: tuple[bytes, bytes] | None,
     value = want if want is not None else have
     if key[:1] == b"t" and value is not None and len(value) == 16:
         height = parse_index_value(value)[1]
+    where, expected, found = record_difference(want, have)
     return Problem("store", f"stored record {key[:1].decode()}/{key[1:].hex()} differs from the "
-                   "replayed state", height, expected=None if want is None else want.hex()[:128],
-                   found=None if have is None else have.hex()[:128])
+                   f"replayed state{where}", height, expected=expected, found=found)
 
 
 # -- --since: the state at the old checkpoint ------------------------------------------------------

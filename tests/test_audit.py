@@ -485,6 +485,27 @@ def test_rewritten_derived_record(copy: Path) -> None:
     assert "stored record n/" in p.reason
 
 
+def test_a_registry_record_changed_past_its_first_bytes_shows_the_difference(
+        copy: Path) -> None:
+    """The expected and found values were the first 64 bytes of each, equal when the change is
+    later: now a window around the first differing byte, and that byte's offset."""
+    db = plyvel.DB(str(copy / "ledger"))
+    key, value = next((bytes(k), bytes(v)) for k, v in db.iterator(prefix=b"r")
+                      if bytes(k) != registry_key(0))
+    db.close()
+    at = len(value) - 3
+    assert at > 100
+    _put(copy, key, value[:at] + bytes([value[at] ^ 1]) + value[at + 1:])
+    p = _broken(copy)
+    assert f"stored record r/{key[1:].hex()}" in p.reason
+    assert f"at byte {at} (expected {len(value)} bytes, found {len(value)}" in p.reason
+    assert p.expected != p.found
+    assert p.expected is not None and p.found is not None
+    assert p.expected.startswith("…") and value[at - 5:].hex() in p.expected
+    assert p.found.endswith(bytes([value[at] ^ 1]).hex() + value[at + 1:].hex())
+    assert len(p.expected) <= 2 * 64 + 2
+
+
 def test_rewritten_head_pointer(copy: Path) -> None:
     _put(copy, head_key, _get(copy, head_key)[:-1] + b"\x00")
     p = _broken(copy)
@@ -821,10 +842,12 @@ def test_credit_and_credential_state_is_compared(tmp_path: Path) -> None:
         _put(tmp_path / "chain", key, value[:-1] + bytes([value[-1] ^ 1]), raw=True)
         p = audit(tmp_path / "chain", now=T0).first_broken
         assert p is not None and p.kind == "store"
+        n, start = len(value), max(0, len(value) - 1 - 16)
         assert p.reason == f"stored record {prefix.decode()}/{key[1:].hex()} differs from the " \
-                           "replayed state"
-        assert (p.expected, p.found) == (value.hex()[:128],
-                                         (value[:-1] + bytes([value[-1] ^ 1])).hex()[:128])
+                           f"replayed state at byte {n - 1} (expected {n} bytes, found {n}; " \
+                           f"both shown from byte {start})"
+        assert (p.expected, p.found) == ("…" + value[start:].hex(), "…" + (
+            value[start:-1] + bytes([value[-1] ^ 1])).hex())
         _put(tmp_path / "chain", key, value, raw=True)
     _put(tmp_path / "chain", b"s" + b"\xff" * 32, b"\x90", raw=True)
     p = audit(tmp_path / "chain", now=T0).first_broken
