@@ -23,15 +23,16 @@ nothing per block is kept (see ``docs/adr/0020-audit-pipeline.md``).
 
 An incremental audit (``since``: an earlier audited checkpoint) checks only the growth. The
 first ``size`` entries must hash to the checkpoint's root (RFC 9162), else the log forked or its
-old part changed since that audit (reported at the block that reaches the size, nothing more is
-replayed). Those bytes are then exactly the ones that audit checked, so the state at the old
-height is rebuilt from them without signature checks or checkpoint checks (the chain commits to
-no state, so the registry, tx index and credential state cannot be taken from the store's
-records without that pass; the stored records are still compared, which costs little). At the
-block ending at that size the old checkpoint must be final under the registry in force there.
-The newer blocks are then audited in full, and from a store the RFC 9162 consistency proof from
-the old checkpoint to the head, built from the stored Merkle nodes
-(:func:`ledger.store.stored_consistency_proof`), must verify with
+old part changed since that audit (reported at the block that reaches the size, nothing after it
+is replayed; if the chain holds a final checkpoint of that size, the two are listed among the
+equivocations, judged by the registry a full replay of the old part gives). Those bytes are then
+exactly the ones that audit checked, so the state at the old height is rebuilt from them without
+signature checks or checkpoint checks (the chain commits to no state, so the registry, tx index
+and credential state cannot be taken from the store's records without that pass; the stored
+records are still compared, which costs little). At the block ending at that size the old
+checkpoint must be final under the registry in force there. The newer blocks are then audited in
+full, and from a store the RFC 9162 consistency proof from the old checkpoint to the head, built
+from the stored Merkle nodes (:func:`ledger.store.stored_consistency_proof`), must verify with
 :func:`ledger.merkle.verify_consistency`. (An archive holds no nodes: there both roots come from
 one replay of one leaf sequence.) From an archive the old part is parsed strictly again, as a
 file may change between the two reads.
@@ -806,7 +807,7 @@ def _replay(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: R
     if report.since is not None:
         try:
             if not _rebuild_to_since(report, src, records, replayer, stored, folders,
-                                     approvals):
+                                     approvals, checker):
                 return
         except ArchiveError as e:
             report.problems.append(Problem.of(e))
@@ -1055,12 +1056,13 @@ def _prefix_root(src: _StoreSource | _ArchiveSource, size: int
 def _rebuild_to_since(report: AuditReport, src: _StoreSource | _ArchiveSource,
                       records: Iterator[BlockRecord], replayer: Replayer,
                       stored: _StoredRecords | None, folders: tuple[Path, ...],
-                      approvals: Approvals) -> bool:
+                      approvals: Approvals, checker: SignatureChecker | None) -> bool:
     """Bring ``replayer`` to the block ending at the --since checkpoint's size, cheaply.
 
     First the old log is bound to the checkpoint: the RFC 9162 root of the first ``size``
-    entries must be its root (else the log forked or the old part was changed: reported, and
-    nothing is replayed). Those bytes are then exactly the ones the earlier audit checked, so
+    entries must be its root (else the log forked or the old part was changed: reported, the
+    old part replayed in full only to find evidence of equivocation, :func:`_fork_evidence`,
+    and nothing after it). Those bytes are then exactly the ones the earlier audit checked, so
     they are re-read with :meth:`Tx.from_checked_bytes` and applied without signature or
     checkpoint checks, to rebuild the state the new blocks need (registry, tx index,
     credentials and status indexes, Merkle frontier, head); headers and stored records are still
@@ -1086,6 +1088,8 @@ def _rebuild_to_since(report: AuditReport, src: _StoreSource | _ArchiveSource,
             "checkpoint", f"fork: the log's root at the --since checkpoint's size {cp.size} "
             "differs from it (the log forked, or its old part changed since that audit)",
             height, expected=cp.root.hex(), found=root.hex()))
+        if height is not None:
+            _fork_evidence(report, records, replayer, checker, height)
         return False
     released = 0
     for rec in records:
@@ -1122,6 +1126,55 @@ def _rebuild_to_since(report: AuditReport, src: _StoreSource | _ArchiveSource,
     report.problems.append(Problem("checkpoint", f"no block ends at the --since checkpoint's "
                                    f"log size {cp.size}", expected=str(cp.size), found=None))
     return False
+
+
+def _fork_evidence(report: AuditReport, records: Iterator[BlockRecord], replayer: Replayer,
+                   checker: SignatureChecker | None, height: int) -> None:
+    """The --since checkpoint and the chain's own final checkpoint at its size, if they are
+    both final there: two roots for one size, listed among the equivocations.
+
+    The old part is not the log the earlier audit checked, so it is replayed in full up to
+    ``height`` (signatures, rules, checkpoints) for the registry the two are judged by: a
+    checkpoint final under a registry the replay did not establish is no evidence. A break in
+    that part is reported too; a --since checkpoint that is not final there (another registry,
+    or its lines changed), or a chain with no final checkpoint at that size, leaves the fork
+    alone."""
+    since = report.since
+    if since is None:
+        return
+    at: BlockRecord | None = None
+    for rec, checked in _prechecked(records, replayer, checker):
+        try:
+            replayer.apply(rec, checked)
+        except ReplayError as e:
+            if e.kind != "checkpoint":  # a chain checkpoint that is not final is no evidence
+                p = Problem.of(e)
+                report.problems.append(Problem(
+                    p.kind, "before the --since checkpoint: " + p.reason, p.height, p.tx_index,
+                    p.txid, p.record, p.expected, p.found))
+                return
+        if rec.height >= height:
+            at = rec
+            break
+    registry, head = replayer.store.registry, replayer.store.head
+    if at is None or registry is None or head is None or \
+            head.log_size != since.checkpoint.size:
+        return
+    try:
+        verify_final(since, registry, head.time)
+    except CheckpointError:
+        return
+    verifiers = checkpoint_verifiers(registry, head.time)
+    for text in at.unverified_checkpoints:
+        try:
+            ours = SignedCheckpoint.from_text(text)
+            verify_final(ours, registry, head.time)
+            found = find_equivocation(since, ours, verifiers)
+        except CheckpointError:
+            continue
+        if found is not None:
+            report.equivocations.append(found)
+            return
 
 
 def _at_since(report: AuditReport, replayer: Replayer) -> bool:

@@ -1223,7 +1223,8 @@ def audit(
     into a temporary file, audited, and removed; trust in the node is not needed).
 
     With --since, the log up to the old checkpoint must hash to its root (else: a fork, exit 1
-    with the expected and found roots); the state there is rebuilt from that already audited
+    with the expected and found roots), also listed as an equivocation if the chain holds a
+    final checkpoint of that size; the state there is rebuilt from that already audited
     part without checking its signatures again, the old checkpoint must be final at its height,
     the later blocks are audited in full and reported, and the old checkpoint must be
     consistent with the head.

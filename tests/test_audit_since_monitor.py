@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import json
 import secrets
 import shutil
 import urllib.request
@@ -127,12 +128,33 @@ def test_since_forged_root_is_a_fork(extended: tuple[Path, SignedCheckpoint, int
     assert p is not None and "fork" in p.reason and p.height == old_height
     assert (p.expected, p.found) == ("00" * 32, old.checkpoint.root.hex())
     assert report.blocks_checked == 0
+    # Both final at that size, with two roots: evidence of equivocation, listed as such.
+    assert len(report.problems) == 1
+    [eq] = report.equivocations
+    assert (eq.size, eq.root_a, eq.root_b) == (old.checkpoint.size, bytes(32),
+                                               old.checkpoint.root)
+    assert eq.signers_a == {"edu", "civil"} and eq.signers_b == {"edu", "civil", "market"}
+    assert (eq.note_a, eq.note_b) == (forged.to_text(), old.to_text())
+    assert report.to_json()["equivocations"] == [eq.to_dict()]
+    assert audit(data, now=T0 + 20_000, since=forged, workers=2).equivocations == [eq]
     cp_file = tmp_path / "forged.checkpoint"
     cp_file.write_text(forged.to_text())
     r = runner.invoke(ledger_app, ["audit", str(data), "--since", str(cp_file), "--workers",
                                    "0"])
     assert r.exit_code == 1
     assert "fork" in r.stdout and old.checkpoint.root.hex() in r.stdout
+    assert f"EQUIVOCATION at size {old.checkpoint.size}" in r.stdout
+    r = runner.invoke(ledger_app, ["audit", str(data), "--since", str(cp_file), "--workers",
+                                   "0", "--json"])
+    assert r.exit_code == 1
+    assert json.loads(r.stdout)["equivocations"] == [eq.to_dict()]
+
+    # Signed by one agency only (not final): a fork, no evidence of equivocation.
+    weak = SignedCheckpoint(Checkpoint(NETWORK, old.checkpoint.size, bytes(32)))
+    weak = weak.cosign("edu", _key(data, "edu.node.key"))
+    report = audit(data, now=T0 + 20_000, since=weak)
+    assert report.first_broken is not None and "fork" in report.first_broken.reason
+    assert report.equivocations == []
 
 
 def test_since_not_final_and_bad_file(extended: tuple[Path, SignedCheckpoint, int],
@@ -276,6 +298,10 @@ def test_since_binds_the_old_part_to_the_old_root(
     assert "fork" in p.reason and p.expected == old.checkpoint.root.hex()
     assert p.height == old_height
     assert report.blocks_checked == 0
+    assert report.equivocations == []  # the chain's own checkpoint there has the old root
+    # The old part, replayed in full for evidence, names the changed entry as well.
+    [q] = report.problems[1:]
+    assert q.reason.startswith("before the --since checkpoint: ") and "bad_signature" in q.reason
     full = audit(data, now=T0 + 20_000)
     assert full.first_broken is not None and "bad_signature" in full.first_broken.reason
 
