@@ -80,7 +80,7 @@ from ledger.keys import (
     read_passphrase,
     save_private_key,
 )
-from ledger.network import not_a_repeat, reason_code_problem
+from ledger.network import not_a_repeat, reason_code_problem, rule_text_problem
 from ledger.noncelog import NonceLog, NonceLogError
 from ledger.offline import (
     MAX_SNAPSHOT,
@@ -2200,9 +2200,19 @@ def _read_proposal(path: Path, view: _GovView) -> tuple[Tx, list[Signer]]:
         _fail(f"{path} proposes governance #{seq}, but the next is #{view.gov_seq + 1}: is this "
               "registry behind?")
     try:
-        return tx, signers(tx, view.public_keys, view.owners)
+        found = signers(tx, view.public_keys, view.owners)
     except LedgerError as e:
         _fail(f"a signature on {path} does not verify: {e}")
+    return tx, found
+
+
+def _refuse_unclear_rule(proposal: Path, tx: Tx) -> None:
+    """A rule whose text a string claim could not hold would never match one (ADR 53): not
+    signed, not submitted (``agency propose`` refuses to write it)."""
+    unclear = rule_text_problem(tx)
+    if unclear is not None:
+        _fail(f"{proposal} registers a rule that would never match a claim: {unclear}; "
+              "propose it again with the text fixed")
 
 
 def _counted(found: list[Signer], view: _GovView) -> list[str]:
@@ -2306,6 +2316,9 @@ def propose(
         tx = propose_tx(view.network, view.gov_seq + 1, action, args, key)
     except (DecodeError, TypeError, ValueError) as e:  # the last two: values with no encoding
         _fail(f"the arguments do not fit {action!r}: {e}", 2)
+    unclear = rule_text_problem(tx)
+    if unclear is not None:
+        _fail(f"bad arguments in {args_file}: {unclear}", 2)
     _write_out(out_file, tx.raw, 0o644, force)
     _show_proposal(tx, [Signer(key.kid, agency)], view)
     out.print(Text(f"proposal → {out_file}; next: agency cosign {out_file} --data … --agency …"),
@@ -2331,6 +2344,7 @@ def cosign(
     tx, found = _read_proposal(proposal, view)
     _show_proposal(tx, found, view)
     _refuse_dead_signatures(proposal, found, view)
+    _refuse_unclear_rule(proposal, tx)
     key = _signer_key(data, agency, view)
     if any(s.kid == key.kid for s in found):
         out.print(Text(f"{agency!r} has signed it already; nothing changed"), soft_wrap=True)
@@ -2378,6 +2392,7 @@ def submit(
     view = _gov_view(None if node is not None else data, node)
     tx, found = _read_proposal(proposal, view)
     _refuse_dead_signatures(proposal, found, view)
+    _refuse_unclear_rule(proposal, tx)
     have = _counted(found, view)
     if len(have) < view.quorum:
         _fail(f"{proposal} is signed by {len(have)} of the {view.quorum} agencies needed "

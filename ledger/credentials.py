@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger import sdjwt
-from ledger.display import printable, shown_as_is
+from ledger.display import hidden_character, printable
 from ledger.errors import LedgerError
 from ledger.keys import PrivateKey, PublicKey
 from ledger.state import (
@@ -135,24 +135,6 @@ def _date(value: Any, name: str) -> dt.date:
     raise ClaimError(f"claim {name!r} must be a date YYYY-MM-DD")
 
 
-_MONGOLIAN = re.compile("[\u1820-\u18af]")
-_JOINING = re.compile("[\u0600-\u06ff\u0750-\u077f\u0900-\u0dff]")  # Arabic (Uyghur), Indic
-
-
-def _joins(text: str, i: int) -> bool:
-    """Whether the invisible ``text[i]`` is part of a script's spelling: the narrow no-break
-    space before a Mongolian case suffix and the Mongolian vowel separator (between
-    Mongolian letters), a zero-width (non-)joiner between letters of a joining script (as RFC
-    5892 allows them)."""
-    ch = text[i]
-    before, after = text[i - 1:i], text[i + 1:i + 2]
-    if ch in "\u202f\u180e":
-        return bool(_MONGOLIAN.match(before) and _MONGOLIAN.match(after))
-    if ch in "\u200c\u200d":
-        return bool(_JOINING.match(before) and _JOINING.match(after))
-    return False
-
-
 def _kind_ok(kind: str, value: Any, name: str) -> bool:
     if kind == "string":
         return isinstance(value, str) and 0 < len(value) <= 1000
@@ -190,10 +172,7 @@ def _plain_text(name: str, value: str) -> None:
         raise ClaimError(f"claim {name!r} is not in Unicode's composed form (NFC): the same "
                          "letters typed another way (an accent as a separate mark) would not "
                          "equal the usual form in an approval rule; normalize it to NFC")
-    # not shown as it is: controls, format characters (Cf), separators, surrogates, private
-    # use, invisible ones; the space and the ideographic space excepted
-    odd = next((ch for i, ch in enumerate(value)
-                if ch not in " \u3000" and not shown_as_is(ch) and not _joins(value, i)), None)
+    odd = hidden_character(value)
     if odd is not None and unicodedata.category(odd) == "Cs":
         raise ClaimError(f"claim {name!r} holds text that is not valid Unicode: a lone "
                          f"surrogate {printable(odd)}, from bytes that are not UTF-8 or a JSON "

@@ -13,7 +13,7 @@ import re
 import unicodedata
 from typing import Any
 
-__all__ = ["printable", "reflow_help", "shown_as_is"]
+__all__ = ["hidden_character", "printable", "reflow_help", "shown_as_is"]
 
 
 _INVISIBLE = frozenset((0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x2800, 0x3164, 0xFFA0,
@@ -35,6 +35,34 @@ def shown_as_is(ch: str) -> bool:
     """Whether :func:`printable` leaves ``ch`` as it is."""
     return (ch.isprintable() and ord(ch) not in _INVISIBLE) or (
         _NEWER_CJK.match(ch) is not None and unicodedata.category(ch) == "Cn")
+
+
+_MONGOLIAN = re.compile("[\u1820-\u18af]")
+_JOINING = re.compile("[\u0600-\u06ff\u0750-\u077f\u0900-\u0dff]")  # Arabic (Uyghur), Indic
+
+
+def _joins(text: str, i: int) -> bool:
+    """Whether the invisible ``text[i]`` is part of a script's spelling: the narrow no-break
+    space before a Mongolian case suffix and the Mongolian vowel separator (between
+    Mongolian letters), a zero-width (non-)joiner between letters of a joining script (as RFC
+    5892 allows them)."""
+    ch = text[i]
+    before, after = text[i - 1:i], text[i + 1:i + 2]
+    if ch in "\u202f\u180e":
+        return bool(_MONGOLIAN.match(before) and _MONGOLIAN.match(after))
+    if ch in "\u200c\u200d":
+        return bool(_JOINING.match(before) and _JOINING.match(after))
+    return False
+
+
+def hidden_character(text: str, allowed: str = " \u3000") -> str | None:
+    """The first character of ``text`` that does not show as what it is, or None: a control, a
+    format character (a bidi override, a zero-width space), a separator, a surrogate, private
+    use, an invisible one (:data:`_INVISIBLE`); ``allowed`` (by default the space and the
+    ideographic space) and the joiners a script is spelt with excepted. What string claims
+    (and the text approval rules compare them with) may not hold."""
+    return next((ch for i, ch in enumerate(text)
+                 if ch not in allowed and not shown_as_is(ch) and not _joins(text, i)), None)
 
 
 def printable(text: str) -> str:

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ledger.display import hidden_character, printable
 from ledger.errors import LedgerError
 from ledger.keys import PrivateKey
 from ledger.tx import Tx, make_tx
 
 __all__ = ["STATUS_REPEATS", "Agency", "demo_agency", "free_text_reason", "genesis_tx",
-           "governance_tx", "issue_tx", "not_a_repeat", "reason_code_problem", "status_tx"]
+           "governance_tx", "issue_tx", "not_a_repeat", "reason_code_problem",
+           "rule_text_problem", "status_tx"]
 
 _REASON = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
 
@@ -43,6 +46,44 @@ def free_text_reason(tx: Tx) -> str | None:
         return None
     reason = tx.body.get("reason")
     return None if not isinstance(reason, str) else reason_code_problem(reason)
+
+
+def _unclear_text(text: str, allowed: str) -> str | None:
+    """Why ``text`` is not as a claim must be (NFC, nothing hidden), never quoting it; or None."""
+    if not unicodedata.is_normalized("NFC", text):
+        return ("is not in Unicode's composed form (NFC): string claims must be NFC, so a "
+                "text typed another way (an accent as a separate mark) would never equal one; "
+                "normalize it to NFC")
+    odd = hidden_character(text, allowed)
+    if odd is not None:
+        return (f"holds the invisible or control character {printable(odd)} (U+{ord(odd):04X}):"
+                " string claims may not hold one, and it would not look like what it is")
+    return None
+
+
+def rule_text_problem(tx: Tx) -> str | None:
+    """Why a ``register_rule`` transaction's rule holds text a string claim could not (None if
+    it holds none, or for other transactions): its title, a string parameter or an expression
+    (where string literals are) not in NFC, or with a control, format or invisible character
+    (line breaks and tabs allowed in expressions). Claims are refused unless NFC and plain
+    (:func:`ledger.credentials.check_claims`), so such a rule would never match one, or show
+    officials another text than it compares (ADR 53). The tools that build and submit rules
+    (``agency propose``, ``cosign``, ``submit``) and a node's ``/v1/tx`` refuse it; the ledger
+    itself still takes it, as chains already written may hold one."""
+    if tx.type != "governance" or tx.body.get("action") != "register_rule":
+        return None
+    rule = tx.body["args"]["rule"]
+    texts: list[tuple[str, str, str]] = [("rule.title", rule["title"], " \u3000")]
+    texts += [(f"rule.params[{i}].str (parameter {p['name']!r})", p["str"], " \u3000")
+              for i, p in enumerate(rule["params"]) if "str" in p]
+    texts += [(f"rule.clauses[{i}].when", c["when"], " \u3000\n\r\t")
+              for i, c in enumerate(rule["clauses"])]
+    texts.append(("rule.fast_track", rule["fast_track"], " \u3000\n\r\t"))
+    for where, text, allowed in texts:
+        why = _unclear_text(text, allowed)
+        if why is not None:
+            return f"{where} {why}"
+    return None
 
 
 _T = TypeVar("_T")

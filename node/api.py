@@ -36,7 +36,7 @@ from ledger.credentials import RESERVED_TYPES, STATUS_LISTS
 from ledger.errors import DecodeError, LedgerError
 from ledger.files import NOT_UNICODE
 from ledger.foreign import TrustList, read_status_tokens
-from ledger.network import free_text_reason
+from ledger.network import free_text_reason, rule_text_problem
 from ledger.ordering import Receipt
 from ledger.presentation import Bundle, Report
 from ledger.state import MAX_BACKDATE
@@ -878,6 +878,9 @@ async def submit(request: Request, node: NodeDep,
     free_text = free_text_reason(unverified)
     if free_text is not None:
         raise BadRequest(f"a {unverified.type} transaction's reason: {free_text}")
+    unclear = rule_text_problem(unverified)
+    if unclear is not None:
+        raise BadRequest(f"the rule would never match a claim: {unclear}")
     got = await run_in_threadpool(node.submit, raw, wait)
     if got is None:
         txid = unverified.txid.hex()
@@ -917,11 +920,15 @@ async def submit_batch(request: Request, node: NodeDep,
             out[i] = _batch_item(None, "malformed", error=str(e))
             continue
         free_text = free_text_reason(tx)
-        if free_text is None:
-            good.append((i, tx))
-        else:
+        unclear = rule_text_problem(tx)
+        if free_text is not None:
             out[i] = _batch_item(tx.txid.hex(), "rejected", code="reason_not_a_code",
                                  error=f"a {tx.type} transaction's reason: {free_text}")
+        elif unclear is not None:
+            out[i] = _batch_item(tx.txid.hex(), "rejected", code="rule_text",
+                                 error=f"the rule would never match a claim: {unclear}")
+        else:
+            good.append((i, tx))
     got = await run_in_threadpool(node.submit_many, [t for _, t in good], wait)
     for (i, t), r in zip(good, got, strict=True):
         if r is None:

@@ -334,6 +334,59 @@ def test_submit_is_idempotent(live: Live, http: httpx.Client) -> None:
         ("committed", first.json()["index"])
 
 
+def test_a_rule_whose_text_no_claim_could_hold_is_refused_at_the_door(tmp_path: Path) -> None:
+    """A quorum-signed rule from the agencies' own tools, its district parameter typed with a
+    separate accent (NFD) or an expression's literal holding a zero-width space: claims are
+    refused unless NFC and plain, so it would never match one (an eligible citizen refused,
+    ADR 53). /v1/tx and /v1/tx/batch refuse it before it is ordered, naming where, never the
+    text; the same rule in NFC commits (the ledger itself takes either: old chains replay)."""
+    from ledger.network import governance_tx
+
+    data = make_demo(tmp_path / "demo-data")
+    keys = data / "keys"
+    signers = [Agency(a, "", load_private_key(keys / f"{a}.node.key", PASS),
+                      load_private_key(keys / f"{a}.issuer.key", PASS)) for a in ("edu", "civil")]
+
+    def residence_rule(district: str, literal: str) -> dict[str, Any]:
+        return {
+            "service": "residence-check", "title": "Residence check", "area": "licensing",
+            "agency": "civil", "needs": [{"type": "residence", "claims": ["district"]}],
+            "params": [{"name": "district", "str": district}], "subject": [],
+            "clauses": [{"when": "claims.residence.district != params.district",
+                         "decision": "rejected", "reason": "not_resident"},
+                        {"when": f"claims.residence.district == '{literal}'",
+                         "decision": "needs_review", "reason": "old_district"}],
+            "otherwise": {"decision": "approved", "reason": "eligible"},
+            "fast_track": "", "fast_track_reason": "fast_track",
+            "documents": {"fast_track": [], "standard": []}}
+
+    app = create_app(settings_for(data), clock=lambda: NOW, passphrase=PASS)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        seq = http.get("/v1/registry").json()["gov_seq"] + 1
+        txs = [governance_tx(NETWORK, seq, "register_rule", {"rule": r}, signers)
+               for r in (residence_rule("Cha\u0301ngsha", "furong"),
+                         residence_rule("Changsha", "fu\u200brong"))]
+        before = http.get("/v1/head").json()
+        headers = {"content-type": "application/msgpack"}
+        for tx, where in zip(txs, [
+                "rule.params[0].str (parameter 'district') is not in Unicode's composed form "
+                "(NFC)", "rule.clauses[1].when holds the invisible or control character "
+                "\\u200b (U+200B)"], strict=True):
+            r = http.post("/v1/tx", content=tx.raw, headers=headers, params={"wait": 5})
+            assert r.status_code == 400, r.text
+            assert f"the rule would never match a claim: {where}" in r.json()["detail"]
+            assert "ngsha" not in r.text and "rong" not in r.text
+        r = http.post("/v1/tx/batch", content=codec.encode([t.raw for t in txs]),
+                      params={"wait": 0})
+        assert r.status_code == 200, r.text
+        assert [(i["status"], i["code"]) for i in r.json()] == [("rejected", "rule_text")] * 2
+        assert http.get("/v1/head").json() == before
+        plain = governance_tx(NETWORK, seq, "register_rule",
+                              {"rule": residence_rule("Changsha", "furong")}, signers)
+        r = http.post("/v1/tx", content=plain.raw, headers=headers, params={"wait": 5})
+        assert r.status_code == 200, r.text
+
+
 def test_a_reason_in_free_text_is_refused_at_the_door(live: Live, http: httpx.Client) -> None:
     """A status change or credit event signed by an agency's own tool (not `agency`, which
     takes a code only) carrying a name in its reason: refused by /v1/tx and /v1/tx/batch

@@ -473,3 +473,78 @@ def test_a_peer_quiet_since_its_node_key_was_rotated_is_named_so(demo: Path,
         assert node.keys_gone_quiet({"edu": 40}) == set()
     finally:
         node.close()
+
+
+def test_a_rule_whose_text_no_claim_could_hold_is_neither_proposed_signed_nor_submitted(
+        demo: Path, tmp_path: Path) -> None:
+    """A rule parameter typed with a separate accent (NFD) would never equal a claim (claims
+    are refused unless NFC), so an eligible citizen would be refused (ADR 53): `agency propose`
+    refuses to write it, and a proposal of it from another tool is neither cosigned nor
+    submitted. The message names where, never the text. The same rule in NFC is proposed."""
+    def residence_rule(district: str) -> dict[str, Any]:
+        return {
+            "service": "residence-check", "title": "Residence check", "area": "licensing",
+            "agency": "civil", "needs": [{"type": "residence", "claims": ["district"]}],
+            "params": [{"name": "district", "str": district}], "subject": [],
+            "clauses": [{"when": "claims.residence.district != params.district",
+                         "decision": "rejected", "reason": "not_resident"}],
+            "otherwise": {"decision": "approved", "reason": "eligible"},
+            "fast_track": "", "fast_track_reason": "fast_track",
+            "documents": {"fast_track": [], "standard": []}}
+
+    where = "rule.params[0].str (parameter 'district') is not in Unicode's composed form (NFC)"
+    args = tmp_path / "rule.json"
+    args.write_text(json.dumps({"rule": residence_rule("Cha\u0301ngsha")}))
+    prop = tmp_path / "rule.prop"
+    seq = _gov_seq(demo)
+    r = agency("propose", "register_rule", "--args", str(args), "--data", str(demo), "--agency",
+               "edu", "--out", str(prop))
+    assert r.returncode == 2, r.stderr
+    assert where in " ".join(r.stderr.split()) and "ngsha" not in r.stderr
+    assert not prop.exists()
+
+    keys = demo / "keys"
+    edu, civil = (load_private_key(keys / f"{a}.issuer.key", PASS) for a in ("edu", "civil"))
+    body = {"seq": seq + 1, "action": "register_rule",
+            "args": {"rule": residence_rule("Cha\u0301ngsha")}}
+    prop.write_bytes(make_tx("changsheng-demo", "governance", body, [edu]).raw)
+    r = agency("cosign", str(prop), "--data", str(demo), "--agency", "civil", "--yes")
+    assert r.returncode == 1, r.stderr
+    assert where in " ".join(r.stderr.split()) and "ngsha" not in r.stderr
+    assert len(parse_proposal(prop.read_bytes()).sigs) == 1
+    prop.write_bytes(make_tx("changsheng-demo", "governance", body, [edu, civil]).raw)
+    r = agency("submit", str(prop), "--data", str(demo))
+    assert r.returncode == 1, r.stderr
+    assert where in " ".join(r.stderr.split())
+    assert _gov_seq(demo) == seq
+
+    prop.unlink()
+    args.write_text(json.dumps({"rule": residence_rule("Changsha")}))
+    _govern(demo, "register_rule", args, "edu", "civil")
+    assert _gov_seq(demo) == seq + 1
+
+
+def test_rule_text_is_held_to_what_a_claim_may_hold() -> None:
+    """Each catalogue rule is plain; line breaks and tabs are taken in expressions only, and a
+    script's own joiners (Uyghur's zero-width non-joiner) in a parameter as in a claim."""
+    from contracts.catalogue import RULES
+    from ledger.keys import PrivateKey
+    from ledger.network import rule_text_problem
+
+    key = PrivateKey(b"\x07" * 32)
+
+    def problem(**changes: Any) -> str | None:
+        rule = {**RULES["elderly-allowance"], **changes}
+        return rule_text_problem(make_tx("n", "governance", {
+            "seq": 1, "action": "register_rule", "args": {"rule": rule}}, [key]))
+
+    for name in RULES:
+        assert problem(**RULES[name]) is None, name
+    assert problem(clauses=[{"when": "claims.person_id.district !=\n\tparams.district",
+                             "decision": "rejected", "reason": "not_resident"}]) is None
+    assert problem(params=[{"name": "district", "str": "\u0626\u06c7\u200c\u064a"}]) is None
+    assert problem(title="Allowance\ttab") == (
+        "rule.title holds the invisible or control character \\x09 (U+0009): string claims may "
+        "not hold one, and it would not look like what it is")
+    assert str(problem(fast_track="now > 0 && '\u202e' == ''")).startswith(
+        "rule.fast_track holds the invisible or control character \\u202e (U+202E)")
