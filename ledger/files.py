@@ -18,9 +18,10 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, NoReturn, TextIO, cast
 
 __all__ = [
     "NOT_UNICODE", "SigtermSeen", "Terminated", "atomic_output", "die_with_parent",
@@ -228,18 +229,94 @@ def _escape_what_cannot_be_shown() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
+_SIGPIPE_EXIT = 128 + signal.SIGPIPE
+"""The status a shell shows for a tool whose output's reader went away (``… | head -1``): 141."""
+
+
+class _ReaderGone(BaseException):
+    """Standard output's reader went away. Not an OSError, so that no command's ``except
+    OSError`` takes it for a file it could not write and says so; clean-up still runs."""
+
+
+class _GuardedStdout:
+    """Standard output that raises :class:`_ReaderGone` in the main thread when its pipe breaks
+    (EPIPE); another thread's writes then go nowhere (its traceback would be error text), and
+    the main thread's next write or flush raises. Everything else is the stream's own."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def _broke(self) -> None:
+        self._gone = True
+        if threading.current_thread() is threading.main_thread():
+            raise _ReaderGone
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                pass
+        self._broke()
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+                return
+            except BrokenPipeError:
+                pass
+        self._broke()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _reader_gone() -> NoReturn:
+    """Exit as a Unix tool does when its output's reader went away: no text, status 141. What
+    is still buffered goes to /dev/null (its flush at exit would say the pipe broke)."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+    raise SystemExit(_SIGPIPE_EXIT) from None
+
+
 def run_cli(app: Callable[[], object]) -> None:
     """Run a command-line app (Typer) so that SIGTERM stops it as Ctrl-C does, clean-up included,
     and the process then exits with the status a shell expects of SIGTERM (143). Its commands'
     help is reflowed into paragraphs first (:func:`ledger.display.reflow_help`). An
-    :class:`OSError` no command handled is one line on stderr and exit 1."""
+    :class:`OSError` no command handled is one line on stderr and exit 1. Standard output
+    whose reader went away (``ledger … | head -1``) ends it quietly, clean-up included, with
+    the status a shell shows for SIGPIPE (141), as Unix tools end."""
+    _escape_what_cannot_be_shown()  # before the guard: it reconfigures the stream itself
+    stdout = sys.stdout
+    if stdout is not None:
+        sys.stdout = cast(TextIO, _GuardedStdout(stdout))
+    try:
+        try:
+            _run_cli(app)
+        finally:
+            if stdout is not None:
+                sys.stdout.flush()  # small output waits in the buffer until now
+    except _ReaderGone:
+        sys.stdout = stdout  # flushed at exit, into /dev/null
+        _reader_gone()
+
+
+def _run_cli(app: Callable[[], object]) -> None:
     import plyvel
 
     from ledger.display import reflow_help
     from ledger.store import leveldb_words
 
     reflow_help(app)
-    _escape_what_cannot_be_shown()
     with sigterm_raises() as seen:
         try:
             app()
@@ -261,6 +338,8 @@ def run_cli(app: Callable[[], object]) -> None:
                              "it from a backup (ledger import of an archive)\n")
             raise SystemExit(1) from None
         except OSError as e:
+            if e.errno == errno.EPIPE:  # a pipe this process writes to (standard error, say)
+                _reader_gone()
             # A full disk, a read-only folder, a file that went away: where a command has no
             # message of its own for it, one line that names the file, not a traceback. The
             # files themselves are written whole or not at all (atomic_output).

@@ -292,3 +292,39 @@ def test_a_new_file_is_never_placed_over_one_without_hard_links(
         write_atomic(target, b"second", overwrite=False)
     assert target.read_bytes() == b"first"
     assert [p.name for p in tmp_path.iterdir()] == ["out.bin"]  # no temporary file left
+
+
+def _into_a_closed_pipe(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run a console script with standard output a pipe whose reader has gone (as after
+    ``… | head -1``): every write to it fails with EPIPE, however fast the machine."""
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run([str(Path(sys.executable).with_name(argv[0])), *argv[1:]],
+                              stdout=write, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                              text=True, timeout=120, check=False,
+                              env={**os.environ, "COLUMNS": "100"})
+    finally:
+        os.close(write)
+
+
+@pytest.mark.parametrize("argv", [
+    ("ledger", "--help"), ("agency", "--help"), ("wallet", "--help"), ("ledger-node", "--help"),
+    ("ledger", "head", "{demo}"),            # tables (rich), flushed as printed
+    ("ledger", "head", "{demo}", "--json"),  # print(), left in the buffer until exit
+    ("ledger", "audit", "{demo}", "--workers", "0"),
+])
+def test_a_reader_that_went_away_ends_a_tool_quietly_with_141(demo: Path,
+                                                               argv: tuple[str, ...]) -> None:
+    """`ledger head DATA | head -1`: as Unix tools do, no traceback and no error text, and the
+    status a shell shows for SIGPIPE (141). It was 1 (typer's own handling of EPIPE), the
+    status of a command that failed."""
+    got = _into_a_closed_pipe(*(a.format(demo=demo) for a in argv))
+    assert (got.returncode, got.stderr) == (128 + signal.SIGPIPE, "")
+
+
+def test_a_reader_that_stays_gets_everything(demo: Path) -> None:
+    got = subprocess.run([str(Path(sys.executable).with_name("ledger")), "head", str(demo),
+                          "--json"], capture_output=True, text=True, timeout=120, check=False)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.startswith("{") and got.stdout.endswith("}\n")
