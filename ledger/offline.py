@@ -172,14 +172,16 @@ class StatusListCache:
                     return self._answer(ref)
             head = store.head  # read before any record: every record read is at least as new
             assert head is not None
-            buf, anchored = self._read(ref)
+            read = self._read(ref)
             with self._lock:
                 self._advance()  # the cache is now at the head's height or later
+                buf, anchored = read, read is not None
                 if self._height > head.height:  # blocks applied meanwhile, to the others
+                    buf = buf if buf is not None else _empty_list()
                     anchored = bool(self._catch_up(self._height, start=head.height,
                                                    only=(ref, buf))) or anchored
                 self._gates.pop(ref, None)
-                if not anchored:
+                if buf is None or not anchored:
                     # Not kept: anyone may ask for each of a type's 64 lists (ADR 55), and
                     # 256 KiB apiece of nothing adds up; asked again, it is one seek.
                     return None
@@ -207,16 +209,18 @@ class StatusListCache:
             lst = self._frozen[ref] = StatusList(2, bytes(self._bufs[ref]))
         return lst
 
-    def _read(self, ref: ListRef) -> tuple[bytearray, bool]:
-        buf = bytearray(STATUS_LIST_SIZE // _PER_BYTE)
-        anchored = False
+    def _read(self, ref: ListRef) -> bytearray | None:
+        """The list as the store has it; None if it holds no credential (then nothing is
+        allocated: most of a type's lists are empty, and anyone may ask for each)."""
+        buf: bytearray | None = None
         first = ref[2] * STATUS_LIST_SIZE
         for index, status in self._store.status_values(*ref):
-            anchored = True
+            if buf is None:
+                buf = _empty_list()
             _set(buf, index - first, _STATUS_VALUE[status])
         with self._lock:
             self.full_reads += 1
-        return buf, anchored
+        return buf
 
     def _catch_up(self, height: int, *, start: int | None = None,
                   only: tuple[ListRef, bytearray] | None = None) -> set[ListRef]:
@@ -252,6 +256,11 @@ class StatusListCache:
             if only is None:
                 self.blocks_applied += 1
         return changed
+
+
+def _empty_list() -> bytearray:
+    """A list's 2-bit entries, all valid (256 KiB)."""
+    return bytearray(STATUS_LIST_SIZE // _PER_BYTE)
 
 
 def _set(buf: bytearray, index: int, value: int) -> None:

@@ -139,6 +139,31 @@ def test_asking_for_every_empty_list_keeps_nothing(ledger: Any,
     assert len(cache._bufs) == 1
 
 
+def test_an_empty_list_is_read_without_a_buffer(ledger: Any,
+                                                agencies: dict[str, Agency]) -> None:
+    """Asking for an empty list allocated its 256 KiB buffer, then dropped it: now nothing is
+    allocated unless the store names a credential in it (traced, not timed)."""
+    import tracemalloc
+
+    _setup(ledger, agencies)
+    edu = agencies["edu"]
+    ledger.commit([issue_tx(ledger.net, edu, hashlib.sha256(b"one").digest(), "degree", 5,
+                            T0, T0 + DAY, T0 + 5)], T0 + 5)
+    cache = StatusListCache(ledger.store)
+    assert cache.get(status_list_uri(ledger.net, "edu", "degree")) is not None
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        for n in range(1, 4):
+            assert cache.get(status_list_uri(ledger.net, "edu", "degree", n)) is None
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    assert peak < STATUS_LIST_SIZE // 4 // 16, peak  # a list's buffer is 256 KiB
+    assert cache.full_reads == 4
+
+
 def test_cache_survives_reopen(ledger: Any, agencies: dict[str, Agency]) -> None:
     """A fresh cache on a reopened store starts from a full read and agrees with it."""
     _setup(ledger, agencies)
