@@ -502,8 +502,10 @@ async def request_page(request: Request, node: NodeDep, nonce: str) -> Response:
 
 VERDICTS_KEPT = 1000
 """Verdict pages the node keeps, all desks together (each for the request's lifetime,
-:data:`REQUEST_TTL`) so a reload or Back shows the verdict again (ADR 50). Past it, the
-oldest verdict of the desk that holds the most goes first."""
+:data:`REQUEST_TTL`) so a reload or Back shows the verdict again (ADR 50). Past it, a verdict
+of the client address whose desks hold the most goes first (the oldest of its busiest desk):
+a check without a cookie makes a new desk, so a flood of them from one address pushes out
+only that address's verdicts, not the officials' elsewhere."""
 VERDICTS_PER_DESK = 100
 """Verdict pages one desk (a browser's :data:`DESK_COOKIE`) keeps; past it, its own oldest
 goes: a busy desk, or a page flooding one, pushes out only its own verdicts."""
@@ -529,6 +531,7 @@ class _Kept(NamedTuple):
     until: float  # monotonic time it stops being shown
     desk: str  # the browser's DESK_COOKIE that made the check
     context: dict[str, Any]
+    client: str = ""  # the address (as rate limits key it) of the check: a new desk's owner
 
 
 def _verdicts(request: Request) -> OrderedDict[str, _Kept]:
@@ -540,6 +543,8 @@ def _verdicts(request: Request) -> OrderedDict[str, _Kept]:
         got = state.verdicts = OrderedDict()
         state.answered = {}
         state.desk_verdicts = {}
+        state.desk_owner = {}  # desk -> the client address that made it
+        state.owner_held = {}  # client address -> verdicts its desks hold
     now = _time.monotonic()
     while got and next(iter(got.values())).until <= now:
         _forget(request, next(iter(got)))
@@ -554,25 +559,38 @@ def _forget(request: Request, vid: str) -> None:
     desks: dict[str, OrderedDict[str, None]] = state.desk_verdicts
     mine = desks[kept.desk]
     del mine[vid]
+    owner = state.desk_owner[kept.desk]
+    state.owner_held[owner] -= 1
+    if not state.owner_held[owner]:
+        del state.owner_held[owner]
     if not mine:
         del desks[kept.desk]
+        del state.desk_owner[kept.desk]
 
 
 def _keep_verdict(request: Request, vid: str, kept: _Kept) -> None:
     """Keep a verdict page under ``vid`` for its request: within :data:`VERDICTS_PER_DESK`
-    for its desk (its own oldest go) and :data:`VERDICTS_KEPT` in all (the oldest of the desk
-    that holds the most go), so one desk cannot push out the others'."""
+    for its desk (its own oldest go) and :data:`VERDICTS_KEPT` in all, so one desk cannot push
+    out the others'. Past the latter, the client address whose desks hold the most gives up
+    the oldest verdict of its busiest desk: a desk counts for the address that made it, so
+    checks without a cookie (a new desk each) from one address cannot push out the desks of
+    others (they held one verdict each, and the oldest of those went first)."""
     verdicts = _verdicts(request)
     state = request.app.state
     desks: dict[str, OrderedDict[str, None]] = state.desk_verdicts
+    owners: dict[str, str] = state.desk_owner
+    held: dict[str, int] = state.owner_held
     verdicts[vid] = kept
     state.answered[kept.context["req"].nonce] = vid
     mine = desks.setdefault(kept.desk, OrderedDict())
     mine[vid] = None
+    owner = owners.setdefault(kept.desk, kept.client)
+    held[owner] = held.get(owner, 0) + 1
     while len(mine) > VERDICTS_PER_DESK:
         _forget(request, next(iter(mine)))
-    while len(verdicts) > VERDICTS_KEPT:  # the busiest desk gives up its oldest
-        busiest = max(desks.values(), key=len)
+    while len(verdicts) > VERDICTS_KEPT:
+        most = max(held, key=held.__getitem__)
+        busiest = max((v for d, v in desks.items() if owners[d] == most), key=len)
         _forget(request, next(iter(busiest)))
 
 
@@ -715,7 +733,8 @@ async def check_presentation(request: Request, node: NodeDep,
     vid = secrets.token_urlsafe(18)
     desk = _desk(request) or secrets.token_urlsafe(18)
     _keep_verdict(request, vid, _Kept(_time.monotonic() + REQUEST_TTL, desk, {
-        "network": node.network, "req": pending.request, **_verdict(report)}))
+        "network": node.network, "req": pending.request, **_verdict(report)},
+        client_key(request.client.host) if request.client else ""))
     see = _see(request, "verdict_page", vid=vid)
     if _desk(request) != desk:
         if _over_https(request):

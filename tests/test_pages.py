@@ -911,6 +911,44 @@ def test_a_busy_desk_does_not_push_out_another_desks_verdicts(
     assert shown.status_code == 200 and '<h1 id="verdict">VERIFIED</h1>' in shown.text
 
 
+def test_checks_without_a_cookie_from_one_address_do_not_push_out_other_desks(
+        served: Served, client: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each check without a cookie makes a new desk of one verdict. Past VERDICTS_KEPT the
+    busiest desk gave up its oldest, and among desks of one verdict each the oldest desk went:
+    a client flooding checks without cookies pushed out every official's verdict. A desk now
+    counts for the address that made it, and the address holding the most gives up first."""
+    from node import pages
+
+    assert served.app is not None
+    monkeypatch.delattr(served.app.state, "verdicts", raising=False)  # none of other tests'
+    monkeypatch.setattr(pages, "VERDICTS_KEPT", 4)
+    monkeypatch.setattr(pages, "VERDICTS_PER_DESK", 2)
+    bundle, key = _issue(served.node)
+
+    def check(desk: httpx.Client) -> str:
+        nonce, audience = _new_request(desk, ["district"])
+        env = _present(bundle, key, nonce, audience, ["district"])
+        r = desk.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
+        assert '<h1 id="verdict">VERIFIED</h1>' in r.text, r.text
+        return str(r.url)
+
+    mine = [check(client), check(client)]
+    # another address (all of 127.0.0.0/8 is this machine's), a fresh browser for each check
+    flood = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(base_url=served.base, timeout=30, follow_redirects=True,
+                      transport=flood) as flooder:
+        theirs = []
+        for _ in range(6):
+            flooder.cookies.clear()
+            theirs.append(check(flooder))
+    shown = [client.get(u) for u in mine]
+    assert [r.status_code for r in shown] == [200, 200]
+    assert all('<h1 id="verdict">VERIFIED</h1>' in r.text for r in shown)
+    kept = list(served.app.state.verdicts)  # theirs: the newest two, each a desk of its own
+    assert kept == [u.rsplit("/", 1)[-1] for u in mine + theirs[-2:]]
+    assert len(served.app.state.desk_verdicts) == 3
+
+
 def test_verdicts_kept_are_bounded_and_fair_among_desks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Past VERDICTS_KEPT in all, the oldest verdict of the desk holding the most goes: many
     desks together stay within the bound, and what points to a verdict goes with it."""
