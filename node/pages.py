@@ -23,7 +23,7 @@ import threading
 import time as _time
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, NamedTuple
 
@@ -657,6 +657,42 @@ def _request_page(request: Request, node: Node, pending: PendingRequest,
         status_code=200 if error is None else 400)
 
 
+class _Turn:
+    """The checks of one request's answers, one at a time (:func:`_one_check_at_a_time`)."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = anyio.Lock()
+        self.users = 0  # checks holding or waiting for the lock
+
+
+@contextlib.asynccontextmanager
+async def _one_check_at_a_time(request: Request, nonce: str) -> AsyncIterator[None]:
+    """Within: the only check of ``nonce``'s answers in this app. A form sent twice (a double
+    click on Verify, a reload while the first was checked) used to find the request taken by
+    the first check and no verdict kept yet, and showed "Unknown or expired request": the
+    browser shows the last answer, so the official lost the verdict and the citizen had to
+    answer a new request. Now the second waits for the first and is sent to its verdict.
+    Only the event loop's thread touches the table (the handler is async); an entry lives
+    while a check of its request runs or waits."""
+    state = request.app.state
+    turns: dict[str, _Turn] | None = getattr(state, "checking", None)
+    if turns is None:
+        turns = state.checking = {}
+    turn = turns.get(nonce)
+    if turn is None:
+        turn = turns[nonce] = _Turn()
+    turn.users += 1
+    try:
+        async with turn.lock:
+            yield
+    finally:
+        turn.users -= 1
+        if not turn.users:
+            del turns[nonce]
+
+
 @router.post("/verify/check", response_class=HTMLResponse)
 async def check_presentation(request: Request, node: NodeDep,
                              nonce: Annotated[str, Form()] = "",
@@ -665,6 +701,12 @@ async def check_presentation(request: Request, node: NodeDep,
     refused = _from_another_site(request)
     if refused is not None:
         return refused
+    async with _one_check_at_a_time(request, nonce):
+        return await _check_presentation(request, node, nonce, presentation, qr)
+
+
+async def _check_presentation(request: Request, node: Node, nonce: str, presentation: str,
+                              qr: UploadFile | None) -> Response:
     answered = _to_verdict_of(request, nonce)
     if answered is not None:  # sent again (a reload, Back): the verdict it got
         return answered

@@ -497,6 +497,39 @@ def test_a_request_gets_one_verdict_however_many_answer_at_once(served: Served) 
     assert len(refused) == 7
 
 
+def test_a_check_sent_twice_at_once_shows_its_verdict_to_both(served: Served) -> None:
+    """A desk's form sent twice at once (a double click on Verify): the browser shows the
+    answer to the last, which used to be "Unknown or expired request" (the first check had
+    taken the request and kept no verdict yet) in most rounds. Both now lead to the one
+    verdict."""
+    bundle, key = _issue(served.node)
+    audience = "https://desk.example"
+    rounds, answers = 30, []
+    for _ in range(rounds):
+        nonce = served.node.new_request("residence", ["district"], audience).request.nonce
+        text = _b64(_present(bundle, key, nonce, audience, ["district"]))
+        start = threading.Barrier(2)
+        got: list[tuple[int, str]] = []
+
+        def send(nonce: str = nonce, text: str = text, start: threading.Barrier = start,
+                 got: list[tuple[int, str]] = got) -> None:
+            with httpx.Client(base_url=served.base, timeout=30,
+                              cookies={"desk": "one-desk"}) as c:
+                start.wait()
+                r = c.post("/verify/check", data={"nonce": nonce, "presentation": text})
+                got.append((r.status_code, r.headers.get("location", "")))
+
+        threads = [threading.Thread(target=send) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        answers.append(got)
+    for got in answers:
+        assert [code for code, _ in got] == [303, 303], answers
+        assert got[0][1] == got[1][1] and "/verify/result/" in got[0][1], answers
+
+
 def test_a_request_too_long_for_a_qr_code_is_given_as_text(served: Served) -> None:
     from node.pages import _request_page
 
