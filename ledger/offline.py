@@ -286,7 +286,7 @@ def export_snapshot(store: Store, now: int, *, node_keys: Mapping[str, PrivateKe
     registry, head = store.registry, store.head
     if registry is None or head is None:
         raise SnapshotError(f"the store at {store.path} has no chain yet")
-    text = store.checkpoint()
+    text = store.head_checkpoint(head)  # not one past the head read: the snapshot's log size
     if text is None:
         raise SnapshotError("the store holds no checkpoint to include")
     read = read_list or (lambda uri: store_status_list(store, uri))

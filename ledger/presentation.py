@@ -534,8 +534,8 @@ def _check_request(claims: dict[str, Any], anchor: Tx, request: Request) -> None
 def bundle_from_store(store: Store, leaf_index: int, sd_jwt: str,
                       checkpoint: bytes | None = None) -> Bundle:
     """The holder's bundle for the committed anchor at ``leaf_index``: proven against
-    ``checkpoint`` (default: the latest stored checkpoint, which covers the head)."""
-    text = checkpoint if checkpoint is not None else store.checkpoint()
+    ``checkpoint`` (default: the latest stored checkpoint the head covers)."""
+    text = checkpoint if checkpoint is not None else store.head_checkpoint()
     if text is None:
         raise StoreError("no checkpoint is stored: the anchor cannot be proven yet")
     signed = SignedCheckpoint.from_text(text.decode()).checkpoint

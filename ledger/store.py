@@ -478,11 +478,29 @@ class Store:
             yield _BE.unpack(k[1:])[0], Registry.from_bytes(bytes(v))
 
     def checkpoint(self, size: int | None = None) -> bytes | None:
-        """The stored checkpoint text for ``size`` (default: the latest one)."""
+        """The stored checkpoint text for ``size`` (default: the latest one, even one past
+        :attr:`head`: see :meth:`head_checkpoint`)."""
         if size is not None:
             return self.get(checkpoint_key(size))
         for v in self._db.iterator(prefix=b"k", reverse=True, include_key=False,
                                    verify_checksums=True):
+            return bytes(v)
+        return None
+
+    def head_checkpoint(self, head: Head | None = None) -> bytes | None:
+        """The latest stored checkpoint that ``head`` (default: :attr:`head`) covers, its size
+        at most the head's log size; what a reader beside the block writer proves against.
+
+        A block's checkpoint is written in the block's own batch, so another thread sees it a
+        moment before :attr:`head` moves to the block (the writer takes the GIL back first):
+        the latest checkpoint then names a tree size the store still refuses to prove, and a
+        node issuing credentials while other blocks were written lost about one holder's
+        bundle in twenty under load (the credential committed, "cannot be proven")."""
+        head = self.head if head is None else head
+        if head is None:
+            return None
+        for v in self._db.iterator(start=b"k", stop=checkpoint_key(head.log_size + 1),
+                                   reverse=True, include_key=False, verify_checksums=True):
             return bytes(v)
         return None
 

@@ -449,7 +449,7 @@ class Node:
         not hold, so the latest checkpoint no longer counts or later blocks got none."""
         if self.replicated is not None:
             return ""
-        text = self.store.checkpoint()
+        text = self.store.head_checkpoint()
         try:
             signed = None if text is None else SignedCheckpoint.from_text(text.decode())
             if signed is not None:
@@ -511,7 +511,7 @@ class Node:
     def checkpoint(self) -> str:
         """The latest *final* checkpoint (in solo mode every checkpoint is final at once)."""
         text = (self.replicated.final_checkpoint() if self.replicated is not None
-                else self.store.checkpoint())
+                else self.store.head_checkpoint())
         if text is None:
             raise NotFound("no checkpoint yet")
         return text.decode()
