@@ -200,7 +200,9 @@ class Approvals:
         # refuses the application, instead of a decision on the ledger no audit can re-check.
         pending, record = self._keep_pending(tx, evidence, outcome)
         try:
-            receipt = self.node.orderer.submit(tx).result(timeout=30)
+            receipt = self.node.commit(tx, f"the decision on {service!r}", (
+                "its record is kept pending, and the applicant gets no approval credential "
+                "from this request: ask them to apply again once /v1/health is ok"))
         except TxRejected:  # not decided: its evidence is kept for nothing
             pending.unlink(missing_ok=True)
             raise
@@ -373,7 +375,8 @@ class Approvals:
             body = {"subject": subject_key, "category": category, "points": points,
                     "reason": reason, "date": when, "expiry": expiry, "ts": now}
         tx = make_tx(self.node.network, "credit", body, [self.node.issuer_key])
-        return self.node.orderer.submit(tx).result(timeout=30)
+        return self.node.commit(tx, "the credit event", "look it up (GET /v1/tx/<txid>) "
+                                "before sending it again: a second event would count twice")
 
     def credit_request(self, kind: str, audience: str) -> PendingRequest:
         if kind not in IDENTITY:

@@ -218,6 +218,12 @@ def _hex_mark(mark: object) -> str | None:
     return mark if isinstance(mark, str) else None
 
 
+COMMIT_WAIT = 30.0
+"""Seconds a request that submits a transaction (issue, status change, decision, credit event)
+waits for its commit before it answers that it did not see one (the transaction may commit
+yet)."""
+
+
 class Node:
     """An agency's node over its data folder (``<data>/ledger``, ``<data>/keys``)."""
 
@@ -231,6 +237,7 @@ class Node:
         self.agency = agency
         self.clock = clock
         self.zone = zone  # the calendar the agency counts days in (ADR 56)
+        self.commit_wait = COMMIT_WAIT
         # Ages of open requests: a step of the wall clock (NTP, an operator) must neither
         # expire every open request nor keep them open for the length of the step (ADR 48).
         self.timer = timer
@@ -708,8 +715,12 @@ class Node:
                                     holder_jwk=holder_jwk, now=self.now(),
                                     valid_for=valid_days * 86400, status_index=index,
                                     zone=self.zone)
+            cid = cred.anchor.body["credential_id"].hex()
             try:
-                receipt = self.orderer.submit(cred.anchor).result(timeout=30)
+                receipt = self.commit(cred.anchor, f"credential {cid}", (
+                    "its holder's copy is not kept. Once GET /v1/tx/<txid> finds it, revoke "
+                    f"it (`agency status --credential-id {cid} --set revoked`); issue again "
+                    "once /v1/health is ok"))
             except TxRejected as e:
                 if e.code == "status_index_used":
                     continue
@@ -719,13 +730,24 @@ class Node:
                 return bundle_from_store(self.store, receipt.index, cred.sd_jwt.serialize(),
                                          covering), receipt
             except LedgerError as e:  # no final checkpoint, or a damaged store (ADR 47)
-                cid = cred.anchor.body["credential_id"].hex()
                 raise OrderingError(
                     f"credential {cid} is committed, but {e}: its holder's copy cannot be "
                     "proven and is not kept. Revoke it (`agency status --credential-id "
                     f"{cid} --set revoked`) and issue again once /v1/health is ok") from e
         raise LedgerError(f"no free status index of {self.agency}/{kind}: 32 drawn were taken by "
                           "credentials issued at the same time")
+
+    def commit(self, tx: Tx, what: str, then: str) -> Receipt:
+        """Submit ``tx`` and wait up to :attr:`commit_wait` for its receipt. A wait that ends
+        first is an OrderingError that names ``what`` and its txid (it may commit yet) and
+        says ``then``, instead of a bare timeout (a 500 that named nothing)."""
+        try:
+            return self.orderer.submit(tx).result(timeout=self.commit_wait)
+        except TimeoutError as e:
+            raise OrderingError(
+                f"{what} (txid {tx.txid.hex()}) was not committed within "
+                f"{self.commit_wait:g} s: this node is behind (see /v1/health). It may commit "
+                f"yet: {then}") from e
 
     def _final_covering(self, index: int, wait: float = 15.0) -> bytes | None:
         """A final checkpoint covering log entry ``index`` (None in solo mode: the latest)."""
@@ -859,8 +881,9 @@ class Node:
 
         # (a status transaction is signed with the issuer key alone)
         me = Agency(self.agency, "", self._node_key_files[self.agency], self.issuer_key)
-        return not_a_repeat(lambda ts: self.orderer.submit(status_tx(
-            self.network, me, credential_id, status, reason, ts)).result(timeout=30),
+        return not_a_repeat(lambda ts: self.commit(status_tx(
+            self.network, me, credential_id, status, reason, ts), f"the {status} change", (
+                "GET /v1/tx/<txid> says whether it did; send it again if not")),
             lambda receipt: receipt.duplicate, self.now())
 
     # -- verifying --

@@ -8,6 +8,10 @@ import html
 import io
 import json
 import logging
+import multiprocessing
+import os
+import re
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -559,6 +563,46 @@ def test_a_node_derives_ages_by_the_day_in_its_time_zone(tmp_path: Path, zone: s
         bundle.sd_jwt, issuer_public_jwk=sdjwt.jwk_from_ed25519(civil.public.raw),
         now=T0 + 3600)
     assert claims["age_over_18"] is over_18
+
+
+def test_an_issue_not_committed_in_time_names_its_credential(tmp_path: Path) -> None:
+    """A node whose signature worker is stuck (stopped here with SIGSTOP) commits nothing.
+    An issuance used to end in a bare timeout after 30 s, a 500 naming nothing: the credential
+    could commit afterwards with no holder's copy, and no one knew its id to revoke it."""
+    from node.service import Node
+
+    data = make_demo(tmp_path / "demo-data")
+    node = Node(data, "edu", PASS, clock=lambda: NOW, workers=1)
+    app = create_app(settings_for(data), node=node, clock=lambda: NOW)
+    holder = PrivateKey(hashlib.sha256(b"stuck-worker").digest())
+    body = {"type": "degree", "claims": CLAIMS, "valid_days": 30,
+            "holder_jwk": sdjwt.jwk_from_ed25519(holder.public.raw)}
+    try:
+        with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+            assert c.post("/v1/credentials", headers=AUTH, json=body).status_code == 200
+            stuck = multiprocessing.active_children()  # the worker, spawned by that issue
+            assert stuck
+            node.commit_wait = 1.0
+            for proc in stuck:
+                os.kill(proc.pid or 0, signal.SIGSTOP)
+            try:
+                r = c.post("/v1/credentials", headers=AUTH, json=body)
+            finally:
+                for proc in stuck:
+                    os.kill(proc.pid or 0, signal.SIGCONT)
+            assert r.status_code == 503, r.text
+            said = r.json()["detail"]
+            named = re.search(r"credential ([0-9a-f]{64}) \(txid ([0-9a-f]{64})\)", said)
+            assert named, said
+            assert "not committed within 1 s" in said and "revoke it" in said
+            for _ in range(600):  # the worker goes on: the anchor commits after all
+                if c.get(f"/v1/tx/{named.group(2)}").status_code == 200:
+                    break
+                time.sleep(0.05)
+            tx = c.get(f"/v1/tx/{named.group(2)}").json()
+            assert (tx["type"], tx["body"]["credential_id"]) == ("issue", named.group(1)), tx
+    finally:
+        node.close()
 
 
 def _present(http: httpx.Client, bundle: Bundle, holder: PrivateKey) -> dict[str, Any]:
