@@ -539,20 +539,33 @@ def peer_clocks_problem(agency: str, peers: dict[str, Any]) -> str | None:
     their positions (``clock_ahead``: a peer's published time plus how long ago this node
     heard it, less this node's clock; only for peers heard from lately): None if each is
     within :data:`CLOCK_SLACK`. Block times follow the proposer's clock (ADR 43): a fast node
-    itself saw nothing wrong, and the others could not say whose clock it was."""
+    itself saw nothing wrong, and the others could not say whose clock it was.
+
+    This machine's clock is said to be off only when most of two or more peers' clocks are
+    off it the same way, as :meth:`node.replication.EtcdOrderer.batch_time_now` (which takes
+    their time only then) judges it: with one peer's clock alone (two nodes, or the others
+    quiet) nothing says which of the two is right, and peers off either way are named."""
     off = {a: int(p["clock_ahead"]) for a, p in peers.items()
            if a != agency and type(p.get("clock_ahead")) is int}
     odd = {a: d for a, d in off.items() if abs(d) > CLOCK_SLACK}
     if not odd:
         return None
-    if 2 * len(odd) > len(off):  # most of the others disagree with this machine
-        ahead = sorted(-d for d in odd.values())[len(odd) // 2]
-        return (f"this machine's clock is {abs(ahead)} s {'ahead of' if ahead > 0 else 'behind'}"
-                f" the clocks of the nodes of {', '.join(sorted(odd))} (by the times they "
-                "publish): set it right (NTP). Block times follow the clock of the node that "
-                "proposes: while this clock is over a minute off theirs this node proposes "
-                "their time; status changes signed by this clock (and credentials, if it is "
-                f"behind) are refused once it is {MAX_BACKDATE} s off the chain's time")
+    for side in ({a: d for a, d in odd.items() if d > 0}, {a: d for a, d in odd.items() if d < 0}):
+        if len(off) >= 2 and 2 * len(side) > len(off):  # most of the others, one way
+            ahead = sorted(-d for d in side.values())[len(side) // 2]
+            return (f"this machine's clock is {abs(ahead)} s "
+                    f"{'ahead of' if ahead > 0 else 'behind'} the clocks of the nodes of "
+                    f"{', '.join(sorted(side))} (by the times they publish): set it right "
+                    "(NTP). Block times follow the clock of the node that proposes: while "
+                    "this clock is over a minute off theirs this node proposes their time; "
+                    "status changes signed by this clock (and credentials, if it is behind) "
+                    f"are refused once it is {MAX_BACKDATE} s off the chain's time")
+    if len(off) < 2:
+        [(a, d)] = odd.items()
+        return (f"the clock of the node of {a} and this machine's differ by {abs(d)} s (that "
+                f"node's is {'ahead' if d > 0 else 'behind'}, by the times it publishes); with no "
+                "third node's clock heard, which one is off is not known: both agencies check "
+                "theirs (NTP); block times follow the clock of the node that proposes")
     return ("the clock of the node of " + ", ".join(
         f"{a} is {abs(d)} s {'ahead' if d > 0 else 'behind'}" for a, d in sorted(odd.items()))
         + " (by the times it publishes, against this machine's clock): that agency sets it "

@@ -685,6 +685,28 @@ def test_health_names_the_node_whose_clock_is_off(tmp_path: Path) -> None:
     assert well["status"] == "ok", well
 
 
+def test_health_does_not_blame_its_own_clock_on_one_peers_word() -> None:
+    """Two nodes (or three, one quiet) whose clocks differ by an hour: nothing says which is
+    right, and this node does not propose the other's time (batch_time_now needs two peers),
+    yet health told the node with the right clock that its own was off and that it proposed
+    their time. Peers off in opposite directions are not "most of the others" either."""
+    from node.api import peer_clocks_problem
+
+    one = peer_clocks_problem("edu", {"edu": {}, "civil": {"clock_ahead": 3600},
+                                      "market": {"quiet": 50}})
+    assert one is not None and "this machine's clock is" not in one
+    assert "proposes their time" not in one
+    assert "civil" in one and "3600 s" in one and "not known" in one
+    split = peer_clocks_problem("edu", {"a": {"clock_ahead": 3600}, "b": {"clock_ahead": -3600},
+                                        "c": {"clock_ahead": 0}})
+    assert split is not None and "this machine's clock is" not in split
+    assert "a is 3600 s ahead" in split and "b is 3600 s behind" in split
+    most = peer_clocks_problem("edu", {"a": {"clock_ahead": 3600}, "b": {"clock_ahead": 3590},
+                                       "c": {"clock_ahead": 0}})
+    assert most is not None and "this machine's clock is 3590 s behind the clocks of the " \
+        "nodes of a, b" in most
+
+
 def test_a_node_whose_clock_is_fast_proposes_its_peers_time(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """Block times follow the proposer's batch time and never go back (ADR 43): one batch of
