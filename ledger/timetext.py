@@ -4,6 +4,7 @@ agency is."""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import zoneinfo
 
 __all__ = ["TimeZoneError", "local_day", "time_zone", "utc_text"]
@@ -13,11 +14,25 @@ class TimeZoneError(ValueError):
     """A time zone name that is not in the IANA time zone database."""
 
 
+_NOT_ZONES = frozenset({"localtime", "Factory"})
+"""Names the time zone database answers to that name no zone: ``localtime`` is whatever this
+machine's /etc/localtime is, ``Factory`` a placeholder. (``right/…`` zones, whose days end 27 s
+off, and ``posix/…`` copies are not among its names.)"""
+
+
+@functools.cache
+def _zone_names() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones()) - _NOT_ZONES
+
+
 def time_zone(name: str) -> dt.tzinfo:
     """The IANA time zone ``name`` (``Asia/Shanghai``, ``UTC``): the zone whose calendar an
     agency counts days in (ADR 56). Raises TimeZoneError naming the mistake."""
     if name == "UTC":
         return dt.UTC
+    if name not in _zone_names():
+        raise TimeZoneError(f"time zone {name!r} is not an IANA time zone name (e.g. "
+                            "Asia/Shanghai, Europe/Paris, UTC)")
     try:
         return zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as e:

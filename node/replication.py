@@ -254,8 +254,9 @@ class EtcdOrderer:
         # no peer's clock is trusted to say how long it has been quiet
         self._heard: dict[str, tuple[dict[str, Any], float]] = {}
         # current peers heard from lately: agency -> (published wall time, heard at by our
-        # timer), replaced whole by the applying thread, read by the proposing one
-        self._peer_clocks: dict[str, tuple[int, float]] = {}
+        # timer, seen to change since start), replaced whole by the applying thread, read by
+        # the proposing one
+        self._peer_clocks: dict[str, tuple[int, float, bool]] = {}
         self._moved: set[str] = set()  # agencies whose published position changed since start
         self._clock_said = Tally(FAILURE_SAID_EVERY)  # batches proposed at the peers' time
         self._unfinal_since = 0.0  # since when the head has had no final checkpoint
@@ -385,14 +386,18 @@ class EtcdOrderer:
         consensus rule: a batch's time was always its proposer's to choose."""
         own = int(self.clock())
         now = self.timer()
-        peers = sorted(t + int(now - heard) for t, heard in self._peer_clocks.values())
-        if len(peers) < 2:
-            return own, None
-        high, low = peers[len(peers) // 2], peers[(len(peers) - 1) // 2]
-        if own - high > PEER_CLOCK_SLACK:
-            return high, high
-        if low - own > PEER_CLOCK_SLACK:
-            return low, low
+        # A position found at start may be hours old (its node down): its time is only a
+        # lower bound of that node's clock now. So it may say this clock is behind, never that
+        # it is ahead: taken for that, a node starting while its peers were down proposed
+        # their last times, and left the block time hours old (status changes signed now
+        # refused as dated ahead).
+        known = sorted(t + int(now - heard) for t, heard, _ in self._peer_clocks.values())
+        fresh = sorted(t + int(now - heard) for t, heard, moved in self._peer_clocks.values()
+                       if moved)
+        if len(fresh) >= 2 and own - fresh[len(fresh) // 2] > PEER_CLOCK_SLACK:
+            return fresh[len(fresh) // 2], fresh[len(fresh) // 2]
+        if len(known) >= 2 and known[(len(known) - 1) // 2] - own > PEER_CLOCK_SLACK:
+            return known[(len(known) - 1) // 2], known[(len(known) - 1) // 2]
         return own, None
 
     def _batch_time(self) -> int:
@@ -896,13 +901,13 @@ class EtcdOrderer:
         # the current agencies' nodes (a removed one's last position stays in etcd)
         current = registry.current_agencies(head.time)  # sorted
         # The clocks of the peers heard from lately. A position found at start may be hours
-        # old (a node down): health names a clock only by a position seen to change, but the
-        # batch time takes them all at once (the upper median outvotes an old one; a batch
-        # early is what drags the chain), and drops an unchanged one after PEER_QUIET.
+        # old (a node down): health names a clock only by a position seen to change, and the
+        # batch time takes one found at start only as a lower bound (batch_time_now); an
+        # unchanged one drops out after PEER_QUIET.
         clocks = {a: (v["time"], self._heard[a][1]) for a, v in applied.items()
                   if a in current and a != self.agency
                   and type(v.get("time")) is int and now - self._heard[a][1] <= PEER_QUIET}
-        self._peer_clocks = clocks
+        self._peer_clocks = {a: (t, heard, a in self._moved) for a, (t, heard) in clocks.items()}
         wall = int(self.clock())
         self.stats.peers = {a: {**v, "lag": head.height - int(v.get("height", 0)),
                                 "quiet": int(now - self._heard[a][1]),

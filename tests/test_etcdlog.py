@@ -763,6 +763,35 @@ def test_a_node_whose_clock_is_fast_proposes_its_peers_time(
     assert T0 + 1000 <= slow_block < T0 + 1000 + PEER_CLOCK_SLACK
 
 
+def test_positions_of_nodes_down_at_start_do_not_pull_the_batch_time_back(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A position found in etcd at start may be hours old (its node down): it is only a lower
+    bound of that node's clock. A node starting two hours after its peers went down proposed
+    their last times, and left the block time two hours old (status changes signed now were
+    refused as dated ahead). Such positions may still say this node's clock is behind."""
+    reg = agencies["reg"]
+    for prefix, was, clock, want in (
+            ("stale-peers", T0 + 3, T0 + 7203, (T0 + 7203, None)),  # two hours down
+            ("stale-but-ahead", T0 + 7203, T0 + 3, None)):  # this clock two hours behind
+        peers = EtcdLog([etcd_url], prefix)
+        _publish(peers, {"edu": was, "tax": was})  # before this node starts, not again
+        orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="reg",
+                              node_key=reg.node_key, clock=lambda c=clock: c, workers=0)
+        try:
+            deadline = time.monotonic() + 30
+            while not all(a in orderer.stats.peers for a in ("edu", "tax")):
+                assert time.monotonic() < deadline, orderer.stats.last_error
+                time.sleep(0.05)
+            got = orderer.batch_time_now()
+        finally:
+            orderer.stop()
+            peers.close()
+        if want is not None:
+            assert got == want
+        else:  # pulled up to (at least) their last times
+            assert got[1] is not None and T0 + 7203 <= got[0] < T0 + 7203 + 60, got
+
+
 _published = [0]
 
 
