@@ -11,7 +11,8 @@ Figures, each against one core's Ed25519 verify rate measured in the same run:
 * p50 / p99 commit latency of single transactions (``POST /v1/tx`` until the receipt) under no
   other load;
 * failover: one agency's node and etcd member are killed with SIGKILL during ingest; the time
-  until the next commit is acknowledged by another node (the issue's bound is 5 s).
+  until a transaction sent after the kill is committed and acknowledged by another node (the
+  issue's bound is 5 s).
 """
 
 from __future__ import annotations
@@ -117,19 +118,23 @@ def _run(cluster: LocalCluster, folder: Path, n: int, chunk: int, *, rest: bool 
     #    while another agency's node keeps submitting
     victim = cluster.etcd_leader()
     via = next(a for a in ids if a != victim)
-    stamps: list[float] = []
+    # (sent, acknowledged) of each committed transaction: the service has continued once a
+    # transaction sent after the kill commits (one in flight at the kill, already ordered by
+    # etcd, can be acknowledged a few ms later: that is not the network recovering)
+    stamps: list[tuple[float, float]] = []
     stop = threading.Event()
 
     def steady() -> None:
         for raw in raws[total + 200:]:
             if stop.is_set():
                 return
+            sent = time.perf_counter()
             try:
                 r = http.post(f"{urls[via]}/v1/tx", content=raw, params={"wait": 30})
             except httpx.HTTPError:
                 continue
             if r.status_code == 200:
-                stamps.append(time.perf_counter())
+                stamps.append((sent, time.perf_counter()))
 
     worker = threading.Thread(target=steady)
     worker.start()
@@ -137,9 +142,9 @@ def _run(cluster: LocalCluster, folder: Path, n: int, chunk: int, *, rest: bool 
         time.sleep(0.01)
     killed = time.perf_counter()
     cluster.kill(victim)
-    while not any(s > killed for s in stamps) and worker.is_alive():
+    while not any(s > killed for s, _ in stamps) and worker.is_alive():
         time.sleep(0.01)
-    resumed = min((s for s in stamps if s > killed), default=float("nan"))
+    resumed = min((a for s, a in stamps if s > killed), default=float("nan"))
     stop.set()
     worker.join()
     http.close()
@@ -196,4 +201,4 @@ def report(got: dict[str, Any]) -> None:
     print(f"latency    single tx commit  p50 {got['latency_p50_ms']:.1f} ms   "
           f"p99 {got['latency_p99_ms']:.1f} ms")
     print(f"failover   kill the etcd leader's agency ({got['failover_killed']}) mid-ingest: "
-          f"next commit after {got['failover_seconds']:.2f} s  (bound 5 s)")
+          f"a transaction sent after it commits in {got['failover_seconds']:.2f} s  (bound 5 s)")
