@@ -16,6 +16,7 @@ An expression that fails at run time (a missing claim, division by zero) makes t
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,10 +31,10 @@ from contracts.errors import ApplicationError, RuleError
 from ledger import codec
 from ledger.errors import DecodeError
 from ledger.state import rule_hash
-from ledger.tx import parse_rule
+from ledger.tx import MAX_EXPR, parse_rule
 
-__all__ = ["CREDIT_FIELDS", "CelEngine", "CompiledRule", "Outcome", "alias", "decision_bytes",
-           "outcome_of_tx"]
+__all__ = ["CREDIT_FIELDS", "MAX_RULE_COST", "CelEngine", "CompiledRule", "Outcome", "alias",
+           "decision_bytes", "outcome_of_tx", "rule_cost_problem"]
 
 CREDIT_FIELDS = frozenset({"score", "last_serious", "events"})
 _ROOTS = frozenset({"claims", "params", "credit"})
@@ -142,6 +143,101 @@ def _check_refs(rule: Mapping[str, Any], where: str, tree: Tree[Any]) -> None:
                                 f"{sorted(CREDIT_FIELDS)}")
 
 
+# -- what evaluating costs ---------------------------------------------------------------------
+
+MAX_RULE_COST = 50_000
+"""Most evaluation steps (parse-tree nodes visited, a comprehension's body counted once per
+element it could range over) a rule's expressions may take together. An expression of the
+longest text without comprehensions takes ~10,000; a step is 3-8 µs of CPU here, and every
+application and every audit of an approval pays for all of them (ADR 57)."""
+
+_COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+
+
+def _elements(target: Any) -> int:
+    """How many elements a comprehension over ``target`` (free of comprehensions) can range
+    over at most: its list literals' elements and map literals' entries (inputs are scalars)."""
+    n, stack = 0, [target]
+    while stack:
+        t = stack.pop()
+        if isinstance(t, Tree):
+            if t.data == "exprlist":
+                n += len(t.children)
+            elif t.data == "mapinits":
+                n += len(t.children) // 2
+            stack.extend(t.children)
+    return max(1, n)
+
+
+def _is_comprehension(t: Any) -> bool:
+    return isinstance(t, Tree) and t.data == "member_dot_arg" and len(t.children) == 3 and \
+        isinstance(t.children[1], Token) and str(t.children[1]) in _COMPREHENSIONS
+
+
+def expression_cost(tree: Tree[Any], where: str) -> int:
+    """Upper bound on an expression's evaluation steps; RuleError for a comprehension inside
+    another (in its list or its expression): nested, their steps multiply, and chained
+    (``.map(x, x + x).map(...)``) their values double at each link."""
+    total = 0
+    # (node, multiplier, inside a comprehension's list or arguments)
+    stack: list[tuple[Any, int, bool]] = [(tree, 1, False)]
+    while stack:
+        t, times, inside = stack.pop()
+        if not isinstance(t, Tree):
+            continue
+        total += times
+        if _is_comprehension(t):
+            if inside:
+                raise RuleError(f"{where}: a comprehension ({'/'.join(sorted(_COMPREHENSIONS))}) "
+                                "inside another one's list or expression is not allowed: their "
+                                "cost multiplies at every application")
+            target, _, args = t.children
+            stack.append((target, times, True))
+            stack.append((args, times * _elements(target), True))
+            continue
+        stack.extend((c, times, inside) for c in t.children)
+    return total
+
+
+def _costs_problem(trees: Sequence[tuple[str, Tree[Any]]]) -> str | None:
+    total = 0
+    for where, tree in trees:
+        try:
+            total += expression_cost(tree, where)
+        except RuleError as e:
+            return str(e)
+        if total > MAX_RULE_COST:
+            return (f"evaluating it could take over {MAX_RULE_COST:,} steps (at {where}: "
+                    "a comprehension over a long list, or long expressions, at every "
+                    "application): decide on fewer or shorter conditions")
+    return None
+
+
+@functools.cache
+def _cost_env() -> celpy.Environment:
+    return celpy.Environment()
+
+
+def rule_cost_problem(rule: Mapping[str, Any]) -> str | None:
+    """Why evaluating ``rule`` (a rule map of the schema) would cost too much, else None: a
+    comprehension nested in another, or over :data:`MAX_RULE_COST` steps in all. The state
+    machine still takes such a rule (chains already written may hold one); a node's
+    ``/v1/tx`` refuses to register it, and the node does not evaluate it (ADR 57)."""
+    texts = [(f"rule.clauses[{i}].when", str(c["when"]))
+             for i, c in enumerate(rule["clauses"])]
+    if str(rule["fast_track"]).strip():
+        texts.append(("rule.fast_track", str(rule["fast_track"])))
+    trees = []
+    for where, text in texts:
+        if len(text) > MAX_EXPR:
+            return f"{where} is over {MAX_EXPR} characters"
+        try:
+            trees.append((where, _cost_env().compile(text)))
+        except Exception:  # celpy raises CELParseError and lark errors
+            return f"{where} does not compile"
+    return _costs_problem(trees)
+
+
 # -- compile and evaluate ----------------------------------------------------------------------
 
 def _cel(value: Any) -> Any:
@@ -166,7 +262,7 @@ def _param_value(p: Mapping[str, Any]) -> Any:
 class CompiledRule:
     """A rule with every expression compiled. Build through :meth:`CelEngine.compile`."""
 
-    __slots__ = ("_clauses", "_fast", "_params", "hash", "rule")
+    __slots__ = ("_clauses", "_fast", "_params", "cost_problem", "hash", "rule")
 
     def __init__(self, rule: Mapping[str, Any], env: celpy.Environment) -> None:
         try:
@@ -177,18 +273,24 @@ class CompiledRule:
         if len(set(aliases)) != len(aliases):
             raise RuleError("two needed credential types share an expression name")
         self.hash = rule_hash(self.rule)
-        self._clauses = [self._compile(env, f"clauses[{i}].when", c["when"])
+        trees: list[tuple[str, Tree[Any]]] = []
+        self._clauses = [self._compile(env, f"clauses[{i}].when", c["when"], trees)
                          for i, c in enumerate(self.rule["clauses"])]
-        self._fast = (self._compile(env, "fast_track", self.rule["fast_track"])
+        self._fast = (self._compile(env, "fast_track", self.rule["fast_track"], trees)
                       if self.rule["fast_track"].strip() else None)
         self._params = _cel({p["name"]: _param_value(p) for p in self.rule["params"]})
+        self.cost_problem = _costs_problem(trees)
+        """Why evaluating it would cost too much (:func:`rule_cost_problem`), else None: still
+        compiled (the state machine takes it), but a node does not evaluate it."""
 
-    def _compile(self, env: celpy.Environment, where: str, text: str) -> Any:
+    def _compile(self, env: celpy.Environment, where: str, text: str,
+                 trees: list[tuple[str, Tree[Any]]]) -> Any:
         try:
             tree = env.compile(text)
         except Exception as e:  # celpy raises CELParseError and lark errors
             raise RuleError(f"{where} does not compile: {str(e).splitlines()[0]}") from e
         _check_refs(self.rule, where, tree)
+        trees.append((where, tree))
         return env.program(tree)
 
     @property

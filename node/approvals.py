@@ -24,7 +24,7 @@ from typing import Any
 from contracts import Evidence, pseudonym, summary
 from contracts.catalogue import APPROVAL_TYPE, IDENTITY
 from contracts.errors import ApplicationError
-from contracts.rules import CelEngine, Outcome
+from contracts.rules import CelEngine, CompiledRule, Outcome
 from ledger import codec, sdjwt
 from ledger.errors import LedgerError, StoreError, TxRejected
 from ledger.files import write_atomic
@@ -104,6 +104,7 @@ class Approvals:
         none when this node could not decide now (:meth:`_ready`)."""
         rule = self._rule(service)
         self._ready(rule)
+        self._affordable(self.engine.compile(rule))
         return [self.node.new_request(n["type"], list(n["claims"]), audience)
                 for n in rule["needs"]]
 
@@ -118,6 +119,15 @@ class Approvals:
             raise ApplicationError(f"this node's issuing key is not a valid issuer key of "
                                    f"{self.node.agency!r} now (rotated or invalidated), "
                                    f"{consequence}")
+
+    @staticmethod
+    def _affordable(compiled: CompiledRule) -> None:
+        """Refuse a rule whose evaluation could cost too much (registered before nodes
+        refused such rules at /v1/tx): every application would pay for it (ADR 57)."""
+        if compiled.cost_problem is not None:
+            raise ApplicationError(f"{compiled.service!r} is not decided by this node: its rule "
+                                   f"would cost too much to evaluate ({compiled.cost_problem}); "
+                                   "the agency must register a cheaper version")
 
     def _ready(self, rule: dict[str, Any]) -> None:
         """Refuse before any claim is asked for or shown when what a decision needs besides
@@ -177,6 +187,7 @@ class Approvals:
         now = self.node.now()
         self._may_decide(reg, now, "so no decision was made or recorded")
         compiled = self.engine.compile(rule)
+        self._affordable(compiled)
         subject, credit = b"", None
         if rule["subject"]:
             kind, claim = rule["subject"]

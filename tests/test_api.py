@@ -391,6 +391,60 @@ def test_a_rule_whose_text_no_claim_could_hold_is_refused_at_the_door(tmp_path: 
         assert r.status_code == 200, r.text
 
 
+def test_a_rule_costly_at_every_application_is_refused_at_the_door(tmp_path: Path) -> None:
+    """A quorum-signed rule whose clause nests comprehensions (five levels over ten elements:
+    10^5 evaluations, ~8 s of CPU at every application, from 159 characters) or runs a long
+    body for each element of a long list: /v1/tx and /v1/tx/batch refuse it before it is
+    ordered (ADR 57); the same rule with one comprehension over a short list commits."""
+    from ledger.network import governance_tx
+
+    data = make_demo(tmp_path / "demo-data")
+    keys = data / "keys"
+    signers = [Agency(a, "", load_private_key(keys / f"{a}.node.key", PASS),
+                      load_private_key(keys / f"{a}.issuer.key", PASS)) for a in ("edu", "civil")]
+
+    def residence_rule(when: str) -> dict[str, Any]:
+        return {
+            "service": "residence-check", "title": "Residence check", "area": "licensing",
+            "agency": "civil", "needs": [{"type": "residence", "claims": ["district"]}],
+            "params": [], "subject": [],
+            "clauses": [{"when": when, "decision": "needs_review", "reason": "old_district"}],
+            "otherwise": {"decision": "approved", "reason": "eligible"},
+            "fast_track": "", "fast_track_reason": "fast_track",
+            "documents": {"fast_track": [], "standard": []}}
+
+    nested = "claims.residence.district == 'furong'"
+    for d in range(5):
+        nested = f"[0,0,0,0,0,0,0,0,0,0].all(x{d}, {nested})"
+    long_list = "[" + ",".join(["'a'"] * 200) + "]"
+    flat = f"{long_list}.exists(d, " + " || ".join(["claims.residence.district == d"] * 25) + ")"
+    app = create_app(settings_for(data), clock=lambda: NOW, passphrase=PASS)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        seq = http.get("/v1/registry").json()["gov_seq"] + 1
+        txs = [governance_tx(NETWORK, seq, "register_rule", {"rule": residence_rule(w)},
+                             signers) for w in (nested, flat)]
+        before = http.get("/v1/head").json()
+        headers = {"content-type": "application/msgpack"}
+        for tx, said in zip(txs, [
+                "rule.clauses[0].when: a comprehension (all/exists/exists_one/filter/map) "
+                "inside another one's list or expression is not allowed",
+                "evaluating it could take over 50,000 steps (at rule.clauses[0].when"],
+                strict=True):
+            r = http.post("/v1/tx", content=tx.raw, headers=headers, params={"wait": 5})
+            assert r.status_code == 400, r.text
+            assert f"the rule would cost too much at every application: {said}" in \
+                r.json()["detail"]
+        r = http.post("/v1/tx/batch", content=codec.encode([t.raw for t in txs]),
+                      params={"wait": 0})
+        assert r.status_code == 200, r.text
+        assert [(i["status"], i["code"]) for i in r.json()] == [("rejected", "rule_cost")] * 2
+        assert http.get("/v1/head").json() == before
+        cheap = governance_tx(NETWORK, seq, "register_rule", {"rule": residence_rule(
+            "['furong', 'yuelu'].exists(d, claims.residence.district == d)")}, signers)
+        r = http.post("/v1/tx", content=cheap.raw, headers=headers, params={"wait": 5})
+        assert r.status_code == 200, r.text
+
+
 def test_a_reason_in_free_text_is_refused_at_the_door(live: Live, http: httpx.Client) -> None:
     """A status change or credit event signed by an agency's own tool (not `agency`, which
     takes a code only) carrying a name in its reason: refused by /v1/tx and /v1/tx/batch

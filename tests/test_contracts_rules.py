@@ -10,6 +10,7 @@ from conftest import DAY, T0
 from test_contracts_world import catalogue_agencies, install_catalogue
 
 from contracts import CelEngine
+from contracts import rules as rules_mod
 from contracts.catalogue import APPROVAL_TYPE, POLICY, RULES, YEAR, rule
 from contracts.errors import ApplicationError
 from ledger.credentials import RESERVED_TYPES
@@ -224,3 +225,79 @@ def test_requests_for_approval_credentials_always_ask_for_the_decision() -> None
         "decision", "path", "service", "approval_tx"]
     assert with_implied_claims("degree", ["field", "field"]) == ["field"]
     assert APPROVAL_TYPE["id"] in RESERVED_TYPES  # issued with a decision only, never by hand
+
+
+# -- what evaluating a rule may cost (ADR 57) --------------------------------------------------
+
+def _costly(when: str, fast_track: str = "") -> dict[str, Any]:
+    return rule("elderly-allowance", clauses=[
+        {"when": when, "decision": "rejected", "reason": "not_resident"}],
+        fast_track=fast_track)
+
+
+_LONG = "[" + ",".join(["0"] * 480) + "]"
+_NESTED = "true"
+for _d in range(4):
+    _NESTED = f"[0,0,0,0,0,0,0,0,0,0].all(x{_d}, {_NESTED})"
+
+
+@pytest.mark.parametrize(("when", "fast_track", "said"), [
+    (_NESTED, "", "rule.clauses[0].when: a comprehension (all/exists/exists_one/filter/map) "
+                  "inside another one's list or expression is not allowed"),
+    ('["aaaaaaaa"]' + ".map(x, x + x)" * 20 + ".size() > 0", "",
+     "rule.clauses[0].when: a comprehension"),
+    (f"{_LONG}.all(x, " + " && ".join(["x + 1 > x"] * 70) + ")", "",
+     "evaluating it could take over 50,000 steps (at rule.clauses[0].when"),
+    ("true", f"{_LONG}.exists(x, " + " || ".join(["x == 1"] * 90) + ")",
+     "evaluating it could take over 50,000 steps (at rule.fast_track"),
+], ids=["nested 10^4", "chained doubling", "480 x 70 terms", "fast track"])
+def test_a_rule_costly_at_every_application_is_named(when: str, fast_track: str,
+                                                    said: str) -> None:
+    """Comprehensions nested (their steps multiply: 4 levels over 10 elements took 0.85 s of
+    CPU, 5 levels 8.5 s, from under 200 characters) or chained (each ``.map(x, x + x)`` doubles
+    the strings), or one comprehension whose body runs for each of a long list's elements
+    (7.6 s per application): named, with where it is. The ledger still takes the rule (old
+    chains replay), so the node refuses it at /v1/tx and will not evaluate it."""
+    costly = _costly(when, fast_track)
+    problem = rules_mod.rule_cost_problem(costly)
+    assert problem is not None and problem.startswith(said), problem
+    compiled = CelEngine().compile(costly)  # still compiles: the state machine takes it
+    assert compiled.cost_problem is not None
+    CelEngine().check(costly)
+
+
+def test_the_catalogue_s_rules_cost_a_small_part_of_the_bound() -> None:
+    for name, r in RULES.items():
+        assert rules_mod.rule_cost_problem(r) is None, name
+        assert ENGINE.compile(r).cost_problem is None, name
+    short = _costly(f"{_LONG}.exists(x, x == 1)")  # a comprehension over a long list, once
+    assert rules_mod.rule_cost_problem(short) is None
+
+
+def test_the_cost_bound_counts_every_step_an_evaluation_takes() -> None:
+    """The bound is an upper bound: the steps celpy's evaluator takes (its visits of the parse
+    tree, counted by wrapping the visitor) never exceed what the bound counted."""
+    import celpy
+    from celpy import evaluation
+
+    env = celpy.Environment()
+    for text in ["[1,2,3].all(x, x > 0) && 5 in [1,2,3,4,5]",
+                 '{"a": 1, "b": 2}.exists(k, k == "b") || [3,4].map(y, y * 2).size() == 2',
+                 f"{_LONG}.filter(x, x == 0).size() > 1",
+                 "[[1], [2, 3]].exists(l, l.size() > 1)"]:
+        tree = env.compile(text)
+        bound = rules_mod.expression_cost(tree, "x")
+        visits = 0
+        original = evaluation.Evaluator.visit
+
+        def counting(self: Any, tree: Any, _o: Any = original) -> Any:
+            nonlocal visits
+            visits += 1
+            return _o(self, tree)
+
+        evaluation.Evaluator.visit = counting  # type: ignore[method-assign]
+        try:
+            env.program(tree).evaluate({})
+        finally:
+            evaluation.Evaluator.visit = original  # type: ignore[method-assign]
+        assert 0 < visits <= bound, (text, visits, bound)
