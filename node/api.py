@@ -1067,6 +1067,7 @@ def verify_foreign_for(app: Any, node: Node, presentation: str, nonce: str) -> R
         raise BadRequest("this node verifies credentials of the network only: a credential "
                          "from an issuer outside it needs a trust list in the node's settings "
                          "(trust_list; ADR 39)")
+    node.request(nonce)  # NotFound before the folder is read: any nonce would cost that (ADR 57)
     folder = app.state.settings.status_tokens
     tokens, skipped = ({}, []) if folder is None else read_status_tokens(folder)
     for line in skipped:
