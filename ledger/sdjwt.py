@@ -504,6 +504,8 @@ def public_key_from_jwk(jwk: Mapping[str, Any]) -> VerifyKey:
         raise JwkError(f"a JWK is a JSON object, found {_kind(jwk)}")
     if "d" in jwk:
         raise JwkError("the JWK has a private member 'd'; expected a public key")
+    if "alg" in jwk and type(jwk["alg"]) is not str:  # RFC 7517 section 4.4: a string
+        raise JwkError(f"JWK member 'alg' is a {_kind(jwk['alg'])}, expected a string")
     members = (jwk.get("kty"), jwk.get("crv"), jwk.get("x"), jwk.get("y"))
     if not all(m is None or type(m) is str for m in members):
         raise JwkError("JWK members kty, crv, x and y must be strings")
@@ -641,6 +643,7 @@ def parse_jws_header(token: str) -> dict[str, Any]:
 
 def _check_alg(alg: object, accepted: tuple[str, ...], key: VerifyKey, jwk: Mapping[str, Any],
                what: str) -> None:
+    # ``key`` is public_key_from_jwk(jwk): so the JWK's alg, if any, is a string
     if not isinstance(alg, str):
         raise AlgorithmError(f"{what}: header 'alg' is a {_kind(alg)}, expected a string")
     if alg not in accepted or alg not in _ALG_KTY:

@@ -578,6 +578,19 @@ def test_eddsa_issuer_key_offered_as_es256(world: World, forge: Forge) -> None:
     refused(world.verify(envelope(bundle, kb_over(bundle))), "sd_jwt", "alg")
 
 
+@pytest.mark.parametrize("jwk_alg", [["EdDSA"], {"alg": "EdDSA"}, 7])
+def test_holder_jwk_alg_that_is_not_a_string_is_refused_not_a_crash(
+        world: World, forge: Forge, jwk_alg: Any) -> None:
+    """An issuer key signs a ``cnf.jwk`` whose ``alg`` member is an array or object (RFC 7517
+    section 4.4: a string): the verifier refuses it with a report; it never raises (a list
+    or object cannot be looked up as an algorithm name)."""
+    ds = forge.honest_disclosures()
+    payload = forge.payload(disclosures=ds)
+    payload["cnf"]["jwk"]["alg"] = jwk_alg
+    bundle = forge.issue(payload, ds)
+    refused(world.verify(envelope(bundle, kb_over(bundle))), "sd_jwt", "alg", "string")
+
+
 def test_ec_jwk_claiming_an_ed25519_curve() -> None:
     """A JWK that mixes families (kty EC, crv Ed25519) is not a key."""
     with pytest.raises(sdjwt.JwkError):

@@ -180,6 +180,33 @@ def test_a_credential_signed_by_another_key_under_a_trusted_name_is_refused() ->
     assert name == "sd_jwt" and "signature does not verify" in detail
 
 
+def _resigned(issuer: Issuer, credential: str, change: Callable[[dict[str, Any]], None]) -> str:
+    """``credential`` with its issuer-signed payload changed by ``change`` and signed again by
+    ``issuer`` (a trusted issuer signing what it likes)."""
+    jwt, rest = credential.split("~", 1)
+    head, body, _ = jwt.split(".")
+    payload = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    change(payload)
+    signing_input = f"{head}.{_b64e(json.dumps(payload).encode())}"
+    return (f"{signing_input}.{_b64e(sdjwt.jws_sign(issuer.key, signing_input.encode()))}"
+            f"~{rest}")
+
+
+def test_a_holder_key_with_an_alg_that_is_no_string_is_refused_not_a_crash() -> None:
+    """A trusted issuer signs a ``cnf.jwk`` whose ``alg`` is an array: the presentation is
+    refused with a report (never an exception out of the check), and a wallet will not keep
+    the credential."""
+    issuer = Issuer()
+    credential = _resigned(issuer, issuer.issue(HOLDER_JWK),
+                           lambda p: p["cnf"]["jwk"].update(alg=["EdDSA"]))
+    report = check(present(credential), trust_json(issuer), [issuer.token()])
+    name, detail = failed(report)
+    assert name == "sd_jwt" and "alg" in detail and "string" in detail, detail
+    with pytest.raises(LedgerError, match="alg"):
+        receive_foreign(credential, trust=TrustList.from_json(trust_json(issuer)),
+                        holder_jwk=HOLDER_JWK, now=NOW)
+
+
 def test_a_kid_the_trust_list_does_not_know_is_refused() -> None:
     issuer = Issuer(kid="2027-9")
     listed = Issuer()

@@ -303,7 +303,8 @@ def test_jwk_helpers() -> None:
     bad = [{"kty": "RSA"}, {"kty": "OKP", "crv": "X25519", "x": "AA"},
            {**jwk_of(EC_HOLDER), "y": jwk_of(EC_OTHER)["y"]},  # point not on the curve
            {**jwk_of(ED_HOLDER), "x": jwk_of(ED_HOLDER)["x"] + "A"}, {**jwk_of(ED_HOLDER),
-                                                                      "d": "x"}, []]
+                                                                      "d": "x"}, [],
+           {**jwk_of(ED_HOLDER), "alg": ["EdDSA"]}, {**jwk_of(EC_HOLDER), "alg": {}}]
     for jwk in bad:
         with pytest.raises(JwkError):
             sdjwt.public_key_from_jwk(jwk)  # type: ignore[arg-type]
