@@ -258,7 +258,7 @@ def verify_foreign(presentation: str, request: Request, *, trust: TrustList, now
         step = "sd_jwt"
         claims = _under_a_trusted_key(candidates, lambda jwk: sdjwt.verify_presentation(
             presentation, issuer_public_jwk=jwk, expected_nonce=request.nonce,
-            expected_audience=request.audience, now=now))
+            expected_audience=request.audience, now=now, vc_only=True))
         add(Check("sd_jwt", True, "issuer signature, disclosures, validity, key binding"))
         step = "requested_claims"
         if claims.get("vct") != request.credential_type:
@@ -392,7 +392,8 @@ def receive_foreign(unverified: str, *, trust: TrustList, holder_jwk: Mapping[st
     _vc_typ(parsed)
     issuer, candidates = _trusted_keys(parsed, trust)
     claims = _under_a_trusted_key(candidates, lambda jwk: sdjwt.verify_issuer_signed(
-        unverified, issuer_public_jwk=jwk, now=now, expected_holder_jwk=holder_jwk))
+        unverified, issuer_public_jwk=jwk, now=now, expected_holder_jwk=holder_jwk,
+        vc_only=True))
     vct = claims.get("vct")
     if not isinstance(vct, str) or not vct.isprintable() or not 0 < len(vct) <= MAX_VCT:
         raise DecodeError(f"an SD-JWT VC needs a printable vct of at most {MAX_VCT} "

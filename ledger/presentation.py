@@ -389,7 +389,8 @@ def _verify(v: Verifier, unverified: bytes, request: Request, now: int) -> Repor
         add(Check("issuer_authority", True, "issuer key valid and type granted at issuance"))
         claims = sdjwt.verify_presentation(env.sd_jwt_kb, issuer_public_jwk=issuer_jwk,
                                            expected_nonce=request.nonce,
-                                           expected_audience=request.audience, now=now)
+                                           expected_audience=request.audience, now=now,
+                                           vc_only=True)
         add(Check("sd_jwt", True, "issuer signature, disclosures, validity, key binding"))
         _check_binding(anchor, env)
         add(Check("anchor_binding", True, "the anchor's credential_id is this JWT's SHA-256"))

@@ -1063,7 +1063,8 @@ def _check_params(now: int, clock_skew: int, accepted_algs: Iterable[str]) -> tu
 
 
 def _verify_sd_jwt(jwt: str, disclosures: list[str], issuer_public_jwk: Mapping[str, Any],
-                   now: int, clock_skew: int, accepted: tuple[str, ...]) -> dict[str, Any]:
+                   now: int, clock_skew: int, accepted: tuple[str, ...],
+                   vc_only: bool) -> dict[str, Any]:
     """RFC 9901 section 7.1: issuer signature, Disclosures, validity. Returns processed claims."""
     key = public_key_from_jwk(issuer_public_jwk)
     jws = _parse_jws(jwt, "issuer-signed JWT")
@@ -1073,13 +1074,18 @@ def _verify_sd_jwt(jwt: str, disclosures: list[str], issuer_public_jwk: Mapping[
     if not isinstance(typ, str) or not typ.lower().removeprefix("application/").endswith("+sd-jwt"):
         raise HeaderError(f"issuer-signed JWT typ is {_show(typ)}, expected 'dc+sd-jwt' "
                           f"(or another '+sd-jwt' type)")
+    is_vc = typ.lower().removeprefix("application/") in _VC_TYPS
+    if vc_only and not is_vc:
+        # RFC 9901 section 9.11: another '+sd-jwt' type is another application's SD-JWT, under
+        # whose rules iss, exp, cnf or status may be selectively disclosable
+        raise HeaderError(f"issuer-signed JWT typ is {_show(typ)}, expected 'dc+sd-jwt' (or "
+                          f"'vc+sd-jwt'): an SD-JWT VC")
     if not _verify_signature(key, jws.signing_input, jws.signature):
         raise SignatureInvalid("issuer-signed JWT signature does not verify under the issuer key")
 
     sd_alg = payload.pop("_sd_alg", SD_ALG)
     if sd_alg != SD_ALG:
         raise DigestAlgorithmError(f"_sd_alg is {_show(sd_alg)}, expected {SD_ALG!r}")
-    is_vc = typ.lower().removeprefix("application/") in _VC_TYPS
     plain = frozenset(payload) if is_vc else frozenset()
     if is_vc and type(payload.get("vct")) is not str:
         raise MalformedError(f"SD-JWT VC: 'vct' is {_kind(payload.get('vct'))}, expected a "
@@ -1119,17 +1125,21 @@ def verify_issuer_signed(
     clock_skew: int = CLOCK_SKEW,
     accepted_algs: Iterable[str] = DEFAULT_ACCEPTED_ALGS,
     expected_holder_jwk: Mapping[str, Any] | None = None,
+    vc_only: bool = False,
 ) -> dict[str, Any]:
     """Verify an SD-JWT without Key Binding (a wallet checking a credential it just received).
 
     Returns the processed claims. With ``expected_holder_jwk``, also checks that ``cnf.jwk`` is
-    that key (same public key; other JWK members are ignored).
+    that key (same public key; other JWK members are ignored). With ``vc_only``, the ``typ``
+    must be an SD-JWT VC's (``dc+sd-jwt``, or the older ``vc+sd-jwt``), not just any
+    ``+sd-jwt`` type: what a credential's verifier wants (SD-JWT VC section 3.2.1).
     """
     accepted = _check_params(now, clock_skew, accepted_algs)
     jwt, disclosures, kb = _split(sd_jwt)
     if kb:
         raise MalformedError("expected an SD-JWT ending in '~', found a Key Binding JWT after it")
-    claims = _verify_sd_jwt(jwt, disclosures, issuer_public_jwk, now, clock_skew, accepted)
+    claims = _verify_sd_jwt(jwt, disclosures, issuer_public_jwk, now, clock_skew, accepted,
+                            vc_only)
     if expected_holder_jwk is not None:
         try:
             holder = _public_jwk(_holder_jwk(claims))
@@ -1150,11 +1160,14 @@ def verify_presentation(
     kb_max_age: int = 300,
     clock_skew: int = CLOCK_SKEW,
     accepted_algs: Iterable[str] = DEFAULT_ACCEPTED_ALGS,
+    vc_only: bool = False,
 ) -> dict[str, Any]:
     """Verify an SD-JWT+KB (RFC 9901 sections 7.1 and 7.3); return the processed claims.
 
     Key Binding is required. The KB-JWT ``iat`` must be within ``kb_max_age`` seconds before
-    ``now`` and at most ``clock_skew`` seconds after it. Raises a :class:`VerificationError`.
+    ``now`` and at most ``clock_skew`` seconds after it. With ``vc_only``, the issuer-signed
+    JWT must be an SD-JWT VC (:func:`verify_issuer_signed`). Raises a
+    :class:`VerificationError`.
     """
     accepted = _check_params(now, clock_skew, accepted_algs)
     if type(kb_max_age) is not int or kb_max_age < 0:
@@ -1163,7 +1176,8 @@ def verify_presentation(
     if not kb:
         raise KbMissingError("key binding is required: the presentation ends with '~' and has "
                              "no KB-JWT")
-    claims = _verify_sd_jwt(jwt, disclosures, issuer_public_jwk, now, clock_skew, accepted)
+    claims = _verify_sd_jwt(jwt, disclosures, issuer_public_jwk, now, clock_skew, accepted,
+                            vc_only)
 
     # RFC 9901 section 7.3, step 5: the Key Binding JWT.
     jwk = _holder_jwk(claims)

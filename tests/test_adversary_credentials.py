@@ -438,9 +438,13 @@ def test_7_3_4h_kb_crit_header(world: World) -> None:
 
 # == SD-JWT VC ====================================================================================
 
-@pytest.mark.parametrize("typ", ["JWT", "sd-jwt", "dc+jwt", None])
+@pytest.mark.parametrize("typ", ["JWT", "sd-jwt", "dc+jwt", None, "example+sd-jwt",
+                                 "application/example+sd-jwt"])
 def test_vc_typ_must_be_dc_sd_jwt(world: World, forge: Forge, typ: str | None) -> None:
-    """SD-JWT VC 3.2.1: the ``typ`` header MUST be ``dc+sd-jwt`` (``vc+sd-jwt`` transitional)."""
+    """SD-JWT VC 3.2.1: the ``typ`` header MUST be ``dc+sd-jwt`` (``vc+sd-jwt`` transitional).
+    Another ``+sd-jwt`` type is an SD-JWT of another application (RFC 9901 section 9.11),
+    whose rules let ``iss``, ``exp``, ``cnf`` or ``status`` be selectively disclosable: it is
+    no credential of the network however its payload reads."""
     ds = forge.honest_disclosures()
     header = {"alg": "EdDSA"} if typ is None else {"alg": "EdDSA", "typ": typ}
     bundle = forge.issue(forge.payload(disclosures=ds), ds, header=header)

@@ -6,6 +6,7 @@ Keys, salts and times are fixed; no test reads the clock.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -313,6 +314,27 @@ def test_jwk_helpers() -> None:
 # -- published vectors --------------------------------------------------------------------------
 
 RFC_VECTORS = sorted(VECTORS.glob("rfc9901_*.json"))
+
+
+@pytest.mark.parametrize("path", RFC_VECTORS, ids=[p.stem for p in RFC_VECTORS])
+def test_rfc9901_vectors_as_sd_jwt_vcs(path: Path) -> None:
+    """``vc_only``: an SD-JWT VC (A.3, ``dc+sd-jwt``) verifies; the flat SD-JWT of section 5
+    (``example+sd-jwt``), valid as an SD-JWT, is no SD-JWT VC and is refused on its typ."""
+    v = json.loads(path.read_text())
+    kb = v["kb_jwt_payload"]
+    present_it = functools.partial(
+        sdjwt.verify_presentation, v["sd_jwt_kb"], issuer_public_jwk=v["issuer_public_jwk"],
+        expected_nonce=kb["nonce"], expected_audience=kb["aud"], now=kb["iat"] + 10,
+        vc_only=True)
+    receive_it = functools.partial(sdjwt.verify_issuer_signed, v["sd_jwt"], now=kb["iat"],
+                                   issuer_public_jwk=v["issuer_public_jwk"], vc_only=True)
+    if sdjwt.parse(v["sd_jwt"]).header["typ"] == "dc+sd-jwt":
+        assert present_it() == v["processed_payload"]
+        assert receive_it()["vct"] == v["processed_payload"]["vct"]
+        return
+    for verify_it in (present_it, receive_it):
+        with pytest.raises(HeaderError, match=r"'example\+sd-jwt'.*SD-JWT VC"):
+            verify_it()
 
 
 @pytest.mark.parametrize("path", RFC_VECTORS, ids=[p.stem for p in RFC_VECTORS])

@@ -264,6 +264,31 @@ def _flipped_signature(world: World, w: Wallet) -> Bundle:
     return replace(b, sd_jwt=f"{head}.{payload}.{sig}~{rest}")
 
 
+def _not_typed_as_a_vc(world: World, w: Wallet) -> Bundle:
+    """A degree as edu issues it, but its issuer-signed JWT signed with another '+sd-jwt'
+    typ (an SD-JWT of another application, no SD-JWT VC) and anchored so."""
+    world.n += 1
+    now = world.t0 + 10 + world.n
+    edu_key = world.agencies["edu"].issuer_key
+    cred = issue_credential(registry=world.ledger.registry, agency="edu", issuer_key=edu_key,
+                            kind="degree", claims=CLAIMS, holder_jwk=w.holder_jwk(), now=now,
+                            valid_for=30 * DAY)
+    jwt = cred.sd_jwt.issuer_jwt
+    header = {**sdjwt.parse_jws_header(jwt), "typ": "example+sd-jwt"}
+    head = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
+    signing_input = f"{head}.{jwt.split('.')[1]}"
+    signed = (f"{signing_input}."
+              + base64.urlsafe_b64encode(sdjwt.jws_sign(edu_key, signing_input.encode()))
+              .rstrip(b"=").decode())
+    anchor = make_tx(world.ledger.registry.network, "issue", {
+        **cred.anchor.body, "credential_id": hashlib.sha256(signed.encode()).digest()},
+        [edu_key])
+    r = world.ledger.commit([anchor], now)
+    assert not r.rejected, r.rejected
+    return world.bundle("~".join([signed, *cred.sd_jwt.disclosures]) + "~", r.accepted[0][1],
+                        ("reg", "edu"))
+
+
 def _anchor_signature_broken(world: World, w: Wallet) -> Bundle:
     b = world.issue(w.holder_jwk())
     return replace(b, anchor=b.anchor[:-1] + bytes([b.anchor[-1] ^ 1]))
@@ -279,6 +304,7 @@ def _anchor_signature_broken(world: World, w: Wallet) -> Bundle:
     (_forged_signature, "sd_jwt"),
     (_flipped_signature, "sd_jwt"),
     (_anchor_signature_broken, "anchor"),
+    (_not_typed_as_a_vc, "sd_jwt"),
 ])
 def test_receive_refuses(world: World, wallet: Wallet, make: Callable[[World, Wallet], Bundle],
                          step: str) -> None:

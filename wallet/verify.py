@@ -59,7 +59,7 @@ def verify_bundle(unverified: bytes, *, registry: Registry, holder_jwk: dict[str
         step = "sd_jwt"
         try:
             claims = sdjwt.verify_issuer_signed(bundle.sd_jwt, issuer_public_jwk=jwk, now=now,
-                                                expected_holder_jwk=holder_jwk)
+                                                expected_holder_jwk=holder_jwk, vc_only=True)
         except sdjwt.HolderKeyError as e:
             raise BundleRefused("holder", f"this credential is bound to another holder key, "
                                           f"none of this wallet's ({e}): was it issued for "
