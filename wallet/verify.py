@@ -9,7 +9,7 @@ In order, each a named ``step`` of :class:`~wallet.errors.BundleRefused`:
 ``sd_jwt``      the SD-JWT's issuer signature verifies under that key; disclosures, validity
 ``holder``      ``cnf.jwk`` is this wallet's holder key
 ``credential_id`` the anchor's credential_id is SHA-256 of this issuer-signed JWT, and its type,
-                issuer and status index match the credential's
+                issuer, validity window and status index match the credential's
 ``checkpoint``  the checkpoint is final: a quorum of the registry's agency nodes signed it
 ``inclusion``   the anchor is in the log the checkpoint commits to (RFC 9162 proof)
 """
@@ -102,10 +102,14 @@ def _matches_anchor(bundle: Bundle, claims: dict[str, Any], anchor: Tx) -> None:
     st = status.get("status_list") if isinstance(status, dict) else None
     net = anchor.net
     number, entry = status_list_of(b["status_index"])
+    # nbf and exp as a verifier checks them (ledger.presentation): the wallet lists and picks
+    # a credential by its anchor's window, which must then be the one the JWT says
     expected = {"vct": b["type"], "iss": issuer_uri(net, b["issuer"]),
+                "nbf": b["valid_from"], "exp": b["valid_until"],
                 "status index": entry,
                 "status list": status_list_uri(net, b["issuer"], b["type"], number)}
     found = {"vct": claims.get("vct"), "iss": claims.get("iss"),
+             "nbf": claims.get("nbf"), "exp": claims.get("exp"),
              "status index": st.get("idx") if isinstance(st, dict) else None,
              "status list": st.get("uri") if isinstance(st, dict) else None}
     for name, want in expected.items():
