@@ -478,14 +478,18 @@ def read_trust_list(path: Path) -> TrustList:
 def read_status_tokens(folder: Path, limit: int = 32 * 1024 * 1024) -> tuple[dict[str, str],
                                                                                list[str]]:
     """The Status List Tokens in ``folder``'s ``*.jwt`` files, by list URI, and a line for each
-    file left out (unreadable, not a token, a second token for one list). A missing folder
-    holds none. The tokens are verified only when a credential's status is checked."""
+    file left out (unreadable, not a token, an older token for a list than another file's: the
+    one issued last, by ``iat``, counts). A missing folder holds none. The tokens are verified
+    only when a credential's status is checked (a forged newer one is then refused, and the
+    status undetermined: whoever can write the folder can do that by deleting files too)."""
     out: dict[str, str] = {}
+    found: dict[str, list[tuple[int, str, str]]] = {}  # uri -> (iat, file name, token)
     skipped: list[str] = []
     try:
         files = sorted(folder.glob("*.jwt"))
     except OSError as e:
         return {}, [f"{folder}: {e.strerror or e}"]
+    files_order = {f.name: i for i, f in enumerate(files)}
     for f in files:
         try:
             with f.open("rb") as fh:
@@ -497,8 +501,23 @@ def read_status_tokens(folder: Path, limit: int = 32 * 1024 * 1024) -> tuple[dic
         except (OSError, ValueError, DecodeError) as e:
             skipped.append(f"{f.name}: {e}")
             continue
-        if uri in out:
-            skipped.append(f"{f.name}: a second token for {uri[:80]!r}")
-            continue
-        out[uri] = text
+        found.setdefault(uri, []).append((_unverified_iat(text), f.name, text))
+    for uri, tokens in found.items():
+        # the newest; of two issued in one second, the first file by name
+        newest = max(tokens, key=lambda t: (t[0], -files_order[t[1]]))
+        out[uri] = newest[2]
+        skipped.extend(f"{name}: an older token for {uri[:80]!r} than {newest[1]}"
+                       for _, name, _ in tokens if name != newest[1])
     return out, skipped
+
+
+def _unverified_iat(token: str) -> int:
+    """A Status List Token's ``iat``, read unverified (0 if it has none that is an integer):
+    which of two files for one list is newer."""
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(
+            token.split(".")[1] + "=" * (-len(token.split(".")[1]) % 4)))
+    except (ValueError, binascii.Error, IndexError, RecursionError):
+        return 0
+    iat = payload.get("iat") if isinstance(payload, dict) else None
+    return iat if type(iat) is int else 0

@@ -28,6 +28,7 @@ from ledger.foreign import (
     NO_EXPIRY,
     ForeignCredential,
     TrustList,
+    read_status_tokens,
     read_trust_list,
     receive_foreign,
     tokens_by_uri,
@@ -74,10 +75,11 @@ class Issuer:
                               "birth_date": "1990-04-01", "place_of_birth": "Tainan"},
             holder_jwk=holder_jwk, iat=nbf, nbf=nbf, exp=exp, status=status).serialize()
 
-    def token(self, revoked: int | None = None, suspended: int | None = None) -> str:
+    def token(self, revoked: int | None = None, suspended: int | None = None,
+              iat: int = NOW - 60) -> str:
         entries = [(i, v) for i, v in ((revoked, INVALID), (suspended, SUSPENDED))
                    if i is not None]
-        return make_token(StatusList.from_entries(2, 64, entries), sub=URI, iat=NOW - 60,
+        return make_token(StatusList.from_entries(2, 64, entries), sub=URI, iat=iat,
                           exp=NOW + 3600, ttl=None, key=self.key, kid=self.kid)
 
 
@@ -371,6 +373,23 @@ def test_claims_disclosed_beyond_the_request_are_not_shown() -> None:
     assert report.verified and report.claims == {"birth_date": "1990-04-01"}
     step = next(c for c in report.checks if c.name == "requested_claims")
     assert "1 more disclosed than asked, not shown" in step.detail
+
+
+def test_of_two_tokens_for_one_list_in_the_folder_the_newer_counts(tmp_path: Path) -> None:
+    """An official's folder gets a list's token again each time it is downloaded. The first
+    file by name was kept, so an old download named before the new one ("2026-11-01.jwt",
+    "latest.jwt") hid a revocation. The token issued last (``iat``) counts now."""
+    issuer = Issuer()
+    (tmp_path / "a-old.jwt").write_text(issuer.token(iat=NOW - 3000))
+    (tmp_path / "z-new.jwt").write_text(issuer.token(revoked=1, iat=NOW - 60))
+    (tmp_path / "m-older.jwt").write_text(issuer.token(iat=NOW - 6000))
+    tokens, skipped = read_status_tokens(tmp_path)
+    assert tokens == {URI: (tmp_path / "z-new.jwt").read_text()}
+    assert sorted(skipped) == [f"a-old.jwt: an older token for {URI!r} than z-new.jwt",
+                               f"m-older.jwt: an older token for {URI!r} than z-new.jwt"]
+    report = check(present(issuer.issue(HOLDER_JWK, idx=1)), trust_json(issuer),
+                   list(tokens.values()))
+    assert report.status == "revoked", report
 
 
 def test_status_tokens_are_keyed_by_their_list() -> None:
