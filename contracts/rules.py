@@ -151,22 +151,32 @@ element it could range over) a rule's expressions may take together. An expressi
 longest text without comprehensions takes ~10,000; a step is 3-8 µs of CPU here, and every
 application and every audit of an approval pays for all of them (ADR 57)."""
 
-_COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter"})
+_COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter", "reduce"})
+"""CEL's macros that evaluate an expression once per element, and celpy's ``reduce``
+(``[…].reduce(r, x, init, expr)``: its ``r + r`` doubles a string at each element)."""
 
 
-def _elements(target: Any) -> int:
-    """How many elements a comprehension over ``target`` (free of comprehensions) can range
-    over at most: its list literals' elements and map literals' entries (inputs are scalars)."""
-    n, stack = 0, [target]
-    while stack:
-        t = stack.pop()
-        if isinstance(t, Tree):
-            if t.data == "exprlist":
-                n += len(t.children)
-            elif t.data == "mapinits":
-                n += len(t.children) // 2
-            stack.extend(t.children)
-    return max(1, n)
+def _elements(target: Any, where: str) -> int:
+    """How many elements a comprehension over ``target`` ranges over at most. It must be a list
+    or map literal (or a sum of them): its elements are then counted exactly. Over anything
+    else the count is not in the text: a string ranges over its characters (a claim's up to a
+    credential's size), ``list("…")`` and ``string([…])`` make many elements of few
+    characters. RuleError for those."""
+    t = target
+    while isinstance(t, Tree) and len(t.children) == 1 and t.data not in ("list_lit", "map_lit"):
+        t = t.children[0]
+    if isinstance(t, Tree) and t.data == "list_lit":
+        return max(1, len(t.children[0].children) if t.children else 0)
+    if isinstance(t, Tree) and t.data == "map_lit":
+        return max(1, len(t.children[0].children) // 2 if t.children else 0)
+    if isinstance(t, Tree) and t.data == "addition" and len(t.children) == 2 and \
+            isinstance(t.children[0], Tree) and t.children[0].data == "addition_add":
+        # celpy's shape of ``left + right``: addition(addition_add(left), right)
+        return _elements(t.children[0], where) + _elements(t.children[1], where)
+    raise RuleError(f"{where}: a comprehension ({'/'.join(sorted(_COMPREHENSIONS))}) must range "
+                    "over a list or map written out in the rule ([...] or {...}): over a "
+                    "string or a value it computes, how many times its expression runs is not "
+                    "known before it runs")
 
 
 def _is_comprehension(t: Any) -> bool:
@@ -191,9 +201,13 @@ def expression_cost(tree: Tree[Any], where: str) -> int:
                 raise RuleError(f"{where}: a comprehension ({'/'.join(sorted(_COMPREHENSIONS))}) "
                                 "inside another one's list or expression is not allowed: their "
                                 "cost multiplies at every application")
-            target, _, args = t.children
+            target, name, args = t.children
+            if str(name) == "reduce":
+                raise RuleError(f"{where}: reduce (celpy's extension, not CEL) is not allowed: "
+                                "its accumulator can double at each element (r + r over 30 "
+                                "elements is gigabytes)")
             stack.append((target, times, True))
-            stack.append((args, times * _elements(target), True))
+            stack.append((args, times * _elements(target, where), True))
             continue
         stack.extend((c, times, inside) for c in t.children)
     return total

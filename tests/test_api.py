@@ -426,7 +426,7 @@ def test_a_rule_costly_at_every_application_is_refused_at_the_door(tmp_path: Pat
         before = http.get("/v1/head").json()
         headers = {"content-type": "application/msgpack"}
         for tx, said in zip(txs, [
-                "rule.clauses[0].when: a comprehension (all/exists/exists_one/filter/map) "
+                "rule.clauses[0].when: a comprehension (all/exists/exists_one/filter/map/reduce) "
                 "inside another one's list or expression is not allowed",
                 "evaluating it could take over 50,000 steps (at rule.clauses[0].when"],
                 strict=True):

@@ -242,15 +242,31 @@ for _d in range(4):
 
 
 @pytest.mark.parametrize(("when", "fast_track", "said"), [
-    (_NESTED, "", "rule.clauses[0].when: a comprehension (all/exists/exists_one/filter/map) "
-                  "inside another one's list or expression is not allowed"),
+    (_NESTED, "", "rule.clauses[0].when: a comprehension (all/exists/exists_one/filter/map/"
+                  "reduce) inside another one's list or expression is not allowed"),
     ('["aaaaaaaa"]' + ".map(x, x + x)" * 20 + ".size() > 0", "",
      "rule.clauses[0].when: a comprehension"),
     (f"{_LONG}.all(x, " + " && ".join(["x + 1 > x"] * 70) + ")", "",
      "evaluating it could take over 50,000 steps (at rule.clauses[0].when"),
     ("true", f"{_LONG}.exists(x, " + " || ".join(["x == 1"] * 90) + ")",
      "evaluating it could take over 50,000 steps (at rule.fast_track"),
-], ids=["nested 10^4", "chained doubling", "480 x 70 terms", "fast track"])
+    # celpy's reduce: its r + r doubles the string at each of 27 elements (419 MB; 30: GBs)
+    ("[" + ",".join(["0"] * 27) + '].reduce(r, i, "ab", r + r).size() > 0', "",
+     "rule.clauses[0].when: reduce (celpy's extension, not CEL) is not allowed"),
+    ("[0,0,0,0,0,0,0,0,0,0].reduce(a, i, 0, a + [0,0,0,0,0,0,0,0,0,0].reduce(b, j, 0, b))"
+     " > 0", "", "rule.clauses[0].when: reduce"),
+    # a string ranges over its characters: 1,000 of them x 70 terms took 11 s per evaluation
+    (f'list("{"a" * 1000}").all(x, ' + " && ".join(["x + x != x"] * 70) + ")", "",
+     "rule.clauses[0].when: a comprehension (all/exists/exists_one/filter/map/reduce) must "
+     "range over a list or map written out in the rule"),
+    (f'"{"a" * 1000}".all(x, x != "b")', "", "rule.clauses[0].when: a comprehension"),
+    ("string([0,0,0,0,0,0,0,0,0,0]).exists(c, c == \"x\")", "",
+     "rule.clauses[0].when: a comprehension"),
+    ('claims.person_id.district.exists(c, c == "x")', "",
+     "rule.clauses[0].when: a comprehension"),
+], ids=["nested 10^4", "chained doubling", "480 x 70 terms", "fast track", "reduce doubling",
+        "nested reduce", "list of a string", "string literal", "string of a list",
+        "claim string"])
 def test_a_rule_costly_at_every_application_is_named(when: str, fast_track: str,
                                                     said: str) -> None:
     """Comprehensions nested (their steps multiply: 4 levels over 10 elements took 0.85 s of
@@ -284,7 +300,8 @@ def test_the_cost_bound_counts_every_step_an_evaluation_takes() -> None:
     for text in ["[1,2,3].all(x, x > 0) && 5 in [1,2,3,4,5]",
                  '{"a": 1, "b": 2}.exists(k, k == "b") || [3,4].map(y, y * 2).size() == 2',
                  f"{_LONG}.filter(x, x == 0).size() > 1",
-                 "[[1], [2, 3]].exists(l, l.size() > 1)"]:
+                 "[[1], [2, 3]].exists(l, l.size() > 1)",
+                 "([1, 2] + [3]).all(x, x > 0)"]:
         tree = env.compile(text)
         bound = rules_mod.expression_cost(tree, "x")
         visits = 0
