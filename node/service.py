@@ -746,8 +746,8 @@ class Node:
         except TimeoutError as e:
             raise OrderingError(
                 f"{what} (txid {tx.txid.hex()}) was not committed within "
-                f"{self.commit_wait:g} s: this node is behind (see /v1/health). It may commit "
-                f"yet: {then}") from e
+                f"{self.commit_wait:g} s (ordering is stalled or slow here: /v1/health says "
+                f"why). It may commit yet: {then}") from e
 
     def _final_covering(self, index: int, wait: float = 15.0) -> bytes | None:
         """A final checkpoint covering log entry ``index`` (None in solo mode: the latest)."""

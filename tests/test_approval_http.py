@@ -614,3 +614,46 @@ def test_an_identifier_in_full_width_characters_is_not_issued(tmp_path: Path) ->
             node.issue(kind, half, wallet.holder_jwk(), 365)  # the same typed half-width
         finally:
             node.close()
+
+
+def test_no_application_is_decided_under_a_costly_rule_already_on_the_chain(
+        tmp_path: Path) -> None:
+    """A rule registered before nodes refused costly rules at /v1/tx (ADR 57) stays on the
+    chain: the node decides no application under it (each would cost seconds of CPU), and
+    opens none, and says so; the agency registers a cheaper version. Here the costly version
+    replaces the rule between an application's opening and its answers."""
+    from contracts.catalogue import rule
+    from ledger.network import Agency
+
+    data, wallet = prepare(tmp_path)
+    nested = "true"
+    for d in range(4):
+        nested = f"[0,0,0,0,0,0,0,0,0,0].all(x{d}, {nested})"
+    keys = {a: load_private_key(data / "keys" / f"{a}.issuer.key", PASS)
+            for a in ("edu", "civil")}
+    settings = settings_for(data)
+    settings = type(settings)(**{**settings.__dict__, "agency": "market"})
+    app = create_app(settings, clock=lambda: NOW, passphrase=PASS)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        opened = http.post("/v1/services/business-licence/applications").json()
+        requests = [Request.from_json({k: r[k] for k in ("nonce", "audience", "type", "claims")})
+                    for r in opened["requests"]]
+        answers = wallet.answer(requests, now=NOW)
+        node = app.state.node  # through the orderer, as an older node's /v1/tx took it
+        costly = rule("business-licence", agency="market", clauses=[
+            {"when": nested, "decision": "rejected", "reason": "scope_not_licensable"}])
+        node.orderer.submit(governance_tx(
+            node.network, node.store.registry.gov_seq + 1, "register_rule", {"rule": costly},
+            [Agency(a, "", keys[a], keys[a]) for a in ("edu", "civil")])).result(timeout=30)
+        head = http.get("/v1/head").json()
+        got = http.post("/v1/services/business-licence/apply", json={
+            "holder_jwk": wallet.holder_jwk(),
+            "presentations": [{"nonce": n, "envelope": b64url(e)} for n, e in answers]})
+        assert got.status_code == 400, got.text
+        said = got.json()["detail"]
+        assert "is not decided by this node: its rule would cost too much" in said, said
+        assert "a comprehension" in said and "register a cheaper version" in said
+        assert http.get("/v1/head").json() == head  # nothing decided, nothing recorded
+        again = http.post("/v1/services/business-licence/applications")
+        assert again.status_code == 400, again.text
+        assert "would cost too much" in again.json()["detail"]
