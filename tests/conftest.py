@@ -6,6 +6,7 @@ every time is a parameter, so the same test builds byte-identical blocks on ever
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,18 @@ from ledger.network import Agency, demo_agency, genesis_tx, governance_tx
 from ledger.state import Registry
 from ledger.store import Store
 from ledger.tx import Tx
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A suite started in the background (``nohup scripts/test``, ``scripts/test &`` in a shell
+    without job control) inherits SIGINT and SIGHUP ignored, and so would the tools the
+    interrupt tests start: they would finish instead of stopping (exit 0, not 130 or 129).
+    Signals ignored on entry are given back their defaults here, as a terminal gives them."""
+    del config
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 # Shared, noisy CI machines: no per-example deadline (speed is measured in scripts/bench).
 settings.register_profile("credledger", deadline=None)
