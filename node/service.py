@@ -61,6 +61,7 @@ from ledger.presentation import (
 from ledger.state import Registry, index_key
 from ledger.statuslist import StatusList, make_token
 from ledger.store import Store
+from ledger.timetext import utc_text
 from ledger.tx import Tx
 from node.etcdlog import EtcdLog, TlsFiles
 from node.replication import SYNC_REPLY_BYTES, EtcdOrderer
@@ -411,9 +412,17 @@ class Node:
         restarted: health says so, where it said ``ok`` (ADR 52)."""
         registry, now = self._registry(), self.now()
         kid = self.issuer_key.kid
-        if registry.key_valid(kid, now, "issuer") and \
-                (registry.key(kid) or {}).get("agency") == self.agency:
+        key = registry.key(kid) or {}
+        if registry.key_valid(kid, now, "issuer") and key.get("agency") == self.agency:
             return None
+        if key.get("agency") == self.agency and key.get("role") == "issuer" and \
+                key["valid_from"] > now and key["invalid_from"] is None:
+            # not rotated out: valid from a time this machine's clock has not reached
+            return (f"this node's issuer key ({kid.hex()[:16]}) is valid only from "
+                    f"{utc_text(key['valid_from'])}, {key['valid_from'] - now} s after this "
+                    "machine's clock: issuances are refused until then (if this clock is "
+                    "behind, set it right, NTP; if the key file was put in place before its "
+                    "rotate_key takes effect, put the old one back until then)")
         return (f"this node's issuer key ({kid.hex()[:16]}) is not a valid issuer key of "
                 f"{self.agency!r} now (rotated or invalidated): issuances are refused; put the "
                 "agency's current issuer key file in the keys folder and restart the node")

@@ -1565,6 +1565,26 @@ def test_health_says_when_the_chain_runs_ahead_of_this_clock(tmp_path: Path) -> 
     assert "400 s ahead of this machine's clock" in health["problem"]
 
 
+def test_an_issuer_key_not_yet_valid_by_this_clock_blames_the_clock(tmp_path: Path) -> None:
+    """A node whose clock is behind its issuer key's valid_from (a key added or rotated to
+    moments ago, a clock minutes slow) refuses issuances: health said the key was rotated or
+    invalidated and to put the current key file in place, which it already is. It names the
+    key's start and the clock instead."""
+    from node.service import Node
+
+    data = make_demo(tmp_path / "demo")
+    clock = [T0 + 1]
+    node = Node(data, "edu", PASS, workers=0, clock=lambda: clock[0])
+    try:
+        assert node.issuer_problem() is None
+        clock[0] = T0 - 300  # the demo's keys are valid from T0
+        problem = node.issuer_problem() or ""
+    finally:
+        node.close()
+    assert "valid only from" in problem and "300 s after this machine's clock" in problem
+    assert "rotated or invalidated" not in problem
+
+
 def test_health_says_when_the_tls_certificate_nears_its_end(tmp_path: Path) -> None:
     """A node said ok through its certificate's end, then failed on new connections with
     errors naming no certificate (ADR 54): the PKI folder is read again for health."""
