@@ -415,8 +415,8 @@ def init(
             '# trust_list = "trust.json"        # issuers outside the network (docs/foreign-'
             'issuers.md)\n'
             '# status_tokens = "status-tokens"  # their Status List Tokens (*.jwt)\n'
-            '# time_zone = "Asia/Shanghai"      # the calendar of derived ages (UTC when not '
-            'set)\n')
+            '# time_zone = "Asia/Shanghai"      # the calendar of derived ages and decision '
+            'days (UTC when not set)\n')
     try:  # whole or not at all, 0600 from the start
         config_out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(config_out, text.encode(), 0o600, overwrite=force)
