@@ -808,9 +808,11 @@ def _replay(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: R
         try:
             if not _rebuild_to_since(report, src, records, replayer, stored, folders,
                                      approvals, checker):
+                _name_network(report, replayer)
                 return
         except ArchiveError as e:
             report.problems.append(Problem.of(e))
+            _name_network(report, replayer)
             return
     replayer.on_tx = on_tx
     store = replayer.store
@@ -1126,6 +1128,12 @@ def _rebuild_to_since(report: AuditReport, src: _StoreSource | _ArchiveSource,
     report.problems.append(Problem("checkpoint", f"no block ends at the --since checkpoint's "
                                    f"log size {cp.size}", expected=str(cp.size), found=None))
     return False
+
+
+def _name_network(report: AuditReport, replayer: Replayer) -> None:
+    """The network the replay before the --since checkpoint read, when it stopped there."""
+    if report.network is None and replayer.store.registry is not None:
+        report.network = replayer.store.registry.network
 
 
 def _fork_evidence(report: AuditReport, records: Iterator[BlockRecord], replayer: Replayer,

@@ -1343,11 +1343,14 @@ def _print_audit(report: Any, statement: Path | None) -> None:
     table = Table(title=f"Audit of {report.source_kind} {report.source}", title_justify="left")
     table.add_column("item")
     table.add_column("value", overflow="fold")
-    table.add_row("network", Text(printable(str(report.network))))
+    table.add_row("network", Text(printable(str(report.network))) if report.network
+                  is not None else "not read (the audit stopped before the genesis block)")
     if report.since is not None:
         cp = report.since.checkpoint
-        table.add_row("since", f"checkpoint of size {cp.size} ({cp.root.hex()}), block "
-                      f"{report.since_height}: only later blocks are reported")
+        table.add_row("since", f"checkpoint of size {cp.size} ({cp.root.hex()}), " + (
+            f"block {report.since_height}: only later blocks are reported"
+            if report.since_height is not None else
+            "not reached in this log (below): no later block is reported"))
     table.add_row("blocks checked", f"{report.blocks_checked} of {report.blocks_total}")
     table.add_row("transactions checked", str(report.txs_checked))
     table.add_row("checkpoints checked", str(report.checkpoints_checked))

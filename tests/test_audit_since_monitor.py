@@ -144,6 +144,10 @@ def test_since_forged_root_is_a_fork(extended: tuple[Path, SignedCheckpoint, int
     assert r.exit_code == 1
     assert "fork" in r.stdout and old.checkpoint.root.hex() in r.stdout
     assert f"EQUIVOCATION at size {old.checkpoint.size}" in r.stdout
+    # the table says so too: not "network None", "block None"
+    assert "None" not in r.stdout and "not reached in this log" in r.stdout, r.stdout
+    assert json.loads(runner.invoke(ledger_app, [
+        "audit", str(data), "--since", str(cp_file), "--json"]).stdout)["network"] == NETWORK
     r = runner.invoke(ledger_app, ["audit", str(data), "--since", str(cp_file), "--workers",
                                    "0", "--json"])
     assert r.exit_code == 1
