@@ -47,6 +47,7 @@ __all__ = [
     "credit_key",
     "index_key",
     "policy_weights",
+    "rule_cost_problem",
     "rule_engine",
     "rule_hash",
     "status_list_of",
@@ -88,6 +89,19 @@ def rule_engine() -> RuleEngine:
     if not _engine:
         raise RuleEngineMissing("no approval-rule engine is installed (contracts.rules)")
     return _engine[0]
+
+
+def rule_cost_problem(rule: Mapping[str, Any]) -> str | None:
+    """Why evaluating ``rule`` could cost too much at every application, as the installed rule
+    engine judges it (``contracts``: ADR 57), else None; also None when no engine is installed
+    or the engine does not judge costs. Not a rule of the state machine: the tools that build
+    rules ask it before a quorum signs one that nodes' ``/v1/tx`` refuses."""
+    try:
+        engine = rule_engine()
+    except RuleEngineMissing:
+        return None
+    judge = getattr(engine, "cost_problem", None)
+    return None if judge is None else judge(rule)
 
 
 def rule_hash(rule: Mapping[str, Any]) -> bytes:

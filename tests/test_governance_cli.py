@@ -524,6 +524,47 @@ def test_a_rule_whose_text_no_claim_could_hold_is_neither_proposed_signed_nor_su
     assert _gov_seq(demo) == seq + 1
 
 
+def test_a_costly_rule_is_neither_proposed_signed_nor_submitted(demo: Path,
+                                                                tmp_path: Path) -> None:
+    """Nodes refuse a rule whose evaluation could cost seconds at every application at
+    /v1/tx (ADR 57); the agencies learnt it only there, with the quorum's signatures
+    collected. `agency propose` refuses to write it, `cosign` to sign and `submit` to send one
+    made by another tool, naming where the cost is."""
+    nested = "true"
+    for d in range(4):
+        nested = f"[0,0,0,0,0,0,0,0,0,0].all(x{d}, {nested})"
+    rule = {"service": "residence-check", "title": "Residence check", "area": "licensing",
+            "agency": "civil", "needs": [{"type": "residence", "claims": ["district"]}],
+            "params": [], "subject": [],
+            "clauses": [{"when": nested, "decision": "rejected", "reason": "not_resident"}],
+            "otherwise": {"decision": "approved", "reason": "eligible"},
+            "fast_track": "", "fast_track_reason": "fast_track",
+            "documents": {"fast_track": [], "standard": []}}
+    where = "rule.clauses[0].when: a comprehension"
+    args = tmp_path / "rule.json"
+    args.write_text(json.dumps({"rule": rule}))
+    prop = tmp_path / "rule.prop"
+    seq = _gov_seq(demo)
+    r = agency("propose", "register_rule", "--args", str(args), "--data", str(demo), "--agency",
+               "edu", "--out", str(prop))
+    assert r.returncode == 2, r.stderr
+    assert where in " ".join(r.stderr.split())
+    assert not prop.exists()
+    keys = demo / "keys"
+    edu, civil = (load_private_key(keys / f"{a}.issuer.key", PASS) for a in ("edu", "civil"))
+    body = {"seq": seq + 1, "action": "register_rule", "args": {"rule": rule}}
+    prop.write_bytes(make_tx("changsheng-demo", "governance", body, [edu]).raw)
+    r = agency("cosign", str(prop), "--data", str(demo), "--agency", "civil", "--yes")
+    assert r.returncode == 1, r.stderr
+    assert "would cost too much at every application" in " ".join(r.stderr.split())
+    assert len(parse_proposal(prop.read_bytes()).sigs) == 1
+    prop.write_bytes(make_tx("changsheng-demo", "governance", body, [edu, civil]).raw)
+    r = agency("submit", str(prop), "--data", str(demo))
+    assert r.returncode == 1, r.stderr
+    assert where in " ".join(r.stderr.split())
+    assert _gov_seq(demo) == seq
+
+
 def test_rule_text_is_held_to_what_a_claim_may_hold() -> None:
     """Each catalogue rule is plain; line breaks and tabs are taken in expressions only, and a
     script's own joiners (Uyghur's zero-width non-joiner) in a parameter as in a claim."""
