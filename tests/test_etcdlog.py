@@ -593,11 +593,8 @@ def test_a_node_down_with_a_fast_clock_does_not_stop_the_pruning(
     from ledger import codec
     from ledger.finality import sign_checkpoint
 
-    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
-    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
-    ledger.govern("register_type", {"type": spec}, [reg, edu], T0 + 1)
-    ledger.govern("grant", {"agency": "reg", "type": "degree", "from": T0, "until": T0 + DAY},
-                  [reg, tax], T0 + 2)
+    reg, tax = agencies["reg"], agencies["tax"]
+    _degree_granted(ledger, agencies)
     prefix = "fast-and-down"
     writer = EtcdLog([etcd_url], prefix)  # edu's node (down) and tax's co-signatures, by hand
     # edu sorts first; its node's clock was an hour fast when it last published, then it went
@@ -717,11 +714,8 @@ def test_a_node_whose_clock_is_fast_proposes_its_peers_time(
     changes: the batch time was always the proposer's to choose."""
     from node.replication import PEER_CLOCK_SLACK
 
-    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
-    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
-    ledger.govern("register_type", {"type": spec}, [reg, edu], T0 + 1)
-    ledger.govern("grant", {"agency": "reg", "type": "degree", "from": T0, "until": T0 + DAY},
-                  [reg, tax], T0 + 2)
+    reg = agencies["reg"]
+    _degree_granted(ledger, agencies)
     prefix = "fast-proposer"
     peers = EtcdLog([etcd_url], prefix)  # edu's and tax's nodes, right on time, by hand
     clock = [T0 + 10 + 3600]  # reg's node: an hour fast
@@ -790,6 +784,15 @@ def test_positions_of_nodes_down_at_start_do_not_pull_the_batch_time_back(
             assert got == want
         else:  # pulled up to (at least) their last times
             assert got[1] is not None and T0 + 7203 <= got[0] < T0 + 7203 + 60, got
+
+
+def _degree_granted(ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A `degree` type, granted to reg for a day from T0."""
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    ledger.govern("register_type", {"type": spec}, [reg, edu], T0 + 1)
+    ledger.govern("grant", {"agency": "reg", "type": "degree", "from": T0, "until": T0 + DAY},
+                  [reg, tax], T0 + 2)
 
 
 _published = [0]

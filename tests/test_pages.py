@@ -146,6 +146,16 @@ def _new_request(client: httpx.Client, claims: list[str]) -> tuple[str, str]:
     return nonce.group(1), audience.group(1)
 
 
+def _verified_at(desk: httpx.Client, bundle: Bundle, key: PrivateKey) -> str:
+    """A request for the district opened at ``desk``, answered and checked there: the URL of
+    its VERIFIED verdict page."""
+    nonce, audience = _new_request(desk, ["district"])
+    env = _present(bundle, key, nonce, audience, ["district"])
+    r = desk.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
+    assert '<h1 id="verdict">VERIFIED</h1>' in r.text, r.text
+    return str(r.url)
+
+
 @contextmanager
 def _browser_page(width: int = 1100, height: int = 900) -> Iterator[Page]:
     """A page of Debian's chromium (headless), closed after; a missing browser fails."""
@@ -930,11 +940,7 @@ def test_a_busy_desk_does_not_push_out_another_desks_verdicts(
     bundle, key = _issue(served.node)
 
     def check(desk: httpx.Client) -> str:
-        nonce, audience = _new_request(desk, ["district"])
-        env = _present(bundle, key, nonce, audience, ["district"])
-        r = desk.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
-        assert '<h1 id="verdict">VERIFIED</h1>' in r.text, r.text
-        return str(r.url)
+        return _verified_at(desk, bundle, key)
 
     mine = check(client)
     with httpx.Client(base_url=served.base, timeout=30, follow_redirects=True) as busy:
@@ -959,11 +965,7 @@ def test_checks_without_a_cookie_from_one_address_do_not_push_out_other_desks(
     bundle, key = _issue(served.node)
 
     def check(desk: httpx.Client) -> str:
-        nonce, audience = _new_request(desk, ["district"])
-        env = _present(bundle, key, nonce, audience, ["district"])
-        r = desk.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
-        assert '<h1 id="verdict">VERIFIED</h1>' in r.text, r.text
-        return str(r.url)
+        return _verified_at(desk, bundle, key)
 
     mine = [check(client), check(client)]
     # another address (all of 127.0.0.0/8 is this machine's), a fresh browser for each check
