@@ -19,6 +19,7 @@ from ledger.credentials import (
     check_claims,
     derive_claims,
     draw_status_index,
+    issue_batch,
     issue_credential,
     status_list,
 )
@@ -121,6 +122,26 @@ def test_issuance_derives_ages_in_the_zone_it_is_given(granted: LedgerHarness,
         issuer_public_jwk=sdjwt.jwk_from_ed25519(agencies["reg"].issuer_key.public.raw))
         for c in (local, utc)]
     assert [c["age_over_18"] for c in said] == [True, False]
+
+
+def test_a_batch_of_copies_derives_ages_in_the_zone_it_is_given(
+        granted: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Every copy of a batch counts the birthday by the calendar it is given, as one credential
+    does (a copy derived by the UTC day would say another age than its siblings' issuer
+    meant)."""
+    # T0 + 10 is 22:13 on 14 November 2023 in UTC, 06:13 on the 15th in Asia/Shanghai
+    claims = dict(CLAIMS, birth_date="2005-11-15")
+    holders = [sdjwt.jwk_from_ed25519(PrivateKey(bytes([i]) * 32).public.raw) for i in (1, 2)]
+    issuer = sdjwt.jwk_from_ed25519(agencies["reg"].issuer_key.public.raw)
+    for zone, over_18 in ((time_zone("Asia/Shanghai"), True), (datetime.UTC, False)):
+        copies = issue_batch(registry=granted.registry, agency="reg",
+                             issuer_key=agencies["reg"].issuer_key, kind="residence",
+                             claims=claims, holder_jwks=holders, now=T0 + 10, valid_for=30 * DAY,
+                             zone=zone)
+        said = [sdjwt.verify_issuer_signed(c.sd_jwt.serialize(), now=T0 + 20,
+                                           issuer_public_jwk=issuer)["age_over_18"]
+                for c in copies]
+        assert said == [over_18, over_18], zone
 
 
 @pytest.mark.parametrize("name", ["Asia", "asia/shanghai", "../../etc/passwd", "",
