@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -704,6 +704,24 @@ def test_health_does_not_blame_its_own_clock_on_one_peers_word() -> None:
         "nodes of a, b" in most
 
 
+
+def test_health_blames_its_own_clock_only_as_the_batch_time_does() -> None:
+    """Of two peers, one off and one agreeing with this clock: half is not most, the peer is
+    named (batch_time_now keeps this clock then). A clock off by exactly CLOCK_SLACK is not
+    off: batch_time_now takes the peers' time only past it."""
+    from node.api import CLOCK_SLACK, peer_clocks_problem
+
+    for d in (3600, -3600):
+        half = peer_clocks_problem("edu", {"a": {"clock_ahead": d}, "b": {"clock_ahead": 0}})
+        assert half is not None and "this machine's clock is" not in half, half
+        assert f"a is 3600 s {'ahead' if d > 0 else 'behind'}" in half
+    assert peer_clocks_problem("edu", {"a": {"clock_ahead": CLOCK_SLACK},
+                                       "b": {"clock_ahead": -CLOCK_SLACK}}) is None
+    past = peer_clocks_problem("edu", {"a": {"clock_ahead": CLOCK_SLACK + 1},
+                                       "b": {"clock_ahead": CLOCK_SLACK + 1}})
+    assert past is not None and f"this machine's clock is {CLOCK_SLACK + 1} s behind" in past
+
+
 def test_a_node_whose_clock_is_fast_proposes_its_peers_time(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """Block times follow the proposer's batch time and never go back (ADR 43): one batch of
@@ -793,6 +811,68 @@ def _degree_granted(ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     ledger.govern("register_type", {"type": spec}, [reg, edu], T0 + 1)
     ledger.govern("grant", {"agency": "reg", "type": "degree", "from": T0, "until": T0 + DAY},
                   [reg, tax], T0 + 2)
+
+
+def test_the_batch_time_takes_the_peers_time_only_on_the_word_of_most(
+        etcd_url: str, make_ledger: Callable[..., LedgerHarness],
+        agencies: dict[str, Agency]) -> None:
+    """batch_time_now with peers whose clocks disagree: one peer alone never moves this node's
+    time (nothing says which of two clocks is right), nor does one lying peer of two, slow or
+    fast (the upper median when this clock is ahead, the lower when behind). The peers' clocks
+    are their published times plus how long ago this node heard them, by its own timer, until
+    :data:`PEER_QUIET`: then a peer unchanged since drops out. This node's own published time
+    is no peer's (four agencies: with three peers it would move the medians)."""
+    from ledger import codec
+    from ledger.network import demo_agency
+    from node.replication import PEER_QUIET
+
+    reg = agencies["reg"]
+    ledger = make_ledger([*agencies.values(), demo_agency("civil", "Civil Affairs")], 3, T0)
+    hour = 3600
+    cases = (  # name, published times, this node's clock, the timer's step after, the answer
+        ("one-peer-alone", {"edu": T0}, T0 + hour, 0, (T0 + hour, None)),
+        ("one-slow-liar", {"edu": T0 + hour, "tax": T0}, T0 + hour, 0, (T0 + hour, None)),
+        ("one-fast-liar", {"edu": T0, "tax": T0 + hour}, T0, 0, (T0, None)),
+        ("heard-30-s-ago", {"edu": T0, "tax": T0}, T0 + hour, 30, (T0 + 30, T0 + 30)),
+        ("quiet-since", {"edu": T0, "tax": T0}, T0 + hour, int(PEER_QUIET) + 1,
+         (T0 + hour, None)),
+        ("most-of-three-ahead", {"edu": T0, "tax": T0 + hour, "civil": T0 + hour}, T0, 0,
+         (T0 + hour, T0 + hour)),
+    )
+    for name, times, clock, later, want in cases:
+        peers = EtcdLog([etcd_url], f"clocks-{name}")
+        for agency, t in times.items():  # found at start
+            peers.put_applied(agency, codec.encode({"rev": 1, "height": 0, "size": 1, "time": t}))
+        mono = [5000.0]
+        orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], f"clocks-{name}"), agency="reg",
+                              node_key=reg.node_key, clock=lambda c=clock: c, workers=0,
+                              timer=lambda m=mono: m[0])
+        try:
+            deadline = time.monotonic() + 30
+            while not all(a in orderer.stats.peers for a in ("reg", *times)):
+                assert time.monotonic() < deadline, orderer.stats.last_error
+                mono[0] += 1  # read again (at most every 0.5 s by the timer)
+                time.sleep(0.05)
+            # each position changes once (the same time), then not again: seen to change at
+            # the next reading, which the timer's step allows
+            for agency, t in times.items():
+                peers.put_applied(agency, codec.encode({"rev": 2, "height": 0, "size": 1,
+                                                        "time": t}))
+            mono[0] += 1
+            while not all("clock_ahead" in orderer.stats.peers[a] for a in times):
+                assert time.monotonic() < deadline, orderer.stats.peers
+                time.sleep(0.05)
+            mono[0] += later
+            if later:  # the peers' clocks read again at the timer's new time
+                deadline = time.monotonic() + 30
+                while orderer.stats.peers[next(iter(times))]["quiet"] < later:
+                    assert time.monotonic() < deadline, orderer.stats.peers
+                    time.sleep(0.05)
+            got = orderer.batch_time_now()
+        finally:
+            orderer.stop()
+            peers.close()
+        assert got == want, name
 
 
 _published = [0]
