@@ -239,6 +239,11 @@ _LONG = "[" + ",".join(["0"] * 480) + "]"
 _NESTED = "true"
 for _d in range(4):
     _NESTED = f"[0,0,0,0,0,0,0,0,0,0].all(x{_d}, {_NESTED})"
+# each .map in the list of the next, once: the string doubles at each of 25 links (~100 MB)
+_IN_LISTS = '["ab"]'
+for _ in range(25):
+    _IN_LISTS = f"[{_IN_LISTS}.map(x, x + x)[0]]"
+_IN_LISTS += ".size() > 0"
 
 
 @pytest.mark.parametrize(("when", "fast_track", "said"), [
@@ -264,9 +269,11 @@ for _d in range(4):
      "rule.clauses[0].when: a comprehension"),
     ('claims.person_id.district.exists(c, c == "x")', "",
      "rule.clauses[0].when: a comprehension"),
+    (_IN_LISTS, "", "rule.clauses[0].when: a comprehension (all/exists/exists_one/filter/map/"
+                    "reduce) inside another one's list"),
 ], ids=["nested 10^4", "chained doubling", "480 x 70 terms", "fast track", "reduce doubling",
         "nested reduce", "list of a string", "string literal", "string of a list",
-        "claim string"])
+        "claim string", "doubling through lists"])
 def test_a_rule_costly_at_every_application_is_named(when: str, fast_track: str,
                                                     said: str) -> None:
     """Comprehensions nested (their steps multiply: 4 levels over 10 elements took 0.85 s of
@@ -288,6 +295,20 @@ def test_the_catalogue_s_rules_cost_a_small_part_of_the_bound() -> None:
         assert ENGINE.compile(r).cost_problem is None, name
     short = _costly(f"{_LONG}.exists(x, x == 1)")  # a comprehension over a long list, once
     assert rules_mod.rule_cost_problem(short) is None
+
+
+def test_the_bound_counts_the_elements_a_comprehension_ranges_over() -> None:
+    """Over a sum of lists, the elements of each (the body runs for all of them); over a map
+    literal, its keys (not keys and values: a rule within the bound is not refused)."""
+    two_terms = "x + 1 > x && x + 1 > x"
+    assert rules_mod.rule_cost_problem(_costly(f"{_LONG}.all(x, {two_terms})")) is None
+    summed = rules_mod.rule_cost_problem(_costly(f"({_LONG} + {_LONG}).all(x, {two_terms})"))
+    assert summed is not None and summed.startswith("evaluating it could take over 50,000"), \
+        summed
+    keys = "{" + ",".join(f"{i}:0" for i in range(250)) + "}"  # 48,513 steps, 7 terms each
+    within = _costly(f"{keys}.all(x, " + " && ".join(["x + 1 > x"] * 7) + ")")
+    assert rules_mod.rule_cost_problem(within) is None
+    assert CelEngine().compile(within).cost_problem is None
 
 
 def test_the_cost_bound_counts_every_step_an_evaluation_takes() -> None:
