@@ -506,6 +506,19 @@ def test_a_registry_record_changed_past_its_first_bytes_shows_the_difference(
     assert len(p.expected) <= 2 * 64 + 2
 
 
+def test_a_record_cut_short_or_grown_shows_where_it_ends() -> None:
+    """Where one value is the other's start, they differ where the shorter ends: the window
+    starts there, not at byte 0 (which showed two equal windows)."""
+    from ledger.archive import record_difference
+
+    value = bytes(range(200))
+    for want, have in ((value, value[:150]), (value[:150], value)):
+        where, expected, found = record_difference(want, have)
+        assert where.startswith(f" at byte 150 (expected {len(want)} bytes, found {len(have)}")
+        assert expected is not None and found is not None and expected != found
+        assert value[140:150].hex() in expected and value[140:150].hex() in found
+
+
 def test_rewritten_head_pointer(copy: Path) -> None:
     _put(copy, head_key, _get(copy, head_key)[:-1] + b"\x00")
     p = _broken(copy)

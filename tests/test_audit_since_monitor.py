@@ -161,6 +161,31 @@ def test_since_forged_root_is_a_fork(extended: tuple[Path, SignedCheckpoint, int
     assert report.equivocations == []
 
 
+def test_a_fork_is_evidence_past_an_older_checkpoint_short_of_quorum(
+        extended: tuple[Path, SignedCheckpoint, int]) -> None:
+    """The old part of a forked log is replayed for the registry the two checkpoints are judged
+    by. A checkpoint of the chain there that is not final (a block signed by one node, its
+    peers' lines lost) is no evidence itself, and does not stop the search for the final one
+    at the --since checkpoint's size."""
+    data, old, old_height = extended
+    with Store(data / "ledger") as store:
+        size = store.block(old_height - 1).log_size
+        text = store.checkpoint(size)
+        assert text is not None
+        whole = SignedCheckpoint.from_text(text.decode())
+        store.put_checkpoint(size, SignedCheckpoint(
+            whole.checkpoint, whole.signatures[:1]).to_text().encode())
+    forged = SignedCheckpoint(Checkpoint(NETWORK, old.checkpoint.size, bytes(32)))
+    for agency in ("edu", "civil"):
+        forged = forged.cosign(agency, _key(data, f"{agency}.node.key"))
+    report = audit(data, now=T0 + 20_000, since=forged)
+    p = report.first_broken
+    assert p is not None and "fork" in p.reason and p.height == old_height
+    [eq] = report.equivocations
+    assert (eq.size, eq.root_a, eq.root_b) == (old.checkpoint.size, bytes(32),
+                                               old.checkpoint.root)
+
+
 def test_since_not_final_and_bad_file(extended: tuple[Path, SignedCheckpoint, int],
                                       tmp_path: Path) -> None:
     data, old, _ = extended

@@ -390,6 +390,13 @@ def test_of_two_tokens_for_one_list_in_the_folder_the_newer_counts(tmp_path: Pat
     report = check(present(issuer.issue(HOLDER_JWK, idx=1)), trust_json(issuer),
                    list(tokens.values()))
     assert report.status == "revoked", report
+    # two issued in one second: the first file by name, as before
+    (tmp_path / "z-new.jwt").unlink()
+    (tmp_path / "b-same-second.jwt").write_text(issuer.token(revoked=1, iat=NOW - 3000))
+    tokens, skipped = read_status_tokens(tmp_path)
+    assert tokens == {URI: (tmp_path / "a-old.jwt").read_text()}
+    assert sorted(skipped) == [f"b-same-second.jwt: an older token for {URI!r} than a-old.jwt",
+                               f"m-older.jwt: an older token for {URI!r} than a-old.jwt"]
 
 
 def test_status_tokens_are_keyed_by_their_list() -> None:

@@ -586,3 +586,13 @@ def test_rule_text_is_held_to_what_a_claim_may_hold() -> None:
         "not hold one, and it would not look like what it is")
     assert str(problem(fast_track="now > 0 && '\u202e' == ''")).startswith(
         "rule.fast_track holds the invisible or control character \\u202e (U+202E)")
+    # every string parameter, not just the first; and each clause
+    assert str(problem(params=[{"name": "district", "str": "Changsheng"},
+                               {"name": "office", "str": "East\u200bGate"}])).startswith(
+        "rule.params[1].str (parameter 'office') holds the invisible or control character "
+        "\\u200b")
+    assert str(problem(clauses=[*RULES["elderly-allowance"]["clauses"], {
+        "when": "claims.person_id.district == 'Cha\u0301ngsheng'", "decision": "rejected",
+        "reason": "not_resident"}])).startswith(
+        f"rule.clauses[{len(RULES['elderly-allowance']['clauses'])}].when is not in "
+        "Unicode's composed form (NFC)")

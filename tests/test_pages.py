@@ -538,6 +538,9 @@ def test_a_check_sent_twice_at_once_shows_its_verdict_to_both(served: Served) ->
     for got in answers:
         assert [code for code, _ in got] == [303, 303], answers
         assert got[0][1] == got[1][1] and "/verify/result/" in got[0][1], answers
+    # and nothing of them stays behind: a table entry kept per nonce checked would grow with
+    # every form sent (any nonce makes one, a flood of them too)
+    assert served.app is not None and served.app.state.checking == {}
 
 
 def test_a_request_too_long_for_a_qr_code_is_given_as_text(served: Served) -> None:

@@ -289,24 +289,32 @@ def _not_typed_as_a_vc(world: World, w: Wallet) -> Bundle:
                         ("reg", "edu"))
 
 
-def _window_not_anchored(world: World, w: Wallet) -> Bundle:
+def _window_not_anchored(world: World, w: Wallet, *, start: int = 0,
+                         days: int = 2) -> Bundle:
     """A degree edu's key signed valid for two days but anchored valid for one: the wallet
-    would list it valid until the anchor's end, and every verifier refuses it."""
+    would list it valid until the anchor's end, and every verifier refuses it. (``start``:
+    seconds its signed nbf lies before the anchor's valid_from; ``days``: its signed length.)"""
     world.n += 1
     now = world.t0 + 10 + world.n
     edu_key = world.agencies["edu"].issuer_key
     net = world.ledger.registry.network
     issued = sdjwt.issue_sd_jwt(
         issuer_key=edu_key, issuer_kid=edu_key.kid.hex(), claims=CLAIMS,
-        holder_jwk=w.holder_jwk(), vct="degree", iss=issuer_uri(net, "edu"), iat=now, nbf=now,
-        exp=now + 2 * DAY, status={"status_list": {"idx": 9, "uri": status_list_uri(
-            net, "edu", "degree")}})
+        holder_jwk=w.holder_jwk(), vct="degree", iss=issuer_uri(net, "edu"), iat=now,
+        nbf=now - start, exp=now + days * DAY, status={"status_list": {
+            "idx": 9, "uri": status_list_uri(net, "edu", "degree")}})
     anchor = make_tx(net, "issue", {
         "credential_id": issued.credential_id, "issuer": "edu", "type": "degree",
         "valid_from": now, "valid_until": now + DAY, "status_index": 9, "ts": now}, [edu_key])
     r = world.ledger.commit([anchor], now)
     assert not r.rejected, r.rejected
     return world.bundle(issued.serialize(), r.accepted[0][1], ("reg", "edu"))
+
+
+def _start_not_anchored(world: World, w: Wallet) -> Bundle:
+    """Signed valid from a minute before its anchor's valid_from, to the same end: the wallet
+    would list it by the anchor's start, and a verifier checks the signed nbf against it."""
+    return _window_not_anchored(world, w, start=60, days=1)
 
 
 def _anchor_signature_broken(world: World, w: Wallet) -> Bundle:
@@ -326,6 +334,7 @@ def _anchor_signature_broken(world: World, w: Wallet) -> Bundle:
     (_anchor_signature_broken, "anchor"),
     (_not_typed_as_a_vc, "sd_jwt"),
     (_window_not_anchored, "credential_id"),
+    (_start_not_anchored, "credential_id"),
 ])
 def test_receive_refuses(world: World, wallet: Wallet, make: Callable[[World, Wallet], Bundle],
                          step: str) -> None:
