@@ -412,7 +412,4 @@ class CelEngine:
         """Why evaluating ``rule`` could cost too much at every application (ADR 57), else
         None: what ``agency propose``, ``cosign`` and ``submit`` ask (through
         :func:`ledger.state.rule_cost_problem`) before a quorum signs a rule nodes refuse."""
-        try:
-            return rule_cost_problem(rule)
-        except RuleError as e:  # not an expression celpy parses: check() says so
-            return str(e)
+        return rule_cost_problem(rule)

@@ -80,7 +80,12 @@ from ledger.keys import (
     read_passphrase,
     save_private_key,
 )
-from ledger.network import not_a_repeat, reason_code_problem, rule_text_problem
+from ledger.network import (
+    not_a_repeat,
+    reason_code_problem,
+    rule_cost_of,
+    rule_text_problem,
+)
 from ledger.noncelog import NonceLog, NonceLogError
 from ledger.offline import (
     MAX_SNAPSHOT,
@@ -103,7 +108,7 @@ from ledger.presentation import (
     verify_envelope,
     with_implied_claims,
 )
-from ledger.state import Registry, index_key, rule_cost_problem
+from ledger.state import Registry, index_key
 from ledger.statuslist import StatusList
 from ledger.store import Store
 from ledger.tx import GOV_ACTIONS, MAX_SIGS, Tx, make_tx
@@ -2216,17 +2221,10 @@ def _refuse_unclear_rule(proposal: Path, tx: Tx) -> None:
     if unclear is not None:
         _fail(f"{proposal} registers a rule that would never match a claim: {unclear}; "
               "propose it again with the text fixed")
-    costly = _rule_cost(tx)
+    costly = rule_cost_of(tx)
     if costly is not None:
         _fail(f"{proposal} registers a rule that would cost too much at every application "
               f"(nodes refuse it): {costly}; propose a cheaper version")
-
-
-def _rule_cost(tx: Tx) -> str | None:
-    """Why a ``register_rule`` transaction's rule could cost too much to evaluate (ADR 57)."""
-    if tx.type != "governance" or tx.body.get("action") != "register_rule":
-        return None
-    return rule_cost_problem(tx.body["args"]["rule"])
 
 
 def _counted(found: list[Signer], view: _GovView) -> list[str]:
@@ -2330,7 +2328,7 @@ def propose(
         tx = propose_tx(view.network, view.gov_seq + 1, action, args, key)
     except (DecodeError, TypeError, ValueError) as e:  # the last two: values with no encoding
         _fail(f"the arguments do not fit {action!r}: {e}", 2)
-    unclear = rule_text_problem(tx) or _rule_cost(tx)
+    unclear = rule_text_problem(tx) or rule_cost_of(tx)
     if unclear is not None:
         _fail(f"bad arguments in {args_file}: {unclear}", 2)
     _write_out(out_file, tx.raw, 0o644, force)

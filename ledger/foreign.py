@@ -443,20 +443,29 @@ def tokens_by_uri(tokens: list[str]) -> dict[str, str]:
     ``sub``, or two tokens for one list."""
     out: dict[str, str] = {}
     for i, token in enumerate(tokens):
-        parts = token.split(".")
-        try:
-            if len(parts) != 3:
-                raise ValueError(f"a JWS compact token has 3 parts, not {len(parts)}")
-            payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-        except (ValueError, binascii.Error, RecursionError) as e:
-            raise DecodeError(f"not a Status List Token: {e}", f"status token #{i + 1}") from e
-        sub = payload.get("sub") if isinstance(payload, dict) else None
-        if not isinstance(sub, str) or not sub:
-            raise DecodeError("names no list (no 'sub')", f"status token #{i + 1}")
+        sub, _ = _unverified_list(token, f"status token #{i + 1}")
         if sub in out:
             raise DecodeError(f"a second token for {sub[:80]!r}", f"status token #{i + 1}")
         out[sub] = token
     return out
+
+
+def _unverified_list(token: str, where: str) -> tuple[str, int]:
+    """The list URI (``sub``) a Status List Token names and its ``iat`` (0 if it has none that
+    is an integer), read unverified: which list a file is for, and which of two files for one
+    list is newer. DecodeError for a token that is not a JWT with a ``sub``."""
+    parts = token.split(".")
+    try:
+        if len(parts) != 3:
+            raise ValueError(f"a JWS compact token has 3 parts, not {len(parts)}")
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error, RecursionError) as e:
+        raise DecodeError(f"not a Status List Token: {e}", where) from e
+    sub = payload.get("sub") if isinstance(payload, dict) else None
+    if not isinstance(sub, str) or not sub:
+        raise DecodeError("names no list (no 'sub')", where)
+    iat = payload.get("iat")
+    return sub, iat if type(iat) is int else 0
 
 
 def read_trust_list(path: Path) -> TrustList:
@@ -489,7 +498,6 @@ def read_status_tokens(folder: Path, limit: int = 32 * 1024 * 1024) -> tuple[dic
         files = sorted(folder.glob("*.jwt"))
     except OSError as e:
         return {}, [f"{folder}: {e.strerror or e}"]
-    files_order = {f.name: i for i, f in enumerate(files)}
     for f in files:
         try:
             with f.open("rb") as fh:
@@ -497,27 +505,16 @@ def read_status_tokens(folder: Path, limit: int = 32 * 1024 * 1024) -> tuple[dic
             if len(raw) > limit:
                 raise ValueError(f"over {limit} bytes")
             text = raw.decode("ascii").strip()
-            uri = next(iter(tokens_by_uri([text])))
+            uri, iat = _unverified_list(text, "status token #1")
         except (OSError, ValueError, DecodeError) as e:
             skipped.append(f"{f.name}: {e}")
             continue
-        found.setdefault(uri, []).append((_unverified_iat(text), f.name, text))
+        found.setdefault(uri, []).append((iat, f.name, text))
     for uri, tokens in found.items():
-        # the newest; of two issued in one second, the first file by name
-        newest = max(tokens, key=lambda t: (t[0], -files_order[t[1]]))
+        # the newest; of two issued in one second, the first file by name (max keeps the
+        # first of equals, and files are read in name order)
+        newest = max(tokens, key=lambda t: t[0])
         out[uri] = newest[2]
         skipped.extend(f"{name}: an older token for {uri[:80]!r} than {newest[1]}"
                        for _, name, _ in tokens if name != newest[1])
     return out, skipped
-
-
-def _unverified_iat(token: str) -> int:
-    """A Status List Token's ``iat``, read unverified (0 if it has none that is an integer):
-    which of two files for one list is newer."""
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(
-            token.split(".")[1] + "=" * (-len(token.split(".")[1]) % 4)))
-    except (ValueError, binascii.Error, IndexError, RecursionError):
-        return 0
-    iat = payload.get("iat") if isinstance(payload, dict) else None
-    return iat if type(iat) is int else 0

@@ -17,11 +17,12 @@ from typing import Any, TypeVar
 from ledger.display import hidden_character, printable
 from ledger.errors import LedgerError
 from ledger.keys import PrivateKey
+from ledger.state import rule_cost_problem
 from ledger.tx import Tx, make_tx
 
 __all__ = ["STATUS_REPEATS", "Agency", "demo_agency", "free_text_reason", "genesis_tx",
            "governance_tx", "issue_tx", "not_a_repeat", "reason_code_problem",
-           "rule_text_problem", "status_tx"]
+           "rule_cost_of", "rule_text_problem", "status_tx"]
 
 _REASON = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
 
@@ -59,6 +60,17 @@ def _unclear_text(text: str, allowed: str) -> str | None:
         return (f"holds the invisible or control character {printable(odd)} (U+{ord(odd):04X}):"
                 " string claims may not hold one, and it would not look like what it is")
     return None
+
+
+def rule_cost_of(tx: Tx) -> str | None:
+    """Why a ``register_rule`` transaction's rule would cost too much to evaluate at every
+    application, as the installed rule engine judges it (:func:`ledger.state.rule_cost_problem`,
+    ADR 57); None for other transactions. The ledger still takes such a rule (chains already
+    written may hold one): ``agency propose``, ``cosign``, ``submit`` and a node's ``/v1/tx``
+    refuse it, as they refuse rule text no claim could hold."""
+    if tx.type != "governance" or tx.body.get("action") != "register_rule":
+        return None
+    return rule_cost_problem(tx.body["args"]["rule"])
 
 
 def rule_text_problem(tx: Tx) -> str | None:

@@ -31,13 +31,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from contracts.rules import rule_cost_problem
 from ledger import codec
 from ledger.credentials import RESERVED_TYPES, STATUS_LISTS
 from ledger.errors import DecodeError, LedgerError
 from ledger.files import NOT_UNICODE
 from ledger.foreign import TrustList, read_status_tokens
-from ledger.network import free_text_reason, rule_text_problem
+from ledger.network import free_text_reason, rule_cost_of, rule_text_problem
 from ledger.ordering import Receipt
 from ledger.presentation import Bundle, Report
 from ledger.state import MAX_BACKDATE
@@ -895,7 +894,7 @@ async def submit(request: Request, node: NodeDep,
     unclear = rule_text_problem(unverified)
     if unclear is not None:
         raise BadRequest(f"the rule would never match a claim: {unclear}")
-    costly = rule_cost(unverified)
+    costly = rule_cost_of(unverified)
     if costly is not None:
         raise BadRequest(f"the rule would cost too much at every application: {costly}")
     got = await run_in_threadpool(node.submit, raw, wait)
@@ -938,7 +937,7 @@ async def submit_batch(request: Request, node: NodeDep,
             continue
         free_text = free_text_reason(tx)
         unclear = rule_text_problem(tx)
-        costly = rule_cost(tx)
+        costly = rule_cost_of(tx)
         if free_text is not None:
             out[i] = _batch_item(tx.txid.hex(), "rejected", code="reason_not_a_code",
                                  error=f"a {tx.type} transaction's reason: {free_text}")
@@ -964,16 +963,6 @@ async def submit_batch(request: Request, node: NodeDep,
     # order, ~4x cheaper than building and serializing the models (ADR 29).
     return Response(json.dumps(out, separators=(",", ":")).encode(),
                     media_type="application/json")
-
-
-def rule_cost(tx: Tx) -> str | None:
-    """Why a ``register_rule`` transaction's rule would cost too much to evaluate at every
-    application (:func:`contracts.rules.rule_cost_problem`); None for other transactions. The
-    ledger still takes such a rule (chains already written may hold one): the node refuses it
-    here, at its edge, as it refuses rule text no claim could hold (ADR 57)."""
-    if tx.type != "governance" or tx.body.get("action") != "register_rule":
-        return None
-    return rule_cost_problem(tx.body["args"]["rule"])
 
 
 def _batch_item(txid: str | None, status: str, index: int | None = None,
