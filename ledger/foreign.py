@@ -186,13 +186,6 @@ def _issuer(item: object, where: str) -> TrustedIssuer:
             raise DecodeError(f"this is a private or secret key ({', '.join(map(repr, private))})"
                               "; list the issuer's public key only", at)
         jwk = {m: v for m, v in listed_jwk.items() if m in _JWK_MEMBERS}
-        if jwk.get("use", "sig") != "sig":
-            raise DecodeError(f"use {str(jwk['use'])[:20]!r}: this key is not for signatures",
-                              at)
-        ops = jwk.get("key_ops", ["verify"])
-        if not isinstance(ops, list) or "verify" not in ops:
-            raise DecodeError("key_ops does not include 'verify': this key is not for checking "
-                              "signatures", at)
         if "kid" in jwk:
             _text(jwk["kid"], f"{at}.kid", 200)
         try:

@@ -499,13 +499,22 @@ def _key_from_members(kty: object, crv: object, x: object, y: object) -> VerifyK
 
 
 def public_key_from_jwk(jwk: Mapping[str, Any]) -> VerifyKey:
-    """Parse a public JWK: OKP/Ed25519 or EC/P-256. Raise :class:`JwkError` otherwise."""
+    """Parse a public JWK: OKP/Ed25519 or EC/P-256, for checking signatures (``use`` and
+    ``key_ops``, when present, must allow it). Raise :class:`JwkError` otherwise."""
     if type(jwk) is not dict and not isinstance(jwk, Mapping):
         raise JwkError(f"a JWK is a JSON object, found {_kind(jwk)}")
     if "d" in jwk:
         raise JwkError("the JWK has a private member 'd'; expected a public key")
     if "alg" in jwk and type(jwk["alg"]) is not str:  # RFC 7517 section 4.4: a string
         raise JwkError(f"JWK member 'alg' is a {_kind(jwk['alg'])}, expected a string")
+    # RFC 7517 sections 4.2 and 4.3: a key marked for encryption, or for operations that do
+    # not include checking signatures, is not used to check one (an issuer's key, cnf.jwk)
+    if jwk.get("use", "sig") != "sig":
+        raise JwkError(f"use {_show(jwk['use'])}: this key is not for signatures")
+    ops = jwk.get("key_ops", ["verify"])
+    if type(ops) is not list or "verify" not in ops:
+        raise JwkError("key_ops does not include 'verify': this key is not for checking "
+                       "signatures")
     members = (jwk.get("kty"), jwk.get("crv"), jwk.get("x"), jwk.get("y"))
     if not all(m is None or type(m) is str for m in members):
         raise JwkError("JWK members kty, crv, x and y must be strings")

@@ -629,6 +629,27 @@ def test_cnf_missing_or_bad() -> None:
         verify(rebind(reissue(base_payload(cnf={"kid": "x"})), []))
 
 
+@pytest.mark.parametrize(("extra", "why"), [
+    ({"use": "enc"}, "use 'enc': this key is not for signatures"),
+    ({"key_ops": ["encrypt"]}, "key_ops does not include 'verify'"),
+    ({"key_ops": "verify"}, "key_ops does not include 'verify'"),
+])
+def test_cnf_key_not_for_signatures(extra: dict[str, Any], why: str) -> None:
+    # RFC 7517 4.2/4.3: a holder key marked for encryption does not check the KB-JWT
+    cnf = {"jwk": {**jwk_of(ED_HOLDER), **extra}}
+    with pytest.raises(HolderKeyError, match=f"cnf.jwk is not a usable key: {why}"):
+        verify(rebind(reissue(base_payload(cnf=cnf)), []))
+    # the same key marked for signatures (or with no marks) is taken
+    ok = {"jwk": {**jwk_of(ED_HOLDER), "use": "sig", "key_ops": ["verify"]}}
+    assert verify(rebind(reissue(base_payload(cnf=ok)), []))["cnf"] == ok
+
+
+def test_issuer_key_not_for_signatures() -> None:
+    jwk = {**jwk_of(ED_ISSUER), "use": "enc"}
+    with pytest.raises(JwkError, match="not for signatures"):
+        verify(present(issue(), []), issuer_public_jwk=jwk)
+
+
 # -- negative: disclosures -------------------------------------------------------------------
 
 
