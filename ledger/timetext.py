@@ -7,7 +7,7 @@ import datetime as dt
 import functools
 import zoneinfo
 
-__all__ = ["TimeZoneError", "local_day", "time_zone", "utc_text"]
+__all__ = ["TimeZoneError", "local_day", "local_text", "time_zone", "utc_text"]
 
 
 class TimeZoneError(ValueError):
@@ -51,3 +51,19 @@ def utc_text(ts: int, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
         return dt.datetime.fromtimestamp(ts, dt.UTC).strftime(fmt)
     except (OverflowError, OSError, ValueError):
         return f"{ts} s after 1970 (past the year 9999)" if ts > 0 else f"{ts} s from 1970"
+
+
+def local_text(ts: int, zone: dt.tzinfo = dt.UTC) -> str:
+    """``ts`` as the clock in ``zone`` shows it, with its offset from UTC (``2026-11-30
+    08:05:00 UTC+08:00``); in UTC itself as :func:`utc_text`. Times past the year 9999 as
+    there."""
+    if zone is dt.UTC:
+        return utc_text(ts)
+    try:
+        local = dt.datetime.fromtimestamp(ts, zone)
+    except (OverflowError, OSError, ValueError):
+        return utc_text(ts)
+    offset = local.utcoffset() or dt.timedelta(0)
+    sign, minutes = ("-", -offset) if offset < dt.timedelta(0) else ("+", offset)
+    hours, rest = divmod(int(minutes.total_seconds()) // 60, 60)
+    return f"{local:%Y-%m-%d %H:%M:%S} UTC{sign}{hours:02d}:{rest:02d}"

@@ -20,7 +20,7 @@
     workers = 2                           # signature-check processes; absent = one per core
     trust_list = "trust.json"             # issuers outside the network the verifier accepts
     status_tokens = "status-tokens"       # their Status List Tokens (*.jwt), read per check
-    time_zone = "Asia/Shanghai"           # the calendar of derived ages and decision days (UTC)
+    time_zone = "Asia/Shanghai"           # derived ages, decision days, times on pages (UTC)
 
 Every key can be overridden by ``LEDGER_NODE_<KEY>`` (upper case); ``LEDGER_NODE_CORS_ORIGINS``
 is comma separated; ``ledger-node run --host/--port`` override both. A relative ``data`` path is

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import datetime as dt
 import functools
 import json
 import re
@@ -44,7 +45,7 @@ from ledger import sdjwt
 from ledger.display import printable
 from ledger.errors import DecodeError, LedgerError
 from ledger.presentation import MAX_ENVELOPE, Envelope, Report, origin_of
-from ledger.timetext import utc_text
+from ledger.timetext import local_text
 from node.api import charge_qr, qr_svg, trust_of, validation_error, verify_foreign_for
 from node.api import http_error as api_http_error
 from node.ratelimit import RateLimited, client_key
@@ -94,7 +95,7 @@ def _shown(value: Any) -> Any:
 def _templates() -> Jinja2Templates:
     t = Jinja2Templates(directory=HERE / "templates")
     t.env.finalize = _shown
-    t.env.filters["when"] = _when
+    t.env.filters["when"] = _when_here
     t.env.filters["short"] = _short
     t.env.globals["url_for"] = _path_for
     return t
@@ -109,10 +110,16 @@ def _path_for(context: Any, name: str, /, **params: Any) -> str:
     return str(request.scope.get("root_path", "")) + str(request.app.url_path_for(name, **params))
 
 
-def _when(ts: Any) -> str:
+def _when(ts: Any, zone: dt.tzinfo = dt.UTC) -> str:
+    """A time as the clock where the desk is shows it: in the node's time zone (ADR 58)."""
     if not isinstance(ts, int):
         return "—"
-    return utc_text(ts)
+    return local_text(ts, zone)
+
+
+@jinja2.pass_context
+def _when_here(context: Any, ts: Any) -> str:
+    return _when(ts, context["request"].app.state.node.zone)
 
 
 def _short(text: Any, n: int = 12) -> str:
@@ -296,14 +303,14 @@ def block_page(request: Request, node: NodeDep, height: int, page: int = 1) -> H
     page = min(max(page, 1), pages)
     first = (page - 1) * TXS_PER_PAGE
     block = node.block(height, first, TXS_PER_PAGE)
-    txs = [_summarise(tx) for tx in block["transactions"]]
+    txs = [_summarise(tx, node.zone) for tx in block["transactions"]]
     top = node.head()["height"]
     return _page(request, "block.html", {"network": node.network, "header": header,
                                          "txs": txs, "top": top, "page": page, "pages": pages,
                                          "first": first, "per": TXS_PER_PAGE})
 
 
-def _summarise(tx: dict[str, Any]) -> dict[str, Any]:
+def _summarise(tx: dict[str, Any], zone: dt.tzinfo) -> dict[str, Any]:
     """What the explorer shows of a transaction: its kind, signers and the anchor or decision."""
     b = tx["body"]
     kind = tx["type"]
@@ -318,20 +325,20 @@ def _summarise(tx: dict[str, Any]) -> dict[str, Any]:
             detail = f"{t['id']} ({t.get('title', '')}): " + ", ".join(
                 [*t["claims"], *t.get("derived", {})])
         else:
-            detail = ", ".join(f"{k}={_when(v) if k in _TIMES else v}"
+            detail = ", ".join(f"{k}={_when(v, zone) if k in _TIMES else v}"
                                for k, v in sorted(args.items()))
         rows = [("action", f"#{b['seq']} {b['action']}"), ("arguments", detail)]
     elif kind == "issue":
         rows = [("credential id", b["credential_id"]), ("issuer", b["issuer"]),
                 ("type", b["type"]), ("status index", str(b["status_index"])),
-                ("valid", f"{_when(b['valid_from'])} → {_when(b['valid_until'])}")]
+                ("valid", f"{_when(b['valid_from'], zone)} → {_when(b['valid_until'], zone)}")]
     elif kind == "status":
         rows = [("credential id", b["credential_id"]), ("status", b["status"]),
                 ("reason", b["reason"])]
     elif kind == "credit":
         rows = [("subject (pseudonym)", b["subject"]), ("category", b["category"]),
                 ("points", str(b["points"])), ("reason", b["reason"]),
-                ("expires", _when(b["expiry"]))]
+                ("expires", _when(b["expiry"], zone))]
     elif kind == "approval":
         rows = [("service", b["service"]), ("decision", f"{b['decision']} ({b['path']})"),
                 ("reasons", ", ".join(b["reasons"]) or "—"), ("rule hash", b["rule_hash"])]
@@ -775,7 +782,7 @@ async def _check_presentation(request: Request, node: Node, nonce: str, presenta
     vid = secrets.token_urlsafe(18)
     desk = _desk(request) or secrets.token_urlsafe(18)
     _keep_verdict(request, vid, _Kept(_time.monotonic() + REQUEST_TTL, desk, {
-        "network": node.network, "req": pending.request, **_verdict(report)},
+        "network": node.network, "req": pending.request, **_verdict(report, node.zone)},
         client_key(request.client.host) if request.client else ""))
     see = _see(request, "verdict_page", vid=vid)
     if _desk(request) != desk:
@@ -839,7 +846,7 @@ _EXP = re.compile(r"\bexp (\d{1,12}) is not after")
 _NBF = re.compile(r"\bnbf (\d{1,12})")
 
 
-def explain(name: str, detail: str, status: str) -> str:
+def explain(name: str, detail: str, status: str, zone: dt.tzinfo = dt.UTC) -> str:
     """A failed check in words an official acts on: what is wrong and what to do next. The
     check's own detail stays on the page, folded, for whoever supports the desk."""
     if name in ("envelope", "presentation"):
@@ -881,10 +888,10 @@ def explain(name: str, detail: str, status: str) -> str:
                 "answer again, with the device's clock right.")
     if name == "sd_jwt":
         if m := _EXP.search(detail):
-            return (f"This credential expired on {utc_text(int(m.group(1)))}. The citizen "
+            return (f"This credential expired on {_when(int(m.group(1)), zone)}. The citizen "
                     "needs a renewed one from the issuing agency.")
         if "not yet valid" in detail and (m := _NBF.search(detail)):
-            return (f"This credential is valid only from {utc_text(int(m.group(1)))}. Check "
+            return (f"This credential is valid only from {_when(int(m.group(1)), zone)}. Check "
                     "it again then.")
         if "holder" in detail:
             return ("The answer was not signed with the key the credential belongs to: it may "
@@ -894,15 +901,15 @@ def explain(name: str, detail: str, status: str) -> str:
     return "This credential does not check out. Do not accept it."
 
 
-def _verdict(report: Report) -> dict[str, Any]:
+def _verdict(report: Report, zone: dt.tzinfo) -> dict[str, Any]:
     failed = [c for c in report.checks if not c.ok]
     return {"verified": report.verified, "status": report.status,
             "status_checked": any(c.name == "status" for c in report.checks),
-            "advice": explain(failed[0].name, failed[0].detail, report.status) if failed
+            "advice": explain(failed[0].name, failed[0].detail, report.status, zone) if failed
             else None,
             "checks": [{"ok": c.ok, "label": _LABELS.get(c.name, c.name), "name": c.name,
                         "detail": c.detail,
-                        "why": None if c.ok else explain(c.name, c.detail, report.status)}
+                        "why": None if c.ok else explain(c.name, c.detail, report.status, zone)}
                        for c in report.checks],
             # An issuer chose these values: bidi overrides and other format characters are
             # shown as escapes, as the command-line tools show them (ledger.display).

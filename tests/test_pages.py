@@ -231,6 +231,44 @@ def test_block_pages_show_transactions_without_personal_data(served: Served,
     assert "No such block" in missing.text
 
 
+def test_times_are_shown_on_the_clock_of_the_nodes_time_zone(served: Served,
+                                                              client: httpx.Client) -> None:
+    """An official in Changsheng read every time in UTC, eight hours off the wall clock (a
+    credential "expired on" the day before, locally). Pages show the node's time zone now,
+    with its offset (ADR 58)."""
+    import datetime as dt
+
+    from ledger.timetext import local_text, time_zone, utc_text
+    from node.pages import explain
+
+    shanghai = time_zone("Asia/Shanghai")
+    bundle, _ = _issue(served.node)
+    anchor = Tx.from_bytes(bundle.anchor)
+    height = served.node.tx(anchor.txid)["height"]
+    head_time = served.node.head()["time"]
+    served.node.zone = shanghai
+    try:
+        explorer, block = client.get("/").text, client.get(f"/blocks/{height}").text
+        nonce, _ = _new_request(client, ["district"])
+        page = client.get(f"/verify/request/{nonce}").text
+    finally:
+        served.node.zone = dt.UTC
+    here = local_text(head_time, shanghai)
+    assert here.endswith(" UTC+08:00") and here in explorer
+    assert utc_text(head_time) not in explorer
+    valid = (f"{local_text(anchor.body['valid_from'], shanghai)} \N{RIGHTWARDS ARROW} "
+             f"{local_text(anchor.body['valid_until'], shanghai)}")
+    assert valid in block
+    from node.service import REQUEST_TTL
+
+    expires = served.node.request(nonce).created + REQUEST_TTL
+    assert f"until {local_text(expires, shanghai)}" in page
+    # the advice on a failed check names the day there, too
+    said = explain("sd_jwt", "expired: exp 1796047329 is not after now 1796133730 (skew 60s)",
+                   "undetermined", shanghai)
+    assert "expired on 2026-11-30 22:02:09 UTC+08:00" in said
+
+
 # -- verifier over HTTP -----------------------------------------------------------------------
 
 def test_verify_form_lists_types_and_derived_claims(client: httpx.Client) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ledger.governance import describe
 from ledger.keys import PrivateKey
 from ledger.network import Agency, governance_tx
-from ledger.timetext import utc_text
+from ledger.timetext import local_text, time_zone, utc_text
 from node.pages import _when
 from wallet.cli import _date
 
@@ -19,8 +19,22 @@ def test_ordinary_times_read_as_utc() -> None:
     assert _date(1_795_000_000) == "2026-11-18 11:06 UTC"
 
 
+def test_a_zones_clock_is_shown_with_its_offset() -> None:
+    t = 1_764_489_900  # 2025-11-30 08:05:00 UTC
+    assert local_text(t) == utc_text(t) == local_text(t, time_zone("UTC"))
+    assert local_text(t, time_zone("Asia/Shanghai")) == "2025-11-30 16:05:00 UTC+08:00"
+    assert local_text(t, time_zone("America/St_Johns")) == "2025-11-30 04:35:00 UTC-03:30"
+    assert local_text(t, time_zone("Asia/Kathmandu")) == "2025-11-30 13:50:00 UTC+05:45"
+    assert local_text(t, time_zone("Europe/London")) == "2025-11-30 08:05:00 UTC+00:00"
+    # the offset of that day: summer time, and a zone's own history
+    assert local_text(1_751_270_400, time_zone("Europe/Paris")).endswith(" UTC+02:00")
+    assert local_text(0, time_zone("Asia/Kathmandu")) == "1970-01-01 05:30:00 UTC+05:30"
+
+
 def test_a_time_past_9999_is_said_as_seconds() -> None:
-    for shown in (utc_text(LAST), _when(LAST), _date(LAST), utc_text(253402300800)):
+    shanghai = time_zone("Asia/Shanghai")
+    for shown in (utc_text(LAST), _when(LAST), _date(LAST), utc_text(253402300800),
+                  local_text(LAST, shanghai), _when(LAST, shanghai)):
         assert "past the year 9999" in shown
     assert str(LAST) in _when(LAST)
 
