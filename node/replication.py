@@ -108,6 +108,11 @@ PEER_CLOCK_SLACK = 60
 """Seconds this node's clock may be off the clocks its peers publish (those heard from lately,
 at least two) before it proposes their time for its batches instead of its own: block times
 follow the proposer and never go back (ADR 43)."""
+PEER_CLOCK_WAIT = 2 * HEARTBEAT + 1
+"""Seconds after start a node whose clock is ahead of its peers' last published times, with
+fewer than two of them heard anew, holds its first batch to hear them (ADR 58): positions found
+at start cannot say whether this clock is fast or the peers were down, and a node restarted an
+hour fast proposed its own time meanwhile (the chain an hour ahead for good)."""
 PRUNER_QUIET = 30.0
 """A current agency's node whose published position changed within this many seconds (by this
 node's monotonic timer) may be the one that prunes etcd (the first such agency is)."""
@@ -258,6 +263,9 @@ class EtcdOrderer:
         # the proposing one
         self._peer_clocks: dict[str, tuple[int, float, bool]] = {}
         self._moved: set[str] = set()  # agencies whose published position changed since start
+        self._started = timer()
+        self._positions_read = False  # the peers' published positions read once since start
+        self._clock_wait_said = False
         self._clock_said = Tally(FAILURE_SAID_EVERY)  # batches proposed at the peers' time
         self._unfinal_since = 0.0  # since when the head has had no final checkpoint
         self.max_batch, self.max_wait, self.retention = max_batch, max_wait, retention
@@ -400,6 +408,34 @@ class EtcdOrderer:
             return known[(len(known) - 1) // 2], known[(len(known) - 1) // 2]
         return own, None
 
+    def _clock_undecided(self) -> int | None:
+        """How far this clock is ahead of its peers' last published times (the upper median of
+        two or more found at start), while fewer than two were heard anew and it started less
+        than :data:`PEER_CLOCK_WAIT` ago; else None (0: not read yet). Those positions are
+        lower bounds only (batch_time_now): this clock may be fast, or the peers down."""
+        if self.timer() - self._started >= PEER_CLOCK_WAIT:
+            return None
+        if not self._positions_read:
+            return 0
+        clocks = list(self._peer_clocks.values())
+        if sum(1 for *_, moved in clocks if moved) >= 2 or len(clocks) < 2:
+            return None
+        now, own = self.timer(), int(self.clock())
+        known = sorted(t + int(now - heard) for t, heard, _ in clocks)
+        ahead = own - known[len(known) // 2]
+        return ahead if ahead > PEER_CLOCK_SLACK else None
+
+    def _hear_peers_first(self) -> None:
+        """Hold the first batch after start while :meth:`_clock_undecided` (at most
+        :data:`PEER_CLOCK_WAIT`): running peers publish within :data:`HEARTBEAT`."""
+        while not self._stop.is_set() and (ahead := self._clock_undecided()) is not None:
+            if ahead and not self._clock_wait_said:
+                self._clock_wait_said = True
+                log.warning("this machine's clock is %d s ahead of the last times its peers "
+                            "published (fast, or they were down): hearing them for up to %d s "
+                            "before proposing a batch", ahead, int(PEER_CLOCK_WAIT))
+            self._stop.wait(0.05)
+
     def _batch_time(self) -> int:
         t, theirs = self.batch_time_now()
         if theirs is not None:
@@ -424,6 +460,7 @@ class EtcdOrderer:
             return
         if (wait := self._pace_wait()) > 0:
             self._stop.wait(wait)
+        self._hear_peers_first()
         batch = make_batch(self.network, self.agency, self.node_key, self._batch_time(),
                            [tx.raw for tx, _ in items])
         data = batch.to_bytes()
@@ -908,6 +945,7 @@ class EtcdOrderer:
                   if a in current and a != self.agency
                   and type(v.get("time")) is int and now - self._heard[a][1] <= PEER_QUIET}
         self._peer_clocks = {a: (t, heard, a in self._moved) for a, (t, heard) in clocks.items()}
+        self._positions_read = True
         wall = int(self.clock())
         self.stats.peers = {a: {**v, "lag": head.height - int(v.get("height", 0)),
                                 "quiet": int(now - self._heard[a][1]),

@@ -804,6 +804,56 @@ def test_positions_of_nodes_down_at_start_do_not_pull_the_batch_time_back(
             assert got[1] is not None and T0 + 7203 <= got[0] < T0 + 7203 + 60, got
 
 
+def test_a_node_restarted_fast_hears_its_peers_before_its_first_batch(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Positions found at start cannot tell a fast clock from peers that were down, so
+    batch_time_now takes them only as lower bounds, and a node restarted an hour fast proposed
+    its own time until it heard its peers anew (up to a heartbeat): one transaction then put
+    the chain an hour ahead, for good. Its first batch now waits to hear them (ADR 58): the
+    block is at their time. Peers that stay quiet hold it PEER_CLOCK_WAIT at most, by this
+    node's timer; then it proposes its own time."""
+    from node.replication import PEER_CLOCK_SLACK, PEER_CLOCK_WAIT
+
+    reg = agencies["reg"]
+    _degree_granted(ledger, agencies)
+    for n, (prefix, peers_answer) in enumerate((("restarted-fast", True),
+                                                ("peers-still-down", False)), 1):
+        peers = EtcdLog([etcd_url], prefix)
+        _publish(peers, {"edu": T0 + 10, "tax": T0 + 10})  # before this node starts
+        mono = [1000.0]
+        clock = T0 + 10 + 3600
+        orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="reg",
+                              node_key=reg.node_key, clock=lambda c=clock: c, workers=0,
+                              timer=lambda m=mono: m[0])
+        try:
+            deadline = time.monotonic() + 30
+            while not all(a in orderer.stats.peers for a in ("edu", "tax")):
+                assert time.monotonic() < deadline, orderer.stats.last_error
+                mono[0] += 0.5
+                time.sleep(0.05)
+            signed = T0 + 5 if peers_answer else clock - 5  # by a right clock either way
+            pending = orderer.submit(issue_tx(ledger.net, reg, bytes([n]) * 32, "degree", n,
+                                              signed, T0 + DAY, signed))
+            time.sleep(1.0)
+            assert not pending.done()  # held, not proposed at this clock's time
+            if peers_answer:
+                while not pending.done():  # running peers publish their positions
+                    assert time.monotonic() < deadline, orderer.stats.peers
+                    _publish(peers, {"edu": T0 + 12, "tax": T0 + 12})
+                    mono[0] += 0.5
+                    time.sleep(0.05)
+            else:
+                mono[0] += PEER_CLOCK_WAIT
+            block = ledger.store.block(pending.result(timeout=30).height).time
+        finally:
+            orderer.stop()
+            peers.close()
+        if peers_answer:
+            assert T0 + 12 <= block < T0 + 12 + PEER_CLOCK_SLACK, block - T0
+        else:
+            assert block == clock
+
+
 def _degree_granted(ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """A `degree` type, granted to reg for a day from T0."""
     reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
