@@ -66,7 +66,7 @@ from ledger.tx import Tx
 from node.etcdlog import EtcdLog, NoSpace, Record, TlsFiles
 from node.ratelimit import Tally
 
-__all__ = ["META_FINAL", "META_REV", "NOSPACE_FIX", "EtcdOrderer", "SyncError"]
+__all__ = ["META_FINAL", "META_REV", "NOSPACE_FIX", "EtcdOrderer", "SyncError", "Unconfirmed"]
 
 log = logging.getLogger("credledger.replication")
 
@@ -132,6 +132,18 @@ SYNC_HEADERS = 5000
 
 class SyncError(OrderingError):
     """Blocks from a peer did not re-execute to its headers or to a final checkpoint."""
+
+
+class Unconfirmed(OrderingError):
+    """etcd did not confirm a batch put within ``submit_timeout``. Most likely it was not
+    ordered; but a put etcd took whose answer was lost (a frozen member, a lossy link) is in
+    the log, and its transactions commit once a node reads it. ``reason`` is the last error."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"not confirmed by etcd: {reason}; it may be ordered yet if etcd took "
+                         "a put whose answer was lost: send the same transaction again (a "
+                         "repeated transaction id is a no-op)")
+        self.reason = reason
 
 
 @dataclass(slots=True)
@@ -489,9 +501,7 @@ class EtcdOrderer:
                 self._write_failed(e)
                 if self._stop.is_set() or _time.monotonic() + delay > give_up:
                     self.stats.last_error = str(e)
-                    self._fail([f for _, f in items],
-                               OrderingError(f"not ordered: {e}; retry the submission "
-                                             "(transaction ids are idempotent)"))
+                    self._fail([f for _, f in items], Unconfirmed(str(e)))
                     return
                 _time.sleep(delay)
                 delay = min(delay * 2, 1.0)

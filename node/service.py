@@ -64,7 +64,7 @@ from ledger.store import Store
 from ledger.timetext import utc_text
 from ledger.tx import Tx
 from node.etcdlog import EtcdLog, TlsFiles
-from node.replication import SYNC_REPLY_BYTES, EtcdOrderer
+from node.replication import SYNC_REPLY_BYTES, EtcdOrderer, Unconfirmed
 
 __all__ = ["Node", "NotFound", "PendingRequest", "Replication"]
 
@@ -748,15 +748,26 @@ class Node:
 
     def commit(self, tx: Tx, what: str, then: str) -> Receipt:
         """Submit ``tx`` and wait up to :attr:`commit_wait` for its receipt. A wait that ends
-        first is an OrderingError that names ``what`` and its txid (it may commit yet) and
-        says ``then``, instead of a bare timeout (a 500 that named nothing)."""
+        first, or an orderer that gives up on etcd first, is an OrderingError that names
+        ``what`` and its txid (it may commit yet) and says ``then``, instead of a bare timeout
+        (a 500 that named nothing) or the orderer's "send it again" (a new request is a new
+        transaction)."""
+        pending = self.orderer.submit(tx)
         try:
-            return self.orderer.submit(tx).result(timeout=self.commit_wait)
+            return pending.result(timeout=self.commit_wait)
         except TimeoutError as e:
             raise OrderingError(
                 f"{what} (txid {tx.txid.hex()}) was not committed within "
                 f"{self.commit_wait:g} s (ordering is stalled or slow here: /v1/health says "
                 f"why). It may commit yet: {then}") from e
+        except Unconfirmed as e:
+            # The orderer gave up before the wait ended (etcd unreachable for its
+            # submit_timeout). Its "send the same transaction again" is no advice for a
+            # transaction this node made: a new request makes another (a second credential,
+            # a credit event counted twice), and the first may commit yet.
+            raise OrderingError(
+                f"{what} (txid {tx.txid.hex()}) was not confirmed by etcd ({e.reason}); "
+                f"/v1/health says why. It may commit yet: {then}") from e
 
     def _final_covering(self, index: int, wait: float = 15.0) -> bytes | None:
         """A final checkpoint covering log entry ``index`` (None in solo mode: the latest)."""

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -20,7 +23,7 @@ import httpx
 import pytest
 from clusterkit import free_base
 from conftest import DAY, T0, LedgerHarness
-from test_api import AUTH, PASS, _edu_credential_id, make_demo, serve, settings_for
+from test_api import AUTH, CLAIMS, PASS, _edu_credential_id, make_demo, serve, settings_for
 from test_api import T0 as DEMO_T0
 
 from ledger.errors import OrderingError
@@ -37,10 +40,13 @@ def etcd_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield client
 
 
+_MEMBERS: dict[str, subprocess.Popen[bytes]] = {}  # client URL -> its etcd process
+
+
 @contextmanager
 def _etcd_member(folder: Path, *extra: str) -> Iterator[str]:
     """A one-member etcd on free 127.0.0.1 ports (``extra``: more of its flags); its client
-    URL."""
+    URL (its process: ``_MEMBERS[url]``)."""
     binary = shutil.which("etcd")
     assert binary, "etcd is not installed (scripts/test installs Debian's etcd-server)"
     base = free_base(1)
@@ -64,8 +70,11 @@ def _etcd_member(folder: Path, *extra: str) -> Iterator[str]:
                     raise RuntimeError((folder / "etcd.log").read_text()) from None
                 time.sleep(0.1)
         probe.close()
+        _MEMBERS[client] = proc
         yield client
     finally:
+        _MEMBERS.pop(client, None)
+        os.kill(proc.pid, signal.SIGCONT)  # a test that froze it may have failed meanwhile
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
@@ -407,6 +416,46 @@ def test_a_node_refuses_submissions_while_etcd_is_out_of_space_and_paces_after(
             node.close()
     assert batches <= 1 + took / PACE, (batches, took)
     assert batches <= 3, batches
+
+
+def test_an_issue_etcd_never_confirmed_names_the_credential_to_revoke(tmp_path: Path) -> None:
+    """The node's own etcd member frozen (SIGSTOP): every put of the anchor's batch times out,
+    and the orderer gives up after its ``submit_timeout``, before the issue's commit wait.
+    The operator was told "not ordered: ...; retry the submission (transaction ids are
+    idempotent)", naming no credential: a retry issues a second credential, and the first
+    commits if the frozen member took the put (its answer lost), with no holder's copy and no
+    id to revoke it by. Measured on a three-agency cluster with the agency cut off and its
+    member down: that 503 after 29.8 s. Now the refusal names the credential and its txid
+    and says it may commit yet, as when the commit wait ends first."""
+    from ledger import sdjwt
+    from ledger.keys import PrivateKey
+
+    (tmp_path / "etcd").mkdir()
+    data = make_demo(tmp_path / "demo")
+    holder = PrivateKey(hashlib.sha256(b"unconfirmed-issue").digest())
+    body = {"type": "degree", "claims": CLAIMS, "valid_days": 30,
+            "holder_jwk": sdjwt.jwk_from_ed25519(holder.public.raw)}
+    with _etcd_member(tmp_path / "etcd") as url:
+        node = Node(data, "edu", PASS, clock=lambda: DEMO_T0 + 1000, workers=0,
+                    replication=Replication(endpoints=(url,)))
+        try:
+            assert node.replicated is not None
+            node.replicated.submit_timeout = 0.5  # gives up long before commit_wait (30 s)
+            app = create_app(settings_for(data), node=node)
+            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+                os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
+                try:
+                    r = http.post("/v1/credentials", headers=AUTH, json=body)
+                finally:
+                    os.kill(_MEMBERS[url].pid, signal.SIGCONT)
+        finally:
+            node.close()
+    assert r.status_code == 503, r.text
+    said = r.json()["detail"]
+    assert re.search(r"credential [0-9a-f]{64} \(txid [0-9a-f]{64}\) was not confirmed by "
+                     "etcd", said), said
+    assert "It may commit yet" in said and "revoke it" in said, said
+    assert "retry the submission" not in said and "send the same transaction" not in said
 
 
 # -- catching up past the pruning marker from peers that may lie -------------------------------
