@@ -108,6 +108,8 @@ PEER_CLOCK_SLACK = 60
 """Seconds this node's clock may be off the clocks its peers publish (those heard from lately,
 at least two) before it proposes their time for its batches instead of its own: block times
 follow the proposer and never go back (ADR 43)."""
+_READ_BATCHES = 16
+"""Batches read from etcd at most at once; a read that returns fewer reached the end."""
 PEER_CLOCK_WAIT = 2 * HEARTBEAT + 1
 """Seconds after start a node whose clock is ahead of its peers' last published times, with
 fewer than two of them heard anew, holds its first batch to hear them (ADR 58): positions found
@@ -276,6 +278,10 @@ class EtcdOrderer:
         self._peer_clocks: dict[str, tuple[int, float, bool]] = {}
         self._moved: set[str] = set()  # agencies whose published position changed since start
         self._started = timer()
+        # wall time (self.clock) of the start of the last read that reached the end of the
+        # ordered batches, all of them applied since: what this node knows is current as of
+        # then (None: not yet). Status List Tokens are dated by it (Node.lists_as_of).
+        self.current_at: int | None = None
         self._positions_read = False  # the peers' published positions read once since start
         self._clock_wait_said = False
         self._clock_said = Tally(FAILURE_SAID_EVERY)  # batches proposed at the peers' time
@@ -582,7 +588,9 @@ class EtcdOrderer:
         """Apply the next run of batches, then take in co-signatures and publish ours once.
 
         True when there may be more batches."""
-        records, marker, cosigs = self.etcd.read_after(self.rev, self.cosig_rev)
+        asked = int(self.clock())
+        records, marker, cosigs = self.etcd.read_after(self.rev, self.cosig_rev,
+                                                       limit=_READ_BATCHES)
         if marker is not None:
             m = codec.decode(marker.value, what="pruning marker")
             if isinstance(m, dict) and int(m.get("rev", 0)) > self.rev:
@@ -593,6 +601,7 @@ class EtcdOrderer:
         self._take_cosigs(cosigs)
         if not records:
             self._merge_pending()
+            self._current(asked)
             return False
         checks = []
         head = self.store.head
@@ -619,7 +628,15 @@ class EtcdOrderer:
         if made is not None:
             self._publish(*made)  # the newest block's co-signature covers the earlier ones
         self._merge_pending()
+        if len(records) < _READ_BATCHES:  # the read reached the end, and all of it is applied
+            self._current(asked)
         return True
+
+    def _current(self, asked: int) -> None:
+        """Everything ordered before ``asked`` (a linearizable read: etcd answers it only with
+        a quorum of members) is applied here, unless aligning a restored store."""
+        if self._aligning is None and not self.halted:
+            self.current_at = max(asked, self.current_at or asked)
 
     def _parse(self, batch: Batch) -> list[Tx]:
         """The batch's transactions, parsed once here: our own batches come back as the values

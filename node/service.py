@@ -122,6 +122,8 @@ _BUSY_ARCHIVE = "this node is already sending its chain to someone; retry in a w
 TOKEN_REUSE = 60
 """Seconds a Status List Token is served again while its list is unchanged (its ``ttl`` is
 300): a list of a million entries takes milliseconds to compress and sign."""
+TOKEN_LIFETIME = 3600
+"""Seconds from a Status List Token's ``iat`` to its ``exp``."""
 EXPORT_IDLE = 60.0
 """Seconds an archive reader may take nothing before it loses its turn (``Node.archive``)."""
 
@@ -312,6 +314,27 @@ class Node:
 
     def now(self) -> int:
         return int(self.clock())
+
+    def lists_as_of(self) -> int:
+        """The time this node's status lists are known current as of: now on a solo node; on a
+        network, when it last read the ordered batches to their end, all applied
+        (``EtcdOrderer.current_at``). A node cut off from etcd's quorum, halted or catching up
+        knows nothing later: a revocation sent through another agency's node may be missing
+        (ADR 58). Raises OrderingError when that is not known, or a token would be dead."""
+        now = self.now()
+        if self.replicated is None:
+            return now
+        at = self.replicated.current_at
+        if at is None:
+            raise OrderingError("this node has not yet read the network's ordered batches to "
+                                "their end: its status lists are not known current; ask again "
+                                "in a moment (/v1/health says why if it lasts)")
+        if now - at >= TOKEN_LIFETIME:
+            raise OrderingError(f"this node's status lists are current only as of {at} "
+                                f"({now - at} s ago: it has not read the network's ordered "
+                                "batches since; /v1/health says why): a token dated then would "
+                                "have expired")
+        return min(at, now)
 
     def _registry(self) -> Registry:
         if self.store.registry is None:
@@ -579,17 +602,19 @@ class Node:
         lst = self.status_list(uri)
         if lst is None:
             raise NotFound(f"no status list {uri}")
-        now = self.now()
+        # dated when the list was last known current, not now: a node cut off from the network
+        # signed "valid" tokens dated now from lists that missed revocations made meanwhile
+        iat = self.lists_as_of()
         with self._lock:
             got = self._tokens.get(uri)
-        if got is not None and got[0] is lst and got[2] is key and 0 <= now - got[1] < TOKEN_REUSE:
+        if got is not None and got[0] is lst and got[2] is key and 0 <= iat - got[1] < TOKEN_REUSE:
             return got[3]  # the list has not changed: no new compression and signature
-        token = make_token(lst, sub=uri, iat=now, exp=now + 3600, ttl=300, key=key,
+        token = make_token(lst, sub=uri, iat=iat, exp=iat + TOKEN_LIFETIME, ttl=300, key=key,
                            kid=key.kid.hex())
         with self._lock:
             if len(self._tokens) >= 4096:
                 self._tokens.clear()
-            self._tokens[uri] = (lst, now, key, token)
+            self._tokens[uri] = (lst, iat, key, token)
         return token
 
     def snapshot(self) -> bytes:
@@ -597,7 +622,8 @@ class Node:
         node holds (on a network, its own agency's): ``ledger snapshot --node`` merges the
         parts of every agency's node into a verifier's offline cache."""
         self._head()
-        return export_snapshot(self.store, self.now(), node_keys=self.node_keys,
+        # dated, as its tokens are, when the lists were last known current (lists_as_of)
+        return export_snapshot(self.store, self.lists_as_of(), node_keys=self.node_keys,
                                only_keyed=True, read_list=self.status_list)
 
     # -- writing --

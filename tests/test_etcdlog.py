@@ -4,6 +4,7 @@ last batch it saw gets exactly what a reader scanning everything gets."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -456,6 +457,58 @@ def test_an_issue_etcd_never_confirmed_names_the_credential_to_revoke(tmp_path: 
                      "etcd", said), said
     assert "It may commit yet" in said and "revoke it" in said, said
     assert "retry the submission" not in said and "send the same transaction" not in said
+
+
+def test_status_tokens_are_dated_when_the_node_last_knew_its_lists_current(
+        tmp_path: Path) -> None:
+    """A node cut off from etcd's quorum kept signing Status List Tokens dated now (valid for
+    an hour) from lists that miss whatever the network committed meanwhile: a revocation
+    sent through another agency's node read "valid" for as long (measured on a 3-agency
+    cluster with one agency cut off). A token is now dated when the node last read the
+    ordered batches to their end (a linearizable read), so a verifier's ``ttl`` and ``exp``
+    count from then; and past the token's lifetime the node says why instead (503)."""
+    from node.service import TOKEN_LIFETIME
+
+    def iat(token: str) -> int:
+        payload = token.split(".")[1]
+        return int(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+                   ["iat"])
+
+    (tmp_path / "etcd").mkdir()
+    data = make_demo(tmp_path / "demo")
+    clock = [DEMO_T0 + 1000]
+    with _etcd_member(tmp_path / "etcd") as url:
+        node = Node(data, "edu", PASS, clock=lambda: clock[0], workers=0,
+                    replication=Replication(endpoints=(url,)))
+        try:
+            assert node.replicated is not None
+            deadline = time.monotonic() + 30
+            while node.replicated.current_at != clock[0]:
+                assert time.monotonic() < deadline, node.replicated.stats.last_error
+                time.sleep(0.05)
+            assert iat(node.status_list_token("edu", "degree")) == DEMO_T0 + 1000
+            app = create_app(settings_for(data), node=node)
+            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+                os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
+                try:
+                    clock[0] += 600  # ten minutes cut off
+                    time.sleep(0.5)  # the node's reads of etcd hang meanwhile
+                    stale = http.get("/v1/status-lists/edu/degree")
+                    clock[0] += TOKEN_LIFETIME
+                    dead = http.get("/v1/status-lists/edu/degree")
+                finally:
+                    os.kill(_MEMBERS[url].pid, signal.SIGCONT)
+                deadline = time.monotonic() + 30
+                while node.replicated.current_at != clock[0]:
+                    assert time.monotonic() < deadline, node.replicated.stats.last_error
+                    time.sleep(0.05)
+                again = http.get("/v1/status-lists/edu/degree")
+        finally:
+            node.close()
+    assert stale.status_code == 200 and iat(stale.text) == DEMO_T0 + 1000  # not + 600
+    assert dead.status_code == 503, dead.text
+    assert "current only as of" in dead.json()["detail"], dead.text
+    assert again.status_code == 200 and iat(again.text) == clock[0]
 
 
 # -- catching up past the pruning marker from peers that may lie -------------------------------
