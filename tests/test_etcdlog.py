@@ -282,6 +282,53 @@ def test_a_node_signs_no_block_with_a_key_its_agency_has_not_registered(
     assert not [p for p in report.problems if p.kind == "checkpoint"], report.problems
 
 
+def test_a_batch_of_an_agency_removed_by_governance_is_refused_by_the_network(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """SECURITY.md: once governance removes an agency, "its batches are refused at once".
+    The cluster test saw its own node refuse a submission at its door; a removed agency
+    still reaches etcd until its operator takes it out (THREAT_MODEL, "Revocation needs the
+    operator"), so the other nodes must skip a batch it puts there itself, signed with its
+    node key, even one of transactions the network would otherwise take."""
+    from ledger.batch import make_batch
+    from ledger.tx import Tx
+
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    prefix = "removed-proposer"
+    writer = EtcdLog([etcd_url], prefix)  # reg's and tax's nodes, by hand
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                          node_key=edu.node_key, clock=lambda: T0 + 10, workers=0)
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+
+    def put(proposer: Agency, tx: Tx, t: int) -> None:
+        """``proposer``'s node puts a batch of ``tx``; returns once edu's node took it up
+        (applied or skipped: its revision read)."""
+        rev = writer.put_batch(make_batch(ledger.net, proposer.id, proposer.node_key, t,
+                                          [tx.raw]).to_bytes())
+        deadline = time.monotonic() + 30
+        while orderer.rev < rev:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+
+    try:
+        typed = ledger.gov_tx("register_type", {"type": spec}, [reg, tax])
+        put(tax, typed, T0 + 5)  # while tax is a current agency, its batch is taken
+        assert ledger.store.tx_location(typed.txid) is not None
+        put(reg, ledger.gov_tx("remove_agency", {"agency": "tax"}, [reg, edu]), T0 + 6)
+        assert orderer.stats.batches_skipped == 0
+        before = ledger.store.head
+        grant = ledger.gov_tx("grant", {"agency": "edu", "type": "degree", "from": T0,
+                                        "until": T0 + DAY}, [reg, edu])
+        put(tax, grant, T0 + 7)  # well-formed, signed by a quorum: only its proposer is not
+        assert orderer.stats.batches_skipped == 1
+        assert ledger.store.head == before  # no block of it
+        assert ledger.store.tx_location(grant.txid) is None
+        put(reg, grant, T0 + 8)  # the same transaction from a current agency's node
+        assert ledger.store.tx_location(grant.txid) is not None
+    finally:
+        orderer.stop()
+        writer.close()
+
+
 def test_a_replicated_nodes_health_says_when_the_chain_runs_ahead_of_its_clock(
         etcd_url: str, tmp_path: Path) -> None:
     """The etcd branch of ``/v1/health``: block times follow the proposing node's clock, so a
