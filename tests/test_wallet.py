@@ -643,6 +643,17 @@ def test_cli_init_receive_list_show_present(live_world: World, tmp_path: Path) -
               "--force"], w)
     assert r.returncode == 2  # never onto the wallet itself
     assert "the wallet file itself" in r.stderr
+    lock = w.with_name(w.name + ".lock")
+    lock.touch()  # held by another wallet command meanwhile
+    r = _run(["present", cid[:10], "--request", str(request), "--out", str(lock), "--yes",
+              "--force"], w)
+    assert r.returncode == 2, r.stderr  # nor onto its lock
+    assert "the wallet's lock file" in r.stderr and lock.read_bytes() == b""
+    before = w.read_bytes()
+    for path in (w, lock):  # a holder key written over the wallet lost every credential
+        r = _run(["holder-key", "--out", str(path), "--force"], w)
+        assert r.returncode == 2 and "choose another --out" in r.stderr, r.stderr
+    assert w.read_bytes() == before and lock.read_bytes() == b""
     r = _run(["present", cid[:10], "--request", str(request), "--out", str(out), "--yes",
               "--force"], w)
     assert r.returncode == 0, r.stderr

@@ -203,6 +203,7 @@ def holder_key(
             for o in outs:
                 if not o.parent.is_dir():
                     raise UsageError(f"cannot write {o}: there is no folder {o.parent}")
+                _not_the_wallets(o)
                 if not force and (o.exists() or o.is_symlink()):
                     raise UsageError(f"{o} exists; choose another --out, or add --force to "
                                      "replace it (the keys are the same every time)")
@@ -455,12 +456,10 @@ def present(
         dest = out_file or Path(f"presentation-{p.credential_id[:12]}."
                                 f"{'sd-jwt' if foreign else 'bin'}")
         png = dest.with_suffix(".png") if dest.suffix != ".png" else dest.with_suffix(".qr.png")
-        wallet_file = _wallet_path().resolve()
         if not to_stdout and not dest.parent.is_dir():
             raise UsageError(f"cannot write {dest}: there is no folder {dest.parent}")
         for target in () if to_stdout else (dest, png):
-            if target.resolve() == wallet_file:
-                raise UsageError(f"{target} is the wallet file itself; choose another --out")
+            _not_the_wallets(target)
             if not force and (target.exists() or target.is_symlink()):
                 raise UsageError(f"{target} exists; choose another --out, or add --force to "
                                  "replace it")
@@ -766,6 +765,20 @@ def refresh(
         out.print(f"{done} of {len(results)} credentials proven at checkpoint {size}")
         if done < len(results):
             raise typer.Exit(1)
+
+
+def _not_the_wallets(target: Path) -> None:
+    """Refuse an output at the wallet file or its lock file, even with --force: a JWK written
+    over the wallet lost every credential in it, and a presentation over the lock let another
+    wallet command run beside one that holds it."""
+    from wallet.errors import UsageError
+
+    wallet_file = _wallet_path().resolve()
+    for own, what in ((wallet_file, "the wallet file itself"),
+                      (wallet_file.with_name(wallet_file.name + ".lock"), "the wallet's lock "
+                                                                          "file")):
+        if target.resolve() == own:
+            raise UsageError(f"{target} is {what}; choose another --out")
 
 
 @app.command()
