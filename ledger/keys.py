@@ -43,7 +43,8 @@ __all__ = [
     "signing_message",
 ]
 
-DOMAINS = frozenset({"tx", "checkpoint", "audit", "status-list", "presentation", "batch"})
+DOMAINS = frozenset({"tx", "checkpoint", "audit", "status-list", "presentation", "batch",
+                     "clock"})
 PASSPHRASE_ENV = "LEDGER_KEY_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 
 

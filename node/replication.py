@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 import httpx
 
 from ledger import codec, merkle
-from ledger.batch import Batch, check_batch, make_batch
+from ledger.batch import Batch, Witness, block_time, check_batch, clock_signature, make_batch
 from ledger.block import BlockHeader
 from ledger.chain import BlockResult, Head, build_block, checkpoint_key
 from ledger.checkpoint import Checkpoint, NoteSignature, SignedCheckpoint, note_key_hash
@@ -454,6 +454,22 @@ class EtcdOrderer:
                             "before proposing a batch", ahead, int(PEER_CLOCK_WAIT))
             self._stop.wait(0.05)
 
+    def _witnesses(self) -> list[Witness]:
+        """The signed clock times other agencies' nodes last published with their positions:
+        a batch moves the chain's time only as far as they witness (ADR 58)."""
+        out = []
+        for agency, (v, _) in sorted(dict(self._heard).items()):  # the applying thread writes
+            t, sig = v.get("time"), v.get("clock_sig")
+            if agency == self.agency or type(t) is not int or type(sig) is not str:
+                continue
+            try:
+                raw = bytes.fromhex(sig)
+            except ValueError:
+                continue
+            if len(raw) == 64:
+                out.append(Witness(agency, t, raw))
+        return out
+
     def _batch_time(self) -> int:
         t, theirs = self.batch_time_now()
         if theirs is not None:
@@ -480,7 +496,7 @@ class EtcdOrderer:
             self._stop.wait(wait)
         self._hear_peers_first()
         batch = make_batch(self.network, self.agency, self.node_key, self._batch_time(),
-                           [tx.raw for tx, _ in items])
+                           [tx.raw for tx, _ in items], self._witnesses())
         data = batch.to_bytes()
         with self._wlock:
             self._own[batch.sig] = [tx for tx, _ in items]
@@ -673,7 +689,8 @@ class EtcdOrderer:
             self._skip(rec, str(e), batch)
             return None
         flags = checked.result() if checked is not None else [False] * len(txs)
-        result = build_block(head, registry, self.store, self.store.frontier, txs, batch.time,
+        result = build_block(head, registry, self.store, self.store.frontier, txs,
+                             block_time(batch, registry, head.time),
                              checked=flags)
         self.stats.batches_applied += 1
         line: str | None = None
@@ -974,7 +991,8 @@ class EtcdOrderer:
         self._peer_clocks = {a: (t, heard, a in self._moved) for a, (t, heard) in clocks.items()}
         self._positions_read = True
         wall = int(self.clock())
-        self.stats.peers = {a: {**v, "lag": head.height - int(v.get("height", 0)),
+        self.stats.peers = {a: {**{k: x for k, x in v.items() if k != "clock_sig"},
+                                "lag": head.height - int(v.get("height", 0)),
                                 "quiet": int(now - self._heard[a][1]),
                                 **({"clock_ahead": clocks[a][0] + int(now - clocks[a][1])
                                     - wall} if a in clocks and a in self._moved else {})}
@@ -1100,7 +1118,7 @@ class EtcdOrderer:
             check_batch(batch, self.store.registry_at(k - 1), prev.time)
         except (DecodeError, SignatureError):
             return
-        if header.time != max(batch.time, prev.time):
+        if header.time != block_time(batch, self.store.registry_at(k - 1), prev.time):
             return
         # a transaction's id is the SHA-256 of its bytes: no parse of what the store holds
         held = iter(hashlib.sha256(raw).digest() for raw in self.store.block_entries(header))
@@ -1124,8 +1142,13 @@ class EtcdOrderer:
 
     def _applied(self, head: Head) -> bytes:
         """This node's applied position, as peers read it (``a/<agency>``)."""
+        now = int(self.clock())
         return codec.encode({"rev": self.rev, "height": head.height, "size": head.log_size,
-                             "time": int(self.clock()),
+                             "time": now,
+                             # the time signed, as other agencies' batches carry it to witness
+                             # the chain's time (ADR 58); hex, as "credit" below
+                             "clock_sig": clock_signature(self.network, self.agency,
+                                                          self.node_key, now).hex(),
                              # hex: a node of a version before ADR 51 copies its peers'
                              # fields into its JSON, and bytes broke it (ADR 52)
                              **({"credit": self.credit_mark.hex()} if self.credit_mark

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 from clusterkit import free_base
-from conftest import DAY, T0, LedgerHarness
+from conftest import DAY, NET, T0, LedgerHarness
 from test_api import AUTH, CLAIMS, PASS, _edu_credential_id, make_demo, serve, settings_for
 from test_api import T0 as DEMO_T0
 
@@ -218,7 +218,7 @@ def test_a_node_signs_no_block_with_a_key_its_agency_has_not_registered(
     others' co-signatures still make its blocks final, and once the rotation commits it signs
     with the new key, with no restart."""
     from ledger import codec
-    from ledger.batch import make_batch
+    from ledger.batch import Witness, clock_signature, make_batch
     from ledger.checkpoint import SignedCheckpoint, note_key_hash
     from ledger.finality import sign_checkpoint, unregistered_signatures, verify_final
     from ledger.keys import PrivateKey
@@ -233,7 +233,9 @@ def test_a_node_signs_no_block_with_a_key_its_agency_has_not_registered(
     def block_by_reg(tx_raw: bytes, t: int) -> tuple[int, bytes]:
         """reg's node proposes a batch; the block edu's node makes of it: (size, root)."""
         height = ledger.store.head.height
-        writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, t, [tx_raw]).to_bytes())
+        seen = Witness("tax", t, clock_signature(ledger.net, "tax", tax.node_key, t))
+        writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, t, [tx_raw],
+                                    [seen]).to_bytes())
         deadline = time.monotonic() + 30
         while ledger.store.head.height == height:
             assert time.monotonic() < deadline, orderer.stats.last_error
@@ -329,6 +331,49 @@ def test_a_batch_of_an_agency_removed_by_governance_is_refused_by_the_network(
         writer.close()
 
 
+def test_one_agencys_batch_dated_ahead_does_not_move_the_chains_time(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A compromised agency's node (or a thief of its node and issuer keys) put one batch
+    dated 88 days ahead, with its own status change dated there: the block's time followed
+    the batch, block times never go back, and every honest issuance was refused (backdated)
+    and every revocation (stale) on every node, for good. A batch now moves the time only as
+    far as another current agency witnesses with its signed clock (ADR 58)."""
+    from ledger.batch import Witness, clock_signature, make_batch
+    from ledger.network import status_tx
+    from ledger.tx import Tx
+
+    reg, tax = agencies["reg"], agencies["tax"]
+    _degree_granted(ledger, agencies)
+    prefix = "rogue-time"
+    writer = EtcdLog([etcd_url], prefix)  # reg's (rogue) and tax's nodes, by hand
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 20,
+                          workers=0)
+    honest = Witness("tax", T0 + 10, clock_signature(ledger.net, "tax", tax.node_key, T0 + 10))
+
+    def put(tx: Tx, t: int) -> None:
+        rev = writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, t, [tx.raw],
+                                          [honest]).to_bytes())
+        deadline = time.monotonic() + 30
+        while orderer.rev < rev:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+
+    ahead = T0 + 88 * DAY
+    try:
+        issued = issue_tx(ledger.net, reg, b"\7" * 32, "degree", 7, T0 + 5, T0 + DAY, T0 + 5)
+        put(issued, T0 + 5)
+        assert ledger.store.tx_location(issued.txid) is not None
+        put(status_tx(ledger.net, reg, b"\7" * 32, "revoked", "r", ahead), ahead)
+        assert ledger.store.head.time <= T0 + 10 + 60  # not 88 days ahead
+        later = issue_tx(ledger.net, reg, b"\10" * 32, "degree", 8, T0 + 15, T0 + DAY, T0 + 15)
+        put(later, T0 + 15)  # an honest issuance signed now still commits
+        assert ledger.store.tx_location(later.txid) is not None
+    finally:
+        orderer.stop()
+        writer.close()
+
+
 def test_a_replicated_nodes_health_says_when_the_chain_runs_ahead_of_its_clock(
         etcd_url: str, tmp_path: Path) -> None:
     """The etcd branch of ``/v1/health``: block times follow the proposing node's clock, so a
@@ -336,6 +381,7 @@ def test_a_replicated_nodes_health_says_when_the_chain_runs_ahead_of_its_clock(
     node: its batches commit and make blocks; no quorum of co-signatures is needed for that."""
     data = make_demo(tmp_path / "demo")
     clock = [DEMO_T0 + 1000]
+    _demo_witnesses(etcd_url, data, DEMO_T0 + 1000)
     node = Node(data, "edu", PASS, clock=lambda: clock[0], workers=0,
                 replication=Replication(endpoints=(etcd_url,)))
     try:
@@ -389,6 +435,7 @@ def test_a_node_refuses_submissions_while_etcd_is_out_of_space_and_paces_after(
                  load_private_key(keys / "edu.issuer.key", PASS))
     now = DEMO_T0 + 1000
     with _etcd_member(tmp_path / "etcd", "--quota-backend-bytes", str(1 << 20)) as url:
+        _demo_witnesses(url, data, now)
         node = Node(data, "edu", PASS, clock=lambda: now, workers=0,
                     replication=Replication(endpoints=(url,)))
         filler = EtcdLog([url], "filler")
@@ -961,6 +1008,7 @@ def test_a_node_restarted_fast_hears_its_peers_before_its_first_batch(
     the chain an hour ahead, for good. Its first batch now waits to hear them (ADR 58): the
     block is at their time. Peers that stay quiet hold it PEER_CLOCK_WAIT at most, by this
     node's timer; then it proposes its own time."""
+    from ledger.batch import WITNESS_SLACK
     from node.replication import PEER_CLOCK_SLACK, PEER_CLOCK_WAIT
 
     reg = agencies["reg"]
@@ -999,8 +1047,8 @@ def test_a_node_restarted_fast_hears_its_peers_before_its_first_batch(
             peers.close()
         if peers_answer:
             assert T0 + 12 <= block < T0 + 12 + PEER_CLOCK_SLACK, block - T0
-        else:
-            assert block == clock
+        else:  # its own time, but a block no later than its peers last witnessed (ADR 58)
+            assert block == T0 + 10 + WITNESS_SLACK
 
 
 def _degree_granted(ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
@@ -1085,4 +1133,31 @@ def _publish(log: EtcdLog, times: dict[str, int]) -> None:
     _published[0] += 1
     for agency, t in times.items():
         log.put_applied(agency, codec.encode({"rev": _published[0], "height": 0, "size": 1,
-                                              "time": t}))
+                                              "time": t, "clock_sig": _clock_sig(agency, t)}))
+
+
+def _clock_sig(agency: str, t: int, net: str = NET) -> str:
+    """A conftest agency's node signing its clock time ``t`` (hex, as nodes publish it)."""
+    from ledger.batch import clock_signature
+    from ledger.network import demo_agency
+
+    return clock_signature(net, agency, demo_agency(agency, "").node_key, t).hex()
+
+
+def _demo_witnesses(url: str, data: Path, t: int) -> None:
+    """The demo network's other agencies' nodes publish positions with their clocks signed at
+    ``t``: a batch of edu's node carries them, so its block time can move (ADR 58)."""
+    from ledger import codec
+    from ledger.batch import clock_signature
+    from ledger.keys import load_private_key
+    from node.demo import NETWORK
+
+    log = EtcdLog([url], NETWORK)
+    try:
+        for agency in ("civil", "market"):
+            key = load_private_key(data / "keys" / f"{agency}.node.key", PASS)
+            log.put_applied(agency, codec.encode({
+                "rev": 1, "height": 0, "size": 1, "time": t,
+                "clock_sig": clock_signature(NETWORK, agency, key, t).hex()}))
+    finally:
+        log.close()

@@ -1,0 +1,138 @@
+"""Ordered batches: their format, and how far a batch may move the chain's time (ADR 58).
+
+A block's time was its batch's proposer's time (never going back): one batch of a compromised
+agency's node dated 88 days ahead froze every honest issuance (``backdated``) and revocation
+(``stale``) on every node, for good. A batch now moves the time only as far as other current
+agencies' nodes witness it, by their signed clock times carried in the batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import NET, T0, LedgerHarness
+
+from ledger.batch import (
+    WITNESS_SLACK,
+    Batch,
+    Witness,
+    block_time,
+    check_batch,
+    clock_signature,
+    make_batch,
+)
+from ledger.errors import DecodeError
+from ledger.keys import PrivateKey
+from ledger.network import Agency
+
+DAY = 86_400
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, agencies: dict[str, Agency]) -> Iterator[LedgerHarness]:
+    harness = LedgerHarness(tmp_path / "ledger", list(agencies.values()), 2, T0)
+    try:
+        yield harness
+    finally:
+        harness.close()
+
+
+def _seen(agency: Agency, t: int, net: str = NET) -> Witness:
+    return Witness(agency.id, t, clock_signature(net, agency.id, agency.node_key, t))
+
+
+def _batch(proposer: Agency, t: int, witnesses: list[Witness]) -> Batch:
+    return make_batch(NET, proposer.id, proposer.node_key, t, [b"tx"], witnesses)
+
+
+def test_a_batch_moves_the_time_only_as_far_as_another_agency_witnesses(
+        ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    registry, head = ledger.registry, T0 + 100
+    ahead = T0 + 88 * DAY
+    # alone (quorum 2: one other agency must witness), the time stays where it is
+    assert block_time(_batch(reg, ahead, []), registry, head) == head
+    # with an honest witness, the time moves up to its clock plus the slack, not past it
+    assert block_time(_batch(reg, ahead, [_seen(tax, T0 + 200)]), registry, head) \
+        == T0 + 200 + WITNESS_SLACK
+    # an honest proposer's time within the slack of what its peers witness is its own
+    assert block_time(_batch(reg, T0 + 230, [_seen(tax, T0 + 200)]), registry, head) \
+        == T0 + 230
+    # of two witnesses the latest counts (quorum - 1 = 1 of them is needed)
+    assert block_time(_batch(reg, ahead, [_seen(edu, T0 + 150), _seen(tax, T0 + 300)]),
+                      registry, head) == T0 + 300 + WITNESS_SLACK
+    # a time before the head's is the head's
+    assert block_time(_batch(reg, T0 + 50, []), registry, head) == head
+
+
+@pytest.mark.parametrize("case", ["own", "forged", "another_network", "not_an_agency",
+                                  "signed_other_time"])
+def test_a_witness_that_is_not_another_agencys_signed_clock_counts_for_nothing(
+        ledger: LedgerHarness, agencies: dict[str, Agency], case: str) -> None:
+    reg, tax = agencies["reg"], agencies["tax"]
+    t = T0 + 88 * DAY
+    witness = {
+        "own": _seen(reg, t),  # the proposer witnessing itself
+        "forged": Witness("tax", t, clock_signature(NET, "tax", PrivateKey.generate(), t)),
+        "another_network": _seen(tax, t, net="other-net"),
+        "not_an_agency": Witness("mallory", t, clock_signature(NET, "mallory",
+                                                                 PrivateKey.generate(), t)),
+        "signed_other_time": Witness("tax", t, _seen(tax, T0 + 1).sig),
+    }[case]
+    assert block_time(_batch(reg, t, [witness]), ledger.registry, T0 + 100) == T0 + 100
+
+
+def test_a_witness_of_a_removed_agency_counts_for_nothing(
+        ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    ledger.govern("remove_agency", {"agency": "tax"}, [reg, edu], T0 + 10)
+    t = T0 + 88 * DAY
+    assert block_time(_batch(reg, t, [_seen(tax, t)]), ledger.registry, T0 + 10) == T0 + 10
+    assert block_time(_batch(reg, t, [_seen(edu, T0 + 20)]), ledger.registry, T0 + 10) \
+        == T0 + 20 + WITNESS_SLACK
+
+
+def test_a_quorum_of_one_needs_no_witness(tmp_path: Path, agencies: dict[str, Agency]) -> None:
+    solo = LedgerHarness(tmp_path / "solo", [agencies["reg"], agencies["edu"]], 1, T0)
+    try:
+        t = T0 + 88 * DAY
+        assert block_time(_batch(agencies["reg"], t, []), solo.registry, T0) == t
+    finally:
+        solo.close()
+
+
+def test_witnesses_are_part_of_the_signed_batch(agencies: dict[str, Agency],
+                                                ledger: LedgerHarness) -> None:
+    reg, tax = agencies["reg"], agencies["tax"]
+    batch = _batch(reg, T0 + 5, [_seen(tax, T0 + 4)])
+    again = Batch.from_bytes(batch.to_bytes())
+    assert again == batch and again.wit == (_seen(tax, T0 + 4),)
+    check_batch(again, ledger.registry, T0)
+    # a batch without witnesses has the bytes it had before ADR 58 (no "wit" member)
+    bare = _batch(reg, T0 + 5, [])
+    assert b"wit" not in bare.to_bytes() and Batch.from_bytes(bare.to_bytes()) == bare
+    # a witness added after signing breaks the proposer's signature
+    from ledger.errors import SignatureError
+
+    stuffed = Batch(batch.net, batch.proposer, batch.time, batch.txs, bare.sig, batch.wit)
+    with pytest.raises(SignatureError):
+        check_batch(Batch.from_bytes(stuffed.to_bytes()), ledger.registry, T0)
+
+
+@pytest.mark.parametrize(("wit", "where"), [
+    ([], "batch.wit"),
+    (["x"], "batch.wit[0]"),
+    ([{"agency": "tax", "time": 1}], "batch.wit[0].sig"),
+    ([{"agency": "tax", "time": -1, "sig": bytes(64)}], "batch.wit[0].time"),
+    ([{"agency": "tax", "time": 1, "sig": bytes(64), "extra": 1}], "batch.wit[0]"),
+    ([{"agency": "tax", "time": 1, "sig": bytes(64)}] * 17, "batch.wit"),
+])
+def test_a_malformed_witness_list_does_not_decode(wit: list[object], where: str) -> None:
+    from ledger import codec
+
+    raw = codec.encode({"v": 1, "net": NET, "proposer": "reg", "time": 1, "txs": [b"t"],
+                        "sig": bytes(64), "wit": wit})
+    with pytest.raises(DecodeError) as e:
+        Batch.from_bytes(raw)
+    assert e.value.where == where, e.value
