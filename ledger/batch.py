@@ -126,10 +126,10 @@ def make_batch(net: str, proposer: str, key: PrivateKey, time: int,
 def block_time(batch: Batch, registry: Registry, head_time: int) -> int:
     """The time of the block ``batch`` makes after a block at ``head_time``: its proposer's
     time, but never before ``head_time`` nor more than :data:`WITNESS_SLACK` past the
-    ``quorum - 1``-th latest time witnessed by other current agencies' nodes (their signatures
-    checked with their node keys at ``head_time``; a witness that does not verify, names the
-    proposer, an agency twice or no current agency counts for nothing). With too few
-    witnesses the time stays where it is. A quorum of one needs no witness."""
+    ``quorum - 1``-th latest time witnessed by other current agencies' nodes (each signature
+    checked with its agency's node keys at the time it witnesses; a witness that does not
+    verify, names the proposer, an agency twice or no current agency counts for nothing).
+    With too few witnesses the time stays where it is. A quorum of one needs no witness."""
     if batch.time <= head_time:
         return head_time
     need = registry.quorum - 1
@@ -144,7 +144,10 @@ def block_time(batch: Batch, registry: Registry, head_time: int) -> int:
         if w.agency == batch.proposer or w.agency in seen or w.agency not in keys:
             continue
         message = _clock_message(registry.network, w.agency, w.time)
-        for key in keys[w.agency]:
+        # the node key its agency had at the time it witnessed: a key rotated in for a time
+        # the chain has not reached yet signs that time (with the key valid now, a two-agency
+        # network whose peer took its new key before then could never move the time there)
+        for key in registry.node_keys(w.time).get(w.agency, ()):
             try:
                 key.verify("clock", message, w.sig)
             except SignatureError:

@@ -93,6 +93,29 @@ def test_a_witness_of_a_removed_agency_counts_for_nothing(
         == T0 + 20 + WITNESS_SLACK
 
 
+def test_a_node_key_rotated_in_for_later_witnesses_the_time_it_is_valid_from(
+        tmp_path: Path, agencies: dict[str, Agency]) -> None:
+    """Two agencies, quorum two: the only witness is the other one. Its node key rotated for
+    a time the idle chain has not reached yet, its node took the new key then: checked with
+    the keys valid at the head's time, its witnesses never counted, and the time could never
+    reach the rotation. Checked with the keys valid when it witnessed, they do (and the old
+    key, no longer valid then, does not)."""
+    reg, edu = agencies["reg"], agencies["edu"]
+    pair = LedgerHarness(tmp_path / "pair", [reg, edu], 2, T0)
+    try:
+        new = PrivateKey.generate()
+        at = T0 + DAY
+        pair.govern("rotate_key", {"agency": "edu", "role": "node", "new_key": new.public.raw,
+                                   "at": at}, [reg, edu], T0 + 10)
+        later = at + 100
+        fresh = Witness("edu", later, clock_signature(NET, "edu", new, later))
+        assert block_time(_batch(reg, later, [fresh]), pair.registry, T0 + 10) == later
+        stale = Witness("edu", later, clock_signature(NET, "edu", edu.node_key, later))
+        assert block_time(_batch(reg, later, [stale]), pair.registry, T0 + 10) == T0 + 10
+    finally:
+        pair.close()
+
+
 def test_a_quorum_of_one_needs_no_witness(tmp_path: Path, agencies: dict[str, Agency]) -> None:
     solo = LedgerHarness(tmp_path / "solo", [agencies["reg"], agencies["edu"]], 1, T0)
     try:
