@@ -127,7 +127,8 @@ def block_time(batch: Batch, registry: Registry, head_time: int) -> int:
     """The time of the block ``batch`` makes after a block at ``head_time``: its proposer's
     time, but never before ``head_time`` nor more than :data:`WITNESS_SLACK` past the
     ``quorum - 1``-th latest time witnessed by other current agencies' nodes (each signature
-    checked with its agency's node keys at the time it witnesses; a witness that does not
+    checked with its agency's node keys at the time it witnesses, or with those at
+    ``head_time`` for a time before the registry's next change; a witness that does not
     verify, names the proposer, an agency twice or no current agency counts for nothing).
     With too few witnesses the time stays where it is. A quorum of one needs no witness."""
     if batch.time <= head_time:
@@ -139,20 +140,28 @@ def block_time(batch: Batch, registry: Registry, head_time: int) -> int:
     need = min(need, sum(1 for a in keys if a != batch.proposer))
     if need <= 0:
         return batch.time
+    # node keys and current agencies stay as at the head's time until then
+    _, change = registry.node_key_span(head_time)
     seen: dict[str, int] = {}
     for w in batch.wit:
         if w.agency == batch.proposer or w.agency in seen or w.agency not in keys:
             continue
         message = _clock_message(registry.network, w.agency, w.time)
+        then = registry.node_keys(w.time).get(w.agency, [])
         # the node key its agency had at the time it witnessed: a key rotated in for a time
         # the chain has not reached yet signs that time (with the key valid now, a two-agency
-        # network whose peer took its new key before then could never move the time there)
-        for key in registry.node_keys(w.time).get(w.agency, ()):
+        # network whose peer took its new key before then could never move the time there);
+        # or the one it has at the head's time, which vouches for times before the registry's
+        # next change only: a node keeps that key until the chain reaches its rotation (the
+        # new one signs nothing before), and an idle two-agency network could never get there
+        for key, counts in [*((k, w.time) for k in then),
+                            *((k, int(min(w.time, change - 1))) for k in keys[w.agency]
+                              if k not in then)]:
             try:
                 key.verify("clock", message, w.sig)
             except SignatureError:
                 continue
-            seen[w.agency] = w.time
+            seen[w.agency] = counts
             break
     if len(seen) < need:
         return head_time

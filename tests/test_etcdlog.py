@@ -374,6 +374,48 @@ def test_one_agencys_batch_dated_ahead_does_not_move_the_chains_time(
         writer.close()
 
 
+def test_an_idle_pair_moves_its_time_past_a_node_key_rotation_planned_for_then(
+        etcd_url: str, tmp_path: Path, agencies: dict[str, Agency]) -> None:
+    """Two agencies, quorum two: reg's batches move the time only as far as edu's node
+    witnesses (ADR 58). edu's node key is rotated for a later time (``rotate_key`` ``at``);
+    its node keeps the old key until the rotation takes effect on the chain (before, the new
+    key signs and publishes nothing: docs/monitoring.md). The network idle past that time,
+    edu's node signs its clock with the key the chain still counts at its head: checked only
+    with the keys valid when it witnessed, that counted for nothing, every batch of reg left
+    the time before the rotation, and edu's new key could never become current (its node with
+    it publishes nothing): the network's time stuck for good."""
+    from ledger import codec
+    from ledger.batch import clock_signature
+    from ledger.keys import PrivateKey
+
+    reg, edu = agencies["reg"], agencies["edu"]
+    pair = LedgerHarness(tmp_path / "pair", [reg, edu], 2, T0)
+    at = T0 + DAY
+    pair.govern("rotate_key", {"agency": "edu", "role": "node",
+                               "new_key": PrivateKey.generate().public.raw, "at": at},
+                [reg, edu], T0 + 10)
+    now = at + 600  # idle since: edu's node, still with its old key, publishes this time
+    prefix = "rotation-idle"
+    edu_log = EtcdLog([etcd_url], prefix)
+    head = pair.store.head
+    edu_log.put_applied("edu", codec.encode({
+        "rev": 0, "height": head.height, "size": head.log_size, "time": now,
+        "clock_sig": clock_signature(pair.net, "edu", edu.node_key, now).hex()}))
+    orderer = EtcdOrderer(pair.store, EtcdLog([etcd_url], prefix), agency="reg",
+                          node_key=reg.node_key, clock=lambda: now, workers=0)
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        orderer.submit(pair.gov_tx("register_type", {"type": spec}, [reg, edu])).result(
+            timeout=30)
+        # past the rotation (its old key vouches for the time up to then), not past edu's
+        # clock plus the slack
+        assert at <= pair.store.head.time <= now
+    finally:
+        orderer.stop()
+        edu_log.close()
+        pair.close()
+
+
 def test_a_replicated_nodes_health_says_when_the_chain_runs_ahead_of_its_clock(
         etcd_url: str, tmp_path: Path) -> None:
     """The etcd branch of ``/v1/health``: block times follow the proposing node's clock, so a
