@@ -455,12 +455,19 @@ class EtcdOrderer:
             self._stop.wait(0.05)
 
     def _witnesses(self) -> list[Witness]:
-        """The signed clock times other agencies' nodes last published with their positions:
-        a batch moves the chain's time only as far as they witness (ADR 58)."""
+        """The signed clock times other current agencies' nodes last published with their
+        positions, the latest first: a batch moves the chain's time only as far as they
+        witness (ADR 58), and holds :data:`ledger.batch.MAX_WITNESSES` of them at most (taken
+        by name, down or removed agencies' old times could fill it)."""
+        head, registry = self.store.head, self.store.registry
+        assert head is not None
+        assert registry is not None
+        current = set(registry.current_agencies(head.time))
         out = []
-        for agency, (v, _) in sorted(dict(self._heard).items()):  # the applying thread writes
+        for agency, (v, _) in dict(self._heard).items():  # the applying thread writes
             t, sig = v.get("time"), v.get("clock_sig")
-            if agency == self.agency or type(t) is not int or type(sig) is not str:
+            if agency == self.agency or agency not in current or type(t) is not int \
+                    or type(sig) is not str:
                 continue
             try:
                 raw = bytes.fromhex(sig)
@@ -468,7 +475,7 @@ class EtcdOrderer:
                 continue
             if len(raw) == 64:
                 out.append(Witness(agency, t, raw))
-        return out
+        return sorted(out, key=lambda w: (-w.time, w.agency))
 
     def _batch_time(self) -> int:
         t, theirs = self.batch_time_now()

@@ -416,6 +416,44 @@ def test_an_idle_pair_moves_its_time_past_a_node_key_rotation_planned_for_then(
         pair.close()
 
 
+def test_a_batch_carries_the_latest_witnesses_of_many_agencies(
+        etcd_url: str, tmp_path: Path) -> None:
+    """A batch holds 16 witnesses at most. A node took the first 16 positions by agency name,
+    down agencies' old ones too: in a network of 18 agencies, quorum two, whose only other
+    node up sorts last, its witness was cut, and the time moved no further than the down
+    nodes' last clocks plus a minute, for good, while that pair made final checkpoints."""
+    from ledger import codec
+    from ledger.batch import clock_signature
+    from ledger.network import demo_agency
+
+    members = [demo_agency(f"a{i:02d}", f"Agency {i}") for i in range(18)]
+    me, up, down = members[0], members[-1], members[1:-1]
+    net = LedgerHarness(tmp_path / "many", members, 2, T0)
+    now = T0 + DAY
+    prefix = "many-witnesses"
+    peers = EtcdLog([etcd_url], prefix)
+    head = net.store.head
+
+    def position(agency: str, key: Any, t: int) -> bytes:
+        return codec.encode({"rev": 0, "height": head.height, "size": head.log_size,
+                             "time": t, "clock_sig": clock_signature(net.net, agency, key,
+                                                                     t).hex()})
+
+    for a in down:  # down since the day began
+        peers.put_applied(a.id, position(a.id, a.node_key, T0 + 5))
+    peers.put_applied(up.id, position(up.id, up.node_key, now))
+    orderer = EtcdOrderer(net.store, EtcdLog([etcd_url], prefix), agency=me.id,
+                          node_key=me.node_key, clock=lambda: now, workers=0)
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        orderer.submit(net.gov_tx("register_type", {"type": spec}, [me, up])).result(timeout=30)
+        assert net.store.head.time == now
+    finally:
+        orderer.stop()
+        peers.close()
+        net.close()
+
+
 def test_a_replicated_nodes_health_says_when_the_chain_runs_ahead_of_its_clock(
         etcd_url: str, tmp_path: Path) -> None:
     """The etcd branch of ``/v1/health``: block times follow the proposing node's clock, so a
