@@ -126,18 +126,20 @@ def make_batch(net: str, proposer: str, key: PrivateKey, time: int,
 def block_time(batch: Batch, registry: Registry, head_time: int) -> int:
     """The time of the block ``batch`` makes after a block at ``head_time``: its proposer's
     time, but never before ``head_time`` nor more than :data:`WITNESS_SLACK` past the
-    ``quorum - 1``-th latest time witnessed by other current agencies' nodes (each signature
-    checked with its agency's node keys at the time it witnesses, or with those at
-    ``head_time`` for a time before the registry's next change; a witness that does not
-    verify, names the proposer, an agency twice or no current agency counts for nothing).
-    With too few witnesses the time stays where it is. A quorum of one needs no witness."""
+    ``quorum - 1``-th (at most the :data:`MAX_WITNESSES`-th) latest time witnessed by other
+    current agencies' nodes (each signature checked with its agency's node keys at the time
+    it witnesses, or with those at ``head_time`` for a time before the registry's next
+    change; a witness that does not verify, names the proposer, an agency twice or no
+    current agency counts for nothing). With too few witnesses the time stays where it is.
+    A quorum of one needs no witness."""
     if batch.time <= head_time:
         return head_time
     need = registry.quorum - 1
     if need <= 0:
         return batch.time
     keys = registry.node_keys(head_time)
-    need = min(need, sum(1 for a in keys if a != batch.proposer))
+    # a batch holds MAX_WITNESSES at most: a larger quorum could never move the time
+    need = min(need, MAX_WITNESSES, sum(1 for a in keys if a != batch.proposer))
     if need <= 0:
         return batch.time
     # node keys and current agencies stay as at the head's time until then

@@ -164,3 +164,22 @@ def test_a_malformed_witness_list_does_not_decode(wit: list[object], where: str)
     with pytest.raises(DecodeError) as e:
         Batch.from_bytes(raw)
     assert e.value.where == where, e.value
+
+
+def test_a_quorum_above_the_witnesses_a_batch_holds_still_moves_the_time(
+        tmp_path: Path) -> None:
+    """A batch holds 16 witnesses at most, and a quorum of 18 agencies needed 17: no batch
+    could ever move such a network's time. Sixteen other agencies witnessing is enough."""
+    from ledger.network import demo_agency
+
+    members = [demo_agency(f"a{i:02d}", f"Agency {i}") for i in range(18)]
+    big = LedgerHarness(tmp_path / "big", members, 18, T0)
+    try:
+        seen = [_seen(a, T0 + 100) for a in members[1:]]
+        batch = _batch(members[0], T0 + 100, seen)
+        assert len(batch.wit) == 16
+        assert block_time(batch, big.registry, T0) == T0 + 100
+        # fifteen are not
+        assert block_time(_batch(members[0], T0 + 100, seen[:15]), big.registry, T0) == T0
+    finally:
+        big.close()
