@@ -768,6 +768,16 @@ class EtcdOrderer:
         assert registry is not None
         return self.node_key.public in registry.node_keys(head.time).get(self.agency, [])
 
+    def _witnesses_now(self) -> bool:
+        """Whether this node's key is its agency's node key by this machine's clock: its
+        signed clock witnesses the time (ADR 58) before the chain reaches a rotation to it.
+        A node that took its new key before then published nothing, and a two-agency
+        network's idle chain could never get there (its peer's batches need its witness)."""
+        registry = self.store.registry
+        assert registry is not None
+        t = int(self.clock())
+        return self.node_key.public in registry.node_keys(t).get(self.agency, [])
+
     def _publish(self, head: Head, line: str) -> None:
         if not self._member():
             return  # not (or no longer) a member: our signature would count for nothing
@@ -1172,7 +1182,7 @@ class EtcdOrderer:
             self._publish_applied(head)
 
     def _publish_applied(self, head: Head) -> None:
-        if not self._member():
+        if not self._member() and not self._witnesses_now():
             return
         try:
             self.etcd.put_applied(self.agency, self._applied(head))

@@ -416,6 +416,44 @@ def test_an_idle_pair_moves_its_time_past_a_node_key_rotation_planned_for_then(
         pair.close()
 
 
+def test_a_node_with_a_key_rotated_in_for_now_witnesses_before_the_chain_gets_there(
+        etcd_url: str, tmp_path: Path, agencies: dict[str, Agency]) -> None:
+    """Two agencies, quorum two. edu's operator put its new node key in place before the
+    rotation's time (the old node's last word long before it): not a node key at the idle
+    chain's head, its node published no position, so no witness; reg's batches could not move
+    the time to the rotation, and edu's node never became a member: stuck for good. It now
+    publishes its position (its signed clock) with a key valid by its clock."""
+    from ledger.keys import PrivateKey
+
+    reg, edu = agencies["reg"], agencies["edu"]
+    new = PrivateKey(hashlib.sha256(b"edu-rotated").digest())
+    at = T0 + DAY
+    pairs = [LedgerHarness(tmp_path / name, [reg, edu], 2, T0) for name in ("reg", "edu")]
+    for pair in pairs:
+        pair.govern("rotate_key", {"agency": "edu", "role": "node", "new_key": new.public.raw,
+                                   "at": at}, [reg, edu], T0 + 10)
+    now = at + 600
+    prefix = "rotated-early"
+    eduo = EtcdOrderer(pairs[1].store, EtcdLog([etcd_url], prefix), agency="edu",
+                       node_key=new, clock=lambda: now, workers=0)
+    rego = EtcdOrderer(pairs[0].store, EtcdLog([etcd_url], prefix), agency="reg",
+                       node_key=reg.node_key, clock=lambda: now, workers=0)
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        deadline = time.monotonic() + 30
+        while "edu" not in rego.stats.peers:  # edu's heartbeat
+            assert time.monotonic() < deadline, "edu's node published no position"
+            time.sleep(0.1)
+        rego.submit(pairs[0].gov_tx("register_type", {"type": spec}, [reg, edu])).result(
+            timeout=30)
+        assert at <= pairs[0].store.head.time <= now
+    finally:
+        rego.stop()
+        eduo.stop()
+        for pair in pairs:
+            pair.close()
+
+
 def test_a_batch_carries_the_latest_witnesses_of_many_agencies(
         etcd_url: str, tmp_path: Path) -> None:
     """A batch holds 16 witnesses at most. A node took the first 16 positions by agency name,
