@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from test_api import PASS
 from test_approval_http import NOW, prepare
@@ -17,7 +18,7 @@ from test_approval_http import NOW, prepare
 from contracts.evidence import Evidence
 from ledger import codec
 from ledger.audit import audit
-from ledger.tx import make_tx
+from ledger.tx import Tx, make_tx
 from node.approvals import Approvals, Decided
 from node.service import Node
 from wallet.core import Wallet
@@ -118,3 +119,92 @@ def test_audit_since_a_checkpoint_re_evaluates_a_decision_evaluated_at_it(
     growth = audit(data, now=NOW, since=since, evidence=data / "approvals")
     assert growth.clean, [str(p) for p in growth.problems]
     assert (growth.approvals_total, growth.approvals_rechecked) == (1, 1)
+
+
+# -- found by a mutation round of the contracts (ADR 56) ---------------------------------------
+
+def test_re_evaluation_refuses_evidence_that_is_not_the_decision_s_own(tmp_path: Path) -> None:
+    """contracts.reevaluate checks the evidence against the approval before it evaluates: the
+    digest on the ledger, its service and rule version, the block time, the rule version in
+    force and the credit record at the evaluation height. Each altered record (with an
+    approval stating its digest, as its agency's key could sign one) is refused, naming what
+    differs; a transaction of another type is no approval."""
+    import pytest
+
+    from contracts import reevaluate
+    from contracts.errors import ContractError
+
+    data, wallet = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        decided = _apply_for_a_licence(node, wallet)
+        record = codec.decode(next((data / "approvals").glob("*.ev")).read_bytes(),
+                              max_size=1 << 21)
+        ev = Evidence.from_bytes(record["evidence"])
+        store = node.store
+        reg, t = store.registry_at(ev.height), store.block(ev.height).time
+        assert reevaluate(reg, store, decided.approval, record["evidence"], block_time=t)
+        issue = Tx.from_bytes(store.entry(decided.receipt.index - 1))
+        assert issue.type != "approval"
+        with pytest.raises(ContractError, match="is not an approval"):
+            reevaluate(reg, store, issue, record["evidence"], block_time=t)
+        other_salt = dataclasses.replace(ev, salt=os.urandom(16)).to_bytes()
+        with pytest.raises(ContractError, match="digest is not the one on the ledger"):
+            reevaluate(reg, store, decided.approval, other_salt, block_time=t)
+        with pytest.raises(ContractError, match="is not the block time"):
+            reevaluate(reg, store, decided.approval, record["evidence"], block_time=t + 1)
+
+        def stating(changed: Evidence, **body: Any) -> Tx:
+            return make_tx(node.network, "approval", {
+                **decided.approval.body, "evidence": changed.digest, **body},
+                [node.issuer_key])
+
+        for changed, body, said in (
+                (dataclasses.replace(ev, service="elderly-allowance"), {},
+                 "for another service or rule version"),
+                (dataclasses.replace(ev, rule_hash=bytes(32)), {"rule_hash": bytes(32)},
+                 "was not in force"),
+                (dataclasses.replace(ev, credit={**ev.credit, "score": ev.credit["score"] + 1}),
+                 {}, "credit record at the evaluation height differs")):
+            with pytest.raises(ContractError, match=said):
+                reevaluate(reg, store, stating(changed, **body), changed.to_bytes(),
+                           block_time=t)
+    finally:
+        node.close()
+
+
+def test_evidence_needs_its_full_salt_and_a_whole_pseudonym() -> None:
+    """The 16 random bytes keep the digest on the chain from being confirmed by guessing claim
+    values: evidence without them (or with a shorter salt) is not made."""
+    import pytest
+
+    from contracts.errors import ContractError
+
+    def evidence(salt: bytes, subject: bytes = b"") -> Evidence:
+        return Evidence("business-licence", bytes(32), 1, NOW, {}, (), salt, subject)
+
+    for salt in (b"", bytes(8), bytes(17)):
+        with pytest.raises(ContractError, match="16-byte salt"):
+            evidence(salt)
+    with pytest.raises(ContractError, match="32 bytes"):
+        evidence(bytes(16), bytes(31))
+    ok = evidence(bytes(16))
+    assert Evidence.from_bytes(ok.to_bytes()) == ok
+
+
+def test_an_evidence_record_of_another_shape_is_refused() -> None:
+    """Claims are maps per credential type and credential ids 32 bytes: a record otherwise is
+    malformed (ContractError), not a record re-evaluated with whatever it holds."""
+    import pytest
+
+    from contracts.errors import ContractError
+
+    good = codec.decode(Evidence("business-licence", bytes(32), 1, NOW,
+                                 {"business-registration": {"scope": "catering"}}, (bytes(32),),
+                                 bytes(16)).to_bytes())
+    for changes in ({"claims": {"business-registration": "catering"}},
+                    {"credentials": [bytes(31)]}, {"credentials": ["ab" * 16]}):
+        with pytest.raises(ContractError, match="malformed evidence record"):
+            Evidence.from_bytes(codec.encode({**good, **changes}))
+    assert Evidence.from_bytes(codec.encode(good)).claims == {
+        "business-registration": {"scope": "catering"}}

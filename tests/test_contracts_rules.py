@@ -156,6 +156,13 @@ BAD_RULES = [
     ("unknown type", {"needs": [{"type": "passport", "claims": ["number"]}]}, "unknown_type"),
     ("credit without a subject", {"fast_track": "credit.score > 1"}, "rule_invalid"),
     ("unknown parameter", {"fast_track": "params.nope"}, "rule_invalid"),
+    # found by a mutation round of the contracts (ADR 56): a name past the claim, and a credit
+    # field the record does not have, were taken and failed at every application instead
+    ("name past a needed claim", {"clauses": [{"when": "claims.person_id.district.size == 1",
+                                               "decision": "rejected", "reason": "x"}]},
+     "rule_invalid"),
+    ("unknown credit field", {"subject": ["person-id", "person_id"],
+                              "fast_track": "credit.bogus > 1"}, "rule_invalid"),
 ]
 
 
@@ -339,3 +346,72 @@ def test_the_cost_bound_counts_every_step_an_evaluation_takes() -> None:
         finally:
             evaluation.Evaluator.visit = original  # type: ignore[method-assign]
         assert 0 < visits <= bound, (text, visits, bound)
+
+
+# -- found by a mutation round of the contracts (ADR 56) ----------------------------------------
+
+def test_the_first_true_clause_decides() -> None:
+    """Clauses are tried in order: an applicant from another district, under 65 and over the
+    income line is refused for the first of them, not the last."""
+    o = ENGINE.compile(RULES["elderly-allowance"]).evaluate(
+        {"person-id": person(district="nanhai", over65=False),
+         "income-statement": {"annual_income": 99_999}}, None, NOW)
+    assert (o.decision, o.reasons, o.fired) == ("rejected", ("not_resident",), 0)
+
+
+def test_a_clause_that_gives_no_bool_is_a_rule_error() -> None:
+    """A ``when`` that gives a number (or a string) is not taken as true: the decision is
+    needs_review with reason rule_error, as for any expression that fails at run time."""
+    for when in ("size(claims.person_id.district)", "claims.person_id.district"):
+        r = rule("certified-copy", clauses=[{"when": when, "decision": "rejected",
+                                             "reason": "odd"}])
+        o = ENGINE.compile(r).evaluate({"person-id": person()}, None, NOW)
+        assert (o.decision, o.reasons, o.fired) == ("needs_review", ("rule_error",), -2), when
+
+
+def test_types_an_expression_would_name_alike_are_refused_and_a_dotted_type_is_read() -> None:
+    """``-`` and ``.`` in a type id become ``_`` in expressions: a rule needing two types that
+    become one name is refused (which one would ``claims.a_b`` read?), and a type with a dot
+    in its id is read under its ``_`` name."""
+    from contracts.errors import RuleError
+
+    clash = rule("certified-copy", needs=[{"type": "a-b", "claims": ["x"]},
+                                          {"type": "a_b", "claims": ["y"]}])
+    with pytest.raises(RuleError, match="share an expression name"):
+        CelEngine().compile(clash)
+    dotted = rule("certified-copy", needs=[{"type": "gov.person", "claims": ["district"]}],
+                  clauses=[{"when": "claims.gov_person.district == 'nanhai'",
+                            "decision": "rejected", "reason": "not_resident"}])
+    o = CelEngine().compile(dotted).evaluate({"gov.person": {"district": "nanhai"}}, None, NOW)
+    assert (o.decision, o.reasons) == ("rejected", ("not_resident",))
+
+
+def test_the_bound_counts_every_key_of_a_map_a_comprehension_ranges_over() -> None:
+    """The map literal of test_the_bound_counts_the_elements_... with twice the terms: over
+    the bound, as its 250 keys make it (a quarter of them would not)."""
+    keys = "{" + ",".join(f"{i}:0" for i in range(250)) + "}"
+    over = rules_mod.rule_cost_problem(
+        _costly(f"{keys}.all(x, " + " && ".join(["x + 1 > x"] * 14) + ")"))
+    assert over is not None and over.startswith("evaluating it could take over 50,000"), over
+
+
+def test_an_expression_over_the_longest_text_is_named_before_it_is_compiled() -> None:
+    long = "true" + " && true" * 300  # 2,404 characters
+    assert rules_mod.rule_cost_problem(_costly(long)) == \
+        "rule.clauses[0].when is over 2000 characters"
+    assert rules_mod.rule_cost_problem(_costly("true", fast_track=long)) == \
+        "rule.fast_track is over 2000 characters"
+
+
+def test_the_engine_keeps_at_most_its_cache_size_of_compiled_rules() -> None:
+    """Each rule version compiled is cached by hash; a node that saw many versions keeps only
+    the newest ``cache_size`` (the oldest goes first) and compiles an evicted one again."""
+    engine = CelEngine(cache_size=2)
+    versions = [rule("certified-copy", title=f"Certified copy {i}") for i in range(3)]
+    first = engine.compile(versions[0])
+    assert engine.compile(versions[0]) is first  # cached
+    for v in versions[1:]:
+        engine.compile(v)
+    assert len(engine._cache) == 2
+    again = engine.compile(versions[0])
+    assert again is not first and again.hash == first.hash

@@ -177,3 +177,86 @@ def test_serious_at_is_inclusive(world: Any) -> None:
                                     ts=T0 + 1)], d2).rejected
     h = lg.store.head.height
     assert summary(lg.store, POLICY, SUBJECT, height=h, time=d2).last_serious == d2
+
+
+# -- found by a mutation round of the contracts (ADR 56) ----------------------------------------
+
+def test_the_pseudonym_and_the_secret_s_fingerprint_are_fixed_vectors() -> None:
+    """Every chain names subjects by these bytes: another domain or encoding would leave each
+    subject's recorded events under a pseudonym no node computes any more."""
+    from contracts.credit import secret_fingerprint
+
+    assert SUBJECT.hex() == "83ade61d8d6e6e7f517f1aeef03f94fac5e5f5799938313571435429a4b06e62"
+    assert secret_fingerprint(SECRET).hex() == "31800699f305afa0"
+
+
+def test_a_weighted_or_halved_contribution_truncates_toward_zero(world: Any) -> None:
+    """points * weight / 100, halved per half-life, each division truncating toward zero: a
+    penalty of -5 in utilities (weight 50) counts -2, as +5 counts +2 (floor would give -3);
+    -101 in courts (weight 150) counts -151, and -75 after one half-life (not -76)."""
+    lg, ag = world
+    civil, courts = ag["civil"], ag["justice"]
+    assert not lg.commit([credit_tx(civil, SUBJECT, "utilities", -5, T0 + DAY, T0 + 30 * YEAR)],
+                         T0 + DAY).rejected
+    h, t = head(lg)
+    assert score(lg.store, POLICY, SUBJECT, height=h, time=t) == 598
+    other = pseudonym("91440606-MA4X", SECRET)
+    assert not lg.commit([credit_tx(civil, other, "utilities", 5, T0 + DAY, T0 + 30 * YEAR,
+                                    ts=T0 + 1)], T0 + DAY).rejected
+    h, t = head(lg)
+    assert score(lg.store, POLICY, other, height=h, time=t) == 602
+    third = pseudonym("91440606-MA4Y", SECRET)
+    assert not lg.commit([credit_tx(courts, third, "courts", -101, T0 + DAY, T0 + 30 * YEAR,
+                                    ts=T0 + 2)], T0 + DAY).rejected
+    h, t = head(lg)
+    assert score(lg.store, POLICY, third, height=h, time=t) == 600 - 151
+    assert score(lg.store, POLICY, third, height=h, time=T0 + DAY + 5 * YEAR) == 600 - 75
+
+
+def test_the_score_is_clamped_at_the_policy_s_max(world: Any) -> None:
+    lg, ag = world
+    assert not lg.commit([credit_tx(ag["market"], SUBJECT, "permits", 900, T0 + DAY,
+                                    T0 + YEAR)], T0 + DAY).rejected
+    h, t = head(lg)
+    assert score(lg.store, POLICY, SUBJECT, height=h, time=t) == POLICY["max"] == 1000
+
+
+def test_a_serious_event_still_dates_last_serious_after_its_expiry(world: Any) -> None:
+    """An expired event no longer counts in the score or in ``events``, but the date of a
+    serious one stays ``last_serious``: a rule's own window (the licence's three years) judges
+    how long it matters, not the event's expiry."""
+    lg, ag = world
+    date, expiry = T0 + DAY, T0 + 3 * DAY
+    assert not lg.commit([credit_tx(ag["market"], SUBJECT, "permits", -200, date, expiry)],
+                         date).rejected
+    h = lg.store.head.height
+    at = summary(lg.store, POLICY, SUBJECT, height=h, time=expiry)
+    assert (at.score, at.events, at.last_serious) == (600, 0, date)
+
+
+def test_an_event_of_a_category_the_policy_no_longer_weighs_counts_nothing(world: Any) -> None:
+    """Scored under a later policy without its category (weight 0), an event counts no
+    points, and is still counted among ``events``."""
+    lg, ag = world
+    assert not lg.commit([credit_tx(ag["civil"], SUBJECT, "utilities", -40, T0 + DAY,
+                                    T0 + YEAR)], T0 + DAY).rejected
+    h, t = head(lg)
+    assert score(lg.store, POLICY, SUBJECT, height=h, time=t) == 580
+    later = {**POLICY, "categories": [c for c in POLICY["categories"]
+                                      if c["name"] != "utilities"]}
+    s = summary(lg.store, later, SUBJECT, height=h, time=t)
+    assert (s.score, s.events) == (600, 1)
+
+
+def test_last_serious_is_the_latest_date_whatever_the_order_recorded(world: Any) -> None:
+    """A serious event recorded late (dated before one recorded earlier) does not move
+    ``last_serious`` back: it is the latest date of the serious events, not the last
+    recorded."""
+    lg, ag = world
+    d1, d2 = T0 + DAY, T0 + 5 * DAY
+    assert not lg.commit([credit_tx(ag["market"], SUBJECT, "permits", -150, d2, d2 + YEAR)],
+                         d2).rejected
+    assert not lg.commit([credit_tx(ag["justice"], SUBJECT, "courts", -100, d1, d1 + YEAR,
+                                    ts=T0 + 1)], d2 + DAY).rejected
+    h, t = head(lg)
+    assert summary(lg.store, POLICY, SUBJECT, height=h, time=t).last_serious == d2
