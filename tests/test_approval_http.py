@@ -379,6 +379,8 @@ def test_a_decision_is_never_committed_without_its_evidence_kept(
         assert r.status_code == 200, r.text  # decided, and the credential issued
         txid = r.json()["approval_tx"]
         assert [p.name for p in folder.iterdir()] == [f"{txid}.pending"]
+        # it holds claim values: the node's user alone reads it, as the filed record
+        assert (folder / f"{txid}.pending").stat().st_mode & 0o777 == 0o600
         monkeypatch.setattr(approvals, "write_atomic", real)
         # a record of a decision that never reached the ledger, a day old: removed
         stale = folder / f"{'ab' * 32}.pending"
@@ -657,3 +659,280 @@ def test_no_application_is_decided_under_a_costly_rule_already_on_the_chain(
         again = http.post("/v1/services/business-licence/applications")
         assert again.status_code == 400, again.text
         assert "would cost too much" in again.json()["detail"]
+
+
+# -- found by a mutation round of the wallet, the contracts and the approvals (ADR 56) ---------
+
+def test_a_node_that_could_not_prove_a_decision_asks_for_no_claim(tmp_path: Path) -> None:
+    """A solo node holding fewer current node keys than the quorum could commit a decision
+    but not prove the approval credential: it opens no application (no claim is asked for or
+    seen), and one opened before it lost them is decided nothing, nothing committed."""
+    import pytest
+
+    from ledger.errors import OrderingError
+    from node.approvals import Approvals
+
+    data, wallet = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service = Approvals(node)
+        pending = service.open_application("business-licence", "https://market.example")
+        answers = wallet.answer([p.request for p in pending], now=NOW)
+        # its node keys other than its own are gone (rotated by governance, say)
+        node._node_key_files = {"market": node._node_key_files["market"]}
+        head = node.store.head
+        with pytest.raises(OrderingError, match="a final checkpoint needs 2"):
+            service.open_application("business-licence", "https://market.example")
+        with pytest.raises(OrderingError, match="a final checkpoint needs 2"):
+            service.apply("business-licence", answers, wallet.holder_jwk())
+        assert node.store.head == head and service.list() == []
+        assert not (data / "approvals").exists() or not any((data / "approvals").iterdir())
+    finally:
+        node.close()
+
+
+def test_an_application_with_a_presentation_that_does_not_verify_is_decided_nothing(
+        tmp_path: Path) -> None:
+    """The answers' signatures and disclosures all check, but the business registration was
+    revoked after the application opened: its presentation does not verify (status), so no
+    decision is made or committed, and no approval credential issued."""
+    import pytest
+
+    from contracts.errors import ApplicationError
+    from node.approvals import Approvals
+
+    data, wallet = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service = Approvals(node)
+        pending = service.open_application("business-licence", "https://market.example")
+        answers = wallet.answer([p.request for p in pending], now=NOW)
+        reg_id = wallet.list()[0].id
+        node.set_status(bytes.fromhex(reg_id), "revoked", "stolen")
+        head = node.store.head
+        with pytest.raises(ApplicationError, match=r"'business-registration' presentation did "
+                                                   r"not verify \(.*status"):
+            service.apply("business-licence", answers, wallet.holder_jwk())
+        assert node.store.head == head and service.list() == []
+    finally:
+        node.close()
+
+
+def test_a_rule_reads_now_as_the_head_s_block_time_not_the_node_s_clock(tmp_path: Path) -> None:
+    """``now`` in a rule is the block time of the head the decision is evaluated at (what the
+    evidence records and an audit evaluates again), not the node's clock: here a serious event
+    turns three years old between the head's time and the node's clock, and the licence is
+    decided as at the head (standard path), which re-evaluation confirms."""
+    from contracts import reevaluate
+    from contracts.catalogue import YEAR
+    from ledger import codec
+    from node.approvals import Approvals
+
+    data, wallet = prepare(tmp_path)
+    clock = [NOW]
+    node = Node(data, "market", PASS, clock=lambda: clock[0], workers=0)
+    try:
+        civil = load_private_key(data / "keys" / "civil.issuer.key", PASS)
+        serious = make_tx(node.network, "credit", {  # utilities weigh 50: 750 - 50 = 700
+            "subject": pseudonym(REG_NO, SECRET), "category": "utilities", "points": -100,
+            "reason": "unpaid", "date": NOW - 3 * YEAR + 50, "expiry": NOW + YEAR,
+            "ts": NOW}, [civil])
+        node.orderer.submit(serious).result(timeout=30)
+        head = node.store.head
+        assert head is not None and head.time == NOW
+        clock[0] = NOW + 100  # no block since: the head's time stays NOW
+        service = Approvals(node)
+        pending = service.open_application("business-licence", "https://market.example")
+        answers = wallet.answer([p.request for p in pending], now=NOW)
+        decided = service.apply("business-licence", answers, wallet.holder_jwk())
+        assert (decided.outcome.decision, decided.outcome.path) == ("approved", "standard")
+        record = codec.decode(next((data / "approvals").glob("*.ev")).read_bytes(),
+                              max_size=1 << 21)
+        ev = codec.decode(record["evidence"])
+        assert (ev["height"], ev["time"], ev["credit"]["score"]) == (head.height, NOW, 700)
+        store = node.store
+        assert reevaluate(store.registry_at(ev["height"]), store, decided.approval,
+                          record["evidence"], block_time=store.block(ev["height"]).time) == \
+            stated(store.registry_at(ev["height"]), decided.approval)
+    finally:
+        node.close()
+
+
+def test_a_decision_the_ledger_refuses_leaves_no_record_of_its_claims(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """The evidence (claim values) is kept as a pending record before the decision commits; a
+    decision the ledger then refuses (here: a new version of the rule committed between the
+    evaluation and the commit, so the decision's is stale) is no decision, and its record is
+    removed at once rather than a day later."""
+    import pytest
+
+    from contracts.catalogue import rule
+    from ledger.errors import TxRejected
+    from ledger.network import Agency
+    from node.approvals import Approvals
+
+    data, wallet = prepare(tmp_path)
+    keys = {a: load_private_key(data / "keys" / f"{a}.issuer.key", PASS)
+            for a in ("edu", "civil")}
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service = Approvals(node)
+        pending = service.open_application("business-licence", "https://market.example")
+        answers = wallet.answer([p.request for p in pending], now=NOW)
+        real_commit = node.commit
+        upgraded = rule("business-licence", agency="market", title="Operating licence v2")
+
+        def upgrade_first(tx: Tx, what: str, then: str) -> Any:
+            reg = node.store.registry
+            assert reg is not None
+            node.orderer.submit(governance_tx(
+                node.network, reg.gov_seq + 1, "register_rule", {"rule": upgraded},
+                [Agency(a, "", keys[a], keys[a]) for a in ("edu", "civil")])).result(timeout=30)
+            return real_commit(tx, what, then)
+
+        monkeypatch.setattr(node, "commit", upgrade_first)
+        with pytest.raises(TxRejected) as e:
+            service.apply("business-licence", answers, wallet.holder_jwk())
+        assert e.value.code == "stale_rule"
+        assert list((data / "approvals").iterdir()) == []  # no claim values kept
+        assert service.list() == []
+    finally:
+        node.close()
+
+
+def test_a_pending_record_is_removed_only_a_day_after_it_was_written(tmp_path: Path) -> None:
+    """A record whose decision is not on the ledger may be one still being committed: it stays
+    until a day after it was written (PENDING_DAYS), and only then goes."""
+    import os
+
+    from node.approvals import PENDING_DAYS, Approvals
+
+    data, _ = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service = Approvals(node)
+        service.folder.mkdir(mode=0o700)
+        young, old = (service.folder / f"{c * 64}.pending" for c in "ab")
+        now = 2_000_000_000.0
+        for path, age in ((young, PENDING_DAYS * 86400 - 10), (old, PENDING_DAYS * 86400 + 10)):
+            path.write_bytes(b"claims of a decision not (yet) on the ledger")
+            os.utime(path, (now - age, now - age))
+        assert service.file_pending(now) == 0
+        assert [p.name for p in service.folder.iterdir()] == [young.name]
+    finally:
+        node.close()
+
+
+def test_an_explanation_lists_as_not_met_only_the_clauses_before_the_one_that_decided(
+        tmp_path: Path) -> None:
+    """Decided by clauses[1] (low credit): clause 0 was found false, clause 1 itself was
+    not."""
+    from node.approvals import Approvals
+
+    data, wallet = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        market = load_private_key(data / "keys" / "market.issuer.key", PASS)
+        node.orderer.submit(make_tx(node.network, "credit", {  # 750 - 500: under 300
+            "subject": pseudonym(REG_NO, SECRET), "category": "permits", "points": -500,
+            "reason": "fraud", "date": NOW, "expiry": NOW + 86_400, "ts": NOW + 1},
+            [market])).result(timeout=30)
+        service = Approvals(node)
+        pending = service.open_application("business-licence", "https://market.example")
+        decided = service.apply("business-licence",
+                                wallet.answer([p.request for p in pending], now=NOW),
+                                wallet.holder_jwk())
+        assert decided.outcome.reasons == ("low_credit",)
+        why = service.explain(decided.approval.txid.hex())
+        clauses = RULES["business-licence"]["clauses"]
+        assert (why["decided_by"], why["expression"]) == ("clauses[1]", clauses[1]["when"])
+        assert why["not_met"] == [{"clause": 0, "when": clauses[0]["when"],
+                                   "decision": clauses[0]["decision"],
+                                   "reason": clauses[0]["reason"]}]
+    finally:
+        node.close()
+
+
+def test_a_credit_event_with_a_free_text_reason_or_withdrawing_no_event_is_refused(
+        tmp_path: Path) -> None:
+    """The node itself (not only `agency credit`) refuses a reason that is not a public code
+    (free text could name the person) and a withdrawal of an event the subject does not have;
+    nothing is committed."""
+    import pytest
+
+    from contracts.errors import ApplicationError
+    from node.approvals import Approvals
+    from node.service import NotFound
+
+    data, _ = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service = Approvals(node)
+        head = node.store.head
+        with pytest.raises(ApplicationError, match="reason: "):
+            service.record_credit(REG_NO, reason="Late filing by Mr Li", category="permits",
+                                  points=-5, valid_days=30)
+        with pytest.raises(NotFound, match="no credit event with that id"):
+            service.record_credit(REG_NO, reason="filed-in-error", withdraws=bytes(32))
+        assert node.store.head == head
+    finally:
+        node.close()
+
+
+def test_an_application_without_the_subject_s_presentation_is_refused_in_words(
+        tmp_path: Path) -> None:
+    """A rule on credit reads its subject from one presented credential: an application that
+    leaves it out is refused, naming the type (it was a KeyError: HTTP 500)."""
+    import pytest
+
+    from contracts.errors import ApplicationError
+    from node.approvals import Approvals
+
+    data, wallet = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service = Approvals(node)
+        head = node.store.head
+        with pytest.raises(ApplicationError,
+                           match="'business-licence' needs a 'business-registration' "
+                                 "presentation"):
+            service.apply("business-licence", [], wallet.holder_jwk())
+        assert node.store.head == head
+    finally:
+        node.close()
+
+
+def test_a_node_whose_issuing_key_was_invalidated_decides_nothing(tmp_path: Path) -> None:
+    """Governance invalidated the agency's issuing key (stolen, say): its node, still holding
+    it, opens no application and decides none, before any claim is seen and before anything
+    is committed (the decision would otherwise be on the ledger with no approval credential
+    the key could still issue)."""
+    import pytest
+
+    from contracts.errors import ApplicationError
+    from ledger.network import Agency
+    from node.approvals import Approvals
+
+    data, wallet = prepare(tmp_path)
+    keys = {a: load_private_key(data / "keys" / f"{a}.issuer.key", PASS)
+            for a in ("edu", "civil")}
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service = Approvals(node)
+        pending = service.open_application("business-licence", "https://market.example")
+        answers = wallet.answer([p.request for p in pending], now=NOW)
+        reg = node.store.registry
+        assert reg is not None
+        node.orderer.submit(governance_tx(
+            node.network, reg.gov_seq + 1, "invalidate_key",
+            {"kid": node.issuer_key.public.kid, "from": NOW},
+            [Agency(a, "", keys[a], keys[a]) for a in ("edu", "civil")])).result(timeout=30)
+        head = node.store.head
+        for attempt in (lambda: service.apply("business-licence", answers, wallet.holder_jwk()),
+                        lambda: service.open_application("business-licence",
+                                                         "https://market.example")):
+            with pytest.raises(ApplicationError, match="issuing key is not a valid issuer key"):
+                attempt()
+        assert node.store.head == head and service.list() == []
+    finally:
+        node.close()
