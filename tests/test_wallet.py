@@ -322,7 +322,82 @@ def _anchor_signature_broken(world: World, w: Wallet) -> Bundle:
     return replace(b, anchor=b.anchor[:-1] + bytes([b.anchor[-1] ^ 1]))
 
 
+def _signed_beside_an_anchor(world: World, w: Wallet, *, claims: dict[str, str] | None = None,
+                             idx: int = 9, number: int = 0) -> Bundle:
+    """A degree edu's key signed with the window of its anchor, which anchors status index 9
+    of list 0: with other ``claims`` (so another JWT than the anchored one), or naming status
+    index ``idx`` of list ``number`` (anchored with the JWT's hash, so a verifier would read
+    the status of an entry the agency does not revoke it by)."""
+    world.n += 1
+    now = world.t0 + 10 + world.n
+    edu_key = world.agencies["edu"].issuer_key
+    net = world.ledger.registry.network
+    signed = {"issuer_key": edu_key, "issuer_kid": edu_key.kid.hex(),
+              "holder_jwk": w.holder_jwk(), "vct": "degree", "iss": issuer_uri(net, "edu"),
+              "iat": now, "nbf": now, "exp": now + DAY}
+    anchored = sdjwt.issue_sd_jwt(claims=CLAIMS, status={"status_list": {
+        "idx": 9, "uri": status_list_uri(net, "edu", "degree")}}, **signed)
+    shown = sdjwt.issue_sd_jwt(claims=CLAIMS if claims is None else claims, status={
+        "status_list": {"idx": idx, "uri": status_list_uri(net, "edu", "degree", number)}},
+        **signed)
+    anchor = make_tx(net, "issue", {
+        "credential_id": (anchored if claims is not None else shown).credential_id,
+        "issuer": "edu", "type": "degree", "valid_from": now, "valid_until": now + DAY,
+        "status_index": 9, "ts": now}, [edu_key])
+    r = world.ledger.commit([anchor], now)
+    assert not r.rejected, r.rejected
+    return world.bundle(shown.serialize(), r.accepted[0][1], ("reg", "edu"))
+
+
+def _not_the_anchored_jwt(world: World, w: Wallet) -> Bundle:
+    return _signed_beside_an_anchor(world, w, claims={**CLAIMS, "degree_level": "doctor"})
+
+
+def _status_index_not_anchored(world: World, w: Wallet) -> Bundle:
+    return _signed_beside_an_anchor(world, w, idx=10)
+
+
+def _status_list_not_anchored(world: World, w: Wallet) -> Bundle:
+    return _signed_beside_an_anchor(world, w, number=1)
+
+
+def _anchor_of_another_network(world: World, w: Wallet) -> Bundle:
+    """The same issue, signed by the same agency key, for another network's ledger."""
+    from ledger.tx import Tx
+
+    b = world.issue(w.holder_jwk())
+    body = Tx.from_bytes(b.anchor).body
+    return replace(b, anchor=make_tx("another-district", "issue", body,
+                                     [world.agencies["edu"].issuer_key]).raw)
+
+
+def _anchor_signed_by_an_outsider(world: World, w: Wallet) -> Bundle:
+    """The same issue body, whole and well formed, signed by a key the registry lacks."""
+    from ledger.tx import Tx
+
+    b = world.issue(w.holder_jwk())
+    outsider = PrivateKey(hashlib.sha256(b"outsider").digest())
+    return replace(b, anchor=make_tx(world.ledger.net, "issue", Tx.from_bytes(b.anchor).body,
+                                     [outsider]).raw)
+
+
+def _anchor_not_an_issue(world: World, w: Wallet) -> Bundle:
+    """A status transaction of this network (signed by edu's key) in the anchor's place."""
+    from ledger.network import status_tx
+
+    b = world.issue(w.holder_jwk())
+    cid = hashlib.sha256(b.sd_jwt.split("~", 1)[0].encode()).digest()
+    return replace(b, anchor=status_tx(world.ledger.net, world.agencies["edu"], cid,
+                                       "suspended", "under_review", world.t0 + 60).raw)
+
+
 @pytest.mark.parametrize(("make", "step"), [
+    (_anchor_of_another_network, "anchor"),
+    (_anchor_not_an_issue, "anchor"),
+    (_anchor_signed_by_an_outsider, "anchor"),
+    (_not_the_anchored_jwt, "credential_id"),
+    (_status_index_not_anchored, "credential_id"),
+    (_status_list_not_anchored, "credential_id"),
     (_other_holder, "holder"),
     (_other_credential, "credential_id"),
     (_bad_proof, "inclusion"),
@@ -1300,3 +1375,121 @@ def test_an_empty_passphrase_never_seals_or_opens_a_wallet(tmp_path: Path,
     assert not (tmp_path / "new.db").exists()
     with pytest.raises(WalletFileError, match="empty passphrase"):
         Wallet.open(wallet.path, b"")
+
+
+# -- found by a mutation round of the wallet (ADR 56) -------------------------------------------
+
+def test_a_wallet_listing_one_credential_twice_is_refused() -> None:
+    """Ids are unique in a wallet (removing, presenting and counting one goes by its id): a
+    file's contents holding one twice do not open, and cannot be made to be saved."""
+    from ledger import codec
+    from ledger.errors import DecodeError
+    from wallet.store import Contents, StoredCredential
+
+    c = StoredCredential(bytes(range(32)), "degree", "edu", T0, T0 + DAY, T0, b"bundle")
+    with pytest.raises(DecodeError, match="stored twice"):
+        Contents.from_bytes(codec.encode({"v": 2, "holder_seed": bytes(32),
+                                          "credentials": [c.to_map(), c.to_map()],
+                                          "shown_to": []}))
+    with pytest.raises(ValueError, match="stored twice"):
+        Contents(bytes(32), (c, c))
+    assert Contents.from_bytes(Contents(bytes(32), (c,)).to_bytes()).credentials == (c,)
+
+
+def test_the_wallet_lock_is_held_against_other_processes(tmp_path: Path) -> None:
+    """While a wallet operation holds ``<wallet>.lock`` (read-modify-write), another process's
+    attempt to take it does not succeed: flock(2), exclusive, released on leaving."""
+    import fcntl
+
+    from wallet.store import lock
+
+    path = tmp_path / "wallet.db"
+    other = os.open(tmp_path / "wallet.db.lock", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with lock(path):
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with pytest.raises(BlockingIOError):  # not even to read
+                fcntl.flock(other, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released
+    finally:
+        os.close(other)
+
+
+def test_a_backup_copies_only_a_wallet_file_this_passphrase_opens_whole(
+        wallet: Wallet, tmp_path: Path) -> None:
+    """The backup is the file as it is on disk now: one damaged since the wallet was opened,
+    or another wallet put in its place (under another passphrase), is not copied as if it were
+    a backup of this one, and no file is written."""
+    blob = wallet.path.read_bytes()
+    i = len(blob) // 2  # within the encrypted box
+    damaged = blob[:i] + bytes([blob[i] ^ 1]) + blob[i + 1:]
+    other = tmp_path / "other.db"
+    Wallet.init(other, b"another passphrase")
+    for replaced_by in (damaged, other.read_bytes()):
+        wallet.path.write_bytes(replaced_by)
+        dest = tmp_path / "backup.db"
+        with pytest.raises(WalletFileError, match="wrong passphrase, or the file was changed"):
+            wallet.backup(dest)
+        assert not dest.exists()
+    wallet.path.write_bytes(blob)
+    wallet.backup(tmp_path / "backup.db")
+    assert (tmp_path / "backup.db").read_bytes() == blob
+
+
+def test_a_request_naming_a_claim_every_presentation_shows_is_answered(
+        world: World, wallet: Wallet) -> None:
+    """``iss``, ``exp`` and the like are in the issuer-signed JWT, shown to every verifier: a
+    request naming them is no request for a claim the credential lacks. Nothing more is
+    disclosed for them, and the verifier gets them as always."""
+    info = wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(),
+                          registry=world.ledger.registry, now=NOW)
+    req = replace(REQ, claims=("field", "exp", "iss"))
+    preview = wallet.preview(info.id, req)
+    assert preview.claims == ("field",) and "exp" in preview.always
+    env = wallet.present(info.id, req, now=T0 + 90)
+    assert _disclosed_names(env) == ["field"]
+
+
+def test_a_wallet_whose_record_of_keys_shown_is_full_still_presents(
+        world: World, wallet: Wallet) -> None:
+    """At MAX_SHOWN_TO (key, verifier) pairs the record takes no more: a presentation to a new
+    verifier is still made and counted on its credential (the file stays one the wallet
+    opens), the pair not added."""
+    from wallet.store import MAX_SHOWN_TO
+
+    info = wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(),
+                          registry=world.ledger.registry, now=NOW)
+    full = tuple((0, f"https://desk-{i}.example") for i in range(MAX_SHOWN_TO))
+    wallet._save(replace(wallet._contents, shown_to=full))
+    env = wallet.present(info.id, REQ, now=T0 + 90)
+    assert world.verify(env).verified
+    again = Wallet.open(wallet.path, PASS)
+    assert again.info(info.id).shown == 1
+    assert again._contents.shown_to == full
+
+
+def test_an_application_leaves_out_a_copy_its_snapshot_says_suspended(world: World,
+                                                                      wallet: Wallet) -> None:
+    """As a revoked copy: a suspended one would be refused by the node too."""
+    from ledger.network import status_tx
+
+    k = wallet.holder_jwks(2)
+    ids = [_got(world, wallet, key) for key in k]
+    node = replace(REQ, audience="https://node.example/apply")
+    suspend = status_tx(world.ledger.net, world.agencies["edu"], bytes.fromhex(ids[0]),
+                        "suspended", "under_review", T0 + 95)
+    assert not world.ledger.commit([suspend], T0 + 95).rejected
+    key, envs = wallet.application([node], now=T0 + 100, status=world.lists())
+    assert key == k[1] and world.verify(envs[0][1], node, now=T0 + 100).verified
+
+
+def test_a_wallet_gives_from_one_to_a_hundred_holder_keys(wallet: Wallet) -> None:
+    """``wallet holder-key --copies`` takes 1 to 100: the wallet gives all 100, each its own."""
+    from wallet.store import MAX_KEYS
+
+    keys = wallet.holder_jwks(MAX_KEYS)
+    assert len(keys) == MAX_KEYS == 100 and len({k["x"] for k in keys}) == 100
+    for n in (0, MAX_KEYS + 1):
+        with pytest.raises(WalletError, match="give from 1 to 100 holder keys"):
+            wallet.holder_jwks(n)
