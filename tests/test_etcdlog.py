@@ -492,6 +492,44 @@ def test_a_batch_carries_the_latest_witnesses_of_many_agencies(
         net.close()
 
 
+def test_a_position_with_a_negative_time_leaves_out_its_witness(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A batch's witness times are at least 0 (``Batch.from_bytes``), but a node put any
+    integer time of a current agency's published position into its batches: one position
+    with a negative time (tax's node, compromised, or anyone who writes the network's etcd
+    keys) made every other node's batch one that no node decodes, skipped whole, so every
+    issuance and governance through them (the removal of that agency too) never committed."""
+    from ledger import codec
+
+    reg, edu = agencies["reg"], agencies["edu"]
+    prefix = "negative-witness"
+    peers = EtcdLog([etcd_url], prefix)
+    head = ledger.store.head
+    peers.put_applied("tax", codec.encode({"rev": 0, "height": head.height,
+                                           "size": head.log_size, "time": -1,
+                                           "clock_sig": (b"\1" * 64).hex()}))
+    peers.put_applied("reg", codec.encode({"rev": 0, "height": head.height,
+                                           "size": head.log_size, "time": T0 + 20,
+                                           "clock_sig": _clock_sig("reg", T0 + 20)}))
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                          node_key=edu.node_key, clock=lambda: T0 + 20, workers=0)
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        typed = ledger.gov_tx("register_type", {"type": spec}, [reg, edu])
+        orderer.submit(typed)
+        deadline = time.monotonic() + 30
+        while ledger.store.tx_location(typed.txid) is None \
+                and not orderer.stats.batches_skipped:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+        assert orderer.stats.batches_skipped == 0
+        assert ledger.store.tx_location(typed.txid) is not None
+        assert ledger.store.head.time == T0 + 20  # reg's witness counted
+    finally:
+        orderer.stop()
+        peers.close()
+
+
 def test_a_replicated_nodes_health_says_when_the_chain_runs_ahead_of_its_clock(
         etcd_url: str, tmp_path: Path) -> None:
     """The etcd branch of ``/v1/health``: block times follow the proposing node's clock, so a
