@@ -112,9 +112,10 @@ _READ_BATCHES = 16
 """Batches read from etcd at most at once; a read that returns fewer reached the end."""
 PEER_CLOCK_WAIT = 2 * HEARTBEAT + 1
 """Seconds after start a node whose clock is ahead of its peers' last published times, with
-fewer than two of them heard anew, holds its first batch to hear them (ADR 58): positions found
-at start cannot say whether this clock is fast or the peers were down, and a node restarted an
-hour fast proposed its own time meanwhile (the chain an hour ahead for good)."""
+fewer than two of them (or than it found) heard anew, holds its first batch to hear them (ADR
+58): positions found at start cannot say whether this clock is fast or the peers were down, and
+a node restarted an hour fast proposed its own time meanwhile (the chain an hour ahead for
+good)."""
 PRUNER_QUIET = 30.0
 """A current agency's node whose published position changed within this many seconds (by this
 node's monotonic timer) may be the one that prunes etcd (the first such agency is)."""
@@ -428,15 +429,17 @@ class EtcdOrderer:
 
     def _clock_undecided(self) -> int | None:
         """How far this clock is ahead of its peers' last published times (the upper median of
-        two or more found at start), while fewer than two were heard anew and it started less
-        than :data:`PEER_CLOCK_WAIT` ago; else None (0: not read yet). Those positions are
-        lower bounds only (batch_time_now): this clock may be fast, or the peers down."""
+        those found at start), while fewer than two (or than were found) were heard anew and it
+        started less than :data:`PEER_CLOCK_WAIT` ago; else None (0: not read yet). Those
+        positions are lower bounds only (batch_time_now): this clock may be fast, or the peers
+        down. One is enough to wait for: its old time bounds the block (ADR 58), and a pair's
+        first batch after a restart made a block at its peer's week-old time."""
         if self.timer() - self._started >= PEER_CLOCK_WAIT:
             return None
         if not self._positions_read:
             return 0
         clocks = list(self._peer_clocks.values())
-        if sum(1 for *_, moved in clocks if moved) >= 2 or len(clocks) < 2:
+        if not clocks or sum(1 for *_, moved in clocks if moved) >= min(2, len(clocks)):
             return None
         now, own = self.timer(), int(self.clock())
         known = sorted(t + int(now - heard) for t, heard, _ in clocks)

@@ -1207,6 +1207,54 @@ def test_a_node_restarted_fast_hears_its_peers_before_its_first_batch(
             assert block == T0 + 10 + WITNESS_SLACK
 
 
+def test_a_pair_restarted_after_a_week_hears_its_peer_before_its_first_batch(
+        etcd_url: str, tmp_path: Path, agencies: dict[str, Agency]) -> None:
+    """Two agencies, quorum two, both nodes restarted after a week: the peer's position in
+    etcd is a week old. A node held its first batch to hear its peers only with two or more
+    positions found at start, but one is enough to bound the block (ADR 58: a minute past
+    what its peers witness): the first batch after the restart went out at once with the
+    week-old witness, its block a week back, and a status change signed now was refused as
+    dated ahead (for good: it must be signed again). It now waits for its peer's heartbeat."""
+    from ledger import codec
+    from ledger.network import status_tx
+
+    reg, edu = agencies["reg"], agencies["edu"]
+    pair = LedgerHarness(tmp_path / "pair", [reg, edu], 2, T0)
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    pair.govern("register_type", {"type": spec}, [reg, edu], T0 + 1)
+    pair.govern("grant", {"agency": "reg", "type": "degree", "from": T0, "until": T0 + DAY},
+                [reg, edu], T0 + 2)
+    issued = issue_tx(pair.net, reg, b"\7" * 32, "degree", 7, T0 + 5, T0 + DAY, T0 + 5)
+    pair.commit([issued], T0 + 5)
+    prefix = "pair-restarted"
+    peer = EtcdLog([etcd_url], prefix)
+    head = pair.store.head
+
+    def position(t: int) -> bytes:
+        return codec.encode({"rev": t, "height": head.height, "size": head.log_size, "time": t,
+                             "clock_sig": _clock_sig("edu", t, pair.net)})
+
+    peer.put_applied("edu", position(T0 + 10))  # its last word, a week ago
+    now = T0 + 7 * DAY
+    orderer = EtcdOrderer(pair.store, EtcdLog([etcd_url], prefix), agency="reg",
+                          node_key=reg.node_key, clock=lambda: now, workers=0)
+    try:
+        deadline = time.monotonic() + 30
+        while "edu" not in orderer.stats.peers:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+        pending = orderer.submit(status_tx(pair.net, reg, b"\7" * 32, "suspended", "r", now))
+        time.sleep(1.0)
+        assert not pending.done()  # held, not proposed with the week-old witness
+        peer.put_applied("edu", position(now))  # edu's node, restarted too, publishes
+        block = pair.store.block(pending.result(timeout=30).height).time
+        assert block == now
+    finally:
+        orderer.stop()
+        peer.close()
+        pair.close()
+
+
 def _degree_granted(ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """A `degree` type, granted to reg for a day from T0."""
     reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
