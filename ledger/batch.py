@@ -149,7 +149,7 @@ def block_time(batch: Batch, registry: Registry, head_time: int) -> int:
         if w.agency == batch.proposer or w.agency in seen or w.agency not in keys:
             continue
         message = _clock_message(registry.network, w.agency, w.time)
-        then = registry.node_keys(w.time).get(w.agency, [])
+        then = registry.node_keys_of(w.agency, w.time)  # not every agency's
         # the node key its agency had at the time it witnessed: a key rotated in for a time
         # the chain has not reached yet signs that time (with the key valid now, a two-agency
         # network whose peer took its new key before then could never move the time there);

@@ -387,11 +387,15 @@ class Registry:
 
     def node_keys(self, t: int) -> dict[str, list[PublicKey]]:
         """Current agency → node keys valid at ``t`` (checkpoint quorum checks)."""
-        out: dict[str, list[PublicKey]] = {}
-        for a in self.current_agencies(t):
-            out[a] = [self._pubs[kid] for kid, _ in self.keys_of(a)
-                      if self.key_valid(kid, t, "node")]
-        return out
+        return {a: self.node_keys_of(a, t) for a in self.current_agencies(t)}
+
+    def node_keys_of(self, agency_id: str, t: int) -> list[PublicKey]:
+        """``agency_id``'s node keys valid at ``t``; none unless it is a current agency then
+        (one agency's entry of :meth:`node_keys`, without building the others')."""
+        if not self.agency_current(agency_id, t):
+            return []
+        return [self._pubs[kid] for kid, _ in self.keys_of(agency_id)
+                if self.key_valid(kid, t, "node")]
 
     def grant_covers(self, agency_id: str, kind: str, t: int) -> bool:
         memo = self._grant_memo
