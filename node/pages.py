@@ -119,7 +119,12 @@ def _when(ts: Any, zone: dt.tzinfo = dt.UTC) -> str:
 
 @jinja2.pass_context
 def _when_here(context: Any, ts: Any) -> str:
-    return _when(ts, context["request"].app.state.node.zone)
+    """``when`` in a template: the page's ``zone``, else its app's node's, else UTC."""
+    zone = context.get("zone")
+    if zone is None:
+        node = getattr(context["request"].app.state, "node", None)
+        zone = dt.UTC if node is None else node.zone
+    return _when(ts, zone)
 
 
 def _short(text: Any, n: int = 12) -> str:
@@ -659,6 +664,7 @@ def _request_page(request: Request, node: Node, pending: PendingRequest,
         qr = _qr_of(text)
     return _page(request, "request.html", {
         "network": node.network, "req": pending.request, "request_json": text, "qr_svg": qr,
+        "zone": node.zone,
         "expires": pending.created + REQUEST_TTL, "minutes": REQUEST_TTL // 60,
         "error": error, "error_field": field, "pasted": pasted},
         status_code=200 if error is None else 400)
