@@ -42,6 +42,21 @@ def unb64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+def _issuer_keys(data: Path, *agencies: str) -> dict[str, Any]:
+    """The demo agencies' issuer keys, from the data folder's key files."""
+    return {a: load_private_key(data / "keys" / f"{a}.issuer.key", PASS) for a in agencies}
+
+
+def _licence_answers(node: Node, wallet: Wallet) -> tuple[Any, list[Any]]:
+    """market's approvals service and the wallet's answers to a new business-licence
+    application's requests."""
+    from node.approvals import Approvals
+
+    service = Approvals(node)
+    pending = service.open_application("business-licence", "https://market.example")
+    return service, wallet.answer([p.request for p in pending], now=NOW)
+
+
 def prepare(tmp: Path) -> tuple[Path, Wallet]:
     data = make_demo(tmp / "data")
     (data / "keys" / "credit.secret").write_bytes(SECRET)
@@ -273,7 +288,7 @@ def test_an_agency_without_the_approval_grant_decides_nothing(tmp_path: Path) ->
     from node.approvals import Approvals
 
     data, wallet = prepare(tmp_path)
-    keys = {a: load_private_key(data / "keys" / f"{a}.issuer.key", PASS) for a in ("edu", "civil")}
+    keys = _issuer_keys(data, "edu", "civil")
     node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
     try:
         reg = node.store.registry
@@ -516,14 +531,11 @@ def test_an_application_whose_presentations_are_not_bound_to_the_applicants_key_
     from contracts.errors import ApplicationError
     from ledger import sdjwt
     from ledger.keys import PrivateKey
-    from node.approvals import Approvals
 
     data, wallet = prepare(tmp_path)
     node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
     try:
-        service = Approvals(node)
-        pending = service.open_application("business-licence", "https://market.example")
-        answers = wallet.answer([p.request for p in pending], now=NOW)
+        service, answers = _licence_answers(node, wallet)
         stranger = sdjwt.jwk_from_ed25519(PrivateKey.generate().public.raw)
         head = node.store.head
         with pytest.raises(ApplicationError, match="bound to the applicant's holder key"):
@@ -631,8 +643,7 @@ def test_no_application_is_decided_under_a_costly_rule_already_on_the_chain(
     nested = "true"
     for d in range(4):
         nested = f"[0,0,0,0,0,0,0,0,0,0].all(x{d}, {nested})"
-    keys = {a: load_private_key(data / "keys" / f"{a}.issuer.key", PASS)
-            for a in ("edu", "civil")}
+    keys = _issuer_keys(data, "edu", "civil")
     settings = settings_for(data)
     settings = type(settings)(**{**settings.__dict__, "agency": "market"})
     app = create_app(settings, clock=lambda: NOW, passphrase=PASS)
@@ -670,14 +681,11 @@ def test_a_node_that_could_not_prove_a_decision_asks_for_no_claim(tmp_path: Path
     import pytest
 
     from ledger.errors import OrderingError
-    from node.approvals import Approvals
 
     data, wallet = prepare(tmp_path)
     node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
     try:
-        service = Approvals(node)
-        pending = service.open_application("business-licence", "https://market.example")
-        answers = wallet.answer([p.request for p in pending], now=NOW)
+        service, answers = _licence_answers(node, wallet)
         # its node keys other than its own are gone (rotated by governance, say)
         node._node_key_files = {"market": node._node_key_files["market"]}
         head = node.store.head
@@ -699,14 +707,11 @@ def test_an_application_with_a_presentation_that_does_not_verify_is_decided_noth
     import pytest
 
     from contracts.errors import ApplicationError
-    from node.approvals import Approvals
 
     data, wallet = prepare(tmp_path)
     node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
     try:
-        service = Approvals(node)
-        pending = service.open_application("business-licence", "https://market.example")
-        answers = wallet.answer([p.request for p in pending], now=NOW)
+        service, answers = _licence_answers(node, wallet)
         reg_id = wallet.list()[0].id
         node.set_status(bytes.fromhex(reg_id), "revoked", "stolen")
         head = node.store.head
@@ -726,7 +731,6 @@ def test_a_rule_reads_now_as_the_head_s_block_time_not_the_node_s_clock(tmp_path
     from contracts import reevaluate
     from contracts.catalogue import YEAR
     from ledger import codec
-    from node.approvals import Approvals
 
     data, wallet = prepare(tmp_path)
     clock = [NOW]
@@ -741,9 +745,7 @@ def test_a_rule_reads_now_as_the_head_s_block_time_not_the_node_s_clock(tmp_path
         head = node.store.head
         assert head is not None and head.time == NOW
         clock[0] = NOW + 100  # no block since: the head's time stays NOW
-        service = Approvals(node)
-        pending = service.open_application("business-licence", "https://market.example")
-        answers = wallet.answer([p.request for p in pending], now=NOW)
+        service, answers = _licence_answers(node, wallet)
         decided = service.apply("business-licence", answers, wallet.holder_jwk())
         assert (decided.outcome.decision, decided.outcome.path) == ("approved", "standard")
         record = codec.decode(next((data / "approvals").glob("*.ev")).read_bytes(),
@@ -769,16 +771,12 @@ def test_a_decision_the_ledger_refuses_leaves_no_record_of_its_claims(
     from contracts.catalogue import rule
     from ledger.errors import TxRejected
     from ledger.network import Agency
-    from node.approvals import Approvals
 
     data, wallet = prepare(tmp_path)
-    keys = {a: load_private_key(data / "keys" / f"{a}.issuer.key", PASS)
-            for a in ("edu", "civil")}
+    keys = _issuer_keys(data, "edu", "civil")
     node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
     try:
-        service = Approvals(node)
-        pending = service.open_application("business-licence", "https://market.example")
-        answers = wallet.answer([p.request for p in pending], now=NOW)
+        service, answers = _licence_answers(node, wallet)
         real_commit = node.commit
         upgraded = rule("business-licence", agency="market", title="Operating licence v2")
 
@@ -911,16 +909,12 @@ def test_a_node_whose_issuing_key_was_invalidated_decides_nothing(tmp_path: Path
 
     from contracts.errors import ApplicationError
     from ledger.network import Agency
-    from node.approvals import Approvals
 
     data, wallet = prepare(tmp_path)
-    keys = {a: load_private_key(data / "keys" / f"{a}.issuer.key", PASS)
-            for a in ("edu", "civil")}
+    keys = _issuer_keys(data, "edu", "civil")
     node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
     try:
-        service = Approvals(node)
-        pending = service.open_application("business-licence", "https://market.example")
-        answers = wallet.answer([p.request for p in pending], now=NOW)
+        service, answers = _licence_answers(node, wallet)
         reg = node.store.registry
         assert reg is not None
         node.orderer.submit(governance_tx(

@@ -284,6 +284,15 @@ def test_a_node_signs_no_block_with_a_key_its_agency_has_not_registered(
     assert not [p for p in report.problems if p.kind == "checkpoint"], report.problems
 
 
+def _taken_up(orderer: EtcdOrderer, rev: int) -> None:
+    """Wait until ``orderer`` has read the batch at etcd revision ``rev`` (applied or
+    skipped)."""
+    deadline = time.monotonic() + 30
+    while orderer.rev < rev:
+        assert time.monotonic() < deadline, orderer.stats.last_error
+        time.sleep(0.05)
+
+
 def test_a_batch_of_an_agency_removed_by_governance_is_refused_by_the_network(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """SECURITY.md: once governance removes an agency, "its batches are refused at once".
@@ -304,12 +313,8 @@ def test_a_batch_of_an_agency_removed_by_governance_is_refused_by_the_network(
     def put(proposer: Agency, tx: Tx, t: int) -> None:
         """``proposer``'s node puts a batch of ``tx``; returns once edu's node took it up
         (applied or skipped: its revision read)."""
-        rev = writer.put_batch(make_batch(ledger.net, proposer.id, proposer.node_key, t,
-                                          [tx.raw]).to_bytes())
-        deadline = time.monotonic() + 30
-        while orderer.rev < rev:
-            assert time.monotonic() < deadline, orderer.stats.last_error
-            time.sleep(0.05)
+        _taken_up(orderer, writer.put_batch(make_batch(ledger.net, proposer.id,
+                                                       proposer.node_key, t, [tx.raw]).to_bytes()))
 
     try:
         typed = ledger.gov_tx("register_type", {"type": spec}, [reg, tax])
@@ -352,12 +357,8 @@ def test_one_agencys_batch_dated_ahead_does_not_move_the_chains_time(
     honest = Witness("tax", T0 + 10, clock_signature(ledger.net, "tax", tax.node_key, T0 + 10))
 
     def put(tx: Tx, t: int) -> None:
-        rev = writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, t, [tx.raw],
-                                          [honest]).to_bytes())
-        deadline = time.monotonic() + 30
-        while orderer.rev < rev:
-            assert time.monotonic() < deadline, orderer.stats.last_error
-            time.sleep(0.05)
+        _taken_up(orderer, writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, t,
+                                                       [tx.raw], [honest]).to_bytes()))
 
     ahead = T0 + 88 * DAY
     try:
