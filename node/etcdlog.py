@@ -41,10 +41,13 @@ from aetcd.rpc import rpc_pb2_grpc as pbg
 from ledger import codec
 from ledger.errors import OrderingError
 
-__all__ = ["ETCD_ROLE", "EtcdLog", "NoSpace", "Record", "TlsFiles", "network_prefix",
-           "prefix_end", "rpc_reason"]
+__all__ = ["ETCD_ROLE", "READ_BATCHES", "EtcdLog", "NoSpace", "Record", "TlsFiles",
+           "network_prefix", "prefix_end", "rpc_reason"]
 
 _DELETE_CHUNK = 100  # etcd allows 128 operations per transaction by default
+READ_BATCHES = 16
+"""Batches :meth:`EtcdLog.read_after` returns at most at once: a read that returns fewer
+reached the end of the ordered batches."""
 _MAX_MESSAGE = 256 << 20  # a read of 16 batches of up to 1.5 MiB each; etcd caps requests
 _SEQ_WIDTH = 20
 _CAS_ATTEMPTS = 64
@@ -267,8 +270,8 @@ class EtcdLog:
             self._seq = int(kvs[0].version) if kvs else 0
         raise OrderingError(f"could not take a batch number in {_CAS_ATTEMPTS} attempts")
 
-    def read_after(self, rev: int, cosig_rev: int, limit: int = 16, cosig_limit: int = 512
-                   ) -> tuple[list[Record], Record | None, list[Record]]:
+    def read_after(self, rev: int, cosig_rev: int, limit: int = READ_BATCHES,
+                   cosig_limit: int = 512) -> tuple[list[Record], Record | None, list[Record]]:
         """In one etcd transaction (one revision): batches created after ``rev`` in order, the
         pruning marker, and co-signatures written after ``cosig_rev`` in write order."""
         seq = self._seqs.get(rev)

@@ -63,7 +63,7 @@ from ledger.sigcheck import Checking, SignatureChecker
 from ledger.state import Registry
 from ledger.store import Store
 from ledger.tx import Tx
-from node.etcdlog import EtcdLog, NoSpace, Record, TlsFiles
+from node.etcdlog import READ_BATCHES, EtcdLog, NoSpace, Record, TlsFiles
 from node.ratelimit import Tally
 
 __all__ = ["META_FINAL", "META_REV", "NOSPACE_FIX", "EtcdOrderer", "SyncError", "Unconfirmed"]
@@ -108,8 +108,6 @@ PEER_CLOCK_SLACK = 60
 """Seconds this node's clock may be off the clocks its peers publish (those heard from lately,
 at least two) before it proposes their time for its batches instead of its own: block times
 follow the proposer and never go back (ADR 43)."""
-_READ_BATCHES = 16
-"""Batches read from etcd at most at once; a read that returns fewer reached the end."""
 PEER_CLOCK_WAIT = 2 * HEARTBEAT + 1
 """Seconds after start a node whose clock is ahead of its peers' last published times, with
 fewer than two of them (or than it found) heard anew, holds its first batch to hear them (ADR
@@ -617,8 +615,7 @@ class EtcdOrderer:
 
         True when there may be more batches."""
         asked = int(self.clock())
-        records, marker, cosigs = self.etcd.read_after(self.rev, self.cosig_rev,
-                                                       limit=_READ_BATCHES)
+        records, marker, cosigs = self.etcd.read_after(self.rev, self.cosig_rev)
         if marker is not None:
             m = codec.decode(marker.value, what="pruning marker")
             if isinstance(m, dict) and int(m.get("rev", 0)) > self.rev:
@@ -656,7 +653,7 @@ class EtcdOrderer:
         if made is not None:
             self._publish(*made)  # the newest block's co-signature covers the earlier ones
         self._merge_pending()
-        if len(records) < _READ_BATCHES:  # the read reached the end, and all of it is applied
+        if len(records) < READ_BATCHES:  # the read reached the end, and all of it is applied
             self._current(asked)
         return True
 
@@ -768,20 +765,21 @@ class EtcdOrderer:
 
     def _member(self) -> bool:
         """Whether this node's key is a current agency node key at the head."""
-        head, registry = self.store.head, self.store.registry
+        head = self.store.head
         assert head is not None
-        assert registry is not None
-        return self.node_key.public in registry.node_keys(head.time).get(self.agency, [])
+        return self._node_key_at(head.time)
 
     def _witnesses_now(self) -> bool:
         """Whether this node's key is its agency's node key by this machine's clock: its
         signed clock witnesses the time (ADR 58) before the chain reaches a rotation to it.
         A node that took its new key before then published nothing, and a two-agency
         network's idle chain could never get there (its peer's batches need its witness)."""
+        return self._node_key_at(int(self.clock()))
+
+    def _node_key_at(self, t: int) -> bool:
         registry = self.store.registry
         assert registry is not None
-        t = int(self.clock())
-        return self.node_key.public in registry.node_keys(t).get(self.agency, [])
+        return self.node_key.public in registry.node_keys_of(self.agency, t)
 
     def _publish(self, head: Head, line: str) -> None:
         if not self._member():
