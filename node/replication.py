@@ -716,7 +716,7 @@ class EtcdOrderer:
             self.stats.blocks += 1
             self._remember(result.head.log_size, rec.create_rev, result.head.height)
         self.rev = rec.create_rev
-        self._settle(result)
+        self._settle(result, ours=batch.proposer == self.agency)
         if result.head is not None and line is not None:
             return result.head, line
         return None
@@ -731,10 +731,13 @@ class EtcdOrderer:
                     self._resolve(Tx.from_bytes(raw).txid,
                                   OrderingError(f"our batch was refused by the network: {why}"))
 
-    def _settle(self, result: BlockResult) -> None:
+    def _settle(self, result: BlockResult, *, ours: bool) -> None:
         """Answer the submitters waiting here. Most transactions of a batch another node
         proposed have none, so the waiters are looked up under one lock before any receipt is
-        made, and each waiting request is woken once (``settle``)."""
+        made, and each waiting request is woken once (``settle``). A transaction of another
+        node's batch that is waited for here was submitted there too (a client's retry on
+        another node, or this node still behind when it was given one already committed
+        there): that submitter was answered first, so ours is a duplicate."""
         height = result.head.height if result.head else -1
         waiting = self._waiting
         with self._wlock:
@@ -743,7 +746,8 @@ class EtcdOrderer:
             found: list[tuple[list[Pending], Receipt | Exception]] = []
             for tx, index in result.accepted:
                 if tx.txid in waiting:
-                    found.append((waiting.pop(tx.txid), Receipt(tx.txid, index, height)))
+                    found.append((waiting.pop(tx.txid),
+                                  Receipt(tx.txid, index, height, duplicate=not ours)))
             for tx, err in result.rejected:
                 if tx.txid in waiting:
                     found.append((waiting.pop(tx.txid), TxRejected(err.code, err.message)))
@@ -897,13 +901,15 @@ class EtcdOrderer:
             ours_text = self.store.get(_PENDING + _BE.pack(size)) or self.store.checkpoint(size)
             if ours_text is not None:
                 ours = SignedCheckpoint.from_text(ours_text)
-            elif size > self.final_size:
+            else:
                 # a block this node applied without signing it (its key not registered
-                # there): the others' co-signatures still make it final here
+                # there): the others' co-signatures still make it final here; or one whose
+                # pending checkpoint a later final one dropped (nodes co-sign the newest block
+                # they applied), where a late co-signature of another root is evidence still
                 ours = SignedCheckpoint(Checkpoint(self.network, size,
                                                    self.store.root_at(size)))
-            else:
-                return
+                if size <= self.final_size and root == ours.checkpoint.root:
+                    return  # a final checkpoint covers it already
         if root != ours.checkpoint.root:
             self._evidence(size, agency, ours, theirs, verifiers, registry)
             return

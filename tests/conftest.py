@@ -6,6 +6,7 @@ every time is a parameter, so the same test builds byte-identical blocks on ever
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -19,6 +20,13 @@ from ledger.network import Agency, demo_agency, genesis_tx, governance_tx
 from ledger.state import Registry
 from ledger.store import Store
 from ledger.tx import Tx
+
+# pytest-xdist's workers start with COLUMNS=80 and LINES=24 in their environment, and the
+# command-line tools' rich consoles, made when a test module imports them, would keep that width
+# for good: a test's own COLUMNS (the CliRunner env) then changes nothing and wide tables are
+# cut. Without them each console asks at each print, as in a run without workers.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -209,6 +209,36 @@ def test_a_node_cuts_queued_submissions_into_batches_of_at_most_max_batch(
     assert orderer.stats.batches_put == len(counts) >= 3
 
 
+def _final_block_by_reg(ledger: LedgerHarness, agencies: dict[str, Agency], writer: EtcdLog,
+                        orderer: EtcdOrderer, tx_raw: bytes, t: int, *, cosigned: bool = True
+                        ) -> tuple[int, bytes]:
+    """reg's node proposes a batch of ``tx_raw`` (witnessed by tax) and reg's and tax's nodes
+    co-sign the block ``orderer``'s node makes of it; returns once that block is final there
+    (made there, if not ``cosigned``): (size, root)."""
+    from ledger import codec
+    from ledger.batch import Witness, clock_signature, make_batch
+    from ledger.finality import sign_checkpoint
+
+    reg, tax = agencies["reg"], agencies["tax"]
+    height = ledger.store.head.height
+    seen = Witness("tax", t, clock_signature(ledger.net, "tax", tax.node_key, t))
+    writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, t, [tx_raw],
+                                [seen]).to_bytes())
+    deadline = time.monotonic() + 30
+    while ledger.store.head.height == height:
+        assert time.monotonic() < deadline, orderer.stats.last_error
+        time.sleep(0.05)
+    head = ledger.store.head
+    for name, agency in (("reg", reg), ("tax", tax)) if cosigned else ():  # co-signatures
+        line = sign_checkpoint(ledger.net, head, [(name, agency.node_key)]
+                               ).signatures[0].to_line()
+        writer.put_cosig(head.log_size, name, codec.encode({"root": head.log_root, "line": line}))
+    while cosigned and orderer.final_size < head.log_size:
+        assert time.monotonic() < deadline, orderer.stats.last_error
+        time.sleep(0.05)
+    return head.log_size, head.log_root
+
+
 def test_a_node_signs_no_block_with_a_key_its_agency_has_not_registered(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """A node key file put in place before its rotate_key commits (README: after) made the
@@ -217,10 +247,8 @@ def test_a_node_signs_no_block_with_a_key_its_agency_has_not_registered(
     audit reports. The node now signs only with the key the block's registry names: the
     others' co-signatures still make its blocks final, and once the rotation commits it signs
     with the new key, with no restart."""
-    from ledger import codec
-    from ledger.batch import Witness, clock_signature, make_batch
     from ledger.checkpoint import SignedCheckpoint, note_key_hash
-    from ledger.finality import sign_checkpoint, unregistered_signatures, verify_final
+    from ledger.finality import unregistered_signatures, verify_final
     from ledger.keys import PrivateKey
 
     reg, tax = agencies["reg"], agencies["tax"]
@@ -231,25 +259,7 @@ def test_a_node_signs_no_block_with_a_key_its_agency_has_not_registered(
                           node_key=new_key, clock=lambda: T0 + 10, workers=0)
 
     def block_by_reg(tx_raw: bytes, t: int) -> tuple[int, bytes]:
-        """reg's node proposes a batch; the block edu's node makes of it: (size, root)."""
-        height = ledger.store.head.height
-        seen = Witness("tax", t, clock_signature(ledger.net, "tax", tax.node_key, t))
-        writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, t, [tx_raw],
-                                    [seen]).to_bytes())
-        deadline = time.monotonic() + 30
-        while ledger.store.head.height == height:
-            assert time.monotonic() < deadline, orderer.stats.last_error
-            time.sleep(0.05)
-        head = ledger.store.head
-        for name, agency in (("reg", reg), ("tax", tax)):  # their co-signatures
-            line = sign_checkpoint(ledger.net, head, [(name, agency.node_key)]
-                                   ).signatures[0].to_line()
-            writer.put_cosig(head.log_size, name,
-                             codec.encode({"root": head.log_root, "line": line}))
-        while orderer.final_size < head.log_size:
-            assert time.monotonic() < deadline, orderer.stats.last_error
-            time.sleep(0.05)
-        return head.log_size, head.log_root
+        return _final_block_by_reg(ledger, agencies, writer, orderer, tx_raw, t)
 
     def stored(size: int) -> SignedCheckpoint:
         text = ledger.store.checkpoint(size)
@@ -331,6 +341,81 @@ def test_a_batch_of_an_agency_removed_by_governance_is_refused_by_the_network(
         assert ledger.store.tx_location(grant.txid) is None
         put(reg, grant, T0 + 8)  # the same transaction from a current agency's node
         assert ledger.store.tx_location(grant.txid) is not None
+    finally:
+        orderer.stop()
+        writer.close()
+
+
+def test_a_late_co_signature_of_another_root_is_evidence_after_a_later_final_one(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A node whose chain forked (a tampered store) and that was slow to sign: its
+    co-signature of another root came after a later checkpoint was final here, which had
+    dropped this node's pending checkpoint at that size, and it was dropped unchecked: no
+    evidence, and the peers never named the fork (seen in test_cluster under load). It is
+    checked against this node's own root at that size."""
+    from ledger import codec
+    from ledger.checkpoint import Checkpoint, SignedCheckpoint
+
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    prefix = "late-fork"
+    writer = EtcdLog([etcd_url], prefix)  # reg's and tax's nodes, by hand
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                          node_key=edu.node_key, clock=lambda: T0 + 10, workers=0)
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        early, root = _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
+            "register_type", {"type": spec}, [reg, tax]).raw, T0 + 5, cosigned=False)
+        late, _ = _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
+            "grant", {"agency": "edu", "type": "degree", "from": T0, "until": T0 + DAY},
+            [reg, tax]).raw, T0 + 6)
+        assert orderer.final_size == late > early
+        # nodes co-sign the newest block they applied: the final one covers the early one,
+        # whose pending checkpoint is dropped
+        assert ledger.store.checkpoint(early) is None
+        forked = bytes(32)
+        line = SignedCheckpoint(Checkpoint(ledger.net, early, forked)).cosign(
+            "tax", tax.node_key).signatures[0].to_line()
+        writer.put_cosig(early, "tax", codec.encode({"root": forked, "line": line}))
+        deadline = time.monotonic() + 30
+        while not orderer.evidence_for(early):
+            assert time.monotonic() < deadline, "no evidence of tax's other root"
+            time.sleep(0.05)
+        [(agency, theirs)] = orderer.evidence_for(early)
+        assert agency == "tax" and SignedCheckpoint.from_text(theirs).checkpoint.root == forked
+        assert orderer.stats.equivocations == 1 and not orderer.halted
+        assert ledger.store.root_at(early) == root != forked
+    finally:
+        orderer.stop()
+        writer.close()
+
+
+def test_a_submission_another_nodes_batch_committed_first_is_a_duplicate(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """One transaction given to two nodes (a client's retry on another node, or a node still
+    behind when given one its peer committed): the copy in the other node's batch commits it,
+    and this node's submitter was told the commit was its own too (``duplicate`` false twice,
+    seen under load in test_cluster). Only the submission whose batch committed it is not a
+    duplicate."""
+    from ledger.batch import make_batch
+
+    reg, edu = agencies["reg"], agencies["edu"]
+    prefix = "retried-elsewhere"
+    writer = EtcdLog([etcd_url], prefix)  # reg's node, by hand
+    # edu holds its batch 5 s for more submissions: reg's batch is ordered first
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                          node_key=edu.node_key, clock=lambda: T0 + 10, max_wait=5.0,
+                          workers=0)
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        typed = ledger.gov_tx("register_type", {"type": spec}, [reg, edu])
+        mine = orderer.submit(typed)
+        _taken_up(orderer, writer.put_batch(make_batch(ledger.net, reg.id, reg.node_key,
+                                                       T0 + 5, [typed.raw]).to_bytes()))
+        receipt = mine.result(timeout=30)
+        assert receipt.duplicate, receipt  # reg's submitter was answered the commit
+        assert (receipt.index, receipt.height) == ledger.store.tx_location(typed.txid)
+        again = orderer.submit(typed).result(timeout=30)  # known here now: at once
+        assert again.duplicate and again.index == receipt.index
     finally:
         orderer.stop()
         writer.close()

@@ -464,15 +464,19 @@ def test_etcd_shuts_a_revoked_certificate_out_at_its_next_connection(tmp_path: P
         net.stop()
 
 
-def _runtime_folders() -> set[Path]:
+def _runtime_folders(cluster: Path) -> set[Path]:
     """Runtime folders of `node.pki.unlock` (each holds a clear TLS key while its user runs)
-    whose owner has ended: those of processes still running (another cluster on this
-    machine) are theirs to remove."""
+    of the cluster in ``cluster`` (their CA certificate is its own) whose owner has ended.
+    Those of other clusters (another test process's, whose nodes a test may have killed) are
+    theirs to remove."""
     shm = Path("/dev/shm")  # where unlock puts them
+    ca = (cluster / "pki" / "ca.crt").read_bytes()
     left = set()
     for folder in shm.glob("credledger-*") if shm.is_dir() else []:
         try:
             pid = int((folder / "owner.pid").read_text())
+            if (folder / "ca.crt").read_bytes() != ca:
+                continue
         except (OSError, ValueError):
             continue  # being made or removed right now
         if not Path(f"/proc/{pid}").exists():
@@ -487,7 +491,6 @@ def test_cluster_command_starts_and_stops_a_network(tmp_path: Path) -> None:
     secret.chmod(0o600)
     env = {k: v for k, v in os.environ.items() if k != "LEDGER_KEY_PASSPHRASE"}
     env["LEDGER_KEY_PASSPHRASE_FILE"] = str(secret)
-    runtime_before = _runtime_folders()
     r = subprocess.run([str(BIN / "ledger-node"), "cluster", "--agencies", "3", "--data",
                         str(tmp_path / "c"), "--base-port", str(free_base(3)), "--once"],
                        capture_output=True, text=True, env=env, timeout=180, check=False)
@@ -499,7 +502,7 @@ def test_cluster_command_starts_and_stops_a_network(tmp_path: Path) -> None:
                                check=False)
     assert leftovers.stdout == b""  # every etcd member and node process is gone
     # and every clear TLS key with them: the nodes (stopped with SIGTERM) and the etcd members
-    assert _runtime_folders() - runtime_before == set()
+    assert _runtime_folders(tmp_path / "c") == set()
 
 
 def _node_pid(folder: Path, agency: str) -> int:
@@ -517,7 +520,6 @@ def test_cluster_command_reports_processes_that_die_and_ends_with_the_last_node(
     import time
 
     folder = tmp_path / "c"
-    runtime_before = _runtime_folders()
     env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"}
     proc = subprocess.Popen([str(BIN / "ledger-node"), "cluster", "--agencies", "2", "--data",
                              str(folder), "--base-port", str(free_base(2))],
@@ -568,7 +570,7 @@ def test_cluster_command_reports_processes_that_die_and_ends_with_the_last_node(
     leftovers = subprocess.run(["pgrep", "-f", str(folder)], capture_output=True, check=False)
     assert leftovers.stdout == b""  # the etcd members were stopped too
     # the SIGKILLed nodes' clear TLS keys were swept when the cluster stopped
-    assert _runtime_folders() - runtime_before == set()
+    assert _runtime_folders(folder) == set()
 
 
 def test_a_failed_start_leaves_no_process_behind(tmp_path: Path,
