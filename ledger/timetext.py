@@ -53,17 +53,22 @@ def utc_text(ts: int, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
         return f"{ts} s after 1970 (past the year 9999)" if ts > 0 else f"{ts} s from 1970"
 
 
-def local_text(ts: int, zone: dt.tzinfo = dt.UTC) -> str:
+def local_text(ts: int, zone: dt.tzinfo | None = dt.UTC, *, seconds: bool = True) -> str:
     """``ts`` as the clock in ``zone`` shows it, with its offset from UTC (``2026-11-30
-    08:05:00 UTC+08:00``); in UTC itself as :func:`utc_text`. Times past the year 9999 as
-    there."""
+    08:05:00 UTC+08:00``); in UTC itself as :func:`utc_text`. ``zone`` None is this machine's
+    own (``TZ``, else /etc/localtime), with the offset it had at ``ts`` (summer time or not).
+    Times past the year 9999 as there."""
+    clock = "%H:%M:%S" if seconds else "%H:%M"
     if zone is dt.UTC:
-        return utc_text(ts)
+        return utc_text(ts, f"%Y-%m-%d {clock} UTC")
     try:
-        local = dt.datetime.fromtimestamp(ts, zone)
+        local = (dt.datetime.fromtimestamp(ts).astimezone() if zone is None
+                 else dt.datetime.fromtimestamp(ts, zone))
     except (OverflowError, OSError, ValueError):
-        return utc_text(ts)
+        return utc_text(ts, f"%Y-%m-%d {clock} UTC")
+    if zone is None and local.tzname() == "UTC":  # a machine kept on UTC
+        return f"{local:%Y-%m-%d} {local.strftime(clock)} UTC"
     offset = local.utcoffset() or dt.timedelta(0)
     sign, minutes = ("-", -offset) if offset < dt.timedelta(0) else ("+", offset)
     hours, rest = divmod(int(minutes.total_seconds()) // 60, 60)
-    return f"{local:%Y-%m-%d %H:%M:%S} UTC{sign}{hours:02d}:{rest:02d}"
+    return f"{local:%Y-%m-%d} {local.strftime(clock)} UTC{sign}{hours:02d}:{rest:02d}"

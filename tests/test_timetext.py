@@ -3,6 +3,11 @@ shows a ledger time must say them instead of failing (a 500 page, a traceback in
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
 from ledger.governance import describe
 from ledger.keys import PrivateKey
 from ledger.network import Agency, governance_tx
@@ -13,10 +18,33 @@ from wallet.cli import _date
 LAST = (1 << 40)  # the schema's bound for a time
 
 
-def test_ordinary_times_read_as_utc() -> None:
+@pytest.fixture
+def machine_zone(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    """Sets this process's own time zone (``TZ``) for a test, and gives the old one back."""
+    def use(name: str) -> None:
+        monkeypatch.setenv("TZ", name)
+        time.tzset()
+    yield use
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_ordinary_times_read_as_utc(machine_zone: Callable[[str], None]) -> None:
     assert utc_text(0) == "1970-01-01 00:00:00 UTC"
     assert utc_text(253402300799) == "9999-12-31 23:59:59 UTC"
+    machine_zone("UTC")
     assert _date(1_795_000_000) == "2026-11-18 11:06 UTC"
+
+
+def test_the_wallet_shows_times_on_its_machines_clock(machine_zone: Callable[[str], None]) -> None:
+    """The wallet said every date in UTC: a holder in Tokyo read a credential valid until
+    "2026-11-18 23:30 UTC" that their day ends at 08:30 the next morning."""
+    machine_zone("Asia/Tokyo")
+    assert _date(1_795_000_000) == "2026-11-18 20:06 UTC+09:00"
+    machine_zone("Europe/Paris")
+    assert _date(1_795_000_000) == "2026-11-18 12:06 UTC+01:00"
+    assert _date(1_751_270_400) == "2025-06-30 10:00 UTC+02:00"  # summer time on that day
+    assert "past the year 9999" in _date(LAST)
 
 
 def test_a_zones_clock_is_shown_with_its_offset() -> None:

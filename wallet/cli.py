@@ -25,7 +25,7 @@ from rich.table import Table
 from ledger.display import printable
 from ledger.errors import LedgerError
 from ledger.files import run_cli
-from ledger.timetext import utc_text
+from ledger.timetext import local_text
 
 PASSPHRASE_ENV = "WALLET_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 PATH_ENV = "WALLET_PATH"
@@ -139,7 +139,9 @@ def _read_file(path: Path, what: str) -> bytes:
 
 
 def _date(t: int) -> str:
-    return utc_text(t, "%Y-%m-%d %H:%M UTC")
+    """A time as this machine's clock shows it (its zone's offset named): a holder reads
+    validity in their own day, not UTC's."""
+    return local_text(t, None, seconds=False)
 
 
 def _confirm(question: str, yes: bool) -> None:
