@@ -150,6 +150,10 @@ class ClusterOut(_Out):
     counters: dict[str, int]
     last_error: str
     failing_since: float | None = None
+    reads_failing_since: float | None = Field(
+        default=None, description="Since when (Unix time) this node cannot read the ordered "
+                                  "batches from etcd; past 10 s it refuses submissions (503, "
+                                  "Retry-After); null while it can")
     put_failing_since: float | None = Field(
         default=None, description="Since when (Unix time) this node's batches cannot be put "
                                   "into etcd (e.g. a NOSPACE alarm); null while they can")

@@ -86,6 +86,10 @@ _RECENT = 100_000  # size → (rev, height) entries kept for pruning decisions
 _BATCH_BYTES = 768 * 1024  # a batch is cut once it holds this much (MAX_BATCH_BYTES is 1 MiB)
 _OWN_KEPT = 64  # our batches in flight whose parsed transactions are kept for applying
 _PROBE_EVERY = 5.0  # seconds between write probes while etcd refuses our writes (ADR 48)
+CUT_OFF_AFTER = 10.0
+"""Seconds this node may fail to read the ordered batches from etcd (no member it reaches has a
+quorum: the agency cut off, most members down) before it refuses submissions at once (503)
+instead of taking them to answer 202 when their wait ends; an election lasts ~2 s."""
 PACED_FOR = 60.0
 """Seconds after etcd's NOSPACE alarm clears during which this node puts its batches at a
 measured pace (:data:`PACE`): clients refused meanwhile send again all at once, and etcd's
@@ -135,6 +139,13 @@ class SyncError(OrderingError):
     """Blocks from a peer did not re-execute to its headers or to a final checkpoint."""
 
 
+class CutOff(OrderingError):
+    """This node has not read the ordered batches from etcd for :data:`CUT_OFF_AFTER` s: a
+    submission would wait for nothing. Refused before anything is taken."""
+
+    retry_after = 10
+
+
 class Unconfirmed(OrderingError):
     """etcd did not confirm a batch put within ``submit_timeout``. Most likely it was not
     ordered; but a put etcd took whose answer was lost (a frozen member, a lossy link) is in
@@ -162,6 +173,8 @@ class Stats:
     last_error: str = ""
     failing_since: float = 0.0
     """When the apply loop's steps started failing (0: the last step succeeded)."""
+    reads_failing_since: float = 0.0
+    """When reading the ordered batches from etcd started failing (0: the last read worked)."""
     put_failing_since: float = 0.0
     """When putting our batches into etcd started failing (0: the last put succeeded): e.g.
     a member's NOSPACE alarm, which any agency's certificate can raise (ADR 48)."""
@@ -287,6 +300,7 @@ class EtcdOrderer:
         self._unfinal_since = 0.0  # since when the head has had no final checkpoint
         self.max_batch, self.max_wait, self.retention = max_batch, max_wait, retention
         self.submit_timeout, self.poll = submit_timeout, poll
+        self.cut_off_after = CUT_OFF_AFTER
         self.credit_mark = credit_mark  # the credit secret's fingerprint, published with ours
         self._peers_http = PeerHttp(http_verify)
         raw_rev = store.get(META_REV)
@@ -334,6 +348,14 @@ class EtcdOrderer:
                 "file in the keys folder and restart the node")
         if self.stats.nospace_since:
             raise NoSpace(self._nospace_refusal())
+        cut = self.stats.reads_failing_since
+        if cut and _time.time() - cut > self.cut_off_after:
+            raise CutOff(
+                f"this node has not been able to read the network's ordered batches from etcd "
+                f"for {int(_time.time() - cut)} s ({self.stats.last_error or 'no answer'}): "
+                "it is cut off from a quorum of the etcd members, or most of them are down. "
+                "Nothing was taken; send it to another agency's node, or here again once "
+                "/v1/health is ok")
         out: list[Pending] = []
         cond = threading.Condition()  # one per call: see ledger.ordering.Pending
         new: list[tuple[Tx, Pending]] = []
@@ -570,6 +592,8 @@ class EtcdOrderer:
                 self.stats.last_error = str(e)
                 if isinstance(e, NoSpace):  # a prune's write
                     self._write_failed(e)
+                elif isinstance(e, OrderingError) and not self.stats.reads_failing_since:
+                    self.stats.reads_failing_since = _time.time()
                 if (more := self._say_failure()) is not None:
                     log.warning("replication step failed: %s%s", e, more)
                 self._stop.wait(0.2)
@@ -591,7 +615,7 @@ class EtcdOrderer:
                                 int(_time.time() - self.stats.failing_since))
                     self.stats.last_error = ""
                     self._failures.reset()
-                self.stats.failing_since = 0.0
+                self.stats.failing_since = self.stats.reads_failing_since = 0.0
                 self._probe_writes()
                 self._heartbeat()
                 self._cosign_head()
@@ -1416,6 +1440,7 @@ class EtcdOrderer:
                              if f.type == "int"},
                 "last_error": self.stats.last_error,
                 "failing_since": self.stats.failing_since or None,
+                "reads_failing_since": self.stats.reads_failing_since or None,
                 "put_failing_since": self.stats.put_failing_since or None,
                 "put_error": self.stats.put_error,
                 "nospace_since": self.stats.nospace_since or None,

@@ -800,6 +800,69 @@ def test_an_issue_etcd_never_confirmed_names_the_credential_to_revoke(tmp_path: 
     assert "retry the submission" not in said and "send the same transaction" not in said
 
 
+def test_a_node_cut_off_from_etcd_refuses_submissions_at_once(tmp_path: Path) -> None:
+    """A node that cannot read the ordered batches (its agency cut off from the etcd quorum:
+    here its only member frozen) took every submission and answered 202 when the client's
+    wait ended, or 503 after 30 s: clients learnt late to go to another node. Past
+    ``cut_off_after`` s of failed reads it refuses at once, saying why and taking nothing; once
+    etcd answers again it takes submissions again."""
+    from ledger.keys import load_private_key
+    from ledger.network import status_tx
+
+    (tmp_path / "etcd").mkdir()
+    data = make_demo(tmp_path / "demo")
+    keys = data / "keys"
+    edu = Agency("edu", "", load_private_key(keys / "edu.node.key", PASS),
+                 load_private_key(keys / "edu.issuer.key", PASS))
+    now = DEMO_T0 + 1000
+    with _etcd_member(tmp_path / "etcd") as url:
+        _demo_witnesses(url, data, now)
+        node = Node(data, "edu", PASS, clock=lambda: now, workers=0,
+                    replication=Replication(endpoints=(url,)))
+        try:
+            orderer = node.replicated
+            assert orderer is not None
+            orderer.cut_off_after = 0.5
+            app = create_app(settings_for(data), node=node)
+            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+                tx = status_tx(node.network, edu, _edu_credential_id(http, 2), "suspended",
+                               "cut-off", now)
+
+                def post() -> httpx.Response:
+                    return http.post("/v1/tx", params={"wait": 20}, content=tx.raw,
+                                     headers={"content-type": "application/msgpack"})
+
+                os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
+                try:
+                    deadline = time.monotonic() + 60
+                    while not orderer.stats.reads_failing_since:
+                        assert time.monotonic() < deadline, orderer.stats.last_error
+                        time.sleep(0.1)
+                    time.sleep(0.6)
+                    put = orderer.stats.batches_put
+                    r = post()
+                    status = http.get("/v1/cluster").json()
+                finally:
+                    os.kill(_MEMBERS[url].pid, signal.SIGCONT)
+                assert r.status_code == 503, r.text
+                assert r.headers["retry-after"] == "10"
+                said = r.json()["detail"]
+                assert "cut off from a quorum of the etcd members" in said, said
+                assert "Nothing was taken" in said and "another agency's node" in said, said
+                assert status["reads_failing_since"] is not None
+                assert tx.txid not in orderer._waiting  # nothing queued: no batch carries it
+                deadline = time.monotonic() + 60
+                while orderer.stats.reads_failing_since:  # etcd answers again
+                    assert time.monotonic() < deadline, orderer.stats.last_error
+                    time.sleep(0.1)
+                assert orderer.stats.batches_put == put
+                assert node.store.tx_location(tx.txid) is None
+                r = post()
+                assert r.status_code == 200, r.text
+        finally:
+            node.close()
+
+
 def test_status_tokens_are_dated_when_the_node_last_knew_its_lists_current(
         tmp_path: Path) -> None:
     """A node cut off from etcd's quorum kept signing Status List Tokens dated now (valid for
