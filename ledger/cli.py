@@ -61,7 +61,14 @@ from ledger.errors import (
     StoreError,
     TxRejected,
 )
-from ledger.files import atomic_output, interrupts_held, run_cli, utf8_stdout, write_atomic
+from ledger.files import (
+    NOT_STDOUT,
+    atomic_output,
+    interrupts_held,
+    run_cli,
+    utf8_stdout,
+    write_atomic,
+)
 from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
 from ledger.governance import (
     Signer,
@@ -403,8 +410,7 @@ def _check_out(path: Path, force: bool, *, unwritable: int = 1) -> None:
     time, is a failure (1), or ``unwritable`` where a command's 1 is its verdict."""
     parent = path.parent
     if str(path) == "-":  # not a file named "-": standard output, which these do not write
-        _fail("- (standard output) is not taken here: give a file path (for a file named -, "
-              "its full path)", 2)
+        _fail(NOT_STDOUT, 2)
     if path.is_dir() or not parent.is_dir():
         _fail(f"cannot write {path}: give a file path in an existing folder", 2)
     if not os.access(parent, os.W_OK):

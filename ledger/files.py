@@ -202,6 +202,12 @@ def die_with_parent(signum: int, parent: int) -> None:
         os._exit(1)
 
 
+NOT_STDOUT = ("- (standard output) is not taken here: give a file path (for a file named -, "
+              "its full path)")
+"""Said by a command that writes only files when its output is given as ``-``: a file named
+``-`` where the user meant standard output is refused rather than made (exit 2)."""
+
+
 NOT_UNICODE = ("the input holds text that is not valid Unicode: a lone surrogate, from bytes "
                "that are not UTF-8 or a JSON \\uD800-\\uDFFF escape; nothing was changed")
 

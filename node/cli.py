@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from ledger.errors import KeyFileError, LedgerError
-from ledger.files import Terminated, run_cli, sigterm_raises, write_atomic
+from ledger.files import NOT_STDOUT, Terminated, run_cli, sigterm_raises, write_atomic
 from ledger.keys import PASSPHRASE_ENV, read_passphrase
 
 if TYPE_CHECKING:
@@ -377,6 +377,9 @@ def init(
         err.print("[red]--founder and --quorum make a new network:[/] give --new-network ID "
                   "too (without it, init writes the config of an existing data folder)")
         raise typer.Exit(2)
+    if str(config_out) == "-":  # standard output, which init does not write: not a file "-"
+        err.print(f"[red]--config-out:[/] {NOT_STDOUT}")
+        raise typer.Exit(2)
     if config_out.is_dir() or (config_out.parent.exists() and not config_out.parent.is_dir()):
         err.print(f"[red]cannot write {config_out}:[/] give a file path in a folder")
         raise typer.Exit(2)
@@ -549,6 +552,9 @@ def pki_create(
     agency (825 days)."""
     from node.pki import create_pki
 
+    if str(out) == "-":  # standard output: a PKI is a folder, never a folder named "-"
+        err.print(f"[red]--out:[/] {NOT_STDOUT}")
+        raise typer.Exit(2)
     hosts: dict[str, list[str]] = {}
     for given in host or []:
         name, sep, where = given.partition("=")
@@ -780,6 +786,9 @@ def credit_secret(
     from ledger.keys import seal_secret
     from node.service import CREDIT_SECRET, read_credit_secret
 
+    if str(out_file) == "-":  # the secret is never printed: not a file named "-" either
+        err.print(f"[red]error:[/] --out: {NOT_STDOUT}")
+        raise typer.Exit(2)
     if out_file.exists() and not force:
         err.print(f"[red]error:[/] {out_file} exists: a network keeps one credit secret (a "
                   "new one would give every credit subject a new pseudonym); add --force to "

@@ -70,6 +70,25 @@ def test_the_demo_folder_cannot_be_changed_by_others_under_umask_000(tmp_path: P
     assert not (tmp_path / "-").exists()
 
 
+def test_commands_that_write_only_files_refuse_a_dash_for_standard_output(tmp_path: Path) -> None:
+    """``-`` made a file (or, for the PKI, a folder) named ``-`` that the user took for standard
+    output: `wallet backup -` piped nothing, and the credit secret or a config landed in a file
+    named ``-``. As for the `ledger` and `agency` outputs: refused (2), nothing made."""
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw", "WALLET_PASSPHRASE": "pw",
+           "WALLET_PATH": str(tmp_path / "w.db")}
+    assert _run("wallet", "init", env=env, cwd=tmp_path).returncode == 0
+    for args in (("wallet", "backup", "-"),
+                 ("ledger-node", "credit-secret", "--out", "-"),
+                 ("ledger-node", "init", "--data", "data", "--agency", "civil",
+                  "--config-out", "-"),
+                 ("ledger-node", "pki", "create", "--out", "-", "--network", "n",
+                  "--agency", "civil")):
+        r = _run(*args, env=env, cwd=tmp_path)
+        assert r.returncode == 2 and "standard output" in r.stderr, (args, r.stderr)
+        assert not (tmp_path / "-").exists(), args
+    assert [p.name for p in tmp_path.iterdir()] == ["w.db"]
+
+
 def test_an_empty_home_is_not_taken_for_the_root_folder(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "WALLET_PATH"}
     env |= {"HOME": "", "WALLET_PASSPHRASE": "pw"}

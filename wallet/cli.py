@@ -24,7 +24,7 @@ from rich.table import Table
 
 from ledger.display import printable
 from ledger.errors import LedgerError
-from ledger.files import run_cli
+from ledger.files import NOT_STDOUT, run_cli
 from ledger.timetext import local_text
 
 PASSPHRASE_ENV = "WALLET_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
@@ -790,6 +790,8 @@ def backup(file: Annotated[Path, typer.Argument(
     from wallet.errors import UsageError
 
     with _errors():
+        if str(file) == "-":  # standard output, which a backup is never written to
+            raise UsageError(NOT_STDOUT)
         if not file.parent.is_dir():  # bad input (2); a folder it cannot write is a failure (1)
             raise UsageError(f"cannot write {file}: there is no folder {file.parent}")
         if file.exists() or file.is_symlink():
