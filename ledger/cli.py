@@ -1208,7 +1208,8 @@ def audit(
     as_json: AsJson = False,
     statement_key: Annotated[Path | None, typer.Option(
         "--statement-key", help="The auditor's key file (`agency keygen --out FILE` makes one, "
-                                "encrypted with $LEDGER_KEY_PASSPHRASE): sign an audit "
+                                "unlocked with $LEDGER_KEY_PASSPHRASE, the file "
+                                "$LEDGER_KEY_PASSPHRASE_FILE names, or a prompt): sign an audit "
                                 "statement; `ledger statement` checks it.")] = None,
     statement_out: Annotated[Path | None, typer.Option(
         "--statement-out", help="Where to write the signed audit statement.")] = None,
@@ -2272,7 +2273,9 @@ def _show_proposal(tx: Tx, found: list[Signer], view: _GovView) -> None:
 @agency_app.command()
 def keygen(
     out_file: Annotated[Path, typer.Option("--out", help="The key file to write (encrypted with "
-                                                         f"${PASSPHRASE_ENV} or a prompt).")],
+                                                         f"${PASSPHRASE_ENV}, the file "
+                                                         f"${PASSPHRASE_ENV}_FILE names, or a "
+                                                         "prompt).")],
     force: ForceOpt = False,
     as_json: AsJson = False,
 ) -> None:
