@@ -6,8 +6,8 @@ figure as the range over the runs (``min to max``), the target and whether every
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -143,7 +143,17 @@ def scale(runs: list[Run]) -> str:
 
 
 def main() -> None:
-    runs = [json.loads(Path(p).read_text()) for p in sys.argv[1:]]
+    parser = argparse.ArgumentParser(
+        description="Markdown tables for BENCHMARKS.md (targets, figures and references, chain "
+                    "size) from `scripts/bench all` result files: each figure as the range over "
+                    "the runs, the target and whether every run met it.")
+    parser.add_argument("results", nargs="+", type=Path,
+                        help="result files of `scripts/bench all` (.bench/all-<time>.json)")
+    args = parser.parse_args()
+    try:
+        runs = [json.loads(p.read_text()) for p in args.results]
+    except (OSError, ValueError) as e:
+        parser.error(f"cannot read a result file: {e}")
     for r in runs:
         m = r["machine"]
         print(f"<!-- {r['started']}: load {m['load_avg_at_start']} -> "

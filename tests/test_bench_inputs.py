@@ -55,3 +55,21 @@ def test_the_bench_issues_commit_at_the_bench_block_time(tmp_path: Path) -> None
         assert result.rejected == [] and len(result.accepted) == 20
     finally:
         store.close()
+
+
+def test_bench_tables_explains_itself_and_refuses_no_or_missing_files(tmp_path: Path) -> None:
+    """`python scripts/bench_tables.py --help` (BENCHMARKS.md's command) was a traceback: it
+    took --help for a result file; with none it printed empty tables."""
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_tables.py"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(script), *args], capture_output=True,
+                              text=True, cwd=tmp_path, timeout=60, check=False)
+
+    r = run("--help")
+    assert r.returncode == 0 and "scripts/bench all" in r.stdout, r.stderr
+    for args in ((), ("all-missing.json",)):
+        r = run(*args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr and r.stdout == "", r.stderr
