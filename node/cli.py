@@ -825,7 +825,9 @@ def cluster(
     data: Annotated[Path, typer.Option(help="The cluster's folder (created on first use, "
                                             "reused after).")] = Path("cluster-data"),
     base_port: Annotated[int, typer.Option(help="Node i listens on base+i, its etcd member on "
-                                                "base+100+i (clients) and base+200+i (peers).")
+                                                "base+100+i (clients) and base+200+i (peers). "
+                                                "A folder made before keeps the ports it was "
+                                                "made with.")
                          ] = 8100,
     once: Annotated[bool, typer.Option(help="Start, print the status, stop (a smoke test).")
                     ] = False,
@@ -847,6 +849,9 @@ def cluster(
         live = len(net.members) - len(net.removed)
         if live != agencies:
             err.print(f"[yellow]{data} holds a {live}-agency cluster;[/] starting that one")
+        if int(net.meta["base_port"]) != base_port:  # its certificates and configs name them
+            err.print(f"[yellow]{data} holds a cluster on base port {net.meta['base_port']};[/] "
+                      "starting it there (--base-port is for a new folder)")
         net.start()
     except LedgerError as e:
         err.print(f"[red]cluster failed:[/] {e}")

@@ -693,6 +693,30 @@ def test_the_operator_token_is_random_and_kept_private(tmp_path: Path) -> None:
         assert p.stat().st_mode & 0o777 == 0o600 and secrets_of["a"][0] not in p.read_bytes()
 
 
+def test_a_cluster_folder_keeps_its_ports_and_says_so(tmp_path: Path) -> None:
+    """`ledger-node cluster --base-port` on a folder made before was ignored without a word
+    (its certificates and configs name the ports it was made with): the user looked for the
+    nodes on the ports asked for. A port of the folder's in use still starts nothing."""
+    import os
+    import socket
+
+    from node.cluster import create_cluster
+
+    made, asked = free_base(2), free_base(2)
+    create_cluster(tmp_path / "c", 2, PASS, base_port=made)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", made))
+        taken.listen()
+        r = subprocess.run([str(Path(sys.executable).parent / "ledger-node"), "cluster",
+                            "--agencies", "2", "--data", str(tmp_path / "c"), "--base-port",
+                            str(asked), "--once"], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "LEDGER_KEY_PASSPHRASE": PASS.decode()},
+                           check=False)
+    assert r.returncode == 1 and "nothing was started" in r.stderr, r.stderr
+    said = " ".join(r.stderr.split())
+    assert f"holds a cluster on base port {made}" in said and "--base-port" in said, r.stderr
+
+
 def test_a_cluster_folder_from_before_gets_a_random_token(tmp_path: Path) -> None:
     """A folder made when the token came from the passphrase (no operator.token) still opens:
     it gets a random token, and each node.toml the new hash, 0600."""
