@@ -1021,7 +1021,10 @@ class EtcdOrderer:
         head, registry = self.store.head, self.store.registry
         assert head is not None
         assert registry is not None
-        applied = self.etcd.applied()
+        # any agency's certificate writes any position: one whose revision, height or size is
+        # no integer is left out (it failed every step of the apply loop, and health's answer)
+        applied = {a: v for a, v in self.etcd.applied().items()
+                   if all(type(v.get(k)) is int for k in ("rev", "height", "size"))}
         now = self.timer()
         for a, v in applied.items():
             was = self._heard.get(a)

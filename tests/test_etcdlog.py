@@ -389,6 +389,37 @@ def test_a_late_co_signature_of_another_root_is_evidence_after_a_later_final_one
         writer.close()
 
 
+def test_a_malformed_applied_position_does_not_stop_the_apply_loop(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Any agency's certificate writes any ``a/<agency>`` key. A position whose height or
+    revision is no integer made every step of every other node's apply loop fail (one step a
+    second, no heartbeat, no co-signing of the head, health degraded for good; a size that is
+    none made health answer 500): it is left out, as a position never published."""
+    from ledger import codec
+
+    reg = agencies["reg"]
+    prefix = "bad-position"
+    writer = EtcdLog([etcd_url], prefix)  # reg's and tax's nodes, by hand
+    writer.put_applied("tax", codec.encode({"rev": "many", "height": None, "size": "x",
+                                            "time": T0 + 10}))
+    writer.put_applied("reg", codec.encode({"rev": 1, "height": 0, "size": 1, "time": T0 + 10}))
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0)
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
+            "register_type", {"type": spec}, [reg, agencies["tax"]]).raw, T0 + 5)
+        deadline = time.monotonic() + 30
+        while "reg" not in orderer.stats.peers:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+        assert "tax" not in orderer.stats.peers
+        assert not orderer.stats.failing_since, orderer.stats.last_error
+    finally:
+        orderer.stop()
+        writer.close()
+
+
 def test_a_submission_another_nodes_batch_committed_first_is_a_duplicate(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """One transaction given to two nodes (a client's retry on another node, or a node still
