@@ -1064,9 +1064,15 @@ class EtcdOrderer:
         if final_rev is None:
             return
         upto = final_rev[0]
+        # A node at a height applied the batch of that block: a position below the revision of
+        # the block ``retention`` back is far behind, whatever height it claims (one claiming
+        # the head at revision 0 held every batch in etcd for good)
+        floor = next((r for r, h in reversed(self._recent.values())
+                      if h <= head.height - self.retention), 0)
         for a in current:
             got = applied.get(a)
-            if got is None or head.height - int(got["height"]) > self.retention:
+            if got is None or head.height - int(got["height"]) > self.retention \
+                    or int(got["rev"]) < floor:
                 continue  # far behind or never seen: it will catch up from a peer
             upto = min(upto, int(got["rev"]))
         marker = self.etcd.marker()

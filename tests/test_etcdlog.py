@@ -420,6 +420,41 @@ def test_a_malformed_applied_position_does_not_stop_the_apply_loop(
         writer.close()
 
 
+def test_a_position_that_claims_the_head_at_an_old_revision_holds_no_pruning_back(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A member's published position counts for pruning unless its height is more than
+    ``retention`` blocks behind. One agency publishing the head's height with revision 0
+    held every batch in etcd for good (its space runs out: NOSPACE stops every write). A
+    position holds back at most the batches of the last ``retention`` blocks, whatever
+    height it claims."""
+    from ledger import codec
+
+    reg, tax = agencies["reg"], agencies["tax"]
+    prefix = "stuck-position"
+    writer = EtcdLog([etcd_url], prefix)  # reg's and tax's nodes, by hand
+    # edu's node sorts first: it prunes
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0,
+                          retention=1)
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        for i in range(3):
+            tx = ledger.gov_tx("register_type", {"type": {**spec, "id": f"degree{i}"}},
+                               [reg, tax])
+            _final_block_by_reg(ledger, agencies, writer, orderer, tx.raw, T0 + 5 + i)
+            head = ledger.store.head
+            assert head is not None
+            writer.put_applied("tax", codec.encode({"rev": 0, "height": head.height + 1000,
+                                                    "size": head.log_size, "time": T0 + 10}))
+        deadline = time.monotonic() + 30
+        while writer.marker() is None:
+            assert time.monotonic() < deadline, f"nothing pruned: {orderer.stats.peers}"
+            time.sleep(0.1)
+    finally:
+        orderer.stop()
+        writer.close()
+
+
 def test_a_submission_another_nodes_batch_committed_first_is_a_duplicate(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """One transaction given to two nodes (a client's retry on another node, or a node still
