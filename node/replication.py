@@ -642,7 +642,10 @@ class EtcdOrderer:
         records, marker, cosigs = self.etcd.read_after(self.rev, self.cosig_rev)
         if marker is not None:
             m = codec.decode(marker.value, what="pruning marker")
-            if isinstance(m, dict) and int(m.get("rev", 0)) > self.rev:
+            # a pruner writes the marker after the batch it names: one naming a revision not
+            # below its own is no pruner's (any agency's certificate writes it), and taken up
+            # from it a node read no batch again (the pruner writes a real one over it)
+            if isinstance(m, dict) and self.rev < int(m.get("rev", 0)) < marker.mod_rev:
                 got = m.get("hash")
                 self._catch_up(int(m["rev"]), int(m["height"]), int(m["size"]),
                                got if isinstance(got, bytes) and len(got) == 32 else None)
@@ -1077,6 +1080,8 @@ class EtcdOrderer:
             upto = min(upto, int(got["rev"]))
         marker = self.etcd.marker()
         done = int(codec.decode(marker.value, what="marker")["rev"]) if marker else 0
+        if marker is not None and done >= marker.mod_rev:
+            done = 0  # no pruner's (_step): nothing was pruned by it
         if upto <= done:
             return
         at = next(((s, h) for s, (r, h) in self._recent.items() if r == upto), None)
