@@ -862,7 +862,11 @@ class EtcdOrderer:
                 continue
             self._pending_cosigs.setdefault(size, []).append((agency, root, line))
         if len(self._pending_cosigs) > 10_000:  # far ahead of us: catch-up will bring them back
-            self._pending_cosigs.clear()
+            # the farthest go: dropping them all dropped those read with them for blocks
+            # applied, and one agency's co-signatures for sizes far ahead kept the head short
+            # of its quorum
+            for size in sorted(self._pending_cosigs)[10_000:]:
+                del self._pending_cosigs[size]
 
     def _merge_pending(self) -> None:
         """Check every co-signature we have the block for; store merged checkpoints at once."""

@@ -491,6 +491,51 @@ def test_a_pruning_marker_past_its_own_revision_is_no_pruners(
         writer.close()
 
 
+def test_co_signatures_far_ahead_do_not_drop_the_ones_for_the_head(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Co-signatures for blocks not applied yet wait; past 10,000 sizes of them all were
+    dropped, those for blocks applied too. One agency putting co-signatures for 10,000 sizes
+    far ahead (any agency's certificate writes any ``s/`` key) made the head's real
+    co-signature dropped with them: the head never became final. The farthest ones go."""
+    from aetcd.rpc import rpc_pb2 as pb
+
+    from ledger import codec
+    from ledger.finality import sign_checkpoint
+
+    reg, tax = agencies["reg"], agencies["tax"]
+    prefix = "far-ahead"
+    writer = EtcdLog([etcd_url], prefix)  # reg's and tax's nodes, by hand
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0)
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    junk = codec.encode({"root": bytes(32), "line": "\u2014 tax AAAA"})
+    try:
+        size, _ = _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
+            "register_type", {"type": spec}, [reg, tax]).raw, T0 + 5, cosigned=False)
+        for start in range(0, 9984, 128):  # (a read takes 512 at most: whole transactions)
+            last = writer._call("Txn", pb.TxnRequest(success=[
+                writer._put(writer._cosig_key(10**9 + n, "tax"), junk)
+                for n in range(start, start + 128)])).header.revision
+        deadline = time.monotonic() + 60
+        while orderer.cosig_rev < last:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+        head = ledger.store.head
+        assert head is not None and head.log_size == size
+        line = sign_checkpoint(ledger.net, head, [("reg", reg.node_key)]).signatures[0].to_line()
+        writer._call("Txn", pb.TxnRequest(success=[  # read at once, as they may be
+            writer._put(writer._cosig_key(size, "reg"),
+                        codec.encode({"root": head.log_root, "line": line})),
+            *(writer._put(writer._cosig_key(10**9 + n, "tax"), junk)
+              for n in range(9984, 10_001))]))
+        while orderer.final_size < size:
+            assert time.monotonic() < deadline, "reg's co-signature of the head was dropped"
+            time.sleep(0.05)
+    finally:
+        orderer.stop()
+        writer.close()
+
+
 def test_a_submission_another_nodes_batch_committed_first_is_a_duplicate(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """One transaction given to two nodes (a client's retry on another node, or a node still
