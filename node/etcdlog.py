@@ -41,14 +41,21 @@ from aetcd.rpc import rpc_pb2_grpc as pbg
 from ledger import codec
 from ledger.errors import OrderingError
 
-__all__ = ["ETCD_ROLE", "READ_BATCHES", "EtcdLog", "NoSpace", "Record", "TlsFiles",
-           "network_prefix", "prefix_end", "rpc_reason"]
+__all__ = ["ETCD_ROLE", "MAX_VALUE", "READ_BATCHES", "READ_COSIGS", "EtcdLog", "NoSpace",
+           "Record", "TlsFiles", "network_prefix", "prefix_end", "rpc_reason"]
 
 _DELETE_CHUNK = 100  # etcd allows 128 operations per transaction by default
 READ_BATCHES = 16
 """Batches :meth:`EtcdLog.read_after` returns at most at once: a read that returns fewer
 reached the end of the ordered batches."""
-_MAX_MESSAGE = 256 << 20  # a read of 16 batches of up to 1.5 MiB each; etcd caps requests
+_MAX_MESSAGE = 256 << 20  # the largest answer this client takes (gRPC's cap)
+MAX_VALUE = 3 << 19
+"""The largest value etcd takes (its --max-request-bytes, 1.5 MiB by default)."""
+READ_COSIGS = 128
+"""Co-signatures :meth:`EtcdLog.read_after` returns at most at once: with
+:data:`READ_BATCHES` batches, a read of values of :data:`MAX_VALUE` each stays under
+:data:`_MAX_MESSAGE`. At 512, 180 co-signatures of 1.5 MiB (any agency's certificate writes
+them, at sizes never pruned) made every read too large, on every node, for good."""
 _SEQ_WIDTH = 20
 _CAS_ATTEMPTS = 64
 _KNOWN_SEQS = 256  # create revision -> sequence of batches returned lately
@@ -271,7 +278,8 @@ class EtcdLog:
         raise OrderingError(f"could not take a batch number in {_CAS_ATTEMPTS} attempts")
 
     def read_after(self, rev: int, cosig_rev: int, limit: int = READ_BATCHES,
-                   cosig_limit: int = 512) -> tuple[list[Record], Record | None, list[Record]]:
+                   cosig_limit: int = READ_COSIGS
+                   ) -> tuple[list[Record], Record | None, list[Record]]:
         """In one etcd transaction (one revision): batches created after ``rev`` in order, the
         pruning marker, and co-signatures written after ``cosig_rev`` in write order."""
         seq = self._seqs.get(rev)

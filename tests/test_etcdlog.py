@@ -161,6 +161,16 @@ def test_two_members_pruning_at_once_never_move_the_marker_back(etcd_url: str) -
         log.close()
 
 
+def test_one_read_of_the_largest_values_fits_in_an_answer() -> None:
+    """A read takes batches and co-signatures in one answer; any agency's certificate writes
+    co-signatures as large as etcd takes, at sizes never pruned. 180 of them at 1.5 MiB made
+    every read (512 co-signatures at most) larger than the client takes: every node's apply
+    loop failed for good. (Writing 270 MB to etcd to show it is left to the bound.)"""
+    from node.etcdlog import _MAX_MESSAGE, MAX_VALUE, READ_BATCHES, READ_COSIGS
+
+    assert (READ_BATCHES + 1 + READ_COSIGS) * (MAX_VALUE + 1024) < _MAX_MESSAGE
+
+
 def test_an_unreachable_member_is_a_clear_ordering_error(tmp_path: Path) -> None:
     base = free_base(1)
     log = EtcdLog([f"http://127.0.0.1:{base}"], "nowhere", timeout=0.5)
