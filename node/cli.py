@@ -838,12 +838,13 @@ def cluster(
     import signal
     import threading
 
-    from node.cluster import LocalCluster, create_cluster
+    from node.cluster import LocalCluster, create_cluster, new_cluster_ports_free
 
     passphrase = _ask_passphrase("for the cluster's keys",
                                  confirm=not (data / "cluster.toml").exists())
     try:
         if not (data / "cluster.toml").exists():
+            new_cluster_ports_free(agencies, base_port)  # before anything is written
             create_cluster(data, agencies, passphrase, base_port=base_port)
         net = LocalCluster(data, passphrase)
         live = len(net.members) - len(net.removed)

@@ -62,7 +62,7 @@ from node.pki import (
 from node.service import CREDIT_SECRET, CREDIT_SECRET_FILE, read_credit_secret
 
 __all__ = ["AGENCY_NAMES", "OPERATOR_TOKEN_FILE", "ClusterError", "LocalCluster",
-           "create_cluster"]
+           "check_ports_free", "create_cluster", "new_cluster_ports_free"]
 
 OPERATOR_TOKEN_FILE = "operator.token"  # noqa: S105 - a file name, not a secret
 """The cluster's operator token (random, 0600); each node.toml holds only its SHA-256."""
@@ -122,6 +122,25 @@ def _listened_on(port: int) -> bool:
 def _members(agencies: Sequence[str], base: int) -> list[Member]:
     return [Member(a, i, base + i, base + 100 + i, base + 200 + i)
             for i, a in enumerate(agencies)]
+
+
+def check_ports_free(members: Iterable[Member]) -> None:
+    """Raise ClusterError naming the ports of ``members`` some process listens on."""
+    taken = [p for m in members for p in (m.node_port, m.client_port, m.peer_port)
+             if _listened_on(p)]
+    if taken:  # another cluster on this folder (its nodes would answer our health checks)
+        raise ClusterError(f"port{'s' if len(taken) > 1 else ''} "
+                           f"{', '.join(map(str, taken))} on 127.0.0.1 "
+                           f"{'are' if len(taken) > 1 else 'is'} in use (another "
+                           "`ledger-node cluster` on this folder, or another program): "
+                           "nothing was started")
+
+
+def new_cluster_ports_free(n: int, base_port: int) -> None:
+    """Raise ClusterError if a new ``n``-agency cluster on ``base_port`` could not start
+    (checked before its folder is made: a refused start leaves nothing behind)."""
+    if 1 <= n <= len(AGENCY_NAMES):
+        check_ports_free(_members(list(AGENCY_NAMES)[:n], base_port))
 
 
 def create_cluster(folder: Path, n: int, passphrase: bytes, *, network: str = "district-local",
@@ -451,14 +470,7 @@ class LocalCluster:
         """Start every etcd member, then every node; if any does not come up, stop all of them
         (no process is left behind) and raise ClusterError."""
         live = [m for m in self.members if m.agency not in self.removed]
-        taken = [p for m in live for p in (m.node_port, m.client_port, m.peer_port)
-                 if _listened_on(p)]
-        if taken:  # another cluster on this folder (its nodes would answer our health checks)
-            raise ClusterError(f"port{'s' if len(taken) > 1 else ''} "
-                               f"{', '.join(map(str, taken))} on 127.0.0.1 "
-                               f"{'are' if len(taken) > 1 else 'is'} in use (another "
-                               "`ledger-node cluster` on this folder, or another program): "
-                               "nothing was started")
+        check_ports_free(live)
         self._ensure_credit_secret()
         # A member whose etcd data folder is gone (a lost disk) once the cluster has run
         # (its etcd secured) would start a new, separate etcd cluster: it rejoins instead,

@@ -717,6 +717,28 @@ def test_a_cluster_folder_keeps_its_ports_and_says_so(tmp_path: Path) -> None:
     assert f"holds a cluster on base port {made}" in said and "--base-port" in said, r.stderr
 
 
+def test_a_new_cluster_whose_ports_are_taken_writes_nothing(tmp_path: Path) -> None:
+    """On a new folder whose ports were in use, `ledger-node cluster` made the folder (PKI,
+    genesis, configs) and then refused to start: bad input left a cluster behind on the
+    ports the user had not meant. The ports are checked before anything is written."""
+    import os
+    import socket
+
+    base = free_base(2)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", base + 101))  # the second agency's etcd client port
+        taken.listen()
+        r = subprocess.run([str(Path(sys.executable).parent / "ledger-node"), "cluster",
+                            "--agencies", "2", "--data", str(tmp_path / "c"), "--base-port",
+                            str(base), "--once"], capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "LEDGER_KEY_PASSPHRASE": PASS.decode()},
+                           check=False)
+    assert r.returncode == 1, r.stderr
+    said = " ".join(r.stderr.split())
+    assert f"port {base + 101} on 127.0.0.1 is in use" in said, r.stderr
+    assert not (tmp_path / "c").exists()
+
+
 def test_a_cluster_folder_from_before_gets_a_random_token(tmp_path: Path) -> None:
     """A folder made when the token came from the passphrase (no operator.token) still opens:
     it gets a random token, and each node.toml the new hash, 0600."""
