@@ -185,6 +185,25 @@ class Stats:
     peers: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
+def _pruners_marker(marker: Record | None) -> dict[str, Any] | None:
+    """The pruning marker's fields (``rev``, ``height``, ``size``: integers; ``hash``), or None
+    if there is none or it is no pruner's. Any agency's certificate writes the key: one that
+    does not decode, or of another shape, failed every step of every node's apply loop; one
+    naming a revision not below its own (a pruner writes it after the batches it names), taken
+    up, left a node reading no batch again. The next real prune writes over it."""
+    if marker is None:
+        return None
+    try:
+        m = codec.decode(marker.value, what="pruning marker")
+    except DecodeError:
+        return None
+    if not isinstance(m, dict) or not all(type(m.get(k)) is int for k in ("rev", "height",
+                                                                           "size")):
+        return None
+    return m if 0 <= m["rev"] < marker.mod_rev and m["height"] >= 0 and m["size"] >= 0 \
+        else None
+
+
 def _outcomes(futs: list[Pending], result: Receipt | Exception
               ) -> list[tuple[Pending, Receipt | Exception]]:
     """Each waiter of one transaction with its outcome: a receipt marks every waiter after the
@@ -592,8 +611,6 @@ class EtcdOrderer:
                 self.stats.last_error = str(e)
                 if isinstance(e, NoSpace):  # a prune's write
                     self._write_failed(e)
-                elif isinstance(e, OrderingError) and not self.stats.reads_failing_since:
-                    self.stats.reads_failing_since = _time.time()
                 if (more := self._say_failure()) is not None:
                     log.warning("replication step failed: %s%s", e, more)
                 self._stop.wait(0.2)
@@ -639,17 +656,17 @@ class EtcdOrderer:
 
         True when there may be more batches."""
         asked = int(self.clock())
-        records, marker, cosigs = self.etcd.read_after(self.rev, self.cosig_rev)
-        if marker is not None:
-            m = codec.decode(marker.value, what="pruning marker")
-            # a pruner writes the marker after the batch it names: one naming a revision not
-            # below its own is no pruner's (any agency's certificate writes it), and taken up
-            # from it a node read no batch again (the pruner writes a real one over it)
-            if isinstance(m, dict) and self.rev < int(m.get("rev", 0)) < marker.mod_rev:
-                got = m.get("hash")
-                self._catch_up(int(m["rev"]), int(m["height"]), int(m["size"]),
-                               got if isinstance(got, bytes) and len(got) == 32 else None)
-                return True
+        try:
+            records, marker, cosigs = self.etcd.read_after(self.rev, self.cosig_rev)
+        except OrderingError:  # no member we reach answers: cut off (submissions refused)
+            self.stats.reads_failing_since = self.stats.reads_failing_since or _time.time()
+            raise
+        m = _pruners_marker(marker)
+        if m is not None and self.rev < m["rev"]:
+            got = m.get("hash")
+            self._catch_up(m["rev"], m["height"], m["size"],
+                           got if isinstance(got, bytes) and len(got) == 32 else None)
+            return True
         self._take_cosigs(cosigs)
         if not records:
             self._merge_pending()
@@ -1083,9 +1100,8 @@ class EtcdOrderer:
                 continue  # far behind or never seen: it will catch up from a peer
             upto = min(upto, int(got["rev"]))
         marker = self.etcd.marker()
-        done = int(codec.decode(marker.value, what="marker")["rev"]) if marker else 0
-        if marker is not None and done >= marker.mod_rev:
-            done = 0  # no pruner's (_step): nothing was pruned by it
+        m = _pruners_marker(marker)
+        done = m["rev"] if m is not None else 0  # one no pruner's pruned nothing: written over
         if upto <= done:
             return
         at = next(((s, h) for s, (r, h) in self._recent.items() if r == upto), None)

@@ -465,17 +465,19 @@ def test_a_position_that_claims_the_head_at_an_old_revision_holds_no_pruning_bac
         writer.close()
 
 
+@pytest.mark.parametrize("forged", ["far-ahead", "not-msgpack", "rev-not-a-number"])
 def test_a_pruning_marker_past_its_own_revision_is_no_pruners(
-        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency], forged: str) -> None:
     """Any agency's certificate writes etcd's pruning marker. One naming revision 10^12 at
     the head's height and hash made every node take up from there, and keep it: no batch put
     since was ever read again, while the nodes said they were current (Status List Tokens
     dated now). A pruner writes a marker after the batch it names: one whose revision is not
-    below its own is ignored, and the pruner writes a real one over it."""
+    below its own is ignored, and the pruner writes a real one over it. So is one that does
+    not decode, or whose revision is no number: it failed every step of every node."""
     from ledger import codec
 
     reg, tax = agencies["reg"], agencies["tax"]
-    prefix = "fake-marker"
+    prefix = f"fake-marker-{forged}"
     writer = EtcdLog([etcd_url], prefix)  # reg's and tax's nodes, by hand
     orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
                           node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0)
@@ -485,17 +487,21 @@ def test_a_pruning_marker_past_its_own_revision_is_no_pruners(
             "register_type", {"type": spec}, [reg, tax]).raw, T0 + 5)
         head = ledger.store.head
         assert head is not None
-        assert writer.prune(0, codec.encode({"rev": 10**12, "height": head.height,
-                                             "size": head.log_size, "hash": head.hash}),
-                            cosig_size=0, seen=writer.marker()) is not None
+        value = {"far-ahead": codec.encode({"rev": 10**12, "height": head.height,
+                                            "size": head.log_size, "hash": head.hash}),
+                 "not-msgpack": b"\xc1",
+                 "rev-not-a-number": codec.encode({"rev": "many", "height": head.height,
+                                                   "size": head.log_size})}[forged]
+        assert writer.prune(0, value, cosig_size=0, seen=writer.marker()) is not None
         size, _ = _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
             "grant", {"agency": "edu", "type": "degree", "from": T0, "until": T0 + DAY},
             [reg, tax]).raw, T0 + 6)
         assert orderer.rev < 10**12 and orderer.final_size == size
         deadline = time.monotonic() + 30  # edu's node sorts first: it prunes
-        while codec.decode(writer.marker().value)["rev"] == 10**12:
+        while writer.marker().value == value:
             assert time.monotonic() < deadline, orderer.stats.last_error
             time.sleep(0.05)
+        assert type(codec.decode(writer.marker().value)["rev"]) is int
     finally:
         orderer.stop()
         writer.close()
