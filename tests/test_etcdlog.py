@@ -1132,6 +1132,22 @@ def chains(tmp_path_factory: pytest.TempPathFactory) -> _Chains:
                    load_private_key(data / "keys" / "edu.node.key", PASS))
 
 
+def _pruned_to(url: str, network: str, height: int, size: int, block_hash: bytes) -> None:
+    """A pruning marker of ``network`` at revision 5 naming that block, as a pruner writes it:
+    after the batch it names (etcd's revision past 5 first: alone, this module's etcd is new)."""
+    from ledger import codec
+
+    scratch = EtcdLog([url], "scratch")
+    try:
+        while scratch.put_batch(b"x") < 6:
+            pass
+    finally:
+        scratch.close()
+    log = EtcdLog([url], network)
+    assert log.prune(5, codec.encode({"rev": 5, "height": height, "size": size,
+                                      "hash": block_hash}), cosig_size=0, seen=None) == 0
+
+
 @contextmanager
 def _peer(store: Any, blocks: list[list[Any]] | None = None, garbage: str = ""
           ) -> Iterator[str]:
@@ -1197,7 +1213,6 @@ def test_a_node_catching_up_takes_only_the_networks_blocks(
     times), adds a block, or sends nonsense for blocks or headers, is refused before anything
     is written, and the next peer is asked: the node ends on the network's own blocks, the ones
     the marker's block hash ends (ADR 46)."""
-    from ledger import codec
     from ledger.store import Store
 
     honest = Store(chains.honest, create=False)
@@ -1206,9 +1221,7 @@ def test_a_node_catching_up_takes_only_the_networks_blocks(
     victim = tmp_path / "victim"
     shutil.copytree(chains.victim, victim)
     network = f"catch-up-{first}"
-    log = EtcdLog([etcd_url], network)
-    assert log.prune(5, codec.encode({"rev": 5, "height": head.height, "size": head.log_size,
-                                      "hash": head.hash}), cosig_size=0, seen=None) == 0
+    _pruned_to(etcd_url, network, head.height, head.log_size, head.hash)
     liar = chains.liars.get(first)
     garbage = first.split("-")[1] if first.startswith("garbage") else ""
     with honest, _peer(honest, liar, garbage=garbage) as bad, _peer(honest) as good, \
