@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import queue
@@ -133,6 +134,9 @@ SYNC_REPLY_BYTES = 32 << 20
 the catching-up node reads up to twice that."""
 SYNC_HEADERS = 5000
 """Headers per ``/v1/sync/headers`` request (~150 bytes each)."""
+PEER_READ_DEADLINE = 120.0
+"""Seconds a peer's catch-up answer may take in all (a 64 MiB reply at ~0.5 MiB/s); the client's
+timeout is per read, and a peer sending a byte every few seconds held the apply loop for good."""
 
 
 class SyncError(OrderingError):
@@ -1308,6 +1312,21 @@ class EtcdOrderer:
             return got
         raise SyncError(f"no peer could bring this node to height {height}: {last}")
 
+    def _peer_get(self, url: str, cap: int, params: dict[str, int] | None = None) -> bytes:
+        """A peer's answer, read up to ``cap`` bytes and within :data:`PEER_READ_DEADLINE`
+        (else SyncError): a peer's endless or byte-by-byte answer does not hold this node."""
+        deadline = _time.monotonic() + PEER_READ_DEADLINE
+        body = bytearray()
+        with self._peers_http.client().stream("GET", url, params=params) as r:
+            r.raise_for_status()
+            for chunk in r.iter_bytes():
+                body += chunk
+                if len(body) > cap:
+                    raise SyncError(f"{url} answered more than {cap} bytes")
+                if _time.monotonic() > deadline:
+                    raise SyncError(f"{url} took over {PEER_READ_DEADLINE:.0f} s to answer")
+        return bytes(body)
+
     def _headers_from(self, peer: str, target: int, target_hash: bytes) -> list[bytes]:
         """The hashes of blocks head+1..target as ``peer`` has them, checked to chain from our
         head to ``target_hash`` (the pruning marker's): so they are the network's."""
@@ -1323,11 +1342,10 @@ class EtcdOrderer:
         while head.height + len(hashes) < target:
             self._heartbeat()  # a long catch-up is not a node gone quiet
             start = head.height + len(hashes) + 1
-            r = self._peers_http.client().get(
-                f"{peer}/v1/sync/headers",
-                params={"from": start, "count": min(SYNC_HEADERS, target - start + 1)})
-            r.raise_for_status()
-            got = codec.decode(r.content, max_size=4 << 20, what="sync headers")
+            got = codec.decode(self._peer_get(
+                f"{peer}/v1/sync/headers", 4 << 20,
+                {"from": start, "count": min(SYNC_HEADERS, target - start + 1)}),
+                max_size=4 << 20, what="sync headers")
             if not isinstance(got, list) or not got:
                 raise SyncError(f"{peer} sent no headers from {start}")
             for i, raw in enumerate(got):
@@ -1358,11 +1376,10 @@ class EtcdOrderer:
         assert head is not None
         assert registry is not None
         self._heartbeat()  # a long catch-up is not a node gone quiet
-        r = self._peers_http.client().get(
-            f"{peer}/v1/sync/blocks",
-            params={"from": head.height + 1, "count": min(200, target - head.height)})
-        r.raise_for_status()
-        unverified = codec.decode(r.content, max_size=2 * SYNC_REPLY_BYTES, what="sync blocks")
+        unverified = codec.decode(self._peer_get(
+            f"{peer}/v1/sync/blocks", 2 * SYNC_REPLY_BYTES,
+            {"from": head.height + 1, "count": min(200, target - head.height)}),
+            max_size=2 * SYNC_REPLY_BYTES, what="sync blocks")
         if not isinstance(unverified, list) or not unverified:
             raise SyncError(f"{peer} sent no blocks")
         if not all(isinstance(item, list) and len(item) == 2 and isinstance(item[0], bytes)
@@ -1391,20 +1408,19 @@ class EtcdOrderer:
             if head.height >= target:
                 break
         # Check the end of the run against the peer's final checkpoint before writing anything.
-        text = self._peers_http.client().get(f"{peer}/v1/checkpoint")
-        text.raise_for_status()
-        cp = SignedCheckpoint.from_text(text.text)
+        # (at most MAX_SIGNATURES lines of ~100 bytes)
+        cp = SignedCheckpoint.from_text(
+            self._peer_get(f"{peer}/v1/checkpoint", 1 << 16))
         verify_final(cp, registry, head.time)
         if cp.checkpoint.size < head.log_size:
             raise SyncError(f"{peer}'s final checkpoint (size {cp.checkpoint.size}) does not "
                             f"cover the synced log (size {head.log_size})")
         proof: list[bytes] = []
         if cp.checkpoint.size > head.log_size:
-            pr = self._peers_http.client().get(
-                f"{peer}/v1/proofs/consistency",
-                params={"old": head.log_size, "new": cp.checkpoint.size})
-            pr.raise_for_status()
-            proof = [base64.b64decode(p) for p in pr.json()["proof"]]
+            got = json.loads(self._peer_get(  # (64 hashes at most, ~50 bytes each)
+                f"{peer}/v1/proofs/consistency", 1 << 16,
+                {"old": head.log_size, "new": cp.checkpoint.size}))
+            proof = [base64.b64decode(p) for p in got["proof"]]
         try:
             merkle.verify_consistency(head.log_size, cp.checkpoint.size, head.log_root,
                                       cp.checkpoint.root, proof)

@@ -1241,6 +1241,77 @@ def test_a_node_catching_up_takes_only_the_networks_blocks(
         assert orderer.stats.synced_blocks == head.height - 2
 
 
+@contextmanager
+def _flood_peer(pace: float, size: int) -> Iterator[tuple[str, list[int]]]:
+    """A peer that answers every request with ``size`` bytes of nonsense, ``pace`` seconds
+    between 64 KiB pieces (or between single bytes, if ``pace`` is over 0.1); the bytes it got
+    out are counted."""
+    import http.server
+
+    sent = [0]
+
+    class Flood(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *_: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-length", str(size))
+            self.end_headers()
+            piece = b"\x01" if pace > 0.1 else b"\x01" * 65536
+            try:
+                while sent[0] < size:
+                    self.wfile.write(piece)
+                    self.wfile.flush()
+                    sent[0] += len(piece)
+                    time.sleep(pace)
+            except OSError:
+                pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Flood)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", sent
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("kind", ["huge", "slow"])
+def test_a_peer_answering_without_end_does_not_hold_a_catching_up_node(
+        etcd_url: str, chains: _Chains, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        kind: str) -> None:
+    """A catching-up node read a peer's whole answer into memory before looking at its size,
+    with a timeout per read only: a peer sending gigabytes (the node's memory) or a byte every
+    few seconds (for good) held its apply loop. An answer is now read up to its bound in bytes
+    and within PEER_READ_DEADLINE, then the next peer is asked."""
+    from ledger.store import Store
+    from node import replication
+
+    monkeypatch.setattr(replication, "PEER_READ_DEADLINE", 3.0)
+    honest = Store(chains.honest, create=False)
+    head = honest.head
+    victim = tmp_path / "victim"
+    shutil.copytree(chains.victim, victim)
+    network = f"catch-up-flood-{kind}"
+    _pruned_to(etcd_url, network, head.height, head.log_size, head.hash)
+    pace, size = (0.0, 256 << 20) if kind == "huge" else (0.5, 1000)
+    with honest, _flood_peer(pace, size) as (bad, sent), _peer(honest) as good, \
+            Store(victim, create=False) as store:
+        orderer = EtcdOrderer(store, EtcdLog([etcd_url], network), agency="edu",
+                              node_key=chains.node_key, clock=lambda: DEMO_T0 + 10,
+                              peers=[bad, good], workers=0)
+        try:
+            deadline = time.monotonic() + 30
+            while store.head.height < head.height and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            orderer.stop()
+        assert store.head.height == head.height, orderer.stats.last_error
+    if kind == "huge":  # the headers' bound (4 MiB) and what the sockets hold
+        assert sent[0] < 32 << 20, sent[0]
+
+
 def test_a_sync_reply_stops_short_of_its_byte_bound(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Full blocks (2,000 transactions, ~0.6 MiB each) made 200-block replies of ~120 MiB that
