@@ -291,6 +291,10 @@ class EtcdOrderer:
         # each peer's header walk so far, kept across attempts: peer -> (our head's hash,
         # hashes). A walk cut by a 429 or a 503 goes on where it stopped (ADR 47).
         self._walks: dict[str, tuple[bytes, list[bytes]]] = {}
+        # catch-up: the blocks (first height, hashes) re-executed up to a peer's final
+        # checkpoint and checked against it, and that checkpoint
+        self._vouched: tuple[int, list[bytes]] | None = None
+        self._vouching: SignedCheckpoint | None = None
         # A store restored from a peer's archive is ahead of the pruning marker, but has no
         # etcd revision of its own: (next block to match, our head's height) while the batches
         # after the marker are matched to the blocks it already holds (ADR 48).
@@ -1367,18 +1371,11 @@ class EtcdOrderer:
         self._walks.clear()
         return hashes
 
-    def _sync_from(self, peer: str, target: int,
-                   expected: tuple[int, list[bytes]] | None = None) -> None:
-        """Blocks from ``peer`` up to ``target`` (a run of them), re-executed and checked
-        against ``peer``'s final checkpoint, and with ``expected`` (the height of the first
-        hash, the hashes) against the network's block hashes, before any is written."""
-        head, registry = self.store.head, self.store.registry
-        assert head is not None
-        assert registry is not None
+    def _peer_blocks(self, peer: str, start: int, count: int) -> list[list[Any]]:
+        """``peer``'s blocks from ``start`` (``count`` at most), as [header, [entries]]."""
         self._heartbeat()  # a long catch-up is not a node gone quiet
         unverified = codec.decode(self._peer_get(
-            f"{peer}/v1/sync/blocks", 2 * SYNC_REPLY_BYTES,
-            {"from": head.height + 1, "count": min(200, target - head.height)}),
+            f"{peer}/v1/sync/blocks", 2 * SYNC_REPLY_BYTES, {"from": start, "count": count}),
             max_size=2 * SYNC_REPLY_BYTES, what="sync blocks")
         if not isinstance(unverified, list) or not unverified:
             raise SyncError(f"{peer} sent no blocks")
@@ -1386,35 +1383,24 @@ class EtcdOrderer:
                    and isinstance(item[1], list) and all(isinstance(e, bytes) for e in item[1])
                    for item in unverified):
             raise SyncError(f"{peer} sent something other than [header, [entries]] pairs")
-        overlay = _Overlay(self.store)
-        frontier = self.store.frontier
-        results: list[BlockResult] = []
-        for item in unverified:
-            header = BlockHeader.from_bytes(item[0])
-            txs = [Tx.from_bytes(raw) for raw in item[1]]
-            res = build_block(head, registry, overlay, frontier, txs, header.time)
-            if res.header is None or res.head is None or res.header.to_bytes() != item[0] \
-                    or res.rejected or res.duplicates:
-                raise SyncError(f"{peer}'s block {header.height} does not re-execute to its "
-                                "header")
-            if expected is not None and not (
-                    0 <= res.head.height - expected[0] < len(expected[1])
-                    and res.header.hash == expected[1][res.head.height - expected[0]]):
-                raise SyncError(f"{peer}'s block {res.head.height} is not the network's (not "
-                                "the block the pruning marker's chain has there)")
-            overlay.writes.update(res.writes)
-            head, registry, frontier = res.head, res.registry, res.frontier
-            results.append(res)
-            if head.height >= target:
-                break
-        # Check the end of the run against the peer's final checkpoint before writing anything.
-        # (at most MAX_SIGNATURES lines of ~100 bytes)
-        cp = SignedCheckpoint.from_text(
-            self._peer_get(f"{peer}/v1/checkpoint", 1 << 16))
-        verify_final(cp, registry, head.time)
-        if cp.checkpoint.size < head.log_size:
-            raise SyncError(f"{peer}'s final checkpoint (size {cp.checkpoint.size}) does not "
-                            f"cover the synced log (size {head.log_size})")
+        return unverified
+
+    @staticmethod
+    def _reexecute(peer: str, item: list[Any], head: Head, registry: Registry,
+                   overlay: _Overlay, frontier: Any) -> BlockResult:
+        """One of ``peer``'s blocks built again on ``overlay`` (its writes go there)."""
+        header = BlockHeader.from_bytes(item[0])
+        txs = [Tx.from_bytes(raw) for raw in item[1]]
+        res = build_block(head, registry, overlay, frontier, txs, header.time)
+        if res.header is None or res.head is None or res.header.to_bytes() != item[0] \
+                or res.rejected or res.duplicates:
+            raise SyncError(f"{peer}'s block {header.height} does not re-execute to its "
+                            "header")
+        overlay.writes.update(res.writes)
+        return res
+
+    def _consistent(self, peer: str, head: Head, cp: SignedCheckpoint) -> None:
+        """``head``'s log a prefix of ``cp``'s, by ``peer``'s consistency proof."""
         proof: list[bytes] = []
         if cp.checkpoint.size > head.log_size:
             got = json.loads(self._peer_get(  # (64 hashes at most, ~50 bytes each)
@@ -1427,6 +1413,80 @@ class EtcdOrderer:
         except ProofError as e:
             raise SyncError(f"{peer}'s blocks are not consistent with its final checkpoint: "
                             f"{e}") from e
+
+    def _vouch(self, peer: str, results: list[BlockResult], head: Head, registry: Registry,
+               frontier: Any, overlay: _Overlay, cp: SignedCheckpoint) -> None:
+        """Check ``cp`` (past the run ``results``, ending at ``head``) with the registry at its
+        own block: ``peer``'s blocks after the run re-executed up to it, not written. The
+        run's blocks and those after it are then vouched for by it (kept, so the next runs
+        need only match their hashes)."""
+        hashes = [r.head.hash for r in results if r.head is not None]
+        at, at_registry, at_frontier = head, registry, frontier
+        while at.log_size < cp.checkpoint.size:
+            for item in self._peer_blocks(peer, at.height + 1, 200):
+                res = self._reexecute(peer, item, at, at_registry, overlay, at_frontier)
+                assert res.head is not None
+                at, at_registry, at_frontier = res.head, res.registry, res.frontier
+                hashes.append(at.hash)
+                if at.log_size >= cp.checkpoint.size:
+                    break
+        if at.log_size != cp.checkpoint.size:
+            raise SyncError(f"{peer}'s final checkpoint (size {cp.checkpoint.size}) is not at "
+                            "the end of a block of its chain")
+        verify_final(cp, at_registry, at.time)
+        if at.log_root != cp.checkpoint.root:
+            raise SyncError(f"{peer}'s blocks are not consistent with its final checkpoint "
+                            f"(size {cp.checkpoint.size})")
+        assert results[0].head is not None
+        self._vouched, self._vouching = (results[0].head.height, hashes), cp
+
+    def _sync_from(self, peer: str, target: int,
+                   expected: tuple[int, list[bytes]] | None = None) -> None:
+        """Blocks from ``peer`` up to ``target`` (a run of them), re-executed and checked
+        against ``peer``'s final checkpoint, and with ``expected`` (the height of the first
+        hash, the hashes) against the network's block hashes, before any is written."""
+        head, registry = self.store.head, self.store.registry
+        assert head is not None
+        assert registry is not None
+        overlay = _Overlay(self.store)
+        frontier = self.store.frontier
+        results: list[BlockResult] = []
+        for item in self._peer_blocks(peer, head.height + 1, min(200, target - head.height)):
+            res = self._reexecute(peer, item, head, registry, overlay, frontier)
+            assert res.head is not None
+            if expected is not None and not (
+                    0 <= res.head.height - expected[0] < len(expected[1])
+                    and res.header is not None
+                    and res.header.hash == expected[1][res.head.height - expected[0]]):
+                raise SyncError(f"{peer}'s block {res.head.height} is not the network's (not "
+                                "the block the pruning marker's chain has there)")
+            head, registry, frontier = res.head, res.registry, res.frontier
+            results.append(res)
+            if head.height >= target:
+                break
+        vouched = self._vouched
+        if vouched is None or not all(
+                r.head is not None and 0 <= r.head.height - vouched[0] < len(vouched[1])
+                and r.head.hash == vouched[1][r.head.height - vouched[0]] for r in results):
+            # The run against the peer's final checkpoint, before writing anything. Its
+            # signers are judged by the registry at the checkpoint's own block: one past a
+            # rotation (or an agency added) that the run's registry does not know has its
+            # block's registry found by re-executing the peer's blocks up to it (not written).
+            got = SignedCheckpoint.from_text(  # (at most MAX_SIGNATURES lines of ~100 bytes)
+                self._peer_get(f"{peer}/v1/checkpoint", 1 << 16))
+            if got.checkpoint.size < head.log_size:
+                raise SyncError(f"{peer}'s final checkpoint (size {got.checkpoint.size}) does "
+                                f"not cover the synced log (size {head.log_size})")
+            try:
+                verify_final(got, registry, head.time)
+                self._consistent(peer, head, got)
+                self._vouched, self._vouching = None, got
+            except CheckpointError:
+                if got.checkpoint.size == head.log_size:
+                    raise
+                self._vouch(peer, results, head, registry, frontier, overlay, got)
+        cp = self._vouching
+        assert cp is not None
         for res in results:
             assert res.head is not None
             final = cp.checkpoint.size == res.head.log_size
