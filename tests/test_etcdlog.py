@@ -1149,8 +1149,8 @@ def _pruned_to(url: str, network: str, height: int, size: int, block_hash: bytes
 
 
 @contextmanager
-def _peer(store: Any, blocks: list[list[Any]] | None = None, garbage: str = ""
-          ) -> Iterator[str]:
+def _peer(store: Any, blocks: list[list[Any]] | None = None, garbage: str = "",
+          headers_too: bool = False) -> Iterator[str]:
     """A peer's sync, header, checkpoint and proof endpoints over HTTP, from the honest store.
     With ``blocks`` (from height 3) it serves those on /v1/sync/blocks (honest headers still),
     and nonsense on the paths ``garbage`` ends with."""
@@ -1178,6 +1178,8 @@ def _peer(store: Any, blocks: list[list[Any]] | None = None, garbage: str = ""
                     headers = [b[0] for b in served]
                     if blocks is not None:
                         served = blocks[q["from"] - 3:q["from"] - 3 + q["count"]]
+                        if headers_too:  # headers that chain to its own blocks
+                            headers = [b[0] for b in served]
                     body = codec.encode(served if u.path.endswith("blocks") else headers)
                     if garbage and u.path.endswith(garbage):
                         body = codec.encode([5, 6])  # not [header, entries] pairs
@@ -1358,6 +1360,45 @@ def test_a_node_catches_up_to_a_marker_before_a_rotation_its_peers_checkpoint_is
             orderer.stop()
         assert store.head.height == marker.height, orderer.stats.last_error
         assert store.head.hash == marker.hash
+
+
+@pytest.mark.xfail(strict=True, reason="the pruning marker's block hash is any etcd writer's "
+                   "word; no quorum signs block hashes (left, see the report)")
+def test_one_agency_cannot_make_a_catching_up_node_take_its_regrouping_with_a_marker_of_its_own(
+        etcd_url: str, chains: _Chains, tmp_path: Path) -> None:
+    """THREAT_MODEL: a peer cannot make a catching-up node take blocks the network did not
+    build: headers must chain to the pruning marker's block hash. But any agency's etcd
+    certificate writes the marker (under the network's keys), and the checks after it bind
+    only the log's entries (a final checkpoint), not how they are grouped into blocks: one
+    agency writing a marker that names the last block of its own grouping of the network's
+    entries (one block split in two), and serving those blocks, moves a node catching up onto
+    a chain with an extra block that no other node holds."""
+    from ledger.block import BlockHeader
+    from ledger.store import Store
+
+    liar = chains.liars["split"]
+    honest = Store(chains.honest, create=False)
+    head = honest.head
+    hashes = [honest.block(h).hash for h in range(head.height + 1)]
+    victim = tmp_path / "victim"
+    shutil.copytree(chains.victim, victim)
+    network = "catch-up-forged-marker"
+    top = BlockHeader.from_bytes(liar[-1][0])
+    _pruned_to(etcd_url, network, top.height, head.log_size, top.hash)  # the liar's marker
+    with honest, _peer(honest) as good, _peer(honest, liar, headers_too=True) as bad, \
+            Store(victim, create=False) as store:
+        orderer = EtcdOrderer(store, EtcdLog([etcd_url], network), agency="edu",
+                              node_key=chains.node_key, clock=lambda: DEMO_T0 + 10,
+                              peers=[good, bad], workers=0)
+        try:
+            deadline = time.monotonic() + 20
+            while store.head.height < top.height and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.2)
+        finally:
+            orderer.stop()
+        held = [store.block(h).hash for h in range(min(store.head.height, head.height) + 1)]
+        assert held == hashes[:len(held)], f"took the liar's blocks up to {store.head.height}"
 
 
 def test_a_sync_reply_stops_short_of_its_byte_bound(tmp_path: Path,
