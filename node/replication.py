@@ -640,7 +640,7 @@ class EtcdOrderer:
                                 int(_time.time() - self.stats.failing_since))
                     self.stats.last_error = ""
                     self._failures.reset()
-                self.stats.failing_since = self.stats.reads_failing_since = 0.0
+                self.stats.failing_since = 0.0
                 self._probe_writes()
                 self._heartbeat()
                 self._cosign_head()
@@ -664,11 +664,15 @@ class EtcdOrderer:
 
         True when there may be more batches."""
         asked = int(self.clock())
+        # Only this read says whether the node is cut off (submit_many's CutOff): not a
+        # peer's sync or a prune failing while etcd answers, and not kept while a run of
+        # steps, one after another under load, has not ended
         try:
             records, marker, cosigs = self.etcd.read_after(self.rev, self.cosig_rev)
-        except OrderingError:  # no member we reach answers: cut off (submissions refused)
+        except OrderingError:
             self.stats.reads_failing_since = self.stats.reads_failing_since or _time.time()
             raise
+        self.stats.reads_failing_since = 0.0
         m = _pruners_marker(marker)
         if m is not None and self.rev < m["rev"]:
             got = m.get("hash")

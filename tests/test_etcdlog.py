@@ -5,6 +5,7 @@ last batch it saw gets exactly what a reader scanning everything gets."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -1024,6 +1025,102 @@ def test_a_node_cut_off_from_etcd_refuses_submissions_at_once(tmp_path: Path) ->
                 assert r.status_code == 200, r.text
         finally:
             node.close()
+
+
+def test_a_node_that_reads_etcd_but_cannot_catch_up_is_not_said_cut_off_from_etcd(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Any failed step counted as a failed read of the ordered batches: a node behind the
+    pruning marker whose peers could not bring it there (a sync error, etcd answering every
+    read) refused every submission after ``cut_off_after`` s, saying it was cut off from a
+    quorum of the etcd members, and /v1/cluster said its reads failed."""
+    from ledger import codec
+
+    prefix = "cannot-catch-up"
+    writer = EtcdLog([etcd_url], prefix)
+    head = ledger.store.head
+    assert head is not None
+    rev = writer.put_batch(b"pruned")  # a pruner's marker: its batch first, then it
+    assert writer.prune(rev, codec.encode({"rev": rev, "height": head.height + 5,
+                                           "size": head.log_size + 5, "hash": bytes(32)}),
+                        cosig_size=0, seen=None) is not None
+    # a node that was down meanwhile, its peers' addresses unreachable (here: none)
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0)
+    orderer.cut_off_after = 0.5
+    try:
+        deadline = time.monotonic() + 30
+        while "no peer could bring" not in orderer.stats.last_error:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+        time.sleep(0.6)
+        assert "no peer could bring" in orderer.stats.last_error
+        assert not orderer.stats.reads_failing_since  # every read of etcd answered
+        orderer.submit(ledger.gov_tx("register_type", {"type": {
+            "id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}},
+            [agencies["reg"], agencies["tax"]]))  # taken, not CutOff
+    finally:
+        orderer.stop()
+        writer.close()
+
+
+def test_a_node_reading_etcd_again_under_load_takes_submissions_again(
+        tmp_path: Path, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A failed read was forgotten only when a run of steps ended, with a read that found no
+    new batch: on a busy network (the other agencies' batches arriving faster than it applies
+    them, or the backlog a partition left) one failed read, an etcd election, left the node
+    refusing every submission as cut off while it read and applied their batches."""
+    from node.replication import CutOff
+
+    stop = threading.Event()
+
+    def busy(url: str) -> None:  # the other agencies' nodes at work, faster than it reads
+        from aetcd.rpc import rpc_pb2 as pb
+
+        w, seq = EtcdLog([url], "busy"), 0
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(OrderingError):
+                    w._call("Txn", pb.TxnRequest(success=[
+                        w._put(f"b/{n:020d}", b"another agency's batch")
+                        for n in range(seq + 1, seq + 101)]))
+                    seq += 100
+        finally:
+            w.close()
+
+    with _etcd_member(tmp_path) as url:
+        orderer = EtcdOrderer(ledger.store, EtcdLog([url], "busy", timeout=0.5), agency="edu",
+                              node_key=agencies["edu"].node_key, clock=lambda: T0 + 10,
+                              workers=0)
+        orderer.cut_off_after = 1.0
+        writers = [threading.Thread(target=busy, args=(url,))]
+        try:
+            for t in writers:
+                t.start()
+            os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
+            try:
+                deadline = time.monotonic() + 30
+                while not orderer.stats.reads_failing_since:
+                    assert time.monotonic() < deadline, orderer.stats.last_error
+                    time.sleep(0.05)
+            finally:
+                os.kill(_MEMBERS[url].pid, signal.SIGCONT)
+            read = orderer.stats.batches_skipped
+            deadline = time.monotonic() + 30
+            while orderer.stats.batches_skipped == read:  # reading and applying again
+                assert time.monotonic() < deadline, orderer.stats.last_error
+                time.sleep(0.05)
+            time.sleep(orderer.cut_off_after + 0.5)
+            assert orderer.stats.batches_skipped > read + 100  # still busy
+            assert not orderer.stats.reads_failing_since
+            try:
+                orderer.submit(b"not a transaction")
+            except CutOff as e:
+                raise AssertionError(f"refused while reading etcd: {e}") from None
+        finally:
+            stop.set()
+            for t in writers:
+                t.join()
+            orderer.stop()
 
 
 def test_status_tokens_are_dated_when_the_node_last_knew_its_lists_current(
