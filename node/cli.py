@@ -824,11 +824,10 @@ def cluster(
                                                "one node).")] = 3,
     data: Annotated[Path, typer.Option(help="The cluster's folder (created on first use, "
                                             "reused after).")] = Path("cluster-data"),
-    base_port: Annotated[int, typer.Option(help="Node i listens on base+i, its etcd member on "
-                                                "base+100+i (clients) and base+200+i (peers). "
-                                                "A folder made before keeps the ports it was "
-                                                "made with.")
-                         ] = 8100,
+    base_port: Annotated[int | None, typer.Option(
+        help="Node i listens on base+i, its etcd member on base+100+i (clients) and "
+             "base+200+i (peers); 8100 for a new folder. A folder made before keeps the "
+             "ports it was made with.", show_default=False)] = None,
     once: Annotated[bool, typer.Option(help="Start, print the status, stop (a smoke test).")
                     ] = False,
 ) -> None:
@@ -844,13 +843,14 @@ def cluster(
                                  confirm=not (data / "cluster.toml").exists())
     try:
         if not (data / "cluster.toml").exists():
-            new_cluster_ports_free(agencies, base_port)  # before anything is written
-            create_cluster(data, agencies, passphrase, base_port=base_port)
+            new_cluster_ports_free(agencies, base_port or 8100)  # before anything is written
+            create_cluster(data, agencies, passphrase, base_port=base_port or 8100)
         net = LocalCluster(data, passphrase)
         live = len(net.members) - len(net.removed)
         if live != agencies:
             err.print(f"[yellow]{data} holds a {live}-agency cluster;[/] starting that one")
-        if int(net.meta["base_port"]) != base_port:  # its certificates and configs name them
+        # its certificates and configs name them: said when another was asked for
+        if base_port is not None and int(net.meta["base_port"]) != base_port:
             err.print(f"[yellow]{data} holds a cluster on base port {net.meta['base_port']};[/] "
                       "starting it there (--base-port is for a new folder)")
         net.start()

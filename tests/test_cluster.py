@@ -702,19 +702,29 @@ def test_a_cluster_folder_keeps_its_ports_and_says_so(tmp_path: Path) -> None:
 
     from node.cluster import create_cluster
 
-    made, asked = free_base(2), free_base(2)
+    made = free_base(2)
+    while (asked := free_base(2)) == made:
+        pass
     create_cluster(tmp_path / "c", 2, PASS, base_port=made)
+
+    def start(*port: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(Path(sys.executable).parent / "ledger-node"), "cluster",
+                               "--agencies", "2", "--data", str(tmp_path / "c"), *port,
+                               "--once"], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "LEDGER_KEY_PASSPHRASE": PASS.decode()},
+                              check=False)
+
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", made))
         taken.listen()
-        r = subprocess.run([str(Path(sys.executable).parent / "ledger-node"), "cluster",
-                            "--agencies", "2", "--data", str(tmp_path / "c"), "--base-port",
-                            str(asked), "--once"], capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "LEDGER_KEY_PASSPHRASE": PASS.decode()},
-                           check=False)
+        r = start("--base-port", str(asked))
+        # without --base-port nothing was asked of it: said only where the ports differ
+        plain = start()
     assert r.returncode == 1 and "nothing was started" in r.stderr, r.stderr
     said = " ".join(r.stderr.split())
     assert f"holds a cluster on base port {made}" in said and "--base-port" in said, r.stderr
+    assert plain.returncode == 1 and "nothing was started" in plain.stderr, plain.stderr
+    assert "base port" not in " ".join(plain.stderr.split()), plain.stderr
 
 
 def test_a_new_cluster_whose_ports_are_taken_writes_nothing(tmp_path: Path) -> None:
