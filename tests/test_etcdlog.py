@@ -529,7 +529,7 @@ def test_co_signatures_far_ahead_do_not_drop_the_ones_for_the_head(
     try:
         size, _ = _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
             "register_type", {"type": spec}, [reg, tax]).raw, T0 + 5, cosigned=False)
-        for start in range(0, 9984, 128):  # (a read takes 512 at most: whole transactions)
+        for start in range(0, 9984, 128):  # (a read takes READ_COSIGS, 128: whole transactions)
             last = writer._call("Txn", pb.TxnRequest(success=[
                 writer._put(writer._cosig_key(10**9 + n, "tax"), junk)
                 for n in range(start, start + 128)])).header.revision
