@@ -375,14 +375,6 @@ class EtcdOrderer:
                 "file in the keys folder and restart the node")
         if self.stats.nospace_since:
             raise NoSpace(self._nospace_refusal())
-        cut = self.stats.reads_failing_since
-        if cut and _time.time() - cut > self.cut_off_after:
-            raise CutOff(
-                f"this node has not been able to read the network's ordered batches from etcd "
-                f"for {int(_time.time() - cut)} s ({self.stats.last_error or 'no answer'}): "
-                "it is cut off from a quorum of the etcd members, or most of them are down. "
-                "Nothing was taken; send it to another agency's node, or here again once "
-                "/v1/health is ok")
         out: list[Pending] = []
         cond = threading.Condition()  # one per call: see ledger.ordering.Pending
         new: list[tuple[Tx, Pending]] = []
@@ -399,6 +391,14 @@ class EtcdOrderer:
                 fut.set_result(Receipt(tx.txid, loc[0], loc[1], duplicate=True))
                 continue
             new.append((tx, fut))
+        cut = self.stats.reads_failing_since
+        if new and cut and _time.time() - cut > self.cut_off_after:  # known ones: answered
+            raise CutOff(
+                f"this node has not been able to read the network's ordered batches from etcd "
+                f"for {int(_time.time() - cut)} s ({self.stats.last_error or 'no answer'}): "
+                "it is cut off from a quorum of the etcd members, or most of them are down. "
+                "Nothing was taken; send it to another agency's node, or here again once "
+                "/v1/health is ok")
         if new:
             with self._wlock:
                 for tx, fut in new:

@@ -991,10 +991,14 @@ def test_a_node_cut_off_from_etcd_refuses_submissions_at_once(tmp_path: Path) ->
             with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
                 tx = status_tx(node.network, edu, _edu_credential_id(http, 2), "suspended",
                                "cut-off", now)
+                before = status_tx(node.network, edu, _edu_credential_id(http, 1), "suspended",
+                                   "cut-off", now)
 
-                def post() -> httpx.Response:
-                    return http.post("/v1/tx", params={"wait": 20}, content=tx.raw,
+                def post(sent: Any = tx) -> httpx.Response:
+                    return http.post("/v1/tx", params={"wait": 20}, content=sent.raw,
                                      headers={"content-type": "application/msgpack"})
+
+                assert post(before).status_code == 200
 
                 os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
                 try:
@@ -1005,10 +1009,13 @@ def test_a_node_cut_off_from_etcd_refuses_submissions_at_once(tmp_path: Path) ->
                     time.sleep(0.6)
                     put = orderer.stats.batches_put
                     r = post()
+                    # one committed before the cut is known here: its receipt, not a refusal
+                    again = post(before)
                     status = http.get("/v1/cluster").json()
                 finally:
                     os.kill(_MEMBERS[url].pid, signal.SIGCONT)
                 assert r.status_code == 503, r.text
+                assert again.status_code == 200 and again.json()["duplicate"], again.text
                 assert r.headers["retry-after"] == "10"
                 said = r.json()["detail"]
                 assert "cut off from a quorum of the etcd members" in said, said
