@@ -1466,8 +1466,9 @@ def test_a_node_catches_up_to_a_marker_before_a_rotation_its_peers_checkpoint_is
         assert store.head.hash == marker.hash
 
 
-@pytest.mark.xfail(strict=True, reason="the pruning marker's block hash is any etcd writer's "
-                   "word; no quorum signs block hashes (left, see the report)")
+@pytest.mark.xfail(strict=True, reason="known gap (THREAT_MODEL, ADR 59 Left): the pruning "
+                   "marker's block hash is any etcd writer's word; no quorum signs block "
+                   "hashes")
 def test_one_agency_cannot_make_a_catching_up_node_take_its_regrouping_with_a_marker_of_its_own(
         etcd_url: str, chains: _Chains, tmp_path: Path) -> None:
     """THREAT_MODEL: a peer cannot make a catching-up node take blocks the network did not
