@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import html
 import io
@@ -1223,6 +1224,8 @@ def test_a_header_walk_cut_by_a_peers_rate_limit_goes_on_where_it_stopped(
                 height=0, hash=node.store.block(0).hash)),
             _peers_http=types.SimpleNamespace(client=lambda: client), peers=[url],
             _good_peer=0, _walks={}, _heartbeat=lambda: None)
+        me._peer_get = lambda url, cap, params=None: EtcdOrderer._peer_get(  # type: ignore[arg-type]
+            me, url, cap, params)  # type: ignore[arg-type]
         refused = 0
         for _ in range(200):  # the apply loop: a failed catch-up is tried again shortly
             try:
@@ -1291,9 +1294,17 @@ def test_a_peers_kept_headers_never_stand_in_for_anothers() -> None:
                 raise httpx.HTTPStatusError(str(self.status_code), request=None,  # type: ignore[arg-type]
                                             response=self)  # type: ignore[arg-type]
 
+        def iter_bytes(self) -> list[bytes]:
+            return [self.content]
+
     asked: list[tuple[str, int]] = []
 
     class Http:
+        @contextlib.contextmanager
+        def stream(self, method: str, url: str, params: dict[str, int]) -> Iterator[Reply]:
+            assert method == "GET"
+            yield self.get(url, params)
+
         def get(self, url: str, params: dict[str, int]) -> Reply:
             peer, start = url.split("/v1", maxsplit=1)[0], params["from"]
             asked.append((peer, start))
@@ -1310,6 +1321,7 @@ def test_a_peers_kept_headers_never_stand_in_for_anothers() -> None:
         _peers_http=types.SimpleNamespace(client=Http), peers=["liar", "honest"],
         _good_peer=0, _walks={}, _heartbeat=lambda: None)
     me._headers_from = lambda peer, t, h: EtcdOrderer._headers_from(me, peer, t, h)  # type: ignore[arg-type]
+    me._peer_get = lambda url, cap, params=None: EtcdOrderer._peer_get(me, url, cap, params)  # type: ignore[arg-type]
     step = EtcdOrderer._from_peers
     with pytest.raises(Exception, match="no peer could bring"):  # honest cut by a 429
         step(me, lambda p: me._headers_from(p, 10, honest[9].hash), 10)  # type: ignore[arg-type]

@@ -1311,6 +1311,22 @@ def _peer(store: Any, blocks: list[list[Any]] | None = None, garbage: str = "",
         server.server_close()
 
 
+def _caught_up(store: Any, etcd_url: str, network: str, peers: list[str], height: int,
+               timeout: float, *, node_key: Any, clock: int = DEMO_T0 + 10) -> EtcdOrderer:
+    """edu's node on ``store`` catching up from ``peers`` until its head reaches ``height`` or
+    ``timeout`` s pass; the stopped orderer (its stats)."""
+    orderer = EtcdOrderer(store, EtcdLog([etcd_url], network), agency="edu",
+                          node_key=node_key, clock=lambda: clock, peers=peers, workers=0)
+    try:
+        deadline = time.monotonic() + timeout
+        while store.head.height < height and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.2)
+    finally:
+        orderer.stop()
+    return orderer
+
+
 @pytest.mark.parametrize("first", ["regroup", "split", "garbage-blocks", "garbage-headers"])
 def test_a_node_catching_up_takes_only_the_networks_blocks(
         etcd_url: str, chains: _Chains, tmp_path: Path, first: str) -> None:
@@ -1332,16 +1348,8 @@ def test_a_node_catching_up_takes_only_the_networks_blocks(
     garbage = first.split("-")[1] if first.startswith("garbage") else ""
     with honest, _peer(honest, liar, garbage=garbage) as bad, _peer(honest) as good, \
             Store(victim, create=False) as store:
-        orderer = EtcdOrderer(store, EtcdLog([etcd_url], network), agency="edu",
-                              node_key=chains.node_key, clock=lambda: DEMO_T0 + 10,
-                              peers=[bad, good], workers=0)
-        try:
-            deadline = time.monotonic() + 60
-            while store.head.height < head.height and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(0.2)
-        finally:
-            orderer.stop()
+        orderer = _caught_up(store, etcd_url, network, [bad, good], head.height, 60,
+                             node_key=chains.node_key)
         assert store.head.height == head.height, orderer.stats.last_error
         assert [store.block(h).hash for h in range(head.height + 1)] == hashes
         assert orderer.stats.synced_blocks == head.height - 2
@@ -1404,15 +1412,8 @@ def test_a_peer_answering_without_end_does_not_hold_a_catching_up_node(
     pace, size = (0.0, 256 << 20) if kind == "huge" else (0.5, 1000)
     with honest, _flood_peer(pace, size) as (bad, sent), _peer(honest) as good, \
             Store(victim, create=False) as store:
-        orderer = EtcdOrderer(store, EtcdLog([etcd_url], network), agency="edu",
-                              node_key=chains.node_key, clock=lambda: DEMO_T0 + 10,
-                              peers=[bad, good], workers=0)
-        try:
-            deadline = time.monotonic() + 30
-            while store.head.height < head.height and time.monotonic() < deadline:
-                time.sleep(0.05)
-        finally:
-            orderer.stop()
+        orderer = _caught_up(store, etcd_url, network, [bad, good], head.height, 30,
+                             node_key=chains.node_key)
         assert store.head.height == head.height, orderer.stats.last_error
     if kind == "huge":  # the headers' bound (4 MiB) and what the sockets hold
         assert sent[0] < 32 << 20, sent[0]
@@ -1453,15 +1454,8 @@ def test_a_node_catches_up_to_a_marker_before_a_rotation_its_peers_checkpoint_is
     network = "catch-up-rotated"
     _pruned_to(etcd_url, network, marker.height, marker.log_size, marker.hash)
     with _peer(honest.store) as good, Store(tmp_path / "victim", create=False) as store:
-        orderer = EtcdOrderer(store, EtcdLog([etcd_url], network), agency="edu",
-                              node_key=edu.node_key, clock=lambda: T0 + 10, peers=[good],
-                              workers=0)
-        try:
-            deadline = time.monotonic() + 20
-            while store.head.height < marker.height and time.monotonic() < deadline:
-                time.sleep(0.05)
-        finally:
-            orderer.stop()
+        orderer = _caught_up(store, etcd_url, network, [good], marker.height, 20,
+                             node_key=edu.node_key, clock=T0 + 10)
         assert store.head.height == marker.height, orderer.stats.last_error
         assert store.head.hash == marker.hash
 
@@ -1492,16 +1486,8 @@ def test_one_agency_cannot_make_a_catching_up_node_take_its_regrouping_with_a_ma
     _pruned_to(etcd_url, network, top.height, head.log_size, top.hash)  # the liar's marker
     with honest, _peer(honest) as good, _peer(honest, liar, headers_too=True) as bad, \
             Store(victim, create=False) as store:
-        orderer = EtcdOrderer(store, EtcdLog([etcd_url], network), agency="edu",
-                              node_key=chains.node_key, clock=lambda: DEMO_T0 + 10,
-                              peers=[good, bad], workers=0)
-        try:
-            deadline = time.monotonic() + 20
-            while store.head.height < top.height and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(0.2)
-        finally:
-            orderer.stop()
+        _caught_up(store, etcd_url, network, [good, bad], top.height, 20,
+                   node_key=chains.node_key)
         held = [store.block(h).hash for h in range(min(store.head.height, head.height) + 1)]
         assert held == hashes[:len(held)], f"took the liar's blocks up to {store.head.height}"
 
