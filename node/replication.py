@@ -793,7 +793,7 @@ class EtcdOrderer:
         made, and each waiting request is woken once (``settle``). A transaction of another
         node's batch that is waited for here was submitted there too (a client's retry on
         another node, or this node still behind when it was given one already committed
-        there): that submitter was answered first, so ours is a duplicate."""
+        there): the copy that committed was that node's, so ours is a duplicate."""
         height = result.head.height if result.head else -1
         waiting = self._waiting
         with self._wlock:

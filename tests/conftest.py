@@ -29,18 +29,6 @@ for _name in ("COLUMNS", "LINES"):
     os.environ.pop(_name, None)
 
 
-# The files that take longest (real etcd clusters and nodes started per test), run first: in
-# two processes (scripts/test) each takes whole files in collection order, and one of these
-# started last left the other process idle for minutes (ADR 59).
-_LONGEST_FIRST = ("test_cluster.py", "test_pki.py", "test_approval_http.py", "test_etcdlog.py",
-                  "test_demo_serve.py", "test_crash.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    rank = {name: i for i, name in enumerate(_LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files' order kept
-
-
 def pytest_configure(config: pytest.Config) -> None:
     """A suite started in the background (``nohup scripts/test``, ``scripts/test &`` in a shell
     without job control) inherits SIGINT and SIGHUP ignored, and so would the tools the
