@@ -220,6 +220,23 @@ def test_a_node_cuts_queued_submissions_into_batches_of_at_most_max_batch(
     assert orderer.stats.batches_put == len(counts) >= 3
 
 
+def _edu_beside(etcd_url: str, ledger: LedgerHarness, edu: Agency, prefix: str, **kw: Any
+                ) -> tuple[EtcdLog, EtcdOrderer]:
+    """A writer standing in for the other agencies' nodes, by hand, and edu's node's orderer
+    (its clock at T0 + 10), on the network keys under ``prefix``."""
+    return EtcdLog([etcd_url], prefix), EtcdOrderer(
+        ledger.store, EtcdLog([etcd_url], prefix), agency="edu", node_key=edu.node_key,
+        clock=lambda: T0 + 10, workers=0, **kw)
+
+
+def _until_pruned(writer: EtcdLog, orderer: EtcdOrderer) -> None:
+    """Wait until a pruning marker is in etcd (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while writer.marker() is None:
+        assert time.monotonic() < deadline, f"nothing pruned: {orderer.stats.peers}"
+        time.sleep(0.1)
+
+
 def _final_block_by_reg(ledger: LedgerHarness, agencies: dict[str, Agency], writer: EtcdLog,
                         orderer: EtcdOrderer, tx_raw: bytes, t: int, *, cosigned: bool = True
                         ) -> tuple[int, bytes]:
@@ -326,9 +343,7 @@ def test_a_batch_of_an_agency_removed_by_governance_is_refused_by_the_network(
 
     reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
     prefix = "removed-proposer"
-    writer = EtcdLog([etcd_url], prefix)  # reg's and tax's nodes, by hand
-    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
-                          node_key=edu.node_key, clock=lambda: T0 + 10, workers=0)
+    writer, orderer = _edu_beside(etcd_url, ledger, agencies["edu"], prefix)
     spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
 
     def put(proposer: Agency, tx: Tx, t: int) -> None:
@@ -367,11 +382,9 @@ def test_a_late_co_signature_of_another_root_is_evidence_after_a_later_final_one
     from ledger import codec
     from ledger.checkpoint import Checkpoint, SignedCheckpoint
 
-    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    reg, tax = agencies["reg"], agencies["tax"]
     prefix = "late-fork"
-    writer = EtcdLog([etcd_url], prefix)  # reg's and tax's nodes, by hand
-    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
-                          node_key=edu.node_key, clock=lambda: T0 + 10, workers=0)
+    writer, orderer = _edu_beside(etcd_url, ledger, agencies["edu"], prefix)
     spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
     try:
         early, root = _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
@@ -457,10 +470,7 @@ def test_a_position_that_claims_the_head_at_an_old_revision_holds_no_pruning_bac
             assert head is not None
             writer.put_applied("tax", codec.encode({"rev": 0, "height": head.height + 1000,
                                                     "size": head.log_size, "time": T0 + 10}))
-        deadline = time.monotonic() + 30
-        while writer.marker() is None:
-            assert time.monotonic() < deadline, f"nothing pruned: {orderer.stats.peers}"
-            time.sleep(0.1)
+        _until_pruned(writer, orderer)
     finally:
         orderer.stop()
         writer.close()
@@ -479,9 +489,7 @@ def test_a_pruning_marker_past_its_own_revision_is_no_pruners(
 
     reg, tax = agencies["reg"], agencies["tax"]
     prefix = f"fake-marker-{forged}"
-    writer = EtcdLog([etcd_url], prefix)  # reg's and tax's nodes, by hand
-    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
-                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0)
+    writer, orderer = _edu_beside(etcd_url, ledger, agencies["edu"], prefix)
     spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
     try:
         _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
@@ -521,9 +529,7 @@ def test_co_signatures_far_ahead_do_not_drop_the_ones_for_the_head(
 
     reg, tax = agencies["reg"], agencies["tax"]
     prefix = "far-ahead"
-    writer = EtcdLog([etcd_url], prefix)  # reg's and tax's nodes, by hand
-    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
-                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0)
+    writer, orderer = _edu_beside(etcd_url, ledger, agencies["edu"], prefix)
     spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
     junk = codec.encode({"root": bytes(32), "line": "\u2014 tax AAAA"})
     try:
@@ -811,6 +817,18 @@ def test_a_replicated_nodes_health_says_when_the_chain_runs_ahead_of_its_clock(
     assert "400 s ahead of this machine's clock" in health["problem"]
 
 
+def _demo_edu(tmp_path: Path) -> tuple[Path, Agency]:
+    """A demo data folder in ``tmp_path`` (and an ``etcd`` folder beside it) and its edu
+    agency's keys."""
+    from ledger.keys import load_private_key
+
+    (tmp_path / "etcd").mkdir()
+    data = make_demo(tmp_path / "demo")
+    keys = data / "keys"
+    return data, Agency("edu", "", load_private_key(keys / "edu.node.key", PASS),
+                        load_private_key(keys / "edu.issuer.key", PASS))
+
+
 def _batches_put(node: Node) -> int:
     status = node.cluster_status()
     assert status is not None
@@ -834,16 +852,11 @@ def test_a_node_refuses_submissions_while_etcd_is_out_of_space_and_paces_after(
     from aetcd.rpc import rpc_pb2 as pb
     from aetcd.rpc import rpc_pb2_grpc as pbg
 
-    from ledger.keys import load_private_key
     from ledger.network import status_tx
     from node.etcdlog import NoSpace
     from node.replication import PACE
 
-    (tmp_path / "etcd").mkdir()
-    data = make_demo(tmp_path / "demo")
-    keys = data / "keys"
-    edu = Agency("edu", "", load_private_key(keys / "edu.node.key", PASS),
-                 load_private_key(keys / "edu.issuer.key", PASS))
+    data, edu = _demo_edu(tmp_path)
     now = DEMO_T0 + 1000
     with _etcd_member(tmp_path / "etcd", "--quota-backend-bytes", str(1 << 20)) as url:
         _demo_witnesses(url, data, now)
@@ -970,14 +983,9 @@ def test_a_node_cut_off_from_etcd_refuses_submissions_at_once(tmp_path: Path) ->
     wait ended, or 503 after 30 s: clients learnt late to go to another node. Past
     ``cut_off_after`` s of failed reads it refuses at once, saying why and taking nothing; once
     etcd answers again it takes submissions again."""
-    from ledger.keys import load_private_key
     from ledger.network import status_tx
 
-    (tmp_path / "etcd").mkdir()
-    data = make_demo(tmp_path / "demo")
-    keys = data / "keys"
-    edu = Agency("edu", "", load_private_key(keys / "edu.node.key", PASS),
-                 load_private_key(keys / "edu.issuer.key", PASS))
+    data, edu = _demo_edu(tmp_path)
     now = DEMO_T0 + 1000
     with _etcd_member(tmp_path / "etcd") as url:
         _demo_witnesses(url, data, now)
@@ -1555,10 +1563,7 @@ def test_a_node_down_with_a_fast_clock_does_not_stop_the_pruning(
                 time.sleep(0.05)
         assert writer.marker() is None  # edu was heard from just now: it may yet prune
         mono[0] += 31  # edu's position has not changed for 31 s: it is down
-        deadline = time.monotonic() + 30
-        while writer.marker() is None:
-            assert time.monotonic() < deadline, f"nothing pruned: {orderer.stats.peers}"
-            time.sleep(0.1)
+        _until_pruned(writer, orderer)
     finally:
         orderer.stop()
         writer.close()
