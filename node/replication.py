@@ -1081,7 +1081,7 @@ class EtcdOrderer:
         self._positions_read = True
         wall = int(self.clock())
         self.stats.peers = {a: {**{k: x for k, x in v.items() if k != "clock_sig"},
-                                "lag": head.height - int(v.get("height", 0)),
+                                "lag": head.height - v["height"],
                                 "quiet": int(now - self._heard[a][1]),
                                 **({"clock_ahead": clocks[a][0] + int(now - clocks[a][1])
                                     - wall} if a in clocks and a in self._moved else {})}
@@ -1107,10 +1107,9 @@ class EtcdOrderer:
                       if h <= head.height - self.retention), 0)
         for a in current:
             got = applied.get(a)
-            if got is None or head.height - int(got["height"]) > self.retention \
-                    or int(got["rev"]) < floor:
+            if got is None or head.height - got["height"] > self.retention or got["rev"] < floor:
                 continue  # far behind or never seen: it will catch up from a peer
-            upto = min(upto, int(got["rev"]))
+            upto = min(upto, got["rev"])
         marker = self.etcd.marker()
         m = _pruners_marker(marker)
         done = m["rev"] if m is not None else 0  # one no pruner's pruned nothing: written over
