@@ -35,14 +35,31 @@ def _free(port: int) -> bool:
     return True
 
 
+def _port_window() -> tuple[int, int]:
+    """The ports this test process draws cluster bases from: 20000-32000 (below Linux's
+    ephemeral range, 32768-60999, so an outgoing connection's source port cannot take a
+    member's port between two restarts), split between pytest-xdist's workers so that two
+    workers never draw overlapping clusters (a cluster takes ``base + 0/100/200 + i``): a
+    port free when one worker checked it was bound by the other's etcd a moment later."""
+    low, high = 20000, 32000
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    if not worker.startswith("gw") or count <= 1:
+        return low, high
+    width = (high - low) // count
+    start = low + int(worker[2:]) % count * width
+    return start, start + width
+
+
 def free_base(n: int) -> int:
+    """A base port whose ``n``-agency cluster ports (``base + 0/100/200 + i``) are all free,
+    inside this worker's own window."""
+    low, high = _port_window()
     for _ in range(200):
-        # below Linux's ephemeral range (32768-60999): an outgoing connection's source port
-        # could take a member's port between two restarts
-        base = random.randrange(20000, 32000, 10)
+        base = random.randrange(low, high - 200 - n, 10)
         if all(_free(base + off + i) for off in (0, 100, 200) for i in range(n)):
             return base
-    raise RuntimeError("no free port range")
+    raise RuntimeError(f"no free port range in {low}-{high}")
 
 
 class Net:

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import plyvel
 import pytest
+from clusterkit import free_base
 from test_api import NOW, PASS, make_demo, serve, settings_for
 
 from ledger.chain import Head, head_key
@@ -407,11 +408,12 @@ def test_a_second_cluster_on_taken_ports_starts_nothing(tmp_path: Path) -> None:
 
     from node.cluster import ClusterError, LocalCluster
 
-    create_cluster(tmp_path / "net", 3, b"pw", base_port=29780)
+    base = free_base(3)
+    create_cluster(tmp_path / "net", 3, b"pw", base_port=base)
     with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 29781))  # edu's node port
+        listener.bind(("127.0.0.1", base + 1))  # edu's node port
         listener.listen()
         cluster = LocalCluster(tmp_path / "net", b"pw")
-        with pytest.raises(ClusterError, match=r"port 29781 on 127\.0\.0\.1 is in use"):
+        with pytest.raises(ClusterError, match=rf"port {base + 1} on 127\.0\.0\.1 is in use"):
             cluster.start()
     assert not list((tmp_path / "net").glob("*/etcd/member"))  # no etcd member was made
