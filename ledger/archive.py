@@ -63,6 +63,7 @@ from ledger.chain import (
 from ledger.checkpoint import SignedCheckpoint, note_key_hash
 from ledger.errors import CheckpointError, DecodeError, LedgerError, StoreError, TxRejected
 from ledger.finality import (
+    checkpoint_block,
     checkpoint_verifiers,
     line_verifies,
     registered_node_key,
@@ -636,6 +637,16 @@ class Replayer:
             raise ReplayError("checkpoint", rec.height, "checkpoint is not for the replayed "
                               "tree head", expected=f"{head.log_size} {head.log_root.hex()}",
                               found=f"{cp.size} {cp.root.hex()}", record=rec.record)
+        # the root binds the log; the block line binds how it was grouped into blocks (ADR 60)
+        try:
+            named = checkpoint_block(cp)
+        except CheckpointError as e:
+            raise ReplayError("checkpoint", rec.height, str(e), expected=_named(head),
+                              record=rec.record) from e
+        if named != (head.height, head.hash):
+            raise ReplayError("checkpoint", rec.height, "checkpoint names another block than "
+                              "the replayed one", expected=_named(head),
+                              found=f"block {named[0]} {named[1].hex()}", record=rec.record)
         try:
             signers = verify_final(signed, registry, head.time)
         except CheckpointError as e:
@@ -671,6 +682,10 @@ class Replayer:
                 self.stray_signatures.append((rec.height, rec.record, stray))
             else:
                 self.stray_overflow += 1
+
+
+def _named(head: Head) -> str:
+    return f"block {head.height} {head.hash.hex()}"
 
 
 # -- import ------------------------------------------------------------------------------------

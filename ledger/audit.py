@@ -10,7 +10,8 @@ From a store, the derived records must also equal the replayed ones: Merkle node
 versions block by block, every kind of state record (tx index, credentials, status indexes,
 credit records) in one merge of key-order scans at the end (a record the replay did not produce
 is reported too), and the head pointer; headers and entries are the ones read. Two validly
-signed checkpoints of one size with different roots are reported as equivocation.
+signed checkpoints of one size with different roots (or one root and different block lines) are
+reported as equivocation.
 
 The chain is replayed until the first broken block or transaction (later blocks build on it, so
 nothing after it can be checked); a checkpoint that is not final is reported and the replay goes
@@ -1283,7 +1284,7 @@ def _finish(report: AuditReport, src: _StoreSource | _ArchiveSource,
 
 def _equivocations(report: AuditReport, replayer: Replayer, rec: BlockRecord,
                    by_size: dict[int, list[SignedCheckpoint]]) -> None:
-    """Pairs of validly signed checkpoints of one size with different roots.
+    """Pairs of validly signed checkpoints of one size that differ (roots or block lines).
 
     A block record carries the checkpoints for its own log size, so sizes the log has passed
     are dropped after each block (memory stays flat); a stray checkpoint of another size is

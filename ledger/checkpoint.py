@@ -458,9 +458,17 @@ class SignedCheckpoint:
         return names
 
 
+def _note_body(note: str) -> str:
+    """A note's text before its signatures (the whole note if it has none)."""
+    split = note.rfind("\n\n")
+    return note if split < 0 else note[: split + 1]
+
+
 @dataclass(frozen=True)
 class Equivocation:
-    """Evidence of two validly signed checkpoints for one origin and size with different roots."""
+    """Evidence of two validly signed checkpoints for one origin and size that differ: in their
+    roots (two logs), or with one root in their extension lines (one log, told otherwise: our
+    checkpoints name the block they end at, so two lines are two chains)."""
 
     origin: str
     size: int
@@ -478,8 +486,8 @@ class Equivocation:
         for root in (self.root_a, self.root_b):
             if not isinstance(root, bytes) or len(root) != 32:
                 raise ValueError("roots are 32 bytes")
-        if self.root_a == self.root_b:
-            raise ValueError("an equivocation needs two different roots")
+        if self.root_a == self.root_b and _note_body(self.note_a) == _note_body(self.note_b):
+            raise ValueError("an equivocation needs two different checkpoints")
         object.__setattr__(self, "signers_a", frozenset(self.signers_a))
         object.__setattr__(self, "signers_b", frozenset(self.signers_b))
 
@@ -500,13 +508,14 @@ class Equivocation:
 def find_equivocation(
     a: SignedCheckpoint, b: SignedCheckpoint, verifiers: Mapping[str, PublicKey]
 ) -> Equivocation | None:
-    """Evidence if ``a`` and ``b`` share origin and size but not root, each validly signed.
+    """Evidence if ``a`` and ``b`` share origin and size but not root (or, with one root, not
+    their extension lines), each validly signed.
 
-    Returns None when origins or sizes differ, roots agree, or either side has no valid signature
-    from a key in ``verifiers``. A known key's invalid signature raises CheckpointError.
+    Returns None when origins or sizes differ, the checkpoints agree, or either side has no valid
+    signature from a key in ``verifiers``. A known key's invalid signature raises CheckpointError.
     """
     ca, cb = a.checkpoint, b.checkpoint
-    if ca.origin != cb.origin or ca.size != cb.size or ca.root == cb.root:
+    if ca.origin != cb.origin or ca.size != cb.size or ca == cb:
         return None
     signers_a = a.signers(verifiers)
     signers_b = b.signers(verifiers)

@@ -1476,7 +1476,7 @@ def _monitor_round(base: str, last: SignedCheckpoint | None) -> SignedCheckpoint
     evidence = _get_json(base + "/v1/evidence")
     if isinstance(evidence, list) and evidence:
         raise _MonitorAlarm(f"EQUIVOCATION: the node holds {len(evidence)} record(s) of "
-                            f"checkpoints signed for one size with two roots (GET "
+                            f"two checkpoints signed for one size (GET "
                             f"{base}/v1/evidence)\n{json.dumps(evidence, indent=1)}")
     try:
         new = SignedCheckpoint.from_text(_get(base + "/v1/checkpoint"))
@@ -1497,7 +1497,7 @@ def _monitor_round(base: str, last: SignedCheckpoint | None) -> SignedCheckpoint
         raise _MonitorAlarm(f"the last checkpoint is of {old.origin!r}, the node's of "
                             f"{cp.origin!r}")
     if old.size == cp.size:
-        if old.root == cp.root:
+        if old == cp:
             out.print(Text(f"checkpoint {cp.size} {cp.root.hex()} unchanged"), soft_wrap=True)
             return new
         try:
@@ -1505,9 +1505,13 @@ def _monitor_round(base: str, last: SignedCheckpoint | None) -> SignedCheckpoint
         except CheckpointError:
             eq = None
         kind = "EQUIVOCATION" if eq is not None else "INCONSISTENT"
-        raise _MonitorAlarm(f"{kind} at size {cp.size}: roots {old.root.hex()} (last seen) and "
-                            f"{cp.root.hex()} (now)\n--- last seen\n{last.to_text()}"
-                            f"--- now\n{new.to_text()}")
+        # one root in two blocks (each checkpoint names the block it ends at: ADR 60) is a fork
+        said = (f"roots {old.root.hex()} (last seen) and {cp.root.hex()} (now)"
+                if old.root != cp.root else
+                f"root {cp.root.hex()} in two blocks: {' '.join(old.extensions)!r} (last seen) "
+                f"and {' '.join(cp.extensions)!r} (now)")
+        raise _MonitorAlarm(f"{kind} at size {cp.size}: {said}\n--- last seen\n"
+                            f"{last.to_text()}--- now\n{new.to_text()}")
     if old.size > cp.size:
         raise _MonitorAlarm(f"INCONSISTENT: the log shrank from size {old.size} to {cp.size}\n"
                             f"--- last seen\n{last.to_text()}--- now\n{new.to_text()}")

@@ -3,11 +3,20 @@
 A checkpoint's note signer name is the agency id; its key is that agency's node key valid at the
 block time the checkpoint covers. A checkpoint is *final* when at least the registry's quorum of
 current agencies signed it (the registry in force at that height, not today's).
+
+Every checkpoint a node signs carries one extension line (C2SP tlog-checkpoint allows them after
+the root), ``block <height> <base64 block hash>``: the block that ends at its size. The root binds
+the log's entries; the line binds how they were grouped into blocks, their times and heights, so
+a quorum signs the chain and not only the log (ADR 60).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from collections.abc import Iterable
+from typing import Protocol
 
 from ledger.chain import Head
 from ledger.checkpoint import Checkpoint, NoteSignature, SignedCheckpoint, note_key_hash
@@ -15,7 +24,53 @@ from ledger.errors import CheckpointError
 from ledger.keys import PrivateKey, PublicKey
 from ledger.state import Registry
 
-__all__ = ["checkpoint_verifiers", "sign_checkpoint", "verify_final"]
+__all__ = ["block_line", "checkpoint_block", "checkpoint_of", "checkpoint_verifiers",
+           "sign_checkpoint", "verify_final"]
+
+_BLOCK_LINE = re.compile(r"block (0|[1-9][0-9]*) ([A-Za-z0-9+/]{43}=)")
+
+
+class _Ends(Protocol):
+    """A block's end: a :class:`~ledger.chain.Head` or a :class:`~ledger.block.BlockHeader`."""
+
+    @property
+    def height(self) -> int: ...
+    @property
+    def hash(self) -> bytes: ...
+    @property
+    def log_size(self) -> int: ...
+    @property
+    def log_root(self) -> bytes: ...
+
+
+def block_line(height: int, block_hash: bytes) -> str:
+    """The extension line naming the block a checkpoint ends at."""
+    return f"block {height} {base64.b64encode(block_hash).decode()}"
+
+
+def checkpoint_of(network: str, at: _Ends) -> Checkpoint:
+    """The checkpoint (unsigned) of the block ``at`` ends: its log and the block's line."""
+    return Checkpoint(network, at.log_size, at.log_root, (block_line(at.height, at.hash),))
+
+
+def checkpoint_block(cp: Checkpoint) -> tuple[int, bytes]:
+    """(height, hash) of the block ``cp`` names; CheckpointError if it names none, or names
+    it in a line that does not parse (one block line, first among the extensions)."""
+    if not cp.extensions:
+        raise CheckpointError(f"checkpoint at size {cp.size} names no block (a `block <height> "
+                              "<hash>` line after the root)")
+    m = _BLOCK_LINE.fullmatch(cp.extensions[0])
+    if m is None:
+        raise CheckpointError(f"checkpoint at size {cp.size}: its first extension line "
+                              f"{cp.extensions[0][:80]!r} is not `block <height> <base64 hash>`")
+    try:
+        block_hash = base64.b64decode(m.group(2), validate=True)
+    except (binascii.Error, ValueError) as e:  # (the pattern admits only valid base64)
+        raise CheckpointError(f"checkpoint at size {cp.size}: block hash {e}") from e
+    if base64.b64encode(block_hash).decode() != m.group(2):
+        raise CheckpointError(f"checkpoint at size {cp.size}: block hash is not canonical "
+                              "base64")
+    return int(m.group(1)), block_hash
 
 
 def checkpoint_verifiers(registry: Registry, t: int) -> dict[str, PublicKey]:
@@ -30,9 +85,9 @@ def checkpoint_verifiers(registry: Registry, t: int) -> dict[str, PublicKey]:
 def sign_checkpoint(network: str, head: Head, signers: Iterable[tuple[str, PrivateKey]],
                     existing: SignedCheckpoint | None = None) -> SignedCheckpoint:
     """The checkpoint of ``head`` signed by each (agency id, node key) in ``signers``."""
-    signed = existing or SignedCheckpoint(Checkpoint(network, head.log_size, head.log_root))
-    if (signed.checkpoint.size, signed.checkpoint.root) != (head.log_size, head.log_root):
-        raise CheckpointError("the existing checkpoint is for another tree head")
+    signed = existing or SignedCheckpoint(checkpoint_of(network, head))
+    if signed.checkpoint != checkpoint_of(network, head):
+        raise CheckpointError("the existing checkpoint is for another tree head or block")
     for name, key in signers:
         signed = signed.cosign(name, key)
     return signed

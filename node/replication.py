@@ -57,7 +57,14 @@ from ledger.errors import (
     SignatureError,
     TxRejected,
 )
-from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
+from ledger.finality import (
+    block_line,
+    checkpoint_block,
+    checkpoint_of,
+    checkpoint_verifiers,
+    sign_checkpoint,
+    verify_final,
+)
 from ledger.keys import PrivateKey
 from ledger.ordering import Pending, Receipt, settle
 from ledger.sigcheck import Checking, SignatureChecker
@@ -208,6 +215,22 @@ def _pruners_marker(marker: Record | None) -> dict[str, Any] | None:
         else None
 
 
+def cosig_value(head: Head, line: str) -> bytes:
+    """What a node publishes in etcd beside its co-signature ``line`` of ``head``'s checkpoint:
+    the root and the block it names, from which a peer rebuilds the signed text (ADR 60)."""
+    return codec.encode({"root": head.log_root, "line": line, "height": head.height,
+                         "hash": head.hash})
+
+
+def _said(cp: Checkpoint) -> str:
+    """A checkpoint's root and block, for logs and halting messages."""
+    try:
+        height, block_hash = checkpoint_block(cp)
+    except CheckpointError:
+        return f"root {cp.root.hex()} (no block named)"
+    return f"root {cp.root.hex()} in block {height} {block_hash.hex()}"
+
+
 def _outcomes(futs: list[Pending], result: Receipt | Exception
               ) -> list[tuple[Pending, Receipt | Exception]]:
     """Each waiter of one transaction with its outcome: a receipt marks every waiter after the
@@ -340,7 +363,7 @@ class EtcdOrderer:
             "utf-8", "replace")
         self.stats = Stats()
         self._recent: OrderedDict[int, tuple[int, int]] = OrderedDict()
-        self._pending_cosigs: dict[int, list[tuple[str, bytes, str]]] = {}
+        self._pending_cosigs: dict[int, list[tuple[str, Checkpoint, str]]] = {}
         self._waiting: dict[bytes, list[Pending]] = {}
         self._wlock = threading.Lock()
         self._own: dict[bytes, list[Tx]] = {}  # batch signature -> our parsed transactions
@@ -845,8 +868,7 @@ class EtcdOrderer:
         if not self._member():
             return  # not (or no longer) a member: our signature would count for nothing
         try:
-            self.etcd.publish(head.log_size, self.agency,
-                              codec.encode({"root": head.log_root, "line": line}),
+            self.etcd.publish(head.log_size, self.agency, cosig_value(head, line),
                               self._applied(head))
             self._cosigned = (head.log_size, self.node_key.public.raw)
             self._write_taken()
@@ -882,14 +904,19 @@ class EtcdOrderer:
             try:
                 size, agency = int(parts[1]), parts[2]
                 got = codec.decode(rec.value, what="co-signature")
-                root, line = got["root"], got["line"]
-                if not isinstance(root, bytes) or len(root) != 32 or not isinstance(line, str):
-                    raise DecodeError("co-signature needs a 32-byte root and a line")
+                root, line, height, block_hash = (got["root"], got["line"], got["height"],
+                                                  got["hash"])
+                if not isinstance(root, bytes) or len(root) != 32 or not isinstance(line, str) \
+                        or type(height) is not int or not 0 < height < 1 << 63 \
+                        or not isinstance(block_hash, bytes) or len(block_hash) != 32:
+                    raise DecodeError("co-signature needs a 32-byte root, a line, a height and "
+                                      "a 32-byte block hash")
+                theirs = Checkpoint(self.network, size, root, (block_line(height, block_hash),))
             except (DecodeError, ValueError, KeyError, TypeError) as e:
                 self.stats.cosigs_forged += 1
                 log.warning("malformed co-signature %s: %s", rec.key, e)
                 continue
-            self._pending_cosigs.setdefault(size, []).append((agency, root, line))
+            self._pending_cosigs.setdefault(size, []).append((agency, theirs, line))
         if len(self._pending_cosigs) > 10_000:  # far ahead of us: catch-up will bring them back
             # the farthest go: dropping them all dropped those read with them for blocks
             # applied, and one agency's co-signatures for sizes far ahead kept the head short
@@ -903,8 +930,8 @@ class EtcdOrderer:
         assert head is not None
         writes: dict[int, SignedCheckpoint] = {}
         for size in sorted(s for s in self._pending_cosigs if s <= head.log_size):
-            for agency, root, line in self._pending_cosigs.pop(size):
-                self._merge(size, agency, root, line, writes)
+            for agency, theirs, line in self._pending_cosigs.pop(size):
+                self._merge(size, agency, theirs, line, writes)
         if not writes:
             return
         finals = {s: cp for s, cp in writes.items() if s > self.final_size
@@ -936,15 +963,16 @@ class EtcdOrderer:
             return False
         return True
 
-    def _merge(self, size: int, agency: str, root: bytes, line: str,
+    def _merge(self, size: int, agency: str, body: Checkpoint, line: str,
                writes: dict[int, SignedCheckpoint]) -> None:
+        """``agency``'s co-signature ``line`` of the checkpoint ``body`` (its root and the
+        block it names) merged into ours; evidence if it signed another one."""
         try:
             registry, verifiers = self._verifiers_at(size)
         except LedgerError:
             return
-        theirs = SignedCheckpoint(Checkpoint(self.network, size, root))
         try:
-            theirs = SignedCheckpoint(theirs.checkpoint, (NoteSignature.from_line(line),))
+            theirs = SignedCheckpoint(body, (NoteSignature.from_line(line),))
             signed_by = theirs.signers({agency: verifiers[agency]} if agency in verifiers
                                        else {})
         except (CheckpointError, ValueError) as e:
@@ -966,11 +994,11 @@ class EtcdOrderer:
                 # there): the others' co-signatures still make it final here; or one whose
                 # pending checkpoint a later final one dropped (nodes co-sign the newest block
                 # they applied), where a late co-signature of another root is evidence still
-                ours = SignedCheckpoint(Checkpoint(self.network, size,
-                                                   self.store.root_at(size)))
-                if size <= self.final_size and root == ours.checkpoint.root:
+                ours = SignedCheckpoint(checkpoint_of(
+                    self.network, self.store.block(self._height_of(size))))
+                if size <= self.final_size and body == ours.checkpoint:
                     return  # a final checkpoint covers it already
-        if root != ours.checkpoint.root:
+        if body != ours.checkpoint:  # another log, or the same one in other blocks
             self._evidence(size, agency, ours, theirs, verifiers, registry)
             return
         if size < self.final_size:
@@ -994,24 +1022,24 @@ class EtcdOrderer:
                                else ours.checkpoint.body().decode(),
                                "theirs": theirs.to_text(), "seen": int(self.clock())})
         self.store.put_records({key: record})
-        log.error("EQUIVOCATION at size %d: %s signed root %s, ours is %s", size, agency,
-                  theirs.checkpoint.root.hex(), ours.checkpoint.root.hex())
+        log.error("EQUIVOCATION at size %d: %s signed %s, ours is %s", size, agency,
+                  _said(theirs.checkpoint), _said(ours.checkpoint))
         # Do the others agree among themselves on their root? Then we are the fork.
         other = theirs
         for ev_agency, ev_text in self.evidence_for(size):
             if ev_agency != agency:
                 with contextlib.suppress(CheckpointError):
                     cand = SignedCheckpoint.from_text(ev_text)
-                    if cand.checkpoint.root == theirs.checkpoint.root:
+                    if cand.checkpoint == theirs.checkpoint:
                         other = SignedCheckpoint(other.checkpoint,
                                                  (*other.signatures, *cand.signatures))
         try:
             other.verify_quorum(verifiers, registry.quorum)
         except CheckpointError:
             return
-        self.halted = (f"a quorum signed root {theirs.checkpoint.root.hex()} at size {size}, "
-                       f"ours is {ours.checkpoint.root.hex()}: this node's chain is a fork; "
-                       "it stopped applying blocks (restore it from a peer)")
+        self.halted = (f"a quorum signed {_said(theirs.checkpoint)} at size {size}, ours is "
+                       f"{_said(ours.checkpoint)}: this node's chain is a fork; it stopped "
+                       "applying blocks (restore it from a peer)")
         self.store.put_records({META_HALTED: self.halted.encode()})
         log.error("HALTED: %s", self.halted)
 
@@ -1345,10 +1373,27 @@ class EtcdOrderer:
         hashes = list(walk[1]) if walk is not None and walk[0] == head.hash else []
         del hashes[max(0, target - head.height):]
         self._walks[peer] = (head.hash, hashes)
-        prev = hashes[-1] if hashes else head.hash
-        while head.height + len(hashes) < target:
+        try:
+            prev = self._walk_headers(peer, head.height, head.hash, hashes, target)
+        except SyncError:
+            self._walks.pop(peer, None)
+            raise
+        if prev != target_hash:
+            self._walks.pop(peer, None)
+            raise SyncError(f"{peer}'s block {target} is not the network's (its hash differs "
+                            "from the pruning marker's)")
+        self._walks.clear()
+        return hashes
+
+    def _walk_headers(self, peer: str, height: int, block_hash: bytes, hashes: list[bytes],
+                      target: int) -> bytes:
+        """Extend ``hashes`` (of ``peer``'s blocks after ``height``, whose hash is
+        ``block_hash``) up to block ``target`` with ``peer``'s headers, each checked to chain
+        from the one before; the hash of the last one."""
+        prev = hashes[-1] if hashes else block_hash
+        while height + len(hashes) < target:
             self._heartbeat()  # a long catch-up is not a node gone quiet
-            start = head.height + len(hashes) + 1
+            start = height + len(hashes) + 1
             got = codec.decode(self._peer_get(
                 f"{peer}/v1/sync/headers", 4 << 20,
                 {"from": start, "count": min(SYNC_HEADERS, target - start + 1)}),
@@ -1360,19 +1405,33 @@ class EtcdOrderer:
                     raise SyncError(f"{peer} sent a header that is not bytes")
                 header = BlockHeader.from_bytes(raw)
                 if header.height != start + i or header.prev_hash != prev:
-                    self._walks.pop(peer, None)
                     raise SyncError(f"{peer}'s header {start + i} does not chain from block "
                                     f"{start + i - 1}")
                 prev = header.hash
                 hashes.append(prev)
                 if header.height == target:
                     break
-        if prev != target_hash:
-            self._walks.pop(peer, None)
-            raise SyncError(f"{peer}'s block {target} is not the network's (its hash differs "
-                            "from the pruning marker's)")
-        self._walks.clear()
-        return hashes
+        return prev
+
+    def _bind(self, peer: str, results: list[BlockResult], cp: SignedCheckpoint) -> None:
+        """The run ``results`` on the chain that ends at the block ``cp`` names (a quorum
+        signed that block's hash, so the run is the network's blocks and not the same log
+        grouped or timed otherwise: ADR 60). ``peer``'s headers from the run's end to that
+        block, checked to chain; the run's and their hashes are kept (:attr:`_vouched`), so
+        the next runs up to it need only match them."""
+        height, block_hash = checkpoint_block(cp.checkpoint)
+        run = [r.head for r in results if r.head is not None]
+        end = run[-1]
+        hashes = [h.hash for h in run]
+        if height < end.height or (height == end.height and block_hash != end.hash):
+            raise SyncError(f"{peer}'s final checkpoint (size {cp.checkpoint.size}) names "
+                            f"block {height}, not one of the chain it sent")
+        after: list[bytes] = []
+        if self._walk_headers(peer, end.height, end.hash, after, height) != block_hash:
+            raise SyncError(f"{peer}'s block {height} is not the one its final checkpoint "
+                            f"(size {cp.checkpoint.size}) names: blocks other than the "
+                            "network's")
+        self._vouched = (run[0].height, hashes + after)
 
     def _peer_blocks(self, peer: str, start: int, count: int) -> list[list[Any]]:
         """``peer``'s blocks from ``start`` (``count`` at most), as [header, [entries]]."""
@@ -1440,6 +1499,10 @@ class EtcdOrderer:
         if at.log_root != cp.checkpoint.root:
             raise SyncError(f"{peer}'s blocks are not consistent with its final checkpoint "
                             f"(size {cp.checkpoint.size})")
+        if checkpoint_block(cp.checkpoint) != (at.height, at.hash):
+            raise SyncError(f"{peer}'s block {at.height} is not the one its final checkpoint "
+                            f"(size {cp.checkpoint.size}) names: blocks other than the "
+                            "network's")
         assert results[0].head is not None
         self._vouched, self._vouching = (results[0].head.height, hashes), cp
 
@@ -1477,13 +1540,18 @@ class EtcdOrderer:
             # block's registry found by re-executing the peer's blocks up to it (not written).
             got = SignedCheckpoint.from_text(  # (at most MAX_SIGNATURES lines of ~100 bytes)
                 self._peer_get(f"{peer}/v1/checkpoint", 1 << 16))
+            try:
+                checkpoint_block(got.checkpoint)  # (what binds the run's blocks: ADR 60)
+            except CheckpointError as e:
+                raise SyncError(f"{peer}'s final checkpoint: {e}") from e
             if got.checkpoint.size < head.log_size:
                 raise SyncError(f"{peer}'s final checkpoint (size {got.checkpoint.size}) does "
                                 f"not cover the synced log (size {head.log_size})")
             try:
                 verify_final(got, registry, head.time)
                 self._consistent(peer, head, got)
-                self._vouched, self._vouching = None, got
+                self._bind(peer, results, got)
+                self._vouching = got
             except CheckpointError:
                 if got.checkpoint.size == head.log_size:
                     raise
@@ -1521,9 +1589,9 @@ class EtcdOrderer:
             if held is not None:  # the peers' co-signatures merged so far stay
                 existing = SignedCheckpoint.from_text(held)
         if existing is not None:  # (not a line of ours by a key rotated out)
-            existing = None if existing.checkpoint.root != head.log_root else SignedCheckpoint(
-                existing.checkpoint, tuple(s for s in existing.signatures
-                                           if s.name != self.agency))
+            existing = None if existing.checkpoint != checkpoint_of(self.network, head) \
+                else SignedCheckpoint(existing.checkpoint, tuple(
+                    s for s in existing.signatures if s.name != self.agency))
         cp = sign_checkpoint(self.network, head, [(self.agency, self.node_key)], existing)
         self.store.put_records({_PENDING + _BE.pack(head.log_size): cp.to_text().encode()})
         log.info("co-signing the head (log size %d) with this node's current key",

@@ -1226,6 +1226,7 @@ def test_a_header_walk_cut_by_a_peers_rate_limit_goes_on_where_it_stopped(
             _good_peer=0, _walks={}, _heartbeat=lambda: None)
         me._peer_get = lambda url, cap, params=None: EtcdOrderer._peer_get(  # type: ignore[arg-type]
             me, url, cap, params)  # type: ignore[arg-type]
+        me._walk_headers = lambda *a: EtcdOrderer._walk_headers(me, *a)  # type: ignore[arg-type]
         refused = 0
         for _ in range(200):  # the apply loop: a failed catch-up is tried again shortly
             try:
@@ -1322,6 +1323,7 @@ def test_a_peers_kept_headers_never_stand_in_for_anothers() -> None:
         _good_peer=0, _walks={}, _heartbeat=lambda: None)
     me._headers_from = lambda peer, t, h: EtcdOrderer._headers_from(me, peer, t, h)  # type: ignore[arg-type]
     me._peer_get = lambda url, cap, params=None: EtcdOrderer._peer_get(me, url, cap, params)  # type: ignore[arg-type]
+    me._walk_headers = lambda *a: EtcdOrderer._walk_headers(me, *a)  # type: ignore[arg-type]
     step = EtcdOrderer._from_peers
     with pytest.raises(Exception, match="no peer could bring"):  # honest cut by a 429
         step(me, lambda p: me._headers_from(p, 10, honest[9].hash), 10)  # type: ignore[arg-type]

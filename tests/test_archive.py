@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -242,6 +243,31 @@ def test_rechecksummed_checkpoint_of_another_root(archive_bytes: bytes, tmp_path
 
     with pytest.raises(ReplayError, match="not for the replayed tree head"):
         _import(_rewrite(archive_bytes, other), tmp_path / "x")
+
+
+@pytest.mark.parametrize(("lines", "said"), [
+    ((), "names no block"),
+    (("block 2 " + "A" * 43 + "=",), "names another block than the replayed one"),
+    (("block 02 " + "A" * 43 + "=",), "is not `block <height> <base64 hash>`"),
+])
+def test_rechecksummed_checkpoint_naming_another_block(archive_bytes: bytes, tmp_path: Path,
+                                                       lines: tuple[str, ...],
+                                                       said: str) -> None:
+    """A checkpoint binds the block it ends at, not only the log (ADR 60): one of the replayed
+    root that names another block, or none, is refused."""
+    def other(blocks: list[BlockRecord]) -> list[BlockRecord]:
+        r = blocks[2]
+        signed = SignedCheckpoint.from_text(r.unverified_checkpoints[0])
+        cp = signed.checkpoint
+        fake = SignedCheckpoint(Checkpoint(cp.origin, cp.size, cp.root, lines),
+                                signed.signatures)
+        blocks[2] = BlockRecord(2, r.unverified_header, r.unverified_txs,
+                                (fake.to_text().encode(),))
+        return blocks
+
+    with pytest.raises(ReplayError, match=re.escape(said)) as info:
+        _import(_rewrite(archive_bytes, other), tmp_path / "x")
+    assert info.value.kind == "checkpoint" and info.value.height == 2
 
 
 def test_header_fields_are_checked(archive_bytes: bytes, tmp_path: Path) -> None:

@@ -458,7 +458,15 @@ def test_rewritten_block_time_is_caught_at_the_link(copy: Path) -> None:
                          h.log_root)
     _put(copy, block_key(4), forged.to_bytes())
     p = _broken(copy)
-    # The time is a free choice of the orderer; the next block's prev_hash pins block 4.
+    # The time is a free choice of the orderer; the checkpoint stored with block 4 names the
+    # block's hash (ADR 60), and without one the next block's prev_hash pins block 4.
+    assert (p.kind, p.height) == ("checkpoint", 4)
+    assert p.reason == "checkpoint names another block than the replayed one"
+    assert p.expected == f"block 4 {forged.hash.hex()}" and p.found == f"block 4 {h.hash.hex()}"
+    db = plyvel.DB(str(copy / "ledger"))
+    db.delete(checkpoint_key(h.log_size))
+    db.close()
+    p = _broken(copy)
     assert (p.kind, p.height) == ("block", 5)
     assert "prev_hash" in p.reason
 

@@ -248,6 +248,19 @@ def test_monitor_live_node(demo: Path, tmp_path: Path) -> None:
         assert r.exit_code == 1
         assert "EQUIVOCATION" in r.output
 
+        # same size and root, another block named (the log grouped otherwise): a fork (ADR 60)
+        cp = second.checkpoint
+        forged = SignedCheckpoint(Checkpoint(NETWORK, cp.size, cp.root,
+                                             ("block 99 " + "A" * 43 + "=",)))
+        for agency in ("edu", "civil"):
+            forged = forged.cosign(agency, _key(data, f"{agency}.node.key"))
+        state.write_text(forged.to_text())
+        r = runner.invoke(ledger_app, ["monitor", url, "--once", "--state", str(state)])
+        assert r.exit_code == 1, r.output
+        said = " ".join(r.output.split())
+        assert f"EQUIVOCATION at size {cp.size}: root {cp.root.hex()} in two blocks" in said
+        assert "'block 99 " in said and repr(cp.extensions[0]) in said
+
     r = runner.invoke(ledger_app, ["monitor", "ftp://x", "--once"])
     assert r.exit_code == 2
 

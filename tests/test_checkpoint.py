@@ -573,9 +573,24 @@ def test_no_equivocation_without_known_signatures() -> None:
         find_equivocation(a, bad, VERIFIERS)
 
 
-def test_equivocation_needs_different_roots() -> None:
-    with pytest.raises(ValueError, match="two different roots"):
+def test_equivocation_needs_different_checkpoints() -> None:
+    with pytest.raises(ValueError, match="two different checkpoints"):
         Equivocation(ORIGIN, 1, ROOT, ROOT, "", "")
+    a = signed(5, ROOT)
+    with pytest.raises(ValueError, match="two different checkpoints"):
+        Equivocation(ORIGIN, 5, ROOT, ROOT, a.to_text(), a.cosign("w1.example", WITNESS_1)
+                     .to_text())
+
+
+def test_one_root_in_two_blocks_is_equivocation() -> None:
+    """Our checkpoints name the block they end at (ADR 60): two of one root naming two blocks
+    are two chains (the same log grouped otherwise), signed both."""
+    one = Checkpoint(ORIGIN, 5, ROOT, ("block 3 " + ROOT_B64,)).sign(ORIGIN, LOG)
+    two = Checkpoint(ORIGIN, 5, ROOT, ("block 4 " + ROOT_B64,)).sign(ORIGIN, LOG)
+    ev = find_equivocation(one, two, VERIFIERS)
+    assert ev is not None and ev.root_a == ev.root_b == ROOT
+    assert (ev.note_a, ev.note_b) == (one.to_text(), two.to_text())
+    assert find_equivocation(one, one.cosign("w1.example", WITNESS_1), VERIFIERS) is None
 
 
 # --- properties ----------------------------------------------------------------------------------

@@ -31,8 +31,9 @@ from aetcd.rpc import rpc_pb2_grpc as pbg
 from clusterkit import DEGREE, PASS, Net, etcd_as, free_base, running_cluster
 
 from ledger import codec, sdjwt
-from ledger.checkpoint import Checkpoint, SignedCheckpoint
+from ledger.checkpoint import SignedCheckpoint
 from ledger.credentials import status_list_uri
+from ledger.finality import checkpoint_block
 from ledger.keys import PrivateKey, PublicKey
 from ledger.network import issue_tx, status_tx
 from ledger.offline import load_snapshot
@@ -212,19 +213,19 @@ def test_a_node_whose_own_etcd_member_is_down_says_so(net: Net) -> None:
 
 
 def test_a_forged_cosignature_is_refused(net: Net) -> None:
-    head = net.health("civil")
-    size = head["log_size"]
-    root = _final(net, "civil").checkpoint.root
+    final = _final(net, "civil").checkpoint
+    root = final.root
+    height, block_hash = checkpoint_block(final)
     forger = PrivateKey.generate()  # not edu's node key
-    line = SignedCheckpoint(Checkpoint(net.cluster.network, size, root)).cosign(
-        "edu", forger).signatures[0].to_line()
+    line = SignedCheckpoint(final).cosign("edu", forger).signatures[0].to_line()
     rt = unlock(net.folder / "pki", "civil", b"cluster-test-pw")
     try:
         etcd = EtcdLog([net.cluster.member("civil").client_url], net.cluster.network,
                        tls=TlsFiles(str(rt / "ca.crt"), str(rt / "civil.crt"),
                                     str(rt / "civil.key")))
         before = {a: _counters(net, a)["counters"]["cosigs_forged"] for a in ("civil", "health")}
-        etcd.put_cosig(size, "edu", codec.encode({"root": root, "line": line}))
+        etcd.put_cosig(final.size, "edu", codec.encode({"root": root, "line": line,
+                                                        "height": height, "hash": block_hash}))
         etcd.close()
     finally:
         lock(rt)

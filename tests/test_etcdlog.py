@@ -32,7 +32,7 @@ from ledger.errors import OrderingError
 from ledger.network import Agency, issue_tx
 from node.app import create_app
 from node.etcdlog import EtcdLog
-from node.replication import EtcdOrderer
+from node.replication import EtcdOrderer, cosig_value
 from node.service import Node, Replication
 
 
@@ -243,7 +243,6 @@ def _final_block_by_reg(ledger: LedgerHarness, agencies: dict[str, Agency], writ
     """reg's node proposes a batch of ``tx_raw`` (witnessed by tax) and reg's and tax's nodes
     co-sign the block ``orderer``'s node makes of it; returns once that block is final there
     (made there, if not ``cosigned``): (size, root)."""
-    from ledger import codec
     from ledger.batch import Witness, clock_signature, make_batch
     from ledger.finality import sign_checkpoint
 
@@ -260,7 +259,7 @@ def _final_block_by_reg(ledger: LedgerHarness, agencies: dict[str, Agency], writ
     for name, agency in (("reg", reg), ("tax", tax)) if cosigned else ():  # co-signatures
         line = sign_checkpoint(ledger.net, head, [(name, agency.node_key)]
                                ).signatures[0].to_line()
-        writer.put_cosig(head.log_size, name, codec.encode({"root": head.log_root, "line": line}))
+        writer.put_cosig(head.log_size, name, cosig_value(head, line))
     while cosigned and orderer.final_size < head.log_size:
         assert time.monotonic() < deadline, orderer.stats.last_error
         time.sleep(0.05)
@@ -372,18 +371,21 @@ def test_a_batch_of_an_agency_removed_by_governance_is_refused_by_the_network(
         writer.close()
 
 
+@pytest.mark.parametrize("other", ["root", "block"])
 def test_a_late_co_signature_of_another_root_is_evidence_after_a_later_final_one(
-        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency], other: str) -> None:
     """A node whose chain forked (a tampered store) and that was slow to sign: its
     co-signature of another root came after a later checkpoint was final here, which had
     dropped this node's pending checkpoint at that size, and it was dropped unchecked: no
     evidence, and the peers never named the fork (seen in test_cluster under load). It is
-    checked against this node's own root at that size."""
+    checked against this node's own root and block at that size: the same log in other
+    blocks (another block hash named) is a fork too (ADR 60)."""
     from ledger import codec
     from ledger.checkpoint import Checkpoint, SignedCheckpoint
+    from ledger.finality import block_line
 
     reg, tax = agencies["reg"], agencies["tax"]
-    prefix = "late-fork"
+    prefix = f"late-fork-{other}"
     writer, orderer = _edu_beside(etcd_url, ledger, agencies["edu"], prefix)
     spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
     try:
@@ -396,18 +398,25 @@ def test_a_late_co_signature_of_another_root_is_evidence_after_a_later_final_one
         # nodes co-sign the newest block they applied: the final one covers the early one,
         # whose pending checkpoint is dropped
         assert ledger.store.checkpoint(early) is None
-        forked = bytes(32)
-        line = SignedCheckpoint(Checkpoint(ledger.net, early, forked)).cosign(
-            "tax", tax.node_key).signatures[0].to_line()
-        writer.put_cosig(early, "tax", codec.encode({"root": forked, "line": line}))
+        block = ledger.store.block(ledger.store.head.height - 1)
+        assert block.log_size == early
+        forked = bytes(32) if other == "root" else root
+        named = block.hash if other == "root" else hashlib.sha256(block.hash).digest()
+        line = SignedCheckpoint(Checkpoint(ledger.net, early, forked, (
+            block_line(block.height, named),))).cosign("tax", tax.node_key).signatures[0].to_line()
+        writer.put_cosig(early, "tax", codec.encode({"root": forked, "line": line,
+                                                     "height": block.height, "hash": named}))
         deadline = time.monotonic() + 30
         while not orderer.evidence_for(early):
-            assert time.monotonic() < deadline, "no evidence of tax's other root"
+            assert time.monotonic() < deadline, "no evidence of tax's other checkpoint"
             time.sleep(0.05)
         [(agency, theirs)] = orderer.evidence_for(early)
-        assert agency == "tax" and SignedCheckpoint.from_text(theirs).checkpoint.root == forked
+        said = SignedCheckpoint.from_text(theirs).checkpoint
+        assert agency == "tax" and (said.root, said.extensions[0]) == (
+            forked, block_line(block.height, named))
         assert orderer.stats.equivocations == 1 and not orderer.halted
-        assert ledger.store.root_at(early) == root != forked
+        assert ledger.store.root_at(early) == root
+        assert (root, block.hash) != (forked, named)
     finally:
         orderer.stop()
         writer.close()
@@ -531,7 +540,8 @@ def test_co_signatures_far_ahead_do_not_drop_the_ones_for_the_head(
     prefix = "far-ahead"
     writer, orderer = _edu_beside(etcd_url, ledger, agencies["edu"], prefix)
     spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
-    junk = codec.encode({"root": bytes(32), "line": "\u2014 tax AAAA"})
+    junk = codec.encode({"root": bytes(32), "line": "\u2014 tax AAAA", "height": 1,
+                         "hash": bytes(32)})
     try:
         size, _ = _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
             "register_type", {"type": spec}, [reg, tax]).raw, T0 + 5, cosigned=False)
@@ -547,8 +557,7 @@ def test_co_signatures_far_ahead_do_not_drop_the_ones_for_the_head(
         assert head is not None and head.log_size == size
         line = sign_checkpoint(ledger.net, head, [("reg", reg.node_key)]).signatures[0].to_line()
         writer._call("Txn", pb.TxnRequest(success=[  # read at once, as they may be
-            writer._put(writer._cosig_key(size, "reg"),
-                        codec.encode({"root": head.log_root, "line": line})),
+            writer._put(writer._cosig_key(size, "reg"), cosig_value(head, line)),
             *(writer._put(writer._cosig_key(10**9 + n, "tax"), junk)
               for n in range(9984, 10_001))]))
         while orderer.final_size < size:
@@ -1468,18 +1477,17 @@ def test_a_node_catches_up_to_a_marker_before_a_rotation_its_peers_checkpoint_is
         assert store.head.hash == marker.hash
 
 
-@pytest.mark.xfail(strict=True, reason="known gap (THREAT_MODEL, ADR 59 Left): the pruning "
-                   "marker's block hash is any etcd writer's word; no quorum signs block "
-                   "hashes")
 def test_one_agency_cannot_make_a_catching_up_node_take_its_regrouping_with_a_marker_of_its_own(
-        etcd_url: str, chains: _Chains, tmp_path: Path) -> None:
+        etcd_url: str, chains: _Chains, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """THREAT_MODEL: a peer cannot make a catching-up node take blocks the network did not
     build: headers must chain to the pruning marker's block hash. But any agency's etcd
-    certificate writes the marker (under the network's keys), and the checks after it bind
+    certificate writes the marker (under the network's keys), and the checks after it bound
     only the log's entries (a final checkpoint), not how they are grouped into blocks: one
     agency writing a marker that names the last block of its own grouping of the network's
-    entries (one block split in two), and serving those blocks, moves a node catching up onto
-    a chain with an extra block that no other node holds."""
+    entries (one block split in two), and serving those blocks, moved a node catching up onto
+    a chain with an extra block that no other node holds. Final checkpoints now name the
+    block they end at, and a synced run must chain to it (ADR 60): the liar's blocks are
+    refused (the forged marker stalls the catch-up, as THREAT_MODEL says it may)."""
     from ledger.block import BlockHeader
     from ledger.store import Store
 
@@ -1494,10 +1502,14 @@ def test_one_agency_cannot_make_a_catching_up_node_take_its_regrouping_with_a_ma
     _pruned_to(etcd_url, network, top.height, head.log_size, top.hash)  # the liar's marker
     with honest, _peer(honest) as good, _peer(honest, liar, headers_too=True) as bad, \
             Store(victim, create=False) as store:
-        _caught_up(store, etcd_url, network, [good, bad], top.height, 20,
-                   node_key=chains.node_key)
+        orderer = _caught_up(store, etcd_url, network, [good, bad], top.height, 20,
+                             node_key=chains.node_key)
         held = [store.block(h).hash for h in range(min(store.head.height, head.height) + 1)]
         assert held == hashes[:len(held)], f"took the liar's blocks up to {store.head.height}"
+    # refused for the block the final checkpoint names (the honest peer, for the marker)
+    said = [r.getMessage() for r in caplog.records if "sync from" in r.getMessage()]
+    assert any("final checkpoint (size" in m and "names block" in m for m in said), said
+    assert orderer.stats.synced_blocks == 0
 
 
 def test_a_sync_reply_stops_short_of_its_byte_bound(tmp_path: Path,
@@ -1555,8 +1567,7 @@ def test_a_node_down_with_a_fast_clock_does_not_stop_the_pruning(
             assert head is not None and receipt.height == head.height
             line = sign_checkpoint(ledger.net, head, [("tax", tax.node_key)]
                                    ).signatures[0].to_line()
-            writer.put_cosig(head.log_size, "tax",
-                             codec.encode({"root": head.log_root, "line": line}))
+            writer.put_cosig(head.log_size, "tax", cosig_value(head, line))
             deadline = time.monotonic() + 30
             while orderer.final_size < head.log_size:
                 assert time.monotonic() < deadline, orderer.stats.last_error

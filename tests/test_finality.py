@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from conftest import T0, LedgerHarness
 
+from ledger.checkpoint import Checkpoint
 from ledger.errors import CheckpointError
-from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
+from ledger.finality import (
+    block_line,
+    checkpoint_block,
+    checkpoint_verifiers,
+    sign_checkpoint,
+    verify_final,
+)
 from ledger.keys import PrivateKey
 from ledger.network import Agency
 
@@ -85,3 +94,32 @@ def test_existing_checkpoint_must_match_the_head(ledger: LedgerHarness,
     ledger.govern("set_quorum", {"quorum": 2}, [agencies["reg"], agencies["edu"]], T0 + 5)
     with pytest.raises(CheckpointError, match="another tree head"):
         sign_checkpoint("demo", _head(ledger), [("edu", agencies["edu"].node_key)], cp)
+
+
+def test_a_checkpoint_names_the_block_it_ends_at(ledger: LedgerHarness,
+                                                 agencies: dict[str, Agency]) -> None:
+    """The root binds the log; the block line binds how it was grouped into blocks (ADR 60):
+    a co-signature of the same root in another block does not merge into it."""
+    import dataclasses
+
+    head = _head(ledger)
+    cp = sign_checkpoint("demo", head, [("reg", agencies["reg"].node_key)])
+    assert cp.checkpoint.body().decode().splitlines()[3] == block_line(head.height, head.hash)
+    assert checkpoint_block(cp.checkpoint) == (head.height, head.hash)
+    regrouped = dataclasses.replace(head, height=head.height + 1)
+    with pytest.raises(CheckpointError, match="another tree head or block"):
+        sign_checkpoint("demo", regrouped, [("edu", agencies["edu"].node_key)], cp)
+
+
+@pytest.mark.parametrize(("lines", "said"), [
+    ((), "names no block"),
+    (("block 1",), "is not `block <height> <base64 hash>`"),
+    (("block -1 " + "A" * 43 + "=",), "is not `block"),
+    (("block 01 " + "A" * 43 + "=",), "is not `block"),
+    (("block 1 " + "A" * 42 + "B=",), "not canonical"),
+    (("block 1 " + "A" * 43 + "= ",), "is not `block"),
+    (("other 1", "block 1 " + "A" * 43 + "="), "is not `block"),
+])
+def test_a_block_line_that_does_not_parse_is_refused(lines: tuple[str, ...], said: str) -> None:
+    with pytest.raises(CheckpointError, match=re.escape(said)):
+        checkpoint_block(Checkpoint("demo", 5, bytes(32), lines))
