@@ -249,6 +249,8 @@ def test_rechecksummed_checkpoint_of_another_root(archive_bytes: bytes, tmp_path
     ((), "names no block"),
     (("block 2 " + "A" * 43 + "=",), "names another block than the replayed one"),
     (("block 02 " + "A" * 43 + "=",), "is not `block <height> <base64 hash>`"),
+    # more digits than int() takes (4,300): a report, not a ValueError out of the replay
+    (("block " + "9" * 5000 + " " + "A" * 43 + "=",), "is not `block <height> <base64 hash>`"),
 ])
 def test_rechecksummed_checkpoint_naming_another_block(archive_bytes: bytes, tmp_path: Path,
                                                        lines: tuple[str, ...],
