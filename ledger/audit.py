@@ -31,9 +31,10 @@ exactly the ones that audit checked, so the state at the old height is rebuilt f
 signature checks or checkpoint checks (the chain commits to no state, so the registry, tx index
 and credential state cannot be taken from the store's records without that pass; the stored
 records are still compared, which costs little). At the block ending at that size the old
-checkpoint must be final under the registry in force there. The newer blocks are then audited in
-full, and from a store the RFC 9162 consistency proof from the old checkpoint to the head, built
-from the stored Merkle nodes (:func:`ledger.store.stored_consistency_proof`), must verify with
+checkpoint must be final under the registry in force there, and name that block (ADR 60).
+The newer blocks are then audited in full, and from a store the RFC 9162 consistency proof from
+the old checkpoint to the head, built from the stored Merkle nodes
+(:func:`ledger.store.stored_consistency_proof`), must verify with
 :func:`ledger.merkle.verify_consistency`. (An archive holds no nodes: there both roots come from
 one replay of one leaf sequence.) From an archive the old part is parsed strictly again, as a
 file may change between the two reads.
@@ -100,7 +101,12 @@ from ledger.errors import (
     SignatureError,
     StoreError,
 )
-from ledger.finality import checkpoint_verifiers, unregistered_signatures, verify_final
+from ledger.finality import (
+    checkpoint_block,
+    checkpoint_verifiers,
+    unregistered_signatures,
+    verify_final,
+)
 from ledger.keys import PrivateKey, PublicKey
 from ledger.network import free_text_reason
 from ledger.sigcheck import Checking, SignatureChecker
@@ -1187,10 +1193,12 @@ def _fork_evidence(report: AuditReport, records: Iterator[BlockRecord], replayer
 
 
 def _at_since(report: AuditReport, replayer: Replayer) -> bool:
-    """At the block ending at ``since``'s size: check it is final and the log's root there.
+    """At the block ending at ``since``'s size: check it is final, the log's root there and
+    the block it names.
 
-    Returns False before that block. At it, sets ``since_height`` unless the roots differ (a
-    fork, reported); a checkpoint that is not final is reported and the audit goes on.
+    Returns False before that block. At it, sets ``since_height`` unless the roots or blocks
+    differ (a fork, reported); a checkpoint that is not final is reported and the audit goes
+    on.
     """
     since, head, registry = report.since, replayer.store.head, replayer.store.registry
     if since is None or head is None or registry is None:
@@ -1212,6 +1220,22 @@ def _at_since(report: AuditReport, replayer: Replayer) -> bool:
         report.problems.append(Problem(
             "checkpoint", f"fork: the log's root at the --since checkpoint's size {cp.size} "
             "differs from it", head.height, expected=cp.root.hex(), found=head.log_root.hex()))
+        return True
+    # The root binds the old log, the block line how it was grouped into blocks (ADR 60): the
+    # same entries regrouped since that audit keep the root and end in another block.
+    try:
+        named = checkpoint_block(cp)
+    except CheckpointError as e:
+        report.problems.append(Problem("checkpoint", f"the --since checkpoint: {e}",
+                                       head.height, expected=f"block {head.height} "
+                                       f"{head.hash.hex()}"))
+        return True
+    if named != (head.height, head.hash):
+        report.problems.append(Problem(
+            "checkpoint", f"fork: the block ending at the --since checkpoint's size {cp.size} "
+            "is not the one it names (the old part was grouped into other blocks since that "
+            "audit)", head.height, expected=f"block {named[0]} {named[1].hex()}",
+            found=f"block {head.height} {head.hash.hex()}"))
         return True
     report.since_height = head.height
     return True

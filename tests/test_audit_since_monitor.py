@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import itertools
 import json
@@ -23,7 +24,7 @@ from ledger.audit import audit
 from ledger.chain import Head, checkpoint_key, entry_key, txid_key
 from ledger.checkpoint import Checkpoint, SignedCheckpoint
 from ledger.cli import ledger_app
-from ledger.finality import sign_checkpoint
+from ledger.finality import block_line, sign_checkpoint
 from ledger.keys import PrivateKey, load_private_key
 from ledger.network import Agency, governance_tx, issue_tx
 from ledger.ordering import SoloOrderer
@@ -159,6 +160,31 @@ def test_since_forged_root_is_a_fork(extended: tuple[Path, SignedCheckpoint, int
     report = audit(data, now=T0 + 20_000, since=weak)
     assert report.first_broken is not None and "fork" in report.first_broken.reason
     assert report.equivocations == []
+
+
+def test_since_naming_another_block_is_a_fork(extended: tuple[Path, SignedCheckpoint, int]
+                                             ) -> None:
+    """The --since checkpoint was bound to the old part by its root alone: the same entries
+    grouped into other blocks since that audit (what ADR 60 makes a fork: one root in two
+    blocks) passed as the part that audit checked. Its block line must name the block that
+    ends at its size."""
+    data, old, old_height = extended
+    cp = old.checkpoint
+    with Store(data / "ledger") as store:
+        block = store.block(old_height)
+    assert block.log_size == cp.size
+    other = hashlib.sha256(block.hash).digest()
+    for line in (block_line(old_height, other), block_line(old_height + 1, block.hash)):
+        forged = SignedCheckpoint(Checkpoint(NETWORK, cp.size, cp.root, (line,)))
+        for agency in ("edu", "civil"):
+            forged = forged.cosign(agency, _key(data, f"{agency}.node.key"))
+        report = audit(data, now=T0 + 20_000, since=forged)
+        assert not report.clean, line
+        p = report.first_broken
+        assert p is not None and "fork" in p.reason and p.height == old_height, p
+        assert p.found == f"block {old_height} {block.hash.hex()}"
+        assert report.blocks_checked == 0
+    assert audit(data, now=T0 + 20_000, since=old).clean  # (its own line names that block)
 
 
 def test_a_fork_is_evidence_past_an_older_checkpoint_short_of_quorum(
