@@ -634,7 +634,8 @@ def cluster(node: NodeDep) -> ClusterOut:
 
 @router.get("/v1/evidence", tags=["node"])
 def evidence(node: NodeDep) -> list[dict[str, Any]]:
-    """Equivocation evidence: checkpoints of the same size with another root, both signed."""
+    """Equivocation evidence: checkpoints of the same size with another root, or with one root
+    in another block (ADR 60), both signed."""
     return node.evidence()
 
 

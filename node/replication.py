@@ -12,15 +12,17 @@ Each agency node runs one :class:`EtcdOrderer` beside its etcd member.
   the revision it came from are written in one synced LevelDB batch; the node then publishes its
   co-signature and its applied position.
 * **Finality and equivocation.** Co-signatures of the other nodes are verified against the
-  registry in force at that size; a valid one for our root is merged into the stored checkpoint,
-  which becomes *final* with the quorum. A forged one is refused and counted. A valid signature
-  over a different root is kept as evidence; when a quorum signed that other root, this node is on
-  a fork and stops applying (``halted``).
+  registry in force at that size; a valid one for our root and block is merged into the stored
+  checkpoint, which becomes *final* with the quorum. A forged one is refused and counted. A valid
+  signature over a different root, or over our root in another block (ADR 60), is kept as
+  evidence; when a quorum signed that other checkpoint, this node is on a fork and stops applying
+  (``halted``).
 * **Retention and catch-up.** The lowest-id live agency prunes batches that a final checkpoint
   covers and every live member applied (members more than ``retention`` blocks behind do not hold
   it back), writing the marker first. A node whose position is older than the marker fetches the
   missing blocks from a peer over HTTP, re-executes them, and checks the result against the peer's
-  final checkpoint (quorum and consistency proof) before writing anything.
+  final checkpoint (quorum, consistency proof, and a chain to the block it names: ADR 60) before
+  writing anything.
 """
 
 from __future__ import annotations
