@@ -316,6 +316,9 @@ class EtcdOrderer:
         # each peer's header walk so far, kept across attempts: peer -> (our head's hash,
         # hashes). A walk cut by a 429 or a 503 goes on where it stopped (ADR 47).
         self._walks: dict[str, tuple[bytes, list[bytes]]] = {}
+        # and each peer's walk from a synced run's end towards the block its final checkpoint
+        # names: peer -> (the run's last hash, hashes), kept across attempts the same way
+        self._binds: dict[str, tuple[bytes, list[bytes]]] = {}
         # catch-up: the blocks (first height, hashes) re-executed up to a peer's final
         # checkpoint and checked against it, and that checkpoint
         self._vouched: tuple[int, list[bytes]] | None = None
@@ -1428,11 +1431,23 @@ class EtcdOrderer:
         if height < end.height or (height == end.height and block_hash != end.hash):
             raise SyncError(f"{peer}'s final checkpoint (size {cp.checkpoint.size}) names "
                             f"block {height}, not one of the chain it sent")
-        after: list[bytes] = []
-        if self._walk_headers(peer, end.height, end.hash, after, height) != block_hash:
+        # Kept per peer from the run's end (a retry fetches the same run): a walk cut by a
+        # 429 or a 503 goes on where it stopped, or a long gap could never be crossed (ADR 47).
+        kept = self._binds.get(peer)
+        after = list(kept[1]) if kept is not None and kept[0] == end.hash else []
+        del after[height - end.height:]
+        self._binds[peer] = (end.hash, after)
+        try:
+            last = self._walk_headers(peer, end.height, end.hash, after, height)
+        except SyncError:
+            self._binds.pop(peer, None)
+            raise
+        if last != block_hash:
+            self._binds.pop(peer, None)
             raise SyncError(f"{peer}'s block {height} is not the one its final checkpoint "
                             f"(size {cp.checkpoint.size}) names: blocks other than the "
                             "network's")
+        self._binds.clear()
         self._vouched = (run[0].height, hashes + after)
 
     def _peer_blocks(self, peer: str, start: int, count: int) -> list[list[Any]]:

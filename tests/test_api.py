@@ -1243,6 +1243,56 @@ def test_a_header_walk_cut_by_a_peers_rate_limit_goes_on_where_it_stopped(
     assert hashes == [node.store.block(h).hash for h in range(1, top + 1)]
 
 
+def test_a_walk_to_the_block_a_checkpoint_names_cut_by_a_rate_limit_goes_on_where_it_stopped(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A synced run is bound to the block the peer's final checkpoint names by the peer's
+    headers from the run's end to it (ADR 60). That walk started again from the run's end on
+    every attempt: a peer's 429 or 503 part way (catch-up reads are paid by size and served
+    two at a time: ADR 47) cut it each time, and a long gap to the checkpoint's block could
+    never be crossed. It goes on where it stopped, as the walk to the marker does."""
+    import types
+    from dataclasses import replace
+
+    from node import replication
+    from node.replication import EtcdOrderer
+    from node.service import Node
+
+    data = make_demo(tmp_path / "demo")
+    node = Node(data, "edu", PASS, clock=lambda: NOW, workers=0)
+    assert node.store.head is not None
+    top = node.store.head.height
+    assert top > 8
+    text = node.store.checkpoint()
+    assert text is not None
+    cp = SignedCheckpoint.from_text(text)  # names the head's block
+    run = [types.SimpleNamespace(head=node.store.block(1))]  # a run that ends at block 1
+    app = create_app(replace(settings_for(data), rate_limit_per_minute=300, rate_limit_burst=4),
+                     node=node, clock=lambda: NOW)
+    monkeypatch.setattr(replication, "SYNC_HEADERS", 1)  # a page per header: a long gap
+    with serve(app) as url, httpx.Client(timeout=30) as client:
+        me = types.SimpleNamespace(
+            _peers_http=types.SimpleNamespace(client=lambda: client), _binds={},
+            _vouched=None, _heartbeat=lambda: None)
+        me._peer_get = lambda url, cap, params=None: EtcdOrderer._peer_get(  # type: ignore[arg-type]
+            me, url, cap, params)  # type: ignore[arg-type]
+        me._walk_headers = lambda *a: EtcdOrderer._walk_headers(me, *a)  # type: ignore[arg-type]
+        refused = 0
+        for _ in range(60):  # the apply loop: a failed catch-up is tried again shortly
+            try:
+                EtcdOrderer._bind(me, url, run, cp)  # type: ignore[arg-type]
+                break
+            except httpx.HTTPStatusError as e:
+                if e.response.status_code != 429:
+                    raise
+                refused += 1
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the walk to the checkpoint's block never ended")
+    assert refused > 0  # the peer's limit did cut the walk
+    assert me._vouched == (1, [node.store.block(h).hash for h in range(1, top + 1)])
+    assert me._binds == {}
+
+
 def test_a_bundle_whose_proof_misses_the_root_is_not_handed_out(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Node hashes are read without LevelDB's checksums (ADR 47): a damaged one would give the
