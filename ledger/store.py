@@ -43,6 +43,7 @@ from ledger.chain import (
 )
 from ledger.checkpoint import SignedCheckpoint
 from ledger.errors import CheckpointError, DecodeError, StoreError
+from ledger.finality import checkpoint_block
 from ledger.state import STATUS_LIST_SIZE, Credential, Registry, credential_key
 from ledger.tx import STATUSES, Tx
 
@@ -288,6 +289,18 @@ class Store:
         if self.root_at(cp.size) != cp.root:
             raise StoreError(f"stored log does not match its checkpoint at size {cp.size}: "
                              f"expected root {cp.root.hex()}, found {self.root_at(cp.size).hex()}")
+        if not cp.extensions:
+            return  # (a checkpoint of a store written before ADR 60 names no block)
+        try:
+            height, block_hash = checkpoint_block(cp)
+        except CheckpointError as e:
+            raise StoreError(f"stored checkpoint is corrupt: {e}") from e
+        # the same log grouped into other blocks (ADR 60): a chain no quorum signed
+        at = self.block(height) if height <= self.head.height else None
+        if at is None or at.hash != block_hash or at.log_size != cp.size:
+            raise StoreError(f"stored blocks do not match their checkpoint at size {cp.size}: it "
+                             f"names block {height} {block_hash.hex()}, which this store does "
+                             "not hold there")
 
     def _need(self, key: bytes, *, verify: bool = True) -> bytes:
         v = self._db.get(key, verify_checksums=verify)

@@ -1071,10 +1071,12 @@ class EtcdOrderer:
             if text is None:
                 continue
             try:
-                verify_final(SignedCheckpoint.from_text(text.decode("utf-8")),
-                             self.store.registry_at(height), header.time)
+                cp = SignedCheckpoint.from_text(text.decode("utf-8"))
+                verify_final(cp, self.store.registry_at(height), header.time)
             except (LedgerError, UnicodeDecodeError):
                 continue
+            if cp.checkpoint != checkpoint_of(self.network, header):
+                continue  # not this block's (its root, or the block it names: ADR 60)
             return int(header.log_size)
         return 0
 

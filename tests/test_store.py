@@ -28,6 +28,7 @@ from ledger.chain import (
     block_key,
     build_block,
     build_genesis,
+    checkpoint_key,
     entry_key,
     head_key,
     node_key,
@@ -626,6 +627,39 @@ def test_missing_registry(small_store: Path) -> None:
     _edit(small_store, deletes=tuple(registry_key(h) for h in range(3)))
     with pytest.raises(StoreError):
         Store(small_store)
+
+
+def _cp_text(size: int, root: bytes, lines: tuple[str, ...]) -> bytes:
+    from ledger.checkpoint import Checkpoint
+
+    return Checkpoint(NET, size, root, lines).sign("reg", REG.node_key).to_text().encode()
+
+
+@pytest.mark.parametrize("case", ["ahead", "root", "height", "hash", "line"])
+def test_a_store_off_its_own_checkpoint_is_refused(small_store: Path, case: str) -> None:
+    """The last stored checkpoint must lie on the store's chain: its size within the head's
+    (else the store was rolled back), its root the log's there, and (ADR 60) the block it names
+    the block ending there (else the same log was regrouped into blocks no quorum signed)."""
+    from ledger.finality import block_line
+
+    with Store(small_store, create=False) as s:
+        assert s.head is not None
+        top = s.block(s.head.height)
+        size, root, height, block_hash = top.log_size, top.log_root, top.height, top.hash
+        good = _cp_text(size, root, (block_line(height, block_hash),))
+        s.put_checkpoints({size: good})
+    with Store(small_store, create=False) as s:  # the true checkpoint: it opens
+        assert s.checkpoint() == good
+    bad = {
+        "ahead": (size + 1, root, block_line(height + 1, block_hash), "rolled back"),
+        "root": (size, bytes(32), block_line(height, block_hash), "expected root"),
+        "height": (size, root, block_line(height - 1, block_hash), "names block"),
+        "hash": (size, root, block_line(height, bytes(32)), "names block"),
+        "line": (size, root, "block x", "checkpoint is corrupt"),
+    }[case]
+    _edit(small_store, {checkpoint_key(bad[0]): _cp_text(bad[0], bad[1], (bad[2],))})
+    with pytest.raises(StoreError, match=bad[3]):
+        Store(small_store, create=False)
 
 
 def test_refused_open_releases_lock(small_store: Path) -> None:
