@@ -1374,22 +1374,33 @@ class EtcdOrderer:
         head to ``target_hash`` (the pruning marker's): so they are the network's."""
         head = self.store.head
         assert head is not None
-        # Each peer's own walk, kept from our head across attempts (and marker moves): one
-        # peer's headers never stand in for another's, so a liar's prefix costs only itself.
-        walk = self._walks.get(peer)
-        hashes = list(walk[1]) if walk is not None and walk[0] == head.hash else []
-        del hashes[max(0, target - head.height):]
-        self._walks[peer] = (head.hash, hashes)
+        return self._resumed_walk(
+            self._walks, peer, head.height, head.hash, target, target_hash,
+            f"{peer}'s block {target} is not the network's (its hash differs from the pruning "
+            "marker's)")
+
+    def _resumed_walk(self, walks: dict[str, tuple[bytes, list[bytes]]], peer: str,
+                      height: int, block_hash: bytes, target: int, target_hash: bytes,
+                      wrong: str) -> list[bytes]:
+        """``peer``'s hashes of blocks ``height``+1..``target``, checked to chain from
+        ``block_hash`` (block ``height``'s) to ``target_hash``, else SyncError(``wrong``).
+        Each peer's own walk is kept in ``walks`` across attempts (and marker moves): one cut
+        by a 429 or a 503 goes on where it stopped, or a long gap could never be crossed (ADR
+        47); one peer's headers never stand in for another's, so a liar's prefix costs only
+        itself."""
+        walk = walks.get(peer)
+        hashes = list(walk[1]) if walk is not None and walk[0] == block_hash else []
+        del hashes[max(0, target - height):]
+        walks[peer] = (block_hash, hashes)
         try:
-            prev = self._walk_headers(peer, head.height, head.hash, hashes, target)
+            last = self._walk_headers(peer, height, block_hash, hashes, target)
         except SyncError:
-            self._walks.pop(peer, None)
+            walks.pop(peer, None)
             raise
-        if prev != target_hash:
-            self._walks.pop(peer, None)
-            raise SyncError(f"{peer}'s block {target} is not the network's (its hash differs "
-                            "from the pruning marker's)")
-        self._walks.clear()
+        if last != target_hash:
+            walks.pop(peer, None)
+            raise SyncError(wrong)
+        walks.clear()
         return hashes
 
     def _walk_headers(self, peer: str, height: int, block_hash: bytes, hashes: list[bytes],
@@ -1433,23 +1444,11 @@ class EtcdOrderer:
         if height < end.height or (height == end.height and block_hash != end.hash):
             raise SyncError(f"{peer}'s final checkpoint (size {cp.checkpoint.size}) names "
                             f"block {height}, not one of the chain it sent")
-        # Kept per peer from the run's end (a retry fetches the same run): a walk cut by a
-        # 429 or a 503 goes on where it stopped, or a long gap could never be crossed (ADR 47).
-        kept = self._binds.get(peer)
-        after = list(kept[1]) if kept is not None and kept[0] == end.hash else []
-        del after[height - end.height:]
-        self._binds[peer] = (end.hash, after)
-        try:
-            last = self._walk_headers(peer, end.height, end.hash, after, height)
-        except SyncError:
-            self._binds.pop(peer, None)
-            raise
-        if last != block_hash:
-            self._binds.pop(peer, None)
-            raise SyncError(f"{peer}'s block {height} is not the one its final checkpoint "
-                            f"(size {cp.checkpoint.size}) names: blocks other than the "
-                            "network's")
-        self._binds.clear()
+        # (kept per peer from the run's end: a retry fetches the same run)
+        after = self._resumed_walk(
+            self._binds, peer, end.height, end.hash, height, block_hash,
+            f"{peer}'s block {height} is not the one its final checkpoint (size "
+            f"{cp.checkpoint.size}) names: blocks other than the network's")
         self._vouched = (run[0].height, hashes + after)
 
     def _peer_blocks(self, peer: str, start: int, count: int) -> list[list[Any]]:

@@ -15,7 +15,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -1199,6 +1199,35 @@ def test_catch_up_reads_are_few_at_a_time_and_pay_by_size(
         assert r.status_code == 429 and "catch-up read of 500 blocks" in r.json()["detail"]
 
 
+def _walker(client: Any, **fields: Any) -> Any:
+    """An EtcdOrderer's header walks, catch-up and peer reads alone (no store, no etcd),
+    over the HTTP ``client`` (a callable giving it), with ``fields`` as its state."""
+    import types
+
+    from node.replication import EtcdOrderer
+
+    me = types.SimpleNamespace(_peers_http=types.SimpleNamespace(client=client),
+                               _heartbeat=lambda: None, **fields)
+    for name in ("_peer_get", "_walk_headers", "_resumed_walk", "_headers_from"):
+        setattr(me, name, getattr(EtcdOrderer, name).__get__(me))
+    return me
+
+
+def _retried_past_429(step: Callable[[], Any], tries: int) -> tuple[Any, int]:
+    """``step()`` tried again after each 429 (as the apply loop tries a failed catch-up again
+    shortly), ``tries`` times at most: its result and how many times it was refused."""
+    refused = 0
+    for _ in range(tries):
+        try:
+            return step(), refused
+        except httpx.HTTPStatusError as e:
+            if e.response.status_code != 429:
+                raise
+            refused += 1
+            time.sleep(0.2)
+    raise AssertionError(f"still refused after {tries} tries")
+
+
 def test_a_header_walk_cut_by_a_peers_rate_limit_goes_on_where_it_stopped(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Catch-up reads are paid by size and served two at a time (ADR 47): a walk a peer cuts
@@ -1207,7 +1236,6 @@ def test_a_header_walk_cut_by_a_peers_rate_limit_goes_on_where_it_stopped(
     from dataclasses import replace
 
     from node import replication
-    from node.replication import EtcdOrderer
     from node.service import Node
 
     data = make_demo(tmp_path / "demo")
@@ -1219,26 +1247,9 @@ def test_a_header_walk_cut_by_a_peers_rate_limit_goes_on_where_it_stopped(
                      node=node, clock=lambda: NOW)
     monkeypatch.setattr(replication, "SYNC_HEADERS", 1)  # a page per header: a long gap
     with serve(app) as url, httpx.Client(timeout=30) as client:
-        me = types.SimpleNamespace(
-            store=types.SimpleNamespace(head=types.SimpleNamespace(
-                height=0, hash=node.store.block(0).hash)),
-            _peers_http=types.SimpleNamespace(client=lambda: client), peers=[url],
-            _good_peer=0, _walks={}, _heartbeat=lambda: None)
-        me._peer_get = lambda url, cap, params=None: EtcdOrderer._peer_get(  # type: ignore[arg-type]
-            me, url, cap, params)  # type: ignore[arg-type]
-        me._walk_headers = lambda *a: EtcdOrderer._walk_headers(me, *a)  # type: ignore[arg-type]
-        refused = 0
-        for _ in range(200):  # the apply loop: a failed catch-up is tried again shortly
-            try:
-                hashes = EtcdOrderer._headers_from(me, url, top, target)  # type: ignore[arg-type]
-                break
-            except httpx.HTTPStatusError as e:
-                if e.response.status_code != 429:
-                    raise
-                refused += 1
-                time.sleep(0.2)
-        else:
-            raise AssertionError("the header walk never ended")
+        me = _walker(lambda: client, store=types.SimpleNamespace(head=types.SimpleNamespace(
+            height=0, hash=node.store.block(0).hash)), peers=[url], _good_peer=0, _walks={})
+        hashes, refused = _retried_past_429(lambda: me._headers_from(url, top, target), 200)
     assert refused > 0  # the peer's limit did cut the walk
     assert hashes == [node.store.block(h).hash for h in range(1, top + 1)]
 
@@ -1270,24 +1281,9 @@ def test_a_walk_to_the_block_a_checkpoint_names_cut_by_a_rate_limit_goes_on_wher
                      node=node, clock=lambda: NOW)
     monkeypatch.setattr(replication, "SYNC_HEADERS", 1)  # a page per header: a long gap
     with serve(app) as url, httpx.Client(timeout=30) as client:
-        me = types.SimpleNamespace(
-            _peers_http=types.SimpleNamespace(client=lambda: client), _binds={},
-            _vouched=None, _heartbeat=lambda: None)
-        me._peer_get = lambda url, cap, params=None: EtcdOrderer._peer_get(  # type: ignore[arg-type]
-            me, url, cap, params)  # type: ignore[arg-type]
-        me._walk_headers = lambda *a: EtcdOrderer._walk_headers(me, *a)  # type: ignore[arg-type]
-        refused = 0
-        for _ in range(60):  # the apply loop: a failed catch-up is tried again shortly
-            try:
-                EtcdOrderer._bind(me, url, run, cp)  # type: ignore[arg-type]
-                break
-            except httpx.HTTPStatusError as e:
-                if e.response.status_code != 429:
-                    raise
-                refused += 1
-                time.sleep(0.2)
-        else:
-            raise AssertionError("the walk to the checkpoint's block never ended")
+        me = _walker(lambda: client, _binds={}, _vouched=None)
+        _, refused = _retried_past_429(
+            lambda: EtcdOrderer._bind(me, url, run, cp), 60)  # type: ignore[arg-type]
     assert refused > 0  # the peer's limit did cut the walk
     assert me._vouched == (1, [node.store.block(h).hash for h in range(1, top + 1)])
     assert me._binds == {}
@@ -1367,13 +1363,8 @@ def test_a_peers_kept_headers_never_stand_in_for_anothers() -> None:
             return Reply(200, codec.encode([h.to_bytes()
                                             for h in honest[start - 1:start - 1 + 3]]))
 
-    me = types.SimpleNamespace(
-        store=types.SimpleNamespace(head=types.SimpleNamespace(height=0, hash=genesis)),
-        _peers_http=types.SimpleNamespace(client=Http), peers=["liar", "honest"],
-        _good_peer=0, _walks={}, _heartbeat=lambda: None)
-    me._headers_from = lambda peer, t, h: EtcdOrderer._headers_from(me, peer, t, h)  # type: ignore[arg-type]
-    me._peer_get = lambda url, cap, params=None: EtcdOrderer._peer_get(me, url, cap, params)  # type: ignore[arg-type]
-    me._walk_headers = lambda *a: EtcdOrderer._walk_headers(me, *a)  # type: ignore[arg-type]
+    me = _walker(Http, store=types.SimpleNamespace(head=types.SimpleNamespace(
+        height=0, hash=genesis)), peers=["liar", "honest"], _good_peer=0, _walks={})
     step = EtcdOrderer._from_peers
     with pytest.raises(Exception, match="no peer could bring"):  # honest cut by a 429
         step(me, lambda p: me._headers_from(p, 10, honest[9].hash), 10)  # type: ignore[arg-type]
