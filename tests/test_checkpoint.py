@@ -351,6 +351,7 @@ URLSAFE_ROOT = base64.urlsafe_b64encode(bytes([0xFB]) * 32).decode()  # has '-' 
         (f"{ORIGIN}\n10\n{ROOT_B64.rstrip('=')}\n", "base64"),
         (f"{ORIGIN}\n10\n{ROOT_B64[:-2]}B=\n", "canonical"),
         (f"{ORIGIN}\n10\n{URLSAFE_ROOT}\n", "base64"),
+        (f"{ORIGIN}\n10\n{ROOT_B64[:-2]}\u00e9=\n", "not standard padded base64"),
         (f"{ORIGIN}\n10\n{base64.b64encode(ROOT[:31]).decode()}\n", "31 bytes, expected 32"),
         (f"{ORIGIN}\n10\n{base64.b64encode(ROOT + b'x').decode()}\n", "33 bytes, expected 32"),
         (f"{ORIGIN}\n10\n", "2 lines, expected at least 3"),
@@ -437,7 +438,7 @@ def test_wrong_key_is_not_a_signer() -> None:
         (lambda t: t + "\n", "signature block is empty"),
         (lambda t: t.replace(EM + " ", "- "), "signature line"),
         (lambda t: t.replace(EM + " ", EM), "signature line"),
-        (lambda t: t.replace(f"{ORIGIN} ", f"{ORIGIN}  "), "signature"),
+        (lambda t: t.replace(f"{ORIGIN} ", f"{ORIGIN}  "), "not standard padded base64"),
         (lambda t: t.replace(f"{ORIGIN} ", "bad+name "), "key name"),
         (lambda t: t[:-3] + "!=\n", "base64"),
         (lambda t: t[:-2] + "\n", "base64"),
@@ -448,6 +449,45 @@ def test_wrong_key_is_not_a_signer() -> None:
 def test_from_text_rejects_malformed(mangle: Any, match: str) -> None:
     with pytest.raises(CheckpointError, match=match):
         SignedCheckpoint.from_text(mangle(signed().to_text()))
+
+
+@pytest.mark.parametrize("line", [f"{EM} {ORIGIN}", f"{EM} {ORIGIN} "])
+def test_a_signature_line_without_its_base64_is_malformed(line: str) -> None:
+    """A line with a name and no signature says what a signature line is."""
+    body = Checkpoint(ORIGIN, 7, ROOT).body().decode()
+    with pytest.raises(CheckpointError, match=f"expected '{EM} <name> <base64>'"):
+        SignedCheckpoint.from_text(f"{body}\n{line}\n")
+
+
+@pytest.mark.parametrize("what", [None, 7, ["a\n"]])
+def test_a_note_or_body_that_is_not_text_is_refused(what: Any) -> None:
+    """Parsers take str or bytes; anything else (a JSON null, a number) is a CheckpointError,
+    not an AttributeError from deep inside."""
+    with pytest.raises(CheckpointError, match="str or bytes"):
+        Checkpoint.from_body(what)
+    with pytest.raises(CheckpointError, match="str or bytes"):
+        SignedCheckpoint.from_text(what)
+    with pytest.raises(CheckpointError, match="str or bytes"):
+        open_note(what, VERIFIERS)
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("unit\x1fseparator\n", "control character"),
+    ("lone \ud800 surrogate\n", "lone surrogate"),
+])
+def test_open_note_refuses_text_it_could_not_have_signed(text: str, match: str) -> None:
+    """Every control character but newline (the last, U+001F, too) and a lone surrogate are
+    refused as a CheckpointError before anything is verified."""
+    line = sign_note("body\n", "a.example", LOG).split("\n")[-2]
+    with pytest.raises(CheckpointError, match=match):
+        open_note(f"{text}\n{line}\n", {"a.example": LOG.public})
+
+
+def test_largest_tree_size_round_trips() -> None:
+    """2^64-1 is a tree size (the spec's bound is inclusive)."""
+    cp = Checkpoint(ORIGIN, (1 << 64) - 1, ROOT)
+    assert Checkpoint.from_body(cp.body()) == cp
+    assert b"\n18446744073709551615\n" in cp.body()
 
 
 def test_short_signature_blob_rejected() -> None:
@@ -580,6 +620,46 @@ def test_equivocation_needs_different_checkpoints() -> None:
     with pytest.raises(ValueError, match="two different checkpoints"):
         Equivocation(ORIGIN, 5, ROOT, ROOT, a.to_text(), a.cosign("w1.example", WITNESS_1)
                      .to_text())
+
+
+def test_no_equivocation_across_origins_even_signed_by_a_known_key() -> None:
+    """Two logs' checkpoints of one size are not evidence, even when a key we know signed both."""
+    a = signed(5, ROOT)
+    other_log = Checkpoint("other.example/log", 5, OTHER_ROOT).sign(ORIGIN, LOG)
+    assert other_log.signers(VERIFIERS) == {ORIGIN}
+    assert find_equivocation(a, other_log, VERIFIERS) is None
+    assert find_equivocation(other_log, a, VERIFIERS) is None
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"origin": ""}, "origin is empty"),
+    ({"origin": "a\nb"}, "control character"),
+    ({"size": -1}, "tree size"),
+    ({"size": True}, "tree size"),
+    ({"root_a": ROOT[:31]}, "roots are 32 bytes"),
+    ({"root_b": OTHER_ROOT + b"\x00"}, "roots are 32 bytes"),
+])
+def test_equivocation_validated_on_construction(kwargs: dict[str, Any], match: str) -> None:
+    """Evidence is checked as a Checkpoint is: origin a line, size a non-negative int (not a
+    bool), both roots 32 bytes."""
+    args: dict[str, Any] = {"origin": ORIGIN, "size": 5, "root_a": ROOT, "root_b": OTHER_ROOT,
+                            "note_a": "a\n", "note_b": "b\n", **kwargs}
+    with pytest.raises(ValueError, match=match):
+        Equivocation(**args)
+
+
+def test_equivocation_at_size_zero_and_of_unsigned_bodies() -> None:
+    """Size 0 is a tree size like any; a note without signatures is compared whole, so two
+    bodies of one root naming two blocks are two checkpoints. Signers given as any iterable
+    are kept as frozensets, so the evidence is hashable."""
+    three = Checkpoint(ORIGIN, 0, ROOT, ("block 3 " + ROOT_B64,)).body().decode()
+    four = Checkpoint(ORIGIN, 0, ROOT, ("block 4 " + ROOT_B64,)).body().decode()
+    ev = Equivocation(ORIGIN, 0, ROOT, ROOT, three, four, {"w1.example"}, ["w2.example"])
+    assert ev.size == 0
+    assert ev.signers_a == frozenset({"w1.example"}) and isinstance(ev.signers_a, frozenset)
+    assert isinstance(ev.signers_b, frozenset)
+    assert hash(ev) == hash(Equivocation(ORIGIN, 0, ROOT, ROOT, three, four, ["w1.example"],
+                                         {"w2.example"}))
 
 
 def test_one_root_in_two_blocks_is_equivocation() -> None:

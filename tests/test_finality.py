@@ -7,17 +7,19 @@ import re
 import pytest
 from conftest import T0, LedgerHarness
 
-from ledger.checkpoint import Checkpoint
+from ledger.checkpoint import Checkpoint, SignedCheckpoint, note_key_hash
 from ledger.errors import CheckpointError
 from ledger.finality import (
     block_line,
     checkpoint_block,
     checkpoint_verifiers,
     sign_checkpoint,
+    unregistered_signatures,
     verify_final,
 )
 from ledger.keys import PrivateKey
 from ledger.network import Agency
+from ledger.state import Registry
 
 
 def _head(ledger: LedgerHarness):  # type: ignore[no-untyped-def]
@@ -119,7 +121,66 @@ def test_a_checkpoint_names_the_block_it_ends_at(ledger: LedgerHarness,
     (("block 1 " + "A" * 42 + "B=",), "not canonical"),
     (("block 1 " + "A" * 43 + "= ",), "is not `block"),
     (("other 1", "block 1 " + "A" * 43 + "="), "is not `block"),
+    (("block1 " + "A" * 43 + "=",), "is not `block"),
+    (("block 1 " + "A" * 43,), "is not `block"),  # unpadded
+    (("block 1 " + "A" * 47 + "=",), "is not `block"),  # a 35-byte hash
+    (("block 1 " + "A" * 42 + "==",), "is not `block"),  # a 31-byte hash
 ])
 def test_a_block_line_that_does_not_parse_is_refused(lines: tuple[str, ...], said: str) -> None:
     with pytest.raises(CheckpointError, match=re.escape(said)):
         checkpoint_block(Checkpoint("demo", 5, bytes(32), lines))
+
+
+def _short_of_quorum(cp: SignedCheckpoint, registry: Registry, t: int) -> str:
+    """The message of verify_final's refusal of ``cp``, one signature short of quorum."""
+    with pytest.raises(CheckpointError, match="1 of 2") as info:
+        verify_final(cp, registry, t)
+    return str(info.value)
+
+
+def test_a_short_quorum_blames_no_key_that_was_valid_or_not_a_node_key(
+        ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """When a checkpoint falls short, the message lists only registered node keys that were not
+    valid at the time: not the valid node key that did sign, not an issuer key, and not the
+    agency's earlier node key when a stranger signed under its name."""
+    reg, edu = agencies["reg"], agencies["edu"]
+    head = _head(ledger)
+    cp = sign_checkpoint("demo", head, [("reg", reg.node_key), ("edu", edu.issuer_key)])
+    assert "not counted" not in _short_of_quorum(cp, ledger.registry, head.time)
+    ledger.govern("rotate_key", {"agency": "reg", "role": "node",
+                                 "new_key": PrivateKey(b"\x07" * 32).public.raw, "at": T0 + 50},
+                  [reg, edu], T0 + 50)
+    head = _head(ledger)
+    cp = sign_checkpoint("demo", head, [("edu", edu.node_key), ("reg", PrivateKey(bytes(32)))])
+    assert "not counted" not in _short_of_quorum(cp, ledger.registry, head.time)
+
+
+def test_a_node_key_not_valid_at_the_time_is_named_with_why(
+        ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A signature by a registered node key outside its validity says which side it fell on:
+    invalidated from the rotation (from that very second on), or not yet valid."""
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    first, second = PrivateKey(b"\x07" * 32), PrivateKey(b"\x08" * 32)
+    ledger.govern("rotate_key", {"agency": "reg", "role": "node", "new_key": first.public.raw,
+                                 "at": T0 + 50}, [reg, edu], T0 + 50)
+    ledger.govern("rotate_key", {"agency": "reg", "role": "node", "new_key": second.public.raw,
+                                 "at": T0 + 80}, [edu, tax], T0 + 80)
+    head = _head(ledger)
+    by_original = sign_checkpoint("demo", head, [("reg", reg.node_key), ("tax", tax.node_key)])
+    said = _short_of_quorum(by_original, ledger.registry, T0 + 50)
+    assert f"was invalidated from {T0 + 50}" in said
+    by_first = sign_checkpoint("demo", head, [("reg", first), ("tax", tax.node_key)])
+    said = _short_of_quorum(by_first, ledger.registry, T0 + 20)
+    assert f"is only valid from {T0 + 50}" in said and "invalidated" not in said
+    said = _short_of_quorum(by_first, ledger.registry, T0 + 80)
+    assert f"was invalidated from {T0 + 80}" in said
+
+
+def test_a_stored_line_by_an_issuer_key_is_unregistered(ledger: LedgerHarness,
+                                                        agencies: dict[str, Agency]) -> None:
+    """Only node keys sign checkpoints: a line by an agency's (registered) issuer key is by no
+    node key the registry has, so the audit finds it altered."""
+    reg, edu = agencies["reg"], agencies["edu"]
+    cp = sign_checkpoint("demo", _head(ledger), [("reg", reg.node_key), ("edu", edu.issuer_key)])
+    key_hash = note_key_hash("edu", edu.issuer_key.public.raw).hex()
+    assert unregistered_signatures(cp, ledger.registry) == [f"edu+{key_hash} (no such key)"]
