@@ -328,3 +328,25 @@ def test_a_reader_that_stays_gets_everything(demo: Path) -> None:
                           "--json"], capture_output=True, text=True, timeout=120, check=False)
     assert got.returncode == 0, got.stderr
     assert got.stdout.startswith("{") and got.stdout.endswith("}\n")
+
+
+@pytest.mark.parametrize(("encoding", "takes"), [
+    ("utf-8", True), ("UTF-8", True), ("utf_8", True), ("UTF8", True), ("ascii", False),
+    ("latin-1", False), (None, "unknown"),
+])
+def test_a_stream_takes_any_character_when_its_encoding_is_utf8_by_any_spelling(
+        encoding: str | None, takes: bool | str) -> None:
+    """Python and locales spell UTF-8 several ways (``UTF-8``, ``utf_8``, ``utf8``); each is
+    one that takes every character. A stream naming no encoding is what the caller says."""
+    from ledger.files import takes_any_character
+
+    class Stream:
+        pass
+
+    stream = Stream()
+    stream.encoding = encoding  # type: ignore[attr-defined]
+    if takes == "unknown":
+        assert takes_any_character(stream, unknown=True) is True
+        assert takes_any_character(stream) is False
+    else:
+        assert takes_any_character(stream) is takes

@@ -74,3 +74,18 @@ def test_a_proposal_with_such_a_time_can_be_read_before_signing() -> None:
     lines = describe(tx)
     assert any(line.startswith("  until = ") and "past the year 9999" in line
                for line in lines)
+
+
+def test_a_time_before_the_year_1_is_not_said_to_be_past_9999() -> None:
+    """Too early for ``datetime`` is said as seconds from 1970, not as past the year 9999."""
+    shown = utc_text(-LAST)
+    assert shown == f"{-LAST} s from 1970"
+    assert "9999" not in local_text(-LAST, time_zone("Asia/Shanghai"))
+
+
+def test_a_named_zone_shows_its_offset_even_at_utc() -> None:
+    """The bare " UTC" is for UTC itself and for a machine kept on UTC; a zone named by its
+    IANA name is shown with its offset, as London's is in winter, even when it is UTC's."""
+    t = 1_764_489_900  # 2025-11-30 08:05:00 UTC
+    assert local_text(t, time_zone("Etc/UTC")) == "2025-11-30 08:05:00 UTC+00:00"
+    assert local_text(t, time_zone("Etc/UTC"), seconds=False) == "2025-11-30 08:05 UTC+00:00"

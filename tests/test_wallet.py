@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -461,9 +462,42 @@ def test_an_envelope_too_big_for_a_qr_code_names_its_checkpoints_share(
     lines = "".join(f"\u2014 agency-{i:02d} {base64.b64encode(os.urandom(68)).decode()}\n"
                     for i in range(30))
     big = replace(env, checkpoint=env.checkpoint + lines).to_bytes()
-    with pytest.raises(WalletError, match=r"of which [0-9,]+ the checkpoint with 3[0-9] "
-                                          r"co-signatures\) does not fit one QR code"):
+    text = Envelope.from_bytes(big).checkpoint
+    count = len(SignedCheckpoint.from_text(text).signatures)
+    assert count >= 30 and len(text.encode()) > len(text)  # (em dashes: bytes, not characters)
+    with pytest.raises(WalletError, match=re.escape(
+            f"of which {len(text.encode()):,} the checkpoint with {count} co-signatures) "
+            "does not fit one QR code")):
         make_qr(big)
+
+
+def test_a_small_envelope_gets_a_full_qr_code_with_its_room_spent_on_correction() -> None:
+    """However short the bytes, the code is a full QR code (not a Micro QR code, which phone
+    readers do not all read), and room the version has to spare goes to error correction."""
+    from wallet.qr import make_qr
+
+    code = make_qr(b"\x01" * 10)
+    assert not code.is_micro
+    assert (code.version, code.error) == (1, "Q")
+
+
+def test_a_qr_code_is_drawn_in_half_blocks_where_the_terminal_shows_them() -> None:
+    """Half blocks on a UTF-8 stream or one that names no encoding; colour escapes on one that
+    cannot show them (an escaped block would not scan)."""
+    from wallet.qr import make_qr, print_qr
+
+    code = make_qr(b"\x01" * 10)
+    for stream in (io.StringIO(), io.TextIOWrapper(io.BytesIO(), encoding="utf-8")):
+        print_qr(code, stream)
+        stream.flush()
+        drawn = stream.getvalue() if isinstance(stream, io.StringIO) \
+            else stream.buffer.getvalue().decode()
+        assert any(c in drawn for c in "\u2580\u2584\u2588") and "\x1b[" not in drawn
+    ascii_out = io.TextIOWrapper(io.BytesIO(), encoding="ascii")
+    print_qr(code, ascii_out)
+    ascii_out.flush()
+    drawn = ascii_out.buffer.getvalue().decode("ascii")
+    assert "\x1b[" in drawn and not any(c in drawn for c in "\u2580\u2584\u2588")
 
 
 def test_refusal_is_a_ledger_error() -> None:
