@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from wallet.core import Wallet
+from wallet.store import open_sealed
 
 BIN = Path(sys.executable).parent
 
@@ -312,3 +313,57 @@ def test_an_approval_that_does_not_check_out_is_kept_beside_the_wallet(
     assert "could not be kept" in " ".join(r.stderr.split()), r.stderr
     assert r.stdout.strip() == base64.urlsafe_b64encode(bundle).rstrip(b"=").decode()
     assert kept.read_bytes() == bundle and held() == before
+
+
+def test_an_approval_answered_as_the_wallet_is_stopped_is_still_kept(
+        demo_server: tuple[str, dict[str, str], Path]) -> None:
+    """A SIGTERM (or Ctrl-C) that reaches `wallet apply` while the node decides: the node
+    commits its decision and gives the approval credential once, so the wallet takes the
+    answer in and keeps the credential before it stops (exit 143); stopped on the spot, it
+    lost the credential for good, with the decision on the ledger."""
+    _, env, tmp = demo_server
+    wallet_path, pw = Path(env["WALLET_PATH"]), env["WALLET_PASSPHRASE"].encode()
+    # The node's answer: a real credential bound to this wallet's key, one it holds no more
+    # (its degree, taken out first), so that keeping it shows in the wallet.
+    degree = next(c for c in open_sealed(wallet_path.read_bytes(), pw)[0].credentials
+                  if c.type == "degree")
+    r = subprocess.run([str(BIN / "wallet"), "remove", degree.id, "--yes"],
+                       capture_output=True, text=True, env=env, cwd=tmp, timeout=120,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    applying: list[subprocess.Popen[str]] = []
+
+    class StoppedWhileDeciding(_JsonNode):
+        """Asks for what the rule needs; at /apply stops the wallet, then answers."""
+
+        def answer(self) -> dict[str, object]:
+            me = f"http://127.0.0.1:{self.server.server_address[1]}"
+            if self.path.endswith("/apply"):
+                applying[0].send_signal(signal.SIGTERM)  # the decision is being made
+                return {"decision": "approved", "path": "standard", "reasons": ["eligible"],
+                        "approval_tx": "cd" * 32, "documents": [],
+                        "bundle": base64.urlsafe_b64encode(degree.bundle).decode()}
+            return {"requests": [
+                {"nonce": "n-1", "audience": me, "type": "person-id",
+                 "claims": ["district", "age_over_65"]},
+                {"nonce": "n-2", "audience": me, "type": "income-statement",
+                 "claims": ["annual_income"]}]}
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StoppedWhileDeciding)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with subprocess.Popen([str(BIN / "wallet"), "apply", "elderly-allowance", "--node",
+                               f"http://127.0.0.1:{server.server_address[1]}", "--registry",
+                               "demo-data/snapshot.bin", "--yes"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=tmp) as proc:
+            applying.append(proc)
+            _, said = proc.communicate(timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    held = Wallet.open(wallet_path, pw).list()
+    assert degree.id in [c.id for c in held], said  # the credential the node answered with
+    assert not list(wallet_path.parent.glob("approval-*.bundle"))
+    assert proc.returncode == 128 + signal.SIGTERM, said  # it stops, as asked, afterwards
+    assert "stopping once the agency's answer is kept" in " ".join(said.split()), said
+    assert "approved (standard): eligible" in said

@@ -526,10 +526,11 @@ def apply(
     """Apply for SERVICE: answer its rule's requests with only the claims it needs, and keep
     the approval credential the agency issues."""
     import base64
+    import contextlib
 
     import httpx
 
-    from ledger.files import write_atomic
+    from ledger.files import interrupts_held, write_atomic
     from ledger.offline import load_snapshot
     from ledger.presentation import Request
     from ledger.state import rule_hash
@@ -541,7 +542,7 @@ def apply(
         WalletFileError,
     )
 
-    with _errors():
+    with _errors(), contextlib.ExitStack() as finishing:
         snap = load_snapshot(_read_file(registry, "registry snapshot"))
         reg = snap.registry
         rule = reg.rule(service)
@@ -613,6 +614,11 @@ def apply(
                 body = {"holder_jwk": holder, "presentations": [
                     {"nonce": n, "envelope": base64.urlsafe_b64encode(e).rstrip(b"=").decode()}
                     for n, e in answers]}
+                # From here the node decides, commits the decision and issues the approval
+                # credential once: a Ctrl-C or SIGTERM while it answers, or before the answer is
+                # kept, lost the credential for good (the decision stayed on the ledger). It
+                # takes effect once the credential is in the wallet or in a file beside it.
+                finishing.enter_context(interrupts_held(_finishing_application))
                 got = client.post(f"{base}/v1/services/{service}/apply", json=body)
         except httpx.HTTPError as e:
             raise WalletError(f"cannot reach {base}: {e}") from e
@@ -662,6 +668,12 @@ def apply(
         if decision.get("documents"):
             err.print(f"  documents still required: {escape(', '.join(decision['documents']))}")
         out.print(info.id)
+
+
+def _finishing_application() -> None:
+    err.print("[yellow]stopping once the agency's answer is kept (it may have decided "
+              "already, and gives its approval credential once); Ctrl-C again to stop at "
+              "once[/]")
 
 
 def _detail(resp: Any) -> str:
