@@ -1527,3 +1527,38 @@ def test_a_wallet_gives_from_one_to_a_hundred_holder_keys(wallet: Wallet) -> Non
     for n in (0, MAX_KEYS + 1):
         with pytest.raises(WalletError, match="give from 1 to 100 holder keys"):
             wallet.holder_jwks(n)
+
+
+def test_a_file_with_no_end_given_as_input_is_refused_not_read_whole(
+        live_world: World, tmp_path: Path) -> None:
+    """A file given by mistake that never ends (/dev/zero) or is huge, as a bundle, a request,
+    a backup, a snapshot or the wallet itself: refused in one line once past the largest any
+    of them may be, not read whole (all the memory there was, then a MemoryError traceback);
+    the wallet is left as it was."""
+    import resource
+
+    w = tmp_path / "wallet.db"
+    assert _run(["init"], w).returncode == 0
+    before = w.read_bytes()
+    registry = tmp_path / "registry.bin"
+    registry.write_bytes(live_world.ledger.registry.to_bytes())
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(REQ.to_json()))
+    endless = "/dev/zero"
+
+    def small_memory() -> None:  # what a small machine has: the read must stop well within
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    env = {k: v for k, v in os.environ.items() if k != "WALLET_PATH"}
+    env |= {"WALLET_PASSPHRASE": PASS.decode(), "COLUMNS": "200", "NO_COLOR": "1"}
+    for wallet, args in ((w, ["receive", endless, "--registry", str(registry)]),
+                         (w, ["receive", str(request), "--registry", endless]),
+                         (w, ["present", "abcdef", "--request", endless, "--yes"]),
+                         (w, ["restore", endless, "--yes"]),
+                         (Path(endless), ["list"])):
+        r = subprocess.run([str(WALLET_BIN), "--wallet", str(wallet), *args],
+                           capture_output=True, text=True, env=env, cwd=tmp_path,
+                           stdin=subprocess.DEVNULL, preexec_fn=small_memory, check=False)
+        assert r.returncode in (1, 2) and "Traceback" not in r.stderr, (args, r.stderr)
+        assert f"{endless} is over 67,108,864 bytes" in r.stderr, (args, r.stderr)
+        assert w.read_bytes() == before

@@ -130,10 +130,14 @@ def _open() -> Any:
 
 
 def _read_file(path: Path, what: str) -> bytes:
+    from wallet.core import read_at_most
     from wallet.errors import WalletError
+    from wallet.store import MAX_FILE
 
     try:
-        return path.read_bytes()
+        # MAX_FILE: the largest of what is read here (a wallet backup; a snapshot's own
+        # limit is the same 64 MiB), so nothing that could be one is refused
+        return read_at_most(path, MAX_FILE, f"the {what}")
     except OSError as e:
         raise WalletError(f"cannot read the {what} {path}: {e.strerror or e}") from e
 

@@ -56,7 +56,7 @@ from wallet.store import (
 from wallet.verify import verify_bundle
 
 __all__ = ["ALWAYS_VISIBLE", "CredentialInfo", "Disclosure", "Wallet", "beyond_rule",
-           "holder_key", "verifier_of"]
+           "holder_key", "read_at_most", "verifier_of"]
 
 ALWAYS_VISIBLE = ("iss", "vct", "iat", "nbf", "exp", "cnf", "status")
 """Claims of the issuer-signed JWT that every presentation shows (not selectively disclosable)."""
@@ -762,11 +762,23 @@ def _keep_aside(path: Path, blob: bytes) -> Path:
 
 def _read(path: Path, what: str) -> bytes:
     try:
-        return path.read_bytes()
+        return read_at_most(path, MAX_FILE, f"the {what} file")
     except FileNotFoundError as e:
         raise WalletFileError(f"no {what} file at {path}") from e
     except OSError as e:
         raise WalletFileError(f"cannot read {what} file {path}: {e.strerror or e}") from e
+
+
+def read_at_most(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of ``path``, refused (:class:`WalletError`) past ``limit``: read whole
+    first, a file given by mistake (a disk image, ``/dev/zero``) took all the memory there
+    was, and ended in a MemoryError traceback instead of a word on what was wrong."""
+    with path.open("rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise WalletError(f"{what} {path} is over {limit:,} bytes: it is not one; check the "
+                          "file given (nothing was changed)")
+    return data
 
 
 def _claims(serialized: str) -> dict[str, Any]:
