@@ -153,6 +153,23 @@ def test_a_wallet_opened_through_a_link_saves_to_the_file_it_points_to(
     assert [c.id for c in Wallet.open(wallet.path, PASS).list()] == [info.id]  # to the update
 
 
+def test_a_wallet_is_created_through_a_link_to_a_file_not_made_yet(tmp_path: Path) -> None:
+    """`wallet init` through a symbolic link to where the wallet is to be kept (another disk,
+    a synced folder) makes the wallet there, as open and saves follow the link: it said "a
+    wallet already exists" of the link alone, where there was none."""
+    kept = tmp_path / "usb" / "wallet.db"
+    kept.parent.mkdir()
+    link = tmp_path / "home" / "wallet.db"
+    link.parent.mkdir()
+    link.symlink_to(kept)
+    r = _run(["init"], link)
+    assert r.returncode == 0, r.stderr
+    assert link.is_symlink() and stat.S_IMODE(kept.stat().st_mode) == 0o600
+    assert Wallet.open(link, PASS).holder_jwk() == json.loads(r.stdout)
+    r = _run(["init"], link)  # and now one is there: never replaced
+    assert r.returncode == 1 and "already exists" in r.stderr, r.stderr
+
+
 def test_init_receive_list_show_present_verifies(world: World, wallet: Wallet) -> None:
     info = wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(),
                           registry=world.ledger.registry, now=NOW)

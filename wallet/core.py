@@ -157,7 +157,12 @@ class Wallet:
     # -- lifecycle --------------------------------------------------------------------------
     @classmethod
     def init(cls, path: Path, passphrase: bytes, *, seed: bytes | None = None) -> Wallet:
-        """Create a new wallet file with a fresh Ed25519 holder key; never overwrites."""
+        """Create a new wallet file with a fresh Ed25519 holder key; never overwrites.
+
+        A symbolic link to a file not made yet (a wallet kept on another disk, say) is
+        followed, as :meth:`open` follows it: taken as it is, the link itself was the "wallet
+        already there" that a new one must not replace."""
+        path = path.resolve()
         if path.exists():
             raise WalletFileError(f"a wallet already exists at {path}; not overwriting it")
         params = KdfParams.fresh()
