@@ -20,7 +20,7 @@ import pytest
 import segno
 from conftest import DAY, T0, LedgerHarness
 
-from ledger import sdjwt
+from ledger import codec, sdjwt
 from ledger.checkpoint import SignedCheckpoint
 from ledger.credentials import issue_credential, issuer_uri, status_list, status_list_uri
 from ledger.errors import LedgerError
@@ -1579,3 +1579,29 @@ def test_a_file_with_no_end_given_as_input_is_refused_not_read_whole(
         assert r.returncode in (1, 2) and "Traceback" not in r.stderr, (args, r.stderr)
         assert f"{endless} is over 67,108,864 bytes" in r.stderr, (args, r.stderr)
         assert w.read_bytes() == before
+
+
+def test_a_wallet_asking_more_memory_than_there_is_says_so(wallet: Wallet,
+                                                           tmp_path: Path) -> None:
+    """A wallet file's header names the memory its key stretching takes (up to 1 GiB, the
+    strongest preset; a changed header too, found out only after). Where the process is given
+    less, the wallet says so in one line and changes nothing: it ended in a traceback."""
+    import resource
+
+    raw = codec.decode(wallet.path.read_bytes())
+    raw["mem"] = 1 << 30
+    asking = tmp_path / "asking.db"
+    asking.write_bytes(codec.encode(raw))
+
+    def small_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (700 << 20, 700 << 20))
+
+    env = {k: v for k, v in os.environ.items() if k != "WALLET_PATH"}
+    env |= {"WALLET_PASSPHRASE": PASS.decode(), "COLUMNS": "200", "NO_COLOR": "1"}
+    for args in (["list"], ["backup", str(tmp_path / "b.db")]):
+        r = subprocess.run([str(WALLET_BIN), "--wallet", str(asking), *args],
+                           capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
+                           preexec_fn=small_memory, check=False)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "asks for 1024 MiB of memory" in r.stderr, r.stderr
+    assert asking.read_bytes() == codec.encode(raw) and not (tmp_path / "b.db").exists()

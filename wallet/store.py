@@ -99,8 +99,16 @@ def derive_key(passphrase: bytes, params: KdfParams) -> bytes:
     """The SecretBox key: Argon2id(passphrase, salt) with the file's limits."""
     if not passphrase:
         raise WalletFileError("an empty passphrase is not allowed")
-    return nacl.pwhash.argon2id.kdf(nacl.secret.SecretBox.KEY_SIZE, passphrase, params.salt,
-                                    opslimit=params.ops, memlimit=params.mem)
+    try:
+        return nacl.pwhash.argon2id.kdf(nacl.secret.SecretBox.KEY_SIZE, passphrase, params.salt,
+                                        opslimit=params.ops, memlimit=params.mem)
+    except (nacl.exceptions.RuntimeError, MemoryError) as e:
+        # A header may ask for up to 1 GiB (a changed one too: the tag is checked only after);
+        # a machine or a limit that gives less ended in a traceback (as ledger.keys says it)
+        raise WalletFileError(f"cannot derive the wallet's key: the file asks for "
+                              f"{params.mem >> 20} MiB of memory to stretch the passphrase, "
+                              "more than this process was given; run it where more memory "
+                              f"is free (nothing was changed) ({e})") from e
 
 
 @dataclass(frozen=True, slots=True)
