@@ -237,6 +237,14 @@ def _until_pruned(writer: EtcdLog, orderer: EtcdOrderer) -> None:
         time.sleep(0.1)
 
 
+def _until_reads_fail(orderer: EtcdOrderer, timeout: float) -> None:
+    """Wait until ``orderer`` says its reads of etcd fail (its member frozen)."""
+    deadline = time.monotonic() + timeout
+    while not orderer.stats.reads_failing_since:
+        assert time.monotonic() < deadline, orderer.stats.last_error
+        time.sleep(0.05)
+
+
 def _final_block_by_reg(ledger: LedgerHarness, agencies: dict[str, Agency], writer: EtcdLog,
                         orderer: EtcdOrderer, tx_raw: bytes, t: int, *, cosigned: bool = True
                         ) -> tuple[int, bytes]:
@@ -1019,10 +1027,7 @@ def test_a_node_cut_off_from_etcd_refuses_submissions_at_once(tmp_path: Path) ->
 
                 os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
                 try:
-                    deadline = time.monotonic() + 60
-                    while not orderer.stats.reads_failing_since:
-                        assert time.monotonic() < deadline, orderer.stats.last_error
-                        time.sleep(0.1)
+                    _until_reads_fail(orderer, 60)
                     time.sleep(0.6)
                     put = orderer.stats.batches_put
                     r = post()
@@ -1122,10 +1127,7 @@ def test_a_node_reading_etcd_again_under_load_takes_submissions_again(
                 t.start()
             os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
             try:
-                deadline = time.monotonic() + 30
-                while not orderer.stats.reads_failing_since:
-                    assert time.monotonic() < deadline, orderer.stats.last_error
-                    time.sleep(0.05)
+                _until_reads_fail(orderer, 30)
             finally:
                 os.kill(_MEMBERS[url].pid, signal.SIGCONT)
             read = orderer.stats.batches_skipped
