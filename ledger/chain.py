@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from ledger import codec, merkle
 from ledger.block import GENESIS_PREV, BlockHeader
-from ledger.errors import TxRejected
+from ledger.errors import LedgerError, TxRejected
 from ledger.state import Machine, Registry, StateView, credential_key, genesis_registry
 from ledger.tx import Tx
 
@@ -239,3 +239,61 @@ def build_block(head: Head, registry: Registry, view: StateView, frontier: Compa
 
 
 
+
+
+class _NoState:
+    """The state view of :func:`follow_block`: governance reads none (it is the registry's)."""
+
+    def get(self, key: bytes) -> bytes | None:  # pragma: no cover - a rule, not a path
+        raise ValueError("a governance transaction read the ledger's state")
+
+
+def follow_block(head: Head, registry: Registry, frontier: CompactRange, header_bytes: bytes,
+                 raws: Sequence[bytes]) -> tuple[Head, Registry, CompactRange]:
+    """The head, registry and log frontier after another node's block, followed without the
+    ledger's state: its header must follow ``head`` (network, height, previous hash, first
+    index, a time not earlier, canonical bytes), its entries must make its log root, and its
+    governance transactions are applied to ``registry`` (they read nothing else). Its other
+    transactions are *not* checked: this finds the registry that judges a checkpoint at the
+    block's end, and holds nothing per transaction (a node catching up past a rotation, ADR
+    64); the blocks are re-executed in full before any is written. Raises ValueError."""
+    try:
+        header = BlockHeader.from_bytes(header_bytes)
+    except (LedgerError, ValueError) as e:
+        raise ValueError(f"block {head.height + 1}: header does not decode: {e}") from e
+    where = f"block {header.height}"
+    if header.to_bytes() != header_bytes:
+        raise ValueError(f"{where}: header is not canonical")
+    if header.net != registry.network:
+        raise ValueError(f"{where} is of network {header.net!r}, not {registry.network!r}")
+    if (header.height, header.prev_hash, header.first_index) != (head.height + 1, head.hash,
+                                                                 head.log_size):
+        raise ValueError(f"{where} does not follow block {head.height} (height, previous hash "
+                         "or first index)")
+    if header.time < head.time:
+        raise ValueError(f"{where}'s time {header.time} is before block {head.height}'s "
+                         f"({head.time})")
+    if header.tx_count != len(raws):
+        raise ValueError(f"{where} counts {header.tx_count} transactions and holds {len(raws)}")
+    machine = Machine(registry, _NoState())
+    fr = frontier.copy()
+    scratch: dict[bytes, bytes] = {}
+    for raw in raws:
+        fr.append(merkle.leaf_hash(raw), scratch)
+        scratch.clear()
+        if b"governance" not in raw:
+            continue  # (the type is a msgpack string in the payload: only these can be)
+        try:
+            tx = Tx.from_bytes(raw)
+        except LedgerError as e:
+            raise ValueError(f"{where}: an entry does not decode: {e}") from e
+        if tx.type == "governance":
+            try:
+                machine.apply(tx, header.time)
+            except TxRejected as e:
+                raise ValueError(f"{where}: governance transaction {tx.txid.hex()[:16]} does "
+                                 f"not apply: {e}") from e
+    if fr.root() != header.log_root:
+        raise ValueError(f"{where}'s entries do not make its log root")
+    return (Head(header.height, header.hash, header.log_size, header.log_root, header.time),
+            machine.registry, fr)

@@ -48,7 +48,7 @@ import httpx
 from ledger import codec, merkle
 from ledger.batch import Batch, Witness, block_time, check_batch, clock_signature, make_batch
 from ledger.block import BlockHeader
-from ledger.chain import BlockResult, Head, build_block, checkpoint_key
+from ledger.chain import BlockResult, Head, build_block, checkpoint_key, follow_block
 from ledger.checkpoint import Checkpoint, NoteSignature, SignedCheckpoint, note_key_hash
 from ledger.errors import (
     CheckpointError,
@@ -131,6 +131,13 @@ good)."""
 PRUNER_QUIET = 30.0
 """A current agency's node whose published position changed within this many seconds (by this
 node's monotonic timer) may be the one that prunes etcd (the first such agency is)."""
+
+MAX_VOUCH_BLOCKS = 1_000_000
+"""Blocks a catching-up node follows past a synced run to a peer's final checkpoint whose
+signers its registry does not know (a rotation between them), before the checkpoint's
+signatures can be checked: the block hashes it keeps (~100 bytes each) are bounded by this,
+not by the size the peer claims (ADR 64)."""
+
 PEER_QUIET = 35.0
 """A current agency's node whose published position has not changed for this long is reported
 (health: degraded): down, cut off from etcd, or no longer applying."""
@@ -143,6 +150,8 @@ SYNC_REPLY_BYTES = 32 << 20
 the catching-up node reads up to twice that."""
 SYNC_HEADERS = 5000
 """Headers per ``/v1/sync/headers`` request (~150 bytes each)."""
+SYNC_BLOCKS = 200
+"""Blocks per ``/v1/sync/blocks`` request (the peer stops short past its byte bound)."""
 PEER_READ_DEADLINE = 120.0
 """Seconds a peer's catch-up answer may take in all (a 64 MiB reply at ~0.5 MiB/s); the client's
 timeout is per read, and a peer sending a byte every few seconds held the apply loop for good."""
@@ -1495,21 +1504,31 @@ class EtcdOrderer:
                             f"{e}") from e
 
     def _vouch(self, peer: str, results: list[BlockResult], head: Head, registry: Registry,
-               frontier: Any, overlay: _Overlay, cp: SignedCheckpoint) -> None:
+               frontier: Any, cp: SignedCheckpoint) -> None:
         """Check ``cp`` (past the run ``results``, ending at ``head``) with the registry at its
-        own block: ``peer``'s blocks after the run re-executed up to it, not written. The
-        run's blocks and those after it are then vouched for by it (kept, so the next runs
-        need only match their hashes)."""
+        own block: ``peer``'s blocks after the run followed up to it by their headers, entries
+        and governance only (``follow_block``: nothing per transaction is held, however far
+        the checkpoint is; ADR 64), not written. The run's blocks and those after it are then
+        vouched for by it (kept, so the next runs need only match their hashes; each is still
+        re-executed in full before it is written)."""
         hashes = [r.head.hash for r in results if r.head is not None]
         at, at_registry, at_frontier = head, registry, frontier
         while at.log_size < cp.checkpoint.size:
-            for item in self._peer_blocks(peer, at.height + 1, 200):
-                res = self._reexecute(peer, item, at, at_registry, overlay, at_frontier)
-                assert res.head is not None
-                at, at_registry, at_frontier = res.head, res.registry, res.frontier
+            for item in self._peer_blocks(peer, at.height + 1, SYNC_BLOCKS):
+                try:
+                    at, at_registry, at_frontier = follow_block(at, at_registry, at_frontier,
+                                                                item[0], item[1])
+                except ValueError as e:
+                    raise SyncError(f"{peer}'s {e}") from e
                 hashes.append(at.hash)
                 if at.log_size >= cp.checkpoint.size:
                     break
+                if len(hashes) - len(results) >= MAX_VOUCH_BLOCKS:
+                    raise SyncError(
+                        f"{peer}'s final checkpoint (size {cp.checkpoint.size}) is more than "
+                        f"{MAX_VOUCH_BLOCKS:,} blocks past the synced run, with signers this "
+                        "node cannot judge yet: not followed further (rebuild the store from "
+                        "a peer's archive: `ledger export --node`, then `ledger import`)")
         if at.log_size != cp.checkpoint.size:
             raise SyncError(f"{peer}'s final checkpoint (size {cp.checkpoint.size}) is not at "
                             "the end of a block of its chain")
@@ -1535,7 +1554,8 @@ class EtcdOrderer:
         overlay = _Overlay(self.store)
         frontier = self.store.frontier
         results: list[BlockResult] = []
-        for item in self._peer_blocks(peer, head.height + 1, min(200, target - head.height)):
+        for item in self._peer_blocks(peer, head.height + 1,
+                                      min(SYNC_BLOCKS, target - head.height)):
             res = self._reexecute(peer, item, head, registry, overlay, frontier)
             assert res.head is not None
             if expected is not None and not (
@@ -1573,7 +1593,7 @@ class EtcdOrderer:
             except CheckpointError:
                 if got.checkpoint.size == head.log_size:
                     raise
-                self._vouch(peer, results, head, registry, frontier, overlay, got)
+                self._vouch(peer, results, head, registry, frontier, got)
         cp = self._vouching
         assert cp is not None
         for res in results:

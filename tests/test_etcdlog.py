@@ -1479,6 +1479,74 @@ def test_a_node_catches_up_to_a_marker_before_a_rotation_its_peers_checkpoint_is
         assert store.head.hash == marker.hash
 
 
+def test_a_node_following_a_peer_past_a_rotation_holds_nothing_per_transaction(
+        make_ledger: Callable[..., LedgerHarness], agencies: dict[str, Agency],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past a rotation, a synced run is checked against the peer's final checkpoint with the
+    registry of the checkpoint's own block, found by following the peer's blocks up to it
+    (ADR 59). They were re-executed into memory first, every transaction's state changes held
+    until the checkpoint's signatures could be checked: as far as the size the peer claimed,
+    and at district scale (a node down long, a rotation since) more than a node's memory.
+    Following takes headers, entries and governance only (ADR 64): 1,500 more transactions
+    past the run (30 blocks, one per request) held ~2 MB more before (~1.3 KB each: their
+    writes, and the fetched entries those kept alive), ~20 KB now (the blocks' hashes)."""
+    import tracemalloc
+    import types
+
+    from ledger.chain import Head
+    from ledger.checkpoint import SignedCheckpoint
+    from ledger.finality import sign_checkpoint
+    from ledger.keys import PrivateKey
+    from node import replication
+
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    honest = make_ledger(list(agencies.values()), 2, T0)
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    honest.govern("register_type", {"type": spec}, [reg, tax], T0 + 1)
+    honest.govern("grant", {"agency": "edu", "type": "degree", "from": T0,
+                            "until": T0 + 900 * DAY}, [reg, tax], T0 + 2)
+    run = honest.store.head  # a synced run ends here
+    registry, frontier = honest.registry, honest.store.frontier.copy()
+    new = {"reg": PrivateKey.generate(), "tax": PrivateKey.generate()}
+    for name, key in new.items():
+        honest.govern("rotate_key", {"agency": name, "role": "node",
+                                     "new_key": key.public.raw, "at": T0 + 7}, [reg, tax], T0 + 3)
+    for b in range(40):
+        t = T0 + 10 + b
+        res = honest.commit([issue_tx(NET, edu, hashlib.sha256(b"%d" % (b * 50 + i)).digest(),
+                                      "degree", b * 50 + i, t, t + DAY, t) for i in range(50)], t)
+        assert len(res.accepted) == 50
+    monkeypatch.setattr(replication, "SYNC_BLOCKS", 1)
+
+    def followed(to: int) -> int:
+        """Bytes at the peak of following the peer's blocks from the run to block ``to``."""
+        end = honest.store.block(to)
+        cp = SignedCheckpoint.from_text(sign_checkpoint(
+            honest.net, Head(to, end.hash, end.log_size, end.log_root, end.time),
+            [("reg", new["reg"]), ("tax", new["tax"]), ("edu", edu.node_key)]).to_text())
+        with _peer(honest.store) as url, httpx.Client(timeout=30) as client:
+            me = types.SimpleNamespace(_peers_http=types.SimpleNamespace(client=lambda: client),
+                                       _heartbeat=lambda: None, _vouched=None, _vouching=None)
+            for name in ("_peer_get", "_peer_blocks"):
+                setattr(me, name, getattr(EtcdOrderer, name).__get__(me))
+            me._peer_blocks(url, 1, 1)  # (the client's first request out of the figure)
+            tracemalloc.start()
+            try:
+                EtcdOrderer._vouch(me, url, [types.SimpleNamespace(head=run)],  # type: ignore
+                                   run, registry, frontier, cp)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+        assert me._vouching is cp
+        assert me._vouched == (run.height, [honest.store.block(h).hash
+                                            for h in range(run.height, to + 1)])
+        return peak
+
+    top = honest.store.head.height
+    few, many = followed(top - 30), followed(top)  # 500 and 2,000 transactions past the run
+    assert many - few < 150_000, f"{many - few:,} more bytes for 1,500 more transactions"
+
+
 def test_one_agency_cannot_make_a_catching_up_node_take_its_regrouping_with_a_marker_of_its_own(
         etcd_url: str, chains: _Chains, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """THREAT_MODEL: a peer cannot make a catching-up node take blocks the network did not

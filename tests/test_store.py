@@ -30,12 +30,14 @@ from ledger.chain import (
     build_genesis,
     checkpoint_key,
     entry_key,
+    follow_block,
     head_key,
     node_key,
     registry_key,
 )
 from ledger.errors import ProofError, StoreError
 from ledger.network import demo_agency, genesis_tx, governance_tx, issue_tx, status_tx
+from ledger.state import Registry
 from ledger.store import Store, store_unused
 from ledger.tx import Tx
 
@@ -462,6 +464,79 @@ def test_registry_at_after_later_governance(tmp_path: Path) -> None:
         assert s.registry_at(after).gov_seq == 3
         assert s.registry_at(before).gov_seq == 2
         assert [h for h, _ in s.registry_history()] == [0, 1, 2, after]
+
+
+# --- following another node's blocks without the state (follow_block, ADR 64) -------------------
+
+
+def _head_of(header: BlockHeader) -> Head:
+    return Head(header.height, header.hash, header.log_size, header.log_root, header.time)
+
+
+def _genesis_start(store: Store) -> tuple[Head, Registry, CompactRange]:
+    frontier = CompactRange()
+    frontier.append(merkle.leaf_hash(store.entry(0)), {})
+    return _head_of(store.block(0)), store.registry_at(0), frontier
+
+
+def test_following_blocks_by_governance_alone_ends_where_building_them_did(store: Store) -> None:
+    """A node catching up past a rotation finds the registry a peer's checkpoint is judged by
+    by following the peer's blocks: headers, entries and governance only, no state. At every
+    block it must agree with the chain as built: head, registry and log root."""
+    assert store.head is not None
+    at, registry, frontier = _genesis_start(store)
+    for h in range(1, store.head.height + 1):
+        header = store.block(h)
+        at, registry, frontier = follow_block(at, registry, frontier, header.to_bytes(),
+                                              store.block_entries(header))
+        assert at == _head_of(header)
+        assert registry.to_bytes() == store.registry_at(h).to_bytes()
+        assert frontier.root() == header.log_root == store.root_at(header.log_size)
+    assert at == store.head and registry.gov_seq == 2
+
+
+def _block_of(prev: Head, entries: list[bytes], frontier: CompactRange, t: int) -> bytes:
+    """A well-formed header for ``entries`` after ``prev`` (their log root, its height)."""
+    fr = frontier.copy()
+    for e in entries:
+        fr.append(merkle.leaf_hash(e), {})
+    return BlockHeader(NET, prev.height + 1, prev.hash, t, prev.log_size, len(entries),
+                       fr.root()).to_bytes()
+
+
+@pytest.mark.parametrize("fault", ["skipped", "earlier", "entry", "count", "network",
+                                   "no-quorum", "not-canonical"])
+def test_a_block_that_does_not_follow_is_refused_by_name(store: Store, fault: str) -> None:
+    """What following checks, each refused with what was wrong: a block after a gap, one
+    dated before its parent, an entry that is not the one the header's log root commits to, a
+    count that is not the entries', another network's, a governance change signed by fewer
+    agencies than the quorum (its own header and root well-formed), a header not in canonical
+    bytes."""
+    at, registry, frontier = _genesis_start(store)
+    one = store.block(1)
+    header, entries = one.to_bytes(), store.block_entries(one)
+    expected = {"skipped": "does not follow block 0", "earlier": "is before block 0",
+                "entry": "do not make its log root", "count": "counts 1 transactions and holds 2",
+                "network": "is of network 'elsewhere'", "no-quorum": "does not apply",
+                "not-canonical": "header"}[fault]
+    if fault == "skipped":
+        header, entries = store.block(2).to_bytes(), store.block_entries(store.block(2))
+    elif fault == "earlier":
+        header = BlockHeader(NET, 1, at.hash, at.time - 1, 1, 1, one.log_root).to_bytes()
+    elif fault == "entry":  # an issuance of block 3 in its place
+        entries = store.block_entries(store.block(3))[:1]
+    elif fault == "count":
+        entries = entries * 2
+    elif fault == "network":
+        header = BlockHeader("elsewhere", 1, at.hash, one.time, 1, 1, one.log_root).to_bytes()
+    elif fault == "no-quorum":
+        entries = [governance_tx(NET, 1, "register_type", {"type": DIPLOMA}, [REG]).raw]
+        header = _block_of(at, entries, frontier, one.time)
+    else:
+        header = header[:-1] + header[-1:] + b"\x00"  # trailing bytes
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        follow_block(at, registry, frontier, header, entries)
+    assert frontier.size == 1  # (the caller's frontier is left as it was)
 
 
 # --- tampering ---------------------------------------------------------------------------------
