@@ -17,6 +17,7 @@ An expression that fails at run time (a missing claim, division by zero) makes t
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,8 +34,9 @@ from ledger.errors import DecodeError
 from ledger.state import rule_hash
 from ledger.tx import MAX_EXPR, parse_rule
 
-__all__ = ["CREDIT_FIELDS", "MAX_RULE_COST", "CelEngine", "CompiledRule", "Outcome", "alias",
-           "decision_bytes", "outcome_of_tx", "rule_cost_problem"]
+__all__ = ["CREDIT_FIELDS", "INT_MAX_STR_DIGITS", "MAX_RULE_COST", "CelEngine", "CompiledRule",
+           "Outcome", "alias", "decision_bytes", "outcome_of_tx", "pin_interpreter",
+           "rule_cost_problem"]
 
 CREDIT_FIELDS = frozenset({"score", "last_serious", "events"})
 _ROOTS = frozenset({"claims", "params", "credit"})
@@ -254,6 +256,28 @@ def rule_cost_problem(rule: Mapping[str, Any]) -> str | None:
 
 # -- compile and evaluate ----------------------------------------------------------------------
 
+INT_MAX_STR_DIGITS = 4300
+"""Most decimal digits CEL's ``int("…")`` and ``uint("…")`` read (Python's default bound on
+``int(str)``; the digits count, leading zeros too). Python takes the bound from the process's
+environment (``PYTHONINTMAXSTRDIGITS``, ``-X int_max_str_digits``): on a node started with 0 (no
+bound), ``int(claims.x.y) == 1`` held for a claim of 4,400 zeros and a 1, where every other node
+and auditor got ``rule_error``. :func:`pin_interpreter` sets it before every evaluation (ADR 63)."""
+
+RECURSION_LIMIT = 2500
+"""The recursion limit ``celpy.Environment()`` sets (and expects) for the process."""
+
+
+def pin_interpreter() -> None:
+    """Set the interpreter settings an evaluation's result depends on to the ledger's values,
+    whatever the process's environment or another library made them: the digits ``int(str)``
+    reads (:data:`INT_MAX_STR_DIGITS`) and at least the recursion limit celpy sets."""
+    if sys.get_int_max_str_digits() != INT_MAX_STR_DIGITS:
+        sys.set_int_max_str_digits(INT_MAX_STR_DIGITS)
+    if sys.getrecursionlimit() < RECURSION_LIMIT:
+        sys.setrecursionlimit(RECURSION_LIMIT)
+
+
+
 def _cel(value: Any) -> Any:
     if isinstance(value, bool):
         return celtypes.BoolType(value)
@@ -335,6 +359,7 @@ class CompiledRule:
     def evaluate(self, claims: Mapping[str, Mapping[str, Any]],
                  credit: Mapping[str, int] | None, now: int) -> Outcome:
         """Decide. Pure: the same inputs give the same :class:`Outcome` everywhere."""
+        pin_interpreter()
         rule = self.rule
         try:
             act = self.activation(claims, credit, now)
@@ -383,6 +408,7 @@ class CelEngine:
 
     def __init__(self, cache_size: int = 256) -> None:
         self._env = celpy.Environment()
+        pin_interpreter()
         self._cache: dict[bytes, CompiledRule] = {}
         self._size = cache_size
         self._lock = threading.Lock()

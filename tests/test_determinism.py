@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from contracts.catalogue import rule
+
 HERE = Path(__file__).parent
 ROOT = HERE.parent
 
@@ -53,3 +55,37 @@ def test_the_same_chain_in_every_environment(tmp_path: Path) -> None:
     assert plain["refusals"] == ["rule_invalid", "credential_exists", "illegal_transition",
                                  "not_authorized", "unknown_reason"]
     assert plain["again"] == plain["state"]
+
+
+_DIGITS_RULE = rule(
+    "certified-copy", needs=[{"type": "person-id", "claims": ["person_id", "district"]}],
+    clauses=[{"when": "int(claims.person_id.person_id) == 1", "decision": "rejected",
+              "reason": "number_one"}])
+
+_DECIDE = """
+import json, sys
+from contracts.rules import CelEngine
+rule, ids = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+engine = CelEngine()
+print(json.dumps([engine.compile(rule).evaluate(
+    {"person-id": {"person_id": i, "district": "d"}}, None, 1).to_json() for i in ids]))
+"""
+
+
+def test_int_of_a_long_claim_is_decided_alike_whatever_the_int_digits_setting() -> None:
+    """``int("000…01")`` read 4,400 digits on a node started with PYTHONINTMAXSTRDIGITS=0 (the
+    clause fired: rejected) and failed on every other (needs_review, rule_error); 1,001 digits
+    failed only under a bound of 640. Now 4,300 digits everywhere, Python's default."""
+    ids = ["0" * 4400 + "1", "0" * 1000 + "1", "1"]
+    got = {}
+    for setting in ("", "0", "640"):
+        env = _env(**({"PYTHONINTMAXSTRDIGITS": setting} if setting else {}))
+        out = subprocess.run([sys.executable, "-c", _DECIDE, json.dumps(_DIGITS_RULE),
+                              json.dumps(ids)], env=env, capture_output=True, text=True,
+                             timeout=60, check=False)
+        assert out.returncode == 0, out.stderr
+        got[setting] = [(o["decision"], o["reasons"]) for o in json.loads(out.stdout)]
+    assert got[""] == [("needs_review", ["rule_error"]), ("rejected", ["number_one"]),
+                       ("rejected", ["number_one"])]
+    assert got["0"] == got[""]
+    assert got["640"] == got[""]
