@@ -34,9 +34,9 @@ from ledger.errors import DecodeError
 from ledger.state import rule_hash
 from ledger.tx import MAX_EXPR, parse_rule
 
-__all__ = ["CREDIT_FIELDS", "INT_MAX_STR_DIGITS", "MAX_RULE_COST", "CelEngine", "CompiledRule",
-           "Outcome", "alias", "decision_bytes", "outcome_of_tx", "pin_interpreter",
-           "rule_cost_problem"]
+__all__ = ["CREDIT_FIELDS", "INT_MAX_STR_DIGITS", "MAX_RULE_COST", "MAX_RULE_DEPTH", "CelEngine",
+           "CompiledRule", "Outcome", "alias", "decision_bytes", "outcome_of_tx",
+           "pin_interpreter", "rule_cost_problem"]
 
 CREDIT_FIELDS = frozenset({"score", "last_serious", "events"})
 _ROOTS = frozenset({"claims", "params", "credit"})
@@ -153,6 +153,15 @@ element it could range over) a rule's expressions may take together. An expressi
 longest text without comprehensions takes ~10,000; a step is 3-8 µs of CPU here, and every
 application and every audit of an approval pays for all of them (ADR 57)."""
 
+MAX_RULE_DEPTH = 300
+"""Deepest parse tree an expression may have. celpy evaluates a tree recursively, about five
+Python frames per level, and a RecursionError (not a decision) comes where the frames reach
+the interpreter's recursion limit: with the frames the caller already uses counted, so the same
+rule decided in a node's request thread and re-checked by ``ledger audit`` could be decided in
+one and fail in the other (a 300-deep ``!!!…`` took 1,500 frames; celpy sets the limit to 2,500:
+:func:`pin_interpreter`). The longest ``a && b && …`` that fits in :data:`MAX_EXPR` characters
+is ~260 levels deep; 30 nested brackets are ~300 (ADR 63)."""
+
 _COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter", "reduce"})
 """CEL's macros that evaluate an expression once per element, and celpy's ``reduce``
 (``[…].reduce(r, x, init, expr)``: its ``r + r`` doubles a string at each element)."""
@@ -189,14 +198,20 @@ def _is_comprehension(t: Any) -> bool:
 def expression_cost(tree: Tree[Any], where: str) -> int:
     """Upper bound on an expression's evaluation steps; RuleError for a comprehension inside
     another (in its list or its expression): nested, their steps multiply, and chained
-    (``.map(x, x + x).map(...)``) their values double at each link."""
+    (``.map(x, x + x).map(...)``) their values double at each link; and for a parse tree more
+    than :data:`MAX_RULE_DEPTH` levels deep (celpy evaluates it recursively)."""
     total = 0
-    # (node, multiplier, inside a comprehension's list or arguments)
-    stack: list[tuple[Any, int, bool]] = [(tree, 1, False)]
+    # (node, multiplier, inside a comprehension's list or arguments, depth)
+    stack: list[tuple[Any, int, bool, int]] = [(tree, 1, False, 1)]
     while stack:
-        t, times, inside = stack.pop()
+        t, times, inside, depth = stack.pop()
         if not isinstance(t, Tree):
             continue
+        if depth > MAX_RULE_DEPTH:
+            raise RuleError(f"{where}: nested more than {MAX_RULE_DEPTH} levels deep (brackets, "
+                            "negations, or a long chain of && or ||): evaluating it would "
+                            "depend on how deep the evaluating program's stack already is, "
+                            "so nodes and auditors could decide differently")
         total += times
         if _is_comprehension(t):
             if inside:
@@ -208,10 +223,10 @@ def expression_cost(tree: Tree[Any], where: str) -> int:
                 raise RuleError(f"{where}: reduce (celpy's extension, not CEL) is not allowed: "
                                 "its accumulator can double at each element (r + r over 30 "
                                 "elements is gigabytes)")
-            stack.append((target, times, True))
-            stack.append((args, times * _elements(target, where), True))
+            stack.append((target, times, True, depth + 1))
+            stack.append((args, times * _elements(target, where), True, depth + 1))
             continue
-        stack.extend((c, times, inside) for c in t.children)
+        stack.extend((c, times, inside, depth + 1) for c in t.children)
     return total
 
 
@@ -275,7 +290,6 @@ def pin_interpreter() -> None:
         sys.set_int_max_str_digits(INT_MAX_STR_DIGITS)
     if sys.getrecursionlimit() < RECURSION_LIMIT:
         sys.setrecursionlimit(RECURSION_LIMIT)
-
 
 
 def _cel(value: Any) -> Any:

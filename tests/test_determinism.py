@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from contracts import rules as rules_mod
 from contracts.catalogue import rule
 
 HERE = Path(__file__).parent
@@ -89,3 +90,35 @@ def test_int_of_a_long_claim_is_decided_alike_whatever_the_int_digits_setting() 
                        ("rejected", ["number_one"])]
     assert got["0"] == got[""]
     assert got["640"] == got[""]
+
+
+def _deep(levels: int) -> dict[str, Any]:
+    return rule("certified-copy", clauses=[{"when": "!" * levels + "true", "decision": "rejected",
+                                            "reason": "deep"}])
+
+
+def _at_depth(frames: int, fn: Any) -> Any:
+    """``fn()`` called with ``frames`` more Python frames on the stack."""
+    return fn() if frames <= 0 else _at_depth(frames - 1, fn)
+
+
+def test_a_rule_nested_past_the_depth_bound_is_not_evaluated() -> None:
+    """celpy evaluates recursively: a 470-deep ``!!!…true`` was decided in a shallow call and
+    raised RecursionError 100 frames deeper (a node's request thread and ``ledger audit`` run
+    at different depths). Such a rule is now a cost problem (refused at /v1/tx, not evaluated
+    by a node); the ledger still takes it, as any costly rule."""
+    too_deep = rules_mod.rule_cost_problem(_deep(470))
+    assert too_deep is not None and "nested more than 300 levels deep" in too_deep
+    engine = rules_mod.CelEngine()
+    engine.check(_deep(470))  # the state machine's judgement is unchanged
+    assert engine.compile(_deep(470)).cost_problem is not None
+    # a rule within the bound gives one outcome however deep its caller already is
+    within = _deep(290)
+    assert rules_mod.rule_cost_problem(within) is None
+    compiled = engine.compile(within)
+    shallow = compiled.evaluate({"person-id": {"person_id": "1", "holder_name": "A",
+                                               "district": "d"}}, None, 1)
+    deep = _at_depth(700, lambda: compiled.evaluate(
+        {"person-id": {"person_id": "1", "holder_name": "A", "district": "d"}}, None, 1))
+    assert shallow == deep
+    assert (shallow.decision, shallow.reasons) == ("rejected", ("deep",))
