@@ -160,7 +160,7 @@ the interpreter's recursion limit: with the frames the caller already uses count
 rule decided in a node's request thread and re-checked by ``ledger audit`` could be decided in
 one and fail in the other (a 300-deep ``!!!…`` took 1,500 frames; celpy sets the limit to 2,500:
 :func:`pin_interpreter`). The longest ``a && b && …`` that fits in :data:`MAX_EXPR` characters
-is ~260 levels deep; 30 nested brackets are ~300 (ADR 63)."""
+is 259 levels deep, the catalogue's deepest 32; 30 nested brackets are 312 (ADR 63)."""
 
 _COMPREHENSIONS = frozenset({"all", "exists", "exists_one", "map", "filter", "reduce"})
 """CEL's macros that evaluate an expression once per element, and celpy's ``reduce``
