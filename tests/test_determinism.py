@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from contracts import rules as rules_mod
 from contracts.catalogue import rule
 
@@ -122,3 +124,114 @@ def test_a_rule_nested_past_the_depth_bound_is_not_evaluated() -> None:
         {"person-id": {"person_id": "1", "holder_name": "A", "district": "d"}}, None, 1))
     assert shallow == deep
     assert (shallow.decision, shallow.reasons) == ("rejected", ("deep",))
+
+
+_NODE_ENVS: list[dict[str, str]] = [
+    {"TZ": "UTC", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"},
+    {"TZ": "Pacific/Chatham", "LANG": "C", "LC_ALL": "C", "PYTHONHASHSEED": "4242",
+     "PYTHONINTMAXSTRDIGITS": "0"},
+    {"TZ": "America/St_Johns", "LANG": "C.UTF-8", "PYTHONHASHSEED": "7"},
+]
+_NODE_WORKERS = [1, 0, 2]
+_CHAIN_RECORDS = frozenset(b"Hbetnrcis")  # blocks, log, tx index, tree, registries, state
+
+
+def _chain_digest(path: Path) -> str:
+    import hashlib
+
+    from ledger.store import Store
+
+    h = hashlib.sha256()
+    with Store(path, create=False) as store:
+        for k, v in store.iterate(b""):
+            if k[0] in _CHAIN_RECORDS:
+                h.update(len(k).to_bytes(4, "big") + k + len(v).to_bytes(4, "big") + v)
+    return h.hexdigest()
+
+
+@pytest.mark.slow
+def test_cluster_nodes_in_other_environments_build_the_same_chain(tmp_path: Path) -> None:
+    """A real 3-agency etcd cluster whose nodes run with other time zones, locales, hash seeds,
+    int digits bounds and signature workers (0, 1, 2): governance with non-ASCII text, a rule
+    with doubles and big parameters, credit, issues and status changes sent to different
+    nodes come to one head and, with the nodes stopped, the same chain records in each store."""
+    import hashlib
+    import re
+    import time
+
+    from clusterkit import PASS, Net, free_base
+
+    from contracts.catalogue import POLICY
+    from ledger.network import status_tx
+    from ledger.tx import make_tx
+    from node.cluster import LocalCluster, Member, create_cluster
+
+    base = free_base(3)
+    folder = tmp_path / "net"
+    create_cluster(folder, 3, PASS, base_port=base, network=f"test-{base}")
+    tomls = sorted(folder.glob("*/node.toml"))
+    agencies = [t.parent.name for t in tomls]
+    for toml, workers in zip(tomls, _NODE_WORKERS, strict=True):
+        toml.write_text(re.sub(r"(?m)^workers = .*$", f"workers = {workers}", toml.read_text()))
+    envs = dict(zip(agencies, _NODE_ENVS, strict=True))
+
+    class Mixed(LocalCluster):
+        def _start_node(self, m: Member) -> None:
+            saved = dict(os.environ)
+            os.environ.update(envs[m.agency])
+            try:
+                super()._start_node(m)
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+
+    cluster = Mixed(folder, PASS)
+    cluster.start()
+    try:
+        net = Net(folder, cluster)
+        try:
+            a, b, c = agencies
+            now = int(time.time())
+            net.setup_degree(a, now)
+            net.governance("register_type", {"type": {
+                "id": "permit", "title": "Genehmigung f\u00fcr \u00c4rzte \u0130 \u212b",
+                "claims": {"holder_name": "string"}, "derived": {}}}, via=b)
+            net.governance("set_credit_policy", {"policy": POLICY}, via=c)
+            net.governance("grant_credit", {"agency": a, "category": "tax", "from": now - 60,
+                                            "until": now + 86400}, via=b)
+            odd = {"service": "odd-permit", "title": "Sonderzulassung \u00df \U0001f600",
+                   "area": "licensing", "agency": a,
+                   "needs": [{"type": "degree", "claims": ["degree_level"]}],
+                   "params": [{"name": "big", "int": 1 << 53},
+                              {"name": "street", "str": "Stra\u00dfe \u00e9"}],
+                   "subject": [],
+                   "clauses": [{"when": "double(params.big) + 1.0 == double(params.big) && "
+                                        "params.street.size() == 8",
+                                "decision": "needs_review", "reason": "float_rounding"}],
+                   "otherwise": {"decision": "approved", "reason": "eligible"},
+                   "fast_track": "", "fast_track_reason": "fast_track",
+                   "documents": {"fast_track": [], "standard": []}}
+            net.governance("register_rule", {"rule": odd}, via=c)
+            txs = [net.anchor(a, now) for _ in range(6)]
+            subject = hashlib.sha256(b"subject").digest()
+            txs.append(make_tx(net.cluster.network, "credit", {
+                "subject": subject, "category": "tax", "points": -40, "reason": "late_filing",
+                "date": now - 10, "expiry": now + 86400, "ts": now}, [net.agencies[a].issuer_key]))
+            for i, tx in enumerate(txs):
+                r = net.submit(agencies[i % 3], tx)
+                assert r.status_code == 200, r.text
+            for i, tx in enumerate(txs[:3]):
+                st = status_tx(net.cluster.network, net.agencies[a], tx.body["credential_id"],
+                               "revoked", "withdrawn", int(time.time()))
+                r = net.submit(agencies[(i + 1) % 3], st)
+                assert r.status_code == 200, r.text
+            net.wait_until("the nodes agree", net.converged, timeout=60)
+            heads = net.heads()
+            assert len(set(heads.values())) == 1, heads
+            assert len(set(net.head_hashes().values())) == 1
+        finally:
+            net.close()
+    finally:
+        cluster.stop()
+    digests = {x: _chain_digest(folder / x / "data" / "ledger") for x in agencies}
+    assert len(set(digests.values())) == 1, digests
