@@ -1605,6 +1605,13 @@ class EtcdOrderer:
             if final:
                 self.final_size = res.head.log_size
             self.stats.synced_blocks += 1
+        last = results[-1].head
+        vouched = self._vouched
+        if last is not None and vouched is not None and \
+                last.height >= vouched[0] + len(vouched[1]) - 1:
+            # written up to the checkpoint's block: its hashes (up to MAX_VOUCH_BLOCKS of
+            # them) vouch for nothing more, and the next run needs a newer checkpoint anyway
+            self._vouched = self._vouching = None
 
     # -- status and lifecycle --
     def _cosign_head(self) -> None:

@@ -1547,6 +1547,58 @@ def test_a_node_following_a_peer_past_a_rotation_holds_nothing_per_transaction(
     assert many - few < 150_000, f"{many - few:,} more bytes for 1,500 more transactions"
 
 
+def test_the_hashes_a_checkpoint_vouched_for_are_let_go_once_its_blocks_are_written(
+        make_ledger: Callable[..., LedgerHarness], agencies: dict[str, Agency],
+        tmp_path: Path) -> None:
+    """Following a peer past a rotation keeps the hashes of every block up to its checkpoint
+    (up to MAX_VOUCH_BLOCKS, ~100 MB) so that the next runs need only match them (ADR 64).
+    Once the run reaching the checkpoint's block is written they vouch for nothing more, but
+    the node held them for as long as it ran (until another catch-up replaced them)."""
+    import types
+
+    from ledger.chain import checkpoint_key
+    from ledger.finality import sign_checkpoint
+    from ledger.keys import PrivateKey
+    from ledger.store import Store
+    from node.replication import Stats
+
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    honest = make_ledger(list(agencies.values()), 2, T0, name="honest")
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    honest.govern("register_type", {"type": spec}, [reg, tax], T0 + 1)
+    honest.store.close()
+    shutil.copytree(tmp_path / "honest", tmp_path / "victim")  # at height 1
+    honest.reopen()
+    honest.govern("register_type", {"type": {**spec, "id": "diploma"}}, [reg, tax], T0 + 2)
+    new = {"reg": PrivateKey.generate(), "tax": PrivateKey.generate()}
+    for name, key in new.items():
+        honest.govern("rotate_key", {"agency": name, "role": "node",
+                                     "new_key": key.public.raw, "at": T0 + 7}, [reg, tax], T0 + 3)
+    res = honest.build([honest.gov_tx("register_type", {"type": {**spec, "id": "x"}},
+                                      [reg, tax])], T0 + 8)
+    assert res.head is not None and not res.rejected
+    cp = sign_checkpoint(honest.net, res.head, [("reg", new["reg"]), ("tax", new["tax"]),
+                                                ("edu", edu.node_key)])
+    honest.store.write_block(res, {checkpoint_key(res.head.log_size): cp.to_text().encode()})
+    top = res.head.height
+    with _peer(honest.store) as url, httpx.Client(timeout=30) as client, \
+            Store(tmp_path / "victim", create=False) as store:
+        me = types.SimpleNamespace(
+            _peers_http=types.SimpleNamespace(client=lambda: client), _heartbeat=lambda: None,
+            _vouched=None, _vouching=None, _binds={}, store=store, stats=Stats(), final_size=0,
+            _reexecute=EtcdOrderer._reexecute)
+        for name in ("_peer_get", "_peer_blocks", "_vouch", "_bind", "_consistent",
+                     "_resumed_walk", "_walk_headers", "_sync_from"):
+            setattr(me, name, getattr(EtcdOrderer, name).__get__(me))
+        me._sync_from(url, 2)  # a run to height 2: its checkpoint is past the rotation
+        assert store.head.height == 2 and me._vouching is not None
+        assert me._vouched == (2, [honest.store.block(h).hash for h in range(2, top + 1)])
+        me._sync_from(url, top)  # the rest, matched against the kept hashes
+        assert store.head.hash == honest.store.head.hash
+        assert me.final_size == cp.checkpoint.size
+        assert me._vouched is None and me._vouching is None
+
+
 def test_one_agency_cannot_make_a_catching_up_node_take_its_regrouping_with_a_marker_of_its_own(
         etcd_url: str, chains: _Chains, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """THREAT_MODEL: a peer cannot make a catching-up node take blocks the network did not
