@@ -512,6 +512,8 @@ class Replayer:
         self.checkpoints = 0
         """How many checkpoints were verified final for their replayed tree head."""
         self.last_checkpoint: SignedCheckpoint | None = None
+        self.blockless = 0
+        """How many of them name no block: written by a version before ADR 60 (ADR 62)."""
         self.on_tx: Callable[[Tx, Registry], None] | None = None
         self.stray_signatures: list[tuple[int, int | None, SignedCheckpoint]] = []
         self.stray_overflow = 0
@@ -637,24 +639,32 @@ class Replayer:
             raise ReplayError("checkpoint", rec.height, "checkpoint is not for the replayed "
                               "tree head", expected=f"{head.log_size} {head.log_root.hex()}",
                               found=f"{cp.size} {cp.root.hex()}", record=rec.record)
-        # the root binds the log; the block line binds how it was grouped into blocks (ADR 60)
-        try:
-            named = checkpoint_block(cp)
-        except CheckpointError as e:
-            raise ReplayError("checkpoint", rec.height, str(e), expected=_named(head),
-                              record=rec.record) from e
-        if named != (head.height, head.hash):
+        # the root binds the log; the block line binds how it was grouped into blocks (ADR 60).
+        # A checkpoint with no extension line at all is of a version before ADR 60 (a store
+        # or archive of a network upgraded since, ADR 62): it binds the log only, as it did
+        # then; a later one naming its block binds the blocks up to it (each block's hash
+        # chains to the one before). No version since signs one, so none can be made anew.
+        named = None
+        if cp.extensions:
+            try:
+                named = checkpoint_block(cp)
+            except CheckpointError as e:
+                raise ReplayError("checkpoint", rec.height, str(e), expected=_named(head),
+                                  record=rec.record) from e
+        if named is not None and named != (head.height, head.hash):
             raise ReplayError("checkpoint", rec.height, "checkpoint names another block than "
                               "the replayed one", expected=_named(head),
                               found=f"block {named[0]} {named[1].hex()}", record=rec.record)
         try:
             signers = verify_final(signed, registry, head.time)
         except CheckpointError as e:
-            raise ReplayError("checkpoint", rec.height, f"checkpoint is not final: {e}",
-                              record=rec.record) from e
+            raise ReplayError("checkpoint", rec.height, f"checkpoint is not final: {e}" + (
+                f" (and it names no block: {BLOCKLESS_SAID})" if named is None else ""),
+                expected=_named(head) if named is None else None, record=rec.record) from e
         if len(signed.signatures) > len(signers):
             self._unchecked_lines(rec, head, registry, signed)
         self.checkpoints += 1
+        self.blockless += named is None
         self.last_checkpoint = signed
 
     def _unchecked_lines(self, rec: BlockRecord, head: Head, registry: Registry,
@@ -682,6 +692,10 @@ class Replayer:
                 self.stray_signatures.append((rec.height, rec.record, stray))
             else:
                 self.stray_overflow += 1
+
+
+BLOCKLESS_SAID = ("no `block <height> <hash>` line after the root; only a version before "
+                  "ADR 60 signed such a checkpoint")
 
 
 def _named(head: Head) -> str:

@@ -204,6 +204,10 @@ class AuditReport:
     code (its height, txid, type and length; never the text): public for good, and a name
     could be in it (ADR 55). Not a break: the ledger takes such text."""
     free_text_count: int = 0
+    blockless: int = 0
+    """Checkpoints checked that name no block: of a version before ADR 60 (ADR 62)."""
+    blockless_last: bool = False
+    """Whether the newest checkpoint checked is one of them (it binds the log only)."""
 
     @property
     def attested_size(self) -> int:
@@ -254,7 +258,9 @@ class AuditReport:
         } | ({} if self.since is None else {"since": {
             "size": self.since.checkpoint.size, "root": self.since.checkpoint.root.hex(),
             "height": self.since_height}}) | ({} if not self.free_text_count else {
-            "free_text_reasons": {"count": self.free_text_count, "first": self.free_text}})
+            "free_text_reasons": {"count": self.free_text_count, "first": self.free_text}}) \
+            | ({} if not self.blockless else {"checkpoints_naming_no_block": {
+                "count": self.blockless, "newest": self.blockless_last}})
 
     def digest(self) -> bytes:
         """SHA-256 of the canonical JSON of :meth:`to_json` (sorted keys, no spaces, UTF-8)."""
@@ -826,6 +832,7 @@ def _replay(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: R
     by_size: dict[int, list[SignedCheckpoint]] = {}
     first = 0 if report.since_height is None else report.since_height + 1
     base_txs, base_cps = replayer.txs, replayer.checkpoints
+    base_blockless = replayer.blockless
     released = replayer.txs
     try:
         for rec, checked in _prechecked(records, replayer, checker):
@@ -855,8 +862,10 @@ def _replay(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: R
         if store.registry is not None:
             report.network = store.registry.network
         report.checkpoints_checked = replayer.checkpoints - base_cps
+        report.blockless = replayer.blockless - base_blockless
         if replayer.last_checkpoint is not None and replayer.checkpoints > base_cps:
             report.checkpoint = replayer.last_checkpoint.to_text()
+            report.blockless_last = not replayer.last_checkpoint.checkpoint.extensions
     _finish(report, src, replayer)
 
 

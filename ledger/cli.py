@@ -1393,6 +1393,14 @@ def _print_audit(report: Any, statement: Path | None) -> None:
                        f"data (first: block {first['height']}, tx {first['txid']}; --json lists "
                        "them). Not a break: the ledger takes such text.", style="yellow"),
                   soft_wrap=True)
+    if report.blockless:
+        out.print(Text(f"NOTE {report.blockless} checkpoint(s) name no block: written by a "
+                       "version before ADR 60 (before the network was upgraded); each binds "
+                       "the log's entries, not how they were grouped into blocks" + (
+                           ", and the newest is one of them: upgrade every node" if
+                           report.blockless_last else "; a later checkpoint naming its block "
+                           "binds those blocks") + ". Not a break.", style="yellow"),
+                  soft_wrap=True)
     if statement is not None:
         out.print(Text(f"signed audit statement → {statement}"), soft_wrap=True)
     out.print(Text("CLEAN", style="bold green") if report.clean else

@@ -375,3 +375,53 @@ def test_import_until_final_stops_at_the_newest_checkpoint(archive_bytes: bytes,
     assert got.returncode == 1
     assert "holds no checkpoint: nothing final to import" in " ".join(got.stderr.split())
     assert not (tmp_path / "none").exists()
+
+
+def _blockless(demo: Path, blocks: list[BlockRecord]) -> list[BlockRecord]:
+    """Every checkpoint as the version before ADR 60 wrote it: the root alone, signed by the
+    same agencies' node keys (no block line)."""
+    from ledger.keys import load_private_key
+
+    keys: dict[str, PrivateKey] = {}
+    out = []
+    for r in blocks:
+        texts = []
+        for text in r.unverified_checkpoints:
+            signed = SignedCheckpoint.from_text(text)
+            cp = signed.checkpoint
+            older = SignedCheckpoint(Checkpoint(cp.origin, cp.size, cp.root))
+            for s in signed.signatures:
+                if s.name not in keys:
+                    keys[s.name] = load_private_key(demo / "keys" / f"{s.name}.node.key", PASS)
+                older = older.cosign(s.name, keys[s.name])
+            texts.append(older.to_text().encode())
+        out.append(BlockRecord(r.height, r.unverified_header, r.unverified_txs, tuple(texts),
+                               r.record))
+    return out
+
+
+def test_checkpoints_of_a_version_before_adr_60_replay(demo: Path, archive_bytes: bytes,
+                                                       tmp_path: Path) -> None:
+    """A network upgraded across ADR 60 holds final checkpoints its older version signed: the
+    root alone, no block line. Its archives import and audit (ADR 62); each such checkpoint
+    was a broken checkpoint before, so `ledger import` of the archive stopped at the first one
+    and `ledger audit` of every honest upgraded store said NOT CLEAN. They are counted and
+    said, and one not final is still refused."""
+    older = _rewrite(archive_bytes, lambda blocks: _blockless(demo, blocks))
+    head = import_archive(io.BytesIO(older), tmp_path / "x")
+    assert head.log_size > 0
+    arc = tmp_path / "older.arc"
+    arc.write_bytes(older)
+    report = audit(arc, now=T0)
+    assert report.clean, report.problems
+    assert report.blockless == report.checkpoints_checked > 0 and report.blockless_last
+    assert report.to_json()["checkpoints_naming_no_block"] == {
+        "count": report.blockless, "newest": True}
+    # a fresh archive's report is as before: no such field
+    assert "checkpoints_naming_no_block" not in audit(
+        _write(tmp_path / "new.arc", archive_bytes), now=T0).to_json()
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
