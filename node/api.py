@@ -181,6 +181,11 @@ class ClusterOut(_Out):
     evidence_held: int = Field(
         default=0, description="Equivocation evidence records this node holds (kept for good; "
                                "GET /v1/evidence)")
+    older_peers: list[str] = Field(
+        default_factory=list, description="Current agencies whose node's newest co-signature "
+                                          "is of a version before ADR 60 (it names no block): "
+                                          "while versions are mixed each counts only its own "
+                                          "version's co-signatures (README, Upgrading)")
     settings: dict[str, int] = Field(
         default_factory=dict,
         description="max_batch (transactions per etcd batch at most) and retention (blocks a "
@@ -524,6 +529,17 @@ def cluster_health(node: Node, cluster: dict[str, Any], head: dict[str, Any],
             "etcd, or no longer applying; or, while an idle network is being upgraded, a "
             "node of a version before ADR 50, which says nothing between blocks): the "
             "network has less to spare before it loses its quorum")
+    older = cluster.get("older_peers") or []
+    if older:
+        return "degraded", (
+            ("the nodes of " if len(older) > 1 else "the node of ") + ", ".join(older)
+            + (" run" if len(older) > 1 else " runs") + " a version before ADR 60 ("
+            + ("their" if len(older) > 1 else "its") + " co-signatures name no block): "
+            "co-signatures of the two versions do not count for each other, so a checkpoint "
+            "is final only where a quorum of nodes runs one "
+            f"version (final size here {cluster['final_size']}, log size {head['log_size']}); "
+            "go on upgrading one agency at a time until every node runs this version (README, "
+            "Upgrading)")
     if cluster.get("unfinal_since") and node.now() - cluster["unfinal_since"] > FINALITY_SLACK:
         return "degraded", (f"no final checkpoint for "
                             f"{int(node.now() - cluster['unfinal_since'])} s (final size "

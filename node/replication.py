@@ -362,6 +362,10 @@ class EtcdOrderer:
         self._clock_wait_said = False
         self._clock_said = Tally(FAILURE_SAID_EVERY)  # batches proposed at the peers' time
         self._unfinal_since = 0.0  # since when the head has had no final checkpoint
+        # agency -> the log size of its newest co-signature read, and whether that one was in
+        # the format of a version before ADR 60 (no block named): health says which peers run
+        # an older version while a network is being upgraded (ADR 62)
+        self._cosig_format: dict[str, tuple[int, bool]] = {}
         self.max_batch, self.max_wait, self.retention = max_batch, max_wait, retention
         self.submit_timeout, self.poll = submit_timeout, poll
         self.cut_off_after = CUT_OFF_AFTER
@@ -918,6 +922,15 @@ class EtcdOrderer:
             try:
                 size, agency = int(parts[1]), parts[2]
                 got = codec.decode(rec.value, what="co-signature")
+                if isinstance(got, dict) and got.keys() == {"root", "line"} \
+                        and isinstance(got["root"], bytes) and len(got["root"]) == 32 \
+                        and isinstance(got["line"], str):
+                    # a node of a version before ADR 60: it signed the root alone, a body
+                    # this node neither signs nor counts; not forged, not evidence if the
+                    # root is ours (_merge), and health names that node (ADR 62)
+                    self._pending_cosigs.setdefault(size, []).append(
+                        (agency, Checkpoint(self.network, size, got["root"]), got["line"]))
+                    continue
                 root, line, height, block_hash = (got["root"], got["line"], got["height"],
                                                   got["hash"])
                 if not isinstance(root, bytes) or len(root) != 32 or not isinstance(line, str) \
@@ -998,12 +1011,26 @@ class EtcdOrderer:
             log.warning("refused co-signature at size %d: %s is not a current agency node "
                         "key holder there", size, agency)
             return
-        ours = writes.get(size)
+        older = not body.extensions  # signed by a version before ADR 60 (ADR 62)
+        if size >= self._cosig_format.get(agency, (0, False))[0]:
+            self._cosig_format[agency] = (size, older)
+        if older:
+            if body.root == self.store.root_at(size):
+                return  # the same log: it counts for nothing here, and is no evidence
+            self._evidence(size, agency, SignedCheckpoint(Checkpoint(
+                self.network, size, self.store.root_at(size))), theirs, verifiers, registry)
+            return  # another log
+        ours: SignedCheckpoint | None = writes.get(size)
         if ours is None:
             ours_text = self.store.get(_PENDING + _BE.pack(size)) or self.store.checkpoint(size)
             if ours_text is not None:
                 ours = SignedCheckpoint.from_text(ours_text)
-            else:
+            if ours is not None and not ours.checkpoint.extensions:
+                # written by the version before ADR 60 that ran on this store: it names no
+                # block, so a peer's co-signature of the same block is judged against ours
+                # as it is now (the store's own block), not against the old text (ADR 62)
+                ours = None
+            if ours is None:
                 # a block this node applied without signing it (its key not registered
                 # there): the others' co-signatures still make it final here; or one whose
                 # pending checkpoint a later final one dropped (nodes co-sign the newest block
@@ -1676,9 +1703,21 @@ class EtcdOrderer:
                 "quiet_peers": {a: p["quiet"] for a, p in self.stats.peers.items()
                                 if a != self.agency and p.get("quiet", 0) > PEER_QUIET},
                 "evidence_held": sum(1 for _ in self.store.iterate(_EVIDENCE)),
+                "older_peers": self.older_peers(),
                 "own_etcd_down_since": self.etcd.first_down_since or None,
                 "member": self._member(),
                 "settings": {"max_batch": self.max_batch, "retention": self.retention}}
+
+    def older_peers(self) -> list[str]:
+        """The current agencies whose newest co-signature read is in the format of a version
+        before ADR 60 (it names no block): their co-signatures count for nothing here, nor
+        this node's there, until they are upgraded (ADR 62)."""
+        registry, head = self.store.registry, self.store.head
+        if registry is None or head is None:
+            return []
+        current = set(registry.current_agencies(head.time))
+        return sorted(a for a, (_size, older) in self._cosig_format.items()
+                      if older and a in current and a != self.agency)
 
     def stop(self) -> None:
         if self._stop.is_set():

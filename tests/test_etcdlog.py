@@ -430,6 +430,72 @@ def test_a_late_co_signature_of_another_root_is_evidence_after_a_later_final_one
         writer.close()
 
 
+def test_an_upgraded_node_judges_new_co_signatures_by_its_block_not_its_older_text(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A node upgraded across ADR 60 holds pending checkpoints its older version wrote (the
+    root alone), and re-reads the co-signatures in etcd at start: the new-format ones its
+    upgraded peers published for those sizes named a block, so they differed from its text
+    and were taken as evidence; with a quorum of them the node halted as a fork of its own
+    chain (the third node of a rolling upgrade from 4669cd0 did, ADR 62). They are judged
+    by the block the store holds there. An older peer's co-signature (root and line, no
+    block) was a malformed one: it is no evidence where its root is ours, counts for
+    nothing, and the peer is named as of an older version; one of another root is evidence."""
+    from ledger import codec
+    from ledger.chain import Head
+    from ledger.checkpoint import Checkpoint, SignedCheckpoint
+    from ledger.finality import sign_checkpoint
+    from node.replication import _BE, _PENDING
+
+    reg, tax, edu = agencies["reg"], agencies["tax"], agencies["edu"]
+    writer, orderer = _edu_beside(etcd_url, ledger, edu, "upgraded-older-text")
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        early, root = _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
+            "register_type", {"type": spec}, [reg, tax]).raw, T0 + 5, cosigned=False)
+        late, late_root = _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
+            "grant", {"agency": "edu", "type": "degree", "from": T0, "until": T0 + DAY},
+            [reg, tax]).raw, T0 + 6, cosigned=False)
+        assert orderer.final_size == 0
+        # what the version before ADR 60 left at the early size: its checkpoint of the root
+        older = SignedCheckpoint(Checkpoint(ledger.net, early, root)).cosign("edu", edu.node_key)
+        ledger.store.put_records({_PENDING + _BE.pack(early): older.to_text().encode()})
+        block = ledger.store.block(ledger.store.head.height - 1)
+        at = Head(block.height, block.hash, block.log_size, block.log_root, block.time)
+        assert at.log_size == early
+        head = ledger.store.head
+        for name, agency in (("reg", reg), ("tax", tax)):  # upgraded peers, of that block
+            line = sign_checkpoint(ledger.net, at, [(name, agency.node_key)]
+                                   ).signatures[0].to_line()
+            writer.put_cosig(early, name, cosig_value(at, line))
+        deadline = time.monotonic() + 30
+        while orderer.final_size < early:
+            assert time.monotonic() < deadline, (orderer.halted, orderer.evidence())
+            time.sleep(0.05)
+        assert not orderer.halted and orderer.evidence() == []
+        # an older peer's co-signature of the late block: the root alone
+        forged = orderer.stats.cosigs_forged
+        line = SignedCheckpoint(Checkpoint(ledger.net, late, late_root)).cosign(
+            "tax", tax.node_key).signatures[0].to_line()
+        writer.put_cosig(late, "tax", codec.encode({"root": late_root, "line": line}))
+        while orderer.older_peers() != ["tax"]:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+        assert orderer.status()["older_peers"] == ["tax"]
+        assert orderer.evidence() == [] and orderer.stats.cosigs_forged == forged
+        assert orderer.final_size == early  # it counts for nothing
+        # and one of another root is evidence, as before ADR 60
+        line = SignedCheckpoint(Checkpoint(ledger.net, late, bytes(32))).cosign(
+            "reg", reg.node_key).signatures[0].to_line()
+        writer.put_cosig(late, "reg", codec.encode({"root": bytes(32), "line": line}))
+        while not orderer.evidence_for(late):
+            assert time.monotonic() < deadline, "no evidence of reg's other root"
+            time.sleep(0.05)
+        assert not orderer.halted and head == ledger.store.head
+    finally:
+        orderer.stop()
+        writer.close()
+
+
 def test_a_malformed_applied_position_does_not_stop_the_apply_loop(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """Any agency's certificate writes any ``a/<agency>`` key. A position whose height or
