@@ -91,6 +91,9 @@ _EVIDENCE = b"xev"
 META_HALTED = b"xhalt"
 """Why this node halted (UTF-8), kept in the store: a restart must not build more blocks on
 the fork. A store restored from a peer has no such record."""
+_OLDER = b"xolder"
+"""The highest height each agency's node said it applied with a version before ADR 58
+(msgpack map), kept in the store: a restart must not build those blocks otherwise (ADR 62)."""
 _BE = struct.Struct(">Q")
 _RECENT = 100_000  # size → (rev, height) entries kept for pruning decisions
 _BATCH_BYTES = 768 * 1024  # a batch is cut once it holds this much (MAX_BATCH_BYTES is 1 MiB)
@@ -359,6 +362,14 @@ class EtcdOrderer:
         # then (None: not yet). Status List Tokens are dated by it (Node.lists_as_of).
         self.current_at: int | None = None
         self._positions_read = False  # the peers' published positions read once since start
+        # why this node holds beside a version before ADR 58 ("" when it does not), and the
+        # highest height each agency's node said it applied with that version
+        self._older_clocks = ""
+        self._older_heights: dict[str, int] = {}
+        with contextlib.suppress(DecodeError, TypeError, ValueError):
+            kept = store.get(_OLDER)
+            self._older_heights = {str(a): int(h) for a, h in codec.decode(
+                kept, what="older positions").items()} if kept is not None else {}
         self._clock_wait_said = False
         self._clock_said = Tally(FAILURE_SAID_EVERY)  # batches proposed at the peers' time
         self._unfinal_since = 0.0  # since when the head has had no final checkpoint
@@ -416,6 +427,8 @@ class EtcdOrderer:
                 "file in the keys folder and restart the node")
         if self.stats.nospace_since:
             raise NoSpace(self._nospace_refusal())
+        if self._older_clocks:
+            raise OrderingError(self._older_clocks)
         out: list[Pending] = []
         cond = threading.Condition()  # one per call: see ledger.ordering.Pending
         new: list[tuple[Tx, Pending]] = []
@@ -714,6 +727,7 @@ class EtcdOrderer:
             self.stats.reads_failing_since = self.stats.reads_failing_since or _time.time()
             raise
         self.stats.reads_failing_since = 0.0
+        self._hold_beside_older_clocks()
         m = _pruners_marker(marker)
         if m is not None and self.rev < m["rev"]:
             got = m.get("hash")
@@ -753,6 +767,60 @@ class EtcdOrderer:
         if len(records) < READ_BATCHES:  # the read reached the end, and all of it is applied
             self._current(asked)
         return True
+
+    def _older_clock_peers(self) -> list[str]:
+        """Current agencies whose node runs a version before ADR 58, or may: its newest
+        position carries no signed clock (every version since signs its clock in each) and
+        was found or changed within :data:`PEER_QUIET`. One found so at start and unchanged
+        since is a node of that version that stopped (an upgrade of all at once)."""
+        registry, head = self.store.registry, self.store.head
+        if registry is None or head is None:
+            return []
+        now, current = self.timer(), set(registry.current_agencies(head.time))
+        heard = dict(self._heard)  # the applying thread writes
+        seen = {a: max(self._older_heights.get(a, 0), v["height"]) for a, (v, _) in heard.items()
+                if "clock_sig" not in v and a != self.agency and a in current}
+        if any(h > head.height and h != self._older_heights.get(a) for a, h in seen.items()):
+            self._older_heights |= seen
+            self.store.put_records({_OLDER: codec.encode(self._older_heights)})
+        return sorted(a for a, (v, at) in heard.items()
+                      if a in current and a != self.agency and "clock_sig" not in v
+                      and now - at <= PEER_QUIET)
+
+    def _hold_beside_older_clocks(self) -> None:
+        """Apply nothing beside a node of a version before ADR 58 (ADR 62): that version
+        times a block by its proposer alone and refuses the witnesses in this version's
+        batches, so beside it this node built blocks of other times (a fork of its own) and
+        its submissions were skipped there. Nor past the height such a node applied (a
+        stopped one): this node would build those blocks otherwise than it did. Positions
+        are read first, and this node's own is published meanwhile (a peer upgraded at the
+        same time then goes on at once)."""
+        if not self._positions_read or self._older_clocks:
+            self._maybe_prune()  # reads the positions (at most every 0.5 s)
+        head = self.store.head
+        assert head is not None
+        live = self._older_clock_peers()
+        ahead = {a: h for a, h in self._older_heights.items() if h > head.height}
+        if not live and not ahead:
+            self._older_clocks = ""
+            return
+        many = len(live) > 1
+        self._older_clocks = (
+            (("the nodes of " if many else "the node of ") + ", ".join(live)
+             + (" run" if many else " runs") + " a version before ADR 58 (" + (
+                 "their positions carry" if many else "its position carries")
+             + " no signed clock): the two versions time blocks differently and would "
+             "build different chains, so this node applies and takes nothing beside it")
+            if live else
+            ("a node of a version before ADR 58 applied blocks this node has not: " + ", ".join(
+                f"{a} up to height {h}" for a, h in sorted(ahead.items()))
+             + f" (this node is at {head.height}); built here they would differ (that "
+             "version times blocks otherwise), so this node applies and takes nothing")) + (
+            ". Versions before ADR 58 cannot be mixed with this one: put the older version "
+            "back on this node until its head is every node's, then stop every node and "
+            "upgrade them all at once (README, Upgrading)")
+        self._heartbeat()
+        raise OrderingError(self._older_clocks)
 
     def _current(self, asked: int) -> None:
         """Everything ordered before ``asked`` (a linearizable read: etcd answers it only with

@@ -28,6 +28,7 @@ from conftest import DAY, NET, T0, LedgerHarness
 from test_api import AUTH, CLAIMS, PASS, _edu_credential_id, make_demo, serve, settings_for
 from test_api import T0 as DEMO_T0
 
+from ledger.batch import clock_signature
 from ledger.errors import OrderingError
 from ledger.network import Agency, issue_tx
 from node.app import create_app
@@ -496,6 +497,143 @@ def test_an_upgraded_node_judges_new_co_signatures_by_its_block_not_its_older_te
         writer.close()
 
 
+def test_a_node_applies_nothing_beside_a_node_of_a_version_before_adr_58(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A version before ADR 58 times a block by its proposer alone, publishes no signed clock
+    and refuses batches that carry witnesses. A node upgraded beside such nodes (a rolling
+    upgrade from ecc2eee, as README said) applied their batches at other block times, a
+    chain of its own, and its own batches were skipped there. Now, while a current peer's
+    position without a signed clock is fresh, it applies and takes nothing and says why
+    (ADR 62); one found at start that does not change for 35 s is a stopped node of that
+    version (all upgraded at once), and one that signs its clock is upgraded."""
+    from ledger import codec
+    from ledger.batch import make_batch
+
+    reg, tax = agencies["reg"], agencies["tax"]
+    prefix = "older-clock"
+    writer = EtcdLog([etcd_url], prefix)  # reg's node of the older version, by hand
+    mono = [1000.0]
+    older = {"rev": 1, "height": 0, "size": 1, "time": T0 + 10}
+    writer.put_applied("reg", codec.encode(older))
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0,
+                          timer=lambda: mono[0])
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    height = ledger.store.head.height
+    try:
+        writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, T0 + 9, [ledger.gov_tx(
+            "register_type", {"type": spec}, [reg, tax]).raw]).to_bytes())
+        deadline = time.monotonic() + 30
+        while "before ADR 58" not in orderer.stats.last_error:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+        said = orderer.stats.last_error
+        assert "the node of reg runs a version before ADR 58" in said
+        assert "stop every node and upgrade them all at once" in said
+        with pytest.raises(OrderingError, match="before ADR 58"):
+            orderer.submit(ledger.gov_tx("grant", {"agency": "edu", "type": "degree",
+                                                   "from": T0, "until": T0 + DAY}, [reg, tax]))
+        mono[0] += 20  # reg's node publishes again, still of that version: still nothing
+        writer.put_applied("reg", codec.encode({**older, "time": T0 + 20}))
+        time.sleep(1.5)
+        mono[0] += 20
+        time.sleep(1.5)
+        assert ledger.store.head.height == height and orderer.stats.failing_since
+        mono[0] += 36  # it stopped (all upgraded at once): unchanged for 35 s
+        while ledger.store.head.height == height:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+        assert "before ADR 58" not in orderer.stats.last_error
+    finally:
+        orderer.stop()
+        writer.close()
+
+
+def test_a_node_goes_on_once_its_older_peer_signs_its_clock(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """The peer of a version before ADR 58 upgraded: its position signs its clock, and the
+    node applies at once (not after 35 s)."""
+    from ledger import codec
+    from ledger.batch import make_batch
+
+    reg, tax = agencies["reg"], agencies["tax"]
+    prefix = "older-clock-upgraded"
+    writer = EtcdLog([etcd_url], prefix)
+    writer.put_applied("reg", codec.encode({"rev": 1, "height": 0, "size": 1, "time": T0 + 10}))
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0)
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    height = ledger.store.head.height
+    try:
+        writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, T0 + 9, [ledger.gov_tx(
+            "register_type", {"type": spec}, [reg, tax]).raw]).to_bytes())
+        deadline = time.monotonic() + 30
+        while "before ADR 58" not in orderer.stats.last_error:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+        writer.put_applied("reg", codec.encode({
+            "rev": 2, "height": 0, "size": 1, "time": T0 + 11,
+            "clock_sig": clock_signature(ledger.net, "reg", reg.node_key, T0 + 11).hex()}))
+        while ledger.store.head.height == height:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+    finally:
+        orderer.stop()
+        writer.close()
+
+
+def test_a_node_builds_no_block_a_node_of_a_version_before_adr_58_applied(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """All upgraded at once from before ADR 58, but this node was behind: the batches its
+    peers applied with the older version, built here, would make blocks of other times (a
+    fork). It applies nothing past its head while a peer said it applied more with that
+    version, after that peer is upgraded (it signs its clock) and after a restart."""
+    from ledger import codec
+    from ledger.batch import make_batch
+
+    reg, tax = agencies["reg"], agencies["tax"]
+    prefix = "older-clock-ahead"
+    writer = EtcdLog([etcd_url], prefix)
+    height = ledger.store.head.height
+    writer.put_applied("reg", codec.encode({"rev": 9, "height": height + 1, "size": 2,
+                                            "time": T0 + 10}))
+    mono = [1000.0]
+
+    def edu() -> EtcdOrderer:
+        return EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                           node_key=agencies["edu"].node_key, clock=lambda: T0 + 10,
+                           workers=0, timer=lambda: mono[0])
+
+    orderer = edu()
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, T0 + 9, [ledger.gov_tx(
+            "register_type", {"type": spec}, [reg, tax]).raw]).to_bytes())
+        deadline = time.monotonic() + 30
+        mono[0] += 36  # found at start, unchanged: a stopped node, but ahead of this one
+        while f"reg up to height {height + 1}" not in orderer.stats.last_error:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            mono[0] += 0.5
+            time.sleep(0.05)
+        writer.put_applied("reg", codec.encode({
+            "rev": 10, "height": height + 1, "size": 2, "time": T0 + 11,
+            "clock_sig": clock_signature(ledger.net, "reg", reg.node_key, T0 + 11).hex()}))
+        for _ in range(20):
+            mono[0] += 0.5
+            time.sleep(0.05)
+        orderer.stop()
+        orderer = edu()  # restarted: reg's older position is gone from etcd, not from here
+        for _ in range(20):
+            mono[0] += 0.5
+            time.sleep(0.05)
+        assert ledger.store.head.height == height
+        assert f"reg up to height {height + 1}" in orderer.stats.last_error
+        assert "put the older version back on this node" in orderer.stats.last_error
+    finally:
+        orderer.stop()
+        writer.close()
+
+
 def test_a_malformed_applied_position_does_not_stop_the_apply_loop(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """Any agency's certificate writes any ``a/<agency>`` key. A position whose height or
@@ -509,7 +647,9 @@ def test_a_malformed_applied_position_does_not_stop_the_apply_loop(
     writer = EtcdLog([etcd_url], prefix)  # reg's and tax's nodes, by hand
     writer.put_applied("tax", codec.encode({"rev": "many", "height": None, "size": "x",
                                             "time": T0 + 10}))
-    writer.put_applied("reg", codec.encode({"rev": 1, "height": 0, "size": 1, "time": T0 + 10}))
+    writer.put_applied("reg", codec.encode({"rev": 1, "height": 0, "size": 1, "time": T0 + 10,
+                                            "clock_sig": clock_signature(
+                                                ledger.net, "reg", reg.node_key, T0 + 10).hex()}))
     orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
                           node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0)
     spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
@@ -551,8 +691,9 @@ def test_a_position_that_claims_the_head_at_an_old_revision_holds_no_pruning_bac
             _final_block_by_reg(ledger, agencies, writer, orderer, tx.raw, T0 + 5 + i)
             head = ledger.store.head
             assert head is not None
-            writer.put_applied("tax", codec.encode({"rev": 0, "height": head.height + 1000,
-                                                    "size": head.log_size, "time": T0 + 10}))
+            writer.put_applied("tax", codec.encode({
+                "rev": 0, "height": head.height + 1000, "size": head.log_size, "time": T0 + 10,
+                "clock_sig": clock_signature(ledger.net, "tax", tax.node_key, T0 + 10).hex()}))
         _until_pruned(writer, orderer)
     finally:
         orderer.stop()
@@ -1740,8 +1881,10 @@ def test_a_node_down_with_a_fast_clock_does_not_stop_the_pruning(
     writer = EtcdLog([etcd_url], prefix)  # edu's node (down) and tax's co-signatures, by hand
     # edu sorts first; its node's clock was an hour fast when it last published, then it went
     # down (at height 0, far behind: it will catch up from a peer, and holds nothing back)
-    writer.put_applied("edu", codec.encode({"rev": 1, "height": 0, "size": 1,
-                                            "time": T0 + 10 + 3600}))
+    writer.put_applied("edu", codec.encode({
+        "rev": 1, "height": 0, "size": 1, "time": T0 + 10 + 3600,
+        "clock_sig": clock_signature(ledger.net, "edu", agencies["edu"].node_key,
+                                     T0 + 10 + 3600).hex()}))
     mono = [1000.0]
     orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="reg",
                           node_key=reg.node_key, clock=lambda: T0 + 10, workers=0,
