@@ -532,10 +532,9 @@ def cluster_health(node: Node, cluster: dict[str, Any], head: dict[str, Any],
     older = cluster.get("older_peers") or []
     if older:
         return "degraded", (
-            ("the nodes of " if len(older) > 1 else "the node of ") + ", ".join(older)
-            + (" run" if len(older) > 1 else " runs") + " a version before ADR 60 ("
-            + ("their" if len(older) > 1 else "its") + " co-signatures name no block): "
-            "co-signatures of the two versions do not count for each other, so a checkpoint "
+            "the newest co-signature of the node of " + ", ".join(older) + " names no block: "
+            "a version before ADR 60 (or one upgraded that has signed nothing since). "
+            "Co-signatures of the two versions do not count for each other, so a checkpoint "
             "is final only where a quorum of nodes runs one "
             f"version (final size here {cluster['final_size']}, log size {head['log_size']}); "
             "go on upgrading one agency at a time until every node runs this version (README, "

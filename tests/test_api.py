@@ -1933,3 +1933,25 @@ def test_a_declared_oversize_body_is_refused_before_it_is_read(
     assert reply.startswith(b"HTTP/1.1 413"), reply
     assert b"PayloadTooLarge" in reply
     assert time.monotonic() - started < 4.0
+
+
+def test_health_names_the_peers_of_a_version_before_adr_60() -> None:
+    """While a network is upgraded across ADR 60, co-signatures of the two versions do not
+    count for each other: an upgraded node's finality stalled with health `ok` (then, past
+    30 s, "are peers down?"). It says which peers and what to do (ADR 62)."""
+    from types import SimpleNamespace
+
+    from node.api import cluster_health
+
+    node = SimpleNamespace(now=lambda: 1000.0, agency="civil", credit_problem=lambda: None,
+                           issuer_problem=lambda: None, tls_problem=lambda: None)
+    cluster = {"halted": None, "older_peers": ["edu", "health"], "final_size": 21,
+               "unfinal_since": 990.0}
+    status, problem = cluster_health(node, cluster, {"log_size": 57, "height": 56}, None)
+    assert status == "degraded" and problem is not None
+    assert "edu, health names no block: a version before ADR 60" in problem
+    assert "final size here 21, log size 57" in problem
+    assert "go on upgrading one agency at a time" in problem
+    status, problem = cluster_health(node, {**cluster, "older_peers": [],
+                                            "unfinal_since": None}, {"log_size": 57}, None)
+    assert status == "ok" and problem is None
