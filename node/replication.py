@@ -1673,6 +1673,13 @@ class EtcdOrderer:
             # block's registry found by re-executing the peer's blocks up to it (not written).
             got = SignedCheckpoint.from_text(  # (at most MAX_SIGNATURES lines of ~100 bytes)
                 self._peer_get(f"{peer}/v1/checkpoint", 1 << 16))
+            if not got.checkpoint.extensions:  # (no line at all: an older version's)
+                raise SyncError(
+                    f"{peer}'s final checkpoint (size {got.checkpoint.size}) names no block: "
+                    "that node runs a version before ADR 60, whose checkpoints bind no blocks, "
+                    "and this node takes no blocks past etcd's pruning marker from it; upgrade "
+                    "that agency's node (or another peer's) first, then this one catches up "
+                    "from it (README, Upgrading)")
             try:
                 checkpoint_block(got.checkpoint)  # (what binds the run's blocks: ADR 60)
             except CheckpointError as e:

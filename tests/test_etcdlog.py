@@ -1480,7 +1480,7 @@ def _pruned_to(url: str, network: str, height: int, size: int, block_hash: bytes
 
 @contextmanager
 def _peer(store: Any, blocks: list[list[Any]] | None = None, garbage: str = "",
-          headers_too: bool = False) -> Iterator[str]:
+          headers_too: bool = False, checkpoint: bytes | None = None) -> Iterator[str]:
     """A peer's sync, header, checkpoint and proof endpoints over HTTP, from the honest store.
     With ``blocks`` (from height 3) it serves those on /v1/sync/blocks (honest headers still),
     and nonsense on the paths ``garbage`` ends with."""
@@ -1514,7 +1514,7 @@ def _peer(store: Any, blocks: list[list[Any]] | None = None, garbage: str = "",
                     if garbage and u.path.endswith(garbage):
                         body = codec.encode([5, 6])  # not [header, entries] pairs
                 elif u.path == "/v1/checkpoint":
-                    body = store.checkpoint() or b""
+                    body = checkpoint or store.checkpoint() or b""
                 elif u.path == "/v1/proofs/consistency":
                     proof = store.consistency_proof(q["old"], q["new"])
                     body = json.dumps({"proof": [base64.b64encode(p).decode()
@@ -1579,6 +1579,40 @@ def test_a_node_catching_up_takes_only_the_networks_blocks(
         assert store.head.height == head.height, orderer.stats.last_error
         assert [store.block(h).hash for h in range(head.height + 1)] == hashes
         assert orderer.stats.synced_blocks == head.height - 2
+
+
+def test_a_node_catching_up_from_a_peer_of_a_version_before_adr_60_says_so(
+        etcd_url: str, chains: _Chains, tmp_path: Path) -> None:
+    """A node upgraded across ADR 60 that was down past etcd's pruning marker catches up only
+    on a final checkpoint that names its block; an older peer's names none. That is still
+    refused (its blocks are bound by nothing), but the node said only "checkpoint at size N
+    names no block", twice a second, with no word of versions or what to do (ADR 62)."""
+    from ledger.checkpoint import Checkpoint, SignedCheckpoint
+    from ledger.keys import load_private_key
+    from ledger.store import Store
+
+    honest = Store(chains.honest, create=False)
+    head = honest.head
+    text = honest.checkpoint()
+    assert text is not None
+    signed = SignedCheckpoint.from_text(text)
+    older = SignedCheckpoint(Checkpoint(signed.checkpoint.origin, signed.checkpoint.size,
+                                        signed.checkpoint.root))
+    for s in signed.signatures:  # as the older version signed it: the root alone
+        older = older.cosign(s.name, load_private_key(
+            chains.honest.parent / "keys" / f"{s.name}.node.key", PASS))
+    victim = tmp_path / "victim"
+    shutil.copytree(chains.victim, victim)
+    network = "catch-up-older"
+    _pruned_to(etcd_url, network, head.height, head.log_size, head.hash)
+    with honest, _peer(honest, checkpoint=older.to_text().encode()) as peer, \
+            Store(victim, create=False) as store:
+        orderer = _caught_up(store, etcd_url, network, [peer], head.height, 3,
+                             node_key=chains.node_key)
+        assert store.head.height == 2  # nothing taken
+    said = orderer.stats.last_error
+    assert "names no block: that node runs a version before ADR 60" in said, said
+    assert "upgrade that agency's node" in said
 
 
 @contextmanager
