@@ -91,9 +91,6 @@ _EVIDENCE = b"xev"
 META_HALTED = b"xhalt"
 """Why this node halted (UTF-8), kept in the store: a restart must not build more blocks on
 the fork. A store restored from a peer has no such record."""
-_OLDER = b"xolder"
-"""The highest height each agency's node said it applied with a version before ADR 58
-(msgpack map), kept in the store: a restart must not build those blocks otherwise (ADR 62)."""
 _BE = struct.Struct(">Q")
 _RECENT = 100_000  # size → (rev, height) entries kept for pruning decisions
 _BATCH_BYTES = 768 * 1024  # a batch is cut once it holds this much (MAX_BATCH_BYTES is 1 MiB)
@@ -362,14 +359,8 @@ class EtcdOrderer:
         # then (None: not yet). Status List Tokens are dated by it (Node.lists_as_of).
         self.current_at: int | None = None
         self._positions_read = False  # the peers' published positions read once since start
-        # why this node holds beside a version before ADR 58 ("" when it does not), and the
-        # highest height each agency's node said it applied with that version
+        # why this node holds beside a version before ADR 58 ("" when it does not)
         self._older_clocks = ""
-        self._older_heights: dict[str, int] = {}
-        with contextlib.suppress(DecodeError, TypeError, ValueError):
-            kept = store.get(_OLDER)
-            self._older_heights = {str(a): int(h) for a, h in codec.decode(
-                kept, what="older positions").items()} if kept is not None else {}
         self._clock_wait_said = False
         self._clock_said = Tally(FAILURE_SAID_EVERY)  # batches proposed at the peers' time
         self._unfinal_since = 0.0  # since when the head has had no final checkpoint
@@ -768,24 +759,23 @@ class EtcdOrderer:
             self._current(asked)
         return True
 
-    def _older_clock_peers(self) -> list[str]:
+    def _older_clock_peers(self) -> tuple[list[str], dict[str, int]]:
         """Current agencies whose node runs a version before ADR 58, or may: its newest
         position carries no signed clock (every version since signs its clock in each) and
-        was found or changed within :data:`PEER_QUIET`. One found so at start and unchanged
-        since is a node of that version that stopped (an upgrade of all at once)."""
+        was found or changed within :data:`PEER_QUIET` (one found so at start and unchanged
+        since is a node of that version that stopped: an upgrade of all at once); and the
+        heights such positions, as etcd holds them now, say were applied. Only what etcd holds
+        now: any agency's certificate writes any position, and a height kept from one forged
+        write would hold every node for good; a real one stays until that agency's node
+        publishes anew (ADR 62)."""
         registry, head = self.store.registry, self.store.head
         if registry is None or head is None:
-            return []
+            return [], {}
         now, current = self.timer(), set(registry.current_agencies(head.time))
-        heard = dict(self._heard)  # the applying thread writes
-        seen = {a: max(self._older_heights.get(a, 0), v["height"]) for a, (v, _) in heard.items()
-                if "clock_sig" not in v and a != self.agency and a in current}
-        if any(h > head.height and h != self._older_heights.get(a) for a, h in seen.items()):
-            self._older_heights |= seen
-            self.store.put_records({_OLDER: codec.encode(self._older_heights)})
-        return sorted(a for a, (v, at) in heard.items()
-                      if a in current and a != self.agency and "clock_sig" not in v
-                      and now - at <= PEER_QUIET)
+        older = {a: (v, at) for a, (v, at) in dict(self._heard).items()  # (the applying
+                 if a in current and a != self.agency and "clock_sig" not in v}  # thread writes)
+        return (sorted(a for a, (_, at) in older.items() if now - at <= PEER_QUIET),
+                {a: v["height"] for a, (v, _) in older.items()})
 
     def _hold_beside_older_clocks(self) -> None:
         """Apply nothing beside a node of a version before ADR 58 (ADR 62): that version
@@ -799,8 +789,8 @@ class EtcdOrderer:
             self._maybe_prune()  # reads the positions (at most every 0.5 s)
         head = self.store.head
         assert head is not None
-        live = self._older_clock_peers()
-        ahead = {a: h for a, h in self._older_heights.items() if h > head.height}
+        live, heights = self._older_clock_peers()
+        ahead = {a: h for a, h in heights.items() if h > head.height}
         if not live and not ahead:
             self._older_clocks = ""
             return
