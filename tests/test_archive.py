@@ -417,6 +417,8 @@ def test_checkpoints_of_a_version_before_adr_60_replay(demo: Path, archive_bytes
     assert report.blockless == report.checkpoints_checked > 0 and report.blockless_last
     assert report.to_json()["checkpoints_naming_no_block"] == {
         "count": report.blockless, "newest": True}
+    from test_audit import SCHEMA, _validate
+    _validate(report.to_json(), SCHEMA)  # (the published schema knows the field)
     # a fresh archive's report is as before: no such field
     assert "checkpoints_naming_no_block" not in audit(
         _write(tmp_path / "new.arc", archive_bytes), now=T0).to_json()
