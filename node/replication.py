@@ -718,8 +718,9 @@ class EtcdOrderer:
             self.stats.reads_failing_since = self.stats.reads_failing_since or _time.time()
             raise
         self.stats.reads_failing_since = 0.0
-        self._hold_beside_older_clocks()
         m = _pruners_marker(marker)
+        self._hold_beside_older_clocks(m["height"] if m is not None and self.rev < m["rev"]
+                                       else 0)
         if m is not None and self.rev < m["rev"]:
             got = m.get("hash")
             self._catch_up(m["rev"], m["height"], m["size"],
@@ -777,20 +778,24 @@ class EtcdOrderer:
         return (sorted(a for a, (_, at) in older.items() if now - at <= PEER_QUIET),
                 {a: v["height"] for a, (v, _) in older.items()})
 
-    def _hold_beside_older_clocks(self) -> None:
+    def _hold_beside_older_clocks(self, taken_to: int = 0) -> None:
         """Apply nothing beside a node of a version before ADR 58 (ADR 62): that version
         times a block by its proposer alone and refuses the witnesses in this version's
         batches, so beside it this node built blocks of other times (a fork of its own) and
         its submissions were skipped there. Nor past the height such a node applied (a
         stopped one): this node would build those blocks otherwise than it did. Positions
         are read first, and this node's own is published meanwhile (a peer upgraded at the
-        same time then goes on at once)."""
+        same time then goes on at once). Blocks up to ``taken_to`` (the pruning marker's
+        height, when this node is behind it) are not built here but taken from peers, bound
+        by the marker's hash: an older position at or below it holds nothing (a current
+        agency's node down since an upgrade of all at once left one in etcd for good, and
+        held every node behind it, a fresh one too, short of its catch-up)."""
         if not self._positions_read or self._older_clocks:
             self._maybe_prune()  # reads the positions (at most every 0.5 s)
         head = self.store.head
         assert head is not None
         live, heights = self._older_clock_peers()
-        ahead = {a: h for a, h in heights.items() if h > head.height}
+        ahead = {a: h for a, h in heights.items() if h > max(head.height, taken_to)}
         if not live and not ahead:
             self._older_clocks = ""
             return

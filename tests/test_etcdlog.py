@@ -644,6 +644,42 @@ def test_a_node_builds_no_block_a_node_of_a_version_before_adr_58_applied(
         writer.close()
 
 
+def test_an_older_position_below_the_pruning_marker_holds_no_catch_up(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """All upgraded at once from before ADR 58 while reg's node was down: its position
+    without a signed clock stays in etcd until it returns. A node behind the pruning marker
+    (a fresh one, one restored from an old archive) takes the blocks up to the marker from
+    peers, bound by its hash, and builds none of them: reg's height at or below the marker
+    held it short of that catch-up, for as long as reg's node stayed down (ADR 62)."""
+    from ledger import codec
+
+    prefix = "older-clock-below-marker"
+    writer = EtcdLog([etcd_url], prefix)
+    head = ledger.store.head
+    assert head is not None
+    writer.put_applied("reg", codec.encode({"rev": 1, "height": head.height + 3,
+                                            "size": head.log_size + 3, "time": T0 + 10}))
+    rev = writer.put_batch(b"pruned")  # a pruner's marker past reg's height
+    assert writer.prune(rev, codec.encode({"rev": rev, "height": head.height + 5,
+                                           "size": head.log_size + 5, "hash": bytes(32)}),
+                        cosig_size=0, seen=None) is not None
+    mono = [1000.0]
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0,
+                          timer=lambda: mono[0])  # (its peers unreachable: here none)
+    try:
+        deadline = time.monotonic() + 30
+        mono[0] += 36  # found at start, unchanged: reg's node is down
+        while "no peer could bring" not in orderer.stats.last_error:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            mono[0] += 0.5
+            time.sleep(0.05)
+        assert "before ADR 58" not in orderer.stats.last_error
+    finally:
+        orderer.stop()
+        writer.close()
+
+
 def test_a_malformed_applied_position_does_not_stop_the_apply_loop(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """Any agency's certificate writes any ``a/<agency>`` key. A position whose height or
