@@ -359,6 +359,7 @@ class EtcdOrderer:
         # then (None: not yet). Status List Tokens are dated by it (Node.lists_as_of).
         self.current_at: int | None = None
         self._positions_read = False  # the peers' published positions read once since start
+        self._positions_held: set[str] = set()  # the agencies etcd held a position of then
         # why this node holds beside a version before ADR 58 ("" when it does not)
         self._older_clocks = ""
         self._clock_wait_said = False
@@ -773,8 +774,10 @@ class EtcdOrderer:
         if registry is None or head is None:
             return [], {}
         now, current = self.timer(), set(registry.current_agencies(head.time))
+        held = self._positions_held  # (one deleted since stays in _heard, not in etcd)
         older = {a: (v, at) for a, (v, at) in dict(self._heard).items()  # (the applying
-                 if a in current and a != self.agency and "clock_sig" not in v}  # thread writes)
+                 if a in current and a in held and a != self.agency  # thread writes)
+                 and "clock_sig" not in v}
         return (sorted(a for a, (_, at) in older.items() if now - at <= PEER_QUIET),
                 {a: v["height"] for a, (v, _) in older.items()})
 
@@ -1196,6 +1199,7 @@ class EtcdOrderer:
         applied = {a: v for a, v in self.etcd.applied().items()
                    if all(type(v.get(k)) is int for k in ("rev", "height", "size"))}
         now = self.timer()
+        self._positions_held = set(applied)
         for a, v in applied.items():
             was = self._heard.get(a)
             if was is None or was[0] != v:

@@ -680,6 +680,47 @@ def test_an_older_position_below_the_pruning_marker_holds_no_catch_up(
         writer.close()
 
 
+def test_an_older_position_deleted_from_etcd_holds_nothing(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Only what etcd holds now counts (ADR 62): a position without a signed clock, deleted
+    since (an operator's etcdctl, for an agency whose node of that version will not return),
+    held every running node until its restart, kept in what the node had heard."""
+    from aetcd.rpc import rpc_pb2 as pb
+
+    from ledger import codec
+    from ledger.batch import make_batch
+
+    reg, tax = agencies["reg"], agencies["tax"]
+    prefix = "older-clock-deleted"
+    writer = EtcdLog([etcd_url], prefix)
+    height = ledger.store.head.height
+    writer.put_applied("reg", codec.encode({"rev": 9, "height": height + 1, "size": 2,
+                                            "time": T0 + 10}))
+    mono = [1000.0]
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0,
+                          timer=lambda: mono[0])
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, T0 + 9, [ledger.gov_tx(
+            "register_type", {"type": spec}, [reg, tax]).raw]).to_bytes())
+        deadline = time.monotonic() + 30
+        mono[0] += 36
+        while f"reg up to height {height + 1}" not in orderer.stats.last_error:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            mono[0] += 0.5
+            time.sleep(0.05)
+        writer._call("DeleteRange", pb.DeleteRangeRequest(key=writer._p + b"a/reg"))
+        while ledger.store.head.height == height:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            mono[0] += 0.5
+            time.sleep(0.05)
+        assert ledger.store.head.height == height + 1
+    finally:
+        orderer.stop()
+        writer.close()
+
+
 def test_a_malformed_applied_position_does_not_stop_the_apply_loop(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """Any agency's certificate writes any ``a/<agency>`` key. A position whose height or
