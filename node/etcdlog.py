@@ -328,6 +328,25 @@ class EtcdLog:
                 out[r.key[2:]] = got
         return out
 
+    def none_gone_after(self, rev: int) -> bool:
+        """Whether every batch created after revision ``rev`` (the last one a node applied) is
+        still in etcd. Pruning deletes the oldest batches first, so it is when the batch at
+        ``rev`` still is, when that batch is the newest ever put (the counter ``n`` was last
+        written with it), or when the next one by number is there (known if this reader read
+        the one at ``rev``). False when it cannot tell."""
+        if rev <= 0:
+            return False
+        resp = self._call("Txn", pb.TxnRequest(success=[
+            pb.RequestOp(request_range=self._range("b/", min_create=rev, max_create=rev,
+                                                   keys_only=True, limit=1)),
+            pb.RequestOp(request_range=self._range("n", exact=True))]))
+        ours, counter = (r.response_range.kvs for r in resp.responses)
+        if ours or (counter and int(counter[0].mod_revision) == rev):
+            return True
+        seq = self._seqs.get(rev)
+        return seq is not None and bool(self._call("Range", self._range(
+            f"b/{seq + 1:0{_SEQ_WIDTH}d}", exact=True)).kvs)
+
     def marker(self) -> Record | None:
         got = self._records(self._call("Range", self._range("p", exact=True)))
         return got[0] if got else None

@@ -360,6 +360,7 @@ class EtcdOrderer:
         self.current_at: int | None = None
         self._positions_read = False  # the peers' published positions read once since start
         self._positions_held: set[str] = set()  # the agencies etcd held a position of then
+        self._forged_said: bytes | None = None  # the marker last said to be no pruner's
         # why this node holds beside a version before ADR 58 ("" when it does not)
         self._older_clocks = ""
         self._clock_wait_said = False
@@ -720,6 +721,18 @@ class EtcdOrderer:
             raise
         self.stats.reads_failing_since = 0.0
         m = _pruners_marker(marker)
+        if m is not None and self.rev < m["rev"] and self.etcd.none_gone_after(self.rev):
+            # Not a pruner's (any agency's certificate writes the marker): no batch after the
+            # last one applied here is gone from etcd. Taken up, one naming a height far ahead
+            # held every node in a catch-up no peer could end: none applied, became final or
+            # pruned again, and nothing wrote over it (ADR 64).
+            said = marker.value if marker is not None else b""
+            if self._forged_said != said:
+                self._forged_said = said
+                log.warning("the pruning marker names revision %d, past this node's last batch "
+                            "(revision %d), but no batch after that one is gone from etcd: "
+                            "no pruner's, ignored", m["rev"], self.rev)
+            m = None
         self._hold_beside_older_clocks(m["height"] if m is not None and self.rev < m["rev"]
                                        else 0)
         if m is not None and self.rev < m["rev"]:

@@ -827,6 +827,37 @@ def test_a_pruning_marker_past_its_own_revision_is_no_pruners(
         writer.close()
 
 
+def test_a_pruning_marker_past_batches_etcd_still_holds_stops_no_node(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Any agency's certificate writes etcd's pruning marker. One naming a revision just past
+    a node's last batch (below its own, as a pruner's is) and a height far ahead sent every
+    node behind it to catch up to a height no peer has: no node applied a batch again, so
+    none became final, nobody pruned, and the marker was never written over (the network
+    stopped for good, by one write). Pruning deletes the oldest batches first: while the
+    batch a node applied last is still in etcd, no batch after it is gone, and a marker
+    saying otherwise is no pruner's."""
+    from ledger import codec
+
+    reg, tax = agencies["reg"], agencies["tax"]
+    writer, orderer = _edu_beside(etcd_url, ledger, agencies["edu"], "marker-past-held")
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
+            "register_type", {"type": spec}, [reg, tax]).raw, T0 + 5)
+        head = ledger.store.head
+        assert head is not None
+        forged = codec.encode({"rev": orderer.rev + 1, "height": head.height + 1000,
+                               "size": head.log_size + 1000, "hash": b"\x07" * 32})
+        assert writer.prune(0, forged, cosig_size=0, seen=writer.marker()) is not None
+        size, _ = _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
+            "grant", {"agency": "edu", "type": "degree", "from": T0, "until": T0 + DAY},
+            [reg, tax]).raw, T0 + 6)
+        assert ledger.store.head.height == head.height + 1 and orderer.final_size == size
+    finally:
+        orderer.stop()
+        writer.close()
+
+
 def test_co_signatures_far_ahead_do_not_drop_the_ones_for_the_head(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """Co-signatures for blocks not applied yet wait; past 10,000 sizes of them all were
