@@ -1272,7 +1272,11 @@ class EtcdOrderer:
         size, height = at
         # The block hash at the marker lets a node catching up past it take from a peer only
         # the network's blocks, not the same entries grouped or timed otherwise (ADR 46).
-        n = self.etcd.prune(upto, codec.encode({"rev": upto, "height": height, "size": size,
+        # The batch at the marker's revision is kept (deleted by the next prune): every node at
+        # or past it still finds its last batch in etcd, so none takes up a marker forged past
+        # it (EtcdLog.none_gone_after). Deleting it too left an idle network with no batch in
+        # etcd, and a forger writing the counter with the marker stopped every node (ADR 64).
+        n = self.etcd.prune(upto - 1, codec.encode({"rev": upto, "height": height, "size": size,
                                                 "hash": self.store.block(height).hash}),
                             cosig_size=size, seen=marker)
         if n is None:
