@@ -246,6 +246,16 @@ def _until_reads_fail(orderer: EtcdOrderer, timeout: float) -> None:
         time.sleep(0.05)
 
 
+def _until_held(done: Callable[[], bool], mono: list[float], deadline: float,
+                orderer: EtcdOrderer) -> None:
+    """Wait for ``done()`` (until ``deadline``, monotonic), moving the orderer's timer on
+    0.5 s a poll: the positions it reads are judged by their age on that timer."""
+    while not done():
+        assert time.monotonic() < deadline, orderer.stats.last_error
+        mono[0] += 0.5
+        time.sleep(0.05)
+
+
 def _final_block_by_reg(ledger: LedgerHarness, agencies: dict[str, Agency], writer: EtcdLog,
                         orderer: EtcdOrderer, tx_raw: bytes, t: int, *, cosigned: bool = True
                         ) -> tuple[int, bytes]:
@@ -614,30 +624,23 @@ def test_a_node_builds_no_block_a_node_of_a_version_before_adr_58_applied(
             "register_type", {"type": spec}, [reg, tax]).raw]).to_bytes())
         deadline = time.monotonic() + 30
         mono[0] += 36  # found at start, unchanged: a stopped node, but ahead of this one
-        while f"reg up to height {height + 1}" not in orderer.stats.last_error:
-            assert time.monotonic() < deadline, orderer.stats.last_error
-            mono[0] += 0.5
-            time.sleep(0.05)
+        _until_held(lambda: f"reg up to height {height + 1}" in orderer.stats.last_error,
+                    mono, deadline, orderer)
         orderer.stop()
         orderer = edu()  # restarted: reg's older position is still in etcd
         for _ in range(20):
             mono[0] += 0.5
             time.sleep(0.05)
         mono[0] += 36  # (found at start again: said as live until it is 35 s old)
-        while f"reg up to height {height + 1}" not in orderer.stats.last_error:
-            assert time.monotonic() < deadline, orderer.stats.last_error
-            mono[0] += 0.5
-            time.sleep(0.05)
+        _until_held(lambda: f"reg up to height {height + 1}" in orderer.stats.last_error,
+                    mono, deadline, orderer)
         assert ledger.store.head.height == height
         assert f"reg up to height {height + 1}" in orderer.stats.last_error
         assert "put the older version back on this node" in orderer.stats.last_error
         writer.put_applied("reg", codec.encode({  # reg's node publishes anew, upgraded
             "rev": 10, "height": height + 1, "size": 2, "time": T0 + 11,
             "clock_sig": clock_signature(ledger.net, "reg", reg.node_key, T0 + 11).hex()}))
-        while ledger.store.head.height == height:
-            assert time.monotonic() < deadline, orderer.stats.last_error
-            mono[0] += 0.5
-            time.sleep(0.05)
+        _until_held(lambda: ledger.store.head.height != height, mono, deadline, orderer)
         assert ledger.store.head.height == height + 1
     finally:
         orderer.stop()
@@ -670,10 +673,8 @@ def test_an_older_position_below_the_pruning_marker_holds_no_catch_up(
     try:
         deadline = time.monotonic() + 30
         mono[0] += 36  # found at start, unchanged: reg's node is down
-        while "no peer could bring" not in orderer.stats.last_error:
-            assert time.monotonic() < deadline, orderer.stats.last_error
-            mono[0] += 0.5
-            time.sleep(0.05)
+        _until_held(lambda: "no peer could bring" in orderer.stats.last_error, mono, deadline,
+                    orderer)
         assert "before ADR 58" not in orderer.stats.last_error
     finally:
         orderer.stop()
@@ -706,15 +707,10 @@ def test_an_older_position_deleted_from_etcd_holds_nothing(
             "register_type", {"type": spec}, [reg, tax]).raw]).to_bytes())
         deadline = time.monotonic() + 30
         mono[0] += 36
-        while f"reg up to height {height + 1}" not in orderer.stats.last_error:
-            assert time.monotonic() < deadline, orderer.stats.last_error
-            mono[0] += 0.5
-            time.sleep(0.05)
+        _until_held(lambda: f"reg up to height {height + 1}" in orderer.stats.last_error,
+                    mono, deadline, orderer)
         writer._call("DeleteRange", pb.DeleteRangeRequest(key=writer._p + b"a/reg"))
-        while ledger.store.head.height == height:
-            assert time.monotonic() < deadline, orderer.stats.last_error
-            mono[0] += 0.5
-            time.sleep(0.05)
+        _until_held(lambda: ledger.store.head.height != height, mono, deadline, orderer)
         assert ledger.store.head.height == height + 1
     finally:
         orderer.stop()
