@@ -823,65 +823,43 @@ def test_a_pruning_marker_past_its_own_revision_is_no_pruners(
         writer.close()
 
 
+@pytest.mark.parametrize("after_prune", [False, True])
 def test_a_pruning_marker_past_batches_etcd_still_holds_stops_no_node(
-        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency],
+        after_prune: bool) -> None:
     """Any agency's certificate writes etcd's pruning marker. One naming a revision just past
     a node's last batch (below its own, as a pruner's is) and a height far ahead sent every
     node behind it to catch up to a height no peer has: no node applied a batch again, so
     none became final, nobody pruned, and the marker was never written over (the network
-    stopped for good, by one write). Pruning deletes the oldest batches first: while the
-    batch a node applied last is still in etcd, no batch after it is gone, and a marker
-    saying otherwise is no pruner's."""
-    from ledger import codec
-
-    reg, tax = agencies["reg"], agencies["tax"]
-    writer, orderer = _edu_beside(etcd_url, ledger, agencies["edu"], "marker-past-held")
-    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
-    try:
-        _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
-            "register_type", {"type": spec}, [reg, tax]).raw, T0 + 5)
-        head = ledger.store.head
-        assert head is not None
-        forged = codec.encode({"rev": orderer.rev + 1, "height": head.height + 1000,
-                               "size": head.log_size + 1000, "hash": b"\x07" * 32})
-        assert writer.prune(0, forged, cosig_size=0, seen=writer.marker()) is not None
-        size, _ = _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
-            "grant", {"agency": "edu", "type": "degree", "from": T0, "until": T0 + DAY},
-            [reg, tax]).raw, T0 + 6)
-        assert ledger.store.head.height == head.height + 1 and orderer.final_size == size
-    finally:
-        orderer.stop()
-        writer.close()
-
-
-
-def test_a_pruning_marker_past_batches_pruned_with_the_counter_written_stops_no_node(
-        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
-    """Once an idle network pruned up to its head, no batch a node applied was left in etcd:
-    a node told a forged marker from a pruner's only by the counter ``n`` (last written with
-    its batch) or the next batch by number. A forger writing ``n`` too, in the same
-    transaction as a marker just past the head and far ahead, sent every node into a
-    catch-up no peer could end again (ADR 64). A pruner keeps the batch at its marker's
-    revision: a node at or past it still finds its own last batch in etcd."""
+    stopped for good, by one write). Pruning deletes the oldest batches first: while a batch
+    after a node's last one is not gone, a marker saying otherwise is no pruner's (ADR 64).
+    ``after_prune``: once an idle network pruned up to its head no batch a node applied was
+    left, and a forger writing the counter ``n`` in the same transaction as the marker got
+    past that check; a pruner now keeps the batch at its marker's revision."""
     from aetcd.rpc import rpc_pb2 as pb
 
     from ledger import codec
 
     reg, tax = agencies["reg"], agencies["tax"]
-    writer, orderer = _edu_beside(etcd_url, ledger, agencies["edu"], "marker-past-pruned")
+    writer, orderer = _edu_beside(etcd_url, ledger, agencies["edu"],
+                                  f"marker-past-{'pruned' if after_prune else 'held'}")
     spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
     try:
         _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
             "register_type", {"type": spec}, [reg, tax]).raw, T0 + 5)
         head = ledger.store.head
         assert head is not None
-        deadline = time.monotonic() + 30  # edu's node sorts first: it prunes up to its head
-        while (m := writer.marker()) is None or codec.decode(m.value)["rev"] < orderer.rev:
-            assert time.monotonic() < deadline, orderer.stats.last_error
-            time.sleep(0.05)
         forged = codec.encode({"rev": orderer.rev + 1, "height": head.height + 1000,
                                "size": head.log_size + 1000, "hash": b"\x07" * 32})
-        writer._call("Txn", pb.TxnRequest(success=[writer._put(b"n"), writer._put(b"p", forged)]))
+        if after_prune:
+            deadline = time.monotonic() + 30  # edu's node sorts first: it prunes to its head
+            while (m := writer.marker()) is None or codec.decode(m.value)["rev"] < orderer.rev:
+                assert time.monotonic() < deadline, orderer.stats.last_error
+                time.sleep(0.05)
+            writer._call("Txn", pb.TxnRequest(success=[writer._put(b"n"),
+                                                       writer._put(b"p", forged)]))
+        else:
+            assert writer.prune(0, forged, cosig_size=0, seen=writer.marker()) is not None
         size, _ = _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
             "grant", {"agency": "edu", "type": "degree", "from": T0, "until": T0 + DAY},
             [reg, tax]).raw, T0 + 6)
