@@ -135,7 +135,7 @@ node's monotonic timer) may be the one that prunes etcd (the first such agency i
 MAX_VOUCH_BLOCKS = 1_000_000
 """Blocks a catching-up node follows past a synced run to a peer's final checkpoint whose
 signers its registry does not know (a rotation between them), before the checkpoint's
-signatures can be checked: the block hashes it keeps (~100 bytes each) are bounded by this,
+signatures can be checked: the block hashes it keeps (~73 bytes each) are bounded by this,
 not by the size the peer claims (ADR 64)."""
 
 PEER_QUIET = 35.0

@@ -1808,18 +1808,15 @@ def test_a_peer_answering_without_end_does_not_hold_a_catching_up_node(
         assert sent[0] < 32 << 20, sent[0]
 
 
-def test_a_node_catches_up_to_a_marker_before_a_rotation_its_peers_checkpoint_is_past(
-        etcd_url: str, make_ledger: Callable[..., LedgerHarness], agencies: dict[str, Agency],
-        tmp_path: Path) -> None:
-    """A synced run was checked against the peer's final checkpoint with the registry at the
-    run's end. Past it, two of three agencies rotated their node keys: the network's newest
-    final checkpoints carry their new keys, which that registry does not know, and every
-    peer's was refused: the node stayed behind for good. A checkpoint past the run is checked
-    with the registry at its own block, re-executed from the peer's blocks (not written)."""
+def _rotated_past_a_copy(make_ledger: Callable[..., LedgerHarness], agencies: dict[str, Agency],
+                        tmp_path: Path) -> tuple[LedgerHarness, Any, Any]:
+    """An honest chain copied to ``tmp_path / "victim"`` at height 1; then a block, two of the
+    three node keys rotated, and a block whose checkpoint (stored) carries the new keys, which
+    the copy's registry does not know: (the honest ledger, its head at the second block, that
+    checkpoint)."""
     from ledger.chain import checkpoint_key
     from ledger.finality import sign_checkpoint
     from ledger.keys import PrivateKey
-    from ledger.store import Store
 
     reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
     honest = make_ledger(list(agencies.values()), 2, T0, name="honest")
@@ -1829,7 +1826,7 @@ def test_a_node_catches_up_to_a_marker_before_a_rotation_its_peers_checkpoint_is
     shutil.copytree(tmp_path / "honest", tmp_path / "victim")  # at height 1
     honest.reopen()
     honest.govern("register_type", {"type": {**spec, "id": "diploma"}}, [reg, tax], T0 + 2)
-    marker = honest.store.head  # pruned up to here
+    second = honest.store.head
     new = {"reg": PrivateKey.generate(), "tax": PrivateKey.generate()}
     for name, key in new.items():
         honest.govern("rotate_key", {"agency": name, "role": "node",
@@ -1840,11 +1837,25 @@ def test_a_node_catches_up_to_a_marker_before_a_rotation_its_peers_checkpoint_is
     cp = sign_checkpoint(honest.net, res.head, [("reg", new["reg"]), ("tax", new["tax"]),
                                                 ("edu", edu.node_key)])
     honest.store.write_block(res, {checkpoint_key(res.head.log_size): cp.to_text().encode()})
+    return honest, second, cp
+
+
+def test_a_node_catches_up_to_a_marker_before_a_rotation_its_peers_checkpoint_is_past(
+        etcd_url: str, make_ledger: Callable[..., LedgerHarness], agencies: dict[str, Agency],
+        tmp_path: Path) -> None:
+    """A synced run was checked against the peer's final checkpoint with the registry at the
+    run's end. Past it, two of three agencies rotated their node keys: the network's newest
+    final checkpoints carry their new keys, which that registry does not know, and every
+    peer's was refused: the node stayed behind for good. A checkpoint past the run is checked
+    with the registry at its own block, re-executed from the peer's blocks (not written)."""
+    from ledger.store import Store
+
+    honest, marker, _ = _rotated_past_a_copy(make_ledger, agencies, tmp_path)
     network = "catch-up-rotated"
     _pruned_to(etcd_url, network, marker.height, marker.log_size, marker.hash)
     with _peer(honest.store) as good, Store(tmp_path / "victim", create=False) as store:
         orderer = _caught_up(store, etcd_url, network, [good], marker.height, 20,
-                             node_key=edu.node_key, clock=T0 + 10)
+                             node_key=agencies["edu"].node_key, clock=T0 + 10)
         assert store.head.height == marker.height, orderer.stats.last_error
         assert store.head.hash == marker.hash
 
@@ -1926,31 +1937,11 @@ def test_the_hashes_a_checkpoint_vouched_for_are_let_go_once_its_blocks_are_writ
     the node held them for as long as it ran (until another catch-up replaced them)."""
     import types
 
-    from ledger.chain import checkpoint_key
-    from ledger.finality import sign_checkpoint
-    from ledger.keys import PrivateKey
     from ledger.store import Store
     from node.replication import Stats
 
-    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
-    honest = make_ledger(list(agencies.values()), 2, T0, name="honest")
-    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
-    honest.govern("register_type", {"type": spec}, [reg, tax], T0 + 1)
-    honest.store.close()
-    shutil.copytree(tmp_path / "honest", tmp_path / "victim")  # at height 1
-    honest.reopen()
-    honest.govern("register_type", {"type": {**spec, "id": "diploma"}}, [reg, tax], T0 + 2)
-    new = {"reg": PrivateKey.generate(), "tax": PrivateKey.generate()}
-    for name, key in new.items():
-        honest.govern("rotate_key", {"agency": name, "role": "node",
-                                     "new_key": key.public.raw, "at": T0 + 7}, [reg, tax], T0 + 3)
-    res = honest.build([honest.gov_tx("register_type", {"type": {**spec, "id": "x"}},
-                                      [reg, tax])], T0 + 8)
-    assert res.head is not None and not res.rejected
-    cp = sign_checkpoint(honest.net, res.head, [("reg", new["reg"]), ("tax", new["tax"]),
-                                                ("edu", edu.node_key)])
-    honest.store.write_block(res, {checkpoint_key(res.head.log_size): cp.to_text().encode()})
-    top = res.head.height
+    honest, _, cp = _rotated_past_a_copy(make_ledger, agencies, tmp_path)
+    top = honest.store.head.height
     with _peer(honest.store) as url, httpx.Client(timeout=30) as client, \
             Store(tmp_path / "victim", create=False) as store:
         me = types.SimpleNamespace(
