@@ -507,6 +507,43 @@ def test_an_upgraded_node_judges_new_co_signatures_by_its_block_not_its_older_te
         writer.close()
 
 
+def _edu_at_t0(etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency], prefix: str,
+               timer: Callable[[], float]) -> EtcdOrderer:
+    """edu's node on ``ledger``'s store, its clock at T0 + 10, its monotonic time ``timer``."""
+    return EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                       node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0,
+                       timer=timer)
+
+
+def _held_beside_an_older_reg(etcd_url: str, ledger: LedgerHarness,
+                              agencies: dict[str, Agency], prefix: str,
+                              position: dict[str, Any], timer: Callable[[], float]
+                              ) -> tuple[EtcdLog, EtcdOrderer]:
+    """edu's node beside reg's node of a version before ADR 58 (its ``position``, no signed
+    clock, written by hand), once reg's batch is in etcd and edu's node says it holds:
+    (reg's writer, edu's orderer), both to be closed by the caller."""
+    from ledger import codec
+    from ledger.batch import make_batch
+
+    reg, tax = agencies["reg"], agencies["tax"]
+    writer = EtcdLog([etcd_url], prefix)
+    writer.put_applied("reg", codec.encode(position))
+    orderer = _edu_at_t0(etcd_url, ledger, agencies, prefix, timer)
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, T0 + 9, [ledger.gov_tx(
+            "register_type", {"type": spec}, [reg, tax]).raw]).to_bytes())
+        deadline = time.monotonic() + 30
+        while "before ADR 58" not in orderer.stats.last_error:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+    except BaseException:
+        orderer.stop()
+        writer.close()
+        raise
+    return writer, orderer
+
+
 def test_a_node_applies_nothing_beside_a_node_of_a_version_before_adr_58(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """A version before ADR 58 times a block by its proposer alone, publishes no signed clock
@@ -517,26 +554,15 @@ def test_a_node_applies_nothing_beside_a_node_of_a_version_before_adr_58(
     (ADR 62); one found at start that does not change for 35 s is a stopped node of that
     version (all upgraded at once), and one that signs its clock is upgraded."""
     from ledger import codec
-    from ledger.batch import make_batch
 
     reg, tax = agencies["reg"], agencies["tax"]
-    prefix = "older-clock"
-    writer = EtcdLog([etcd_url], prefix)  # reg's node of the older version, by hand
     mono = [1000.0]
     older = {"rev": 1, "height": 0, "size": 1, "time": T0 + 10}
-    writer.put_applied("reg", codec.encode(older))
-    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
-                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0,
-                          timer=lambda: mono[0])
-    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
     height = ledger.store.head.height
+    writer, orderer = _held_beside_an_older_reg(etcd_url, ledger, agencies, "older-clock",
+                                                older, lambda: mono[0])
     try:
-        writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, T0 + 9, [ledger.gov_tx(
-            "register_type", {"type": spec}, [reg, tax]).raw]).to_bytes())
         deadline = time.monotonic() + 30
-        while "before ADR 58" not in orderer.stats.last_error:
-            assert time.monotonic() < deadline, orderer.stats.last_error
-            time.sleep(0.05)
         said = orderer.stats.last_error
         assert "the node of reg runs a version before ADR 58" in said
         assert "stop every node and upgrade them all at once" in said
@@ -564,23 +590,14 @@ def test_a_node_goes_on_once_its_older_peer_signs_its_clock(
     """The peer of a version before ADR 58 upgraded: its position signs its clock, and the
     node applies at once (not after 35 s)."""
     from ledger import codec
-    from ledger.batch import make_batch
 
-    reg, tax = agencies["reg"], agencies["tax"]
-    prefix = "older-clock-upgraded"
-    writer = EtcdLog([etcd_url], prefix)
-    writer.put_applied("reg", codec.encode({"rev": 1, "height": 0, "size": 1, "time": T0 + 10}))
-    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
-                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0)
-    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    reg = agencies["reg"]
     height = ledger.store.head.height
+    writer, orderer = _held_beside_an_older_reg(
+        etcd_url, ledger, agencies, "older-clock-upgraded",
+        {"rev": 1, "height": 0, "size": 1, "time": T0 + 10}, time.monotonic)
     try:
-        writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, T0 + 9, [ledger.gov_tx(
-            "register_type", {"type": spec}, [reg, tax]).raw]).to_bytes())
         deadline = time.monotonic() + 30
-        while "before ADR 58" not in orderer.stats.last_error:
-            assert time.monotonic() < deadline, orderer.stats.last_error
-            time.sleep(0.05)
         writer.put_applied("reg", codec.encode({
             "rev": 2, "height": 0, "size": 1, "time": T0 + 11,
             "clock_sig": clock_signature(ledger.net, "reg", reg.node_key, T0 + 11).hex()}))
@@ -602,32 +619,22 @@ def test_a_node_builds_no_block_a_node_of_a_version_before_adr_58_applied(
     every node for good; once that agency's node publishes anew (a signed clock), it goes
     on (ADR 62)."""
     from ledger import codec
-    from ledger.batch import make_batch
 
-    reg, tax = agencies["reg"], agencies["tax"]
+    reg = agencies["reg"]
     prefix = "older-clock-ahead"
-    writer = EtcdLog([etcd_url], prefix)
     height = ledger.store.head.height
-    writer.put_applied("reg", codec.encode({"rev": 9, "height": height + 1, "size": 2,
-                                            "time": T0 + 10}))
     mono = [1000.0]
-
-    def edu() -> EtcdOrderer:
-        return EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
-                           node_key=agencies["edu"].node_key, clock=lambda: T0 + 10,
-                           workers=0, timer=lambda: mono[0])
-
-    orderer = edu()
-    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    writer, orderer = _held_beside_an_older_reg(
+        etcd_url, ledger, agencies, prefix,
+        {"rev": 9, "height": height + 1, "size": 2, "time": T0 + 10}, lambda: mono[0])
     try:
-        writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, T0 + 9, [ledger.gov_tx(
-            "register_type", {"type": spec}, [reg, tax]).raw]).to_bytes())
         deadline = time.monotonic() + 30
         mono[0] += 36  # found at start, unchanged: a stopped node, but ahead of this one
         _until_held(lambda: f"reg up to height {height + 1}" in orderer.stats.last_error,
                     mono, deadline, orderer)
         orderer.stop()
-        orderer = edu()  # restarted: reg's older position is still in etcd
+        # restarted: reg's older position is still in etcd
+        orderer = _edu_at_t0(etcd_url, ledger, agencies, prefix, lambda: mono[0])
         for _ in range(20):
             mono[0] += 0.5
             time.sleep(0.05)
@@ -667,9 +674,8 @@ def test_an_older_position_below_the_pruning_marker_holds_no_catch_up(
                                            "size": head.log_size + 5, "hash": bytes(32)}),
                         cosig_size=0, seen=None) is not None
     mono = [1000.0]
-    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
-                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0,
-                          timer=lambda: mono[0])  # (its peers unreachable: here none)
+    # (its peers unreachable: here none)
+    orderer = _edu_at_t0(etcd_url, ledger, agencies, prefix, lambda: mono[0])
     try:
         deadline = time.monotonic() + 30
         mono[0] += 36  # found at start, unchanged: reg's node is down
@@ -688,23 +694,12 @@ def test_an_older_position_deleted_from_etcd_holds_nothing(
     held every running node until its restart, kept in what the node had heard."""
     from aetcd.rpc import rpc_pb2 as pb
 
-    from ledger import codec
-    from ledger.batch import make_batch
-
-    reg, tax = agencies["reg"], agencies["tax"]
-    prefix = "older-clock-deleted"
-    writer = EtcdLog([etcd_url], prefix)
     height = ledger.store.head.height
-    writer.put_applied("reg", codec.encode({"rev": 9, "height": height + 1, "size": 2,
-                                            "time": T0 + 10}))
     mono = [1000.0]
-    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
-                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0,
-                          timer=lambda: mono[0])
-    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    writer, orderer = _held_beside_an_older_reg(
+        etcd_url, ledger, agencies, "older-clock-deleted",
+        {"rev": 9, "height": height + 1, "size": 2, "time": T0 + 10}, lambda: mono[0])
     try:
-        writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, T0 + 9, [ledger.gov_tx(
-            "register_type", {"type": spec}, [reg, tax]).raw]).to_bytes())
         deadline = time.monotonic() + 30
         mono[0] += 36
         _until_held(lambda: f"reg up to height {height + 1}" in orderer.stats.last_error,
