@@ -19,7 +19,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-ORDER = ["ingest", "present", "http", "approve", "cluster", "audit", "scale"]
+ORDER = ["ingest", "present", "http", "approve", "cluster", "catchup", "audit", "scale"]
 
 
 def machine() -> dict[str, Any]:

@@ -13,6 +13,12 @@ Figures, each against one core's Ed25519 verify rate measured in the same run:
 * failover: one agency's node and etcd member are killed with SIGKILL during ingest; the time
   until a transaction sent after the kill is committed and acknowledged by another node (the
   issue's bound is 5 s).
+
+``scripts/bench catchup`` (:func:`bench_catchup`): on a network of its own with a retention of 5
+blocks, one node is stopped while the other two commit ``n`` transactions, far past what etcd
+keeps; the figure is how fast it then catches up from its peers over HTTPS (transactions per
+second from its start until its head is theirs), the path of a node down for long and of a new
+agency joining (ADR 65).
 """
 
 from __future__ import annotations
@@ -61,14 +67,61 @@ def bench_cluster(verify_rate: Callable[[], float], n: int = 12_000, chunk: int 
     return result
 
 
-def _run(cluster: LocalCluster, folder: Path, n: int, chunk: int, *, rest: bool = True,
-         per_node: int = 2, verify_rate: Callable[[], float] | None = None,
-         rounds: int = 1) -> dict[str, Any]:
+def bench_catchup(verify_rate: Callable[[], float], n: int = 30_000, chunk: int = 2000,
+                  base_port: int = 28400) -> dict[str, Any]:
+    """Catch-up from peers: the rate at which a node stopped for ``n`` transactions takes them
+    up again (fetched over HTTPS, checked against the final checkpoint, re-executed in full,
+    written), against one core's verify rate measured just before and just after."""
+    with tempfile.TemporaryDirectory(prefix="bench-catchup-") as tmp:
+        folder = Path(tmp) / "net"
+        create_cluster(folder, 3, PASS, base_port=base_port, network="bench-catchup",
+                       retention=5)
+        cluster = LocalCluster(folder, PASS)
+        cluster.start()
+        try:
+            return _catchup(cluster, folder, n, chunk, verify_rate)
+        finally:
+            cluster.stop()
+
+
+def _catchup(cluster: LocalCluster, folder: Path, n: int, chunk: int,
+             verify_rate: Callable[[], float]) -> dict[str, Any]:
     ids = [m.agency for m in cluster.members]
-    ag = _agencies(folder, ids)
-    net = cluster.network
+    down, up = ids[-1], ids[:-1]
     http = httpx.Client(verify=cluster.ssl_context(), timeout=60.0)
     urls = {a: cluster.member(a).url for a in ids}
+    try:
+        raws = _setup(http, urls, _agencies(folder, ids), cluster.network, n)
+        cluster.kill_node(down)  # its etcd member stays: only the node falls behind
+        _throughput(http, {a: urls[a] for a in up}, up, raws, chunk, 2)
+        head = http.get(f"{urls[up[0]]}/v1/head").json()
+        ref_before = verify_rate()
+        start = time.perf_counter()
+        cluster.restart(down, etcd=False)
+        started = time.perf_counter()
+        deadline = started + 600
+        while http.get(f"{urls[down]}/v1/head").json()["hash"] != head["hash"]:
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"{down} did not catch up to height {head['height']} in 600 s")
+            time.sleep(0.02)
+        done = time.perf_counter()
+        ref = (ref_before + verify_rate()) / 2
+        counters = http.get(f"{urls[down]}/v1/cluster").json()["counters"]
+    finally:
+        http.close()
+    if not counters["synced_blocks"]:
+        raise SystemExit(f"{down} caught up from etcd, not from its peers: nothing was pruned")
+    rate = n / (done - started)
+    return {"catchup_txs": n, "catchup_blocks": head["height"] + 1,
+            "catchup_synced_blocks": counters["synced_blocks"],
+            "catchup_start_seconds": started - start, "catchup_seconds": done - started,
+            "catchup_tx_per_s": rate, "catchup_ratio": rate / ref,
+            "ref_verify_per_s_one_core": ref}
+
+
+def _setup(http: httpx.Client, urls: dict[str, str], ag: dict[str, Agency], net: str,
+           count: int) -> list[bytes]:
+    """Register the bench's type, grant it to edu, and return ``count`` signed issuances."""
     now = int(time.time())
     for seq, (action, args) in enumerate([
             ("register_type", {"type": SPEC}),
@@ -76,13 +129,21 @@ def _run(cluster: LocalCluster, folder: Path, n: int, chunk: int, *, rest: bool 
         tx = governance_tx(net, seq, action, args, [ag["civil"], ag["edu"]])
         r = http.post(f"{urls['civil']}/v1/tx", content=tx.raw, params={"wait": 30})
         r.raise_for_status()
-    total = n * rounds
     # Credential ids are hashes and status indexes spread, as issued: LevelDB takes keys that
     # arrive in order much more cheaply than these.
     # valid_from: no earlier than state.MAX_BACKDATE allows for blocks cut minutes from now
-    raws = [issue_tx(net, ag["edu"], hashlib.sha256(b"cluster-%d" % i).digest(), "degree",
-                     spread_index(i), now + 1800, 2 * now, now).raw
-            for i in range(total + 400)]
+    return [issue_tx(net, ag["edu"], hashlib.sha256(b"cluster-%d" % i).digest(), "degree",
+                     spread_index(i), now + 1800, 2 * now, now).raw for i in range(count)]
+
+
+def _run(cluster: LocalCluster, folder: Path, n: int, chunk: int, *, rest: bool = True,
+         per_node: int = 2, verify_rate: Callable[[], float] | None = None,
+         rounds: int = 1) -> dict[str, Any]:
+    ids = [m.agency for m in cluster.members]
+    http = httpx.Client(verify=cluster.ssl_context(), timeout=60.0)
+    urls = {a: cluster.member(a).url for a in ids}
+    total = n * rounds
+    raws = _setup(http, urls, _agencies(folder, ids), cluster.network, total + 400)
 
     # 1. throughput: batches to all three nodes in parallel, one client thread per node
     refs = [verify_rate()] if verify_rate is not None else []
@@ -202,3 +263,12 @@ def report(got: dict[str, Any]) -> None:
           f"p99 {got['latency_p99_ms']:.1f} ms")
     print(f"failover   kill the etcd leader's agency ({got['failover_killed']}) mid-ingest: "
           f"a transaction sent after it commits in {got['failover_seconds']:.2f} s  (bound 5 s)")
+
+
+def report_catchup(got: dict[str, Any]) -> None:
+    ref = got["ref_verify_per_s_one_core"]
+    print(f"reference  one core VerifyKey.verify          {ref:10,.0f} /s")
+    print(f"catch-up   {int(got['catchup_txs']):,} txs in {int(got['catchup_blocks'])} blocks "
+          f"from peers   {got['catchup_tx_per_s']:10,.0f} /s   ratio {got['catchup_ratio']:.2f}  "
+          f"(no target; {got['catchup_seconds']:.1f} s after the node's start, which took "
+          f"{got['catchup_start_seconds']:.1f} s)")

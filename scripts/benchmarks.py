@@ -15,6 +15,8 @@ present  full presentation-envelope verification per second (checkpoint quorum, 
          each call; envelope size for 3 of 10 claims disclosed, and at 10M entries (ADR 30).
 approve  licence-rule decisions per second (scripts/bench_approve.py).
 cluster  a 3-agency etcd network on this machine (scripts/bench_cluster.py).
+catchup  a node of a 3-agency network stopped past etcd's retention catches up from its peers
+         over HTTPS: transactions per second (no target; scripts/bench_cluster.py).
 proofs   inclusion/consistency proofs after a cold open on chaingen chains of 1M and 10M
          entries vs pymerkle's SQLite backend at 1M (scripts/bench_scale.py).
 scale    per chain size 1k..10M: cold open, proofs, status lists, durable ingest ratio, peak
@@ -552,7 +554,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("what", choices=["ingest", "present", "http", "audit", "approve", "cluster",
-                                     "proofs", "scale", "all"],
+                                     "catchup", "proofs", "scale", "all"],
                     help="which benchmark to run (proofs, scale, all: scripts/bench_scale.py, "
                          "scripts/bench_all.py)")
     ap.add_argument("--n", type=int, default=40_000, help="transactions to ingest (40000)")
@@ -582,6 +584,12 @@ def main() -> None:
         err.print("starting a 3-agency etcd cluster on 127.0.0.1 …")
         got_c = bench_cluster(verify_rate, n=min(args.n, 12_000))
         print(json.dumps(got_c, indent=2)) if args.json else cluster_report(got_c)
+        return
+    if args.what == "catchup":  # scripts/bench_cluster.py
+        from bench_cluster import bench_catchup, report_catchup
+        err.print("starting a 3-agency etcd cluster on 127.0.0.1; one node falls behind …")
+        got_u = bench_catchup(verify_rate, n=min(args.n, 30_000))
+        print(json.dumps(got_u, indent=2)) if args.json else report_catchup(got_u)
         return
     if args.what == "approve":  # scripts/bench_approve.py
         from bench_approve import bench_approve, report
