@@ -54,6 +54,14 @@ def demo(
     from node.demo import install_service, run_demo, seed_wallet, write_snapshot
 
     passphrase = _ask_passphrase("for the demo key files", confirm=True)
+    given = any(os.environ.get(v) for v in ("WALLET_PASSPHRASE", "WALLET_PASSPHRASE_FILE"))
+    wallet_passphrase = (read_passphrase(env="WALLET_PASSPHRASE") if serve and given
+                         else passphrase)
+    # Read once, as `ledger-node run` does: every process started from here on (the served
+    # node's signature workers, multiprocessing's resource tracker) would otherwise hold both
+    # passphrases in its environment, which /proc shows for its whole life.
+    for name in (PASSPHRASE_ENV, "WALLET_PASSPHRASE"):
+        os.environ.pop(name, None)
     clock = lambda: int(time.time())  # noqa: E731 - the one clock of this command
     try:
         run_demo(data, passphrase, clock=clock)
@@ -62,10 +70,7 @@ def demo(
         install_service(data, passphrase, clock=clock)
         wallet_path = data / "wallet.db"
         err.print(f"\n[bold]demo wallet[/] {wallet_path}")
-        given = any(os.environ.get(v) for v in ("WALLET_PASSPHRASE", "WALLET_PASSPHRASE_FILE"))
-        ids = seed_wallet(data, passphrase, wallet_path,
-                          read_passphrase(env="WALLET_PASSPHRASE") if given else passphrase,
-                          clock=clock)
+        ids = seed_wallet(data, passphrase, wallet_path, wallet_passphrase, clock=clock)
         snapshot = write_snapshot(data, passphrase, clock=clock)
     except LedgerError as e:
         err.print(f"[red]demo failed:[/] {e}")
