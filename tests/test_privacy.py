@@ -16,9 +16,17 @@ import base64
 import hashlib
 import io
 import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from conftest import DAY, T0, LedgerHarness
 from credworld import CLAIMS, HOLDER, REQ, World, present
@@ -28,7 +36,7 @@ from ledger.archive import export_archive
 from ledger.credentials import STATUS_LIST_SIZE, issue_batch, issue_credential
 from ledger.keys import PrivateKey
 from ledger.network import Agency, status_tx
-from ledger.presentation import Envelope, Request
+from ledger.presentation import Bundle, Envelope, Request
 
 SCENARIOS = sorted(Path(__file__).with_name("scenarios").glob("*.json"))
 IDENTITY = {"id": "identity", "title": "Identity card",
@@ -210,3 +218,150 @@ def test_batch_refuses_a_shared_holder_key(ledger: LedgerHarness,
         issue_batch(registry=ledger.registry, agency="edu", issuer_key=agencies["edu"]
                     .issuer_key, kind="degree", claims=CLAIMS, holder_jwks=[jwk, dict(jwk)],
                     now=T0 + 10, valid_for=DAY)
+
+
+# -- the running system: a served node, its processes, its logs, its answers ---------------------
+
+NODE_CANARIES = {"holder_name": "CANARYnameQ7x Wang", "district": "CANARYdistrictD4m",
+                 "birth_date": "1931-11-27", "resident_since": "1999-12-31"}
+NODE_SECRETS = {"LEDGER_KEY_PASSPHRASE": "CANARYkeypassK3q",
+                "WALLET_PASSPHRASE": "CANARYwalletW9z"}
+NATIONAL_ID = "CANARYnid440604X19"  # a credit event's subject: the ledger keeps a pseudonym
+
+
+def _children(pid: int) -> list[int]:
+    """Every process below ``pid`` (its signature workers, multiprocessing's tracker)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            text = Path(f"/proc/{p}/task/{p}/children").read_text()
+        except OSError:
+            continue
+        kids = [int(k) for k in text.split()]
+        out += kids
+        todo += kids
+    return out
+
+
+def _forms(value: str) -> list[bytes]:
+    """The value as it could be written: raw, JSON, hex, UTF-16, and base64url at the three
+    alignments a value inside a longer encoded text can have (the stable middle of each)."""
+    raw = value.encode()
+    out = [raw, json.dumps(value).encode(), raw.hex().encode(), value.encode("utf-16-le")]
+    for pad in range(3):
+        enc = _b64(b"\0" * pad + raw).encode()
+        out.append(enc[(pad * 4 + 2) // 3 + 1:-2])
+    return out
+
+
+def test_a_served_node_keeps_and_shows_no_canary(tmp_path: Path) -> None:
+    """The demo node run as users run it (`ledger-node demo --serve`, real HTTP, real LevelDB):
+    canary claim values, passphrases, a national identifier and a holder key go through
+    issuance, refused issuance (bad claims, no token), a verification, a replay, a tampered
+    presentation and a credit event. Then no process below the node holds a passphrase in its
+    environment, and none of the canaries is in any byte of the store, the archive, the node's
+    captured stdout and stderr (its log), the temporary folder it was given, or an answer to a
+    client that had no right to the value (refusals, health, metrics, pages)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "tmp").mkdir()
+    env = {**os.environ, **NODE_SECRETS, "TMPDIR": str(tmp_path / "tmp"), "COLUMNS": "200"}
+    url = f"http://127.0.0.1:{port}"
+    out, err = (tmp_path / "node.out").open("wb"), (tmp_path / "node.err").open("wb")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "ledger-node"), "demo", "--data",
+                             "demo-data", "--serve", "--port", str(port)], cwd=tmp_path,
+                            env=env, stdout=out, stderr=err)
+    answers: list[bytes] = []  # what clients without a right to the values were told
+    try:
+        for _ in range(1200):  # the demo builds its network, then serves
+            assert proc.poll() is None, (tmp_path / "node.err").read_text()
+            try:
+                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        said = re.search(r"LEDGER_OPERATOR_TOKEN=(\S+)", (tmp_path / "node.err").read_text())
+        assert said is not None
+        auth = {"authorization": f"Bearer {said.group(1)}"}
+
+        # no process the node started holds a passphrase (its own start-up environment is the
+        # user's: README says to give a file instead)
+        kids = _children(proc.pid)
+        assert kids, "the node starts signature workers"
+        for kid in kids:
+            environ = Path(f"/proc/{kid}/environ").read_bytes()
+            for secret in NODE_SECRETS.values():
+                assert secret.encode() not in environ, f"a passphrase in process {kid}'s env"
+
+        holder = _holder(4242)
+        jwk = sdjwt.jwk_from_ed25519(holder.public.raw)
+        got = httpx.post(f"{url}/v1/credentials", headers=auth, json={
+            "type": "residence", "claims": NODE_CANARIES, "holder_jwk": jwk})
+        assert got.status_code == 200, got.text
+        bundle = Bundle.from_bytes(base64.urlsafe_b64decode(got.json()["bundle"] + "=="))
+        for bad in ({**NODE_CANARIES, "birth_date": "CANARYnotadate"},
+                    {**NODE_CANARIES, "extra": "CANARYextraE3"},
+                    {**NODE_CANARIES, "holder_name": ["CANARYnameQ7x Wang"]}):
+            refused = httpx.post(f"{url}/v1/credentials", headers=auth,
+                                 json={"type": "residence", "claims": bad, "holder_jwk": jwk})
+            assert refused.status_code in (400, 422), refused.text
+        anyone = httpx.post(f"{url}/v1/credentials", json={
+            "type": "residence", "claims": NODE_CANARIES, "holder_jwk": jwk})
+        assert anyone.status_code == 401
+        answers.append(anyone.content)
+        credit = httpx.post(f"{url}/v1/credit/events", headers=auth, json={
+            "subject": NATIONAL_ID, "category": "tax", "points": -40, "reason": "late-filing",
+            "valid_days": 365})
+        assert credit.status_code == 200, credit.text
+
+        asked = httpx.post(f"{url}/v1/presentation-requests", json={
+            "type": "residence", "claims": ["holder_name", "district", "age_over_65"]}).json()
+        request = Request(asked["nonce"], asked["audience"], "residence", asked["claims"])
+        env_bytes = present(bundle, request, iat=int(time.time()), holder=holder)
+        envelope = _b64(env_bytes)
+        report = httpx.post(f"{url}/v1/verify", json={"nonce": request.nonce,
+                                                      "envelope": envelope}).json()
+        assert report["verified"], report  # the official who asked sees the values
+        assert report["claims"]["district"] == NODE_CANARIES["district"]
+        for nonce, text in ((request.nonce, envelope), ("no-such-request-nonce", envelope)):
+            answers.append(httpx.post(f"{url}/v1/verify", json={"nonce": nonce,
+                                                                "envelope": text}).content)
+        asked = httpx.post(f"{url}/v1/presentation-requests", json={
+            "type": "residence", "claims": ["district"]}).json()
+        tampered = bytearray(env_bytes)
+        tampered[len(tampered) // 2] ^= 1
+        answers.append(httpx.post(f"{url}/v1/verify", json={
+            "nonce": asked["nonce"], "envelope": _b64(bytes(tampered))}).content)
+        for path in ("/metrics", "/v1/health", "/v1/head", "/v1/blocks", "/", "/verify",
+                     "/v1/approvals"):
+            answers.append(httpx.get(f"{url}{path}").content)
+        archive = httpx.get(f"{url}/v1/archive", timeout=60)
+        assert archive.status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+        out.close()
+        err.close()
+    assert proc.returncode == 0
+
+    logs = (tmp_path / "node.out").read_bytes() + (tmp_path / "node.err").read_bytes()
+    haystacks = {"store": _files(tmp_path / "demo-data" / "ledger"), "archive": archive.content,
+                 "log": logs, "answers": b"\n".join(answers),
+                 "tmp": b"".join(p.read_bytes() for p in (tmp_path / "tmp").rglob("*")
+                                 if p.is_file())}
+    needles = {f"{name} ({i})": form for name, value in
+               [*NODE_CANARIES.items(), *NODE_SECRETS.items(), ("national id", NATIONAL_ID)]
+               for i, form in enumerate(_forms(value))}
+    needles |= {f"holder key ({i})": n for i, n in
+                enumerate(_needles([], [holder], [bundle.sd_jwt]))}
+    for where, blob in haystacks.items():
+        found = sorted(name for name, n in needles.items() if n in blob)
+        assert not found, f"in the {where}: {found}"
+    # the scan reads real data: the credential's id is in the store and the archive, the
+    # node's log has its requests, and a canary *is* found where it belongs (the bundle)
+    cid = bytes.fromhex(got.json()["credential_id"])
+    assert cid in haystacks["store"] and cid in haystacks["archive"]
+    assert b'"route":"/v1/credentials"' in logs
+    assert any(form in bundle.to_bytes() for form in _forms(NODE_CANARIES["district"]))
