@@ -55,8 +55,12 @@ def demo(
 
     passphrase = _ask_passphrase("for the demo key files", confirm=True)
     given = any(os.environ.get(v) for v in ("WALLET_PASSPHRASE", "WALLET_PASSPHRASE_FILE"))
-    wallet_passphrase = (read_passphrase(env="WALLET_PASSPHRASE") if serve and given
-                         else passphrase)
+    try:
+        wallet_passphrase = (read_passphrase(env="WALLET_PASSPHRASE") if serve and given
+                             else passphrase)
+    except KeyFileError as e:  # before anything is built: the demo's wallet would not open
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from e
     # Read once, as `ledger-node run` does: every process started from here on (the served
     # node's signature workers, multiprocessing's resource tracker) would otherwise hold both
     # passphrases in its environment, which /proc shows for its whole life.

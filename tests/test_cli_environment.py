@@ -174,3 +174,17 @@ def test_no_tool_prints_local_variables_in_a_traceback() -> None:
 
     for app in (ledger_app, agency_app, node_app, pki_app, etcd_app, wallet_app):
         assert app.pretty_exceptions_show_locals is False, app.info.help
+
+
+def test_a_served_demo_whose_wallet_passphrase_file_is_missing_stops_before_it_builds(
+        tmp_path: Path) -> None:
+    """The demo reads its wallet's passphrase at its start (so no process it starts inherits
+    it); a file that is not there stopped it with a traceback, now with the reason (2), and
+    nothing is built."""
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw",
+           "WALLET_PASSPHRASE_FILE": str(tmp_path / "absent")}
+    env.pop("WALLET_PASSPHRASE", None)
+    r = _run("ledger-node", "demo", "--data", "demo", "--serve", env=env, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert "WALLET_PASSPHRASE_FILE: cannot read" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "demo").exists()
