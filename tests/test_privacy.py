@@ -281,7 +281,8 @@ def test_a_served_node_keeps_and_shows_no_canary(tmp_path: Path) -> None:
                 if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
         said = re.search(r"LEDGER_OPERATOR_TOKEN=(\S+)", (tmp_path / "node.err").read_text())
         assert said is not None
         auth = {"authorization": f"Bearer {said.group(1)}"}
