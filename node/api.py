@@ -43,7 +43,7 @@ from ledger.state import MAX_BACKDATE
 from ledger.tx import Tx
 from node.config import Settings
 from node.ratelimit import BATCH_ITEMS_PER_TOKEN, charge
-from node.replication import NOSPACE_FIX, SYNC_HEADERS
+from node.replication import NOSPACE_FIX, SYNC_HEADERS, Unconfirmed
 from node.service import Node, NotFound
 
 __all__ = ["BadRequest", "router"]
@@ -931,8 +931,11 @@ async def submit_batch(request: Request, node: NodeDep,
                        wait: Annotated[float, Query(ge=0, le=30)] = 10.0) -> Response:
     """Submit many signed transactions at once: the body is canonical msgpack, a list of
     transaction envelopes (bytes). Each gets its own outcome, in order; a malformed one does not
-    stop the others. Idempotent like ``POST /v1/tx``. Beyond its own rate-limit token, a batch
-    takes one for every 64 transactions, before any is checked (429 without them)."""
+    stop the others. Idempotent like ``POST /v1/tx``. ``rejected`` is a refusal; ``pending``
+    is not committed yet (the wait ended first, or etcd did not confirm the put, code
+    ``unconfirmed``: it may commit yet), to be polled or sent again with the same bytes.
+    Beyond its own rate-limit token, a batch takes one for every 64 transactions, before any
+    is checked (429 without them)."""
     raw = await request.body()
     # bounded by the node's max_body_bytes already (4 MiB on a cluster's nodes): 4096
     # transactions do not fit in the codec's default 1 MiB
@@ -976,6 +979,11 @@ async def submit_batch(request: Request, node: NodeDep,
             out[i] = _batch_item(t.txid.hex(), "pending")
         elif isinstance(r, Receipt):
             out[i] = _batch_item(t.txid.hex(), "committed", r.index, r.height, r.duplicate)
+        elif isinstance(r, Unconfirmed):
+            # Not refused: etcd did not confirm the put of its batch, which it may have taken
+            # (an answer lost); then it commits yet. Pending, as when the wait ends first:
+            # send the same bytes again. POST /v1/tx answers it 503.
+            out[i] = _batch_item(t.txid.hex(), "pending", error=str(r), code="unconfirmed")
         else:
             out[i] = _batch_item(t.txid.hex(), "rejected", error=str(r),
                                  code=getattr(r, "code", None))

@@ -155,7 +155,7 @@ class Chaos:
     """One seeded run on a new cluster in ``folder`` (see the module's docstring)."""
 
     def __init__(self, seed: int, duration: float, folder: Path, retention: int = 5,
-                 clients: int = 3) -> None:
+                 clients: int = 2) -> None:
         self.rng = random.Random(seed)
         self.seed, self.duration, self.folder, self.clients = seed, duration, folder, clients
         create_cluster(folder, 3, PASS, base_port=free_base(3), retention=retention,
@@ -171,6 +171,7 @@ class Chaos:
         self.quorum_down: list[tuple[float, float]] = []
         self._down_since: float | None = None
         self.governed: list[str] = []
+        self.oracle_acks: list[float] = []
         self.gov_lock = threading.Lock()
         self.start = 0.0
 
@@ -261,7 +262,11 @@ class Chaos:
             self.rec.txs[rec.txid] = rec
         return rec
 
-    def _client(self, k: int, http: httpx.Client) -> None:
+    def _client(self, k: int, http: httpx.Client, oracle: bool = False) -> None:
+        """Submit until the run ends, then until each is answered or given up on. An
+        ``oracle`` client sends only to nodes the fault injector has not stopped or killed
+        (as a load balancer with perfect health checks would): its acknowledgements measure
+        the network's availability, not a client's wait on a stopped node."""
         rng = random.Random(self.seed * 1000 + k)
         pending: list[TxRecord] = []
         shun: dict[str, float] = {}  # a node that timed out or failed, until when
@@ -274,7 +279,8 @@ class Chaos:
             if not pending:
                 continue
             todo = pending[:32]
-            good = [a for a in self.net.ids if shun.get(a, 0.0) < now]
+            good = [a for a in self.net.ids if shun.get(a, 0.0) < now and not (
+                oracle and self.state[a]["node"] != "up")]
             via = rng.choice(good or self.net.ids)
             url = self.net.url(via)
             for r in todo:
@@ -284,6 +290,8 @@ class Chaos:
                     resp = http.post(f"{url}/v1/tx", params={"wait": WAIT}, content=todo[0].raw)
                     if resp.status_code == 200:
                         self.rec.ack(todo[0], resp.json())
+                        if oracle:
+                            self.oracle_acks.append(time.monotonic())
                     elif resp.status_code == 409:
                         self.rec.refuse(todo[0], f"{via}: {resp.text[:300]}")
                 else:
@@ -293,6 +301,8 @@ class Chaos:
                         for r, item in zip(todo, resp.json(), strict=True):
                             if item["status"] == "committed":
                                 self.rec.ack(r, item)
+                                if oracle:
+                                    self.oracle_acks.append(time.monotonic())
                             elif item["status"] in ("rejected", "malformed"):
                                 self.rec.refuse(r, f"{via}: {item['code']} {item['error']}")
                 if resp.status_code >= 500:
@@ -396,9 +406,9 @@ class Chaos:
 
     def _run(self) -> dict[str, Any]:
         ctx = self.cluster.ssl_context()
-        https = [httpx.Client(verify=ctx, timeout=TIMEOUT) for _ in range(self.clients + 1)]
-        workers = [threading.Thread(target=self._client, args=(k, https[k]), daemon=True)
-                   for k in range(self.clients)]
+        https = [httpx.Client(verify=ctx, timeout=TIMEOUT) for _ in range(self.clients + 2)]
+        workers = [threading.Thread(target=self._client, args=(k, https[k], k == self.clients),
+                                    daemon=True) for k in range(self.clients + 1)]
         helpers: list[threading.Thread] = []
         self.start = time.monotonic()
         end = self.start + self.duration
@@ -517,6 +527,7 @@ class Chaos:
                                     f"{got.text[:200]}")
         self._note_quorum()
         worst, worst_at = longest_gap(self.start, end, rec.acks, self.quorum_down)
+        oracle, oracle_at = longest_gap(self.start, end, self.oracle_acks, self.quorum_down)
         net.close()
         self.cluster.stop()  # the stores are closed: audited as they are on disk
         audits = {}
@@ -535,6 +546,8 @@ class Chaos:
                 "quorum_down_s": round(sum(b - a for a, b in self.quorum_down), 1),
                 "longest_unacknowledged_with_quorum_s": round(worst, 2),
                 "it_began_at_s": round(worst_at, 1),
+                "longest_unacknowledged_to_the_oracle_client_s": round(oracle, 2),
+                "that_began_at_s": round(oracle_at, 1),
                 "synced_blocks": {a: c["synced_blocks"] for a, c in counters.items()},
                 "pruned_batches": {a: c["pruned_batches"] for a, c in counters.items()},
                 "audits": audits, "notes": notes, "problems": problems}

@@ -1325,6 +1325,57 @@ def test_an_issue_etcd_never_confirmed_names_the_credential_to_revoke(tmp_path: 
     assert "retry the submission" not in said and "send the same transaction" not in said
 
 
+def test_a_batch_item_etcd_never_confirmed_is_pending_not_rejected(tmp_path: Path) -> None:
+    """Found while writing the randomized fault run's checker (tests/chaoskit.py), which counts a
+    refused transaction found committed as a failure: a batch whose put etcd did not
+    confirm within ``submit_timeout`` (the node's own member frozen) answered each of its
+    transactions ``rejected``, a refusal, while the error said it may be ordered yet (a put
+    the frozen member took, its answer lost) and POST /v1/tx answers the same 503. A client
+    that believed it dropped a transaction that could commit. Now: ``pending``, code
+    ``unconfirmed``; the same bytes sent again once etcd answers commit once."""
+    from ledger import codec
+    from ledger.network import status_tx
+
+    data, edu = _demo_edu(tmp_path)
+    now = DEMO_T0 + 1000
+    with _etcd_member(tmp_path / "etcd") as url:
+        _demo_witnesses(url, data, now)
+        node = Node(data, "edu", PASS, clock=lambda: now, workers=0,
+                    replication=Replication(endpoints=(url,)))
+        try:
+            assert node.replicated is not None
+            node.replicated.submit_timeout = 0.5  # gives up long before the request's wait
+            app = create_app(settings_for(data), node=node)
+            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+                tx = status_tx(node.network, edu, _edu_credential_id(http, 2), "suspended",
+                               "unconfirmed", now)
+
+                def post() -> httpx.Response:
+                    return http.post("/v1/tx/batch", params={"wait": 20},
+                                     content=codec.encode([tx.raw]),
+                                     headers={"content-type": "application/msgpack"})
+
+                os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
+                try:
+                    r = post()
+                finally:
+                    os.kill(_MEMBERS[url].pid, signal.SIGCONT)
+                assert r.status_code == 200, r.text
+                item = r.json()[0]
+                assert item["status"] == "pending", item
+                assert item["code"] == "unconfirmed", item
+                assert "not confirmed by etcd" in item["error"], item
+                deadline = time.monotonic() + 60
+                while (again := post().json()[0])["status"] != "committed":
+                    assert again["status"] == "pending", again
+                    assert time.monotonic() < deadline, again
+                    time.sleep(0.2)
+                assert again["txid"] == tx.txid.hex()
+                assert node.store.tx_location(tx.txid) is not None
+        finally:
+            node.close()
+
+
 def test_a_node_cut_off_from_etcd_refuses_submissions_at_once(tmp_path: Path) -> None:
     """A node that cannot read the ordered batches (its agency cut off from the etcd quorum:
     here its only member frozen) took every submission and answered 202 when the client's
