@@ -7,8 +7,12 @@ same bytes again after an error, a timeout or a pending answer, and record each 
 acknowledged (200 with its receipt), refused (with the message) or unknown. Meanwhile the main
 thread injects faults every few seconds, one agency impaired at a time (sometimes a second one
 for 1-3 s): SIGKILL of a node, of an etcd member (the Raft leader half the time) or of both,
-SIGSTOP of a node or member for 1-20 s, restarts (some late enough to fall past retention), and
-governance changes (``register_type``) now and then.
+SIGSTOP of a node or member for 1-20 s (sometimes 31-45 s, past PRUNER_QUIET and PEER_QUIET),
+restarts (some late enough to fall past retention, some killed again while they catch up),
+now and then two etcd members frozen together for 5-35 s (no quorum), and governance changes
+(``register_type``). The first agency, whose node prunes etcd, is hit more often. An extra
+"oracle" client sends only to nodes not stopped or killed: its acknowledgements measure the
+network's availability without a client's timeout on a frozen node.
 
 Then everything is healed, and :meth:`Chaos.check` waits for convergence and checks:
 
@@ -391,7 +395,12 @@ class Chaos:
             # a pause past PRUNER_QUIET / PEER_QUIET: the others take it for gone, another
             # node prunes, and it wakes up as if nothing happened
             pause = rng.uniform(31, 45) if rng.random() < 0.2 else rng.uniform(1, 20)
-            if kind < 0.2:
+            if kind < 0.05:  # no quorum: two members frozen, puts unconfirmed, then taken
+                self._count("quorum_outage")
+                seconds = rng.uniform(5, 35)
+                for b in rng.sample(ids, 2):
+                    self.pause(b, "etcd", seconds)
+            elif kind < 0.2:
                 self.kill(a, "node", rng.uniform(20, 45) if long else rng.uniform(1, 8),
                           "restart_rekill" if long and rng.random() < 0.4 else "restart")
             elif kind < 0.4:
