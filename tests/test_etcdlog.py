@@ -163,6 +163,31 @@ def test_two_members_pruning_at_once_never_move_the_marker_back(etcd_url: str) -
         log.close()
 
 
+def test_none_gone_after_tells_a_kept_batch_from_one_that_may_be_pruned(etcd_url: str) -> None:
+    """``none_gone_after(rev)`` (ADR 64) says no batch after revision ``rev`` is gone only on
+    evidence: the batch at ``rev`` still there, the counter last written with it, or the next
+    batch by number there (to a reader that read the one at ``rev``). Revision 0 (a node that
+    applied nothing) proves nothing: etcd reads a revision bound of 0 as no bound at all."""
+    writer = EtcdLog([etcd_url], "gone-after")
+    revs = [writer.put_batch(b"batch-%d" % i) for i in range(5)]
+    fresh, reader = EtcdLog([etcd_url], "gone-after"), EtcdLog([etcd_url], "gone-after")
+    try:
+        assert [r.create_rev for r in reader.read_after(revs[0], 0, limit=1)[0]] == [revs[1]]
+        assert not fresh.none_gone_after(0)  # batches exist; a fresh node cannot tell
+        assert fresh.none_gone_after(revs[2])  # its batch is still there
+        assert fresh.none_gone_after(revs[4])
+        assert writer.prune(revs[1], b"up to 2", 0, seen=writer.marker()) == 2
+        assert not fresh.none_gone_after(revs[1])  # gone, the counter newer, no next known
+        assert reader.none_gone_after(revs[1])  # it read that batch: the next one is there
+        assert writer.prune(revs[4], b"up to 5", 0, seen=writer.marker()) == 3
+        assert fresh.none_gone_after(revs[4])  # the counter was last written with it
+        writer.put_batch(b"batch-5")
+        assert not fresh.none_gone_after(revs[4])  # now it cannot tell
+    finally:
+        for log in (writer, fresh, reader):
+            log.close()
+
+
 def test_one_read_of_the_largest_values_fits_in_an_answer() -> None:
     """A read takes batches and co-signatures in one answer; any agency's certificate writes
     co-signatures as large as etcd takes, at sizes never pruned. 180 of them at 1.5 MiB made
@@ -1655,10 +1680,11 @@ def _pruned_to(url: str, network: str, height: int, size: int, block_hash: bytes
 
 @contextmanager
 def _peer(store: Any, blocks: list[list[Any]] | None = None, garbage: str = "",
-          headers_too: bool = False, checkpoint: bytes | None = None) -> Iterator[str]:
+          headers_too: bool = False, checkpoint: bytes | None = None,
+          first: int = 3) -> Iterator[str]:
     """A peer's sync, header, checkpoint and proof endpoints over HTTP, from the honest store.
-    With ``blocks`` (from height 3) it serves those on /v1/sync/blocks (honest headers still),
-    and nonsense on the paths ``garbage`` ends with."""
+    With ``blocks`` (from height ``first``) it serves those on /v1/sync/blocks (honest headers
+    still), and nonsense on the paths ``garbage`` ends with."""
     import base64
     import http.server
     from urllib.parse import parse_qs, urlparse
@@ -1682,7 +1708,7 @@ def _peer(store: Any, blocks: list[list[Any]] | None = None, garbage: str = "",
                               for h in heights]
                     headers = [b[0] for b in served]
                     if blocks is not None:
-                        served = blocks[q["from"] - 3:q["from"] - 3 + q["count"]]
+                        served = blocks[q["from"] - first:q["from"] - first + q["count"]]
                         if headers_too:  # headers that chain to its own blocks
                             headers = [b[0] for b in served]
                     body = codec.encode(served if u.path.endswith("blocks") else headers)
@@ -2004,6 +2030,101 @@ def test_the_hashes_a_checkpoint_vouched_for_are_let_go_once_its_blocks_are_writ
         assert store.head.hash == honest.store.head.hash
         assert me.final_size == cp.checkpoint.size
         assert me._vouched is None and me._vouching is None
+
+
+def test_a_checkpoint_past_a_rotation_short_of_its_blocks_quorum_binds_no_catch_up(
+        etcd_url: str, make_ledger: Callable[..., LedgerHarness], agencies: dict[str, Agency],
+        tmp_path: Path) -> None:
+    """A peer's final checkpoint past a rotation is judged by the registry at its own block,
+    found by following the peer's blocks (ADR 64). One signed there by a single new node key
+    (the quorum is two) is no final checkpoint: it binds no synced run, and nothing is
+    written, though the run's registry refused it for another reason (a key it does not
+    know)."""
+    from ledger.checkpoint import SignedCheckpoint
+    from ledger.store import Store
+
+    honest, marker, cp = _rotated_past_a_copy(make_ledger, agencies, tmp_path)
+    alone = SignedCheckpoint(cp.checkpoint, tuple(s for s in cp.signatures if s.name == "reg"))
+    assert len(alone.signatures) == 1
+    network = "catch-up-rotated-short"
+    _pruned_to(etcd_url, network, marker.height, marker.log_size, marker.hash)
+    with _peer(honest.store, checkpoint=alone.to_text().encode()) as peer, \
+            Store(tmp_path / "victim", create=False) as store:
+        orderer = _caught_up(store, etcd_url, network, [peer], marker.height, 4,
+                             node_key=agencies["edu"].node_key, clock=T0 + 10)
+        assert store.head.height == 1, "took a run bound by a checkpoint short of its quorum"
+        assert store.checkpoint() is None
+    assert "no peer could bring this node to height 2" in orderer.stats.last_error
+
+
+@pytest.mark.parametrize("bound", [2, 3])
+def test_a_checkpoint_past_a_rotation_is_followed_up_to_max_vouch_blocks(
+        etcd_url: str, make_ledger: Callable[..., LedgerHarness], agencies: dict[str, Agency],
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bound: int) -> None:
+    """The blocks a catching-up node follows past a synced run to a checkpoint its registry
+    cannot judge are bounded by MAX_VOUCH_BLOCKS, not by what the peer claims (ADR 64): three
+    blocks past the run are followed under a bound of three, and refused under two, with the
+    reason and what to do."""
+    from ledger.store import Store
+    from node import replication
+
+    monkeypatch.setattr(replication, "MAX_VOUCH_BLOCKS", bound)
+    honest, marker, _ = _rotated_past_a_copy(make_ledger, agencies, tmp_path)
+    assert honest.store.head.height - marker.height == 3  # blocks past the run of one
+    network = f"catch-up-rotated-bound-{bound}"
+    _pruned_to(etcd_url, network, marker.height, marker.log_size, marker.hash)
+    with _peer(honest.store) as peer, Store(tmp_path / "victim", create=False) as store:
+        orderer = _caught_up(store, etcd_url, network, [peer], marker.height,
+                             20 if bound == 3 else 4, node_key=agencies["edu"].node_key,
+                             clock=T0 + 10)
+        if bound == 3:
+            assert store.head.hash == marker.hash, orderer.stats.last_error
+            return
+        assert store.head.height == 1
+    said = orderer.stats.last_error
+    assert f"more than {bound:,} blocks past the synced run" in said, said
+    assert "ledger import" in said
+
+
+def test_a_forged_marker_and_a_retimed_block_past_a_rotation_move_no_catching_up_node(
+        etcd_url: str, make_ledger: Callable[..., LedgerHarness], agencies: dict[str, Agency],
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ADR 60 past a rotation (ADR 64): one agency writes a pruning marker naming the last
+    block of its own chain, the network's blocks with the last one timed a second later (the
+    same entries, the same root), and serves those blocks and headers with the network's
+    final checkpoint. The run (one block a request here) is judged by the checkpoint at the
+    registry of its block, found by following the liar's blocks: the checkpoint names the
+    network's last block, not the liar's, and nothing is written."""
+    from ledger.chain import build_block
+    from ledger.store import Store
+    from ledger.tx import Tx
+    from node import replication
+
+    honest, _, cp = _rotated_past_a_copy(make_ledger, agencies, tmp_path)
+    top = honest.store.head.height
+    shutil.copytree(tmp_path / "victim", tmp_path / "liar")
+    liar: list[list[Any]] = []
+    with Store(tmp_path / "liar", create=False) as scratch:
+        for h in range(2, top + 1):
+            block = honest.store.block(h)
+            txs = [Tx.from_bytes(r) for r in honest.store.block_entries(block)]
+            res = build_block(scratch.head, scratch.registry, scratch, scratch.frontier, txs,
+                              block.time + (1 if h == top else 0))
+            assert res.head is not None and not res.rejected
+            scratch.write_block(res)
+            liar.append([res.header.to_bytes(), [tx.raw for tx in txs]])
+        end = scratch.head
+    assert end.log_root == honest.store.head.log_root and end.hash != honest.store.head.hash
+    monkeypatch.setattr(replication, "SYNC_BLOCKS", 1)  # a run the old registry judges
+    network = "catch-up-rotated-retimed"
+    _pruned_to(etcd_url, network, end.height, end.log_size, end.hash)  # the liar's marker
+    with _peer(honest.store, liar, headers_too=True, checkpoint=cp.to_text().encode(),
+               first=2) as bad, Store(tmp_path / "victim", create=False) as store:
+        orderer = _caught_up(store, etcd_url, network, [bad], end.height, 4,
+                             node_key=agencies["edu"].node_key, clock=T0 + 10)
+        assert store.head.height == 1, f"took the liar's blocks up to {store.head.height}"
+    said = orderer.stats.last_error
+    assert f"is not the one its final checkpoint (size {cp.checkpoint.size})" in said, said
 
 
 def test_one_agency_cannot_make_a_catching_up_node_take_its_regrouping_with_a_marker_of_its_own(
