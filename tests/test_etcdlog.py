@@ -1782,6 +1782,59 @@ def test_a_node_catching_up_takes_only_the_networks_blocks(
         assert orderer.stats.synced_blocks == head.height - 2
 
 
+def test_a_node_whose_block_at_the_markers_height_is_not_the_markers_is_told_to_restore(
+        etcd_url: str, chains: _Chains, tmp_path: Path) -> None:
+    """A node at the pruning marker's height whose block there is not the marker's (its hash
+    differs) is on a chain of its own: it takes up no batch after the marker (it would build
+    on that chain) and says to restore its store from a peer (ADR 60)."""
+    from ledger.store import Store
+
+    victim = tmp_path / "victim"
+    shutil.copytree(chains.victim, victim)
+    network = "catch-up-other-block"
+    with Store(victim, create=False) as store:
+        head = store.head
+        _pruned_to(etcd_url, network, head.height, head.log_size, b"\x07" * 32)
+        with Store(chains.honest, create=False) as honest, _peer(honest) as peer:
+            orderer = _caught_up(store, etcd_url, network, [peer], head.height + 1, 2,
+                                 node_key=chains.node_key)
+        assert store.head == head
+    assert orderer.rev == 0
+    said = orderer.stats.last_error
+    assert f"this node's block {head.height} is not the network's" in said, said
+    assert "restore its store from a peer" in said
+
+
+def test_headers_that_end_at_the_markers_block_but_do_not_chain_to_it_are_refused(
+        etcd_url: str, chains: _Chains, tmp_path: Path) -> None:
+    """The network's block hashes up to the pruning marker are taken from the first peer whose
+    headers chain from the node's head to the marker's block, each to the one before. A peer
+    serving the marker's own header last, after one header of its own making, ends at the
+    marker's hash: its hashes, taken, held every peer's blocks (the network's) as not the
+    network's, for good. They are refused, and the next peer's are taken."""
+    import dataclasses
+
+    from ledger.block import BlockHeader
+    from ledger.store import Store
+
+    honest = Store(chains.honest, create=False)
+    head = honest.head
+    assert head.height >= 5
+    blocks = [[honest.block(h).to_bytes(), honest.block_entries(honest.block(h))]
+              for h in range(3, head.height + 1)]
+    fake = BlockHeader.from_bytes(blocks[1][0])  # block 4, a second later
+    blocks[1] = [dataclasses.replace(fake, time=fake.time + 1).to_bytes(), blocks[1][1]]
+    victim = tmp_path / "victim"
+    shutil.copytree(chains.victim, victim)
+    network = "catch-up-unchained-headers"
+    _pruned_to(etcd_url, network, head.height, head.log_size, head.hash)
+    with honest, _peer(honest, blocks, headers_too=True) as bad, _peer(honest) as good, \
+            Store(victim, create=False) as store:
+        orderer = _caught_up(store, etcd_url, network, [bad, good], head.height, 20,
+                             node_key=chains.node_key)
+        assert store.head.hash == head.hash, orderer.stats.last_error
+
+
 def test_a_node_catching_up_from_a_peer_of_a_version_before_adr_60_says_so(
         etcd_url: str, chains: _Chains, tmp_path: Path) -> None:
     """A node upgraded across ADR 60 that was down past etcd's pruning marker catches up only
