@@ -466,6 +466,47 @@ def test_a_late_co_signature_of_another_root_is_evidence_after_a_later_final_one
         writer.close()
 
 
+def test_a_co_signature_read_again_leaves_the_final_checkpoint_whole(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Once a checkpoint is final its pending one (this node's signature and those merged
+    before the quorum) is dropped, that size's too: a co-signature read again after that (put
+    again, or read anew) is merged into the final checkpoint, not into the pending text, which
+    was written over the final one without the signatures merged since."""
+    from ledger.checkpoint import SignedCheckpoint
+    from ledger.finality import sign_checkpoint
+
+    reg, tax = agencies["reg"], agencies["tax"]
+    writer, orderer = _edu_beside(etcd_url, ledger, agencies["edu"], "cosig-again")
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        size, _ = _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
+            "register_type", {"type": spec}, [reg, tax]).raw, T0 + 5)
+        text = ledger.store.checkpoint(size)
+        assert text is not None
+        names = sorted(sig.name for sig in SignedCheckpoint.from_text(text).signatures)
+        deadline = time.monotonic() + 30
+        while names != ["edu", "reg", "tax"]:  # tax's may come after the quorum
+            assert time.monotonic() < deadline, names
+            time.sleep(0.05)
+            text = ledger.store.checkpoint(size)
+            assert text is not None
+            names = sorted(sig.name for sig in SignedCheckpoint.from_text(text).signatures)
+        assert list(ledger.store.iterate(b"xcp")) == []  # no pending checkpoint left
+        head = ledger.store.head
+        line = sign_checkpoint(ledger.net, head, [("reg", reg.node_key)]).signatures[0].to_line()
+        merged = orderer.stats.cosigs_merged
+        writer.put_cosig(size, "reg", cosig_value(head, line))  # read again
+        # a later block made here and final: the co-signature above was taken in before
+        _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
+            "grant", {"agency": "edu", "type": "degree", "from": T0, "until": T0 + DAY},
+            [reg, tax]).raw, T0 + 6)
+        assert ledger.store.checkpoint(size) == text
+        assert orderer.stats.cosigs_merged == merged + 2  # the later block's two
+    finally:
+        orderer.stop()
+        writer.close()
+
+
 def test_an_upgraded_node_judges_new_co_signatures_by_its_block_not_its_older_text(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """A node upgraded across ADR 60 holds pending checkpoints its older version wrote (the
@@ -1833,6 +1874,40 @@ def test_headers_that_end_at_the_markers_block_but_do_not_chain_to_it_are_refuse
         orderer = _caught_up(store, etcd_url, network, [bad, good], head.height, 20,
                              node_key=chains.node_key)
         assert store.head.hash == head.hash, orderer.stats.last_error
+
+
+def test_a_restored_store_aligns_only_at_a_marker_naming_its_own_block(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A store restored from an archive (final blocks, no etcd revision) past the pruning
+    marker matches the batches after the marker to the blocks it holds, from the marker's
+    block on (ADR 48): only when its block at the marker's height is the marker's. One naming
+    another block there (the same height and size, another hash) is not its chain's: it is
+    refused, and nothing is matched."""
+    from ledger.chain import checkpoint_key
+    from ledger.finality import sign_checkpoint
+
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    ledger.govern("register_type", {"type": spec}, [reg, tax], T0 + 1)
+    marked = ledger.store.head
+    res = ledger.build([ledger.gov_tx("register_type", {"type": {**spec, "id": "x"}},
+                                      [reg, tax])], T0 + 2)
+    assert res.head is not None and not res.rejected
+    cp = sign_checkpoint(ledger.net, res.head, [(a.id, a.node_key) for a in (reg, edu, tax)])
+    ledger.store.write_block(res, {checkpoint_key(res.head.log_size): cp.to_text().encode()})
+    network = "restored-other-marker"
+    _pruned_to(etcd_url, network, marked.height, marked.log_size, b"\x07" * 32)
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], network), agency="edu",
+                          node_key=edu.node_key, clock=lambda: T0 + 10, workers=0)
+    try:
+        assert orderer.final_size == res.head.log_size  # a restored store's final head
+        deadline = time.monotonic() + 30
+        while "pruning marker says height" not in orderer.stats.last_error:
+            assert time.monotonic() < deadline, (orderer.stats.last_error, orderer.rev)
+            time.sleep(0.05)
+        assert orderer.rev == 0
+    finally:
+        orderer.stop()
 
 
 def test_a_node_catching_up_from_a_peer_of_a_version_before_adr_60_says_so(
