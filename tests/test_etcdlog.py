@@ -188,6 +188,22 @@ def test_none_gone_after_tells_a_kept_batch_from_one_that_may_be_pruned(etcd_url
             log.close()
 
 
+def test_a_prune_keeps_the_co_signatures_at_the_markers_size(etcd_url: str) -> None:
+    """A prune deletes co-signatures below the marker's log size, not those at it: they are
+    what a node restarted after a crash reads again to make the marker's block final once more
+    (merged co-signatures are written unsynced), on an idle network the head's."""
+    log = EtcdLog([etcd_url], "prune-cosigs")
+    try:
+        revs = [log.put_batch(b"batch-%d" % i) for i in range(3)]
+        for size in (3, 5, 7):
+            log.put_cosig(size, "reg", b"sig-%d" % size)
+        assert log.prune(revs[1], b"marker", cosig_size=5, seen=log.marker()) == 2
+        _, _, cosigs = log.read_after(0, 0, limit=100)
+        assert [r.key for r in cosigs] == [f"s/{n:020d}/reg" for n in (5, 7)]
+    finally:
+        log.close()
+
+
 def test_one_read_of_the_largest_values_fits_in_an_answer() -> None:
     """A read takes batches and co-signatures in one answer; any agency's certificate writes
     co-signatures as large as etcd takes, at sizes never pruned. 180 of them at 1.5 MiB made
