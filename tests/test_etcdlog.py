@@ -860,6 +860,27 @@ def test_a_position_that_claims_the_head_at_an_old_revision_holds_no_pruning_bac
         writer.close()
 
 
+@pytest.mark.parametrize(("fields", "mod_rev", "pruners"), [
+    ({"rev": 6, "height": 3, "size": 9}, 7, True),
+    ({"rev": 7, "height": 3, "size": 9}, 7, False),  # written at the revision it names
+    ({"rev": -1, "height": 3, "size": 9}, 7, False),
+    ({"rev": 6, "height": -1, "size": 9}, 7, False),
+    ({"rev": 6, "height": 3, "size": -1}, 7, False),
+    ({"rev": 6, "height": True, "size": 9}, 7, False),
+])
+def test_only_a_marker_written_after_the_batches_it_names_is_a_pruners(
+        fields: dict[str, Any], mod_rev: int, pruners: bool) -> None:
+    """A pruner writes its marker before deleting the batches it names, all created before
+    the marker's own write: a marker naming its own revision or one past it, or negative
+    heights and sizes, is no pruner's (any agency's certificate writes the key)."""
+    from ledger import codec
+    from node.etcdlog import Record
+    from node.replication import _pruners_marker
+
+    marker = Record("p", codec.encode({**fields, "hash": b"\x07" * 32}), 2, mod_rev)
+    assert (_pruners_marker(marker) is not None) is pruners
+
+
 @pytest.mark.parametrize("forged", ["far-ahead", "not-msgpack", "rev-not-a-number"])
 def test_a_pruning_marker_past_its_own_revision_is_no_pruners(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency], forged: str) -> None:
