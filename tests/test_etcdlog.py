@@ -390,6 +390,45 @@ def _taken_up(orderer: EtcdOrderer, rev: int) -> None:
         time.sleep(0.05)
 
 
+def test_a_node_signs_no_block_past_the_time_its_key_was_rotated_out(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A rotation takes effect at its ``at`` time, which may come blocks after the one that
+    commits it. A node still running the old key signs the blocks before that time, and none
+    from then on: its line there is by a key no longer valid at that block, which counts for
+    nothing and would be stored in the block's final checkpoint beside the others'. Whether
+    it signs is judged by the block's registry at the block's time, not by the head it built
+    the block on."""
+    from ledger.checkpoint import SignedCheckpoint, note_key_hash
+    from ledger.keys import PrivateKey
+
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    writer, orderer = _edu_beside(etcd_url, ledger, edu, "rotated-out-key")
+    old = note_key_hash("edu", edu.node_key.public.raw)
+
+    def lines(size: int) -> set[tuple[str, bytes]]:
+        text = ledger.store.checkpoint(size)
+        assert text is not None
+        return {(s.name, s.key_hash) for s in SignedCheckpoint.from_text(text).signatures}
+
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        size, _ = _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
+            "rotate_key", {"agency": "edu", "role": "node",
+                           "new_key": PrivateKey.generate().public.raw, "at": T0 + 7},
+            [reg, tax]).raw, T0 + 5)
+        deadline = time.monotonic() + 30
+        while ("edu", old) not in lines(size):  # before T0 + 7: the old key still signs
+            assert time.monotonic() < deadline, lines(size)
+            time.sleep(0.05)
+        size, _ = _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
+            "register_type", {"type": spec}, [reg, tax]).raw, T0 + 8)
+        assert ledger.store.head.time >= T0 + 7
+        assert {name for name, _ in lines(size)} == {"reg", "tax"}, lines(size)
+    finally:
+        orderer.stop()
+        writer.close()
+
+
 def test_a_batch_of_an_agency_removed_by_governance_is_refused_by_the_network(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """SECURITY.md: once governance removes an agency, "its batches are refused at once".
