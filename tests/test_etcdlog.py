@@ -1986,6 +1986,38 @@ def test_a_restored_store_aligns_only_at_a_marker_naming_its_own_block(
         orderer.stop()
 
 
+def test_a_restored_node_takes_no_checkpoint_of_another_block_on_disk_as_final(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A node whose store holds no record of which checkpoint is final (restored from an
+    archive) takes the newest final one on disk among its last blocks: only one of the block
+    it holds at that size (ADR 60). A quorum's checkpoint of the same entries in another block
+    (timed a second later) is another chain's, not this store's finality."""
+    from ledger.chain import checkpoint_key
+    from ledger.finality import sign_checkpoint
+
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    ledger.govern("register_type", {"type": spec}, [reg, tax], T0 + 1)
+    txs = [ledger.gov_tx("register_type", {"type": {**spec, "id": "x"}}, [reg, tax])]
+    other = ledger.build(txs, T0 + 3)  # the same entries, another block
+    res = ledger.build(txs, T0 + 2)
+    assert other.head is not None and res.head is not None and other.head.hash != res.head.hash
+    quorum = sign_checkpoint(ledger.net, other.head, [(a.id, a.node_key) for a in (reg, tax)])
+    ledger.store.write_block(res, {checkpoint_key(res.head.log_size): quorum.to_text().encode()})
+    last = ledger.build([ledger.gov_tx("register_type", {"type": {**spec, "id": "y"}},
+                                       [reg, tax])], T0 + 4)
+    assert last.head is not None
+    alone = sign_checkpoint(ledger.net, last.head, [("edu", edu.node_key)])  # not final
+    ledger.store.write_block(last, {checkpoint_key(last.head.log_size): alone.to_text().encode()})
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], "final-on-disk"), agency="edu",
+                          node_key=edu.node_key, clock=lambda: T0 + 10, workers=0)
+    try:
+        assert orderer.final_size == 0
+        assert orderer.final_checkpoint() is None
+    finally:
+        orderer.stop()
+
+
 def test_a_node_catching_up_from_a_peer_of_a_version_before_adr_60_says_so(
         etcd_url: str, chains: _Chains, tmp_path: Path) -> None:
     """A node upgraded across ADR 60 that was down past etcd's pruning marker catches up only
