@@ -2018,6 +2018,57 @@ def test_a_restored_node_takes_no_checkpoint_of_another_block_on_disk_as_final(
         orderer.stop()
 
 
+def test_a_restored_store_matches_a_block_only_to_a_batch_holding_its_transactions(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A store restored past the pruning marker matches the batches after it to the blocks it
+    holds (ADR 48): a batch made block k if the network took it, its block time is block k's
+    and block k's transactions are in it, in order. Taken by time alone, a batch that made no
+    block (a repeat of committed transactions) stood for block 2 and the next one for block 3
+    (same times: no witnesses), the match ended early, and a batch the network had refused
+    (an issuance before its grant, which came in block 3) was applied after the held blocks:
+    a block no other node built."""
+    from ledger.batch import make_batch
+    from ledger.chain import checkpoint_key
+    from ledger.finality import sign_checkpoint
+
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    first = ledger.govern("register_type", {"type": spec}, [reg, tax], T0 + 1)
+    marked = ledger.store.head
+    second = ledger.gov_tx("register_type", {"type": {**spec, "id": "x"}}, [reg, tax])
+    ledger.commit([second], T0 + 1)
+    third = ledger.gov_tx("grant", {"agency": "edu", "type": "degree", "from": T0,
+                                    "until": T0 + DAY}, [reg, tax])
+    res = ledger.build([third], T0 + 1)
+    assert res.head is not None and not res.rejected
+    cp = sign_checkpoint(ledger.net, res.head, [(a.id, a.node_key) for a in (reg, edu, tax)])
+    ledger.store.write_block(res, {checkpoint_key(res.head.log_size): cp.to_text().encode()})
+    head = ledger.store.head
+    assert head.height == 3 and ledger.store.block(2).time == head.time  # no witnesses
+    early = issue_tx(NET, edu, hashlib.sha256(b"early").digest(), "degree", 1, T0 + 1,
+                     T0 + DAY, T0 + 1)  # refused by the network: no grant before block 3
+    network = "restored-align-order"
+    _pruned_to(etcd_url, network, marked.height, marked.log_size, marked.hash)
+    writer = EtcdLog([etcd_url], network)
+    orderer = None
+    try:
+        for txs in ([first.accepted[0][0]], [second], [early], [third]):
+            rev = writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, T0 + 1,
+                                              [tx.raw for tx in txs], []).to_bytes())
+        orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], network), agency="edu",
+                              node_key=edu.node_key, clock=lambda: T0 + 10, workers=0)
+        deadline = time.monotonic() + 30
+        while orderer.rev != rev or orderer._aligning is not None:
+            assert time.monotonic() < deadline, (orderer.stats.last_error, orderer.rev)
+            time.sleep(0.05)
+        assert ledger.store.head == head, "built a block after the held ones"
+        assert ledger.store.tx_location(early.txid) is None
+    finally:
+        if orderer is not None:
+            orderer.stop()
+        writer.close()
+
+
 def test_a_node_catching_up_from_a_peer_of_a_version_before_adr_60_says_so(
         etcd_url: str, chains: _Chains, tmp_path: Path) -> None:
     """A node upgraded across ADR 60 that was down past etcd's pruning marker catches up only
