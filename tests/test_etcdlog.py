@@ -2069,6 +2069,35 @@ def test_a_restored_store_matches_a_block_only_to_a_batch_holding_its_transactio
         writer.close()
 
 
+def test_a_node_catching_up_takes_no_checkpoint_short_of_a_quorum_as_final(
+        etcd_url: str, chains: _Chains, tmp_path: Path) -> None:
+    """A synced run is written only once a final checkpoint binds it: the peer's is checked
+    for a quorum of the node keys in force, before its root and block. A peer serving the
+    network's blocks with a checkpoint of their last block signed by its own node key alone
+    (the quorum is two) gets nothing written: the node would hold that checkpoint as final."""
+    from ledger.checkpoint import SignedCheckpoint
+    from ledger.keys import load_private_key
+    from ledger.store import Store
+
+    honest = Store(chains.honest, create=False)
+    head = honest.head
+    text = honest.checkpoint()
+    assert text is not None
+    alone = SignedCheckpoint(SignedCheckpoint.from_text(text).checkpoint).cosign(
+        "civil", load_private_key(chains.honest.parent / "keys" / "civil.node.key", PASS))
+    victim = tmp_path / "victim"
+    shutil.copytree(chains.victim, victim)
+    network = "catch-up-short-checkpoint"
+    _pruned_to(etcd_url, network, head.height, head.log_size, head.hash)
+    with honest, _peer(honest, checkpoint=alone.to_text().encode()) as peer, \
+            Store(victim, create=False) as store:
+        orderer = _caught_up(store, etcd_url, network, [peer], head.height, 3,
+                             node_key=chains.node_key)
+        assert store.head.height == 2, "took a run on a checkpoint short of its quorum"
+        assert store.checkpoint() is None and orderer.final_size == 0
+    assert "1 of 2 required signatures" in orderer.stats.last_error, orderer.stats.last_error
+
+
 def test_a_node_catching_up_from_a_peer_of_a_version_before_adr_60_says_so(
         etcd_url: str, chains: _Chains, tmp_path: Path) -> None:
     """A node upgraded across ADR 60 that was down past etcd's pruning marker catches up only
