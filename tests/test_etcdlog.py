@@ -899,6 +899,47 @@ def test_a_position_that_claims_the_head_at_an_old_revision_holds_no_pruning_bac
         writer.close()
 
 
+def test_a_prune_keeps_the_batches_a_member_within_retention_has_not_applied(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """The pruner deletes the batches a final checkpoint covers and every member within
+    ``retention`` blocks applied, no more: a member a block or two behind reads the batches
+    after its own from etcd, and needs no catch-up from a peer."""
+    from ledger import codec
+
+    reg, tax = agencies["reg"], agencies["tax"]
+    writer, orderer = _edu_beside(etcd_url, ledger, agencies["edu"], "prune-to-the-slowest")
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+
+    def tax_at(rev: int, height: int, t: int) -> None:
+        writer.put_applied("tax", codec.encode({
+            "rev": rev, "height": height, "size": ledger.store.block(height).log_size,
+            "time": t, "clock_sig": clock_signature(ledger.net, "tax", tax.node_key, t).hex()}))
+
+    try:
+        revs = []
+        for i in range(3):
+            tx = ledger.gov_tx("register_type", {"type": {**spec, "id": f"degree{i}"}},
+                               [reg, tax])
+            _final_block_by_reg(ledger, agencies, writer, orderer, tx.raw, T0 + 5 + i)
+            revs.append(orderer.rev)
+            if i == 0:
+                tax_at(revs[0], 1, T0 + 10)
+        deadline = time.monotonic() + 30
+        for t in (T0 + 11, T0 + 12):  # the pruner has read it twice: it decided once since
+            tax_at(revs[0], 1, t)
+            while orderer.stats.peers.get("tax", {}).get("time") != t:
+                assert time.monotonic() < deadline, orderer.stats.peers
+                time.sleep(0.05)
+        assert orderer.final_size == ledger.store.head.log_size
+        m = writer.marker()
+        assert m is not None and codec.decode(m.value)["rev"] == revs[0], revs
+        left, _, _ = writer.read_after(0, 0, limit=100)
+        assert [r.create_rev for r in left] == revs  # tax's last batch and those after it
+    finally:
+        orderer.stop()
+        writer.close()
+
+
 @pytest.mark.parametrize(("fields", "mod_rev", "pruners"), [
     ({"rev": 6, "height": 3, "size": 9}, 7, True),
     ({"rev": 7, "height": 3, "size": 9}, 7, False),  # written at the revision it names
