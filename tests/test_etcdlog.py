@@ -903,7 +903,8 @@ def test_a_prune_keeps_the_batches_a_member_within_retention_has_not_applied(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """The pruner deletes the batches a final checkpoint covers and every member within
     ``retention`` blocks applied, no more: a member a block or two behind reads the batches
-    after its own from etcd, and needs no catch-up from a peer."""
+    after its own from etcd, and needs no catch-up from a peer. The co-signatures at the
+    marker's size stay too (those below it go)."""
     from ledger import codec
 
     reg, tax = agencies["reg"], agencies["tax"]
@@ -933,8 +934,12 @@ def test_a_prune_keeps_the_batches_a_member_within_retention_has_not_applied(
         assert orderer.final_size == ledger.store.head.log_size
         m = writer.marker()
         assert m is not None and codec.decode(m.value)["rev"] == revs[0], revs
-        left, _, _ = writer.read_after(0, 0, limit=100)
+        left, _, cosigs = writer.read_after(0, 0, limit=100)
         assert [r.create_rev for r in left] == revs  # tax's last batch and those after it
+        # and the co-signatures from the marker's size on (none below it)
+        marked = codec.decode(m.value)["size"]
+        assert marked == ledger.store.block(1).log_size
+        assert min(int(r.key.split("/")[1]) for r in cosigs) == marked
     finally:
         orderer.stop()
         writer.close()
