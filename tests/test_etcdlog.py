@@ -2144,6 +2144,28 @@ def test_a_node_catching_up_takes_no_checkpoint_short_of_a_quorum_as_final(
     assert "1 of 2 required signatures" in orderer.stats.last_error, orderer.stats.last_error
 
 
+def test_a_marker_whose_size_is_not_its_blocks_takes_no_catching_up_node_past_it(
+        etcd_url: str, chains: _Chains, tmp_path: Path) -> None:
+    """A node caught up to the pruning marker's block takes up from the marker's revision
+    only if its log there has the size the marker says: one that does not (no pruner's: any
+    agency's certificate writes it) leaves it where it was, saying so."""
+    from ledger.store import Store
+
+    honest = Store(chains.honest, create=False)
+    head = honest.head
+    victim = tmp_path / "victim"
+    shutil.copytree(chains.victim, victim)
+    network = "catch-up-marker-size"
+    _pruned_to(etcd_url, network, head.height, head.log_size + 1, head.hash)
+    with honest, _peer(honest) as peer, Store(victim, create=False) as store:
+        orderer = _caught_up(store, etcd_url, network, [peer], head.height, 20,
+                             node_key=chains.node_key)
+        assert store.head.hash == head.hash, orderer.stats.last_error  # the blocks: the network's
+    assert orderer.rev == 0
+    said = orderer.stats.last_error
+    assert f"the log has {head.log_size} entries, the marker says {head.log_size + 1}" in said
+
+
 def test_a_node_catching_up_from_a_peer_of_a_version_before_adr_60_says_so(
         etcd_url: str, chains: _Chains, tmp_path: Path) -> None:
     """A node upgraded across ADR 60 that was down past etcd's pruning marker catches up only
