@@ -1280,6 +1280,10 @@ def test_a_batch_carries_the_latest_witnesses_of_many_agencies(
     spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
     try:
         pending = orderer.submit(net.gov_tx("register_type", {"type": spec}, [me, up]))
+        deadline = time.monotonic() + 30  # the positions read first (a loaded machine's
+        while not orderer._positions_read:  # apply thread may start late): then the skip
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         skip[0] = PEER_CLOCK_WAIT  # (its clock is ahead of the down nodes' last times)
         pending.result(timeout=30)
         assert net.store.head.time == now
