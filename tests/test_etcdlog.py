@@ -2550,6 +2550,57 @@ def test_one_agency_cannot_make_a_catching_up_node_take_its_regrouping_with_a_ma
     assert orderer.stats.synced_blocks == 0
 
 
+def test_a_run_is_bound_only_by_headers_that_end_at_the_checkpoints_block(
+        etcd_url: str, chains: _Chains, tmp_path: Path) -> None:
+    """ADR 60 with fewer blocks: one agency merges two of the network's blocks into one (the
+    same entries, the same root), writes a marker naming its last block and serves its blocks
+    with the network's final checkpoint, which names a block one height past the liar's last.
+    The run is bound to that block by the peer's headers from the run's end, which must end at
+    the block's hash: the liar's header of its own making there does not, and nothing is
+    written (the node would hold the network's checkpoint as final for a block it does not
+    name)."""
+    from ledger.block import BlockHeader
+    from ledger.chain import build_block
+    from ledger.store import Store
+    from ledger.tx import Tx
+
+    honest = Store(chains.honest, create=False)
+    head = honest.head
+    top = head.height
+    rest = [Tx.from_bytes(r) for h in range(3, top + 1)
+            for r in honest.block_entries(honest.block(h))]
+    counts = [honest.block(h).tx_count for h in range(3, top + 1)]
+    grouping = [counts[0] + counts[1], *counts[2:]]  # blocks 3 and 4 made one
+    shutil.copytree(chains.victim, tmp_path / "liar")
+    liar: list[list[Any]] = []
+    with Store(tmp_path / "liar", create=False) as scratch:
+        pos = 0
+        for n, c in enumerate(grouping):
+            txs, pos = rest[pos:pos + c], pos + c
+            res = build_block(scratch.head, scratch.registry, scratch, scratch.frontier, txs,
+                              honest.block(4 + n).time)
+            assert res.head is not None and not res.rejected
+            scratch.write_block(res)
+            liar.append([res.header.to_bytes(), [tx.raw for tx in txs]])
+        end = scratch.head
+    assert end.height == top - 1 and end.log_root == head.log_root
+    made_up = BlockHeader(honest.block(top).net, top, end.hash, end.time, end.log_size, 1,
+                          bytes(32))
+    liar.append([made_up.to_bytes(), []])  # a header past its last block, chaining to it
+    victim = tmp_path / "victim"
+    shutil.copytree(chains.victim, victim)
+    network = "catch-up-merged-blocks"
+    _pruned_to(etcd_url, network, end.height, end.log_size, end.hash)  # the liar's marker
+    with honest, _peer(honest, liar, headers_too=True) as bad, \
+            Store(victim, create=False) as store:
+        orderer = _caught_up(store, etcd_url, network, [bad], end.height, 4,
+                             node_key=chains.node_key)
+        assert store.head.height == 2, f"took the liar's blocks up to {store.head.height}"
+        assert store.checkpoint() is None
+    said = orderer.stats.last_error
+    assert f"block {top} is not the one its final checkpoint" in said, said
+
+
 def test_a_sync_reply_stops_short_of_its_byte_bound(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """Full blocks (2,000 transactions, ~0.6 MiB each) made 200-block replies of ~120 MiB that
