@@ -521,6 +521,47 @@ def test_a_late_co_signature_of_another_root_is_evidence_after_a_later_final_one
         writer.close()
 
 
+def test_a_checkpoint_short_of_the_quorum_with_a_co_signature_is_not_final(
+        etcd_url: str, make_ledger: Callable[..., LedgerHarness],
+        agencies: dict[str, Agency]) -> None:
+    """A merged co-signature makes a checkpoint final only with a quorum of the node keys in
+    force at its block: with a quorum of three, this node's line and one peer's are two, and
+    the checkpoint stays pending (it is no final checkpoint to serve); the third makes it."""
+    from ledger.finality import sign_checkpoint
+
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    ledger = make_ledger(list(agencies.values()), 3, T0)
+    writer, orderer = _edu_beside(etcd_url, ledger, edu, "quorum-of-three")
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        size, _ = _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
+            "register_type", {"type": spec}, [reg, edu, tax]).raw, T0 + 5, cosigned=False)
+        head = ledger.store.head
+
+        def cosign(name: str, key: Any) -> None:
+            line = sign_checkpoint(ledger.net, head, [(name, key)]).signatures[0].to_line()
+            writer.put_cosig(size, name, cosig_value(head, line))
+
+        cosign("reg", reg.node_key)
+        deadline = time.monotonic() + 30
+        while orderer.stats.cosigs_merged < 1:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+        writer.put_cosig(size + 10**6, "reg", b"x")  # read in a later step than reg's
+        while orderer.stats.cosigs_forged < 1:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+        assert orderer.final_size == 0 and ledger.store.checkpoint(size) is None
+        assert orderer.final_checkpoint() is None
+        cosign("tax", tax.node_key)
+        while orderer.final_size != size:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+    finally:
+        orderer.stop()
+        writer.close()
+
+
 def test_a_co_signature_read_again_leaves_the_final_checkpoint_whole(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """Once a checkpoint is final its pending one (this node's signature and those merged
