@@ -562,6 +562,40 @@ def test_a_checkpoint_short_of_the_quorum_with_a_co_signature_is_not_final(
         writer.close()
 
 
+def test_a_late_co_signature_is_added_to_the_final_checkpoint_in_place(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A co-signature read after its checkpoint became final (the quorum was there already)
+    is added to the stored final checkpoint: the more agencies' lines it carries, the more
+    verifiers holding only some node keys can check it."""
+    from ledger.checkpoint import SignedCheckpoint
+    from ledger.finality import sign_checkpoint
+
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    writer, orderer = _edu_beside(etcd_url, ledger, edu, "late-in-place")
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        size, _ = _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
+            "register_type", {"type": spec}, [reg, tax]).raw, T0 + 5, cosigned=False)
+        head = ledger.store.head
+
+        def names() -> set[str]:
+            text = ledger.store.checkpoint(size)
+            return set() if text is None else {
+                sig.name for sig in SignedCheckpoint.from_text(text).signatures}
+
+        for name, key in (("reg", reg.node_key), ("tax", tax.node_key)):
+            line = sign_checkpoint(ledger.net, head, [(name, key)]).signatures[0].to_line()
+            writer.put_cosig(size, name, cosig_value(head, line))
+            deadline = time.monotonic() + 30
+            while name not in names():  # final with reg's; tax's comes after
+                assert time.monotonic() < deadline, (name, names(), orderer.final_size)
+                time.sleep(0.05)
+        assert names() == {"edu", "reg", "tax"} and orderer.final_size == size
+    finally:
+        orderer.stop()
+        writer.close()
+
+
 def test_a_co_signature_read_again_leaves_the_final_checkpoint_whole(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """Once a checkpoint is final its pending one (this node's signature and those merged
