@@ -1444,6 +1444,25 @@ def _demo_edu(tmp_path: Path) -> tuple[Path, Agency]:
                         load_private_key(keys / "edu.issuer.key", PASS))
 
 
+@contextmanager
+def _served_demo_edu(tmp_path: Path) -> Iterator[tuple[Node, httpx.Client, str, Agency, int]]:
+    """The demo's edu node ordering on a real etcd member of its own (its witnesses' positions
+    written), served over HTTP: (node, client, the member's URL, edu's keys, the node's
+    time)."""
+    data, edu = _demo_edu(tmp_path)
+    now = DEMO_T0 + 1000
+    with _etcd_member(tmp_path / "etcd") as url:
+        _demo_witnesses(url, data, now)
+        node = Node(data, "edu", PASS, clock=lambda: now, workers=0,
+                    replication=Replication(endpoints=(url,)))
+        try:
+            app = create_app(settings_for(data), node=node)
+            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+                yield node, http, url, edu, now
+        finally:
+            node.close()
+
+
 def _batches_put(node: Node) -> int:
     status = node.cluster_status()
     assert status is not None
@@ -1603,44 +1622,34 @@ def test_a_batch_item_etcd_never_confirmed_is_pending_not_rejected(tmp_path: Pat
     from ledger import codec
     from ledger.network import status_tx
 
-    data, edu = _demo_edu(tmp_path)
-    now = DEMO_T0 + 1000
-    with _etcd_member(tmp_path / "etcd") as url:
-        _demo_witnesses(url, data, now)
-        node = Node(data, "edu", PASS, clock=lambda: now, workers=0,
-                    replication=Replication(endpoints=(url,)))
+    with _served_demo_edu(tmp_path) as (node, http, url, edu, now):
+        assert node.replicated is not None
+        node.replicated.submit_timeout = 0.5  # gives up long before the request's wait
+        tx = status_tx(node.network, edu, _edu_credential_id(http, 2), "suspended",
+                       "unconfirmed", now)
+
+        def post() -> httpx.Response:
+            return http.post("/v1/tx/batch", params={"wait": 20},
+                             content=codec.encode([tx.raw]),
+                             headers={"content-type": "application/msgpack"})
+
+        os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
         try:
-            assert node.replicated is not None
-            node.replicated.submit_timeout = 0.5  # gives up long before the request's wait
-            app = create_app(settings_for(data), node=node)
-            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
-                tx = status_tx(node.network, edu, _edu_credential_id(http, 2), "suspended",
-                               "unconfirmed", now)
-
-                def post() -> httpx.Response:
-                    return http.post("/v1/tx/batch", params={"wait": 20},
-                                     content=codec.encode([tx.raw]),
-                                     headers={"content-type": "application/msgpack"})
-
-                os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
-                try:
-                    r = post()
-                finally:
-                    os.kill(_MEMBERS[url].pid, signal.SIGCONT)
-                assert r.status_code == 200, r.text
-                item = r.json()[0]
-                assert item["status"] == "pending", item
-                assert item["code"] == "unconfirmed", item
-                assert "not confirmed by etcd" in item["error"], item
-                deadline = time.monotonic() + 60
-                while (again := post().json()[0])["status"] != "committed":
-                    assert again["status"] == "pending", again
-                    assert time.monotonic() < deadline, again
-                    time.sleep(0.2)
-                assert again["txid"] == tx.txid.hex()
-                assert node.store.tx_location(tx.txid) is not None
+            r = post()
         finally:
-            node.close()
+            os.kill(_MEMBERS[url].pid, signal.SIGCONT)
+        assert r.status_code == 200, r.text
+        item = r.json()[0]
+        assert item["status"] == "pending", item
+        assert item["code"] == "unconfirmed", item
+        assert "not confirmed by etcd" in item["error"], item
+        deadline = time.monotonic() + 60
+        while (again := post().json()[0])["status"] != "committed":
+            assert again["status"] == "pending", again
+            assert time.monotonic() < deadline, again
+            time.sleep(0.2)
+        assert again["txid"] == tx.txid.hex()
+        assert node.store.tx_location(tx.txid) is not None
 
 
 def test_a_node_cut_off_from_etcd_refuses_submissions_at_once(tmp_path: Path) -> None:
@@ -1651,58 +1660,48 @@ def test_a_node_cut_off_from_etcd_refuses_submissions_at_once(tmp_path: Path) ->
     etcd answers again it takes submissions again."""
     from ledger.network import status_tx
 
-    data, edu = _demo_edu(tmp_path)
-    now = DEMO_T0 + 1000
-    with _etcd_member(tmp_path / "etcd") as url:
-        _demo_witnesses(url, data, now)
-        node = Node(data, "edu", PASS, clock=lambda: now, workers=0,
-                    replication=Replication(endpoints=(url,)))
+    with _served_demo_edu(tmp_path) as (node, http, url, edu, now):
+        orderer = node.replicated
+        assert orderer is not None
+        orderer.cut_off_after = 0.5
+        tx = status_tx(node.network, edu, _edu_credential_id(http, 2), "suspended",
+                       "cut-off", now)
+        before = status_tx(node.network, edu, _edu_credential_id(http, 1), "suspended",
+                           "cut-off", now)
+
+        def post(sent: Any = tx) -> httpx.Response:
+            return http.post("/v1/tx", params={"wait": 20}, content=sent.raw,
+                             headers={"content-type": "application/msgpack"})
+
+        assert post(before).status_code == 200
+
+        os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
         try:
-            orderer = node.replicated
-            assert orderer is not None
-            orderer.cut_off_after = 0.5
-            app = create_app(settings_for(data), node=node)
-            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
-                tx = status_tx(node.network, edu, _edu_credential_id(http, 2), "suspended",
-                               "cut-off", now)
-                before = status_tx(node.network, edu, _edu_credential_id(http, 1), "suspended",
-                                   "cut-off", now)
-
-                def post(sent: Any = tx) -> httpx.Response:
-                    return http.post("/v1/tx", params={"wait": 20}, content=sent.raw,
-                                     headers={"content-type": "application/msgpack"})
-
-                assert post(before).status_code == 200
-
-                os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
-                try:
-                    _until_reads_fail(orderer, 60)
-                    time.sleep(0.6)
-                    put = orderer.stats.batches_put
-                    r = post()
-                    # one committed before the cut is known here: its receipt, not a refusal
-                    again = post(before)
-                    status = http.get("/v1/cluster").json()
-                finally:
-                    os.kill(_MEMBERS[url].pid, signal.SIGCONT)
-                assert r.status_code == 503, r.text
-                assert again.status_code == 200 and again.json()["duplicate"], again.text
-                assert r.headers["retry-after"] == "10"
-                said = r.json()["detail"]
-                assert "cut off from a quorum of the etcd members" in said, said
-                assert "Nothing was taken" in said and "another agency's node" in said, said
-                assert status["reads_failing_since"] is not None
-                assert tx.txid not in orderer._waiting  # nothing queued: no batch carries it
-                deadline = time.monotonic() + 60
-                while orderer.stats.reads_failing_since:  # etcd answers again
-                    assert time.monotonic() < deadline, orderer.stats.last_error
-                    time.sleep(0.1)
-                assert orderer.stats.batches_put == put
-                assert node.store.tx_location(tx.txid) is None
-                r = post()
-                assert r.status_code == 200, r.text
+            _until_reads_fail(orderer, 60)
+            time.sleep(0.6)
+            put = orderer.stats.batches_put
+            r = post()
+            # one committed before the cut is known here: its receipt, not a refusal
+            again = post(before)
+            status = http.get("/v1/cluster").json()
         finally:
-            node.close()
+            os.kill(_MEMBERS[url].pid, signal.SIGCONT)
+        assert r.status_code == 503, r.text
+        assert again.status_code == 200 and again.json()["duplicate"], again.text
+        assert r.headers["retry-after"] == "10"
+        said = r.json()["detail"]
+        assert "cut off from a quorum of the etcd members" in said, said
+        assert "Nothing was taken" in said and "another agency's node" in said, said
+        assert status["reads_failing_since"] is not None
+        assert tx.txid not in orderer._waiting  # nothing queued: no batch carries it
+        deadline = time.monotonic() + 60
+        while orderer.stats.reads_failing_since:  # etcd answers again
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.1)
+        assert orderer.stats.batches_put == put
+        assert node.store.tx_location(tx.txid) is None
+        r = post()
+        assert r.status_code == 200, r.text
 
 
 def test_a_node_that_reads_etcd_but_cannot_catch_up_is_not_said_cut_off_from_etcd(
@@ -2194,6 +2193,27 @@ def test_a_restored_store_matches_a_block_only_to_a_batch_holding_its_transactio
         writer.close()
 
 
+@contextmanager
+def _behind_a_marker(etcd_url: str, chains: _Chains, tmp_path: Path, network: str, *,
+                     size_off: int = 0, checkpoint: Callable[[bytes], bytes] | None = None
+                     ) -> Iterator[tuple[Any, str, Any]]:
+    """A copy of the victim's store behind a pruning marker at the honest chain's head (its
+    log size off by ``size_off``), and a peer serving the honest chain, with the checkpoint
+    ``checkpoint`` makes of the honest one in its place when given: (head, peer, store)."""
+    from ledger.store import Store
+
+    honest = Store(chains.honest, create=False)
+    head = honest.head
+    text = honest.checkpoint()
+    assert text is not None
+    served = None if checkpoint is None else checkpoint(text)
+    victim = tmp_path / "victim"
+    shutil.copytree(chains.victim, victim)
+    _pruned_to(etcd_url, network, head.height, head.log_size + size_off, head.hash)
+    with honest, _peer(honest, checkpoint=served) as peer, Store(victim, create=False) as store:
+        yield head, peer, store
+
+
 def test_a_node_catching_up_takes_no_checkpoint_short_of_a_quorum_as_final(
         etcd_url: str, chains: _Chains, tmp_path: Path) -> None:
     """A synced run is written only once a final checkpoint binds it: the peer's is checked
@@ -2202,22 +2222,16 @@ def test_a_node_catching_up_takes_no_checkpoint_short_of_a_quorum_as_final(
     (the quorum is two) gets nothing written: the node would hold that checkpoint as final."""
     from ledger.checkpoint import SignedCheckpoint
     from ledger.keys import load_private_key
-    from ledger.store import Store
 
-    honest = Store(chains.honest, create=False)
-    head = honest.head
-    text = honest.checkpoint()
-    assert text is not None
-    alone = SignedCheckpoint(SignedCheckpoint.from_text(text).checkpoint).cosign(
-        "civil", load_private_key(chains.honest.parent / "keys" / "civil.node.key", PASS))
-    victim = tmp_path / "victim"
-    shutil.copytree(chains.victim, victim)
-    network = "catch-up-short-checkpoint"
-    _pruned_to(etcd_url, network, head.height, head.log_size, head.hash)
-    with honest, _peer(honest, checkpoint=alone.to_text().encode()) as peer, \
-            Store(victim, create=False) as store:
-        orderer = _caught_up(store, etcd_url, network, [peer], head.height, 3,
-                             node_key=chains.node_key)
+    def alone(text: bytes) -> bytes:
+        return SignedCheckpoint(SignedCheckpoint.from_text(text).checkpoint).cosign(
+            "civil", load_private_key(chains.honest.parent / "keys" / "civil.node.key", PASS)
+        ).to_text().encode()
+
+    with _behind_a_marker(etcd_url, chains, tmp_path, "catch-up-short-checkpoint",
+                          checkpoint=alone) as (head, peer, store):
+        orderer = _caught_up(store, etcd_url, "catch-up-short-checkpoint", [peer],
+                             head.height, 3, node_key=chains.node_key)
         assert store.head.height == 2, "took a run on a checkpoint short of its quorum"
         assert store.checkpoint() is None and orderer.final_size == 0
     assert "1 of 2 required signatures" in orderer.stats.last_error, orderer.stats.last_error
@@ -2228,16 +2242,9 @@ def test_a_marker_whose_size_is_not_its_blocks_takes_no_catching_up_node_past_it
     """A node caught up to the pruning marker's block takes up from the marker's revision
     only if its log there has the size the marker says: one that does not (no pruner's: any
     agency's certificate writes it) leaves it where it was, saying so."""
-    from ledger.store import Store
-
-    honest = Store(chains.honest, create=False)
-    head = honest.head
-    victim = tmp_path / "victim"
-    shutil.copytree(chains.victim, victim)
-    network = "catch-up-marker-size"
-    _pruned_to(etcd_url, network, head.height, head.log_size + 1, head.hash)
-    with honest, _peer(honest) as peer, Store(victim, create=False) as store:
-        orderer = _caught_up(store, etcd_url, network, [peer], head.height, 20,
+    with _behind_a_marker(etcd_url, chains, tmp_path, "catch-up-marker-size",
+                          size_off=1) as (head, peer, store):
+        orderer = _caught_up(store, etcd_url, "catch-up-marker-size", [peer], head.height, 20,
                              node_key=chains.node_key)
         assert store.head.hash == head.hash, orderer.stats.last_error  # the blocks: the network's
     assert orderer.rev == 0
@@ -2253,25 +2260,19 @@ def test_a_node_catching_up_from_a_peer_of_a_version_before_adr_60_says_so(
     names no block", twice a second, with no word of versions or what to do (ADR 62)."""
     from ledger.checkpoint import Checkpoint, SignedCheckpoint
     from ledger.keys import load_private_key
-    from ledger.store import Store
 
-    honest = Store(chains.honest, create=False)
-    head = honest.head
-    text = honest.checkpoint()
-    assert text is not None
-    signed = SignedCheckpoint.from_text(text)
-    older = SignedCheckpoint(Checkpoint(signed.checkpoint.origin, signed.checkpoint.size,
-                                        signed.checkpoint.root))
-    for s in signed.signatures:  # as the older version signed it: the root alone
-        older = older.cosign(s.name, load_private_key(
-            chains.honest.parent / "keys" / f"{s.name}.node.key", PASS))
-    victim = tmp_path / "victim"
-    shutil.copytree(chains.victim, victim)
-    network = "catch-up-older"
-    _pruned_to(etcd_url, network, head.height, head.log_size, head.hash)
-    with honest, _peer(honest, checkpoint=older.to_text().encode()) as peer, \
-            Store(victim, create=False) as store:
-        orderer = _caught_up(store, etcd_url, network, [peer], head.height, 3,
+    def older(text: bytes) -> bytes:
+        signed = SignedCheckpoint.from_text(text)
+        out = SignedCheckpoint(Checkpoint(signed.checkpoint.origin, signed.checkpoint.size,
+                                          signed.checkpoint.root))
+        for s in signed.signatures:  # as the older version signed it: the root alone
+            out = out.cosign(s.name, load_private_key(
+                chains.honest.parent / "keys" / f"{s.name}.node.key", PASS))
+        return out.to_text().encode()
+
+    with _behind_a_marker(etcd_url, chains, tmp_path, "catch-up-older",
+                          checkpoint=older) as (head, peer, store):
+        orderer = _caught_up(store, etcd_url, "catch-up-older", [peer], head.height, 3,
                              node_key=chains.node_key)
         assert store.head.height == 2  # nothing taken
     said = orderer.stats.last_error
