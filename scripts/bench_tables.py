@@ -84,7 +84,7 @@ def references(runs: list[Run]) -> str:
         ("cluster single-tx commit p50", ("cluster", "latency_p50_ms"), "{:.1f} ms"),
         ("cluster single-tx commit p99", ("cluster", "latency_p99_ms"), "{:.1f} ms"),
         ("cluster failover (kill one agency)", ("cluster", "failover_seconds"), "{:.2f} s"),
-        ("catch-up from peers (node stopped for 30,000 txs)", ("catchup", "catchup_tx_per_s"),
+        ("catch-up from peers (a node stopped past retention)", ("catchup", "catchup_tx_per_s"),
          "{:,.0f} tx/s"),
         ("catch-up from peers / one core's verify", ("catchup", "catchup_ratio"), "{:.2f}x"),
         ("sd-jwt reference SD-JWT+KB verify", ("present", "reference_sdjwt_per_s"), "{:,.0f} /s"),
