@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import settings
 
@@ -146,3 +152,35 @@ def ledger(make_ledger: Callable[..., LedgerHarness],
            agencies: dict[str, Agency]) -> LedgerHarness:
     """Three founders (reg, edu, tax), quorum 2, genesis at T0."""
     return make_ledger(list(agencies.values()), 2, T0)
+
+
+@contextmanager
+def served_demo(cwd: Path, env: dict[str, str], stdout: Any = subprocess.PIPE,
+                stderr: Any = subprocess.PIPE) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """`ledger-node demo --data demo-data --serve` in ``cwd`` on a free local port, as the main
+    job runs it: (its URL, the process) once it answers /v1/health (up to a minute to build
+    the demo and start the server); stopped with SIGTERM after."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    with subprocess.Popen([str(Path(sys.executable).parent / "ledger-node"), "demo", "--data",
+                           "demo-data", "--serve", "--port", str(port)], cwd=cwd, env=env,
+                          stdout=stdout, stderr=stderr, text=True) as proc:
+        url = f"http://127.0.0.1:{port}"
+        try:
+            for _ in range(600):
+                if proc.poll() is not None:
+                    said = proc.stderr.read() if proc.stderr else "(its stderr went to a file)"
+                    pytest.fail(f"demo exited: {said}")
+                try:
+                    if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+            else:
+                pytest.fail("the demo node never answered /v1/health")
+            yield url, proc
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)

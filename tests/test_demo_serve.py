@@ -12,17 +12,16 @@ import http.server
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import served_demo
 
 from wallet.core import Wallet
 from wallet.store import open_sealed
@@ -30,37 +29,12 @@ from wallet.store import open_sealed
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def demo_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
-    port = _free_port()
     env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "demo-pw", "WALLET_PASSPHRASE": "wallet-pw",
            "WALLET_PATH": str(tmp_path / "demo-data" / "wallet.db"), "COLUMNS": "200"}
-    with subprocess.Popen([str(BIN / "ledger-node"), "demo", "--data", "demo-data", "--serve",
-                           "--port", str(port)], cwd=tmp_path, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(600):  # up to a minute for the demo to build and the server to start
-            if proc.poll() is not None:
-                pytest.fail(f"demo exited: {proc.stderr.read() if proc.stderr else ''}")
-            try:
-                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            proc.kill()
-            pytest.fail("the demo node never answered /v1/health")
-        try:
-            yield url, env, tmp_path
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
+    with served_demo(tmp_path, env) as (url, _):
+        yield url, env, tmp_path
 
 
 def _apply_at(handler: type[http.server.BaseHTTPRequestHandler], env: dict[str, str],

@@ -18,17 +18,13 @@ import io
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import DAY, T0, LedgerHarness
+from conftest import DAY, T0, LedgerHarness, served_demo
 from credworld import CLAIMS, HOLDER, REQ, World, present
 
 from ledger import sdjwt
@@ -263,26 +259,11 @@ def test_a_served_node_keeps_and_shows_no_canary(tmp_path: Path) -> None:
     environment, and none of the canaries is in any byte of the store, the archive, the node's
     captured stdout and stderr (its log), the temporary folder it was given, or an answer to a
     client that had no right to the value (refusals, health, metrics, pages)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     (tmp_path / "tmp").mkdir()
     env = {**os.environ, **NODE_SECRETS, "TMPDIR": str(tmp_path / "tmp"), "COLUMNS": "200"}
-    url = f"http://127.0.0.1:{port}"
-    out, err = (tmp_path / "node.out").open("wb"), (tmp_path / "node.err").open("wb")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "ledger-node"), "demo", "--data",
-                             "demo-data", "--serve", "--port", str(port)], cwd=tmp_path,
-                            env=env, stdout=out, stderr=err)
     answers: list[bytes] = []  # what clients without a right to the values were told
-    try:
-        for _ in range(1200):  # the demo builds its network, then serves
-            assert proc.poll() is None, (tmp_path / "node.err").read_text()
-            try:
-                if httpx.get(f"{url}/v1/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+    with (tmp_path / "node.out").open("wb") as out, (tmp_path / "node.err").open("wb") as err, \
+            served_demo(tmp_path, env, out, err) as (url, proc):
         said = re.search(r"LEDGER_OPERATOR_TOKEN=(\S+)", (tmp_path / "node.err").read_text())
         assert said is not None
         auth = {"authorization": f"Bearer {said.group(1)}"}
@@ -340,11 +321,6 @@ def test_a_served_node_keeps_and_shows_no_canary(tmp_path: Path) -> None:
             answers.append(httpx.get(f"{url}{path}").content)
         archive = httpx.get(f"{url}/v1/archive", timeout=60)
         assert archive.status_code == 200
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
-        out.close()
-        err.close()
     assert proc.returncode == 0
 
     logs = (tmp_path / "node.out").read_bytes() + (tmp_path / "node.err").read_bytes()
