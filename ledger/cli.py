@@ -2055,7 +2055,10 @@ def approvals(
 
 def _subject_identifier(path: Path | None) -> str:
     """The credit subject's identifier, from a file, the terminal or a pipe: never from the
-    command line, which other users of the machine can read while it runs."""
+    command line, which other users of the machine can read while it runs. ``-`` is standard
+    input, as for other tools that read a file."""
+    if path is not None and str(path) == "-":
+        path = None
     if path is not None:
         raw = _read_input(path, "subject file")
         try:  # a GBK file (Notepad's default in China) read as replacement characters was
@@ -2096,8 +2099,9 @@ def credit(
         metavar="TXID", help="Withdraw this agency's earlier event of the subject (its "
                              "transaction id) instead of recording one.")] = None,
     subject_file: Annotated[Path | None, typer.Option(
-        help="A file holding the subject's identifier (else it is asked for, or read from a "
-             "pipe; never on the command line).", dir_okay=False)] = None,
+        help="A file holding the subject's identifier, or - for standard input (else it is "
+             "asked for, or read from a pipe; never on the command line).",
+        dir_okay=False)] = None,
     as_json: AsJson = False,
 ) -> None:
     """Record a credit event of this agency about a citizen or business, or withdraw one.

@@ -471,7 +471,8 @@ def test_an_agency_records_and_withdraws_a_credit_event_through_its_node(tmp_pat
                 "--valid-days", "30", stdin=REG_NO)
         assert r.returncode == 0, r.stderr
         undated = json.loads(r.stdout)
-        r = run("--reason", "filed-in-error", "--withdraw", recorded["txid"], stdin=REG_NO + "\n")
+        r = run("--reason", "filed-in-error", "--withdraw", recorded["txid"],
+                "--subject-file", "-", stdin=REG_NO + "\n")  # "-": standard input
         assert r.returncode == 0, r.stderr
         withdrawn = json.loads(r.stdout)
         assert REG_NO not in r.stdout + r.stderr
