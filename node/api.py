@@ -42,6 +42,7 @@ from ledger.presentation import Bundle, Report
 from ledger.state import MAX_BACKDATE
 from ledger.tx import Tx
 from node.config import Settings
+from node.etcdlog import NoSpace
 from node.ratelimit import BATCH_ITEMS_PER_TOKEN, charge
 from node.replication import NOSPACE_FIX, SYNC_HEADERS, Unconfirmed
 from node.service import Node, NotFound
@@ -932,8 +933,9 @@ async def submit_batch(request: Request, node: NodeDep,
     """Submit many signed transactions at once: the body is canonical msgpack, a list of
     transaction envelopes (bytes). Each gets its own outcome, in order; a malformed one does not
     stop the others. Idempotent like ``POST /v1/tx``. ``rejected`` is a refusal; ``pending``
-    is not committed yet (the wait ended first, or etcd did not confirm the put, code
-    ``unconfirmed``: it may commit yet), to be polled or sent again with the same bytes.
+    is not committed yet (the wait ended first; etcd did not confirm the put, code
+    ``unconfirmed``: it may commit yet; or etcd's NOSPACE alarm refused it, code ``nospace``:
+    it was not ordered), to be polled or sent again with the same bytes.
     Beyond its own rate-limit token, a batch takes one for every 64 transactions, before any
     is checked (429 without them)."""
     raw = await request.body()
@@ -984,6 +986,11 @@ async def submit_batch(request: Request, node: NodeDep,
             # (an answer lost); then it commits yet. Pending, as when the wait ends first:
             # send the same bytes again. POST /v1/tx answers it 503.
             out[i] = _batch_item(t.txid.hex(), "pending", error=str(r), code="unconfirmed")
+        elif isinstance(r, NoSpace):
+            # Not refused either: etcd's NOSPACE alarm went off at its batch's put, so it was
+            # not ordered; the same bytes are taken once the alarm clears (the next request
+            # meanwhile is answered 503, as POST /v1/tx answers this one).
+            out[i] = _batch_item(t.txid.hex(), "pending", error=str(r), code="nospace")
         else:
             out[i] = _batch_item(t.txid.hex(), "rejected", error=str(r),
                                  code=getattr(r, "code", None))

@@ -1486,6 +1486,7 @@ def test_a_node_refuses_submissions_while_etcd_is_out_of_space_and_paces_after(
     from aetcd.rpc import rpc_pb2 as pb
     from aetcd.rpc import rpc_pb2_grpc as pbg
 
+    from ledger import codec
     from ledger.network import status_tx
     from node.etcdlog import NoSpace
     from node.replication import PACE
@@ -1514,7 +1515,19 @@ def test_a_node_refuses_submissions_while_etcd_is_out_of_space_and_paces_after(
                 with pytest.raises(NoSpace, match="database space exceeded"):
                     _fill(filler)
                 # the node learns it from its next write: a submission's batch, or the write
-                # it makes every 10 s; either way the submission is refused, not kept
+                # it makes every 10 s; either way the submission is refused, not kept. A
+                # batch's item was answered "rejected" (a refusal: a client drops it) though
+                # the same bytes are taken once the alarm clears: "pending", code "nospace"
+                # (or the whole request 503, if the node's own write learnt it first)
+                r = http.post("/v1/tx/batch", params={"wait": 20},
+                              content=codec.encode([change(11)]),
+                              headers={"content-type": "application/msgpack"})
+                if r.status_code == 200:
+                    [item] = r.json()
+                    assert (item["status"], item["code"]) == ("pending", "nospace"), item
+                    assert "NOSPACE alarm is raised" in item["error"], item
+                else:
+                    assert r.status_code == 503 and "NOSPACE" in r.text, r.text
                 for i in (1, 2):
                     started = time.monotonic()
                     r = post(i)
