@@ -63,7 +63,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -109,6 +109,7 @@ from ledger.finality import (
 )
 from ledger.keys import PrivateKey, PublicKey
 from ledger.network import free_text_reason
+from ledger.sealed import SealedError, key_mark, open_record
 from ledger.sigcheck import Checking, SignatureChecker
 from ledger.state import Registry
 from ledger.store import (
@@ -670,7 +671,7 @@ _RELEASE_EVERY = 10_000
 
 def audit(source: Path | str, *, now: int, progress: Progress | None = None,
           workers: int = 0, since: SignedCheckpoint | None = None,
-          evidence: Path | None = None,
+          evidence: Path | None = None, evidence_keys: Sequence[bytes] = (),
           notice: Callable[[str], None] | None = None) -> AuditReport:
     """Replay ``source`` (a store / data folder, or an archive file) and report on it.
 
@@ -679,11 +680,12 @@ def audit(source: Path | str, *, now: int, progress: Progress | None = None,
     after it (see the module docstring). Raises :class:`AuditError` only if the source cannot be
     read at all. ``evidence`` is a folder of the approving agencies' evidence records
     (``*.ev``, see :class:`Approvals`): each approval is then evaluated again against the rule
-    version in force at its evaluation height, and one without a record is a finding.
+    version in force at its evaluation height, and one without a record is a finding; records
+    sealed at rest are opened with ``evidence_keys`` (the agencies' evidence keys, ADR 66).
     ``notice`` is told of a fallback the caller may want to know of (a store's copy made in the
     system's temporary folder for want of room beside it).
     """
-    approvals = Approvals(evidence)
+    approvals = Approvals(evidence, evidence_keys)
     path = Path(source)
     src: _StoreSource | _ArchiveSource
     if path.is_dir():
@@ -890,12 +892,13 @@ class Approvals:
     """Approval decisions met in the replay, and the evidence records to re-check them with.
 
     An evidence folder holds the approving nodes' records (``<data>/approvals/*.ev``: canonical
-    msgpack ``{tx, evidence, …}``; the evidence map names the evaluation ``height``). Registry and
+    msgpack ``{tx, evidence, …}``, sealed with the agency's evidence key since ADR 66: see
+    :mod:`ledger.sealed`; the evidence map names the evaluation ``height``). Registry and
     block time are kept only for the heights some record names; approvals kept are the ones
     committed, so memory grows with approvals, not with the chain.
     """
 
-    def __init__(self, folder: Path | None) -> None:
+    def __init__(self, folder: Path | None, keys: Sequence[bytes] = ()) -> None:
         self.folder = folder
         self.records: dict[bytes, tuple[bytes, int]] = {}  # txid -> (evidence bytes, height)
         self.at: dict[int, tuple[Registry, int]] = {}
@@ -904,12 +907,17 @@ class Approvals:
             return
         if not folder.is_dir():
             raise AuditError(f"the evidence folder {folder} does not exist")
+        marks = {key_mark(k): k for k in keys}
         for path in sorted(folder.glob("*.ev")):
             try:
-                rec = codec.decode(path.read_bytes(), what=f"evidence record {path.name}")
+                rec = open_record(path.read_bytes(), marks, f"evidence record {path.name}")
                 tx = Tx.from_bytes(rec["tx"])
                 ev = codec.decode(rec["evidence"], what="evidence")
                 height = int(ev["height"])
+            except SealedError as e:
+                raise AuditError(f"{e}: give its agency's evidence key (--evidence-key; the "
+                                 "agency writes a copy for you with `ledger-node "
+                                 "evidence-key`)") from e
             except (DecodeError, KeyError, TypeError, ValueError, OSError) as e:
                 raise AuditError(f"{path} is not an evidence record: {e}") from e
             self.records[tx.txid] = (rec["evidence"], height)

@@ -268,6 +268,25 @@ def _bounded_read(path: Path, what: str, limit: int = MAX_INPUT) -> bytes:
     return raw
 
 
+EVIDENCE_PASSPHRASE_ENV = "LEDGER_EVIDENCE_PASSPHRASE"  # noqa: S105 - a variable's name
+"""The passphrase of the evidence key copies an auditor is given (ADR 66)."""
+
+
+def _evidence_keys(paths: list[Path]) -> list[bytes]:
+    """The evidence keys in ``paths``, all unlocked with one passphrase; exits 2 if one cannot
+    be opened."""
+    from ledger.sealed import read_evidence_key
+
+    if not paths:
+        return []
+    try:
+        passphrase = read_passphrase(f"Passphrase of the evidence key (or set "
+                                     f"{EVIDENCE_PASSPHRASE_ENV}): ", env=EVIDENCE_PASSPHRASE_ENV)
+        return [read_evidence_key(p, passphrase) for p in paths]
+    except KeyFileError as e:
+        _fail(f"cannot open the evidence key: {e}", 2)
+
+
 def _read_input(path: Path, what: str) -> bytes:
     """A file the user names, at most MAX_INPUT bytes; unreadable or oversize is bad input (2)."""
     try:
@@ -1225,6 +1244,11 @@ def audit(
         "(<data>/approvals/*.ev): re-evaluate every approval against the rule version in force "
         "at its evaluation height; an approval without a record is a finding.",
         file_okay=False)] = None,
+    evidence_key: Annotated[list[Path] | None, typer.Option(
+        "--evidence-key", metavar="FILE", help="An agency's evidence key, which opens its "
+        "sealed evidence records (a copy for you from `ledger-node evidence-key`; once per "
+        f"agency), unlocked with ${EVIDENCE_PASSPHRASE_ENV}, the file "
+        f"${EVIDENCE_PASSPHRASE_ENV}_FILE names, or a prompt.", dir_okay=False)] = None,
     force: Annotated[bool, typer.Option(
         "--force", help="Replace the --statement-out file if it exists.")] = False,
     node: ArchiveNodeOpt = None,
@@ -1254,6 +1278,9 @@ def audit(
     if node is None and (source is None or not source.exists()):
         _fail(f"{source} does not exist", 2)
     old = None if since is None else _read_checkpoint(since)
+    if evidence_key and evidence is None:
+        _fail("--evidence-key opens the records of --evidence: give the folder too", 2)
+    opened = _evidence_keys(evidence_key or [])
     key = None
     if statement_key is not None and statement_out is not None:
         _check_out(statement_out, force, unwritable=2)  # 1 would say the chain is broken
@@ -1279,6 +1306,7 @@ def audit(
             with _progress_bar(not as_json) as bar:
                 report = run_audit(source, now=_now(), progress=bar,
                                    workers=n if n > 1 else 0, since=old, evidence=evidence,
+                                   evidence_keys=opened,
                                    notice=lambda said: err.print(Text(said, style="yellow"),
                                                                  soft_wrap=True))
         except AuditError as e:

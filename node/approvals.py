@@ -4,7 +4,8 @@ An application: the node opens one presentation request per credential type the 
 needs (only the claims it needs), verifies the holder's answers, evaluates the rule at the head
 (its height and block time), commits an ``approval`` transaction (decision, rule hash, reasons,
 digest of the evidence — no claim values), keeps the evidence record in ``<data>/approvals``
-(0600; claim values never reach a log) and issues the applicant an ``approval`` credential.
+(0600, sealed with the node's evidence key: ADR 66; claim values never reach a log) and issues
+the applicant an ``approval`` credential.
 
 A citizen or business proves its identity with an identity credential to read its own credit
 record; the node turns the identifier into the keyed pseudonym with the network secret in
@@ -31,6 +32,7 @@ from ledger.files import write_atomic
 from ledger.network import reason_code_problem
 from ledger.ordering import Receipt
 from ledger.presentation import Bundle, Envelope
+from ledger.sealed import key_mark, open_record, seal_record
 from ledger.state import Registry, credit_events, rule_hash
 from ledger.timetext import local_day
 from ledger.tx import Tx, make_tx
@@ -241,7 +243,7 @@ class Approvals:
         path = self.folder / f"{tx.txid.hex()}.pending"
         try:
             self.folder.mkdir(mode=0o700, exist_ok=True)
-            write_atomic(path, codec.encode(record), 0o600)
+            write_atomic(path, self._seal(record), 0o600)
         except OSError as e:
             raise StoreError(f"cannot keep the decision's evidence in {self.folder} "
                              f"({e.strerror or e}); nothing was decided") from e
@@ -252,9 +254,17 @@ class Approvals:
         pending one. If this fails the pending record stays, and the node's next start files
         it (:meth:`file_pending`)."""
         write_atomic(self.folder / f"{receipt.index:012d}-{receipt.txid.hex()}.ev",
-                     codec.encode({**record, "index": receipt.index, "height": receipt.height}),
+                     self._seal({**record, "index": receipt.index, "height": receipt.height}),
                      0o600)
         pending.unlink()
+
+    def _seal(self, record: dict[str, Any]) -> bytes:
+        return seal_record(codec.encode(record), self.node.evidence_key)
+
+    def _open(self, path: Path) -> dict[str, Any]:
+        """A record of this node's (sealed with its evidence key, or clear from before)."""
+        key = self.node.evidence_key
+        return open_record(path.read_bytes(), {key_mark(key): key}, f"approval record {path.name}")
 
     def file_pending_hourly(self) -> int:
         """:meth:`file_pending`, if it last ran over an hour ago (or never); else 0. Requests
@@ -283,9 +293,7 @@ class Approvals:
                 txid = bytes.fromhex(path.stem)
                 where = self.node.store.tx_location(txid)
                 if where is not None:
-                    record = codec.decode(path.read_bytes(), max_size=1 << 21,
-                                          what="approval record")
-                    self._keep(path, record, Receipt(txid, where[0], where[1]))
+                    self._keep(path, self._open(path), Receipt(txid, where[0], where[1]))
                     filed += 1
                 elif now - path.stat().st_mtime > PENDING_DAYS * 86400:
                     path.unlink()
@@ -301,7 +309,7 @@ class Approvals:
         """Every decision this node made, oldest first (no claim values)."""
         out = []
         for p in self._records():
-            rec = codec.decode(p.read_bytes(), max_size=1 << 21, what="approval record")
+            rec = self._open(p)
             b = Tx.from_bytes(rec["tx"]).body
             out.append({"approval_tx": p.stem.split("-", 1)[1], "index": rec["index"],
                         "height": rec["height"], "service": b["service"],
@@ -312,7 +320,7 @@ class Approvals:
     def record(self, txid: str) -> tuple[Tx, bytes, dict[str, Any]]:
         for p in self._records():
             if p.stem.endswith(txid):
-                rec = codec.decode(p.read_bytes(), max_size=1 << 21, what="approval record")
+                rec = self._open(p)
                 return Tx.from_bytes(rec["tx"]), rec["evidence"], rec
         raise NotFound(f"this node made no approval {txid}")
 

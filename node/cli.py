@@ -827,6 +827,59 @@ def credit_secret(
               "restart the node to use it")
 
 
+@app.command("evidence-key")
+def evidence_key(
+    data: Annotated[Path, typer.Option(help="The node's data folder (its key is "
+                                            "<data>/keys/evidence.key).", file_okay=False)],
+    out_file: Annotated[Path, typer.Option(
+        "--out", help="Where to write the auditor's copy.", dir_okay=False)],
+    force: Annotated[bool, typer.Option(help="Replace --out if it exists.")] = False,
+) -> None:
+    """Write a copy of this node's evidence key for an auditor, under a passphrase of its own.
+
+    The node seals the records of its approval decisions (the claims presented, which
+    `ledger audit --evidence` evaluates again) with its evidence key. The key is unlocked with
+    the agency's key passphrase ($LEDGER_KEY_PASSPHRASE, the file $LEDGER_KEY_PASSPHRASE_FILE
+    names, or a prompt); the copy with $LEDGER_EVIDENCE_PASSPHRASE, the file
+    $LEDGER_EVIDENCE_PASSPHRASE_FILE names, or a prompt (twice): give the auditor the copy
+    and that passphrase, never the agency's. Written 0600; the key is never printed. The
+    auditor runs `ledger audit DATA --evidence DIR --evidence-key COPY`.
+    """
+    from ledger.keys import read_passphrase, seal_secret
+    from ledger.sealed import EVIDENCE_KEY, EVIDENCE_KEY_FILE, read_evidence_key
+
+    if str(out_file) == "-":  # the key is never printed: not a file named "-" either
+        err.print(f"[red]error:[/] --out: {NOT_STDOUT}")
+        raise typer.Exit(2)
+    source = data / "keys" / EVIDENCE_KEY_FILE
+    if not source.exists():
+        err.print(f"[red]error:[/] {source} does not exist: a node makes its evidence key at "
+                  "its first start (give the node's data folder)")
+        raise typer.Exit(2)
+    if out_file.exists() and not force:
+        err.print(f"[red]error:[/] {out_file} exists; add --force to replace it")
+        raise typer.Exit(2)
+    try:
+        key = read_evidence_key(source, _ask_passphrase("of the agency's keys", confirm=False))
+    except KeyFileError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(1) from e
+    try:
+        passphrase = read_passphrase("Passphrase for the auditor's copy (or set "
+                                     "LEDGER_EVIDENCE_PASSPHRASE): ", confirm=True,
+                                     env="LEDGER_EVIDENCE_PASSPHRASE")
+    except KeyFileError as e:
+        err.print(f"[red]error:[/] {e}")
+        raise typer.Exit(2) from e
+    try:
+        write_atomic(out_file, seal_secret(key, passphrase, EVIDENCE_KEY), 0o600,
+                     overwrite=force)
+    except OSError as e:
+        err.print(f"[red]error:[/] cannot write {out_file}: {e.strerror or e}")
+        raise typer.Exit(1) from e
+    err.print(f"evidence key copied → {out_file} (0600), under the auditor's passphrase")
+
+
 @app.command()
 def cluster(
     agencies: Annotated[int, typer.Option(help="How many agencies (each: one etcd member and "

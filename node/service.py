@@ -58,6 +58,7 @@ from ledger.presentation import (
     bundle_from_store,
     with_implied_claims,
 )
+from ledger.sealed import load_evidence_key
 from ledger.state import Registry, index_key
 from ledger.statuslist import StatusList, make_token
 from ledger.store import Store
@@ -256,6 +257,8 @@ class Node:
         keys = data / "keys"
         self.issuer_key = load_private_key(keys / f"{agency}.issuer.key", passphrase)
         self.credit_secret = read_credit_secret(keys / CREDIT_SECRET_FILE, passphrase)
+        # seals the approval records kept for auditors (claim values; ADR 66)
+        self.evidence_key = load_evidence_key(keys, passphrase)
         # its fingerprint, published with this node's position: peers compare theirs (ADR 51)
         self.credit_mark = None if self.credit_secret is None else secret_fingerprint(
             self.credit_secret)

@@ -18,7 +18,7 @@ from test_contracts_world import SECRET
 from contracts import reevaluate, stated
 from contracts.catalogue import RULES, setup_actions
 from contracts.credit import pseudonym
-from ledger import sdjwt
+from ledger import codec, sdjwt
 from ledger.chain import build_block, build_genesis
 from ledger.keys import load_private_key
 from ledger.network import governance_tx
@@ -238,14 +238,23 @@ def test_apply_get_credential_present_it(tmp_path: Path) -> None:
         assert refused.status_code == 400, refused.text
         assert "not a credit record request" in refused.json()["detail"]
         node_bytes = None
-        evidence = (next((data / "approvals").glob("*.ev"))).read_bytes()
+        evidence = codec.encode(evidence_record(data))
     assert_same_decision_everywhere(data, tmp_path, decision["approval_tx"], evidence,
                                     node_bytes)
 
 
+def evidence_record(data: Path, path: Path | None = None) -> dict[str, Any]:
+    """An approval record of the node over ``data`` (its first, without ``path``), opened
+    with the node's evidence key (ADR 66)."""
+    from ledger.sealed import EVIDENCE_KEY_FILE, key_mark, open_record, read_evidence_key
+
+    key = read_evidence_key(data / "keys" / EVIDENCE_KEY_FILE, PASS)
+    path = path or next((data / "approvals").glob("*.ev"))
+    return open_record(path.read_bytes(), {key_mark(key): key}, path.name)
+
+
 def assert_same_decision_everywhere(data: Path, tmp: Path, txid_hex: str, record: bytes,
                                     _: Any) -> None:
-    from ledger import codec
     rec = codec.decode(record, max_size=1 << 21)
     tx = Tx.from_bytes(rec["tx"])
     assert tx.txid.hex() == txid_hex
@@ -749,8 +758,7 @@ def test_a_rule_reads_now_as_the_head_s_block_time_not_the_node_s_clock(tmp_path
         service, answers = _licence_answers(node, wallet)
         decided = service.apply("business-licence", answers, wallet.holder_jwk())
         assert (decided.outcome.decision, decided.outcome.path) == ("approved", "standard")
-        record = codec.decode(next((data / "approvals").glob("*.ev")).read_bytes(),
-                              max_size=1 << 21)
+        record = evidence_record(data)
         ev = codec.decode(record["evidence"])
         assert (ev["height"], ev["time"], ev["credit"]["score"]) == (head.height, NOW, 700)
         store = node.store

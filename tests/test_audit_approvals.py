@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from test_api import PASS
-from test_approval_http import NOW, prepare
+from test_approval_http import NOW, evidence_record, prepare
 
 from contracts.evidence import Evidence
 from ledger import codec
-from ledger.audit import audit
+from ledger.audit import AuditError, audit
+from ledger.sealed import EVIDENCE_KEY_FILE, read_evidence_key, seal_record
 from ledger.tx import Tx, make_tx
 from node.approvals import Approvals, Decided
 from node.service import Node
@@ -36,14 +37,14 @@ def _apply_for_a_licence(node: Node, wallet: Wallet) -> Decided:
 
 def _approve_twice(tmp: Path) -> tuple[Path, str, str]:
     """An honest decision through the node, then a forged one the state machine cannot see
-    through (the agency's own key signs 'rejected' for claims the rule approves)."""
+    through (the agency's own key signs 'rejected' for claims the rule approves), its record
+    sealed with the agency's evidence key as the node seals its own."""
     data, wallet = prepare(tmp)
     node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
     try:
         honest = _apply_for_a_licence(node, wallet)
         assert (honest.outcome.decision, honest.outcome.path) == ("approved", "fast_track")
-        record = codec.decode(next((data / "approvals").glob("*.ev")).read_bytes(),
-                              max_size=1 << 21)
+        record = evidence_record(data)
         ev = dataclasses.replace(Evidence.from_bytes(record["evidence"]), salt=os.urandom(16))
         forged = make_tx(node.network, "approval", {
             "service": "business-licence", "rule_hash": ev.rule_hash, "decision": "rejected",
@@ -51,10 +52,15 @@ def _approve_twice(tmp: Path) -> tuple[Path, str, str]:
             "ts": NOW}, [node.issuer_key])
         receipt = node.orderer.submit(forged).result(timeout=30)
         (data / "approvals" / f"{receipt.index:012d}-{forged.txid.hex()}.ev").write_bytes(
-            codec.encode({**record, "tx": forged.raw, "evidence": ev.to_bytes()}))
+            seal_record(codec.encode({**record, "tx": forged.raw, "evidence": ev.to_bytes()}),
+                        node.evidence_key))
     finally:
         node.close()
     return data, honest.approval.txid.hex(), forged.txid.hex()
+
+
+def _key(data: Path) -> bytes:
+    return read_evidence_key(data / "keys" / EVIDENCE_KEY_FILE, PASS)
 
 
 def test_audit_re_evaluates_approvals_from_the_evidence(tmp_path: Path) -> None:
@@ -63,7 +69,8 @@ def test_audit_re_evaluates_approvals_from_the_evidence(tmp_path: Path) -> None:
     assert plain.clean, plain.problems  # without evidence the chain itself is sound...
     assert (plain.approvals_total, plain.approvals_rechecked) == (2, 0)  # ...but unchecked
 
-    full = audit(data, now=NOW, evidence=data / "approvals")
+    keys = [_key(data)]
+    full = audit(data, now=NOW, evidence=data / "approvals", evidence_keys=keys)
     assert not full.clean
     assert full.approvals_rechecked == 1  # the honest one
     [problem] = full.problems
@@ -74,29 +81,112 @@ def test_audit_re_evaluates_approvals_from_the_evidence(tmp_path: Path) -> None:
     only_honest.mkdir()
     for p in (data / "approvals").glob(f"*{honest}.ev"):
         shutil.copy(p, only_honest / p.name)
-    partial = audit(data, now=NOW, evidence=only_honest)
+    partial = audit(data, now=NOW, evidence=only_honest, evidence_keys=keys)
     assert [(p.kind, p.txid) for p in partial.problems] == [("approval", forged)]
     assert "no evidence record" in partial.problems[0].reason
 
 
 def test_audit_command_with_evidence(tmp_path: Path) -> None:
+    """The agency writes a copy of its evidence key under the auditor's passphrase
+    (`ledger-node evidence-key`); `ledger audit --evidence DIR --evidence-key COPY` opens the
+    sealed records with it. Without the key, with a wrong passphrase, or with a stray file the
+    audit stops with the reason (2): it does not call the approvals unchecked or broken."""
+    import pytest
+
+    from ledger.errors import KeyFileError
+
     data, _honest, forged = _approve_twice(tmp_path)
     for p in (data / "approvals").glob(f"*{forged}.ev"):
         p.unlink()
+    copy = tmp_path / "auditor.key"
+    base = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    agency = {**base, "LEDGER_KEY_PASSPHRASE": PASS.decode(),
+              "LEDGER_EVIDENCE_PASSPHRASE": "the auditor's own"}
+
+    def export(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "ledger-node"), "evidence-key", "--data", str(data),
+                               "--out", str(copy), *extra], capture_output=True, text=True,
+                              timeout=120, check=False, env=agency, stdin=subprocess.DEVNULL)
+
+    made = export()
+    assert made.returncode == 0, made.stderr
+    assert copy.stat().st_mode & 0o777 == 0o600
+    key = _key(data)
+    assert key.hex() not in made.stdout + made.stderr
+    assert read_evidence_key(copy, b"the auditor's own") == key
+    with pytest.raises(KeyFileError, match="wrong passphrase"):
+        read_evidence_key(copy, PASS)  # the agency's passphrase does not open the copy
+    again = export()
+    assert again.returncode == 2 and "exists" in again.stderr, again.stderr
+    nowhere = subprocess.run([str(BIN / "ledger-node"), "evidence-key", "--data",
+                              str(tmp_path / "no-node"), "--out", str(tmp_path / "x.key")],
+                             capture_output=True, text=True, timeout=120, check=False,
+                             env=agency, stdin=subprocess.DEVNULL)
+    assert nowhere.returncode == 2 and "does not exist" in nowhere.stderr, nowhere.stderr
+
+    def audit_cli(*extra: str, passphrase: str = "the auditor's own"
+                  ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "ledger"), "audit", str(data), *extra, "--json"],
+                              capture_output=True, text=True, timeout=300, check=False,
+                              env={**base, "LEDGER_EVIDENCE_PASSPHRASE": passphrase},
+                              stdin=subprocess.DEVNULL)
+
+    folder = ("--evidence", str(data / "approvals"))
+    unkeyed = audit_cli(*folder)
+    assert unkeyed.returncode == 2, unkeyed.stderr
+    assert "sealed with the evidence key" in unkeyed.stderr
+    assert "--evidence-key" in unkeyed.stderr and unkeyed.stdout == ""
+    wrong = audit_cli(*folder, "--evidence-key", str(copy), passphrase="a guess")
+    assert wrong.returncode == 2 and "cannot open the evidence key" in wrong.stderr
+    alone = audit_cli("--evidence-key", str(copy))
+    assert alone.returncode == 2 and "--evidence" in alone.stderr, alone.stderr
     (data / "approvals" / "stray.ev").write_bytes(b"\x00not a record")
-    bad = subprocess.run([str(BIN / "ledger"), "audit", str(data), "--evidence",
-                          str(data / "approvals"), "--json"], capture_output=True, text=True,
-                         timeout=300, check=False)
+    bad = audit_cli(*folder, "--evidence-key", str(copy))
     assert bad.returncode == 2 and "not an evidence record" in bad.stderr
     (data / "approvals" / "stray.ev").unlink()
-    r = subprocess.run([str(BIN / "ledger"), "audit", str(data), "--evidence",
-                        str(data / "approvals"), "--json"], capture_output=True, text=True,
-                       timeout=300, check=False)
+    r = audit_cli(*folder, "--evidence-key", str(copy))
     assert r.returncode == 1, r.stderr
     report = json.loads(r.stdout)
     assert report["approvals"] == {"total": 2, "rechecked": 1, "unchecked": 1}
     assert report["first_broken"]["kind"] == "approval"
     assert report["first_broken"]["txid"] == forged
+
+
+def test_approval_records_are_sealed_at_rest(tmp_path: Path) -> None:
+    """The records hold the claims presented: on disk they are sealed with the agency's
+    evidence key (ADR 66), so no claim value is in their bytes; an audit opens them only with
+    that key, a damaged seal is named, and a clear record from before is still read."""
+    import pytest
+
+    data, honest, forged = _approve_twice(tmp_path)
+    key = _key(data)
+    assert (data / "keys" / EVIDENCE_KEY_FILE).stat().st_mode & 0o777 == 0o600
+    records = sorted((data / "approvals").glob("*.ev"))
+    claims = Evidence.from_bytes(evidence_record(data, records[0])["evidence"]).claims
+    values = [v for c in claims.values() for v in c.values() if isinstance(v, str)
+              and len(v) >= 4]
+    assert values, claims
+    for p in records:
+        raw = p.read_bytes()
+        assert not [v for v in values if v.encode() in raw], p.name
+    folder = data / "approvals"
+    with pytest.raises(AuditError, match=r"sealed with the evidence key .*\(--evidence-key"):
+        audit(data, now=NOW, evidence=folder)
+    with pytest.raises(AuditError, match="sealed with the evidence key"):
+        audit(data, now=NOW, evidence=folder, evidence_keys=[os.urandom(32)])
+    # the honest record clear, as a node wrote it before ADR 66: still read
+    [mine] = folder.glob(f"*{honest}.ev")
+    mine.write_bytes(codec.encode(evidence_record(data, mine)))
+    full = audit(data, now=NOW, evidence=folder, evidence_keys=[key])
+    assert full.approvals_rechecked == 1
+    assert [(p.kind, p.txid) for p in full.problems] == [("approval", forged)]
+    [theirs] = folder.glob(f"*{forged}.ev")
+    sealed = codec.decode(theirs.read_bytes())
+    box = bytearray(sealed["box"])
+    box[-1] ^= 1
+    theirs.write_bytes(codec.encode({**sealed, "box": bytes(box)}))
+    with pytest.raises(AuditError, match=r"not an evidence record.*seal does not open"):
+        audit(data, now=NOW, evidence=folder, evidence_keys=[key])
 
 
 def test_audit_since_a_checkpoint_re_evaluates_a_decision_evaluated_at_it(
@@ -116,7 +206,8 @@ def test_audit_since_a_checkpoint_re_evaluates_a_decision_evaluated_at_it(
     finally:
         node.close()
     assert first.head is not None and decided.receipt.height > first.head.height
-    growth = audit(data, now=NOW, since=since, evidence=data / "approvals")
+    growth = audit(data, now=NOW, since=since, evidence=data / "approvals",
+                   evidence_keys=[_key(data)])
     assert growth.clean, [str(p) for p in growth.problems]
     assert (growth.approvals_total, growth.approvals_rechecked) == (1, 1)
 
@@ -138,8 +229,7 @@ def test_re_evaluation_refuses_evidence_that_is_not_the_decision_s_own(tmp_path:
     node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
     try:
         decided = _apply_for_a_licence(node, wallet)
-        record = codec.decode(next((data / "approvals").glob("*.ev")).read_bytes(),
-                              max_size=1 << 21)
+        record = evidence_record(data)
         ev = Evidence.from_bytes(record["evidence"])
         store = node.store
         reg, t = store.registry_at(ev.height), store.block(ev.height).time
