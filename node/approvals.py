@@ -46,6 +46,9 @@ PENDING_DAYS = 1
 __all__ = ["Approvals", "Decided"]
 
 SECRET_FILE = CREDIT_SECRET_FILE
+_SEALED = b"\x83\xa3box"
+"""The first bytes of every sealed record (a canonical map whose first key is "box"); a clear
+record (ADR 17) is a larger map whose first key is "documents"."""
 
 
 @dataclass(frozen=True)
@@ -275,10 +278,33 @@ class Approvals:
             t = _time.monotonic()
             if self._filed_at is not None and t - self._filed_at < 3600:
                 return 0
+            first = self._filed_at is None
             self._filed_at = t
-            return self.file_pending()
+            filed = self.file_pending()
+            if first:  # once a run: a node upgraded past ADR 66 seals what it kept before
+                self.seal_clear()
+            return filed
         finally:
             self._filing.release()
+
+    def seal_clear(self) -> int:
+        """Seal the records this node wrote in the clear before ADR 66; how many. Each is read
+        whole and written again sealed (whole or not at all); one that cannot be stays as it
+        is, and the others go on. A sealed record is told by its first bytes, unread."""
+        sealed = 0
+        for path in self._records():
+            try:
+                with path.open("rb") as f:
+                    if f.read(len(_SEALED)) == _SEALED:
+                        continue
+                write_atomic(path, self._seal(self._open(path)), 0o600)
+                sealed += 1
+            except (OSError, LedgerError) as e:
+                _log.warning("approval record not sealed", extra={"error": type(e).__name__,
+                                                                  "file": path.name})
+        if sealed:
+            _log.info("sealed %d approval records written in the clear", sealed)
+        return sealed
 
     def file_pending(self, now: float | None = None) -> int:
         """File the pending records whose decisions the ledger holds (a node stopped, or a

@@ -189,6 +189,33 @@ def test_approval_records_are_sealed_at_rest(tmp_path: Path) -> None:
         audit(data, now=NOW, evidence=folder, evidence_keys=[key])
 
 
+def test_a_node_seals_the_records_it_wrote_in_the_clear(tmp_path: Path) -> None:
+    """A node upgraded past ADR 66 seals, at its first approvals request, the records it
+    kept in the clear before; the record is the same once opened, and stays 0600."""
+    import pytest
+
+    from ledger.sealed import SealedError, open_record
+
+    data, wallet = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        decided = _apply_for_a_licence(node, wallet)
+        [path] = (data / "approvals").glob("*.ev")
+        record = evidence_record(data, path)
+        path.write_bytes(codec.encode(record))  # as a node wrote it before ADR 66
+        path.chmod(0o600)
+        service = Approvals(node)
+        assert service.file_pending_hourly() == 0  # nothing pending; the clear one sealed
+        with pytest.raises(SealedError):
+            open_record(path.read_bytes(), {}, path.name)
+        assert evidence_record(data, path) == record
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert [a["approval_tx"] for a in service.list()] == [decided.approval.txid.hex()]
+        assert service.seal_clear() == 0  # a sealed one is left as it is
+    finally:
+        node.close()
+
+
 def test_audit_since_a_checkpoint_re_evaluates_a_decision_evaluated_at_it(
         tmp_path: Path) -> None:
     """An application evaluated at the head an earlier audit ended on, and committed in the
