@@ -427,3 +427,128 @@ def test_checkpoints_of_a_version_before_adr_60_replay(demo: Path, archive_bytes
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+# -- found by mutation round 8 (the auditor) ------------------------------------------------------
+
+
+def _framed(data: bytes, *, blocks: int | None = None, heights: list[int] | None = None,
+            trailer: dict[str, object] | None = None, with_trailer: bool = True) -> bytes:
+    """The archive's records framed again with valid checksums, some of them changed: the
+    header's block count, the block records' heights, the trailer's fields (or no trailer)."""
+    from ledger.archive import MAGIC, _block_record, _Writer
+
+    header, records = read_archive(io.BytesIO(data))
+    recs = list(records)
+    buf = io.BytesIO()
+    w = _Writer(buf)
+    w.put({"kind": "header", "magic": MAGIC, "v": 1, "network": header.network,
+           "blocks": header.blocks if blocks is None else blocks, "log_size": header.log_size})
+    for i, r in enumerate(recs):
+        w.put(_block_record(r) | ({} if heights is None else {"height": heights[i]}))
+    if with_trailer:
+        w.put({"kind": "trailer", "blocks": len(recs),
+               "txs": sum(len(r.unverified_txs) for r in recs),
+               "checkpoints": sum(len(r.unverified_checkpoints) for r in recs),
+               "sha256": w.digest} | (trailer or {}))
+    return buf.getvalue()
+
+
+def _refused(data: bytes, tmp_path: Path, said: str, record: int) -> None:
+    """Import refuses ``data`` at ``record`` saying ``said``; the audit names the same."""
+    with pytest.raises(ArchiveError, match=re.escape(said)) as info:
+        _import(data, tmp_path / "x")
+    assert info.value.record == record, str(info.value)
+    assert not (tmp_path / "x").exists()
+    report = audit(_write(tmp_path / "x.arc", data), now=T0)
+    assert not report.clean and not report.complete
+    assert report.first_broken is not None and report.first_broken.kind == "archive"
+    assert report.first_broken.record == record and said in report.first_broken.reason
+    assert len(report.problems) == 1, report.problems
+
+
+def _counts(data: bytes) -> tuple[int, int, int]:
+    """(blocks, txs, checkpoints) of an archive's records."""
+    recs = _records(data)
+    return (len(recs), sum(len(r.unverified_txs) for r in recs),
+            sum(len(r.unverified_checkpoints) for r in recs))
+
+
+def test_an_archive_cut_off_before_its_trailer_is_refused(archive_bytes: bytes,
+                                                         tmp_path: Path) -> None:
+    """Cut at the trailer's frame every frame left checks out and every block replays to the
+    header's log size: only the missing trailer says the file was not written to its end."""
+    assert _framed(archive_bytes) == archive_bytes
+    n = _counts(archive_bytes)[0]
+    _refused(_framed(archive_bytes, with_trailer=False), tmp_path,
+             f"truncated: no trailer after {n} block record(s)", n + 1)
+
+
+@pytest.mark.parametrize("change", ["blocks", "txs", "checkpoints", "sha256"])
+def test_a_trailer_that_disagrees_with_the_records_is_refused(
+        archive_bytes: bytes, tmp_path: Path, change: str) -> None:
+    """Its own frame's checksum is valid (anyone can write one): its counts and the running
+    checksum it states must still be the records'."""
+    have = _counts(archive_bytes)
+    if change == "sha256":
+        trailer: dict[str, object] = {"sha256": bytes(32)}
+        said = "trailer checksum: expected"
+    else:
+        at = ("blocks", "txs", "checkpoints").index(change)
+        stated = tuple(v + (i == at) for i, v in enumerate(have))
+        trailer = dict(zip(("blocks", "txs", "checkpoints"), stated, strict=True))
+        said = f"trailer counts (blocks, txs, checkpoints) {stated}, header blocks {have[0]}"
+    _refused(_framed(archive_bytes, trailer=trailer), tmp_path, said, have[0] + 1)
+
+
+def test_a_header_that_counts_more_blocks_than_the_file_holds_is_refused(
+        archive_bytes: bytes, tmp_path: Path) -> None:
+    """The trailer's counts are the records' own, and every block replays to the header's log
+    size: the header's block count is the one thing that says a block is missing."""
+    have = _counts(archive_bytes)
+    _refused(_framed(archive_bytes, blocks=have[0] + 1), tmp_path,
+             f"header blocks {have[0] + 1}, found {have}", have[0] + 1)
+
+
+def test_block_records_out_of_order_are_refused_by_the_reader(archive_bytes: bytes,
+                                                             tmp_path: Path) -> None:
+    """Heights swapped with valid checksums: the reader names the record (not only the replay,
+    which would name a block)."""
+    heights = list(range(_counts(archive_bytes)[0]))
+    heights[5], heights[6] = 6, 5
+    data = _framed(archive_bytes, heights=heights)
+    with pytest.raises(ArchiveError, match="block records out of order: expected height 5, "
+                       "found 6") as info:
+        _import(data, tmp_path / "x")
+    assert not isinstance(info.value, ReplayError)
+    assert (info.value.record, info.value.height) == (6, 5)
+
+
+def test_a_frame_longer_than_the_limit_is_refused_before_it_is_read(archive_bytes: bytes,
+                                                                   tmp_path: Path) -> None:
+    """A length prefix past MAX_RECORD is refused as such, not read (4 GiB into memory)."""
+    start, end = _frame_bounds(archive_bytes)[1]
+    data = archive_bytes[:start] + (0xFFFFFFFF).to_bytes(4, "big") + archive_bytes[start + 4:end]
+    with pytest.raises(ArchiveError, match="length 4294967295 is over the") as info:
+        _import(data, tmp_path / "x")
+    assert info.value.record == 1
+
+
+def test_of_two_bad_checkpoints_in_a_block_record_the_first_is_named(archive_bytes: bytes,
+                                                                    tmp_path: Path) -> None:
+    def two(blocks: list[BlockRecord]) -> list[BlockRecord]:
+        r = blocks[6]
+        signed = SignedCheckpoint.from_text(r.unverified_checkpoints[0])
+        weak = SignedCheckpoint(signed.checkpoint, signed.signatures[:1])
+        cp = signed.checkpoint
+        other = Checkpoint(cp.origin, cp.size, bytes(32)).sign("edu", PrivateKey(b"\x01" * 32))
+        blocks[6] = BlockRecord(6, r.unverified_header, r.unverified_txs,
+                                (weak.to_text().encode(), other.to_text().encode()))
+        return blocks
+
+    data = _rewrite(archive_bytes, two)
+    with pytest.raises(ReplayError, match="1 of 2 required") as info:
+        _import(data, tmp_path / "x")
+    assert (info.value.kind, info.value.height) == ("checkpoint", 6)
+    report = audit(_write(tmp_path / "x.arc", data), now=T0)
+    assert report.first_broken is not None and "1 of 2 required" in report.first_broken.reason

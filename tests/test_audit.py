@@ -26,6 +26,7 @@ from ledger.archive import BlockRecord, export_archive, read_archive, write_arch
 from ledger.audit import AuditError, AuditReport, audit, sign_statement, verify_statement
 from ledger.block import BlockHeader
 from ledger.chain import (
+    Head,
     block_key,
     checkpoint_key,
     entry_key,
@@ -1056,3 +1057,198 @@ def test_a_table_that_fails_leveldbs_checksums_is_not_called_clean(copy: Path) -
     db.close()
     with pytest.raises(AuditError, match="replayed, but its files fail LevelDB's own checksums"):
         audit(copy, now=T0)
+
+
+# -- found by mutation round 8 (the auditor) ------------------------------------------------------
+
+
+@pytest.mark.parametrize("claim", ["size", "height"])
+def test_a_final_checkpoint_of_the_replayed_root_claiming_another_size_or_block(
+        copy: Path, claim: str) -> None:
+    """Quorum-signed, of the replayed root and the block's own hash: a size the block does not
+    end at, or a block line with another height, is still not the replayed tree head's
+    checkpoint (a verifier reading it would take the wrong log size or block as final)."""
+    from ledger.finality import block_line
+
+    h = BlockHeader.from_bytes(_get(copy, block_key(4)))
+    size = h.log_size
+    line = block_line(4 if claim == "size" else 5, h.hash)
+    forged = SignedCheckpoint(Checkpoint("changsheng-demo", size + (claim == "size"),
+                                         h.log_root, (line,)))
+    for agency in ("edu", "civil"):
+        forged = forged.cosign(agency, _node_key(copy, agency))
+    _put(copy, checkpoint_key(size), forged.to_text().encode())
+    p = _broken(copy)
+    assert (p.kind, p.height) == ("checkpoint", 4)
+    if claim == "size":
+        assert p.reason == "checkpoint is not for the replayed tree head"
+        assert p.found == f"{size + 1} {h.log_root.hex()}"
+    else:
+        assert p.reason == "checkpoint names another block than the replayed one"
+        assert p.found == f"block 5 {h.hash.hex()}"
+
+
+def test_two_stored_records_of_one_block_differ_the_first_is_named(copy: Path) -> None:
+    """Block 3 writes Merkle nodes n/0/3, n/1/1 and n/2/0: with two changed, the report names
+    the first in key order."""
+    _put(copy, node_key(2, 0), bytes(32))
+    _put(copy, node_key(0, 3), bytes(32))
+    p = _broken(copy)
+    assert (p.kind, p.height) == ("block", 3)
+    assert p.reason.startswith(f"stored record n/{node_key(0, 3)[1:].hex()} differs")
+
+
+@pytest.mark.parametrize("change", ["first_missing", "last_missing", "one_past_the_last"])
+def test_a_state_record_missing_or_added_is_named_by_its_key(copy: Path, change: str) -> None:
+    """The merge of replayed and stored state names the record that is missing or extra, at
+    either end of a kind's key order."""
+    db = plyvel.DB(str(copy / "ledger"))
+    index = [(bytes(k), bytes(v)) for k, v in db.iterator(prefix=b"t")]
+    key, value = {"first_missing": index[0], "last_missing": index[-1],
+                  "one_past_the_last": (b"t" + b"\xff" * 32, index[0][1])}[change]
+    if change == "one_past_the_last":
+        db.put(key, value)
+    else:
+        db.delete(key)
+    db.close()
+    p = _broken(copy)
+    assert p.kind == "store"
+    assert p.reason.startswith(f"stored record t/{key[1:].hex()} differs from the replayed")
+    expected, found = value[:64].hex(), None
+    assert (p.expected, p.found) == ((None, expected) if change == "one_past_the_last" else
+                                     (expected, found))
+
+
+def test_lines_changed_in_two_checkpoints_name_the_first(copy: Path) -> None:
+    from dataclasses import replace
+
+    for height in (6, 3):
+        size = _size_of(copy, height)
+        signed = SignedCheckpoint.from_text(_get(copy, checkpoint_key(size)))
+        last = signed.signatures[-1]
+        _put(copy, checkpoint_key(size), SignedCheckpoint(signed.checkpoint, (
+            *signed.signatures[:-1], replace(last, name=last.name + "x"))).to_text().encode())
+    p = _broken(copy)
+    assert (p.kind, p.height) == ("checkpoint", 3)
+    assert "(and 1 more checkpoints)" in p.reason
+
+
+def test_a_log_entry_at_the_heads_log_size_is_a_store_finding(copy: Path) -> None:
+    head = Head.from_bytes(_get(copy, head_key))
+    _put(copy, entry_key(head.log_size), _get(copy, entry_key(head.log_size - 1)))
+    p = _broken(copy)
+    assert (p.kind, p.height, p.reason) == ("store", head.height, "a log entry beyond the head")
+    assert (p.expected, p.found) == (str(head.log_size), str(head.log_size + 1))
+
+
+def test_transactions_are_counted_per_agency(demo: Path) -> None:
+    """Each transaction counts once for every agency that signed it, however the transactions
+    were grouped into blocks (nine issuances share one or a few): as counted by hand."""
+    report = audit(demo, now=T0)
+    assert dict(report.agencies) == {"civil": 12, "edu": 8, "market": 7}
+
+
+@pytest.mark.parametrize("which", ["inside_a_block", "a_blocks_only"])
+def test_a_log_entry_deleted_cuts_its_block_short(copy: Path, which: str) -> None:
+    """Entries are read in key order: a missing one ends its block's entries there (the next
+    stored entry is not taken in its place), and the block is named with what it lacks."""
+    with Store(copy / "ledger", create=False) as s:
+        assert s.head is not None
+        blocks = [s.block(h) for h in range(s.head.height + 1)]
+    if which == "inside_a_block":  # the nine issuances: one block holds several of them
+        block = next(b for b in blocks if b.tx_count > 1)
+        index = block.first_index + 1
+    else:  # the last status change, alone in its block
+        block = blocks[-1]
+        assert block.tx_count == 1
+        index = block.first_index
+    db = plyvel.DB(str(copy / "ledger"))
+    db.delete(entry_key(index))
+    db.close()
+    p = _broken(copy)
+    assert (p.kind, p.height) == ("block", block.height)
+    if which == "inside_a_block":
+        assert p.reason == "header field tx_count differs from the replay"
+        assert (p.expected, p.found) == ("1", str(block.tx_count))
+    else:
+        assert p.reason == "a block holds at least one transaction"
+
+
+def test_a_damaged_record_in_the_stores_log_is_not_dropped(copy: Path) -> None:
+    """LevelDB without paranoid checks drops a log record that fails its checksum and opens
+    the rest: a record lost so would audit a shortened store as CLEAN (ADR 47). The audit
+    refuses the store (2) instead."""
+    store = copy / "ledger"
+    _put(copy, b"x-late", b"v" * 100)  # beside the chain, in the log until a compaction
+    [log] = sorted(store.glob("*.log"))[-1:]
+    data = bytearray(log.read_bytes())
+    data[-1] ^= 0xFF
+    log.write_bytes(bytes(data))
+    with pytest.raises(AuditError, match="checksum mismatch"):
+        audit(copy, now=T0)
+
+
+@pytest.mark.parametrize("field", ["network", "log_size"])
+def test_an_archive_header_that_misnames_its_chain_is_refused_by_import_and_audit(
+        copy: Path, tmp_path: Path, field: str) -> None:
+    """Every block replays; only the header's network name, or its log size, is not the
+    chain's: the import refuses it (nothing built), the audit names the header."""
+    from ledger.archive import ArchiveError, import_archive
+
+    buf = io.BytesIO()
+    with Store(copy / "ledger", create=False) as store:
+        export_archive(store, buf)
+    header, blocks = read_archive(io.BytesIO(buf.getvalue()))
+    arc = tmp_path / "misnamed.arc"
+    with arc.open("wb") as f:
+        write_archive(f, "other-net" if field == "network" else header.network,
+                      header.log_size + (field == "log_size"), list(blocks))
+    said = ("archive header names network 'other-net', the chain is 'changsheng-demo'"
+            if field == "network" else f"archive header says log size {header.log_size + 1}")
+    with arc.open("rb") as f, pytest.raises(ArchiveError, match=re.escape(said)):
+        import_archive(f, tmp_path / "new")
+    assert not (tmp_path / "new").exists()
+    p = _broken(arc)
+    assert (p.kind, p.record) == ("archive", 0)
+    if field == "network":
+        assert p.reason == "the archive header names another network"
+        assert (p.expected, p.found) == ("changsheng-demo", "other-net")
+    else:
+        assert "log size differs" in p.reason
+
+
+def test_a_bad_line_by_a_rotated_out_node_key_is_found(tmp_path: Path) -> None:
+    """After a node key rotation, a checkpoint line by the agency's former key is checked
+    against that key (registered, no longer current): one whose signature does not verify
+    was changed, and the replay says so at its block."""
+    from test_api import PASS as NODE_PASS
+    from test_api import make_demo as node_demo
+    from test_governance_cli import _govern, _rotation
+
+    from ledger.checkpoint import NoteSignature, note_key_hash
+
+    data = node_demo(tmp_path / "demo")
+    _, args = _rotation(tmp_path, "civil", "node")
+    _govern(data, "rotate_key", args, "edu", "market")
+    head = Head.from_bytes(_get(data, head_key))
+    signed = SignedCheckpoint.from_text(_get(data, checkpoint_key(head.log_size)))
+    assert "civil" not in {s.name for s in signed.signatures}  # its node signs no more
+    former = load_private_key(data / "keys" / "civil.node.key", NODE_PASS).public
+    line = NoteSignature("civil", note_key_hash("civil", former.raw), bytes(64))
+    _put(data, checkpoint_key(head.log_size), SignedCheckpoint(
+        signed.checkpoint, (*signed.signatures, line)).to_text().encode())
+    report = audit(data, now=int(time.time()))
+    p = report.first_broken
+    assert p is not None and (p.kind, p.height) == ("checkpoint", head.height), str(p)
+    assert "a signature line by a registered node key does not verify" in p.reason
+
+
+def test_a_stored_merkle_node_beyond_the_replayed_tree_is_found(copy: Path) -> None:
+    """Nodes are compared as the replay writes them; one past the last it wrote (a leaf past the
+    log's end, as a longer fork's store would hold) is found by the sweep after the replay."""
+    head = Head.from_bytes(_get(copy, head_key))
+    _put(copy, node_key(0, head.log_size), bytes(32))
+    p = _broken(copy)
+    assert (p.kind, p.height) == ("store", head.height)
+    assert p.reason == (f"stored Merkle node n/{node_key(0, head.log_size)[1:].hex()} was not "
+                        "produced by the replay")

@@ -325,3 +325,37 @@ def test_an_evidence_record_of_another_shape_is_refused() -> None:
             Evidence.from_bytes(codec.encode({**good, **changes}))
     assert Evidence.from_bytes(codec.encode(good)).claims == {
         "business-registration": {"scope": "catering"}}
+
+
+# -- found by mutation round 8 (the auditor) ------------------------------------------------------
+
+def test_evidence_naming_the_approvals_own_block_is_refused(tmp_path: Path) -> None:
+    """An application is evaluated on a committed block before its decision is ordered: a
+    record naming the decision's own block as its evaluation height (an agency that evaluated
+    against a state holding its decision) is a finding, even when the rule gives that
+    decision there."""
+    data, wallet = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        honest = _apply_for_a_licence(node, wallet)
+        [path] = (data / "approvals").glob("*.ev")
+        record = codec.decode(path.read_bytes(), max_size=1 << 21)
+        assert node.store.head is not None
+        at = node.store.head.height + 1  # where the next transaction commits
+        ev = dataclasses.replace(Evidence.from_bytes(record["evidence"]), height=at,
+                                 salt=os.urandom(16))
+        late = make_tx(node.network, "approval", {**honest.approval.body,
+                                                  "evidence": ev.digest}, [node.issuer_key])
+        receipt = node.orderer.submit(late).result(timeout=30)
+        assert receipt.height == at
+        (data / "approvals" / f"{receipt.index:012d}-{late.txid.hex()}.ev").write_bytes(
+            codec.encode({**record, "tx": late.raw, "evidence": ev.to_bytes()}))
+    finally:
+        node.close()
+    report = audit(data, now=NOW, evidence=data / "approvals")
+    assert report.approvals_rechecked == 1  # the honest one
+    [problem] = report.problems
+    assert (problem.kind, problem.txid, problem.height) == ("approval", late.txid.hex(), at)
+    assert problem.reason == ("the evidence names an evaluation height that is not a block "
+                              "before the approval's")
+    assert (problem.expected, problem.found) == (f"< {at}", str(at))

@@ -224,6 +224,91 @@ def test_since_not_final_and_bad_file(extended: tuple[Path, SignedCheckpoint, in
     assert r.exit_code == 2
 
 
+# -- found by mutation round 8 (the auditor) ------------------------------------------------------
+
+
+def test_since_at_a_size_inside_a_block_is_named_as_such(
+        extended: tuple[Path, SignedCheckpoint, int]) -> None:
+    """A block of several issuances: a --since checkpoint of a size inside it matches no
+    block's end, which is what the report says (not a fork at a root it never compared)."""
+    data, _, _ = extended
+    with Store(data / "ledger") as store:
+        assert store.head is not None
+        block = next(b for b in (store.block(h) for h in range(store.head.height + 1))
+                     if b.tx_count > 1)
+    size = block.first_index + 1
+    forged = SignedCheckpoint(Checkpoint(NETWORK, size, bytes(32)))
+    for agency in ("edu", "civil"):
+        forged = forged.cosign(agency, _key(data, f"{agency}.node.key"))
+    report = audit(data, now=T0 + 20_000, since=forged)
+    p = report.first_broken
+    assert p is not None and not report.clean
+    assert (p.kind, p.height) == ("checkpoint", block.height)
+    assert p.reason == f"no block ends at the --since checkpoint's log size {size}"
+    assert (p.expected, p.found) == (str(size), f"log size {block.log_size}")
+    assert report.equivocations == [] and report.blocks_checked == 0
+
+
+def _without_newer_checkpoints(data: Path) -> list[int]:
+    """Delete the checkpoints of the three blocks ``extended`` added; their log sizes."""
+    with Store(data / "ledger") as store:
+        assert store.head is not None
+        sizes = [store.block(h).log_size for h in range(store.head.height - 2,
+                                                        store.head.height + 1)]
+    db = plyvel.DB(str(data / "ledger"))
+    for size in sizes:
+        db.delete(checkpoint_key(size))
+    db.close()
+    return sizes
+
+
+def test_since_with_no_newer_checkpoint_attests_up_to_the_old_one(
+        extended: tuple[Path, SignedCheckpoint, int]) -> None:
+    """The newer blocks carry no checkpoint yet: the newest final checkpoint the audit verified
+    is the --since one (final at its block), and the report says what it attests."""
+    data, old, _ = extended
+    sizes = _without_newer_checkpoints(data)
+    report = audit(data, now=T0 + 20_000, since=old)
+    assert report.clean, report.problems
+    assert report.checkpoints_checked == 0
+    assert report.checkpoint == old.to_text()
+    assert report.attested_size == old.checkpoint.size == sizes[0] - 1
+
+
+def test_a_fork_is_no_equivocation_when_the_chains_checkpoint_is_not_final(
+        extended: tuple[Path, SignedCheckpoint, int]) -> None:
+    """The chain's own checkpoint at the --since size cut to one line is not final: no evidence
+    of equivocation with the forged --since checkpoint, only the fork."""
+    data, old, old_height = extended
+    size = old.checkpoint.size
+    with Store(data / "ledger") as store:
+        store.put_checkpoint(size, SignedCheckpoint(old.checkpoint, old.signatures[:1])
+                             .to_text().encode())
+    forged = SignedCheckpoint(Checkpoint(NETWORK, size, bytes(32)))
+    for agency in ("edu", "civil"):
+        forged = forged.cosign(agency, _key(data, f"{agency}.node.key"))
+    report = audit(data, now=T0 + 20_000, since=forged)
+    p = report.first_broken
+    assert p is not None and "fork" in p.reason and p.height == old_height
+    assert report.equivocations == []
+
+
+def test_since_naming_no_block_is_reported(extended: tuple[Path, SignedCheckpoint, int]) -> None:
+    """A --since checkpoint with the right root and no block line binds no block: said, and the
+    newer blocks are not reported as audited from it."""
+    data, old, old_height = extended
+    cp = old.checkpoint
+    bare = SignedCheckpoint(Checkpoint(NETWORK, cp.size, cp.root))
+    for agency in ("edu", "civil"):
+        bare = bare.cosign(agency, _key(data, f"{agency}.node.key"))
+    report = audit(data, now=T0 + 20_000, since=bare)
+    p = report.first_broken
+    assert p is not None and not report.clean
+    assert (p.kind, p.height) == ("checkpoint", old_height)
+    assert p.reason.startswith("the --since checkpoint: ") and "names no block" in p.reason
+    assert report.since_height is None and report.blocks_checked == 0
+
+
 def _post_block(url: str, data: Path, t: int) -> None:
     tx = issue_tx(NETWORK, _edu(data), secrets.token_bytes(32), "degree",
                   secrets.randbelow(1 << 16), t, t + 86400, t)
@@ -252,6 +337,10 @@ def test_monitor_live_node(demo: Path, tmp_path: Path) -> None:
         assert second.checkpoint.size == first.checkpoint.size + 1
         r = runner.invoke(ledger_app, ["monitor", url, "--once", "--state", str(state)])
         assert r.exit_code == 0 and "unchanged" in r.stdout
+        # a state file that cannot be written: exit 2 (bad input), not 1 (a fork)
+        r = runner.invoke(ledger_app, ["monitor", url, "--once", "--state",
+                                       str(tmp_path / "gone" / "monitor.state")])
+        assert r.exit_code == 2 and "cannot write the state file" in r.output, r.output
 
         # a forged old checkpoint (another root at an earlier size, quorum-signed): a fork
         forged = SignedCheckpoint(Checkpoint(NETWORK, first.checkpoint.size, bytes(32)))
@@ -287,8 +376,32 @@ def test_monitor_live_node(demo: Path, tmp_path: Path) -> None:
         assert f"EQUIVOCATION at size {cp.size}: root {cp.root.hex()} in two blocks" in said
         assert "'block 99 " in said and repr(cp.extensions[0]) in said
 
+        # a last seen checkpoint larger than the node's: the log shrank (1), not a failed
+        # request for a consistency proof the node cannot give (2, "unreachable")
+        forged = SignedCheckpoint(Checkpoint(NETWORK, cp.size + 5, cp.root, cp.extensions))
+        for agency in ("edu", "civil"):
+            forged = forged.cosign(agency, _key(data, f"{agency}.node.key"))
+        state.write_text(forged.to_text())
+        r = runner.invoke(ledger_app, ["monitor", url, "--once", "--state", str(state)])
+        assert r.exit_code == 1, r.output
+        assert f"INCONSISTENT: the log shrank from size {cp.size + 5} to {cp.size}" in r.output
+
+        # a last seen checkpoint of another network: said so, not compared as this one's
+        other = SignedCheckpoint(Checkpoint("other-net", cp.size, cp.root, cp.extensions))
+        state.write_text(other.cosign("edu", _key(data, "edu.node.key")).to_text())
+        r = runner.invoke(ledger_app, ["monitor", url, "--once", "--state", str(state)])
+        assert r.exit_code == 1, r.output
+        assert "the last checkpoint is of 'other-net'" in " ".join(r.output.split())
+
     r = runner.invoke(ledger_app, ["monitor", "ftp://x", "--once"])
     assert r.exit_code == 2
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: no verdict (2), not a fork (1)
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    r = runner.invoke(ledger_app, ["monitor", closed, "--once"])
+    assert r.exit_code == 2 and "cannot monitor" in r.output, r.output
 
 
 def test_monitor_holds_checkpoints_to_the_registry_quorum(demo: Path, tmp_path: Path) -> None:
