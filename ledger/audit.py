@@ -1147,7 +1147,6 @@ def _rebuild_to_since(report: AuditReport, src: _StoreSource | _ArchiveSource,
             if report.since_height is None:
                 return False
             report.blocks_total = max(0, report.blocks_total - rec.height - 1)
-            report.checkpoint = since.to_text()  # verified final here; newer ones replace it
             return True
     report.problems.append(Problem("checkpoint", f"no block ends at the --since checkpoint's "
                                    f"log size {cp.size}", expected=str(cp.size), found=None))
@@ -1215,7 +1214,8 @@ def _at_since(report: AuditReport, replayer: Replayer) -> bool:
 
     Returns False before that block. At it, sets ``since_height`` unless the roots or blocks
     differ (a fork, reported); a checkpoint that is not final is reported and the audit goes
-    on.
+    on. Only a final one is the report's verified ``checkpoint`` (until a newer one replaces
+    it): one short of its quorum attests nothing.
     """
     since, head, registry = report.since, replayer.store.head, replayer.store.registry
     if since is None or head is None or registry is None:
@@ -1228,9 +1228,11 @@ def _at_since(report: AuditReport, replayer: Replayer) -> bool:
                                        f"checkpoint's log size {cp.size}", head.height,
                                        expected=str(cp.size), found=str(head.log_size)))
         return True
+    final = True
     try:
         verify_final(since, registry, head.time)
     except CheckpointError as e:
+        final = False
         report.problems.append(Problem("checkpoint", f"the --since checkpoint is not final: "
                                        f"{e}", head.height))
     if head.log_root != cp.root:
@@ -1255,6 +1257,8 @@ def _at_since(report: AuditReport, replayer: Replayer) -> bool:
             found=f"block {head.height} {head.hash.hex()}"))
         return True
     report.since_height = head.height
+    if final:
+        report.checkpoint = since.to_text()  # newer verified ones replace it
     return True
 
 

@@ -275,6 +275,29 @@ def test_since_with_no_newer_checkpoint_attests_up_to_the_old_one(
     assert report.attested_size == old.checkpoint.size == sizes[0] - 1
 
 
+def test_a_since_checkpoint_that_is_not_final_is_not_reported_as_the_verified_one(
+        extended: tuple[Path, SignedCheckpoint, int], tmp_path: Path) -> None:
+    """BUG found by mutation round 8: a --since checkpoint short of its quorum was reported
+    (and said in words, and signed into a statement) as the newest verified final checkpoint,
+    attesting the old log size, when no newer block carried a checkpoint. It is a finding,
+    and attests nothing."""
+    data, old, _ = extended
+    _without_newer_checkpoints(data)
+    weak = SignedCheckpoint(old.checkpoint, old.signatures[:1])
+    report = audit(data, now=T0 + 20_000, since=weak)
+    assert not report.clean
+    assert [p.reason.split(":")[0] for p in report.problems] == [
+        "the --since checkpoint is not final"]
+    assert report.checkpoint is None and report.attested_size == 0
+    assert report.to_json()["checkpoint"] is None and report.to_json()["attested_size"] == 0
+    cp_file = tmp_path / "weak.checkpoint"
+    cp_file.write_text(weak.to_text())
+    r = runner.invoke(ledger_app, ["audit", str(data), "--since", str(cp_file), "--workers",
+                                   "0"], env={"COLUMNS": "300"})
+    assert r.exit_code == 1
+    assert "nothing: no final checkpoint was checked" in " ".join(r.output.split()), r.output
+
+
 def test_a_fork_is_no_equivocation_when_the_chains_checkpoint_is_not_final(
         extended: tuple[Path, SignedCheckpoint, int]) -> None:
     """The chain's own checkpoint at the --since size cut to one line is not final: no evidence
