@@ -339,7 +339,7 @@ def test_evidence_naming_the_approvals_own_block_is_refused(tmp_path: Path) -> N
     try:
         honest = _apply_for_a_licence(node, wallet)
         [path] = (data / "approvals").glob("*.ev")
-        record = codec.decode(path.read_bytes(), max_size=1 << 21)
+        record = evidence_record(data, path)
         assert node.store.head is not None
         at = node.store.head.height + 1  # where the next transaction commits
         ev = dataclasses.replace(Evidence.from_bytes(record["evidence"]), height=at,
@@ -349,10 +349,11 @@ def test_evidence_naming_the_approvals_own_block_is_refused(tmp_path: Path) -> N
         receipt = node.orderer.submit(late).result(timeout=30)
         assert receipt.height == at
         (data / "approvals" / f"{receipt.index:012d}-{late.txid.hex()}.ev").write_bytes(
-            codec.encode({**record, "tx": late.raw, "evidence": ev.to_bytes()}))
+            seal_record(codec.encode({**record, "tx": late.raw, "evidence": ev.to_bytes()}),
+                        node.evidence_key))
     finally:
         node.close()
-    report = audit(data, now=NOW, evidence=data / "approvals")
+    report = audit(data, now=NOW, evidence=data / "approvals", evidence_keys=[_key(data)])
     assert report.approvals_rechecked == 1  # the honest one
     [problem] = report.problems
     assert (problem.kind, problem.txid, problem.height) == ("approval", late.txid.hex(), at)
