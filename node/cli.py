@@ -771,6 +771,19 @@ def etcd_members(pki: _PKI_FOLDER, endpoint: _ETCD_URL) -> None:
     _etcd_step("list etcd's members", pki, endpoint, step)
 
 
+def _write_sealed(out_file: Path, secret: bytes, passphrase: bytes, label: str,
+                  force: bool) -> None:
+    """``secret`` sealed as key files are, labelled ``label``, written whole to ``out_file``
+    (0600); exits 1 if it cannot be written."""
+    from ledger.keys import seal_secret
+
+    try:
+        write_atomic(out_file, seal_secret(secret, passphrase, label), 0o600, overwrite=force)
+    except OSError as e:
+        err.print(f"[red]error:[/] cannot write {out_file}: {e.strerror or e}")
+        raise typer.Exit(1) from e
+
+
 @app.command("credit-secret")
 def credit_secret(
     out_file: Annotated[Path, typer.Option(
@@ -792,7 +805,6 @@ def credit_secret(
     as key files are; the secret is never printed. `ledger-node cluster` makes one for its
     agencies.
     """
-    from ledger.keys import seal_secret
     from node.service import CREDIT_SECRET, read_credit_secret
 
     if str(out_file) == "-":  # the secret is never printed: not a file named "-" either
@@ -817,12 +829,7 @@ def credit_secret(
     else:
         secret = secrets.token_bytes(32)
     passphrase = _ask_passphrase("for this agency's keys", confirm=from_file is None)
-    try:
-        write_atomic(out_file, seal_secret(secret, passphrase, CREDIT_SECRET), 0o600,
-                     overwrite=force)
-    except OSError as e:
-        err.print(f"[red]error:[/] cannot write {out_file}: {e.strerror or e}")
-        raise typer.Exit(1) from e
+    _write_sealed(out_file, secret, passphrase, CREDIT_SECRET, force)
     err.print(f"credit secret {'sealed again' if from_file else 'made'} → {out_file} (0600); "
               "restart the node to use it")
 
@@ -845,7 +852,7 @@ def evidence_key(
     and that passphrase, never the agency's. Written 0600; the key is never printed. The
     auditor runs `ledger audit DATA --evidence DIR --evidence-key COPY`.
     """
-    from ledger.keys import read_passphrase, seal_secret
+    from ledger.keys import read_passphrase
     from ledger.sealed import EVIDENCE_KEY, EVIDENCE_KEY_FILE, read_evidence_key
 
     if str(out_file) == "-":  # the key is never printed: not a file named "-" either
@@ -871,12 +878,7 @@ def evidence_key(
     except KeyFileError as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from e
-    try:
-        write_atomic(out_file, seal_secret(key, passphrase, EVIDENCE_KEY), 0o600,
-                     overwrite=force)
-    except OSError as e:
-        err.print(f"[red]error:[/] cannot write {out_file}: {e.strerror or e}")
-        raise typer.Exit(1) from e
+    _write_sealed(out_file, key, passphrase, EVIDENCE_KEY, force)
     err.print(f"evidence key copied → {out_file} (0600), under the auditor's passphrase")
 
 
