@@ -10,15 +10,22 @@ import pytest
 from conftest import DAY, T0, LedgerHarness
 from credworld import CLAIMS, HOLDER, REQ, World, present
 
-from ledger import sdjwt
+from ledger import codec, sdjwt
 from ledger.credentials import STATUS_LIST_SIZE, issue_credential, status_list_uri
 from ledger.display import printable
 from ledger.errors import DecodeError
 from ledger.finality import sign_checkpoint
+from ledger.keys import PrivateKey
 from ledger.network import Agency, issue_tx, status_tx
-from ledger.offline import StatusListCache, export_snapshot, load_snapshot
+from ledger.offline import (
+    SnapshotError,
+    StatusListCache,
+    export_snapshot,
+    load_snapshot,
+    merge_snapshots,
+)
 from ledger.presentation import Bundle, Report, Request
-from ledger.statuslist import StatusList
+from ledger.statuslist import StatusList, make_token
 
 
 @pytest.fixture
@@ -86,6 +93,17 @@ def test_stale_key_binding(world: World) -> None:
     assert _failed(world.verify(present(bundle, iat=T0 + 20), now=T0 + 20 + 3600))[0] == "sd_jwt"
 
 
+def _snapshot(world: World, now: int, node_keys: dict[str, PrivateKey] | None = None) -> bytes:
+    """A snapshot of ``world``'s store at ``now``: its head's checkpoint and its lists signed
+    by ``node_keys`` (default: reg's and edu's node keys)."""
+    store = world.ledger.store
+    keys = node_keys or {a: world.agencies[a].node_key for a in ("reg", "edu")}
+    assert store.head is not None
+    store.put_checkpoint(store.head.log_size, sign_checkpoint(
+        "demo", store.head, list(keys.items())).to_text().encode())
+    return export_snapshot(store, now, node_keys=keys)
+
+
 def test_a_credential_in_a_later_status_list_verifies_online_and_offline(
         world: World) -> None:
     """Status index 2 * STATUS_LIST_SIZE + 9 is entry 9 of the issuer's third list of the type
@@ -99,11 +117,7 @@ def test_a_credential_in_a_later_status_list_verifies_online_and_offline(
     store = world.ledger.store
 
     def snapshot(now: int) -> Callable[[str], StatusList | None]:
-        keys = {a: world.agencies[a].node_key for a in ("reg", "edu")}
-        assert store.head is not None
-        store.put_checkpoint(store.head.log_size, sign_checkpoint(
-            "demo", store.head, list(keys.items())).to_text().encode())
-        return load_snapshot(export_snapshot(store, now, node_keys=keys)).status_lists
+        return load_snapshot(_snapshot(world, now)).status_lists
 
     cache = StatusListCache(store)
     for lists in (cache.get, snapshot(T0 + 20)):
@@ -113,6 +127,127 @@ def test_a_credential_in_a_later_status_list_verifies_online_and_offline(
                                    T0 + 21)], T0 + 21)
     for lists in (cache.get, snapshot(T0 + 22)):
         assert world.verify(env, now=T0 + 22, lists=lists).status == "revoked"
+
+
+def _rotate_edus_node_key(world: World, at: int) -> PrivateKey:
+    """edu's node key is replaced at ``at`` (planned at T0 + 15); the new key."""
+    reg, edu = world.agencies["reg"], world.agencies["edu"]
+    new = PrivateKey(bytes(range(7, 39)))
+    world.ledger.govern("rotate_key", {"agency": "edu", "role": "node",
+                                       "new_key": new.public.raw, "at": at}, [reg, edu], T0 + 15)
+    return new
+
+
+def test_a_snapshot_is_not_signed_with_a_node_key_rotated_out(world: World) -> None:
+    """export_snapshot refuses a node key that is no longer the agency's at ``now`` (rotated
+    out): a verifier would refuse its lists, and every credential of the agency would read as
+    undetermined offline with nothing said when the snapshot was made."""
+    world.issue()
+    reg, edu = world.agencies["reg"], world.agencies["edu"]
+    at = T0 + 100
+    new = _rotate_edus_node_key(world, at)
+    uri = status_list_uri("demo", "edu", "degree")
+    old_keys = {"reg": reg.node_key, "edu": edu.node_key}
+    assert load_snapshot(_snapshot(world, at - 50, old_keys)).status_lists(uri) is not None
+    with pytest.raises(SnapshotError, match="not its valid node key"):
+        _snapshot(world, at + 50, old_keys)
+    with pytest.raises(SnapshotError, match="not its valid node key"):
+        _snapshot(world, at - 50, {**old_keys, "edu": new})  # not valid yet
+    fresh = load_snapshot(_snapshot(world, at + 50, {**old_keys, "edu": new}))
+    assert fresh.status_lists(uri) is not None
+
+
+def _with_list_token(blob: bytes, uri: str, token: str) -> bytes:
+    """``blob`` with the token of the list at ``uri`` replaced (snapshots are canonical msgpack)."""
+    snap = codec.decode(blob, max_size=1 << 26)
+    items = [i for i in snap["status_lists"]
+             if status_list_uri("demo", i["issuer"], i["type"], i.get("list", 0)) == uri]
+    assert len(items) == 1
+    items[0]["token"] = token
+    return codec.encode(snap)
+
+
+def test_a_snapshots_list_counts_only_under_its_agencys_current_node_key(world: World) -> None:
+    """A list in a snapshot signed by another agency's node key, by the agency's node key
+    rotated out before the snapshot, or by its issuer key, is undetermined (None), whatever
+    it says; the same list signed by its current node key is read."""
+    world.issue()
+    reg, edu = world.agencies["reg"], world.agencies["edu"]
+    at = T0 + 100
+    new = _rotate_edus_node_key(world, at)
+    now = at + 50
+    blob = _snapshot(world, now, {"reg": reg.node_key, "edu": new})
+    uri = status_list_uri("demo", "edu", "degree")
+    said = load_snapshot(blob).status_list(uri)
+    revoked = said.with_status(0, 1)  # whatever it says
+    for key in (reg.node_key, edu.node_key, edu.issuer_key, new):
+        token = make_token(revoked, sub=uri, iat=now, exp=None, ttl=None, key=key,
+                           kid=key.kid.hex())
+        got = load_snapshot(_with_list_token(blob, uri, token)).status_lists(uri)
+        if key is new:
+            assert got == revoked
+        else:
+            assert got is None, key.kid.hex()
+
+
+def test_a_merged_snapshot_keeps_the_newer_of_two_lists_for_one_uri(world: World) -> None:
+    """Two parts carry edu's list, one made before a revocation and one after: the merged
+    snapshot keeps the newer, in whichever order the parts come."""
+    bundle, cid = world.issue()
+    older = _snapshot(world, T0 + 20)
+    world.ledger.commit([status_tx("demo", world.agencies["edu"], cid, "revoked", "fraud",
+                                   T0 + 21)], T0 + 21)
+    newer = _snapshot(world, T0 + 40)
+    env = present(bundle)
+    assert world.verify(env, lists=load_snapshot(older).status_lists).status == "valid"
+    for parts in ([older, newer], [newer, older]):
+        merged, _ = merge_snapshots(parts)
+        snap = load_snapshot(merged)
+        assert snap.fetched_at == T0 + 20
+        assert world.verify(env, lists=snap.status_lists).status == "revoked"
+
+
+def test_a_merge_names_the_agencies_it_lacks_unless_they_were_asked(world: World) -> None:
+    """reg and tax have node keys and have issued nothing: a merge not told whom it asked
+    names both as lacking; one told that their nodes were asked (and brought no list) does
+    not, and names only an agency it was not told of."""
+    world.issue()
+    part = _snapshot(world, T0 + 20)
+    _, missing = merge_snapshots([part])
+    assert sorted(missing) == ["reg", "tax"] and "no status list of 'tax'" in missing["tax"]
+    _, missing = merge_snapshots([part], asked=["reg", "edu", "tax"])
+    assert missing == {}
+    _, missing = merge_snapshots([part], asked=["reg", "edu"])
+    assert list(missing) == ["tax"] and "was not asked" in missing["tax"]
+
+
+def test_a_snapshot_whose_checkpoint_is_not_final_is_refused(world: World) -> None:
+    """The checkpoint in a snapshot must be final under the snapshot's registry (quorum 2 of
+    the node keys): signed by one node, or by one node and another agency's issuer key, the
+    snapshot is refused."""
+    world.issue()
+    snap = codec.decode(_snapshot(world, T0 + 20), max_size=1 << 26)
+    head = world.ledger.store.head
+    assert head is not None
+    reg, edu = world.agencies["reg"], world.agencies["edu"]
+    for signers in ([("reg", reg.node_key)], [("reg", reg.node_key), ("edu", edu.issuer_key)]):
+        snap["checkpoint"] = sign_checkpoint("demo", head, signers).to_text()
+        with pytest.raises(SnapshotError, match="checkpoint is not final"):
+            load_snapshot(codec.encode(snap))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda snap: {**snap, "log_size": snap["log_size"] - 1}, "ahead of its log size"),
+    (lambda snap: {**snap, "status_lists": snap["status_lists"] * 2}, "two lists for"),
+], ids=["checkpoint past the log size", "a list twice"])
+def test_an_inconsistent_snapshot_is_refused(world: World, change: Callable[[Any], Any],
+                                             message: str) -> None:
+    world.issue()
+    snap = codec.decode(_snapshot(world, T0 + 20), max_size=1 << 26)
+    uri = status_list_uri("demo", "edu", "degree")
+    assert load_snapshot(codec.encode(snap)).status_lists(uri) is not None
+    with pytest.raises(SnapshotError, match=message):
+        load_snapshot(codec.encode(change(snap)))
 
 
 def test_a_credential_naming_another_status_list_than_its_anchor_is_refused(
