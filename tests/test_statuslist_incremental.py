@@ -287,3 +287,44 @@ def test_a_first_read_holds_up_neither_other_lists_nor_blocks(
     assert lst is not None and lst.get(5) == 1  # the revocation committed during the read
     assert lst.data == store_status_list(ledger.store, degree).data  # type: ignore[union-attr]
     assert cache.get(degree) is lst and cache.full_reads == 2
+
+
+def test_a_list_first_anchored_while_it_is_read_is_answered(
+        ledger: Any, agencies: dict[str, Agency], monkeypatch: Any) -> None:
+    """A list's first read finds no credential, and a block anchors its first while the read
+    is held: the answer is the list with it (the block's issue counts), not None."""
+    import threading
+
+    _setup(ledger, agencies)
+    edu = agencies["edu"]
+    ledger.commit([issue_tx(ledger.net, edu, b"\x01" * 32, "degree", 5, T0, T0 + DAY,
+                            T0 + 5)], T0 + 5)
+    cache = StatusListCache(ledger.store)
+    degree = status_list_uri(ledger.net, "edu", "degree")
+    diploma = status_list_uri(ledger.net, "edu", "diploma")
+    assert cache.get(degree) is not None and cache.get(diploma) is None
+    scanning, release = threading.Event(), threading.Event()
+    real = ledger.store.status_values
+
+    def held(issuer: str, kind: str, *args: Any, **kw: Any) -> Any:
+        got = list(real(issuer, kind, *args, **kw))  # before the block below: empty
+        if kind == "diploma":
+            scanning.set()
+            assert release.wait(60), "never released"
+        return iter(got)
+
+    monkeypatch.setattr(ledger.store, "status_values", held)
+    out: dict[str, Any] = {}
+    reader = threading.Thread(target=lambda: out.update(diploma=cache.get(diploma)))
+    reader.start()
+    try:
+        assert scanning.wait(60), "the read never started"
+        ledger.commit([issue_tx(ledger.net, edu, b"\x02" * 32, "diploma", 9, T0, T0 + DAY,
+                                T0 + 6)], T0 + 6)
+        assert cache.get(degree) is not None  # the cache moves to the new head meanwhile
+    finally:
+        release.set()
+        reader.join(60)
+    lst = out["diploma"]
+    assert lst is not None and lst.get(9) == 0
+    assert lst.data == store_status_list(ledger.store, diploma).data  # type: ignore[union-attr]
