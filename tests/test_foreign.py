@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ledger import sdjwt
 from ledger.errors import DecodeError, LedgerError
 from ledger.foreign import (
+    MAX_TRUST_LIST,
     NO_EXPIRY,
     ForeignCredential,
     TrustList,
@@ -76,11 +77,11 @@ class Issuer:
             holder_jwk=holder_jwk, iat=nbf, nbf=nbf, exp=exp, status=status).serialize()
 
     def token(self, revoked: int | None = None, suspended: int | None = None,
-              iat: int = NOW - 60) -> str:
+              iat: int = NOW - 60, exp: int = NOW + 3600) -> str:
         entries = [(i, v) for i, v in ((revoked, INVALID), (suspended, SUSPENDED))
                    if i is not None]
         return make_token(StatusList.from_entries(2, 64, entries), sub=URI, iat=iat,
-                          exp=NOW + 3600, ttl=None, key=self.key, kid=self.kid)
+                          exp=exp, ttl=None, key=self.key, kid=self.kid)
 
 
 def _b64e(data: bytes) -> str:
@@ -167,6 +168,22 @@ def test_a_token_signed_by_another_key_leaves_the_status_undetermined() -> None:
     assert name == "status" and "signature does not verify" in detail
 
 
+@pytest.mark.parametrize(("iat", "exp", "said"), [
+    (NOW - 7200, NOW - 3600, "expired"),  # the issuer's list of an hour ago
+    (NOW + 3600, NOW + 7200, "in the future"),
+], ids=["expired", "future"])
+def test_a_status_token_outside_its_time_leaves_the_status_undetermined(
+        iat: int, exp: int, said: str) -> None:
+    """A token the official holds that expired (or is not yet issued) says nothing now, even
+    that the credential is valid: undetermined, with the reason."""
+    issuer = Issuer()
+    report = check(present(issuer.issue(HOLDER_JWK)), trust_json(issuer),
+                   [issuer.token(iat=iat, exp=exp)])
+    assert report.status == "undetermined"
+    name, detail = failed(report)
+    assert name == "status" and said in detail
+
+
 def test_an_issuer_not_on_the_trust_list_is_refused() -> None:
     issuer = Issuer()
     report = check(present(issuer.issue(HOLDER_JWK, iss="https://elsewhere.example")),
@@ -215,6 +232,19 @@ def test_a_kid_the_trust_list_does_not_know_is_refused() -> None:
     report = check(present(issuer.issue(HOLDER_JWK)), trust_json(listed))
     name, detail = failed(report)
     assert name == "trusted_issuer" and "no key with kid '2027-9'" in detail
+
+
+def test_a_status_token_naming_a_kid_not_on_the_list_is_undetermined() -> None:
+    """As for the credential: a token's header kid picks the key; a kid the trust list does
+    not list (and no key listed without one) leaves the status undetermined, though the
+    token's signature is the issuer's."""
+    issuer = Issuer()
+    token = make_token(StatusList.from_entries(2, 64, []), sub=URI, iat=NOW - 60,
+                       exp=NOW + 3600, ttl=None, key=issuer.key, kid="2027-9")
+    report = check(present(issuer.issue(HOLDER_JWK)), trust_json(issuer), [token])
+    assert report.status == "undetermined"
+    name, detail = failed(report)
+    assert name == "status" and "has kid '2027-9'" in detail
 
 
 def test_a_rotated_issuer_verifies_under_either_listed_key() -> None:
@@ -399,6 +429,14 @@ def test_of_two_tokens_for_one_list_in_the_folder_the_newer_counts(tmp_path: Pat
                                f"m-older.jwt: an older token for {URI!r} than a-old.jwt"]
 
 
+def test_a_status_token_file_over_the_limit_is_left_out(tmp_path: Path) -> None:
+    token = Issuer().token()
+    (tmp_path / "big.jwt").write_text(token)
+    assert read_status_tokens(tmp_path, limit=len(token)) == ({URI: token}, [])
+    assert read_status_tokens(tmp_path, limit=len(token) - 1) == \
+        ({}, [f"big.jwt: over {len(token) - 1} bytes"])
+
+
 def test_status_tokens_are_keyed_by_their_list() -> None:
     issuer = Issuer()
     tok = issuer.token()
@@ -424,6 +462,20 @@ def test_receive_foreign_checks_issuer_holder_and_type() -> None:
                           now=NOW)
     assert (got.type, got.issuer) == (VCT, ISS)
     assert ForeignCredential.from_bytes(got.credential.to_bytes()) == got.credential
+
+
+def test_receive_foreign_wants_a_status_claim_where_the_trust_list_does() -> None:
+    """A credential without a status claim, from an issuer the trust list expects one from,
+    is refused on receipt (no verifier would accept it); kept where the list says "optional",
+    with its validity window read from nbf and exp."""
+    issuer = Issuer()
+    bare = issuer.issue(HOLDER_JWK, idx=None)
+    with pytest.raises(LedgerError, match="no status claim"):
+        receive_foreign(bare, trust=TrustList.from_json(trust_json(issuer)),
+                        holder_jwk=HOLDER_JWK, now=NOW)
+    got = receive_foreign(bare, trust=TrustList.from_json(trust_json(issuer, status="optional")),
+                          holder_jwk=HOLDER_JWK, now=NOW)
+    assert (got.valid_from, got.valid_until) == (NOW - 86_400, NOW + 365 * 86_400)
 
 
 def test_a_wallet_keeps_and_presents_a_foreign_credential(tmp_path: Path) -> None:
@@ -729,6 +781,16 @@ def test_a_trust_list_file_with_a_member_named_twice_is_refused(tmp_path: Path) 
         read_trust_list(path)
 
 
+def test_a_trust_list_file_over_its_limit_is_refused(tmp_path: Path) -> None:
+    text = json.dumps(trust_json(Issuer()))
+    path = tmp_path / "trust.json"
+    path.write_text(text + " " * (MAX_TRUST_LIST - len(text)))
+    assert ISS in read_trust_list(path).issuers
+    path.write_text(text + " " * (MAX_TRUST_LIST + 1 - len(text)))
+    with pytest.raises(LedgerError, match=f"is over {MAX_TRUST_LIST} bytes"):
+        read_trust_list(path)
+
+
 def test_one_key_listed_for_two_issuers_is_refused() -> None:
     shared = Issuer()
     trust = {"issuers": [trust_json(shared)["issuers"][0],
@@ -790,6 +852,13 @@ def test_a_wallet_refuses_claims_it_could_not_withhold() -> None:
     nested = f"{nested}{address}~{city}~"
     with pytest.raises(LedgerError, match="nested inside others"):
         receive_foreign(nested, trust=trust, holder_jwk=HOLDER_JWK, now=NOW)
+    # a list claim with a disclosable element (here one not disclosed: a wallet could not
+    # even say it is there)
+    _, element_digest = _disclosure("salt-3", "FR")
+    langs, langs_digest = _disclosure("salt-4", "languages", ["zh", {"...": element_digest}])
+    listed = _raw_sd_jwt(issuer, {**base, "_sd": [langs_digest], "_sd_alg": "sha-256"})
+    with pytest.raises(LedgerError, match="nested inside others"):
+        receive_foreign(f"{listed}{langs}~", trust=trust, holder_jwk=HOLDER_JWK, now=NOW)
 
 
 def test_the_nodes_log_names_a_status_token_file_it_left_out() -> None:
