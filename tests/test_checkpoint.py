@@ -285,6 +285,13 @@ def test_open_note_rejects_ambiguous_or_misused_known() -> None:
     assert open_note(note, [same, same])[1] == {"a.example"}
     with pytest.raises(TypeError, match="list of verifier keys"):
         open_note(note, same)
+    # Key hashes are 4 bytes: these two keys (found by a search) share one under one name.
+    # Listed together, they are refused, not the last one taken for both.
+    a, b = (PrivateKey(hashlib.sha256(b"collide-%d" % n).digest()) for n in (62044, 192163))
+    assert note_key_hash("witness", a.public.raw) == note_key_hash("witness", b.public.raw)
+    with pytest.raises(CheckpointError, match="ambiguous verifier key witness"):
+        open_note(sign_note("body\n", "witness", b),
+                  [vkey("witness", a.public.raw), vkey("witness", b.public.raw)])
 
 
 def test_open_note_signature_limit() -> None:

@@ -528,6 +528,9 @@ def test_a_token_past_its_ttl_is_refused() -> None:
 def test_token_from_a_hand_made_jws_verifies() -> None:
     assert _verify(_signed(HEADER, PAYLOAD)) == SL
     assert _verify(_signed({**HEADER, "typ": "application/statuslist+jwt"}, PAYLOAD)) == SL
+    # media types are case-insensitive (RFC 7515 4.1.9 via RFC 2045)
+    for typ in ("StatusList+JWT", "Application/StatusList+JWT"):
+        assert _verify(_signed({**HEADER, "typ": typ}, PAYLOAD)) == SL
     assert _verify(_signed({"alg": "EdDSA", "typ": "statuslist+jwt"},
                            {**PAYLOAD, "iss": "https://reg.example.gov"})) == SL
 
