@@ -672,6 +672,15 @@ def test_a_checkpoint_line_by_a_key_the_chain_registers_later_is_no_finding(
         assert "does not verify" in (p.found or ""), str(p)
 
 
+def _exported(copy: Path) -> tuple[Any, list[BlockRecord]]:
+    """The archive of the store in ``copy``, read back: its header and block records."""
+    buf = io.BytesIO()
+    with Store(copy / "ledger", create=False) as store:
+        export_archive(store, buf)
+    header, blocks = read_archive(io.BytesIO(buf.getvalue()))
+    return header, list(blocks)
+
+
 def test_checkpoint_of_another_root_signed_by_quorum(copy: Path) -> None:
     size = _size_of(copy, 5)
     fake = SignedCheckpoint(Checkpoint("changsheng-demo", size, bytes(32)))
@@ -684,11 +693,7 @@ def test_checkpoint_of_another_root_signed_by_quorum(copy: Path) -> None:
 
 
 def test_equivocation_in_an_archive(copy: Path, tmp_path: Path) -> None:
-    buf = io.BytesIO()
-    with Store(copy / "ledger", create=False) as store:
-        export_archive(store, buf)
-    header, blocks = read_archive(io.BytesIO(buf.getvalue()))
-    recs = list(blocks)
+    header, recs = _exported(copy)
     r = recs[6]
     size = BlockHeader.from_bytes(r.unverified_header).log_size
     fake = SignedCheckpoint(Checkpoint("changsheng-demo", size, b"\x01" * 32))
@@ -881,11 +886,7 @@ def test_an_archive_whose_header_disagrees_with_its_log(copy: Path, tmp_path: Pa
                                                         cut: str) -> None:
     """Audited CLEAN before (import refused the same file): a header that claims more entries
     than the blocks give, or a last block cut off with the counts rewritten."""
-    buf = io.BytesIO()
-    with Store(copy / "ledger", create=False) as store:
-        export_archive(store, buf)
-    header, blocks = read_archive(io.BytesIO(buf.getvalue()))
-    recs = list(blocks)
+    header, recs = _exported(copy)
     if cut == "last_block":
         recs = recs[:-1]
     arc = tmp_path / f"{cut}.arc"
@@ -898,13 +899,10 @@ def test_an_archive_whose_header_disagrees_with_its_log(copy: Path, tmp_path: Pa
 
 def test_the_text_report_escapes_what_an_archive_says(copy: Path, tmp_path: Path) -> None:
     """A crafted network name could move the cursor and print a green CLEAN over BROKEN."""
-    buf = io.BytesIO()
-    with Store(copy / "ledger", create=False) as store:
-        export_archive(store, buf)
-    header, blocks = read_archive(io.BytesIO(buf.getvalue()))
+    header, blocks = _exported(copy)
     arc = tmp_path / "esc.arc"
     with arc.open("wb") as f:
-        write_archive(f, "x\x1b[1A\x1b[2K\x1b[32mCLEAN\x1b[0m", header.log_size, list(blocks))
+        write_archive(f, "x\x1b[1A\x1b[2K\x1b[32mCLEAN\x1b[0m", header.log_size, blocks)
     r = runner.invoke(ledger_app, ["audit", "--archive", str(arc), "--workers", "0"])
     assert r.exit_code == 1
     assert "\x1b" not in r.stdout and "\\x1b[1A" in r.stdout
@@ -1195,14 +1193,11 @@ def test_an_archive_header_that_misnames_its_chain_is_refused_by_import_and_audi
     chain's: the import refuses it (nothing built), the audit names the header."""
     from ledger.archive import ArchiveError, import_archive
 
-    buf = io.BytesIO()
-    with Store(copy / "ledger", create=False) as store:
-        export_archive(store, buf)
-    header, blocks = read_archive(io.BytesIO(buf.getvalue()))
+    header, blocks = _exported(copy)
     arc = tmp_path / "misnamed.arc"
     with arc.open("wb") as f:
         write_archive(f, "other-net" if field == "network" else header.network,
-                      header.log_size + (field == "log_size"), list(blocks))
+                      header.log_size + (field == "log_size"), blocks)
     said = ("archive header names network 'other-net', the chain is 'changsheng-demo'"
             if field == "network" else f"archive header says log size {header.log_size + 1}")
     with arc.open("rb") as f, pytest.raises(ArchiveError, match=re.escape(said)):

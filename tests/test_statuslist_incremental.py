@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import random
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from conftest import DAY, T0
@@ -241,13 +243,30 @@ def test_a_lists_issuer_and_type_are_read_from_its_uri(ledger: Any,
         assert uri not in refs and list_ref(registry, uri) is None, uri
 
 
+def _hold_scans(ledger: Any, monkeypatch: Any, which: Callable[[str, str], bool]
+                ) -> tuple[threading.Event, threading.Event]:
+    """The store's status scans of the lists ``which(issuer, kind)`` names read what the store
+    holds, then wait, before they answer, until ``release`` is set (``scanning`` is set once
+    one waits): a block committed meanwhile comes after what they read. (scanning, release)"""
+    scanning, release = threading.Event(), threading.Event()
+    real = ledger.store.status_values
+
+    def held(issuer: str, kind: str, *args: Any, **kw: Any) -> Any:
+        got = list(real(issuer, kind, *args, **kw))
+        if which(issuer, kind):
+            scanning.set()
+            assert release.wait(60), "never released"
+        return iter(got)
+
+    monkeypatch.setattr(ledger.store, "status_values", held)
+    return scanning, release
+
+
 def test_a_first_read_holds_up_neither_other_lists_nor_blocks(
         ledger: Any, agencies: dict[str, Agency], monkeypatch: Any) -> None:
     """A list's first read scans the store outside the cache's lock: while it is stuck (an
     event holds the scan), a list already read is served, and a block that changes the list
     being read is still in it once the read ends."""
-    import threading
-
     _setup(ledger, agencies)
     edu, tax = agencies["edu"], agencies["tax"]
     ledger.commit([issue_tx(ledger.net, edu, b"\x01" * 32, "degree", 5, T0, T0 + DAY, T0 + 5),
@@ -257,17 +276,7 @@ def test_a_first_read_holds_up_neither_other_lists_nor_blocks(
     degree = status_list_uri(ledger.net, "edu", "degree")
     diploma = status_list_uri(ledger.net, "tax", "diploma")
     assert cache.get(diploma) is not None  # read and cached
-    scanning, release = threading.Event(), threading.Event()
-    real = ledger.store.status_values
-
-    def held(issuer: str, kind: str, *args: Any, **kw: Any) -> Any:
-        got = list(real(issuer, kind, *args, **kw))  # the state before the block below
-        if issuer == "edu":
-            scanning.set()
-            assert release.wait(60), "never released"
-        return iter(got)
-
-    monkeypatch.setattr(ledger.store, "status_values", held)
+    scanning, release = _hold_scans(ledger, monkeypatch, lambda issuer, _: issuer == "edu")
     out: dict[str, Any] = {}
     reader = threading.Thread(target=lambda: out.update(degree=cache.get(degree)))
     reader.start()
@@ -293,8 +302,6 @@ def test_a_list_first_anchored_while_it_is_read_is_answered(
         ledger: Any, agencies: dict[str, Agency], monkeypatch: Any) -> None:
     """A list's first read finds no credential, and a block anchors its first while the read
     is held: the answer is the list with it (the block's issue counts), not None."""
-    import threading
-
     _setup(ledger, agencies)
     edu = agencies["edu"]
     ledger.commit([issue_tx(ledger.net, edu, b"\x01" * 32, "degree", 5, T0, T0 + DAY,
@@ -303,17 +310,7 @@ def test_a_list_first_anchored_while_it_is_read_is_answered(
     degree = status_list_uri(ledger.net, "edu", "degree")
     diploma = status_list_uri(ledger.net, "edu", "diploma")
     assert cache.get(degree) is not None and cache.get(diploma) is None
-    scanning, release = threading.Event(), threading.Event()
-    real = ledger.store.status_values
-
-    def held(issuer: str, kind: str, *args: Any, **kw: Any) -> Any:
-        got = list(real(issuer, kind, *args, **kw))  # before the block below: empty
-        if kind == "diploma":
-            scanning.set()
-            assert release.wait(60), "never released"
-        return iter(got)
-
-    monkeypatch.setattr(ledger.store, "status_values", held)
+    scanning, release = _hold_scans(ledger, monkeypatch, lambda _, kind: kind == "diploma")
     out: dict[str, Any] = {}
     reader = threading.Thread(target=lambda: out.update(diploma=cache.get(diploma)))
     reader.start()
