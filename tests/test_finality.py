@@ -53,9 +53,12 @@ def test_issuer_keys_and_strangers_do_not_count(ledger: LedgerHarness,
         verify_final(cp, ledger.registry, head.time)
 
 
-def test_wrong_origin_is_refused(ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+@pytest.mark.parametrize("origin", ["other-net", "Demo", "demo "])
+def test_wrong_origin_is_refused(ledger: LedgerHarness, agencies: dict[str, Agency],
+                                 origin: str) -> None:
+    """The origin is compared byte for byte: another case or a trailing space is another log."""
     head = _head(ledger)
-    cp = sign_checkpoint("other-net", head, [(a, agencies[a].node_key) for a in agencies])
+    cp = sign_checkpoint(origin, head, [(a, agencies[a].node_key) for a in agencies])
     with pytest.raises(CheckpointError, match="origin"):
         verify_final(cp, ledger.registry, head.time)
 
@@ -125,6 +128,7 @@ def test_a_checkpoint_names_the_block_it_ends_at(ledger: LedgerHarness,
     (("block 1 " + "A" * 43,), "is not `block"),  # unpadded
     (("block 1 " + "A" * 47 + "=",), "is not `block"),  # a 35-byte hash
     (("block 1 " + "A" * 42 + "==",), "is not `block"),  # a 31-byte hash
+    (("block 1" + "0" * 19 + " " + "A" * 43 + "=",), "is not `block"),  # 20 digits: >= 2^63
 ])
 def test_a_block_line_that_does_not_parse_is_refused(lines: tuple[str, ...], said: str) -> None:
     with pytest.raises(CheckpointError, match=re.escape(said)):
@@ -184,3 +188,25 @@ def test_a_stored_line_by_an_issuer_key_is_unregistered(ledger: LedgerHarness,
     cp = sign_checkpoint("demo", _head(ledger), [("reg", reg.node_key), ("edu", edu.issuer_key)])
     key_hash = note_key_hash("edu", edu.issuer_key.public.raw).hex()
     assert unregistered_signatures(cp, ledger.registry) == [f"edu+{key_hash} (no such key)"]
+
+
+def test_finality_is_judged_at_the_time_given_to_the_second(
+        ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """The keys counted are those valid at ``t`` itself: one second before a rotation the old
+    node key still makes the quorum and the new one does not; from the rotation on, the reverse.
+    So is an agency's membership: its last second before removal still counts."""
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    new = PrivateKey(b"\x07" * 32)
+    ledger.govern("rotate_key", {"agency": "reg", "role": "node", "new_key": new.public.raw,
+                                 "at": T0 + 50}, [reg, edu], T0 + 50)
+    ledger.govern("remove_agency", {"agency": "tax"}, [reg, edu], T0 + 100)
+    head = _head(ledger)
+    by_old = sign_checkpoint("demo", head, [("reg", reg.node_key), ("edu", edu.node_key)])
+    by_new = sign_checkpoint("demo", head, [("reg", new), ("edu", edu.node_key)])
+    assert verify_final(by_old, ledger.registry, T0 + 49) == {"reg", "edu"}
+    assert f"is only valid from {T0 + 50}" in _short_of_quorum(by_new, ledger.registry, T0 + 49)
+    assert f"invalidated from {T0 + 50}" in _short_of_quorum(by_old, ledger.registry, T0 + 50)
+    assert verify_final(by_new, ledger.registry, T0 + 50) == {"reg", "edu"}
+    with_tax = sign_checkpoint("demo", head, [("edu", edu.node_key), ("tax", tax.node_key)])
+    assert verify_final(with_tax, ledger.registry, T0 + 99) == {"edu", "tax"}
+    _short_of_quorum(with_tax, ledger.registry, T0 + 100)
