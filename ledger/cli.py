@@ -115,6 +115,7 @@ from ledger.presentation import (
     verify_envelope,
     with_implied_claims,
 )
+from ledger.sealed import EVIDENCE_PASSPHRASE_ENV
 from ledger.state import Registry, index_key
 from ledger.statuslist import StatusList
 from ledger.store import Store
@@ -266,10 +267,6 @@ def _bounded_read(path: Path, what: str, limit: int = MAX_INPUT) -> bytes:
     if len(raw) > limit:
         raise _Unreadable(f"the {what} file {path} is over {limit} bytes")
     return raw
-
-
-EVIDENCE_PASSPHRASE_ENV = "LEDGER_EVIDENCE_PASSPHRASE"  # noqa: S105 - a variable's name
-"""The passphrase of the evidence key copies an auditor is given (ADR 66)."""
 
 
 def _evidence_keys(paths: list[Path]) -> list[bytes]:

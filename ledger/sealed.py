@@ -28,13 +28,19 @@ from ledger.errors import DecodeError, KeyFileError, LedgerError
 from ledger.files import write_atomic
 from ledger.keys import open_secret, seal_secret
 
-__all__ = ["EVIDENCE_KEY", "EVIDENCE_KEY_FILE", "SealedError", "key_mark", "load_evidence_key",
-           "open_record", "read_evidence_key", "seal_record"]
+__all__ = ["EVIDENCE_KEY", "EVIDENCE_KEY_FILE", "EVIDENCE_PASSPHRASE_ENV", "SEALED_PREFIX",
+           "SealedError", "key_mark", "load_evidence_key", "open_record", "read_evidence_key",
+           "seal_record"]
 
 EVIDENCE_KEY_FILE = "evidence.key"
 """The node's evidence key in its keys folder."""
 EVIDENCE_KEY = "evidence-key"
 """The label of a sealed evidence key file (not a secret)."""
+EVIDENCE_PASSPHRASE_ENV = "LEDGER_EVIDENCE_PASSPHRASE"  # noqa: S105 - a variable's name
+"""The passphrase of the evidence key copies an auditor is given."""
+SEALED_PREFIX = b"\x83\xa3box"
+"""The first bytes of every sealed record (a canonical map whose first key is "box"); a clear
+record (ADR 17) is a larger map whose first key is "documents"."""
 
 
 class SealedError(LedgerError):

@@ -32,7 +32,7 @@ from ledger.files import write_atomic
 from ledger.network import reason_code_problem
 from ledger.ordering import Receipt
 from ledger.presentation import Bundle, Envelope
-from ledger.sealed import key_mark, open_record, seal_record
+from ledger.sealed import SEALED_PREFIX, key_mark, open_record, seal_record
 from ledger.state import Registry, credit_events, rule_hash
 from ledger.timetext import local_day
 from ledger.tx import Tx, make_tx
@@ -46,9 +46,6 @@ PENDING_DAYS = 1
 __all__ = ["Approvals", "Decided"]
 
 SECRET_FILE = CREDIT_SECRET_FILE
-_SEALED = b"\x83\xa3box"
-"""The first bytes of every sealed record (a canonical map whose first key is "box"); a clear
-record (ADR 17) is a larger map whose first key is "documents"."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +74,7 @@ class Approvals:
         self.engine = engine or CelEngine()
         self.folder = node.data / "approvals"
         self._filed_at: float | None = None  # monotonic time of the last file_pending
+        self._keys = {key_mark(node.evidence_key): node.evidence_key}  # opens its records
         self._filing = threading.Lock()
 
     # -- rules --
@@ -266,8 +264,7 @@ class Approvals:
 
     def _open(self, path: Path) -> dict[str, Any]:
         """A record of this node's (sealed with its evidence key, or clear from before)."""
-        key = self.node.evidence_key
-        return open_record(path.read_bytes(), {key_mark(key): key}, f"approval record {path.name}")
+        return open_record(path.read_bytes(), self._keys, f"approval record {path.name}")
 
     def file_pending_hourly(self) -> int:
         """:meth:`file_pending`, if it last ran over an hour ago (or never); else 0. Requests
@@ -295,7 +292,7 @@ class Approvals:
         for path in self._records():
             try:
                 with path.open("rb") as f:
-                    if f.read(len(_SEALED)) == _SEALED:
+                    if f.read(len(SEALED_PREFIX)) == SEALED_PREFIX:
                         continue
                 write_atomic(path, self._seal(self._open(path)), 0o600)
                 sealed += 1

@@ -853,7 +853,12 @@ def evidence_key(
     auditor runs `ledger audit DATA --evidence DIR --evidence-key COPY`.
     """
     from ledger.keys import read_passphrase
-    from ledger.sealed import EVIDENCE_KEY, EVIDENCE_KEY_FILE, read_evidence_key
+    from ledger.sealed import (
+        EVIDENCE_KEY,
+        EVIDENCE_KEY_FILE,
+        EVIDENCE_PASSPHRASE_ENV,
+        read_evidence_key,
+    )
 
     if str(out_file) == "-":  # the key is never printed: not a file named "-" either
         err.print(f"[red]error:[/] --out: {NOT_STDOUT}")
@@ -873,8 +878,8 @@ def evidence_key(
         raise typer.Exit(1) from e
     try:
         passphrase = read_passphrase("Passphrase for the auditor's copy (or set "
-                                     "LEDGER_EVIDENCE_PASSPHRASE): ", confirm=True,
-                                     env="LEDGER_EVIDENCE_PASSPHRASE")
+                                     f"{EVIDENCE_PASSPHRASE_ENV}): ", confirm=True,
+                                     env=EVIDENCE_PASSPHRASE_ENV)
     except KeyFileError as e:
         err.print(f"[red]error:[/] {e}")
         raise typer.Exit(2) from e
