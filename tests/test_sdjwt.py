@@ -259,6 +259,9 @@ def test_issue_rejects_bad_arguments() -> None:
         issue(claims={"exp": 1})
     with pytest.raises(ValueError, match="_sd"):
         issue(claims={"x": {"_sd": []}})
+    with pytest.raises(ValueError, match="array-element digest"):  # a verifier would drop it
+        issue(claims={"x": {"y": [1, {"...": digest("d")}]}})
+    assert issue(claims={"x": [{"...": "a", "b": 1}, {"....": "a"}]}).disclosures
     with pytest.raises(ValueError, match="EdDSA"):
         sdjwt.issue_sd_jwt(issuer_key=ED_ISSUER, issuer_kid="k", claims={}, holder_jwk=jwk_of(
             ED_HOLDER), vct=VCT, iss=ISS, iat=1, nbf=1, exp=2, status=None, alg="ES256")
@@ -268,6 +271,17 @@ def test_issue_rejects_bad_arguments() -> None:
                            iat=1, nbf=1, exp=2, status=None)
     with pytest.raises(ValueError, match="no claim"):
         present(issue(), ["no_such_claim"])
+    # a credential valid for no second: exp at nbf, or at (or before) iat
+    with pytest.raises(ValueError, match="exp must be after nbf and iat"):
+        issue(iat=T0 - 100, nbf=T0, exp=T0)
+    with pytest.raises(ValueError, match="exp must be after nbf and iat"):
+        issue(iat=T0, nbf=T0 - 100, exp=T0)
+    assert issue(iat=T0 - 1, nbf=T0 - 1, exp=T0).serialize()
+    # more Disclosures and decoys than a verifier takes, though each count alone fits
+    many = {f"c{i}": i for i in range(sdjwt.MAX_DISCLOSURES - 5)}
+    with pytest.raises(ValueError, match="claims and decoys"):
+        issue(claims=many, decoys=6)
+    assert len(issue(claims=many, decoys=5).disclosures) == len(many)
 
 
 def test_wallet_verifies_fresh_credential() -> None:
@@ -305,7 +319,14 @@ def test_jwk_helpers() -> None:
            {**jwk_of(EC_HOLDER), "y": jwk_of(EC_OTHER)["y"]},  # point not on the curve
            {**jwk_of(ED_HOLDER), "x": jwk_of(ED_HOLDER)["x"] + "A"}, {**jwk_of(ED_HOLDER),
                                                                       "d": "x"}, [],
-           {**jwk_of(ED_HOLDER), "alg": ["EdDSA"]}, {**jwk_of(EC_HOLDER), "alg": {}}]
+           {**jwk_of(ED_HOLDER), "alg": ["EdDSA"]}, {**jwk_of(EC_HOLDER), "alg": {}},
+           # a coordinate one byte short; an EC key on another curve, or without its curve
+           {**jwk_of(ED_HOLDER), "x": b64e(ED_HOLDER.public.raw[:31])},
+           {**jwk_of(EC_HOLDER), "y": b64e(b64d(jwk_of(EC_HOLDER)["y"])[1:])},
+           {**jwk_of(EC_HOLDER), "crv": "P-384"},
+           {**jwk_of(ED_HOLDER), "crv": "Ed448"},
+           {k: v for k, v in jwk_of(ED_HOLDER).items() if k != "crv"},
+           {k: v for k, v in jwk_of(EC_HOLDER).items() if k != "crv"}]
     for jwk in bad:
         with pytest.raises(JwkError):
             sdjwt.public_key_from_jwk(jwk)  # type: ignore[arg-type]
@@ -394,6 +415,36 @@ def test_forged_issuer_signature() -> None:
         verify(rebind(f"{h}.{p}.{b64e(bytes(sig))}", discs))
 
 
+def test_an_es256_signature_is_exactly_r_and_s() -> None:
+    """R || S is 64 bytes: a zero byte put before S, or after it, changes no integer a lenient
+    decoder reads (the same signature in another text: another credential id), and is refused."""
+    jwt, discs, _ = split(present(issue(EC_ISSUER, EC_HOLDER), ["given_name"], EC_HOLDER))
+    h, p, s = jwt.split(".")
+    sig = b64d(s)
+    assert verify(rebind(jwt, discs, EC_HOLDER), EC_ISSUER)["given_name"] == SECRET
+    for longer in (sig[:32] + b"\0" + sig[32:], sig + b"\0", b"\0" + sig):
+        with pytest.raises(SignatureInvalid):
+            verify(rebind(f"{h}.{p}.{b64e(longer)}", discs, EC_HOLDER), EC_ISSUER)
+    prefix = "~".join([jwt, *discs]) + "~"
+    kh, kp, ks = kb_for(prefix, EC_HOLDER).split(".")
+    ksig = b64d(ks)
+    with pytest.raises(KbSignatureError):
+        verify(f"{prefix}{kh}.{kp}.{b64e(ksig[:32] + bytes(1) + ksig[32:])}", EC_ISSUER)
+
+
+def test_a_jws_has_exactly_three_parts() -> None:
+    """A fourth part after a valid signature is not ignored (issuer JWT and KB-JWT)."""
+    jwt, discs, _ = split(present(issue(), ["given_name"]))
+    for extra in (".x", "."):
+        with pytest.raises(MalformedError, match="-separated parts, found 4"):
+            verify(rebind(jwt + extra, discs))
+    prefix = "~".join([jwt, *discs]) + "~"
+    kb = kb_for(prefix, ED_HOLDER)
+    assert verify(prefix + kb)["given_name"] == SECRET
+    with pytest.raises(MalformedError, match="found 4"):
+        verify(prefix + kb + ".x")
+
+
 def test_payload_changed_after_signing() -> None:
     jwt, discs, _ = split(present(issue(), ["given_name"]))
     h, p, s = jwt.split(".")
@@ -425,6 +476,13 @@ def test_alg_outside_the_accepted_list() -> None:
         verify(presentation, accepted_algs=())  # fail closed
     with pytest.raises(AlgorithmError):  # the KB-JWT is held to the same list
         verify(present(issue(), [], EC_HOLDER), accepted_algs=("EdDSA",))
+    # a caller's list naming "none" or an alg this module has no keys for widens nothing
+    jwt, discs, _ = split(presentation)
+    _, p, s = jwt.split(".")
+    for alg in ("none", "HS256"):
+        h = b64e(json.dumps({"alg": alg, "typ": "dc+sd-jwt"}).encode())
+        with pytest.raises(AlgorithmError, match="is not accepted"):
+            verify(rebind(f"{h}.{p}.{s}", discs), accepted_algs=(alg, "EdDSA"))
 
 
 def test_es256_key_offered_as_eddsa() -> None:
@@ -451,7 +509,8 @@ def test_wrong_issuer_key_type() -> None:
         verify(present(issue(), ["given_name"]), EC_ISSUER)
 
 
-@pytest.mark.parametrize("typ", ["JWT", "kb+jwt", "dc+sd-jwt-x", None])
+@pytest.mark.parametrize("typ", ["JWT", "kb+jwt", "dc+sd-jwt-x", None, "sd-jwt", "dcsd-jwt",
+                                 "application/sd-jwt"])
 def test_issuer_typ(typ: str | None) -> None:
     header: dict[str, Any] = {"alg": "EdDSA"}
     if typ is not None:
@@ -460,6 +519,22 @@ def test_issuer_typ(typ: str | None) -> None:
     payload = b64d(cred.issuer_jwt.split(".")[1]).decode()
     with pytest.raises(HeaderError):
         verify(rebind(reissue(payload, header=header), list(cred.disclosures)))
+
+
+@pytest.mark.parametrize("typ", ["DC+SD-JWT", "application/dc+sd-jwt", "Application/Vc+Sd-Jwt",
+                                 "vc+sd-jwt"])
+def test_issuer_typ_as_a_media_type(typ: str) -> None:
+    """typ is a media type: case does not matter and "application/" may be left out (RFC 7515
+    section 4.1.9); the older "vc+sd-jwt" names an SD-JWT VC too, held to its rules."""
+    cred = issue()
+    payload = b64d(cred.issuer_jwt.split(".")[1]).decode()
+    jwt = reissue(payload, header={"alg": "EdDSA", "typ": typ})
+    assert verify(rebind(jwt, list(cred.disclosures)), vc_only=True)["given_name"] == SECRET
+    hidden_iss = disclosure("c2FsdA", "iss", ISS)
+    p = base_payload(_sd=[digest(hidden_iss)])
+    del p["iss"]
+    with pytest.raises(ClaimConflictError, match="must not be selectively disclosable"):
+        verify(rebind(reissue(p, header={"alg": "EdDSA", "typ": typ}), [hidden_iss]))
 
 
 def test_crit_header_rejected() -> None:
@@ -515,6 +590,10 @@ def test_issued_in_future() -> None:
     with pytest.raises(IssuedInFutureError) as e:
         verify(present(cred, []))
     assert e.value.check == "iat"
+    # the edge: an iat the clock skew ahead is taken, one second more is not
+    assert verify(present(issue(iat=T0 + sdjwt.CLOCK_SKEW, nbf=T0 - 10), []))["iat"] == T0 + 60
+    with pytest.raises(IssuedInFutureError):
+        verify(present(issue(iat=T0 + sdjwt.CLOCK_SKEW + 1, nbf=T0 - 10), []))
 
 
 def test_selectively_disclosed_validity_claim_is_checked() -> None:
@@ -631,6 +710,7 @@ def test_cnf_missing_or_bad() -> None:
 
 @pytest.mark.parametrize(("extra", "why"), [
     ({"use": "enc"}, "use 'enc': this key is not for signatures"),
+    ({"use": "tls"}, "use 'tls': this key is not for signatures"),  # only "sig" is taken
     ({"key_ops": ["encrypt"]}, "key_ops does not include 'verify'"),
     ({"key_ops": "verify"}, "key_ops does not include 'verify'"),
 ])
@@ -698,6 +778,30 @@ def test_digest_twice_in_payload() -> None:
         with pytest.raises(DigestCollisionError) as e:
             verify(rebind(reissue(payload), [d] if digest(d) in str(payload) else []))
         assert e.value.check == "digest_duplicate"
+
+
+def test_present_refuses_what_it_cannot_present() -> None:
+    """A presentation (with its KB-JWT) is not a credential to present again; a claim the
+    credential has only as an array element's Disclosure is not a claim it has."""
+    with pytest.raises(ValueError, match="found one with a Key Binding JWT"):
+        present(present(issue(), ["given_name"]), ["given_name"])
+    element = disclosure("c2FsdA", "given_name")
+    cred = reissue(base_payload(_sd=[digest(element)])) + "~" + element + "~"
+    with pytest.raises(ValueError, match="no claim named"):
+        present(cred, ["given_name"])
+
+
+def test_nesting_limit_is_exact() -> None:
+    def nested(n: int) -> dict[str, Any]:
+        value: Any = "x"
+        for _ in range(n):
+            value = {"a": value}
+        return value  # type: ignore[no-any-return]
+
+    claims = verify(rebind(reissue(base_payload(deep=nested(sdjwt.MAX_DEPTH))), []))
+    assert claims["deep"] == nested(sdjwt.MAX_DEPTH)
+    with pytest.raises(SizeError, match="nesting deeper than 32"):
+        verify(rebind(reissue(base_payload(deep=nested(sdjwt.MAX_DEPTH + 1))), []))
 
 
 def test_presenting_a_plain_claim_discloses_its_selectively_disclosable_members() -> None:
@@ -789,6 +893,16 @@ def test_array_digest_must_be_string() -> None:
         verify(rebind(reissue(base_payload(items=[{"...": 5}])), []))
 
 
+def test_an_object_with_more_than_the_dots_is_an_array_element_itself() -> None:
+    """RFC 9901 section 4.2.4.2: an array element digest is an object with the one key
+    "..."; an object with another key beside it is a plain element, kept as it is."""
+    d = disclosure("c2FsdA", "hidden")
+    items = [{"...": digest(d), "b": 1}, {"...": digest(d), "...x": 2}]
+    assert verify(rebind(reissue(base_payload(items=items)), []))["items"] == items
+    with pytest.raises(UnreferencedDisclosureError):
+        verify(rebind(reissue(base_payload(items=items)), [d]))
+
+
 # -- negative: encoding, JSON, size -------------------------------------------------------------
 
 
@@ -811,6 +925,53 @@ def test_bad_base64url() -> None:
         verify(presentation[: -len(s)] + noncanon)
     with pytest.raises(EncodingError):
         verify(presentation.replace("A", "Ä", 1))
+    jwt, discs, _ = split(presentation)
+    with pytest.raises(EncodingError, match="non-ASCII"):  # in a Disclosure, before its digest
+        verify(rebind(jwt, [discs[0][:-1] + "é"]))
+
+
+def test_a_jws_header_read_to_pick_a_key_is_bounded() -> None:
+    def token(kid_len: int) -> str:
+        h = b64e(json.dumps({"alg": "EdDSA", "kid": "k" * kid_len}).encode())
+        return f"{h}.e30.sig"
+
+    fits = max(n for n in range(2900, 3100) if len(token(n).split(".")[0]) <= 4096)
+    assert sdjwt.parse_jws_header(token(fits))["kid"] == "k" * fits
+    assert len(token(fits + 1).split(".")[0]) > 4096
+    with pytest.raises(MalformedError, match="at most 4096 characters"):
+        sdjwt.parse_jws_header(token(fits + 1))
+
+
+def test_the_size_limit_is_exact() -> None:
+    with pytest.raises(SizeError) as e:
+        verify("a" * (sdjwt.MAX_SIZE + 1))
+    assert e.value.check == "size"
+    with pytest.raises(MalformedError) as e:  # at the limit: read, and refused for its form
+        verify("a" * sdjwt.MAX_SIZE)
+    assert e.value.check == "malformed"
+
+
+def test_base64url_is_strict_in_every_way_python_is_lenient() -> None:
+    """A Disclosure that decodes to the same bytes in a lenient base64 decoder, but is not
+    unpadded canonical base64url, is refused: its digest would no longer be the issuer's."""
+    cred = issue()
+    jwt, discs, _ = split(present(cred, sorted(CLAIMS)))
+    two = next(d for d in discs if len(d) % 4 == 2)
+    three = next(d for d in discs if len(d) % 4 == 3)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    assert alphabet.index(three[-1]) & 0x03 == 0 and alphabet.index(two[-1]) & 0x0F == 0
+    cases = [
+        "/" + discs[0][1:],  # the standard alphabet's '/'
+        two + "==", three + "=",  # padded, as base64 proper would be
+        three[:-1] + alphabet[alphabet.index(three[-1]) | 2],  # an unused bit set (2 left)
+        two[:-1] + alphabet[alphabet.index(two[-1]) | 8],  # the highest of 4 unused bits
+        two[:4] + "****" + two[4:],  # characters a lenient decoder skips
+    ]
+    assert b64d(cases[3]) == b64d(three)
+    for bad in cases:
+        with pytest.raises(EncodingError) as e:
+            verify(rebind(jwt, [bad]))
+        assert e.value.check == "base64url"
 
 
 def test_duplicate_json_keys() -> None:
@@ -849,6 +1010,32 @@ def test_bad_json(text: str) -> None:
         verify(rebind(reissue(text), []))
 
 
+GOOD_PAYLOAD = json.dumps(base_payload())
+
+
+@pytest.mark.parametrize("text", [
+    GOOD_PAYLOAD.replace(f'"exp": {T0 + 1000}', '"exp": NaN'),
+    GOOD_PAYLOAD.replace(f'"exp": {T0 + 1000}', '"exp": Infinity'),
+    GOOD_PAYLOAD[:-1] + ', "n": -Infinity}',
+    GOOD_PAYLOAD + "x", GOOD_PAYLOAD + '{"iss": "x"}', GOOD_PAYLOAD + " x",
+], ids=["NaN", "Infinity", "-Infinity", "trailing-x", "two-values", "trailing-space-x"])
+def test_bad_json_in_an_otherwise_valid_payload(text: str) -> None:
+    """Each case is refused for its JSON alone: the payload is valid without the change."""
+    assert text != GOOD_PAYLOAD
+    assert verify(rebind(reissue(GOOD_PAYLOAD), []))["iss"] == ISS
+    with pytest.raises(JsonError) as e:
+        verify(rebind(reissue(text), []))
+    assert e.value.check == "json"
+
+
+def test_whitespace_around_json_is_json() -> None:
+    """RFC 8259 section 2: insignificant whitespace may precede or follow the value."""
+    for text in (GOOD_PAYLOAD + "\n", " " + GOOD_PAYLOAD, "\t" + GOOD_PAYLOAD + "\r\n"):
+        assert verify(rebind(reissue(text), []))["iss"] == ISS
+    assert sdjwt.strict_json(b'{"a": 1}\n', "x") == {"a": 1}
+    assert sdjwt.strict_json_file(b'\xef\xbb\xbf{"a": 1}', "x") == {"a": 1}
+
+
 @pytest.mark.parametrize(("claim", "literal"), [("exp", "1e400"), ("nbf", "-1e400"),
                                                 ("iat", "-1e999")])
 def test_a_number_too_large_for_a_float_is_refused(claim: str, literal: str) -> None:
@@ -884,8 +1071,9 @@ def test_oversize() -> None:
         deep = {"a": deep}
     with pytest.raises(SizeError):
         verify(rebind(reissue(base_payload(deep=deep)), []))
-    with pytest.raises(MalformedError):  # JSON nested beyond the parser's recursion limit
+    with pytest.raises(SizeError) as e:  # JSON nested beyond the parser's recursion limit
         verify(rebind(reissue('{"a": ' + "[" * 5000 + "]" * 5000 + "}"), []))
+    assert e.value.check == "size"
 
 
 @pytest.mark.parametrize("text", ["", "~", "abc", "a.b.c", "a.b~", "~~~", "x~~y~", "a.b.c.d~",
