@@ -249,6 +249,28 @@ def test_issued_format() -> None:
     assert cred.credential_id == hashlib.sha256(cred.issuer_jwt.encode("ascii")).digest()
 
 
+def test_issued_parts_are_checked() -> None:
+    cred = issue()
+    h, p, sig = cred.issuer_jwt.split(".")
+    for jwt in (f"{h}.{p}", f"{h}.{p}.{sig}.x", cred.issuer_jwt + "~", "é" + cred.issuer_jwt[1:]):
+        with pytest.raises(ValueError, match="compact JWS"):
+            sdjwt.IssuedSdJwt(jwt, cred.disclosures)
+    for discs in ((*cred.disclosures, ""), (cred.disclosures[0] + "=",), list(cred.disclosures)):
+        with pytest.raises(ValueError, match="non-empty base64url"):
+            sdjwt.IssuedSdJwt(cred.issuer_jwt, discs)  # type: ignore[arg-type]
+    assert sdjwt.IssuedSdJwt(cred.issuer_jwt, cred.disclosures) == cred
+
+
+def test_disclosure_values_refuse_what_is_no_disclosure() -> None:
+    d = disclosure("c2FsdA", "name", "v")
+    assert sdjwt.disclosure_values([d]) == [["c2FsdA", "name", "v"]]
+    for bad in (disclosure("c2FsdA", "a", "b", "c"), disclosure("c2FsdA"), disclosure(1, "a")):
+        with pytest.raises(DisclosureError):
+            sdjwt.disclosure_values([bad])
+    with pytest.raises(DuplicateDisclosureError):
+        sdjwt.disclosure_values([d, d])
+
+
 def test_issuance_is_deterministic_given_rng() -> None:
     # EdDSA signatures and our salts are deterministic, so fixed inputs give fixed bytes.
     assert issue().serialize() == issue().serialize()
@@ -277,6 +299,17 @@ def test_issue_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError, match="exp must be after nbf and iat"):
         issue(iat=T0, nbf=T0 - 100, exp=T0)
     assert issue(iat=T0 - 1, nbf=T0 - 1, exp=T0).serialize()
+    # as deep as a verifier reads, and no deeper
+    deep: Any = "x"
+    for _ in range(sdjwt.MAX_DEPTH):
+        deep = {"a": deep}
+    assert verify(present(issue(claims={"deep": deep}), ["deep"]))["deep"] == deep
+    with pytest.raises(ValueError, match="nests deeper than 32"):
+        issue(claims={"deep": {"a": deep}})
+    with pytest.raises(ValueError, match="must return 16 bytes"):  # a 128-bit salt, no less
+        sdjwt.issue_sd_jwt(issuer_key=ED_ISSUER, issuer_kid="k", claims={"a": 1},
+                           holder_jwk=jwk_of(ED_HOLDER), vct=VCT, iss=ISS, iat=1, nbf=1,
+                           exp=2, status=None, rng=lambda n: bytes(n // 2))
     # more Disclosures and decoys than a verifier takes, though each count alone fits
     many = {f"c{i}": i for i in range(sdjwt.MAX_DISCLOSURES - 5)}
     with pytest.raises(ValueError, match="claims and decoys"):
@@ -454,7 +487,8 @@ def test_payload_changed_after_signing() -> None:
         verify(rebind(f"{h}.{b64e(json.dumps(payload).encode())}.{s}", discs))
 
 
-@pytest.mark.parametrize("alg", ["none", "None", "HS256", "RS256", "ES384", "", 7, None])
+@pytest.mark.parametrize("alg", ["none", "None", "HS256", "RS256", "ES384", "", 7, None,
+                                 ["EdDSA"], {"EdDSA": 1}])
 def test_alg_not_allowed(alg: Any) -> None:
     jwt, discs, _ = split(present(issue(), ["given_name"]))
     _, p, s = jwt.split(".")
@@ -663,6 +697,19 @@ def test_kb_iat_window() -> None:
     assert verify(present(cred, [], iat=T0 + 60))
     with pytest.raises(KbIatError):
         verify(present(cred, [], iat=T0 - 20), kb_max_age=10)
+    # a boolean is no NumericDate, even where true (1) would be a fresh second
+    young = issue(iat=0, nbf=0, exp=1000).serialize()
+    with pytest.raises(KbIatError, match="iat is a boolean"):
+        verify(young + kb_for(young, ED_HOLDER, iat=True), now=1)
+    assert verify(young + kb_for(young, ED_HOLDER, iat=1), now=1)["iat"] == 0
+    # a verifier's own parameters: no negative window
+    with pytest.raises(ValueError, match=">= 0"):
+        verify(present(cred, []), clock_skew=-1)
+    with pytest.raises(ValueError, match=">= 0"):
+        verify(present(cred, []), kb_max_age=-1)
+    with pytest.raises(ValueError, match=">= 0"):
+        sdjwt.verify_issuer_signed(cred.serialize(), issuer_public_jwk=jwk_of(ED_ISSUER),
+                                   now=T0, clock_skew=-1)
 
 
 def test_kb_sd_hash_mismatch() -> None:
@@ -901,6 +948,12 @@ def test_an_object_with_more_than_the_dots_is_an_array_element_itself() -> None:
     assert verify(rebind(reissue(base_payload(items=items)), []))["items"] == items
     with pytest.raises(UnreferencedDisclosureError):
         verify(rebind(reissue(base_payload(items=items)), [d]))
+    # and the holder, presenting the plain claim, does not take it for a digest either
+    e = disclosure("c2FsdA", "hidden")
+    cred = reissue(base_payload(items=[{"...": digest(e), "b": 1}])) + "~" + e + "~"
+    shown = present(cred, ["items"])
+    assert split(shown)[1] == []
+    assert verify(shown)["items"] == [{"...": digest(e), "b": 1}]
 
 
 # -- negative: encoding, JSON, size -------------------------------------------------------------
@@ -942,13 +995,30 @@ def test_a_jws_header_read_to_pick_a_key_is_bounded() -> None:
         sdjwt.parse_jws_header(token(fits + 1))
 
 
+def test_an_empty_disclosure_is_named() -> None:
+    jwt, discs, _ = split(present(issue(), ["given_name"]))
+    with pytest.raises(MalformedError, match="disclosure #0 is empty") as e:
+        verify(rebind(jwt, ["", *discs]))
+    assert e.value.check == "malformed"
+
+
+def test_a_jwt_alone_is_no_sd_jwt() -> None:
+    """Without a '~' the issuer-signed JWT is not read as its own Key Binding JWT."""
+    jwt = issue().issuer_jwt
+    with pytest.raises(MalformedError, match="no '~' separator") as e:
+        verify(jwt)
+    assert e.value.check == "malformed"
+    with pytest.raises(MalformedError, match="no '~' separator"):
+        sdjwt.verify_issuer_signed(jwt, issuer_public_jwk=jwk_of(ED_ISSUER), now=T0)
+
+
 def test_the_size_limit_is_exact() -> None:
     with pytest.raises(SizeError) as e:
         verify("a" * (sdjwt.MAX_SIZE + 1))
     assert e.value.check == "size"
-    with pytest.raises(MalformedError) as e:  # at the limit: read, and refused for its form
+    with pytest.raises(MalformedError) as at:  # at the limit: read, and refused for its form
         verify("a" * sdjwt.MAX_SIZE)
-    assert e.value.check == "malformed"
+    assert at.value.check == "malformed"
 
 
 def test_base64url_is_strict_in_every_way_python_is_lenient() -> None:
@@ -1034,6 +1104,8 @@ def test_whitespace_around_json_is_json() -> None:
         assert verify(rebind(reissue(text), []))["iss"] == ISS
     assert sdjwt.strict_json(b'{"a": 1}\n', "x") == {"a": 1}
     assert sdjwt.strict_json_file(b'\xef\xbb\xbf{"a": 1}', "x") == {"a": 1}
+    for encoding in ("utf-16-le", "utf-16-be", "utf-16", "utf-32"):  # PowerShell 5's '>'
+        assert sdjwt.strict_json_file('{"a": "é"}'.encode(encoding), "x") == {"a": "é"}
 
 
 @pytest.mark.parametrize(("claim", "literal"), [("exp", "1e400"), ("nbf", "-1e400"),
