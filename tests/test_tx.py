@@ -323,6 +323,7 @@ def bad_body(name: str, path: tuple[Any, ...], value: Any) -> dict[str, Any]:
         ("governance:set_quorum", ("action",), "dissolve"),
         ("governance:set_quorum", ("args", "quorum"), 0),
         ("governance:set_quorum", ("args", "quorum"), 257),
+        ("governance:set_quorum", ("args", "quorum"), 65),  # MAX_SIGS + 1: no tx could meet it
         ("governance:rotate_key", ("args", "role"), "admin"),
         ("governance:rotate_key", ("args", "new_key"), b"\x01" * 31),
         ("governance:invalidate_key", ("args", "kid"), b"\x01" * 33),
@@ -351,11 +352,15 @@ def test_issue_validity_window_inverted() -> None:
     assert parse("issue", {**BODIES["issue"], "valid_until": T0 + 1}).body["valid_until"] == T0 + 1
 
 
-def test_grant_window_inverted() -> None:
-    args = dict(GOV_ARGS["grant"], until=T0)
-    with pytest.raises(DecodeError, match="ends before") as info:
-        parse("governance", {"seq": 1, "action": "grant", "args": args})
-    assert info.value.where == "tx.body<governance>.args.until"
+@pytest.mark.parametrize("action", ["grant", "grant_credit"])
+def test_grant_window_inverted(action: str) -> None:
+    for until in (T0, T0 - 1):  # a window of no second, or backwards
+        args = dict(GOV_ARGS[action], until=until)
+        with pytest.raises(DecodeError, match="ends before") as info:
+            parse("governance", {"seq": 1, "action": action, "args": args})
+        assert info.value.where == "tx.body<governance>.args.until"
+    args = dict(GOV_ARGS[action], until=T0 + 1)
+    assert parse("governance", {"seq": 1, "action": action, "args": args}).body["args"] == args
 
 
 def test_genesis_rules() -> None:
@@ -383,6 +388,12 @@ def type_def(**changes: Any) -> dict[str, Any]:
         {"claims": {"name": "float"}},
         {"claims": {"Name": "string"}},
         {"claims": {"na me": "string"}},
+        # as above, with the derived claim's date kept: each refused for its one fault
+        {"claims": {"n" * 65: "string", "birth_date": "date"}},  # identifiers: 1-64 chars
+        {"claims": {"name": "float", "birth_date": "date"}},
+        {"claims": {"Name": "string", "birth_date": "date"}},
+        {"claims": {"name": None, "birth_date": "date"}},
+        {"derived": {"a" * 65: {"claim": "birth_date", "age_over": 18}}},
         {"claims": {"name": 1}},
         {"claims": {"name": None}},
         {"derived": {"adult": {"claim": "given_name", "age_over": 18}}},
@@ -420,6 +431,10 @@ def test_register_type_unhashable_claim_kind_is_decode_error(kind: Any) -> None:
 def test_register_type_normalized() -> None:
     tx = parse("governance", type_def())
     assert tx.body["args"]["type"] == PERSON_TYPE
+    longest = {"n" * 64: "string", "birth_date": "date"}
+    derived = {"a" * 64: {"claim": "birth_date", "age_over": 18}}
+    body = parse("governance", type_def(claims=longest, derived=derived)).body
+    assert body["args"]["type"]["claims"] == longest
 
 
 # --- envelope rules ----------------------------------------------------------------------------
@@ -456,6 +471,18 @@ def test_too_many_signatures() -> None:
     with pytest.raises(DecodeError) as info:
         Tx.from_bytes(envelope(p, sigs))
     assert info.value.where == "tx.sigs"
+
+
+def test_a_65th_signature_is_not_added() -> None:
+    """Tx.sign refuses a signature the parse would refuse (ADR 48): at 64, none is added."""
+    keys = [PrivateKey(hashlib.sha256(b"signer %d" % i).digest()) for i in range(65)]
+    full = make_tx(NET, "issue", BODIES["issue"], keys[:64])
+    assert len(Tx.from_bytes(full.raw).sigs) == 64
+    with pytest.raises(DecodeError, match="at most 64 signatures") as info:
+        full.sign(keys[64])
+    assert info.value.where == "tx.sigs"
+    assert full.sign(keys[0]) is full  # a key that signed already adds nothing
+
 
 
 @pytest.mark.parametrize(

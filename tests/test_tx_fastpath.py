@@ -108,6 +108,40 @@ def test_malformed_issue_bodies_are_refused_by_both(case: str, body: dict[str, A
         Tx.from_bytes(raw)
 
 
+def _flat_cases() -> Iterator[tuple[str, str, dict[str, Any]]]:
+    status, credit = dict(sorted(STATUS.items())), dict(sorted(CREDIT.items()))
+    credit_w = dict(sorted(CREDIT_W.items()))
+    yield "status", "unknown status", {**status, "status": "expired"}
+    yield "status", "reason too long", {**status, "reason": "r" * 65}
+    yield "status", "reason not a str", {**status, "reason": b"lost"}
+    yield "status", "short id", {**status, "credential_id": CID[:31]}
+    yield "status", "negative time", {**status, "ts": -1}
+    yield "credit", "points too low", {**credit, "points": -1_000_001}
+    yield "credit", "points too high", {**credit, "points": 1_000_001}
+    yield "credit", "bool points", {**credit, "points": True}
+    yield "credit", "reason too long", {**credit, "reason": "r" * 65}
+    yield "credit", "bad category", {**credit, "category": "Tax"}
+    yield "credit", "short subject", {**credit, "subject": CID[:31]}
+    yield "credit", "negative date", {**credit, "date": -1}
+    yield "credit", "expiry too large", {**credit, "expiry": (1 << 40) + 1}
+    yield "credit", "ts too large", {**credit, "ts": (1 << 40) + 1}
+    yield "credit", "short withdraws", {**credit_w, "withdraws": CID[:31]}
+    yield "credit", "str withdraws", {**credit_w, "withdraws": CID.hex()}
+    yield "credit", "extra key", {**credit, "zz": 1}
+
+
+@pytest.mark.parametrize(("kind", "case", "body"), list(_flat_cases()))
+def test_malformed_status_and_credit_bodies_are_refused_by_both(kind: str, case: str,
+                                                                 body: dict[str, Any]) -> None:
+    good = _raw_env(_payload(dict(sorted((STATUS if kind == "status" else CREDIT).items())),
+                             kind))
+    assert agree(good) is not None
+    raw = _raw_env(_payload(body, kind))
+    assert txmod._fast_parse(raw) is None, case
+    with pytest.raises(DecodeError):
+        Tx.from_bytes(raw)
+
+
 def test_non_canonical_encodings_are_refused_by_both() -> None:
     good = _raw_env(_payload(dict(sorted(ISSUE.items()))))
     assert agree(good) is not None
@@ -129,9 +163,17 @@ def test_non_canonical_encodings_are_refused_by_both() -> None:
         "bad net": _raw_env({"body": dict(sorted(ISSUE.items())), "net": "NET",
                              "type": "issue"}),
         "non-canonical payload": _raw_env(codec.encode(_payload(ISSUE))[:-1] + b"\xce"),
+        # the same payload values in longer forms: another txid for the same transaction
+        "str 8 for a fixstr": _raw_env(codec.encode(_payload(ISSUE)).replace(
+            b"\xa4demo", b"\xd9\x04demo")),
+        "uint 64 for a uint 32": _raw_env(codec.encode(_payload(ISSUE)).replace(
+            b"\xa2ts\xce" + T0.to_bytes(4, "big"), b"\xa2ts\xcf" + T0.to_bytes(8, "big"))),
     }
     for name, raw in cases.items():
         assert raw != good, name
+        if name in ("str 8 for a fixstr", "uint 64 for a uint 32"):
+            assert codec.unpack_plain(msgpack.unpackb(raw)["payload"], max_size=1 << 16) == \
+                _payload(ISSUE), name
         assert txmod._fast_parse(raw) is None, name
         with pytest.raises(DecodeError):
             Tx.from_bytes(raw)

@@ -27,6 +27,14 @@ def test_controls_parse() -> None:
     {"subject": ["business-registration"]},  # T03: [] or [type, claim], never one member
     {"needs": [*RULE["needs"], dict(RULE["needs"][0])]},  # T08: a type needed twice
     {"params": [*RULE["params"], dict(RULE["params"][0])]},  # T09: a parameter named twice
+    {"needs": [{**RULE["needs"][0], "claims": ["c" * 65]}]},  # an identifier is 1-64 chars
+    {"documents": {"fast_track": ["d" * 65], "standard": []}},
+    {"documents": {"fast_track": [], "standard": ["premises_plan", "premises_plan"]}},
+    {"needs": [{**RULE["needs"][0], "claims": ["scope", "scope"]}]},  # a claim named twice
+    {"needs": [{**RULE["needs"][0], "claims": []}]},  # a type needed for no claim
+    {"clauses": [{**RULE["clauses"][0], "when": " \t\n"}]},  # an expression of blanks only
+    {"params": [{"name": "p", "int": 1, "str": "x"}]},  # a parameter of two kinds
+    {"params": [{"name": "p"}]},  # of none
 ])
 def test_rule_schema_refusals(changes: dict[str, Any]) -> None:
     with pytest.raises(DecodeError):
@@ -43,3 +51,14 @@ def test_reserved_claim_names_are_refused(name: str) -> None:  # T04
 def test_credit_policy_base_above_max_is_refused() -> None:  # T06
     with pytest.raises(DecodeError, match="min <= base <= max"):
         gov("set_credit_policy", {"policy": {**POLICY, "base": POLICY["max"] + 1}})
+
+
+@pytest.mark.parametrize("categories", [
+    [],  # a policy weighing nothing
+    [*POLICY["categories"], {"name": POLICY["categories"][0]["name"], "weight": 1}],  # twice
+], ids=["none", "one-named-twice"])
+def test_credit_policy_categories_are_one_or_more_and_distinct(
+        categories: list[dict[str, Any]]) -> None:
+    with pytest.raises(DecodeError, match="distinct categories") as info:
+        gov("set_credit_policy", {"policy": {**POLICY, "categories": categories}})
+    assert info.value.where == "tx.body<governance>.args.policy.categories"
