@@ -160,7 +160,12 @@ class Tx:
             raise DecodeError(f"a transaction carries at most {MAX_SIGS} signatures, and this "
                               f"one has {len(self.sigs)}: no more can be added", "tx.sigs")
         sigs = (*self.sigs, TxSig(key.kid, key.sign("tx", self.payload)))
-        return _envelope(self.net, self.type, self.body, self.payload, sigs)
+        signed = _envelope(self.net, self.type, self.body, self.payload, sigs)
+        if len(signed.raw) > MAX_TX_SIZE:  # as many signatures: a payload near the limit
+            raise DecodeError(f"with one more signature the transaction is {len(signed.raw)} "
+                              f"bytes, over the {MAX_TX_SIZE}-byte limit: no node could read "
+                              f"it", "tx")
+        return signed
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view (bytes as hex) for APIs and explorers."""

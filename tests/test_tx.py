@@ -484,6 +484,22 @@ def test_a_65th_signature_is_not_added() -> None:
     assert full.sign(keys[0]) is full  # a key that signed already adds nothing
 
 
+def test_a_signature_that_would_pass_the_size_limit_is_not_added() -> None:
+    """A rule's clauses may fill a payload nearly to MAX_TX_SIZE: a co-signature that took the
+    envelope past it made bytes every node refuses (a proposal lost, as at 65 signatures)."""
+    rule = copy.deepcopy(GOV_ARGS["register_rule"]["rule"])
+    rule["clauses"] = [{"when": "x" * 1995, "decision": "approved", "reason": "ok"}] * 32
+    one = make_tx(NET, "governance", {"seq": 1, "action": "register_rule", "args": {
+        "rule": rule}}, [REG.node_key])
+    assert MAX_TX_SIZE - len(one.raw) < 109  # room for no second {kid, sig}
+    assert Tx.from_bytes(one.raw).raw == one.raw
+    with pytest.raises(DecodeError, match="over the 65536-byte limit") as info:
+        one.sign(EDU.node_key)
+    assert info.value.where == "tx"
+    with pytest.raises(DecodeError, match="over the 65536-byte limit"):
+        make_tx(NET, "governance", {"seq": 1, "action": "register_rule", "args": {
+            "rule": rule}}, [REG.node_key, EDU.node_key])
+
 
 @pytest.mark.parametrize(
     ("sig", "where"),
