@@ -319,6 +319,9 @@ def bad_body(name: str, path: tuple[Any, ...], value: Any) -> dict[str, Any]:
         ("approval", ("reasons",), [1]),
         ("approval", ("reasons",), ["x" * 65]),
         ("approval", ("reasons",), ["r"] * 33),
+        ("approval", ("evidence",), b"\x03" * 31),
+        ("approval", ("rule_hash",), b"\x02" * 33),
+        ("credit", ("withdraws",), b"\x04" * 31),
         ("governance:set_quorum", ("seq",), 0),
         ("governance:set_quorum", ("action",), "dissolve"),
         ("governance:set_quorum", ("args", "quorum"), 0),
@@ -374,6 +377,13 @@ def test_genesis_rules() -> None:
     with pytest.raises(DecodeError) as info:
         parse("genesis", {**BODIES["genesis"], "agencies": [spec(REG), "edu"]})
     assert info.value.where == "tx.body<genesis>.agencies[1]"
+    # every founder signs the genesis: at most MAX_SIGS (64) of them
+    founders = [spec(demo_agency(f"a{i:02d}", f"Agency {i}", "caps")) for i in range(65)]
+    with pytest.raises(DecodeError, match="more than 64 items") as info:
+        parse("genesis", {**BODIES["genesis"], "agencies": founders, "quorum": 1})
+    assert info.value.where == "tx.body<genesis>.agencies"
+    body = parse("genesis", {**BODIES["genesis"], "agencies": founders[:64], "quorum": 64}).body
+    assert len(body["agencies"]) == 64
 
 
 def type_def(**changes: Any) -> dict[str, Any]:
@@ -389,6 +399,7 @@ def type_def(**changes: Any) -> dict[str, Any]:
         {"claims": {"Name": "string"}},
         {"claims": {"na me": "string"}},
         # as above, with the derived claim's date kept: each refused for its one fault
+        {"claims": {}, "derived": {}},  # a type of no claim at all
         {"claims": {"n" * 65: "string", "birth_date": "date"}},  # identifiers: 1-64 chars
         {"claims": {"name": "float", "birth_date": "date"}},
         {"claims": {"Name": "string", "birth_date": "date"}},

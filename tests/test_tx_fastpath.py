@@ -142,6 +142,15 @@ def test_malformed_status_and_credit_bodies_are_refused_by_both(kind: str, case:
         Tx.from_bytes(raw)
 
 
+def test_the_identifier_cache_is_bounded() -> None:
+    """Identifiers seen valid are remembered, but no more than 4096 of them: bytes from
+    anyone (each a new network or agency name) cannot grow a node's memory without end."""
+    for i in range(5000):
+        assert txmod._is_ident(f"agency-{i}")
+        assert len(txmod._IDENTS) <= 4096
+    assert not txmod._is_ident("Agency") and "Agency" not in txmod._IDENTS
+
+
 def test_non_canonical_encodings_are_refused_by_both() -> None:
     good = _raw_env(_payload(dict(sorted(ISSUE.items()))))
     assert agree(good) is not None

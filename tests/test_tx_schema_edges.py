@@ -33,6 +33,7 @@ def test_controls_parse() -> None:
     {"needs": [{**RULE["needs"][0], "claims": ["scope", "scope"]}]},  # a claim named twice
     {"needs": [{**RULE["needs"][0], "claims": []}]},  # a type needed for no claim
     {"clauses": [{**RULE["clauses"][0], "when": " \t\n"}]},  # an expression of blanks only
+    {"clauses": [{**RULE["clauses"][0], "note": "x"}]},  # a clause's schema is closed
     {"params": [{"name": "p", "int": 1, "str": "x"}]},  # a parameter of two kinds
     {"params": [{"name": "p"}]},  # of none
 ])
@@ -46,6 +47,13 @@ def test_reserved_claim_names_are_refused(name: str) -> None:  # T04
     with pytest.raises(DecodeError, match="reserve"):
         gov("register_type", {"type": {"id": "t", "title": "T", "claims": {name: "string"},
                                        "derived": {}}})
+
+
+def test_a_serious_event_is_one_point_or_more() -> None:
+    with pytest.raises(DecodeError, match=r"outside \[1, 1000000\]"):
+        gov("set_credit_policy", {"policy": {**POLICY, "serious_at": 0}})
+    assert gov("set_credit_policy", {"policy": {**POLICY, "serious_at": 1}})["args"]["policy"][
+        "serious_at"] == 1
 
 
 def test_credit_policy_base_above_max_is_refused() -> None:  # T06
