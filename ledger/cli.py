@@ -2415,6 +2415,11 @@ def cosign(
         _fail(f"not signed: the proposal carries {len(tx.sigs)} signatures, the most a "
               f"transaction can; the quorum needs {view.quorum}: submit it as it is "
               f"(agency submit {proposal})")
+    try:  # before asking: a signature that takes it past the size limit is never added
+        signed = tx.sign(key)
+    except DecodeError as e:
+        _fail(f"not signed: {e}; the quorum needs {view.quorum}: propose the change again "
+              "smaller (a rule with fewer or shorter clauses)")
     try:
         agreed = yes or typer.confirm(f"Sign this as {agency!r}?", default=False, err=True)
     except typer.Abort:  # the input ended before an answer
@@ -2422,7 +2427,6 @@ def cosign(
         agreed = False
     if not agreed:
         _fail("not signed (answer y to sign, or give --yes)")
-    signed = tx.sign(key)
     # Two agencies signing one shared file at once: the later write would drop the earlier
     # signature. Under a lock on the file, it is written only if it is still what was read.
     with proposal.open("rb") as held:

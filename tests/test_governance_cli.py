@@ -22,7 +22,7 @@ from ledger.errors import DecodeError
 from ledger.governance import args_from_json, describe, parse_proposal
 from ledger.keys import load_private_key
 from ledger.store import Store
-from ledger.tx import Tx, make_tx
+from ledger.tx import MAX_TX_SIZE, Tx, make_tx
 from node.app import create_app
 
 AGENCY = str(Path(sys.executable).with_name("agency"))
@@ -559,6 +559,51 @@ def test_a_costly_rule_is_neither_proposed_signed_nor_submitted(demo: Path,
     assert not prop.exists()
     body = {"seq": seq + 1, "action": "register_rule", "args": {"rule": rule}}
     _neither_cosigned_nor_submitted(demo, prop, body, where)
+    assert _gov_seq(demo) == seq
+
+
+def test_a_cosignature_that_would_pass_the_size_limit_is_refused_before_asking(
+        demo: Path, tmp_path: Path) -> None:
+    """A rule's clauses may fill a proposal nearly to MAX_TX_SIZE: `agency propose` writes it
+    (one signature fits), and `agency cosign` refuses, before asking, a second signature that
+    would make bytes no node reads; it said so with a traceback (round 13). The file is left
+    as it was."""
+    def rule(pad: int) -> dict[str, Any]:
+        when = f"claims.residence.district == '{'a' * pad}'"
+        return {"service": "residence-check", "title": "Residence check", "area": "licensing",
+                "agency": "civil", "needs": [{"type": "residence", "claims": ["district"]}],
+                "params": [], "subject": [],
+                "clauses": [{"when": when, "decision": "rejected", "reason": "not_resident"}]
+                * 32,
+                "otherwise": {"decision": "approved", "reason": "eligible"},
+                "fast_track": "", "fast_track_reason": "fast_track",
+                "documents": {"fast_track": [], "standard": []}}
+
+    seq = _gov_seq(demo)
+    edu = load_private_key(demo / "keys" / "edu.issuer.key", PASS)
+
+    def size(pad: int) -> int:
+        return len(make_tx("changsheng-demo", "governance", {
+            "seq": seq + 1, "action": "register_rule", "args": {"rule": rule(pad)}}, [edu]).raw)
+
+    pad = 1900 + (MAX_TX_SIZE - 60 - size(1900)) // 32  # one signature fits, not two (109 B)
+    assert MAX_TX_SIZE - 109 < size(pad) <= MAX_TX_SIZE
+    args = tmp_path / "rule.json"
+    args.write_text(json.dumps({"rule": rule(pad)}))
+    prop = tmp_path / "rule.prop"
+    r = agency("propose", "register_rule", "--args", str(args), "--data", str(demo), "--agency",
+               "edu", "--out", str(prop))
+    assert r.returncode == 0, r.stderr
+    before = prop.read_bytes()
+    assert len(parse_proposal(before).sigs) == 1
+    r = agency("cosign", str(prop), "--data", str(demo), "--agency", "civil")  # no --yes
+    assert r.returncode == 1, r.stderr
+    said = " ".join(r.stderr.split())
+    assert "Traceback" not in r.stderr
+    assert "not signed: tx: with one more signature the transaction is" in said
+    assert f"over the {MAX_TX_SIZE}-byte limit" in said and "propose the change again" in said
+    assert "Sign this" not in r.stderr  # refused before asking
+    assert prop.read_bytes() == before
     assert _gov_seq(demo) == seq
 
 
