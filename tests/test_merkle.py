@@ -324,6 +324,8 @@ def test_verifiers_reject_short_hashes() -> None:
     cons = consistency_proof(LEAF_HASHES, 3)
     with pytest.raises(ProofError, match="old root hash is 0 bytes"):
         verify_consistency(3, 8, b"", ROOTS[8], cons)
+    with pytest.raises(ProofError, match="new root hash is 31 bytes"):
+        verify_consistency(3, 8, ROOTS[3], ROOTS[8][:31], cons)
     with pytest.raises(ProofError, match="consistency proof hash 0 is 31 bytes"):
         verify_consistency(3, 8, ROOTS[3], ROOTS[8], [cons[0][:31], *cons[1:]])
 
