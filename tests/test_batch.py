@@ -199,3 +199,47 @@ def test_a_quorum_above_the_witnesses_a_batch_holds_still_moves_the_time(
         assert block_time(_batch(members[0], T0 + 100, seen[:15]), big.registry, T0) == T0
     finally:
         big.close()
+
+
+def test_an_agency_witnessing_twice_counts_once_with_its_first_time(
+        ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Only an agency's first signed clock time in a batch counts: one it signed earlier,
+    listed after, neither replaces it nor counts as a second agency."""
+    reg, tax = agencies["reg"], agencies["tax"]
+    ahead = T0 + 88 * DAY
+    twice = _batch(reg, ahead, [_seen(tax, T0 + 300), _seen(tax, T0 + 150)])
+    assert block_time(twice, ledger.registry, T0 + 100) == T0 + 300 + WITNESS_SLACK
+
+
+def test_a_witnessed_time_behind_the_head_leaves_the_time_at_the_head(
+        ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A block's time never goes back: a batch ahead of the head whose only witness signed
+    a time long before the head's gives the head's time, not the witness's plus the slack."""
+    reg, tax = agencies["reg"], agencies["tax"]
+    head = T0 + DAY
+    old = _batch(reg, head + 1000, [_seen(tax, T0 + 100)])
+    assert block_time(old, ledger.registry, head) == head
+
+
+def test_a_batch_for_another_network_is_refused_even_signed_by_a_current_node_key(
+        ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """An agency's node key signs on another network too (one key, two networks): its batch
+    there is no batch here."""
+    reg = agencies["reg"]
+    elsewhere = make_batch("other-net", reg.id, reg.node_key, T0 + 5, [b"tx"])
+    check_batch(_batch(reg, T0 + 5, []), ledger.registry, T0)
+    with pytest.raises(DecodeError) as e:
+        check_batch(elsewhere, ledger.registry, T0)
+    assert e.value.where == "batch.net"
+
+
+def test_a_batch_holds_at_least_one_transaction() -> None:
+    from ledger import codec
+
+    with pytest.raises(ValueError, match="at least one transaction"):
+        make_batch(NET, "reg", PrivateKey.generate(), T0, [])
+    raw = codec.encode({"v": 1, "net": NET, "proposer": "reg", "time": 1, "txs": [],
+                        "sig": bytes(64)})
+    with pytest.raises(DecodeError) as e:
+        Batch.from_bytes(raw)
+    assert e.value.where == "batch.txs"
