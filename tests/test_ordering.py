@@ -344,3 +344,45 @@ def test_a_killed_signature_worker_is_replaced_and_the_work_done() -> None:
         assert list(checker._pool._processes) != pids
     finally:
         checker.close()
+
+
+def test_tasks_that_found_one_pool_broken_replace_it_once() -> None:
+    """However many tasks found the pool broken by one dead worker, it is replaced once: each
+    asks for a pool in place of the one that broke, and the second gets the first's new one."""
+    import os
+    import signal
+    from concurrent.futures.process import BrokenProcessPool
+
+    from ledger.sigcheck import SignatureChecker, parse_and_check
+
+    checker = SignatureChecker(1)
+    try:
+        broken = checker._pool
+        os.kill(next(iter(broken._processes)), signal.SIGKILL)
+        with pytest.raises(BrokenProcessPool):
+            broken.submit(parse_and_check, [], {}).result()
+        first = checker._replace(broken)
+        assert checker._replace(broken) is first is checker._pool
+        assert checker.restarts == 1
+    finally:
+        checker.close()
+
+
+def test_a_signature_worker_ignores_ctrl_c() -> None:
+    """A terminal's Ctrl-C reaches the workers too (one process group); the parent decides
+    when its pool stops, so a worker outlives the SIGINT and the pool is not replaced."""
+    import os
+    import signal
+
+    from ledger.sigcheck import SignatureChecker
+
+    checker = SignatureChecker(1)
+    try:
+        pids = list(checker._pool._processes)
+        os.kill(pids[0], signal.SIGINT)
+        got = checker.submit([b"not an envelope"], {}).result()
+        assert len(got) == 1 and isinstance(got[0], str)
+        assert checker.restarts == 0
+        assert list(checker._pool._processes) == pids
+    finally:
+        checker.close()
