@@ -115,6 +115,24 @@ def test_bad_json_arguments_name_the_member(args: dict[str, object], message: st
         args_from_json(args)
 
 
+def test_members_inside_a_list_are_left_as_written() -> None:
+    """A rule's or an agency's list items are not arguments: a ``kid`` or ``from`` there is a
+    claim's name or value, not a key or a time to convert."""
+    needs = {"rule": {"needs": [{"kid": "ab" * 32, "from": "2027-01-01"}]}}
+    assert args_from_json(needs) == needs
+    agency = {"agency": {"id": "x", "keys": [{"kid": "ab" * 32}]}}
+    assert args_from_json(agency) == agency
+
+
+def test_the_64_bit_bounds_are_exact() -> None:
+    """The ledger's integers are msgpack's: -(2**63) up to 2**64 - 1, both ends included."""
+    for n in (-(2**63), 2**64 - 1):
+        assert args_from_json({"at": n}) == {"at": n}
+    for n in (-(2**63) - 1, 2**64):
+        with pytest.raises(DecodeError, match=r"args\.at: is outside the range"):
+            args_from_json({"at": n})
+
+
 # -- embedded: the CLI writes the store itself ----------------------------------------------------
 
 def test_a_proposal_commits_once_the_quorum_has_signed(demo: Path, tmp_path: Path) -> None:
@@ -452,9 +470,12 @@ def test_an_invalidation_says_how_far_back_a_thief_may_date() -> None:
                                      "args": {"kid": key.kid, "from": 1_800_000_000}}, [key])
     said = " ".join(describe(tx))
     assert f"minus {MAX_BACKDATE // 60} minutes" in said and "thief" in said
+    assert f"dated up to {MAX_BACKDATE // 60} minutes before it" in said
+    assert describe(tx)[1] == "  from = 1800000000 (2027-01-15 08:00:00 UTC)"
     other = make_tx("n", "governance", {"seq": 1, "action": "set_quorum",
                                         "args": {"quorum": 2}}, [key])
-    assert "thief" not in " ".join(describe(other))
+    # a number that is not a time is shown as it is
+    assert describe(other) == ["governance #1 on 'n': set_quorum", "  quorum = 2"]
 
 
 def test_a_peer_quiet_since_its_node_key_was_rotated_is_named_so(demo: Path,
