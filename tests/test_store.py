@@ -35,10 +35,10 @@ from ledger.chain import (
     node_key,
     registry_key,
 )
-from ledger.errors import ProofError, StoreError
+from ledger.errors import DecodeError, ProofError, StoreError
 from ledger.network import demo_agency, genesis_tx, governance_tx, issue_tx, status_tx
 from ledger.state import Registry
-from ledger.store import Store, store_unused
+from ledger.store import Store, store_unused, stored_consistency_proof
 from ledger.tx import Tx
 
 NET = "demo"
@@ -149,6 +149,54 @@ def test_chain_shape(store: Store, leaves: list[bytes]) -> None:
         prev = b
     assert prev is not None
     assert prev.hash == head.hash
+
+
+_COUNTS = "height/first_index must be >= 0"
+_SIZES = "are 32 bytes"
+_FIRST = "only block 0 starts the log"
+
+
+@pytest.mark.parametrize(("height", "prev", "first", "count", "why"), [
+    (-1, b"\x01" * 32, 1, 1, _COUNTS),  # a negative height
+    (1, b"\x01" * 32, -1, 1, _COUNTS),  # a negative first index
+    (1, b"\x01" * 32, 1, 0, _COUNTS),  # a block of no transaction
+    (1, b"\x01" * 31, 1, 1, _SIZES),  # a previous hash that is not 32 bytes
+    (1, GENESIS_PREV, 0, 1, _FIRST),  # a later block starting the log with the zero prev hash
+    (0, GENESIS_PREV, 5, 1, _FIRST),  # block 0 not starting the log
+    (0, b"\x01" * 32, 0, 1, _FIRST),  # block 0 after something
+])
+def test_a_header_that_cannot_be_is_refused(height: int, prev: bytes, first: int,
+                                             count: int, why: str) -> None:
+    """The header's own rules, built or decoded: a block 0 that does not start the log, or
+    follows something, is refused as a decoded header too."""
+    with pytest.raises(ValueError, match=why):
+        BlockHeader(NET, height, prev, T0, first, count, bytes(32))
+    if why == _FIRST:
+        from ledger import codec
+
+        raw = codec.encode({"v": 1, "net": NET, "height": height, "prev_hash": prev, "time": T0,
+                            "first_index": first, "tx_count": count, "log_size": first + count,
+                            "log_root": bytes(32)})
+        with pytest.raises(DecodeError, match=why):
+            BlockHeader.from_bytes(raw)
+
+
+@pytest.mark.parametrize(("change", "where"), [
+    ({"log_size": 4}, "block.log_size"),  # not first_index + tx_count (3)
+    ({"v": 2}, "block.v"),
+    ({"extra": 1}, "extra"),
+    ({"tx_count": 0, "log_size": 1}, "block.tx_count"),
+])
+def test_a_header_decodes_only_in_its_schema(change: dict[str, int], where: str) -> None:
+    """A header whose log size is not its first index plus its count, of another version,
+    with a member the schema lacks, or of no transaction does not decode, and says where
+    (its hash, over the re-encoded header, would not be over the bytes stored)."""
+    from ledger import codec
+
+    good = BlockHeader(NET, 1, b"\x01" * 32, T0, 1, 2, bytes(32))
+    assert BlockHeader.from_bytes(good.to_bytes()) == good
+    with pytest.raises(DecodeError, match=where):
+        BlockHeader.from_bytes(codec.encode({**good.to_dict(), **change}))
 
 
 def test_tx_index(store: Store) -> None:
@@ -314,6 +362,27 @@ def test_a_store_open_elsewhere_is_refused_in_plain_words(tmp_path: Path) -> Non
         pass
 
 
+def test_a_store_held_unused_by_another_process_is_refused_to_a_second(tmp_path: Path) -> None:
+    """Replacing a store folder holds it exclusively: a second process replacing or copying
+    it (a shared hold) is refused while the first holds it."""
+    Store(tmp_path / "s").close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from ledger.store import store_unused\n"
+         f"with store_unused({str(tmp_path / 's')!r}):\n"
+         "    print('held', flush=True); sys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        for shared in (False, True):
+            with pytest.raises(StoreError, match="open in another process"), \
+                    store_unused(tmp_path / "s", shared=shared):
+                pass
+    finally:
+        holder.communicate("")
+    with store_unused(tmp_path / "s"):
+        pass
+
+
 # --- reopen ------------------------------------------------------------------------------------
 
 
@@ -410,6 +479,14 @@ def test_build_block_rejects_stale_frontier(tmp_path: Path) -> None:
             build_block(s.head, s.registry, s, CompactRange(), [], T0)
 
 
+def test_a_compact_range_holds_one_hash_per_set_bit_of_its_size() -> None:
+    h = merkle.leaf_hash(b"x")
+    assert CompactRange(5, [h, h]).root() == merkle.node_hash(h, h)
+    for size, hashes in [(5, [h]), (4, [h, h]), (0, [h]), (1, [])]:
+        with pytest.raises(ValueError, match="compact range"):
+            CompactRange(size, hashes)
+
+
 def test_checkpoints_and_extra_records(tmp_path: Path) -> None:
     with Store(tmp_path / "k") as s:
         s.write_block(build_genesis(genesis_tx(NET, [REG], 1, T0)), {b"k" + (1).to_bytes(8, "big"):
@@ -420,6 +497,41 @@ def test_checkpoints_and_extra_records(tmp_path: Path) -> None:
         assert s.checkpoint() == b"cp3"
         assert s.checkpoint(2) == b"cp2"
         assert s.checkpoint(9) is None
+
+
+def test_the_head_checkpoint_is_the_last_one_the_head_covers(tmp_path: Path) -> None:
+    """One at the head's own size counts; one past the head (its block not yet the head)
+    does not."""
+    with Store(tmp_path / "k") as s:
+        s.write_block(build_genesis(genesis_tx(NET, [REG], 1, T0)))
+        assert s.head_checkpoint() is None
+        s.put_checkpoint(1, b"cp1")
+        assert s.head_checkpoint() == b"cp1"
+        s.put_checkpoint(2, b"cp2")
+        assert s.checkpoint() == b"cp2"
+        assert s.head_checkpoint() == b"cp1"
+
+
+def test_a_status_list_ends_where_the_next_begins(tmp_path: Path) -> None:
+    """Credentials at the last index of list 0, the first of list 1 and the last of the last
+    list: each list's entries and values are its own."""
+    from ledger.state import STATUS_LIST_SIZE, STATUS_LISTS
+
+    last = STATUS_LISTS * STATUS_LIST_SIZE - 1
+    indexes = [STATUS_LIST_SIZE - 1, STATUS_LIST_SIZE, last]
+    with Store(tmp_path / "lists") as s:
+        s.write_block(build_genesis(genesis_tx(NET, [REG, EDU, TAX], 2, T0)))
+        commit(s, [governance_tx(NET, 1, "register_type", {"type": DIPLOMA}, [REG, EDU]),
+                   governance_tx(NET, 2, "grant", {"agency": "edu", "type": "diploma",
+                                                   "from": T0, "until": T0 + DAY},
+                                 [REG, EDU])], T0 + 10)
+        commit(s, [issue_tx(NET, EDU, cid(i), "diploma", i, T0, T0 + DAY, T0 + 20)
+                   for i in indexes], T0 + 20)
+        assert s.status_lists("edu", "diploma") == [0, 1, STATUS_LISTS - 1]
+        for number, index in zip([0, 1, STATUS_LISTS - 1], indexes, strict=True):
+            assert list(s.status_entries("edu", "diploma", number)) == [(index, "valid")]
+            assert list(s.status_values("edu", "diploma", number)) == [(index, "valid")]
+        assert sorted(s.status_values("edu", "diploma")) == [(i, "valid") for i in indexes]
 
 
 # --- registry_at -------------------------------------------------------------------------------
@@ -504,23 +616,27 @@ def _block_of(prev: Head, entries: list[bytes], frontier: CompactRange, t: int) 
                        fr.root()).to_bytes()
 
 
-@pytest.mark.parametrize("fault", ["skipped", "earlier", "entry", "count", "network",
-                                   "no-quorum", "not-canonical"])
+@pytest.mark.parametrize("fault", ["skipped", "prev-hash", "earlier", "entry", "count",
+                                   "network", "no-quorum", "not-canonical"])
 def test_a_block_that_does_not_follow_is_refused_by_name(store: Store, fault: str) -> None:
     """What following checks, each refused with what was wrong: a block after a gap, one
-    dated before its parent, an entry that is not the one the header's log root commits to, a
+    naming another block as its parent (its height and first index right), one dated before
+    its parent, an entry that is not the one the header's log root commits to, a
     count that is not the entries', another network's, a governance change signed by fewer
     agencies than the quorum (its own header and root well-formed), a header not in canonical
     bytes."""
     at, registry, frontier = _genesis_start(store)
     one = store.block(1)
     header, entries = one.to_bytes(), store.block_entries(one)
-    expected = {"skipped": "does not follow block 0", "earlier": "is before block 0",
+    expected = {"skipped": "does not follow block 0", "prev-hash": "does not follow block 0",
+                "earlier": "is before block 0",
                 "entry": "do not make its log root", "count": "counts 1 transactions and holds 2",
                 "network": "is of network 'elsewhere'", "no-quorum": "does not apply",
                 "not-canonical": "header"}[fault]
     if fault == "skipped":
         header, entries = store.block(2).to_bytes(), store.block_entries(store.block(2))
+    elif fault == "prev-hash":
+        header = BlockHeader(NET, 1, b"\x01" * 32, one.time, 1, 1, one.log_root).to_bytes()
     elif fault == "earlier":
         header = BlockHeader(NET, 1, at.hash, at.time - 1, 1, 1, one.log_root).to_bytes()
     elif fault == "entry":  # an issuance of block 3 in its place
@@ -665,6 +781,16 @@ def test_garbage_head(small_store: Path) -> None:
         Store(small_store)
 
 
+def test_a_head_record_with_a_member_too_many_is_refused(small_store: Path) -> None:
+    from ledger import codec
+
+    h = _head(small_store)
+    extra = codec.encode({**codec.decode(h.to_bytes()), "zz": 1})
+    _edit(small_store, {head_key: extra})
+    with pytest.raises(StoreError, match="store head is corrupt"):
+        Store(small_store)
+
+
 def test_tampered_block_root(small_store: Path) -> None:
     h = _head(small_store)
     with Store(small_store) as s:
@@ -674,6 +800,37 @@ def test_tampered_block_root(small_store: Path) -> None:
     _edit(small_store, {block_key(h.height): forged.to_bytes()})
     with pytest.raises(StoreError):
         Store(small_store)
+
+
+def test_a_block_root_off_the_log_is_refused_with_the_head_naming_that_block(
+        small_store: Path) -> None:
+    """The head names a forged last block (its hash) and the log's true root: the block's
+    own root is not the log's, and the store refuses to open."""
+    h = _head(small_store)
+    with Store(small_store) as s:
+        b = s.block(h.height)
+    forged = BlockHeader(b.net, b.height, b.prev_hash, b.time, b.first_index, b.tx_count,
+                         bytes(32))
+    _edit(small_store, {block_key(h.height): forged.to_bytes(),
+                        head_key: Head(h.height, forged.hash, h.log_size, h.log_root,
+                                       h.time).to_bytes()})
+    with pytest.raises(StoreError, match="does not match its Merkle log"):
+        Store(small_store)
+
+
+def test_only_bookkeeping_records_are_written_directly(tmp_path: Path) -> None:
+    with Store(tmp_path / "x") as s:
+        s.write_block(build_genesis(genesis_tx(NET, [REG], 1, T0)))
+        head = s.head
+        for write in (lambda: s.put_records({b"H": b"forged"}),
+                      lambda: s.put_checkpoints({}, {b"H": b"forged"}),
+                      lambda: s.put_checkpoints({}, {b"H": None})):
+            with pytest.raises(StoreError, match="only x-prefixed"):
+                write()
+        s.put_checkpoints({}, {b"x1": b"kept"})
+        assert s.get(b"x1") == b"kept"
+    with Store(tmp_path / "x") as again:
+        assert again.head == head
 
 
 @pytest.mark.parametrize("which", range(len(CompactRange.nodes_for(7))))
@@ -710,7 +867,7 @@ def _cp_text(size: int, root: bytes, lines: tuple[str, ...]) -> bytes:
     return Checkpoint(NET, size, root, lines).sign("reg", REG.node_key).to_text().encode()
 
 
-@pytest.mark.parametrize("case", ["ahead", "root", "height", "hash", "line"])
+@pytest.mark.parametrize("case", ["ahead", "root", "height", "later", "hash", "size", "line"])
 def test_a_store_off_its_own_checkpoint_is_refused(small_store: Path, case: str) -> None:
     """The last stored checkpoint must lie on the store's chain: its size within the head's
     (else the store was rolled back), its root the log's there, and (ADR 60) the block it names
@@ -721,6 +878,7 @@ def test_a_store_off_its_own_checkpoint_is_refused(small_store: Path, case: str)
         assert s.head is not None
         top = s.block(s.head.height)
         size, root, height, block_hash = top.log_size, top.log_root, top.height, top.hash
+        inner_root = s.root_at(size - 1)
         good = _cp_text(size, root, (block_line(height, block_hash),))
         s.put_checkpoints({size: good})
     with Store(small_store, create=False) as s:  # the true checkpoint: it opens
@@ -729,10 +887,15 @@ def test_a_store_off_its_own_checkpoint_is_refused(small_store: Path, case: str)
         "ahead": (size + 1, root, block_line(height + 1, block_hash), "rolled back"),
         "root": (size, bytes(32), block_line(height, block_hash), "expected root"),
         "height": (size, root, block_line(height - 1, block_hash), "names block"),
+        # the head block's hash, at a height past the head
+        "later": (size, root, block_line(height + 1, block_hash), "names block"),
         "hash": (size, root, block_line(height, bytes(32)), "names block"),
+        # a true root inside the block, naming the block: the block does not end there
+        "size": (size - 1, inner_root, block_line(height, block_hash), "names block"),
         "line": (size, root, "block x", "checkpoint is corrupt"),
     }[case]
-    _edit(small_store, {checkpoint_key(bad[0]): _cp_text(bad[0], bad[1], (bad[2],))})
+    _edit(small_store, {checkpoint_key(bad[0]): _cp_text(bad[0], bad[1], (bad[2],))},
+          deletes=(checkpoint_key(size),) if bad[0] < size else ())  # the bad one is the last
     with pytest.raises(StoreError, match=bad[3]):
         Store(small_store, create=False)
 
@@ -748,6 +911,36 @@ def test_refused_open_releases_lock(small_store: Path) -> None:
     _edit(small_store, {head_key: good})
     with Store(small_store) as s:
         assert s.head == h
+
+
+def test_an_entry_past_the_head_is_not_read(small_store: Path) -> None:
+    """A record past the head's log (left by no block) is not the log's entry."""
+    _edit(small_store, {entry_key(7): b"stray"})
+    with Store(small_store) as s:
+        assert s.entry(6)
+        with pytest.raises(StoreError, match="no log entry at index 7"):
+            s.entry(7)
+
+
+def test_a_consistency_proof_from_raw_records_is_the_stores(small_store: Path) -> None:
+    """The auditor's proof from a store's raw records (no head trusted): the store's own for
+    every pair of sizes; sizes out of order or from the empty tree, and a missing node, are
+    a StoreError."""
+    with Store(small_store) as s:
+        for new in range(1, 8):
+            for old in range(1, new + 1):
+                assert stored_consistency_proof(s.get, old, new) == \
+                    s.consistency_proof(old, new)
+    _edit(small_store, deletes=(node_key(1, 2),))  # leaves 4 and 5
+    db = plyvel.DB(str(small_store))
+    try:
+        for old, new in [(0, 7), (-1, 7), (5, 4)]:
+            with pytest.raises(StoreError, match=f"old size {old} is not in"):
+                stored_consistency_proof(db.get, old, new)
+        with pytest.raises(StoreError, match=r"missing Merkle node \[4, 6\)"):
+            stored_consistency_proof(db.get, 3, 7)
+    finally:
+        db.close()
 
 
 def test_missing_entry_detected_on_read(small_store: Path) -> None:
@@ -930,6 +1123,35 @@ def test_status_values_name_a_missing_credential_record(chain_path: Path, tmp_pa
         # delete the record the middle index entry points at: the seek lands on the next one
         k, cid = entries[len(entries) // 2]
         s._db.delete(b"c" + cid)
+        index = int.from_bytes(k[len(prefix):], "big")
+        with pytest.raises(StoreError, match=f"status index {index} of edu/diploma points at"):
+            list(s.status_values("edu", "diploma"))
+    finally:
+        s.close()
+
+
+def test_status_entries_name_a_missing_credential_record(small_store: Path) -> None:
+    _edit(small_store, deletes=(b"c" + cid(1),))
+    with Store(small_store) as s, \
+            pytest.raises(StoreError, match="status index 00000001 points at no credential"):
+        list(s.status_entries("edu", "diploma"))
+
+
+def test_status_values_refuse_a_record_of_no_known_status(chain_path: Path,
+                                                          tmp_path: Path) -> None:
+    import shutil
+
+    import msgpack
+
+    path = tmp_path / "copy"
+    shutil.copytree(chain_path, path)
+    s = Store(path)
+    try:
+        prefix = b"iedu\x00diploma\x00"
+        k, credential = next((bytes(k), bytes(v)) for k, v in s._db.iterator(prefix=prefix))
+        rec = msgpack.unpackb(s._db.get(b"c" + credential), raw=False)
+        assert rec[2] in ("valid", "revoked")
+        s._db.put(b"c" + credential, msgpack.packb([*rec[:2], "forgotten", *rec[3:]]))
         index = int.from_bytes(k[len(prefix):], "big")
         with pytest.raises(StoreError, match=f"status index {index} of edu/diploma points at"):
             list(s.status_values("edu", "diploma"))
