@@ -72,7 +72,7 @@ def open_record(blob: bytes, keys: Mapping[bytes, bytes], what: str,
     f = codec.Fields(rec, what)
     f.version(2, what)
     mark = f.bytes("key", size=8)
-    box = f.bytes("box")
+    box = f.bytes("box", max_len=max_size)  # a record's size, not a field's 4096 bytes
     f.done()
     key = keys.get(mark)
     if key is None:

@@ -360,3 +360,82 @@ def test_evidence_naming_the_approvals_own_block_is_refused(tmp_path: Path) -> N
     assert problem.reason == ("the evidence names an evaluation height that is not a block "
                               "before the approval's")
     assert (problem.expected, problem.found) == (f"< {at}", str(at))
+
+
+# -- found by mutation round 11 (keys and evidence sealed at rest) ---------------------------------
+
+def test_a_sealed_record_opens_only_in_its_exact_shape() -> None:
+    """`open_record` opens a record sealed as `seal_record` seals it and nothing else: a field
+    added beside the seal, a key mark of another length, a seal holding a sealed record or no
+    map, something that is not a map at all are refused as malformed (DecodeError), not read
+    or taken for a record whose key was not given."""
+    import pytest
+
+    from ledger.errors import DecodeError
+    from ledger.sealed import SealedError, key_mark, open_record
+
+    # the mark is on disk in every sealed record: it is pinned (another domain or length would
+    # leave every record sealed before it unopened, "sealed with a key not given")
+    assert key_mark(bytes(range(32))).hex() == "705816dfdcb2cb04"
+    key, other = os.urandom(32), os.urandom(32)
+    keys = {key_mark(key): key}
+    record = {"documents": ["d"], "v": 1}
+    sealed = seal_record(codec.encode(record), key)
+    assert open_record(sealed, keys, "r") == record
+    outer = codec.decode(sealed)
+    with pytest.raises(DecodeError, match="extra"):
+        open_record(codec.encode({**outer, "extra": 1}), keys, "r")
+    for mark in (key_mark(key)[:7], key_mark(key) + b"\x00"):
+        with pytest.raises(DecodeError, match="key"):
+            open_record(codec.encode({**outer, "key": mark}), {**keys, mark: key}, "r")
+    twice = seal_record(sealed, key)
+    with pytest.raises(DecodeError, match="holds no record"):
+        open_record(twice, keys, "r")
+    with pytest.raises(DecodeError, match="holds no record"):
+        open_record(seal_record(codec.encode(["documents"]), key), keys, "r")
+    with pytest.raises(DecodeError, match="not a map"):
+        open_record(codec.encode(["box", 2]), keys, "r")
+    with pytest.raises(SealedError, match=key_mark(key).hex()):
+        open_record(sealed, {key_mark(other): other}, "r")
+    with pytest.raises(DecodeError, match="seal does not open"):
+        open_record(sealed, {key_mark(key): other}, "r")
+
+
+def test_a_sealed_record_over_4_kib_opens() -> None:
+    """A record is bounded by the size `open_record` is given (2 MiB), sealed or clear: a
+    sealed one of more than 4 KiB (long claims, a long clause) opened as a field of at most
+    4096 bytes, so neither its node nor an auditor could read it, and sealing a node's older
+    clear records made the large ones unreadable (found by mutation round 11)."""
+    from ledger.sealed import key_mark, open_record
+
+    key = os.urandom(32)
+    for record in ({"documents": ["x" * 5000], "v": 1},
+                   {"documents": ["x" * (1 << 20)], "v": 1}):  # over codec's default limit
+        assert open_record(seal_record(codec.encode(record), key), {key_mark(key): key},
+                           "r") == record
+
+
+def test_an_evidence_key_file_is_32_bytes_and_never_replaced(tmp_path: Path) -> None:
+    """`read_evidence_key` refuses a sealed evidence-key file holding another length, and
+    `load_evidence_key` never puts a new key where a name is taken, even by a link whose
+    target is missing (a secret store not mounted): a new key there would leave every record
+    sealed with the old one unopened."""
+    import pytest
+
+    from ledger.errors import KeyFileError
+    from ledger.keys import seal_secret
+    from ledger.sealed import EVIDENCE_KEY, load_evidence_key
+
+    short = tmp_path / "short.key"
+    short.write_bytes(seal_secret(bytes(16), PASS, EVIDENCE_KEY))
+    with pytest.raises(KeyFileError, match="holds no evidence key"):
+        read_evidence_key(short, PASS)
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / EVIDENCE_KEY_FILE).symlink_to(tmp_path / "unmounted" / EVIDENCE_KEY_FILE)
+    with pytest.raises(KeyFileError, match="cannot read"):
+        load_evidence_key(keys, PASS)
+    assert (keys / EVIDENCE_KEY_FILE).is_symlink()
+    made = load_evidence_key(tmp_path, PASS)
+    assert load_evidence_key(tmp_path, PASS) == made == read_evidence_key(
+        tmp_path / EVIDENCE_KEY_FILE, PASS)
