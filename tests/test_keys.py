@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nacl.pwhash
 import nacl.signing
 import pytest
 
@@ -250,6 +251,9 @@ def test_key_file_does_not_contain_seed(key_file: Path, key: PrivateKey) -> None
     assert d["kdf"] == "argon2id"
     assert d["kid"] == key.kid
     assert d["v"] == 1
+    # at libsodium's INTERACTIVE cost, not its minimum (a passphrase guessed that much faster)
+    assert (d["ops"], d["mem"]) == (nacl.pwhash.argon2id.OPSLIMIT_INTERACTIVE,
+                                    nacl.pwhash.argon2id.MEMLIMIT_INTERACTIVE)
 
 
 def test_key_files_are_salted(tmp_path: Path, key: PrivateKey) -> None:
@@ -271,6 +275,29 @@ def test_overwrite_keeps_mode_and_new_key(key_file: Path) -> None:
     assert load_private_key(key_file, b"pass 2").kid == other.kid
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     with pytest.raises(KeyFileError):
+        load_private_key(key_file, PASS)
+
+
+def test_a_key_saved_without_overwrite_never_replaces_one(key_file: Path) -> None:
+    """``overwrite=False`` (a new agency's key, say) refuses an existing file and leaves it
+    as it was: a second run cannot replace a key the ledger already knows."""
+    before = key_file.read_bytes()
+    with pytest.raises(FileExistsError):
+        save_private_key(key_file, PrivateKey(SEED2), b"pass 2", overwrite=False)
+    assert key_file.read_bytes() == before
+    fresh = key_file.with_name("fresh.key")
+    save_private_key(fresh, PrivateKey(SEED2), b"pass 2", overwrite=False)
+    assert load_private_key(fresh, b"pass 2").kid == PrivateKey(SEED2).kid
+
+
+@pytest.mark.parametrize("field", [{"ops": 0}, {"mem": 8191}, {"salt": bytes(15)},
+                                   {"salt": bytes(17)}])
+def test_a_key_file_below_libsodium_s_minimums_is_refused_by_its_field(
+        key_file: Path, field: dict[str, object]) -> None:
+    """A cost below libsodium's minimum or a salt of another size is named as the file's
+    fault, before any derivation is tried."""
+    _rewrite(key_file, **field)
+    with pytest.raises(KeyFileError, match=rf"cannot read key file .*\.{next(iter(field))}"):
         load_private_key(key_file, PASS)
 
 
@@ -358,6 +385,12 @@ def test_garbage_and_missing_file(tmp_path: Path) -> None:
     big.write_bytes(codec.encode({"box": b"\x00" * 5000}))
     with pytest.raises(KeyFileError):
         load_private_key(big, PASS)
+    # a file over 64 KiB is refused unread, whatever it holds (a key file is ~150 bytes)
+    key_file = tmp_path / "issuer.key"
+    save_private_key(key_file, PrivateKey(SEED), PASS)
+    _rewrite(key_file, box=codec.decode(key_file.read_bytes())["box"] + bytes(64 * 1024))
+    with pytest.raises(KeyFileError, match="over the 65536-byte limit"):
+        load_private_key(key_file, PASS)
 
 
 # --- passphrase --------------------------------------------------------------------------------
@@ -373,6 +406,14 @@ def test_passphrase_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_passphrase_env_non_ascii(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LEDGER_KEY_PASSPHRASE", "pässwört")
     assert read_passphrase() == "pässwört".encode()
+
+
+def test_passphrase_env_bytes_that_are_not_utf8_are_taken_as_given(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A passphrase set in a Latin-1 terminal reaches the environment as bytes that are not
+    UTF-8: they are the passphrase, byte for byte (not an encoding error)."""
+    monkeypatch.setenv("LEDGER_KEY_PASSPHRASE", os.fsdecode(b"caf\xe9 cr\xe8me"))
+    assert read_passphrase() == b"caf\xe9 cr\xe8me"
 
 
 def test_passphrase_from_a_file_named_in_the_environment(monkeypatch: pytest.MonkeyPatch,
@@ -420,6 +461,20 @@ def test_passphrase_from_a_file_named_in_the_environment(monkeypatch: pytest.Mon
     assert read_passphrase(env="WALLET_PASSPHRASE") == "pässwört  ".encode()
 
 
+@pytest.mark.parametrize("mode", [0o604, 0o602, 0o620, 0o610, 0o601])
+def test_a_passphrase_file_any_other_user_may_touch_is_refused(monkeypatch: pytest.MonkeyPatch,
+                                                              tmp_path: Path, mode: int) -> None:
+    """Every group and others bit counts: a passphrase file others may read (or write, or run)
+    is refused, not only one its group may read."""
+    monkeypatch.delenv("LEDGER_KEY_PASSPHRASE", raising=False)
+    secret = tmp_path / "pass"
+    secret.write_bytes(b"s3cret\n")
+    secret.chmod(mode)
+    monkeypatch.setenv("LEDGER_KEY_PASSPHRASE_FILE", str(secret))
+    with pytest.raises(KeyFileError, match=f"may be read by others \\(mode {mode:o}\\)"):
+        read_passphrase()
+
+
 def test_env_passphrase_opens_key_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                        key: PrivateKey) -> None:
     monkeypatch.setenv("LEDGER_KEY_PASSPHRASE", "from the environment")
@@ -433,6 +488,20 @@ def test_passphrase_prompt_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
     answers = iter(["typed", "typed"])
     monkeypatch.setattr(keys.getpass, "getpass", lambda prompt="": next(answers))
     assert read_passphrase(confirm=True) == b"typed"
+
+
+def test_passphrase_prompt_asks_once_without_confirm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Opening a key asks for its passphrase once; only a new one (``confirm``) is asked again."""
+    monkeypatch.delenv("LEDGER_KEY_PASSPHRASE", raising=False)
+    asked: list[str] = []
+
+    def getpass(prompt: str = "") -> str:
+        asked.append(prompt)
+        return "typed" if len(asked) == 1 else "a second answer"
+
+    monkeypatch.setattr(keys.getpass, "getpass", getpass)
+    assert read_passphrase("Open: ") == b"typed"
+    assert asked == ["Open: "]
 
 
 def test_passphrase_prompt_mismatch_and_empty(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -472,13 +541,19 @@ def test_the_console_scripts_say_why_there_is_no_passphrase(tmp_path: Path, type
     assert reason in wallet.stderr and "Aborted" not in wallet.stderr
 
 
-@pytest.mark.parametrize("field", [{"mem": 1 << 34}, {"ops": 1 << 20}])
+@pytest.mark.parametrize("field", [
+    {"mem": 1 << 34}, {"ops": 1 << 20},
+    # one step over the caps: refused too (they are the largest costs taken)
+    {"mem": nacl.pwhash.argon2id.MEMLIMIT_SENSITIVE + 1024},
+    {"ops": nacl.pwhash.argon2id.OPSLIMIT_SENSITIVE + 1},
+])
 def test_a_key_file_asking_for_more_than_the_sensitive_kdf_cost_is_refused(
         key_file: Path, field: dict[str, int]) -> None:
-    """A key file names its own Argon2id cost: 16 GiB or a million passes is refused before
-    any memory is taken, as the wallet's caps do (ADR 46)."""
+    """A key file names its own Argon2id cost: 16 GiB or a million passes, or one step over
+    libsodium's SENSITIVE level, is refused before any memory is taken, as the wallet's caps
+    do (ADR 46)."""
     _rewrite(key_file, **field)
-    with pytest.raises(KeyFileError, match=f"{next(iter(field))}"):
+    with pytest.raises(KeyFileError, match=rf"\.{next(iter(field))}: \d+ outside \["):
         load_private_key(key_file, PASS)
 
 
@@ -491,6 +566,10 @@ def test_a_key_file_sealing_something_else_than_a_seed_is_refused(key_file: Path
         load_private_key(other, PASS)
     with pytest.raises(KeyFileError, match="what"):
         keys.open_secret(sealed, PASS, "credit-secret", other)
+    # a file naming a key id but sealing 16 bytes: said to be no seed (not a ValueError)
+    other.write_bytes(keys._seal({"kid": PrivateKey(SEED2).kid}, b"sixteen bytes!!!", PASS))
+    with pytest.raises(KeyFileError, match="holds 16 bytes, not an Ed25519 seed"):
+        load_private_key(other, PASS)
     assert keys.open_secret(sealed, PASS, "tls-key", other) == b"sixteen bytes!!!"
 
 
