@@ -38,6 +38,10 @@ def test_a_nonce_log_is_the_officials_alone_whatever_the_umask(tmp_path: Path) -
     with NonceLog(log) as seen:
         assert "a" * 64 in seen
     assert stat.S_IMODE(log.stat().st_mode) == 0o664
+    log.chmod(0o602)  # others may write, its group may not: the others' bit goes all the same
+    with NonceLog(log) as seen:
+        assert "a" * 64 in seen
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
 
 
 def test_a_long_file_name_is_written_whole(tmp_path: Path) -> None:

@@ -23,8 +23,13 @@ def test_used_nonces_persist_as_digests(tmp_path: Path) -> None:
     with NonceLog(log) as again:
         assert "n-1" in again and "ñ-2" in again and "n-3" not in again
         assert 42 not in again  # type: ignore[comparison-overlap]  # not a str: never used
+        # a nonce is any str, even with a lone surrogate (JSON's "\ud800"): kept apart from
+        # the nonce with a replacement character in its place
+        again.add("\ud800-4")
+        assert "\ud800-4" in again and "?-4" not in again and "\ufffd-4" not in again
     assert log.read_text().splitlines() == [hashlib.sha256(b"n-1").hexdigest(),
-                                            hashlib.sha256("ñ-2".encode()).hexdigest()]
+                                            hashlib.sha256("ñ-2".encode()).hexdigest(),
+                                            hashlib.sha256(b"\xed\xa0\x80-4").hexdigest()]
 
 
 def test_a_log_only_grows_and_is_used_inside_with(tmp_path: Path) -> None:
@@ -38,7 +43,7 @@ def test_a_log_only_grows_and_is_used_inside_with(tmp_path: Path) -> None:
 def test_files_that_are_not_logs_are_refused_unchanged(tmp_path: Path) -> None:
     for name, content in (("text", b"hello\n"), ("binary", b"\xff\xfe\x00"),
                           ("short", hashlib.sha256(b"x").hexdigest()[:63].encode() + b"\n"),
-                          ("hexish", b"cafe")):
+                          ("hexish", b"cafe"), ("text then hexish", b"hello\ncafe")):
         path = tmp_path / name
         path.write_bytes(content)
         with pytest.raises(NonceLogError, match="not a nonce"), NonceLog(path):
@@ -57,6 +62,14 @@ def test_a_last_line_without_its_line_end_is_kept_apart_or_dropped_if_torn(
     assert edited.read_text() == f"{a}\n{b}\n"
     with NonceLog(edited) as again:  # and it stays usable
         assert "n-a" in again and "n-b" in again
+    second = tmp_path / "second.log"  # the same after whole digests: the last one is kept
+    second.write_text(f"{a}\n{b}")
+    with NonceLog(second) as used:
+        assert "n-a" in used and "n-b" in used and len(used) == 2
+        used.add("n-c")
+        used.add("n-d")  # the line end is written once, before the first only
+    c, d = (hashlib.sha256(n).hexdigest() for n in (b"n-c", b"n-d"))
+    assert second.read_text() == f"{a}\n{b}\n{c}\n{d}\n"
     torn = tmp_path / "torn.log"
     torn.write_text(f"{a}\n{b[:20]}")  # a write cut short by a crash: its verdict never shown
     with NonceLog(torn) as used:
