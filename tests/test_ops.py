@@ -131,6 +131,47 @@ def test_an_ipv6_client_shares_one_bucket_per_64() -> None:
     assert client_key("fe80::1%eth0") == "fe80::/64"
 
 
+def test_the_middleware_takes_an_ipv6_client_s_token_from_its_64_s_bucket() -> None:
+    """The /64 is the bucket the requests draw on, not only what `client_key` says: a second
+    address of the same /64 finds the first's bucket empty; another /64 has its own."""
+    from node.ratelimit import Message, RateLimit, Receive, Scope, Send
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    limit = RateLimit(app, per_minute=60, burst=1, clock=lambda: 0.0)
+    retry_after: list[bytes] = []
+
+    async def status(host: str) -> int:
+        said: list[Message] = []
+
+        async def send(message: Message) -> None:
+            said.append(message)
+
+        async def receive() -> Message:
+            return {"type": "http.request", "body": b""}
+
+        await limit({"type": "http", "path": "/v1/head", "client": (host, 5000)}, receive, send)
+        retry_after[:] = [v for k, v in said[0]["headers"] if k == b"retry-after"]
+        return int(said[0]["status"])
+
+    async def run() -> list[int]:
+        return [await status(h) for h in ("2001:db8:1:2::1", "2001:db8:1:2:ffff::9",
+                                          "2001:db8:1:3::1", "::ffff:203.0.113.7",
+                                          "203.0.113.7")]
+
+    assert asyncio.run(run()) == [200, 429, 200, 200, 429]
+    # Retry-After is rounded up: at 30 a minute, half a second after the last token 1.5 s
+    # are left, said as 2 (a client retrying after 1 s would be refused again)
+    now = [0.0]
+    limit = RateLimit(app, per_minute=30, burst=1, clock=lambda: now[0])
+    assert asyncio.run(status("192.0.2.1")) == 200
+    now[0] = 0.5
+    assert asyncio.run(status("192.0.2.1")) == 429
+    assert retry_after == [b"2"]
+
+
 def test_a_presentation_request_pays_for_its_qr_code(demo: Path, node: Node) -> None:
     """Drawing a request's QR code costs ~10 plain requests' CPU: it takes that many tokens,
     on the API and on the verifier's page (ADR 47)."""
@@ -189,6 +230,34 @@ def test_token_buckets_are_per_client_and_bounded() -> None:
     for i in range(10):
         many.take(f"203.0.113.{i}")
     assert len(many) == 100
+
+
+def test_a_sweep_forgets_a_bucket_full_again_to_the_token_before_an_older_one() -> None:
+    """A bucket refilled exactly to its burst carries no state: the sweep forgets it first,
+    and keeps an older client's bucket that still owes tokens."""
+    t = [0.0]
+    buckets = TokenBuckets(per_minute=6, burst=2, clock=lambda: t[0], max_clients=3)
+    assert [buckets.take(c, n) for c, n in (("b", 2), ("c", 2), ("a", 1))] == [0.0] * 3
+    t[0] = 10.0  # a: 1 + 10 s at 0.1 a second = 2, full; b and c: 1 of 2
+    assert buckets.take("d") == 0.0  # 4 over 3: swept to 2, a (full) then b (oldest)
+    assert len(buckets) == 2
+    assert [buckets.take("c"), buckets.take("c")] == [0.0, pytest.approx(10.0)]  # kept
+
+
+def test_a_cost_over_the_burst_takes_a_full_bucket_into_debt() -> None:
+    """A request costing more than a full bucket holds is never refused for good: it needs a
+    full bucket and leaves it in debt (nothing asks it for more than the burst)."""
+    t = [0.0]
+    buckets = TokenBuckets(per_minute=60, burst=2, clock=lambda: t[0])
+    assert buckets.take("a", 5) == 0.0  # full: 2 - 5 = -3
+    assert buckets.take("a") == pytest.approx(4.0)  # one a second, from -3 to 1
+    assert buckets.take("b") == 0.0 and buckets.take("b", 5) == pytest.approx(1.0)
+    t[0] = 1.0
+    assert buckets.take("b", 5) == 0.0
+    for bad in ({"per_minute": -1}, {"burst": 0}, {"max_clients": 0}):
+        with pytest.raises(ValueError, match="burst >= 1"):
+            TokenBuckets(**{"per_minute": 60, "burst": 2, "max_clients": 10, **bad},
+                         clock=lambda: 0.0)
 
 
 def test_rate_limit_settings_are_checked() -> None:
