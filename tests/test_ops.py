@@ -172,6 +172,36 @@ def test_the_middleware_takes_an_ipv6_client_s_token_from_its_64_s_bucket() -> N
     assert retry_after == [b"2"]
 
 
+def test_a_charge_short_of_less_than_a_second_of_tokens_is_refused() -> None:
+    """`charge` refuses whenever the tokens are not there, even when they are back within the
+    second (Retry-After 2: the missing half token, then the retry's own)."""
+    from node.ratelimit import Message, RateLimit, RateLimited, Receive, Scope, Send, charge
+
+    seen: list[Scope] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope)  # as the middleware passes it on: charge finds its bucket there
+
+    async def nothing() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def ignore(message: Message) -> None:
+        return None
+
+    now = [0.0]
+    limit = RateLimit(app, per_minute=60, burst=3, clock=lambda: now[0])
+    asyncio.run(limit({"type": "http", "path": "/v1/tx/batch", "client": ("192.0.2.1", 5000)},
+                      nothing, ignore))  # 2 left
+    [scope] = seen
+    charge(scope, 2, "a batch", "per 64")  # 0 left
+    now[0] = 0.5
+    with pytest.raises(RateLimited) as refused:
+        charge(scope, 1, "a batch", "per 64")  # half a token short
+    assert refused.value.retry_after == 2
+    now[0] = 1.0
+    charge(scope, 1, "a batch", "per 64")
+
+
 def test_a_presentation_request_pays_for_its_qr_code(demo: Path, node: Node) -> None:
     """Drawing a request's QR code costs ~10 plain requests' CPU: it takes that many tokens,
     on the API and on the verifier's page (ADR 47)."""
