@@ -56,9 +56,12 @@ def test_ca_and_agency_certificates(tmp_path: Path) -> None:
     create_pki(tmp_path / "pki", "district-7", ["civil", "edu"], b"pw", now=NOW)
     ca = x509.load_pem_x509_certificate((tmp_path / "pki" / "ca.crt").read_bytes())
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    # it signs agencies' certificates only, never another CA's
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
     for agency in ("civil", "edu"):
         cert = x509.load_pem_x509_certificate((tmp_path / "pki" / f"{agency}.crt").read_bytes())
         cert.verify_directly_issued_by(ca)  # raises if not signed by the CA
+        assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         assert {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= set(eku)
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -149,6 +152,75 @@ def test_unlock_refuses_expired_mismatched_and_unreadable_certificates(tmp_path:
     lock(unlock(pki, "civil", b"pw", now=NOW))
     with pytest.raises(PkiError, match="agency id"):
         issue_agency_cert(pki, "../x", b"pw", now=NOW)
+
+
+def test_unlock_refuses_a_certificate_of_its_key_signed_by_another_ca(tmp_path: Path) -> None:
+    """A certificate of the agency's own key, named as the network's CA names its own, but
+    signed by another CA (another network's, say) is not the network's: refused, though the
+    revocation list and the CA's certificate are the network's own."""
+    pki, other = tmp_path / "pki", tmp_path / "other"
+    create_pki(pki, "n", ["civil"], b"pw", now=NOW)
+    create_pki(other, "n", ["civil"], b"pw", now=NOW)
+
+    def key(path: Path) -> ec.EllipticCurvePrivateKey:
+        got = serialization.load_der_private_key(
+            open_secret(path.read_bytes(), b"pw", "tls-key", path), None)
+        assert isinstance(got, ec.EllipticCurvePrivateKey)
+        return got
+
+    mine = x509.load_pem_x509_certificate((pki / "civil.crt").read_bytes())
+    their_ca = x509.load_pem_x509_certificate((other / "ca.crt").read_bytes())
+    assert their_ca.subject == mine.issuer  # the same name: only the signature tells them apart
+    builder = (x509.CertificateBuilder().subject_name(mine.subject).issuer_name(mine.issuer)
+               .public_key(key(pki / "civil.key").public_key()).serial_number(mine.serial_number)
+               .not_valid_before(mine.not_valid_before_utc)
+               .not_valid_after(mine.not_valid_after_utc))
+    for ext in mine.extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    forged = builder.sign(key(other / "ca.key"), hashes.SHA256())
+    (pki / "civil.crt").write_bytes(forged.public_bytes(serialization.Encoding.PEM))
+    with pytest.raises(PkiError, match=r"civil\.crt is not signed by .*ca\.crt"):
+        unlock(pki, "civil", b"pw", now=NOW)
+
+
+def test_a_certificate_is_refused_from_its_last_second_and_its_days_are_the_earlier_end(
+        tmp_path: Path) -> None:
+    """At its not-after second an agency's certificate has ended (etcd and peers refuse it
+    then); before, the days left are those of the earlier end, the agency's, not the CA's."""
+    from node.pki import _load_key, check_certificates
+
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil"], b"pw", now=NOW)
+    end = x509.load_pem_x509_certificate((pki / "civil.crt").read_bytes()).not_valid_after_utc
+    key = _load_key(pki / "civil.key", b"pw")
+    assert check_certificates(pki, "civil", key, now=NOW) == (end - NOW).days == VALID_DAYS
+    assert check_certificates(pki, "civil", key, now=end - dt.timedelta(seconds=1)) == 0
+    with pytest.raises(PkiError, match=r"civil\.crt expired on"):
+        check_certificates(pki, "civil", key, now=end)
+
+
+def test_reserved_and_overlong_agency_ids_are_refused(tmp_path: Path) -> None:
+    """An agency named as the CA's, the list's, the operator's or etcd's root files (or
+    folders) would pass for them; an id over 64 characters is no agency id."""
+    made = tmp_path / "made"
+    create_pki(made, "n", ["a" * 64], b"pw", now=NOW)  # 64: the longest id
+    for bad in ("ca", "crl", "operator", "root", "revoked", "superseded", "a" * 65):
+        said = "reserved" if len(bad) < 65 else "1 to 64"
+        with pytest.raises(PkiError, match=said):
+            create_pki(tmp_path / "pki", "n", ["civil", bad], b"pw", now=NOW)
+        assert not (tmp_path / "pki").exists()
+        with pytest.raises(PkiError, match=said):
+            issue_agency_cert(made, bad, b"pw", now=NOW)
+
+
+def test_a_ca_key_that_is_not_the_ca_certificate_s_issues_nothing(tmp_path: Path) -> None:
+    pki, other = tmp_path / "pki", tmp_path / "other"
+    create_pki(pki, "n", ["civil"], b"pw", now=NOW)
+    create_pki(other, "n", [], b"pw", now=NOW)
+    (pki / "ca.key").write_bytes((other / "ca.key").read_bytes())
+    with pytest.raises(PkiError, match=r"ca\.key is not the key of .*ca\.crt"):
+        issue_agency_cert(pki, "edu", b"pw", now=NOW)
+    assert not (pki / "edu.crt").exists()
 
 
 def test_unlock_writes_a_private_runtime_copy_that_lock_removes(tmp_path: Path) -> None:
@@ -766,7 +838,10 @@ def test_certificates_name_the_hosts_agencies_are_reached_at(tmp_path: Path) -> 
     renew_agency_cert(pki, "civil", b"pw", now=NOW, hosts=["ledger2.civil.example"])
     assert names("civil") >= {"ledger.civil.example", "10.0.0.7", "ledger2.civil.example"}
     # a bad host is refused before anything is written
-    for bad in ("Bad_Host", "a..b", "-x.example", "x" * 300):
+    renewed = _cert(pki / "civil.crt").extensions.get_extension_for_class(
+        x509.SubjectAlternativeName).value
+    assert len(list(renewed)) == len(set(renewed)) == 6  # kept, not named twice
+    for bad in ("Bad_Host", "a..b", "-x.example", "x" * 300, "Ledger.Civil.example"):
         with pytest.raises(PkiError, match="neither an IP address nor a host name"):
             create_pki(tmp_path / f"p{len(bad)}", "n", ["civil"], b"pw", now=NOW,
                        hosts={"civil": [bad]})
