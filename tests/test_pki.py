@@ -214,13 +214,18 @@ def test_reserved_and_overlong_agency_ids_are_refused(tmp_path: Path) -> None:
 
 
 def test_a_ca_key_that_is_not_the_ca_certificate_s_issues_nothing(tmp_path: Path) -> None:
+    """Nor does a CA from its last second: renew it first."""
     pki, other = tmp_path / "pki", tmp_path / "other"
     create_pki(pki, "n", ["civil"], b"pw", now=NOW)
+    end = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes()).not_valid_after_utc
+    with pytest.raises(PkiError, match="the network CA expired on"):
+        issue_agency_cert(pki, "edu", b"pw", now=end)
+    issue_agency_cert(pki, "edu", b"pw", now=end - dt.timedelta(seconds=1))
     create_pki(other, "n", [], b"pw", now=NOW)
     (pki / "ca.key").write_bytes((other / "ca.key").read_bytes())
     with pytest.raises(PkiError, match=r"ca\.key is not the key of .*ca\.crt"):
-        issue_agency_cert(pki, "edu", b"pw", now=NOW)
-    assert not (pki / "edu.crt").exists()
+        issue_agency_cert(pki, "health", b"pw", now=NOW)
+    assert not (pki / "health.crt").exists()
 
 
 def test_unlock_writes_a_private_runtime_copy_that_lock_removes(tmp_path: Path) -> None:
@@ -233,6 +238,15 @@ def test_unlock_writes_a_private_runtime_copy_that_lock_removes(tmp_path: Path) 
     finally:
         lock(rt)
     assert not rt.exists()
+    # a runtime folder given (a cluster's) is made private too, whatever its mode was
+    given = tmp_path / "runtime"
+    given.mkdir()
+    given.chmod(0o755)
+    rt = unlock(tmp_path / "pki", "civil", b"pw", runtime=given)
+    try:
+        assert rt == given and stat.S_IMODE(rt.stat().st_mode) == 0o700
+    finally:
+        lock(rt)
 
 
 def test_a_runtime_whose_owner_died_is_swept_at_the_next_unlock(tmp_path: Path) -> None:
