@@ -358,6 +358,17 @@ def test_a_revoked_certificate_is_listed_and_no_longer_unlocks(tmp_path: Path) -
     (pki / "crl.pem").write_bytes((other / "crl.pem").read_bytes())
     with pytest.raises(PkiError, match="is not signed by"):
         unlock(pki, "civil", b"pw", now=later)
+    # nor one the CA's key signed under another issuer's name (not the CA's list)
+    ca_key = serialization.load_der_private_key(
+        open_secret((pki / "ca.key").read_bytes(), b"pw", "tls-key", pki / "ca.key"), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    named = (x509.CertificateRevocationListBuilder()
+             .issuer_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "another")]))
+             .last_update(NOW).next_update(later + dt.timedelta(days=1))
+             .sign(ca_key, hashes.SHA256()))
+    (pki / "crl.pem").write_bytes(named.public_bytes(serialization.Encoding.PEM))
+    with pytest.raises(PkiError, match="is not signed by"):
+        unlock(pki, "civil", b"pw", now=later)
 
 
 def test_renew_gives_a_new_key_and_keeps_the_old_certificate_valid(tmp_path: Path) -> None:
