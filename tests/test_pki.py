@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import http.server
 import os
+import shutil
 import socket
 import ssl
 import stat
@@ -409,6 +410,13 @@ def test_revoking_an_agency_leaves_one_whose_id_it_begins(tmp_path: Path) -> Non
         revoke_agency_cert(pki, "city-w", b"pw", now=NOW)
     with pytest.raises(PkiError, match="revoked: issue a new one"):
         renew_agency_cert(pki, "city", b"pw", now=NOW)
+    # a revoked certificate still in its place (a revocation stopped before it moved it, a
+    # list copied from the CA's other copy) is not renewed either: the list says it all
+    [revoked] = (pki / "revoked").glob("city-*.crt")
+    shutil.copyfile(revoked, pki / "city.crt")
+    with pytest.raises(PkiError, match="revoked: issue a new one"):
+        renew_agency_cert(pki, "city", b"pw", now=NOW)
+    assert _serial(pki / "city.crt") == _serial(revoked)
 
 
 def test_a_pki_from_before_gets_an_empty_revocation_list(tmp_path: Path) -> None:
