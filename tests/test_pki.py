@@ -893,6 +893,18 @@ def test_certificates_name_the_hosts_agencies_are_reached_at(tmp_path: Path) -> 
     assert r.returncode == 2 and "AGENCY=HOST" in r.stderr
 
 
+def test_check_hosts_compares_names_without_case_and_addresses_exactly(tmp_path: Path) -> None:
+    """As a TLS client does: a host name in capitals (or with its root dot) is the name the
+    certificate has; an address is only one of the certificate's addresses."""
+    from node.pki import check_hosts
+
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil"], b"pw", now=NOW, hosts={"civil": ["10.0.0.7"]})
+    check_hosts(pki, "civil", {"public_url": "LocalHost.", "peer": "10.0.0.7"})
+    with pytest.raises(PkiError, match=r"does not name 10\.0\.0\.8 \(peer\)"):
+        check_hosts(pki, "civil", {"public_url": "localhost", "peer": "10.0.0.8"})
+
+
 def test_a_node_refuses_to_start_where_its_certificate_does_not_name_its_hosts(
         tmp_path: Path) -> None:
     """A certificate's hosts were not checked at start: a node whose public_url (served with
