@@ -202,6 +202,10 @@ def test_a_node_seals_the_records_it_wrote_in_the_clear(tmp_path: Path) -> None:
         decided = _apply_for_a_licence(node, wallet)
         [path] = (data / "approvals").glob("*.ev")
         record = evidence_record(data, path)
+        # over 4 KiB, as long claims and a long clause make one: the seal's box was read as a
+        # field of at most 4096 bytes, and the sealed record opened no more (round 11)
+        record["expression"] += " " * 4500
+        assert len(codec.encode(record)) > 4096
         path.write_bytes(codec.encode(record))  # as a node wrote it before ADR 66
         path.chmod(0o600)
         service = Approvals(node)
@@ -211,6 +215,7 @@ def test_a_node_seals_the_records_it_wrote_in_the_clear(tmp_path: Path) -> None:
         assert evidence_record(data, path) == record
         assert path.stat().st_mode & 0o777 == 0o600
         assert [a["approval_tx"] for a in service.list()] == [decided.approval.txid.hex()]
+        assert service.explain(decided.approval.txid.hex())["expression"] == record["expression"]
         assert service.seal_clear() == 0  # a sealed one is left as it is
     finally:
         node.close()
