@@ -614,9 +614,17 @@ def test_an_identifier_in_full_width_characters_is_not_issued(tmp_path: Path) ->
     and the catalogue's person id."""
     import pytest
 
-    from ledger.credentials import ClaimError
+    from ledger.credentials import ClaimError, identifier_claims
 
     data, wallet = prepare(tmp_path)
+    with Store(data / "ledger", create=False) as store:
+        reg = store.registry
+        assert reg is not None
+        # only the type a rule's subject names: another type's claim of that name is no one's
+        # identifier (a mutant reading every rule's subject claim in every type went unnoticed)
+        assert identifier_claims(reg, "business-registration") == {
+            "registration_no": "business-licence"}
+        assert identifier_claims(reg, "person-id") == {}
     wide_reg = "".join(chr(ord(c) + 0xFEE0) for c in REG_NO)  # U+FF01.. forms of ASCII
     wide_id = "\uff11\uff11\uff10\uff11\uff10\uff15\uff11\uff19\uff18\uff10"
     for agency, kind, claims, claim, why in (

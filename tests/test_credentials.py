@@ -12,6 +12,7 @@ from conftest import DAY, T0, LedgerHarness
 
 from ledger import sdjwt
 from ledger.credentials import (
+    MAX_INT_CLAIM,
     STATUS_DRAWS,
     STATUS_LIST_SIZE,
     STATUS_LISTS,
@@ -190,6 +191,16 @@ def test_claims_must_fit_the_registered_type(claims: dict[str, object], message:
     for value in claims.values():  # errors never echo claim values
         if isinstance(value, str) and len(value) > 3:
             assert value not in str(info.value)
+
+
+def test_an_int_claim_holds_what_a_json_reader_holds_exactly_either_side_of_zero() -> None:
+    """2**53 - 1 either side of 0 is taken, one more is refused (a mutant taking the bound
+    exclusively on the negative side went unnoticed)."""
+    for edge in (MAX_INT_CLAIM, -MAX_INT_CLAIM):
+        check_claims(RESIDENCE, dict(CLAIMS, household_size=edge))
+    for past in (MAX_INT_CLAIM + 1, -MAX_INT_CLAIM - 1):
+        with pytest.raises(ClaimError, match="'household_size' must be of kind int"):
+            check_claims(RESIDENCE, dict(CLAIMS, household_size=past))
 
 
 def test_unregistered_type_and_missing_grant_fail_before_signing(
