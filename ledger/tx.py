@@ -161,7 +161,7 @@ class Tx:
                               f"one has {len(self.sigs)}: no more can be added", "tx.sigs")
         sigs = (*self.sigs, TxSig(key.kid, key.sign("tx", self.payload)))
         signed = _envelope(self.net, self.type, self.body, self.payload, sigs)
-        if len(signed.raw) > MAX_TX_SIZE:  # as many signatures: a payload near the limit
+        if len(signed.raw) > MAX_TX_SIZE:  # a payload near the limit: as at 65 signatures
             raise DecodeError(f"with one more signature the transaction is {len(signed.raw)} "
                               f"bytes, over the {MAX_TX_SIZE}-byte limit: no node could read "
                               f"it", "tx")
