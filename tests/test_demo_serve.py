@@ -209,8 +209,8 @@ def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str
     assert "['holder_name', 'person_id']" in r.stderr and "nothing was signed" in r.stderr
     assert applied == ["/v1/services/elderly-allowance/applications"]  # no /apply came
     # Another wallet process saves while the application is out (a second `wallet apply`, a
-    # refresh): the credential is fine, and the wallet takes it once more instead of advising
-    # a newer snapshot (ADR 48). Run in this process, so the other save can come exactly then.
+    # refresh): the credential is fine, and the wallet keeps it beside what the other process
+    # saved (ADR 48, 68). Run in this process, so the other save can come exactly then.
     from typer.testing import CliRunner
 
     from wallet import cli as wallet_cli

@@ -129,3 +129,38 @@ def test_a_terminal_that_cannot_show_every_character(tmp_path: Path) -> None:
     report = json.loads(run("ledger", "verify", "env2.bin", "--request", "req.json",
                             "--snapshot", "snap.bin", "--json").stdout)
     assert report["verified"] is True and report["claims"] == {"district": "Chángshēng 长盛"}
+
+
+def test_concurrent_receives_of_one_wallet_keep_every_credential(tmp_path: Path) -> None:
+    """Three `wallet receive` runs on one wallet at once: each takes in what the others saved
+    under the wallet's lock, so all three credentials are kept; before ADR 68 all but one
+    were refused ("changed since it was opened… retry") whenever their opens overlapped."""
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "agency-pw", "WALLET_PASSPHRASE": "citizen-pw",
+           "WALLET_PATH": str(tmp_path / "wallet.db"), "COLUMNS": "200"}
+
+    def run(*args: str) -> str:
+        r = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True,
+                           env=env, cwd=tmp_path, timeout=300, check=False)
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+        return r.stdout
+
+    run("ledger-node", "demo", "--data", "demo")
+    (tmp_path / "holder.json").write_text(run("wallet", "init"))
+    (tmp_path / "claims.json").write_text(json.dumps({
+        "holder_name": "Wang Fang-5e1d", "district": "Changsheng", "birth_date": "1955-03-02",
+        "resident_since": "2001-05-01"}))
+    for n in range(3):
+        run("agency", "issue", "--data", "demo", "--agency", "civil", "--type", "residence",
+            "--claims", "claims.json", "--holder-jwk", "holder.json", "--out", f"r{n}.bundle")
+    run("ledger", "snapshot", "--data", "demo", "--out", "snap.bin")
+    receiving = [subprocess.Popen([str(BIN / "wallet"), "receive", f"r{n}.bundle", "--registry",
+                                   "snap.bin"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, env=env, cwd=tmp_path) for n in range(3)]
+    said = [p.communicate(timeout=300) for p in receiving]
+    assert [p.returncode for p in receiving] == [0, 0, 0], [e for _, e in said]
+    ids = [out.strip() for out, _ in said]
+    assert len(set(ids)) == 3 and all(len(i) == 64 for i in ids)
+    from wallet.core import Wallet
+
+    kept = Wallet.open(tmp_path / "wallet.db", b"citizen-pw").list()
+    assert sorted(c.id for c in kept) == sorted(ids)

@@ -606,13 +606,49 @@ def test_tampered_wallet_file(world: World, wallet: Wallet, where: str) -> None:
         Wallet.open(wallet.path, PASS)
 
 
+def test_a_wallet_opened_before_another_process_saved_keeps_both_credentials(
+        world: World, wallet: Wallet) -> None:
+    """Two `wallet receive` runs on one wallet: the later save takes in the earlier one's
+    under the wallet's lock instead of refusing it (ADR 68); neither credential is lost."""
+    other, late = Wallet.open(wallet.path, PASS), Wallet.open(wallet.path, PASS)
+    reg = world.ledger.registry
+    bundle = world.issue(wallet.holder_jwk()).to_bytes()
+    first = wallet.receive(bundle, registry=reg, now=NOW)
+    second = other.receive(world.issue(wallet.holder_jwk()).to_bytes(), registry=reg, now=NOW)
+    assert [c.id for c in Wallet.open(wallet.path, PASS).list()] == [first.id, second.id]
+    assert [c.id for c in other.list()] == [first.id, second.id]
+    # one another process kept since this one opened the wallet is there already: not twice
+    with pytest.raises(WalletError, match="already in the wallet"):
+        late.receive(bundle, registry=reg, now=NOW)
+    assert len(Wallet.open(wallet.path, PASS).list()) == 2
+
+
 def test_a_stale_wallet_does_not_overwrite_a_newer_file(world: World, wallet: Wallet) -> None:
+    """A save that does not take in the file first (a refresh's) is refused once another
+    process saved since this one opened the wallet: nothing it did not read is overwritten."""
     other = Wallet.open(wallet.path, PASS)
     reg = world.ledger.registry
     wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(), registry=reg, now=NOW)
+    before = wallet.path.read_bytes()
     with pytest.raises(WalletChangedError, match="changed since it was opened"):
-        other.receive(world.issue(wallet.holder_jwk()).to_bytes(), registry=reg, now=NOW)
-    assert len(Wallet.open(wallet.path, PASS).list()) == 1
+        other._save(other._contents)
+    assert wallet.path.read_bytes() == before
+
+
+def test_a_credential_for_a_wallet_replaced_meanwhile_is_refused(
+        world: World, wallet: Wallet, tmp_path: Path) -> None:
+    """The credential was checked against the holder keys of the wallet that was opened: if
+    another wallet was restored in its place meanwhile, it is not added to that one."""
+    reg = world.ledger.registry
+    bundle = world.issue(wallet.holder_jwk()).to_bytes()
+    new = Wallet.init(tmp_path / "new.db", PASS)  # another wallet, the same passphrase
+    new.backup(tmp_path / "new.backup")
+    Wallet.restore(tmp_path / "new.backup", wallet.path, PASS)
+    before = wallet.path.read_bytes()
+    with pytest.raises(WalletChangedError, match="no longer opens with its key"):
+        wallet.receive(bundle, registry=reg, now=NOW)
+    assert wallet.path.read_bytes() == before
+    assert Wallet.open(wallet.path, PASS).list() == []
 
 
 def test_a_wallet_on_a_read_only_file_system_can_still_be_backed_up(

@@ -641,8 +641,9 @@ def apply(
             try:
                 info = w.receive(bundle, registry=reg, now=int(time.time()))
             except WalletChangedError:
-                # another wallet process saved meanwhile (the application took a round trip):
-                # the credential is fine; open the wallet again and take it once more
+                # the wallet file no longer opens with the key it was opened with (another
+                # wallet restored in its place while the application took a round trip; a
+                # save by another process is taken in, ADR 68): open it again and try once more
                 info = Wallet.open(_wallet_path(), passphrase).receive(
                     bundle, registry=reg, now=int(time.time()))
         except LedgerError as e:

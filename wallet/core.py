@@ -263,7 +263,12 @@ class Wallet:
         blob = _read(self.path, "wallet")
         if blob == self._blob:
             return
-        contents, _, _ = open_sealed(blob, key=self._key, where=str(self.path))
+        try:
+            contents, _, _ = open_sealed(blob, key=self._key, where=str(self.path))
+        except WalletFileError as e:  # sealed under another key: not the wallet opened here
+            raise WalletChangedError(f"{self.path} changed since it was opened and no longer "
+                                     f"opens with its key ({e}): another wallet restored in "
+                                     "its place? Open it again and retry") from e
         if contents.holder_seed != self._contents.holder_seed:
             self._holders.clear()  # another wallet restored in its place
         self._contents, self._blob = contents, blob
@@ -323,11 +328,19 @@ class Wallet:
                                            got.credential.to_bytes(), key))
 
     def _keep(self, stored: StoredCredential) -> CredentialInfo:
-        """Add a checked credential and save; WalletError if it is already in the wallet."""
-        if any(c.credential_id == stored.credential_id for c in self._contents.credentials):
-            raise WalletError(f"credential {stored.id[:16]}… is already in the wallet")
-        self._save(replace(self._contents,
-                           credentials=(*self._contents.credentials, stored)))
+        """Add a checked credential and save, under the wallet's lock after taking in what
+        another process saved since this one opened it (another `wallet receive`, say: both
+        credentials are kept, ADR 68); WalletError if it is already in the wallet.
+
+        The credential was checked against this wallet's holder keys: if another wallet was
+        restored in its place meanwhile, it is refused (WalletChangedError) and nothing saved."""
+        with lock(self.path):
+            self._catch_up()
+            if any(c.credential_id == stored.credential_id
+                   for c in self._contents.credentials):
+                raise WalletError(f"credential {stored.id[:16]}… is already in the wallet")
+            self._save_locked(replace(self._contents,
+                                      credentials=(*self._contents.credentials, stored)))
         return CredentialInfo.of(stored)
 
     def is_foreign(self, credential_id: str) -> bool:
