@@ -31,14 +31,15 @@ import urllib.request
 from collections.abc import Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, NoReturn
+from typing import Annotated, Any, BinaryIO, Final, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ledger import merkle, sdjwt, timetext
+from ledger import codec, merkle, sdjwt, timetext
+from ledger.block import BlockHeader
 from ledger.chain import Head, checkpoint_key
 from ledger.checkpoint import SignedCheckpoint, find_equivocation, parse_vkey
 from ledger.credentials import (
@@ -69,7 +70,12 @@ from ledger.files import (
     utf8_stdout,
     write_atomic,
 )
-from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
+from ledger.finality import (
+    checkpoint_block,
+    checkpoint_verifiers,
+    sign_checkpoint,
+    verify_final,
+)
 from ledger.governance import (
     Signer,
     args_from_json,
@@ -1562,9 +1568,73 @@ def _monitor_round(base: str, last: SignedCheckpoint | None) -> SignedCheckpoint
             f"  node's root at {old.size}: {_hex_b64(node_old)}\n"
             f"--- last seen\n{last.to_text()}--- now\n{new.to_text()}"
             f"--- proof\n{json.dumps(got)}") from e
+    descent = _check_descent(base, last, new)
     out.print(Text(f"checkpoint {cp.size} {cp.root.hex()} signed by {who}, consistent with "
-                   f"{old.size}"), soft_wrap=True)
+                   f"{old.size}{descent}"), soft_wrap=True)
     return new
+
+
+MONITOR_HEADERS: Final = 2000
+"""Headers per ``GET /v1/sync/headers`` of the monitor (~150 bytes each: well inside
+:data:`MAX_INPUT`; 4 rate-limit tokens)."""
+
+
+def _check_descent(base: str, last: SignedCheckpoint, new: SignedCheckpoint) -> str:
+    """That the block ``new`` names descends from the block ``last`` names: the node's headers
+    from the one to the other, each chaining from the one before, the first and last being the
+    blocks the two checkpoints name. A quorum signed both blocks' hashes, so the chain proves
+    the network's history only grew; the same entries grouped or timed otherwise pass the
+    consistency proof and are a fork (ADR 60, 68). What was checked, for the round's line;
+    nothing for a checkpoint that names no block (a version before ADR 60)."""
+    old, cp = last.checkpoint, new.checkpoint
+    try:
+        (start, start_hash), (end, end_hash) = checkpoint_block(old), checkpoint_block(cp)
+    except CheckpointError:
+        return " (a checkpoint names no block: its descent is not checked)"
+    evidence = f"--- last seen\n{last.to_text()}--- now\n{new.to_text()}"
+    if end <= start:
+        raise _MonitorAlarm(f"FORK: the log grew from size {old.size} to {cp.size}, but the "
+                            f"checkpoint names block {end}, not after block {start} of the last "
+                            f"seen one\n{evidence}")
+    height, prev = start, b""
+    while height < end:
+        first = start if height == start and not prev else height + 1
+        url = (f"{base}/v1/sync/headers?from={first}"
+               f"&count={min(MONITOR_HEADERS, end - first + 1)}")
+        try:
+            got = codec.decode(_get(url), max_size=MAX_INPUT, what="headers")
+            if not isinstance(got, list) or not got:
+                raise DecodeError("not a non-empty list")
+            headers = [BlockHeader.from_bytes(raw if isinstance(raw, bytes) else b"")
+                       for raw in got]
+        except (DecodeError, ValueError) as e:
+            raise _MonitorUnreachable(f"GET {url}: not block headers: {e}") from e
+        for i, header in enumerate(headers):
+            if header.height != first + i or header.height > end:
+                raise _MonitorUnreachable(f"GET {url}: header {i} is of block {header.height}, "
+                                          f"not {first + i}")
+            if header.height == start:
+                if (header.hash, header.log_size, header.log_root) != (start_hash, old.size,
+                                                                       old.root):
+                    raise _MonitorAlarm(
+                        f"FORK: the node's block {start} is {header.hash.hex()} ending at size "
+                        f"{header.log_size}, not {start_hash.hex()} ending at {old.size}, the "
+                        f"block the last seen checkpoint names\n{evidence}")
+            elif header.prev_hash != prev:
+                raise _MonitorAlarm(
+                    f"FORK: the node's block {header.height} does not chain from its block "
+                    f"{header.height - 1} (prev_hash {header.prev_hash.hex()}, block "
+                    f"{header.height - 1} is {prev.hex()}): block {end} does not descend from "
+                    f"block {start}, the last seen checkpoint's\n{evidence}")
+            height, prev = header.height, header.hash
+            if height == end:
+                break
+    if prev != end_hash or headers[-1].log_size != cp.size or headers[-1].log_root != cp.root:
+        raise _MonitorAlarm(
+            f"FORK: the node's block {end} is {prev.hex()} ending at size "
+            f"{headers[-1].log_size}, not {end_hash.hex()} ending at {cp.size}, the block its "
+            f"checkpoint names\n{evidence}")
+    return f"; block {end} descends from block {start} ({end - start} headers checked)"
 
 
 def _hex_b64(value: Any) -> str:
@@ -1588,7 +1658,8 @@ def monitor(
         "--ca", help="CA certificate to trust for an https node (a local cluster's "
                      "pki/ca.crt); default: the system's.", exists=True, dir_okay=False)] = None,
 ) -> None:
-    """Watch a node's checkpoints: each must be quorum-signed and consistent with the last.
+    """Watch a node's checkpoints: each must be quorum-signed and consistent with the last, and
+    the block it names must descend from the last one's (the node's headers between them).
 
     Note keys come from /v1/registry/agencies and the quorum from /v1/registry: the governance
     quorum of the current agencies must sign.

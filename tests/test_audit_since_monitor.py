@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import itertools
 import json
 import secrets
 import shutil
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,14 @@ from rich.console import Console
 from test_api import serve, settings_for
 from typer.testing import CliRunner
 
+from ledger import codec
 from ledger.archive import export_archive
 from ledger.audit import audit
+from ledger.block import BlockHeader
 from ledger.chain import Head, checkpoint_key, entry_key, txid_key
 from ledger.checkpoint import Checkpoint, SignedCheckpoint
 from ledger.cli import ledger_app
-from ledger.finality import block_line, sign_checkpoint
+from ledger.finality import block_line, checkpoint_block, sign_checkpoint
 from ledger.keys import PrivateKey, load_private_key
 from ledger.network import Agency, governance_tx, issue_tx
 from ledger.ordering import SoloOrderer
@@ -425,6 +429,120 @@ def test_monitor_live_node(demo: Path, tmp_path: Path) -> None:
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"
     r = runner.invoke(ledger_app, ["monitor", closed, "--once"])
     assert r.exit_code == 2 and "cannot monitor" in r.output, r.output
+
+
+def _proxy(url: str, headers: Any) -> str:
+    """A server answering GETs as the node at ``url`` does, but ``/v1/sync/headers`` with
+    ``headers(list of header bytes)``: a node serving a chain that does not hold together."""
+    import http.server
+    import threading
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            try:
+                with urllib.request.urlopen(url + self.path, timeout=30) as resp:
+                    status, body = resp.status, resp.read()
+            except urllib.error.HTTPError as e:
+                status, body = e.code, e.read()
+            if self.path.startswith("/v1/sync/headers"):
+                body = codec.encode(headers(codec.decode(body)))
+            self.send_response(status)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    proxy = f"http://127.0.0.1:{server.server_address[1]}"
+    _SERVERS[proxy] = server
+    return proxy
+
+
+def test_monitor_checks_that_the_new_block_descends_from_the_last(demo: Path,
+                                                                  tmp_path: Path) -> None:
+    """The consistency proof binds the two logs' roots alone: the same entries grouped into
+    other blocks pass it, a fork (ADR 60). The monitor walks the node's headers from the block
+    the last seen checkpoint names to the one the new checkpoint names (ADR 68)."""
+    data = tmp_path / "node"
+    shutil.copytree(demo, data)
+    now = T0 + 10_000
+    app = create_app(settings_for(data), clock=lambda: now, passphrase=PASS)
+    state = tmp_path / "monitor.state"
+
+    def monitor(url: str) -> tuple[int, str]:
+        r = runner.invoke(ledger_app, ["monitor", url, "--once", "--state", str(state)])
+        return r.exit_code, " ".join(r.output.split())
+
+    def signed(cp: Checkpoint) -> str:
+        note = SignedCheckpoint(cp)
+        for agency in ("edu", "civil"):
+            note = note.cosign(agency, _key(data, f"{agency}.node.key"))
+        return note.to_text()
+
+    with serve(app) as url:
+        assert monitor(url)[0] == 0
+        first = SignedCheckpoint.from_text(state.read_text()).checkpoint
+        start, start_hash = checkpoint_block(first)
+        for _ in range(3):
+            _post_block(url, data, now)
+        code, said = monitor(url)
+        assert code == 0, said
+        assert (f"consistent with {first.size}; block {start + 3} descends from block "
+                f"{start} (3 headers checked)") in said
+        second = state.read_text()
+
+        # a node serving a header that is not its block's: the next does not chain from it
+        def retimed(got: list[bytes]) -> list[bytes]:
+            h = BlockHeader.from_bytes(got[1])
+            return [got[0], dataclasses.replace(h, time=h.time + 1).to_bytes(), *got[2:]]
+
+        proxy = _proxy(url, retimed)
+        state.write_text(signed(first))
+        code, said = monitor(proxy)
+        _stop_serving(proxy)
+        assert code == 1, said
+        assert (f"FORK: the node's block {start + 2} does not chain from its block "
+                f"{start + 1}") in said
+        assert f"block {start + 3} does not descend from block {start}" in said
+
+        # the same entries, up to the last seen size, in another block: a fork
+        other = hashlib.sha256(start_hash).digest()
+        for line, found in ((block_line(start, other), f"{start_hash.hex()} ending at size "
+                             f"{first.size}, not {other.hex()}"),
+                            (block_line(start - 1, start_hash), "ending at size "
+                             f"{first.size - 1}, not {start_hash.hex()} ending at {first.size}")):
+            forged = signed(Checkpoint(NETWORK, first.size, first.root, (line,)))
+            state.write_text(forged)
+            code, said = monitor(url)
+            assert code == 1, said
+            assert "FORK: the node's block" in said and found in said, said
+            assert state.read_text() == forged  # not overwritten
+        # a last seen checkpoint naming a block at or past the new one's
+        state.write_text(signed(Checkpoint(NETWORK, first.size, first.root,
+                                           (block_line(start + 3, start_hash),))))
+        code, said = monitor(url)
+        assert code == 1, said
+        assert (f"FORK: the log grew from size {first.size} to {first.size + 3}, but the "
+                f"checkpoint names block {start + 3}, not after block {start + 3}") in said
+        # a node whose last header is not the block its checkpoint names
+        proxy = _proxy(url, lambda got: [*got[:-1], dataclasses.replace(
+            BlockHeader.from_bytes(got[-1]), time=now + 1).to_bytes()])
+        state.write_text(signed(first))
+        code, said = monitor(proxy)
+        _stop_serving(proxy)
+        assert code == 1, said
+        assert f"FORK: the node's block {start + 3} is" in said
+        assert "the block its checkpoint names" in said
+        # a checkpoint of a version before ADR 60 names no block: said, not checked
+        state.write_text(signed(Checkpoint(NETWORK, first.size, first.root)))
+        code, said = monitor(url)
+        assert code == 0 and "names no block: its descent is not checked" in said, said
+        state.write_text(second)
+        code, said = monitor(url)
+        assert code == 0 and "unchanged" in said, said
 
 
 def test_monitor_holds_checkpoints_to_the_registry_quorum(demo: Path, tmp_path: Path) -> None:
