@@ -338,7 +338,7 @@ def test_the_time_zone_setting_is_an_iana_name() -> None:
     assert str(got.zone) == "Asia/Shanghai"
     env = Settings.from_mapping(base, {"LEDGER_NODE_TIME_ZONE": "Europe/Paris"})
     assert str(env.zone) == "Europe/Paris"
-    for bad in ("Asia/Shangai", "CST", "", "../../etc/passwd", 8, None):
+    for bad in ("Asia/Shangai", "CST", "", "../../etc/passwd", 8, None, ["UTC"]):
         with pytest.raises(ConfigError, match="time_zone"):
             Settings.from_mapping({**base, "time_zone": bad}, {})
 
@@ -357,6 +357,97 @@ def test_config_layers_typos_and_wrong_types_are_named() -> None:
     with pytest.raises(ConfigError, match="tls: must be true or false"):
         Settings.from_mapping({**base, "tls": "yes"}, {})
 
+
+
+@pytest.mark.parametrize(("bad", "said"), [
+    ({"agency": "Edu"}, "agency: 'Edu' is not an agency id"),
+    ({"agency": 7}, "agency: 7 is not an agency id"),
+    ({"host": ""}, "host: must be a non-empty string"),
+    ({"host": 127}, "host: must be a non-empty string"),
+    ({"port": -1}, "port: -1 is not in 0..65535"),
+    ({"port": 65536}, "port: 65536 is not in 0..65535"),
+    ({"port": True}, "port: True is not in 0..65535"),
+    ({"operator_token_sha256": "ab" * 31}, "operator_token_sha256: must be 64 lower-case hex"),
+    ({"operator_token_sha256": "AB" * 32}, "operator_token_sha256: must be 64 lower-case hex"),
+    ({"operator_token_sha256": 5}, "operator_token_sha256: must be 64 lower-case hex"),
+    ({"max_body_bytes": 1023}, "max_body_bytes: 1023 is not in 1024..67108864"),
+    ({"max_body_bytes": 64 * 2**20 + 1}, "max_body_bytes: 67108865 is not in"),
+    ({"max_body_bytes": "1k"}, "max_body_bytes: '1k' is not in"),
+    ({"rate_limit_per_minute": 10**7 + 1}, "rate_limit_per_minute (0..10000000"),
+    ({"rate_limit_burst": 10**6 + 1}, "rate_limit_burst (1..1000000)"),
+    ({"rate_limit_burst": True}, "rate_limit_burst (1..1000000)"),
+    ({"cors_origins": ["desk.example"]}, "cors_origins: must be a list of http(s)://"),
+    ({"cors_origins": [7]}, "cors_origins: must be a list of http(s)://"),
+    ({"public_url": "desk.example"}, "public_url: must be an http(s):// URL"),
+    ({"public_url": 7}, "public_url: must be an http(s):// URL"),
+    ({"ordering": "raft"}, "ordering: 'raft' is not 'solo' or 'etcd'"),
+    ({"ordering": "etcd"}, "etcd_endpoints: ordering 'etcd' needs at least one endpoint"),
+    ({"etcd_endpoints": ["127.0.0.1:2379"]}, "etcd_endpoints: must be a list of http(s)://"),
+    ({"peers": ["ftp://peer"]}, "peers: must be a list of http(s):// URLs"),
+    ({"tls": True}, "pki: TLS (tls = true or https etcd endpoints) needs the PKI folder"),
+    ({"etcd_endpoints": ["http://127.0.0.1:2379", "https://127.0.0.1:2380"]},
+     "needs the PKI folder"),
+    ({"etcd_endpoints": ["https://127.0.0.1:2379"]}, "needs the PKI folder"),
+    ({"retention": 0}, "retention: 0 is not a positive integer"),
+    ({"retention": "1000"}, "retention: '1000' is not a positive integer"),
+    ({"pki": ""}, "pki: must be a non-empty path string"),
+    ({"trust_list": 3}, "trust_list: must be a non-empty path string"),
+    ({"data": ""}, "data: must be a non-empty path string"),
+    ({"colour": "blue"}, "unknown config keys ['colour']"),
+])
+def test_each_setting_is_checked_and_named(bad: dict[str, object], said: str) -> None:
+    """A node refuses a config that would misbehave later (a port out of range, a TLS network
+    without its PKI, a token that is not a hash), naming the setting and what it allows."""
+    base = {"data": "d", "agency": "edu", **bad}
+    with pytest.raises(ConfigError) as e:
+        Settings.from_mapping(base, {})
+    assert said in str(e.value), str(e.value)
+
+
+def test_the_settings_bounds_are_accepted_and_read_from_every_layer(tmp_path: Path) -> None:
+    """The edges each check allows are allowed; a file, the environment and the command line
+    each set them, paths relative to the config file's folder."""
+    base = {"data": "d", "agency": "edu-2"}
+    for edge in ({"port": 0}, {"port": 65535}, {"max_body_bytes": 1024},
+                 {"max_body_bytes": 64 * 2**20}, {"rate_limit_per_minute": 0},
+                 {"rate_limit_per_minute": 10**7}, {"rate_limit_burst": 1},
+                 {"rate_limit_burst": 10**6}, {"retention": 1}, {"workers": 256},
+                 {"max_batch": 100_000}, {"operator_token_sha256": "0f" * 32},
+                 {"cors_origins": ["https://desk.example", "http://127.0.0.1:9"]},
+                 {"public_url": "https://civil.example"}, {"ordering": "etcd",
+                                                           "etcd_endpoints": ["http://e:1"]},
+                 {"tls": True, "pki": "pki"}):
+        got = Settings.from_mapping({**base, **edge}, {})
+        for key, value in edge.items():
+            want = tuple(value) if isinstance(value, list) else value
+            assert getattr(got, key) == (Path("pki") if key == "pki" else want), key
+    (tmp_path / "node.toml").write_text('data = "store"\nagency = "civil"\npki = "../pki"\n'
+                                        'tls = true\nport = 8100\n')
+    env = {"LEDGER_NODE_PEERS": "http://a:1, ,https://b:2", "LEDGER_NODE_TLS": "0",
+           "LEDGER_NODE_OPERATOR_TOKEN_SHA256": "", "LEDGER_NODE_RETENTION": "7"}
+    got = Settings.from_toml(tmp_path / "node.toml", env, overrides={"port": 8200})
+    assert (got.data, got.pki) == (tmp_path / "store", tmp_path / "../pki")
+    assert (got.tls, got.port, got.retention) == (False, 8200, 7)
+    assert got.peers == ("http://a:1", "https://b:2") and got.operator_token_sha256 is None
+    assert got.audience == "http://127.0.0.1:8200"
+    got = Settings.from_toml(tmp_path / "node.toml", {"LEDGER_NODE_TLS": "1",
+                                                      "LEDGER_NODE_PORT": "many"},
+                             overrides={"port": 8300, "public_url": "https://civil.example"})
+    assert (got.tls, got.port, got.audience) == (True, 8300, "https://civil.example")
+    with pytest.raises(ConfigError, match=r"^peers: must be a list$"):
+        Settings.from_mapping({**base, "peers": "http://a:1"}, {})
+    with pytest.raises(ConfigError, match="data: must be a path"):
+        Settings(data="d", agency="edu")  # type: ignore[arg-type]
+    for text, said in (("data = ", "is not valid TOML"), ('agency = "civil"', "data: missing")):
+        (tmp_path / "bad.toml").write_text(text)
+        with pytest.raises(ConfigError, match=said):
+            Settings.from_toml(tmp_path / "bad.toml")
+    with pytest.raises(ConfigError, match="no config file at"):
+        Settings.from_toml(tmp_path / "none.toml")
+    with pytest.raises(ConfigError, match="LEDGER_NODE_TLS: 'yes' is not true or false"):
+        Settings.from_toml(tmp_path / "node.toml", {"LEDGER_NODE_TLS": "yes"})
+    with pytest.raises(ConfigError, match="LEDGER_NODE_RETENTION: 'x' is not an integer"):
+        Settings.from_toml(tmp_path / "node.toml", {"LEDGER_NODE_RETENTION": "x"})
 
 # -- request size caps ---------------------------------------------------------------------------
 
