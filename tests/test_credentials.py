@@ -277,9 +277,12 @@ def test_a_string_claim_an_official_or_a_rule_would_misread_is_refused(value: st
                  "\u182e\u1823\u1829\u182d\u1823\u182f\u202f\u1824\u1828",
                  "\u182c\u1820\u1837\u180e\u1820",
                  "\u0645\u06d0\u200c\u06be\u0645\u0627\u0646",  # Uyghur with a non-joiner
+                 "\u0915\u094d\u200d\u0937",  # Devanagari with a joiner (a half form)
                  "\U00031350\u534e"):  # CJK Extension H: a name character newer than Python 3.11
         check_claims(spec, {"district": fine})
-    for odd in ("a\u202fb", "\u200c\u4e2d"):  # the same characters outside those scripts
+    # the same characters outside those scripts, or with their script on one side only
+    for odd in ("a\u202fb", "\u200c\u4e2d", "\u182e\u202fb", "b\u202f\u182e",
+                "a\u200c\u0645", "\u0645\u200d"):
         with pytest.raises(ClaimError, match="invisible"):
             check_claims(spec, {"district": odd})
         check_claims(spec, {"district": fine})

@@ -158,6 +158,9 @@ def test_help_paragraphs_are_reflowed() -> None:
     assert got.returncode == 0, got.stderr
     # "exit 1" ends one docstring line and "with the expected" starts the next
     assert "(else: a fork, exit 1 with the expected and found roots)" in got.stdout
+    # and the paragraphs stay paragraphs: the exit codes are one of their own
+    assert any(line.strip().startswith("Exit 0: clean; 1: something is broken")
+               for line in got.stdout.splitlines()), got.stdout
 
 
 def test_sighup_stops_a_tool_as_sigterm_does(demo: Path, tmp_path: Path) -> None:

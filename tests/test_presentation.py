@@ -449,6 +449,11 @@ def test_printable_shows_control_characters_as_escapes() -> None:
     assert printable("Eve\x1b[2K\x1b[32mVERIFIED") == "Eve\\x1b[2K\\x1b[32mVERIFIED"
     assert printable("a\nb\u202ec\U000e0041") == "a\\x0ab\\u202ec\\U000e0041"
     assert "\x1b" not in printable("".join(map(chr, range(0x110))))
+    # C1 controls as \xNN; invisible characters Python calls printable (the combining grapheme
+    # joiner, the last variation selector) are escaped too, not shown as nothing
+    assert printable("a\x85b\x9b") == "a\\x85b\\x9b"
+    assert printable("a\u034fb") == "a\\u034fb"
+    assert printable("长盛\ufe0f") == "长盛\\ufe0f"
 
 
 @pytest.mark.parametrize(("body", "where"), [
