@@ -871,9 +871,19 @@ def numbered_status_list(request: Request, node: NodeDep,
 def _status_list_token(request: Request, token: str) -> Response:
     headers = {"ETag": '"' + hashlib.sha256(token.encode()).hexdigest()[:32] + '"',
                "Cache-Control": "public, max-age=60"}
-    if request.headers.get("if-none-match") == headers["ETag"]:
+    if _none_match(request.headers.get("if-none-match"), headers["ETag"]):
         return Response(status_code=304, headers=headers)
     return StatusListTokenResponse(token, headers=headers)
+
+
+def _none_match(header: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` header matches ``etag`` (RFC 9110 §13.1.2): a list of
+    entity tags or ``*``, compared weakly (a proxy that compresses a reply, nginx's gzip for
+    one, hands its clients the tag as ``W/"…"``)."""
+    if header is None:
+        return False
+    tags = [t.strip() for t in header.split(",")]
+    return "*" in tags or etag in (t.removeprefix("W/") for t in tags)
 
 
 SNAPSHOT_AGENCIES = "Snapshot-Agencies"
