@@ -191,6 +191,9 @@ def test_missing_block_and_tx_are_404(http: httpx.Client) -> None:
     assert http.get(f"/v1/tx/{'ab' * 32}/receipt").status_code == 404
     assert http.get("/v1/tx/not-hex").status_code == 422
     assert http.get("/v1/blocks/-1").status_code == 422
+    # a catch-up read asks for at most 500 blocks (or SYNC_HEADERS headers) at once
+    assert http.get("/v1/sync/blocks", params={"from": 0, "count": 501}).status_code == 422
+    assert http.get("/v1/sync/blocks", params={"from": 0, "count": 500}).status_code == 200
     assert http.get("/v1/log/entries/999999").status_code == 404
 
 
@@ -234,10 +237,29 @@ def test_consistency_proof_against_an_old_block_and_the_checkpoint(http: httpx.C
                               [base64.b64decode(h, validate=True) for h in p["proof"]])
 
 
+
+def test_proofs_against_an_older_tree_and_from_a_tree_to_itself(http: httpx.Client) -> None:
+    """An inclusion proof in a tree smaller than the log commits to that tree's root (a past
+    block's), its last leaf included; a consistency proof from a size to the same size is
+    the empty proof, not a refusal."""
+    old = http.get("/v1/blocks/2").json()["header"]
+    size, root = old["log_size"], bytes.fromhex(old["log_root"])
+    assert size < http.get("/v1/head").json()["log_size"]
+    index = size - 1
+    p = http.get("/v1/proofs/inclusion", params={"index": index, "size": size}).json()
+    assert (p["index"], p["size"]) == (index, size) and base64.b64decode(p["root"]) == root
+    leaf = merkle.leaf_hash(http.get(f"/v1/log/entries/{index}").content)
+    merkle.verify_inclusion(leaf, index, size, [base64.b64decode(h) for h in p["proof"]], root)
+    same = http.get("/v1/proofs/consistency", params={"old": size, "new": size})
+    assert same.status_code == 200, same.text
+    assert same.json() == {"old": size, "new": size, "old_root": p["root"],
+                           "new_root": p["root"], "proof": []}
+
 @pytest.mark.parametrize(("path", "params", "status"), [
     ("/v1/proofs/inclusion", {"index": 5, "size": 5}, 404),
     ("/v1/proofs/inclusion", {"index": 0, "size": 10**9}, 404),
     ("/v1/proofs/inclusion", {"index": -1}, 422),
+    ("/v1/proofs/inclusion", {"index": 0, "size": 0}, 422),
     ("/v1/proofs/consistency", {"old": 9, "new": 5}, 400),
     ("/v1/proofs/consistency", {"old": 1, "new": 10**9}, 404),
     ("/v1/proofs/consistency", {"old": 0}, 422),
@@ -286,6 +308,10 @@ def test_status_list_token_is_served_again_until_its_list_changes(http: httpx.Cl
     same = http.get("/v1/status-lists/edu/degree",
                     headers={"If-None-Match": first.headers["etag"]})
     assert same.status_code == 304 and same.content == b""
+    # a 304 carries the validator and freshness a 200 would have (RFC 9110 §15.4.5): a cache
+    # keeps serving the token it holds for another minute, and asks again with the same ETag
+    assert same.headers["etag"] == first.headers["etag"]
+    assert same.headers["cache-control"] == "public, max-age=60"
     # If-None-Match compares weakly and may list several tags (RFC 9110 §13.1.2): the tag
     # as a compressing proxy weakens it, or among others a cache holds, is a match too
     etag = first.headers["etag"]
@@ -568,6 +594,42 @@ def test_the_verifier_page_takes_a_photo_sized_upload(http: httpx.Client) -> Non
     assert "Upload too large" in r.text
 
 
+
+def test_a_body_of_exactly_the_limit_is_read_and_one_byte_more_is_not(http: httpx.Client) -> None:
+    """max_body_bytes is the largest body taken, declared or streamed (no Content-Length):
+    a body of exactly that size reaches the route (here: not a transaction, 400); one byte
+    more is 413 before any route reads it."""
+    limit = Settings(data=Path("x"), agency="edu").max_body_bytes
+
+    def streamed(size: int) -> Iterator[bytes]:
+        yield b"\x00" * (size - 1)
+        yield b"\x00"
+
+    for body in (b"\x00" * limit, streamed(limit)):
+        r = http.post("/v1/tx", content=body)
+        assert r.status_code == 400 and r.json()["error"] == "DecodeError", r.text
+    for body in (b"\x00" * (limit + 1), streamed(limit + 1)):
+        r = http.post("/v1/tx", content=body)
+        assert r.status_code == 413 and r.json()["error"] == "PayloadTooLarge", r.text
+        assert f"over {limit} bytes" in r.json()["detail"]
+
+
+def test_the_verifier_page_reads_an_upload_just_over_its_own_limit_to_say_so(
+        http: httpx.Client) -> None:
+    """The body limit of /verify/check leaves room for the form around a MAX_UPLOAD picture:
+    a picture one byte over MAX_UPLOAD reaches the page, which says in its own words what is
+    wrong (a 400 page), rather than the bare 413 meant for bodies far larger."""
+    from node.pages import MAX_UPLOAD
+
+    page = http.post("/verify/request", data={"type": "residence", "claims": ["district"]},
+                     follow_redirects=True)
+    nonce = page.text.split('name="nonce" value="', 1)[1].split('"', 1)[0]
+    r = http.post("/verify/check", data={"nonce": nonce},
+                  files={"qr": ("qr.png", bytes(MAX_UPLOAD + 1))})
+    assert r.status_code == 400, r.text[:300]
+    assert r.headers["content-type"].startswith("text/html")
+    assert "larger than 4 MiB" in r.text and "Upload too large" not in r.text
+
 # -- operator endpoints --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"},
@@ -591,6 +653,19 @@ def test_operator_endpoints_off_without_a_token_hash(live: Live) -> None:
                    json={"status": "revoked", "reason": "x"})
         assert r.status_code == 403
 
+
+
+def test_an_empty_operator_token_opens_nothing(live: Live) -> None:
+    """A node configured with the hash of the empty token (a token file left empty) takes no
+    request as the operator's: neither one without an Authorization header (whose token
+    would be taken as empty) nor one with an empty bearer token."""
+    app = create_app(settings_for(live.data, token=""), node=live.app.state.node)
+    with serve(app) as url, httpx.Client(base_url=url) as c:
+        for headers in ({}, {"Authorization": "Bearer"}):
+            r = c.post(f"/v1/credentials/{'ab' * 32}/status", headers=headers,
+                       json={"status": "revoked", "reason": "x"})
+            assert r.status_code == 401, (headers, r.status_code, r.text)
+            assert r.headers["www-authenticate"] == "Bearer"
 
 def _issue(http: httpx.Client, holder: PrivateKey) -> tuple[Bundle, str]:
     r = http.post("/v1/credentials", headers=AUTH, json={
@@ -790,6 +865,11 @@ def test_issue_with_bad_claims_or_key_is_400(http: httpx.Client) -> None:
     r = http.post("/v1/credentials", headers=AUTH, json={
         "type": "degree", "claims": CLAIMS, "holder_jwk": {"kty": "OKP"}, "valid_days": 30})
     assert r.status_code == 400, r.text
+    for days in (0, 3651):  # a credential of 1 day to 10 years
+        r = http.post("/v1/credentials", headers=AUTH, json={
+            "type": "degree", "claims": CLAIMS, "holder_jwk": jwk, "valid_days": days})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == [
+            "body", "valid_days"], r.text
 
 
 def test_suspend_reinstate_suspend_within_one_second_ends_suspended(http: httpx.Client) -> None:
@@ -825,6 +905,12 @@ def test_status_of_an_unknown_credential_is_409(http: httpx.Client) -> None:
     ({"nonce": "no-such-nonce", "envelope": "AAAA"}, 404),
     ({"nonce": "x", "envelope": "not base64!"}, 400),
     ({"nonce": "x"}, 422),
+    # the bounds of each field, before any nonce is looked up
+    ({"nonce": "x" * 129, "envelope": "AAAA"}, 422),
+    ({"nonce": "", "envelope": "AAAA"}, 422),
+    ({"nonce": "x", "envelope": "A" * (64 * 1024 + 1)}, 422),
+    ({"nonce": "x", "envelope": ""}, 422),
+    ({"nonce": "x", "sd_jwt": ""}, 422),
 ])
 def test_verify_refusals(http: httpx.Client, body: dict[str, str], status: int) -> None:
     assert http.post("/v1/verify", json=body).status_code == status
@@ -867,6 +953,7 @@ def test_odd_requests_get_words_not_a_500(http: httpx.Client) -> None:
     ({"type": "degree", "claims": ["shoe_size"]}, 400),
     ({"type": "no-such-type", "claims": ["x"]}, 404),
     ({"type": "degree", "claims": []}, 422),
+    ({"type": "degree", "claims": ["field"] * 33}, 422),
 ])
 def test_presentation_request_refusals(http: httpx.Client, body: dict[str, Any],
                                        status: int) -> None:
@@ -930,6 +1017,26 @@ def test_head_is_answered_as_get_without_a_body(http: httpx.Client) -> None:
     post_only = http.head("/v1/verify")
     assert post_only.status_code == 405 and post_only.headers["allow"] == "POST"
 
+
+
+def test_only_html_replies_get_the_page_headers(http: httpx.Client) -> None:
+    """The CSP, framing, Referer and no-store headers go on HTML only: the checkpoint, the
+    metrics and the stylesheet (text/plain, text/css) are not pages, and get nosniff alone."""
+    for path in ("/v1/checkpoint", "/metrics", "/static/pages.css"):
+        r = http.get(path)
+        assert r.status_code == 200 and not r.headers["content-type"].startswith("text/html")
+        assert r.headers["x-content-type-options"] == "nosniff", path
+        for name in ("content-security-policy", "x-frame-options", "referrer-policy"):
+            assert name not in r.headers, (path, name)
+        assert r.headers.get("cache-control") != "no-store", path
+
+
+def test_head_of_the_archive_is_refused_not_made(http: httpx.Client) -> None:
+    """HEAD is answered as GET without the body, except where the body is work to make: the
+    whole chain's archive (one reader at a time) is not built for a HEAD that drops it."""
+    r = http.head("/v1/archive")
+    assert r.status_code == 405 and r.headers["allow"] == "GET"
+    assert http.get("/v1/archive").status_code == 200  # its turn was not taken
 
 def test_an_unexpected_error_is_a_plain_500_with_nosniff(tmp_path: Path) -> None:
     """Starlette answers an unexpected exception outside every middleware: the node's own
@@ -1206,6 +1313,29 @@ def test_catch_up_reads_are_few_at_a_time_and_pay_by_size(
         assert got == [200, 200, 429], got
         r = http.get("/v1/sync/blocks", params={"from": 0, "count": 500})
         assert r.status_code == 429 and "catch-up read of 500 blocks" in r.json()["detail"]
+        # 1 + 300 // 50 = 7 tokens are more than are left; 1 + 100 // 50 = 3 are not
+        r = http.get("/v1/sync/blocks", params={"from": 0, "count": 300})
+        assert r.status_code == 429 and "catch-up read of 300 blocks" in r.json()["detail"]
+        assert http.get("/v1/sync/blocks", params={"from": 0, "count": 100}).status_code == 200
+
+
+def test_a_presentation_request_pays_for_its_qr_code(live: Live) -> None:
+    """Drawing a request's QR code costs ~10 plain requests' CPU: it takes QR_TOKENS
+    rate-limit tokens, so a bucket of 15 pays for one request and not for a second (ADR 47)."""
+    from dataclasses import replace
+
+    from node.api import QR_TOKENS
+
+    settings = replace(settings_for(live.data), rate_limit_per_minute=60, rate_limit_burst=15)
+    app = create_app(settings, node=live.app.state.node, rate_clock=lambda: 0.0)
+    body = {"type": "degree", "claims": ["field"]}
+    assert QR_TOKENS == 10
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        first = http.post("/v1/presentation-requests", json=body)
+        assert first.status_code == 200 and first.json()["qr_svg"], first.text
+        second = http.post("/v1/presentation-requests", json=body)
+        assert second.status_code == 429 and "QR code" in second.json()["detail"], second.text
+        assert http.get("/v1/head").status_code == 200  # a plain request still has its token
 
 
 def _walker(client: Any, **fields: Any) -> Any:
@@ -1623,6 +1753,18 @@ def test_health_says_when_the_chain_runs_ahead_of_this_clock(tmp_path: Path) -> 
                       headers=AUTH, json={"status": "suspended", "reason": "review"})
         assert r.status_code == 200, r.text  # a block at T0 + 1000
         assert http.get("/v1/health").json()["status"] == "ok"
+        from node.api import CLOCK_SLACK
+
+        block_time = http.get("/v1/head").json()["time"]
+        clock[0] = block_time - CLOCK_SLACK  # ahead by the slack exactly: not said yet
+        assert http.get("/v1/health").json()["status"] == "ok"
+        assert "ledger_node_degraded 0.0" in http.get("/metrics").text
+        clock[0] = block_time - CLOCK_SLACK - 1
+        health = http.get("/v1/health").json()
+        assert health["status"] == "degraded", health
+        assert f"{CLOCK_SLACK + 1} s ahead of this machine's clock" in health["problem"]
+        metrics = http.get("/metrics").text  # what an alert on the gauge reads
+        assert "ledger_node_degraded 1.0" in metrics and "ledger_node_halted 0.0" in metrics
         clock[0] = T0 + 600  # this machine's clock now 400 s behind the chain
         health = http.get("/v1/health").json()
     assert health["status"] == "degraded", health
@@ -1668,6 +1810,12 @@ def test_health_says_when_the_tls_certificate_nears_its_end(tmp_path: Path) -> N
         health = http.get("/v1/health").json()
         assert health["status"] == "degraded", health
         assert "civil.crt this node runs with ends in 10 days" in health["problem"]
+        # a node of a network (etcd) says it as well, its replication being well
+        from node.api import cluster_health
+
+        node = app.state.node
+        status, problem = cluster_health(node, {"halted": None}, node.head(), None)
+        assert status == "degraded" and problem == health["problem"]
         # renewed in the folder: said again at the next read (a minute on)
         renew_agency_cert(pki, "civil", b"pw", now=dt.datetime.fromtimestamp(clock[0], dt.UTC))
         app.state.node._tls_seen = (-1e9, None)
@@ -1919,6 +2067,9 @@ def test_a_batch_of_more_than_4096_transactions_is_refused_whole(http: httpx.Cli
     assert r.status_code == 400, r.text
     assert "4097 transactions in one request; at most 4096" in r.json()["detail"]
     assert http.get("/v1/head").json()["log_size"] == size
+    r = http.post("/v1/tx/batch", content=codec.encode([b"x"] * 4096))  # the most: taken
+    assert r.status_code == 200, r.text
+    assert [g["status"] for g in r.json()] == ["malformed"] * 4096
 
 
 def test_a_declared_oversize_body_is_refused_before_it_is_read(
@@ -1964,3 +2115,147 @@ def test_health_names_the_peers_of_a_version_before_adr_60() -> None:
     status, problem = cluster_health(node, {**cluster, "older_peers": [],
                                             "unfinal_since": None}, {"log_size": 57}, None)
     assert status == "ok" and problem is None
+
+
+# -- found by the mutation round of the node's HTTP surface (round 14) ---------------------------
+
+def test_a_clusters_health_waits_out_each_slack_before_it_says_degraded(live: Live) -> None:
+    """The agency's own etcd member silent, or the head without a final checkpoint, is said
+    only once it has lasted more than its slack (an election, a co-signature on its way); the
+    most pressing problem is said first, and a peer gone quiet with its key in force is said
+    to be down, not rotated out. Judged by the node's own clock (here NOW)."""
+    from node.api import FINALITY_SLACK, OWN_ETCD_SLACK, cluster_health
+
+    node = live.app.state.node
+    head = node.head()
+    base: dict[str, Any] = {"halted": None, "final_size": head["log_size"] - 1}
+
+    def said(**cluster: Any) -> tuple[str, str | None]:
+        return cluster_health(node, {**base, **cluster}, head, None)
+
+    assert said() == ("ok", None)
+    assert said(own_etcd_down_since=NOW - OWN_ETCD_SLACK) == ("ok", None)
+    status, problem = said(own_etcd_down_since=NOW - OWN_ETCD_SLACK - 1)
+    assert status == "degraded" and problem is not None
+    assert f"has not answered for {OWN_ETCD_SLACK + 1} s" in problem
+    assert said(unfinal_since=NOW - FINALITY_SLACK) == ("ok", None)
+    status, problem = said(unfinal_since=NOW - FINALITY_SLACK - 1)
+    assert status == "degraded" and problem is not None
+    assert f"no final checkpoint for {FINALITY_SLACK + 1} s" in problem
+    # NOSPACE before the failing steps it causes; a halt before everything
+    status, problem = said(nospace_since=NOW - 5, failing_since=NOW - 5, last_error="boom")
+    assert status == "degraded" and problem is not None and "NOSPACE" in problem
+    assert said(halted="a fork", nospace_since=NOW - 5) == ("halted", "a fork")
+    # civil's node key is in force: its node is down or cut off, not rotated out
+    status, problem = said(quiet_peers={"civil": 40})
+    assert status == "degraded" and problem is not None
+    assert "no word from the node of civil for 40 s (down, cut off" in problem
+    assert "rotated" not in problem
+
+
+def test_each_error_class_is_answered_with_its_status(live: Live) -> None:
+    """ERROR_STATUS over real HTTP: the status each refusal class gets (the first match wins,
+    so a subclass such as NoSpace takes its base's), its name in the body, a TxRejected's code,
+    and Retry-After where the error says when to come back. A LedgerError of no listed class
+    is the client's (400), as is a lone surrogate met where text is encoded."""
+    from ledger.credentials import ClaimError
+    from ledger.errors import (
+        CheckpointError,
+        DecodeError,
+        KeyFileError,
+        LedgerError,
+        OrderingError,
+        ProofError,
+        SignatureError,
+        StoreError,
+        TxRejected,
+    )
+    from ledger.offline import SnapshotError
+    from node.api import BadRequest
+    from node.etcdlog import NoSpace
+    from node.ratelimit import RateLimited
+    from node.replication import Unconfirmed
+    from node.service import Busy, NotFound
+
+    errors: dict[str, tuple[LedgerError, int]] = {
+        "not-found": (NotFound("x"), 404), "limited": (RateLimited("x", 7), 429),
+        "busy": (Busy("x"), 503), "rejected": (TxRejected("no_such", "x"), 409),
+        "decode": (DecodeError("x"), 400), "claim": (ClaimError("x"), 400),
+        "proof": (ProofError("x"), 400), "bad": (BadRequest("x"), 400),
+        "signature": (SignatureError("x"), 422), "checkpoint": (CheckpointError("x"), 422),
+        "store": (StoreError("x"), 503), "ordering": (OrderingError("x"), 503),
+        "nospace": (NoSpace("x"), 503), "unconfirmed": (Unconfirmed("x"), 503),
+        "snapshot": (SnapshotError("x"), 503), "keyfile": (KeyFileError("x"), 500),
+        "other": (LedgerError("x"), 400),
+    }
+    app = create_app(settings_for(live.data), node=live.app.state.node)
+
+    @app.get("/v1/raise/{name}")
+    def raise_it(name: str) -> None:
+        raise errors[name][0]
+
+    @app.get("/v1/encode/{codec}")
+    def encode(codec: str) -> None:  # text only a surrogate or a narrow codec cannot encode
+        ("\ud800" if codec == "utf-8" else "\u00e9").encode(codec)
+
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as c:
+        for name, (error, status) in errors.items():
+            r = c.get(f"/v1/raise/{name}")
+            assert r.status_code == status, (name, r.status_code)
+            assert r.json()["error"] == type(error).__name__, name
+            assert r.headers["x-content-type-options"] == "nosniff"
+            retry = getattr(error, "retry_after", None)
+            assert r.headers.get("retry-after") == (None if retry is None else str(retry)), name
+        assert c.get("/v1/raise/rejected").json()["code"] == "no_such"
+        # a lone surrogate met where text is encoded is the client's; another codec's
+        # failure is the node's own (a plain 500)
+        r = c.get("/v1/encode/utf-8")
+        assert r.status_code == 400 and r.json()["error"] == "UnicodeEncodeError"
+        assert "not valid Unicode" in r.json()["detail"]
+        r = c.get("/v1/encode/ascii")
+        assert r.status_code == 500 and r.text == "Internal Server Error"
+
+
+def test_a_batch_item_the_wait_ran_out_on_is_pending_and_commits_after(tmp_path: Path) -> None:
+    """A batch's transaction not committed within ``wait`` (the signature worker stopped
+    here with SIGSTOP) is ``pending`` with no error or code, to be polled: not refused. It
+    commits once the worker goes on."""
+    from ledger.network import issue_tx
+    from node.service import Node
+
+    data = make_demo(tmp_path / "demo-data")
+    node = Node(data, "edu", PASS, clock=lambda: NOW, workers=1)
+    app = create_app(settings_for(data), node=node, clock=lambda: NOW)
+    agency = Agency("edu", "", load_private_key(data / "keys" / "edu.node.key", PASS),
+                    load_private_key(data / "keys" / "edu.issuer.key", PASS))
+
+    def fresh(n: int) -> Tx:
+        return issue_tx(NETWORK, agency, hashlib.sha256(b"pending-%d" % n).digest(), "degree",
+                        1000 + n, NOW - 10, NOW + 86400, ts=NOW)
+
+    try:
+        with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+            first = c.post("/v1/tx/batch", content=codec.encode([fresh(0).raw])).json()
+            assert [g["status"] for g in first] == ["committed"]
+            stuck = multiprocessing.active_children()  # the worker, spawned by that batch
+            assert stuck
+            late = fresh(1)
+            for proc in stuck:
+                os.kill(proc.pid or 0, signal.SIGSTOP)
+            try:
+                r = c.post("/v1/tx/batch", content=codec.encode([late.raw]),
+                           params={"wait": 0.5})
+            finally:
+                for proc in stuck:
+                    os.kill(proc.pid or 0, signal.SIGCONT)
+            assert r.status_code == 200, r.text
+            assert r.json() == [{"txid": late.txid.hex(), "status": "pending", "index": None,
+                                 "height": None, "duplicate": None, "error": None,
+                                 "code": None}]
+            for _ in range(600):  # the worker goes on: it commits after all
+                if c.get(f"/v1/tx/{late.txid.hex()}/receipt").status_code == 200:
+                    break
+                time.sleep(0.05)
+            assert c.get(f"/v1/tx/{late.txid.hex()}/receipt").status_code == 200
+    finally:
+        node.close()
