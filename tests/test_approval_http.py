@@ -947,3 +947,46 @@ def test_a_node_whose_issuing_key_was_invalidated_decides_nothing(tmp_path: Path
         assert node.store.head == head and service.list() == []
     finally:
         node.close()
+
+
+# -- found by the mutation round of the node's HTTP surface (round 14) ---------------------------
+
+def test_the_bodies_of_approvals_and_credit_are_bounded_before_anything_is_read(
+        tmp_path: Path) -> None:
+    """Each field of a credit event, an application and a credit record request has its bounds
+    (HTTP 422 naming the field, nothing recorded): a reason or subject of any length, points
+    beyond a million, a withdrawal that is not a transaction id (it was read as hex: a 500),
+    no presentation or more than eight, a nonce or envelope out of size."""
+    from ledger.keys import PrivateKey
+
+    data, _ = prepare(tmp_path)
+    settings = settings_for(data)
+    settings = type(settings)(**{**settings.__dict__, "agency": "market"})
+    app = create_app(settings, clock=lambda: NOW, passphrase=PASS)
+    event = {"subject": REG_NO, "reason": "late-filing", "category": "permits",
+             "points": -40, "valid_days": 30}
+    jwk = sdjwt.jwk_from_ed25519(PrivateKey.generate().public.raw)
+    answer = {"nonce": "n", "envelope": "AA"}
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        size = http.get("/v1/head").json()["log_size"]
+        for field, value in [("subject", ""), ("subject", "x" * 257), ("reason", ""),
+                             ("reason", "a" * 65), ("category", "c" * 65),
+                             ("points", 1_000_001), ("points", -1_000_001), ("date", -1),
+                             ("expiry", -1), ("valid_days", 0), ("valid_days", 100 * 366 + 1),
+                             ("withdraws", "zz"), ("withdraws", "AB" * 32)]:
+            r = http.post("/v1/credit/events", json={**event, field: value}, headers=AUTH)
+            assert r.status_code == 422, (field, value, r.text)
+            assert r.json()["detail"][0]["loc"] == ["body", field], r.text
+        assert http.get("/v1/head").json()["log_size"] == size  # nothing was recorded
+        for presentations in ([], [answer] * 9, [{**answer, "nonce": ""}],
+                              [{**answer, "nonce": "n" * 129}], [{**answer, "envelope": ""}],
+                              [{**answer, "envelope": "A" * (64 * 1024 + 1)}]):
+            r = http.post("/v1/services/business-licence/apply",
+                          json={"holder_jwk": jwk, "presentations": presentations})
+            assert r.status_code == 422, (len(presentations), r.text)
+            assert r.json()["detail"][0]["loc"][:2] == ["body", "presentations"], r.text
+        assert http.post("/v1/credit/requests", json={"type": "t" * 65}).status_code == 422
+        for record in ({**answer, "nonce": ""}, {**answer, "nonce": "n" * 129},
+                       {**answer, "envelope": ""}):
+            assert http.post("/v1/credit/record", json=record).status_code == 422, record
+        assert http.get("/v1/head").json()["log_size"] == size
