@@ -183,9 +183,12 @@ def test_blocks_page_back_with_before(http: httpx.Client) -> None:
     assert http.get("/v1/blocks", params={"before": top + 50, "limit": 1}).json()[0][
         "height"] == top
     assert http.get("/v1/blocks", params={"before": -1}).status_code == 422
+    assert http.get("/v1/blocks", params={"limit": 101}).status_code == 422  # 100 a page
 
 
 def test_missing_block_and_tx_are_404(http: httpx.Client) -> None:
+    from node.replication import SYNC_HEADERS
+
     assert http.get("/v1/blocks/999999").status_code == 404
     assert http.get(f"/v1/tx/{'ab' * 32}").status_code == 404
     assert http.get(f"/v1/tx/{'ab' * 32}/receipt").status_code == 404
@@ -194,6 +197,8 @@ def test_missing_block_and_tx_are_404(http: httpx.Client) -> None:
     # a catch-up read asks for at most 500 blocks (or SYNC_HEADERS headers) at once
     assert http.get("/v1/sync/blocks", params={"from": 0, "count": 501}).status_code == 422
     assert http.get("/v1/sync/blocks", params={"from": 0, "count": 500}).status_code == 200
+    assert http.get("/v1/sync/headers", params={"from": 0, "count": SYNC_HEADERS + 1}
+                    ).status_code == 422
     assert http.get("/v1/log/entries/999999").status_code == 404
 
 
@@ -667,6 +672,16 @@ def test_an_empty_operator_token_opens_nothing(live: Live) -> None:
             assert r.status_code == 401, (headers, r.status_code, r.text)
             assert r.headers["www-authenticate"] == "Bearer"
 
+
+def test_a_status_change_names_its_credential_by_hex_id(http: httpx.Client) -> None:
+    """A credential id in the path is 64 lower-case hex digits (422 otherwise, before the
+    node reads it): not text that would fail as hex inside the route."""
+    for cid in ("zz" * 32, "AB" * 32, "ab" * 31):
+        r = http.post(f"/v1/credentials/{cid}/status", headers=AUTH,
+                      json={"status": "revoked", "reason": "x"})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == [
+            "path", "credential_id"], (cid, r.text)
+
 def _issue(http: httpx.Client, holder: PrivateKey) -> tuple[Bundle, str]:
     r = http.post("/v1/credentials", headers=AUTH, json={
         "type": "degree", "claims": CLAIMS,
@@ -904,6 +919,9 @@ def test_status_of_an_unknown_credential_is_409(http: httpx.Client) -> None:
 @pytest.mark.parametrize(("body", "status"), [
     ({"nonce": "no-such-nonce", "envelope": "AAAA"}, 404),
     ({"nonce": "x", "envelope": "not base64!"}, 400),
+    # standard base64's + and /, or a space, are not base64url: refused, not dropped
+    ({"nonce": "x", "envelope": "AA+/"}, 400),
+    ({"nonce": "x", "envelope": "AA AA"}, 400),
     ({"nonce": "x"}, 422),
     # the bounds of each field, before any nonce is looked up
     ({"nonce": "x" * 129, "envelope": "AAAA"}, 422),
@@ -2259,3 +2277,55 @@ def test_a_batch_item_the_wait_ran_out_on_is_pending_and_commits_after(tmp_path:
             assert c.get(f"/v1/tx/{late.txid.hex()}/receipt").status_code == 200
     finally:
         node.close()
+
+
+def test_a_browser_app_of_a_listed_origin_may_call_the_api_and_no_other(live: Live) -> None:
+    """cors_origins lets a web wallet or verifier of those origins call the API from a
+    browser, with GET and POST only; another origin, and every origin where the list is
+    empty (the default), gets no Access-Control-Allow-Origin."""
+    from dataclasses import replace
+
+    listed, other = "https://wallet.example", "https://evil.example"
+    settings = replace(settings_for(live.data), cors_origins=(listed,))
+    app = create_app(settings, node=live.app.state.node)
+
+    def preflight(c: httpx.Client, origin: str, method: str) -> httpx.Response:
+        return c.options("/v1/verify", headers={
+            "Origin": origin, "Access-Control-Request-Method": method,
+            "Access-Control-Request-Headers": "content-type"})
+
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as c:
+        r = preflight(c, listed, "POST")
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == listed
+        assert "POST" in r.headers["access-control-allow-methods"]
+        assert preflight(c, listed, "DELETE").status_code == 400
+        assert preflight(c, other, "POST").status_code == 400
+        got = c.get("/v1/head", headers={"Origin": listed})
+        assert got.headers["access-control-allow-origin"] == listed
+        assert "access-control-allow-origin" not in c.get(
+            "/v1/head", headers={"Origin": other}).headers
+    with live.client() as c:  # no list: CORS off
+        assert "access-control-allow-origin" not in c.get(
+            "/v1/head", headers={"Origin": listed}).headers
+
+
+def test_a_snapshot_part_names_its_agencies_and_pays_for_its_signatures(live: Live) -> None:
+    """A node's part of an offline snapshot signs every list of its agencies: it takes
+    SNAPSHOT_TOKENS rate-limit tokens (a bucket of 15 pays for one part, not two), and says
+    in Snapshot-Agencies whose lists it signs (an agency named with no list issued none)."""
+    from dataclasses import replace
+
+    from ledger.offline import load_snapshot
+    from node.api import SNAPSHOT_TOKENS
+
+    settings = replace(settings_for(live.data), rate_limit_per_minute=60, rate_limit_burst=15)
+    app = create_app(settings, node=live.app.state.node, rate_clock=lambda: 0.0)
+    assert SNAPSHOT_TOKENS == 10
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        first = http.get("/v1/snapshot")
+        assert first.status_code == 200, first.text
+        agencies = first.headers["snapshot-agencies"].split(",")
+        assert "edu" in agencies and agencies == sorted(agencies)
+        load_snapshot(first.content)  # a whole part, as `ledger snapshot --node` reads it
+        second = http.get("/v1/snapshot")
+        assert second.status_code == 429 and "a snapshot" in second.json()["detail"]
