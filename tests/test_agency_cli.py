@@ -601,7 +601,7 @@ def test_a_reason_is_a_code_never_free_text(demo: Path) -> None:
     """A status reason is public on the ledger for good: the tools take a code, so a name
     cannot be typed into it (ADR 47); nothing is committed."""
     before = _log_size(demo)
-    for text in ("deceased Li Hua 1949-11-23", "Withdrawn", "-x", "a" * 65):
+    for text in ("deceased Li Hua 1949-11-23", "Withdrawn", "-x", "a" * 65, "under review"):
         r = _status(demo, "ab" * 32, "revoked", "--reason", text)
         assert r.returncode == 2, r.stderr
         assert "must be a code" in " ".join(r.stderr.split()) and text not in r.stderr

@@ -647,6 +647,10 @@ def test_rule_text_is_held_to_what_a_claim_may_hold() -> None:
     assert problem(clauses=[{"when": "claims.person_id.district !=\n\tparams.district",
                              "decision": "rejected", "reason": "not_resident"}]) is None
     assert problem(params=[{"name": "district", "str": "\u0626\u06c7\u200c\u064a"}]) is None
+    # a line break is taken in an expression, never in a parameter a claim is compared with
+    assert str(problem(params=[{"name": "district", "str": "Chang\nsheng"}])).startswith(
+        "rule.params[0].str (parameter 'district') holds the invisible or control character "
+        "\\x0a")
     assert problem(title="Allowance\ttab") == (
         "rule.title holds the invisible or control character \\x09 (U+0009): string claims may "
         "not hold one, and it would not look like what it is")
