@@ -1117,3 +1117,105 @@ def test_certificates_pass_openssls_strict_checks(tmp_path: Path) -> None:
     renewed = renew_ca(pki, b"pw", now=dt.datetime.now(dt.UTC))
     assert renewed.extensions.get_extension_for_class(
         x509.SubjectKeyIdentifier).value.digest == ski.digest
+
+
+# -- edges a mutation round over node/pki.py found untested (round 15) -------------------------
+
+def test_a_new_pki_refuses_a_folder_holding_anything_and_a_bad_host_writes_nothing(
+        tmp_path: Path) -> None:
+    """Any file makes a folder not empty (not only a certificate); a bad host given for a later
+    agency is refused before the CA's files are written, and the folder made is the owner's."""
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("kept")
+    with pytest.raises(PkiError, match="not empty"):
+        create_pki(used, "n", ["civil"], b"pw", now=NOW)
+    assert [p.name for p in used.iterdir()] == ["notes.txt"]
+    with pytest.raises(PkiError, match="neither an IP address nor a host name"):
+        create_pki(tmp_path / "pki", "n", ["civil", "edu"], b"pw", now=NOW,
+                   hosts={"edu": ["Bad_Host"]})
+    assert not (tmp_path / "pki").exists()
+    create_pki(tmp_path / "pki", "n", ["civil"], b"pw", now=NOW)
+    assert stat.S_IMODE((tmp_path / "pki").stat().st_mode) == 0o700
+
+
+def test_health_warns_from_the_warning_day_and_says_ended_from_the_last_second(
+        tmp_path: Path) -> None:
+    """Exactly WARN_DAYS left is not yet a warning; at the certificate's not-after second it
+    has ended (etcd and peers refuse it then), not "ends in 0 days"."""
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil"], b"pw", now=NOW)
+    end = _cert(pki / "civil.crt").not_valid_after_utc
+    assert certificate_problem(pki, "civil", end - dt.timedelta(days=WARN_DAYS)) is None
+    said = certificate_problem(pki, "civil", end - dt.timedelta(days=WARN_DAYS, seconds=-1))
+    assert said is not None and f"ends in {WARN_DAYS - 1} days" in said
+    said = certificate_problem(pki, "civil", end)
+    assert said is not None and "civil.crt this node runs with ended" in said
+    said = certificate_problem(pki, "civil", end - dt.timedelta(seconds=1))
+    assert said is not None and "ends in 0 days" in said
+
+
+def test_a_certificate_is_taken_from_its_first_second(tmp_path: Path) -> None:
+    """Valid from its not-before second (OpenSSL's rule); refused a second before (the CA's
+    start is the agency's: both made at one time)."""
+    from node.pki import _load_key, check_certificates
+
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil"], b"pw", now=NOW)
+    start = _cert(pki / "civil.crt").not_valid_before_utc
+    key = _load_key(pki / "civil.key", b"pw")
+    assert check_certificates(pki, "civil", key, now=start) == VALID_DAYS
+    with pytest.raises(PkiError, match=r"ca\.crt is valid only from"):
+        check_certificates(pki, "civil", key, now=start - dt.timedelta(seconds=1))
+
+
+def test_unlock_copies_the_revocation_list_and_replaces_a_key_left_in_its_runtime(
+        tmp_path: Path) -> None:
+    """etcd reads crl.pem from the runtime folder (--client-crl-file): it must be the
+    folder's; a runtime folder given again (a cluster's, after a stop) gets the current key."""
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil"], b"pw", now=NOW)
+    given = tmp_path / "runtime"
+    given.mkdir()
+    (given / "civil.key").write_bytes(b"a key left by a run before")
+    rt = unlock(pki, "civil", b"pw", runtime=given, now=NOW)
+    try:
+        assert (rt / "crl.pem").read_bytes() == (pki / "crl.pem").read_bytes()
+        key = serialization.load_pem_private_key((rt / "civil.key").read_bytes(), None)
+        assert key.public_key() == _cert(pki / "civil.crt").public_key()
+    finally:
+        lock(rt)
+
+
+def test_the_operator_certificate_is_etcds_root_client_and_kept_once_made(
+        tmp_path: Path) -> None:
+    """etcd takes a client certificate's CN as its user: the operator's is ``root``, for TLS
+    clients only; its key comes out clear (etcd's client cannot read a sealed one), and
+    ensure_operator_cert leaves one that exists."""
+    from node.pki import ensure_operator_cert
+
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil"], b"pw", now=NOW)
+    ca_pem, cert_pem, key_pem = operator_credentials(pki, b"pw")
+    assert ca_pem == (pki / "ca.crt").read_bytes()
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    assert [a.value for a in cert.subject.get_attributes_for_oid(
+        x509.oid.NameOID.COMMON_NAME)] == ["root"]
+    assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+        ExtendedKeyUsageOID.CLIENT_AUTH]
+    key = serialization.load_pem_private_key(key_pem, None)
+    assert key.public_key() == cert.public_key()
+    before = [(pki / n).read_bytes() for n in ("operator.crt", "operator.key")]
+    ensure_operator_cert(pki, b"pw", now=NOW + dt.timedelta(days=1))
+    assert [(pki / n).read_bytes() for n in ("operator.crt", "operator.key")] == before
+
+
+def test_a_wildcard_name_covers_one_label_only(tmp_path: Path) -> None:
+    """As a TLS client checks it: ``*.example`` names ``a.example``, not ``a.b.example``."""
+    from node.pki import _names_host
+
+    names = [x509.DNSName("*.civil.example")]
+    assert _names_host(names, "node.civil.example")
+    assert _names_host(names, "NODE.Civil.Example.")
+    assert not _names_host(names, "a.node.civil.example")
+    assert not _names_host(names, "civil.example")
