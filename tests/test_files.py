@@ -353,3 +353,30 @@ def test_a_stream_takes_any_character_when_its_encoding_is_utf8_by_any_spelling(
         assert takes_any_character(stream) is False
     else:
         assert takes_any_character(stream) is takes
+
+
+def test_a_step_held_against_interrupts_ends_whole_and_a_second_ctrl_c_acts_at_once() -> None:
+    """Within interrupts_held the first Ctrl-C (or SIGTERM) is noted, said once, and acts only
+    once the step has ended whole; a second Ctrl-C acts at once (a mutation round, round 15)."""
+    from ledger.files import interrupts_held
+
+    said: list[str] = []
+    steps: list[str] = []
+
+    def step(*signums: signal.Signals) -> None:
+        with interrupts_held(lambda: said.append(f"stopping once done ({len(signums)})")):
+            for signum in signums:
+                os.kill(os.getpid(), signum)  # the handler runs before the next line
+            steps.append(f"ended whole ({len(signums)})")
+
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with pytest.raises(KeyboardInterrupt):  # the first noted acts: Ctrl-C's own handler
+            step(signal.SIGINT, signal.SIGTERM)
+        assert steps == ["ended whole (2)"] and said == ["stopping once done (2)"]
+        with pytest.raises(KeyboardInterrupt):
+            step(signal.SIGINT, signal.SIGINT, signal.SIGINT)
+        assert steps == ["ended whole (2)"] and said[1:] == ["stopping once done (3)"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, before)
