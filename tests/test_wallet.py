@@ -1641,3 +1641,124 @@ def test_a_wallet_asking_more_memory_than_there_is_says_so(wallet: Wallet,
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
         assert "asks for 1024 MiB of memory" in r.stderr, r.stderr
     assert asking.read_bytes() == codec.encode(raw) and not (tmp_path / "b.db").exists()
+
+
+# -- the command line's outputs (a mutation round over wallet/cli.py, round 15) ----------------
+
+def test_cli_outputs_a_presentation_beside_its_qr_code_and_never_over_a_file(
+        live_world: World, tmp_path: Path) -> None:
+    """An --out ending .png keeps the envelope there and the QR code in .qr.png; a QR code's
+    name already taken, or a dangling link at --out, is refused before anything is signed;
+    both files are the holder's alone; a pipe gets the text only (the QR code is drawn on a
+    terminal)."""
+    w = tmp_path / "wallet.db"
+    r = _run(["init"], w)
+    assert r.returncode == 0, r.stderr
+    bundle, registry = tmp_path / "b.bundle", tmp_path / "reg.bin"
+    bundle.write_bytes(live_world.issue(json.loads(r.stdout)).to_bytes())
+    registry.write_bytes(live_world.ledger.registry.to_bytes())
+    cid = _run(["receive", str(bundle), "--registry", str(registry)], w).stdout.strip()
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(REQ.to_json()))
+
+    def present(out: Path) -> subprocess.CompletedProcess[str]:
+        return _run(["present", cid[:10], "--request", str(request), "--out", str(out),
+                     "--yes"], w)
+
+    out = tmp_path / "env.png"
+    r = present(out)
+    assert r.returncode == 0, r.stderr
+    env, png = out.read_bytes(), (tmp_path / "env.qr.png").read_bytes()
+    assert live_world.verify(env, now=int(time.time())).verified
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    assert r.stdout.splitlines() == [base64.urlsafe_b64encode(env).rstrip(b"=").decode()]
+    for made in (out, tmp_path / "env.qr.png"):
+        assert stat.S_IMODE(made.stat().st_mode) == 0o600, made
+    shown = Wallet.open(w, PASS).info(cid).shown
+
+    (tmp_path / "second.png").write_bytes(b"the holder's own picture")
+    r = present(tmp_path / "second.bin")
+    assert r.returncode == 2 and f"{tmp_path / 'second.png'} exists" in r.stderr, r.stderr
+    assert (tmp_path / "second.png").read_bytes() == b"the holder's own picture"
+    assert not (tmp_path / "second.bin").exists()
+    (tmp_path / "third.bin").symlink_to(tmp_path / "nowhere.bin")
+    r = present(tmp_path / "third.bin")
+    assert r.returncode == 2 and "exists" in r.stderr, r.stderr
+    assert not (tmp_path / "nowhere.bin").exists()
+    r = present(tmp_path / "no-such-folder" / "env.bin")
+    assert r.returncode == 2 and "there is no folder" in r.stderr, r.stderr
+    assert Wallet.open(w, PASS).info(cid).shown == shown  # nothing was signed
+
+
+def test_cli_holder_keys_and_backups_never_follow_a_dangling_link(tmp_path: Path) -> None:
+    """A link to nowhere at --out (or a backup's path) is a file there: refused as one (2), as
+    is a missing folder; the folder the wallet is made in is private (0700); --out - prints,
+    writing no file named -."""
+    w = tmp_path / "home" / "wallet.db"
+    assert _run(["init"], w).returncode == 0
+    assert stat.S_IMODE(w.parent.stat().st_mode) == 0o700
+    for args in (["holder-key", "--out"], ["backup"]):
+        link = tmp_path / f"{args[0]}.json"
+        link.symlink_to(tmp_path / f"{args[0]}-nowhere")
+        r = _run([*args, str(link)], w)
+        assert r.returncode == 2 and f"{link} exists" in r.stderr, (args, r.stderr)
+        assert not (tmp_path / f"{args[0]}-nowhere").exists()
+    r = _run(["holder-key", "--out", str(tmp_path / "no-such-folder" / "k.json")], w)
+    assert r.returncode == 2 and "there is no folder" in r.stderr, r.stderr
+    r = _run(["holder-key", "--out", "-"], w, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == _run(["holder-key"], w).stdout and json.loads(r.stdout)["kty"] == "OKP"
+    assert not (tmp_path / "-").exists()
+
+
+def test_cli_lists_a_table_from_110_columns(live_world: World, tmp_path: Path) -> None:
+    """110 columns take `wallet list`'s table whole; fewer get lines (no cell cut short)."""
+    w = tmp_path / "wallet.db"
+    r = _run(["init"], w)
+    assert r.returncode == 0, r.stderr
+    bundle, registry = tmp_path / "b.bundle", tmp_path / "reg.bin"
+    bundle.write_bytes(live_world.issue(json.loads(r.stdout)).to_bytes())
+    registry.write_bytes(live_world.ledger.registry.to_bytes())
+    cid = _run(["receive", str(bundle), "--registry", str(registry)], w).stdout.strip()
+    for columns, table in (("109", False), ("110", True)):
+        r = subprocess.run([str(WALLET_BIN), "--wallet", str(w), "list"], capture_output=True,
+                           text=True, env={**os.environ, "WALLET_PASSPHRASE": PASS.decode(),
+                                           "COLUMNS": columns}, timeout=120, check=False)
+        assert r.returncode == 0, r.stderr
+        assert cid[:16] in r.stdout and "…" not in r.stdout, r.stdout
+        assert ("valid until" in r.stdout) == table, (columns, r.stdout)
+    drawn = [line for line in r.stdout.splitlines() if line[:1] in "┏┃┡│└"]
+    assert drawn and max(map(len, drawn)) <= 110  # whole, within the 110 columns
+
+
+def test_an_application_is_bound_only_to_the_nodes_own_origin() -> None:
+    """Scheme, host (any case) and port, a default port spelled or not; a URL with no host is
+    no origin, so nothing is the same as it."""
+    from wallet.cli import _same_origin
+
+    assert _same_origin("https://Node.example/apply", "https://node.example:443")
+    assert _same_origin("http://node.example:80/apply", "http://node.example/")
+    assert not _same_origin("https://node.example:8443/apply", "https://node.example")
+    assert not _same_origin("http://node.example/apply", "https://node.example")
+    assert not _same_origin("node.example", "node.example")
+
+
+def test_a_verifiers_text_is_cut_only_past_its_limit() -> None:
+    from wallet.cli import _shown
+
+    assert _shown("a" * 120) == "“" + "a" * 120 + "”"
+    assert _shown("a" * 121) == "“" + "a" * 120 + "…”"
+    assert _shown("a    b " + " " * 300 + "c", 64) == "“a b c”"  # padding folded
+
+
+def test_cli_receive_takes_a_registry_or_a_trust_list_never_both(tmp_path: Path) -> None:
+    """A bundle is checked against the network's registry, a foreign credential against a
+    trust list: given both, which was meant is unknown, so it is a usage error (2)."""
+    w = tmp_path / "wallet.db"
+    assert _run(["init"], w).returncode == 0
+    for name in ("cred.txt", "reg.bin", "trust.json"):
+        (tmp_path / name).write_text("{}")
+    r = _run(["receive", str(tmp_path / "cred.txt"), "--registry", str(tmp_path / "reg.bin"),
+              "--trust", str(tmp_path / "trust.json")], w)
+    assert r.returncode == 2 and "exactly one of --registry" in r.stderr, r.stderr
+    assert Wallet.open(w, PASS).list() == []

@@ -137,3 +137,35 @@ def test_a_proof_that_does_not_check_out_leaves_the_credential_as_it_was(
     assert wallet.path.read_bytes() == before  # nothing saved
     with pytest.raises(Exception, match="no credential"):
         wallet.refresh({"ab" * 32: []}, text.decode(), registry=reg, now=int(time.time()))
+
+
+def test_refresh_with_id_proves_only_the_credentials_named(world: tuple[Path, Wallet, str],
+                                                         tmp_path: Path) -> None:
+    """--id keeps the node from learning the other credentials' leaves: only the one named is
+    asked for and proven (a mutation round, round 15); without it, every one is."""
+    data, wallet, cid = world
+    node = Node(data, "civil", PASS, workers=0)
+    try:
+        bundle, _ = node.issue("residence", DEMO_HOLDER_CLAIMS[("civil", "residence")],
+                               wallet.holder_jwk(), valid_days=365)
+        reg = node.store.registry
+        assert reg is not None
+        other = wallet.receive(bundle.to_bytes(), registry=reg, now=int(time.time())).id
+    finally:
+        node.close()
+    snapshot = _snapshot(data, tmp_path / "snap.bin")
+    app = create_app(settings_for(data), passphrase=PASS)
+    env = {**os.environ, "WALLET_PASSPHRASE": "wallet-pass", "COLUMNS": "200"}
+    with serve(app) as url:
+        def refresh(*more: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([WALLET, "--wallet", str(wallet.path), "refresh", "--node",
+                                   url, "--registry", str(snapshot), *more],
+                                  capture_output=True, text=True, env=env, timeout=120,
+                                  check=False)
+
+        one = refresh("--id", other[:10])
+        every = refresh()
+    assert one.returncode == 0, one.stderr
+    assert "1 of 1 credentials proven" in one.stdout
+    assert other[:12] in one.stderr and cid[:12] not in one.stderr
+    assert every.returncode == 0 and "2 of 2 credentials proven" in every.stdout, every.stderr
