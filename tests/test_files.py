@@ -380,3 +380,30 @@ def test_a_step_held_against_interrupts_ends_whole_and_a_second_ctrl_c_acts_at_o
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_only_a_lone_surrogate_is_called_text_that_is_not_unicode(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lone surrogate is bad input (exit 2, NOT_UNICODE); a character some codec cannot take
+    is not the input's fault, and is left as it is (a mutation round, 15)."""
+    import typer
+
+    from ledger.files import NOT_UNICODE, run_cli
+
+    for text, code in (("\udcff", 2), ("naïve", None)):
+        app = typer.Typer(pretty_exceptions_enable=False)
+
+        @app.command()
+        def encode(text: str = text, codec: str = "utf-8" if code else "ascii") -> None:
+            text.encode(codec)
+
+        monkeypatch.setattr(sys, "argv", ["tool"])
+        if code:
+            with pytest.raises(SystemExit) as info:
+                run_cli(app)
+            assert info.value.code == code
+            assert NOT_UNICODE in capsys.readouterr().err
+        else:
+            with pytest.raises(UnicodeEncodeError, match="'ascii' codec"):
+                run_cli(app)
+            assert NOT_UNICODE not in capsys.readouterr().err
