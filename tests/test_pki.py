@@ -1124,7 +1124,8 @@ def test_certificates_pass_openssls_strict_checks(tmp_path: Path) -> None:
 def test_a_new_pki_refuses_a_folder_holding_anything_and_a_bad_host_writes_nothing(
         tmp_path: Path) -> None:
     """Any file makes a folder not empty (not only a certificate); a bad host given for a later
-    agency is refused before the CA's files are written, and the folder made is the owner's."""
+    agency is refused before the CA's files are written; the folder made and the keys in it
+    are the owner's alone."""
     used = tmp_path / "used"
     used.mkdir()
     (used / "notes.txt").write_text("kept")
@@ -1137,6 +1138,8 @@ def test_a_new_pki_refuses_a_folder_holding_anything_and_a_bad_host_writes_nothi
     assert not (tmp_path / "pki").exists()
     create_pki(tmp_path / "pki", "n", ["civil"], b"pw", now=NOW)
     assert stat.S_IMODE((tmp_path / "pki").stat().st_mode) == 0o700
+    for key in ("ca.key", "operator.key", "civil.key"):  # sealed, and the owner's alone
+        assert stat.S_IMODE((tmp_path / "pki" / key).stat().st_mode) == 0o600, key
 
 
 def test_health_warns_from_the_warning_day_and_says_ended_from_the_last_second(
