@@ -1222,3 +1222,18 @@ def test_a_wildcard_name_covers_one_label_only(tmp_path: Path) -> None:
     assert _names_host(names, "NODE.Civil.Example.")
     assert not _names_host(names, "a.node.civil.example")
     assert not _names_host(names, "civil.example")
+
+
+def test_a_server_only_certificate_is_refused_at_start_too(tmp_path: Path) -> None:
+    """An agency's node and etcd member are TLS clients too (peers, etcd's own members): a
+    certificate only for servers fails there, so it is refused as a client-only one is."""
+    from node.pki import _ca, _leaf_cert, _replace_pair
+
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil"], b"pw", now=NOW)
+    ca_cert, ca_key = _ca(pki, b"pw")
+    key, cert = _leaf_cert(ca_cert, ca_key, "civil", NOW, NOW + dt.timedelta(days=30),
+                           [ExtendedKeyUsageOID.SERVER_AUTH])
+    _replace_pair(pki, "civil", key, cert, b"pw")
+    with pytest.raises(PkiError, match=r"not for both TLS servers and clients.*pki renew"):
+        unlock(pki, "civil", b"pw", now=NOW)
