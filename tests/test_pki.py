@@ -1237,3 +1237,24 @@ def test_a_server_only_certificate_is_refused_at_start_too(tmp_path: Path) -> No
     _replace_pair(pki, "civil", key, cert, b"pw")
     with pytest.raises(PkiError, match=r"not for both TLS servers and clients.*pki renew"):
         unlock(pki, "civil", b"pw", now=NOW)
+
+
+def test_a_stale_runtime_folder_of_another_user_is_left_alone(tmp_path: Path) -> None:
+    """The sweep removes this user's folders whose owner died, never another user's (its key
+    is theirs to remove; a shared /dev/shm holds both)."""
+    if os.getuid() != 0:
+        pytest.skip("making a folder another user owns needs root")
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    folders = {}
+    for whose, uid in (("mine", os.getuid()), ("theirs", 4242)):
+        folder = tmp_path / f"credledger-civil-{whose}"
+        folder.mkdir(mode=0o700)
+        (folder / "owner.pid").write_text(str(ended.pid), encoding="ascii")
+        (folder / "civil.key").write_bytes(b"a clear key")
+        for path in (folder, folder / "owner.pid", folder / "civil.key"):
+            os.chown(path, uid, uid)
+        folders[whose] = folder
+    assert sweep_stale_runtimes(tmp_path, "civil") == [folders["mine"]]
+    assert not folders["mine"].exists()
+    assert (folders["theirs"] / "civil.key").read_bytes() == b"a clear key"
