@@ -1762,3 +1762,13 @@ def test_cli_receive_takes_a_registry_or_a_trust_list_never_both(tmp_path: Path)
               "--trust", str(tmp_path / "trust.json")], w)
     assert r.returncode == 2 and "exactly one of --registry" in r.stderr, r.stderr
     assert Wallet.open(w, PASS).list() == []
+
+
+def test_cli_lists_an_empty_wallet_on_standard_error_only(tmp_path: Path) -> None:
+    """Standard output is for what a script reads: an empty wallet's list is one line on
+    standard error and nothing on standard output (no empty table)."""
+    w = tmp_path / "wallet.db"
+    assert _run(["init"], w).returncode == 0
+    r = _run(["list"], w)
+    assert (r.returncode, r.stdout) == (0, ""), r.stdout
+    assert "The wallet holds no credentials yet." in r.stderr
