@@ -1772,3 +1772,22 @@ def test_cli_lists_an_empty_wallet_on_standard_error_only(tmp_path: Path) -> Non
     r = _run(["list"], w)
     assert (r.returncode, r.stdout) == (0, ""), r.stdout
     assert "The wallet holds no credentials yet." in r.stderr
+
+
+def test_cli_names_the_folder_it_could_not_write_a_key_file_in(tmp_path: Path) -> None:
+    """A write refused by the file system is one line that names where (exit 1), not only the
+    system's words."""
+    from test_audit import _make_read_only
+
+    w = tmp_path / "wallet.db"
+    assert _run(["init"], w).returncode == 0
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    undo = _make_read_only([ro])
+    try:
+        r = _run(["holder-key", "--out", str(ro / "key.json")], w)
+    finally:
+        subprocess.run(undo, check=True)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"{ro}/" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert list(ro.iterdir()) == []
