@@ -1672,6 +1672,7 @@ def test_cli_outputs_a_presentation_beside_its_qr_code_and_never_over_a_file(
     assert live_world.verify(env, now=int(time.time())).verified
     assert png.startswith(b"\x89PNG\r\n\x1a\n")
     assert r.stdout.splitlines() == [base64.urlsafe_b64encode(env).rstrip(b"=").decode()]
+    assert "another wallet process" not in r.stderr  # it presented the copy it chose
     for made in (out, tmp_path / "env.qr.png"):
         assert stat.S_IMODE(made.stat().st_mode) == 0o600, made
     shown = Wallet.open(w, PASS).info(cid).shown
