@@ -344,7 +344,9 @@ def _run_cli(app: Callable[[], object]) -> None:
                              "it from a backup (ledger import of an archive)\n")
             raise SystemExit(1) from None
         except OSError as e:
-            if e.errno == errno.EPIPE:  # a pipe this process writes to (standard error, say)
+            if e.errno == errno.EPIPE:  # a pipe this process writes to, for an app that lets
+                # it through: a Typer app's own main (click's) catches a broken pipe on
+                # standard error first and exits 1, quietly, as Rich's consoles do (ADR 68)
                 _reader_gone()
             # A full disk, a read-only folder, a file that went away: where a command has no
             # message of its own for it, one line that names the file, not a traceback. The
