@@ -8,6 +8,7 @@ import base64
 import json
 import shutil
 import unicodedata
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,17 @@ def prepare(tmp: Path) -> tuple[Path, Wallet]:
     finally:
         node.close()
     return data, wallet
+
+
+def _market_app(data: Path) -> Any:
+    """The market agency's node over ``data`` (it decides the permits services), at NOW."""
+    settings = settings_for(data)
+    return create_app(replace(settings, agency="market"), clock=lambda: NOW, passphrase=PASS)
+
+
+LATE_FILING: dict[str, Any] = {"subject": REG_NO, "reason": "late-filing",
+                               "category": "permits", "points": -40, "valid_days": 30}
+"""A credit event the market agency records (in permits)."""
 
 
 def test_apply_get_credential_present_it(tmp_path: Path) -> None:
@@ -369,9 +381,7 @@ def test_a_decision_is_never_committed_without_its_evidence_kept(
     from node import approvals
 
     data, wallet = prepare(tmp_path)
-    settings = settings_for(data)
-    settings = type(settings)(**{**settings.__dict__, "agency": "market"})
-    app = create_app(settings, clock=lambda: NOW, passphrase=PASS)
+    app = _market_app(data)
     real = approvals.write_atomic
 
     def refusing(suffix: str) -> Any:
@@ -444,9 +454,7 @@ def test_an_agency_records_and_withdraws_a_credit_event_through_its_node(tmp_pat
                               env=env if token else {k: v for k, v in env.items()
                                                      if k != "LEDGER_OPERATOR_TOKEN"})
 
-    settings = settings_for(data)
-    settings = type(settings)(**{**settings.__dict__, "agency": "market"})
-    app = create_app(settings, clock=lambda: NOW, passphrase=PASS)
+    app = _market_app(data)
     with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
         size = http.get("/v1/head").json()["log_size"]
         for args, stdin, token, code, said in [
@@ -508,11 +516,8 @@ def test_the_operator_routes_of_approvals_and_credit_refuse_a_missing_or_wrong_t
     401 without a token or with a wrong one, and nothing is recorded. (The `agency credit`
     CLI refuses to send without a token, so its test never reaches the server's check.)"""
     data, _ = prepare(tmp_path)
-    settings = settings_for(data)
-    settings = type(settings)(**{**settings.__dict__, "agency": "market"})
-    app = create_app(settings, clock=lambda: NOW, passphrase=PASS)
-    event = {"subject": REG_NO, "reason": "late-filing", "category": "permits",
-             "points": -40, "valid_days": 30}
+    app = _market_app(data)
+    event = dict(LATE_FILING)
     with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
         size = http.get("/v1/head").json()["log_size"]
         for headers in ({}, {"Authorization": "Bearer not-the-token"}):
@@ -662,9 +667,7 @@ def test_no_application_is_decided_under_a_costly_rule_already_on_the_chain(
     for d in range(4):
         nested = f"[0,0,0,0,0,0,0,0,0,0].all(x{d}, {nested})"
     keys = _issuer_keys(data, "edu", "civil")
-    settings = settings_for(data)
-    settings = type(settings)(**{**settings.__dict__, "agency": "market"})
-    app = create_app(settings, clock=lambda: NOW, passphrase=PASS)
+    app = _market_app(data)
     with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
         opened = http.post("/v1/services/business-licence/applications").json()
         requests = [Request.from_json({k: r[k] for k in ("nonce", "audience", "type", "claims")})
@@ -960,11 +963,8 @@ def test_the_bodies_of_approvals_and_credit_are_bounded_before_anything_is_read(
     from ledger.keys import PrivateKey
 
     data, _ = prepare(tmp_path)
-    settings = settings_for(data)
-    settings = type(settings)(**{**settings.__dict__, "agency": "market"})
-    app = create_app(settings, clock=lambda: NOW, passphrase=PASS)
-    event = {"subject": REG_NO, "reason": "late-filing", "category": "permits",
-             "points": -40, "valid_days": 30}
+    app = _market_app(data)
+    event = dict(LATE_FILING)
     jwk = sdjwt.jwk_from_ed25519(PrivateKey.generate().public.raw)
     answer = {"nonce": "n", "envelope": "AA"}
     with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:

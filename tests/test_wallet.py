@@ -730,6 +730,19 @@ def _run(args: list[str], wallet_path: Path, *, passphrase: str = PASS.decode(),
                           stdin=subprocess.DEVNULL, check=False)
 
 
+def _cli_wallet_holding_one(world: World, tmp_path: Path) -> tuple[Path, str]:
+    """A wallet made and given one credential through the real CLI: its path and the id."""
+    w = tmp_path / "wallet.db"
+    r = _run(["init"], w)
+    assert r.returncode == 0, r.stderr
+    bundle, registry = tmp_path / "b.bundle", tmp_path / "reg.bin"
+    bundle.write_bytes(world.issue(json.loads(r.stdout)).to_bytes())
+    registry.write_bytes(world.ledger.registry.to_bytes())
+    got = _run(["receive", str(bundle), "--registry", str(registry)], w)
+    assert got.returncode == 0, got.stderr
+    return w, got.stdout.strip()
+
+
 @pytest.fixture
 def live_world(tmp_path: Path, agencies: dict[str, Agency]) -> Iterator[World]:
     """The CLI reads the clock, so this ledger's times are just behind it."""
@@ -1340,13 +1353,7 @@ def test_a_narrow_terminal_or_a_pipe_lists_whole_ids_and_dates(live_world: World
     cell was empty: a narrow output lists each credential on lines, nothing cut."""
     from ledger.timetext import utc_text
 
-    w = tmp_path / "wallet.db"
-    r = _run(["init"], w)
-    assert r.returncode == 0, r.stderr
-    bundle, registry = tmp_path / "b.bundle", tmp_path / "reg.bin"
-    bundle.write_bytes(live_world.issue(json.loads(r.stdout)).to_bytes())
-    registry.write_bytes(live_world.ledger.registry.to_bytes())
-    cid = _run(["receive", str(bundle), "--registry", str(registry)], w).stdout.strip()
+    w, cid = _cli_wallet_holding_one(live_world, tmp_path)
     info = Wallet.open(w, PASS).info(cid)
     dates = [utc_text(t)[:10] for t in (info.valid_from, info.valid_until)]
     for columns in ("20", "80"):
@@ -1651,13 +1658,7 @@ def test_cli_outputs_a_presentation_beside_its_qr_code_and_never_over_a_file(
     name already taken, or a dangling link at --out, is refused before anything is signed;
     both files are the holder's alone; a pipe gets the text only (the QR code is drawn on a
     terminal)."""
-    w = tmp_path / "wallet.db"
-    r = _run(["init"], w)
-    assert r.returncode == 0, r.stderr
-    bundle, registry = tmp_path / "b.bundle", tmp_path / "reg.bin"
-    bundle.write_bytes(live_world.issue(json.loads(r.stdout)).to_bytes())
-    registry.write_bytes(live_world.ledger.registry.to_bytes())
-    cid = _run(["receive", str(bundle), "--registry", str(registry)], w).stdout.strip()
+    w, cid = _cli_wallet_holding_one(live_world, tmp_path)
     request = tmp_path / "request.json"
     request.write_text(json.dumps(REQ.to_json()))
 
@@ -1714,13 +1715,7 @@ def test_cli_holder_keys_and_backups_never_follow_a_dangling_link(tmp_path: Path
 
 def test_cli_lists_a_table_from_110_columns(live_world: World, tmp_path: Path) -> None:
     """110 columns take `wallet list`'s table whole; fewer get lines (no cell cut short)."""
-    w = tmp_path / "wallet.db"
-    r = _run(["init"], w)
-    assert r.returncode == 0, r.stderr
-    bundle, registry = tmp_path / "b.bundle", tmp_path / "reg.bin"
-    bundle.write_bytes(live_world.issue(json.loads(r.stdout)).to_bytes())
-    registry.write_bytes(live_world.ledger.registry.to_bytes())
-    cid = _run(["receive", str(bundle), "--registry", str(registry)], w).stdout.strip()
+    w, cid = _cli_wallet_holding_one(live_world, tmp_path)
     for columns, table in (("109", False), ("110", True)):
         r = subprocess.run([str(WALLET_BIN), "--wallet", str(w), "list"], capture_output=True,
                            text=True, env={**os.environ, "WALLET_PASSPHRASE": PASS.decode(),

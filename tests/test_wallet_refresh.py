@@ -99,6 +99,15 @@ def world(tmp_path: Path) -> tuple[Path, Wallet, str]:
     return data, wallet, info.id
 
 
+def _refresh_cli(wallet: Wallet, url: str, snapshot: Path,
+                 *more: str) -> subprocess.CompletedProcess[str]:
+    """`wallet refresh` of ``wallet`` through the real CLI, from the node at ``url``."""
+    env = {**os.environ, "WALLET_PASSPHRASE": "wallet-pass", "COLUMNS": "200"}
+    return subprocess.run([WALLET, "--wallet", str(wallet.path), "refresh", "--node", url,
+                           "--registry", str(snapshot), *more], capture_output=True,
+                          text=True, env=env, timeout=120, check=False)
+
+
 def test_refresh_after_a_node_key_rotation(world: tuple[Path, Wallet, str],
                                            tmp_path: Path) -> None:
     data, wallet, cid = world
@@ -107,13 +116,9 @@ def test_refresh_after_a_node_key_rotation(world: tuple[Path, Wallet, str],
     snapshot = _snapshot(data, tmp_path / "after.bin")
     assert _failed(wallet, cid, snapshot) == ["checkpoint"]  # edu's old key alone: no quorum
     app = create_app(settings_for(data), passphrase=PASS)
-    env = {**os.environ, "WALLET_PASSPHRASE": "wallet-pass", "COLUMNS": "200"}
     with serve(app) as url:
         def refresh(*more: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([WALLET, "--wallet", str(wallet.path), "refresh", "--node",
-                                   url, "--registry", str(snapshot), *more],
-                                  capture_output=True, text=True, env=env, timeout=120,
-                                  check=False)
+            return _refresh_cli(wallet, url, snapshot, *more)
 
         r = refresh("--id", "ffffffff")
         assert r.returncode == 2 and "no credential with id 'ffffffff'" in r.stderr
@@ -155,13 +160,9 @@ def test_refresh_with_id_proves_only_the_credentials_named(world: tuple[Path, Wa
         node.close()
     snapshot = _snapshot(data, tmp_path / "snap.bin")
     app = create_app(settings_for(data), passphrase=PASS)
-    env = {**os.environ, "WALLET_PASSPHRASE": "wallet-pass", "COLUMNS": "200"}
     with serve(app) as url:
         def refresh(*more: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([WALLET, "--wallet", str(wallet.path), "refresh", "--node",
-                                   url, "--registry", str(snapshot), *more],
-                                  capture_output=True, text=True, env=env, timeout=120,
-                                  check=False)
+            return _refresh_cli(wallet, url, snapshot, *more)
 
         one = refresh("--id", other[:10])
         every = refresh()
