@@ -45,7 +45,10 @@ def atomic_output(path: Path, mode: int = 0o600, *, overwrite: bool = True
     # a name of its own beside the file, short enough beside any name the folder takes
     stem = os.fsdecode(os.fsencode(path.name)[:200])  # bytes count, not characters
     tmp = path.with_name(f".{stem}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except OSError as e:  # said of the file asked for, not of a hidden name it never saw
+        raise type(e)(e.errno, e.strerror, str(path)) from e
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

@@ -1771,8 +1771,8 @@ def test_cli_lists_an_empty_wallet_on_standard_error_only(tmp_path: Path) -> Non
 
 
 def test_cli_names_the_folder_it_could_not_write_a_key_file_in(tmp_path: Path) -> None:
-    """A write refused by the file system is one line that names where (exit 1), not only the
-    system's words."""
+    """A write refused by the file system is one line that names the file asked for (exit 1),
+    not only the system's words, nor the hidden file it is first written to (ADR 68)."""
     from test_audit import _make_read_only
 
     w = tmp_path / "wallet.db"
@@ -1785,5 +1785,6 @@ def test_cli_names_the_folder_it_could_not_write_a_key_file_in(tmp_path: Path) -
     finally:
         subprocess.run(undo, check=True)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
-    assert f"{ro}/" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert f"{ro}/key.json" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert ".tmp" not in r.stderr, r.stderr
     assert list(ro.iterdir()) == []
