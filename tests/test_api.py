@@ -2329,3 +2329,31 @@ def test_a_snapshot_part_names_its_agencies_and_pays_for_its_signatures(live: Li
         load_snapshot(first.content)  # a whole part, as `ledger snapshot --node` reads it
         second = http.get("/v1/snapshot")
         assert second.status_code == 429 and "a snapshot" in second.json()["detail"]
+
+
+def test_the_chain_routes_take_their_bounds_and_refuse_one_past(http: httpx.Client) -> None:
+    """The page sizes and indexes of the chain and registry routes (round 14 left them): each
+    bound is taken, one past it is a 422 naming the parameter, and nothing is read for it."""
+    from node.api import MAX_INT
+
+    top = http.get("/v1/head").json()["height"]
+    assert len(http.get("/v1/blocks", params={"limit": 100}).json()) == min(100, top + 1)
+    whole = http.get(f"/v1/blocks/{top}", params={"limit": 100_000}).json()
+    assert whole["transactions"] == http.get(f"/v1/blocks/{top}").json()["transactions"]
+    assert http.get(f"/v1/blocks/{top}", params={"limit": 0}).json()["transactions"] == []
+    at_zero = http.get("/v1/registry/grants", params={"at": 0})
+    assert at_zero.status_code == 200 and isinstance(at_zero.json(), dict)
+    for path, params, name in (
+            ("/v1/blocks", {"limit": 0}, "limit"),
+            ("/v1/blocks", {"before": MAX_INT + 1}, "before"),
+            (f"/v1/blocks/{top}", {"limit": 100_001}, "limit"),
+            (f"/v1/blocks/{top}", {"offset": -1}, "offset"),
+            (f"/v1/blocks/{top}", {"offset": MAX_INT + 1}, "offset"),
+            (f"/v1/blocks/{MAX_INT + 1}", {}, "height"),
+            ("/v1/log/entries/-1", {}, "index"),
+            (f"/v1/log/entries/{MAX_INT + 1}", {}, "index"),
+            ("/v1/registry/grants", {"at": -1}, "at"),
+            ("/v1/registry/grants", {"at": MAX_INT + 1}, "at")):
+        r = http.get(path, params=params)
+        assert r.status_code == 422, (path, params, r.text)
+        assert name in r.text, (path, params, r.text)
