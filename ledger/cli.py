@@ -1597,6 +1597,7 @@ def _check_descent(base: str, last: SignedCheckpoint, new: SignedCheckpoint) -> 
                             f"checkpoint names block {end}, not after block {start} of the last "
                             f"seen one\n{evidence}")
     height, prev = start, b""
+    tail: BlockHeader | None = None
     while height < end:
         first = start if height == start and not prev else height + 1
         url = (f"{base}/v1/sync/headers?from={first}"
@@ -1626,14 +1627,14 @@ def _check_descent(base: str, last: SignedCheckpoint, new: SignedCheckpoint) -> 
                     f"{header.height - 1} (prev_hash {header.prev_hash.hex()}, block "
                     f"{header.height - 1} is {prev.hex()}): block {end} does not descend from "
                     f"block {start}, the last seen checkpoint's\n{evidence}")
-            height, prev = header.height, header.hash
+            height, prev, tail = header.height, header.hash, header
             if height == end:
-                break
-    if prev != end_hash or headers[-1].log_size != cp.size or headers[-1].log_root != cp.root:
-        raise _MonitorAlarm(
+                break  # (headers past it, which the node was not asked for, are not read)
+    if tail is None or (prev, tail.log_size, tail.log_root) != (end_hash, cp.size, cp.root):
+        raise _MonitorAlarm(  # (tail is set: end > start, so at least one header was read)
             f"FORK: the node's block {end} is {prev.hex()} ending at size "
-            f"{headers[-1].log_size}, not {end_hash.hex()} ending at {cp.size}, the block its "
-            f"checkpoint names\n{evidence}")
+            f"{tail.log_size if tail else '?'}, not {end_hash.hex()} ending at {cp.size}, the "
+            f"block its checkpoint names\n{evidence}")
     return f"; block {end} descends from block {start} ({end - start} headers checked)"
 
 

@@ -536,6 +536,17 @@ def test_monitor_checks_that_the_new_block_descends_from_the_last(demo: Path,
         assert code == 1, said
         assert f"FORK: the node's block {start + 3} is" in said
         assert "the block its checkpoint names" in said
+        # headers past the named block, which the monitor did not ask for, are not read
+        def more(got: list[bytes]) -> list[bytes]:
+            h = BlockHeader.from_bytes(got[-1])
+            return [*got, dataclasses.replace(h, height=h.height + 1, prev_hash=h.hash,
+                                              first_index=h.log_size).to_bytes()]
+
+        proxy = _proxy(url, more)
+        state.write_text(signed(first))
+        code, said = monitor(proxy)
+        _stop_serving(proxy)
+        assert code == 0 and f"block {start + 3} descends from block {start}" in said, said
         # a checkpoint of a version before ADR 60 names no block: said, not checked
         state.write_text(signed(Checkpoint(NETWORK, first.size, first.root)))
         code, said = monitor(url)
