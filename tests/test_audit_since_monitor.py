@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import http.server
 import io
 import itertools
 import json
 import secrets
 import shutil
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -434,9 +436,6 @@ def test_monitor_live_node(demo: Path, tmp_path: Path) -> None:
 def _proxy(url: str, headers: Any) -> str:
     """A server answering GETs as the node at ``url`` does, but ``/v1/sync/headers`` with
     ``headers(list of header bytes)``: a node serving a chain that does not hold together."""
-    import http.server
-    import threading
-
     class Proxy(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             try:
@@ -454,11 +453,7 @@ def _proxy(url: str, headers: Any) -> str:
         def log_message(self, *_: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    proxy = f"http://127.0.0.1:{server.server_address[1]}"
-    _SERVERS[proxy] = server
-    return proxy
+    return _start_serving(Proxy)
 
 
 def test_monitor_checks_that_the_new_block_descends_from_the_last(demo: Path,
@@ -726,9 +721,6 @@ _SERVERS: dict[str, Any] = {}
 
 def _serving(body: bytes, status: int = 200) -> str:
     """A server answering every GET with ``body``; its URL (stop it with _stop_serving)."""
-    import http.server
-    import threading
-
     class Fixed(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(status)
@@ -740,7 +732,12 @@ def _serving(body: bytes, status: int = 200) -> str:
         def log_message(self, *_: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Fixed)
+    return _start_serving(Fixed)
+
+
+def _start_serving(handler: type[http.server.BaseHTTPRequestHandler]) -> str:
+    """A server on 127.0.0.1 answering with ``handler``; its URL (stop it with _stop_serving)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     _SERVERS[url] = server

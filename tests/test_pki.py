@@ -975,15 +975,20 @@ def test_a_node_refuses_to_start_where_its_certificate_does_not_name_its_hosts(
     assert "cannot open the node" in r.stderr  # (no store there)
 
 
-def test_a_certificate_not_for_servers_and_clients_is_refused_at_start(tmp_path: Path) -> None:
-    """A client-only certificate was taken at start and failed at each TLS handshake."""
+@pytest.mark.parametrize("usage", [ExtendedKeyUsageOID.CLIENT_AUTH,
+                                   ExtendedKeyUsageOID.SERVER_AUTH])
+def test_a_certificate_not_for_servers_and_clients_is_refused_at_start(
+        tmp_path: Path, usage: x509.ObjectIdentifier) -> None:
+    """A client-only certificate was taken at start and failed at each TLS handshake. An
+    agency's node and etcd member are TLS clients too (peers, etcd's own members): a
+    certificate only for servers fails there, so it is refused as a client-only one is."""
     from node.pki import _ca, _leaf_cert, _replace_pair
 
     pki = tmp_path / "pki"
     create_pki(pki, "n", ["civil"], b"pw", now=NOW)
     ca_cert, ca_key = _ca(pki, b"pw")
     key, cert = _leaf_cert(ca_cert, ca_key, "civil", NOW, NOW + dt.timedelta(days=30),
-                           [ExtendedKeyUsageOID.CLIENT_AUTH])
+                           [usage])
     _replace_pair(pki, "civil", key, cert, b"pw")
     with pytest.raises(PkiError, match=r"not for both TLS servers and clients.*pki renew"):
         unlock(pki, "civil", b"pw", now=NOW)
@@ -1222,21 +1227,6 @@ def test_a_wildcard_name_covers_one_label_only(tmp_path: Path) -> None:
     assert _names_host(names, "NODE.Civil.Example.")
     assert not _names_host(names, "a.node.civil.example")
     assert not _names_host(names, "civil.example")
-
-
-def test_a_server_only_certificate_is_refused_at_start_too(tmp_path: Path) -> None:
-    """An agency's node and etcd member are TLS clients too (peers, etcd's own members): a
-    certificate only for servers fails there, so it is refused as a client-only one is."""
-    from node.pki import _ca, _leaf_cert, _replace_pair
-
-    pki = tmp_path / "pki"
-    create_pki(pki, "n", ["civil"], b"pw", now=NOW)
-    ca_cert, ca_key = _ca(pki, b"pw")
-    key, cert = _leaf_cert(ca_cert, ca_key, "civil", NOW, NOW + dt.timedelta(days=30),
-                           [ExtendedKeyUsageOID.SERVER_AUTH])
-    _replace_pair(pki, "civil", key, cert, b"pw")
-    with pytest.raises(PkiError, match=r"not for both TLS servers and clients.*pki renew"):
-        unlock(pki, "civil", b"pw", now=NOW)
 
 
 def test_a_stale_runtime_folder_of_another_user_is_left_alone(tmp_path: Path) -> None:

@@ -87,16 +87,20 @@ def _failed(wallet: Wallet, cid: str, snapshot: Path) -> list[str]:
 def world(tmp_path: Path) -> tuple[Path, Wallet, str]:
     data = make_demo(tmp_path / "demo-data")
     wallet = Wallet.init(tmp_path / "wallet.db", b"wallet-pass")
+    return data, wallet, _residence_to(data, wallet)
+
+
+def _residence_to(data: Path, wallet: Wallet) -> str:
+    """A residence credential civil's node (over ``data``) issues into ``wallet``: its id."""
     node = Node(data, "civil", PASS, workers=0)
     try:
         bundle, _ = node.issue("residence", DEMO_HOLDER_CLAIMS[("civil", "residence")],
                                wallet.holder_jwk(), valid_days=365)
         reg = node.store.registry
         assert reg is not None
-        info = wallet.receive(bundle.to_bytes(), registry=reg, now=int(time.time()))
+        return wallet.receive(bundle.to_bytes(), registry=reg, now=int(time.time())).id
     finally:
         node.close()
-    return data, wallet, info.id
 
 
 def _refresh_cli(wallet: Wallet, url: str, snapshot: Path,
@@ -149,15 +153,7 @@ def test_refresh_with_id_proves_only_the_credentials_named(world: tuple[Path, Wa
     """--id keeps the node from learning the other credentials' leaves: only the one named is
     asked for and proven (a mutation round, round 15); without it, every one is."""
     data, wallet, cid = world
-    node = Node(data, "civil", PASS, workers=0)
-    try:
-        bundle, _ = node.issue("residence", DEMO_HOLDER_CLAIMS[("civil", "residence")],
-                               wallet.holder_jwk(), valid_days=365)
-        reg = node.store.registry
-        assert reg is not None
-        other = wallet.receive(bundle.to_bytes(), registry=reg, now=int(time.time())).id
-    finally:
-        node.close()
+    other = _residence_to(data, wallet)
     snapshot = _snapshot(data, tmp_path / "snap.bin")
     app = create_app(settings_for(data), passphrase=PASS)
     with serve(app) as url:
