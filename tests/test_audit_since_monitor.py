@@ -11,9 +11,11 @@ import itertools
 import json
 import secrets
 import shutil
+import subprocess
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -433,9 +435,13 @@ def test_monitor_live_node(demo: Path, tmp_path: Path) -> None:
     assert r.exit_code == 2 and "cannot monitor" in r.output, r.output
 
 
-def _proxy(url: str, headers: Any) -> str:
+Answer = Callable[[int, bytes], tuple[int, bytes]]
+
+
+def _proxy(url: str, headers: Any = None, answers: dict[str, Answer] | None = None) -> str:
     """A server answering GETs as the node at ``url`` does, but ``/v1/sync/headers`` with
-    ``headers(list of header bytes)``: a node serving a chain that does not hold together."""
+    ``headers(list of header bytes)`` (a node serving a chain that does not hold together), and
+    each path in ``answers`` with ``answers[path](status, body)``."""
     class Proxy(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             try:
@@ -443,8 +449,10 @@ def _proxy(url: str, headers: Any) -> str:
                     status, body = resp.status, resp.read()
             except urllib.error.HTTPError as e:
                 status, body = e.code, e.read()
-            if self.path.startswith("/v1/sync/headers"):
+            if headers is not None and self.path.startswith("/v1/sync/headers"):
                 body = codec.encode(headers(codec.decode(body)))
+            if answers and self.path in answers:
+                status, body = answers[self.path](status, body)
             self.send_response(status)
             self.send_header("content-length", str(len(body)))
             self.end_headers()
@@ -549,6 +557,90 @@ def test_monitor_checks_that_the_new_block_descends_from_the_last(demo: Path,
         state.write_text(second)
         code, said = monitor(url)
         assert code == 0 and "unchanged" in said, said
+
+
+def test_monitor_raises_the_alarms_the_node_itself_gives(demo: Path, tmp_path: Path) -> None:
+    """A node that halted on a fork (503 with the reason), one that holds equivocation evidence,
+    and one whose checkpoint is of another network than it says: each is an alarm (exit 1) that
+    names it, and the state file keeps the last checkpoint seen."""
+    data = tmp_path / "node"
+    shutil.copytree(demo, data)
+    now = T0 + 10_000
+    app = create_app(settings_for(data), clock=lambda: now, passphrase=PASS)
+    state = tmp_path / "monitor.state"
+    record = {"size": 7, "first": "one root", "second": "another root"}
+
+    def health(**change: Any) -> Answer:
+        def answer(status: int, body: bytes) -> tuple[int, bytes]:
+            said = json.loads(body)
+            said.update(change)
+            return (503 if change.get("halted") else status), json.dumps(said).encode()
+        return answer
+
+    with serve(app) as url:
+        r = runner.invoke(ledger_app, ["monitor", url, "--once", "--state", str(state)])
+        assert r.exit_code == 0, r.output
+        seen = state.read_text()
+        for answers, alarm in (
+                ({"/v1/health": health(status="halted", halted="a fork at height 3")},
+                 "HALTED: the node stopped applying blocks: a fork at height 3"),
+                ({"/v1/evidence": lambda status, _: (status, json.dumps([record]).encode())},
+                 "EQUIVOCATION: the node holds 1 record(s) of two checkpoints signed for one "
+                 'size (GET {proxy}/v1/evidence) [ { "size": 7, "first": "one root", '
+                 '"second": "another root" } ]'),
+                ({"/v1/health": health(network="other-net")},
+                 f"checkpoint origin {NETWORK!r} is not the node's network 'other-net'")):
+            proxy = _proxy(url, answers=answers)
+            r = runner.invoke(ledger_app, ["monitor", proxy, "--once", "--state", str(state)])
+            _stop_serving(proxy)
+            said = " ".join(r.output.split())
+            assert r.exit_code == 1, said
+            assert alarm.replace("{proxy}", proxy) in said, said
+            assert state.read_text() == seen
+        # the same node, answering as itself through the proxy: no alarm
+        proxy = _proxy(url, answers={})
+        r = runner.invoke(ledger_app, ["monitor", proxy, "--once", "--state", str(state)])
+        _stop_serving(proxy)
+        assert r.exit_code == 0 and "unchanged" in r.output, r.output
+
+
+def test_an_audit_whose_statement_cannot_be_written_shows_its_report_and_exits_2(
+        demo: Path, tmp_path: Path) -> None:
+    """The statement's folder is checked before the audit; one that becomes unwritable during
+    it (a full disk, here a folder made read-only while the node's archive is read) still gets
+    the report, and exit 2: the chain is clean, the statement is missing (not 1, "broken")."""
+    from test_audit import _make_read_only
+
+    from ledger.keys import save_private_key
+
+    data = tmp_path / "node"
+    shutil.copytree(demo, data)
+    save_private_key(tmp_path / "auditor.key", PrivateKey(b"\x21" * 32), b"pw")
+    folder = tmp_path / "statements"
+    folder.mkdir()
+    undo: list[str] = []
+
+    def lock_folder(status: int, body: bytes) -> tuple[int, bytes]:
+        undo.extend(_make_read_only([folder]))
+        return status, body
+
+    app = create_app(settings_for(data), clock=lambda: T0 + 10_000, passphrase=PASS)
+    with serve(app) as url:
+        proxy = _proxy(url, answers={"/v1/archive": lock_folder})
+        try:
+            r = runner.invoke(ledger_app, ["audit", "--node", proxy, "--json", "--workers", "0",
+                                           "--statement-key", str(tmp_path / "auditor.key"),
+                                           "--statement-out", str(folder / "st.bin")],
+                              env={"LEDGER_KEY_PASSPHRASE": "pw"})
+        finally:
+            _stop_serving(proxy)
+            if undo:
+                subprocess.run(undo, check=True)
+    assert undo, "the archive was not fetched through the proxy"
+    assert r.exit_code == 2, r.output
+    assert json.loads(r.stdout)["clean"] is True
+    assert f"cannot write the statement {folder / 'st.bin'}" in " ".join(r.stderr.split())
+    assert list(folder.iterdir()) == []
 
 
 def test_monitor_holds_checkpoints_to_the_registry_quorum(demo: Path, tmp_path: Path) -> None:
