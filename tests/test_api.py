@@ -9,6 +9,7 @@ import html
 import io
 import json
 import logging
+import math
 import multiprocessing
 import os
 import re
@@ -965,6 +966,8 @@ def test_odd_requests_get_words_not_a_500(http: httpx.Client) -> None:
                       headers={"content-type": "application/json"})
         assert r.status_code in (400, 422), (depth, r.status_code, r.text[:200])
         assert "[[[" not in r.text
+        if r.status_code == 422:  # the value is named by its kind and size, not echoed
+            assert r.json()["detail"][0]["input"] == "an array of 1 items", r.text[:200]
 
 
 @pytest.mark.parametrize(("body", "status"), [
@@ -1068,9 +1071,50 @@ def test_an_unexpected_error_is_a_plain_500_with_nosniff(tmp_path: Path) -> None
 
     with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
         r = client.get("/v1/boom")
+    with serve(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        text = client.get("/metrics").text  # on a new connection: the 500 closed that one
     assert r.status_code == 500 and r.text == "Internal Server Error"
     assert r.headers["x-content-type-options"] == "nosniff"
     assert r.headers["cache-control"] == "no-store"
+    # counted as the 500 it was: the exception passed the access log before any reply began
+    assert 'ledger_node_http_requests_total{method="GET",route="/v1/boom",status="500"} 1.0' \
+        in text
+
+
+def test_only_a_stop_s_cancellation_is_taken_as_a_reply_cut_short(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The access log takes uvicorn's cancellation at the end of a stop's grace period as a reply
+    cut short; any other cancellation goes on as it came. uvicorn's "returned without
+    completing" ERROR is lowered to WARNING only right after such a cut, never on its own."""
+    import asyncio
+
+    from node.app import STOP_CANCEL, Metrics, _AccessLog, _StopIsNoError
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, msg, None, None)
+
+    returned = record("ASGI callable returned without completing response.")
+    _StopIsNoError.last_cut = -math.inf
+    _StopIsNoError().filter(returned)
+    assert returned.levelname == "ERROR"  # no cut before it: a fault of the node's
+
+    def cancelled_by(reason: str) -> Any:
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            raise asyncio.CancelledError(reason)
+        return _AccessLog(app, Metrics())
+
+    scope = {"type": "http", "method": "GET", "path": "/v1/archive"}
+    with pytest.raises(asyncio.CancelledError, match="another reason"):
+        asyncio.run(cancelled_by("another reason")(scope, None, None))
+    assert _StopIsNoError.last_cut == -math.inf
+    with caplog.at_level(logging.INFO, logger="node"):
+        asyncio.run(cancelled_by(STOP_CANCEL)(scope, None, None))  # taken: no exception
+    assert any(getattr(r, "cut_short", None) for r in caplog.records)
+    stopped = record(STOP_CANCEL)
+    _StopIsNoError().filter(stopped)
+    returned = record("ASGI callable returned without completing response.")
+    _StopIsNoError().filter(returned)
+    assert (stopped.levelname, returned.levelname) == ("WARNING", "WARNING")
 
 
 def test_a_stop_that_cuts_an_archive_reader_short_logs_no_error(
@@ -1591,8 +1635,11 @@ def test_metrics_labels_come_from_a_fixed_set(http: httpx.Client) -> None:
     for method in ("FOO1", "XYZ-" + "A" * 200):
         assert http.request(method, "/v1/made-up").status_code in (404, 405)
     assert http.get("/openapi.json").status_code == 200
+    # a file name a client makes up under /static is not a label: the folder is
+    assert http.get("/static/made-up-4711.css").status_code == 404
     text = http.get("/metrics").text
-    assert "FOO1" not in text and "XYZ-" not in text
+    assert "FOO1" not in text and "XYZ-" not in text and "made-up" not in text
+    assert 'ledger_node_http_requests_total{method="GET",route="/static",status="404"}' in text
     assert 'method="other",route="unmatched"' in text
     assert 'ledger_node_http_requests_total{method="GET",route="/openapi.json",status="200"}' \
         in text
