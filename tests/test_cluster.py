@@ -291,6 +291,10 @@ def test_an_agency_removed_by_governance_no_longer_signs_checkpoints(fresh: Net)
     assert net.submit("civil", net.anchor("edu", now)).status_code == 200
     net.wait_until("all three sign", lambda: {"civil", "edu", "health"} <= {
         s.name for s in _final(net, "civil").signatures})
+    labelled = ('ledger_node_peer_lag_blocks{peer="health"}',
+                'ledger_node_peer_quiet_seconds{peer="health"}')
+    metrics = net.http.get(f"{net.url('civil')}/metrics").text
+    assert all(series in metrics for series in labelled), metrics
     net.governance("remove_agency", {"agency": "health"}, signers=["civil", "edu"])
     for _ in range(3):
         assert net.submit("civil", net.anchor("edu", int(time.time()))).status_code == 200
@@ -306,6 +310,10 @@ def test_an_agency_removed_by_governance_no_longer_signs_checkpoints(fresh: Net)
     assert said["status"] == "degraded" and "not a current node key" in said["problem"]
     net.wait_until("its peers no longer list it", lambda: "health" not in net.health(
         "civil")["peers"])  # read from etcd twice a second
+    # nor do its metrics: a removed agency's series go, not frozen at their last value
+    metrics = net.http.get(f"{net.url('civil')}/metrics").text
+    assert not any(series in metrics for series in labelled), metrics
+    assert 'ledger_node_peer_lag_blocks{peer="edu"}' in metrics
     # Its operator takes it out of etcd (ADR 48): its certificate revoked, its member removed.
     held = unlock(net.folder / "pki", "health", PASS)  # its clear key, as its processes had it
     civil = net.cluster.member("civil")
