@@ -407,3 +407,61 @@ def test_only_a_lone_surrogate_is_called_text_that_is_not_unicode(
             with pytest.raises(UnicodeEncodeError, match="'ascii' codec"):
                 run_cli(app)
             assert NOT_UNICODE not in capsys.readouterr().err
+
+
+_PARENT = """
+import os, signal, subprocess, sys, time
+from ledger.files import die_with_parent
+me = os.getpid()
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"],
+                         preexec_fn=lambda: die_with_parent(signal.SIGKILL, me))
+print(child.pid, flush=True)
+time.sleep(600)
+"""
+
+
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` has ended (a zombie its new parent has not reaped yet counts)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_child_dies_with_its_parent_even_by_sigkill() -> None:
+    """A supervisor killed outright (the OOM killer) leaves no signature worker, node or etcd
+    member running: its children get the signal the kernel sends when it dies."""
+    import time
+
+    with subprocess.Popen([sys.executable, "-c", _PARENT], stdout=subprocess.PIPE,
+                          text=True) as parent:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        try:
+            time.sleep(0.5)
+            assert not _gone(child)  # its parent is there: it lives
+            parent.kill()
+            parent.wait(timeout=60)
+            for _ in range(600):  # the kernel's signal comes at once; a busy machine may lag
+                if _gone(child):
+                    break
+                time.sleep(0.05)
+            assert _gone(child), "the child outlived its parent"
+        finally:
+            parent.kill()
+            if not _gone(child):
+                os.kill(child, signal.SIGKILL)
+
+
+def test_a_child_whose_parent_is_gone_already_exits_at_once() -> None:
+    """The parent's pid is taken before the fork: a child started after its parent died (it is
+    now another process's) must not run on alone."""
+    r = subprocess.run([sys.executable, "-c", "import signal; from ledger.files import "
+                        "die_with_parent; die_with_parent(signal.SIGKILL, 1 << 22); print('on')"],
+                       capture_output=True, text=True, timeout=60, check=False)
+    assert (r.returncode, r.stdout) == (1, "")
+    r = subprocess.run([sys.executable, "-c", "import os, signal; from ledger.files import "
+                        "die_with_parent; die_with_parent(signal.SIGKILL, os.getppid()); "
+                        "print('on')"], capture_output=True, text=True, timeout=60, check=False)
+    assert (r.returncode, r.stdout) == (0, "on\n")
