@@ -38,14 +38,14 @@ def demo_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
 
 
 def _apply_at(handler: type[http.server.BaseHTTPRequestHandler], env: dict[str, str],
-              tmp: Path) -> subprocess.CompletedProcess[str]:
+              tmp: Path, *, yes: bool = True) -> subprocess.CompletedProcess[str]:
     """`wallet apply elderly-allowance` against a server of ``handler`` on a free local port."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         return subprocess.run([str(BIN / "wallet"), "apply", "elderly-allowance", "--node",
                                f"http://127.0.0.1:{server.server_address[1]}",
-                               "--registry", "demo-data/snapshot.bin", "--yes"],
+                               "--registry", "demo-data/snapshot.bin", *(["--yes"] * yes)],
                               capture_output=True, text=True, env=env, cwd=tmp, timeout=120,
                               check=False)
     finally:
@@ -59,10 +59,13 @@ class _JsonNode(http.server.BaseHTTPRequestHandler):
     def answer(self) -> dict[str, object]:
         raise NotImplementedError
 
+    def status(self) -> int:
+        return 200
+
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", 0)))
         body = json.dumps(self.answer()).encode()
-        self.send_response(200)
+        self.send_response(self.status())
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
         self.end_headers()
@@ -244,6 +247,73 @@ def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str
     assert len(approval) == 1 and approval[0].id == r.stdout.strip().splitlines()[0]
 
 
+def test_apply_says_what_the_node_answered_and_signs_nothing_unasked(
+        demo_server: tuple[str, dict[str, str], Path]) -> None:
+    """Against made-up nodes: a refusal of the application or of the answers is said in the
+    node's words; a request for a type the rule does not name gets nothing signed; without
+    --yes and no terminal to ask on, nothing is sent."""
+    _, env, tmp = demo_server
+    posted: list[str] = []
+
+    def requests_of(me: str, kind: str = "person-id") -> dict[str, object]:
+        return {"requests": [
+            {"nonce": "n-1", "audience": me, "type": kind, "claims": ["district", "age_over_65"]},
+            {"nonce": "n-2", "audience": me, "type": "income-statement",
+             "claims": ["annual_income"]}]}
+
+    class Node(_JsonNode):
+        refuse_at = ""
+        kind = "person-id"
+
+        def me(self) -> str:
+            return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+        def status(self) -> int:
+            return 409 if self.refuse_at and self.path.endswith(self.refuse_at) else 200
+
+        def answer(self) -> dict[str, object]:
+            posted.append(self.path.rsplit("/", 1)[1])
+            if self.status() != 200:
+                return {"detail": f"refused at {self.refuse_at}", "error": "Conflict"}
+            if self.path.endswith("/apply"):  # a bundle this wallet cannot check: kept beside
+                return {"decision": "pending", "path": "standard", "reasons": ["documents"],
+                        "approval_tx": "cd" * 32, "documents": ["tenancy-contract"],
+                        "bundle": base64.urlsafe_b64encode(b"x").decode()}
+            return requests_of(self.me(), self.kind)
+
+    def said(r: subprocess.CompletedProcess[str]) -> str:
+        return " ".join(r.stderr.split())
+
+    class RefusesApplications(Node):
+        refuse_at = "/applications"
+
+    r = _apply_at(RefusesApplications, env, tmp)
+    assert r.returncode == 1 and "the node refused the application: refused at " \
+        "/applications" in said(r), said(r)
+
+    class RefusesAnswers(Node):
+        refuse_at = "/apply"
+
+    posted.clear()
+    r = _apply_at(RefusesAnswers, env, tmp)
+    assert r.returncode == 1 and "the application was refused: refused at /apply" in said(r)
+    assert posted == ["applications", "apply"]
+
+    class AsksForAnotherType(Node):
+        kind = "tax-return"
+
+    posted.clear()
+    r = _apply_at(AsksForAnotherType, env, tmp)
+    assert r.returncode == 1 and "asks for tax-return claims ['district', 'age_over_65'] " \
+        "that the rule" in said(r), said(r)
+    assert "nothing was signed" in said(r) and posted == ["applications"]
+
+    posted.clear()
+    r = _apply_at(Node, env, tmp, yes=False)  # no terminal here to ask on
+    assert r.returncode == 1 and "confirmation needed" in said(r), said(r)
+    assert posted == ["applications"]
+
+
 def test_an_approval_that_does_not_check_out_is_kept_beside_the_wallet(
         demo_server: tuple[str, dict[str, str], Path]) -> None:
     """The decision is on the ledger once the node answers, and no node gives its credential
@@ -282,7 +352,10 @@ def test_an_approval_that_does_not_check_out_is_kept_beside_the_wallet(
     assert kept.read_bytes() == bundle and kept.stat().st_mode & 0o777 == 0o600
     assert held() == before
     # A second decision of the same name does not replace the first: it is printed instead.
+    # (At another address, this made-up node's new port: the holder keys it is shown were
+    # shown to the first, which the preview says before anything is signed.)
     r = _apply_at(Deciding, env, tmp)
+    assert "can link this application to it" in " ".join(r.stderr.split()), r.stderr
     assert r.returncode == 1, r.stderr
     assert "could not be kept" in " ".join(r.stderr.split()), r.stderr
     assert r.stdout.strip() == base64.urlsafe_b64encode(bundle).rstrip(b"=").decode()
