@@ -260,3 +260,60 @@ def test_last_serious_is_the_latest_date_whatever_the_order_recorded(world: Any)
                                     ts=T0 + 1)], d2 + DAY).rejected
     h, t = head(lg)
     assert summary(lg.store, POLICY, SUBJECT, height=h, time=t).last_serious == d2
+
+
+# -- found by mutation round 17 (the state machine's bounds, second pass) ------------------------
+
+def test_a_credit_grant_covers_from_its_start_to_one_second_before_its_end(world: Any) -> None:
+    """A credit grant is ``[from, until)``, as an issuing grant is: an agency records events
+    from the grant's first second and not at its ``until`` (a grant ended by withdrawal ends
+    exactly there)."""
+    lg, ag = world
+    start, until = T0 + DAY, T0 + 2 * DAY
+    lg.govern("grant_credit", {"agency": "market", "category": "courts", "from": start,
+                               "until": until}, [ag["civil"], ag["edu"]], T0 + 2)
+    for n, (t, code) in enumerate([(start - 1, ["not_granted"]), (start, []),
+                                   (until - 1, []), (until, ["not_granted"])]):
+        tx = credit_tx(ag["market"], SUBJECT, "courts", -10, t, t + YEAR, ts=T0 + n)
+        assert [e.code for _, e in lg.commit([tx], t).rejected] == code, t
+    assert len(credit_events(lg.store, SUBJECT)) == 2
+
+
+def test_a_withdrawal_naming_no_event_of_the_subject_is_refused(world: Any) -> None:
+    """A withdrawal must name one of the subject's own events: an id of nothing, or of an
+    event about someone else, withdraws nothing (not the subject's last event, which the
+    same agency recorded)."""
+    lg, ag = world
+    market = ag["market"]
+    ev = credit_tx(market, SUBJECT, "permits", -10, T0 + DAY, T0 + YEAR)
+    other = pseudonym("91440606-MA4Z", SECRET)
+    elsewhere = credit_tx(market, other, "permits", -20, T0 + DAY, T0 + YEAR, ts=T0 + 1)
+    assert not lg.commit([ev, elsewhere], T0 + DAY).rejected
+    for n, target in enumerate([b"\x00" * 32, elsewhere.txid]):
+        w = credit_tx(market, SUBJECT, "permits", 0, T0 + DAY, T0 + YEAR,
+                      reason="appeal_upheld", withdraws=target, ts=T0 + 10 + n)
+        assert [e.code for _, e in lg.commit([w], T0 + 2 * DAY).rejected] == ["unknown_event"]
+    assert [e.withdrawn_by for e in credit_events(lg.store, SUBJECT)] == [b""]
+    # nor on a subject with no events at all
+    nobody = pseudonym("91440606-MA5A", SECRET)
+    w = credit_tx(market, nobody, "permits", 0, T0 + DAY, T0 + YEAR, withdraws=ev.txid,
+                  ts=T0 + 20)
+    assert [e.code for _, e in lg.commit([w], T0 + 2 * DAY).rejected] == ["unknown_event"]
+    assert credit_events(lg.store, nobody) == []
+
+
+def test_a_credit_grant_withdrawn_with_a_past_date_keeps_the_past(world: Any) -> None:
+    """withdraw_credit_grant "at" a time before its block ends the grant at the block time,
+    as withdraw_grant does: the event market recorded the day before stays recorded under a
+    grant, and a withdrawal cannot rewrite who was allowed when."""
+    lg, ag = world
+    assert not lg.commit([credit_tx(ag["market"], SUBJECT, "permits", -10, T0 + DAY,
+                                    T0 + YEAR)], T0 + DAY).rejected
+    lg.govern("withdraw_credit_grant", {"agency": "market", "category": "permits", "at": T0},
+              [ag["civil"], ag["edu"]], T0 + 2 * DAY)
+    reg = lg.registry
+    assert reg.data["credit"]["grants"]["market"]["permits"] == [[T0, T0 + 2 * DAY]]
+    assert reg.credit_grant_covers("market", "permits", T0 + DAY)
+    assert not reg.credit_grant_covers("market", "permits", T0 + 2 * DAY)
+    late = credit_tx(ag["market"], SUBJECT, "permits", -10, T0 + 2 * DAY, T0 + YEAR, ts=T0 + 1)
+    assert [e.code for _, e in lg.commit([late], T0 + 2 * DAY).rejected] == ["not_granted"]

@@ -210,3 +210,21 @@ def test_finality_is_judged_at_the_time_given_to_the_second(
     with_tax = sign_checkpoint("demo", head, [("edu", edu.node_key), ("tax", tax.node_key)])
     assert verify_final(with_tax, ledger.registry, T0 + 99) == {"edu", "tax"}
     _short_of_quorum(with_tax, ledger.registry, T0 + 100)
+
+
+def test_one_agency_signing_with_two_of_its_node_keys_counts_once(
+        ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """The quorum counts distinct agencies, not signature lines: an agency whose old node key
+    is still on its machine after a rotation, signing with both, is one signer (mutation
+    round 17: counting the lines by agencies that verified went unnoticed)."""
+    reg, edu = agencies["reg"], agencies["edu"]
+    new = PrivateKey(b"\x08" * 32)
+    ledger.govern("rotate_key", {"agency": "reg", "role": "node", "new_key": new.public.raw,
+                                 "at": T0 + 50}, [reg, edu], T0 + 50)
+    head = _head(ledger)
+    both = sign_checkpoint("demo", head, [("reg", new), ("reg", reg.node_key)])
+    assert len(both.signatures) == 2
+    with pytest.raises(CheckpointError, match="1 of 2 required signatures: verified \\['reg'\\]"):
+        verify_final(both, ledger.registry, head.time)
+    assert verify_final(both.cosign("edu", edu.node_key), ledger.registry,
+                        head.time) == {"reg", "edu"}

@@ -1263,3 +1263,60 @@ def test_a_removed_agency_cannot_sign_at_its_removal_time(lg: LedgerHarness,
     lg.govern("remove_agency", {"agency": "edu"}, [reg, tax], removed_at)
     assert not lg.registry.agency_current("edu", removed_at)
     assert reject(lg, issue(edu, 1, removed_at), removed_at) == "agency_not_current"
+
+
+# -- found by mutation round 17 (who may sign what, bounds, replays) ---------------------------
+
+def test_a_registry_from_outside_with_a_quorum_below_one_is_refused(lg: LedgerHarness) -> None:
+    """A snapshot or a wallet's --registry with quorum 0 would call every checkpoint final
+    with no signature at all: the shape check names it before anything trusts it."""
+    from ledger.errors import DecodeError
+
+    plain = codec.decode(lg.registry.to_bytes(), max_size=1 << 24)
+    for quorum in (0, -1):
+        with pytest.raises(DecodeError) as info:
+            Registry.from_unverified(codec.encode({**plain, "quorum": quorum}))
+        assert info.value.where == "registry.quorum"
+    assert Registry.from_unverified(codec.encode({**plain, "quorum": 1})).quorum == 1
+
+
+def test_a_network_takes_its_hundredth_agency_and_not_a_hundred_and_first(
+        ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Every current agency's node co-signs checkpoints and a checkpoint carries at most
+    MAX_SIGNATURES (100) lines (ADR 48): the hundredth member is taken, the 101st refused, and
+    a member removed makes room again. Built for real, 97 add_agency on three founders."""
+    from ledger.checkpoint import MAX_SIGNATURES
+
+    reg, edu = agencies["reg"], agencies["edu"]
+    many = [demo_agency(f"m{i:02d}", f"Member {i}", "hundred") for i in range(98)]
+    seq = ledger.registry.gov_seq
+    txs = [ledger.gov_tx("add_agency", {"agency": a.spec()}, [reg, edu], seq=seq + n)
+           for n, a in enumerate(many[:97], 1)]
+    accept(ledger, txs, T1)
+    assert len(ledger.registry.current_agencies(T1)) == MAX_SIGNATURES == 100
+    last = ledger.gov_tx("add_agency", {"agency": many[97].spec()}, [reg, edu])
+    assert reject(ledger, last, T1 + 1) == "too_many_agencies"
+    # the cap counts current members: one removed, the next is taken
+    ledger.govern("remove_agency", {"agency": "m00"}, [reg, edu], T1 + 2)
+    ledger.govern("add_agency", {"agency": many[97].spec()}, [reg, edu], T1 + 3)
+    assert len(ledger.registry.current_agencies(T1 + 3)) == 100
+
+
+def test_a_rotation_ends_a_key_already_set_to_end_later(lg: LedgerHarness,
+                                                        agencies: dict[str, Agency]) -> None:
+    """A key whose retirement was planned for next month and that is rotated today (it leaked)
+    ends today: the old and the new key are never valid together, so a thief holding the old
+    one cannot anchor credentials, or sign governance, until the planned date."""
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    planned = T0 + 30 * DAY
+    lg.govern("invalidate_key", {"kid": edu.issuer_key.kid, "from": planned}, [reg, tax],
+              T0 + DAY)
+    new_key = demo_agency("edu", "Education Office", label="rotated").issuer_key
+    now = T0 + 2 * DAY
+    lg.govern("rotate_key", {"agency": "edu", "role": "issuer", "new_key": new_key.public.raw,
+                             "at": now}, [reg, tax], now)
+    assert lg.registry.key(edu.issuer_key.kid)["invalid_from"] == now  # type: ignore[index]
+    t = now + DAY
+    assert reject(lg, issue(edu, "thief", t), t) == "key_not_valid"
+    assert reject(lg, lg.gov_tx("set_quorum", {"quorum": 1}, [edu, reg]), t) == "key_not_valid"
+    accept(lg, [issue(edu, "real", t, key=new_key)], t)
