@@ -123,3 +123,24 @@ def test_a_credit_grant_names_a_policy_category(world: Any) -> None:
                                     "until": T0 + 10 * DAY}, [ag["civil"], ag["edu"]])
     r = lg.commit([tx], T0 + DAY)
     assert [e.code for _, e in r.rejected] == ["unknown_category"]
+
+
+def test_a_rule_is_decided_by_a_current_member_only(world: Any) -> None:
+    """A rule names the agency that decides its service: an id no member has, or a member
+    removed since, is refused (unknown_agency) and the rule in force stays, so no decision can
+    be recorded under a rule no agency may sign (mutation round 17)."""
+    from contracts.catalogue import rule
+
+    lg, ag = world
+    signers = [ag["civil"], ag["edu"]]
+    before = lg.registry.rule_versions("certified-copy")
+    lg.govern("remove_agency", {"agency": "justice"}, signers, T0 + DAY)
+    for who in ("nobody", "justice"):
+        tx = lg.gov_tx("register_rule", {"rule": rule("certified-copy", agency=who)}, signers)
+        r = lg.commit([tx], T0 + 2 * DAY)
+        assert [e.code for _, e in r.rejected] == ["unknown_agency"], who
+    assert lg.registry.rule_versions("certified-copy") == before
+    # control: moved to another current member, it is taken
+    lg.govern("register_rule", {"rule": rule("certified-copy", agency="edu")}, signers,
+              T0 + 2 * DAY)
+    assert lg.registry.rule("certified-copy")["agency"] == "edu"  # type: ignore[index]
