@@ -365,3 +365,43 @@ def test_the_last_list_is_used_to_its_end_and_issuance_resumes_in_the_run_of_lis
         assert index >= last and not taken(index)
     assert [status_lists_in_order(n) for n in ([], [0], [0, 1, 2], [0, 1, 63], [5], [0, 2])] \
         == [0, 0, 2, 1, 0, 0]
+
+
+def test_a_rotated_out_or_node_key_fails_before_signing(granted: LedgerHarness,
+                                                        agencies: dict[str, Agency]) -> None:
+    """The agency's own key, but not a valid issuer key at ``now``: its node key, or its
+    issuer key from the second a rotation ended it. Refused before anything is signed, as
+    the ledger would refuse the anchor (mutation round 17: only another agency's key was
+    tried)."""
+    reg, edu = agencies["reg"], agencies["edu"]
+    with pytest.raises(LedgerError, match="not a valid issuer key"):
+        _issue(granted, agencies, issuer_key=reg.node_key)
+    new = PrivateKey(hashlib.sha256(b"reg issuer, rotated").digest())
+    at = T0 + 20
+    granted.govern("rotate_key", {"agency": "reg", "role": "issuer", "new_key": new.public.raw,
+                                  "at": at}, [reg, edu], T0 + 3)
+    assert _issue(granted, agencies, now=at - 1).anchor.sigs[0].kid == reg.issuer_key.kid
+    with pytest.raises(LedgerError, match="not a valid issuer key"):
+        _issue(granted, agencies, now=at)
+    assert _issue(granted, agencies, now=at, issuer_key=new).anchor.sigs[0].kid == new.kid
+
+
+def test_a_batch_draws_again_an_index_it_drew_for_an_earlier_copy(
+        granted: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Two copies of a batch drawing the same status index would be refused by the ledger
+    (status_index_used) only for the second: the batch draws that copy's index again. A
+    random source that repeats one draw shows it (mutation round 17)."""
+    import os
+
+    draws = iter([7, 7, 7, 9])
+
+    def rng(n: int) -> bytes:
+        return next(draws).to_bytes(4, "big") if n == 4 else os.urandom(n)
+
+    holders = [sdjwt.jwk_from_ed25519(PrivateKey(bytes([i]) * 32).public.raw) for i in (1, 2)]
+    copies = issue_batch(registry=granted.registry, agency="reg",
+                         issuer_key=agencies["reg"].issuer_key, kind="residence",
+                         claims=CLAIMS, holder_jwks=holders, now=T0 + 10, valid_for=30 * DAY,
+                         rng=rng)
+    assert [c.status_index for c in copies] == [7, 9]
+    assert not granted.commit([c.anchor for c in copies], T0 + 10).rejected
