@@ -734,3 +734,17 @@ def test_public_surface() -> None:
         "vkey",
     ]
     assert isinstance(parse_vkey(vkey("a", LOG.public.raw))[1], PublicKey)
+
+
+def test_a_name_with_two_known_keys_is_one_signer_of_a_note() -> None:
+    """A verifier may hold two keys under one name (a key rotation, as vkey lines): a note
+    signed by both names that signer once, so a caller counting names towards a quorum counts
+    it once (mutation round 17: a name counted per key went unnoticed)."""
+    old, new = WITNESS_1, PrivateKey(hashlib.sha256(b"w1 rotated").digest())
+    note = signed().cosign("w1.example", old).cosign("w1.example", new)
+    assert len(note.signatures) == 3
+    known = [vkey(ORIGIN, LOG.public.raw), vkey("w1.example", old.public.raw),
+             vkey("w1.example", new.public.raw)]
+    text, names = open_note(note.to_text(), known)
+    assert text == note.checkpoint.body().decode()
+    assert names == {ORIGIN, "w1.example"}
