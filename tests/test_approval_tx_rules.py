@@ -144,3 +144,14 @@ def test_a_rule_is_decided_by_a_current_member_only(world: Any) -> None:
     lg.govern("register_rule", {"rule": rule("certified-copy", agency="edu")}, signers,
               T0 + 2 * DAY)
     assert lg.registry.rule("certified-copy")["agency"] == "edu"  # type: ignore[index]
+
+
+def test_a_rule_s_version_is_sha256_over_its_domain_and_canonical_bytes() -> None:
+    """A decision names the rule's version by this hash and every node must compute the same
+    one: SHA-256 over "credledger/v1/rule" NUL and the rule's canonical encoding, computed
+    here from that definition (mutation round 17: another domain went unnoticed)."""
+    from ledger import codec
+
+    for service, r in RULES.items():
+        want = hashlib.sha256(b"credledger/v1/rule\x00" + codec.encode(r)).digest()
+        assert rule_hash(r) == want, service

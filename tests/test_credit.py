@@ -317,3 +317,33 @@ def test_a_credit_grant_withdrawn_with_a_past_date_keeps_the_past(world: Any) ->
     assert not reg.credit_grant_covers("market", "permits", T0 + 2 * DAY)
     late = credit_tx(ag["market"], SUBJECT, "permits", -10, T0 + 2 * DAY, T0 + YEAR, ts=T0 + 1)
     assert [e.code for _, e in lg.commit([late], T0 + 2 * DAY).rejected] == ["not_granted"]
+
+
+def test_a_new_credit_policy_keeps_the_agencies_credit_grants(world: Any) -> None:
+    """Replacing the policy (new weights, say) changes how events count, not who may record
+    them: the agencies' credit grants stay, and market records a permits event after it."""
+    lg, ag = world
+    grants = lg.registry.data["credit"]["grants"]
+    heavier = {**POLICY, "categories": [{**c, "weight": c["weight"] + 10}
+                                        for c in POLICY["categories"]]}
+    lg.govern("set_credit_policy", {"policy": heavier}, [ag["civil"], ag["edu"]], T0 + DAY)
+    assert lg.registry.credit_policy() == heavier
+    assert lg.registry.data["credit"]["grants"] == grants
+    ev = credit_tx(ag["market"], SUBJECT, "permits", -10, T0 + 2 * DAY, T0 + YEAR)
+    assert not lg.commit([ev], T0 + 2 * DAY).rejected
+
+
+def test_a_second_credit_grant_adds_a_window_and_keeps_the_first(world: Any) -> None:
+    """Granting a category again adds a window: the first one still covers its own time,
+    as a second issuing grant does (a replaced window would rewrite who was allowed when)."""
+    lg, ag = world
+    for start in (T0 + DAY, T0 + 5 * DAY):
+        lg.govern("grant_credit", {"agency": "market", "category": "courts", "from": start,
+                                   "until": start + DAY}, [ag["civil"], ag["edu"]], T0 + 2)
+    assert lg.registry.data["credit"]["grants"]["market"]["courts"] == [
+        [T0 + DAY, T0 + 2 * DAY], [T0 + 5 * DAY, T0 + 6 * DAY]]
+    for n, t in enumerate((T0 + DAY, T0 + 5 * DAY)):
+        tx = credit_tx(ag["market"], SUBJECT, "courts", -10, t, t + YEAR, ts=T0 + n)
+        assert not lg.commit([tx], t).rejected
+    late = credit_tx(ag["market"], SUBJECT, "courts", -10, T0 + 3 * DAY, T0 + YEAR, ts=T0 + 9)
+    assert [e.code for _, e in lg.commit([late], T0 + 6 * DAY).rejected] == ["not_granted"]

@@ -1320,3 +1320,47 @@ def test_a_rotation_ends_a_key_already_set_to_end_later(lg: LedgerHarness,
     assert reject(lg, issue(edu, "thief", t), t) == "key_not_valid"
     assert reject(lg, lg.gov_tx("set_quorum", {"quorum": 1}, [edu, reg]), t) == "key_not_valid"
     accept(lg, [issue(edu, "real", t, key=new_key)], t)
+
+
+def test_node_key_span_is_the_stretch_between_the_registry_s_recorded_changes(
+        ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A desk remembers a checkpoint as final for node_key_span(now) and the batch clock
+    trusts witnesses until its end: the span must begin at a change made at ``t`` itself and
+    end at the next one, a removal included, or a key or member gone would still count
+    (mutation round 17). Here: founders at T0, edu's node key rotated at T0 + 100, "new"
+    added at T0 + 150, tax removed at T0 + 200."""
+    reg, edu = agencies["reg"], agencies["edu"]
+    rotated = demo_agency("edu", "Education Office", label="rotated").node_key
+    ledger.govern("rotate_key", {"agency": "edu", "role": "node",
+                                 "new_key": rotated.public.raw, "at": T0 + 100}, [reg, edu],
+                  T0 + 10)
+    ledger.govern("add_agency", {"agency": NEW.spec()}, [reg, edu], T0 + 150)
+    ledger.govern("remove_agency", {"agency": "tax"}, [reg, edu], T0 + 200)
+    r = ledger.registry
+    inf = float("inf")
+    expected = {T0: (T0, T0 + 100), T0 + 99: (T0, T0 + 100), T0 + 100: (T0 + 100, T0 + 150),
+                T0 + 149: (T0 + 100, T0 + 150), T0 + 150: (T0 + 150, T0 + 200),
+                T0 + 199: (T0 + 150, T0 + 200), T0 + 200: (T0 + 200, inf),
+                T0 + 10**6: (T0 + 200, inf), T0 - 1: (-inf, T0)}
+    for t, span in expected.items():
+        assert r.node_key_span(t) == span, t
+    # within each span node_keys gives one answer; across a bound it changes
+    for lo, hi in set(expected.values()):
+        if lo != -inf:
+            inside = [int(lo), int(min(hi, T0 + 10**6)) - 1]
+            assert r.node_keys(inside[0]) == r.node_keys(inside[1])
+            assert r.node_keys(int(lo) - 1) != r.node_keys(int(lo))
+    assert "tax" in r.node_keys(T0 + 199) and "tax" not in r.node_keys(T0 + 200)
+    assert r.node_keys(T0 + 100)["edu"] == [rotated.public]
+
+
+def test_the_status_index_bound_is_a_fixed_number(lg: LedgerHarness,
+                                                  agencies: dict[str, Agency]) -> None:
+    """64 lists of 2^20 entries are consensus (a node built with 65 lists would take an
+    anchor the others refuse) and the status lists' shape (ADR 55): pinned by value, not
+    only through the constants (mutation round 17)."""
+    edu = agencies["edu"]
+    assert (STATUS_LISTS, STATUS_LIST_SIZE) == (64, 1_048_576)
+    assert reject(lg, issue(edu, 1, T0 + DAY, index=67_108_864), T0 + DAY) \
+        == "status_index_out_of_range"
+    accept(lg, [issue(edu, 2, T0 + DAY, index=67_108_863)], T0 + DAY)
