@@ -1364,3 +1364,38 @@ def test_the_status_index_bound_is_a_fixed_number(lg: LedgerHarness,
     assert reject(lg, issue(edu, 1, T0 + DAY, index=67_108_864), T0 + DAY) \
         == "status_index_out_of_range"
     accept(lg, [issue(edu, 2, T0 + DAY, index=67_108_863)], T0 + DAY)
+
+
+def test_governance_refuses_a_rotated_out_key_or_a_removed_member_from_that_very_second(
+        lg: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A governance signature counts while its key is valid and its agency a member at the
+    block's time: in a block at the exact second of a rotation the old key no longer counts,
+    nor does an agency removed in an earlier block of that same second."""
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    new_key = demo_agency("edu", "Education Office", label="rotated").issuer_key
+    at = T0 + 10 * DAY
+    lg.govern("rotate_key", {"agency": "edu", "role": "issuer", "new_key": new_key.public.raw,
+                             "at": at}, [reg, edu], T0 + DAY)
+    old = lg.gov_tx("set_quorum", {"quorum": 3}, [reg, edu])
+    assert reject(lg, old, at) == "key_not_valid"
+    removed_at = at + DAY
+    lg.govern("remove_agency", {"agency": "tax"}, [reg, tax], removed_at)
+    by_tax = lg.gov_tx("set_quorum", {"quorum": 1}, [reg, tax])
+    assert reject(lg, by_tax, removed_at) == "key_not_valid"
+    assert lg.registry.quorum == 2
+
+
+def test_a_removed_member_has_no_node_key(lg: LedgerHarness,
+                                          agencies: dict[str, Agency]) -> None:
+    """node_keys_of says whether a node may still co-sign and witness the time (a removed
+    agency's node stops publishing on it): from its removal on, the agency's node key is no
+    node key, though governance never ended the key itself."""
+    reg, edu, tax = agencies["reg"], agencies["edu"], agencies["tax"]
+    removed_at = T0 + DAY
+    lg.govern("remove_agency", {"agency": "tax"}, [reg, edu], removed_at)
+    r = lg.registry
+    assert r.key_valid(tax.node_key.kid, removed_at, "node")  # the key itself never ended
+    assert r.node_keys_of("tax", removed_at - 1) == [tax.node_key.public]
+    assert r.node_keys_of("tax", removed_at) == []
+    assert r.node_keys_of("tax", T0 - 1) == []  # nor before it was a member
+    assert r.node_keys_of("nobody", removed_at) == []
