@@ -12,6 +12,7 @@ from contracts import pseudonym, score, summary
 from contracts.catalogue import POLICY, YEAR
 from contracts.errors import ContractError
 from ledger.state import credit_events
+from ledger.tx import make_tx
 
 SUBJECT = pseudonym("91440606-MA4W", SECRET)
 
@@ -347,3 +348,28 @@ def test_a_second_credit_grant_adds_a_window_and_keeps_the_first(world: Any) -> 
         assert not lg.commit([tx], t).rejected
     late = credit_tx(ag["market"], SUBJECT, "courts", -10, T0 + 3 * DAY, T0 + YEAR, ts=T0 + 9)
     assert [e.code for _, e in lg.commit([late], T0 + 6 * DAY).rejected] == ["not_granted"]
+
+
+def test_credit_events_need_the_recording_agency_s_current_key_and_membership(
+        world: Any) -> None:
+    """A credit grant outlives a key rotation and a removal (governance ends neither grant):
+    the key rotated out, or the agency removed, records no event from that second on, though
+    the grant still covers the time."""
+    from ledger.keys import PrivateKey
+
+    lg, ag = world
+    market, signers = ag["market"], [ag["civil"], ag["edu"]]
+    at = T0 + DAY
+    new = PrivateKey(b"\x09" * 32)
+    lg.govern("rotate_key", {"agency": "market", "role": "issuer", "new_key": new.public.raw,
+                             "at": at}, signers, T0 + 2)
+    stolen = credit_tx(market, SUBJECT, "permits", -10, at, at + YEAR)
+    assert [e.code for _, e in lg.commit([stolen], at).rejected] == ["key_not_valid"]
+    removed_at = T0 + 2 * DAY
+    lg.govern("remove_agency", {"agency": "market"}, signers, removed_at)
+    assert lg.registry.credit_grant_covers("market", "permits", removed_at)
+    body = {"subject": SUBJECT, "category": "permits", "points": -10, "reason": "late_filing",
+            "date": removed_at, "expiry": removed_at + YEAR, "ts": removed_at}
+    after = make_tx("demo", "credit", body, [new])
+    assert [e.code for _, e in lg.commit([after], removed_at).rejected] == ["agency_not_current"]
+    assert credit_events(lg.store, SUBJECT) == []
