@@ -373,3 +373,18 @@ def test_credit_events_need_the_recording_agency_s_current_key_and_membership(
     after = make_tx("demo", "credit", body, [new])
     assert [e.code for _, e in lg.commit([after], removed_at).rejected] == ["agency_not_current"]
     assert credit_events(lg.store, SUBJECT) == []
+
+
+def test_a_credit_grant_goes_to_a_current_member_only(world: Any) -> None:
+    """grant_credit names a member: an unknown id, or an agency removed before, gets none
+    (unknown_agency), as an issuing grant (mutation round 17)."""
+    lg, ag = world
+    signers = [ag["civil"], ag["edu"]]
+    lg.govern("remove_agency", {"agency": "justice"}, signers, T0 + DAY)
+    grants = lg.registry.data["credit"]["grants"]
+    for who in ("nobody", "justice"):
+        tx = lg.gov_tx("grant_credit", {"agency": who, "category": "permits", "from": T0,
+                                        "until": T0 + YEAR}, signers)
+        assert [e.code for _, e in lg.commit([tx], T0 + 2 * DAY).rejected] == \
+            ["unknown_agency"], who
+    assert lg.registry.data["credit"]["grants"] == grants
