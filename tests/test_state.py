@@ -7,7 +7,8 @@ no block, same head, same registry, same credential state.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -1399,3 +1400,31 @@ def test_a_removed_member_has_no_node_key(lg: LedgerHarness,
     assert r.node_keys_of("tax", removed_at) == []
     assert r.node_keys_of("tax", T0 - 1) == []  # nor before it was a member
     assert r.node_keys_of("nobody", removed_at) == []
+
+
+def test_a_registry_from_outside_names_a_bad_key_role_pub_or_removal(
+        lg: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Registry.from_unverified names the member of a malformed registry (a snapshot, a
+    wallet's --registry) instead of failing later: a key with a role no rule reads (a
+    "governance" key would count nowhere, silently), a public key that is not 32 bytes, an
+    agency's removal that is not a time (mutation round 17)."""
+    from ledger.errors import DecodeError
+
+    raw = lg.registry.to_bytes()
+    kid = agencies["edu"].issuer_key.kid.hex()
+
+    def broken(change: Callable[[dict[str, Any]], object]) -> bytes:
+        plain = codec.decode(raw, max_size=1 << 24)
+        change(plain)
+        return codec.encode(plain)
+
+    for change, where in (
+            (lambda d: d["keys"][kid].update(role="governance"), f"registry.keys['{kid}']"),
+            (lambda d: d["keys"][kid].update(pub=d["keys"][kid]["pub"][:31]),
+             f"registry.keys['{kid}']"),
+            (lambda d: d["agencies"]["tax"].update(removed="2027-01-01"),
+             "registry.agencies['tax']")):
+        with pytest.raises(DecodeError) as info:
+            Registry.from_unverified(broken(change))
+        assert info.value.where == where
+    assert Registry.from_unverified(raw).data == lg.registry.data
