@@ -1428,3 +1428,19 @@ def test_a_registry_from_outside_names_a_bad_key_role_pub_or_removal(
             Registry.from_unverified(broken(change))
         assert info.value.where == where
     assert Registry.from_unverified(raw).data == lg.registry.data
+
+
+def test_a_backdated_anchor_s_refusal_names_both_times(lg: LedgerHarness,
+                                                       agencies: dict[str, Agency]) -> None:
+    """The agency reads this refusal (`agency issue` prints it) to tell a wrong valid_from
+    from a node's fast clock: it names the credential's valid_from and the block's time,
+    and the bound (mutation round 17: the block time dropped from it went unnoticed)."""
+    t = T0 + 2 * DAY
+    early = t - MAX_BACKDATE - 1
+    r = lg.commit([issue_tx(NET, agencies["edu"], cid("early"), "diploma", 7, early, t + DAY,
+                            t)], t)
+    [(_, err)] = r.rejected
+    assert err.code == "backdated"
+    assert f"valid_from {early} " in err.message
+    assert f"block's time {t} " in err.message
+    assert f"{MAX_BACKDATE} s" in err.message
