@@ -405,3 +405,13 @@ def test_a_batch_draws_again_an_index_it_drew_for_an_earlier_copy(
                          rng=rng)
     assert [c.status_index for c in copies] == [7, 9]
     assert not granted.commit([c.anchor for c in copies], T0 + 10).rejected
+
+
+def test_a_batch_without_holder_keys_is_refused(granted: LedgerHarness,
+                                                agencies: dict[str, Agency]) -> None:
+    """An empty list of holder keys is a caller's mistake, not a batch of nothing: refused,
+    so no caller reports a credential issued where none was (mutation round 17)."""
+    with pytest.raises(ValueError, match="at least one holder key"):
+        issue_batch(registry=granted.registry, agency="reg",
+                    issuer_key=agencies["reg"].issuer_key, kind="residence", claims=CLAIMS,
+                    holder_jwks=[], now=T0 + 10, valid_for=30 * DAY)
