@@ -1407,7 +1407,7 @@ def test_a_registry_from_outside_names_a_bad_key_role_pub_or_removal(
     """Registry.from_unverified names the member of a malformed registry (a snapshot, a
     wallet's --registry) instead of failing later: a key with a role no rule reads (a
     "governance" key would count nowhere, silently), a public key that is not 32 bytes, an
-    agency's removal that is not a time (mutation round 17)."""
+    agency's removal that is not a time, a governance sequence below 0 (mutation round 17)."""
     from ledger.errors import DecodeError
 
     raw = lg.registry.to_bytes()
@@ -1423,7 +1423,8 @@ def test_a_registry_from_outside_names_a_bad_key_role_pub_or_removal(
             (lambda d: d["keys"][kid].update(pub=d["keys"][kid]["pub"][:31]),
              f"registry.keys['{kid}']"),
             (lambda d: d["agencies"]["tax"].update(removed="2027-01-01"),
-             "registry.agencies['tax']")):
+             "registry.agencies['tax']"),
+            (lambda d: d.update(gov_seq=-1), "registry.gov_seq")):
         with pytest.raises(DecodeError) as info:
             Registry.from_unverified(broken(change))
         assert info.value.where == where
@@ -1444,3 +1445,21 @@ def test_a_backdated_anchor_s_refusal_names_both_times(lg: LedgerHarness,
     assert f"valid_from {early} " in err.message
     assert f"block's time {t} " in err.message
     assert f"{MAX_BACKDATE} s" in err.message
+
+
+def test_the_first_signature_that_fails_names_the_refusal(lg: LedgerHarness,
+                                                          agencies: dict[str, Agency]) -> None:
+    """Every node refuses a transaction with the same code: its signatures are judged in
+    their order, and the first that fails decides. A governance transaction whose first
+    signer is no member's key and whose second signature is forged is `unknown_key`; with
+    the two the other way round it is `bad_signature` (mutation round 17: an unknown key
+    skipped in that check went unnoticed)."""
+    reg, edu = agencies["reg"], agencies["edu"]
+    body = {"seq": lg.registry.gov_seq + 1, "action": "set_quorum", "args": {"quorum": 3}}
+    outsider_first = make_tx(NET, "governance", body,
+                             [OUTSIDER.issuer_key, reg.issuer_key, edu.issuer_key])
+    assert reject(lg, retamper(outsider_first, 1), T0 + DAY) == "unknown_key"
+    forged_first = make_tx(NET, "governance", body,
+                           [reg.issuer_key, OUTSIDER.issuer_key, edu.issuer_key])
+    assert reject(lg, retamper(forged_first, 0), T0 + DAY) == "bad_signature"
+    assert lg.registry.quorum == 2
