@@ -586,6 +586,24 @@ def genesis_registry(tx: Tx) -> Registry:
     return reg
 
 
+
+def _fresh(ts: int, t: int, what: str) -> None:
+    """Refuse a status change or credit event signed more than ``MAX_BACKDATE`` from the
+    block's time ``t``. A refused one (a "reinstate" while valid, an event before its agency's
+    grant) could otherwise be replayed by anyone whenever the state came to allow it, and so
+    could one signed and never sent (ADRs 43, 48, 69)."""
+    if ts < t - MAX_BACKDATE:
+        raise TxRejected("stale", f"signed at {ts}, more than {MAX_BACKDATE} s before the "
+                                  f"block's time {t}: sign the {what} again (if it was signed "
+                                  "just now, this machine's clock is slow or an agency node's "
+                                  "is fast)")
+    if ts > t + MAX_BACKDATE:
+        # ... and one dated ahead would stay replayable until ts + MAX_BACKDATE (ADR 48)
+        raise TxRejected("future_dated", f"signed at {ts}, more than {MAX_BACKDATE} s after "
+                                         f"the block's time {t}: this machine's clock is fast "
+                                         "(or an agency node's is slow); set it right and sign "
+                                         f"the {what} again")
+
 class Machine:
     """Applies transactions in order against a registry and a base state view.
 
@@ -658,6 +676,7 @@ class Machine:
             raise TxRejected("not_enabled", "credit transactions are not enabled on this ledger "
                                             "yet (no credit policy registered)")
         agency = reg.signer(tx, t)
+        _fresh(b["ts"], t, "event")  # a refused event, replayed once a grant allows it (ADR 69)
         events = credit_events(self, b["subject"])
         if "withdraws" in b:
             i = next((n for n, ev in enumerate(events) if ev.txid == b["withdraws"]), -1)
@@ -762,19 +781,7 @@ class Machine:
             raise TxRejected("not_authorized", f"{agency!r} neither issued this credential nor "
                                                f"may change {cred.type!r} credentials of "
                                                "another agency")
-        if b["ts"] < t - MAX_BACKDATE:
-            # A refused change (say, "reinstate" while valid) could otherwise be replayed by
-            # anyone whenever the state came to allow it; so can one signed and never sent.
-            raise TxRejected("stale", f"signed at {b['ts']}, more than {MAX_BACKDATE} s before "
-                                      f"the block's time {t}: sign the change again (if it "
-                                      "was signed just now, this machine's clock is slow or "
-                                      "an agency node's is fast)")
-        if b["ts"] > t + MAX_BACKDATE:
-            # ... and one dated ahead would stay replayable until ts + MAX_BACKDATE (ADR 48)
-            raise TxRejected("future_dated", f"signed at {b['ts']}, more than {MAX_BACKDATE} s "
-                                             f"after the block's time {t}: this machine's clock "
-                                             "is fast (or an agency node's is slow); set it "
-                                             "right and sign the change again")
+        _fresh(b["ts"], t, "change")
         if (cred.status, b["status"]) not in _TRANSITIONS:
             raise TxRejected("illegal_transition", f"{cred.status} -> {b['status']} is not "
                                                    "allowed")

@@ -138,9 +138,10 @@ class Params:
                 "generation": GENERATION}
 
 
-GENERATION = 2
+GENERATION = 3
 """Bumped whenever what the generator writes changes (2: status changes signed at about their
-block's time, as ledger.state now requires): a chain of another generation is not reused."""
+block's time, as ledger.state now requires; 3: credit events too, ADR 69): a chain of another
+generation is not reused."""
 
 
 # -- the plan: small tuples, made in the writer, signed in the workers ---------------------------
@@ -219,19 +220,22 @@ class _Signer:
                                                "ts": T0 + i // self.p.block_issues})
 
     def credit(self, j: int) -> bytes:
+        """Credit event ``j``, in the block of issue ``6 * j`` (see :func:`plan`): signed at
+        about that block's time (state.MAX_BACKDATE bounds ``ts`` both ways, ADR 69)."""
         subject = hashlib.sha256(b"chaingen/subject/%d" % (j // 3)).digest()
+        ts = T0 + 6 * j // self.p.block_issues
         if j % 9 == 2:  # an appeal upheld: withdraw the subject's previous event
             agency, category, _ = CREDIT[(j - 1) % len(CREDIT)]
             withdrawn = hashlib.sha256(self.credit(j - 1)).digest()
             return self._signed(agency, "credit", {
                 "subject": subject, "category": category, "points": 0,
                 "reason": "appeal_upheld", "date": T0, "expiry": T0 + 5 * YEAR,
-                "withdraws": withdrawn, "ts": T0 + j})
+                "withdraws": withdrawn, "ts": ts})
         agency, category, points = CREDIT[j % len(CREDIT)]
         return self._signed(agency, "credit", {
             "subject": subject, "category": category, "points": points - j % 7,
             "reason": "late_filing" if points < 0 else "on_time_payments", "date": T0,
-            "expiry": T0 + (1 + j % 5) * YEAR, "ts": T0 + j})
+            "expiry": T0 + (1 + j % 5) * YEAR, "ts": ts})
 
     def approval(self, j: int) -> bytes:
         service = SERVICES[j % len(SERVICES)]

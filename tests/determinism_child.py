@@ -69,10 +69,10 @@ def _status(agency: Any, credential_id: bytes, status: str, reason: str, ts: int
 
 
 def _credit(agency: Any, subject: bytes, category: str, points: int, date: int,
-            reason: str, withdraws: bytes | None = None) -> Tx:
+            reason: str, ts: int, withdraws: bytes | None = None) -> Tx:
     body: dict[str, Any] = {"subject": subject, "category": category, "points": points,
                             "reason": reason, "date": date, "expiry": date + 400 * DAY,
-                            "ts": date}
+                            "ts": ts}  # signed at its block's time (ADR 69)
     if withdraws is not None:
         body["withdraws"] = withdraws
     return make_tx(NET, "credit", body, [agency.issuer_key])
@@ -107,17 +107,17 @@ def batches() -> tuple[Tx, list[tuple[int, list[Tx]]]]:
     issues = [issue_tx(NET, ag["civil"], c, "person-id", i, t - 100, t + 365 * DAY, t - 50)
               for i, c in enumerate(creds)]
     issues.append(issue_tx(NET, ag["edu"], creds[0], "degree", 0, t, t + DAY, t))  # repeated id
-    first_credit = _credit(ag["civil"], subject, "tax", -120, t - DAY, "late_filing")
+    first_credit = _credit(ag["civil"], subject, "tax", -120, t - DAY, "late_filing", t)
     out.append((t, [*issues, first_credit,
-                    _credit(ag["market"], subject, "permits", 35, t - 10, "on_time_renewal"),
-                    _credit(ag["justice"], subject, "courts", -200, t - 5, "judgment_ün")]))
+                    _credit(ag["market"], subject, "permits", 35, t - 10, "on_time_renewal", t),
+                    _credit(ag["justice"], subject, "courts", -200, t - 5, "judgment_ün", t)]))
     t2 = t + DAY
     out.append((t2, [
         _status(ag["civil"], creds[1], "suspended", "pr\u00fcfung-\u0130", t2),
         _status(ag["civil"], creds[2], "revoked", "r\u00e9voqu\u00e9 e\u0301", t2),
         status_tx(NET, ag["civil"], creds[2], "valid", "again", t2),  # illegal transition
         status_tx(NET, ag["edu"], creds[3], "revoked", "not_mine", t2),  # not authorized
-        _credit(ag["civil"], subject, "tax", 0, t - DAY, "late_filing",
+        _credit(ag["civil"], subject, "tax", 0, t - DAY, "late_filing", t2,
                 withdraws=first_credit.txid),
         _approval(ag["civil"], RULES["elderly-allowance"], "approved", ["eligible"], t2),
         _approval(ag["civil"], ODD_RULE, "needs_review", ["float_rounding"], t2 + 1),

@@ -31,9 +31,12 @@ def install_catalogue(lg: LedgerHarness, agencies: dict[str, Agency],
 
 def credit_tx(agency: Agency, subject: bytes, category: str, points: int, date: int,
               expiry: int, reason: str = "late_filing", withdraws: bytes | None = None,
-              ts: int = T0) -> Tx:
+              ts: int | None = None) -> Tx:
+    """A credit event signed at ``ts``, by default at its ``date`` (an event is signed within
+    ``MAX_BACKDATE`` of the block that records it: ADR 69)."""
     body: dict[str, Any] = {"subject": subject, "category": category, "points": points,
-                            "reason": reason, "date": date, "expiry": expiry, "ts": ts}
+                            "reason": reason, "date": date, "expiry": expiry,
+                            "ts": date if ts is None else ts}
     if withdraws is not None:
         body["withdraws"] = withdraws
     return make_tx(lg_net(), "credit", body, [agency.issuer_key])

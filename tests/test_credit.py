@@ -57,7 +57,7 @@ def test_score_over_heights_and_withdrawal(world: Any) -> None:
     assert (s1.score, s1.last_serious, s1.events) == (480, T0 + DAY, 1)
     # the withdrawal (after an appeal) restores the score from its height on, not before
     w = credit_tx(market, SUBJECT, "permits", 0, T0 + 2 * DAY, T0 + 10 * YEAR,
-                  reason="appeal_upheld", withdraws=late.txid, ts=T0 + 1)
+                  reason="appeal_upheld", withdraws=late.txid, ts=T0 + 2 * DAY)
     assert not lg.commit([w], T0 + 2 * DAY).rejected
     h2, t2 = head(lg)
     assert score(lg.store, POLICY, SUBJECT, height=h2, time=t2) == 600
@@ -78,7 +78,7 @@ def test_weights_decay_expiry_bounds(world: Any) -> None:
     # after expiry of the utilities event and one half-life of the court event
     later = T0 + DAY + 5 * YEAR
     assert score(lg.store, POLICY, SUBJECT, height=h, time=later) == 600 - 75
-    big = [credit_tx(courts, SUBJECT, "courts", -1000, T0 + DAY, T0 + 20 * YEAR, ts=T0 + 9)]
+    big = [credit_tx(courts, SUBJECT, "courts", -1000, T0 + DAY, T0 + 20 * YEAR, ts=T0 + 2 * DAY)]
     assert not lg.commit(big, T0 + 2 * DAY).rejected
     h, t = head(lg)
     assert score(lg.store, POLICY, SUBJECT, height=h, time=t) == 0  # clamped at min
@@ -99,7 +99,7 @@ def test_credit_rejections(world: Any, name: str, who: str, cat: str, points: in
                            extra: dict[str, int], code: str) -> None:
     lg, ag = world
     args = {"date": T0 + DAY, "expiry": T0 + YEAR, **extra}
-    tx = credit_tx(ag[who], SUBJECT, cat, points, args["date"], args["expiry"])
+    tx = credit_tx(ag[who], SUBJECT, cat, points, args["date"], args["expiry"], ts=T0 + DAY)
     r = lg.commit([tx], T0 + DAY)
     assert [e.code for _, e in r.rejected] == [code]
     assert lg.store.get(b"s" + SUBJECT) is None
@@ -116,9 +116,9 @@ def test_only_the_recording_agency_withdraws_once(world: Any) -> None:
                     withdraws=ev.txid)
     assert [e.code for _, e in lg.commit([bad], T0 + DAY).rejected] == ["bad_withdrawal"]
     ok = credit_tx(ag["market"], SUBJECT, "permits", 0, T0 + DAY, T0 + YEAR,
-                   withdraws=ev.txid, ts=T0 + 5)
+                   withdraws=ev.txid, ts=T0 + DAY + 5)
     again = credit_tx(ag["market"], SUBJECT, "permits", 0, T0 + DAY, T0 + YEAR,
-                      withdraws=ev.txid, ts=T0 + 6)
+                      withdraws=ev.txid, ts=T0 + DAY + 6)
     r = lg.commit([ok, again], T0 + DAY)
     assert [e.code for _, e in r.rejected] == ["already_withdrawn"]
 
@@ -135,7 +135,7 @@ def test_event_date_edge_is_the_block_time(world: Any) -> None:
     t = T0 + DAY
     r = lg.commit([credit_tx(ag["market"], SUBJECT, "permits", -10, t + 1, t + YEAR)], t)
     assert [e.code for _, e in r.rejected] == ["future_date"]  # one second ahead: refused
-    r = lg.commit([credit_tx(ag["market"], SUBJECT, "permits", -10, t, t + YEAR, ts=T0 + 1)], t)
+    r = lg.commit([credit_tx(ag["market"], SUBJECT, "permits", -10, t, t + YEAR, ts=t + 1)], t)
     assert not r.rejected  # dated at the block time: taken
 
 
@@ -151,7 +151,7 @@ def test_a_withdrawal_names_the_withdrawn_events_category(world: Any) -> None:
     ev = credit_tx(ag["civil"], SUBJECT, "tax", -10, T0 + DAY, T0 + YEAR)
     assert not lg.commit([ev], T0 + DAY).rejected
     wrong = credit_tx(ag["civil"], SUBJECT, "utilities", 0, T0 + DAY, T0 + YEAR,
-                      withdraws=ev.txid, ts=T0 + 3)
+                      withdraws=ev.txid, ts=T0 + DAY + 3)
     assert [e.code for _, e in lg.commit([wrong], T0 + DAY).rejected] == ["bad_withdrawal"]
 
 
@@ -175,7 +175,7 @@ def test_serious_at_is_inclusive(world: Any) -> None:
     h = lg.store.head.height
     assert summary(lg.store, POLICY, SUBJECT, height=h, time=d1).last_serious == 0
     assert not lg.commit([credit_tx(ag["market"], SUBJECT, "permits", -100, d2, d2 + YEAR,
-                                    ts=T0 + 1)], d2).rejected
+                                    ts=d2 + 1)], d2).rejected
     h = lg.store.head.height
     assert summary(lg.store, POLICY, SUBJECT, height=h, time=d2).last_serious == d2
 
@@ -203,12 +203,12 @@ def test_a_weighted_or_halved_contribution_truncates_toward_zero(world: Any) -> 
     assert score(lg.store, POLICY, SUBJECT, height=h, time=t) == 598
     other = pseudonym("91440606-MA4X", SECRET)
     assert not lg.commit([credit_tx(civil, other, "utilities", 5, T0 + DAY, T0 + 30 * YEAR,
-                                    ts=T0 + 1)], T0 + DAY).rejected
+                                    ts=T0 + DAY + 1)], T0 + DAY).rejected
     h, t = head(lg)
     assert score(lg.store, POLICY, other, height=h, time=t) == 602
     third = pseudonym("91440606-MA4Y", SECRET)
     assert not lg.commit([credit_tx(courts, third, "courts", -101, T0 + DAY, T0 + 30 * YEAR,
-                                    ts=T0 + 2)], T0 + DAY).rejected
+                                    ts=T0 + DAY + 2)], T0 + DAY).rejected
     h, t = head(lg)
     assert score(lg.store, POLICY, third, height=h, time=t) == 600 - 151
     assert score(lg.store, POLICY, third, height=h, time=T0 + DAY + 5 * YEAR) == 600 - 75
@@ -258,7 +258,7 @@ def test_last_serious_is_the_latest_date_whatever_the_order_recorded(world: Any)
     assert not lg.commit([credit_tx(ag["market"], SUBJECT, "permits", -150, d2, d2 + YEAR)],
                          d2).rejected
     assert not lg.commit([credit_tx(ag["justice"], SUBJECT, "courts", -100, d1, d1 + YEAR,
-                                    ts=T0 + 1)], d2 + DAY).rejected
+                                    ts=d2 + DAY)], d2 + DAY).rejected
     h, t = head(lg)
     assert summary(lg.store, POLICY, SUBJECT, height=h, time=t).last_serious == d2
 
@@ -275,7 +275,7 @@ def test_a_credit_grant_covers_from_its_start_to_one_second_before_its_end(world
                                "until": until}, [ag["civil"], ag["edu"]], T0 + 2)
     for n, (t, code) in enumerate([(start - 1, ["not_granted"]), (start, []),
                                    (until - 1, []), (until, ["not_granted"])]):
-        tx = credit_tx(ag["market"], SUBJECT, "courts", -10, t, t + YEAR, ts=T0 + n)
+        tx = credit_tx(ag["market"], SUBJECT, "courts", -10, t, t + YEAR, ts=t + n)
         assert [e.code for _, e in lg.commit([tx], t).rejected] == code, t
     assert len(credit_events(lg.store, SUBJECT)) == 2
 
@@ -288,17 +288,17 @@ def test_a_withdrawal_naming_no_event_of_the_subject_is_refused(world: Any) -> N
     market = ag["market"]
     ev = credit_tx(market, SUBJECT, "permits", -10, T0 + DAY, T0 + YEAR)
     other = pseudonym("91440606-MA4Z", SECRET)
-    elsewhere = credit_tx(market, other, "permits", -20, T0 + DAY, T0 + YEAR, ts=T0 + 1)
+    elsewhere = credit_tx(market, other, "permits", -20, T0 + DAY, T0 + YEAR, ts=T0 + DAY + 1)
     assert not lg.commit([ev, elsewhere], T0 + DAY).rejected
     for n, target in enumerate([b"\x00" * 32, elsewhere.txid]):
         w = credit_tx(market, SUBJECT, "permits", 0, T0 + DAY, T0 + YEAR,
-                      reason="appeal_upheld", withdraws=target, ts=T0 + 10 + n)
+                      reason="appeal_upheld", withdraws=target, ts=T0 + 2 * DAY + 10 + n)
         assert [e.code for _, e in lg.commit([w], T0 + 2 * DAY).rejected] == ["unknown_event"]
     assert [e.withdrawn_by for e in credit_events(lg.store, SUBJECT)] == [b""]
     # nor on a subject with no events at all
     nobody = pseudonym("91440606-MA5A", SECRET)
     w = credit_tx(market, nobody, "permits", 0, T0 + DAY, T0 + YEAR, withdraws=ev.txid,
-                  ts=T0 + 20)
+                  ts=T0 + 2 * DAY + 20)
     assert [e.code for _, e in lg.commit([w], T0 + 2 * DAY).rejected] == ["unknown_event"]
     assert credit_events(lg.store, nobody) == []
 
@@ -316,7 +316,8 @@ def test_a_credit_grant_withdrawn_with_a_past_date_keeps_the_past(world: Any) ->
     assert reg.data["credit"]["grants"]["market"]["permits"] == [[T0, T0 + 2 * DAY]]
     assert reg.credit_grant_covers("market", "permits", T0 + DAY)
     assert not reg.credit_grant_covers("market", "permits", T0 + 2 * DAY)
-    late = credit_tx(ag["market"], SUBJECT, "permits", -10, T0 + 2 * DAY, T0 + YEAR, ts=T0 + 1)
+    late = credit_tx(ag["market"], SUBJECT, "permits", -10, T0 + 2 * DAY, T0 + YEAR,
+                     ts=T0 + 2 * DAY + 1)
     assert [e.code for _, e in lg.commit([late], T0 + 2 * DAY).rejected] == ["not_granted"]
 
 
@@ -344,9 +345,10 @@ def test_a_second_credit_grant_adds_a_window_and_keeps_the_first(world: Any) -> 
     assert lg.registry.data["credit"]["grants"]["market"]["courts"] == [
         [T0 + DAY, T0 + 2 * DAY], [T0 + 5 * DAY, T0 + 6 * DAY]]
     for n, t in enumerate((T0 + DAY, T0 + 5 * DAY)):
-        tx = credit_tx(ag["market"], SUBJECT, "courts", -10, t, t + YEAR, ts=T0 + n)
+        tx = credit_tx(ag["market"], SUBJECT, "courts", -10, t, t + YEAR, ts=t + n)
         assert not lg.commit([tx], t).rejected
-    late = credit_tx(ag["market"], SUBJECT, "courts", -10, T0 + 3 * DAY, T0 + YEAR, ts=T0 + 9)
+    late = credit_tx(ag["market"], SUBJECT, "courts", -10, T0 + 3 * DAY, T0 + YEAR,
+                     ts=T0 + 6 * DAY + 9)
     assert [e.code for _, e in lg.commit([late], T0 + 6 * DAY).rejected] == ["not_granted"]
 
 
@@ -388,3 +390,35 @@ def test_a_credit_grant_goes_to_a_current_member_only(world: Any) -> None:
         assert [e.code for _, e in lg.commit([tx], T0 + 2 * DAY).rejected] == \
             ["unknown_agency"], who
     assert lg.registry.data["credit"]["grants"] == grants
+
+
+def test_a_refused_event_is_not_recorded_when_replayed_after_a_grant(world: Any) -> None:
+    """ADR 69: an event is signed within MAX_BACKDATE of the block that records it, as a status
+    change is. A penalty refused for want of a grant could otherwise be sent again by anyone
+    (``POST /v1/tx`` takes it from whoever saw it) once a grant came, months later; so could
+    one signed and never sent, or one dated far ahead."""
+    from ledger.state import MAX_BACKDATE
+
+    lg, ag = world
+    t = T0 + DAY
+    tx = credit_tx(ag["market"], SUBJECT, "courts", -100, t, t + 10 * YEAR, ts=t)
+    assert [e.code for _, e in lg.commit([tx], t).rejected] == ["not_granted"]
+    later = T0 + 200 * DAY
+    lg.govern("grant_credit", {"agency": "market", "category": "courts", "from": T0,
+                               "until": T0 + 10 * YEAR}, [ag["civil"], ag["edu"]], later)
+    r = lg.commit([tx], later)
+    assert [e.code for _, e in r.rejected] == ["stale"]
+    assert f"signed at {t}, more than {MAX_BACKDATE} s before the block's time {later}: sign " \
+        "the event again" in str(r.rejected[0][1])
+    assert credit_events(lg.store, SUBJECT) == []
+    # at the bounds: MAX_BACKDATE either way is taken, one second more is not
+    for n, (ts, code) in enumerate([(later - MAX_BACKDATE - 1, ["stale"]),
+                                    (later + MAX_BACKDATE + 1, ["future_dated"]),
+                                    (later - MAX_BACKDATE, []), (later + MAX_BACKDATE, [])]):
+        ev = credit_tx(ag["market"], SUBJECT, "courts", -10 - n, t, t + YEAR, ts=ts)
+        assert [e.code for _, e in lg.commit([ev], later).rejected] == code, ts
+    # a withdrawal too: one signed long ago does not withdraw today
+    first = credit_events(lg.store, SUBJECT)[0]
+    w = credit_tx(ag["market"], SUBJECT, "courts", 0, t, t + YEAR, reason="appeal_upheld",
+                  withdraws=first.txid, ts=t)
+    assert [e.code for _, e in lg.commit([w], later).rejected] == ["stale"]
