@@ -279,6 +279,8 @@ def issue_credential(*, registry: Registry, agency: str, issuer_key: PrivateKey,
     type_def = registry.type_def(kind)
     if type_def is None:
         raise ClaimError(f"credential type {kind!r} is not registered")
+    if not registry.agency_current(agency, now):  # a removed agency's grant runs on (ADR 69)
+        raise LedgerError(f"{agency!r} is not a member of the network at {now}")
     if not registry.grant_covers(agency, kind, now):
         raise LedgerError(f"{agency!r} holds no grant to issue {kind!r} at {now}")
     if not registry.key_valid(issuer_key.kid, now, "issuer") or \

@@ -415,3 +415,17 @@ def test_a_batch_without_holder_keys_is_refused(granted: LedgerHarness,
         issue_batch(registry=granted.registry, agency="reg",
                     issuer_key=agencies["reg"].issuer_key, kind="residence", claims=CLAIMS,
                     holder_jwks=[], now=T0 + 10, valid_for=30 * DAY)
+
+
+def test_a_removed_agency_is_refused_before_anything_is_signed(
+        granted: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Removal ends no grant and leaves the issuer key as it was: the agency's issuance was
+    signed, then its anchor refused (agency_not_current). It now fails first (ADR 69)."""
+    reg, edu = agencies["reg"], agencies["edu"]
+    granted.govern("remove_agency", {"agency": "reg"}, [reg, edu], T0 + 5)
+    assert granted.registry.grant_covers("reg", "residence", T0 + 10)  # the grant runs on
+    with pytest.raises(LedgerError, match="'reg' is not a member of the network at"):
+        _issue(granted, agencies, now=T0 + 10)
+    signed = _issue(granted, agencies, now=T0 + 4)  # before its removal: issued as ever
+    assert [e.code for _, e in granted.commit([signed.anchor], T0 + 10).rejected] == [
+        "agency_not_current"]
