@@ -278,6 +278,8 @@ def test_verify_form_lists_types_and_derived_claims(client: httpx.Client) -> Non
         assert f'id="form-{kind}"' in r.text
     assert 'value="age_over_65"' in r.text
     assert 'value="district"' in r.text
+    # no trust list here: no form for types from outside the network (ADR 39)
+    assert 'id="form-foreign"' not in r.text
 
 
 def test_request_page_has_nonce_and_qr(served: Served, client: httpx.Client) -> None:
@@ -454,6 +456,7 @@ def test_unknown_nonce_is_400(client: httpx.Client) -> None:
     r = client.post("/verify/check", data={"nonce": "no-such-nonce", "presentation": "AAAA"})
     assert r.status_code == 400
     assert "Unknown or expired request" in r.text
+    assert "it expired (requests stay open 10 minutes) or was already answered" in r.text
     assert client.post("/verify/check", data={}).status_code == 400
 
 
@@ -891,6 +894,16 @@ def test_the_desk_cookie_is_secure_when_the_browser_came_by_https(tmp_path: Path
     ("envelope", "envelope: not canonical msgpack", "undetermined", "not a whole presentation"),
     ("checkpoint", "0 of 2 required signatures", "undetermined", "refresh the wallet"),
     ("anchor_binding", "credential_id differs", "undetermined", "Do not accept it"),
+    # found by mutation round 16: each of these read "does not check out" when its branch went
+    ("sd_jwt", "not yet valid: nbf 1796047329 is after now 1795950000 (skew 60s)",
+     "undetermined", "valid only from 2026-11-30 14:02:09 UTC"),
+    ("sd_jwt", "cnf.jwk is not the expected holder key", "undetermined",
+     "not signed with the key the credential belongs to"),
+    ("sd_jwt", "KB-JWT: expected 3 '.'-separated parts, found 2", "undetermined",
+     "Ask the citizen to answer again"),
+    ("nonce_fresh", "nonce already used", "undetermined", "already used (a replay)"),
+    ("trusted_issuer", "iss 'https://x.example' is not on the trust list", "undetermined",
+     "not on this desk's trust list"),
 ])
 def test_a_failed_check_is_said_in_words_an_official_acts_on(name: str, detail: str,
                                                              status: str, said: str) -> None:
@@ -1091,3 +1104,325 @@ def test_a_sibling_sites_image_may_not_draw_a_requests_qr_code_again(
     link = client.get(f"/verify/request/{nonce}", headers={"sec-fetch-site": "same-site",
                                                            "sec-fetch-mode": "navigate"})
     assert link.status_code == 200 and "<svg" in link.text
+
+
+# -- found by mutation round 16 (the desk's verdicts, the node service) ----------------------
+
+def test_a_presentation_without_the_citizens_signature_gets_a_verdict_not_a_500(
+        served: Served, client: httpx.Client) -> None:
+    """The credential itself sent as an answer (no key-binding JWT: anyone holding a copy
+    could send it) says nothing of which request it answers; the checks say what is wrong,
+    and the desk reads NOT VERIFIED."""
+    bundle, _key = _issue(served.node)
+    nonce, _ = _new_request(client, ["district"])
+    env = Envelope.from_bundle(bundle, bundle.sd_jwt).to_bytes()
+    r = client.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
+    assert r.status_code == 200, r.text
+    assert '<h1 id="verdict">NOT VERIFIED</h1>' in r.text
+    # the check failed before the status was read: the page does not offer one
+    assert 'id="status" class="status-not-checked">not checked<' in r.text
+    assert "Changsheng" not in r.text
+
+
+def test_an_envelope_around_unreadable_sd_jwt_text_gets_a_verdict_of_its_checks(
+        served: Served, client: httpx.Client) -> None:
+    """A whole envelope whose SD-JWT text cannot be read names no request, so it is not
+    refused as an answer to another one: the checks run, and the desk reads NOT VERIFIED."""
+    bundle, _key = _issue(served.node)
+    nonce, _ = _new_request(client, ["district"])
+    env = Envelope.from_bundle(bundle, "not~an~sd-jwt").to_bytes()
+    r = client.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
+    assert r.status_code == 200, r.text
+    assert '<h1 id="verdict">NOT VERIFIED</h1>' in r.text
+    assert "Do not accept it" in r.text
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png(width: int, height: int, depth: int, ctype: int, lines: list[bytes],
+         filters: list[int] | None = None, palette: bytes = b"", interlace: int = 0) -> bytes:
+    """A PNG of unfiltered scanlines ``lines``, each filtered as ``filters`` says (PNG spec,
+    section 9: None, Sub, Up, Average, Paeth), written as the spec says, not by our reader."""
+    import struct
+    import zlib
+
+    bpp = max(1, {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}[ctype] * depth // 8)
+    prev = bytes(len(lines[0]))
+    out = bytearray()
+    for y, line in enumerate(lines):
+        kind = (filters or [0])[y % len(filters or [0])]
+        enc = bytearray()
+        for i, x in enumerate(line):
+            a = line[i - bpp] if i >= bpp else 0
+            b = prev[i]
+            c = prev[i - bpp] if i >= bpp else 0
+            p = a + b - c
+            paeth = (a if abs(p - a) <= abs(p - b) and abs(p - a) <= abs(p - c)
+                     else b if abs(p - b) <= abs(p - c) else c)
+            pred = {1: a, 2: b, 3: (a + b) // 2, 4: paeth}.get(kind, 0)  # 5+: no filter
+            enc.append((x - pred) & 0xFF)
+        out += bytes([kind]) + enc
+        prev = line
+    ihdr = struct.pack(">IIBBBBB", width, height, depth, ctype, 0, 0, interlace)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr)
+            + (_chunk(b"PLTE", palette) if palette else b"")
+            + _chunk(b"IDAT", zlib.compress(bytes(out))) + _chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_png_reader_undoes_each_filter_of_the_png_spec(channels: int) -> None:
+    """Every row filter a PNG writer may choose (encoders pick one per row), over one byte per
+    pixel and over three: the grey image comes back exactly (colour pixels here are grey,
+    R = G = B)."""
+    import random
+
+    rnd = random.Random(16)
+    width, height = 23, 20
+    grey = [bytes(rnd.randrange(256) for _ in range(width)) for _ in range(height)]
+    lines = [bytes(v for v in row for _ in range(channels)) for row in grey]
+    png = _png(width, height, 8, 0 if channels == 1 else 2, lines, filters=[0, 1, 2, 3, 4])
+    gray, w, h = png_to_gray(png)
+    assert (w, h) == (width, height)
+    assert gray == b"".join(grey)
+    # a Paeth tie of left and upper-left (|p - a| == |p - c| < |p - b|): the spec takes left
+    assert png_to_gray(_png(2, 2, 8, 0, [bytes([50, 60]), bytes([30, 77])],
+                            filters=[0, 4]))[0] == bytes([50, 60, 30, 77])
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+def test_png_reader_unpacks_grey_samples_of_fewer_bits_to_the_full_range(depth: int) -> None:
+    """Samples of 1, 2 or 4 bits, first pixel in the high bits, rows padded to a byte (the
+    width is no multiple of eight): black is 0 and white 255, whatever the depth."""
+    import random
+
+    rnd = random.Random(depth)
+    width, height, top = 13, 5, (1 << depth) - 1
+    samples = [[rnd.randrange(top + 1) for _ in range(width)] for _ in range(height)]
+    samples[0][:2] = [0, top]
+    lines = []
+    for row in samples:
+        bits = "".join(format(s, f"0{depth}b") for s in row)
+        bits += "0" * (-len(bits) % 8)
+        lines.append(int(bits, 2).to_bytes(len(bits) // 8, "big"))
+    gray, _, _ = png_to_gray(_png(width, height, depth, 0, lines, filters=[0, 2]))
+    assert gray[:2] == bytes([0, 255])
+    assert list(gray) == [s * 255 // top for row in samples for s in row]
+
+
+def test_png_reader_takes_the_high_byte_of_16_bit_samples() -> None:
+    values = [0x0000, 0xFFFF, 0x80FF, 0x7F00, 0x1234]
+    line = b"".join(v.to_bytes(2, "big") for v in values)
+    gray, _, _ = png_to_gray(_png(len(values), 1, 16, 0, [line]))
+    assert list(gray) == [v >> 8 for v in values]
+
+
+@pytest.mark.parametrize("ctype", [2, 6])
+def test_a_red_qr_code_on_a_white_ground_reads_as_dark_modules(ctype: int) -> None:
+    """Colour is read as its luminance, not as one channel: a red code (RGB, or RGBA all
+    opaque) is dark on white."""
+    code = segno.make_qr(b"red", error="l")
+    red, white = (b"\xff\x00\x00", b"\xff\xff\xff") if ctype == 2 else \
+        (b"\xff\x00\x00\xff", b"\xff\xff\xff\xff")
+    lines = [b"".join(red if dark else white for dark in row) for row in code.matrix]
+    width, height = code.symbol_size(scale=1, border=0)
+    gray, w, _ = png_to_gray(_png(width, height, 8, ctype, lines, filters=[1, 4]))
+    for y, row in enumerate(code.matrix):
+        for x, dark in enumerate(row):
+            assert (gray[y * w + x] < 128) == bool(dark), (x, y)
+            assert dark or gray[y * w + x] == 255
+
+
+def test_transparent_pixels_read_as_the_white_they_are_shown_on() -> None:
+    """Grey with alpha and RGBA: a transparent black pixel is white, an opaque one black."""
+    ga = png_to_gray(_png(2, 1, 8, 4, [bytes([0, 0, 0, 255])]))[0]
+    rgba = png_to_gray(_png(2, 1, 8, 6, [bytes([0, 0, 0, 0, 0, 0, 0, 255])]))[0]
+    assert list(ga) == list(rgba) == [255, 0]
+
+
+@pytest.mark.parametrize(("png", "said"), [
+    (_png(2, 1, 8, 3, [bytes([0, 1])]), "without a palette"),
+    (_png(2, 1, 8, 3, [bytes([0, 1])], palette=bytes(3)), "index out of range"),
+    (_png(2, 1, 4, 3, [bytes([0x0F])], palette=bytes(3)), "index out of range"),
+    (_png(2, 2, 8, 0, [bytes(2), bytes(2)], interlace=1), "interlaced"),
+    (_png(2, 2, 8, 0, [bytes(2), bytes(2)], filters=[5]), "filter type 5"),
+    (_png(2, 2, 8, 0, [bytes(2), bytes(2)]).replace(b"\x00\x00\x00\x02\x00\x00\x00\x02",
+                                                       b"\x00\x00\x00\x00\x00\x00\x00\x02"),
+     "image size 0x2"),
+    (_png(2, 2, 8, 0, [bytes(2)]), "truncated PNG data"),
+    (_png(2, 2, 8, 0, [bytes(2), bytes(2)])[:-20], "truncated PNG"),
+    (_png(2, 2, 8, 0, [bytes(2), bytes(2)])[:-16], "truncated PNG"),  # its data's CRC cut
+    (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", bytes(12)) + _chunk(b"IEND", b""), "header"),
+], ids=lambda v: v if isinstance(v, str) else "png")
+def test_a_png_the_reader_cannot_read_is_a_value_error_saying_why(png: bytes,
+                                                                   said: str) -> None:
+    """What the desk shows as "The image could not be read: ..." (400), never a 500."""
+    with pytest.raises(ValueError, match=said):
+        png_to_gray(png)
+
+
+def test_a_png_of_more_than_max_pixels_is_refused_before_its_data_is_read() -> None:
+    from node.pages import MAX_PIXELS
+
+    side = int(MAX_PIXELS ** 0.5) + 1  # one row past: 1-bit, so its data would be small
+    header = _png(side, side, 1, 0, [bytes(-(-side // 8))])
+    with pytest.raises(ValueError, match=f"{side}x{side} is over {MAX_PIXELS} pixels"):
+        png_to_gray(header)
+
+
+def test_a_png_whose_data_inflates_past_its_rows_is_inflated_only_as_far_as_its_rows() -> None:
+    """A small upload may hold a zlib stream that inflates to hundreds of MiB: the reader
+    takes what the rows need and no more (memory measured, not time)."""
+    import struct
+    import tracemalloc
+    import zlib
+
+    rows = (b"\x00" + bytes(8)) * 8
+    bomb = zlib.compressobj(9)
+    data = bomb.compress(rows) + bomb.compress(bytes(64 << 20)) + bomb.flush()
+    png = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 0, 0, 0, 0))
+           + _chunk(b"IDAT", data) + _chunk(b"IEND", b""))
+    assert len(png) < 100_000
+    tracemalloc.start()
+    try:
+        gray, _, _ = png_to_gray(png)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert gray == bytes(64)
+    assert peak < 1 << 20, peak
+
+
+def test_a_quote_at_one_end_only_is_not_taken_for_a_pair(served: Served,
+                                                         client: httpx.Client) -> None:
+    """Quotes are dropped in pairs (text copied from JSON keeps both); a lone opening quote
+    is no pair: the last character of the presentation is not cut off for it, and the
+    official is told the text is not base64url, the request staying open."""
+    bundle, key = _issue(served.node)
+    nonce, audience = _new_request(client, ["district"])
+    text = _b64(_present(bundle, key, nonce, audience, ["district"]))
+    for pasted in (f'"{text}', f"'{text}\""):
+        r = client.post("/verify/check", data={"nonce": nonce, "presentation": pasted})
+        assert r.status_code == 400 and "not base64url" in r.text, r.text
+        served.node.request(nonce)  # still open
+
+
+def test_a_claims_line_breaks_and_tabs_are_shown_as_escapes_on_the_verdict(
+        served: Served, client: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The page keeps line breaks of what it prints (a pasted presentation); an issuer's
+    claim value does not get them: a line break or tab in a district would read as a space
+    (HTML), and the official would not see the value is not the one on the citizen's card."""
+    import ledger.credentials
+
+    monkeypatch.setattr(ledger.credentials, "_plain_text", lambda _name, _value: None)
+    key, jwk = _holder()
+    bundle, _ = served.node.issue("residence", {**CLAIMS, "district": "Chang\nsheng\tEast"},
+                                  jwk, valid_days=365)
+    nonce, audience = _new_request(client, ["district"])
+    r = client.post("/verify/check", data={
+        "nonce": nonce, "presentation": _b64(_present(bundle, key, nonce, audience,
+                                                      ["district"]))})
+    assert '<h1 id="verdict">VERIFIED</h1>' in r.text, r.text
+    assert "<td>district</td><td>Chang\\x0asheng\\x09East</td>" in r.text
+
+
+def test_rows_of_max_decoded_bytes_are_read_and_one_row_more_is_refused_first() -> None:
+    """The bound on decoded rows is where ADR 47 puts it: rows of exactly MAX_DECODED bytes
+    go on to be read (here their data is missing: "truncated"), one row more is refused
+    before any data is inflated."""
+    import struct
+
+    from node.pages import MAX_DECODED
+
+    width = 1024  # 8-bit RGBA: 4096 bytes a row
+    rows = MAX_DECODED // (4 * width)
+
+    def header_only(height: int) -> bytes:
+        return (b"\x89PNG\r\n\x1a\n"
+                + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
+                + _chunk(b"IDAT", b"") + _chunk(b"IEND", b""))
+
+    assert rows * 4 * width == MAX_DECODED
+    with pytest.raises(ValueError, match="truncated PNG data"):
+        png_to_gray(header_only(rows))
+    with pytest.raises(ValueError, match=r"is over 2\.5 MiB"):
+        png_to_gray(header_only(rows + 1))
+
+
+@pytest.mark.parametrize("text", [b"https://example.org/x", b"a~b\x07c"])
+def test_a_qr_code_of_other_text_is_not_a_whole_presentation(client: httpx.Client,
+                                                               text: bytes) -> None:
+    """A QR code that is neither an envelope nor SD-JWT text (a link; '~' with a control
+    character) is said to be no whole presentation, not taken for an outside credential."""
+    nonce, _ = _new_request(client, ["district"])
+    buf = io.BytesIO()
+    segno.make_qr(text, error="l").save(buf, kind="png", scale=4, border=4)
+    r = client.post("/verify/check", data={"nonce": nonce},
+                    files={"qr": ("other.png", buf.getvalue(), "image/png")})
+    assert r.status_code == 400 and "not a whole presentation" in r.text, r.text
+    assert "outside the network" not in r.text
+
+
+def test_a_pasted_text_longer_than_an_envelope_can_be_is_refused_by_its_length(
+        client: httpx.Client) -> None:
+    from ledger.presentation import MAX_ENVELOPE
+
+    nonce, _ = _new_request(client, ["district"])
+    longest = (MAX_ENVELOPE * 4) // 3 + 4  # base64url of MAX_ENVELOPE bytes, padded
+    r = client.post("/verify/check", data={"nonce": nonce, "presentation": "A" * longest})
+    assert r.status_code == 400 and "longer than" not in r.text, r.text
+    r = client.post("/verify/check", data={"nonce": nonce, "presentation": "A" * (longest + 1)})
+    assert r.status_code == 400 and f"longer than {MAX_ENVELOPE} bytes" in r.text, r.text
+
+
+def test_a_form_from_the_nodes_public_address_behind_a_proxy_is_taken(served: Served) -> None:
+    """Behind a proxy that ends TLS, the node's own page sits at its public address: a
+    browser that says only ``Origin`` (an older one) sends that address, not the one the node
+    is reached by, and its forms are the desk's own."""
+    assert served.app is not None
+    old = served.app.state.settings
+    served.app.state.settings = Settings(data=old.data, agency="civil", host=old.host,
+                                         port=old.port, public_url="https://desk.example.gov")
+    try:
+        with httpx.Client(base_url=served.base, timeout=30) as browser:
+            made = browser.post("/verify/request", data={"type": "residence",
+                                                         "claims": ["district"]},
+                                headers={"origin": "https://desk.example.gov"})
+            assert made.status_code == 303, made.text
+            elsewhere = browser.post("/verify/request", data={"type": "residence",
+                                                              "claims": ["district"]},
+                                     headers={"origin": "https://desk.example.gov.evil.example"})
+            assert elsewhere.status_code == 403
+    finally:
+        served.app.state.settings = old
+
+
+def test_a_verdicts_address_is_not_its_requests_nonce(served: Served,
+                                                      client: httpx.Client) -> None:
+    """The nonce is in the QR code anyone at the desk can read; the verdict's address is an
+    id of its own (ADR 50), so knowing the nonce is not knowing where the verdict is."""
+    bundle, key = _issue(served.node)
+    nonce, audience = _new_request(client, ["district"])
+    env = _present(bundle, key, nonce, audience, ["district"])
+    ok = client.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
+    assert '<h1 id="verdict">VERIFIED</h1>' in ok.text
+    vid = str(ok.url).rsplit("/", 1)[-1]
+    assert nonce not in vid and vid not in nonce and len(vid) >= 24
+
+
+def test_a_form_a_browser_says_no_page_sent_is_refused(served: Served,
+                                                        client: httpx.Client) -> None:
+    """``Sec-Fetch-Site: none`` is a request the user started outside any page (a bookmark,
+    a typed address): the desk's forms come from its own pages, so such a post is refused as
+    another site's is, and the request stays open."""
+    bundle, key = _issue(served.node)
+    nonce, audience = _new_request(client, ["district"])
+    text = _b64(_present(bundle, key, nonce, audience, ["district"]))
+    r = client.post("/verify/check", data={"nonce": nonce, "presentation": text},
+                    headers={"sec-fetch-site": "none"})
+    assert r.status_code == 403 and "another site" in r.text
+    served.node.request(nonce)  # still open
