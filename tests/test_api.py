@@ -210,6 +210,12 @@ def test_tx_by_id(http: httpx.Client) -> None:
     assert got["height"] == 0
     assert got["type"] == "genesis"
     assert got["body"]["network"] == NETWORK
+    # a later one: its log index and its block's height are not the same number
+    top = http.get("/v1/head").json()
+    last = http.get(f"/v1/blocks/{top['height']}").json()["transactions"][-1]
+    got = http.get(f"/v1/tx/{last['txid']}").json()
+    assert (got["index"], got["height"]) == (top["log_size"] - 1, top["height"])
+    assert got["index"] != got["height"]
 
 
 def test_log_entry_is_the_leaf_the_inclusion_proof_commits_to(http: httpx.Client) -> None:
@@ -1348,6 +1354,178 @@ def test_open_requests_age_by_the_monotonic_timer_not_the_wall_clock(tmp_path: P
         node.close()
 
 
+
+
+def test_a_credential_is_valid_for_the_days_it_was_issued_for(live: Live) -> None:
+    """``valid_days`` are days: the anchor on the ledger and the SD-JWT the holder shows both
+    end that many days of 86,400 s after issuance (found by mutation round 16)."""
+    node = live.app.state.node
+    holder = PrivateKey.generate()
+    bundle, _ = node.issue("degree", CLAIMS, sdjwt.jwk_from_ed25519(holder.public.raw),
+                           valid_days=30)
+    body = Tx.from_bytes(bundle.anchor).body
+    assert body["valid_until"] - body["valid_from"] == 30 * 86_400
+    payload = sdjwt.parse(bundle.sd_jwt).payload
+    assert (payload["nbf"], payload["exp"]) == (body["valid_from"], body["valid_until"])
+
+
+
+def test_a_node_serves_and_starts_with_current_node_keys_only(tmp_path: Path) -> None:
+    """Found by mutation round 16. A node signs Status List Tokens only for agencies whose
+    current node key it holds: another agency's list is not signed with this node's key (a
+    verifier would take that agency's statuses from the wrong signer); a node whose own node
+    key file is not its agency's current key does not start; and an issuer key file of
+    another agency is named by health as a problem, never taken for this agency's."""
+    import shutil
+
+    from ledger.errors import LedgerError
+    from ledger.keys import save_private_key
+    from node.service import Node, NotFound
+
+    data = make_demo(tmp_path / "demo")
+    keys = data / "keys"
+    (keys / "civil.node.key").unlink()
+    node = Node(data, "edu", PASS, clock=lambda: NOW, workers=0)
+    try:
+        assert "civil" not in node.node_keys and node.issuer_problem() is None
+        with pytest.raises(NotFound, match="does not serve 'civil'"):
+            node.status_list_token("civil", "residence")
+        assert node.status_list_token("edu", "degree")
+    finally:
+        node.close()
+    with pytest.raises(LedgerError, match="agency 'nosuch' is not in the registry"):
+        Node(data, "nosuch", PASS, clock=lambda: NOW, workers=0)
+    save_private_key(keys / "civil.node.key", PrivateKey.generate(), PASS)  # not civil's
+    with pytest.raises(LedgerError, match="no current node key of 'civil'"):
+        Node(data, "civil", PASS, clock=lambda: NOW, workers=0)
+    shutil.copy(keys / "civil.issuer.key", keys / "edu.issuer.key")
+    node = Node(data, "edu", PASS, clock=lambda: NOW, workers=0)
+    try:
+        assert "not a valid issuer key of 'edu'" in (node.issuer_problem() or "")
+    finally:
+        node.close()
+
+
+
+def test_a_status_list_token_is_served_again_while_other_lists_are_asked_for(
+        tmp_path: Path) -> None:
+    """Each list's token is served again for TOKEN_REUSE seconds while it is unchanged, not
+    only while no other list is asked for (found by mutation round 16: one cached token in
+    all was as good as none to the tests): its ``iat`` stays the one it was signed with."""
+    from node.service import TOKEN_REUSE, Node
+
+    now = [NOW]
+    node = Node(make_demo(tmp_path / "demo"), "edu", PASS, clock=lambda: now[0], workers=0)
+    try:
+        degree = node.status_list_token("edu", "degree")
+        now[0] += 1
+        residence = node.status_list_token("civil", "residence")
+        now[0] += TOKEN_REUSE - 2
+        assert node.status_list_token("edu", "degree") == degree
+        assert node.status_list_token("civil", "residence") == residence
+        now[0] += 2  # past its minute: signed again, dated now
+        assert node.status_list_token("edu", "degree") != degree
+    finally:
+        node.close()
+
+
+
+def test_a_presentation_request_says_when_it_stops_being_open(http: httpx.Client) -> None:
+    """``expires`` is ``created`` plus the request's lifetime: what a wallet shows the citizen
+    as the time left to answer (found by mutation round 16)."""
+    from node.service import REQUEST_TTL
+
+    got = http.post("/v1/presentation-requests",
+                    json={"type": "degree", "claims": ["field"]}).json()
+    assert got["created"] == NOW and got["expires"] == NOW + REQUEST_TTL
+
+
+
+def test_an_agency_removed_by_governance_is_listed_as_no_longer_current(tmp_path: Path) -> None:
+    """The registry view (and the explorer's "current" column) says which agencies take part
+    now: one removed is listed, with its removal, as not current (found by mutation round
+    16: every agency of the tests' networks was current)."""
+    from ledger.network import governance_tx
+    from node.service import Node
+
+    data = make_demo(tmp_path / "demo")
+    keys = data / "keys"
+    node = Node(data, "edu", PASS, clock=lambda: NOW, workers=0)
+    try:
+        registry = node.store.registry
+        assert registry is not None
+        signers = [Agency(a, "", load_private_key(keys / f"{a}.node.key", PASS),
+                          load_private_key(keys / f"{a}.issuer.key", PASS))
+                   for a in ("edu", "civil")]
+        node.orderer.submit(governance_tx(NETWORK, registry.gov_seq + 1, "remove_agency",
+                                          {"agency": "market"}, signers)).result(timeout=30)
+        listed = {a["id"]: a for a in node.agencies()}
+        assert listed["market"]["removed"] is not None and not listed["market"]["current"]
+        assert listed["edu"]["current"] and listed["civil"]["current"]
+    finally:
+        node.close()
+
+
+def test_a_key_theft_recorded_after_a_check_is_seen_by_the_next_check(tmp_path: Path) -> None:
+    """The node keeps one verifier while its registry stays the same, and a new one once
+    governance changes it (found by mutation round 16: no test changed the registry between
+    two checks). A credential that verified is refused once its issuer key is recorded as
+    stolen from before it was signed."""
+    from ledger.network import governance_tx
+    from node.service import Node
+
+    data = make_demo(tmp_path / "demo")
+    keys = data / "keys"
+    node = Node(data, "edu", PASS, clock=lambda: NOW, workers=0)
+    try:
+        holder = PrivateKey.generate()
+        bundle, _ = node.issue("degree", CLAIMS, sdjwt.jwk_from_ed25519(holder.public.raw),
+                               valid_days=365)
+
+        def check() -> Any:
+            nonce = node.new_request("degree", ["field"], AUDIENCE).request.nonce
+            kb = sdjwt.present(bundle.sd_jwt, disclose=["field"], holder_key=holder,
+                               nonce=nonce, aud=AUDIENCE, iat=NOW)
+            return node.verify(Envelope.from_bundle(bundle, kb).to_bytes(), nonce)
+
+        assert check().verified
+        registry = node.store.registry
+        assert registry is not None
+        signers = [Agency(a, "", load_private_key(keys / f"{a}.node.key", PASS),
+                          load_private_key(keys / f"{a}.issuer.key", PASS))
+                   for a in ("edu", "civil")]
+        node.orderer.submit(governance_tx(
+            NETWORK, registry.gov_seq + 1, "invalidate_key",
+            {"kid": node.issuer_key.kid, "from": NOW - 60}, signers)).result(timeout=30)
+        report = check()
+        assert not report.verified
+        failed = [c for c in report.checks if not c.ok]
+        assert [c.name for c in failed] == ["issuer_authority"], report.checks
+    finally:
+        node.close()
+
+
+
+def test_a_catch_up_read_from_past_the_head_is_404_and_from_the_head_is_its_block(
+        http: httpx.Client) -> None:
+    """A peer asking for blocks past this node's head is told there is no such block (404,
+    naming the head), not sent an empty list; from the head itself it gets that one block
+    (found by mutation round 16)."""
+    top = http.get("/v1/head").json()["height"]
+    for path in ("/v1/sync/blocks", "/v1/sync/headers"):
+        past = http.get(path, params={"from": top + 1, "count": 5})
+        assert past.status_code == 404, (path, past.text)
+        assert f"no block {top + 1} (head is {top})" in past.json()["detail"]
+    last = codec.decode(http.get("/v1/sync/blocks", params={"from": top, "count": 5}).content)
+    assert len(last) == 1
+    head = codec.decode(http.get("/v1/sync/headers", params={"from": top, "count": 5}).content)
+    assert head == [last[0][0]]
+    assert top >= 2
+    two = codec.decode(http.get("/v1/sync/blocks", params={"from": 0, "count": 2}).content)
+    headers = codec.decode(http.get("/v1/sync/headers", params={"from": 0, "count": 2}).content)
+    assert len(two) == 2 and headers == [b[0] for b in two]
+
+
 def test_catch_up_reads_are_few_at_a_time_and_pay_by_size(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A catch-up reply costs ~100 plain requests: two at a time per node (503 beyond), and a
@@ -1398,6 +1576,37 @@ def test_a_presentation_request_pays_for_its_qr_code(live: Live) -> None:
         second = http.post("/v1/presentation-requests", json=body)
         assert second.status_code == 429 and "QR code" in second.json()["detail"], second.text
         assert http.get("/v1/head").status_code == 200  # a plain request still has its token
+
+
+
+def test_a_desks_request_page_draws_its_qr_code_once_free_and_again_for_its_price(
+        live: Live, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The desk's form pays for the QR code it draws, and the page it redirects to takes that
+    drawing once, free (found by mutation round 16): a reload draws and pays again (it was
+    free for ever, the cache keeping it); past FRESH_QR drawings waiting, the oldest go."""
+    from dataclasses import replace
+
+    from node import pages
+
+    settings = replace(settings_for(live.data), rate_limit_per_minute=60, rate_limit_burst=20)
+    form = {"type": "degree", "claims": ["field"]}
+    app = create_app(settings, node=live.app.state.node, rate_clock=lambda: 0.0)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        made = http.post("/verify/request", data=form)  # 10 tokens
+        assert made.status_code == 303, made.text
+        page = http.get(made.headers["location"])  # 1: the drawing it paid for
+        assert page.status_code == 200 and "<svg" in page.text
+        again = http.get(made.headers["location"])  # 10 more: 9 are left
+        assert again.status_code == 429 and "<svg" not in again.text, again.text
+    monkeypatch.setattr(pages, "FRESH_QR", 1)
+    settings = replace(settings, rate_limit_burst=25)
+    app = create_app(settings, node=live.app.state.node, rate_clock=lambda: 0.0)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        first, second = (http.post("/verify/request", data=form) for _ in range(2))  # 20
+        newest = http.get(second.headers["location"])  # kept: 1
+        assert newest.status_code == 200 and "<svg" in newest.text
+        oldest = http.get(first.headers["location"])  # gone: drawn again, 10 of 4 left
+        assert oldest.status_code == 429, oldest.text
 
 
 def _walker(client: Any, **fields: Any) -> Any:
@@ -1590,6 +1799,8 @@ def test_a_person_gets_pages_for_errors_and_the_api_keeps_json(http: httpx.Clien
     assert "height" in bad.text
     api = http.get("/v1/no-such-thing")
     assert api.status_code == 404 and api.json() == {"detail": "Not Found"}
+    bare = http.get("/v1")  # the API's root is the API's too
+    assert bare.status_code == 404 and bare.json() == {"detail": "Not Found"}
     assert http.get("/v1/blocks/abc").headers["content-type"] == "application/json"
 
 
@@ -1760,7 +1971,7 @@ def test_a_solo_node_signs_with_the_keys_current_at_each_block(tmp_path: Path) -
     ok; and it must still change statuses (signed with the issuer key alone)."""
     from ledger.finality import verify_final
     from ledger.keys import load_private_key
-    from ledger.network import Agency, governance_tx
+    from ledger.network import Agency, governance_tx, issue_tx
     from node.service import Node
 
     data = make_demo(tmp_path / "demo")
@@ -1790,7 +2001,21 @@ def test_a_solo_node_signs_with_the_keys_current_at_each_block(tmp_path: Path) -
             rotate("civil", NOW + 60)
             rotate("edu", NOW + 60)
             assert http.get("/v1/health").json()["status"] == "ok"
+            # an issue signed elsewhere is taken now, and refused once the rotation is due
+            # (found by mutation round 16: whether the node is short of keys was counted once
+            # per registry, not once per registry and ten seconds)
+            edu = Agency("edu", "", node.node_keys["edu"], keys["edu"])
+
+            def issue(n: int) -> httpx.Response:
+                tx = issue_tx(NETWORK, edu, hashlib.sha256(b"rotation-%d" % n).digest(),
+                              "degree", 900_000 + n, clock[0], clock[0] + 86_400, clock[0])
+                return http.post("/v1/tx", content=tx.raw, params={"wait": 10},
+                                 headers={"content-type": "application/msgpack"})
+
+            assert issue(1).status_code == 200
             clock[0] = NOW + 120
+            late = issue(2)
+            assert late.status_code == 503 and "nothing was issued" in late.text, late.text
             health = http.get("/v1/health").json()
             assert health["status"] == "degraded" and "not final" in health["problem"]
             # a status change still works, and its block's checkpoint is signed by no old key
@@ -1854,6 +2079,36 @@ def test_an_issuer_key_not_yet_valid_by_this_clock_blames_the_clock(tmp_path: Pa
         node.close()
     assert "valid only from" in problem and "300 s after this machine's clock" in problem
     assert "rotated or invalidated" not in problem
+
+
+
+def test_an_issuer_key_invalidated_is_no_clock_problem_even_to_a_slow_clock(
+        tmp_path: Path) -> None:
+    """A key recorded as stolen is named as invalidated whatever this machine's clock says:
+    the advice to set the clock right (a key not valid yet) is for keys nobody invalidated
+    (found by mutation round 16)."""
+    from ledger.network import governance_tx
+    from node.service import Node
+
+    data = make_demo(tmp_path / "demo")
+    keys = data / "keys"
+    clock = [T0 + 1]
+    node = Node(data, "edu", PASS, workers=0, clock=lambda: clock[0])
+    try:
+        registry = node.store.registry
+        assert registry is not None
+        signers = [Agency(a, "", load_private_key(keys / f"{a}.node.key", PASS),
+                          load_private_key(keys / f"{a}.issuer.key", PASS))
+                   for a in ("edu", "civil")]
+        node.orderer.submit(governance_tx(
+            NETWORK, registry.gov_seq + 1, "invalidate_key",
+            {"kid": node.issuer_key.kid, "from": T0 + 1}, signers)).result(timeout=30)
+        clock[0] = T0 - 300
+        problem = node.issuer_problem() or ""
+    finally:
+        node.close()
+    assert "not a valid issuer key of 'edu' now (rotated or invalidated)" in problem, problem
+    assert "valid only from" not in problem
 
 
 def test_health_says_when_the_tls_certificate_nears_its_end(tmp_path: Path) -> None:
@@ -1930,6 +2185,11 @@ def test_the_credit_secret_is_sealed_and_an_old_clear_one_still_read(tmp_path: P
         read_credit_secret(path, b"not it")
     path.write_bytes(b"\x01" * 32)  # a clear secret written before
     assert read_credit_secret(path, PASS) == b"\x01" * 32
+    path.write_bytes(b"\x01" * 16)  # the shortest clear one taken; one byte less is not
+    assert read_credit_secret(path, PASS) == b"\x01" * 16
+    path.write_bytes(b"\x01" * 15)
+    with pytest.raises(KeyFileError, match="16 to 64 bytes; it has 15"):
+        read_credit_secret(path, PASS)
     # one clear secret in 16 starts with a byte a msgpack map starts with (0x80..0x8f)
     for first in range(0x80, 0x90):
         clear = bytes([first]) + hashlib.sha256(bytes([first])).digest()[:31]
@@ -2310,9 +2570,13 @@ def test_a_batch_item_the_wait_ran_out_on_is_pending_and_commits_after(tmp_path:
             try:
                 r = c.post("/v1/tx/batch", content=codec.encode([late.raw]),
                            params={"wait": 0.5})
+                # its receipt, asked for meanwhile: not committed yet, said at once (found
+                # by mutation round 16: the node waited for the unsettled submission)
+                polled = c.get(f"/v1/tx/{late.txid.hex()}/receipt")
             finally:
                 for proc in stuck:
                     os.kill(proc.pid or 0, signal.SIGCONT)
+            assert polled.status_code == 404 and "not committed (yet)" in polled.text
             assert r.status_code == 200, r.text
             assert r.json() == [{"txid": late.txid.hex(), "status": "pending", "index": None,
                                  "height": None, "duplicate": None, "error": None,
