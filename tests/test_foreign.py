@@ -690,8 +690,80 @@ def test_the_node_verifies_foreign_credentials_on_its_page_and_api(tmp_path: Pat
         assert refused.status_code == 400
         assert "VERIFIED" not in refused.text and "credential type of this network" in \
             refused.text
+        # on the request's page, the error marked on the form (not the API's JSON error)
+        assert 'id="error"' in refused.text and f'id="nonce">{nonce.group(1)}<' in refused.text
         # no verdict was given: the request is still open for the citizen's real envelope
         assert served_request_is_open(app, nonce.group(1))
+
+
+
+def test_an_outside_credentials_qr_picture_is_checked_and_a_desk_without_a_trust_list_says_so(
+        tmp_path: Path) -> None:
+    """The desk reads an outside credential's SD-JWT+KB from its QR picture as from its pasted
+    text (found by mutation round 16: no test uploaded one), and refuses one made for another
+    request before any check; a desk with no trust list refuses such text with words. The
+    request stays open after either refusal."""
+    import dataclasses
+    import io
+    import re
+
+    import httpx
+    import segno
+    from test_api import PASS as NODE_PASS
+    from test_api import make_demo, serve, settings_for
+
+    from node.app import create_app
+
+    now = int(time.time())
+    issuer = Issuer()
+    cred = sdjwt.issue_sd_jwt(
+        issuer_key=issuer.key, issuer_kid=issuer.kid, alg="ES256", vct=VCT, iss=ISS,
+        claims={"given_name": "Mei", "birth_date": "1990-04-01"}, holder_jwk=HOLDER_JWK,
+        iat=now - 60, nbf=now - 60, exp=now + 86_400,
+        status={"status_list": {"idx": 9, "uri": URI}}).serialize()
+    trust = tmp_path / "trust.json"
+    trust.write_text(json.dumps(trust_json(issuer)))
+    tokens = tmp_path / "tokens"
+    tokens.mkdir()
+    (tokens / "register.jwt").write_text(make_token(
+        StatusList.from_entries(2, 64, []), sub=URI, iat=now - 60, exp=now + 3600, ttl=None,
+        key=issuer.key, kid=issuer.kid))
+    data = make_demo(tmp_path / "data")
+
+    def opened(http: httpx.Client, form: dict[str, Any]) -> tuple[str, str]:
+        page = http.post("/verify/request", data=form)
+        nonce = re.search(r'id="nonce">([^<]+)<', page.text)
+        audience = re.search(r'id="audience">([^<]+)<', page.text)
+        assert nonce and audience, page.text
+        return nonce.group(1), audience.group(1)
+
+    def answer(nonce: str, audience: str) -> str:
+        return sdjwt.present(cred, disclose=("birth_date",), holder_key=HOLDER, nonce=nonce,
+                             aud=audience, iat=int(time.time()))
+
+    plain = create_app(settings_for(data), passphrase=NODE_PASS)
+    with serve(plain) as url, httpx.Client(base_url=url, timeout=60, follow_redirects=True) as http:
+        nonce, audience = opened(http, {"type": "residence", "claims": ["district"]})
+        r = http.post("/verify/check", data={"nonce": nonce,
+                                             "presentation": answer(nonce, audience)})
+        assert r.status_code == 400 and "no trust list for those" in r.text, r.text
+        assert served_request_is_open(plain, nonce)
+    app = create_app(dataclasses.replace(settings_for(data), trust_list=trust,
+                                         status_tokens=tokens), passphrase=NODE_PASS)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60, follow_redirects=True) as http:
+        nonce, audience = opened(http, {"type": VCT, "claims_text": "birth_date"})
+        # an answer made for another request spends nothing: this one stays open
+        r = http.post("/verify/check", data={"nonce": nonce,
+                                             "presentation": answer("another", audience)})
+        assert r.status_code == 400 and "made for another request" in r.text, r.text
+        assert served_request_is_open(app, nonce)
+        buf = io.BytesIO()
+        segno.make_qr(answer(nonce, audience), error="l").save(buf, kind="png", scale=4,
+                                                                border=4)
+        verdict = http.post("/verify/check", data={"nonce": nonce},
+                            files={"qr": ("answer.png", buf.getvalue(), "image/png")})
+        assert '<h1 id="verdict">VERIFIED</h1>' in verdict.text, verdict.text
+        assert "<td>birth_date</td><td>1990-04-01</td>" in verdict.text
 
 
 def served_request_is_open(app: Any, nonce: str) -> bool:
