@@ -1864,6 +1864,47 @@ def test_status_tokens_are_dated_when_the_node_last_knew_its_lists_current(
     assert again.status_code == 200 and iat(again.text) == clock[0]
 
 
+
+def test_a_status_token_first_signed_while_cut_off_is_dated_when_its_lists_were_current(
+        tmp_path: Path) -> None:
+    """Found by mutation round 16: a token dated now but for its first signing went unseen,
+    the token asked for while cut off having been signed (and kept) before. One first
+    signed while the node's etcd member is frozen is dated when the node last read the
+    ordered batches to their end, not now."""
+    def iat(token: str) -> int:
+        payload = token.split(".")[1]
+        return int(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+                   ["iat"])
+
+    (tmp_path / "etcd").mkdir()
+    data = make_demo(tmp_path / "demo")
+    clock = [DEMO_T0 + 1000]
+    with _etcd_member(tmp_path / "etcd") as url:
+        node = Node(data, "edu", PASS, clock=lambda: clock[0], workers=0,
+                    replication=Replication(endpoints=(url,)))
+        try:
+            assert node.replicated is not None
+            deadline = time.monotonic() + 30
+            while node.replicated.current_at != clock[0]:
+                assert time.monotonic() < deadline, node.replicated.stats.last_error
+                time.sleep(0.05)
+            os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
+            try:
+                clock[0] += 600  # ten minutes cut off
+                before = node.replicated.current_at
+                token = node.status_list_token("edu", "degree")
+                after = node.replicated.current_at
+            finally:
+                os.kill(_MEMBERS[url].pid, signal.SIGCONT)
+        finally:
+            node.close()
+    assert iat(token) in (before, after)
+    # A reply the node had read when the member froze may still have moved current_at to
+    # now (then the token is dated now, rightly); else it is dated before the freeze.
+    if after != clock[0]:
+        assert iat(token) == DEMO_T0 + 1000
+
+
 # -- catching up past the pruning marker from peers that may lie -------------------------------
 
 @dataclass
