@@ -487,6 +487,9 @@ def test_a_peer_quiet_since_its_node_key_was_rotated_is_named_so(demo: Path,
 
     _, args = _rotation(tmp_path, "civil", "node")
     _govern(demo, "rotate_key", args, "edu", "market")
+    # an issuer key rotated at the same time does not stop a node from speaking
+    _, args = _rotation(tmp_path, "market", "issuer")
+    _govern(demo, "rotate_key", args.rename(tmp_path / "rotate-issuer.json"), "edu", "civil")
     node = Node(demo, "edu", PASS, workers=0)
     try:
         assert node.keys_gone_quiet({"civil": 40, "market": 40}) == {"civil"}
