@@ -1466,6 +1466,33 @@ def test_an_agency_removed_by_governance_is_listed_as_no_longer_current(tmp_path
         node.close()
 
 
+
+def test_an_issue_whose_status_index_was_taken_meanwhile_draws_another(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two issuances may draw one free status index at once: the ledger takes the first and
+    refuses the other (``status_index_used``), which draws again and is issued (found by
+    mutation round 16: no test reached the retry). The draw is made to return the taken index
+    once, as a racing issuance would have left it."""
+    from node import service
+    from node.service import Node
+
+    node = Node(make_demo(tmp_path / "demo"), "edu", PASS, clock=lambda: NOW, workers=0)
+    try:
+        jwk = sdjwt.jwk_from_ed25519(PrivateKey.generate().public.raw)
+        first, _ = node.issue("degree", CLAIMS, jwk, valid_days=30)
+        taken = [Tx.from_bytes(first.anchor).body["status_index"]]
+        draw = service.draw_status_index
+        monkeypatch.setattr(service, "draw_status_index",
+                            lambda used, start: taken.pop() if taken else draw(used, start))
+        second, receipt = node.issue("degree", CLAIMS, jwk, valid_days=30)
+        assert not taken  # the taken index was drawn, and refused
+        index = Tx.from_bytes(second.anchor).body["status_index"]
+        assert index != Tx.from_bytes(first.anchor).body["status_index"]
+        assert node.tx(Tx.from_bytes(second.anchor).txid)["index"] == receipt.index
+    finally:
+        node.close()
+
+
 def test_a_key_theft_recorded_after_a_check_is_seen_by_the_next_check(tmp_path: Path) -> None:
     """The node keeps one verifier while its registry stays the same, and a new one once
     governance changes it (found by mutation round 16: no test changed the registry between
