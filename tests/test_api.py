@@ -31,7 +31,7 @@ from rich.console import Console
 from ledger import codec, merkle, sdjwt
 from ledger.checkpoint import SignedCheckpoint
 from ledger.keys import PrivateKey, load_private_key
-from ledger.network import Agency, status_tx
+from ledger.network import Agency, governance_tx, status_tx
 from ledger.presentation import Bundle, Envelope
 from ledger.tx import Tx
 from node.app import create_app
@@ -1493,12 +1493,24 @@ def test_an_issue_whose_status_index_was_taken_meanwhile_draws_another(
         node.close()
 
 
+def _invalidate_issuer_key(node: Any, keys: Path, start: int) -> None:
+    """Record, through ``node``'s orderer, edu's issuer key invalidated from ``start`` (signed
+    by edu and civil, the demo's quorum)."""
+    registry = node.store.registry
+    assert registry is not None
+    signers = [Agency(a, "", load_private_key(keys / f"{a}.node.key", PASS),
+                      load_private_key(keys / f"{a}.issuer.key", PASS))
+               for a in ("edu", "civil")]
+    node.orderer.submit(governance_tx(
+        NETWORK, registry.gov_seq + 1, "invalidate_key",
+        {"kid": node.issuer_key.kid, "from": start}, signers)).result(timeout=30)
+
+
 def test_a_key_theft_recorded_after_a_check_is_seen_by_the_next_check(tmp_path: Path) -> None:
     """The node keeps one verifier while its registry stays the same, and a new one once
     governance changes it (found by mutation round 16: no test changed the registry between
     two checks). A credential that verified is refused once its issuer key is recorded as
     stolen from before it was signed."""
-    from ledger.network import governance_tx
     from node.service import Node
 
     data = make_demo(tmp_path / "demo")
@@ -1516,14 +1528,7 @@ def test_a_key_theft_recorded_after_a_check_is_seen_by_the_next_check(tmp_path: 
             return node.verify(Envelope.from_bundle(bundle, kb).to_bytes(), nonce)
 
         assert check().verified
-        registry = node.store.registry
-        assert registry is not None
-        signers = [Agency(a, "", load_private_key(keys / f"{a}.node.key", PASS),
-                          load_private_key(keys / f"{a}.issuer.key", PASS))
-                   for a in ("edu", "civil")]
-        node.orderer.submit(governance_tx(
-            NETWORK, registry.gov_seq + 1, "invalidate_key",
-            {"kid": node.issuer_key.kid, "from": NOW - 60}, signers)).result(timeout=30)
+        _invalidate_issuer_key(node, keys, NOW - 60)
         report = check()
         assert not report.verified
         failed = [c for c in report.checks if not c.ok]
@@ -2114,7 +2119,6 @@ def test_an_issuer_key_invalidated_is_no_clock_problem_even_to_a_slow_clock(
     """A key recorded as stolen is named as invalidated whatever this machine's clock says:
     the advice to set the clock right (a key not valid yet) is for keys nobody invalidated
     (found by mutation round 16)."""
-    from ledger.network import governance_tx
     from node.service import Node
 
     data = make_demo(tmp_path / "demo")
@@ -2122,14 +2126,7 @@ def test_an_issuer_key_invalidated_is_no_clock_problem_even_to_a_slow_clock(
     clock = [T0 + 1]
     node = Node(data, "edu", PASS, workers=0, clock=lambda: clock[0])
     try:
-        registry = node.store.registry
-        assert registry is not None
-        signers = [Agency(a, "", load_private_key(keys / f"{a}.node.key", PASS),
-                          load_private_key(keys / f"{a}.issuer.key", PASS))
-                   for a in ("edu", "civil")]
-        node.orderer.submit(governance_tx(
-            NETWORK, registry.gov_seq + 1, "invalidate_key",
-            {"kid": node.issuer_key.kid, "from": T0 + 1}, signers)).result(timeout=30)
+        _invalidate_issuer_key(node, keys, T0 + 1)
         clock[0] = T0 - 300
         problem = node.issuer_problem() or ""
     finally:

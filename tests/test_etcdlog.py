@@ -1812,6 +1812,21 @@ def test_a_node_reading_etcd_again_under_load_takes_submissions_again(
             orderer.stop()
 
 
+def _iat(token: str) -> int:
+    """A Status List Token's ``iat``."""
+    payload = token.split(".")[1]
+    return int(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["iat"])
+
+
+def _wait_current(node: Node, now: int) -> None:
+    """Until the node has read the ordered batches to their end at ``now`` (30 s at most)."""
+    assert node.replicated is not None
+    deadline = time.monotonic() + 30
+    while node.replicated.current_at != now:
+        assert time.monotonic() < deadline, node.replicated.stats.last_error
+        time.sleep(0.05)
+
+
 def test_status_tokens_are_dated_when_the_node_last_knew_its_lists_current(
         tmp_path: Path) -> None:
     """A node cut off from etcd's quorum kept signing Status List Tokens dated now (valid for
@@ -1822,11 +1837,6 @@ def test_status_tokens_are_dated_when_the_node_last_knew_its_lists_current(
     count from then; and past the token's lifetime the node says why instead (503)."""
     from node.service import TOKEN_LIFETIME
 
-    def iat(token: str) -> int:
-        payload = token.split(".")[1]
-        return int(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-                   ["iat"])
-
     (tmp_path / "etcd").mkdir()
     data = make_demo(tmp_path / "demo")
     clock = [DEMO_T0 + 1000]
@@ -1835,11 +1845,8 @@ def test_status_tokens_are_dated_when_the_node_last_knew_its_lists_current(
                     replication=Replication(endpoints=(url,)))
         try:
             assert node.replicated is not None
-            deadline = time.monotonic() + 30
-            while node.replicated.current_at != clock[0]:
-                assert time.monotonic() < deadline, node.replicated.stats.last_error
-                time.sleep(0.05)
-            assert iat(node.status_list_token("edu", "degree")) == DEMO_T0 + 1000
+            _wait_current(node, clock[0])
+            assert _iat(node.status_list_token("edu", "degree")) == DEMO_T0 + 1000
             app = create_app(settings_for(data), node=node)
             with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
                 os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
@@ -1851,17 +1858,14 @@ def test_status_tokens_are_dated_when_the_node_last_knew_its_lists_current(
                     dead = http.get("/v1/status-lists/edu/degree")
                 finally:
                     os.kill(_MEMBERS[url].pid, signal.SIGCONT)
-                deadline = time.monotonic() + 30
-                while node.replicated.current_at != clock[0]:
-                    assert time.monotonic() < deadline, node.replicated.stats.last_error
-                    time.sleep(0.05)
+                _wait_current(node, clock[0])
                 again = http.get("/v1/status-lists/edu/degree")
         finally:
             node.close()
-    assert stale.status_code == 200 and iat(stale.text) == DEMO_T0 + 1000  # not + 600
+    assert stale.status_code == 200 and _iat(stale.text) == DEMO_T0 + 1000  # not + 600
     assert dead.status_code == 503, dead.text
     assert "current only as of" in dead.json()["detail"], dead.text
-    assert again.status_code == 200 and iat(again.text) == clock[0]
+    assert again.status_code == 200 and _iat(again.text) == clock[0]
 
 
 
@@ -1871,11 +1875,6 @@ def test_a_status_token_first_signed_while_cut_off_is_dated_when_its_lists_were_
     the token asked for while cut off having been signed (and kept) before. One first
     signed while the node's etcd member is frozen is dated when the node last read the
     ordered batches to their end, not now."""
-    def iat(token: str) -> int:
-        payload = token.split(".")[1]
-        return int(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-                   ["iat"])
-
     (tmp_path / "etcd").mkdir()
     data = make_demo(tmp_path / "demo")
     clock = [DEMO_T0 + 1000]
@@ -1884,10 +1883,7 @@ def test_a_status_token_first_signed_while_cut_off_is_dated_when_its_lists_were_
                     replication=Replication(endpoints=(url,)))
         try:
             assert node.replicated is not None
-            deadline = time.monotonic() + 30
-            while node.replicated.current_at != clock[0]:
-                assert time.monotonic() < deadline, node.replicated.stats.last_error
-                time.sleep(0.05)
+            _wait_current(node, clock[0])
             os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
             try:
                 clock[0] += 600  # ten minutes cut off
@@ -1898,11 +1894,11 @@ def test_a_status_token_first_signed_while_cut_off_is_dated_when_its_lists_were_
                 os.kill(_MEMBERS[url].pid, signal.SIGCONT)
         finally:
             node.close()
-    assert iat(token) in (before, after)
+    assert _iat(token) in (before, after)
     # A reply the node had read when the member froze may still have moved current_at to
     # now (then the token is dated now, rightly); else it is dated before the freeze.
     if after != clock[0]:
-        assert iat(token) == DEMO_T0 + 1000
+        assert _iat(token) == DEMO_T0 + 1000
 
 
 # -- catching up past the pruning marker from peers that may lie -------------------------------

@@ -1073,16 +1073,21 @@ def test_verdicts_kept_are_bounded_and_fair_among_desks(monkeypatch: pytest.Monk
     assert sorted(state.answered) == sorted(f"m{i}" for i in range(14, 20))
 
 
-def test_another_browser_with_the_nonce_is_not_sent_to_the_verdicts_address(
-        served: Served, client: httpx.Client) -> None:
-    """The nonce is no secret (QR code): another browser that has it is told the request was
-    answered, and is not given the verdict page's unguessable address (a redirect to it)."""
+def _verified_once(served: Served, client: httpx.Client) -> tuple[str, str]:
+    """A request answered at the desk with a good presentation: its nonce and verdict id."""
     bundle, key = _issue(served.node)
     nonce, audience = _new_request(client, ["district"])
     env = _present(bundle, key, nonce, audience, ["district"])
     ok = client.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
     assert '<h1 id="verdict">VERIFIED</h1>' in ok.text
-    vid = str(ok.url).rsplit("/", 1)[-1]
+    return nonce, str(ok.url).rsplit("/", 1)[-1]
+
+
+def test_another_browser_with_the_nonce_is_not_sent_to_the_verdicts_address(
+        served: Served, client: httpx.Client) -> None:
+    """The nonce is no secret (QR code): another browser that has it is told the request was
+    answered, and is not given the verdict page's unguessable address (a redirect to it)."""
+    nonce, vid = _verified_once(served, client)
     with httpx.Client(base_url=served.base, timeout=30, follow_redirects=False) as other:
         for r in (other.get(f"/verify/request/{nonce}"),
                   other.post("/verify/check", data={"nonce": nonce, "presentation": "x"})):
@@ -1405,12 +1410,7 @@ def test_a_verdicts_address_is_not_its_requests_nonce(served: Served,
                                                       client: httpx.Client) -> None:
     """The nonce is in the QR code anyone at the desk can read; the verdict's address is an
     id of its own (ADR 50), so knowing the nonce is not knowing where the verdict is."""
-    bundle, key = _issue(served.node)
-    nonce, audience = _new_request(client, ["district"])
-    env = _present(bundle, key, nonce, audience, ["district"])
-    ok = client.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
-    assert '<h1 id="verdict">VERIFIED</h1>' in ok.text
-    vid = str(ok.url).rsplit("/", 1)[-1]
+    nonce, vid = _verified_once(served, client)
     assert nonce not in vid and vid not in nonce and len(vid) >= 24
 
 
