@@ -586,7 +586,6 @@ def genesis_registry(tx: Tx) -> Registry:
     return reg
 
 
-
 def _fresh(ts: int, t: int, what: str) -> None:
     """Refuse a status change or credit event signed more than ``MAX_BACKDATE`` from the
     block's time ``t``. A refused one (a "reinstate" while valid, an event before its agency's
@@ -603,6 +602,7 @@ def _fresh(ts: int, t: int, what: str) -> None:
                                          f"the block's time {t}: this machine's clock is fast "
                                          "(or an agency node's is slow); set it right and sign "
                                          f"the {what} again")
+
 
 class Machine:
     """Applies transactions in order against a registry and a base state view.
