@@ -1827,6 +1827,22 @@ def _wait_current(node: Node, now: int) -> None:
         time.sleep(0.05)
 
 
+@contextmanager
+def _current_edu_node(tmp_path: Path, clock: list[int]) -> Iterator[tuple[Node, str, Path]]:
+    """A demo's edu node on a single real etcd member, at ``clock[0]``, once current; the
+    node, the member's URL and the data folder."""
+    (tmp_path / "etcd").mkdir()
+    data = make_demo(tmp_path / "demo")
+    with _etcd_member(tmp_path / "etcd") as url:
+        node = Node(data, "edu", PASS, clock=lambda: clock[0], workers=0,
+                    replication=Replication(endpoints=(url,)))
+        try:
+            _wait_current(node, clock[0])
+            yield node, url, data
+        finally:
+            node.close()
+
+
 def test_status_tokens_are_dated_when_the_node_last_knew_its_lists_current(
         tmp_path: Path) -> None:
     """A node cut off from etcd's quorum kept signing Status List Tokens dated now (valid for
@@ -1837,31 +1853,22 @@ def test_status_tokens_are_dated_when_the_node_last_knew_its_lists_current(
     count from then; and past the token's lifetime the node says why instead (503)."""
     from node.service import TOKEN_LIFETIME
 
-    (tmp_path / "etcd").mkdir()
-    data = make_demo(tmp_path / "demo")
     clock = [DEMO_T0 + 1000]
-    with _etcd_member(tmp_path / "etcd") as url:
-        node = Node(data, "edu", PASS, clock=lambda: clock[0], workers=0,
-                    replication=Replication(endpoints=(url,)))
-        try:
-            assert node.replicated is not None
+    with _current_edu_node(tmp_path, clock) as (node, url, data):
+        assert _iat(node.status_list_token("edu", "degree")) == DEMO_T0 + 1000
+        app = create_app(settings_for(data), node=node)
+        with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+            os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
+            try:
+                clock[0] += 600  # ten minutes cut off
+                time.sleep(0.5)  # the node's reads of etcd hang meanwhile
+                stale = http.get("/v1/status-lists/edu/degree")
+                clock[0] += TOKEN_LIFETIME
+                dead = http.get("/v1/status-lists/edu/degree")
+            finally:
+                os.kill(_MEMBERS[url].pid, signal.SIGCONT)
             _wait_current(node, clock[0])
-            assert _iat(node.status_list_token("edu", "degree")) == DEMO_T0 + 1000
-            app = create_app(settings_for(data), node=node)
-            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
-                os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
-                try:
-                    clock[0] += 600  # ten minutes cut off
-                    time.sleep(0.5)  # the node's reads of etcd hang meanwhile
-                    stale = http.get("/v1/status-lists/edu/degree")
-                    clock[0] += TOKEN_LIFETIME
-                    dead = http.get("/v1/status-lists/edu/degree")
-                finally:
-                    os.kill(_MEMBERS[url].pid, signal.SIGCONT)
-                _wait_current(node, clock[0])
-                again = http.get("/v1/status-lists/edu/degree")
-        finally:
-            node.close()
+            again = http.get("/v1/status-lists/edu/degree")
     assert stale.status_code == 200 and _iat(stale.text) == DEMO_T0 + 1000  # not + 600
     assert dead.status_code == 503, dead.text
     assert "current only as of" in dead.json()["detail"], dead.text
@@ -1875,25 +1882,17 @@ def test_a_status_token_first_signed_while_cut_off_is_dated_when_its_lists_were_
     the token asked for while cut off having been signed (and kept) before. One first
     signed while the node's etcd member is frozen is dated when the node last read the
     ordered batches to their end, not now."""
-    (tmp_path / "etcd").mkdir()
-    data = make_demo(tmp_path / "demo")
     clock = [DEMO_T0 + 1000]
-    with _etcd_member(tmp_path / "etcd") as url:
-        node = Node(data, "edu", PASS, clock=lambda: clock[0], workers=0,
-                    replication=Replication(endpoints=(url,)))
+    with _current_edu_node(tmp_path, clock) as (node, url, _):
+        assert node.replicated is not None
+        os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
         try:
-            assert node.replicated is not None
-            _wait_current(node, clock[0])
-            os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
-            try:
-                clock[0] += 600  # ten minutes cut off
-                before = node.replicated.current_at
-                token = node.status_list_token("edu", "degree")
-                after = node.replicated.current_at
-            finally:
-                os.kill(_MEMBERS[url].pid, signal.SIGCONT)
+            clock[0] += 600  # ten minutes cut off
+            before = node.replicated.current_at
+            token = node.status_list_token("edu", "degree")
+            after = node.replicated.current_at
         finally:
-            node.close()
+            os.kill(_MEMBERS[url].pid, signal.SIGCONT)
     assert _iat(token) in (before, after)
     # A reply the node had read when the member froze may still have moved current_at to
     # now (then the token is dated now, rightly); else it is dated before the freeze.

@@ -594,16 +594,9 @@ def test_ledger_verify_json_on_an_unreadable_foreign_presentation(tmp_path: Path
 # -- the node's verifier: page and API -------------------------------------------------------------
 
 
-def test_the_node_verifies_foreign_credentials_on_its_page_and_api(tmp_path: Path) -> None:
-    import dataclasses
-    import re
-
-    import httpx
-    from test_api import PASS as NODE_PASS
-    from test_api import make_demo, serve, settings_for
-
-    from node.app import create_app
-
+def _outside_desk_inputs(tmp_path: Path) -> tuple[int, Issuer, str, Path, Path]:
+    """The time now, an outside issuer, its ES256 credential (valid a day, status index 9), a
+    trust list naming the issuer, and a folder holding its status token (nothing revoked)."""
     now = int(time.time())
     issuer = Issuer()
     cred = sdjwt.issue_sd_jwt(
@@ -618,6 +611,20 @@ def test_the_node_verifies_foreign_credentials_on_its_page_and_api(tmp_path: Pat
     (tokens / "register.jwt").write_text(make_token(
         StatusList.from_entries(2, 64, []), sub=URI, iat=now - 60, exp=now + 3600, ttl=None,
         key=issuer.key, kid=issuer.kid))
+    return now, issuer, cred, trust, tokens
+
+
+def test_the_node_verifies_foreign_credentials_on_its_page_and_api(tmp_path: Path) -> None:
+    import dataclasses
+    import re
+
+    import httpx
+    from test_api import PASS as NODE_PASS
+    from test_api import make_demo, serve, settings_for
+
+    from node.app import create_app
+
+    now, issuer, cred, trust, tokens = _outside_desk_inputs(tmp_path)
     (tokens / "junk.jwt").write_text("not a token")  # left out, logged by name
     data = make_demo(tmp_path / "data")
     plain = create_app(settings_for(data), passphrase=NODE_PASS)
@@ -714,20 +721,7 @@ def test_an_outside_credentials_qr_picture_is_checked_and_a_desk_without_a_trust
 
     from node.app import create_app
 
-    now = int(time.time())
-    issuer = Issuer()
-    cred = sdjwt.issue_sd_jwt(
-        issuer_key=issuer.key, issuer_kid=issuer.kid, alg="ES256", vct=VCT, iss=ISS,
-        claims={"given_name": "Mei", "birth_date": "1990-04-01"}, holder_jwk=HOLDER_JWK,
-        iat=now - 60, nbf=now - 60, exp=now + 86_400,
-        status={"status_list": {"idx": 9, "uri": URI}}).serialize()
-    trust = tmp_path / "trust.json"
-    trust.write_text(json.dumps(trust_json(issuer)))
-    tokens = tmp_path / "tokens"
-    tokens.mkdir()
-    (tokens / "register.jwt").write_text(make_token(
-        StatusList.from_entries(2, 64, []), sub=URI, iat=now - 60, exp=now + 3600, ttl=None,
-        key=issuer.key, kid=issuer.kid))
+    _, _, cred, trust, tokens = _outside_desk_inputs(tmp_path)
     data = make_demo(tmp_path / "data")
 
     def opened(http: httpx.Client, form: dict[str, Any]) -> tuple[str, str]:
