@@ -587,10 +587,10 @@ def genesis_registry(tx: Tx) -> Registry:
 
 
 def _fresh(ts: int, t: int, what: str) -> None:
-    """Refuse a status change or credit event signed more than ``MAX_BACKDATE`` from the
+    """Refuse a status change, credit event or approval decision signed more than ``MAX_BACKDATE`` from the
     block's time ``t``. A refused one (a "reinstate" while valid, an event before its agency's
     grant) could otherwise be replayed by anyone whenever the state came to allow it, and so
-    could one signed and never sent (ADRs 43, 48, 69)."""
+    could one signed and never sent (ADRs 43, 48, 69, 70)."""
     if ts < t - MAX_BACKDATE:
         raise TxRejected("stale", f"signed at {ts}, more than {MAX_BACKDATE} s before the "
                                   f"block's time {t}: sign the {what} again (if it was signed "
@@ -722,6 +722,9 @@ class Machine:
         if agency != rule["agency"]:
             raise TxRejected("not_authorized", f"{b['service']!r} is decided by "
                                                f"{rule['agency']!r}, not {agency!r}")
+        # a decision refused as stale_rule, replayed once the same rule version is back in
+        # force, or one signed and held back, is not recorded (ADR 70)
+        _fresh(b["ts"], t, "decision")
         if b["rule_hash"] != rule_hash(rule):
             raise TxRejected("stale_rule", f"rule version {b['rule_hash'].hex()[:16]} is not the "
                                            f"one in force for {b['service']!r}")

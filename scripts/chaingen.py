@@ -138,9 +138,10 @@ class Params:
                 "generation": GENERATION}
 
 
-GENERATION = 3
+GENERATION = 4
 """Bumped whenever what the generator writes changes (2: status changes signed at about their
-block's time, as ledger.state now requires; 3: credit events too, ADR 69): a chain of another
+block's time, as ledger.state now requires; 3: credit events too, ADR 69; 4: approval
+decisions too, ADR 70): a chain of another
 generation is not reused."""
 
 
@@ -252,7 +253,8 @@ class _Signer:
         return self._signed(rule["agency"], "approval", {
             "service": service, "rule_hash": self.rule_hashes[service], "decision": decision,
             "path": path, "reasons": reasons,
-            "evidence": hashlib.sha256(b"chaingen/evidence/%d" % j).digest(), "ts": T0 + j})
+            "evidence": hashlib.sha256(b"chaingen/evidence/%d" % j).digest(),
+            "ts": T0 + 25 * j // self.p.block_issues})  # its block's time (ADR 70)
 
     def sign(self, ops: list[Op]) -> list[bytes]:
         out = []

@@ -15,7 +15,7 @@ from ledger.tx import make_tx
 
 
 def _approval(agency: Any, service: str, *, decision: str = "approved", path: str = "standard",
-              reasons: list[str], ts: int = 1) -> Any:
+              reasons: list[str], ts: int = T0 + DAY) -> Any:
     return make_tx("demo", "approval", {
         "service": service, "rule_hash": rule_hash(RULES[service]), "decision": decision,
         "path": path, "reasons": reasons,
@@ -37,9 +37,10 @@ def test_approval_reason_codes_must_be_the_rules(world: Any, reasons: list[str])
     r = lg.commit([_approval(ag["civil"], "elderly-allowance", reasons=reasons)], T0 + DAY)
     assert [e.code for _, e in r.rejected] == ["unknown_reason"]
     # control: the rule's own codes (including the generic rule_error) are accepted
-    ok = lg.commit([_approval(ag["civil"], "elderly-allowance", reasons=["eligible"], ts=2),
+    ok = lg.commit([_approval(ag["civil"], "elderly-allowance", reasons=["eligible"],
+                              ts=T0 + DAY + 2),
                     _approval(ag["civil"], "elderly-allowance", decision="needs_review",
-                              reasons=["rule_error"], ts=3)], T0 + DAY)
+                              reasons=["rule_error"], ts=T0 + DAY + 3)], T0 + DAY)
     assert not ok.rejected
 
 
@@ -51,11 +52,12 @@ def test_fast_track_only_for_approvals_under_a_fast_track_rule(world: Any) -> No
     assert [e.code for _, e in r.rejected] == ["bad_outcome"]
     # business-licence has one, but a rejection never takes it
     r = lg.commit([_approval(ag["market"], "business-licence", decision="rejected",
-                             path="fast_track", reasons=["low_credit"], ts=2)], T0 + DAY)
+                             path="fast_track", reasons=["low_credit"], ts=T0 + DAY + 2)],
+                  T0 + DAY)
     assert [e.code for _, e in r.rejected] == ["bad_outcome"]
     # control: an approval on the fast track of a rule that has one is accepted
     r = lg.commit([_approval(ag["market"], "business-licence", path="fast_track",
-                             reasons=["good_credit"], ts=3)], T0 + DAY)
+                             reasons=["good_credit"], ts=T0 + DAY + 3)], T0 + DAY)
     assert not r.rejected
 
 
@@ -155,3 +157,35 @@ def test_a_rule_s_version_is_sha256_over_its_domain_and_canonical_bytes() -> Non
     for service, r in RULES.items():
         want = hashlib.sha256(b"credledger/v1/rule\x00" + codec.encode(r)).digest()
         assert rule_hash(r) == want, service
+
+
+def test_a_refused_decision_is_not_recorded_when_replayed_under_its_rule_again(
+        world: Any) -> None:
+    """A decision refused as ``stale_rule`` (its rule was upgraded between signing and ordering)
+    could be recorded by anyone who kept its bytes, once the same rule version was registered
+    again: ``ts`` was unread. A decision is now refused more than ``MAX_BACKDATE`` from its
+    block's time, both ways, as status changes and credit events are (ADR 70)."""
+    from contracts.catalogue import rule
+    from ledger.state import MAX_BACKDATE
+    lg, ag = world
+    signers = [ag["civil"], ag["edu"]]
+    old = RULES["elderly-allowance"]
+    held = _approval(ag["civil"], "elderly-allowance", reasons=["eligible"], ts=T0 + DAY)
+    lg.govern("register_rule", {"rule": rule("elderly-allowance", params=[
+        {"name": "district", "str": "changsheng"}, {"name": "income_line", "int": 30_000}])},
+        signers, T0 + DAY)
+    r = lg.commit([held], T0 + DAY + 1)
+    assert [e.code for _, e in r.rejected] == ["stale_rule"]
+    lg.govern("register_rule", {"rule": old}, signers, T0 + 200 * DAY)
+    assert lg.registry.rule("elderly-allowance") == old
+    r = lg.commit([held], T0 + 200 * DAY + 1)
+    assert [e.code for _, e in r.rejected] == ["stale"]
+    assert "sign the decision again" in str(r.rejected[0][1])
+    # the bounds, to the second, each way
+    t = T0 + 201 * DAY
+    r = lg.commit([_approval(ag["civil"], "elderly-allowance", reasons=["eligible"], ts=ts)
+                   for ts in (t - MAX_BACKDATE - 1, t + MAX_BACKDATE + 1)], t)
+    assert [e.code for _, e in r.rejected] == ["stale", "future_dated"]
+    r = lg.commit([_approval(ag["civil"], "elderly-allowance", reasons=["eligible"], ts=ts)
+                   for ts in (t - MAX_BACKDATE, t + MAX_BACKDATE)], t)
+    assert not r.rejected and len(r.accepted) == 2

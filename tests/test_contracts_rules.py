@@ -199,14 +199,14 @@ def test_rule_upgrade_mid_chain(make_ledger: Any) -> None:
             "path": "standard", "reasons": ["eligible"], "evidence": hashlib.sha256(
                 ts.to_bytes(8, "big")).digest(), "ts": ts}, [civil.issuer_key])
 
-    assert not lg.commit([approval(v1, 1)], T0 + DAY).rejected
+    assert not lg.commit([approval(v1, T0 + DAY)], T0 + DAY).rejected
     upgraded = rule("elderly-allowance", params=[{"name": "district", "str": "changsheng"},
                                                  {"name": "income_line", "int": 30_000}])
     lg.govern("register_rule", {"rule": upgraded}, [civil, ag["edu"]], T0 + 2 * DAY)
     v2 = rule_hash(upgraded)
-    r = lg.commit([approval(v1, 2)], T0 + 3 * DAY)
+    r = lg.commit([approval(v1, T0 + 3 * DAY)], T0 + 3 * DAY)
     assert [e.code for _, e in r.rejected] == ["stale_rule"]
-    assert not lg.commit([approval(v2, 3)], T0 + 3 * DAY).rejected
+    assert not lg.commit([approval(v2, T0 + 3 * DAY + 1)], T0 + 3 * DAY).rejected
     # the registry at each height says which version was in force there
     assert lg.store.registry_at(h1).rule("elderly-allowance") == RULES["elderly-allowance"]
     assert lg.registry.rule("elderly-allowance") == upgraded
