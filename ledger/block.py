@@ -37,7 +37,9 @@ class BlockHeader:
             raise ValueError("height/first_index must be >= 0 and a block holds >= 1 tx")
         if len(self.prev_hash) != 32 or len(self.log_root) != 32:
             raise ValueError("prev_hash and log_root are 32 bytes")
-        if (self.height == 0) != (self.prev_hash == GENESIS_PREV and self.first_index == 0):
+        # each both ways: no later block has the zero prev_hash or starts the log (ADR 70)
+        if ((self.height == 0) != (self.prev_hash == GENESIS_PREV)
+                or (self.height == 0) != (self.first_index == 0)):
             raise ValueError("only block 0 starts the log and has the zero prev_hash")
 
     @property

@@ -164,6 +164,8 @@ _FIRST = "only block 0 starts the log"
     (1, GENESIS_PREV, 0, 1, _FIRST),  # a later block starting the log with the zero prev hash
     (0, GENESIS_PREV, 5, 1, _FIRST),  # block 0 not starting the log
     (0, b"\x01" * 32, 0, 1, _FIRST),  # block 0 after something
+    (1, GENESIS_PREV, 5, 1, _FIRST),  # a later block with the zero prev hash (ADR 70)
+    (1, b"\x01" * 32, 0, 1, _FIRST),  # a later block starting the log (ADR 70)
 ])
 def test_a_header_that_cannot_be_is_refused(height: int, prev: bytes, first: int,
                                              count: int, why: str) -> None:
