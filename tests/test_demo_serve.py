@@ -236,6 +236,8 @@ def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str
     assert raced and got.exit_code == 0, got.output
     r = subprocess.CompletedProcess([], 0, got.stdout, got.output)
     assert "approved (standard): eligible" in r.stderr + r.stdout
+    # the standard path of the catalogue's rule still asks for a paper (A05, ADR 70)
+    assert "documents still required: bank_account_form" in r.stderr + r.stdout
     assert "discloses district, age_over_65" in r.stderr + r.stdout
     # the served demo's credit secret rests sealed (ADR 46), and the node read it to decide
     from ledger.keys import open_secret
