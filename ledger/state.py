@@ -587,10 +587,11 @@ def genesis_registry(tx: Tx) -> Registry:
 
 
 def _fresh(ts: int, t: int, what: str) -> None:
-    """Refuse a status change, credit event or approval decision signed more than ``MAX_BACKDATE`` from the
-    block's time ``t``. A refused one (a "reinstate" while valid, an event before its agency's
-    grant) could otherwise be replayed by anyone whenever the state came to allow it, and so
-    could one signed and never sent (ADRs 43, 48, 69, 70)."""
+    """Refuse a status change, credit event or approval decision signed more than
+    ``MAX_BACKDATE`` from the block's time ``t``. A refused one (a "reinstate" while valid, an
+    event before its agency's grant, a decision under a rule since replaced) could otherwise be
+    replayed by anyone whenever the state came to allow it, and so could one signed and never
+    sent (ADRs 43, 48, 69, 70)."""
     if ts < t - MAX_BACKDATE:
         raise TxRejected("stale", f"signed at {ts}, more than {MAX_BACKDATE} s before the "
                                   f"block's time {t}: sign the {what} again (if it was signed "

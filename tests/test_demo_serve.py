@@ -249,6 +249,43 @@ def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str
     assert len(approval) == 1 and approval[0].id == r.stdout.strip().splitlines()[0]
 
 
+def test_apply_keeps_its_credential_in_a_wallet_made_again_from_its_seed_meanwhile(
+        demo_server: tuple[str, dict[str, str], Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wallet file is replaced while the application is out by one made again from the
+    same holder seed (a new file, sealed under a new key): the first save finds a file that
+    no longer opens with its key, so `wallet apply` opens the wallet again and keeps the
+    approval credential there; nothing is left beside it (A06, ADR 70)."""
+    from typer.testing import CliRunner
+
+    from wallet import cli as wallet_cli
+
+    url, env, tmp = demo_server
+    wallet_file, wallet_pw = Path(env["WALLET_PATH"]), env["WALLET_PASSPHRASE"].encode()
+    seed = Wallet.open(wallet_file, wallet_pw)._contents.holder_seed
+    receive, replaced = Wallet.receive, []
+
+    def replacing(self: Wallet, *args: Any, **kwargs: Any) -> Any:
+        if not replaced:
+            again = tmp / "again.wallet"
+            Wallet.init(again, wallet_pw, seed=seed)
+            again.replace(wallet_file)
+            replaced.append(wallet_file.read_bytes())
+        return receive(self, *args, **kwargs)
+
+    monkeypatch.setattr(Wallet, "receive", replacing)
+    got = CliRunner().invoke(wallet_cli.app, [
+        "apply", "elderly-allowance", "--node", url, "--registry",
+        str(tmp / "demo-data" / "snapshot.bin"), "--yes"], env=env)
+    monkeypatch.undo()
+    assert replaced and got.exit_code == 0, got.output
+    assert "approved (standard): eligible" in got.output
+    now = Wallet.open(wallet_file, wallet_pw)
+    assert now._contents.holder_seed == seed and wallet_file.read_bytes() != replaced[0]
+    assert [c.id for c in now.list() if c.type == "approval"] == [
+        got.stdout.strip().splitlines()[0]]
+    assert not list(wallet_file.parent.glob("approval-*.bundle"))
+
+
 def test_apply_says_what_the_node_answered_and_signs_nothing_unasked(
         demo_server: tuple[str, dict[str, str], Path]) -> None:
     """Against made-up nodes: a refusal of the application or of the answers is said in the
