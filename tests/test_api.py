@@ -1997,6 +1997,41 @@ def test_a_submission_found_committed_after_its_wait_gets_its_own_receipt(
         node.close()
 
 
+def test_submissions_that_outlived_their_wait_are_kept_up_to_a_bound(tmp_path: Path) -> None:
+    """A submission not settled within its wait is kept so that its receipt can tell its
+    refusal later, up to ``_UNSETTLED`` of them: past it the oldest is dropped (its receipt then
+    says only "not committed"), and one asked for again moves to the back (S55, ADR 70)."""
+    from ledger.errors import TxRejected
+    from ledger.ordering import Pending
+    from node.service import _UNSETTLED, Node
+
+    node = Node(make_demo(tmp_path / "demo"), "edu", PASS, clock=lambda: NOW, workers=0)
+    try:
+        ids = [hashlib.sha256(b"unsettled-%d" % i).digest() for i in range(_UNSETTLED + 2)]
+        futures = [Pending(threading.Condition()) for _ in ids]
+        for txid, fut in zip(ids[:_UNSETTLED], futures, strict=False):
+            assert node._not_yet(txid, fut, time.monotonic()) is None
+        assert node._not_yet(ids[0], futures[0], time.monotonic()) is None  # to the back
+        for txid, fut in zip(ids[_UNSETTLED:], futures[_UNSETTLED:], strict=True):
+            assert node._not_yet(txid, fut, time.monotonic()) is None
+        for fut in futures:
+            fut.set_exception(TxRejected("stale", "refused since"))
+        kept = {i for i, txid in enumerate(ids) if _receipt_refused(node, txid)}
+        assert kept == set(range(len(ids))) - {1, 2}  # the two oldest dropped, not ids[0]
+    finally:
+        node.close()
+
+
+def _receipt_refused(node: Any, txid: bytes) -> bool:
+    from ledger.errors import TxRejected
+    try:
+        got = node.receipt(txid)
+    except TxRejected:
+        return True
+    assert got is None
+    return False
+
+
 def test_a_solo_node_signs_with_the_keys_current_at_each_block(tmp_path: Path) -> None:
     """Node keys rotated out, their successors not given to the node: it must not go on
     signing with the old ones (a checkpoint no verifier counts as final) while its health says
