@@ -2000,13 +2000,20 @@ def test_a_submission_found_committed_after_its_wait_gets_its_own_receipt(
 def test_submissions_that_outlived_their_wait_are_kept_up_to_a_bound(tmp_path: Path) -> None:
     """A submission not settled within its wait is kept so that its receipt can tell its
     refusal later, up to ``_UNSETTLED`` of them: past it the oldest is dropped (its receipt then
-    says only "not committed"), and one asked for again moves to the back (S55, ADR 70)."""
+    says only "not committed"), and one asked for again moves to the back (S55, ADR 70). One
+    refused before it is kept is refused at once (S54)."""
     from ledger.errors import TxRejected
     from ledger.ordering import Pending
     from node.service import _UNSETTLED, Node
 
     node = Node(make_demo(tmp_path / "demo"), "edu", PASS, clock=lambda: NOW, workers=0)
     try:
+        # refused between the end of its wait and this check: said now, not kept (S54)
+        refused = Pending(threading.Condition())
+        refused.set_exception(TxRejected("stale", "refused just now"))
+        with pytest.raises(TxRejected, match="refused just now"):
+            node._not_yet(b"\x01" * 32, refused, time.monotonic())
+        assert not _receipt_refused(node, b"\x01" * 32)
         ids = [hashlib.sha256(b"unsettled-%d" % i).digest() for i in range(_UNSETTLED + 2)]
         futures = [Pending(threading.Condition()) for _ in ids]
         for txid, fut in zip(ids[:_UNSETTLED], futures, strict=False):
