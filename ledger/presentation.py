@@ -297,8 +297,9 @@ def verify_envelope(unverified: bytes, request: Request, *, registry: Registry, 
     ``used_nonces``, a request's nonce is accepted once: a replayed presentation fails. With
     ``status_as_of`` (the log size the lists reflect, e.g. an offline snapshot's), a credential
     anchored at or after it has an undetermined status: the lists cannot know it. With
-    ``ledger`` (a verifier with the store), an approval credential's decision is checked
-    against the approval transaction it names.
+    ``ledger`` (a verifier with the store, whose status lists ``status_lists`` reads), an
+    approval credential's decision is checked against the approval transaction it names, and
+    a credential anchored at or past the store's log size has an undetermined status.
     """
     return Verifier(registry, status_lists, used_nonces, status_as_of=status_as_of,
                     ledger=ledger).verify(unverified, request, now=now)
@@ -405,11 +406,22 @@ def _verify(v: Verifier, unverified: bytes, request: Request, now: int) -> Repor
         add(Check("approval_decision", why is None, why or "the decision the ledger recorded"))
         if why is not None:
             return report
+    # A ledger copy's size is read before its lists (a list read later is as new or newer):
+    # one that has not reached the credential's leaf has lists that cannot know it, where an
+    # index no anchor took reads 0, "valid", whatever the network did with it meanwhile.
+    copy = v.ledger.head if v.ledger is not None and v.status_as_of is None else None
     if v.status_as_of is not None and env.leaf_index >= v.status_as_of:
         report.status = "undetermined"
         add(Check("status", False, f"the status lists are as of log size {v.status_as_of}, "
                                    f"before this credential was anchored (leaf "
                                    f"{env.leaf_index}): they cannot know it; use newer ones"))
+    elif v.ledger is not None and v.status_as_of is None and (
+            copy is None or env.leaf_index >= copy.log_size):
+        report.status = "undetermined"
+        add(Check("status", False, f"this ledger copy (log size {copy.log_size if copy else 0}"
+                                   f") has not seen the credential (leaf {env.leaf_index}) "
+                                   "yet: its status cannot be known here; check against a "
+                                   "current node"))
     else:
         result = check_status(claims.get("status", {}), status_lists)
         report.status = result.status

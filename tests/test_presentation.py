@@ -535,3 +535,41 @@ def test_a_bundle_over_128_kib_is_refused_though_each_field_is_within_its_own_li
     for total in (limit + 1, limit + 10_000, limit + 80_000):
         with pytest.raises(DecodeError, match="byte limit"):
             Bundle.from_bytes(bundle_of(total))
+
+
+def test_a_ledger_copy_behind_the_credential_calls_its_status_undetermined(
+        world: World, make_ledger: Callable[..., LedgerHarness],
+        agencies: dict[str, Agency]) -> None:
+    """A verifier with the ledger (a node's desk, ``ledger verify --data``) whose copy has not
+    reached the presented credential's leaf (a node cut off or catching up, an old data
+    folder) read its status from lists that cannot know it: the entry of an index no anchor
+    had taken is 0, and a credential issued and revoked where the copy has not yet been read
+    "valid". Its status is undetermined there, as offline (``status_as_of``)."""
+    from ledger.offline import store_status_list
+    from ledger.presentation import verify_envelope
+
+    copy = make_ledger(list(agencies.values()), 2, T0, name="copy")
+    World(copy, agencies)  # the same governance, block for block
+    shared = issue_credential(registry=world.ledger.registry, agency="edu",
+                              issuer_key=agencies["edu"].issuer_key, kind="degree",
+                              claims=CLAIMS, holder_jwk=sdjwt.jwk_from_ed25519(
+                                  HOLDER.public.raw), now=T0 + 5, valid_for=30 * DAY)
+    for ledger in (world.ledger, copy):  # a credential both have: the copy has the list
+        assert not ledger.commit([shared.anchor], T0 + 5).rejected
+    bundle, cid = world.issue()  # past the copy's head
+    world.ledger.commit([status_tx("demo", agencies["edu"], cid, "revoked", "fraud", T0 + 12)],
+                        T0 + 12)
+    assert copy.store.head is not None and bundle.leaf_index >= copy.store.head.log_size
+
+    def at(ledger: LedgerHarness) -> Report:
+        store = ledger.store
+        return verify_envelope(present(bundle), REQ, registry=store.registry, now=T0 + 20,
+                               status_lists=lambda uri: store_status_list(store, uri),
+                               ledger=store)
+
+    assert at(world.ledger).status == "revoked"
+    behind = at(copy)
+    assert behind.status == "undetermined", behind.to_json()
+    assert not behind.verified
+    assert behind.checks[-1].name == "status" and not behind.checks[-1].ok
+    assert "has not seen the credential" in behind.checks[-1].detail
