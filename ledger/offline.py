@@ -27,9 +27,6 @@ Errors::
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +39,7 @@ from ledger.credentials import STATUS_LIST_SIZE, STATUS_LISTS, status_list, stat
 from ledger.errors import CheckpointError, DecodeError, LedgerError
 from ledger.finality import verify_final
 from ledger.keys import PrivateKey
+from ledger.sdjwt import parse_jws_header
 from ledger.state import Registry
 from ledger.statuslist import StatusList, StatusListError, make_token, verify_token
 from ledger.store import Store
@@ -444,12 +442,11 @@ def _why_left_out(registry: Registry, issuer: str, now: int) -> str | None:
 
 def _unverified_kid(token: str) -> bytes:
     """The ``kid`` in a token's header: only used to pick which registered key to verify with."""
-    header_b64 = token.split(".", 1)[0]
     try:
-        raw = base64.urlsafe_b64decode(header_b64 + "=" * (-len(header_b64) % 4))
-        kid = json.loads(raw)["kid"]
+        # strict and bounded (a header of nested arrays raised RecursionError here)
+        kid = parse_jws_header(token)["kid"]
         return bytes.fromhex(kid)
-    except (binascii.Error, ValueError, KeyError, TypeError) as e:
+    except (LedgerError, ValueError, KeyError, TypeError) as e:
         raise StatusListError(f"token header names no usable kid: {e}") from e
 
 

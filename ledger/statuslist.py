@@ -310,10 +310,11 @@ def _json_object(what: str, raw: bytes) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8")
         value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        sdjwt.no_lone_surrogates(value, what)
     except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise StatusListError(f"{what} is not strict UTF-8 JSON: {e}") from e
-    try:
-        sdjwt.no_lone_surrogates(value, what)
+    except RecursionError as e:  # a header is read before its signature is checked
+        raise StatusListError(f"{what} nests too deeply") from e
     except sdjwt.JsonError as e:
         raise StatusListError(str(e)) from e
     if not isinstance(value, dict):

@@ -573,3 +573,22 @@ def test_a_ledger_copy_behind_the_credential_calls_its_status_undetermined(
     assert not behind.verified
     assert behind.checks[-1].name == "status" and not behind.checks[-1].ok
     assert "has not seen the credential" in behind.checks[-1].detail
+
+
+def test_a_merge_refuses_a_list_whose_token_header_nests_too_deeply(world: World) -> None:
+    """A node's part whose list token has a header of 2,000 nested arrays (untrusted until its
+    signature is checked) stopped the merge with a RecursionError and a traceback, where any
+    other unreadable token is named as refused and the other parts' lists are kept; and a
+    snapshot holding such a token calls the list's status undetermined."""
+    import base64
+
+    world.issue()
+    part = _snapshot(world, T0 + 20)
+    uri = status_list_uri("demo", "edu", "degree")
+    deep = base64.urlsafe_b64encode(b"[" * 2000).rstrip(b"=").decode()
+    bad = _with_list_token(part, uri, f"{deep}.e30.AA")
+    _, missing = merge_snapshots([bad])
+    assert "nested too deeply" in missing[uri], missing
+    blob, missing = merge_snapshots([bad, part])  # the good part's list is kept
+    assert uri not in missing and load_snapshot(blob).status_lists(uri) is not None
+    assert load_snapshot(bad).status_lists(uri) is None
