@@ -60,7 +60,7 @@ from ledger.presentation import (
 )
 from ledger.sealed import load_evidence_key
 from ledger.state import Registry, index_key
-from ledger.statuslist import StatusList, make_token
+from ledger.statuslist import DEFAULT_SKEW, StatusList, make_token
 from ledger.store import Store
 from ledger.timetext import utc_text
 from ledger.tx import Tx
@@ -125,6 +125,9 @@ TOKEN_REUSE = 60
 300): a list of a million entries takes milliseconds to compress and sign."""
 TOKEN_LIFETIME = 3600
 """Seconds from a Status List Token's ``iat`` to its ``exp``."""
+TOKEN_TTL = 300
+"""A Status List Token's ``ttl``: how long after its ``iat`` a verifier may rely on it (and
+on this node's lists at its own desk, counted from when they were last known current)."""
 EXPORT_IDLE = 60.0
 """Seconds an archive reader may take nothing before it loses its turn (``Node.archive``)."""
 
@@ -612,8 +615,8 @@ class Node:
             got = self._tokens.get(uri)
         if got is not None and got[0] is lst and got[2] is key and 0 <= iat - got[1] < TOKEN_REUSE:
             return got[3]  # the list has not changed: no new compression and signature
-        token = make_token(lst, sub=uri, iat=iat, exp=iat + TOKEN_LIFETIME, ttl=300, key=key,
-                           kid=key.kid.hex())
+        token = make_token(lst, sub=uri, iat=iat, exp=iat + TOKEN_LIFETIME, ttl=TOKEN_TTL,
+                           key=key, kid=key.kid.hex())
         with self._lock:
             if len(self._tokens) >= 4096:
                 self._tokens.clear()
@@ -1002,12 +1005,25 @@ class Node:
         self._head()  # a node without a chain has no lists (raises like the other reads)
         return self._lists.get(uri)
 
+    def _desk_status_list(self, uri: str) -> StatusList | None:
+        """The list a check at this node's own desk reads: :meth:`status_list` while its lists
+        are as current as a token it signed from them would be to any verifier (its ``ttl``
+        from when they were last known current, :meth:`lists_as_of`); else OrderingError, and
+        the status is undetermined. A node cut off from etcd's quorum said "valid" at its desk
+        for credentials revoked meanwhile through another agency's node."""
+        as_of, now = self.lists_as_of(), self.now()
+        if now - as_of >= TOKEN_TTL + DEFAULT_SKEW:
+            raise OrderingError(f"this node's status lists are current only as of {as_of} "
+                                f"({now - as_of} s ago: it has not read the network's ordered "
+                                "batches since; /v1/health says why): check at a current node")
+        return self.status_list(uri)
+
     def _current_verifier(self) -> Verifier:
         registry = self._registry()
         if self._verifier is None or self._verifier.registry is not registry:
             # Single use is enforced by the open-request table (answered requests are removed),
             # so no ever-growing set of used nonces is kept.
-            self._verifier = Verifier(registry, self.status_list, ledger=self.store)
+            self._verifier = Verifier(registry, self._desk_status_list, ledger=self.store)
         return self._verifier
 
     def verify_foreign(self, presentation: str, nonce: str, trust: TrustList,

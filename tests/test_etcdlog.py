@@ -25,12 +25,24 @@ import httpx
 import pytest
 from clusterkit import free_base
 from conftest import DAY, NET, T0, LedgerHarness
-from test_api import AUTH, CLAIMS, PASS, _edu_credential_id, make_demo, serve, settings_for
+from test_api import (
+    AUDIENCE,
+    AUTH,
+    CLAIMS,
+    PASS,
+    _edu_credential_id,
+    make_demo,
+    serve,
+    settings_for,
+)
 from test_api import T0 as DEMO_T0
 
+from ledger import sdjwt
 from ledger.batch import clock_signature
 from ledger.errors import OrderingError
+from ledger.keys import PrivateKey
 from ledger.network import Agency, issue_tx
+from ledger.presentation import Bundle, Envelope, Report
 from node.app import create_app
 from node.etcdlog import EtcdLog
 from node.replication import EtcdOrderer, cosig_value
@@ -1828,11 +1840,16 @@ def _wait_current(node: Node, now: int) -> None:
 
 
 @contextmanager
-def _current_edu_node(tmp_path: Path, clock: list[int]) -> Iterator[tuple[Node, str, Path]]:
+def _current_edu_node(tmp_path: Path, clock: list[int],
+                      before: Callable[[Path], None] | None = None
+                      ) -> Iterator[tuple[Node, str, Path]]:
     """A demo's edu node on a single real etcd member, at ``clock[0]``, once current; the
-    node, the member's URL and the data folder."""
+    node, the member's URL and the data folder. ``before`` is given the data folder first,
+    while no node holds it."""
     (tmp_path / "etcd").mkdir()
     data = make_demo(tmp_path / "demo")
+    if before is not None:
+        before(data)
     with _etcd_member(tmp_path / "etcd") as url:
         node = Node(data, "edu", PASS, clock=lambda: clock[0], workers=0,
                     replication=Replication(endpoints=(url,)))
@@ -1899,6 +1916,49 @@ def test_a_status_token_first_signed_while_cut_off_is_dated_when_its_lists_were_
     if after != clock[0]:
         assert _iat(token) == DEMO_T0 + 1000
 
+
+def test_a_cut_off_nodes_desk_calls_a_status_undetermined_once_its_lists_are_stale(
+        tmp_path: Path) -> None:
+    """The node's own desk (its page and ``POST /v1/verify``) read its status lists however
+    long it had been cut off from etcd's quorum, and said "valid" for credentials revoked
+    meanwhile through another agency's node, where a token it signed from those lists would
+    have been refused past its ``ttl`` (ADR 58). Past that, a status checked at its desk is
+    undetermined and says why; current again, it is read."""
+    clock = [DEMO_T0 + 1000]
+    holder = PrivateKey.generate()
+    issued: list[Bundle] = []
+
+    def issue(data: Path) -> None:  # solo, with the demo's every node key: a final checkpoint
+        solo = Node(data, "edu", PASS, clock=lambda: clock[0], workers=0)
+        try:
+            issued.append(solo.issue("degree", CLAIMS, sdjwt.jwk_from_ed25519(
+                holder.public.raw), valid_days=365)[0])
+        finally:
+            solo.close()
+
+    with _current_edu_node(tmp_path, clock, issue) as (node, url, _):
+        bundle = issued[0]
+
+        def check() -> Report:
+            request = node.new_request("degree", ["field"], AUDIENCE).request
+            kb = sdjwt.present(bundle.sd_jwt, disclose=["field"], holder_key=holder,
+                               nonce=request.nonce, aud=request.audience, iat=clock[0])
+            return node.verify(Envelope.from_bundle(bundle, kb).to_bytes(), request.nonce)
+
+        assert check().verified
+        os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
+        try:
+            clock[0] += 600  # ten minutes cut off: past a token's ttl of 300 s
+            time.sleep(0.5)  # the node's reads of etcd hang meanwhile
+            stale = check()
+        finally:
+            os.kill(_MEMBERS[url].pid, signal.SIGCONT)
+        _wait_current(node, clock[0])
+        again = check()
+    assert stale.status == "undetermined" and not stale.verified, stale.to_json()
+    assert stale.checks[-1].name == "status"
+    assert "current only as of" in stale.checks[-1].detail, stale.checks[-1].detail
+    assert again.verified, again.to_json()
 
 # -- catching up past the pruning marker from peers that may lie -------------------------------
 
