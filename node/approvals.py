@@ -194,8 +194,9 @@ class Approvals:
         subject, credit = b"", None
         if rule["subject"]:
             kind, claim = rule["subject"]
-            if kind not in claims:
-                raise ApplicationError(f"{service!r} needs a {kind!r} presentation")
+            if claim not in claims.get(kind, {}):  # answered a request not asking for it
+                raise ApplicationError(f"{service!r} needs a {kind!r} presentation that "
+                                       f"discloses its {claim!r} claim")
             subject = pseudonym(str(claims[kind][claim]), self._secret())
             policy = reg.credit_policy()
             if policy is None:

@@ -920,6 +920,32 @@ def test_an_application_without_the_subject_s_presentation_is_refused_in_words(
         node.close()
 
 
+def test_an_application_whose_identity_presentation_leaves_out_the_subject_claim_is_refused(
+        tmp_path: Path) -> None:
+    """The subject's identifier is read from the presented claims: answering a request for
+    the identity type that does not ask for it (one opened at the verifier desk, for the
+    scope alone) is refused in words over HTTP, and nothing is decided (it was a KeyError:
+    HTTP 500)."""
+    data, wallet = prepare(tmp_path)
+    app = _market_app(data)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        opened = http.post("/v1/presentation-requests",
+                           json={"type": "business-registration", "claims": ["scope"]})
+        assert opened.status_code == 200, opened.text
+        request = Request.from_json({k: opened.json()[k]
+                                     for k in ("nonce", "audience", "type", "claims")})
+        answers = wallet.answer([request], now=NOW)
+        size = http.get("/v1/head").json()["log_size"]
+        got = http.post("/v1/services/business-licence/apply", json={
+            "holder_jwk": wallet.holder_jwk(),
+            "presentations": [{"nonce": n, "envelope": b64url(e)} for n, e in answers]})
+        assert got.status_code == 400, got.text
+        assert "'registration_no'" in got.json()["detail"], got.text
+        assert REG_NO not in got.text and "catering" not in got.text
+        assert http.get("/v1/head").json()["log_size"] == size
+        assert http.get("/v1/approvals", headers=AUTH).json() == []
+
+
 def test_a_node_whose_issuing_key_was_invalidated_decides_nothing(tmp_path: Path) -> None:
     """Governance invalidated the agency's issuing key (stolen, say): its node, still holding
     it, opens no application and decides none, before any claim is seen and before anything
