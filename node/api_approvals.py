@@ -14,7 +14,17 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.errors import LedgerError
-from node.api import HEX64, NAME, NodeDep, Operator, SettingsDep, _b64url, _errors, _from_b64url
+from node.api import (
+    HEX64,
+    MAX_INT,
+    NAME,
+    NodeDep,
+    Operator,
+    SettingsDep,
+    _b64url,
+    _errors,
+    _from_b64url,
+)
 from node.approvals import Approvals
 
 __all__ = ["router"]
@@ -72,8 +82,12 @@ class CreditEventIn(BaseModel):
     category: str | None = Field(default=None, max_length=64, description=(
         "A category of the credit policy (not with withdraws)."))
     points: int | None = Field(default=None, ge=-1_000_000, le=1_000_000)
-    date: int | None = Field(default=None, ge=0, description="When it happened (default now).")
-    expiry: int | None = Field(default=None, ge=0, description="When it stops counting.")
+    # bounded as the other routes' integers: past 64 bits the transaction could not even be
+    # encoded (a 500); the ledger's own bound on times is said in words (400)
+    date: int | None = Field(default=None, ge=0, le=MAX_INT,
+                             description="When it happened (default now).")
+    expiry: int | None = Field(default=None, ge=0, le=MAX_INT,
+                               description="When it stops counting.")
     valid_days: int | None = Field(default=None, ge=1, le=100 * 366, description=(
         "Instead of expiry: days from the event's date until it stops counting."))
     withdraws: str | None = Field(default=None, pattern=HEX64, description=(

@@ -984,7 +984,8 @@ def test_the_bodies_of_approvals_and_credit_are_bounded_before_anything_is_read(
         tmp_path: Path) -> None:
     """Each field of a credit event, an application and a credit record request has its bounds
     (HTTP 422 naming the field, nothing recorded): a reason or subject of any length, points
-    beyond a million, a withdrawal that is not a transaction id (it was read as hex: a 500),
+    beyond a million, a date or expiry past 64 bits (the transaction could not be encoded: a
+    500), a withdrawal that is not a transaction id (it was read as hex: a 500),
     no presentation or more than eight, a nonce or envelope out of size."""
     from ledger.keys import PrivateKey
 
@@ -998,7 +999,8 @@ def test_the_bodies_of_approvals_and_credit_are_bounded_before_anything_is_read(
         for field, value in [("subject", ""), ("subject", "x" * 257), ("reason", ""),
                              ("reason", "a" * 65), ("category", "c" * 65),
                              ("points", 1_000_001), ("points", -1_000_001), ("date", -1),
-                             ("expiry", -1), ("valid_days", 0), ("valid_days", 100 * 366 + 1),
+                             ("expiry", -1), ("date", 2**64), ("expiry", 10**30),
+                             ("valid_days", 0), ("valid_days", 100 * 366 + 1),
                              ("withdraws", "zz"), ("withdraws", "AB" * 32)]:
             r = http.post("/v1/credit/events", json={**event, field: value}, headers=AUTH)
             assert r.status_code == 422, (field, value, r.text)
