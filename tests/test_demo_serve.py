@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,6 @@ import pytest
 from conftest import served_demo
 
 from wallet.core import Wallet
-from wallet.store import open_sealed
 
 BIN = Path(sys.executable).parent
 
@@ -401,22 +401,90 @@ def test_an_approval_that_does_not_check_out_is_kept_beside_the_wallet(
     assert kept.read_bytes() == bundle and held() == before
 
 
+def _approval_not_kept(url: str, env: dict[str, str]) -> dict[str, Any]:
+    """The demo node's answer to an elderly-allowance application of the demo wallet (made
+    through the wallet's API), its approval credential left out of the wallet: what a node
+    answers `wallet apply` with."""
+    from ledger.presentation import Request
+
+    wallet = Wallet.open(Path(env["WALLET_PATH"]), env["WALLET_PASSPHRASE"].encode())
+    opened = httpx.post(f"{url}/v1/services/elderly-allowance/applications").json()
+    requests = [Request.from_json({k: r[k] for k in ("nonce", "audience", "type", "claims")})
+                for r in opened["requests"]]
+    holder, answers = wallet.application(requests, now=int(time.time()))
+    got: dict[str, Any] = httpx.post(f"{url}/v1/services/elderly-allowance/apply", json={
+        "holder_jwk": holder, "presentations": [
+            {"nonce": n, "envelope": base64.urlsafe_b64encode(e).decode()}
+            for n, e in answers]}, timeout=120).json()
+    return got
+
+
+def test_apply_says_what_the_approval_credential_says_and_keeps_only_that(
+        demo_server: tuple[str, dict[str, str], Path]) -> None:
+    """The node's answer says a decision and carries the approval credential: the wallet
+    says the decision (and documents still required) the credential it checked says, not the
+    answer's own words; and a credential that is not an approval of the service applied for
+    (another credential of the holder's) is not kept in the wallet as if it were one (it was
+    kept and "approved" said)."""
+    url, env, tmp = demo_server
+    wallet_path, wallet_pw = Path(env["WALLET_PATH"]), env["WALLET_PASSPHRASE"].encode()
+    real = _approval_not_kept(url, env)
+    assert (real["decision"], real["path"], real["documents"]) == (
+        "approved", "standard", ["bank_account_form"]), real
+    wallet = Wallet.open(wallet_path, wallet_pw)
+    residence = next(c for c in wallet.list() if c.type == "residence")
+    residence_bundle = wallet._find(residence.id).bundle
+    wallet.remove([residence.id])
+
+    class Answering(_JsonNode):
+        """Asks for what the rule needs, then answers with ``bundle`` and words of its own."""
+
+        bundle = ""
+
+        def answer(self) -> dict[str, object]:
+            me = f"http://127.0.0.1:{self.server.server_address[1]}"
+            if self.path.endswith("/apply"):
+                return {"decision": "approved", "path": "fast_track",
+                        "reasons": ["eligible", "fast_track"], "documents": [],
+                        "approval_tx": real["approval_tx"], "bundle": self.bundle}
+            return {"requests": [
+                {"nonce": "n-1", "audience": me, "type": "person-id",
+                 "claims": ["district", "age_over_65"]},
+                {"nonce": "n-2", "audience": me, "type": "income-statement",
+                 "claims": ["annual_income"]}]}
+
+    class WithTheApproval(Answering):
+        bundle = real["bundle"]
+
+    r = _apply_at(WithTheApproval, env, tmp)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 0, said
+    assert "approved (standard): eligible" in said and "fast_track" not in said, said
+    assert "documents still required: bank_account_form" in said, said
+
+    class WithAnotherCredential(Answering):
+        bundle = base64.urlsafe_b64encode(residence_bundle).decode()
+
+    r = _apply_at(WithAnotherCredential, env, tmp)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 1, said
+    assert "not an approval of 'elderly-allowance'" in said, said
+    held = Wallet.open(wallet_path, wallet_pw).list()
+    assert not any(c.type == "residence" for c in held)
+    assert [c.type for c in held].count("approval") == 1
+
+
 def test_an_approval_answered_as_the_wallet_is_stopped_is_still_kept(
         demo_server: tuple[str, dict[str, str], Path]) -> None:
     """A SIGTERM (or Ctrl-C) that reaches `wallet apply` while the node decides: the node
     commits its decision and gives the approval credential once, so the wallet takes the
     answer in and keeps the credential before it stops (exit 143); stopped on the spot, it
     lost the credential for good, with the decision on the ledger."""
-    _, env, tmp = demo_server
+    url, env, tmp = demo_server
     wallet_path, pw = Path(env["WALLET_PATH"]), env["WALLET_PASSPHRASE"].encode()
-    # The node's answer: a real credential bound to this wallet's key, one it holds no more
-    # (its degree, taken out first), so that keeping it shows in the wallet.
-    degree = next(c for c in open_sealed(wallet_path.read_bytes(), pw)[0].credentials
-                  if c.type == "degree")
-    r = subprocess.run([str(BIN / "wallet"), "remove", degree.id, "--yes"],
-                       capture_output=True, text=True, env=env, cwd=tmp, timeout=120,
-                       check=False)
-    assert r.returncode == 0, r.stderr
+    # The node's answer: a real approval credential bound to this wallet's key, one it does
+    # not hold, so that keeping it shows in the wallet.
+    approval = _approval_not_kept(url, env)
     applying: list[subprocess.Popen[str]] = []
 
     class StoppedWhileDeciding(_JsonNode):
@@ -426,9 +494,7 @@ def test_an_approval_answered_as_the_wallet_is_stopped_is_still_kept(
             me = f"http://127.0.0.1:{self.server.server_address[1]}"
             if self.path.endswith("/apply"):
                 applying[0].send_signal(signal.SIGTERM)  # the decision is being made
-                return {"decision": "approved", "path": "standard", "reasons": ["eligible"],
-                        "approval_tx": "cd" * 32, "documents": [],
-                        "bundle": base64.urlsafe_b64encode(degree.bundle).decode()}
+                return approval
             return {"requests": [
                 {"nonce": "n-1", "audience": me, "type": "person-id",
                  "claims": ["district", "age_over_65"]},
@@ -448,7 +514,7 @@ def test_an_approval_answered_as_the_wallet_is_stopped_is_still_kept(
         server.shutdown()
         server.server_close()
     held = Wallet.open(wallet_path, pw).list()
-    assert degree.id in [c.id for c in held], said  # the credential the node answered with
+    assert [c.type for c in held].count("approval") == 1, said  # the node's answer's
     assert not list(wallet_path.parent.glob("approval-*.bundle"))
     assert proc.returncode == 128 + signal.SIGTERM, said  # it stops, as asked, afterwards
     assert "stopping once the agency's answer is kept" in " ".join(said.split()), said

@@ -538,7 +538,7 @@ def apply(
     from ledger.offline import load_snapshot
     from ledger.presentation import Request
     from ledger.state import rule_hash
-    from wallet.core import Wallet, beyond_rule
+    from wallet.core import Wallet, approval_claims, beyond_rule
     from wallet.errors import (
         PresentationError,
         WalletChangedError,
@@ -639,6 +639,8 @@ def apply(
                               f"({type(e).__name__}: {e})") from e
         try:
             try:
+                # only the approval of this service, by its agency, is kept as the answer
+                claims = approval_claims(bundle, rule)
                 info = w.receive(bundle, registry=reg, now=int(time.time()))
             except WalletChangedError:
                 # the wallet file no longer opens with the key it was opened with (another
@@ -669,9 +671,13 @@ def apply(
             raise WalletError(f"the agency decided: {said}; its approval credential did not "
                               f"check out against {registry} ({e}). It is kept in {kept}: "
                               f"`wallet receive {kept} --registry NEWER_SNAPSHOT`") from e
+        # what the credential, now verified, says: not the answer's own words about it
+        reasons = str(claims.get("reasons", "")).replace(",", ", ")
+        said = f"{claims.get('decision')} ({claims.get('path')}): {reasons}"
         err.print(f"[bold]{escape(said)}[/]")
-        if decision.get("documents"):
-            err.print(f"  documents still required: {escape(', '.join(decision['documents']))}")
+        documents = str(claims.get("documents", "none"))
+        if documents != "none":
+            err.print(f"  documents still required: {escape(documents.replace(',', ', '))}")
         out.print(info.id)
 
 

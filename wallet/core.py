@@ -34,7 +34,9 @@ from ledger.presentation import (
 )
 from ledger.state import Registry
 from ledger.statuslist import StatusList, check_status
+from ledger.tx import Tx
 from wallet.errors import (
+    BundleRefused,
     CredentialIdError,
     PresentationError,
     WalletChangedError,
@@ -55,8 +57,8 @@ from wallet.store import (
 )
 from wallet.verify import verify_bundle
 
-__all__ = ["ALWAYS_VISIBLE", "CredentialInfo", "Disclosure", "Wallet", "beyond_rule",
-           "holder_key", "read_at_most", "verifier_of"]
+__all__ = ["ALWAYS_VISIBLE", "CredentialInfo", "Disclosure", "Wallet", "approval_claims",
+           "beyond_rule", "holder_key", "read_at_most", "verifier_of"]
 
 ALWAYS_VISIBLE = ("iss", "vct", "iat", "nbf", "exp", "cnf", "status")
 """Claims of the issuer-signed JWT that every presentation shows (not selectively disclosable)."""
@@ -763,6 +765,28 @@ def beyond_rule(rule: Mapping[str, Any], request: Request) -> list[str] | None:
     if request.credential_type not in needs:
         return None
     return sorted(set(request.claims) - needs[request.credential_type])
+
+
+def approval_claims(unverified_bundle: bytes, rule: Mapping[str, Any]) -> dict[str, Any]:
+    """The claims of the approval credential in a node's answer to `wallet apply`, read, NOT
+    verified (:meth:`Wallet.receive` of the same bytes verifies them); :class:`BundleRefused`
+    unless it is an approval of ``rule``'s service issued by the agency that decides it.
+    Another credential bound to the holder's key (one it holds, or held) verifies as well: it
+    was kept, and the node's own words ("approved") said, as if it were the one applied for."""
+    try:
+        bundle = Bundle.from_bytes(unverified_bundle)
+        anchor = Tx.from_bytes(bundle.anchor)
+        claims = _claims(bundle.sd_jwt)
+    except LedgerError as e:
+        raise BundleRefused("bundle", str(e)) from e
+    kind, issuer = (anchor.body["type"], anchor.body["issuer"]) if anchor.type == "issue" \
+        else (None, None)
+    if kind != "approval" or claims.get("service") != rule["service"] or \
+            issuer != rule["agency"]:
+        raise BundleRefused("approval", f"the node answered with a {kind!r} credential of "
+                                        f"{issuer!r}, not an approval of {rule['service']!r} "
+                                        f"by {rule['agency']!r}")
+    return claims
 
 
 def _keep_aside(path: Path, blob: bytes) -> Path:
