@@ -371,11 +371,13 @@ def test_an_approval_that_does_not_check_out_is_kept_beside_the_wallet(
     class Deciding(_JsonNode):
         """Asks for exactly what the registered rule needs, then decides with a bad bundle."""
 
+        approval_tx = "ab" * 32
+
         def answer(self) -> dict[str, object]:
             me = f"http://127.0.0.1:{self.server.server_address[1]}"
             if self.path.endswith("/apply"):
                 return {"decision": "approved", "path": "standard", "reasons": ["eligible"],
-                        "approval_tx": "ab" * 32, "documents": [],
+                        "approval_tx": self.approval_tx, "documents": [],
                         "bundle": base64.urlsafe_b64encode(bundle).decode()}
             return {"requests": [
                 {"nonce": "n-1", "audience": me, "type": "person-id",
@@ -399,6 +401,17 @@ def test_an_approval_that_does_not_check_out_is_kept_beside_the_wallet(
     assert "could not be kept" in " ".join(r.stderr.split()), r.stderr
     assert r.stdout.strip() == base64.urlsafe_b64encode(bundle).rstrip(b"=").decode()
     assert kept.read_bytes() == bundle and held() == before
+
+    # The file is named by the transaction id the node answered: only its hex digits name it
+    # (a path in its place was a ValueError traceback, the credential neither kept nor shown).
+    class NamingAPath(Deciding):
+        approval_tx = "../x/../../y"
+
+    r = _apply_at(NamingAPath, env, tmp)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    named = wallet_path.with_name("approval-elderly-allowance-.bundle")
+    assert f"It is kept in {named}" in " ".join(r.stderr.split()), r.stderr
+    assert named.read_bytes() == bundle and held() == before
 
 
 def _approval_not_kept(url: str, env: dict[str, str]) -> dict[str, Any]:

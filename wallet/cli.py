@@ -651,8 +651,11 @@ def apply(
         except LedgerError as e:
             # The decision is on the ledger already and no node gives its credential twice:
             # keep it beside the wallet (a folder the wallet writes to), else print it.
-            kept = _wallet_path().resolve().with_name(
-                f"approval-{service}-{str(decision.get('approval_tx', ''))[:12]}.bundle")
+            # named by the node's word for its transaction: its hex digits only (a path there
+            # was a ValueError, the credential neither kept nor shown)
+            txid = "".join(c for c in str(decision.get("approval_tx", ""))[:64]
+                           if c in "0123456789abcdef")
+            kept = _wallet_path().resolve().with_name(f"approval-{service}-{txid[:12]}.bundle")
             try:
                 write_atomic(kept, bundle, 0o600, overwrite=False)
             except OSError as w_err:
