@@ -396,7 +396,9 @@ class CompiledRule:
                 reasons.append(rule["fast_track_reason"])
                 expr = f"{expr} ; fast_track: {rule['fast_track']}" if expr else \
                     f"fast_track: {rule['fast_track']}"
-        except (CELEvalError, TypeError, ValueError) as e:
+        except (CELEvalError, TypeError, ValueError, ArithmeticError) as e:
+            # ArithmeticError: celpy's int() or uint() of a double that overflowed to infinity
+            # raises OverflowError (of a NaN, ValueError)
             return Outcome("needs_review", "standard", ("rule_error",),
                            _documents(rule, "needs_review", "standard"), -2,
                            type(e).__name__)

@@ -131,6 +131,20 @@ def test_a_claim_value_cel_cannot_hold_is_needs_review() -> None:
     assert (o.decision, o.reasons, o.fired) == ("needs_review", ("rule_error",), -2)
 
 
+def test_a_number_past_what_an_int_holds_is_a_rule_error() -> None:
+    """``int()`` or ``uint()`` of a double that overflowed to infinity (a claim times a large
+    constant, a division by 0.0) raised OverflowError out of the evaluation: the application
+    ended in an HTTP 500, not in a decision. It is a rule error, as a NaN there is."""
+    income = {"person-id": person(), "income-statement": {"annual_income": 1}}
+    for when in ("int(double(claims.income_statement.annual_income) / 0.0) > 1",
+                 "uint(double(claims.income_statement.annual_income) * 1e308 * 10.0) > 1u",
+                 "int(double(claims.income_statement.annual_income) * 0.0 / 0.0) > 1"):
+        r = rule("elderly-allowance", clauses=[{"when": when, "decision": "rejected",
+                                                "reason": "odd"}])
+        o = ENGINE.compile(r).evaluate(income, None, NOW)
+        assert (o.decision, o.reasons, o.fired) == ("needs_review", ("rule_error",), -2), when
+
+
 def test_evaluation_sees_only_needed_claims() -> None:
     r = rule("certified-copy")
     act = ENGINE.compile(r).activation({"person-id": {**person(), "birth_date": "1950-01-01"}},
