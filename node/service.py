@@ -230,6 +230,10 @@ COMMIT_WAIT = 30.0
 waits for its commit before it answers that it did not see one (the transaction may commit
 yet)."""
 
+FINAL_WAIT = 15.0
+"""Seconds an issuance on a replicated node waits, after its commit, for a final checkpoint to
+cover the anchor (the holder's bundle carries it)."""
+
 
 class Node:
     """An agency's node over its data folder (``<data>/ledger``, ``<data>/keys``)."""
@@ -801,7 +805,7 @@ class Node:
                 f"{what} (txid {tx.txid.hex()}) was not confirmed by etcd ({e.reason}); "
                 f"/v1/health says why. It may commit yet: {then}") from e
 
-    def _final_covering(self, index: int, wait: float = 15.0) -> bytes | None:
+    def _final_covering(self, index: int, wait: float = FINAL_WAIT) -> bytes | None:
         """A final checkpoint covering log entry ``index`` (None in solo mode: the latest)."""
         rep = self.replicated
         if rep is None:

@@ -1739,6 +1739,17 @@ def test_an_application_is_bound_only_to_the_nodes_own_origin() -> None:
     assert not _same_origin("node.example", "node.example")
 
 
+def test_apply_waits_for_the_node_longer_than_a_decision_may_take() -> None:
+    """A node answers an application once it committed the decision, committed the approval
+    credential's anchor (up to COMMIT_WAIT each) and, replicated, saw a final checkpoint cover
+    it (up to FINAL_WAIT): `wallet apply` gave up after 60 s, while the node might answer at
+    75 s with a credential it gives once (the decision on the ledger, the credential lost)."""
+    from node.service import COMMIT_WAIT, FINAL_WAIT
+    from wallet.cli import APPLY_WAIT
+
+    assert APPLY_WAIT >= 2 * (2 * COMMIT_WAIT + FINAL_WAIT)  # and room for a busy node
+
+
 def test_a_verifiers_text_is_cut_only_past_its_limit() -> None:
     from wallet.cli import _shown
 

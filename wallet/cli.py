@@ -29,6 +29,11 @@ from ledger.timetext import local_text
 
 PASSPHRASE_ENV = "WALLET_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 PATH_ENV = "WALLET_PATH"
+APPLY_WAIT = 180.0
+"""Seconds `wallet apply` waits for the node's answer to the presentations. The node answers
+once it committed the decision and the approval credential's anchor and (replicated) saw a
+final checkpoint cover it: up to 75 s on a slow cluster. Given up on sooner (it was 60 s),
+the decision commits all the same and its credential, given once, reaches no one."""
 
 app = typer.Typer(
     pretty_exceptions_show_locals=False,
@@ -623,7 +628,8 @@ def apply(
                 # kept, lost the credential for good (the decision stayed on the ledger). It
                 # takes effect once the credential is in the wallet or in a file beside it.
                 finishing.enter_context(interrupts_held(_finishing_application))
-                got = client.post(f"{base}/v1/services/{service}/apply", json=body)
+                got = client.post(f"{base}/v1/services/{service}/apply", json=body,
+                                  timeout=httpx.Timeout(60, read=APPLY_WAIT))
         except httpx.HTTPError as e:
             raise WalletError(f"cannot reach {base}: {e}") from e
         if got.status_code != 200:
