@@ -169,6 +169,9 @@ class Approvals:
                 raise ApplicationError("every presented credential must be bound to the "
                                        "applicant's holder key")
             kind = pending.request.credential_type
+            if kind in claims:  # which one's claims would decide?
+                raise ApplicationError(f"two presentations of {kind!r}: present one "
+                                       "credential of each type the rule needs")
             claims[kind] = {c: report.claims[c] for c in pending.request.claims}
             ids.append(Tx.from_checked_bytes(env.anchor).body["credential_id"])
         return claims, ids
@@ -187,6 +190,7 @@ class Approvals:
         head = self.node._head()
         reg = store.registry_at(head.height)
         rule = self._rule(service, reg)
+        claims = self._needed(rule, claims)
         now = self.node.now()
         self._may_decide(reg, now, "so no decision was made or recorded")
         compiled = self.engine.compile(rule)
@@ -234,6 +238,20 @@ class Approvals:
             "decided_on": local_day(now, self.node.zone).isoformat()},
             holder_jwk, 3650)
         return Decided(outcome, service, compiled.hash, tx, receipt, bundle)
+
+    @staticmethod
+    def _needed(rule: dict[str, Any], claims: dict[str, dict[str, Any]]
+                ) -> dict[str, dict[str, Any]]:
+        """Of the verified ``claims``, those ``rule`` needs: what the evidence record keeps
+        (a presentation answering a request that asked for more, one opened at the verifier
+        desk, disclosed more). ApplicationError for a type the rule does not need."""
+        needs = {n["type"]: n["claims"] for n in rule["needs"]}
+        extra = sorted(set(claims) - set(needs))
+        if extra:
+            raise ApplicationError(f"{rule['service']!r} does not need {extra} credentials: "
+                                   "present only those its rule needs")
+        return {kind: {c: got[c] for c in needs[kind] if c in got}
+                for kind, got in claims.items()}
 
     # -- the agency's records --
     def _keep_pending(self, tx: Tx, evidence: Evidence, outcome: Outcome

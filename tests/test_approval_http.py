@@ -946,6 +946,49 @@ def test_an_application_whose_identity_presentation_leaves_out_the_subject_claim
         assert http.get("/v1/approvals", headers=AUTH).json() == []
 
 
+def test_an_application_keeps_only_the_claims_its_rule_needs(tmp_path: Path) -> None:
+    """The evidence record keeps the claims the rule needs and no others: answered with a
+    request asking for more (one opened at the verifier desk, with the business's name), the
+    decision is made and the name is not kept (it was, in the record and its explanation,
+    for as long as the agency keeps decisions). Two presentations of one type (which one's
+    claims decide?) or one of a type the rule does not need are refused, nothing decided."""
+    data, wallet = prepare(tmp_path)
+    app = _market_app(data)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        def desk(kind: str, claims: list[str]) -> Request:
+            got = http.post("/v1/presentation-requests", json={"type": kind, "claims": claims})
+            assert got.status_code == 200, got.text
+            return Request.from_json({k: got.json()[k]
+                                      for k in ("nonce", "audience", "type", "claims")})
+
+        def apply(requests: list[Request]) -> httpx.Response:
+            answers = wallet.answer(requests, now=NOW)
+            return http.post("/v1/services/business-licence/apply", json={
+                "holder_jwk": wallet.holder_jwk(),
+                "presentations": [{"nonce": n, "envelope": b64url(e)} for n, e in answers]})
+
+        wide = ["registration_no", "scope", "business_name"]
+        got = apply([desk("business-registration", wide)])
+        assert got.status_code == 200, got.text
+        why = http.get(f"/v1/approvals/{got.json()['approval_tx']}/explain", headers=AUTH)
+        assert why.json()["inputs"]["claims"] == {"business-registration": {
+            "registration_no": REG_NO, "scope": "catering"}}, why.text
+        record = evidence_record(data)
+        assert b"Lingnan Tea House" not in record["evidence"]
+        # the approval credential just issued: a type the licence does not need
+        wallet.receive(unb64url(got.json()["bundle"]), registry=app.state.node._registry(),
+                       now=NOW)
+        size = http.get("/v1/head").json()["log_size"]
+        for requests, said in (
+                ([desk("business-registration", wide), desk("business-registration", wide)],
+                 "two presentations of 'business-registration'"),
+                ([desk("business-registration", wide), desk("approval", ["service"])],
+                 "does not need ['approval']")):
+            got = apply(requests)
+            assert got.status_code == 400 and said in got.json()["detail"], got.text
+            assert http.get("/v1/head").json()["log_size"] == size
+
+
 def test_a_node_whose_issuing_key_was_invalidated_decides_nothing(tmp_path: Path) -> None:
     """Governance invalidated the agency's issuing key (stolen, say): its node, still holding
     it, opens no application and decides none, before any claim is seen and before anything
