@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import celpy
+import re2
 from celpy import celtypes
 from celpy.evaluation import CELEvalError
 from lark import Token, Tree
@@ -304,6 +305,25 @@ def _cel(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not a rule input")
 
 
+_RE2_QUIET = re2.Options()
+_RE2_QUIET.log_errors = False
+
+
+def _matches(text: Any, pattern: Any) -> Any:
+    """CEL's ``matches`` as celpy's (RE2 search), but an RE2 that writes nothing: celpy's
+    wrote a pattern that does not parse to standard error, the node's log, and a rule that
+    reads a claim as the pattern would put the claim value there."""
+    try:
+        found = re2.compile(pattern, _RE2_QUIET).search(text)
+    except re2.error as e:
+        return CELEvalError("match error", e.__class__, e.args)
+    return celtypes.BoolType(found is not None)
+
+
+_FUNCTIONS = {"matches": _matches}
+"""Functions that replace celpy's own in every program (:meth:`CompiledRule._compile`)."""
+
+
 def _param_value(p: Mapping[str, Any]) -> Any:
     for k in ("int", "str", "bool"):
         if k in p:
@@ -343,7 +363,7 @@ class CompiledRule:
             raise RuleError(f"{where} does not compile: {str(e).splitlines()[0]}") from e
         _check_refs(self.rule, where, tree)
         trees.append((where, tree))
-        return env.program(tree)
+        return env.program(tree, functions=_FUNCTIONS)
 
     @property
     def service(self) -> str:

@@ -145,6 +145,23 @@ def test_a_number_past_what_an_int_holds_is_a_rule_error() -> None:
         assert (o.decision, o.reasons, o.fired) == ("needs_review", ("rule_error",), -2), when
 
 
+def test_a_claim_read_as_a_pattern_that_does_not_parse_is_not_written_to_stderr(
+        capfd: pytest.CaptureFixture[str]) -> None:
+    """A rule that matches against a pattern a claim gives (the arguments of ``matches``
+    swapped, say): a claim value that is no regular expression is a rule error, and RE2 wrote
+    the pattern (the claim value) to the process's standard error, i.e. the node's log."""
+    r = rule("certified-copy", clauses=[
+        {"when": "'Chen'.matches(claims.person_id.holder_name)", "decision": "rejected",
+         "reason": "odd"}])
+    o = ENGINE.compile(r).evaluate({"person-id": person() | {"holder_name": "Chen (Mei"}},
+                                   None, NOW)
+    assert (o.decision, o.reasons, o.fired) == ("needs_review", ("rule_error",), -2)
+    said = capfd.readouterr()
+    assert "Chen (Mei" not in said.err + said.out, said.err
+    o = ENGINE.compile(r).evaluate({"person-id": person() | {"holder_name": "^Ch"}}, None, NOW)
+    assert (o.decision, o.reasons, o.fired) == ("rejected", ("odd",), 0)  # still RE2's
+
+
 def test_evaluation_sees_only_needed_claims() -> None:
     r = rule("certified-copy")
     act = ENGINE.compile(r).activation({"person-id": {**person(), "birth_date": "1950-01-01"}},
