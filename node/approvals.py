@@ -419,6 +419,13 @@ class Approvals:
             raise ApplicationError(str(e)) from e
         now = self.node.now()
         if withdraws is not None:
+            given = [name for name, v in (("category", category), ("points", points),
+                                          ("date", date), ("expiry", expiry),
+                                          ("valid_days", valid_days)) if v is not None]
+            if given:  # as if it amended the event: withdrawn, and the rest ignored
+                raise ApplicationError(f"a withdrawal takes no {', '.join(given)}: it has the "
+                                       "withdrawn event's own (to correct an event, withdraw "
+                                       "it, then record the corrected one)")
             event = next((e for e in credit_events(self.node.store, subject_key)
                           if e.txid == withdraws), None)
             if event is None:

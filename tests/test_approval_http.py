@@ -874,8 +874,9 @@ def test_an_explanation_lists_as_not_met_only_the_clauses_before_the_one_that_de
 def test_a_credit_event_with_a_free_text_reason_or_withdrawing_no_event_is_refused(
         tmp_path: Path) -> None:
     """The node itself (not only `agency credit`) refuses a reason that is not a public code
-    (free text could name the person) and a withdrawal of an event the subject does not have;
-    nothing is committed."""
+    (free text could name the person), a withdrawal of an event the subject does not have, and
+    a withdrawal given what only a new event has (as if it amended the event); nothing is
+    committed."""
     import pytest
 
     from contracts.errors import ApplicationError
@@ -892,6 +893,17 @@ def test_a_credit_event_with_a_free_text_reason_or_withdrawing_no_event_is_refus
                                   points=-5, valid_days=30)
         with pytest.raises(NotFound, match="no credit event with that id"):
             service.record_credit(REG_NO, reason="filed-in-error", withdraws=bytes(32))
+        assert node.store.head == head
+        # A withdrawal given points (or a category, dates) as if it amended the event: the
+        # event was withdrawn and the rest ignored, no amended event recorded. Refused.
+        recorded = service.record_credit(REG_NO, reason="late-filing", category="permits",
+                                         points=-40, valid_days=30)
+        head = node.store.head
+        for amended in ({"points": -20}, {"category": "permits"}, {"date": NOW},
+                        {"expiry": NOW + 86_400}, {"valid_days": 10}):
+            with pytest.raises(ApplicationError, match="a withdrawal takes no"):
+                service.record_credit(REG_NO, reason="amended", withdraws=recorded.txid,
+                                      **amended)
         assert node.store.head == head
     finally:
         node.close()
