@@ -111,7 +111,7 @@ from ledger.keys import PrivateKey, PublicKey
 from ledger.network import free_text_reason
 from ledger.sealed import SealedError, key_mark, open_record
 from ledger.sigcheck import Checking, SignatureChecker
-from ledger.state import Registry
+from ledger.state import MAX_BACKDATE, Registry
 from ledger.store import (
     leveldb_words,
     open_error,
@@ -902,6 +902,7 @@ class Approvals:
         self.folder = folder
         self.records: dict[bytes, tuple[bytes, int]] = {}  # txid -> (evidence bytes, height)
         self.at: dict[int, tuple[Registry, int]] = {}
+        self.after: dict[int, int] = {}  # evaluation height -> time of the block after it
         self.found: list[tuple[Tx, int]] = []
         if folder is None:
             return
@@ -930,6 +931,8 @@ class Approvals:
         if self.records and height in self.wanted and registry is not None and \
                 head is not None:
             self.at[height] = (registry, head.time)
+        if self.records and height - 1 in self.wanted and head is not None:
+            self.after[height - 1] = head.time
 
     def check(self, report: AuditReport, view: Any) -> None:
         report.approvals_total = len(self.found)
@@ -951,6 +954,19 @@ class Approvals:
                        "evaluation height whose block this audit did not replay")
                 report.problems.append(Problem("approval", why, height, txid=tx.txid.hex(),
                                                expected=f"< {height}", found=str(ev_height)))
+                continue
+            # Evaluated at the head when it was signed: a block between the evaluation height
+            # and the decision's own from more than MAX_BACKDATE before the signing (block
+            # times do not go back) was on the chain, unread. On that stale state, a credit
+            # event or a rule version since could have decided otherwise (ADR 70's window).
+            nxt = self.after.get(ev_height)
+            signed = int(tx.body["ts"])
+            if ev_height + 1 < height and nxt is not None and nxt < signed - MAX_BACKDATE:
+                report.problems.append(Problem(
+                    "approval", f"the evidence names a stale evaluation height: the block "
+                    f"after it is from {nxt}, more than {MAX_BACKDATE} s before the decision "
+                    f"was signed ({signed}), and the decision was evaluated without it", height,
+                    txid=tx.txid.hex(), expected=f">= {signed - MAX_BACKDATE}", found=str(nxt)))
                 continue
             try:
                 checker(snap[0], view, tx, evidence, block_time=snap[1])

@@ -367,6 +367,59 @@ def test_evidence_naming_the_approvals_own_block_is_refused(tmp_path: Path) -> N
     assert (problem.expected, problem.found) == (f"< {at}", str(at))
 
 
+def test_evidence_evaluated_on_a_stale_state_is_refused(tmp_path: Path) -> None:
+    """A decision is evaluated at the head when it is signed. A record naming an older height,
+    with blocks committed between it and the decision long before the decision was signed,
+    is a finding: here the fast track at 750 points, evaluated an hour after a fraud event
+    took the score to 250 on the state before it (the rule gives that decision there, so
+    re-evaluating alone passed it)."""
+    from test_approval_http import REG_NO
+    from test_contracts_world import SECRET
+
+    from contracts.credit import pseudonym
+    from ledger.keys import load_private_key
+    from ledger.state import MAX_BACKDATE
+
+    data, wallet = prepare(tmp_path)
+    clock = [NOW]
+    node = Node(data, "market", PASS, clock=lambda: clock[0], workers=0)
+    try:
+        honest = _apply_for_a_licence(node, wallet)
+        assert (honest.outcome.decision, honest.outcome.path) == ("approved", "fast_track")
+        record = evidence_record(data)
+        market = load_private_key(data / "keys" / "market.issuer.key", PASS)
+        clock[0] = fraud = NOW + 1000
+        at = node.orderer.submit(make_tx(node.network, "credit", {
+            "subject": pseudonym(REG_NO, SECRET), "category": "permits", "points": -500,
+            "reason": "fraud", "date": fraud, "expiry": fraud + 86_400, "ts": fraud},
+            [market])).result(timeout=30).height
+        # the state just before the fraud's block: 750 points, the fast track (block time NOW)
+        ev = dataclasses.replace(Evidence.from_bytes(record["evidence"]), height=at - 1,
+                                 salt=os.urandom(16))
+        decisions = {}
+        for signed in (fraud + MAX_BACKDATE, fraud + MAX_BACKDATE + 1):
+            clock[0] = signed
+            tx = make_tx(node.network, "approval", {**honest.approval.body,
+                                                    "evidence": ev.digest, "ts": signed},
+                         [node.issuer_key])
+            receipt = node.orderer.submit(tx).result(timeout=30)
+            (data / "approvals" / f"{receipt.index:012d}-{tx.txid.hex()}.ev").write_bytes(
+                seal_record(codec.encode({**record, "tx": tx.raw, "evidence": ev.to_bytes()}),
+                            node.evidence_key))
+            decisions[signed] = (tx.txid.hex(), receipt.height)
+    finally:
+        node.close()
+    report = audit(data, now=clock[0], evidence=data / "approvals", evidence_keys=[_key(data)])
+    # the honest one, and one signed within MAX_BACKDATE of the fraud's block (a node that
+    # read its head just before that block committed)
+    assert report.approvals_rechecked == 2
+    [problem] = report.problems
+    txid, height = decisions[fraud + MAX_BACKDATE + 1]
+    assert (problem.kind, problem.txid, problem.height) == ("approval", txid, height)
+    assert "stale" in problem.reason, problem.reason
+    assert (problem.expected, problem.found) == (f">= {fraud + 1}", str(fraud))
+
+
 # -- found by mutation round 11 (keys and evidence sealed at rest) ---------------------------------
 
 def test_a_sealed_record_opens_only_in_its_exact_shape() -> None:
