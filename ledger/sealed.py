@@ -101,12 +101,19 @@ def read_evidence_key(path: Path, passphrase: bytes) -> bytes:
     return key
 
 
-def load_evidence_key(keys: Path, passphrase: bytes) -> bytes:
+def load_evidence_key(keys: Path, passphrase: bytes, records: Path | None = None) -> bytes:
     """The node's evidence key in ``keys``; made (random, sealed with ``passphrase``, 0600) if
-    there is none yet."""
+    there is none yet, unless the folder ``records`` holds a record sealed (by the key gone):
+    a new key would leave those unopened, and the records it sealed would not open with the
+    old key put back (:class:`KeyFileError`)."""
     path = keys / EVIDENCE_KEY_FILE
     if path.exists():
         return read_evidence_key(path, passphrase)
+    if records is not None and _holds_sealed(records):
+        raise KeyFileError(f"{path} is missing, but {records} holds sealed approval records: "
+                           "put the evidence key they were sealed with back in its place (a "
+                           "new one would leave them unopened for the agency and its "
+                           "auditors)")
     key = secrets.token_bytes(nacl.secret.SecretBox.KEY_SIZE)
     try:
         write_atomic(path, seal_secret(key, passphrase, EVIDENCE_KEY), 0o600, overwrite=False)
@@ -115,3 +122,21 @@ def load_evidence_key(keys: Path, passphrase: bytes) -> bytes:
     except OSError as e:
         raise KeyFileError(f"cannot write the evidence key {path}: {e.strerror or e}") from e
     return key
+
+
+def _holds_sealed(folder: Path) -> bool:
+    """Whether ``folder`` holds a sealed record (told by its first bytes)."""
+    try:
+        paths = [p for p in folder.iterdir() if p.suffix in (".ev", ".pending")]
+    except FileNotFoundError:
+        return False
+    except OSError as e:
+        raise KeyFileError(f"cannot read {folder}: {e.strerror or e}") from e
+    for p in paths:
+        try:
+            with p.open("rb") as f:
+                if f.read(len(SEALED_PREFIX)) == SEALED_PREFIX:
+                    return True
+        except OSError as e:
+            raise KeyFileError(f"cannot read {p}: {e.strerror or e}") from e
+    return False

@@ -265,7 +265,11 @@ class Node:
         self.issuer_key = load_private_key(keys / f"{agency}.issuer.key", passphrase)
         self.credit_secret = read_credit_secret(keys / CREDIT_SECRET_FILE, passphrase)
         # seals the approval records kept for auditors (claim values; ADR 66)
-        self.evidence_key = load_evidence_key(keys, passphrase)
+        try:
+            self.evidence_key = load_evidence_key(keys, passphrase, data / "approvals")
+        except KeyFileError:
+            self.store.close()
+            raise
         # its fingerprint, published with this node's position: peers compare theirs (ADR 51)
         self.credit_mark = None if self.credit_secret is None else secret_fingerprint(
             self.credit_secret)

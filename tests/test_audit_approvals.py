@@ -497,3 +497,30 @@ def test_an_evidence_key_file_is_32_bytes_and_never_replaced(tmp_path: Path) -> 
     made = load_evidence_key(tmp_path, PASS)
     assert load_evidence_key(tmp_path, PASS) == made == read_evidence_key(
         tmp_path / EVIDENCE_KEY_FILE, PASS)
+
+
+def test_a_node_whose_evidence_key_is_missing_beside_sealed_records_does_not_start(
+        tmp_path: Path) -> None:
+    """The evidence key file gone (a data folder restored without its keys' latest copy, a
+    file removed by mistake) while records sealed with it are kept: the node made a new key
+    and started, and every record sealed before stayed unopened (its listing and explanations
+    refused, its pending records never filed); a record sealed after it would not open with
+    the old key put back. It does not start, saying so, and makes no key."""
+    import pytest
+
+    from ledger.errors import KeyFileError
+
+    data, wallet = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        _apply_for_a_licence(node, wallet)
+    finally:
+        node.close()
+    (data / "keys" / EVIDENCE_KEY_FILE).unlink()
+    with pytest.raises(KeyFileError, match="sealed approval records"):
+        Node(data, "market", PASS, clock=lambda: NOW, workers=0).close()
+    assert not (data / "keys" / EVIDENCE_KEY_FILE).exists()
+    # without records (a new node), the key is made as before
+    shutil.rmtree(data / "approvals")
+    Node(data, "market", PASS, clock=lambda: NOW, workers=0).close()
+    assert (data / "keys" / EVIDENCE_KEY_FILE).exists()
