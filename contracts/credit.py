@@ -30,11 +30,18 @@ __all__ = ["CreditSummary", "event_height", "pseudonym", "score", "secret_finger
 MIN_SECRET = 16
 
 
+_ASCII_UPPER = str.maketrans("abcdefghijklmnopqrstuvwxyz", "ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
 def pseudonym(identifier: str, secret: bytes) -> bytes:
-    """The subject's keyed pseudonym: HMAC-SHA256(secret, NFC-trimmed identifier).
+    """The subject's keyed pseudonym: HMAC-SHA256(secret, NFC-trimmed identifier, its ASCII
+    letters in capitals).
 
     NFC first, so one identifier typed with composed or decomposed characters (a business name
-    in a registration number, say) is one subject, not two with split credit records."""
+    in a registration number, say) is one subject, not two with split credit records. ASCII
+    letters have no case: an identity number's check letter typed ``x`` at an agency's desk
+    is the ``X`` its holder's credential carries (it was a subject of its own, and its events
+    reached no one's score: ADR 70)."""
     if len(secret) < MIN_SECRET:
         raise ContractError(f"the network credit secret must be at least {MIN_SECRET} bytes")
     ident = unicodedata.normalize("NFC", identifier).strip()
@@ -49,6 +56,7 @@ def pseudonym(identifier: str, secret: bytes) -> bytes:
         raise ContractError("the identifier holds full-width or other compatibility characters "
                             "(as an input method types them): type it in ordinary (half-width) "
                             "characters")
+    ident = ident.translate(_ASCII_UPPER)
     return hmac.new(secret, b"credledger/v1/subject\x00" + ident.encode(), hashlib.sha256).digest()
 
 

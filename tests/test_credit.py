@@ -35,6 +35,11 @@ def test_pseudonym_is_keyed() -> None:
     assert pseudonym("91440606-MA4W", b"another-secret-of-16+") != SUBJECT
     # one identifier, composed or decomposed (é as U+00E9 or e + U+0301): one subject
     assert pseudonym("Caf\u00e9-0417", SECRET) == pseudonym("Cafe\u0301-0417", SECRET)
+    # ASCII letters have no case: a check letter typed "x" is the "X" a credential carries (it
+    # was a subject of its own, its events in no one's score; ADR 70); other letters keep theirs
+    assert pseudonym("91440606-ma4w", SECRET) == pseudonym("91440606-Ma4W", SECRET) == SUBJECT
+    assert pseudonym("11010519491231002x", SECRET) == pseudonym("11010519491231002X", SECRET)
+    assert pseudonym("Caf\u00e9-0417", SECRET) != pseudonym("Caf\u00c9-0417", SECRET)
     with pytest.raises(ContractError):
         pseudonym("x", b"short")
     # typed with an input method's full-width characters, or with a zero-width space: refused
