@@ -48,7 +48,7 @@ from ledger.state import STATUS_LIST_SIZE, Credential, Registry, credential_key
 from ledger.tx import STATUSES, Tx
 
 __all__ = [
-    "Store", "leveldb_words", "open_error", "release_mapped_tables", "store_unused",
+    "Store", "damaged", "leveldb_words", "open_error", "release_mapped_tables", "store_unused",
     "stored_consistency_proof",
 ]
 
@@ -161,6 +161,21 @@ def open_error(path: Path, e: plyvel.Error) -> str:
                 "backup (`ledger import`) or let the node catch up from its peers into a new "
                 "folder. Nothing was changed")
     return f"cannot open store at {path}: {why}"
+
+
+def damaged(what: str, e: Exception, fails: str = "does not decode") -> str:
+    """A record of this store's own that does not decode (or verify), said as the store's
+    damage (HTTP 503, not a client's 400), with what the operator does about it."""
+    return (f"{what} {fails} ({e}): this node's store is damaged; its operator should stop "
+            "the node and run `ledger audit` on its data folder, which names what is damaged")
+
+
+def _stored_registry(key: bytes, value: bytes) -> Registry:
+    try:
+        return Registry.from_bytes(value)
+    except DecodeError as e:
+        raise StoreError(damaged(f"the stored registry of block {_BE.unpack(key[1:])[0]}",
+                                 e)) from e
 
 
 @contextlib.contextmanager
@@ -369,7 +384,10 @@ class Store:
     def block(self, height: int) -> BlockHeader:
         if self.head is None or not 0 <= height <= self.head.height:
             raise StoreError(f"no block at height {height}")
-        return BlockHeader.from_bytes(self._need(block_key(height)))
+        try:
+            return BlockHeader.from_bytes(self._need(block_key(height)))
+        except DecodeError as e:  # this store's own record: damaged, not a client's error
+            raise StoreError(damaged(f"the stored header of block {height}", e)) from e
 
     def entry(self, index: int) -> bytes:
         if self.head is None or not 0 <= index < self.head.log_size:
@@ -481,14 +499,14 @@ class Store:
         # start=b"r" rather than registry_key(0): plyvel 1.5's reverse iterator skips a key
         # equal to ``start`` when it is the only one in range.
         it = self._db.iterator(start=b"r", stop=registry_key(height + 1), reverse=True,
-                               include_key=False, verify_checksums=True)
-        for v in it:
-            return Registry.from_bytes(bytes(v))
+                               verify_checksums=True)
+        for k, v in it:
+            return _stored_registry(bytes(k), bytes(v))
         raise StoreError(f"no registry at or before height {height}")
 
     def registry_history(self) -> Iterator[tuple[int, Registry]]:
         for k, v in self._db.iterator(prefix=b"r", verify_checksums=True):
-            yield _BE.unpack(k[1:])[0], Registry.from_bytes(bytes(v))
+            yield _BE.unpack(k[1:])[0], _stored_registry(bytes(k), bytes(v))
 
     def checkpoint(self, size: int | None = None) -> bytes | None:
         """The stored checkpoint text for ``size`` (default: the latest one, even one past
@@ -509,12 +527,17 @@ class Store:
         the latest checkpoint then names a tree size the store still refuses to prove, and a
         node issuing credentials while other blocks were written lost about one holder's
         bundle in twenty under load (the credential committed, "cannot be proven")."""
+        found = self.head_checkpoint_entry(head)
+        return None if found is None else found[1]
+
+    def head_checkpoint_entry(self, head: Head | None = None) -> tuple[int, bytes] | None:
+        """:meth:`head_checkpoint` with its log size: (size, text)."""
         head = self.head if head is None else head
         if head is None:
             return None
-        for v in self._db.iterator(start=b"k", stop=checkpoint_key(head.log_size + 1),
-                                   reverse=True, include_key=False, verify_checksums=True):
-            return bytes(v)
+        for k, v in self._db.iterator(start=b"k", stop=checkpoint_key(head.log_size + 1),
+                                      reverse=True, verify_checksums=True):
+            return _BE.unpack(k[1:])[0], bytes(v)
         return None
 
     # -- Merkle proofs from stored nodes --

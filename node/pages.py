@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import functools
 import json
+import logging
 import re
 import secrets
 import struct
@@ -43,7 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger import sdjwt
 from ledger.display import printable
-from ledger.errors import DecodeError, LedgerError
+from ledger.errors import DecodeError, LedgerError, StoreError
 from ledger.presentation import MAX_ENVELOPE, Envelope, Report, origin_of
 from ledger.timetext import local_text
 from node.api import charge_qr, qr_svg, trust_of, validation_error, verify_foreign_for
@@ -52,6 +53,8 @@ from node.ratelimit import RateLimited, client_key
 from node.service import REQUEST_TTL, Node, NotFound, PendingRequest
 
 __all__ = ["NodeDep", "router"]
+
+_log = logging.getLogger("node.http")
 
 HERE = Path(__file__).parent
 MAX_UPLOAD = 4 * 1024 * 1024
@@ -206,8 +209,22 @@ def install_error_pages(app: FastAPI) -> None:
         return _error_page(request, "Not a valid address or form",
                            f"This page cannot use what it was given ({where}).", 400)
 
+    async def store_unreadable(request: Request, exc: Exception) -> Response:
+        # This node's own records damaged (a stored checkpoint, a block header): the explorer
+        # says so on a page, where the API answers its JSON 503 (the app's LedgerError handler)
+        assert isinstance(exc, StoreError)  # registered for it only
+        if not for_a_person(request):
+            api = request.app.exception_handlers.get(LedgerError)
+            if api is None:
+                raise exc
+            answer: Response = await api(request, exc)
+            return answer
+        _log.warning("refused", extra={"error": type(exc).__name__, "status": 503})
+        return _error_page(request, "This node cannot read its ledger", str(exc), 503)
+
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, bad_parameters)
+    app.add_exception_handler(StoreError, store_unreadable)
 
 
 def _error_page(request: Request, title: str, message: str, status: int,

@@ -61,7 +61,7 @@ from ledger.presentation import (
 from ledger.sealed import load_evidence_key
 from ledger.state import Registry, index_key
 from ledger.statuslist import DEFAULT_SKEW, StatusList, make_token
-from ledger.store import Store
+from ledger.store import Store, damaged
 from ledger.timetext import utc_text
 from ledger.tx import Tx
 from node.etcdlog import EtcdLog, TlsFiles
@@ -530,10 +530,9 @@ class Node:
     def block(self, height: int, offset: int = 0, limit: int | None = None) -> dict[str, Any]:
         """A block's header and its transactions (``limit`` of them from ``offset``: a block
         holds up to thousands)."""
-        try:
-            header = self.store.block(height)
-        except StoreError as e:
-            raise NotFound(str(e)) from e
+        if not 0 <= height <= self._head().height:
+            raise NotFound(f"no block at height {height}")
+        header = self.store.block(height)  # (StoreError when its record is damaged: 503)
         n = header.log_size - header.first_index  # its transactions: islice takes no more
         raws = itertools.islice(self.store.block_entries(header), min(offset, n),
                                 n if limit is None else min(offset + limit, n))
@@ -561,17 +560,38 @@ class Node:
         except StoreError as e:
             raise NotFound(str(e)) from e
 
-    def checkpoint(self) -> str:
-        """The latest *final* checkpoint (in solo mode every checkpoint is final at once)."""
-        text = (self.replicated.final_checkpoint() if self.replicated is not None
-                else self.store.head_checkpoint())
+    def _stored_checkpoint(self) -> tuple[int, str]:
+        """The latest *final* checkpoint (in solo mode every checkpoint is final at once) and
+        its log size; StoreError when the stored text is no checkpoint note (damaged)."""
+        if self.replicated is not None:
+            size = self.replicated.final_size
+            text = self.replicated.final_checkpoint()
+        else:
+            found = self.store.head_checkpoint_entry()
+            size, text = (0, None) if found is None else found
         if text is None:
             raise NotFound("no checkpoint yet")
-        return text.decode()
+        try:
+            SignedCheckpoint.from_text(text)  # (strict: UTF-8, signature lines, the body)
+        except CheckpointError as e:
+            raise StoreError(damaged(f"this node's stored checkpoint at log size {size}",
+                                     e)) from e
+        return size, text.decode()
+
+    def checkpoint(self) -> str:
+        """The latest *final* checkpoint (in solo mode every checkpoint is final at once)."""
+        return self._stored_checkpoint()[1]
 
     def checkpoint_signers(self) -> list[str]:
-        signed = SignedCheckpoint.from_text(self.checkpoint())
-        return sorted(signed.signers(checkpoint_verifiers(self._registry(), self.now())))
+        """The current agencies whose signatures of :meth:`checkpoint` verify; StoreError when
+        one of theirs does not (the stored note is damaged: it was verified when stored)."""
+        size, text = self._stored_checkpoint()
+        signed = SignedCheckpoint.from_text(text)
+        try:
+            return sorted(signed.signers(checkpoint_verifiers(self._registry(), self.now())))
+        except CheckpointError as e:
+            raise StoreError(damaged(f"this node's stored checkpoint at log size {size}", e,
+                                     "does not verify")) from e
 
     def inclusion(self, index: int, size: int) -> list[bytes]:
         return self.store.inclusion_proof(index, size)

@@ -33,6 +33,7 @@ from ledger.checkpoint import SignedCheckpoint
 from ledger.keys import PrivateKey, load_private_key
 from ledger.network import Agency, governance_tx, status_tx
 from ledger.presentation import Bundle, Envelope
+from ledger.store import Store
 from ledger.tx import Tx
 from node.app import create_app
 from node.config import Settings
@@ -1279,6 +1280,81 @@ def test_a_node_whose_disk_is_full_says_so_and_its_health_is_503(
         r = http.get("/v1/blocks/1")
         assert r.status_code == 503 and r.json()["error"] == "StoreError", r.text
         assert str(tmp_path) not in r.text
+
+
+def _damage(data: Path, key: bytes, change: Callable[[bytes], bytes], *,
+            new: bool = False) -> None:
+    """Rewrite one record of the (stopped) node's store with ``change`` (of its value, b""
+    for a record written ``new``)."""
+    import plyvel
+
+    db = plyvel.DB(str(data / "ledger"))
+    try:
+        old = db.get(key)
+        assert (old is None) == new, key
+        db.put(key, change(old or b""))
+    finally:
+        db.close()
+
+
+def test_a_damaged_stored_checkpoint_is_said_on_the_explorer_and_the_api(
+        tmp_path: Path) -> None:
+    """The node's latest checkpoint with a signature changed on disk: its explorer answered a
+    bare error (the API's JSON 422 on an HTML page; a 500 where the text was no UTF-8), as if
+    the visitor had sent something wrong. It is a page saying that this node's stored checkpoint
+    at that size does not verify and that its operator runs the audit, 503 like the API's
+    StoreError; the rest of the API still answers."""
+    from ledger.chain import checkpoint_key
+
+    data = make_demo(tmp_path / "demo")
+    with Store(data / "ledger", create=False) as store:
+        assert store.head is not None
+        size = store.head.log_size
+
+    def other_signature(text: bytes) -> bytes:
+        body, sigs = text.decode().split("\n\n")
+        name, sig = sigs.split("\n")[0].rsplit(" ", 1)
+        raw = bytearray(base64.b64decode(sig))
+        raw[-1] ^= 1  # the signature's last byte: the key hash before it still names the key
+        return f"{body}\n\n{name} {base64.b64encode(raw).decode()}\n".encode()
+
+    _damage(data, checkpoint_key(size), other_signature)
+    app = create_app(settings_for(data), clock=lambda: NOW, passphrase=PASS)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        page = http.get("/")
+        assert page.status_code == 503, page.text
+        assert page.headers["content-type"].startswith("text/html")
+        said = html.unescape(re.sub(r"<[^>]+>", "", page.text))
+        assert f"this node's stored checkpoint at log size {size} does not verify" in said
+        assert "`ledger audit`" in said and "Traceback" not in said
+        assert http.get("/v1/head").status_code == 200
+
+
+def test_a_damaged_block_header_is_the_stores_503_on_the_api_and_a_page(
+        tmp_path: Path) -> None:
+    """A block header of the node's store that does not decode was answered as the client's
+    error (400 DecodeError, JSON on the explorer's pages too) on every read of it: the block,
+    the newest blocks, the explorer and a peer's catch-up. It is the store's 503 naming the
+    block and the audit: JSON on the API (a peer then asks another), a page on the explorer."""
+    from ledger.chain import block_key
+
+    data = make_demo(tmp_path / "demo")
+    _damage(data, block_key(3), lambda raw: raw[:-1])
+    app = create_app(settings_for(data), clock=lambda: NOW, passphrase=PASS)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        for path in ("/v1/blocks/3", "/v1/blocks", "/v1/sync/headers?from=0&count=5"):
+            r = http.get(path)
+            assert r.status_code == 503, (path, r.text)
+            assert r.json()["error"] == "StoreError"
+            assert r.json()["detail"].startswith("the stored header of block 3 does not decode")
+            assert "`ledger audit`" in r.json()["detail"]
+        for path in ("/", "/blocks/3"):
+            page = http.get(path)
+            assert page.status_code == 503, (path, page.text)
+            assert page.headers["content-type"].startswith("text/html")
+            assert "the stored header of block 3 does not decode" in page.text
+        assert http.get("/v1/blocks/2").status_code == 200
+        assert http.get("/v1/blocks/99").status_code == 404  # (no such block: not the store's)
 
 
 def test_open_requests_expire_from_the_front_and_are_capped(

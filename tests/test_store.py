@@ -804,6 +804,25 @@ def test_tampered_block_root(small_store: Path) -> None:
         Store(small_store)
 
 
+def test_a_stored_record_that_does_not_decode_is_the_stores_damage_naming_it(
+        small_store: Path) -> None:
+    """A block header or registry of the store's own that does not decode is the store's
+    damage (StoreError: the API's 503, `ledger-node start`'s "cannot open"), naming the record
+    and the audit; it was a DecodeError, which the API answered as the client's 400."""
+    _edit(small_store, {block_key(1): b"\x93\x01", registry_key(1): b"\x93\x01"})
+    with Store(small_store) as s:  # (the head's block and registry are whole)
+        with pytest.raises(StoreError, match=r"stored header of block 1 does not decode .*"
+                                             r"`ledger audit`"):
+            s.block(1)
+        with pytest.raises(StoreError, match="stored registry of block 1 does not decode"):
+            s.registry_at(1)
+        with pytest.raises(StoreError, match="stored registry of block 1 does not decode"):
+            list(s.registry_history())
+    _edit(small_store, {registry_key(2): b"\x93\x01"})
+    with pytest.raises(StoreError, match="stored registry of block 2 does not decode"):
+        Store(small_store)
+
+
 def test_a_block_root_off_the_log_is_refused_with_the_head_naming_that_block(
         small_store: Path) -> None:
     """The head names a forged last block (its hash) and the log's true root: the block's
