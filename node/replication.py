@@ -57,6 +57,7 @@ from ledger.errors import (
     OrderingError,
     ProofError,
     SignatureError,
+    StoreError,
     TxRejected,
 )
 from ledger.finality import (
@@ -376,9 +377,14 @@ class EtcdOrderer:
         self.credit_mark = credit_mark  # the credit secret's fingerprint, published with ours
         self._peers_http = PeerHttp(http_verify)
         raw_rev = store.get(META_REV)
+        if raw_rev is not None and len(raw_rev) != _BE.size:
+            # (no guess: a revision too low builds blocks again, one too high skips batches)
+            raise StoreError(f"this node's record of the etcd revision it applied up to is "
+                             f"damaged ({len(raw_rev)} bytes, not 8): restore the store from a "
+                             "peer's archive (`ledger export --node`, then `ledger import`) "
+                             "or let the node catch up from its peers into a new folder")
         self.rev = _BE.unpack(raw_rev)[0] if raw_rev else 0
-        raw_final = store.get(META_FINAL)
-        self.final_size = _BE.unpack(raw_final)[0] if raw_final else self._final_on_disk()
+        self.final_size = self._final_at_start(store.get(META_FINAL))
         self.cosig_rev = 0
         raw_halted = store.get(META_HALTED)
         self.halted: str | None = None if raw_halted is None else raw_halted.decode(
@@ -1194,6 +1200,30 @@ class EtcdOrderer:
                 continue  # not this block's (its root, or the block it names: ADR 60)
             return int(header.log_size)
         return 0
+
+    def _final_at_start(self, raw: bytes | None) -> int:
+        """The log size of the newest final checkpoint, as this node recorded it: when the
+        record names none the store holds within its head that parses (the record or the
+        checkpoint damaged), the newest final one found on disk, said in the log. A damaged
+        record raised struct.error at every start, or named a size past the head: then the
+        node served no checkpoint, took no newer one as final and co-signed nothing."""
+        if raw is None:
+            return self._final_on_disk()
+        head = self.store.head
+        assert head is not None
+        size = _BE.unpack(raw)[0] if len(raw) == _BE.size else None
+        text = self.store.checkpoint(size) if size and size <= head.log_size else None
+        try:
+            if text is not None and SignedCheckpoint.from_text(text).checkpoint.size == size:
+                return int(size)
+        except CheckpointError:
+            pass
+        found = self._final_on_disk()
+        log.warning("this node's record of its newest final checkpoint (log size %s, head "
+                    "%d) names no checkpoint its store holds (damaged?): taking the newest "
+                    "final checkpoint among its last blocks instead (log size %d)", size,
+                    head.log_size, found)
+        return found
 
     def final_checkpoint(self) -> bytes | None:
         return self.store.checkpoint(self.final_size) if self.final_size else None

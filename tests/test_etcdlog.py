@@ -30,6 +30,7 @@ from test_api import (
     AUTH,
     CLAIMS,
     PASS,
+    _damage,
     _edu_credential_id,
     make_demo,
     serve,
@@ -1475,6 +1476,52 @@ def _served_demo_edu(tmp_path: Path) -> Iterator[tuple[Node, httpx.Client, str, 
                 yield node, http, url, edu, now
         finally:
             node.close()
+
+
+@pytest.mark.parametrize("record", [b"\x00\x01\x02", (1 << 40).to_bytes(8, "big")])
+def test_a_damaged_record_of_the_newest_final_checkpoint_is_found_again_on_disk(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, record: bytes) -> None:
+    """The node's record of its newest final checkpoint damaged while it was stopped: one not
+    8 bytes long stopped every start with a bare struct.error; one past the head made the node
+    serve no checkpoint (404), take no newer one as final and co-sign nothing, and its health
+    said nothing. The newest final checkpoint on disk is taken instead, and the log says so."""
+    from ledger.store import Store
+    from node.replication import META_FINAL
+
+    data, _ = _demo_edu(tmp_path)
+    with Store(data / "ledger", create=False) as store:
+        assert store.head is not None
+        size, latest = store.head.log_size, store.checkpoint()
+    _damage(data, META_FINAL, lambda _: record, new=True)
+    with _etcd_member(tmp_path / "etcd") as url:
+        node = Node(data, "edu", PASS, clock=lambda: DEMO_T0 + 1000, workers=0,
+                    replication=Replication(endpoints=(url,)))
+        try:
+            app = create_app(settings_for(data), node=node)
+            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+                r = http.get("/v1/checkpoint")
+                assert r.status_code == 200, r.text
+                assert latest is not None and r.text == latest.decode()
+                assert http.get("/v1/cluster").json()["final_size"] == size
+        finally:
+            node.close()
+    assert any("names no checkpoint its store holds" in r.getMessage() for r in caplog.records)
+
+
+def test_a_damaged_record_of_the_etcd_revision_stops_the_start_saying_so(tmp_path: Path) -> None:
+    """The node's record of the etcd revision it applied up to, cut short: a bare struct.error
+    at every start. It is a StoreError that says which record and what to do (no guess: a
+    revision too low builds blocks again, one too high skips batches)."""
+    from ledger.errors import StoreError
+    from node.replication import META_REV
+
+    data, _ = _demo_edu(tmp_path)
+    _damage(data, META_REV, lambda _: b"\x00\x07", new=True)
+    with _etcd_member(tmp_path / "etcd") as url, \
+            pytest.raises(StoreError, match=r"record of the etcd revision .* is damaged "
+                                            r"\(2 bytes, not 8\): restore the store"):
+        Node(data, "edu", PASS, clock=lambda: DEMO_T0 + 1000, workers=0,
+             replication=Replication(endpoints=(url,)))
 
 
 def _batches_put(node: Node) -> int:
