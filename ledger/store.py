@@ -410,7 +410,11 @@ class Store:
 
     def credential(self, credential_id: bytes) -> Credential | None:
         v = self.get(credential_key(credential_id))
-        return None if v is None else Credential.from_bytes(credential_id, v)
+        try:
+            return None if v is None else Credential.from_bytes(credential_id, v)
+        except DecodeError as e:
+            raise StoreError(damaged(f"the stored record of credential {credential_id.hex()}",
+                                     e)) from e
 
     def status_entries(self, issuer: str, kind: str,
                        number: int | None = None) -> Iterator[tuple[int, str]]:
@@ -466,11 +470,17 @@ class Store:
                     key = credential_key(cid)
                     it.seek(key)
                     got = next(it, None)
-                    rec = (msgpack.unpackb(got[1], raw=False)
-                           if got is not None and got[0] == key else None)
-                    if not isinstance(rec, list) or len(rec) != 8 or rec[2] not in STATUSES:
-                        raise StoreError(f"status index {index} of {issuer}/{kind} points at "
-                                         "no valid credential record")
+                    try:
+                        rec = (msgpack.unpackb(got[1], raw=False)
+                               if got is not None and got[0] == key else None)
+                    except (ValueError, TypeError):  # damaged: msgpack's own errors are both
+                        rec = None
+                    if not isinstance(rec, list) or len(rec) != 8 or \
+                            not isinstance(rec[2], str) or rec[2] not in STATUSES:
+                        raise StoreError(damaged(
+                            f"the credential record that status index {index} of "
+                            f"{issuer}/{kind} points at", ValueError("no valid credential "
+                                                                     "record")))
                     yield index, rec[2]
             finally:
                 it.close()

@@ -1357,6 +1357,38 @@ def test_a_damaged_block_header_is_the_stores_503_on_the_api_and_a_page(
         assert http.get("/v1/blocks/99").status_code == 404  # (no such block: not the store's)
 
 
+@pytest.mark.parametrize("record", [
+    b"\x93\x01",  # cut short: msgpack's ValueError
+    codec.pack_plain(["edu", "degree", ["valid"], 0, 0, 0, 0, b""]),  # a status no str: TypeError
+])
+def test_a_damaged_credential_record_is_the_stores_503_on_the_status_list(
+        tmp_path: Path, record: bytes) -> None:
+    """A credential record that a status list's index points at, damaged on disk: the list's
+    read raised msgpack's ValueError (or a TypeError), a bare 500 to every relying party. It is
+    the store's 503 naming the status index and the audit; the desk's verdict, undetermined
+    either way, names it too."""
+    from ledger.state import credential_key
+
+    data = make_demo(tmp_path / "demo")
+    app = create_app(settings_for(data), clock=lambda: NOW, passphrase=PASS)
+    holder = PrivateKey.generate()
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        bundle, cid = _issue(http, holder)
+    index = Tx.from_bytes(bundle.anchor).body["status_index"]
+    _damage(data, credential_key(bytes.fromhex(cid)), lambda _: record)
+    app = create_app(settings_for(data), clock=lambda: NOW, passphrase=PASS)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        r = http.get("/v1/status-lists/edu/degree")
+        assert r.status_code == 503, r.text
+        said = f"status index {index} of edu/degree points at does not decode"
+        assert r.json()["error"] == "StoreError" and said in r.json()["detail"]
+        assert "`ledger audit`" in r.json()["detail"]
+        report = _present(http, bundle, holder)
+        assert report["status"] == "undetermined" and report["verified"] is False
+        status = next(c for c in report["checks"] if c["check"] == "status")
+        assert said in status["detail"]
+
+
 def test_open_requests_expire_from_the_front_and_are_capped(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Requests anyone may open: expired ones leave without a walk of the whole table, and

@@ -823,6 +823,23 @@ def test_a_stored_record_that_does_not_decode_is_the_stores_damage_naming_it(
         Store(small_store)
 
 
+def test_a_credential_record_that_does_not_decode_is_the_stores_damage(
+        small_store: Path) -> None:
+    """A damaged credential record read for a status list (in full or incrementally) was a
+    DecodeError, or msgpack's ValueError: the client's 400, or a bare 500."""
+    from ledger.state import credential_key
+
+    _edit(small_store, {credential_key(cid(1)): b"\x93\x01"})
+    with Store(small_store) as s:
+        with pytest.raises(StoreError, match=f"record of credential {cid(1).hex()} does not "
+                                             "decode"):
+            s.credential(cid(1))
+        with pytest.raises(StoreError, match="does not decode"):
+            list(s.status_entries("edu", "diploma"))
+        with pytest.raises(StoreError, match="status index 1 of edu/diploma points at"):
+            list(s.status_values("edu", "diploma"))
+
+
 def test_a_block_root_off_the_log_is_refused_with_the_head_naming_that_block(
         small_store: Path) -> None:
     """The head names a forged last block (its hash) and the log's true root: the block's
