@@ -402,6 +402,9 @@ class Store:
     def tx_location(self, txid: bytes) -> tuple[int, int] | None:
         """(leaf index, block height) of a committed transaction id."""
         v = self._db.get(txid_key(txid), verify_checksums=True)
+        if v is not None and len(v) != 16:  # (struct.error, a bare 500, on every read of it)
+            raise StoreError(damaged(f"the stored place of transaction {txid.hex()}",
+                                     ValueError(f"{len(v)} bytes, not 16")))
         return None if v is None else parse_index_value(bytes(v))
 
     def tx(self, txid: bytes) -> Tx | None:

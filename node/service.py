@@ -39,6 +39,7 @@ from ledger.credentials import (
 )
 from ledger.errors import (
     CheckpointError,
+    DecodeError,
     KeyFileError,
     LedgerError,
     OrderingError,
@@ -233,6 +234,15 @@ yet)."""
 FINAL_WAIT = 15.0
 """Seconds an issuance on a replicated node waits, after its commit, for a final checkpoint to
 cover the anchor (the holder's bundle carries it)."""
+
+
+def _stored_tx(raw: bytes, index: int) -> Tx:
+    """Log entry ``index`` of this node's store, parsed: a damaged one is the store's 503, not
+    the client's 400."""
+    try:
+        return Tx.from_bytes(raw)
+    except DecodeError as e:
+        raise StoreError(damaged(f"the stored log entry {index}", e)) from e
 
 
 class Node:
@@ -536,7 +546,8 @@ class Node:
         n = header.log_size - header.first_index  # its transactions: islice takes no more
         raws = itertools.islice(self.store.block_entries(header), min(offset, n),
                                 n if limit is None else min(offset + limit, n))
-        txs = [Tx.from_bytes(raw).to_dict() for raw in raws]
+        txs = [_stored_tx(raw, header.first_index + min(offset, n) + i).to_dict()
+               for i, raw in enumerate(raws)]
         return {"header": header.to_json(), "transactions": txs}
 
     def recent_blocks(self, n: int = 20, before: int | None = None) -> list[dict[str, Any]]:
@@ -551,7 +562,7 @@ class Node:
         loc = self.store.tx_location(txid)
         if loc is None:
             raise NotFound(f"no committed transaction {txid.hex()}")
-        return {**Tx.from_bytes(self.store.entry(loc[0])).to_dict(), "index": loc[0],
+        return {**_stored_tx(self.store.entry(loc[0]), loc[0]).to_dict(), "index": loc[0],
                 "height": loc[1]}
 
     def entry(self, index: int) -> bytes:

@@ -1357,6 +1357,36 @@ def test_a_damaged_block_header_is_the_stores_503_on_the_api_and_a_page(
         assert http.get("/v1/blocks/99").status_code == 404  # (no such block: not the store's)
 
 
+def test_a_damaged_log_entry_or_transaction_place_is_the_stores_503(tmp_path: Path) -> None:
+    """A log entry of the node's store that does not parse was the client's 400 (DecodeError)
+    on its block and its transaction; a transaction's stored place cut short, struct.error: a
+    bare 500 on the transaction and its receipt. Each is the store's 503 naming the record."""
+    from ledger.chain import entry_key, txid_key
+
+    data = make_demo(tmp_path / "demo")
+    app = create_app(settings_for(data), clock=lambda: NOW, passphrase=PASS)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        first, second = (http.get(f"/v1/blocks/{h}").json() for h in (1, 2))
+    index = first["header"]["first_index"]
+    _damage(data, entry_key(index), lambda raw: raw[:-1])
+    txid = second["transactions"][0]["txid"]
+    _damage(data, txid_key(bytes.fromhex(txid)), lambda raw: raw[:5])
+    app = create_app(settings_for(data), clock=lambda: NOW, passphrase=PASS)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        for path, said in [
+                ("/v1/blocks/1", f"the stored log entry {index} does not decode"),
+                (f"/v1/tx/{first['transactions'][0]['txid']}",
+                 f"the stored log entry {index} does not decode"),
+                (f"/v1/tx/{txid}", f"the stored place of transaction {txid} does not decode"),
+                (f"/v1/tx/{txid}/receipt", f"place of transaction {txid} does not decode")]:
+            r = http.get(path)
+            assert r.status_code == 503, (path, r.text)
+            assert r.json()["error"] == "StoreError" and said in r.json()["detail"], path
+        page = http.get("/blocks/1")
+        assert page.status_code == 503 and f"stored log entry {index}" in page.text
+        assert http.get("/v1/blocks/3").status_code == 200
+
+
 @pytest.mark.parametrize("record", [
     b"\x93\x01",  # cut short: msgpack's ValueError
     codec.pack_plain(["edu", "degree", ["valid"], 0, 0, 0, 0, b""]),  # a status no str: TypeError
