@@ -1109,7 +1109,9 @@ class EtcdOrderer:
         if ours is None:
             ours_text = self.store.get(_PENDING + _BE.pack(size)) or self.store.checkpoint(size)
             if ours_text is not None:
-                ours = SignedCheckpoint.from_text(ours_text)
+                ours = self._own_text(size, ours_text)
+                if ours is None and size <= self.final_size:
+                    return  # (a final one damaged: nothing merged into it, no one accused)
             if ours is not None and not ours.checkpoint.extensions:
                 # written by the version before ADR 60 that ran on this store: it names no
                 # block, so a peer's co-signature of the same block is judged against ours
@@ -1133,6 +1135,26 @@ class EtcdOrderer:
         if merged != ours:
             writes[size] = merged
             self.stats.cosigs_merged += 1
+
+    def _own_text(self, size: int, text: bytes) -> SignedCheckpoint | None:
+        """This node's stored checkpoint text at ``size`` (pending or final), if it parses and
+        is the checkpoint of the node's own block there (or names no block: one written by a
+        version before ADR 60); else None, said in the log. A text damaged on disk made each
+        peer's co-signature of the block an equivocation, and a quorum of them halted the node
+        as a fork, its blocks whole."""
+        try:
+            ours = SignedCheckpoint.from_text(text)
+        except CheckpointError as e:
+            why = str(e)
+        else:
+            if not ours.checkpoint.extensions or ours.checkpoint == checkpoint_of(
+                    self.network, self.store.block(self._height_of(size))):
+                return ours
+            why = "it is not the checkpoint of its own block there"
+        log.error("this node's stored checkpoint at log size %d is damaged (%s): the peers' "
+                  "co-signatures are judged against its block, and no one is accused; stop "
+                  "the node and run `ledger audit` on its data folder", size, why)
+        return None
 
     def _block_time(self, size: int) -> int:
         return self.store.block(self._height_of(size)).time

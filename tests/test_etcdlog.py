@@ -534,6 +534,60 @@ def test_a_late_co_signature_of_another_root_is_evidence_after_a_later_final_one
         writer.close()
 
 
+def test_a_damaged_stored_checkpoint_accuses_no_peer_and_halts_nothing(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A final checkpoint of this node's (not its newest), its root changed on disk while the
+    node was stopped, its blocks and log whole. Late co-signatures of that block (peers that
+    were behind) were each recorded as an equivocation by that peer, and with a quorum of them
+    the node halted as "a fork". A stored text is checked against the node's own block at its
+    size: not it, the log says so, no one is accused, and nothing is merged into it."""
+    import base64
+
+    from ledger.checkpoint import SignedCheckpoint
+    from ledger.finality import checkpoint_of
+
+    reg, tax = agencies["reg"], agencies["tax"]
+    prefix = "damaged-final"
+    writer, orderer = _edu_beside(etcd_url, ledger, agencies["edu"], prefix)
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        early, root = _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
+            "register_type", {"type": spec}, [reg, tax]).raw, T0 + 5)
+        late, _ = _final_block_by_reg(ledger, agencies, writer, orderer, ledger.gov_tx(
+            "grant", {"agency": "edu", "type": "degree", "from": T0, "until": T0 + DAY},
+            [reg, tax]).raw, T0 + 6)
+    finally:
+        orderer.stop()
+    assert orderer.final_size == late > early and orderer.stats.equivocations == 0
+    text = ledger.store.checkpoint(early)
+    assert text is not None
+    damaged = text.replace(base64.b64encode(root), base64.b64encode(bytes(32)))
+    assert SignedCheckpoint.from_text(damaged).checkpoint.root == bytes(32)
+    ledger.store.put_checkpoint(early, damaged)  # (as plyvel would, the node stopped)
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0)
+    try:
+        block = ledger.store.block(ledger.store.head.height - 1)
+        assert block.log_size == early
+        for name, agency in (("reg", reg), ("tax", tax)):  # late: peers that were behind
+            line = SignedCheckpoint(checkpoint_of(ledger.net, block)).cosign(
+                name, agency.node_key).signatures[0].to_line()
+            writer.put_cosig(early, name, cosig_value(block, line))  # (a header has its fields)
+        deadline = time.monotonic() + 30
+        while orderer.stats.equivocations < 2 and [
+                r for r in caplog.records if "not the checkpoint of its own block there" in
+                r.getMessage()][1:] == []:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+        assert orderer.halted is None and orderer.evidence_for(early) == []
+        assert orderer.stats.equivocations == 0 and orderer.final_size == late
+    finally:
+        orderer.stop()
+        writer.close()
+    assert ledger.store.checkpoint(early) == damaged  # (left for the audit to name)
+
+
 def test_a_checkpoint_short_of_the_quorum_with_a_co_signature_is_not_final(
         etcd_url: str, make_ledger: Callable[..., LedgerHarness],
         agencies: dict[str, Agency]) -> None:
