@@ -163,11 +163,17 @@ def open_error(path: Path, e: plyvel.Error) -> str:
     return f"cannot open store at {path}: {why}"
 
 
-def damaged(what: str, e: Exception, fails: str = "does not decode") -> str:
+def damaged(what: str, e: Exception | None, fails: str = "does not decode") -> str:
     """A record of this store's own that does not decode (or verify), said as the store's
     damage (HTTP 503, not a client's 400), with what the operator does about it."""
-    return (f"{what} {fails} ({e}): this node's store is damaged; its operator should stop "
+    why = "" if e is None else f" ({e})"
+    return (f"{what} {fails}{why}: this node's store is damaged; its operator should stop "
             "the node and run `ledger audit` on its data folder, which names what is damaged")
+
+
+def _elsewhere(issuer: str, kind: str, index: int) -> str:
+    return damaged(f"status index {index} of {issuer}/{kind}", None,
+                   "points at a credential of another list or index")
 
 
 def _stored_registry(key: bytes, value: bytes) -> Registry:
@@ -426,9 +432,12 @@ class Store:
         prefix = b"i" + issuer.encode() + b"\x00" + kind.encode() + b"\x00"
         for k, cid in self._db.iterator(**_list_range(prefix, number), verify_checksums=True):
             cred = self.credential(bytes(cid))
+            index = int.from_bytes(k[len(prefix):], "big")
             if cred is None:
                 raise StoreError(f"status index {k[len(prefix):].hex()} points at no credential")
-            yield int.from_bytes(k[len(prefix):], "big"), cred.status
+            if (cred.issuer, cred.type, cred.status_index) != (issuer, kind, index):
+                raise StoreError(_elsewhere(issuer, kind, index))
+            yield index, cred.status
 
     def status_lists(self, issuer: str, kind: str) -> list[int]:
         """The numbers of ``issuer``'s status lists of type ``kind`` that hold a credential, in
@@ -484,6 +493,9 @@ class Store:
                             f"the credential record that status index {index} of "
                             f"{issuer}/{kind} points at", ValueError("no valid credential "
                                                                      "record")))
+                    if rec[0] != issuer or rec[1] != kind or rec[3] != index:
+                        # another credential's status would be served as this index's
+                        raise StoreError(_elsewhere(issuer, kind, index))
                     yield index, rec[2]
             finally:
                 it.close()

@@ -840,6 +840,23 @@ def test_a_credential_record_that_does_not_decode_is_the_stores_damage(
             list(s.status_values("edu", "diploma"))
 
 
+def test_a_status_index_pointing_at_another_credential_serves_no_status(
+        small_store: Path) -> None:
+    """A status index record of the store's own pointing at another credential (damaged on
+    disk): the list served that credential's status as this index's, silently (a revoked
+    credential could read valid). The record's own issuer, type and index must be the index's."""
+    from ledger.state import index_key
+
+    with Store(small_store) as s:
+        assert sorted(s.status_values("edu", "diploma")) == [(i, "valid") for i in range(4)]
+    _edit(small_store, {index_key("edu", "diploma", 1): cid(2)})
+    with Store(small_store) as s:
+        for read in (s.status_values, s.status_entries):
+            with pytest.raises(StoreError, match="status index 1 of edu/diploma points at a "
+                                                 "credential of another list or index"):
+                list(read("edu", "diploma"))
+
+
 def test_a_block_root_off_the_log_is_refused_with_the_head_naming_that_block(
         small_store: Path) -> None:
     """The head names a forged last block (its hash) and the log's true root: the block's
