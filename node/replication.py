@@ -72,7 +72,7 @@ from ledger.keys import PrivateKey
 from ledger.ordering import Pending, Receipt, settle
 from ledger.sigcheck import Checking, SignatureChecker
 from ledger.state import Registry
-from ledger.store import Store
+from ledger.store import Store, damaged
 from ledger.tx import Tx
 from node.etcdlog import READ_BATCHES, EtcdLog, NoSpace, Record, TlsFiles
 from node.ratelimit import Tally
@@ -232,6 +232,26 @@ def cosig_value(head: Head, line: str) -> bytes:
     the root and the block it names, from which a peer rebuilds the signed text (ADR 60)."""
     return codec.encode({"root": head.log_root, "line": line, "height": head.height,
                          "hash": head.hash})
+
+
+_EVIDENCE_FIELDS = frozenset({"size", "agency", "ours", "theirs", "seen"})
+
+
+def _evidence_record(key: bytes, value: bytes) -> dict[str, Any]:
+    """A stored evidence record (:meth:`EtcdOrderer._evidence`); StoreError naming it if it is
+    damaged: the client's 400 (DecodeError) or a 500 (not a map) on ``/v1/evidence``."""
+    try:
+        got = codec.decode(value, what="evidence")
+    except DecodeError as e:
+        got = e
+    if isinstance(got, dict) and got.keys() == _EVIDENCE_FIELDS and all(
+            isinstance(got[f], str) for f in ("agency", "ours", "theirs")):
+        return got
+    size = _BE.unpack_from(key, len(_EVIDENCE))[0] if len(key) >= len(_EVIDENCE) + 8 else None
+    agency = key[len(_EVIDENCE) + 8:].decode("utf-8", "replace")
+    raise StoreError(damaged(f"this node's evidence record of size {size} by {agency!r}",
+                             got if isinstance(got, DecodeError) else
+                             ValueError("not an evidence record")))
 
 
 def _said(cp: Checkpoint) -> str:
@@ -1193,13 +1213,17 @@ class EtcdOrderer:
 
     def evidence_for(self, size: int) -> list[tuple[str, str]]:
         out = []
-        for _k, v in self.store.iterate(_EVIDENCE + _BE.pack(size)):
-            d = codec.decode(v, what="evidence")
+        for k, v in self.store.iterate(_EVIDENCE + _BE.pack(size)):
+            try:
+                d = _evidence_record(k, v)
+            except StoreError as e:  # (a damaged one counts toward no halt)
+                log.error("%s", e)
+                continue
             out.append((d["agency"], d["theirs"]))
         return out
 
     def evidence(self) -> list[dict[str, Any]]:
-        return [codec.decode(v, what="evidence") for _k, v in self.store.iterate(_EVIDENCE)]
+        return [_evidence_record(k, v) for k, v in self.store.iterate(_EVIDENCE)]
 
     def _final_on_disk(self) -> int:
         """The log size of the newest final checkpoint the store holds among its last 64

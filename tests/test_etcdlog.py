@@ -1562,6 +1562,28 @@ def test_a_damaged_record_of_the_newest_final_checkpoint_is_found_again_on_disk(
     assert any("names no checkpoint its store holds" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("record", [b"\x93\x01", b"\x92\x01\x02"])  # cut short; no map
+def test_a_damaged_evidence_record_is_the_stores_503_naming_it(tmp_path: Path,
+                                                              record: bytes) -> None:
+    """An evidence record of the node's store damaged on disk: ``/v1/evidence`` (what `ledger
+    monitor` reads) answered the client's 400 (DecodeError), or a bare 500 for a record that
+    decodes to no map. It is the store's 503 naming the record."""
+    data, _ = _demo_edu(tmp_path)
+    _damage(data, b"xev" + (5).to_bytes(8, "big") + b"civil", lambda _: record, new=True)
+    with _etcd_member(tmp_path / "etcd") as url:
+        node = Node(data, "edu", PASS, clock=lambda: DEMO_T0 + 1000, workers=0,
+                    replication=Replication(endpoints=(url,)))
+        try:
+            app = create_app(settings_for(data), node=node)
+            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+                r = http.get("/v1/evidence")
+                assert r.status_code == 503, r.text
+                assert r.json()["error"] == "StoreError"
+                assert "evidence record of size 5 by 'civil'" in r.json()["detail"]
+        finally:
+            node.close()
+
+
 def test_a_damaged_record_of_the_etcd_revision_stops_the_start_saying_so(tmp_path: Path) -> None:
     """The node's record of the etcd revision it applied up to, cut short: a bare struct.error
     at every start. It is a StoreError that says which record and what to do (no guess: a
