@@ -16,8 +16,8 @@ import binascii
 import contextlib
 import datetime as dt
 import functools
+import inspect
 import json
-import logging
 import re
 import secrets
 import struct
@@ -33,6 +33,7 @@ import anyio
 import anyio.to_thread
 import jinja2
 import markupsafe
+import plyvel
 import segno
 import zxingcpp
 from fastapi import APIRouter, Depends, FastAPI, File, Form, Request, UploadFile
@@ -53,8 +54,6 @@ from node.ratelimit import RateLimited, client_key
 from node.service import REQUEST_TTL, Node, NotFound, PendingRequest
 
 __all__ = ["NodeDep", "router"]
-
-_log = logging.getLogger("node.http")
 
 HERE = Path(__file__).parent
 MAX_UPLOAD = 4 * 1024 * 1024
@@ -209,22 +208,30 @@ def install_error_pages(app: FastAPI) -> None:
         return _error_page(request, "Not a valid address or form",
                            f"This page cannot use what it was given ({where}).", 400)
 
+    # the app's JSON answers (and log lines) of a damaged store, as registered before these
+    api_answers = {StoreError: app.exception_handlers.get(LedgerError),
+                   plyvel.Error: app.exception_handlers.get(plyvel.Error)}
+
     async def store_unreadable(request: Request, exc: Exception) -> Response:
-        # This node's own records damaged (a stored checkpoint, a block header): the explorer
-        # says so on a page, where the API answers its JSON 503 (the app's LedgerError handler)
-        assert isinstance(exc, StoreError)  # registered for it only
+        # This node's own records damaged (a stored checkpoint, a block header; LevelDB's
+        # checksums): the explorer says so on a page, where the API answers its JSON 503.
+        # LevelDB's words name the data folder's files: the app's handler logs them, and a
+        # person reads what an API client reads.
+        api = api_answers[StoreError if isinstance(exc, StoreError) else plyvel.Error]
+        assert api is not None  # registered only then
+        got = api(request, exc)
+        answer: Response = await got if inspect.isawaitable(got) else got
         if not for_a_person(request):
-            api = request.app.exception_handlers.get(LedgerError)
-            if api is None:
-                raise exc
-            answer: Response = await api(request, exc)
             return answer
-        _log.warning("refused", extra={"error": type(exc).__name__, "status": 503})
-        return _error_page(request, "This node cannot read its ledger", str(exc), 503)
+        detail = str(exc) if isinstance(exc, StoreError) else \
+            json.loads(bytes(answer.body))["detail"]
+        return _error_page(request, "This node cannot read its ledger", detail, 503)
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, bad_parameters)
-    app.add_exception_handler(StoreError, store_unreadable)
+    for kind, api in api_answers.items():
+        if api is not None:
+            app.add_exception_handler(kind, store_unreadable)
 
 
 def _error_page(request: Request, title: str, message: str, status: int,

@@ -1280,6 +1280,11 @@ def test_a_node_whose_disk_is_full_says_so_and_its_health_is_503(
         r = http.get("/v1/blocks/1")
         assert r.status_code == 503 and r.json()["error"] == "StoreError", r.text
         assert str(tmp_path) not in r.text
+        page = http.get("/blocks/1")  # the explorer's page says it on a page, not in JSON
+        assert page.status_code == 503, page.text
+        assert page.headers["content-type"].startswith("text/html")
+        assert r.json()["detail"] in html.unescape(page.text)
+        assert str(tmp_path) not in page.text
 
 
 def _damage(data: Path, key: bytes, change: Callable[[bytes], bytes], *,
