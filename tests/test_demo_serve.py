@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,33 @@ def test_apply_without_the_credentials_names_every_one_missing(
     assert "discloses" not in said
 
 
+def _apply_in_process(demo_server: tuple[str, dict[str, str], Path],
+                      monkeypatch: pytest.MonkeyPatch, meanwhile: Callable[[], None]) -> Any:
+    """`wallet apply elderly-allowance` at the served demo, run in this process so that
+    ``meanwhile`` (another process's doing) runs exactly once, after the wallet was opened and
+    the node answered, before the wallet keeps the approval credential: the CLI's result."""
+    from typer.testing import CliRunner
+
+    from wallet import cli as wallet_cli
+
+    url, env, tmp = demo_server
+    receive, ran = Wallet.receive, []
+
+    def receiving(self: Wallet, *args: Any, **kwargs: Any) -> Any:
+        if not ran:
+            meanwhile()
+            ran.append(True)
+        return receive(self, *args, **kwargs)
+
+    monkeypatch.setattr(Wallet, "receive", receiving)
+    got = CliRunner().invoke(wallet_cli.app, [
+        "apply", "elderly-allowance", "--node", url, "--registry",
+        str(tmp / "demo-data" / "snapshot.bin"), "--yes"], env=env)
+    monkeypatch.undo()
+    assert ran, got.output
+    return got
+
+
 def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str], Path],
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """Step 5 of the demo's "Try" list: the served demo has the catalogue's elderly allowance
@@ -214,26 +241,14 @@ def test_demo_serves_the_elderly_allowance(demo_server: tuple[str, dict[str, str
     # Another wallet process saves while the application is out (a second `wallet apply`, a
     # refresh): the credential is fine, and the wallet keeps it beside what the other process
     # saved (ADR 48, 68). Run in this process, so the other save can come exactly then.
-    from typer.testing import CliRunner
-
-    from wallet import cli as wallet_cli
-
     wallet_file, wallet_pw = Path(env["WALLET_PATH"]), env["WALLET_PASSPHRASE"].encode()
-    receive, raced = Wallet.receive, []
 
-    def racing(self: Wallet, *args: Any, **kwargs: Any) -> Any:
-        if not raced:  # the other process's save, between this one's open and its save
-            other = Wallet.open(wallet_file, wallet_pw)
-            other._save(other._contents)
-            raced.append(True)
-        return receive(self, *args, **kwargs)
+    def other_save() -> None:  # between this one's open and its save
+        other = Wallet.open(wallet_file, wallet_pw)
+        other._save(other._contents)
 
-    monkeypatch.setattr(Wallet, "receive", racing)
-    got = CliRunner().invoke(wallet_cli.app, [
-        "apply", "elderly-allowance", "--node", url, "--registry",
-        str(tmp / "demo-data" / "snapshot.bin"), "--yes"], env=env)
-    monkeypatch.undo()
-    assert raced and got.exit_code == 0, got.output
+    got = _apply_in_process(demo_server, monkeypatch, other_save)
+    assert got.exit_code == 0, got.output
     r = subprocess.CompletedProcess([], 0, got.stdout, got.output)
     assert "approved (standard): eligible" in r.stderr + r.stdout
     # the standard path of the catalogue's rule still asks for a paper (A05, ADR 70)
@@ -255,29 +270,19 @@ def test_apply_keeps_its_credential_in_a_wallet_made_again_from_its_seed_meanwhi
     same holder seed (a new file, sealed under a new key): the first save finds a file that
     no longer opens with its key, so `wallet apply` opens the wallet again and keeps the
     approval credential there; nothing is left beside it (A06, ADR 70)."""
-    from typer.testing import CliRunner
-
-    from wallet import cli as wallet_cli
-
-    url, env, tmp = demo_server
+    _, env, tmp = demo_server
     wallet_file, wallet_pw = Path(env["WALLET_PATH"]), env["WALLET_PASSPHRASE"].encode()
     seed = Wallet.open(wallet_file, wallet_pw)._contents.holder_seed
-    receive, replaced = Wallet.receive, []
+    replaced = []
 
-    def replacing(self: Wallet, *args: Any, **kwargs: Any) -> Any:
-        if not replaced:
-            again = tmp / "again.wallet"
-            Wallet.init(again, wallet_pw, seed=seed)
-            again.replace(wallet_file)
-            replaced.append(wallet_file.read_bytes())
-        return receive(self, *args, **kwargs)
+    def made_again() -> None:
+        again = tmp / "again.wallet"
+        Wallet.init(again, wallet_pw, seed=seed)
+        again.replace(wallet_file)
+        replaced.append(wallet_file.read_bytes())
 
-    monkeypatch.setattr(Wallet, "receive", replacing)
-    got = CliRunner().invoke(wallet_cli.app, [
-        "apply", "elderly-allowance", "--node", url, "--registry",
-        str(tmp / "demo-data" / "snapshot.bin"), "--yes"], env=env)
-    monkeypatch.undo()
-    assert replaced and got.exit_code == 0, got.output
+    got = _apply_in_process(demo_server, monkeypatch, made_again)
+    assert got.exit_code == 0, got.output
     assert "approved (standard): eligible" in got.output
     now = Wallet.open(wallet_file, wallet_pw)
     assert now._contents.holder_seed == seed and wallet_file.read_bytes() != replaced[0]

@@ -1532,6 +1532,21 @@ def _served_demo_edu(tmp_path: Path) -> Iterator[tuple[Node, httpx.Client, str, 
             node.close()
 
 
+@contextmanager
+def _served_edu(tmp_path: Path, data: Path) -> Iterator[tuple[Node, httpx.Client, str]]:
+    """Edu's node over ``data`` on a real etcd member of its own, served over HTTP (its clock
+    fixed 1,000 s after the demo's start): the node, a client of its address, the member's."""
+    with _etcd_member(tmp_path / "etcd") as url:
+        node = Node(data, "edu", PASS, clock=lambda: DEMO_T0 + 1000, workers=0,
+                    replication=Replication(endpoints=(url,)))
+        try:
+            app = create_app(settings_for(data), node=node)
+            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+                yield node, http, url
+        finally:
+            node.close()
+
+
 @pytest.mark.parametrize("record", [b"\x00\x01\x02", (1 << 40).to_bytes(8, "big")])
 def test_a_damaged_record_of_the_newest_final_checkpoint_is_found_again_on_disk(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, record: bytes) -> None:
@@ -1547,18 +1562,11 @@ def test_a_damaged_record_of_the_newest_final_checkpoint_is_found_again_on_disk(
         assert store.head is not None
         size, latest = store.head.log_size, store.checkpoint()
     _damage(data, META_FINAL, lambda _: record, new=True)
-    with _etcd_member(tmp_path / "etcd") as url:
-        node = Node(data, "edu", PASS, clock=lambda: DEMO_T0 + 1000, workers=0,
-                    replication=Replication(endpoints=(url,)))
-        try:
-            app = create_app(settings_for(data), node=node)
-            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
-                r = http.get("/v1/checkpoint")
-                assert r.status_code == 200, r.text
-                assert latest is not None and r.text == latest.decode()
-                assert http.get("/v1/cluster").json()["final_size"] == size
-        finally:
-            node.close()
+    with _served_edu(tmp_path, data) as (_, http, _):
+        r = http.get("/v1/checkpoint")
+        assert r.status_code == 200, r.text
+        assert latest is not None and r.text == latest.decode()
+        assert http.get("/v1/cluster").json()["final_size"] == size
     assert any("names no checkpoint its store holds" in r.getMessage() for r in caplog.records)
 
 
@@ -1570,18 +1578,11 @@ def test_a_damaged_evidence_record_is_the_stores_503_naming_it(tmp_path: Path,
     decodes to no map. It is the store's 503 naming the record."""
     data, _ = _demo_edu(tmp_path)
     _damage(data, b"xev" + (5).to_bytes(8, "big") + b"civil", lambda _: record, new=True)
-    with _etcd_member(tmp_path / "etcd") as url:
-        node = Node(data, "edu", PASS, clock=lambda: DEMO_T0 + 1000, workers=0,
-                    replication=Replication(endpoints=(url,)))
-        try:
-            app = create_app(settings_for(data), node=node)
-            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
-                r = http.get("/v1/evidence")
-                assert r.status_code == 503, r.text
-                assert r.json()["error"] == "StoreError"
-                assert "evidence record of size 5 by 'civil'" in r.json()["detail"]
-        finally:
-            node.close()
+    with _served_edu(tmp_path, data) as (_, http, _):
+        r = http.get("/v1/evidence")
+        assert r.status_code == 503, r.text
+        assert r.json()["error"] == "StoreError"
+        assert "evidence record of size 5 by 'civil'" in r.json()["detail"]
 
 
 def test_a_damaged_record_of_the_etcd_revision_stops_the_start_saying_so(tmp_path: Path) -> None:
@@ -1738,21 +1739,14 @@ def test_an_issue_etcd_never_confirmed_names_the_credential_to_revoke(tmp_path: 
     holder = PrivateKey(hashlib.sha256(b"unconfirmed-issue").digest())
     body = {"type": "degree", "claims": CLAIMS, "valid_days": 30,
             "holder_jwk": sdjwt.jwk_from_ed25519(holder.public.raw)}
-    with _etcd_member(tmp_path / "etcd") as url:
-        node = Node(data, "edu", PASS, clock=lambda: DEMO_T0 + 1000, workers=0,
-                    replication=Replication(endpoints=(url,)))
+    with _served_edu(tmp_path, data) as (node, http, url):
+        assert node.replicated is not None
+        node.replicated.submit_timeout = 0.5  # gives up long before commit_wait (30 s)
+        os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
         try:
-            assert node.replicated is not None
-            node.replicated.submit_timeout = 0.5  # gives up long before commit_wait (30 s)
-            app = create_app(settings_for(data), node=node)
-            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
-                os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
-                try:
-                    r = http.post("/v1/credentials", headers=AUTH, json=body)
-                finally:
-                    os.kill(_MEMBERS[url].pid, signal.SIGCONT)
+            r = http.post("/v1/credentials", headers=AUTH, json=body)
         finally:
-            node.close()
+            os.kill(_MEMBERS[url].pid, signal.SIGCONT)
     assert r.status_code == 503, r.text
     said = r.json()["detail"]
     assert re.search(r"credential [0-9a-f]{64} \(txid [0-9a-f]{64}\) was not confirmed by "
