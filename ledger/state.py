@@ -726,6 +726,10 @@ class Machine:
         # a decision refused as stale_rule, replayed once the same rule version is back in
         # force, or one signed and held back, is not recorded (ADR 70)
         _fresh(b["ts"], t, "decision")
+        if not reg.grant_covers(agency, "approval", t):
+            # the node decides nothing without it; a decision sent by hand was recorded (ADR 70)
+            raise TxRejected("not_granted", f"{agency!r} holds no grant to issue 'approval' "
+                                            f"credentials at {t}, so it records no decision")
         if b["rule_hash"] != rule_hash(rule):
             raise TxRejected("stale_rule", f"rule version {b['rule_hash'].hex()[:16]} is not the "
                                            f"one in force for {b['service']!r}")

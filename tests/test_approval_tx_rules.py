@@ -189,3 +189,17 @@ def test_a_refused_decision_is_not_recorded_when_replayed_under_its_rule_again(
     r = lg.commit([_approval(ag["civil"], "elderly-allowance", reasons=["eligible"], ts=ts)
                    for ts in (t - MAX_BACKDATE, t + MAX_BACKDATE)], t)
     assert not r.rejected and len(r.accepted) == 2
+
+
+def test_a_decision_needs_its_agencys_approval_grant(world: Any) -> None:
+    """The node decides nothing without the grant to issue approval credentials, but the
+    ledger recorded a decision its agency sent by hand once that grant had ended (ADR 70)."""
+    lg, ag = world
+    end = T0 + 4000 * DAY  # the catalogue's grants run until then (install_catalogue)
+    r = lg.commit([_approval(ag["civil"], "elderly-allowance", reasons=["eligible"],
+                             ts=end - 1)], end - 1)
+    assert not r.rejected
+    r = lg.commit([_approval(ag["civil"], "elderly-allowance", reasons=["eligible"],
+                             ts=end)], end)
+    assert [e.code for _, e in r.rejected] == ["not_granted"]
+    assert "holds no grant to issue 'approval'" in str(r.rejected[0][1])
