@@ -466,7 +466,9 @@ class Approvals:
         subject = pseudonym(str(report.claims[IDENTITY[kind]]), self._secret())
         store = self.node.store
         head = self.node._head()
-        policy = self.node._registry().credit_policy()
+        # the policy in force at that head, as apply reads it: a policy changed in a block
+        # committed meanwhile scored the old head under the new policy (ADR 70)
+        policy = store.registry_at(head.height).credit_policy()
         if policy is None:
             raise NotFound("no credit policy is registered")
         s = summary(store, policy, subject, height=head.height, time=head.time)
