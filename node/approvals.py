@@ -34,7 +34,7 @@ from ledger.ordering import Receipt
 from ledger.presentation import Bundle, Envelope
 from ledger.sealed import SEALED_PREFIX, key_mark, open_record, seal_record
 from ledger.state import Registry, credit_events, rule_hash
-from ledger.timetext import local_day
+from ledger.timetext import local_day, utc_text
 from ledger.tx import Tx, make_tx
 from node.service import CREDIT_SECRET_FILE, Node, NotFound, PendingRequest
 
@@ -440,6 +440,9 @@ class Approvals:
             if category is None or points is None or expiry is None:
                 raise ApplicationError("a credit event needs its category, points and expiry "
                                        "(or valid_days)")
+            if expiry <= now:  # the ledger takes it, and it counts for nothing (ADR 70)
+                raise ApplicationError(f"the event's expiry ({utc_text(expiry)}) is already "
+                                       "past: it would never count; give a later one")
             body = {"subject": subject_key, "category": category, "points": points,
                     "reason": reason, "date": when, "expiry": expiry, "ts": now}
         tx = make_tx(self.node.network, "credit", body, [self.node.issuer_key])

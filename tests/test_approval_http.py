@@ -534,6 +534,24 @@ def test_the_operator_routes_of_approvals_and_credit_refuse_a_missing_or_wrong_t
         assert http.get("/v1/head").json()["log_size"] == size + 1
 
 
+def test_a_credit_event_already_expired_is_refused_in_words(tmp_path: Path) -> None:
+    """An event whose expiry is already past when the node would record it counts for nothing:
+    the ledger takes it, so the node refuses it, saying so, and records nothing (ADR 70)."""
+    data, _ = prepare(tmp_path)
+    app = _market_app(data)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        size = http.get("/v1/head").json()["log_size"]
+        event = {**LATE_FILING, "valid_days": None, "date": NOW - 10 * 86400}
+        for expiry in (NOW - 86400, NOW):
+            r = http.post("/v1/credit/events", json={**event, "expiry": expiry}, headers=AUTH)
+            assert r.status_code == 400, r.text
+            assert "already past: it would never count" in r.json()["detail"], r.text
+        assert http.get("/v1/head").json()["log_size"] == size
+        r = http.post("/v1/credit/events", json={**event, "expiry": NOW + 1}, headers=AUTH)
+        assert r.status_code == 200, r.text
+        assert http.get("/v1/head").json()["log_size"] == size + 1
+
+
 def test_an_application_whose_presentations_are_not_bound_to_the_applicants_key_is_refused(
         tmp_path: Path) -> None:
     """The approval credential is issued to the holder_jwk the application names; every
