@@ -1287,8 +1287,10 @@ def audit(
     key = None
     if statement_key is not None and statement_out is not None:
         _check_out(statement_out, force, unwritable=2)  # 1 would say the chain is broken
-        try:
-            key = load_private_key(statement_key, _passphrase())
+        try:  # a passphrase that cannot be had is bad input (2) too: 1 says "broken"
+            key = load_private_key(statement_key, read_passphrase(
+                f"Passphrase of the statement key (or set {PASSPHRASE_ENV} or "
+                f"{PASSPHRASE_ENV}_FILE): "))
         except KeyFileError as e:
             _fail(f"cannot load the statement key: {e}", 2)
     n = (os.cpu_count() or 1) if workers is None else workers

@@ -929,6 +929,22 @@ def test_a_store_that_cannot_be_read_is_exit_2_not_broken(copy: Path, tmp_path: 
     assert r.exit_code == 2 and "cannot load the statement key" in r.output
 
 
+def test_a_statement_key_with_no_passphrase_to_open_it_is_exit_2_not_broken(
+        copy: Path, tmp_path: Path) -> None:
+    """No passphrase for the statement key (none typed, or a passphrase file that cannot be
+    read) is bad input, as a bad key file is: it exited 1, which says the chain is broken."""
+    save_private_key(tmp_path / "auditor.key", PrivateKey(b"\x21" * 32), b"pw")
+    for env in ({"LEDGER_KEY_PASSPHRASE_FILE": str(tmp_path / "no-such-file")},
+                {"LEDGER_KEY_PASSPHRASE": None}):  # and no terminal to type one on
+        r = runner.invoke(ledger_app, ["audit", str(copy), "--workers", "0",
+                                       "--statement-key", str(tmp_path / "auditor.key"),
+                                       "--statement-out", str(tmp_path / "st.bin")],
+                          env=env)
+        assert r.exit_code == 2, r.output
+        assert "cannot load the statement key" in r.output
+        assert not (tmp_path / "st.bin").exists()
+
+
 def test_errors_name_the_audited_store_not_its_hidden_copy(copy: Path) -> None:
     """LevelDB names the files it read, which are the audit's copy's (ADR 40): a table cut
     short, or gone, is named in the store the user gave."""
