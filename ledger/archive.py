@@ -718,7 +718,7 @@ def import_archive(src: BinaryIO, store_path: Path | str,
     checkpoint and the trailer checked out; on any error nothing is left behind.
     """
     target = Path(store_path)
-    if target.exists():
+    if target.exists() or target.is_symlink():  # a link to nowhere is taken too
         raise ArchiveError(f"{target} already exists: import builds a new store")
     if not target.parent.is_dir():
         raise ArchiveError(f"{target.parent} is not a folder")

@@ -1183,7 +1183,7 @@ def import_(
         _fail(f"cannot read {archive}: {e.strerror or e}", 2)
     except ArchiveError as e:
         _fail(f"{archive} is not a readable archive: {e}", 2)
-    if data.exists():
+    if data.exists() or data.is_symlink():  # a link to nowhere is taken too
         _fail(f"{data} already exists: import builds a new store", 2)
     if not data.parent.is_dir():
         _fail(f"cannot create {data}: its parent folder does not exist", 2)

@@ -767,6 +767,25 @@ def test_cli_audit_export_import(demo: Path, copy: Path, tmp_path: Path) -> None
     assert "NOT CLEAN" in r.stdout
 
 
+def test_an_import_onto_a_link_to_nowhere_is_bad_input_up_front(demo: Path,
+                                                                 tmp_path: Path) -> None:
+    """A --data path that is a symbolic link to nothing "did not exist": the whole archive was
+    replayed, then the rename failed with "Not a directory" and exit 1 (refused)."""
+    from ledger.archive import ArchiveError, import_archive
+
+    arc = tmp_path / "x.arc"
+    r = runner.invoke(ledger_app, ["export", str(demo), "--out", str(arc), "--json"])
+    assert r.exit_code == 0, r.output
+    link = tmp_path / "new"
+    link.symlink_to(tmp_path / "nowhere")
+    r = runner.invoke(ledger_app, ["import", str(arc), "--data", str(link)])
+    assert r.exit_code == 2 and "already exists" in r.output, r.output
+    with arc.open("rb") as f, pytest.raises(ArchiveError, match="already exists"):
+        import_archive(f, link)
+    assert link.is_symlink() and not (tmp_path / "nowhere").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new", "x.arc"]
+
+
 def test_an_export_writes_nothing_into_the_exported_folder(copy: Path, tmp_path: Path) -> None:
     """`ledger export DATA` opened the store in place, and LevelDB wrote a new MANIFEST, CURRENT,
     log and LOG there: it reads a copy, as the audit does (ADR 40)."""
