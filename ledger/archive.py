@@ -352,6 +352,9 @@ def last_checkpointed(unverified: BinaryIO,
             last = b.height
         if progress is not None:
             progress(b.height + 1, reader.header.blocks, txs)
+    if txs != reader.header.log_size:  # the import that stops early cannot compare it
+        raise ArchiveError(f"archive header says log size {reader.header.log_size}, its block "
+                           f"records hold {txs} entries", record=0)
     return last
 
 
@@ -755,11 +758,10 @@ def _import_into(src: BinaryIO, tmp: Path, progress: Progress | None,
             found = None if store.registry is None else store.registry.network
             raise ArchiveError(f"archive header names network {header.network!r}, the chain "
                                f"is {found!r}", record=0)
-        if until is not None:
-            if head.height != until:
-                raise ArchiveError(f"the archive ends at block {head.height}, before block "
-                                   f"{until}")
-        elif head.log_size != header.log_size:
+        if until is not None and head.height != until:
+            raise ArchiveError(f"the archive ends at block {head.height}, before block "
+                               f"{until}")
+        if (until is None or until == header.blocks - 1) and head.log_size != header.log_size:
             raise ArchiveError(f"archive header says log size {header.log_size}, the replayed "
                                f"log has {head.log_size}", record=0)
         _refuse_stray_lines(replayer, src, store.registry, head.height,

@@ -438,6 +438,36 @@ def _blockless(demo: Path, blocks: list[BlockRecord]) -> list[BlockRecord]:
     return out
 
 
+@pytest.mark.parametrize("extra", [1, -1, 1 << 40])
+def test_import_until_final_refuses_a_header_whose_log_size_is_not_its_records(
+        archive_bytes: bytes, tmp_path: Path, extra: int) -> None:
+    """Without --until-final the import refuses a header whose log size is not the replayed
+    log's, and the audit calls the archive NOT CLEAN; with it the log size went unread and the
+    same file was imported (exit 0), whether or not a block was left out."""
+    from ledger.archive import last_checkpointed
+
+    header, blocks = read_archive(io.BytesIO(archive_bytes))
+    records = list(blocks)
+    buf = io.BytesIO()
+    write_archive(buf, header.network, header.log_size + extra, records)
+    with pytest.raises(ArchiveError, match=f"header says log size {header.log_size + extra}"):
+        last_checkpointed(io.BytesIO(buf.getvalue()))
+    # the import told to stop at the last block compares it too
+    with pytest.raises(ArchiveError, match=f"header says log size {header.log_size + extra}"):
+        import_archive(io.BytesIO(buf.getvalue()), tmp_path / "last",
+                       until=len(records) - 1)
+    arc = tmp_path / "forged.archive"
+    arc.write_bytes(buf.getvalue())
+    from typer.testing import CliRunner
+
+    from ledger.cli import ledger_app
+
+    r = CliRunner().invoke(ledger_app, ["import", str(arc), "--data", str(tmp_path / "new"),
+                                        "--until-final"])
+    assert r.exit_code == 1 and "header says log size" in r.output, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["forged.archive"]
+
+
 def test_checkpoints_of_a_version_before_adr_60_replay(demo: Path, archive_bytes: bytes,
                                                        tmp_path: Path) -> None:
     """A network upgraded across ADR 60 holds final checkpoints its older version signed: the
