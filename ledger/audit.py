@@ -1105,8 +1105,8 @@ def _rebuild_to_since(report: AuditReport, src: _StoreSource | _ArchiveSource,
     entries must be its root (else the log forked or the old part was changed: reported, the
     old part replayed in full only to find evidence of equivocation, :func:`_fork_evidence`,
     and nothing after it). Those bytes are then exactly the ones the earlier audit checked, so
-    they are re-read with :meth:`Tx.from_checked_bytes` and applied without signature or
-    checkpoint checks, to rebuild the state the new blocks need (registry, tx index,
+    they are parsed strictly again and applied without signature or checkpoint checks, to
+    rebuild the state the new blocks need (registry, tx index,
     credentials and status indexes, Merkle frontier, head); headers and stored records are still
     compared, which is cheap. The chain commits to no state, so that state cannot be taken from
     the store's records without this pass. The registry and block time of each block an
@@ -1137,16 +1137,14 @@ def _rebuild_to_since(report: AuditReport, src: _StoreSource | _ArchiveSource,
     for rec in records:
         light = BlockRecord(rec.height, rec.unverified_header, rec.unverified_txs, (),
                             rec.record)
-        checked: list[tuple[Tx, bool] | str]
-        if isinstance(src, _StoreSource):
-            # Our copy of the store is open exclusively (LevelDB's lock; ADR 40): these are the
-            # bytes just hashed.
-            checked = [(Tx.from_checked_bytes(raw), True) for raw in rec.unverified_txs]
-        else:
-            # A file can change between two reads: parse strictly again (signatures are still
-            # not checked), and the root at the old size is compared again at that block.
-            checked = [p if isinstance(p, str) else (p[0], True)
-                       for p in parse_envelopes(rec.unverified_txs)]
+        # Parsed strictly again (signatures are still not checked): the bytes hash to the
+        # --since checkpoint's root, but that file is the caller's, not yet shown final, and a
+        # file can change between two reads (the root at the old size is compared again at
+        # that block). Tx.from_checked_bytes took an envelope that does not parse, or one no
+        # strict parse accepts, and a KeyError ended the audit.
+        checked: list[tuple[Tx, bool] | str] = [
+            p if isinstance(p, str) else (p[0], True)
+            for p in parse_envelopes(rec.unverified_txs)]
         if replayer.txs - released >= _RELEASE_EVERY:
             release_mapped_tables(folders)
             released = replayer.txs
