@@ -1347,7 +1347,10 @@ def _equivocations(report: AuditReport, replayer: Replayer, rec: BlockRecord,
 
     A block record carries the checkpoints for its own log size, so sizes the log has passed
     are dropped after each block (memory stays flat); a stray checkpoint of another size is
-    reported by the replay and compared only with those still held.
+    reported by the replay and compared only with those still held. Only a checkpoint that a
+    key in force signed is held (no other is evidence: :func:`find_equivocation`), and one
+    body once: a size the log never reaches is held to the end, and unsigned or repeated ones
+    in every block record grew the auditor's memory with the chain.
     """
     registry, head = replayer.store.registry, replayer.store.head
     if registry is None or head is None:
@@ -1357,9 +1360,13 @@ def _equivocations(report: AuditReport, replayer: Replayer, rec: BlockRecord,
         for text in rec.unverified_checkpoints:
             try:
                 signed = SignedCheckpoint.from_text(text)
+                if not signed.signers(verifiers):
+                    continue  # no evidence of anything (the replay reports it)
             except CheckpointError:
                 continue  # reported by the replay
             seen = by_size.setdefault(signed.checkpoint.size, [])
+            if any(other.checkpoint == signed.checkpoint for other in seen):
+                continue  # the same body: no new evidence
             for other in seen:
                 try:
                     found = find_equivocation(other, signed, verifiers)

@@ -712,6 +712,46 @@ def test_equivocation_in_an_archive(copy: Path, tmp_path: Path) -> None:
     validate_report(report)
 
 
+def test_checkpoints_of_sizes_the_log_never_reaches_are_not_held(
+        copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The audit holds checkpoints only until the log passes their size, to compare them for
+    equivocation: one of a size it never reaches was held to the end. An archive carrying 12
+    such unsigned ones in every block record grew the auditor's memory with the chain; a
+    checkpoint no key in force signed, or one already held, is no evidence to keep. A
+    validly signed stray one is still kept, and its equivocation still found."""
+    import ledger.audit as audit_module
+
+    header, recs = _exported(copy)
+    bogus = tuple(Checkpoint("changsheng-demo", (1 << 40) + i, bytes([i]) * 32)
+                  .sign("edu", PrivateKey(b"\x07" * 32)).to_text().encode() for i in range(12))
+    later = (1 << 40) + 99  # a size the log never reaches, signed by the real edu node key
+    ours = Checkpoint("changsheng-demo", later, b"\x01" * 32).sign("edu", _node_key(copy, "edu"))
+    theirs = Checkpoint("changsheng-demo", later, b"\x02" * 32).sign("edu",
+                                                                     _node_key(copy, "edu"))
+    recs = [BlockRecord(r.height, r.unverified_header, r.unverified_txs,
+                        (*r.unverified_checkpoints, *bogus, ours.to_text().encode())
+                        if r.height else r.unverified_checkpoints) for r in recs]
+    r = recs[-1]
+    recs[-1] = BlockRecord(r.height, r.unverified_header, r.unverified_txs,
+                           (*r.unverified_checkpoints, theirs.to_text().encode()))
+    arc = tmp_path / "strays.arc"
+    with arc.open("wb") as f:
+        write_archive(f, header.network, header.log_size, recs)
+    held: list[int] = []
+    real = audit_module._equivocations
+
+    def counting(report: AuditReport, replayer: Any, rec: BlockRecord,
+                 by_size: dict[int, list[SignedCheckpoint]]) -> None:
+        real(report, replayer, rec, by_size)
+        held.append(sum(len(v) for v in by_size.values()))
+
+    monkeypatch.setattr(audit_module, "_equivocations", counting)
+    report = audit(arc, now=T0, workers=0)
+    assert not report.clean and report.blocks_checked == len(recs)
+    assert max(held) <= 3, held  # the block's own, and the one signed stray; not 12 per block
+    assert [e.size for e in report.equivocations] == [later]
+
+
 def test_signed_statement(demo: Path) -> None:
     report = audit(demo, now=T0)
     auditor = PrivateKey(b"\x11" * 32)
