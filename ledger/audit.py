@@ -1078,21 +1078,26 @@ def _state_difference(mine: tuple[bytes, bytes] | None,
 
 
 def _prefix_root(src: _StoreSource | _ArchiveSource, size: int
-                 ) -> tuple[int | None, int, bytes]:
-    """(height of the block that reaches ``size`` or None, entries read, RFC 9162 root of them).
+                 ) -> tuple[int | None, int, bytes, str | None]:
+    """(height of the block that reaches ``size`` or None, entries read, RFC 9162 root of them,
+    the network the genesis transaction names or None if it does not parse).
 
     Reads entries up to the first block whose log size reaches ``size``; only leaf hashes are
-    computed, nothing is parsed.
+    computed, and the genesis transaction parsed.
     """
     frontier = CompactRange()
     sink: dict[bytes, bytes] = {}
+    network = None
     for rec in src.reread():
+        if rec.height == 0 and rec.unverified_txs:
+            with contextlib.suppress(DecodeError):  # the replay reports it
+                network = Tx.from_bytes(rec.unverified_txs[0]).net
         for raw in rec.unverified_txs:
             frontier.append(merkle.leaf_hash(raw), sink)
             sink.clear()
         if frontier.size >= size:
-            return rec.height, frontier.size, frontier.root()
-    return None, frontier.size, frontier.root()
+            return rec.height, frontier.size, frontier.root(), network
+    return None, frontier.size, frontier.root(), network
 
 
 def _rebuild_to_since(report: AuditReport, src: _StoreSource | _ArchiveSource,
@@ -1119,7 +1124,13 @@ def _rebuild_to_since(report: AuditReport, src: _StoreSource | _ArchiveSource,
     if since is None:
         return True
     cp = since.checkpoint
-    height, have, root = _prefix_root(src, cp.size)
+    height, have, root, network = _prefix_root(src, cp.size)
+    if network is not None and cp.origin != network:  # not "a fork", nor "no block ends"
+        report.problems.append(Problem(
+            "checkpoint", f"the --since checkpoint is of network {cp.origin!r}, not of this "
+            f"chain's {network!r}: no audit of this chain gave it", expected=network,
+            found=cp.origin))
+        return False
     if have != cp.size:
         report.problems.append(Problem("checkpoint", f"no block ends at the --since "
                                        f"checkpoint's log size {cp.size}", height,

@@ -23,6 +23,7 @@ import plyvel
 import pytest
 from rich.console import Console
 from test_api import serve, settings_for
+from test_audit import validate_report
 from typer.testing import CliRunner
 
 from ledger import codec
@@ -819,6 +820,35 @@ def test_a_since_checkpoint_over_an_entry_that_does_not_parse_is_reported(
     r = runner.invoke(ledger_app, ["audit", str(data), "--since", str(cp_file), "--workers",
                                    "0"])
     assert r.exit_code == 1 and "NOT CLEAN" in r.stdout, r.output
+
+
+@pytest.mark.parametrize("size_of", ["the old checkpoint's", "an earlier one"])
+def test_a_since_checkpoint_of_another_network_is_named_as_such(
+        extended: tuple[Path, SignedCheckpoint, int], tmp_path: Path, size_of: str) -> None:
+    """A checkpoint of another network given to --since was reported as a fork of this log
+    ("the log forked, or its old part changed since that audit"), or as no block ending at its
+    size: an accusation the chain does not deserve. It is named as the other network's."""
+    data, old, _ = extended
+    size = old.checkpoint.size if size_of == "the old checkpoint's" else 3
+    theirs = Checkpoint("other-net", size, b"\x07" * 32, old.checkpoint.extensions).sign(
+        "edu", _key(data, "edu.node.key"))
+    for source in (data, tmp_path / "chain.arc"):
+        if source != data:
+            with Store(data / "ledger", create=False) as store, source.open("wb") as f:
+                export_archive(store, f)
+        report = audit(source, now=T0 + 20_000, since=theirs)
+        assert not report.clean and not report.equivocations
+        p = report.first_broken
+        assert p is not None and p.kind == "checkpoint", str(p)
+        assert "is of network 'other-net', not of this chain's" in p.reason, str(p)
+        assert (p.expected, p.found) == (NETWORK, "other-net")
+        assert len(report.problems) == 1
+        validate_report(report)
+    cp_file = tmp_path / "theirs.checkpoint"
+    cp_file.write_text(theirs.to_text())
+    r = runner.invoke(ledger_app, ["audit", str(data), "--since", str(cp_file), "--workers",
+                                   "0"])
+    assert r.exit_code == 1 and "fork" not in r.output and "other-net" in r.output, r.output
 
 
 def test_since_on_an_archive(extended: tuple[Path, SignedCheckpoint, int],
