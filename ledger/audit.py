@@ -209,6 +209,10 @@ class AuditReport:
     """Checkpoints checked that name no block: of a version before ADR 60 (ADR 62)."""
     blockless_last: bool = False
     """Whether the newest checkpoint checked is one of them (it binds the log only)."""
+    genesis: bytes | None = None
+    """The hash of block 0 as replayed (None until it is): what ``--genesis`` pins."""
+    pinned_genesis: bytes | None = None
+    """The genesis hash the auditor gave (``--genesis``): block 0 must hash to it (ADR 70)."""
 
     @property
     def attested_size(self) -> int:
@@ -241,6 +245,7 @@ class AuditReport:
             "complete": self.complete,
             "source": {"kind": self.source_kind, "path": self.source},
             "network": self.network,
+            "genesis": None if self.genesis is None else self.genesis.hex(),
             "audited_at": self.audited_at,
             "blocks_total": self.blocks_total,
             "blocks_checked": self.blocks_checked,
@@ -672,7 +677,8 @@ _RELEASE_EVERY = 10_000
 def audit(source: Path | str, *, now: int, progress: Progress | None = None,
           workers: int = 0, since: SignedCheckpoint | None = None,
           evidence: Path | None = None, evidence_keys: Sequence[bytes] = (),
-          notice: Callable[[str], None] | None = None) -> AuditReport:
+          notice: Callable[[str], None] | None = None,
+          genesis: bytes | None = None) -> AuditReport:
     """Replay ``source`` (a store / data folder, or an archive file) and report on it.
 
     ``now`` is the audit time written into the report; ``workers`` > 0 pre-checks signatures in
@@ -682,6 +688,8 @@ def audit(source: Path | str, *, now: int, progress: Progress | None = None,
     (``*.ev``, see :class:`Approvals`): each approval is then evaluated again against the rule
     version in force at its evaluation height, and one without a record is a finding; records
     sealed at rest are opened with ``evidence_keys`` (the agencies' evidence keys, ADR 66).
+    ``genesis`` pins the network: block 0 must hash to it, else the chain is another network's,
+    whatever its name, and the replay stops there (ADR 70).
     ``notice`` is told of a fallback the caller may want to know of (a store's copy made in the
     system's temporary folder for want of room beside it).
     """
@@ -699,7 +707,8 @@ def audit(source: Path | str, *, now: int, progress: Progress | None = None,
                          "a pipe?): export the chain to a file first")
     else:
         raise AuditError(f"{path} does not exist")
-    report = AuditReport(kind, str(path), now, network=src.network(), since=since)
+    report = AuditReport(kind, str(path), now, network=src.network(), since=since,
+                         pinned_genesis=genesis)
     checker = None
     try:
         report.blocks_total = src.total()
@@ -847,6 +856,8 @@ def _replay(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: R
                     return
             finally:
                 count_agencies()
+            if not _genesis_seen(report, replayer):
+                return
             _equivocations(report, replayer, rec, by_size)
             approvals.block_done(rec.height, store.registry, store.head)
             report.blocks_checked = rec.height + 1 - first
@@ -1167,6 +1178,8 @@ def _rebuild_to_since(report: AuditReport, src: _StoreSource | _ArchiveSource,
                                            p.height, p.tx_index, p.txid, p.record, p.expected,
                                            p.found))
             return False
+        if not _genesis_seen(report, replayer):
+            return False
         approvals.block_done(rec.height, replayer.store.registry, replayer.store.head)
         if _at_since(report, replayer):
             if report.since_height is None:
@@ -1176,6 +1189,23 @@ def _rebuild_to_since(report: AuditReport, src: _StoreSource | _ArchiveSource,
     report.problems.append(Problem("checkpoint", f"no block ends at the --since checkpoint's "
                                    f"log size {cp.size}", expected=str(cp.size), found=None))
     return False
+
+
+def _genesis_seen(report: AuditReport, replayer: Replayer) -> bool:
+    """Note block 0's hash once it is replayed; False (a finding) if the auditor pinned
+    another: a chain of its own genesis, agencies and checkpoints replays clean under any name,
+    so only a pinned genesis tells the network's chain from another's (ADR 70)."""
+    head = replayer.store.head
+    if report.genesis is not None or head is None or head.height != 0:
+        return True
+    report.genesis = head.hash
+    if report.pinned_genesis is not None and head.hash != report.pinned_genesis:
+        report.problems.append(Problem(
+            "genesis", "block 0 is not the genesis block given (--genesis): this is another "
+            "network's chain, whatever its name; nothing after it was replayed", 0,
+            expected=report.pinned_genesis.hex(), found=head.hash.hex()))
+        return False
+    return True
 
 
 def _name_network(report: AuditReport, replayer: Replayer) -> None:

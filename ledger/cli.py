@@ -1256,6 +1256,11 @@ def audit(
         "--force", help="Replace the --statement-out file if it exists.")] = False,
     node: ArchiveNodeOpt = None,
     ca: CaOpt = None,
+    genesis: Annotated[str | None, typer.Option(
+        "--genesis", metavar="HASH", help="The network's genesis block hash, 64 hex digits "
+        "(the `genesis` line of an earlier audit, or GET /v1/blocks/0 of a node you trust): "
+        "a chain whose block 0 is another is reported broken, whatever its network's name "
+        "(another network's agencies would sign it as well).")] = None,
 ) -> None:
     """Replay a chain from genesis and report the first broken block, tx or checkpoint: of a
     store (DATA), an archive (--archive) or a running node (--node URL: its archive is fetched
@@ -1281,6 +1286,11 @@ def audit(
     if node is None and (source is None or not source.exists()):
         _fail(f"{source} does not exist", 2)
     old = None if since is None else _read_checkpoint(since)
+    pinned = None
+    if genesis is not None:
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", genesis):
+            _fail("--genesis is a block hash: 64 hex digits", 2)
+        pinned = bytes.fromhex(genesis)
     if evidence_key and evidence is None:
         _fail("--evidence-key opens the records of --evidence: give the folder too", 2)
     opened = _evidence_keys(evidence_key or [])
@@ -1311,7 +1321,7 @@ def audit(
             with _progress_bar(not as_json) as bar:
                 report = run_audit(source, now=_now(), progress=bar,
                                    workers=n if n > 1 else 0, since=old, evidence=evidence,
-                                   evidence_keys=opened,
+                                   evidence_keys=opened, genesis=pinned,
                                    notice=lambda said: err.print(Text(said, style="yellow"),
                                                                  soft_wrap=True))
         except AuditError as e:
@@ -1390,6 +1400,8 @@ def _print_audit(report: Any, statement: Path | None) -> None:
     table.add_column("value", overflow="fold")
     table.add_row("network", Text(printable(str(report.network))) if report.network
                   is not None else "not read (the audit stopped before the genesis block)")
+    if report.genesis is not None:  # what --genesis pins on the next audit
+        table.add_row("genesis", report.genesis.hex())
     if report.since is not None:
         cp = report.since.checkpoint
         table.add_row("since", f"checkpoint of size {cp.size} ({cp.root.hex()}), " + (

@@ -127,6 +127,43 @@ def test_clean_demo_store_audits_clean(demo: Path) -> None:
     validate_report(report)
 
 
+def test_a_pinned_genesis_tells_the_networks_chain_from_another_of_the_same_name(
+        demo: Path, tmp_path: Path) -> None:
+    """Another network's chain under the same name (its own genesis, agencies and checkpoints,
+    as anyone can make) audits clean: only the network's genesis hash, pinned with
+    --genesis, tells them apart. The report names block 0's hash for that (ADR 70)."""
+    other = make_demo(tmp_path / "other")  # the same name, its own keys and genesis
+    with Store(demo / "ledger", create=False) as store:
+        genesis = store.block(0).hash
+    mine = audit(demo, now=T0, genesis=genesis)
+    assert mine.clean and mine.genesis == genesis, [str(p) for p in mine.problems]
+    validate_report(mine)
+    theirs = audit(other, now=T0)
+    assert theirs.clean and theirs.network == mine.network and theirs.genesis != genesis
+    pinned = audit(other, now=T0, genesis=genesis)
+    assert not pinned.clean and pinned.blocks_checked == 0
+    [problem] = pinned.problems
+    assert (problem.kind, problem.height) == ("genesis", 0)
+    assert (problem.expected, problem.found) == (genesis.hex(), theirs.genesis.hex())
+    validate_report(pinned)
+    # so with --since: the part before the old checkpoint is rebuilt from block 0 on
+    with Store(other / "ledger", create=False) as store:
+        old = store.checkpoint()
+    assert old is not None
+    since = audit(other, now=T0, genesis=genesis, since=SignedCheckpoint.from_text(old))
+    assert [(p.kind, p.height) for p in since.problems] == [("genesis", 0)]
+    # the command line: the hash shown, pinned, refused when it is no hash
+    r = CliRunner().invoke(ledger_app, ["audit", str(demo), "--workers", "0"],
+                           env={"COLUMNS": "160"})  # the hash on one line of the table
+    assert r.exit_code == 0 and re.search(f"genesis +│ {genesis.hex()}", r.output), r.output
+    r = CliRunner().invoke(ledger_app, ["audit", str(other), "--workers", "0", "--json",
+                                        "--genesis", genesis.hex().upper()])
+    assert r.exit_code == 1, r.output
+    assert json.loads(r.stdout)["first_broken"]["kind"] == "genesis"
+    r = CliRunner().invoke(ledger_app, ["audit", str(demo), "--genesis", "ab" * 31])
+    assert r.exit_code == 2 and "64 hex digits" in r.output, r.output
+
+
 def test_a_chain_no_final_checkpoint_covers_says_what_is_not_vouched_for(
         ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """Clean, since every block checks out, but the report says that no quorum vouches for the
