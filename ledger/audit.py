@@ -1510,11 +1510,19 @@ def _prechecked(records: Iterator[BlockRecord], replayer: Replayer,
 
 
 def _statement_body(report: AuditReport, auditor: PublicKey) -> dict[str, Any]:
-    return {"v": 1, "kind": "audit-statement", "network": report.network or "",
+    # v2 (ADR 70) names the chain itself: its genesis, its head and how much of it a final
+    # checkpoint covers. A v1 statement bound no block past its checkpoint, and nothing at all
+    # without one: another tail of the network with the same counts matched it.
+    head = report.head
+    return {"v": 2, "kind": "audit-statement", "network": report.network or "",
             "checkpoint": report.checkpoint or "", "report_sha256": report.digest(),
             "clean": report.clean, "blocks": report.blocks_checked,
             "txs": report.txs_checked, "audited_at": report.audited_at,
-            "auditor": auditor.raw}
+            "auditor": auditor.raw, "genesis": report.genesis or b"",
+            "head": b"" if head is None else head.hash,
+            "head_height": -1 if head is None else head.height,
+            "log_size": 0 if head is None else head.log_size,
+            "attested_size": report.attested_size}
 
 
 def sign_statement(report: AuditReport, auditor_key: PrivateKey) -> bytes:
@@ -1534,14 +1542,23 @@ def verify_statement(unverified: bytes, auditor_public: PublicKey) -> dict[str, 
     sig = f.bytes("sig", size=64)
     f.done()
     b = codec.Fields(body, "statement.statement")
-    b.version(1, "audit statement")
+    v = b.version(2, "audit statement")
     b.str("kind", choices=frozenset({"audit-statement"}))
-    out = {"network": b.str("network", max_len=64),
-           "checkpoint": b.str("checkpoint", max_len=1 << 14),
-           "report_sha256": b.bytes("report_sha256", size=32).hex(),
-           "clean": b.bool("clean"), "blocks": b.int("blocks", lo=0),
-           "txs": b.int("txs", lo=0), "audited_at": b.int("audited_at", lo=0)}
+    out: dict[str, Any] = {
+        "v": v, "network": b.str("network", max_len=64),
+        "checkpoint": b.str("checkpoint", max_len=1 << 14),
+        "report_sha256": b.bytes("report_sha256", size=32).hex(),
+        "clean": b.bool("clean"), "blocks": b.int("blocks", lo=0),
+        "txs": b.int("txs", lo=0), "audited_at": b.int("audited_at", lo=0)}
     auditor = b.bytes("auditor", size=32)
+    if v >= 2:  # the chain itself (ADR 70); a v1 statement names none of it
+        genesis, head = b.bytes("genesis", max_len=32), b.bytes("head", max_len=32)
+        if len(genesis) not in (0, 32) or len(head) not in (0, 32):
+            raise DecodeError("a genesis or head hash is 32 bytes (or none)", "statement")
+        out |= {"genesis": genesis.hex() or None, "head": head.hex() or None,
+                "head_height": b.int("head_height", lo=-1),
+                "log_size": b.int("log_size", lo=0),
+                "attested_size": b.int("attested_size", lo=0)}
     b.done()
     if auditor != auditor_public.raw:
         raise SignatureError(f"the statement names auditor public key {auditor.hex()}, not "

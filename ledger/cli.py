@@ -1377,11 +1377,15 @@ def statement(
     if as_json:
         print(json.dumps(said, sort_keys=True))
         return
+    chain = "" if said["v"] < 2 else (
+        f"; genesis {said['genesis'] or 'none'}, head {said['head'] or 'none'} (height "
+        f"{said['head_height']}, log size {said['log_size']}, {said['attested_size']} of it "
+        "attested by a final checkpoint)")
     out.print(Text(f"signed by the auditor key {said['auditor'][:16]}… (kid "
                    f"{said['auditor_kid'][:16]}): network {said['network']!r}, "
                    f"{said['blocks']} blocks and {said['txs']} transactions audited at "
                    f"{said['audited_at']}, {'CLEAN' if said['clean'] else 'NOT CLEAN'}; report "
-                   f"sha256 {said['report_sha256']}"), soft_wrap=True)
+                   f"sha256 {said['report_sha256']}{chain}"), soft_wrap=True)
     out.print(said["checkpoint"], markup=False, highlight=False, soft_wrap=True)
 
 

@@ -36,7 +36,7 @@ from ledger.chain import (
 )
 from ledger.checkpoint import Checkpoint, SignedCheckpoint
 from ledger.cli import ledger_app
-from ledger.errors import SignatureError
+from ledger.errors import DecodeError, SignatureError
 from ledger.finality import sign_checkpoint
 from ledger.keys import PrivateKey, load_private_key, save_private_key
 from ledger.network import Agency, status_tx
@@ -805,6 +805,40 @@ def test_signed_statement(demo: Path) -> None:
     tampered = blob[:i] + bytes([blob[i] ^ 1]) + blob[i + 1:]
     with pytest.raises(SignatureError):
         verify_statement(tampered, auditor.public)
+
+
+def test_a_statement_names_the_chain_it_vouches_for(demo: Path) -> None:
+    """A statement (v1) signed the network, the checkpoint and the counts: it bound no block
+    past the checkpoint, and nothing at all without one, so another tail of the network with
+    the same counts matched it. v2 signs the genesis, the head and the attested size; a v1
+    statement still verifies, saying none of them (ADR 70)."""
+    from ledger import codec
+
+    report = audit(demo, now=T0)
+    assert report.head is not None and report.genesis is not None
+    auditor = PrivateKey(b"\x11" * 32)
+    got = verify_statement(sign_statement(report, auditor), auditor.public)
+    assert (got["v"], got["genesis"], got["head"]) == (2, report.genesis.hex(),
+                                                       report.head.hash.hex())
+    assert (got["head_height"], got["log_size"], got["attested_size"]) == (
+        report.head.height, report.head.log_size, report.attested_size)
+    # another head under the same counts is another statement: its signature does not carry
+    body = codec.decode(sign_statement(report, auditor), max_size=1 << 16)
+    moved = {**body, "statement": {**body["statement"], "head": bytes(32)}}
+    with pytest.raises(SignatureError):
+        verify_statement(codec.encode(moved), auditor.public)
+    # a v1 statement (as written before) still verifies, naming no chain
+    old = {k: v for k, v in body["statement"].items()
+           if k not in ("genesis", "head", "head_height", "log_size", "attested_size")}
+    old["v"] = 1
+    v1 = codec.encode({"statement": old, "sig": auditor.sign("audit", codec.encode(old))})
+    said = verify_statement(v1, auditor.public)
+    assert said["v"] == 1 and "head" not in said and said["clean"] is True
+    # a hash of another length is malformed, not a statement about no chain
+    bad = {**body["statement"], "genesis": b"\x01" * 31}
+    with pytest.raises(DecodeError, match="32 bytes"):
+        verify_statement(codec.encode({"statement": bad, "sig": auditor.sign(
+            "audit", codec.encode(bad))}), auditor.public)
 
 
 def test_schema_rejects_a_bad_report(demo: Path) -> None:
