@@ -40,8 +40,9 @@ one replay of one leaf sequence.) From an archive the old part is parsed strictl
 file may change between the two reads.
 
 A report can be attested: :func:`sign_statement` signs (domain ``audit``) the latest verified
-checkpoint text and the SHA-256 of the report's canonical JSON (:meth:`AuditReport.digest`:
-``json.dumps(report.to_json(), sort_keys=True, separators=(",", ":"))`` in UTF-8).
+checkpoint text, the SHA-256 of the report's canonical JSON (:meth:`AuditReport.digest`:
+``json.dumps(report.to_json(), sort_keys=True, separators=(",", ":"))`` in UTF-8), and (v2,
+ADR 70) the genesis hash, the head and the attested size.
 
 Errors::
 
