@@ -567,9 +567,9 @@ def test_every_kept_file_written_by_a_newer_version_says_so() -> None:
         (lambda: Evidence.from_bytes(newer()), "approval evidence format 2"),
         (lambda: open_secret(newer(), b"pw", "credit", "credit.secret"), "key file format 2"),
         (lambda: Contents.from_bytes(encode({"v": 3})), "wallet contents format 3"),
-        (lambda: verify_statement(encode({"statement": {"v": 2, "kind": "audit-statement"},
+        (lambda: verify_statement(encode({"statement": {"v": 3, "kind": "audit-statement"},
                                           "sig": bytes(64)}), PrivateKey.generate().public),
-         "audit statement format 2"),
+         "audit statement format 3"),  # v2 since ADR 70
     ]
     for read, what in readers:
         with pytest.raises(LedgerError, match="upgrade to read it") as e:
