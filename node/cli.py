@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ledger.errors import KeyFileError, LedgerError
 from ledger.files import NOT_STDOUT, Terminated, run_cli, sigterm_raises, write_atomic
@@ -32,6 +33,13 @@ app = typer.Typer(help="Run and operate an agency's ledger node (node operators)
                   no_args_is_help=True, add_completion=False,
                   pretty_exceptions_show_locals=False)
 err = Console(stderr=True, soft_wrap=True)
+
+
+def _q(value: object) -> str:
+    """``value`` (an id, a path, an error that may quote input) as itself in a message written
+    with Rich markup: ``[/]`` or ``[old]`` in it would be read as a tag (a MarkupError
+    traceback, or the text dropped from what is said)."""
+    return escape(str(value))
 
 
 @app.command()
@@ -59,7 +67,7 @@ def demo(
         wallet_passphrase = (read_passphrase(env="WALLET_PASSPHRASE") if serve and given
                              else passphrase)
     except KeyFileError as e:  # before anything is built: the demo's wallet would not open
-        err.print(f"[red]error:[/] {e}")
+        err.print(f"[red]error:[/] {_q(e)}")
         raise typer.Exit(2) from e
     # Read once, as `ledger-node run` does: every process started from here on (the served
     # node's signature workers, multiprocessing's resource tracker) would otherwise hold both
@@ -73,11 +81,11 @@ def demo(
             return
         install_service(data, passphrase, clock=clock)
         wallet_path = data / "wallet.db"
-        err.print(f"\n[bold]demo wallet[/] {wallet_path}")
+        err.print(f"\n[bold]demo wallet[/] {_q(wallet_path)}")
         ids = seed_wallet(data, passphrase, wallet_path, wallet_passphrase, clock=clock)
         snapshot = write_snapshot(data, passphrase, clock=clock)
     except LedgerError as e:
-        err.print(f"[red]demo failed:[/] {e}")
+        err.print(f"[red]demo failed:[/] {_q(e)}")
         raise typer.Exit(1) from e
     _serve_demo(data, passphrase, port, wallet_path, ids[1], snapshot, own_wallet_pass=given)
 
@@ -129,20 +137,20 @@ def _serve_demo(data: Path, passphrase: bytes, port: int, wallet_path: Path,
 [bold]Try[/] (in another terminal, in this folder{path_hint})
   1. In /verify, ask for a [bold]residence[/] credential with district and age_over_65;
      save the request JSON the page shows as request.json.
-  2. {env} wallet present {residence_id[:12]} --request request.json --yes
+  2. {_q(env)} wallet present {residence_id[:12]} --request request.json --yes
      and paste the printed string into the page (or upload the PNG): VERIFIED.
-  3. {key_env}agency status --data {data} --agency civil \\
+  3. {key_env}agency status --data {_q(data)} --agency civil \\
        --credential-id {residence_id} --set revoked --node {url}
   4. Create a new request and present again: NOT VERIFIED, revoked.
-  5. {env} wallet apply elderly-allowance --node {url} --registry {snapshot} --yes
+  5. {_q(env)} wallet apply elderly-allowance --node {url} --registry {_q(snapshot)} --yes
      applies for the elderly allowance with only the claims its rule needs: approved, and
      the wallet keeps the approval credential.
   6. Copies that two desks cannot link (a holder key each):
-     {env} wallet holder-key --copies 3 --out k.json
+     {_q(env)} wallet holder-key --copies 3 --out k.json
      LEDGER_OPERATOR_TOKEN={token} agency issue --node {url} --agency civil \\
-       --type residence --claims {claims} --holder-jwk k-1.json --holder-jwk k-2.json \\
+       --type residence --claims {_q(claims)} --holder-jwk k-1.json --holder-jwk k-2.json \\
        --holder-jwk k-3.json --out r.bundle
-     {env} wallet receive r-1.bundle --registry {snapshot}   (and r-2, r-3)
+     {_q(env)} wallet receive r-1.bundle --registry {_q(snapshot)}   (and r-2, r-3)
      ledger request --audience https://desk-a.example --type residence --claim district \\
        --out a.json   (and desk-b, b.json), then wallet present ID --request a.json (and
      b.json) with ID one of the three: each desk sees another holder key (the first key is
@@ -179,7 +187,7 @@ def _ask_passphrase(what: str, *, confirm: bool) -> bytes:
         return read_passphrase(f"Passphrase {what} (or set {PASSPHRASE_ENV} or "
                            f"{PASSPHRASE_ENV}_FILE): ", confirm=confirm)
     except KeyFileError as e:
-        err.print(f"[red]error:[/] {e}")
+        err.print(f"[red]error:[/] {_q(e)}")
         raise typer.Exit(2) from e
 
 
@@ -267,7 +275,7 @@ def run(
         settings = Settings.from_toml(config, os.environ,
                                       {k: v for k, v in given.items() if v is not None})
     except ConfigError as e:
-        err.print(f"[red]bad config:[/] {e}")
+        err.print(f"[red]bad config:[/] {_q(e)}")
         raise typer.Exit(2) from e
     # From here on a SIGTERM still runs the clean-up: the ExitStack closes the node, then
     # removes the clear TLS key (its callbacks run last-in, first-out, each even if one fails).
@@ -293,7 +301,7 @@ def run(
                     check_hosts(settings.pki, settings.agency,
                                 {k: v for k, v in hosts.items() if k == "public_url"})
                 except LedgerError as e:
-                    err.print(f"[yellow]warning:[/] {e} (unless a proxy that reaches this "
+                    err.print(f"[yellow]warning:[/] {_q(e)} (unless a proxy that reaches this "
                               "node by another name serves public_url)")
                 check_hosts(settings.pki, settings.agency,
                             {k: v for k, v in hosts.items() if k != "public_url"})
@@ -310,16 +318,16 @@ def run(
             if runtime is not None and settings.pki is not None:
                 node.watch_certificates(settings.pki, settings.agency, runtime)
         except LedgerError as e:
-            err.print(f"[red]cannot open the node:[/] {e}")
+            err.print(f"[red]cannot open the node:[/] {_q(e)}")
             raise typer.Exit(1) from e
         configure_logging()
         try:
             app_ = create_app(settings, node=node)
         except LedgerError as e:  # the trust list (ADR 39)
-            err.print(f"[red]bad config:[/] {e}")
+            err.print(f"[red]bad config:[/] {_q(e)}")
             raise typer.Exit(2) from e
-        err.print(f"node [bold]{settings.agency}[/] of {node.network} ({settings.ordering} "
-                  f"ordering) on {settings.scheme}://{settings.host}:{settings.port}")
+        err.print(f"node [bold]{_q(settings.agency)}[/] of {_q(node.network)} ({settings.ordering} "
+                  f"ordering) on {settings.scheme}://{_q(settings.host)}:{settings.port}")
         _tune_gc()
         ssl: dict[str, str] = {}
         if settings.tls and runtime is not None:
@@ -342,7 +350,7 @@ def _startup_failure(host: str, port: int) -> Iterator[None]:
     except SystemExit as e:
         if e.code != 3:
             raise
-        err.print(f"[red]could not serve on {host}:{port}[/] (in use by another process? the "
+        err.print(f"[red]could not serve on {_q(host)}:{port}[/] (in use by another process? the "
                   "line above says why)")
         raise typer.Exit(1) from e
 
@@ -380,7 +388,7 @@ def init(
     try:
         Settings(data=data, agency=agency)
     except ConfigError as e:
-        err.print(f"[red]bad option:[/] {e}")
+        err.print(f"[red]bad option:[/] {_q(e)}")
         raise typer.Exit(2) from e
     if new_network is None and (founder or quorum != 1):
         err.print("[red]--founder and --quorum make a new network:[/] give --new-network ID "
@@ -390,29 +398,30 @@ def init(
         err.print(f"[red]--config-out:[/] {NOT_STDOUT}")
         raise typer.Exit(2)
     if config_out.is_dir() or (config_out.parent.exists() and not config_out.parent.is_dir()):
-        err.print(f"[red]cannot write {config_out}:[/] give a file path in a folder")
+        err.print(f"[red]cannot write {_q(config_out)}:[/] give a file path in a folder")
         raise typer.Exit(2)
     if new_network is not None:
         if config_out.exists() and not force:  # before anything is made: bad input changes nothing
-            err.print(f"[red]{config_out} exists;[/] pass --force to replace it")
+            err.print(f"[red]{_q(config_out)} exists;[/] pass --force to replace it")
             raise typer.Exit(2)
         _new_network(data, new_network, founder or [], quorum, agency)
     missing = [str(p) for p in (data / "ledger", data / "keys" / f"{agency}.issuer.key",
                                 data / "keys" / f"{agency}.node.key") if not p.exists()]
     if missing:
-        err.print(f"[red]not a node data folder for {agency!r}:[/] missing {', '.join(missing)}")
+        err.print(f"[red]not a node data folder for {_q(repr(agency))}:[/] missing "
+                  f"{_q(', '.join(missing))}")
         raise typer.Exit(2)
     try:
         with Store(data / "ledger", create=False) as store:
             registry = store.registry
             if registry is None or registry.agency(agency) is None:
-                err.print(f"[red]agency {agency!r} is not in this ledger's registry[/]")
+                err.print(f"[red]agency {_q(repr(agency))} is not in this ledger's registry[/]")
                 raise typer.Exit(2)
     except LedgerError as e:
-        err.print(f"[red]cannot read the ledger in {data}:[/] {e}")
+        err.print(f"[red]cannot read the ledger in {_q(data)}:[/] {_q(e)}")
         raise typer.Exit(1) from e
     if config_out.exists() and not force:
-        err.print(f"[red]{config_out} exists;[/] pass --force to replace it")
+        err.print(f"[red]{_q(config_out)} exists;[/] pass --force to replace it")
         raise typer.Exit(2)
     token = secrets.token_urlsafe(32)
     text = (f"# ledger-node config for {agency}; written by `ledger-node init`\n"
@@ -433,14 +442,14 @@ def init(
         config_out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(config_out, text.encode(), 0o600, overwrite=force)
     except FileExistsError:
-        err.print(f"[red]{config_out} was written meanwhile by another process;[/] it is not "
+        err.print(f"[red]{_q(config_out)} was written meanwhile by another process;[/] it is not "
                   "replaced (no operator token was made: pass --force to replace it)")
         raise typer.Exit(2) from None
     except OSError as e:
-        err.print(f"[red]cannot write {config_out}:[/] {e.strerror or e} (no operator token "
-                  "was made: run init again, without --new-network if it made the network)")
+        err.print(f"[red]cannot write {_q(config_out)}:[/] {_q(e.strerror or e)} (no operator "
+                  "token was made: run init again, without --new-network if it made the network)")
         raise typer.Exit(1) from e
-    err.print(f"wrote {config_out}")
+    err.print(f"wrote {_q(config_out)}")
     print(f"operator token (shown once; only its SHA-256 is stored): {token}")
 
 
@@ -464,20 +473,21 @@ def _new_network(data: Path, network: str, founders: list[str], quorum: int,
     for item in founders:
         aid, sep, name = item.partition("=")
         if not sep or not aid or not name:
-            err.print(f"[red]bad --founder {item!r}:[/] write ID=Name, e.g. edu=Education Bureau")
+            err.print(f"[red]bad --founder {_q(repr(item))}:[/] write ID=Name, e.g. "
+                      "edu=Education Bureau")
             raise typer.Exit(2)
         agencies.append(Agency(aid.strip(), name.strip(), PrivateKey.generate(),
                                PrivateKey.generate()))
     if agency not in {a.id for a in agencies}:
-        err.print(f"[red]--agency {agency!r} must be one of the --founder ids[/]")
+        err.print(f"[red]--agency {_q(repr(agency))} must be one of the --founder ids[/]")
         raise typer.Exit(2)
     if data.exists() and any(data.iterdir()):
-        err.print(f"[red]{data} is not empty:[/] a new network needs a new data folder")
+        err.print(f"[red]{_q(data)} is not empty:[/] a new network needs a new data folder")
         raise typer.Exit(2)
     try:
         genesis = genesis_tx(network, agencies, quorum, int(time.time()))
     except DecodeError as e:
-        err.print(f"[red]cannot make that genesis:[/] {e}")
+        err.print(f"[red]cannot make that genesis:[/] {_q(e)}")
         raise typer.Exit(2) from e
     passphrase = _ask_passphrase("for the new key files", confirm=True)
     made = not data.exists()
@@ -497,10 +507,10 @@ def _new_network(data: Path, network: str, founders: list[str], quorum: int,
         if not isinstance(e, (OSError, LedgerError)):
             raise
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        err.print(f"[red]cannot create the network in {data}:[/] {why}; nothing was kept")
+        err.print(f"[red]cannot create the network in {_q(data)}:[/] {_q(why)}; nothing was kept")
         raise typer.Exit(1) from e
-    err.print(f"new network [bold]{network}[/]: {len(agencies)} founders, quorum {quorum}; "
-              f"genesis {genesis.txid.hex()[:16]}…, keys in {data / 'keys'}")
+    err.print(f"new network [bold]{_q(network)}[/]: {len(agencies)} founders, quorum {quorum}; "
+              f"genesis {genesis.txid.hex()[:16]}…, keys in {_q(data / 'keys')}")
 
 
 pki_app = typer.Typer(help="The network's PKI: a CA, one certificate per agency (etcd peer and "
@@ -541,7 +551,7 @@ def _pki_step(what: str, step: Callable[[bytes, dt.datetime], str], *,
     except (LedgerError, OSError) as e:
         why = (f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.strerror
                else str(e))
-        err.print(f"[red]cannot {what}:[/] {why}")
+        err.print(f"[red]cannot {_q(what)}:[/] {_q(why)}")
         raise typer.Exit(1) from e
     err.print(said)
 
@@ -568,14 +578,14 @@ def pki_create(
     for given in host or []:
         name, sep, where = given.partition("=")
         if not sep or not where:
-            err.print(f"[red]--host {given!r}:[/] give AGENCY=HOST, e.g. "
+            err.print(f"[red]--host {_q(repr(given))}:[/] give AGENCY=HOST, e.g. "
                       "civil=ledger.civil.example")
             raise typer.Exit(2)
         hosts.setdefault(name, []).append(where)
 
     def step(passphrase: bytes, now: dt.datetime) -> str:
         create_pki(out, network, agency, passphrase, now=now, hosts=hosts)
-        return f"CA and {len(agency)} agency certificate(s) in {out} (keys encrypted)"
+        return f"CA and {len(agency)} agency certificate(s) in {_q(out)} (keys encrypted)"
 
     _pki_step("create the PKI", step, confirm=True)
 
@@ -589,8 +599,8 @@ def pki_add(pki: _PKI_FOLDER, agency: _PKI_AGENCY, host: _PKI_HOSTS = None) -> N
         ensure_crl(pki, passphrase, now=now)
         ensure_operator_cert(pki, passphrase, now=now)  # a PKI from before ADR 48
         cert = issue_agency_cert(pki, agency, passphrase, now=now, hosts=host or [])
-        return (f"certificate for {agency} in {pki / (agency + '.crt')} (key encrypted in "
-                f"{pki / (agency + '.key')}), valid until "
+        return (f"certificate for {agency} in {_q(pki / (agency + '.crt'))} (key encrypted "
+                f"in {_q(pki / (agency + '.key'))}), valid until "
                 f"{cert.not_valid_after_utc:%Y-%m-%d}" + _capped(cert, now))
 
     _pki_step(f"certify {agency}", step)
@@ -628,9 +638,9 @@ def pki_renew_ca(pki: _PKI_FOLDER) -> None:
     def step(passphrase: bytes, now: dt.datetime) -> str:
         cert = renew_ca(pki, passphrase, now=now)
         return (f"the network CA is valid until {cert.not_valid_after_utc:%Y-%m-%d} "
-                f"({pki / 'ca.crt'}; the old one kept in {pki / 'superseded'}): copy ca.crt "
-                "and crl.pem (valid as long now) to every agency's PKI folder and restart "
-                "their etcd members and nodes one at a time")
+                f"({_q(pki / 'ca.crt')}; the old one kept in {_q(pki / 'superseded')}): copy "
+                "ca.crt and crl.pem (valid as long now) to every agency's PKI folder and "
+                "restart their etcd members and nodes one at a time")
 
     _pki_step("renew the network CA", step)
 
@@ -648,7 +658,8 @@ def pki_revoke(pki: _PKI_FOLDER, agency: _PKI_AGENCY) -> None:
         ensure_crl(pki, passphrase, now=now)
         ensure_operator_cert(pki, passphrase, now=now)  # a PKI from before ADR 48
         cert = revoke_agency_cert(pki, agency, passphrase, now=now)
-        return (f"{agency}'s certificate {cert.serial_number:040x} is revoked in {pki / 'crl.pem'}"
+        return (f"{agency}'s certificate {cert.serial_number:040x} is revoked in "
+                f"{_q(pki / 'crl.pem')}"
                 "; copy that file to every agency's PKI folder")
 
     _pki_step(f"revoke {agency}'s certificate", step)
@@ -663,7 +674,7 @@ def pki_list(pki: Annotated[Path, typer.Option("--pki", help="The PKI folder.")]
     try:
         certs = list_certificates(pki)
     except LedgerError as e:
-        err.print(f"[red]cannot read the PKI:[/] {e}")
+        err.print(f"[red]cannot read the PKI:[/] {_q(e)}")
         raise typer.Exit(1) from e
     now = dt.datetime.now(dt.UTC)
     for c in certs:
@@ -692,7 +703,7 @@ def _etcd_step(what: str, pki: Path, endpoint: str,
 
     scheme, _, target = endpoint.partition("://")
     if scheme != "https" or not target:
-        err.print(f"[red]bad --endpoint {endpoint!r}:[/] give a member's client URL, "
+        err.print(f"[red]bad --endpoint {_q(repr(endpoint))}:[/] give a member's client URL, "
                   "https://host:port")
         raise typer.Exit(2)
     _pki_step(what, lambda passphrase, _: step(
@@ -747,7 +758,7 @@ def etcd_rejoin(pki: _PKI_FOLDER, endpoint: _ETCD_URL, agency: _PKI_AGENCY,
     --initial-cluster-state existing: it copies the others' data; its node catches up."""
     scheme, _, target = peer_url.partition("://")
     if scheme != "https" or not target:
-        err.print(f"[red]bad --peer-url {peer_url!r}:[/] give the member's peer URL, "
+        err.print(f"[red]bad --peer-url {_q(repr(peer_url))}:[/] give the member's peer URL, "
                   "https://host:port")
         raise typer.Exit(2)
 
@@ -780,7 +791,7 @@ def _write_sealed(out_file: Path, secret: bytes, passphrase: bytes, label: str,
     try:
         write_atomic(out_file, seal_secret(secret, passphrase, label), 0o600, overwrite=force)
     except OSError as e:
-        err.print(f"[red]error:[/] cannot write {out_file}: {e.strerror or e}")
+        err.print(f"[red]error:[/] cannot write {_q(out_file)}: {_q(e.strerror or e)}")
         raise typer.Exit(1) from e
 
 
@@ -811,7 +822,7 @@ def credit_secret(
         err.print(f"[red]error:[/] --out: {NOT_STDOUT}")
         raise typer.Exit(2)
     if out_file.exists() and not force:
-        err.print(f"[red]error:[/] {out_file} exists: a network keeps one credit secret (a "
+        err.print(f"[red]error:[/] {_q(out_file)} exists: a network keeps one credit secret (a "
                   "new one would give every credit subject a new pseudonym); add --force to "
                   "replace it")
         raise typer.Exit(2)
@@ -821,16 +832,16 @@ def credit_secret(
                                   env="LEDGER_FROM_PASSPHRASE")
             secret = read_credit_secret(from_file, old)
         except KeyFileError as e:
-            err.print(f"[red]error:[/] {e}")
+            err.print(f"[red]error:[/] {_q(e)}")
             raise typer.Exit(1) from e
         if secret is None:
-            err.print(f"[red]error:[/] cannot read {from_file}")
+            err.print(f"[red]error:[/] cannot read {_q(from_file)}")
             raise typer.Exit(2)
     else:
         secret = secrets.token_bytes(32)
     passphrase = _ask_passphrase("for this agency's keys", confirm=from_file is None)
     _write_sealed(out_file, secret, passphrase, CREDIT_SECRET, force)
-    err.print(f"credit secret {'sealed again' if from_file else 'made'} → {out_file} (0600); "
+    err.print(f"credit secret {'sealed again' if from_file else 'made'} → {_q(out_file)} (0600); "
               "restart the node to use it")
 
 
@@ -865,26 +876,26 @@ def evidence_key(
         raise typer.Exit(2)
     source = data / "keys" / EVIDENCE_KEY_FILE
     if not source.exists():
-        err.print(f"[red]error:[/] {source} does not exist: a node makes its evidence key at "
+        err.print(f"[red]error:[/] {_q(source)} does not exist: a node makes its evidence key at "
                   "its first start (give the node's data folder)")
         raise typer.Exit(2)
     if out_file.exists() and not force:
-        err.print(f"[red]error:[/] {out_file} exists; add --force to replace it")
+        err.print(f"[red]error:[/] {_q(out_file)} exists; add --force to replace it")
         raise typer.Exit(2)
     try:
         key = read_evidence_key(source, _ask_passphrase("of the agency's keys", confirm=False))
     except KeyFileError as e:
-        err.print(f"[red]error:[/] {e}")
+        err.print(f"[red]error:[/] {_q(e)}")
         raise typer.Exit(1) from e
     try:
         passphrase = read_passphrase("Passphrase for the auditor's copy (or set "
                                      f"{EVIDENCE_PASSPHRASE_ENV}): ", confirm=True,
                                      env=EVIDENCE_PASSPHRASE_ENV)
     except KeyFileError as e:
-        err.print(f"[red]error:[/] {e}")
+        err.print(f"[red]error:[/] {_q(e)}")
         raise typer.Exit(2) from e
     _write_sealed(out_file, key, passphrase, EVIDENCE_KEY, force)
-    err.print(f"evidence key copied → {out_file} (0600), under the auditor's passphrase")
+    err.print(f"evidence key copied → {_q(out_file)} (0600), under the auditor's passphrase")
 
 
 @app.command()
@@ -917,31 +928,32 @@ def cluster(
         net = LocalCluster(data, passphrase)
         live = len(net.members) - len(net.removed)
         if live != agencies:
-            err.print(f"[yellow]{data} holds a {live}-agency cluster;[/] starting that one")
+            err.print(f"[yellow]{_q(data)} holds a {live}-agency cluster;[/] starting that one")
         # its certificates and configs name them: said when another was asked for
         if base_port is not None and int(net.meta["base_port"]) != base_port:
-            err.print(f"[yellow]{data} holds a cluster on base port {net.meta['base_port']};[/] "
+            err.print(f"[yellow]{_q(data)} holds a cluster on base port "
+                      f"{net.meta['base_port']};[/] "
                       "starting it there (--base-port is for a new folder)")
         net.start()
     except LedgerError as e:
-        err.print(f"[red]cluster failed:[/] {e}")
+        err.print(f"[red]cluster failed:[/] {_q(e)}")
         raise typer.Exit(1) from e
     stop = threading.Event()
     lost = False
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         for agency in net.rejoined:
-            err.print(f"[yellow]{agency}'s etcd data folder was gone:[/] its member rejoined "
+            err.print(f"[yellow]{_q(agency)}'s etcd data folder was gone:[/] its member rejoined "
                       "the others as a new member and copied their data")
         for m in net.members:
             if m.agency in net.removed:
                 err.print(f"  {m.agency:10} taken out (certificate revoked)")
                 continue
             h = net.health(m.agency) or {}
-            err.print(f"  {m.agency:10} node {m.url}  etcd {m.client_url}  height "
+            err.print(f"  {m.agency:10} node {_q(m.url)}  etcd {_q(m.client_url)}  height "
                       f"{h.get('height')}")
-        err.print(f"CA certificate: {net.ca}   logs: {data / 'logs'}   operator token: "
-                  f"{data / 'operator.token'} (0600)")
+        err.print(f"CA certificate: {_q(net.ca)}   logs: {_q(data / 'logs')}   operator token: "
+                  f"{_q(data / 'operator.token')} (0600)")
         if not once:
             err.print("running; Ctrl-C stops every process")
             while not stop.wait(0.5):
@@ -962,8 +974,8 @@ def _report_exits(net: LocalCluster) -> bool:
     from outside); False once no node is left running."""
     for agency, what, code, log in net.exited():
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
-        err.print(f"[yellow]{agency}'s {what} stopped ({how}); the others keep running; see "
-                  f"{log}[/]")
+        err.print(f"[yellow]{_q(agency)}'s {_q(what)} stopped ({how}); the others keep running; "
+                  f"see {_q(log)}[/]")
     if any(net.running(m.agency) for m in net.members):
         return True
     err.print("[red]no node is running any more; stopping the cluster[/]")

@@ -340,3 +340,28 @@ def test_the_served_demo_names_the_passphrase_its_wallet_has() -> None:
     assert "demo-only" not in passphrase_hint(demo_keys=False, own_wallet_pass=True)
     assert "both passphrases: demo-only-not-secret" in passphrase_hint(True, False)
     assert "demo-only" not in passphrase_hint(demo_keys=False, own_wallet_pass=False)
+
+
+@pytest.mark.parametrize(("args", "shown"), [
+    # an agency id is checked, and refused, quoting what was given
+    (["init", "--data", "{tmp}/d", "--agency", "a[/]"], "a[/]"),
+    (["init", "--data", "{tmp}/d", "--agency", "edu", "--new-network", "n",
+      "--founder", "edu=Education", "--founder", "civil[/b]"], "civil[/b]"),
+    # a folder name that looks like markup: said as it is, not dropped from the message
+    (["init", "--data", "{tmp}/data[old]", "--agency", "edu"], "data[old]/ledger"),
+    (["pki", "add", "--pki", "{tmp}/pki[/]", "--agency", "edu"], "pki[/]/ca.crt"),
+    (["pki", "list", "--pki", "{tmp}/pki[bold]"], "pki[bold]"),
+])
+def test_node_messages_quote_input_that_looks_like_markup(tmp_path: Path, args: list[str],
+                                                          shown: str) -> None:
+    """Messages are written with Rich markup; an id, a path or an error quoting one was put
+    into them as markup too, so ``[/]`` ended in a MarkupError traceback and ``[old]`` was
+    dropped from the path said. Bad input is one line that says it as given, exit 1 or 2."""
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw", "COLUMNS": "300"}
+    r = subprocess.run([str(BIN / "ledger-node"), *(a.format(tmp=tmp_path) for a in args)],
+                       capture_output=True, text=True, env=env, timeout=120, check=False,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode in (1, 2), r.stderr
+    assert "Traceback" not in r.stderr and "MarkupError" not in r.stderr, r.stderr
+    assert shown in r.stderr, r.stderr
+    assert not (tmp_path / "d").exists()
