@@ -213,9 +213,9 @@ def head(data: DataArg,
                 out.print(f"{name}: {value}", markup=False, highlight=False)
             if text:
                 out.print(text.decode(), markup=False, highlight=False, soft_wrap=True)
-            out.print(f"[red]checkpoint not final:[/] {problem}" if problem else
-                      f"checkpoint final, signed by {', '.join(final)}" if text else
-                      "no checkpoint stored yet (a genesis alone has none)")
+            out.print(Text(f"checkpoint not final: {problem}", style="red") if problem else
+                      Text(f"checkpoint final, signed by {', '.join(final)}") if text else
+                      Text("no checkpoint stored yet (a genesis alone has none)"))
         if problem:
             raise typer.Exit(1)
 
@@ -240,7 +240,7 @@ def prove(data: DataArg,
             root = store.root_at(n)
             merkle.verify_inclusion(merkle.leaf_hash(store.entry(index)), index, n, proof, root)
         except LedgerError as e:
-            err.print(f"[red]{e}[/]")
+            err.print(Text(str(e), style="red"), soft_wrap=True)
             raise typer.Exit(1) from e
         print(json.dumps({"index": index, "size": n, "root": root.hex(),
                           "proof": [h.hex() for h in proof], "verified": True}, indent=2))
@@ -602,8 +602,8 @@ def new_request(
     body = {"nonce": secrets.token_urlsafe(16), "audience": audience, "type": credential_type,
             "claims": with_implied_claims(credential_type, claim or [])}
     if added := [c for c in body["claims"] if c not in (claim or [])]:
-        err.print(f"also asking for {', '.join(added)}: a {credential_type!r} credential means "
-                  "nothing without them")
+        err.print(Text(f"also asking for {', '.join(added)}: a {credential_type!r} credential "
+                       "means nothing without them"), soft_wrap=True)
     try:
         Request.from_json(body)
     except DecodeError as e:
@@ -621,8 +621,8 @@ def new_request(
     except OSError as e:
         _fail(f"cannot write {out_file}: {e.strerror or e}")
     n = len(body["claims"])
-    err.print(f"request for {credential_type!r} ({n} claim{'' if n == 1 else 's'}) in {out_file}; "
-              f"nonce {body['nonce']}")
+    err.print(Text(f"request for {credential_type!r} ({n} claim{'' if n == 1 else 's'}) in "
+                   f"{out_file}; nonce {body['nonce']}"), soft_wrap=True)
 
 
 @ledger_app.command()

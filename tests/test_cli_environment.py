@@ -192,3 +192,17 @@ def test_a_served_demo_whose_wallet_passphrase_file_is_missing_stops_before_it_b
     assert r.returncode == 2, r.stderr
     assert "WALLET_PASSPHRASE_FILE: cannot read" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_request_file_named_like_markup_is_said_as_named(tmp_path: Path) -> None:
+    """``ledger request --out 'r[bold].json'`` wrote r[bold].json and said "in r.json": the
+    path went into a message as Rich markup (``[/]`` in a folder's name: a traceback after the
+    file was written)."""
+    (tmp_path / "in[/]").mkdir(parents=True)  # a folder "in[" holding "]"
+    for out in ("r[bold].json", "in[/]/r.json"):
+        r = _run("ledger", "request", "--type", "residence", "--claim", "district", "--audience",
+                 "https://desk.example", "--out", out, env={**os.environ, "COLUMNS": "300"},
+                 cwd=tmp_path)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        assert f"in {out};" in r.stderr, r.stderr
+        assert (tmp_path / out).exists()
