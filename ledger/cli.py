@@ -2387,6 +2387,11 @@ def _signer_key(data: Path, agency: str, view: _GovView) -> PrivateKey:
     if not path.is_file():
         _fail(f"no issuer key of {agency!r} in {path.parent} (expected {path.name})")
     key = _load_key(path, _passphrase())
+    owner = view.owners.get(key.kid)
+    if owner is not None and owner != agency:
+        # said as --agency's signature, counted by the ledger as the owner's
+        _fail(f"{path.name} holds the issuer key of {owner!r}, not of {agency!r}: nothing "
+              "signed (put that agency's own key file in its place)")
     if key.kid not in view.may_sign:
         _fail(f"{path.name} is not a current issuer key of a member agency on "
               f"{view.network!r}: its signature would not count")

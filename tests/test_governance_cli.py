@@ -669,3 +669,30 @@ def test_rule_text_is_held_to_what_a_claim_may_hold() -> None:
         "reason": "not_resident"}])).startswith(
         f"rule.clauses[{len(RULES['elderly-allowance']['clauses'])}].when is not in "
         "Unicode's composed form (NFC)")
+
+
+def test_a_key_file_of_another_agency_signs_for_no_one_it_does_not_belong_to(
+        demo: Path, tmp_path: Path) -> None:
+    """``--agency civil`` with edu's issuer key in civil.issuer.key (a copied or misnamed file
+    in a folder holding several agencies' keys) proposed and cosigned, saying "signed by civil",
+    while the signature was edu's: civil's operator believed civil had signed, and a later
+    ``cosign --agency edu`` said edu had signed already. Refused, naming whose key it is, and
+    nothing written."""
+    keys = demo / "keys"
+    (keys / "civil.issuer.key").write_bytes((keys / "edu.issuer.key").read_bytes())
+    args = tmp_path / "quorum.json"
+    args.write_text(json.dumps({"quorum": 2}))
+    prop = tmp_path / "q.prop"
+    r = agency("propose", "set_quorum", "--args", str(args), "--data", str(demo), "--agency",
+               "civil", "--out", str(prop))
+    assert r.returncode == 1, r.stdout
+    assert "civil.issuer.key holds the issuer key of 'edu', not of 'civil'" in r.stderr, r.stderr
+    assert not prop.exists()
+
+    r = agency("propose", "set_quorum", "--args", str(args), "--data", str(demo), "--agency",
+               "market", "--out", str(prop))
+    assert r.returncode == 0, r.stderr
+    before = prop.read_bytes()
+    r = agency("cosign", str(prop), "--data", str(demo), "--agency", "civil", "--yes")
+    assert r.returncode == 1 and "holds the issuer key of 'edu'" in r.stderr, r.stdout
+    assert prop.read_bytes() == before
