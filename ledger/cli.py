@@ -2295,6 +2295,8 @@ class _GovView:
     owners: dict[bytes, str]
     may_sign: frozenset[bytes]
     """Issuer keys of current agencies, valid now: the keys whose signatures count."""
+    roles: dict[bytes, str]
+    """Each key's role (node or issuer), by key id."""
 
 
 def _gov_view(data: Path | None, node: str | None) -> _GovView:
@@ -2313,7 +2315,8 @@ def _gov_view(data: Path | None, node: str | None) -> _GovView:
                 frozenset(bytes.fromhex(k["kid"]) for k in keys
                           if k["role"] == "issuer" and k["agency"] in current
                           and k["valid_from"] <= now
-                          and (k["invalid_from"] is None or now < k["invalid_from"])))
+                          and (k["invalid_from"] is None or now < k["invalid_from"])),
+                {bytes.fromhex(k["kid"]): k["role"] for k in keys})
         except (AttributeError, KeyError, TypeError, ValueError, LedgerError) as e:
             _fail(f"{node} did not answer like a ledger node: {e!r}")
     if data is None:
@@ -2326,7 +2329,8 @@ def _gov_view(data: Path | None, node: str | None) -> _GovView:
         return _GovView(reg.network, reg.quorum, reg.gov_seq, dict(reg.public_keys), owners,
                         frozenset(kid for kid, a in owners.items()
                                   if reg.key_valid(kid, now, "issuer")
-                                  and reg.agency_current(a, now)))
+                                  and reg.agency_current(a, now)),
+                        {kid: k["role"] for a in reg.agencies() for kid, k in reg.keys_of(a)})
 
 
 def _read_proposal(path: Path, view: _GovView) -> tuple[Tx, list[Signer]]:
@@ -2401,6 +2405,12 @@ def _signer_key(data: Path, agency: str, view: _GovView) -> PrivateKey:
 def _show_proposal(tx: Tx, found: list[Signer], view: _GovView) -> None:
     for line in describe(tx):
         out.print(Text(printable(line)), soft_wrap=True)
+    if tx.body["action"] == "invalidate_key":  # 64 hex digits say nothing to a person
+        kid = tx.body["args"]["kid"]
+        owner = view.owners.get(kid)
+        out.print(Text(f"  kid is the {view.roles[kid]} key of {owner!r}" if owner is not None
+                       else "  kid is no key the registry knows (the ledger refuses it)"),
+                  soft_wrap=True)
     names = ", ".join(s.agency or s.kid.hex()[:16] for s in found)
     out.print(Text(f"signed by {len(_counted(found, view))} of the {view.quorum} agencies needed"
                    f" ({names})"), soft_wrap=True)

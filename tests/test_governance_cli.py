@@ -696,3 +696,25 @@ def test_a_key_file_of_another_agency_signs_for_no_one_it_does_not_belong_to(
     r = agency("cosign", str(prop), "--data", str(demo), "--agency", "civil", "--yes")
     assert r.returncode == 1 and "holds the issuer key of 'edu'" in r.stderr, r.stdout
     assert prop.read_bytes() == before
+
+
+def test_an_invalidation_names_whose_key_it_shuts_out(demo: Path, tmp_path: Path) -> None:
+    """An invalidate_key proposal showed its key only as 64 hex digits: an agency asked to
+    cosign could not see that the key was, say, its own issuer key. Proposer and cosigner are
+    told whose key, and which, it is (or that the registry knows no such key)."""
+    civil = load_private_key(demo / "keys" / "civil.node.key", PASS)
+    args = tmp_path / "invalidate.json"
+    args.write_text(json.dumps({"kid": civil.kid.hex(), "from": int(time.time())}))
+    prop = tmp_path / "invalidate.prop"
+    r = agency("propose", "invalidate_key", "--args", str(args), "--data", str(demo),
+               "--agency", "edu", "--out", str(prop))
+    assert r.returncode == 0, r.stderr
+    assert "  kid is the node key of 'civil'" in r.stdout, r.stdout
+    r = agency("cosign", str(prop), "--data", str(demo), "--agency", "market")  # no answer
+    assert r.returncode == 1 and "  kid is the node key of 'civil'" in r.stdout, r.stdout
+
+    args.write_text(json.dumps({"kid": "ab" * 32, "from": int(time.time())}))
+    r = agency("propose", "invalidate_key", "--args", str(args), "--data", str(demo),
+               "--agency", "edu", "--out", str(prop), "--force")
+    assert r.returncode == 0, r.stderr
+    assert "kid is no key the registry knows" in r.stdout, r.stdout
