@@ -2280,8 +2280,12 @@ def _submit_to_node(node: str, tx: Tx) -> dict[str, Any]:
 # -- agency: governance proposals, signed agency by agency (ADR 36) ---------------------------
 
 NodeOpt = Annotated[str | None, typer.Option(
-    "--node", help="URL of a running node of the network: read the registry from it (and submit "
-                   "to it) instead of opening the store in --data, which a running node holds.")]
+    "--node", help="URL of a running node of the network: read the registry from it instead of "
+                   "opening the store in --data, which a running node holds (the agency's key "
+                   "file is still read from --data's keys/).")]
+SubmitNodeOpt = Annotated[str | None, typer.Option(
+    "--node", help="URL of a running node of the network: read the registry from it and submit "
+                   "to it, instead of committing in --data, whose store a running node holds.")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -2556,7 +2560,7 @@ def submit(
         "--data", exists=True, file_okay=False,
         help="The node's data folder: commit in this process (embedded mode, no node "
              "running), its node keys co-signing the checkpoint.")] = None,
-    node: NodeOpt = None,
+    node: SubmitNodeOpt = None,
     as_json: AsJson = False,
 ) -> None:
     """Commit a governance proposal that the quorum has signed."""

@@ -718,3 +718,18 @@ def test_an_invalidation_names_whose_key_it_shuts_out(demo: Path, tmp_path: Path
                "--agency", "edu", "--out", str(prop), "--force")
     assert r.returncode == 0, r.stderr
     assert "kid is no key the registry knows" in r.stdout, r.stdout
+
+
+def test_node_option_help_says_what_each_command_does_with_the_node() -> None:
+    """``agency propose --help`` and ``cosign --help`` said --node reads the registry "(and
+    submit to it)": neither submits anything, and each still reads its key from --data."""
+    from typer.testing import CliRunner
+
+    from ledger.cli import agency_app
+
+    for command, submits in (("propose", False), ("cosign", False), ("submit", True)):
+        r = CliRunner().invoke(agency_app, [command, "--help"], env={"COLUMNS": "400"})
+        assert r.exit_code == 0, r.output
+        said = " ".join(r.output.replace("│", " ").split())
+        assert ("submit to it" in said) == submits, (command, said)
+        assert ("key file is still read from --data" in said) != submits, (command, said)
