@@ -247,6 +247,11 @@ def _ca(folder: Path, passphrase: bytes) -> tuple[x509.Certificate,
     ca_key = _load_key(folder / "ca.key", passphrase)
     if _spki(ca_key.public_key()) != _spki(ca_cert.public_key()):
         raise PkiError(f"{folder / 'ca.key'} is not the key of {folder / 'ca.crt'}")
+    if (folder / "ca.key").read_bytes().startswith(b"-----BEGIN"):
+        # A CA key written before ADR 46: PEM with PBKDF2 at 2,048 rounds, under the
+        # passphrase of the Argon2id key files, the cheap way to guess it. No command rewrote
+        # it (renew-ca keeps the key file): sealed as key files are, once it has opened.
+        write_atomic(folder / "ca.key", _key_bytes(ca_key, passphrase), 0o600)
     return ca_cert, ca_key
 
 

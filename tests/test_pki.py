@@ -1248,3 +1248,31 @@ def test_a_stale_runtime_folder_of_another_user_is_left_alone(tmp_path: Path) ->
     assert sweep_stale_runtimes(tmp_path, "civil") == [folders["mine"]]
     assert not folders["mine"].exists()
     assert (folders["theirs"] / "civil.key").read_bytes() == b"a clear key"
+
+
+def test_a_pem_ca_key_from_before_is_sealed_at_its_next_use(tmp_path: Path) -> None:
+    """A CA key written before ADR 46 (PEM, PBKDF2 at 2,048 rounds, under the passphrase the
+    Argon2id key files share) was read and kept as it was by every command, renew-ca too: the
+    cheap file ADR 46 names as the way to guess the passphrase stayed for good. The first
+    command that opens it seals it as key files are."""
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil"], b"pw", now=NOW)
+    key_file = pki / "ca.key"
+    der = open_secret(key_file.read_bytes(), b"pw", "tls-key", key_file)
+    old = serialization.load_der_private_key(der, None)
+    assert isinstance(old, ec.EllipticCurvePrivateKey)
+    key_file.write_bytes(old.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.BestAvailableEncryption(b"pw")))
+    with pytest.raises(PkiError, match="wrong passphrase"):
+        issue_agency_cert(pki, "edu", b"nope", now=NOW)
+    assert key_file.read_bytes().startswith(b"-----BEGIN")  # not opened: left as it was
+    issue_agency_cert(pki, "edu", b"pw", now=NOW)
+    assert not key_file.read_bytes().startswith(b"-----BEGIN")
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    new = serialization.load_der_private_key(
+        open_secret(key_file.read_bytes(), b"pw", "tls-key", key_file), None)
+    assert isinstance(new, ec.EllipticCurvePrivateKey)
+    assert new.private_numbers() == old.private_numbers()  # the same CA key
+    edu = x509.load_pem_x509_certificate((pki / "edu.crt").read_bytes())
+    edu.verify_directly_issued_by(x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes()))
