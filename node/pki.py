@@ -134,6 +134,9 @@ def create_pki(folder: Path, network: str, agencies: Iterable[str], passphrase: 
         raise PkiError(f"{folder} is not empty: a new PKI needs a new folder")
     if not passphrase:
         raise PkiError("an empty passphrase cannot protect the CA key")
+    if not _NETWORK.fullmatch(network):
+        raise PkiError(f"network id {network!r}: a ledger's network id is 1 to 64 lower-case "
+                       "letters, digits, '.', '_' and '-', starting with a letter or digit")
     agencies = list(agencies)
     for agency in agencies:
         _check_id(agency)
@@ -147,7 +150,9 @@ def create_pki(folder: Path, network: str, agencies: Iterable[str], passphrase: 
         _sans(agency, (hosts or {}).get(agency, ()))  # every host checked before any file
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = _ca_cert(key, _name(f"{network} ledger CA"), now)
+    # a common name holds 64 characters at most: a network id of 55 or more is the name alone
+    common = f"{network} ledger CA"
+    cert = _ca_cert(key, _name(common if len(common) <= _MAX_COMMON else network), now)
     _write(folder / "ca.key", _key_bytes(key, passphrase), 0o600)
     _write(folder / "ca.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
     _write_crl(folder, cert, key, [], now)
@@ -458,6 +463,9 @@ def list_certificates(folder: Path) -> list[CertInfo]:
 
 
 _ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # as node.config's agency ids
+_NETWORK = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # as the ledger's identifiers (ledger.tx)
+_MAX_COMMON = 64
+"""Characters an X.509 common name holds at most (RFC 5280's ub-common-name)."""
 
 
 def _check_id(agency: str) -> None:

@@ -1276,3 +1276,22 @@ def test_a_pem_ca_key_from_before_is_sealed_at_its_next_use(tmp_path: Path) -> N
     assert new.private_numbers() == old.private_numbers()  # the same CA key
     edu = x509.load_pem_x509_certificate((pki / "edu.crt").read_bytes())
     edu.verify_directly_issued_by(x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes()))
+
+
+def test_the_network_id_is_checked_and_the_longest_one_fits_the_ca_name(tmp_path: Path) -> None:
+    """The CA's common name was "<network> ledger CA", which X.509 caps at 64 characters: a
+    network id of 55 to 64 characters (valid on the ledger) ended ``pki create`` in a
+    ValueError traceback, after making the folder; an id no ledger could have (``x/y``, ``""``)
+    was taken. A bad id is refused before anything is written; the longest one fits."""
+    longest = "n" * 64
+    create_pki(tmp_path / "long", longest, ["civil"], b"pw", now=NOW)
+    ca = x509.load_pem_x509_certificate((tmp_path / "long" / "ca.crt").read_bytes())
+    assert ca.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == longest
+    create_pki(tmp_path / "short", "district-7", ["civil"], b"pw", now=NOW)
+    short = x509.load_pem_x509_certificate((tmp_path / "short" / "ca.crt").read_bytes())
+    assert short.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == \
+        "district-7 ledger CA"
+    for bad in ("", "x/y", "Upper", "n" * 65):
+        with pytest.raises(PkiError, match="network id"):
+            create_pki(tmp_path / "bad", bad, ["civil"], b"pw", now=NOW)
+        assert not (tmp_path / "bad").exists()
