@@ -923,8 +923,9 @@ def cluster(
                                  confirm=not (data / "cluster.toml").exists())
     try:
         if not (data / "cluster.toml").exists():
-            new_cluster_ports_free(agencies, base_port or 8100)  # before anything is written
-            create_cluster(data, agencies, passphrase, base_port=base_port or 8100)
+            base = 8100 if base_port is None else base_port  # 0 is a port asked, not none
+            new_cluster_ports_free(agencies, base)  # before anything is written
+            create_cluster(data, agencies, passphrase, base_port=base)
         net = LocalCluster(data, passphrase)
         live = len(net.members) - len(net.removed)
         if live != agencies:

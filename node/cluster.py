@@ -140,7 +140,17 @@ def new_cluster_ports_free(n: int, base_port: int) -> None:
     """Raise ClusterError if a new ``n``-agency cluster on ``base_port`` could not start
     (checked before its folder is made: a refused start leaves nothing behind)."""
     if 1 <= n <= len(AGENCY_NAMES):
+        _check_base_port(n, base_port)
         check_ports_free(_members(list(AGENCY_NAMES)[:n], base_port))
+
+
+def _check_base_port(n: int, base_port: int) -> None:
+    """ClusterError unless every port of ``n`` agencies from ``base_port`` (base+i to
+    base+200+i) is a port: one past 65535 ended in an OverflowError traceback."""
+    top = 65535 - 200 - (n - 1)
+    if not 1 <= base_port <= top:
+        raise ClusterError(f"--base-port {base_port}: {n} agencies use ports base to "
+                           f"base+{200 + n - 1}, so give 1 to {top}")
 
 
 def create_cluster(folder: Path, n: int, passphrase: bytes, *, network: str = "district-local",
@@ -149,6 +159,7 @@ def create_cluster(folder: Path, n: int, passphrase: bytes, *, network: str = "d
     """Create a new N-agency network in ``folder`` (which must be new or empty)."""
     if not 1 <= n <= len(AGENCY_NAMES):
         raise ClusterError(f"--agencies must be 1..{len(AGENCY_NAMES)}, got {n}")
+    _check_base_port(n, base_port)
     if folder.exists() and any(folder.iterdir()):
         raise ClusterError(f"{folder} is not empty: a new cluster needs a new folder")
     t = int(_time.time()) if now is None else now

@@ -365,3 +365,17 @@ def test_node_messages_quote_input_that_looks_like_markup(tmp_path: Path, args: 
     assert "Traceback" not in r.stderr and "MarkupError" not in r.stderr, r.stderr
     assert shown in r.stderr, r.stderr
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("base", ["70000", "65400", "0"])
+def test_a_cluster_base_port_past_the_last_port_is_one_line(tmp_path: Path, base: str) -> None:
+    """``ledger-node cluster --base-port 70000`` (or 65400: its etcd peers past 65535) ended
+    in an OverflowError traceback from bind(); refused in one line, nothing made."""
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw", "COLUMNS": "300"}
+    r = subprocess.run([str(BIN / "ledger-node"), "cluster", "--data", str(tmp_path / "c"),
+                        "--base-port", base, "--once"], capture_output=True, text=True,
+                       env=env, timeout=120, check=False, stdin=subprocess.DEVNULL)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"--base-port {base}: 3 agencies use ports base to base+202, so give 1 to 65333" \
+        in r.stderr, r.stderr
+    assert not (tmp_path / "c").exists()
