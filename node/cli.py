@@ -49,7 +49,8 @@ def demo(
     serve: Annotated[bool, typer.Option(help="Then seed a demo wallet and serve the civil "
                                              "affairs node (API, explorer, verifier page).")
                      ] = False,
-    port: Annotated[int, typer.Option(help="Port for --serve (on 127.0.0.1).")] = 8000,
+    port: Annotated[int, typer.Option(help="Port for --serve (on 127.0.0.1).", min=1,
+                                      max=65535)] = 8000,
 ) -> None:
     """Create a three-agency demo network (solo ordering, LevelDB) and prove an anchor.
 

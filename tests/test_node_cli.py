@@ -379,3 +379,16 @@ def test_a_cluster_base_port_past_the_last_port_is_one_line(tmp_path: Path, base
     assert f"--base-port {base}: 3 agencies use ports base to base+202, so give 1 to 65333" \
         in r.stderr, r.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_a_demo_port_past_the_last_port_is_refused_before_the_demo_is_built(
+        tmp_path: Path) -> None:
+    """``ledger-node demo --serve --port 70000`` built the whole demo, then ended in a
+    ConfigError traceback when it came to serve it."""
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw", "COLUMNS": "300"}
+    r = subprocess.run([str(BIN / "ledger-node"), "demo", "--data", str(tmp_path / "d"),
+                        "--serve", "--port", "70000"], capture_output=True, text=True, env=env,
+                       timeout=120, check=False, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "--port': Input should be less than or equal to 65535" in r.stderr, r.stderr
+    assert not (tmp_path / "d").exists()
