@@ -487,7 +487,7 @@ def _new_network(data: Path, network: str, founders: list[str], quorum: int,
         raise typer.Exit(2)
     try:
         genesis = genesis_tx(network, agencies, quorum, int(time.time()))
-    except DecodeError as e:
+    except (DecodeError, ValueError) as e:  # ValueError: a --quorum past 64 bits (the codec's)
         err.print(f"[red]cannot make that genesis:[/] {_q(e)}")
         raise typer.Exit(2) from e
     passphrase = _ask_passphrase("for the new key files", confirm=True)

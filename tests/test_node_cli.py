@@ -347,12 +347,16 @@ def test_the_served_demo_names_the_passphrase_its_wallet_has() -> None:
     (["init", "--data", "{tmp}/d", "--agency", "a[/]"], "a[/]"),
     (["init", "--data", "{tmp}/d", "--agency", "edu", "--new-network", "n",
       "--founder", "edu=Education", "--founder", "civil[/b]"], "civil[/b]"),
+    # a quorum no 64-bit integer holds: a ValueError traceback from the codec
+    (["init", "--data", "{tmp}/d", "--agency", "edu", "--new-network", "n",
+      "--founder", "edu=Education", "--quorum", str(2**64)],
+     f"cannot make that genesis: integer {2**64} outside the 64-bit range"),
     # a folder name that looks like markup: said as it is, not dropped from the message
     (["init", "--data", "{tmp}/data[old]", "--agency", "edu"], "data[old]/ledger"),
     (["pki", "add", "--pki", "{tmp}/pki[/]", "--agency", "edu"], "pki[/]/ca.crt"),
     (["pki", "list", "--pki", "{tmp}/pki[bold]"], "pki[bold]"),
 ])
-def test_node_messages_quote_input_that_looks_like_markup(tmp_path: Path, args: list[str],
+def test_bad_node_input_is_one_line_that_says_it_as_given(tmp_path: Path, args: list[str],
                                                           shown: str) -> None:
     """Messages are written with Rich markup; an id, a path or an error quoting one was put
     into them as markup too, so ``[/]`` ended in a MarkupError traceback and ``[old]`` was
