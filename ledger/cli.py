@@ -1668,7 +1668,8 @@ def _hex_b64(value: Any) -> str:
 @ledger_app.command()
 def monitor(
     url: Annotated[str, typer.Argument(help="The node's base URL, e.g. http://127.0.0.1:8000")],
-    interval: Annotated[float, typer.Option(help="Seconds between rounds.", min=0.1)] = 30.0,
+    interval: Annotated[float, typer.Option(help="Seconds between rounds (at most a day).",
+                                            min=0.1, max=86400.0)] = 30.0,
     once: Annotated[bool, typer.Option("--once", help="One round, then exit.")] = False,
     state: Annotated[Path | None, typer.Option(
         "--state", help="File keeping the last checkpoint seen (read, then rewritten).",

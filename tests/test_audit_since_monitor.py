@@ -11,6 +11,7 @@ import itertools
 import json
 import secrets
 import shutil
+import socket
 import subprocess
 import threading
 import urllib.error
@@ -1039,3 +1040,16 @@ def test_a_running_nodes_chain_is_exported_and_audited_through_its_url(
             assert r.exit_code == 2 and "exactly one of" in r.output
     finally:
         node.close()
+
+
+@pytest.mark.parametrize("interval", ["1e308", "inf"])
+def test_an_interval_no_clock_can_wait_is_bad_input(interval: str) -> None:
+    """``ledger monitor URL --interval 1e308`` (or inf) passed ``min=0.1``, then ended in an
+    OverflowError traceback at its first wait, after a round."""
+    with socket.socket() as s:  # a port nothing listens on: the round fails at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = runner.invoke(ledger_app, ["monitor", f"http://127.0.0.1:{port}", "--interval",
+                                   interval], env={"COLUMNS": "300"})
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), (r.exception, r.output)
+    assert "--interval" in r.output, r.output
