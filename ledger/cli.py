@@ -1399,7 +1399,8 @@ def _read_checkpoint(path: Path) -> SignedCheckpoint:
 
 
 def _print_audit(report: Any, statement: Path | None) -> None:
-    table = Table(title=f"Audit of {report.source_kind} {report.source}", title_justify="left")
+    table = Table(title=Text(printable(f"Audit of {report.source_kind} {report.source}")),
+                  title_justify="left")  # the path as given: never read as markup
     table.add_column("item")
     table.add_column("value", overflow="fold")
     table.add_row("network", Text(printable(str(report.network))) if report.network

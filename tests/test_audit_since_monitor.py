@@ -1053,3 +1053,17 @@ def test_an_interval_no_clock_can_wait_is_bad_input(interval: str) -> None:
                                    interval], env={"COLUMNS": "300"})
     assert r.exit_code == 2 and isinstance(r.exception, SystemExit), (r.exception, r.output)
     assert "--interval" in r.output, r.output
+
+
+@pytest.mark.parametrize("name", ["data[bold]", "data[/]"])
+def test_an_audited_folder_named_like_markup_is_said_as_named(demo: Path, tmp_path: Path,
+                                                              name: str) -> None:
+    """The audit table's title put the path given into Rich markup: ``data[bold]`` was said as
+    "Audit of store data", and ``data[/]`` (a folder "data[" holding "]") ended in a
+    MarkupError traceback once the audit had run."""
+    data = tmp_path / name
+    shutil.copytree(demo, data)
+    r = runner.invoke(ledger_app, ["audit", str(data), "--workers", "0"],
+                      env={"COLUMNS": "400"})
+    assert r.exit_code == 0 and r.exception is None, (r.exception, r.output)
+    assert f"Audit of store {data}" in r.output, r.output
