@@ -880,6 +880,11 @@ def evidence_key(
         err.print(f"[red]error:[/] {_q(source)} does not exist: a node makes its evidence key at "
                   "its first start (give the node's data folder)")
         raise typer.Exit(2)
+    if out_file.exists() and out_file.samefile(source):  # even with --force (a link too)
+        err.print(f"[red]error:[/] {_q(out_file)} is the node's own evidence key: the auditor's "
+                  "copy goes elsewhere (sealed under the auditor's passphrase, the node could "
+                  "no longer open it)")
+        raise typer.Exit(2)
     if out_file.exists() and not force:
         err.print(f"[red]error:[/] {_q(out_file)} exists; add --force to replace it")
         raise typer.Exit(2)

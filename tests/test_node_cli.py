@@ -396,3 +396,27 @@ def test_a_demo_port_past_the_last_port_is_refused_before_the_demo_is_built(
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "--port': Input should be less than or equal to 65535" in r.stderr, r.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_the_auditors_copy_is_never_written_over_the_nodes_evidence_key(tmp_path: Path) -> None:
+    """``ledger-node evidence-key --out <data>/keys/evidence.key --force`` sealed the node's
+    own evidence key again under the auditor's passphrase: the node could no longer open it
+    (nor start), and no command turns it back. Refused even with --force; nothing changed."""
+    from ledger.sealed import EVIDENCE_KEY_FILE, load_evidence_key, read_evidence_key
+
+    keys = tmp_path / "data" / "keys"
+    keys.mkdir(parents=True)
+    key = load_evidence_key(keys, b"agency-pw")
+    before = (keys / EVIDENCE_KEY_FILE).read_bytes()
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "agency-pw",
+           "LEDGER_EVIDENCE_PASSPHRASE": "auditor-pw", "COLUMNS": "300"}
+    (tmp_path / "link.key").symlink_to(keys / EVIDENCE_KEY_FILE)
+    for out in (keys / EVIDENCE_KEY_FILE, keys / ".." / "keys" / EVIDENCE_KEY_FILE,
+                tmp_path / "link.key"):
+        r = subprocess.run([str(BIN / "ledger-node"), "evidence-key", "--data",
+                            str(tmp_path / "data"), "--out", str(out), "--force"],
+                           capture_output=True, text=True, env=env, timeout=120, check=False,
+                           stdin=subprocess.DEVNULL)
+        assert r.returncode == 2 and "the node's own evidence key" in r.stderr, r.stderr
+        assert (keys / EVIDENCE_KEY_FILE).read_bytes() == before
+    assert read_evidence_key(keys / EVIDENCE_KEY_FILE, b"agency-pw") == key
