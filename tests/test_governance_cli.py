@@ -181,13 +181,21 @@ def test_a_proposal_commits_once_the_quorum_has_signed(demo: Path, tmp_path: Pat
     assert _gov_seq(demo) == seq + 1
 
 
-def test_forged_foreign_and_malformed_proposals_are_refused(demo: Path, tmp_path: Path) -> None:
+def _propose_quorum(demo: Path, tmp_path: Path, quorum: int, by: str
+                    ) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """`agency propose set_quorum` of ``quorum`` by ``by`` into ``tmp_path/q.prop``: the
+    proposal's path and the command's result."""
     args = tmp_path / "quorum.json"
-    args.write_text(json.dumps({"quorum": 1}))
+    args.write_text(json.dumps({"quorum": quorum}))
     prop = tmp_path / "q.prop"
-    r = agency("propose", "set_quorum", "--args", str(args), "--data", str(demo), "--agency",
-               "market", "--out", str(prop))
+    return prop, agency("propose", "set_quorum", "--args", str(args), "--data", str(demo),
+                        "--agency", by, "--out", str(prop))
+
+
+def test_forged_foreign_and_malformed_proposals_are_refused(demo: Path, tmp_path: Path) -> None:
+    prop, r = _propose_quorum(demo, tmp_path, 1, "market")
     assert r.returncode == 0, r.stderr
+    args = tmp_path / "quorum.json"  # its arguments, for the bad actions below
     original = prop.read_bytes()
     seq = _gov_seq(demo)
 
@@ -680,17 +688,12 @@ def test_a_key_file_of_another_agency_signs_for_no_one_it_does_not_belong_to(
     nothing written."""
     keys = demo / "keys"
     (keys / "civil.issuer.key").write_bytes((keys / "edu.issuer.key").read_bytes())
-    args = tmp_path / "quorum.json"
-    args.write_text(json.dumps({"quorum": 2}))
-    prop = tmp_path / "q.prop"
-    r = agency("propose", "set_quorum", "--args", str(args), "--data", str(demo), "--agency",
-               "civil", "--out", str(prop))
+    prop, r = _propose_quorum(demo, tmp_path, 2, "civil")
     assert r.returncode == 1, r.stdout
     assert "civil.issuer.key holds the issuer key of 'edu', not of 'civil'" in r.stderr, r.stderr
     assert not prop.exists()
 
-    r = agency("propose", "set_quorum", "--args", str(args), "--data", str(demo), "--agency",
-               "market", "--out", str(prop))
+    prop, r = _propose_quorum(demo, tmp_path, 2, "market")
     assert r.returncode == 0, r.stderr
     before = prop.read_bytes()
     r = agency("cosign", str(prop), "--data", str(demo), "--agency", "civil", "--yes")
