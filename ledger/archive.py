@@ -67,6 +67,7 @@ from ledger.finality import (
     checkpoint_verifiers,
     line_verifies,
     registered_node_key,
+    unregistered_signatures,
     verify_final,
 )
 from ledger.state import Registry
@@ -778,15 +779,8 @@ def _refuse_stray_lines(replayer: Replayer, src: BinaryIO, final: Registry, last
     registers is left alone (a rotation in those blocks may register it: a node restarted with
     its rotated key signs the blocks it missed with it). Past :attr:`Replayer.STRAY_KEPT` the
     archive's checkpoints are read again."""
-    def stray(signed: SignedCheckpoint) -> list[str]:
-        out = []
-        for sig in signed.signatures:
-            key = registered_node_key(final, sig)
-            if key is None and not later_blocks:
-                out.append(f"{sig.name}+{sig.key_hash.hex()} (no such key)")
-            elif key is not None and not line_verifies(signed, sig, key):
-                out.append(f"{sig.name}+{sig.key_hash.hex()} (its signature does not verify)")
-        return out
+    def stray(signed: SignedCheckpoint) -> list[str]:  # (the audit's check: ADR 54)
+        return unregistered_signatures(signed, final, unknown_ok=later_blocks)
 
     found = [(height, record, lines) for height, record, signed in replayer.stray_signatures
              if (lines := stray(signed))]

@@ -130,18 +130,21 @@ def line_verifies(signed: SignedCheckpoint, sig: NoteSignature, key: PublicKey) 
         return False
 
 
-def unregistered_signatures(signed: SignedCheckpoint, registry: Registry) -> list[str]:
+def unregistered_signatures(signed: SignedCheckpoint, registry: Registry, *,
+                            unknown_ok: bool = False) -> list[str]:
     """The signature lines (``name+keyhash``) of ``signed`` by no node key ``registry`` has
     ever registered, or by one whose signature does not verify. A verifier ignores a line by
     a key it does not hold (signed notes say so); but a node stores its own line and
     co-signatures it checked, so in a stored checkpoint such a line was changed after the
     fact (its name or key hash altered: it no longer counts, and the others may still make
-    the quorum)."""
+    the quorum). With ``unknown_ok``, only lines by registered keys that do not verify (a
+    registry of a chain cut short may not hold a key a later block registers)."""
     out = []
     for sig in signed.signatures:
         key = registered_node_key(registry, sig)
         if key is None:
-            out.append(f"{sig.name}+{sig.key_hash.hex()} (no such key)")
+            if not unknown_ok:
+                out.append(f"{sig.name}+{sig.key_hash.hex()} (no such key)")
         elif not line_verifies(signed, sig, key):
             out.append(f"{sig.name}+{sig.key_hash.hex()} (its signature does not verify)")
     return out

@@ -409,19 +409,20 @@ def _verify(v: Verifier, unverified: bytes, request: Request, now: int) -> Repor
     # A ledger copy's size is read before its lists (a list read later is as new or newer):
     # one that has not reached the credential's leaf has lists that cannot know it, where an
     # index no anchor took reads 0, "valid", whatever the network did with it meanwhile.
-    copy = v.ledger.head if v.ledger is not None and v.status_as_of is None else None
+    copy_size = None
+    if v.ledger is not None and v.status_as_of is None:
+        head = v.ledger.head
+        copy_size = 0 if head is None else head.log_size
     if v.status_as_of is not None and env.leaf_index >= v.status_as_of:
         report.status = "undetermined"
         add(Check("status", False, f"the status lists are as of log size {v.status_as_of}, "
                                    f"before this credential was anchored (leaf "
                                    f"{env.leaf_index}): they cannot know it; use newer ones"))
-    elif v.ledger is not None and v.status_as_of is None and (
-            copy is None or env.leaf_index >= copy.log_size):
+    elif copy_size is not None and env.leaf_index >= copy_size:
         report.status = "undetermined"
-        add(Check("status", False, f"this ledger copy (log size {copy.log_size if copy else 0}"
-                                   f") has not seen the credential (leaf {env.leaf_index}) "
-                                   "yet: its status cannot be known here; check against a "
-                                   "current node"))
+        add(Check("status", False, f"this ledger copy (log size {copy_size}) has not seen the "
+                                   f"credential (leaf {env.leaf_index}) yet: its status cannot "
+                                   "be known here; check against a current node"))
     else:
         result = check_status(claims.get("status", {}), status_lists)
         report.status = result.status

@@ -29,8 +29,8 @@ from ledger.files import write_atomic
 from ledger.keys import open_secret, seal_secret
 
 __all__ = ["EVIDENCE_KEY", "EVIDENCE_KEY_FILE", "EVIDENCE_PASSPHRASE_ENV", "SEALED_PREFIX",
-           "SealedError", "key_mark", "load_evidence_key", "open_record", "read_evidence_key",
-           "seal_record"]
+           "SealedError", "is_sealed", "key_mark", "load_evidence_key", "open_record",
+           "read_evidence_key", "seal_record"]
 
 EVIDENCE_KEY_FILE = "evidence.key"
 """The node's evidence key in its keys folder."""
@@ -134,9 +134,15 @@ def _holds_sealed(folder: Path) -> bool:
         raise KeyFileError(f"cannot read {folder}: {e.strerror or e}") from e
     for p in paths:
         try:
-            with p.open("rb") as f:
-                if f.read(len(SEALED_PREFIX)) == SEALED_PREFIX:
-                    return True
+            if is_sealed(p):
+                return True
         except OSError as e:
             raise KeyFileError(f"cannot read {p}: {e.strerror or e}") from e
     return False
+
+
+def is_sealed(path: Path) -> bool:
+    """Whether the record file ``path`` is sealed, told by its first bytes (OSError if it
+    cannot be read)."""
+    with path.open("rb") as f:
+        return f.read(len(SEALED_PREFIX)) == SEALED_PREFIX

@@ -38,6 +38,7 @@ __all__ = [
     "TX_TYPES",
     "Tx",
     "TxSig",
+    "is_identifier",
     "make_tx",
     "parse_body",
     "parse_rule",
@@ -189,6 +190,12 @@ _CREDIT_KEYS_W = sorted([*_CREDIT_KEYS, "withdraws"])
 
 
 _IDENTS: set[str] = set()  # identifiers seen to match _ID: networks, agencies, types repeat
+
+
+def is_identifier(v: object) -> bool:
+    """Whether ``v`` is an identifier of the ledger (a network, agency, type or category id:
+    ``[a-z0-9][a-z0-9._-]``, 1 to 64 characters)."""
+    return _is_ident(v)
 
 
 def _is_ident(v: object) -> bool:

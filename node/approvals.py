@@ -32,7 +32,7 @@ from ledger.files import write_atomic
 from ledger.network import reason_code_problem
 from ledger.ordering import Receipt
 from ledger.presentation import Bundle, Envelope
-from ledger.sealed import SEALED_PREFIX, key_mark, open_record, seal_record
+from ledger.sealed import is_sealed, key_mark, open_record, seal_record
 from ledger.state import Registry, credit_events, rule_hash
 from ledger.timetext import local_day, utc_text
 from ledger.tx import Tx, make_tx
@@ -310,9 +310,8 @@ class Approvals:
         sealed = 0
         for path in self._records():
             try:
-                with path.open("rb") as f:
-                    if f.read(len(SEALED_PREFIX)) == SEALED_PREFIX:
-                        continue
+                if is_sealed(path):
+                    continue
                 write_atomic(path, self._seal(self._open(path)), 0o600)
                 sealed += 1
             except (OSError, LedgerError) as e:

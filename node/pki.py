@@ -47,6 +47,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from ledger.errors import KeyFileError, LedgerError
 from ledger.files import write_atomic
 from ledger.keys import open_secret, seal_secret
+from ledger.tx import is_identifier
 
 __all__ = ["CRL", "OPERATOR", "CertInfo", "PkiError", "check_certificates", "check_hosts",
            "create_pki",
@@ -134,7 +135,7 @@ def create_pki(folder: Path, network: str, agencies: Iterable[str], passphrase: 
         raise PkiError(f"{folder} is not empty: a new PKI needs a new folder")
     if not passphrase:
         raise PkiError("an empty passphrase cannot protect the CA key")
-    if not _NETWORK.fullmatch(network):
+    if not is_identifier(network):
         raise PkiError(f"network id {network!r}: a ledger's network id is 1 to 64 lower-case "
                        "letters, digits, '.', '_' and '-', starting with a letter or digit")
     agencies = list(agencies)
@@ -463,7 +464,6 @@ def list_certificates(folder: Path) -> list[CertInfo]:
 
 
 _ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # as node.config's agency ids
-_NETWORK = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # as the ledger's identifiers (ledger.tx)
 _MAX_COMMON = 64
 """Characters an X.509 common name holds at most (RFC 5280's ub-common-name)."""
 

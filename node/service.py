@@ -571,9 +571,10 @@ class Node:
         except StoreError as e:
             raise NotFound(str(e)) from e
 
-    def _stored_checkpoint(self) -> tuple[int, str]:
-        """The latest *final* checkpoint (in solo mode every checkpoint is final at once) and
-        its log size; StoreError when the stored text is no checkpoint note (damaged)."""
+    def _stored_checkpoint(self) -> tuple[int, str, SignedCheckpoint]:
+        """The latest *final* checkpoint (in solo mode every checkpoint is final at once): its
+        log size, text and parse; StoreError when the stored text is no checkpoint note
+        (damaged)."""
         if self.replicated is not None:
             size = self.replicated.final_size
             text = self.replicated.final_checkpoint()
@@ -583,11 +584,11 @@ class Node:
         if text is None:
             raise NotFound("no checkpoint yet")
         try:
-            SignedCheckpoint.from_text(text)  # (strict: UTF-8, signature lines, the body)
+            signed = SignedCheckpoint.from_text(text)  # (strict: UTF-8, signature lines, body)
         except CheckpointError as e:
             raise StoreError(damaged(f"this node's stored checkpoint at log size {size}",
                                      e)) from e
-        return size, text.decode()
+        return size, text.decode(), signed
 
     def checkpoint(self) -> str:
         """The latest *final* checkpoint (in solo mode every checkpoint is final at once)."""
@@ -596,8 +597,7 @@ class Node:
     def checkpoint_signers(self) -> list[str]:
         """The current agencies whose signatures of :meth:`checkpoint` verify; StoreError when
         one of theirs does not (the stored note is damaged: it was verified when stored)."""
-        size, text = self._stored_checkpoint()
-        signed = SignedCheckpoint.from_text(text)
+        size, _, signed = self._stored_checkpoint()
         try:
             return sorted(signed.signers(checkpoint_verifiers(self._registry(), self.now())))
         except CheckpointError as e:
