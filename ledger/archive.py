@@ -61,7 +61,14 @@ from ledger.chain import (
     entry_key,
 )
 from ledger.checkpoint import SignedCheckpoint, note_key_hash
-from ledger.errors import CheckpointError, DecodeError, LedgerError, StoreError, TxRejected
+from ledger.errors import (
+    BelowQuorumError,
+    CheckpointError,
+    DecodeError,
+    LedgerError,
+    StoreError,
+    TxRejected,
+)
 from ledger.finality import (
     checkpoint_block,
     checkpoint_verifiers,
@@ -79,12 +86,14 @@ __all__ = [
     "ArchiveError",
     "BlockRecord",
     "ExportSummary",
+    "NotFinalError",
     "ReplayError",
     "ReplayTarget",
     "Replayer",
     "check_archive",
     "export_archive",
     "import_archive",
+    "import_final",
     "last_checkpointed",
     "read_archive",
     "write_archive",
@@ -141,6 +150,14 @@ class ReplayError(ArchiveError):
         return {"kind": self.kind, "height": self.height, "tx_index": self.tx_index,
                 "txid": None if self.txid is None else self.txid.hex(), "record": self.record,
                 "reason": self.reason, "expected": self.expected, "found": self.found}
+
+
+class NotFinalError(ReplayError):
+    """A checkpoint whose signatures verify but do not make the quorum: the block is not final
+    (an export of a live node holds its newest checkpoints before its peers' co-signatures)."""
+
+    last_final: int | None = None
+    """Set by the import: the newest block before it whose checkpoint was final."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -516,6 +533,8 @@ class Replayer:
         self.checkpoints = 0
         """How many checkpoints were verified final for their replayed tree head."""
         self.last_checkpoint: SignedCheckpoint | None = None
+        self.last_final: int | None = None
+        """The height of the newest block whose checkpoint was verified final."""
         self.blockless = 0
         """How many of them name no block: written by a version before ADR 60 (ADR 62)."""
         self.on_tx: Callable[[Tx, Registry], None] | None = None
@@ -662,7 +681,8 @@ class Replayer:
         try:
             signers = verify_final(signed, registry, head.time)
         except CheckpointError as e:
-            raise ReplayError("checkpoint", rec.height, f"checkpoint is not final: {e}" + (
+            error = NotFinalError if isinstance(e, BelowQuorumError) else ReplayError
+            raise error("checkpoint", rec.height, f"checkpoint is not final: {e}" + (
                 f" (and it names no block: {BLOCKLESS_SAID})" if named is None else ""),
                 expected=_named(head) if named is None else None, record=rec.record) from e
         if len(signed.signatures) > len(signers):
@@ -670,6 +690,7 @@ class Replayer:
         self.checkpoints += 1
         self.blockless += named is None
         self.last_checkpoint = signed
+        self.last_final = rec.height
 
     def _unchecked_lines(self, rec: BlockRecord, head: Head, registry: Registry,
                          signed: SignedCheckpoint) -> None:
@@ -714,9 +735,12 @@ def _temp_beside(target: Path) -> Path:
 
 
 def import_archive(src: BinaryIO, store_path: Path | str,
-                   progress: Progress | None = None, *, until: int | None = None) -> Head:
+                   progress: Progress | None = None, *, until: int | None = None,
+                   genesis: bytes | None = None) -> Head:
     """Rebuild a store at ``store_path`` (which must not exist) by replaying the archive, or
     its blocks up to height ``until`` (then the caller read the rest: :func:`last_checkpointed`).
+    With ``genesis``, block 0 must hash to it: a chain of another network (its own genesis,
+    agencies and checkpoints, perhaps the same name) is refused (ADR 71).
 
     Builds in a temporary folder beside it and renames it into place only when every block,
     checkpoint and the trailer checked out; on any error nothing is left behind.
@@ -729,7 +753,7 @@ def import_archive(src: BinaryIO, store_path: Path | str,
     tmp = _temp_beside(target)
     tmp.mkdir()  # an OSError that names the folder (LevelDB's would be "LOCK: No such file")
     try:
-        head = _import_into(src, tmp, progress, until)
+        head = _import_into(src, tmp, progress, until, genesis)
         os.rename(tmp, target)
     except (StoreError, plyvel.Error) as e:  # a full disk, say: named by the folder the
         # caller gave, not the hidden one, which is gone
@@ -741,8 +765,33 @@ def import_archive(src: BinaryIO, store_path: Path | str,
     return head
 
 
+def import_final(src: BinaryIO, store_path: Path | str, until: int,
+                 progress: Progress | None = None, *, genesis: bytes | None = None
+                 ) -> tuple[Head, NotFinalError | None]:
+    """:func:`import_archive` up to ``until`` (the archive's newest checkpointed block,
+    :func:`last_checkpointed`), where a checkpoint below quorum on the way (an export of a live
+    node holds its newest ones before its peers' co-signatures) ends the import at the newest
+    final checkpoint before it: the archive is replayed once more, up to there. Returns the
+    head and the checkpoint that stopped it (None: none did); ArchiveError when no checkpoint
+    before it is final. ``src`` must be seekable for that second replay."""
+    try:
+        return import_archive(src, store_path, progress, until=until, genesis=genesis), None
+    except NotFinalError as e:
+        if e.last_final is None:
+            raise ArchiveError(f"no checkpoint before it is final: nothing final to import "
+                               f"({e})", record=e.record, height=e.height) from e
+        try:
+            src.seek(0)
+        except (OSError, ValueError) as again:
+            raise ArchiveError(f"{e}; the import would stop at block {e.last_final}, the "
+                               "newest final checkpoint before it, but cannot read the "
+                               "archive again from a stream: import from a file") from again
+        return import_archive(src, store_path, progress, until=e.last_final,
+                              genesis=genesis), e
+
+
 def _import_into(src: BinaryIO, tmp: Path, progress: Progress | None,
-                 until: int | None) -> Head:
+                 until: int | None, genesis: bytes | None = None) -> Head:
     header, blocks = read_archive(src)
     if until is not None:
         if not 0 <= until < header.blocks:
@@ -751,7 +800,12 @@ def _import_into(src: BinaryIO, tmp: Path, progress: Progress | None,
         blocks = itertools.islice(blocks, until + 1)
     with Store(tmp) as store:
         replayer = Replayer(store)
-        _replay_all(replayer, blocks, header.blocks if until is None else until + 1, progress)
+        try:
+            _replay_all(replayer, blocks, header.blocks if until is None else until + 1,
+                        progress, genesis)
+        except NotFinalError as e:
+            e.last_final = replayer.last_final
+            raise
         head = store.head
         if head is None:
             raise ArchiveError("the archive holds no block")
@@ -809,8 +863,14 @@ def _refuse_stray_lines(replayer: Replayer, src: BinaryIO, final: Registry, last
 
 
 def _replay_all(replayer: Replayer, blocks: Iterable[BlockRecord], total: int,
-                progress: Progress | None) -> None:
+                progress: Progress | None, genesis: bytes | None = None) -> None:
     for rec in blocks:
         replayer.apply(rec)
-        if progress is not None and replayer.store.head is not None:
-            progress(replayer.store.head.height + 1, total, replayer.txs)
+        head = replayer.store.head
+        if genesis is not None and rec.height == 0 and head is not None \
+                and head.hash != genesis:
+            raise ReplayError("genesis", 0, "block 0 is not the genesis block given "
+                              "(--genesis): this is another network's chain",
+                              expected=genesis.hex(), found=head.hash.hex(), record=rec.record)
+        if progress is not None and head is not None:
+            progress(head.height + 1, total, replayer.txs)

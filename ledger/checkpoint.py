@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.errors import CheckpointError, SignatureError
+from ledger.errors import BelowQuorumError, CheckpointError, SignatureError
 from ledger.keys import PrivateKey, PublicKey
 
 __all__ = [
@@ -451,7 +451,7 @@ class SignedCheckpoint:
         names = self.signers(verifiers)
         if len(names) < quorum:
             cp = self.checkpoint
-            raise CheckpointError(
+            raise BelowQuorumError(
                 f"checkpoint {cp.origin!r} at size {cp.size} has {len(names)} of {quorum} "
                 f"required signatures: verified {sorted(names)}, known {sorted(verifiers)}"
             )

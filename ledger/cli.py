@@ -972,6 +972,22 @@ def _progress_bar(enabled: bool, what: str = "replay") -> Any:
     return _Bar()
 
 
+GenesisOpt = Annotated[str | None, typer.Option(
+    "--genesis", metavar="HASH", help="The network's genesis block hash, 64 hex digits (the "
+    "`genesis` line of an earlier audit, or GET /v1/blocks/0 of a node you trust): a chain "
+    "whose block 0 is another is refused, whatever its network's name (another network's "
+    "agencies would sign it as well).")]
+
+
+def _genesis_hash(genesis: str | None) -> bytes | None:
+    """``--genesis``: 64 hex digits (exit 2 otherwise), or None."""
+    if genesis is None:
+        return None
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", genesis):
+        _fail("--genesis is a block hash: 64 hex digits", 2)
+    return bytes.fromhex(genesis)
+
+
 ArchiveNodeOpt = Annotated[str | None, typer.Option(
     "--node", help="A running node's base URL instead of a data folder (its GET /v1/archive): "
                    "LevelDB lets only the node open its store while it runs.")]
@@ -1168,13 +1184,25 @@ def import_(
         "--until-final", help="Stop at the archive's newest final checkpoint: how a node of a "
                               "network is restored (it rebuilds the later blocks from etcd's "
                               "batches and takes no tail that no quorum signed). Reads the "
-                              "archive twice.")] = False,
+                              "archive twice (three times when a checkpoint on the way is "
+                              "below quorum: it stops at the newest final one before it).")
+    ] = False,
+    genesis: GenesisOpt = None,
     as_json: AsJson = False,
 ) -> None:
     """Rebuild a store from an archive by replaying and verifying every block and checkpoint.
 
     A node of a network takes only final blocks from an archive: import with --until-final."""
-    from ledger.archive import ArchiveError, import_archive, last_checkpointed, read_archive
+    from ledger.archive import (
+        ArchiveError,
+        NotFinalError,
+        import_archive,
+        import_final,
+        last_checkpointed,
+        read_archive,
+    )
+
+    pinned = _genesis_hash(genesis)
 
     try:
         with archive.open("rb") as f:
@@ -1188,14 +1216,18 @@ def import_(
     if not data.parent.is_dir():
         _fail(f"cannot create {data}: its parent folder does not exist", 2)
     until = None
+    stopped: NotFinalError | None = None
     try:
         if until_final:
             with archive.open("rb") as f, _progress_bar(not as_json, "read") as bar:
                 until = last_checkpointed(f, progress=bar)
             if until is None:
                 _fail(f"refused: {archive} holds no checkpoint: nothing final to import")
-        with archive.open("rb") as f, _progress_bar(not as_json) as bar:
-            new_head = import_archive(f, data, progress=bar, until=until)
+            with archive.open("rb") as f, _progress_bar(not as_json) as bar:
+                new_head, stopped = import_final(f, data, until, progress=bar, genesis=pinned)
+        else:
+            with archive.open("rb") as f, _progress_bar(not as_json) as bar:
+                new_head = import_archive(f, data, progress=bar, genesis=pinned)
     except ArchiveError as e:  # the archive's content: refused
         _fail(f"refused: {e}")
     except (OSError, StoreError) as e:  # the new store (a full disk, a folder taken): not the
@@ -1206,19 +1238,25 @@ def import_(
         _fail(f"cannot build the store at {data}: {detail}")
     except LedgerError as e:
         _fail(f"refused: {e}")
-    left = 0 if until is None else header.blocks - (until + 1)
+    left = header.blocks - (new_head.height + 1)
     result = {"data": str(data), "height": new_head.height, "hash": new_head.hash.hex(),
               "log_size": new_head.log_size, "log_root": new_head.log_root.hex(),
-              "blocks_left_out": left}
+              "blocks_left_out": left,
+              "below_quorum": None if stopped is None else {"height": stopped.height,
+                                                            "reason": stopped.reason}}
     if as_json:
         print(json.dumps(result))
     else:
         out.print(Text(f"imported and verified {new_head.height + 1} blocks "
                        f"({new_head.log_size} transactions) into {data}; head "
                        f"{new_head.hash.hex()}"), soft_wrap=True)
+        if stopped is not None:
+            out.print(Text(f"stopped before block {stopped.height}: {stopped.reason}"),
+                      soft_wrap=True)
         if until is not None:
             out.print(Text(f"final up to here; {left} later block(s) of the archive left "
-                           "out (its node rebuilds them from etcd's batches)"), soft_wrap=True)
+                           "out (its node rebuilds them from etcd's batches or its peers)"),
+                      soft_wrap=True)
 
 
 @ledger_app.command()
@@ -1256,11 +1294,7 @@ def audit(
         "--force", help="Replace the --statement-out file if it exists.")] = False,
     node: ArchiveNodeOpt = None,
     ca: CaOpt = None,
-    genesis: Annotated[str | None, typer.Option(
-        "--genesis", metavar="HASH", help="The network's genesis block hash, 64 hex digits "
-        "(the `genesis` line of an earlier audit, or GET /v1/blocks/0 of a node you trust): "
-        "a chain whose block 0 is another is reported broken, whatever its network's name "
-        "(another network's agencies would sign it as well).")] = None,
+    genesis: GenesisOpt = None,
 ) -> None:
     """Replay a chain from genesis and report the first broken block, tx or checkpoint: of a
     store (DATA), an archive (--archive) or a running node (--node URL: its archive is fetched
@@ -1286,11 +1320,7 @@ def audit(
     if node is None and (source is None or not source.exists()):
         _fail(f"{source} does not exist", 2)
     old = None if since is None else _read_checkpoint(since)
-    pinned = None
-    if genesis is not None:
-        if not re.fullmatch(r"[0-9a-fA-F]{64}", genesis):
-            _fail("--genesis is a block hash: 64 hex digits", 2)
-        pinned = bytes.fromhex(genesis)
+    pinned = _genesis_hash(genesis)
     if evidence_key and evidence is None:
         _fail("--evidence-key opens the records of --evidence: give the folder too", 2)
     opened = _evidence_keys(evidence_key or [])

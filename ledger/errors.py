@@ -65,6 +65,11 @@ class CheckpointError(LedgerError):
     """A checkpoint (C2SP signed note) is malformed, carries a bad signature, or lacks quorum."""
 
 
+class BelowQuorumError(CheckpointError):
+    """A checkpoint whose signatures verify but are fewer than the quorum: not final (yet: a
+    node stores its own signature first, its peers' co-signatures as they come)."""
+
+
 class TxRejected(LedgerError):
     """The state machine refused a transaction. ``code`` is a stable machine-readable reason."""
 

@@ -109,7 +109,7 @@ def verify_final(signed: SignedCheckpoint, registry: Registry, t: int) -> set[st
         stale = _invalid_signers(signed, registry, t)
         if not stale:
             raise
-        raise CheckpointError(f"{e}; not counted: {'; '.join(stale)}") from e
+        raise type(e)(f"{e}; not counted: {'; '.join(stale)}") from e  # BelowQuorumError kept
 
 
 def registered_node_key(registry: Registry, sig: NoteSignature) -> PublicKey | None:

@@ -415,6 +415,131 @@ def test_import_until_final_stops_at_the_newest_checkpoint(archive_bytes: bytes,
     assert not (tmp_path / "none").exists()
 
 
+def _one_signature(blocks: list[BlockRecord], heights: set[int]) -> list[BlockRecord]:
+    """The checkpoints of ``heights`` with their first signature line alone: below quorum, as
+    a node holds its own checkpoint before its peers' co-signatures arrive."""
+    out = []
+    for r in blocks:
+        texts = r.unverified_checkpoints
+        if r.height in heights:
+            signed = SignedCheckpoint.from_text(texts[0])
+            assert len(signed.signatures) >= 2
+            texts = (SignedCheckpoint(signed.checkpoint, signed.signatures[:1])
+                     .to_text().encode(),)
+        out.append(BlockRecord(r.height, r.unverified_header, r.unverified_txs, texts,
+                               r.record))
+    return out
+
+
+def test_import_until_final_stops_before_a_checkpoint_below_quorum(archive_bytes: bytes,
+                                                                   tmp_path: Path) -> None:
+    """An export of a live node holds its newest checkpoint with its own signature alone, its
+    peers' co-signatures still to come. `--until-final` refused the whole restore ("not
+    final") though the checkpoint before it is final; it now stops there, says which
+    checkpoint is below quorum, and leaves the rest out (ADR 71). A checkpoint below quorum
+    further back stops it before that one: nothing it imports rests on one. A changed
+    signature line is still refused."""
+    import json
+    import subprocess
+    import sys
+
+    from ledger.archive import NotFinalError, import_final, last_checkpointed
+
+    records = _records(archive_bytes)
+    marked = [r.height for r in records if r.unverified_checkpoints]
+    assert len(marked) >= 3
+    data = _rewrite(archive_bytes, lambda bs: _one_signature(bs, {marked[-1]}))
+    assert last_checkpointed(io.BytesIO(data)) == marked[-1]
+    with pytest.raises(NotFinalError, match="required signatures"):  # the plain import refuses
+        import_archive(io.BytesIO(data), tmp_path / "whole")
+    assert not (tmp_path / "whole").exists()
+    src = tmp_path / "live.archive"
+    src.write_bytes(data)
+    cli = str(Path(sys.executable).parent / "ledger")
+    got = subprocess.run([cli, "import", str(src), "--data", str(tmp_path / "final"),
+                          "--until-final", "--json"], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert got.returncode == 0, got.stderr
+    said = json.loads(got.stdout)
+    assert said["height"] == marked[-2]
+    assert said["blocks_left_out"] == len(records) - 1 - marked[-2]
+    assert said["below_quorum"]["height"] == marked[-1]
+    assert "1 of" in said["below_quorum"]["reason"]
+    with Store(tmp_path / "final", create=False) as store:
+        assert store.head is not None and store.head.height == marked[-2]
+        assert store.checkpoint(store.head.log_size) is not None
+    words = subprocess.run([cli, "import", str(src), "--data", str(tmp_path / "said"),
+                            "--until-final"], capture_output=True, text=True, timeout=120,
+                           check=False)
+    assert words.returncode == 0, words.stderr
+    assert f"stopped before block {marked[-1]}: checkpoint is not final" in " ".join(
+        words.stdout.split())
+
+    back = _rewrite(archive_bytes, lambda bs: _one_signature(bs, {marked[1]}))
+    head, stopped = import_final(io.BytesIO(back), tmp_path / "back", marked[-1])
+    assert head.height == marked[0] and stopped is not None and stopped.height == marked[1]
+    first = _rewrite(archive_bytes, lambda bs: _one_signature(bs, {marked[0]}))
+    with pytest.raises(ArchiveError, match="no checkpoint before it is final"):
+        import_final(io.BytesIO(first), tmp_path / "first", marked[-1])
+    assert not (tmp_path / "first").exists()
+
+    def forged(bs: list[BlockRecord]) -> list[BlockRecord]:  # a line changed: not "pending"
+        out = []
+        for r in bs:
+            texts = r.unverified_checkpoints
+            if r.height == marked[-1]:
+                text = texts[0].decode()
+                body, _, sigs = text.rpartition("\n\n")
+                line = sigs.splitlines()[0]
+                raw = bytearray(__import__("base64").b64decode(line.split()[-1]))
+                raw[-1] ^= 1
+                bad = line.rsplit(" ", 1)[0] + " " + __import__("base64").b64encode(
+                    bytes(raw)).decode()
+                texts = ((body + "\n\n" + sigs.replace(line, bad, 1)).encode(),)
+            out.append(BlockRecord(r.height, r.unverified_header, r.unverified_txs, texts,
+                                   r.record))
+        return out
+
+    with pytest.raises(ReplayError) as refused:
+        import_final(io.BytesIO(_rewrite(archive_bytes, forged)), tmp_path / "forged",
+                     marked[-1])
+    assert not isinstance(refused.value, NotFinalError)
+    assert not (tmp_path / "forged").exists()
+
+
+def test_import_with_a_pinned_genesis_refuses_another_networks_chain(
+        archive_bytes: bytes, tmp_path: Path) -> None:
+    """`ledger import --genesis HASH` (as `ledger audit --genesis`, ADR 70): an archive of
+    another network of the same name replays clean, so only the pinned block 0 tells them
+    apart; the import refuses it before building anything (ADR 71)."""
+    from typer.testing import CliRunner
+
+    from ledger.block import BlockHeader
+    from ledger.cli import ledger_app
+
+    genesis = BlockHeader.from_bytes(_records(archive_bytes)[0].unverified_header).hash.hex()
+    src = tmp_path / "a.archive"
+    src.write_bytes(archive_bytes)
+    runner = CliRunner()
+    r = runner.invoke(ledger_app, ["import", str(src), "--data", str(tmp_path / "ok"),
+                                   "--genesis", genesis.upper()])
+    assert r.exit_code == 0, r.output
+    with Store(tmp_path / "ok", create=False) as store:
+        assert store.block(0).hash.hex() == genesis
+    other = "ab" * 32
+    for extra in ([], ["--until-final"]):
+        r = runner.invoke(ledger_app, ["import", str(src), "--data", str(tmp_path / "no"),
+                                       "--genesis", other, *extra])
+        assert r.exit_code == 1, r.output
+        said = " ".join(r.output.split())
+        assert "block 0 is not the genesis block given (--genesis)" in said
+        assert other in said
+        assert not (tmp_path / "no").exists()
+    r = runner.invoke(ledger_app, ["import", str(src), "--data", str(tmp_path / "no"),
+                                   "--genesis", "abc"])
+    assert r.exit_code == 2 and "64 hex digits" in r.output, r.output
+
+
 def _blockless(demo: Path, blocks: list[BlockRecord]) -> list[BlockRecord]:
     """Every checkpoint as the version before ADR 60 wrote it: the root alone, signed by the
     same agencies' node keys (no block line)."""
