@@ -307,6 +307,7 @@ class Node:
         self._tokens: dict[str, tuple[StatusList, int, PrivateKey, str]] = {}
         self._export_lock = threading.Lock()
         self._short: tuple[object, bool] = (None, False)  # (registry, ten seconds): short?
+        self._checkpoint_checked: tuple[object, tuple[str, ...]] | None = None
         self._export: tuple[object, float] | None = None  # (reader, last progress)
         # Submissions that outlived their request's wait, so that GET …/receipt can still tell
         # a rejection from a transaction not ordered yet (bounded: the oldest are forgotten).
@@ -591,18 +592,32 @@ class Node:
         return size, text.decode(), signed
 
     def checkpoint(self) -> str:
-        """The latest *final* checkpoint (in solo mode every checkpoint is final at once)."""
-        return self._stored_checkpoint()[1]
+        """The latest *final* checkpoint (in solo mode every checkpoint is final at once);
+        StoreError, as :meth:`checkpoint_signers`, when a current node key's signature on it
+        does not verify: a note every client refuses is not served as the node's word."""
+        return self._verified_checkpoint()[0]
 
     def checkpoint_signers(self) -> list[str]:
         """The current agencies whose signatures of :meth:`checkpoint` verify; StoreError when
         one of theirs does not (the stored note is damaged: it was verified when stored)."""
-        size, _, signed = self._stored_checkpoint()
+        return list(self._verified_checkpoint()[1])
+
+    def _verified_checkpoint(self) -> tuple[str, tuple[str, ...]]:
+        # Checked once per text and set of current node keys (a new block or a rotation
+        # checks again): a few Ed25519 verifies, not one per request.
+        size, text, signed = self._stored_checkpoint()
+        verifiers = checkpoint_verifiers(self._registry(), self.now())
+        key = (text, tuple(sorted((name, k.raw) for name, k in verifiers.items())))
+        hit = self._checkpoint_checked
+        if hit is not None and hit[0] == key:
+            return text, hit[1]
         try:
-            return sorted(signed.signers(checkpoint_verifiers(self._registry(), self.now())))
+            signers = tuple(sorted(signed.signers(verifiers)))
         except CheckpointError as e:
             raise StoreError(damaged(f"this node's stored checkpoint at log size {size}", e,
                                      "does not verify")) from e
+        self._checkpoint_checked = (key, signers)
+        return text, signers
 
     def inclusion(self, index: int, size: int) -> list[bytes]:
         return self.store.inclusion_proof(index, size)

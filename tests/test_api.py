@@ -1333,6 +1333,12 @@ def test_a_damaged_stored_checkpoint_is_said_on_the_explorer_and_the_api(
         assert f"this node's stored checkpoint at log size {size} does not verify" in said
         assert "`ledger audit`" in said and "Traceback" not in said
         assert http.get("/v1/head").status_code == 200
+        # the note itself was served as the node's word (200), which every client refuses
+        # when it verifies it (ADR 70 left it; ADR 71)
+        note = http.get("/v1/checkpoint")
+        assert note.status_code == 503, note.text
+        assert f"this node's stored checkpoint at log size {size} does not verify" in (
+            note.json()["detail"])
 
 
 def test_a_damaged_block_header_is_the_stores_503_on_the_api_and_a_page(
