@@ -134,6 +134,8 @@ _WINDOW = 16
 
 FREE_TEXT_KEPT = 100
 """Transactions with a reason in free text an audit report lists (it counts them all)."""
+FINDINGS_KEPT = 1000
+"""Problems, and equivocations, a report lists; past it they are counted (ADR 71)."""
 
 
 class AuditError(LedgerError):
@@ -214,6 +216,23 @@ class AuditReport:
     """The hash of block 0 as replayed (None until it is): what ``--genesis`` pins."""
     pinned_genesis: bytes | None = None
     """The genesis hash the auditor gave (``--genesis``): block 0 must hash to it (ADR 70)."""
+    problems_omitted: int = 0
+    """Problems past the first :data:`FINDINGS_KEPT`, counted only: a crafted chain (a
+    checkpoint below quorum in every block, say) grew the report with its length (ADR 71)."""
+    equivocations_omitted: int = 0
+    """The same for equivocations."""
+
+    def add_problem(self, problem: Problem) -> None:
+        if len(self.problems) < FINDINGS_KEPT:
+            self.problems.append(problem)
+        else:
+            self.problems_omitted += 1
+
+    def add_equivocation(self, found: Equivocation) -> None:
+        if len(self.equivocations) < FINDINGS_KEPT:
+            self.equivocations.append(found)
+        else:
+            self.equivocations_omitted += 1
 
     @property
     def attested_size(self) -> int:
@@ -267,7 +286,11 @@ class AuditReport:
             "height": self.since_height}}) | ({} if not self.free_text_count else {
             "free_text_reasons": {"count": self.free_text_count, "first": self.free_text}}) \
             | ({} if not self.blockless else {"checkpoints_naming_no_block": {
-                "count": self.blockless, "newest": self.blockless_last}})
+                "count": self.blockless, "newest": self.blockless_last}}) \
+            | ({} if not self.problems_omitted else {
+                "problems_omitted": self.problems_omitted}) \
+            | ({} if not self.equivocations_omitted else {
+                "equivocations_omitted": self.equivocations_omitted})
 
     def digest(self) -> bytes:
         """SHA-256 of the canonical JSON of :meth:`to_json` (sorted keys, no spaces, UTF-8)."""
@@ -311,8 +334,6 @@ class _StoreSource:
             if isinstance(e, plyvel.Error):
                 raise AuditError(self.named(open_error(path, e))) from e
             raise
-        self.block_sizes: set[int] = set()
-        """The log size at the end of each block read: where checkpoints may be stored."""
 
     def close(self) -> None:
         self._db.close()
@@ -372,6 +393,16 @@ class _StoreSource:
     def stored_records(self) -> _StoredRecords:
         return _StoredRecords(self._db)
 
+    def block_ends(self) -> Iterator[int]:
+        """The log size at the end of each stored block, in order (a second scan of the headers,
+        as :meth:`blocks` counts them): where checkpoints may be stored. Streamed, so a chain of
+        millions of one-transaction blocks costs the audit no memory."""
+        size = 0
+        for _, raw in self._db.iterator(prefix=b"b", fill_cache=False):
+            with contextlib.suppress(DecodeError):  # the replay reported it
+                size += BlockHeader.from_bytes(bytes(raw)).tx_count
+            yield size
+
     def blocks(self) -> Iterator[BlockRecord]:
         size = 0
         entries = self._db.iterator(prefix=b"e", fill_cache=False)
@@ -392,7 +423,6 @@ class _StoreSource:
                         break  # missing: the block comes out short and does not replay
                     items.append(bytes(got[1]))
                 size += count
-                self.block_sizes.add(size)
                 cp = self.get(checkpoint_key(size))
                 yield BlockRecord(height, bytes(raw), tuple(items), () if cp is None else (cp,))
         finally:
@@ -793,7 +823,7 @@ def _stray_signatures(report: AuditReport, src: _StoreSource | _ArchiveSource,
     if found:
         height, record, stray = found[0]
         more = f" (and {len(found) - 1} more checkpoints)" if len(found) > 1 else ""
-        report.problems.append(Problem(
+        report.add_problem(Problem(
             "checkpoint", "checkpoint holds a signature line by no node key the network ever "
             "registered, or one that does not verify: a node stores only its own and checked "
             "co-signatures, so this line was changed (or a node ran with a key file its "
@@ -836,7 +866,7 @@ def _replay(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: R
                 _name_network(report, replayer)
                 return
         except ArchiveError as e:
-            report.problems.append(Problem.of(e))
+            report.add_problem(Problem.of(e))
             _name_network(report, replayer)
             return
     replayer.on_tx = on_tx
@@ -852,7 +882,7 @@ def _replay(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: R
             try:
                 replayer.apply(rec, checked, stored, compared=_COMPARED)
             except ReplayError as e:
-                report.problems.append(Problem.of(e))
+                report.add_problem(Problem.of(e))
                 if e.kind != "checkpoint":
                     return
             finally:
@@ -869,7 +899,7 @@ def _replay(report: AuditReport, src: _StoreSource | _ArchiveSource, replayer: R
             if progress is not None:
                 progress(report.blocks_checked, report.blocks_total, report.txs_checked)
     except ArchiveError as e:
-        report.problems.append(Problem.of(e))
+        report.add_problem(Problem.of(e))
         return
     finally:
         report.head = store.head
@@ -954,7 +984,7 @@ class Approvals:
         for tx, height in self.found:
             got = self.records.get(tx.txid)
             if got is None:
-                report.problems.append(Problem("approval", "no evidence record for this "
+                report.add_problem(Problem("approval", "no evidence record for this "
                                                "approval in the evidence folder", height,
                                                txid=tx.txid.hex()))
                 continue
@@ -964,7 +994,7 @@ class Approvals:
                 why = ("the evidence names an evaluation height that is not a block before the "
                        "approval's" if ev_height >= height else "the evidence names an "
                        "evaluation height whose block this audit did not replay")
-                report.problems.append(Problem("approval", why, height, txid=tx.txid.hex(),
+                report.add_problem(Problem("approval", why, height, txid=tx.txid.hex(),
                                                expected=f"< {height}", found=str(ev_height)))
                 continue
             # Evaluated at the head when it was signed: a block between the evaluation height
@@ -974,7 +1004,7 @@ class Approvals:
             nxt = self.after.get(ev_height)
             signed = int(tx.body["ts"])
             if ev_height + 1 < height and nxt is not None and nxt < signed - MAX_BACKDATE:
-                report.problems.append(Problem(
+                report.add_problem(Problem(
                     "approval", f"the evidence names a stale evaluation height: the block "
                     f"after it is from {nxt}, more than {MAX_BACKDATE} s before the decision "
                     f"was signed ({signed}), and the decision was evaluated without it", height,
@@ -983,7 +1013,7 @@ class Approvals:
             try:
                 checker(snap[0], view, tx, evidence, block_time=snap[1])
             except LedgerError as e:
-                report.problems.append(Problem("approval", str(e), height,
+                report.add_problem(Problem("approval", str(e), height,
                                                txid=tx.txid.hex()))
                 continue
             report.approvals_rechecked += 1
@@ -1005,7 +1035,7 @@ def _finish_store(report: AuditReport, src: _StoreSource | _ArchiveSource, scrat
         return
     extra = stored.extra_node()
     if extra is not None:
-        report.problems.append(Problem("store", f"stored Merkle node n/{extra[1:].hex()} was "
+        report.add_problem(Problem("store", f"stored Merkle node n/{extra[1:].hex()} was "
                                        "not produced by the replay", report.head.height,
                                        found=extra.hex()))
         report.complete = False
@@ -1015,7 +1045,7 @@ def _finish_store(report: AuditReport, src: _StoreSource | _ArchiveSource, scrat
         pairs = itertools.zip_longest(scratch.records(prefix), src.records(prefix))
         for mine, theirs in pairs:
             if mine != theirs:
-                report.problems.append(_state_difference(mine, theirs))
+                report.add_problem(_state_difference(mine, theirs))
                 report.complete = False
                 return
             n += 1
@@ -1023,7 +1053,7 @@ def _finish_store(report: AuditReport, src: _StoreSource | _ArchiveSource, scrat
                 release_mapped_tables(folders)
     stray = _stray_record(src, scratch, report.head)
     if stray is not None:
-        report.problems.append(stray)
+        report.add_problem(stray)
         report.complete = False
 
 
@@ -1059,11 +1089,14 @@ def _stray_record(src: _StoreSource, scratch: _Scratch, head: Head) -> Problem |
             for k in keys:
                 if k not in scratch.registry_keys:
                     return stray(k, "no block wrote this registry version")
-        elif prefix == b"k":
-            allowed = {checkpoint_key(size) for size in src.block_sizes
-                       if size <= head.log_size}
+        elif prefix == b"k":  # keys in size order (big-endian), as the block ends: merged
+            ends = src.block_ends()
+            end = next(ends, None)
             for k in keys:
-                if k not in allowed:
+                size = int.from_bytes(k[1:], "big")
+                while end is not None and end < size:
+                    end = next(ends, None)
+                if len(k) != 9 or end != size or size > head.log_size:
                     return stray(k, "a checkpoint at a log size where no block ends")
         else:
             for k in keys:
@@ -1138,18 +1171,18 @@ def _rebuild_to_since(report: AuditReport, src: _StoreSource | _ArchiveSource,
     cp = since.checkpoint
     height, have, root, network = _prefix_root(src, cp.size)
     if network is not None and cp.origin != network:  # not "a fork", nor "no block ends"
-        report.problems.append(Problem(
+        report.add_problem(Problem(
             "checkpoint", f"the --since checkpoint is of network {cp.origin!r}, not of this "
             f"chain's {network!r}: no audit of this chain gave it", expected=network,
             found=cp.origin))
         return False
     if have != cp.size:
-        report.problems.append(Problem("checkpoint", f"no block ends at the --since "
+        report.add_problem(Problem("checkpoint", f"no block ends at the --since "
                                        f"checkpoint's log size {cp.size}", height,
                                        expected=str(cp.size), found=f"log size {have}"))
         return False
     if root != cp.root:
-        report.problems.append(Problem(
+        report.add_problem(Problem(
             "checkpoint", f"fork: the log's root at the --since checkpoint's size {cp.size} "
             "differs from it (the log forked, or its old part changed since that audit)",
             height, expected=cp.root.hex(), found=root.hex()))
@@ -1175,7 +1208,7 @@ def _rebuild_to_since(report: AuditReport, src: _StoreSource | _ArchiveSource,
             replayer.apply(light, checked, stored, compared=_COMPARED)
         except ReplayError as e:
             p = Problem.of(e)
-            report.problems.append(Problem(p.kind, "before the --since checkpoint: " + p.reason,
+            report.add_problem(Problem(p.kind, "before the --since checkpoint: " + p.reason,
                                            p.height, p.tx_index, p.txid, p.record, p.expected,
                                            p.found))
             return False
@@ -1187,7 +1220,7 @@ def _rebuild_to_since(report: AuditReport, src: _StoreSource | _ArchiveSource,
                 return False
             report.blocks_total = max(0, report.blocks_total - rec.height - 1)
             return True
-    report.problems.append(Problem("checkpoint", f"no block ends at the --since checkpoint's "
+    report.add_problem(Problem("checkpoint", f"no block ends at the --since checkpoint's "
                                    f"log size {cp.size}", expected=str(cp.size), found=None))
     return False
 
@@ -1201,7 +1234,7 @@ def _genesis_seen(report: AuditReport, replayer: Replayer) -> bool:
         return True
     report.genesis = head.hash
     if report.pinned_genesis is not None and head.hash != report.pinned_genesis:
-        report.problems.append(Problem(
+        report.add_problem(Problem(
             "genesis", "block 0 is not the genesis block given (--genesis): this is another "
             "network's chain, whatever its name; nothing after it was replayed", 0,
             expected=report.pinned_genesis.hex(), found=head.hash.hex()))
@@ -1236,7 +1269,7 @@ def _fork_evidence(report: AuditReport, records: Iterator[BlockRecord], replayer
         except ReplayError as e:
             if e.kind != "checkpoint":  # a chain checkpoint that is not final is no evidence
                 p = Problem.of(e)
-                report.problems.append(Problem(
+                report.add_problem(Problem(
                     p.kind, "before the --since checkpoint: " + p.reason, p.height, p.tx_index,
                     p.txid, p.record, p.expected, p.found))
                 return
@@ -1260,7 +1293,7 @@ def _fork_evidence(report: AuditReport, records: Iterator[BlockRecord], replayer
         except CheckpointError:
             continue
         if found is not None:
-            report.equivocations.append(found)
+            report.add_equivocation(found)
             return
 
 
@@ -1280,7 +1313,7 @@ def _at_since(report: AuditReport, replayer: Replayer) -> bool:
     if head.log_size < cp.size:
         return False
     if head.log_size > cp.size:  # the block straddles the old size
-        report.problems.append(Problem("checkpoint", "no block ends at the --since "
+        report.add_problem(Problem("checkpoint", "no block ends at the --since "
                                        f"checkpoint's log size {cp.size}", head.height,
                                        expected=str(cp.size), found=str(head.log_size)))
         return True
@@ -1289,10 +1322,10 @@ def _at_since(report: AuditReport, replayer: Replayer) -> bool:
         verify_final(since, registry, head.time)
     except CheckpointError as e:
         final = False
-        report.problems.append(Problem("checkpoint", f"the --since checkpoint is not final: "
+        report.add_problem(Problem("checkpoint", f"the --since checkpoint is not final: "
                                        f"{e}", head.height))
     if head.log_root != cp.root:
-        report.problems.append(Problem(
+        report.add_problem(Problem(
             "checkpoint", f"fork: the log's root at the --since checkpoint's size {cp.size} "
             "differs from it", head.height, expected=cp.root.hex(), found=head.log_root.hex()))
         return True
@@ -1301,12 +1334,12 @@ def _at_since(report: AuditReport, replayer: Replayer) -> bool:
     try:
         named = checkpoint_block(cp)
     except CheckpointError as e:
-        report.problems.append(Problem("checkpoint", f"the --since checkpoint: {e}",
+        report.add_problem(Problem("checkpoint", f"the --since checkpoint: {e}",
                                        head.height, expected=f"block {head.height} "
                                        f"{head.hash.hex()}"))
         return True
     if named != (head.height, head.hash):
-        report.problems.append(Problem(
+        report.add_problem(Problem(
             "checkpoint", f"fork: the block ending at the --since checkpoint's size {cp.size} "
             "is not the one it names (the old part was grouped into other blocks since that "
             "audit)", head.height, expected=f"block {named[0]} {named[1].hex()}",
@@ -1334,7 +1367,7 @@ def _since_consistent(report: AuditReport, src: _StoreSource | _ArchiveSource) -
         merkle.verify_consistency(cp.size, head.log_size, cp.root, head.log_root, proof)
     except (ProofError, StoreError) as e:
         report.complete = False
-        report.problems.append(Problem(
+        report.add_problem(Problem(
             "checkpoint", f"the --since checkpoint is not consistent with the head: {e}",
             head.height, expected=cp.root.hex(), found=None))
 
@@ -1343,7 +1376,7 @@ def _finish(report: AuditReport, src: _StoreSource | _ArchiveSource,
             replayer: Replayer) -> None:
     head = replayer.store.head
     if head is None:
-        report.problems.append(Problem("archive" if isinstance(src, _ArchiveSource) else
+        report.add_problem(Problem("archive" if isinstance(src, _ArchiveSource) else
                                        "store", "no block at all"))
         return
     if isinstance(src, _StoreSource):
@@ -1356,26 +1389,26 @@ def _finish(report: AuditReport, src: _StoreSource | _ArchiveSource,
                     found = f"height {h.height} hash {h.hash.hex()}"
                 except DecodeError as e:
                     found = f"undecodable ({e})"
-            report.problems.append(Problem(
+            report.add_problem(Problem(
                 "store", "the head pointer differs from the replayed head", head.height,
                 expected=f"height {head.height} hash {head.hash.hex()}", found=found))
             return
         extra = src.get(block_key(head.height + 1))
         if extra is not None:  # the key iterator saw it; kept as a guard against races
-            report.problems.append(Problem("store", "a block beyond the head", head.height + 1))
+            report.add_problem(Problem("store", "a block beyond the head", head.height + 1))
             return
         if src.get(entry_key(head.log_size)) is not None:
-            report.problems.append(Problem("store", "a log entry beyond the head",
+            report.add_problem(Problem("store", "a log entry beyond the head",
                                            head.height, expected=str(head.log_size),
                                            found=str(head.log_size + 1)))
             return
     elif report.network is not None and src.network() != report.network:
-        report.problems.append(Problem("archive", "the archive header names another network",
+        report.add_problem(Problem("archive", "the archive header names another network",
                                        record=0, expected=report.network,
                                        found=src.network()))
         return
     if isinstance(src, _ArchiveSource) and src.log_size() != head.log_size:
-        report.problems.append(Problem("archive", "the archive header's log size differs from "
+        report.add_problem(Problem("archive", "the archive header's log size differs from "
                                        "the replayed log (a block cut off, or a forged count)",
                                        head.height, record=0, expected=str(head.log_size),
                                        found=str(src.log_size())))
@@ -1415,7 +1448,7 @@ def _equivocations(report: AuditReport, replayer: Replayer, rec: BlockRecord,
                 except CheckpointError:
                     continue
                 if found is not None:
-                    report.equivocations.append(found)
+                    report.add_equivocation(found)
             seen.append(signed)
     for size in [s for s in by_size if s < head.log_size]:
         del by_size[size]

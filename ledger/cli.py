@@ -1462,10 +1462,16 @@ def _print_audit(report: Any, statement: Path | None) -> None:
     out.print(table)
     for p in report.problems:  # an archive's network name and found values come from outside
         out.print(Text(printable(f"BROKEN {p}"), style="bold red"), soft_wrap=True)
+    if report.problems_omitted:
+        out.print(Text(f"BROKEN … and {report.problems_omitted} more problem(s) not listed",
+                       style="bold red"), soft_wrap=True)
     for eq in report.equivocations:
         out.print(Text(f"EQUIVOCATION at size {eq.size}: roots {eq.root_a.hex()} "
                        f"({', '.join(sorted(eq.signers_a))}) and {eq.root_b.hex()} "
                        f"({', '.join(sorted(eq.signers_b))})", style="bold red"), soft_wrap=True)
+    if report.equivocations_omitted:
+        out.print(Text(f"EQUIVOCATION … and {report.equivocations_omitted} more not listed",
+                       style="bold red"), soft_wrap=True)
     if report.free_text_count:
         first = report.free_text[0]
         out.print(Text(f"NOTE {report.free_text_count} status or credit transaction(s) carry a "

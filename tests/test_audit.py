@@ -580,6 +580,8 @@ def test_rewritten_head_pointer(copy: Path) -> None:
     # checkpoints where no block ends, or beyond the head: a node would not open the store
     (checkpoint_key(9), b"garbage", "a checkpoint at a log size where no block ends"),
     (checkpoint_key(25), b"garbage", "a checkpoint at a log size where no block ends"),
+    (checkpoint_key(0), b"garbage", "a checkpoint at a log size where no block ends"),
+    (b"k\x00\x01", b"garbage", "a checkpoint at a log size where no block ends"),  # short key
     (entry_key(50), b"x", "beyond the log's"),
     (b"Hx", b"x", "not the head pointer"),
 ])
@@ -747,6 +749,49 @@ def test_equivocation_in_an_archive(copy: Path, tmp_path: Path) -> None:
     assert report.equivocations[0].size == size
     assert report.equivocations[0].signers_b == {"edu", "market"}
     validate_report(report)
+
+
+def test_a_report_lists_its_first_findings_and_counts_the_rest(
+        copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint below quorum in every block record is a problem in each, and the replay
+    goes on: the report (and the auditor's memory, and its JSON) grew with the chain. It lists
+    the first FINDINGS_KEPT problems and equivocations and counts the rest, in the JSON (the
+    schema has both counts) and in the words (ADR 71). Kept at 2 here: the demo is short."""
+    import ledger.audit as audit_module
+
+    header, recs = _exported(copy)
+    cut = []
+    for r in recs:
+        texts = r.unverified_checkpoints
+        if texts:
+            signed = SignedCheckpoint.from_text(texts[0])
+            size = signed.checkpoint.size
+            fake = SignedCheckpoint(Checkpoint("changsheng-demo", size, b"\x01" * 32))
+            for agency in ("edu", "market"):
+                fake = fake.cosign(agency, _node_key(copy, agency))
+            texts = (SignedCheckpoint(signed.checkpoint, signed.signatures[:1]).to_text()
+                     .encode(), texts[0], fake.to_text().encode())
+        cut.append(BlockRecord(r.height, r.unverified_header, r.unverified_txs, texts))
+    below = sum(1 for r in recs if r.unverified_checkpoints)
+    assert below > 3
+    arc = tmp_path / "every.arc"
+    with arc.open("wb") as f:
+        write_archive(f, header.network, header.log_size, cut)
+    monkeypatch.setattr(audit_module, "FINDINGS_KEPT", 2)
+    report = audit(arc, now=T0)
+    assert report.complete and not report.clean
+    assert [p.kind for p in report.problems] == ["checkpoint", "checkpoint"]
+    assert report.problems_omitted == below - 2
+    assert len(report.equivocations) == 2
+    assert report.equivocations_omitted == below - 2
+    doc = report.to_json()
+    assert doc["problems_omitted"] == below - 2 and doc["equivocations_omitted"] == below - 2
+    validate_report(report)
+    r = CliRunner().invoke(ledger_app, ["audit", "--archive", str(arc)])
+    assert r.exit_code == 1
+    said = " ".join(r.output.split())
+    assert f"and {below - 2} more problem(s) not listed" in said
+    assert f"EQUIVOCATION … and {below - 2} more not listed" in said
 
 
 def test_checkpoints_of_sizes_the_log_never_reaches_are_not_held(
