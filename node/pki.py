@@ -149,18 +149,29 @@ def create_pki(folder: Path, network: str, agencies: Iterable[str], passphrase: 
         raise PkiError(f"hosts are given for {unknown[0]!r}, which is not an agency listed")
     for agency in agencies:
         _sans(agency, (hosts or {}).get(agency, ()))  # every host checked before any file
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = ec.generate_private_key(ec.SECP256R1())
-    # a common name holds 64 characters at most: a network id of 55 or more is the name alone
-    common = f"{network} ledger CA"
-    cert = _ca_cert(key, _name(common if len(common) <= _MAX_COMMON else network), now)
-    _write(folder / "ca.key", _key_bytes(key, passphrase), 0o600)
-    _write(folder / "ca.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
-    _write_crl(folder, cert, key, [], now)
-    _issue_operator_cert(folder, cert, key, passphrase, now)
-    for agency in agencies:
-        issue_agency_cert(folder, agency, passphrase, now=now,
-                          hosts=(hosts or {}).get(agency, ()))
+    # Built in a hidden folder beside it and renamed into place whole: one interrupted (a
+    # Ctrl-C, a full disk) left a half-made PKI that a rerun refused as "not empty" (ADR 71).
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name}.creating-{os.urandom(4).hex()}")
+    tmp.mkdir(mode=0o700)
+    try:
+        key = ec.generate_private_key(ec.SECP256R1())
+        # a common name holds 64 characters at most: a network id of 55 or more is the name
+        common = f"{network} ledger CA"
+        cert = _ca_cert(key, _name(common if len(common) <= _MAX_COMMON else network), now)
+        _write(tmp / "ca.key", _key_bytes(key, passphrase), 0o600)
+        _write(tmp / "ca.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        _write_crl(tmp, cert, key, [], now)
+        _issue_operator_cert(tmp, cert, key, passphrase, now)
+        for agency in agencies:
+            issue_agency_cert(tmp, agency, passphrase, now=now,
+                              hosts=(hosts or {}).get(agency, ()))
+        if folder.exists():
+            folder.rmdir()  # empty (checked above): an OSError if something came meanwhile
+        os.rename(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _ca_cert(key: ec.EllipticCurvePrivateKey, name: x509.Name,

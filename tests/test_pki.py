@@ -88,6 +88,43 @@ def test_wrong_passphrase_and_reuse_are_refused(tmp_path: Path) -> None:
         create_pki(tmp_path / "other", "n", ["edu"], b"", now=NOW)
 
 
+def test_an_interrupted_create_leaves_nothing_a_rerun_refuses(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Ctrl-C (or a full disk) while `pki create` wrote the agencies' certificates left a
+    CA and half the agencies in the folder: the rerun was refused ("not empty"), and the
+    operator had to find and delete what it wrote. It builds beside the folder and renames it
+    into place whole (ADR 71): nothing is left, an empty folder given stays as it was, and a
+    rerun makes the whole PKI."""
+    import node.pki as pki_module
+
+    real = pki_module.issue_agency_cert
+    made: list[str] = []
+
+    def interrupted(folder: Path, agency: str, *args: object, **kw: object) -> object:
+        if made:
+            raise KeyboardInterrupt  # the second agency's certificate: Ctrl-C
+        made.append(agency)
+        return real(folder, agency, *args, **kw)  # type: ignore[arg-type]
+
+    given = tmp_path / "given"
+    given.mkdir()
+    for target in (tmp_path / "pki", given):
+        made.clear()
+        monkeypatch.setattr(pki_module, "issue_agency_cert", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            create_pki(target, "n", ["civil", "edu"], b"pw", now=NOW)
+        assert made == ["civil"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["given"]
+        assert not any(given.iterdir())
+        monkeypatch.setattr(pki_module, "issue_agency_cert", real)
+        create_pki(target, "n", ["civil", "edu"], b"pw", now=NOW)  # the rerun is taken
+        assert {"ca.key", "ca.crt", "civil.crt", "edu.crt"} <= {p.name for p in
+                                                              target.iterdir()}
+        assert stat.S_IMODE(target.stat().st_mode) == 0o700
+        if target != given:
+            shutil.rmtree(target)
+
+
 def test_a_pem_key_from_before_still_unlocks(tmp_path: Path) -> None:
     """TLS keys written before ADR 46 (PEM, PBKDF2) are still read."""
     create_pki(tmp_path / "pki", "n", ["civil"], b"pw", now=NOW)
