@@ -27,6 +27,8 @@ Errors::
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -330,8 +332,11 @@ def _checkpoint_size(s: Snapshot) -> int:
 def merge_snapshots(parts: Sequence[bytes], asked: Collection[str] | None = None
                     ) -> tuple[bytes, dict[str, str]]:
     """One snapshot from the parts of several agencies' nodes (``GET /v1/snapshot``: each
-    node signs its own agency's lists, as only it holds that key), and every list of the parts
-    that verifies under their registry.
+    node signs its own agency's lists, as only it holds that key), and of each list the token
+    signed last among the parts' that verify under their registry: a part is untrusted, and
+    one carrying an older genuine token (from before a revocation) must not displace the
+    current one; a token signed more than :data:`MERGE_SPREAD` before the merged snapshot's
+    time is refused even alone.
 
     The parts must carry one registry, byte for byte: a node cannot bring a registry of its
     own (keys of its own "finalizing" a checkpoint of its own), nor an older one. The merged
@@ -376,7 +381,8 @@ def merge_snapshots(parts: Sequence[bytes], asked: Collection[str] | None = None
     kept: list[dict[str, Any]] = []
     for uri, offered in sorted(offers.items()):
         ref = list_ref(base.registry, uri)
-        for issuer, token in offered:  # the first that verifies: a bad part hides no good one
+        best: tuple[int, str, str] | None = None  # (iat, issuer, token) signed last
+        for issuer, token in offered:  # every offer: a bad part hides no good one
             one = Snapshot(base.network, base.registry, at, low.head_height, low.log_size,
                            base.checkpoint, {uri: (issuer, token)})
             try:
@@ -384,12 +390,22 @@ def merge_snapshots(parts: Sequence[bytes], asked: Collection[str] | None = None
                     raise StatusListError(f"{uri} is not a status list of {issuer!r} in this "
                                           "registry")
                 one.status_list(uri)
+                iat = _signed_iat(token)
+                if iat < at - MERGE_SPREAD:
+                    # a part's lists are signed when it is made: an older token is a replay
+                    # (by a lying node, of a list from before a revocation)
+                    raise StatusListError(f"the token of {uri} was signed at {iat}, "
+                                          f"{at - iat} s before the snapshot's time {at}: an "
+                                          "old list, not its issuer node's current one")
             except LedgerError as e:
-                missing[uri] = str(e)
+                if best is None:
+                    missing[uri] = str(e)
                 continue
+            if best is None or iat > best[0]:  # the list signed last, not the first offered
+                best = (iat, issuer, token)
+        if best is not None and ref is not None:
             missing.pop(uri, None)
-            kept.append(_list_item(issuer, ref[1], ref[2], token))
-            break
+            kept.append(_list_item(best[1], ref[1], ref[2], best[2]))
     if len(kept) > MAX_LISTS:
         raise SnapshotError(f"{len(kept)} status lists hold credentials: a snapshot carries "
                             f"at most {MAX_LISTS}")
@@ -407,6 +423,14 @@ def merge_snapshots(parts: Sequence[bytes], asked: Collection[str] | None = None
         "status_lists": kept})
     load_snapshot(blob)  # what a verifier will load: fail here rather than there
     return blob, missing
+
+
+def _signed_iat(token: str) -> int:
+    """The ``iat`` of a Status List Token whose signature and claims were checked."""
+    payload = token.split(".")[1]
+    iat = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["iat"]
+    assert type(iat) is int  # verify_token checked it
+    return iat
 
 
 def _list_item(issuer: str, kind: str, number: int, token: str) -> dict[str, Any]:

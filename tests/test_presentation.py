@@ -594,3 +594,31 @@ def test_a_merge_refuses_a_list_whose_token_header_nests_too_deeply(world: World
     blob, missing = merge_snapshots([bad, part])  # the good part's list is kept
     assert uri not in missing and load_snapshot(blob).status_lists(uri) is not None
     assert load_snapshot(bad).status_lists(uri) is None
+
+
+def test_a_part_replaying_an_older_token_of_a_list_does_not_undo_a_revocation(
+        world: World) -> None:
+    """A node's part is untrusted (a lying agency node, or a man in the middle): one carrying
+    edu's genuine list token from before a revocation, in a part dated after edu's own, was
+    kept by the merge (the first offer that verified, in the parts' order by their unsigned
+    ``fetched_at``), and the revoked credential said valid offline. The list signed last
+    counts; a token signed well before the merged snapshot's time is refused alone."""
+    bundle, cid = world.issue()
+    uri = status_list_uri("demo", "edu", "degree")
+    older = _snapshot(world, T0 + 20)
+    old_token = load_snapshot(older).tokens[uri][1]
+    world.ledger.commit([status_tx("demo", world.agencies["edu"], cid, "revoked", "fraud",
+                                   T0 + 200)], T0 + 200)
+    honest = _snapshot(world, T0 + 220)
+    replay = codec.decode(_with_list_token(_snapshot(world, T0 + 230), uri, old_token),
+                          max_size=1 << 26)
+    replay["fetched_at"] = T0 + 230
+    evil = codec.encode(replay)
+    env = present(bundle)
+    for parts in ([honest, evil], [evil, honest]):
+        merged, missing = merge_snapshots(parts)
+        assert uri not in missing
+        assert world.verify(env, lists=load_snapshot(merged).status_lists).status == "revoked"
+    merged, missing = merge_snapshots([evil])  # edu's own node not asked
+    assert "signed at" in missing[uri], missing
+    assert world.verify(env, lists=load_snapshot(merged).status_lists).status == "undetermined"
