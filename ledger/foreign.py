@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 from ledger import codec, sdjwt
 from ledger.codec import Fields
 from ledger.errors import DecodeError, LedgerError
+from ledger.keys import PublicKey
 from ledger.presentation import (
     PLAIN_CLAIMS,
     Check,
@@ -122,26 +123,28 @@ class TrustList:
         if len(items) > _MAX_ISSUERS:
             raise DecodeError(f"at most {_MAX_ISSUERS} issuers", "trust.issuers")
         out: dict[str, TrustedIssuer] = {}
+        owners: dict[tuple[str, ...], str] = {}  # each listed key → the issuer it is listed for
         for i, item in enumerate(items):
             issuer = _issuer(item, f"trust.issuers[{i}]")
             if issuer.iss in out:
                 raise DecodeError(f"issuer {issuer.iss!r} is listed twice",
                                   f"trust.issuers[{i}].iss")
-            for other in out.values():
-                shared = {_key_id(j) for j, _ in other.keys} & \
-                    {_key_id(j) for j, _ in issuer.keys}
-                if shared:
+            for _, key in issuer.keys:
+                other = owners.setdefault(_key_id(key), issuer.iss)
+                if other != issuer.iss:
                     raise DecodeError(f"a key of {issuer.iss!r} is also listed for "
-                                      f"{other.iss!r}: either could then sign as the other",
+                                      f"{other!r}: either could then sign as the other",
                                       f"trust.issuers[{i}].keys")
             out[issuer.iss] = issuer
         return cls(out)
 
 
-def _key_id(jwk: Mapping[str, Any]) -> tuple[Any, ...]:
-    """A listed key's public members: equal for the same key (the JWK parse is strict, so
-    each key has one spelling), to compare keys listed under different issuers."""
-    return tuple(jwk.get(m) for m in ("kty", "crv", "x", "y"))
+def _key_id(key: sdjwt.VerifyKey) -> tuple[str, ...]:
+    """A listed key as read (its public members in their one canonical spelling): equal for
+    the same key, to compare keys listed under different issuers. Not the listed JWK's own
+    members: an Ed25519 JWK's ``y`` is not read, so a listing with one named the same key."""
+    jwk = sdjwt.jwk_from_ed25519(key.raw) if isinstance(key, PublicKey) else sdjwt.jwk_from_ec(key)
+    return tuple(jwk.get(m, "") for m in ("kty", "crv", "x", "y"))
 
 
 def _text(value: object, where: str, limit: int = 1024) -> str:

@@ -865,6 +865,17 @@ def test_one_key_listed_for_two_issuers_is_refused() -> None:
         TrustList.from_json(trust)
 
 
+def test_one_key_listed_for_two_issuers_in_two_spellings_is_refused() -> None:
+    """An Ed25519 key's JWK has no ``y``; one listed with a ``y`` too (ignored when the key is
+    read) is still the same key, and another issuer listing it could sign as the first."""
+    shared = Issuer(ed25519=True)
+    other = trust_json(shared, iss="https://other.example")["issuers"][0]
+    other["keys"] = [{**other["keys"][0], "y": "AAAA"}]
+    trust = {"issuers": [trust_json(shared)["issuers"][0], other]}
+    with pytest.raises(DecodeError, match="also listed for"):
+        TrustList.from_json(trust)
+
+
 def test_keys_listed_without_a_kid_check_tokens_that_name_one() -> None:
     issuer = Issuer()
     jwk = {k: v for k, v in issuer.jwk().items() if k != "kid"}
