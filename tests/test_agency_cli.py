@@ -382,6 +382,22 @@ def test_issue_a_batch_of_unlinkable_copies(demo: Path, files: Path, tmp_path: P
     assert again.returncode == 2 and "repeats a holder key" in again.stderr
 
 
+def test_a_holder_key_repeated_with_a_member_it_does_not_read_is_refused(
+        demo: Path, files: Path, tmp_path: Path) -> None:
+    """An Ed25519 JWK's ``y`` is not read (an OKP key has none): the same key with one is the
+    same key, and two copies bound to it would be linked. Refused before anything is issued."""
+    key = PrivateKey(hashlib.sha256(b"copy-y").digest())
+    plain, with_y = tmp_path / "plain.jwk.json", tmp_path / "with-y.jwk.json"
+    plain.write_text(json.dumps(sdjwt.jwk_from_ed25519(key.public.raw)))
+    with_y.write_text(json.dumps({**sdjwt.jwk_from_ed25519(key.public.raw), "y": "AAAA"}))
+    before = _log_size(demo)
+    r = _run("agency", "issue", "--data", str(demo), "--agency", "civil", "--type",
+             "residence", "--claims", str(files / "claims.json"), "--holder-jwk", str(plain),
+             "--holder-jwk", str(with_y), "--out", str(tmp_path / "dup.bundle"))
+    assert r.returncode == 2 and "repeats a holder key" in r.stderr, r.stderr
+    assert _log_size(demo) == before
+
+
 def test_approval_credentials_are_never_issued_by_hand(demo: Path, files: Path,
                                                        tmp_path: Path) -> None:
     before = _log_size(demo)
