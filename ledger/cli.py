@@ -683,10 +683,10 @@ def verify(
     age: int | None = None
     with _used_nonces(nonce_log) as used, contextlib.ExitStack() as stack:
         if snapshot is not None:
-            try:
-                snap = load_snapshot(snapshot.read_bytes())
-            except OSError as e:
-                _fail(f"cannot read the snapshot {snapshot}: {e.strerror or e}", 2)
+            try:  # read up to the limit: a huge file (or /dev/zero) is not read whole first
+                snap = load_snapshot(_bounded_read(snapshot, "snapshot", MAX_SNAPSHOT))
+            except _Unreadable as e:
+                _fail(str(e), 2)
             except SnapshotError as e:
                 _fail(f"{snapshot}: {e}", 2)
             age = snap.age(now)

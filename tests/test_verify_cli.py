@@ -349,6 +349,16 @@ def test_bad_input_exits_2(demo: Path, work: Path, issued: Bundle) -> None:
                    as_json=False)
     assert r.returncode == 2
     assert "cannot read the snapshot" in r.stderr
+    from ledger.offline import MAX_SNAPSHOT
+
+    huge = work / "huge.snapshot"  # sparse: read whole (64 MiB and more) before it was refused
+    with huge.open("wb") as f:
+        f.truncate(MAX_SNAPSHOT + 1)
+    for named in (huge, Path("/dev/zero")):  # /dev/zero was read without end
+        r, _ = _verify(text, "--snapshot", str(named), request=req, as_json=False)
+        assert r.returncode == 2
+        said = " ".join(r.stderr.split())
+        assert f"the snapshot file {named} is over {MAX_SNAPSHOT} bytes" in said
 
 
 def test_unreadable_envelopes_with_json_still_print_a_verdict(demo: Path, work: Path,
