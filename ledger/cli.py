@@ -1880,7 +1880,7 @@ def _one_at_node(base: str, token: str, body: bytes, agency: str, kind: str, tar
                  force: bool, written: int) -> dict[str, Any]:
     """One credential issued by the node, its bundle written (ADR 52: not cut in two)."""
     got = _http(base + "/v1/credentials", body, "application/json",
-                {"Authorization": f"Bearer {token}"})
+                {"Authorization": f"Bearer {token}"}, after=_written(written))
     try:
         raw = base64.urlsafe_b64decode(got["bundle"] + "=" * (-len(got["bundle"]) % 4))
         anchor = Tx.from_bytes(Bundle.from_bytes(raw).anchor).body
@@ -1965,7 +1965,8 @@ def _issue_here(data: Path, agency: str, kind: str, claims: dict[str, Any],
         for holder_jwk, target in zip(holder_jwks, outs, strict=True):
             with interrupts_held(_finishing):  # committed, then written: never one alone
                 cred, receipt = _issue_one(store, registry, signers, issuer_key, agency, kind,
-                                           claims, holder_jwk, now, valid_days, zone)
+                                           claims, holder_jwk, now, valid_days, zone,
+                                           len(results))
                 cid = cred.credential_id.hex()
                 lost = _lost(cid, receipt.txid.hex(), len(results))
                 try:
@@ -1983,8 +1984,10 @@ def _issue_here(data: Path, agency: str, kind: str, claims: dict[str, Any],
 
 def _issue_one(store: Store, registry: Registry, signers: Any, issuer_key: PrivateKey,
                agency: str, kind: str, claims: dict[str, Any], holder_jwk: dict[str, Any],
-               now: int, valid_days: int, zone: dt.tzinfo) -> tuple[Any, Receipt]:
-    """Issue and anchor one copy, drawing a fresh status index until one is free."""
+               now: int, valid_days: int, zone: dt.tzinfo, written: int = 0
+               ) -> tuple[Any, Receipt]:
+    """Issue and anchor one copy, drawing a fresh status index until one is free (``written``:
+    the copies before it, whose bundles a failure names)."""
     def taken(index: int) -> bool:  # used before (indexes are never reused)
         return store.get(index_key(agency, kind, index)) is not None
 
@@ -2001,10 +2004,11 @@ def _issue_one(store: Store, registry: Registry, signers: Any, issuer_key: Priva
         except TxRejected as e:
             if e.code == "status_index_used":
                 continue
-            _fail(f"the ledger rejected the anchor ({e.code}): {e.message}")
+            _fail(f"the ledger rejected the anchor ({e.code}): {e.message}"
+                  + _written(written))
         except LedgerError as e:  # ClaimError, no grant, key not valid, orderer failure
-            _fail(str(e))
-    _fail(f"no free status index of {agency}/{kind} found in 32 draws")
+            _fail(str(e) + _written(written))
+    _fail(f"no free status index of {agency}/{kind} found in 32 draws" + _written(written))
 
 
 class NewStatus(StrEnum):
@@ -2101,8 +2105,9 @@ _NO_REDIRECTS = urllib.request.build_opener(_Stay)
 
 
 def _http(url: str, data: bytes | None = None, content_type: str = "",
-          headers: dict[str, str] | None = None) -> Any:
-    """One JSON request to a node (stdlib only: the core imports no web client)."""
+          headers: dict[str, str] | None = None, *, after: str = "") -> Any:
+    """One JSON request to a node (stdlib only: the core imports no web client); ``after`` is
+    added to a failure's words (what was done before it)."""
     if not url.startswith(("http://", "https://")):
         _fail(f"--node must be an http(s) URL, not {url!r}", 2)
     sent = dict(headers or {}) | ({"Content-Type": content_type} if content_type else {})
@@ -2113,11 +2118,11 @@ def _http(url: str, data: bytes | None = None, content_type: str = "",
     except urllib.error.HTTPError as e:
         if 300 <= e.code < 400:
             _fail(f"the node at {url} redirects ({e.code}) to {e.headers.get('Location')!r}: "
-                  "give that URL with --node if it is the node (nothing was sent on)")
+                  "give that URL with --node if it is the node (nothing was sent on)" + after)
         code, said = _refusal(e)
-        _fail(f"the node refused it ({code}): {said}")
+        _fail(f"the node refused it ({code}): {said}{after}")
     except (urllib.error.URLError, OSError, ValueError) as e:
-        _fail(f"cannot reach the node at {url}: {e}{_ca_hint(e)}")
+        _fail(f"cannot reach the node at {url}: {e}{_ca_hint(e)}{after}")
 
 
 def _refusal(e: urllib.error.HTTPError) -> tuple[object, str]:

@@ -467,6 +467,42 @@ def test_a_bundle_that_cannot_be_written_names_the_committed_credential(
     assert f"credential {cid}" in said and f"--credential-id {cid} --set revoked" in said
 
 
+def test_a_later_copy_that_fails_says_the_bundles_written_before_it(
+        demo: Path, files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three copies, the second refused by the ledger (a full disk under the store, here):
+    the error said only why, so the operator did not know the first was committed and its
+    bundle written (and would issue it again). It says how many were (ADR 71)."""
+    from typer.testing import CliRunner
+
+    from ledger import cli
+    from ledger.errors import StoreError
+
+    real, calls = cli._commit, []
+
+    def second_fails(*a: Any, **k: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise StoreError("cannot write the block: No space left on device")
+        return real(*a, **k)
+
+    monkeypatch.setattr(cli, "_commit", second_fails)
+    jwks = []
+    for i in range(3):
+        jwks += ["--holder-jwk", str(tmp_path / f"k{i}.jwk.json")]
+        (tmp_path / f"k{i}.jwk.json").write_text(json.dumps(sdjwt.jwk_from_ed25519(
+            PrivateKey(hashlib.sha256(b"later-%d" % i).digest()).public.raw)))
+    before = _log_size(demo)
+    r = CliRunner().invoke(cli.agency_app, [
+        "issue", "--data", str(demo), "--agency", "civil", "--type", "residence", "--claims",
+        str(files / "claims.json"), *jwks, "--out", str(tmp_path / "c.bundle")],
+        env={"LEDGER_KEY_PASSPHRASE": PASSPHRASE})
+    said = " ".join(r.output.split())
+    assert r.exit_code == 1, r.output
+    assert "No space left on device; the 1 bundle(s) before it were written" in said
+    assert _log_size(demo) == before + 1
+    assert sorted(p.name for p in tmp_path.glob("c-*.bundle")) == ["c-1.bundle"]
+
+
 def test_a_bundle_path_taken_meanwhile_is_neither_replaced_nor_lost(
         demo: Path, files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two issuances to one --out (two terminals): the path was free when checked, and another
