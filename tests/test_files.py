@@ -97,13 +97,13 @@ if sys.argv[1] == "export":
     archive.export_archive = export_archive
 else:
     real_replay = archive._replay_all
-    def _replay_all(replayer, blocks, total, progress):
+    def _replay_all(replayer, blocks, total, progress, *more):
         def first_then_stop():
             for i, b in enumerate(blocks):
                 if i == 1:
                     stop()
                 yield b
-        return real_replay(replayer, first_then_stop(), total, progress)
+        return real_replay(replayer, first_then_stop(), total, progress, *more)
     archive._replay_all = _replay_all
 sys.argv = ["ledger", *sys.argv[1:]]
 ledger_main()
