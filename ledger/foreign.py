@@ -60,8 +60,8 @@ from ledger.presentation import (
 from ledger.statuslist import StatusList, StatusListError, check_status, verify_token
 
 __all__ = ["MAX_PRESENTATION", "MAX_TRUST_LIST", "ForeignCredential", "TrustList", "TrustedIssuer",
-           "read_status_tokens", "read_trust_list", "receive_foreign", "tokens_by_uri",
-           "verify_foreign"]
+           "all_withholdable", "read_status_tokens", "read_trust_list", "receive_foreign",
+           "tokens_by_uri", "verify_foreign"]
 
 _T = TypeVar("_T")
 
@@ -395,7 +395,7 @@ def receive_foreign(unverified: str, *, trust: TrustList, holder_jwk: Mapping[st
         raise DecodeError(f"an SD-JWT VC needs a printable vct of at most {MAX_VCT} "
                           "characters", "credential.vct")
     _issues_type(issuer, vct)
-    _all_withholdable(parsed)
+    all_withholdable(parsed)
     if issuer.status_required and "status" not in claims:
         raise LedgerError(f"the credential has no status claim, and the trust list expects one "
                           f"from {issuer.name!r}: no verifier would accept it")
@@ -407,11 +407,11 @@ def receive_foreign(unverified: str, *, trust: TrustList, holder_jwk: Mapping[st
                            max(0, int(min(end, NO_EXPIRY))))
 
 
-def _all_withholdable(parsed: sdjwt.UnverifiedSdJwt) -> None:
+def all_withholdable(parsed: sdjwt.UnverifiedSdJwt) -> None:
     """LedgerError unless every claim of the credential is a top-level selectively disclosable
     one: a wallet's preview names each claim it discloses or withholds (ADR 10), so a claim in
     the clear (shown to every verifier) or one nested in a disclosed object (shown with it)
-    would go out unannounced."""
+    would go out unannounced. The wallet holds a bundle of the network to the same rule."""
     clear = sorted(k for k in parsed.payload
                    if k not in PLAIN_CLAIMS and k not in ("_sd", "_sd_alg"))
     if clear:

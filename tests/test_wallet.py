@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import segno
@@ -282,9 +283,16 @@ def _flipped_signature(world: World, w: Wallet) -> Bundle:
     return replace(b, sd_jwt=f"{head}.{payload}.{sig}~{rest}")
 
 
-def _not_typed_as_a_vc(world: World, w: Wallet) -> Bundle:
-    """A degree as edu issues it, but its issuer-signed JWT signed with another '+sd-jwt'
-    typ (an SD-JWT of another application, no SD-JWT VC) and anchored so."""
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _edu_signed(world: World, w: Wallet, *, header: dict[str, Any] | None = None,
+                payload: dict[str, Any] | None = None, disclosures: tuple[str, ...] = (),
+                listed: int = 0) -> Bundle:
+    """A degree as edu issues it, its issuer-signed JWT signed again by edu's issuer key with
+    ``header`` and ``payload`` members put in and ``disclosures`` added (the first ``listed``
+    of them in its ``_sd``), anchored so."""
     world.n += 1
     now = world.t0 + 10 + world.n
     edu_key = world.agencies["edu"].issuer_key
@@ -292,19 +300,40 @@ def _not_typed_as_a_vc(world: World, w: Wallet) -> Bundle:
                             kind="degree", claims=CLAIMS, holder_jwk=w.holder_jwk(), now=now,
                             valid_for=30 * DAY)
     jwt = cred.sd_jwt.issuer_jwt
-    header = {**sdjwt.parse_jws_header(jwt), "typ": "example+sd-jwt"}
-    head = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
-    signing_input = f"{head}.{jwt.split('.')[1]}"
-    signed = (f"{signing_input}."
-              + base64.urlsafe_b64encode(sdjwt.jws_sign(edu_key, signing_input.encode()))
-              .rstrip(b"=").decode())
+    head = {**sdjwt.parse_jws_header(jwt), **(header or {})}
+    body = {**sdjwt.parse_jws_payload(jwt), **(payload or {})}
+    body["_sd"] = sorted([*body["_sd"], *(_b64(hashlib.sha256(d.encode()).digest())
+                                          for d in disclosures[:listed])])
+    signing_input = f"{_b64(json.dumps(head).encode())}.{_b64(json.dumps(body).encode())}"
+    signed = f"{signing_input}.{_b64(sdjwt.jws_sign(edu_key, signing_input.encode()))}"
     anchor = make_tx(world.ledger.registry.network, "issue", {
         **cred.anchor.body, "credential_id": hashlib.sha256(signed.encode()).digest()},
         [edu_key])
     r = world.ledger.commit([anchor], now)
     assert not r.rejected, r.rejected
-    return world.bundle("~".join([signed, *cred.sd_jwt.disclosures]) + "~", r.accepted[0][1],
-                        ("reg", "edu"))
+    return world.bundle("~".join([signed, *cred.sd_jwt.disclosures, *disclosures]) + "~",
+                        r.accepted[0][1], ("reg", "edu"))
+
+
+def _not_typed_as_a_vc(world: World, w: Wallet) -> Bundle:
+    """A degree as edu issues it, but its issuer-signed JWT signed with another '+sd-jwt'
+    typ (an SD-JWT of another application, no SD-JWT VC) and anchored so."""
+    return _edu_signed(world, w, header={"typ": "example+sd-jwt"})
+
+
+def _a_claim_in_the_clear(world: World, w: Wallet) -> Bundle:
+    """A degree whose issuer-signed JWT also carries a claim in the clear, not selectively
+    disclosable: every presentation would show it, and the preview named it nowhere."""
+    return _edu_signed(world, w, payload={"nationality": "Freedonia-7c41"})
+
+
+def _a_claim_nested_in_another(world: World, w: Wallet) -> Bundle:
+    """A degree with a disclosable claim nested inside another (``address.street``): shown
+    with its parent, though the preview names the parent alone."""
+    inner = _b64(json.dumps(["c2FsdC1pbm5lcg", "street", "1 Elm Row"]).encode())
+    outer = _b64(json.dumps(["c2FsdC1vdXRlcg", "address", {"_sd": [
+        _b64(hashlib.sha256(inner.encode()).digest())]}]).encode())
+    return _edu_signed(world, w, disclosures=(outer, inner), listed=1)
 
 
 def _window_not_anchored(world: World, w: Wallet, *, start: int = 0,
@@ -426,6 +455,8 @@ def _anchor_not_an_issue(world: World, w: Wallet) -> Bundle:
     (_flipped_signature, "sd_jwt"),
     (_anchor_signature_broken, "anchor"),
     (_not_typed_as_a_vc, "sd_jwt"),
+    (_a_claim_in_the_clear, "sd_jwt"),
+    (_a_claim_nested_in_another, "sd_jwt"),
     (_window_not_anchored, "credential_id"),
     (_start_not_anchored, "credential_id"),
 ])

@@ -6,7 +6,9 @@ In order, each a named ``step`` of :class:`~wallet.errors.BundleRefused`:
 ``anchor``      the anchor is an ``issue`` transaction of this network, signed by a registry key
 ``issuer_key``  that key is an issuer key of the anchoring agency, valid at issuance, and the
                 agency was granted the credential type then
-``sd_jwt``      the SD-JWT's issuer signature verifies under that key; disclosures, validity
+``sd_jwt``      the SD-JWT's issuer signature verifies under that key; disclosures, validity;
+                every claim selectively disclosable on its own (none in the clear, none nested
+                in another: the preview could not name it)
 ``holder``      ``cnf.jwk`` is this wallet's holder key
 ``credential_id`` the anchor's credential_id is SHA-256 of this issuer-signed JWT, and its type,
                 issuer, validity window and status index match the credential's
@@ -25,6 +27,7 @@ from ledger.checkpoint import SignedCheckpoint
 from ledger.credentials import issuer_uri, status_list_uri
 from ledger.errors import LedgerError
 from ledger.finality import verify_final
+from ledger.foreign import all_withholdable
 from ledger.presentation import Bundle, issuer_jwk_at_issuance
 from ledger.state import Registry, status_list_of
 from ledger.tx import Tx
@@ -64,6 +67,9 @@ def verify_bundle(unverified: bytes, *, registry: Registry, holder_jwk: dict[str
             raise BundleRefused("holder", f"this credential is bound to another holder key, "
                                           f"none of this wallet's ({e}): was it issued for "
                                           "another wallet?") from e
+        # as for a credential from outside the network (ADR 10): a claim in the clear, or one
+        # nested in another, went to every verifier with none of them named in the preview
+        all_withholdable(sdjwt.parse(bundle.sd_jwt))
         step = "credential_id"
         _matches_anchor(bundle, claims, anchor)
         step = "checkpoint"
