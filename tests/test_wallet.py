@@ -1830,3 +1830,21 @@ def test_cli_names_the_folder_it_could_not_write_a_key_file_in(tmp_path: Path) -
     assert f"{ro}/key.json" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert ".tmp" not in r.stderr, r.stderr
     assert list(ro.iterdir()) == []
+
+
+def test_a_node_answering_with_a_claim_nested_past_any_depth_is_refused_not_a_traceback(
+        world: World, wallet: Wallet) -> None:
+    """`wallet apply` reads the approval in a node's answer before any check
+    (:func:`wallet.core.approval_claims`): a disclosure nested thousands deep ended in a
+    RecursionError traceback, and the answer was neither refused nor kept beside the wallet."""
+    from wallet.core import approval_claims
+
+    b = world.issue(wallet.holder_jwk())
+    deep = _b64(('["c2FsdA","decision",' + "[" * 20_000 + "]" * 20_000 + "]").encode())
+    jwt = b.sd_jwt.split("~", 1)[0]
+    head, sig = jwt.split(".")[0], jwt.split(".")[2]
+    body = {**sdjwt.parse_jws_payload(jwt), "_sd": [_b64(hashlib.sha256(deep.encode()).digest())]}
+    hostile = replace(b, sd_jwt=f"{head}.{_b64(json.dumps(body).encode())}.{sig}~{deep}~")
+    with pytest.raises(BundleRefused) as e:
+        approval_claims(hostile.to_bytes(), {"service": "elderly-allowance", "agency": "edu"})
+    assert e.value.step == "bundle" and "nested too deeply" in str(e.value)

@@ -8,10 +8,8 @@ from the environment or a terminal is the CLI's business). The file format is in
 from __future__ import annotations
 
 import base64
-import binascii
 import errno
 import hashlib
-import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -833,13 +831,15 @@ def _claims(serialized: str) -> dict[str, Any]:
         sd = parsed.payload.get("_sd", [])
         listed = set(sd) if isinstance(sd, list) else set()
         out: dict[str, Any] = {}
-        for d in parsed.disclosures:
+        # decoded as strictly as on receipt: what a node answers `wallet apply` is read here
+        # before any check, and a disclosure nested thousands deep was a RecursionError
+        for d, value in zip(parsed.disclosures, sdjwt.disclosure_values(parsed.disclosures),
+                            strict=True):
             digest = base64.urlsafe_b64encode(hashlib.sha256(d.encode("ascii")).digest())
             if digest.rstrip(b"=").decode() not in listed:
                 continue
-            value = json.loads(base64.urlsafe_b64decode(d + "=" * (-len(d) % 4)))
-            if isinstance(value, list) and len(value) == 3 and isinstance(value[1], str):
+            if len(value) == 3 and isinstance(value[1], str):
                 out[value[1]] = value[2]
-    except (LedgerError, ValueError, binascii.Error) as e:
+    except (LedgerError, ValueError) as e:
         raise WalletFileError(f"a stored credential cannot be read: {e}") from e
     return out
