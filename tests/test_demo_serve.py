@@ -358,6 +358,50 @@ def test_apply_says_what_the_node_answered_and_signs_nothing_unasked(
     assert posted == ["applications"]
 
 
+def test_a_node_answering_json_nested_past_any_depth_gets_one_line_not_a_traceback(
+        demo_server: tuple[str, dict[str, str], Path]) -> None:
+    """A node's answer nested thousands deep, as its requests, its refusal or its decision:
+    `wallet apply` ended in a RecursionError traceback; it says what the node answered."""
+    _, env, tmp = demo_server
+    deep = b"[" * 100_000 + b"]" * 100_000
+
+    class Deep(http.server.BaseHTTPRequestHandler):
+        at = "/applications"
+        code = 200
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            me = f"http://127.0.0.1:{self.server.server_address[1]}"
+            body = deep if self.path.endswith(self.at) else json.dumps({"requests": [
+                {"nonce": "n-1", "audience": me, "type": "person-id",
+                 "claims": ["district", "age_over_65"]},
+                {"nonce": "n-2", "audience": me, "type": "income-statement",
+                 "claims": ["annual_income"]}]}).encode()
+            self.send_response(self.code if self.path.endswith(self.at) else 200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    class DeepRefusal(Deep):
+        code = 409
+
+    class DeepDecision(Deep):
+        at = "/apply"
+
+    for node, words in ((Deep, "did not answer with an application's requests"),
+                        (DeepRefusal, "the node refused the application: HTTP 409"),
+                        (DeepDecision, "the node's answer to the application is not a "
+                                       "decision")):
+        r = _apply_at(node, env, tmp)
+        said = " ".join(r.stderr.split())
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert words in said, said
+
+
 def test_an_approval_that_does_not_check_out_is_kept_beside_the_wallet(
         demo_server: tuple[str, dict[str, str], Path]) -> None:
     """The decision is on the ledger once the node answers, and no node gives its credential

@@ -166,3 +166,42 @@ def test_refresh_with_id_proves_only_the_credentials_named(world: tuple[Path, Wa
     assert "1 of 1 credentials proven" in one.stdout
     assert other[:12] in one.stderr and cid[:12] not in one.stderr
     assert every.returncode == 0 and "2 of 2 credentials proven" in every.stdout, every.stderr
+
+
+def test_a_node_answering_a_proof_nested_past_any_depth_is_named_not_a_traceback(
+        world: tuple[Path, Wallet, str], tmp_path: Path) -> None:
+    """A node (or whoever runs the URL given) that answers the proof asked for with JSON
+    nested thousands deep: `wallet refresh` ended in a RecursionError traceback; it says the
+    node did not answer like one, and the wallet is left as it was."""
+    import http.server
+    import threading
+
+    import httpx
+
+    data, wallet, _ = world
+    snapshot = _snapshot(data, tmp_path / "snap.bin")
+    before = wallet.path.read_bytes()
+    app = create_app(settings_for(data), passphrase=PASS)
+    with serve(app) as url:
+        class Deep(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = (httpx.get(f"{url}{self.path}").content
+                        if self.path == "/v1/checkpoint" else b"[" * 100_000 + b"]" * 100_000)
+                self.send_response(200)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Deep)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            r = _refresh_cli(wallet, f"http://127.0.0.1:{server.server_address[1]}", snapshot)
+        finally:
+            server.shutdown()
+            server.server_close()
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "did not answer like a ledger node" in " ".join(r.stderr.split()), r.stderr
+    assert wallet.path.read_bytes() == before

@@ -542,6 +542,7 @@ def apply(
     from ledger.files import interrupts_held, write_atomic
     from ledger.offline import load_snapshot
     from ledger.presentation import Request
+    from ledger.sdjwt import MalformedError
     from ledger.state import rule_hash
     from wallet.core import Wallet, approval_claims, beyond_rule
     from wallet.errors import (
@@ -570,8 +571,8 @@ def apply(
                 try:
                     requests = [Request.from_json({k: r[k] for k in ("nonce", "audience",
                                                                      "type", "claims")})
-                                for r in opened.json()["requests"]]
-                except (ValueError, KeyError, TypeError) as e:
+                                for r in _answer_json(opened)["requests"]]
+                except (ValueError, KeyError, TypeError, MalformedError) as e:
                     raise WalletError(f"{base} did not answer with an application's requests "
                                       f"({type(e).__name__}: {e}); is it a node?") from e
                 for r in requests:
@@ -635,12 +636,12 @@ def apply(
         if got.status_code != 200:
             raise WalletError(f"the application was refused: {_detail(got)}")
         try:
-            decision = got.json()
+            decision = _answer_json(got)
             raw = decision["bundle"]
             bundle = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
             said = (f"{decision['decision']} ({decision['path']}): "
                     f"{', '.join(decision['reasons'])}")
-        except (ValueError, KeyError, TypeError) as e:
+        except (ValueError, KeyError, TypeError, MalformedError) as e:
             raise WalletError(f"the node's answer to the application is not a decision "
                               f"({type(e).__name__}: {e})") from e
         try:
@@ -696,11 +697,22 @@ def _finishing_application() -> None:
               "once[/]")
 
 
+def _answer_json(resp: Any) -> Any:
+    """A node's answer as JSON, read strictly (:func:`ledger.sdjwt.strict_json`): JSON nested
+    thousands deep from a node (or whoever runs the URL given) was a RecursionError traceback
+    where ``resp.json()`` read it; a LedgerError says what is wrong instead."""
+    from ledger.sdjwt import strict_json
+
+    return strict_json(resp.content, "the node's answer")
+
+
 def _detail(resp: Any) -> str:
     """A node's error reply in one line: its JSON ``detail``, else the start of its text."""
+    from ledger.sdjwt import MalformedError
+
     try:
-        detail = resp.json().get("detail")
-    except (ValueError, AttributeError):
+        detail = _answer_json(resp).get("detail")
+    except (ValueError, AttributeError, MalformedError):
         detail = None
     if detail is None:
         detail = f"HTTP {resp.status_code}: {resp.text[:200].strip() or '(no body)'}"
@@ -753,6 +765,7 @@ def refresh(
 
     from ledger.checkpoint import SignedCheckpoint
     from ledger.offline import load_snapshot
+    from ledger.sdjwt import MalformedError
     from wallet.errors import WalletError
 
     with _errors():
@@ -784,10 +797,11 @@ def refresh(
                     if r.status_code != 200:
                         raise WalletError(f"{base} gave no proof for leaf {index} at size "
                                           f"{size} (HTTP {r.status_code})")
-                    proofs[cid] = [base64.b64decode(h, validate=True) for h in r.json()["proof"]]
+                    proofs[cid] = [base64.b64decode(h, validate=True)
+                                   for h in _answer_json(r)["proof"]]
         except httpx.HTTPError as e:
             raise WalletError(f"cannot reach {base}: {e}") from e
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, MalformedError) as e:
             raise WalletError(f"{base} did not answer like a ledger node: {e!r}") from e
         results = w.refresh(proofs, checkpoint, registry=reg, now=int(time.time()))
         for cid, problem in results.items():
