@@ -908,6 +908,11 @@ def test_cli_errors(live_world: World, tmp_path: Path) -> None:
     twice.write_text(text[:-1] + ', "nonce": "another"}')
     r = _run(["present", "abcdef", "--request", str(twice), "--yes"], w)
     assert r.returncode == 2 and "duplicate member name 'nonce'" in r.stderr, r.stderr
+    # nested thousands deep: as bad input as any, not a failure (exit 1)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    r = _run(["present", "abcdef", "--request", str(deep), "--yes"], w)
+    assert r.returncode == 2 and "nested too deeply" in r.stderr, r.stderr
     r = _run(["--help"], w)
     assert r.returncode == 0 and "present" in r.stdout and "WALLET_PASSPHRASE" in r.stdout
     assert _run(["frobnicate"], w).returncode == 2

@@ -429,7 +429,7 @@ def present(
     from ledger.errors import DecodeError
     from ledger.files import write_atomic
     from ledger.presentation import Request
-    from ledger.sdjwt import JsonError, strict_json_file
+    from ledger.sdjwt import MalformedError, strict_json_file
     from wallet import qr
     from wallet.errors import UsageError, WalletError
 
@@ -438,7 +438,8 @@ def present(
             # strict, as `ledger verify` reads the same file (a member named twice refused)
             req = Request.from_file_json(strict_json_file(_read_file(request, "request"),
                                                           "request"), now=int(time.time()))
-        except (ValueError, DecodeError, JsonError) as e:  # bad input: 2, as `ledger verify`
+        # (MalformedError: also JSON nested too deeply, a SizeError, which went out as exit 1)
+        except (ValueError, DecodeError, MalformedError) as e:  # bad input: 2, as `ledger verify`
             if isinstance(e, DecodeError) and e.where == "request.expires":
                 raise UsageError(f"{request}: {str(e).removeprefix(e.where + ': ')}") from e
             raise UsageError(f"{request} is not a verifier's request (JSON with nonce, "
