@@ -205,3 +205,37 @@ def test_a_node_answering_a_proof_nested_past_any_depth_is_named_not_a_traceback
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "did not answer like a ledger node" in " ".join(r.stderr.split()), r.stderr
     assert wallet.path.read_bytes() == before
+
+
+def test_a_checkpoint_older_than_the_one_held_does_not_replace_it(
+        world: tuple[Path, Wallet, str]) -> None:
+    """A lagging or hostile node's checkpoint, final but older than the one a credential is
+    proven at: `wallet refresh` took it all the same (and said "proven at checkpoint N"),
+    so verifiers were shown a staler ledger than the wallet had. It keeps the newer one."""
+    from ledger.checkpoint import SignedCheckpoint
+    from ledger.presentation import Bundle
+
+    data, wallet, cid = world
+    held = wallet._record(wallet._find(cid))
+    assert isinstance(held, Bundle)
+    older = SignedCheckpoint.from_text(held.checkpoint).checkpoint.size
+    _residence_to(data, wallet)  # the log grows past it
+    index = wallet.leaf_indexes()[cid]
+    with Store(data / "ledger", create=False) as store:
+        reg, newer = store.registry, store.head_checkpoint()
+        assert reg is not None and newer is not None
+        size = SignedCheckpoint.from_text(newer.decode()).checkpoint.size
+        assert size > older
+        proofs = {n: store.inclusion_proof(index, n) for n in (older, size)}
+        old_text = store.checkpoint(older)
+        assert old_text is not None
+    now = int(time.time())
+    assert wallet.refresh({cid: proofs[size]}, newer.decode(), registry=reg, now=now) == {
+        cid: None}
+    before = wallet.path.read_bytes()
+    got = wallet.refresh({cid: proofs[older]}, old_text.decode(), registry=reg, now=now)
+    assert got[cid] is not None and "older" in got[cid], got
+    assert wallet.path.read_bytes() == before
+    record = Wallet.open(wallet.path, b"wallet-pass")._record(wallet._find(cid))
+    assert isinstance(record, Bundle)
+    assert SignedCheckpoint.from_text(record.checkpoint).checkpoint.size == size

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger import sdjwt
+from ledger.checkpoint import SignedCheckpoint
 from ledger.errors import LedgerError
 from ledger.files import write_atomic
 from ledger.foreign import ForeignCredential, TrustList, receive_foreign
@@ -364,7 +365,8 @@ class Wallet:
 
         Each bundle with the new proof and checkpoint in place of its own is verified as on
         receipt (:mod:`wallet.verify`: a final checkpoint under ``registry``, the proof to its
-        root) and kept only if it passes; the others stay as they were. Saves once. Returns
+        root) and kept only if it passes, and its checkpoint is not older than the one held
+        while that one still checks out; the others stay as they were. Saves once. Returns
         each id given → None (refreshed) or the reason it was not. A checkpoint's co-signers are
         judged by the node keys valid now, so after a node-key rotation a wallet refreshes to
         keep its credentials presentable (ADR 21)."""
@@ -389,11 +391,33 @@ class Wallet:
             except LedgerError as e:
                 results[c.id] = str(e)
                 continue
+            stale = self._older_than_held(old, new, registry, c.key, now)
+            if stale is not None:
+                results[c.id] = stale
+                continue
             kept[i] = replace(c, bundle=v.bundle.to_bytes())
             results[c.id] = None
         if any(r is None for r in results.values()):
             self._save(replace(self._contents, credentials=tuple(kept)))
         return results
+
+    def _older_than_held(self, old: Bundle, new: Bundle, registry: Registry, key: int,
+                         now: int) -> str | None:
+        """Why ``new`` (verified) must not replace ``old``: its checkpoint is older than the
+        one held, which is still final (a lagging or hostile node's; a verifier would be shown
+        a staler ledger than the wallet had); None to take it. An older checkpoint is taken
+        only where the one held no longer checks out (its co-signers' keys retired)."""
+        held = SignedCheckpoint.from_text(old.checkpoint).checkpoint.size
+        offered = SignedCheckpoint.from_text(new.checkpoint).checkpoint.size
+        if offered >= held:
+            return None
+        try:
+            verify_bundle(old.to_bytes(), registry=registry, holder_jwk=self.holder_jwk(key),
+                          now=now)
+        except LedgerError:
+            return None
+        return (f"the node's checkpoint (size {offered}) is older than the one it is proven "
+                f"at (size {held}); kept as it was")
 
     def copies_to_remove(self, credential_id: str) -> tuple[str, ...]:
         """The credential and the copies issued with it (:meth:`copies` bound to other holder
