@@ -265,8 +265,13 @@ class Approvals:
             self.folder.mkdir(mode=0o700, exist_ok=True)
             write_atomic(path, self._seal(record), 0o600)
         except OSError as e:
-            raise StoreError(f"cannot keep the decision's evidence in {self.folder} "
-                             f"({e.strerror or e}); nothing was decided") from e
+            # the answer goes to the applicant, who is told no folder of the node's (its
+            # operator finds it in the log); an error without strerror names it no more
+            _log.error("approval evidence not kept", extra={"error": type(e).__name__,
+                                                           "file": str(self.folder)})
+            raise StoreError(f"cannot keep the decision's evidence in the node's approvals "
+                             f"folder ({e.strerror or type(e).__name__}); nothing was "
+                             "decided") from e
         return path, record
 
     def _keep(self, pending: Path, record: dict[str, Any], receipt: Receipt) -> None:

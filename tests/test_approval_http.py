@@ -407,6 +407,8 @@ def test_a_decision_is_never_committed_without_its_evidence_kept(
         r = apply(http)
         assert r.status_code == 503, r.text
         assert "cannot keep the decision's evidence" in r.json()["detail"]
+        assert "No space left on device" in r.json()["detail"]
+        assert str(tmp_path) not in r.text  # an applicant is told no folder of the node's
         assert http.get("/v1/head").json()["log_size"] == before  # nothing decided
         monkeypatch.setattr(approvals, "write_atomic", refusing(".ev"))
         r = apply(http)
