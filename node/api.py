@@ -374,8 +374,12 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)  # registered for it only
     if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
         _log.info("refused", extra={"error": "BadRequest", "status": 400})
-        return JSONResponse({"detail": "the request body could not be read as JSON (nested "
-                                       "too deeply?)", "error": "BadRequest"}, status_code=400)
+        # FastAPI raises it from what went wrong: bytes that are not UTF-8 (nor the UTF-16
+        # or -32 that Python's JSON reader also takes) fail before any nesting is seen
+        why = ("its bytes are not UTF-8 text" if isinstance(exc.__cause__, UnicodeError)
+               else "nested too deeply?")
+        return JSONResponse({"detail": f"the request body could not be read as JSON ({why})",
+                             "error": "BadRequest"}, status_code=400)
     return await http_exception_handler(request, exc)
 
 

@@ -977,6 +977,20 @@ def test_odd_requests_get_words_not_a_500(http: httpx.Client) -> None:
             assert r.json()["detail"][0]["input"] == "an array of 1 items", r.text[:200]
 
 
+def test_a_json_body_that_is_not_utf8_is_said_so_not_taken_for_deep_nesting(
+        live: Live, http: httpx.Client) -> None:
+    """A JSON body with bytes that are no text in any encoding JSON allows (RFC 8259 §8.1)
+    was refused with "nested too deeply?", a guess that sends its sender looking for the
+    wrong fault; it is 400 saying what it is, and nothing is opened."""
+    before = len(live.app.state.node._requests)
+    for body in (b'{"type": "degree", "claims": ["\xff"]}', b"\xff\xfe\x00"):
+        r = http.post("/v1/presentation-requests", content=body,
+                      headers={"content-type": "application/json"})
+        assert r.status_code == 400 and r.json()["error"] == "BadRequest", r.text
+        assert "UTF-8" in r.json()["detail"] and "nested" not in r.json()["detail"], r.text
+    assert len(live.app.state.node._requests) == before
+
+
 @pytest.mark.parametrize(("body", "status"), [
     ({"type": "degree", "claims": ["shoe_size"]}, 400),
     ({"type": "no-such-type", "claims": ["x"]}, 404),
