@@ -442,6 +442,14 @@ def _server_error(request: Request, exc: Exception) -> Response:
                                       "cache-control": "no-store"})
 
 
+def _refusal_page(scope: Scope, detail: str, retry: int) -> ASGIApp | None:
+    """The rate limit's refusal of a person's page as the pages' own 429 page (their
+    ``refusal_page``, :func:`node.pages.install_error_pages`); None for the API, or an app
+    without pages: the API's JSON."""
+    page = getattr(getattr(scope.get("app"), "state", None), "refusal_page", None)
+    return None if page is None else page(scope, detail, retry)
+
+
 def _passphrase(given: bytes | None) -> bytes:
     if given is not None:
         return given
@@ -532,7 +540,7 @@ def create_app(settings: Settings, *, node: Node | None = None,
     _include_pages(app)
     app.add_middleware(_BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RateLimit, per_minute=settings.rate_limit_per_minute,
-                       burst=settings.rate_limit_burst, clock=rate_clock)
+                       burst=settings.rate_limit_burst, clock=rate_clock, page=_refusal_page)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                            allow_methods=["GET", "POST"],

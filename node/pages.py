@@ -182,13 +182,44 @@ class BadInput(Exception):
 _API_PREFIXES = ("/v1/", "/openapi.json", "/metrics", "/static/")
 
 
+def for_a_person(request: Request) -> bool:
+    """Whether the request is for a page a person reads, not for the API (``/v1``,
+    ``/metrics``, FastAPI's own pages), whose errors stay JSON."""
+    path = request.url.path
+    return path != "/v1" and not path.startswith(_API_PREFIXES)
+
+
+REFUSAL_PAGES = 64
+"""Rate-limit refusal pages an app keeps drawn (one per wording: its seconds to wait): a
+refusal costs a flood next to nothing, and drawing the page each time took ~0.6 ms."""
+
+
+def _refusal_page(scope: Any, detail: str, retry: int) -> Response | None:
+    """The rate limit's refusal (:class:`~node.ratelimit.RateLimit`, before any route runs) of
+    a person's page: the desk's 429 page, as a route's own refusal shows it. Only the event
+    loop's thread calls it (the middleware)."""
+    request = Request(scope)
+    if not for_a_person(request):
+        return None
+    drawn: OrderedDict[tuple[str, str], bytes] | None = getattr(request.app.state,
+                                                                 "refusal_pages", None)
+    if drawn is None:
+        drawn = request.app.state.refusal_pages = OrderedDict()
+    key = (str(scope.get("root_path", "")), detail)
+    body = drawn.get(key)
+    if body is None:
+        body = bytes(_error_page(request, "Too many requests", detail, 429).body)
+        drawn[key] = body
+        while len(drawn) > REFUSAL_PAGES:
+            drawn.popitem(last=False)
+    return HTMLResponse(body, status_code=429, headers={"Retry-After": str(retry)})
+
+
 def install_error_pages(app: FastAPI) -> None:
     """A person who mistypes an address, reloads a form's target or follows a stale link gets
-    an HTML page; the API (``/v1``, ``/metrics``, FastAPI's own pages) keeps its JSON errors."""
-
-    def for_a_person(request: Request) -> bool:
-        path = request.url.path
-        return path != "/v1" and not path.startswith(_API_PREFIXES)
+    an HTML page; the API (``/v1``, ``/metrics``, FastAPI's own pages) keeps its JSON errors.
+    So does one the rate limit refuses before any route runs (``app.state.refusal_page``)."""
+    app.state.refusal_page = _refusal_page
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)  # registered for it only

@@ -30,8 +30,8 @@ from typing import Any
 
 from ledger.errors import LedgerError
 
-__all__ = ["BATCH_ITEMS_PER_TOKEN", "RateLimit", "RateLimited", "TokenBuckets", "charge",
-           "client_key"]
+__all__ = ["BATCH_ITEMS_PER_TOKEN", "RateLimit", "RateLimited", "RefusalPage", "TokenBuckets",
+           "charge", "client_key"]
 
 BATCH_ITEMS_PER_TOKEN = 64
 """Transactions of a batch that one rate-limit token pays for, beyond the request's own token:
@@ -45,6 +45,9 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+RefusalPage = Callable[[Scope, str, int], ASGIApp | None]
+"""A refusal as a person's page: given the request, the refusal's words and its Retry-After,
+the reply to send (None: the API's JSON)."""
 
 
 class TokenBuckets:
@@ -179,9 +182,10 @@ class RateLimit:
     """ASGI middleware: refuse HTTP requests of a client whose bucket is empty with 429."""
 
     def __init__(self, app: ASGIApp, per_minute: int, burst: int,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], page: RefusalPage | None = None) -> None:
         self.app = app
         self.per_minute = per_minute
+        self.page = page  # a desk's pages are refused as a page, not with the API's JSON
         self.buckets = TokenBuckets(per_minute, burst, clock) if per_minute else None
         # Health probes and metrics scrapes draw on buckets of their own: a busy client (or
         # every client behind one proxy) must not make the node look down to its monitoring.
@@ -200,9 +204,13 @@ class RateLimit:
             await self.app(scope, receive, send)
             return
         retry = _retry(wait)
-        body = json.dumps({"detail": f"rate limit exceeded: at most {self.per_minute} requests "
-                                     f"a minute per client; retry in {retry} s",
-                           "error": "RateLimited"}).encode()
+        detail = (f"rate limit exceeded: at most {self.per_minute} requests a minute per "
+                  f"client; retry in {retry} s")
+        shown = None if self.page is None else self.page(scope, detail, retry)
+        if shown is not None:
+            await shown(scope, receive, send)
+            return
+        body = json.dumps({"detail": detail, "error": "RateLimited"}).encode()
         await send({"type": "http.response.start", "status": 429,
                     "headers": [(b"content-type", b"application/json"),
                                 (b"content-length", str(len(body)).encode()),

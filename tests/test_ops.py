@@ -232,6 +232,33 @@ def test_a_presentation_request_pays_for_its_qr_code(demo: Path, node: Node) -> 
         assert bad.status_code == 429 and "QR code again" in bad.text
 
 
+def test_a_desk_refused_by_the_rate_limit_gets_a_page_not_json(demo: Path, node: Node) -> None:
+    """The limiter refuses before any route runs. A desk's page (the form, a request's page,
+    the explorer) then got the API's JSON, shown raw in the official's browser, where a
+    request with a token or two left got the desk's own 429 page: the same form answered two
+    ways by how empty the bucket was. A person's page gets a page now, with the pages' CSP
+    and Retry-After; the API keeps its JSON."""
+    now = [1000.0]
+    settings = replace(settings_for(demo), rate_limit_per_minute=60, rate_limit_burst=2)
+    app = create_app(settings, node=node, clock=lambda: NOW, rate_clock=lambda: now[0])
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        assert [c.get("/verify").status_code for _ in range(2)] == [200, 200]
+        for page in (c.get("/verify"), c.get("/"), c.head("/verify"),
+                     c.post("/verify/request", data={"type": "degree", "claims": ["field"]})):
+            assert page.status_code == 429, page.text
+            assert page.headers["content-type"].startswith("text/html"), page.text
+            assert page.headers["retry-after"] == "1"
+            assert "default-src 'none'" in page.headers["content-security-policy"]
+            assert page.headers["cache-control"] == "no-store"
+            if page.request.method != "HEAD":
+                assert "Too many requests" in page.text and "retry in 1 s" in page.text
+                assert 'href="/verify"' in page.text and '"detail"' not in page.text
+        api = c.get("/v1/head")
+        assert api.status_code == 429 and api.json()["error"] == "RateLimited"
+        now[0] += 1.0
+        assert c.get("/verify").status_code == 200  # nothing was held against the page
+
+
 def test_rate_limit_off_when_zero(demo: Path, node: Node) -> None:
     settings = replace(settings_for(demo), rate_limit_per_minute=0, rate_limit_burst=1)
     app = create_app(settings, node=node, clock=lambda: NOW, rate_clock=lambda: 0.0)
