@@ -418,15 +418,19 @@ def verify_page(request: Request, node: NodeDep) -> HTMLResponse:
 
 
 def _verify_form(request: Request, node: NodeDep, error: str | None,
-                 typed: dict[str, str] | None = None) -> HTMLResponse:
+                 typed: dict[str, str] | None = None,
+                 ticked: tuple[str, list[str]] = ("", [])) -> HTMLResponse:
     """The verifier's form; with ``typed``, the outside-issuer form filled in again with what
-    was sent (after an error, nothing typed is lost)."""
+    was sent, and with ``ticked`` (a type and claim names) that type's boxes ticked again
+    (after an error, nothing typed or ticked is lost)."""
     types = [{"id": k, "title": v.get("title", k), "claims": list(v["claims"]),
               "derived": list(v.get("derived", {}))} for k, v in node.types().items()]
     return _page(request, "verify.html", {"network": node.network, "types": types,
                                           "foreign": trust_of(request.app) is not None,
                                           "error": error,
-                                          "typed": typed or {"type": "", "claims_text": ""}},
+                                          "typed": typed or {"type": "", "claims_text": ""},
+                                          "ticked": {"type": ticked[0],
+                                                     "claims": set(ticked[1])}},
                  status_code=200 if error is None else 400)
 
 
@@ -454,17 +458,19 @@ def create_request(request: Request, node: NodeDep,
     names = (claims or []) + [c.strip() for c in claims_text.split(",") if c.strip()]
     # what the outside-issuer form sent, to fill it in again after an error
     typed = {"type": credential_type, "claims_text": claims_text} if claims_text else None
+    # and the boxes ticked on a type's own form
+    ticked = (credential_type, claims or []) if not claims_text else ("", [])
     try:
         charge_qr(request, "a presentation request with its QR code")
         pending = node.new_request(credential_type.strip(), names, audience,
                                    foreign=trust_of(request.app) is not None)
     except RateLimited as e:
-        page = _verify_form(request, node, str(e), typed)
+        page = _verify_form(request, node, str(e), typed, ticked)
         page.status_code = 429
         page.headers["Retry-After"] = str(e.retry_after)
         return page
     except LedgerError as e:
-        return _verify_form(request, node, str(e), typed)
+        return _verify_form(request, node, str(e), typed, ticked)
     # Post/redirect/get: a reload shows this request again (not a new nonce and QR code the
     # citizen has not scanned), and Back does not ask to send the form again. The QR code is
     # drawn (and paid for) here; the page it redirects to takes it once without paying again.

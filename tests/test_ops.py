@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -257,6 +258,28 @@ def test_a_desk_refused_by_the_rate_limit_gets_a_page_not_json(demo: Path, node:
         assert api.status_code == 429 and api.json()["error"] == "RateLimited"
         now[0] += 1.0
         assert c.get("/verify").status_code == 200  # nothing was held against the page
+
+
+def test_a_desk_form_refused_for_its_qr_codes_tokens_keeps_the_claims_ticked(
+        demo: Path, node: Node) -> None:
+    """A request the desk's form sends is refused 429 when the client's bucket holds its own
+    token but not its QR code's; the form came back with every claim unticked, so the official
+    had to tick them again (the outside issuer's form kept what was typed). The ticked claims
+    of the type sent are ticked again, and no other type's."""
+    now = [1000.0]
+    settings = replace(settings_for(demo), rate_limit_per_minute=60, rate_limit_burst=12)
+    app = create_app(settings, node=node, clock=lambda: NOW, rate_clock=lambda: now[0])
+    form = {"type": "degree", "claims": ["field", "degree_level"]}
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as c:
+        assert c.post("/verify/request", data=form).status_code == 303  # 12 - 10: 2 left
+        page = c.post("/verify/request", data=form)  # its own token, not the QR code's 9
+        assert page.status_code == 429 and "QR code costs as much CPU" in page.text
+        ticked = re.findall(r'<input type="checkbox" name="claims" value="([^"]*)" checked>',
+                            page.text.split('id="form-degree"', 1)[1].split("</form>", 1)[0])
+        assert sorted(ticked) == ["degree_level", "field"], page.text
+        assert page.text.count(" checked>") == 2  # not the same names in another type's form
+        now[0] += 60.0
+        assert " checked>" not in c.get("/verify").text  # a fresh form has none
 
 
 def test_rate_limit_off_when_zero(demo: Path, node: Node) -> None:
