@@ -40,6 +40,17 @@ from node.service import CREDIT_SECRET_FILE, Node, NotFound, PendingRequest
 
 _log = logging.getLogger("node.approvals")
 
+CREDIT_RECORD = "credit record"
+"""The purpose of a request ``POST /v1/credit/requests`` opens: its answer reads the proven
+subject's own credit record, and counts nowhere else (:class:`~node.service.PendingRequest`)."""
+
+
+def application_purpose(service: str) -> str:
+    """The purpose of the requests an application for ``service`` opens: their answers count
+    for that application only."""
+    return f"application {service}"
+
+
 PENDING_DAYS = 1
 """After this long a pending approval record whose decision is not on the ledger is removed."""
 
@@ -108,7 +119,8 @@ class Approvals:
         rule = self._rule(service)
         self._ready(rule)
         self._affordable(self.engine.compile(rule))
-        return [self.node.new_request(n["type"], list(n["claims"]), audience)
+        return [self.node.new_request(n["type"], list(n["claims"]), audience,
+                                      purpose=application_purpose(service))
                 for n in rule["needs"]]
 
     def _may_decide(self, reg: Registry, now: int, consequence: str) -> None:
@@ -152,13 +164,20 @@ class Approvals:
                                        "cannot be decided")
         self.node.check_can_finalize()
 
-    def _verified(self, answers: list[tuple[str, bytes]], holder_jwk: dict[str, Any]
-                  ) -> tuple[dict[str, dict[str, Any]], list[bytes]]:
+    def _verified(self, service: str, answers: list[tuple[str, bytes]],
+                  holder_jwk: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], list[bytes]]:
         claims: dict[str, dict[str, Any]] = {}
         ids: list[bytes] = []
+        purpose = application_purpose(service)
         for nonce, envelope in answers:
-            pending = self.node.request(nonce)
-            report = self.node.verify(envelope, nonce)
+            pending = self.node.request(nonce, purpose=None)
+            if pending.purpose != purpose:  # a desk's: its answer was shown for that alone
+                raise ApplicationError(f"the {pending.request.credential_type!r} presentation "
+                                       f"answers a request that is not a request of an "
+                                       f"application for {service!r} (open one with POST "
+                                       f"/v1/services/{service}/applications); nothing was "
+                                       "decided")
+            report = self.node.verify(envelope, nonce, purpose)
             if not report.verified:
                 failed = [c.name for c in report.checks if not c.ok] or [report.status]
                 raise ApplicationError(f"the {pending.request.credential_type!r} presentation "
@@ -181,7 +200,7 @@ class Approvals:
         """Verify the answers, decide, commit the approval, issue the approval credential."""
         self._ready(self._rule(service))  # before the answers are opened
         sdjwt.public_key_from_jwk(holder_jwk)
-        claims, ids = self._verified(answers, holder_jwk)
+        claims, ids = self._verified(service, answers, holder_jwk)
         store = self.node.store
         # The head and the registry of that very block, read from the store together: reading
         # the live registry apart from the head could pair a governance change committed in
@@ -457,17 +476,20 @@ class Approvals:
         if kind not in IDENTITY:
             raise ApplicationError(f"{kind!r} is not an identity credential type "
                                    f"({sorted(IDENTITY)})")
-        return self.node.new_request(kind, [IDENTITY[kind]], audience)
+        return self.node.new_request(kind, [IDENTITY[kind]], audience, purpose=CREDIT_RECORD)
 
     def credit_record(self, nonce: str, envelope: bytes) -> dict[str, Any]:
-        """The proven subject's own events and score at the head."""
-        pending = self.node.request(nonce)
+        """The proven subject's own events and score at the head, for the answer to a request
+        opened for it (:meth:`credit_request`): a presentation shown to the desk, or for an
+        application, reads no one's record."""
+        pending = self.node.request(nonce, purpose=None)
         kind = pending.request.credential_type
-        if kind not in IDENTITY or IDENTITY[kind] not in pending.request.claims:
+        if pending.purpose != CREDIT_RECORD or kind not in IDENTITY \
+                or IDENTITY[kind] not in pending.request.claims:
             raise ApplicationError("this request is not a credit record request: it must ask "
                                    "for a person-id or business-id credential's identifier "
                                    "(get one from /v1/credit/requests)")
-        report = self.node.verify(envelope, nonce)
+        report = self.node.verify(envelope, nonce, CREDIT_RECORD)
         if not report.verified:
             raise ApplicationError("the identity presentation did not verify")
         subject = pseudonym(str(report.claims[IDENTITY[kind]]), self._secret())

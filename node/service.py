@@ -197,11 +197,20 @@ class _Chunks:
         self.put(None)
 
 
+DESK = "desk"
+"""The purpose of a request opened at the verifier's desk (``POST /v1/presentation-requests``,
+the desk's page): its answer is checked there and nowhere else."""
+_NO_REQUEST = ("no open presentation request with this nonce (expired or used, or opened for "
+               "another purpose: a desk's, a credit record's or an application's request is "
+               "answered only there)")
+
+
 @dataclass(frozen=True)
 class PendingRequest:
     request: Request
     created: int  # wall-clock time, shown to the holder's wallet
     since: float  # the node's monotonic timer then: what the request's age counts from
+    purpose: str = DESK  # where its answer counts: the desk, a credit record, an application
 
     def to_json(self) -> dict[str, Any]:
         return {**self.request.to_json(), "created": self.created,
@@ -994,11 +1003,14 @@ class Node:
 
     # -- verifying --
     def new_request(self, kind: str, claims: list[str], audience: str, *,
-                    foreign: bool = False) -> PendingRequest:
+                    foreign: bool = False, purpose: str = DESK) -> PendingRequest:
         """Open a request for ``claims`` of ``kind``. A type the registry does not know is
         refused, unless ``foreign`` (the verifier has a trust list, ADR 39): then it is a
         credential type from outside the network, whose claims only its issuer defines.
-        A type of :data:`~ledger.presentation.IMPLIED_CLAIMS` is asked for those claims too."""
+        A type of :data:`~ledger.presentation.IMPLIED_CLAIMS` is asked for those claims too.
+        Its answer counts only for ``purpose`` (:meth:`request`, :meth:`verify`): a citizen
+        who shows the desk a claim has not let whoever holds the answer read their credit
+        record, or apply in their name."""
         type_def = self._registry().type_def(kind)
         if type_def is not None:
             claims = with_implied_claims(kind, claims)
@@ -1014,7 +1026,7 @@ class Node:
             req = Request(secrets.token_urlsafe(16), audience, kind, tuple(claims))
         except LedgerError as e:
             raise LedgerError(f"not a valid request: {e}") from e
-        pending = PendingRequest(req, self.now(), self.timer())
+        pending = PendingRequest(req, self.now(), self.timer(), purpose)
         with self._lock:
             self._expire()
             while len(self._requests) >= MAX_OPEN_REQUESTS:  # the oldest open one goes
@@ -1022,20 +1034,24 @@ class Node:
             self._requests[pending.request.nonce] = pending
         return pending
 
-    def request(self, nonce: str) -> PendingRequest:
+    def request(self, nonce: str, purpose: str | None = DESK) -> PendingRequest:
+        """The open request ``nonce`` opened for ``purpose`` (None: for any; the caller then
+        checks :attr:`PendingRequest.purpose` itself); NotFound else."""
         with self._lock:
             self._expire()
-            got = self._open(nonce, take=False)
+            got = self._open(nonce, take=False, purpose=purpose)
         if got is None:
-            raise NotFound("no open presentation request with this nonce (expired or used)")
+            raise NotFound(_NO_REQUEST)
         return got
 
-    def _open(self, nonce: str, *, take: bool) -> PendingRequest | None:
-        """The open request ``nonce`` (taken out with ``take``), or None. Its age is checked
-        here too: one put back after a check that gave no verdict sits behind newer ones,
-        where :meth:`_expire` does not look."""
+    def _open(self, nonce: str, *, take: bool, purpose: str | None = DESK
+              ) -> PendingRequest | None:
+        """The open request ``nonce`` (taken out with ``take``), or None; None too (and not
+        taken) if it was opened for another purpose than ``purpose`` (None: any). Its age is
+        checked here too: one put back after a check that gave no verdict sits behind newer
+        ones, where :meth:`_expire` does not look."""
         got = self._requests.get(nonce)
-        if got is None:
+        if got is None or (purpose is not None and got.purpose != purpose):
             return None
         expired = self.timer() - got.since > REQUEST_TTL
         if take or expired:
@@ -1096,21 +1112,23 @@ class Node:
             return verify_foreign(presentation, pending.request, trust=trust, now=self.now(),
                                   status_tokens=status_tokens)
 
-    def verify(self, envelope: bytes, nonce: str) -> Report:
-        """Verify an envelope against the open request ``nonce`` (which it then consumes)."""
-        with self._answering(nonce) as pending:
+    def verify(self, envelope: bytes, nonce: str, purpose: str = DESK) -> Report:
+        """Verify an envelope against the open request ``nonce`` opened for ``purpose``
+        (which it then consumes)."""
+        with self._answering(nonce, purpose) as pending:
             return self._current_verifier().verify(envelope, pending.request, now=self.now())
 
     @contextmanager
-    def _answering(self, nonce: str) -> Iterator[PendingRequest]:
-        """The open request ``nonce``, taken out for one answer, so no other thread can answer
-        it meanwhile: a request gets one verdict, whatever it is. If no verdict comes (the
-        check raised), it is open again."""
+    def _answering(self, nonce: str, purpose: str = DESK) -> Iterator[PendingRequest]:
+        """The open request ``nonce`` opened for ``purpose``, taken out for one answer, so no
+        other thread can answer it meanwhile: a request gets one verdict, whatever it is. If
+        no verdict comes (the check raised), it is open again. One opened for another
+        purpose is not taken (NotFound)."""
         with self._lock:
             self._expire()
-            pending = self._open(nonce, take=True)
+            pending = self._open(nonce, take=True, purpose=purpose)
         if pending is None:
-            raise NotFound("no open presentation request with this nonce (expired or used)")
+            raise NotFound(_NO_REQUEST)
         try:
             yield pending
         except BaseException:

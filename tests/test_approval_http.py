@@ -330,7 +330,7 @@ def test_an_agency_without_the_approval_grant_decides_nothing(tmp_path: Path) ->
             with pytest.raises(ApplicationError, match="holds no grant to issue 'approval'"):
                 service.open_application("business-licence", "https://market.example")
         for p in pending:  # the answers were never opened: their requests are still open
-            assert node.request(p.request.nonce) == p
+            assert node.request(p.request.nonce, purpose=None) == p
         assert node.store.head == head
         assert service.list() == []
     finally:
@@ -579,6 +579,53 @@ def test_an_application_whose_presentations_are_not_bound_to_the_applicants_key_
         assert service.list() == []
     finally:
         node.close()
+
+
+def test_an_answer_to_a_desks_request_reads_no_credit_record_and_decides_nothing(
+        tmp_path: Path) -> None:
+    """A request opened at the verifier's desk asks a citizen to show a claim to the desk. Its
+    answer (a QR code on the citizen's phone, the text the official pastes) was taken as well
+    by ``/v1/credit/record``, which is public: whoever held it (the official, a bystander who
+    photographed the code) read the business's credit events and score, and spent the desk's
+    request; and by an application, deciding one the citizen never made. An answer counts only
+    where its request was opened: elsewhere it is refused in words and spends nothing."""
+    data, wallet = prepare(tmp_path)
+    app = _market_app(data)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        def desk_answer(claims: list[str]) -> tuple[str, str]:
+            got = http.post("/v1/presentation-requests", json={
+                "type": "business-registration", "claims": claims}).json()
+            request = Request.from_json({k: got[k] for k in ("nonce", "audience", "type",
+                                                             "claims")})
+            env = wallet.present(wallet.pick(request, NOW), request, now=NOW)
+            return request.nonce, b64url(env)
+
+        nonce, env = desk_answer(["registration_no"])
+        read = http.post("/v1/credit/record", json={"nonce": nonce, "envelope": env})
+        assert read.status_code == 400, read.text
+        assert "not a credit record request" in read.json()["detail"]
+        assert "score" not in read.text and "clean_inspections" not in read.text
+        before = http.get("/v1/head").json()["log_size"]
+        nonce2, env2 = desk_answer(["registration_no", "scope"])
+        applied = http.post("/v1/services/business-licence/apply", json={
+            "holder_jwk": wallet.holder_jwk(),
+            "presentations": [{"nonce": nonce2, "envelope": env2}]})
+        assert applied.status_code == 400, applied.text
+        assert "not a request of an application" in applied.json()["detail"]
+        assert http.get("/v1/head").json()["log_size"] == before  # nothing decided
+        assert not (data / "approvals").exists() or not any((data / "approvals").iterdir())
+        # neither was spent: the desk checks both
+        for n, e in ((nonce, env), (nonce2, env2)):
+            checked = http.post("/v1/verify", json={"nonce": n, "envelope": e})
+            assert checked.status_code == 200 and checked.json()["verified"], checked.text
+        # and the other way round: a credit record request's answer is not the desk's
+        cr = http.post("/v1/credit/requests", json={"type": "business-registration"}).json()
+        request = Request.from_json({k: cr[k] for k in ("nonce", "audience", "type", "claims")})
+        env3 = b64url(wallet.present(wallet.pick(request, NOW), request, now=NOW))
+        desk = http.post("/v1/verify", json={"nonce": request.nonce, "envelope": env3})
+        assert desk.status_code == 404, desk.text
+        record = http.post("/v1/credit/record", json={"nonce": request.nonce, "envelope": env3})
+        assert record.status_code == 200 and record.json()["score"] == 750, record.text
 
 
 def test_a_revoked_identity_credential_reads_no_credit_record(tmp_path: Path) -> None:
@@ -955,17 +1002,17 @@ def test_an_application_without_the_subject_s_presentation_is_refused_in_words(
 def test_an_application_whose_identity_presentation_leaves_out_the_subject_claim_is_refused(
         tmp_path: Path) -> None:
     """The subject's identifier is read from the presented claims: answering a request for
-    the identity type that does not ask for it (one opened at the verifier desk, for the
-    scope alone) is refused in words over HTTP, and nothing is decided (it was a KeyError:
-    HTTP 500)."""
+    the identity type that does not ask for it (an application's, for the scope alone, as a
+    node of another version might open; a desk's is refused before, as not an application's)
+    is refused in words over HTTP, and nothing is decided (it was a KeyError: HTTP 500)."""
+    from node.approvals import application_purpose
+
     data, wallet = prepare(tmp_path)
     app = _market_app(data)
     with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
-        opened = http.post("/v1/presentation-requests",
-                           json={"type": "business-registration", "claims": ["scope"]})
-        assert opened.status_code == 200, opened.text
-        request = Request.from_json({k: opened.json()[k]
-                                     for k in ("nonce", "audience", "type", "claims")})
+        request = app.state.node.new_request(
+            "business-registration", ["scope"], app.state.settings.audience,
+            purpose=application_purpose("business-licence")).request
         answers = wallet.answer([request], now=NOW)
         size = http.get("/v1/head").json()["log_size"]
         got = http.post("/v1/services/business-licence/apply", json={
@@ -980,18 +1027,20 @@ def test_an_application_whose_identity_presentation_leaves_out_the_subject_claim
 
 def test_an_application_keeps_only_the_claims_its_rule_needs(tmp_path: Path) -> None:
     """The evidence record keeps the claims the rule needs and no others: answered with a
-    request asking for more (one opened at the verifier desk, with the business's name), the
+    request asking for more (an application's asking for the business's name too, as a node
+    of another version might open; a desk's is refused before, as not an application's), the
     decision is made and the name is not kept (it was, in the record and its explanation,
     for as long as the agency keeps decisions). Two presentations of one type (which one's
     claims decide?) or one of a type the rule does not need are refused, nothing decided."""
+    from node.approvals import application_purpose
+
     data, wallet = prepare(tmp_path)
     app = _market_app(data)
     with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
         def desk(kind: str, claims: list[str]) -> Request:
-            got = http.post("/v1/presentation-requests", json={"type": kind, "claims": claims})
-            assert got.status_code == 200, got.text
-            return Request.from_json({k: got.json()[k]
-                                      for k in ("nonce", "audience", "type", "claims")})
+            return app.state.node.new_request(
+                kind, claims, app.state.settings.audience,
+                purpose=application_purpose("business-licence")).request
 
         def apply(requests: list[Request]) -> httpx.Response:
             answers = wallet.answer(requests, now=NOW)
