@@ -248,6 +248,14 @@ class _BodyLimit:
                 if not message.get("more_body", False):
                     break
         if late.cancelled_caught:
+            page = _person_page(scope, "Not received in time", (
+                f"What was sent did not arrive whole within {BODY_SECONDS:g} s (a slow or "
+                "broken connection?). Go back and send it again; for a picture of a QR code, "
+                "paste the presentation's text instead, or send a smaller picture."), 408,
+                {"Connection": "close"})
+            if page is not None:
+                await page(scope, receive, send)
+                return
             body408 = json.dumps({"detail": f"the request body did not arrive within "
                                             f"{BODY_SECONDS:g} s", "error": "Timeout"}).encode()
             await send({"type": "http.response.start", "status": 408,
@@ -442,12 +450,18 @@ def _server_error(request: Request, exc: Exception) -> Response:
                                       "cache-control": "no-store"})
 
 
-def _refusal_page(scope: Scope, detail: str, retry: int) -> ASGIApp | None:
-    """The rate limit's refusal of a person's page as the pages' own 429 page (their
-    ``refusal_page``, :func:`node.pages.install_error_pages`); None for the API, or an app
-    without pages: the API's JSON."""
+def _person_page(scope: Scope, title: str, message: str, status: int,
+                 headers: dict[str, str]) -> ASGIApp | None:
+    """A refusal made before any route runs, of a person's page, as the pages' own error page
+    (their ``refusal_page``, :func:`node.pages.install_error_pages`); None for the API, or an
+    app without pages: the API's JSON."""
     page = getattr(getattr(scope.get("app"), "state", None), "refusal_page", None)
-    return None if page is None else page(scope, detail, retry)
+    return None if page is None else page(scope, title, message, status, headers)
+
+
+def _refusal_page(scope: Scope, detail: str, retry: int) -> ASGIApp | None:
+    """The rate limit's refusal of a person's page (:class:`RateLimit`'s ``page``)."""
+    return _person_page(scope, "Too many requests", detail, 429, {"Retry-After": str(retry)})
 
 
 def _passphrase(given: bytes | None) -> bytes:

@@ -190,29 +190,30 @@ def for_a_person(request: Request) -> bool:
 
 
 REFUSAL_PAGES = 64
-"""Rate-limit refusal pages an app keeps drawn (one per wording: its seconds to wait): a
+"""Refusal pages an app keeps drawn (one per wording: a rate limit's seconds to wait): a
 refusal costs a flood next to nothing, and drawing the page each time took ~0.6 ms."""
 
 
-def _refusal_page(scope: Any, detail: str, retry: int) -> Response | None:
-    """The rate limit's refusal (:class:`~node.ratelimit.RateLimit`, before any route runs) of
-    a person's page: the desk's 429 page, as a route's own refusal shows it. Only the event
-    loop's thread calls it (the middleware)."""
+def _refusal_page(scope: Any, title: str, message: str, status: int,
+                  headers: Mapping[str, str]) -> Response | None:
+    """A refusal made before any route runs (the rate limit, a body that did not arrive in
+    time) of a person's page: the desk's error page, as a route's own refusal shows it; None
+    for the API, which keeps its JSON. Only the event loop's thread calls it (middleware)."""
     request = Request(scope)
     if not for_a_person(request):
         return None
-    drawn: OrderedDict[tuple[str, str], bytes] | None = getattr(request.app.state,
-                                                                 "refusal_pages", None)
+    drawn: OrderedDict[tuple[str, str, str, int], bytes] | None = getattr(
+        request.app.state, "refusal_pages", None)
     if drawn is None:
         drawn = request.app.state.refusal_pages = OrderedDict()
-    key = (str(scope.get("root_path", "")), detail)
+    key = (str(scope.get("root_path", "")), title, message, status)
     body = drawn.get(key)
     if body is None:
-        body = bytes(_error_page(request, "Too many requests", detail, 429).body)
+        body = bytes(_error_page(request, title, message, status).body)
         drawn[key] = body
         while len(drawn) > REFUSAL_PAGES:
             drawn.popitem(last=False)
-    return HTMLResponse(body, status_code=429, headers={"Retry-After": str(retry)})
+    return HTMLResponse(body, status_code=status, headers=dict(headers))
 
 
 def install_error_pages(app: FastAPI) -> None:

@@ -2542,6 +2542,33 @@ def test_a_body_trickled_in_is_answered_408(tmp_path: Path,
     assert b"did not arrive within 0.5 s" in reply
 
 
+def test_a_desk_upload_that_does_not_arrive_in_time_gets_a_page(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 408 for a body that does not arrive within BODY_SECONDS was the API's JSON on the
+    desk's upload too: an official on a slow link sending a picture of a QR code read raw JSON.
+    A person's page gets a page (the pages' CSP, the connection closed), the API its JSON."""
+    import socket as _socket
+
+    from node import app as node_app
+
+    monkeypatch.setattr(node_app, "BODY_SECONDS", 0.5)
+    data = make_demo(tmp_path / "demo")
+    app = create_app(settings_for(data), clock=lambda: NOW, passphrase=PASS)
+    with serve(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        with _socket.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(b"POST /verify/check HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/"
+                      b"form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n")
+            reply = b""
+            while chunk := s.recv(4096):  # until the node closes the connection
+                reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), reply
+    assert b"content-type: text/html" in head.lower(), head
+    assert b"default-src 'none'" in head and b"connection: close" in head.lower(), head
+    assert b"did not arrive" in body and b'href="/verify"' in body and b'"detail"' not in body
+
+
 def test_a_new_network_is_not_short_of_co_signatures() -> None:
     """The genesis is no one's to co-sign: a network with nothing else is not reported as
     short of a quorum ("no final checkpoint for N s") until its first transaction (ADR 50);
