@@ -207,6 +207,58 @@ def test_a_node_answering_a_proof_nested_past_any_depth_is_named_not_a_traceback
     assert wallet.path.read_bytes() == before
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_node_answering_without_end_is_cut_off_at_a_bound(
+        world: tuple[Path, Wallet, str], tmp_path: Path, chunked: bool) -> None:
+    """A node (or whoever runs the URL given) answering with more than any node sends: the
+    wallet read it all into memory (a few GiB, or without end), then failed on what it was.
+    It stops at MAX_ANSWER and says so; the wallet is left as it was (ADR 71)."""
+    import http.server
+    import threading
+
+    from wallet.cli import MAX_ANSWER
+
+    data, wallet, _ = world
+    snapshot = _snapshot(data, tmp_path / "snap.bin")
+    before = wallet.path.read_bytes()
+    total = MAX_ANSWER + (4 << 20)
+
+    class Endless(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            if chunked:
+                self.send_header("transfer-encoding", "chunked")
+            else:
+                self.send_header("content-length", str(total))
+            self.end_headers()
+            piece = b"a" * (1 << 20)
+            try:
+                for _ in range(total >> 20):
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked
+                                     else piece)
+                if chunked:
+                    self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                pass  # the wallet hung up: what it should do
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        r = _refresh_cli(wallet, f"http://127.0.0.1:{server.server_address[1]}", snapshot)
+    finally:
+        server.shutdown()
+        server.server_close()
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert f"answered with more than {MAX_ANSWER} bytes" in said, said
+    assert wallet.path.read_bytes() == before
+
+
 def test_a_checkpoint_older_than_the_one_held_does_not_replace_it(
         world: tuple[Path, Wallet, str]) -> None:
     """A lagging or hostile node's checkpoint, final but older than the one a credential is

@@ -566,7 +566,7 @@ def apply(
         base = node.rstrip("/")
         try:
             with httpx.Client(timeout=60) as client:
-                opened = client.post(f"{base}/v1/services/{service}/applications")
+                opened = _fetch(client, "POST", f"{base}/v1/services/{service}/applications")
                 if opened.status_code != 200:
                     raise WalletError(f"the node refused the application: {_detail(opened)}")
                 try:
@@ -630,8 +630,8 @@ def apply(
                 # kept, lost the credential for good (the decision stayed on the ledger). It
                 # takes effect once the credential is in the wallet or in a file beside it.
                 finishing.enter_context(interrupts_held(_finishing_application))
-                got = client.post(f"{base}/v1/services/{service}/apply", json=body,
-                                  timeout=httpx.Timeout(60, read=APPLY_WAIT))
+                got = _fetch(client, "POST", f"{base}/v1/services/{service}/apply", json=body,
+                             timeout=httpx.Timeout(60, read=APPLY_WAIT))
         except httpx.HTTPError as e:
             raise WalletError(f"cannot reach {base}: {e}") from e
         if got.status_code != 200:
@@ -696,6 +696,38 @@ def _finishing_application() -> None:
     err.print("[yellow]stopping once the agency's answer is kept (it may have decided "
               "already, and gives its approval credential once); Ctrl-C again to stop at "
               "once[/]")
+
+
+MAX_ANSWER = 16 << 20
+"""The most a node's answer may hold: an approval's bundle is a few KiB, a proof a few hundred
+bytes. A node (or whoever runs the URL given) sending more is refused, not read to the end."""
+
+
+def _fetch(client: Any, method: str, url: str, **kw: Any) -> Any:
+    """``client.request(method, url, **kw)``, its body read up to :data:`MAX_ANSWER` bytes and
+    for at most ``kw["timeout"]``'s read time plus a minute in all (a node trickling bytes
+    found no end: each read's timeout starts again); WalletError past either."""
+    import httpx
+
+    from wallet.errors import WalletError
+
+    timeout = kw.get("timeout")
+    wait = (timeout.read if isinstance(timeout, httpx.Timeout) else None) or 60.0
+    deadline = time.monotonic() + wait + 60.0
+    with client.stream(method, url, **kw) as resp:
+        body = bytearray()
+        for chunk in resp.iter_bytes():  # decoded as it comes: a compressed bomb stops too
+            body += chunk
+            if len(body) > MAX_ANSWER:
+                raise WalletError(f"{url} answered with more than {MAX_ANSWER} bytes: no node "
+                                  "answers that much; nothing was kept from it")
+            if time.monotonic() > deadline:
+                raise WalletError(f"{url} was still answering after {wait + 60:.0f} s: no "
+                                  "node answers that slowly; nothing was kept from it")
+        headers = [(k, v) for k, v in resp.headers.multi_items()
+                   if k.lower() not in ("content-encoding", "content-length")]
+        return httpx.Response(resp.status_code, headers=headers, content=bytes(body),
+                              request=resp.request)
 
 
 def _answer_json(resp: Any) -> Any:
@@ -785,7 +817,7 @@ def refresh(
         proofs: dict[str, list[bytes]] = {}
         try:
             with httpx.Client(timeout=60) as client:
-                got = client.get(f"{base}/v1/checkpoint")
+                got = _fetch(client, "GET", f"{base}/v1/checkpoint")
                 if got.status_code != 200:
                     raise WalletError(f"{base} gave no checkpoint (HTTP {got.status_code})")
                 checkpoint = got.text
@@ -793,8 +825,8 @@ def refresh(
                 for cid, index in indexes.items():
                     if wanted is not None and cid not in wanted:
                         continue
-                    r = client.get(f"{base}/v1/proofs/inclusion",
-                                   params={"index": index, "size": size})
+                    r = _fetch(client, "GET", f"{base}/v1/proofs/inclusion",
+                               params={"index": index, "size": size})
                     if r.status_code != 200:
                         raise WalletError(f"{base} gave no proof for leaf {index} at size "
                                           f"{size} (HTTP {r.status_code})")
