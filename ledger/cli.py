@@ -1821,9 +1821,7 @@ def issue(
             _fail(f"the holder JWK in {path} is not usable: {e}", 2)
         # the key itself, not its spelling: extra members ("alg", "use", an Ed25519 key's "y",
         # which is not read) name the same key
-        canonical = (sdjwt.jwk_from_ed25519(key.raw) if isinstance(key, PublicKey)
-                     else sdjwt.jwk_from_ec(key))
-        ident = tuple(canonical.get(m) for m in ("kty", "crv", "x", "y"))
+        ident = tuple(sdjwt.jwk_of(key).get(m) for m in ("kty", "crv", "x", "y"))
         if ident in seen:
             _fail(f"{path} repeats a holder key: each copy needs its own (a shared key links "
                   "the copies)", 2)

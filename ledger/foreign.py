@@ -48,7 +48,6 @@ from typing import Any, TypeVar
 from ledger import codec, sdjwt
 from ledger.codec import Fields
 from ledger.errors import DecodeError, LedgerError
-from ledger.keys import PublicKey
 from ledger.presentation import (
     PLAIN_CLAIMS,
     Check,
@@ -143,7 +142,7 @@ def _key_id(key: sdjwt.VerifyKey) -> tuple[str, ...]:
     """A listed key as read (its public members in their one canonical spelling): equal for
     the same key, to compare keys listed under different issuers. Not the listed JWK's own
     members: an Ed25519 JWK's ``y`` is not read, so a listing with one named the same key."""
-    jwk = sdjwt.jwk_from_ed25519(key.raw) if isinstance(key, PublicKey) else sdjwt.jwk_from_ec(key)
+    jwk = sdjwt.jwk_of(key)
     return tuple(jwk.get(m, "") for m in ("kty", "crv", "x", "y"))
 
 

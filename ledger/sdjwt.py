@@ -121,6 +121,7 @@ __all__ = [
     "issue_sd_jwt",
     "jwk_from_ec",
     "jwk_from_ed25519",
+    "jwk_of",
     "jws_alg",
     "jws_algs",
     "jws_sign",
@@ -130,6 +131,7 @@ __all__ = [
     "parse_jws_header",
     "parse_jws_payload",
     "present",
+    "public_jwk",
     "public_key_from_jwk",
     "strict_json",
     "verify_issuer_signed",
@@ -521,9 +523,15 @@ def public_key_from_jwk(jwk: Mapping[str, Any]) -> VerifyKey:
     return _key_from_members(*members)
 
 
-def _public_jwk(jwk: Mapping[str, Any]) -> dict[str, str]:
-    """Validated public members only (what goes into ``cnf.jwk``)."""
-    key = public_key_from_jwk(jwk)
+def public_jwk(jwk: Mapping[str, Any]) -> dict[str, str]:
+    """Validated public members only, in their one spelling (what goes into ``cnf.jwk``):
+    equal for two JWKs of the same key, whatever other members they carry (``alg``, an
+    Ed25519 key's ``y``, which is not read). :class:`JwkError` for a JWK that is no key."""
+    return jwk_of(public_key_from_jwk(jwk))
+
+
+def jwk_of(key: VerifyKey) -> dict[str, str]:
+    """A public key's JWK in its one spelling (:func:`jwk_from_ed25519`, :func:`jwk_from_ec`)."""
     if isinstance(key, PublicKey):
         return jwk_from_ed25519(key.raw)
     return jwk_from_ec(key)
@@ -818,7 +826,7 @@ def issue_sd_jwt(
         if not isinstance(name, str) or name in _RESERVED_CLAIMS:
             raise ValueError(f"claim name {_show(name)} is reserved or not a string")
         _check_claim_value(value, name)
-    holder = _public_jwk(holder_jwk)
+    holder = public_jwk(holder_jwk)
 
     disclosures: list[str] = []
     digests: list[str] = []
@@ -1151,10 +1159,10 @@ def verify_issuer_signed(
                             vc_only)
     if expected_holder_jwk is not None:
         try:
-            holder = _public_jwk(_holder_jwk(claims))
+            holder = public_jwk(_holder_jwk(claims))
         except JwkError as e:
             raise HolderKeyError(f"cnf.jwk is not a usable key: {e}") from e
-        if holder != _public_jwk(expected_holder_jwk):
+        if holder != public_jwk(expected_holder_jwk):
             raise HolderKeyError("cnf.jwk is not the expected holder key")
     return claims
 

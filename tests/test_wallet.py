@@ -471,6 +471,20 @@ def test_receive_refuses(world: World, wallet: Wallet, make: Callable[[World, Wa
     assert Wallet.open(wallet.path, PASS).list() == []
 
 
+def test_a_credential_bound_to_a_wallet_key_spelled_with_an_unread_member_is_kept(
+        world: World, wallet: Wallet) -> None:
+    """A credential whose ``cnf.jwk`` is the wallet's holder key 2 with a ``y`` member, which
+    an Ed25519 key does not read: the wallet matched its keys by their members as text, took
+    key 1 for it and refused the credential as bound to "another holder key" (verifiers take
+    it: the key as read is the wallet's). It is kept, bound to key 2 (ADR 71)."""
+    before = len(wallet.list())
+    bundle = _edu_signed(world, wallet, payload={"cnf": {"jwk": {**wallet.holder_jwk(1),
+                                                                 "y": "AAAA"}}})
+    info = wallet.receive(bundle.to_bytes(), registry=world.ledger.registry, now=NOW)
+    assert info.key == 1
+    assert len(Wallet.open(wallet.path, PASS).list()) == before + 1
+
+
 def test_receive_refuses_garbage_expired_and_duplicates(world: World, wallet: Wallet) -> None:
     reg = world.ledger.registry
     with pytest.raises(BundleRefused) as e:

@@ -297,9 +297,13 @@ class Wallet:
     def _key_of(self, jwk: object) -> int:
         """The index of the holder key ``jwk`` names, or 0 when it names none of this
         wallet's (the check then refuses it, saying so)."""
-        if isinstance(jwk, dict):
+        try:  # the key as read: an Ed25519 JWK's unread "y", say, names the same key
+            want = sdjwt.public_jwk(jwk) if isinstance(jwk, dict) else None
+        except sdjwt.JwkError:
+            want = None
+        if want is not None:
             for i in range(MAX_KEYS):
-                if _same_key(jwk, self.holder_jwk(i)):
+                if want == self.holder_jwk(i):
                     return i
         return 0
 
@@ -752,11 +756,6 @@ def _with_counts(contents: Contents, other_blob: bytes, passphrase: bytes) -> Co
     if creds == contents.credentials and shown_to == contents.shown_to:
         return None
     return replace(contents, credentials=creds, shown_to=shown_to)
-
-
-def _same_key(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Whether two JWKs name the same public key (other members, such as "alg", aside)."""
-    return all(a.get(m) == b.get(m) for m in ("kty", "crv", "x", "y"))
 
 
 def _bound_jwk_of(sd_jwt: object) -> object:
