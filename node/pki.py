@@ -648,7 +648,19 @@ def certificate_problem(folder: Path, agency: str, now: _dt.datetime,
     copies in ``in_use``, its runtime folder, else ``folder``'s) ending within
     :data:`WARN_DAYS` or ended; its certificate on the revocation list in ``folder`` (read
     again: the operator copies a new one there); that list's own next update near or past
-    (OpenSSL refuses a list past it, and every peer connection with it). None: all well."""
+    (OpenSSL refuses a list past it, and every peer connection with it). None: all well.
+    Public (``/v1/health``): it names files by their place in the PKI folder, never a path of
+    this machine."""
+    said = _certificate_problem(folder, agency, now, in_use)
+    if said is None:
+        return None
+    if in_use is not None:
+        said = said.replace(str(in_use), "the node's runtime copy")
+    return said.replace(str(folder), "the PKI folder")
+
+
+def _certificate_problem(folder: Path, agency: str, now: _dt.datetime,
+                         in_use: Path | None) -> str | None:
     where = in_use or folder
     try:
         ca, cert = _certificate(where / "ca.crt"), _certificate(where / f"{agency}.crt")
@@ -658,15 +670,15 @@ def certificate_problem(folder: Path, agency: str, now: _dt.datetime,
     if crl is not None and crl.get_revoked_certificate_by_serial_number(
             cert.serial_number) is not None:
         return (f"this agency's TLS certificate (serial {cert.serial_number:x}) is on the "
-                f"network's revocation list ({folder / CRL}): etcd members and peers refuse "
-                "its new connections")
+                f"network's revocation list ({CRL} in the PKI folder): etcd members and peers "
+                "refuse its new connections")
     renewed = ""
     with contextlib.suppress(PkiError, OSError):
         if in_use is not None and (
                 _certificate(folder / f"{agency}.crt").serial_number != cert.serial_number
                 or _certificate(folder / "ca.crt").serial_number != ca.serial_number):
-            renewed = (f"; the renewed certificates in {folder} are taken when the node and "
-                       "its etcd member restart")
+            renewed = ("; the renewed certificates in the PKI folder are taken when the node "
+                       "and its etcd member restart")
     for name, c in (("ca.crt", ca), (f"{agency}.crt", cert)):
         left = c.not_valid_after_utc - now
         if left.days < WARN_DAYS:
@@ -678,7 +690,7 @@ def certificate_problem(folder: Path, agency: str, now: _dt.datetime,
     if crl is not None and crl.next_update_utc is not None:
         left = crl.next_update_utc - now
         if left.days < WARN_DAYS:
-            return (f"the revocation list {folder / CRL} is valid until "
+            return (f"the revocation list {CRL} in the PKI folder is valid until "
                     f"{crl.next_update_utc:%Y-%m-%d}: past it every connection checked "
                     "against it fails; copy the crl.pem the operator's `ledger-node pki "
                     "renew-ca` (or `revoke`) made to every agency")

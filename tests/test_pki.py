@@ -1064,6 +1064,12 @@ def test_health_says_when_a_certificate_nears_its_end_or_is_revoked(tmp_path: Pa
     ca_soon = certificate_problem(pki, "civil", ca_end - dt.timedelta(days=10))
     assert ca_soon is not None and "ca.crt this node runs with ends in" in ca_soon
     assert "renew-ca" in ca_soon
+    (pki / "civil.crt").unlink()
+    unreadable = certificate_problem(pki, "civil", NOW)
+    assert unreadable is not None and "the PKI folder/civil.crt" in unreadable
+    # public (/v1/health): no path of the node's machine (ADR 71; round 19H's note)
+    for text in (soon, gone, said, ca_soon, unreadable):
+        assert str(tmp_path) not in text, text
 
 
 def test_health_judges_the_certificate_the_node_runs_with(tmp_path: Path) -> None:
@@ -1090,6 +1096,7 @@ def test_health_judges_the_certificate_the_node_runs_with(tmp_path: Path) -> Non
         revoke_agency_cert(pki, "civil", b"pw", now=near)  # its .crt leaves the folder
         said = certificate_problem(pki, "civil", near, rt)
         assert said is not None and "revocation list" in said
+        assert str(tmp_path) not in said and str(rt) not in said
     finally:
         lock(rt)
     old_crl = (pki / "crl.pem").read_bytes()
