@@ -281,20 +281,23 @@ class EtcdLog:
                    cosig_limit: int = READ_COSIGS
                    ) -> tuple[list[Record], Record | None, list[Record]]:
         """In one etcd transaction (one revision): batches created after ``rev`` in order, the
-        pruning marker, and co-signatures written after ``cosig_rev`` in write order."""
+        pruning marker, and co-signatures written after ``cosig_rev`` in write order.
+
+        A range that starts after the last batch read (its sequence known) and ends short of
+        the newest batch the counter ``n`` was written with is read again whole: any agency's
+        certificate writes any batch key, and one put outside the counter under a key past
+        every sequence it gives, read last, set the start past every batch put after it (the
+        node read nothing again until restarted)."""
         seq = self._seqs.get(rev)
-        start = self._p + f"b/{seq + 1:0{_SEQ_WIDTH}d}".encode() if seq is not None else None
-        resp = self._call("Txn", pb.TxnRequest(success=[
-            pb.RequestOp(request_range=self._range("b/", start=start, min_create=rev + 1,
-                                                   limit=limit)),
-            pb.RequestOp(request_range=self._range("p", exact=True)),
-            pb.RequestOp(request_range=self._range("s/", min_mod=cosig_rev + 1,
-                                                   limit=cosig_limit)),
-        ]))
-        parts = [r.response_range for r in resp.responses]
-        if len(parts) != 3:
-            raise OrderingError(f"etcd answered {len(parts)} of 3 ranges")
+        parts = self._read(rev, cosig_rev, limit, cosig_limit, seq)
         batches = self._records(parts[0])
+        counter = parts[3].kvs
+        newest = int(counter[0].mod_revision) if counter else 0
+        if seq is not None and len(batches) < limit \
+                and newest > max(rev, batches[-1].create_rev if batches else 0):
+            self._seqs.pop(rev, None)
+            parts = self._read(rev, cosig_rev, limit, cosig_limit, None)
+            batches = self._records(parts[0])
         for r in batches:
             with contextlib.suppress(ValueError):
                 self._seqs[r.create_rev] = int(r.key[2:])
@@ -302,6 +305,24 @@ class EtcdLog:
             del self._seqs[next(iter(self._seqs))]
         marker = self._records(parts[1])
         return batches, marker[0] if marker else None, self._records(parts[2])
+
+    def _read(self, rev: int, cosig_rev: int, limit: int, cosig_limit: int,
+              seq: int | None) -> list[Any]:
+        """The ranges of :meth:`read_after` (batches from the key after ``seq`` if known, the
+        marker, co-signatures, the counter), in one etcd transaction."""
+        start = self._p + f"b/{seq + 1:0{_SEQ_WIDTH}d}".encode() if seq is not None else None
+        resp = self._call("Txn", pb.TxnRequest(success=[
+            pb.RequestOp(request_range=self._range("b/", start=start, min_create=rev + 1,
+                                                   limit=limit)),
+            pb.RequestOp(request_range=self._range("p", exact=True)),
+            pb.RequestOp(request_range=self._range("s/", min_mod=cosig_rev + 1,
+                                                   limit=cosig_limit)),
+            pb.RequestOp(request_range=self._range("n", exact=True)),
+        ]))
+        parts = [r.response_range for r in resp.responses]
+        if len(parts) != 4:
+            raise OrderingError(f"etcd answered {len(parts)} of 4 ranges")
+        return parts
 
     def publish(self, size: int, agency: str, cosig: bytes, applied: bytes) -> None:
         """This node's co-signature for log size ``size`` and its applied position, at once."""

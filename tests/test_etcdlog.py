@@ -3357,3 +3357,34 @@ def _demo_witnesses(url: str, data: Path, t: int) -> None:
                 "clock_sig": clock_signature(NETWORK, agency, key, t).hex()}))
     finally:
         log.close()
+
+
+def test_a_batch_key_far_ahead_of_the_counter_stops_no_node(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Any agency's certificate writes any batch key. A reader starts its range after the
+    last batch it read (ADR 27): one batch put outside the counter, under the largest key,
+    and read alone, set that start past every batch key the counter would ever give, so the
+    node read nothing again (healthy to itself, every submission waiting) until restarted.
+    The batches after it are still read, and applied."""
+    from aetcd.rpc import rpc_pb2 as pb
+
+    from ledger.batch import make_batch
+
+    reg, tax = agencies["reg"], agencies["tax"]
+    writer, orderer = _edu_beside(etcd_url, ledger, agencies["edu"], "key-far-ahead")
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        typed = ledger.gov_tx("register_type", {"type": spec}, [reg, tax])
+        _taken_up(orderer, writer.put_batch(make_batch(ledger.net, "reg", reg.node_key,
+                                                       T0 + 5, [typed.raw]).to_bytes()))
+        rogue = writer._call("Txn", pb.TxnRequest(success=[writer._put(
+            f"b/{10**20 - 1}", b"not a batch"), writer._put(b"t")]))
+        _taken_up(orderer, int(rogue.header.revision))  # read alone: skipped
+        grant = ledger.gov_tx("grant", {"agency": "edu", "type": "degree", "from": T0,
+                                        "until": T0 + DAY}, [reg, tax])
+        _taken_up(orderer, writer.put_batch(make_batch(ledger.net, "tax", tax.node_key,
+                                                       T0 + 6, [grant.raw]).to_bytes()))
+        assert ledger.store.tx_location(grant.txid) is not None
+    finally:
+        orderer.stop()
+        writer.close()
