@@ -411,7 +411,9 @@ class EtcdOrderer:
             "utf-8", "replace")
         self.stats = Stats()
         self._recent: OrderedDict[int, tuple[int, int]] = OrderedDict()
-        self._pending_cosigs: dict[int, list[tuple[str, Checkpoint, str]]] = {}
+        # size -> agency -> (checkpoint, line): the newest read of each co-signature key, as
+        # etcd holds it (a key written again over and over added an entry per read, for good)
+        self._pending_cosigs: dict[int, dict[str, tuple[Checkpoint, str]]] = {}
         self._waiting: dict[bytes, list[Pending]] = {}
         self._wlock = threading.Lock()
         self._own: dict[bytes, list[Tx]] = {}  # batch signature -> our parsed transactions
@@ -1033,8 +1035,8 @@ class EtcdOrderer:
                     # a node of a version before ADR 60: it signed the root alone, a body
                     # this node neither signs nor counts; not forged, not evidence if the
                     # root is ours (_merge), and health names that node (ADR 62)
-                    self._pending_cosigs.setdefault(size, []).append(
-                        (agency, Checkpoint(self.network, size, got["root"]), got["line"]))
+                    self._pending_cosigs.setdefault(size, {})[agency] = (
+                        Checkpoint(self.network, size, got["root"]), got["line"])
                     continue
                 root, line, height, block_hash = (got["root"], got["line"], got["height"],
                                                   got["hash"])
@@ -1048,7 +1050,7 @@ class EtcdOrderer:
                 self.stats.cosigs_forged += 1
                 log.warning("malformed co-signature %s: %s", rec.key, e)
                 continue
-            self._pending_cosigs.setdefault(size, []).append((agency, theirs, line))
+            self._pending_cosigs.setdefault(size, {})[agency] = (theirs, line)
         if len(self._pending_cosigs) > 10_000:  # far ahead of us: catch-up will bring them back
             # the farthest go: dropping them all dropped those read with them for blocks
             # applied, and one agency's co-signatures for sizes far ahead kept the head short
@@ -1062,7 +1064,7 @@ class EtcdOrderer:
         assert head is not None
         writes: dict[int, SignedCheckpoint] = {}
         for size in sorted(s for s in self._pending_cosigs if s <= head.log_size):
-            for agency, theirs, line in self._pending_cosigs.pop(size):
+            for agency, (theirs, line) in self._pending_cosigs.pop(size).items():
                 self._merge(size, agency, theirs, line, writes)
         if not writes:
             return

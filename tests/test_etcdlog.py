@@ -3388,3 +3388,33 @@ def test_a_batch_key_far_ahead_of_the_counter_stops_no_node(
     finally:
         orderer.stop()
         writer.close()
+
+
+def test_a_co_signature_key_written_again_and_again_is_held_once(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Co-signatures for blocks not applied yet wait in memory. Each read of a key written
+    anew added an entry beside the ones read before: one agency writing one co-signature key
+    for a size far ahead over and over (any agency's certificate writes any ``s/`` key, up to
+    1.5 MiB a value) grew every node's memory by a value a read, for as long as it went on.
+    Only the newest value of a key is held, as etcd itself holds it."""
+    from aetcd.rpc import rpc_pb2 as pb
+
+    from ledger import codec
+
+    far = 10**9
+    writer, orderer = _edu_beside(etcd_url, ledger, agencies["edu"], "cosig-written-again")
+    try:
+        for n in range(40):
+            junk = codec.encode({"root": bytes(32), "line": f"\u2014 tax {n:04d}",
+                                 "height": 1, "hash": bytes(32)})
+            rev = writer._call("Txn", pb.TxnRequest(success=[
+                writer._put(writer._cosig_key(far, "tax"), junk),
+                writer._put(b"t")])).header.revision
+            deadline = time.monotonic() + 30
+            while orderer.cosig_rev < rev:  # each value read before the next is written
+                assert time.monotonic() < deadline, orderer.stats.last_error
+                time.sleep(0.01)
+        assert len(orderer._pending_cosigs[far]) == 1
+    finally:
+        orderer.stop()
+        writer.close()
