@@ -264,17 +264,28 @@ class EtcdLog:
         counter = self._p + b"n"
         for _ in range(_CAS_ATTEMPTS):
             seq = self._seq + 1
+            key = self._p + f"b/{seq:0{_SEQ_WIDTH}d}".encode()
             resp = self._call("Txn", pb.TxnRequest(
                 compare=[pb.Compare(key=counter, target=pb.Compare.VERSION,
-                                    result=pb.Compare.EQUAL, version=self._seq)],
-                success=[self._put(f"b/{seq:0{_SEQ_WIDTH}d}", value), self._put(b"n"),
+                                    result=pb.Compare.EQUAL, version=self._seq),
+                         # a new key: written over, a batch keeps its create revision (by
+                         # which readers select), gets this value, and this one is never read
+                         pb.Compare(key=key, target=pb.Compare.CREATE, result=pb.Compare.EQUAL,
+                                    create_revision=0)],
+                success=[self._put(key[len(self._p):], value), self._put(b"n"),
                          self._put(b"t")],
-                failure=[pb.RequestOp(request_range=pb.RangeRequest(key=counter))]))
+                failure=[pb.RequestOp(request_range=pb.RangeRequest(key=counter)),
+                         pb.RequestOp(request_range=pb.RangeRequest(key=key, keys_only=True))]))
             if resp.succeeded:
                 self._seq = seq
                 return int(resp.header.revision)
             kvs = resp.responses[0].response_range.kvs
-            self._seq = int(kvs[0].version) if kvs else 0
+            was, self._seq = self._seq, int(kvs[0].version) if kvs else 0
+            if self._seq == was and resp.responses[1].response_range.kvs:
+                raise OrderingError(
+                    f"the batch counter is behind the batch keys in etcd (batch {seq} is there "
+                    "already): the counter key was deleted or written outside the nodes' "
+                    "protocol; no batch is put until the network's operator looks at etcd")
         raise OrderingError(f"could not take a batch number in {_CAS_ATTEMPTS} attempts")
 
     def read_after(self, rev: int, cosig_rev: int, limit: int = READ_BATCHES,

@@ -154,6 +154,31 @@ def test_a_reader_that_knows_its_last_batch_reads_the_same_as_a_full_scan(
         log.close()
 
 
+def test_a_batch_put_after_the_counter_was_deleted_writes_over_no_batch(
+        etcd_url: str) -> None:
+    """Any agency's certificate deletes any key, the batch counter ``n`` too: its version
+    starts again at 1, and the next put took the key of a batch still in etcd. etcd kept that
+    key's create revision and changed its value, so the put was confirmed but no reader ever
+    read it (batches are selected by create revision), and a node reading that batch again
+    from an earlier revision (restarted) took another batch there than the others had. The
+    put is refused instead, and the batch in etcd stays as it was."""
+    from aetcd.rpc import rpc_pb2 as pb
+
+    writer = EtcdLog([etcd_url], "counter-gone")
+    fresh = EtcdLog([etcd_url], "counter-gone")
+    try:
+        for i in range(3):
+            writer.put_batch(b"batch-%d" % i)
+        before = writer.read_after(0, 0, limit=100)[0]
+        writer._call("DeleteRange", pb.DeleteRangeRequest(key=writer._p + b"n"))
+        with pytest.raises(OrderingError, match="counter"):
+            EtcdLog([etcd_url], "counter-gone").put_batch(b"lost")
+        assert fresh.read_after(0, 0, limit=100)[0] == before
+    finally:
+        writer.close()
+        fresh.close()
+
+
 def test_two_members_pruning_at_once_never_move_the_marker_back(etcd_url: str) -> None:
     """ADR 42's race: two nodes both think they are the pruner (their clocks disagree). The
     one that read the marker before the other wrote it must not write an older marker over it."""
