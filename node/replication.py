@@ -1285,9 +1285,11 @@ class EtcdOrderer:
         head, registry = self.store.head, self.store.registry
         assert head is not None
         assert registry is not None
+        # the current agencies' nodes (a removed one's last position stays in etcd)
+        current = registry.current_agencies(head.time)  # sorted
         # any agency's certificate writes any position: one whose revision, height or size is
         # no integer is left out (it failed every step of the apply loop, and health's answer)
-        applied = {a: v for a, v in self.etcd.applied().items()
+        applied = {a: v for a, v in self.etcd.applied(current).items()
                    if all(type(v.get(k)) is int for k in ("rev", "height", "size"))}
         now = self.timer()
         self._positions_held = set(applied)
@@ -1297,8 +1299,6 @@ class EtcdOrderer:
                 if was is not None:  # changed while we watched: its time is recent
                     self._moved.add(a)
                 self._heard[a] = (v, now)
-        # the current agencies' nodes (a removed one's last position stays in etcd)
-        current = registry.current_agencies(head.time)  # sorted
         # The clocks of the peers heard from lately. A position found at start may be hours
         # old (a node down): health names a clock only by a position seen to change, and the
         # batch time takes one found at start only as a lower bound (batch_time_now); an

@@ -247,9 +247,10 @@ def test_one_read_of_the_largest_values_fits_in_an_answer() -> None:
     co-signatures as large as etcd takes, at sizes never pruned. 180 of them at 1.5 MiB made
     every read (512 co-signatures at most) larger than the client takes: every node's apply
     loop failed for good. (Writing 270 MB to etcd to show it is left to the bound.)"""
-    from node.etcdlog import _MAX_MESSAGE, MAX_VALUE, READ_BATCHES, READ_COSIGS
+    from node.etcdlog import _MAX_MESSAGE, MAX_VALUE, READ_BATCHES, READ_COSIGS, READ_POSITIONS
 
     assert (READ_BATCHES + 1 + READ_COSIGS) * (MAX_VALUE + 1024) < _MAX_MESSAGE
+    assert READ_POSITIONS * (MAX_VALUE + 1024) < _MAX_MESSAGE  # (and positions, by name)
 
 
 def test_an_unreachable_member_is_a_clear_ordering_error(tmp_path: Path) -> None:
@@ -3443,3 +3444,34 @@ def test_a_co_signature_key_written_again_and_again_is_held_once(
     finally:
         orderer.stop()
         writer.close()
+
+
+def test_positions_of_no_agency_as_large_as_etcd_takes_stop_no_node(
+        tmp_path: Path, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Any agency's certificate writes any ``a/`` key. Every node read the whole ``a/`` range
+    every half second: 180 positions of 1.5 MiB under names of no agency made that answer
+    larger than the client takes, so every read failed. A node (re)started then applied no
+    batch for good (it reads the positions before its first batch), and a running one
+    pruned nothing again. Only the current agencies' positions are read."""
+    from aetcd.rpc import rpc_pb2 as pb
+
+    from ledger import codec
+    from ledger.batch import make_batch
+    from node.etcdlog import MAX_VALUE
+
+    reg, tax = agencies["reg"], agencies["tax"]
+    big = codec.encode({"rev": 1, "height": 1, "size": 1, "pad": "x" * (MAX_VALUE - 200)})
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    with _etcd_member(tmp_path) as url:
+        writer = EtcdLog([url], "positions-flood", timeout=30)
+        for n in range(180):  # (~270 MiB: past the client's 256 MiB answer cap)
+            writer._call("Txn", pb.TxnRequest(success=[writer._put(f"a/x{n:03d}", big)]))
+        _, orderer = _edu_beside(url, ledger, agencies["edu"], "positions-flood")
+        try:
+            typed = ledger.gov_tx("register_type", {"type": spec}, [reg, tax])
+            _taken_up(orderer, writer.put_batch(make_batch(ledger.net, "reg", reg.node_key,
+                                                           T0 + 5, [typed.raw]).to_bytes()))
+            assert ledger.store.tx_location(typed.txid) is not None
+        finally:
+            orderer.stop()
+            writer.close()
