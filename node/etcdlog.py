@@ -52,13 +52,13 @@ _MAX_MESSAGE = 256 << 20  # the largest answer this client takes (gRPC's cap)
 MAX_VALUE = 3 << 19
 """The largest value etcd takes (its --max-request-bytes, 1.5 MiB by default)."""
 READ_COSIGS = 128
-READ_POSITIONS = 128
-"""Published positions :meth:`EtcdLog.applied` reads at most in one transaction (each up to
-:data:`MAX_VALUE`, so the answer stays under :data:`_MAX_MESSAGE`)."""
 """Co-signatures :meth:`EtcdLog.read_after` returns at most at once: with
 :data:`READ_BATCHES` batches, a read of values of :data:`MAX_VALUE` each stays under
 :data:`_MAX_MESSAGE`. At 512, 180 co-signatures of 1.5 MiB (any agency's certificate writes
 them, at sizes never pruned) made every read too large, on every node, for good."""
+READ_POSITIONS = 128
+"""Published positions :meth:`EtcdLog.applied` reads at most in one transaction (each up to
+:data:`MAX_VALUE`, so the answer stays under :data:`_MAX_MESSAGE`)."""
 _SEQ_WIDTH = 20
 _CAS_ATTEMPTS = 64
 _KNOWN_SEQS = 256  # create revision -> sequence of batches returned lately
