@@ -2517,10 +2517,10 @@ def test_a_422_names_the_input_it_refused_never_echoes_it(http: httpx.Client, pa
     assert [e["input"] for e in r.json()["detail"]] == [said]
 
 
-def test_a_body_trickled_in_is_answered_408(tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    """A client sending its body a byte now and then held a buffer and a connection for ever
-    (no timeout); it now has BODY_SECONDS to send it whole, and nothing is submitted."""
+def _body_never_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sent: bytes) -> bytes:
+    """A demo node given 0.5 s (BODY_SECONDS) for a body, sent ``sent`` (a request whose body
+    never arrives whole) on a raw connection: its whole reply, read until it closes; it must
+    serve on after it."""
     import socket as _socket
 
     from node import app as node_app
@@ -2531,13 +2531,22 @@ def test_a_body_trickled_in_is_answered_408(tmp_path: Path,
     with serve(app) as url:
         host, port = url.removeprefix("http://").split(":")
         with _socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(b"POST /v1/tx HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\n"
-                      b"Content-Length: 100\r\n\r\n" + b"\x93" * 10)
+            s.sendall(sent)
             reply = b""
             while chunk := s.recv(4096):  # until the node closes: the reply may come in parts
                 reply += chunk
         with httpx.Client(base_url=url) as http:
             assert http.get("/v1/health").status_code == 200  # and the node serves on
+    return reply
+
+
+def test_a_body_trickled_in_is_answered_408(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client sending its body a byte now and then held a buffer and a connection for ever
+    (no timeout); it now has BODY_SECONDS to send it whole, and nothing is submitted."""
+    reply = _body_never_whole(tmp_path, monkeypatch,
+                              b"POST /v1/tx HTTP/1.1\r\nHost: x\r\nContent-Type: application/"
+                              b"msgpack\r\nContent-Length: 100\r\n\r\n" + b"\x93" * 10)
     assert reply.startswith(b"HTTP/1.1 408"), reply
     assert b"did not arrive within 0.5 s" in reply
 
@@ -2547,21 +2556,10 @@ def test_a_desk_upload_that_does_not_arrive_in_time_gets_a_page(
     """The 408 for a body that does not arrive within BODY_SECONDS was the API's JSON on the
     desk's upload too: an official on a slow link sending a picture of a QR code read raw JSON.
     A person's page gets a page (the pages' CSP, the connection closed), the API its JSON."""
-    import socket as _socket
-
-    from node import app as node_app
-
-    monkeypatch.setattr(node_app, "BODY_SECONDS", 0.5)
-    data = make_demo(tmp_path / "demo")
-    app = create_app(settings_for(data), clock=lambda: NOW, passphrase=PASS)
-    with serve(app) as url:
-        host, port = url.removeprefix("http://").split(":")
-        with _socket.create_connection((host, int(port)), timeout=10) as s:
-            s.sendall(b"POST /verify/check HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/"
-                      b"form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n--b\r\n")
-            reply = b""
-            while chunk := s.recv(4096):  # until the node closes the connection
-                reply += chunk
+    reply = _body_never_whole(tmp_path, monkeypatch,
+                              b"POST /verify/check HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                              b"multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n"
+                              b"\r\n--b\r\n")
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 408"), reply
     assert b"content-type: text/html" in head.lower(), head

@@ -8,6 +8,7 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import plyvel
 import pytest
@@ -365,12 +366,32 @@ def test_demo_copy_helper_is_independent(demo: Path, tmp_path: Path) -> None:
         assert original.get(b"x-copy-only") is None  # ... is not in the original
 
 
+def _until_final(src: Path, target: Path, last: int, blocks: int) -> dict[str, Any]:
+    """`ledger import SRC --data TARGET --until-final --json`, which must take the blocks up
+    to ``last`` (with its checkpoint) of the archive's ``blocks`` and leave the rest out: its
+    JSON."""
+    import json
+    import subprocess
+    import sys
+
+    got = subprocess.run([str(Path(sys.executable).parent / "ledger"), "import", str(src),
+                          "--data", str(target), "--until-final", "--json"],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert got.returncode == 0, got.stderr
+    said: dict[str, Any] = json.loads(got.stdout)
+    assert said["height"] == last
+    assert said["blocks_left_out"] == blocks - 1 - last
+    with Store(target, create=False) as store:
+        assert store.head is not None and store.head.height == last
+        assert store.checkpoint(store.head.log_size) is not None
+    return said
+
+
 def test_import_until_final_stops_at_the_newest_checkpoint(archive_bytes: bytes,
                                                           tmp_path: Path) -> None:
     """`ledger import --until-final` (how a network's node is restored, ADR 52) takes the
     blocks up to the archive's newest checkpoint (all checked final) and leaves the tail that
     no quorum signed, saying how much; an archive with no checkpoint gives nothing."""
-    import json
     import subprocess
     import sys
 
@@ -391,16 +412,7 @@ def test_import_until_final_stops_at_the_newest_checkpoint(archive_bytes: bytes,
     src = tmp_path / "tail.archive"
     src.write_bytes(data)
     cli = str(Path(sys.executable).parent / "ledger")
-    got = subprocess.run([cli, "import", str(src), "--data", str(tmp_path / "final"),
-                          "--until-final", "--json"], capture_output=True, text=True,
-                         timeout=120, check=False)
-    assert got.returncode == 0, got.stderr
-    said = json.loads(got.stdout)
-    assert said["height"] == marked[-2]
-    assert said["blocks_left_out"] == len(records) - 1 - marked[-2]
-    with Store(tmp_path / "final", create=False) as store:
-        assert store.head is not None and store.head.height == marked[-2]
-        assert store.checkpoint(store.head.log_size) is not None
+    _until_final(src, tmp_path / "final", marked[-2], len(records))
     whole = import_archive(io.BytesIO(data), tmp_path / "whole")  # without: the whole chain
     assert whole.height == len(records) - 1
 
@@ -439,7 +451,6 @@ def test_import_until_final_stops_before_a_checkpoint_below_quorum(archive_bytes
     checkpoint is below quorum, and leaves the rest out (ADR 71). A checkpoint below quorum
     further back stops it before that one: nothing it imports rests on one. A changed
     signature line is still refused."""
-    import json
     import subprocess
     import sys
 
@@ -456,18 +467,9 @@ def test_import_until_final_stops_before_a_checkpoint_below_quorum(archive_bytes
     src = tmp_path / "live.archive"
     src.write_bytes(data)
     cli = str(Path(sys.executable).parent / "ledger")
-    got = subprocess.run([cli, "import", str(src), "--data", str(tmp_path / "final"),
-                          "--until-final", "--json"], capture_output=True, text=True,
-                         timeout=120, check=False)
-    assert got.returncode == 0, got.stderr
-    said = json.loads(got.stdout)
-    assert said["height"] == marked[-2]
-    assert said["blocks_left_out"] == len(records) - 1 - marked[-2]
+    said = _until_final(src, tmp_path / "final", marked[-2], len(records))
     assert said["below_quorum"]["height"] == marked[-1]
     assert "1 of" in said["below_quorum"]["reason"]
-    with Store(tmp_path / "final", create=False) as store:
-        assert store.head is not None and store.head.height == marked[-2]
-        assert store.checkpoint(store.head.log_size) is not None
     words = subprocess.run([cli, "import", str(src), "--data", str(tmp_path / "said"),
                             "--until-final"], capture_output=True, text=True, timeout=120,
                            check=False)

@@ -54,17 +54,20 @@ def _apply_at(handler: type[http.server.BaseHTTPRequestHandler], env: dict[str, 
 
 
 class _JsonNode(http.server.BaseHTTPRequestHandler):
-    """A made-up node: every POST gets ``answer()`` as JSON."""
+    """A made-up node: every POST gets ``answer()`` as JSON (``body()``: its bytes)."""
 
     def answer(self) -> dict[str, object]:
         raise NotImplementedError
+
+    def body(self) -> bytes:
+        return json.dumps(self.answer()).encode()
 
     def status(self) -> int:
         return 200
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", 0)))
-        body = json.dumps(self.answer()).encode()
+        body = self.body()
         self.send_response(self.status())
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
@@ -365,26 +368,23 @@ def test_a_node_answering_json_nested_past_any_depth_gets_one_line_not_a_traceba
     _, env, tmp = demo_server
     deep = b"[" * 100_000 + b"]" * 100_000
 
-    class Deep(http.server.BaseHTTPRequestHandler):
+    class Deep(_JsonNode):
         at = "/applications"
         code = 200
 
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length", 0)))
+        def answer(self) -> dict[str, object]:
             me = f"http://127.0.0.1:{self.server.server_address[1]}"
-            body = deep if self.path.endswith(self.at) else json.dumps({"requests": [
+            return {"requests": [
                 {"nonce": "n-1", "audience": me, "type": "person-id",
                  "claims": ["district", "age_over_65"]},
                 {"nonce": "n-2", "audience": me, "type": "income-statement",
-                 "claims": ["annual_income"]}]}).encode()
-            self.send_response(self.code if self.path.endswith(self.at) else 200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+                 "claims": ["annual_income"]}]}
 
-        def log_message(self, *_: object) -> None:
-            pass
+        def body(self) -> bytes:
+            return deep if self.path.endswith(self.at) else super().body()
+
+        def status(self) -> int:
+            return self.code if self.path.endswith(self.at) else 200
 
     class DeepRefusal(Deep):
         code = 409

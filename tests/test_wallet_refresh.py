@@ -6,6 +6,7 @@ fails until the wallet takes a proof against a checkpoint the new keys signed.""
 
 from __future__ import annotations
 
+import http.server
 import os
 import subprocess
 import sys
@@ -168,13 +169,26 @@ def test_refresh_with_id_proves_only_the_credentials_named(world: tuple[Path, Wa
     assert every.returncode == 0 and "2 of 2 credentials proven" in every.stdout, every.stderr
 
 
+def _refresh_at(handler: type[http.server.BaseHTTPRequestHandler], wallet: Wallet,
+                snapshot: Path) -> subprocess.CompletedProcess[str]:
+    """`wallet refresh` against a node of the test's own making (``handler``, an
+    ``http.server`` request handler) on a free port: the finished process."""
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        return _refresh_cli(wallet, f"http://127.0.0.1:{server.server_address[1]}", snapshot)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_a_node_answering_a_proof_nested_past_any_depth_is_named_not_a_traceback(
         world: tuple[Path, Wallet, str], tmp_path: Path) -> None:
     """A node (or whoever runs the URL given) that answers the proof asked for with JSON
     nested thousands deep: `wallet refresh` ended in a RecursionError traceback; it says the
     node did not answer like one, and the wallet is left as it was."""
-    import http.server
-    import threading
 
     import httpx
 
@@ -195,13 +209,7 @@ def test_a_node_answering_a_proof_nested_past_any_depth_is_named_not_a_traceback
             def log_message(self, *_: object) -> None:
                 pass
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Deep)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            r = _refresh_cli(wallet, f"http://127.0.0.1:{server.server_address[1]}", snapshot)
-        finally:
-            server.shutdown()
-            server.server_close()
+        r = _refresh_at(Deep, wallet, snapshot)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "did not answer like a ledger node" in " ".join(r.stderr.split()), r.stderr
     assert wallet.path.read_bytes() == before
@@ -213,8 +221,6 @@ def test_a_node_answering_without_end_is_cut_off_at_a_bound(
     """A node (or whoever runs the URL given) answering with more than any node sends: the
     wallet read it all into memory (a few GiB, or without end), then failed on what it was.
     It stops at MAX_ANSWER and says so; the wallet is left as it was (ADR 71)."""
-    import http.server
-    import threading
 
     from wallet.cli import MAX_ANSWER
 
@@ -246,13 +252,7 @@ def test_a_node_answering_without_end_is_cut_off_at_a_bound(
         def log_message(self, *_: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endless)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        r = _refresh_cli(wallet, f"http://127.0.0.1:{server.server_address[1]}", snapshot)
-    finally:
-        server.shutdown()
-        server.server_close()
+    r = _refresh_at(Endless, wallet, snapshot)
     said = " ".join(r.stderr.split())
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert f"answered with more than {MAX_ANSWER} bytes" in said, said
