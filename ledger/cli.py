@@ -975,8 +975,8 @@ def _progress_bar(enabled: bool, what: str = "replay") -> Any:
 GenesisOpt = Annotated[str | None, typer.Option(
     "--genesis", metavar="HASH", help="The network's genesis block hash, 64 hex digits (the "
     "`genesis` line of an earlier audit, or GET /v1/blocks/0 of a node you trust): a chain "
-    "whose block 0 is another is refused, whatever its network's name (another network's "
-    "agencies would sign it as well).")]
+    "whose block 0 is another is reported broken by the audit and refused by the import, "
+    "whatever its network's name (another network's agencies would sign it as well).")]
 
 
 def _genesis_hash(genesis: str | None) -> bytes | None:
