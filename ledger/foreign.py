@@ -36,10 +36,7 @@ The ledger is not consulted: nothing of a foreign credential is on it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 from collections.abc import Callable, Mapping, MutableSet
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,7 +53,13 @@ from ledger.presentation import (
     asked_claims,
     spend_nonce,
 )
-from ledger.statuslist import StatusList, StatusListError, check_status, verify_token
+from ledger.statuslist import (
+    StatusList,
+    StatusListError,
+    check_status,
+    unverified_list,
+    verify_token,
+)
 
 __all__ = ["MAX_PRESENTATION", "MAX_TRUST_LIST", "ForeignCredential", "TrustList", "TrustedIssuer",
            "all_withholdable", "read_status_tokens", "read_trust_list", "receive_foreign",
@@ -438,29 +441,11 @@ def tokens_by_uri(tokens: list[str]) -> dict[str, str]:
     ``sub``, or two tokens for one list."""
     out: dict[str, str] = {}
     for i, token in enumerate(tokens):
-        sub, _ = _unverified_list(token, f"status token #{i + 1}")
+        sub, _ = unverified_list(token, f"status token #{i + 1}")
         if sub in out:
             raise DecodeError(f"a second token for {sub[:80]!r}", f"status token #{i + 1}")
         out[sub] = token
     return out
-
-
-def _unverified_list(token: str, where: str) -> tuple[str, int]:
-    """The list URI (``sub``) a Status List Token names and its ``iat`` (0 if it has none that
-    is an integer), read unverified: which list a file is for, and which of two files for one
-    list is newer. DecodeError for a token that is not a JWT with a ``sub``."""
-    parts = token.split(".")
-    try:
-        if len(parts) != 3:
-            raise ValueError(f"a JWS compact token has 3 parts, not {len(parts)}")
-        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (ValueError, binascii.Error, RecursionError) as e:
-        raise DecodeError(f"not a Status List Token: {e}", where) from e
-    sub = payload.get("sub") if isinstance(payload, dict) else None
-    if not isinstance(sub, str) or not sub:
-        raise DecodeError("names no list (no 'sub')", where)
-    iat = payload.get("iat")
-    return sub, iat if type(iat) is int else 0
 
 
 def read_trust_list(path: Path) -> TrustList:
@@ -500,7 +485,7 @@ def read_status_tokens(folder: Path, limit: int = 32 * 1024 * 1024) -> tuple[dic
             if len(raw) > limit:
                 raise ValueError(f"over {limit} bytes")
             text = raw.decode("ascii").strip()
-            uri, iat = _unverified_list(text, "status token #1")
+            uri, iat = unverified_list(text, "status token #1")
         except (OSError, ValueError, DecodeError) as e:
             skipped.append(f"{f.name}: {e}")
             continue

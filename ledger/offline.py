@@ -27,8 +27,6 @@ Errors::
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +41,13 @@ from ledger.finality import verify_final
 from ledger.keys import PrivateKey
 from ledger.sdjwt import parse_jws_header
 from ledger.state import Registry
-from ledger.statuslist import StatusList, StatusListError, make_token, verify_token
+from ledger.statuslist import (
+    StatusList,
+    StatusListError,
+    make_token,
+    unverified_list,
+    verify_token,
+)
 from ledger.store import Store
 from ledger.tx import Tx
 
@@ -390,7 +394,7 @@ def merge_snapshots(parts: Sequence[bytes], asked: Collection[str] | None = None
                     raise StatusListError(f"{uri} is not a status list of {issuer!r} in this "
                                           "registry")
                 one.status_list(uri)
-                iat = _signed_iat(token)
+                iat = unverified_list(token, uri)[1]  # verified just above: an int
                 if iat < at - MERGE_SPREAD:
                     # a part's lists are signed when it is made: an older token is a replay
                     # (by a lying node, of a list from before a revocation)
@@ -423,14 +427,6 @@ def merge_snapshots(parts: Sequence[bytes], asked: Collection[str] | None = None
         "status_lists": kept})
     load_snapshot(blob)  # what a verifier will load: fail here rather than there
     return blob, missing
-
-
-def _signed_iat(token: str) -> int:
-    """The ``iat`` of a Status List Token whose signature and claims were checked."""
-    payload = token.split(".")[1]
-    iat = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["iat"]
-    assert type(iat) is int  # verify_token checked it
-    return iat
 
 
 def _list_item(issuer: str, kind: str, number: int, token: str) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ledger import sdjwt
-from ledger.errors import LedgerError
+from ledger.errors import DecodeError, LedgerError
 from ledger.keys import PrivateKey, PublicKey
 
 __all__ = [
@@ -369,6 +369,25 @@ def make_token(status_list: StatusList, *, sub: str, iat: int, exp: int | None,
     signing_input = f"{_b64url_encode(_json_bytes(header))}.{_b64url_encode(_json_bytes(payload))}"
     signature = sdjwt.jws_sign(key, signing_input.encode("ascii"))
     return f"{signing_input}.{_b64url_encode(signature)}"
+
+
+def unverified_list(token: str, where: str) -> tuple[str, int]:
+    """The list URI (``sub``) a Status List Token names and its ``iat`` (0 if it has none that
+    is an integer), read unverified: which list a file is for, and which of two files for one
+    list is newer; or, of a token :func:`verify_token` took, when it was signed. DecodeError
+    for a token that is not a JWT with a ``sub``."""
+    parts = token.split(".")
+    try:
+        if len(parts) != 3:
+            raise ValueError(f"a JWS compact token has 3 parts, not {len(parts)}")
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error, RecursionError) as e:
+        raise DecodeError(f"not a Status List Token: {e}", where) from e
+    sub = payload.get("sub") if isinstance(payload, dict) else None
+    if not isinstance(sub, str) or not sub:
+        raise DecodeError("names no list (no 'sub')", where)
+    iat = payload.get("iat")
+    return sub, iat if type(iat) is int else 0
 
 
 def verify_token(unverified: str, *, public_key: PublicKey | ec.EllipticCurvePublicKey,
