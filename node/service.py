@@ -92,6 +92,10 @@ class NotFound(LedgerError):
 class Busy(LedgerError):
     """The node is already doing this for someone else and does it once at a time."""
 
+    retry_after = 5
+    """What a refused client is told to wait (HTTP ``Retry-After``): a peer's catch-up reply
+    or an archive's turn frees within moments, and the client is told when to come back."""
+
 
 CREDIT_SECRET_FILE = "credit.secret"  # noqa: S105 - a file name
 """The network's credit secret (keyed pseudonyms of credit subjects) in a node's keys folder."""
