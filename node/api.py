@@ -1059,6 +1059,9 @@ def charge_qr(request: Request, what: str) -> None:
            f"its QR code costs as much CPU as {QR_TOKENS} requests")
 
 
+HEAD_AS_GET: Final = "credledger.head_as_get"
+"""The scope key the app sets on a HEAD it passes on to a route as a GET (``node.app``)."""
+
 QR_NAME: Final = "QR code of this presentation request (the same as the request text)"
 
 

@@ -51,7 +51,7 @@ from ledger.offline import SnapshotError
 from ledger.sdjwt import VerificationError
 from ledger.statuslist import StatusListError
 from ledger.store import leveldb_words
-from node.api import BadRequest, http_error, router, validation_error
+from node.api import HEAD_AS_GET, BadRequest, http_error, router, validation_error
 from node.api_approvals import router as approvals_router
 from node.config import Settings
 from node.ratelimit import RateLimit, RateLimited, Tally
@@ -439,7 +439,9 @@ class _HeadAsGet:
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        await self.app({**scope, "method": "GET"}, receive, bodiless)
+        # marked: a route whose GET spends something once (a request's fresh QR drawing)
+        # keeps it for the GET that follows
+        await self.app({**scope, "method": "GET", HEAD_AS_GET: True}, receive, bodiless)
 
 
 def _server_error(request: Request, exc: Exception) -> Response:

@@ -48,7 +48,7 @@ from ledger.display import printable
 from ledger.errors import DecodeError, LedgerError, StoreError
 from ledger.presentation import MAX_ENVELOPE, Envelope, Report, origin_of
 from ledger.timetext import local_text
-from node.api import charge_qr, qr_svg, trust_of, validation_error, verify_foreign_for
+from node.api import HEAD_AS_GET, charge_qr, qr_svg, trust_of, validation_error, verify_foreign_for
 from node.api import http_error as api_http_error
 from node.ratelimit import RateLimited, client_key
 from node.service import REQUEST_TTL, Node, NotFound, PendingRequest
@@ -562,7 +562,8 @@ async def request_page(request: Request, node: NodeDep, nonce: str) -> Response:
                            "verdict. Create a new request.", 404)
     fresh = _fresh_qr(request)
     with request.app.state.fresh_qr_lock:
-        qr = fresh.pop(nonce, None)
+        # a HEAD (a link checker, a browser's prefetch) leaves the drawing to the page's GET
+        qr = fresh.get(nonce) if request.scope.get(HEAD_AS_GET) else fresh.pop(nonce, None)
     if qr is not None:  # right after the form that drew it
         return _request_page(request, node, pending, None, qr=qr)
     try:

@@ -1233,7 +1233,7 @@ def test_a_reader_that_hangs_up_frees_the_archive_at_once(
             reader.sendall(b"GET /v1/archive HTTP/1.1\r\nHost: x\r\n\r\n")
             assert reader.recv(65536).startswith(b"HTTP/1.1 200")
             with client.stream("GET", "/v1/archive") as busy:
-                assert busy.status_code == 503
+                assert busy.status_code == 503 and busy.headers["Retry-After"] == "5"
         statuses = []
         for _ in range(100):  # hung up: free within moments (an hour's lease otherwise)
             with client.stream("GET", "/v1/archive") as r:
@@ -1789,9 +1789,12 @@ def test_a_desks_request_page_draws_its_qr_code_once_free_and_again_for_its_pric
     with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
         made = http.post("/verify/request", data=form)  # 10 tokens
         assert made.status_code == 303, made.text
+        # 1: a HEAD (a link checker, a prefetch) leaves the drawing paid for to the GET
+        probe = http.head(made.headers["location"])
+        assert probe.status_code == 200 and not probe.content
         page = http.get(made.headers["location"])  # 1: the drawing it paid for
         assert page.status_code == 200 and "<svg" in page.text
-        again = http.get(made.headers["location"])  # 10 more: 9 are left
+        again = http.get(made.headers["location"])  # 10 more: 8 are left
         assert again.status_code == 429 and "<svg" not in again.text, again.text
     monkeypatch.setattr(pages, "FRESH_QR", 1)
     settings = replace(settings, rate_limit_burst=25)
