@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Annotated, Any, Final, Literal
 
 import segno
@@ -26,6 +26,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.concurrency import iterate_in_threadpool, run_in_threadpool
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -396,8 +397,50 @@ def _binary(media: str) -> dict[int | str, dict[str, Any]]:
             **dict.fromkeys((400, 404, 413, 429, 503), error)}
 
 
+class _MemberTwice(ValueError):
+    pass
+
+
+def _members_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for name, _ in pairs:
+            if name in seen:
+                raise _MemberTwice(f"the member name {name[:40]!r} appears twice in one object")
+            seen.add(name)
+    return obj
+
+
+class _OneReadingRequest(Request):
+    """A request whose JSON body has one reading: a member named twice in an object is
+    refused, where Python's reader keeps the last (a proxy or a log reading the first would
+    see another request than the node decides on)."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            try:
+                self._json = json.loads(body, object_pairs_hook=_members_once)
+            except _MemberTwice as e:  # FastAPI's 422 for a body that is no JSON, in words
+                raise json.JSONDecodeError(str(e), "", 0) from e
+        return self._json
+
+
+class OneReadingRoute(APIRoute):
+    """The API's routes: their JSON bodies are read by :class:`_OneReadingRequest`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def read_once(request: Request) -> Response:
+            return await handler(_OneReadingRequest(request.scope, request.receive))
+
+        return read_once
+
+
 # 429: the rate limiter stands before every route (node.ratelimit); probes are spared
-router = APIRouter(responses=_errors(400, 404, 413, 429, 503))
+router = APIRouter(responses=_errors(400, 404, 413, 429, 503), route_class=OneReadingRoute)
 
 
 # -- helpers -------------------------------------------------------------------------------------

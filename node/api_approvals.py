@@ -19,6 +19,7 @@ from node.api import (
     MAX_INT,
     NAME,
     NodeDep,
+    OneReadingRoute,
     Operator,
     SettingsDep,
     _b64url,
@@ -29,7 +30,7 @@ from node.approvals import Approvals
 
 __all__ = ["router"]
 
-router = APIRouter(responses=_errors(400, 404, 413, 429, 503))
+router = APIRouter(responses=_errors(400, 404, 413, 429, 503), route_class=OneReadingRoute)
 
 
 def _approvals(request: Request, node: NodeDep) -> Approvals:

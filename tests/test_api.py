@@ -991,6 +991,24 @@ def test_a_json_body_that_is_not_utf8_is_said_so_not_taken_for_deep_nesting(
     assert len(live.app.state.node._requests) == before
 
 
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/presentation-requests", '{"type": "degree", "type": "residence", "claims": ["field"]}'),
+    ("/v1/presentation-requests", '{"type": "degree", "claims": ["field"], "claims": []}'),
+    ("/v1/credit/requests", '{"type": "identity", "type": "degree"}'),
+])
+def test_a_json_member_named_twice_is_refused_not_read_as_the_last(
+        live: Live, http: httpx.Client, path: str, body: str) -> None:
+    """Python's JSON reader keeps the last of two members of one name, where another reader
+    (a proxy, a log, the sender's own) may take the first: the node decided on a request other
+    than the one they saw. It is refused in words, naming the member, and nothing is opened."""
+    before = len(live.app.state.node._requests)
+    r = http.post(path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    said = r.json()["detail"][0]
+    assert said["type"] == "json_invalid" and "appears twice" in said["ctx"]["error"], r.text
+    assert len(live.app.state.node._requests) == before
+
+
 @pytest.mark.parametrize(("body", "status"), [
     ({"type": "degree", "claims": ["shoe_size"]}, 400),
     ({"type": "no-such-type", "claims": ["x"]}, 404),
