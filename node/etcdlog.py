@@ -41,8 +41,9 @@ from aetcd.rpc import rpc_pb2_grpc as pbg
 from ledger import codec
 from ledger.errors import OrderingError
 
-__all__ = ["ETCD_ROLE", "MAX_VALUE", "READ_BATCHES", "READ_COSIGS", "READ_POSITIONS", "EtcdLog",
-           "NoSpace", "Record", "TlsFiles", "network_prefix", "prefix_end", "rpc_reason"]
+__all__ = ["ETCD_ROLE", "MAX_VALUE", "READ_BATCHES", "READ_COSIGS", "READ_POSITIONS",
+           "CounterBehind", "EtcdLog", "NoSpace", "Record", "TlsFiles", "network_prefix",
+           "prefix_end", "rpc_reason"]
 
 _DELETE_CHUNK = 100  # etcd allows 128 operations per transaction by default
 READ_BATCHES = 16
@@ -119,6 +120,12 @@ class NoSpace(OrderingError):
     ``retry_after`` is what a refused client is told to wait (HTTP ``Retry-After``)."""
 
     retry_after = 30
+
+
+class CounterBehind(OrderingError):
+    """A batch put refused because the counter ``n`` is behind the batch keys in etcd (deleted
+    or written outside the nodes' protocol): nothing was written, and no put will be until the
+    network's operator looks at etcd. Not worth retrying, and no "it may be ordered yet"."""
 
 
 _NOSPACE = "database space exceeded"  # etcd's ErrGRPCNoSpace: "etcdserver: mvcc: database …"
@@ -285,7 +292,7 @@ class EtcdLog:
             kvs = resp.responses[0].response_range.kvs
             was, self._seq = self._seq, int(kvs[0].version) if kvs else 0
             if self._seq == was and resp.responses[1].response_range.kvs:
-                raise OrderingError(
+                raise CounterBehind(
                     f"the batch counter is behind the batch keys in etcd (batch {seq} is there "
                     "already): the counter key was deleted or written outside the nodes' "
                     "protocol; no batch is put until the network's operator looks at etcd")

@@ -74,7 +74,7 @@ from ledger.sigcheck import Checking, SignatureChecker
 from ledger.state import Registry
 from ledger.store import Store, damaged
 from ledger.tx import Tx
-from node.etcdlog import READ_BATCHES, EtcdLog, NoSpace, Record, TlsFiles
+from node.etcdlog import READ_BATCHES, CounterBehind, EtcdLog, NoSpace, Record, TlsFiles
 from node.ratelimit import Tally
 
 __all__ = ["META_FINAL", "META_REV", "NOSPACE_FIX", "EtcdOrderer", "SyncError", "Unconfirmed"]
@@ -652,6 +652,14 @@ class EtcdOrderer:
                 self._write_failed(e)
                 self.stats.last_error = str(e)
                 self._fail([f for _, f in items], NoSpace(self._nospace_refusal()))
+                return
+            except CounterBehind as e:
+                # Nothing was written, and nothing will be until the operator mends etcd:
+                # refused at once in its own words, not retried for submit_timeout and then
+                # said to be "not confirmed" (it may be ordered yet), which it cannot be.
+                self._write_failed(e)
+                self.stats.last_error = str(e)
+                self._fail([f for _, f in items], e)
                 return
             except OrderingError as e:
                 self._write_failed(e)

@@ -1822,6 +1822,41 @@ def test_a_batch_item_etcd_never_confirmed_is_pending_not_rejected(tmp_path: Pat
         assert node.store.tx_location(tx.txid) is not None
 
 
+def test_a_batch_put_refused_for_the_counter_is_refused_at_once_not_unconfirmed(
+        tmp_path: Path) -> None:
+    """With the batch counter ``n`` deleted and a batch key it would give next taken (any
+    agency's certificate does both), a put writes nothing (19O). The orderer retried it for
+    its whole ``submit_timeout`` and answered "not confirmed by etcd ... it may be ordered
+    yet": a client told to wait for a transaction that cannot commit. It is refused at once in
+    the put's own words, and health names the counter."""
+    from aetcd.rpc import rpc_pb2 as pb
+
+    from ledger import codec
+    from ledger.network import status_tx
+
+    with _served_demo_edu(tmp_path) as (node, http, url, edu, now):
+        assert node.replicated is not None
+        node.replicated.submit_timeout = 3600.0  # a retry would outlast the request's wait
+        tx = status_tx(node.network, edu, _edu_credential_id(http, 2), "suspended",
+                       "counter-gone", now)
+        hostile = EtcdLog([url], node.network)
+        try:
+            hostile._call("Txn", pb.TxnRequest(success=[
+                pb.RequestOp(request_delete_range=pb.DeleteRangeRequest(key=hostile._p + b"n")),
+                hostile._put(f"b/{1:020d}", b"not a batch")]))
+        finally:
+            hostile.close()
+        r = http.post("/v1/tx/batch", params={"wait": 20}, content=codec.encode([tx.raw]),
+                      headers={"content-type": "application/msgpack"})
+        assert r.status_code == 200, r.text
+        item = r.json()[0]
+        assert item["status"] == "rejected", item
+        assert "counter is behind the batch keys" in item["error"], item
+        assert "may be ordered yet" not in item["error"], item
+        assert node.store.tx_location(tx.txid) is None
+        assert "counter" in http.get("/v1/health").text
+
+
 def test_a_node_cut_off_from_etcd_refuses_submissions_at_once(tmp_path: Path) -> None:
     """A node that cannot read the ordered batches (its agency cut off from the etcd quorum:
     here its only member frozen) took every submission and answered 202 when the client's
