@@ -332,6 +332,7 @@ class Node:
                                        on_block=self._on_block, workers=workers)
             return
         tls = replication.tls
+        etcd: EtcdLog | None = None
         try:
             etcd = EtcdLog(replication.endpoints, self.network, tls=tls)
             self.replicated = EtcdOrderer(
@@ -341,6 +342,8 @@ class Node:
                 retention=replication.retention, max_batch=replication.max_batch,
                 workers=workers, credit_mark=self.credit_mark)
         except BaseException:
+            if etcd is not None:  # its channels (and a watch once started) end with the start
+                etcd.close()
             self.store.close()
             raise
         self.orderer = self.replicated

@@ -1611,20 +1611,30 @@ def test_a_damaged_evidence_record_is_the_stores_503_naming_it(tmp_path: Path,
         assert "evidence record of size 5 by 'civil'" in r.json()["detail"]
 
 
-def test_a_damaged_record_of_the_etcd_revision_stops_the_start_saying_so(tmp_path: Path) -> None:
+def test_a_damaged_record_of_the_etcd_revision_stops_the_start_saying_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The node's record of the etcd revision it applied up to, cut short: a bare struct.error
     at every start. It is a StoreError that says which record and what to do (no guess: a
-    revision too low builds blocks again, one too high skips batches)."""
+    revision too low builds blocks again, one too high skips batches). The start that fails
+    closes the etcd client it opened (its channels were left open, 19O)."""
     from ledger.errors import StoreError
     from node.replication import META_REV
 
     data, _ = _demo_edu(tmp_path)
     _damage(data, META_REV, lambda _: b"\x00\x07", new=True)
-    with _etcd_member(tmp_path / "etcd") as url, \
-            pytest.raises(StoreError, match=r"record of the etcd revision .* is damaged "
-                                            r"\(2 bytes, not 8\): restore the store"):
-        Node(data, "edu", PASS, clock=lambda: DEMO_T0 + 1000, workers=0,
-             replication=Replication(endpoints=(url,)))
+    opened: list[EtcdLog] = []
+    closed: list[EtcdLog] = []
+    with _etcd_member(tmp_path / "etcd") as url:
+        init, close = EtcdLog.__init__, EtcdLog.close
+        monkeypatch.setattr(EtcdLog, "__init__",
+                            lambda self, *a, **kw: opened.append(self) or init(self, *a, **kw))
+        monkeypatch.setattr(EtcdLog, "close", lambda self: closed.append(self) or close(self))
+        with pytest.raises(StoreError, match=r"record of the etcd revision .* is damaged "
+                                             r"\(2 bytes, not 8\): restore the store"):
+            Node(data, "edu", PASS, clock=lambda: DEMO_T0 + 1000, workers=0,
+                 replication=Replication(endpoints=(url,)))
+        monkeypatch.undo()
+    assert len(opened) == 1 and opened[0] in closed
 
 
 def _batches_put(node: Node) -> int:
