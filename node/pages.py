@@ -911,8 +911,13 @@ _LABELS = {
     "anchor_binding": "matches its ledger record", "requested_claims": "the claims asked for",
     "approval_decision": "the approval decision", "status": "current status",
 }
-_EXP = re.compile(r"\bexp (\d{1,12}) is not after")
-_NBF = re.compile(r"\bnbf (\d{1,12})")
+# A refusal's detail quotes what it refused (a typ, a JSON member name, a nonce: up to 40
+# characters of it), so its words are read only where ledger.sdjwt puts them, at its start:
+# "exp … is not after" inside a forged header's typ is no expiry (round 20V).
+_EXP = re.compile(r"expired: exp (\d{1,12}) is not after ")
+_NBF = re.compile(r"not yet valid: nbf (\d{1,12}) is after ")
+_KB_FUTURE = re.compile(r"KB-JWT iat \S+ is in the future")
+_KB_OLD = re.compile(r"KB-JWT iat \S+ is \S+s old, limit ")
 
 
 def explain(name: str, detail: str, status: str, zone: dt.tzinfo = dt.UTC) -> str:
@@ -941,28 +946,28 @@ def explain(name: str, detail: str, status: str, zone: dt.tzinfo = dt.UTC) -> st
                 "credential, or claims missing). Ask the citizen to answer this request.")
     if name == "sd_jwt" and detail.startswith("KB-JWT"):  # the citizen's answer, not the
         # credential: its own dates, its key, its request
-        if " is in the future" in detail:
+        if _KB_FUTURE.match(detail):
             return ("The citizen's device clock is wrong (the answer is dated in the future). "
                     "Ask the citizen to correct it and answer again.")
-        if "s old, limit" in detail:
+        if _KB_OLD.match(detail):
             return ("The citizen's answer is too old (made more than a few minutes ago). Ask "
                     "the citizen to answer this request again.")
-        if "signature" in detail:
+        if detail.startswith("KB-JWT signature"):
             return ("The answer was not signed with the key the credential belongs to: it may "
                     "not be the citizen's own credential. Do not accept it.")
-        if "nonce" in detail or " aud " in detail:
+        if detail.startswith(("KB-JWT nonce ", "KB-JWT aud ")):
             return ("This answer was made for another request or desk. Ask the citizen to scan "
                     "the code of a new request.")
         return ("The citizen's answer is not valid (its own dates or form). Ask the citizen to "
                 "answer again, with the device's clock right.")
     if name == "sd_jwt":
-        if m := _EXP.search(detail):
+        if m := _EXP.match(detail):
             return (f"This credential expired on {_when(int(m.group(1)), zone)}. The citizen "
                     "needs a renewed one from the issuing agency.")
-        if "not yet valid" in detail and (m := _NBF.search(detail)):
+        if m := _NBF.match(detail):
             return (f"This credential is valid only from {_when(int(m.group(1)), zone)}. Check "
                     "it again then.")
-        if "holder" in detail:
+        if detail.startswith("cnf.jwk is not the expected holder key"):
             return ("The answer was not signed with the key the credential belongs to: it may "
                     "not be the citizen's own credential. Do not accept it.")
     if name == "trusted_issuer":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import re
 import socket
@@ -374,6 +375,29 @@ def test_presentation_for_another_request_is_not_verified(served: Served,
     assert r.status_code == 400 and "made for another verifier" in r.text
     assert _b64(other) in r.text  # what was pasted is still in the box
     served.node.request(nonce)
+
+
+@pytest.mark.parametrize("typ", ["not yet valid nbf 4102444800", "exp 1000000000 is not after"])
+def test_a_tampered_credential_is_not_explained_as_only_out_of_its_dates(
+        served: Served, client: httpx.Client, typ: str) -> None:
+    """The advice read its dates out of any text of a failed check: a presentation whose
+    issuer-signed JWT header was edited (typ, shown in the refusal, checked before the
+    signature) was explained as "valid only from 2100-01-01 ... check it again then" or
+    "expired ... needs a renewed one", where it is a forgery: "do not accept it"."""
+    bundle, key = _issue(served.node)
+    nonce, audience = _new_request(client, ["district"])
+    env = Envelope.from_bytes(_present(bundle, key, nonce, audience, ["district"]))
+    jwt, rest = env.sd_jwt_kb.split("~", 1)
+    head, body, sig = jwt.split(".")
+    header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    forged = f"{_b64(json.dumps({**header, 'typ': typ}).encode())}.{body}.{sig}~{rest}"
+    tampered = Envelope(env.anchor, env.leaf_index, env.proof, env.checkpoint, forged)
+    r = client.post("/verify/check", data={"nonce": nonce,
+                                           "presentation": _b64(tampered.to_bytes())})
+    assert '<h1 id="verdict">NOT VERIFIED</h1>' in r.text
+    assert typ in r.text  # the refusal's own detail, folded
+    assert "This credential does not check out. Do not accept it." in r.text
+    assert "valid only from" not in r.text and "expired on" not in r.text
 
 
 def test_qr_upload_verifies(served: Served, client: httpx.Client) -> None:
