@@ -67,7 +67,7 @@ from ledger.files import (
     atomic_output,
     interrupts_held,
     run_cli,
-    utf8_stdout,
+    stdout_json,
     write_atomic,
 )
 from ledger.finality import (
@@ -541,8 +541,7 @@ def _no_verdict(message: str, as_json: bool, check: str, extra: dict[str, Any]) 
     ``error`` saying what could not be read (with ``extra`` members)."""
     if as_json:
         report = Report(checks=[Check(check, False, message)])
-        print(json.dumps({**report.to_json(), "error": message, **extra},
-                         ensure_ascii=not utf8_stdout()))
+        print(stdout_json({**report.to_json(), "error": message, **extra}))
     _fail(message, 2)
 
 
@@ -612,7 +611,8 @@ def new_request(
         out_file = None  # standard output, as without --out
     if out_file is not None:
         _check_out(out_file, force)
-    text = json.dumps(body, ensure_ascii=out_file is None and not utf8_stdout()) + "\n"
+    text = (json.dumps(body, ensure_ascii=False) if out_file is not None
+            else stdout_json(body)) + "\n"
     if out_file is None:
         print(text, end="")
         return
@@ -740,7 +740,7 @@ def _give_report(report: Report, as_json: bool, extra: dict[str, Any],
     """The verdict as JSON (with ``extra`` members) or as tables; exit 1 unless verified."""
     if as_json:
         # \u escapes where standard output cannot take every character: JSON all the same
-        print(json.dumps({**report.to_json(), **extra}, ensure_ascii=not utf8_stdout()))
+        print(stdout_json({**report.to_json(), **extra}))
     else:
         _print_report(report, age)
     if not report.verified:
@@ -1366,7 +1366,7 @@ def audit(
         except OSError as e:
             unwritten = e  # the report is still shown; the exit says the statement is missing
     if as_json:
-        print(json.dumps(report.to_json(), sort_keys=True, ensure_ascii=not utf8_stdout()))
+        print(stdout_json(report.to_json(), sort_keys=True))
     else:
         _print_audit(report, statement_out if key is not None and unwritten is None else None)
     if unwritten is not None:

@@ -228,6 +228,29 @@ def utf8_stdout() -> bool:
     return takes_any_character(sys.stdout)
 
 
+def stdout_json(value: Any, **kw: Any) -> str:
+    """``value`` as JSON for standard output: \\u escapes where it cannot take every character,
+    and, where it can, for each character a terminal would act on or hide (C1 controls such
+    as CSI, bidi overrides, zero-width ones: what ``display.printable`` escapes in tables).
+    The same JSON to a reader; an issuer's claim value redraws no official's terminal."""
+    import json
+
+    from ledger.display import shown_as_is
+
+    text = json.dumps(value, ensure_ascii=not utf8_stdout(), **kw)
+    if text.isascii():
+        return text
+    return "".join(ch if ch == "\n" or shown_as_is(ch) else _json_escape(ch) for ch in text)
+
+
+def _json_escape(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
 def _escape_what_cannot_be_shown() -> None:
     """A terminal or pipe that cannot show every character (``LC_ALL=C`` with
     ``PYTHONUTF8=0``, a Latin-1 locale): such characters are written as escapes. Printing one

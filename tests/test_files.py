@@ -465,3 +465,25 @@ def test_a_child_whose_parent_is_gone_already_exits_at_once() -> None:
                         "die_with_parent; die_with_parent(signal.SIGKILL, os.getppid()); "
                         "print('on')"], capture_output=True, text=True, timeout=60, check=False)
     assert (r.returncode, r.stdout) == (0, "on\n")
+
+
+def test_json_for_standard_output_escapes_what_a_terminal_acts_on_or_hides(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ledger verify --json`` wrote a claim value (an outside issuer's: the network refuses
+    such claims at issuance) raw to a UTF-8 terminal: a C1 control (CSI, U+009B) or a bidi
+    override redrew what the official read. Those are JSON escapes now; readable text stays as
+    it is, and a reader gets the same value back (helper round 20V)."""
+    import io
+    import json
+
+    from ledger.files import stdout_json
+
+    value = {"name": "Chen\u009b2J\u202eJie 长盛 \U0001f600\u200b", "n": [1, "a\nb"]}
+    monkeypatch.setattr("sys.stdout", io.TextIOWrapper(io.BytesIO(), encoding="utf-8"))
+    text = stdout_json(value, indent=1)
+    assert json.loads(text) == value
+    assert not {"\u009b", "\u202e", "\u200b"} & set(text)
+    assert "\\u009b" in text and "\\u202e" in text and "\\u200b" in text
+    assert "长盛" in text and "\U0001f600" in text  # readable text stays readable
+    monkeypatch.setattr("sys.stdout", io.TextIOWrapper(io.BytesIO(), encoding="ascii"))
+    assert stdout_json(value).isascii() and json.loads(stdout_json(value)) == value
