@@ -60,7 +60,7 @@ from ledger.chain import (
     checkpoint_key,
     entry_key,
 )
-from ledger.checkpoint import SignedCheckpoint, note_key_hash
+from ledger.checkpoint import NoteSignature, SignedCheckpoint, note_key_hash
 from ledger.errors import (
     BelowQuorumError,
     CheckpointError,
@@ -699,24 +699,42 @@ class Replayer:
         rotated key signs the blocks it missed before the rotation with it) is checked by the
         audit against the chain's final registry."""
         current = checkpoint_verifiers(registry, head.time)
-        stray = None
+        stray: list[NoteSignature] = []
         for sig in signed.signatures:
             now_key = current.get(sig.name)
             if now_key is not None and note_key_hash(sig.name, now_key.raw) == sig.key_hash:
                 continue
             key = registered_node_key(registry, sig)
             if key is None:
-                stray = signed
+                if len(sig.signature) != _SIGNATURE or len(sig.name) > _MAX_NAME:
+                    # no registration to come can make it verify: changed, and not held to the
+                    # end (a line of megabytes in every checkpoint grew memory with the file)
+                    raise ReplayError("checkpoint", rec.height, "a signature line no node key "
+                                      "can have made (a signature of another length than "
+                                      f"{_SIGNATURE} bytes, or a name longer than any "
+                                      "agency's): the stored checkpoint was changed",
+                                      expected="signatures by registered node keys",
+                                      found=f"{sig.name[:_MAX_NAME]}+{sig.key_hash.hex()}",
+                                      record=rec.record)
+                stray.append(sig)
             elif not line_verifies(signed, sig, key):
                 raise ReplayError("checkpoint", rec.height, "a signature line by a registered "
                                   "node key does not verify: the stored checkpoint was "
                                   "changed", expected="signatures that verify",
                                   found=f"{sig.name}+{sig.key_hash.hex()}", record=rec.record)
-        if stray is not None:
+        if stray:  # only those lines: the others were checked here
             if len(self.stray_signatures) < self.STRAY_KEPT:
-                self.stray_signatures.append((rec.height, rec.record, stray))
+                self.stray_signatures.append(
+                    (rec.height, rec.record, SignedCheckpoint(signed.checkpoint, tuple(stray))))
             else:
                 self.stray_overflow += 1
+
+
+_SIGNATURE = 64
+"""Bytes of an Ed25519 signature: every node key's (:meth:`ledger.keys.PublicKey.verify_raw`)."""
+_MAX_NAME = 64
+"""Characters of the longest agency id (an identifier, :mod:`ledger.tx`): a signature line's
+name past it is no agency's."""
 
 
 BLOCKLESS_SAID = ("no `block <height> <hash>` line after the root; only a version before "

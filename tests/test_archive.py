@@ -747,3 +747,53 @@ def test_of_two_bad_checkpoints_in_a_block_record_the_first_is_named(archive_byt
     assert (info.value.kind, info.value.height) == ("checkpoint", 6)
     report = audit(_write(tmp_path / "x.arc", data), now=T0)
     assert report.first_broken is not None and "1 of 2 required" in report.first_broken.reason
+
+
+def test_lines_no_node_key_can_have_signed_are_refused_at_once_not_held(
+        archive_bytes: bytes, tmp_path: Path) -> None:
+    """A line by a key not registered at its height is held to the end of the replay (a later
+    rotation may register it): the replay held the whole checkpoint, so a line of megabytes
+    added to every final checkpoint (the others still make the quorum) grew the auditor's and
+    the import's memory with the archive, up to 10,000 checkpoints of 16 per block record. A
+    line no node key can have made (a signature of another length than Ed25519's 64 bytes, a
+    name longer than any agency's) is refused at its block; of a line that may yet be
+    registered, only that line is held."""
+    import base64
+
+    from ledger.archive import Replayer
+
+    def pad(blocks: list[BlockRecord], blob: bytes, name: str = "ghost") -> list[BlockRecord]:
+        sig = base64.b64encode(bytes([1, 2, 3, 4]) + blob).decode()
+        line = f"— {name} {sig}\n".encode()
+        return [BlockRecord(b.height, b.unverified_header, b.unverified_txs,
+                            tuple(t + line for t in b.unverified_checkpoints)) for b in blocks]
+
+    for blob, name in ((bytes(4096), "ghost"), (bytes(64), "g" * 65)):
+        bad = _rewrite(archive_bytes, lambda bl, b=blob, n=name: pad(bl, b, n))
+        with Store(tmp_path / f"held-{len(name)}") as store:
+            replayer = Replayer(store)
+            first = _records(bad)
+            replayer.apply(first[0])
+            with pytest.raises(ReplayError, match="no node key can have made") as info:
+                replayer.apply(first[1])
+            assert (info.value.kind, info.value.height) == ("checkpoint", 1)
+            assert replayer.stray_signatures == []
+        with pytest.raises(ReplayError, match="no node key can have made") as info:
+            _import(bad, tmp_path / "x")
+        assert (info.value.height, info.value.record) == (1, 2)
+        assert not (tmp_path / "x").exists()
+        report = audit(_write(tmp_path / f"pad-{len(name)}.arc", bad), now=T0)
+        assert report.first_broken is not None
+        assert (report.first_broken.kind, report.first_broken.height) == ("checkpoint", 1)
+    # a well-formed line by a key no block up to here registers: only that line is held
+    ghost = _rewrite(archive_bytes, lambda bl: pad(bl, bytes(64)))
+    with Store(tmp_path / "ghost") as store:
+        replayer = Replayer(store)
+        for rec in _records(ghost):
+            replayer.apply(rec)
+        assert len(replayer.stray_signatures) == 10
+        assert {s.name for _, _, c in replayer.stray_signatures for s in c.signatures} == {
+            "ghost"}
+    with pytest.raises(ReplayError, match="no node key the chain ever registered") as info:
+        _import(ghost, tmp_path / "y")
+    assert info.value.height == 1
