@@ -814,12 +814,17 @@ def _stray_signatures(report: AuditReport, src: _StoreSource | _ArchiveSource,
         if stray:
             found.append((height, record, stray))
     if replayer.stray_overflow and not found:
-        for rec in src.reread():
-            for text in rec.unverified_checkpoints:
-                with contextlib.suppress(CheckpointError):  # the replay said so already
-                    stray = unregistered_signatures(SignedCheckpoint.from_text(text), final)
-                    if stray:
-                        found.append((rec.height, rec.record, stray))
+        try:
+            for rec in src.reread():
+                for text in rec.unverified_checkpoints:
+                    with contextlib.suppress(CheckpointError):  # the replay said so already
+                        stray = unregistered_signatures(SignedCheckpoint.from_text(text), final)
+                        if stray:
+                            found.append((rec.height, rec.record, stray))
+        except ArchiveError as e:  # it read whole a moment ago: cut short or replaced since
+            where = src.audited if isinstance(src, _StoreSource) else src.path
+            raise AuditError(f"{where} changed while it was audited (its checkpoints read "
+                             f"again: {e})") from e
     if found:
         height, record, stray = found[0]
         more = f" (and {len(found) - 1} more checkpoints)" if len(found) > 1 else ""

@@ -797,3 +797,31 @@ def test_lines_no_node_key_can_have_signed_are_refused_at_once_not_held(
     with pytest.raises(ReplayError, match="no node key the chain ever registered") as info:
         _import(ghost, tmp_path / "y")
     assert info.value.height == 1
+
+
+def test_an_archive_changed_before_the_audit_reads_its_checkpoints_again_is_no_crash(
+        archive_bytes: bytes, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the checkpoint lines the replay keeps (lines by keys not registered at their
+    height), the audit reads the archive's checkpoints once more: a file cut short or replaced
+    by then raised ArchiveError out of :func:`audit`, a traceback and no report. The source
+    could not be read whole (AuditError: exit 2)."""
+    import base64
+
+    from ledger.archive import Replayer
+    from ledger.audit import AuditError
+
+    sig = base64.b64encode(bytes([1, 2, 3, 4]) + bytes(64)).decode()
+    line = f"— ghost {sig}\n".encode()
+    data = _rewrite(archive_bytes, lambda blocks: [
+        BlockRecord(b.height, b.unverified_header, b.unverified_txs,
+                    tuple(t + line for t in b.unverified_checkpoints)) for b in blocks])
+    src = _write(tmp_path / "ghost.arc", data)
+    monkeypatch.setattr(Replayer, "STRAY_KEPT", 0)
+    assert audit(src, now=T0).first_broken is not None  # read again whole: the line is found
+
+    def cut_at_the_end(done: int, total: int, txs: int) -> None:
+        if done == total:
+            src.write_bytes(data[:100])
+
+    with pytest.raises(AuditError, match="changed while it was audited"):
+        audit(src, now=T0, progress=cut_at_the_end)
