@@ -706,7 +706,7 @@ class Replayer:
                 continue
             key = registered_node_key(registry, sig)
             if key is None:
-                if len(sig.signature) != _SIGNATURE or len(sig.name) > _MAX_NAME:
+                if not could_be_a_node_line(sig):
                     # no registration to come can make it verify: changed, and not held to the
                     # end (a line of megabytes in every checkpoint grew memory with the file)
                     raise ReplayError("checkpoint", rec.height, "a signature line no node key "
@@ -735,6 +735,20 @@ _SIGNATURE = 64
 _MAX_NAME = 64
 """Characters of the longest agency id (an identifier, :mod:`ledger.tx`): a signature line's
 name past it is no agency's."""
+
+
+def could_be_a_node_line(sig: NoteSignature) -> bool:
+    """Whether some node key, registered now or later, can have made this signature line: one of
+    :data:`_SIGNATURE` bytes by a name no longer than an agency id."""
+    return len(sig.signature) == _SIGNATURE and len(sig.name) <= _MAX_NAME
+
+
+def node_lines(signed: SignedCheckpoint) -> SignedCheckpoint:
+    """``signed`` without the lines no node key can have made (:func:`could_be_a_node_line`):
+    what is worth holding of it (a verifier ignores such lines; they may be megabytes long)."""
+    kept = tuple(s for s in signed.signatures if could_be_a_node_line(s))
+    return signed if len(kept) == len(signed.signatures) else SignedCheckpoint(
+        signed.checkpoint, kept)
 
 
 BLOCKLESS_SAID = ("no `block <height> <hash>` line after the root; only a version before "

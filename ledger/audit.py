@@ -78,6 +78,7 @@ from ledger.archive import (
     BlockRecord,
     Replayer,
     ReplayError,
+    node_lines,
     parse_envelopes,
     read_archive,
     record_difference,
@@ -1439,7 +1440,7 @@ def _equivocations(report: AuditReport, replayer: Replayer, rec: BlockRecord,
         verifiers = checkpoint_verifiers(registry, head.time)
         for text in rec.unverified_checkpoints:
             try:
-                signed = SignedCheckpoint.from_text(text)
+                signed = node_lines(SignedCheckpoint.from_text(text))  # held: no junk
                 if not signed.signers(verifiers):
                     continue  # no evidence of anything (the replay reports it)
             except CheckpointError:

@@ -834,6 +834,51 @@ def test_checkpoints_of_sizes_the_log_never_reaches_are_not_held(
     assert [e.size for e in report.equivocations] == [later]
 
 
+
+def test_checkpoints_held_for_equivocation_keep_no_line_a_node_key_cannot_have_made(
+        copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A validly signed checkpoint of a size the log has not reached is held until it does (it
+    may be evidence of equivocation), whole: a line of megabytes by no key (ignored by the
+    signature check) added to each grew the auditor's memory with the archive, and the
+    evidence in the report with it. Only lines a node key can have made are kept (a 64-byte
+    Ed25519 signature by a name no longer than an agency id)."""
+    import base64
+
+    import ledger.audit as audit_module
+
+    header, recs = _exported(copy)
+    junk = f"— ghost {base64.b64encode(bytes(4 + 4096)).decode()}\n".encode()
+
+    def padded(size: int, root: bytes) -> bytes:
+        cp = Checkpoint("changsheng-demo", size, root).sign("edu", _node_key(copy, "edu"))
+        return cp.to_text().encode() + junk
+
+    later = 1 << 40  # sizes the log never reaches, signed by the real edu node key
+    recs = [BlockRecord(r.height, r.unverified_header, r.unverified_txs,
+                        (*r.unverified_checkpoints, padded(later + r.height, b"\x01" * 32))
+                        if r.height else r.unverified_checkpoints) for r in recs]
+    r = recs[-1]
+    recs[-1] = BlockRecord(r.height, r.unverified_header, r.unverified_txs,
+                           (*r.unverified_checkpoints, padded(later + 1, b"\x02" * 32)))
+    arc = tmp_path / "padded.arc"
+    with arc.open("wb") as f:
+        write_archive(f, header.network, header.log_size, recs)
+    held: list[int] = []
+    real = audit_module._equivocations
+
+    def weighing(report: AuditReport, replayer: Any, rec: BlockRecord,
+                 by_size: dict[int, list[SignedCheckpoint]]) -> None:
+        real(report, replayer, rec, by_size)
+        held.append(max((len(s.signature) for v in by_size.values() for c in v
+                         for s in c.signatures), default=0))
+
+    monkeypatch.setattr(audit_module, "_equivocations", weighing)
+    report = audit(arc, now=T0, workers=0)
+    assert not report.clean and report.blocks_checked == len(recs)
+    assert max(held) == 64, held
+    eq, = report.equivocations  # still found
+    assert eq.size == later + 1 and "ghost" not in eq.note_a + eq.note_b
+
 def test_signed_statement(demo: Path) -> None:
     report = audit(demo, now=T0)
     auditor = PrivateKey(b"\x11" * 32)
