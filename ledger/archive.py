@@ -611,8 +611,10 @@ class Replayer:
         problem: ReplayError | None = None
         for text in rec.unverified_checkpoints:
             try:
-                self._checkpoint(rec, result.head, registry, text)
-                extra[checkpoint_key(result.head.log_size)] = text
+                signed = self._checkpoint(rec, result.head, registry, text)
+                # as every node writes it: lines sorted, none repeated (a repeated one makes a
+                # note sumdb/note's verifiers refuse, and the restored node would serve it)
+                extra[checkpoint_key(result.head.log_size)] = signed.to_text().encode()
             except ReplayError as e:
                 problem = problem or e
         self.store.write_block(result, extra)
@@ -651,7 +653,7 @@ class Replayer:
         return result
 
     def _checkpoint(self, rec: BlockRecord, head: Head, registry: Registry,
-                    text: bytes) -> None:
+                    text: bytes) -> SignedCheckpoint:
         try:
             signed = SignedCheckpoint.from_text(text)
         except CheckpointError as e:
@@ -691,6 +693,7 @@ class Replayer:
         self.blockless += named is None
         self.last_checkpoint = signed
         self.last_final = rec.height
+        return signed
 
     def _unchecked_lines(self, rec: BlockRecord, head: Head, registry: Registry,
                          signed: SignedCheckpoint) -> None:

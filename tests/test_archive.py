@@ -825,3 +825,29 @@ def test_an_archive_changed_before_the_audit_reads_its_checkpoints_again_is_no_c
 
     with pytest.raises(AuditError, match="changed while it was audited"):
         audit(src, now=T0, progress=cut_at_the_end)
+
+
+def test_an_import_stores_each_checkpoint_as_its_nodes_wrote_it(demo: Path,
+                                                                archive_bytes: bytes,
+                                                                tmp_path: Path) -> None:
+    """A checkpoint whose signature lines were repeated or reordered in the archive verifies the
+    same (the parser sorts them and drops repeats), and the import stored those bytes as they
+    came: a restored node then served a note no node wrote, one a verifier that refuses a
+    repeated signature (sumdb/note's) takes for malformed. Stored in its canonical form, the
+    one every node writes: the store is the original's, byte for byte."""
+    def shuffled(blocks: list[BlockRecord]) -> list[BlockRecord]:
+        out = []
+        for b in blocks:
+            texts = []
+            for t in b.unverified_checkpoints:
+                body, sigs = t.split(b"\n\n")
+                lines = sigs.splitlines(keepends=True)
+                texts.append(body + b"\n\n" + b"".join([*reversed(lines), lines[0]]))
+            out.append(BlockRecord(b.height, b.unverified_header, b.unverified_txs,
+                                   tuple(texts)))
+        return out
+
+    data = _rewrite(archive_bytes, shuffled)
+    assert data != archive_bytes
+    _import(data, tmp_path / "restored")
+    assert _dump(tmp_path / "restored") == _dump(demo / "ledger")
