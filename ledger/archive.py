@@ -659,6 +659,12 @@ class Replayer:
         except CheckpointError as e:
             raise ReplayError("checkpoint", rec.height, f"checkpoint does not parse: {e}",
                               record=rec.record) from e
+        if signed.to_text().encode() != text:
+            # every node writes its notes so (lines sorted, none twice): one otherwise is a
+            # changed record (ADR 54), though it verifies alike
+            raise ReplayError("checkpoint", rec.height, "checkpoint is not as every node writes "
+                              "it (its signature lines reordered or repeated): a changed record",
+                              record=rec.record)
         cp = signed.checkpoint
         if cp.size != head.log_size or cp.root != head.log_root:
             raise ReplayError("checkpoint", rec.height, "checkpoint is not for the replayed "

@@ -766,7 +766,8 @@ def test_lines_no_node_key_can_have_signed_are_refused_at_once_not_held(
         sig = base64.b64encode(bytes([1, 2, 3, 4]) + blob).decode()
         line = f"— {name} {sig}\n".encode()
         return [BlockRecord(b.height, b.unverified_header, b.unverified_txs,
-                            tuple(t + line for t in b.unverified_checkpoints)) for b in blocks]
+                            tuple(_as_nodes_write(t + line) for t in b.unverified_checkpoints))
+                for b in blocks]
 
     for blob, name in ((bytes(4096), "ghost"), (bytes(64), "g" * 65)):
         bad = _rewrite(archive_bytes, lambda bl, b=blob, n=name: pad(bl, b, n))
@@ -814,7 +815,8 @@ def test_an_archive_changed_before_the_audit_reads_its_checkpoints_again_is_no_c
     line = f"— ghost {sig}\n".encode()
     data = _rewrite(archive_bytes, lambda blocks: [
         BlockRecord(b.height, b.unverified_header, b.unverified_txs,
-                    tuple(t + line for t in b.unverified_checkpoints)) for b in blocks])
+                    tuple(_as_nodes_write(t + line) for t in b.unverified_checkpoints))
+        for b in blocks])
     src = _write(tmp_path / "ghost.arc", data)
     monkeypatch.setattr(Replayer, "STRAY_KEPT", 0)
     assert audit(src, now=T0).first_broken is not None  # read again whole: the line is found
@@ -827,14 +829,22 @@ def test_an_archive_changed_before_the_audit_reads_its_checkpoints_again_is_no_c
         audit(src, now=T0, progress=cut_at_the_end)
 
 
-def test_an_import_stores_each_checkpoint_as_its_nodes_wrote_it(demo: Path,
-                                                                archive_bytes: bytes,
-                                                                tmp_path: Path) -> None:
+def _as_nodes_write(text: bytes) -> bytes:
+    """A checkpoint's text as every node writes it (lines sorted, none twice)."""
+    from ledger.checkpoint import SignedCheckpoint
+
+    return SignedCheckpoint.from_text(text).to_text().encode()
+
+
+def test_a_checkpoint_not_as_nodes_write_it_is_a_changed_record(demo: Path,
+                                                                 archive_bytes: bytes,
+                                                                 tmp_path: Path) -> None:
     """A checkpoint whose signature lines were repeated or reordered in the archive verifies the
     same (the parser sorts them and drops repeats), and the import stored those bytes as they
     came: a restored node then served a note no node wrote, one a verifier that refuses a
-    repeated signature (sumdb/note's) takes for malformed. Stored in its canonical form, the
-    one every node writes: the store is the original's, byte for byte."""
+    repeated signature (sumdb/note's) takes for malformed, and the audit called it clean.
+    Every node writes its notes one way: another is a changed record (ADR 54), refused by the
+    import and named by the audit at its block."""
     def shuffled(blocks: list[BlockRecord]) -> list[BlockRecord]:
         out = []
         for b in blocks:
@@ -849,5 +859,14 @@ def test_an_import_stores_each_checkpoint_as_its_nodes_wrote_it(demo: Path,
 
     data = _rewrite(archive_bytes, shuffled)
     assert data != archive_bytes
-    _import(data, tmp_path / "restored")
-    assert _dump(tmp_path / "restored") == _dump(demo / "ledger")
+    with pytest.raises(ReplayError, match="not as every node writes it") as info:
+        _import(data, tmp_path / "restored")
+    assert (info.value.kind, info.value.height) == ("checkpoint", 1)
+    assert not (tmp_path / "restored").exists()
+    report = audit(_write(tmp_path / "shuffled.arc", data), now=T0)
+    assert report.first_broken is not None
+    assert (report.first_broken.kind, report.first_broken.height) == ("checkpoint", 1)
+    assert "not as every node writes it" in report.first_broken.reason
+    # the same, unchanged, restores the original store byte for byte
+    _import(archive_bytes, tmp_path / "same")
+    assert _dump(tmp_path / "same") == _dump(demo / "ledger")
