@@ -435,7 +435,8 @@ def _decision_mismatch(claims: dict[str, Any], anchor: Tx, leaf_index: int, ledg
                        registry: Registry) -> str | None:
     """Why an approval credential is not backed by the approval transaction it names (None:
     it is): committed, an approval, signed by the credential's issuer, for the same service
-    and decision. An agency granted ``approval`` could otherwise anchor one by hand (ADR 43)."""
+    and decision, and the same path, reasons and rule version where those are disclosed. An
+    agency granted ``approval`` could otherwise anchor one by hand (ADR 43)."""
     named = claims.get("approval_tx")
     if not isinstance(named, str):
         return "approval_tx is not disclosed: the decision cannot be checked (ask for it)"
@@ -465,6 +466,14 @@ def _decision_mismatch(claims: dict[str, Any], anchor: Tx, leaf_index: int, ledg
         if claims[claim] != tx.body[claim]:
             return (f"the credential says {claim} {str(claims[claim])[:80]!r}, the ledger's "
                     f"decision {tx.body[claim]!r}")
+    # the others the decision states, where disclosed (a verifier shows them as checked): a
+    # standard-path decision's credential saying "fast_track" passed
+    stated = {"path": tx.body["path"], "reasons": ",".join(tx.body["reasons"]),
+              "rule_version": tx.body["rule_hash"].hex()}
+    for claim, want in stated.items():
+        if claim in claims and claims[claim] != want:
+            return (f"the credential says {claim} {str(claims[claim])[:80]!r}, the ledger's "
+                    f"decision {want!r}")
     return None
 
 

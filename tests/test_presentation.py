@@ -513,6 +513,39 @@ def test_an_approval_credential_must_name_its_issuers_decision(world: World) -> 
     assert "has not seen the credential" in why(leaf=100)  # an old copy: not a forgery
 
 
+def test_an_approval_credential_s_path_reasons_and_rule_are_its_decision_s(world: World) -> None:
+    """A credential naming a real standard-path decision but saying "fast_track" (or other
+    reasons, or another rule version) is refused when it discloses that claim: the verifier
+    showed it as checked. An agency could so hand a fast track to an applicant whose credit
+    did not allow it (helper round 20A)."""
+    from ledger.network import issue_tx
+    from ledger.presentation import _decision_mismatch
+    from ledger.tx import make_tx
+
+    edu = world.agencies["edu"]
+    decided = make_tx("demo", "approval", {
+        "service": "degree-recognition", "rule_hash": bytes(range(32)), "decision": "approved",
+        "path": "standard", "reasons": ["listed", "checked"], "evidence": bytes(32),
+        "ts": T0}, [edu.issuer_key])
+    anchor = issue_tx("demo", edu, bytes(31) + b"\x01", "approval", 1, T0, T0 + 99, T0)
+    claims = {"service": "degree-recognition", "decision": "approved",
+              "approval_tx": decided.txid.hex(), "path": "standard",
+              "reasons": "listed,checked", "rule_version": bytes(range(32)).hex()}
+
+    def why(**changes: Any) -> str:
+        return _decision_mismatch({**claims, **changes}, anchor, 7,
+                                  _LedgerCopy(100, [decided]), world.ledger.registry) or "backed"
+
+    assert why() == "backed"
+    assert "says path 'fast_track'" in why(path="fast_track")
+    assert "says reasons 'listed'" in why(reasons="listed")
+    assert "says rule_version" in why(rule_version="ab" * 32)
+    # not disclosed: not shown, so nothing to check
+    bare = {k: v for k, v in claims.items() if k in ("service", "decision", "approval_tx")}
+    assert _decision_mismatch(bare, anchor, 7, _LedgerCopy(100, [decided]),
+                              world.ledger.registry) is None
+
+
 # -- found by a mutation round of the node, the verifier and the codec (ADR 54) ----------------
 
 def test_a_bundle_over_128_kib_is_refused_though_each_field_is_within_its_own_limit() -> None:
