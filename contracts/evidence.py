@@ -42,11 +42,20 @@ class Evidence:
             raise ContractError("a subject pseudonym is 32 bytes")
 
     def to_bytes(self) -> bytes:
-        return codec.encode({"v": 1, "service": self.service, "rule_hash": self.rule_hash,
-                             "height": self.height, "time": self.time,
-                             "claims": {k: dict(v) for k, v in self.claims.items()},
-                             "credentials": list(self.credentials), "salt": self.salt,
-                             "subject": self.subject, "credit": dict(self.credit)})
+        """The canonical record; ContractError (naming no value) for a claim the ledger's
+        encoding cannot hold: a fraction or an integer past 64 bits, which a credential
+        issued without the claims' check can carry (JSON holds both). Its ValueError named
+        the value, in the traceback of a 500."""
+        try:
+            return codec.encode({"v": 1, "service": self.service, "rule_hash": self.rule_hash,
+                                 "height": self.height, "time": self.time,
+                                 "claims": {k: dict(v) for k, v in self.claims.items()},
+                                 "credentials": list(self.credentials), "salt": self.salt,
+                                 "subject": self.subject, "credit": dict(self.credit)})
+        except (TypeError, ValueError):
+            raise ContractError("the evidence cannot record a presented claim's value (a "
+                                "fraction, or an integer past 64 bits: the credential was "
+                                "not issued as its type says); nothing was decided") from None
 
     @property
     def digest(self) -> bytes:

@@ -1142,3 +1142,42 @@ def test_the_bodies_of_approvals_and_credit_are_bounded_before_anything_is_read(
                        {**answer, "envelope": ""}):
             assert http.post("/v1/credit/record", json=record).status_code == 422, record
         assert http.get("/v1/head").json()["log_size"] == size
+
+
+def test_a_claim_the_evidence_cannot_record_is_refused_in_words_nothing_decided(
+        tmp_path: Path, monkeypatch: Any, caplog: Any) -> None:
+    """A business registration issued by a tool without issue_credential's check of the claims
+    (its scope a fraction, or an integer past 64 bits: JSON holds both, and the presentation
+    verifies) evaluates to rule_error, but its evidence record could not be encoded: the
+    application was a 500, the integer's value in the log's traceback. Refused in words now,
+    before anything is kept or committed (helper round 20A)."""
+    import logging
+
+    import ledger.credentials
+
+    data, _ = prepare(tmp_path)
+    app = _market_app(data)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        node = app.state.node
+        for odd in (7 * 10**25 + 13, 1.5):
+            wallet = Wallet.init(tmp_path / f"w-{odd}.db", b"wallet-pass")
+            with monkeypatch.context() as m:  # an issuing tool that does not check claims
+                m.setattr(ledger.credentials, "check_claims", lambda *_: None)
+                bundle, _ = node.issue("business-registration", {
+                    "registration_no": REG_NO, "business_name": "Lingnan Tea House",
+                    "scope": odd}, wallet.holder_jwk(), 365)
+            wallet.receive(bundle.to_bytes(), registry=node._registry(), now=NOW)
+            opened = http.post("/v1/services/business-licence/applications").json()
+            answers = wallet.answer([Request.from_json(
+                {k: r[k] for k in ("nonce", "audience", "type", "claims")})
+                for r in opened["requests"]], now=NOW)
+            size = http.get("/v1/head").json()["log_size"]
+            with caplog.at_level(logging.DEBUG):
+                got = http.post("/v1/services/business-licence/apply", json={
+                    "holder_jwk": wallet.holder_jwk(),
+                    "presentations": [{"nonce": n, "envelope": b64url(e)} for n, e in answers]})
+            assert got.status_code == 400, got.text
+            assert "cannot record" in got.json()["detail"] and str(odd) not in got.text
+            assert str(odd) not in caplog.text
+            assert http.get("/v1/head").json()["log_size"] == size
+            assert not list((data / "approvals").glob("*"))
