@@ -458,6 +458,8 @@ class Approvals:
                     "withdraws": withdraws}
         else:
             when = now if date is None else date
+            if expiry is not None and valid_days is not None:  # which did the operator mean?
+                raise ApplicationError("give the event's expiry or valid_days, not both")
             if expiry is None and valid_days is not None:
                 expiry = when + valid_days * 86400
             if category is None or points is None or expiry is None:

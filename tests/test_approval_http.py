@@ -554,6 +554,21 @@ def test_a_credit_event_already_expired_is_refused_in_words(tmp_path: Path) -> N
         assert http.get("/v1/head").json()["log_size"] == size + 1
 
 
+def test_a_credit_event_given_both_expiry_and_valid_days_is_refused(tmp_path: Path) -> None:
+    """An event given an expiry and valid_days that disagree was recorded with the expiry, the
+    valid_days said nothing about: which one the operator meant cannot be told (helper round
+    20A). Refused in words, nothing recorded."""
+    data, _ = prepare(tmp_path)
+    app = _market_app(data)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        size = http.get("/v1/head").json()["log_size"]
+        r = http.post("/v1/credit/events", headers=AUTH,
+                      json={**LATE_FILING, "expiry": NOW + 5 * 86400})  # and valid_days 30
+        assert r.status_code == 400, r.text
+        assert "expiry or valid_days, not both" in r.json()["detail"], r.text
+        assert http.get("/v1/head").json()["log_size"] == size
+
+
 def test_an_application_whose_presentations_are_not_bound_to_the_applicants_key_is_refused(
         tmp_path: Path) -> None:
     """The approval credential is issued to the holder_jwk the application names; every
