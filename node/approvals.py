@@ -33,7 +33,7 @@ from ledger.network import reason_code_problem
 from ledger.ordering import Receipt
 from ledger.presentation import Bundle, Envelope
 from ledger.sealed import is_sealed, key_mark, open_record, seal_record
-from ledger.state import Registry, credit_events, rule_hash
+from ledger.state import MAX_BACKDATE, Registry, credit_events, rule_hash
 from ledger.timetext import local_day, utc_text
 from ledger.tx import Tx, make_tx
 from node.service import CREDIT_SECRET_FILE, Node, NotFound, PendingRequest
@@ -52,7 +52,8 @@ def application_purpose(service: str) -> str:
 
 
 PENDING_DAYS = 1
-"""After this long a pending approval record whose decision is not on the ledger is removed."""
+"""After this long a pending approval record whose decision is not on the ledger is removed
+(once the node's copy is past where it could commit: :meth:`Approvals._never_committed`)."""
 
 __all__ = ["Approvals", "Decided"]
 
@@ -348,9 +349,9 @@ class Approvals:
     def file_pending(self, now: float | None = None) -> int:
         """File the pending records whose decisions the ledger holds (a node stopped, or a
         disk that filled, between the commit and the record); how many. A record whose
-        decision is not on the ledger a day after it was written never will be (its wait
-        ended long before): removed, with the claim values it holds. One record that cannot
-        be filed does not stop the others."""
+        decision is not on the ledger a day after it was written, this copy's head past where
+        it could commit, never will be: removed, with the claim values it holds. One record
+        that cannot be filed does not stop the others."""
         now = _time.time() if now is None else now
         filed = 0
         for path in sorted(self.folder.glob("*.pending")) if self.folder.exists() else []:
@@ -360,12 +361,27 @@ class Approvals:
                 if where is not None:
                     self._keep(path, self._open(path), Receipt(txid, where[0], where[1]))
                     filed += 1
-                elif now - path.stat().st_mtime > PENDING_DAYS * 86400:
+                elif now - path.stat().st_mtime > PENDING_DAYS * 86400 and \
+                        self._never_committed(path, txid):
                     path.unlink()
             except (OSError, ValueError, LedgerError) as e:
                 _log.warning("approval record not filed", extra={"error": type(e).__name__,
                                                                  "file": path.name})
         return filed
+
+    def _never_committed(self, path: Path, txid: bytes) -> bool:
+        """Whether the decision of the pending record ``path`` is not on the ledger and never
+        will be: this copy's head is past the last block time it could commit at (a decision
+        commits within MAX_BACKDATE of its ``ts``, and block times never go back). A node
+        started behind (down a day or more) has yet to read blocks that may hold it. A record
+        that cannot be read cannot be filed either: True."""
+        try:
+            ts = Tx.from_bytes(self._open(path)["tx"]).body["ts"]
+        except (LedgerError, KeyError, TypeError):
+            return True
+        head = self.node.store.head  # read before the decision is looked for again
+        return head is not None and head.time > ts + MAX_BACKDATE and \
+            self.node.store.tx_location(txid) is None
 
     def _records(self) -> list[Path]:
         return sorted(self.folder.glob("*.ev")) if self.folder.exists() else []

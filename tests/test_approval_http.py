@@ -923,6 +923,51 @@ def test_a_pending_record_is_removed_only_a_day_after_it_was_written(tmp_path: P
         node.close()
 
 
+def test_a_pending_record_stays_while_this_copy_has_not_reached_where_its_decision_could_be(
+        tmp_path: Path) -> None:
+    """A replicated node that was down over a day starts behind: its first approval request
+    filed the pending records, and removed those a day old whose decisions its copy did not
+    hold yet, though they may be committed in blocks it was still to read (a decision commits
+    in a block within MAX_BACKDATE of its ts): decisions on the ledger with no evidence for any
+    audit. A record goes only once this copy's head is past where its decision could commit
+    (helper round 20A)."""
+    import os
+
+    from contracts import Evidence
+    from contracts.rules import Outcome
+    from ledger.state import MAX_BACKDATE
+    from node.approvals import PENDING_DAYS, Approvals
+
+    data, _ = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service = Approvals(node)
+        head = node.store.head
+        assert head is not None
+
+        def pending(ts: int) -> Path:
+            """A decision's pending record, as apply keeps it, signed at ``ts``."""
+            evidence = Evidence("business-licence", bytes(32), head.height, head.time, {}, (),
+                                bytes(16))
+            tx = make_tx(node.network, "approval", {
+                "service": "business-licence", "rule_hash": bytes(32), "decision": "approved",
+                "path": "standard", "reasons": ["licensed"], "evidence": evidence.digest,
+                "ts": ts}, [node.issuer_key])
+            path, _ = service._keep_pending(tx, evidence, Outcome(
+                "approved", "standard", ("licensed",), (), -1, ""))
+            os.utime(path, (ts, ts))
+            return path
+
+        later = pending(head.time + 3 * 86400)  # signed after this copy's head: not read yet
+        past = pending(head.time - MAX_BACKDATE - 1)  # could only be in blocks it holds
+        now = head.time + 3 * 86400 + PENDING_DAYS * 86400 + 10
+        assert service.file_pending(now) == 0
+        assert [p.name for p in service.folder.iterdir()] == [later.name]
+        assert not past.exists()
+    finally:
+        node.close()
+
+
 def test_an_explanation_lists_as_not_met_only_the_clauses_before_the_one_that_decided(
         tmp_path: Path) -> None:
     """Decided by clauses[1] (low credit): clause 0 was found false, clause 1 itself was
