@@ -435,8 +435,9 @@ def _decision_mismatch(claims: dict[str, Any], anchor: Tx, leaf_index: int, ledg
                        registry: Registry) -> str | None:
     """Why an approval credential is not backed by the approval transaction it names (None:
     it is): committed, an approval, signed by the credential's issuer, for the same service
-    and decision, and the same path, reasons and rule version where those are disclosed. An
-    agency granted ``approval`` could otherwise anchor one by hand (ADR 43)."""
+    and decision, and the same path, reasons, rule version and documents still required
+    where those are disclosed. An agency granted ``approval`` could otherwise anchor one by
+    hand (ADR 43)."""
     named = claims.get("approval_tx")
     if not isinstance(named, str):
         return "approval_tx is not disclosed: the decision cannot be checked (ask for it)"
@@ -470,6 +471,12 @@ def _decision_mismatch(claims: dict[str, Any], anchor: Tx, leaf_index: int, ledg
     # standard-path decision's credential saying "fast_track" passed
     stated = {"path": tx.body["path"], "reasons": ",".join(tx.body["reasons"]),
               "rule_version": tx.body["rule_hash"].hex()}
+    rule = registry.rule_by_hash(tx.body["rule_hash"])
+    if rule is not None:  # the documents its rule still requires on that path (none: rejected)
+        # (as contracts.rules._documents gives them, and node.approvals writes them)
+        docs = [] if tx.body["decision"] == "rejected" else rule["documents"][
+            "fast_track" if tx.body["path"] == "fast_track" else "standard"]
+        stated["documents"] = ",".join(docs) or "none"
     for claim, want in stated.items():
         if claim in claims and claims[claim] != want:
             return (f"the credential says {claim} {str(claims[claim])[:80]!r}, the ledger's "

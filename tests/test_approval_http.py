@@ -186,6 +186,23 @@ def test_apply_get_credential_present_it(tmp_path: Path) -> None:
             failed = [(c["check"], c["detail"]) for c in report["checks"] if not c["ok"]]
             assert not report["verified"] and failed[0][0] == "approval_decision", report
             assert why in failed[0][1]
+        # ... and one naming this very decision, its path, reasons and rule, but not the
+        # documents its rule still requires on that path (helper round 20A)
+        forged, _ = node.issue("approval", {
+            "service": "business-licence", "decision": "approved", "path": "fast_track",
+            "rule_version": decision["rule_hash"], "reasons": "licensed,good_credit",
+            "documents": "none", "decided_on": "2025-06-16",
+            "approval_tx": decision["approval_tx"]}, wallet.holder_jwk(), 30)
+        got_fake = wallet.receive(forged.to_bytes(), registry=node._registry(), now=NOW)
+        req = http.post("/v1/presentation-requests", json={
+            "type": "approval", "claims": ["path", "reasons", "documents"]}).json()
+        env = wallet.present(got_fake.id, Request.from_json(
+            {k: req[k] for k in ("nonce", "audience", "type", "claims")}), now=NOW)
+        report = http.post("/v1/verify", json={"nonce": req["nonce"],
+                                               "envelope": b64url(env)}).json()
+        failed = [(c["check"], c["detail"]) for c in report["checks"] if not c["ok"]]
+        assert not report["verified"] and failed[0][0] == "approval_decision", report
+        assert "the credential says documents 'none'" in failed[0][1], failed
         # the agency lists and explains its decision
         assert http.get("/v1/approvals").status_code == 401
         listed = http.get("/v1/approvals", headers=AUTH).json()
