@@ -439,6 +439,16 @@ class Approvals:
                               f"({SECRET_FILE} in its keys folder)")
         return self.node.credit_secret
 
+    def _network_secret(self) -> bytes:
+        """:meth:`_secret`, refused (ApplicationError) while its peers publish another one: a
+        node so keyed recorded events under pseudonyms no one's record reaches (on the ledger
+        for good, counting for nobody) and read a clean record for anyone."""
+        secret = self._secret()
+        problem = self.node.credit_problem()  # with a secret: None, or another one's peers
+        if problem:
+            raise ApplicationError(problem)
+        return secret
+
     def record_credit(self, subject: str, *, reason: str, category: str | None = None,
                       points: int | None = None, date: int | None = None,
                       expiry: int | None = None, valid_days: int | None = None,
@@ -453,7 +463,7 @@ class Approvals:
         if problem is not None:
             raise ApplicationError(f"reason: {problem}")
         try:
-            subject_key = pseudonym(subject, self._secret())
+            subject_key = pseudonym(subject, self._network_secret())
         except LedgerError as e:
             raise ApplicationError(str(e)) from e
         now = self.node.now()
@@ -494,6 +504,7 @@ class Approvals:
         if kind not in IDENTITY:
             raise ApplicationError(f"{kind!r} is not an identity credential type "
                                    f"({sorted(IDENTITY)})")
+        self._network_secret()  # before an identifier is asked for that could find nothing
         return self.node.new_request(kind, [IDENTITY[kind]], audience, purpose=CREDIT_RECORD)
 
     def credit_record(self, nonce: str, envelope: bytes) -> dict[str, Any]:
@@ -507,10 +518,11 @@ class Approvals:
             raise ApplicationError("this request is not a credit record request: it must ask "
                                    "for a person-id or business-id credential's identifier "
                                    "(get one from /v1/credit/requests)")
+        secret = self._network_secret()  # before the presentation is taken
         report = self.node.verify(envelope, nonce, CREDIT_RECORD)
         if not report.verified:
             raise ApplicationError("the identity presentation did not verify")
-        subject = pseudonym(str(report.claims[IDENTITY[kind]]), self._secret())
+        subject = pseudonym(str(report.claims[IDENTITY[kind]]), secret)
         store = self.node.store
         head = self.node._head()
         # the policy in force at that head, as apply reads it: a policy changed in a block

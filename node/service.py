@@ -455,9 +455,9 @@ class Node:
         if not others:
             return None
         return (f"this node's credit secret is not the one of {', '.join(others)}: its "
-                "pseudonyms find no one's credit events, so its decisions on credit are "
-                "refused; put the network's copy in place (`ledger-node credit-secret --from`) "
-                "and restart the node")
+                "pseudonyms find no one's credit events, so its decisions on credit, credit "
+                "events and credit records are refused; put the network's copy in place "
+                "(`ledger-node credit-secret --from`) and restart the node")
 
     def keys_gone_quiet(self, quiet: Mapping[str, int]) -> set[str]:
         """Of the agencies whose nodes were quiet for ``quiet[a]`` seconds, those with a node

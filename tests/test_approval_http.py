@@ -371,6 +371,10 @@ def test_a_rule_on_credit_asks_for_nothing_where_there_is_no_credit_secret(
 
         with pytest.raises(LedgerError, match="holds no network credit secret"):
             service.open_application("business-licence", "https://market.example")
+        # nor for the identifier that would read a credit record it cannot find (helper
+        # round 20A: it asked, and refused only once it was shown)
+        with pytest.raises(LedgerError, match="holds no network credit secret"):
+            service.credit_request("business-registration", "https://market.example")
         # and its health says so before any citizen is refused
         from node.api import node_status
 

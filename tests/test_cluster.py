@@ -608,6 +608,23 @@ def test_a_node_keyed_with_another_credit_secret_is_caught(fresh: Net) -> None:
     published = [codec.decode(kv.value) for kv in got.kvs]
     assert len(published) == 3 and all("credit" in p for p in published)
     json.dumps(published)  # no bytes anywhere
+    # Nor does it record credit events (under pseudonyms no one's record reaches: on the
+    # ledger for good, counting for nobody) or read credit records (a clean record for
+    # anyone) (helper round 20A).
+    from contracts.catalogue import POLICY
+
+    now = int(time.time())
+    net.governance("set_credit_policy", {"policy": POLICY})
+    net.governance("grant_credit", {"agency": "health", "category": "tax", "from": now - 60,
+                                    "until": now + 86400})
+    size = net.http.get(f"{net.url('health')}/v1/head").json()["log_size"]
+    r = net.http.post(f"{net.url('health')}/v1/credit/events",
+                      headers={"Authorization": f"Bearer {net.token}"},
+                      json={"subject": "S1234567A", "reason": "late-filing", "category": "tax",
+                            "points": -30, "valid_days": 30})
+    assert r.status_code == 400, r.text
+    assert "credit secret is not the one of civil, edu" in r.json()["detail"]
+    assert net.http.get(f"{net.url('health')}/v1/head").json()["log_size"] == size
 
 
 def test_no_agencys_certificate_administers_etcd(net: Net) -> None:
