@@ -435,9 +435,9 @@ def _decision_mismatch(claims: dict[str, Any], anchor: Tx, leaf_index: int, ledg
                        registry: Registry) -> str | None:
     """Why an approval credential is not backed by the approval transaction it names (None:
     it is): committed, an approval, signed by the credential's issuer, for the same service
-    and decision, and the same path, reasons, rule version and documents still required
-    where those are disclosed. An agency granted ``approval`` could otherwise anchor one by
-    hand (ADR 43)."""
+    and decision, and the same path, reasons, rule version, documents still required and
+    day of the decision where those are disclosed. An agency granted ``approval`` could
+    otherwise anchor one by hand (ADR 43)."""
     named = claims.get("approval_tx")
     if not isinstance(named, str):
         return "approval_tx is not disclosed: the decision cannot be checked (ask for it)"
@@ -481,6 +481,12 @@ def _decision_mismatch(claims: dict[str, Any], anchor: Tx, leaf_index: int, ledg
         if claim in claims and claims[claim] != want:
             return (f"the credential says {claim} {str(claims[claim])[:80]!r}, the ledger's "
                     f"decision {want!r}")
+    # the day it was decided, in the agency's calendar: the UTC day of the decision's ts, or
+    # the one either side (time zones run from UTC-12 to UTC+14); a backdated one passed
+    days = {utc_text(tx.body["ts"] + d * 86400, "%Y-%m-%d") for d in (-1, 0, 1)}
+    if "decided_on" in claims and claims["decided_on"] not in days:
+        return (f"the credential says decided_on {str(claims['decided_on'])[:80]!r}, the "
+                f"ledger's decision was made on {utc_text(tx.body['ts'], '%Y-%m-%d')} (UTC)")
     return None
 
 

@@ -520,6 +520,7 @@ def test_an_approval_credential_s_path_reasons_and_rule_are_its_decision_s(world
     did not allow it (helper round 20A)."""
     from ledger.network import issue_tx
     from ledger.presentation import _decision_mismatch
+    from ledger.timetext import utc_text
     from ledger.tx import make_tx
 
     edu = world.agencies["edu"]
@@ -540,6 +541,13 @@ def test_an_approval_credential_s_path_reasons_and_rule_are_its_decision_s(world
     assert "says path 'fast_track'" in why(path="fast_track")
     assert "says reasons 'listed'" in why(reasons="listed")
     assert "says rule_version" in why(rule_version="ab" * 32)
+    # the day it was decided: the decision's own, in some agency's calendar (UTC-12 to UTC+14)
+    day = utc_text(T0, "%Y-%m-%d")
+    for near in (T0 - 86400, T0, T0 + 86400):
+        assert why(decided_on=utc_text(near, "%Y-%m-%d")) == "backed", near
+    assert "says decided_on '2020-01-01'" in why(decided_on="2020-01-01")  # backdated
+    assert "says decided_on" in why(decided_on=utc_text(T0 + 2 * 86400, "%Y-%m-%d"))
+    assert "says decided_on" in why(decided_on=day + "x")
     # not disclosed: not shown, so nothing to check
     bare = {k: v for k, v in claims.items() if k in ("service", "decision", "approval_tx")}
     assert _decision_mismatch(bare, anchor, 7, _LedgerCopy(100, [decided]),
