@@ -472,12 +472,12 @@ def _new_network(data: Path, network: str, founders: list[str], quorum: int,
         raise typer.Exit(2)
     agencies = []
     for item in founders:
-        aid, sep, name = item.partition("=")
-        if not sep or not aid or not name:
+        aid, sep, name = (part.strip() for part in item.partition("="))
+        if not sep or not aid or not name:  # after strip: "edu= " named it "" on the ledger
             err.print(f"[red]bad --founder {_q(repr(item))}:[/] write ID=Name, e.g. "
                       "edu=Education Bureau")
             raise typer.Exit(2)
-        agencies.append(Agency(aid.strip(), name.strip(), PrivateKey.generate(),
+        agencies.append(Agency(aid, name, PrivateKey.generate(),
                                PrivateKey.generate()))
     if agency not in {a.id for a in agencies}:
         err.print(f"[red]--agency {_q(repr(agency))} must be one of the --founder ids[/]")

@@ -347,6 +347,9 @@ def test_the_served_demo_names_the_passphrase_its_wallet_has() -> None:
     (["init", "--data", "{tmp}/d", "--agency", "a[/]"], "a[/]"),
     (["init", "--data", "{tmp}/d", "--agency", "edu", "--new-network", "n",
       "--founder", "edu=Education", "--founder", "civil[/b]"], "civil[/b]"),
+    # a name of spaces only: stripped, it was an agency named "" on the ledger for good
+    (["init", "--data", "{tmp}/d", "--agency", "edu", "--new-network", "n",
+      "--founder", "edu=  ", "--config-out", "{tmp}/node.toml"], "bad --founder 'edu=  '"),
     # a quorum no 64-bit integer holds: a ValueError traceback from the codec
     (["init", "--data", "{tmp}/d", "--agency", "edu", "--new-network", "n",
       "--founder", "edu=Education", "--quorum", str(2**64)],
