@@ -2451,7 +2451,7 @@ def _signer_key(data: Path, agency: str, view: _GovView) -> PrivateKey:
 
 
 def _show_proposal(tx: Tx, found: list[Signer], view: _GovView) -> None:
-    for line in describe(tx):
+    for line in describe(tx, _now()):
         out.print(Text(printable(line)), soft_wrap=True)
     if tx.body["action"] == "invalidate_key":  # 64 hex digits say nothing to a person
         kid = tx.body["args"]["kid"]

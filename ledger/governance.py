@@ -27,8 +27,8 @@ from ledger.state import MAX_BACKDATE
 from ledger.timetext import utc_text
 from ledger.tx import Tx, make_tx
 
-__all__ = ["KEY_FIELDS", "TIME_FIELDS", "Signer", "args_from_json", "describe", "parse_proposal",
-           "propose", "signers", "unix_time"]
+__all__ = ["AT_NOT_BEFORE_BLOCK", "KEY_FIELDS", "TIME_FIELDS", "Signer", "args_from_json",
+           "describe", "parse_proposal", "propose", "signers", "unix_time"]
 
 KEY_FIELDS = frozenset({"node_key", "issuer_key", "new_key", "kid"})
 """Arguments that are 32 bytes on the ledger (a public key or a key id), written as 64 hex digits
@@ -122,9 +122,15 @@ def signers(tx: Tx, public_keys: Mapping[bytes, PublicKey],
     return [Signer(s.kid, owners.get(s.kid)) for s in tx.sigs]
 
 
-def describe(tx: Tx) -> list[str]:
+AT_NOT_BEFORE_BLOCK = frozenset({"rotate_key", "withdraw_grant", "withdraw_credit_grant"})
+"""Actions whose ``at`` the ledger applies at its block's time when it is earlier (a rotation
+or a withdrawal never rewrites the past: :mod:`ledger.state`)."""
+
+
+def describe(tx: Tx, now: int | None = None) -> list[str]:
     """What the proposal does, for a person about to sign it: a heading, then one line per
-    argument (times also as UTC)."""
+    argument (times also as UTC). With ``now``, an ``at`` before it that the ledger will move
+    to the block's time is said so."""
     body = tx.to_dict()["body"]
     lines = [f"governance #{body['seq']} on {tx.net!r}: {body['action']}"]
     for name, value in sorted(body["args"].items()):
@@ -140,4 +146,15 @@ def describe(tx: Tx) -> list[str]:
                      "everything signed since a compromise, invalidate from the time of "
                      f"compromise minus {MAX_BACKDATE // 60} minutes (and the agencies' clock "
                      "lag)")
+    at = body["args"].get("at")
+    if body["action"] in AT_NOT_BEFORE_BLOCK and now is not None and type(at) is int \
+            and at < now:
+        # shown the time given, a signer took it for the time the change happens
+        lines.append(f"  note: 'at' is before now, and the ledger applies {body['action']} "
+                     f"from the block that commits it at the earliest, not from {utc_text(at)}"
+                     + (": the old key stays valid until that block, and what it signed "
+                        "until then still verifies (to shut out what a stolen key signed "
+                        "since an earlier time, invalidate_key)"
+                        if body["action"] == "rotate_key" else
+                        ": what the grant covered until that block stays covered"))
     return lines

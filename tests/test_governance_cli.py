@@ -486,6 +486,40 @@ def test_an_invalidation_says_how_far_back_a_thief_may_date() -> None:
     assert describe(other) == ["governance #1 on 'n': set_quorum", "  quorum = 2"]
 
 
+def test_an_at_in_the_past_is_said_to_take_effect_at_the_block(demo: Path,
+                                                                tmp_path: Path) -> None:
+    """rotate_key, withdraw_grant and withdraw_credit_grant take effect at their block's time
+    when their ``at`` is earlier (the ledger never rewrites the past), but proposer and
+    cosigners were shown only ``at = <that earlier time>``: agencies rotating a stolen key "at"
+    the time of compromise took what it signed since for shut out, and it all still verified.
+    They are told the change takes effect at the block, not at the time given."""
+    from ledger.keys import PrivateKey
+
+    key = PrivateKey(b"\x07" * 32)
+    rotate = make_tx("n", "governance", {"seq": 1, "action": "rotate_key", "args": {
+        "agency": "civil", "role": "issuer", "new_key": bytes(32), "at": 1_800_000_000}}, [key])
+    withdraw = make_tx("n", "governance", {"seq": 1, "action": "withdraw_grant", "args": {
+        "agency": "civil", "type": "residence", "at": 1_800_000_000}}, [key])
+    for tx in (rotate, withdraw):
+        said = " ".join(describe(tx, 1_800_000_001))
+        assert "not from 2027-01-15 08:00:00 UTC" in said, said
+        assert "from the block that commits it" in said, said
+        assert "note" not in " ".join(describe(tx, 1_800_000_000))  # not before now: as given
+        assert "note" not in " ".join(describe(tx))
+    assert "invalidate_key" in " ".join(describe(rotate, 1_800_000_001))
+
+    args = tmp_path / "rotate.json"
+    args.write_text(json.dumps({"agency": "market", "role": "issuer", "new_key": "ab" * 32,
+                                "at": "2026-01-01"}))
+    r = agency("propose", "rotate_key", "--args", str(args), "--data", str(demo), "--agency",
+               "edu", "--out", str(tmp_path / "rotate.prop"))
+    assert r.returncode == 0, r.stderr
+    assert "not from 2026-01-01 00:00:00 UTC" in r.stdout, r.stdout
+    r = agency("cosign", str(tmp_path / "rotate.prop"), "--data", str(demo), "--agency",
+               "civil")  # no answer: shown, not signed
+    assert r.returncode == 1 and "not from 2026-01-01 00:00:00 UTC" in r.stdout, r.stdout
+
+
 def test_a_peer_quiet_since_its_node_key_was_rotated_is_named_so(demo: Path,
                                                                   tmp_path: Path) -> None:
     """A node whose key governance rotated out says nothing until its operator restarts it
