@@ -2345,6 +2345,8 @@ class _GovView:
     """Issuer keys of current agencies, valid now: the keys whose signatures count."""
     roles: dict[bytes, str]
     """Each key's role (node or issuer), by key id."""
+    agencies: dict[str, bool]
+    """Every agency the registry has held, and whether it is a member (not removed)."""
 
 
 def _gov_view(data: Path | None, node: str | None) -> _GovView:
@@ -2364,7 +2366,8 @@ def _gov_view(data: Path | None, node: str | None) -> _GovView:
                           if k["role"] == "issuer" and k["agency"] in current
                           and k["valid_from"] <= now
                           and (k["invalid_from"] is None or now < k["invalid_from"])),
-                {bytes.fromhex(k["kid"]): k["role"] for k in keys})
+                {bytes.fromhex(k["kid"]): k["role"] for k in keys},
+                {a["id"]: a["removed"] is None for a in agencies})
         except (AttributeError, KeyError, TypeError, ValueError, LedgerError) as e:
             _fail(f"{node} did not answer like a ledger node: {e!r}")
     if data is None:
@@ -2378,7 +2381,8 @@ def _gov_view(data: Path | None, node: str | None) -> _GovView:
                         frozenset(kid for kid, a in owners.items()
                                   if reg.key_valid(kid, now, "issuer")
                                   and reg.agency_current(a, now)),
-                        {kid: k["role"] for a in reg.agencies() for kid, k in reg.keys_of(a)})
+                        {kid: k["role"] for a in reg.agencies() for kid, k in reg.keys_of(a)},
+                        {a: v["removed"] is None for a, v in reg.agencies().items()})
 
 
 def _read_proposal(path: Path, view: _GovView) -> tuple[Tx, list[Signer]]:
@@ -2415,6 +2419,34 @@ def _refuse_unclear_rule(proposal: Path, tx: Tx) -> None:
     if costly is not None:
         _fail(f"{proposal} registers a rule that would cost too much at every application "
               f"(nodes refuse it): {costly}; propose a cheaper version")
+
+
+_MEMBER_ACTIONS = frozenset({"remove_agency", "rotate_key", "grant", "grant_credit"})
+"""Governance actions on ``args.agency`` that the ledger refuses unless it is a member (as
+``register_rule`` on ``args.rule.agency``)."""
+
+
+def _agency_problem(tx: Tx, view: _GovView) -> str | None:
+    """Why the ledger will refuse ``tx`` for the agency it names: one that is no member (never
+    admitted, or removed), or an ``add_agency`` of an id the registry holds already; or None.
+    A proposal is numbered for the registry in ``view`` (its next step), the registry the
+    ledger applies it to: this is known before anyone signs."""
+    args, action = tx.body["args"], tx.body["action"]
+    if action == "add_agency":
+        aid = args["agency"]["id"]
+        if aid in view.agencies:
+            return (f"agency {aid!r} is on {view.network!r} already" if view.agencies[aid]
+                    else f"agency {aid!r} was removed from {view.network!r}, and an agency id "
+                         "is never given again")
+        return None
+    aid = (args["rule"]["agency"] if action == "register_rule"
+           else args["agency"] if action in _MEMBER_ACTIONS else None)
+    if aid is None or view.agencies.get(aid, False):
+        return None
+    members = ", ".join(sorted(a for a, member in view.agencies.items() if member))
+    return (f"agency {aid!r} " + ("was removed from" if aid in view.agencies
+                                  else "is not an agency of") +
+            f" {view.network!r} (members: {members})")
 
 
 def _counted(found: list[Signer], view: _GovView) -> list[str]:
@@ -2534,6 +2566,10 @@ def propose(
     unclear = rule_text_problem(tx) or rule_cost_of(tx)
     if unclear is not None:
         _fail(f"bad arguments in {args_file}: {unclear}", 2)
+    doomed = _agency_problem(tx, view)
+    if doomed is not None:  # signed by the quorum, then refused at commit
+        _fail(f"bad arguments in {args_file}: {doomed}; the ledger would refuse it, so no "
+              "proposal was written", 2)
     _write_out(out_file, tx.raw, 0o644, force)
     _show_proposal(tx, [Signer(key.kid, agency)], view)
     out.print(Text(f"proposal → {out_file}; next: agency cosign {out_file} --data … --agency …"),
@@ -2560,6 +2596,9 @@ def cosign(
     _show_proposal(tx, found, view)
     _refuse_dead_signatures(proposal, found, view)
     _refuse_unclear_rule(proposal, tx)
+    doomed = _agency_problem(tx, view)
+    if doomed is not None:
+        _fail(f"not signed: {doomed}, so the ledger would refuse {proposal} whoever signed it")
     key = _signer_key(data, agency, view)
     if any(s.kid == key.kid for s in found):
         out.print(Text(f"{agency!r} has signed it already; nothing changed"), soft_wrap=True)

@@ -267,6 +267,12 @@ def test_over_http_to_a_running_node(tmp_path: Path) -> None:
         assert r.returncode == 0, r.stderr
         r = agency("submit", str(prop), "--node", url)
         assert r.returncode == 1 and "1 of the 2" in r.stderr
+        typo = tmp_path / "typo.json"  # the node's registry names the members too
+        typo.write_text(json.dumps({"agency": "edu-typo", "type": "residence",
+                                    "from": "2027-01-01", "until": "2030-01-01"}))
+        r = agency("propose", "grant", "--args", str(typo), "--data", str(keys_only),
+                   "--agency", "edu", "--node", url, "--out", str(tmp_path / "typo.prop"))
+        assert r.returncode == 2 and "'edu-typo' is not an agency of" in r.stderr, r.stderr
         r = agency("cosign", str(prop), "--data", str(keys_only), "--agency", "market",
                    "--node", url, "--yes")
         assert r.returncode == 0, r.stderr
@@ -518,6 +524,49 @@ def test_an_at_in_the_past_is_said_to_take_effect_at_the_block(demo: Path,
     r = agency("cosign", str(tmp_path / "rotate.prop"), "--data", str(demo), "--agency",
                "civil")  # no answer: shown, not signed
     assert r.returncode == 1 and "not from 2026-01-01 00:00:00 UTC" in r.stdout, r.stdout
+
+
+def test_a_proposal_for_an_agency_that_is_no_member_is_neither_proposed_nor_signed(
+        demo: Path, tmp_path: Path) -> None:
+    """A grant to an agency the network never admitted (a typo in its id), or an add_agency of
+    an id it holds, was written, shown and cosigned by the whole quorum, and only the commit
+    refused it (unknown_agency, agency_exists). A proposal is numbered for the registry the
+    ledger applies it to, so propose says so and writes nothing, and cosign signs nothing."""
+    seq = _gov_seq(demo)
+    args = tmp_path / "grant.json"
+    out = tmp_path / "none.prop"
+    for action, given, said in (
+            ("grant", {"agency": "edu-typo", "type": "residence", "from": "2027-01-01",
+                       "until": "2030-01-01"}, "agency 'edu-typo' is not an agency of"),
+            ("add_agency", {"agency": {"id": "civil", "name": "Civil again",
+                                       "node_key": "ab" * 32, "issuer_key": "cd" * 32}},
+             "agency 'civil' is on 'changsheng-demo' already")):
+        args.write_text(json.dumps(given))
+        r = agency("propose", action, "--args", str(args), "--data", str(demo), "--agency",
+                   "edu", "--out", str(out))
+        assert r.returncode == 2 and said in r.stderr, (r.returncode, r.stderr)
+        assert "no proposal was written" in r.stderr and not out.exists()
+
+    edu = load_private_key(demo / "keys" / "edu.issuer.key", PASS)
+    prop = tmp_path / "typo.prop"
+    prop.write_bytes(make_tx("changsheng-demo", "governance", {
+        "seq": seq + 1, "action": "rotate_key", "args": {
+            "agency": "edu-typo", "role": "issuer", "new_key": bytes(range(32)),
+            "at": int(time.time())}}, [edu]).raw)
+    before = prop.read_bytes()
+    r = agency("cosign", str(prop), "--data", str(demo), "--agency", "civil", "--yes")
+    assert r.returncode == 1 and "not signed: agency 'edu-typo' is not an agency of" in r.stderr
+    assert "(members: civil, edu, market)" in r.stderr, r.stderr
+    assert prop.read_bytes() == before and _gov_seq(demo) == seq
+
+    # a member still gets its proposal written and signed
+    args.write_text(json.dumps({"agency": "edu", "type": "residence", "from": "2027-01-01",
+                                "until": "2030-01-01"}))
+    r = agency("propose", "grant", "--args", str(args), "--data", str(demo), "--agency", "edu",
+               "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    r = agency("cosign", str(out), "--data", str(demo), "--agency", "civil", "--yes")
+    assert r.returncode == 0, r.stderr
 
 
 def test_a_peer_quiet_since_its_node_key_was_rotated_is_named_so(demo: Path,
