@@ -2206,9 +2206,16 @@ def approvals(
         print(json.dumps(got, indent=2 if explain else None, sort_keys=True))
         return
     table = Table("approval tx", "height", "service", "decision", "path", "reasons")
-    for a in got:
-        table.add_row(a["approval_tx"][:16], str(a["height"]), a["service"], a["decision"],
-                      a["path"], ", ".join(a["reasons"]))
+    try:
+        for a in got:
+            # the node's words as text, never as Rich markup: a reason holding "[/]" ended
+            # the command in a MarkupError traceback, and one could restyle the table
+            table.add_row(*(Text(printable(str(v))) for v in (
+                a["approval_tx"][:16], a["height"], a["service"], a["decision"], a["path"],
+                ", ".join(map(str, a["reasons"])))))
+    except (TypeError, KeyError) as e:
+        _fail(f"{node} did not answer with a list of decisions ({type(e).__name__}: "
+              f"{printable(str(e))[:80]}); is it a node?", 1)
     out.print(table)
 
 

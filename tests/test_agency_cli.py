@@ -869,3 +869,44 @@ def test_the_operator_token_never_follows_a_redirect(files: Path, tmp_path: Path
             server.server_close()
     assert heard == []
     assert not (tmp_path / "x.bin").exists()
+
+
+def test_approvals_shows_a_nodes_words_as_text_not_markup(tmp_path: Path) -> None:
+    """``agency approvals`` gave the node's answer to Rich as markup: a reason holding "[/]"
+    ended the command in a MarkupError traceback (helper round 20G's note), and "[red]" would
+    restyle the table. The words are shown as they are; an answer of another shape is one line
+    and exit 1."""
+    import http.server
+    import threading
+
+    answers = [[{"approval_tx": "ab" * 32, "height": 7, "service": "housing[/]",
+                 "decision": "approved", "path": "standard",
+                 "reasons": ["[bold red]income below[/] limit"]}], [{"height": 7}]]
+
+    class Node(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = json.dumps(answers[0]).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    node = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Node)
+    threading.Thread(target=node.serve_forever, daemon=True).start()
+    env = {**ENV, "LEDGER_OPERATOR_TOKEN": TOKEN}
+    try:
+        url = f"http://127.0.0.1:{node.server_address[1]}"
+        r = _run("agency", "approvals", "--node", url, env=env)
+        assert r.returncode == 0, r.stderr
+        assert "housing[/]" in r.stdout and "[bold red]income below[/] limit" in r.stdout
+        answers.pop(0)
+        r = _run("agency", "approvals", "--node", url, env=env)
+        assert r.returncode == 1 and "did not answer with a list of decisions" in r.stderr
+        assert "Traceback" not in r.stderr, r.stderr
+    finally:
+        node.shutdown()
+        node.server_close()
