@@ -185,7 +185,11 @@ class Approvals:
                                        f"did not verify ({', '.join(failed)})")
             env = Envelope.from_bytes(envelope)
             payload = sdjwt.parse(env.sd_jwt_kb).payload
-            if payload.get("cnf", {}).get("jwk") != holder_jwk:
+            try:  # compared as read: one key in two spellings is the same holder's
+                bound = sdjwt.public_jwk(payload.get("cnf", {}).get("jwk"))
+            except (sdjwt.JwkError, AttributeError, TypeError):
+                bound = None
+            if bound != holder_jwk:
                 raise ApplicationError("every presented credential must be bound to the "
                                        "applicant's holder key")
             kind = pending.request.credential_type
@@ -200,7 +204,7 @@ class Approvals:
               holder_jwk: dict[str, Any]) -> Decided:
         """Verify the answers, decide, commit the approval, issue the approval credential."""
         self._ready(self._rule(service))  # before the answers are opened
-        sdjwt.public_key_from_jwk(holder_jwk)
+        holder_jwk = sdjwt.public_jwk(holder_jwk)  # its one spelling, a key or JwkError
         claims, ids = self._verified(service, answers, holder_jwk)
         store = self.node.store
         # The head and the registry of that very block, read from the store together: reading

@@ -1262,3 +1262,24 @@ def test_a_claim_the_evidence_cannot_record_is_refused_in_words_nothing_decided(
             assert str(odd) not in caplog.text
             assert http.get("/v1/head").json()["log_size"] == size
             assert not list((data / "approvals").glob("*"))
+
+
+def test_an_applicants_holder_key_with_members_it_does_not_read_is_the_same_key(
+        tmp_path: Path) -> None:
+    """The node compared each presented credential's ``cnf.jwk`` with the application's
+    ``holder_jwk`` as text: the same key given with ``alg`` and ``kid`` (as many JWK tools
+    write it) was refused as another holder's (helper round 20V's note). Compared as read,
+    the one spelling of ``sdjwt.public_jwk``; the approval credential is bound to that."""
+    from ledger import sdjwt
+
+    data, wallet = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service, answers = _licence_answers(node, wallet)
+        spelled = {**wallet.holder_jwk(), "alg": "EdDSA", "kid": "my-phone", "use": "sig"}
+        decided = service.apply("business-licence", answers, spelled)
+        assert decided.outcome.decision in ("approved", "rejected")
+        cnf = sdjwt.parse(decided.bundle.sd_jwt).payload["cnf"]["jwk"]
+        assert cnf == sdjwt.public_jwk(wallet.holder_jwk()) == sdjwt.public_jwk(spelled)
+    finally:
+        node.close()
