@@ -2102,6 +2102,11 @@ class _Stay(urllib.request.HTTPRedirectHandler):
 _NO_REDIRECTS = urllib.request.build_opener(_Stay)
 
 
+NODE_ANSWER_MAX = 16 << 20
+"""The most of a node's JSON answer the CLI reads (a hostile node's could be endless), as the
+wallet's ``MAX_ANSWER``."""
+
+
 def _http(url: str, data: bytes | None = None, content_type: str = "",
           headers: dict[str, str] | None = None, *, after: str = "") -> Any:
     """One JSON request to a node (stdlib only: the core imports no web client); ``after`` is
@@ -2112,7 +2117,13 @@ def _http(url: str, data: bytes | None = None, content_type: str = "",
     req = urllib.request.Request(url, data=data, headers=sent)  # noqa: S310 - scheme checked
     try:
         with _NO_REDIRECTS.open(req, timeout=60) as resp:
-            return json.loads(resp.read())
+            body = resp.read(NODE_ANSWER_MAX + 1)
+        if len(body) > NODE_ANSWER_MAX:  # read no further: a node's answer without end
+            _fail(f"the node at {url} answered more than {NODE_ANSWER_MAX >> 20} MiB; is it a "
+                  f"node?{after}")
+        return json.loads(body)
+    except RecursionError:
+        _fail(f"the node at {url} answered JSON nested too deeply; is it a node?{after}")
     except urllib.error.HTTPError as e:
         if 300 <= e.code < 400:
             _fail(f"the node at {url} redirects ({e.code}) to {e.headers.get('Location')!r}: "

@@ -875,17 +875,18 @@ def test_approvals_shows_a_nodes_words_as_text_not_markup(tmp_path: Path) -> Non
     """``agency approvals`` gave the node's answer to Rich as markup: a reason holding "[/]"
     ended the command in a MarkupError traceback (helper round 20G's note), and "[red]" would
     restyle the table. The words are shown as they are; an answer of another shape is one line
-    and exit 1."""
+    and exit 1; so is an answer too large (read no further) or nested too deeply."""
     import http.server
     import threading
 
     answers = [[{"approval_tx": "ab" * 32, "height": 7, "service": "housing[/]",
                  "decision": "approved", "path": "standard",
-                 "reasons": ["[bold red]income below[/] limit"]}], [{"height": 7}]]
+                 "reasons": ["[bold red]income below[/] limit"]}], [{"height": 7}],
+               ["x" * 1024] * (17 << 10), "[" * 100_000 + "]" * 100_000]
 
     class Node(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = json.dumps(answers[0]).encode()
+            body = (answers[0] if isinstance(answers[0], str) else json.dumps(answers[0])).encode()
             self.send_response(200)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
@@ -907,6 +908,11 @@ def test_approvals_shows_a_nodes_words_as_text_not_markup(tmp_path: Path) -> Non
         r = _run("agency", "approvals", "--node", url, env=env)
         assert r.returncode == 1 and "did not answer with a list of decisions" in r.stderr
         assert "Traceback" not in r.stderr, r.stderr
+        for said in ("answered more than 16 MiB", "nested too deeply"):  # read no further
+            answers.pop(0)
+            r = _run("agency", "approvals", "--node", url, env=env)
+            assert r.returncode == 1 and said in r.stderr, r.stderr
+            assert "Traceback" not in r.stderr, r.stderr
     finally:
         node.shutdown()
         node.server_close()
