@@ -33,6 +33,7 @@ from ledger.keys import PublicKey
 from ledger.tx import Tx
 
 __all__ = [
+    "MAX_CREDIT_EVENTS",
     "STATUS_LISTS",
     "STATUS_LIST_SIZE",
     "Credential",
@@ -146,6 +147,14 @@ def credit_events(view: StateView, subject: bytes) -> list[CreditEvent]:
                                               for e in items):
         raise DecodeError("credit events are arrays of 8", "credit")
     return [CreditEvent(*e) for e in items]
+
+MAX_CREDIT_EVENTS = 50_000
+"""Credit events kept about one subject; a new one past them is refused (``too_many_events``).
+Every credit transaction reads and rewrites all its subject's events, and :func:`credit_events`
+reads at most 16 MiB: one event takes at most 290 bytes, withdrawn or not, so 50,000 stay
+readable and each can still be withdrawn. Without a bound, one agency's events about one
+subject could grow a record past what any node reads, and the next transaction about the
+subject would stop every node's block instead of being refused."""
 
 RESERVED_TYPES = frozenset({"approval"})
 """Credential types no operator issues by hand: an approval credential is issued by the node's
@@ -707,6 +716,10 @@ class Machine:
                 raise TxRejected("future_date", f"event date {b['date']} is after block time {t}")
             if b["expiry"] <= b["date"]:
                 raise TxRejected("bad_expiry", "a credit event expires after its date")
+            if len(events) >= MAX_CREDIT_EVENTS:
+                raise TxRejected("too_many_events", f"this subject has {MAX_CREDIT_EVENTS} "
+                                                    "credit events, as many as the ledger "
+                                                    "keeps about one subject")
             events.append(CreditEvent(tx.txid, agency, b["category"], b["points"], b["reason"],
                                       b["date"], b["expiry"], b""))
         self.writes[credit_key(b["subject"])] = codec.encode([e.to_list() for e in events])

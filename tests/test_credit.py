@@ -11,8 +11,10 @@ from test_contracts_world import SECRET, catalogue_agencies, credit_tx, install_
 from contracts import pseudonym, score, summary
 from contracts.catalogue import POLICY, YEAR
 from contracts.errors import ContractError
-from ledger.state import credit_events
-from ledger.tx import make_tx
+from ledger import codec
+from ledger.chain import build_block
+from ledger.state import MAX_CREDIT_EVENTS, credit_events, credit_key
+from ledger.tx import Tx, make_tx
 
 SUBJECT = pseudonym("91440606-MA4W", SECRET)
 
@@ -427,3 +429,51 @@ def test_a_refused_event_is_not_recorded_when_replayed_after_a_grant(world: Any)
     w = credit_tx(ag["market"], SUBJECT, "courts", 0, t, t + YEAR, reason="appeal_upheld",
                   withdraws=first.txid, ts=t)
     assert [e.code for _, e in lg.commit([w], later).rejected] == ["stale"]
+
+
+def test_a_subject_s_credit_events_stop_where_every_node_can_still_read_them(world: Any) -> None:
+    """Each credit transaction reads and rewrites all of its subject's events, and
+    ``credit_events`` reads at most 16 MiB: a record past that could be written but never read
+    again, so the next transaction on the subject would fail on every node (a DecodeError, not
+    a rejection) and its score could not be read. A new event past ``MAX_CREDIT_EVENTS`` is
+    refused; the events already there can still be withdrawn, each of them at its largest."""
+    lg, ag = world
+    market = ag["market"]
+    first = credit_tx(market, SUBJECT, "permits", -10, T0 + DAY, T0 + YEAR)
+    assert not lg.commit([first], T0 + DAY).rejected
+    # the subject's record as MAX_CREDIT_EVENTS events each as large as a body can make it
+    big = [first.txid, "m" * 64, "c" * 64, -1_000_000, "r" * 64, (1 << 40) - 1, 1 << 40, b""]
+    events = [credit_events(lg.store, SUBJECT)[0].to_list()]
+    events += [[n.to_bytes(32, "big"), *big[1:]] for n in range(1, MAX_CREDIT_EVENTS)]
+    full = {credit_key(SUBJECT): codec.encode(events)}
+
+    class Full:
+        def get(self, key: bytes) -> bytes | None:
+            return full[key] if key in full else lg.store.get(key)
+
+    def build(tx: Tx) -> Any:
+        head, reg = lg.store.head, lg.store.registry
+        assert head is not None and reg is not None
+        return build_block(head, reg, Full(), lg.store.frontier, [tx], T0 + 2 * DAY)
+
+    more = credit_tx(market, SUBJECT, "permits", -5, T0 + 2 * DAY, T0 + YEAR)
+    r = build(more)
+    assert [e.code for _, e in r.rejected] == ["too_many_events"]
+    assert r.header is None and r.writes == {}
+    # every event withdrawn (the largest record a subject can have) is still readable
+    withdrawn = [[*e[:7], bytes(32)] for e in events]
+    assert len(codec.encode(withdrawn)) <= 16 << 20
+    full[credit_key(SUBJECT)] = codec.encode(events[:1] + withdrawn[1:])
+    last = credit_tx(market, SUBJECT, "permits", 0, T0 + DAY, T0 + YEAR,
+                     withdraws=first.txid, ts=T0 + 2 * DAY + 1)
+    r = build(last)
+    assert [e.code for _, e in r.rejected] == []
+    assert len(credit_events(_Writes(r.writes), SUBJECT)) == MAX_CREDIT_EVENTS
+
+
+class _Writes:
+    def __init__(self, writes: dict[bytes, bytes]) -> None:
+        self.writes = writes
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.writes.get(key)
