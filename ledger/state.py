@@ -34,6 +34,7 @@ from ledger.tx import Tx
 
 __all__ = [
     "MAX_CREDIT_EVENTS",
+    "MAX_REGISTRY_SIZE",
     "STATUS_LISTS",
     "STATUS_LIST_SIZE",
     "Credential",
@@ -243,6 +244,12 @@ def _credential_record(issuer: str, kind: str, status: str, status_index: int, v
 
 _MEMO_MAX = 4096
 
+MAX_REGISTRY_SIZE = 16 << 20
+"""The most bytes a registry may take: what a node reads back from its store when it opens
+(:meth:`Registry.from_bytes`). A governance transaction that would make it larger is refused
+(``registry_full``): the running nodes would go on, and none of them could open its store
+again after a restart."""
+
 
 class Registry:
     """Agencies, keys with their history, grants, credential types and the quorum.
@@ -311,7 +318,8 @@ class Registry:
     @classmethod
     def from_bytes(cls, data: bytes) -> Registry:
         """A registry from bytes this node wrote (its own store); see :meth:`from_unverified`."""
-        return cls(_keys_from_hex(codec.decode(data, max_size=16 << 20, what="registry")))
+        return cls(_keys_from_hex(codec.decode(data, max_size=MAX_REGISTRY_SIZE,
+                                               what="registry")))
 
     @classmethod
     def from_unverified(cls, data: bytes) -> Registry:
@@ -319,7 +327,7 @@ class Registry:
         checked first, so a malformed one raises DecodeError naming the bad member instead of
         failing later, deep inside a verification. (Whether its contents are *true* is the
         caller's to check: a snapshot's checkpoint must be final under it.)"""
-        raw = codec.decode(data, max_size=16 << 20, what="registry")
+        raw = codec.decode(data, max_size=MAX_REGISTRY_SIZE, what="registry")
         _check_shape(raw)
         return cls(_keys_from_hex(raw))
 
@@ -857,7 +865,13 @@ class Machine:
         if data["quorum"] > len(live):
             raise TxRejected("quorum_unreachable", f"quorum {data['quorum']} > {len(live)} "
                                                    "member agencies that can still sign")
-        self.registry = Registry(data, prev=reg)
+        new = Registry(data, prev=reg)
+        size = len(new.to_bytes())
+        if size > MAX_REGISTRY_SIZE:
+            raise TxRejected("registry_full", f"the registry would take {size} bytes, over the "
+                                              f"{MAX_REGISTRY_SIZE} a node reads back when it "
+                                              "opens its store")
+        self.registry = new
         self.registry_changed = True
 
     def _register_rule(self, data: dict[str, Any], rule: Mapping[str, Any], t: int) -> None:

@@ -19,6 +19,7 @@ from ledger.keys import PrivateKey
 from ledger.network import Agency, demo_agency, genesis_tx, governance_tx, issue_tx, status_tx
 from ledger.state import (
     MAX_BACKDATE,
+    MAX_REGISTRY_SIZE,
     STATUS_LIST_SIZE,
     STATUS_LISTS,
     Credential,
@@ -1463,3 +1464,31 @@ def test_the_first_signature_that_fails_names_the_refusal(lg: LedgerHarness,
                            [reg.issuer_key, OUTSIDER.issuer_key, edu.issuer_key])
     assert reject(lg, retamper(forged_first, 0), T0 + DAY) == "bad_signature"
     assert lg.registry.quorum == 2
+
+
+def test_a_registry_stops_where_a_restarted_node_can_still_read_it(
+        lg: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A node reads its registry back from its store when it opens, at most
+    MAX_REGISTRY_SIZE bytes of it. Governance that made it larger went on in the running nodes,
+    and none of them could open its store again; it is refused, and changes nothing."""
+    reg, edu = agencies["reg"], agencies["edu"]
+
+    def wide(kind: str) -> dict[str, Any]:  # as large as one register_type makes a type
+        return {"id": kind, "title": "t" * 200, "derived": {},
+                "claims": {f"c{n:02d}-" + "x" * 60: "string" for n in range(64)}}
+
+    entry = {k: v for k, v in wide("w-00000").items() if k != "id"} | {"registered": T1}
+    size = len(codec.encode("w-00000")) + len(codec.encode(entry))
+    data = lg.registry.evolve()
+    room = MAX_REGISTRY_SIZE - len(lg.registry.to_bytes()) - 16  # (a larger map header)
+    data["types"] = {**data["types"], **{f"w-{n:05d}": entry for n in range(room // size)}}
+    near = Registry(data)
+    assert MAX_REGISTRY_SIZE - size < len(near.to_bytes()) <= MAX_REGISTRY_SIZE
+    m = Machine(near, _Empty())
+    with pytest.raises(TxRejected) as info:
+        m.apply(lg.gov_tx("register_type", {"type": wide("w-99999")}, [reg, edu]), T1)
+    assert info.value.code == "registry_full"
+    assert m.registry is near and not m.registry_changed and m.writes == {}
+    # a smaller change still fits, and the registry it makes reads back
+    m.apply(lg.gov_tx("register_type", {"type": LICENCE}, [reg, edu]), T1)
+    assert Registry.from_bytes(m.registry.to_bytes()).to_bytes() == m.registry.to_bytes()
