@@ -31,6 +31,7 @@ __all__ = [
     "SignatureError",
     "StoreError",
     "TxRejected",
+    "damaged",
 ]
 
 
@@ -85,3 +86,11 @@ class StoreError(LedgerError):
 
 class OrderingError(LedgerError):
     """The orderer is not running or a block could not be made durable."""
+
+
+def damaged(what: str, e: Exception | None, fails: str = "does not decode") -> str:
+    """A record of this store's own that does not decode (or verify), said as the store's
+    damage (HTTP 503, not a client's 400), with what the operator does about it."""
+    why = "" if e is None else f" ({e})"
+    return (f"{what} {fails}{why}: this node's store is damaged; its operator should stop "
+            "the node and run `ledger audit` on its data folder, which names what is damaged")

@@ -28,7 +28,14 @@ from typing import Any, Protocol
 
 from ledger import codec
 from ledger.checkpoint import MAX_SIGNATURES
-from ledger.errors import DecodeError, LedgerError, SignatureError, TxRejected
+from ledger.errors import (
+    DecodeError,
+    LedgerError,
+    SignatureError,
+    StoreError,
+    TxRejected,
+    damaged,
+)
 from ledger.keys import PublicKey
 from ledger.tx import Tx
 
@@ -143,10 +150,16 @@ def credit_events(view: StateView, subject: bytes) -> list[CreditEvent]:
     raw = view.get(credit_key(subject))
     if raw is None:
         return []
-    items = codec.decode(raw, max_size=16 << 20, what="credit events")
+    # this store's own record, as apply wrote it: one that does not decode is the store's
+    # damage (503, the audit to run), not the caller's malformed input (a 400 of codec words)
+    try:
+        items = codec.decode(raw, max_size=16 << 20, what="credit events")
+    except DecodeError as e:
+        raise StoreError(damaged("the stored credit events of a subject", e)) from e
     if not isinstance(items, list) or not all(isinstance(e, list) and len(e) == 8
                                               for e in items):
-        raise DecodeError("credit events are arrays of 8", "credit")
+        raise StoreError(damaged("the stored credit events of a subject", None,
+                                 "are not arrays of 8"))
     return [CreditEvent(*e) for e in items]
 
 MAX_CREDIT_EVENTS = 50_000

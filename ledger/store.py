@@ -42,7 +42,7 @@ from ledger.chain import (
     txid_key,
 )
 from ledger.checkpoint import SignedCheckpoint
-from ledger.errors import CheckpointError, DecodeError, StoreError
+from ledger.errors import CheckpointError, DecodeError, StoreError, damaged
 from ledger.finality import checkpoint_block
 from ledger.state import STATUS_LIST_SIZE, Credential, Registry, credential_key
 from ledger.tx import STATUSES, Tx
@@ -161,14 +161,6 @@ def open_error(path: Path, e: plyvel.Error) -> str:
                 "backup (`ledger import`) or let the node catch up from its peers into a new "
                 "folder. Nothing was changed")
     return f"cannot open store at {path}: {why}"
-
-
-def damaged(what: str, e: Exception | None, fails: str = "does not decode") -> str:
-    """A record of this store's own that does not decode (or verify), said as the store's
-    damage (HTTP 503, not a client's 400), with what the operator does about it."""
-    why = "" if e is None else f" ({e})"
-    return (f"{what} {fails}{why}: this node's store is damaged; its operator should stop "
-            "the node and run `ledger audit` on its data folder, which names what is damaged")
 
 
 def _elsewhere(issuer: str, kind: str, index: int) -> str:

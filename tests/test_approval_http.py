@@ -1283,3 +1283,29 @@ def test_an_applicants_holder_key_with_members_it_does_not_read_is_the_same_key(
         assert cnf == sdjwt.public_jwk(wallet.holder_jwk()) == sdjwt.public_jwk(spelled)
     finally:
         node.close()
+
+
+def test_a_damaged_stored_credit_record_is_said_as_the_store_s_damage(tmp_path: Path) -> None:
+    """A subject's credit events record altered on disk while the node was stopped: withdrawing
+    one of its events answered 400 with the codec's words, as if the operator had sent something
+    malformed. It is this node's own record: 503 naming the damaged record and the audit to
+    run, with no claim value in it, and nothing is recorded (helper round 21S)."""
+    from test_api import _damage
+
+    from ledger.state import credit_events, credit_key
+
+    data, _ = prepare(tmp_path)
+    subject = pseudonym(REG_NO, SECRET)
+    with Store(data / "ledger", create=False) as store:
+        [event] = credit_events(store, subject)
+    _damage(data, credit_key(subject), lambda v: v[:-3])
+    app = _market_app(data)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        size = http.get("/v1/head").json()["log_size"]
+        r = http.post("/v1/credit/events", headers=AUTH, json={
+            "subject": REG_NO, "reason": "filed-in-error", "withdraws": event.txid.hex()})
+        assert r.status_code == 503, r.text
+        said = r.json()["detail"]
+        assert "credit events" in said and "store is damaged" in said, said
+        assert "ledger audit" in said and REG_NO not in said, said
+        assert http.get("/v1/head").json()["log_size"] == size
