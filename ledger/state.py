@@ -663,7 +663,11 @@ class Machine:
 
     def credential(self, credential_id: bytes) -> Credential | None:
         raw = self.get(credential_key(credential_id))
-        return None if raw is None else Credential.from_bytes(credential_id, raw)
+        try:
+            return None if raw is None else Credential.from_bytes(credential_id, raw)
+        except DecodeError as e:  # the store's record (apply writes only valid ones): damaged
+            raise StoreError(damaged(f"the stored record of credential {credential_id.hex()}",
+                                     e)) from e
 
     def apply(self, tx: Tx, t: int, *, signatures_checked: bool = False) -> None:
         """Validate ``tx`` at block time ``t`` and record its effects, or raise TxRejected.

@@ -2943,3 +2943,31 @@ def test_the_chain_routes_take_their_bounds_and_refuse_one_past(http: httpx.Clie
         r = http.get(path, params=params)
         assert r.status_code == 422, (path, params, r.text)
         assert name in r.text, (path, params, r.text)
+
+
+def test_a_status_change_of_a_credential_whose_stored_record_is_damaged_is_refused_in_words(
+        tmp_path: Path) -> None:
+    """The record of a credential altered on disk while the node was stopped: a status change
+    of it stopped the block writer with the codec's words ("credential: not canonical
+    msgpack"), naming neither the record nor the store. It is said as this node's store damaged
+    (503 naming the record and the audit to run), and nothing is recorded (helper round 21S).
+    The writer still stops, as for any damage it meets (the node takes nothing until
+    restarted)."""
+    from ledger.state import credential_key
+
+    data = make_demo(tmp_path / "demo-data")
+    with serve(create_app(settings_for(data), clock=lambda: T0 + 3600,
+                          passphrase=PASS)) as url, \
+            httpx.Client(base_url=url, timeout=60) as c:
+        _, cid = _issue(c, PrivateKey.generate())
+    _damage(data, credential_key(bytes.fromhex(cid)), lambda v: v[:-3])
+    with serve(create_app(settings_for(data), clock=lambda: T0 + 3600,
+                          passphrase=PASS)) as url, \
+            httpx.Client(base_url=url, timeout=60) as c:
+        size = c.get("/v1/head").json()["log_size"]
+        r = c.post(f"/v1/credentials/{cid}/status", headers=AUTH,
+                   json={"status": "revoked", "reason": "x"})
+        assert r.status_code == 503, r.text
+        said = r.json()["detail"]
+        assert f"credential {cid}" in said and "store is damaged" in said, said
+        assert c.get("/v1/head").json()["log_size"] == size
