@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import queue
+import socket
 import ssl
 import struct
 import threading
@@ -304,14 +305,22 @@ class PeerHttp:
             ctx = ssl.create_default_context(cafile=verify)
         else:
             ctx = verify
-        self._client = httpx.Client(verify=ctx, timeout=30.0)
+        self._client = self._new(ctx)
+
+    @staticmethod
+    def _new(ctx: ssl.SSLContext | bool) -> httpx.Client:
+        # No connection kept between answers: each answer's own connection is the one its
+        # deadline can cut (EtcdOrderer._peer_get); catch-up asks for thousands of blocks at
+        # once, so a handshake per answer costs little
+        return httpx.Client(verify=ctx, timeout=30.0,
+                            limits=httpx.Limits(max_keepalive_connections=0))
 
     def client(self) -> httpx.Client:
         tls = self._tls
         if tls is not None and (stamp := tls.crl_stamp()) != self._seen:
             self._seen = stamp  # one warning per change of the file, not one per request
             try:
-                fresh = httpx.Client(verify=tls.peer_context(), timeout=30.0)
+                fresh = self._new(tls.peer_context())
             except (OSError, ssl.SSLError) as e:
                 log.warning("the revocation list %s changed but does not load (%s); peers are "
                             "still checked against the one read before", tls.crl, e)
@@ -1565,14 +1574,39 @@ class EtcdOrderer:
         (else SyncError): a peer's endless or byte-by-byte answer does not hold this node."""
         deadline = _time.monotonic() + PEER_READ_DEADLINE
         body = bytearray()
-        with self._peers_http.client().stream("GET", url, params=params) as r:
-            r.raise_for_status()
-            for chunk in r.iter_bytes():
-                body += chunk
-                if len(body) > cap:
-                    raise SyncError(f"{url} answered more than {cap} bytes")
-                if _time.monotonic() > deadline:
-                    raise SyncError(f"{url} took over {PEER_READ_DEADLINE:.0f} s to answer")
+        streams: list[Any] = []  # this answer's connection, as it is made (and wrapped in TLS)
+
+        def made(event: str, info: dict[str, Any]) -> None:
+            if event in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+                streams.append(info.get("return_value"))
+
+        def cut() -> None:
+            # The status line and headers are read before the body, each read bounded alone:
+            # a peer sending them a byte at a time held this node for days. At the deadline
+            # the socket is shut down, and the read waiting on it ends.
+            for stream in streams:
+                with contextlib.suppress(Exception):
+                    stream.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
+
+        watchdog = threading.Timer(PEER_READ_DEADLINE, cut)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            with self._peers_http.client().stream("GET", url, params=params,
+                                                  extensions={"trace": made}) as r:
+                r.raise_for_status()
+                for chunk in r.iter_bytes():
+                    body += chunk
+                    if len(body) > cap:
+                        raise SyncError(f"{url} answered more than {cap} bytes")
+                    if _time.monotonic() > deadline:
+                        raise SyncError(f"{url} took over {PEER_READ_DEADLINE:.0f} s to answer")
+        except httpx.TransportError as e:
+            if _time.monotonic() > deadline:
+                raise SyncError(f"{url} took over {PEER_READ_DEADLINE:.0f} s to answer") from e
+            raise
+        finally:
+            watchdog.cancel()
         return bytes(body)
 
     def _headers_from(self, peer: str, target: int, target_hash: bytes) -> list[bytes]:
