@@ -109,6 +109,7 @@ __all__ = [
     "KbSignatureError",
     "KeyBindingError",
     "MalformedError",
+    "MemberTwice",
     "NotYetValidError",
     "SignatureInvalid",
     "SigningKey",
@@ -126,6 +127,7 @@ __all__ = [
     "jws_algs",
     "jws_sign",
     "jws_verify",
+    "members_once",
     "no_lone_surrogates",
     "parse",
     "parse_jws_header",
@@ -347,13 +349,19 @@ def _b64d(text: object, what: str, err: type[VerificationError] = EncodingError)
                   f"[A-Za-z0-9_-]") from e
 
 
-def _object_no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+class MemberTwice(ValueError):
+    """A JSON object names a member twice (:func:`members_once`)."""
+
+
+def members_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's members (``object_pairs_hook``), :class:`MemberTwice` if one is named
+    twice: Python's reader keeps the last, another reader may take the first."""
     obj = dict(pairs)
     if len(obj) != len(pairs):
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                raise ValueError(f"duplicate member name {_show(key)}")
+                raise MemberTwice(f"duplicate member name {_show(key)}")
             seen.add(key)
     return obj
 
@@ -373,7 +381,7 @@ def _finite_float(text: str) -> float:
 
 
 _DECODER: Final = json.JSONDecoder(
-    object_pairs_hook=_object_no_duplicates, parse_constant=_reject_constant,
+    object_pairs_hook=members_once, parse_constant=_reject_constant,
     parse_float=_finite_float
 )
 # The C scanner behind JSONDecoder.decode, minus its whitespace regex (the fast path of _json).

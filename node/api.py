@@ -40,6 +40,7 @@ from ledger.foreign import TrustList, read_status_tokens
 from ledger.network import free_text_reason, rule_cost_of, rule_text_problem
 from ledger.ordering import Receipt
 from ledger.presentation import Bundle, Report
+from ledger.sdjwt import MemberTwice, members_once
 from ledger.state import MAX_BACKDATE
 from ledger.tx import Tx
 from node.config import Settings
@@ -397,21 +398,6 @@ def _binary(media: str) -> dict[int | str, dict[str, Any]]:
             **dict.fromkeys((400, 404, 413, 429, 503), error)}
 
 
-class _MemberTwice(ValueError):
-    pass
-
-
-def _members_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj = dict(pairs)
-    if len(obj) != len(pairs):
-        seen: set[str] = set()
-        for name, _ in pairs:
-            if name in seen:
-                raise _MemberTwice(f"the member name {name[:40]!r} appears twice in one object")
-            seen.add(name)
-    return obj
-
-
 class _OneReadingRequest(Request):
     """A request whose JSON body has one reading: a member named twice in an object is
     refused, where Python's reader keeps the last (a proxy or a log reading the first would
@@ -421,8 +407,8 @@ class _OneReadingRequest(Request):
         if not hasattr(self, "_json"):
             body = await self.body()
             try:
-                self._json = json.loads(body, object_pairs_hook=_members_once)
-            except _MemberTwice as e:  # FastAPI's 422 for a body that is no JSON, in words
+                self._json = json.loads(body, object_pairs_hook=members_once)
+            except MemberTwice as e:  # FastAPI's 422 for a body that is no JSON, in words
                 raise json.JSONDecodeError(str(e), "", 0) from e
         return self._json
 

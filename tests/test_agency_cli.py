@@ -884,17 +884,11 @@ def test_approvals_shows_a_nodes_words_as_text_not_markup(tmp_path: Path) -> Non
                  "reasons": ["[bold red]income below[/] limit"]}], [{"height": 7}],
                ["x" * 1024] * (17 << 10), "[" * 100_000 + "]" * 100_000]
 
-    class Node(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = (answers[0] if isinstance(answers[0], str) else json.dumps(answers[0])).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    from test_demo_serve import _JsonNode
 
-        def log_message(self, *_: object) -> None:
-            pass
+    class Node(_JsonNode):
+        def body(self) -> bytes:
+            return (answers[0] if isinstance(answers[0], str) else json.dumps(answers[0])).encode()
 
     node = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Node)
     threading.Thread(target=node.serve_forever, daemon=True).start()

@@ -1005,7 +1005,7 @@ def test_a_json_member_named_twice_is_refused_not_read_as_the_last(
     r = http.post(path, content=body, headers={"content-type": "application/json"})
     assert r.status_code == 422, r.text
     said = r.json()["detail"][0]
-    assert said["type"] == "json_invalid" and "appears twice" in said["ctx"]["error"], r.text
+    assert said["type"] == "json_invalid" and "duplicate member name" in said["ctx"]["error"]
     assert len(live.app.state.node._requests) == before
 
 

@@ -164,6 +164,21 @@ def test_apply_get_credential_present_it(tmp_path: Path) -> None:
         # An approval credential no decision backs (anchored by hand, as an agency holding
         # the approval grant could): a verifier with the ledger refuses it (ADR 43).
         node = app.state.node
+
+        def refused_at_the_desk(forged: Any, claims: list[str]) -> list[tuple[str, str]]:
+            """The failed checks of ``forged`` received and presented for ``claims``: the
+            first is the approval decision's."""
+            got_fake = wallet.receive(forged.to_bytes(), registry=node._registry(), now=NOW)
+            req = http.post("/v1/presentation-requests", json={
+                "type": "approval", "claims": claims}).json()
+            env = wallet.present(got_fake.id, Request.from_json(
+                {k: req[k] for k in ("nonce", "audience", "type", "claims")}), now=NOW)
+            report = http.post("/v1/verify", json={"nonce": req["nonce"],
+                                                   "envelope": b64url(env)}).json()
+            failed = [(c["check"], c["detail"]) for c in report["checks"] if not c["ok"]]
+            assert not report["verified"] and failed[0][0] == "approval_decision", report
+            return failed
+
         for fake, why in (
                 ({"service": "elderly-allowance", "approval_tx": decision["approval_tx"]},
                  "the credential says service 'elderly-allowance'"),
@@ -176,15 +191,7 @@ def test_apply_get_credential_present_it(tmp_path: Path) -> None:
                 "decision": "approved", "path": "standard", "rule_version": "x",
                 "reasons": "eligible", "documents": "none", "decided_on": "2026-01-01",
                 **fake}, wallet.holder_jwk(), 30)
-            got_fake = wallet.receive(forged.to_bytes(), registry=node._registry(), now=NOW)
-            req = http.post("/v1/presentation-requests", json={
-                "type": "approval", "claims": ["decision"]}).json()
-            env = wallet.present(got_fake.id, Request.from_json(
-                {k: req[k] for k in ("nonce", "audience", "type", "claims")}), now=NOW)
-            report = http.post("/v1/verify", json={"nonce": req["nonce"],
-                                                   "envelope": b64url(env)}).json()
-            failed = [(c["check"], c["detail"]) for c in report["checks"] if not c["ok"]]
-            assert not report["verified"] and failed[0][0] == "approval_decision", report
+            failed = refused_at_the_desk(forged, ["decision"])
             assert why in failed[0][1]
         # ... and one naming this very decision, its path, reasons and rule, but not the
         # documents its rule still requires on that path (helper round 20A)
@@ -193,15 +200,7 @@ def test_apply_get_credential_present_it(tmp_path: Path) -> None:
             "rule_version": decision["rule_hash"], "reasons": "licensed,good_credit",
             "documents": "none", "decided_on": "2025-06-16",
             "approval_tx": decision["approval_tx"]}, wallet.holder_jwk(), 30)
-        got_fake = wallet.receive(forged.to_bytes(), registry=node._registry(), now=NOW)
-        req = http.post("/v1/presentation-requests", json={
-            "type": "approval", "claims": ["path", "reasons", "documents"]}).json()
-        env = wallet.present(got_fake.id, Request.from_json(
-            {k: req[k] for k in ("nonce", "audience", "type", "claims")}), now=NOW)
-        report = http.post("/v1/verify", json={"nonce": req["nonce"],
-                                               "envelope": b64url(env)}).json()
-        failed = [(c["check"], c["detail"]) for c in report["checks"] if not c["ok"]]
-        assert not report["verified"] and failed[0][0] == "approval_decision", report
+        failed = refused_at_the_desk(forged, ["path", "reasons", "documents"])
         assert "the credential says documents 'none'" in failed[0][1], failed
         # the agency lists and explains its decision
         assert http.get("/v1/approvals").status_code == 401

@@ -54,7 +54,8 @@ def _apply_at(handler: type[http.server.BaseHTTPRequestHandler], env: dict[str, 
 
 
 class _JsonNode(http.server.BaseHTTPRequestHandler):
-    """A made-up node: every POST gets ``answer()`` as JSON (``body()``: its bytes)."""
+    """A made-up node: every POST (and GET) gets ``answer()`` as JSON (``body()``: its
+    bytes)."""
 
     def answer(self) -> dict[str, object]:
         raise NotImplementedError
@@ -73,6 +74,8 @@ class _JsonNode(http.server.BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    do_GET = do_POST  # noqa: N815 - the handler name http.server calls
 
     def log_message(self, *_: object) -> None:
         pass
