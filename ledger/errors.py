@@ -31,8 +31,7 @@ __all__ = [
     "SignatureError",
     "StoreError",
     "TxRejected",
-    "damaged",
-]
+]  # error classes only (tests/test_exports.py); ``damaged`` words a StoreError's message
 
 
 class LedgerError(Exception):
