@@ -655,20 +655,15 @@ class EtcdOrderer:
                 self._write_taken()  # etcd takes our writes (again)
                 self._wake.set()
                 return
-            except NoSpace as e:
-                # The alarm lasts until the operator acts (minutes at least): these are not
-                # kept to be put at once when it clears, nor retried meanwhile.
+            except (NoSpace, CounterBehind) as e:
+                # Either lasts until the operator acts (an alarm raised; a counter behind its
+                # batch keys, nothing written): refused at once, not kept to be put later nor
+                # retried for submit_timeout and then said "not confirmed" (it may be ordered
+                # yet), which it cannot be. A NOSPACE refusal says when to come back.
                 self._write_failed(e)
                 self.stats.last_error = str(e)
-                self._fail([f for _, f in items], NoSpace(self._nospace_refusal()))
-                return
-            except CounterBehind as e:
-                # Nothing was written, and nothing will be until the operator mends etcd:
-                # refused at once in its own words, not retried for submit_timeout and then
-                # said to be "not confirmed" (it may be ordered yet), which it cannot be.
-                self._write_failed(e)
-                self.stats.last_error = str(e)
-                self._fail([f for _, f in items], e)
+                self._fail([f for _, f in items],
+                           NoSpace(self._nospace_refusal()) if isinstance(e, NoSpace) else e)
                 return
             except OrderingError as e:
                 self._write_failed(e)

@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -794,6 +794,36 @@ def test_a_report_lists_its_first_findings_and_counts_the_rest(
     assert f"EQUIVOCATION … and {below - 2} more not listed" in said
 
 
+def _audited_holding(copy: Path, arc: Path, monkeypatch: pytest.MonkeyPatch,
+                     every: Callable[[int], tuple[bytes, ...]], last: tuple[bytes, ...],
+                     measure: Callable[[dict[int, list[SignedCheckpoint]]], int]
+                     ) -> tuple[AuditReport, list[int], int]:
+    """The audit of ``copy``'s export with ``every(height)`` added to each block record after
+    block 0 and ``last`` to the last one, written to ``arc``: its report, ``measure`` of the
+    checkpoints the audit held for equivocation after each block, and how many records."""
+    import ledger.audit as audit_module
+
+    header, recs = _exported(copy)
+    recs = [BlockRecord(r.height, r.unverified_header, r.unverified_txs,
+                        (*r.unverified_checkpoints, *every(r.height))
+                        if r.height else r.unverified_checkpoints) for r in recs]
+    r = recs[-1]
+    recs[-1] = BlockRecord(r.height, r.unverified_header, r.unverified_txs,
+                           (*r.unverified_checkpoints, *last))
+    with arc.open("wb") as f:
+        write_archive(f, header.network, header.log_size, recs)
+    held: list[int] = []
+    real = audit_module._equivocations
+
+    def measuring(report: AuditReport, replayer: Any, rec: BlockRecord,
+                  by_size: dict[int, list[SignedCheckpoint]]) -> None:
+        real(report, replayer, rec, by_size)
+        held.append(measure(by_size))
+
+    monkeypatch.setattr(audit_module, "_equivocations", measuring)
+    return audit(arc, now=T0, workers=0), held, len(recs)
+
+
 def test_checkpoints_of_sizes_the_log_never_reaches_are_not_held(
         copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The audit holds checkpoints only until the log passes their size, to compare them for
@@ -801,35 +831,16 @@ def test_checkpoints_of_sizes_the_log_never_reaches_are_not_held(
     such unsigned ones in every block record grew the auditor's memory with the chain; a
     checkpoint no key in force signed, or one already held, is no evidence to keep. A
     validly signed stray one is still kept, and its equivocation still found."""
-    import ledger.audit as audit_module
-
-    header, recs = _exported(copy)
     bogus = tuple(Checkpoint("changsheng-demo", (1 << 40) + i, bytes([i]) * 32)
                   .sign("edu", PrivateKey(b"\x07" * 32)).to_text().encode() for i in range(12))
     later = (1 << 40) + 99  # a size the log never reaches, signed by the real edu node key
     ours = Checkpoint("changsheng-demo", later, b"\x01" * 32).sign("edu", _node_key(copy, "edu"))
     theirs = Checkpoint("changsheng-demo", later, b"\x02" * 32).sign("edu",
                                                                      _node_key(copy, "edu"))
-    recs = [BlockRecord(r.height, r.unverified_header, r.unverified_txs,
-                        (*r.unverified_checkpoints, *bogus, ours.to_text().encode())
-                        if r.height else r.unverified_checkpoints) for r in recs]
-    r = recs[-1]
-    recs[-1] = BlockRecord(r.height, r.unverified_header, r.unverified_txs,
-                           (*r.unverified_checkpoints, theirs.to_text().encode()))
-    arc = tmp_path / "strays.arc"
-    with arc.open("wb") as f:
-        write_archive(f, header.network, header.log_size, recs)
-    held: list[int] = []
-    real = audit_module._equivocations
-
-    def counting(report: AuditReport, replayer: Any, rec: BlockRecord,
-                 by_size: dict[int, list[SignedCheckpoint]]) -> None:
-        real(report, replayer, rec, by_size)
-        held.append(sum(len(v) for v in by_size.values()))
-
-    monkeypatch.setattr(audit_module, "_equivocations", counting)
-    report = audit(arc, now=T0, workers=0)
-    assert not report.clean and report.blocks_checked == len(recs)
+    report, held, n = _audited_holding(
+        copy, tmp_path / "strays.arc", monkeypatch, lambda _: (*bogus, ours.to_text().encode()),
+        (theirs.to_text().encode(),), lambda by_size: sum(len(v) for v in by_size.values()))
+    assert not report.clean and report.blocks_checked == n
     assert max(held) <= 3, held  # the block's own, and the one signed stray; not 12 per block
     assert [e.size for e in report.equivocations] == [later]
 
@@ -844,9 +855,6 @@ def test_checkpoints_held_for_equivocation_keep_no_line_a_node_key_cannot_have_m
     Ed25519 signature by a name no longer than an agency id)."""
     import base64
 
-    import ledger.audit as audit_module
-
-    header, recs = _exported(copy)
     junk = f"— ghost {base64.b64encode(bytes(4 + 4096)).decode()}\n".encode()
 
     def padded(size: int, root: bytes) -> bytes:
@@ -854,30 +862,17 @@ def test_checkpoints_held_for_equivocation_keep_no_line_a_node_key_cannot_have_m
         return cp.to_text().encode() + junk
 
     later = 1 << 40  # sizes the log never reaches, signed by the real edu node key
-    recs = [BlockRecord(r.height, r.unverified_header, r.unverified_txs,
-                        (*r.unverified_checkpoints, padded(later + r.height, b"\x01" * 32))
-                        if r.height else r.unverified_checkpoints) for r in recs]
-    r = recs[-1]
-    recs[-1] = BlockRecord(r.height, r.unverified_header, r.unverified_txs,
-                           (*r.unverified_checkpoints, padded(later + 1, b"\x02" * 32)))
-    arc = tmp_path / "padded.arc"
-    with arc.open("wb") as f:
-        write_archive(f, header.network, header.log_size, recs)
-    held: list[int] = []
-    real = audit_module._equivocations
-
-    def weighing(report: AuditReport, replayer: Any, rec: BlockRecord,
-                 by_size: dict[int, list[SignedCheckpoint]]) -> None:
-        real(report, replayer, rec, by_size)
-        held.append(max((len(s.signature) for v in by_size.values() for c in v
-                         for s in c.signatures), default=0))
-
-    monkeypatch.setattr(audit_module, "_equivocations", weighing)
-    report = audit(arc, now=T0, workers=0)
-    assert not report.clean and report.blocks_checked == len(recs)
+    report, held, n = _audited_holding(
+        copy, tmp_path / "padded.arc", monkeypatch,
+        lambda height: (padded(later + height, b"\x01" * 32),),
+        (padded(later + 1, b"\x02" * 32),),
+        lambda by_size: max((len(s.signature) for v in by_size.values() for c in v
+                             for s in c.signatures), default=0))
+    assert not report.clean and report.blocks_checked == n
     assert max(held) == 64, held
     eq, = report.equivocations  # still found
     assert eq.size == later + 1 and "ghost" not in eq.note_a + eq.note_b
+
 
 def test_signed_statement(demo: Path) -> None:
     report = audit(demo, now=T0)
