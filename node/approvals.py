@@ -15,6 +15,7 @@ record; the node turns the identifier into the keyed pseudonym with the network 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 import time as _time
@@ -27,7 +28,7 @@ from contracts.catalogue import APPROVAL_TYPE, IDENTITY
 from contracts.errors import ApplicationError
 from contracts.rules import CelEngine, CompiledRule, Outcome
 from ledger import codec, sdjwt
-from ledger.errors import LedgerError, StoreError, TxRejected
+from ledger.errors import DecodeError, LedgerError, StoreError, TxRejected, damaged
 from ledger.files import write_atomic
 from ledger.network import reason_code_problem
 from ledger.ordering import Receipt
@@ -39,6 +40,8 @@ from ledger.tx import Tx, make_tx
 from node.service import CREDIT_SECRET_FILE, Node, NotFound, PendingRequest
 
 _log = logging.getLogger("node.approvals")
+_RECORD_NAME = re.compile(r"[0-9]{12,}-([0-9a-f]{64})\.ev")
+"""A filed record's name: its decision's log index and transaction id (:meth:`Approvals._keep`)."""
 
 CREDIT_RECORD = "credit record"
 """The purpose of a request ``POST /v1/credit/requests`` opens: its answer reads the proven
@@ -391,22 +394,39 @@ class Approvals:
         return sorted(self.folder.glob("*.ev")) if self.folder.exists() else []
 
     def list(self) -> list[dict[str, Any]]:
-        """Every decision this node made, oldest first (no claim values)."""
-        out = []
+        """Every decision this node made, oldest first (no claim values). A record that cannot
+        be read is listed as damaged (its file, its decision's id when the name holds one, and
+        what is wrong), and the others still are: one record damaged on disk, or a stray file,
+        hid every decision."""
+        out: list[dict[str, Any]] = []
         for p in self._records():
-            rec = self._open(p)
-            b = Tx.from_bytes(rec["tx"]).body
-            out.append({"approval_tx": p.stem.split("-", 1)[1], "index": rec["index"],
-                        "height": rec["height"], "service": b["service"],
-                        "rule_hash": b["rule_hash"].hex(), "decision": b["decision"],
-                        "path": b["path"], "reasons": b["reasons"], "ts": b["ts"]})
+            named = _RECORD_NAME.fullmatch(p.name)
+            try:
+                rec = self._open(p)
+                b = Tx.from_bytes(rec["tx"]).body
+                if named is None:
+                    raise DecodeError("its name is not <index>-<transaction id>.ev")
+                out.append({"approval_tx": named[1], "index": rec["index"],
+                            "height": rec["height"], "service": b["service"],
+                            "rule_hash": b["rule_hash"].hex(), "decision": b["decision"],
+                            "path": b["path"], "reasons": b["reasons"], "ts": b["ts"]})
+            except (OSError, LedgerError, KeyError, TypeError, AttributeError) as e:
+                why = str(e) if isinstance(e, LedgerError) else type(e).__name__
+                out.append({"file": p.name, "damaged": damaged(
+                    f"approval record {p.name}", None, f"cannot be read ({why})")}
+                    | ({} if named is None else {"approval_tx": named[1]}))
         return out
 
     def record(self, txid: str) -> tuple[Tx, bytes, dict[str, Any]]:
         for p in self._records():
             if p.stem.endswith(txid):
-                rec = self._open(p)
-                return Tx.from_bytes(rec["tx"]), rec["evidence"], rec
+                try:
+                    rec = self._open(p)
+                    return Tx.from_bytes(rec["tx"]), rec["evidence"], rec
+                except (DecodeError, KeyError, TypeError) as e:  # its own record: not a 400
+                    why = str(e) if isinstance(e, LedgerError) else type(e).__name__
+                    raise StoreError(damaged(f"approval record {p.name}", None,
+                                             f"cannot be read ({why})")) from e
         raise NotFound(f"this node made no approval {txid}")
 
     def explain(self, txid: str) -> dict[str, Any]:

@@ -1308,3 +1308,54 @@ def test_a_damaged_stored_credit_record_is_said_as_the_store_s_damage(tmp_path: 
         assert "credit events" in said and "store is damaged" in said, said
         assert "ledger audit" in said and REG_NO not in said, said
         assert http.get("/v1/head").json()["log_size"] == size
+
+
+def test_one_damaged_approval_record_is_listed_as_damaged_and_the_others_are_listed(
+        tmp_path: Path) -> None:
+    """The listing of an agency's decisions opened every record, and one record damaged on disk
+    (or a stray file named ``*.ev``) failed the whole of it: no decision listed at all. Each
+    record that cannot be read is listed as damaged, by its file's name and what is wrong (no
+    claim value), and the others as before; the operator's table says it too."""
+    from test_api import TOKEN
+    from typer.testing import CliRunner
+
+    from ledger.cli import agency_app
+    from node.approvals import Approvals
+
+    data, wallet = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service = Approvals(node)
+        decided = []
+        for _ in range(2):
+            pending = service.open_application("business-licence", "https://market.example")
+            decided.append(service.apply("business-licence",
+                                         wallet.answer([p.request for p in pending], now=NOW),
+                                         wallet.holder_jwk()).approval.txid.hex())
+    finally:
+        node.close()
+    folder = data / "approvals"
+    [broken] = folder.glob(f"*-{decided[0]}.ev")
+    broken.write_bytes(broken.read_bytes()[:-5])
+    (folder / "notes.ev").write_bytes(b"not a record")
+    with serve(_market_app(data)) as url, httpx.Client(base_url=url, timeout=60) as http:
+        r = http.get("/v1/approvals", headers=AUTH)
+        assert r.status_code == 200, r.text
+        listed = r.json()
+        good = [a for a in listed if "damaged" not in a]
+        assert [a["approval_tx"] for a in good] == [decided[1]]
+        assert good[0]["service"] == "business-licence" and good[0]["decision"] == "approved"
+        bad = {a["file"]: a for a in listed if "damaged" in a}
+        assert sorted(bad) == sorted([broken.name, "notes.ev"])
+        assert bad[broken.name]["approval_tx"] == decided[0]
+        assert "notes.ev" in bad["notes.ev"]["damaged"] and "approval_tx" not in bad["notes.ev"]
+        assert REG_NO not in r.text and "Lingnan" not in r.text
+        why = http.get(f"/v1/approvals/{decided[0]}/explain", headers=AUTH)  # its own record:
+        assert why.status_code == 503, why.text  # the store's damage, not the operator's 400
+        assert "store is damaged" in why.json()["detail"] and broken.name in why.text
+        assert http.get(f"/v1/approvals/{decided[1]}/explain", headers=AUTH).status_code == 200
+        out = CliRunner().invoke(agency_app, ["approvals", "--node", url],
+                                 env={"LEDGER_OPERATOR_TOKEN": TOKEN, "COLUMNS": "200"})
+        assert out.exit_code == 0, out.output
+        assert decided[1][:16] in out.output and "approved" in out.output
+        assert out.output.count("damaged") >= 2 and "notes.ev" in out.output, out.output
