@@ -122,7 +122,7 @@ from ledger.presentation import (
     with_implied_claims,
 )
 from ledger.sealed import EVIDENCE_PASSPHRASE_ENV
-from ledger.state import Registry, index_key
+from ledger.state import Registry, RuleEngineMissing, index_key, registry_after
 from ledger.statuslist import StatusList
 from ledger.store import Store
 from ledger.tx import GOV_ACTIONS, MAX_SIGS, Tx, make_tx
@@ -2370,6 +2370,8 @@ class _GovView:
     """Each key's role (node or issuer), by key id."""
     agencies: dict[str, bool]
     """Every agency the registry has held, and whether it is a member (not removed)."""
+    registry: Registry | None = None
+    """The registry itself, read from ``--data`` (a node's answers do not hold all of it)."""
 
 
 def _gov_view(data: Path | None, node: str | None) -> _GovView:
@@ -2405,7 +2407,7 @@ def _gov_view(data: Path | None, node: str | None) -> _GovView:
                                   if reg.key_valid(kid, now, "issuer")
                                   and reg.agency_current(a, now)),
                         {kid: k["role"] for a in reg.agencies() for kid, k in reg.keys_of(a)},
-                        {a: v["removed"] is None for a, v in reg.agencies().items()})
+                        {a: v["removed"] is None for a, v in reg.agencies().items()}, reg)
 
 
 def _read_proposal(path: Path, view: _GovView) -> tuple[Tx, list[Signer]]:
@@ -2470,6 +2472,24 @@ def _agency_problem(tx: Tx, view: _GovView) -> str | None:
     return (f"agency {aid!r} " + ("was removed from" if aid in view.agencies
                                   else "is not an agency of") +
             f" {view.network!r} (members: {members})")
+
+
+def _ledger_refusal(tx: Tx, view: _GovView) -> str | None:
+    """Why the ledger will refuse ``tx`` whoever signs it, or None: :func:`_agency_problem`,
+    then, with the registry at hand (``--data``), the change applied to it now as a block
+    would (a grant of a type not registered, a key registered already, a quorum more than the
+    agencies that can sign, …). It is known before anyone signs; a registry read from a node
+    is checked for the agency alone."""
+    problem = _agency_problem(tx, view)
+    if problem is not None or view.registry is None:
+        return problem
+    try:
+        registry_after(view.registry, tx, _now())
+    except TxRejected as e:
+        return f"{e.message} ({e.code})"
+    except RuleEngineMissing:  # no rule engine installed: the node checks the rule
+        return None
+    return None
 
 
 def _counted(found: list[Signer], view: _GovView) -> list[str]:
@@ -2589,14 +2609,16 @@ def propose(
     unclear = rule_text_problem(tx) or rule_cost_of(tx)
     if unclear is not None:
         _fail(f"bad arguments in {args_file}: {unclear}", 2)
-    doomed = _agency_problem(tx, view)
+    doomed = _ledger_refusal(tx, view)
     if doomed is not None:  # signed by the quorum, then refused at commit
         _fail(f"bad arguments in {args_file}: {doomed}; the ledger would refuse it, so no "
               "proposal was written", 2)
     _write_out(out_file, tx.raw, 0o644, force)
     _show_proposal(tx, [Signer(key.kid, agency)], view)
-    out.print(Text(f"proposal → {out_file}; next: agency cosign {out_file} --data … --agency …"),
-              soft_wrap=True)
+    out.print(Text(f"proposal → {out_file}; next: " + (
+        f"agency cosign {out_file} --data … --agency …" if view.quorum > 1 else
+        f"agency submit {out_file} --data … | --node … (a quorum of 1: signed enough)")),
+        soft_wrap=True)
 
 
 @agency_app.command()
@@ -2619,7 +2641,7 @@ def cosign(
     _show_proposal(tx, found, view)
     _refuse_dead_signatures(proposal, found, view)
     _refuse_unclear_rule(proposal, tx)
-    doomed = _agency_problem(tx, view)
+    doomed = _ledger_refusal(tx, view)
     if doomed is not None:
         _fail(f"not signed: {doomed}, so the ledger would refuse {proposal} whoever signed it")
     key = _signer_key(data, agency, view)

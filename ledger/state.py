@@ -56,6 +56,7 @@ __all__ = [
     "credit_key",
     "index_key",
     "policy_weights",
+    "registry_after",
     "rule_cost_problem",
     "rule_engine",
     "rule_hash",
@@ -583,8 +584,11 @@ def _add_key(data: dict[str, Any], agency: str, role: str, pub: bytes, t: int) -
 
 
 def _add_agency(data: dict[str, Any], spec: Mapping[str, Any], t: int) -> None:
-    if spec["id"] in data["agencies"]:
-        raise TxRejected("agency_exists", f"agency {spec['id']!r} already exists")
+    held = data["agencies"].get(spec["id"])
+    if held is not None:
+        raise TxRejected("agency_exists", f"agency {spec['id']!r} " + (
+            "already exists" if held["removed"] is None else
+            "was removed, and an agency id is never given again"))
     if spec["node_key"] == spec["issuer_key"]:
         raise TxRejected("key_reused", "node and issuer keys must differ")
     _own(data, "agencies")[spec["id"]] = {"name": spec["name"], "added": t, "removed": None}
@@ -856,72 +860,83 @@ class Machine:
         if len(approvers) < reg.quorum:
             raise TxRejected("no_quorum", f"{len(approvers)} of {reg.quorum} required agencies "
                                           "signed")
-        data = reg.evolve()
-        data["gov_seq"] = b["seq"]
-        a = b["args"]
-        action = b["action"]
-        if action == "register_rule":
-            self._register_rule(data, a["rule"], t)
-        try:
-            _GOV[action](data, a, t)
-        except (KeyError, ValueError) as e:  # pragma: no cover - defensive
-            raise TxRejected("bad_governance", str(e)) from e
-        # Agencies that can still sign governance: not removed, and holding an issuer key with
-        # no end (one rotated in for later counts). Fewer than the quorum, and no transaction
-        # could ever change the registry again (after invalidate_key, say: ADR 46).
-        signers = {k["agency"] for k in data["keys"].values()
-                   if k["role"] == "issuer" and k["invalid_from"] is None}
-        live = [x for x, v in data["agencies"].items() if v["removed"] is None and x in signers]
-        current = sum(1 for v in data["agencies"].values() if v["removed"] is None)
-        if current > MAX_SIGNATURES:
-            # every current agency's node co-signs checkpoints, and a checkpoint carries at
-            # most MAX_SIGNATURES signature lines (ADR 48)
-            raise TxRejected("too_many_agencies", f"{current} current agencies: a network has "
-                                                  f"at most {MAX_SIGNATURES}, as many as a "
-                                                  "checkpoint carries co-signatures")
-        if data["quorum"] > len(live):
-            raise TxRejected("quorum_unreachable", f"quorum {data['quorum']} > {len(live)} "
-                                                   "member agencies that can still sign")
-        new = Registry(data, prev=reg)
-        size = len(new.to_bytes())
-        if size > MAX_REGISTRY_SIZE:
-            raise TxRejected("registry_full", f"the registry would take {size} bytes, over the "
-                                              f"{MAX_REGISTRY_SIZE} a node reads back when it "
-                                              "opens its store")
-        self.registry = new
+        self.registry = registry_after(reg, tx, t, self._rules)
         self.registry_changed = True
 
-    def _register_rule(self, data: dict[str, Any], rule: Mapping[str, Any], t: int) -> None:
-        _need_agency(data, rule["agency"])
-        for need in rule["needs"]:
-            type_def = data["types"].get(need["type"])
-            if type_def is None:
-                raise TxRejected("unknown_type", f"the rule needs credential type "
-                                                 f"{need['type']!r}, which is not registered")
-            known = set(type_def["claims"]) | set(type_def.get("derived", {}))
-            missing = sorted(set(need["claims"]) - known)
-            if missing:
-                raise TxRejected("unknown_claim", f"credential type {need['type']!r} has no "
-                                                  f"claim {missing}")
-        if rule["subject"]:
-            kind, claim = rule["subject"]
-            if not any(n["type"] == kind and claim in n["claims"] for n in rule["needs"]):
-                raise TxRejected("unknown_claim", "the subject claim must be one the rule needs")
-            if data.get("credit", {}).get("policy") is None:
-                raise TxRejected("no_credit_policy", "a rule that reads credit records needs a "
-                                                     "credit policy first")
-        engine = self._rules or rule_engine()
-        try:
-            engine.check(rule)
-        except ValueError as e:
-            raise TxRejected("rule_invalid", str(e)) from e
-        h = rule_hash(rule).hex()
-        entry = data.get("rules", {}).get(rule["service"], {"current": "", "versions": []})
-        if entry["current"] == h:
-            raise TxRejected("rule_unchanged", "this version of the rule is already in force")
-        _own(data, "rules")[rule["service"]] = {"current": h,
-                                                "versions": [*entry["versions"], [t, h]]}
-        _own(data, "rule_texts")[h] = dict(rule)
+
+def registry_after(reg: Registry, tx: Tx, t: int, engine: RuleEngine | None = None
+                   ) -> Registry:
+    """The registry governance ``tx`` makes of ``reg`` at block time ``t``, its signers not
+    looked at (the state machine counts them first); :class:`TxRejected` if the ledger refuses
+    the change itself, whoever signs it. ``agency propose`` asks it before anyone signs."""
+    b = tx.body
+    data = reg.evolve()
+    data["gov_seq"] = b["seq"]
+    a = b["args"]
+    action = b["action"]
+    if action == "register_rule":
+        _register_rule(data, a["rule"], t, engine)
+    try:
+        _GOV[action](data, a, t)
+    except (KeyError, ValueError) as e:  # pragma: no cover - defensive
+        raise TxRejected("bad_governance", str(e)) from e
+    # Agencies that can still sign governance: not removed, and holding an issuer key with
+    # no end (one rotated in for later counts). Fewer than the quorum, and no transaction
+    # could ever change the registry again (after invalidate_key, say: ADR 46).
+    signers = {k["agency"] for k in data["keys"].values()
+               if k["role"] == "issuer" and k["invalid_from"] is None}
+    live = [x for x, v in data["agencies"].items() if v["removed"] is None and x in signers]
+    current = sum(1 for v in data["agencies"].values() if v["removed"] is None)
+    if current > MAX_SIGNATURES:
+        # every current agency's node co-signs checkpoints, and a checkpoint carries at
+        # most MAX_SIGNATURES signature lines (ADR 48)
+        raise TxRejected("too_many_agencies", f"{current} current agencies: a network has "
+                                              f"at most {MAX_SIGNATURES}, as many as a "
+                                              "checkpoint carries co-signatures")
+    if data["quorum"] > len(live):
+        raise TxRejected("quorum_unreachable", f"quorum {data['quorum']} > {len(live)} "
+                                               "member agencies that can still sign")
+    new = Registry(data, prev=reg)
+    size = len(new.to_bytes())
+    if size > MAX_REGISTRY_SIZE:
+        raise TxRejected("registry_full", f"the registry would take {size} bytes, over the "
+                                          f"{MAX_REGISTRY_SIZE} a node reads back when it "
+                                          "opens its store")
+    return new
+
+
+def _register_rule(data: dict[str, Any], rule: Mapping[str, Any], t: int,
+                   engine: RuleEngine | None) -> None:
+    _need_agency(data, rule["agency"])
+    for need in rule["needs"]:
+        type_def = data["types"].get(need["type"])
+        if type_def is None:
+            raise TxRejected("unknown_type", f"the rule needs credential type "
+                                             f"{need['type']!r}, which is not registered")
+        known = set(type_def["claims"]) | set(type_def.get("derived", {}))
+        missing = sorted(set(need["claims"]) - known)
+        if missing:
+            raise TxRejected("unknown_claim", f"credential type {need['type']!r} has no "
+                                              f"claim {missing}")
+    if rule["subject"]:
+        kind, claim = rule["subject"]
+        if not any(n["type"] == kind and claim in n["claims"] for n in rule["needs"]):
+            raise TxRejected("unknown_claim", "the subject claim must be one the rule needs")
+        if data.get("credit", {}).get("policy") is None:
+            raise TxRejected("no_credit_policy", "a rule that reads credit records needs a "
+                                                 "credit policy first")
+    engine = engine or rule_engine()
+    try:
+        engine.check(rule)
+    except ValueError as e:
+        raise TxRejected("rule_invalid", str(e)) from e
+    h = rule_hash(rule).hex()
+    entry = data.get("rules", {}).get(rule["service"], {"current": "", "versions": []})
+    if entry["current"] == h:
+        raise TxRejected("rule_unchanged", "this version of the rule is already in force")
+    _own(data, "rules")[rule["service"]] = {"current": h,
+                                            "versions": [*entry["versions"], [t, h]]}
+    _own(data, "rule_texts")[h] = dict(rule)
 
 
 def _own(d: dict[Any, Any], *path: Any) -> dict[Any, Any]:

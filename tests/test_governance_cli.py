@@ -799,11 +799,15 @@ def test_an_invalidation_names_whose_key_it_shuts_out(demo: Path, tmp_path: Path
     r = agency("cosign", str(prop), "--data", str(demo), "--agency", "market")  # no answer
     assert r.returncode == 1 and "  kid is the node key of 'civil'" in r.stdout, r.stdout
 
+    # a key the registry does not know: the ledger would refuse its invalidation, and with
+    # the registry at hand propose says so and writes nothing (it was written, shown as "no
+    # key the registry knows", before)
     args.write_text(json.dumps({"kid": "ab" * 32, "from": int(time.time())}))
     r = agency("propose", "invalidate_key", "--args", str(args), "--data", str(demo),
                "--agency", "edu", "--out", str(prop), "--force")
-    assert r.returncode == 0, r.stderr
-    assert "kid is no key the registry knows" in r.stdout, r.stdout
+    assert r.returncode == 2, r.stderr
+    assert "key abababababababab is not registered (unknown_key)" in r.stderr, r.stderr
+    assert "no proposal was written" in r.stderr
 
 
 def test_node_option_help_says_what_each_command_does_with_the_node() -> None:
@@ -819,3 +823,57 @@ def test_node_option_help_says_what_each_command_does_with_the_node() -> None:
         said = " ".join(r.output.replace("│", " ").split())
         assert ("submit to it" in said) == submits, (command, said)
         assert ("key file is still read from --data" in said) != submits, (command, said)
+
+
+def test_a_change_the_ledger_refuses_whoever_signs_it_is_neither_proposed_nor_signed(
+        demo: Path, tmp_path: Path) -> None:
+    """A grant of a type the network never registered, a key rotated to one registered
+    already, a quorum above the agencies that can sign: each was written, shown and cosigned
+    by the whole quorum, and only the commit refused it. With the registry at hand (--data),
+    propose applies the change to it as a block would, says the ledger's reason and writes
+    nothing, and cosign signs nothing (ADR 72 left it)."""
+    seq = _gov_seq(demo)
+    civil_issuer = load_private_key(demo / "keys" / "civil.issuer.key", PASS).public.raw
+    args = tmp_path / "args.json"
+    out = tmp_path / "none.prop"
+    refused = (
+        ("grant", {"agency": "edu", "type": "no-such-type", "from": "2027-01-01",
+                   "until": "2030-01-01"}, "credential type 'no-such-type' is not registered"),
+        ("rotate_key", {"agency": "edu", "role": "node", "new_key": civil_issuer.hex(),
+                        "at": int(time.time())}, "is already registered (key_reused)"),
+        ("set_quorum", {"quorum": 4}, "quorum 4 > 3 member agencies that can still sign"))
+    for action, given, said in refused:
+        args.write_text(json.dumps(given))
+        r = agency("propose", action, "--args", str(args), "--data", str(demo), "--agency",
+                   "edu", "--out", str(out))
+        assert r.returncode == 2, (action, r.stderr)
+        assert said in " ".join(r.stderr.split()), (action, r.stderr)
+        assert "no proposal was written" in r.stderr and not out.exists()
+    edu = load_private_key(demo / "keys" / "edu.issuer.key", PASS)
+    prop = tmp_path / "other-tool.prop"
+    prop.write_bytes(make_tx("changsheng-demo", "governance", {
+        "seq": seq + 1, "action": "set_quorum", "args": {"quorum": 4}}, [edu]).raw)
+    before = prop.read_bytes()
+    r = agency("cosign", str(prop), "--data", str(demo), "--agency", "civil", "--yes")
+    assert r.returncode == 1 and "not signed: quorum 4 > 3" in " ".join(r.stderr.split())
+    assert prop.read_bytes() == before and _gov_seq(demo) == seq
+
+    # what the ledger takes is still proposed; with a quorum of one, submit comes next
+    args.write_text(json.dumps({"quorum": 1}))
+    _govern(demo, "set_quorum", args, "edu", "civil")
+    args.write_text(json.dumps({"agency": "market"}))
+    prop = tmp_path / "remove.prop"
+    r = agency("propose", "remove_agency", "--args", str(args), "--data", str(demo),
+               "--agency", "edu", "--out", str(prop))
+    assert r.returncode == 0, r.stderr
+    assert f"next: agency submit {prop}" in " ".join(r.stdout.split()), r.stdout
+    assert agency("submit", str(prop), "--data", str(demo)).returncode == 0
+    # the ledger's own words for an id given again after its agency was removed
+    market = load_private_key(demo / "keys" / "market.issuer.key", PASS).public.raw
+    prop.write_bytes(make_tx("changsheng-demo", "governance", {
+        "seq": _gov_seq(demo) + 1, "action": "add_agency", "args": {"agency": {
+            "id": "market", "name": "Market again", "node_key": bytes(range(32)),
+            "issuer_key": market}}}, [edu]).raw)
+    r = agency("submit", str(prop), "--data", str(demo))
+    assert r.returncode == 1, r.stderr
+    assert "'market' was removed, and an agency id is never given again" in r.stderr, r.stderr
