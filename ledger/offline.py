@@ -502,8 +502,16 @@ class Snapshot:
                 not self.registry.key_valid(kid, self.fetched_at, "node"):
             raise StatusListError(f"status list {uri} is signed by key {kid.hex()[:16]}, which "
                                   f"was not a node key of {issuer!r} when the snapshot was made")
-        return verify_token(unverified_token, public_key=self.registry.public_keys[kid],
-                            expected_sub=uri, now=self.fetched_at)
+        lst = verify_token(unverified_token, public_key=self.registry.public_keys[kid],
+                           expected_sub=uri, now=self.fetched_at)
+        iat = unverified_list(unverified_token, uri)[1]  # verified just above: an int
+        if iat < self.fetched_at - MERGE_SPREAD:
+            # a snapshot's lists are signed when it is made (or merged within MERGE_SPREAD) and
+            # carry no exp or ttl: an older genuine token spliced in would undo a revocation
+            raise StatusListError(f"the token of {uri} was signed at {iat}, "
+                                  f"{self.fetched_at - iat} s before the snapshot's time "
+                                  f"{self.fetched_at}: an older list, not the snapshot's")
+        return lst
 
     def status_lists(self, uri: str) -> StatusList | None:
         """For :func:`ledger.presentation.verify_envelope`: the verified list, or None."""

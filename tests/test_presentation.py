@@ -25,7 +25,7 @@ from ledger.offline import (
     merge_snapshots,
 )
 from ledger.presentation import Bundle, Report, Request
-from ledger.statuslist import StatusList, make_token
+from ledger.statuslist import StatusList, StatusListError, make_token
 
 
 @pytest.fixture
@@ -663,3 +663,41 @@ def test_a_part_replaying_an_older_token_of_a_list_does_not_undo_a_revocation(
     merged, missing = merge_snapshots([evil])  # edu's own node not asked
     assert "signed at" in missing[uri], missing
     assert world.verify(env, lists=load_snapshot(merged).status_lists).status == "undetermined"
+
+
+def test_a_single_snapshot_with_an_older_token_spliced_in_does_not_undo_a_revocation(
+        world: World) -> None:
+    """A snapshot read alone (``ledger verify --snapshot``, no merge) with edu's genuine list
+    token from a snapshot made before a revocation spliced into one made after it: the lists
+    carry no ``exp`` or ``ttl``, so the old token verified at the snapshot's time and the
+    revoked credential said valid, under the later snapshot's (fresh) age. A token signed more
+    than MERGE_SPREAD before the snapshot's time is refused: the status is undetermined."""
+    bundle, cid = world.issue()
+    uri = status_list_uri("demo", "edu", "degree")
+    old_token = load_snapshot(_snapshot(world, T0 + 20)).tokens[uri][1]
+    world.ledger.commit([status_tx("demo", world.agencies["edu"], cid, "revoked", "fraud",
+                                   T0 + 200)], T0 + 200)
+    honest = _snapshot(world, T0 + 220)
+    env = present(bundle)
+    assert world.verify(env, lists=load_snapshot(honest).status_lists).status == "revoked"
+    spliced = load_snapshot(_with_list_token(honest, uri, old_token))
+    with pytest.raises(StatusListError, match="signed at"):
+        spliced.status_list(uri)
+    assert world.verify(env, lists=spliced.status_lists).status == "undetermined"
+
+
+def test_an_old_snapshot_redated_to_look_fresh_gives_no_status(world: World) -> None:
+    """``fetched_at`` is not signed: a whole snapshot from before a revocation, re-dated to
+    after it (so the age a verifier is shown looks fresh), said valid. Its tokens' signed
+    ``iat`` now bounds it: the lists are refused and the status is undetermined."""
+    bundle, cid = world.issue()
+    uri = status_list_uri("demo", "edu", "degree")
+    old = codec.decode(_snapshot(world, T0 + 20), max_size=1 << 26)
+    world.ledger.commit([status_tx("demo", world.agencies["edu"], cid, "revoked", "fraud",
+                                   T0 + 200)], T0 + 200)
+    old["fetched_at"] = T0 + 220
+    redated = load_snapshot(codec.encode(old))
+    assert redated.age(T0 + 230) == 10
+    with pytest.raises(StatusListError, match="signed at"):
+        redated.status_list(uri)
+    assert world.verify(present(bundle), lists=redated.status_lists).status == "undetermined"
