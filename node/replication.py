@@ -96,6 +96,7 @@ the fork. A store restored from a peer has no such record."""
 _BE = struct.Struct(">Q")
 _RECENT = 100_000  # size → (rev, height) entries kept for pruning decisions
 _BATCH_BYTES = 768 * 1024  # a batch is cut once it holds this much (MAX_BATCH_BYTES is 1 MiB)
+_PEER_TIME_MAX = 1 << 40  # a published clock time past this is no clock's (as ledger.tx)
 _OWN_KEPT = 64  # our batches in flight whose parsed transactions are kept for applying
 _PROBE_EVERY = 5.0  # seconds between write probes while etcd refuses our writes (ADR 48)
 CUT_OFF_AFTER = 10.0
@@ -1315,9 +1316,12 @@ class EtcdOrderer:
         # old (a node down): health names a clock only by a position seen to change, and the
         # batch time takes one found at start only as a lower bound (batch_time_now); an
         # unchanged one drops out after PEER_QUIET.
+        # A time past any date a transaction may carry is no clock's: any agency's certificate
+        # writes any position, and two dated near 2**64 made this node's batch time overflow
+        # the codec (the thread that puts batches died; every submission waited for ever)
         clocks = {a: (v["time"], self._heard[a][1]) for a, v in applied.items()
-                  if a in current and a != self.agency
-                  and type(v.get("time")) is int and now - self._heard[a][1] <= PEER_QUIET}
+                  if a in current and a != self.agency and type(v.get("time")) is int
+                  and 0 <= v["time"] <= _PEER_TIME_MAX and now - self._heard[a][1] <= PEER_QUIET}
         self._peer_clocks = {a: (t, heard, a in self._moved) for a, (t, heard) in clocks.items()}
         self._positions_read = True
         wall = int(self.clock())

@@ -3527,3 +3527,38 @@ def test_positions_of_no_agency_as_large_as_etcd_takes_stop_no_node(
         finally:
             orderer.stop()
             writer.close()
+
+
+def test_peer_positions_dated_past_any_batch_time_do_not_stop_a_node_proposing(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Any agency's certificate writes any ``a/<agency>`` key, its ``time`` any integer
+    msgpack holds. Two positions dated at the top of that range made the node take their time
+    for its batches (its own clock far behind theirs): the time plus their age did not encode,
+    the thread that puts batches died, and every submission to the node waited for ever.
+    Such a time is no clock's: it is left out, and the node proposes at its own time."""
+    from ledger import codec
+
+    reg, tax = agencies["reg"], agencies["tax"]
+    prefix = "far-clocks"
+    writer = EtcdLog([etcd_url], prefix)  # two agencies' positions, by any certificate
+    for name in ("reg", "tax"):
+        writer.put_applied(name, codec.encode({"rev": 1, "height": 0, "size": 1,
+                                               "time": (1 << 64) - 1, "clock_sig": "00" * 64}))
+    mono = [1000.0]
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0,
+                          timer=lambda: mono[0])
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        deadline = time.monotonic() + 30
+        while not {"reg", "tax"} <= set(orderer.stats.peers):
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+        mono[0] += 5  # heard 5 s ago
+        pending = orderer.submit(ledger.gov_tx("register_type", {"type": spec}, [reg, tax]))
+        receipt = pending.result(timeout=30)
+        assert not receipt.duplicate
+        assert orderer.stats.batches_put == 1
+    finally:
+        orderer.stop()
+        writer.close()
