@@ -3562,3 +3562,40 @@ def test_peer_positions_dated_past_any_batch_time_do_not_stop_a_node_proposing(
     finally:
         orderer.stop()
         writer.close()
+
+
+def test_peer_positions_dated_before_1970_do_not_get_a_nodes_batches_skipped(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Two positions seen to change, dated below 0 (any agency's certificate writes any
+    ``a/<agency>`` key), made the node take their time for its batches (its own clock far
+    ahead of theirs): a batch time below 0 does not decode, and the network skipped every
+    batch of the node. Such a time is no clock's: it is left out."""
+    from ledger import codec
+
+    reg, tax = agencies["reg"], agencies["tax"]
+    prefix = "negative-clocks"
+    writer = EtcdLog([etcd_url], prefix)
+    mono = [1000.0]
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0,
+                          timer=lambda: mono[0])
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    try:
+        for n in range(2):  # written again while the node watches: seen to change
+            for name in ("reg", "tax"):
+                writer.put_applied(name, codec.encode({"rev": 1, "height": 0, "size": 1,
+                                                       "time": -10**6 - n,
+                                                       "clock_sig": "00" * 64}))
+            deadline = time.monotonic() + 30
+            while {orderer.stats.peers.get(a, {}).get("time") for a in ("reg", "tax")} \
+                    != {-10**6 - n}:
+                assert time.monotonic() < deadline, orderer.stats.last_error
+                mono[0] += 0.5
+                time.sleep(0.05)
+        pending = orderer.submit(ledger.gov_tx("register_type", {"type": spec}, [reg, tax]))
+        receipt = pending.result(timeout=30)
+        assert not receipt.duplicate
+        assert orderer.stats.batches_skipped == 0
+    finally:
+        orderer.stop()
+        writer.close()
