@@ -1298,6 +1298,27 @@ def test_an_expired_copy_is_not_presented(world: World, wallet: Wallet) -> None:
     assert wallet.copy_for(newer, "https://c.example/v", late) == newer != older
 
 
+
+def test_an_expired_credential_named_gives_way_to_its_valid_copy(world: World,
+                                                                  wallet: Wallet) -> None:
+    """`wallet present ID` with the id of a copy that has expired (the one `wallet list`
+    showed first) while a newer copy is valid: the expired one was presented, its key never
+    shown, and the verifier said "expired" (the claims disclosed for nothing)."""
+    k = wallet.holder_jwks(2)
+    older = _got(world, wallet, k[0])
+    world.n += 250
+    newer = _got(world, wallet, k[1], now=T0 + 300)
+    late = T0 + 11 + 30 * DAY + 120  # the older copy expired, the newer one not yet
+    b = replace(REQ, audience="https://b.example/v", nonce="n-b-0000000000002")
+    assert wallet.copy_for(older, b.audience, late) == newer
+    env = wallet.present(older, b, now=late)
+    assert wallet.presented == newer and world.verify(env, b, now=late).verified
+    # every key shown: still the valid copy, never the expired one asked for
+    c = replace(REQ, audience="https://c.example/v", nonce="n-c-0000000000003")
+    wallet.present(older, c, now=late)
+    assert wallet.presented == newer
+
+
 def test_an_application_takes_the_key_its_node_saw_and_sees_other_processes(
         world: World, wallet: Wallet) -> None:
     """An application chose its key on what the wallet held when it was opened (before the

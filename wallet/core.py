@@ -576,18 +576,22 @@ class Wallet:
         one key (its signature, salts and key are the same for one copy); of copies bound to
         keys each shown to one verifier only, nothing. The keys are one budget for every type
         of credential: N keys keep N verifiers apart. With ``now``, only copies valid then
-        are taken (the credential itself is, whatever its dates)."""
+        are taken, and the credential itself, when not valid then, only where no copy is (an
+        expired one named, while its renewal on another key was valid, was presented and
+        refused by the verifier, its claims disclosed for nothing)."""
         c = self._find(credential_id)
         group = self._copies(c, now)
+        if now is not None and not _valid(c, now):
+            group = group[1:] or group
         if audience is not None:
             who = verifier_of(audience)
             for d in group:
                 if (d.key, who) in self._contents.shown_to:
                     return d.id
-        for d in group:  # c first
+        for d in group:  # c first (while valid)
             if not self._spent(d.key):
                 return d.id
-        return c.id
+        return group[0].id
 
     def _fits(self, request: Request, now: int) -> tuple[StoredCredential, ...]:
         """The credentials in validity that can answer ``request``."""
