@@ -997,6 +997,22 @@ def test_cli_backup_restore(tmp_path: Path) -> None:
     assert str(kept[0]) in " ".join(r.stderr.split())
 
 
+
+def test_cli_restore_names_why_the_wallet_it_replaces_cannot_be_read(tmp_path: Path) -> None:
+    """Over a wallet file that a newer credledger wrote, the note said it "does not open with
+    this passphrase": the citizen retried passphrases for a file that only an upgrade reads."""
+    w = tmp_path / "wallet.db"
+    assert _run(["init"], w).returncode == 0
+    copy = tmp_path / "copy.db"
+    assert _run(["backup", str(copy)], w).returncode == 0
+    w.write_bytes(codec.encode({"v": 2, "kind": "credledger-wallet", "box": b"x"}))
+    r = _run(["restore", str(copy), "--yes"], w)
+    assert r.returncode == 0, r.stderr
+    said = " ".join(r.stderr.split())
+    assert "newer version" in said and "does not open with this passphrase" not in said, said
+    assert PASS.decode() not in said
+
+
 def test_cli_takes_a_passphrase_that_is_not_utf8(tmp_path: Path) -> None:
     w = tmp_path / "w.db"
     odd = "p\udcffass"  # the byte 0xff, as Python sees it in the environment

@@ -914,9 +914,9 @@ def _say_what_the_backup_lacks(path: Path, passphrase: bytes, in_backup: set[str
 
     try:
         current = Wallet.open(path, passphrase)
-    except WalletError:
-        err.print(f"[yellow]note:[/] {escape(str(path))} does not open with this passphrase, "
-                  "so what the backup lacks cannot be listed; it is kept aside, encrypted")
+    except WalletError as e:  # said as it is: a newer version's file, one too large, … too
+        err.print(f"[yellow]note:[/] what the backup lacks cannot be listed ({escape(str(e))}); "
+                  f"{escape(str(path))} is kept aside, encrypted")
         return
     lacking = [c for c in current.list() if c.id not in in_backup]
     if not lacking:
