@@ -393,14 +393,8 @@ def merge_snapshots(parts: Sequence[bytes], asked: Collection[str] | None = None
                 if ref is None or ref[0] != issuer:
                     raise StatusListError(f"{uri} is not a status list of {issuer!r} in this "
                                           "registry")
-                one.status_list(uri)
+                one.status_list(uri)  # refuses a token older than the snapshot (a replay)
                 iat = unverified_list(token, uri)[1]  # verified just above: an int
-                if iat < at - MERGE_SPREAD:
-                    # a part's lists are signed when it is made: an older token is a replay
-                    # (by a lying node, of a list from before a revocation)
-                    raise StatusListError(f"the token of {uri} was signed at {iat}, "
-                                          f"{at - iat} s before the snapshot's time {at}: an "
-                                          "old list, not its issuer node's current one")
             except LedgerError as e:
                 if best is None:
                     missing[uri] = str(e)
@@ -507,7 +501,8 @@ class Snapshot:
         iat = unverified_list(unverified_token, uri)[1]  # verified just above: an int
         if iat < self.fetched_at - MERGE_SPREAD:
             # a snapshot's lists are signed when it is made (or merged within MERGE_SPREAD) and
-            # carry no exp or ttl: an older genuine token spliced in would undo a revocation
+            # carry no exp or ttl: an older genuine token spliced in (or replayed by a lying
+            # node's part of a merge) would undo a revocation
             raise StatusListError(f"the token of {uri} was signed at {iat}, "
                                   f"{self.fetched_at - iat} s before the snapshot's time "
                                   f"{self.fetched_at}: an older list, not the snapshot's")
