@@ -8,6 +8,7 @@ values) and need the operator token. Nothing lists credit subjects.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request
@@ -27,6 +28,7 @@ from node.api import (
     _from_b64url,
 )
 from node.approvals import Approvals
+from node.ratelimit import charge
 
 __all__ = ["router"]
 
@@ -109,11 +111,29 @@ def service(a: ApprovalsDep, service: Service) -> dict[str, Any]:
     return a.service(service)
 
 
+OPEN_TOKENS = 3
+"""Rate-limit tokens each presentation request opened for an application or a credit record
+takes (the desk's take :data:`~node.api.QR_TOKENS`). An open request holds a place in a table
+of ``MAX_OPEN_REQUESTS`` whose oldest goes when it is full: at one token a request, one client
+at the default rate (6,000 a minute) filled the 50,000 places in about 8 minutes, less than a
+request's 10, and ended every official's and citizen's request before its answer came (helper
+round 22H); at three it holds 20,000 at most."""
+
+
+def _pay_for(request: Request, what: str) -> Callable[[int], None]:
+    def pay(opened: int) -> None:
+        charge(request.scope, OPEN_TOKENS * opened - 1, what,
+               f"each request it opens takes {OPEN_TOKENS} tokens")
+    return pay
+
+
 @router.post("/v1/services/{service}/applications", tags=["approvals"])
-def open_application(a: ApprovalsDep, settings: SettingsDep, service: Service
-                     ) -> dict[str, Any]:
-    """Open an application: one presentation request per credential type the rule needs."""
-    pending = a.open_application(service, settings.audience)
+def open_application(request: Request, a: ApprovalsDep, settings: SettingsDep,
+                     service: Service) -> dict[str, Any]:
+    """Open an application: one presentation request per credential type the rule needs (each
+    takes OPEN_TOKENS rate-limit tokens)."""
+    pending = a.open_application(service, settings.audience,
+                                 pay=_pay_for(request, f"an application for {service!r}"))
     return {"service": service, "requests": [p.to_json() for p in pending]}
 
 
@@ -141,10 +161,12 @@ def explain(a: ApprovalsDep, _: Operator, txid: Annotated[str, Path(pattern=HEX6
 
 
 @router.post("/v1/credit/requests", tags=["credit"])
-def credit_request(a: ApprovalsDep, settings: SettingsDep, body: CreditRequestIn
-                   ) -> dict[str, Any]:
-    """Open an identity presentation request for reading one's own credit record."""
-    return a.credit_request(body.type, settings.audience).to_json()
+def credit_request(request: Request, a: ApprovalsDep, settings: SettingsDep,
+                   body: CreditRequestIn) -> dict[str, Any]:
+    """Open an identity presentation request for reading one's own credit record (it takes
+    OPEN_TOKENS rate-limit tokens)."""
+    return a.credit_request(body.type, settings.audience,
+                            pay=_pay_for(request, "a credit record's request")).to_json()
 
 
 @router.post("/v1/credit/record", tags=["credit"])

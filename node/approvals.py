@@ -19,6 +19,7 @@ import re
 import secrets
 import threading
 import time as _time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,12 @@ from ledger.tx import Tx, make_tx
 from node.service import CREDIT_SECRET_FILE, Node, NotFound, PendingRequest
 
 _log = logging.getLogger("node.approvals")
+
+
+def _free(opened: int) -> None:
+    """Requests opened in-process (tests, the demo) cost nothing."""
+
+
 _RECORD_NAME = re.compile(r"[0-9]{12,}-([0-9a-f]{64})\.ev")
 """A filed record's name: its decision's log index and transaction id (:meth:`Approvals._keep`)."""
 
@@ -117,12 +124,15 @@ class Approvals:
         return rule
 
     # -- applying --
-    def open_application(self, service: str, audience: str) -> list[PendingRequest]:
+    def open_application(self, service: str, audience: str, *,
+                         pay: Callable[[int], None] = _free) -> list[PendingRequest]:
         """One presentation request per needed credential type, asking only needed claims;
-        none when this node could not decide now (:meth:`_ready`)."""
+        none when this node could not decide now (:meth:`_ready`). ``pay`` is told how many
+        it opens first, and opens none by raising (the HTTP route's rate limit)."""
         rule = self._rule(service)
         self._ready(rule)
         self._affordable(self.engine.compile(rule))
+        pay(len(rule["needs"]))
         return [self.node.new_request(n["type"], list(n["claims"]), audience,
                                       purpose=application_purpose(service))
                 for n in rule["needs"]]
@@ -524,11 +534,13 @@ class Approvals:
         return self.node.commit(tx, "the credit event", "look it up (GET /v1/tx/<txid>) "
                                 "before sending it again: a second event would count twice")
 
-    def credit_request(self, kind: str, audience: str) -> PendingRequest:
+    def credit_request(self, kind: str, audience: str, *,
+                       pay: Callable[[int], None] = _free) -> PendingRequest:
         if kind not in IDENTITY:
             raise ApplicationError(f"{kind!r} is not an identity credential type "
                                    f"({sorted(IDENTITY)})")
         self._network_secret()  # before an identifier is asked for that could find nothing
+        pay(1)
         return self.node.new_request(kind, [IDENTITY[kind]], audience, purpose=CREDIT_RECORD)
 
     def credit_record(self, nonce: str, envelope: bytes) -> dict[str, Any]:

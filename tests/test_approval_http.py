@@ -1359,3 +1359,36 @@ def test_one_damaged_approval_record_is_listed_as_damaged_and_the_others_are_lis
         assert out.exit_code == 0, out.output
         assert decided[1][:16] in out.output and "approved" in out.output
         assert out.output.count("damaged") >= 2 and "notes.ev" in out.output, out.output
+
+
+def test_requests_opened_for_applications_and_credit_records_pay_for_their_places(
+        tmp_path: Path) -> None:
+    """An open request holds a place in a bounded table whose oldest goes when it is full. At
+    one token a request, one client at the default rate filled it before a request's 10
+    minutes were up, ending every desk's and citizen's request (helper round 22H). Each
+    request these routes open takes OPEN_TOKENS; one refused opens nothing."""
+    from node.api_approvals import OPEN_TOKENS
+
+    data, _ = prepare(tmp_path)
+    settings = replace(settings_for(data), agency="market", rate_limit_per_minute=60,
+                       rate_limit_burst=10)
+    now = [0.0]
+    app = create_app(settings, clock=lambda: NOW, passphrase=PASS, rate_clock=lambda: now[0])
+    needs = len(RULES["business-licence"]["needs"])
+    assert OPEN_TOKENS == 3 and needs == 1
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        node = app.state.node
+        body = {"type": "business-registration"}  # 10 tokens: 3 each, 1 left
+        assert http.post("/v1/credit/requests", json=body).status_code == 200
+        assert http.post("/v1/credit/requests", json=body).status_code == 200
+        opened = http.post("/v1/services/business-licence/applications")
+        assert opened.status_code == 200 and len(opened.json()["requests"]) == needs
+        held = len(node._requests)
+        r = http.post("/v1/credit/requests", json=body)  # its own token, not the 2 more
+        assert r.status_code == 429, r.text
+        assert f"each request it opens takes {OPEN_TOKENS} tokens" in r.json()["detail"]
+        assert "a credit record's request" in r.json()["detail"]
+        now[0] += 2.0  # 2 tokens back (60 a minute)
+        r = http.post("/v1/services/business-licence/applications")
+        assert r.status_code == 429 and "an application for 'business-licence'" in r.text
+        assert len(node._requests) == held  # nothing opened by the refused ones
