@@ -426,7 +426,11 @@ class EtcdOrderer:
         self._pending_cosigs: dict[int, dict[str, tuple[Checkpoint, str]]] = {}
         self._waiting: dict[bytes, list[Pending]] = {}
         self._wlock = threading.Lock()
-        self._own: dict[bytes, list[Tx]] = {}  # batch signature -> our parsed transactions
+        # batch signature -> (our parsed transactions, SHA-256 of the batch's bytes as put)
+        self._own: dict[bytes, tuple[list[Tx], bytes]] = {}
+        # that SHA-256 -> the transaction ids: a batch of ours that comes back not decoding is
+        # known as ours by its bytes alone, and its submitters are told (_skip)
+        self._own_ids: dict[bytes, list[bytes]] = {}
         # one item per submit_many call: its transactions not yet known here, with their pendings
         self._queue: queue.SimpleQueue[list[tuple[Tx, Pending]] | None] = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -521,7 +525,16 @@ class EtcdOrderer:
             while cut < len(pending) and cut < self.max_batch and size < _BATCH_BYTES:
                 size += len(pending[cut][0].raw)
                 cut += 1
-            self._put(pending[:cut])
+            try:
+                self._put(pending[:cut])
+            except Exception as e:  # the thread that puts batches never dies
+                # a bug, or input no check foresaw (a peer's clock dated near 2**64 made a
+                # batch time that did not encode): said to this batch's submitters, and the
+                # next batch is put as usual; ending the thread left every later one waiting
+                self.stats.last_error = f"{type(e).__name__}: {e}"
+                log.error("could not put a batch", exc_info=True)
+                self._fail([f for _, f in pending[:cut]], OrderingError(
+                    f"this node could not put its batch ({type(e).__name__}: {e})"))
             pending = pending[cut:]
 
     def _pace_wait(self) -> float:
@@ -643,9 +656,11 @@ class EtcdOrderer:
                            [tx.raw for tx, _ in items], self._witnesses())
         data = batch.to_bytes()
         with self._wlock:
-            self._own[batch.sig] = [tx for tx, _ in items]
+            digest = hashlib.sha256(data).digest()
+            self._own[batch.sig] = ([tx for tx, _ in items], digest)
+            self._own_ids[digest] = [tx.txid for tx, _ in items]
             while len(self._own) > _OWN_KEPT:
-                del self._own[next(iter(self._own))]
+                self._own_ids.pop(self._own.pop(next(iter(self._own)))[1], None)
         give_up = _time.monotonic() + self.submit_timeout
         delay = 0.05
         while True:
@@ -886,7 +901,10 @@ class EtcdOrderer:
         strict parse of their bytes: tests/test_ordering.py); a malformed entry is dropped, the
         same way on every node."""
         with self._wlock:
-            own = self._own.pop(batch.sig, None)
+            kept = self._own.pop(batch.sig, None)
+            if kept is not None:
+                self._own_ids.pop(kept[1], None)
+        own = None if kept is None else kept[0]
         if own is not None and batch.proposer == self.agency and len(own) == len(batch.txs) \
                 and all(t.raw == raw for t, raw in zip(own, batch.txs, strict=True)):
             self.stats.own_batches_reused += 1
@@ -942,11 +960,17 @@ class EtcdOrderer:
         self.stats.batches_skipped += 1
         log.warning("skipped batch at revision %d: %s", rec.create_rev, why)
         self.rev = rec.create_rev
-        if batch is not None and batch.proposer == self.agency:
+        refused = OrderingError(f"our batch was refused by the network: {why}")
+        if batch is None:  # ours, if its bytes are what this node put
+            with self._wlock:
+                ids = self._own_ids.pop(hashlib.sha256(rec.value).digest(), [])
+                # (its entry in _own goes with the next batches put: it is never parsed)
+            for txid in ids:
+                self._resolve(txid, refused)
+        elif batch.proposer == self.agency:
             for raw in batch.txs:
                 with contextlib.suppress(DecodeError):
-                    self._resolve(Tx.from_bytes(raw).txid,
-                                  OrderingError(f"our batch was refused by the network: {why}"))
+                    self._resolve(Tx.from_bytes(raw).txid, refused)
 
     def _settle(self, result: BlockResult, *, ours: bool) -> None:
         """Answer the submitters waiting here. Most transactions of a batch another node

@@ -3599,3 +3599,52 @@ def test_peer_positions_dated_before_1970_do_not_get_a_nodes_batches_skipped(
     finally:
         orderer.stop()
         writer.close()
+
+
+def test_a_batch_that_cannot_be_put_or_read_back_answers_its_submitters_and_stops_nothing(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two ways a node's own batch failed its submitters for good (helper round 22O's notes):
+    an unexpected error while making the batch ended the thread that puts batches (every later
+    submission waited for ever); and a batch of ours that the network skipped as not decoding
+    was answered to nobody (its submitters waited out their time, and were never told why).
+    Now the first is said to that batch's submitters and the node goes on putting batches;
+    the second is said to its submitters as the network's refusal."""
+    from node import replication
+
+    reg, tax = agencies["reg"], agencies["tax"]
+    real = replication.make_batch
+    faults = ["raise", "junk"]
+
+    class Junk:  # a batch whose bytes are not a batch (as one dated before 1970 was)
+        def __init__(self, batch: Any) -> None:
+            self.sig = batch.sig
+
+        def to_bytes(self) -> bytes:
+            return b"\x93not a batch"
+
+    def make_batch(*args: Any, **kwargs: Any) -> Any:
+        fault = faults.pop(0) if faults else None
+        if fault == "raise":
+            raise RuntimeError("a bug in making the batch")
+        batch = real(*args, **kwargs)
+        return Junk(batch) if fault == "junk" else batch
+
+    monkeypatch.setattr(replication, "make_batch", make_batch)
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], "unputtable"), agency="edu",
+                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0)
+    try:
+        types = [ledger.gov_tx("register_type", {"type": {
+            "id": kind, "title": kind, "claims": {"level": "string"}, "derived": {}}},
+            [reg, tax]) for kind in ("degree",)]
+        first = orderer.submit(types[0])
+        with pytest.raises(OrderingError, match="could not put its batch.*RuntimeError"):
+            first.result(timeout=30)
+        second = orderer.submit(types[0])
+        with pytest.raises(OrderingError, match="refused by the network: does not decode"):
+            second.result(timeout=30)
+        assert orderer.stats.batches_skipped == 1
+        receipt = orderer.submit(types[0]).result(timeout=30)  # the node still puts batches
+        assert not receipt.duplicate and orderer.stats.batches_put == 2
+    finally:
+        orderer.stop()
