@@ -227,8 +227,11 @@ def issue_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
         raise PkiError(f"{folder} already has a certificate for {agency!r}")
     ca_cert, ca_key = _ca(folder, passphrase)
     key, cert = _agency_cert(ca_cert, ca_key, agency, now, san)
-    _write(folder / f"{agency}.key", _key_bytes(key, passphrase), 0o600)
-    _write(folder / f"{agency}.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    # each whole, the key first; a key already there without a certificate was left by a run
+    # stopped between the two (no one was given it): replaced, so the rerun is taken
+    write_atomic(folder / f"{agency}.key", _key_bytes(key, passphrase), 0o600)
+    write_atomic(folder / f"{agency}.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644,
+                 overwrite=False)
     return cert
 
 

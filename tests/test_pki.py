@@ -125,6 +125,26 @@ def test_an_interrupted_create_leaves_nothing_a_rerun_refuses(
             shutil.rmtree(target)
 
 
+def test_an_add_stopped_between_its_key_and_its_certificate_is_taken_again(
+        tmp_path: Path) -> None:
+    """`pki add` wrote ``<agency>.key``, then ``<agency>.crt``: a stop in between (Ctrl-C, a
+    full disk, a power cut) left a key that no certificate names, and every rerun failed on
+    it ("File exists"), the operator left to find and delete it by hand. The key, never given
+    to anyone, is replaced; the rerun certifies the agency, key and certificate a pair."""
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil"], b"pw", now=NOW)
+    issue_agency_cert(pki, "edu", b"pw", now=NOW)
+    (pki / "edu.crt").unlink()  # what a stop between the two writes leaves
+    cert = issue_agency_cert(pki, "edu", b"pw", now=NOW)  # the rerun is taken
+    assert _serial(pki / "edu.crt") == cert.serial_number
+    assert stat.S_IMODE((pki / "edu.key").stat().st_mode) == 0o600
+    runtime = unlock(pki, "edu", b"pw", tmp_path / "rt", now=NOW)  # the key is the cert's
+    lock(runtime)
+    with pytest.raises(PkiError, match="already has a certificate"):
+        issue_agency_cert(pki, "edu", b"pw", now=NOW)
+    assert _serial(pki / "edu.crt") == cert.serial_number
+
+
 def test_a_pem_key_from_before_still_unlocks(tmp_path: Path) -> None:
     """TLS keys written before ADR 46 (PEM, PBKDF2) are still read."""
     create_pki(tmp_path / "pki", "n", ["civil"], b"pw", now=NOW)
