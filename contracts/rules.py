@@ -16,6 +16,7 @@ An expression that fails at run time (a missing claim, division by zero) makes t
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import sys
 import threading
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import celpy
+import pendulum.parsing
 import re2
 from celpy import celtypes
 from celpy.evaluation import CELEvalError
@@ -320,7 +322,26 @@ def _matches(text: Any, pattern: Any) -> Any:
     return celtypes.BoolType(found is not None)
 
 
-_FUNCTIONS = {"matches": _matches}
+def _timestamp(value: Any, *args: Any) -> Any:
+    """CEL's ``timestamp`` as celpy's, but never the evaluating machine's clock: celpy's
+    (pendulum's parser) read ``"now"`` as the current time and a time of day alone
+    (``"12:00"``) as that time today, so a rule reading either decided by when it ran and the
+    auditor's replay of the same evidence could differ. Both are run-time errors; every other
+    text gives what celpy's gave (ValueError: a rule error)."""
+    if isinstance(value, str):
+        if value == "now":
+            raise ValueError("timestamp(\"now\") is the evaluating machine's clock: use now")
+        try:
+            parsed = pendulum.parsing.parse(str(value), exact=True)
+        except ValueError:
+            parsed = None  # celpy's own parse below fails alike
+        if isinstance(parsed, dt.time):
+            raise ValueError("a timestamp needs a date: a time of day alone falls on the "
+                             "evaluating machine's today")
+    return celtypes.TimestampType(value, *args)
+
+
+_FUNCTIONS: dict[str, Any] = {"matches": _matches, "timestamp": _timestamp}
 """Functions that replace celpy's own in every program (:meth:`CompiledRule._compile`)."""
 
 

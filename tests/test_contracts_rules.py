@@ -446,3 +446,28 @@ def test_the_engine_keeps_at_most_its_cache_size_of_compiled_rules() -> None:
     assert len(engine._cache) == 2
     again = engine.compile(versions[0])
     assert again is not first and again.hash == first.hash
+
+
+# -- helper round 23E ---------------------------------------------------------------------------
+
+def _when(when: str) -> tuple[str, tuple[str, ...], int]:
+    r = rule("certified-copy", clauses=[{"when": when, "decision": "rejected",
+                                         "reason": "odd"}])
+    o = ENGINE.compile(r).evaluate({"person-id": person()}, None, NOW)
+    return o.decision, o.reasons, o.fired
+
+
+def test_a_timestamp_that_reads_the_wall_clock_is_a_rule_error() -> None:
+    """celpy's ``timestamp("now")`` is the evaluating machine's clock, and a time of day alone
+    (``timestamp("12:00")``) falls on the machine's today: a rule reading either decided by
+    when it ran, so the auditor's replay of the evidence (same block time) could differ from
+    the node's decision. Both are rule errors; a written-out date still decides."""
+    for when in ('timestamp("now") > timestamp("2000-01-01T00:00:00Z")',
+                 'timestamp("12:00") > timestamp("2000-01-01T00:00:00Z")',
+                 'timestamp("2000-01-01T00:00:00Z") < timestamp("now")'):
+        assert _when(when) == ("needs_review", ("rule_error",), -2), when
+    for when in ('timestamp("2026-06-01T00:00:00Z") > timestamp("2000-01-01")',
+                 'timestamp("2026-06") > timestamp("2026")',
+                 'timestamp("2026-06-01T00:00:00Z") == timestamp("2026-06-01T08:00:00+08:00")'):
+        assert _when(when) == ("rejected", ("odd",), 0), when
+
