@@ -28,13 +28,14 @@ import celpy
 import pendulum.parsing
 import re2
 from celpy import celtypes
-from celpy.evaluation import CELEvalError
+from celpy.evaluation import CELEvalError, base_functions
 from lark import Token, Tree
 
 from contracts.errors import ApplicationError, RuleError
 from ledger import codec
 from ledger.errors import DecodeError
 from ledger.state import rule_hash
+from ledger.timetext import TimeZoneError, time_zone
 from ledger.tx import MAX_EXPR, parse_rule
 
 __all__ = ["CREDIT_FIELDS", "INT_MAX_STR_DIGITS", "MAX_RULE_COST", "MAX_RULE_DEPTH", "CelEngine",
@@ -341,7 +342,45 @@ def _timestamp(value: Any, *args: Any) -> Any:
     return celtypes.TimestampType(value, *args)
 
 
-_FUNCTIONS: dict[str, Any] = {"matches": _matches, "timestamp": _timestamp}
+_FIXED_OFFSET = re2.compile(r"^[+-]?\d\d?:\d\d$")
+"""celpy's spelling of a fixed offset from UTC (``+08:00``)."""
+
+
+def _same_everywhere(zone: str) -> bool:
+    """Whether ``zone`` names the same zone on every machine: UTC, a fixed offset, or a name
+    of the IANA database as spelled there (not ``localtime``, the machine's own zone, nor
+    ``Factory``, nor a path; not ``asia/shanghai``, which only a case-insensitive file system
+    finds)."""
+    if zone.lower() == "utc" or _FIXED_OFFSET.match(zone):
+        return True
+    try:
+        time_zone(zone)
+    except TimeZoneError:
+        return False
+    return True
+
+
+def _zoned(name: str) -> Any:
+    """celpy's ``get…`` method ``name`` (its zone argument resolved by pendulum, i.e. by the
+    machine's time zone files), refusing a zone that is not the same on every machine: a
+    ``getDate("localtime")`` gave one day on a node set to Asia/Shanghai and another on an
+    auditor's machine in UTC."""
+    method = base_functions[name]
+
+    def get(value: Any, *zone: Any) -> Any:
+        if zone and zone[0] and not _same_everywhere(str(zone[0])):
+            raise ValueError(f"{name}: the time zone is not an IANA zone name, UTC or a fixed "
+                             "offset (+08:00)")
+        return method(value, *zone)
+
+    return get
+
+
+_ZONED = ("getDate", "getDayOfMonth", "getDayOfWeek", "getDayOfYear", "getFullYear", "getMonth",
+          "getHours", "getMilliseconds", "getMinutes", "getSeconds")
+
+_FUNCTIONS: dict[str, Any] = {"matches": _matches, "timestamp": _timestamp,
+                              **{n: _zoned(n) for n in _ZONED}}
 """Functions that replace celpy's own in every program (:meth:`CompiledRule._compile`)."""
 
 

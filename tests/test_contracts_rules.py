@@ -471,3 +471,17 @@ def test_a_timestamp_that_reads_the_wall_clock_is_a_rule_error() -> None:
                  'timestamp("2026-06-01T00:00:00Z") == timestamp("2026-06-01T08:00:00+08:00")'):
         assert _when(when) == ("rejected", ("odd",), 0), when
 
+
+def test_a_time_zone_that_is_the_machine_s_own_is_a_rule_error() -> None:
+    """``getDate("localtime")`` (any of the ``get…`` methods) read the evaluating machine's
+    /etc/localtime: the same evidence gave one day on a node set to Asia/Shanghai and another
+    on an auditor's machine in UTC. A zone must be an IANA zone name, UTC or a fixed offset."""
+    at = 'timestamp("2026-06-01T20:00:00Z")'
+    for when in (f'{at}.getDate("localtime") > 0', f'{at}.getFullYear("Factory") > 0',
+                 f'{at}.getHours("localtime") >= 0', f'{at}.getDate("asia/shanghai") > 0',
+                 f'{at}.getDate("/etc/localtime") > 0'):
+        assert _when(when) == ("needs_review", ("rule_error",), -2), when
+    for when in (f'{at}.getDate("Asia/Shanghai") == 2', f'{at}.getDate("+08:00") == 2',
+                 f'{at}.getDate() == 1', f'{at}.getDate("UTC") == 1',
+                 f'{at}.getHours("Europe/Paris") == 22', f'{at}.getDayOfWeek("-05:00") == 1'):
+        assert _when(when) == ("rejected", ("odd",), 0), when
