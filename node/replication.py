@@ -384,6 +384,8 @@ class EtcdOrderer:
         # the proposing one
         self._peer_clocks: dict[str, tuple[int, float, bool]] = {}
         self._moved: set[str] = set()  # agencies whose published position changed since start
+        # current agencies with no position in etcd -> when (our timer) this node first found so
+        self._unheard: dict[str, float] = {}
         self._started = timer()
         # wall time (self.clock) of the start of the last read that reached the end of the
         # ordered batches, all of them applied since: what this node knows is current as of
@@ -1330,6 +1332,12 @@ class EtcdOrderer:
                    if all(type(v.get(k)) is int for k in ("rev", "height", "size"))}
         now = self.timer()
         self._positions_held = set(applied)
+        # A current agency with no (well-formed) position at all is as quiet as one whose
+        # position stopped changing, since this node first looked for it: it was in no peer
+        # list, and health said ok with a node never heard from (replaced whole: read by
+        # status() on another thread)
+        self._unheard = {a: self._unheard.get(a, now) for a in current
+                         if a != self.agency and a not in applied}
         for a, v in applied.items():
             was = self._heard.get(a)
             if was is None or was[0] != v:
@@ -1918,6 +1926,7 @@ class EtcdOrderer:
     def status(self) -> dict[str, Any]:
         head = self.store.head
         assert head is not None
+        now = self.timer()
         return {"agency": self.agency, "ordering": "etcd", "revision": self.rev,
                 "height": head.height, "log_size": head.log_size,
                 "final_size": self.final_size, "halted": self.halted,
@@ -1934,8 +1943,10 @@ class EtcdOrderer:
                 "paced_until": (_time.time() + self._paced_until - _time.monotonic()
                                 if self._paced_until > _time.monotonic() else None),
                 "unfinal_since": self._unfinal_since or None,
-                "quiet_peers": {a: p["quiet"] for a, p in self.stats.peers.items()
-                                if a != self.agency and p.get("quiet", 0) > PEER_QUIET},
+                "quiet_peers": {**{a: p["quiet"] for a, p in self.stats.peers.items()
+                                   if a != self.agency and p.get("quiet", 0) > PEER_QUIET},
+                                **{a: int(now - t) for a, t in self._unheard.items()
+                                   if now - t > PEER_QUIET}},
                 "evidence_held": sum(1 for _ in self.store.iterate(_EVIDENCE)),
                 "older_peers": self.older_peers(),
                 "own_etcd_down_since": self.etcd.first_down_since or None,

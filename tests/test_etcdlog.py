@@ -1036,6 +1036,44 @@ def test_a_malformed_applied_position_does_not_stop_the_apply_loop(
         writer.close()
 
 
+def test_a_current_agency_that_never_published_a_position_is_said_to_be_quiet(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Health is ``ok`` only when every current agency's node was heard from in the last
+    :data:`PEER_QUIET` s (docs/monitoring.md). A current agency whose node never published a
+    position (never started, or one whose position is no well-formed one) was in no peer list:
+    no "no word from the node of" alarm ever, health ``ok`` while the network had one node
+    less to spare. It is quiet since this node first looked for it (helper round 23L)."""
+    from ledger import codec
+    from node.replication import PEER_QUIET
+
+    prefix = "never-published"
+    writer = EtcdLog([etcd_url], prefix)  # reg's node, by hand; tax's says nothing ever
+    writer.put_applied("reg", codec.encode({"rev": 0, "height": 0, "size": 1, "time": T0 + 10,
+                                            "clock_sig": clock_signature(
+                                                ledger.net, "reg", agencies["reg"].node_key,
+                                                T0 + 10).hex()}))
+    skip = [0.0]  # this node's timer, moved past PEER_QUIET instead of waiting it out
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0,
+                          timer=lambda: time.monotonic() + skip[0])
+    try:
+        deadline = time.monotonic() + 30
+        while "reg" not in orderer.stats.peers:
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+        assert orderer.status()["quiet_peers"] == {}  # not yet past its slack
+        skip[0] = PEER_QUIET + 5
+        while "reg" not in orderer.status()["quiet_peers"]:  # positions read again
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+        quiet = orderer.status()["quiet_peers"]
+        assert set(quiet) == {"reg", "tax"}, quiet
+        assert quiet["tax"] > PEER_QUIET
+    finally:
+        orderer.stop()
+        writer.close()
+
+
 def test_a_position_that_claims_the_head_at_an_old_revision_holds_no_pruning_back(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """A member's published position counts for pruning unless its height is more than
