@@ -746,13 +746,20 @@ def metrics(request: Request, node: NodeDep) -> Response:
         m.equivocations.set(cluster["counters"].get("equivocations", 0))
         m.evidence.set(cluster.get("evidence_held", 0))
         m.forged.set(cluster["counters"].get("cosigs_forged", 0))
-        for gone in set(m.peers_labelled) - set(cluster["peers"]):  # a removed agency
+        lag = {a: p.get("lag", 0) for a, p in cluster["peers"].items()}
+        # a current agency whose node never published a position has no height (no lag) but
+        # is quiet all the same: the alert on its quiet series must fire
+        quiet = {**(cluster.get("quiet_peers") or {}),
+                 **{a: p.get("quiet", 0) for a, p in cluster["peers"].items()}}
+        for gone in m.peers_labelled - set(lag):  # a removed agency
             m.peer_lag.remove(gone)
+        for gone in m.quiet_labelled - set(quiet):  # a removed agency, or one heard again
             m.peer_quiet.remove(gone)
-        m.peers_labelled = set(cluster["peers"])
-        for peer, p in cluster["peers"].items():
-            m.peer_lag.labels(peer).set(p.get("lag", 0))
-            m.peer_quiet.labels(peer).set(p.get("quiet", 0))
+        m.peers_labelled, m.quiet_labelled = set(lag), set(quiet)
+        for peer, blocks in lag.items():
+            m.peer_lag.labels(peer).set(blocks)
+        for peer, seconds in quiet.items():
+            m.peer_quiet.labels(peer).set(seconds)
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -134,7 +134,8 @@ class Metrics:
                                 "Seconds since each current agency's node last published where "
                                 "it stands (every 10 s while it runs)", ["peer"],
                                 registry=self.registry)
-        self.peers_labelled: set[str] = set()
+        self.peers_labelled: set[str] = set()  # the peers with a lag series
+        self.quiet_labelled: set[str] = set()  # those with a quiet series
         self.forged = Gauge("ledger_node_refused_cosignatures",
                             "Co-signatures refused (bad signature or not a current agency)",
                             registry=self.registry)

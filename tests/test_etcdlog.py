@@ -1074,6 +1074,44 @@ def test_a_current_agency_that_never_published_a_position_is_said_to_be_quiet(
         writer.close()
 
 
+def test_an_agency_never_heard_from_has_its_quiet_series_in_metrics(tmp_path: Path) -> None:
+    """docs/monitoring.md suggests alerting on ``ledger_node_peer_quiet_seconds > 60``: a
+    current agency whose node never published a position had no series at all (only peers
+    with a position were labelled), so that alert never fired for it; health says it, and
+    /metrics has its quiet series too (helper round 23L)."""
+    from node.replication import PEER_QUIET
+
+    data, _ = _demo_edu(tmp_path)
+    now = DEMO_T0 + 1000
+    with _etcd_member(tmp_path / "etcd") as url:
+        _demo_witnesses(url, data, now, ("civil",))  # market's node: never a word
+        node = Node(data, "edu", PASS, clock=lambda: now, workers=0,
+                    replication=Replication(endpoints=(url,)))
+        try:
+            orderer = node.replicated
+            assert orderer is not None
+            deadline = time.monotonic() + 30
+            while "civil" not in orderer.stats.peers:
+                assert time.monotonic() < deadline, orderer.stats.last_error
+                time.sleep(0.05)
+            # this node's timer moved past PEER_QUIET instead of waiting it out
+            orderer.timer = lambda: time.monotonic() + PEER_QUIET + 5
+            while "civil" not in orderer.status()["quiet_peers"]:
+                assert time.monotonic() < deadline, orderer.stats.last_error
+                time.sleep(0.05)
+            app = create_app(settings_for(data), node=node)
+            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+                health = http.get("/v1/health").json()
+                metrics = http.get("/metrics").text
+        finally:
+            node.close()
+    assert health["status"] == "degraded", health
+    assert "no word from the node of civil" in health["problem"], health
+    assert "market for" in health["problem"], health
+    assert 'ledger_node_peer_quiet_seconds{peer="market"}' in metrics, metrics
+    assert 'ledger_node_peer_lag_blocks{peer="market"}' not in metrics  # no height: no lag
+
+
 def test_a_position_that_claims_the_head_at_an_old_revision_holds_no_pruning_back(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """A member's published position counts for pruning unless its height is more than
@@ -3456,9 +3494,11 @@ def _clock_sig(agency: str, t: int, net: str = NET) -> str:
     return clock_signature(net, agency, demo_agency(agency, "").node_key, t).hex()
 
 
-def _demo_witnesses(url: str, data: Path, t: int) -> None:
-    """The demo network's other agencies' nodes publish positions with their clocks signed at
-    ``t``: a batch of edu's node carries them, so its block time can move (ADR 58)."""
+def _demo_witnesses(url: str, data: Path, t: int,
+                    agencies: tuple[str, ...] = ("civil", "market")) -> None:
+    """The demo network's other agencies' nodes (``agencies``) publish positions with their
+    clocks signed at ``t``: a batch of edu's node carries them, so its block time can move
+    (ADR 58)."""
     from ledger import codec
     from ledger.batch import clock_signature
     from ledger.keys import load_private_key
@@ -3466,7 +3506,7 @@ def _demo_witnesses(url: str, data: Path, t: int) -> None:
 
     log = EtcdLog([url], NETWORK)
     try:
-        for agency in ("civil", "market"):
+        for agency in agencies:
             key = load_private_key(data / "keys" / f"{agency}.node.key", PASS)
             log.put_applied(agency, codec.encode({
                 "rev": 1, "height": 0, "size": 1, "time": t,
