@@ -1904,3 +1904,20 @@ def test_a_node_answering_with_a_claim_nested_past_any_depth_is_refused_not_a_tr
     with pytest.raises(BundleRefused) as e:
         approval_claims(hostile.to_bytes(), {"service": "elderly-allowance", "agency": "edu"})
     assert e.value.step == "bundle" and "nested too deeply" in str(e.value)
+
+
+def test_presenting_a_credential_no_copy_of_which_is_valid_says_so_before_signing(
+        world: World, wallet: Wallet, tmp_path: Path) -> None:
+    """With no valid copy at all, `wallet present` showed its preview as for any other and
+    signed: the verifier refused it as expired, the claims disclosed for nothing (helper
+    round 22W). The preview says the credential's state and dates before anything is signed
+    (this world's credentials ended in 2023, by the clock the CLI reads)."""
+    cid = _got(world, wallet, wallet.holder_jwk())
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps(REQ.to_json()))
+    out = tmp_path / "env.bin"
+    r = _run(["present", cid[:10], "--request", str(request), "--out", str(out)], wallet.path)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 1 and not out.exists(), r.stderr  # no answer to the prompt
+    assert "this credential is expired (valid 2023-" in said, said
+    assert "no copy of it is valid now: the verifier will refuse it" in said, said

@@ -447,12 +447,15 @@ def present(
         w = _open()
         given = w.info(credential_id)
         credential_id = w.copy_for(given.id, req.audience, int(time.time()))
-        if credential_id != given.id:
+        linked = w.would_link(credential_id, req.audience)
+        if credential_id != given.id and not linked:
             why = ("the key this verifier saw before" if w.seen_by(credential_id, req.audience)
                    else "a key no verifier saw")
             err.print(f"presenting {given.id[:16]}'s copy {credential_id[:16]}, bound to {why} "
                       "(verifiers who compare what they saw cannot link the two)")
-        elif w.would_link(given.id, req.audience):
+        elif credential_id != given.id:  # the named one not valid now, every valid key shown
+            err.print(f"presenting {given.id[:16]}'s copy {credential_id[:16]}, valid now")
+        if linked:
             err.print("[yellow]this credential's holder key was shown to another verifier "
                       "before, and no copy of it is bound to a key never shown:[/] the two can "
                       "link these presentations if they compare. Every key shown counts, for "
@@ -460,6 +463,8 @@ def present(
                       "M larger than before, and give each agency the keys past the ones it "
                       "has (`agency issue --holder-jwk` once per key)")
         p = w.preview(credential_id, req)
+        chosen = w.info(credential_id)
+        state = chosen.state(int(time.time()))
         foreign = w.is_foreign(credential_id)
         to_stdout = out_file == Path("-")  # the text only: no file, no QR code
         if to_stdout and sys.stdout is None:  # `>&-`: the text would go nowhere, counted
@@ -482,6 +487,12 @@ def present(
         err.print("  always shown: issuer, credential type, validity dates, status list entry, "
                   "holder public key")
         err.print(f"  withheld:  {escape(', '.join(p.withheld)) or '(nothing)'}")
+        if state != "valid":  # no valid copy held: said before anything is signed
+            err.print(f"[yellow]  this credential is {state}[/] (valid "
+                      f"{_date(chosen.valid_from)} to {_date(chosen.valid_until)}), and no copy "
+                      "of it is valid now: the verifier will refuse it, the claims disclosed "
+                      "for nothing. Ask its agency for a new one (`wallet list` shows each "
+                      "copy's dates)")
         if p.on_ledger:
             err.print(f"  not disclosed, but public anyway: {escape(', '.join(p.on_ledger))} "
                       "(the agency's decision on the ledger shows them to anyone holding this "
