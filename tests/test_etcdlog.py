@@ -3607,73 +3607,49 @@ def test_positions_of_no_agency_as_large_as_etcd_takes_stop_no_node(
             writer.close()
 
 
-def test_peer_positions_dated_past_any_batch_time_do_not_stop_a_node_proposing(
-        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
-    """Any agency's certificate writes any ``a/<agency>`` key, its ``time`` any integer
-    msgpack holds. Two positions dated at the top of that range made the node take their time
-    for its batches (its own clock far behind theirs): the time plus their age did not encode,
-    the thread that puts batches died, and every submission to the node waited for ever.
-    Such a time is no clock's: it is left out, and the node proposes at its own time."""
+@pytest.mark.parametrize("times", [[(1 << 64) - 1], [-10**6, -10**6 - 1]],
+                         ids=["past-any-batch-time", "before-1970"])
+def test_peer_positions_dated_outside_any_clock_stop_no_node(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency],
+        times: list[int]) -> None:
+    """Any agency's certificate writes any ``a/<agency>`` key, its ``time`` any integer msgpack
+    holds. Two positions dated at the top of that range made the node take their time for its
+    batches (its own clock far behind theirs): the time did not encode, the thread that puts
+    batches died, and every submission to the node waited for ever. Two dated below 0 made
+    its batches dated before 1970, which do not decode: the network skipped every one. Such a
+    time is no clock's: it is left out, and the node proposes at its own time (helper round
+    22O)."""
     from ledger import codec
 
     reg, tax = agencies["reg"], agencies["tax"]
-    prefix = "far-clocks"
+    prefix = f"odd-clocks-{times[0] < 0}"
     writer = EtcdLog([etcd_url], prefix)  # two agencies' positions, by any certificate
-    for name in ("reg", "tax"):
-        writer.put_applied(name, codec.encode({"rev": 1, "height": 0, "size": 1,
-                                               "time": (1 << 64) - 1, "clock_sig": "00" * 64}))
+
+    def publish(t: int) -> None:
+        for name in ("reg", "tax"):
+            writer.put_applied(name, codec.encode({"rev": 1, "height": 0, "size": 1,
+                                                   "time": t, "clock_sig": "00" * 64}))
+
+    publish(times[0])  # found at start; the next written while the node watches
     mono = [1000.0]
     orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
                           node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0,
                           timer=lambda: mono[0])
     spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
     try:
-        deadline = time.monotonic() + 30
-        while not {"reg", "tax"} <= set(orderer.stats.peers):
-            assert time.monotonic() < deadline, orderer.stats.last_error
-            time.sleep(0.05)
-        mono[0] += 5  # heard 5 s ago
-        pending = orderer.submit(ledger.gov_tx("register_type", {"type": spec}, [reg, tax]))
-        receipt = pending.result(timeout=30)
-        assert not receipt.duplicate
-        assert orderer.stats.batches_put == 1
-    finally:
-        orderer.stop()
-        writer.close()
-
-
-def test_peer_positions_dated_before_1970_do_not_get_a_nodes_batches_skipped(
-        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
-    """Two positions seen to change, dated below 0 (any agency's certificate writes any
-    ``a/<agency>`` key), made the node take their time for its batches (its own clock far
-    ahead of theirs): a batch time below 0 does not decode, and the network skipped every
-    batch of the node. Such a time is no clock's: it is left out."""
-    from ledger import codec
-
-    reg, tax = agencies["reg"], agencies["tax"]
-    prefix = "negative-clocks"
-    writer = EtcdLog([etcd_url], prefix)
-    mono = [1000.0]
-    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
-                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0,
-                          timer=lambda: mono[0])
-    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
-    try:
-        for n in range(2):  # written again while the node watches: seen to change
-            for name in ("reg", "tax"):
-                writer.put_applied(name, codec.encode({"rev": 1, "height": 0, "size": 1,
-                                                       "time": -10**6 - n,
-                                                       "clock_sig": "00" * 64}))
+        for n, t in enumerate(times):
+            if n:
+                publish(t)  # seen to change
             deadline = time.monotonic() + 30
-            while {orderer.stats.peers.get(a, {}).get("time") for a in ("reg", "tax")} \
-                    != {-10**6 - n}:
+            while {orderer.stats.peers.get(a, {}).get("time") for a in ("reg", "tax")} != {t}:
                 assert time.monotonic() < deadline, orderer.stats.last_error
                 mono[0] += 0.5
                 time.sleep(0.05)
+        mono[0] += 5  # heard 5 s ago: a time near 2**64 plus that does not encode
         pending = orderer.submit(ledger.gov_tx("register_type", {"type": spec}, [reg, tax]))
         receipt = pending.result(timeout=30)
         assert not receipt.duplicate
-        assert orderer.stats.batches_skipped == 0
+        assert (orderer.stats.batches_put, orderer.stats.batches_skipped) == (1, 0)
     finally:
         orderer.stop()
         writer.close()
