@@ -403,6 +403,17 @@ class Approvals:
     def _records(self) -> list[Path]:
         return sorted(self.folder.glob("*.ev")) if self.folder.exists() else []
 
+    def _read(self, path: Path) -> tuple[Tx, dict[str, Any]]:
+        """A filed record's decision and the record; StoreError naming the file and what is
+        wrong if it cannot be read (this node's own record: not a client's 400)."""
+        try:
+            rec = self._open(path)
+            return Tx.from_bytes(rec["tx"]), rec
+        except (DecodeError, KeyError, TypeError, AttributeError) as e:
+            why = str(e) if isinstance(e, LedgerError) else type(e).__name__
+            raise StoreError(damaged(f"approval record {path.name}", None,
+                                     f"cannot be read ({why})")) from e
+
     def list(self) -> list[dict[str, Any]]:
         """Every decision this node made, oldest first (no claim values). A record that cannot
         be read is listed as damaged (its file, its decision's id when the name holds one, and
@@ -412,31 +423,28 @@ class Approvals:
         for p in self._records():
             named = _RECORD_NAME.fullmatch(p.name)
             try:
-                rec = self._open(p)
-                b = Tx.from_bytes(rec["tx"]).body
                 if named is None:
-                    raise DecodeError("its name is not <index>-<transaction id>.ev")
+                    raise StoreError(damaged(f"approval record {p.name}", None, "cannot be read "
+                                             "(its name is not <index>-<transaction id>.ev)"))
+                tx, rec = self._read(p)
+                b = tx.body
                 out.append({"approval_tx": named[1], "index": rec["index"],
                             "height": rec["height"], "service": b["service"],
                             "rule_hash": b["rule_hash"].hex(), "decision": b["decision"],
                             "path": b["path"], "reasons": b["reasons"], "ts": b["ts"]})
-            except (OSError, LedgerError, KeyError, TypeError, AttributeError) as e:
+            except (OSError, LedgerError, KeyError) as e:  # _read's words, else said so
                 why = str(e) if isinstance(e, LedgerError) else type(e).__name__
-                out.append({"file": p.name, "damaged": damaged(
-                    f"approval record {p.name}", None, f"cannot be read ({why})")}
-                    | ({} if named is None else {"approval_tx": named[1]}))
+                out.append({"file": p.name, "damaged": str(e) if isinstance(e, StoreError)
+                            else damaged(f"approval record {p.name}", None,
+                                         f"cannot be read ({why})")}
+                           | ({} if named is None else {"approval_tx": named[1]}))
         return out
 
     def record(self, txid: str) -> tuple[Tx, bytes, dict[str, Any]]:
         for p in self._records():
             if p.stem.endswith(txid):
-                try:
-                    rec = self._open(p)
-                    return Tx.from_bytes(rec["tx"]), rec["evidence"], rec
-                except (DecodeError, KeyError, TypeError) as e:  # its own record: not a 400
-                    why = str(e) if isinstance(e, LedgerError) else type(e).__name__
-                    raise StoreError(damaged(f"approval record {p.name}", None,
-                                             f"cannot be read ({why})")) from e
+                tx, rec = self._read(p)
+                return tx, rec["evidence"], rec
         raise NotFound(f"this node made no approval {txid}")
 
     def explain(self, txid: str) -> dict[str, Any]:

@@ -428,11 +428,9 @@ class EtcdOrderer:
         self._pending_cosigs: dict[int, dict[str, tuple[Checkpoint, str]]] = {}
         self._waiting: dict[bytes, list[Pending]] = {}
         self._wlock = threading.Lock()
-        # batch signature -> (our parsed transactions, SHA-256 of the batch's bytes as put)
+        # batch signature -> (our parsed transactions, SHA-256 of the batch's bytes as put: a
+        # batch of ours that comes back not decoding is known by its bytes alone, _skip)
         self._own: dict[bytes, tuple[list[Tx], bytes]] = {}
-        # that SHA-256 -> the transaction ids: a batch of ours that comes back not decoding is
-        # known as ours by its bytes alone, and its submitters are told (_skip)
-        self._own_ids: dict[bytes, list[bytes]] = {}
         # one item per submit_many call: its transactions not yet known here, with their pendings
         self._queue: queue.SimpleQueue[list[tuple[Tx, Pending]] | None] = queue.SimpleQueue()
         self._wake = threading.Event()
@@ -658,11 +656,9 @@ class EtcdOrderer:
                            [tx.raw for tx, _ in items], self._witnesses())
         data = batch.to_bytes()
         with self._wlock:
-            digest = hashlib.sha256(data).digest()
-            self._own[batch.sig] = ([tx for tx, _ in items], digest)
-            self._own_ids[digest] = [tx.txid for tx, _ in items]
+            self._own[batch.sig] = ([tx for tx, _ in items], hashlib.sha256(data).digest())
             while len(self._own) > _OWN_KEPT:
-                self._own_ids.pop(self._own.pop(next(iter(self._own)))[1], None)
+                del self._own[next(iter(self._own))]
         give_up = _time.monotonic() + self.submit_timeout
         delay = 0.05
         while True:
@@ -904,8 +900,6 @@ class EtcdOrderer:
         same way on every node."""
         with self._wlock:
             kept = self._own.pop(batch.sig, None)
-            if kept is not None:
-                self._own_ids.pop(kept[1], None)
         own = None if kept is None else kept[0]
         if own is not None and batch.proposer == self.agency and len(own) == len(batch.txs) \
                 and all(t.raw == raw for t, raw in zip(own, batch.txs, strict=True)):
@@ -963,12 +957,13 @@ class EtcdOrderer:
         log.warning("skipped batch at revision %d: %s", rec.create_rev, why)
         self.rev = rec.create_rev
         refused = OrderingError(f"our batch was refused by the network: {why}")
-        if batch is None:  # ours, if its bytes are what this node put
+        if batch is None:  # ours, if its bytes are what this node put (rare: a short scan)
+            digest = hashlib.sha256(rec.value).digest()
             with self._wlock:
-                ids = self._own_ids.pop(hashlib.sha256(rec.value).digest(), [])
-                # (its entry in _own goes with the next batches put: it is never parsed)
-            for txid in ids:
-                self._resolve(txid, refused)
+                sig = next((k for k, (_, d) in self._own.items() if d == digest), None)
+                txs = [] if sig is None else self._own.pop(sig)[0]
+            for tx in txs:
+                self._resolve(tx.txid, refused)
         elif batch.proposer == self.agency:
             for raw in batch.txs:
                 with contextlib.suppress(DecodeError):
