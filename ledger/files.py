@@ -17,6 +17,7 @@ import io
 import os
 import secrets
 import signal
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -25,7 +26,7 @@ from typing import Any, BinaryIO, NoReturn, TextIO, cast
 
 __all__ = [
     "NOT_UNICODE", "SigtermSeen", "Terminated", "atomic_output", "die_with_parent",
-    "interrupts_held", "run_cli", "sigterm_raises", "write_atomic",
+    "interrupts_held", "read_capped", "run_cli", "sigterm_raises", "write_atomic",
 ]
 
 
@@ -104,6 +105,34 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600, *, overwrite: bool 
     """Write ``data`` to ``path`` whole or not at all (see :func:`atomic_output`)."""
     with atomic_output(path, mode, overwrite=overwrite) as f:
         f.write(data)
+
+
+KEY_FILE_MAX = 64 * 1024
+"""The most a key, secret or certificate file is read: each is well under 16 kB."""
+
+
+def read_capped(path: Path, limit: int = KEY_FILE_MAX) -> bytes:
+    """The bytes of the regular file ``path``, read only if it holds at most ``limit``.
+
+    An :class:`OSError` as :meth:`Path.read_bytes` raises it, and also for what is not a
+    regular file (a FIFO would hang the reader, a device never ends; opened without blocking)
+    and for a file larger than ``limit`` (``errno.EFBIG``, never read whole).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        if info.st_size > limit:
+            raise OSError(errno.EFBIG, f"{info.st_size} bytes, over the {limit}-byte limit",
+                          str(path))
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    finally:
+        os.close(fd)
+    if len(data) > limit:  # grown since fstat
+        raise OSError(errno.EFBIG, f"over the {limit}-byte limit", str(path))
+    return data
 
 
 def _sync_folder(folder: Path) -> None:

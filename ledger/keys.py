@@ -27,7 +27,7 @@ import nacl.utils
 
 from ledger import codec
 from ledger.errors import DecodeError, KeyFileError, SignatureError
-from ledger.files import write_atomic
+from ledger.files import read_capped, write_atomic
 
 __all__ = [
     "DOMAINS",
@@ -253,9 +253,9 @@ def save_private_key(path: Path, key: PrivateKey, passphrase: bytes, *,
 def load_private_key(path: Path, passphrase: bytes) -> PrivateKey:
     """Decrypt a key written by :func:`save_private_key`; raise :class:`KeyFileError` on failure."""
     try:
-        blob = path.read_bytes()
+        blob = read_capped(path)
     except OSError as e:
-        raise KeyFileError(f"cannot read key file {path}: {e}") from e
+        raise KeyFileError(f"cannot read key file {path}: {e.strerror or e}") from e
     seed, kid = _unseal(blob, passphrase, path, lambda f: f.bytes("kid", size=32))
     if len(seed) != 32:
         raise KeyFileError(f"key file {path} holds {len(seed)} bytes, not an Ed25519 seed")

@@ -25,7 +25,7 @@ import nacl.secret
 
 from ledger import codec
 from ledger.errors import DecodeError, KeyFileError, LedgerError
-from ledger.files import write_atomic
+from ledger.files import read_capped, write_atomic
 from ledger.keys import open_secret, seal_secret
 
 __all__ = ["EVIDENCE_KEY", "EVIDENCE_KEY_FILE", "EVIDENCE_PASSPHRASE_ENV", "SEALED_PREFIX",
@@ -92,7 +92,7 @@ def read_evidence_key(path: Path, passphrase: bytes) -> bytes:
     """The evidence key sealed in ``path``; :class:`KeyFileError` if it cannot be read, the
     passphrase is wrong, or it is not an evidence key."""
     try:
-        blob = path.read_bytes()
+        blob = read_capped(path)
     except OSError as e:
         raise KeyFileError(f"cannot read {path}: {e.strerror or e}") from e
     key = open_secret(blob, passphrase, EVIDENCE_KEY, path)

@@ -40,6 +40,7 @@ from aetcd.rpc import rpc_pb2_grpc as pbg
 
 from ledger import codec
 from ledger.errors import OrderingError
+from ledger.files import read_capped
 
 __all__ = ["ETCD_ROLE", "MAX_VALUE", "READ_BATCHES", "READ_COSIGS", "READ_POSITIONS",
            "CounterBehind", "EtcdLog", "NoSpace", "Record", "TlsFiles", "network_prefix",
@@ -149,9 +150,9 @@ class _Endpoint:
             if tls is None:
                 raise OrderingError(f"{url}: https needs the network CA and a client certificate")
             creds = grpc.ssl_channel_credentials(
-                root_certificates=Path(tls.ca).read_bytes(),
-                private_key=Path(tls.key).read_bytes(),
-                certificate_chain=Path(tls.cert).read_bytes())
+                root_certificates=read_capped(Path(tls.ca)),
+                private_key=read_capped(Path(tls.key)),
+                certificate_chain=read_capped(Path(tls.cert)))
             self.channel = grpc.secure_channel(target, creds, options=options)
         elif scheme == "http":
             self.channel = grpc.insecure_channel(target, options=options)

@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ledger.errors import KeyFileError, LedgerError
-from ledger.files import write_atomic
+from ledger.files import read_capped, write_atomic
 from ledger.keys import open_secret, seal_secret
 from ledger.tx import is_identifier
 
@@ -66,6 +66,8 @@ UNREADABLE = "cannot read this agency's TLS certificates"
 """How :func:`certificate_problem` begins when it could not read the certificates or the
 revocation list (missing, or caught while being copied in): worth reading again soon."""
 CRL = "crl.pem"
+CRL_FILE_MAX = 1 << 20
+"""The most ``crl.pem`` is read: some 40 bytes for each certificate it revokes."""
 REVOKED = "revoked"
 SUPERSEDED = "superseded"  # certificates renew replaced, still valid until they expire
 OPERATOR = "operator"  # operator.crt / operator.key
@@ -101,7 +103,7 @@ _WHAT = "tls-key"
 
 def _load_key(path: Path, passphrase: bytes) -> ec.EllipticCurvePrivateKey:
     try:
-        blob = path.read_bytes()
+        blob = read_capped(path)
     except FileNotFoundError as e:
         raise PkiError(f"no key file {path}") from e
     except OSError as e:
@@ -267,7 +269,7 @@ def _ca(folder: Path, passphrase: bytes) -> tuple[x509.Certificate,
     ca_key = _load_key(folder / "ca.key", passphrase)
     if _spki(ca_key.public_key()) != _spki(ca_cert.public_key()):
         raise PkiError(f"{folder / 'ca.key'} is not the key of {folder / 'ca.crt'}")
-    if (folder / "ca.key").read_bytes().startswith(b"-----BEGIN"):
+    if read_capped(folder / "ca.key").startswith(b"-----BEGIN"):
         # A CA key written before ADR 46: PEM with PBKDF2 at 2,048 rounds, under the
         # passphrase of the Argon2id key files, the cheap way to guess it. No command rewrote
         # it (renew-ca keeps the key file): sealed as key files are, once it has opened.
@@ -427,7 +429,7 @@ def _read_crl(folder: Path, ca_cert: x509.Certificate) -> x509.CertificateRevoca
     """``crl.pem`` checked against the CA; None when the folder has none (before ADR 48)."""
     path = folder / CRL
     try:
-        crl = x509.load_pem_x509_crl(path.read_bytes())
+        crl = x509.load_pem_x509_crl(read_capped(path, CRL_FILE_MAX))
     except FileNotFoundError:
         return None
     except OSError as e:
@@ -515,13 +517,13 @@ def operator_credentials(folder: Path, passphrase: bytes) -> tuple[bytes, bytes,
                        "before ADR 48 gets one from `ledger-node pki add` or `pki revoke`, "
                        "run where the CA key is")
     key = _load_key(folder / f"{OPERATOR}.key", passphrase)
-    return ((folder / "ca.crt").read_bytes(), (folder / f"{OPERATOR}.crt").read_bytes(),
+    return (read_capped(folder / "ca.crt"), read_capped(folder / f"{OPERATOR}.crt"),
             _key_bytes(key, None))
 
 
 def _certificate(path: Path) -> x509.Certificate:
     try:
-        return x509.load_pem_x509_certificate(path.read_bytes())
+        return x509.load_pem_x509_certificate(read_capped(path))
     except FileNotFoundError as e:
         raise PkiError(f"no certificate file {path}") from e
     except OSError as e:

@@ -46,6 +46,7 @@ from ledger.errors import (
     StoreError,
     TxRejected,
 )
+from ledger.files import read_capped
 from ledger.finality import checkpoint_verifiers, sign_checkpoint, verify_final
 from ledger.foreign import TrustList, verify_foreign
 from ledger.keys import PrivateKey, load_private_key, open_secret
@@ -106,7 +107,7 @@ def read_credit_secret(path: Path, passphrase: bytes) -> bytes | None:
     """The credit secret in ``path``, sealed as key files are (ADR 46); a clear file from before
     is still read. None when there is no such file (a node that keeps no credit records)."""
     try:
-        blob = path.read_bytes()
+        blob = read_capped(path)
     except FileNotFoundError:
         return None
     except OSError as e:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from test_api import make_demo
 
-from ledger.files import Terminated, atomic_output, sigterm_raises, write_atomic
+from ledger.files import Terminated, atomic_output, read_capped, sigterm_raises, write_atomic
 
 
 @pytest.fixture(scope="module")
@@ -487,3 +487,20 @@ def test_json_for_standard_output_escapes_what_a_terminal_acts_on_or_hides(
     assert "长盛" in text and "\U0001f600" in text  # readable text stays readable
     monkeypatch.setattr("sys.stdout", io.TextIOWrapper(io.BytesIO(), encoding="ascii"))
     assert stdout_json(value).isascii() and json.loads(stdout_json(value)) == value
+
+
+def test_read_capped_reads_a_small_file_and_refuses_a_fifo_without_blocking(
+        tmp_path: Path) -> None:
+    """A FIFO is opened without blocking and refused by what it is: with no writer, a plain
+    read would wait for ever (ADR 74)."""
+    small = tmp_path / "small"
+    small.write_bytes(b"x" * 10)
+    assert read_capped(small, 10) == b"x" * 10
+    with pytest.raises(OSError, match="10 bytes, over the 9-byte limit"):
+        read_capped(small, 9)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(OSError, match="not a regular file"):
+        read_capped(fifo)
+    with pytest.raises(FileNotFoundError):
+        read_capped(tmp_path / "none")

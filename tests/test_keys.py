@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import nacl.pwhash
@@ -590,3 +591,33 @@ def test_a_passphrase_file_over_4096_bytes_is_refused_not_cut(monkeypatch: pytes
         secret.write_bytes(b"p" * size)
         with pytest.raises(KeyFileError, match="over 4096 bytes"):
             read_passphrase()
+
+
+def _loader(what: str) -> tuple[Callable[[Path], object], type[Exception]]:
+    from ledger.sealed import read_evidence_key
+    from node.pki import PkiError, _load_key
+    from node.service import read_credit_secret
+    loaders: dict[str, tuple[Callable[[Path], object], type[Exception]]] = {
+        "node key": (lambda p: load_private_key(p, PASS), KeyFileError),
+        "evidence key": (lambda p: read_evidence_key(p, PASS), KeyFileError),
+        "credit secret": (lambda p: read_credit_secret(p, PASS), KeyFileError),
+        "TLS key": (lambda p: _load_key(p, PASS), PkiError)}
+    return loaders[what]
+
+
+@pytest.mark.parametrize("what", ["node key", "evidence key", "credit secret", "TLS key"])
+def test_a_key_or_secret_file_that_is_no_regular_file_or_too_large_is_refused_unread(
+        tmp_path: Path, what: str) -> None:
+    """Whoever can write the keys folder could plant a FIFO (a start that hangs), a link to a
+    device that never ends, or a file of gigabytes (read whole into memory): each is refused by
+    what it is, before a byte is read (ADR 74)."""
+    load, error = _loader(what)
+    device = tmp_path / "device.key"
+    device.symlink_to(os.devnull)
+    with pytest.raises(error, match="not a regular file"):
+        load(device)
+    big = tmp_path / "big.key"
+    with big.open("wb") as f:
+        f.truncate(1 << 30)  # sparse: a gigabyte that takes no room
+    with pytest.raises(error, match="1073741824 bytes, over the 65536-byte limit"):
+        load(big)
