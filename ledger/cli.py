@@ -204,20 +204,40 @@ def head(data: DataArg,
                 signed = SignedCheckpoint.from_text(text.decode())
                 final = sorted(verify_final(signed, store.registry, store.head.time))
             except LedgerError as e:
-                problem = str(e)
+                problem = f"checkpoint not final: {e}"
+            else:
+                problem = _head_unattested(signed, store.head.log_size)
         if as_json:
             print(json.dumps({"head": header.to_json(), "checkpoint": text.decode() if text
-                              else None, "final_signers": final, "problem": problem or None}))
+                              else None, "final_signers": final,
+                              "problem": problem.removeprefix("checkpoint not final: ")
+                              or None}))
         else:
             for name, value in header.to_json().items():
                 out.print(f"{name}: {value}", markup=False, highlight=False)
             if text:
                 out.print(text.decode(), markup=False, highlight=False, soft_wrap=True)
-            out.print(Text(f"checkpoint not final: {problem}", style="red") if problem else
+            out.print(Text(problem, style="red") if problem else
                       Text(f"checkpoint final, signed by {', '.join(final)}") if text else
                       Text("no checkpoint stored yet (a genesis alone has none)"))
         if problem:
             raise typer.Exit(1)
+
+
+def _head_unattested(signed: SignedCheckpoint, log_size: int) -> str:
+    """Why the head is not final though the newest stored checkpoint is ("" when it is the
+    head's): a checkpoint of an older block attests nothing after it (an archive imported with
+    its last blocks' checkpoints left out, say)."""
+    size = signed.checkpoint.size
+    if size == log_size:
+        return ""
+    try:
+        named = checkpoint_block(signed.checkpoint)
+    except CheckpointError:
+        named = None
+    after = "it" if named is None else f"block {named[0]}"
+    return (f"the newest checkpoint is of log size {size}, the head's is {log_size}: the "
+            f"blocks after {after} are attested by no checkpoint")
 
 
 @ledger_app.command()

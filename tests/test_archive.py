@@ -870,3 +870,50 @@ def test_a_checkpoint_not_as_nodes_write_it_is_a_changed_record(demo: Path,
     # the same, unchanged, restores the original store byte for byte
     _import(archive_bytes, tmp_path / "same")
     assert _dump(tmp_path / "same") == _dump(demo / "ledger")
+
+
+def test_ledger_head_of_a_store_whose_newest_blocks_no_checkpoint_covers_is_not_final(
+        archive_bytes: bytes, tmp_path: Path) -> None:
+    """An archive whose last blocks carry no checkpoint (stripped by whoever served it: no
+    quorum attests those blocks, which may be a regrouping of theirs) imports whole, as ADR 71
+    leaves it. `ledger head` of that store then said "checkpoint final, signed by civil, edu,
+    market" and exited 0, showing the checkpoint of an older block beside the head: a head
+    whose own checkpoint is below quorum exits 1 "not final", one with none at all passed.
+    It now says the head is not attested and exits 1, in --json too."""
+    import json
+    import subprocess
+    import sys
+
+    records = _records(archive_bytes)
+    cut = len(records) // 2
+
+    def strip(bs: list[BlockRecord]) -> list[BlockRecord]:
+        return [b if b.height < cut else BlockRecord(b.height, b.unverified_header,
+                                                     b.unverified_txs) for b in bs]
+
+    target = tmp_path / "stripped"
+    _import(_rewrite(archive_bytes, strip), target)
+    with Store(target, create=False) as store:
+        assert store.head is not None and store.head.height == len(records) - 1
+        head_size = store.head.log_size
+        covered = SignedCheckpoint.from_text(store.checkpoint() or b"").checkpoint.size
+    assert covered < head_size
+    cli = str(Path(sys.executable).parent / "ledger")
+    plain = subprocess.run([cli, "head", str(target)], capture_output=True, text=True,
+                           timeout=120, check=False)
+    assert plain.returncode == 1, plain.stdout
+    said = " ".join((plain.stdout + plain.stderr).split())
+    assert "checkpoint final" not in said
+    assert (f"the newest checkpoint is of log size {covered}, the head's is {head_size}: the "
+            f"blocks after block {cut - 1} are attested by no checkpoint") in said
+    got = subprocess.run([cli, "head", str(target), "--json"], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert got.returncode == 1, got.stdout
+    out = json.loads(got.stdout)
+    assert out["problem"] is not None and f"log size {covered}" in out["problem"]
+    # the whole archive's store is final at its head, as before
+    _import(archive_bytes, tmp_path / "whole")
+    whole = subprocess.run([cli, "head", str(tmp_path / "whole"), "--json"],
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert whole.returncode == 0, whole.stderr
+    assert json.loads(whole.stdout)["problem"] is None
