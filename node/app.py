@@ -387,7 +387,8 @@ _PAGE_HEADERS = [
 class _SecurityHeaders:
     """``nosniff`` on every response; on the HTML pages also a strict CSP, no framing, no
     Referer and no caching (the API's reference at /docs too: a page of the node's own, not
-    FastAPI's Swagger UI, which loads its script from a CDN, ADR 54)."""
+    FastAPI's Swagger UI, which loads its script from a CDN, ADR 54); on the API's answers
+    ``no-cache`` unless the route says otherwise (ADR 74)."""
 
     def __init__(self, app: ASGIApp, https: bool = False) -> None:
         self.app = app
@@ -398,6 +399,8 @@ class _SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+
+        static = scope.get("path", "").startswith("/static/")
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -410,6 +413,11 @@ class _SecurityHeaders:
                            for k, v in headers)
                 if html:
                     headers += [(k, v) for k, v in _PAGE_HEADERS if k not in names]
+                elif b"cache-control" not in names and not static:
+                    # the API's answers change with each block (a head, a checkpoint, health):
+                    # a cache on the way asks again before reusing one (status lists say their
+                    # own max-age)
+                    headers.append((b"cache-control", b"no-cache"))
                 message = {**message, "headers": headers}
             await send(message)
 

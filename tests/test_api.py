@@ -1091,6 +1091,17 @@ def test_only_html_replies_get_the_page_headers(http: httpx.Client) -> None:
         assert r.headers.get("cache-control") != "no-store", path
 
 
+def test_the_api_s_changing_answers_are_asked_again_by_caches(http: httpx.Client) -> None:
+    """A head, a checkpoint, health or the metrics change with each block: a cache on the way
+    must ask again before reusing one (``no-cache``), or a desk behind an agency's proxy reads
+    an old checkpoint as the newest. Status lists keep their own max-age; the stylesheet is
+    left to the browser (ADR 74)."""
+    for path in ("/v1/head", "/v1/checkpoint", "/v1/health", "/metrics", "/v1/registry",
+                 "/v1/nope"):
+        assert http.get(path).headers["cache-control"] == "no-cache", path
+    assert "cache-control" not in http.get("/static/pages.css").headers
+
+
 def test_head_of_the_archive_is_refused_not_made(http: httpx.Client) -> None:
     """HEAD is answered as GET without the body, except where the body is work to make: the
     whole chain's archive (one reader at a time) is not built for a HEAD that drops it."""
