@@ -304,9 +304,10 @@ def _founding(store: Store) -> int:
     ags = agencies()
     if store.head is None:
         store.write_block(build_genesis(genesis_tx(NET, ags, QUORUM, T0)))
-        head, reg = store.head, store.registry
-        if head is None or reg is None:
-            raise SystemExit("chaingen: the store lost its head")
+    head, reg = store.head, store.registry
+    if head is None or reg is None:
+        raise SystemExit("chaingen: the store lost its head")
+    if head.height == 0:  # also a run stopped between the two blocks: write the set-up block
         result = build_block(head, reg, store, store.frontier, setup_txs(ags), T0 + 1)
         if result.rejected:
             raise SystemExit(f"chaingen set-up rejected: {result.rejected[0][1]}")

@@ -4,6 +4,7 @@ kind of transaction, and is the same chain whether built in one go or resumed.""
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import time
 from collections import Counter
@@ -16,6 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import chaingen
 
 from ledger.audit import audit
+from ledger.chain import build_genesis
+from ledger.network import genesis_tx
 from ledger.state import Registry, credit_events
 from ledger.store import Store
 from ledger.tx import Tx
@@ -62,6 +65,24 @@ def test_resumed_build_is_the_same_chain(tmp_path: Path) -> None:
     part = chaingen.generate(tmp_path / "two", 900, params=SMALL, workers=1)
     part.close()
     two = chaingen.generate(tmp_path / "two", 2_500, params=SMALL, workers=1)
+    head_two = two.head
+    two.close()
+    assert head_one == head_two
+
+
+def test_a_build_interrupted_after_genesis_resumes_to_the_same_chain(tmp_path: Path) -> None:
+    """Stopped between the genesis block and the set-up block (types, grants, rules), the
+    folder holds a sidecar and a genesis-only store: the next run writes the set-up block and
+    builds the same chain as one run, instead of planning blocks from before the first."""
+    one = chaingen.generate(tmp_path / "one", 1_000, params=SMALL, workers=1)
+    head_one = one.head
+    one.close()
+    path = tmp_path / "two"
+    with Store(path) as store:  # what the interrupted run left
+        chaingen.sidecar(path).write_text(json.dumps(SMALL.to_json()))
+        store.write_block(build_genesis(genesis_tx(chaingen.NET, chaingen.agencies(),
+                                                   chaingen.QUORUM, chaingen.T0)))
+    two = chaingen.generate(path, 1_000, params=SMALL, workers=1)
     head_two = two.head
     two.close()
     assert head_one == head_two
