@@ -147,6 +147,18 @@ def build_big_store(path: Path, size: int) -> None:
     store.close()
 
 
+def cached_store(path: Path, size: int) -> None:
+    """The store at ``path`` as :func:`build_big_store` makes it, (re)built unless it holds
+    ``size`` entries: a build stopped part way leaves a shorter chain, which it cannot extend."""
+    if path.exists():
+        with Store(path) as store:
+            if store.head is not None and store.head.log_size >= size:
+                return
+        shutil.rmtree(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    build_big_store(path, size)
+
+
 def bench_proofs(path: Path, samples: int = 2000) -> dict[str, float]:
     start = time.perf_counter()
     store = Store(path)  # cold open: reads head, checks it against the stored Merkle nodes
@@ -601,9 +613,7 @@ def main() -> None:
         # Its own chain, not the proof figure's: the audit compares every stored record with the
         # replay, so a chain cached by an older state format would not audit clean.
         path = args.cache / f"audit-chain-{size}"
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            build_big_store(path, size)
+        cached_store(path, size)
         err.print(f"replaying the {size:,}-entry chain in {path} …")
         got = bench_audit(path, args.since_blocks)
         if args.json:
@@ -676,14 +686,7 @@ def main() -> None:
     res["ingest_ratio"] = res["ingest_tx_per_s"] / ref
     if args.proof_size:
         path = args.cache / f"proofs-{args.proof_size}"
-        ok = False
-        if path.exists():
-            with Store(path) as s:
-                ok = s.head is not None and s.head.log_size >= args.proof_size
-        if not ok:
-            shutil.rmtree(path, ignore_errors=True)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            build_big_store(path, args.proof_size)
+        cached_store(path, args.proof_size)
         res.update(bench_proofs(path))
     if args.json:
         print(json.dumps(res, indent=2))

@@ -73,3 +73,20 @@ def test_bench_tables_explains_itself_and_refuses_no_or_missing_files(tmp_path: 
     for args in ((), ("all-missing.json",)):
         r = run(*args)
         assert r.returncode == 2 and "Traceback" not in r.stderr and r.stdout == "", r.stderr
+
+
+def test_bench_audit_rebuilds_a_chain_left_short_by_an_interrupted_build(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`scripts/bench audit` reused any folder at its cache path: a chain whose build was
+    stopped part way was audited as it was, under the size the run printed ("replaying the
+    N-entry chain") and in the figure of that size."""
+    import json
+
+    size = 3_000
+    benchmarks.build_big_store(tmp_path / f"audit-chain-{size}", 1_000)  # the stopped build
+    monkeypatch.setattr(sys, "argv", ["bench", "audit", "--proof-size", str(size), "--cache",
+                                      str(tmp_path), "--json"])
+    benchmarks.main()
+    got = json.loads(capsys.readouterr().out)
+    assert got["audit_txs"] >= size
