@@ -562,6 +562,32 @@ def bench_audit_since(path: Path, blocks: int, full_seconds: float) -> dict[str,
             "since_speedup": full_seconds / elapsed}
 
 
+def _count(least: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``least`` (a clear error, not a figure of
+    a negative or empty run, or a traceback)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be at least {least}: {value}")
+        return value
+    return parse
+
+
+def _sizes(text: str) -> str:
+    """--sizes: comma-separated chain sizes, each at least 1 (kept as text for bench_all)."""
+    try:
+        sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not comma-separated whole numbers: {text!r}") \
+            from None
+    if min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"chain sizes must be at least 1: {text!r}")
+    return ",".join(map(str, sizes))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(prog="scripts/bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -569,16 +595,16 @@ def main() -> None:
                                      "catchup", "proofs", "scale", "all"],
                     help="which benchmark to run (proofs, scale, all: scripts/bench_scale.py, "
                          "scripts/bench_all.py)")
-    ap.add_argument("--n", type=int, default=40_000, help="transactions to ingest (40000)")
-    ap.add_argument("--proof-size", type=int, default=1_000_000,
+    ap.add_argument("--n", type=_count(1), default=40_000, help="transactions to ingest (40000)")
+    ap.add_argument("--proof-size", type=_count(0), default=1_000_000,
                     help="log size for the proof figure (1000000; 0 skips)")
     ap.add_argument("--cache", type=Path, default=Path(".bench"),
                     help="folder that keeps the big proof store between runs (.bench)")
-    ap.add_argument("--since-blocks", type=int, default=0,
+    ap.add_argument("--since-blocks", type=_count(0), default=0,
                     help="audit: also time `audit --since` a checkpoint that many blocks before "
                          "the head (0 skips)")
     ap.add_argument("--json", action="store_true", help="print machine-readable results")
-    ap.add_argument("--sizes", default=None,
+    ap.add_argument("--sizes", type=_sizes, default=None,
                     help="proofs/scale: comma-separated chain sizes (proofs: 1000000,10000000; "
                          "scale: 1000,...,10000000)")
     ap.add_argument("--out", type=Path, default=None,

@@ -90,3 +90,21 @@ def test_bench_audit_rebuilds_a_chain_left_short_by_an_interrupted_build(
     benchmarks.main()
     got = json.loads(capsys.readouterr().out)
     assert got["audit_txs"] >= size
+
+
+@pytest.mark.parametrize("args", [("ingest", "--n", "-1", "--proof-size", "0"),
+                                  ("ingest", "--n", "0", "--proof-size", "0"),
+                                  ("audit", "--proof-size", "-3"),
+                                  ("audit", "--since-blocks", "-2", "--proof-size", "10"),
+                                  ("scale", "--sizes", "abc"), ("proofs", "--sizes", "1000,-5")])
+def test_bench_refuses_bad_counts_before_measuring(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """`scripts/bench ingest --n -1` printed "-738,008 /s ratio -32.27", --n 0 a ratio of 0,
+    `audit --proof-size -3` audited a 3-entry chain, `--sizes abc` was a traceback."""
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "benchmarks.py"
+    r = subprocess.run([sys.executable, str(script), *args, "--cache", str(tmp_path / "c")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False)
+    assert r.returncode == 2 and r.stdout == "", (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and args[1] in r.stderr, r.stderr
+    assert not (tmp_path / "c").exists()  # nothing built
