@@ -6,6 +6,8 @@ import contextlib
 import datetime as dt
 import gc
 import secrets
+import shlex
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -129,10 +131,12 @@ def _serve_demo(data: Path, passphrase: bytes, port: int, wallet_path: Path,
     demo_pass = passphrase == b"demo-only-not-secret"
     key_env = "LEDGER_KEY_PASSPHRASE=demo-only-not-secret " if demo_pass else ""
     said = passphrase_hint(demo_pass, own_wallet_pass)
-    # a repository's scripts/run puts .venv/bin on its own PATH, not on another terminal's;
-    # an installed credledger's commands are on PATH already
-    path_hint = (": export PATH=$PWD/.venv/bin:$PATH" if (Path.cwd() / ".venv" / "bin"
-                                                         / "wallet").exists() else "")
+    # a repository's scripts/run puts .venv/bin on its own PATH, not on another terminal's,
+    # and may be run from another folder than the repository's; an installed credledger's
+    # commands (outside a virtual environment) are on PATH already
+    bindir = Path(sys.executable).parent
+    path_hint = (f": export PATH={_q(shlex.quote(str(bindir)))}:$PATH"
+                 if sys.prefix != sys.base_prefix and (bindir / "wallet").exists() else "")
     err.print(f"""
 [bold]Open[/] {url}/ (explorer) and {url}/verify (the verifying official's page).
 [bold]Try[/] (in another terminal, in this folder{path_hint})

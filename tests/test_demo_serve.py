@@ -584,3 +584,17 @@ def test_an_approval_answered_as_the_wallet_is_stopped_is_still_kept(
     assert proc.returncode == 128 + signal.SIGTERM, said  # it stops, as asked, afterwards
     assert "stopping once the agency's answer is kept" in " ".join(said.split()), said
     assert "approved (standard): eligible" in said
+
+
+def test_the_served_demo_run_from_another_folder_says_where_its_commands_are(
+        tmp_path: Path) -> None:
+    """scripts/run goes back to the folder it was started from: from any other folder than the
+    repository's, the steps said no PATH and `wallet present` in another terminal was "command
+    not found". The hint names this installation's bin folder, wherever the demo runs."""
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "demo-pw", "COLUMNS": "200"}
+    said = tmp_path / "stderr.txt"
+    assert not (tmp_path / ".venv").exists()
+    with said.open("w") as stderr, served_demo(tmp_path, env, stderr=stderr):
+        text = said.read_text()
+    assert f"export PATH={BIN}:$PATH" in text, text
+    assert "demo-pw" not in text  # the user's own key passphrase is never said
