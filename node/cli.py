@@ -746,7 +746,12 @@ def etcd_take_out(pki: _PKI_FOLDER, endpoint: _ETCD_URL, agency: _PKI_AGENCY) ->
     on connections it holds) and its member leaves the Raft cluster. Revoke its certificate
     too (`ledger-node pki revoke`)."""
     def step(admin: EtcdAdmin) -> str:
-        admin.take_out(agency)
+        from node.etcdadmin import EtcdAdminError
+
+        if not admin.take_out(agency):
+            raise EtcdAdminError(
+                f"etcd has no user and no member {agency!r} (taken out before, or another "
+                "name? `ledger-node etcd members` lists them): nothing was changed")
         return f"{agency} is out of etcd: no user, no member"
 
     _etcd_step(f"take {agency} out of etcd", pki, endpoint, step)

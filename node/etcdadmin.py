@@ -183,15 +183,19 @@ class EtcdAdmin:
                                          f"{member_id:x}: {rpc_reason(e)}") from e
                 time.sleep(0.5)
 
-    def take_out(self, agency: str) -> None:
+    def take_out(self, agency: str) -> bool:
         """Shut ``agency`` out: its user goes (refused at once, even on connections it holds;
-        nothing to do where auth is off) and its member leaves the Raft cluster."""
+        nothing to do where auth is off) and its member leaves the Raft cluster. False when
+        etcd had neither (taken out before, or a misspelt name): nothing was changed."""
+        user = True
         try:
             self.call("Auth", "UserDelete", pb.AuthUserDeleteRequest(name=agency))
         except grpc.RpcError as e:
             if "user name not found" not in (e.details() or ""):
                 raise EtcdAdminError(f"etcd at {self.url} did not delete the user {agency}: "
                                      f"{rpc_reason(e)}") from e
+            user = False
         member_id = self.members().get(agency)
         if member_id is not None:  # none: removed by an earlier call
             self.remove_member(member_id)
+        return user or member_id is not None

@@ -829,6 +829,14 @@ def test_the_operator_administers_etcd_from_the_command_line(tmp_path: Path) -> 
                     break
             assert gone.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert [line.split()[0] for line in etcd("members").stdout.splitlines()] == ["civil"]
+        # a misspelt name (or one taken out before) is refused, not said to be out of etcd
+        for name in ("edu", "civl"):
+            r = etcd("take-out", "--agency", name)
+            assert r.returncode == 1, r.stderr
+            said = " ".join(r.stderr.split())
+            assert f"etcd has no user and no member '{name}'" in said, said
+            assert "is out of etcd" not in said
+        assert [line.split()[0] for line in etcd("members").stdout.splitlines()] == ["civil"]
         # `rejoin` (ADR 55; a real one: tests/test_cluster.py) adds no member for an agency
         # etcd does not count (taken out, a misspelt name: it would raise the quorum for a
         # member that never starts), and removes no other agency's member named by its URL
