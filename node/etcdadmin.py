@@ -11,7 +11,6 @@ certificate once auth is on.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -77,10 +76,10 @@ class EtcdAdmin:
                                  f"{rpc_reason(e)}") from e
 
     def admit(self, agency: str) -> None:
-        """Make ``agency`` a user of the nodes' role (replacing one a failed try left)."""
+        """Make ``agency`` a user of the nodes' role (finishing one a failed try left). One
+        admitted already keeps its user: deleting it first shut a running agency out until
+        the next call, and for good if that call failed."""
         try:
-            with contextlib.suppress(grpc.RpcError):
-                self.call("Auth", "UserDelete", pb.AuthUserDeleteRequest(name=agency))
             self._user(agency, ETCD_ROLE)
         except grpc.RpcError as e:
             raise EtcdAdminError(f"etcd at {self.url} did not admit {agency}: "

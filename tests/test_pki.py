@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -778,6 +779,8 @@ def test_the_operator_administers_etcd_from_the_command_line(tmp_path: Path) -> 
     from aetcd.rpc import rpc_pb2 as pb
     from aetcd.rpc import rpc_pb2_grpc as pbg
 
+    from node.etcdadmin import EtcdAdmin
+
     base = free_base(2)
     network = f"ops-{base}"
     create_cluster(tmp_path / "c", 2, b"pw", base_port=base, network=network)
@@ -815,6 +818,22 @@ def test_the_operator_administers_etcd_from_the_command_line(tmp_path: Path) -> 
             assert sorted(line.split()[0] for line in listed.stdout.splitlines()) == [
                 "civil", "edu"]
             assert sum("leader" in line for line in listed.stdout.splitlines()) == 1
+            # admitting an agency admitted already (run twice, or for one running) never
+            # shuts it out, not even between two of the operator's calls: were one of them
+            # cut short there, it would stay out
+            refused: list[str] = []
+
+            class Watched(EtcdAdmin):
+                def call(self, service: str, method: str, request: Any) -> Any:
+                    got = super().call(service, method, request)
+                    try:
+                        kv.Put(pb.PutRequest(key=inside, value=b"3"), timeout=5)
+                    except grpc.RpcError as e:
+                        refused.append(f"after {method}: {e.code()}")
+                    return got
+
+            Watched(civil, operator_credentials(pki, b"pw")).admit("edu")
+            assert refused == []
             r = etcd("take-out", "--agency", "edu")
             assert r.returncode == 0, r.stderr
             # on the connection it holds; while the member left behind elects itself leader
