@@ -785,8 +785,10 @@ def etcd_members(pki: _PKI_FOLDER, endpoint: _ETCD_URL) -> None:
     """List etcd's members (name and id) and say which one leads."""
     def step(admin: EtcdAdmin) -> str:
         leader = admin.leader()
-        for name, member_id in sorted(admin.members().items()):
-            print(f"{name:20} {member_id:016x}{'  leader' if name == leader else ''}")
+        for name, member_id, urls in sorted(admin.listing()):
+            # one added and never started has no name yet: said, with its peer URL
+            print(f"{name or '(not started)':20} {member_id:016x}  {','.join(urls)}"
+                  f"{'  leader' if name and name == leader else ''}")
         return f"{leader} leads"
 
     _etcd_step("list etcd's members", pki, endpoint, step)

@@ -98,8 +98,13 @@ class EtcdAdmin:
                 raise
 
     def members(self) -> dict[str, int]:
-        """Name → id of each etcd member."""
-        return {x.name: int(x.ID) for x in self._member_list()}
+        """Name → id of each started etcd member (one added and never started has no name)."""
+        return {x.name: int(x.ID) for x in self._member_list() if x.name}
+
+    def listing(self) -> list[tuple[str, int, list[str]]]:
+        """(name, id, peer URLs) of every etcd member, those added and never started too
+        (named ""): each counts for the quorum."""
+        return [(x.name, int(x.ID), list(x.peerURLs)) for x in self._member_list()]
 
     def leader(self) -> str:
         """The name of the Raft leader's member."""

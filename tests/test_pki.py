@@ -834,6 +834,15 @@ def test_the_operator_administers_etcd_from_the_command_line(tmp_path: Path) -> 
 
             Watched(civil, operator_credentials(pki, b"pw")).admit("edu")
             assert refused == []
+            # a member added and not started yet counts for the quorum: listed, with its
+            # peer URL (it has no name until it starts; it was a nameless line)
+            admin = EtcdAdmin(civil, operator_credentials(pki, b"pw"))
+            spare = f"https://127.0.0.1:{free_base(1)}"
+            added = admin.add_member(spare, wait=30.0)
+            listed = etcd("members")
+            admin.remove_member(added)
+            assert listed.returncode == 0, listed.stderr
+            assert f"(not started)        {added:016x}  {spare}" in listed.stdout.splitlines()
             r = etcd("take-out", "--agency", "edu")
             assert r.returncode == 0, r.stderr
             # on the connection it holds; while the member left behind elects itself leader
