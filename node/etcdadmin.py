@@ -201,5 +201,12 @@ class EtcdAdmin:
             user = False
         member_id = self.members().get(agency)
         if member_id is not None:  # none: removed by an earlier call
-            self.remove_member(member_id)
+            try:
+                self.remove_member(member_id)
+            except EtcdAdminError as e:  # half done: said, and how to finish
+                raise EtcdAdminError(
+                    f"{agency}'s etcd user is deleted (it reaches no key), but its member is "
+                    f"still in the Raft cluster: {e}. Run the same again once the other "
+                    "members run (etcd removes no member that would leave too few started "
+                    "ones, nor the last)") from e
         return user or member_id is not None

@@ -875,6 +875,13 @@ def test_the_operator_administers_etcd_from_the_command_line(tmp_path: Path) -> 
         r = etcd("rejoin", "--agency", "edu", "--peer-url", net.members[0].peer_url)
         assert r.returncode == 1 and "of civil's member, not edu's" in " ".join(
             r.stderr.split()), r.stderr
+        # half done (etcd removes no last member, nor one leaving too few started): said,
+        # with what was done and how to finish
+        r = etcd("take-out", "--agency", "civil")
+        said = " ".join(r.stderr.split())
+        assert r.returncode == 1 and "civil's etcd user is deleted (it reaches no key), but " \
+            "its member is still in the Raft cluster" in said and "Run the same again" in said
+        assert [line.split()[0] for line in etcd("members").stdout.splitlines()] == ["civil"]
         bad = subprocess.run([str(BIN / "ledger-node"), "etcd", "members", "--pki", str(pki),
                               "--endpoint", "http://127.0.0.1:1"], capture_output=True,
                              text=True, env={**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"},
