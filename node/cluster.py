@@ -171,32 +171,51 @@ def create_cluster(folder: Path, n: int, passphrase: bytes, *, network: str = "d
     block0 = build_genesis(genesis).header
     assert block0 is not None
     genesis_hash = block0.hash.hex()
+    made = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    create_pki(folder / "pki", network, ids, passphrase,
-               now=_dt.datetime.fromtimestamp(t, _dt.UTC))
-    members = _members(ids, base_port)
-    # A random operator token, kept 0600 in the folder: one derived from the key passphrase
-    # would let anyone who reads a node.toml test passphrase guesses at hash speed.
-    token = secrets.token_urlsafe(32)
-    write_atomic(folder / OPERATOR_TOKEN_FILE, token.encode() + b"\n", 0o600)
-    credit = secrets.token_bytes(32)  # the network's credit secret: one for every agency
-    for agency, m in zip(agencies, members, strict=True):
-        root = folder / agency.id
-        (root / "data" / "keys").mkdir(parents=True, mode=0o700)
-        save_private_key(root / "data" / "keys" / f"{agency.id}.node.key", agency.node_key,
-                         passphrase)
-        save_private_key(root / "data" / "keys" / f"{agency.id}.issuer.key", agency.issuer_key,
-                         passphrase)
-        write_atomic(root / "data" / "keys" / CREDIT_SECRET_FILE,
-                     seal_secret(credit, passphrase, CREDIT_SECRET), 0o600)
-        with Store(root / "data" / "ledger") as store:
-            store.write_block(build_genesis(genesis))
-        write_atomic(root / "node.toml", _node_config(agency.id, m, members, network, token,
-                                                      retention).encode(), 0o600)
-    (folder / "logs").mkdir()
-    _write_meta(folder, {"network": network, "agencies": ids, "base_port": base_port,
-                         "quorum": quorum, "genesis_time": t, "retention": retention,
-                         "genesis_hash": genesis_hash})
+    try:
+        create_pki(folder / "pki", network, ids, passphrase,
+                   now=_dt.datetime.fromtimestamp(t, _dt.UTC))
+        members = _members(ids, base_port)
+        # A random operator token, kept 0600 in the folder: one derived from the key passphrase
+        # would let anyone who reads a node.toml test passphrase guesses at hash speed.
+        token = secrets.token_urlsafe(32)
+        write_atomic(folder / OPERATOR_TOKEN_FILE, token.encode() + b"\n", 0o600)
+        credit = secrets.token_bytes(32)  # the network's credit secret: one for every agency
+        for agency, m in zip(agencies, members, strict=True):
+            root = folder / agency.id
+            (root / "data" / "keys").mkdir(parents=True, mode=0o700)
+            save_private_key(root / "data" / "keys" / f"{agency.id}.node.key", agency.node_key,
+                             passphrase)
+            save_private_key(root / "data" / "keys" / f"{agency.id}.issuer.key", agency.issuer_key,
+                             passphrase)
+            write_atomic(root / "data" / "keys" / CREDIT_SECRET_FILE,
+                         seal_secret(credit, passphrase, CREDIT_SECRET), 0o600)
+            with Store(root / "data" / "ledger") as store:
+                store.write_block(build_genesis(genesis))
+            write_atomic(root / "node.toml", _node_config(agency.id, m, members, network, token,
+                                                          retention).encode(), 0o600)
+        (folder / "logs").mkdir()
+        _write_meta(folder, {"network": network, "agencies": ids, "base_port": base_port,
+                             "quorum": quorum, "genesis_time": t, "retention": retention,
+                             "genesis_hash": genesis_hash})
+    except BaseException:
+        # Cut short (an error, Ctrl-C, SIGTERM): what was written goes, so the next run can
+        # create the cluster in the same folder instead of finding it "not empty".
+        _empty(folder, remove=made)
+        raise
+
+
+def _empty(folder: Path, *, remove: bool) -> None:
+    """Remove what ``folder`` holds (and ``folder`` itself with ``remove``)."""
+    if remove:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for child in folder.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 _LAUNCH = ("import os, signal, sys\n"

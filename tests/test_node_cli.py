@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from clusterkit import free_base
 
 BIN = Path(sys.executable).parent
 
@@ -423,3 +424,29 @@ def test_the_auditors_copy_is_never_written_over_the_nodes_evidence_key(tmp_path
         assert r.returncode == 2 and "the node's own evidence key" in r.stderr, r.stderr
         assert (keys / EVIDENCE_KEY_FILE).read_bytes() == before
     assert read_evidence_key(keys / EVIDENCE_KEY_FILE, b"agency-pw") == key
+
+
+def test_a_cluster_creation_cut_short_by_sigterm_leaves_the_folder_to_create_again(
+        tmp_path: Path) -> None:
+    """SIGTERM while ``ledger-node cluster`` writes a new network's keys and stores (seconds of
+    Argon2id) left a half-made folder that every later run refused as "not empty: a new cluster
+    needs a new folder". What was written goes, so the same command can be run again."""
+    folder = tmp_path / "c"
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"}
+    proc = subprocess.Popen([str(BIN / "ledger-node"), "cluster", "--agencies", "3", "--data",
+                             str(folder), "--base-port", str(free_base(3)), "--once"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        while not (folder / "pki").exists():  # the first thing written
+            assert proc.poll() is None, proc.communicate()[1]
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (folder / "cluster.toml").exists(), "made whole before the signal: rerun"
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err, err
+    assert not folder.exists(), sorted(p.name for p in folder.iterdir())
