@@ -732,8 +732,22 @@ def etcd_secure(
 
 @etcd_app.command("admit")
 def etcd_admit(pki: _PKI_FOLDER, endpoint: _ETCD_URL, agency: _PKI_AGENCY) -> None:
-    """Make an agency governance admitted an etcd user (before its member is added)."""
+    """Make an agency governance admitted an etcd user (before its member is added). Refused
+    for an agency whose certificate the PKI folder does not hold, or holds revoked (a misspelt
+    name, an agency taken out): its member could not connect with it."""
     def step(admin: EtcdAdmin) -> str:
+        from node.etcdadmin import EtcdAdminError
+        from node.pki import list_certificates
+
+        held = [c for c in list_certificates(pki) if c.agency == agency]
+        if not any(not c.revoked for c in held):
+            raise EtcdAdminError(
+                f"the PKI folder {pki} holds " + (
+                    f"{agency}'s certificate revoked only (taken out): a new one comes from "
+                    "`ledger-node pki add`" if held else
+                    f"no certificate of {agency!r} (another name? `ledger-node pki list`; a "
+                    "new agency's comes from `ledger-node pki add`)")
+                + ": nothing was changed")
         admin.admit(agency)
         return f"{agency} may read and write the network's keys in etcd"
 

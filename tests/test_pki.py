@@ -865,6 +865,17 @@ def test_the_operator_administers_etcd_from_the_command_line(tmp_path: Path) -> 
             assert f"etcd has no user and no member '{name}'" in said, said
             assert "is out of etcd" not in said
         assert [line.split()[0] for line in etcd("members").stdout.splitlines()] == ["civil"]
+        # admitting an agency the PKI has no certificate of (a misspelt name), or only a
+        # revoked one, is refused before etcd is changed: its member could not connect
+        users = EtcdAdmin(civil, operator_credentials(pki, b"pw")).call(
+            "Auth", "UserList", pb.AuthUserListRequest()).users
+        revoke_agency_cert(pki, "edu", b"pw", now=dt.datetime.now(dt.UTC))
+        for name, said in (("civl", "no certificate of 'civl'"),
+                           ("edu", "edu's certificate revoked only")):
+            r = etcd("admit", "--agency", name)
+            assert r.returncode == 1 and said in " ".join(r.stderr.split()), r.stderr
+        assert EtcdAdmin(civil, operator_credentials(pki, b"pw")).call(
+            "Auth", "UserList", pb.AuthUserListRequest()).users == users
         # `rejoin` (ADR 55; a real one: tests/test_cluster.py) adds no member for an agency
         # etcd does not count (taken out, a misspelt name: it would raise the quorum for a
         # member that never starts), and removes no other agency's member named by its URL
