@@ -16,6 +16,7 @@ import errno
 import io
 import os
 import secrets
+import shutil
 import signal
 import stat
 import sys
@@ -26,7 +27,8 @@ from typing import Any, BinaryIO, NoReturn, TextIO, cast
 
 __all__ = [
     "NOT_UNICODE", "SigtermSeen", "Terminated", "atomic_output", "die_with_parent",
-    "interrupts_held", "read_capped", "run_cli", "sigterm_raises", "write_atomic",
+    "interrupts_held", "read_capped", "remove_contents", "run_cli", "sigterm_raises",
+    "write_atomic",
 ]
 
 
@@ -133,6 +135,18 @@ def read_capped(path: Path, limit: int = KEY_FILE_MAX) -> bytes:
     if len(data) > limit:  # grown since fstat
         raise OSError(errno.EFBIG, f"over the {limit}-byte limit", str(path))
     return data
+
+
+def remove_contents(folder: Path, *, last: str | None = None) -> None:
+    """Remove everything ``folder`` holds (links, not what they point to), the entry named
+    ``last`` after all the others: a removal cut short then leaves that one (a marker that says
+    whose the folder is) in place."""
+    entries = sorted(folder.iterdir(), key=lambda p: p.name == last)
+    for child in entries:
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def _sync_folder(folder: Path) -> None:

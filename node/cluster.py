@@ -41,7 +41,7 @@ import httpx
 from ledger import codec
 from ledger.chain import build_genesis
 from ledger.errors import LedgerError
-from ledger.files import write_atomic
+from ledger.files import remove_contents, write_atomic
 from ledger.keys import PASSPHRASE_ENV, PrivateKey, save_private_key, seal_secret
 from ledger.network import Agency, genesis_tx
 from ledger.store import Store
@@ -202,20 +202,11 @@ def create_cluster(folder: Path, n: int, passphrase: bytes, *, network: str = "d
     except BaseException:
         # Cut short (an error, Ctrl-C, SIGTERM): what was written goes, so the next run can
         # create the cluster in the same folder instead of finding it "not empty".
-        _empty(folder, remove=made)
+        with contextlib.suppress(OSError):
+            remove_contents(folder)
+            if made:
+                folder.rmdir()
         raise
-
-
-def _empty(folder: Path, *, remove: bool) -> None:
-    """Remove what ``folder`` holds (and ``folder`` itself with ``remove``)."""
-    if remove:
-        shutil.rmtree(folder, ignore_errors=True)
-        return
-    for child in folder.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            child.unlink(missing_ok=True)
 
 
 _LAUNCH = ("import os, signal, sys\n"

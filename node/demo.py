@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from ledger.chain import Head, build_genesis, checkpoint_key
 from ledger.checkpoint import SignedCheckpoint
 from ledger.credentials import STATUS_LIST_SIZE
 from ledger.errors import StoreError
+from ledger.files import remove_contents
 from ledger.finality import sign_checkpoint, verify_final
 from ledger.keys import PrivateKey, save_private_key
 from ledger.network import Agency, genesis_tx, governance_tx, issue_tx, status_tx
@@ -68,17 +68,20 @@ def run_demo(data: Path, passphrase: bytes, *, clock: Callable[[], int],
     """Build the demo network in ``data`` (replacing an earlier demo there) and prove a leaf."""
     out = console or Console()
     if data.exists():
-        if not (data / MARKER).exists():
+        if not (data / MARKER).exists() and (not data.is_dir() or any(data.iterdir())):
             raise SystemExit(f"{data} exists and is not a demo folder; choose another --data")
         try:
             # A node serving this folder would go on acknowledging writes to deleted files.
             with store_unused(data / "ledger"):
-                shutil.rmtree(data)
+                remove_contents(data, last=MARKER)
+                data.rmdir()
         except StoreError as e:
             raise SystemExit(f"{e}; the demo replaces {data} only when nothing uses it") from e
     data.mkdir(parents=True, mode=0o750)  # not writable by others whatever the umask: no one
-    (data / "keys").mkdir(mode=0o700)    # else may swap the store or keys inside
+    # the marker first, and removed last (remove_contents): a build or a replacement cut short
+    # leaves a folder the next demo still knows as its own (or an empty one)
     (data / MARKER).write_text("created by ledger-node demo; safe to delete\n")
+    (data / "keys").mkdir(mode=0o700)    # else may swap the store or keys inside
     agencies = _agencies()
     for a in agencies:
         save_private_key(data / "keys" / f"{a.id}.node.key", a.node_key, passphrase)

@@ -87,6 +87,45 @@ def test_demo_refuses_to_overwrite_a_folder_it_did_not_create(tmp_path: Path) ->
     assert (tmp_path / "precious" / "file").read_text() == "keep me"
 
 
+def test_a_demo_replacement_cut_short_leaves_a_folder_the_next_demo_replaces(
+        demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The old demo's marker goes last: a replacement cut short (Ctrl-C) after it went left
+    a folder that every later demo refused as "not a demo folder". An empty folder is taken."""
+    import io
+
+    from rich.console import Console
+
+    from node.demo import MARKER, run_demo
+
+    real = os.unlink
+    unlinked: list[str] = []
+
+    def unlink(path: Any, *args: Any, **kw: Any) -> None:
+        unlinked.append(os.path.basename(os.fsdecode(path)))
+        if stop_at and len(unlinked) == stop_at:
+            raise KeyboardInterrupt
+        real(path, *args, **kw)
+
+    def replace(folder: Path) -> None:
+        run_demo(folder, b"pw", clock=lambda: 1_750_000_000, console=Console(file=io.StringIO()))
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    stop_at = 0
+    shutil.copytree(demo, tmp_path / "whole")
+    replace(tmp_path / "whole")
+    assert unlinked[-1] == MARKER and unlinked.count(MARKER) == 1, unlinked
+    shutil.copytree(demo, tmp_path / "cut")
+    stop_at = 3 + len(unlinked)
+    with pytest.raises(KeyboardInterrupt):
+        replace(tmp_path / "cut")
+    monkeypatch.undo()
+    assert (tmp_path / "cut" / MARKER).exists()
+    for folder in (tmp_path / "cut", tmp_path / "empty"):
+        folder.mkdir(exist_ok=True)
+        r = _run("ledger-node", "demo", "--data", str(folder))
+        assert r.returncode == 0, r.stderr
+
+
 def test_demo_does_not_replace_a_folder_a_node_serves(demo: Path, tmp_path: Path) -> None:
     copy = tmp_path / "served"
     shutil.copytree(demo, copy)

@@ -11,6 +11,11 @@ fi
 if [ ! -x .venv/bin/python ]; then
   echo "creating .venv ..."
   "$PY" -m venv .venv
+elif ! .venv/bin/python -m pip --version >/dev/null 2>&1; then
+  # a first set-up cut short between the interpreter and pip (or a Python upgrade that left
+  # the link dangling): made again, or every later run ends in "No module named pip"
+  echo "remaking .venv (it has no working pip: an earlier set-up was cut short) ..."
+  "$PY" -m venv --clear .venv
 fi
 STAMP=.venv/.credledger-installed
 # constraints.txt pins every dependency to the versions the suite last passed with (ADR 53):
