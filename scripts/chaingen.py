@@ -44,6 +44,7 @@ from typing import Any
 
 from ledger import codec
 from ledger.chain import build_block, build_genesis, checkpoint_key
+from ledger.files import write_atomic
 from ledger.finality import sign_checkpoint
 from ledger.keys import PrivateKey
 from ledger.network import Agency, demo_agency, genesis_tx, governance_tx
@@ -341,8 +342,10 @@ def generate(path: Path | str, size: int, *, params: Params | None = None,
             raise SystemExit(f"{path} was generated with other parameters ({side})")
     elif path.exists():
         raise SystemExit(f"{path} exists but was not made by chaingen")
+    # the parameters first, whole (a build stopped before its store exists is resumed; one
+    # stopped while writing them left a file the next run could not read)
+    write_atomic(side, json.dumps(p.to_json()).encode(), 0o644)
     store = Store(path)
-    side.write_text(json.dumps(p.to_json()))
     try:
         first = _founding(store)
         head, reg = store.head, store.registry
