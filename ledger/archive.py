@@ -36,6 +36,8 @@ Errors::
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
 import itertools
 import os
@@ -78,7 +80,7 @@ from ledger.finality import (
     verify_final,
 )
 from ledger.state import Registry
-from ledger.store import Store, leveldb_words
+from ledger.store import Store, leveldb_words, store_unused
 from ledger.tx import Tx
 
 __all__ = [
@@ -771,8 +773,23 @@ def _named(head: Head) -> str:
 # -- import ------------------------------------------------------------------------------------
 
 
+_IMPORTING = ".importing-"
+
+
 def _temp_beside(target: Path) -> Path:
-    return target.with_name(f".{target.name}.importing-{os.urandom(4).hex()}")
+    return target.with_name(f".{target.name}{_IMPORTING}{os.urandom(4).hex()}")
+
+
+def _sweep_killed_imports(target: Path) -> None:
+    """Remove the temporary folders of imports into ``target`` that were killed (SIGKILL, a
+    power cut: any other stop removes its own). One whose store another process has open is
+    an import running now, and stays; so does one whose store was never opened (no LOCK yet:
+    one just made)."""
+    for stale in target.parent.glob(f".{glob.escape(target.name)}{_IMPORTING}*"):
+        if stale.is_symlink() or not (stale / "LOCK").is_file():
+            continue
+        with contextlib.suppress(StoreError, OSError), store_unused(stale):
+            shutil.rmtree(stale)
 
 
 def import_archive(src: BinaryIO, store_path: Path | str,
@@ -791,6 +808,7 @@ def import_archive(src: BinaryIO, store_path: Path | str,
         raise ArchiveError(f"{target} already exists: import builds a new store")
     if not target.parent.is_dir():
         raise ArchiveError(f"{target.parent} is not a folder")
+    _sweep_killed_imports(target)
     tmp = _temp_beside(target)
     tmp.mkdir()  # an OSError that names the folder (LevelDB's would be "LOCK: No such file")
     try:

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import sys
 import tempfile
 import time
@@ -1224,6 +1225,10 @@ def import_(
 
     pinned = _genesis_hash(genesis)
 
+    with contextlib.suppress(OSError):  # not there: said below as for any unreadable file
+        if not stat.S_ISREG(archive.stat().st_mode):  # a FIFO would wait for a writer
+            _fail(f"{archive} is not a regular file (a pipe or a device): import reads the "
+                  "archive more than once; save it to a file first", 2)
     try:
         with archive.open("rb") as f:
             header = read_archive(f)[0]  # a file that is no archive is bad input, as for audit

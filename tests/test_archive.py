@@ -117,6 +117,38 @@ def test_import_refuses_an_existing_folder(archive_bytes: bytes, tmp_path: Path)
         _import(archive_bytes, tmp_path / "there")
 
 
+def test_an_import_removes_what_a_killed_import_left_and_refuses_a_pipe(
+        demo: Path, archive_bytes: bytes, tmp_path: Path) -> None:
+    """A killed import (SIGKILL, a power cut) left its hidden store beside the target for good,
+    and each rerun another; the next import into the same place removes it, not one another
+    process has open (an import running now). A FIFO given as the archive waited for ever for
+    a writer; it is refused at once (the archive is read more than once)."""
+    import os
+    import subprocess
+    import sys
+
+    for name in ("0badf00d", "feedface"):
+        shutil.copytree(demo / "ledger", tmp_path / f".new.importing-{name}")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import plyvel, sys; db = plyvel.DB(sys.argv[1]); "
+         "print('open', flush=True); sys.stdin.read()", str(tmp_path / ".new.importing-feedface")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        _import(archive_bytes, tmp_path / "new")
+    finally:
+        holder.communicate("", timeout=60)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".new.importing-feedface", "new"]
+    os.mkfifo(tmp_path / "pipe.arch")
+    r = subprocess.run([str(Path(sys.executable).parent / "ledger"), "import",
+                        str(tmp_path / "pipe.arch"), "--data", str(tmp_path / "other")],
+                       capture_output=True, text=True, timeout=60, check=False,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 2 and "is not a regular file (a pipe or a device)" in " ".join(
+        r.stderr.split()), r.stderr
+    assert not (tmp_path / "other").exists()
+
+
 def test_flipped_bytes_are_refused_at_their_record(archive_bytes: bytes, tmp_path: Path) -> None:
     bounds = _frame_bounds(archive_bytes)
     rng = random.Random(20260101)
