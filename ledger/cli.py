@@ -199,26 +199,24 @@ def head(data: DataArg,
         header = store.block(store.head.height)
         text = store.checkpoint()
         final: list[str] = []
-        problem = ""
+        problem = said = ""  # (said: as the text output puts it)
         if text is not None:
             try:
                 signed = SignedCheckpoint.from_text(text.decode())
                 final = sorted(verify_final(signed, store.registry, store.head.time))
             except LedgerError as e:
-                problem = f"checkpoint not final: {e}"
+                problem, said = str(e), f"checkpoint not final: {e}"
             else:
-                problem = _head_unattested(signed, store.head.log_size)
+                problem = said = _head_unattested(signed, store.head.log_size)
         if as_json:
             print(json.dumps({"head": header.to_json(), "checkpoint": text.decode() if text
-                              else None, "final_signers": final,
-                              "problem": problem.removeprefix("checkpoint not final: ")
-                              or None}))
+                              else None, "final_signers": final, "problem": problem or None}))
         else:
             for name, value in header.to_json().items():
                 out.print(f"{name}: {value}", markup=False, highlight=False)
             if text:
                 out.print(text.decode(), markup=False, highlight=False, soft_wrap=True)
-            out.print(Text(problem, style="red") if problem else
+            out.print(Text(said, style="red") if said else
                       Text(f"checkpoint final, signed by {', '.join(final)}") if text else
                       Text("no checkpoint stored yet (a genesis alone has none)"))
         if problem:
@@ -1264,11 +1262,20 @@ def import_(
     except LedgerError as e:
         _fail(f"refused: {e}")
     left = header.blocks - (new_head.height + 1)
+    # every checkpoint replayed was final; blocks after the last one are attested by none (an
+    # archive cut after its last checkpoint, or with the last ones left out: whoever served it
+    # could have made them)
+    with Store(data, create=False) as built:
+        text = built.checkpoint()
+    unattested = (_head_unattested(SignedCheckpoint.from_text(text.decode()), new_head.log_size)
+                  if text is not None else "no block is attested by a checkpoint"
+                  if new_head.height > 0 else "")
     result = {"data": str(data), "height": new_head.height, "hash": new_head.hash.hex(),
               "log_size": new_head.log_size, "log_root": new_head.log_root.hex(),
               "blocks_left_out": left,
               "below_quorum": None if stopped is None else {"height": stopped.height,
-                                                            "reason": stopped.reason}}
+                                                            "reason": stopped.reason},
+              "unattested": unattested or None}
     if as_json:
         print(json.dumps(result))
     else:
@@ -1282,6 +1289,9 @@ def import_(
             out.print(Text(f"final up to here; {left} later block(s) of the archive left "
                            "out (its node rebuilds them from etcd's batches or its peers)"),
                       soft_wrap=True)
+        elif unattested:
+            out.print(Text(f"not final: {unattested} (`--until-final` leaves them out)",
+                           style="yellow"), soft_wrap=True)
 
 
 @ledger_app.command()

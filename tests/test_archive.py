@@ -949,3 +949,38 @@ def test_ledger_head_of_a_store_whose_newest_blocks_no_checkpoint_covers_is_not_
                            capture_output=True, text=True, timeout=120, check=False)
     assert whole.returncode == 0, whole.stderr
     assert json.loads(whole.stdout)["problem"] is None
+
+
+def test_ledger_import_says_which_blocks_no_checkpoint_attests(archive_bytes: bytes,
+                                                              tmp_path: Path) -> None:
+    """A plain import of an archive whose last blocks carry no checkpoint said "imported and
+    verified 11 blocks" and nothing of how far the chain is final; it now names the blocks no
+    checkpoint attests (and `--until-final`), in --json too. A whole archive says nothing."""
+    import json
+    import subprocess
+    import sys
+
+    cut = len(_records(archive_bytes)) // 2
+    src = tmp_path / "stripped.arch"
+    src.write_bytes(_rewrite(archive_bytes, lambda bs: [
+        b if b.height < cut else BlockRecord(b.height, b.unverified_header, b.unverified_txs)
+        for b in bs]))
+    whole = tmp_path / "whole.arch"
+    whole.write_bytes(archive_bytes)
+    cli = str(Path(sys.executable).parent / "ledger")
+
+    def run(arch: Path, name: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([cli, "import", str(arch), "--data", str(tmp_path / name), *extra],
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    plain = run(src, "a")
+    assert plain.returncode == 0, plain.stderr
+    said = " ".join((plain.stdout + plain.stderr).split())
+    assert "not final: the newest checkpoint is of log size" in said, said
+    assert f"the blocks after block {cut - 1} are attested by no checkpoint" in said, said
+    assert "--until-final" in said
+    got = json.loads(run(src, "b", "--json").stdout)
+    assert f"blocks after block {cut - 1}" in got["unattested"]
+    for name, extra in (("c", ()), ("d", ("--until-final",))):
+        r = run(src if extra else whole, name, "--json", *extra)
+        assert r.returncode == 0 and json.loads(r.stdout)["unattested"] is None, r.stderr
