@@ -669,8 +669,9 @@ def test_a_wallet_opened_before_another_process_saved_keeps_both_credentials(
 
 
 def test_a_stale_wallet_does_not_overwrite_a_newer_file(world: World, wallet: Wallet) -> None:
-    """A save that does not take in the file first (a refresh's) is refused once another
-    process saved since this one opened the wallet: nothing it did not read is overwritten."""
+    """A save that does not take in the file first (every save does since ADR 74; the guard
+    stays) is refused once another process saved since this one opened the wallet: nothing it
+    did not read is overwritten."""
     other = Wallet.open(wallet.path, PASS)
     reg = world.ledger.registry
     wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(), registry=reg, now=NOW)

@@ -291,3 +291,24 @@ def test_a_checkpoint_older_than_the_one_held_does_not_replace_it(
     record = Wallet.open(wallet.path, b"wallet-pass")._record(wallet._find(cid))
     assert isinstance(record, Bundle)
     assert SignedCheckpoint.from_text(record.checkpoint).checkpoint.size == size
+
+
+def test_a_refresh_takes_in_what_another_process_saved_meanwhile(
+        world: tuple[Path, Wallet, str]) -> None:
+    """`wallet refresh` opened the wallet, asked the node, then saved: a credential another
+    `wallet receive` kept during that round trip made it fail whole ("changed since it was
+    opened"). It now takes that save in under the wallet's lock; both are kept."""
+    from ledger.presentation import Bundle
+
+    data, wallet, cid = world
+    refreshing = Wallet.open(wallet.path, b"wallet-pass")  # opened, then asks the node …
+    other = _residence_to(data, wallet)                   # … while another process receives
+    held = refreshing._record(refreshing._find(cid))
+    assert isinstance(held, Bundle)
+    with Store(data / "ledger", create=False) as store:
+        reg = store.registry
+    assert reg is not None
+    got = refreshing.refresh({cid: held.proof}, held.checkpoint, registry=reg,
+                             now=int(time.time()))
+    assert got == {cid: None}
+    assert {c.id for c in Wallet.open(wallet.path, b"wallet-pass").list()} == {cid, other}

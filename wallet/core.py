@@ -373,7 +373,14 @@ class Wallet:
         while that one still checks out; the others stay as they were. Saves once. Returns
         each id given → None (refreshed) or the reason it was not. A checkpoint's co-signers are
         judged by the node keys valid now, so after a node-key rotation a wallet refreshes to
-        keep its credentials presentable (ADR 21)."""
+        keep its credentials presentable (ADR 21). Under the wallet's lock, after taking in what
+        another process saved since this one opened it (a credential received meanwhile)."""
+        with lock(self.path):  # what another process saved meanwhile is taken in first
+            self._catch_up()
+            return self._refresh_locked(proofs, checkpoint, registry=registry, now=now)
+
+    def _refresh_locked(self, proofs: Mapping[str, Sequence[bytes]], checkpoint: str, *,
+                        registry: Registry, now: int) -> dict[str, str | None]:
         kept = list(self._contents.credentials)
         unknown = sorted(set(proofs) - {c.id for c in kept})
         if unknown:
@@ -402,7 +409,7 @@ class Wallet:
             kept[i] = replace(c, bundle=v.bundle.to_bytes())
             results[c.id] = None
         if any(r is None for r in results.values()):
-            self._save(replace(self._contents, credentials=tuple(kept)))
+            self._save_locked(replace(self._contents, credentials=tuple(kept)))
         return results
 
     def _older_than_held(self, old: Bundle, new: Bundle, registry: Registry, key: int,
