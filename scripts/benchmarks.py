@@ -512,7 +512,8 @@ def bench_audit(path: Path, since_blocks: int = 0) -> dict[str, float]:
         cpu0 = (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
             resource.RUSAGE_CHILDREN))
         start = time.perf_counter()
-        report = audit(path, now=int(time.time()), progress=tick, workers=os.cpu_count() or 2)
+        cores = os.cpu_count() or 2
+        report = audit(path, now=int(time.time()), progress=tick, workers=cores)
         elapsed = time.perf_counter() - start
         cpu1 = (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
             resource.RUSAGE_CHILDREN))
@@ -533,7 +534,7 @@ def bench_audit(path: Path, since_blocks: int = 0) -> dict[str, float]:
            "audit_workers_cpu_us_per_tx": workers_cpu / max(txs, 1) * 1e6,
            "audit_sampled_peak_anon_mib": peak["RssAnon"] / 1024,
            "audit_sampled_peak_file_mib": peak["RssFile"] / 1024,
-           "audit_worker_peak_rss_mib": kids}
+           "audit_worker_peak_rss_mib": kids, "audit_cores": cores}
     if since_blocks:
         got |= bench_audit_since(path, since_blocks, elapsed)
     return got
@@ -648,7 +649,8 @@ def main() -> None:
         ref_rate, rate = got["audit_ref_verify_per_s"], got["audit_tx_per_s"]
         print(f"reference  one core VerifyKey.verify         {ref_rate:10,.0f} /s")
         print(f"audit      replay of {int(got['audit_txs']):,} txs             "
-              f"{rate:10,.0f} /s   ratio {got['audit_ratio']:.2f}  (target >= 1.6)")
+              f"{rate:10,.0f} /s   ratio {got['audit_ratio']:.2f}  (target >= 1.6; "
+              f"{int(got['audit_cores'])} cores against one)")
         print(f"audit      CPU per tx: auditor {got['audit_main_cpu_us_per_tx']:.0f} us, "
               f"workers {got['audit_workers_cpu_us_per_tx']:.0f} us (one verify: "
               f"{1e6 / ref_rate:.0f} us)")

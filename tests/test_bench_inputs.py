@@ -3,6 +3,7 @@ indexes spread over the list rather than in order, never repeated."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -90,6 +91,8 @@ def test_bench_audit_rebuilds_a_chain_left_short_by_an_interrupted_build(
     benchmarks.main()
     got = json.loads(capsys.readouterr().out)
     assert got["audit_txs"] >= size
+    # the figure divides a run on every core by one core's rate: how many is said with it
+    assert got["audit_cores"] == (os.cpu_count() or 2)
 
 
 @pytest.mark.parametrize("args", [("ingest", "--n", "-1", "--proof-size", "0"),
