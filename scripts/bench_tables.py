@@ -157,6 +157,11 @@ def main() -> None:
         runs = [json.loads(p.read_text()) for p in args.results]
     except (OSError, ValueError) as e:
         parser.error(f"cannot read a result file: {e}")
+    for path, r in zip(args.results, runs, strict=True):
+        if not (isinstance(r, dict) and isinstance(r.get("results"), dict)
+                and isinstance(r.get("machine"), dict) and "started" in r):
+            parser.error(f"{path} is not a `scripts/bench all` result file (its output of one "
+                         "benchmark, e.g. `scripts/bench scale --json`, is not)")
     for r in runs:
         m = r["machine"]
         print(f"<!-- {r['started']}: load {m['load_avg_at_start']} -> "

@@ -3,6 +3,7 @@ indexes spread over the list rather than in order, never repeated."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -111,3 +112,26 @@ def test_bench_refuses_bad_counts_before_measuring(tmp_path: Path, args: tuple[s
     assert r.returncode == 2 and r.stdout == "", (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr and args[1] in r.stderr, r.stderr
     assert not (tmp_path / "c").exists()  # nothing built
+
+
+@pytest.mark.parametrize("content", ['{"sizes": {"1000": {"ingest_tx_per_s": 1.0}}}',
+                                     '{"cluster_ratio": 0.4, "cluster_tx_per_s": 6000}',
+                                     "[1, 2]", '{"results": [], "machine": {}}'])
+def test_bench_tables_refuses_a_file_that_is_not_a_bench_all_result(
+        tmp_path: Path, content: str) -> None:
+    """`python scripts/bench_tables.py` given the output of `scripts/bench scale --json` (or of
+    any one benchmark) was a KeyError traceback, not a clear error."""
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_tables.py"
+    good = {"machine": {"cpus": 2, "cpu_model": "x", "load_avg_at_start": [0, 0, 0]},
+            "started": "2026-12-01T00:00:00Z", "results": {}}
+    (tmp_path / "all-good.json").write_text(json.dumps(good))
+    (tmp_path / "other.json").write_text(content)
+    r = subprocess.run([sys.executable, str(script), "all-good.json", "other.json"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=60, check=False)
+    assert r.returncode == 2 and r.stdout == "", (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and "other.json" in r.stderr, r.stderr
+    ok = subprocess.run([sys.executable, str(script), "all-good.json"], capture_output=True,
+                        text=True, cwd=tmp_path, timeout=60, check=False)
+    assert ok.returncode == 0 and "### Targets" in ok.stdout, ok.stderr
