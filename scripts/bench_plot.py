@@ -80,8 +80,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("docs/bench-scale.png"))
     ap.add_argument("--cache", type=Path, default=Path(".bench"))
     args = ap.parse_args()
-    data = json.loads(args.results.read_text())
-    scale = data["results"]["scale"] if "results" in data else data
+    try:
+        data = json.loads(args.results.read_text())
+    except (OSError, ValueError) as e:
+        ap.error(f"cannot read {args.results}: {e}")
+    scale = data.get("results", {}).get("scale") if isinstance(data, dict) and isinstance(
+        data.get("results"), dict) else data
+    if not (isinstance(scale, dict) and isinstance(scale.get("sizes"), dict) and scale["sizes"]):
+        ap.error(f"{args.results} holds no scale results (the output of `scripts/bench scale "
+                 "--json` or `scripts/bench all` whose scale run succeeded)")
     plot(scale, args.cache, args.out)
     print(f"wrote {args.out}")
 

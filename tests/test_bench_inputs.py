@@ -135,3 +135,38 @@ def test_bench_tables_refuses_a_file_that_is_not_a_bench_all_result(
     ok = subprocess.run([sys.executable, str(script), "all-good.json"], capture_output=True,
                         text=True, cwd=tmp_path, timeout=60, check=False)
     assert ok.returncode == 0 and "### Targets" in ok.stdout, ok.stderr
+
+
+@pytest.mark.parametrize("content", ['{"results": {"scale": {"error": "scale child failed"}}}',
+                                     '{"results": {"ingest": {"ingest_ratio": 1.1}}}',
+                                     '{"cluster_ratio": 0.4}', "[1, 2]", "not json"])
+def test_bench_plot_refuses_a_file_without_scale_results(tmp_path: Path, content: str) -> None:
+    """`python scripts/bench_plot.py RESULTS.json` on a `bench all` file whose scale run failed,
+    or on another benchmark's output, was a traceback (KeyError, TypeError, JSONDecodeError)."""
+    import subprocess
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_plot.py"
+    (tmp_path / "res.json").write_text(content)
+    r = subprocess.run([sys.executable, str(script), "res.json", "--out", "plot.png",
+                        "--cache", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=60, check=False)
+    assert r.returncode == 2 and r.stdout == "", (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and "res.json" in r.stderr, r.stderr
+    assert not (tmp_path / "plot.png").exists()
+
+
+def test_bench_plot_draws_a_bench_all_file(tmp_path: Path) -> None:
+    """The check above lets a `bench all` file with scale results through to the plot."""
+    import subprocess
+
+    pytest.importorskip("matplotlib")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_plot.py"
+    row = {"ingest_tx_per_s": 12_000.0, "ref_verify_per_s": 11_000.0, "ingest_ratio": 1.09,
+           "inclusion_median_ms": 0.2, "inclusion_p99_ms": 8.0, "consistency_median_ms": 0.3}
+    data = {"results": {"scale": {"sizes": {"1000": row, "1000000": row}}}}
+    (tmp_path / "all.json").write_text(json.dumps(data))
+    r = subprocess.run([sys.executable, str(script), "all.json", "--out", "plot.png", "--cache",
+                        str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
