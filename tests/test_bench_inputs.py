@@ -170,3 +170,14 @@ def test_bench_plot_draws_a_bench_all_file(tmp_path: Path) -> None:
                        check=False)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(("n", "want"), [(100, 99), (200, 198), (2000, 1980), (150, 149),
+                                         (1, 1)])
+def test_bench_scale_p99_is_the_nearest_rank_as_the_cluster_latency(n: int, want: int) -> None:
+    """The proof p99s (ours over 2,000 proofs, pymerkle's over 200) took the value one rank
+    above the 99th percentile (of 100 samples: the maximum), not the nearest rank that the
+    cluster's p99 commit latency uses."""
+    import bench_scale
+
+    assert bench_scale.p99([float(v) for v in range(1, n + 1)]) == want
