@@ -111,7 +111,9 @@ def dispatch(args: argparse.Namespace) -> None:
     default = "1000000,10000000" if args.what == "proofs" else ",".join(
         str(s) for s in bench_scale.SIZES)
     sizes = [int(s) for s in (args.sizes or default).split(",")]
-    got = bench_scale.bench_scale(args.cache, sizes, 2000 if args.what == "proofs" else 20_000)
+    # the ingest on top of each chain: --n, at most 2,000 (proofs) or 20,000 (scale)
+    got = bench_scale.bench_scale(args.cache, sizes,
+                                  min(args.n, 2000 if args.what == "proofs" else 20_000))
     if args.json:
         print(json.dumps(got, indent=2))
     elif args.what == "proofs":

@@ -10,7 +10,8 @@ proofs  After a cold open (a fresh process): RFC 9162 inclusion proofs (median, 
         1M (target: ours at 10M <= 1 ms median and >= 10x pymerkle at 1M); consistency proofs.
 scale   For each size, in a fresh process on a hard-linked clone of the cached store: cold open,
         proofs, the first status-list request (a full read) and the per-block update after new
-        blocks, durable solo ingest of ``--n`` signed issue transactions (ratio to one core's
+        blocks, durable solo ingest of ``--n`` (at most 20,000; proofs: 2,000) signed issue
+        transactions (ratio to one core's
         verify rate, measured in the same child), and the process's peak memory (target: peak at
         10M within 1.2x of peak at 1M).
 """

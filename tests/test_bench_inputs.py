@@ -181,3 +181,16 @@ def test_bench_scale_p99_is_the_nearest_rank_as_the_cluster_latency(n: int, want
     import bench_scale
 
     assert bench_scale.p99([float(v) for v in range(1, n + 1)]) == want
+
+
+@pytest.mark.filterwarnings("ignore:get_state is deprecated:DeprecationWarning")  # pymerkle 7
+def test_bench_scale_ingests_the_n_it_is_given(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`scripts/bench scale --n 300` ingested 20,000 transactions on top of each chain: the
+    option its docstring names was ignored."""
+    monkeypatch.setattr(sys, "argv", ["bench", "scale", "--sizes", "1000", "--n", "300",
+                                      "--cache", str(tmp_path), "--json"])
+    benchmarks.main()
+    got = json.loads(capsys.readouterr().out)
+    assert got["sizes"]["1000"]["ingest_n"] == 300
