@@ -92,6 +92,7 @@ def _catchup(cluster: LocalCluster, folder: Path, n: int, chunk: int,
     urls = {a: cluster.member(a).url for a in ids}
     try:
         raws = _setup(http, urls, _agencies(folder, ids), cluster.network, n)
+        held = http.get(f"{urls[down]}/v1/head").json()["height"]  # before it falls behind
         cluster.kill_node(down)  # its etcd member stays: only the node falls behind
         _throughput(http, {a: urls[a] for a in up}, up, raws, chunk, 2)
         head = http.get(f"{urls[up[0]]}/v1/head").json()
@@ -112,7 +113,9 @@ def _catchup(cluster: LocalCluster, folder: Path, n: int, chunk: int,
     if not counters["synced_blocks"]:
         raise SystemExit(f"{down} caught up from etcd, not from its peers: nothing was pruned")
     rate = n / (done - started)
-    return {"catchup_txs": n, "catchup_blocks": head["height"] + 1,
+    # the blocks it took: not the genesis and governance blocks it held when it stopped
+    return {"catchup_txs": n, "catchup_blocks": head["height"] - held,
+            "catchup_from_height": held, "catchup_head_height": head["height"],
             "catchup_synced_blocks": counters["synced_blocks"],
             "catchup_start_seconds": started - start, "catchup_seconds": done - started,
             "catchup_tx_per_s": rate, "catchup_ratio": rate / ref,
