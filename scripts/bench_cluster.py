@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from bench_scale import p99
 from chaingen import spread_index
 
 from ledger import codec
@@ -202,18 +203,23 @@ def _run(cluster: LocalCluster, folder: Path, n: int, chunk: int, *, rest: bool 
 
     worker = threading.Thread(target=steady)
     worker.start()
-    while len(stamps) < 20:
+    while len(stamps) < 20 and worker.is_alive():
         time.sleep(0.01)
+    if len(stamps) < 20:  # its transactions ran out, or none committed: no figure to make
+        raise SystemExit(f"failover: only {len(stamps)} of the steady client's transactions "
+                         f"committed through {via} before the kill; nothing was killed")
     killed = time.perf_counter()
     cluster.kill(victim)
     while not any(s > killed for s, _ in stamps) and worker.is_alive():
         time.sleep(0.01)
-    resumed = min((a for s, a in stamps if s > killed), default=float("nan"))
     stop.set()
     worker.join()
     http.close()
-    return {**got, "latency_p50_ms": statistics.median(lat),
-            "latency_p99_ms": lat[int(len(lat) * 0.99) - 1],
+    resumed = min((a for s, a in stamps if s > killed), default=None)
+    if resumed is None:  # a figure of NaN seconds is no figure
+        raise SystemExit(f"failover: no transaction sent through {via} after {victim} was "
+                         "killed committed: the network did not continue (see the nodes' logs)")
+    return {**got, "latency_p50_ms": statistics.median(lat), "latency_p99_ms": p99(lat),
             "failover_seconds": resumed - killed, "failover_killed": victim}
 
 

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import nacl.signing
+from bench_scale import p99
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -178,7 +179,7 @@ def bench_proofs(path: Path, samples: int = 2000) -> dict[str, float]:
     times.sort()
     return {"proof_size": size, "cold_open_s": open_s,
             "inclusion_proof_median_ms": statistics.median(times) * 1e3,
-            "inclusion_proof_p99_ms": times[int(len(times) * 0.99)] * 1e3}
+            "inclusion_proof_p99_ms": p99(times) * 1e3}
 
 
 PROFILE = {"id": "profile", "title": "Resident profile (10 claims)",
