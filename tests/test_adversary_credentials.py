@@ -492,6 +492,14 @@ def test_vc_issuer_key_must_be_validated_by_a_permitted_mechanism(world: World) 
     rogue = PrivateKey(hashlib.sha256(b"rogue-issuer").digest())
     with pytest.raises(Exception, match="valid issuer key"):
         world.issue(key=rogue)
+    # the issuing helper's own check is the issuer's, not the ledger's: an anchor signed by the
+    # made-up key and sent to the ledger anyway is refused there, and nothing is anchored
+    head = world.ledger.store.head
+    anchor = issue_tx("demo", world.agencies["edu"], hashlib.sha256(b"rogue-cred").digest(),
+                      "degree", 7, T0 + 10, T0 + 30 * DAY, T0 + 10, key=rogue)
+    r = world.ledger.commit([anchor], T0 + 10)
+    assert r.accepted == [] and [e.code for _, e in r.rejected] == ["unknown_key"]
+    assert world.ledger.store.head == head
 
 
 def test_vc_status_is_checked(world: World) -> None:
