@@ -503,6 +503,31 @@ def test_a_later_copy_that_fails_says_the_bundles_written_before_it(
     assert sorted(p.name for p in tmp_path.glob("c-*.bundle")) == ["c-1.bundle"]
 
 
+def test_an_issued_bundle_is_not_overwritten_and_nothing_is_issued(demo: Path, files: Path,
+                                                                  tmp_path: Path) -> None:
+    """An --out that exists (an earlier holder's bundle) is bad input without --force: exit 2
+    before anything is committed, the file unchanged; with two copies, the second's path
+    existing refuses the first too (threat model: a CLI's output overwrites no bundle)."""
+    kept = tmp_path / "kept.bundle"
+    kept.write_bytes(b"an earlier holder's bundle")
+    before = _log_size(demo)
+    r = _issue(demo, files, kept)
+    assert r.returncode == 2, r.stderr
+    assert "exists" in r.stderr and "--force" in r.stderr
+    assert kept.read_bytes() == b"an earlier holder's bundle"
+    second = tmp_path / "two-2.bundle"
+    second.write_bytes(b"the second copy's earlier bundle")
+    other = tmp_path / "other.jwk.json"
+    other.write_text(json.dumps(sdjwt.jwk_from_ed25519(
+        PrivateKey(hashlib.sha256(b"agency-cli-other").digest()).public.raw)))
+    r = _issue(demo, files, tmp_path / "two.bundle", "--holder-jwk", str(other))
+    assert r.returncode == 2, r.stderr
+    assert second.read_bytes() == b"the second copy's earlier bundle"
+    assert not (tmp_path / "two-1.bundle").exists()
+    assert _log_size(demo) == before  # nothing committed
+    _assert_no_claim_values(r.stdout + r.stderr)
+
+
 def test_a_bundle_path_taken_meanwhile_is_neither_replaced_nor_lost(
         demo: Path, files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two issuances to one --out (two terminals): the path was free when checked, and another
