@@ -29,7 +29,12 @@ from credworld import CLAIMS, HOLDER, REQ, World, present
 
 from ledger import sdjwt
 from ledger.archive import export_archive
-from ledger.credentials import STATUS_LIST_SIZE, issue_batch, issue_credential
+from ledger.credentials import (
+    STATUS_LIST_SIZE,
+    draw_status_index,
+    issue_batch,
+    issue_credential,
+)
 from ledger.keys import PrivateKey
 from ledger.network import Agency, status_tx
 from ledger.presentation import Bundle, Envelope, Request
@@ -151,6 +156,12 @@ def test_status_indexes_are_random(ledger: LedgerHarness, agencies: dict[str, Ag
                                 claims=CLAIMS, holder_jwk=jwk, now=T0 + 10,
                                 valid_for=DAY).status_index for _ in range(64)]
     assert _looks_uniform(indexes), sorted(indexes)
+    # a node and `agency issue` give issue_credential an index of draw_status_index's (ADR 55),
+    # each draw seeing the ones taken before it: those are uniform too
+    drawn: list[int] = []
+    for _ in range(64):
+        drawn.append(draw_status_index(drawn.__contains__))
+    assert len(set(drawn)) == 64 and _looks_uniform(drawn), sorted(drawn)
     # the test cannot pass by accident for a sequential (or nearly sequential) allocator
     for start in (0, 5000, STATUS_LIST_SIZE - 64):
         assert not _looks_uniform(list(range(start, start + 64)))
