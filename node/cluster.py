@@ -48,10 +48,12 @@ from ledger.store import Store
 from ledger.tx import Tx
 from node.etcdadmin import EtcdAdmin, EtcdAdminError
 from node.pki import (
+    PkiError,
     create_pki,
     ensure_crl,
     ensure_operator_cert,
     issue_agency_cert,
+    list_certificates,
     lock,
     operator_credentials,
     revoke_agency_cert,
@@ -274,6 +276,17 @@ def _stop_all(procs: Iterable[subprocess.Popen[bytes]]) -> None:
             p.wait()
 
 
+def _revoked_only(pki: Path, agencies: Sequence[str]) -> set[str]:
+    """The agencies whose certificates in ``pki`` are all revoked (``ledger-node pki revoke``
+    took them out): none of their processes can start, nor should they."""
+    try:
+        held = list_certificates(pki)
+    except (PkiError, OSError):  # no PKI yet, or one the start reports in its own words
+        return set()
+    return {a for a in agencies
+            if any(c.agency == a for c in held) and all(c.revoked for c in held if c.agency == a)}
+
+
 def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
     lines = [f"{k} = {json.dumps(v)}" for k, v in meta.items()]
     (folder / "cluster.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -329,8 +342,11 @@ class LocalCluster:
         self.meta = meta
         self.network: str = meta["network"]
         self.members = _members(meta["agencies"], int(meta["base_port"]))
-        # agencies taken out by revoke(): they keep their place (ports follow it), never start
-        self.removed: set[str] = set(meta.get("removed", []))
+        # agencies taken out by revoke(): they keep their place (ports follow it), never start;
+        # so do those taken out as the README has an operator do it (`ledger-node pki revoke`,
+        # `etcd take-out`): their PKI folder holds their certificate revoked only
+        self.removed: set[str] = set(meta.get("removed", [])) | _revoked_only(
+            folder / "pki", meta["agencies"])
         self.etcd_bin = shutil.which(etcd_bin) or etcd_bin
         self.python = python
         self.token = _operator_token(folder, meta["agencies"])

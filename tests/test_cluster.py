@@ -921,3 +921,31 @@ def test_two_etcd_members_whose_data_folders_are_lost_rejoin_one_after_the_other
                 back.close()
         finally:
             again.stop()
+
+
+def test_a_cluster_starts_again_after_an_agency_is_taken_out_as_the_readme_says(
+        tmp_path: Path) -> None:
+    """The README takes an agency out with `ledger-node pki revoke` and `ledger-node etcd
+    take-out`; `ledger-node cluster` started again on that folder then failed ("no key file
+    …/pki/health.key") instead of starting the agencies left (helper round 25U)."""
+    folder = tmp_path / "net"
+    tool = str(Path(sys.executable).parent / "ledger-node")
+    env = {"LEDGER_KEY_PASSPHRASE": PASS.decode(), "PATH": "/usr/bin:/bin", "NO_COLOR": "1"}
+    with running_cluster(folder, 3) as net:
+        net.governance("remove_agency", {"agency": "health"}, signers=["civil", "edu"])
+        for args in (["pki", "revoke", "--pki", str(folder / "pki"), "--agency", "health"],
+                     ["etcd", "take-out", "--pki", str(folder / "pki"), "--endpoint",
+                      net.cluster.member("civil").client_url, "--agency", "health"]):
+            r = subprocess.run([tool, *args], capture_output=True, text=True, env=env,
+                               stdin=subprocess.DEVNULL, check=False)
+            assert r.returncode == 0, r.stderr
+        assert sorted(net.cluster.etcd_members()) == ["civil", "edu"]
+    again = LocalCluster(folder, PASS)
+    try:
+        again.start()
+        assert again.removed == {"health"}
+        assert again.running("civil") and again.running("edu")
+        assert not again.running("health")
+        assert sorted(again.etcd_members()) == ["civil", "edu"]
+    finally:
+        again.stop()
