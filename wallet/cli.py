@@ -411,7 +411,8 @@ def present(
         help="The verifier's request: JSON with nonce, audience, type and claims")],
     out_file: Annotated[Path | None, typer.Option(
         "--out", dir_okay=False,
-        help="Envelope file to write (default: presentation-<id>.bin); the QR code goes to "
+        help="Envelope file to write (default: presentation-<first 12 digits of the id>.bin, "
+             ".sd-jwt for a credential from outside the network); the QR code goes to "
              "the same name with .png. - writes no file: only the text, on standard output "
              "(to pipe into `ledger verify -`)")] = None,
     yes: Annotated[bool, typer.Option(
