@@ -36,7 +36,7 @@ from ledger import codec
 from ledger.credentials import RESERVED_TYPES, STATUS_LISTS
 from ledger.errors import DecodeError, LedgerError
 from ledger.files import NOT_UNICODE
-from ledger.foreign import TrustList, read_status_tokens
+from ledger.foreign import MAX_VCT, TrustList, read_status_tokens
 from ledger.network import free_text_reason, rule_cost_of, rule_text_problem
 from ledger.ordering import Receipt
 from ledger.presentation import Bundle, Report
@@ -313,7 +313,9 @@ class StatusIn(BaseModel):
 
 class RequestIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: str = Field(max_length=64)
+    # a type from outside the network (its vct) may be as long as a trust list and a verifier
+    # take it; the network's own type ids are shorter
+    type: str = Field(max_length=MAX_VCT)
     claims: list[str] = Field(min_length=1, max_length=32)
 
 

@@ -988,3 +988,42 @@ def test_a_check_for_no_open_request_does_not_read_the_status_tokens(
         assert r.status_code == 200, r.text  # a verdict (not verified) for an open request
         assert [m for m in caplog.messages if m == "status token left out"] == \
             ["status token left out"]
+
+
+def test_the_node_requests_a_foreign_type_as_long_as_a_verifier_takes(tmp_path: Path) -> None:
+    """A trust list and `ledger verify` take a vct of up to 200 characters, but the node's
+    `POST /v1/presentation-requests` refused one over 64 (422), so its desk could not ask for
+    such a credential at all (helper round 25U)."""
+    import dataclasses
+
+    import httpx
+    from test_api import PASS as NODE_PASS
+    from test_api import make_demo, serve, settings_for
+
+    from ledger.foreign import MAX_VCT
+    from node.app import create_app
+
+    now, issuer = int(time.time()), Issuer()
+    vct = "https://credentials.register.example.gov/types/national-birth-certificate/v2"
+    assert 64 < len(vct) <= MAX_VCT
+    cred = sdjwt.issue_sd_jwt(
+        issuer_key=issuer.key, issuer_kid=issuer.kid, alg="ES256", vct=vct, iss=ISS,
+        claims={"birth_date": "1990-04-01"}, holder_jwk=HOLDER_JWK, iat=now - 60,
+        nbf=now - 60, exp=now + 86_400, status=None).serialize()
+    trust = tmp_path / "trust.json"
+    trust.write_text(json.dumps(trust_json(issuer, status="optional")))
+    data = make_demo(tmp_path / "data")
+    app = create_app(dataclasses.replace(settings_for(data), trust_list=trust),
+                     passphrase=NODE_PASS)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        r = http.post("/v1/presentation-requests", json={"type": vct, "claims": ["birth_date"]})
+        assert r.status_code == 200, r.text
+        req = r.json()
+        text = sdjwt.present(cred, disclose=("birth_date",), holder_key=HOLDER,
+                             nonce=req["nonce"], aud=req["audience"], iat=int(time.time()))
+        got = http.post("/v1/verify", json={"nonce": req["nonce"], "sd_jwt": text}).json()
+        assert got["verified"] and got["claims"] == {"birth_date": "1990-04-01"}, got
+        # one longer than any verifier takes is still refused, before a request is opened
+        r = http.post("/v1/presentation-requests",
+                      json={"type": "x" * (MAX_VCT + 1), "claims": ["birth_date"]})
+        assert r.status_code == 422, r.text
