@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import gc
+import hmac
 import secrets
 import shlex
 import sys
@@ -743,8 +744,9 @@ def etcd_admit(pki: _PKI_FOLDER, endpoint: _ETCD_URL, agency: _PKI_AGENCY) -> No
         if not any(not c.revoked for c in held):
             raise EtcdAdminError(
                 f"the PKI folder {pki} holds " + (
-                    f"{agency}'s certificate revoked only (taken out): a new one comes from "
-                    "`ledger-node pki add`" if held else
+                    f"{agency}'s certificate revoked only (taken out; an agency governance "
+                    "removed is not admitted again, one taken out by mistake gets a new "
+                    "certificate from `ledger-node pki add`)" if held else
                     f"no certificate of {agency!r} (another name? `ledger-node pki list`; a "
                     "new agency's comes from `ledger-node pki add`)")
                 + ": nothing was changed")
@@ -886,8 +888,8 @@ def evidence_key(
     the agency's key passphrase ($LEDGER_KEY_PASSPHRASE, the file $LEDGER_KEY_PASSPHRASE_FILE
     names, or a prompt); the copy with $LEDGER_EVIDENCE_PASSPHRASE, the file
     $LEDGER_EVIDENCE_PASSPHRASE_FILE names, or a prompt (twice): give the auditor the copy
-    and that passphrase, never the agency's. Written 0600; the key is never printed. The
-    auditor runs `ledger audit DATA --evidence DIR --evidence-key COPY`.
+    and that passphrase, never the agency's (refused as the copy's). Written 0600; the key is
+    never printed. The auditor runs `ledger audit DATA --evidence DIR --evidence-key COPY`.
     """
     from ledger.keys import read_passphrase
     from ledger.sealed import (
@@ -913,8 +915,9 @@ def evidence_key(
     if out_file.exists() and not force:
         err.print(f"[red]error:[/] {_q(out_file)} exists; add --force to replace it")
         raise typer.Exit(2)
+    agency_passphrase = _ask_passphrase("of the agency's keys", confirm=False)
     try:
-        key = read_evidence_key(source, _ask_passphrase("of the agency's keys", confirm=False))
+        key = read_evidence_key(source, agency_passphrase)
     except KeyFileError as e:
         err.print(f"[red]error:[/] {_q(e)}")
         raise typer.Exit(1) from e
@@ -925,6 +928,11 @@ def evidence_key(
     except KeyFileError as e:
         err.print(f"[red]error:[/] {_q(e)}")
         raise typer.Exit(2) from e
+    if hmac.compare_digest(passphrase, agency_passphrase):
+        err.print("[red]error:[/] the auditor's copy needs a passphrase of its own, not the "
+                  "agency's key passphrase: the auditor would hold the passphrase of every key "
+                  "file of this agency; nothing was written")
+        raise typer.Exit(2)
     _write_sealed(out_file, key, passphrase, EVIDENCE_KEY, force)
     err.print(f"evidence key copied → {_q(out_file)} (0600), under the auditor's passphrase")
 

@@ -118,6 +118,15 @@ def test_audit_command_with_evidence(tmp_path: Path) -> None:
         read_evidence_key(copy, PASS)  # the agency's passphrase does not open the copy
     again = export()
     assert again.returncode == 2 and "exists" in again.stderr, again.stderr
+    # the agency's own passphrase for the auditor's copy, which the help says never to give
+    # (the auditor would hold the passphrase of every key file of the agency): refused
+    mine = subprocess.run([str(BIN / "ledger-node"), "evidence-key", "--data", str(data),
+                           "--out", str(tmp_path / "mine.key")], capture_output=True, text=True,
+                          timeout=120, check=False, stdin=subprocess.DEVNULL,
+                          env={**agency, "LEDGER_EVIDENCE_PASSPHRASE": PASS.decode()})
+    assert mine.returncode == 2 and "a passphrase of its own" in " ".join(
+        mine.stderr.split()), mine.stderr
+    assert not (tmp_path / "mine.key").exists()
     nowhere = subprocess.run([str(BIN / "ledger-node"), "evidence-key", "--data",
                               str(tmp_path / "no-node"), "--out", str(tmp_path / "x.key")],
                              capture_output=True, text=True, timeout=120, check=False,
