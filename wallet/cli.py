@@ -330,8 +330,9 @@ def list_() -> None:
                       "id", "type", "issuer", "valid from", "valid until", "dates", "key",
                       "shown",
                       caption="dates only: revocation and suspension are checked by the "
-                              "verifier, from the ledger (for a credential from outside the network, from "
-                              "its issuer's status list); key: the holder key it is bound to "
+                              "verifier, from the ledger (for a credential from outside the "
+                              "network, from its issuer's status list); key: the holder key it "
+                              "is bound to "
                               "(copies of one credential have one each, numbered as `wallet "
                               "holder-key --copies N --out` numbers its files); shown: how "
                               "many presentations of it this wallet made")
