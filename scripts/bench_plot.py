@@ -2,8 +2,8 @@
 
 ``python scripts/bench_plot.py RESULTS.json [--out docs/bench-scale.png]`` where RESULTS.json is
 the output of ``scripts/bench scale --json`` (or ``scripts/bench all``). The chain generator's
-own write rate, logged while the cached chains were built (``.bench/build-*.jsonl``), is drawn
-too when present.
+own write rate, logged while the cached chains were built (``scripts/chaingen.py … --log
+.bench/build-<size>.jsonl``, as BENCHMARKS.md builds the 10M chain), is drawn too when present.
 """
 
 from __future__ import annotations
