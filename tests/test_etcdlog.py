@@ -2131,7 +2131,9 @@ def test_status_tokens_are_dated_when_the_node_last_knew_its_lists_current(
     sent through another agency's node read "valid" for as long (measured on a 3-agency
     cluster with one agency cut off). A token is now dated when the node last read the
     ordered batches to their end (a linearizable read), so a verifier's ``ttl`` and ``exp``
-    count from then; and past the token's lifetime the node says why instead (503)."""
+    count from then; and past the token's lifetime the node says why instead (503). So is
+    its snapshot part."""
+    from ledger import codec
     from node.service import TOKEN_LIFETIME
 
     clock = [DEMO_T0 + 1000]
@@ -2144,8 +2146,10 @@ def test_status_tokens_are_dated_when_the_node_last_knew_its_lists_current(
                 clock[0] += 600  # ten minutes cut off
                 time.sleep(0.5)  # the node's reads of etcd hang meanwhile
                 stale = http.get("/v1/status-lists/edu/degree")
+                stale_part = http.get("/v1/snapshot")  # its snapshot part: dated as its tokens
                 clock[0] += TOKEN_LIFETIME
                 dead = http.get("/v1/status-lists/edu/degree")
+                dead_part = http.get("/v1/snapshot")
             finally:
                 os.kill(_MEMBERS[url].pid, signal.SIGCONT)
             _wait_current(node, clock[0])
@@ -2154,6 +2158,11 @@ def test_status_tokens_are_dated_when_the_node_last_knew_its_lists_current(
     assert dead.status_code == 503, dead.text
     assert "current only as of" in dead.json()["detail"], dead.text
     assert again.status_code == 200 and _iat(again.text) == clock[0]
+    assert stale_part.status_code == 200, stale_part.text
+    part = codec.decode(stale_part.content, what="snapshot")
+    assert part["fetched_at"] == DEMO_T0 + 1000  # not + 600
+    assert {_iat(item["token"]) for item in part["status_lists"]} == {DEMO_T0 + 1000}
+    assert dead_part.status_code == 503 and "current only as of" in dead_part.text
 
 
 
