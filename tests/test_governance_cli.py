@@ -207,6 +207,19 @@ def test_forged_foreign_and_malformed_proposals_are_refused(demo: Path, tmp_path
     assert r.returncode == 1 and "does not verify" in r.stderr
     assert forged.read_bytes() == _with_sig_byte_flipped(tx)
 
+    # a proposal for another network, its signature good (this agency's own key): nobody here
+    # adds theirs to it, nor submits it
+    foreign = prop.with_name("foreign.prop")
+    market = load_private_key(demo / "keys" / "market.issuer.key", PASS)
+    made = make_tx("other-net", "governance", tx.body, [market]).raw
+    foreign.write_bytes(made)
+    for step in (["cosign", str(foreign), "--data", str(demo), "--agency", "civil", "--yes"],
+                 ["submit", str(foreign), "--data", str(demo)]):
+        r = agency(*step)
+        assert r.returncode == 1 and "is a proposal for network 'other-net'" in r.stderr, \
+            r.stderr
+    assert foreign.read_bytes() == made
+
     # not a proposal at all, and a transaction that is not governance
     junk = tmp_path / "junk.prop"
     junk.write_bytes(original[: len(original) // 2])
