@@ -253,6 +253,24 @@ def test_one_read_of_the_largest_values_fits_in_an_answer() -> None:
     assert READ_POSITIONS * (MAX_VALUE + 1024) < _MAX_MESSAGE  # (and positions, by name)
 
 
+def test_a_read_takes_no_more_co_signatures_than_its_bound(etcd_url: str) -> None:
+    """The bound above holds only if a read stops there (a real etcd): one co-signature past
+    READ_COSIGS is left for the next read, from the revision the first ended at."""
+    from node.etcdlog import READ_COSIGS
+
+    log = EtcdLog([etcd_url], "cosig-read-bound")
+    try:
+        for n in range(READ_COSIGS + 1):  # each at a revision of its own
+            log.put_cosig(n + 1, "tax", b"x")
+        _, _, first = log.read_after(0, 0)
+        assert [r.key for r in first] == [log._cosig_key(n + 1, "tax")
+                                          for n in range(READ_COSIGS)]
+        _, _, rest = log.read_after(0, first[-1].mod_rev)
+        assert [r.key for r in rest] == [log._cosig_key(READ_COSIGS + 1, "tax")]
+    finally:
+        log.close()
+
+
 def test_an_unreachable_member_is_a_clear_ordering_error(tmp_path: Path) -> None:
     base = free_base(1)
     log = EtcdLog([f"http://127.0.0.1:{base}"], "nowhere", timeout=0.5)
