@@ -370,6 +370,9 @@ class EtcdOrderer:
         self._last_probe = 0.0  # when a write was last tried while etcd refused ours
         # monotonic: until when batches are paced (after a NOSPACE alarm), and our last put
         self._paced_until = 0.0
+        # our last batch put was refused for a counter behind its batch keys: only a batch put
+        # shows that over (etcd takes our position writes meanwhile)
+        self._counter_behind = False
         self._last_put = 0.0
         self._last_published = 0.0  # monotonic time of our last applied-position put
         # (log size, our node key) of the last co-signature published: the head is signed
@@ -666,6 +669,7 @@ class EtcdOrderer:
                 self._last_put = _time.monotonic()
                 self.etcd.put_batch(data)
                 self.stats.batches_put += 1
+                self._counter_behind = False
                 self._write_taken()  # etcd takes our writes (again)
                 self._wake.set()
                 return
@@ -1549,6 +1553,8 @@ class EtcdOrderer:
     def _write_failed(self, e: OrderingError) -> None:
         self.stats.put_failing_since = self.stats.put_failing_since or _time.time()
         self.stats.put_error = str(e)
+        if isinstance(e, CounterBehind):
+            self._counter_behind = True
         if isinstance(e, NoSpace) and not self.stats.nospace_since:
             self.stats.nospace_since = _time.time()
             log.error("etcd's NOSPACE alarm is raised (%s): this node refuses submissions "
@@ -1556,8 +1562,11 @@ class EtcdOrderer:
 
     def _write_taken(self) -> None:
         """etcd took one of our writes: whatever refused them is over. After a NOSPACE alarm
-        the node takes submissions again and paces its batches for :data:`PACED_FOR` s."""
-        self.stats.put_failing_since = 0.0
+        the node takes submissions again and paces its batches for :data:`PACED_FOR` s. A
+        counter behind its batch keys stays said until a batch is put again: etcd takes every
+        other write meanwhile, and health said "ok" at the next while no batch could be put."""
+        if not self._counter_behind:
+            self.stats.put_failing_since = 0.0
         if self.stats.nospace_since:
             log.warning("etcd takes writes again after %d s of NOSPACE: submissions are taken "
                         "again, and for %d s this node puts at most one batch every %.1f s",

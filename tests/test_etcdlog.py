@@ -179,6 +179,51 @@ def test_a_batch_put_after_the_counter_was_deleted_writes_over_no_batch(
         fresh.close()
 
 
+def test_a_node_a_deleted_counter_keeps_from_putting_batches_says_so_in_health(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The counter deleted, the node's batch put is refused (above), and health said so only
+    until the node's next write of its position, which etcd takes: within 5 s (its write
+    probe) it said "ok" again while every submission was still refused. It says so until a
+    batch is put again."""
+    from aetcd.rpc import rpc_pb2 as pb
+
+    from ledger.tx import Tx
+    from node import replication
+
+    monkeypatch.setattr(replication, "_PROBE_EVERY", 0.0)  # the probe at once, not in 5 s
+    reg, tax = agencies["reg"], agencies["tax"]
+    prefix = "counter-gone-health"
+    writer = EtcdLog([etcd_url], prefix)
+    orderer = EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                          node_key=agencies["edu"].node_key, clock=lambda: T0 + 10, workers=0)
+
+    def typed(name: str) -> Tx:
+        return ledger.gov_tx("register_type", {"type": {
+            "id": name, "title": "Degree", "claims": {"level": "string"}, "derived": {}}},
+            [reg, tax])
+
+    def position_rev() -> int:
+        kvs = writer._call("Range", pb.RangeRequest(key=writer._p + b"a/edu")).kvs
+        return int(kvs[0].mod_revision) if kvs else 0
+
+    try:
+        orderer.submit(typed("degree")).result(timeout=30)
+        writer._call("DeleteRange", pb.DeleteRangeRequest(key=writer._p + b"n"))
+        with pytest.raises(OrderingError, match="counter"):
+            orderer.submit(typed("diploma")).result(timeout=30)
+        failed_at = position_rev()
+        deadline = time.monotonic() + 30
+        while position_rev() <= failed_at:  # the node wrote its position again since
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+        said = orderer.status()
+        assert said["put_failing_since"] and "counter" in said["put_error"], said
+    finally:
+        orderer.stop()
+        writer.close()
+
+
 def test_two_members_pruning_at_once_never_move_the_marker_back(etcd_url: str) -> None:
     """ADR 42's race: two nodes both think they are the pruner (their clocks disagree). The
     one that read the marker before the other wrote it must not write an older marker over it."""
