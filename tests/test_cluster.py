@@ -617,6 +617,9 @@ def test_a_node_keyed_with_another_credit_secret_is_caught(fresh: Net) -> None:
     net.governance("set_credit_policy", {"policy": POLICY})
     net.governance("grant_credit", {"agency": "health", "category": "tax", "from": now - 60,
                                     "until": now + 86400})
+    # the grant commits at the node it was sent to; health's applies it a moment later (a
+    # size read before that grew by the grant's block, not by an event)
+    net.wait_until("every node applied the grant", net.converged)
     size = net.http.get(f"{net.url('health')}/v1/head").json()["log_size"]
     r = net.http.post(f"{net.url('health')}/v1/credit/events",
                       headers={"Authorization": f"Bearer {net.token}"},
