@@ -624,6 +624,8 @@ def test_an_answer_to_a_desks_request_reads_no_credit_record_and_decides_nothing
     photographed the code) read the business's credit events and score, and spent the desk's
     request; and by an application, deciding one the citizen never made. An answer counts only
     where its request was opened: elsewhere it is refused in words and spends nothing."""
+    from node.approvals import application_purpose
+
     data, wallet = prepare(tmp_path)
     app = _market_app(data)
     with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
@@ -661,6 +663,19 @@ def test_an_answer_to_a_desks_request_reads_no_credit_record_and_decides_nothing
         assert desk.status_code == 404, desk.text
         record = http.post("/v1/credit/record", json={"nonce": request.nonce, "envelope": env3})
         assert record.status_code == 200 and record.json()["score"] == 750, record.text
+        # nor does an application's answer count for another service's (civil decides two):
+        # a request opened for another service's application decides nothing here
+        other = app.state.node.new_request(
+            "business-registration", ["registration_no", "scope"], app.state.settings.audience,
+            purpose=application_purpose("elderly-allowance")).request
+        env4 = b64url(wallet.present(wallet.pick(other, NOW), other, now=NOW))
+        before = http.get("/v1/head").json()["log_size"]
+        applied = http.post("/v1/services/business-licence/apply", json={
+            "holder_jwk": wallet.holder_jwk(),
+            "presentations": [{"nonce": other.nonce, "envelope": env4}]})
+        assert applied.status_code == 400, applied.text
+        assert "not a request of an application for 'business-licence'" in applied.text
+        assert http.get("/v1/head").json()["log_size"] == before
 
 
 def test_a_revoked_identity_credential_reads_no_credit_record(tmp_path: Path) -> None:
