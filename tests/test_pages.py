@@ -340,6 +340,10 @@ def test_valid_and_revoked_presentations_over_http(served: Served,
                   other.post("/verify/check", data={"nonce": nonce, "presentation": "x"})):
             assert r.status_code in (400, 404) and "Changsheng" not in r.text
             assert "browser that made" in r.text
+            # nor is it sent the verdict's address: that is unguessable (not the nonce's)
+            assert ok.url.path not in "".join(h.headers.get("location", "") for h in r.history)
+    vid = ok.url.path.rsplit("/", 1)[1]
+    assert len(vid) >= 24 and vid not in nonce and nonce not in vid
     with pytest.raises(NotFound):
         served.node.request(nonce)  # answered
     gone = client.get("/verify/result/" + "x" * 24)
