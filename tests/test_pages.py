@@ -880,6 +880,17 @@ def test_by_https_the_desk_cookie_is_the_hosts_alone(served: Served) -> None:
         served.app.state.settings = old
 
 
+def test_a_forms_target_reloaded_is_sent_to_the_form_by_a_path_not_the_host_header(
+        client: httpx.Client) -> None:
+    """A reload (or a typed address) of a form's target is sent to the form: by a path, never
+    a URL built from the Host header, which a proxy or a client may have set to another
+    site's (ADR 53)."""
+    for target in ("/verify/request", "/verify/check"):
+        r = client.get(target, headers={"host": "evil.example"}, follow_redirects=False)
+        assert r.status_code == 303, r.text
+        assert r.headers["location"] == "/verify", r.headers
+
+
 def test_the_desk_cookie_is_secure_when_the_browser_came_by_https(tmp_path: Path) -> None:
     """Behind a proxy that ends TLS the node sees http: the cookie was sent without Secure.
     By the https public address it is Secure; by the node's plain address on the office
