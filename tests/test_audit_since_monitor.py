@@ -907,6 +907,36 @@ def _stop_serving(url: str) -> None:
     server.shutdown()
     server.server_close()
 
+def test_a_fetch_checks_the_disk_again_every_64_mib(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The free space is checked before the first chunk and again before each 64 MiB: a disk
+    that fills while a long reply streams (the header may name any count of blocks) stops the
+    fetch at the reserve, not only a disk already full when it began (ADR 47)."""
+    import os
+    from types import SimpleNamespace
+
+    import typer
+
+    import ledger.cli
+
+    mib = 1 << 20
+    free = [8192 * mib, 100 * mib]  # plenty at the start; 100 MiB once 64 MiB came
+    seen: list[int] = []
+
+    def fstatvfs(fd: int) -> SimpleNamespace:
+        seen.append(fd)
+        return SimpleNamespace(f_bavail=free[min(len(seen), 2) - 1] // 4096, f_frsize=4096,
+                               f_blocks=(64 << 30) // 4096)
+
+    monkeypatch.setattr(ledger.cli.os, "fstatvfs", fstatvfs)
+    chunk = bytes(16 * mib)
+    with open(os.devnull, "wb") as sink:
+        tee = ledger.cli._Tee(iter([chunk] * 8), sink, "the test")
+        with pytest.raises(typer.Exit) as e:
+            tee.read(8 * 16 * mib)  # the whole reply, were there room for it
+    assert e.value.exit_code == 2
+    assert len(seen) == 2 and tee.got == 64 * mib  # stopped before the fifth chunk
+
+
 def test_a_running_nodes_chain_is_exported_and_audited_through_its_url(
         demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """LevelDB lets only the node open its store while it runs: the archive comes over HTTP,
