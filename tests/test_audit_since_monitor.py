@@ -552,6 +552,14 @@ def test_monitor_checks_that_the_new_block_descends_from_the_last(demo: Path,
         code, said = monitor(proxy)
         _stop_serving(proxy)
         assert code == 0 and f"block {start + 3} descends from block {start}" in said, said
+        # headers of other blocks than asked for (from the one after): no answer, not a FORK
+        # (unchecked, a node serving the first block again and again keeps a monitor reading)
+        proxy = _proxy(url, lambda got: got[1:])
+        state.write_text(signed(first))
+        code, said = monitor(proxy)
+        _stop_serving(proxy)
+        assert code == 2 and f"header 0 is of block {start + 1}, not {start}" in said, said
+        assert "FORK" not in said
         # a checkpoint of a version before ADR 60 names no block: said, not checked
         state.write_text(signed(Checkpoint(NETWORK, first.size, first.root)))
         code, said = monitor(url)
