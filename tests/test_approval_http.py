@@ -437,6 +437,9 @@ def test_a_decision_is_never_committed_without_its_evidence_kept(
         assert [p.name for p in folder.iterdir()] == [f"{txid}.pending"]
         # it holds claim values: the node's user alone reads it, as the filed record
         assert (folder / f"{txid}.pending").stat().st_mode & 0o777 == 0o600
+        # ... and sealed with the evidence key as the filed record is (ADR 66): a record left
+        # pending (a disk that refuses filing, a crash) keeps no claim value in its bytes
+        assert REG_NO.encode() not in (folder / f"{txid}.pending").read_bytes()
         monkeypatch.setattr(approvals, "write_atomic", real)
         # a record of a decision that never reached the ledger, a day old: removed
         stale = folder / f"{'ab' * 32}.pending"
