@@ -1158,6 +1158,8 @@ def test_an_application_shows_copies_bound_to_one_key(world: World, wallet: Wall
     assert not wallet.relinked
     third, _ = wallet.application(asks, now=T0 + 92)  # the first node again: its key
     assert third == k[0] and not wallet.relinked
+    again, _ = wallet.application(elsewhere, now=T0 + 93)  # the second node again: its key,
+    assert again == k[1] and not wallet.relinked  # not the lowest of the keys both were shown
     world.n += 400  # a licence issued later, on key 3 alone
     issue("licence", k[2])  # the newest licence, bound to key 3 alone: no degree there
     fourth, envs = wallet.application(asks, now=T0 + 600)  # the older copies still share keys
