@@ -381,7 +381,10 @@ def test_presentation_for_another_request_is_not_verified(served: Served,
     served.node.request(nonce)
 
 
-@pytest.mark.parametrize("typ", ["not yet valid nbf 4102444800", "exp 1000000000 is not after"])
+@pytest.mark.parametrize("typ", ["not yet valid nbf 4102444800", "exp 1000000000 is not after",
+                                 # the verifier's own words, after the refusal's start
+                                 "not yet valid: nbf 9999999 is after 1",
+                                 "expired: exp 999999999 is not after 1"])
 def test_a_tampered_credential_is_not_explained_as_only_out_of_its_dates(
         served: Served, client: httpx.Client, typ: str) -> None:
     """The advice read its dates out of any text of a failed check: a presentation whose
@@ -399,7 +402,7 @@ def test_a_tampered_credential_is_not_explained_as_only_out_of_its_dates(
     r = client.post("/verify/check", data={"nonce": nonce,
                                            "presentation": _b64(tampered.to_bytes())})
     assert '<h1 id="verdict">NOT VERIFIED</h1>' in r.text
-    assert typ in r.text  # the refusal's own detail, folded
+    assert typ[:27] in r.text  # the refusal's own detail, folded (cut short)
     assert "This credential does not check out. Do not accept it." in r.text
     assert "valid only from" not in r.text and "expired on" not in r.text
 
