@@ -738,15 +738,16 @@ def etcd_admit(pki: _PKI_FOLDER, endpoint: _ETCD_URL, agency: _PKI_AGENCY) -> No
     name, an agency taken out): its member could not connect with it."""
     def step(admin: EtcdAdmin) -> str:
         from node.etcdadmin import EtcdAdminError
-        from node.pki import list_certificates
+        from node.pki import list_certificates, revoked_only
 
-        held = [c for c in list_certificates(pki) if c.agency == agency]
-        if not any(not c.revoked for c in held):
+        certs = list_certificates(pki)
+        revoked = agency in revoked_only(certs)
+        if revoked or not any(c.agency == agency for c in certs):
             raise EtcdAdminError(
                 f"the PKI folder {pki} holds " + (
                     f"{agency}'s certificate revoked only (taken out; an agency governance "
                     "removed is not admitted again, one taken out by mistake gets a new "
-                    "certificate from `ledger-node pki add`)" if held else
+                    "certificate from `ledger-node pki add`)" if revoked else
                     f"no certificate of {agency!r} (another name? `ledger-node pki list`; a "
                     "new agency's comes from `ledger-node pki add`)")
                 + ": nothing was changed")

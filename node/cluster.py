@@ -57,6 +57,7 @@ from node.pki import (
     lock,
     operator_credentials,
     revoke_agency_cert,
+    revoked_only,
     runtime_base,
     sweep_stale_runtimes,
     unlock,
@@ -280,11 +281,9 @@ def _revoked_only(pki: Path, agencies: Sequence[str]) -> set[str]:
     """The agencies whose certificates in ``pki`` are all revoked (``ledger-node pki revoke``
     took them out): none of their processes can start, nor should they."""
     try:
-        held = list_certificates(pki)
+        return revoked_only(list_certificates(pki)) & set(agencies)
     except (PkiError, OSError):  # no PKI yet, or one the start reports in its own words
         return set()
-    return {a for a in agencies
-            if any(c.agency == a for c in held) and all(c.revoked for c in held if c.agency == a)}
 
 
 def _write_meta(folder: Path, meta: dict[str, Any]) -> None:

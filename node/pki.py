@@ -53,7 +53,7 @@ __all__ = ["CRL", "OPERATOR", "CertInfo", "PkiError", "check_certificates", "che
            "create_pki",
            "ensure_crl", "ensure_operator_cert", "issue_agency_cert", "list_certificates",
            "lock", "operator_credentials", "renew_agency_cert", "revoke_agency_cert",
-           "runtime_base", "sweep_stale_runtimes", "unlock"]
+           "revoked_only", "runtime_base", "sweep_stale_runtimes", "unlock"]
 
 VALID_DAYS = 825
 """An agency's (and the operator's) certificate, at most (and never past the CA's end)."""
@@ -477,6 +477,15 @@ def list_certificates(folder: Path) -> list[CertInfo]:
         out.append(CertInfo(str(name), cert.serial_number, cert.not_valid_after_utc,
                             cert.serial_number in revoked, path.parent.name == SUPERSEDED))
     return out
+
+
+def revoked_only(certs: Iterable[CertInfo]) -> set[str]:
+    """The agencies every certificate of which in ``certs`` (:func:`list_certificates`) is
+    revoked: taken out (``ledger-node pki revoke``)."""
+    held: dict[str, bool] = {}
+    for c in certs:
+        held[c.agency] = held.get(c.agency, True) and c.revoked
+    return {a for a, revoked in held.items() if revoked}
 
 
 _ID = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # as node.config's agency ids
