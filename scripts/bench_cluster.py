@@ -39,9 +39,19 @@ from chaingen import spread_index
 from ledger import codec
 from ledger.keys import load_private_key
 from ledger.network import Agency, governance_tx, issue_tx
-from node.cluster import AGENCY_NAMES, LocalCluster, create_cluster
+from node.cluster import (
+    AGENCY_NAMES,
+    ClusterError,
+    LocalCluster,
+    create_cluster,
+    new_cluster_ports_free,
+)
 
 PASS = b"bench-cluster"
+# Base ports of the two benches' networks (each takes base + 0/100/200 + agency): above the
+# 20000-32000 the tests draw their clusters from (tests/clusterkit.py), below Linux's
+# ephemeral range (32768-60999), so a bench beside a test run does not take a test's ports.
+CLUSTER_BASE, CATCHUP_BASE = 32100, 32400
 SPEC = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
 
 
@@ -54,8 +64,18 @@ def _agencies(folder: Path, ids: list[str]) -> dict[str, Agency]:
     return out
 
 
+def _ports_free(base_port: int) -> None:
+    """Refuse in words, before anything is made, a network whose ports another program
+    holds (without it, a member failed to start and the bench ended in its log's tail)."""
+    try:
+        new_cluster_ports_free(3, base_port)
+    except ClusterError as e:
+        raise SystemExit(f"bench: {e}") from None
+
+
 def bench_cluster(verify_rate: Callable[[], float], n: int = 12_000, chunk: int = 2000,
-                  base_port: int = 28100, rounds: int = 5) -> dict[str, Any]:
+                  base_port: int = CLUSTER_BASE, rounds: int = 5) -> dict[str, Any]:
+    _ports_free(base_port)
     with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
         folder = Path(tmp) / "net"
         create_cluster(folder, 3, PASS, base_port=base_port, network="bench-cluster")
@@ -69,10 +89,11 @@ def bench_cluster(verify_rate: Callable[[], float], n: int = 12_000, chunk: int 
 
 
 def bench_catchup(verify_rate: Callable[[], float], n: int = 30_000, chunk: int = 2000,
-                  base_port: int = 28400) -> dict[str, Any]:
+                  base_port: int = CATCHUP_BASE) -> dict[str, Any]:
     """Catch-up from peers: the rate at which a node stopped for ``n`` transactions takes them
     up again (fetched over HTTPS, checked against the final checkpoint, re-executed in full,
     written), against one core's verify rate measured just before and just after."""
+    _ports_free(base_port)
     with tempfile.TemporaryDirectory(prefix="bench-catchup-") as tmp:
         folder = Path(tmp) / "net"
         create_cluster(folder, 3, PASS, base_port=base_port, network="bench-catchup",

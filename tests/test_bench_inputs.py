@@ -194,3 +194,28 @@ def test_bench_scale_ingests_the_n_it_is_given(
     benchmarks.main()
     got = json.loads(capsys.readouterr().out)
     assert got["sizes"]["1000"]["ingest_n"] == 300
+    assert got["memory_ratio_sizes"] == [1000, 1000]  # no 1M run: the ratio's sizes are said
+
+
+@pytest.mark.parametrize(("sizes", "counted"), [(("1000000", "10000000"), True),
+                                               (("1000", "2000"), False),
+                                               (("1000", "10000000"), False),
+                                               (("1000", "1000000"), False)])
+def test_bench_tables_count_the_10m_and_1m_targets_only_from_those_sizes(
+        sizes: tuple[str, str], counted: bool) -> None:
+    """A `bench all` of other sizes (`--sizes 1000,2000`) makes its memory ratio against the
+    smallest size and its proof figures at the biggest; the tables put them in the rows
+    "at 10M / at 1M" and "at 10M" as if measured there, and called the targets met."""
+    import bench_tables
+
+    row = {"inclusion_median_ms": 0.2, "peak_rss_mib": 100.0, "peak_anon_mib": 50.0}
+    run = {"results": {"scale": {"sizes": dict.fromkeys(sizes, row), "proofs_vs_pymerkle": 80.0,
+                                 "memory_ratio_biggest_vs_1m": 1.0,
+                                 "anon_ratio_biggest_vs_1m": 1.0}}}
+    table = bench_tables.targets([run])
+    for name in ("inclusion proof at 10M after a cold open, median",
+                 "inclusion proof: pymerkle SQLite at 1M / ours at 10M",
+                 "peak RSS at 10M / at 1M (whole process)",
+                 "peak anonymous memory at 10M / at 1M"):
+        line = next(x for x in table.splitlines() if x.startswith(f"| {name} |"))
+        assert line.endswith("| met |" if counted else "| not measured |"), line
