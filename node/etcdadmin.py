@@ -106,17 +106,27 @@ class EtcdAdmin:
         (named ""): each counts for the quorum."""
         return [(x.name, int(x.ID), list(x.peerURLs)) for x in self._member_list()]
 
-    def leader(self) -> str:
-        """The name of the Raft leader's member."""
-        try:
-            leader = int(self.call("Maintenance", "Status", pb.StatusRequest()).leader)
-        except grpc.RpcError as e:
-            raise EtcdAdminError(f"etcd at {self.url} did not say its leader: "
-                                 f"{rpc_reason(e)}") from e
-        for name, member_id in self.members().items():
-            if member_id == leader:
-                return name
-        raise EtcdAdminError(f"etcd at {self.url} knows no leader")
+    def leader(self, *, wait: float = 10.0) -> str:
+        """The name of the Raft leader's member. Right after the leader's member was taken
+        out (or stopped) the others elect one, which takes about a second: asked again for up
+        to ``wait`` s (the first answer named a leader no longer listed, or none)."""
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                leader = int(self.call("Maintenance", "Status", pb.StatusRequest()).leader)
+            except grpc.RpcError as e:
+                if e.code() not in _AGAIN or time.monotonic() > deadline:
+                    raise EtcdAdminError(f"etcd at {self.url} did not say its leader: "
+                                         f"{rpc_reason(e)}") from e
+                time.sleep(0.2)
+                continue
+            for name, member_id in self.members().items():
+                if member_id == leader:
+                    return name
+            if time.monotonic() > deadline:
+                raise EtcdAdminError(f"etcd at {self.url} knows no leader after {wait:g} s "
+                                     "(are a quorum of its members running?)")
+            time.sleep(0.2)
 
     def add_member(self, peer_url: str, *, wait: float = 0.0) -> int:
         """Add a member; etcd refuses ("unhealthy cluster") until the member asked has been
