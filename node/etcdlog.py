@@ -299,6 +299,17 @@ class EtcdLog:
                     "protocol; no batch is put until the network's operator looks at etcd")
         raise OrderingError(f"could not take a batch number in {_CAS_ATTEMPTS} attempts")
 
+    def counter_behind(self) -> bool:
+        """Whether the batch counter is still behind the batch keys (:class:`CounterBehind`):
+        the key after the counter's version is taken, at one revision. Reads only: a node
+        whose put was refused so asks it while idle, and says "ok" once the operator has
+        mended the counter, not at its next batch only."""
+        resp = self._call("Range", pb.RangeRequest(key=self._p + b"n"))
+        version = int(resp.kvs[0].version) if resp.kvs else 0
+        key = self._p + f"b/{version + 1:0{_SEQ_WIDTH}d}".encode()
+        return bool(self._call("Range", pb.RangeRequest(
+            key=key, keys_only=True, revision=int(resp.header.revision))).kvs)
+
     def read_after(self, rev: int, cosig_rev: int, limit: int = READ_BATCHES,
                    cosig_limit: int = READ_COSIGS
                    ) -> tuple[list[Record], Record | None, list[Record]]:

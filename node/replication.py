@@ -1577,13 +1577,23 @@ class EtcdOrderer:
     def _probe_writes(self) -> None:
         """While etcd refuses our writes, try a small one (our applied position) every few
         seconds: an idle node would otherwise say "degraded" until its next submission, or
-        "ok" while etcd still refuses every write."""
+        "ok" while etcd still refuses every write. A counter behind its batch keys is asked
+        by a read (:meth:`EtcdLog.counter_behind`): etcd takes the position meanwhile."""
         if not self.stats.put_failing_since:
             return
         now = _time.monotonic()
         if now - self._last_probe < _PROBE_EVERY:
             return
         self._last_probe = now
+        if self._counter_behind:  # etcd takes every other write: asked by a read
+            try:
+                if self.etcd.counter_behind():
+                    return
+            except OrderingError:
+                return
+            log.warning("the batch counter is no longer behind the batch keys in etcd: "
+                        "this node puts batches again")
+            self._counter_behind = False
         head = self.store.head
         if head is not None:
             self._publish_applied(head)

@@ -185,7 +185,7 @@ def test_a_node_a_deleted_counter_keeps_from_putting_batches_says_so_in_health(
     """The counter deleted, the node's batch put is refused (above), and health said so only
     until the node's next write of its position, which etcd takes: within 5 s (its write
     probe) it said "ok" again while every submission was still refused. It says so until a
-    batch is put again."""
+    batch is put again, or its probe reads that the counter was mended."""
     from aetcd.rpc import rpc_pb2 as pb
 
     from ledger.tx import Tx
@@ -219,6 +219,17 @@ def test_a_node_a_deleted_counter_keeps_from_putting_batches_says_so_in_health(
             time.sleep(0.05)
         said = orderer.status()
         assert said["put_failing_since"] and "counter" in said["put_error"], said
+        # the operator mends the counter (one put: its version is the last batch's number
+        # again); the idle node says "ok" within its probe, without waiting for a batch
+        # (it said "degraded" until its next submission)
+        assert writer.counter_behind()
+        writer._call("Put", pb.PutRequest(key=writer._p + b"n", value=b""))
+        assert not writer.counter_behind()
+        while orderer.status()["put_failing_since"]:
+            assert time.monotonic() < deadline, orderer.status()
+            time.sleep(0.05)
+        assert orderer.stats.batches_put == 1  # no batch was put meanwhile
+        orderer.submit(typed("diploma")).result(timeout=30)
     finally:
         orderer.stop()
         writer.close()
