@@ -180,11 +180,15 @@ class EtcdLog:
         self.first_down_since = 0.0
         self._lock = threading.Lock()
         self._seq = 0  # our guess of the counter's version; a failed swap corrects it
+        # (key, value) of a batch put whose answer was lost: it may have been applied
+        self._unsure: tuple[bytes, bytes] | None = None
         self._seqs: dict[int, int] = {}  # create revision -> sequence, of batches we returned
         self._watch_cancel: Callable[[], None] | None = None
 
     # -- plumbing --
-    def _call(self, method: str, request: Any) -> Any:
+    def _call(self, method: str, request: Any, lost: list[int] | None = None) -> Any:
+        """``method`` on the first endpoint that answers. An attempt that got no answer (a
+        timeout, a member gone) may yet have been applied: ``lost`` counts them."""
         last: Exception | None = None
         for attempt in range(len(self._ends)):
             with self._lock:
@@ -206,6 +210,8 @@ class EtcdLog:
                     raise OrderingError(f"etcd refused {method}: {rpc_reason(e)}") from e
                 if i == 0 and len(self._ends) > 1:
                     self.first_down_since = self.first_down_since or time.time()
+                if lost is not None:
+                    lost.append(i)
                 last = e
                 continue
             with self._lock:
@@ -273,23 +279,37 @@ class EtcdLog:
         The batch's key carries the next version of the counter ``n``, taken with a
         compare-and-swap, so batch keys sort in commit order."""
         counter = self._p + b"n"
+        unsure = self._unsure if self._unsure is not None and self._unsure[1] == value else None
+        self._unsure = None
+        if unsure is not None and (rev := self._ours(*unsure)):
+            return rev  # the put whose answer was lost was applied: not put twice
         for _ in range(_CAS_ATTEMPTS):
             seq = self._seq + 1
             key = self._p + f"b/{seq:0{_SEQ_WIDTH}d}".encode()
-            resp = self._call("Txn", pb.TxnRequest(
-                compare=[pb.Compare(key=counter, target=pb.Compare.VERSION,
-                                    result=pb.Compare.EQUAL, version=self._seq),
-                         # a new key: written over, a batch keeps its create revision (by
-                         # which readers select), gets this value, and this one is never read
-                         pb.Compare(key=key, target=pb.Compare.CREATE, result=pb.Compare.EQUAL,
-                                    create_revision=0)],
-                success=[self._put(key[len(self._p):], value), self._put(b"n"),
-                         self._put(b"t")],
-                failure=[pb.RequestOp(request_range=pb.RangeRequest(key=counter)),
-                         pb.RequestOp(request_range=pb.RangeRequest(key=key, keys_only=True))]))
+            lost: list[int] = []
+            try:
+                resp = self._call("Txn", pb.TxnRequest(
+                    compare=[pb.Compare(key=counter, target=pb.Compare.VERSION,
+                                        result=pb.Compare.EQUAL, version=self._seq),
+                             # a new key: written over, a batch keeps its create revision (by
+                             # which readers select), gets this value, and this one is never read
+                             pb.Compare(key=key, target=pb.Compare.CREATE, result=pb.Compare.EQUAL,
+                                        create_revision=0)],
+                    success=[self._put(key[len(self._p):], value), self._put(b"n"),
+                             self._put(b"t")],
+                    failure=[pb.RequestOp(request_range=pb.RangeRequest(key=counter)),
+                             pb.RequestOp(request_range=pb.RangeRequest(key=key, keys_only=True))]),
+                    lost)
+            except OrderingError:
+                if lost:  # asked first at the next call (the caller puts the same again)
+                    self._unsure = (key, value)
+                raise
             if resp.succeeded:
                 self._seq = seq
                 return int(resp.header.revision)
+            if lost and resp.responses[1].response_range.kvs and (rev := self._ours(key, value)):
+                self._seq = max(self._seq, seq)  # an endpoint that did not answer applied it
+                return rev
             kvs = resp.responses[0].response_range.kvs
             was, self._seq = self._seq, int(kvs[0].version) if kvs else 0
             if self._seq == was and resp.responses[1].response_range.kvs:
@@ -298,6 +318,16 @@ class EtcdLog:
                     "already): the counter key was deleted or written outside the nodes' "
                     "protocol; no batch is put until the network's operator looks at etcd")
         raise OrderingError(f"could not take a batch number in {_CAS_ATTEMPTS} attempts")
+
+    def _ours(self, key: bytes, value: bytes) -> int:
+        """The create revision of the batch at ``key`` if it is ``value`` (a put of ours whose
+        answer was lost), else 0. etcd compares the value: nothing is read back."""
+        resp = self._call("Txn", pb.TxnRequest(
+            compare=[pb.Compare(key=key, target=pb.Compare.VALUE, result=pb.Compare.EQUAL,
+                                value=value)],
+            success=[pb.RequestOp(request_range=pb.RangeRequest(key=key, keys_only=True))]))
+        kvs = resp.responses[0].response_range.kvs if resp.succeeded else []
+        return int(kvs[0].create_revision) if kvs else 0
 
     def counter_behind(self) -> bool:
         """Whether the batch counter is still behind the batch keys (:class:`CounterBehind`):

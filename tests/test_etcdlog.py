@@ -179,6 +179,72 @@ def test_a_batch_put_after_the_counter_was_deleted_writes_over_no_batch(
         fresh.close()
 
 
+class _LosesOneAnswer:
+    """An endpoint's stub whose next batch put etcd applies and whose answer is then lost, as
+    in a leader change mid-call (the client sees DEADLINE_EXCEEDED)."""
+
+    def __init__(self, kv: Any) -> None:
+        self._kv, self.armed, self.lost = kv, False, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._kv, name)
+
+    def Txn(self, request: Any, timeout: float | None = None) -> Any:
+        import grpc
+
+        got = self._kv.Txn(request, timeout=timeout)
+        if self.armed and got.succeeded and request.success \
+                and request.success[0].HasField("request_put"):
+            self.armed, self.lost = False, self.lost + 1
+
+            class Lost(grpc.RpcError):
+                def code(self) -> grpc.StatusCode:
+                    return grpc.StatusCode.DEADLINE_EXCEEDED
+
+                def details(self) -> str:
+                    return "Deadline Exceeded"
+
+            raise Lost
+        return got
+
+
+@pytest.mark.parametrize("endpoints", [1, 2])
+def test_a_batch_put_whose_answer_was_lost_is_not_put_twice(etcd_url: str,
+                                                            endpoints: int) -> None:
+    """A batch put etcd applied but whose answer was lost (a leader change) was put again
+    under the next number: by the caller's retry (one endpoint), or at once on the next
+    endpoint, whose compare-and-swap found the counter moved. The copy made no block
+    (idempotent ids) but took room in etcd until pruned, and a batch of one's own counted
+    twice. The batch found at the number first tried is taken as the put."""
+    prefix = f"lost-answer-{endpoints}"
+    log = EtcdLog([etcd_url] * endpoints, prefix)
+    reader = EtcdLog([etcd_url], prefix)
+    stub = _LosesOneAnswer(log._ends[0].kv)
+    log._ends[0].kv = stub
+    try:
+        first = log.put_batch(b"batch-0")
+        stub.armed = True
+        if endpoints == 1:
+            with pytest.raises(OrderingError, match="DEADLINE_EXCEEDED"):
+                log.put_batch(b"batch-1")
+        again = log.put_batch(b"batch-1")  # the caller's retry, or the answer of the first
+        assert stub.lost == 1
+        later = log.put_batch(b"batch-2")
+        batches = reader.read_after(0, 0, limit=100)[0]
+        assert [r.value for r in batches] == [b"batch-0", b"batch-1", b"batch-2"]
+        assert [r.create_rev for r in batches] == [first, again, later]
+        # another batch than the one whose answer was lost is put as ever
+        stub.armed = True
+        with contextlib.suppress(OrderingError):
+            log.put_batch(b"batch-3")
+        log.put_batch(b"batch-4")
+        assert [r.value for r in reader.read_after(later, 0, limit=100)[0]] == [
+            b"batch-3", b"batch-4"]
+    finally:
+        log.close()
+        reader.close()
+
+
 def test_a_node_a_deleted_counter_keeps_from_putting_batches_says_so_in_health(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency],
         monkeypatch: pytest.MonkeyPatch) -> None:
