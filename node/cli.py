@@ -548,12 +548,19 @@ def _capped(cert: x509.Certificate, now: dt.datetime) -> str:
 
 
 def _pki_step(what: str, step: Callable[[bytes, dt.datetime], str], *,
-              confirm: bool = False) -> None:
+              confirm: bool = False, changes: Path | None = None) -> None:
     """Ask the passphrase, run ``step`` and say its result; a PKI error, or a file that cannot
-    be read, is one line, exit 1."""
+    be read, is one line, exit 1. ``changes``: the PKI folder ``step`` writes, held for it
+    (another command changing it is waited for)."""
+    from node.pki import changing
+
     passphrase = _ask_passphrase("for the PKI keys", confirm=confirm)
     try:
-        said = step(passphrase, dt.datetime.now(dt.UTC))
+        with contextlib.ExitStack() as held:
+            if changes is not None:
+                held.enter_context(changing(changes, lambda: err.print(
+                    f"waiting: another command is changing {_q(changes)}")))
+            said = step(passphrase, dt.datetime.now(dt.UTC))
     except (LedgerError, OSError) as e:
         why = (f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.strerror
                else str(e))
@@ -609,7 +616,7 @@ def pki_add(pki: _PKI_FOLDER, agency: _PKI_AGENCY, host: _PKI_HOSTS = None) -> N
                 f"in {_q(pki / (agency + '.key'))}), valid until "
                 f"{cert.not_valid_after_utc:%Y-%m-%d}" + _capped(cert, now))
 
-    _pki_step(f"certify {agency}", step)
+    _pki_step(f"certify {agency}", step, changes=pki)
 
 
 @pki_app.command("renew")
@@ -628,7 +635,7 @@ def pki_renew(pki: _PKI_FOLDER, agency: _PKI_AGENCY, host: _PKI_HOSTS = None) ->
                 f"{cert.not_valid_after_utc:%Y-%m-%d}: copy {agency}.crt and {agency}.key "
                 "to the agency and restart its etcd member and node" + _capped(cert, now))
 
-    _pki_step(f"renew {agency}'s certificate", step)
+    _pki_step(f"renew {agency}'s certificate", step, changes=pki)
 
 
 @pki_app.command("renew-ca")
@@ -648,7 +655,7 @@ def pki_renew_ca(pki: _PKI_FOLDER) -> None:
                 "ca.crt and crl.pem (valid as long now) to every agency's PKI folder and "
                 "restart their etcd members and nodes one at a time")
 
-    _pki_step("renew the network CA", step)
+    _pki_step("renew the network CA", step, changes=pki)
 
 
 @pki_app.command("revoke")
@@ -668,7 +675,7 @@ def pki_revoke(pki: _PKI_FOLDER, agency: _PKI_AGENCY) -> None:
                 f"{_q(pki / 'crl.pem')}"
                 "; copy that file to every agency's PKI folder")
 
-    _pki_step(f"revoke {agency}'s certificate", step)
+    _pki_step(f"revoke {agency}'s certificate", step, changes=pki)
 
 
 @pki_app.command("list")

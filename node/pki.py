@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import fcntl
 import ipaddress
 import os
 import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,8 @@ from ledger.files import read_capped, write_atomic
 from ledger.keys import open_secret, seal_secret
 from ledger.tx import is_identifier
 
-__all__ = ["CRL", "OPERATOR", "CertInfo", "PkiError", "check_certificates", "check_hosts",
+__all__ = ["CRL", "OPERATOR", "CertInfo", "PkiError", "changing", "check_certificates",
+           "check_hosts",
            "create_pki",
            "ensure_crl", "ensure_operator_cert", "issue_agency_cert", "list_certificates",
            "lock", "operator_credentials", "renew_agency_cert", "revoke_agency_cert",
@@ -86,6 +88,30 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+
+
+@contextlib.contextmanager
+def changing(folder: Path, waiting: Callable[[], None] | None = None) -> Iterator[None]:
+    """The PKI folder held by one command that changes it (an advisory lock on the folder
+    itself: no file is added to it). Two at once each read ``crl.pem`` or "no certificate
+    yet" and wrote after the other: a revocation dropped from the list, an agency's key
+    paired with the other run's certificate. The second waits (``waiting`` says so) and then
+    reads what the first wrote. A path that is no folder is left to the command to refuse."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except (FileNotFoundError, NotADirectoryError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _key_bytes(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None) -> bytes:

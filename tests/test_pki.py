@@ -1422,3 +1422,47 @@ def test_the_network_id_is_checked_and_the_longest_one_fits_the_ca_name(tmp_path
         with pytest.raises(PkiError, match="network id"):
             create_pki(tmp_path / "bad", bad, ["civil"], b"pw", now=NOW)
         assert not (tmp_path / "bad").exists()
+
+
+def _pki_at_once(*runs: list[str]) -> list[subprocess.CompletedProcess[str]]:
+    """``ledger-node pki`` commands started together, each waited for."""
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"}
+    procs = [subprocess.Popen([str(BIN / "ledger-node"), "pki", *args], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for args in runs]
+    done = []
+    for proc in procs:
+        out, errs = proc.communicate(timeout=120)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, errs))
+    return done
+
+
+def test_two_revokes_at_once_keep_both_on_the_revocation_list(tmp_path: Path) -> None:
+    # Each revoke read crl.pem, added its agency and wrote the list whole: two at once (two
+    # operators' terminals, a script) dropped one agency's entry while its certificate was
+    # moved to revoked/ as if revoked. Under the PKI folder's lock the second reads the first's.
+    for round_ in range(6):
+        pki = tmp_path / f"pki{round_}"
+        create_pki(pki, "n", ["civil", "edu", "health"], b"pw", now=NOW)
+        serials = {a: _serial(pki / f"{a}.crt") for a in ("civil", "edu")}
+        done = _pki_at_once(["revoke", "--pki", str(pki), "--agency", "civil"],
+                            ["revoke", "--pki", str(pki), "--agency", "edu"])
+        assert [r.returncode for r in done] == [0, 0], [r.stderr for r in done]
+        crl = x509.load_pem_x509_crl((pki / "crl.pem").read_bytes())
+        listed = {e.serial_number for e in crl}
+        assert listed == set(serials.values()), f"round {round_}: a revocation was lost"
+        assert crl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 3
+
+
+def test_two_adds_of_one_agency_at_once_leave_a_matching_pair(tmp_path: Path) -> None:
+    # Both passed "no certificate yet", both wrote a key, one the certificate: the key left
+    # could be the other run's, a pair that no longer unlocks. Now the second is refused.
+    for round_ in range(6):
+        pki = tmp_path / f"pki{round_}"
+        create_pki(pki, "n", ["civil"], b"pw", now=NOW)
+        done = _pki_at_once(["add", "--pki", str(pki), "--agency", "edu"],
+                            ["add", "--pki", str(pki), "--agency", "edu"])
+        assert sorted(r.returncode for r in done) == [0, 1], [r.stderr for r in done]
+        refused = next(r for r in done if r.returncode)
+        assert "already has a certificate for 'edu'" in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+        lock(unlock(pki, "edu", b"pw"))  # the key is the certificate's
