@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import gc
 import hmac
+import os
 import secrets
 import shlex
 import sys
@@ -496,9 +497,17 @@ def _new_network(data: Path, network: str, founders: list[str], quorum: int,
         err.print(f"[red]cannot make that genesis:[/] {_q(e)}")
         raise typer.Exit(2) from e
     passphrase = _ask_passphrase("for the new key files", confirm=True)
-    made = not data.exists()
     try:
-        data.mkdir(parents=True, mode=0o750, exist_ok=True)  # others: no swapping what is inside
+        held, made = _hold_empty_folder(data)
+    except OSError as e:
+        err.print(f"[red]cannot create the network in {_q(data)}:[/] {_q(e.strerror or e)}; "
+                  "nothing was written")
+        raise typer.Exit(1) from e
+    if held is None:  # filled while the passphrase was asked (another init, say)
+        err.print(f"[red]{_q(data)} is not empty:[/] a new network needs a new data folder "
+                  "(another process wrote into it meanwhile); nothing was written")
+        raise typer.Exit(2)
+    try:
         (data / "keys").mkdir(mode=0o700)
         for a in agencies:
             save_private_key(data / "keys" / f"{a.id}.node.key", a.node_key, passphrase)
@@ -508,15 +517,49 @@ def _new_network(data: Path, network: str, founders: list[str], quorum: int,
     except BaseException as e:  # a full disk, Ctrl-C, SIGTERM: no half-made folder is left
         import shutil
 
-        for part in ([data] if made else [data / "keys", data / "ledger"]):
+        # only what this run made: the folder was empty, and held, when it began
+        for part in (data / "keys", data / "ledger"):
             shutil.rmtree(part, ignore_errors=True)
+        if made:
+            with contextlib.suppress(OSError):
+                data.rmdir()
         if not isinstance(e, (OSError, LedgerError)):
             raise
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         err.print(f"[red]cannot create the network in {_q(data)}:[/] {_q(why)}; nothing was kept")
         raise typer.Exit(1) from e
+    finally:
+        os.close(held)
     err.print(f"new network [bold]{_q(network)}[/]: {len(agencies)} founders, quorum {quorum}; "
               f"genesis {genesis.txid.hex()[:16]}…, keys in {_q(data / 'keys')}")
+
+
+def _hold_empty_folder(data: Path) -> tuple[int | None, bool]:
+    """``data`` made if missing (0750: others cannot swap what is inside), locked (an advisory
+    lock on the folder itself, held until the returned descriptor is closed) and found empty
+    under the lock: two `init --new-network` into one folder each saw it empty, and the one
+    that failed on the other's files removed them as its own. ``(None, _)`` when it is not
+    empty (or was removed meanwhile); the bool: whether this call made the folder."""
+    import fcntl
+
+    made = False
+    try:
+        data.mkdir(parents=True, mode=0o750)
+        made = True
+    except FileExistsError:
+        pass
+    fd = os.open(data, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        same = os.stat(data).st_ino == os.fstat(fd).st_ino
+        if not same or any(data.iterdir()):
+            os.close(fd)
+            return None, made
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise
+    return fd, made
 
 
 pki_app = typer.Typer(help="The network's PKI: a CA, one certificate per agency (etcd peer and "

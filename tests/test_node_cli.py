@@ -450,3 +450,47 @@ def test_a_cluster_creation_cut_short_by_sigterm_leaves_the_folder_to_create_aga
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "Traceback" not in err, err
     assert not folder.exists(), sorted(p.name for p in folder.iterdir())
+
+
+
+def _waiting_at_the_prompt(args: list[str]) -> subprocess.Popen[bytes]:
+    """``ledger-node`` started with no passphrase in its environment, returned once it asks
+    for one (it has checked its input and written nothing yet)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_KEY_PASSPHRASE")}
+    proc = subprocess.Popen([str(BIN / "ledger-node"), *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stderr is not None
+    said = b""
+    while b"Passphrase" not in said:
+        chunk = os.read(proc.stderr.fileno(), 4096)
+        assert chunk, said  # it ended before asking
+        said += chunk
+    return proc
+
+
+def test_two_new_networks_at_once_in_one_folder_leave_the_one_made_whole(
+        tmp_path: Path) -> None:
+    # Both found the folder empty and asked for the passphrase; the second then failed on
+    # "keys" (the first's) and, cleaning up what it took for its own half-made network,
+    # removed the first's keys and ledger (or the whole folder) though the first had said it
+    # was made. Now the folder is held and checked again before anything is written: the
+    # second is refused as "not empty" and removes nothing.
+    for pre_made in (False, True):
+        data = tmp_path / f"data-{pre_made}"
+        if pre_made:
+            data.mkdir()  # an empty folder made beforehand, as init allows
+        procs = [_waiting_at_the_prompt(
+            ["init", "--data", str(data), "--agency", "edu", "--new-network", f"net-{n}",
+             "--founder", "edu=Education Bureau",
+             "--config-out", str(tmp_path / f"node-{pre_made}-{n}.toml")]) for n in range(2)]
+        first, second = (p.communicate(b"init-pw\ninit-pw\n", timeout=120) for p in procs)
+        assert procs[0].returncode == 0, first[1]
+        assert procs[1].returncode == 2, second[1]
+        assert b"not empty" in second[1] and b"Traceback" not in second[1], second[1]
+        keys = sorted(p.name for p in (data / "keys").iterdir())
+        assert keys == ["edu.issuer.key", "edu.node.key"]
+        head = subprocess.run([str(BIN / "ledger"), "head", "--json", str(data / "ledger")],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert head.returncode == 0, head.stderr
+        assert (tmp_path / f"node-{pre_made}-0.toml").exists()
+        assert not (tmp_path / f"node-{pre_made}-1.toml").exists()
