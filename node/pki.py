@@ -51,9 +51,8 @@ from ledger.keys import open_secret, seal_secret
 from ledger.tx import is_identifier
 
 __all__ = ["CRL", "OPERATOR", "CertInfo", "PkiError", "changing", "check_certificates",
-           "check_hosts",
-           "create_pki",
-           "ensure_crl", "ensure_operator_cert", "issue_agency_cert", "list_certificates",
+           "check_hosts", "create_pki", "ensure_crl", "ensure_operator_cert",
+           "issue_agency_cert", "list_certificates",
            "lock", "operator_credentials", "renew_agency_cert", "revoke_agency_cert",
            "revoked_only", "runtime_base", "sweep_stale_runtimes", "unlock"]
 
