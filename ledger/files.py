@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import io
 import os
 import secrets
@@ -27,9 +28,35 @@ from typing import Any, BinaryIO, NoReturn, TextIO, cast
 
 __all__ = [
     "NOT_UNICODE", "SigtermSeen", "Terminated", "atomic_output", "die_with_parent",
-    "interrupts_held", "read_capped", "remove_contents", "run_cli", "sigterm_raises",
-    "write_atomic",
+    "hold_empty_folder", "interrupts_held", "read_capped", "remove_contents", "run_cli",
+    "sigterm_raises", "write_atomic",
 ]
+
+
+def hold_empty_folder(folder: Path, mode: int = 0o750) -> tuple[int | None, bool]:
+    """``folder`` made if missing (``mode``; 0750: others cannot swap what is inside), locked
+    (an advisory lock on the folder itself, held until the returned descriptor is closed) and
+    found empty under the lock, for a command that fills a new folder and, cut short, removes
+    what it wrote: two at once each saw it empty, and the one that failed on the other's files
+    removed them as its own. ``(None, made)`` when it is not empty (or was replaced
+    meanwhile); ``made``: whether this call made the folder."""
+    made = False
+    try:
+        folder.mkdir(parents=True, mode=mode)
+        made = True
+    except FileExistsError:
+        pass
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.stat(folder).st_ino != os.fstat(fd).st_ino or any(folder.iterdir()):
+            os.close(fd)
+            return None, made
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise
+    return fd, made
 
 
 @contextlib.contextmanager

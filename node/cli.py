@@ -21,7 +21,14 @@ from rich.console import Console
 from rich.markup import escape
 
 from ledger.errors import KeyFileError, LedgerError
-from ledger.files import NOT_STDOUT, Terminated, run_cli, sigterm_raises, write_atomic
+from ledger.files import (
+    NOT_STDOUT,
+    Terminated,
+    hold_empty_folder,
+    run_cli,
+    sigterm_raises,
+    write_atomic,
+)
 from ledger.keys import PASSPHRASE_ENV, read_passphrase
 
 if TYPE_CHECKING:
@@ -498,7 +505,7 @@ def _new_network(data: Path, network: str, founders: list[str], quorum: int,
         raise typer.Exit(2) from e
     passphrase = _ask_passphrase("for the new key files", confirm=True)
     try:
-        held, made = _hold_empty_folder(data)
+        held, made = hold_empty_folder(data)
     except OSError as e:
         err.print(f"[red]cannot create the network in {_q(data)}:[/] {_q(e.strerror or e)}; "
                   "nothing was written")
@@ -532,34 +539,6 @@ def _new_network(data: Path, network: str, founders: list[str], quorum: int,
         os.close(held)
     err.print(f"new network [bold]{_q(network)}[/]: {len(agencies)} founders, quorum {quorum}; "
               f"genesis {genesis.txid.hex()[:16]}…, keys in {_q(data / 'keys')}")
-
-
-def _hold_empty_folder(data: Path) -> tuple[int | None, bool]:
-    """``data`` made if missing (0750: others cannot swap what is inside), locked (an advisory
-    lock on the folder itself, held until the returned descriptor is closed) and found empty
-    under the lock: two `init --new-network` into one folder each saw it empty, and the one
-    that failed on the other's files removed them as its own. ``(None, _)`` when it is not
-    empty (or was removed meanwhile); the bool: whether this call made the folder."""
-    import fcntl
-
-    made = False
-    try:
-        data.mkdir(parents=True, mode=0o750)
-        made = True
-    except FileExistsError:
-        pass
-    fd = os.open(data, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        same = os.stat(data).st_ino == os.fstat(fd).st_ino
-        if not same or any(data.iterdir()):
-            os.close(fd)
-            return None, made
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-        raise
-    return fd, made
 
 
 pki_app = typer.Typer(help="The network's PKI: a CA, one certificate per agency (etcd peer and "

@@ -41,7 +41,7 @@ import httpx
 from ledger import codec
 from ledger.chain import build_genesis
 from ledger.errors import LedgerError
-from ledger.files import remove_contents, write_atomic
+from ledger.files import hold_empty_folder, remove_contents, write_atomic
 from ledger.keys import PASSPHRASE_ENV, PrivateKey, save_private_key, seal_secret
 from ledger.network import Agency, genesis_tx
 from ledger.store import Store
@@ -174,8 +174,12 @@ def create_cluster(folder: Path, n: int, passphrase: bytes, *, network: str = "d
     block0 = build_genesis(genesis).header
     assert block0 is not None
     genesis_hash = block0.hash.hex()
-    made = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
+    # held while it is filled: another `cluster` (or init) into the same folder waits, then
+    # finds it not empty; a cut-short run removes only what it wrote (not the other's)
+    held, made = hold_empty_folder(folder, 0o755)
+    if held is None:
+        raise ClusterError(f"{folder} is not empty: a new cluster needs a new folder (another "
+                           "process wrote into it meanwhile)")
     try:
         create_pki(folder / "pki", network, ids, passphrase,
                    now=_dt.datetime.fromtimestamp(t, _dt.UTC))
@@ -210,6 +214,8 @@ def create_cluster(folder: Path, n: int, passphrase: bytes, *, network: str = "d
             if made:
                 folder.rmdir()
         raise
+    finally:
+        os.close(held)
 
 
 _LAUNCH = ("import os, signal, sys\n"

@@ -494,3 +494,41 @@ def test_two_new_networks_at_once_in_one_folder_leave_the_one_made_whole(
         assert head.returncode == 0, head.stderr
         assert (tmp_path / f"node-{pre_made}-0.toml").exists()
         assert not (tmp_path / f"node-{pre_made}-1.toml").exists()
+
+
+def test_a_new_cluster_waits_for_another_writer_of_its_folder_and_removes_nothing(
+        tmp_path: Path) -> None:
+    """`ledger-node cluster` checked its folder empty once, at the start: another process
+    filling the same folder meanwhile (a second `cluster`, an `init`) was not seen, and a
+    creation that then failed on the other's files removed them as its own. The folder is
+    held while it is filled: a creation waits for another holder, then finds it not empty
+    and removes nothing."""
+    import threading
+
+    from ledger.files import hold_empty_folder
+    from node.cluster import ClusterError, create_cluster
+
+    folder = tmp_path / "net"
+    held, made = hold_empty_folder(folder)
+    assert held is not None and made
+    outcome: list[BaseException | None] = []
+
+    def create() -> None:
+        try:
+            create_cluster(folder, 2, b"pw", base_port=free_base(2))
+            outcome.append(None)
+        except BaseException as e:
+            outcome.append(e)
+
+    creating = threading.Thread(target=create)
+    creating.start()
+    creating.join(0.5)  # long enough for a creation that does not wait to be well under way
+    (folder / "theirs").write_text("another process's file\n")
+    os.close(held)
+    creating.join(60)
+    assert len(outcome) == 1 and isinstance(outcome[0], ClusterError), outcome
+    assert "not empty" in str(outcome[0])
+    assert sorted(p.name for p in folder.iterdir()) == ["theirs"]
+    # a held folder found empty is filled as ever
+    create_cluster(tmp_path / "fresh", 2, b"pw", base_port=free_base(2))
+    assert (tmp_path / "fresh" / "cluster.toml").is_file()
