@@ -533,3 +533,29 @@ def test_a_node_whose_evidence_key_is_missing_beside_sealed_records_does_not_sta
     shutil.rmtree(data / "approvals")
     Node(data, "market", PASS, clock=lambda: NOW, workers=0).close()
     assert (data / "keys" / EVIDENCE_KEY_FILE).exists()
+
+
+def test_readme_names_the_approval_records_a_rollback_across_adr_66_cannot_read() -> None:
+    """README ("Upgrading the software of a network") said the older version reads what the
+    new one writes, a rollback working. A node of ADR 66 or later seals every approval record
+    at its first approvals request, those its older version wrote in the clear too; a version
+    before ADR 66 reads a record as the clear map and answers `GET /v1/approvals` with a 500
+    (its audit: "is not an evidence record: 'tx'"), tried with 0dd4d28 (ADR 65) rolled back
+    onto a demo folder a node of this version had served (round 27U). The README names it.
+
+    tests/data/approval-record-adr65.ev: the record a node of 0dd4d28 wrote in the clear for
+    `wallet apply elderly-allowance` on `ledger-node demo --serve` (demo claims, made up)."""
+    from ledger.sealed import key_mark, open_record
+
+    clear = (Path(__file__).parent / "data" / "approval-record-adr65.ev").read_bytes()
+    record = open_record(clear, {}, "an ADR 65 record")  # read as it is, no key needed
+    assert Tx.from_bytes(record["tx"]).body["service"] == "elderly-allowance"
+    key = os.urandom(32)
+    sealed = seal_record(clear, key)  # what this version writes in its place
+    assert open_record(sealed, {key_mark(key): key}, "sealed") == record
+    assert "tx" not in codec.decode(sealed)  # the key an ADR 65 node's listing reads
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    upgrading = readme.split("### Upgrading the software of a network", 1)[1]
+    rollback = " ".join(upgrading.split("While versions are mixed", 1)[0].split())
+    assert "a rollback works" in rollback
+    assert "ADR 66" in rollback and "approval records" in rollback
