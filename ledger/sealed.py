@@ -61,7 +61,9 @@ def seal_record(data: bytes, key: bytes) -> bytes:
 def open_record(blob: bytes, keys: Mapping[bytes, bytes], what: str,
                 max_size: int = 1 << 21) -> dict[str, Any]:
     """The record in ``blob``: opened with the key of ``keys`` (mark → key) it names if it is
-    sealed, read as it is if it is a clear one from before ADR 66. :class:`DecodeError` if it
+    sealed, read as it is if it is a clear one from before ADR 66 (a sealed one that a node of
+    that version filed, its ``index`` and ``height`` beside the seal, opened with them).
+    :class:`DecodeError` if it
     is no record or its seal does not open (damaged, or sealed by another key of the same
     mark); :class:`SealedError` if none of ``keys`` is its key."""
     rec = codec.decode(blob, max_size=max_size, what=what)
@@ -73,6 +75,9 @@ def open_record(blob: bytes, keys: Mapping[bytes, bytes], what: str,
     f.version(2, what)
     mark = f.bytes("key", size=8)
     box = f.bytes("box", max_len=max_size)  # a record's size, not a field's 4096 bytes
+    # A node before ADR 66 (rolled back onto) files a sealed `.pending` record as it filed its
+    # clear ones: the committed decision's place added beside the seal's fields (round 27U)
+    place = {n: f.int(n, lo=0) for n in ("index", "height") if f.has(n)}
     f.done()
     key = keys.get(mark)
     if key is None:
@@ -85,7 +90,10 @@ def open_record(blob: bytes, keys: Mapping[bytes, bytes], what: str,
     got = codec.decode(inner, max_size=max_size, what=what)
     if not isinstance(got, dict) or got.get("v") == 2:
         raise DecodeError(f"{what} holds no record")
-    return got
+    if set(place) & set(got):
+        raise DecodeError(f"{what} names its place both in its seal and beside it "
+                          f"({', '.join(sorted(set(place) & set(got)))})")
+    return {**got, **place}
 
 
 def read_evidence_key(path: Path, passphrase: bytes) -> bytes:

@@ -18,6 +18,7 @@ from test_approval_http import NOW, evidence_record, prepare
 from contracts.evidence import Evidence
 from ledger import codec
 from ledger.audit import AuditError, audit
+from ledger.errors import DecodeError
 from ledger.sealed import EVIDENCE_KEY_FILE, read_evidence_key, seal_record
 from ledger.tx import Tx, make_tx
 from node.approvals import Approvals, Decided
@@ -559,3 +560,38 @@ def test_readme_names_the_approval_records_a_rollback_across_adr_66_cannot_read(
     rollback = " ".join(upgrading.split("While versions are mixed", 1)[0].split())
     assert "a rollback works" in rollback
     assert "ADR 66" in rollback and "approval records" in rollback
+
+
+def test_a_record_an_older_node_filed_from_a_sealed_pending_one_is_read(tmp_path: Path) -> None:
+    """A node of ADR 66 or later seals its `.pending` records too; rolled back onto a version
+    before ADR 66 (README: a rollback works), that node files a pending record at its start
+    as it filed its own clear ones, adding `index` and `height` beside the seal's fields. This
+    version refused that `.ev` as a whole ("unknown field(s) ['height', 'index']"): the
+    listing, the explanation and `ledger audit --evidence` could no longer read a decision's
+    evidence once the node was upgraded again (round 27U). It is opened, the place taken
+    from beside the seal, and the node seals it again as it writes records.
+
+    tests/data/approval-record-filed-by-adr65.ev: the record of approval-record-adr65.ev
+    without its index and height, sealed by this version's seal_record under the key
+    bytes(range(32)) as a `.pending` file, then filed by 0dd4d28's (ADR 65)
+    `Approvals._keep(SimpleNamespace(folder=...), pending, codec.decode(pending bytes),
+    Receipt(txid, 43, 35))`, run with PYTHONPATH on a worktree of that commit."""
+    import pytest
+
+    from ledger.sealed import is_sealed, key_mark, open_record
+
+    here = Path(__file__).parent / "data"
+    clear = codec.decode((here / "approval-record-adr65.ev").read_bytes())
+    filed = (here / "approval-record-filed-by-adr65.ev").read_bytes()
+    key = bytes(range(32))
+    assert open_record(filed, {key_mark(key): key}, "filed") == clear
+    assert not is_sealed(here / "approval-record-filed-by-adr65.ev")  # resealed by seal_clear
+    # the place beside the seal is the filing's own: changed or of the wrong type, refused
+    outer = codec.decode(filed)
+    for bad in ({**outer, "index": "43"}, {**outer, "height": -1}, {**outer, "extra": 1}):
+        with pytest.raises(DecodeError):
+            open_record(codec.encode(bad), {key_mark(key): key}, "filed")
+    inner = {**clear, "index": 7}  # a record sealed with its place inside names it once
+    twice = {**codec.decode(seal_record(codec.encode(inner), key)), "index": 43}
+    with pytest.raises(DecodeError, match="index"):
+        open_record(codec.encode(twice), {key_mark(key): key}, "filed")
