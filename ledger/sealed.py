@@ -63,9 +63,8 @@ def open_record(blob: bytes, keys: Mapping[bytes, bytes], what: str,
     """The record in ``blob``: opened with the key of ``keys`` (mark → key) it names if it is
     sealed, read as it is if it is a clear one from before ADR 66 (a sealed one that a node of
     that version filed, its ``index`` and ``height`` beside the seal, opened with them).
-    :class:`DecodeError` if it
-    is no record or its seal does not open (damaged, or sealed by another key of the same
-    mark); :class:`SealedError` if none of ``keys`` is its key."""
+    :class:`DecodeError` if it is no record or its seal does not open (damaged, or sealed by
+    another key of the same mark); :class:`SealedError` if none of ``keys`` is its key."""
     rec = codec.decode(blob, max_size=max_size, what=what)
     if not isinstance(rec, dict):
         raise DecodeError(f"{what} is not a map")
@@ -76,7 +75,7 @@ def open_record(blob: bytes, keys: Mapping[bytes, bytes], what: str,
     mark = f.bytes("key", size=8)
     box = f.bytes("box", max_len=max_size)  # a record's size, not a field's 4096 bytes
     # A node before ADR 66 (rolled back onto) files a sealed `.pending` record as it filed its
-    # clear ones: the committed decision's place added beside the seal's fields (round 27U)
+    # clear ones: the committed decision's place added beside the seal's fields
     place = {n: f.int(n, lo=0) for n in ("index", "height") if f.has(n)}
     f.done()
     key = keys.get(mark)
