@@ -1761,17 +1761,18 @@ def test_catch_up_reads_are_few_at_a_time_and_pay_by_size(
 
     data = make_demo(tmp_path / "demo")
     node = Node(data, "edu", PASS, clock=lambda: NOW, workers=0)
-    settings = replace(settings_for(data), rate_limit_per_minute=60, rate_limit_burst=30)
+    settings = replace(settings_for(data), rate_limit_per_minute=60, rate_limit_burst=31)
     app = create_app(settings, node=node, clock=lambda: NOW, rate_clock=lambda: 0.0)
     with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
         for _ in range(service.SYNC_SERVING):
             assert node._sync_slots.acquire(blocking=False)  # peers' replies in the making
-        r = http.get("/v1/sync/headers", params={"from": 0, "count": 10})
-        assert r.status_code == 503 and "other peers' catch-up" in r.json()["detail"], r.text
+        for route in ("headers", "blocks"):  # both replies take a turn
+            r = http.get(f"/v1/sync/{route}", params={"from": 0, "count": 10})
+            assert r.status_code == 503 and "other peers' catch-up" in r.json()["detail"], r.text
         for _ in range(service.SYNC_SERVING):
             node._sync_slots.release()
         assert http.get("/v1/sync/headers", params={"from": 0, "count": 10}).status_code == 200
-        # 30 tokens, 2 taken: 1 + 5000 // 500 = 11 each: two pass, the third waits
+        # 31 tokens, 3 taken: 1 + 5000 // 500 = 11 each: two pass, the third waits
         got = [http.get("/v1/sync/headers", params={"from": 0, "count": 5000}).status_code
                for _ in range(3)]
         assert got == [200, 200, 429], got
