@@ -855,6 +855,15 @@ def test_a_status_index_pointing_at_another_credential_serves_no_status(
             with pytest.raises(StoreError, match="status index 1 of edu/diploma points at a "
                                                  "credential of another list or index"):
                 list(read("edu", "diploma"))
+    # an index of another issuer's list, or another type's, pointing at edu's credential at
+    # that same index: not that list's either
+    for issuer, kind in (("tax", "diploma"), ("edu", "permit")):
+        _edit(small_store, {index_key(issuer, kind, 1): cid(1)})
+        with Store(small_store) as s:
+            for read in (s.status_values, s.status_entries):
+                with pytest.raises(StoreError, match=f"status index 1 of {issuer}/{kind} "
+                                                     "points at a credential of another"):
+                    list(read(issuer, kind))
 
 
 def test_a_block_root_off_the_log_is_refused_with_the_head_naming_that_block(
