@@ -506,6 +506,10 @@ def test_an_approval_credential_must_name_its_issuers_decision(world: World) -> 
     assert "says decision 'approved'" in why(decision="approved")  # a rejection shown as yes
     assert "signed by 'edu', the credential by 'reg'" in why(anchor=by_reg)
     assert "is no approval transaction" in why(approval_tx="ab" * 32)
+    # a transaction on the ledger, of the issuer's, that is no decision (the credential's own
+    # anchor): not one either
+    assert "is no approval transaction" in why(approval_tx=by_edu.txid.hex(),
+                                               copy=_LedgerCopy(100, [decided, by_edu]))
     assert "approval_tx is not disclosed" in why(approval_tx=None)
     bare = {k: v for k, v in claims.items() if k != "decision"}
     assert "decision is not disclosed" in (_decision_mismatch(
