@@ -251,6 +251,14 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+#: claim values a node refuses (a list for a string; an invisible character; not NFC; too
+#: long), each starting with its needle: an error that quoted the value would show it
+BAD_CANARY_NEEDLES = ("CANARYbadZ1", "CANARYbadZ2", "CANARYbadZ3", "CANARYbadZ4")
+BAD_CANARIES: tuple[Any, ...] = ([BAD_CANARY_NEEDLES[0]], BAD_CANARY_NEEDLES[1] + "x\u200b",
+                                 BAD_CANARY_NEEDLES[2] + "Cha\u0301ng",
+                                 BAD_CANARY_NEEDLES[3] + "x" * 1000)
+
+
 def _forms(value: str) -> list[bytes]:
     """The value as it could be written: raw, JSON, hex, UTF-16, and base64url at the three
     alignments a value inside a longer encoded text can have (the stable middle of each)."""
@@ -296,10 +304,12 @@ def test_a_served_node_keeps_and_shows_no_canary(tmp_path: Path) -> None:
         bundle = Bundle.from_bytes(base64.urlsafe_b64decode(got.json()["bundle"] + "=="))
         for bad in ({**NODE_CANARIES, "birth_date": "CANARYnotadate"},
                     {**NODE_CANARIES, "extra": "CANARYextraE3"},
-                    {**NODE_CANARIES, "holder_name": ["CANARYnameQ7x Wang"]}):
+                    {**NODE_CANARIES, "holder_name": ["CANARYnameQ7x Wang"]},
+                    *({**NODE_CANARIES, "holder_name": value} for value in BAD_CANARIES)):
             refused = httpx.post(f"{url}/v1/credentials", headers=auth,
                                  json={"type": "residence", "claims": bad, "holder_jwk": jwk})
             assert refused.status_code in (400, 422), refused.text
+            answers.append(refused.content)  # a refusal quotes no value it was sent
         anyone = httpx.post(f"{url}/v1/credentials", json={
             "type": "residence", "claims": NODE_CANARIES, "holder_jwk": jwk})
         assert anyone.status_code == 401
@@ -342,6 +352,7 @@ def test_a_served_node_keeps_and_shows_no_canary(tmp_path: Path) -> None:
     needles = {f"{name} ({i})": form for name, value in
                [*NODE_CANARIES.items(), *NODE_SECRETS.items(), ("national id", NATIONAL_ID)]
                for i, form in enumerate(_forms(value))}
+    needles |= {f"refused claim {i}": v.encode() for i, v in enumerate(BAD_CANARY_NEEDLES)}
     needles |= {f"holder key ({i})": n for i, n in
                 enumerate(_needles([], [holder], [bundle.sd_jwt]))}
     for where, blob in haystacks.items():
