@@ -9,6 +9,7 @@ import hmac
 import os
 import secrets
 import shlex
+import signal
 import sys
 import threading
 import time
@@ -32,6 +33,7 @@ from ledger.files import (
 from ledger.keys import PASSPHRASE_ENV, read_passphrase
 
 if TYPE_CHECKING:
+    import uvicorn
     from cryptography import x509
 
     from node.cluster import LocalCluster
@@ -350,10 +352,40 @@ def run(
         with _startup_failure(settings.host, settings.port):
             # proxy_headers=False: uvicorn would otherwise take X-Forwarded-For from any
             # local process as the client's address, and the rate limit keys on it (ADR 46).
-            uvicorn.run(app_, host=settings.host, port=settings.port, log_config=None,
-                        access_log=False, server_header=False, timeout_graceful_shutdown=5,
-                        proxy_headers=False, limit_concurrency=LIMIT_CONCURRENCY,
-                        **ssl)  # type: ignore[arg-type]
+            _serve(uvicorn.Config(app_, host=settings.host, port=settings.port,
+                                  log_config=None, access_log=False, server_header=False,
+                                  timeout_graceful_shutdown=5, proxy_headers=False,
+                                  limit_concurrency=LIMIT_CONCURRENCY,
+                                  **ssl))  # type: ignore[arg-type]
+
+
+def _serve(config: uvicorn.Config) -> None:
+    """``uvicorn.run`` of one server, with SIGHUP (a closed terminal or SSH session) taken as
+    uvicorn takes SIGTERM: a graceful shutdown. uvicorn handles SIGINT and SIGTERM only, so a
+    SIGHUP raised :class:`~ledger.files.Terminated` inside its event loop: the open requests
+    were cut, and the log's last line was a traceback. Exits 3 when it could not start."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            found = signal.getsignal(signal.SIGHUP)
+            taken = found not in (signal.SIG_IGN, None)  # nohup's ignored SIGHUP stays so
+            if taken:
+                signal.signal(signal.SIGHUP, self.handle_exit)
+            try:
+                with super().capture_signals():
+                    yield
+            finally:
+                if taken:
+                    signal.signal(signal.SIGHUP, found)
+
+    config.load_app()
+    server = Server(config=config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        raise SystemExit(3)  # as uvicorn.run: it could not listen
 
 
 @contextlib.contextmanager

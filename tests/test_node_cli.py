@@ -532,3 +532,31 @@ def test_a_new_cluster_waits_for_another_writer_of_its_folder_and_removes_nothin
     # a held folder found empty is filled as ever
     create_cluster(tmp_path / "fresh", 2, b"pw", base_port=free_base(2))
     assert (tmp_path / "fresh" / "cluster.toml").is_file()
+
+
+def test_sighup_stops_a_node_gracefully_without_a_traceback(tmp_path: Path) -> None:
+    """A closed terminal or SSH session sends SIGHUP: the node shuts down as for SIGTERM
+    (uvicorn's graceful shutdown, the store closed, exit 0), not with a traceback in its log
+    from the signal landing inside the event loop."""
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "init-pw", "LEDGER_NODE_WORKERS": "1"}
+    _init_one_founder(tmp_path, "district-6", env)
+    port = free_base(1)
+    with subprocess.Popen([str(BIN / "ledger-node"), "run", "--config",
+                           str(tmp_path / "node.toml"), "--port", str(port)], env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            _health_once_up(proc, port)
+            proc.send_signal(signal.SIGHUP)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.stderr is not None
+        said = proc.stderr.read()
+    assert "Traceback" not in said, said
+    assert "Shutting down" in said, said  # uvicorn's graceful shutdown ran
+    assert proc.returncode == 0, (proc.returncode, said)
+    head = subprocess.run([str(BIN / "ledger"), "head", str(tmp_path / "data" / "ledger")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert head.returncode == 0, head.stderr
