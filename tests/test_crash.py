@@ -46,12 +46,26 @@ def _kill_later(proc: subprocess.Popen[str], delay: float) -> list[tuple[bytes, 
         time.sleep(0.025)
     assert proc.poll() is None, f"child exited early: {proc.stderr.read() if proc.stderr else ''}"
     time.sleep(delay)
+    if proc.poll() is not None:
+        err = proc.stderr.read() if proc.stderr else ""
+        raise AssertionError(f"child exited by itself ({proc.returncode}) before the kill: {err}")
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     # EOF on stdout comes only when the node's signature workers died with it too.
     t.join(timeout=60)
     assert not t.is_alive(), "worker processes outlived the killed node"
     return acked
+
+
+def test_a_child_that_dies_by_itself_before_the_kill_is_reported() -> None:
+    """A child that fails on its own after its first acknowledgement (a refused issue, a crash
+    in the orderer) is not a SIGKILL at a random moment: the rounds must say so, not count it
+    as a kill survived (helper round 27S)."""
+    child = "import sys, time; print('ACK 00 0', flush=True); time.sleep(0.2); sys.exit(3)"
+    with (subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True) as proc,
+          pytest.raises(AssertionError, match="child exited")):
+        _kill_later(proc, 1.0)
 
 
 def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
