@@ -8,8 +8,8 @@ Without atheris the same target replays a corpus in plain Python::
 
     .venv/bin/python tests/fuzz/codec_atheris.py --replay tests/fuzz/corpus/codec
 
-``tests/test_fuzz_codec_corpus.py`` replays the corpus on every test run, and (when atheris is
-importable) runs a short libFuzzer session of a few thousand inputs.
+``tests/test_fuzz_codec_corpus.py`` replays the corpus on every test run; its libFuzzer session
+(200,000 inputs) is marked ``slow`` and runs with ``scripts/test --slow`` (which installs atheris).
 
 The property: for any bytes, :func:`ledger.codec.decode` either returns a value that
 :func:`ledger.codec.encode` maps back to the same bytes, or raises a ``LedgerError``; the same
