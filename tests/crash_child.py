@@ -12,13 +12,19 @@ import sys
 from pathlib import Path
 
 from ledger.chain import build_genesis
-from ledger.credentials import STATUS_LIST_SIZE
+from ledger.credentials import STATUS_LIST_SIZE, STATUS_LISTS
 from ledger.network import demo_agency, genesis_tx, governance_tx, issue_tx
 from ledger.ordering import SoloOrderer
 from ledger.store import Store
 
 NET = "crash"
 T0 = 1_700_000_000
+
+
+def status_index(seq: int) -> int:
+    """The status index of the child's issue number ``seq``: all an agency's lists of one type
+    (a round's numbers stay inside them: tests/test_crash.py)."""
+    return seq % (STATUS_LISTS * STATUS_LIST_SIZE)
 
 
 def main() -> None:
@@ -38,8 +44,8 @@ def main() -> None:
         txs = []
         for _ in range(50):
             cid = hashlib.sha256(f"crash-{seq}".encode()).digest()
-            # rounds start a million apart and last well under 48k issues: no index twice
-            txs.append(issue_tx(NET, agencies[0], cid, "degree", seq % STATUS_LIST_SIZE, T0,
+            # rounds start ROUND_SPAN apart and issue far fewer: no index twice
+            txs.append(issue_tx(NET, agencies[0], cid, "degree", status_index(seq), T0,
                                 2 * T0, seq))
             seq += 1
         for tx, fut in zip(txs, orderer.submit_many(txs), strict=True):

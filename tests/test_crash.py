@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -18,6 +19,9 @@ from ledger.store import Store
 
 CHILD = Path(__file__).with_name("crash_child.py")
 ROUNDS = 20
+LONG_ROUNDS = 150
+ROUND_SPAN = 400_000
+"""Issue numbers a round may use: round ``k`` starts at ``k * ROUND_SPAN``."""
 
 
 def _run_and_kill(data: Path, start: int, delay: float) -> list[tuple[bytes, int]]:
@@ -75,7 +79,24 @@ def test_sigkill_loses_nothing_acknowledged(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_sigkill_long_haul(tmp_path: Path) -> None:
     """The same with 150 kills (several minutes): run with scripts/test --slow."""
-    _crash_rounds(tmp_path, 150, seed=6962)
+    _crash_rounds(tmp_path, LONG_ROUNDS, seed=6962)
+
+
+def test_no_two_rounds_of_the_long_haul_share_a_status_index() -> None:
+    """Each round's child issues from its own numbers; an index used twice is refused
+    (``status_index_used``) and the child dies of it, not of the kill. The rounds' status
+    indexes must not meet: with a million per round taken modulo one list's size, round 108
+    began 3,328 entries before round 0's (helper round 27S)."""
+    from crash_child import status_index
+
+    used: list[tuple[int, int]] = []
+    for k in range(LONG_ROUNDS):
+        first, last = status_index(k * ROUND_SPAN), status_index(k * ROUND_SPAN + ROUND_SPAN - 1)
+        assert last - first == ROUND_SPAN - 1, f"round {k} wraps its status indexes"
+        used.append((first, last))
+    used.sort()
+    for (_, end), (start, _) in itertools.pairwise(used):
+        assert end < start, "two rounds share status indexes"
 
 
 def _crash_rounds(tmp_path: Path, rounds: int, seed: int) -> None:
@@ -84,7 +105,7 @@ def _crash_rounds(tmp_path: Path, rounds: int, seed: int) -> None:
     all_acked: list[tuple[bytes, int]] = []
     sizes = []
     for round_no in range(rounds):
-        acked = _run_and_kill(data, start=round_no * 1_000_000, delay=rng.uniform(0.0, 0.6))
+        acked = _run_and_kill(data, start=round_no * ROUND_SPAN, delay=rng.uniform(0.0, 0.6))
         all_acked.extend(acked)
         with Store(data) as store:  # reopening checks the head against the Merkle root
             for txid, index in all_acked:
