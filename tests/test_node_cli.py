@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,25 @@ def _health_once_up(proc: subprocess.Popen[str], port: int) -> dict[str, Any]:
         except httpx.TransportError:
             time.sleep(0.1)
     raise AssertionError("the node never answered /v1/health")
+
+
+def _stop_a_running_node(cmd: list[str], env: dict[str, str], port: int,
+                         stop: Callable[[subprocess.Popen[str]], None],
+                         **popen: Any) -> tuple[int, str]:
+    """``cmd`` (a ``ledger-node run``) started, ``stop(proc)`` once its health answers, and
+    its exit code and standard error once it ends (killed if it has not in 60 s)."""
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, **popen) as proc:
+        try:
+            _health_once_up(proc, port)
+            stop(proc)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.stderr is not None
+        return proc.returncode, proc.stderr.read()
 
 
 def test_init_new_network_then_run(tmp_path: Path) -> None:
@@ -265,23 +285,16 @@ def test_ctrl_c_stops_a_node_and_its_workers_without_tracebacks(tmp_path: Path) 
     # started in the background may ignore it, and exec keeps an ignored signal ignored).
     foreground = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
                   "os.execv(sys.argv[1], sys.argv[1:])")
-    with subprocess.Popen([sys.executable, "-c", foreground, str(BIN / "ledger-node"), "run",
-                           "--config", str(tmp_path / "node.toml"), "--port", str(port)],
-                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True) as proc:
-        try:
-            _health_once_up(proc, port)
-            workers = subprocess.run(["pgrep", "-g", str(proc.pid), "-f", "spawn_main"],
-                                     capture_output=True, text=True, check=False).stdout.split()
-            assert len(workers) == 2  # the node's signature workers share its process group
-            os.killpg(proc.pid, signal.SIGINT)
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert proc.stderr is not None
-        said = proc.stderr.read()
+    def ctrl_c(proc: subprocess.Popen[str]) -> None:
+        workers = subprocess.run(["pgrep", "-g", str(proc.pid), "-f", "spawn_main"],
+                                 capture_output=True, text=True, check=False).stdout.split()
+        assert len(workers) == 2  # the node's signature workers share its process group
+        os.killpg(proc.pid, signal.SIGINT)
+
+    _, said = _stop_a_running_node(
+        [sys.executable, "-c", foreground, str(BIN / "ledger-node"), "run", "--config",
+         str(tmp_path / "node.toml"), "--port", str(port)], env, port, ctrl_c,
+        start_new_session=True)
     assert "Traceback" not in said, said
     assert "KeyboardInterrupt" not in said, said
 
@@ -541,22 +554,12 @@ def test_sighup_stops_a_node_gracefully_without_a_traceback(tmp_path: Path) -> N
     env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "init-pw", "LEDGER_NODE_WORKERS": "1"}
     _init_one_founder(tmp_path, "district-6", env)
     port = free_base(1)
-    with subprocess.Popen([str(BIN / "ledger-node"), "run", "--config",
-                           str(tmp_path / "node.toml"), "--port", str(port)], env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
-        try:
-            _health_once_up(proc, port)
-            proc.send_signal(signal.SIGHUP)
-            proc.wait(timeout=60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert proc.stderr is not None
-        said = proc.stderr.read()
+    code, said = _stop_a_running_node(
+        [str(BIN / "ledger-node"), "run", "--config", str(tmp_path / "node.toml"), "--port",
+         str(port)], env, port, lambda proc: proc.send_signal(signal.SIGHUP))
     assert "Traceback" not in said, said
     assert "Shutting down" in said, said  # uvicorn's graceful shutdown ran
-    assert proc.returncode == 0, (proc.returncode, said)
+    assert code == 0, (code, said)
     head = subprocess.run([str(BIN / "ledger"), "head", str(tmp_path / "data" / "ledger")],
                           capture_output=True, text=True, timeout=60, check=False)
     assert head.returncode == 0, head.stderr
