@@ -279,10 +279,12 @@ class EtcdLog:
         The batch's key carries the next version of the counter ``n``, taken with a
         compare-and-swap, so batch keys sort in commit order."""
         counter = self._p + b"n"
-        unsure = self._unsure if self._unsure is not None and self._unsure[1] == value else None
+        if self._unsure is not None and self._unsure[1] == value:
+            rev = self._ours(*self._unsure)  # unanswered again: still asked at the next call
+            if rev:
+                self._unsure = None
+                return rev  # the put whose answer was lost was applied: not put twice
         self._unsure = None
-        if unsure is not None and (rev := self._ours(*unsure)):
-            return rev  # the put whose answer was lost was applied: not put twice
         for _ in range(_CAS_ATTEMPTS):
             seq = self._seq + 1
             key = self._p + f"b/{seq:0{_SEQ_WIDTH}d}".encode()
@@ -307,9 +309,13 @@ class EtcdLog:
             if resp.succeeded:
                 self._seq = seq
                 return int(resp.header.revision)
-            if lost and resp.responses[1].response_range.kvs and (rev := self._ours(key, value)):
-                self._seq = max(self._seq, seq)  # an endpoint that did not answer applied it
-                return rev
+            if lost and resp.responses[1].response_range.kvs:
+                self._unsure = (key, value)  # until etcd has said whose batch is there
+                rev = self._ours(key, value)
+                self._unsure = None
+                if rev:
+                    self._seq = max(self._seq, seq)  # an endpoint that did not answer applied it
+                    return rev
             kvs = resp.responses[0].response_range.kvs
             was, self._seq = self._seq, int(kvs[0].version) if kvs else 0
             if self._seq == was and resp.responses[1].response_range.kvs:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from clusterkit import free_base
@@ -179,32 +180,35 @@ def test_a_batch_put_after_the_counter_was_deleted_writes_over_no_batch(
         fresh.close()
 
 
+class _Lost(grpc.RpcError):
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def details(self) -> str:
+        return "Deadline Exceeded"
+
+
 class _LosesOneAnswer:
     """An endpoint's stub whose next batch put etcd applies and whose answer is then lost, as
     in a leader change mid-call (the client sees DEADLINE_EXCEEDED)."""
 
     def __init__(self, kv: Any) -> None:
         self._kv, self.armed, self.lost = kv, False, 0
+        self.compares_unanswered = 0  # the next value compares that get no answer at all
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._kv, name)
 
     def Txn(self, request: Any, timeout: float | None = None) -> Any:
-        import grpc
-
+        if self.compares_unanswered and request.compare \
+                and request.compare[0].target == request.compare[0].VALUE:
+            self.compares_unanswered -= 1
+            raise _Lost
         got = self._kv.Txn(request, timeout=timeout)
         if self.armed and got.succeeded and request.success \
                 and request.success[0].HasField("request_put"):
             self.armed, self.lost = False, self.lost + 1
-
-            class Lost(grpc.RpcError):
-                def code(self) -> grpc.StatusCode:
-                    return grpc.StatusCode.DEADLINE_EXCEEDED
-
-                def details(self) -> str:
-                    return "Deadline Exceeded"
-
-            raise Lost
+            raise _Lost
         return got
 
 
@@ -225,6 +229,10 @@ def test_a_batch_put_whose_answer_was_lost_is_not_put_twice(etcd_url: str,
         first = log.put_batch(b"batch-0")
         stub.armed = True
         if endpoints == 1:
+            with pytest.raises(OrderingError, match="DEADLINE_EXCEEDED"):
+                log.put_batch(b"batch-1")
+            # the retry's own question (is the batch there ours?) unanswered too: asked again
+            stub.compares_unanswered = 1
             with pytest.raises(OrderingError, match="DEADLINE_EXCEEDED"):
                 log.put_batch(b"batch-1")
         again = log.put_batch(b"batch-1")  # the caller's retry, or the answer of the first
