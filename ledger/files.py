@@ -28,27 +28,44 @@ from typing import Any, BinaryIO, NoReturn, TextIO, cast
 
 __all__ = [
     "NOT_UNICODE", "SigtermSeen", "Terminated", "atomic_output", "die_with_parent",
-    "hold_empty_folder", "interrupts_held", "read_capped", "remove_contents", "run_cli",
-    "sigterm_raises", "write_atomic",
+    "hold_empty_folder", "interrupts_held", "lock_folder", "read_capped", "remove_contents",
+    "run_cli", "sigterm_raises", "write_atomic",
 ]
+
+
+def lock_folder(folder: Path, waiting: Callable[[], None] | None = None) -> int:
+    """A descriptor of ``folder`` holding an advisory lock on the folder itself (no file is
+    added to it) until it is closed: one command at a time changes what is inside. A second
+    waits (``waiting`` says so first). OSError if ``folder`` cannot be opened as a folder."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def hold_empty_folder(folder: Path, mode: int = 0o750) -> tuple[int | None, bool]:
     """``folder`` made if missing (``mode``; 0750: others cannot swap what is inside), locked
-    (an advisory lock on the folder itself, held until the returned descriptor is closed) and
-    found empty under the lock, for a command that fills a new folder and, cut short, removes
-    what it wrote: two at once each saw it empty, and the one that failed on the other's files
-    removed them as its own. ``(None, made)`` when it is not empty (or was replaced
-    meanwhile); ``made``: whether this call made the folder."""
+    (:func:`lock_folder`, held until the returned descriptor is closed) and found empty under
+    the lock, for a command that fills a new folder and, cut short, removes what it wrote: two
+    at once each saw it empty, and the one that failed on the other's files removed them as
+    its own. ``(None, made)`` when it is not empty (or was replaced meanwhile); ``made``:
+    whether this call made the folder."""
     made = False
     try:
         folder.mkdir(parents=True, mode=mode)
         made = True
     except FileExistsError:
         pass
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    fd = lock_folder(folder)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         if os.stat(folder).st_ino != os.fstat(fd).st_ino or any(folder.iterdir()):
             os.close(fd)
             return None, made

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import fcntl
 import ipaddress
 import os
 import re
@@ -46,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ledger.errors import KeyFileError, LedgerError
-from ledger.files import read_capped, write_atomic
+from ledger.files import lock_folder, read_capped, write_atomic
 from ledger.keys import open_secret, seal_secret
 from ledger.tx import is_identifier
 
@@ -91,23 +90,17 @@ def _write(path: Path, data: bytes, mode: int) -> None:
 
 @contextlib.contextmanager
 def changing(folder: Path, waiting: Callable[[], None] | None = None) -> Iterator[None]:
-    """The PKI folder held by one command that changes it (an advisory lock on the folder
-    itself: no file is added to it). Two at once each read ``crl.pem`` or "no certificate
-    yet" and wrote after the other: a revocation dropped from the list, an agency's key
-    paired with the other run's certificate. The second waits (``waiting`` says so) and then
-    reads what the first wrote. A path that is no folder is left to the command to refuse."""
+    """The PKI folder held by one command that changes it (:func:`~ledger.files.lock_folder`).
+    Two at once each read ``crl.pem`` or "no certificate yet" and wrote after the other: a
+    revocation dropped from the list, an agency's key paired with the other run's
+    certificate. The second waits (``waiting`` says so) and then reads what the first wrote.
+    A path that is no folder is left to the command to refuse."""
     try:
-        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+        fd = lock_folder(folder, waiting)
     except (FileNotFoundError, NotADirectoryError):
         yield
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if waiting is not None:
-                waiting()
-            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)
