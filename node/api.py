@@ -124,7 +124,8 @@ class PeerOut(_Out):
 class Health(_Out):
     status: Literal["ok", "degraded", "halted"] = Field(
         description="ok; degraded (problem says why): the node's replication steps are "
-                    "failing (it serves reads, new transactions wait), its latest checkpoint "
+                    "failing (it serves reads, new transactions wait), it is catching up "
+                    "(not at the network's head for over 10 s), its latest checkpoint "
                     "is not final now (a solo node short of current node keys), or the "
                     "chain's time runs ahead of its clock (a fast clock somewhere); halted: "
                     "it found its chain is a fork and applies nothing, or (solo) it could not "
@@ -172,6 +173,11 @@ class ClusterOut(_Out):
     unfinal_since: float | None = Field(
         default=None, description="Since when (Unix time) the head has had no final "
                                   "checkpoint; null while it has one")
+    current_at: int | None = Field(
+        default=None, description="When (Unix time, by this node's clock) this node last "
+                                  "read the network's ordered batches to their end, all "
+                                  "applied; null when it has not since it started. Over 10 s "
+                                  "ago: health says it is catching up (degraded)")
     quiet_peers: dict[str, int] = Field(
         default_factory=dict, description="Current agencies whose node has said nothing for "
                                           "over 35 s, and for how many seconds")
@@ -495,6 +501,10 @@ CLOCK_SLACK = 60
 OWN_ETCD_SLACK = 15
 """Seconds the agency's own etcd member may not answer (an election, a restart) before health
 says so."""
+CURRENT_SLACK = 10
+"""Seconds since a replicated node last read the network's ordered batches to their end, all
+applied, before its health says it is behind (a node that keeps up reaches the end at each step:
+under load too, in well under a second; ADR 76)."""
 FINALITY_SLACK = 30
 """Seconds a replicated node's head may go without a final checkpoint before its health says
 so (co-signatures of a healthy network follow each block within a second)."""
@@ -548,6 +558,9 @@ def cluster_health(node: Node, cluster: dict[str, Any], head: dict[str, Any],
             "the node key file the registry names in place and restart the node (a new key "
             "once its rotate_key is committed; a new agency's node signs once it has caught "
             "up)")
+    behind = _behind(node, cluster, head)
+    if behind:
+        return "degraded", behind
     own = cluster.get("own_etcd_down_since")
     if own and node.now() - own > OWN_ETCD_SLACK:
         return "degraded", (f"this agency's own etcd member (the first etcd endpoint) has not "
@@ -587,6 +600,28 @@ def cluster_health(node: Node, cluster: dict[str, Any], head: dict[str, Any],
     if skew or clocks:
         return "degraded", "; ".join(p for p in (skew, clocks) if p)
     return "ok", None
+
+
+def _behind(node: Node, cluster: dict[str, Any], head: dict[str, Any]) -> str | None:
+    """Why a replicated node is not known to be at the network's head, from its own reads of
+    etcd (the order every node applies; a peer's published position is any etcd writer's word
+    and is only quoted): None when it read the ordered batches to their end, all applied, in
+    the last :data:`CURRENT_SLACK` seconds. A node catching up after a stop, from etcd or from
+    a peer past the retention window, serves the older head it has meanwhile."""
+    at = cluster.get("current_at")
+    if at is not None and node.now() - at <= CURRENT_SLACK:
+        return None
+    since = ("since it started" if at is None
+             else f"for {int(node.now() - at)} s")
+    peers = [int(p.get("height", 0)) for a, p in (cluster.get("peers") or {}).items()
+             if a != node.agency and isinstance(p.get("height", 0), int)]
+    said = (f"; its peers published heights up to {max(peers)}"
+            if peers and max(peers) > head["height"] else "")
+    return (f"behind: this node has not read the network's ordered batches to their end "
+            f"{since} (its head: height {head['height']}, log size {head['log_size']}{said}): "
+            "it is catching up, or its reads of etcd hang; it serves that older head "
+            "meanwhile. Wait for `ok` before stopping another agency's node (README, "
+            "Upgrading)")
 
 
 def peer_clocks_problem(agency: str, peers: dict[str, Any]) -> str | None:

@@ -1957,6 +1957,7 @@ class EtcdOrderer:
                 "paced_until": (_time.time() + self._paced_until - _time.monotonic()
                                 if self._paced_until > _time.monotonic() else None),
                 "unfinal_since": self._unfinal_since or None,
+                "current_at": self.current_at,
                 "quiet_peers": {**{a: p["quiet"] for a, p in self.stats.peers.items()
                                    if a != self.agency and p.get("quiet", 0) > PEER_QUIET},
                                 **{a: int(now - t) for a, t in self._unheard.items()

@@ -2397,7 +2397,8 @@ def test_health_says_when_the_tls_certificate_nears_its_end(tmp_path: Path) -> N
         from node.api import cluster_health
 
         node = app.state.node
-        status, problem = cluster_health(node, {"halted": None}, node.head(), None)
+        status, problem = cluster_health(node, {"halted": None, "current_at": node.now()},
+                                         node.head(), None)
         assert status == "degraded" and problem == health["problem"]
         # renewed in the folder: said again at the next read (a minute on)
         renew_agency_cert(pki, "civil", b"pw", now=dt.datetime.fromtimestamp(clock[0], dt.UTC))
@@ -2719,7 +2720,7 @@ def test_health_names_the_peers_of_a_version_before_adr_60() -> None:
     node = SimpleNamespace(now=lambda: 1000.0, agency="civil", credit_problem=lambda: None,
                            issuer_problem=lambda: None, tls_problem=lambda: None)
     cluster = {"halted": None, "older_peers": ["edu", "health"], "final_size": 21,
-               "unfinal_since": 990.0}
+               "unfinal_since": 990.0, "current_at": 1000}
     status, problem = cluster_health(node, cluster, {"log_size": 57, "height": 56}, None)
     assert status == "degraded" and problem is not None
     assert "edu, health names no block: a version before ADR 60" in problem
@@ -2737,11 +2738,12 @@ def test_a_clusters_health_waits_out_each_slack_before_it_says_degraded(live: Li
     only once it has lasted more than its slack (an election, a co-signature on its way); the
     most pressing problem is said first, and a peer gone quiet with its key in force is said
     to be down, not rotated out. Judged by the node's own clock (here NOW)."""
-    from node.api import FINALITY_SLACK, OWN_ETCD_SLACK, cluster_health
+    from node.api import CURRENT_SLACK, FINALITY_SLACK, OWN_ETCD_SLACK, cluster_health
 
     node = live.app.state.node
     head = node.head()
-    base: dict[str, Any] = {"halted": None, "final_size": head["log_size"] - 1}
+    base: dict[str, Any] = {"halted": None, "final_size": head["log_size"] - 1,
+                            "current_at": NOW}
 
     def said(**cluster: Any) -> tuple[str, str | None]:
         return cluster_health(node, {**base, **cluster}, head, None)
@@ -2759,6 +2761,20 @@ def test_a_clusters_health_waits_out_each_slack_before_it_says_degraded(live: Li
     status, problem = said(nospace_since=NOW - 5, failing_since=NOW - 5, last_error="boom")
     assert status == "degraded" and problem is not None and "NOSPACE" in problem
     assert said(halted="a fork", nospace_since=NOW - 5) == ("halted", "a fork")
+    # not at the network's head: never read etcd to its end since it started, or too long ago;
+    # the peers' published heights are quoted, not trusted (ADR 76)
+    status, problem = said(current_at=None)
+    assert status == "degraded" and problem is not None
+    assert "to their end since it started" in problem
+    assert said(current_at=NOW - CURRENT_SLACK) == ("ok", None)
+    status, problem = said(current_at=NOW - CURRENT_SLACK - 1,
+                           peers={"civil": {"height": head["height"] + 500}})
+    assert status == "degraded" and problem is not None
+    assert f"to their end for {CURRENT_SLACK + 1} s" in problem
+    assert f"its peers published heights up to {head['height'] + 500}" in problem
+    # a failing step says why before the position it leaves the node in
+    status, problem = said(current_at=None, failing_since=NOW - 5, last_error="boom")
+    assert (status, problem) == ("degraded", "boom")
     # civil's node key is in force: its node is down or cut off, not rotated out
     status, problem = said(quiet_peers={"civil": 40})
     assert status == "degraded" and problem is not None

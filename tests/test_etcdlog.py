@@ -2319,6 +2319,36 @@ def test_status_tokens_are_dated_when_the_node_last_knew_its_lists_current(
 
 
 
+def test_health_says_behind_while_the_node_has_not_read_etcd_to_its_end(tmp_path: Path) -> None:
+    """Health said `ok` while a node was hundreds of blocks behind (a restart after a long
+    stop; helper round 27R), and the README's rolling upgrade went on at `ok`. It now says
+    `degraded`, "behind", once the node has not read the ordered batches to their end for
+    CURRENT_SLACK seconds (here its etcd member frozen: the same position as a node still
+    reading a backlog), and `ok` again once it has (ADR 76)."""
+    from node.api import CURRENT_SLACK, node_status
+
+    clock = [DEMO_T0 + 1000]
+    with _current_edu_node(tmp_path, clock) as (node, url, _):
+        assert node_status(node)[:2] == ("ok", None)
+        height = node.head()["height"]
+        os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
+        try:
+            clock[0] += CURRENT_SLACK
+            at_slack = node_status(node)[:2]
+            clock[0] += 1
+            status, problem, _, _ = node_status(node)
+        finally:
+            os.kill(_MEMBERS[url].pid, signal.SIGCONT)
+        _wait_current(node, clock[0])
+        again = node_status(node)[:2]
+    assert at_slack == ("ok", None)
+    assert status == "degraded" and problem is not None
+    assert problem.startswith("behind: this node has not read the network's ordered batches "
+                              f"to their end for {CURRENT_SLACK + 1} s (its head: height "
+                              f"{height}"), problem
+    assert again == ("ok", None)
+
+
 def test_a_status_token_first_signed_while_cut_off_is_dated_when_its_lists_were_current(
         tmp_path: Path) -> None:
     """Found by mutation round 16: a token dated now but for its first signing went unseen,
