@@ -34,7 +34,7 @@ import tomllib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -191,7 +191,7 @@ def create_cluster(folder: Path, n: int, passphrase: bytes, *, network: str = "d
         credit = secrets.token_bytes(32)  # the network's credit secret: one for every agency
         for agency, m in zip(agencies, members, strict=True):
             root = folder / agency.id
-            (root / "data" / "keys").mkdir(parents=True, mode=0o700)
+            _agency_folders(root)
             save_private_key(root / "data" / "keys" / f"{agency.id}.node.key", agency.node_key,
                              passphrase)
             save_private_key(root / "data" / "keys" / f"{agency.id}.issuer.key", agency.issuer_key,
@@ -202,7 +202,7 @@ def create_cluster(folder: Path, n: int, passphrase: bytes, *, network: str = "d
                 store.write_block(build_genesis(genesis))
             write_atomic(root / "node.toml", _node_config(agency.id, m, members, network, token,
                                                           retention).encode(), 0o600)
-        (folder / "logs").mkdir()
+        (folder / "logs").mkdir(mode=0o750)
         _write_meta(folder, {"network": network, "agencies": ids, "base_port": base_port,
                              "quorum": quorum, "genesis_time": t, "retention": retention,
                              "genesis_hash": genesis_hash})
@@ -216,6 +216,22 @@ def create_cluster(folder: Path, n: int, passphrase: bytes, *, network: str = "d
         raise
     finally:
         os.close(held)
+
+
+def _agency_folders(root: Path) -> None:
+    """An agency's folder, its ``data`` and ``data/keys`` (0750, 0750, 0700), each with its own
+    mode whatever the umask: ``mkdir(parents=True)`` made the first two 0777 under umask 000,
+    so anyone could swap the node.toml, the store or the keys folder of the agency inside."""
+    root.mkdir(mode=0o750, exist_ok=True)  # as before: one already there is taken
+    (root / "data").mkdir(mode=0o750, exist_ok=True)
+    (root / "data" / "keys").mkdir(mode=0o700)
+
+
+def open_log(path: Path) -> BinaryIO:
+    """``path`` opened to append a process's output, made 0640 if new (``open(path, "ab")`` made
+    it 0666 under umask 000: anyone could rewrite what a node or etcd member said)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    return os.fdopen(fd, "ab")
 
 
 _LAUNCH = ("import os, signal, sys\n"
@@ -410,7 +426,7 @@ class LocalCluster:
                "--client-crl-file", str(crl), "--peer-crl-file", str(crl),
                "--logger", "zap", "--log-level", "warn", "--heartbeat-interval", "100",
                "--election-timeout", "1000", "--snapshot-count", str(ETCD_SNAPSHOT_COUNT)]
-        log = open(self._log("etcd", m.agency), "ab")  # noqa: SIM115
+        log = open_log(self._log("etcd", m.agency))
         # etcd needs no passphrase: it is not handed one (a process's environment is readable
         # by its user, in /proc/<pid>/environ, for as long as it runs).
         env = {k: v for k, v in os.environ.items() if k not in _PASSPHRASE_VARS}
@@ -479,7 +495,7 @@ class LocalCluster:
             # process it starts inherits): a 0600 file in the agency's 0700 runtime folder in
             # memory, removed once the node is up (:meth:`_wait_node`), ADR 55.
             env[f"{PASSPHRASE_ENV}_FILE"] = str(self._passphrase_file(m.agency))
-        log = open(self._log("node", m.agency), "ab")  # noqa: SIM115
+        log = open_log(self._log("node", m.agency))
         self._nodes[m.agency] = subprocess.Popen(  # noqa: S603 - our own argv
             _dies_with_us([self.python, "-m", "node.cli", "run", "--config",
                            str(self.folder / m.agency / "node.toml")]),
@@ -649,7 +665,7 @@ class LocalCluster:
         new = Agency(agency, AGENCY_NAMES.get(agency, agency), PrivateKey.generate(),
                      PrivateKey.generate())
         root = self.folder / agency
-        (root / "data" / "keys").mkdir(parents=True, mode=0o700)
+        _agency_folders(root)
         try:
             save_private_key(root / "data" / "keys" / f"{agency}.node.key", new.node_key,
                              self.passphrase)

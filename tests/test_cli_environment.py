@@ -206,3 +206,28 @@ def test_a_request_file_named_like_markup_is_said_as_named(tmp_path: Path) -> No
         assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
         assert f"in {out};" in r.stderr, r.stderr
         assert (tmp_path / out).exists()
+
+
+def test_a_cluster_folder_cannot_be_changed_by_others_under_umask_000(tmp_path: Path) -> None:
+    """``ledger-node cluster`` made each agency's folder and its ``data`` with ``mkdir(parents=
+    True)``, the logs folder with ``mkdir()`` and each process's log with ``open(.., "ab")``:
+    under umask 000 all were writable by anyone, who could swap an agency's node.toml, store or
+    keys folder, or rewrite what its node said."""
+    from clusterkit import free_base
+
+    from node.cluster import create_cluster, open_log
+
+    folder = tmp_path / "c"
+    with _umask(0):
+        create_cluster(folder, 2, b"cluster-test-pw", base_port=free_base(2))
+        with open_log(folder / "logs" / "node-civil.log") as log:
+            log.write(b"started\n")
+    made = [folder / "logs", folder / "logs" / "node-civil.log"]
+    for agency in ("civil", "edu"):
+        made += [folder / agency, folder / agency / "data", folder / agency / "data" / "keys"]
+    for path in made:
+        assert stat.S_IMODE(path.stat().st_mode) & 0o027 == 0, path
+    assert stat.S_IMODE((folder / "civil" / "data" / "keys").stat().st_mode) == 0o700
+    with open_log(folder / "logs" / "node-civil.log") as log:  # appended to, not replaced
+        log.write(b"again\n")
+    assert (folder / "logs" / "node-civil.log").read_bytes() == b"started\nagain\n"
