@@ -376,7 +376,7 @@ def _finite_float(text: str) -> float:
     holds."""
     value = float(text)
     if math.isinf(value):
-        raise ValueError(f"number {text[:20]} is too large for a float")
+        raise ValueError("a number is too large for a float")  # its digits may be a claim
     return value
 
 
@@ -410,7 +410,9 @@ def strict_json_file(raw: bytes, what: str) -> Any:
     return _json(raw.removeprefix(b"\xef\xbb\xbf"), what)
 
 
-def _json(raw: bytes, what: str) -> Any:
+def _json(raw: bytes, what: str, *, values: bool = False) -> Any:
+    """``raw`` as strict JSON; ``values``: it holds claim values (a disclosure), so a repeated
+    member name, which may be one inside a claim's value, is not quoted."""
     try:
         text = raw.decode("utf-8")
         if text[:1] in _JSON_WS or text[-1:] in _JSON_WS:  # also the empty text
@@ -428,6 +430,11 @@ def _json(raw: bytes, what: str) -> Any:
         raise SizeError(f"{what}: JSON nested too deeply") from e
     except UnicodeDecodeError as e:
         raise JsonError(f"{what}: not UTF-8 at byte {e.start}") from e
+    except MemberTwice as e:
+        if values:  # nothing of it chained either: a traceback would show it
+            raise JsonError(f"{what}: invalid JSON (a member name appears twice in one "
+                            "object)") from None
+        raise JsonError(f"{what}: invalid JSON ({e})") from e
     except ValueError as e:  # json.JSONDecodeError, duplicate keys, NaN, int digit limit
         raise JsonError(f"{what}: invalid JSON ({e})") from e
 
@@ -909,7 +916,8 @@ def present(
 
     by_digest: dict[str, tuple[int, Any]] = {}
     for i, d in enumerate(unverified.disclosures):
-        by_digest[_digest(d)] = (i, _json(_b64d(d, f"disclosure #{i}"), f"disclosure #{i}"))
+        by_digest[_digest(d)] = (i, _json(_b64d(d, f"disclosure #{i}"), f"disclosure #{i}",
+                                          values=True))
 
     chosen: set[int] = set()
 
@@ -1047,7 +1055,7 @@ def _decode_disclosures(disclosures: list[str]) -> tuple[dict[str, list[Any]], l
         if digest in by_digest:
             raise DuplicateDisclosureError(f"disclosure #{i} repeats an earlier disclosure "
                                            f"(digest {digest[:16]}…)")
-        value = _json(_b64d(text, f"disclosure #{i}"), f"disclosure #{i}")
+        value = _json(_b64d(text, f"disclosure #{i}"), f"disclosure #{i}", values=True)
         if type(value) is not list or len(value) not in (2, 3):
             shape = f"array of {len(value)}" if type(value) is list else _kind(value)
             raise DisclosureError(f"disclosure #{i} is a JSON {shape}, expected an array of "

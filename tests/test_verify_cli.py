@@ -717,3 +717,28 @@ def test_a_nodes_request_saved_whole_is_refused_once_it_has_expired(
     r, _ = _verify(env, "--data", str(demo), request=work / "old-req.json", as_json=False)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "expired at" in r.stderr and "new one" in r.stderr
+
+
+def test_a_malformed_disclosure_is_refused_without_its_content(demo: Path, work: Path,
+                                                               issued: Bundle) -> None:
+    """A disclosure whose value repeats a member name, or holds a number past a float's range,
+    was refused with the repeated name or the number's digits quoted (``duplicate member name
+    'Meng Lixue-7c41'``, ``number 1e9999999473 is too large``): what a presentation holds inside
+    a claim's value went into the verifier's report, its logs and the pages' verdicts."""
+    import dataclasses
+
+    envelope = Envelope.from_bytes(_present(issued))
+    parts = envelope.sd_jwt_kb.split("~")
+    for raw, secret in (('["c2FsdA","district",{"Meng Lixue-7c41":1,"Meng Lixue-7c41":2}]',
+                         "Meng Lixue-7c41"),
+                        ('["c2FsdA","district",1e9999999473]', "9999999473")):
+        parts[1] = _b64url(raw.encode())
+        bad = dataclasses.replace(envelope, sd_jwt_kb="~".join(parts))
+        (work / "malformed.bin").write_bytes(bad.to_bytes())
+        for as_json in (True, False):
+            r, report = _verify(work / "malformed.bin", "--data", str(demo),
+                                request=work / "request.json", as_json=as_json)
+            assert r.returncode == 1, r.stdout + r.stderr
+            assert "disclosure #0: invalid JSON" in r.stdout
+            assert secret not in r.stdout + r.stderr
+            assert report.get("verified") is (False if as_json else None)
