@@ -310,7 +310,9 @@ def _revoked_only(pki: Path, agencies: Sequence[str]) -> set[str]:
 
 def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
     lines = [f"{k} = {json.dumps(v)}" for k, v in meta.items()]
-    (folder / "cluster.toml").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # 0644 whatever the umask (write_text made it 0666 under umask 000: anyone could say etcd's
+    # auth was on, or name other agencies and ports), and whole or not at all
+    write_atomic(folder / "cluster.toml", ("\n".join(lines) + "\n").encode(), 0o644)
 
 
 def _node_config(agency: str, m: Member, members: Sequence[Member], network: str, token: str,

@@ -222,11 +222,11 @@ def test_a_cluster_folder_cannot_be_changed_by_others_under_umask_000(tmp_path: 
         create_cluster(folder, 2, b"cluster-test-pw", base_port=free_base(2))
         with open_log(folder / "logs" / "node-civil.log") as log:
             log.write(b"started\n")
-    made = [folder / "logs", folder / "logs" / "node-civil.log"]
+    made = [folder / "logs", folder / "logs" / "node-civil.log", folder / "cluster.toml"]
     for agency in ("civil", "edu"):
         made += [folder / agency, folder / agency / "data", folder / agency / "data" / "keys"]
     for path in made:
-        assert stat.S_IMODE(path.stat().st_mode) & 0o027 == 0, path
+        assert stat.S_IMODE(path.stat().st_mode) & 0o022 == 0, path
     assert stat.S_IMODE((folder / "civil" / "data" / "keys").stat().st_mode) == 0o700
     with open_log(folder / "logs" / "node-civil.log") as log:  # appended to, not replaced
         log.write(b"again\n")
