@@ -512,6 +512,15 @@ def test_import_until_final_stops_before_a_checkpoint_below_quorum(archive_bytes
     back = _rewrite(archive_bytes, lambda bs: _one_signature(bs, {marked[1]}))
     head, stopped = import_final(io.BytesIO(back), tmp_path / "back", marked[-1])
     assert head.height == marked[0] and stopped is not None and stopped.height == marked[1]
+    # a block no checkpoint covers just before the one below quorum: the import stops at the
+    # final checkpoint before both, not at the block before the one below quorum (no quorum
+    # signed that block)
+    gap = _rewrite(archive_bytes, lambda bs: [
+        BlockRecord(r.height, r.unverified_header, r.unverified_txs, (), r.record)
+        if r.height == marked[-2] else r for r in _one_signature(bs, {marked[-1]})])
+    head, stopped = import_final(io.BytesIO(gap), tmp_path / "gap", marked[-1])
+    assert head.height == marked[-3] < marked[-1] - 1
+    assert stopped is not None and stopped.height == marked[-1]
     first = _rewrite(archive_bytes, lambda bs: _one_signature(bs, {marked[0]}))
     with pytest.raises(ArchiveError, match="no checkpoint before it is final"):
         import_final(io.BytesIO(first), tmp_path / "first", marked[-1])
