@@ -288,7 +288,16 @@ class Store:
         self._check_last_checkpoint()
 
     def _check_last_checkpoint(self) -> None:
-        """A head behind, or off, the last checkpoint this store signed is a rolled-back store."""
+        """A head behind, or off, the last checkpoint this store signed is a rolled-back store;
+        each refusal names `ledger audit`, which says what is damaged or missing."""
+        try:
+            self._off_last_checkpoint()
+        except StoreError as e:
+            raise StoreError(f"{e}; run `ledger audit` on this data folder: it names the first "
+                             "damaged or missing record (restore the store from an archive or "
+                             "a peer)") from e.__cause__
+
+    def _off_last_checkpoint(self) -> None:
         text = self.checkpoint()
         if text is None or self.head is None:
             return

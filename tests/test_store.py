@@ -960,8 +960,10 @@ def test_a_store_off_its_own_checkpoint_is_refused(small_store: Path, case: str)
     }[case]
     _edit(small_store, {checkpoint_key(bad[0]): _cp_text(bad[0], bad[1], (bad[2],))},
           deletes=(checkpoint_key(size),) if bad[0] < size else ())  # the bad one is the last
-    with pytest.raises(StoreError, match=bad[3]):
+    with pytest.raises(StoreError, match=bad[3]) as refused:
         Store(small_store, create=False)
+    # and what the operator does about it (helper round 28T: the start said only "corrupt")
+    assert "run `ledger audit` on this data folder" in str(refused.value)
 
 
 def test_refused_open_releases_lock(small_store: Path) -> None:
