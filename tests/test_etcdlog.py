@@ -1825,6 +1825,31 @@ def test_a_damaged_record_of_the_newest_final_checkpoint_is_found_again_on_disk(
     assert any("names no checkpoint its store holds" in r.getMessage() for r in caplog.records)
 
 
+def test_a_record_naming_a_damaged_older_checkpoint_is_not_taken_as_final(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The node's record of its newest final checkpoint whole, but the checkpoint it names (an
+    older one than the store's newest, which the store's open checks) damaged on disk: taken
+    as final, the node served text that is no checkpoint. The newest final checkpoint on disk
+    is taken instead, and the log says so (a survivor of helper round 28T's mutants)."""
+    from ledger.store import Store, checkpoint_key
+    from node.replication import META_FINAL
+
+    data, _ = _demo_edu(tmp_path)
+    with Store(data / "ledger", create=False) as store:
+        assert store.head is not None
+        size, latest = store.head.log_size, store.checkpoint()
+        older = store.block(store.head.height - 1).log_size
+        assert older < size and store.checkpoint(older) is not None
+    _damage(data, checkpoint_key(older), lambda _: b"not a checkpoint")
+    _damage(data, META_FINAL, lambda _: older.to_bytes(8, "big"), new=True)
+    with _served_edu(tmp_path, data) as (_, http, _):
+        r = http.get("/v1/checkpoint")
+        assert r.status_code == 200, r.text
+        assert latest is not None and r.text == latest.decode()
+        assert http.get("/v1/cluster").json()["final_size"] == size
+    assert any("names no checkpoint its store holds" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.parametrize("record", [b"\x93\x01", b"\x92\x01\x02"])  # cut short; no map
 def test_a_damaged_evidence_record_is_the_stores_503_naming_it(tmp_path: Path,
                                                               record: bytes) -> None:
