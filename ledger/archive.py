@@ -810,7 +810,9 @@ def import_archive(src: BinaryIO, store_path: Path | str,
         raise ArchiveError(f"{target.parent} is not a folder")
     _sweep_killed_imports(target)
     tmp = _temp_beside(target)
-    tmp.mkdir()  # an OSError that names the folder (LevelDB's would be "LOCK: No such file")
+    # an OSError that names the folder (LevelDB's would be "LOCK: No such file"); 0750 whatever
+    # the umask (0777 under umask 000: anyone could swap the imported store's tables)
+    tmp.mkdir(mode=0o750)
     try:
         head = _import_into(src, tmp, progress, until, genesis)
         os.rename(tmp, target)

@@ -74,6 +74,19 @@ def test_the_demo_folder_cannot_be_changed_by_others_under_umask_000(tmp_path: P
     assert not (tmp_path / "-").exists()
 
 
+def test_an_imported_store_cannot_be_changed_by_others_under_umask_000(tmp_path: Path) -> None:
+    """`ledger import` built its store in a folder made 0777 under umask 000 (helper round
+    28S): anyone could swap the tables of the store a node is then restored from."""
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"}
+    assert _run("ledger-node", "demo", "--data", "demo", env=env, cwd=tmp_path).returncode == 0
+    r = _run("ledger", "export", "demo", "--out", "chain.arc", env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    with _umask(0):
+        r = _run("ledger", "import", "chain.arc", "--data", "restored", env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE((tmp_path / "restored").stat().st_mode) & 0o022 == 0
+
+
 def test_commands_that_write_only_files_refuse_a_dash_for_standard_output(tmp_path: Path) -> None:
     """``-`` made a file (or, for the PKI, a folder) named ``-`` that the user took for standard
     output: `wallet backup -` piped nothing, and the credit secret or a config landed in a file
