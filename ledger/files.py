@@ -28,7 +28,8 @@ from typing import Any, BinaryIO, NoReturn, TextIO, cast
 
 __all__ = [
     "NOT_UNICODE", "SigtermSeen", "Terminated", "atomic_output", "die_with_parent",
-    "hold_empty_folder", "interrupts_held", "lock_folder", "read_capped", "remove_contents",
+    "hold_empty_folder", "interrupts_held", "lock_folder", "make_folders", "read_capped",
+    "remove_contents",
     "run_cli", "sigterm_raises", "write_atomic",
 ]
 
@@ -51,6 +52,22 @@ def lock_folder(folder: Path, waiting: Callable[[], None] | None = None) -> int:
     return fd
 
 
+def make_folders(folder: Path, mode: int) -> None:
+    """``folder`` and each missing folder above it, made with ``mode`` (less the umask's bits),
+    no error if it exists. ``mkdir(parents=True, mode=...)`` gives the mode to the last one only,
+    and makes the others 0777 under umask 000 (``mkdir -p``'s rule): anyone could then rename
+    the protected folder aside and put their own in its place."""
+    missing = []
+    at = folder
+    while not at.exists() and not at.is_symlink() and at != at.parent:
+        missing.append(at)
+        at = at.parent
+    if not at.is_dir():  # a file (or a link to nowhere) in the way, as mkdir would say
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(at))
+    for made in reversed(missing):
+        made.mkdir(mode=mode, exist_ok=True)
+
+
 def hold_empty_folder(folder: Path, mode: int = 0o750) -> tuple[int | None, bool]:
     """``folder`` made if missing (``mode``; 0750: others cannot swap what is inside), locked
     (:func:`lock_folder`, held until the returned descriptor is closed) and found empty under
@@ -60,7 +77,8 @@ def hold_empty_folder(folder: Path, mode: int = 0o750) -> tuple[int | None, bool
     whether this call made the folder."""
     made = False
     try:
-        folder.mkdir(parents=True, mode=mode)
+        make_folders(folder.parent, mode)
+        folder.mkdir(mode=mode)
         made = True
     except FileExistsError:
         pass

@@ -26,6 +26,7 @@ from ledger.files import (
     NOT_STDOUT,
     Terminated,
     hold_empty_folder,
+    make_folders,
     run_cli,
     sigterm_raises,
     write_atomic,
@@ -485,7 +486,7 @@ def init(
             '# time_zone = "Asia/Shanghai"      # the calendar of derived ages and decision '
             'days (UTC when not set)\n')
     try:  # whole or not at all, 0600 from the start
-        config_out.parent.mkdir(parents=True, exist_ok=True)
+        make_folders(config_out.parent, 0o750)
         write_atomic(config_out, text.encode(), 0o600, overwrite=force)
     except FileExistsError:
         err.print(f"[red]{_q(config_out)} was written meanwhile by another process;[/] it is not "

@@ -23,7 +23,7 @@ from ledger.chain import Head, build_genesis, checkpoint_key
 from ledger.checkpoint import SignedCheckpoint
 from ledger.credentials import STATUS_LIST_SIZE
 from ledger.errors import StoreError
-from ledger.files import remove_contents
+from ledger.files import make_folders, remove_contents
 from ledger.finality import sign_checkpoint, verify_final
 from ledger.keys import PrivateKey, save_private_key
 from ledger.network import Agency, genesis_tx, governance_tx, issue_tx, status_tx
@@ -77,7 +77,8 @@ def run_demo(data: Path, passphrase: bytes, *, clock: Callable[[], int],
                 data.rmdir()
         except StoreError as e:
             raise SystemExit(f"{e}; the demo replaces {data} only when nothing uses it") from e
-    data.mkdir(parents=True, mode=0o750)  # not writable by others whatever the umask: no one
+    make_folders(data.parent, 0o750)
+    data.mkdir(mode=0o750)  # not writable by others whatever the umask: no one
     # the marker first, and removed last (remove_contents): a build or a replacement cut short
     # leaves a folder the next demo still knows as its own (or an empty one)
     (data / MARKER).write_text("created by ledger-node demo; safe to delete\n")

@@ -87,6 +87,26 @@ def test_an_imported_store_cannot_be_changed_by_others_under_umask_000(tmp_path:
     assert stat.S_IMODE((tmp_path / "restored").stat().st_mode) & 0o022 == 0
 
 
+def test_folders_made_above_a_wallet_or_a_config_cannot_be_changed_by_others(
+        tmp_path: Path) -> None:
+    """Only the last folder of a path got the protected mode: `wallet init` at a/b/w.db and
+    `ledger-node init --config-out c/d/node.toml` made a, b, c and d 0777 under umask 000
+    (helper round 28S), and anyone could rename the wallet's folder aside and put their own."""
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw", "WALLET_PASSPHRASE": "pw",
+           "WALLET_PATH": str(tmp_path / "a" / "b" / "w.db")}
+    with _umask(0):
+        r = _run("wallet", "init", env=env, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        r = _run("ledger-node", "init", "--data", "x/y/data", "--agency", "civil",
+                 "--new-network", "n", "--founder", "civil=Civil Affairs", "--config-out",
+                 "c/d/node.toml", env=env, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    for folder in ("a", "a/b", "x", "x/y", "x/y/data", "c", "c/d"):
+        mode = stat.S_IMODE((tmp_path / folder).stat().st_mode)
+        assert mode & 0o022 == 0, (folder, oct(mode))
+    assert stat.S_IMODE((tmp_path / "a" / "b").stat().st_mode) == 0o700
+
+
 def test_commands_that_write_only_files_refuse_a_dash_for_standard_output(tmp_path: Path) -> None:
     """``-`` made a file (or, for the PKI, a folder) named ``-`` that the user took for standard
     output: `wallet backup -` piped nothing, and the credit secret or a config landed in a file

@@ -24,7 +24,7 @@ from rich.table import Table
 
 from ledger.display import printable
 from ledger.errors import LedgerError
-from ledger.files import NOT_STDOUT, run_cli
+from ledger.files import NOT_STDOUT, make_folders, run_cli
 from ledger.timetext import local_text
 
 PASSPHRASE_ENV = "WALLET_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
@@ -111,7 +111,7 @@ def _make_folder(path: Path) -> None:
     from wallet.errors import WalletError
 
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_folders(path.parent, 0o700)
     except (FileExistsError, NotADirectoryError) as e:
         raise WalletError(f"cannot keep a wallet in {path.parent}: a file is in the way "
                           "(a folder is needed there)") from e
