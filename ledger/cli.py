@@ -2179,7 +2179,9 @@ def _refusal(e: urllib.error.HTTPError) -> tuple[object, str]:
     if not isinstance(body, dict):
         body = {}
     code = body.get("code") or e.code
-    return code, _detail(body.get("detail", e.reason)).removeprefix(f"{code}: ")
+    # a node that answers its health with 503 (halted, a full disk) says why in "problem"
+    said = body.get("detail") or body.get("problem") or e.reason
+    return code, _detail(said).removeprefix(f"{code}: ")
 
 
 def _node_health(node: str) -> dict[str, Any]:

@@ -794,6 +794,36 @@ def test_issue_through_a_node_refuses_what_it_must(files: Path, tmp_path: Path) 
     assert r.returncode == 2 and "give --data" in r.stderr, r.stderr
 
 
+def test_a_node_that_stopped_on_a_full_disk_is_said_why_on_the_next_issue(
+        files: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node's disk fills under its block writer (LevelDB's own IOError, at the store's write,
+    as `test_ordering` simulates it: a mount needs more than the tests may use). The first issue
+    is refused with LevelDB's words; the next one met the node's health answering 503, and said
+    only "Service Unavailable", where the body says why and what to do (restart once space is
+    back). Nothing is issued and no bundle is written either time."""
+    import plyvel
+
+    def full(*_: object, **__: object) -> None:
+        raise plyvel.IOError(b"IO error: 000008.log: No space left on device")
+
+    data = make_demo(tmp_path / "node-data")
+    out = tmp_path / "deg.bin"
+    hold = ("--holder-jwk", str(files / "holder.jwk.json"))
+    monkeypatch.setattr(Store, "write_block", full)
+    with _edu_node(data) as url:
+        size = httpx.get(f"{url}/v1/head").json()["log_size"]
+        for _ in range(2):
+            r = _node_issue(url, files, out, *hold)
+            said = " ".join(r.stderr.split())
+            assert r.returncode == 1 and "No space left on device" in said, r.stderr
+            assert "Traceback" not in r.stderr and not out.exists()
+            _assert_no_claim_values(r.stderr)
+            for value in DEGREE.values():
+                assert value not in r.stderr
+        assert "restarted" in said, r.stderr
+        assert httpx.get(f"{url}/v1/head").json()["log_size"] == size
+
+
 def test_a_node_schema_error_is_said_without_the_values_it_echoes() -> None:
     """FastAPI's 422 names each problem with the input it got; the CLI says where and what,
     never the input (a claim value)."""
