@@ -617,8 +617,10 @@ def _pki_step(what: str, step: Callable[[bytes, dt.datetime], str], *,
                     f"waiting: another command is changing {_q(changes)}")))
             said = step(passphrase, dt.datetime.now(dt.UTC))
     except (LedgerError, OSError) as e:
-        why = (f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.strerror
-               else str(e))
+        why = str(e)
+        if isinstance(e, OSError) and e.strerror:  # a write's own error names no file
+            why = (f"{e.filename}: {e.strerror}" if e.filename else
+                   e.strerror if changes is None else f"{e.strerror} (in {changes})")
         err.print(f"[red]cannot {_q(what)}:[/] {_q(why)}")
         raise typer.Exit(1) from e
     err.print(said)
@@ -655,7 +657,7 @@ def pki_create(
         create_pki(out, network, agency, passphrase, now=now, hosts=hosts)
         return f"CA and {len(agency)} agency certificate(s) in {_q(out)} (keys encrypted)"
 
-    _pki_step("create the PKI", step, confirm=True)
+    _pki_step(f"create the PKI in {out}", step, confirm=True)
 
 
 @pki_app.command("add")

@@ -126,6 +126,42 @@ def test_an_interrupted_create_leaves_nothing_a_rerun_refuses(
             shutil.rmtree(target)
 
 
+def test_a_pki_create_on_a_full_disk_says_where_not_none(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk fills while `pki create` writes a file (simulated at the write, where a full
+    tmpfs stops it: the OSError a write raises names no file). The command said "cannot create
+    the PKI: None: No space left on device": no folder, and a "None". It names the folder, and
+    leaves nothing; the rerun with room makes the PKI."""
+    import errno
+
+    from typer.testing import CliRunner
+
+    import node.pki as pki_module
+    from node import cli
+
+    real = pki_module._write
+    written: list[str] = []
+
+    def full(path: Path, data: bytes, mode: int) -> None:
+        if written:  # the second file: the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(path.name)
+        real(path, data, mode)
+
+    out = tmp_path / "pki"
+    args = ["pki", "create", "--out", str(out), "--network", "n", "--agency", "civil"]
+    env = {"LEDGER_KEY_PASSPHRASE": "pki-pw"}
+    monkeypatch.setattr(pki_module, "_write", full)
+    r = CliRunner().invoke(cli.app, args, env=env)
+    said = " ".join(r.output.split())
+    assert r.exit_code == 1 and "No space left on device" in said, r.output
+    assert "None" not in said and str(out) in said, r.output
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(pki_module, "_write", real)
+    r = CliRunner().invoke(cli.app, args, env=env)
+    assert r.exit_code == 0 and (out / "ca.key").is_file(), r.output
+
+
 def test_an_add_stopped_between_its_key_and_its_certificate_is_taken_again(
         tmp_path: Path) -> None:
     """`pki add` wrote ``<agency>.key``, then ``<agency>.crt``: a stop in between (Ctrl-C, a
