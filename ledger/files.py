@@ -375,6 +375,12 @@ class _ReaderGone(BaseException):
     OSError`` takes it for a file it could not write and says so; clean-up still runs."""
 
 
+def _named(e: OSError) -> OSError:
+    """A write to standard output that failed (a full disk behind ``> file``), named as such: its
+    error names no file, and a command that wrote a file first was taken to have failed there."""
+    return e if e.filename else type(e)(e.errno, e.strerror, "standard output")
+
+
 class _GuardedStdout:
     """Standard output that raises :class:`_ReaderGone` in the main thread when its pipe breaks
     (EPIPE); another thread's writes then go nowhere (its traceback would be error text), and
@@ -395,6 +401,8 @@ class _GuardedStdout:
                 return self._stream.write(text)
             except BrokenPipeError:
                 pass
+            except OSError as e:
+                raise _named(e) from None
         self._broke()
         return len(text)
 
@@ -409,6 +417,8 @@ class _GuardedStdout:
                 return
             except BrokenPipeError:
                 pass
+            except OSError as e:
+                raise _named(e) from None
         self._broke()
 
     def __getattr__(self, name: str) -> Any:

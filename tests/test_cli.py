@@ -256,3 +256,22 @@ def test_an_output_the_disk_cannot_take_is_a_failure(demo: Path, tmp_path: Path,
         assert got.exit_code == 1, (name, got.output)
         assert f"cannot write {out / 'f'}: No space left on device" in got.output, got.output
     assert list(out.iterdir()) == []
+
+
+def test_standard_output_on_a_full_disk_is_named_as_what_failed(demo: Path,
+                                                                tmp_path: Path) -> None:
+    """Output sent to a full disk (``> file``; /dev/full always is one) is one line that says
+    standard output could not be written, not a bare "No space left on device" that a command
+    which wrote a file first (`agency keygen`) leaves the operator to take for that file."""
+    key = tmp_path / "k.key"
+    for args in (("ledger", "head", str(demo), "--json"),
+                 ("agency", "keygen", "--out", str(key), "--json")):
+        with open("/dev/full", "w") as full:
+            r = subprocess.run([str(BIN / args[0]), *args[1:]], stdout=full,
+                               stderr=subprocess.PIPE, text=True, env=ENV, timeout=300,
+                               check=False)
+        assert r.returncode == 1, r.stderr
+        assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "No space left on device" in r.stderr and "standard output" in r.stderr, \
+            r.stderr
+    assert key.is_file()  # written whole before its words could not be
