@@ -275,14 +275,27 @@ def _operator_token(folder: Path, agencies: Sequence[str]) -> str:
 
 
 def _log_tail(log: Path | None, lines: int = 5) -> str:
-    """The last lines of a process's log, to show why it exited (empty if none)."""
+    """The last lines of a process's log, to show why it exited (empty if none). An etcd that
+    panicked (a full disk at its WAL) ends its log with a Go stack that says nothing of why:
+    its last panic or fatal entry's words come first."""
     if log is None:
         return ""
     try:
-        tail = log.read_bytes()[-4096:].decode("utf-8", "replace").splitlines()[-lines:]
+        text = log.read_bytes()[-65536:].decode("utf-8", "replace")
     except OSError:
         return ""
-    return "; its log " + str(log) + " ends:\n  " + "\n  ".join(tail) if tail else ""
+    tail = text.splitlines()[-lines:]
+    why = ""
+    for line in reversed(text.splitlines()):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("level") in ("panic", "fatal"):
+            error = entry.get("error")
+            why = f" says {entry.get('msg')}" + (f": {error}" if error else "") + ", and"
+            break
+    return "; its log " + str(log) + why + " ends:\n  " + "\n  ".join(tail) if tail else ""
 
 
 def _stop_all(procs: Iterable[subprocess.Popen[bytes]]) -> None:

@@ -952,3 +952,21 @@ def test_a_cluster_starts_again_after_an_agency_is_taken_out_as_the_readme_says(
         assert sorted(again.etcd_members()) == ["civil", "edu"]
     finally:
         again.stop()
+
+
+def test_an_etcd_member_that_died_of_a_full_disk_is_said_why(tmp_path: Path) -> None:
+    """etcd on a full disk panics at its WAL ("failed to create WAL": no space left on device),
+    and the cluster said "its log … ends:" with the last lines of the Go stack, which say
+    nothing of why. Its panic's own words come first. The log is etcd 3.4's own, taken from a
+    cluster started on a full 4 MiB tmpfs (the tests mount nothing)."""
+    from node.cluster import _log_tail
+
+    log = tmp_path / "etcd-civil.log"
+    shutil.copy(Path(__file__).parent / "data" / "etcd-panic-no-space.log", log)
+    said = _log_tail(log)
+    assert "failed to create WAL: no space left on device" in said, said
+    assert said.index("no space left on device") < said.index("main.main()"), said
+    plain = tmp_path / "plain.log"  # a log with no panic in it: its last lines, as before
+    plain.write_text("".join(f"line {i}\n" for i in range(9)))
+    assert _log_tail(plain) == f"; its log {plain} ends:\n  " + "\n  ".join(
+        f"line {i}" for i in range(4, 9))
