@@ -424,7 +424,10 @@ class LocalCluster:
         ensure_operator_cert(self.folder / "pki", self.passphrase, now=now)
         rt = self._runtime_of(m.agency)
         data = self.folder / m.agency / "etcd"
-        state = state or ("existing" if (data / "member").exists() else "new")
+        # a member that ran has its WAL (etcd renames wal.tmp to wal once it is whole); a first
+        # start cut short (a full disk at the WAL's preallocation) left member/ without one,
+        # and "existing" then looked for peers that had never formed a cluster
+        state = state or ("existing" if (data / "member" / "wal").exists() else "new")
         crt, key, ca = rt / f"{m.agency}.crt", rt / f"{m.agency}.key", rt / "ca.crt"
         # etcd compares this with its membership when a member joins: not the ones taken out
         # (nor, while lost ones rejoin, those not added back yet: ``among``)

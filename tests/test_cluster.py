@@ -970,3 +970,26 @@ def test_an_etcd_member_that_died_of_a_full_disk_is_said_why(tmp_path: Path) -> 
     plain.write_text("".join(f"line {i}\n" for i in range(9)))
     assert _log_tail(plain) == f"; its log {plain} ends:\n  " + "\n  ".join(
         f"line {i}" for i in range(4, 9))
+
+
+def test_a_first_start_cut_short_by_a_full_disk_starts_again_once_there_is_room(
+        tmp_path: Path) -> None:
+    """etcd on a full disk panics while it preallocates its first WAL, leaving ``member/``
+    with ``snap/`` and a ``wal.tmp/`` but no ``wal/``. The next start took that member for one
+    that had run ("existing"): it looked for a cluster its peers had never formed and exited
+    ("discovery failed"), at every start, until the operator deleted the folder. What etcd
+    left is made here as it left it (the tests mount no small disk); the start then comes up."""
+    from node.cluster import LocalCluster, create_cluster
+
+    folder = tmp_path / "c"
+    create_cluster(folder, 2, PASS, base_port=free_base(2))
+    cluster = LocalCluster(folder, PASS)
+    member = folder / cluster.members[0].agency / "etcd" / "member"
+    (member / "snap").mkdir(parents=True)
+    (member / "wal.tmp").mkdir()
+    (member / "wal.tmp" / "0000000000000000-0000000000000000.wal").write_bytes(b"")
+    try:
+        cluster.start()
+        assert (member / "wal").is_dir()
+    finally:
+        cluster.stop()
