@@ -277,77 +277,77 @@ class Node:
         # expire every open request nor keep them open for the length of the step (ADR 48).
         self.timer = timer
         self.store = Store(data / "ledger", create=False)
-        registry = self._registry()
-        # A node joining a replicated network may start before governance admitted its agency
-        # (it learns that by catching up); a solo node must already be in its registry.
-        if registry.agency(agency) is None and replication is None:
-            self.store.close()
-            raise LedgerError(f"agency {agency!r} is not in the registry of "
-                              f"{registry.network!r}")
-        self.network = registry.network
-        keys = data / "keys"
-        self.issuer_key = load_private_key(keys / f"{agency}.issuer.key", passphrase)
-        self.credit_secret = read_credit_secret(keys / CREDIT_SECRET_FILE, passphrase)
-        # seals the approval records kept for auditors (claim values; ADR 66)
+        # Every later step that fails (a wrong passphrase, a damaged key file, a signal, the
+        # workers or etcd not starting) closes the store again: its LevelDB lock is held by this
+        # process until closed, and a caller that goes on (a test, a retry) could not open it.
         try:
+            registry = self._registry()
+            # A node joining a replicated network may start before governance admitted its agency
+            # (it learns that by catching up); a solo node must already be in its registry.
+            if registry.agency(agency) is None and replication is None:
+                raise LedgerError(f"agency {agency!r} is not in the registry of "
+                                  f"{registry.network!r}")
+            self.network = registry.network
+            keys = data / "keys"
+            self.issuer_key = load_private_key(keys / f"{agency}.issuer.key", passphrase)
+            self.credit_secret = read_credit_secret(keys / CREDIT_SECRET_FILE, passphrase)
+            # seals the approval records kept for auditors (claim values; ADR 66)
             self.evidence_key = load_evidence_key(keys, passphrase, data / "approvals")
-        except KeyFileError:
-            self.store.close()
-            raise
-        # its fingerprint, published with this node's position: peers compare theirs (ADR 51)
-        self.credit_mark = None if self.credit_secret is None else secret_fingerprint(
-            self.credit_secret)
-        now = self.now()
-        current = checkpoint_verifiers(registry, now)
-        # Every node key file here (one per agency); a solo node signs each checkpoint with
-        # those the registry counts at the block's time, so a key rotated out stops signing.
-        self._node_key_files: dict[str, PrivateKey] = {}
-        self.node_keys: dict[str, PrivateKey] = {}
-        for path in sorted(keys.glob("*.node.key")):
-            name = path.name.removesuffix(".node.key")
-            key = load_private_key(path, passphrase)
-            self._node_key_files[name] = key
-            if current.get(name) == key.public or (replication is not None and name == agency):
-                self.node_keys[name] = key
-        if agency not in self.node_keys:
-            self.store.close()
-            raise LedgerError(f"no current node key of {agency!r} in {keys}")
-        self._requests: dict[str, PendingRequest] = {}
-        self._sync_slots = threading.BoundedSemaphore(SYNC_SERVING)
-        self._lists = StatusListCache(self.store)  # decoded lists, updated per block (ADR 23)
-        self._status_list_from: dict[str, int] = {}  # type → the list issuance draws from
-        self._verifier: Verifier | None = None
-        self._lock = threading.Lock()
-        self._tokens: dict[str, tuple[StatusList, int, PrivateKey, str]] = {}
-        self._export_lock = threading.Lock()
-        self._short: tuple[object, bool] = (None, False)  # (registry, ten seconds): short?
-        self._checkpoint_checked: tuple[object, tuple[str, ...]] | None = None
-        self._export: tuple[object, float] | None = None  # (reader, last progress)
-        # Submissions that outlived their request's wait, so that GET …/receipt can still tell
-        # a rejection from a transaction not ordered yet (bounded: the oldest are forgotten).
-        self._unsettled: OrderedDict[bytes, Pending] = OrderedDict()
-        self.replicated: EtcdOrderer | None = None
-        self.orderer: SoloOrderer | EtcdOrderer
-        if replication is None:
-            self.orderer = SoloOrderer(self.store, clock=lambda: int(self.clock()),
-                                       on_block=self._on_block, workers=workers)
-            return
-        tls = replication.tls
-        etcd: EtcdLog | None = None
-        try:
-            etcd = EtcdLog(replication.endpoints, self.network, tls=tls)
-            self.replicated = EtcdOrderer(
-                self.store, etcd, agency=agency, node_key=self.node_keys[agency],
-                clock=lambda: int(self.clock()), peers=replication.peers,
-                http_verify=tls if tls else True,
-                retention=replication.retention, max_batch=replication.max_batch,
-                workers=workers, credit_mark=self.credit_mark)
+            # its fingerprint, published with this node's position: peers compare theirs (ADR 51)
+            self.credit_mark = None if self.credit_secret is None else secret_fingerprint(
+                self.credit_secret)
+            now = self.now()
+            current = checkpoint_verifiers(registry, now)
+            # Every node key file here (one per agency); a solo node signs each checkpoint with
+            # those the registry counts at the block's time, so a key rotated out stops signing.
+            self._node_key_files: dict[str, PrivateKey] = {}
+            self.node_keys: dict[str, PrivateKey] = {}
+            for path in sorted(keys.glob("*.node.key")):
+                name = path.name.removesuffix(".node.key")
+                key = load_private_key(path, passphrase)
+                self._node_key_files[name] = key
+                if current.get(name) == key.public or (replication is not None and name == agency):
+                    self.node_keys[name] = key
+            if agency not in self.node_keys:
+                raise LedgerError(f"no current node key of {agency!r} in {keys}")
+            self._requests: dict[str, PendingRequest] = {}
+            self._sync_slots = threading.BoundedSemaphore(SYNC_SERVING)
+            self._lists = StatusListCache(self.store)  # decoded lists, updated per block (ADR 23)
+            self._status_list_from: dict[str, int] = {}  # type → the list issuance draws from
+            self._verifier: Verifier | None = None
+            self._lock = threading.Lock()
+            self._tokens: dict[str, tuple[StatusList, int, PrivateKey, str]] = {}
+            self._export_lock = threading.Lock()
+            self._short: tuple[object, bool] = (None, False)  # (registry, ten seconds): short?
+            self._checkpoint_checked: tuple[object, tuple[str, ...]] | None = None
+            self._export: tuple[object, float] | None = None  # (reader, last progress)
+            # Submissions that outlived their request's wait, so that GET …/receipt can still tell
+            # a rejection from a transaction not ordered yet (bounded: the oldest are forgotten).
+            self._unsettled: OrderedDict[bytes, Pending] = OrderedDict()
+            self.replicated: EtcdOrderer | None = None
+            self.orderer: SoloOrderer | EtcdOrderer
+            if replication is None:
+                self.orderer = SoloOrderer(self.store, clock=lambda: int(self.clock()),
+                                           on_block=self._on_block, workers=workers)
+                return
+            tls = replication.tls
+            etcd: EtcdLog | None = None
+            try:
+                etcd = EtcdLog(replication.endpoints, self.network, tls=tls)
+                self.replicated = EtcdOrderer(
+                    self.store, etcd, agency=agency, node_key=self.node_keys[agency],
+                    clock=lambda: int(self.clock()), peers=replication.peers,
+                    http_verify=tls if tls else True,
+                    retention=replication.retention, max_batch=replication.max_batch,
+                    workers=workers, credit_mark=self.credit_mark)
+            except BaseException:
+                if etcd is not None:  # its channels (and a watch once started) end with the start
+                    etcd.close()
+                raise
+            self.orderer = self.replicated
         except BaseException:
-            if etcd is not None:  # its channels (and a watch once started) end with the start
-                etcd.close()
             self.store.close()
             raise
-        self.orderer = self.replicated
 
     # -- lifecycle --
     def close(self) -> None:

@@ -23,7 +23,7 @@ from clusterkit import free_base
 from test_api import NOW, PASS, make_demo, serve, settings_for
 
 from ledger.chain import Head, head_key
-from ledger.errors import StoreError
+from ledger.errors import KeyFileError, StoreError
 from ledger.store import Store
 from node.app import _BodyLimit, create_app
 from node.cluster import create_cluster
@@ -562,6 +562,24 @@ def test_node_refuses_to_start_on_a_store_whose_head_does_not_match(demo: Path,
 
     with pytest.raises(StoreError, match="Merkle"):
         asyncio.run(start())
+
+
+def test_node_that_cannot_start_releases_its_store(demo: Path, tmp_path: Path) -> None:
+    """Each start-up step that fails after the store opened (a wrong passphrase, a damaged key
+    file) closes the store again: its LevelDB lock was held by the process, so the next open
+    in it (a retry with the right passphrase) failed with "lock ... already held"."""
+    data = tmp_path / "demo-data"
+    shutil.copytree(demo, data)
+    # the error kept (as `ledger-node run` keeps it, chained to its exit): its traceback holds
+    # the half-built node, so no garbage collection closes the store for it
+    with pytest.raises(KeyFileError) as wrong:
+        Node(data, "edu", b"not-the-passphrase", clock=lambda: NOW)
+    Store(data / "ledger", create=False).close()  # the lock is free again
+    (data / "keys" / "civil.node.key").write_bytes(b"not a key file")
+    with pytest.raises(KeyFileError) as damaged:
+        Node(data, "edu", PASS, clock=lambda: NOW)
+    Store(data / "ledger", create=False).close()
+    assert "passphrase" in str(wrong.value) and damaged.value is not wrong.value
 
 
 # -- backups -------------------------------------------------------------------------------------
