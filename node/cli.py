@@ -291,6 +291,11 @@ def run(
         given = {"host": host, "port": port}
         settings = Settings.from_toml(config, os.environ,
                                       {k: v for k, v in given.items() if v is not None})
+        if settings.port == 0:
+            # the system would pick a port, unknown to the peers and public_url, which name
+            # this node's; and the node would go on calling its own port 0 (health, log)
+            raise ConfigError("port: 0 (a port the system picks) cannot be a node's: its peers "
+                              "and public_url name the port it serves on; give one in 1..65535")
     except ConfigError as e:
         err.print(f"[red]bad config:[/] {_q(e)}")
         raise typer.Exit(2) from e

@@ -563,3 +563,34 @@ def test_sighup_stops_a_node_gracefully_without_a_traceback(tmp_path: Path) -> N
     head = subprocess.run([str(BIN / "ledger"), "head", str(tmp_path / "data" / "ledger")],
                           capture_output=True, text=True, timeout=60, check=False)
     assert head.returncode == 0, head.stderr
+
+
+
+def test_run_refuses_port_zero(tmp_path: Path) -> None:
+    """``port = 0`` (or ``--port 0``) let the system pick a port, which no peer and no
+    public_url names, and the node then called itself port 0 in its log and health: refused
+    in words (exit 2, bad config) before the store is opened."""
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "init-pw", "LEDGER_NODE_WORKERS": "0"}
+    _init_one_founder(tmp_path, "district-0", env)
+    config = tmp_path / "node.toml"
+
+    def run(*args: str) -> tuple[int, str]:
+        """Its exit code and standard error; a node that starts serving instead is stopped
+        once it says where (the old behaviour), and the test fails on its code."""
+        with subprocess.Popen([str(BIN / "ledger-node"), "run", "--config", str(config), *args],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True) as proc:
+            assert proc.stderr is not None
+            said = ""
+            for line in proc.stderr:
+                said += line
+                if " ordering) on " in line:  # it serves
+                    proc.kill()
+            return proc.wait(), said
+
+    code, said = run("--port", "0")
+    assert code == 2 and "port: 0" in said, (code, said)
+    config.write_text(config.read_text().replace("port = 8000", "port = 0"))
+    assert "port = 0" in config.read_text()
+    code, said = run()
+    assert code == 2 and "port: 0" in said, (code, said)
