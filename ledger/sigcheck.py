@@ -136,11 +136,24 @@ class SignatureChecker:
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
-        pool = ProcessPoolExecutor(max_workers=self.workers,
+        pool = ProcessPoolExecutor(max_workers=self.workers,  # (starts no process yet)
                                    mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_worker_init, initargs=(os.getpid(),))
-        for f in [pool.submit(parse_and_check, [], {}) for _ in range(self.workers)]:
-            f.result()
+        try:
+            # SIGINT blocked while the workers are spawned (each submit below starts one): they
+            # inherit the mask, so a Ctrl-C that a terminal sends to the whole process group
+            # does not reach one still starting (before _worker_init ignores it), which printed
+            # a KeyboardInterrupt traceback. This process takes its own Ctrl-C once unblocked.
+            old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                warm = [pool.submit(parse_and_check, [], {}) for _ in range(self.workers)]
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+            for f in warm:
+                f.result()
+        except BaseException:  # a worker that could not start, or a signal (Ctrl-C, SIGTERM)
+            pool.shutdown(wait=True, cancel_futures=True)  # no worker outlives the failed start
+            raise
         return pool
 
     def _submit(self, fn: Callable[..., _T], *args: Any

@@ -24,6 +24,7 @@ from rich.markup import escape
 from ledger.errors import KeyFileError, LedgerError
 from ledger.files import (
     NOT_STDOUT,
+    SigtermSeen,
     Terminated,
     hold_empty_folder,
     make_folders,
@@ -208,20 +209,40 @@ def _ask_passphrase(what: str, *, confirm: bool) -> bytes:
         raise typer.Exit(2) from e
 
 
+class _Started:
+    """Whether ``ledger-node run`` got as far as serving: uvicorn then says how it stopped."""
+
+    serving = False
+
+
 @contextlib.contextmanager
-def _stop_on_sigterm() -> Iterator[None]:
+def _stop_on_sigterm(starting: str | None = None) -> Iterator[_Started]:
     """Within: SIGTERM raises :class:`~ledger.files.Terminated`, so the ``finally`` blocks inside
     close the store and remove the clear TLS key; the stop it asks for then ends the block quietly.
 
     uvicorn handles SIGTERM itself (a graceful shutdown), then puts back the handler it found and
     raises the signal again. With the default handler that ended the process on the spot: no
     ``finally`` ran, so the store was never closed and the clear key stayed in its runtime
-    folder under /dev/shm. A node stopped this way now exits with status 0."""
+    folder under /dev/shm. A node stopped this way now exits with status 0.
+
+    With ``starting`` (what is starting): Ctrl-C is a stop too, and a stop that comes before
+    the yielded flag says it serves is one line on stderr. A stop in the node's start-up
+    (reading its config, opening the store, starting the signature workers or uvicorn) ended
+    with no word, with status 143 or 130, or, in uvicorn's start, as a port it "could not
+    serve on" (exit 1)."""
+    started = _Started()
+    seen = SigtermSeen()
     try:
-        with sigterm_raises():
-            yield
+        with sigterm_raises() as seen:
+            yield started
     except Terminated:
-        pass  # stopped as asked
+        if starting is not None and not started.serving:
+            err.print(f"{starting} stopped by {seen.signum.name} while starting")
+    except KeyboardInterrupt:
+        if starting is None:
+            raise
+        if not started.serving:
+            err.print(f"{starting} stopped by SIGINT (Ctrl-C) while starting")
 
 
 def peer_tls(pki: Path | None, runtime: Path, agency: str) -> TlsFiles:
@@ -279,6 +300,14 @@ def run(
     names (for a service: no secret in its environment), or a prompt. LEDGER_NODE_* variables
     override the config file's values.
     """
+    # From the first step on, SIGTERM, SIGHUP or Ctrl-C stops it cleanly (exit 0): the ExitStack
+    # in _run closes the node, then removes the clear TLS key (its callbacks run last-in,
+    # first-out, each even if one fails).
+    with _stop_on_sigterm("the node") as started:
+        _run(config, host, port, started)
+
+
+def _run(config: Path, host: str | None, port: int | None, started: _Started) -> None:
     import os
 
     import uvicorn
@@ -299,9 +328,7 @@ def run(
     except ConfigError as e:
         err.print(f"[red]bad config:[/] {_q(e)}")
         raise typer.Exit(2) from e
-    # From here on a SIGTERM still runs the clean-up: the ExitStack closes the node, then
-    # removes the clear TLS key (its callbacks run last-in, first-out, each even if one fails).
-    with _stop_on_sigterm(), contextlib.ExitStack() as cleanup:
+    with contextlib.ExitStack() as cleanup:
         try:
             passphrase = read_passphrase(f"Passphrase of {settings.agency}'s key files "
                                          f"(or set {PASSPHRASE_ENV} or {PASSPHRASE_ENV}_FILE): ")
@@ -362,14 +389,19 @@ def run(
                                   log_config=None, access_log=False, server_header=False,
                                   timeout_graceful_shutdown=5, proxy_headers=False,
                                   limit_concurrency=LIMIT_CONCURRENCY,
-                                  **ssl))  # type: ignore[arg-type]
+                                  **ssl), started)  # type: ignore[arg-type]
 
 
-def _serve(config: uvicorn.Config) -> None:
+def _serve(config: uvicorn.Config, started: _Started) -> None:
     """``uvicorn.run`` of one server, with SIGHUP (a closed terminal or SSH session) taken as
     uvicorn takes SIGTERM: a graceful shutdown. uvicorn handles SIGINT and SIGTERM only, so a
     SIGHUP raised :class:`~ledger.files.Terminated` inside its event loop: the open requests
-    were cut, and the log's last line was a traceback. Exits 3 when it could not start."""
+    were cut, and the log's last line was a traceback. Exits 3 when it could not start.
+
+    A stop that came before uvicorn took the signals (Ctrl-C, or SIGTERM as
+    :class:`~ledger.files.Terminated`) goes on to the caller: it was taken for a server that
+    could not start ("could not serve on …", exit 1). One uvicorn raises again after its own
+    graceful shutdown ends here."""
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -388,8 +420,12 @@ def _serve(config: uvicorn.Config) -> None:
 
     config.load_app()
     server = Server(config=config)
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         server.run()
+    except KeyboardInterrupt:
+        if not server.started:
+            raise
+    started.serving = server.started
     if not server.started:
         raise SystemExit(3)  # as uvicorn.run: it could not listen
 

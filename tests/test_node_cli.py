@@ -594,3 +594,69 @@ def test_run_refuses_port_zero(tmp_path: Path) -> None:
     assert "port = 0" in config.read_text()
     code, said = run()
     assert code == 2 and "port: 0" in said, (code, said)
+
+
+def _workers_in_group(pgid: int) -> list[str]:
+    """The signature workers (spawned processes) of process group ``pgid`` still running; a
+    zombie not yet reaped, and multiprocessing's resource tracker (which ends by itself once
+    its pipe from the node closes), are not."""
+    live = []
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
+            args = (proc_dir / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid and fields[0] != "Z" and b"spawn_main" in args:
+            live.append(proc_dir.name)
+    return live
+
+
+@pytest.mark.parametrize(("signum", "after"), [
+    (signal.SIGTERM, " ordering) on "),  # gc.freeze, then uvicorn's start
+    (signal.SIGTERM, "Started server process"),
+    (signal.SIGTERM, "Waiting for application startup"),
+    (signal.SIGTERM, "Application startup complete"),
+    (signal.SIGINT, " ordering) on "),
+    (signal.SIGINT, "Waiting for application startup"),
+])
+def test_a_stop_at_each_step_of_start_up_is_clean(tmp_path: Path, signum: signal.Signals,
+                                                   after: str) -> None:
+    """SIGTERM (to the node) or Ctrl-C (SIGINT to its process group, as a terminal sends it)
+    right after each line the node says as it starts: it exits 0 with no traceback, says in
+    one line that it stopped (or uvicorn says it shut down), leaves no signature worker
+    running and its store free. A stop in uvicorn's start used to be taken for a port it could
+    not serve on (exit 1), and one before it ended with no word."""
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "init-pw", "LEDGER_NODE_WORKERS": "2"}
+    _init_one_founder(tmp_path, "district-9", env)
+    port = free_base(1)
+    with subprocess.Popen([str(BIN / "ledger-node"), "run", "--config", str(tmp_path / "node.toml"),
+                           "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+        assert proc.stderr is not None
+        said = ""
+        try:
+            for line in proc.stderr:
+                said += line
+                if after in line and proc.poll() is None:
+                    if signum == signal.SIGINT:
+                        os.killpg(proc.pid, signum)
+                    else:
+                        proc.send_signal(signum)
+                    after = "\0"  # once
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert after == "\0", said  # the line came, and the stop after it
+    assert "Traceback" not in said and "could not serve" not in said, said
+    assert code == 0, (code, said)
+    name = "SIGINT (Ctrl-C)" if signum == signal.SIGINT else signum.name
+    assert f"the node stopped by {name} while starting" in said or "Shutting down" in said, said
+    if "Shutting down" not in said:  # one line, not uvicorn's as well
+        assert said.count("stopped by") == 1, said
+    assert _workers_in_group(proc.pid) == [], said
+    from ledger.store import Store
+
+    Store(tmp_path / "data" / "ledger", create=False).close()
