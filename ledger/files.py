@@ -29,8 +29,7 @@ from typing import Any, BinaryIO, NoReturn, TextIO, cast
 __all__ = [
     "NOT_UNICODE", "SigtermSeen", "Terminated", "atomic_output", "die_with_parent",
     "hold_empty_folder", "interrupts_held", "lock_folder", "make_folders", "read_capped",
-    "remove_contents",
-    "run_cli", "sigterm_raises", "write_atomic",
+    "remove_contents", "run_cli", "sigterm_raises", "sync_folder", "write_atomic",
 ]
 
 
@@ -126,7 +125,7 @@ def atomic_output(path: Path, mode: int = 0o600, *, overwrite: bool = True
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _sync_folder(path.parent)
+    sync_folder(path.parent)
 
 
 _NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK)
@@ -211,7 +210,7 @@ def remove_contents(folder: Path, *, last: str | None = None) -> None:
             child.unlink()
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
     """Make a rename inside ``folder`` durable (POSIX keeps it in the folder's own metadata)."""
     try:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)

@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ledger.errors import KeyFileError, LedgerError
-from ledger.files import lock_folder, make_folders, read_capped, write_atomic
+from ledger.files import lock_folder, make_folders, read_capped, sync_folder, write_atomic
 from ledger.keys import open_secret, seal_secret
 from ledger.tx import is_identifier
 
@@ -179,8 +179,10 @@ def create_pki(folder: Path, network: str, agencies: Iterable[str], passphrase: 
         # a common name holds 64 characters at most: a network id of 55 or more is the name
         common = f"{network} ledger CA"
         cert = _ca_cert(key, _name(common if len(common) <= _MAX_COMMON else network), now)
-        _write(tmp / "ca.key", _key_bytes(key, passphrase), 0o600)
-        _write(tmp / "ca.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        # durable before the folder is renamed into place, as every other file in it (a power
+        # cut could leave a PKI "created" with an empty ca.key: helper round 28D)
+        write_atomic(tmp / "ca.key", _key_bytes(key, passphrase), 0o600)
+        write_atomic(tmp / "ca.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644)
         _write_crl(tmp, cert, key, [], now)
         _issue_operator_cert(tmp, cert, key, passphrase, now)
         for agency in agencies:
@@ -192,6 +194,7 @@ def create_pki(folder: Path, network: str, agencies: Iterable[str], passphrase: 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    sync_folder(folder.parent)  # the rename itself
 
 
 def _ca_cert(key: ec.EllipticCurvePrivateKey, name: x509.Name,

@@ -139,25 +139,25 @@ def test_a_pki_create_on_a_full_disk_says_where_not_none(
     import node.pki as pki_module
     from node import cli
 
-    real = pki_module._write
+    real = pki_module.write_atomic
     written: list[str] = []
 
-    def full(path: Path, data: bytes, mode: int) -> None:
+    def full(path: Path, data: bytes, mode: int, **kw: Any) -> None:
         if written:  # the second file: the disk is full
             raise OSError(errno.ENOSPC, "No space left on device")
         written.append(path.name)
-        real(path, data, mode)
+        real(path, data, mode, **kw)
 
     out = tmp_path / "pki"
     args = ["pki", "create", "--out", str(out), "--network", "n", "--agency", "civil"]
     env = {"LEDGER_KEY_PASSPHRASE": "pki-pw"}
-    monkeypatch.setattr(pki_module, "_write", full)
+    monkeypatch.setattr(pki_module, "write_atomic", full)
     r = CliRunner().invoke(cli.app, args, env=env)
     said = " ".join(r.output.split())
     assert r.exit_code == 1 and "No space left on device" in said, r.output
     assert "None" not in said and str(out) in said, r.output
     assert not out.exists() and list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(pki_module, "_write", real)
+    monkeypatch.setattr(pki_module, "write_atomic", real)
     r = CliRunner().invoke(cli.app, args, env=env)
     assert r.exit_code == 0 and (out / "ca.key").is_file(), r.output
 
