@@ -122,11 +122,20 @@ def atomic_output(path: Path, mode: int = 0o600, *, overwrite: bool = True
             tmp.replace(path)
         else:
             _place_new(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename is None and e.errno in _WRITE_FAILED:  # the kernel names no file
+            raise type(e)(e.errno, e.strerror, str(path)) from e
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     sync_folder(path.parent)
 
+
+_WRITE_FAILED = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
+"""What a write, flush or fsync of the new content fails with, with no file name of its own: a
+full disk said without where (`agency cosign`: 'error: No space left on device')."""
 
 _NO_LINKS = (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK)
 _RENAME_NOREPLACE = 1

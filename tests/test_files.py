@@ -220,6 +220,26 @@ def test_an_unhandled_os_error_is_one_line_and_exit_1(capsys: pytest.CaptureFixt
     assert said == "error: No space left on device: /full/key.file\n"
 
 
+def test_a_write_the_disk_cannot_take_names_the_file(tmp_path: Path) -> None:
+    """The disk fills while the content is written (here a real file-size limit, EFBIG; a full
+    disk's ENOSPC comes the same way, from write or flush, with no file name): the error names
+    the file asked for, so `agency cosign` on a full disk said where; the file before stays."""
+    import resource
+
+    target = tmp_path / "proposal"
+    target.write_bytes(b"old")
+    child = ("import sys\nfrom pathlib import Path\nfrom ledger.files import write_atomic\n"
+             "try:\n    write_atomic(Path(sys.argv[1]), b'x' * 100_000, 0o644)\n"
+             "except OSError as e:\n    print(e.errno, e.filename)\n")
+    got = subprocess.run([sys.executable, "-c", child, str(target)], capture_output=True,
+                         text=True, check=True,
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE,
+                                                               (4096, 4096)))
+    assert got.stdout == f"27 {target}\n", got.stdout  # 27: EFBIG
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["proposal"]
+
+
 def test_a_nonce_log_whose_write_failed_closes_quietly(tmp_path: Path) -> None:
     """The digest's write fails (a full disk): add says so; leaving the with block does not
     raise the same error again from the buffer's second flush (ADR 47)."""
