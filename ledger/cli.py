@@ -2751,6 +2751,8 @@ def submit(
                 receipt = _commit(store, node_signers, tx).to_json()
             except TxRejected as e:
                 _fail(f"rejected ({e.code}): {e.message}")
+            except LedgerError as e:  # the block not written (a full disk): no traceback
+                _fail(f"{proposal} was not committed to the store in {data}: {e}")
     result = {**receipt, "seq": tx.body["seq"], "action": tx.body["action"], "signers": have}
     if as_json:
         print(json.dumps(result))

@@ -890,3 +890,40 @@ def test_a_change_the_ledger_refuses_whoever_signs_it_is_neither_proposed_nor_si
     r = agency("submit", str(prop), "--data", str(demo))
     assert r.returncode == 1, r.stderr
     assert "'market' was removed, and an agency id is never given again" in r.stderr, r.stderr
+
+
+def test_a_submit_the_disk_cannot_take_is_one_line_and_commits_nothing(
+        demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`agency submit --data` whose block the store cannot write (a full disk, here the store's
+    write injected as LevelDB raises it): one line saying the proposal was not committed and
+    why, exit 1, not the orderer's traceback; the proposal file and the registry stay."""
+    import plyvel
+    from typer.testing import CliRunner
+
+    from ledger import cli
+
+    args = tmp_path / "grant.json"
+    args.write_text(json.dumps({"agency": "edu", "type": "residence", "from": "2027-01-01",
+                                "until": "2030-01-01"}))
+    prop = tmp_path / "grant.prop"
+    for step in (["propose", "grant", "--args", str(args), "--data", str(demo), "--agency",
+                  "edu", "--out", str(prop)],
+                 ["cosign", str(prop), "--data", str(demo), "--agency", "civil", "--yes"]):
+        r = agency(*step)
+        assert r.returncode == 0, (step[0], r.stderr)
+    signed, seq = prop.read_bytes(), _gov_seq(demo)
+
+    def full(*_: object, **__: object) -> None:
+        raise plyvel.IOError(f"IO error: {demo}/ledger/000009.log: No space left on "
+                             "device".encode())
+
+    monkeypatch.setattr(Store, "write_block", full)
+    got = CliRunner().invoke(cli.agency_app, ["submit", str(prop), "--data", str(demo)],
+                             env={"LEDGER_KEY_PASSPHRASE": PASS.decode(), "COLUMNS": "300"})
+    assert got.exit_code == 1 and isinstance(got.exception, SystemExit), (got.output,
+                                                                          got.exception)
+    said = " ".join(got.output.split())
+    assert "not committed" in said and "No space left on device" in said, said
+    assert prop.read_bytes() == signed
+    monkeypatch.undo()
+    assert _gov_seq(demo) == seq
