@@ -410,7 +410,6 @@ class EtcdOrderer:
         self.submit_timeout, self.poll = submit_timeout, poll
         self.cut_off_after = CUT_OFF_AFTER
         self.credit_mark = credit_mark  # the credit secret's fingerprint, published with ours
-        self._peers_http = PeerHttp(http_verify)
         raw_rev = store.get(META_REV)
         if raw_rev is not None and len(raw_rev) != _BE.size:
             # (no guess: a revision too low builds blocks again, one too high skips batches)
@@ -439,15 +438,37 @@ class EtcdOrderer:
         self._wake = threading.Event()
         self._stop = threading.Event()
         n = (os.cpu_count() or 2) if workers is None else workers
-        self._checker = SignatureChecker(n) if n > 0 else None
         self._last_prune = 0.0
-        self.etcd.watch(self._wake.set)
-        self._threads = [threading.Thread(target=self._propose_loop, name="etcd-propose",
-                                          daemon=True),
-                         threading.Thread(target=self._apply_loop, name="etcd-apply",
-                                          daemon=True)]
+        self._checker: SignatureChecker | None = None
+        self._threads: list[threading.Thread] = []
+        # What the steps below take is released when a later one fails (a bad argument, a
+        # signal): the peer client and the worker processes were left until the process ended.
+        self._peers_http = PeerHttp(http_verify)
+        try:
+            self._checker = SignatureChecker(n) if n > 0 else None
+            self.etcd.watch(self._wake.set)
+            self._threads = [threading.Thread(target=self._propose_loop, name="etcd-propose",
+                                              daemon=True),
+                             threading.Thread(target=self._apply_loop, name="etcd-apply",
+                                              daemon=True)]
+            for t in self._threads:
+                t.start()
+        except BaseException:
+            self._release_at_failed_start()
+            raise
+
+    def _release_at_failed_start(self) -> None:
+        """Stop what a failed :meth:`__init__` started (threads it started are told to end)."""
+        self._stop.set()
+        self._queue.put(None)
+        self._wake.set()
         for t in self._threads:
-            t.start()
+            if t.is_alive():
+                t.join(timeout=30)
+        self.etcd.stop_watch()
+        self._peers_http.close()
+        if self._checker is not None:
+            self._checker.close()
 
     # -- submitting (SoloOrderer interface) --
     def submit(self, raw: bytes | Tx) -> Pending:

@@ -449,6 +449,22 @@ def test_a_node_cuts_queued_submissions_into_batches_of_at_most_max_batch(
     assert orderer.stats.batches_put == len(counts) >= 3
 
 
+def test_an_orderer_that_fails_to_start_leaves_no_worker_process(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A step of the orderer's start after its signature workers were spawned fails (here its
+    etcd client, closed, cannot watch): the worker processes were left running until the
+    process ended (helper round 29O). The failed start stops them."""
+    import multiprocessing
+
+    before = set(multiprocessing.active_children())
+    log = EtcdLog([etcd_url], "failed-start")
+    log.close()
+    with pytest.raises(ValueError, match="Channel closed"):
+        EtcdOrderer(ledger.store, log, agency="edu", node_key=agencies["edu"].node_key,
+                    clock=lambda: T0 + 10, workers=1)
+    assert set(multiprocessing.active_children()) - before == set()
+
+
 def _edu_beside(etcd_url: str, ledger: LedgerHarness, edu: Agency, prefix: str, **kw: Any
                 ) -> tuple[EtcdLog, EtcdOrderer]:
     """A writer standing in for the other agencies' nodes, by hand, and edu's node's orderer
