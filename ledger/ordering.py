@@ -167,14 +167,19 @@ class SoloOrderer:
         self.on_block = on_block
         self._queue: queue.SimpleQueue[_Chunk | None] = queue.SimpleQueue()
         n = (os.cpu_count() or 2) if workers is None else workers
-        self._checker = SignatureChecker(n) if n > 0 else None
         self._thread = threading.Thread(target=self._run, name="solo-orderer", daemon=True)
         self._failure: BaseException | None = None
         # Taken to put work in the queue and to close it (a stop, or the writer failing): no
         # chunk is put after the writer's last look at the queue, where no one would answer it.
         self._put_lock = threading.Lock()
         self._closed = False
-        self._thread.start()
+        self._checker = SignatureChecker(n) if n > 0 else None
+        try:
+            self._thread.start()
+        except BaseException:  # (no thread to be had, a signal): the workers were left running
+            if self._checker is not None:
+                self._checker.close()
+            raise
 
     # -- submitting --
     def submit(self, raw: bytes | Tx) -> Pending:

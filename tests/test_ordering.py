@@ -386,3 +386,25 @@ def test_a_signature_worker_ignores_ctrl_c() -> None:
         assert list(checker._pool._processes) == pids
     finally:
         checker.close()
+
+
+def test_an_orderer_whose_writer_thread_does_not_start_leaves_no_worker_process(
+        granted: LedgerHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer thread not starting after the signature workers were spawned (no thread to
+    be had: the one failure the real system cannot be made to give on demand, hence the patch):
+    the worker processes were left running until the process ended (helper round 29O)."""
+    import multiprocessing
+
+    start = threading.Thread.start
+
+    def refuse(self: threading.Thread) -> None:
+        if self.name == "solo-orderer":
+            raise RuntimeError("can't start new thread")
+        start(self)
+
+    before = set(multiprocessing.active_children())
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        SoloOrderer(granted.store, clock=lambda: T0 + 10, workers=1)
+    monkeypatch.undo()
+    assert set(multiprocessing.active_children()) - before == set()
