@@ -138,7 +138,30 @@ def _serve_demo(data: Path, passphrase: bytes, port: int, wallet_path: Path,
                         operator_token_sha256=hashlib.sha256(token.encode()).hexdigest())
     claims = data / "residence-claims.json"  # the demo citizen's (made up)
     write_atomic(claims, json.dumps(DEMO_HOLDER_CLAIMS["civil", "residence"]).encode(), 0o600)
-    node = Node(settings.data, "civil", passphrase)
+    # As `ledger-node run`: from opening the node on, a stop (SIGTERM, SIGHUP, Ctrl-C) closes it
+    # and ends in one line, and uvicorn's start is _serve's. The node was opened before the
+    # clean-up that closes it, and a stop in uvicorn's start was said as "could not serve".
+    with _stop_on_sigterm("the demo node") as started:
+        try:
+            node = Node(settings.data, "civil", passphrase)
+        except LedgerError as e:
+            err.print(f"[red]cannot open the node:[/] {_q(e)}")
+            raise typer.Exit(1) from e
+        try:
+            _say_demo_steps(data, passphrase, url, token, claims, wallet_path, residence_id,
+                            snapshot, own_wallet_pass)
+            configure_logging()
+            with _startup_failure("127.0.0.1", port):
+                _serve(uvicorn.Config(create_app(settings, node=node), host="127.0.0.1",
+                                      port=port, log_config=None, access_log=False,
+                                      server_header=False, proxy_headers=False), started)
+        finally:
+            node.close()
+
+
+def _say_demo_steps(data: Path, passphrase: bytes, url: str, token: str, claims: Path,
+                    wallet_path: Path, residence_id: str, snapshot: Path,
+                    own_wallet_pass: bool) -> None:
     env = f"WALLET_PATH={wallet_path} WALLET_PASSPHRASE=…"
     # The throw-away demo passphrase of scripts/run is said; one of the user's own never is.
     demo_pass = passphrase == b"demo-only-not-secret"
@@ -176,15 +199,6 @@ def _serve_demo(data: Path, passphrase: bytes, port: int, wallet_path: Path,
      token is this run's only.
   {said}
 Stop with Ctrl-C.""", highlight=False, soft_wrap=True)
-    with _stop_on_sigterm():
-        try:
-            configure_logging()
-            with _startup_failure("127.0.0.1", port):
-                uvicorn.run(create_app(settings, node=node), host="127.0.0.1", port=port,
-                            log_config=None, access_log=False, server_header=False,
-                            proxy_headers=False)
-        finally:
-            node.close()
 
 
 LIMIT_CONCURRENCY = 512

@@ -612,27 +612,14 @@ def _workers_in_group(pgid: int) -> list[str]:
     return live
 
 
-@pytest.mark.parametrize(("signum", "after"), [
-    (signal.SIGTERM, " ordering) on "),  # gc.freeze, then uvicorn's start
-    (signal.SIGTERM, "Started server process"),
-    (signal.SIGTERM, "Waiting for application startup"),
-    (signal.SIGTERM, "Application startup complete"),
-    (signal.SIGINT, " ordering) on "),
-    (signal.SIGINT, "Waiting for application startup"),
-])
-def test_a_stop_at_each_step_of_start_up_is_clean(tmp_path: Path, signum: signal.Signals,
-                                                   after: str) -> None:
-    """SIGTERM (to the node) or Ctrl-C (SIGINT to its process group, as a terminal sends it)
-    right after each line the node says as it starts: it exits 0 with no traceback, says in
-    one line that it stopped (or uvicorn says it shut down), leaves no signature worker
-    running and its store free. A stop in uvicorn's start used to be taken for a port it could
-    not serve on (exit 1), and one before it ended with no word."""
-    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "init-pw", "LEDGER_NODE_WORKERS": "2"}
-    _init_one_founder(tmp_path, "district-9", env)
-    port = free_base(1)
-    with subprocess.Popen([str(BIN / "ledger-node"), "run", "--config", str(tmp_path / "node.toml"),
-                           "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+def _stop_while_starting(cmd: list[str], env: dict[str, str], signum: signal.Signals,
+                         after: str, what: str, **popen: Any) -> None:
+    """``cmd`` (a command that starts a node) stopped by ``signum`` (SIGINT to its process
+    group, as a terminal sends it) right after the first line of its standard error that holds
+    ``after``: it exits 0 with no traceback, says in one line that ``what`` stopped (or uvicorn
+    says it shut down), and leaves no signature worker running."""
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, start_new_session=True, **popen) as proc:
         assert proc.stderr is not None
         said = ""
         try:
@@ -653,10 +640,52 @@ def test_a_stop_at_each_step_of_start_up_is_clean(tmp_path: Path, signum: signal
     assert "Traceback" not in said and "could not serve" not in said, said
     assert code == 0, (code, said)
     name = "SIGINT (Ctrl-C)" if signum == signal.SIGINT else signum.name
-    assert f"the node stopped by {name} while starting" in said or "Shutting down" in said, said
+    assert f"{what} stopped by {name} while starting" in said or "Shutting down" in said, said
     if "Shutting down" not in said:  # one line, not uvicorn's as well
         assert said.count("stopped by") == 1, said
     assert _workers_in_group(proc.pid) == [], said
+
+
+@pytest.mark.parametrize(("signum", "after"), [
+    (signal.SIGTERM, " ordering) on "),  # gc.freeze, then uvicorn's start
+    (signal.SIGTERM, "Started server process"),
+    (signal.SIGTERM, "Waiting for application startup"),
+    (signal.SIGTERM, "Application startup complete"),
+    (signal.SIGINT, " ordering) on "),
+    (signal.SIGINT, "Waiting for application startup"),
+])
+def test_a_stop_at_each_step_of_start_up_is_clean(tmp_path: Path, signum: signal.Signals,
+                                                   after: str) -> None:
+    """SIGTERM (to the node) or Ctrl-C (SIGINT to its process group, as a terminal sends it)
+    right after each line the node says as it starts: it exits 0 with no traceback, says in
+    one line that it stopped (or uvicorn says it shut down), leaves no signature worker
+    running and its store free. A stop in uvicorn's start used to be taken for a port it could
+    not serve on (exit 1), and one before it ended with no word."""
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "init-pw", "LEDGER_NODE_WORKERS": "2"}
+    _init_one_founder(tmp_path, "district-9", env)
+    _stop_while_starting([str(BIN / "ledger-node"), "run", "--config", str(tmp_path / "node.toml"),
+                          "--port", str(free_base(1))], env, signum, after, "the node")
     from ledger.store import Store
 
     Store(tmp_path / "data" / "ledger", create=False).close()
+
+
+@pytest.mark.parametrize(("signum", "after"), [
+    (signal.SIGTERM, "Stop with Ctrl-C"),  # the node open, then uvicorn's start
+    (signal.SIGINT, "Stop with Ctrl-C"),
+    (signal.SIGTERM, "Started server process"),
+    (signal.SIGINT, "Waiting for application startup"),
+])
+def test_a_stop_while_the_served_demo_starts_is_clean(tmp_path: Path, signum: signal.Signals,
+                                                      after: str) -> None:
+    """`ledger-node demo --serve` (the main job's command) stopped as its node starts: as
+    `ledger-node run`, it exits 0 in one line with no worker left and its store free. It
+    called uvicorn.run itself: a stop in uvicorn's start was said as a port it "could not
+    serve on" (exit 1), and a Ctrl-C was a traceback (helper round 29O)."""
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "demo-pw", "WALLET_PASSPHRASE": "wallet-pw"}
+    _stop_while_starting([str(BIN / "ledger-node"), "demo", "--data", "demo-data", "--serve",
+                          "--port", str(free_base(1))], env, signum, after, "the demo node",
+                         cwd=tmp_path)
+    from ledger.store import Store
+
+    Store(tmp_path / "demo-data" / "ledger", create=False).close()
