@@ -1080,24 +1080,37 @@ def cluster(
 
     passphrase = _ask_passphrase("for the cluster's keys",
                                  confirm=not (data / "cluster.toml").exists())
-    try:
-        if not (data / "cluster.toml").exists():
-            base = 8100 if base_port is None else base_port  # 0 is a port asked, not none
-            new_cluster_ports_free(agencies, base)  # before anything is written
-            create_cluster(data, agencies, passphrase, base_port=base)
-        net = LocalCluster(data, passphrase)
-        live = len(net.members) - len(net.removed)
-        if live != agencies:
-            err.print(f"[yellow]{_q(data)} holds a {live}-agency cluster;[/] starting that one")
-        # its certificates and configs name them: said when another was asked for
-        if base_port is not None and int(net.meta["base_port"]) != base_port:
-            err.print(f"[yellow]{_q(data)} holds a cluster on base port "
-                      f"{net.meta['base_port']};[/] "
-                      "starting it there (--base-port is for a new folder)")
-        net.start()
-    except LedgerError as e:
-        err.print(f"[red]cluster failed:[/] {_q(e)}")
-        raise typer.Exit(1) from e
+    # A stop (Ctrl-C, SIGTERM, SIGHUP) while it starts: what started is stopped (create_cluster
+    # and LocalCluster.start undo their own), and it ends in one line, as `ledger-node run`. A
+    # Ctrl-C was a traceback, and a SIGTERM ended it with no word and its clear keys left.
+    started: LocalCluster | None = None
+    with _stop_on_sigterm("the cluster") as starting:
+        try:
+            if not (data / "cluster.toml").exists():
+                base = 8100 if base_port is None else base_port  # 0 is a port asked, not none
+                new_cluster_ports_free(agencies, base)  # before anything is written
+                create_cluster(data, agencies, passphrase, base_port=base)
+            net = LocalCluster(data, passphrase)
+            live = len(net.members) - len(net.removed)
+            if live != agencies:
+                err.print(f"[yellow]{_q(data)} holds a {live}-agency cluster;[/] starting that "
+                          "one")
+            # its certificates and configs name them: said when another was asked for
+            if base_port is not None and int(net.meta["base_port"]) != base_port:
+                err.print(f"[yellow]{_q(data)} holds a cluster on base port "
+                          f"{net.meta['base_port']};[/] "
+                          "starting it there (--base-port is for a new folder)")
+            started = net
+            net.start()
+        except LedgerError as e:
+            err.print(f"[red]cluster failed:[/] {_q(e)}")
+            raise typer.Exit(1) from e
+        starting.serving = True
+    if not starting.serving:  # stopped while starting, said
+        if started is not None:
+            started.stop()  # (what a stop right after its start left running)
+        return
+    assert started is not None
     stop = threading.Event()
     lost = False
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

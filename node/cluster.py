@@ -29,6 +29,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time as _time
 import tomllib
 from collections.abc import Iterable, Sequence
@@ -41,7 +42,7 @@ import httpx
 from ledger import codec
 from ledger.chain import build_genesis
 from ledger.errors import LedgerError
-from ledger.files import hold_empty_folder, remove_contents, write_atomic
+from ledger.files import hold_empty_folder, interrupts_held, remove_contents, write_atomic
 from ledger.keys import PASSPHRASE_ENV, PrivateKey, save_private_key, seal_secret
 from ledger.network import Agency, genesis_tx
 from ledger.store import Store
@@ -298,6 +299,16 @@ def _log_tail(log: Path | None, lines: int = 5) -> str:
     return "; its log " + str(log) + why + " ends:\n  " + "\n  ".join(tail) if tail else ""
 
 
+def _whole() -> contextlib.AbstractContextManager[None]:
+    """A process started and kept in the cluster's table as one step: a stop (Ctrl-C, SIGTERM)
+    that came while Popen ran, after the child existed, left it out of the table, so the
+    cluster's stop did not stop it or wait for it (helper round 29O). On the main thread only
+    (signal handlers can be set there alone)."""
+    if threading.current_thread() is not threading.main_thread():
+        return contextlib.nullcontext()
+    return interrupts_held(lambda: None)
+
+
 def _stop_all(procs: Iterable[subprocess.Popen[bytes]]) -> None:
     """SIGTERM each running process, then wait for all of them (SIGKILL after 20 s)."""
     procs = list(procs)
@@ -448,8 +459,9 @@ class LocalCluster:
         # etcd needs no passphrase: it is not handed one (a process's environment is readable
         # by its user, in /proc/<pid>/environ, for as long as it runs).
         env = {k: v for k, v in os.environ.items() if k not in _PASSPHRASE_VARS}
-        self._etcd[m.agency] = subprocess.Popen(  # noqa: S603 - our own argv
-            _dies_with_us(cmd), stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+        with _whole():
+            self._etcd[m.agency] = subprocess.Popen(  # noqa: S603 - our own argv
+                _dies_with_us(cmd), stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
         log.close()
 
     def _etcd_healthy(self, m: Member) -> bool:
@@ -514,10 +526,11 @@ class LocalCluster:
             # memory, removed once the node is up (:meth:`_wait_node`), ADR 55.
             env[f"{PASSPHRASE_ENV}_FILE"] = str(self._passphrase_file(m.agency))
         log = open_log(self._log("node", m.agency))
-        self._nodes[m.agency] = subprocess.Popen(  # noqa: S603 - our own argv
-            _dies_with_us([self.python, "-m", "node.cli", "run", "--config",
-                           str(self.folder / m.agency / "node.toml")]),
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+        with _whole():
+            self._nodes[m.agency] = subprocess.Popen(  # noqa: S603 - our own argv
+                _dies_with_us([self.python, "-m", "node.cli", "run", "--config",
+                               str(self.folder / m.agency / "node.toml")]),
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
         log.close()
 
     def health(self, agency: str) -> dict[str, Any] | None:

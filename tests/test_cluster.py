@@ -13,6 +13,7 @@ import json
 import re
 import secrets
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -754,6 +755,59 @@ def test_a_cluster_folder_keeps_its_ports_and_says_so(tmp_path: Path) -> None:
     assert f"holds a cluster on base port {made}" in said and "--base-port" in said, r.stderr
     assert plain.returncode == 1 and "nothing was started" in plain.stderr, plain.stderr
     assert "base port" not in " ".join(plain.stderr.split()), plain.stderr
+
+
+def _in_group(pgid: int) -> list[str]:
+    """The command lines of process group ``pgid``'s processes still running (zombies not yet
+    reaped aside)."""
+    live = []
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
+            args = (proc_dir / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            live.append(args.replace(b"\0", b" ").decode(errors="replace"))
+    return live
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_while_a_cluster_starts_is_clean(tmp_path: Path, signum: signal.Signals) -> None:
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) or SIGTERM to `ledger-node
+    cluster` once its nodes are starting: a Ctrl-C was a KeyboardInterrupt traceback (exit 1),
+    a SIGTERM ended it on the spot with no word (143). It stops every etcd member and node,
+    says so in one line and exits 0 (helper round 29O)."""
+    import os
+
+    from node.cluster import create_cluster
+
+    create_cluster(tmp_path / "c", 2, PASS, base_port=free_base(2))
+    logs = tmp_path / "c" / "logs"
+    with subprocess.Popen([str(Path(sys.executable).parent / "ledger-node"), "cluster",
+                           "--agencies", "2", "--data", str(tmp_path / "c")],
+                          env={**os.environ, "LEDGER_KEY_PASSPHRASE": PASS.decode()},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          start_new_session=True) as proc:
+        try:
+            while proc.poll() is None and not list(logs.glob("node-*.log")):
+                time.sleep(0.02)
+            assert proc.poll() is None, "the cluster ended before its nodes started"
+            if signum == signal.SIGINT:
+                os.killpg(proc.pid, signum)
+            else:
+                proc.send_signal(signum)
+            code = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.stderr is not None
+        said = proc.stderr.read()
+    assert "Traceback" not in said and code == 0, (code, said)
+    name = "SIGINT (Ctrl-C)" if signum == signal.SIGINT else signum.name
+    assert said.count(f"the cluster stopped by {name} while starting") == 1, said
+    assert _in_group(proc.pid) == [], said
 
 
 def test_a_new_cluster_whose_ports_are_taken_writes_nothing(tmp_path: Path) -> None:
