@@ -171,3 +171,18 @@ def etcd_as(runtime: Path, agency: str, url: str) -> Iterator[Any]:
         certificate_chain=(runtime / f"{agency}.crt").read_bytes())
     with grpc.secure_channel(url.partition("://")[2], creds) as channel:
         yield channel
+
+
+def live_in_group(pgid: int) -> list[tuple[str, bytes]]:
+    """The processes of process group ``pgid`` still running (a zombie not yet reaped aside):
+    each one's pid and its command line (NUL-separated, as /proc gives it)."""
+    live = []
+    for proc_dir in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
+            args = (proc_dir / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            live.append((proc_dir.name, args))
+    return live

@@ -29,7 +29,7 @@ import plyvel
 import pytest
 from aetcd.rpc import rpc_pb2 as pb
 from aetcd.rpc import rpc_pb2_grpc as pbg
-from clusterkit import DEGREE, PASS, Net, etcd_as, free_base, running_cluster
+from clusterkit import DEGREE, PASS, Net, etcd_as, free_base, live_in_group, running_cluster
 
 from ledger import codec, sdjwt
 from ledger.checkpoint import SignedCheckpoint
@@ -760,16 +760,8 @@ def test_a_cluster_folder_keeps_its_ports_and_says_so(tmp_path: Path) -> None:
 def _in_group(pgid: int) -> list[str]:
     """The command lines of process group ``pgid``'s processes still running (zombies not yet
     reaped aside)."""
-    live = []
-    for proc_dir in Path("/proc").glob("[0-9]*"):
-        try:
-            fields = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
-            args = (proc_dir / "cmdline").read_bytes()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            live.append(args.replace(b"\0", b" ").decode(errors="replace"))
-    return live
+    return [args.replace(b"\0", b" ").decode(errors="replace")
+            for _, args in live_in_group(pgid)]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

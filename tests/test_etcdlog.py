@@ -1818,6 +1818,18 @@ def _served_edu(tmp_path: Path, data: Path) -> Iterator[tuple[Node, httpx.Client
             node.close()
 
 
+def _serves_the_newest_final(tmp_path: Path, data: Path, size: int, latest: bytes | None,
+                             caplog: pytest.LogCaptureFixture) -> None:
+    """Edu's node over ``data`` serves ``latest``, the store's newest checkpoint (of log size
+    ``size``), as its final one, and its log said the record named none it holds."""
+    with _served_edu(tmp_path, data) as (_, http, _):
+        r = http.get("/v1/checkpoint")
+        assert r.status_code == 200, r.text
+        assert latest is not None and r.text == latest.decode()
+        assert http.get("/v1/cluster").json()["final_size"] == size
+    assert any("names no checkpoint its store holds" in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.parametrize("record", [b"\x00\x01\x02", (1 << 40).to_bytes(8, "big")])
 def test_a_damaged_record_of_the_newest_final_checkpoint_is_found_again_on_disk(
         tmp_path: Path, caplog: pytest.LogCaptureFixture, record: bytes) -> None:
@@ -1833,12 +1845,7 @@ def test_a_damaged_record_of_the_newest_final_checkpoint_is_found_again_on_disk(
         assert store.head is not None
         size, latest = store.head.log_size, store.checkpoint()
     _damage(data, META_FINAL, lambda _: record, new=True)
-    with _served_edu(tmp_path, data) as (_, http, _):
-        r = http.get("/v1/checkpoint")
-        assert r.status_code == 200, r.text
-        assert latest is not None and r.text == latest.decode()
-        assert http.get("/v1/cluster").json()["final_size"] == size
-    assert any("names no checkpoint its store holds" in r.getMessage() for r in caplog.records)
+    _serves_the_newest_final(tmp_path, data, size, latest, caplog)
 
 
 def test_a_record_naming_a_damaged_older_checkpoint_is_not_taken_as_final(
@@ -1858,12 +1865,7 @@ def test_a_record_naming_a_damaged_older_checkpoint_is_not_taken_as_final(
         assert older < size and store.checkpoint(older) is not None
     _damage(data, checkpoint_key(older), lambda _: b"not a checkpoint")
     _damage(data, META_FINAL, lambda _: older.to_bytes(8, "big"), new=True)
-    with _served_edu(tmp_path, data) as (_, http, _):
-        r = http.get("/v1/checkpoint")
-        assert r.status_code == 200, r.text
-        assert latest is not None and r.text == latest.decode()
-        assert http.get("/v1/cluster").json()["final_size"] == size
-    assert any("names no checkpoint its store holds" in r.getMessage() for r in caplog.records)
+    _serves_the_newest_final(tmp_path, data, size, latest, caplog)
 
 
 @pytest.mark.parametrize("record", [b"\x93\x01", b"\x92\x01\x02"])  # cut short; no map

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-from clusterkit import free_base
+from clusterkit import free_base, live_in_group
 
 BIN = Path(sys.executable).parent
 
@@ -600,16 +600,7 @@ def _workers_in_group(pgid: int) -> list[str]:
     """The signature workers (spawned processes) of process group ``pgid`` still running; a
     zombie not yet reaped, and multiprocessing's resource tracker (which ends by itself once
     its pipe from the node closes), are not."""
-    live = []
-    for proc_dir in Path("/proc").glob("[0-9]*"):
-        try:
-            fields = (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()
-            args = (proc_dir / "cmdline").read_bytes()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if int(fields[2]) == pgid and fields[0] != "Z" and b"spawn_main" in args:
-            live.append(proc_dir.name)
-    return live
+    return [pid for pid, args in live_in_group(pgid) if b"spawn_main" in args]
 
 
 def _stop_while_starting(cmd: list[str], env: dict[str, str], signum: signal.Signals,
