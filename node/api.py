@@ -613,8 +613,8 @@ def _behind(node: Node, cluster: dict[str, Any], head: dict[str, Any]) -> str | 
         return None
     since = ("since it started" if at is None
              else f"for {int(node.now() - at)} s")
-    peers = [int(p.get("height", 0)) for a, p in (cluster.get("peers") or {}).items()
-             if a != node.agency and isinstance(p.get("height", 0), int)]
+    peers = [p["height"] for a, p in (cluster.get("peers") or {}).items()
+             if a != node.agency and isinstance(p.get("height"), int)]
     said = (f"; its peers published heights up to {max(peers)}"
             if peers and max(peers) > head["height"] else "")
     return (f"behind: this node has not read the network's ordered batches to their end "

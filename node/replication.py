@@ -458,17 +458,10 @@ class EtcdOrderer:
             raise
 
     def _release_at_failed_start(self) -> None:
-        """Stop what a failed :meth:`__init__` started (threads it started are told to end)."""
+        """Stop what a failed :meth:`__init__` started; the caller's EtcdLog stays open (the
+        node closes it), only its watch ends."""
         self._stop.set()
-        self._queue.put(None)
-        self._wake.set()
-        for t in self._threads:
-            if t.is_alive():
-                t.join(timeout=30)
-        self.etcd.stop_watch()
-        self._peers_http.close()
-        if self._checker is not None:
-            self._checker.close()
+        self._release(close_etcd=False)
 
     # -- submitting (SoloOrderer interface) --
     def submit(self, raw: bytes | Tx) -> Pending:
@@ -2003,17 +1996,10 @@ class EtcdOrderer:
     def stop(self) -> None:
         if self._stop.is_set():
             return
-        self._queue.put(None)
         # Stopping first: a batch put that cannot reach etcd now gives up at once, instead of
         # retrying for submit_timeout while the node's supervisor waits (and then kills it).
         self._stop.set()
-        self._wake.set()
-        self._threads[0].join(timeout=self.submit_timeout + 5)
-        self._threads[1].join(timeout=30)
-        self.etcd.close()
-        self._peers_http.close()
-        if self._checker is not None:
-            self._checker.close()
+        self._release(close_etcd=True)
         with self._wlock:
             waiting = [f for futs in self._waiting.values() for f in futs]
             self._waiting.clear()
@@ -2021,6 +2007,22 @@ class EtcdOrderer:
             if not f.done():
                 f.set_exception(OrderingError("the node stopped before the transaction was "
                                               "ordered; retry it"))
+
+    def _release(self, *, close_etcd: bool) -> None:
+        """Once stopping: the threads (those started) ended, then etcd (or only its watch),
+        the peer client and the signature workers closed."""
+        self._queue.put(None)
+        self._wake.set()
+        for t, wait in zip(self._threads, (self.submit_timeout + 5, 30.0), strict=False):
+            if t.is_alive():  # (one a failed start never started cannot be joined)
+                t.join(timeout=wait)
+        if close_etcd:
+            self.etcd.close()
+        else:
+            self.etcd.stop_watch()
+        self._peers_http.close()
+        if self._checker is not None:
+            self._checker.close()
 
     def __enter__(self) -> EtcdOrderer:
         return self
