@@ -719,6 +719,32 @@ def test_a_wallet_on_a_read_only_file_system_can_still_be_backed_up(
         pass
 
 
+def test_a_wallet_made_read_only_stays_so_and_unchanged(world: World, wallet: Wallet,
+                                                        tmp_path: Path) -> None:
+    """A wallet file its owner made read-only (chmod 0400) came back 0600 and changed after a
+    `receive`: the new file is renamed over it, which the folder allows. A change is refused,
+    naming the file and the chmod; a presentation goes on uncounted, as on read-only media;
+    a restore over it is refused too."""
+    reg = world.ledger.registry
+    first = _got(world, wallet, wallet.holder_jwk())
+    wallet.backup(tmp_path / "b.db")
+    wallet.path.chmod(0o400)
+    before = wallet.path.read_bytes()
+    with pytest.raises(WalletFileError, match=r"read-only \(mode 0400\).*chmod u\+w"):
+        wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(), registry=reg, now=NOW)
+    with pytest.raises(WalletFileError, match="read-only"):
+        wallet.remove([first])
+    env = wallet.present(first, REQ, now=T0 + 90)
+    assert env and wallet.uncounted and "read-only" in wallet.uncounted
+    with pytest.raises(WalletFileError, match="read-only"):
+        Wallet.restore(tmp_path / "b.db", wallet.path, PASS)
+    assert wallet.path.read_bytes() == before
+    assert stat.S_IMODE(wallet.path.stat().st_mode) == 0o400
+    wallet.path.chmod(0o600)  # made writable again, it changes as before
+    wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(), registry=reg, now=NOW)
+    assert len(Wallet.open(wallet.path, PASS).list()) == 2
+
+
 def test_backup_and_restore(world: World, wallet: Wallet, tmp_path: Path) -> None:
     reg = world.ledger.registry
     first = wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(), registry=reg, now=NOW)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
+import os
+import stat
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -205,6 +207,7 @@ class Wallet:
         kept = None
         with lock(path):
             try:
+                _refuse_read_only(path)
                 old = path.read_bytes() if path.exists() else blob
                 if old != blob:
                     kept = _keep_aside(path, old)
@@ -252,6 +255,7 @@ class Wallet:
         if len(blob) > MAX_FILE:  # the sealed file, not only its contents, must open again
             raise WalletError(f"not saved: the wallet would be {len(blob):,} bytes, over "
                               f"the {MAX_FILE:,} a wallet file may have")
+        _refuse_read_only(self.path)
         try:
             write_atomic(self.path, blob, overwrite=True)
         except OSError as e:
@@ -739,6 +743,22 @@ def _valid(c: StoredCredential, now: int) -> bool:
     """Within its validity at ``now``, allowing the verifiers' clock skew at its start (as
     receiving and verifying it do)."""
     return c.valid_from <= now + sdjwt.CLOCK_SKEW and now < c.valid_until
+
+
+def _refuse_read_only(path: Path) -> None:
+    """:class:`WalletFileError` (as read-only media, :func:`_read_only`) when the wallet file's
+    owner took away its write permission: the file is replaced by renaming a new one over it,
+    which the folder's permission allows, so a wallet the user made read-only came back
+    writable (0600) after a save."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # no file to keep as it is; the write says what is wrong
+    if not mode & stat.S_IWUSR:
+        raise WalletFileError(
+            f"{path} is read-only (mode {stat.S_IMODE(mode):04o}); nothing was changed. To "
+            f"change the wallet, make it writable first: chmod u+w {path}"
+        ) from PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
 
 
 def _read_only(e: WalletFileError) -> bool:
