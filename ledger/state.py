@@ -42,6 +42,8 @@ from ledger.tx import Tx
 __all__ = [
     "MAX_CREDIT_EVENTS",
     "MAX_REGISTRY_SIZE",
+    "RULES",
+    "RULES_CHANGES",
     "STATUS_LISTS",
     "STATUS_LIST_SIZE",
     "Credential",
@@ -60,6 +62,7 @@ __all__ = [
     "rule_cost_problem",
     "rule_engine",
     "rule_hash",
+    "rules_changes_since",
     "status_list_of",
     "use_rule_engine",
 ]
@@ -162,6 +165,29 @@ def credit_events(view: StateView, subject: bytes) -> list[CreditEvent]:
         raise StoreError(damaged("the stored credit events of a subject", None,
                                  "are not arrays of 8"))
     return [CreditEvent(*e) for e in items]
+
+RULES = 1
+"""The version of the consensus rules this code applies: what a node accepts into a block and
+how it applies it. Every node publishes it with its applied position, and health names the
+peers whose nodes run other rules while a network is upgraded one agency at a time (ADR 77).
+Raise it with every change to what a block accepts, and say the change in
+:data:`RULES_CHANGES`: two versions that judge a transaction differently build different
+blocks, and the node outvoted halts as a fork. 0 stands for every version before ADR 77,
+which publish none."""
+
+RULES_CHANGES: dict[int, str] = {
+    1: "since ADR 70 an approval decision of an agency holding no grant to issue `approval` "
+       "credentials is refused (not_granted); since ADR 72 a credit event past 50,000 about "
+       "one subject (too_many_events) and a governance change that would grow the registry "
+       "past 16 MiB (registry_full)",
+}
+"""What each rules version refuses or takes that the one before it did not, as an operator
+must know it while versions are mixed (README, Upgrading)."""
+
+
+def rules_changes_since(version: int) -> list[str]:
+    """What the consensus rules after ``version`` changed, oldest first (:data:`RULES_CHANGES`)."""
+    return [RULES_CHANGES[v] for v in sorted(RULES_CHANGES) if v > version]
 
 MAX_CREDIT_EVENTS = 50_000
 """Credit events kept about one subject; a new one past them is refused (``too_many_events``).

@@ -41,7 +41,7 @@ from ledger.network import free_text_reason, rule_cost_of, rule_text_problem
 from ledger.ordering import Receipt
 from ledger.presentation import Bundle, Report
 from ledger.sdjwt import MemberTwice, members_once
-from ledger.state import MAX_BACKDATE
+from ledger.state import MAX_BACKDATE, rules_changes_since
 from ledger.tx import Tx
 from node.config import Settings
 from node.etcdlog import NoSpace
@@ -195,6 +195,14 @@ class ClusterOut(_Out):
                                           "is of a version before ADR 60 (it names no block): "
                                           "while versions are mixed each counts only its own "
                                           "version's co-signatures (README, Upgrading)")
+    rules: int = Field(
+        default=0, description="The version of the consensus rules this node applies (ADR 77)")
+    other_rules: dict[str, int] = Field(
+        default_factory=dict,
+        description="Current agencies whose node, heard from lately, publishes other consensus "
+                    "rules than this one (0: a version before ADR 77): while versions are "
+                    "mixed, what they judge differently must not be sent to any node (README, "
+                    "Upgrading)")
     settings: dict[str, int] = Field(
         default_factory=dict,
         description="max_batch (transactions per etcd batch at most) and retention (blocks a "
@@ -588,6 +596,9 @@ def cluster_health(node: Node, cluster: dict[str, Any], head: dict[str, Any],
             f"version (final size here {cluster['final_size']}, log size {head['log_size']}); "
             "go on upgrading one agency at a time until every node runs this version (README, "
             "Upgrading)")
+    rules = _other_rules(cluster)
+    if rules:
+        return "degraded", rules
     if cluster.get("unfinal_since") and node.now() - cluster["unfinal_since"] > FINALITY_SLACK:
         return "degraded", (f"no final checkpoint for "
                             f"{int(node.now() - cluster['unfinal_since'])} s (final size "
@@ -600,6 +611,31 @@ def cluster_health(node: Node, cluster: dict[str, Any], head: dict[str, Any],
     if skew or clocks:
         return "degraded", "; ".join(p for p in (skew, clocks) if p)
     return "ok", None
+
+
+def _other_rules(cluster: dict[str, Any]) -> str | None:
+    """Which peers' nodes run other consensus rules than this one, and what the older ones
+    judge differently (ADR 77); None when all run this node's."""
+    ours, other = cluster.get("rules") or 0, cluster.get("other_rules") or {}
+    older = {a: r for a, r in other.items() if r < ours}
+    newer = {a: r for a, r in other.items() if r > ours}
+    said = []
+
+    def named(peers: dict[str, int]) -> str:
+        return ", ".join(f"{a} (rules {r}{', a version before ADR 77' if r == 0 else ''})"
+                         for a, r in sorted(peers.items()))
+    if older:
+        changes = "; ".join(rules_changes_since(min(older.values())))
+        said.append(
+            f"the node of {named(older)} runs older consensus rules than this node's {ours}, "
+            f"which judge some transactions differently ({changes}). "
+            "While versions are mixed send none of those to any node: the two versions would "
+            "build different blocks, and a node outvoted halts as a fork. Go on upgrading one "
+            "agency at a time until every node runs this version (README, Upgrading)")
+    if newer:
+        said.append(f"the node of {named(newer)} runs newer consensus rules than this node's "
+                    f"{ours}: upgrade this node (README, Upgrading)")
+    return "; ".join(said) or None
 
 
 def _behind(node: Node, cluster: dict[str, Any], head: dict[str, Any]) -> str | None:

@@ -72,7 +72,7 @@ from ledger.finality import (
 from ledger.keys import PrivateKey
 from ledger.ordering import Pending, Receipt, settle
 from ledger.sigcheck import Checking, SignatureChecker
-from ledger.state import Registry
+from ledger.state import RULES, Registry
 from ledger.store import Store, damaged
 from ledger.tx import Tx
 from node.etcdlog import READ_BATCHES, CounterBehind, EtcdLog, NoSpace, Record, TlsFiles
@@ -1533,7 +1533,7 @@ class EtcdOrderer:
         """This node's applied position, as peers read it (``a/<agency>``)."""
         now = int(self.clock())
         return codec.encode({"rev": self.rev, "height": head.height, "size": head.log_size,
-                             "time": now,
+                             "time": now, "rules": RULES,  # ADR 77
                              # the time signed, as other agencies' batches carry it to witness
                              # the chain's time (ADR 58); hex, as "credit" below
                              "clock_sig": clock_signature(self.network, self.agency,
@@ -1978,6 +1978,8 @@ class EtcdOrderer:
                                    if now - t > PEER_QUIET}},
                 "evidence_held": sum(1 for _ in self.store.iterate(_EVIDENCE)),
                 "older_peers": self.older_peers(),
+                "rules": RULES,
+                "other_rules": self.other_rules(),
                 "own_etcd_down_since": self.etcd.first_down_since or None,
                 "member": self._member(),
                 "settings": {"max_batch": self.max_batch, "retention": self.retention}}
@@ -1992,6 +1994,18 @@ class EtcdOrderer:
         current = set(registry.current_agencies(head.time))
         return sorted(a for a, (_size, older) in self._cosig_format.items()
                       if older and a in current and a != self.agency)
+
+    def other_rules(self) -> dict[str, int]:
+        """The current agencies whose node, heard from lately, publishes consensus rules other
+        than this node's :data:`~ledger.state.RULES` (0: a version before ADR 77, which
+        publishes none): while versions are mixed, what the two judge differently must not be
+        sent to any node (ADR 77). A position is any etcd writer's word, so this says, and
+        holds nothing."""
+        def rules(p: dict[str, Any]) -> int:
+            r = p.get("rules")
+            return r if type(r) is int else 0
+        return {a: rules(p) for a, p in sorted(self.stats.peers.items())
+                if a != self.agency and p.get("quiet", 0) <= PEER_QUIET and rules(p) != RULES}
 
     def stop(self) -> None:
         if self._stop.is_set():

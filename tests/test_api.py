@@ -2731,6 +2731,35 @@ def test_health_names_the_peers_of_a_version_before_adr_60() -> None:
     assert status == "ok" and problem is None
 
 
+def test_health_names_the_peers_that_run_other_consensus_rules() -> None:
+    """While a network is upgraded one agency at a time, a decision sent by hand forked it:
+    the older nodes recorded what the upgraded one refused (round 28G). Health names the
+    peers whose nodes run other consensus rules, and what the older ones judge differently
+    (ADR 77)."""
+    from types import SimpleNamespace
+
+    from ledger.state import RULES, RULES_CHANGES
+    from node.api import cluster_health
+
+    node = SimpleNamespace(now=lambda: 1000.0, agency="civil", credit_problem=lambda: None,
+                           issuer_problem=lambda: None, tls_problem=lambda: None)
+    cluster = {"halted": None, "older_peers": [], "final_size": 57, "current_at": 1000,
+               "rules": RULES, "other_rules": {"health": 0, "edu": RULES - 1}}
+    status, problem = cluster_health(node, cluster, {"log_size": 57, "height": 56}, None)
+    assert status == "degraded" and problem is not None
+    assert (f"the node of edu (rules {RULES - 1}{', a version before ADR 77' * (RULES == 1)}),"
+            f" health (rules 0, a version before ADR 77) runs older consensus rules than this "
+            f"node's {RULES}") in problem
+    assert RULES_CHANGES[1] in problem and "halts as a fork" in problem
+    status, problem = cluster_health(node, {**cluster, "other_rules": {"edu": RULES + 1}},
+                                     {"log_size": 57, "height": 56}, None)
+    assert status == "degraded" and problem is not None
+    assert f"edu (rules {RULES + 1}) runs newer consensus rules" in problem
+    assert "upgrade this node" in problem and "older" not in problem
+    assert cluster_health(node, {**cluster, "other_rules": {}}, {"log_size": 57, "height": 56},
+                          None) == ("ok", None)
+
+
 # -- found by the mutation round of the node's HTTP surface (round 14) ---------------------------
 
 def test_a_clusters_health_waits_out_each_slack_before_it_says_degraded(live: Live) -> None:

@@ -1069,6 +1069,43 @@ def test_a_node_goes_on_once_its_older_peer_signs_its_clock(
         writer.close()
 
 
+def test_a_node_publishes_its_consensus_rules_and_names_a_peer_that_runs_others(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """Versions that judge a transaction differently fork a network mixed by a rolling
+    upgrade (round 28G). Each node publishes its rules version with its position, and names
+    the peers whose published one differs; a position without one is of a version before ADR
+    77 (ADR 77)."""
+    from ledger import codec
+    from ledger.state import RULES
+
+    reg = agencies["reg"]
+
+    def position(t: int, **more: int) -> bytes:
+        return codec.encode({"rev": 0, "height": 0, "size": 1, "time": t, **more,
+                             "clock_sig": clock_signature(ledger.net, "reg", reg.node_key,
+                                                          t).hex()})
+
+    writer = EtcdLog([etcd_url], "rules-published")
+    writer.put_applied("reg", position(T0 + 9))
+    orderer = _edu_at_t0(etcd_url, ledger, agencies, "rules-published", time.monotonic)
+    try:
+        deadline = time.monotonic() + 30
+        while orderer.other_rules() != {"reg": 0} or "edu" not in writer.applied(["edu"]):
+            assert time.monotonic() < deadline, (orderer.other_rules(), orderer.stats.last_error)
+            time.sleep(0.05)
+        assert writer.applied(["edu"])["edu"]["rules"] == RULES
+        assert orderer.status()["rules"] == RULES
+        assert orderer.status()["other_rules"] == {"reg": 0}
+        writer.put_applied("reg", position(T0 + 10, rules=RULES))  # reg's node upgraded
+        while orderer.other_rules():
+            assert time.monotonic() < deadline, orderer.other_rules()
+            time.sleep(0.05)
+        assert orderer.status()["peers"]["reg"]["rules"] == RULES
+    finally:
+        orderer.stop()
+        writer.close()
+
+
 def test_a_node_builds_no_block_a_node_of_a_version_before_adr_58_applied(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """All upgraded at once from before ADR 58, but this node was behind: the batches its
@@ -3715,10 +3752,13 @@ def _publish(log: EtcdLog, times: dict[str, int]) -> None:
     differs from the last (a node's position or time moves)."""
     from ledger import codec
 
+    from ledger.state import RULES
+
     _published[0] += 1
     for agency, t in times.items():
         log.put_applied(agency, codec.encode({"rev": _published[0], "height": 0, "size": 1,
-                                              "time": t, "clock_sig": _clock_sig(agency, t)}))
+                                              "time": t, "clock_sig": _clock_sig(agency, t),
+                                              "rules": RULES}))
 
 
 def _clock_sig(agency: str, t: int, net: str = NET) -> str:
@@ -3737,6 +3777,7 @@ def _demo_witnesses(url: str, data: Path, t: int,
     from ledger import codec
     from ledger.batch import clock_signature
     from ledger.keys import load_private_key
+    from ledger.state import RULES
     from node.demo import NETWORK
 
     log = EtcdLog([url], NETWORK)
@@ -3744,7 +3785,7 @@ def _demo_witnesses(url: str, data: Path, t: int,
         for agency in agencies:
             key = load_private_key(data / "keys" / f"{agency}.node.key", PASS)
             log.put_applied(agency, codec.encode({
-                "rev": 1, "height": 0, "size": 1, "time": t,
+                "rev": 1, "height": 0, "size": 1, "time": t, "rules": RULES,
                 "clock_sig": clock_signature(NETWORK, agency, key, t).hex()}))
     finally:
         log.close()
