@@ -37,6 +37,8 @@ Exceptions (every one a :class:`ledger.errors.LedgerError`; ``check`` is a short
     ├── ExpiredError                  "exp"
     ├── NotYetValidError              "nbf"
     │   └── IssuedInFutureError       "iat"
+    ├── AudienceError                 "aud"         the Issuer-signed JWT's ``aud`` names
+    │                                               another verifier
     ├── DisclosureError               "disclosure"  a Disclosure of the wrong shape / place
     │   ├── UnreferencedDisclosureError "disclosure_unreferenced"
     │   ├── DuplicateDisclosureError  "disclosure_duplicate"
@@ -87,6 +89,7 @@ __all__ = [
     "MAX_DISCLOSURES",
     "MAX_SIZE",
     "AlgorithmError",
+    "AudienceError",
     "ClaimConflictError",
     "DigestAlgorithmError",
     "DigestCollisionError",
@@ -196,6 +199,10 @@ class NotYetValidError(VerificationError):
 
 class IssuedInFutureError(NotYetValidError):
     check = "iat"
+
+
+class AudienceError(VerificationError):
+    check = "aud"
 
 
 class DisclosureError(VerificationError):
@@ -1142,6 +1149,18 @@ def _verify_sd_jwt(jwt: str, disclosures: list[str], issuer_public_jwk: Mapping[
     return claims
 
 
+def _check_audience(claims: Mapping[str, Any], expected: str) -> None:
+    """RFC 9901 section 7.1 step 6 and RFC 7519 section 4.1.3: an ``aud`` in the processed
+    payload (a string, or an array of strings) must name this verifier."""
+    if "aud" not in claims:
+        return
+    aud = claims["aud"]
+    if aud == expected or (type(aud) is list and expected in aud):
+        return
+    raise AudienceError(f"the issuer-signed JWT's aud ({_kind(aud)}) does not name this "
+                        f"verifier {_show(expected)}: the credential is for another audience")
+
+
 def _holder_jwk(claims: Mapping[str, Any]) -> dict[str, Any]:
     cnf = claims.get("cnf")
     if type(cnf) is not dict or type(cnf.get("jwk")) is not dict:
@@ -1197,7 +1216,9 @@ def verify_presentation(
 ) -> dict[str, Any]:
     """Verify an SD-JWT+KB (RFC 9901 sections 7.1 and 7.3); return the processed claims.
 
-    Key Binding is required. The KB-JWT ``iat`` must be within ``kb_max_age`` seconds before
+    Key Binding is required. An ``aud`` in the processed payload (the issuer's) must be, or
+    list, ``expected_audience``, as the KB-JWT's ``aud`` must be it (RFC 9901 section 7.1 step
+    6). The KB-JWT ``iat`` must be within ``kb_max_age`` seconds before
     ``now`` and at most ``clock_skew`` seconds after it. With ``vc_only``, the issuer-signed
     JWT must be an SD-JWT VC (:func:`verify_issuer_signed`). Raises a
     :class:`VerificationError`.
@@ -1211,6 +1232,7 @@ def verify_presentation(
                              "no KB-JWT")
     claims = _verify_sd_jwt(jwt, disclosures, issuer_public_jwk, now, clock_skew, accepted,
                             vc_only)
+    _check_audience(claims, expected_audience)
 
     # RFC 9901 section 7.3, step 5: the Key Binding JWT.
     jwk = _holder_jwk(claims)

@@ -651,6 +651,29 @@ def test_validity_claim_type(value: Any) -> None:
         verify(rebind(reissue(base_payload(exp=value)), []))
 
 
+@pytest.mark.parametrize("aud", [AUD, [AUD], ["https://other.example", AUD]])
+def test_an_issuer_signed_aud_naming_this_verifier_is_taken(aud: Any) -> None:
+    assert verify(rebind(reissue(base_payload(aud=aud)), []))["aud"] == aud
+
+
+@pytest.mark.parametrize("aud", ["https://evil.example", ["https://evil.example"], [], 7,
+                                 {"aud": AUD}])
+def test_an_issuer_signed_aud_naming_another_verifier_is_refused(aud: Any) -> None:
+    """RFC 9901 section 7.1 step 6 (and RFC 7519 section 4.1.3): an Issuer-signed JWT whose
+    ``aud`` does not name this verifier is refused, as the KB-JWT's ``aud`` is."""
+    with pytest.raises(sdjwt.AudienceError) as e:
+        verify(rebind(reissue(base_payload(aud=aud)), []))
+    assert e.value.check == "aud"
+    assert "evil" not in str(e.value)
+    # in the processed payload: a selectively disclosed aud is checked too (a generic SD-JWT)
+    d = disclosure("c2FsdHNhbHRzYWx0c2FsdA", "aud", aud)
+    payload = base_payload(_sd=[digest(d)])
+    del payload["vct"]
+    jwt = reissue(payload, header={"alg": "EdDSA", "typ": "example+sd-jwt"})
+    with pytest.raises(sdjwt.AudienceError):
+        verify(rebind(jwt, [d]))
+
+
 # -- negative: key binding ------------------------------------------------------------------
 
 
