@@ -3751,7 +3751,6 @@ def _publish(log: EtcdLog, times: dict[str, int]) -> None:
     """Applied positions of other agencies' nodes, as running nodes publish them: each put
     differs from the last (a node's position or time moves)."""
     from ledger import codec
-
     from ledger.state import RULES
 
     _published[0] += 1
