@@ -499,8 +499,9 @@ class Approvals:
         credential carries: a person-id's number, a business's registration number), signed
         with its issuing key; the ledger keeps the keyed pseudonym only. With ``withdraws``,
         withdraw this agency's earlier event of that subject instead (0 points, its category).
-        ``reason`` is a public code, never free text; ``date`` defaults to the node's now, and
-        ``expiry`` may be given as ``valid_days`` from it."""
+        ``reason`` is a public code, never free text; ``date`` defaults to the node's now (no
+        later than its block's time, as the ledger requires), and ``expiry`` may be given as
+        ``valid_days`` from it."""
         problem = reason_code_problem(reason)
         if problem is not None:
             raise ApplicationError(f"reason: {problem}")
@@ -525,7 +526,9 @@ class Approvals:
                     "reason": reason, "date": event.date, "expiry": event.expiry, "ts": now,
                     "withdraws": withdraws}
         else:
-            when = now if date is None else date
+            # the ledger refuses an event dated after its block: by default it is dated now, or
+            # at that block's time if earlier (this clock fast: its batch takes its peers' time)
+            when = min(now, self.node.block_time_now()) if date is None else date
             if expiry is not None and valid_days is not None:  # which did the operator mean?
                 raise ApplicationError("give the event's expiry or valid_days, not both")
             if expiry is None and valid_days is not None:

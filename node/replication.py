@@ -47,7 +47,15 @@ from typing import Any, TypeVar
 import httpx
 
 from ledger import codec, merkle
-from ledger.batch import Batch, Witness, block_time, check_batch, clock_signature, make_batch
+from ledger.batch import (
+    MAX_WITNESSES,
+    Batch,
+    Witness,
+    block_time,
+    check_batch,
+    clock_signature,
+    make_batch,
+)
 from ledger.block import BlockHeader
 from ledger.chain import BlockResult, Head, build_block, checkpoint_key, follow_block
 from ledger.checkpoint import Checkpoint, NoteSignature, SignedCheckpoint, note_key_hash
@@ -588,6 +596,20 @@ class EtcdOrderer:
         if len(known) >= 2 and known[(len(known) - 1) // 2] - own > PEER_CLOCK_SLACK:
             return known[(len(known) - 1) // 2], known[(len(known) - 1) // 2]
         return own, None
+
+    def block_time_now(self) -> int:
+        """The time a block of a batch this node proposed now would have: its batch time
+        (:meth:`batch_time_now`), bounded as :func:`ledger.batch.block_time` bounds it by the
+        clocks its peers witnessed, and never before the head's. A later batch's is no earlier
+        (clocks and witnessed times only move on). A time this node signs into a transaction
+        the ledger refuses when it lies after its block's (a credit event's ``date``) is
+        taken no later than this: with this clock minutes fast, its own was refused."""
+        head, registry = self.store.head, self.store.registry
+        assert head is not None
+        assert registry is not None
+        probe = Batch(self.network, self.agency, self.batch_time_now()[0], (), b"",
+                      tuple(self._witnesses())[:MAX_WITNESSES])
+        return block_time(probe, registry, head.time)
 
     def _clock_undecided(self) -> int | None:
         """How far this clock is ahead of its peers' last published times (the upper median of

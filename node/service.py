@@ -357,6 +357,15 @@ class Node:
     def now(self) -> int:
         return int(self.clock())
 
+    def block_time_now(self) -> int:
+        """The earliest time a block with a transaction this node orders now will have: on a
+        network its batch's, bounded by its peers' witnessed clocks (a clock minutes fast
+        proposes theirs, ADR 58); solo this clock's, or the head's if later."""
+        if self.replicated is not None:
+            return self.replicated.block_time_now()
+        head = self.store.head
+        return max(self.now(), head.time if head is not None else 0)
+
     def lists_as_of(self) -> int:
         """The time this node's status lists are known current as of: now on a solo node; on a
         network, when it last read the ordered batches to their end, all applied

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -3769,10 +3769,10 @@ def _clock_sig(agency: str, t: int, net: str = NET) -> str:
 
 
 def _demo_witnesses(url: str, data: Path, t: int,
-                    agencies: tuple[str, ...] = ("civil", "market")) -> None:
+                    agencies: tuple[str, ...] = ("civil", "market"), rev: int = 1) -> None:
     """The demo network's other agencies' nodes (``agencies``) publish positions with their
     clocks signed at ``t``: a batch of edu's node carries them, so its block time can move
-    (ADR 58)."""
+    (ADR 58). A new ``rev`` is a position that moved (a running node's)."""
     from ledger import codec
     from ledger.batch import clock_signature
     from ledger.keys import load_private_key
@@ -3784,7 +3784,7 @@ def _demo_witnesses(url: str, data: Path, t: int,
         for agency in agencies:
             key = load_private_key(data / "keys" / f"{agency}.node.key", PASS)
             log.put_applied(agency, codec.encode({
-                "rev": 1, "height": 0, "size": 1, "time": t, "rules": RULES,
+                "rev": rev, "height": 0, "size": 1, "time": t, "rules": RULES,
                 "clock_sig": clock_signature(NETWORK, agency, key, t).hex()}))
     finally:
         log.close()
@@ -3977,3 +3977,47 @@ def test_a_batch_that_cannot_be_put_or_read_back_answers_its_submitters_and_stop
         assert not receipt.duplicate and orderer.stats.batches_put == 2
     finally:
         orderer.stop()
+
+
+def test_a_fast_nodes_credit_event_is_dated_no_later_than_its_block(tmp_path: Path) -> None:
+    """A node whose clock runs minutes ahead of its peers' proposes their time (ADR 58), and
+    the ledger refuses a credit event dated after its block's time. The node dated an event
+    given no date by its own clock: with the market agency's node five minutes fast, every
+    `agency credit` without --date was refused as "future_date" (a date nobody gave), while
+    issuing and status changes went through. Such an event is now dated no later than the
+    block the node's batch will make."""
+    from test_approval_http import LATE_FILING, NOW, REG_NO, prepare
+    from test_contracts_world import SECRET
+
+    from contracts.credit import pseudonym
+    from ledger.state import credit_events
+    from ledger.store import Store
+
+    data, _ = prepare(tmp_path / "p")
+    clock = [NOW + 300]  # market's node: five minutes fast; civil's and edu's at NOW
+    (tmp_path / "etcd").mkdir()
+    with _etcd_member(tmp_path / "etcd") as url:
+        node = Node(data, "market", PASS, clock=lambda: clock[0], workers=0,
+                    replication=Replication(endpoints=(url,)))
+        orderer = node.replicated
+        assert orderer is not None
+        try:
+            rev, deadline = 1, time.monotonic() + 30
+            while orderer.batch_time_now()[1] is None:  # their times heard anew
+                assert time.monotonic() < deadline, orderer.stats.peers
+                rev += 1
+                _demo_witnesses(url, data, NOW, ("civil", "edu"), rev)
+                time.sleep(0.05)
+            app = create_app(replace(settings_for(data), agency="market"), node=node)
+            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+                r = http.post("/v1/credit/events", json=LATE_FILING, headers=AUTH)
+                head = http.get("/v1/head").json()
+        finally:
+            node.close()
+    assert r.status_code == 200, r.text
+    with Store(data / "ledger", create=False) as store:
+        got = next(e for e in credit_events(store, pseudonym(REG_NO, SECRET))
+                   if e.txid.hex() == r.json()["txid"])
+        block = store.block(r.json()["height"]).time
+    assert NOW <= got.date <= block <= head["time"] < NOW + 300
+    assert got.expiry == got.date + 30 * 86400
