@@ -913,9 +913,10 @@ _LABELS = {
 }
 # A refusal's detail quotes what it refused (a typ, a JSON member name, a nonce: up to 40
 # characters of it), so its words are read only where ledger.sdjwt puts them, at its start:
-# "exp … is not after" inside a forged header's typ is no expiry (round 20V).
-_EXP = re.compile(r"expired: exp (\d{1,12}) is not after ")
-_NBF = re.compile(r"not yet valid: nbf (\d{1,12}) is after ")
+# "exp … is not after" inside a forged header's typ is no expiry (round 20V). A NumericDate
+# may have a fraction (RFC 7519; a foreign issuer's): said to the second (round 30T).
+_EXP = re.compile(r"expired: exp (\d{1,12})(?:\.\d+)? is not after ")
+_NBF = re.compile(r"not yet valid: nbf (\d{1,12})(?:\.\d+)? is after ")
 _KB_FUTURE = re.compile(r"KB-JWT iat \S+ is in the future")
 _KB_OLD = re.compile(r"KB-JWT iat \S+ is \S+s old, limit ")
 

@@ -1468,3 +1468,19 @@ def test_a_form_a_browser_says_no_page_sent_is_refused(served: Served,
                     headers={"sec-fetch-site": "none"})
     assert r.status_code == 403 and "another site" in r.text
     served.node.request(nonce)  # still open
+
+
+def test_a_credential_dated_at_a_fraction_of_a_second_is_said_expired_or_not_yet_valid() -> None:
+    """RFC 7519 allows a NumericDate with a fraction, and a foreign issuer's ``exp`` or
+    ``nbf`` may have one (ledger.sdjwt accepts it). The desk's advice read the date from the
+    refusal as digits only: a credential expired at ``1796047329.5`` was said to "not check
+    out" instead of having expired, and so was one not valid yet."""
+    from ledger import sdjwt
+    from node.pages import explain
+
+    for claims, now, said in (
+            ({"exp": 1796047329.5}, 1796133730, "expired on 2026-11-30 14:02:09 UTC"),
+            ({"nbf": 1796047329.5}, 1795950000, "valid only from 2026-11-30 14:02:09 UTC")):
+        with pytest.raises(sdjwt.VerificationError) as refused:
+            sdjwt._check_times(claims, now, sdjwt.CLOCK_SKEW)
+        assert said in explain("sd_jwt", str(refused.value), "undetermined"), refused.value
