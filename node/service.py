@@ -357,6 +357,16 @@ class Node:
     def now(self) -> int:
         return int(self.clock())
 
+    def network_now(self) -> int:
+        """This clock's time, or its peers' when they show it fast: on a network, the time
+        this node's batches take when its clock runs more than a minute ahead of theirs
+        (ADR 58). Times it signs into what it issues are by it: by its own fast clock, a
+        credential was not valid yet for any right clock (its block took the peers' time)."""
+        now = self.now()
+        if self.replicated is None:
+            return now
+        return min(now, self.replicated.batch_time_now()[0])
+
     def block_time_now(self) -> int:
         """The earliest time a block with a transaction this node orders now will have: on a
         network its batch's, bounded by its peers' witnessed clocks (a clock minutes fast
@@ -833,7 +843,7 @@ class Node:
             self._status_list_from[kind] = first
             cred = issue_credential(registry=self._registry(), agency=self.agency,
                                     issuer_key=self.issuer_key, kind=kind, claims=claims,
-                                    holder_jwk=holder_jwk, now=self.now(),
+                                    holder_jwk=holder_jwk, now=self.network_now(),
                                     valid_for=valid_days * 86400, status_index=index,
                                     zone=self.zone)
             cid = cred.anchor.body["credential_id"].hex()

@@ -3979,25 +3979,19 @@ def test_a_batch_that_cannot_be_put_or_read_back_answers_its_submitters_and_stop
         orderer.stop()
 
 
-def test_a_fast_nodes_credit_event_is_dated_no_later_than_its_block(tmp_path: Path) -> None:
-    """A node whose clock runs minutes ahead of its peers' proposes their time (ADR 58), and
-    the ledger refuses a credit event dated after its block's time. The node dated an event
-    given no date by its own clock: with the market agency's node five minutes fast, every
-    `agency credit` without --date was refused as "future_date" (a date nobody gave), while
-    issuing and status changes went through. Such an event is now dated no later than the
-    block the node's batch will make."""
-    from test_approval_http import LATE_FILING, NOW, REG_NO, prepare
-    from test_contracts_world import SECRET
 
-    from contracts.credit import pseudonym
-    from ledger.state import credit_events
-    from ledger.store import Store
+@contextmanager
+def _fast_market_node(tmp_path: Path, ahead: int) -> Iterator[tuple[Path, httpx.Client]]:
+    """The demo network's market node (credit policy, grants and secret as
+    test_approval_http's ``prepare``) on a one-member etcd, its clock ``ahead`` of civil's and
+    edu's nodes' (at test_approval_http's ``NOW``, published by hand), served once it takes
+    their time; its data folder and a client of its API."""
+    from test_approval_http import NOW, prepare
 
     data, _ = prepare(tmp_path / "p")
-    clock = [NOW + 300]  # market's node: five minutes fast; civil's and edu's at NOW
     (tmp_path / "etcd").mkdir()
     with _etcd_member(tmp_path / "etcd") as url:
-        node = Node(data, "market", PASS, clock=lambda: clock[0], workers=0,
+        node = Node(data, "market", PASS, clock=lambda: NOW + ahead, workers=0,
                     replication=Replication(endpoints=(url,)))
         orderer = node.replicated
         assert orderer is not None
@@ -4010,10 +4004,28 @@ def test_a_fast_nodes_credit_event_is_dated_no_later_than_its_block(tmp_path: Pa
                 time.sleep(0.05)
             app = create_app(replace(settings_for(data), agency="market"), node=node)
             with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
-                r = http.post("/v1/credit/events", json=LATE_FILING, headers=AUTH)
-                head = http.get("/v1/head").json()
+                yield data, http
         finally:
             node.close()
+
+
+def test_a_fast_nodes_credit_event_is_dated_no_later_than_its_block(tmp_path: Path) -> None:
+    """A node whose clock runs minutes ahead of its peers' proposes their time (ADR 58), and
+    the ledger refuses a credit event dated after its block's time. The node dated an event
+    given no date by its own clock: with the market agency's node five minutes fast, every
+    `agency credit` without --date was refused as "future_date" (a date nobody gave), while
+    issuing and status changes went through. Such an event is now dated no later than the
+    block the node's batch will make."""
+    from test_approval_http import LATE_FILING, NOW, REG_NO
+    from test_contracts_world import SECRET
+
+    from contracts.credit import pseudonym
+    from ledger.state import credit_events
+    from ledger.store import Store
+
+    with _fast_market_node(tmp_path, 300) as (data, http):
+        r = http.post("/v1/credit/events", json=LATE_FILING, headers=AUTH)
+        head = http.get("/v1/head").json()
     assert r.status_code == 200, r.text
     with Store(data / "ledger", create=False) as store:
         got = next(e for e in credit_events(store, pseudonym(REG_NO, SECRET))
@@ -4021,3 +4033,36 @@ def test_a_fast_nodes_credit_event_is_dated_no_later_than_its_block(tmp_path: Pa
         block = store.block(r.json()["height"]).time
     assert NOW <= got.date <= block <= head["time"] < NOW + 300
     assert got.expiry == got.date + 30 * 86400
+
+
+def test_a_fast_nodes_credential_is_valid_from_its_networks_time(tmp_path: Path) -> None:
+    """The same node five minutes fast issued credentials valid from its own clock's time,
+    though its block took its peers' (ADR 58): every verifier and wallet with a right clock
+    would refuse them as not yet valid for four minutes (the citizen's `wallet receive` too).
+    A node whose clock its peers show fast now dates what it issues by their time, as its
+    batches. (No peer co-signs here, so the node anchors the credential and then answers
+    503 for want of a final checkpoint: the anchor on the ledger is what is checked.)"""
+    from test_approval_http import NOW
+
+    from ledger import sdjwt
+    from ledger.store import Store
+    from ledger.tx import Tx
+    from wallet.core import Wallet
+
+    wallet = Wallet.init(tmp_path / "w.db", b"wallet-pass")
+    with _fast_market_node(tmp_path, 300) as (data, http):
+        size = http.get("/v1/head").json()["log_size"]
+        http.post("/v1/credentials", headers=AUTH, json={
+            "type": "business-registration", "holder_jwk": wallet.holder_jwk(),
+            "claims": {"registration_no": "91440606-MA4W0002",
+                       "business_name": "Pearl River Noodles", "scope": "catering"},
+            "valid_days": 30})
+    with Store(data / "ledger", create=False) as store:
+        head = store.head
+        assert head is not None and head.log_size == size + 1
+        anchor = Tx.from_bytes(store.entry(size)).body
+        block = head.time
+    assert anchor["issuer"] == "market"
+    # a verifier (or wallet) whose clock reads the block's time accepts it as valid now
+    assert NOW <= anchor["valid_from"] <= block + sdjwt.CLOCK_SKEW < NOW + 300
+    assert anchor["valid_until"] == anchor["valid_from"] + 30 * 86400
