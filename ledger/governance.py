@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -83,11 +85,25 @@ def unix_time(text: str, where: str) -> int:
             return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp())
         moment = dt.datetime.fromisoformat(text)
     except ValueError:
+        if _no_day(text[:10]):  # the shape of a day, not one (2025-02-29)
+            raise DecodeError(f"{text[:10]} is no day of the calendar", where) from None
         raise DecodeError("must be a Unix time (a JSON number, not a string), a date "
                           "YYYY-MM-DD or an ISO 8601 time with its offset", where) from None
     if moment.tzinfo is None:
         raise DecodeError("an ISO 8601 time needs its offset (e.g. +08:00 or Z)", where)
-    return int(moment.timestamp())
+    # the second it falls in: a time just before 1970 is before it (int() rounds towards 0)
+    return math.floor(moment.timestamp())
+
+
+def _no_day(text: str) -> bool:
+    """Whether ``text`` is written as a day YYYY-MM-DD that the calendar has not."""
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+        return False
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return True
+    return False
 
 
 def propose(network: str, seq: int, action: str, args: Mapping[str, Any],

@@ -927,3 +927,21 @@ def test_a_submit_the_disk_cannot_take_is_one_line_and_commits_nothing(
     assert prop.read_bytes() == signed
     monkeypatch.undo()
     assert _gov_seq(demo) == seq
+
+
+def test_a_date_that_is_no_day_or_a_time_before_1970_is_said_as_such() -> None:
+    """A date written as YYYY-MM-DD whose day does not exist (29 February of a common year,
+    a 31 April) was refused as if it were no date at all ("must be a Unix time (a JSON number,
+    not a string), a date YYYY-MM-DD or …"); now the refusal says the day does not exist. A
+    time half a second before 1970 became 1970 itself (rounded towards zero), a time after
+    it: it is the second before, which the ledger's schema refuses (below 0)."""
+    from ledger.governance import unix_time
+
+    for day in ("2025-02-29", "2026-04-31", "2026-13-01"):
+        with pytest.raises(DecodeError, match=rf"--date: {day} is no day of the calendar"):
+            unix_time(day, "--date")
+    assert unix_time("2024-02-29", "--date") == 1709164800  # a leap day is one
+    assert unix_time("1969-12-31T23:59:59.5Z", "--date") == -1
+    assert unix_time("1970-01-01T00:00:00.5Z", "--date") == 0
+    with pytest.raises(DecodeError, match=r"--date: must be a Unix time"):  # the day is one
+        unix_time("2026-01-01T25:00:00Z", "--date")
