@@ -45,6 +45,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, TypeVar
 
 import httpx
+import plyvel
 
 from ledger import codec, merkle
 from ledger.batch import (
@@ -78,10 +79,10 @@ from ledger.finality import (
     verify_final,
 )
 from ledger.keys import PrivateKey
-from ledger.ordering import Pending, Receipt, settle
+from ledger.ordering import _FOLDERS, Pending, Receipt, settle
 from ledger.sigcheck import Checking, SignatureChecker
 from ledger.state import RULES, Registry
-from ledger.store import Store, damaged
+from ledger.store import Store, damaged, leveldb_words
 from ledger.tx import Tx
 from node.etcdlog import READ_BATCHES, CounterBehind, EtcdLog, NoSpace, Record, TlsFiles
 from node.ratelimit import Tally
@@ -431,6 +432,8 @@ class EtcdOrderer:
         raw_halted = store.get(META_HALTED)
         self.halted: str | None = None if raw_halted is None else raw_halted.decode(
             "utf-8", "replace")
+        self.store_failure: str | None = None
+        """Why the store refused a write (a full disk): nothing more until a restart."""
         self.stats = Stats()
         self._recent: OrderedDict[int, tuple[int, int]] = OrderedDict()
         # size -> agency -> (checkpoint, line): the newest read of each co-signature key, as
@@ -485,6 +488,8 @@ class EtcdOrderer:
                 f"{self.network!r} at its head (rotated or invalidated, or the agency "
                 "removed): its batches would be refused; put the agency's current node key "
                 "file in the keys folder and restart the node")
+        if self.store_failure is not None:
+            raise OrderingError(f"{self.store_failure}. Nothing was taken")
         if self.stats.nospace_since:
             raise NoSpace(self._nospace_refusal())
         if self._older_clocks:
@@ -685,6 +690,10 @@ class EtcdOrderer:
                 "after that (transaction ids are idempotent)")
 
     def _put(self, items: list[tuple[Tx, Pending]]) -> None:
+        if self.store_failure is not None:  # queued before it: nothing put for them
+            self._fail([f for _, f in items],
+                       OrderingError(f"{self.store_failure}. Nothing was taken"))
+            return
         if self.stats.nospace_since:  # known refused: answer at once, hold nothing for later
             self._fail([f for _, f in items], NoSpace(self._nospace_refusal()))
             return
@@ -756,6 +765,9 @@ class EtcdOrderer:
                 while self._step():
                     self._maybe_prune()  # at most every 0.5 s, also under sustained load
                 self._maybe_prune()
+            except plyvel.Error as e:  # the store's own I/O (a full disk) or damage
+                self._store_failed(e)
+                continue
             except LedgerError as e:
                 self.stats.last_error = str(e)
                 if isinstance(e, NoSpace):  # a prune's write
@@ -784,11 +796,39 @@ class EtcdOrderer:
                 self.stats.failing_since = 0.0
                 self._probe_writes()
                 self._heartbeat()
-                self._cosign_head()
+                try:  # it writes the store too
+                    self._cosign_head()
+                except plyvel.Error as e:
+                    self._store_failed(e)
                 self._watch_finality()
                 continue
             # after a failure: health reports the node degraded until a step succeeds
             self.stats.failing_since = self.stats.failing_since or _time.time()
+
+    def _store_failed(self, e: plyvel.Error) -> None:
+        """The store refused a write (a full disk) or a read (damage): apply nothing more until
+        the node is restarted. LevelDB's log may end in a torn record then, and LevelDB takes
+        the writes after it once there is room again, acknowledges them, and drops every one
+        of them when the store is opened again: blocks, receipts and co-signatures this node
+        gave would go back. Reopened (the restart), it ends its log at the torn record and the
+        node applies the ordered batches from there. The waiting submitters are answered."""
+        words = _FOLDERS.sub("", leveldb_words(e))  # it travels to API clients and the health
+        self.store_failure = (
+            f"this node could not use its store ({words}): it applies nothing more and takes "
+            "no submission until it is restarted; free space on its data folder's disk (or "
+            "restore a damaged store), then restart the node: it applies what was ordered "
+            "meanwhile")
+        self.halted = self.halted or self.store_failure
+        log.error("the block writer stopped: %s: %s (the node takes no transaction until it is "
+                  "restarted)", type(e).__name__, words)
+        with self._wlock:
+            waiting = [f for futs in self._waiting.values() for f in futs]
+            self._waiting.clear()
+        ordered = OrderingError(
+            f"{self.store_failure}. The transaction was ordered by the network and commits "
+            "there: ask another agency's node for its receipt, or send it again (transaction "
+            "ids are idempotent)")
+        settle((f, ordered) for f in waiting if not f.done())
 
     def _say_failure(self) -> str | None:
         """None if this failed step is not logged now (a step is retried every 0.2 to 1 s:

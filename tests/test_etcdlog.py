@@ -4066,3 +4066,86 @@ def test_a_fast_nodes_credential_is_valid_from_its_networks_time(tmp_path: Path)
     # a verifier (or wallet) whose clock reads the block's time accepts it as valid now
     assert NOW <= anchor["valid_from"] <= block + sdjwt.CLOCK_SKEW < NOW + 300
     assert anchor["valid_until"] == anchor["valid_from"] + 30 * 86400
+
+def test_a_node_whose_store_cannot_write_a_block_stops_until_restarted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A network's node whose disk is full (the store refuses a block's write, as LevelDB does
+    with ENOSPC) went on retrying the block and, once space was freed, wrote it and the next
+    ones into a store whose log ends in a torn record: LevelDB acknowledges them, and drops
+    every one of them when the store is opened again. It now stops applying at the first
+    write it could not make, until it is restarted, as a solo node does: health ``halted``
+    with the reason (no folder), the waiting submitter and every later one a 503 in words,
+    its log says it once at ERROR; restarted with room again, it applies what was ordered."""
+    import logging
+
+    import plyvel
+
+    from ledger.network import status_tx
+
+    data, edu = _demo_edu(tmp_path)
+    now = DEMO_T0 + 1000
+    with _etcd_member(tmp_path / "etcd") as url:
+        _demo_witnesses(url, data, now)
+        node = Node(data, "edu", PASS, clock=lambda: now, workers=0,
+                    replication=Replication(endpoints=(url,)))
+        try:
+            app = create_app(settings_for(data), node=node)
+            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+                cid = _edu_credential_id(http, 2)
+
+                def change(i: int) -> bytes:
+                    return status_tx(node.network, edu, cid, "valid" if i % 2 else "suspended",
+                                     f"r{i}", now).raw
+
+                def post(i: int, wait: float = 20) -> httpx.Response:
+                    return http.post("/v1/tx", params={"wait": wait}, content=change(i),
+                                     headers={"content-type": "application/msgpack"})
+
+                assert post(0).status_code == 200
+                before = http.get("/v1/head").json()["log_size"]
+
+                def full(*_: object, **__: object) -> None:
+                    raise plyvel.IOError(f"IO error: {data}/ledger/000009.log: No space left "
+                                         "on device".encode())
+
+                monkeypatch.setattr(node.store, "write_block", full)
+                r = post(1)  # ordered through etcd; this node could not write its block
+                assert r.status_code == 503, r.text
+                said = r.json()["detail"]
+                assert "No space left on device" in said and "restart" in said, said
+                assert str(tmp_path) not in said
+                health = http.get("/v1/health")
+                assert health.status_code == 503, health.text
+                assert health.json()["status"] == "halted", health.text
+                problem = health.json()["problem"]
+                assert "No space left on device" in problem and "restarted" in problem, problem
+                assert str(tmp_path) not in health.text
+                r = post(2)  # refused at once: nothing put into etcd for it
+                assert r.status_code == 503 and "restart" in r.json()["detail"], r.text
+                put = _batches_put(node)
+
+                monkeypatch.undo()  # space freed: the node still writes nothing
+                node.replicated._wake.set()  # type: ignore[union-attr]
+                time.sleep(1.5)  # the apply loop would have retried the block several times
+                assert http.get("/v1/head").json()["log_size"] == before
+                assert http.get("/v1/health").json()["status"] == "halted"
+                assert _batches_put(node) == put
+        finally:
+            node.close()
+        errors = [r for r in caplog.records
+                  if r.levelno == logging.ERROR and r.name == "credledger.replication"]
+        assert len(errors) == 1, [r.getMessage() for r in errors]
+        assert "No space left on device" in errors[0].getMessage()
+        assert "restart" in errors[0].getMessage()
+
+        node = Node(data, "edu", PASS, clock=lambda: now, workers=0,
+                    replication=Replication(endpoints=(url,)))
+        try:
+            deadline = time.monotonic() + 30
+            while node.store.tx_location(hashlib.sha256(change(1)).digest()) is None:
+                assert time.monotonic() < deadline, node.cluster_status()
+                time.sleep(0.1)
+            assert node.store.head is not None and node.store.head.log_size == before + 1
+        finally:
+            node.close()
