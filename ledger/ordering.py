@@ -26,13 +26,19 @@ from ledger.state import Registry
 from ledger.store import Store, leveldb_words
 from ledger.tx import Tx
 
-__all__ = ["Pending", "Receipt", "SoloOrderer", "settle"]
+__all__ = ["Pending", "Receipt", "SoloOrderer", "settle", "store_error_words"]
 
 _log = logging.getLogger("credledger.ordering")  # the JSON log of `ledger-node run`
 
 _FOLDERS = re.compile(r"/(?:[^/\s:]+/)+")
 """The folders of an absolute path in an error's words ("/srv/data/ledger/000008.log" →
 "000008.log")."""
+
+
+def store_error_words(e: BaseException) -> str:
+    """A LevelDB error's own words without the folders of its paths: they travel to API
+    clients and into health, which need not learn where the node keeps its data."""
+    return _FOLDERS.sub("", leveldb_words(e))
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,7 +317,7 @@ class SoloOrderer:
         except Exception as e:  # LedgerError, or the store's I/O (a full disk): nothing written
             # the words without folders: they travel to API clients and the public health
             failed = OrderingError("block not written: "
-                                   + _FOLDERS.sub("", leveldb_words(e)))
+                                   + store_error_words(e))
             settle((it.future, failed) for it in batch)
             raise failed from e
         height = result.head.height if result.head else -1

@@ -79,10 +79,10 @@ from ledger.finality import (
     verify_final,
 )
 from ledger.keys import PrivateKey
-from ledger.ordering import _FOLDERS, Pending, Receipt, settle
+from ledger.ordering import Pending, Receipt, settle, store_error_words
 from ledger.sigcheck import Checking, SignatureChecker
 from ledger.state import RULES, Registry
-from ledger.store import Store, damaged, leveldb_words
+from ledger.store import Store, damaged
 from ledger.tx import Tx
 from node.etcdlog import READ_BATCHES, CounterBehind, EtcdLog, NoSpace, Record, TlsFiles
 from node.ratelimit import Tally
@@ -812,7 +812,7 @@ class EtcdOrderer:
         of them when the store is opened again: blocks, receipts and co-signatures this node
         gave would go back. Reopened (the restart), it ends its log at the torn record and the
         node applies the ordered batches from there. The waiting submitters are answered."""
-        words = _FOLDERS.sub("", leveldb_words(e))  # it travels to API clients and the health
+        words = store_error_words(e)  # it travels to API clients and the health
         self.store_failure = (
             f"this node could not use its store ({words}): it applies nothing more and takes "
             "no submission until it is restarted; free space on its data folder's disk (or "
