@@ -1950,3 +1950,18 @@ def test_presenting_a_credential_no_copy_of_which_is_valid_says_so_before_signin
     assert r.returncode == 1 and not out.exists(), r.stderr  # no answer to the prompt
     assert "this credential is expired (valid 2023-" in said, said
     assert "no copy of it is valid now: the verifier will refuse it" in said, said
+
+
+def test_cli_init_over_a_wallet_refuses_before_asking_a_passphrase(tmp_path: Path) -> None:
+    """`wallet init` run twice says a wallet is there before it asks for a new passphrase
+    (twice) that it would then throw away; the wallet is left as it was."""
+    w = tmp_path / "wallet.db"
+    assert _run(["init"], w).returncode == 0
+    before = w.read_bytes()
+    env = {k: v for k, v in os.environ.items() if k not in ("WALLET_PATH", "WALLET_PASSPHRASE")}
+    r = subprocess.run([str(WALLET_BIN), "--wallet", str(w), "init"], capture_output=True,
+                       text=True, env=env | {"COLUMNS": "200", "NO_COLOR": "1"}, timeout=120,
+                       stdin=subprocess.DEVNULL, check=False)
+    assert r.returncode == 1 and "a wallet already exists" in r.stderr, r.stderr
+    assert "passphrase" not in r.stderr.lower(), r.stderr
+    assert w.read_bytes() == before

@@ -169,10 +169,14 @@ def _confirm(question: str, yes: bool) -> None:
 def init() -> None:
     """Create a new encrypted wallet with a fresh holder key (never overwrites one)."""
     from wallet.core import Wallet
+    from wallet.errors import WalletFileError
 
     with _errors():
         path = _wallet_path()
         _make_folder(path)
+        if path.resolve().exists():  # said before a new passphrase is asked for (twice)
+            raise WalletFileError(
+                f"a wallet already exists at {path.resolve()}; not overwriting it")
         w = Wallet.init(path, _passphrase(confirm=True))
         err.print(f"Created wallet {escape(str(path))}")
         print(json.dumps(w.holder_jwk()))  # plain: machine-readable, never wrapped
