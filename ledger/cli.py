@@ -192,7 +192,11 @@ def _open_copy(data: Path, doing: str) -> Iterator[Store]:
 def head(data: DataArg,
          as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False
          ) -> None:
-    """Show the head block and the latest checkpoint, checking the checkpoint's quorum."""
+    """Show the head block and the latest checkpoint, checking the checkpoint's quorum.
+
+    Exit 0: the checkpoint is final and the head's (or none is stored yet: a genesis alone);
+    1: it is not final, or blocks after it are attested by no checkpoint; 2: the folder is
+    not a store or cannot be read."""
     with _open(data) as store:
         if store.head is None or store.registry is None:  # _open checked; for the type checker
             raise typer.Exit(1)

@@ -163,6 +163,19 @@ def test_help_paragraphs_are_reflowed() -> None:
                for line in got.stdout.splitlines()), got.stdout
 
 
+def test_ledger_head_help_says_its_exit_codes() -> None:
+    """`ledger head` exits 1 when its newest checkpoint is not final or not the head's (ADR 74;
+    README), and 2 when the folder is no store; its --help said neither."""
+    env = {**os.environ, "COLUMNS": "300", "NO_COLOR": "1"}
+    got = subprocess.run([str(Path(sys.executable).with_name("ledger")), "head", "--help"],
+                         capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert got.returncode == 0, got.stderr
+    said = " ".join(got.stdout.split())
+    assert "Exit 0: the checkpoint is final and the head's" in said, said
+    assert "1: it is not final, or blocks after it are attested by no checkpoint" in said
+    assert "2: the folder is not a store" in said, said
+
+
 def test_sighup_stops_a_tool_as_sigterm_does(demo: Path, tmp_path: Path) -> None:
     """A closed terminal or SSH session sends SIGHUP: the tool cleans up as for SIGTERM and
     exits 129 (it ended on the spot, leaving what SIGTERM no longer leaves)."""
