@@ -1958,6 +1958,23 @@ def _fill(log: EtcdLog) -> None:
         log.put_batch(b"x" * 200_000)
 
 
+def _status_changes(http: httpx.Client, node: Node, edu: Agency, cid: str, now: int
+                    ) -> tuple[Callable[[int], bytes], Callable[..., httpx.Response]]:
+    """(change, post): ``change(i)`` the i-th status change of edu's credential ``cid``
+    (suspended, valid, … in turn, each its own transaction), ``post(i, wait=20)`` it sent
+    to the node behind ``http``."""
+    from ledger.network import status_tx
+
+    def change(i: int) -> bytes:
+        return status_tx(node.network, edu, cid, "valid" if i % 2 else "suspended", f"r{i}",
+                         now).raw
+
+    def post(i: int, wait: float = 20) -> httpx.Response:
+        return http.post("/v1/tx", params={"wait": wait}, content=change(i),
+                         headers={"content-type": "application/msgpack"})
+    return change, post
+
+
 def test_a_node_refuses_submissions_while_etcd_is_out_of_space_and_paces_after(
         tmp_path: Path) -> None:
     """etcd with a small ``--quota-backend-bytes``, filled until its NOSPACE alarm goes off.
@@ -1970,7 +1987,6 @@ def test_a_node_refuses_submissions_while_etcd_is_out_of_space_and_paces_after(
     from aetcd.rpc import rpc_pb2_grpc as pbg
 
     from ledger import codec
-    from ledger.network import status_tx
     from node.etcdlog import NoSpace
     from node.replication import PACE
 
@@ -1986,14 +2002,7 @@ def test_a_node_refuses_submissions_while_etcd_is_out_of_space_and_paces_after(
             with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
                 cid = _edu_credential_id(http, 2)
 
-                def change(i: int) -> bytes:
-                    return status_tx(node.network, edu, cid, "valid" if i % 2 else "suspended",
-                                     f"r{i}", now).raw
-
-                def post(i: int, wait: float = 20) -> httpx.Response:
-                    return http.post("/v1/tx", params={"wait": wait}, content=change(i),
-                                     headers={"content-type": "application/msgpack"})
-
+                change, post = _status_changes(http, node, edu, cid, now)
                 assert post(0).status_code == 200  # etcd takes writes
                 with pytest.raises(NoSpace, match="database space exceeded"):
                     _fill(filler)
@@ -4067,6 +4076,7 @@ def test_a_fast_nodes_credential_is_valid_from_its_networks_time(tmp_path: Path)
     assert NOW <= anchor["valid_from"] <= block + sdjwt.CLOCK_SKEW < NOW + 300
     assert anchor["valid_until"] == anchor["valid_from"] + 30 * 86400
 
+
 def test_a_node_whose_store_cannot_write_a_block_stops_until_restarted(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -4081,8 +4091,6 @@ def test_a_node_whose_store_cannot_write_a_block_stops_until_restarted(
 
     import plyvel
 
-    from ledger.network import status_tx
-
     data, edu = _demo_edu(tmp_path)
     now = DEMO_T0 + 1000
     with _etcd_member(tmp_path / "etcd") as url:
@@ -4094,14 +4102,7 @@ def test_a_node_whose_store_cannot_write_a_block_stops_until_restarted(
             with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
                 cid = _edu_credential_id(http, 2)
 
-                def change(i: int) -> bytes:
-                    return status_tx(node.network, edu, cid, "valid" if i % 2 else "suspended",
-                                     f"r{i}", now).raw
-
-                def post(i: int, wait: float = 20) -> httpx.Response:
-                    return http.post("/v1/tx", params={"wait": wait}, content=change(i),
-                                     headers={"content-type": "application/msgpack"})
-
+                change, post = _status_changes(http, node, edu, cid, now)
                 assert post(0).status_code == 200
                 before = http.get("/v1/head").json()["log_size"]
 
