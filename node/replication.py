@@ -489,7 +489,7 @@ class EtcdOrderer:
                 "removed): its batches would be refused; put the agency's current node key "
                 "file in the keys folder and restart the node")
         if self.store_failure is not None:
-            raise OrderingError(f"{self.store_failure}. Nothing was taken")
+            raise self._store_refusal()
         if self.stats.nospace_since:
             raise NoSpace(self._nospace_refusal())
         if self._older_clocks:
@@ -689,10 +689,13 @@ class EtcdOrderer:
                 f"takes no submissions meanwhile; {NOSPACE_FIX}. Send the transaction again "
                 "after that (transaction ids are idempotent)")
 
+    def _store_refusal(self) -> OrderingError:
+        """A submission's answer once the store failed (:meth:`_store_failed`)."""
+        return OrderingError(f"{self.store_failure}. Nothing was taken")
+
     def _put(self, items: list[tuple[Tx, Pending]]) -> None:
         if self.store_failure is not None:  # queued before it: nothing put for them
-            self._fail([f for _, f in items],
-                       OrderingError(f"{self.store_failure}. Nothing was taken"))
+            self._fail([f for _, f in items], self._store_refusal())
             return
         if self.stats.nospace_since:  # known refused: answer at once, hold nothing for later
             self._fail([f for _, f in items], NoSpace(self._nospace_refusal()))
