@@ -424,8 +424,10 @@ class _OneReadingRequest(Request):
             body = await self.body()
             try:
                 self._json = json.loads(body, object_pairs_hook=members_once)
-            except MemberTwice as e:  # FastAPI's 422 for a body that is no JSON, in words
-                raise json.JSONDecodeError(str(e), "", 0) from e
+            except MemberTwice:  # FastAPI's 422 for a body that is no JSON, in words
+                # Not named: it may be a member of a claim's value (a 422 never echoes input)
+                raise json.JSONDecodeError("a member name appears twice in one object",
+                                           "", 0) from None
         return self._json
 
 
