@@ -66,6 +66,7 @@ from ledger.errors import (
 from ledger.files import (
     NOT_STDOUT,
     atomic_output,
+    confirm,
     interrupts_held,
     run_cli,
     stdout_json,
@@ -2699,10 +2700,10 @@ def cosign(
         _fail(f"not signed: {e}; the quorum needs {view.quorum}: propose the change again "
               "smaller (a rule with fewer or shorter clauses)")
     try:
-        agreed = yes or typer.confirm(f"Sign this as {agency!r}?", default=False, err=True)
-    except typer.Abort:  # the input ended before an answer
-        err.print()
-        agreed = False
+        agreed = yes or confirm(f"Sign this as {agency!r}?")
+    except KeyboardInterrupt:
+        err.print("not signed")
+        raise typer.Exit(130) from None
     if not agreed:
         _fail("not signed (answer y to sign, or give --yes)")
     # Two agencies signing one shared file at once: the later write would drop the earlier

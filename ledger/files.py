@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NoReturn, TextIO, cast
 
 __all__ = [
-    "NOT_UNICODE", "SigtermSeen", "Terminated", "atomic_output", "die_with_parent",
+    "NOT_UNICODE", "SigtermSeen", "Terminated", "atomic_output", "confirm", "die_with_parent",
     "hold_empty_folder", "interrupts_held", "lock_folder", "make_folders", "read_capped",
     "remove_contents", "run_cli", "sigterm_raises", "sync_folder", "write_atomic",
 ]
@@ -441,6 +441,22 @@ def _reader_gone() -> NoReturn:
         os.dup2(devnull, 1)
         os.close(devnull)
     raise SystemExit(_SIGPIPE_EXIT) from None
+
+
+def confirm(question: str) -> bool:
+    """``question`` asked on the terminal (on stderr), no by default: True for y or yes. Input
+    that ends before an answer is a no. Ctrl-C raises :class:`KeyboardInterrupt`, so the
+    command stops with 130 as at any other point (click's own question called it
+    "Aborted!" and exited 1, as for a no)."""
+    import click
+
+    try:
+        return bool(click.confirm(question, default=False, err=True))
+    except click.Abort as e:
+        sys.stderr.write("\n")  # end the question's line
+        if isinstance(e.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        return False
 
 
 def run_cli(app: Callable[[], object]) -> None:

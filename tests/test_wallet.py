@@ -1519,6 +1519,39 @@ def test_a_credential_is_removed_on_request_with_or_without_its_copies(
     assert [c.id for c in Wallet.open(w, PASS).list()] == renewals[1:]
 
 
+def test_ctrl_c_at_a_yes_no_question_exits_130_and_removes_nothing(
+        live_world: World, tmp_path: Path) -> None:
+    """Ctrl-C at `[y/N]` exited 1 with click's "Aborted!", as a no does, where Ctrl-C anywhere
+    else (a passphrase prompt, a long export) exits 130: a script could not tell the two.
+    Asked on a real terminal (a pseudo-terminal), interrupted as the terminal would."""
+    import pty
+    import signal
+
+    w, cid = _cli_wallet_holding_one(live_world, tmp_path)
+    primary, secondary = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if k not in ("WALLET_PATH", "WALLET_PASSPHRASE")}
+    proc = subprocess.Popen([str(WALLET_BIN), "--wallet", str(w), "remove", cid[:10]],
+                            stdin=secondary, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env | {"WALLET_PASSPHRASE": PASS.decode(), "NO_COLOR": "1"})
+    os.close(secondary)
+    try:
+        assert proc.stderr is not None
+        said = b""
+        while b"[y/N]" not in said:
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            assert chunk, said  # the process ended before it asked
+            said += chunk
+        proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=60)
+    finally:
+        os.close(primary)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (said + rest).decode()
+    assert b"Nothing was done." in rest and b"Aborted" not in rest, rest.decode()
+    assert [c.id for c in Wallet.open(w, PASS).list()] == [cid]
+
+
 # -- restore and expiry edges (a mutation round found them untested, ADR 54) ------------------
 
 def test_restoring_an_older_backup_keeps_presentation_counts(world: World, wallet: Wallet,

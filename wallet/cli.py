@@ -24,7 +24,7 @@ from rich.table import Table
 
 from ledger.display import printable
 from ledger.errors import LedgerError
-from ledger.files import NOT_STDOUT, make_folders, run_cli
+from ledger.files import NOT_STDOUT, confirm, make_folders, run_cli
 from ledger.timetext import local_text
 
 PASSPHRASE_ENV = "WALLET_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
@@ -160,7 +160,12 @@ def _confirm(question: str, yes: bool) -> None:
         return
     if not sys.stdin.isatty():
         raise WalletError("confirmation needed: run on a terminal, or pass --yes")
-    if not typer.confirm(question, default=False, err=True):
+    try:
+        agreed = confirm(question)
+    except KeyboardInterrupt:
+        err.print("Nothing was done.")
+        raise typer.Exit(130) from None
+    if not agreed:
         err.print("Nothing was done.")
         raise typer.Exit(1)
 
