@@ -1785,7 +1785,8 @@ def monitor(
         except _MonitorUnreachable as e:
             if once:
                 _fail(f"cannot monitor {base}: {e}", 2)
-            err.print(Text(f"cannot monitor {base}: {e}; retrying", style="yellow"),
+            # a node's words (an HTTP reason phrase) are the node's: shown, not acted on
+            err.print(Text(printable(f"cannot monitor {base}: {e}; retrying"), style="yellow"),
                       soft_wrap=True)
         else:
             if state is not None:

@@ -16,7 +16,7 @@ import subprocess
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -440,10 +440,12 @@ def test_monitor_live_node(demo: Path, tmp_path: Path) -> None:
 Answer = Callable[[int, bytes], tuple[int, bytes]]
 
 
-def _proxy(url: str, headers: Any = None, answers: dict[str, Answer] | None = None) -> str:
+def _proxy(url: str, headers: Any = None, answers: dict[str, Answer] | None = None,
+           reasons: dict[str, Iterator[str]] | None = None) -> str:
     """A server answering GETs as the node at ``url`` does, but ``/v1/sync/headers`` with
     ``headers(list of header bytes)`` (a node serving a chain that does not hold together), and
-    each path in ``answers`` with ``answers[path](status, body)``."""
+    each path in ``answers`` with ``answers[path](status, body)``, with the reason phrases
+    ``reasons[path]`` gives in its status line (while it gives any)."""
     class Proxy(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             try:
@@ -455,7 +457,7 @@ def _proxy(url: str, headers: Any = None, answers: dict[str, Answer] | None = No
                 body = codec.encode(headers(codec.decode(body)))
             if answers and self.path in answers:
                 status, body = answers[self.path](status, body)
-            self.send_response(status)
+            self.send_response(status, next((reasons or {}).get(self.path, iter(())), None))
             self.send_header("content-length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -651,6 +653,37 @@ def test_an_audit_whose_statement_cannot_be_written_shows_its_report_and_exits_2
     assert json.loads(r.stdout)["clean"] is True
     assert f"cannot write the statement {folder / 'st.bin'}" in " ".join(r.stderr.split())
     assert list(folder.iterdir()) == []
+
+
+def test_a_hostile_nodes_words_reach_the_monitors_terminal_escaped(demo: Path,
+                                                                   tmp_path: Path) -> None:
+    """What a node says goes to the auditor's terminal with its escape sequences shown, not
+    acted on: a reason phrase in its status line (said on each "retrying" line, while the
+    monitor runs for good) that would set the terminal's title and clear the screen."""
+    data = tmp_path / "node"
+    shutil.copytree(demo, data)
+    app = create_app(settings_for(data), clock=lambda: T0 + 10_000, passphrase=PASS)
+    hostile = "busy\x1b]0;all fine\x07\x1b[2J\x1b[1;32mOK"
+    rounds = itertools.count()
+
+    def registry(status: int, body: bytes) -> tuple[int, bytes]:  # the first round: refused
+        return (500, b"{}") if next(rounds) == 0 else (status, body)
+
+    def health(status: int, body: bytes) -> tuple[int, bytes]:  # the second round: an alarm
+        return 503, json.dumps({**json.loads(body), "status": "halted",
+                                "halted": "a fork"}).encode()
+
+    with serve(app) as url:
+        proxy = _proxy(url, answers={"/v1/registry": registry, "/v1/health": health},
+                       reasons={"/v1/registry": iter([hostile])})
+        try:
+            r = runner.invoke(ledger_app, ["monitor", proxy, "--interval", "0.1"])
+        finally:
+            _stop_serving(proxy)
+    assert r.exit_code == 1, r.output
+    assert "retrying" in r.output and "HALTED" in r.output, r.output
+    assert "\x1b" not in r.output and "\x07" not in r.output, repr(r.output)
+    assert "busy\\x1b]0;all fine\\x07\\x1b[2J\\x1b[1;32mOK" in r.output, r.output
 
 
 def test_monitor_holds_checkpoints_to_the_registry_quorum(demo: Path, tmp_path: Path) -> None:
