@@ -1606,7 +1606,9 @@ def _monitor_round(base: str, last: SignedCheckpoint | None) -> SignedCheckpoint
     health = _get_json(base + "/v1/health")
     network = health.get("network") if isinstance(health, dict) else None
     if isinstance(health, dict) and health.get("halted"):
-        raise _MonitorAlarm(f"HALTED: the node stopped applying blocks: {health['halted']}")
+        # its line breaks too shown as escapes: the alarm is printed line by line
+        raise _MonitorAlarm("HALTED: the node stopped applying blocks: "
+                            + printable(str(health["halted"])))
     evidence = _get_json(base + "/v1/evidence")
     if isinstance(evidence, list) and evidence:
         raise _MonitorAlarm(f"EQUIVOCATION: the node holds {len(evidence)} record(s) of "

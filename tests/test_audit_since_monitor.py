@@ -659,11 +659,14 @@ def test_a_hostile_nodes_words_reach_the_monitors_terminal_escaped(demo: Path,
                                                                    tmp_path: Path) -> None:
     """What a node says goes to the auditor's terminal with its escape sequences shown, not
     acted on: a reason phrase in its status line (said on each "retrying" line, while the
-    monitor runs for good) that would set the terminal's title and clear the screen."""
+    monitor runs for good) that would set the terminal's title and clear the screen, and a
+    halted node's reason whose line break would start a line of the monitor's own (a
+    checkpoint "consistent" after the alarm)."""
     data = tmp_path / "node"
     shutil.copytree(demo, data)
     app = create_app(settings_for(data), clock=lambda: T0 + 10_000, passphrase=PASS)
     hostile = "busy\x1b]0;all fine\x07\x1b[2J\x1b[1;32mOK"
+    fake = "checkpoint 9 00ff signed by civil, edu, consistent with 7"
     rounds = itertools.count()
 
     def registry(status: int, body: bytes) -> tuple[int, bytes]:  # the first round: refused
@@ -671,7 +674,7 @@ def test_a_hostile_nodes_words_reach_the_monitors_terminal_escaped(demo: Path,
 
     def health(status: int, body: bytes) -> tuple[int, bytes]:  # the second round: an alarm
         return 503, json.dumps({**json.loads(body), "status": "halted",
-                                "halted": "a fork"}).encode()
+                                "halted": f"a fork\n{fake}"}).encode()
 
     with serve(app) as url:
         proxy = _proxy(url, answers={"/v1/registry": registry, "/v1/health": health},
@@ -684,6 +687,8 @@ def test_a_hostile_nodes_words_reach_the_monitors_terminal_escaped(demo: Path,
     assert "retrying" in r.output and "HALTED" in r.output, r.output
     assert "\x1b" not in r.output and "\x07" not in r.output, repr(r.output)
     assert "busy\\x1b]0;all fine\\x07\\x1b[2J\\x1b[1;32mOK" in r.output, r.output
+    assert f"HALTED: the node stopped applying blocks: a fork\\x0a{fake}\n" in r.output, r.output
+    assert not any(line.startswith("checkpoint") for line in r.output.splitlines()), r.output
 
 
 def test_monitor_holds_checkpoints_to_the_registry_quorum(demo: Path, tmp_path: Path) -> None:
