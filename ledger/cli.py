@@ -1887,8 +1887,8 @@ def issue(
     for result in results:
         out.print(Text(f"issued a {kind!r} credential by {agency!r}; bundle → "
                        f"{result['bundle']}"), soft_wrap=True)
-        for name in ("credential_id", "txid", "leaf_index", "height"):
-            out.print(Text(f"  {name}: {result[name]}"), soft_wrap=True)
+        for name in ("credential_id", "txid", "leaf_index", "height"):  # a node's words
+            out.print(Text(printable(f"  {name}: {result[name]}")), soft_wrap=True)
 
 
 NODE_MAX_VALID_DAYS = 3650
@@ -2130,8 +2130,8 @@ def _print_status(receipt: dict[str, Any], cid: bytes, status: str, reason: str,
         return
     out.print(Text(f"credential {cid.hex()} is now {status} (reason {reason!r})"),
               soft_wrap=True)
-    for name in ("txid", "index", "height"):
-        out.print(Text(f"  {name}: {result.get(name)}"), soft_wrap=True)
+    for name in ("txid", "index", "height"):  # a node's words (--node: any node of the network)
+        out.print(Text(printable(f"  {name}: {result.get(name)}")), soft_wrap=True)
 
 
 class _Stay(urllib.request.HTTPRedirectHandler):
@@ -2367,8 +2367,8 @@ def credit(
     if as_json:
         print(json.dumps(got))
         return
-    out.print(Text(f"credit event {'withdrawn' if withdraw else 'recorded'}: txid "
-                   f"{got['txid']} at height {got['height']}"
+    out.print(Text(printable(f"credit event {'withdrawn' if withdraw else 'recorded'}: txid "
+                             f"{got['txid']} at height {got['height']}")  # the node's words
                    + (" (it was recorded before)" if got.get("duplicate") else "")),
               soft_wrap=True)
 
@@ -2767,8 +2767,8 @@ def submit(
         return
     out.print(Text(f"governance #{tx.body['seq']} ({tx.body['action']}) committed, signed by "
                    f"{', '.join(have)}"), soft_wrap=True)
-    for name in ("txid", "index", "height"):
-        out.print(Text(f"  {name}: {result.get(name)}"), soft_wrap=True)
+    for name in ("txid", "index", "height"):  # with --node, that node's words
+        out.print(Text(printable(f"  {name}: {result.get(name)}")), soft_wrap=True)
 
 
 def ledger_main() -> None:

@@ -349,6 +349,46 @@ def test_status_bad_input(demo: Path) -> None:
     assert "unknown agency 'police'" in r.stderr
 
 
+def test_a_nodes_receipt_is_shown_with_its_escape_sequences_as_text(demo: Path) -> None:
+    """``--node`` may name any node of the network, another agency's: its receipt's words
+    reach the operator's terminal as text, and no escape sequence in them clears the screen or
+    retitles the window to pass a refused change off as done."""
+    import http.server
+
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    hostile = "\x1b]0;all done\x1b\\\x1b[2J\x1b[Hrevoked"
+
+    class Node(http.server.BaseHTTPRequestHandler):
+        def _answer(self, said: dict[str, Any]) -> None:
+            body = json.dumps(said).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            self._answer({"network": "demo", "agency": "civil"})
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            self._answer({"txid": hostile, "index": hostile, "height": hostile})
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    url = _start_serving(Node)
+    try:
+        r = _run("agency", "status", "--node", url, "--data", str(demo), "--agency", "civil",
+                 "--credential-id", "00" * 32, "--set", "revoked", "--reason", "withdrawn")
+    finally:
+        _stop_serving(url)
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stdout, repr(r.stdout)
+    assert "txid: \\x1b]0;all done\\x1b\\\\x1b[2J\\x1b[Hrevoked" in r.stdout, r.stdout
+
+
 def test_issue_a_batch_of_unlinkable_copies(demo: Path, files: Path, tmp_path: Path) -> None:
     keys = [PrivateKey(hashlib.sha256(b"copy-%d" % i).digest()) for i in range(3)]
     jwks = []
