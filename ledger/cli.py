@@ -940,9 +940,10 @@ def _snapshot_from_nodes(nodes: list[str], ca: Path | None, out_file: Path,
     for agency in unproven & set(missing):  # a solo node's agency that issued nothing, say
         missing[agency] = (f"no status list of {agency!r}: it has issued nothing, or the node "
                            "naming it does not hold its lists")
-    for what, why in missing.items():
-        err.print(Text(f"left out {what}: {why}; offline, its credentials' status is "
-                       "undetermined (a node still tells it)", style="yellow"), soft_wrap=True)
+    for what, why in missing.items():  # a list's name is as a node's part gives it
+        err.print(Text(printable(f"left out {what}: {why}; offline, its credentials' status is "
+                                 "undetermined (a node still tells it)"), style="yellow"),
+                  soft_wrap=True)
     snap = load_snapshot(blob)
     try:
         _write_out(out_file, blob, 0o644, force)

@@ -864,6 +864,35 @@ def test_a_node_that_stopped_on_a_full_disk_is_said_why_on_the_next_issue(
         assert httpx.get(f"{url}/v1/head").json()["log_size"] == size
 
 
+def test_a_snapshot_parts_list_names_reach_the_terminal_as_text(tmp_path: Path) -> None:
+    """A node's snapshot part names its lists' issuers and types as it likes: a list the
+    registry does not hold is left out, and said so, with the escape sequences in its name
+    shown rather than acted on (they would clear the official's screen)."""
+    from test_audit_since_monitor import _proxy, _stop_serving
+
+    from ledger import codec
+
+    hostile = "\x1b[2J\x1b[Hedu"
+
+    def part(status: int, body: bytes) -> tuple[int, bytes]:
+        snap = codec.decode(body)
+        snap["status_lists"] = [*snap["status_lists"],
+                                {"issuer": hostile, "type": "degree", "token": "x"}]
+        return status, codec.encode(snap)
+
+    data = make_demo(tmp_path / "node-data")
+    with _edu_node(data) as url:
+        proxy = _proxy(url, answers={"/v1/snapshot": part})
+        try:
+            r = _run("ledger", "snapshot", "--node", proxy, "--out", str(tmp_path / "s"))
+        finally:
+            _stop_serving(proxy)
+    assert r.returncode == 0, r.stderr
+    said = " ".join(r.stderr.split())
+    assert "left out urn:credledger:" in said and "\x1b" not in r.stderr, repr(r.stderr)
+    assert ":status-list:\\x1b[2J\\x1b[Hedu:degree" in said, said
+
+
 def test_a_node_schema_error_is_said_without_the_values_it_echoes() -> None:
     """FastAPI's 422 names each problem with the input it got; the CLI says where and what,
     never the input (a claim value)."""
