@@ -1624,7 +1624,8 @@ def _monitor_round(base: str, last: SignedCheckpoint | None) -> SignedCheckpoint
     if cp.origin != network:
         raise _MonitorAlarm(f"checkpoint origin {cp.origin!r} is not the node's network "
                             f"{network!r}")
-    who = ", ".join(sorted(signers))
+    # note key names are the node's (it lists the keys): C1 controls and bidi overrides shown
+    who = printable(", ".join(sorted(signers)))
     if last is None:
         out.print(Text(f"checkpoint {cp.size} {cp.root.hex()} signed by {who} (first seen)"),
                   soft_wrap=True)

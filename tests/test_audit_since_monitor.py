@@ -32,7 +32,7 @@ from ledger.archive import export_archive
 from ledger.audit import audit
 from ledger.block import BlockHeader
 from ledger.chain import Head, checkpoint_key, entry_key, txid_key
-from ledger.checkpoint import Checkpoint, SignedCheckpoint
+from ledger.checkpoint import Checkpoint, SignedCheckpoint, vkey
 from ledger.cli import ledger_app
 from ledger.finality import block_line, checkpoint_block, sign_checkpoint
 from ledger.keys import PrivateKey, load_private_key
@@ -689,6 +689,42 @@ def test_a_hostile_nodes_words_reach_the_monitors_terminal_escaped(demo: Path,
     assert "busy\\x1b]0;all fine\\x07\\x1b[2J\\x1b[1;32mOK" in r.output, r.output
     assert f"HALTED: the node stopped applying blocks: a fork\\x0a{fake}\n" in r.output, r.output
     assert not any(line.startswith("checkpoint") for line in r.output.splitlines()), r.output
+
+
+def test_a_note_key_name_with_c1_controls_or_bidi_overrides_is_shown_escaped(
+        tmp_path: Path) -> None:
+    """A checkpoint's signer names are the node's to choose (it lists the note keys too); a
+    note key name may hold C1 controls (U+009B is CSI to a terminal that reads C1) and bidi
+    overrides, where none has ASCII controls or spaces: the monitor says whose signatures it
+    counted with those shown as escapes."""
+    name = "edu\u009b2J\u202eDEKCOLB"
+    key = PrivateKey.generate()
+    signed = Checkpoint("net", 1, bytes(32)).sign(name, key)
+    answers = {"/v1/registry": {"quorum": 1},
+               "/v1/registry/agencies": [{"id": name, "current": True,
+                                          "note_vkey": vkey(name, key.public.raw)}],
+               "/v1/health": {"network": "net", "agency": "edu"}, "/v1/evidence": []}
+
+    class Node(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = (signed.to_text().encode() if self.path == "/v1/checkpoint"
+                    else json.dumps(answers[self.path]).encode())
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    url = _start_serving(Node)
+    try:
+        r = runner.invoke(ledger_app, ["monitor", url, "--once"])
+    finally:
+        _stop_serving(url)
+    assert r.exit_code == 0, r.output
+    assert "\u009b" not in r.output and "\u202e" not in r.output, repr(r.output)
+    assert "signed by edu\\x9b2J\\u202eDEKCOLB (first seen)" in r.output, r.output
 
 
 def test_monitor_holds_checkpoints_to_the_registry_quorum(demo: Path, tmp_path: Path) -> None:
