@@ -501,9 +501,10 @@ def test_a_wallet_keeps_and_presents_a_foreign_credential(tmp_path: Path) -> Non
 # -- the command line, end to end ----------------------------------------------------------------
 
 
-def _cli(tool: str, *args: str, cwd: Path, wallet: Path | None = None) -> Any:
+def _cli(tool: str, *args: str, cwd: Path, wallet: Path | None = None,
+         columns: int = 200) -> Any:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WALLET_")}
-    env |= {"WALLET_PASSPHRASE": PASS.decode(), "COLUMNS": "200", "NO_COLOR": "1"}
+    env |= {"WALLET_PASSPHRASE": PASS.decode(), "COLUMNS": str(columns), "NO_COLOR": "1"}
     pre = ["--wallet", str(wallet)] if wallet is not None else []
     return subprocess.run([str(BIN / tool), *pre, *args], capture_output=True, text=True,
                           env=env, cwd=cwd, timeout=120, stdin=subprocess.DEVNULL, check=False)
@@ -566,6 +567,34 @@ def test_wallet_and_ledger_verify_on_the_command_line(tmp_path: Path) -> None:
     r = _cli("ledger", "verify", str(pres), "--request", str(req), "--trust", str(bad_trust),
              cwd=tmp_path)
     assert r.returncode == 2 and "trust list" in r.stderr
+
+
+def test_a_type_padded_with_spaces_draws_no_line_of_its_own_in_the_wallet(
+        tmp_path: Path) -> None:
+    """A foreign credential's ``vct`` may hold spaces (200 characters): padded to a terminal's
+    width, its tail would wrap onto a line of its own in `wallet list` (a pipe or a narrow
+    terminal: lines, not a table) and read as that credential's dates and state. The wallet
+    shows a run of spaces in a type or an issuer as one, as its preview of a request does."""
+    now = int(time.time())
+    issuer = Issuer()
+    w = tmp_path / "wallet.db"
+    assert _cli("wallet", "init", cwd=tmp_path, wallet=w).returncode == 0
+    holder = json.loads(_cli("wallet", "holder-key", cwd=tmp_path, wallet=w).stdout)
+    fake = "valid 2026-01-01 to 2036-01-01 (valid), key 1, shown 0"
+    vct = "birth" + " " * 100 + fake
+    cred = tmp_path / "birth.sd-jwt"
+    cred.write_text(sdjwt.issue_sd_jwt(
+        issuer_key=issuer.key, issuer_kid=issuer.kid, alg="ES256", vct=vct, iss=ISS,
+        claims={"birth_date": "1990-04-01"}, holder_jwk=holder, iat=now - 60, nbf=now - 60,
+        exp=now + 86_400, status={"status_list": {"idx": 9, "uri": URI}}).serialize())
+    trust = tmp_path / "trust.json"
+    trust.write_text(json.dumps(trust_json(issuer)))
+    r = _cli("wallet", "receive", str(cred), "--trust", str(trust), cwd=tmp_path, wallet=w)
+    assert r.returncode == 0, r.stderr
+    assert f"birth {fake} from" in r.stderr, r.stderr
+    r = _cli("wallet", "list", cwd=tmp_path, wallet=w, columns=80)  # lines, not a table
+    assert r.returncode == 0, r.stderr
+    assert f"birth {fake} from {ISS}\n  valid " in r.stdout, r.stdout
 
 
 def test_ledger_verify_json_on_an_unreadable_foreign_presentation(tmp_path: Path) -> None:

@@ -60,6 +60,13 @@ def escape(text: str) -> str:
     return _markup_escape(printable(text))
 
 
+def _name(text: str) -> str:
+    """A credential's type or issuer (an outside issuer's words) for a Rich line: escaped,
+    and a run of spaces as one, so that padding cannot wrap a tail onto a line of its own
+    that reads as the wallet's (a credential's dates and state in `wallet list`)."""
+    return _markup_escape(" ".join(printable(text).split()))
+
+
 def _shown(text: str, limit: int = 120) -> str:
     """A verifier's audience or nonce in a prompt: quoted, runs of spaces as one, cut at
     ``limit``, so padding cannot push fake lines into the preview."""
@@ -282,7 +289,7 @@ def receive(
                                   "agency of the network goes with --registry") from e
             w = _open()
             info = w.receive_foreign(text, trust=trust_list, now=int(time.time()))
-            err.print(f"[green]Received[/] {escape(info.type)} from {escape(info.issuer)} "
+            err.print(f"[green]Received[/] {_name(info.type)} from {_name(info.issuer)} "
                       f"(outside the network), valid until {_date(info.valid_until)}")
             out.print(info.id)
             return
@@ -300,7 +307,7 @@ def receive(
         bundle = _read_file(bundle_file, "bundle")
         w = _open()
         info = w.receive(bundle, registry=reg, now=int(time.time()))
-        err.print(f"[green]Received[/] {escape(info.type)} from {escape(info.issuer)}, "
+        err.print(f"[green]Received[/] {_name(info.type)} from {_name(info.issuer)}, "
                   f"valid until {_date(info.valid_until)}")
         out.print(info.id)
 
@@ -345,7 +352,7 @@ def list_() -> None:
                               "(copies of one credential have one each, numbered as `wallet "
                               "holder-key --copies N --out` numbers its files); shown: how "
                               "many presentations of it this wallet made")
-        rows = [(c.id[:16], escape(c.type), escape(c.issuer), _date(c.valid_from),
+        rows = [(c.id[:16], _name(c.type), _name(c.issuer), _date(c.valid_from),
                  _date(c.valid_until), c.state(now), str(c.key + 1), str(c.shown))
                 for c in w.list()]
         if not rows:
@@ -371,7 +378,7 @@ def show(credential_id: Annotated[str, typer.Argument(
         info = w.info(credential_id)
         claims = w.show(credential_id)
         table = _folding_table("claim", "value",
-                               title=f"{escape(info.type)} from {escape(info.issuer)}")
+                               title=f"{_name(info.type)} from {_name(info.issuer)}")
         for name, value in claims.items():
             table.add_row(escape(name), escape(json.dumps(value, ensure_ascii=False)
                                                if not isinstance(value, str) else value))
@@ -397,7 +404,7 @@ def remove(
         copies = w.copies_to_remove(info.id)
         group = copies if with_copies else (info.id,)
         now = int(time.time())
-        err.print(f"[bold]remove[/] {escape(info.type)} from {escape(info.issuer)}:")
+        err.print(f"[bold]remove[/] {_name(info.type)} from {_name(info.issuer)}:")
         for cid in group:  # each as it is: a citizen removing an expired one sees what else goes
             c = w.info(cid)
             err.print(f"  {cid[:16]}  key {c.key + 1}, valid {_date(c.valid_from)} to "
@@ -629,7 +636,7 @@ def apply(
                         f"credential{'s' if len(missing) > 1 else ''} this wallet does not "
                         "hold (valid now); nothing was signed")
                 for r in requests:
-                    err.print(f"  {escape(r.credential_type)}: discloses "
+                    err.print(f"  {_name(r.credential_type)}: discloses "
                               f"{escape(', '.join(r.claims))} to {_shown(r.audience)}")
                 err.print(f"  (the rule registered for {escape(service)}, version "
                           f"{rule_hash(rule).hex()[:16]}, needs these and no more)")
