@@ -21,6 +21,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ledger.display import printable
 from ledger.errors import KeyFileError, LedgerError
 from ledger.files import (
     NOT_STDOUT,
@@ -54,7 +55,7 @@ def _q(value: object) -> str:
     """``value`` (an id, a path, an error that may quote input) as itself in a message written
     with Rich markup: ``[/]`` or ``[old]`` in it would be read as a tag (a MarkupError
     traceback, or the text dropped from what is said)."""
-    return escape(str(value))
+    return escape(printable(str(value)))
 
 
 @app.command()

@@ -684,3 +684,14 @@ def test_a_stop_while_the_served_demo_starts_is_clean(tmp_path: Path, signum: si
     from ledger.store import Store
 
     Store(tmp_path / "demo-data" / "ledger", create=False).close()
+
+
+def test_a_path_in_a_message_reaches_the_terminal_as_text(tmp_path: Path) -> None:
+    """`ledger-node`'s messages quote paths and errors (etcd's details come from another
+    agency's member): their escape sequences were written raw (Rich drops BEL, not ESC), so a
+    file name could set the terminal's title or clear it. They are shown as escapes now."""
+    name = "no\x1b]0;pwned\x07such.toml"
+    r = subprocess.run([str(BIN / "ledger-node"), "run", "--config", name], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 2, r.stderr
+    assert "\x1b" not in r.stderr and "no\\x1b]0;pwned\\x07such.toml" in r.stderr, r.stderr
