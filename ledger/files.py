@@ -16,6 +16,7 @@ import errno
 import fcntl
 import io
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -28,8 +29,8 @@ from typing import Any, BinaryIO, NoReturn, TextIO, cast
 
 __all__ = [
     "NOT_UNICODE", "SigtermSeen", "Terminated", "atomic_output", "confirm", "die_with_parent",
-    "hold_empty_folder", "interrupts_held", "lock_folder", "make_folders", "read_capped",
-    "remove_contents", "run_cli", "sigterm_raises", "sync_folder", "write_atomic",
+    "hold_empty_folder", "interrupts_held", "lock_folder", "make_folders", "no_core_files",
+    "read_capped", "remove_contents", "run_cli", "sigterm_raises", "sync_folder", "write_atomic",
 ]
 
 
@@ -459,13 +460,29 @@ def confirm(question: str) -> bool:
         return False
 
 
+def no_core_files() -> None:
+    """Allow this process, and every process it starts, no core file (its soft limit 0).
+
+    A node holds its agency's decrypted keys, the credit secret, the evidence key and the
+    claims of what it issues and decides; the wallet its passphrase's key and every claim.
+    Started where core files are allowed (``ulimit -c unlimited``, a service's
+    ``LimitCORE=infinity``), a crash (a fault in LevelDB's C code, an abort) wrote all of that
+    in the clear into a core file in its working folder, or into the system's crash store
+    (systemd-coredump and apport honour the limit too). The hard limit is left as it was: a
+    caller that runs a tool in its own process (a test) is not kept from core files for good."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (0, hard))
+
+
 def run_cli(app: Callable[[], object]) -> None:
     """Run a command-line app (Typer) so that SIGTERM stops it as Ctrl-C does, clean-up included,
     and the process then exits with the status a shell expects of SIGTERM (143). Its commands'
     help is reflowed into paragraphs first (:func:`ledger.display.reflow_help`). An
     :class:`OSError` no command handled is one line on stderr and exit 1. Standard output
     whose reader went away (``ledger … | head -1``) ends it quietly, clean-up included, with
-    the status a shell shows for SIGPIPE (141), as Unix tools end."""
+    the status a shell shows for SIGPIPE (141), as Unix tools end. The process (and what it
+    starts: signature workers, etcd) writes no core file (:func:`no_core_files`)."""
+    no_core_files()
     _escape_what_cannot_be_shown()  # before the guard: it reconfigures the stream itself
     stdout = sys.stdout
     if stdout is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from clusterkit import free_base, live_in_group
+from test_privacy import _children, _core_file_limit, _cores_allowed
 
 BIN = Path(sys.executable).parent
 
@@ -568,6 +570,31 @@ def test_sighup_stops_a_node_gracefully_without_a_traceback(tmp_path: Path) -> N
                           capture_output=True, text=True, timeout=60, check=False)
     assert head.returncode == 0, head.stderr
 
+
+
+def test_a_serving_node_allows_itself_no_core_file(tmp_path: Path) -> None:
+    """A serving node holds its agency's decrypted issuing and node keys (and with them the
+    claims of what it issues and decides): started where core files are allowed (an
+    operator's ``ulimit -c unlimited``, a service's ``LimitCORE=infinity``), a crash wrote
+    them all into a core file. While it serves, its limit on core files is 0, and so is its
+    signature workers'."""
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "init-pw", "LEDGER_NODE_WORKERS": "1"}
+    _init_one_founder(tmp_path, "district-5", env)
+    port = free_base(1)
+    seen: dict[int, str] = {}
+
+    def look_then_stop(proc: subprocess.Popen[str]) -> None:
+        for pid in [proc.pid, *_children(proc.pid)]:
+            with contextlib.suppress(OSError):  # a process gone meanwhile
+                seen[pid] = _core_file_limit(Path(f"/proc/{pid}/limits").read_text())
+        proc.send_signal(signal.SIGTERM)
+
+    code, said = _stop_a_running_node(
+        [str(BIN / "ledger-node"), "run", "--config", str(tmp_path / "node.toml"), "--port",
+         str(port)], env, port, look_then_stop, preexec_fn=_cores_allowed)
+    assert code == 0, said
+    assert len(seen) > 1, seen  # the node and its signature worker
+    assert set(seen.values()) == {"0"}, seen
 
 
 def test_run_refuses_port_zero(tmp_path: Path) -> None:

@@ -18,6 +18,8 @@ import io
 import json
 import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -364,3 +366,45 @@ def test_a_served_node_keeps_and_shows_no_canary(tmp_path: Path) -> None:
     assert cid in haystacks["store"] and cid in haystacks["archive"]
     assert b'"route":"/v1/credentials"' in logs
     assert any(form in bundle.to_bytes() for form in _forms(NODE_CANARIES["district"]))
+
+
+def _core_file_limit(limits: str) -> str:
+    """The (soft) limit on core files in a /proc/<pid>/limits text: the one the kernel reads."""
+    line = next(ln for ln in limits.splitlines() if ln.startswith("Max core file size"))
+    return line.split()[4]
+
+
+def _cores_allowed() -> None:
+    """In a child before it runs: core files as large as this machine allows, as under an
+    operator's ``ulimit -c unlimited`` or a service's ``LimitCORE=infinity``."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (hard, hard))
+
+
+@pytest.mark.parametrize("main", ["node.cli:main", "ledger.cli:ledger_main",
+                                  "ledger.cli:agency_main", "wallet.cli:main"])
+def test_the_tools_write_no_core_file(tmp_path: Path, main: str) -> None:
+    """A node holds its agency's decrypted keys, the credit secret, the evidence key and the
+    claims of the applications it decides; the wallet its passphrase's key and every claim;
+    `agency issue` the issuing key and claims. A crash (a fault in LevelDB's C code, an
+    abort) of a process allowed core files wrote all of that, unencrypted, into a core file
+    in its working folder (or the system's crash store). Every command-line tool, the node
+    included, allows itself none: its limit is 0 whatever it was started with (read from
+    /proc as it exits)."""
+    import resource
+
+    if resource.getrlimit(resource.RLIMIT_CORE)[1] == 0:
+        pytest.skip("this machine allows no process a core file: nothing to lower")
+    module, func = main.split(":")
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: sys.stderr.write('LIMITS\\n' + "
+            "open('/proc/self/limits').read()))\n"
+            "sys.argv = ['tool', '--help']\n"
+            f"from {module} import {func}\n"
+            f"{func}()\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120, check=False, preexec_fn=_cores_allowed)
+    assert r.returncode == 0 and "Usage" in r.stdout, r.stderr  # its main ran, to the end
+    assert _core_file_limit(r.stderr.split("LIMITS\n", 1)[1]) == "0", r.stderr
