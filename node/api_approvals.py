@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.errors import LedgerError
@@ -154,9 +154,11 @@ def approvals(a: ApprovalsDep, _: Operator) -> list[dict[str, Any]]:
 
 
 @router.get("/v1/approvals/{txid}/explain", tags=["approvals"], responses=_errors(401, 403))
-def explain(a: ApprovalsDep, _: Operator, txid: Annotated[str, Path(pattern=HEX64)]
-            ) -> dict[str, Any]:
-    """Which inputs, which expression, which reason (holds claim values: operator only)."""
+def explain(a: ApprovalsDep, _: Operator, txid: Annotated[str, Path(pattern=HEX64)],
+            response: Response) -> dict[str, Any]:
+    """Which inputs, which expression, which reason (holds claim values: operator only, and
+    kept by no cache)."""
+    response.headers["cache-control"] = "no-store"
     return a.explain(txid)
 
 

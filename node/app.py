@@ -388,7 +388,8 @@ class _SecurityHeaders:
     """``nosniff`` on every response; on the HTML pages also a strict CSP, no framing, no
     Referer and no caching (the API's reference at /docs too: a page of the node's own, not
     FastAPI's Swagger UI, which loads its script from a CDN, ADR 54); on the API's answers
-    ``no-cache`` unless the route says otherwise (ADR 74)."""
+    ``no-cache`` unless the route says otherwise (ADR 74), and ``no-store`` on the answers to
+    POSTs, which hold a client's own data."""
 
     def __init__(self, app: ASGIApp, https: bool = False) -> None:
         self.app = app
@@ -416,8 +417,11 @@ class _SecurityHeaders:
                 elif b"cache-control" not in names and not static:
                     # the API's answers change with each block (a head, a checkpoint, health):
                     # a cache on the way asks again before reusing one (status lists say their
-                    # own max-age)
-                    headers.append((b"cache-control", b"no-cache"))
+                    # own max-age). An answer to a POST is the client's own (a credential, a
+                    # verification's claims, a credit record): no cache keeps it at all, as
+                    # no-cache let a browser's or an HTTP library's cache keep it on disk
+                    kept = scope.get("method") in ("GET", "HEAD")
+                    headers.append((b"cache-control", b"no-cache" if kept else b"no-store"))
                 message = {**message, "headers": headers}
             await send(message)
 

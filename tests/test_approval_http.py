@@ -102,6 +102,43 @@ LATE_FILING: dict[str, Any] = {"subject": REG_NO, "reason": "late-filing",
 """A credit event the market agency records (in permits)."""
 
 
+def test_answers_holding_claim_values_are_stored_by_no_cache(tmp_path: Path) -> None:
+    """The answers that hold a person's data (an application's approval credential, a
+    verification's disclosed claims, a credit record, a decision explained with its inputs)
+    say ``Cache-Control: no-store``, as the desk's pages do: ``no-cache`` let a browser's or
+    an HTTP library's cache keep them on disk (it only has to ask again before reuse). The
+    chain's own answers still say ``no-cache`` (ADR 74)."""
+    data, wallet = prepare(tmp_path)
+    with serve(_market_app(data)) as url, httpx.Client(base_url=url, timeout=60) as http:
+        opened = http.post("/v1/services/business-licence/applications").json()
+        requests = [Request.from_json({k: r[k] for k in ("nonce", "audience", "type", "claims")})
+                    for r in opened["requests"]]
+        got = http.post("/v1/services/business-licence/apply", json={
+            "holder_jwk": wallet.holder_jwk(),
+            "presentations": [{"nonce": n, "envelope": b64url(e)}
+                              for n, e in wallet.answer(requests, now=NOW)]})
+        assert got.status_code == 200 and got.json()["bundle"], got.text  # a credential
+        why = http.get(f"/v1/approvals/{got.json()['approval_tx']}/explain", headers=AUTH)
+        assert why.status_code == 200 and REG_NO in why.text, why.text
+        asked = http.post("/v1/presentation-requests", json={
+            "type": "business-registration", "claims": ["registration_no"]}).json()
+        shown = wallet.present(wallet.list()[0].id, Request.from_json(
+            {k: asked[k] for k in ("nonce", "audience", "type", "claims")}), now=NOW)
+        report = http.post("/v1/verify", json={"nonce": asked["nonce"],
+                                               "envelope": b64url(shown)})
+        assert report.json()["claims"] == {"registration_no": REG_NO}, report.text
+        cr = http.post("/v1/credit/requests", json={"type": "business-registration"}).json()
+        shown = wallet.present(wallet.list()[0].id, Request.from_json(
+            {k: cr[k] for k in ("nonce", "audience", "type", "claims")}), now=NOW)
+        record = http.post("/v1/credit/record", json={"nonce": cr["nonce"],
+                                                      "envelope": b64url(shown)})
+        assert [e["points"] for e in record.json()["events"]] == [150], record.text
+        for answer in (got, why, report, record):
+            assert answer.headers["cache-control"] == "no-store", answer.request.url
+        assert http.get(f"/v1/tx/{got.json()['approval_tx']}").headers["cache-control"] == \
+            "no-cache"
+
+
 def test_apply_get_credential_present_it(tmp_path: Path) -> None:
     data, wallet = prepare(tmp_path)
     settings = settings_for(data)
