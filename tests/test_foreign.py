@@ -597,6 +597,40 @@ def test_a_type_padded_with_spaces_draws_no_line_of_its_own_in_the_wallet(
     assert f"birth {fake} from {ISS}\n  valid " in r.stdout, r.stdout
 
 
+def test_claim_names_an_outside_issuer_chose_are_quoted_in_the_preview(tmp_path: Path) -> None:
+    """An outside issuer names its claims freely: "x, given_name" read as two names in the
+    list of what stays withheld, and a name padded with spaces before "(nothing)" wrapped onto
+    a line that read as the wallet's own words. Such names are quoted now; plain ones not."""
+    now = int(time.time())
+    issuer = Issuer()
+    w = tmp_path / "wallet.db"
+    assert _cli("wallet", "init", cwd=tmp_path, wallet=w).returncode == 0
+    holder = json.loads(_cli("wallet", "holder-key", cwd=tmp_path, wallet=w).stdout)
+    cred = tmp_path / "birth.sd-jwt"
+    cred.write_text(sdjwt.issue_sd_jwt(
+        issuer_key=issuer.key, issuer_kid=issuer.kid, alg="ES256", vct=VCT, iss=ISS,
+        claims={"birth_date": "1990-04-01", "x, given_name": "Mei",
+                " " * 67 + "(nothing)": "1"}, holder_jwk=holder,
+        iat=now - 60, nbf=now - 60, exp=now + 86_400,
+        status={"status_list": {"idx": 9, "uri": URI}}).serialize())
+    trust = tmp_path / "trust.json"
+    trust.write_text(json.dumps(trust_json(issuer)))
+    r = _cli("wallet", "receive", str(cred), "--trust", str(trust), cwd=tmp_path, wallet=w)
+    assert r.returncode == 0, r.stderr
+    cid = r.stdout.strip()
+    req = tmp_path / "req.json"
+    r = _cli("ledger", "request", "--type", VCT, "--audience", "https://desk.example",
+             "--claim", "birth_date", "--out", str(req), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = _cli("wallet", "present", cid[:12], "--request", str(req), "--yes", cwd=tmp_path,
+             wallet=w)
+    assert r.returncode == 0, r.stderr
+    said = " ".join(r.stderr.split())
+    assert "disclosed: birth_date " in said, r.stderr
+    assert "withheld: “x, given_name”, “(nothing)”" in said or \
+        "withheld: “(nothing)”, “x, given_name”" in said, r.stderr
+
+
 def test_ledger_verify_json_on_an_unreadable_foreign_presentation(tmp_path: Path) -> None:
     """--trust --json: a presentation that cannot be read is bad input (exit 2), and standard
     output still holds one JSON report, not verified, saying what could not be read."""

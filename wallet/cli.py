@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -72,6 +73,17 @@ def _shown(text: str, limit: int = 120) -> str:
     ``limit``, so padding cannot push fake lines into the preview."""
     flat = " ".join(printable(text).split())
     return "“" + _markup_escape(flat if len(flat) <= limit else flat[:limit] + "…") + "”"
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def _names(names: Sequence[str], none: str) -> str:
+    """Claim names for a preview line, joined by commas, ``none`` if there are none. A name
+    an outside issuer chose freely (spaces, a comma) is quoted as :func:`_shown` quotes: else
+    ``"x, given_name"`` read as two names, and padding wrapped ``(no claim)`` onto a line
+    that read as the wallet's."""
+    return ", ".join(n if _PLAIN_NAME.fullmatch(n) else _shown(n) for n in names) or none
 
 
 def _wallet_path() -> Path:
@@ -502,10 +514,10 @@ def present(
         err.print(f"[bold]{_shown(p.audience)}[/] asks for your "
                   f"{_shown(p.credential_type)} credential {p.credential_id[:16]} from "
                   f"{_shown(p.issuer)} (nonce {_shown(p.nonce, 64)}).")
-        err.print(f"  disclosed: {escape(', '.join(p.claims)) or '(no claim)'}")
+        err.print(f"  disclosed: {_names(p.claims, '(no claim)')}")
         err.print("  always shown: issuer, credential type, validity dates, status list entry, "
                   "holder public key")
-        err.print(f"  withheld:  {escape(', '.join(p.withheld)) or '(nothing)'}")
+        err.print(f"  withheld:  {_names(p.withheld, '(nothing)')}")
         if state != "valid":  # no valid copy held: said before anything is signed
             err.print(f"[yellow]  this credential is {state}[/] (valid "
                       f"{_date(chosen.valid_from)} to {_date(chosen.valid_until)}), and no copy "
@@ -513,7 +525,7 @@ def present(
                       "for nothing. Ask its agency for a new one (`wallet list` shows each "
                       "copy's dates)")
         if p.on_ledger:
-            err.print(f"  not disclosed, but public anyway: {escape(', '.join(p.on_ledger))} "
+            err.print(f"  not disclosed, but public anyway: {_names(p.on_ledger, '')} "
                       "(the agency's decision on the ledger shows them to anyone holding this "
                       "presentation)")
         _confirm("Sign and disclose these claims?", yes)
@@ -637,7 +649,7 @@ def apply(
                         "hold (valid now); nothing was signed")
                 for r in requests:
                     err.print(f"  {_name(r.credential_type)}: discloses "
-                              f"{escape(', '.join(r.claims))} to {_shown(r.audience)}")
+                              f"{_names(r.claims, '(no claim)')} to {_shown(r.audience)}")
                 err.print(f"  (the rule registered for {escape(service)}, version "
                           f"{rule_hash(rule).hex()[:16]}, needs these and no more)")
                 # a copy the snapshot's lists say revoked or suspended is left out
