@@ -411,6 +411,10 @@ class EtcdOrderer:
         self._clock_wait_said = False
         self._clock_said = Tally(FAILURE_SAID_EVERY)  # batches proposed at the peers' time
         self._unfinal_since = 0.0  # since when the head has had no final checkpoint
+        # our timer's time when reading the ordered batches started failing (None: the last
+        # read worked): how long the node has been cut off (submit_many's CutOff) is timed by
+        # it, never by the wall clock, which an NTP step or a resumed VM moves by hours
+        self._reads_failing_at: float | None = None
         # agency -> the log size of its newest co-signature read, and whether that one was in
         # the format of a version before ADR 60 (no block named): health says which peers run
         # an older version while a network is being upgraded (ADR 62)
@@ -510,11 +514,12 @@ class EtcdOrderer:
                 fut.set_result(Receipt(tx.txid, loc[0], loc[1], duplicate=True))
                 continue
             new.append((tx, fut))
-        cut = self.stats.reads_failing_since
-        if new and cut and _time.time() - cut > self.cut_off_after:  # known ones: answered
+        cut = self._reads_failing_at
+        cut_for = 0.0 if cut is None else self.timer() - cut
+        if new and cut_for > self.cut_off_after:  # known ones: answered
             raise CutOff(
                 f"this node has not been able to read the network's ordered batches from etcd "
-                f"for {int(_time.time() - cut)} s ({self.stats.last_error or 'no answer'}): "
+                f"for {int(cut_for)} s ({self.stats.last_error or 'no answer'}): "
                 "it is cut off from a quorum of the etcd members, or most of them are down. "
                 "Nothing was taken; send it to another agency's node, or here again once "
                 "/v1/health is ok")
@@ -854,9 +859,12 @@ class EtcdOrderer:
         try:
             records, marker, cosigs = self.etcd.read_after(self.rev, self.cosig_rev)
         except OrderingError:
-            self.stats.reads_failing_since = self.stats.reads_failing_since or _time.time()
+            if self._reads_failing_at is None:
+                self._reads_failing_at = self.timer()
+                self.stats.reads_failing_since = _time.time()  # a date, for /v1/cluster
             raise
         self.stats.reads_failing_since = 0.0
+        self._reads_failing_at = None
         m = _pruners_marker(marker)
         if m is not None and self.rev < m["rev"] and self.etcd.none_gone_after(self.rev):
             # Not a pruner's (any agency's certificate writes the marker): no batch after the

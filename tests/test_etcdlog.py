@@ -2237,6 +2237,38 @@ def test_a_node_cut_off_from_etcd_refuses_submissions_at_once(tmp_path: Path) ->
         assert r.status_code == 200, r.text
 
 
+def test_how_long_a_node_has_been_cut_off_is_timed_by_its_timer_not_the_wall_clock(
+        tmp_path: Path) -> None:
+    """How long the reads of etcd had failed was taken from the wall clock: a clock stepped
+    back an hour (an NTP step, a VM resumed) while the node was cut off kept it taking
+    submissions that could not commit for an hour more, one stepped forward refused them at
+    the first failed read (round 31K). The orderer's monotonic timer times it: moved on past
+    ``cut_off_after`` while the wall clock (and the node's clock) stayed, the node refuses."""
+    from ledger.network import status_tx
+
+    with _served_demo_edu(tmp_path) as (node, http, url, edu, now):
+        orderer = node.replicated
+        assert orderer is not None
+        orderer.cut_off_after = 600.0
+        skip = [0.0]
+        orderer.timer = lambda: time.monotonic() + skip[0]
+        tx = status_tx(node.network, edu, _edu_credential_id(http, 1), "suspended",
+                       "cut-off", now)
+        os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
+        try:
+            _until_reads_fail(orderer, 60)
+            skip[0] = orderer.cut_off_after + 1  # ten minutes on, by the timer only
+            r = http.post("/v1/tx", params={"wait": 1}, content=tx.raw,
+                          headers={"content-type": "application/msgpack"})
+        finally:
+            os.kill(_MEMBERS[url].pid, signal.SIGCONT)
+        assert r.status_code == 503, r.text
+        said = r.json()["detail"]
+        assert "cut off from a quorum of the etcd members" in said, said
+        assert f"for {int(orderer.cut_off_after) + 1} s" in said, said
+        assert tx.txid not in orderer._waiting
+
+
 def test_a_node_that_reads_etcd_but_cannot_catch_up_is_not_said_cut_off_from_etcd(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
     """Any failed step counted as a failed read of the ordered batches: a node behind the
