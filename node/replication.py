@@ -410,7 +410,9 @@ class EtcdOrderer:
         self._older_clocks = ""
         self._clock_wait_said = False
         self._clock_said = Tally(FAILURE_SAID_EVERY)  # batches proposed at the peers' time
-        self._unfinal_since = 0.0  # since when the head has had no final checkpoint
+        # our timer's time since when the head has had no final checkpoint (None: it has one);
+        # /v1/cluster says since when by our clock now, less how long by our timer
+        self._unfinal_at: float | None = None
         # our timer's time when reading the ordered batches started failing (None: the last
         # read worked): how long the node has been cut off (submit_many's CutOff) is timed by
         # it, never by the wall clock, which an NTP step or a resumed VM moves by hours
@@ -2020,9 +2022,9 @@ class EtcdOrderer:
         head = self.store.head
         # the genesis alone is no one's to co-sign: a new network is not short of a quorum
         if head is None or self.final_size >= head.log_size or head.height == 0:
-            self._unfinal_since = 0.0
-        elif not self._unfinal_since:
-            self._unfinal_since = _time.time()
+            self._unfinal_at = None
+        elif self._unfinal_at is None:
+            self._unfinal_at = self.timer()
 
     def status(self) -> dict[str, Any]:
         head = self.store.head
@@ -2043,7 +2045,10 @@ class EtcdOrderer:
                 "nospace_since": self.stats.nospace_since or None,
                 "paced_until": (_time.time() + self._paced_until - _time.monotonic()
                                 if self._paced_until > _time.monotonic() else None),
-                "unfinal_since": self._unfinal_since or None,
+                # a time by this node's clock, as health compares it: an hour's step of the
+                # clock since then moves it as much, and how long it has been stays right
+                "unfinal_since": (None if self._unfinal_at is None
+                                  else self.clock() - (now - self._unfinal_at)),
                 "current_at": self.current_at,
                 "quiet_peers": {**{a: p["quiet"] for a, p in self.stats.peers.items()
                                    if a != self.agency and p.get("quiet", 0) > PEER_QUIET},

@@ -339,7 +339,7 @@ class Node:
                     clock=lambda: int(self.clock()), peers=replication.peers,
                     http_verify=tls if tls else True,
                     retention=replication.retention, max_batch=replication.max_batch,
-                    workers=workers, credit_mark=self.credit_mark)
+                    workers=workers, credit_mark=self.credit_mark, timer=self.timer)
             except BaseException:
                 if etcd is not None:  # its channels (and a watch once started) end with the start
                     etcd.close()

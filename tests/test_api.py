@@ -2624,14 +2624,15 @@ def test_a_new_network_is_not_short_of_co_signatures() -> None:
 
     from node.replication import EtcdOrderer
 
-    def watched(height: int, log_size: int) -> float:
+    def watched(height: int, log_size: int) -> float | None:
         me = types.SimpleNamespace(store=types.SimpleNamespace(head=types.SimpleNamespace(
-            height=height, log_size=log_size)), final_size=0, _unfinal_since=0.0)
+            height=height, log_size=log_size)), final_size=0, _unfinal_at=None,
+            timer=lambda: 5.0)
         EtcdOrderer._watch_finality(me)  # type: ignore[arg-type]
-        return float(me._unfinal_since)
+        return me._unfinal_at  # type: ignore[no-any-return]
 
-    assert watched(0, 1) == 0.0
-    assert watched(1, 2) > 0.0
+    assert watched(0, 1) is None
+    assert watched(1, 2) == 5.0
 
 
 def test_failing_replication_steps_are_logged_once_a_minute_with_a_count() -> None:

@@ -1809,6 +1809,44 @@ def test_a_replicated_nodes_health_says_when_the_chain_runs_ahead_of_its_clock(
     assert "400 s ahead of this machine's clock" in health["problem"]
 
 
+def test_how_long_a_node_has_had_no_final_checkpoint_is_timed_by_its_timer(
+        etcd_url: str, tmp_path: Path) -> None:
+    """Health's "no final checkpoint for N s" took the start from the wall clock and the end
+    from the node's clock: a clock stepped back (an NTP step, a VM resumed) hid a network short
+    of its quorum for as long as the step, one stepped forward said so at once (round 31K).
+    Timed by the node's monotonic timer, whatever its clock does meanwhile. One member, one
+    node of a network of several agencies: its blocks commit, none is co-signed final."""
+    from node.api import FINALITY_SLACK
+
+    data = make_demo(tmp_path / "demo")
+    clock, skip = [DEMO_T0 + 1000], [0.0]
+    _demo_witnesses(etcd_url, data, DEMO_T0 + 1000)
+    node = Node(data, "edu", PASS, clock=lambda: clock[0], workers=0,
+                timer=lambda: time.monotonic() + skip[0],
+                replication=Replication(endpoints=(etcd_url,)))
+    try:
+        app = create_app(settings_for(data), node=node)
+        with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+            r = http.post(f"/v1/credentials/{_edu_credential_id(http, 2).hex()}/status",
+                          headers=AUTH, json={"status": "suspended", "reason": "review"})
+            assert r.status_code == 200, r.text
+            deadline = time.monotonic() + 30
+            while http.get("/v1/cluster").json()["unfinal_since"] is None:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            clock[0] += 3600  # stepped an hour forward: a second later by the timer
+            skip[0] += 1
+            ahead = http.get("/v1/health").json()
+            clock[0] -= 3600  # and back, then half a minute later by the timer
+            skip[0] += FINALITY_SLACK
+            later = http.get("/v1/health").json()
+    finally:
+        node.close()
+    assert "no final checkpoint" not in (ahead["problem"] or ""), ahead
+    assert later["status"] == "degraded", later
+    assert f"no final checkpoint for {FINALITY_SLACK + 1} s" in later["problem"], later
+
+
 def _demo_edu(tmp_path: Path) -> tuple[Path, Agency]:
     """A demo data folder in ``tmp_path`` (and an ``etcd`` folder beside it) and its edu
     agency's keys."""
