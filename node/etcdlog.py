@@ -167,7 +167,7 @@ class EtcdLog:
     """One node's view of the ordering log in etcd."""
 
     def __init__(self, endpoints: Sequence[str], network: str, *, tls: TlsFiles | None = None,
-                 timeout: float = 2.0) -> None:
+                 timeout: float = 2.0, timer: Callable[[], float] = time.monotonic) -> None:
         if not endpoints:
             raise OrderingError("no etcd endpoints configured")
         self.prefix = network_prefix(network)
@@ -175,9 +175,11 @@ class EtcdLog:
         self.timeout = timeout
         self._ends = [_Endpoint(url, tls) for url in endpoints]
         self._current = 0
-        # since when (Unix time) the first endpoint, the agency's own member, has not answered
-        # (0: it answers); the others carry the node meanwhile (ADR 50)
-        self.first_down_since = 0.0
+        # since when (by ``timer``, monotonic: never the wall clock, which an NTP step moves by
+        # hours) the first endpoint, the agency's own member, has not answered (None: it
+        # answers); the others carry the node meanwhile (ADR 50)
+        self.timer = timer
+        self.first_down_at: float | None = None
         self._lock = threading.Lock()
         self._seq = 0  # our guess of the counter's version; a failed swap corrects it
         # (key, value) of a batch put whose answer was lost: it may have been applied
@@ -208,8 +210,8 @@ class EtcdLog:
                             _NOSPACE in (e.details() or ""):
                         raise NoSpace(f"etcd refused {method}: {rpc_reason(e)}") from e
                     raise OrderingError(f"etcd refused {method}: {rpc_reason(e)}") from e
-                if i == 0 and len(self._ends) > 1:
-                    self.first_down_since = self.first_down_since or time.time()
+                if i == 0 and len(self._ends) > 1 and self.first_down_at is None:
+                    self.first_down_at = self.timer()
                 if lost is not None:
                     lost.append(i)
                 last = e
@@ -222,7 +224,7 @@ class EtcdLog:
 
     def check_first(self) -> None:
         """Ask the first endpoint (the agency's own member) a small read: while it does not
-        answer, :attr:`first_down_since` says since when; once it answers again, calls go
+        answer, :attr:`first_down_at` says since when; once it answers again, calls go
         back to it. Only with other endpoints to fall back on."""
         if len(self._ends) < 2:
             return
@@ -231,10 +233,11 @@ class EtcdLog:
                                    timeout=self.timeout)
         except grpc.RpcError as e:
             if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                self.first_down_since = self.first_down_since or time.time()
+                if self.first_down_at is None:
+                    self.first_down_at = self.timer()
                 return
             # a refusal (an alarm, the role's rights) is an answer: the member is there
-        self.first_down_since = 0.0
+        self.first_down_at = None
         with self._lock:
             self._current = 0
 

@@ -2058,7 +2058,9 @@ class EtcdOrderer:
                 "older_peers": self.older_peers(),
                 "rules": RULES,
                 "other_rules": self.other_rules(),
-                "own_etcd_down_since": self.etcd.first_down_since or None,
+                "own_etcd_down_since": (None if self.etcd.first_down_at is None else
+                                        self.clock() - (self.etcd.timer()
+                                                        - self.etcd.first_down_at)),
                 "member": self._member(),
                 "settings": {"max_batch": self.max_batch, "retention": self.retention}}
 

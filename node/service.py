@@ -333,7 +333,7 @@ class Node:
             tls = replication.tls
             etcd: EtcdLog | None = None
             try:
-                etcd = EtcdLog(replication.endpoints, self.network, tls=tls)
+                etcd = EtcdLog(replication.endpoints, self.network, tls=tls, timer=self.timer)
                 self.replicated = EtcdOrderer(
                     self.store, etcd, agency=agency, node_key=self.node_keys[agency],
                     clock=lambda: int(self.clock()), peers=replication.peers,

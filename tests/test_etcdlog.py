@@ -1847,6 +1847,45 @@ def test_how_long_a_node_has_had_no_final_checkpoint_is_timed_by_its_timer(
     assert f"no final checkpoint for {FINALITY_SLACK + 1} s" in later["problem"], later
 
 
+def test_how_long_a_nodes_own_etcd_member_has_been_silent_is_timed_by_its_timer(
+        etcd_url: str, tmp_path: Path) -> None:
+    """Health's "own etcd member has not answered for N s" took the start from the wall clock
+    and the end from the node's clock: a clock stepped back hid the member's silence for as
+    long as the step, one stepped forward said so at once (round 31K). Timed by the node's
+    monotonic timer. The first endpoint here is a free port nothing listens on."""
+    import socket
+
+    from node.api import OWN_ETCD_SLACK
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        silent = f"http://127.0.0.1:{s.getsockname()[1]}"
+    data = make_demo(tmp_path / "demo")
+    clock, skip = [DEMO_T0 + 1000], [0.0]
+    _demo_witnesses(etcd_url, data, DEMO_T0 + 1000)
+    node = Node(data, "edu", PASS, clock=lambda: clock[0], workers=0,
+                timer=lambda: time.monotonic() + skip[0],
+                replication=Replication(endpoints=(silent, etcd_url)))
+    try:
+        app = create_app(settings_for(data), node=node)
+        with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+            deadline = time.monotonic() + 60
+            while http.get("/v1/cluster").json()["own_etcd_down_since"] is None:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            clock[0] += 3600  # stepped an hour forward: a second later by the timer
+            skip[0] += 1
+            ahead = http.get("/v1/health").json()
+            clock[0] -= 3600  # and back, then its slack later by the timer
+            skip[0] += OWN_ETCD_SLACK
+            later = http.get("/v1/health").json()
+    finally:
+        node.close()
+    assert "own etcd member" not in (ahead["problem"] or ""), ahead
+    assert later["status"] == "degraded", later
+    assert f"has not answered for {OWN_ETCD_SLACK + 1} s" in later["problem"], later
+
+
 def _demo_edu(tmp_path: Path) -> tuple[Path, Agency]:
     """A demo data folder in ``tmp_path`` (and an ``etcd`` folder beside it) and its edu
     agency's keys."""
