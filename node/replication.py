@@ -399,10 +399,10 @@ class EtcdOrderer:
         # current agencies with no position in etcd -> when (our timer) this node first found so
         self._unheard: dict[str, float] = {}
         self._started = timer()
-        # wall time (self.clock) of the start of the last read that reached the end of the
-        # ordered batches, all of them applied since: what this node knows is current as of
-        # then (None: not yet). Status List Tokens are dated by it (Node.lists_as_of).
-        self.current_at: int | None = None
+        # our timer's time at the start of the last read that reached the end of the ordered
+        # batches, all of them applied since: what this node knows is current as of then
+        # (None: not yet). Status List Tokens are dated by current_at (Node.lists_as_of).
+        self._current_t: float | None = None
         self._positions_read = False  # the peers' published positions read once since start
         self._positions_held: set[str] = set()  # the agencies etcd held a position of then
         self._forged_said: bytes | None = None  # the marker last said to be no pruner's
@@ -854,7 +854,7 @@ class EtcdOrderer:
         """Apply the next run of batches, then take in co-signatures and publish ours once.
 
         True when there may be more batches."""
-        asked = int(self.clock())
+        asked = self.timer()
         # Only this read says whether the node is cut off (submit_many's CutOff): not a
         # peer's sync or a prune failing while etcd answers, and not kept while a run of
         # steps, one after another under load, has not ended
@@ -980,11 +980,24 @@ class EtcdOrderer:
         self._heartbeat()
         raise OrderingError(self._older_clocks)
 
-    def _current(self, asked: int) -> None:
-        """Everything ordered before ``asked`` (a linearizable read: etcd answers it only with
-        a quorum of members) is applied here, unless aligning a restored store."""
+    def _current(self, asked: float) -> None:
+        """Everything ordered before ``asked`` (our timer's time; a linearizable read: etcd
+        answers it only with a quorum of members) is applied here, unless aligning a restored
+        store."""
         if self._aligning is None and not self.halted:
-            self.current_at = max(asked, self.current_at or asked)
+            self._current_t = max(asked, self._current_t if self._current_t is not None
+                                  else asked)
+
+    @property
+    def current_at(self) -> int | None:
+        """The time by this node's clock (a date: Status List Tokens are dated by it) of the
+        start of the last read that reached the end of the ordered batches, all of them
+        applied since (None: not yet): now less how long ago that was by our timer. Kept as a
+        date, an NTP step back of an hour left it an hour ahead of the clock: a node cut off
+        after it called its lists current, and dated its tokens now, for an hour more."""
+        if self._current_t is None:
+            return None
+        return int(self.clock()) - max(0, int(self.timer() - self._current_t))
 
     def _parse(self, batch: Batch) -> list[Tx]:
         """The batch's transactions, parsed once here: our own batches come back as the values

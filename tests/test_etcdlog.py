@@ -1839,6 +1839,7 @@ def test_how_long_a_node_has_had_no_final_checkpoint_is_timed_by_its_timer(
             ahead = http.get("/v1/health").json()
             clock[0] -= 3600  # and back, then half a minute later by the timer
             skip[0] += FINALITY_SLACK
+            _wait_current(node, clock[0])  # a read of etcd to its end since: not behind
             later = http.get("/v1/health").json()
     finally:
         node.close()
@@ -1878,6 +1879,7 @@ def test_how_long_a_nodes_own_etcd_member_has_been_silent_is_timed_by_its_timer(
             ahead = http.get("/v1/health").json()
             clock[0] -= 3600  # and back, then its slack later by the timer
             skip[0] += OWN_ETCD_SLACK
+            _wait_current(node, clock[0])  # a read of etcd to its end since: not behind
             later = http.get("/v1/health").json()
     finally:
         node.close()
@@ -2456,17 +2458,21 @@ def _wait_current(node: Node, now: int) -> None:
 
 @contextmanager
 def _current_edu_node(tmp_path: Path, clock: list[int],
-                      before: Callable[[Path], None] | None = None
+                      before: Callable[[Path], None] | None = None,
+                      timer: Callable[[], float] | None = None
                       ) -> Iterator[tuple[Node, str, Path]]:
     """A demo's edu node on a single real etcd member, at ``clock[0]``, once current; the
     node, the member's URL and the data folder. ``before`` is given the data folder first,
-    while no node holds it."""
+    while no node holds it. The node's monotonic timer moves on as ``clock[0]`` does (time
+    passing), unless ``timer`` is given (a clock that steps)."""
     (tmp_path / "etcd").mkdir()
     data = make_demo(tmp_path / "demo")
     if before is not None:
         before(data)
+    start = clock[0]
     with _etcd_member(tmp_path / "etcd") as url:
         node = Node(data, "edu", PASS, clock=lambda: clock[0], workers=0,
+                    timer=timer or (lambda: time.monotonic() + clock[0] - start),
                     replication=Replication(endpoints=(url,)))
         try:
             _wait_current(node, clock[0])
@@ -2545,6 +2551,34 @@ def test_health_says_behind_while_the_node_has_not_read_etcd_to_its_end(tmp_path
                               f"to their end for {CURRENT_SLACK + 1} s (its head: height "
                               f"{height}"), problem
     assert again == ("ok", None)
+
+
+def test_a_clock_stepped_back_while_cut_off_does_not_keep_the_lists_current(
+        tmp_path: Path) -> None:
+    """When the node last read the ordered batches to their end was kept as a date: a clock
+    stepped back an hour (an NTP step, a VM resumed) left it an hour ahead of the clock, and a
+    node then cut off from etcd's quorum called its status lists current as of now, dated
+    its Status List Tokens now and said `ok`, for an hour more (round 31K). How long ago is
+    timed by the node's monotonic timer: ten minutes cut off are ten minutes, whatever the
+    clock did meanwhile."""
+    from node.api import node_status
+
+    clock, skip = [DEMO_T0 + 1000], [0.0]
+    with _current_edu_node(tmp_path, clock, timer=lambda: time.monotonic() + skip[0]) as (
+            node, url, _):
+        os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
+        try:
+            clock[0] -= 3600  # stepped back an hour
+            skip[0] += 600  # and ten minutes cut off, by the timer
+            as_of = node.lists_as_of()
+            status, problem = node_status(node)[:2]
+        finally:
+            os.kill(_MEMBERS[url].pid, signal.SIGCONT)
+        assert as_of <= clock[0] - 600, (as_of, clock[0])
+        assert status == "degraded" and problem is not None
+        assert problem.startswith("behind"), problem
+        _wait_current(node, clock[0])  # current again at the clock as it now reads
+        assert node.lists_as_of() == clock[0]
 
 
 def test_a_status_token_first_signed_while_cut_off_is_dated_when_its_lists_were_current(
