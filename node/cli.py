@@ -1077,10 +1077,22 @@ def cluster(
     import signal
     import threading
 
-    from node.cluster import LocalCluster, create_cluster, new_cluster_ports_free
+    from node.cluster import (
+        LocalCluster,
+        check_new_cluster,
+        create_cluster,
+        new_cluster_ports_free,
+    )
 
+    new = not (data / "cluster.toml").exists()
+    if new:  # bad input is said before the passphrase is asked for (twice at a terminal)
+        try:
+            check_new_cluster(agencies, 8100 if base_port is None else base_port)
+        except LedgerError as e:
+            err.print(f"[red]cluster refused:[/] {_q(e)}; nothing was made")
+            raise typer.Exit(2) from e
     passphrase = _ask_passphrase("for the cluster's keys",
-                                 confirm=not (data / "cluster.toml").exists())
+                                 confirm=new)
     # A stop (Ctrl-C, SIGTERM, SIGHUP) while it starts: what started is stopped (create_cluster
     # and LocalCluster.start undo their own), and it ends in one line, as `ledger-node run`. A
     # Ctrl-C was a traceback, and a SIGTERM ended it with no word and its clear keys left.

@@ -66,7 +66,8 @@ from node.pki import (
 from node.service import CREDIT_SECRET, CREDIT_SECRET_FILE, read_credit_secret
 
 __all__ = ["AGENCY_NAMES", "OPERATOR_TOKEN_FILE", "ClusterError", "LocalCluster",
-           "check_ports_free", "create_cluster", "new_cluster_ports_free"]
+           "check_new_cluster", "check_ports_free", "create_cluster",
+           "new_cluster_ports_free"]
 
 OPERATOR_TOKEN_FILE = "operator.token"  # noqa: S105 - a file name, not a secret
 """The cluster's operator token (random, 0600); each node.toml holds only its SHA-256."""
@@ -140,6 +141,14 @@ def check_ports_free(members: Iterable[Member]) -> None:
                            "nothing was started")
 
 
+def check_new_cluster(n: int, base_port: int) -> None:
+    """Raise ClusterError unless ``n`` agencies from ``base_port`` make a cluster: bad input,
+    known before a passphrase is asked for or anything is made."""
+    if not 1 <= n <= len(AGENCY_NAMES):
+        raise ClusterError(f"--agencies must be 1..{len(AGENCY_NAMES)}, got {n}")
+    _check_base_port(n, base_port)
+
+
 def new_cluster_ports_free(n: int, base_port: int) -> None:
     """Raise ClusterError if a new ``n``-agency cluster on ``base_port`` could not start
     (checked before its folder is made: a refused start leaves nothing behind)."""
@@ -161,9 +170,7 @@ def create_cluster(folder: Path, n: int, passphrase: bytes, *, network: str = "d
                    base_port: int = 8100, now: int | None = None,
                    retention: int = 1000) -> None:
     """Create a new N-agency network in ``folder`` (which must be new or empty)."""
-    if not 1 <= n <= len(AGENCY_NAMES):
-        raise ClusterError(f"--agencies must be 1..{len(AGENCY_NAMES)}, got {n}")
-    _check_base_port(n, base_port)
+    check_new_cluster(n, base_port)
     if folder.exists() and any(folder.iterdir()):
         raise ClusterError(f"{folder} is not empty: a new cluster needs a new folder")
     t = int(_time.time()) if now is None else now

@@ -399,9 +399,29 @@ def test_a_cluster_base_port_past_the_last_port_is_one_line(tmp_path: Path, base
     r = subprocess.run([str(BIN / "ledger-node"), "cluster", "--data", str(tmp_path / "c"),
                         "--base-port", base, "--once"], capture_output=True, text=True,
                        env=env, timeout=120, check=False, stdin=subprocess.DEVNULL)
-    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert f"--base-port {base}: 3 agencies use ports base to base+202, so give 1 to 65333" \
         in r.stderr, r.stderr
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["--agencies", "0"], "--agencies must be 1..9, got 0"),
+    (["--agencies", "10"], "--agencies must be 1..9, got 10"),
+    (["--base-port", "70000"], "--base-port 70000: 3 agencies use ports base to base+202"),
+])
+def test_a_cluster_refuses_bad_input_before_asking_for_a_passphrase_exit_2(
+        tmp_path: Path, args: list[str], said: str) -> None:
+    """``ledger-node cluster --agencies 10`` asked for the keys' passphrase first (typed twice
+    at a terminal), then refused, and exited 1 where the help says bad input is 2. Now the
+    refusal comes first, with exit 2, and nothing is made."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_KEY_PASSPHRASE")}
+    r = subprocess.run([str(BIN / "ledger-node"), "cluster", "--data", str(tmp_path / "c"),
+                        *args, "--once"], capture_output=True, text=True,
+                       env={**env, "COLUMNS": "300"}, timeout=120, check=False,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert said in r.stderr and "assphrase" not in r.stderr, r.stderr
     assert not (tmp_path / "c").exists()
 
 
