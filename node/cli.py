@@ -881,10 +881,19 @@ def etcd_admit(pki: _PKI_FOLDER, endpoint: _ETCD_URL, agency: _PKI_AGENCY) -> No
 def etcd_take_out(pki: _PKI_FOLDER, endpoint: _ETCD_URL, agency: _PKI_AGENCY) -> None:
     """Shut an agency governance removed out of etcd: its user goes (refused at once, even
     on connections it holds) and its member leaves the Raft cluster. Revoke its certificate
-    too (`ledger-node pki revoke`)."""
+    first (`ledger-node pki revoke`): refused while the PKI folder holds a valid one (a slip
+    of one agency's name for another's would shut a running agency out)."""
     def step(admin: EtcdAdmin) -> str:
         from node.etcdadmin import EtcdAdminError
+        from node.pki import list_certificates, revoked_only
 
+        certs = list_certificates(pki)
+        if any(c.agency == agency for c in certs) and agency not in revoked_only(certs):
+            raise EtcdAdminError(
+                f"the PKI folder {pki} holds a valid certificate of {agency!r}: take-out is "
+                "for an agency governance removed (another name? `ledger-node pki list`); "
+                f"revoke it first, `ledger-node pki revoke --pki {pki} --agency {agency}`: "
+                "nothing was changed")
         if not admin.take_out(agency):
             raise EtcdAdminError(
                 f"etcd has no user and no member {agency!r} (taken out before, or another "

@@ -887,6 +887,8 @@ def test_the_operator_administers_etcd_from_the_command_line(tmp_path: Path) -> 
                 EtcdAdmin(net.member(lead).client_url, operator_credentials(pki, b"pw")).call(
                     "Maintenance", "MoveLeader", pb.MoveLeaderRequest(targetID=ids["edu"]))
             assert admin.leader() == "edu"
+            # taken out once its certificate is revoked (refused before: helper round 31G)
+            revoke_agency_cert(pki, "edu", b"pw", now=dt.datetime.now(dt.UTC))
             r = etcd("take-out", "--agency", "edu")
             assert r.returncode == 0, r.stderr
             assert admin.leader() == "civil"
@@ -914,7 +916,6 @@ def test_the_operator_administers_etcd_from_the_command_line(tmp_path: Path) -> 
         # revoked one, is refused before etcd is changed: its member could not connect
         users = EtcdAdmin(civil, operator_credentials(pki, b"pw")).call(
             "Auth", "UserList", pb.AuthUserListRequest()).users
-        revoke_agency_cert(pki, "edu", b"pw", now=dt.datetime.now(dt.UTC))
         for name, said in (("civl", "no certificate of 'civl'"),
                            ("edu", "edu's certificate revoked only")):
             r = etcd("admit", "--agency", name)
@@ -933,6 +934,7 @@ def test_the_operator_administers_etcd_from_the_command_line(tmp_path: Path) -> 
             r.stderr.split()), r.stderr
         # half done (etcd removes no last member, nor one leaving too few started): said,
         # with what was done and how to finish
+        revoke_agency_cert(pki, "civil", b"pw", now=dt.datetime.now(dt.UTC))
         r = etcd("take-out", "--agency", "civil")
         said = " ".join(r.stderr.split())
         assert r.returncode == 1 and "civil's etcd user is deleted (it reaches no key), but " \
@@ -1503,3 +1505,34 @@ def test_two_adds_of_one_agency_at_once_leave_a_matching_pair(tmp_path: Path) ->
         assert "already has a certificate for 'edu'" in refused.stderr, refused.stderr
         assert "Traceback" not in refused.stderr
         lock(unlock(pki, "edu", b"pw"))  # the key is the certificate's
+
+
+def test_etcd_take_out_refuses_an_agency_whose_certificate_is_not_revoked(
+        tmp_path: Path) -> None:
+    """`ledger-node etcd take-out --agency health` took a current agency's etcd user and
+    member out (helper round 31G: a slip of one agency's name for another's shut a running
+    agency out of the network's etcd), though its help and the README are for an agency
+    governance removed, after `ledger-node pki revoke`. Refused while the PKI folder holds
+    an unrevoked certificate of the agency, before etcd is asked; taken once it is revoked
+    (here etcd, not running, is then what answers)."""
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil", "health"], b"pw", now=dt.datetime.now(dt.UTC))
+    closed = f"https://127.0.0.1:{free_base(1)}"
+
+    def take_out(agency: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "ledger-node"), "etcd", "take-out", "--pki", str(pki),
+                               "--endpoint", closed, "--agency", agency],
+                              capture_output=True, text=True, timeout=120, check=False,
+                              env={**os.environ, "LEDGER_KEY_PASSPHRASE": "pw",
+                                   "COLUMNS": "300"}, stdin=subprocess.DEVNULL)
+
+    r = take_out("health")
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 1 and "Traceback" not in said, said
+    assert "holds a valid certificate of 'health'" in said, said
+    assert "ledger-node pki revoke --pki" in said and "nothing was changed" in said, said
+    revoke_agency_cert(pki, "health", b"pw", now=dt.datetime.now(dt.UTC))
+    r = take_out("health")
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 1 and "valid certificate" not in said, said
+    assert "cannot take health out of etcd" in said, said  # etcd is not running
