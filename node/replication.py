@@ -384,6 +384,11 @@ class EtcdOrderer:
         self._counter_behind = False
         self._last_put = 0.0
         self._last_published = 0.0  # monotonic time of our last applied-position put
+        # by our timer, as the dates in ``stats`` are: since when the apply loop's steps have
+        # failed, and since when etcd has refused our writes with NOSPACE (how long, said in
+        # logs and refusals, stays right whatever the clock does meanwhile)
+        self._failing_at = 0.0
+        self._nospace_at = 0.0
         # (log size, our node key) of the last co-signature published: the head is signed
         # again after a restart with a rotated key (_cosign_head)
         self._cosigned: tuple[int, bytes] | None = None
@@ -691,7 +696,7 @@ class EtcdOrderer:
         return t
 
     def _nospace_refusal(self) -> str:
-        since = int(_time.time() - self.stats.nospace_since)
+        since = int(self.timer() - self._nospace_at)
         return (f"etcd's NOSPACE alarm is raised (its writes refused for {since} s): this node "
                 f"takes no submissions meanwhile; {NOSPACE_FIX}. Send the transaction again "
                 "after that (transaction ids are idempotent)")
@@ -800,7 +805,7 @@ class EtcdOrderer:
             else:
                 if self.stats.failing_since:  # said once, as the failures were
                     log.warning("replication steps succeed again, after %d s of failures",
-                                int(_time.time() - self.stats.failing_since))
+                                int(self.timer() - self._failing_at))
                     self.stats.last_error = ""
                     self._failures.reset()
                 self.stats.failing_since = 0.0
@@ -813,7 +818,8 @@ class EtcdOrderer:
                 self._watch_finality()
                 continue
             # after a failure: health reports the node degraded until a step succeeds
-            self.stats.failing_since = self.stats.failing_since or _time.time()
+            if not self.stats.failing_since:
+                self.stats.failing_since, self._failing_at = _time.time(), self.timer()
 
     def _store_failed(self, e: plyvel.Error) -> None:
         """The store refused a write (a full disk) or a read (damage): apply nothing more until
@@ -1658,7 +1664,7 @@ class EtcdOrderer:
         if isinstance(e, CounterBehind):
             self._counter_behind = True
         if isinstance(e, NoSpace) and not self.stats.nospace_since:
-            self.stats.nospace_since = _time.time()
+            self.stats.nospace_since, self._nospace_at = _time.time(), self.timer()
             log.error("etcd's NOSPACE alarm is raised (%s): this node refuses submissions "
                       "until it clears; %s", e, NOSPACE_FIX)
 
@@ -1672,7 +1678,7 @@ class EtcdOrderer:
         if self.stats.nospace_since:
             log.warning("etcd takes writes again after %d s of NOSPACE: submissions are taken "
                         "again, and for %d s this node puts at most one batch every %.1f s",
-                        int(_time.time() - self.stats.nospace_since), PACED_FOR, PACE)
+                        int(self.timer() - self._nospace_at), PACED_FOR, PACE)
             self.stats.nospace_since = 0.0
             self._paced_until = _time.monotonic() + PACED_FOR
 

@@ -8,6 +8,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -2579,6 +2580,52 @@ def test_a_clock_stepped_back_while_cut_off_does_not_keep_the_lists_current(
         assert problem.startswith("behind"), problem
         _wait_current(node, clock[0])  # current again at the clock as it now reads
         assert node.lists_as_of() == clock[0]
+
+
+def test_how_long_steps_failed_and_etcd_refused_writes_is_timed_by_the_nodes_timer(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The NOSPACE refusal's "refused for N s", and the log lines "steps succeed again after N s
+    of failures" and "takes writes again after N s of NOSPACE" took N from the wall clock: a
+    clock stepped back or forward (an NTP step, a VM resumed) said a step's worth more or less
+    (round 32K). Timed by the node's monotonic timer: here ten minutes of it pass while the
+    wall clock does not move, and each says ten minutes."""
+    from node.etcdlog import NoSpace
+
+    clock, skip = [DEMO_T0 + 1000], [0.0]
+    with _current_edu_node(tmp_path, clock, timer=lambda: time.monotonic() + skip[0]) as (
+            node, url, _):
+        orderer = node.replicated
+        assert orderer is not None
+        caplog.set_level(logging.WARNING, logger="credledger.replication")
+        os.kill(_MEMBERS[url].pid, signal.SIGSTOP)  # no write, no read answered
+        try:
+            # as a put refused by etcd's alarm is taken in (the probe cannot clear it: frozen)
+            orderer._write_failed(NoSpace("etcdserver: mvcc: database space exceeded"))
+            deadline = time.monotonic() + 30
+            while not orderer.stats.failing_since:  # a read of etcd timed out: a failed step
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            skip[0] += 600  # ten minutes, by the timer
+            with pytest.raises(NoSpace) as refused:
+                orderer.submit(b"anything")
+        finally:
+            os.kill(_MEMBERS[url].pid, signal.SIGCONT)
+        said = re.search(r"refused for (\d+) s", str(refused.value))
+        assert said is not None and 600 <= int(said[1]) < 700, str(refused.value)
+
+        def logged(pattern: str) -> int | None:
+            for r in caplog.records:
+                if (m := re.search(pattern, r.getMessage())) is not None:
+                    return int(m[1])
+            return None
+        deadline = time.monotonic() + 30
+        while (logged(r"succeed again, after (\d+) s") is None
+               or logged(r"again after (\d+) s of NOSPACE") is None):
+            assert time.monotonic() < deadline, [r.getMessage() for r in caplog.records]
+            time.sleep(0.05)
+    for pattern in (r"succeed again, after (\d+) s", r"again after (\d+) s of NOSPACE"):
+        n = logged(pattern)
+        assert n is not None and 600 <= n < 700, (pattern, n)
 
 
 def test_a_status_token_first_signed_while_cut_off_is_dated_when_its_lists_were_current(
