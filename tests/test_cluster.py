@@ -1039,3 +1039,96 @@ def test_a_first_start_cut_short_by_a_full_disk_starts_again_once_there_is_room(
         assert (member / "wal").is_dir()
     finally:
         cluster.stop()
+
+
+@pytest.mark.slow
+def test_a_citizen_applies_on_a_cluster_as_the_readme_says(fresh: Net, tmp_path: Path) -> None:
+    """Approvals end to end on a real 3-agency cluster (helper round 32A): the catalogue's
+    business licence registered by governance (decided by health), credit events recorded by
+    two agencies through `agency credit`, `wallet apply` at the deciding node (a decision and
+    its credential), at another agency's node (refused in one line, nothing decided), and at
+    the deciding node killed once the decision is committed (the wallet says it may be
+    decided, not that the node was never reached). Every node comes to one head, and each
+    store's audit re-evaluates every decision from health's evidence: clean."""
+    import base64
+    import os
+
+    from contracts.catalogue import setup_actions
+    from ledger.audit import audit
+    from ledger.sealed import read_evidence_key
+    from wallet.core import Wallet
+
+    net, now, reg_no = fresh, int(time.time()), "91440606-MA4W0001"
+    for action, args in setup_actions({"degree": DEGREE}, now - 60, now + 86400 * 365,
+                                      agencies={"market": "health", "justice": "civil"},
+                                      services=["business-licence"]):
+        net.governance(action, args)
+    bin_ = Path(sys.executable).parent
+    wallet_path = tmp_path / "wallet.db"
+    wallet = Wallet.init(wallet_path, b"wallet-pass")
+    r = net.http.post(f"{net.url('health')}/v1/credentials",
+                      headers={"Authorization": f"Bearer {net.token}"},
+                      json={"type": "business-registration", "holder_jwk": wallet.holder_jwk(),
+                            "claims": {"registration_no": reg_no, "scope": "catering",
+                                       "business_name": "Lingnan Tea House"}})
+    assert r.status_code == 200, r.text
+    (tmp_path / "reg.bundle").write_bytes(base64.urlsafe_b64decode(r.json()["bundle"] + "=="))
+    env = {**os.environ, "SSL_CERT_FILE": str(net.folder / "pki" / "ca.crt"),
+           "WALLET_PASSPHRASE": "wallet-pass", "WALLET_PATH": str(wallet_path),
+           "LEDGER_OPERATOR_TOKEN": net.token, "COLUMNS": "200"}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(bin_ / args[0]), *args[1:]], env=env, capture_output=True,
+                              text=True, check=False)
+
+    snap = tmp_path / "snap.bin"
+    got = run("ledger", "snapshot", "--out", str(snap),
+              *[x for a in net.ids for x in ("--node", net.url(a))])
+    assert got.returncode == 0, got.stderr
+    got = run("wallet", "receive", str(tmp_path / "reg.bundle"), "--registry", str(snap))
+    assert got.returncode == 0, got.stderr
+    (tmp_path / "subject.txt").write_text(reg_no + "\n")
+    for agency, category in (("health", "permits"), ("civil", "tax")):
+        got = run("agency", "credit", "--node", net.url(agency), "--category", category,
+                  "--points", "-40", "--reason", "late-filing",
+                  "--subject-file", str(tmp_path / "subject.txt"))
+        assert got.returncode == 0 and "credit event recorded" in got.stdout, got.stderr
+    apply = ["wallet", "apply", "business-licence", "--registry", str(snap), "--yes", "--node"]
+    got = run(*apply, net.url("health"))
+    assert got.returncode == 0 and "approved (standard): licensed" in got.stderr, got.stderr
+    got = run(*apply, net.url("civil"))
+    assert got.returncode == 1 and got.stderr.strip().splitlines() == [
+        "error: the node refused the application: 'business-licence' is decided by 'health', "
+        "not by this node ('civil')"], got.stderr
+    folder = net.folder / "health" / "data" / "approvals"
+    filed = set(folder.glob("*.ev"))
+    proc = subprocess.Popen([str(bin_ / apply[0]), *apply[1:], net.url("health")], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while proc.poll() is None and not set(folder.glob("*.ev")) - filed:
+        time.sleep(0.002)
+    net.cluster.kill_node("health")  # the decision committed, its credential not yet given
+    _, said = proc.communicate()
+    said = " ".join(said.split())
+    assert proc.returncode == 1 and "cannot reach" not in said, said
+    assert "may have decided it" in said, said
+    net.cluster.restart("health", etcd=False)
+    net.wait_until("every node at one head", net.converged, timeout=120)
+    key_copy = tmp_path / "evidence.key"
+    got = subprocess.run([str(bin_ / "ledger-node"), "evidence-key", "--data",
+                          str(net.folder / "health" / "data"), "--out", str(key_copy)],
+                         env={**env, "LEDGER_KEY_PASSPHRASE": PASS.decode(),
+                              "LEDGER_EVIDENCE_PASSPHRASE": "auditor-pw"},
+                         capture_output=True, text=True, check=False)
+    assert got.returncode == 0, got.stderr
+    key = read_evidence_key(key_copy, b"auditor-pw")
+    net.wait_until("final catches up", lambda: all(
+        net.health(a)["final_log_size"] == net.health(a)["log_size"] for a in net.ids))
+    for agency in net.ids:
+        net.cluster.kill_node(agency)
+        try:
+            report = audit(net.folder / agency / "data", now=int(time.time()), evidence=folder,
+                           evidence_keys=[key])
+        finally:
+            net.cluster.restart(agency, etcd=False)
+        assert report.clean, (agency, report.problems)
+        assert report.approvals_total == report.approvals_rechecked == 2, agency

@@ -598,3 +598,38 @@ def test_the_served_demo_run_from_another_folder_says_where_its_commands_are(
         text = said.read_text()
     assert f"export PATH={BIN}:$PATH" in text, text
     assert "demo-pw" not in text  # the user's own key passphrase is never said
+
+
+def test_a_node_gone_while_deciding_is_not_said_to_be_unreachable(
+        demo_server: tuple[str, dict[str, str], Path]) -> None:
+    """The node's connection dropped after the application's answers were sent (the node
+    killed while it decided): `wallet apply` said `cannot reach URL`, as if nothing had been
+    sent, where the node may have decided and committed already (and gives the approval
+    credential once). It says the application was sent and may be decided, and applying
+    again would be decided again."""
+    _, env, tmp = demo_server
+    posted: list[str] = []
+
+    class DiesAtApply(_JsonNode):
+        def answer(self) -> dict[str, object]:
+            me = f"http://127.0.0.1:{self.server.server_address[1]}"
+            return {"requests": [
+                {"nonce": "n-1", "audience": me, "type": "person-id",
+                 "claims": ["district", "age_over_65"]},
+                {"nonce": "n-2", "audience": me, "type": "income-statement",
+                 "claims": ["annual_income"]}]}
+
+        def do_POST(self) -> None:
+            posted.append(self.path.rsplit("/", 1)[1])
+            if self.path.endswith("/apply"):  # read, then gone without a word
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                self.close_connection = True
+                return
+            super().do_POST()
+
+    r = _apply_at(DiesAtApply, env, tmp)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 1 and posted == ["applications", "apply"], said
+    assert "cannot reach" not in said, said
+    assert "may have decided" in said and "decided again" in said, said
+    assert "Traceback" not in said

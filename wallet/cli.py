@@ -672,8 +672,21 @@ def apply(
                 # kept, lost the credential for good (the decision stayed on the ledger). It
                 # takes effect once the credential is in the wallet or in a file beside it.
                 finishing.enter_context(interrupts_held(_finishing_application))
-                got = _fetch(client, "POST", f"{base}/v1/services/{service}/apply", json=body,
-                             timeout=httpx.Timeout(60, read=APPLY_WAIT))
+                try:
+                    got = _fetch(client, "POST", f"{base}/v1/services/{service}/apply",
+                                 json=body, timeout=httpx.Timeout(60, read=APPLY_WAIT))
+                except httpx.HTTPError as e:
+                    if isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout,
+                                      httpx.PoolTimeout)):  # never reached: nothing sent
+                        raise
+                    # Sent: the node may have decided and committed already, and gives the
+                    # approval credential once; applying again is decided again.
+                    raise WalletError(
+                        f"the application was sent to {base} but no answer came back ({e}): "
+                        "the agency may have decided it and recorded the decision on the "
+                        "ledger, and its approval credential did not reach this wallet. Ask "
+                        "the agency before applying again: an application sent again is "
+                        "decided again") from e
         except httpx.HTTPError as e:
             raise WalletError(f"cannot reach {base}: {e}") from e
         if got.status_code != 200:
