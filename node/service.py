@@ -427,6 +427,24 @@ class Node:
         return {name: key for name, key in self._node_key_files.items()
                 if current.get(name) == key.public}
 
+    def _keys_advice(self) -> str:
+        """What a solo node short of current node keys is told to do: put them in its keys
+        folder; and when the registry counts other agencies' node keys this folder lacks, that
+        a node of a network of agencies orders through etcd (its own key, the others' nodes
+        co-signing) rather than holding their keys."""
+        advice = "put the current node keys in the keys folder and restart the node"
+        registry = self.store.registry
+        if registry is None:
+            return advice
+        others = sorted(a for a in checkpoint_verifiers(registry, self.now())
+                        if a != self.agency and a not in self._node_key_files)
+        if not others:
+            return advice
+        return (f"{advice}; or, as a node of the network {self.network} whose other agencies "
+                f"({', '.join(others)}) keep their node keys, run it with ordering = \"etcd\": "
+                "`ledger-node init --etcd-endpoint URL --peer URL --pki FOLDER` writes that "
+                "config (README: \"A new agency joins a running network\")")
+
     def check_can_finalize(self) -> None:
         """A solo node that could not sign a final checkpoint for a new block now refuses to
         issue (the holder's bundle needs one): :class:`OrderingError`, nothing committed."""
@@ -438,8 +456,7 @@ class Node:
             raise OrderingError(
                 f"this node holds current node keys of {', '.join(sorted(keys)) or 'no agency'}"
                 f" only, and a final checkpoint needs {registry.quorum}: a credential issued "
-                "now could not be proven; nothing was issued (put the current node keys in the "
-                "keys folder and restart the node)")
+                f"now could not be proven; nothing was issued ({self._keys_advice()})")
 
     def writer_failure(self) -> str | None:
         """Why this solo node's block writer stopped (it takes no transaction until the node
@@ -555,8 +572,7 @@ class Node:
             if signed is not None:
                 verify_final(signed, self._registry(), self.now())
         except CheckpointError as e:
-            return (f"the latest checkpoint is not final: {e} (put the current node keys in "
-                    "the keys folder and restart the node)")
+            return f"the latest checkpoint is not final: {e} ({self._keys_advice()})"
         try:
             self.check_can_finalize()
         except OrderingError as e:
@@ -567,7 +583,7 @@ class Node:
         if signed.checkpoint.size < head.log_size:  # blocks kept without one (ADR 46)
             return (f"no final checkpoint covers the log past {signed.checkpoint.size} entries "
                     f"(head {head.log_size}): too few current node keys signed the blocks "
-                    "since (put the current node keys in the keys folder and restart the node)")
+                    f"since ({self._keys_advice()})")
         return ""
 
     # -- reading the chain --

@@ -3046,3 +3046,25 @@ def test_a_status_change_of_a_credential_whose_stored_record_is_damaged_is_refus
         said = r.json()["detail"]
         assert f"credential {cid}" in said and "store is damaged" in said, said
         assert c.get("/v1/head").json()["log_size"] == size
+
+
+def test_a_solo_node_short_of_other_agencies_keys_is_told_about_etcd_ordering(
+        tmp_path: Path) -> None:
+    """A new agency's node ran from a store of the network as a solo node (its config had no
+    ``ordering = "etcd"``): health said only "put the current node keys in the keys folder",
+    which the other agencies keep. It now names the network node's config too (round 32J)."""
+    from node.service import Node
+
+    data = make_demo(tmp_path / "demo")
+    for key in (data / "keys").glob("*.node.key"):
+        if key.name != "edu.node.key":
+            key.unlink()  # the other agencies' node keys are theirs
+    node = Node(data, "edu", PASS, workers=0, clock=lambda: T0 + 10)
+    try:
+        problem = node.signing_problem()
+    finally:
+        node.close()
+    assert "put the current node keys in the keys folder" in problem, problem
+    assert 'ordering = "etcd"' in problem and "ledger-node init --etcd-endpoint" in problem
+    assert "civil" in problem  # whose keys it lacks
+
