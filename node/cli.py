@@ -473,9 +473,28 @@ def init(
         help="With --new-network: a founding agency as ID=Name (repeat for each).")] = None,
     quorum: Annotated[int, typer.Option(help="With --new-network: the governance quorum.")
                       ] = 1,
+    etcd_endpoint: Annotated[list[str] | None, typer.Option(
+        help="A network node (ordering = \"etcd\"): an etcd client URL of the network, this "
+             "agency's own member first (repeat for each member).")] = None,
+    peer: Annotated[list[str] | None, typer.Option(
+        help="With --etcd-endpoint: another agency's node URL to catch up from (repeat).")
+                    ] = None,
+    pki: Annotated[Path | None, typer.Option(
+        help="The agency's PKI folder (ca.crt, crl.pem, <agency>.crt/.key): mTLS to https "
+             "etcd endpoints, and HTTPS with --tls.")] = None,
+    tls: Annotated[bool, typer.Option(help="Serve HTTPS with the agency certificate (needs "
+                                           "--pki).")] = False,
+    host: Annotated[str, typer.Option(help="The bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="The port (1..65535).")] = 8000,
+    public_url: Annotated[str | None, typer.Option(
+        help="The URL peers and verifiers reach this node at.")] = None,
 ) -> None:
     """Write a node config (and, with --new-network, keys and a genesis) and print a new
     operator token once.
+
+    With --etcd-endpoint (and --peer, --pki, --tls) the config is a network node's: it orders
+    through the network's etcd and catches up from its peers (README: "A new agency joins a
+    running network").
 
     Only the token's SHA-256 goes into the config; keep the token (it authorises issuing and
     status changes through the API). Key files are encrypted with $LEDGER_KEY_PASSPHRASE (or
@@ -486,10 +505,23 @@ def init(
     import secrets
 
     from ledger.store import Store
-    from node.config import ConfigError, Settings
+    from node.config import ConfigError, Settings, network_lines
 
+    endpoints, peers = tuple(etcd_endpoint or ()), tuple(peer or ())
     try:
-        Settings(data=data, agency=agency)
+        if peers and not endpoints:
+            raise ConfigError("--peer: peers are a network node's: give its --etcd-endpoint too")
+        if port == 0:
+            raise ConfigError("port: 0 (a port the system picks) cannot be a node's; give one "
+                              "in 1..65535")
+        if pki is not None and not all((pki / f).is_file() for f in
+                                       ("ca.crt", f"{agency}.crt", f"{agency}.key")):
+            raise ConfigError(f"pki: {pki} holds no ca.crt and {agency}.crt/.key (copy them "
+                              f"from where the CA is kept: `ledger-node pki add --agency "
+                              f"{agency}` made them)")
+        Settings(data=data, agency=agency, host=host, port=port, public_url=public_url,
+                 ordering="etcd" if endpoints else "solo", etcd_endpoints=endpoints,
+                 peers=peers, pki=pki, tls=tls)
     except ConfigError as e:
         err.print(f"[red]bad option:[/] {_q(e)}")
         raise typer.Exit(2) from e
@@ -530,12 +562,14 @@ def init(
     text = (f"# ledger-node config for {agency}; written by `ledger-node init`\n"
             f"data = {json.dumps(str(data.resolve()))}\n"
             f"agency = {json.dumps(agency)}\n"
-            'host = "127.0.0.1"\n'
-            "port = 8000\n"
+            f"host = {json.dumps(host)}\n"
+            f"port = {port}\n"
             f'operator_token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n'
             "max_body_bytes = 262144\n"
             "cors_origins = []\n"
-            '# public_url = "https://node.example"  # the audience of presentation requests\n'
+            + (f"public_url = {json.dumps(public_url)}\n" if public_url is not None else
+               '# public_url = "https://node.example"  # the audience of presentation requests\n')
+            + network_lines(endpoints, peers, None if pki is None else str(pki.resolve()), tls) +
             '# trust_list = "trust.json"        # issuers outside the network (docs/foreign-'
             'issuers.md)\n'
             '# status_tokens = "status-tokens"  # their Status List Tokens (*.jwt)\n'

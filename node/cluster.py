@@ -47,6 +47,7 @@ from ledger.keys import PASSPHRASE_ENV, PrivateKey, save_private_key, seal_secre
 from ledger.network import Agency, genesis_tx
 from ledger.store import Store
 from ledger.tx import Tx
+from node.config import network_lines
 from node.etcdadmin import EtcdAdmin, EtcdAdminError
 from node.pki import (
     PkiError,
@@ -353,9 +354,9 @@ def _node_config(agency: str, m: Member, members: Sequence[Member], network: str
     return (f"# {agency}'s node in the local cluster {network}\n"
             f'data = "data"\nagency = "{agency}"\nhost = "127.0.0.1"\nport = {m.node_port}\n'
             f'operator_token_sha256 = "{hashlib.sha256(token.encode()).hexdigest()}"\n'
-            f'public_url = "{m.url}"\nordering = "etcd"\nmax_body_bytes = {4 << 20}\n'
-            f"etcd_endpoints = {json.dumps(endpoints)}\npeers = {json.dumps(peers)}\n"
-            f'pki = "../pki"\ntls = true\nretention = {retention}\n'
+            f'public_url = "{m.url}"\nmax_body_bytes = {4 << 20}\n'
+            + network_lines(endpoints, peers, "../pki", tls=True) +
+            f"retention = {retention}\n"
             f"workers = {max(1, (os.cpu_count() or 1) // len(members))}  "
             "# the agencies share this machine's cores\n")
 

@@ -31,9 +31,10 @@ named after one), wrong types and out-of-range values raise :class:`ConfigError`
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from urllib.parse import urlsplit
 
 from ledger.timetext import TimeZoneError, time_zone
 
-__all__ = ["ENV_PREFIX", "ConfigError", "Settings"]
+__all__ = ["ENV_PREFIX", "ConfigError", "Settings", "network_lines"]
 
 ENV_PREFIX = "LEDGER_NODE_"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -248,6 +249,21 @@ class Settings:
                 raise ConfigError(f"{key}: must be a non-empty path string")
             paths[key] = None if got is None else base / Path(got).expanduser()
         return cls(data=base / Path(data).expanduser(), **paths, **lists, **values)
+
+
+def network_lines(etcd_endpoints: Sequence[str], peers: Sequence[str], pki: str | None,
+                  tls: bool) -> str:
+    """The TOML lines of a node that orders through etcd with other agencies (``ordering =
+    "etcd"``, its etcd endpoints, own member first, and its peers for catch-up; none without
+    endpoints), its PKI folder (when given) and whether it serves HTTPS: written by ``ledger-node
+    init --etcd-endpoint`` and by ``ledger-node cluster`` alike."""
+    lines = ""
+    if etcd_endpoints:
+        lines = (f'ordering = "etcd"\netcd_endpoints = {json.dumps(list(etcd_endpoints))}\n'
+                 f"peers = {json.dumps(list(peers))}\n")
+    if pki is not None:
+        lines += f"pki = {json.dumps(pki)}\n"
+    return lines + f"tls = {'true' if tls else 'false'}\n"
 
 
 def _is_int(v: object) -> bool:

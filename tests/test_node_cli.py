@@ -742,3 +742,55 @@ def test_a_path_in_a_message_reaches_the_terminal_as_text(tmp_path: Path) -> Non
                        capture_output=True, text=True, timeout=120, check=False)
     assert r.returncode == 2, r.stderr
     assert "\x1b" not in r.stderr and "no\\x1b]0;pwned\\x07such.toml" in r.stderr, r.stderr
+
+
+def test_init_writes_a_network_nodes_config(tmp_path: Path) -> None:
+    """`init` wrote only a solo config: a new agency's node then ran solo on a network's store
+    (round 31G). --etcd-endpoint, --peer, --pki and --tls write a network node's (round 32J)."""
+    import datetime as dt
+
+    from typer.testing import CliRunner
+
+    from node import cli
+    from node.config import Settings
+    from node.pki import create_pki
+
+    pki = tmp_path / "pki"
+    create_pki(pki, "district-9", ["edu"], b"pki-pw", now=dt.datetime.now(dt.UTC))
+    r = CliRunner().invoke(cli.app, [
+        "init", "--data", str(tmp_path / "data"), "--agency", "edu", "--new-network",
+        "district-9", "--founder", "edu=Education Bureau", "--config-out",
+        str(tmp_path / "node.toml"), "--etcd-endpoint", "https://127.0.0.1:8303",
+        "--etcd-endpoint", "https://127.0.0.1:8300", "--peer", "https://127.0.0.1:8100",
+        "--pki", str(pki), "--tls", "--port", "8103", "--public-url", "https://127.0.0.1:8103"],
+        env={"LEDGER_KEY_PASSPHRASE": "init-pw"})
+    assert r.exit_code == 0, r.output
+    s = Settings.from_toml(tmp_path / "node.toml")
+    assert s.ordering == "etcd" and s.tls and s.pki == pki.resolve()
+    assert s.etcd_endpoints == ("https://127.0.0.1:8303", "https://127.0.0.1:8300")
+    assert s.peers == ("https://127.0.0.1:8100",) and s.port == 8103
+    assert s.public_url == "https://127.0.0.1:8103"
+
+
+@pytest.mark.parametrize(("extra", "said"), [
+    (["--peer", "https://127.0.0.1:8100"], "give its --etcd-endpoint"),
+    (["--etcd-endpoint", "ftp://127.0.0.1:2379"], "etcd_endpoints"),
+    (["--etcd-endpoint", "https://127.0.0.1:2379"], "needs the PKI"),
+    (["--etcd-endpoint", "http://127.0.0.1:2379", "--pki", "no-such-pki"], "holds no ca.crt"),
+    (["--etcd-endpoint", "http://127.0.0.1:2379", "--tls"], "needs the PKI"),
+    (["--port", "0"], "port"),
+    (["--port", "70000"], "port"),
+    (["--public-url", "node.example"], "public_url"),
+])
+def test_init_refuses_bad_network_options_before_writing(tmp_path: Path, extra: list[str],
+                                                         said: str) -> None:
+    from typer.testing import CliRunner
+
+    from node import cli
+
+    r = CliRunner().invoke(cli.app, [
+        "init", "--data", str(tmp_path / "data"), "--agency", "edu", "--new-network", "n-1",
+        "--founder", "edu=Education Bureau", "--config-out", str(tmp_path / "node.toml"),
+        *extra], env={"LEDGER_KEY_PASSPHRASE": "init-pw"})
+    assert r.exit_code == 2 and said in " ".join(r.output.split()), r.output
+    assert not (tmp_path / "node.toml").exists() and not (tmp_path / "data").exists()
