@@ -549,9 +549,18 @@ def init(
     try:
         with Store(data / "ledger", create=False) as store:
             registry = store.registry
-            if registry is None or registry.agency(agency) is None:
-                err.print(f"[red]agency {_q(repr(agency))} is not in this ledger's registry[/]")
+            if registry is None:
+                err.print(f"[red]the ledger in {_q(data)} has no genesis[/]")
                 raise typer.Exit(2)
+            if registry.agency(agency) is None:
+                if not endpoints:
+                    err.print(f"[red]agency {_q(repr(agency))} is not in this ledger's "
+                              "registry[/] (a node joining a network: give --etcd-endpoint, "
+                              "and it learns its admission by catching up)")
+                    raise typer.Exit(2)
+                err.print(f"note: agency {_q(repr(agency))} is not yet in this copy's registry; "
+                          "the node learns governance admitted it by catching up from etcd and "
+                          "its peers")
     except LedgerError as e:
         err.print(f"[red]cannot read the ledger in {_q(data)}:[/] {_q(e)}")
         raise typer.Exit(1) from e

@@ -1132,3 +1132,35 @@ def test_a_citizen_applies_on_a_cluster_as_the_readme_says(fresh: Net, tmp_path:
             net.cluster.restart(agency, etcd=False)
         assert report.clean, (agency, report.problems)
         assert report.approvals_total == report.approvals_rechecked == 2, agency
+
+
+def test_a_new_agency_configured_by_init_joins_and_catches_up(fresh: Net) -> None:
+    """A newcomer whose node.toml `ledger-node init --etcd-endpoint … --peer … --pki … --tls`
+    wrote (not the cluster's own writer) joins the running network, catches up from etcd and
+    its peers and co-signs (round 32J: init wrote only solo configs)."""
+    net = fresh
+    newcomer = net.cluster.prepare_agency("market")  # keys, certificate, a genesis-only store
+    m = net.cluster.member("market")
+    others = [x for x in net.cluster.members if x.agency != "market"]
+    root = net.folder / "market"
+    (root / "node.toml").unlink()  # the cluster's config goes: init writes the one it runs
+    r = subprocess.run([
+        str(Path(sys.executable).parent / "ledger-node"), "init", "--data", str(root / "data"),
+        "--agency", "market", "--config-out", str(root / "node.toml"),
+        "--etcd-endpoint", m.client_url, *[a for o in others for a in
+                                           ("--etcd-endpoint", o.client_url)],
+        *[a for o in others for a in ("--peer", o.url)], "--pki", str(net.folder / "pki"),
+        "--tls", "--port", str(m.node_port), "--public-url", m.url],
+        capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "not yet in this copy's registry" in r.stderr  # it learns that by catching up
+    net.governance("add_agency", {"agency": newcomer.spec()})
+    net.cluster.join("market")
+    net.ids.append("market")
+    net.agencies["market"] = newcomer
+    net.wait_until("the new agency catches up", net.converged, timeout=120)
+    assert net.submit("market", net.anchor("edu", int(time.time()))).status_code == 200
+    net.wait_until("its co-signature counts", lambda: "market" in {
+        s.name for s in _final(net, "civil").signatures})
+    assert _all_block_hashes(net, "market") == _all_block_hashes(net, "civil")
+    assert net.health("market")["status"] == "ok"
