@@ -701,6 +701,19 @@ def _capped(cert: x509.Certificate, now: dt.datetime) -> str:
     return ""
 
 
+def _check_pki_input(*, network: str | None = None, agencies: list[str] | None = None,
+                     hosts: list[str] | None = None) -> None:
+    """Bad ids or hosts given to a PKI command: said and exit 2, before any passphrase is
+    asked or file written."""
+    from node.pki import PkiError, check_names
+
+    try:
+        check_names(network=network, agencies=agencies or [], hosts=hosts or [])
+    except PkiError as e:
+        err.print(f"[red]bad option:[/] {_q(e)}")
+        raise typer.Exit(2) from e
+
+
 def _pki_step(what: str, step: Callable[[bytes, dt.datetime], str], *,
               confirm: bool = False, changes: Path | None = None) -> None:
     """Ask the passphrase, run ``step`` and say its result; a PKI error, or a file that cannot
@@ -751,6 +764,8 @@ def pki_create(
                       "civil=ledger.civil.example")
             raise typer.Exit(2)
         hosts.setdefault(name, []).append(where)
+    _check_pki_input(network=network, agencies=agency,
+                     hosts=[h for given in hosts.values() for h in given])
 
     def step(passphrase: bytes, now: dt.datetime) -> str:
         create_pki(out, network, agency, passphrase, now=now, hosts=hosts)
@@ -763,6 +778,8 @@ def pki_create(
 def pki_add(pki: _PKI_FOLDER, agency: _PKI_AGENCY, host: _PKI_HOSTS = None) -> None:
     """Certify an agency governance admitted (or one whose certificate was revoked)."""
     from node.pki import ensure_crl, ensure_operator_cert, issue_agency_cert
+
+    _check_pki_input(agencies=[agency], hosts=host)
 
     def step(passphrase: bytes, now: dt.datetime) -> str:
         ensure_crl(pki, passphrase, now=now)
@@ -784,6 +801,8 @@ def pki_renew(pki: _PKI_FOLDER, agency: _PKI_AGENCY, host: _PKI_HOSTS = None) ->
     never outlives the CA: renew the CA first when it ends sooner (`renew-ca`). For a stolen
     key use `revoke` and `add` instead."""
     from node.pki import renew_agency_cert
+
+    _check_pki_input(agencies=[agency], hosts=host)
 
     def step(passphrase: bytes, now: dt.datetime) -> str:
         cert = renew_agency_cert(pki, agency, passphrase, now=now, hosts=host or [])
@@ -1021,6 +1040,10 @@ def credit_secret(
 
     if str(out_file) == "-":  # the secret is never printed: not a file named "-" either
         err.print(f"[red]error:[/] --out: {NOT_STDOUT}")
+        raise typer.Exit(2)
+    if not out_file.parent.is_dir():
+        err.print(f"[red]error:[/] --out {_q(out_file)}: no folder {_q(out_file.parent)} (give "
+                  "the node's keys folder)")
         raise typer.Exit(2)
     if out_file.exists() and not force:
         err.print(f"[red]error:[/] {_q(out_file)} exists: a network keeps one credit secret (a "

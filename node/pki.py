@@ -514,6 +514,19 @@ _MAX_COMMON = 64
 """Characters an X.509 common name holds at most (RFC 5280's ub-common-name)."""
 
 
+def check_names(*, network: str | None = None, agencies: Iterable[str] = (),
+                hosts: Iterable[str] = ()) -> None:
+    """The network id, agency ids and hosts a PKI command was given, checked as the command
+    would before it asks a passphrase or writes anything: :class:`PkiError` naming the bad one
+    (the command line's bad input, exit 2)."""
+    if network is not None and not is_identifier(network):
+        raise PkiError(f"network id {network!r}: a ledger's network id is 1 to 64 lower-case "
+                       "letters, digits, '.', '_' and '-', starting with a letter or digit")
+    for agency in agencies:
+        _check_id(agency)
+    _sans("localhost", hosts)
+
+
 def _check_id(agency: str) -> None:
     if not _ID.fullmatch(agency):
         raise PkiError(f"agency id {agency!r}: use 1 to 64 lower-case letters, digits and '-', "

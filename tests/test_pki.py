@@ -1536,3 +1536,37 @@ def test_etcd_take_out_refuses_an_agency_whose_certificate_is_not_revoked(
     said = " ".join(r.stderr.split())
     assert r.returncode == 1 and "valid certificate" not in said, said
     assert "cannot take health out of etcd" in said, said  # etcd is not running
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    (["pki", "create", "--out", "{d}/new", "--network", "Bad Net", "--agency", "civil"],
+     "network id"),
+    (["pki", "create", "--out", "{d}/new", "--network", "n", "--agency", "Bad Id"],
+     "agency id"),
+    (["pki", "create", "--out", "{d}/new", "--network", "n", "--agency", "civil", "--host",
+      "civil=bad host!"], "neither an IP address"),
+    (["pki", "add", "--pki", "{d}/pki", "--agency", "Bad Id"], "agency id"),
+    (["pki", "add", "--pki", "{d}/pki", "--agency", "market", "--host", "bad host!"],
+     "neither an IP address"),
+    (["pki", "renew", "--pki", "{d}/pki", "--agency", "civil", "--host", "bad host!"],
+     "neither an IP address"),
+    (["credit-secret", "--out", "{d}/missing-dir/x"], "no folder"),
+])
+def test_bad_pki_and_secret_input_is_exit_2_and_changes_nothing(
+        tmp_path: Path, args: list[str], said: str) -> None:
+    """The help says exit 2 for bad input; a bad network id, agency id or host, or a
+    credit-secret --out in no folder, exited 1 as if the command had failed (round 32J)."""
+    import datetime as dt
+
+    from typer.testing import CliRunner
+
+    from node import cli
+    from node.pki import create_pki
+
+    create_pki(tmp_path / "pki", "n", ["civil"], b"pki-pw", now=dt.datetime.now(dt.UTC))
+    before = sorted(p.name for p in (tmp_path / "pki").iterdir())
+    r = CliRunner().invoke(cli.app, [a.format(d=tmp_path) for a in args],
+                           env={"LEDGER_KEY_PASSPHRASE": "pki-pw"})
+    assert r.exit_code == 2 and said in " ".join(r.output.split()), r.output
+    assert sorted(p.name for p in (tmp_path / "pki").iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pki"]
