@@ -80,6 +80,7 @@ from ledger.finality import (
 )
 from ledger.keys import PrivateKey
 from ledger.ordering import Pending, Receipt, settle, store_error_words
+from ledger.sdjwt import CLOCK_SKEW
 from ledger.sigcheck import Checking, SignatureChecker
 from ledger.state import RULES, Registry
 from ledger.store import Store, damaged
@@ -408,6 +409,7 @@ class EtcdOrderer:
         # batches, all of them applied since: what this node knows is current as of then
         # (None: not yet). Status List Tokens are dated by current_at (Node.lists_as_of).
         self._current_t: float | None = None
+        self._current_date = 0  # the same moment by this node's clock (a date)
         self._positions_read = False  # the peers' published positions read once since start
         self._positions_held: set[str] = set()  # the agencies etcd held a position of then
         self._forged_said: bytes | None = None  # the marker last said to be no pruner's
@@ -860,7 +862,7 @@ class EtcdOrderer:
         """Apply the next run of batches, then take in co-signatures and publish ours once.
 
         True when there may be more batches."""
-        asked = self.timer()
+        asked, asked_at = self.timer(), int(self.clock())
         # Only this read says whether the node is cut off (submit_many's CutOff): not a
         # peer's sync or a prune failing while etcd answers, and not kept while a run of
         # steps, one after another under load, has not ended
@@ -896,7 +898,7 @@ class EtcdOrderer:
         self._take_cosigs(cosigs)
         if not records:
             self._merge_pending()
-            self._current(asked)
+            self._current(asked, asked_at)
             return False
         checks = []
         head = self.store.head
@@ -924,7 +926,7 @@ class EtcdOrderer:
             self._publish(*made)  # the newest block's co-signature covers the earlier ones
         self._merge_pending()
         if len(records) < READ_BATCHES:  # the read reached the end, and all of it is applied
-            self._current(asked)
+            self._current(asked, asked_at)
         return True
 
     def _older_clock_peers(self) -> tuple[list[str], dict[str, int]]:
@@ -986,24 +988,29 @@ class EtcdOrderer:
         self._heartbeat()
         raise OrderingError(self._older_clocks)
 
-    def _current(self, asked: float) -> None:
-        """Everything ordered before ``asked`` (our timer's time; a linearizable read: etcd
-        answers it only with a quorum of members) is applied here, unless aligning a restored
-        store."""
-        if self._aligning is None and not self.halted:
-            self._current_t = max(asked, self._current_t if self._current_t is not None
-                                  else asked)
+    def _current(self, asked: float, asked_at: int) -> None:
+        """Everything ordered before ``asked`` (our timer's time; ``asked_at`` the same moment
+        by our clock; a linearizable read: etcd answers it only with a quorum of members) is
+        applied here, unless aligning a restored store."""
+        if self._aligning is None and not self.halted and (
+                self._current_t is None or asked > self._current_t):
+            self._current_t, self._current_date = asked, asked_at
 
     @property
     def current_at(self) -> int | None:
         """The time by this node's clock (a date: Status List Tokens are dated by it) of the
         start of the last read that reached the end of the ordered batches, all of them
-        applied since (None: not yet): now less how long ago that was by our timer. Kept as a
-        date, an NTP step back of an hour left it an hour ahead of the clock: a node cut off
-        after it called its lists current, and dated its tokens now, for an hour more."""
+        applied since (None: not yet). As our clock read it then, unless the clock has stepped
+        since by more than a verifier's skew: then now less how long ago that was by our
+        timer. Kept as a date alone, an NTP step back of an hour left it an hour ahead of the
+        clock: a node cut off after it called its lists current, and dated its tokens now,
+        for an hour more (round 31K)."""
         if self._current_t is None:
             return None
-        return int(self.clock()) - max(0, int(self.timer() - self._current_t))
+        by_timer = int(self.clock()) - max(0, int(self.timer() - self._current_t))
+        if abs(by_timer - self._current_date) <= CLOCK_SKEW:  # no step: the date as read
+            return self._current_date
+        return by_timer
 
     def _parse(self, batch: Batch) -> list[Tx]:
         """The batch's transactions, parsed once here: our own batches come back as the values
