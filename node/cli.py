@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -914,10 +914,21 @@ def etcd_secure(
 
 
 @etcd_app.command("admit")
-def etcd_admit(pki: _PKI_FOLDER, endpoint: _ETCD_URL, agency: _PKI_AGENCY) -> None:
-    """Make an agency governance admitted an etcd user (before its member is added). Refused
-    for an agency whose certificate the PKI folder does not hold, or holds revoked (a misspelt
-    name, an agency taken out): its member could not connect with it."""
+def etcd_admit(pki: _PKI_FOLDER, endpoint: _ETCD_URL, agency: _PKI_AGENCY,
+               peer_url: Annotated[str | None, typer.Option(
+                   "--peer-url", help="Also add its etcd member, which the other members "
+                                      "will reach at this URL, https://host:port (2380), "
+                                      "and print the --initial-cluster its `ledger-node etcd "
+                                      "run` takes. Start that member soon: one added and not "
+                                      "running counts against etcd's quorum.")] = None,
+               ) -> None:
+    """Make an agency governance admitted an etcd user (before its member is added), and with
+    --peer-url add its member too. Refused for an agency whose certificate the PKI folder does
+    not hold, or holds revoked (a misspelt name, an agency taken out): its member could not
+    connect with it."""
+    if peer_url is not None:
+        _https_url("--peer-url", peer_url, "the new member's peer URL")
+
     def step(admin: EtcdAdmin) -> str:
         from node.etcdadmin import EtcdAdminError
         from node.pki import list_certificates, revoked_only
@@ -934,7 +945,16 @@ def etcd_admit(pki: _PKI_FOLDER, endpoint: _ETCD_URL, agency: _PKI_AGENCY) -> No
                     "new agency's comes from `ledger-node pki add`)")
                 + ": nothing was changed")
         admin.admit(agency)
-        return f"{agency} may read and write the network's keys in etcd"
+        said = f"{agency} may read and write the network's keys in etcd"
+        if peer_url is None:
+            return said
+        added = admin.add_member(peer_url, wait=30.0)
+        # as etcdctl's member add says it: every member's peer URL, the new one by its name
+        initial = ",".join(f"{agency if member_id == added else name}={url}"
+                           for name, member_id, urls in admin.listing() for url in urls)
+        print(f"--initial-cluster {shlex.quote(initial)}")
+        return (f"{said}; its etcd member {added:016x} is added at {peer_url}: start it with "
+                f"`ledger-node etcd run` and the --initial-cluster above")
 
     _etcd_step(f"admit {agency}", pki, endpoint, step)
 
@@ -986,6 +1006,124 @@ def etcd_rejoin(pki: _PKI_FOLDER, endpoint: _ETCD_URL, agency: _PKI_AGENCY,
                 "data folder and --initial-cluster-state existing")
 
     _etcd_step(f"let {agency}'s etcd member rejoin", pki, endpoint, step)
+
+
+def _https_url(option: str, url: str, what: str) -> str:
+    """``url``'s host when it is https://host:port; else said and exit 2."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or parts.scheme != "https" or not parts.hostname or port is None or \
+            parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        err.print(f"[red]bad {option} {_q(repr(url))}:[/] give {what}, https://host:port")
+        raise typer.Exit(2)
+    return parts.hostname
+
+
+@etcd_app.command("run")
+def etcd_run(
+    pki: Annotated[Path, typer.Option(
+        "--pki", help="The agency's PKI folder: ca.crt, crl.pem and its own AGENCY.crt and "
+                      "AGENCY.key (encrypted), as the PKI's keeper copied them.")],
+    agency: _PKI_AGENCY,
+    data: Annotated[Path, typer.Option(help="The member's etcd data folder (made if missing; "
+                                            "kept between runs).")],
+    client_url: Annotated[str, typer.Option(
+        "--client-url", help="The URL nodes reach this member at, https://host:port (2379); "
+                             "its host must be in the agency's certificate.")],
+    peer_url: Annotated[str, typer.Option(
+        "--peer-url", help="The URL the other members reach it at, https://host:port "
+                           "(2380), as it was added (`ledger-node etcd admit --peer-url`).")],
+    initial_cluster: Annotated[str | None, typer.Option(
+        help="NAME=PEER-URL of every member, this one included, comma-separated, as "
+             "`ledger-node etcd admit --peer-url` prints it. Needed at the first run only "
+             "(etcd reads its members from its data folder after).")] = None,
+    listen_client: Annotated[str | None, typer.Option(
+        help="Where to listen for clients if not at --client-url (e.g. "
+             "https://0.0.0.0:2379).")] = None,
+    listen_peer: Annotated[str | None, typer.Option(
+        help="Where to listen for peers if not at --peer-url.")] = None,
+) -> None:
+    """Run this agency's etcd member of a running network in the foreground, with mTLS
+    (clients and peers) from its PKI folder and the CA's revocation list crl.pem (a new one
+    copied there counts at once). Add the member first, on the network's side:
+    `ledger-node etcd admit --peer-url` (it prints the --initial-cluster to give here). The
+    first run joins the others (etcd's --initial-cluster-state existing) and copies their
+    data; later runs restart it from --data.
+
+    etcd needs the agency's key unencrypted: it is decrypted (passphrase from
+    $LEDGER_KEY_PASSPHRASE, the file $LEDGER_KEY_PASSPHRASE_FILE names, or a prompt) only into
+    a 0600 file of a private 0700 folder (in memory under /dev/shm where there is one),
+    removed when this command ends: Ctrl-C or SIGTERM (etcd is stopped first), or etcd
+    exiting (then exit 1). etcd gets no passphrase. Bad options exit 2 before the passphrase
+    is asked."""
+    from node.cluster import check_etcd_installed, etcd_command, run_etcd_member
+    from node.pki import PkiError, check_hosts
+
+    _check_pki_input(agencies=[agency])
+    hosts = {"--client-url": _https_url("--client-url", client_url, "this member's client URL"),
+             "--peer-url": _https_url("--peer-url", peer_url, "this member's peer URL")}
+    for option, given in (("--listen-client", listen_client), ("--listen-peer", listen_peer)):
+        if given is not None:
+            _https_url(option, given, "where to listen")
+
+    def refuse(why: str) -> NoReturn:
+        err.print(f"[red]etcd member refused:[/] {_q(why)}; nothing was started")
+        raise typer.Exit(2)
+
+    joined = (data / "member" / "wal").exists()  # it ran: etcd knows its members
+    if data.exists() and not data.is_dir():
+        refuse(f"--data {data} is not a folder")
+    if initial_cluster is None:
+        if not joined:
+            refuse("--initial-cluster is needed at the first run (`ledger-node etcd admit "
+                   "--peer-url` prints it)")
+        initial_cluster = f"{agency}={peer_url}"  # not read: etcd has its members
+    else:
+        pairs = [x.partition("=") for x in initial_cluster.split(",")]
+        for _name, eq, url in pairs:
+            if not eq:
+                refuse(f"--initial-cluster: {_name!r} is no NAME=PEER-URL")
+            _https_url("--initial-cluster", url, "each member's peer URL")
+        if (agency, "=", peer_url) not in pairs:
+            refuse(f"--initial-cluster names no {agency}={peer_url} (this member, as added)")
+    for name in ("ca.crt", "crl.pem", f"{agency}.crt", f"{agency}.key"):
+        if not (pki / name).is_file():
+            refuse(f"the PKI folder {pki} has no {name} (the PKI's keeper copies ca.crt, "
+                   f"crl.pem, {agency}.crt and {agency}.key)")
+    try:
+        check_hosts(pki, agency, hosts)
+        check_etcd_installed("etcd")
+    except LedgerError as e:
+        refuse(str(e))
+    except (OSError, ValueError) as e:
+        refuse(f"cannot read {pki / (agency + '.crt')}: {e}")
+    passphrase = _ask_passphrase(f"for {agency}'s key", confirm=False)
+
+    def cmd_of(runtime: Path, crl: Path) -> list[str]:
+        assert initial_cluster is not None
+        return etcd_command("etcd", agency, data, runtime=runtime, crl=crl,
+                            client_url=client_url, peer_url=peer_url,
+                            initial_cluster=initial_cluster, token=agency, state="existing",
+                            listen_client=listen_client, listen_peer=listen_peer)
+
+    code = 0
+    with _stop_on_sigterm("the etcd member") as started:
+        started.serving = True  # a stop now is the ordinary way out: quiet, exit 0
+        try:
+            data.mkdir(parents=True, exist_ok=True, mode=0o700)
+            code = run_etcd_member(pki, agency, passphrase, cmd_of)
+        except (PkiError, OSError) as e:
+            err.print(f"[red]etcd member not started:[/] {_q(e)}")
+            raise typer.Exit(1) from e
+    if code:
+        how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
+        err.print(f"[red]etcd stopped ({how});[/] its clear key is removed")
+        raise typer.Exit(1)
 
 
 @etcd_app.command("members")

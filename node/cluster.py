@@ -32,7 +32,7 @@ import sys
 import threading
 import time as _time
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -67,8 +67,8 @@ from node.pki import (
 from node.service import CREDIT_SECRET, CREDIT_SECRET_FILE, read_credit_secret
 
 __all__ = ["AGENCY_NAMES", "OPERATOR_TOKEN_FILE", "ClusterError", "LocalCluster",
-           "check_new_cluster", "check_ports_free", "create_cluster",
-           "new_cluster_ports_free"]
+           "check_etcd_installed", "check_new_cluster", "check_ports_free", "create_cluster",
+           "etcd_command", "new_cluster_ports_free", "run_etcd_member"]
 
 OPERATOR_TOKEN_FILE = "operator.token"  # noqa: S105 - a file name, not a secret
 """The cluster's operator token (random, 0600); each node.toml holds only its SHA-256."""
@@ -259,6 +259,66 @@ def _dies_with_us(cmd: Sequence[str]) -> list[str]:
     return [sys.executable, "-c", _LAUNCH, str(os.getpid()), *cmd]
 
 
+def check_etcd_installed(etcd_bin: str) -> None:
+    """Raise :class:`ClusterError` when there is no etcd at ``etcd_bin``."""
+    if not shutil.which(etcd_bin) and not Path(etcd_bin).exists():
+        raise ClusterError("etcd is not installed: apt-get install etcd-server (Debian; "
+                           "in a clone of the repository, scripts/test installs it)")
+
+
+def etcd_command(etcd_bin: str, agency: str, data: Path, *, runtime: Path, crl: Path,
+                 client_url: str, peer_url: str, initial_cluster: str, token: str,
+                 state: str, listen_client: str | None = None,
+                 listen_peer: str | None = None) -> list[str]:
+    """The argv of ``agency``'s etcd member: mTLS for clients and peers with the agency's
+    certificate and clear key in ``runtime`` (:func:`unlock`), the CA's revocation list ``crl``
+    (read on every new connection, ADR 48), and the cluster's timing and snapshot settings.
+    It advertises ``client_url`` and ``peer_url`` and listens there unless ``listen_*`` say
+    where (e.g. https://0.0.0.0:2379 behind a host name)."""
+    crt, key, ca = runtime / f"{agency}.crt", runtime / f"{agency}.key", runtime / "ca.crt"
+    return [etcd_bin, "--name", agency, "--data-dir", str(data),
+            "--listen-client-urls", listen_client or client_url,
+            "--advertise-client-urls", client_url,
+            "--listen-peer-urls", listen_peer or peer_url,
+            "--initial-advertise-peer-urls", peer_url,
+            "--initial-cluster", initial_cluster, "--initial-cluster-token", token,
+            "--initial-cluster-state", state,
+            "--client-cert-auth", "--trusted-ca-file", str(ca), "--cert-file", str(crt),
+            "--key-file", str(key), "--peer-client-cert-auth", "--peer-trusted-ca-file",
+            str(ca), "--peer-cert-file", str(crt), "--peer-key-file", str(key),
+            "--client-crl-file", str(crl), "--peer-crl-file", str(crl),
+            "--logger", "zap", "--log-level", "warn", "--heartbeat-interval", "100",
+            "--election-timeout", "1000", "--snapshot-count", str(ETCD_SNAPSHOT_COUNT)]
+
+
+def run_etcd_member(pki: Path, agency: str, passphrase: bytes, cmd_of: Callable[
+        [Path, Path], list[str]]) -> int:
+    """Run one agency's etcd member in the foreground (``ledger-node etcd run``) until it
+    exits; its exit status. ``cmd_of(runtime, crl)`` gives its argv (:func:`etcd_command`).
+
+    The agency's key is decrypted only into a 0600 file of a private 0700 runtime folder
+    (:func:`unlock`; in memory where there is /dev/shm), removed however this ends: etcd
+    exiting, a stop (SIGTERM, Ctrl-C: etcd is stopped first), an error. If this process is
+    killed outright, etcd gets SIGTERM (:func:`_dies_with_us`) and the next start sweeps the
+    folder away. etcd is handed no passphrase (it is not in its environment)."""
+    crl = pki / "crl.pem"  # the keeper's copy: a revocation copied here counts at once
+    runtime: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with _whole():  # a stop while the key is written comes after runtime is known
+            runtime = unlock(pki, agency, passphrase)
+        env = {k: v for k, v in os.environ.items() if k not in _PASSPHRASE_VARS}
+        with _whole():
+            proc = subprocess.Popen(  # noqa: S603 - our own argv
+                _dies_with_us(cmd_of(runtime, crl)), stdin=subprocess.DEVNULL, env=env)
+        return proc.wait()
+    finally:
+        if proc is not None:
+            _stop_all([proc])
+        if runtime is not None:
+            lock(runtime)
+
+
 def _operator_token(folder: Path, agencies: Sequence[str]) -> str:
     """The cluster's operator token. A folder made before the token was random (ADR 42) gets
     one now: the file, and its SHA-256 in each node.toml (both 0600)."""
@@ -430,9 +490,7 @@ class LocalCluster:
     # -- etcd --
     def _start_etcd(self, m: Member, state: str | None = None,
                     among: Sequence[Member] | None = None) -> None:
-        if not shutil.which(self.etcd_bin) and not Path(self.etcd_bin).exists():
-            raise ClusterError("etcd is not installed: apt-get install etcd-server (Debian; "
-                               "in a clone of the repository, scripts/test installs it)")
+        check_etcd_installed(self.etcd_bin)
         if m.agency in self.removed:
             raise ClusterError(f"{m.agency} was taken out of this cluster (its certificate "
                                "is revoked)")
@@ -447,22 +505,13 @@ class LocalCluster:
         # start cut short (a full disk at the WAL's preallocation) left member/ without one,
         # and "existing" then looked for peers that had never formed a cluster
         state = state or ("existing" if (data / "member" / "wal").exists() else "new")
-        crt, key, ca = rt / f"{m.agency}.crt", rt / f"{m.agency}.key", rt / "ca.crt"
         # etcd compares this with its membership when a member joins: not the ones taken out
         # (nor, while lost ones rejoin, those not added back yet: ``among``)
         initial = ",".join(f"{o.agency}={o.peer_url}" for o in (among or self.members)
                            if o.agency not in self.removed)
-        cmd = [self.etcd_bin, "--name", m.agency, "--data-dir", str(data),
-               "--listen-client-urls", m.client_url, "--advertise-client-urls", m.client_url,
-               "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
-               "--initial-cluster", initial, "--initial-cluster-token", self.network,
-               "--initial-cluster-state", state,
-               "--client-cert-auth", "--trusted-ca-file", str(ca), "--cert-file", str(crt),
-               "--key-file", str(key), "--peer-client-cert-auth", "--peer-trusted-ca-file",
-               str(ca), "--peer-cert-file", str(crt), "--peer-key-file", str(key),
-               "--client-crl-file", str(crl), "--peer-crl-file", str(crl),
-               "--logger", "zap", "--log-level", "warn", "--heartbeat-interval", "100",
-               "--election-timeout", "1000", "--snapshot-count", str(ETCD_SNAPSHOT_COUNT)]
+        cmd = etcd_command(self.etcd_bin, m.agency, data, runtime=rt, crl=crl,
+                           client_url=m.client_url, peer_url=m.peer_url,
+                           initial_cluster=initial, token=self.network, state=state)
         log = open_log(self._log("etcd", m.agency))
         # etcd needs no passphrase: it is not handed one (a process's environment is readable
         # by its user, in /proc/<pid>/environ, for as long as it runs).

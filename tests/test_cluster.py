@@ -1164,3 +1164,109 @@ def test_a_new_agency_configured_by_init_joins_and_catches_up(fresh: Net) -> Non
         s.name for s in _final(net, "civil").signatures})
     assert _all_block_hashes(net, "market") == _all_block_hashes(net, "civil")
     assert net.health("market")["status"] == "ok"
+
+
+def _children(pid: int) -> list[int]:
+    """The pids whose parent is ``pid``."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def test_etcd_run_joins_a_new_agencys_member_and_leaves_no_clear_key(fresh: Net,
+                                                                     tmp_path: Path) -> None:
+    """`ledger-node etcd admit --peer-url` adds a new agency's member and prints its
+    --initial-cluster; `ledger-node etcd run` runs that member from the agency's own PKI
+    folder: it joins, serves the agency's client, and its clear key (0600 in a 0700 folder)
+    is gone once it stops, by SIGTERM or by etcd dying. Bad options exit 2 before the
+    passphrase is asked (round 33E: no command ran a newcomer's member; the README said to
+    copy the flags from node/cluster.py)."""
+    import os
+    import shlex
+
+    from node.pki import runtime_base
+
+    net = fresh
+    net.cluster.prepare_agency("market")  # its certificate in the keeper's PKI folder
+    m = net.cluster.member("market")
+    own = tmp_path / "market-pki"  # what the keeper copies to the agency
+    own.mkdir(mode=0o700)
+    for name in ("ca.crt", "crl.pem", "market.crt", "market.key"):
+        shutil.copyfile(net.folder / "pki" / name, own / name)
+    cli = str(Path(sys.executable).parent / "ledger-node")
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": PASS.decode()}
+    data = tmp_path / "market-etcd"
+    run = [cli, "etcd", "run", "--pki", str(own), "--agency", "market", "--data", str(data),
+           "--client-url", m.client_url, "--peer-url", m.peer_url]
+    # bad input: exit 2, before any passphrase is asked (none is given: a prompt would fail)
+    bare = {k: v for k, v in env.items() if not k.startswith("LEDGER_KEY_PASSPHRASE")}
+    for extra, said in (
+            ([], "--initial-cluster is needed at the first run"),
+            (["--initial-cluster", f"civil={net.cluster.member('civil').peer_url}"],
+             "names no market="),
+            (["--initial-cluster", f"market={m.peer_url}", "--client-url",
+              "http://127.0.0.1:1"], "bad --client-url")):
+        r = subprocess.run(run + extra, env=bare, capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, check=False)
+        assert r.returncode == 2 and said in " ".join(r.stderr.split()), r.stderr
+        assert "Passphrase" not in r.stderr
+    assert not data.exists()
+
+    others = [x for x in net.cluster.members if x.agency != "market"]
+    admitted = subprocess.run(
+        [cli, "etcd", "admit", "--pki", str(net.folder / "pki"), "--endpoint",
+         others[0].client_url, "--agency", "market", "--peer-url", m.peer_url],
+        env=env, capture_output=True, text=True, check=False)
+    assert admitted.returncode == 0, admitted.stderr
+    option, initial = shlex.split(admitted.stdout.strip().splitlines()[-1])
+    assert option == "--initial-cluster"
+    assert sorted(initial.split(",")) == sorted(f"{x.agency}={x.peer_url}"
+                                                for x in net.cluster.members)
+    before = set(runtime_base().glob("credledger-market-*"))
+    proc = subprocess.Popen([*run, "--initial-cluster", initial], env=env,
+                            stdin=subprocess.DEVNULL)
+    try:
+        def unlocked() -> list[Path]:
+            return [p for p in set(runtime_base().glob("credledger-market-*")) - before
+                    if (p / "market.key").exists()]
+
+        net.wait_until("its key is unlocked", lambda: len(unlocked()) == 1)
+        rt = unlocked()[0]
+        assert rt.stat().st_mode & 0o777 == 0o700
+        assert (rt / "market.key").stat().st_mode & 0o777 == 0o600
+
+        def serves() -> bool:  # market's own user, through its own member
+            try:
+                with etcd_as(rt, "market", m.client_url) as channel:
+                    pbg.KVStub(channel).Range(pb.RangeRequest(
+                        key=network_prefix(net.cluster.network).encode()), timeout=2)
+                return True
+            except grpc.RpcError:
+                return False
+
+        net.wait_until("the new member serves", serves)
+        assert "market" in net.cluster.etcd_members()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert not rt.exists()
+        # a restart needs no --initial-cluster (etcd has its members); etcd dying ends it
+        # with exit 1, and the key goes as well
+        proc = subprocess.Popen(run, env=env, stdin=subprocess.DEVNULL)
+        net.wait_until("its key is unlocked again", lambda: len(unlocked()) == 1)
+        rt = unlocked()[0]
+        net.wait_until("it serves again", serves)
+        launcher = _children(proc.pid)
+        assert len(launcher) == 1
+        os.kill(launcher[0], signal.SIGKILL)  # etcd (the launcher exec'd it)
+        assert proc.wait(timeout=60) == 1
+        assert not rt.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
