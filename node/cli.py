@@ -792,6 +792,53 @@ def pki_add(pki: _PKI_FOLDER, agency: _PKI_AGENCY, host: _PKI_HOSTS = None) -> N
     _pki_step(f"certify {agency}", step, changes=pki)
 
 
+@pki_app.command("copy-key")
+def pki_copy_key(
+    pki: _PKI_FOLDER, agency: _PKI_AGENCY,
+    out_file: Annotated[Path, typer.Option(
+        "--out", help="Where to write the copy: the agency's own PKI folder, as "
+                      "AGENCY.key.")],
+) -> None:
+    """Copy an agency's TLS key for the agency, sealed again under the agency's own passphrase.
+
+    The PKI's keys are sealed under the keeper's passphrase ($LEDGER_FROM_PASSPHRASE, the file
+    $LEDGER_FROM_PASSPHRASE_FILE names, or asked); the agency's `ledger-node run` and
+    `ledger-node etcd run` open its key with the agency's passphrase ($LEDGER_KEY_PASSPHRASE,
+    its _FILE, or asked twice), as its other keys. Written 0600; never printed."""
+    from ledger.keys import read_passphrase
+    from node.pki import PkiError, resealed_key
+
+    _check_pki_input(agencies=[agency])
+    source = pki / f"{agency}.key"
+    bad = (f"--out {out_file}: {NOT_STDOUT}" if str(out_file) == "-" else
+           f"no key of {agency} in {pki} (`ledger-node pki add` makes one)"
+           if not source.is_file() else
+           f"--out {out_file}: no folder {out_file.parent}" if not out_file.parent.is_dir() else
+           f"--out {out_file} exists (nothing was written; remove it first)"
+           if out_file.exists() else None)
+    if bad is not None:
+        err.print(f"[red]error:[/] {_q(bad)}")
+        raise typer.Exit(2)
+    try:
+        old = read_passphrase(f"Passphrase of the PKI keys in {pki} (or set "
+                              "LEDGER_FROM_PASSPHRASE): ", env="LEDGER_FROM_PASSPHRASE")
+    except KeyFileError as e:
+        err.print(f"[red]error:[/] {_q(e)}")
+        raise typer.Exit(2) from e
+    new = _ask_passphrase(f"for {agency}'s keys", confirm=True)
+    try:
+        sealed = resealed_key(source, old, new)
+        write_atomic(out_file, sealed, 0o600, overwrite=False)
+    except PkiError as e:
+        err.print(f"[red]cannot copy {_q(agency)}'s key:[/] {_q(e)}")
+        raise typer.Exit(1) from e
+    except OSError as e:
+        err.print(f"[red]error:[/] cannot write {_q(out_file)}: {_q(e.strerror or e)}")
+        raise typer.Exit(1) from e
+    err.print(f"{agency}'s TLS key sealed again → {_q(out_file)} (0600), under {agency}'s "
+              "passphrase")
+
+
 @pki_app.command("renew")
 def pki_renew(pki: _PKI_FOLDER, agency: _PKI_AGENCY, host: _PKI_HOSTS = None) -> None:
     """Give an agency a new key and certificate before its certificate expires (or after).
@@ -1028,7 +1075,8 @@ def _https_url(option: str, url: str, what: str) -> str:
 def etcd_run(
     pki: Annotated[Path, typer.Option(
         "--pki", help="The agency's PKI folder: ca.crt, crl.pem and its own AGENCY.crt and "
-                      "AGENCY.key (encrypted), as the PKI's keeper copied them.")],
+                      "AGENCY.key (sealed under the agency's passphrase: `ledger-node pki "
+                      "copy-key`), as the PKI's keeper gave them.")],
     agency: _PKI_AGENCY,
     data: Annotated[Path, typer.Option(help="The member's etcd data folder (made if missing; "
                                             "kept between runs).")],

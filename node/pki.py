@@ -119,6 +119,15 @@ def _key_bytes(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None) -> byt
 _WHAT = "tls-key"
 
 
+def resealed_key(path: Path, passphrase: bytes, new_passphrase: bytes) -> bytes:
+    """The agency key in ``path`` (sealed with ``passphrase``), sealed again with
+    ``new_passphrase``: the copy the PKI's keeper gives the agency, for its own passphrase.
+    :class:`PkiError` if it does not open."""
+    if not new_passphrase:
+        raise PkiError("an empty passphrase would leave the key clear")
+    return _key_bytes(_load_key(path, passphrase), new_passphrase)
+
+
 def _load_key(path: Path, passphrase: bytes) -> ec.EllipticCurvePrivateKey:
     try:
         blob = read_capped(path)

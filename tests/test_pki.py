@@ -1570,3 +1570,42 @@ def test_bad_pki_and_secret_input_is_exit_2_and_changes_nothing(
     assert r.exit_code == 2 and said in " ".join(r.output.split()), r.output
     assert sorted(p.name for p in (tmp_path / "pki").iterdir()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pki"]
+
+
+def test_pki_copy_key_gives_an_agency_its_key_under_its_own_passphrase(tmp_path: Path) -> None:
+    """The README's new agency takes its TLS key from the PKI's keeper, who sealed it under
+    the keeper's passphrase; its node and etcd member open it with the agency's own (as its
+    other keys): `pki copy-key` seals a copy again for it. Round 33E: there was no way to, so
+    a newcomer with a passphrase of its own could not start (unless the keeper shared one)."""
+    pki, own = tmp_path / "pki", tmp_path / "market-pki"
+    create_pki(pki, "district-7", ["civil", "market"], b"pw", now=dt.datetime.now(dt.UTC))
+    own.mkdir(mode=0o700)
+    for name in ("ca.crt", "market.crt"):
+        shutil.copyfile(pki / name, own / name)
+    env = {**os.environ, "LEDGER_FROM_PASSPHRASE": "pw", "LEDGER_KEY_PASSPHRASE": "market-pw"}
+    bare = {k: v for k, v in env.items() if not k.startswith("LEDGER_")}
+    # bad input: exit 2, before any passphrase is asked (none given: a prompt would fail)
+    for args, said in ((["--agency", "markt", "--out", str(own / "m.key")], "no key of markt"),
+                       (["--agency", "market", "--out", str(tmp_path / "no" / "m.key")],
+                        "no folder"),
+                       (["--agency", "market", "--out", str(own / "ca.crt")], "exists")):
+        r = _pki("copy-key", "--pki", str(pki), *args, env=bare)
+        assert r.returncode == 2 and said in " ".join(r.stderr.split()), r.stderr
+        assert "Passphrase" not in r.stderr
+    # a wrong keeper's passphrase: exit 1, nothing written
+    r = _pki("copy-key", "--pki", str(pki), "--agency", "market", "--out",
+             str(own / "market.key"), env={**env, "LEDGER_FROM_PASSPHRASE": "wrong"})
+    assert r.returncode == 1 and not (own / "market.key").exists(), r.stderr
+    r = _pki("copy-key", "--pki", str(pki), "--agency", "market", "--out",
+             str(own / "market.key"), env=env)
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE((own / "market.key").stat().st_mode) == 0o600
+    with pytest.raises(PkiError):
+        unlock(own, "market", b"pw")
+    runtime = unlock(own, "market", b"market-pw")
+    try:
+        clear = serialization.load_pem_private_key((runtime / "market.key").read_bytes(), None)
+        cert = x509.load_pem_x509_certificate((own / "market.crt").read_bytes())
+        assert clear.public_key().public_numbers() == cert.public_key().public_numbers()
+    finally:
+        lock(runtime)
