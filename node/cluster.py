@@ -784,7 +784,9 @@ class LocalCluster:
         admin = self._admin(self._running_member())
         if self.meta.get("etcd_auth"):
             admin.admit(agency)
-        added = admin.add_member(m.peer_url)
+        # etcd refuses ("unhealthy cluster") until the member asked has been connected to
+        # every voting one for 5 s: right after a member restarted, or on a loaded machine
+        added = admin.add_member(m.peer_url, wait=30.0)
         try:
             self._start_etcd(m, state="existing")
             self._wait_etcd(m, timeout)
