@@ -147,6 +147,34 @@ def apply(a: ApprovalsDep, service: Service, body: ApplyIn) -> dict[str, Any]:
     return {**got.to_json(), "bundle": _b64url(got.bundle.to_bytes())}
 
 
+class CollectIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    holder_jwk: dict[str, str]
+    proof: str = Field(min_length=1, max_length=4096, description=(
+        "A compact JWS of typ 'approval-collect+jwt' signed by the holder key, over "
+        "{nonce, aud, service, iat}: the nonce of POST /v1/services/{service}/collect/"
+        "challenge, aud this node's audience."))
+
+
+@router.post("/v1/services/{service}/collect/challenge", tags=["approvals"])
+def collect_challenge(request: Request, a: ApprovalsDep, settings: SettingsDep,
+                      service: Service) -> dict[str, Any]:
+    """A single-use nonce for collecting the approval credential of a decision on SERVICE
+    (it takes OPEN_TOKENS rate-limit tokens)."""
+    return a.challenge(service, settings.audience,
+                       pay=_pay_for(request, f"a collect challenge for {service!r}"))
+
+
+@router.post("/v1/services/{service}/collect", tags=["approvals"], responses=_errors(409, 422))
+def collect(a: ApprovalsDep, settings: SettingsDep, service: Service,
+            body: CollectIn) -> dict[str, Any]:
+    """The approval credential of this node's newest committed decision on SERVICE of an
+    application bound to the holder key, issued again after proof of that key (a wallet
+    whose first answer was lost): a new copy each time, the decision not made again."""
+    got = a.collect(service, dict(body.holder_jwk), body.proof, settings.audience)
+    return {**got.to_json(), "bundle": _b64url(got.bundle.to_bytes())}
+
+
 @router.get("/v1/approvals", tags=["approvals"], responses=_errors(401, 403))
 def approvals(a: ApprovalsDep, _: Operator) -> list[dict[str, Any]]:
     """Decisions this node made, oldest first (operator only)."""

@@ -14,6 +14,7 @@ record; the node turns the identifier into the keyed pseudonym with the network 
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import secrets
@@ -38,7 +39,7 @@ from ledger.sealed import is_sealed, key_mark, open_record, seal_record
 from ledger.state import MAX_BACKDATE, Registry, credit_events, rule_hash
 from ledger.timetext import local_day, utc_text
 from ledger.tx import Tx, make_tx
-from node.service import CREDIT_SECRET_FILE, Node, NotFound, PendingRequest
+from node.service import CREDIT_SECRET_FILE, REQUEST_TTL, Node, NotFound, PendingRequest
 
 _log = logging.getLogger("node.approvals")
 
@@ -60,6 +61,13 @@ def application_purpose(service: str) -> str:
     for that application only."""
     return f"application {service}"
 
+
+MAX_CHALLENGES = 20_000
+"""Open collect challenges kept at most (:meth:`Approvals.challenge`; each is paid for)."""
+
+COLLECT_TYP = "approval-collect+jwt"
+"""The ``typ`` of a wallet's proof for :meth:`Approvals.collect`: no key-binding JWT (``kb+jwt``)
+shown to a verifier passes for one."""
 
 PENDING_DAYS = 1
 """After this long a pending approval record whose decision is not on the ledger is removed
@@ -98,6 +106,8 @@ class Approvals:
         self._filed_at: float | None = None  # monotonic time of the last file_pending
         self._keys = {key_mark(node.evidence_key): node.evidence_key}  # opens its records
         self._filing = threading.Lock()
+        self._challenges: dict[str, tuple[str, float]] = {}  # nonce -> (service, timer)
+        self._challenging = threading.Lock()
 
     # -- rules --
     def services(self) -> list[dict[str, Any]]:
@@ -254,11 +264,12 @@ class Approvals:
         self.node.check_can_finalize()  # else the decision would commit with no credential
         # The evidence is kept before the decision commits: a disk that cannot hold it
         # refuses the application, instead of a decision on the ledger no audit can re-check.
-        pending, record = self._keep_pending(tx, evidence, outcome)
+        pending, record = self._keep_pending(tx, evidence, outcome, holder_jwk)
         try:
             receipt = self.node.commit(tx, f"the decision on {service!r}", (
                 "its record is kept pending, and the applicant gets no approval credential "
-                "from this request: ask them to apply again once /v1/health is ok"))
+                "from this request: once it commits they collect it (`wallet apply "
+                f"{service} --collect`), and applying again would be decided again"))
         except TxRejected:  # not decided: its evidence is kept for nothing
             pending.unlink(missing_ok=True)
             raise
@@ -267,14 +278,128 @@ class Approvals:
         except OSError as e:  # the evidence is safe in the pending record, filed later
             _log.warning("approval record left pending", extra={"error": type(e).__name__,
                                                                 "file": pending.name})
-        bundle, _ = self.node.issue("approval", {
-            "service": service, "decision": outcome.decision, "path": outcome.path,
-            "rule_version": compiled.hash.hex(), "approval_tx": tx.txid.hex(),
-            "reasons": ",".join(outcome.reasons),
-            "documents": ",".join(outcome.documents) or "none",
-            "decided_on": local_day(now, self.node.zone).isoformat()},
-            holder_jwk, 3650)
+        bundle = self._issue_approval(tx, outcome.documents, holder_jwk)
         return Decided(outcome, service, compiled.hash, tx, receipt, bundle)
+
+    def _issue_approval(self, tx: Tx, documents: list[str] | tuple[str, ...],
+                        holder_jwk: dict[str, Any]) -> Bundle:
+        """The approval credential of the committed decision ``tx``, bound to ``holder_jwk``:
+        its claims all from the decision (its ``ts`` dates it, ``decided_on``) and the
+        documents its rule still requires on that path."""
+        b = tx.body
+        bundle, _ = self.node.issue("approval", {
+            "service": b["service"], "decision": b["decision"], "path": b["path"],
+            "rule_version": b["rule_hash"].hex(), "approval_tx": tx.txid.hex(),
+            "reasons": ",".join(b["reasons"]), "documents": ",".join(documents) or "none",
+            "decided_on": local_day(b["ts"], self.node.zone).isoformat()},
+            holder_jwk, 3650)
+        return bundle
+
+    # -- collecting an approval credential that did not reach its wallet --
+    def challenge(self, service: str, audience: str, *,
+                  pay: Callable[[int], None] = _free) -> dict[str, Any]:
+        """A fresh single-use nonce for :meth:`collect` of ``service``'s approval credential,
+        open for REQUEST_TTL seconds (the oldest open one goes past MAX_CHALLENGES)."""
+        self._rule(service)  # a service this node decides, or refused in words
+        pay(1)
+        nonce = secrets.token_urlsafe(16)
+        with self._challenging:
+            self._expire_challenges()
+            while len(self._challenges) >= MAX_CHALLENGES:
+                del self._challenges[next(iter(self._challenges))]
+            self._challenges[nonce] = (service, self.node.timer())
+        return {"service": service, "nonce": nonce, "audience": audience,
+                "typ": COLLECT_TYP, "expires": self.node.now() + REQUEST_TTL}
+
+    def _expire_challenges(self) -> None:
+        now = self.node.timer()
+        while self._challenges:
+            first = next(iter(self._challenges))
+            if now - self._challenges[first][1] <= REQUEST_TTL:
+                break
+            del self._challenges[first]
+
+    def _proven(self, service: str, holder_jwk: dict[str, str], proof: str,
+                audience: str) -> None:
+        """Refuse (ApplicationError, NotFound) unless ``proof`` is a compact JWS of type
+        COLLECT_TYP signed by ``holder_jwk`` over an open challenge of ``service`` at
+        ``audience``; the challenge is used up by this attempt whatever its outcome."""
+        try:
+            header = sdjwt.parse_jws_header(proof)
+            payload = sdjwt.parse_jws_payload(proof, "the collect proof")
+        except sdjwt.VerificationError as e:
+            raise ApplicationError(f"the collect proof is not a compact JWS ({e})") from e
+        nonce = payload.get("nonce")
+        with self._challenging:
+            self._expire_challenges()
+            got = self._challenges.pop(nonce, None) if isinstance(nonce, str) else None
+        if got is None or got[0] != service:
+            raise NotFound("no open collect challenge with this nonce for this service "
+                           "(expired, used, or never given): ask for a new one")
+        if header.get("typ") != COLLECT_TYP or payload.get("aud") != audience or \
+                payload.get("service") != service:
+            raise ApplicationError(f"the collect proof must be a {COLLECT_TYP!r} JWS for this "
+                                   "node's audience and this service")
+        key = sdjwt.public_key_from_jwk(holder_jwk)
+        head, body, sig = proof.split(".")
+        try:
+            signature = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
+        except ValueError:
+            signature = b""
+        if header.get("alg") not in sdjwt.jws_algs(key) or not sdjwt.jws_verify(
+                key, f"{head}.{body}".encode("ascii"), signature):
+            raise ApplicationError("the collect proof is not signed by the holder key given")
+
+    def collect(self, service: str, holder_jwk: dict[str, Any], proof: str,
+                audience: str) -> Decided:
+        """The approval credential of this node's newest committed decision on ``service`` of
+        an application bound to ``holder_jwk``, issued again to that key after ``proof`` of its
+        possession (:meth:`_proven`): for a wallet the first one did not reach (the node
+        stopped, the answer was lost). Each collect issues a new copy; the decision is not
+        made again. A decision whose record is still pending is filed first."""
+        holder_jwk = sdjwt.public_jwk(holder_jwk)
+        self._proven(service, holder_jwk, proof, audience)
+        if any(self._holds(p, service, holder_jwk) is not None for p in self._pendings()):
+            self.file_pending()
+        found: tuple[Tx, dict[str, Any]] | None = None
+        for path in self._records():
+            got = self._holds(path, service, holder_jwk)
+            if got is not None:
+                found = got  # oldest first: the last is the newest decision
+        if found is None:
+            pending = any(self._holds(p, service, holder_jwk) is not None
+                          for p in self._pendings())
+            raise NotFound(f"this node holds no committed decision on {service!r} of an "
+                           "application bound to this holder key" + (
+                               " (its decision is not on the ledger: not committed yet, or "
+                               "never; ask again later)" if pending else ""))
+        tx, rec = found
+        reg = self.node._registry()
+        self._may_decide(reg, self.node.now(), "so it cannot issue the approval credential")
+        where = self.node.store.tx_location(tx.txid)
+        if where is None:  # a filed record is of a committed decision: a damaged store
+            raise NotFound(f"the decision on {service!r} is not on this node's ledger")
+        bundle = self._issue_approval(tx, rec["documents"], holder_jwk)
+        outcome = Outcome(tx.body["decision"], tx.body["path"], tuple(tx.body["reasons"]),
+                          tuple(rec["documents"]), rec["fired"], rec["expression"])
+        return Decided(outcome, service, tx.body["rule_hash"], tx,
+                       Receipt(tx.txid, where[0], where[1]), bundle)
+
+    def _pendings(self) -> list[Path]:
+        return sorted(self.folder.glob("*.pending")) if self.folder.exists() else []
+
+    def _holds(self, path: Path, service: str, holder_jwk: dict[str, str]
+               ) -> tuple[Tx, dict[str, Any]] | None:
+        """The decision and record at ``path`` if it is on ``service`` for ``holder_jwk``; a
+        record that cannot be read is none (``list`` names it to the operator)."""
+        try:
+            rec = self._open(path)
+            tx = Tx.from_bytes(rec["tx"])
+            if rec.get("holder") == holder_jwk and tx.body["service"] == service:
+                return tx, rec
+        except (OSError, LedgerError, KeyError, TypeError, AttributeError):
+            pass
+        return None
 
     @staticmethod
     def _needed(rule: dict[str, Any], claims: dict[str, dict[str, Any]]
@@ -291,12 +416,15 @@ class Approvals:
                 for kind, got in claims.items()}
 
     # -- the agency's records --
-    def _keep_pending(self, tx: Tx, evidence: Evidence, outcome: Outcome
-                      ) -> tuple[Path, dict[str, Any]]:
+    def _keep_pending(self, tx: Tx, evidence: Evidence, outcome: Outcome,
+                      holder_jwk: dict[str, str]) -> tuple[Path, dict[str, Any]]:
         """The decision's record before it commits (``<txid>.pending``: no audit reads it):
-        its path and the record."""
+        its path and the record. ``holder`` is the public holder key the application was bound
+        to, what :meth:`collect` finds the decision by: a member audits do not read (they read
+        ``tx`` and ``evidence`` alone, this and older versions), sealed with the rest."""
         record = {"v": 1, "tx": tx.raw, "evidence": evidence.to_bytes(), "fired": outcome.fired,
-                  "expression": outcome.expression, "documents": list(outcome.documents)}
+                  "expression": outcome.expression, "documents": list(outcome.documents),
+                  "holder": dict(holder_jwk)}
         path = self.folder / f"{tx.txid.hex()}.pending"
         try:
             self.folder.mkdir(mode=0o700, exist_ok=True)

@@ -1029,7 +1029,7 @@ def test_a_pending_record_stays_while_this_copy_has_not_reached_where_its_decisi
                 "path": "standard", "reasons": ["licensed"], "evidence": evidence.digest,
                 "ts": ts}, [node.issuer_key])
             path, _ = service._keep_pending(tx, evidence, Outcome(
-                "approved", "standard", ("licensed",), (), -1, ""))
+                "approved", "standard", ("licensed",), (), -1, ""), {})
             os.utime(path, (ts, ts))
             return path
 
@@ -1447,3 +1447,106 @@ def test_requests_opened_for_applications_and_credit_records_pay_for_their_place
         r = http.post("/v1/services/business-licence/applications")
         assert r.status_code == 429 and "an application for 'business-licence'" in r.text
         assert len(node._requests) == held  # nothing opened by the refused ones
+
+
+def test_an_approval_credential_lost_after_the_commit_is_collected_by_its_holder_key(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """The node stopped between committing a decision and issuing its approval credential
+    (its record still pending): the credential was lost for good (a reserved type no route
+    gave again; applying again is a second decision). After a restart the applicant's wallet
+    collects it with a proof of the holder key it applied with, over a fresh challenge: an
+    approval credential of that very decision, bound to that key, that the desk verifies; a
+    second collect gives a copy. A proof by another key, a replayed proof, a key that never
+    applied, a service this node does not decide: refused in one line, nothing issued. The
+    audit stays clean (the record's holder member is one it does not read)."""
+    from ledger.audit import audit
+    from ledger.sealed import EVIDENCE_KEY_FILE, read_evidence_key
+    from node import approvals
+
+    data, wallet = prepare(tmp_path)
+    service = "/v1/services/business-licence"
+    first = _market_app(data)
+    real = approvals.write_atomic
+
+    def no_ev(path: Path, *args: Any, **kwargs: Any) -> None:
+        if path.name.endswith(".ev"):  # the node gone before it filed its record ...
+            raise OSError("stopped")
+        real(path, *args, **kwargs)
+
+    def gone(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("stopped")  # ... and before it issued the credential
+
+    with serve(first) as url, httpx.Client(base_url=url, timeout=60) as http:
+        opened = http.post(f"{service}/applications").json()
+        requests = [Request.from_json({k: r[k] for k in ("nonce", "audience", "type", "claims")})
+                    for r in opened["requests"]]
+        body = {"holder_jwk": wallet.holder_jwk(), "presentations": [
+            {"nonce": n, "envelope": b64url(e)} for n, e in wallet.answer(requests, now=NOW)]}
+        monkeypatch.setattr(approvals, "write_atomic", no_ev)
+        monkeypatch.setattr(first.state.node, "issue", gone)
+        lost = http.post(f"{service}/apply", json=body)
+        assert lost.status_code == 500 and "bundle" not in lost.text  # no credential came
+        monkeypatch.undo()
+    pending = list((data / "approvals").glob("*.pending"))
+    assert len(pending) == 1 and not list((data / "approvals").glob("*.ev"))
+    txid = pending[0].stem
+    restarted = _market_app(data)
+    with serve(restarted) as url, httpx.Client(base_url=url, timeout=60) as http:
+        assert http.get(f"/v1/tx/{txid}").status_code == 200  # decided and committed
+
+        def challenge() -> dict[str, Any]:
+            got = http.post(f"{service}/collect/challenge")
+            assert got.status_code == 200, got.text
+            return dict(got.json())
+
+        def collect(key: int, signer: int | None = None,
+                    proof: str | None = None) -> httpx.Response:
+            proof = proof or wallet.collect_proof(key if signer is None else signer,
+                                                  challenge(), now=NOW)
+            return http.post(f"{service}/collect", json={"holder_jwk": wallet.holder_jwk(key),
+                                                         "proof": proof})
+
+        size = http.get("/v1/head").json()["log_size"]
+        refusals = [
+            (collect(0, signer=1), 400, "not signed by the holder key given"),
+            (collect(1), 404, "no committed decision on 'business-licence'"),
+            (http.post("/v1/services/elderly-allowance/collect/challenge"), 404,
+             "no approval rule is registered"),
+            (http.post(f"{service}/collect", json={
+                "holder_jwk": wallet.holder_jwk(), "proof": wallet.collect_proof(
+                    0, {**challenge(), "nonce": "never-given"}, now=NOW)}), 404,
+             "no open collect challenge")]
+        for got, status, said in refusals:
+            assert got.status_code == status and said in got.json()["detail"], got.text
+            assert REG_NO not in got.text and "catering" not in got.text
+        assert http.get("/v1/head").json()["log_size"] == size  # nothing issued
+        proof = wallet.collect_proof(0, challenge(), now=NOW)
+        got = collect(0, proof=proof)
+        assert got.status_code == 200, got.text
+        decision = got.json()
+        assert (decision["approval_tx"], decision["decision"], decision["path"],
+                decision["documents"]) == (txid, "approved", "fast_track", ["premises_plan"])
+        assert [p.suffix for p in (data / "approvals").iterdir()] == [".ev"]  # filed
+        again = collect(0, proof=proof)  # the same proof again: its challenge is used
+        assert again.status_code == 404 and "no open collect challenge" in again.text
+        copy = collect(0)  # a second collect: another copy of the same decision's credential
+        assert copy.status_code == 200 and copy.json()["approval_tx"] == txid, copy.text
+        bundles = [Bundle.from_bytes(unb64url(d["bundle"])) for d in (decision, copy.json())]
+        for b in bundles:  # bound to the holder key the application was bound to
+            payload = sdjwt.parse(b.sd_jwt).payload
+            assert sdjwt.public_jwk(payload["cnf"]["jwk"]) == wallet.holder_jwk()
+        req = http.post("/v1/presentation-requests", json={
+            "type": "approval", "claims": ["service", "decision", "path", "documents"]}).json()
+        info = wallet.receive(bundles[0].to_bytes(),
+                              registry=restarted.state.node._registry(), now=NOW)
+        env = wallet.present(info.id, Request.from_json(
+            {k: req[k] for k in ("nonce", "audience", "type", "claims")}), now=NOW)
+        report = http.post("/v1/verify", json={"nonce": req["nonce"],
+                                               "envelope": b64url(env)}).json()
+        assert report["verified"], report
+        assert ("approval_decision", True) in [(c["check"], c["ok"]) for c in report["checks"]]
+        assert report["claims"]["documents"] == "premises_plan"
+    key = read_evidence_key(data / "keys" / EVIDENCE_KEY_FILE, PASS)
+    report = audit(data, now=NOW, evidence=data / "approvals", evidence_keys=[key])
+    assert report.clean, report.problems
+    assert report.approvals_total == report.approvals_rechecked == 1

@@ -348,6 +348,16 @@ def test_apply_says_what_the_node_answered_and_signs_nothing_unasked(
     r = _apply_at(RefusesAnswers, env, tmp)
     assert r.returncode == 1 and "the application was refused: refused at /apply" in said(r)
     assert posted == ["applications", "apply"]
+    assert "--collect" not in said(r)  # a refusal in words: nothing decided to collect
+
+    class FailsAfterSending(RefusesAnswers):
+        def status(self) -> int:  # the node's own failure, maybe after its commit
+            return 503 if self.path.endswith(self.refuse_at) else 200
+
+    r = _apply_at(FailsAfterSending, env, tmp)
+    assert r.returncode == 1 and "the application was refused: refused at /apply" in said(r)
+    assert "if the agency decided it all the same, collect its approval credential: `wallet " \
+        "apply elderly-allowance --node http://127.0.0.1:" in said(r), said(r)
 
     class AsksForAnotherType(Node):
         kind = "tax-return"
@@ -633,3 +643,50 @@ def test_a_node_gone_while_deciding_is_not_said_to_be_unreachable(
     assert "cannot reach" not in said, said
     assert "may have decided" in said and "decided again" in said, said
     assert "Traceback" not in said
+    # ... and names the command that collects its credential (helper round 33H)
+    assert "--collect`" in said, said
+    port = said.split("--node http://127.0.0.1:", 1)[1].split()[0]
+    assert (f"`wallet apply elderly-allowance --node http://127.0.0.1:{port} --registry "
+            "demo-data/snapshot.bin --collect`") in said, said
+
+
+def test_an_approval_whose_answer_was_lost_is_collected_with_the_key_it_was_applied_with(
+        demo_server: tuple[str, dict[str, str], Path]) -> None:
+    """The node decided and committed an application, and its answer (the approval
+    credential) never reached the wallet: `wallet apply --collect` gets that decision's
+    credential with the holder key the wallet applied with, and keeps it; nothing is decided
+    again. A wallet that never applied there is told so, and signs nothing (helper round
+    33H)."""
+    from ledger.presentation import Request
+
+    url, env, tmp = demo_server
+    wallet = Wallet.open(Path(env["WALLET_PATH"]), env["WALLET_PASSPHRASE"].encode())
+    opened = httpx.post(f"{url}/v1/services/elderly-allowance/applications").json()
+    requests = [Request.from_json({k: r[k] for k in ("nonce", "audience", "type", "claims")})
+                for r in opened["requests"]]
+    holder, answers = wallet.application(requests, now=int(time.time()))
+    decided = httpx.post(f"{url}/v1/services/elderly-allowance/apply", timeout=120, json={
+        "holder_jwk": holder, "presentations": [
+            {"nonce": n, "envelope": base64.urlsafe_b64encode(e).rstrip(b"=").decode()}
+            for n, e in answers]})
+    assert decided.status_code == 200, decided.text  # the answer the wallet never had
+    before = {c.id for c in wallet.list()}
+    collect = [str(BIN / "wallet"), "apply", "elderly-allowance", "--node", url, "--registry",
+               "demo-data/snapshot.bin", "--collect"]
+    r = subprocess.run(collect, capture_output=True, text=True, env=env, cwd=tmp, timeout=120,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    assert decided.json()["decision"] in r.stderr, r.stderr
+    kept = Wallet.open(Path(env["WALLET_PATH"]), env["WALLET_PASSPHRASE"].encode())
+    new = [c for c in kept.list() if c.id not in before]
+    assert [(c.type, c.key) for c in new] == [("approval", 0)] and r.stdout.strip() == new[0].id
+    # the credential of that decision: none made again
+    assert kept.show(new[0].id)["approval_tx"] == decided.json()["approval_tx"]
+    empty = {**env, "WALLET_PATH": str(tmp / "empty-wallet.db")}
+    assert subprocess.run([str(BIN / "wallet"), "init"], capture_output=True, env=empty,
+                          timeout=120, check=False).returncode == 0
+    r = subprocess.run(collect, capture_output=True, text=True, env=empty, cwd=tmp,
+                       timeout=120, check=False)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 1 and "never showed a holder key" in said, said
+    assert "nothing was signed" in said

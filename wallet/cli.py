@@ -574,26 +574,29 @@ def apply(
         help="The verifier snapshot from `ledger snapshot` used to check the approval "
              "credential")],
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask before signing")] = False,
+    collect: Annotated[bool, typer.Option(
+        "--collect", help="Apply for nothing: collect the approval credential of the agency's "
+                          "decision on an application this wallet sent to --node before, whose "
+                          "answer never came (the node stopped, the connection dropped). The "
+                          "wallet proves the holder key it applied with (one it showed that "
+                          "node, no other); the node issues a new copy of the credential of its "
+                          "newest recorded decision, and decides nothing again")] = False,
 ) -> None:
     """Apply for SERVICE: answer its rule's requests with only the claims it needs, and keep
-    the approval credential the agency issues."""
+    the approval credential the agency issues. With --collect, collect that credential of an
+    application sent before whose answer was lost."""
     import base64
     import contextlib
 
     import httpx
 
-    from ledger.files import interrupts_held, write_atomic
+    from ledger.files import interrupts_held
     from ledger.offline import load_snapshot
     from ledger.presentation import Request
     from ledger.sdjwt import MalformedError
     from ledger.state import rule_hash
-    from wallet.core import Wallet, approval_claims, beyond_rule
-    from wallet.errors import (
-        PresentationError,
-        WalletChangedError,
-        WalletError,
-        WalletFileError,
-    )
+    from wallet.core import Wallet, beyond_rule
+    from wallet.errors import PresentationError, WalletError
 
     with _errors(), contextlib.ExitStack() as finishing:
         snap = load_snapshot(_read_file(registry, "registry snapshot"))
@@ -606,6 +609,10 @@ def apply(
         passphrase = _passphrase()  # asked once: a save raced below opens again
         w = Wallet.open(_wallet_path(), passphrase)
         base = node.rstrip("/")
+        if collect:
+            got = _collect(w, base, service)
+            _keep_decision(got, w, passphrase, service, rule, reg, registry)
+            return
         try:
             with httpx.Client(timeout=60) as client:
                 opened = _fetch(client, "POST", f"{base}/v1/services/{service}/applications")
@@ -684,67 +691,132 @@ def apply(
                     raise WalletError(
                         f"the application was sent to {base} but no answer came back ({e}): "
                         "the agency may have decided it and recorded the decision on the "
-                        "ledger, and its approval credential did not reach this wallet. Ask "
-                        "the agency before applying again: an application sent again is "
-                        "decided again") from e
+                        "ledger, and its approval credential did not reach this wallet. "
+                        f"Collect it: `wallet apply {service} --node {base} --registry "
+                        f"{registry} --collect` (an application sent again is decided "
+                        "again)") from e
         except httpx.HTTPError as e:
             raise WalletError(f"cannot reach {base}: {e}") from e
         if got.status_code != 200:
-            raise WalletError(f"the application was refused: {_detail(got)}")
+            # a node's own failure may come after its commit (a stop before the issue)
+            raise WalletError(f"the application was refused: {_detail(got)}" + (
+                f"; if the agency decided it all the same, collect its approval credential: "
+                f"`wallet apply {service} --node {base} --registry {registry} --collect`"
+                if got.status_code >= 500 else ""))
+        _keep_decision(got, w, passphrase, service, rule, reg, registry)
+
+
+def _keep_decision(got: Any, w: Any, passphrase: bytes, service: str, rule: dict[str, Any],
+                   reg: Any, registry: Path) -> None:
+    """Keep the approval credential of a node's decision (the answer ``got`` of an application
+    or of a collect) in the wallet ``w``, or beside it; say the decision."""
+    import base64
+
+    from ledger.files import write_atomic
+    from ledger.sdjwt import MalformedError
+    from wallet.core import Wallet, approval_claims
+    from wallet.errors import WalletChangedError, WalletError, WalletFileError
+
+    try:
+        decision = _answer_json(got)
+        raw = decision["bundle"]
+        bundle = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
+        said = (f"{decision['decision']} ({decision['path']}): "
+                f"{', '.join(decision['reasons'])}")
+    except (ValueError, KeyError, TypeError, MalformedError) as e:
+        raise WalletError(f"the node's answer to the application is not a decision "
+                          f"({type(e).__name__}: {e})") from e
+    try:
         try:
-            decision = _answer_json(got)
-            raw = decision["bundle"]
-            bundle = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-            said = (f"{decision['decision']} ({decision['path']}): "
-                    f"{', '.join(decision['reasons'])}")
-        except (ValueError, KeyError, TypeError, MalformedError) as e:
-            raise WalletError(f"the node's answer to the application is not a decision "
-                              f"({type(e).__name__}: {e})") from e
+            # only the approval of this service, by its agency, is kept as the answer
+            claims = approval_claims(bundle, rule)
+            info = w.receive(bundle, registry=reg, now=int(time.time()))
+        except WalletChangedError:
+            # the wallet file no longer opens with the key it was opened with (another
+            # wallet restored in its place while the application took a round trip; a
+            # save by another process is taken in, ADR 68): open it again and try once more
+            info = Wallet.open(_wallet_path(), passphrase).receive(
+                bundle, registry=reg, now=int(time.time()))
+    except LedgerError as e:
+        # The decision is on the ledger already (its credential is collected again only with
+        # a proof of the holder key): keep it beside the wallet (a folder the wallet writes
+        # to), else print it.
+        # named by the node's word for its transaction: its hex digits only (a path there
+        # was a ValueError, the credential neither kept nor shown)
+        txid = "".join(c for c in str(decision.get("approval_tx", ""))[:64]
+                       if c in "0123456789abcdef")
+        kept = _wallet_path().resolve().with_name(f"approval-{service}-{txid[:12]}.bundle")
         try:
-            try:
-                # only the approval of this service, by its agency, is kept as the answer
-                claims = approval_claims(bundle, rule)
-                info = w.receive(bundle, registry=reg, now=int(time.time()))
-            except WalletChangedError:
-                # the wallet file no longer opens with the key it was opened with (another
-                # wallet restored in its place while the application took a round trip; a
-                # save by another process is taken in, ADR 68): open it again and try once more
-                info = Wallet.open(_wallet_path(), passphrase).receive(
-                    bundle, registry=reg, now=int(time.time()))
-        except LedgerError as e:
-            # The decision is on the ledger already and no node gives its credential twice:
-            # keep it beside the wallet (a folder the wallet writes to), else print it.
-            # named by the node's word for its transaction: its hex digits only (a path there
-            # was a ValueError, the credential neither kept nor shown)
-            txid = "".join(c for c in str(decision.get("approval_tx", ""))[:64]
-                           if c in "0123456789abcdef")
-            kept = _wallet_path().resolve().with_name(f"approval-{service}-{txid[:12]}.bundle")
-            try:
-                write_atomic(kept, bundle, 0o600, overwrite=False)
-            except OSError as w_err:
-                err.print(f"[bold]the agency decided: {escape(said)}[/]; its approval credential "
-                          f"could not be kept in {escape(str(kept))} ({escape(str(w_err))}). "
-                          "Here it is; save it and `wallet receive` it:")
-                print(base64.urlsafe_b64encode(bundle).rstrip(b"=").decode())
-                raise WalletError(f"the approval credential could not be saved in the wallet "
-                                  f"({e})" if isinstance(e, WalletFileError) else
-                                  f"the approval credential did not check out against "
-                                  f"{registry} ({e})") from e
-            if isinstance(e, WalletFileError):  # changed by another process, unreadable, …
-                raise WalletError(f"the agency decided: {said}; its approval credential could "
-                                  f"not be saved: {e}. It is kept in {kept}: `wallet receive "
-                                  f"{kept} --registry {registry}`") from e
-            raise WalletError(f"the agency decided: {said}; its approval credential did not "
-                              f"check out against {registry} ({e}). It is kept in {kept}: "
-                              f"`wallet receive {kept} --registry NEWER_SNAPSHOT`") from e
-        # what the credential, now verified, says: not the answer's own words about it
-        reasons = str(claims.get("reasons", "")).replace(",", ", ")
-        said = f"{claims.get('decision')} ({claims.get('path')}): {reasons}"
-        err.print(f"[bold]{escape(said)}[/]")
-        documents = str(claims.get("documents", "none"))
-        if documents != "none":
-            err.print(f"  documents still required: {escape(documents.replace(',', ', '))}")
-        out.print(info.id)
+            write_atomic(kept, bundle, 0o600, overwrite=False)
+        except OSError as w_err:
+            err.print(f"[bold]the agency decided: {escape(said)}[/]; its approval credential "
+                      f"could not be kept in {escape(str(kept))} ({escape(str(w_err))}). "
+                      "Here it is; save it and `wallet receive` it:")
+            print(base64.urlsafe_b64encode(bundle).rstrip(b"=").decode())
+            raise WalletError(f"the approval credential could not be saved in the wallet "
+                              f"({e})" if isinstance(e, WalletFileError) else
+                              f"the approval credential did not check out against "
+                              f"{registry} ({e})") from e
+        if isinstance(e, WalletFileError):  # changed by another process, unreadable, …
+            raise WalletError(f"the agency decided: {said}; its approval credential could "
+                              f"not be saved: {e}. It is kept in {kept}: `wallet receive "
+                              f"{kept} --registry {registry}`") from e
+        raise WalletError(f"the agency decided: {said}; its approval credential did not "
+                          f"check out against {registry} ({e}). It is kept in {kept}: "
+                          f"`wallet receive {kept} --registry NEWER_SNAPSHOT`") from e
+    # what the credential, now verified, says: not the answer's own words about it
+    reasons = str(claims.get("reasons", "")).replace(",", ", ")
+    said = f"{claims.get('decision')} ({claims.get('path')}): {reasons}"
+    err.print(f"[bold]{escape(said)}[/]")
+    documents = str(claims.get("documents", "none"))
+    if documents != "none":
+        err.print(f"  documents still required: {escape(documents.replace(',', ', '))}")
+    out.print(info.id)
+
+
+def _collect(w: Any, base: str, service: str) -> Any:
+    """``wallet apply --collect``: the node's answer holding the approval credential of its
+    decision on ``service``, proven with each holder key this wallet showed the node in turn
+    (no other: the node learns no key it had not seen)."""
+    import httpx
+
+    from wallet.errors import WalletError
+
+    url = f"{base}/v1/services/{service}/collect"
+    try:
+        with httpx.Client(timeout=60) as client:
+            tried = 0
+            while True:
+                opened = _fetch(client, "POST", f"{url}/challenge")
+                if opened.status_code != 200:
+                    raise WalletError(f"the node refused a collect challenge: "
+                                      f"{_detail(opened)}")
+                try:
+                    challenge = _answer_json(opened)
+                    audience = str(challenge["audience"])
+                    str(challenge["nonce"]), str(challenge["typ"]), str(challenge["service"])
+                except (ValueError, KeyError, TypeError) as e:
+                    raise WalletError(f"{base} did not answer with a collect challenge "
+                                      f"({type(e).__name__}); is it a node?") from e
+                if not _same_origin(audience, base) or challenge["service"] != service:
+                    raise WalletError(f"the node at {base} asks for a proof bound to "
+                                      f"{audience}, not to itself; nothing was signed")
+                keys = w.shown_keys(audience)
+                if not keys:
+                    raise WalletError(f"this wallet never showed a holder key to {base}: it "
+                                      "sent it no application to collect (nothing was signed)")
+                proof = w.collect_proof(keys[tried], challenge, now=int(time.time()))
+                got = _fetch(client, "POST", url, json={
+                    "holder_jwk": w.holder_jwk(keys[tried]), "proof": proof},
+                    timeout=httpx.Timeout(60, read=APPLY_WAIT))
+                tried += 1
+                if got.status_code == 200:
+                    return got
+                if got.status_code != 404 or tried >= len(keys):
+                    raise WalletError(f"the node gave no approval credential to collect: "
+                                      f"{_detail(got)}")
+    except httpx.HTTPError as e:
+        raise WalletError(f"cannot collect at {base}: {e}") from e
 
 
 def _finishing_application() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
+import json
 import os
 import stat
 import time
@@ -653,6 +654,32 @@ class Wallet:
             return self.holder_jwk(key), tuple(
                 (r.nonce, self._present_locked(keys[key], r, now))
                 for r, keys in zip(requests, by_key, strict=True))
+
+    def shown_keys(self, audience: str) -> tuple[int, ...]:
+        """The holder keys (indexes, lowest first) this wallet showed the verifier ``audience``
+        names (an application there among them): the keys ``wallet apply --collect`` proves,
+        so that the node learns no key it had not seen."""
+        with lock(self.path, reading=True):
+            self._catch_up()
+            who = verifier_of(audience)
+            return tuple(sorted({k for k, v in self._contents.shown_to if v == who}))
+
+    def collect_proof(self, key: int, challenge: Mapping[str, Any], *, now: int) -> str:
+        """A node's collect proof (``POST /v1/services/{service}/collect``): a compact JWS of
+        the challenge's ``typ`` over its nonce, audience and service, signed by holder key
+        ``key``."""
+        signer = self._holder(key)
+        header = {"alg": sdjwt.jws_alg(signer), "typ": str(challenge["typ"])}
+        payload = {"nonce": str(challenge["nonce"]), "aud": str(challenge["audience"]),
+                   "service": str(challenge["service"]), "iat": now}
+
+        def part(value: Mapping[str, Any]) -> str:
+            raw = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+            return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+        signing_input = f"{part(header)}.{part(payload)}"
+        signature = sdjwt.jws_sign(signer, signing_input.encode("ascii"))
+        return f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
 
     def _application_key(self, requests: Sequence[Request], now: int,
                          status: Callable[[str], StatusList | None] | None
