@@ -53,6 +53,16 @@ def _apply_at(handler: type[http.server.BaseHTTPRequestHandler], env: dict[str, 
         server.server_close()
 
 
+def _elderly_requests(me: str) -> dict[str, object]:
+    """What a made-up node at ``me`` answers an application for elderly-allowance with: the
+    two requests its rule needs (the demo's), each bound to that node."""
+    return {"requests": [
+        {"nonce": "n-1", "audience": me, "type": "person-id",
+         "claims": ["district", "age_over_65"]},
+        {"nonce": "n-2", "audience": me, "type": "income-statement",
+         "claims": ["annual_income"]}]}
+
+
 class _JsonNode(http.server.BaseHTTPRequestHandler):
     """A made-up node: every POST (and GET) gets ``answer()`` as JSON (``body()``: its
     bytes)."""
@@ -387,11 +397,7 @@ def test_a_node_answering_json_nested_past_any_depth_gets_one_line_not_a_traceba
 
         def answer(self) -> dict[str, object]:
             me = f"http://127.0.0.1:{self.server.server_address[1]}"
-            return {"requests": [
-                {"nonce": "n-1", "audience": me, "type": "person-id",
-                 "claims": ["district", "age_over_65"]},
-                {"nonce": "n-2", "audience": me, "type": "income-statement",
-                 "claims": ["annual_income"]}]}
+            return _elderly_requests(me)
 
         def body(self) -> bytes:
             return deep if self.path.endswith(self.at) else super().body()
@@ -441,11 +447,7 @@ def test_an_approval_that_does_not_check_out_is_kept_beside_the_wallet(
                 return {"decision": "approved", "path": "standard", "reasons": ["eligible"],
                         "approval_tx": self.approval_tx, "documents": [],
                         "bundle": base64.urlsafe_b64encode(bundle).decode()}
-            return {"requests": [
-                {"nonce": "n-1", "audience": me, "type": "person-id",
-                 "claims": ["district", "age_over_65"]},
-                {"nonce": "n-2", "audience": me, "type": "income-statement",
-                 "claims": ["annual_income"]}]}
+            return _elderly_requests(me)
 
     kept = wallet_path.with_name("approval-elderly-allowance-abababababab.bundle")
     r = _apply_at(Deciding, env, tmp)
@@ -522,11 +524,7 @@ def test_apply_says_what_the_approval_credential_says_and_keeps_only_that(
                 return {"decision": "approved", "path": "fast_track",
                         "reasons": ["eligible", "fast_track"], "documents": [],
                         "approval_tx": real["approval_tx"], "bundle": self.bundle}
-            return {"requests": [
-                {"nonce": "n-1", "audience": me, "type": "person-id",
-                 "claims": ["district", "age_over_65"]},
-                {"nonce": "n-2", "audience": me, "type": "income-statement",
-                 "claims": ["annual_income"]}]}
+            return _elderly_requests(me)
 
     class WithTheApproval(Answering):
         bundle = real["bundle"]
@@ -570,11 +568,7 @@ def test_an_approval_answered_as_the_wallet_is_stopped_is_still_kept(
             if self.path.endswith("/apply"):
                 applying[0].send_signal(signal.SIGTERM)  # the decision is being made
                 return approval
-            return {"requests": [
-                {"nonce": "n-1", "audience": me, "type": "person-id",
-                 "claims": ["district", "age_over_65"]},
-                {"nonce": "n-2", "audience": me, "type": "income-statement",
-                 "claims": ["annual_income"]}]}
+            return _elderly_requests(me)
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StoppedWhileDeciding)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -623,11 +617,7 @@ def test_a_node_gone_while_deciding_is_not_said_to_be_unreachable(
     class DiesAtApply(_JsonNode):
         def answer(self) -> dict[str, object]:
             me = f"http://127.0.0.1:{self.server.server_address[1]}"
-            return {"requests": [
-                {"nonce": "n-1", "audience": me, "type": "person-id",
-                 "claims": ["district", "age_over_65"]},
-                {"nonce": "n-2", "audience": me, "type": "income-statement",
-                 "claims": ["annual_income"]}]}
+            return _elderly_requests(me)
 
         def do_POST(self) -> None:
             posted.append(self.path.rsplit("/", 1)[1])

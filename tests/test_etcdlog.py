@@ -1810,6 +1810,33 @@ def test_a_replicated_nodes_health_says_when_the_chain_runs_ahead_of_its_clock(
     assert "400 s ahead of this machine's clock" in health["problem"]
 
 
+def _health_across_a_clock_step(
+        node: Node, data: Path, clock: list[int], skip: list[float], field: str, slack: int,
+        before: Callable[[httpx.Client], None] = lambda http: None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Health with the node's clock stepped an hour forward (a second later by its timer),
+    then stepped back and ``slack`` seconds later by the timer, once ``GET /v1/cluster``'s
+    ``field`` has a time (after ``before``); the node is closed on leaving."""
+    try:
+        app = create_app(settings_for(data), node=node)
+        with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+            before(http)
+            deadline = time.monotonic() + 60
+            while http.get("/v1/cluster").json()[field] is None:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            clock[0] += 3600  # stepped an hour forward: a second later by the timer
+            skip[0] += 1
+            ahead = http.get("/v1/health").json()
+            clock[0] -= 3600  # and back, then ``slack`` later by the timer
+            skip[0] += slack
+            _wait_current(node, clock[0])  # a read of etcd to its end since: not behind
+            later = http.get("/v1/health").json()
+    finally:
+        node.close()
+    return ahead, later
+
+
 def test_how_long_a_node_has_had_no_final_checkpoint_is_timed_by_its_timer(
         etcd_url: str, tmp_path: Path) -> None:
     """Health's "no final checkpoint for N s" took the start from the wall clock and the end
@@ -1825,25 +1852,14 @@ def test_how_long_a_node_has_had_no_final_checkpoint_is_timed_by_its_timer(
     node = Node(data, "edu", PASS, clock=lambda: clock[0], workers=0,
                 timer=lambda: time.monotonic() + skip[0],
                 replication=Replication(endpoints=(etcd_url,)))
-    try:
-        app = create_app(settings_for(data), node=node)
-        with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:
-            r = http.post(f"/v1/credentials/{_edu_credential_id(http, 2).hex()}/status",
-                          headers=AUTH, json={"status": "suspended", "reason": "review"})
-            assert r.status_code == 200, r.text
-            deadline = time.monotonic() + 30
-            while http.get("/v1/cluster").json()["unfinal_since"] is None:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-            clock[0] += 3600  # stepped an hour forward: a second later by the timer
-            skip[0] += 1
-            ahead = http.get("/v1/health").json()
-            clock[0] -= 3600  # and back, then half a minute later by the timer
-            skip[0] += FINALITY_SLACK
-            _wait_current(node, clock[0])  # a read of etcd to its end since: not behind
-            later = http.get("/v1/health").json()
-    finally:
-        node.close()
+
+    def suspend(http: httpx.Client) -> None:  # a block to co-sign
+        r = http.post(f"/v1/credentials/{_edu_credential_id(http, 2).hex()}/status",
+                      headers=AUTH, json={"status": "suspended", "reason": "review"})
+        assert r.status_code == 200, r.text
+
+    ahead, later = _health_across_a_clock_step(node, data, clock, skip, "unfinal_since",
+                                               FINALITY_SLACK, suspend)
     assert "no final checkpoint" not in (ahead["problem"] or ""), ahead
     assert later["status"] == "degraded", later
     assert f"no final checkpoint for {FINALITY_SLACK + 1} s" in later["problem"], later
@@ -1868,22 +1884,8 @@ def test_how_long_a_nodes_own_etcd_member_has_been_silent_is_timed_by_its_timer(
     node = Node(data, "edu", PASS, clock=lambda: clock[0], workers=0,
                 timer=lambda: time.monotonic() + skip[0],
                 replication=Replication(endpoints=(silent, etcd_url)))
-    try:
-        app = create_app(settings_for(data), node=node)
-        with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:
-            deadline = time.monotonic() + 60
-            while http.get("/v1/cluster").json()["own_etcd_down_since"] is None:
-                assert time.monotonic() < deadline
-                time.sleep(0.05)
-            clock[0] += 3600  # stepped an hour forward: a second later by the timer
-            skip[0] += 1
-            ahead = http.get("/v1/health").json()
-            clock[0] -= 3600  # and back, then its slack later by the timer
-            skip[0] += OWN_ETCD_SLACK
-            _wait_current(node, clock[0])  # a read of etcd to its end since: not behind
-            later = http.get("/v1/health").json()
-    finally:
-        node.close()
+    ahead, later = _health_across_a_clock_step(node, data, clock, skip, "own_etcd_down_since",
+                                               OWN_ETCD_SLACK)
     assert "own etcd member" not in (ahead["problem"] or ""), ahead
     assert later["status"] == "degraded", later
     assert f"has not answered for {OWN_ETCD_SLACK + 1} s" in later["problem"], later

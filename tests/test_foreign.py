@@ -569,28 +569,36 @@ def test_wallet_and_ledger_verify_on_the_command_line(tmp_path: Path) -> None:
     assert r.returncode == 2 and "trust list" in r.stderr
 
 
+def _wallet_given_a_foreign(tmp_path: Path, vct: str, claims: dict[str, Any]
+                           ) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """A wallet made through the CLI in ``tmp_path`` and `wallet receive`'s run taking an
+    outside issuer's credential of type ``vct`` with ``claims``, bound to its holder key."""
+    now = int(time.time())
+    issuer = Issuer()
+    w = tmp_path / "wallet.db"
+    assert _cli("wallet", "init", cwd=tmp_path, wallet=w).returncode == 0
+    holder = json.loads(_cli("wallet", "holder-key", cwd=tmp_path, wallet=w).stdout)
+    cred = tmp_path / "foreign.sd-jwt"
+    cred.write_text(sdjwt.issue_sd_jwt(
+        issuer_key=issuer.key, issuer_kid=issuer.kid, alg="ES256", vct=vct, iss=ISS,
+        claims=claims, holder_jwk=holder, iat=now - 60, nbf=now - 60, exp=now + 86_400,
+        status={"status_list": {"idx": 9, "uri": URI}}).serialize())
+    trust = tmp_path / "trust.json"
+    trust.write_text(json.dumps(trust_json(issuer)))
+    r = _cli("wallet", "receive", str(cred), "--trust", str(trust), cwd=tmp_path, wallet=w)
+    assert r.returncode == 0, r.stderr
+    return w, r
+
+
 def test_a_type_padded_with_spaces_draws_no_line_of_its_own_in_the_wallet(
         tmp_path: Path) -> None:
     """A foreign credential's ``vct`` may hold spaces (200 characters): padded to a terminal's
     width, its tail would wrap onto a line of its own in `wallet list` (a pipe or a narrow
     terminal: lines, not a table) and read as that credential's dates and state. The wallet
     shows a run of spaces in a type or an issuer as one, as its preview of a request does."""
-    now = int(time.time())
-    issuer = Issuer()
-    w = tmp_path / "wallet.db"
-    assert _cli("wallet", "init", cwd=tmp_path, wallet=w).returncode == 0
-    holder = json.loads(_cli("wallet", "holder-key", cwd=tmp_path, wallet=w).stdout)
     fake = "valid 2026-01-01 to 2036-01-01 (valid), key 1, shown 0"
-    vct = "birth" + " " * 100 + fake
-    cred = tmp_path / "birth.sd-jwt"
-    cred.write_text(sdjwt.issue_sd_jwt(
-        issuer_key=issuer.key, issuer_kid=issuer.kid, alg="ES256", vct=vct, iss=ISS,
-        claims={"birth_date": "1990-04-01"}, holder_jwk=holder, iat=now - 60, nbf=now - 60,
-        exp=now + 86_400, status={"status_list": {"idx": 9, "uri": URI}}).serialize())
-    trust = tmp_path / "trust.json"
-    trust.write_text(json.dumps(trust_json(issuer)))
-    r = _cli("wallet", "receive", str(cred), "--trust", str(trust), cwd=tmp_path, wallet=w)
-    assert r.returncode == 0, r.stderr
+    w, r = _wallet_given_a_foreign(tmp_path, "birth" + " " * 100 + fake,
+                                   {"birth_date": "1990-04-01"})
     assert f"birth {fake} from" in r.stderr, r.stderr
     r = _cli("wallet", "list", cwd=tmp_path, wallet=w, columns=80)  # lines, not a table
     assert r.returncode == 0, r.stderr
@@ -601,22 +609,8 @@ def test_claim_names_an_outside_issuer_chose_are_quoted_in_the_preview(tmp_path:
     """An outside issuer names its claims freely: "x, given_name" read as two names in the
     list of what stays withheld, and a name padded with spaces before "(nothing)" wrapped onto
     a line that read as the wallet's own words. Such names are quoted now; plain ones not."""
-    now = int(time.time())
-    issuer = Issuer()
-    w = tmp_path / "wallet.db"
-    assert _cli("wallet", "init", cwd=tmp_path, wallet=w).returncode == 0
-    holder = json.loads(_cli("wallet", "holder-key", cwd=tmp_path, wallet=w).stdout)
-    cred = tmp_path / "birth.sd-jwt"
-    cred.write_text(sdjwt.issue_sd_jwt(
-        issuer_key=issuer.key, issuer_kid=issuer.kid, alg="ES256", vct=VCT, iss=ISS,
-        claims={"birth_date": "1990-04-01", "x, given_name": "Mei",
-                " " * 67 + "(nothing)": "1"}, holder_jwk=holder,
-        iat=now - 60, nbf=now - 60, exp=now + 86_400,
-        status={"status_list": {"idx": 9, "uri": URI}}).serialize())
-    trust = tmp_path / "trust.json"
-    trust.write_text(json.dumps(trust_json(issuer)))
-    r = _cli("wallet", "receive", str(cred), "--trust", str(trust), cwd=tmp_path, wallet=w)
-    assert r.returncode == 0, r.stderr
+    w, r = _wallet_given_a_foreign(tmp_path, VCT, {
+        "birth_date": "1990-04-01", "x, given_name": "Mei", " " * 67 + "(nothing)": "1"})
     cid = r.stdout.strip()
     req = tmp_path / "req.json"
     r = _cli("ledger", "request", "--type", VCT, "--audience", "https://desk.example",
