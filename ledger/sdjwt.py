@@ -133,11 +133,13 @@ __all__ = [
     "members_once",
     "no_lone_surrogates",
     "parse",
+    "parse_jws",
     "parse_jws_header",
     "parse_jws_payload",
     "present",
     "public_jwk",
     "public_key_from_jwk",
+    "sign_jws",
     "strict_json",
     "verify_issuer_signed",
     "verify_presentation",
@@ -630,6 +632,13 @@ def jws_sign(key: SigningKey, data: bytes) -> bytes:
     return _sign(key, jws_alg(key), data)
 
 
+def sign_jws(header: Mapping[str, Any], payload: Mapping[str, Any], key: SigningKey) -> str:
+    """A compact JWS of ``payload`` signed by ``key``: ``header`` with its ``alg`` (:func:`jws_alg`)
+    added."""
+    alg = jws_alg(key)
+    return _sign_jws({**header, "alg": alg}, payload, key, alg)
+
+
 def jws_verify(key: VerifyKey, data: bytes, signature: bytes) -> bool:
     """Whether ``signature`` is ``key``'s JWS signature over ``data`` (alg :func:`jws_alg`)."""
     jws_alg(key)
@@ -657,6 +666,16 @@ def _parse_jws(token: str, what: str) -> _Jws:
     if "crit" in header:
         raise HeaderError(f"{what}: header has 'crit'; no critical extensions are understood")
     return _Jws(header, payload, f"{parts[0]}.{parts[1]}".encode("ascii"), signature)
+
+
+def parse_jws(token: str, what: str = "JWS"
+              ) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes]:
+    """A compact JWS strictly decoded, NOT verified: its header, its payload, its signing input
+    and its signature (for :func:`jws_verify`)."""
+    if type(token) is not str:
+        raise MalformedError(f"a compact JWS is a str, found {type(token).__name__}")
+    header, payload, signing_input, signature = _parse_jws(token, what)
+    return header, payload, signing_input, signature
 
 
 def parse_jws_payload(token: str, what: str = "JWS") -> Any:

@@ -14,7 +14,6 @@ record; the node turns the identifier into the keyed pseudonym with the network 
 
 from __future__ import annotations
 
-import base64
 import logging
 import re
 import secrets
@@ -325,8 +324,8 @@ class Approvals:
         COLLECT_TYP signed by ``holder_jwk`` over an open challenge of ``service`` at
         ``audience``; the challenge is used up by this attempt whatever its outcome."""
         try:
-            header = sdjwt.parse_jws_header(proof)
-            payload = sdjwt.parse_jws_payload(proof, "the collect proof")
+            header, payload, signing_input, signature = sdjwt.parse_jws(proof,
+                                                                        "the collect proof")
         except sdjwt.VerificationError as e:
             raise ApplicationError(f"the collect proof is not a compact JWS ({e})") from e
         nonce = payload.get("nonce")
@@ -341,13 +340,8 @@ class Approvals:
             raise ApplicationError(f"the collect proof must be a {COLLECT_TYP!r} JWS for this "
                                    "node's audience and this service")
         key = sdjwt.public_key_from_jwk(holder_jwk)
-        head, body, sig = proof.split(".")
-        try:
-            signature = base64.urlsafe_b64decode(sig + "=" * (-len(sig) % 4))
-        except ValueError:
-            signature = b""
         if header.get("alg") not in sdjwt.jws_algs(key) or not sdjwt.jws_verify(
-                key, f"{head}.{body}".encode("ascii"), signature):
+                key, signing_input, signature):
             raise ApplicationError("the collect proof is not signed by the holder key given")
 
     def collect(self, service: str, holder_jwk: dict[str, Any], proof: str,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import errno
 import hashlib
-import json
 import os
 import stat
 import time
@@ -668,18 +667,9 @@ class Wallet:
         """A node's collect proof (``POST /v1/services/{service}/collect``): a compact JWS of
         the challenge's ``typ`` over its nonce, audience and service, signed by holder key
         ``key``."""
-        signer = self._holder(key)
-        header = {"alg": sdjwt.jws_alg(signer), "typ": str(challenge["typ"])}
-        payload = {"nonce": str(challenge["nonce"]), "aud": str(challenge["audience"]),
-                   "service": str(challenge["service"]), "iat": now}
-
-        def part(value: Mapping[str, Any]) -> str:
-            raw = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
-            return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-        signing_input = f"{part(header)}.{part(payload)}"
-        signature = sdjwt.jws_sign(signer, signing_input.encode("ascii"))
-        return f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
+        return sdjwt.sign_jws({"typ": str(challenge["typ"])}, {
+            "nonce": str(challenge["nonce"]), "aud": str(challenge["audience"]),
+            "service": str(challenge["service"]), "iat": now}, self._holder(key))
 
     def _application_key(self, requests: Sequence[Request], now: int,
                          status: Callable[[str], StatusList | None] | None
