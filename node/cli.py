@@ -740,7 +740,8 @@ def _pki_step(what: str, step: Callable[[bytes, dt.datetime], str], *,
 
 @pki_app.command("create")
 def pki_create(
-    out: Annotated[Path, typer.Option(help="New folder for the CA and certificates.")],
+    out: Annotated[Path, typer.Option(help="New folder for the CA and certificates, in a "
+                                           "folder that exists.")],
     network: Annotated[str, typer.Option(help="The network id (in the CA's name).")],
     agency: Annotated[list[str], typer.Option(help="An agency id to certify (repeat).")],
     host: Annotated[list[str] | None, typer.Option(
@@ -755,6 +756,10 @@ def pki_create(
 
     if str(out) == "-":  # standard output: a PKI is a folder, never a folder named "-"
         err.print(f"[red]--out:[/] {NOT_STDOUT}")
+        raise typer.Exit(2)
+    if not out.parent.is_dir():  # as every other command's output: a mistyped path is not made
+        err.print(f"[red]error:[/] --out {_q(out)}: no folder {_q(out.parent)} (make it first, "
+                  "or give a new folder in one that exists)")
         raise typer.Exit(2)
     hosts: dict[str, list[str]] = {}
     for given in host or []:

@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ledger.errors import KeyFileError, LedgerError
-from ledger.files import lock_folder, make_folders, read_capped, sync_folder, write_atomic
+from ledger.files import lock_folder, read_capped, sync_folder, write_atomic
 from ledger.keys import open_secret, seal_secret
 from ledger.tx import is_identifier
 
@@ -180,7 +180,8 @@ def create_pki(folder: Path, network: str, agencies: Iterable[str], passphrase: 
         _sans(agency, (hosts or {}).get(agency, ()))  # every host checked before any file
     # Built in a hidden folder beside it and renamed into place whole: one interrupted (a
     # Ctrl-C, a full disk) left a half-made PKI that a rerun refused as "not empty" (ADR 71).
-    make_folders(folder.parent, 0o750)
+    if not folder.parent.is_dir():  # a mistyped path: its folders are not made (ADR 78 Left)
+        raise PkiError(f"no folder {folder.parent} to create the PKI {folder} in")
     tmp = folder.with_name(f".{folder.name}.creating-{os.urandom(4).hex()}")
     tmp.mkdir(mode=0o700)
     try:

@@ -1551,11 +1551,16 @@ def test_etcd_take_out_refuses_an_agency_whose_certificate_is_not_revoked(
     (["pki", "renew", "--pki", "{d}/pki", "--agency", "civil", "--host", "bad host!"],
      "neither an IP address"),
     (["credit-secret", "--out", "{d}/missing-dir/x"], "no folder"),
+    # a PKI's CA key in a folder no one made (a mistyped path): refused as every other file
+    # command refuses an output in no folder (ADR 78 Left: `pki create` made the parents)
+    (["pki", "create", "--out", "{d}/missing-dir/pki", "--network", "n", "--agency",
+      "civil"], "no folder"),
 ])
 def test_bad_pki_and_secret_input_is_exit_2_and_changes_nothing(
         tmp_path: Path, args: list[str], said: str) -> None:
     """The help says exit 2 for bad input; a bad network id, agency id or host, or a
-    credit-secret --out in no folder, exited 1 as if the command had failed (round 32J)."""
+    credit-secret --out in no folder, exited 1 as if the command had failed (round 32J); a
+    pki create --out in no folder made the folders above it (round 34F)."""
     import datetime as dt
 
     from typer.testing import CliRunner
