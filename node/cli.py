@@ -1100,13 +1100,23 @@ def etcd_run(
              "https://0.0.0.0:2379).")] = None,
     listen_peer: Annotated[str | None, typer.Option(
         help="Where to listen for peers if not at --peer-url.")] = None,
+    new_cluster: Annotated[str | None, typer.Option(
+        "--new-cluster", metavar="NETWORK",
+        help="A founder's member of a NEW network's etcd (etcd's --initial-cluster-state new, "
+             "with the network id as its cluster token): every founder gives the same "
+             "--initial-cluster, naming each founder's member, and the same network id. At "
+             "the first run only, with an empty --data (README: \"Founding agencies start a "
+             "network\").")] = None,
 ) -> None:
-    """Run this agency's etcd member of a running network in the foreground, with mTLS
-    (clients and peers) from its PKI folder and the CA's revocation list crl.pem (a new one
-    copied there counts at once). Add the member first, on the network's side:
+    """Run this agency's etcd member in the foreground, with mTLS (clients and peers) from its
+    PKI folder and the CA's revocation list crl.pem (a new one copied there counts at once).
+
+    A member joining a running network: add it first, on the network's side, with
     `ledger-node etcd admit --peer-url` (it prints the --initial-cluster to give here). The
     first run joins the others (etcd's --initial-cluster-state existing) and copies their
-    data; later runs restart it from --data.
+    data. The founders of a new network each start theirs with --new-cluster NETWORK and the
+    same --initial-cluster instead: the cluster forms once a majority of them run. Later runs
+    of either restart the member from --data (no --initial-cluster or --new-cluster needed).
 
     etcd needs the agency's key unencrypted: it is decrypted (passphrase from
     $LEDGER_KEY_PASSPHRASE, the file $LEDGER_KEY_PASSPHRASE_FILE names, or a prompt) only into
@@ -1115,7 +1125,7 @@ def etcd_run(
     exiting (then exit 1). etcd gets no passphrase. Bad options exit 2 before the passphrase
     is asked."""
     from node.cluster import check_etcd_installed, etcd_command, run_etcd_member
-    from node.pki import PkiError, check_hosts
+    from node.pki import PkiError, check_hosts, check_names
 
     _check_pki_input(agencies=[agency])
     hosts = {"--client-url": _https_url("--client-url", client_url, "this member's client URL"),
@@ -1131,6 +1141,21 @@ def etcd_run(
     joined = (data / "member" / "wal").exists()  # it ran: etcd knows its members
     if data.exists() and not data.is_dir():
         refuse(f"--data {data} is not a folder")
+    if new_cluster is not None:
+        try:
+            check_names(network=new_cluster)
+        except PkiError as e:
+            refuse(f"--new-cluster {e}")
+        # a member that ran belongs to a cluster already (etcd would ignore "new" and the
+        # founders named); one cut short at its first start (member/ without a WAL) starts
+        # as new again, as `ledger-node cluster` starts it
+        if joined:
+            refuse(f"--data {data} already holds an etcd member: restart it without "
+                   "--new-cluster and --initial-cluster (a new cluster's member starts from "
+                   "an empty data folder)")
+        if initial_cluster is None:
+            refuse("--new-cluster needs --initial-cluster: every founder's NAME=PEER-URL, "
+                   "this member's among them, the same for every founder")
     if initial_cluster is None:
         if not joined:
             refuse("--initial-cluster is needed at the first run (`ledger-node etcd admit "
@@ -1141,7 +1166,18 @@ def etcd_run(
         for _name, eq, url in pairs:
             if not eq:
                 refuse(f"--initial-cluster: {_name!r} is no NAME=PEER-URL")
+            if not url:
+                refuse(f"--initial-cluster: {_name!r} has no peer URL (NAME=https://host:port)")
+            try:  # a member's name is its agency's id (its etcd user, its certificate's CN)
+                check_names(agencies=[_name])
+            except PkiError as e:
+                refuse(f"--initial-cluster: {e}")
             _https_url("--initial-cluster", url, "each member's peer URL")
+        # a name may repeat (etcd's way to give a member several peer URLs), a URL may not
+        urls = [u for _, _, u in pairs]
+        twice = sorted({u for u in urls if urls.count(u) > 1})
+        if twice:
+            refuse(f"--initial-cluster gives the peer URL {twice[0]!r} to two members")
         if (agency, "=", peer_url) not in pairs:
             refuse(f"--initial-cluster names no {agency}={peer_url} (this member, as added)")
     for name in ("ca.crt", "crl.pem", f"{agency}.crt", f"{agency}.key"):
@@ -1161,7 +1197,9 @@ def etcd_run(
         assert initial_cluster is not None
         return etcd_command("etcd", agency, data, runtime=runtime, crl=crl,
                             client_url=client_url, peer_url=peer_url,
-                            initial_cluster=initial_cluster, token=agency, state="existing",
+                            initial_cluster=initial_cluster,
+                            token=new_cluster or agency,  # etcd reads it for a new one only
+                            state="existing" if new_cluster is None else "new",
                             listen_client=listen_client, listen_peer=listen_peer)
 
     code = 0

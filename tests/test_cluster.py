@@ -1288,3 +1288,244 @@ def test_a_new_agency_joins_right_after_a_member_restarted(fresh: Net) -> None:
     net.cluster.restart_etcd("health")
     net.cluster.join("market")
     assert "market" in net.cluster.etcd_members()
+
+
+def _own_pki(keeper: Path, agency: str, to: Path) -> Path:
+    """What the PKI's keeper gives ``agency`` (its key sealed under the same passphrase)."""
+    to.mkdir(mode=0o700)
+    for name in ("ca.crt", "crl.pem", f"{agency}.crt", f"{agency}.key"):
+        shutil.copyfile(keeper / name, to / name)
+    return to
+
+
+def test_etcd_run_new_cluster_checks_its_options_and_starts_a_founders_member(
+        tmp_path: Path) -> None:
+    """`ledger-node etcd run --new-cluster NETWORK` starts a founder's member of a new etcd
+    cluster (--initial-cluster-state new, the network id as its token): bad options (no
+    --initial-cluster, a bad network id, a member name that is no agency id, a member with no
+    peer URL or one given twice, this member not named, an agency with no certificate) exit 2
+    before the passphrase is asked and make nothing; a data folder that holds a member that
+    ran is refused (round 34F: founders outside `ledger-node cluster` had no command that
+    started a new cluster)."""
+    import datetime as dt
+    import os
+
+    from node.pki import create_pki, runtime_base
+
+    create_pki(tmp_path / "pki", "district-9", ["civil"], PASS, now=dt.datetime.now(dt.UTC))
+    own = _own_pki(tmp_path / "pki", "civil", tmp_path / "civil-pki")
+    base = free_base(1)
+    client, peer = f"https://127.0.0.1:{base + 100}", f"https://127.0.0.1:{base + 200}"
+    data = tmp_path / "civil-etcd"
+    cli = str(Path(sys.executable).parent / "ledger-node")
+    run = [cli, "etcd", "run", "--pki", str(own), "--agency", "civil", "--data", str(data),
+           "--client-url", client, "--peer-url", peer]
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": PASS.decode()}
+    bare = {k: v for k, v in env.items() if not k.startswith("LEDGER_KEY_PASSPHRASE")}
+    new = ["--new-cluster", "district-9", "--initial-cluster"]
+    for extra, said in (
+            (["--new-cluster", "district-9"], "--new-cluster needs --initial-cluster"),
+            (["--new-cluster", "District 9", "--initial-cluster", f"civil={peer}"],
+             "--new-cluster network id 'District 9'"),
+            ([*new, f"civil={peer},Edu Bureau=https://127.0.0.1:1"], "agency id 'Edu Bureau'"),
+            ([*new, f"civil={peer},edu="], "'edu' has no peer URL"),
+            ([*new, f"civil={peer},edu"], "'edu' is no NAME=PEER-URL"),
+            ([*new, f"civil={peer},edu={peer}"], f"the peer URL '{peer}' to two members"),
+            ([*new, "edu=https://127.0.0.1:1"], f"names no civil={peer}"),
+            # an agency the PKI folder has no certificate of (the last --agency counts)
+            (["--agency", "edu", *new, f"edu={peer}"], "has no edu.crt")):
+        r = subprocess.run(run + extra, env=bare, capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, check=False)
+        assert r.returncode == 2 and said in " ".join(r.stderr.split()), (extra, r.stderr)
+        assert "Passphrase" not in r.stderr and "Traceback" not in r.stderr
+    assert not data.exists()
+
+    before = set(runtime_base().glob("credledger-civil-*"))
+    proc = subprocess.Popen([*run, *new, f"civil={peer}"], env=env, stdin=subprocess.DEVNULL)
+    try:
+        def unlocked() -> list[Path]:
+            return [p for p in set(runtime_base().glob("credledger-civil-*")) - before
+                    if (p / "civil.key").exists()]
+
+        deadline = time.monotonic() + 60
+        while len(unlocked()) != 1:
+            assert proc.poll() is None and time.monotonic() < deadline, "no key unlocked"
+            time.sleep(0.1)
+        rt = unlocked()[0]
+
+        def serves() -> bool:
+            try:
+                with etcd_as(rt, "civil", client) as channel:
+                    pbg.KVStub(channel).Range(pb.RangeRequest(key=b"/credledger/"), timeout=2)
+                return True
+            except grpc.RpcError:
+                return False
+
+        while not serves():  # a one-founder cluster: its member elects itself
+            assert proc.poll() is None and time.monotonic() < deadline, "etcd did not serve"
+            time.sleep(0.1)
+        launcher = _children(proc.pid)
+        assert len(launcher) == 1
+        argv = Path(f"/proc/{launcher[0]}/cmdline").read_bytes().split(b"\0")
+        for option, value in (("--initial-cluster-state", "new"),
+                              ("--initial-cluster-token", "district-9"),
+                              ("--initial-cluster", f"civil={peer}"), ("--name", "civil"),
+                              ("--data-dir", str(data)), ("--advertise-client-urls", client),
+                              ("--initial-advertise-peer-urls", peer),
+                              ("--peer-crl-file", str(own / "crl.pem"))):
+            assert argv[argv.index(option.encode()) + 1] == value.encode(), option
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        assert not rt.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert (data / "member" / "wal").is_dir()
+    r = subprocess.run([*run, *new, f"civil={peer}"], env=bare, capture_output=True,
+                       text=True, stdin=subprocess.DEVNULL, check=False)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "already holds an etcd member" in said, r.stderr
+    assert "Passphrase" not in r.stderr
+
+
+@pytest.mark.slow
+def test_founding_agencies_start_a_network_as_the_readme_says(tmp_path: Path) -> None:
+    """The README's "Founding agencies start a network", step by step, each agency with its
+    own folders and its etcd member and node as separate processes (three machines, here on
+    127.0.0.1: ports for HOST_C/E/H): they reach one head, co-sign a checkpoint, say `ok`, and
+    a node's chain audits CLEAN (round 34F: there was no command that started a new etcd
+    cluster outside `ledger-node cluster`)."""
+    import os
+
+    from ledger.keys import load_private_key
+    from ledger.network import Agency, governance_tx
+
+    ids, base, network = ["civil", "edu", "health"], free_base(3), "district-7"
+    node = {a: f"https://127.0.0.1:{base + i}" for i, a in enumerate(ids)}
+    client = {a: f"https://127.0.0.1:{base + 100 + i}" for i, a in enumerate(ids)}
+    peer = {a: f"https://127.0.0.1:{base + 200 + i}" for i, a in enumerate(ids)}
+    bin_ = Path(sys.executable).parent
+    founders = {**os.environ, "LEDGER_KEY_PASSPHRASE": PASS.decode(),
+                "LEDGER_FROM_PASSPHRASE": PASS.decode()}
+    keeper = {**founders, "LEDGER_KEY_PASSPHRASE": "keeper-pw"}  # the PKI keeper's own
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def ok(*args: str, env: dict[str, str] = founders) -> str:
+        r = subprocess.run([str(bin_ / args[0]), *args[1:]], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                           timeout=300, check=False)
+        assert r.returncode == 0, (args, r.stderr)
+        return r.stdout
+
+    def start(log: str, *args: str) -> None:
+        with (tmp_path / log).open("ab") as out:
+            procs.append(subprocess.Popen([str(bin_ / args[0]), *args[1:]], cwd=tmp_path,
+                                          env=founders, stdout=out, stderr=out,
+                                          stdin=subprocess.DEVNULL))
+
+    def until(what: str, done: Any, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert all(p.poll() is None for p in procs), f"{what}: a process exited; " + " ".join(
+                f"{log.name}: {log.read_text()[-2000:]}" for log in tmp_path.glob("*.log"))
+            assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+            time.sleep(0.2)
+
+    # 1. the genesis ceremony; each founder takes its keys and a copy of the store
+    ok("ledger-node", "init", "--new-network", network, "--founder", "civil=Civil Affairs Bureau",
+       "--founder", "edu=Education Bureau", "--founder", "health=Health Commission", "--quorum",
+       "2", "--data", "ceremony", "--agency", "civil", "--config-out", "ceremony/unused.toml")
+    for a in ids:
+        (tmp_path / f"{a}-data").mkdir(mode=0o700)
+        (tmp_path / f"{a}-data" / "keys").mkdir(mode=0o700)
+        shutil.copytree(tmp_path / "ceremony" / "ledger", tmp_path / f"{a}-data" / "ledger")
+        for key in (tmp_path / "ceremony" / "keys").glob(f"{a}.*"):
+            shutil.copy2(key, tmp_path / f"{a}-data" / "keys" / key.name)
+    shutil.rmtree(tmp_path / "ceremony")
+    # 2. the credit secret
+    ok("ledger-node", "credit-secret", "--out", "civil-data/keys/credit.secret")
+    for a in ids[1:]:
+        ok("ledger-node", "credit-secret", "--from", "civil-data/keys/credit.secret", "--out",
+           f"{a}-data/keys/credit.secret")
+    # 3. the PKI keeper (127.0.0.1, every certificate's, is the hosts here)
+    ok("ledger-node", "pki", "create", "--out", "pki", "--network", network,
+       *[x for a in ids for x in ("--agency", a)], env=keeper)
+    for a in ids:
+        (tmp_path / f"{a}-pki").mkdir(mode=0o700)
+        for name in ("ca.crt", "crl.pem", f"{a}.crt"):
+            shutil.copyfile(tmp_path / "pki" / name, tmp_path / f"{a}-pki" / name)
+        ok("ledger-node", "pki", "copy-key", "--pki", "pki", "--agency", a, "--out",
+           f"{a}-pki/{a}.key", env={**keeper, "LEDGER_FROM_PASSPHRASE": "keeper-pw",
+                                    "LEDGER_KEY_PASSPHRASE": PASS.decode()})
+    initial = ",".join(f"{a}={peer[a]}" for a in ids)
+    try:
+        # 4. each founder's etcd member
+        for a in ids:
+            start(f"etcd-{a}.log", "ledger-node", "etcd", "run", "--pki", f"{a}-pki",
+                  "--agency", a, "--data", f"{a}-etcd", "--client-url", client[a],
+                  "--peer-url", peer[a], "--new-cluster", network, "--initial-cluster", initial)
+
+        def formed() -> bool:
+            r = subprocess.run([str(bin_ / "ledger-node"), "etcd", "members", "--pki", "pki",
+                                "--endpoint", client["civil"]], cwd=tmp_path, env=keeper,
+                               capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                               timeout=60, check=False)
+            return r.returncode == 0 and all(a in r.stdout for a in ids)
+
+        until("the founders' etcd cluster forms", formed)
+        # 5. etcd's access control
+        ok("ledger-node", "etcd", "secure", "--pki", "pki", "--endpoint", client["civil"],
+           "--network", network, *[x for a in ids for x in ("--agency", a)], env=keeper)
+        # 6. each founder's node config and node
+        for a in ids:
+            others = [o for o in ids if o != a]
+            ok("ledger-node", "init", "--data", f"{a}-data", "--agency", a, "--config-out",
+               f"{a}/node.toml", "--etcd-endpoint", client[a],
+               *[x for o in others for x in ("--etcd-endpoint", client[o])],
+               *[x for o in others for x in ("--peer", node[o])], "--pki", f"{a}-pki",
+               "--tls", "--port", node[a].rpartition(":")[2], "--public-url", node[a])
+            start(f"node-{a}.log", "ledger-node", "run", "--config", f"{a}/node.toml")
+        http = httpx.Client(verify=ssl.create_default_context(
+            cafile=str(tmp_path / "pki" / "ca.crt")), timeout=30)
+
+        def health(a: str) -> dict[str, Any]:
+            try:
+                return dict(http.get(f"{node[a]}/v1/health").json())
+            except (httpx.HTTPError, ValueError):
+                return {}
+
+        until("every node up", lambda: all(health(a) for a in ids))
+        keys = {a: Agency(a, a, load_private_key(tmp_path / f"{a}-data/keys/{a}.node.key", PASS),
+                          load_private_key(tmp_path / f"{a}-data/keys/{a}.issuer.key", PASS))
+                for a in ids}
+        tx = governance_tx(network, 1, "register_type", {"type": DEGREE},
+                           [keys["civil"], keys["edu"]])
+        r = http.post(f"{node['civil']}/v1/tx", params={"wait": 20}, content=tx.raw)
+        assert r.status_code == 200, r.text
+
+        def signed_by_all(a: str) -> bool:
+            got = http.get(f"{node[a]}/v1/checkpoint")
+            return got.status_code == 200 and {s.name for s in SignedCheckpoint.from_text(
+                got.text).signatures} == set(ids)
+
+        until("every founder co-signs", lambda: all(signed_by_all(a) for a in ids))
+        until("one head, health ok", lambda: len({
+            (h.get("status"), h.get("height")) for h in map(health, ids)}) == 1 and
+            health("civil")["status"] == "ok" and health("civil")["height"] >= 1)
+        heads = {http.get(f"{node[a]}/v1/head").json()["hash"] for a in ids}
+        assert len(heads) == 1
+        # 7. the audit of a node's chain
+        for a in ids:
+            said = ok("ledger", "audit", "--node", node[a], "--ca", f"{a}-pki/ca.crt")
+            assert "NOT CLEAN" not in said and "CLEAN" in said, said
+        http.close()
+    finally:
+        for p in reversed(procs):  # the nodes first, then the etcd members
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [0] * 6
