@@ -946,6 +946,10 @@ def _etcd_step(what: str, pki: Path, endpoint: str,
         err.print(f"[red]bad --endpoint {_q(repr(endpoint))}:[/] give a member's client URL, "
                   "https://host:port")
         raise typer.Exit(2)
+    if not pki.is_dir():  # a mistyped path: not "a PKI from before ADR 48" (its operator key)
+        err.print(f"[red]bad --pki:[/] no folder {_q(pki)} (the PKI folder, where the CA key "
+                  "is kept); nothing was asked of etcd")
+        raise typer.Exit(2)
     _pki_step(what, lambda passphrase, _: step(
         EtcdAdmin(endpoint, operator_credentials(pki, passphrase))))
 

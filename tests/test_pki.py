@@ -1555,12 +1555,16 @@ def test_etcd_take_out_refuses_an_agency_whose_certificate_is_not_revoked(
     # command refuses an output in no folder (ADR 78 Left: `pki create` made the parents)
     (["pki", "create", "--out", "{d}/missing-dir/pki", "--network", "n", "--agency",
       "civil"], "no folder"),
+    # a mistyped --pki: it said the PKI was "made before ADR 48" and told to run `pki add`
+    (["etcd", "members", "--pki", "{d}/pkl", "--endpoint", "https://127.0.0.1:1"],
+     "no folder"),
 ])
 def test_bad_pki_and_secret_input_is_exit_2_and_changes_nothing(
         tmp_path: Path, args: list[str], said: str) -> None:
     """The help says exit 2 for bad input; a bad network id, agency id or host, or a
     credit-secret --out in no folder, exited 1 as if the command had failed (round 32J); a
-    pki create --out in no folder made the folders above it (round 34F)."""
+    pki create --out in no folder made the folders above it, and an etcd command's --pki
+    that is no folder was called a PKI from before ADR 48 (round 34F)."""
     import datetime as dt
 
     from typer.testing import CliRunner
