@@ -356,17 +356,23 @@ class Approvals:
         if any(self._holds(p, service, holder_jwk) is not None for p in self._pendings()):
             self.file_pending()
         found: tuple[Tx, dict[str, Any]] | None = None
+        keyless = False  # a decision on the service recorded before records kept the key
         for path in self._records():
-            got = self._holds(path, service, holder_jwk)
-            if got is not None:
+            got = self._on(path, service)
+            if got is not None and got[1].get("holder") == holder_jwk:
                 found = got  # oldest first: the last is the newest decision
+            keyless = keyless or (got is not None and "holder" not in got[1])
         if found is None:
             pending = any(self._holds(p, service, holder_jwk) is not None
                           for p in self._pendings())
             raise NotFound(f"this node holds no committed decision on {service!r} of an "
                            "application bound to this holder key" + (
                                " (its decision is not on the ledger: not committed yet, or "
-                               "never; ask again later)" if pending else ""))
+                               "never; ask again later)" if pending else
+                               "; its decisions recorded before it kept the applicant's "
+                               "holder key (by a version before ADR 78) cannot be collected "
+                               "by any key, and their approval credentials cannot be issued "
+                               "again" if keyless else ""))
         tx, rec = found
         reg = self.node._registry()
         self._may_decide(reg, self.node.now(), "so it cannot issue the approval credential")
@@ -384,12 +390,18 @@ class Approvals:
 
     def _holds(self, path: Path, service: str, holder_jwk: dict[str, str]
                ) -> tuple[Tx, dict[str, Any]] | None:
-        """The decision and record at ``path`` if it is on ``service`` for ``holder_jwk``; a
-        record that cannot be read is none (``list`` names it to the operator)."""
+        """The decision and record at ``path`` if it is on ``service`` for ``holder_jwk``."""
+        got = self._on(path, service)
+        return got if got is not None and got[1].get("holder") == holder_jwk else None
+
+    def _on(self, path: Path, service: str) -> tuple[Tx, dict[str, Any]] | None:
+        """The decision and record at ``path`` if it is on ``service`` (a record written before
+        ADR 78 has no ``holder``); a record that cannot be read is none (``list`` names it to
+        the operator)."""
         try:
             rec = self._open(path)
             tx = Tx.from_bytes(rec["tx"])
-            if rec.get("holder") == holder_jwk and tx.body["service"] == service:
+            if tx.body["service"] == service:
                 return tx, rec
         except (OSError, LedgerError, KeyError, TypeError, AttributeError):
             pass

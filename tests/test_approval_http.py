@@ -1550,3 +1550,41 @@ def test_an_approval_credential_lost_after_the_commit_is_collected_by_its_holder
     report = audit(data, now=NOW, evidence=data / "approvals", evidence_keys=[key])
     assert report.clean, report.problems
     assert report.approvals_total == report.approvals_rechecked == 1
+
+
+def test_collecting_a_decision_recorded_before_holder_keys_were_kept_says_so(
+        tmp_path: Path) -> None:
+    """A decision recorded by a version before ADR 78 (upgraded since: its sealed record has
+    no ``holder``) cannot be collected. The node said it held no committed decision on the
+    service for the key, which the holder reads as no decision at all (round 34U, upgrading
+    from ffae088): it says that its decisions recorded before it kept holder keys cannot be
+    collected, in one line, and issues nothing."""
+    from ledger.sealed import EVIDENCE_KEY_FILE, read_evidence_key, seal_record
+
+    data, wallet = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service, answers = _licence_answers(node, wallet)
+        service.apply("business-licence", list(answers), wallet.holder_jwk())
+    finally:
+        node.close()
+    path = next((data / "approvals").glob("*.ev"))
+    record = evidence_record(data, path)
+    del record["holder"]  # as ffae088 (before ADR 78) wrote it
+    key = read_evidence_key(data / "keys" / EVIDENCE_KEY_FILE, PASS)
+    path.write_bytes(seal_record(codec.encode(record), key))
+    url_service = "/v1/services/business-licence"
+    with serve(_market_app(data)) as url, httpx.Client(base_url=url, timeout=60) as http:
+        size = http.get("/v1/head").json()["log_size"]
+        challenge = http.post(f"{url_service}/collect/challenge").json()
+        got = http.post(f"{url_service}/collect", json={
+            "holder_jwk": wallet.holder_jwk(), "proof": wallet.collect_proof(
+                0, challenge, now=NOW)})
+        assert got.status_code == 404, got.text
+        detail = got.json()["detail"]
+        assert "recorded before it kept the applicant's holder key" in detail, detail
+        assert "before ADR 78" in detail and "cannot be collected" in detail
+        assert "\n" not in detail and REG_NO not in got.text and "catering" not in got.text
+        assert http.get("/v1/head").json()["log_size"] == size  # nothing issued
+        listed = http.get("/v1/approvals", headers=AUTH).json()
+        assert [a["approval_tx"] for a in listed] == [path.stem.split("-", 1)[1]]
