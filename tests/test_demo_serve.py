@@ -38,14 +38,17 @@ def demo_server(tmp_path: Path) -> Iterator[tuple[str, dict[str, str], Path]]:
 
 
 def _apply_at(handler: type[http.server.BaseHTTPRequestHandler], env: dict[str, str],
-              tmp: Path, *, yes: bool = True) -> subprocess.CompletedProcess[str]:
-    """`wallet apply elderly-allowance` against a server of ``handler`` on a free local port."""
+              tmp: Path, *, yes: bool = True, collect: bool = False
+              ) -> subprocess.CompletedProcess[str]:
+    """`wallet apply elderly-allowance` (``--collect``) against a server of ``handler`` on a
+    free local port."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         return subprocess.run([str(BIN / "wallet"), "apply", "elderly-allowance", "--node",
                                f"http://127.0.0.1:{server.server_address[1]}",
-                               "--registry", "demo-data/snapshot.bin", *(["--yes"] * yes)],
+                               "--registry", "demo-data/snapshot.bin", *(["--yes"] * yes),
+                               *(["--collect"] * collect)],
                               capture_output=True, text=True, env=env, cwd=tmp, timeout=120,
                               check=False)
     finally:
@@ -680,3 +683,31 @@ def test_an_approval_whose_answer_was_lost_is_collected_with_the_key_it_was_appl
     said = " ".join(r.stderr.split())
     assert r.returncode == 1 and "never showed a holder key" in said, said
     assert "nothing was signed" in said
+
+
+def test_collect_at_a_node_of_a_version_without_collect_says_so_and_changes_nothing(
+        demo_server: tuple[str, dict[str, str], Path]) -> None:
+    """A node before ADR 78 has no collect route: its POST .../collect/challenge answers
+    404 {"detail": "Not Found"} (ffae088's node did, round 34U). The wallet said "the node
+    refused a collect challenge: Not Found", read as no such service or decision: it says the
+    node has no collect (an older version, or no node), signs nothing, changes nothing."""
+    _, env, tmp = demo_server
+    posted: list[str] = []
+
+    class OlderNode(_JsonNode):
+        def answer(self) -> dict[str, object]:
+            posted.append(self.path)
+            return {"detail": "Not Found"}
+
+        def status(self) -> int:
+            return 404
+
+    wallet_file = Path(env["WALLET_PATH"])
+    before = wallet_file.read_bytes()
+    r = _apply_at(OlderNode, env, tmp, yes=False, collect=True)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 1 and "Traceback" not in said, said
+    assert "offers no collect" in said and "a version before ADR 78" in said, said
+    assert "nothing was signed" in said
+    assert posted == ["/v1/services/elderly-allowance/collect/challenge"]
+    assert wallet_file.read_bytes() == before

@@ -788,6 +788,13 @@ def _collect(w: Any, base: str, service: str) -> Any:
             tried = 0
             while True:
                 opened = _fetch(client, "POST", f"{url}/challenge")
+                if opened.status_code in (404, 405) and _detail(opened) in (
+                        "Not Found", "Method Not Allowed"):  # the web framework's: no route
+                    raise WalletError(f"{base} offers no collect (no route for it): a node of "
+                                      "a version before ADR 78, which cannot issue a lost "
+                                      "approval credential again (nor can it once upgraded, "
+                                      "for a decision it made before), or no node; nothing "
+                                      "was signed")
                 if opened.status_code != 200:
                     raise WalletError(f"the node refused a collect challenge: "
                                       f"{_detail(opened)}")
