@@ -602,7 +602,38 @@ def test_a_type_padded_with_spaces_draws_no_line_of_its_own_in_the_wallet(
     assert f"birth {fake} from" in r.stderr, r.stderr
     r = _cli("wallet", "list", cwd=tmp_path, wallet=w, columns=80)  # lines, not a table
     assert r.returncode == 0, r.stderr
-    assert f"birth {fake} from {ISS}\n  valid " in r.stdout, r.stdout
+    assert f"birth {fake} from {ISS} (outside the network)\n  valid " in r.stdout, r.stdout
+
+
+def test_the_wallet_marks_a_credential_from_outside_the_network_wherever_it_names_one(
+        tmp_path: Path) -> None:
+    """An outside issuer names itself as it likes (the network's agency `civil`, say): `wallet
+    list` showed its credential as one of the network's, where `wallet present` said "outside
+    the network" only after signing. Every line that names an outside credential's issuer says
+    so: `wallet list` (lines and table), `wallet show`, the preview before signing, `wallet
+    remove`'s question."""
+    w, r = _wallet_given_a_foreign(tmp_path, VCT, {"birth_date": "1990-04-01"})
+    cid = r.stdout.strip()
+    mark = f"from {ISS} (outside the network)"
+    r = _cli("wallet", "list", cwd=tmp_path, wallet=w, columns=80)  # lines, not a table
+    assert r.returncode == 0, r.stderr
+    assert f"{VCT} {mark}\n  valid " in r.stdout, r.stdout
+    r = _cli("wallet", "list", cwd=tmp_path, wallet=w, columns=200)  # the table
+    assert r.returncode == 0, r.stderr
+    assert "outside the network" in r.stdout.split("dates only:")[0].replace("│", " "), r.stdout
+    r = _cli("wallet", "show", cid[:12], cwd=tmp_path, wallet=w)
+    assert r.returncode == 0, r.stderr
+    assert mark in " ".join(r.stdout.split()), r.stdout
+    req = tmp_path / "req.json"
+    r = _cli("ledger", "request", "--type", VCT, "--audience", "https://desk.example",
+             "--claim", "birth_date", "--out", str(req), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = _cli("wallet", "present", cid[:12], "--request", str(req), "--out", "-", "--yes",
+             cwd=tmp_path, wallet=w)
+    assert r.returncode == 0, r.stderr
+    assert f"from “{ISS}” (outside the network)" in " ".join(r.stderr.split()), r.stderr
+    r = _cli("wallet", "remove", cid[:12], cwd=tmp_path, wallet=w)  # asks: no terminal, no
+    assert mark in " ".join(r.stderr.split()), r.stderr
 
 
 def test_claim_names_an_outside_issuer_chose_are_quoted_in_the_preview(tmp_path: Path) -> None:

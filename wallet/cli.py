@@ -68,6 +68,17 @@ def _name(text: str) -> str:
     return _markup_escape(" ".join(printable(text).split()))
 
 
+_OUTSIDE = " (outside the network)"
+"""After the issuer of a credential from outside the network: that issuer chose its own name,
+which may be a network agency's."""
+
+
+def _from(info: Any) -> str:
+    """``<type> from <issuer>`` for a Rich line, marked when the credential is from outside the
+    network (an outside issuer named ``civil`` read as the network's agency)."""
+    return f"{_name(info.type)} from {_name(info.issuer)}{_OUTSIDE if info.foreign else ''}"
+
+
 def _shown(text: str, limit: int = 120) -> str:
     """A verifier's audience or nonce in a prompt: quoted, runs of spaces as one, cut at
     ``limit``, so padding cannot push fake lines into the preview."""
@@ -364,14 +375,15 @@ def list_() -> None:
                               "(copies of one credential have one each, numbered as `wallet "
                               "holder-key --copies N --out` numbers its files); shown: how "
                               "many presentations of it this wallet made")
-        rows = [(c.id[:16], _name(c.type), _name(c.issuer), _date(c.valid_from),
+        rows = [(c.id[:16], _name(c.type), _name(c.issuer) + (_OUTSIDE if c.foreign else ""),
+                 _date(c.valid_from),
                  _date(c.valid_until), c.state(now), str(c.key + 1), str(c.shown))
                 for c in w.list()]
         if not rows:
             err.print("The wallet holds no credentials yet.")
             return
         if out.width < _LIST_WIDTH:  # a narrow terminal, or a pipe (80): lines, nothing cut
-            for cid, kind, issuer, start, end, state, key, shown in rows:
+            for cid, kind, issuer, start, end, state, key, shown in rows:  # issuer: marked
                 out.print(f"{cid}  {kind} from {issuer}\n  valid {start} to {end} ({state}), "
                           f"key {key}, shown {shown}")
             err.print(table.caption)
@@ -390,7 +402,7 @@ def show(credential_id: Annotated[str, typer.Argument(
         info = w.info(credential_id)
         claims = w.show(credential_id)
         table = _folding_table("claim", "value",
-                               title=f"{_name(info.type)} from {_name(info.issuer)}")
+                               title=_from(info))
         for name, value in claims.items():
             table.add_row(escape(name), escape(json.dumps(value, ensure_ascii=False)
                                                if not isinstance(value, str) else value))
@@ -416,7 +428,7 @@ def remove(
         copies = w.copies_to_remove(info.id)
         group = copies if with_copies else (info.id,)
         now = int(time.time())
-        err.print(f"[bold]remove[/] {_name(info.type)} from {_name(info.issuer)}:")
+        err.print(f"[bold]remove[/] {_from(info)}:")
         for cid in group:  # each as it is: a citizen removing an expired one sees what else goes
             c = w.info(cid)
             err.print(f"  {cid[:16]}  key {c.key + 1}, valid {_date(c.valid_from)} to "
@@ -513,7 +525,8 @@ def present(
                                  "replace it")
         err.print(f"[bold]{_shown(p.audience)}[/] asks for your "
                   f"{_shown(p.credential_type)} credential {p.credential_id[:16]} from "
-                  f"{_shown(p.issuer)} (nonce {_shown(p.nonce, 64)}).")
+                  f"{_shown(p.issuer)}{_OUTSIDE if foreign else ''} "
+                  f"(nonce {_shown(p.nonce, 64)}).")
         err.print(f"  disclosed: {_names(p.claims, '(no claim)')}")
         err.print("  always shown: issuer, credential type, validity dates, status list entry, "
                   "holder public key")
@@ -1059,7 +1072,8 @@ def _say_what_the_backup_lacks(path: Path, passphrase: bytes, in_backup: set[str
               f"{'' if len(lacking) == 1 else 's'} this wallet holds[/] (received since it was "
               "made):")
     for c in lacking:
-        err.print(f"  {_shown(c.type)} {c.id[:16]} from {_shown(c.issuer)}")
+        err.print(f"  {_shown(c.type)} {c.id[:16]} from {_shown(c.issuer)}"
+                  f"{_OUTSIDE if c.foreign else ''}")
     err.print("After the restore they are only in the copy of this wallet kept beside it "
               "(`wallet restore <that copy>` brings it back whole).")
 

@@ -92,6 +92,10 @@ class CredentialInfo:
     key: int = 0
     """The holder key it is bound to, counted from 0 (``wallet list`` shows it from 1, as the
     key files of ``wallet holder-key --copies N --out`` are numbered)."""
+    foreign: bool = False
+    """From an issuer outside the network (ADR 39): its issuer and type are names that issuer
+    chose, which may be a network agency's (``civil``); the wallet says so wherever it names
+    them."""
 
     def state(self, now: int) -> str:
         """``valid``, ``not yet valid`` or ``expired`` at ``now`` (ignores revocation)."""
@@ -101,8 +105,12 @@ class CredentialInfo:
 
     @classmethod
     def of(cls, c: StoredCredential) -> CredentialInfo:
+        try:  # a damaged record is said by what opens it (show, present), not by a listing
+            foreign = ForeignCredential.from_bytes(c.bundle) is not None
+        except LedgerError:
+            foreign = False
         return cls(c.id, c.type, c.issuer, c.valid_from, c.valid_until, c.added, c.shown,
-                   c.key)
+                   c.key, foreign)
 
 
 @dataclass(frozen=True, slots=True)
