@@ -93,10 +93,36 @@ def _shown(value: Any) -> Any:
     return "".join(ch if ch in "\n\r\t\u3000" else printable(ch) for ch in value)
 
 
+def _bdi(value: Any) -> markupsafe.Markup:
+    """An outside string (a type, a claim's name or value, an issuer's name) on its own in
+    ``<bdi>``: right-to-left text in it (Hebrew, Arabic) is ordered inside it alone, and does
+    not take the desk's words or numbers beside it into its run (`` | bdi`` in a template)."""
+    return markupsafe.Markup("<bdi>") + markupsafe.escape(_shown(value)) + \
+        markupsafe.Markup("</bdi>")
+
+
+_QUOTED = re.compile(r"(?<!\w)'(?:[^'\\\n]|\\.)*'(?!\w)"
+                     r"|(?<!\w)\"(?:[^\"\\\n]|\\.)*\"(?!\w)")
+"""A quoted string in a check's detail: outside text the checks quote (``type 'x'``, the trust
+list's name for an issuer), as Python's ``repr`` quotes it."""
+
+
+def _isolated(detail: str) -> markupsafe.Markup:
+    """A check's detail with each quoted outside string in ``<bdi>`` (:func:`_bdi`): in "type
+    'תעודה', 1 claims disclosed" the count was drawn before the type's name, taken into its
+    right-to-left run. The text itself is unchanged."""
+    out, at = markupsafe.Markup(""), 0
+    for m in _QUOTED.finditer(detail):
+        out += markupsafe.escape(_shown(detail[at:m.start()])) + _bdi(m.group())
+        at = m.end()
+    return out + markupsafe.escape(_shown(detail[at:]))
+
+
 @functools.cache
 def _templates() -> Jinja2Templates:
     t = Jinja2Templates(directory=HERE / "templates")
     t.env.finalize = _shown
+    t.env.filters["bdi"] = _bdi
     t.env.filters["when"] = _when_here
     t.env.filters["short"] = _short
     t.env.globals["url_for"] = _path_for
@@ -983,7 +1009,7 @@ def _verdict(report: Report, zone: dt.tzinfo) -> dict[str, Any]:
             "advice": explain(failed[0].name, failed[0].detail, report.status, zone) if failed
             else None,
             "checks": [{"ok": c.ok, "label": _LABELS.get(c.name, c.name), "name": c.name,
-                        "detail": c.detail,
+                        "detail": _isolated(c.detail),
                         "why": None if c.ok else explain(c.name, c.detail, report.status, zone)}
                        for c in report.checks],
             # An issuer chose these values: bidi overrides and other format characters are

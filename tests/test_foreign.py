@@ -682,13 +682,14 @@ def test_ledger_verify_json_on_an_unreadable_foreign_presentation(tmp_path: Path
 # -- the node's verifier: page and API -------------------------------------------------------------
 
 
-def _outside_desk_inputs(tmp_path: Path) -> tuple[int, Issuer, str, Path, Path]:
-    """The time now, an outside issuer, its ES256 credential (valid a day, status index 9), a
-    trust list naming the issuer, and a folder holding its status token (nothing revoked)."""
+def _outside_desk_inputs(tmp_path: Path, vct: str = VCT) -> tuple[int, Issuer, str, Path, Path]:
+    """The time now, an outside issuer, its ES256 credential of type ``vct`` (valid a day,
+    status index 9), a trust list naming the issuer, and a folder holding its status token
+    (nothing revoked)."""
     now = int(time.time())
     issuer = Issuer()
     cred = sdjwt.issue_sd_jwt(
-        issuer_key=issuer.key, issuer_kid=issuer.kid, alg="ES256", vct=VCT, iss=ISS,
+        issuer_key=issuer.key, issuer_kid=issuer.kid, alg="ES256", vct=vct, iss=ISS,
         claims={"given_name": "Mei", "birth_date": "1990-04-01"}, holder_jwk=HOLDER_JWK,
         iat=now - 60, nbf=now - 60, exp=now + 86_400,
         status={"status_list": {"idx": 9, "uri": URI}}).serialize()
@@ -790,6 +791,69 @@ def test_the_node_verifies_foreign_credentials_on_its_page_and_api(tmp_path: Pat
         # no verdict was given: the request is still open for the citizen's real envelope
         assert served_request_is_open(app, nonce.group(1))
 
+
+
+def test_right_to_left_text_of_an_outside_issuer_moves_no_word_of_the_desks_verdict(
+        tmp_path: Path) -> None:
+    """An outside issuer's type in Hebrew, in the verdict's line "type '<type>', 1 claims
+    disclosed": in a left-to-right line the bidi algorithm took the count after it into the
+    right-to-left run, and a real browser drew "1" before the type's name (the count read as
+    part of it, the issuer's words beside the desk's). Outside text on the desk's pages is
+    isolated (<bdi>): the desk's words keep their place."""
+    import dataclasses
+
+    from test_api import PASS as NODE_PASS
+    from test_api import make_demo, serve, settings_for
+    from test_pages import _browser_page
+
+    from node.app import create_app
+
+    hebrew = "\u05ea\u05e2\u05d5\u05d3\u05ea \u05dc\u05d9\u05d3\u05d4"  # "birth certificate"
+    _now, _issuer, cred, trust, tokens = _outside_desk_inputs(tmp_path, vct=hebrew)
+    data = make_demo(tmp_path / "data")
+    app = create_app(dataclasses.replace(settings_for(data), trust_list=trust,
+                                         status_tokens=tokens), passphrase=NODE_PASS)
+    left_of = """([cell, text, at]) => {  // the left edge of text[at] as drawn in the cell
+        const walk = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
+        for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+            const i = n.data.indexOf(text);
+            if (i >= 0) {
+                const r = document.createRange();
+                r.setStart(n, i + at); r.setEnd(n, i + at + 1);
+                return r.getBoundingClientRect().left;
+            }
+        }
+        return null;
+    }"""
+    with serve(app) as url, _browser_page() as page:
+        page.goto(f"{url}/verify")
+        form = page.locator("#form-foreign")
+        form.get_by_label("Credential type").fill(hebrew)
+        form.get_by_label("Claims to ask for").fill("birth_date")
+        form.get_by_role("button", name="Create request").click()
+        page.wait_for_selector("#nonce")
+        # the type in the page's title and the claim names each isolated, as on the verdict
+        assert page.title().startswith(f"Presentation request for \u2068{hebrew}\u2069")
+        assert page.locator("#req-claims bdi").all_inner_texts() == ["birth_date"]
+        nonce, audience = page.inner_text("#nonce").strip(), page.inner_text("#audience").strip()
+        page.fill("#presentation", sdjwt.present(
+            cred, disclose=("birth_date",), holder_key=HOLDER, nonce=nonce, aud=audience,
+            iat=int(time.time())))
+        page.click("#check")
+        page.wait_for_selector("#verdict")
+        assert page.inner_text("#verdict").strip() == "VERIFIED"
+        cell = page.locator("#checks td", has_text="claims disclosed").first.element_handle()
+        name = page.evaluate(left_of, [cell, hebrew[-1], 0])  # its last letter: drawn leftmost
+        count = page.evaluate(left_of, [cell, "1 claims", 0])
+        word = page.evaluate(left_of, [cell, "type", 0])
+        assert None not in (name, count, word), (name, count, word)
+        assert word < name < count, (word, name, count)
+        assert page.locator("section.verdict bdi").all_inner_texts() == [hebrew]
+        # the registry's type titles and claim names, on the form and the explorer, likewise
+        page.goto(f"{url}/verify")
+        assert page.locator("#title-residence bdi").count() == 2
+        page.goto(f"{url}/")
+        assert page.locator("li bdi", has_text="district").count() >= 1
 
 
 def test_an_outside_credentials_qr_picture_is_checked_and_a_desk_without_a_trust_list_says_so(
