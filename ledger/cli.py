@@ -619,9 +619,24 @@ def new_request(
     out_file: Annotated[Path | None, typer.Option(
         "--out", help="Write the request here instead of printing it.")] = None,
     force: ForceOpt = False,
+    data: Annotated[Path | None, typer.Option(
+        help="Check the type and claims against this node's registry (data folder or store): "
+             "one no issuer of the network issues is refused.",
+        exists=True, file_okay=False)] = None,
+    snapshot: Annotated[Path | None, typer.Option(
+        help="Check the type and claims against the registry of a snapshot made by `ledger "
+             "snapshot`, as --data does.")] = None,
 ) -> None:
     """Make a presentation request with a fresh random nonce, for one visitor (`wallet present
-    --request`, then `ledger verify --request`)."""
+    --request`, then `ledger verify --request`).
+
+    With --data or --snapshot, a type the network's registry does not hold, or a claim the
+    type does not have, is refused (exit 2); without either, the type is taken as given (an
+    issuer's outside the network, for `ledger verify --trust`, is in no registry)."""
+    if data is not None and snapshot is not None:
+        _fail("give one of --data or --snapshot (the registry to check the type against)", 2)
+    if data is not None or snapshot is not None:
+        _known_to_registry(credential_type, claim or [], data, snapshot)
     body = {"nonce": secrets.token_urlsafe(16), "audience": audience, "type": credential_type,
             "claims": with_implied_claims(credential_type, claim or [])}
     if added := [c for c in body["claims"] if c not in (claim or [])]:
@@ -647,6 +662,35 @@ def new_request(
     n = len(body["claims"])
     err.print(Text(f"request for {credential_type!r} ({n} claim{'' if n == 1 else 's'}) in "
                    f"{out_file}; nonce {body['nonce']}"), soft_wrap=True)
+
+
+def _known_to_registry(kind: str, claims: list[str], data: Path | None,
+                       snapshot: Path | None) -> None:
+    """Exit 2 unless the registry of ``data`` or ``snapshot`` holds the type ``kind`` with
+    every one of ``claims`` (its claims or derived claims), as a node opens a request."""
+    if snapshot is not None:
+        try:
+            registry = load_snapshot(_bounded_read(snapshot, "snapshot", MAX_SNAPSHOT)).registry
+        except _Unreadable as e:
+            _fail(str(e), 2)
+        except SnapshotError as e:
+            _fail(f"{snapshot}: {e}", 2)
+    else:
+        if data is None:  # one of the two is given; for the type checker
+            raise typer.Exit(2)
+        with _open(data) as store:
+            if store.registry is None:  # _open checked; for the type checker
+                raise typer.Exit(1)
+            registry = store.registry
+    type_def = registry.type_def(kind)
+    if type_def is None:
+        _fail(f"{kind!r} is not a credential type of the network (its registry "
+              "holds none of that name); for an issuer's type outside the network, leave out "
+              "--data and --snapshot", 2)
+    known = set(type_def["claims"]) | set(type_def.get("derived", {}))
+    if unknown := [c for c in claims if c not in known]:
+        _fail(f"{unknown[0]!r} is not a claim of {kind!r} (its "
+              f"claims: {', '.join(sorted(known))})", 2)
 
 
 @ledger_app.command()

@@ -435,6 +435,37 @@ def test_request_command_makes_fresh_valid_requests(work: Path) -> None:
     assert Request.from_json(json.loads(log.read_text())).audience == "x"
 
 
+def test_a_request_for_what_the_registry_does_not_hold_is_refused_when_it_is_given(
+        demo: Path, work: Path) -> None:
+    """`ledger request --type` took any type (ADR 77): a misspelt one was found only when the
+    citizen's wallet refused it. With the registry (--snapshot or --data, as `ledger verify`
+    reads it), a type no issuer of the network issues, or a claim it does not have, is refused
+    (exit 2) and nothing is written; without one, the type is taken as it is (an outside
+    issuer's type for `ledger verify --trust`, which no registry holds)."""
+    snap = work / "request-registry.json"
+    _snapshot(demo, snap)
+    out = work / "refused-request.json"
+    for source in (["--snapshot", str(snap)], ["--data", str(demo)]):
+        bad = _run("ledger", "request", "--type", "residense", "--audience", "x", *source,
+                   "--out", str(out))
+        assert bad.returncode == 2 and not out.exists() and not bad.stdout, bad
+        assert "'residense' is not a credential type of the network" in bad.stderr, bad.stderr
+        bad = _run("ledger", "request", "--type", "residence", "--audience", "x", "--claim",
+                   "districtt", *source)
+        assert bad.returncode == 2 and not bad.stdout, bad
+        assert "'districtt' is not a claim of 'residence'" in bad.stderr, bad.stderr
+        good = _run("ledger", "request", "--type", "residence", "--audience", "x", "--claim",
+                    "district", "--claim", "age_over_65", *source)
+        assert good.returncode == 0, good.stderr
+        assert json.loads(good.stdout)["claims"] == ["district", "age_over_65"]
+    both = _run("ledger", "request", "--type", "residence", "--audience", "x", "--data",
+                str(demo), "--snapshot", str(snap))
+    assert both.returncode == 2 and "one of --data or --snapshot" in both.stderr, both.stderr
+    outside = _run("ledger", "request", "--type", "https://register.example/birth",
+                   "--audience", "x", "--claim", "birth_date")
+    assert outside.returncode == 0, outside.stderr
+
+
 def test_nonce_log_refuses_a_replayed_presentation(demo: Path, work: Path,
                                                    issued: Bundle) -> None:
     request = {**REQUEST, "nonce": "n-once-7c1e"}
