@@ -581,7 +581,7 @@ def _human_age(seconds: int) -> str:
     return f"{seconds // 86400} days"
 
 
-def _print_report(report: Report, age: int | None) -> None:
+def _print_report(report: Report, age: int | None, foreign: bool = False) -> None:
     table = Table(title="Presentation checks", title_justify="left")
     table.add_column("check")
     table.add_column("result")
@@ -603,6 +603,9 @@ def _print_report(report: Report, age: int | None) -> None:
     if age is not None:
         out.print(Text(f"offline: registry and status lists are from a snapshot made "
                        f"{_human_age(age)} ago"))
+    if foreign:  # its issuer and type are names that issuer chose, maybe a network agency's
+        out.print(Text("from an issuer outside the network: checked against the trust list, "
+                       "not the ledger"), soft_wrap=True)
     out.print(Text("VERIFIED", style="bold green") if report.verified else
               Text("NOT VERIFIED", style="bold red"))
 
@@ -810,7 +813,7 @@ def _give_report(report: Report, as_json: bool, extra: dict[str, Any],
         # \u escapes where standard output cannot take every character: JSON all the same
         print(stdout_json({**report.to_json(), **extra}))
     else:
-        _print_report(report, age)
+        _print_report(report, age, bool(extra.get("foreign")))
     if not report.verified:
         raise typer.Exit(1)
 

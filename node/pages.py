@@ -877,7 +877,8 @@ async def _check_presentation(request: Request, node: Node, nonce: str, presenta
     vid = secrets.token_urlsafe(18)
     desk = _desk(request) or secrets.token_urlsafe(18)
     _keep_verdict(request, vid, _Kept(_time.monotonic() + REQUEST_TTL, desk, {
-        "network": node.network, "req": pending.request, **_verdict(report, node.zone)},
+        "network": node.network, "req": pending.request, "foreign": foreign is not None,
+        **_verdict(report, node.zone)},
         client_key(request.client.host) if request.client else ""))
     see = _see(request, "verdict_page", vid=vid)
     if _desk(request) != desk:

@@ -15,7 +15,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -703,6 +704,62 @@ def _outside_desk_inputs(tmp_path: Path, vct: str = VCT) -> tuple[int, Issuer, s
     return now, issuer, cred, trust, tokens
 
 
+@contextmanager
+def _outside_desk(tmp_path: Path, trust: Path, tokens: Path) -> Iterator[str]:
+    """A demo node's address whose desk reads outside credentials with ``trust`` and the
+    Status List Tokens in ``tokens`` (ADR 39)."""
+    import dataclasses
+
+    from test_api import PASS as NODE_PASS
+    from test_api import make_demo, serve, settings_for
+
+    from node.app import create_app
+
+    data = make_demo(tmp_path / "data")
+    app = create_app(dataclasses.replace(settings_for(data), trust_list=trust,
+                                         status_tokens=tokens), passphrase=NODE_PASS)
+    with serve(app) as url:
+        yield url
+
+
+def test_a_verdict_on_a_credential_from_outside_the_network_says_so(tmp_path: Path) -> None:
+    """`ledger verify --trust` said "foreign" in its JSON only, and the desk's verdict page not
+    at all: VERIFIED under a type an outside issuer named (say "Residence") read as the
+    network's own credential. Both say it was checked against the trust list, not the ledger
+    (a network credential's verdict says nothing of the kind: tests/test_pages.py,
+    tests/test_verify_cli.py)."""
+    import re
+
+    import httpx
+
+    _now, _issuer, cred, trust, tokens = _outside_desk_inputs(tmp_path)
+    req = tmp_path / "req.json"
+    req.write_text(json.dumps({"nonce": "n-0123456789", "audience": "https://desk.example",
+                               "type": VCT, "claims": ["birth_date"]}))
+    pres = tmp_path / "presentation.sd-jwt"
+    pres.write_text(sdjwt.present(cred, disclose=("birth_date",), holder_key=HOLDER,
+                                  nonce="n-0123456789", aud="https://desk.example",
+                                  iat=int(time.time())))
+    r = _cli("ledger", "verify", str(pres), "--request", str(req), "--trust", str(trust),
+             "--status-token", str(tokens / "register.jwt"), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "from an issuer outside the network: checked against the trust list, not the " \
+        "ledger" in " ".join(r.stdout.split()), r.stdout
+    with _outside_desk(tmp_path, trust, tokens) as url, \
+            httpx.Client(base_url=url, timeout=60, follow_redirects=True) as http:
+        page = http.post("/verify/request", data={"type": VCT, "claims_text": "birth_date"})
+        nonce = re.search(r'id="nonce">([^<]+)<', page.text)
+        audience = re.search(r'id="audience">([^<]+)<', page.text)
+        assert nonce and audience, page.text
+        verdict = http.post("/verify/check", data={"nonce": nonce.group(1), "presentation":
+                                                   sdjwt.present(
+            cred, disclose=("birth_date",), holder_key=HOLDER, nonce=nonce.group(1),
+            aud=audience.group(1), iat=int(time.time()))})
+        assert '<h1 id="verdict">VERIFIED</h1>' in verdict.text, verdict.text
+        outside = re.search(r'id="outside">([^<]+)<', verdict.text)
+        assert outside and "issuer outside the network" in outside.group(1), verdict.text
+
+
 def test_the_node_verifies_foreign_credentials_on_its_page_and_api(tmp_path: Path) -> None:
     import dataclasses
     import re
@@ -800,19 +857,10 @@ def test_right_to_left_text_of_an_outside_issuer_moves_no_word_of_the_desks_verd
     right-to-left run, and a real browser drew "1" before the type's name (the count read as
     part of it, the issuer's words beside the desk's). Outside text on the desk's pages is
     isolated (<bdi>): the desk's words keep their place."""
-    import dataclasses
-
-    from test_api import PASS as NODE_PASS
-    from test_api import make_demo, serve, settings_for
     from test_pages import _browser_page
-
-    from node.app import create_app
 
     hebrew = "\u05ea\u05e2\u05d5\u05d3\u05ea \u05dc\u05d9\u05d3\u05d4"  # "birth certificate"
     _now, _issuer, cred, trust, tokens = _outside_desk_inputs(tmp_path, vct=hebrew)
-    data = make_demo(tmp_path / "data")
-    app = create_app(dataclasses.replace(settings_for(data), trust_list=trust,
-                                         status_tokens=tokens), passphrase=NODE_PASS)
     left_of = """([cell, text, at]) => {  // the left edge of text[at] as drawn in the cell
         const walk = document.createTreeWalker(cell, NodeFilter.SHOW_TEXT);
         for (let n = walk.nextNode(); n; n = walk.nextNode()) {
@@ -825,7 +873,7 @@ def test_right_to_left_text_of_an_outside_issuer_moves_no_word_of_the_desks_verd
         }
         return null;
     }"""
-    with serve(app) as url, _browser_page() as page:
+    with _outside_desk(tmp_path, trust, tokens) as url, _browser_page() as page:
         page.goto(f"{url}/verify")
         form = page.locator("#form-foreign")
         form.get_by_label("Credential type").fill(hebrew)

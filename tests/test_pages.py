@@ -508,6 +508,7 @@ def test_only_the_asked_claims_are_shown_and_padded_text_is_read(
     assert "<td>district</td><td>Changsheng</td>" in r.text
     assert "Li Wei" not in r.text and "1950-04-01" not in r.text
     assert "2 more disclosed than asked, not shown" in r.text
+    assert 'id="outside"' not in r.text  # a network credential (tests/test_foreign.py)
 
 
 def test_an_issuers_format_characters_are_shown_as_escapes(

@@ -147,6 +147,7 @@ def test_readable_report(demo: Path, work: Path, issued: Bundle) -> None:
     for text in ("Presentation checks", "anchor_inclusion", "Disclosed claims", "Yuelu-2a",
                  "status: valid", "VERIFIED"):
         assert text in r.stdout
+    assert "outside the network" not in r.stdout  # said of a credential checked by --trust
     assert "Chen Jie-93b0" not in r.stdout  # not requested, so not disclosed
 
 
