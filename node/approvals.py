@@ -14,12 +14,13 @@ record; the node turns the identifier into the keyed pseudonym with the network 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import secrets
 import threading
 import time as _time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,10 @@ COLLECT_TYP = "approval-collect+jwt"
 """The ``typ`` of a wallet's proof for :meth:`Approvals.collect`: no key-binding JWT (``kb+jwt``)
 shown to a verifier passes for one."""
 
+_CREDENTIAL = "credential"
+"""The member of a decision's record that keeps its one approval credential
+(:meth:`Approvals._issue_approval`); audits read ``tx`` and ``evidence`` alone."""
+
 PENDING_DAYS = 1
 """After this long a pending approval record whose decision is not on the ledger is removed
 (once the node's copy is past where it could commit: :meth:`Approvals._never_committed`)."""
@@ -107,6 +112,8 @@ class Approvals:
         self._filing = threading.Lock()
         self._challenges: dict[str, tuple[str, float]] = {}  # nonce -> (service, timer)
         self._challenging = threading.Lock()
+        self._issuing: dict[bytes, tuple[threading.Lock, int]] = {}  # _one_decision
+        self._issuing_guard = threading.Lock()
 
     # -- rules --
     def services(self) -> list[dict[str, Any]]:
@@ -272,27 +279,80 @@ class Approvals:
         except TxRejected:  # not decided: its evidence is kept for nothing
             pending.unlink(missing_ok=True)
             raise
+        kept = pending
         try:
-            self._keep(pending, record, receipt)
+            kept = self._keep(pending, record, receipt)
         except OSError as e:  # the evidence is safe in the pending record, filed later
             _log.warning("approval record left pending", extra={"error": type(e).__name__,
                                                                 "file": pending.name})
-        bundle = self._issue_approval(tx, outcome.documents, holder_jwk)
+        bundle = self._issue_approval(tx, holder_jwk, kept)
         return Decided(outcome, service, compiled.hash, tx, receipt, bundle)
 
-    def _issue_approval(self, tx: Tx, documents: list[str] | tuple[str, ...],
-                        holder_jwk: dict[str, Any]) -> Bundle:
-        """The approval credential of the committed decision ``tx``, bound to ``holder_jwk``:
-        its claims all from the decision (its ``ts`` dates it, ``decided_on``) and the
-        documents its rule still requires on that path."""
-        b = tx.body
-        bundle, _ = self.node.issue("approval", {
-            "service": b["service"], "decision": b["decision"], "path": b["path"],
-            "rule_version": b["rule_hash"].hex(), "approval_tx": tx.txid.hex(),
-            "reasons": ",".join(b["reasons"]), "documents": ",".join(documents) or "none",
-            "decided_on": local_day(b["ts"], self.node.zone).isoformat()},
-            holder_jwk, 3650)
-        return bundle
+    def _issue_approval(self, tx: Tx, holder_jwk: dict[str, Any], path: Path) -> Bundle:
+        """The approval credential of the committed decision ``tx`` whose record is ``path``,
+        bound to ``holder_jwk``: its claims all from the decision (its ``ts`` dates it,
+        ``decided_on``) and the documents its rule still requires on that path (the record's).
+
+        A decision has one approval credential. The first time it is asked for it is issued
+        and kept in the record (``credential``: the SD-JWT and its anchor's txid, sealed with
+        the rest), and handed out only once kept; after that (:meth:`collect`) that same
+        credential is given again, proven anew: nothing is anchored, and a revocation or
+        suspension of it by its id (``agency status``) reaches whatever its holder collects.
+        Each collect issued a new credential, with its own id and status index, that the
+        agency's revocation of "the approval" did not reach (helper round 34C)."""
+        with self._one_decision(tx.txid):
+            rec = self._open(path)  # read again under the lock: a collect at once kept one
+            held = rec.get(_CREDENTIAL)
+            if held is not None:
+                try:
+                    anchor, sd_jwt = bytes(held["anchor"]), str(held["sd_jwt"])
+                except (KeyError, TypeError) as e:
+                    raise StoreError(damaged(f"approval record {path.name}", None,
+                                             "holds an unreadable credential member")) from e
+                where = self.node.store.tx_location(anchor)
+                if where is None:  # kept only once anchored
+                    raise StoreError(damaged(f"approval record {path.name}", None,
+                                             "holds a credential this node's ledger lacks"))
+                return self.node.bundle(where[0], sd_jwt)
+            b = tx.body
+            bundle, receipt = self.node.issue("approval", {
+                "service": b["service"], "decision": b["decision"], "path": b["path"],
+                "rule_version": b["rule_hash"].hex(), "approval_tx": tx.txid.hex(),
+                "reasons": ",".join(b["reasons"]),
+                "documents": ",".join(rec["documents"]) or "none",
+                "decided_on": local_day(b["ts"], self.node.zone).isoformat()},
+                holder_jwk, 3650)
+            try:
+                write_atomic(path, self._seal({**rec, _CREDENTIAL: {
+                    "anchor": receipt.txid, "sd_jwt": bundle.sd_jwt}}), 0o600)
+            except OSError as e:
+                _log.error("approval credential not kept", extra={
+                    "error": type(e).__name__, "file": path.name})
+                raise StoreError(
+                    f"the approval credential of the decision {tx.txid.hex()} was issued but "
+                    f"cannot be kept in the node's approvals folder "
+                    f"({e.strerror or type(e).__name__}), so it is not handed out (a copy "
+                    "the agency could not find would escape its revocation): once the disk "
+                    f"takes it, collect it (`wallet apply {b['service']} --collect`)") from e
+            return bundle
+
+    @contextlib.contextmanager
+    def _one_decision(self, txid: bytes) -> Iterator[None]:
+        """Held while the approval credential of the decision ``txid`` is issued or given
+        again: two collects at once (or a collect during the apply) issue it once."""
+        with self._issuing_guard:
+            lock, users = self._issuing.get(txid, (threading.Lock(), 0))
+            self._issuing[txid] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._issuing_guard:
+                lock, users = self._issuing[txid]
+                if users == 1:
+                    del self._issuing[txid]
+                else:
+                    self._issuing[txid] = (lock, users - 1)
 
     # -- collecting an approval credential that did not reach its wallet --
     def challenge(self, service: str, audience: str, *,
@@ -356,11 +416,12 @@ class Approvals:
         if any(self._holds(p, service, holder_jwk) is not None for p in self._pendings()):
             self.file_pending()
         found: tuple[Tx, dict[str, Any]] | None = None
+        at = None
         keyless = False  # a decision on the service recorded before records kept the key
         for path in self._records():
             got = self._on(path, service)
             if got is not None and got[1].get("holder") == holder_jwk:
-                found = got  # oldest first: the last is the newest decision
+                found, at = got, path  # oldest first: the last is the newest decision
             keyless = keyless or (got is not None and "holder" not in got[1])
         if found is None:
             pending = any(self._holds(p, service, holder_jwk) is not None
@@ -374,12 +435,13 @@ class Approvals:
                                "by any key, and their approval credentials cannot be issued "
                                "again" if keyless else ""))
         tx, rec = found
+        assert at is not None
         reg = self.node._registry()
         self._may_decide(reg, self.node.now(), "so it cannot issue the approval credential")
         where = self.node.store.tx_location(tx.txid)
         if where is None:  # a filed record is of a committed decision: a damaged store
             raise NotFound(f"the decision on {service!r} is not on this node's ledger")
-        bundle = self._issue_approval(tx, rec["documents"], holder_jwk)
+        bundle = self._issue_approval(tx, holder_jwk, at)
         outcome = Outcome(tx.body["decision"], tx.body["path"], tuple(tx.body["reasons"]),
                           tuple(rec["documents"]), rec["fired"], rec["expression"])
         return Decided(outcome, service, tx.body["rule_hash"], tx,
@@ -445,14 +507,15 @@ class Approvals:
                              "decided") from e
         return path, record
 
-    def _keep(self, pending: Path, record: dict[str, Any], receipt: Receipt) -> None:
+    def _keep(self, pending: Path, record: dict[str, Any], receipt: Receipt) -> Path:
         """The committed decision's record (``<index>-<txid>.ev``, what audits read), from its
-        pending one. If this fails the pending record stays, and the node's next start files
-        it (:meth:`file_pending`)."""
-        write_atomic(self.folder / f"{receipt.index:012d}-{receipt.txid.hex()}.ev",
-                     self._seal({**record, "index": receipt.index, "height": receipt.height}),
-                     0o600)
+        pending one; its path. If this fails the pending record stays, and the node's next
+        start files it (:meth:`file_pending`)."""
+        path = self.folder / f"{receipt.index:012d}-{receipt.txid.hex()}.ev"
+        write_atomic(path, self._seal({**record, "index": receipt.index,
+                                       "height": receipt.height}), 0o600)
         pending.unlink()
+        return path
 
     def _seal(self, record: dict[str, Any]) -> bytes:
         return seal_record(codec.encode(record), self.node.evidence_key)

@@ -884,6 +884,15 @@ class Node:
         raise LedgerError(f"no free status index of {self.agency}/{kind}: 32 drawn were taken by "
                           "credentials issued at the same time")
 
+    def bundle(self, index: int, sd_jwt: str) -> Bundle:
+        """The holder's bundle of a credential this node issued before (``sd_jwt``, its anchor
+        at log entry ``index``), proven again as :meth:`issue` proves a new one."""
+        try:
+            return bundle_from_store(self.store, index, sd_jwt, self._final_covering(index))
+        except LedgerError as e:  # no final checkpoint, or a damaged store (ADR 47)
+            raise OrderingError(f"the credential at log entry {index} cannot be proven now: "
+                                f"{e}") from e
+
     def commit(self, tx: Tx, what: str, then: str) -> Receipt:
         """Submit ``tx`` and wait up to :attr:`commit_wait` for its receipt. A wait that ends
         first, or an orderer that gives up on etcd first, is an OrderingError that names

@@ -1529,7 +1529,7 @@ def test_an_approval_credential_lost_after_the_commit_is_collected_by_its_holder
         assert [p.suffix for p in (data / "approvals").iterdir()] == [".ev"]  # filed
         again = collect(0, proof=proof)  # the same proof again: its challenge is used
         assert again.status_code == 404 and "no open collect challenge" in again.text
-        copy = collect(0)  # a second collect: another copy of the same decision's credential
+        copy = collect(0)  # a second collect: the same credential of the same decision
         assert copy.status_code == 200 and copy.json()["approval_tx"] == txid, copy.text
         bundles = [Bundle.from_bytes(unb64url(d["bundle"])) for d in (decision, copy.json())]
         for b in bundles:  # bound to the holder key the application was bound to
@@ -1588,3 +1588,69 @@ def test_collecting_a_decision_recorded_before_holder_keys_were_kept_says_so(
         assert http.get("/v1/head").json()["log_size"] == size  # nothing issued
         listed = http.get("/v1/approvals", headers=AUTH).json()
         assert [a["approval_tx"] for a in listed] == [path.stem.split("-", 1)[1]]
+
+def _apply_over_http(http: httpx.Client, wallet: Wallet, service: str) -> dict[str, Any]:
+    """The node's answer to ``wallet``'s application for ``service`` (its first holder key)."""
+    opened = http.post(f"{service}/applications").json()
+    requests = [Request.from_json({k: r[k] for k in ("nonce", "audience", "type", "claims")})
+                for r in opened["requests"]]
+    got = http.post(f"{service}/apply", json={
+        "holder_jwk": wallet.holder_jwk(), "presentations": [
+            {"nonce": n, "envelope": b64url(e)} for n, e in wallet.answer(requests, now=NOW)]})
+    assert got.status_code == 200, got.text
+    return dict(got.json())
+
+
+def _collect_over_http(http: httpx.Client, wallet: Wallet, service: str) -> httpx.Response:
+    """A collect by ``wallet``'s first holder key, over a fresh challenge."""
+    challenge = http.post(f"{service}/collect/challenge")
+    assert challenge.status_code == 200, challenge.text
+    return http.post(f"{service}/collect", json={
+        "holder_jwk": wallet.holder_jwk(),
+        "proof": wallet.collect_proof(0, challenge.json(), now=NOW)})
+
+
+def _shown_at_the_desk(http: httpx.Client, wallet: Wallet, bundle: bytes,
+                       registry: Any) -> dict[str, Any]:
+    """The desk's report on ``bundle`` (an approval credential), kept in ``wallet`` unless
+    it holds it already, and presented from there."""
+    req = http.post("/v1/presentation-requests", json={
+        "type": "approval", "claims": ["service", "decision"]}).json()
+    cid = Tx.from_checked_bytes(Bundle.from_bytes(bundle).anchor).body["credential_id"].hex()
+    if cid not in {c.id for c in wallet.list()}:
+        wallet.receive(bundle, registry=registry, now=NOW)
+    env = wallet.present(cid, Request.from_json(
+        {k: req[k] for k in ("nonce", "audience", "type", "claims")}), now=NOW)
+    report = http.post("/v1/verify", json={"nonce": req["nonce"], "envelope": b64url(env)})
+    assert report.status_code == 200, report.text
+    return dict(report.json())
+
+
+def test_an_approval_credential_the_agency_revoked_is_not_collected_again_valid(
+        tmp_path: Path) -> None:
+    """Each collect issued a new credential (its own id and status index): once the agency
+    revoked the approval credential its applicant had (`agency status --credential-id ...
+    --set revoked`), a collect gave a copy the desk verified as valid, and so did a copy
+    collected before. A collect gives that decision's one credential again: the same id and
+    status index, nothing anchored, so its revocation reaches whatever the holder collects
+    (helper round 34C)."""
+    data, wallet = prepare(tmp_path)
+    service = "/v1/services/business-licence"
+    app = _market_app(data)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        node = app.state.node
+        decided = _apply_over_http(http, wallet, service)
+        first = Bundle.from_bytes(unb64url(decided["bundle"]))
+        cid = Tx.from_checked_bytes(first.anchor).body["credential_id"]
+        size = http.get("/v1/head").json()["log_size"]
+        before = _collect_over_http(http, wallet, service)  # collected before the revocation
+        assert before.status_code == 200, before.text
+        assert http.get("/v1/head").json()["log_size"] == size  # nothing anchored
+        node.set_status(cid, "revoked", "withdrawn")
+        after = _collect_over_http(http, wallet, service)
+        assert after.status_code == 200, after.text
+        for got in (before, after):
+            copy = Bundle.from_bytes(unb64url(got.json()["bundle"]))
+            report = _shown_at_the_desk(http, wallet, copy.to_bytes(), node._registry())
+            assert not report["verified"] and report["status"] == "revoked", report
+            assert Tx.from_checked_bytes(copy.anchor).body["credential_id"] == cid
