@@ -675,6 +675,18 @@ def test_an_approval_whose_answer_was_lost_is_collected_with_the_key_it_was_appl
     assert [(c.type, c.key) for c in new] == [("approval", 0)] and r.stdout.strip() == new[0].id
     # the credential of that decision: none made again
     assert kept.show(new[0].id)["approval_tx"] == decided.json()["approval_tx"]
+    # collected again into the wallet that holds it: that very credential, said so (it read
+    # as a credential that "did not check out", kept in a file beside the wallet; helper
+    # round 34C)
+    beside = set(Path(env["WALLET_PATH"]).parent.iterdir())
+    r = subprocess.run(collect, capture_output=True, text=True, env=env, cwd=tmp, timeout=120,
+                       check=False)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 0 and "this wallet holds it already" in said, said
+    assert r.stdout.strip() == new[0].id and "check out" not in said
+    assert set(Path(env["WALLET_PATH"]).parent.iterdir()) == beside
+    assert len(Wallet.open(Path(env["WALLET_PATH"]),
+                           env["WALLET_PASSPHRASE"].encode()).list()) == len(kept.list())
     empty = {**env, "WALLET_PATH": str(tmp / "empty-wallet.db")}
     assert subprocess.run([str(BIN / "wallet"), "init"], capture_output=True, env=empty,
                           timeout=120, check=False).returncode == 0

@@ -739,6 +739,11 @@ def _keep_decision(got: Any, w: Any, passphrase: bytes, service: str, rule: dict
     except (ValueError, KeyError, TypeError, MalformedError) as e:
         raise WalletError(f"the node's answer to the application is not a decision "
                           f"({type(e).__name__}: {e})") from e
+    held = _held_id(w, bundle)
+    if held is not None:  # collected again: that very credential (one per decision)
+        _say_decision(w.show(held), " (this wallet holds it already)")
+        out.print(held)
+        return
     try:
         try:
             # only the approval of this service, by its agency, is kept as the answer
@@ -778,13 +783,33 @@ def _keep_decision(got: Any, w: Any, passphrase: bytes, service: str, rule: dict
                           f"check out against {registry} ({e}). It is kept in {kept}: "
                           f"`wallet receive {kept} --registry NEWER_SNAPSHOT`") from e
     # what the credential, now verified, says: not the answer's own words about it
+    _say_decision(claims)
+    out.print(info.id)
+
+
+def _say_decision(claims: dict[str, Any], note: str = "") -> None:
+    """The decision an approval credential's verified ``claims`` say, and the documents still
+    required."""
     reasons = str(claims.get("reasons", "")).replace(",", ", ")
     said = f"{claims.get('decision')} ({claims.get('path')}): {reasons}"
-    err.print(f"[bold]{escape(said)}[/]")
+    err.print(f"[bold]{escape(said)}[/]{escape(note)}")
     documents = str(claims.get("documents", "none"))
     if documents != "none":
         err.print(f"  documents still required: {escape(documents.replace(',', ', '))}")
-    out.print(info.id)
+
+
+def _held_id(w: Any, bundle: bytes) -> str | None:
+    """The id of the credential in ``bundle`` if the wallet ``w`` holds it already; else (or
+    if the bundle cannot be read: receiving it says why) None."""
+    from ledger.presentation import Bundle
+    from ledger.tx import Tx
+
+    try:
+        cid = Tx.from_checked_bytes(Bundle.from_bytes(bundle).anchor).body["credential_id"]
+        held = cid.hex() if isinstance(cid, bytes) else None
+    except (LedgerError, KeyError, TypeError, AttributeError):
+        return None
+    return held if held in {c.id for c in w.list()} else None
 
 
 def _collect(w: Any, base: str, service: str) -> Any:
