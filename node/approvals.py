@@ -15,6 +15,8 @@ record; the node turns the identifier into the keyed pseudonym with the network 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import logging
 import re
 import secrets
@@ -69,6 +71,19 @@ COLLECT_TYP = "approval-collect+jwt"
 """The ``typ`` of a wallet's proof for :meth:`Approvals.collect`: no key-binding JWT (``kb+jwt``)
 shown to a verifier passes for one."""
 
+INDEX_FOLDER = "holders"
+_KEYLESS: dict[str, str] = {}
+"""The index's holder key for decisions recorded before records kept one (ADR 78): no
+application's key is empty, so their entry, per service, says only that there are some."""
+"""The folder of ``<data>/approvals`` that finds a holder key's decisions on a service for
+:meth:`Approvals.collect` without opening every record: one file a (key, service), named by
+a keyed digest of the two (:meth:`Approvals._digest`), holding the decisions' txids sealed
+with the evidence key. Nothing in it is a key, a claim or an applicant in the clear."""
+
+_INDEX_DONE = "complete"
+"""Written in INDEX_FOLDER once it holds every record of the folder (made from them where it
+was missing: a store from before it), with the mark of the key its names are made with."""
+
 _CREDENTIAL = "credential"
 """The member of a decision's record that keeps its one approval credential
 (:meth:`Approvals._issue_approval`); audits read ``tx`` and ``evidence`` alone."""
@@ -113,6 +128,9 @@ class Approvals:
         self._challenges: dict[str, tuple[str, float]] = {}  # nonce -> (service, timer)
         self._challenging = threading.Lock()
         self._issuing: dict[bytes, tuple[threading.Lock, int]] = {}  # _one_decision
+        self._indexing = threading.Lock()  # one change of the index at a time
+        self._index_key = hmac.new(node.evidence_key, b"credledger/v1/collect-index\x00",
+                                   hashlib.sha256).digest()
         self._issuing_guard = threading.Lock()
 
     # -- rules --
@@ -413,19 +431,24 @@ class Approvals:
         made again. A decision whose record is still pending is filed first."""
         holder_jwk = sdjwt.public_jwk(holder_jwk)
         self._proven(service, holder_jwk, proof, audience)
-        if any(self._holds(p, service, holder_jwk) is not None for p in self._pendings()):
+        # pending records are few (a decision not yet committed, or not yet filed)
+        pendings = [p for p in self._pendings() if self._holds(p, service, holder_jwk)]
+        if pendings:
             self.file_pending()
+        txids = self._indexed(holder_jwk, service)
         found: tuple[Tx, dict[str, Any]] | None = None
-        at = None
-        keyless = False  # a decision on the service recorded before records kept the key
-        for path in self._records():
-            got = self._on(path, service)
-            if got is not None and got[1].get("holder") == holder_jwk:
-                found, at = got, path  # oldest first: the last is the newest decision
-            keyless = keyless or (got is not None and "holder" not in got[1])
+        at, newest = None, -1
+        for txid in txids:
+            where = self.node.store.tx_location(txid)
+            if where is None or where[0] <= newest:
+                continue
+            path = self.folder / f"{where[0]:012d}-{txid.hex()}.ev"
+            got = self._holds(path, service, holder_jwk)
+            if got is not None:
+                found, at, newest = got, path, where[0]
         if found is None:
-            pending = any(self._holds(p, service, holder_jwk) is not None
-                          for p in self._pendings())
+            pending = any(p.exists() for p in pendings)
+            keyless = bool(self._indexed(_KEYLESS, service))  # a decision before ADR 78
             raise NotFound(f"this node holds no committed decision on {service!r} of an "
                            "application bound to this holder key" + (
                                " (its decision is not on the ledger: not committed yet, or "
@@ -446,6 +469,103 @@ class Approvals:
                           tuple(rec["documents"]), rec["fired"], rec["expression"])
         return Decided(outcome, service, tx.body["rule_hash"], tx,
                        Receipt(tx.txid, where[0], where[1]), bundle)
+
+    # -- the index of decisions by holder key and service --
+    def _digest(self, holder_jwk: dict[str, str], service: str) -> str:
+        """The name of the index file of ``holder_jwk``'s decisions on ``service``: a keyed
+        digest (HMAC with a key derived from the evidence key), as credit subjects are keyed
+        pseudonyms, so the names tell no one without the key whose they are."""
+        return hmac.new(self._index_key, codec.encode([service, dict(holder_jwk)]),
+                        hashlib.sha256).hexdigest()
+
+    def _index_read(self, path: Path) -> list[bytes]:
+        """The txids an index file holds; none if it is not there or cannot be read (then
+        the index is built again: :meth:`_indexed`)."""
+        try:
+            got = self._open(path)["txids"]
+        except FileNotFoundError:
+            return []
+        if not isinstance(got, list) or not all(isinstance(t, bytes) for t in got):
+            raise DecodeError(f"index file {path.name} holds no txids")
+        return list(got)
+
+    def _index_add(self, holder_jwk: dict[str, str], service: str, txid: bytes,
+                   record: Path) -> None:
+        """Add the committed decision ``txid`` (its record filed at ``record``) to the index.
+        The index is complete from the start when this is the folder's first record; if it
+        cannot take it, it is marked incomplete, to be built again from the records."""
+        index = self.folder / INDEX_FOLDER
+        with self._indexing:
+            try:
+                first = not index.exists() and self._records() == [record]
+                index.mkdir(mode=0o700, exist_ok=True)
+                path = index / self._digest(holder_jwk, service)
+                txids = self._index_read(path)
+                if txid not in txids:
+                    write_atomic(path, self._seal({"txids": [*txids, txid]}), 0o600)
+                if first:
+                    write_atomic(index / _INDEX_DONE, key_mark(self._index_key), 0o600)
+            except (OSError, LedgerError, KeyError, TypeError) as e:
+                _log.warning("approval index not updated", extra={"error": type(e).__name__})
+                with contextlib.suppress(OSError):
+                    (index / _INDEX_DONE).unlink(missing_ok=True)
+
+    def _indexed(self, holder_jwk: dict[str, str], service: str) -> list[bytes]:
+        """The txids of the committed decisions on ``service`` of applications bound to
+        ``holder_jwk``, from the index; built first from every filed record if it is not
+        complete (a store from before it, or an update that failed)."""
+        path = self.folder / INDEX_FOLDER / self._digest(holder_jwk, service)
+        if self._index_complete():
+            try:
+                return self._index_read(path)
+            except (OSError, LedgerError, KeyError, TypeError):
+                pass  # an entry damaged: built again
+        self.index_all()
+        try:
+            return self._index_read(path)
+        except (OSError, LedgerError, KeyError, TypeError):
+            return []
+
+    def _index_complete(self) -> bool:
+        try:
+            return (self.folder / INDEX_FOLDER / _INDEX_DONE).read_bytes() == \
+                key_mark(self._index_key)
+        except OSError:
+            return False
+
+    def index_all(self) -> int:
+        """Build the index from every filed record of the folder (once for a store from before
+        it; one record that cannot be read is left out, and the others go on); how many
+        records it holds. The index is marked complete only if it could all be written."""
+        index = self.folder / INDEX_FOLDER
+        entries: dict[str, list[bytes]] = {}
+        records = self._records()
+        if not records:  # nothing to index yet: the first record's filing makes it
+            return 0
+        for path in records:
+            try:
+                rec = self._open(path)
+                tx = Tx.from_bytes(rec["tx"])
+                holder = rec.get("holder")  # none: recorded before ADR 78 (34U)
+                entries.setdefault(self._digest(
+                    holder if isinstance(holder, dict) else _KEYLESS, tx.body["service"]),
+                    []).append(tx.txid)
+            except (OSError, LedgerError, KeyError, TypeError, AttributeError):
+                continue
+        with self._indexing:
+            try:
+                index.mkdir(mode=0o700, parents=True, exist_ok=True)
+                for name, txids in entries.items():
+                    try:  # entries added meanwhile are kept; a damaged file is made again
+                        known = self._index_read(index / name)
+                    except (OSError, LedgerError, KeyError, TypeError):
+                        known = []
+                    write_atomic(index / name, self._seal(
+                        {"txids": [*known, *(t for t in txids if t not in known)]}), 0o600)
+                write_atomic(index / _INDEX_DONE, key_mark(self._index_key), 0o600)
+            except (OSError, LedgerError, KeyError, TypeError) as e:
+                _log.warning("approval index not built", extra={"error": type(e).__name__})
+        return sum(len(t) for t in entries.values())
 
     def _pendings(self) -> list[Path]:
         return sorted(self.folder.glob("*.pending")) if self.folder.exists() else []
@@ -514,6 +634,15 @@ class Approvals:
         path = self.folder / f"{receipt.index:012d}-{receipt.txid.hex()}.ev"
         write_atomic(path, self._seal({**record, "index": receipt.index,
                                        "height": receipt.height}), 0o600)
+        holder = record.get("holder")
+        if isinstance(holder, dict):  # committed decisions alone are indexed
+            try:
+                service = Tx.from_bytes(record["tx"]).body["service"]
+            except (LedgerError, KeyError, TypeError):  # not indexed: built again
+                with contextlib.suppress(OSError):
+                    (self.folder / INDEX_FOLDER / _INDEX_DONE).unlink(missing_ok=True)
+            else:
+                self._index_add(holder, service, receipt.txid, path)
         pending.unlink()
         return path
 
@@ -538,6 +667,8 @@ class Approvals:
             filed = self.file_pending()
             if first:  # once a run: a node upgraded past ADR 66 seals what it kept before
                 self.seal_clear()
+                if not self._index_complete():  # and one from before the index builds it
+                    self.index_all()
             return filed
         finally:
             self._filing.release()
@@ -573,7 +704,10 @@ class Approvals:
                 txid = bytes.fromhex(path.stem)
                 where = self.node.store.tx_location(txid)
                 if where is not None:
-                    self._keep(path, self._open(path), Receipt(txid, where[0], where[1]))
+                    with self._one_decision(txid):  # not while its credential is kept in it
+                        if not path.exists():  # filed meanwhile
+                            continue
+                        self._keep(path, self._open(path), Receipt(txid, where[0], where[1]))
                     filed += 1
                 elif now - path.stat().st_mtime > PENDING_DAYS * 86400 and \
                         self._never_committed(path, txid):

@@ -488,7 +488,7 @@ def test_a_decision_is_never_committed_without_its_evidence_kept(
         listed = http.get("/v1/approvals", headers=AUTH)
         assert listed.status_code == 200, listed.text
         assert [a["approval_tx"] for a in listed.json()] == [txid]
-        filed = [p.name for p in folder.iterdir()]
+        filed = [p.name for p in folder.iterdir() if p.is_file()]
         assert len(filed) == 1 and filed[0].endswith(f"-{txid}.ev")
 
 
@@ -1526,7 +1526,7 @@ def test_an_approval_credential_lost_after_the_commit_is_collected_by_its_holder
         decision = got.json()
         assert (decision["approval_tx"], decision["decision"], decision["path"],
                 decision["documents"]) == (txid, "approved", "fast_track", ["premises_plan"])
-        assert [p.suffix for p in (data / "approvals").iterdir()] == [".ev"]  # filed
+        assert [p.suffix for p in (data / "approvals").iterdir() if p.is_file()] == [".ev"]
         again = collect(0, proof=proof)  # the same proof again: its challenge is used
         assert again.status_code == 404 and "no open collect challenge" in again.text
         copy = collect(0)  # a second collect: the same credential of the same decision
@@ -1573,6 +1573,7 @@ def test_collecting_a_decision_recorded_before_holder_keys_were_kept_says_so(
     del record["holder"]  # as ffae088 (before ADR 78) wrote it
     key = read_evidence_key(data / "keys" / EVIDENCE_KEY_FILE, PASS)
     path.write_bytes(seal_record(codec.encode(record), key))
+    shutil.rmtree(data / "approvals" / "holders")  # ffae088 kept no index of holder keys
     url_service = "/v1/services/business-licence"
     with serve(_market_app(data)) as url, httpx.Client(base_url=url, timeout=60) as http:
         size = http.get("/v1/head").json()["log_size"]
@@ -1588,6 +1589,7 @@ def test_collecting_a_decision_recorded_before_holder_keys_were_kept_says_so(
         assert http.get("/v1/head").json()["log_size"] == size  # nothing issued
         listed = http.get("/v1/approvals", headers=AUTH).json()
         assert [a["approval_tx"] for a in listed] == [path.stem.split("-", 1)[1]]
+
 
 def _apply_over_http(http: httpx.Client, wallet: Wallet, service: str) -> dict[str, Any]:
     """The node's answer to ``wallet``'s application for ``service`` (its first holder key)."""
@@ -1654,3 +1656,51 @@ def test_an_approval_credential_the_agency_revoked_is_not_collected_again_valid(
             report = _shown_at_the_desk(http, wallet, copy.to_bytes(), node._registry())
             assert not report["verified"] and report["status"] == "revoked", report
             assert Tx.from_checked_bytes(copy.anchor).body["credential_id"] == cid
+
+
+def test_a_collect_opens_the_records_of_its_key_alone_and_a_store_without_the_index_works(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """A collect (anyone's cheap request) opened every sealed record of the node to find the
+    one of its key: O(all decisions) decryptions each. The node keeps an index under a keyed
+    digest of the holder key and service (sealed entries: no key or claim in the clear), so a
+    collect opens that key's records alone; a store from before the index (none there) gets it
+    built once, and collects still find their decision (helper round 34C)."""
+    from ledger.sealed import seal_record
+    from node import approvals
+
+    data, wallet = prepare(tmp_path)
+    service = "/v1/services/business-licence"
+    app = _market_app(data)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        decided = _apply_over_http(http, wallet, service)
+        node = app.state.node
+        folder = data / "approvals"
+        record = evidence_record(data)
+        other = dict(wallet.holder_jwk(1))
+        for i in range(40):  # other applicants' decisions, filed as the node files them
+            (folder / f"{10**9 + i:012d}-{i:064x}.ev").write_bytes(seal_record(
+                codec.encode({**record, "holder": other}), node.evidence_key))
+        real = approvals.open_record
+        opened: list[int] = []
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            opened.append(1)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(approvals, "open_record", counted)
+        got = _collect_over_http(http, wallet, service)
+        assert got.status_code == 200 and got.json()["approval_tx"] == decided["approval_tx"]
+        assert len(opened) <= 3, len(opened)  # its own record (and its index entry)
+        index = folder / approvals.INDEX_FOLDER
+        blobs = b"".join(p.read_bytes() for p in index.iterdir())
+        for secret in (wallet.holder_jwk()["x"], REG_NO, "catering"):
+            assert secret.encode() not in blobs and secret not in str(list(index.iterdir()))
+        shutil.rmtree(index)  # a store from before the index
+    app = _market_app(data)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        got = _collect_over_http(http, wallet, service)
+        assert got.status_code == 200 and got.json()["approval_tx"] == decided["approval_tx"]
+        opened.clear()
+        got = _collect_over_http(http, wallet, service)
+        assert got.status_code == 200 and len(opened) <= 3, len(opened)
+        assert _collect_over_http(http, wallet, service).status_code == 200
