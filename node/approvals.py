@@ -762,7 +762,8 @@ class Approvals:
                 out.append({"approval_tx": named[1], "index": rec["index"],
                             "height": rec["height"], "service": b["service"],
                             "rule_hash": b["rule_hash"].hex(), "decision": b["decision"],
-                            "path": b["path"], "reasons": b["reasons"], "ts": b["ts"]})
+                            "path": b["path"], "reasons": b["reasons"], "ts": b["ts"],
+                            "credential_id": self._credential_id(rec)})
             except (OSError, LedgerError, KeyError) as e:  # _read's words, else said so
                 why = str(e) if isinstance(e, LedgerError) else type(e).__name__
                 out.append({"file": p.name, "damaged": str(e) if isinstance(e, StoreError)
@@ -803,7 +804,18 @@ class Approvals:
                            "credit": dict(ev.credit),
                            "params": {p["name"]: next(v for k, v in p.items() if k != "name")
                                       for p in rule["params"]}},
-                "evidence_digest": ev.digest.hex()}
+                "evidence_digest": ev.digest.hex(), "credential_id": self._credential_id(rec)}
+
+    def _credential_id(self, rec: dict[str, Any]) -> str | None:
+        """The id of the decision's one approval credential (hex; what `agency status
+        --credential-id` revokes), once issued and kept in its record; else None (not issued
+        yet, or issued before records kept it)."""
+        try:
+            anchor = self.node.store.tx(bytes(rec[_CREDENTIAL]["anchor"]))
+            cid = None if anchor is None else anchor.body.get("credential_id")
+        except (LedgerError, KeyError, TypeError):
+            return None
+        return cid.hex() if isinstance(cid, bytes) else None
 
     # -- credit records --
     def _secret(self) -> bytes:

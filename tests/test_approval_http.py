@@ -1704,3 +1704,30 @@ def test_a_collect_opens_the_records_of_its_key_alone_and_a_store_without_the_in
         got = _collect_over_http(http, wallet, service)
         assert got.status_code == 200 and len(opened) <= 3, len(opened)
         assert _collect_over_http(http, wallet, service).status_code == 200
+
+
+def test_an_agency_finds_the_approval_credential_of_a_decision_to_revoke_it(
+        tmp_path: Path) -> None:
+    """The agency revokes an approval by its credential's id (`agency status --credential-id
+    ID --set revoked`), but its list of decisions named none: only the applicant's copy held
+    it. The list (and an explanation) names the decision's one approval credential once
+    issued; revoked by that id, the credential its holder shows or collects is revoked
+    (helper round 34C)."""
+    data, wallet = prepare(tmp_path)
+    service = "/v1/services/business-licence"
+    app = _market_app(data)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        decided = _apply_over_http(http, wallet, service)
+        listed = http.get("/v1/approvals", headers=AUTH).json()
+        assert [a["approval_tx"] for a in listed] == [decided["approval_tx"]]
+        cid = listed[0].get("credential_id")
+        held = Bundle.from_bytes(unb64url(decided["bundle"]))
+        assert cid == Tx.from_checked_bytes(held.anchor).body["credential_id"].hex(), listed
+        explained = http.get(f"/v1/approvals/{decided['approval_tx']}/explain", headers=AUTH)
+        assert explained.json()["credential_id"] == cid
+        app.state.node.set_status(bytes.fromhex(cid), "revoked", "withdrawn")
+        got = _collect_over_http(http, wallet, service)
+        assert got.status_code == 200, got.text
+        report = _shown_at_the_desk(http, wallet, unb64url(got.json()["bundle"]),
+                                    app.state.node._registry())
+        assert report["status"] == "revoked", report
