@@ -331,7 +331,9 @@ class Approvals:
                 if where is None:  # kept only once anchored
                     raise StoreError(damaged(f"approval record {path.name}", None,
                                              "holds a credential this node's ledger lacks"))
-                return self.node.bundle(where[0], sd_jwt)
+                return self.node.bundle(where[0], sd_jwt)  # given again: nothing issued
+            self._may_decide(self.node._registry(), self.node.now(),
+                             "so it cannot issue the approval credential")
             b = tx.body
             bundle, receipt = self.node.issue("approval", {
                 "service": b["service"], "decision": b["decision"], "path": b["path"],
@@ -459,8 +461,6 @@ class Approvals:
                                "again" if keyless else ""))
         tx, rec = found
         assert at is not None
-        reg = self.node._registry()
-        self._may_decide(reg, self.node.now(), "so it cannot issue the approval credential")
         where = self.node.store.tx_location(tx.txid)
         if where is None:  # a filed record is of a committed decision: a damaged store
             raise NotFound(f"the decision on {service!r} is not on this node's ledger")

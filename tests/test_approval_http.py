@@ -1731,3 +1731,47 @@ def test_an_agency_finds_the_approval_credential_of_a_decision_to_revoke_it(
         report = _shown_at_the_desk(http, wallet, unb64url(got.json()["bundle"]),
                                     app.state.node._registry())
         assert report["status"] == "revoked", report
+
+
+def test_a_kept_approval_credential_is_collected_after_the_agency_may_issue_no_more(
+        tmp_path: Path) -> None:
+    """A collect was refused once governance withdrew the agency's grant of approval
+    credentials ("holds no grant to issue ..."), though the decision's credential, issued
+    under the grant, is kept and is only given again: nothing is issued. It is given; a
+    decision with none kept yet is still refused (helper round 34C)."""
+    import pytest
+
+    from contracts.errors import ApplicationError
+    from ledger.network import Agency
+    from ledger.sealed import seal_record
+
+    data, wallet = prepare(tmp_path)
+    keys = _issuer_keys(data, "edu", "civil")
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service, answers = _licence_answers(node, wallet)
+        decided = service.apply("business-licence", answers, wallet.holder_jwk())
+        reg = node.store.registry
+        assert reg is not None
+        node.orderer.submit(governance_tx(
+            node.network, reg.gov_seq + 1, "withdraw_grant",
+            {"agency": "market", "type": "approval", "at": NOW},
+            [Agency(a, "", keys[a], keys[a]) for a in ("edu", "civil")])).result(timeout=30)
+        head = node.store.head
+        audience = "https://market.example"
+        proof = wallet.collect_proof(0, service.challenge("business-licence", audience), now=NOW)
+        got = service.collect("business-licence", wallet.holder_jwk(), proof, audience)
+        assert got.bundle.anchor == decided.bundle.anchor  # that very credential
+        assert node.store.head == head  # nothing issued
+        # a decision whose record keeps none (one from before it kept them) would need one
+        # issued: refused in words
+        [path] = (data / "approvals").glob("*.ev")
+        record = evidence_record(data)
+        del record["credential"]
+        path.write_bytes(seal_record(codec.encode(record), node.evidence_key))
+        proof = wallet.collect_proof(0, service.challenge("business-licence", audience), now=NOW)
+        with pytest.raises(ApplicationError, match="holds no grant to issue 'approval'"):
+            service.collect("business-licence", wallet.holder_jwk(), proof, audience)
+        assert node.store.head == head
+    finally:
+        node.close()
