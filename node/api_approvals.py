@@ -169,8 +169,9 @@ def collect_challenge(request: Request, a: ApprovalsDep, settings: SettingsDep,
 def collect(a: ApprovalsDep, settings: SettingsDep, service: Service,
             body: CollectIn) -> dict[str, Any]:
     """The approval credential of this node's newest committed decision on SERVICE of an
-    application bound to the holder key, issued again after proof of that key (a wallet
-    whose first answer was lost): a new copy each time, the decision not made again."""
+    application bound to the holder key, given after proof of that key (a wallet whose first
+    answer was lost): the decision's one credential (the same id each time; issued if none
+    was yet), the decision not made again."""
     got = a.collect(service, dict(body.holder_jwk), body.proof, settings.audience)
     return {**got.to_json(), "bundle": _b64url(got.bundle.to_bytes())}
 

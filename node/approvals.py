@@ -427,10 +427,12 @@ class Approvals:
     def collect(self, service: str, holder_jwk: dict[str, Any], proof: str,
                 audience: str) -> Decided:
         """The approval credential of this node's newest committed decision on ``service`` of
-        an application bound to ``holder_jwk``, issued again to that key after ``proof`` of its
-        possession (:meth:`_proven`): for a wallet the first one did not reach (the node
-        stopped, the answer was lost). Each collect issues a new copy; the decision is not
-        made again. A decision whose record is still pending is filed first."""
+        an application bound to ``holder_jwk``, given to that key after ``proof`` of its
+        possession (:meth:`_proven`): for a wallet the first answer did not reach (the node
+        stopped, the answer was lost). The decision's one credential, issued if it has none
+        yet (:meth:`_issue_approval`); the decision is not made again. A decision whose record
+        is still pending is filed first; the decision is found by the index
+        (:meth:`_indexed`), not by opening every record."""
         holder_jwk = sdjwt.public_jwk(holder_jwk)
         self._proven(service, holder_jwk, proof, audience)
         # pending records are few (a decision not yet committed, or not yet filed)

@@ -592,8 +592,9 @@ def apply(
                           "decision on an application this wallet sent to --node before, whose "
                           "answer never came (the node stopped, the connection dropped). The "
                           "wallet proves the holder key it applied with (one it showed that "
-                          "node, no other); the node issues a new copy of the credential of its "
-                          "newest recorded decision, and decides nothing again")] = False,
+                          "node, no other); the node gives the credential of its newest recorded "
+                          "decision (one a decision, the same each time), and decides nothing "
+                          "again")] = False,
 ) -> None:
     """Apply for SERVICE: answer its rule's requests with only the claims it needs, and keep
     the approval credential the agency issues. With --collect, collect that credential of an
