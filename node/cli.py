@@ -651,8 +651,11 @@ def _new_network(data: Path, network: str, founders: list[str], quorum: int,
         for a in agencies:
             save_private_key(data / "keys" / f"{a.id}.node.key", a.node_key, passphrase)
             save_private_key(data / "keys" / f"{a.id}.issuer.key", a.issuer_key, passphrase)
+        block0 = build_genesis(genesis)
+        assert block0.header is not None  # block 0 holds the genesis
+        genesis_hash = block0.header.hash
         with Store(data / "ledger") as store:
-            store.write_block(build_genesis(genesis))
+            store.write_block(block0)
     except BaseException as e:  # a full disk, Ctrl-C, SIGTERM: no half-made folder is left
         import shutil
 
@@ -670,7 +673,8 @@ def _new_network(data: Path, network: str, founders: list[str], quorum: int,
     finally:
         os.close(held)
     err.print(f"new network [bold]{_q(network)}[/]: {len(agencies)} founders, quorum {quorum}; "
-              f"genesis {genesis.txid.hex()[:16]}…, keys in {_q(data / 'keys')}")
+              f"genesis {genesis_hash.hex()}, keys in {_q(data / 'keys')}")
+    # block 0's hash in full: what `ledger audit --genesis` and `ledger import --genesis` pin
 
 
 pki_app = typer.Typer(help="The network's PKI: a CA, one certificate per agency (etcd peer and "

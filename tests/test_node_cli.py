@@ -72,6 +72,15 @@ def test_init_new_network_then_run(tmp_path: Path) -> None:
     head = subprocess.run([str(BIN / "ledger"), "head", str(tmp_path / "data" / "ledger")],
                           capture_output=True, text=True, timeout=60, check=False)
     assert head.returncode == 0 and "no checkpoint stored yet" in head.stdout, head.stdout
+    # the genesis it names is the one `ledger audit --genesis` pins (block 0's hash, in full),
+    # not the genesis transaction's id
+    said = " ".join(r.stderr.split())
+    assert "genesis " in said, said
+    pinned = said.split("genesis ", 1)[1].split(",", 1)[0]
+    audit = subprocess.run([str(BIN / "ledger"), "audit", str(tmp_path / "data" / "ledger"),
+                            "--genesis", pinned], capture_output=True, text=True, timeout=60,
+                           check=False)
+    assert audit.returncode == 0, (pinned, audit.stdout, audit.stderr)
 
     again = subprocess.run([str(BIN / "ledger-node"), "init", "--data", str(tmp_path / "data"),
                             "--agency", "edu", "--new-network", "district-7", "--founder",
