@@ -82,7 +82,11 @@ with the evidence key. Nothing in it is a key, a claim or an applicant in the cl
 
 _INDEX_DONE = "complete"
 """Written in INDEX_FOLDER once it holds every record of the folder (made from them where it
-was missing: a store from before it), with the mark of the key its names are made with."""
+was missing: a store from before it): the mark of the key its names are made with, then how
+many records it covers and the name of the newest (``<count> <name>``). A collect compares
+that with the records' names (no record opened) and indexes those filed since: by a version
+before the index (a rollback), by a path that does not update it, or after ``holders/`` was
+restored from an older backup (helper round 35X)."""
 
 _CREDENTIAL = "credential"
 """The member of a decision's record that keeps its one approval credential
@@ -129,6 +133,8 @@ class Approvals:
         self._challenging = threading.Lock()
         self._issuing: dict[bytes, tuple[threading.Lock, int]] = {}  # _one_decision
         self._indexing = threading.Lock()  # one change of the index at a time
+        self._synced: tuple[int, ...] | None = None  # _index_sync: what it last found current
+        self._index_warned = False  # an index that cannot be written is logged once
         self._index_key = hmac.new(node.evidence_key, b"credledger/v1/collect-index\x00",
                                    hashlib.sha256).digest()
         self._issuing_guard = threading.Lock()
@@ -505,10 +511,16 @@ class Approvals:
                 txids = self._index_read(path)
                 if txid not in txids:
                     write_atomic(path, self._seal({"txids": [*txids, txid]}), 0o600)
+                covered = self._coverage()
                 if first:
-                    write_atomic(index / _INDEX_DONE, key_mark(self._index_key), 0o600)
+                    write_atomic(index / _INDEX_DONE, self._mark(1, record.name), 0o600)
+                elif covered is not None and record.name > covered[1]:
+                    # one record more; one filed out of order (a pending record filed late)
+                    # leaves the count short, and the next collect builds the index again
+                    write_atomic(index / _INDEX_DONE,
+                                 self._mark(covered[0] + 1, record.name), 0o600)
             except (OSError, LedgerError, KeyError, TypeError) as e:
-                _log.warning("approval index not updated", extra={"error": type(e).__name__})
+                self._index_failed("approval index not updated", e)
                 with contextlib.suppress(OSError):
                     (index / _INDEX_DONE).unlink(missing_ok=True)
 
@@ -517,7 +529,7 @@ class Approvals:
         ``holder_jwk``, from the index; built first from every filed record if it is not
         complete (a store from before it, or an update that failed)."""
         path = self.folder / INDEX_FOLDER / self._digest(holder_jwk, service)
-        if self._index_complete():
+        if self._index_sync():
             try:
                 return self._index_read(path)
             except (OSError, LedgerError, KeyError, TypeError):
@@ -528,32 +540,77 @@ class Approvals:
         except (OSError, LedgerError, KeyError, TypeError):
             return []
 
-    def _index_complete(self) -> bool:
+    def _mark(self, count: int, newest: str) -> bytes:
+        """The done mark of an index covering ``count`` records, the newest named ``newest``."""
+        return key_mark(self._index_key) + f"{count} {newest}".encode()
+
+    def _coverage(self) -> tuple[int, str] | None:
+        """How many records the index covers and the newest one's name, from its done mark;
+        none if it has none, or one of another key or of a version before it named them."""
         try:
-            return (self.folder / INDEX_FOLDER / _INDEX_DONE).read_bytes() == \
-                key_mark(self._index_key)
+            raw = (self.folder / INDEX_FOLDER / _INDEX_DONE).read_bytes()
         except OSError:
-            return False
+            return None
+        mark = key_mark(self._index_key)
+        if raw[:len(mark)] != mark:
+            return None
+        count, _, newest = raw[len(mark):].decode("ascii", "replace").partition(" ")
+        if not count.isdigit() or not _RECORD_NAME.fullmatch(newest):
+            return None
+        return int(count), newest
+
+    def _index_sync(self) -> bool:
+        """Make the index hold every filed record, opening only those it does not cover yet
+        (filed since its mark: by an older version, a path that does not update it, or after
+        ``holders/`` was restored from an older backup); whether it does. Nothing changed
+        since the last check (the folders' and the mark's times): nothing listed."""
+        index = self.folder / INDEX_FOLDER
+        try:
+            stats = [p.stat() for p in (self.folder, index, index / _INDEX_DONE)]
+            seen = tuple(x for st in stats for x in (st.st_mtime_ns, st.st_ino, st.st_size))
+        except OSError:
+            seen = None
+        if seen is not None and seen == self._synced:
+            return True
+        records = self._records()
+        covered = self._coverage()
+        names = [p.name for p in records]
+        if covered is not None and covered == (len(names), names[-1] if names else ""):
+            done = True
+        elif covered is not None and len([n for n in names if n <= covered[1]]) == covered[0]:
+            done = self._index_records([p for p in records if p.name > covered[1]], records)
+        else:
+            return False  # unknown what it covers: built from every record
+        # a change in the tick of the last one may not move the times: checked again then
+        if done and seen is not None and \
+                _time.time_ns() - max(seen[0::3]) > 2_000_000_000:
+            self._synced = seen
+        return done
+
+    def _index_failed(self, what: str, e: Exception) -> None:
+        """Log that the index could not be written, once until it can be again (a full disk:
+        every collect then reads every record until it is)."""
+        if not self._index_warned:
+            self._index_warned = True
+            _log.warning(what, extra={"error": type(e).__name__})
 
     def index_all(self) -> int:
         """Build the index from every filed record of the folder (once for a store from before
         it; one record that cannot be read is left out, and the others go on); how many
         records it holds. The index is marked complete only if it could all be written."""
-        index = self.folder / INDEX_FOLDER
-        entries: dict[str, list[bytes]] = {}
         records = self._records()
         if not records:  # nothing to index yet: the first record's filing makes it
             return 0
-        for path in records:
-            try:
-                rec = self._open(path)
-                tx = Tx.from_bytes(rec["tx"])
-                holder = rec.get("holder")  # none: recorded before ADR 78 (34U)
-                entries.setdefault(self._digest(
-                    holder if isinstance(holder, dict) else _KEYLESS, tx.body["service"]),
-                    []).append(tx.txid)
-            except (OSError, LedgerError, KeyError, TypeError, AttributeError):
-                continue
+        entries = self._index_entries(records)
+        self._index_records(records, records, entries)
+        return sum(len(t) for t in entries.values())
+
+    def _index_records(self, paths: list[Path], records: list[Path],
+                       entries: dict[str, list[bytes]] | None = None) -> bool:
+        """Add the records at ``paths`` to the index and mark it covering ``records`` (every
+        filed record, ``paths`` among them); whether it could all be written."""
+        index = self.folder / INDEX_FOLDER
+        entries = self._index_entries(paths) if entries is None else entries
         with self._indexing:
             try:
                 index.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -564,10 +621,29 @@ class Approvals:
                         known = []
                     write_atomic(index / name, self._seal(
                         {"txids": [*known, *(t for t in txids if t not in known)]}), 0o600)
-                write_atomic(index / _INDEX_DONE, key_mark(self._index_key), 0o600)
+                if records:
+                    write_atomic(index / _INDEX_DONE,
+                                 self._mark(len(records), records[-1].name), 0o600)
             except (OSError, LedgerError, KeyError, TypeError) as e:
-                _log.warning("approval index not built", extra={"error": type(e).__name__})
-        return sum(len(t) for t in entries.values())
+                self._index_failed("approval index not built", e)
+                return False
+        self._index_warned = False
+        return True
+
+    def _index_entries(self, paths: list[Path]) -> dict[str, list[bytes]]:
+        """The index entries of the records at ``paths``: txids by index file name."""
+        entries: dict[str, list[bytes]] = {}
+        for path in paths:
+            try:
+                rec = self._open(path)
+                tx = Tx.from_bytes(rec["tx"])
+                holder = rec.get("holder")  # none: recorded before ADR 78 (34U)
+                entries.setdefault(self._digest(
+                    holder if isinstance(holder, dict) else _KEYLESS, tx.body["service"]),
+                    []).append(tx.txid)
+            except (OSError, LedgerError, KeyError, TypeError, AttributeError):
+                continue
+        return entries
 
     def _pendings(self) -> list[Path]:
         return sorted(self.folder.glob("*.pending")) if self.folder.exists() else []
@@ -669,8 +745,8 @@ class Approvals:
             filed = self.file_pending()
             if first:  # once a run: a node upgraded past ADR 66 seals what it kept before
                 self.seal_clear()
-                if not self._index_complete():  # and one from before the index builds it
-                    self.index_all()
+                if not self._index_sync():  # and one from before the index builds it, or
+                    self.index_all()  # one that missed records (a rollback) adds them
             return filed
         finally:
             self._filing.release()

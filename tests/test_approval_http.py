@@ -1688,6 +1688,10 @@ def test_a_collect_opens_the_records_of_its_key_alone_and_a_store_without_the_in
             return real(*args, **kwargs)
 
         monkeypatch.setattr(approvals, "open_record", counted)
+        # filed without the index (written here): the first collect indexes them once
+        assert _collect_over_http(http, wallet, service).status_code == 200
+        assert 40 <= len(opened) <= 43, len(opened)
+        opened.clear()
         got = _collect_over_http(http, wallet, service)
         assert got.status_code == 200 and got.json()["approval_tx"] == decided["approval_tx"]
         assert len(opened) <= 3, len(opened)  # its own record (and its index entry)
@@ -1775,3 +1779,58 @@ def test_a_kept_approval_credential_is_collected_after_the_agency_may_issue_no_m
         assert node.store.head == head
     finally:
         node.close()
+
+
+def test_a_collect_finds_the_newest_decision_filed_where_the_index_did_not_see_it(
+        tmp_path: Path) -> None:
+    """The index of decisions by holder key was marked complete once, and never checked
+    against the records again: ``holders/`` restored from a backup older than the records, or
+    a record filed by a version or a path that does not touch the index (a node rolled back
+    past the index and upgraded again), left a decision out of it for good; a collect then gave
+    an older decision of the key (or none). The mark names how many records it covers and the
+    newest: records filed since are indexed on the next collect (helper round 35X)."""
+    from ledger.sealed import EVIDENCE_KEY_FILE, read_evidence_key, seal_record
+
+    data, wallet = prepare(tmp_path)
+    folder = data / "approvals"
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service, answers = _licence_answers(node, wallet)
+        first = service.apply("business-licence", list(answers), wallet.holder_jwk())
+        shutil.copytree(folder / "holders", tmp_path / "backup")  # the index of one decision
+        service, answers = _licence_answers(node, wallet)
+        second = service.apply("business-licence", list(answers), wallet.holder_jwk())
+    finally:
+        node.close()
+    assert first.approval.txid != second.approval.txid
+    url_service = "/v1/services/business-licence"
+    shutil.rmtree(folder / "holders")
+    shutil.copytree(tmp_path / "backup", folder / "holders")  # restored from the backup
+    with serve(_market_app(data)) as url, httpx.Client(base_url=url, timeout=60) as http:
+        got = _collect_over_http(http, wallet, url_service)
+        assert got.status_code == 200, got.text
+        assert got.json()["approval_tx"] == second.approval.txid.hex(), "an older decision"
+    # a version before the index files a decision without its holder key, and no index entry
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        shutil.copytree(folder / "holders", tmp_path / "backup2")
+        service, answers = _licence_answers(node, wallet)
+        third = service.apply("business-licence", list(answers), wallet.holder_jwk())
+    finally:
+        node.close()
+    path = next(folder.glob(f"*-{third.approval.txid.hex()}.ev"))
+    record = evidence_record(data, path)
+    del record["holder"]
+    key = read_evidence_key(data / "keys" / EVIDENCE_KEY_FILE, PASS)
+    path.write_bytes(seal_record(codec.encode(record), key))
+    shutil.rmtree(folder / "holders")
+    shutil.copytree(tmp_path / "backup2", folder / "holders")
+    # the decisions of the key kept are gone (only to tell the answers apart): the node says
+    # its decision recorded without the key cannot be collected, not that it has none
+    for p in folder.glob("*.ev"):
+        if p != path:
+            p.unlink()
+    with serve(_market_app(data)) as url, httpx.Client(base_url=url, timeout=60) as http:
+        got = _collect_over_http(http, wallet, url_service)
+        assert got.status_code == 404, got.text
+        assert "recorded before it kept the applicant's holder key" in got.json()["detail"]
