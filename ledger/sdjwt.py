@@ -511,17 +511,17 @@ def _key_from_members(kty: object, crv: object, x: object, y: object) -> VerifyK
     # sharing results between calls is safe. Errors raise and are never cached.
     if kty == "OKP":
         if crv != "Ed25519":
-            raise JwkError(f"OKP JWK curve {_show(crv)} is not supported, expected 'Ed25519'")
+            raise JwkError("the OKP JWK's curve is not supported, expected 'Ed25519'")
         return PublicKey(_jwk_coordinate(x, "x"))
     if kty == "EC":
         if crv != "P-256":
-            raise JwkError(f"EC JWK curve {_show(crv)} is not supported, expected 'P-256'")
+            raise JwkError("the EC JWK's curve is not supported, expected 'P-256'")
         point = b"\x04" + _jwk_coordinate(x, "x") + _jwk_coordinate(y, "y")
         try:
             return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point)
         except ValueError as e:
             raise JwkError("EC JWK point is not on the P-256 curve") from e
-    raise JwkError(f"JWK kty {_show(kty)} is not supported, expected 'OKP' or 'EC'")
+    raise JwkError("the JWK's kty is not supported, expected 'OKP' or 'EC'")
 
 
 def public_key_from_jwk(jwk: Mapping[str, Any]) -> VerifyKey:
@@ -536,7 +536,7 @@ def public_key_from_jwk(jwk: Mapping[str, Any]) -> VerifyKey:
     # RFC 7517 sections 4.2 and 4.3: a key marked for encryption, or for operations that do
     # not include checking signatures, is not used to check one (an issuer's key, cnf.jwk)
     if jwk.get("use", "sig") != "sig":
-        raise JwkError(f"use {_show(jwk['use'])}: this key is not for signatures")
+        raise JwkError("use is not 'sig': this key is not for signatures")
     ops = jwk.get("key_ops", ["verify"])
     if type(ops) is not list or "verify" not in ops:
         raise JwkError("key_ops does not include 'verify': this key is not for checking "

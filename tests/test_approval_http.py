@@ -1834,3 +1834,24 @@ def test_a_collect_finds_the_newest_decision_filed_where_the_index_did_not_see_i
         got = _collect_over_http(http, wallet, url_service)
         assert got.status_code == 404, got.text
         assert "recorded before it kept the applicant's holder key" in got.json()["detail"]
+
+
+def test_a_holder_key_of_an_unknown_kind_is_refused_without_quoting_it(tmp_path: Path) -> None:
+    """An apply or collect with a holder key of a ``kty``, ``crv`` or ``use`` the node does not
+    take was refused with the caller's text quoted in the 400 line (escaped); a fixed phrase
+    says it, and the caller's text is not echoed (helper round 35X)."""
+    data, _ = prepare(tmp_path)
+    service = "/v1/services/business-licence"
+    odd = "<b>caller-text</b>"
+    keys = [{"kty": odd, "crv": "Ed25519", "x": "AA"}, {"kty": "OKP", "crv": odd, "x": "AA"},
+            {"kty": "EC", "crv": odd, "x": "AA", "y": "AA"},
+            {"kty": "OKP", "crv": "Ed25519", "x": "AA", "use": odd}]
+    with serve(_market_app(data)) as url, httpx.Client(base_url=url, timeout=60) as http:
+        for jwk in keys:
+            for route, body in (("apply", {"holder_jwk": jwk, "presentations": [
+                    {"nonce": "n", "envelope": "AA"}]}), ("collect", {"holder_jwk": jwk,
+                                                                       "proof": "a.b.c"})):
+                got = http.post(f"{service}/{route}", json=body)
+                assert got.status_code == 400, got.text
+                assert "caller-text" not in got.text, got.text
+                assert "not supported" in got.text or "not for signatures" in got.text

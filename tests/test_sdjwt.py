@@ -806,8 +806,8 @@ def test_cnf_missing_or_bad() -> None:
 
 
 @pytest.mark.parametrize(("extra", "why"), [
-    ({"use": "enc"}, "use 'enc': this key is not for signatures"),
-    ({"use": "tls"}, "use 'tls': this key is not for signatures"),  # only "sig" is taken
+    ({"use": "enc"}, "use is not 'sig': this key is not for signatures"),
+    ({"use": "tls"}, "use is not 'sig': this key is not for signatures"),  # only "sig" is taken
     ({"key_ops": ["encrypt"]}, "key_ops does not include 'verify'"),
     ({"key_ops": "verify"}, "key_ops does not include 'verify'"),
 ])
