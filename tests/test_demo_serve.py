@@ -697,6 +697,48 @@ def test_an_approval_whose_answer_was_lost_is_collected_with_the_key_it_was_appl
     assert "nothing was signed" in said
 
 
+def test_a_collect_challenge_for_another_node_or_service_is_not_signed(
+        demo_server: tuple[str, dict[str, str], Path]) -> None:
+    """A node that relays another node's collect challenge (its audience the node the wallet
+    applied at), or one for another service, gets no proof: the wallet signs nothing and
+    sends nothing more (helper round 35M: without the check of the challenge's audience or
+    service every test passed, and a proof made for the real node went to the relaying one)."""
+    from ledger.presentation import Request
+
+    url, env, tmp = demo_server
+    wallet = Wallet.open(Path(env["WALLET_PATH"]), env["WALLET_PASSPHRASE"].encode())
+    opened = httpx.post(f"{url}/v1/services/elderly-allowance/applications").json()
+    wallet.application([Request.from_json({k: r[k] for k in (
+        "nonce", "audience", "type", "claims")}) for r in opened["requests"]],
+        now=int(time.time()))  # the wallet has shown a holder key to the real node
+    real_audience = opened["requests"][0]["audience"]
+    assert wallet.shown_keys(real_audience)
+    posted: list[str] = []
+    for audience, service, words in (
+            (real_audience, "elderly-allowance", f"a proof bound to {real_audience}"),
+            (None, "business-licence", "a proof for 'business-licence', not 'elderly-allowance'")):
+
+        class Relaying(_JsonNode):
+            sent = (audience, service)
+
+            def answer(self) -> dict[str, object]:
+                posted.append(self.path)
+                me = f"http://127.0.0.1:{self.server.server_address[1]}"
+                return {"service": self.sent[1], "nonce": "relayed",
+                        "typ": "approval-collect+jwt", "audience": self.sent[0] or me,
+                        "expires": int(time.time()) + 600}
+
+        posted.clear()
+        wallet_file = Path(env["WALLET_PATH"])
+        before = wallet_file.read_bytes()
+        r = _apply_at(Relaying, env, tmp, yes=False, collect=True)
+        said = " ".join(r.stderr.split())
+        assert r.returncode == 1 and "Traceback" not in said, said
+        assert words in said and "nothing was signed" in said, said
+        assert posted == ["/v1/services/elderly-allowance/collect/challenge"], posted
+        assert wallet_file.read_bytes() == before
+
+
 def test_collect_at_a_node_of_a_version_without_collect_says_so_and_changes_nothing(
         demo_server: tuple[str, dict[str, str], Path]) -> None:
     """A node before ADR 78 has no collect route: its POST .../collect/challenge answers

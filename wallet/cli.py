@@ -844,9 +844,13 @@ def _collect(w: Any, base: str, service: str) -> Any:
                 except (ValueError, KeyError, TypeError) as e:
                     raise WalletError(f"{base} did not answer with a collect challenge "
                                       f"({type(e).__name__}); is it a node?") from e
-                if not _same_origin(audience, base) or challenge["service"] != service:
+                if not _same_origin(audience, base):
                     raise WalletError(f"the node at {base} asks for a proof bound to "
                                       f"{audience}, not to itself; nothing was signed")
+                if challenge["service"] != service:
+                    raise WalletError(f"the node at {base} asks for a proof for "
+                                      f"{challenge['service']!r}, not {service!r}; nothing "
+                                      "was signed")
                 keys = w.shown_keys(audience)
                 if not keys:
                     raise WalletError(f"this wallet never showed a holder key to {base}: it "
