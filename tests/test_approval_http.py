@@ -1855,3 +1855,98 @@ def test_a_holder_key_of_an_unknown_kind_is_refused_without_quoting_it(tmp_path:
                 assert got.status_code == 400, got.text
                 assert "caller-text" not in got.text, got.text
                 assert "not supported" in got.text or "not for signatures" in got.text
+
+
+def test_a_collect_proof_is_taken_only_of_its_type_audience_service_and_open_challenge(
+        tmp_path: Path) -> None:
+    """Each check of a collect proof is pinned (helper round 35M: dropping any one left every
+    test passing): a proof typed as a verifier's key-binding JWT, one for another audience or
+    another service, one over a challenge past REQUEST_TTL on the node's timer: refused, and
+    the challenge of a refused proof is used up. A challenge REQUEST_TTL old is still open.
+    Nothing is issued by any of them."""
+    import pytest
+
+    from contracts.errors import ApplicationError
+    from node.approvals import COLLECT_TYP
+    from node.service import REQUEST_TTL, NotFound
+
+    data, wallet = prepare(tmp_path)
+    clock = [1000.0]
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0, timer=lambda: clock[0])
+    try:
+        service, answers = _licence_answers(node, wallet)
+        decided = service.apply("business-licence", answers, wallet.holder_jwk())
+        head = node.store.head
+        aud, name = "https://market.example", "business-licence"
+
+        def proof(challenge: dict[str, Any], **changed: Any) -> str:
+            header = {"typ": changed.pop("typ", COLLECT_TYP)}
+            return sdjwt.sign_jws(header, {"nonce": challenge["nonce"], "aud": aud,
+                                           "service": name, "iat": NOW, **changed},
+                                  wallet._holder(0))
+
+        for changed in ({"typ": "kb+jwt"}, {"aud": "https://other.example"},
+                        {"service": "elderly-allowance"}):
+            challenge = service.challenge(name, aud)
+            with pytest.raises(ApplicationError, match="audience and this service"):
+                service.collect(name, wallet.holder_jwk(), proof(challenge, **changed), aud)
+            with pytest.raises(NotFound, match="no open collect challenge"):  # used up
+                service.collect(name, wallet.holder_jwk(), proof(challenge), aud)
+        for garbage in ("not-a-jws", "a.b", proof(service.challenge(name, aud)) + ".x"):
+            with pytest.raises(ApplicationError, match="not a compact JWS"):
+                service.collect(name, wallet.holder_jwk(), garbage, aud)
+        late = service.challenge(name, aud)
+        on_time = service.challenge(name, aud)
+        clock[0] += REQUEST_TTL
+        got = service.collect(name, wallet.holder_jwk(), proof(on_time), aud)
+        assert got.approval.txid == decided.approval.txid
+        clock[0] += 1
+        with pytest.raises(NotFound, match="expired"):
+            service.collect(name, wallet.holder_jwk(), proof(late), aud)
+        assert node.store.head == head
+    finally:
+        node.close()
+
+
+def test_a_collect_gives_the_newest_decision_of_its_key(tmp_path: Path) -> None:
+    """A holder key that applied twice for a service collects the credential of the second
+    decision, not of the first (helper round 35M: a collect that kept the first decision it
+    found passed every test)."""
+    data, wallet = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        decided = []
+        for _ in range(2):
+            service, answers = _licence_answers(node, wallet)
+            decided.append(service.apply("business-licence", answers, wallet.holder_jwk()))
+        audience = "https://market.example"
+        proof = wallet.collect_proof(0, service.challenge("business-licence", audience), now=NOW)
+        got = service.collect("business-licence", wallet.holder_jwk(), proof, audience)
+        assert got.approval.txid == decided[1].approval.txid != decided[0].approval.txid
+        assert got.bundle.anchor == decided[1].bundle.anchor
+    finally:
+        node.close()
+
+
+def test_a_damaged_entry_of_the_collect_index_is_built_again(tmp_path: Path) -> None:
+    """An index entry that cannot be opened (a torn write, a damaged disk) in an index marked
+    complete is built again from the records, and the collect finds its decision (helper
+    round 35M: a collect that took a damaged entry as no decision passed every test)."""
+    from node import approvals
+
+    data, wallet = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service, answers = _licence_answers(node, wallet)
+        decided = service.apply("business-licence", answers, wallet.holder_jwk())
+        index = data / "approvals" / approvals.INDEX_FOLDER
+        [entry] = [p for p in index.iterdir() if p.name != "complete"]
+        assert (index / "complete").exists()
+        entry.write_bytes(entry.read_bytes()[:-5])
+        audience = "https://market.example"
+        proof = wallet.collect_proof(0, service.challenge("business-licence", audience), now=NOW)
+        got = service.collect("business-licence", wallet.holder_jwk(), proof, audience)
+        assert got.approval.txid == decided.approval.txid
+        assert got.bundle.anchor == decided.bundle.anchor
+    finally:
+        node.close()
