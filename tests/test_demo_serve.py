@@ -715,8 +715,12 @@ def test_a_collect_challenge_for_another_node_or_service_is_not_signed(
     assert wallet.shown_keys(real_audience)
     posted: list[str] = []
     for audience, service, words in (
-            (real_audience, "elderly-allowance", f"a proof bound to {real_audience}"),
-            (None, "business-licence", "a proof for 'business-licence', not 'elderly-allowance'")):
+            (real_audience, "elderly-allowance", f"a proof bound to '{real_audience}'"),
+            (None, "business-licence", "a proof for 'business-licence', not 'elderly-allowance'"),
+            # the node's words with a terminal's escapes: shown escaped, never run
+            ("https://x.example/\x1b]0;pwned\x07\x1b[2J", "elderly-allowance",
+             "a proof bound to"),
+            (None, "licence\x1b[2J" + "x" * 5000, "a proof for")):
 
         class Relaying(_JsonNode):
             sent = (audience, service)
@@ -735,6 +739,7 @@ def test_a_collect_challenge_for_another_node_or_service_is_not_signed(
         said = " ".join(r.stderr.split())
         assert r.returncode == 1 and "Traceback" not in said, said
         assert words in said and "nothing was signed" in said, said
+        assert "\x1b" not in r.stderr and "\x07" not in r.stderr and len(said) < 2000, said
         assert posted == ["/v1/services/elderly-allowance/collect/challenge"], posted
         assert wallet_file.read_bytes() == before
 
@@ -765,3 +770,25 @@ def test_collect_at_a_node_of_a_version_without_collect_says_so_and_changes_noth
     assert "nothing was signed" in said
     assert posted == ["/v1/services/elderly-allowance/collect/challenge"]
     assert wallet_file.read_bytes() == before
+
+
+@pytest.mark.parametrize("collect", [False, True])
+def test_a_nodes_refusal_reaches_the_terminal_without_its_escapes(
+        demo_server: tuple[str, dict[str, str], Path], collect: bool) -> None:
+    """A node's refusal (its JSON ``detail``) is put in the wallet's error line: ESC
+    sequences in it are shown escaped, on one line (they were), and a long one filled the
+    terminal: it is cut."""
+    _, env, tmp = demo_server
+
+    class Refusing(_JsonNode):
+        def answer(self) -> dict[str, object]:
+            return {"detail": "refused\x1b]0;pwned\x07\x1b[2J\nFAKE: approved " + "x" * 5000}
+
+        def status(self) -> int:
+            return 422
+
+    r = _apply_at(Refusing, env, tmp, collect=collect)
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "refused" in r.stderr and "\\x1b" in r.stderr, r.stderr
+    assert "\x1b" not in r.stderr and "\x07" not in r.stderr, r.stderr
+    assert "\nFAKE" not in r.stderr and len(r.stderr) < 2000, r.stderr

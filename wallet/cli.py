@@ -86,6 +86,14 @@ def _shown(text: str, limit: int = 120) -> str:
     return "“" + _markup_escape(flat if len(flat) <= limit else flat[:limit] + "…") + "”"
 
 
+def _quoted(text: str, limit: int = 120) -> str:
+    """A node's words in an error line (escaped again as markup where it is printed): quoted,
+    a terminal's escapes and other unprintable characters as ``\\uNNNN``, cut at ``limit``.
+    A node's collect challenge put its audience, ESC sequences and all, on the terminal."""
+    flat = " ".join(printable(text).split())
+    return repr(flat if len(flat) <= limit else flat[:limit] + "…")
+
+
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -846,11 +854,12 @@ def _collect(w: Any, base: str, service: str) -> Any:
                                       f"({type(e).__name__}); is it a node?") from e
                 if not _same_origin(audience, base):
                     raise WalletError(f"the node at {base} asks for a proof bound to "
-                                      f"{audience}, not to itself; nothing was signed")
+                                      f"{_quoted(audience)}, not to itself; nothing was "
+                                      "signed")
                 if challenge["service"] != service:
                     raise WalletError(f"the node at {base} asks for a proof for "
-                                      f"{challenge['service']!r}, not {service!r}; nothing "
-                                      "was signed")
+                                      f"{_quoted(challenge['service'])}, not {service!r}; "
+                                      "nothing was signed")
                 keys = w.shown_keys(audience)
                 if not keys:
                     raise WalletError(f"this wallet never showed a holder key to {base}: it "
@@ -926,7 +935,8 @@ def _detail(resp: Any) -> str:
         detail = None
     if detail is None:
         detail = f"HTTP {resp.status_code}: {resp.text[:200].strip() or '(no body)'}"
-    return str(detail)
+    detail = str(detail)  # a node's words: one line's worth (5,000 characters filled a screen)
+    return detail if len(detail) <= 300 else detail[:300] + "…"
 
 
 def _same_origin(audience: str, url: str) -> bool:
