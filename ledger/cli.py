@@ -679,10 +679,9 @@ def _known_to_registry(kind: str, claims: list[str], data: Path | None,
         except SnapshotError as e:
             _fail(f"{snapshot}: {e}", 2)
     else:
-        if data is None:  # one of the two is given; for the type checker
-            raise typer.Exit(2)
+        assert data is not None  # one of the two is given
         with _open(data) as store:
-            if store.registry is None:  # _open checked; for the type checker
+            if store.registry is None:  # a chain without its genesis registry: none to check
                 raise typer.Exit(1)
             registry = store.registry
     type_def = registry.type_def(kind)

@@ -447,15 +447,14 @@ class Approvals:
             self.file_pending()
         txids = self._indexed(holder_jwk, service)
         found: tuple[Tx, dict[str, Any]] | None = None
-        at, newest = None, -1
+        at: tuple[int, int] = (-1, -1)  # the newest found decision's log entry and height
         for txid in txids:
             where = self.node.store.tx_location(txid)
-            if where is None or where[0] <= newest:
+            if where is None or where[0] <= at[0]:
                 continue
-            path = self.folder / f"{where[0]:012d}-{txid.hex()}.ev"
-            got = self._holds(path, service, holder_jwk)
+            got = self._holds(self._record_path(where[0], txid), service, holder_jwk)
             if got is not None:
-                found, at, newest = got, path, where[0]
+                found, at = got, where
         if found is None:
             pending = any(p.exists() for p in pendings)
             keyless = bool(self._indexed(_KEYLESS, service))  # a decision before ADR 78
@@ -468,15 +467,15 @@ class Approvals:
                                "by any key, and their approval credentials cannot be issued "
                                "again" if keyless else ""))
         tx, rec = found
-        assert at is not None
-        where = self.node.store.tx_location(tx.txid)
-        if where is None:  # a filed record is of a committed decision: a damaged store
-            raise NotFound(f"the decision on {service!r} is not on this node's ledger")
-        bundle = self._issue_approval(tx, holder_jwk, at)
+        bundle = self._issue_approval(tx, holder_jwk, self._record_path(at[0], tx.txid))
         outcome = Outcome(tx.body["decision"], tx.body["path"], tuple(tx.body["reasons"]),
                           tuple(rec["documents"]), rec["fired"], rec["expression"])
         return Decided(outcome, service, tx.body["rule_hash"], tx,
-                       Receipt(tx.txid, where[0], where[1]), bundle)
+                       Receipt(tx.txid, at[0], at[1]), bundle)
+
+    def _record_path(self, index: int, txid: bytes) -> Path:
+        """Where the filed record of the decision ``txid`` at log entry ``index`` is."""
+        return self.folder / f"{index:012d}-{txid.hex()}.ev"
 
     # -- the index of decisions by holder key and service --
     def _digest(self, holder_jwk: dict[str, str], service: str) -> str:
@@ -709,7 +708,7 @@ class Approvals:
         """The committed decision's record (``<index>-<txid>.ev``, what audits read), from its
         pending one; its path. If this fails the pending record stays, and the node's next
         start files it (:meth:`file_pending`)."""
-        path = self.folder / f"{receipt.index:012d}-{receipt.txid.hex()}.ev"
+        path = self._record_path(receipt.index, receipt.txid)
         write_atomic(path, self._seal({**record, "index": receipt.index,
                                        "height": receipt.height}), 0o600)
         holder = record.get("holder")

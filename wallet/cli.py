@@ -79,19 +79,24 @@ def _from(info: Any) -> str:
     return f"{_name(info.type)} from {_name(info.issuer)}{_OUTSIDE if info.foreign else ''}"
 
 
+def _flat(text: str, limit: int) -> str:
+    """Outside text on one line: unprintable characters as escapes (a terminal's ESC
+    sequences among them), runs of spaces as one, cut at ``limit``."""
+    flat = " ".join(printable(text).split())
+    return flat if len(flat) <= limit else flat[:limit] + "…"
+
+
 def _shown(text: str, limit: int = 120) -> str:
     """A verifier's audience or nonce in a prompt: quoted, runs of spaces as one, cut at
     ``limit``, so padding cannot push fake lines into the preview."""
-    flat = " ".join(printable(text).split())
-    return "“" + _markup_escape(flat if len(flat) <= limit else flat[:limit] + "…") + "”"
+    return "“" + _markup_escape(_flat(text, limit)) + "”"
 
 
 def _quoted(text: str, limit: int = 120) -> str:
-    """A node's words in an error line (escaped again as markup where it is printed): quoted,
-    a terminal's escapes and other unprintable characters as ``\\uNNNN``, cut at ``limit``.
-    A node's collect challenge put its audience, ESC sequences and all, on the terminal."""
-    flat = " ".join(printable(text).split())
-    return repr(flat if len(flat) <= limit else flat[:limit] + "…")
+    """A node's words in an error line (escaped as markup where it is printed): quoted and
+    :func:`_flat`. A node's collect challenge put its audience, ESC sequences and all, on the
+    terminal."""
+    return repr(_flat(text, limit))
 
 
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
