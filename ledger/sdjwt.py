@@ -143,6 +143,7 @@ __all__ = [
     "strict_json",
     "verify_issuer_signed",
     "verify_presentation",
+    "window_state",
 ]
 
 # ----------------------------------------------------------------------------------------------
@@ -1103,12 +1104,26 @@ def _number(claims: Mapping[str, Any], name: str) -> int | float | None:
     return value
 
 
+def window_state(nbf: float | None, exp: float | None, now: int,
+                 skew: int = CLOCK_SKEW) -> str:
+    """``"expired"``, ``"not yet valid"`` or ``"valid"``: what a verifier at ``now`` allowing
+    ``skew`` seconds of clock difference says of the validity window ``nbf`` to ``exp`` (either
+    may be None, no bound). The one rule :func:`verify_presentation` and
+    :func:`verify_issuer_signed` apply, and the wallet's ``list`` and ``present`` say."""
+    if exp is not None and now >= exp + skew:
+        return "expired"
+    if nbf is not None and nbf > now + skew:
+        return "not yet valid"
+    return "valid"
+
+
 def _check_times(claims: Mapping[str, Any], now: int, skew: int) -> None:
     exp = _number(claims, "exp")
-    if exp is not None and now >= exp + skew:
-        raise ExpiredError(f"expired: exp {exp} is not after now {now} (skew {skew}s)")
     nbf = _number(claims, "nbf")
-    if nbf is not None and nbf > now + skew:
+    state = window_state(nbf, exp, now, skew)
+    if state == "expired":
+        raise ExpiredError(f"expired: exp {exp} is not after now {now} (skew {skew}s)")
+    if state == "not yet valid":
         raise NotYetValidError(f"not yet valid: nbf {nbf} is after now {now} (skew {skew}s)")
     iat = _number(claims, "iat")
     if iat is not None and iat > now + skew:

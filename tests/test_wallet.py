@@ -208,6 +208,34 @@ def test_pick_allows_the_clock_skew_receiving_and_verifying_allow(world: World,
     assert world.verify(env, now=start - 30).verified
 
 
+def test_the_wallets_dates_say_what_the_verifier_says_at_both_edges(world: World,
+                                                                      wallet: Wallet) -> None:
+    """`wallet list`'s dates and `wallet present`'s warning ("the verifier will refuse it")
+    judged validity without the verifiers' 60 s clock skew (ADR 77's 30T item): up to 60 s
+    before a credential's start, and up to 60 s past its end, the wallet said it was not
+    valid, and chose another copy, where a verifier whose clock reads the same takes it. At
+    each second of both edges the wallet says "valid" exactly when the verifier verifies."""
+    world.n = 1000  # issued well after the network's keys start
+    bundle = world.issue(wallet.holder_jwk())
+    payload = sdjwt.parse(bundle.sd_jwt).payload
+    start, end = payload["nbf"], payload["exp"]
+    info = wallet.receive(bundle.to_bytes(), registry=world.ledger.registry, now=start)
+    skew = sdjwt.CLOCK_SKEW
+    for now, valid in ((start - skew - 1, False), (start - skew, True), (start - 1, True),
+                       (end - 1, True), (end, True), (end + skew - 1, True),
+                       (end + skew, False)):
+        env = wallet.present(info.id, REQ, now=now, exact=True)
+        report = world.verify(env, now=now)
+        assert report.verified is valid, (now - start, now - end, report.to_json())
+        said = "valid" if valid else "expired" if now > end else "not yet valid"
+        assert wallet.info(info.id).state(now) == said, (now - start, now - end)
+        if valid:
+            assert wallet.pick(REQ, now=now) == info.id
+        else:
+            with pytest.raises(PresentationError, match="no valid 'degree'"):
+                wallet.pick(REQ, now=now)
+
+
 def test_present_discloses_only_what_is_asked(world: World, wallet: Wallet) -> None:
     info = wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(),
                           registry=world.ledger.registry, now=NOW)
@@ -1586,16 +1614,17 @@ def test_restoring_an_older_backup_keeps_presentation_counts(world: World, walle
 
 
 def test_a_credential_is_not_picked_at_its_expiry(world: World, wallet: Wallet) -> None:
-    """Validity is valid_from <= now < valid_until: at valid_until the wallet holds none, and
-    at valid_from the credential is valid."""
+    """Validity is valid_from <= now < valid_until, with the verifiers' clock skew at each end
+    (:func:`ledger.sdjwt.window_state`): from valid_until + skew the wallet holds none, and
+    from valid_from - skew the credential is valid."""
     got = wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(),
                          registry=world.ledger.registry, now=NOW)
     info = wallet.info(got.id)
-    assert wallet.pick(REQ, info.valid_until - 1) == got.id
+    assert wallet.pick(REQ, info.valid_until + sdjwt.CLOCK_SKEW - 1) == got.id
     with pytest.raises(PresentationError, match="no valid"):
-        wallet.pick(REQ, info.valid_until)
-    assert info.state(info.valid_from) == "valid"
-    assert info.state(info.valid_from - 1) != "valid"
+        wallet.pick(REQ, info.valid_until + sdjwt.CLOCK_SKEW)
+    assert info.state(info.valid_from - sdjwt.CLOCK_SKEW) == "valid"
+    assert info.state(info.valid_from - sdjwt.CLOCK_SKEW - 1) != "valid"
 
 
 # -- found by a mutation round of the node, the verifier and the codec (ADR 54) ----------------

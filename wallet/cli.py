@@ -372,9 +372,10 @@ def _folding_table(*columns: str, **options: Any) -> Table:
 
 @app.command("list")
 def list_() -> None:
-    """List your credentials (no claim values). "dates" says whether today is within a
-    credential's validity dates; whether its agency revoked or suspended it is on the ledger's
-    status list, which a verifier checks, not in the wallet."""
+    """List your credentials (no claim values). "dates" says whether now is within a
+    credential's validity dates, allowing the verifiers' clock skew at each end as they do;
+    whether its agency revoked or suspended it is on the ledger's status list, which a
+    verifier checks, not in the wallet."""
     with _errors():
         w = _open()
         now = int(time.time())

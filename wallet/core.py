@@ -98,10 +98,10 @@ class CredentialInfo:
     them."""
 
     def state(self, now: int) -> str:
-        """``valid``, ``not yet valid`` or ``expired`` at ``now`` (ignores revocation)."""
-        if now < self.valid_from:
-            return "not yet valid"
-        return "valid" if now < self.valid_until else "expired"
+        """``valid``, ``not yet valid`` or ``expired`` at ``now`` (ignores revocation), as a
+        verifier whose clock reads ``now`` says it: allowing the verifiers' clock skew at both
+        ends (:func:`ledger.sdjwt.window_state`, the rule the verifiers apply)."""
+        return sdjwt.window_state(self.valid_from, self.valid_until, now)
 
     @classmethod
     def of(cls, c: StoredCredential) -> CredentialInfo:
@@ -765,9 +765,9 @@ def verifier_of(audience: str) -> str:
 
 
 def _valid(c: StoredCredential, now: int) -> bool:
-    """Within its validity at ``now``, allowing the verifiers' clock skew at its start (as
-    receiving and verifying it do)."""
-    return c.valid_from <= now + sdjwt.CLOCK_SKEW and now < c.valid_until
+    """Within its validity at ``now``, allowing the verifiers' clock skew at its start and its
+    end (as receiving and verifying it do: :func:`ledger.sdjwt.window_state`)."""
+    return sdjwt.window_state(c.valid_from, c.valid_until, now) == "valid"
 
 
 def _refuse_read_only(path: Path) -> None:
