@@ -1157,7 +1157,9 @@ def _verify_sd_jwt(jwt: str, disclosures: list[str], issuer_public_jwk: Mapping[
     if not _verify_signature(key, jws.signing_input, jws.signature):
         raise SignatureInvalid("issuer-signed JWT signature does not verify under the issuer key")
 
-    sd_alg = payload.pop("_sd_alg", SD_ALG)
+    # kept in the payload while the Disclosures are inserted (a Disclosure named _sd_alg
+    # beside it is a claim that already exists, 7.1 step 3.c.ii.3), removed after (3.f)
+    sd_alg = payload.get("_sd_alg", SD_ALG)
     if sd_alg != SD_ALG:
         raise DigestAlgorithmError(f"_sd_alg is {_show(sd_alg)}, expected {SD_ALG!r}")
     plain = frozenset(payload) if is_vc else frozenset()
@@ -1168,6 +1170,7 @@ def _verify_sd_jwt(jwt: str, disclosures: list[str], issuer_public_jwk: Mapping[
     by_digest, digests = _decode_disclosures(disclosures)
     unpacker = _Unpacker(by_digest)
     claims: dict[str, Any] = unpacker.unpack(payload, 0, "$")
+    claims.pop("_sd_alg", None)  # 7.1 step 3.f: the issuer's, or one a Disclosure inserted
     if unpacker.used != len(by_digest):
         for i, digest in enumerate(digests):
             if digest not in unpacker.seen:

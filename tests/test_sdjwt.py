@@ -618,6 +618,27 @@ def test_sd_alg_must_be_sha256() -> None:
     assert verify(rebind(reissue(payload), [d]))["given_name"] == "x"
 
 
+def test_a_disclosed_top_level_sd_alg_is_not_a_processed_claim() -> None:
+    """RFC 9901 section 7.1 step 3: Disclosures are inserted where their digests are (3.c),
+    and only then are ``_sd`` and ``_sd_alg`` removed from the payload (3.e, 3.f). The verifier
+    took ``_sd_alg`` out before inserting: a Disclosure named ``_sd_alg`` beside the issuer's
+    ``_sd_alg`` was taken instead of refused as a claim that already exists (3.c.ii.3), and
+    without the issuer's one, it stayed in the processed claims that the application reads
+    (ADR 77's 30I item). Nested, it is an ordinary claim name."""
+    d = disclosure("c2FsdHNhbHRzYWx0c2FsdA", "_sd_alg", "sha-512")
+    with pytest.raises(ClaimConflictError, match="existing claim"):
+        verify(rebind(reissue(base_payload(_sd=[digest(d)])), [d]))
+    payload = base_payload(_sd=[digest(d)])
+    del payload["_sd_alg"]
+    claims = verify(rebind(reissue(payload), [d]))
+    assert "_sd_alg" not in claims, claims
+    issuer_only = sdjwt.verify_issuer_signed(f"{reissue(payload)}~{d}~",
+                                             issuer_public_jwk=jwk_of(ED_ISSUER), now=T0)
+    assert "_sd_alg" not in issuer_only, issuer_only
+    nested = base_payload(address={"_sd": [digest(d)]})
+    assert verify(rebind(reissue(nested), [d]))["address"] == {"_sd_alg": "sha-512"}
+
+
 def test_vc_requires_vct() -> None:
     payload = base_payload()
     del payload["vct"]
