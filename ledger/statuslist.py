@@ -397,8 +397,8 @@ def verify_token(unverified: str, *, public_key: PublicKey | ec.EllipticCurvePub
     Checks, in order: size and shape (three canonical base64url parts); the header (strict JSON,
     ``typ`` ``statuslist+jwt`` or ``application/statuslist+jwt``, ``alg`` in the allow-list
     {EdDSA, ES256} and the one ``public_key`` signs with (EdDSA for Ed25519, ES256 for P-256),
-    no ``crit``); the signature under ``public_key``; then the claims (strict
-    JSON; ``sub == expected_sub``; integer ``iat`` not after ``now + skew``; ``exp``, if present,
+    no ``crit``); the signature under ``public_key``; then the claims (strict JSON; ``sub ==
+    expected_sub``; no ``aud``; integer ``iat`` not after ``now + skew``; ``exp``, if present,
     after ``iat`` and ``now < exp + skew``; ``nbf``, if present, not after ``now + skew``;
     ``ttl``, if present, positive and ``now < iat + ttl + skew``: the issuer's bound on how
     long a copy may be relied on) and ``status_list`` via :meth:`StatusList.decode`.
@@ -446,6 +446,9 @@ def verify_token(unverified: str, *, public_key: PublicKey | ec.EllipticCurvePub
     sub = payload.get("sub")
     if sub != expected_sub:
         raise StatusListError(f"token sub is {sub!r}, expected {expected_sub!r}")
+    if "aud" in payload:  # RFC 7519 section 4.1.3: this verifier names itself in none
+        raise StatusListError("token has an 'aud' claim: it is for the audience it names, and "
+                              "a status list's reader is not one")
     iat = _claim_int(payload, "iat")
     if iat is None:
         raise StatusListError("token has no 'iat' claim")

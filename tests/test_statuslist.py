@@ -708,6 +708,17 @@ def test_check_status_reads_the_entry(idx: int, status: str, value: int) -> None
     assert f"index {idx} of {URI}" in result.reason
 
 
+@pytest.mark.parametrize("aud", ["https://other-verifier.example", ["https://a.example"], ""])
+def test_a_status_list_token_for_an_audience_is_refused(aud: object) -> None:
+    """RFC 7519 section 4.1.3: a principal that does not identify itself with a value in a
+    JWT's ``aud`` MUST reject it. A Status List Token is for whoever checks a status and names
+    no audience (the draft's claims are sub, iat, exp, ttl, status_list); one naming some was
+    taken by every verifier, which names itself in none (ADR 77's 30I item)."""
+    with pytest.raises(StatusListError, match="'aud'"):
+        _verify(_signed(HEADER, {**PAYLOAD, "aud": aud}))
+    assert _verify(_signed(HEADER, PAYLOAD)) == SL
+
+
 def test_check_status_asks_for_the_claims_uri() -> None:
     asked: list[str] = []
 
