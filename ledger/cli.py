@@ -1804,6 +1804,10 @@ def monitor(
     ca: Annotated[Path | None, typer.Option(
         "--ca", help="CA certificate to trust for an https node (a local cluster's "
                      "pki/ca.crt); default: the system's.", exists=True, dir_okay=False)] = None,
+    give_up: Annotated[int | None, typer.Option(
+        "--give-up-after", metavar="N", min=1,
+        help="Exit 3 once N rounds in a row could not reach the node; default: retry for "
+             "good.")] = None,
 ) -> None:
     """Watch a node's checkpoints: each must be quorum-signed and consistent with the last, and
     the block it names must descend from the last one's (the node's headers between them).
@@ -1811,9 +1815,14 @@ def monitor(
     Note keys come from /v1/registry/agencies and the quorum from /v1/registry: the governance
     quorum of the current agencies must sign.
 
+    A node that does not answer is said once, and again only when the reason changes or when
+    it answers again; while it does not, the rounds come less often (the wait doubles, up to
+    ten times --interval or an hour, whichever is less, never under --interval).
+
     Exit 1 on an inconsistency or equivocation, also one the node itself holds as evidence
     (/v1/evidence), or when the node halted on a fork (the evidence is printed); 2 on bad input
-    or (with --once) an unreachable node.
+    or (with --once) an unreachable node; 3 when --give-up-after N rounds in a row could not
+    reach it.
     """
     if not url.startswith(("http://", "https://")):
         _fail(f"the URL must be http(s), not {url!r}", 2)
@@ -1824,6 +1833,8 @@ def monitor(
     last = None
     if state is not None and state.exists():
         last = _read_checkpoint(state)
+    failed = 0  # rounds in a row that could not reach the node
+    said = ""  # the reason last said for them
     while True:
         try:
             last = _monitor_round(base, last)
@@ -1835,10 +1846,24 @@ def monitor(
         except _MonitorUnreachable as e:
             if once:
                 _fail(f"cannot monitor {base}: {e}", 2)
-            # a node's words (an HTTP reason phrase) are the node's: shown, not acted on
-            err.print(Text(printable(f"cannot monitor {base}: {e}; retrying"), style="yellow"),
-                      soft_wrap=True)
+            failed += 1
+            if give_up is not None and failed >= give_up:
+                _fail(f"cannot monitor {base}: {e}; gave up after {failed} "
+                      f"round{'s' * (failed > 1)} in a row", 3)
+            if str(e) != said:  # once, not a line a round: again when the reason changes
+                said = str(e)
+                # a node's words (an HTTP reason phrase) are the node's: shown, not acted on
+                err.print(Text(printable(
+                    f"cannot monitor {base}: {e}; retrying" + (
+                        ", less often while it does not answer" if failed == 1 else
+                        f" ({failed} rounds in a row failed)")), style="yellow"),
+                    soft_wrap=True)
         else:
+            if failed:
+                err.print(Text(printable(f"{base} answers again, after {failed} round"
+                                         f"{'s' * (failed > 1)} that could not reach it")),
+                          soft_wrap=True)
+            failed, said = 0, ""
             if state is not None:
                 try:
                     write_atomic(state, last.to_text().encode(), 0o644)
@@ -1846,7 +1871,16 @@ def monitor(
                     _fail(f"cannot write the state file {state}: {e.strerror or e}", 2)
         if once:
             return
-        time.sleep(interval)
+        time.sleep(_monitor_wait(interval, failed))
+
+
+def _monitor_wait(interval: float, failed: int) -> float:
+    """The wait before the next round after ``failed`` rounds in a row that could not reach
+    the node: ``interval``, doubled for each failed round past the first, up to ten times it
+    or an hour, whichever is less (never under ``interval``)."""
+    if failed <= 1:
+        return interval
+    return min(interval * 2.0 ** min(failed - 1, 64), max(interval, min(10 * interval, 3600.0)))
 
 
 # -- agency: issuing agencies -------------------------------------------------------------------

@@ -68,10 +68,11 @@ def settings_for(data: Path, token: str | None = TOKEN) -> Settings:
 
 
 @contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` with uvicorn on a free 127.0.0.1 port in a thread; yield its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False,
-                            lifespan="on")
+def serve(app: FastAPI, port: int = 0) -> Iterator[str]:
+    """Run ``app`` with uvicorn on a free 127.0.0.1 port (or ``port``) in a thread; yield its
+    base URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
+                            access_log=False, lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -9,10 +9,12 @@ import http.server
 import io
 import itertools
 import json
+import os
 import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import urllib.error
 import urllib.request
@@ -435,6 +437,69 @@ def test_monitor_live_node(demo: Path, tmp_path: Path) -> None:
         closed = f"http://127.0.0.1:{s.getsockname()[1]}"
     r = runner.invoke(ledger_app, ["monitor", closed, "--once"])
     assert r.exit_code == 2 and "cannot monitor" in r.output, r.output
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_monitor_of_a_node_not_running_says_so_once_and_gives_up_when_told() -> None:
+    """`ledger monitor` of a node that is not running retried for ever, one line a round (ADR
+    77's 30R item): a stream of the same line on the auditor's terminal or in cron's mail, at
+    the full pace, and no end but a signal. It says so once (again only when the reason
+    changes), waits longer between rounds while the node does not answer, and with
+    ``--give-up-after N`` exits 3, a status of its own, after N failed rounds in a row."""
+    closed = f"http://127.0.0.1:{_closed_port()}"
+    r = runner.invoke(ledger_app, ["monitor", closed, "--interval", "0.1", "--give-up-after",
+                                   "4"], env={"COLUMNS": "300"})
+    assert r.exit_code == 3, r.output
+    lines = r.output.splitlines()
+    assert len(lines) == 2 and all(f"cannot monitor {closed}" in x for x in lines), r.output
+    assert "retrying, less often" in lines[0], r.output
+    assert "gave up after 4 rounds in a row" in lines[1], r.output
+    said = " ".join(runner.invoke(ledger_app, ["monitor", "--help"],
+                                  env={"COLUMNS": "300"}).output.split())
+    assert "--give-up-after" in said and "3 when --give-up-after N rounds" in said, said
+    r = runner.invoke(ledger_app, ["monitor", closed, "--give-up-after", "0"])
+    assert r.exit_code == 2, r.output
+    from ledger.cli import _monitor_wait
+    assert [_monitor_wait(30, n) for n in range(6)] == [30, 30, 60, 120, 240, 300]
+    assert _monitor_wait(0.1, 1000) == pytest.approx(1.0)
+    assert _monitor_wait(3600, 9) == _monitor_wait(86400, 9) / 24 == 3600
+
+
+def test_monitor_of_a_node_started_later_says_once_and_then_that_it_answers(
+        demo: Path, tmp_path: Path) -> None:
+    """The monitor started before its node (a machine booting, a node restarted): one line
+    says it does not answer, none while it still does not, and once the node runs, that it
+    answers again, then the node's checkpoint as for any round (ADR 77's 30R item)."""
+    data = tmp_path / "node"
+    shutil.copytree(demo, data)
+    port = _closed_port()
+    url = f"http://127.0.0.1:{port}"
+    monitor = Path(sys.executable).parent / "ledger"
+    with subprocess.Popen([str(monitor), "monitor", url, "--interval", "0.1"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, "COLUMNS": "300"}) as proc:
+        try:
+            assert proc.stderr is not None and proc.stdout is not None
+            first = proc.stderr.readline()
+            assert f"cannot monitor {url}" in first and "retrying" in first, first
+            app = create_app(settings_for(data), clock=lambda: T0 + 10_000, passphrase=PASS)
+            with serve(app, port) as served:
+                assert served == url
+                seen = proc.stdout.readline()
+                again = proc.stderr.readline()
+                proc.terminate()  # while the node runs: no round after it stops
+                rest = proc.stderr.read()
+        finally:
+            proc.kill()
+    assert seen.startswith("checkpoint ") and seen.rstrip().endswith("(first seen)"), seen
+    assert again.startswith(f"{url} answers again, after ") and " round" in again, again
+    assert "that could not reach it" in again, again
+    assert "cannot monitor" not in rest, rest  # not a line a round
 
 
 Answer = Callable[[int, bytes], tuple[int, bytes]]
