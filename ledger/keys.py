@@ -39,6 +39,7 @@ __all__ = [
     "open_secret",
     "read_passphrase",
     "save_private_key",
+    "seal_again",
     "seal_secret",
     "signing_message",
 ]
@@ -263,3 +264,28 @@ def load_private_key(path: Path, passphrase: bytes) -> PrivateKey:
     if key.kid != kid:
         raise KeyFileError(f"key file {path} decrypts to a different key than it names")
     return key
+
+
+def seal_again(path: Path, old: bytes) -> tuple[str, Callable[[bytes], bytes]]:
+    """The key file ``path`` (a node or issuer key, or a secret :func:`seal_secret` sealed: a
+    credit secret, an evidence key, a TLS key) opened with the passphrase ``old``: its kind's
+    words ("an Ed25519 key", "a sealed credit-secret") and a function that seals the same key,
+    of the same kind, under a new passphrase (the caller writes its bytes). A
+    :class:`KeyFileError` when it cannot be read, is no key file, or ``old`` does not open it."""
+    try:
+        blob = read_capped(path)
+    except OSError as e:
+        raise KeyFileError(f"cannot read key file {path}: {e.strerror or e}") from e
+
+    def kind(f: codec.Fields) -> dict[str, Any]:
+        if f.has("kid"):
+            return {"kid": f.bytes("kid", size=32)}
+        if f.has("what"):
+            return {"what": f.str("what")}
+        raise DecodeError("it names neither a key id nor a label: not a key file")
+
+    data, fields = _unseal(blob, old, path, kind)
+    if "kid" in fields and (len(data) != 32 or PrivateKey(data).kid != fields["kid"]):
+        raise KeyFileError(f"key file {path} decrypts to a different key than it names")
+    return ("an Ed25519 key" if "kid" in fields else f"a sealed {fields['what']}",
+            lambda new: _seal(fields, data, new))

@@ -1306,6 +1306,82 @@ def credit_secret(
               "restart the node to use it")
 
 
+@app.command("seal-again")
+def seal_again(
+    keys: Annotated[list[Path], typer.Option(
+        "--key", metavar="FILE",
+        help="A key file to seal again (repeat): a node or issuer key, the credit "
+                      "secret, the evidence key, a TLS key `pki copy-key` wrote.",
+        show_default=False)],
+) -> None:
+    """Seal this agency's key files again under a passphrase of its own.
+
+    `init --new-network` seals every founder's keys under the ceremony's one passphrase: each
+    founder runs this on its part (its .node.key and .issuer.key) before it does anything
+    else with them. It also changes an agency's key passphrase: give every key file its node
+    opens (node, issuer, credit.secret, evidence.key, and the PKI folder's key), as they all
+    open with one passphrase.
+
+    The current passphrase comes from $LEDGER_FROM_PASSPHRASE (the file
+    $LEDGER_FROM_PASSPHRASE_FILE names, or asked) and must open every file before anything is
+    written; the new one from $LEDGER_KEY_PASSPHRASE (the file $LEDGER_KEY_PASSPHRASE_FILE
+    names, or asked twice), and must differ. Each file keeps its place, kind and mode and is
+    replaced whole; no key is printed. Bad input (a missing file, no passphrase, the same one
+    again) exits 2; a file that is no key file or does not open with the current passphrase
+    exits 1; nothing is written in either case.
+    """
+    import stat as stat_
+
+    from ledger.keys import seal_again as seal_file
+
+    files: dict[Path, Path] = {}  # the file (a link's target: the link stays) → as given
+    for given in keys:
+        if str(given) == "-":
+            err.print("[red]error:[/] --key: - (standard input) is not taken here: give the key "
+                      "file's path")
+            raise typer.Exit(2)
+        try:
+            info = given.stat()
+        except OSError as e:
+            err.print(f"[red]error:[/] --key {_q(given)}: {_q(e.strerror or e)}; nothing was "
+                      "written")
+            raise typer.Exit(2) from e
+        if not stat_.S_ISREG(info.st_mode):
+            err.print(f"[red]error:[/] --key {_q(given)} is not a file; nothing was written")
+            raise typer.Exit(2)
+        files.setdefault(given.resolve(), given)
+    try:
+        old = read_passphrase("Current passphrase of the key files (or set "
+                              "LEDGER_FROM_PASSPHRASE): ", env="LEDGER_FROM_PASSPHRASE")
+    except KeyFileError as e:
+        err.print(f"[red]error:[/] {_q(e)}")
+        raise typer.Exit(2) from e
+    opened = []
+    for path, given in files.items():  # every file opens before anything is written
+        try:
+            opened.append((path, given, *seal_file(path, old)))
+        except KeyFileError as e:
+            err.print(f"[red]error:[/] {_q(e)}; nothing was written")
+            raise typer.Exit(1) from e
+    new = _ask_passphrase("for the key files from now on", confirm=True)
+    if hmac.compare_digest(new, old):
+        err.print("[red]error:[/] the new passphrase is the current one: give one only this "
+                  f"agency knows in {PASSPHRASE_ENV}; nothing was written")
+        raise typer.Exit(2)
+    for done, (path, given, kind, seal) in enumerate(opened):
+        mode = stat_.S_IMODE(path.stat().st_mode)
+        try:
+            write_atomic(path, seal(new), mode)
+            os.chmod(path, mode)  # the mode it had, whatever the umask took from it
+        except OSError as e:
+            left = ", ".join(_q(g) for _, g, _, _ in opened[done:])
+            err.print(f"[red]error:[/] cannot write {_q(given)}: {_q(e.strerror or e)}; still "
+                      f"under the current passphrase: {left}")
+            raise typer.Exit(1) from e
+        err.print(f"sealed again: {_q(given)} ({_q(kind)}, mode {mode:o})")
+    err.print(f"{len(opened)} key file(s) now open with the new passphrase only")
+
+
 @app.command("evidence-key")
 def evidence_key(
     data: Annotated[Path, typer.Option(help="The node's data folder (its key is "

@@ -1409,6 +1409,8 @@ def test_founding_agencies_start_a_network_as_the_readme_says(tmp_path: Path) ->
     founders = {**os.environ, "LEDGER_KEY_PASSPHRASE": PASS.decode(),
                 "LEDGER_FROM_PASSPHRASE": PASS.decode()}
     keeper = {**founders, "LEDGER_KEY_PASSPHRASE": "keeper-pw"}  # the PKI keeper's own
+    own = {a: f"{a}-own-pw" for a in ids}  # each founder's, once it sealed its keys again
+    env_of = {a: {**founders, "LEDGER_KEY_PASSPHRASE": own[a]} for a in ids}
     procs: list[subprocess.Popen[bytes]] = []
 
     def ok(*args: str, env: dict[str, str] = founders) -> str:
@@ -1418,10 +1420,10 @@ def test_founding_agencies_start_a_network_as_the_readme_says(tmp_path: Path) ->
         assert r.returncode == 0, (args, r.stderr)
         return r.stdout
 
-    def start(log: str, *args: str) -> None:
+    def start(log: str, *args: str, env: dict[str, str]) -> None:
         with (tmp_path / log).open("ab") as out:
             procs.append(subprocess.Popen([str(bin_ / args[0]), *args[1:]], cwd=tmp_path,
-                                          env=founders, stdout=out, stderr=out,
+                                          env=env, stdout=out, stderr=out,
                                           stdin=subprocess.DEVNULL))
 
     def until(what: str, done: Any, timeout: float = 120.0) -> None:
@@ -1443,11 +1445,16 @@ def test_founding_agencies_start_a_network_as_the_readme_says(tmp_path: Path) ->
         for key in (tmp_path / "ceremony" / "keys").glob(f"{a}.*"):
             shutil.copy2(key, tmp_path / f"{a}-data" / "keys" / key.name)
     shutil.rmtree(tmp_path / "ceremony")
+    for a in ids:  # each founder's keys under a passphrase only it knows
+        ok("ledger-node", "seal-again", "--key", f"{a}-data/keys/{a}.node.key", "--key",
+           f"{a}-data/keys/{a}.issuer.key", env=env_of[a])
     # 2. the credit secret
-    ok("ledger-node", "credit-secret", "--out", "civil-data/keys/credit.secret")
+    ok("ledger-node", "credit-secret", "--out", "civil-data/keys/credit.secret",
+       env=env_of["civil"])
     for a in ids[1:]:
         ok("ledger-node", "credit-secret", "--from", "civil-data/keys/credit.secret", "--out",
-           f"{a}-data/keys/credit.secret")
+           f"{a}-data/keys/credit.secret",
+           env={**env_of[a], "LEDGER_FROM_PASSPHRASE": own["civil"]})
     # 3. the PKI keeper (127.0.0.1, every certificate's, is the hosts here)
     ok("ledger-node", "pki", "create", "--out", "pki", "--network", network,
        *[x for a in ids for x in ("--agency", a)], env=keeper)
@@ -1457,14 +1464,15 @@ def test_founding_agencies_start_a_network_as_the_readme_says(tmp_path: Path) ->
             shutil.copyfile(tmp_path / "pki" / name, tmp_path / f"{a}-pki" / name)
         ok("ledger-node", "pki", "copy-key", "--pki", "pki", "--agency", a, "--out",
            f"{a}-pki/{a}.key", env={**keeper, "LEDGER_FROM_PASSPHRASE": "keeper-pw",
-                                    "LEDGER_KEY_PASSPHRASE": PASS.decode()})
+                                    "LEDGER_KEY_PASSPHRASE": own[a]})
     initial = ",".join(f"{a}={peer[a]}" for a in ids)
     try:
         # 4. each founder's etcd member
         for a in ids:
             start(f"etcd-{a}.log", "ledger-node", "etcd", "run", "--pki", f"{a}-pki",
                   "--agency", a, "--data", f"{a}-etcd", "--client-url", client[a],
-                  "--peer-url", peer[a], "--new-cluster", network, "--initial-cluster", initial)
+                  "--peer-url", peer[a], "--new-cluster", network, "--initial-cluster", initial,
+                  env=env_of[a])
 
         def formed() -> bool:
             r = subprocess.run([str(bin_ / "ledger-node"), "etcd", "members", "--pki", "pki",
@@ -1485,7 +1493,8 @@ def test_founding_agencies_start_a_network_as_the_readme_says(tmp_path: Path) ->
                *[x for o in others for x in ("--etcd-endpoint", client[o])],
                *[x for o in others for x in ("--peer", node[o])], "--pki", f"{a}-pki",
                "--tls", "--port", node[a].rpartition(":")[2], "--public-url", node[a])
-            start(f"node-{a}.log", "ledger-node", "run", "--config", f"{a}/node.toml")
+            start(f"node-{a}.log", "ledger-node", "run", "--config", f"{a}/node.toml",
+                  env=env_of[a])
         http = httpx.Client(verify=ssl.create_default_context(
             cafile=str(tmp_path / "pki" / "ca.crt")), timeout=30)
 
@@ -1496,8 +1505,10 @@ def test_founding_agencies_start_a_network_as_the_readme_says(tmp_path: Path) ->
                 return {}
 
         until("every node up", lambda: all(health(a) for a in ids))
-        keys = {a: Agency(a, a, load_private_key(tmp_path / f"{a}-data/keys/{a}.node.key", PASS),
-                          load_private_key(tmp_path / f"{a}-data/keys/{a}.issuer.key", PASS))
+        keys = {a: Agency(a, a, load_private_key(tmp_path / f"{a}-data/keys/{a}.node.key",
+                                                 own[a].encode()),
+                          load_private_key(tmp_path / f"{a}-data/keys/{a}.issuer.key",
+                                           own[a].encode()))
                 for a in ids}
         tx = governance_tx(network, 1, "register_type", {"type": DEGREE},
                            [keys["civil"], keys["edu"]])

@@ -342,6 +342,80 @@ def test_credit_secret_made_once_and_sealed_again_for_another_agency(tmp_path: P
     assert read_credit_secret(second, b"edu-pw") == made
 
 
+def test_a_founder_seals_its_keys_again_under_a_passphrase_only_it_knows(
+        tmp_path: Path) -> None:
+    """`ledger-node seal-again`: the ceremony's one passphrase opens every founder's keys; a
+    founder seals its own again under its own passphrase, after the current one opened every
+    file. Its node then starts with the new passphrase and not with the ceremony's; bad input
+    (a missing file, a file of another kind, a wrong or the same passphrase) writes nothing."""
+    from ledger.errors import KeyFileError
+    from ledger.keys import load_private_key
+    from node.service import read_credit_secret
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    _init_one_founder(tmp_path, "district-6", {**env, "LEDGER_KEY_PASSPHRASE": "ceremony-pw"})
+    keys = tmp_path / "data" / "keys"
+    node_key, issuer_key = keys / "edu.node.key", keys / "edu.issuer.key"
+    secret = keys / "credit.secret"
+    r = subprocess.run([str(BIN / "ledger-node"), "credit-secret", "--out", str(secret)],
+                       capture_output=True, text=True, timeout=120, check=False,
+                       env={**env, "LEDGER_KEY_PASSPHRASE": "ceremony-pw"})
+    assert r.returncode == 0, r.stderr
+    issuer_key.chmod(0o640)  # a mode of the agency's own choosing is kept
+    before = {p: p.read_bytes() for p in (node_key, issuer_key, secret)}
+    made = load_private_key(node_key, b"ceremony-pw").kid
+
+    def seal(*files: Path, old: str = "ceremony-pw",
+             new: str = "edu-own-pw") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "ledger-node"), "seal-again",
+                               *[x for f in files for x in ("--key", str(f))]],
+                              capture_output=True, text=True, timeout=120, check=False,
+                              stdin=subprocess.DEVNULL,
+                              env={**env, "LEDGER_FROM_PASSPHRASE": old,
+                                   "LEDGER_KEY_PASSPHRASE": new})
+
+    for files, old, new, code, said in (
+            ((node_key, tmp_path / "none.key"), "ceremony-pw", "edu-own-pw", 2, "none.key"),
+            ((node_key, tmp_path / "node.toml"), "ceremony-pw", "edu-own-pw", 1,
+             "cannot read key file"),
+            ((node_key, issuer_key), "wrong-pw", "edu-own-pw", 1, "wrong passphrase"),
+            ((node_key, issuer_key), "ceremony-pw", "ceremony-pw", 2, "is the current one")):
+        r = seal(*files, old=old, new=new)
+        assert r.returncode == code and said in r.stderr, (files, r.returncode, r.stderr)
+        assert "nothing was written" in " ".join(r.stderr.split()), r.stderr
+        assert "Traceback" not in r.stderr
+        assert {p: p.read_bytes() for p in before} == before  # nothing changed
+    r = seal(node_key, issuer_key, secret)
+    assert r.returncode == 0, r.stderr
+    for word in ("ceremony-pw", "edu-own-pw", read_credit_secret(secret, b"edu-own-pw").hex()):
+        assert word not in r.stdout + r.stderr
+    assert all(p.read_bytes() != before[p] for p in before)
+    assert stat.S_IMODE(node_key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(issuer_key.stat().st_mode) == 0o640
+    assert sorted(p.name for p in keys.iterdir()) == sorted(p.name for p in before)  # no tmp
+    assert load_private_key(node_key, b"edu-own-pw").kid == made  # the same key
+    assert read_credit_secret(secret, b"edu-own-pw") is not None
+    with pytest.raises(KeyFileError, match="wrong passphrase"):
+        load_private_key(issuer_key, b"ceremony-pw")
+
+    run = [str(BIN / "ledger-node"), "run", "--config", str(tmp_path / "node.toml")]
+    r = subprocess.run([*run, "--port", "1"], capture_output=True, text=True, timeout=120,
+                       check=False, env={**env, "LEDGER_KEY_PASSPHRASE": "ceremony-pw"})
+    assert r.returncode != 0 and "wrong passphrase" in r.stderr, r.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with subprocess.Popen([*run, "--port", str(port)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True,
+                          env={**env, "LEDGER_KEY_PASSPHRASE": "edu-own-pw"}) as proc:
+        try:
+            assert _health_once_up(proc, port)["network"] == "district-6"
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    assert proc.returncode == 0
+
+
 def test_init_refuses_network_options_without_a_new_network(tmp_path: Path) -> None:
     """--founder and --quorum only mean something with --new-network: without it, init used
     to ignore them and write the config of the folder as it is."""
