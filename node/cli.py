@@ -1115,6 +1115,12 @@ def etcd_run(
              "--initial-cluster, naming each founder's member, and the same network id. At "
              "the first run only, with an empty --data (README: \"Founding agencies start a "
              "network\").")] = None,
+    ledger: Annotated[Path | None, typer.Option(
+        "--ledger", metavar="DATA",
+        help="With --new-cluster: this founder's data folder (or its ledger/), holding the "
+             "genesis the ceremony made: a NETWORK that is not its network id, or an "
+             "--initial-cluster name that is none of its founders (a misspelt one), is "
+             "refused before etcd starts.", file_okay=False)] = None,
 ) -> None:
     """Run this agency's etcd member in the foreground, with mTLS (clients and peers) from its
     PKI folder and the CA's revocation list crl.pem (a new one copied there counts at once).
@@ -1164,6 +1170,8 @@ def etcd_run(
         if initial_cluster is None:
             refuse("--new-cluster needs --initial-cluster: every founder's NAME=PEER-URL, "
                    "this member's among them, the same for every founder")
+    if ledger is not None and new_cluster is None:
+        refuse("--ledger is read with --new-cluster only (a new network's founders)")
     if initial_cluster is None:
         if not joined:
             refuse("--initial-cluster is needed at the first run (`ledger-node etcd admit "
@@ -1188,6 +1196,8 @@ def etcd_run(
             refuse(f"--initial-cluster gives the peer URL {twice[0]!r} to two members")
         if (agency, "=", peer_url) not in pairs:
             refuse(f"--initial-cluster names no {agency}={peer_url} (this member, as added)")
+        if ledger is not None and new_cluster is not None:
+            _check_founders(ledger, new_cluster, sorted({n for n, _, _ in pairs}), refuse)
     for name in ("ca.crt", "crl.pem", f"{agency}.crt", f"{agency}.key"):
         if not (pki / name).is_file():
             refuse(f"the PKI folder {pki} has no {name} (the PKI's keeper copies ca.crt, "
@@ -1223,6 +1233,30 @@ def etcd_run(
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         err.print(f"[red]etcd stopped ({how});[/] its clear key is removed")
         raise typer.Exit(1)
+
+
+def _check_founders(data: Path, network: str, names: list[str],
+                    refuse: Callable[[str], NoReturn]) -> None:
+    """Refuse (``refuse``) a ``network`` other than the genesis' in ``data`` (a node's data
+    folder or its store), and member ``names`` that are none of the founders it names."""
+    from ledger.store import Store
+
+    store_path = data if (data / "CURRENT").exists() else data / "ledger"
+    try:
+        with Store(store_path, create=False) as store:
+            if store.head is None:
+                refuse(f"--ledger: the ledger in {data} has no genesis")
+            genesis = store.registry_at(0)
+    except LedgerError as e:
+        refuse(f"--ledger: {e}")
+    if genesis.network != network:
+        refuse(f"--new-cluster {network!r} is not the network of the genesis in {data} "
+               f"({genesis.network!r})")
+    founders = sorted(genesis.agencies())
+    strangers = [n for n in names if n not in founders]
+    if strangers:
+        refuse(f"--initial-cluster names {strangers[0]!r}, none of the founders the genesis in "
+               f"{data} names ({', '.join(founders)}): misspelt?")
 
 
 @etcd_app.command("members")

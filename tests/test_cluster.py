@@ -1389,6 +1389,60 @@ def test_etcd_run_new_cluster_checks_its_options_and_starts_a_founders_member(
     assert "Passphrase" not in r.stderr
 
 
+def test_etcd_run_new_cluster_refuses_a_name_that_is_no_founder_of_its_genesis(
+        tmp_path: Path) -> None:
+    """With --ledger (the founder's data folder from the ceremony), `etcd run --new-cluster`
+    reads the founders from the genesis they all signed: another founder's misspelt name in
+    --initial-cluster, or another network id, is refused (exit 2, before the passphrase,
+    nothing made), where a founder's PKI copy (its own certificate only) could not tell. The
+    founders' right names get past it (round 36K)."""
+    import datetime as dt
+    import os
+
+    from conftest import T0, LedgerHarness
+
+    from ledger.network import demo_agency
+    from node.pki import create_pki
+
+    founders = [demo_agency(a, a.title()) for a in ("civil", "edu", "health")]
+    (tmp_path / "civil-data").mkdir()
+    LedgerHarness(tmp_path / "civil-data" / "ledger", founders, 2, T0, "district-9"
+                  ).store.close()
+    create_pki(tmp_path / "pki", "district-9", ["civil"], PASS, now=dt.datetime.now(dt.UTC))
+    own = _own_pki(tmp_path / "pki", "civil", tmp_path / "civil-pki")
+    peer = "https://127.0.0.1:1"
+    data = tmp_path / "civil-etcd"
+    run = [str(Path(sys.executable).parent / "ledger-node"), "etcd", "run", "--pki", str(own),
+           "--agency", "civil", "--data", str(data), "--client-url", "https://127.0.0.1:2",
+           "--peer-url", peer]
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    right = f"civil={peer},edu=https://127.0.0.1:3,health=https://127.0.0.1:4"
+    for ledger, extra, said in (
+            ("civil-data", ["--new-cluster", "district-9", "--initial-cluster",
+                            right.replace("health", "heath")],
+             "names 'heath', none of the founders the genesis in"),
+            ("civil-data/ledger", ["--new-cluster", "district-9", "--initial-cluster",
+                                   right.replace("edu", "education")], "'education'"),
+            ("civil-data", ["--new-cluster", "district-7", "--initial-cluster", right],
+             "'district-7' is not the network of the genesis"),
+            ("civil-etcd-none", ["--new-cluster", "district-9", "--initial-cluster", right],
+             "--ledger:"),
+            ("civil-data", ["--initial-cluster", right], "--ledger is read with --new-cluster"),
+            # the right names and network pass: what it says next is past the founders' check
+            ("civil-data", ["--new-cluster", "district-9", "--initial-cluster", right,
+                            "--agency", "edu"], "names no edu=")):
+        r = subprocess.run([*run, "--ledger", str(tmp_path / ledger), *extra], env=bare,
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                           check=False)
+        assert r.returncode == 2 and said in " ".join(r.stderr.split()), (extra, r.stderr)
+        assert "Passphrase" not in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([*run, "--ledger", str(tmp_path / "civil-data"), "--new-cluster",
+                        "district-9", "--initial-cluster", right], env=bare,
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False)
+    assert "founders" not in r.stderr and "no passphrase" in r.stderr, r.stderr  # past them
+    assert not data.exists()
+
+
 @pytest.mark.slow
 def test_founding_agencies_start_a_network_as_the_readme_says(tmp_path: Path) -> None:
     """The README's "Founding agencies start a network", step by step, each agency with its
@@ -1472,7 +1526,7 @@ def test_founding_agencies_start_a_network_as_the_readme_says(tmp_path: Path) ->
             start(f"etcd-{a}.log", "ledger-node", "etcd", "run", "--pki", f"{a}-pki",
                   "--agency", a, "--data", f"{a}-etcd", "--client-url", client[a],
                   "--peer-url", peer[a], "--new-cluster", network, "--initial-cluster", initial,
-                  env=env_of[a])
+                  "--ledger", f"{a}-data", env=env_of[a])
 
         def formed() -> bool:
             r = subprocess.run([str(bin_ / "ledger-node"), "etcd", "members", "--pki", "pki",
