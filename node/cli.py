@@ -462,13 +462,20 @@ def _startup_failure(host: str, port: int) -> Iterator[None]:
 def init(
     data: Annotated[Path, typer.Option(help="An existing node data folder (<data>/ledger, "
                                             "<data>/keys), e.g. the demo's.")],
-    agency: Annotated[str, typer.Option(help="The agency this node acts for.")],
-    config_out: Annotated[Path, typer.Option(help="Where to write the config.")] = Path(
-        "node.toml"),
+    agency: Annotated[str | None, typer.Option(
+        help="The agency this node acts for (needed unless --no-config).",
+        show_default=False)] = None,
+    config_out: Annotated[Path | None, typer.Option(
+        help="Where to write the config.  [default: node.toml]", show_default=False)] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing config file.")] = False,
     new_network: Annotated[str | None, typer.Option(
         help="Create a NEW network of this id in --data (keys for every --founder, encrypted, "
              "and a genesis they all sign) before writing the config.")] = None,
+    no_config: Annotated[bool, typer.Option(
+        "--no-config", help="With --new-network: make the keys and the genesis only, no config "
+                            "and no operator token (the founders' ceremony: no node runs from "
+                            "its folder; each founder writes its config once it has its part)."
+    )] = False,
     founder: Annotated[list[str] | None, typer.Option(
         help="With --new-network: a founding agency as ID=Name (repeat for each).")] = None,
     quorum: Annotated[int, typer.Option(help="With --new-network: the governance quorum.")
@@ -508,6 +515,28 @@ def init(
     from node.config import ConfigError, Settings, network_lines
 
     endpoints, peers = tuple(etcd_endpoint or ()), tuple(peer or ())
+    if no_config:
+        given = [o for o, v in (("--new-network", new_network is None), ("--agency", agency),
+                                ("--config-out", config_out), ("--etcd-endpoint", endpoints),
+                                ("--peer", peers), ("--pki", pki), ("--tls", tls),
+                                ("--public-url", public_url), ("--force", force)) if v]
+        if given:
+            why = ("it is for --new-network" if given[0] == "--new-network" else
+                   f"leave out {given[0]}")
+            err.print(f"[red]--no-config:[/] {why}: it makes a new network's keys and genesis "
+                      "only (--new-network, --founder, --quorum, --data); nothing was made")
+            raise typer.Exit(2)
+        assert new_network is not None
+        _new_network(data, new_network, founder or [], quorum, None)
+        err.print("no config written (--no-config): each founder writes its own with `ledger-node "
+                  "init --data ITS-DATA --agency ID` once it has its part")
+        return
+    if agency is None:
+        err.print("[red]missing option --agency:[/] the agency the config is for (only "
+                  "--new-network --no-config writes no config)")
+        raise typer.Exit(2)
+    if config_out is None:
+        config_out = Path("node.toml")
     try:
         if peers and not endpoints:
             raise ConfigError("--peer: peers are a network node's: give its --etcd-endpoint too")
@@ -600,8 +629,9 @@ def init(
 
 
 def _new_network(data: Path, network: str, founders: list[str], quorum: int,
-                 agency: str) -> None:
-    """Generate every founder's node and issuer keys and commit the genesis in ``data``."""
+                 agency: str | None) -> None:
+    """Generate every founder's node and issuer keys and commit the genesis in ``data``;
+    ``agency``, when given, must be a founder (the one the config is written for)."""
     from ledger.chain import build_genesis
     from ledger.errors import DecodeError
     from ledger.keys import PrivateKey, save_private_key
@@ -624,7 +654,10 @@ def _new_network(data: Path, network: str, founders: list[str], quorum: int,
             raise typer.Exit(2)
         agencies.append(Agency(aid, name, PrivateKey.generate(),
                                PrivateKey.generate()))
-    if agency not in {a.id for a in agencies}:
+    if not agencies:
+        err.print("[red]a new network needs its founders:[/] give each with --founder ID=Name")
+        raise typer.Exit(2)
+    if agency is not None and agency not in {a.id for a in agencies}:
         err.print(f"[red]--agency {_q(repr(agency))} must be one of the --founder ids[/]")
         raise typer.Exit(2)
     if data.exists() and any(data.iterdir()):

@@ -1491,7 +1491,7 @@ def test_founding_agencies_start_a_network_as_the_readme_says(tmp_path: Path) ->
     # 1. the genesis ceremony; each founder takes its keys and a copy of the store
     ok("ledger-node", "init", "--new-network", network, "--founder", "civil=Civil Affairs Bureau",
        "--founder", "edu=Education Bureau", "--founder", "health=Health Commission", "--quorum",
-       "2", "--data", "ceremony", "--agency", "civil", "--config-out", "ceremony/unused.toml")
+       "2", "--data", "ceremony", "--no-config")
     for a in ids:
         (tmp_path / f"{a}-data").mkdir(mode=0o700)
         (tmp_path / f"{a}-data" / "keys").mkdir(mode=0o700)

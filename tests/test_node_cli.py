@@ -416,6 +416,48 @@ def test_a_founder_seals_its_keys_again_under_a_passphrase_only_it_knows(
     assert proc.returncode == 0
 
 
+def test_a_founders_ceremony_writes_no_config_nobody_would_use(tmp_path: Path) -> None:
+    """`init --new-network --no-config` (the founders' ceremony) makes every founder's keys
+    and the genesis only: no config pointing at the ceremony's folder (wiped once each founder
+    took its part) and no operator token (round 36K: the README had it write one to
+    ceremony/unused.toml). Options of a config with it, or it without --new-network, are
+    refused (exit 2) and make nothing; without it init still needs --agency."""
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "ceremony-pw"}
+
+    def init(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "ledger-node"), "init", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120, check=False,
+                              stdin=subprocess.DEVNULL)
+
+    ceremony = ["--new-network", "district-5", "--founder", "civil=Civil Affairs", "--founder",
+                "edu=Education Bureau", "--quorum", "2", "--data", "ceremony"]
+    for args, said in (
+            ([*ceremony, "--no-config", "--agency", "civil"], "leave out --agency"),
+            ([*ceremony, "--no-config", "--config-out", "c.toml"], "leave out --config-out"),
+            ([*ceremony, "--no-config", "--etcd-endpoint", "https://127.0.0.1:1"],
+             "leave out --etcd-endpoint"),
+            (["--data", "ceremony", "--no-config"], "it is for --new-network"),
+            (["--new-network", "district-5", "--data", "ceremony", "--no-config"],
+             "give each with --founder"),
+            (ceremony, "missing option --agency")):
+        r = init(*args)
+        assert r.returncode == 2 and said in " ".join(r.stderr.split()), (args, r.stderr)
+        assert "Traceback" not in r.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing made
+    r = init(*ceremony, "--no-config")
+    assert r.returncode == 0, r.stderr
+    assert "operator token" not in r.stdout + r.stderr and r.stdout == ""
+    assert "no config written" in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ceremony"]
+    assert sorted(p.name for p in (tmp_path / "ceremony").iterdir()) == ["keys", "ledger"]
+    assert sorted(p.name for p in (tmp_path / "ceremony" / "keys").iterdir()) == [
+        "civil.issuer.key", "civil.node.key", "edu.issuer.key", "edu.node.key"]
+    # a founder's own config, once it has its part (here: the ceremony's folder itself)
+    r = init("--data", "ceremony", "--agency", "edu", "--config-out", "edu/node.toml")
+    assert r.returncode == 0 and "operator token" in r.stdout, r.stderr
+    assert tomllib.loads((tmp_path / "edu" / "node.toml").read_text())["agency"] == "edu"
+
+
 def test_init_refuses_network_options_without_a_new_network(tmp_path: Path) -> None:
     """--founder and --quorum only mean something with --new-network: without it, init used
     to ignore them and write the config of the folder as it is."""
