@@ -29,6 +29,7 @@ from ledger.files import (
     Terminated,
     hold_empty_folder,
     make_folders,
+    read_capped,
     run_cli,
     sigterm_raises,
     write_atomic,
@@ -780,7 +781,10 @@ def pki_create(
     out: Annotated[Path, typer.Option(help="New folder for the CA and certificates, in a "
                                            "folder that exists.")],
     network: Annotated[str, typer.Option(help="The network id (in the CA's name).")],
-    agency: Annotated[list[str], typer.Option(help="An agency id to certify (repeat).")],
+    agency: Annotated[list[str] | None, typer.Option(
+        help="An agency id to certify, its key made here (repeat; or none, and each agency "
+             "certified later with `pki add`, --csr for a key it made and keeps).",
+        show_default=False)] = None,
     host: Annotated[list[str] | None, typer.Option(
         "--host", metavar="AGENCY=HOST", help="A host name or IP address an agency's node and "
                                               "etcd member are reached at, for its "
@@ -791,6 +795,7 @@ def pki_create(
     agency (825 days)."""
     from node.pki import create_pki
 
+    agency = agency or []
     if str(out) == "-":  # standard output: a PKI is a folder, never a folder named "-"
         err.print(f"[red]--out:[/] {NOT_STDOUT}")
         raise typer.Exit(2)
@@ -817,21 +822,86 @@ def pki_create(
 
 
 @pki_app.command("add")
-def pki_add(pki: _PKI_FOLDER, agency: _PKI_AGENCY, host: _PKI_HOSTS = None) -> None:
-    """Certify an agency governance admitted (or one whose certificate was revoked)."""
-    from node.pki import ensure_crl, ensure_operator_cert, issue_agency_cert
+def pki_add(pki: _PKI_FOLDER, agency: _PKI_AGENCY, host: _PKI_HOSTS = None,
+            csr: Annotated[Path | None, typer.Option(
+                "--csr", metavar="FILE",
+                help="The agency's certificate signing request (`ledger-node pki request` "
+                     "made it where the agency keeps its key): the certificate is for that "
+                     "key, and no key of the agency is made or kept here.",
+                dir_okay=False)] = None) -> None:
+    """Certify an agency governance admitted (or one whose certificate was revoked): a new
+    key made here (copied to the agency with `pki copy-key`), or, with --csr, the key the
+    agency made itself and keeps."""
+    from node.pki import (
+        CSR_MAX,
+        PkiError,
+        check_request,
+        ensure_crl,
+        ensure_operator_cert,
+        issue_agency_cert,
+    )
 
     _check_pki_input(agencies=[agency], hosts=host)
+    request = None
+    if csr is not None:  # bad input is said before the passphrase is asked
+        try:
+            request = read_capped(csr, CSR_MAX)
+            check_request(request, agency)
+        except OSError as e:
+            err.print(f"[red]error:[/] --csr {_q(csr)}: {_q(e.strerror or e)}")
+            raise typer.Exit(2) from e
+        except PkiError as e:
+            err.print(f"[red]error:[/] --csr {_q(csr)}: {_q(e)}; nothing was made")
+            raise typer.Exit(2) from e
 
     def step(passphrase: bytes, now: dt.datetime) -> str:
         ensure_crl(pki, passphrase, now=now)
         ensure_operator_cert(pki, passphrase, now=now)  # a PKI from before ADR 48
-        cert = issue_agency_cert(pki, agency, passphrase, now=now, hosts=host or [])
-        return (f"certificate for {agency} in {_q(pki / (agency + '.crt'))} (key encrypted "
-                f"in {_q(pki / (agency + '.key'))}), valid until "
-                f"{cert.not_valid_after_utc:%Y-%m-%d}" + _capped(cert, now))
+        cert = issue_agency_cert(pki, agency, passphrase, now=now, hosts=host or [],
+                                 csr=request)
+        where = ("its key stays with the agency" if request is not None else
+                 f"key encrypted in {_q(pki / (agency + '.key'))}")
+        return (f"certificate for {agency} in {_q(pki / (agency + '.crt'))} ({where}), valid "
+                f"until {cert.not_valid_after_utc:%Y-%m-%d}" + _capped(cert, now))
 
     _pki_step(f"certify {agency}", step, changes=pki)
+
+
+@pki_app.command("request")
+def pki_request(
+    agency: _PKI_AGENCY,
+    out: Annotated[Path, typer.Option(
+        help="The agency's own PKI folder (made 0700 if missing, in a folder that exists): "
+             "AGENCY.key and AGENCY.csr go there.", file_okay=False)],
+) -> None:
+    """Make this agency's TLS key and a certificate signing request for the PKI's keeper.
+
+    Run by the agency, where its node and etcd member run: the key is sealed under the
+    agency's passphrase ($LEDGER_KEY_PASSPHRASE, the file $LEDGER_KEY_PASSPHRASE_FILE names,
+    or asked twice) in AGENCY.key (0600) and never leaves; give AGENCY.csr (public) to the
+    keeper, who signs it with `ledger-node pki add --agency AGENCY --csr AGENCY.csr` and gives
+    back AGENCY.crt, with ca.crt and crl.pem. Nothing is written over."""
+    from node.pki import PkiError, make_request
+
+    _check_pki_input(agencies=[agency])
+    bad = (f"--out: {NOT_STDOUT}" if str(out) == "-" else
+           f"--out {out}: no folder {out.parent}" if not out.parent.is_dir() else
+           next((f"{out / n} exists (nothing was written)" for n in
+                 (f"{agency}.key", f"{agency}.csr") if (out / n).exists()), None))
+    if bad is not None:
+        err.print(f"[red]error:[/] {_q(bad)}")
+        raise typer.Exit(2)
+    passphrase = _ask_passphrase(f"for {agency}'s keys", confirm=True)
+    try:
+        out.mkdir(mode=0o700, exist_ok=True)
+        made = make_request(out, agency, passphrase)
+    except (PkiError, OSError) as e:
+        why = f"{e.filename}: {e.strerror}" if isinstance(e, OSError) and e.strerror else str(e)
+        err.print(f"[red]cannot make {_q(agency)}'s request:[/] {_q(why)}")
+        raise typer.Exit(1) from e
+    err.print(f"{agency}'s TLS key sealed in {_q(out / (agency + '.key'))} (0600; it stays "
+              f"here); give {_q(made)} to the PKI's keeper (`ledger-node pki add --agency "
+              f"{agency} --csr {made.name}`)")
 
 
 @pki_app.command("copy-key")

@@ -50,9 +50,9 @@ from ledger.keys import open_secret, seal_secret
 from ledger.tx import is_identifier
 
 __all__ = ["CRL", "OPERATOR", "CertInfo", "PkiError", "changing", "check_certificates",
-           "check_hosts", "create_pki", "ensure_crl", "ensure_operator_cert",
-           "issue_agency_cert", "list_certificates",
-           "lock", "operator_credentials", "renew_agency_cert", "revoke_agency_cert",
+           "check_hosts", "check_request", "create_pki", "ensure_crl", "ensure_operator_cert",
+           "issue_agency_cert", "list_certificates", "lock", "make_request",
+           "operator_credentials", "renew_agency_cert", "revoke_agency_cert",
            "revoked_only", "runtime_base", "sweep_stale_runtimes", "unlock"]
 
 VALID_DAYS = 825
@@ -251,14 +251,26 @@ def renew_ca(folder: Path, passphrase: bytes, *, now: _dt.datetime) -> x509.Cert
 
 
 def issue_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
-                      now: _dt.datetime, hosts: Sequence[str] = ()) -> x509.Certificate:
+                      now: _dt.datetime, hosts: Sequence[str] = (),
+                      csr: bytes | None = None) -> x509.Certificate:
     """Add ``<agency>.crt`` / ``<agency>.key`` signed by the CA in ``folder``, naming
-    ``hosts`` too (the host names or addresses its node and etcd member are reached at)."""
+    ``hosts`` too (the host names or addresses its node and etcd member are reached at).
+    With ``csr`` (the agency's signing request, PEM, :func:`make_request`) the certificate
+    is for the request's key, which the agency keeps: no ``<agency>.key`` is written."""
     _check_id(agency)
     san = _sans(agency, hosts)
+    public = None if csr is None else check_request(csr, agency)
     if (folder / f"{agency}.crt").exists():
         raise PkiError(f"{folder} already has a certificate for {agency!r}")
     ca_cert, ca_key = _ca(folder, passphrase)
+    if public is not None:
+        until = min(now + _dt.timedelta(days=VALID_DAYS), ca_cert.not_valid_after_utc)
+        cert = _sign_leaf(ca_cert, ca_key, agency, public, now, until, _AGENCY_USAGES, san)
+        # a key left by an `add` stopped before its certificate is not this one's: gone
+        (folder / f"{agency}.key").unlink(missing_ok=True)
+        write_atomic(folder / f"{agency}.crt", cert.public_bytes(serialization.Encoding.PEM),
+                     0o644, overwrite=False)
+        return cert
     key, cert = _agency_cert(ca_cert, ca_key, agency, now, san)
     # each whole, the key first; a key already there without a certificate was left by a run
     # stopped between the two (no one was given it): replaced, so the rerun is taken
@@ -320,8 +332,62 @@ def _agency_cert(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, 
                  ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     # never past the CA: a certificate the CA outlives no one could check
     until = min(now + _dt.timedelta(days=VALID_DAYS), ca_cert.not_valid_after_utc)
-    return _leaf_cert(ca_cert, ca_key, agency, now, until,
-                      [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH], san)
+    return _leaf_cert(ca_cert, ca_key, agency, now, until, _AGENCY_USAGES, san)
+
+
+_AGENCY_USAGES = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+CSR_MAX = 16 * 1024
+"""The most of a certificate signing request read (one is under 1 kB)."""
+
+
+def make_request(folder: Path, agency: str, passphrase: bytes) -> Path:
+    """A new TLS key for ``agency``, sealed with ``passphrase`` as ``<agency>.key`` in
+    ``folder`` (the agency's own PKI folder), and its certificate signing request
+    ``<agency>.csr`` (PEM, CN the agency id) beside it, for the PKI's keeper to sign
+    (:func:`issue_agency_cert` with ``csr``): the key never leaves the agency. Neither file
+    is written over. Returns the request's path."""
+    _check_id(agency)
+    if not passphrase:
+        raise PkiError("an empty passphrase would leave the key clear")
+    key_path, csr_path = folder / f"{agency}.key", folder / f"{agency}.csr"
+    for path in (key_path, csr_path):
+        if path.exists():
+            raise PkiError(f"{path} exists (nothing was written; a request made before is in "
+                           f"{csr_path}, its key in {key_path})")
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = (x509.CertificateSigningRequestBuilder().subject_name(_name(agency))
+           .sign(key, hashes.SHA256()))
+    write_atomic(key_path, _key_bytes(key, passphrase), 0o600, overwrite=False)
+    try:
+        write_atomic(csr_path, csr.public_bytes(serialization.Encoding.PEM), 0o644,
+                     overwrite=False)
+    except BaseException:
+        key_path.unlink(missing_ok=True)  # this run's key, which no request names
+        raise
+    return csr_path
+
+
+def check_request(pem: bytes, agency: str) -> ec.EllipticCurvePublicKey:
+    """The public key of the signing request ``pem`` for ``agency``: a P-256 key, the request
+    signed with it and naming ``agency``; else :class:`PkiError`. Only the key is taken from
+    it: the certificate's name, hosts, usages and end are the PKI's."""
+    try:
+        csr = x509.load_pem_x509_csr(pem)
+        signed = csr.is_signature_valid
+        public = csr.public_key()
+        names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except (ValueError, TypeError, x509.UnsupportedGeneralNameType) as e:
+        raise PkiError("the signing request is no PEM certificate signing request (make it "
+                       "with `ledger-node pki request`)") from e
+    if not signed:
+        raise PkiError("the signing request's signature does not verify under its key")
+    if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != "secp256r1":
+        raise PkiError("the signing request's key is not a P-256 (secp256r1) EC key, as the "
+                       "network's are")
+    if [str(n.value) for n in names] != [agency]:
+        raise PkiError(f"the signing request is not {agency}'s: it names "
+                       f"{', '.join(repr(str(n.value)) for n in names) or 'no agency'}")
+    return public
 
 
 def _leaf_cert(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, common: str,
@@ -329,25 +395,32 @@ def _leaf_cert(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, co
                san: x509.SubjectAlternativeName | None = None
                ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     """A new key and a certificate for it, signed by the CA, with CN ``common``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key, _sign_leaf(ca_cert, ca_key, common, key.public_key(), now, until, usages, san)
+
+
+def _sign_leaf(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, common: str,
+               public: ec.EllipticCurvePublicKey, now: _dt.datetime, until: _dt.datetime,
+               usages: list[x509.ObjectIdentifier],
+               san: x509.SubjectAlternativeName | None = None) -> x509.Certificate:
+    """A certificate for ``public``, signed by the CA, with CN ``common``."""
     if now >= ca_cert.not_valid_after_utc:
         raise PkiError(f"the network CA expired on {ca_cert.not_valid_after_utc:%Y-%m-%d}: "
                        "renew it first (`ledger-node pki renew-ca`, same key), then copy the "
                        "new ca.crt to every agency")
-    key = ec.generate_private_key(ec.SECP256R1())
     builder = (x509.CertificateBuilder().subject_name(_name(common))
-               .issuer_name(ca_cert.subject).public_key(key.public_key())
+               .issuer_name(ca_cert.subject).public_key(public)
                .serial_number(x509.random_serial_number())
                .not_valid_before(now - _dt.timedelta(minutes=5)).not_valid_after(until)
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(public),
                               critical=False)
                .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                    ca_key.public_key()), critical=False))
     if san is not None:
         builder = builder.add_extension(san, critical=False)
-    cert = (builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    return (builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .sign(ca_key, hashes.SHA256()))
-    return key, cert
 
 
 def _replace_pair(folder: Path, name: str, key: ec.EllipticCurvePrivateKey,

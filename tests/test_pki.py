@@ -1618,3 +1618,80 @@ def test_pki_copy_key_gives_an_agency_its_key_under_its_own_passphrase(tmp_path:
         assert clear.public_key().public_numbers() == cert.public_key().public_numbers()
     finally:
         lock(runtime)
+
+
+def test_an_agency_keeps_its_tls_key_and_the_keeper_signs_its_request(tmp_path: Path) -> None:
+    """`pki request` (the agency) makes its TLS key, sealed under its own passphrase, and a
+    signing request; `pki add --csr` (the keeper) certifies that key, with the PKI's name,
+    hosts and usages, and makes or keeps no key of the agency: the private key never leaves
+    it (ADR 78 left "the PKI keeper makes every TLS key"; round 36K). A request of another
+    agency, of another kind of key, or no request is refused before the keeper's passphrase,
+    and makes nothing. The agency's pair opens and serves TLS the CA vouches for."""
+    pki, own = tmp_path / "pki", tmp_path / "market-pki"
+    agency = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    # a CA with no agency yet: each is certified after, from its request
+    r = _pki("create", "--out", str(pki), "--network", "district-7",
+             env={**agency, "LEDGER_KEY_PASSPHRASE": "pw"})
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in pki.iterdir()) == ["ca.crt", "ca.key", "crl.pem",
+                                                      "operator.crt", "operator.key"]
+    r = _pki("request", "--agency", "market", "--out", str(own),
+             env={**agency, "LEDGER_KEY_PASSPHRASE": "market-pw"})
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE(own.stat().st_mode) == 0o700
+    assert stat.S_IMODE((own / "market.key").stat().st_mode) == 0o600
+    assert b"PRIVATE" not in (own / "market.key").read_bytes()  # sealed
+    r = _pki("request", "--agency", "market", "--out", str(own),
+             env={**agency, "LEDGER_KEY_PASSPHRASE": "market-pw"})
+    assert r.returncode == 2 and "exists" in r.stderr and "Passphrase" not in r.stderr
+
+    other = tmp_path / "other.csr"  # a P-384 key's request, named market
+    key384 = ec.generate_private_key(ec.SECP384R1())
+    other.write_bytes(x509.CertificateSigningRequestBuilder().subject_name(x509.Name([
+        x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "market")])).sign(
+            key384, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    for args, said in ((["--agency", "civil2", "--csr", str(own / "market.csr")],
+                        "not civil2's: it names 'market'"),
+                       (["--agency", "market", "--csr", str(other)], "not a P-256"),
+                       (["--agency", "market", "--csr", str(pki / "ca.crt")],
+                        "no PEM certificate signing request"),
+                       (["--agency", "market", "--csr", str(tmp_path / "none.csr")], "none.csr")):
+        r = _pki("add", "--pki", str(pki), *args, env=agency)
+        assert r.returncode == 2 and said in " ".join(r.stderr.split()), (args, r.stderr)
+        assert "Passphrase" not in r.stderr and "Traceback" not in r.stderr
+        assert not list(pki.glob("market.*")) and not list(pki.glob("civil2.*"))
+
+    r = _pki("add", "--pki", str(pki), "--agency", "market", "--host", "market.example",
+             "--csr", str(own / "market.csr"), env={**agency, "LEDGER_KEY_PASSPHRASE": "pw"})
+    assert r.returncode == 0, r.stderr
+    assert "its key stays with the agency" in " ".join(r.stderr.split())
+    assert (pki / "market.crt").exists() and not (pki / "market.key").exists()
+    cert = x509.load_pem_x509_certificate((pki / "market.crt").read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "market.example" in names.get_values_for_type(x509.DNSName)
+    assert list(cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+        ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    for name in ("ca.crt", "crl.pem", "market.crt"):
+        shutil.copyfile(pki / name, own / name)
+    with pytest.raises(PkiError):
+        unlock(own, "market", b"pw")  # the keeper's passphrase opens nothing of the agency's
+    runtime = unlock(own, "market", b"market-pw")
+    try:
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server.load_cert_chain(str(runtime / "market.crt"), str(runtime / "market.key"))
+        client = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        a, b = socket.socketpair()
+        ends: list[ssl.SSLSocket] = []
+        with a, b:
+            served = threading.Thread(
+                target=lambda: ends.append(server.wrap_socket(a, server_side=True)))
+            served.start()
+            with client.wrap_socket(b, server_hostname="market.example") as tls:
+                assert tls.getpeercert()["subject"] == ((("organizationName", "credledger"),),
+                                                        (("commonName", "market"),))
+            served.join()
+            for end in ends:
+                end.close()
+        assert len(ends) == 1  # the server's handshake ended
+    finally:
+        lock(runtime)
