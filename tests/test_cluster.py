@@ -1492,23 +1492,20 @@ def test_founding_agencies_start_a_network_as_the_readme_says(tmp_path: Path) ->
     ok("ledger-node", "init", "--new-network", network, "--founder", "civil=Civil Affairs Bureau",
        "--founder", "edu=Education Bureau", "--founder", "health=Health Commission", "--quorum",
        "2", "--data", "ceremony", "--no-config")
+    ok("ledger-node", "credit-secret", "--out", "ceremony/keys/credit.secret")
     for a in ids:
         (tmp_path / f"{a}-data").mkdir(mode=0o700)
         (tmp_path / f"{a}-data" / "keys").mkdir(mode=0o700)
         shutil.copytree(tmp_path / "ceremony" / "ledger", tmp_path / f"{a}-data" / "ledger")
-        for key in (tmp_path / "ceremony" / "keys").glob(f"{a}.*"):
+        for key in [*(tmp_path / "ceremony" / "keys").glob(f"{a}.*"),
+                    tmp_path / "ceremony" / "keys" / "credit.secret"]:
             shutil.copy2(key, tmp_path / f"{a}-data" / "keys" / key.name)
     shutil.rmtree(tmp_path / "ceremony")
-    for a in ids:  # each founder's keys under a passphrase only it knows
+    # 2. each founder's keys under a passphrase only it knows
+    for a in ids:
         ok("ledger-node", "seal-again", "--key", f"{a}-data/keys/{a}.node.key", "--key",
-           f"{a}-data/keys/{a}.issuer.key", env=env_of[a])
-    # 2. the credit secret
-    ok("ledger-node", "credit-secret", "--out", "civil-data/keys/credit.secret",
-       env=env_of["civil"])
-    for a in ids[1:]:
-        ok("ledger-node", "credit-secret", "--from", "civil-data/keys/credit.secret", "--out",
-           f"{a}-data/keys/credit.secret",
-           env={**env_of[a], "LEDGER_FROM_PASSPHRASE": own["civil"]})
+           f"{a}-data/keys/{a}.issuer.key", "--key", f"{a}-data/keys/credit.secret",
+           env=env_of[a])
     # 3. the PKI keeper (127.0.0.1, every certificate's, is the hosts here)
     ok("ledger-node", "pki", "create", "--out", "pki", "--network", network,
        *[x for a in ids for x in ("--agency", a)], env=keeper)
