@@ -124,7 +124,7 @@ from ledger.presentation import (
     with_implied_claims,
 )
 from ledger.sealed import EVIDENCE_PASSPHRASE_ENV
-from ledger.state import Registry, RuleEngineMissing, index_key, registry_after
+from ledger.state import Registry, RuleEngineMissing, credential_key, index_key, registry_after
 from ledger.statuslist import StatusList
 from ledger.store import Store
 from ledger.tx import GOV_ACTIONS, MAX_SIGS, Tx, make_tx
@@ -2144,7 +2144,10 @@ class NewStatus(StrEnum):
 def status(
     data: DataOpt,
     agency: AgencyOpt,
-    credential_id: Annotated[str, typer.Option(help="The credential id (64 hex digits).")],
+    credential_id: Annotated[str, typer.Option(help=(
+        "The credential id: 64 hex digits, or its start of 16 or more as `agency approvals` "
+        "shows it (looked up among the node's decisions, operator token from "
+        "$LEDGER_OPERATOR_TOKEN; with --data, among the ledger's credentials of --agency)."))],
     new: Annotated[NewStatus, typer.Option("--set", help="The new status.")],
     reason: Annotated[str, typer.Option(help="A reason code: 1 to 64 lowercase letters, digits, "
                                              "'.', '_' or '-', e.g. withdrawn, under-review. "
@@ -2162,18 +2165,17 @@ def status(
     --node this process also orders it into the store (embedded mode); with --node the running
     node orders it (a signed transaction is its own authority: no operator token needed).
     """
-    try:
-        cid = bytes.fromhex(credential_id)
-    except ValueError:
-        cid = b""
-    if len(cid) != 32:
-        _fail("--credential-id must be 64 hex digits (SHA-256 of the issuer-signed JWT)", 2)
+    if not re.fullmatch(r"[0-9a-f]{16,64}", credential_id):
+        _fail("--credential-id must be 64 hex digits (SHA-256 of the issuer-signed JWT), or its "
+              "start of 16 or more as `agency approvals` shows it", 2)
     problem = reason_code_problem(reason)
     if problem is not None:
         _fail(f"--reason: {problem}", 2)
     now = _now()
-    body = {"credential_id": cid, "status": new.value, "reason": reason}
     if node is not None:
+        cid = bytes.fromhex(credential_id if len(credential_id) == 64 else
+                            _approval_credential_of(node, credential_id))
+        body = {"credential_id": cid, "status": new.value, "reason": reason}
         network, key = _node_and_key(node, data, agency)  # once: the retries sign again only
         try:
             remote = not_a_repeat(lambda ts: _submit_to_node(
@@ -2187,6 +2189,9 @@ def status(
         if registry is None:  # _open checked; for the type checker
             raise typer.Exit(1)
         _agency_known(registry, agency)
+        cid = bytes.fromhex(credential_id if len(credential_id) == 64 else
+                            _credential_of(store, agency, credential_id))
+        body = {"credential_id": cid, "status": new.value, "reason": reason}
         issuer_key, signers = _agency_keys(data, registry, agency, now)
         try:  # signed after the passphrase prompt (a change signed long before is stale)
             done = not_a_repeat(lambda ts: _commit(store, signers, make_tx(
@@ -2197,6 +2202,39 @@ def status(
         except LedgerError as e:
             _fail(str(e))
     _print_status(done, cid, new.value, reason, as_json)
+
+
+def _one_credential(start: str, found: list[str], where: str) -> str:
+    """The one credential id of ``found`` that begins with ``start``; exit 2 for none or more
+    than one (a status change is signed for exactly the credential the officer meant)."""
+    if len(found) != 1:
+        _fail(f"{len(found) or 'no'} credentials {where} start with {start}"
+              + ("; give more digits" if found else "; give all 64 digits of another "
+                 "credential's id"), 2)
+    return found[0]
+
+
+def _approval_credential_of(node: str, start: str) -> str:
+    """The approval credential id of the node's decisions that begins with ``start`` (the
+    list's column), from its decision list: the node keeps no other index of credential ids."""
+    auth = {"Authorization": f"Bearer {_operator_token()}"}
+    listed = _http(node.rstrip("/") + "/v1/approvals", headers=auth)
+    found = sorted({str(a["credential_id"]) for a in listed if isinstance(a, dict) and
+                    str(a.get("credential_id") or "").startswith(start)}
+                   if isinstance(listed, list) else ())
+    return _one_credential(start, found, "of this node's decisions")
+
+
+def _credential_of(store: Store, agency: str, start: str) -> str:
+    """The id of the credential ``agency`` anchored on this ledger that begins with ``start``."""
+    found = []
+    for key, _ in store.iterate(credential_key(bytes.fromhex(start[:len(start) // 2 * 2]))):
+        cid = key[1:]
+        if cid.hex().startswith(start):
+            cred = store.credential(cid)
+            if cred is not None and cred.issuer == agency:
+                found.append(cid.hex())
+    return _one_credential(start, found, f"{agency} issued on this ledger")
 
 
 def _repeated(receipt: dict[str, Any]) -> bool:
@@ -2324,7 +2362,14 @@ def approvals(
     as_json: AsJson = False,
 ) -> None:
     """List this agency's approval decisions, or explain one (operator token from
-    $LEDGER_OPERATOR_TOKEN)."""
+    $LEDGER_OPERATOR_TOKEN).
+
+    The list's "in block" (height in --json) is the block the decision is in; its
+    "credential" is the start of the decision's approval credential id, which `agency status
+    --credential-id` takes ("-" until the credential is issued). An explanation's height and
+    time are where the evidence was read (the ledger state the rule saw), not the decision's
+    block.
+    """
     token = _operator_token()
     if explain is not None and not re.fullmatch(r"[0-9a-f]{8,64}", explain):
         _fail("--explain takes an approval transaction id: 8 to 64 hex digits (its start, as "
@@ -2343,7 +2388,11 @@ def approvals(
     if explain or as_json:
         print(json.dumps(got, indent=2 if explain else None, sort_keys=True))
         return
-    table = Table("approval tx", "height", "service", "decision", "path", "reasons")
+    # "in block": the block the decision is in (an explanation's height is the evidence's);
+    # "credential": the start of the approval credential's id, as `agency status
+    # --credential-id` takes it ("-" until it is issued)
+    table = Table("approval tx", "in block", "service", "decision", "path", "reasons",
+                  "credential")
     try:
         for a in got:
             # the node's words as text, never as Rich markup: a reason holding "[/]" ended
@@ -2351,11 +2400,11 @@ def approvals(
             if "damaged" in a:  # a record the node cannot read: its file and what is wrong
                 table.add_row(*(Text(printable(str(v))) for v in (
                     str(a.get("approval_tx", "?"))[:16], "-", a["file"], "damaged", "-",
-                    a["damaged"])))
+                    a["damaged"], "-")))
                 continue
             table.add_row(*(Text(printable(str(v))) for v in (
                 a["approval_tx"][:16], a["height"], a["service"], a["decision"], a["path"],
-                ", ".join(map(str, a["reasons"])))))
+                ", ".join(map(str, a["reasons"])), str(a.get("credential_id") or "-")[:16])))
     except (TypeError, KeyError) as e:
         _fail(f"{node} did not answer with a list of decisions ({type(e).__name__}: "
               f"{printable(str(e))[:80]}); is it a node?", 1)

@@ -1737,6 +1737,78 @@ def test_an_agency_finds_the_approval_credential_of_a_decision_to_revoke_it(
         assert report["status"] == "revoked", report
 
 
+def test_the_decision_list_names_each_approval_credential_as_agency_status_takes_it(
+        tmp_path: Path) -> None:
+    """`agency approvals`' table showed no credential id (only --json and an explanation had
+    its 64 digits): an officer revoking the approval of one decision had to find it elsewhere.
+    The table's "credential" column gives its start, which `agency status --credential-id`
+    takes, through the node (its decision list) or with --data (the ledger's credentials of
+    the agency); a start that names none, or too short, is refused and nothing changes
+    (helper round 36D)."""
+    import time
+
+    from test_api import TOKEN
+    from typer.testing import CliRunner
+
+    from ledger.cli import agency_app
+    data, wallet = prepare(tmp_path)
+    service = "/v1/services/business-licence"
+    env = {"LEDGER_OPERATOR_TOKEN": TOKEN, "COLUMNS": "200", "LEDGER_KEY_PASSPHRASE": "test-only"}
+    cli = CliRunner()
+    with serve(_market_app(data)) as url, httpx.Client(base_url=url, timeout=60) as http:
+        decided = _apply_over_http(http, wallet, service)
+        [listed] = http.get("/v1/approvals", headers=AUTH).json()
+        cid = listed["credential_id"]
+        table = cli.invoke(agency_app, ["approvals", "--node", url], env=env)
+        assert table.exit_code == 0, table.output
+        assert "credential" in table.output and "in block" in table.output, table.output
+        [row] = [line for line in table.output.splitlines() if decided["approval_tx"][:16] in line]
+        assert cid[:16] in row, table.output
+    # the node at the officer's time (a status change is dated now), over the same data
+    with serve(create_app(replace(settings_for(data), agency="market"), clock=time.time,
+                          passphrase=PASS)) as url:
+        common = ["status", "--node", url, "--data", str(data), "--agency", "market"]
+        for start, why in ((cid[:15], "64 hex digits"),
+                           ("0" * 16 if not cid.startswith("0" * 16) else "f" * 16,
+                            "no credentials of this node's decisions start with")):
+            r = cli.invoke(agency_app, [*common, "--credential-id", start, "--set",
+                                        "suspended"], env=env)
+            assert r.exit_code == 2 and why in r.output, r.output
+        r = cli.invoke(agency_app, [*common, "--credential-id", cid[:16], "--set", "suspended",
+                                    "--json"], env=env)
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["credential_id"] == cid
+    with Store(data / "ledger", create=False) as store:
+        cred = store.credential(bytes.fromhex(cid))
+        assert cred is not None and cred.status == "suspended"
+    # and with --data, this process writing the store: the ledger's credentials of the agency
+    common = ["status", "--data", str(data), "--agency", "market"]
+    r = cli.invoke(agency_app, [*common, "--credential-id", cid[:16], "--set", "valid"],
+                   env=env)
+    assert r.exit_code == 0, r.output
+    assert f"credential {cid} is now valid" in r.output.replace("\n", ""), r.output
+    r = cli.invoke(agency_app, ["status", "--data", str(data), "--agency", "civil",
+                                "--credential-id", cid[:16], "--set", "revoked"], env=env)
+    assert r.exit_code == 2 and "no credentials civil issued on this ledger start with" in \
+        r.output, r.output
+    with Store(data / "ledger", create=False) as store:
+        cred = store.credential(bytes.fromhex(cid))
+        assert cred is not None and cred.status == "valid"
+
+
+def test_a_credential_start_that_names_more_than_one_credential_is_refused() -> None:
+    """Two credential ids with the same start are not guessed between: exit 2, more digits
+    asked for (no two real ids share 16 digits, so the choice is tested alone)."""
+    import pytest
+    import typer
+
+    from ledger.cli import _one_credential
+    with pytest.raises(typer.Exit) as e:
+        _one_credential("ab" * 8, ["ab" * 32, "ab" * 8 + "cd" * 24], "of this node's decisions")
+    assert e.value.exit_code == 2
+    assert _one_credential("ab" * 8, ["ab" * 32], "here") == "ab" * 32
+
+
 def test_a_kept_approval_credential_is_collected_after_the_agency_may_issue_no_more(
         tmp_path: Path) -> None:
     """A collect was refused once governance withdrew the agency's grant of approval
