@@ -2367,8 +2367,8 @@ def approvals(
     The list's "in block" (height in --json) is the block the decision is in; its
     "credential" is the start of the decision's approval credential id, which `agency status
     --credential-id` takes ("-" until the credential is issued). An explanation's height and
-    time are where the evidence was read (the ledger state the rule saw), not the decision's
-    block.
+    time are where the evidence was read (the ledger state the rule saw); its in_block is the
+    decision's block.
     """
     token = _operator_token()
     if explain is not None and not re.fullmatch(r"[0-9a-f]{8,64}", explain):

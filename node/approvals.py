@@ -872,8 +872,11 @@ class Approvals:
         tried = fired if fired >= 0 else len(rule["clauses"]) if fired == -1 else 0
         not_met = [{"clause": i, "when": c["when"], "decision": c["decision"],
                     "reason": c["reason"]} for i, c in enumerate(rule["clauses"][:tried])]
+        # "height" and "time": where the evidence was read (the state the rule saw); the
+        # block the decision is in, the list's "height", is "in_block" (helper round 36D)
         return {"approval_tx": txid, "service": ev.service, "rule_hash": ev.rule_hash.hex(),
                 "rule_title": rule["title"], "height": ev.height, "time": ev.time,
+                "in_block": rec["height"],
                 "decision": tx.body["decision"], "path": tx.body["path"],
                 "reasons": tx.body["reasons"], "documents": rec["documents"],
                 "decided_by": which, "expression": rec["expression"], "not_met": not_met,

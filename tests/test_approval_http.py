@@ -1759,6 +1759,11 @@ def test_the_decision_list_names_each_approval_credential_as_agency_status_takes
         decided = _apply_over_http(http, wallet, service)
         [listed] = http.get("/v1/approvals", headers=AUTH).json()
         cid = listed["credential_id"]
+        # an explanation's height is the evidence's; the decision's block, the list's height,
+        # is named in_block in both
+        why = http.get(f"/v1/approvals/{decided['approval_tx']}/explain", headers=AUTH).json()
+        assert why["in_block"] == listed["height"] == decided["height"]
+        assert why["height"] < listed["height"], (why["height"], listed["height"])
         table = cli.invoke(agency_app, ["approvals", "--node", url], env=env)
         assert table.exit_code == 0, table.output
         assert "credential" in table.output and "in block" in table.output, table.output
