@@ -123,6 +123,7 @@ def _templates() -> Jinja2Templates:
     t = Jinja2Templates(directory=HERE / "templates")
     t.env.finalize = _shown
     t.env.filters["bdi"] = _bdi
+    t.env.filters["isolated"] = _isolated
     t.env.filters["when"] = _when_here
     t.env.filters["short"] = _short
     t.env.globals["url_for"] = _path_for
@@ -925,8 +926,8 @@ def _for_this_request(kb_text: str, pending: PendingRequest) -> None:
                        "again; this request stays open.")
     if payload.get("aud") != pending.request.audience:
         raise BadInput("This answer was made for another verifier's desk "
-                       f"({printable(str(payload.get('aud')))[:80]}). Ask the citizen to scan "
-                       "the code on this page; this request stays open.")
+                       f"({str(payload.get('aud'))[:80]!r}). Ask the citizen to "
+                       "scan the code on this page; this request stays open.")
 
 
 _LABELS = {

@@ -381,6 +381,28 @@ def test_presentation_for_another_request_is_not_verified(served: Served,
     served.node.request(nonce)
 
 
+def test_outside_text_in_the_desks_error_lines_is_isolated(served: Served,
+                                                           client: httpx.Client) -> None:
+    """The error line of the verify form and of a request's page quoted outside text (a
+    typed type, a presentation's audience) within the desk's own sentence without the `<bdi>`
+    the verdict's details have (round 34W): right-to-left text in it could take the desk's
+    words or numbers beside it into its run. Each quoted string is isolated, shown escaped
+    (helper round 36D)."""
+    hebrew = "\u05ea\u05e2\u05d5\u05d3\u05d4 7"  # "certificate 7"
+    r = client.post("/verify/request", data={"type": hebrew, "claims": ["district"]})
+    assert r.status_code in (400, 404), r.text
+    assert f"<bdi>&#39;{hebrew}&#39;</bdi> is not registered" in r.text, r.text
+    bundle, key = _issue(served.node)
+    nonce, _ = _new_request(client, ["district"])
+    for aud, shown in ((hebrew, hebrew), ("\u202eksed\x1b[2J", "\\u202eksed\\x1b[2J")):
+        env = _present(bundle, key, nonce, aud, ["district"])
+        r = client.post("/verify/check", data={"nonce": nonce, "presentation": _b64(env)})
+        assert r.status_code == 400 and "made for another verifier" in r.text, r.text
+        assert f"desk (<bdi>&#39;{shown}&#39;</bdi>). Ask" in r.text, r.text
+        assert "\u202e" not in r.text and "\x1b" not in r.text
+    served.node.request(nonce)  # still open
+
+
 @pytest.mark.parametrize("typ", ["not yet valid nbf 4102444800", "exp 1000000000 is not after",
                                  # the verifier's own words, after the refusal's start
                                  "not yet valid: nbf 9999999 is after 1",
