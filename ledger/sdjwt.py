@@ -307,9 +307,18 @@ _MISSING: Final = object()
 
 
 def _show(value: object, limit: int = 40) -> str:
-    """A short repr of an untrusted protocol value (never used for claim values)."""
+    """A short repr of an untrusted protocol value (never used for claim values). A string is
+    cut before it is quoted, so the quotes stay and no escape is cut in two: the desk's pages
+    isolate a quoted string in ``<bdi>``, and a cut one (``'אאא…``) was not isolated."""
     text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    if len(text) <= limit:
+        return text
+    if isinstance(value, str):
+        n = limit
+        while len(text := repr(value[:n])) > limit - 1:
+            n -= 1
+        return text + "…"
+    return text[: limit - 1] + "…"
 
 
 def _kind(value: object) -> str:

@@ -761,6 +761,61 @@ def test_a_verdict_on_a_credential_from_outside_the_network_says_so(tmp_path: Pa
         assert outside and "issuer outside the network" in outside.group(1), verdict.text
 
 
+def test_a_hostile_alg_is_quoted_short_escaped_and_isolated_wherever_it_is_shown(
+        tmp_path: Path) -> None:
+    """An outside credential's ``alg`` (its issuer's text) is quoted in the refusal: outside
+    text may be, escaped and short (THREAT_MODEL), and on the desk's page in ``<bdi>``. Cut
+    to 40 characters, the quote lost its closing mark (``'אאא…``) and the page left it
+    unisolated, beside the desk's own isolated words; an escape could be cut in two. It is
+    cut before it is quoted: the API's JSON, the desk's page and `ledger verify` each show
+    it quoted whole, without its escape sequences (helper round 36D)."""
+    import re
+
+    import httpx
+
+    _now, _issuer, cred, trust, tokens = _outside_desk_inputs(tmp_path)
+    head, rest = cred.split(".", 1)
+    header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+    hostile = "\u05d0" * 30 + "\x1b[2J\u202e" + "x" * 5000
+    header["alg"] = hostile
+    bad = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode() + \
+        "." + rest
+    shown = "'" + "\u05d0" * 30 + "\\x1b[2J'\u2026"  # 40 characters: quoted, then the mark
+
+    def answer(nonce: str, audience: str) -> str:
+        return sdjwt.present(bad, disclose=("birth_date",), holder_key=HOLDER, nonce=nonce,
+                             aud=audience, iat=int(time.time()))
+
+    with _outside_desk(tmp_path, trust, tokens) as url, \
+            httpx.Client(base_url=url, timeout=60, follow_redirects=True) as http:
+        req = http.post("/v1/presentation-requests",
+                        json={"type": VCT, "claims": ["birth_date"]}).json()
+        got = http.post("/v1/verify", json={"nonce": req["nonce"],
+                                            "sd_jwt": answer(req["nonce"], req["audience"])})
+        assert got.status_code == 200 and not got.json()["verified"], got.text
+        [failed] = [c["detail"] for c in got.json()["checks"] if not c["ok"]]
+        assert f"alg {shown} is not accepted" in failed, failed
+        page = http.post("/verify/request", data={"type": VCT, "claims_text": "birth_date"})
+        nonce = re.search(r'id="nonce">([^<]+)<', page.text)
+        audience = re.search(r'id="audience">([^<]+)<', page.text)
+        assert nonce and audience, page.text
+        text = answer(nonce.group(1), audience.group(1))
+        verdict = http.post("/verify/check", data={"nonce": nonce.group(1), "presentation": text})
+        assert "NOT VERIFIED" in verdict.text, verdict.text
+        isolated = "<bdi>" + shown[:-1].replace("'", "&#39;") + "</bdi>\u2026"
+        assert f"alg {isolated} is not accepted" in verdict.text, verdict.text
+        assert "\x1b" not in verdict.text and "\u202e" not in verdict.text
+    (tmp_path / "pres").write_text(text)
+    (tmp_path / "req.json").write_text(json.dumps({
+        "nonce": nonce.group(1), "audience": audience.group(1), "type": VCT,
+        "claims": ["birth_date"]}))
+    r = _cli("ledger", "verify", "pres", "--request", "req.json", "--trust", str(trust),
+             "--status-token", str(tokens / "register.jwt"), cwd=tmp_path, columns=400)
+    assert r.returncode == 1 and "NOT VERIFIED" in r.stdout, r.stdout + r.stderr
+    assert f"alg {shown} is not accepted" in r.stdout, r.stdout
+    assert "\x1b" not in r.stdout + r.stderr and "x" * 40 not in r.stdout
+
+
 def test_the_node_verifies_foreign_credentials_on_its_page_and_api(tmp_path: Path) -> None:
     import dataclasses
     import re
