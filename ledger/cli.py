@@ -2250,8 +2250,11 @@ def _print_status(receipt: dict[str, Any], cid: bytes, status: str, reason: str,
         return
     out.print(Text(f"credential {cid.hex()} is now {status} (reason {reason!r})"),
               soft_wrap=True)
-    for name in ("txid", "index", "height"):  # a node's words (--node: any node of the network)
-        out.print(Text(printable(f"  {name}: {result.get(name)}")), soft_wrap=True)
+    # the receipt's place in the log as `agency issue` and `ledger prove --index` name it: a
+    # bare "index" read as the credential's status index (helper round 36D)
+    for name, key in (("txid", "txid"), ("leaf_index", "index"), ("height", "height")):
+        # a node's words (--node: any node of the network)
+        out.print(Text(printable(f"  {name}: {result.get(key)}")), soft_wrap=True)
 
 
 class _Stay(urllib.request.HTTPRedirectHandler):

@@ -328,6 +328,25 @@ def test_suspend_and_reinstate(demo: Path, files: Path, tmp_path: Path) -> None:
     assert cred.status == "valid"
 
 
+def test_a_status_change_names_its_leaf_index_as_an_issuance_does(demo: Path, files: Path,
+                                                                  tmp_path: Path) -> None:
+    """`agency issue` printed the receipt's place in the log as "leaf_index", and `agency
+    status` the same place as "index", which an officer reads beside the credential's own
+    status index as that index. Both say leaf_index (what `ledger prove --index` takes); the
+    JSON's names are unchanged (helper round 36D)."""
+    result, _ = _issued(demo, files, tmp_path)
+    r = _status(demo, result["credential_id"], "suspended", "--reason", "under-review")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert not [line for line in lines if line.strip().startswith("index:")], r.stdout
+    said = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    with Store(demo / "ledger", create=False) as store:
+        assert store.tx_location(bytes.fromhex(said["txid"])) == (int(said["leaf_index"]),
+                                                                 int(said["height"]))
+    r = _status(demo, result["credential_id"], "valid", "--reason", "review-cleared", "--json")
+    assert r.returncode == 0 and "index" in json.loads(r.stdout), r.stderr
+
+
 def test_status_rejections_name_their_code(demo: Path, files: Path, tmp_path: Path) -> None:
     result, _ = _issued(demo, files, tmp_path)
     r = _status(demo, result["credential_id"], "revoked", agency="edu")
