@@ -23,6 +23,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import stat
 import sys
 import tempfile
@@ -2017,7 +2018,8 @@ def _one_at_node(base: str, token: str, body: bytes, agency: str, kind: str, tar
     except (KeyError, TypeError, ValueError, binascii.Error, LedgerError) as e:
         _fail(f"the node answered the issuance with something that is not a bundle ({e})"
               + _written(written))
-    result["bundle"] = str(_keep_bundle(target, raw, force, cid, _lost(cid, txid, written)))
+    result["bundle"] = str(_keep_bundle(target, raw, force, cid, _lost(
+        cid, txid, written, f"--data DATA --agency {agency} --node {base}")))
     return result
 
 
@@ -2054,11 +2056,12 @@ def _written(n: int) -> str:
     return f"; the {n} bundle(s) before it were written" if n else ""
 
 
-def _lost(cid: str, txid: str, written: int) -> str:
-    """What to do about a credential committed whose holder got no bundle."""
+def _lost(cid: str, txid: str, written: int, where: str) -> str:
+    """What to do about a credential committed whose holder got no bundle; ``where``: the
+    options `agency status` needs to revoke it (it refuses to run without them)."""
     return (f"credential {cid} (txid {txid}) is committed, but the holder has no bundle: "
-            f"revoke it (agency status --credential-id {cid} --set revoked) and issue again"
-            + _written(written))
+            f"revoke it (agency status {where} --credential-id {cid} --set revoked) and issue "
+            "again" + _written(written))
 
 
 def _issue_here(data: Path, agency: str, kind: str, claims: dict[str, Any],
@@ -2091,7 +2094,8 @@ def _issue_here(data: Path, agency: str, kind: str, claims: dict[str, Any],
                                            claims, holder_jwk, now, valid_days, zone,
                                            len(results))
                 cid = cred.credential_id.hex()
-                lost = _lost(cid, receipt.txid.hex(), len(results))
+                lost = _lost(cid, receipt.txid.hex(), len(results),
+                             f"--data {shlex.quote(str(data))} --agency {agency}")
                 try:
                     bundle = bundle_from_store(store, receipt.index, cred.sd_jwt.serialize())
                 except LedgerError as e:

@@ -698,6 +698,36 @@ def test_an_interrupt_with_stderr_gone_still_writes_the_bundle(
     assert out.exists() and got.returncode == code
 
 
+_DISK_FULL = """
+import errno, sys
+import ledger.cli as cli
+def write_atomic(*a, **k):  # the bundle's disk full once the credential is committed
+    raise OSError(errno.ENOSPC, "No space left on device")
+cli.write_atomic = write_atomic
+sys.argv = ["agency", *sys.argv[1:]]
+cli.agency_main()
+"""
+
+
+def test_a_credential_committed_without_its_bundle_is_told_with_a_command_that_runs(
+        demo: Path, files: Path, tmp_path: Path) -> None:
+    """A credential committed whose bundle could not be written is to be revoked: the line
+    said `agency status --credential-id ID --set revoked`, which refuses to run without the
+    --data and --agency it needs. It names them (helper round 36D)."""
+    r = subprocess.run([sys.executable, "-c", _DISK_FULL, "issue", "--data", str(demo),
+                        "--agency", "civil", "--type", "residence", "--claims",
+                        str(files / "claims.json"), "--holder-jwk",
+                        str(files / "holder.jwk.json"), "--out", str(tmp_path / "b.bundle")],
+                       capture_output=True, text=True, env=ENV, timeout=300, check=False)
+    assert r.returncode == 1, r.stderr
+    said = " ".join(r.stderr.split())
+    hint = said.split("revoke it (", 1)[1].split(")", 1)[0]
+    assert hint.startswith(f"agency status --data {demo} --agency civil --credential-id "), said
+    cid = hint.split("--credential-id ")[1].split()[0]
+    ran = _run(*hint.split(), "--reason", "withdrawn")
+    assert ran.returncode == 0 and f"credential {cid} is now revoked" in ran.stdout, ran.stderr
+
+
 _NO_LINKS = """
 import errno, os, sys
 def link(*a, **k):  # a FAT or exFAT USB stick, some SMB and FUSE mounts: no hard links
