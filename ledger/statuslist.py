@@ -390,6 +390,12 @@ def unverified_list(token: str, where: str) -> tuple[str, int]:
     return sub, iat if type(iat) is int else 0
 
 
+def _show(value: object, limit: int = 40) -> str:
+    """An outside value of a token's header or claims, quoted short as sdjwt's refusals quote
+    one (a header holds up to 4,096 characters of the issuer's text)."""
+    return sdjwt._show(value, limit)
+
+
 def verify_token(unverified: str, *, public_key: PublicKey | ec.EllipticCurvePublicKey,
                  expected_sub: str, now: int, skew: int = DEFAULT_SKEW) -> StatusList:
     """Verify a Status List Token and return its list; raise :class:`StatusListError`.
@@ -422,10 +428,10 @@ def verify_token(unverified: str, *, public_key: PublicKey | ec.EllipticCurvePub
     header = _json_object("token header", _b64url_decode("token header", header_b64))
     typ = header.get("typ")
     if not isinstance(typ, str) or typ.lower().removeprefix("application/") != _TOKEN_TYP:
-        raise StatusListError(f"token typ must be {_TOKEN_TYP!r}, got {typ!r}")
+        raise StatusListError(f"token typ must be {_TOKEN_TYP!r}, got {_show(typ)}")
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in _ALLOWED_ALGS:  # a list or object is unhashable
-        raise StatusListError(f"token alg {alg!r} is not allowed (allowed: "
+        raise StatusListError(f"token alg {_show(alg)} is not allowed (allowed: "
                               f"{sorted(_ALLOWED_ALGS)})")
     if alg not in sdjwt.jws_algs(public_key):
         raise StatusListError(f"token alg {alg!r} does not fit the list signer's key, which "
@@ -445,7 +451,7 @@ def verify_token(unverified: str, *, public_key: PublicKey | ec.EllipticCurvePub
     payload = _json_object("token payload", payload_bytes)
     sub = payload.get("sub")
     if sub != expected_sub:
-        raise StatusListError(f"token sub is {sub!r}, expected {expected_sub!r}")
+        raise StatusListError(f"token sub is {_show(sub, 160)}, expected {expected_sub!r}")
     if "aud" in payload:  # RFC 7519 section 4.1.3: this verifier names itself in none
         raise StatusListError("token has an 'aud' claim: it is for the audience it names, and "
                               "a status list's reader is not one")

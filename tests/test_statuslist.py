@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import FrozenInstanceError
@@ -825,3 +826,21 @@ def test_rfc_9864s_ed25519_alg_name_is_accepted_for_an_ed25519_signer() -> None:
                         now=1000).get(5) == 0
     with pytest.raises(StatusListError, match="does not fit"):
         verify_token(signed("ES256"), public_key=key.public, expected_sub=sub, now=1000)
+
+
+@pytest.mark.parametrize("member", ["typ", "alg", "sub"])
+def test_a_tokens_outside_text_is_quoted_short_in_its_refusal(member: str) -> None:
+    """A Status List Token's typ, alg or sub (its issuer's text, up to the header's 4,096
+    characters) was quoted whole in the refusal that the desk's status check and `ledger
+    verify` show; it is quoted as sdjwt quotes an alg: 40 characters at most, the quotes kept
+    (the desk's pages isolate a quoted string), escapes whole (helper round 36D)."""
+    hostile = "\u05d0" * 30 + "\x1b[2J" + "x" * 1500  # within the header's 4,096
+    header, payload = dict(HEADER), dict(PAYLOAD)
+    (payload if member == "sub" else header)[member] = hostile
+    with pytest.raises(StatusListError) as e:
+        _verify(_signed(header, payload))
+    said = str(e.value)
+    limit = 160 if member == "sub" else 40  # a list's URI may be long: more of it is kept
+    quoted = re.search("'\u05d0{30}\\\\x1b\\[2Jx*'\u2026", said)
+    assert quoted and len(quoted.group()) == limit, said
+    assert len(said) < limit + 120 and "\x1b" not in said
