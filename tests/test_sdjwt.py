@@ -1066,6 +1066,30 @@ def test_a_jws_header_read_to_pick_a_key_is_bounded() -> None:
         sdjwt.parse_jws_header(token(fits + 1))
 
 
+def test_sign_jws_puts_the_keys_alg_in_the_header_whatever_the_caller_gave() -> None:
+    """``sign_jws`` adds its key's ``alg`` to the caller's header: an ``alg`` the caller put
+    there (``none``, another key's) does not stay in a header signed with this key (helper
+    round 36M: the order of the merge was not pinned)."""
+    for key, public, alg in ((ED_HOLDER, ED_HOLDER.public, "EdDSA"),
+                             (EC_HOLDER, EC_HOLDER.public_key(), "ES256")):
+        for asked in ("none", "ES256" if alg == "EdDSA" else "EdDSA"):
+            token = sdjwt.sign_jws({"alg": asked, "typ": "x"}, {"n": 1}, key)
+            header, payload, signing_input, signature = sdjwt.parse_jws(token)
+            assert (header, payload) == ({"alg": alg, "typ": "x"}, {"n": 1}), asked
+            assert sdjwt.jws_verify(public, signing_input, signature)
+
+
+def test_parse_jws_takes_a_str_alone_and_refuses_anything_else_in_its_own_error() -> None:
+    """A compact JWS that is not a str (its bytes, None) is refused as malformed, a
+    VerificationError a caller catches, not a TypeError from inside (helper round 36M: the
+    check was not pinned)."""
+    token = sdjwt.sign_jws({"typ": "x"}, {"n": 1}, ED_HOLDER)
+    assert sdjwt.parse_jws(token)[1] == {"n": 1}
+    for wrong in (token.encode("ascii"), None, 3):
+        with pytest.raises(MalformedError, match="a compact JWS is a str, found "):
+            sdjwt.parse_jws(wrong)  # type: ignore[arg-type]
+
+
 def test_an_empty_disclosure_is_named() -> None:
     jwt, discs, _ = split(present(issue(), ["given_name"]))
     with pytest.raises(MalformedError, match="disclosure #0 is empty") as e:
