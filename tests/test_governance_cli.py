@@ -159,6 +159,10 @@ def test_a_proposal_commits_once_the_quorum_has_signed(demo: Path, tmp_path: Pat
     r = agency("cosign", str(prop), "--data", str(demo), "--agency", "civil")  # no answer
     assert r.returncode == 1 and "not signed" in r.stderr
     assert len(parse_proposal(prop.read_bytes()).sigs) == 1
+    # Enter alone takes the question's default, no (helper round 36M: a yes passed)
+    r = agency("cosign", str(prop), "--data", str(demo), "--agency", "civil", stdin="\n")
+    assert r.returncode == 1 and "[y/N]" in r.stderr and "not signed" in r.stderr, r.stderr
+    assert len(parse_proposal(prop.read_bytes()).sigs) == 1
 
     r = agency("cosign", str(prop), "--data", str(demo), "--agency", "civil", stdin="y\n")
     assert r.returncode == 0, r.stderr
