@@ -2005,6 +2005,140 @@ def test_a_collect_gives_the_newest_decision_of_its_key(tmp_path: Path) -> None:
         node.close()
 
 
+def test_a_collect_challenge_is_taken_for_its_own_service_alone(tmp_path: Path) -> None:
+    """A challenge given for one service does not open a collect of another, even with a
+    proof that names the other: the node says the challenge is not one for that service, and
+    the challenge is used up (helper round 36M: the challenge's own service was not compared,
+    only the proof's, and every test passed)."""
+    import pytest
+
+    from node.service import NotFound
+
+    data, wallet = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service, answers = _licence_answers(node, wallet)
+        service.apply("business-licence", answers, wallet.holder_jwk())
+        aud = "https://market.example"
+        challenge = service.challenge("business-licence", aud)
+        other = wallet.collect_proof(0, {**challenge, "service": "elderly-allowance"}, now=NOW)
+        with pytest.raises(NotFound, match="no open collect challenge with this nonce for this "
+                                           "service"):
+            service.collect("elderly-allowance", wallet.holder_jwk(), other, aud)
+        with pytest.raises(NotFound, match="no open collect challenge"):  # used up
+            service.collect("business-licence", wallet.holder_jwk(),
+                            wallet.collect_proof(0, challenge, now=NOW), aud)
+    finally:
+        node.close()
+
+
+def test_a_collect_in_the_same_run_files_the_pending_record_of_its_decision(
+        tmp_path: Path) -> None:
+    """A decision whose record could not be filed when it committed (the disk refused it:
+    kept pending, its credential issued from there) is collected in the same run, before the
+    node's hourly filing or a restart files it: the collect files it first, and gives the
+    credential the apply issued (helper round 36M: a collect that did not file it first
+    passed every test, and said "not committed yet" of a committed decision)."""
+    from node.approvals import Approvals
+
+    class DiskRefusesOnce(Approvals):
+        refused = False
+
+        def _keep(self, pending: Path, record: dict[str, Any], receipt: Any) -> Path:
+            if not self.refused:
+                self.refused = True
+                raise OSError(28, "No space left on device")
+            return super()._keep(pending, record, receipt)
+
+    data, wallet = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service = DiskRefusesOnce(node)
+        pending = service.open_application("business-licence", "https://market.example")
+        answers = wallet.answer([p.request for p in pending], now=NOW)
+        decided = service.apply("business-licence", list(answers), wallet.holder_jwk())
+        folder = data / "approvals"
+        assert [p.suffix for p in folder.iterdir() if p.is_file()] == [".pending"]
+        aud = "https://market.example"
+        proof = wallet.collect_proof(0, service.challenge("business-licence", aud), now=NOW)
+        got = service.collect("business-licence", wallet.holder_jwk(), proof, aud)
+        assert got.approval.txid == decided.approval.txid
+        assert (got.bundle.sd_jwt, got.bundle.anchor) == (decided.bundle.sd_jwt,
+                                                          decided.bundle.anchor)
+        assert [p.suffix for p in folder.iterdir() if p.is_file()] == [".ev"]
+    finally:
+        node.close()
+
+
+def test_a_collect_during_the_apply_waits_for_its_credential_and_gives_the_same_one(
+        tmp_path: Path) -> None:
+    """A collect of a decision whose credential the apply is issuing at that moment waits for
+    it, and gives that credential: one credential per decision, not two, the second one
+    written over the first in the record, out of reach of the agency's revocation (helper
+    round 36M: dropping the per-decision lock passed every test). The interleaving is forced:
+    the apply's issue is held until the collect either waits for the decision's lock or
+    issues a credential of its own."""
+    import threading
+
+    from node.approvals import Approvals
+
+    moved = threading.Event()  # the collect waits for the lock, or issues: the apply goes on
+    issued: list[str] = []
+    collected: list[Any] = []
+
+    class SeenLock:
+        """The decision's lock, saying when a second user finds it held."""
+
+        def __init__(self, lock: Any) -> None:
+            self.lock = lock
+
+        def __enter__(self) -> None:
+            if not self.lock.acquire(blocking=False):
+                moved.set()
+                self.lock.acquire()
+
+        def __exit__(self, *exc: object) -> None:
+            self.lock.release()
+
+    class SeenLocks(dict[bytes, tuple[Any, int]]):
+        def __setitem__(self, txid: bytes, value: tuple[Any, int]) -> None:
+            lock, users = value
+            super().__setitem__(txid, (lock if isinstance(lock, SeenLock) else SeenLock(lock),
+                                       users))
+
+    class HeldIssue(Node):
+        def issue(self, *args: Any, **kwargs: Any) -> Any:
+            issued.append(threading.current_thread().name)
+            if len(issued) == 1:  # the apply's: the collect starts now
+                collector.start()
+                assert moved.wait(timeout=120), "the collect neither waited nor issued"
+            else:
+                moved.set()
+            return super().issue(*args, **kwargs)
+
+    data, wallet = prepare(tmp_path)
+    node = HeldIssue(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service = Approvals(node)
+        service._issuing = SeenLocks()
+        pending = service.open_application("business-licence", "https://market.example")
+        answers = wallet.answer([p.request for p in pending], now=NOW)
+        aud = "https://market.example"
+        proof = wallet.collect_proof(0, service.challenge("business-licence", aud), now=NOW)
+        collector = threading.Thread(target=lambda: collected.append(service.collect(
+            "business-licence", wallet.holder_jwk(), proof, aud)), name="collect")
+        decided = service.apply("business-licence", list(answers), wallet.holder_jwk())
+        collector.join(timeout=120)
+        assert not collector.is_alive() and len(collected) == 1
+        assert issued == ["MainThread"], issued  # one credential, issued by the apply
+        got = collected[0]
+        assert got.approval.txid == decided.approval.txid
+        assert (got.bundle.sd_jwt, got.bundle.anchor) == (decided.bundle.sd_jwt,
+                                                          decided.bundle.anchor)
+    finally:
+        node.close()
+
+
 def test_a_damaged_entry_of_the_collect_index_is_built_again(tmp_path: Path) -> None:
     """An index entry that cannot be opened (a torn write, a damaged disk) in an index marked
     complete is built again from the records, and the collect finds its decision (helper
