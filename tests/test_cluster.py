@@ -1443,6 +1443,51 @@ def test_etcd_run_new_cluster_refuses_a_name_that_is_no_founder_of_its_genesis(
     assert not data.exists()
 
 
+def test_etcd_run_tells_a_member_that_ran_from_one_cut_short_and_checks_its_other_options(
+        tmp_path: Path) -> None:
+    """`ledger-node etcd run --new-cluster` refuses a data folder whose member ran (its WAL),
+    not one whose first start was cut short (``member/`` without a WAL: it starts as new
+    again, as `ledger-node cluster` starts it); a --data that is a file, and a --listen-client
+    or --listen-peer that is no https URL, exit 2 before the passphrase is asked (helper
+    round 36M: each of these checks could be changed and every test passed)."""
+    import datetime as dt
+    import os
+
+    from node.pki import create_pki
+
+    create_pki(tmp_path / "pki", "district-9", ["civil"], PASS, now=dt.datetime.now(dt.UTC))
+    own = _own_pki(tmp_path / "pki", "civil", tmp_path / "civil-pki")
+    base = free_base(1)
+    client, peer = f"https://127.0.0.1:{base + 100}", f"https://127.0.0.1:{base + 200}"
+    cli = str(Path(sys.executable).parent / "ledger-node")
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_KEY_PASSPHRASE")}
+
+    def run(data: Path, *extra: str) -> str:
+        r = subprocess.run([cli, "etcd", "run", "--pki", str(own), "--data", str(data),
+                            "--client-url", client, "--peer-url", peer, "--new-cluster",
+                            "district-9", "--initial-cluster", f"civil={peer}", *extra],
+                           env=bare, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                           check=False)
+        said = " ".join(r.stderr.split())
+        assert r.returncode == 2 and "Passphrase" not in said and "Traceback" not in said, said
+        return said
+
+    cut_short = tmp_path / "cut-short"
+    (cut_short / "member").mkdir(parents=True)
+    # past the data folder's check: refused only at the PKI folder (no edu.crt), as a new one
+    said = run(cut_short, "--agency", "edu", "--initial-cluster", f"edu={peer}")
+    assert "has no edu.crt" in said and "already holds" not in said, said
+    (cut_short / "member" / "wal").mkdir()
+    assert "already holds an etcd member" in run(cut_short, "--agency", "civil")
+    a_file = tmp_path / "a-file"
+    a_file.write_bytes(b"")
+    assert f"--data {a_file} is not a folder" in run(a_file, "--agency", "civil")
+    for option in ("--listen-client", "--listen-peer"):
+        said = run(tmp_path / "unused", "--agency", "civil", option, "http://0.0.0.0:1")
+        assert f"bad {option}" in said, said
+    assert not (tmp_path / "unused").exists()
+
+
 @pytest.mark.slow
 def test_founding_agencies_start_a_network_as_the_readme_says(tmp_path: Path) -> None:
     """The README's "Founding agencies start a network", step by step, each agency with its
