@@ -574,6 +574,24 @@ def test_every_value_a_page_prints_shows_its_format_characters() -> None:
     assert refill.render(typed='外省\xa0"x"') == '<input value="外省\xa0&#34;x&#34;">'
 
 
+def test_outside_text_is_isolated_escaped_and_the_desks_words_around_it_are_kept() -> None:
+    """``| bdi`` puts an outside string, escaped and its format characters shown, alone in
+    ``<bdi>``; a check's detail has each quoted outside string so isolated (as Python's repr
+    quotes it, a quote escaped inside), and an apostrophe in the desk's words (``holder's``)
+    opens no quote; the text between and after is escaped and kept whole (helper round 36M:
+    these were pinned only by a browser test of one Hebrew type)."""
+    from node.pages import _bdi, _isolated
+
+    assert str(_bdi("<b>x</b>\u202e")) == "<bdi>&lt;b&gt;x&lt;/b&gt;\\u202e</bdi>"
+    detail = "type '<b>\u05ea', 1 claims disclosed; the holder's key 'a\\'b' or \"c\" <i>it's</i>"
+    assert str(_isolated(detail)) == (
+        "type <bdi>&#39;&lt;b&gt;\u05ea&#39;</bdi>, 1 claims disclosed; the holder&#39;s key "
+        "<bdi>&#39;a\\&#39;b&#39;</bdi> or <bdi>&#34;c&#34;</bdi> &lt;i&gt;it&#39;s&lt;/i&gt;")
+    assert str(_isolated("no quote & <x>\u202e")) == "no quote &amp; &lt;x&gt;\\u202e"
+    assert str(_isolated("the holder's key '<x>' is")) == \
+        "the holder&#39;s key <bdi>&#39;&lt;x&gt;&#39;</bdi> is"
+
+
 def test_a_request_gets_one_verdict_however_many_answer_at_once(served: Served) -> None:
     """Eight threads answer one request with the same presentation: one verdict, seven
     'no open request' (the request used to be looked up, verified, and only then removed)."""
