@@ -1952,6 +1952,18 @@ def test_a_verifiers_text_is_cut_only_past_its_limit() -> None:
     assert _shown("a    b " + " " * 300 + "c", 64) == "“a b c”"  # padding folded
 
 
+def test_outside_text_on_the_terminal_is_one_line_of_escapes_quoted_and_cut() -> None:
+    """A verifier's or a node's text reaches the terminal with its control and format
+    characters as escapes (an ESC sequence, a right-to-left override), its runs of spaces
+    as one, cut at its limit, and quoted (helper round 36M: dropping the escapes of a
+    prompt's text passed every test)."""
+    from wallet.cli import _quoted, _shown
+
+    assert _shown("desk\x1b]0;x\x07 \u202e" + " " * 5 + "b") == \
+        "\u201cdesk\\x1b]0;x\\x07 \\u202e b\u201d"
+    assert _quoted("svc\x1b[2J" + "  x" * 100, 20) == repr("svc\\x1b[2J x x x x x\u2026")
+
+
 def test_cli_receive_takes_a_registry_or_a_trust_list_never_both(tmp_path: Path) -> None:
     """A bundle is checked against the network's registry, a foreign credential against a
     trust list: given both, which was meant is unknown, so it is a usage error (2)."""
