@@ -1443,12 +1443,51 @@ def credit_secret(
               "restart the node to use it")
 
 
+def _open_to_seal_again(path: Path, given: Path, old: bytes
+                        ) -> tuple[str, Callable[[bytes], bytes]]:
+    """The key file ``path`` (``given`` on the command line) opened for ``seal-again``: its
+    kind's words and the function sealing it under a new passphrase (``ledger.keys.seal_again``),
+    also for the two key files from before ADR 46 a node still reads, sealed now as key files
+    are: an agency TLS key in PEM (opened with ``old``) and a clear ``credit.secret``. Either
+    was refused as no key file ("not canonical msgpack"), so a folder kept since then could not
+    change its passphrase (helper round 37U). :class:`KeyFileError` as ``seal_again``'s."""
+    from ledger.keys import seal_again as seal_file
+    from ledger.keys import seal_secret
+    from node.pki import PkiError, seal_key_again
+    from node.service import CREDIT_SECRET, CREDIT_SECRET_FILE, read_credit_secret
+
+    try:
+        return seal_file(path, old)
+    except KeyFileError as refused:
+        try:
+            pem = read_capped(path).startswith(b"-----BEGIN")
+        except OSError:
+            raise refused from None
+        if pem:
+            try:
+                return "a TLS key in PEM from before ADR 46", seal_key_again(path, old)
+            except PkiError as e:
+                raise KeyFileError(str(e)) from e
+        if CREDIT_SECRET_FILE not in (path.name, given.name):
+            raise
+        try:
+            secret = read_credit_secret(path, old)  # a clear one opens without a passphrase
+        except KeyFileError:
+            raise refused from None
+        if secret is None:
+            raise
+        return ("a clear credit-secret from before ADR 46",
+                lambda new: seal_secret(secret, new, CREDIT_SECRET))
+
+
 @app.command("seal-again")
 def seal_again(
     keys: Annotated[list[Path], typer.Option(
         "--key", metavar="FILE",
         help="A key file to seal again (repeat): a node or issuer key, the credit "
-                      "secret, the evidence key, a TLS key `pki copy-key` wrote.",
+                      "secret, the evidence key, a TLS key `pki copy-key` wrote (a clear "
+                      "credit.secret or a PEM TLS key from before ADR 46 is sealed now as key "
+                      "files are).",
         show_default=False)],
 ) -> None:
     """Seal this agency's key files again under a passphrase of its own.
@@ -1468,8 +1507,6 @@ def seal_again(
     exits 1; nothing is written in either case.
     """
     import stat as stat_
-
-    from ledger.keys import seal_again as seal_file
 
     files: dict[Path, Path] = {}  # the file (a link's target: the link stays) → as given
     for given in keys:
@@ -1496,7 +1533,7 @@ def seal_again(
     opened = []
     for path, given in files.items():  # every file opens before anything is written
         try:
-            opened.append((path, given, *seal_file(path, old)))
+            opened.append((path, given, *_open_to_seal_again(path, given, old)))
         except KeyFileError as e:
             err.print(f"[red]error:[/] {_q(e)}; nothing was written")
             raise typer.Exit(1) from e

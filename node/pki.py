@@ -53,7 +53,7 @@ __all__ = ["CRL", "OPERATOR", "CertInfo", "PkiError", "changing", "check_certifi
            "check_hosts", "check_request", "create_pki", "ensure_crl", "ensure_operator_cert",
            "issue_agency_cert", "list_certificates", "lock", "make_request",
            "operator_credentials", "renew_agency_cert", "revoke_agency_cert",
-           "revoked_only", "runtime_base", "sweep_stale_runtimes", "unlock"]
+           "revoked_only", "runtime_base", "seal_key_again", "sweep_stale_runtimes", "unlock"]
 
 VALID_DAYS = 825
 """An agency's (and the operator's) certificate, at most (and never past the CA's end)."""
@@ -126,6 +126,19 @@ def resealed_key(path: Path, passphrase: bytes, new_passphrase: bytes) -> bytes:
     if not new_passphrase:
         raise PkiError("an empty passphrase would leave the key clear")
     return _key_bytes(_load_key(path, passphrase), new_passphrase)
+
+
+def seal_key_again(path: Path, passphrase: bytes) -> Callable[[bytes], bytes]:
+    """The TLS key in ``path`` (sealed, or PEM from before ADR 46) opened with ``passphrase``: a
+    function that seals it as key files are now under a new passphrase (``seal-again``, which
+    writes its bytes). :class:`PkiError` if it does not open."""
+    key = _load_key(path, passphrase)
+
+    def seal(new: bytes) -> bytes:
+        if not new:
+            raise PkiError("an empty passphrase would leave the key clear")
+        return _key_bytes(key, new)
+    return seal
 
 
 def _load_key(path: Path, passphrase: bytes) -> ec.EllipticCurvePrivateKey:

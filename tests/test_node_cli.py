@@ -416,6 +416,74 @@ def test_a_founder_seals_its_keys_again_under_a_passphrase_only_it_knows(
     assert proc.returncode == 0
 
 
+def test_seal_again_takes_the_key_files_of_a_folder_from_before_adr_46(tmp_path: Path) -> None:
+    """A folder kept since before ADR 46 holds key files its node still reads: a clear
+    credit.secret and an agency TLS key in PEM (PBKDF2, under the key passphrase). `seal-again`
+    refused both ("not canonical msgpack"), so an agency changing its passphrase as the help
+    says (every key file its node opens) could not: left out, the TLS key kept the old
+    passphrase and the node would not start. It seals them as key files are now (every
+    version since ADR 46 reads them); a PEM key the current passphrase does not open, or a
+    clear file of another name, is still refused and nothing is written (helper round 37U)."""
+    from cryptography.hazmat.primitives import serialization
+    from test_pki import NOW
+
+    from ledger.keys import load_private_key, open_secret
+    from node.pki import PkiError, create_pki, lock, unlock
+    from node.service import read_credit_secret
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    _init_one_founder(tmp_path, "district-7", {**env, "LEDGER_KEY_PASSPHRASE": "old-pw"})
+    keys = tmp_path / "data" / "keys"
+    node_key, secret = keys / "edu.node.key", keys / "credit.secret"
+    clear = bytes(range(1, 33))
+    secret.write_bytes(clear)  # a clear credit secret, as written before ADR 46
+    secret.chmod(0o600)
+    pki = tmp_path / "pki"  # the agency's PKI folder, its key in PEM as before ADR 46
+    create_pki(pki, "n", ["edu"], b"old-pw", now=NOW)
+    tls = pki / "edu.key"
+    key = serialization.load_der_private_key(
+        open_secret(tls.read_bytes(), b"old-pw", "tls-key", tls), None)
+    tls.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.PKCS8,
+                                      serialization.BestAvailableEncryption(b"old-pw")))
+    other = tmp_path / "notes.bin"  # 32 clear bytes that are no credit secret
+    other.write_bytes(clear)
+    before = {p: p.read_bytes() for p in (node_key, secret, tls, other)}
+    made = load_private_key(node_key, b"old-pw").kid
+
+    def seal(*files: Path, old: str = "old-pw") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "ledger-node"), "seal-again",
+                               *[x for f in files for x in ("--key", str(f))]],
+                              capture_output=True, text=True, timeout=120, check=False,
+                              stdin=subprocess.DEVNULL,
+                              env={**env, "LEDGER_FROM_PASSPHRASE": old,
+                                   "LEDGER_KEY_PASSPHRASE": "new-pw"})
+
+    for files, old, said in (((node_key, other), "old-pw", "cannot read key file"),
+                             ((tls,), "wrong-pw", "wrong passphrase")):
+        r = seal(*files, old=old)
+        assert r.returncode == 1 and said in r.stderr, (files, r.stderr)
+        assert "nothing was written" in " ".join(r.stderr.split()), r.stderr
+        assert {p: p.read_bytes() for p in before} == before
+    r = seal(node_key, secret, tls)
+    assert r.returncode == 0, r.stderr
+    assert "3 key file(s) now open with the new passphrase only" in " ".join(r.stderr.split())
+    assert clear.hex() not in r.stdout + r.stderr
+    assert not secret.read_bytes().startswith(clear) and not tls.read_bytes().startswith(b"-")
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600
+    assert stat.S_IMODE(tls.stat().st_mode) == 0o600
+    assert read_credit_secret(secret, b"new-pw") == clear  # the same secret, sealed
+    assert load_private_key(node_key, b"new-pw").kid == made
+    runtime = unlock(pki, "edu", b"new-pw", now=NOW)  # as the node opens it: the same key
+    try:
+        copy = serialization.load_pem_private_key((runtime / "edu.key").read_bytes(), None)
+        assert copy.private_numbers() == key.private_numbers()  # type: ignore[union-attr]
+    finally:
+        lock(runtime)
+    with pytest.raises(PkiError, match="wrong passphrase"):
+        unlock(pki, "edu", b"old-pw", now=NOW)
+
+
 def test_a_founders_ceremony_writes_no_config_nobody_would_use(tmp_path: Path) -> None:
     """`init --new-network --no-config` (the founders' ceremony) makes every founder's keys
     and the genesis only: no config pointing at the ceremony's folder (wiped once each founder
