@@ -2220,12 +2220,17 @@ def _one_credential(start: str, found: list[str], where: str) -> str:
 
 def _approval_credential_of(node: str, start: str) -> str:
     """The approval credential id of the node's decisions that begins with ``start`` (the
-    list's column), from its decision list: the node keeps no other index of credential ids."""
+    list's column), from its decision list: the node keeps no other index of credential ids.
+    Its list must be one of decisions with 64-digit ids (checked before the passphrase)."""
     auth = {"Authorization": f"Bearer {_operator_token()}"}
     listed = _http(node.rstrip("/") + "/v1/approvals", headers=auth)
-    found = sorted({str(a["credential_id"]) for a in listed if isinstance(a, dict) and
-                    str(a.get("credential_id") or "").startswith(start)}
-                   if isinstance(listed, list) else ())
+    if not isinstance(listed, list) or not all(
+            isinstance(a, dict) and (a.get("credential_id") is None or re.fullmatch(
+                r"[0-9a-f]{64}", str(a["credential_id"]))) for a in listed):
+        _fail(f"{node} did not answer its decision list like a ledger node (a list of "
+              "decisions, each credential id 64 hex digits or none); nothing was signed")
+    found = sorted({str(a["credential_id"]) for a in listed
+                    if str(a.get("credential_id") or "").startswith(start)})
     return _one_credential(start, found, "of this node's decisions")
 
 

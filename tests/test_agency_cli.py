@@ -408,6 +408,55 @@ def test_a_nodes_receipt_is_shown_with_its_escape_sequences_as_text(demo: Path) 
     assert "txid: \\x1b]0;all done\\x1b\\\\x1b[2J\\x1b[Hrevoked" in r.stdout, r.stdout
 
 
+def test_a_credential_start_is_not_taken_from_a_decision_list_that_is_none(demo: Path) -> None:
+    """The start of an approval credential id is looked up in the node's decision list: an
+    answer that was no list of decisions with 64-digit ids (a credential id of 32 digits, or
+    not hex) was taken, and a change signed for a 16-byte id after the passphrase, or a
+    traceback. Refused now, nothing signed nor sent (helper round 37D)."""
+    import http.server
+
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    start = "0123456789abcdef"
+    posted: list[str] = []
+    for listed in ([{"credential_id": start * 2}], [{"credential_id": start + "zz" * 24}],
+                   [{"credential_id": start + "00" * 24}, "not a decision"],
+                   {"credential_id": start + "00" * 24}):
+
+        class Node(http.server.BaseHTTPRequestHandler):
+            decisions = listed
+
+            def _answer(self, said: Any) -> None:
+                body = json.dumps(said).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self._answer(self.decisions if self.path.startswith("/v1/approvals") else
+                             {"network": "demo", "agency": "civil"})
+
+            def do_POST(self) -> None:
+                posted.append(self.path)
+                self._answer({})
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        url = _start_serving(Node)
+        try:
+            r = _run("agency", "status", "--node", url, "--data", str(demo), "--agency", "civil",
+                     "--credential-id", start, "--set", "revoked",
+                     env={**ENV, "LEDGER_OPERATOR_TOKEN": TOKEN})
+        finally:
+            _stop_serving(url)
+        assert r.returncode == 1, (listed, r.stderr)
+        assert "did not answer its decision list like a ledger node" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and not posted, (r.stderr, posted)
+
+
 def test_issue_a_batch_of_unlinkable_copies(demo: Path, files: Path, tmp_path: Path) -> None:
     keys = [PrivateKey(hashlib.sha256(b"copy-%d" % i).digest()) for i in range(3)]
     jwks = []
