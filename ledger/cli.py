@@ -2169,7 +2169,9 @@ def status(
     --node this process also orders it into the store (embedded mode); with --node the running
     node orders it (a signed transaction is its own authority: no operator token needed).
     """
-    if not re.fullmatch(r"[0-9a-f]{16,64}", credential_id):
+    if re.fullmatch(r"[0-9a-fA-F]{16,64}", credential_id):  # an id copied in capitals is one
+        credential_id = credential_id.lower()
+    else:
         _fail("--credential-id must be 64 hex digits (SHA-256 of the issuer-signed JWT), or its "
               "start of 16 or more as `agency approvals` shows it", 2)
     problem = reason_code_problem(reason)
@@ -2178,7 +2180,7 @@ def status(
     now = _now()
     if node is not None:
         cid = bytes.fromhex(credential_id if len(credential_id) == 64 else
-                            _approval_credential_of(node, credential_id))
+                            _approval_credential_of(node, agency, credential_id))
         body = {"credential_id": cid, "status": new.value, "reason": reason}
         network, key = _node_and_key(node, data, agency)  # once: the retries sign again only
         try:
@@ -2218,11 +2220,17 @@ def _one_credential(start: str, found: list[str], where: str) -> str:
     return found[0]
 
 
-def _approval_credential_of(node: str, start: str) -> str:
+def _approval_credential_of(node: str, agency: str, start: str) -> str:
     """The approval credential id of the node's decisions that begins with ``start`` (the
     list's column), from its decision list: the node keeps no other index of credential ids.
-    Its list must be one of decisions with 64-digit ids (checked before the passphrase)."""
+    The node must serve ``agency`` (another's decisions are credentials its key cannot change),
+    and its list must be one of decisions with 64-digit ids: both before the passphrase."""
     auth = {"Authorization": f"Bearer {_operator_token()}"}
+    serves = _node_health(node)["agency"]
+    if serves != agency:  # found there, the change would be signed, then refused by the ledger
+        _fail(f"--credential-id {start} is looked up among the node's decisions, and {node} "
+              f"is {serves!r}'s node, not {agency!r}'s: give {agency}'s node, or "
+              "all 64 digits of the id", 2)
     listed = _http(node.rstrip("/") + "/v1/approvals", headers=auth)
     if not isinstance(listed, list) or not all(
             isinstance(a, dict) and (a.get("credential_id") is None or re.fullmatch(

@@ -1801,6 +1801,43 @@ def test_the_decision_list_names_each_approval_credential_as_agency_status_takes
         assert cred is not None and cred.status == "valid"
 
 
+def test_a_credential_start_is_looked_up_only_at_the_agencys_own_node(tmp_path: Path) -> None:
+    """`agency status --node URL --agency A --credential-id START` looked START up among the
+    node's decisions whatever agency the node serves: at another agency's node it found that
+    agency's approval credential, asked A's passphrase and signed a change A's key cannot make,
+    which the ledger then refused. Refused before the passphrase now (exit 2, nothing signed);
+    an id copied in capitals is the same id (helper round 37D)."""
+    import time
+
+    from test_api import TOKEN
+    from typer.testing import CliRunner
+
+    from ledger.cli import agency_app
+    data, wallet = prepare(tmp_path)
+    with serve(_market_app(data)) as url, httpx.Client(base_url=url, timeout=60) as http:
+        _apply_over_http(http, wallet, "/v1/services/business-licence")
+        [listed] = http.get("/v1/approvals", headers=AUTH).json()
+    cid = listed["credential_id"]
+    env = {"LEDGER_OPERATOR_TOKEN": TOKEN, "COLUMNS": "200"}  # no passphrase: none is asked
+    cli = CliRunner()
+    with serve(create_app(replace(settings_for(data), agency="market"), clock=time.time,
+                          passphrase=PASS)) as url:
+        r = cli.invoke(agency_app, ["status", "--node", url, "--data", str(data), "--agency",
+                                    "civil", "--credential-id", cid[:16], "--set", "revoked"],
+                       env=env)
+        assert r.exit_code == 2, r.output
+        assert "is 'market''s node, not 'civil''s" in r.output, r.output
+        r = cli.invoke(agency_app, ["status", "--node", url, "--data", str(data), "--agency",
+                                    "market", "--credential-id", cid[:20].upper(), "--set",
+                                    "suspended", "--json"],
+                       env={**env, "LEDGER_KEY_PASSPHRASE": "test-only"})
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["credential_id"] == cid
+    with Store(data / "ledger", create=False) as store:
+        cred = store.credential(bytes.fromhex(cid))
+        assert cred is not None and cred.status == "suspended"
+
+
 def test_a_credential_start_that_names_more_than_one_credential_is_refused() -> None:
     """Two credential ids with the same start are not guessed between: exit 2, more digits
     asked for (no two real ids share 16 digits, so the choice is tested alone)."""
