@@ -236,6 +236,34 @@ def test_the_wallets_dates_say_what_the_verifier_says_at_both_edges(world: World
                 wallet.pick(REQ, now=now)
 
 
+def test_the_wallets_dates_say_when_only_the_verifiers_skew_keeps_a_credential_valid(
+        world: World, wallet: Wallet) -> None:
+    """Since the wallet allows the verifiers' 60 s skew (helper round 36T), `wallet list` and
+    `remove` said "valid" beside a "valid until" already past, and `present` said nothing of
+    it, where a verifier that checks the presentation a minute later refuses it. Within the
+    skew they say the dates ended (or have not started) and that verifiers allow 60 s; inside
+    the dates, and outside the skew, they say what they said (helper round 37D)."""
+    from wallet.cli import _dates, _ended_note
+
+    world.n = 1000
+    bundle = world.issue(wallet.holder_jwk())
+    payload = sdjwt.parse(bundle.sd_jwt).payload
+    start, end = payload["nbf"], payload["exp"]
+    info = wallet.receive(bundle.to_bytes(), registry=world.ledger.registry, now=start)
+    skew = sdjwt.CLOCK_SKEW
+    for now, said in ((start - skew - 1, "not yet valid"),
+                      (start - skew, f"not started: verifiers allow {skew} s"),
+                      (start - 1, f"not started: verifiers allow {skew} s"),
+                      (start, "valid"), (end - 1, "valid"),
+                      (end, f"ended: verifiers allow {skew} s"),
+                      (end + skew - 1, f"ended: verifiers allow {skew} s"),
+                      (end + skew, "expired")):
+        assert _dates(wallet.info(info.id), now) == said, (now - start, now - end)
+        note = _ended_note(wallet.info(info.id), now)
+        assert ("this credential ended" in note) is (end <= now < end + skew), (now - end, note)
+        assert not note or "one that checks it later refuses it" in note, note
+
+
 def test_present_discloses_only_what_is_asked(world: World, wallet: Wallet) -> None:
     info = wallet.receive(world.issue(wallet.holder_jwk()).to_bytes(),
                           registry=world.ledger.registry, now=NOW)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,6 +27,9 @@ from ledger.display import printable
 from ledger.errors import LedgerError
 from ledger.files import NOT_STDOUT, confirm, make_folders, run_cli
 from ledger.timetext import local_text
+
+if TYPE_CHECKING:
+    from wallet.core import CredentialInfo
 
 PASSPHRASE_ENV = "WALLET_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 PATH_ENV = "WALLET_PATH"
@@ -194,6 +197,33 @@ def _date(t: int) -> str:
     """A time as this machine's clock shows it (its zone's offset named): a holder reads
     validity in their own day, not UTC's."""
     return local_text(t, None, seconds=False)
+
+
+def _dates(c: CredentialInfo, now: int) -> str:
+    """What ``wallet list`` and ``remove`` say of a credential's dates at ``now``: its state as
+    a verifier says it (the verifiers' clock skew at each end), and, within that skew, that
+    its dates themselves say otherwise (a bare "valid" beside an end already past read as
+    untrue, and a verifier checking a minute later refuses it)."""
+    from ledger.sdjwt import CLOCK_SKEW
+
+    state = c.state(now)
+    if state == "valid" and now >= c.valid_until:
+        return f"ended: verifiers allow {CLOCK_SKEW} s"
+    if state == "valid" and now < c.valid_from:
+        return f"not started: verifiers allow {CLOCK_SKEW} s"
+    return state
+
+
+def _ended_note(c: CredentialInfo, now: int) -> str:
+    """``wallet present``'s words for a credential whose end is past but within the verifiers'
+    clock skew (one a verifier takes now, and refuses a minute later); else empty."""
+    from ledger.sdjwt import CLOCK_SKEW
+
+    if c.state(now) != "valid" or now < c.valid_until:
+        return ""
+    return (f"this credential ended (valid {_date(c.valid_from)} to {_date(c.valid_until)}): "
+            f"a verifier allows {CLOCK_SKEW} s for clock differences, so one that checks it at "
+            "once takes it, one that checks it later refuses it")
 
 
 def _confirm(question: str, yes: bool) -> None:
@@ -391,7 +421,7 @@ def list_() -> None:
                               "many presentations of it this wallet made")
         rows = [(c.id[:16], _name(c.type), _name(c.issuer) + (_OUTSIDE if c.foreign else ""),
                  _date(c.valid_from),
-                 _date(c.valid_until), c.state(now), str(c.key + 1), str(c.shown))
+                 _date(c.valid_until), _dates(c, now), str(c.key + 1), str(c.shown))
                 for c in w.list()]
         if not rows:
             err.print("The wallet holds no credentials yet.")
@@ -446,7 +476,7 @@ def remove(
         for cid in group:  # each as it is: a citizen removing an expired one sees what else goes
             c = w.info(cid)
             err.print(f"  {cid[:16]}  key {c.key + 1}, valid {_date(c.valid_from)} to "
-                      f"{_date(c.valid_until)} ({c.state(now)})")
+                      f"{_date(c.valid_until)} ({_dates(c, now)})")
         stay = len(copies) - len(group)
         if stay:
             err.print(f"  ({stay} {'copy' if stay == 1 else 'copies'} of it on other keys "
@@ -521,7 +551,8 @@ def present(
                       "has (`agency issue --holder-jwk` once per key)")
         p = w.preview(credential_id, req)
         chosen = w.info(credential_id)
-        state = chosen.state(int(time.time()))
+        now = int(time.time())
+        state = chosen.state(now)
         foreign = w.is_foreign(credential_id)
         to_stdout = out_file == Path("-")  # the text only: no file, no QR code
         if to_stdout and sys.stdout is None:  # `>&-`: the text would go nowhere, counted
@@ -551,6 +582,8 @@ def present(
                       "of it is valid now: the verifier will refuse it, the claims disclosed "
                       "for nothing. Ask its agency for a new one (`wallet list` shows each "
                       "copy's dates)")
+        elif _ended_note(chosen, now):
+            err.print(f"[yellow]  {_ended_note(chosen, now)}[/]")
         if p.on_ledger:
             err.print(f"  not disclosed, but public anyway: {_names(p.on_ledger, '')} "
                       "(the agency's decision on the ledger shows them to anyone holding this "
