@@ -539,6 +539,7 @@ def test_wallet_and_ledger_verify_on_the_command_line(tmp_path: Path) -> None:
     r = _cli("wallet", "refresh", "--node", "http://127.0.0.1:9", "--registry", "none.bin",
              "--id", cid[:12], cwd=tmp_path, wallet=w)
     assert r.returncode == 1 and "no ledger proof to refresh" in r.stderr, r.stderr
+    assert f"credential {cid[:16]} was issued" in r.stderr, r.stderr  # as `wallet list` cuts it
 
     req = tmp_path / "req.json"
     r = _cli("ledger", "request", "--type", VCT, "--audience", "https://desk.example",

@@ -166,6 +166,8 @@ def test_refresh_with_id_proves_only_the_credentials_named(world: tuple[Path, Wa
     assert one.returncode == 0, one.stderr
     assert "1 of 1 credentials proven" in one.stdout
     assert other[:12] in one.stderr and cid[:12] not in one.stderr
+    # its id cut as `wallet list` cuts it, 16 digits (12 only in file names; helper round 37D)
+    assert f"  {other[:16]} proven at checkpoint" in one.stderr, one.stderr
     assert every.returncode == 0 and "2 of 2 credentials proven" in every.stdout, every.stderr
 
 

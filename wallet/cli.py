@@ -1033,7 +1033,7 @@ def refresh(
         indexes = w.leaf_indexes()  # credentials from outside the network have none
         outside = [c.id for c in w.list() if c.id not in indexes]
         if wanted is not None and wanted & set(outside):
-            raise WalletError(f"credential {sorted(wanted & set(outside))[0][:12]} was issued "
+            raise WalletError(f"credential {sorted(wanted & set(outside))[0][:16]} was issued "
                               "outside the network: it has no ledger proof to refresh")
         if wanted is None and outside:
             err.print(f"  {len(outside)} credential(s) from outside the network skipped: no "
@@ -1065,9 +1065,9 @@ def refresh(
         results = w.refresh(proofs, checkpoint, registry=reg, now=int(time.time()))
         for cid, problem in results.items():
             if problem is None:
-                err.print(f"  {cid[:12]} proven at checkpoint {size}")
+                err.print(f"  {cid[:16]} proven at checkpoint {size}")
             else:
-                err.print(f"  [yellow]{cid[:12]} kept as it was:[/] {escape(problem)}")
+                err.print(f"  [yellow]{cid[:16]} kept as it was:[/] {escape(problem)}")
         done = sum(p is None for p in results.values())
         out.print(f"{done} of {len(results)} credentials proven at checkpoint {size}")
         if done < len(results):
