@@ -2417,10 +2417,12 @@ def approvals(
         for a in got:
             # the node's words as text, never as Rich markup: a reason holding "[/]" ended
             # the command in a MarkupError traceback, and one could restyle the table
-            if "damaged" in a:  # a record the node cannot read: its file and what is wrong
-                table.add_row(*(Text(printable(str(v))) for v in (
-                    str(a.get("approval_tx", "?"))[:16], "-", a["file"], "damaged", "-",
-                    a["damaged"], "-")))
+            if "damaged" in a:  # a record the node cannot read: what is wrong, and its file
+                said = str(a["damaged"])  # (under reasons: its service is what is unread)
+                file = str(a["file"])
+                table.add_row(*(Text(printable(v)) for v in (
+                    str(a.get("approval_tx", "?"))[:16], "-", "-", "damaged", "-",
+                    said if file in said else f"{said} (file {file})", "-")))
                 continue
             table.add_row(*(Text(printable(str(v))) for v in (
                 a["approval_tx"][:16], a["height"], a["service"], a["decision"], a["path"],

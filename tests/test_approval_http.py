@@ -1414,6 +1414,13 @@ def test_one_damaged_approval_record_is_listed_as_damaged_and_the_others_are_lis
         assert out.exit_code == 0, out.output
         assert decided[1][:16] in out.output and "approved" in out.output
         assert out.output.count("damaged") >= 2 and "notes.ev" in out.output, out.output
+        # a damaged record's file is no service: under reasons, with what is wrong with it
+        # (its file's name sat under the service heading; helper round 37D)
+        for name in (broken.name, "notes.ev"):
+            [row] = [line for line in out.output.splitlines() if name[:12] in line and
+                     "damaged" in line]
+            cells = [c.strip() for c in row.strip("│┃ ").split("│")]
+            assert cells[2] == "-" and cells[3] == "damaged", row
 
 
 def test_requests_opened_for_applications_and_credit_records_pay_for_their_places(
