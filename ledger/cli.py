@@ -2411,6 +2411,11 @@ def approvals(
     # "in block": the block the decision is in (an explanation's height is the evidence's);
     # "credential": the start of the approval credential's id, as `agency status
     # --credential-id` takes it ("-" until it is issued)
+    if not isinstance(got, list):
+        _fail(f"{node} did not answer with a list of decisions; is it a node?", 1)
+    if not got:  # a sentence, not the column headings of an empty table
+        out.print("This node has recorded no approval decisions yet.")
+        return
     table = Table("approval tx", "in block", "service", "decision", "path", "reasons",
                   "credential")
     try:

@@ -1423,6 +1423,24 @@ def test_one_damaged_approval_record_is_listed_as_damaged_and_the_others_are_lis
             assert cells[2] == "-" and cells[3] == "damaged", row
 
 
+def test_an_empty_decision_list_is_said_in_a_sentence(tmp_path: Path) -> None:
+    """`agency approvals` of a node that has decided nothing printed a table of headings and no
+    row, for the officer to tell from a failure; it says so in a sentence, exit 0, and --json
+    stays the empty list (helper round 37D)."""
+    from test_api import TOKEN
+    from typer.testing import CliRunner
+
+    from ledger.cli import agency_app
+    data, _ = prepare(tmp_path)
+    env = {"LEDGER_OPERATOR_TOKEN": TOKEN, "COLUMNS": "200"}
+    with serve(_market_app(data)) as url:
+        out = CliRunner().invoke(agency_app, ["approvals", "--node", url], env=env)
+        as_json = CliRunner().invoke(agency_app, ["approvals", "--node", url, "--json"], env=env)
+    assert out.exit_code == 0, out.output
+    assert out.output.strip() == "This node has recorded no approval decisions yet.", out.output
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout) == [], as_json.output
+
+
 def test_requests_opened_for_applications_and_credit_records_pay_for_their_places(
         tmp_path: Path) -> None:
     """An open request holds a place in a bounded table whose oldest goes when it is full. At
