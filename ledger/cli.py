@@ -1970,8 +1970,12 @@ def issue(
     for result in results:
         out.print(Text(f"issued a {kind!r} credential by {agency!r}; bundle → "
                        f"{result['bundle']}"), soft_wrap=True)
-        for name in ("credential_id", "txid", "leaf_index", "height"):  # a node's words
+        for name in ("credential_id", "txid", "leaf_index", "height",  # a node's words
+                     "status_index"):
             out.print(Text(printable(f"  {name}: {result[name]}")), soft_wrap=True)
+        # its end, as --json gives it and in UTC (the officer's tools keep UTC; README)
+        out.print(f"  valid_until: {result['valid_until']} "
+                  f"({timetext.utc_text(result['valid_until'])})", soft_wrap=True)
 
 
 NODE_MAX_VALID_DAYS = 3650

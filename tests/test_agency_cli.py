@@ -185,6 +185,21 @@ def test_issue_json_names_the_anchor(demo: Path, files: Path, tmp_path: Path) ->
     assert loc == (result["leaf_index"], result["height"])
 
 
+def test_issue_text_names_the_status_index_and_the_end_json_names(demo: Path, files: Path,
+                                                                   tmp_path: Path) -> None:
+    """`agency issue`'s lines gave the credential id and the anchor's place but not its status
+    index (what a status list entry and a revocation are read by) nor its end, which only
+    --json gave: the lines name both, as the anchor holds them (helper round 37D)."""
+    out = tmp_path / "r.bundle"
+    r = _issue(demo, files, out)
+    assert r.returncode == 0, r.stderr
+    anchor = Tx.from_bytes(Bundle.from_bytes(out.read_bytes()).anchor).body
+    end = anchor["valid_until"]
+    assert f"  status_index: {anchor['status_index']}\n" in r.stdout, r.stdout
+    stamp = dt.datetime.fromtimestamp(end, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    assert f"  valid_until: {end} ({stamp})\n" in r.stdout, r.stdout
+
+
 def test_two_issues_draw_different_status_indexes(demo: Path, files: Path,
                                                   tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
