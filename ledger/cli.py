@@ -2154,8 +2154,9 @@ def status(
     agency: AgencyOpt,
     credential_id: Annotated[str, typer.Option(help=(
         "The credential id: 64 hex digits, or its start of 16 or more as `agency approvals` "
-        "shows it (with --node, looked up among that node's decisions, operator token from "
-        "$LEDGER_OPERATOR_TOKEN; without, among --agency's credentials in --data's ledger)."))],
+        "shows it (with --node, looked up among that node's decisions, which must be "
+        "--agency's node, operator token from $LEDGER_OPERATOR_TOKEN; without, among "
+        "--agency's credentials in --data's ledger). Capitals are read as small letters."))],
     new: Annotated[NewStatus, typer.Option("--set", help="The new status.")],
     reason: Annotated[str, typer.Option(help="A reason code: 1 to 64 lowercase letters, digits, "
                                              "'.', '_' or '-', e.g. withdrawn, under-review. "
