@@ -1840,7 +1840,9 @@ def _health_across_a_clock_step(
             ahead = http.get("/v1/health").json()
             clock[0] -= 3600  # and back, then ``slack`` later by the timer
             skip[0] += slack
-            _wait_current(node, clock[0])  # a read of etcd to its end since: not behind
+            # a read of etcd to its end asked since (one asked while the clock was ahead may
+            # land now, dated by the timer `slack` s back): not behind
+            _wait_current(node, clock[0], since=time.monotonic() + skip[0])
             later = http.get("/v1/health").json()
     finally:
         node.close()
@@ -2460,11 +2462,14 @@ def _iat(token: str) -> int:
     return int(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["iat"])
 
 
-def _wait_current(node: Node, now: int) -> None:
-    """Until the node has read the ordered batches to their end at ``now`` (30 s at most)."""
+def _wait_current(node: Node, now: int, since: float | None = None) -> None:
+    """Until the node has read the ordered batches to their end at ``now`` (30 s at most), by
+    a read asked at ``since`` (its timer's time) or later when given: a read asked before a
+    test stepped the timer may land after it and date the node's lists back by the step."""
     assert node.replicated is not None
     deadline = time.monotonic() + 30
-    while node.replicated.current_at != now:
+    while node.replicated.current_at != now or (
+            since is not None and (node.replicated._current_t or 0.0) < since):
         assert time.monotonic() < deadline, node.replicated.stats.last_error
         time.sleep(0.05)
 
