@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -384,23 +384,36 @@ def check_request(pem: bytes, agency: str) -> ec.EllipticCurvePublicKey:
     """The public key of the signing request ``pem`` for ``agency``: a P-256 key, the request
     signed with it and naming ``agency``; else :class:`PkiError`. Only the key is taken from
     it: the certificate's name, hosts, usages and end are the PKI's."""
+    if pem.count(b"-----BEGIN") > 1:  # the keeper would review one and sign another
+        raise PkiError("the file holds two signing requests (or more PEM blocks): give the "
+                       "agency's one request alone")
     try:
         csr = x509.load_pem_x509_csr(pem)
-        signed = csr.is_signature_valid
-        public = csr.public_key()
         names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     except (ValueError, TypeError, x509.UnsupportedGeneralNameType) as e:
         raise PkiError("the signing request is no PEM certificate signing request (make it "
                        "with `ledger-node pki request`)") from e
+    try:
+        public = csr.public_key()
+        signed = csr.is_signature_valid
+    except (UnsupportedAlgorithm, ValueError) as e:  # a key or curve the library lacks (SM2)
+        raise PkiError("the signing request's key is not a P-256 (secp256r1) EC key, as the "
+                       "network's are") from e
     if not signed:
         raise PkiError("the signing request's signature does not verify under its key")
     if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != "secp256r1":
         raise PkiError("the signing request's key is not a P-256 (secp256r1) EC key, as the "
                        "network's are")
     if [str(n.value) for n in names] != [agency]:
+        said = ", ".join(_shown(str(n.value)) for n in names[:3])
         raise PkiError(f"the signing request is not {agency}'s: it names "
-                       f"{', '.join(repr(str(n.value)) for n in names) or 'no agency'}")
+                       f"{said + (', …' if len(names) > 3 else '') or 'no agency'}")
     return public
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """``repr`` of a name from outside (a request's), cut before it is quoted."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
 
 
 def _leaf_cert(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, common: str,

@@ -1695,3 +1695,60 @@ def test_an_agency_keeps_its_tls_key_and_the_keeper_signs_its_request(tmp_path: 
         assert len(ends) == 1  # the server's handshake ended
     finally:
         lock(runtime)
+
+
+def test_pki_add_csr_refuses_an_odd_request_and_takes_nothing_else_from_it(
+        tmp_path: Path) -> None:
+    """`pki add --csr` (round 37K): a request whose key or curve the library does not know (an
+    SM2 key openssl makes, here its algorithm's id changed) is refused with a clear line, not a
+    traceback; a file of two requests (the keeper would review one and sign the other) is
+    refused; a request's name is quoted short. A request that asks for CA:true and other
+    agencies' hosts is certified with the PKI's extensions only."""
+    pki = tmp_path / "pki"
+    assert _pki("create", "--out", str(pki), "--network", "district-7").returncode == 0
+
+    def request(name: str, extensions: tuple[x509.ExtensionType, ...] = ()) -> bytes:
+        builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([
+            x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, name)]))
+        for ext in extensions:
+            builder = builder.add_extension(ext, critical=True)
+        return builder.sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()
+                            ).public_bytes(serialization.Encoding.PEM)
+
+    der = x509.load_pem_x509_csr(request("market")).public_bytes(serialization.Encoding.DER)
+    ec_key, curve = bytes.fromhex("06072a8648ce3d0201"), bytes.fromhex("06082a8648ce3d030107")
+    assert der.count(ec_key) == 1 and der.count(curve) == 1
+
+    def pem(body: bytes) -> bytes:
+        return x509.load_der_x509_csr(body).public_bytes(serialization.Encoding.PEM)
+
+    long_name = request("market" + "x" * 58)
+    cases = [(pem(der.replace(ec_key, bytes.fromhex("06072a8648ce3d0209"))), "not a P-256"),
+             (pem(der.replace(curve, bytes.fromhex("06082a8648ce3d030109"))), "not a P-256"),
+             (request("market") + request("market"), "two signing requests"),
+             (long_name, "it names 'marketxxxx")]
+    for i, (body, said) in enumerate(cases):
+        (tmp_path / f"{i}.csr").write_bytes(body)
+        r = _pki("add", "--pki", str(pki), "--agency", "market", "--csr",
+                 str(tmp_path / f"{i}.csr"))
+        assert r.returncode == 2 and said in " ".join(r.stderr.split()), (i, r.stderr)
+        assert "Traceback" not in r.stderr and "Passphrase" not in r.stderr
+        assert not list(pki.glob("market.*"))
+    assert "x" * 50 not in r.stderr  # the hostile name is cut
+
+    asks = tmp_path / "asks.csr"
+    asks.write_bytes(request("market", (
+        x509.BasicConstraints(ca=True, path_length=None),
+        x509.SubjectAlternativeName([x509.DNSName("civil.example")]),
+        x509.KeyUsage(True, False, False, False, False, True, True, False, False))))
+    r = _pki("add", "--pki", str(pki), "--agency", "market", "--csr", str(asks))
+    assert r.returncode == 0, r.stderr
+    cert = x509.load_pem_x509_certificate((pki / "market.crt").read_bytes())
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "civil.example" not in names.get_values_for_type(x509.DNSName)
+    assert "market" in names.get_values_for_type(x509.DNSName)
+    assert not any(isinstance(e.value, x509.KeyUsage) for e in cert.extensions)
+    assert cert.subject == x509.Name([
+            x509.NameAttribute(x509.oid.NameOID.ORGANIZATION_NAME, "credledger"),
+            x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "market")])
