@@ -27,6 +27,7 @@ from ledger.files import (
     NOT_STDOUT,
     SigtermSeen,
     Terminated,
+    atomic_output,
     hold_empty_folder,
     make_folders,
     read_capped,
@@ -1501,10 +1502,11 @@ def seal_again(
     The current passphrase comes from $LEDGER_FROM_PASSPHRASE (the file
     $LEDGER_FROM_PASSPHRASE_FILE names, or asked) and must open every file before anything is
     written; the new one from $LEDGER_KEY_PASSPHRASE (the file $LEDGER_KEY_PASSPHRASE_FILE
-    names, or asked twice), and must differ. Each file keeps its place, kind and mode and is
-    replaced whole; no key is printed. Bad input (a missing file, no passphrase, the same one
-    again) exits 2; a file that is no key file or does not open with the current passphrase
-    exits 1; nothing is written in either case.
+    names, or asked twice), and must differ. Each file keeps its place, kind, mode, owner and
+    group and is replaced whole; no key is printed. Bad input (a missing file, a file with a
+    second name (hard link), no passphrase, the same one again) exits 2; a file that is no
+    key file or does not open with the current passphrase exits 1; nothing is written in
+    either case.
     """
     import stat as stat_
 
@@ -1522,6 +1524,11 @@ def seal_again(
             raise typer.Exit(2) from e
         if not stat_.S_ISREG(info.st_mode):
             err.print(f"[red]error:[/] --key {_q(given)} is not a file; nothing was written")
+            raise typer.Exit(2)
+        if info.st_nlink > 1:  # the other name would keep the copy the current one opens
+            err.print(f"[red]error:[/] --key {_q(given)} has {info.st_nlink - 1} other name(s) "
+                      "(a hard link), which would keep a copy the current passphrase opens: "
+                      "remove them (or copy the file) first; nothing was written")
             raise typer.Exit(2)
         files.setdefault(given.resolve(), given)
     try:
@@ -1543,10 +1550,16 @@ def seal_again(
                   f"agency knows in {PASSPHRASE_ENV}; nothing was written")
         raise typer.Exit(2)
     for done, (path, given, kind, seal) in enumerate(opened):
-        mode = stat_.S_IMODE(path.stat().st_mode)
+        info = path.stat()
+        mode = stat_.S_IMODE(info.st_mode)
         try:
-            write_atomic(path, seal(new), mode)
-            os.chmod(path, mode)  # the mode it had, whatever the umask took from it
+            with atomic_output(path, mode) as out:
+                out.write(seal(new))
+                # the owner, group and mode it had (a node's key sealed again by root stays
+                # the node's), whatever the umask took; set before it takes the file's place
+                if (info.st_uid, info.st_gid) != (os.geteuid(), os.getegid()):
+                    os.fchown(out.fileno(), info.st_uid, info.st_gid)
+                os.fchmod(out.fileno(), mode)
         except OSError as e:
             left = ", ".join(_q(g) for _, g, _, _ in opened[done:])
             err.print(f"[red]error:[/] cannot write {_q(given)}: {_q(e.strerror or e)}; still "

@@ -484,6 +484,44 @@ def test_seal_again_takes_the_key_files_of_a_folder_from_before_adr_46(tmp_path:
         unlock(pki, "edu", b"old-pw", now=NOW)
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives a file to another owner (root only)")
+def test_seal_again_keeps_a_files_owner_and_refuses_one_with_another_name(
+        tmp_path: Path) -> None:
+    """`seal-again` (round 37K): a key file of the node's user, sealed again by root (`sudo`),
+    keeps its owner and group, as it keeps its mode (before, root's new file left the node
+    unable to open its own key); a file with a second name (a hard link) is refused before the
+    passphrase, as that name would keep a copy the current passphrase opens while the command
+    said every file opens with the new one only."""
+    from node.service import read_credit_secret
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    secret, linked = tmp_path / "credit.secret", tmp_path / "credit.secret.bak"
+
+    def run(*args: str, old: str = "old-pw", new: str = "new-pw"
+            ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "ledger-node"), *args], capture_output=True,
+                              text=True, timeout=120, check=False, stdin=subprocess.DEVNULL,
+                              env={**env, "LEDGER_FROM_PASSPHRASE": old,
+                                   "LEDGER_KEY_PASSPHRASE": new})
+
+    assert run("credit-secret", "--out", str(secret), new="old-pw").returncode == 0
+    os.chown(secret, 4242, 4343)
+    secret.chmod(0o640)
+    os.link(secret, linked)
+    before = secret.read_bytes()
+    r = run("seal-again", "--key", str(secret))
+    assert r.returncode == 2 and "hard link" in r.stderr, r.stderr
+    assert "nothing was written" in " ".join(r.stderr.split())
+    assert secret.read_bytes() == before and linked.read_bytes() == before
+    linked.unlink()
+    r = run("seal-again", "--key", str(secret))
+    assert r.returncode == 0, r.stderr
+    info = secret.stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (4242, 4343, 0o640)
+    assert read_credit_secret(secret, b"new-pw") is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["credit.secret"]  # no tmp left
+
+
 def test_a_founders_ceremony_writes_no_config_nobody_would_use(tmp_path: Path) -> None:
     """`init --new-network --no-config` (the founders' ceremony) makes every founder's keys
     and the genesis only: no config pointing at the ceremony's folder (wiped once each founder
