@@ -521,7 +521,10 @@ def init(
         given = [o for o, v in (("--new-network", new_network is None), ("--agency", agency),
                                 ("--config-out", config_out), ("--etcd-endpoint", endpoints),
                                 ("--peer", peers), ("--pki", pki), ("--tls", tls),
-                                ("--public-url", public_url), ("--force", force)) if v]
+                                ("--public-url", public_url), ("--force", force),
+                                # a config's own (their defaults not told from given ones)
+                                ("--host", host != "127.0.0.1"), ("--port", port != 8000))
+                 if v]
         if given:
             why = ("it is for --new-network" if given[0] == "--new-network" else
                    f"leave out {given[0]}")

@@ -542,6 +542,9 @@ def test_a_founders_ceremony_writes_no_config_nobody_would_use(tmp_path: Path) -
             ([*ceremony, "--no-config", "--config-out", "c.toml"], "leave out --config-out"),
             ([*ceremony, "--no-config", "--etcd-endpoint", "https://127.0.0.1:1"],
              "leave out --etcd-endpoint"),
+            # a config's bind address and port were taken and dropped (round 37K)
+            ([*ceremony, "--no-config", "--port", "9000"], "leave out --port"),
+            ([*ceremony, "--no-config", "--host", "0.0.0.0"], "leave out --host"),
             (["--data", "ceremony", "--no-config"], "it is for --new-network"),
             (["--new-network", "district-5", "--data", "ceremony", "--no-config"],
              "give each with --founder"),
