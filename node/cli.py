@@ -827,36 +827,14 @@ def pki_create(
 
 @pki_app.command("add")
 def pki_add(pki: _PKI_FOLDER, agency: _PKI_AGENCY, host: _PKI_HOSTS = None,
-            csr: Annotated[Path | None, typer.Option(
-                "--csr", metavar="FILE",
-                help="The agency's certificate signing request (`ledger-node pki request` "
-                     "made it where the agency keeps its key): the certificate is for that "
-                     "key, and no key of the agency is made or kept here.",
-                dir_okay=False)] = None) -> None:
+            csr: _PKI_CSR = None) -> None:
     """Certify an agency governance admitted (or one whose certificate was revoked): a new
     key made here (copied to the agency with `pki copy-key`), or, with --csr, the key the
     agency made itself and keeps."""
-    from node.pki import (
-        CSR_MAX,
-        PkiError,
-        check_request,
-        ensure_crl,
-        ensure_operator_cert,
-        issue_agency_cert,
-    )
+    from node.pki import ensure_crl, ensure_operator_cert, issue_agency_cert
 
     _check_pki_input(agencies=[agency], hosts=host)
-    request = None
-    if csr is not None:  # bad input is said before the passphrase is asked
-        try:
-            request = read_capped(csr, CSR_MAX)
-            check_request(request, agency)
-        except OSError as e:
-            err.print(f"[red]error:[/] --csr {_q(csr)}: {_q(e.strerror or e)}")
-            raise typer.Exit(2) from e
-        except PkiError as e:
-            err.print(f"[red]error:[/] --csr {_q(csr)}: {_q(e)}; nothing was made")
-            raise typer.Exit(2) from e
+    request = _read_request(csr, agency)
 
     def step(passphrase: bytes, now: dt.datetime) -> str:
         ensure_crl(pki, passphrase, now=now)
@@ -869,6 +847,32 @@ def pki_add(pki: _PKI_FOLDER, agency: _PKI_AGENCY, host: _PKI_HOSTS = None,
                 f"until {cert.not_valid_after_utc:%Y-%m-%d}" + _capped(cert, now))
 
     _pki_step(f"certify {agency}", step, changes=pki)
+
+
+_PKI_CSR = Annotated[Path | None, typer.Option(
+    "--csr", metavar="FILE",
+    help="The agency's certificate signing request (`ledger-node pki request` made it where "
+         "the agency keeps its key): the certificate is for that key, and no key of the "
+         "agency is made or kept here.", dir_okay=False)]
+
+
+def _read_request(csr: Path | None, agency: str) -> bytes | None:
+    """The signing request ``--csr`` names, checked for ``agency`` (None without one); bad
+    input is said, exit 2, before the keeper's passphrase is asked."""
+    from node.pki import CSR_MAX, PkiError, check_request
+
+    if csr is None:
+        return None
+    try:
+        request = read_capped(csr, CSR_MAX)
+        check_request(request, agency)
+    except OSError as e:
+        err.print(f"[red]error:[/] --csr {_q(csr)}: {_q(e.strerror or e)}")
+        raise typer.Exit(2) from e
+    except PkiError as e:
+        err.print(f"[red]error:[/] --csr {_q(csr)}: {_q(e)}; nothing was made")
+        raise typer.Exit(2) from e
+    return request
 
 
 @pki_app.command("request")
@@ -956,22 +960,29 @@ def pki_copy_key(
 
 
 @pki_app.command("renew")
-def pki_renew(pki: _PKI_FOLDER, agency: _PKI_AGENCY, host: _PKI_HOSTS = None) -> None:
+def pki_renew(pki: _PKI_FOLDER, agency: _PKI_AGENCY, host: _PKI_HOSTS = None,
+              csr: _PKI_CSR = None) -> None:
     """Give an agency a new key and certificate before its certificate expires (or after).
     The old one stays valid until it expires (kept in superseded/; `revoke` revokes it too),
     so the agency's running node and etcd member keep working; they take the new pair when
     restarted with it. The new certificate names the hosts the old one did, and --host. It
     never outlives the CA: renew the CA first when it ends sooner (`renew-ca`). For a stolen
-    key use `revoke` and `add` instead."""
+    key use `revoke` and `add` instead. With --csr, for an agency that keeps its own key: a
+    new certificate for the request's key (the request it made before serves), no key made
+    here, and a key made here before removed (it is the old certificate's)."""
     from node.pki import renew_agency_cert
 
     _check_pki_input(agencies=[agency], hosts=host)
+    request = _read_request(csr, agency)
 
     def step(passphrase: bytes, now: dt.datetime) -> str:
-        cert = renew_agency_cert(pki, agency, passphrase, now=now, hosts=host or [])
+        cert = renew_agency_cert(pki, agency, passphrase, now=now, hosts=host or [],
+                                 csr=request)
+        give = (f"{agency}.crt (its key stays with the agency)" if request is not None else
+                f"{agency}.crt and {agency}.key")
         return (f"new certificate for {agency}, valid until "
-                f"{cert.not_valid_after_utc:%Y-%m-%d}: copy {agency}.crt and {agency}.key "
-                "to the agency and restart its etcd member and node" + _capped(cert, now))
+                f"{cert.not_valid_after_utc:%Y-%m-%d}: copy {give} to the agency and restart "
+                "its etcd member and node" + _capped(cert, now))
 
     _pki_step(f"renew {agency}'s certificate", step, changes=pki)
 

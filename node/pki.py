@@ -458,13 +458,18 @@ def _replace_pair(folder: Path, name: str, key: ec.EllipticCurvePrivateKey,
 
 
 def renew_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
-                      now: _dt.datetime, hosts: Sequence[str] = ()) -> x509.Certificate:
+                      now: _dt.datetime, hosts: Sequence[str] = (),
+                      csr: bytes | None = None) -> x509.Certificate:
     """Replace ``<agency>.crt`` / ``<agency>.key`` with a new key and certificate. The old
     certificate stays valid until it expires (processes running with it keep working until
     they restart) and is kept in ``superseded/``, so a later revocation of the agency revokes
     it too. A stolen key needs ``revoke`` and ``add``, not this. The new certificate names
-    the hosts the old one did, and ``hosts``. Returns the new certificate."""
+    the hosts the old one did, and ``hosts``. With ``csr`` (the agency's signing request,
+    checked as :func:`issue_agency_cert` checks it) the certificate is for the request's key,
+    which the agency keeps: no key is made, and a ``<agency>.key`` made here before is
+    removed, as it is not the new certificate's. Returns the new certificate."""
     _check_id(agency)
+    public = None if csr is None else check_request(csr, agency)
     if not (folder / f"{agency}.crt").exists() and _kept(folder / REVOKED, agency):
         raise PkiError(f"{agency}'s certificate is revoked: issue a new one with "
                        "`ledger-node pki add`")
@@ -478,11 +483,23 @@ def renew_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
             x509.SubjectAlternativeName).value]
     except x509.ExtensionNotFound:
         kept = []
-    key, cert = _agency_cert(ca_cert, ca_key, agency, now, _sans(agency, [*kept, *hosts]))
+    san = _sans(agency, [*kept, *hosts])
+    if public is not None:
+        until = min(now + _dt.timedelta(days=VALID_DAYS), ca_cert.not_valid_after_utc)
+        cert = _sign_leaf(ca_cert, ca_key, agency, public, now, until, _AGENCY_USAGES, san)
+    else:
+        key, cert = _agency_cert(ca_cert, ca_key, agency, now, san)
     (folder / SUPERSEDED).mkdir(exist_ok=True, mode=0o700)
     shutil.copyfile(folder / f"{agency}.crt",
                     folder / SUPERSEDED / f"{agency}-{old.serial_number:x}.crt")
-    _replace_pair(folder, agency, key, cert, passphrase)
+    if public is None:
+        _replace_pair(folder, agency, key, cert, passphrase)
+        return cert
+    # the key made here, if any, is the old certificate's: gone first, so no stop leaves it
+    # beside a certificate it does not match (the agency's own copy serves the old one)
+    (folder / f"{agency}.key").unlink(missing_ok=True)
+    write_atomic(folder / f"{agency}.crt", cert.public_bytes(serialization.Encoding.PEM),
+                 0o644)
     return cert
 
 

@@ -1752,3 +1752,49 @@ def test_pki_add_csr_refuses_an_odd_request_and_takes_nothing_else_from_it(
     assert cert.subject == x509.Name([
             x509.NameAttribute(x509.oid.NameOID.ORGANIZATION_NAME, "credledger"),
             x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "market")])
+
+
+def test_pki_renew_csr_certifies_the_key_the_agency_keeps(tmp_path: Path) -> None:
+    """`pki renew --csr` (round 37K; ADR 80 left `renew` making the new TLS key at the
+    keeper's): an agency the keeper made a key for moves to a key it made itself; the new
+    certificate is for the request's key with the old one's hosts, the keeper's old key is
+    removed (it is the old certificate's, kept in superseded/), and the agency's pair opens
+    under its own passphrase. A request of another agency is refused before the passphrase
+    and changes nothing; the same request serves the next renewal (same key, new
+    certificate)."""
+    pki, own = tmp_path / "pki", tmp_path / "edu-pki"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    keeper = {**env, "LEDGER_KEY_PASSPHRASE": "pw"}
+    assert _pki("create", "--out", str(pki), "--network", "district-7", "--agency", "edu",
+                "--agency", "civil", "--host", "edu=edu.example", env=keeper).returncode == 0
+    r = _pki("request", "--agency", "edu", "--out", str(own),
+             env={**env, "LEDGER_KEY_PASSPHRASE": "edu-pw"})
+    assert r.returncode == 0, r.stderr
+    r = _pki("request", "--agency", "civil", "--out", str(tmp_path / "civil-pki"),
+             env={**env, "LEDGER_KEY_PASSPHRASE": "civil-pw"})
+    assert r.returncode == 0, r.stderr
+    first = (pki / "edu.crt").read_bytes()
+    before = {p.name: p.read_bytes() for p in pki.iterdir() if p.is_file()}
+    r = _pki("renew", "--pki", str(pki), "--agency", "edu", "--csr",
+             str(tmp_path / "civil-pki" / "civil.csr"), env=env)
+    assert r.returncode == 2 and "not edu's" in r.stderr, r.stderr
+    assert "Passphrase" not in r.stderr
+    assert {p.name: p.read_bytes() for p in pki.iterdir() if p.is_file()} == before
+
+    wanted = x509.load_pem_x509_csr((own / "edu.csr").read_bytes()).public_key()
+    for _ in range(2):  # the same request serves the next renewal
+        r = _pki("renew", "--pki", str(pki), "--agency", "edu", "--csr", str(own / "edu.csr"),
+                 env=keeper)
+        assert r.returncode == 0, r.stderr
+        assert "its key stays with the agency" in " ".join(r.stderr.split())
+        assert not (pki / "edu.key").exists() and (pki / "civil.key").exists()
+        cert = x509.load_pem_x509_certificate((pki / "edu.crt").read_bytes())
+        assert cert.public_key() == wanted
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        assert "edu.example" in names.get_values_for_type(x509.DNSName)
+    assert len(list((pki / "superseded").glob("edu-*.crt"))) == 2
+    assert first in [p.read_bytes() for p in (pki / "superseded").iterdir()]
+    for name in ("ca.crt", "crl.pem", "edu.crt"):
+        shutil.copyfile(pki / name, own / name)
+    runtime = unlock(own, "edu", b"edu-pw")
+    lock(runtime)
