@@ -908,8 +908,8 @@ def pki_request(
         err.print(f"[red]cannot make {_q(agency)}'s request:[/] {_q(why)}")
         raise typer.Exit(1) from e
     err.print(f"{agency}'s TLS key sealed in {_q(out / (agency + '.key'))} (0600; it stays "
-              f"here); give {_q(made)} to the PKI's keeper (`ledger-node pki add --agency "
-              f"{agency} --csr {made.name}`)")
+              f"here); give {_q(made)} to the PKI's keeper (`ledger-node pki add --pki PKI "
+              f"--agency {agency} --csr {made.name}`)")
 
 
 @pki_app.command("copy-key")

@@ -1638,6 +1638,9 @@ def test_an_agency_keeps_its_tls_key_and_the_keeper_signs_its_request(tmp_path: 
     r = _pki("request", "--agency", "market", "--out", str(own),
              env={**agency, "LEDGER_KEY_PASSPHRASE": "market-pw"})
     assert r.returncode == 0, r.stderr
+    # the keeper's command as said runs as it is, its PKI folder named (round 37K)
+    assert ("ledger-node pki add --pki PKI --agency market --csr market.csr"
+            in " ".join(r.stderr.split())), r.stderr
     assert stat.S_IMODE(own.stat().st_mode) == 0o700
     assert stat.S_IMODE((own / "market.key").stat().st_mode) == 0o600
     assert b"PRIVATE" not in (own / "market.key").read_bytes()  # sealed
