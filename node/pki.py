@@ -275,6 +275,8 @@ def issue_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
     public = None if csr is None else check_request(csr, agency)
     if (folder / f"{agency}.crt").exists():
         raise PkiError(f"{folder} already has a certificate for {agency!r}")
+    if public is not None:
+        _refuse_revoked_key(folder, public)
     ca_cert, ca_key = _ca(folder, passphrase)
     if public is not None:
         until = min(now + _dt.timedelta(days=VALID_DAYS), ca_cert.not_valid_after_utc)
@@ -411,6 +413,21 @@ def check_request(pem: bytes, agency: str) -> ec.EllipticCurvePublicKey:
     return public
 
 
+def _refuse_revoked_key(folder: Path, public: ec.EllipticCurvePublicKey) -> None:
+    """A :class:`PkiError` when ``public`` is the key of a certificate the PKI in ``folder``
+    revoked (kept in ``revoked/``): a stolen key's request, given again, is certified by no
+    ``add`` or ``renew``, for its agency or another."""
+    spki = public.public_bytes(serialization.Encoding.DER,
+                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    for path in sorted((folder / REVOKED).glob("*.crt")):
+        if _certificate(path).public_key().public_bytes(
+                serialization.Encoding.DER,
+                serialization.PublicFormat.SubjectPublicKeyInfo) == spki:
+            raise PkiError(f"the signing request's key is the key of a revoked certificate "
+                           f"({path.name}): the agency makes a new key and request "
+                           "(`ledger-node pki request` into a new folder)")
+
+
 def _shown(text: str, limit: int = 40) -> str:
     """``repr`` of a name from outside (a request's), cut before it is quoted."""
     return repr(text if len(text) <= limit else text[:limit] + "…")
@@ -474,6 +491,8 @@ def renew_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
         raise PkiError(f"{agency}'s certificate is revoked: issue a new one with "
                        "`ledger-node pki add`")
     old = _certificate(folder / f"{agency}.crt")
+    if public is not None:
+        _refuse_revoked_key(folder, public)
     ca_cert, ca_key = _ca(folder, passphrase)
     if old.serial_number in _revoked_serials(folder, ca_cert):
         raise PkiError(f"{agency}'s certificate is revoked: issue a new one with "

@@ -1801,3 +1801,36 @@ def test_pki_renew_csr_certifies_the_key_the_agency_keeps(tmp_path: Path) -> Non
         shutil.copyfile(pki / name, own / name)
     runtime = unlock(own, "edu", b"edu-pw")
     lock(runtime)
+
+
+def test_pki_add_or_renew_csr_refuses_a_key_whose_certificate_was_revoked(
+        tmp_path: Path) -> None:
+    """A key whose certificate was revoked (a stolen key: README "revoke ... or a stolen key")
+    is certified again by no request (round 37K: the agency's old request, kept beside its key,
+    given again to `pki add --csr` after `revoke` certified the stolen key anew), for the
+    agency or any other; the refusal writes nothing. A new request is certified."""
+    pki, own, new = tmp_path / "pki", tmp_path / "market-pki", tmp_path / "market-new"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    keeper = {**env, "LEDGER_KEY_PASSPHRASE": "pw"}
+    assert _pki("create", "--out", str(pki), "--network", "district-7", "--agency", "civil",
+                env=keeper).returncode == 0
+    for folder in (own, new):
+        assert _pki("request", "--agency", "market", "--out", str(folder),
+                    env={**env, "LEDGER_KEY_PASSPHRASE": "market-pw"}).returncode == 0
+    csr = str(own / "market.csr")
+    assert _pki("add", "--pki", str(pki), "--agency", "market", "--csr", csr,
+                env=keeper).returncode == 0
+    assert _pki("revoke", "--pki", str(pki), "--agency", "market", env=keeper).returncode == 0
+    before = {p: p.read_bytes() for p in pki.rglob("*") if p.is_file()}
+    r = _pki("add", "--pki", str(pki), "--agency", "market", "--csr", csr, env=keeper)
+    assert r.returncode != 0 and "revoked" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert {p: p.read_bytes() for p in pki.rglob("*") if p.is_file()} == before
+    r = _pki("add", "--pki", str(pki), "--agency", "market", "--csr", str(new / "market.csr"),
+             env=keeper)
+    assert r.returncode == 0, r.stderr
+    # renew: neither the revoked key
+    before = {p: p.read_bytes() for p in pki.rglob("*") if p.is_file()}
+    r = _pki("renew", "--pki", str(pki), "--agency", "market", "--csr", csr, env=keeper)
+    assert r.returncode != 0 and "revoked" in r.stderr, r.stderr
+    assert {p: p.read_bytes() for p in pki.rglob("*") if p.is_file()} == before
