@@ -280,9 +280,19 @@ def issue_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
     ca_cert, ca_key = _ca(folder, passphrase)
     if public is not None:
         until = min(now + _dt.timedelta(days=VALID_DAYS), ca_cert.not_valid_after_utc)
+        left = folder / f"{agency}.key"
+        if left.exists():
+            # a key an `add` stopped before its certificate left is sealed by the keeper and
+            # is not this one's: gone; any other (the agency's own, its request made here)
+            # is the agency's, never deleted
+            try:
+                _load_key(left, passphrase)
+            except PkiError as e:
+                raise PkiError(f"{left} is a key the keeper's passphrase does not open (the "
+                               "agency's own, its request made in the PKI folder?): move it "
+                               "and its request to the agency's own folder first") from e
         cert = _sign_leaf(ca_cert, ca_key, agency, public, now, until, _AGENCY_USAGES, san)
-        # a key left by an `add` stopped before its certificate is not this one's: gone
-        (folder / f"{agency}.key").unlink(missing_ok=True)
+        left.unlink(missing_ok=True)
         write_atomic(folder / f"{agency}.crt", cert.public_bytes(serialization.Encoding.PEM),
                      0o644, overwrite=False)
         return cert
@@ -417,12 +427,8 @@ def _refuse_revoked_key(folder: Path, public: ec.EllipticCurvePublicKey) -> None
     """A :class:`PkiError` when ``public`` is the key of a certificate the PKI in ``folder``
     revoked (kept in ``revoked/``): a stolen key's request, given again, is certified by no
     ``add`` or ``renew``, for its agency or another."""
-    spki = public.public_bytes(serialization.Encoding.DER,
-                               serialization.PublicFormat.SubjectPublicKeyInfo)
     for path in sorted((folder / REVOKED).glob("*.crt")):
-        if _certificate(path).public_key().public_bytes(
-                serialization.Encoding.DER,
-                serialization.PublicFormat.SubjectPublicKeyInfo) == spki:
+        if _spki(_certificate(path).public_key()) == _spki(public):
             raise PkiError(f"the signing request's key is the key of a revoked certificate "
                            f"({path.name}): the agency makes a new key and request "
                            "(`ledger-node pki request` into a new folder)")

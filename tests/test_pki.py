@@ -1834,3 +1834,40 @@ def test_pki_add_or_renew_csr_refuses_a_key_whose_certificate_was_revoked(
     r = _pki("renew", "--pki", str(pki), "--agency", "market", "--csr", csr, env=keeper)
     assert r.returncode != 0 and "revoked" in r.stderr, r.stderr
     assert {p: p.read_bytes() for p in pki.rglob("*") if p.is_file()} == before
+
+
+def test_pki_add_csr_keeps_an_agencys_own_key_made_in_the_pki_folder(tmp_path: Path) -> None:
+    """A founder that keeps the PKI made its own request into the PKI folder (`pki request
+    --out pki`): `pki add --csr` deleted that key, as if a stopped `add` had left it, and
+    certified a key no one had any more (round 37K). A key the keeper's passphrase does not
+    open is not the keeper's: refused, nothing written or deleted; one a stopped `add` left
+    (the keeper's) is still replaced."""
+    pki = tmp_path / "pki"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    keeper = {**env, "LEDGER_KEY_PASSPHRASE": "pw"}
+    assert _pki("create", "--out", str(pki), "--network", "district-7",
+                env=keeper).returncode == 0
+    r = _pki("request", "--agency", "civil", "--out", str(pki),
+             env={**env, "LEDGER_KEY_PASSPHRASE": "civil-pw"})
+    assert r.returncode == 0, r.stderr
+    before = {p: p.read_bytes() for p in pki.rglob("*") if p.is_file()}
+    r = _pki("add", "--pki", str(pki), "--agency", "civil", "--csr", str(pki / "civil.csr"),
+             env=keeper)
+    assert r.returncode != 0 and "civil.key" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert {p: p.read_bytes() for p in pki.rglob("*") if p.is_file()} == before
+    own = tmp_path / "civil-pki"
+    own.mkdir()
+    for name in ("civil.key", "civil.csr"):
+        (pki / name).rename(own / name)
+    # a key the keeper made, left by a stopped `add` (here: one its passphrase seals)
+    assert _pki("request", "--agency", "civil", "--out", str(tmp_path / "left"),
+                env=keeper).returncode == 0
+    (tmp_path / "left" / "civil.key").rename(pki / "civil.key")
+    r = _pki("add", "--pki", str(pki), "--agency", "civil", "--csr", str(own / "civil.csr"),
+             env=keeper)
+    assert r.returncode == 0, r.stderr
+    assert not (pki / "civil.key").exists() and (pki / "civil.crt").exists()
+    for name in ("ca.crt", "crl.pem", "civil.crt"):
+        shutil.copyfile(pki / name, own / name)
+    lock(unlock(own, "civil", b"civil-pw"))  # the agency's key is the certificate's
