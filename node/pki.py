@@ -280,17 +280,8 @@ def issue_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
     ca_cert, ca_key = _ca(folder, passphrase)
     if public is not None:
         until = min(now + _dt.timedelta(days=VALID_DAYS), ca_cert.not_valid_after_utc)
-        left = folder / f"{agency}.key"
-        if left.exists():
-            # a key an `add` stopped before its certificate left is sealed by the keeper and
-            # is not this one's: gone; any other (the agency's own, its request made here)
-            # is the agency's, never deleted
-            try:
-                _load_key(left, passphrase)
-            except PkiError as e:
-                raise PkiError(f"{left} is a key the keeper's passphrase does not open (the "
-                               "agency's own, its request made in the PKI folder?): move it "
-                               "and its request to the agency's own folder first") from e
+        # a key an `add` stopped before its certificate left is not this one's: gone
+        left = _keepers_key(folder, agency, passphrase)
         cert = _sign_leaf(ca_cert, ca_key, agency, public, now, until, _AGENCY_USAGES, san)
         left.unlink(missing_ok=True)
         write_atomic(folder / f"{agency}.crt", cert.public_bytes(serialization.Encoding.PEM),
@@ -423,6 +414,22 @@ def check_request(pem: bytes, agency: str) -> ec.EllipticCurvePublicKey:
     return public
 
 
+def _keepers_key(folder: Path, agency: str, passphrase: bytes) -> Path:
+    """``<agency>.key`` in the PKI ``folder``, which a certificate for the agency's own key
+    replaces: a :class:`PkiError` unless it is missing or the keeper's ``passphrase`` opens
+    it. Any other key there is the agency's own (its request made in the PKI folder), never
+    deleted."""
+    path = folder / f"{agency}.key"
+    if path.exists():
+        try:
+            _load_key(path, passphrase)
+        except PkiError as e:
+            raise PkiError(f"{path} is a key the keeper's passphrase does not open (the "
+                           "agency's own, its request made in the PKI folder?): move it and "
+                           "its request to the agency's own folder first") from e
+    return path
+
+
 def _refuse_revoked_key(folder: Path, public: ec.EllipticCurvePublicKey) -> None:
     """A :class:`PkiError` when ``public`` is the key of a certificate the PKI in ``folder``
     revoked (kept in ``revoked/``): a stolen key's request, given again, is certified by no
@@ -510,6 +517,7 @@ def renew_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
         kept = []
     san = _sans(agency, [*kept, *hosts])
     if public is not None:
+        _keepers_key(folder, agency, passphrase)  # before anything is written
         until = min(now + _dt.timedelta(days=VALID_DAYS), ca_cert.not_valid_after_utc)
         cert = _sign_leaf(ca_cert, ca_key, agency, public, now, until, _AGENCY_USAGES, san)
     else:
@@ -522,7 +530,7 @@ def renew_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
         return cert
     # the key made here, if any, is the old certificate's: gone first, so no stop leaves it
     # beside a certificate it does not match (the agency's own copy serves the old one)
-    (folder / f"{agency}.key").unlink(missing_ok=True)
+    _keepers_key(folder, agency, passphrase).unlink(missing_ok=True)
     write_atomic(folder / f"{agency}.crt", cert.public_bytes(serialization.Encoding.PEM),
                  0o644)
     return cert

@@ -1784,6 +1784,17 @@ def test_pki_renew_csr_certifies_the_key_the_agency_keeps(tmp_path: Path) -> Non
     assert "Passphrase" not in r.stderr
     assert {p.name: p.read_bytes() for p in pki.iterdir() if p.is_file()} == before
 
+    # a key in the PKI folder the keeper's passphrase does not open is the agency's: kept
+    (pki / "edu.key").rename(tmp_path / "keepers-edu.key")
+    shutil.copyfile(own / "edu.key", pki / "edu.key")
+    r = _pki("renew", "--pki", str(pki), "--agency", "edu", "--csr", str(own / "edu.csr"),
+             env=keeper)
+    assert r.returncode != 0 and "does not open" in " ".join(r.stderr.split()), r.stderr
+    assert {p.name: p.read_bytes() for p in pki.iterdir() if p.is_file()} == {
+        **before, "edu.key": (own / "edu.key").read_bytes()}
+    assert not (pki / "superseded").exists()
+    (tmp_path / "keepers-edu.key").replace(pki / "edu.key")
+
     wanted = x509.load_pem_x509_csr((own / "edu.csr").read_bytes()).public_key()
     for _ in range(2):  # the same request serves the next renewal
         r = _pki("renew", "--pki", str(pki), "--agency", "edu", "--csr", str(own / "edu.csr"),
