@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import http.server
 import json
 import os
 import subprocess
@@ -383,34 +384,37 @@ def test_status_bad_input(demo: Path) -> None:
     assert "unknown agency 'police'" in r.stderr
 
 
+class _AnsweringNode(http.server.BaseHTTPRequestHandler):
+    """A made-up node's handler: ``_answer`` sends its JSON, nothing is logged."""
+
+    def _answer(self, said: Any) -> None:
+        body = json.dumps(said).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
 def test_a_nodes_receipt_is_shown_with_its_escape_sequences_as_text(demo: Path) -> None:
     """``--node`` may name any node of the network, another agency's: its receipt's words
     reach the operator's terminal as text, and no escape sequence in them clears the screen or
     retitles the window to pass a refused change off as done."""
-    import http.server
 
     from test_audit_since_monitor import _start_serving, _stop_serving
 
     hostile = "\x1b]0;all done\x1b\\\x1b[2J\x1b[Hrevoked"
 
-    class Node(http.server.BaseHTTPRequestHandler):
-        def _answer(self, said: dict[str, Any]) -> None:
-            body = json.dumps(said).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
+    class Node(_AnsweringNode):
         def do_GET(self) -> None:
             self._answer({"network": "demo", "agency": "civil"})
 
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["content-length"]))
             self._answer({"txid": hostile, "index": hostile, "height": hostile})
-
-        def log_message(self, *_: object) -> None:
-            pass
 
     url = _start_serving(Node)
     try:
@@ -428,7 +432,6 @@ def test_a_credential_start_is_not_taken_from_a_decision_list_that_is_none(demo:
     answer that was no list of decisions with 64-digit ids (a credential id of 32 digits, or
     not hex) was taken, and a change signed for a 16-byte id after the passphrase, or a
     traceback. Refused now, nothing signed nor sent (helper round 37D)."""
-    import http.server
 
     from test_audit_since_monitor import _start_serving, _stop_serving
 
@@ -438,16 +441,8 @@ def test_a_credential_start_is_not_taken_from_a_decision_list_that_is_none(demo:
                    [{"credential_id": start + "00" * 24}, "not a decision"],
                    {"credential_id": start + "00" * 24}):
 
-        class Node(http.server.BaseHTTPRequestHandler):
+        class Node(_AnsweringNode):
             decisions = listed
-
-            def _answer(self, said: Any) -> None:
-                body = json.dumps(said).encode()
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
 
             def do_GET(self) -> None:
                 self._answer(self.decisions if self.path.startswith("/v1/approvals") else
@@ -456,9 +451,6 @@ def test_a_credential_start_is_not_taken_from_a_decision_list_that_is_none(demo:
             def do_POST(self) -> None:
                 posted.append(self.path)
                 self._answer({})
-
-            def log_message(self, *_: object) -> None:
-                pass
 
         url = _start_serving(Node)
         try:
