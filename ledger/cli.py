@@ -2234,7 +2234,7 @@ def _approval_credential_of(node: str, agency: str, start: str) -> str:
     serves = _node_health(node)["agency"]
     if serves != agency:  # found there, the change would be signed, then refused by the ledger
         _fail(f"--credential-id {start} is looked up among the node's decisions, and {node} "
-              f"is {serves!r}'s node, not {agency!r}'s: give {agency}'s node, or "
+              f"is {serves[:40]!r}'s node, not {agency!r}'s: give {agency}'s node, or "
               "all 64 digits of the id", 2)
     listed = _http(node.rstrip("/") + "/v1/approvals", headers=auth)
     if not isinstance(listed, list) or not all(
