@@ -123,9 +123,7 @@ def resealed_key(path: Path, passphrase: bytes, new_passphrase: bytes) -> bytes:
     """The agency key in ``path`` (sealed with ``passphrase``), sealed again with
     ``new_passphrase``: the copy the PKI's keeper gives the agency, for its own passphrase.
     :class:`PkiError` if it does not open."""
-    if not new_passphrase:
-        raise PkiError("an empty passphrase would leave the key clear")
-    return _key_bytes(_load_key(path, passphrase), new_passphrase)
+    return seal_key_again(path, passphrase)(new_passphrase)
 
 
 def seal_key_again(path: Path, passphrase: bytes) -> Callable[[bytes], bytes]:
@@ -279,10 +277,9 @@ def issue_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
         _refuse_revoked_key(folder, public)
     ca_cert, ca_key = _ca(folder, passphrase)
     if public is not None:
-        until = min(now + _dt.timedelta(days=VALID_DAYS), ca_cert.not_valid_after_utc)
         # a key an `add` stopped before its certificate left is not this one's: gone
         left = _keepers_key(folder, agency, passphrase)
-        cert = _sign_leaf(ca_cert, ca_key, agency, public, now, until, _AGENCY_USAGES, san)
+        cert = _agency_leaf(ca_cert, ca_key, agency, public, now, san)
         left.unlink(missing_ok=True)
         write_atomic(folder / f"{agency}.crt", cert.public_bytes(serialization.Encoding.PEM),
                      0o644, overwrite=False)
@@ -346,9 +343,17 @@ def _spki(key: object) -> bytes:
 def _agency_cert(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, agency: str,
                  now: _dt.datetime, san: x509.SubjectAlternativeName
                  ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key, _agency_leaf(ca_cert, ca_key, agency, key.public_key(), now, san)
+
+
+def _agency_leaf(ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, agency: str,
+                 public: ec.EllipticCurvePublicKey, now: _dt.datetime,
+                 san: x509.SubjectAlternativeName) -> x509.Certificate:
+    """An agency's certificate for ``public``: its usages, for VALID_DAYS."""
     # never past the CA: a certificate the CA outlives no one could check
     until = min(now + _dt.timedelta(days=VALID_DAYS), ca_cert.not_valid_after_utc)
-    return _leaf_cert(ca_cert, ca_key, agency, now, until, _AGENCY_USAGES, san)
+    return _sign_leaf(ca_cert, ca_key, agency, public, now, until, _AGENCY_USAGES, san)
 
 
 _AGENCY_USAGES = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
@@ -517,9 +522,8 @@ def renew_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
         kept = []
     san = _sans(agency, [*kept, *hosts])
     if public is not None:
-        _keepers_key(folder, agency, passphrase)  # before anything is written
-        until = min(now + _dt.timedelta(days=VALID_DAYS), ca_cert.not_valid_after_utc)
-        cert = _sign_leaf(ca_cert, ca_key, agency, public, now, until, _AGENCY_USAGES, san)
+        left = _keepers_key(folder, agency, passphrase)  # before anything is written
+        cert = _agency_leaf(ca_cert, ca_key, agency, public, now, san)
     else:
         key, cert = _agency_cert(ca_cert, ca_key, agency, now, san)
     (folder / SUPERSEDED).mkdir(exist_ok=True, mode=0o700)
@@ -530,7 +534,7 @@ def renew_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
         return cert
     # the key made here, if any, is the old certificate's: gone first, so no stop leaves it
     # beside a certificate it does not match (the agency's own copy serves the old one)
-    _keepers_key(folder, agency, passphrase).unlink(missing_ok=True)
+    left.unlink(missing_ok=True)
     write_atomic(folder / f"{agency}.crt", cert.public_bytes(serialization.Encoding.PEM),
                  0o644)
     return cert
