@@ -1206,8 +1206,9 @@ def _https_url(option: str, url: str, what: str) -> str:
 def etcd_run(
     pki: Annotated[Path, typer.Option(
         "--pki", help="The agency's PKI folder: ca.crt, crl.pem and its own AGENCY.crt and "
-                      "AGENCY.key (sealed under the agency's passphrase: `ledger-node pki "
-                      "copy-key`), as the PKI's keeper gave them.")],
+                      "AGENCY.key (sealed under the agency's passphrase: its own from `ledger-node "
+                      "pki request`, or the keeper's copy from `ledger-node pki copy-key`), "
+                      "the certificates as the PKI's keeper gave them.")],
     agency: _PKI_AGENCY,
     data: Annotated[Path, typer.Option(help="The member's etcd data folder (made if missing; "
                                             "kept between runs).")],
@@ -1318,8 +1319,9 @@ def etcd_run(
             _check_founders(ledger, new_cluster, sorted({n for n, _, _ in pairs}), refuse)
     for name in ("ca.crt", "crl.pem", f"{agency}.crt", f"{agency}.key"):
         if not (pki / name).is_file():
-            refuse(f"the PKI folder {pki} has no {name} (the PKI's keeper copies ca.crt, "
-                   f"crl.pem, {agency}.crt and {agency}.key)")
+            refuse(f"the PKI folder {pki} has no {name} (the PKI's keeper gives ca.crt, "
+                   f"crl.pem and {agency}.crt; {agency}.key is the one `ledger-node pki "
+                   f"request` made there, or the keeper's `pki copy-key`)")
     try:
         check_hosts(pki, agency, hosts)
         check_etcd_installed("etcd")

@@ -1639,3 +1639,119 @@ def test_founding_agencies_start_a_network_as_the_readme_says(tmp_path: Path) ->
                 p.kill()
                 p.wait()
     assert [p.returncode for p in procs] == [0] * 6
+
+
+@pytest.mark.slow
+def test_a_new_agency_joins_a_running_network_as_the_readme_says(fresh: Net,
+                                                                  tmp_path: Path) -> None:
+    """The README's "A new agency joins a running network", step by step beside a running
+    `ledger-node cluster`: the newcomer makes its own keys and its TLS key and request under
+    its own passphrase (the keeper gives back ca.crt, crl.pem and its certificate, no key),
+    governance admits it, its etcd member and node run from its own folders, and its node
+    says `ok` at the network's head and co-signs a final checkpoint (helper round 38J: the
+    README had the keeper make the newcomer's TLS key and copy it out with `pki copy-key`)."""
+    import os
+    import shlex
+
+    net, cluster_data = fresh, fresh.folder  # the README's cluster-data
+    base = free_base(1)
+    node = f"https://127.0.0.1:{base}"  # HOST: 127.0.0.1, which every certificate names
+    client, peer = f"https://127.0.0.1:{base + 100}", f"https://127.0.0.1:{base + 200}"
+    others = list(net.cluster.members)
+    bin_ = Path(sys.executable).parent
+    keeper = {**os.environ, "LEDGER_KEY_PASSPHRASE": PASS.decode()}
+    market = {**os.environ, "LEDGER_KEY_PASSPHRASE": "market-own-pw"}
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def ok(*args: str, env: dict[str, str]) -> str:
+        r = subprocess.run([str(bin_ / args[0]), *args[1:]], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                           timeout=300, check=False)
+        assert r.returncode == 0, (args, r.stderr)
+        return r.stdout
+
+    def start(log: str, *args: str) -> None:
+        with (tmp_path / log).open("ab") as out:
+            procs.append(subprocess.Popen([str(bin_ / args[0]), *args[1:]], cwd=tmp_path,
+                                          env=market, stdout=out, stderr=out,
+                                          stdin=subprocess.DEVNULL))
+
+    def until(what: str, done: Any, timeout: float = 120.0) -> None:
+        def running() -> bool:
+            assert all(p.poll() is None for p in procs), f"{what}: a process exited; " + \
+                " ".join(f"{x.name}: {x.read_text()[-2000:]}" for x in tmp_path.glob("*.log"))
+            return bool(done())
+        net.wait_until(what, running, timeout=timeout)
+
+    # 1. its keys, under its own passphrase
+    subprocess.run(["mkdir", "-p", "-m", "700", "market-data/keys"], cwd=tmp_path, check=True)
+    public = {}
+    for role in ("node", "issuer"):
+        said = ok("agency", "keygen", "--out", f"market-data/keys/market.{role}.key", env=market)
+        found = re.search(r"public_key: ([0-9a-f]{64})", said)
+        assert found, said
+        public[role] = bytes.fromhex(found[1])
+    # 2. governance admits it
+    net.governance("add_agency", {"agency": {"id": "market", "name": "Market Regulator",
+                                             "node_key": public["node"],
+                                             "issuer_key": public["issuer"]}})
+    # 3. the network's credit secret, sealed again under market's passphrase
+    ok("ledger-node", "credit-secret", "--from",
+       str(cluster_data / "civil" / "data" / "keys" / "credit.secret"), "--out",
+       "market-data/keys/credit.secret",
+       env={**market, "LEDGER_FROM_PASSPHRASE": PASS.decode()})
+    # 4. its store: a peer's final blocks
+    ca = str(cluster_data / "pki" / "ca.crt")
+    ok("ledger", "export", "--node", others[0].url, "--ca", ca, "--out", "net.archive",
+       env=market)
+    genesis = net.http.get(f"{others[0].url}/v1/blocks/0").json()["header"]["hash"]
+    ok("ledger", "import", "net.archive", "--data", "market-data/ledger", "--until-final",
+       "--genesis", genesis, env=market)
+    # 5. its TLS key and request; the keeper's certificate, etcd user and member
+    ok("ledger-node", "pki", "request", "--agency", "market", "--out", "market-pki", env=market)
+    ok("ledger-node", "pki", "add", "--pki", str(cluster_data / "pki"), "--agency", "market",
+       "--csr", "market-pki/market.csr", env=keeper)
+    assert not (cluster_data / "pki" / "market.key").exists()  # no key at the keeper's
+    subprocess.run(["cp", *[str(cluster_data / "pki" / n) for n in ("ca.crt", "crl.pem",
+                                                                     "market.crt")],
+                    "market-pki/"], cwd=tmp_path, check=True)
+    said = ok("ledger-node", "etcd", "admit", "--pki", str(cluster_data / "pki"), "--endpoint",
+              others[0].client_url, "--agency", "market", "--peer-url", peer, env=keeper)
+    option, initial = shlex.split(said.strip().splitlines()[-1])
+    assert option == "--initial-cluster"
+    try:
+        # 6. its etcd member
+        start("etcd-market.log", "ledger-node", "etcd", "run", "--pki", "market-pki",
+              "--agency", "market", "--data", "market-etcd", "--client-url", client,
+              "--peer-url", peer, "--initial-cluster", initial)
+        # 7. its node's config and node
+        ok("ledger-node", "init", "--data", "market-data", "--agency", "market",
+           "--config-out", "market/node.toml", "--etcd-endpoint", client,
+           *[x for o in others for x in ("--etcd-endpoint", o.client_url)],
+           *[x for o in others for x in ("--peer", o.url)], "--pki", "market-pki", "--tls",
+           "--host", "0.0.0.0", "--port", str(base), "--public-url", node, env=market)
+        start("node-market.log", "ledger-node", "run", "--config", "market/node.toml")
+
+        def health() -> dict[str, Any]:
+            try:
+                return dict(net.http.get(f"{node}/v1/health").json())
+            except (httpx.HTTPError, ValueError):
+                return {}
+
+        until("its node is up", health)
+        assert net.submit("civil", net.anchor("edu", int(time.time()))).status_code == 200
+        until("its node is at the network's head, ok", lambda: health().get("status") == "ok"
+              and health().get("height") == net.health("civil")["height"])
+        until("it co-signs a final checkpoint", lambda: "market" in {
+            s.name for s in _final(net, "civil").signatures})
+        assert net.http.get(f"{node}/v1/head").json()["hash"] == \
+            net.http.get(f"{others[0].url}/v1/head").json()["hash"]
+    finally:
+        for p in reversed(procs):  # the node first, then the etcd member
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [0] * len(procs)

@@ -1582,7 +1582,8 @@ def test_bad_pki_and_secret_input_is_exit_2_and_changes_nothing(
 
 
 def test_pki_copy_key_gives_an_agency_its_key_under_its_own_passphrase(tmp_path: Path) -> None:
-    """The README's new agency takes its TLS key from the PKI's keeper, who sealed it under
+    """An agency whose TLS key the PKI's keeper made (`pki add` without --csr; the README's
+    newcomer now makes its own with `pki request`) takes it from the keeper, who sealed it under
     the keeper's passphrase; its node and etcd member open it with the agency's own (as its
     other keys): `pki copy-key` seals a copy again for it. Round 33E: there was no way to, so
     a newcomer with a passphrase of its own could not start (unless the keeper shared one)."""
