@@ -1230,8 +1230,9 @@ def etcd_run(
     new_cluster: Annotated[str | None, typer.Option(
         "--new-cluster", metavar="NETWORK",
         help="A founder's member of a NEW network's etcd (etcd's --initial-cluster-state new, "
-             "with the network id as its cluster token): every founder gives the same "
-             "--initial-cluster, naming each founder's member, and the same network id. At "
+             "with the network id, and the genesis hash with --ledger, as its cluster token): "
+             "every founder gives the same --initial-cluster, naming each founder's "
+             "member, and the same network id. At "
              "the first run only, with an empty --data (README: \"Founding agencies start a "
              "network\").")] = None,
     ledger: Annotated[Path | None, typer.Option(
@@ -1239,7 +1240,9 @@ def etcd_run(
         help="With --new-cluster: this founder's data folder (or its ledger/), holding the "
              "genesis the ceremony made: a NETWORK that is not its network id, or an "
              "--initial-cluster name that is none of its founders (a misspelt one), is "
-             "refused before etcd starts.", file_okay=False)] = None,
+             "refused before etcd starts, and the genesis hash joins the cluster token, so "
+             "members started from another ceremony's genesis are refused by etcd (\"cluster "
+             "ID mismatch\"). Every founder gives it, or none.", file_okay=False)] = None,
 ) -> None:
     """Run this agency's etcd member in the foreground, with mTLS (clients and peers) from its
     PKI folder and the CA's revocation list crl.pem (a new one copied there counts at once).
@@ -1272,6 +1275,7 @@ def etcd_run(
         raise typer.Exit(2)
 
     joined = (data / "member" / "wal").exists()  # it ran: etcd knows its members
+    genesis: str | None = None  # the genesis hash --ledger holds
     if data.exists() and not data.is_dir():
         refuse(f"--data {data} is not a folder")
     if new_cluster is not None:
@@ -1316,7 +1320,8 @@ def etcd_run(
         if (agency, "=", peer_url) not in pairs:
             refuse(f"--initial-cluster names no {agency}={peer_url} (this member, as added)")
         if ledger is not None and new_cluster is not None:
-            _check_founders(ledger, new_cluster, sorted({n for n, _, _ in pairs}), refuse)
+            genesis = _check_founders(ledger, new_cluster, sorted({n for n, _, _ in pairs}),
+                                      refuse)
     for name in ("ca.crt", "crl.pem", f"{agency}.crt", f"{agency}.key"):
         if not (pki / name).is_file():
             refuse(f"the PKI folder {pki} has no {name} (the PKI's keeper gives ca.crt, "
@@ -1329,6 +1334,17 @@ def etcd_run(
         refuse(str(e))
     except (OSError, ValueError) as e:
         refuse(f"cannot read {pki / (agency + '.crt')}: {e}")
+    # a new cluster's token: the network id, with the genesis hash from --ledger. etcd derives
+    # its member and cluster ids from it: founders started from different ceremonies' genesis
+    # refuse each other ("cluster ID mismatch"), even under one network id and the same names.
+    # Read at a new member's first run only (one that joins or ran has etcd's cluster id).
+    token = agency if new_cluster is None else (
+        new_cluster if genesis is None else f"{new_cluster}-{genesis}")
+    if genesis is not None:  # said, for founders to compare
+        err.print(f"etcd cluster token of the genesis {genesis} in {_q(ledger)}"
+                  ": every founder's member must be started from the same genesis; another "
+                  "ceremony's members are refused (etcd says \"cluster ID mismatch\")",
+                  soft_wrap=True)
     passphrase = _ask_passphrase(f"for {agency}'s key", confirm=False)
 
     def cmd_of(runtime: Path, crl: Path) -> list[str]:
@@ -1336,7 +1352,7 @@ def etcd_run(
         return etcd_command("etcd", agency, data, runtime=runtime, crl=crl,
                             client_url=client_url, peer_url=peer_url,
                             initial_cluster=initial_cluster,
-                            token=new_cluster or agency,  # etcd reads it for a new one only
+                            token=token,
                             state="existing" if new_cluster is None else "new",
                             listen_client=listen_client, listen_peer=listen_peer)
 
@@ -1356,9 +1372,10 @@ def etcd_run(
 
 
 def _check_founders(data: Path, network: str, names: list[str],
-                    refuse: Callable[[str], NoReturn]) -> None:
+                    refuse: Callable[[str], NoReturn]) -> str:
     """Refuse (``refuse``) a ``network`` other than the genesis' in ``data`` (a node's data
-    folder or its store), and member ``names`` that are none of the founders it names."""
+    folder or its store), and member ``names`` that are none of the founders it names; the
+    genesis hash (hex)."""
     from ledger.store import Store
 
     store_path = data if (data / "CURRENT").exists() else data / "ledger"
@@ -1367,6 +1384,7 @@ def _check_founders(data: Path, network: str, names: list[str],
             if store.head is None:
                 refuse(f"--ledger: the ledger in {data} has no genesis")
             genesis = store.registry_at(0)
+            genesis_hash = store.block(0).hash.hex()
     except LedgerError as e:
         refuse(f"--ledger: {e}")
     if genesis.network != network:
@@ -1377,6 +1395,7 @@ def _check_founders(data: Path, network: str, names: list[str],
     if strangers:
         refuse(f"--initial-cluster names {strangers[0]!r}, none of the founders the genesis in "
                f"{data} names ({', '.join(founders)}): misspelt?")
+    return genesis_hash
 
 
 @etcd_app.command("members")

@@ -1443,6 +1443,116 @@ def test_etcd_run_new_cluster_refuses_a_name_that_is_no_founder_of_its_genesis(
     assert not data.exists()
 
 
+def test_founders_of_two_ceremonies_with_one_network_id_form_no_etcd_cluster(
+        tmp_path: Path) -> None:
+    """Two genesis ceremonies under one network id, with the same founders' names (keys
+    differ): `etcd run --new-cluster --ledger` checked the network id and the names, and
+    both founders' members formed one etcd cluster, each node then ordering its batches
+    beside another genesis'. With --ledger the genesis hash is in etcd's cluster token: the
+    members refuse each other ("cluster ID mismatch"), each says the genesis it was started
+    from, and a member of the same ceremony restarted without --new-cluster (etcd keeps its
+    cluster id in its data folder) still serves (helper round 38J)."""
+    import datetime as dt
+    import os
+
+    from conftest import T0, LedgerHarness
+
+    from ledger.network import demo_agency
+    from node.pki import create_pki, runtime_base
+
+    ids = ["civil", "edu"]
+    genesis = {}
+    for a, label in zip(ids, ("ceremony-a", "ceremony-b"), strict=True):
+        (tmp_path / f"{a}-data").mkdir()
+        harness = LedgerHarness(tmp_path / f"{a}-data" / "ledger",
+                                [demo_agency(x, x.title(), label) for x in ids], 2, T0,
+                                "district-9")
+        genesis[a] = harness.store.block(0).hash.hex()
+        harness.store.close()
+    assert genesis["civil"] != genesis["edu"]
+    create_pki(tmp_path / "pki", "district-9", ids, PASS, now=dt.datetime.now(dt.UTC))
+    base = free_base(2)
+    client = {a: f"https://127.0.0.1:{base + 100 + i}" for i, a in enumerate(ids)}
+    peer = {a: f"https://127.0.0.1:{base + 200 + i}" for i, a in enumerate(ids)}
+    initial = ",".join(f"{a}={peer[a]}" for a in ids)
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": PASS.decode()}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    logs = {a: tmp_path / f"etcd-{a}.log" for a in ids}
+
+    def start(a: str, *extra: str) -> None:
+        with logs[a].open("ab") as out:
+            procs[a] = subprocess.Popen(
+                [str(Path(sys.executable).parent / "ledger-node"), "etcd", "run", "--pki",
+                 str(_own_pki(tmp_path / "pki", a, tmp_path / f"{a}-pki")
+                     if not (tmp_path / f"{a}-pki").exists() else tmp_path / f"{a}-pki"),
+                 "--agency", a, "--data", str(tmp_path / f"{a}-etcd"), "--client-url",
+                 client[a], "--peer-url", peer[a], *extra], env=env, stdout=out, stderr=out,
+                stdin=subprocess.DEVNULL)
+
+    def serves(a: str) -> bool:
+        rts = [p for p in runtime_base().glob(f"credledger-{a}-*") if (p / f"{a}.key").exists()]
+        for rt in rts:
+            try:
+                with etcd_as(rt, a, client[a]) as channel:
+                    pbg.KVStub(channel).Range(pb.RangeRequest(key=b"/credledger/"), timeout=2)
+                return True
+            except grpc.RpcError:
+                pass
+        return False
+
+    def said(a: str, lines: bool = False) -> Any:
+        text = logs[a].read_text(errors="replace") if logs[a].exists() else ""
+        return text.splitlines() if lines else " ".join(text.split())
+
+    def stop(a: str) -> None:
+        procs[a].send_signal(signal.SIGTERM)
+        try:
+            procs[a].wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            procs[a].kill()
+            procs[a].wait()
+
+    try:
+        for a in ids:
+            start(a, "--new-cluster", "district-9", "--initial-cluster", initial, "--ledger",
+                  str(tmp_path / f"{a}-data"))
+        deadline = time.monotonic() + 120  # a bound, not a speed: one of the two happens
+        while not any("cluster ID mismatch" in line and '"level"' in line  # etcd's, not ours
+                      for a in ids for line in said(a, lines=True)):
+            assert not serves("civil"), "two ceremonies' founders formed one etcd cluster"
+            assert all(p.poll() is None for p in procs.values()), {a: said(a) for a in ids}
+            assert time.monotonic() < deadline, {a: said(a) for a in ids}
+            time.sleep(0.2)
+        assert not serves("civil") and not serves("edu")
+        for a in ids:  # each says the genesis its cluster token comes from
+            assert genesis[a] in said(a), said(a)
+        # civil's own ceremony: a second founder of it replaces edu (a new member folder)
+        stop("edu")
+        # it never joined, yet holds a member (its WAL): `--new-cluster` would refuse the
+        # folder, so the README has it emptied
+        assert (tmp_path / "edu-etcd" / "member" / "wal").is_dir()
+        shutil.rmtree(tmp_path / "edu-etcd")
+        shutil.rmtree(tmp_path / "edu-data")
+        shutil.copytree(tmp_path / "civil-data", tmp_path / "edu-data")
+        start("edu", "--new-cluster", "district-9", "--initial-cluster", initial, "--ledger",
+              str(tmp_path / "edu-data"))
+        while not (serves("civil") and serves("edu")):
+            assert all(p.poll() is None for p in procs.values()), {a: said(a) for a in ids}
+            assert time.monotonic() < deadline + 120, {a: said(a) for a in ids}
+            time.sleep(0.2)
+        # a later run: no --new-cluster, no --ledger (another token): etcd's folder counts
+        stop("civil")
+        start("civil")
+        while not serves("civil"):
+            assert procs["civil"].poll() is None, said("civil")
+            assert time.monotonic() < deadline + 240, said("civil")
+            time.sleep(0.2)
+    finally:
+        for a, p in procs.items():
+            if p.poll() is None:
+                stop(a)
+
+
 def test_etcd_run_tells_a_member_that_ran_from_one_cut_short_and_checks_its_other_options(
         tmp_path: Path) -> None:
     """`ledger-node etcd run --new-cluster` refuses a data folder whose member ran (its WAL),
