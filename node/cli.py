@@ -1242,7 +1242,7 @@ def etcd_run(
              "--initial-cluster name that is none of its founders (a misspelt one), is "
              "refused before etcd starts, and the genesis hash joins the cluster token, so "
              "members started from another ceremony's genesis are refused by etcd (\"cluster "
-             "ID mismatch\"). Every founder gives it, or none.", file_okay=False)] = None,
+             "ID mismatch\"). Needed with --new-cluster.", file_okay=False)] = None,
 ) -> None:
     """Run this agency's etcd member in the foreground, with mTLS (clients and peers) from its
     PKI folder and the CA's revocation list crl.pem (a new one copied there counts at once).
@@ -1319,7 +1319,11 @@ def etcd_run(
             refuse(f"--initial-cluster gives the peer URL {twice[0]!r} to two members")
         if (agency, "=", peer_url) not in pairs:
             refuse(f"--initial-cluster names no {agency}={peer_url} (this member, as added)")
-        if ledger is not None and new_cluster is not None:
+        if new_cluster is not None:
+            if ledger is None:  # one founder without it would form no cluster with the rest
+                refuse("--new-cluster needs --ledger DATA: this founder's data folder from the "
+                       "ceremony, whose genesis names the founders (checked) and whose hash "
+                       "joins the cluster token, so another ceremony's members are refused")
             genesis = _check_founders(ledger, new_cluster, sorted({n for n, _, _ in pairs}),
                                       refuse)
     for name in ("ca.crt", "crl.pem", f"{agency}.crt", f"{agency}.key"):
@@ -1334,12 +1338,11 @@ def etcd_run(
         refuse(str(e))
     except (OSError, ValueError) as e:
         refuse(f"cannot read {pki / (agency + '.crt')}: {e}")
-    # a new cluster's token: the network id, with the genesis hash from --ledger. etcd derives
+    # a new cluster's token: the network id and the genesis hash from --ledger. etcd derives
     # its member and cluster ids from it: founders started from different ceremonies' genesis
     # refuse each other ("cluster ID mismatch"), even under one network id and the same names.
     # Read at a new member's first run only (one that joins or ran has etcd's cluster id).
-    token = agency if new_cluster is None else (
-        new_cluster if genesis is None else f"{new_cluster}-{genesis}")
+    token = agency if new_cluster is None else f"{new_cluster}-{genesis}"
     if genesis is not None:  # said, for founders to compare
         err.print(f"etcd cluster token of the genesis {genesis} in {_q(ledger)}"
                   ": every founder's member must be started from the same genesis; another "

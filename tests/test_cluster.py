@@ -1298,6 +1298,22 @@ def _own_pki(keeper: Path, agency: str, to: Path) -> Path:
     return to
 
 
+def _founders_data(to: Path, network: str, *agencies: str) -> str:
+    """A founder's data folder ``to`` holding a genesis of ``network`` that names ``agencies``
+    (as the ceremony makes it, for `etcd run --new-cluster --ledger`); its hash, hex."""
+    from conftest import T0, LedgerHarness
+
+    from ledger.network import demo_agency
+
+    to.mkdir()
+    harness = LedgerHarness(to / "ledger", [demo_agency(a, a.title()) for a in agencies], 1,
+                            T0, network)
+    try:
+        return harness.store.block(0).hash.hex()
+    finally:
+        harness.store.close()
+
+
 def test_etcd_run_new_cluster_checks_its_options_and_starts_a_founders_member(
         tmp_path: Path) -> None:
     """`ledger-node etcd run --new-cluster NETWORK` starts a founder's member of a new etcd
@@ -1318,8 +1334,9 @@ def test_etcd_run_new_cluster_checks_its_options_and_starts_a_founders_member(
     client, peer = f"https://127.0.0.1:{base + 100}", f"https://127.0.0.1:{base + 200}"
     data = tmp_path / "civil-etcd"
     cli = str(Path(sys.executable).parent / "ledger-node")
+    genesis = _founders_data(tmp_path / "civil-data", "district-9", "civil", "edu")
     run = [cli, "etcd", "run", "--pki", str(own), "--agency", "civil", "--data", str(data),
-           "--client-url", client, "--peer-url", peer]
+           "--client-url", client, "--peer-url", peer, "--ledger", str(tmp_path / "civil-data")]
     env = {**os.environ, "LEDGER_KEY_PASSPHRASE": PASS.decode()}
     bare = {k: v for k, v in env.items() if not k.startswith("LEDGER_KEY_PASSPHRASE")}
     new = ["--new-cluster", "district-9", "--initial-cluster"]
@@ -1368,7 +1385,7 @@ def test_etcd_run_new_cluster_checks_its_options_and_starts_a_founders_member(
         assert len(launcher) == 1
         argv = Path(f"/proc/{launcher[0]}/cmdline").read_bytes().split(b"\0")
         for option, value in (("--initial-cluster-state", "new"),
-                              ("--initial-cluster-token", "district-9"),
+                              ("--initial-cluster-token", f"district-9-{genesis}"),
                               ("--initial-cluster", f"civil={peer}"), ("--name", "civil"),
                               ("--data-dir", str(data)), ("--advertise-client-urls", client),
                               ("--initial-advertise-peer-urls", peer),
@@ -1496,7 +1513,7 @@ def test_founders_of_two_ceremonies_with_one_network_id_form_no_etcd_cluster(
                 with etcd_as(rt, a, client[a]) as channel:
                     pbg.KVStub(channel).Range(pb.RangeRequest(key=b"/credledger/"), timeout=2)
                 return True
-            except grpc.RpcError:
+            except (grpc.RpcError, OSError):  # not this one's, or gone (another test's) meanwhile
                 pass
         return False
 
@@ -1572,10 +1589,13 @@ def test_etcd_run_tells_a_member_that_ran_from_one_cut_short_and_checks_its_othe
     cli = str(Path(sys.executable).parent / "ledger-node")
     bare = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_KEY_PASSPHRASE")}
 
+    _founders_data(tmp_path / "data", "district-9", "civil", "edu")
+
     def run(data: Path, *extra: str) -> str:
         r = subprocess.run([cli, "etcd", "run", "--pki", str(own), "--data", str(data),
                             "--client-url", client, "--peer-url", peer, "--new-cluster",
-                            "district-9", "--initial-cluster", f"civil={peer}", *extra],
+                            "district-9", "--initial-cluster", f"civil={peer}", "--ledger",
+                            str(tmp_path / "data"), *extra],
                            env=bare, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                            check=False)
         said = " ".join(r.stderr.split())
@@ -1589,6 +1609,16 @@ def test_etcd_run_tells_a_member_that_ran_from_one_cut_short_and_checks_its_othe
     assert "has no edu.crt" in said and "already holds" not in said, said
     (cut_short / "member" / "wal").mkdir()
     assert "already holds an etcd member" in run(cut_short, "--agency", "civil")
+    # a founder's member without the ceremony's genesis (one without it forms no cluster
+    # with the rest: the hash is in their token)
+    r = subprocess.run([cli, "etcd", "run", "--pki", str(own), "--agency", "civil", "--data",
+                        str(tmp_path / "unused"), "--client-url", client, "--peer-url", peer,
+                        "--new-cluster", "district-9", "--initial-cluster", f"civil={peer}"],
+                       env=bare, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                       check=False)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 2 and "--new-cluster needs --ledger DATA" in said, said
+    assert "Passphrase" not in said
     a_file = tmp_path / "a-file"
     a_file.write_bytes(b"")
     assert f"--data {a_file} is not a folder" in run(a_file, "--agency", "civil")
