@@ -283,6 +283,14 @@ def _fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def _hex_id(value: str, shortest: int, problem: str) -> str:
+    """``value``, ``shortest`` to 64 hex digits of either case (an id copied in capitals is the
+    same id), in small letters as nodes and the ledger write it; else exit 2 with ``problem``."""
+    if not re.fullmatch(rf"[0-9a-fA-F]{{{shortest},64}}", value):
+        _fail(problem, 2)
+    return value.lower()
+
+
 class _Unreadable(Exception):
     """An input that cannot be read (bad input, exit 2); its message says why."""
 
@@ -1055,9 +1063,7 @@ def _genesis_hash(genesis: str | None) -> bytes | None:
     """``--genesis``: 64 hex digits (exit 2 otherwise), or None."""
     if genesis is None:
         return None
-    if not re.fullmatch(r"[0-9a-fA-F]{64}", genesis):
-        _fail("--genesis is a block hash: 64 hex digits", 2)
-    return bytes.fromhex(genesis)
+    return bytes.fromhex(_hex_id(genesis, 64, "--genesis is a block hash: 64 hex digits"))
 
 
 ArchiveNodeOpt = Annotated[str | None, typer.Option(
@@ -2174,11 +2180,9 @@ def status(
     --node this process also orders it into the store (embedded mode); with --node the running
     node orders it (a signed transaction is its own authority: no operator token needed).
     """
-    if re.fullmatch(r"[0-9a-fA-F]{16,64}", credential_id):  # an id copied in capitals is one
-        credential_id = credential_id.lower()
-    else:
-        _fail("--credential-id must be 64 hex digits (SHA-256 of the issuer-signed JWT), or its "
-              "start of 16 or more as `agency approvals` shows it", 2)
+    credential_id = _hex_id(credential_id, 16, (
+        "--credential-id must be 64 hex digits (SHA-256 of the issuer-signed JWT), or its start "
+        "of 16 or more as `agency approvals` shows it"))
     problem = reason_code_problem(reason)
     if problem is not None:
         _fail(f"--reason: {problem}", 2)
@@ -2396,9 +2400,9 @@ def approvals(
     decision's block.
     """
     token = _operator_token()
-    if explain is not None and not re.fullmatch(r"[0-9a-f]{8,64}", explain):
-        _fail("--explain takes an approval transaction id: 8 to 64 hex digits (its start, as "
-              "the list shows it)", 2)
+    if explain is not None:
+        explain = _hex_id(explain, 8, "--explain takes an approval transaction id: 8 to 64 hex "
+                                      "digits (its start, as the list shows it)")
     auth = {"Authorization": f"Bearer {token}"}
     if explain is not None and len(explain) < 64:
         listed = _http(node.rstrip("/") + "/v1/approvals", headers=auth)
@@ -2505,8 +2509,8 @@ def credit(
         _fail(f"--reason: {problem}", 2)
     body: dict[str, Any] = {"reason": reason}
     if withdraw is not None:
-        if not re.fullmatch(r"[0-9a-f]{64}", withdraw):
-            _fail("--withdraw takes a 64-hex-digit credit event transaction id", 2)
+        withdraw = _hex_id(withdraw, 64, "--withdraw takes a 64-hex-digit credit event "
+                                         "transaction id")
         if category is not None or points is not None or date is not None:
             _fail("--withdraw takes no --category, --points or --date (a withdrawal has the "
                   "event's own)", 2)

@@ -1139,3 +1139,41 @@ def test_approvals_shows_a_nodes_words_as_text_not_markup(tmp_path: Path) -> Non
     finally:
         node.shutdown()
         node.server_close()
+
+
+def test_hex_ids_are_taken_in_capitals(tmp_path: Path) -> None:
+    """Every command that takes a hex id takes it in either case, as `agency status
+    --credential-id` does: `approvals --explain` and `credit --withdraw` refused an id copied
+    in capitals (helper round 38D)."""
+
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    txid = "ab12" * 16
+    asked: list[str] = []
+    posted: list[dict[str, Any]] = []
+
+    class Node(_AnsweringNode):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self._answer([{"approval_tx": txid}] if self.path == "/v1/approvals" else
+                         {"explained": True})
+
+        def do_POST(self) -> None:
+            posted.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self._answer({"txid": txid, "height": 7})
+
+    subject = tmp_path / "subject.txt"
+    subject.write_text("110101199003070000\n")
+    op = {**ENV, "LEDGER_OPERATOR_TOKEN": TOKEN}
+    url = _start_serving(Node)
+    try:
+        for given in (txid.upper(), txid[:12].upper()):
+            r = _run("agency", "approvals", "--node", url, "--explain", given, env=op)
+            assert r.returncode == 0 and json.loads(r.stdout) == {"explained": True}, r.stderr
+            assert asked[-1] == f"/v1/approvals/{txid}/explain", asked
+        r = _run("agency", "credit", "--node", url, "--reason", "appeal-upheld", "--withdraw",
+                 txid.upper(), "--subject-file", str(subject), env=op)
+    finally:
+        _stop_serving(url)
+    assert r.returncode == 0, r.stderr
+    assert [p["withdraws"] for p in posted] == [txid], posted
