@@ -2188,10 +2188,11 @@ def status(
         _fail(f"--reason: {problem}", 2)
     now = _now()
     if node is not None:
+        network = _agencys_node(node, agency, f"--credential-id {credential_id}")
         cid = bytes.fromhex(credential_id if len(credential_id) == 64 else
-                            _approval_credential_of(node, agency, credential_id))
+                            _approval_credential_of(node, credential_id))
         body = {"credential_id": cid, "status": new.value, "reason": reason}
-        network, key = _node_and_key(node, data, agency)  # once: the retries sign again only
+        key = _agency_key(data, agency)  # once: the retries sign again only
         try:
             remote = not_a_repeat(lambda ts: _submit_to_node(
                 node, make_tx(network, "status", {**body, "ts": ts}, [key])), _repeated, _now())
@@ -2229,17 +2230,24 @@ def _one_credential(start: str, found: list[str], where: str) -> str:
     return found[0]
 
 
-def _approval_credential_of(node: str, agency: str, start: str) -> str:
+def _agencys_node(node: str, agency: str, given: str) -> str:
+    """The network of ``node``, which must serve ``agency``: a status change of its credential
+    sent to another agency's node is signed there, then refused by the ledger (the node signs
+    with its own agency's key). Checked before the passphrase; exit 2 naming whose node it is."""
+    health = _node_health(node)
+    serves = health["agency"]
+    if serves != agency:
+        _fail(f"{given}: {node} is {serves[:40]!r}'s node, not {agency!r}'s: a status change "
+              f"of {agency}'s credential goes to {agency}'s node; nothing was signed", 2)
+    return str(health["network"])
+
+
+def _approval_credential_of(node: str, start: str) -> str:
     """The approval credential id of the node's decisions that begins with ``start`` (the
     list's column), from its decision list: the node keeps no other index of credential ids.
-    The node must serve ``agency`` (another's decisions are credentials its key cannot change),
-    and its list must be one of decisions with 64-digit ids: both before the passphrase."""
+    The node serves the agency (`_agencys_node`), and its list must be one of decisions with
+    64-digit ids: both before the passphrase."""
     auth = {"Authorization": f"Bearer {_operator_token()}"}
-    serves = _node_health(node)["agency"]
-    if serves != agency:  # found there, the change would be signed, then refused by the ledger
-        _fail(f"--credential-id {start} is looked up among the node's decisions, and {node} "
-              f"is {serves[:40]!r}'s node, not {agency!r}'s: give {agency}'s node, or "
-              "all 64 digits of the id", 2)
     listed = _http(node.rstrip("/") + "/v1/approvals", headers=auth)
     if not isinstance(listed, list) or not all(
             isinstance(a, dict) and (a.get("credential_id") is None or re.fullmatch(
@@ -2540,13 +2548,12 @@ def credit(
               soft_wrap=True)
 
 
-def _node_and_key(node: str, data: Path, agency: str) -> tuple[str, PrivateKey]:
-    """The network a node serves, and the agency's issuer key (decrypted here)."""
-    network = _node_health(node)["network"]
+def _agency_key(data: Path, agency: str) -> PrivateKey:
+    """The agency's issuer key (decrypted here)."""
     path = _keys_dir(data) / f"{agency}.issuer.key"
     if not path.is_file():
         _fail(f"no issuer key of {agency!r} in {path.parent} (expected {path.name})")
-    return network, _load_key(path, _passphrase())
+    return _load_key(path, _passphrase())
 
 
 def _submit_to_node(node: str, tx: Tx) -> dict[str, Any]:

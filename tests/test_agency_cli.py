@@ -1177,3 +1177,33 @@ def test_hex_ids_are_taken_in_capitals(tmp_path: Path) -> None:
         _stop_serving(url)
     assert r.returncode == 0, r.stderr
     assert [p["withdraws"] for p in posted] == [txid], posted
+
+
+def test_a_full_credential_id_for_another_agencys_node_is_refused_before_signing(
+        demo: Path) -> None:
+    """`agency status --node` with all 64 digits of an id checked only a start against the
+    node's agency: a change sent to another agency's node was signed after the passphrase, then
+    refused by the ledger. Refused now before the passphrase, naming whose node it is, nothing
+    signed nor sent (helper round 38D)."""
+
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    posted: list[str] = []
+
+    class Node(_AnsweringNode):
+        def do_GET(self) -> None:
+            self._answer({"network": "demo", "agency": "edu"})
+
+        def do_POST(self) -> None:
+            posted.append(self.path)
+            self._answer({})
+
+    url = _start_serving(Node)
+    try:
+        r = _run("agency", "status", "--node", url, "--data", str(demo), "--agency", "civil",
+                 "--credential-id", "00" * 32, "--set", "revoked")
+    finally:
+        _stop_serving(url)
+    assert r.returncode == 2, r.stderr
+    assert f"{url} is 'edu''s node, not 'civil''s" in r.stderr, r.stderr
+    assert not posted, posted
