@@ -1604,7 +1604,19 @@ class _MonitorAlarm(Exception):
 
 
 class _MonitorUnreachable(Exception):
-    """The node did not answer usably (retried unless --once)."""
+    """The node did not answer usably (retried unless --once): ``reached`` False when no
+    answer came (refused, timed out, a certificate not trusted), True for one not usable (an
+    HTTP error, not JSON, not headers)."""
+
+    def __init__(self, reason: str, *, reached: bool = True) -> None:
+        super().__init__(reason)
+        self.reached = reached
+
+    @property
+    def kind(self) -> str:
+        """The reason without its URLs' queries (the headers asked for change as the chain
+        grows): a reason said once is not said again each round for its numbers."""
+        return re.sub(r"\?[^\s:]*", "", str(self))
 
 
 def _get(url: str) -> bytes:
@@ -1617,7 +1629,17 @@ def _get(url: str) -> bytes:
             return bytes(e.read(MAX_INPUT + 1))[:MAX_INPUT]
         raise _MonitorUnreachable(f"GET {url}: {e}") from e
     except (urllib.error.URLError, OSError, ValueError) as e:
-        raise _MonitorUnreachable(f"GET {url}: {e}") from e
+        raise _MonitorUnreachable(f"GET {url}: {e}", reached=False) from e
+
+
+def _monitor_ca_hint(e: _MonitorUnreachable, ca: Path | None) -> str:
+    """What to do about a node certificate the monitor does not trust."""
+    if "CERTIFICATE_VERIFY_FAILED" not in str(e):
+        return ""
+    if ca is None:
+        return ("; a node of a network with its own CA: give --ca with that CA's certificate "
+                "(a local cluster's pki/ca.crt)")
+    return f"; is {ca} the CA of this node's network?"
 
 
 def _get_json(url: str) -> Any:
@@ -1840,8 +1862,9 @@ def monitor(
     last = None
     if state is not None and state.exists():
         last = _read_checkpoint(state)
-    failed = 0  # rounds in a row that could not reach the node
-    said = ""  # the reason last said for them
+    failed = 0  # rounds in a row that could not reach the node or use its answers
+    unreached = 0  # those of them that had no answer at all
+    said = ""  # the reason last said for them (its kind)
     while True:
         try:
             last = _monitor_round(base, last)
@@ -1851,26 +1874,30 @@ def monitor(
                 err.print(Text(printable(line), style="red"), soft_wrap=True)
             raise typer.Exit(1) from None
         except _MonitorUnreachable as e:
+            hint = _monitor_ca_hint(e, ca)
             if once:
-                _fail(f"cannot monitor {base}: {e}", 2)
+                _fail(f"cannot monitor {base}: {e}{hint}", 2)
             failed += 1
+            unreached += not e.reached
             if give_up is not None and failed >= give_up:
-                _fail(f"cannot monitor {base}: {e}; gave up after {failed} "
+                _fail(f"cannot monitor {base}: {e}{hint}; gave up after {failed} "
                       f"round{'s' * (failed > 1)} in a row", 3)
-            if str(e) != said:  # once, not a line a round: again when the reason changes
-                said = str(e)
+            if e.kind != said:  # once, not a line a round: again when the reason changes
+                said = e.kind
                 # a node's words (an HTTP reason phrase) are the node's: shown, not acted on
                 err.print(Text(printable(
-                    f"cannot monitor {base}: {e}; retrying" + (
-                        ", less often while it does not answer" if failed == 1 else
+                    f"cannot monitor {base}: {e}{hint}; retrying" + (
+                        ", less often while it fails" if failed == 1 else
                         f" ({failed} rounds in a row failed)")), style="yellow"),
                     soft_wrap=True)
         else:
             if failed:
-                err.print(Text(printable(f"{base} answers again, after {failed} round"
-                                         f"{'s' * (failed > 1)} that could not reach it")),
-                          soft_wrap=True)
-            failed, said = 0, ""
+                rounds = f"{failed} round{'s' * (failed > 1)}"
+                err.print(Text(printable(f"{base} answers again, after {rounds} " + (
+                    "that could not reach it" if unreached == failed else
+                    "whose answers could not be used" if not unreached else
+                    f"that failed ({unreached} could not reach it)"))), soft_wrap=True)
+            failed, unreached, said = 0, 0, ""
             if state is not None:
                 try:
                     write_atomic(state, last.to_text().encode(), 0o644)

@@ -509,8 +509,8 @@ def _proxy(url: str, headers: Any = None, answers: dict[str, Answer] | None = No
            reasons: dict[str, Iterator[str]] | None = None) -> str:
     """A server answering GETs as the node at ``url`` does, but ``/v1/sync/headers`` with
     ``headers(list of header bytes)`` (a node serving a chain that does not hold together), and
-    each path in ``answers`` with ``answers[path](status, body)``, with the reason phrases
-    ``reasons[path]`` gives in its status line (while it gives any)."""
+    each path in ``answers`` (whatever its query) with ``answers[path](status, body)``, with
+    the reason phrases ``reasons[path]`` gives in its status line (while it gives any)."""
     class Proxy(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             try:
@@ -520,8 +520,9 @@ def _proxy(url: str, headers: Any = None, answers: dict[str, Answer] | None = No
                 status, body = e.code, e.read()
             if headers is not None and self.path.startswith("/v1/sync/headers"):
                 body = codec.encode(headers(codec.decode(body)))
-            if answers and self.path in answers:
-                status, body = answers[self.path](status, body)
+            path = self.path.split("?")[0]  # (a query's numbers change as the chain grows)
+            if answers and path in answers:
+                status, body = answers[path](status, body)
             self.send_response(status, next((reasons or {}).get(self.path, iter(())), None))
             self.send_header("content-length", str(len(body)))
             self.end_headers()
@@ -754,6 +755,73 @@ def test_a_hostile_nodes_words_reach_the_monitors_terminal_escaped(demo: Path,
     assert "busy\\x1b]0;all fine\\x07\\x1b[2J\\x1b[1;32mOK" in r.output, r.output
     assert f"HALTED: the node stopped applying blocks: a fork\\x0a{fake}\n" in r.output, r.output
     assert not any(line.startswith("checkpoint") for line in r.output.splitlines()), r.output
+
+
+def test_a_node_that_answered_each_failed_round_is_not_said_unreachable(
+        demo: Path, tmp_path: Path) -> None:
+    """A node that answers 500 is reached: after such rounds the monitor said it answers again
+    "after rounds that could not reach it"; and a reason holding a URL whose query changes
+    each round (the headers asked for, as the chain grows) was said again every round, not
+    once (helper round 38D)."""
+    data = tmp_path / "node"
+    shutil.copytree(demo, data)
+    now = T0 + 10_000
+    app = create_app(settings_for(data), clock=lambda: now, passphrase=PASS)
+    state = tmp_path / "monitor.state"
+    rounds = itertools.count(1)
+    at = [0]
+
+    def registry(status: int, body: bytes) -> tuple[int, bytes]:
+        at[0] = next(rounds)
+        if at[0] in (2, 3):  # the chain grows: the next headers asked for are others
+            _post_block(url, data, now)
+        return (500, b"{}") if at[0] == 1 else (status, body)
+
+    def headers(status: int, body: bytes) -> tuple[int, bytes]:
+        return (500, b"{}") if at[0] in (2, 3) else (status, body)
+
+    def health(status: int, body: bytes) -> tuple[int, bytes]:  # ends the run: an alarm
+        return (503, json.dumps({**json.loads(body), "status": "halted", "halted": "stop"})
+                .encode()) if at[0] == 5 else (status, body)
+
+    with serve(app) as url:
+        r = runner.invoke(ledger_app, ["monitor", url, "--once", "--state", str(state)])
+        assert r.exit_code == 0, r.output
+        proxy = _proxy(url, answers={"/v1/registry": registry, "/v1/sync/headers": headers,
+                                     "/v1/health": health})
+        try:
+            r = runner.invoke(ledger_app, ["monitor", proxy, "--interval", "0.1", "--state",
+                                           str(state)])
+        finally:
+            _stop_serving(proxy)
+    assert r.exit_code == 1 and "HALTED" in r.output, r.output
+    lines = [x for x in r.output.splitlines() if x.startswith("cannot monitor")]
+    assert len(lines) == 2, r.output  # the registry's 500 once, the headers' 500 once
+    assert "/v1/registry" in lines[0] and "/v1/sync/headers" in lines[1], lines
+    [again] = [x for x in r.output.splitlines() if " answers again" in x]
+    assert "could not reach" not in again and "after 3 rounds" in again, again
+
+
+def test_a_certificate_the_monitor_does_not_trust_is_said_with_the_ca_option(
+        tmp_path: Path) -> None:
+    """A node of a network with its own CA, monitored without --ca: the certificate error
+    was said with no word of --ca, the option that makes the monitor trust it (a real TLS
+    handshake; helper round 38D)."""
+    import datetime as dt
+
+    from test_pki import _tls_server
+
+    from node.pki import create_pki
+
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil", "edu"], b"pw", now=dt.datetime.now(dt.UTC))
+    port, _, sock = _tls_server(pki, "edu")
+    try:
+        r = runner.invoke(ledger_app, ["monitor", f"https://127.0.0.1:{port}", "--once"])
+    finally:
+        sock.close()
+    assert r.exit_code == 2, r.output
+    assert "CERTIFICATE_VERIFY_FAILED" in r.output and "--ca" in r.output, r.output
 
 
 def test_a_note_key_name_with_c1_controls_or_bidi_overrides_is_shown_escaped(
