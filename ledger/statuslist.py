@@ -207,7 +207,9 @@ class StatusList:
                                   f"{type(unverified).__name__}")
         unknown = set(unverified) - {"bits", "lst", "aggregation_uri"}
         if unknown:
-            raise StatusListError(f"status_list has unknown members {sorted(map(str, unknown))}")
+            named = sorted(map(str, unknown))  # the issuer's words: each cut, three at most
+            raise StatusListError("status_list has unknown members " + ", ".join(
+                map(_show, named[:3])) + (f" and {len(named) - 3} more" if len(named) > 3 else ""))
         if "bits" not in unverified or "lst" not in unverified:
             raise StatusListError("status_list needs both 'bits' and 'lst'")
         bits = unverified["bits"]
@@ -297,7 +299,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise ValueError(f"duplicate member {key!r}")
+            raise ValueError(f"duplicate member {_show(key)}")
         out[key] = value
     return out
 
@@ -332,7 +334,7 @@ def _claim_int(payload: dict[str, Any], name: str) -> int | None:
         return None
     if not isinstance(value, int) or isinstance(value, bool):
         raise StatusListError(f"claim {name!r} must be an integer NumericDate/seconds, "
-                              f"got {value!r}")
+                              f"got {_show(value)}")
     return value
 
 

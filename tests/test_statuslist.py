@@ -653,6 +653,22 @@ def test_verify_token_refuses(make: Callable[[], str], message: str) -> None:
         _verify(make())
 
 
+def test_a_refusal_quotes_an_issuers_long_words_cut() -> None:
+    """Every value a refusal quotes from a token is cut to the length others are: a duplicate
+    member's name, a time claim's value and unknown status_list members were quoted whole (up
+    to the token's size limit; helper round 38D)."""
+    long = "x" * 5000
+    dup = json.dumps(PAYLOAD)[:-1] + f', "{long}": 1, "{long}": 2}}'
+    for make, said in (
+            (lambda: _signed(HEADER, None, raw_payload=dup.encode()), "duplicate member"),
+            (lambda: _signed(HEADER, {**PAYLOAD, "exp": long}), "'exp' must be"),
+            (lambda: _signed(HEADER, {**PAYLOAD, "status_list": {**SL.encode(), long: 1}}),
+             "unknown members")):
+        with pytest.raises(StatusListError, match=said) as caught:
+            _verify(make())
+        assert len(str(caught.value)) < 200 and "xx'…" in str(caught.value), str(caught.value)
+
+
 def test_bad_signature_is_a_status_list_error_that_says_so() -> None:
     with pytest.raises(StatusListError, match="signature does not verify under the list "
                                               "signer's key"):
