@@ -388,6 +388,10 @@ def make_request(folder: Path, agency: str, passphrase: bytes) -> Path:
     return csr_path
 
 
+_REQUEST_HASHES = frozenset({"sha224", "sha256", "sha384", "sha512",
+                             "sha3-224", "sha3-256", "sha3-384", "sha3-512"})
+
+
 def check_request(pem: bytes, agency: str) -> ec.EllipticCurvePublicKey:
     """The public key of the signing request ``pem`` for ``agency``: a P-256 key, the request
     signed with it and naming ``agency``; else :class:`PkiError`. Only the key is taken from
@@ -403,10 +407,16 @@ def check_request(pem: bytes, agency: str) -> ec.EllipticCurvePublicKey:
                        "with `ledger-node pki request`)") from e
     try:
         public = csr.public_key()
+        hashed = csr.signature_hash_algorithm
         signed = csr.is_signature_valid
     except (UnsupportedAlgorithm, ValueError) as e:  # a key or curve the library lacks (SM2)
         raise PkiError("the signing request's key is not a P-256 (secp256r1) EC key, as the "
                        "network's are") from e
+    if hashed is not None and hashed.name not in _REQUEST_HASHES:  # (its signature is not
+        # checked: the library verifies none over SHA-1, which was "does not verify")
+        raise PkiError(f"the signing request is signed with {hashed.name.upper()}, a hash too "
+                       "weak to take: the agency makes it again with SHA-256 (`ledger-node pki "
+                       "request`, or openssl req -sha256)")
     if not signed:
         raise PkiError("the signing request's signature does not verify under its key")
     if not isinstance(public, ec.EllipticCurvePublicKey) or public.curve.name != "secp256r1":

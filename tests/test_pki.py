@@ -1726,11 +1726,26 @@ def test_pki_add_csr_refuses_an_odd_request_and_takes_nothing_else_from_it(
     def pem(body: bytes) -> bytes:
         return x509.load_der_x509_csr(body).public_bytes(serialization.Encoding.PEM)
 
+    def tlv(tag: int, body: bytes) -> bytes:
+        size = len(body).to_bytes((len(body).bit_length() + 7) // 8 or 1, "big")
+        return bytes([tag]) + (size if len(body) < 128 else bytes([0x80 | len(size)]) + size) \
+            + body
+
+    # a request signed with ECDSA over SHA-1 (openssl req -sha1 makes one; the library signs
+    # none), its signature right: refused for its hash, not as a signature that does not verify
+    key = ec.generate_private_key(ec.SECP256R1())
+    tbs = x509.CertificateSigningRequestBuilder().subject_name(x509.Name([
+        x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "market")])).sign(
+            key, hashes.SHA256()).tbs_certrequest_bytes
+    sha1 = tlv(0x30, tbs + tlv(0x30, tlv(0x06, bytes.fromhex("2a8648ce3d0401")))
+               + tlv(0x03, b"\0" + key.sign(tbs, ec.ECDSA(hashes.SHA1()))))
+    assert x509.load_der_x509_csr(sha1).signature_hash_algorithm.name == "sha1"
     long_name = request("market" + "x" * 58)
     cases = [(pem(der.replace(ec_key, bytes.fromhex("06072a8648ce3d0209"))), "not a P-256"),
              (pem(der.replace(curve, bytes.fromhex("06082a8648ce3d030109"))), "not a P-256"),
              (request("market") + request("market"), "two signing requests"),
-             (long_name, "it names 'marketxxxx")]
+             (long_name, "it names 'marketxxxx"),
+             (pem(sha1), "signed with SHA1, a hash too weak")]
     for i, (body, said) in enumerate(cases):
         (tmp_path / f"{i}.csr").write_bytes(body)
         r = _pki("add", "--pki", str(pki), "--agency", "market", "--csr",
