@@ -1544,7 +1544,9 @@ def seal_again(
     group and is replaced whole; no key is printed. Bad input (a missing file, a file with a
     second name (hard link), no passphrase, the same one again) exits 2; a file that is no
     key file or does not open with the current passphrase exits 1; nothing is written in
-    either case.
+    either case. Stopped (SIGINT, SIGTERM) while it writes, it finishes the file it writes,
+    names the files sealed again and those still under the current passphrase, and exits
+    128 + the signal's number.
     """
     import stat as stat_
 
@@ -1587,6 +1589,23 @@ def seal_again(
         err.print("[red]error:[/] the new passphrase is the current one: give one only this "
                   f"agency knows in {PASSPHRASE_ENV}; nothing was written")
         raise typer.Exit(2)
+    # a stop (SIGINT, SIGTERM) while files are written is taken once the file being written
+    # is whole: the operator then learns which files open with which passphrase
+    stops = {signal.SIGINT, signal.SIGTERM}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+    try:
+        _seal_each_again(opened, new, stops)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    err.print(f"{len(opened)} key file(s) now open with the new passphrase only")
+
+
+def _seal_each_again(opened: list[tuple[Path, Path, str, Callable[[bytes], bytes]]],
+                     new: bytes, stops: set[signal.Signals]) -> None:
+    """``seal-again``'s writes, file by file (``stops`` blocked): after each, a pending stop
+    ends the command with the two lists of files, exit 128 + its number."""
+    import stat as stat_
+
     for done, (path, given, kind, seal) in enumerate(opened):
         info = path.stat()
         mode = stat_.S_IMODE(info.st_mode)
@@ -1604,7 +1623,16 @@ def seal_again(
                       f"under the current passphrase: {left}")
             raise typer.Exit(1) from e
         err.print(f"sealed again: {_q(given)} ({_q(kind)}, mode {mode:o})")
-    err.print(f"{len(opened)} key file(s) now open with the new passphrase only")
+        stopped = signal.sigpending() & stops
+        if stopped:
+            signo = signal.sigtimedwait(stopped, 0)  # taken: not delivered once unblocked
+            number = signo.si_signo if signo is not None else min(stopped)
+            sealed = ", ".join(_q(g) for _, g, _, _ in opened[:done + 1])
+            left = ", ".join(_q(g) for _, g, _, _ in opened[done + 1:]) or "none"
+            err.print(f"[red]stopped by {signal.Signals(number).name}:[/] sealed again under "
+                      f"the new passphrase: {sealed}; still under the current passphrase: "
+                      f"{left}")
+            raise typer.Exit(128 + number)
 
 
 @app.command("evidence-key")

@@ -484,6 +484,52 @@ def test_seal_again_takes_the_key_files_of_a_folder_from_before_adr_46(tmp_path:
         unlock(pki, "edu", b"old-pw", now=NOW)
 
 
+def test_seal_again_stopped_by_a_signal_says_which_files_are_under_which_passphrase(
+        tmp_path: Path) -> None:
+    """`seal-again` stopped by SIGTERM or SIGINT between files printed no closing list: the
+    operator could not tell which files open with the new passphrase and which with the old.
+    A signal while files are written is taken once the file being written is whole; the command
+    then names both lists and exits 128 + the signal's number (helper round 38D).
+
+    Deterministic: the command starts with the signal blocked (a mask its parent passes on)
+    and already sent, so it is pending from the first file on, as one that arrives while the
+    first file is written."""
+    from node.service import read_credit_secret
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    for signo in (signal.SIGTERM, signal.SIGINT):
+        folder = tmp_path / signo.name
+        folder.mkdir()
+        files = [folder / f"{n}.secret" for n in ("a", "b", "c")]
+        for f in files:
+            r = subprocess.run([str(BIN / "ledger-node"), "credit-secret", "--out", str(f)],
+                               capture_output=True, text=True, timeout=120, check=False,
+                               env={**env, "LEDGER_KEY_PASSPHRASE": "old-pw"})
+            assert r.returncode == 0, r.stderr
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signo})
+        try:
+            proc = subprocess.Popen(
+                [str(BIN / "ledger-node"), "seal-again",
+                 *[x for f in files for x in ("--key", str(f))]],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, env={**env, "LEDGER_FROM_PASSPHRASE": "old-pw",
+                                "LEDGER_KEY_PASSPHRASE": "new-pw", "COLUMNS": "300"})
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        proc.send_signal(signo)
+        _, said = proc.communicate(timeout=120)
+        said = " ".join(said.split())
+        assert proc.returncode == 128 + signo, (signo, proc.returncode, said)
+        assert "Traceback" not in said, said
+        assert f"stopped by {signo.name}" in said, said
+        assert f"sealed again under the new passphrase: {files[0]}" in said, said
+        assert f"still under the current passphrase: {files[1]}, {files[2]}" in said, said
+        assert read_credit_secret(files[0], b"new-pw") is not None
+        for f in files[1:]:
+            assert read_credit_secret(f, b"old-pw") is not None
+        assert sorted(p.name for p in folder.iterdir()) == ["a.secret", "b.secret", "c.secret"]
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="gives a file to another owner (root only)")
 def test_seal_again_keeps_a_files_owner_and_refuses_one_with_another_name(
         tmp_path: Path) -> None:
