@@ -1835,8 +1835,8 @@ def monitor(
                      "pki/ca.crt); default: the system's.", exists=True, dir_okay=False)] = None,
     give_up: Annotated[int | None, typer.Option(
         "--give-up-after", metavar="N", min=1,
-        help="Exit 3 once N rounds in a row could not reach the node; default: retry for "
-             "good.")] = None,
+        help="Exit 3 once N rounds in a row failed (the node could not be reached, or its "
+             "answers could not be used); default: retry for good.")] = None,
 ) -> None:
     """Watch a node's checkpoints: each must be quorum-signed and consistent with the last, and
     the block it names must descend from the last one's (the node's headers between them).
@@ -1850,8 +1850,8 @@ def monitor(
 
     Exit 1 on an inconsistency or equivocation, also one the node itself holds as evidence
     (/v1/evidence), or when the node halted on a fork (the evidence is printed); 2 on bad input
-    or (with --once) an unreachable node; 3 when --give-up-after N rounds in a row could not
-    reach it.
+    or (with --once) an unreachable node; 3 when --give-up-after N rounds in a row failed (the
+    node could not be reached, or its answers could not be used).
     """
     if not url.startswith(("http://", "https://")):
         _fail(f"the URL must be http(s), not {url!r}", 2)
