@@ -1519,6 +1519,12 @@ def _open_to_seal_again(path: Path, given: Path, old: bytes
                 lambda new: seal_secret(secret, new, CREDIT_SECRET))
 
 
+def _file_state(info: os.stat_result) -> tuple[int, ...]:
+    """What tells a file apart from one put in its place or written since (``seal-again``)."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns,
+            info.st_mode, info.st_uid, info.st_gid)
+
+
 @app.command("seal-again")
 def seal_again(
     keys: Annotated[list[Path], typer.Option(
@@ -1580,15 +1586,28 @@ def seal_again(
     opened = []
     for path, given in files.items():  # every file opens before anything is written
         try:
-            opened.append((path, given, *_open_to_seal_again(path, given, old)))
-        except KeyFileError as e:
-            err.print(f"[red]error:[/] {_q(e)}; nothing was written")
+            info = path.stat()  # before it is read: a change after shows at the write
+            opened.append((path, given, info, *_open_to_seal_again(path, given, old)))
+        except (KeyFileError, OSError) as e:
+            why = e if isinstance(e, KeyFileError) else f"{given}: {e.strerror or e}"
+            err.print(f"[red]error:[/] {_q(why)}; nothing was written")
             raise typer.Exit(1) from e
     new = _ask_passphrase("for the key files from now on", confirm=True)
     if hmac.compare_digest(new, old):
         err.print("[red]error:[/] the new passphrase is the current one: give one only this "
                   f"agency knows in {PASSPHRASE_ENV}; nothing was written")
         raise typer.Exit(2)
+    # a file replaced or written while the passphrase was asked (a new key put in its place)
+    # would be replaced by the key it held before, sealed again: every file is checked first
+    for path, given, info, _, _ in opened:
+        try:
+            now: os.stat_result | None = path.stat()
+        except OSError:
+            now = None
+        if now is None or _file_state(now) != _file_state(info):
+            err.print(f"[red]error:[/] --key {_q(given)} changed while seal-again ran (replaced "
+                      "or written since it was opened): nothing was written; run it again")
+            raise typer.Exit(1)
     # a stop (SIGINT, SIGTERM) while files are written is taken once the file being written
     # is whole: the operator then learns which files open with which passphrase
     stops = {signal.SIGINT, signal.SIGTERM}
@@ -1600,14 +1619,14 @@ def seal_again(
     err.print(f"{len(opened)} key file(s) now open with the new passphrase only")
 
 
-def _seal_each_again(opened: list[tuple[Path, Path, str, Callable[[bytes], bytes]]],
-                     new: bytes, stops: set[signal.Signals]) -> None:
+def _seal_each_again(
+        opened: list[tuple[Path, Path, os.stat_result, str, Callable[[bytes], bytes]]],
+        new: bytes, stops: set[signal.Signals]) -> None:
     """``seal-again``'s writes, file by file (``stops`` blocked): after each, a pending stop
     ends the command with the two lists of files, exit 128 + its number."""
     import stat as stat_
 
-    for done, (path, given, kind, seal) in enumerate(opened):
-        info = path.stat()
+    for done, (path, given, info, kind, seal) in enumerate(opened):
         mode = stat_.S_IMODE(info.st_mode)
         try:
             with atomic_output(path, mode) as out:
@@ -1618,7 +1637,7 @@ def _seal_each_again(opened: list[tuple[Path, Path, str, Callable[[bytes], bytes
                     os.fchown(out.fileno(), info.st_uid, info.st_gid)
                 os.fchmod(out.fileno(), mode)
         except OSError as e:
-            left = ", ".join(_q(g) for _, g, _, _ in opened[done:])
+            left = ", ".join(_q(g) for _, g, _, _, _ in opened[done:])
             err.print(f"[red]error:[/] cannot write {_q(given)}: {_q(e.strerror or e)}; still "
                       f"under the current passphrase: {left}")
             raise typer.Exit(1) from e
@@ -1627,8 +1646,8 @@ def _seal_each_again(opened: list[tuple[Path, Path, str, Callable[[bytes], bytes
         if stopped:
             signo = signal.sigtimedwait(stopped, 0)  # taken: not delivered once unblocked
             number = signo.si_signo if signo is not None else min(stopped)
-            sealed = ", ".join(_q(g) for _, g, _, _ in opened[:done + 1])
-            left = ", ".join(_q(g) for _, g, _, _ in opened[done + 1:]) or "none"
+            sealed = ", ".join(_q(g) for _, g, _, _, _ in opened[:done + 1])
+            left = ", ".join(_q(g) for _, g, _, _, _ in opened[done + 1:]) or "none"
             err.print(f"[red]stopped by {signal.Signals(number).name}:[/] sealed again under "
                       f"the new passphrase: {sealed}; still under the current passphrase: "
                       f"{left}")

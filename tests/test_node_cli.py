@@ -568,6 +568,52 @@ def test_seal_again_keeps_a_files_owner_and_refuses_one_with_another_name(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["credit.secret"]  # no tmp left
 
 
+def test_seal_again_writes_nothing_over_a_file_replaced_while_it_ran(tmp_path: Path) -> None:
+    """`seal-again` reads every key file, then asks the new passphrase (a person types it
+    twice), then writes: a file put in one's place meanwhile (a new credit secret, a key made
+    again) was replaced by the key it held before, sealed under the new passphrase, and the
+    command said it was done (helper round 38K). A file changed since it was opened is named,
+    exit 1, and nothing is written: neither it nor the file before it."""
+    from ledger.keys import load_private_key
+    from node.service import read_credit_secret
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    _init_one_founder(tmp_path, "district-7", {**env, "LEDGER_KEY_PASSPHRASE": "old-pw"})
+    keys = tmp_path / "data" / "keys"
+    node_key, secret, fresh = keys / "edu.node.key", keys / "credit.secret", tmp_path / "new"
+    for out in (secret, fresh):
+        r = subprocess.run([str(BIN / "ledger-node"), "credit-secret", "--out", str(out)],
+                           capture_output=True, text=True, timeout=120, check=False,
+                           stdin=subprocess.DEVNULL, env={**env, "LEDGER_KEY_PASSPHRASE": "old-pw"})
+        assert r.returncode == 0, r.stderr
+    made = read_credit_secret(fresh, b"old-pw")
+    assert made is not None and made != read_credit_secret(secret, b"old-pw")
+    before = node_key.read_bytes()
+    # the new passphrase from standard input (no terminal: a session of its own), so the file
+    # is replaced after both files were read and before the passphrase is given
+    proc = subprocess.Popen([str(BIN / "ledger-node"), "seal-again", "--key", str(node_key),
+                             "--key", str(secret)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True,
+                            env={**env, "LEDGER_FROM_PASSPHRASE": "old-pw"})
+    assert proc.stdin is not None and proc.stderr is not None
+    said = b""
+    while b"Passphrase for the key files" not in said:
+        chunk = os.read(proc.stderr.fileno(), 4096)
+        assert chunk, said
+        said += chunk
+    fresh.replace(secret)  # the operator's new secret takes the old one's place
+    replaced = secret.read_bytes()
+    out, rest = proc.communicate(b"new-pw\nnew-pw\n", timeout=120)
+    said += rest
+    assert proc.returncode == 1, said
+    assert b"changed while seal-again ran" in b" ".join(said.split()), said
+    assert b"nothing was written" in said
+    assert secret.read_bytes() == replaced and node_key.read_bytes() == before
+    assert read_credit_secret(secret, b"old-pw") == made
+    load_private_key(node_key, b"old-pw")
+
+
 def test_a_founders_ceremony_writes_no_config_nobody_would_use(tmp_path: Path) -> None:
     """`init --new-network --no-config` (the founders' ceremony) makes every founder's keys
     and the genesis only: no config pointing at the ceremony's folder (wiped once each founder
