@@ -2441,8 +2441,10 @@ def approvals(
     auth = {"Authorization": f"Bearer {token}"}
     if explain is not None and len(explain) < 64:
         listed = _http(node.rstrip("/") + "/v1/approvals", headers=auth)
-        hits = [a["approval_tx"] for a in listed if str(a.get("approval_tx", "")).startswith(
-            explain)] if isinstance(listed, list) else []
+        if not isinstance(listed, list) or not all(isinstance(a, dict) for a in listed):
+            _fail(f"{node} did not answer with a list of decisions; is it a node?", 1)
+        hits = [a["approval_tx"] for a in listed
+                if str(a.get("approval_tx", "")).startswith(explain)]
         if len(hits) != 1:
             _fail(f"{len(hits) or 'no'} decisions of this node start with {explain}"
                   + ("; give more digits" if hits else ""), 2)

@@ -464,6 +464,37 @@ def test_a_credential_start_is_not_taken_from_a_decision_list_that_is_none(demo:
         assert "Traceback" not in r.stderr and not posted, (r.stderr, posted)
 
 
+def test_explain_refuses_a_decision_list_that_is_none(demo: Path) -> None:
+    """`agency approvals --explain START` looks the start up in the node's decision list: a
+    list holding anything but decisions (a string, a number) ended in an AttributeError
+    traceback. It is one line, exit 1, and no explanation is asked for (helper round 38K)."""
+
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    start = "0123456789abcdef"
+    asked: list[str] = []
+    for listed in (["not a decision"], [7, {"approval_tx": start + "00" * 24}]):
+
+        class Node(_AnsweringNode):
+            decisions = listed
+
+            def do_GET(self) -> None:
+                asked.append(self.path)
+                self._answer(self.decisions)
+
+        url = _start_serving(Node)
+        try:
+            r = _run("agency", "approvals", "--node", url, "--explain", start,
+                     env={**ENV, "LEDGER_OPERATOR_TOKEN": TOKEN})
+        finally:
+            _stop_serving(url)
+        assert r.returncode == 1, (listed, r.stderr)
+        assert "did not answer with a list of decisions" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr, r.stderr
+        assert asked == ["/v1/approvals"], asked
+        asked.clear()
+
+
 def test_issue_a_batch_of_unlinkable_copies(demo: Path, files: Path, tmp_path: Path) -> None:
     keys = [PrivateKey(hashlib.sha256(b"copy-%d" % i).digest()) for i in range(3)]
     jwks = []
