@@ -777,7 +777,8 @@ def check_certificates(folder: Path, agency: str, key: ec.EllipticCurvePrivateKe
     if not {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH} <= usages:
         raise PkiError(f"{folder / (agency + '.crt')} is not for both TLS servers and clients "
                        "(extended key usage): an agency's node and etcd member are both; "
-                       f"make it with `ledger-node pki renew --agency {agency}`")
+                       "the network's operator makes a new one "
+                       f"{_renew_how(folder, agency)}")
     if strict_tls:  # Python 3.13's TLS checks strictly: these fail every connection
         missing = [f"{name} has no {what} key identifier" for name, c, ext, what in (
             ("ca.crt", ca, x509.SubjectKeyIdentifier, "subject"),
@@ -794,7 +795,7 @@ def check_certificates(folder: Path, agency: str, key: ec.EllipticCurvePrivateKe
                            "machine's clock right?)")
         if now >= c.not_valid_after_utc:
             raise PkiError(f"{folder / name} expired on {c.not_valid_after_utc:%Y-%m-%d}: "
-                           + _renew_hint(name, agency))
+                           + _renew_hint(folder, name, agency))
     return min((c.not_valid_after_utc - now).days for c in (ca, cert))
 
 
@@ -840,10 +841,9 @@ def check_hosts(folder: Path, agency: str, hosts: Mapping[str, str]) -> None:
     adds = " ".join(f"--host {host}" for host in dict.fromkeys(missing.values()))
     raise PkiError(f"{path} does not name {said}: peers, etcd members and clients that "
                    f"connect there refuse it at the TLS handshake (it names {named}). The "
-                   "network's operator renews it where the CA key is kept (`ledger-node pki "
-                   f"renew --agency {agency} {adds}`; renew keeps the hosts it named) and "
-                   f"gives the agency the new {agency}.crt and {agency}.key; or correct the "
-                   "setting in node.toml")
+                   "network's operator renews it where the CA key is kept "
+                   f"{_renew_how(folder, agency, ' ' + adds)} (renew keeps the hosts it "
+                   "named); or correct the setting in node.toml")
 
 
 def _has(cert: x509.Certificate, extension: type[x509.ExtensionType]) -> bool:
@@ -854,13 +854,26 @@ def _has(cert: x509.Certificate, extension: type[x509.ExtensionType]) -> bool:
     return True
 
 
-def _renew_hint(name: str, agency: str) -> str:
+def _renew_hint(folder: Path, name: str, agency: str) -> str:
     if name == "ca.crt":
         return ("the network's operator renews it where the CA key is kept (`ledger-node pki "
                 "renew-ca`, same key) and copies the new ca.crt to every agency")
-    return (f"the network's operator renews it where the CA key is kept (`ledger-node pki "
-            f"renew --agency {agency}`) and gives the agency the new {agency}.crt and "
-            f"{agency}.key")
+    return "the network's operator renews it where the CA key is kept " + _renew_how(
+        folder, agency)
+
+
+def _renew_how(folder: Path, agency: str, hosts: str = "") -> str:
+    """The keeper's renew command for ``agency``, as its PKI ``folder`` shows how it has its
+    key: one the agency made itself (`pki request` left its request beside it) is renewed
+    with ``--csr`` and stays the agency's, a certificate alone given back; without it, renew
+    made the keeper a new key to give the agency, which such an agency never had at the
+    keeper's (helper round 38K). ``hosts``: ``--host`` options to add."""
+    if (folder / f"{agency}.csr").is_file():
+        return (f"(`ledger-node pki renew --agency {agency}{hosts} --csr {agency}.csr`, the "
+                f"request its key was certified for) and gives the agency the new {agency}.crt "
+                "(its key stays with it)")
+    return (f"(`ledger-node pki renew --agency {agency}{hosts}`) and gives the agency the new "
+            f"{agency}.crt and {agency}.key")
 
 
 def certificate_problem(folder: Path, agency: str, now: _dt.datetime,
@@ -907,7 +920,7 @@ def _certificate_problem(folder: Path, agency: str, now: _dt.datetime,
             return (f"the TLS certificate {name} this node runs with {when} "
                     f"({c.not_valid_after_utc:%Y-%m-%d}): etcd members and peers refuse it "
                     "once it has ended; " + (renewed[2:] if renewed else
-                                              _renew_hint(name, agency)))
+                                              _renew_hint(folder, name, agency)))
     if crl is not None and crl.next_update_utc is not None:
         left = crl.next_update_utc - now
         if left.days < WARN_DAYS:

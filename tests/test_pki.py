@@ -1162,6 +1162,42 @@ def test_expired_certificates_name_the_command_that_renews_them(tmp_path: Path) 
         unlock(pki, "civil", b"pw", now=NOW + dt.timedelta(days=CA_VALID_DAYS + 1))
 
 
+def test_an_agency_keeping_its_own_key_is_told_to_renew_with_its_request(
+        tmp_path: Path) -> None:
+    """A node of an agency that made its own key (`pki request`; the README's founders all
+    do) said, of a certificate near its end, ended or lacking a host, to have the keeper run
+    `pki renew --agency A` and give it a new A.crt and A.key: followed, the keeper made the
+    agency's TLS key, which the agency never had at the keeper's, and the agency's own key
+    no longer matched (helper round 38K). Its folder holds its request: each line names
+    `renew --csr A.csr` and a certificate alone; a key the keeper made is told as before."""
+    from node.pki import check_hosts, make_request
+
+    pki, own = tmp_path / "pki", tmp_path / "civil-pki"
+    create_pki(pki, "n", ["edu"], b"pw", now=NOW)
+    own.mkdir()
+    csr = make_request(own, "civil", b"civil-pw")
+    issue_agency_cert(pki, "civil", b"pw", now=NOW, csr=csr.read_bytes())
+    for name in ("ca.crt", "crl.pem", "civil.crt"):
+        shutil.copyfile(pki / name, own / name)
+    end = _cert(own / "civil.crt").not_valid_after_utc
+    with pytest.raises(PkiError) as ended:
+        unlock(own, "civil", b"civil-pw", now=end + dt.timedelta(days=1))
+    with pytest.raises(PkiError) as hosts:
+        check_hosts(own, "civil", {"public_url": "node.civil.example"})
+    said = [str(ended.value), str(hosts.value),
+            str(certificate_problem(own, "civil", end - dt.timedelta(days=WARN_DAYS - 1)))]
+    said = [" ".join(s.split()) for s in said]
+    for line, command in zip(said, ("renew --agency civil --csr civil.csr",
+                                    "renew --agency civil --host node.civil.example --csr "
+                                    "civil.csr",
+                                    "renew --agency civil --csr civil.csr"), strict=True):
+        assert command in line and "civil.key" not in line.split("ledger-node pki")[1], line
+        assert "its key stays with it" in line, line
+    # the keeper's key (copied with copy-key): a new key and certificate, as before
+    gone = certificate_problem(pki, "edu", end - dt.timedelta(days=WARN_DAYS - 1))
+    assert gone is not None and "--csr" not in gone and "edu.crt and edu.key" in gone, gone
+
+
 def test_health_says_when_a_certificate_nears_its_end_or_is_revoked(tmp_path: Path) -> None:
     """Nodes said ok through their certificate's end, then failed on new connections with
     errors that named no certificate; a revoked one said "connection reset"."""
