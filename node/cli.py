@@ -946,6 +946,10 @@ def pki_copy_key(
         err.print(f"[red]error:[/] {_q(e)}")
         raise typer.Exit(2) from e
     new = _ask_passphrase(f"for {agency}'s keys", confirm=True)
+    if hmac.compare_digest(new, old):  # the keeper would open the agency's copy
+        err.print(f"[red]error:[/] {agency}'s passphrase is the keeper's: give one only "
+                  f"{agency} knows in {PASSPHRASE_ENV}; nothing was written")
+        raise typer.Exit(2)
     try:
         sealed = resealed_key(source, old, new)
         write_atomic(out_file, sealed, 0o600, overwrite=False)
@@ -969,7 +973,9 @@ def pki_renew(pki: _PKI_FOLDER, agency: _PKI_AGENCY, host: _PKI_HOSTS = None,
     never outlives the CA: renew the CA first when it ends sooner (`renew-ca`). For a stolen
     key use `revoke` and `add` instead. With --csr, for an agency that keeps its own key: a
     new certificate for the request's key (the request it made before serves), no key made
-    here, and a key made here before removed (it is the old certificate's)."""
+    here, and a key made here before removed (it is the old certificate's); without --csr
+    such an agency (no AGENCY.key here) is refused, as a key made here is not the one its node
+    opens."""
     from node.pki import renew_agency_cert
 
     _check_pki_input(agencies=[agency], hosts=host)

@@ -274,7 +274,7 @@ def issue_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
     if (folder / f"{agency}.crt").exists():
         raise PkiError(f"{folder} already has a certificate for {agency!r}")
     if public is not None:
-        _refuse_revoked_key(folder, public)
+        _refuse_taken_key(folder, public, agency)
     ca_cert, ca_key = _ca(folder, passphrase)
     if public is not None:
         # a key an `add` stopped before its certificate left is not this one's: gone
@@ -445,15 +445,26 @@ def _keepers_key(folder: Path, agency: str, passphrase: bytes) -> Path:
     return path
 
 
-def _refuse_revoked_key(folder: Path, public: ec.EllipticCurvePublicKey) -> None:
+def _refuse_taken_key(folder: Path, public: ec.EllipticCurvePublicKey, agency: str) -> None:
     """A :class:`PkiError` when ``public`` is the key of a certificate the PKI in ``folder``
     revoked (kept in ``revoked/``): a stolen key's request, given again, is certified by no
-    ``add`` or ``renew``, for its agency or another."""
+    ``add`` or ``renew``, for its agency or another; or the key of another's certificate
+    (another agency's, current or superseded, the CA's or the operator's): each agency's key
+    is its own, so a request of one agency's key in another's name is not certified."""
+    mine = _spki(public)
     for path in sorted((folder / REVOKED).glob("*.crt")):
-        if _spki(_certificate(path).public_key()) == _spki(public):
+        if _spki(_certificate(path).public_key()) == mine:
             raise PkiError(f"the signing request's key is the key of a revoked certificate "
                            f"({path.name}): the agency makes a new key and request "
                            "(`ledger-node pki request` into a new folder)")
+    for path in sorted([*folder.glob("*.crt"), *(folder / SUPERSEDED).glob("*.crt")]):
+        name = path.name.removesuffix(".crt")
+        owner = ("the CA" if name == "ca" or name.startswith(_OLD_CA) else
+                 name if path.parent == folder else name.rpartition("-")[0])
+        if owner != agency and _spki(_certificate(path).public_key()) == mine:
+            raise PkiError(f"the signing request's key is the key of {owner}'s certificate "
+                           f"({path.name}): each agency's key is its own; the agency makes a "
+                           "new key and request (`ledger-node pki request` into a new folder)")
 
 
 def _shown(text: str, limit: int = 40) -> str:
@@ -520,11 +531,17 @@ def renew_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
                        "`ledger-node pki add`")
     old = _certificate(folder / f"{agency}.crt")
     if public is not None:
-        _refuse_revoked_key(folder, public)
+        _refuse_taken_key(folder, public, agency)
     ca_cert, ca_key = _ca(folder, passphrase)
     if old.serial_number in _revoked_serials(folder, ca_cert):
         raise PkiError(f"{agency}'s certificate is revoked: issue a new one with "
                        "`ledger-node pki add`")
+    if public is None and not (folder / f"{agency}.key").exists():  # a key made here is
+        # not the one its node opens: the agency keeps its own
+        raise PkiError(f"{agency} keeps its own TLS key (no {agency}.key in {folder}: its "
+                       "certificate is for the key of its signing request): renew with --csr "
+                       f"and the agency's request (`ledger-node pki request --agency {agency}` "
+                       "makes one)")
     try:
         kept = [str(n.value) for n in old.extensions.get_extension_for_class(
             x509.SubjectAlternativeName).value]

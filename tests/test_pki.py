@@ -23,7 +23,7 @@ from clusterkit import etcd_as, free_base
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ledger.errors import KeyFileError
 from ledger.keys import open_secret
@@ -1642,6 +1642,11 @@ def test_pki_copy_key_gives_an_agency_its_key_under_its_own_passphrase(tmp_path:
     r = _pki("copy-key", "--pki", str(pki), "--agency", "market", "--out",
              str(own / "market.key"), env={**env, "LEDGER_FROM_PASSPHRASE": "wrong"})
     assert r.returncode == 1 and not (own / "market.key").exists(), r.stderr
+    # the keeper's own passphrase given as the agency's (round 38K): the keeper would open it
+    r = _pki("copy-key", "--pki", str(pki), "--agency", "market", "--out",
+             str(own / "market.key"), env={**env, "LEDGER_KEY_PASSPHRASE": "pw"})
+    assert r.returncode == 2 and "passphrase is the keeper's" in r.stderr, r.stderr
+    assert not (own / "market.key").exists()
     r = _pki("copy-key", "--pki", str(pki), "--agency", "market", "--out",
              str(own / "market.key"), env=env)
     assert r.returncode == 0, r.stderr
@@ -1934,3 +1939,69 @@ def test_pki_add_csr_keeps_an_agencys_own_key_made_in_the_pki_folder(tmp_path: P
     for name in ("ca.crt", "crl.pem", "civil.crt"):
         shutil.copyfile(pki / name, own / name)
     lock(unlock(own, "civil", b"civil-pw"))  # the agency's key is the certificate's
+
+
+def test_pki_certifies_no_key_twice_and_renews_an_agencys_own_key_only_by_its_request(
+        tmp_path: Path) -> None:
+    """Round 38K's two design questions, decided (ADR 81): a request for a key that is already
+    another's certificate's (another agency's, current or superseded, or the CA's) is not
+    certified by `add --csr` or `renew --csr`: each agency's key is its own. And `renew`
+    without --csr, for an agency that keeps its own key (no key at the keeper's), is refused:
+    it made a new key at the keeper's that the agency's node does not open. Each refusal
+    writes nothing; the agency's own request still renews it."""
+    pki, own = tmp_path / "pki", tmp_path / "edu-pki"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    keeper = {**env, "LEDGER_KEY_PASSPHRASE": "pw"}
+    assert _pki("create", "--out", str(pki), "--network", "district-7", "--agency", "civil",
+                env=keeper).returncode == 0
+    assert _pki("request", "--agency", "edu", "--out", str(own),
+                env={**env, "LEDGER_KEY_PASSPHRASE": "edu-pw"}).returncode == 0
+    assert _pki("add", "--pki", str(pki), "--agency", "edu", "--csr", str(own / "edu.csr"),
+                env=keeper).returncode == 0
+
+    def request_of(agency: str, key: Path, passphrase: bytes) -> Path:
+        """A request naming ``agency`` signed with the key in ``key``."""
+        from node.pki import _load_key
+
+        csr = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name(
+            [x509.NameAttribute(NameOID.COMMON_NAME, agency)])).sign(
+                _load_key(key, passphrase), hashes.SHA256()))
+        path = tmp_path / f"{agency}-{key.stem}.csr"
+        path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+        return path
+
+    everything = {p: p.read_bytes() for p in pki.rglob("*") if p.is_file()}
+    for args, said in (
+            # edu's own key in a request naming market, and civil's (the keeper made it)
+            (["add", "--agency", "market", "--csr",
+              str(request_of("market", own / "edu.key", b"edu-pw"))],
+             "the key of edu's certificate (edu.crt)"),
+            (["add", "--agency", "market", "--csr",
+              str(request_of("market", pki / "civil.key", b"pw"))],
+             "the key of civil's certificate (civil.crt)"),
+            (["renew", "--agency", "civil", "--csr",
+              str(request_of("civil", own / "edu.key", b"edu-pw"))],
+             "the key of edu's certificate (edu.crt)"),
+            (["add", "--agency", "market", "--csr",
+              str(request_of("market", pki / "ca.key", b"pw"))],
+             "the key of the CA's certificate (ca.crt)"),
+            # edu keeps its own key: renew without --csr would make one at the keeper's
+            (["renew", "--agency", "edu"], "edu keeps its own TLS key")):
+        r = _pki(*args[:1], "--pki", str(pki), *args[1:], env=keeper)
+        said_ = " ".join(r.stderr.split())
+        assert r.returncode == 1 and said in said_, (args, said_)
+        assert "Traceback" not in said_
+        assert {p: p.read_bytes() for p in pki.rglob("*") if p.is_file()} == everything
+    # its own request renews it; then its superseded certificate's key is still its own
+    for _ in range(2):
+        r = _pki("renew", "--pki", str(pki), "--agency", "edu", "--csr", str(own / "edu.csr"),
+                 env=keeper)
+        assert r.returncode == 0, r.stderr
+    r = _pki("add", "--pki", str(pki), "--agency", "market", "--csr",
+             str(request_of("market", own / "edu.key", b"edu-pw")), env=keeper)
+    assert r.returncode == 1 and "the key of edu's certificate" in " ".join(r.stderr.split())
+    (pki / "edu.crt").rename(tmp_path / "edu.crt")  # only the superseded ones name it now
+    r = _pki("add", "--pki", str(pki), "--agency", "market", "--csr",
+             str(request_of("market", own / "edu.key", b"edu-pw")), env=keeper)
+    assert r.returncode == 1 and "the key of edu's certificate (edu-" in " ".join(
+        r.stderr.split()), r.stderr
