@@ -41,10 +41,13 @@ from node.pki import (
     issue_agency_cert,
     list_certificates,
     lock,
+    make_request,
     operator_credentials,
     renew_agency_cert,
     renew_ca,
+    resealed_key,
     revoke_agency_cert,
+    seal_key_again,
     sweep_stale_runtimes,
     unlock,
 )
@@ -1662,6 +1665,28 @@ def test_pki_copy_key_gives_an_agency_its_key_under_its_own_passphrase(tmp_path:
         lock(runtime)
 
 
+def test_a_tls_key_is_never_sealed_under_an_empty_passphrase(tmp_path: Path) -> None:
+    """`seal_key_again` and `resealed_key` (copy-key's and seal-again's seal) refuse an empty
+    new passphrase, which would leave the agency's TLS key as good as clear, and leave the key
+    file as it was; `make_request` (pki request) makes no key under one (round 38M: no test
+    held either refusal; the CLI refuses an empty passphrase before them)."""
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["edu"], b"pw", now=NOW)
+    before = (pki / "edu.key").read_bytes()
+    with pytest.raises(PkiError, match="empty passphrase"):
+        seal_key_again(pki / "edu.key", b"pw")(b"")
+    with pytest.raises(PkiError, match="empty passphrase"):
+        resealed_key(pki / "edu.key", b"pw", b"")
+    assert (pki / "edu.key").read_bytes() == before
+    sealed = seal_key_again(pki / "edu.key", b"pw")(b"edu-pw")
+    assert b"PRIVATE" not in sealed and open_secret(sealed, b"edu-pw", "tls-key", pki)
+    own = tmp_path / "edu-pki"  # nor is an agency's own key made under one
+    own.mkdir()
+    with pytest.raises(PkiError, match="empty passphrase"):
+        make_request(own, "edu", b"")
+    assert list(own.iterdir()) == []
+
+
 def test_an_agency_keeps_its_tls_key_and_the_keeper_signs_its_request(tmp_path: Path) -> None:
     """`pki request` (the agency) makes its TLS key, sealed under its own passphrase, and a
     signing request; `pki add --csr` (the keeper) certifies that key, with the PKI's name,
@@ -1689,6 +1714,12 @@ def test_an_agency_keeps_its_tls_key_and_the_keeper_signs_its_request(tmp_path: 
     r = _pki("request", "--agency", "market", "--out", str(own),
              env={**agency, "LEDGER_KEY_PASSPHRASE": "market-pw"})
     assert r.returncode == 2 and "exists" in r.stderr and "Passphrase" not in r.stderr
+    # a request alone (its key moved away) is written over neither (round 38M)
+    (own / "market.key").rename(tmp_path / "market.key")
+    r = _pki("request", "--agency", "market", "--out", str(own), env=agency)
+    assert r.returncode == 2 and "market.csr exists" in " ".join(r.stderr.split()), r.stderr
+    assert "Passphrase" not in r.stderr and not (own / "market.key").exists()
+    (tmp_path / "market.key").rename(own / "market.key")
 
     other = tmp_path / "other.csr"  # a P-384 key's request, named market
     key384 = ec.generate_private_key(ec.SECP384R1())
@@ -1782,9 +1813,25 @@ def test_pki_add_csr_refuses_an_odd_request_and_takes_nothing_else_from_it(
                + tlv(0x03, b"\0" + key.sign(tbs, ec.ECDSA(hashes.SHA1()))))
     assert x509.load_der_x509_csr(sha1).signature_hash_algorithm.name == "sha1"
     long_name = request("market" + "x" * 58)
+    # signed by no holder of its key: its signature's last byte changed (round 38M)
+    forged = pem(der[:-1] + bytes([der[-1] ^ 1]))
+    assert x509.load_pem_x509_csr(forged).public_key() == x509.load_der_x509_csr(
+        der).public_key()
+
+    def named(*names: str) -> bytes:  # a request with a common name for each of names
+        return x509.CertificateSigningRequestBuilder().subject_name(x509.Name([
+            x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, n) for n in names])).sign(
+                ec.generate_private_key(ec.SECP256R1()), hashes.SHA256()
+            ).public_bytes(serialization.Encoding.PEM)
+
     cases = [(pem(der.replace(ec_key, bytes.fromhex("06072a8648ce3d0209"))), "not a P-256"),
              (pem(der.replace(curve, bytes.fromhex("06082a8648ce3d030109"))), "not a P-256"),
              (request("market") + request("market"), "two signing requests"),
+             (forged, "signature does not verify under its key"),
+             # the agency's name beside another's is not the agency's request (round 38M)
+             (named("market", "civil"), "it names 'market', 'civil'"),
+             (named("one", "two", "three", "fourth", "fifth"),
+              "it names 'one', 'two', 'three', …"),
              (long_name, "it names 'marketxxxx"),
              (pem(sha1), "signed with SHA1, a hash too weak")]
     for i, (body, said) in enumerate(cases):
@@ -1794,6 +1841,8 @@ def test_pki_add_csr_refuses_an_odd_request_and_takes_nothing_else_from_it(
         assert r.returncode == 2 and said in " ".join(r.stderr.split()), (i, r.stderr)
         assert "Traceback" not in r.stderr and "Passphrase" not in r.stderr
         assert not list(pki.glob("market.*"))
+        if i == 5:
+            assert "fourth" not in r.stderr  # three names are said, not all (round 38M)
     assert "x" * 50 not in r.stderr  # the hostile name is cut
 
     asks = tmp_path / "asks.csr"
