@@ -614,6 +614,49 @@ def test_seal_again_writes_nothing_over_a_file_replaced_while_it_ran(tmp_path: P
     load_private_key(node_key, b"old-pw")
 
 
+def test_seal_again_keeps_a_link_and_refuses_what_is_no_file(tmp_path: Path) -> None:
+    """`seal-again` (round 38M: no test held these): a key file named through a symbolic link
+    is sealed in its place, the link kept (replaced by a file, the link's target kept the copy
+    the current passphrase opens), named twice is sealed once, and keeps its mode whatever the
+    umask; a folder or a FIFO (whose read waits for a writer) is refused before the
+    passphrase, exit 2, nothing written."""
+    from node.service import read_credit_secret
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    secret, link, fifo = keys / "credit.secret", tmp_path / "credit.link", tmp_path / "pipe"
+
+    def run(*args: str, old: str = "old-pw", new: str = "new-pw"
+            ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(BIN / "ledger-node"), *args], capture_output=True,
+                              text=True, timeout=120, check=False, stdin=subprocess.DEVNULL,
+                              env={**env, "LEDGER_FROM_PASSPHRASE": old,
+                                   "LEDGER_KEY_PASSPHRASE": new})
+
+    assert run("credit-secret", "--out", str(secret), new="old-pw").returncode == 0
+    link.symlink_to(secret)
+    os.mkfifo(fifo)
+    before = secret.read_bytes()
+    for bad in (keys, fifo):
+        r = run("seal-again", "--key", str(secret), "--key", str(bad))
+        assert r.returncode == 2 and "is not a file" in r.stderr, r.stderr
+        assert "nothing was written" in " ".join(r.stderr.split()) and "Passphrase" not in r.stderr
+        assert secret.read_bytes() == before
+    secret.chmod(0o640)  # kept under an umask that would take the group's read (round 38M)
+    r = subprocess.run(["sh", "-c", 'umask 077 && exec "$0" "$@"', str(BIN / "ledger-node"),
+                        "seal-again", "--key", str(link), "--key", str(secret)],
+                       capture_output=True, text=True, timeout=120, check=False,
+                       stdin=subprocess.DEVNULL, env={**env, "LEDGER_FROM_PASSPHRASE": "old-pw",
+                                                      "LEDGER_KEY_PASSPHRASE": "new-pw"})
+    assert r.returncode == 0, r.stderr
+    assert "1 key file(s) now open with the new passphrase only" in " ".join(r.stderr.split())
+    assert link.is_symlink() and link.resolve() == secret.resolve()
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o640
+    assert read_credit_secret(secret, b"new-pw") is not None
+    assert sorted(p.name for p in keys.iterdir()) == ["credit.secret"]  # no tmp left
+
+
 def test_a_founders_ceremony_writes_no_config_nobody_would_use(tmp_path: Path) -> None:
     """`init --new-network --no-config` (the founders' ceremony) makes every founder's keys
     and the genesis only: no config pointing at the ceremony's folder (wiped once each founder
@@ -637,6 +680,13 @@ def test_a_founders_ceremony_writes_no_config_nobody_would_use(tmp_path: Path) -
             # a config's bind address and port were taken and dropped (round 37K)
             ([*ceremony, "--no-config", "--port", "9000"], "leave out --port"),
             ([*ceremony, "--no-config", "--host", "0.0.0.0"], "leave out --host"),
+            # each of a config's other options, one at a time (round 38M)
+            ([*ceremony, "--no-config", "--peer", "https://127.0.0.1:1"], "leave out --peer"),
+            ([*ceremony, "--no-config", "--pki", "pki"], "leave out --pki"),
+            ([*ceremony, "--no-config", "--tls"], "leave out --tls"),
+            ([*ceremony, "--no-config", "--public-url", "https://edu.example"],
+             "leave out --public-url"),
+            ([*ceremony, "--no-config", "--force"], "leave out --force"),
             (["--data", "ceremony", "--no-config"], "it is for --new-network"),
             (["--new-network", "district-5", "--data", "ceremony", "--no-config"],
              "give each with --founder"),
