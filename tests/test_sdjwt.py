@@ -1336,3 +1336,27 @@ def test_mutations_never_verify(mutated: str) -> None:
 
 def test_valid_baseline_for_mutations() -> None:
     assert verify(_VALID)["given_name"] == SECRET
+
+
+def test_show_quotes_an_outside_value_whole_or_cut_within_its_limit() -> None:
+    """``_show`` (every refusal's quote of an outside value, and statuslist's): a value whose
+    quote fits the limit is quoted whole; a longer string is cut before it is quoted, so the
+    quote is whole (both marks, no escape cut in two) and, with its mark "…", within the limit;
+    another value's quote is cut to the limit, the mark included (round 38M: no test held the
+    bounds)."""
+    import ast
+
+    from ledger.sdjwt import _show
+
+    fits = "x" * 38  # quoted: 40 characters, the limit
+    assert _show(fits) == repr(fits)
+    assert _show(fits + "x") == repr("x" * 37) + "…"  # 40 with the mark
+    for value in ("x" * 200, "\x1b" * 30, "\u05d0" * 30 + "\x1b[2J" + "x" * 100):
+        shown = _show(value)
+        assert len(shown) <= 40 and shown.endswith("'…"), shown
+        quoted = ast.literal_eval(shown[:-1])  # a whole quote of the value's start
+        assert isinstance(quoted, str) and value.startswith(quoted) and len(quoted) > 5
+        assert len(repr(value[:len(quoted) + 1])) > 39  # no more of it fits
+    listed = list(range(100))
+    assert _show(listed) == repr(listed)[:39] + "…"
+    assert _show(listed, 12) == repr(listed)[:11] + "…"
