@@ -492,6 +492,9 @@ def test_monitor_of_a_node_started_later_says_once_and_then_that_it_answers(
                 assert served == url
                 seen = proc.stdout.readline()
                 again = proc.stderr.readline()
+                # two rounds more, the second after any line the first said (round 38M: the
+                # failed rounds were not counted from 0 again, each round said it answers again)
+                later = [proc.stdout.readline() for _ in range(2)]
                 proc.terminate()  # while the node runs: no round after it stops
                 rest = proc.stderr.read()
         finally:
@@ -500,6 +503,54 @@ def test_monitor_of_a_node_started_later_says_once_and_then_that_it_answers(
     assert again.startswith(f"{url} answers again, after ") and " round" in again, again
     assert "that could not reach it" in again, again
     assert "cannot monitor" not in rest, rest  # not a line a round
+    assert all(line.rstrip().endswith(" unchanged") for line in later), later
+    assert "answers again" not in rest, rest  # said once
+
+
+def test_monitor_says_each_time_a_node_stops_answering(demo: Path, tmp_path: Path) -> None:
+    """A node that answered again and then stops answering for the same reason as before is
+    said again: the reason said was kept past the rounds that answered, so a second outage
+    with the same words was never said (round 38M). Each outage: one line that it does not
+    answer, one that it answers again."""
+    data = tmp_path / "node"
+    shutil.copytree(demo, data)
+    down, failed = threading.Event(), threading.Event()
+
+    def health(status: int, body: bytes) -> tuple[int, bytes]:
+        if not down.is_set():
+            return status, body
+        failed.set()  # a round got this
+        return 502, b"down"
+
+    app = create_app(settings_for(data), clock=lambda: T0 + 10_000, passphrase=PASS)
+    monitor = Path(sys.executable).parent / "ledger"
+    with serve(app) as node:
+        url = _proxy(node, answers={"/v1/health": health})
+        try:
+            with subprocess.Popen([str(monitor), "monitor", url, "--interval", "0.1"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "COLUMNS": "300"}) as proc:
+                try:
+                    assert proc.stderr is not None and proc.stdout is not None
+                    assert proc.stdout.readline().rstrip().endswith("(first seen)")
+                    for _ in range(2):  # the same outage twice
+                        failed.clear()
+                        down.set()
+                        failed.wait()
+                        down.clear()
+                        # two rounds that answer: the first's lines are all out by the second's
+                        for _ in range(2):
+                            assert proc.stdout.readline().rstrip().endswith(" unchanged")
+                    proc.kill()
+                    said = proc.stderr.read().splitlines()
+                finally:
+                    proc.kill()
+        finally:
+            _stop_serving(url)
+    assert len(said) == 4, said
+    for gone, back in (said[:2], said[2:]):
+        assert f"cannot monitor {url}" in gone and "502" in gone, said
+        assert back.startswith(f"{url} answers again, after "), said
 
 
 Answer = Callable[[int, bytes], tuple[int, bytes]]
