@@ -495,6 +495,33 @@ def test_explain_refuses_a_decision_list_that_is_none(demo: Path) -> None:
         asked.clear()
 
 
+def test_the_agency_another_node_serves_is_quoted_short(demo: Path) -> None:
+    """A start of an id looked up at a node serving another agency is refused (exit 2, before
+    the passphrase): the agency the node says it serves, its words, is quoted cut to 40
+    characters, as the node's other words are (round 38M: no test held the cut)."""
+
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    said = "market" + "x" * 200
+
+    class Node(_AnsweringNode):
+        def do_GET(self) -> None:
+            self._answer({"network": "demo", "agency": said})
+
+    url = _start_serving(Node)
+    try:
+        r = _run("agency", "status", "--node", url, "--data", str(demo), "--agency", "civil",
+                 "--credential-id", "0123456789abcdef", "--set", "revoked",
+                 env={**{k: v for k, v in ENV.items() if k != "LEDGER_KEY_PASSPHRASE"},
+                      "LEDGER_OPERATOR_TOKEN": TOKEN})
+    finally:
+        _stop_serving(url)
+    assert r.returncode == 2, r.stderr
+    text = " ".join(r.stderr.split())
+    assert f"is {said[:40]!r}'s node, not 'civil''s" in text, r.stderr
+    assert "x" * 40 not in text and "Passphrase" not in r.stderr
+
+
 def test_issue_a_batch_of_unlinkable_copies(demo: Path, files: Path, tmp_path: Path) -> None:
     keys = [PrivateKey(hashlib.sha256(b"copy-%d" % i).digest()) for i in range(3)]
     jwks = []

@@ -1794,6 +1794,9 @@ def test_the_decision_list_names_each_approval_credential_as_agency_status_takes
         assert "credential" in table.output and "in block" in table.output, table.output
         [row] = [line for line in table.output.splitlines() if decided["approval_tx"][:16] in line]
         assert cid[:16] in row, table.output
+        # the cells: in block is the decision's block, credential the id's start (round 38M)
+        cells = [c.strip() for c in row.split("\u2502")[1:-1]]
+        assert cells[1] == str(listed["height"]) and cells[-1] == cid[:16], row
     # the node at the officer's time (a status change is dated now), over the same data
     with serve(create_app(replace(settings_for(data), agency="market"), clock=time.time,
                           passphrase=PASS)) as url:
@@ -1813,7 +1816,12 @@ def test_the_decision_list_names_each_approval_credential_as_agency_status_takes
         assert cred is not None and cred.status == "suspended"
     # and with --data, this process writing the store: the ledger's credentials of the agency
     common = ["status", "--data", str(data), "--agency", "market"]
-    r = cli.invoke(agency_app, [*common, "--credential-id", cid[:16], "--set", "valid"],
+    # an odd number of digits: the 17th is compared too, not only the whole bytes (round 38M)
+    other = cid[:16] + ("1" if cid[16] == "0" else "0")
+    r = cli.invoke(agency_app, [*common, "--credential-id", other, "--set", "valid"], env=env)
+    assert r.exit_code == 2 and "no credentials market issued on this ledger start with" in \
+        r.output, r.output
+    r = cli.invoke(agency_app, [*common, "--credential-id", cid[:17], "--set", "valid"],
                    env=env)
     assert r.exit_code == 0, r.output
     assert f"credential {cid} is now valid" in r.output.replace("\n", ""), r.output
