@@ -1419,12 +1419,15 @@ def test_etcd_run_new_cluster_refuses_a_name_that_is_no_founder_of_its_genesis(
     from conftest import T0, LedgerHarness
 
     from ledger.network import demo_agency
+    from ledger.store import Store
     from node.pki import create_pki
 
     founders = [demo_agency(a, a.title()) for a in ("civil", "edu", "health")]
     (tmp_path / "civil-data").mkdir()
     LedgerHarness(tmp_path / "civil-data" / "ledger", founders, 2, T0, "district-9"
                   ).store.close()
+    (tmp_path / "empty").mkdir()
+    Store(tmp_path / "empty" / "ledger", create=True).close()
     create_pki(tmp_path / "pki", "district-9", ["civil"], PASS, now=dt.datetime.now(dt.UTC))
     own = _own_pki(tmp_path / "pki", "civil", tmp_path / "civil-pki")
     peer = "https://127.0.0.1:1"
@@ -1444,6 +1447,9 @@ def test_etcd_run_new_cluster_refuses_a_name_that_is_no_founder_of_its_genesis(
              "'district-7' is not the network of the genesis"),
             ("civil-etcd-none", ["--new-cluster", "district-9", "--initial-cluster", right],
              "--ledger:"),
+            # a store with no genesis yet is said to be one (round 38M)
+            ("empty", ["--new-cluster", "district-9", "--initial-cluster", right],
+             "has no genesis"),
             ("civil-data", ["--initial-cluster", right], "--ledger is read with --new-cluster"),
             # the right names and network pass: what it says next is past the founders' check
             ("civil-data", ["--new-cluster", "district-9", "--initial-cluster", right,
