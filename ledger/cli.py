@@ -2353,12 +2353,17 @@ def _http(url: str, data: bytes | None = None, content_type: str = "",
         _fail(f"the node at {url} answered JSON nested too deeply; is it a node?{after}")
     except urllib.error.HTTPError as e:
         if 300 <= e.code < 400:
-            _fail(f"the node at {url} redirects ({e.code}) to {e.headers.get('Location')!r}: "
-                  "give that URL with --node if it is the node (nothing was sent on)" + after)
+            where = _said(e.headers.get("Location"), 200)  # the node's words: 64 KiB may come
+            _fail(f"the node at {url} redirects ({e.code}) to {where}: give that URL with "
+                  "--node if it is the node (nothing was sent on)" + after)
         code, said = _refusal(e)
         _fail(f"the node refused it ({code}): {said}{after}")
     except (urllib.error.URLError, OSError, ValueError) as e:
         _fail(f"cannot reach the node at {url}: {e}{_ca_hint(e)}{after}")
+
+
+REFUSAL_SHOWN = 300
+"""How much of a node's refusal (its detail) an error line shows, as the wallet's."""
 
 
 def _refusal(e: urllib.error.HTTPError) -> tuple[object, str]:
@@ -2372,8 +2377,10 @@ def _refusal(e: urllib.error.HTTPError) -> tuple[object, str]:
         body = {}
     code = body.get("code") or e.code
     # a node that answers its health with 503 (halted, a full disk) says why in "problem"
-    said = body.get("detail") or body.get("problem") or e.reason
-    return code, _detail(said).removeprefix(f"{code}: ")
+    said = _detail(body.get("detail") or body.get("problem") or e.reason)
+    said = said.removeprefix(f"{code}: ")  # a node's own words: one line's worth, not 64 KiB
+    code = code if isinstance(code, int) else printable(str(code)[:NODE_WORDS_SHOWN])
+    return code, said if len(said) <= REFUSAL_SHOWN else said[:REFUSAL_SHOWN] + "…"
 
 
 def _node_health(node: str) -> dict[str, Any]:
@@ -2398,6 +2405,30 @@ def _ca_hint(e: BaseException) -> str:
         return ""
     return ("; a node of a network with its own CA: set SSL_CERT_FILE to that CA's certificate "
             "(a local cluster's pki/ca.crt)")
+
+
+NODE_WORDS_SHOWN = 40
+"""How much of a node's answer that is not what was asked an error line quotes: enough to see
+what it is (an HTML page, another service's error), not a hostile node's MiB."""
+
+
+def _said(answer: object, limit: int = NODE_WORDS_SHOWN) -> str:
+    """A node's answer (or a part of it) in an error line: its start, quoted (a text) or as JSON
+    (pure ASCII), unprintable characters escaped, cut at ``limit`` characters (the whole length
+    said)."""
+    text = answer if isinstance(answer, str) else json.dumps(answer)
+    shown = printable(repr(text[:limit]) if isinstance(answer, str) else text[:limit])
+    return shown if len(text) <= limit else f"{shown}… ({len(text)} characters)"
+
+
+def _not_a_receipt(node: str, got: object, what: str) -> NoReturn:
+    """Exit 1: ``got``, a node's answer to a submitted ``what``, is no receipt (its words cut:
+    a hostile node's answer may be 16 MiB)."""
+    if isinstance(got, dict) and got.get("status") == "pending":  # 202: the wait ended first
+        _fail(f"the node at {node} did not commit the {what} within 30 s (pending, txid "
+              f"{_said(got.get('txid'), 64)})")
+    _fail(f"the node at {node} did not answer with a receipt for the {what}: it said "
+          f"{_said(got)}")
 
 
 def _detail(detail: Any) -> str:
@@ -2566,8 +2597,8 @@ def credit(
     body["subject"] = _subject_identifier(subject_file)
     got = _http(node.rstrip("/") + "/v1/credit/events", json.dumps(body).encode(),
                 "application/json", {"Authorization": f"Bearer {token}"})
-    if not isinstance(got, dict) or "txid" not in got:
-        _fail(f"the node answered something that is not a receipt: {got!r}")
+    if not isinstance(got, dict) or not all(k in got for k in ("txid", "height")):
+        _fail(f"the node at {node} answered something that is not a receipt: {_said(got)}")
     if as_json:
         print(json.dumps(got))
         return
@@ -2588,7 +2619,7 @@ def _agency_key(data: Path, agency: str) -> PrivateKey:
 def _submit_to_node(node: str, tx: Tx) -> dict[str, Any]:
     got = _http(node.rstrip("/") + "/v1/tx?wait=30", tx.raw, "application/msgpack")
     if not isinstance(got, dict) or "index" not in got:
-        _fail(f"the node did not commit the transaction within 30 s: {got}")
+        _not_a_receipt(node, got, "transaction")
     return got
 
 
@@ -2951,7 +2982,7 @@ def submit(
     if node is not None:
         receipt = _http(node.rstrip("/") + "/v1/tx?wait=30", tx.raw, "application/msgpack")
         if not isinstance(receipt, dict) or "index" not in receipt:
-            _fail(f"the node did not commit the proposal within 30 s: {receipt}")
+            _not_a_receipt(node, receipt, "proposal")
     else:
         assert data is not None  # _gov_view refused neither
         with _open(data) as store:

@@ -1265,3 +1265,62 @@ def test_a_full_credential_id_for_another_agencys_node_is_refused_before_signing
     assert r.returncode == 2, r.stderr
     assert f"{url} is 'edu''s node, not 'civil''s" in r.stderr, r.stderr
     assert not posted, posted
+
+
+_MISLEADING = "\x1b[2J\x1b[H[green]ok[/green]\n  txid: ok\u202e" + "A" * (1 << 20)
+"""A node's words meant to mislead the operator, a MiB long: a cleared screen, Rich markup, a
+faked second line, a right-to-left override."""
+
+
+def _shows_no_more_than_a_line_of(stderr: str) -> None:
+    assert "Traceback" not in stderr, stderr[-2000:]
+    assert "\x1b" not in stderr and "\u202e" not in stderr, repr(stderr[:300])
+    assert "A" * 400 not in stderr, f"{len(stderr)} characters: {stderr[:300]!r}"
+    assert len(stderr) < 1000, f"{len(stderr)} characters: {stderr[:300]!r}"
+
+
+def test_a_nodes_answer_that_is_no_receipt_is_cut_in_the_error_line(demo: Path,
+                                                                     tmp_path: Path) -> None:
+    """A node's answer to a submitted transaction or credit event that is no receipt, and its
+    refusal's words, were printed whole on the error line: a MiB of a hostile node's text on
+    the operator's terminal. They are cut and quoted; the exit is 1, no traceback (helper
+    round 39O)."""
+
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    refused = _MISLEADING[:30000]  # a refusal's first 64 KiB are read
+    for status, answer in ((200, [_MISLEADING]), (200, {"txid": _MISLEADING}),
+                           (500, {"detail": refused}), (503, {"problem": refused})):
+
+        class Node(_AnsweringNode):
+            said = (status, answer)
+
+            def do_GET(self) -> None:
+                self._answer({"network": "demo", "agency": "civil"})
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["content-length"]))
+                body = json.dumps(self.said[1]).encode()
+                self.send_response(self.said[0])
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        subject = tmp_path / "subject.txt"
+        subject.write_text("110101199003070000\n")
+        url = _start_serving(Node)
+        try:
+            runs = [_run("agency", "status", "--node", url, "--data", str(demo), "--agency",
+                         "civil", "--credential-id", "00" * 32, "--set", "revoked",
+                         "--reason", "withdrawn"),
+                    _run("agency", "credit", "--node", url, "--reason", "appeal-upheld",
+                         "--withdraw", "ab" * 32, "--subject-file", str(subject),
+                         env={**ENV, "LEDGER_OPERATOR_TOKEN": TOKEN})]
+        finally:
+            _stop_serving(url)
+        for r in runs:
+            assert r.returncode == 1, (status, r.returncode, r.stderr[:300])
+            _shows_no_more_than_a_line_of(r.stderr)
+            # the start of what was said, as text: no markup taken, its escapes shown
+            assert "[green]ok" in r.stderr and "[2J" in r.stderr, r.stderr
