@@ -966,7 +966,7 @@ def _snapshot_from_nodes(nodes: list[str], ca: Path | None, out_file: Path,
         got = url.rstrip("/") + "/v1/snapshot"
         try:
             with opener.open(urllib.request.Request(got), timeout=120) as resp:  # noqa: S310
-                part = resp.read(MAX_SNAPSHOT + 1)
+                part = _read_within(resp, MAX_SNAPSHOT, got)
                 claimed = {a.strip() for a in resp.headers.get("Snapshot-Agencies", "").split(",")
                            if a.strip()}
         except urllib.error.HTTPError as e:
@@ -974,6 +974,8 @@ def _snapshot_from_nodes(nodes: list[str], ca: Path | None, out_file: Path,
                   + ("; a node of a version before ADR 51 has no GET /v1/snapshot: upgrade it, "
                      "or leave it out (its agency's lists are then left out)"
                      if e.code == 404 else ""))
+        except _NodeTooSlow as e:
+            _fail(str(e))
         except (urllib.error.URLError, OSError, ValueError) as e:
             _fail(f"cannot reach the node at {url}: {e}"
                   + ("; give its CA with --ca" if _ca_hint(e) else ""))
@@ -1623,10 +1625,15 @@ def _get(url: str) -> bytes:
     req = urllib.request.Request(url)  # noqa: S310 - the scheme is checked by monitor
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
-            return bytes(resp.read(MAX_INPUT + 1))[:MAX_INPUT]
+            return _read_within(resp, MAX_INPUT, url)[:MAX_INPUT]
     except urllib.error.HTTPError as e:
         if e.code == 503 and url.endswith("/v1/health"):  # a halted node says why in the body
-            return bytes(e.read(MAX_INPUT + 1))[:MAX_INPUT]
+            try:
+                return _read_within(e, MAX_INPUT, url)[:MAX_INPUT]
+            except _NodeTooSlow as slow:
+                raise _MonitorUnreachable(f"GET {url}: {slow}") from slow
+        raise _MonitorUnreachable(f"GET {url}: {e}") from e
+    except _NodeTooSlow as e:
         raise _MonitorUnreachable(f"GET {url}: {e}") from e
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise _MonitorUnreachable(f"GET {url}: {e}", reached=False) from e
@@ -2334,6 +2341,34 @@ NODE_ANSWER_MAX = 16 << 20
 wallet's ``MAX_ANSWER``."""
 
 
+NODE_ANSWER_WAIT = 120.0
+"""The longest, in seconds, the CLI reads one answer of a node: each read's own timeout starts
+again with every byte, and a node dripping its answer a byte at a time held a command for
+ever (a submit's answer comes within its 30 s wait)."""
+
+
+class _NodeTooSlow(TimeoutError):
+    """A node's answer not read whole within :data:`NODE_ANSWER_WAIT`; the message says so."""
+
+
+def _read_within(resp: Any, limit: int, url: str) -> bytes:
+    """Up to ``limit`` + 1 bytes of a node's answer ``resp`` (more is not read: the caller
+    refuses it), read for at most :data:`NODE_ANSWER_WAIT` in all; else :class:`_NodeTooSlow`
+    naming ``url``."""
+    deadline = time.monotonic() + NODE_ANSWER_WAIT
+    body = bytearray()
+    while len(body) <= limit:
+        chunk = resp.read1(min(1 << 16, limit + 1 - len(body)))
+        if not chunk:
+            break
+        body += chunk
+        if time.monotonic() > deadline:
+            raise _NodeTooSlow(f"the node at {url} was still answering after "
+                               f"{NODE_ANSWER_WAIT:g} s: no node answers that slowly (nothing "
+                               "was kept from it)")
+    return bytes(body)
+
+
 def _http(url: str, data: bytes | None = None, content_type: str = "",
           headers: dict[str, str] | None = None, *, after: str = "") -> Any:
     """One JSON request to a node (stdlib only: the core imports no web client); ``after`` is
@@ -2344,7 +2379,7 @@ def _http(url: str, data: bytes | None = None, content_type: str = "",
     req = urllib.request.Request(url, data=data, headers=sent)  # noqa: S310 - scheme checked
     try:
         with _NO_REDIRECTS.open(req, timeout=60) as resp:
-            body = resp.read(NODE_ANSWER_MAX + 1)
+            body = _read_within(resp, NODE_ANSWER_MAX, url)
         if len(body) > NODE_ANSWER_MAX:  # read no further: a node's answer without end
             _fail(f"the node at {url} answered more than {NODE_ANSWER_MAX >> 20} MiB; is it a "
                   f"node?{after}")
@@ -2358,6 +2393,8 @@ def _http(url: str, data: bytes | None = None, content_type: str = "",
                   "--node if it is the node (nothing was sent on)" + after)
         code, said = _refusal(e)
         _fail(f"the node refused it ({code}): {said}{after}")
+    except _NodeTooSlow as e:
+        _fail(f"{e}{after}")
     except (urllib.error.URLError, OSError, ValueError) as e:
         _fail(f"cannot reach the node at {url}: {e}{_ca_hint(e)}{after}")
 
@@ -2370,8 +2407,8 @@ def _refusal(e: urllib.error.HTTPError) -> tuple[object, str]:
     """A node's refusal: its code (the JSON body's, else the HTTP status) and its words, once
     (a few KiB of the body are read)."""
     try:
-        body = json.loads(e.read(64 * 1024))
-    except ValueError:
+        body = json.loads(_read_within(e, 64 * 1024, e.url))
+    except (ValueError, OSError):  # _NodeTooSlow among them: its HTTP reason is said
         body = {}
     if not isinstance(body, dict):
         body = {}

@@ -1324,3 +1324,57 @@ def test_a_nodes_answer_that_is_no_receipt_is_cut_in_the_error_line(demo: Path,
             _shows_no_more_than_a_line_of(r.stderr)
             # the start of what was said, as text: no markup taken, its escapes shown
             assert "[green]ok" in r.stderr and "[2J" in r.stderr, r.stderr
+
+
+def test_a_node_that_drips_its_answer_is_given_up_on(monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str],
+                                                     tmp_path: Path) -> None:
+    """A node that sends its answer a byte at a time, each before the socket's 60 s timeout,
+    held every command that asks a node (`agency …`, `ledger snapshot --node`, `ledger
+    monitor`) for as long as it liked: 16 MiB at a byte a second is half a year. Each answer
+    now has a deadline in all, and the line past it says so and names the node (helper
+    round 39O)."""
+    import threading
+
+    import typer
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    from ledger import cli
+
+    stop = threading.Event()
+
+    class Dripping(_AnsweringNode):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(b"[0")
+            for _ in range(100):  # 5 s or more, a few bytes now and then
+                if stop.wait(0.05):
+                    return
+                try:
+                    self.wfile.write(b",0")
+                    self.wfile.flush()
+                except OSError:
+                    return
+            self.wfile.write(b"]")
+
+    monkeypatch.setattr(cli, "NODE_ANSWER_WAIT", 1.0, raising=False)  # not 120 s: a test's
+    url = _start_serving(Dripping)
+    try:
+        with pytest.raises(typer.Exit) as ended:
+            cli._http(url + "/v1/approvals")
+        assert ended.value.exit_code == 1
+        said = capsys.readouterr().err
+        assert f"the node at {url}/v1/approvals was still answering after 1 s" in said, said
+        with pytest.raises(cli._MonitorUnreachable, match="still answering after 1 s"):
+            cli._get(url + "/v1/health")
+        with pytest.raises(typer.Exit) as ended:
+            cli._snapshot_from_nodes([url], None, tmp_path / "never.snap", False, False)
+        assert ended.value.exit_code == 1
+        said = capsys.readouterr().err
+        assert f"the node at {url}/v1/snapshot was still answering after 1 s" in said, said
+    finally:
+        stop.set()
+        _stop_serving(url)
+    assert list(tmp_path.iterdir()) == []
