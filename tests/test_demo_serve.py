@@ -481,6 +481,44 @@ def test_an_approval_that_does_not_check_out_is_kept_beside_the_wallet(
     assert named.read_bytes() == bundle and held() == before
 
 
+def test_a_nodes_decision_words_are_cut_where_its_credential_does_not_check_out(
+        demo_server: tuple[str, dict[str, str], Path]) -> None:
+    """A node's own words of its decision (decision, path, reasons: unchecked, as its credential
+    did not check out) were said whole on the error line, a MiB of a hostile node's text and
+    its escape sequences; they are cut, escaped, the wallet left as it was (helper round
+    39O)."""
+    _, env, tmp = demo_server
+    bundle = b"not a bundle a wallet can check"
+    wallet_path = Path(env["WALLET_PATH"])
+    kept = wallet_path.with_name("approval-elderly-allowance-cdcdcdcdcdcd.bundle")
+    def held() -> list[str]:
+        return [c.id for c in Wallet.open(wallet_path,
+                                          env["WALLET_PASSPHRASE"].encode()).list()]
+
+    before = held()  # the presentations made count as shown (ADR 52); nothing else changes
+    misleading = "\x1b[2J[green]approved[/green]\n  ok\u202e" + "A" * (1 << 20)
+
+    class Misleading(_JsonNode):
+        def answer(self) -> dict[str, object]:
+            me = f"http://127.0.0.1:{self.server.server_address[1]}"
+            if self.path.endswith("/apply"):
+                return {"decision": misleading, "path": misleading, "reasons": [misleading],
+                        "approval_tx": "cd" * 32, "documents": [],
+                        "bundle": base64.urlsafe_b64encode(bundle).decode()}
+            return _elderly_requests(me)
+
+    try:
+        r = _apply_at(Misleading, env, tmp)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert "\x1b" not in r.stderr and "\u202e" not in r.stderr, repr(r.stderr[:500])
+        assert "A" * 400 not in r.stderr and len(r.stderr) < 3000, len(r.stderr)
+        assert f"It is kept in {kept}" in " ".join(r.stderr.split()), r.stderr
+        assert kept.read_bytes() == bundle
+    finally:
+        kept.unlink(missing_ok=True)
+    assert held() == before
+
+
 def _approval_not_kept(url: str, env: dict[str, str]) -> dict[str, Any]:
     """The demo node's answer to an elderly-allowance application of the demo wallet (made
     through the wallet's API), its approval credential left out of the wallet: what a node

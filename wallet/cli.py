@@ -782,8 +782,10 @@ def _keep_decision(got: Any, w: Any, passphrase: bytes, service: str, rule: dict
         decision = _answer_json(got)
         raw = decision["bundle"]
         bundle = base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4))
-        said = (f"{decision['decision']} ({decision['path']}): "
-                f"{', '.join(decision['reasons'])}")
+        # the node's own words, unchecked where its credential does not check out: cut, as
+        # a hostile node's MiB of them (escape sequences and all) filled the error line
+        said = _flat(f"{decision['decision']} ({decision['path']}): "
+                     f"{', '.join(decision['reasons'])}", 200)
     except (ValueError, KeyError, TypeError, MalformedError) as e:
         raise WalletError(f"the node's answer to the application is not a decision "
                           f"({type(e).__name__}: {e})") from e
