@@ -1621,12 +1621,24 @@ class _MonitorUnreachable(Exception):
         return re.sub(r"\?[^\s:]*", "", str(self))
 
 
+class _MonitorHttp:
+    opener: Any = None
+    """What ``ledger monitor`` asks its node with: no redirect followed (a node's redirect to
+    another host had that host's checkpoints checked and kept as the given node's), its --ca
+    trusted (set by each monitor)."""
+
+
 def _get(url: str) -> bytes:
     req = urllib.request.Request(url)  # noqa: S310 - the scheme is checked by monitor
     try:
-        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310
+        with (_MonitorHttp.opener or _NO_REDIRECTS).open(req, timeout=30) as resp:
             return _read_within(resp, MAX_INPUT, url)[:MAX_INPUT]
     except urllib.error.HTTPError as e:
+        if 300 <= e.code < 400:
+            e.close()  # its connection: left open, a ResourceWarning
+            raise _MonitorUnreachable(
+                f"GET {url}: redirects ({e.code}) to {_said(e.headers.get('Location'), 200)}, "
+                "not followed: give that URL if it is the node") from e
         if e.code == 503 and url.endswith("/v1/health"):  # a halted node says why in the body
             try:
                 return _read_within(e, MAX_INPUT, url)[:MAX_INPUT]
@@ -1862,9 +1874,8 @@ def monitor(
     """
     if not url.startswith(("http://", "https://")):
         _fail(f"the URL must be http(s), not {url!r}", 2)
-    if ca is not None:
-        urllib.request.install_opener(urllib.request.build_opener(
-            urllib.request.HTTPSHandler(context=_ca_context(ca))))
+    _MonitorHttp.opener = _NO_REDIRECTS if ca is None else urllib.request.build_opener(
+        _Stay, urllib.request.HTTPSHandler(context=_ca_context(ca)))
     base = url.rstrip("/")
     last = None
     if state is not None and state.exists():

@@ -353,6 +353,38 @@ def _post_block(url: str, data: Path, t: int) -> None:
         assert resp.status == 200
 
 
+def test_monitor_follows_no_redirect_to_another_host(demo: Path, tmp_path: Path) -> None:
+    """`ledger monitor` followed a node's redirect to any host: it checked and kept (--state)
+    the checkpoints of a node it was not given, and said the given one was consistent. The
+    commands that submit follow none; nor does the monitor: the redirect and where it points
+    are said, the round fails, nothing is kept (helper round 39O)."""
+    data = tmp_path / "node"
+    shutil.copytree(demo, data)
+    app = create_app(settings_for(data), clock=lambda: T0 + 10_000, passphrase=PASS)
+    state = tmp_path / "monitor.state"
+    with serve(app) as other:
+
+        class Redirecting(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(302)
+                self.send_header("Location", other + self.path + "#\x1b[2J" + "A" * 5000)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        url = _start_serving(Redirecting)
+        try:
+            r = runner.invoke(ledger_app, ["monitor", url, "--once", "--state", str(state)])
+        finally:
+            _stop_serving(url)
+    assert r.exit_code == 2, r.output
+    assert "redirects (302) to" in r.output and "\x1b" not in r.output, r.output
+    assert "A" * 400 not in r.output, r.output
+    assert not state.exists()
+
+
 def test_monitor_live_node(demo: Path, tmp_path: Path) -> None:
     data = tmp_path / "node"
     shutil.copytree(demo, data)
