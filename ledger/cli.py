@@ -2062,9 +2062,13 @@ def _one_at_node(base: str, token: str, body: bytes, agency: str, kind: str, tar
                 {"Authorization": f"Bearer {token}"}, after=_written(written))
     try:
         raw = base64.urlsafe_b64decode(got["bundle"] + "=" * (-len(got["bundle"]) % 4))
-        anchor = Tx.from_bytes(Bundle.from_bytes(raw).anchor).body
-        cid, receipt = str(got["credential_id"]), got["receipt"]
-        txid = str(receipt["txid"])
+        issued = Tx.from_bytes(Bundle.from_bytes(raw).anchor)
+        anchor, receipt = issued.body, got["receipt"]
+        # the ids are the bundle's own: the node's words beside it, unchecked, were said (and
+        # later revoked by) as the credential's
+        if not isinstance(anchor["credential_id"], bytes):
+            raise TypeError("its anchor names no credential id")
+        cid, txid = anchor["credential_id"].hex(), issued.txid.hex()
         result = {"credential_id": cid, "txid": txid,
                   "leaf_index": int(receipt["index"]), "height": int(receipt["height"]),
                   "agency": agency, "type": kind,
@@ -2073,6 +2077,11 @@ def _one_at_node(base: str, token: str, body: bytes, agency: str, kind: str, tar
     except (KeyError, TypeError, ValueError, binascii.Error, LedgerError) as e:
         _fail(f"the node answered the issuance with something that is not a bundle ({e})"
               + _written(written))
+    for what, its, bundles in (("credential id", got["credential_id"], cid),
+                               ("transaction id", receipt["txid"], txid)):
+        if its != bundles:
+            _fail(f"the node at {base} names the credential's {what} {_said(its)}, not the "
+                  f"bundle's {bundles}: is it a node? (nothing written)" + _written(written))
     result["bundle"] = str(_keep_bundle(target, raw, force, cid, _lost(
         cid, txid, written, f"--data DATA --agency {agency} --node {base}")))
     return result

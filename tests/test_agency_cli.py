@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import http.server
@@ -1378,3 +1379,58 @@ def test_a_node_that_drips_its_answer_is_given_up_on(monkeypatch: pytest.MonkeyP
         stop.set()
         _stop_serving(url)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_issuance_through_a_node_says_the_bundles_own_ids(demo: Path, files: Path,
+                                                            tmp_path: Path) -> None:
+    """`agency issue --node` said (and gave with --json) the credential id and transaction id
+    the node's answer named beside the bundle, unchecked: a node naming another credential's
+    id (or an escape sequence) had the operator revoke the wrong one later. The ids are the
+    bundle's own; a node's answer naming others is refused, nothing written (helper round
+    39O)."""
+
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    first = tmp_path / "first.bin"
+    assert _issue(demo, files, first).returncode == 0
+    raw = first.read_bytes()
+    anchor = Tx.from_bytes(Bundle.from_bytes(raw).anchor)
+    cid, txid = anchor.body["credential_id"].hex(), anchor.txid.hex()
+    bundle = base64.urlsafe_b64encode(raw).decode()
+    receipt = {"txid": txid, "index": 3, "height": 3}
+    for named, said, written in (
+            ({"credential_id": cid, "receipt": receipt}, cid, True),
+            ({"credential_id": "ab" * 32, "receipt": receipt}, None, False),
+            ({"credential_id": cid, "receipt": {**receipt, "txid": "\x1b[2J" + "A" * 900}},
+             None, False)):
+
+        class Node(_AnsweringNode):
+            answer = named
+
+            def do_GET(self) -> None:
+                self._answer({"network": "demo", "agency": "civil"})
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["content-length"]))
+                self._answer({"bundle": bundle, **self.answer})
+
+        out = tmp_path / "from-node.bin"
+        url = _start_serving(Node)
+        try:
+            r = _run("agency", "issue", "--node", url, "--agency", "civil", "--type",
+                     "residence", "--claims", str(files / "claims.json"), "--holder-jwk",
+                     str(files / "holder.jwk.json"), "--out", str(out), "--json",
+                     env={**ENV, "LEDGER_OPERATOR_TOKEN": TOKEN})
+        finally:
+            _stop_serving(url)
+        if said is not None:
+            assert r.returncode == 0, r.stderr
+            got = json.loads(r.stdout)
+            got = got[0] if isinstance(got, list) else got
+            assert (got["credential_id"], got["txid"]) == (cid, txid), got
+        else:
+            assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+            _shows_no_more_than_a_line_of(r.stderr)
+            assert "not the bundle's" in r.stderr, r.stderr
+        assert out.exists() is written
+        out.unlink(missing_ok=True)
