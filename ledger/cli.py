@@ -19,6 +19,7 @@ import dataclasses
 import datetime as dt
 import errno
 import fcntl
+import http.client
 import json
 import os
 import re
@@ -979,6 +980,8 @@ def _snapshot_from_nodes(nodes: list[str], ca: Path | None, out_file: Path,
         except (urllib.error.URLError, OSError, ValueError) as e:
             _fail(f"cannot reach the node at {url}: {e}"
                   + ("; give its CA with --ca" if _ca_hint(e) else ""))
+        except http.client.HTTPException as e:  # neither OSError nor URLError: a traceback
+            _fail(f"the node at {url} {_not_http(e)}")
         if len(part) > MAX_SNAPSHOT:
             _fail(f"{url} sent a snapshot over {MAX_SNAPSHOT} bytes")
         parts.append(part)
@@ -1644,9 +1647,14 @@ def _get(url: str) -> bytes:
                 return _read_within(e, MAX_INPUT, url)[:MAX_INPUT]
             except _NodeTooSlow as slow:
                 raise _MonitorUnreachable(f"GET {url}: {slow}") from slow
-        raise _MonitorUnreachable(f"GET {url}: {e}") from e
+            except http.client.HTTPException as cut:
+                raise _MonitorUnreachable(f"GET {url}: the node at {url} {_not_http(cut)}"
+                                          ) from cut
+        raise _MonitorUnreachable(f"GET {url}: {printable(str(e))[:REFUSAL_SHOWN]}") from e
     except _NodeTooSlow as e:
         raise _MonitorUnreachable(f"GET {url}: {e}") from e
+    except http.client.HTTPException as e:  # neither OSError nor URLError: a traceback
+        raise _MonitorUnreachable(f"GET {url}: the node at {url} {_not_http(e)}") from e
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise _MonitorUnreachable(f"GET {url}: {e}", reached=False) from e
 
@@ -2374,12 +2382,16 @@ class _NodeTooSlow(TimeoutError):
 def _read_within(resp: Any, limit: int, url: str) -> bytes:
     """Up to ``limit`` + 1 bytes of a node's answer ``resp`` (more is not read: the caller
     refuses it), read for at most :data:`NODE_ANSWER_WAIT` in all; else :class:`_NodeTooSlow`
-    naming ``url``."""
+    naming ``url``. An answer ending before its Content-Length is IncompleteRead (read1, as
+    read(n), took it as whole)."""
     deadline = time.monotonic() + NODE_ANSWER_WAIT
     body = bytearray()
     while len(body) <= limit:
         chunk = resp.read1(min(1 << 16, limit + 1 - len(body)))
         if not chunk:
+            left = getattr(resp, "length", None)  # of the length it gave: cut short
+            if left:
+                raise http.client.IncompleteRead(bytes(body), left)
             break
         body += chunk
         if time.monotonic() > deadline:
@@ -2417,10 +2429,18 @@ def _http(url: str, data: bytes | None = None, content_type: str = "",
         _fail(f"{e}{after}")
     except (urllib.error.URLError, OSError, ValueError) as e:
         _fail(f"cannot reach the node at {url}: {e}{_ca_hint(e)}{after}")
+    except http.client.HTTPException as e:  # neither OSError nor URLError: a traceback
+        _fail(f"the node at {url} {_not_http(e)}; is it a node?{after}")
 
 
 REFUSAL_SHOWN = 300
 """How much of a node's refusal (its detail) an error line shows, as the wallet's."""
+
+
+def _not_http(e: http.client.HTTPException) -> str:
+    """What is wrong with an answer that is not HTTP, or cut short: its words cut (a status
+    line may be 64 KiB of a hostile node's text)."""
+    return f"gave no HTTP answer ({type(e).__name__}: {_said(str(e))})"
 
 
 def _refusal(e: urllib.error.HTTPError) -> tuple[object, str]:
@@ -2428,7 +2448,7 @@ def _refusal(e: urllib.error.HTTPError) -> tuple[object, str]:
     (a few KiB of the body are read)."""
     try:
         body = json.loads(_read_within(e, 64 * 1024, e.url))
-    except (ValueError, OSError):  # _NodeTooSlow among them: its HTTP reason is said
+    except (ValueError, OSError, http.client.HTTPException):  # too slow, cut short, not JSON
         body = {}
     if not isinstance(body, dict):
         body = {}

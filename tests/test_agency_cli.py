@@ -1434,3 +1434,41 @@ def test_an_issuance_through_a_node_says_the_bundles_own_ids(demo: Path, files: 
             assert "not the bundle's" in r.stderr, r.stderr
         assert out.exists() is written
         out.unlink(missing_ok=True)
+
+
+def test_an_answer_that_is_not_http_is_one_line(tmp_path: Path) -> None:
+    """A "node" whose answer is not HTTP (a status line of an escape sequence and 60,000
+    characters) or ends before the length it gave ended `agency …`, `ledger monitor` and
+    `ledger snapshot --node` in a traceback (http.client's exceptions are neither OSError nor
+    URLError), its escape sequence sent to the terminal. It is one line, cut, and the
+    command's exit code for a node it cannot use (helper round 39O)."""
+
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    class NotHttp(_AnsweringNode):
+        def do_GET(self) -> None:
+            self.wfile.write(b"\x1b[2J ok\n" + b"A" * 60000 + b"\r\n\r\n")
+
+    class CutShort(_AnsweringNode):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", "1000")
+            self.end_headers()
+            self.wfile.write(b'{"network": ')
+
+    snap = tmp_path / "never.snap"
+    op = {**ENV, "LEDGER_OPERATOR_TOKEN": TOKEN}
+    for handler in (NotHttp, CutShort):
+        url = _start_serving(handler)
+        try:
+            for args, code in ((("agency", "approvals", "--node", url), 1),
+                               (("ledger", "monitor", url, "--once"), 2),
+                               (("ledger", "snapshot", "--node", url, "--out", str(snap)), 1)):
+                r = _run(*args, env=op)
+                assert r.returncode == code, (handler.__name__, args, r.stderr[-3000:])
+                _shows_no_more_than_a_line_of(r.stderr)
+                assert url in r.stderr, r.stderr
+        finally:
+            _stop_serving(url)
+    assert not snap.exists()
