@@ -2051,8 +2051,8 @@ def _issue_at_node(node: str, agency: str, kind: str, claims: dict[str, Any],
     base = node.rstrip("/")
     serves = _node_health(node)["agency"]
     if serves != agency:
-        _fail(f"the node at {node} issues for {serves!r}, not {agency!r}: give that agency's "
-              "own node", 2)
+        _fail(f"the node at {node} issues for {_said(serves)}, not {agency!r}: give that "
+              "agency's own node", 2)
     results: list[dict[str, Any]] = []
     for holder_jwk, target in zip(holder_jwks, outs, strict=True):
         body = json.dumps({"type": kind, "claims": claims, "holder_jwk": holder_jwk,

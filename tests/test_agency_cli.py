@@ -1472,3 +1472,26 @@ def test_an_answer_that_is_not_http_is_one_line(tmp_path: Path) -> None:
         finally:
             _stop_serving(url)
     assert not snap.exists()
+
+
+def test_the_agency_a_node_names_is_cut_where_it_is_not_the_one_given(files: Path,
+                                                                      tmp_path: Path) -> None:
+    """`agency issue --node` said the agency a node's health names, when not the one given,
+    whole: a MiB of a hostile node's text on the line. It is cut, as `agency status` cuts it
+    (helper round 39O)."""
+
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    class Node(_AnsweringNode):
+        def do_GET(self) -> None:
+            self._answer({"network": "demo", "agency": _MISLEADING})
+
+    url = _start_serving(Node)
+    try:
+        r = _node_issue(url, files, tmp_path / "x.bin", "--holder-jwk",
+                        str(files / "holder.jwk.json"))
+    finally:
+        _stop_serving(url)
+    assert r.returncode == 2, r.stderr[-2000:]
+    _shows_no_more_than_a_line_of(r.stderr)
+    assert "[green]ok" in r.stderr and not (tmp_path / "x.bin").exists()
