@@ -1674,6 +1674,8 @@ def _get_json(url: str) -> Any:
         return json.loads(_get(url))
     except ValueError as e:
         raise _MonitorUnreachable(f"GET {url}: not JSON: {e}") from e
+    except RecursionError as e:  # was a traceback: the monitor ended for good
+        raise _MonitorUnreachable(f"GET {url}: JSON nested too deeply; is it a node?") from e
 
 
 def _note_keys(base: str) -> tuple[dict[str, PublicKey], int]:
@@ -1694,9 +1696,10 @@ def _note_keys(base: str) -> tuple[dict[str, PublicKey], int]:
         try:
             name, public = parse_vkey(str(a["note_vkey"]))
         except CheckpointError as e:
-            raise _MonitorUnreachable(f"agency {a.get('id')!r}: {e}") from e
-        if name != a.get("id"):
-            raise _MonitorUnreachable(f"agency {a.get('id')!r} lists a note key named {name!r}")
+            raise _MonitorUnreachable(f"agency {_said(a.get('id'))}: {e}") from e
+        if name != a.get("id"):  # the node's words, cut: an id may be a MiB
+            raise _MonitorUnreachable(f"agency {_said(a.get('id'))} lists a note key named "
+                                      f"{_said(name)}")
         keys[name] = public
     if not keys:
         raise _MonitorUnreachable("the node lists no agency with a note key")

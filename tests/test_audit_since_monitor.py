@@ -385,6 +385,46 @@ def test_monitor_follows_no_redirect_to_another_host(demo: Path, tmp_path: Path)
     assert not state.exists()
 
 
+def test_monitor_says_in_a_line_what_is_wrong_with_a_nodes_registry(tmp_path: Path) -> None:
+    """A node answering JSON nested past any depth ended `ledger monitor` in a RecursionError
+    traceback, --once or not (the watch over for good); an agency id of a MiB went whole onto
+    its line. Both are one line, cut; the round fails, as for any answer it cannot use
+    (helper round 39O)."""
+    big = "\x1b[2J[green]ok[/green]\n" + "A" * 100_000
+
+    for agencies in (b"[" * 100_000 + b"]" * 100_000,
+                     json.dumps([{"current": True, "note_vkey": "x+y+z", "id": big}]).encode(),
+                     json.dumps([{"current": True, "id": big, "note_vkey":
+                                  "civil+00000000+AQ" + "A" * 42 + "="}]).encode()):
+
+        class Node(http.server.BaseHTTPRequestHandler):
+            listed = agencies
+
+            def do_GET(self) -> None:
+                body = (b'{"quorum": 1}' if self.path == "/v1/registry" else self.listed)
+                self.send_response(200)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        url = _start_serving(Node)
+        state = tmp_path / "monitor.state"
+        try:
+            runs = [(runner.invoke(ledger_app, ["monitor", url, "--once", "--state",
+                                                str(state)]), 2),
+                    (runner.invoke(ledger_app, ["monitor", url, "--give-up-after", "1"]), 3)]
+        finally:
+            _stop_serving(url)
+        for r, code in runs:
+            assert r.exit_code == code, (r.exit_code, r.output[-2000:], r.exception)
+            assert "A" * 400 not in r.output and len(r.output) < 1000, r.output[:500]
+            assert "\x1b" not in r.output and f"cannot monitor {url}" in r.output, r.output
+        assert not state.exists()
+
+
 def test_monitor_live_node(demo: Path, tmp_path: Path) -> None:
     data = tmp_path / "node"
     shutil.copytree(demo, data)
