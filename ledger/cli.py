@@ -1713,8 +1713,10 @@ def _monitor_round(base: str, last: SignedCheckpoint | None) -> SignedCheckpoint
     network = health.get("network") if isinstance(health, dict) else None
     if isinstance(health, dict) and health.get("halted"):
         # its line breaks too shown as escapes: the alarm is printed line by line
-        raise _MonitorAlarm("HALTED: the node stopped applying blocks: "
-                            + printable(str(health["halted"])))
+        # cut: a hostile node's reason may be a MiB
+        why = printable(str(health["halted"]))
+        raise _MonitorAlarm("HALTED: the node stopped applying blocks: " + (
+            why if len(why) <= REFUSAL_SHOWN else why[:REFUSAL_SHOWN] + "…"))
     evidence = _get_json(base + "/v1/evidence")
     if isinstance(evidence, list) and evidence:
         raise _MonitorAlarm(f"EQUIVOCATION: the node holds {len(evidence)} record(s) of "
@@ -1728,7 +1730,7 @@ def _monitor_round(base: str, last: SignedCheckpoint | None) -> SignedCheckpoint
     cp = new.checkpoint
     if cp.origin != network:
         raise _MonitorAlarm(f"checkpoint origin {cp.origin!r} is not the node's network "
-                            f"{network!r}")
+                            f"{_said(network)}")
     # note key names are the node's (it lists the keys): C1 controls and bidi overrides shown
     who = printable(", ".join(sorted(signers)))
     if last is None:

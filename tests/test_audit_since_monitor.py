@@ -805,6 +805,36 @@ def test_monitor_raises_the_alarms_the_node_itself_gives(demo: Path, tmp_path: P
         assert r.exit_code == 0 and "unchanged" in r.output, r.output
 
 
+def test_a_nodes_words_in_the_monitors_alarms_are_cut(demo: Path, tmp_path: Path) -> None:
+    """A halted node's reason and the network its health names went whole onto the monitor's
+    alarm line: a MiB of a hostile node's text. They are cut; still the alarm, exit 1 (helper
+    round 39O)."""
+    data = tmp_path / "node"
+    shutil.copytree(demo, data)
+    app = create_app(settings_for(data), clock=lambda: T0 + 10_000, passphrase=PASS)
+    long = "A" * 1_000_000
+
+    def health(**change: Any) -> Answer:
+        def answer(status: int, body: bytes) -> tuple[int, bytes]:
+            said = json.loads(body) | change
+            return (503 if change.get("halted") else status), json.dumps(said).encode()
+        return answer
+
+    with serve(app) as url:
+        for answers, alarm in (
+                ({"/v1/health": health(status="halted", halted="a fork " + long)},
+                 "HALTED: the node stopped applying blocks: a fork AAAA"),
+                ({"/v1/health": health(network=long)},
+                 f"checkpoint origin {NETWORK!r} is not the node's network 'AAAA")):
+            proxy = _proxy(url, answers=answers)
+            try:
+                r = runner.invoke(ledger_app, ["monitor", proxy, "--once"])
+            finally:
+                _stop_serving(proxy)
+            assert r.exit_code == 1 and alarm in r.output, r.output[:500]
+            assert "A" * 400 not in r.output and len(r.output) < 1000, r.output[:500]
+
+
 def test_an_audit_whose_statement_cannot_be_written_shows_its_report_and_exits_2(
         demo: Path, tmp_path: Path) -> None:
     """The statement's folder is checked before the audit; one that becomes unwritable during
