@@ -2355,7 +2355,7 @@ def _print_status(receipt: dict[str, Any], cid: bytes, status: str, reason: str,
     # bare "index" read as the credential's status index (helper round 36D)
     for name, key in (("txid", "txid"), ("leaf_index", "index"), ("height", "height")):
         # a node's words (--node: any node of the network)
-        out.print(Text(printable(f"  {name}: {result.get(key)}")), soft_wrap=True)
+        out.print(Text(printable(f"  {name}: {_cut(result.get(key))}")), soft_wrap=True)
 
 
 class _Stay(urllib.request.HTTPRedirectHandler):
@@ -2501,6 +2501,12 @@ def _said(answer: object, limit: int = NODE_WORDS_SHOWN) -> str:
     text = answer if isinstance(answer, str) else json.dumps(answer)
     shown = printable(repr(text[:limit]) if isinstance(answer, str) else text[:limit])
     return shown if len(text) <= limit else f"{shown}… ({len(text)} characters)"
+
+
+def _cut(value: object, limit: int = 80) -> str:
+    """A field of a node's receipt as shown (a txid is 64 digits): a hostile node's MiB cut."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def _not_a_receipt(node: str, got: object, what: str) -> NoReturn:
@@ -2684,8 +2690,9 @@ def credit(
     if as_json:
         print(json.dumps(got))
         return
+    # the node's words: escaped and cut
     out.print(Text(printable(f"credit event {'withdrawn' if withdraw else 'recorded'}: txid "
-                             f"{got['txid']} at height {got['height']}")  # the node's words
+                             f"{_cut(got['txid'])} at height {_cut(got['height'])}")
                    + (" (it was recorded before)" if got.get("duplicate") else "")),
               soft_wrap=True)
 

@@ -1495,3 +1495,36 @@ def test_the_agency_a_node_names_is_cut_where_it_is_not_the_one_given(files: Pat
     assert r.returncode == 2, r.stderr[-2000:]
     _shows_no_more_than_a_line_of(r.stderr)
     assert "[green]ok" in r.stderr and not (tmp_path / "x.bin").exists()
+
+
+def test_a_receipts_fields_are_cut_where_they_are_shown(demo: Path, tmp_path: Path) -> None:
+    """The fields of a node's receipt (`agency status --node`, `agency credit`) were shown
+    whole, escaped: a txid of a MiB filled the operator's terminal. Each is cut (helper round
+    39O)."""
+
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    class Node(_AnsweringNode):
+        def do_GET(self) -> None:
+            self._answer({"network": "demo", "agency": "civil"})
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            self._answer({"txid": _MISLEADING, "index": _MISLEADING, "height": _MISLEADING})
+
+    subject = tmp_path / "subject.txt"
+    subject.write_text("110101199003070000\n")
+    url = _start_serving(Node)
+    try:
+        runs = [_run("agency", "status", "--node", url, "--data", str(demo), "--agency",
+                     "civil", "--credential-id", "00" * 32, "--set", "revoked",
+                     "--reason", "withdrawn"),
+                _run("agency", "credit", "--node", url, "--reason", "appeal-upheld",
+                     "--withdraw", "ab" * 32, "--subject-file", str(subject),
+                     env={**ENV, "LEDGER_OPERATOR_TOKEN": TOKEN})]
+    finally:
+        _stop_serving(url)
+    for r in runs:
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "\x1b" not in r.stdout and "A" * 400 not in r.stdout, r.stdout[:500]
+        assert len(r.stdout) < 1000 and "[green]ok" in r.stdout, r.stdout[:500]
