@@ -3090,8 +3090,8 @@ def submit(
         return
     out.print(Text(f"governance #{tx.body['seq']} ({tx.body['action']}) committed, signed by "
                    f"{', '.join(have)}"), soft_wrap=True)
-    for name in ("txid", "index", "height"):  # with --node, that node's words
-        out.print(Text(printable(f"  {name}: {result.get(name)}")), soft_wrap=True)
+    for name in ("txid", "index", "height"):  # with --node, that node's words: cut
+        out.print(Text(printable(f"  {name}: {_cut(result.get(name))}")), soft_wrap=True)
 
 
 def ledger_main() -> None:

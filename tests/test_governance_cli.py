@@ -949,3 +949,50 @@ def test_a_date_that_is_no_day_or_a_time_before_1970_is_said_as_such() -> None:
     assert unix_time("1970-01-01T00:00:00.5Z", "--date") == 0
     with pytest.raises(DecodeError, match=r"--date: must be a Unix time"):  # the day is one
         unix_time("2026-01-01T25:00:00Z", "--date")
+
+
+def test_a_nodes_answer_to_a_proposal_is_cut_where_it_is_shown(tmp_path: Path) -> None:
+    """`agency submit --node` showed the node's receipt fields whole, and its answer that was
+    no receipt whole on the error line: a hostile node's MiB on the terminal. Both are cut
+    (helper round 39O)."""
+    from test_agency_cli import _AnsweringNode
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    data = make_demo(tmp_path / "demo-data")
+    args = tmp_path / "type.json"
+    args.write_text(json.dumps({"type": {
+        "id": "fishing-licence", "title": "Fishing licence",
+        "claims": {"holder_name": "string"}, "derived": {}}}))
+    prop = tmp_path / "type.prop"
+    long = "\x1b[2J[green]ok[/green]\n" + "A" * (1 << 20)
+    app = create_app(settings_for(data), clock=lambda: NOW, passphrase=PASS)
+    with serve(app) as real:
+        for who, step in (("edu", "propose"), ("market", "cosign")):
+            r = (agency("propose", "register_type", "--args", str(args), "--data", str(data),
+                        "--agency", who, "--node", real, "--out", str(prop))
+                 if step == "propose" else
+                 agency("cosign", str(prop), "--data", str(data), "--agency", who, "--node",
+                        real, "--yes"))
+            assert r.returncode == 0, r.stderr
+        for answer, code in (({"txid": long, "index": long, "height": long}, 0),
+                             ([long], 1)):
+
+            class Node(_AnsweringNode):
+                said = answer
+
+                def do_GET(self) -> None:  # the registry as the real node has it
+                    self._answer(httpx.get(real + self.path).json())
+
+                def do_POST(self) -> None:
+                    self.rfile.read(int(self.headers["content-length"]))
+                    self._answer(self.said)
+
+            url = _start_serving(Node)
+            try:
+                r = agency("submit", str(prop), "--node", url)
+            finally:
+                _stop_serving(url)
+            assert r.returncode == code, r.stderr[-2000:]
+            shown = r.stdout + r.stderr
+            assert "\x1b" not in shown and "A" * 400 not in shown, shown[:500]
+            assert len(shown) < 1000 and "[green]ok" in shown, shown[:500]
