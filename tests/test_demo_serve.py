@@ -830,3 +830,44 @@ def test_a_nodes_refusal_reaches_the_terminal_without_its_escapes(
     assert "refused" in r.stderr and "\\x1b" in r.stderr, r.stderr
     assert "\x1b" not in r.stderr and "\x07" not in r.stderr, r.stderr
     assert "\nFAKE" not in r.stderr and len(r.stderr) < 2000, r.stderr
+
+
+@pytest.mark.parametrize("collect", [False, True])
+def test_a_nodes_redirect_is_said_with_where_it_points_not_followed(
+        demo_server: tuple[str, dict[str, str], Path], collect: bool) -> None:
+    """A node answering with a redirect was said as ``HTTP 302: (no body)``: the operator did
+    not learn where it pointed, nor that it was not followed. Its Location is said, quoted and
+    cut (a node's words: 5,000 characters here), and that it was not followed (helper round
+    39W)."""
+    _, env, tmp = demo_server
+    heard: list[str] = []
+
+    class Elsewhere(_JsonNode):
+        def do_GET(self) -> None:
+            heard.append(self.path)
+
+        do_POST = do_GET  # noqa: N815 - the handler name http.server calls
+
+    elsewhere = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    threading.Thread(target=elsewhere.serve_forever, daemon=True).start()
+    where = f"http://127.0.0.1:{elsewhere.server_address[1]}/v1/" + "x" * 5000
+
+    class Redirecting(_JsonNode):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(302)
+            self.send_header("Location", where)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+    try:
+        r = _apply_at(Redirecting, env, tmp, collect=collect)
+    finally:
+        elsewhere.shutdown()
+        elsewhere.server_close()
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "(no body)" not in said, said
+    assert f"a redirect to '{where[:60]}" in said and "not followed" in said, said
+    assert "x" * 200 not in said, said
+    assert heard == []

@@ -970,6 +970,11 @@ def _detail(resp: Any) -> str:
     """A node's error reply in one line: its JSON ``detail``, else the start of its text."""
     from ledger.sdjwt import MalformedError
 
+    if 300 <= resp.status_code < 400:  # no client here follows one: say where it points
+        where = resp.headers.get("location")
+        return (f"HTTP {resp.status_code}: a redirect to "
+                f"{_quoted(where) if where is not None else '(no Location)'}, not followed; "
+                "give that URL with --node if it is the node")
     try:
         detail = _answer_json(resp).get("detail")
     except (ValueError, AttributeError, MalformedError):
