@@ -217,6 +217,34 @@ def test_a_node_answering_a_proof_nested_past_any_depth_is_named_not_a_traceback
     assert wallet.path.read_bytes() == before
 
 
+def test_a_junk_checkpoint_is_said_with_the_node_that_sent_it(
+        world: tuple[Path, Wallet, str], tmp_path: Path) -> None:
+    """A node answering its checkpoint with junk: the line said what was wrong with the note
+    but not which node sent it. It names the node; the wallet is left as it was (helper round
+    39W)."""
+    data, wallet, _ = world
+    snapshot = _snapshot(data, tmp_path / "snap.bin")
+    before = wallet.path.read_bytes()
+
+    class Junk(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"no checkpoint at all"
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    r = _refresh_at(Junk, wallet, snapshot)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "http://127.0.0.1:" in said and "did not answer like a ledger node" in said, said
+    assert "blank line" in said, said  # what was wrong with it, still said
+    assert wallet.path.read_bytes() == before
+
+
 @pytest.mark.parametrize("chunked", [False, True])
 def test_a_node_answering_without_end_is_cut_off_at_a_bound(
         world: tuple[Path, Wallet, str], tmp_path: Path, chunked: bool) -> None:

@@ -1030,6 +1030,7 @@ def refresh(
     import httpx
 
     from ledger.checkpoint import SignedCheckpoint
+    from ledger.errors import CheckpointError
     from ledger.offline import load_snapshot
     from ledger.sdjwt import MalformedError
     from wallet.errors import WalletError
@@ -1067,7 +1068,8 @@ def refresh(
                                    for h in _answer_json(r)["proof"]]
         except httpx.HTTPError as e:
             raise WalletError(f"cannot reach {base}: {e}") from e
-        except (KeyError, TypeError, ValueError, MalformedError) as e:
+        except (KeyError, TypeError, ValueError, MalformedError, CheckpointError) as e:
+            # a junk checkpoint too: its line said what was wrong but not which node sent it
             raise WalletError(f"{base} did not answer like a ledger node: {e!r}") from e
         results = w.refresh(proofs, checkpoint, registry=reg, now=int(time.time()))
         for cid, problem in results.items():
