@@ -2551,7 +2551,8 @@ def approvals(
     "credential" is the start of the decision's approval credential id, which `agency status
     --credential-id` takes ("-" until the credential is issued). An explanation's height and
     time are where the evidence was read (the ledger state the rule saw); its in_block is the
-    decision's block.
+    decision's block. Each cell of the node's words is cut at 40 characters ("…"); --json
+    gives them whole.
     """
     token = _operator_token()
     if explain is not None:
@@ -2592,9 +2593,13 @@ def approvals(
                 file = str(a["file"])
                 table.add_row(*(Text(printable(v)) for v in (
                     str(a.get("approval_tx", "?"))[:16], "-", "-", "damaged", "-",
-                    said if file in said else f"{said} (file {file})", "-")))
+                    _cut(said, NODE_WORDS_SHOWN) if file in said
+                    else f"{_cut(said, NODE_WORDS_SHOWN)} (file {_cut(file, NODE_WORDS_SHOWN)})",
+                    "-")))
                 continue
-            table.add_row(*(Text(printable(str(v))) for v in (
+            # each cell cut (a reason of a MiB of words wrapped onto thousands of lines); the
+            # whole answer with --json or --explain
+            table.add_row(*(Text(printable(_cut(v, NODE_WORDS_SHOWN))) for v in (
                 a["approval_tx"][:16], a["height"], a["service"], a["decision"], a["path"],
                 ", ".join(map(str, a["reasons"])), str(a.get("credential_id") or "-")[:16])))
     except (TypeError, KeyError) as e:

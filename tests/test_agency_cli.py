@@ -1159,6 +1159,42 @@ def test_the_operator_token_never_follows_a_redirect(files: Path, tmp_path: Path
     assert not (tmp_path / "x.bin").exists()
 
 
+def test_approvals_cuts_each_cell_of_a_nodes_words_and_json_keeps_them_whole() -> None:
+    """`agency approvals` escaped the node's words but did not cut them: a reason (or service,
+    path, height) of a MiB of words was wrapped onto tens of thousands of lines, filling the
+    listing. Each cell of the node's words is cut at 40 characters, the rest said as "…";
+    --json gives the answer whole (helper round 39W)."""
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    def words(mark: str, size: int) -> str:
+        return f"{mark}{mark} " * (size // 3)
+
+    decisions = [{"approval_tx": "ab" * 32, "height": words("7", 5000),
+                  "service": words("s", 5000), "decision": words("d", 5000),
+                  "path": words("p", 5000), "reasons": [words("r", 1 << 20), "short"],
+                  "credential_id": "cd" * 32},
+                 {"approval_tx": "ef" * 32, "damaged": words("x", 5000),
+                  "file": words("f", 5000)}]
+
+    class Node(_AnsweringNode):
+        def do_GET(self) -> None:
+            self._answer(decisions)
+
+    url = _start_serving(Node)
+    env = {**ENV, "LEDGER_OPERATOR_TOKEN": TOKEN, "COLUMNS": "1000"}  # each cell on one line
+    try:
+        listed = _run("agency", "approvals", "--node", url, env=env)
+        whole = _run("agency", "approvals", "--node", url, "--json", env=env)
+    finally:
+        _stop_serving(url)
+    assert listed.returncode == 0, listed.stderr
+    assert len(listed.stdout.splitlines()) < 10, len(listed.stdout.splitlines())
+    for mark in "7sdprx":
+        assert (words(mark, 5000)[:40] + "…") in listed.stdout, (mark, listed.stdout[:3000])
+    assert "abababababababab" in listed.stdout and "cdcdcdcdcdcdcdcd" in listed.stdout
+    assert whole.returncode == 0 and json.loads(whole.stdout) == decisions
+
+
 def test_approvals_shows_a_nodes_words_as_text_not_markup(tmp_path: Path) -> None:
     """``agency approvals`` gave the node's answer to Rich as markup: a reason holding "[/]"
     ended the command in a MarkupError traceback (helper round 20G's note), and "[red]" would
