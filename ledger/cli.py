@@ -19,7 +19,9 @@ import dataclasses
 import datetime as dt
 import errno
 import fcntl
+import functools
 import http.client
+import io
 import json
 import os
 import re
@@ -958,10 +960,7 @@ def _snapshot_from_nodes(nodes: list[str], ca: Path | None, out_file: Path,
     bad = [u for u in nodes if not u.startswith(("http://", "https://"))]
     if bad:
         _fail(f"--node must be an http(s) URL, not {bad[0]!r}", 2)
-    handlers: list[Any] = [_Stay]
-    if ca is not None:
-        handlers.append(urllib.request.HTTPSHandler(context=_ca_context(ca)))
-    opener = urllib.request.build_opener(*handlers)
+    opener = _opener(ca)
     parts, asked, unproven = [], set[str](), set[str]()
     for url in nodes:
         got = url.rstrip("/") + "/v1/snapshot"
@@ -1887,8 +1886,7 @@ def monitor(
     """
     if not url.startswith(("http://", "https://")):
         _fail(f"the URL must be http(s), not {url!r}", 2)
-    _MonitorHttp.opener = _NO_REDIRECTS if ca is None else urllib.request.build_opener(
-        _Stay, urllib.request.HTTPSHandler(context=_ca_context(ca)))
+    _MonitorHttp.opener = _NO_REDIRECTS if ca is None else _opener(ca)
     base = url.rstrip("/")
     last = None
     if state is not None and state.exists():
@@ -2366,7 +2364,82 @@ class _Stay(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_NO_REDIRECTS = urllib.request.build_opener(_Stay)
+class _Within(io.RawIOBase):
+    """A node's answer as read from its socket, status line and headers too, for at most
+    :data:`NODE_ANSWER_WAIT` from the request sent: each read's own timeout is cut to what is
+    left of it (a node dripping its headers a byte at a time, each within the 60 s, held a
+    command for as long as it liked); past it, :class:`_NodeTooSlow` naming ``url``."""
+
+    def __init__(self, sock: Any, url: str) -> None:
+        super().__init__()
+        self._sock, self._url = sock, url
+        self._raw = sock.makefile("rb", buffering=0)  # the socket's own reader: kept open
+        self._each = sock.gettimeout()
+        self._deadline = time.monotonic() + NODE_ANSWER_WAIT
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int | None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise _NodeTooSlow(_too_slow(self._url))
+        self._sock.settimeout(left if self._each is None else min(self._each, left))
+        try:
+            got: int | None = self._raw.readinto(b)
+        except TimeoutError:
+            if time.monotonic() >= self._deadline:
+                raise _NodeTooSlow(_too_slow(self._url)) from None
+            raise
+        return got
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
+
+
+class _WithinResponse(http.client.HTTPResponse):
+    """An HTTP response read through :class:`_Within`."""
+
+    def __init__(self, sock: Any, debuglevel: int = 0, method: str | None = None,
+                 url: str | None = None, *, where: str = "") -> None:
+        super().__init__(sock, debuglevel, method, url)
+        self.fp.close()  # the reader http.client made: this one instead
+        self.fp = io.BufferedReader(_Within(sock, where))
+
+
+def _within(connection: Any, url: str) -> Any:
+    """``connection`` (an HTTP(S)Connection class) as urllib makes one, its answers read
+    through :class:`_WithinResponse` (``url`` named past the bound)."""
+
+    def make(host: str, **kwargs: Any) -> Any:
+        made = connection(host, **kwargs)
+        made.response_class = functools.partial(_WithinResponse, where=url)
+        return made
+
+    return make
+
+
+class _WithinHttp(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(_within(http.client.HTTPConnection, req.full_url), req)
+
+
+class _WithinHttps(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(_within(http.client.HTTPSConnection, req.full_url), req,
+                            context=self._context)  # type: ignore[attr-defined]
+
+
+def _opener(ca: Path | None = None) -> Any:
+    """What the CLI asks a node with: no redirect followed (:class:`_Stay`), each answer read
+    within :data:`NODE_ANSWER_WAIT` from its headers on, ``ca`` trusted if given."""
+    return urllib.request.build_opener(
+        _Stay, _WithinHttp, _WithinHttps() if ca is None else _WithinHttps(
+            context=_ca_context(ca)))
+
+
+_NO_REDIRECTS = _opener()
 
 
 NODE_ANSWER_MAX = 16 << 20
@@ -2375,9 +2448,15 @@ wallet's ``MAX_ANSWER``."""
 
 
 NODE_ANSWER_WAIT = 120.0
-"""The longest, in seconds, the CLI reads one answer of a node: each read's own timeout starts
-again with every byte, and a node dripping its answer a byte at a time held a command for
-ever (a submit's answer comes within its 30 s wait)."""
+"""The longest, in seconds, the CLI reads one answer of a node, its headers too (from the
+request sent): each read's own timeout starts again with every byte, and a node dripping its
+answer a byte at a time held a command for ever (a submit's answer comes within its 30 s
+wait)."""
+
+
+def _too_slow(url: str) -> str:
+    return (f"the node at {url} was still answering after {NODE_ANSWER_WAIT:g} s: no node "
+            "answers that slowly (nothing was kept from it)")
 
 
 class _NodeTooSlow(TimeoutError):
@@ -2400,9 +2479,7 @@ def _read_within(resp: Any, limit: int, url: str) -> bytes:
             break
         body += chunk
         if time.monotonic() > deadline:
-            raise _NodeTooSlow(f"the node at {url} was still answering after "
-                               f"{NODE_ANSWER_WAIT:g} s: no node answers that slowly (nothing "
-                               "was kept from it)")
+            raise _NodeTooSlow(_too_slow(url))
     return bytes(body)
 
 

@@ -1417,6 +1417,56 @@ def test_a_node_that_drips_its_answer_is_given_up_on(monkeypatch: pytest.MonkeyP
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_node_that_drips_its_headers_is_given_up_on(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        tmp_path: Path) -> None:
+    """The bound on how long a node's answer is read started at its body: a node sending its
+    status line and headers a byte at a time, each within the socket's 60 s, held `agency …`,
+    `ledger snapshot --node` and `ledger monitor` for as long as it liked (100 header lines of
+    64 KiB). The same bound covers the headers, from the request sent (helper round 39W)."""
+    import threading
+
+    import typer
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    from ledger import cli
+
+    stop = threading.Event()
+
+    class SlowHeaders(_AnsweringNode):
+        def do_GET(self) -> None:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-slow: ")
+            for _ in range(100):  # 5 s or more, a byte now and then
+                if stop.wait(0.05):
+                    return
+                try:
+                    self.wfile.write(b"a")
+                    self.wfile.flush()
+                except OSError:
+                    return
+            self.wfile.write(b"\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]")
+
+    monkeypatch.setattr(cli, "NODE_ANSWER_WAIT", 1.0)  # not 120 s: a test's
+    url = _start_serving(SlowHeaders)
+    try:
+        with pytest.raises(typer.Exit) as ended:
+            cli._http(url + "/v1/approvals")
+        assert ended.value.exit_code == 1
+        said = capsys.readouterr().err
+        assert f"the node at {url}/v1/approvals was still answering after 1 s" in said, said
+        with pytest.raises(cli._MonitorUnreachable, match="still answering after 1 s"):
+            cli._get(url + "/v1/health")
+        with pytest.raises(typer.Exit) as ended:
+            cli._snapshot_from_nodes([url], None, tmp_path / "never.snap", False, False)
+        assert ended.value.exit_code == 1
+        said = capsys.readouterr().err
+        assert f"the node at {url}/v1/snapshot was still answering after 1 s" in said, said
+    finally:
+        stop.set()
+        _stop_serving(url)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_issuance_through_a_node_says_the_bundles_own_ids(demo: Path, files: Path,
                                                             tmp_path: Path) -> None:
     """`agency issue --node` said (and gave with --json) the credential id and transaction id
