@@ -2088,10 +2088,12 @@ def _one_at_node(base: str, token: str, body: bytes, agency: str, kind: str, tar
     except (KeyError, TypeError, ValueError, binascii.Error, LedgerError) as e:
         _fail(f"the node answered the issuance with something that is not a bundle ({e})"
               + _written(written))
-    for what, its, bundles in (("credential id", got["credential_id"], cid),
-                               ("transaction id", receipt["txid"], txid)):
+    # .get: an answer naming none beside the bundle was a KeyError traceback
+    for what, its, bundles in (("credential id", got.get("credential_id"), cid),
+                               ("transaction id", receipt.get("txid"), txid)):
         if its != bundles:
-            _fail(f"the node at {base} names the credential's {what} {_said(its)}, not the "
+            named = "none" if its is None else _said(its)
+            _fail(f"the node at {base} names the credential's {what} {named}, not the "
                   f"bundle's {bundles}: is it a node? (nothing written)" + _written(written))
     result["bundle"] = str(_keep_bundle(target, raw, force, cid, _lost(
         cid, txid, written, f"--data DATA --agency {agency} --node {base}")))

@@ -1473,7 +1473,7 @@ def test_an_issuance_through_a_node_says_the_bundles_own_ids(demo: Path, files: 
     the node's answer named beside the bundle, unchecked: a node naming another credential's
     id (or an escape sequence) had the operator revoke the wrong one later. The ids are the
     bundle's own; a node's answer naming others is refused, nothing written (helper round
-    39O)."""
+    39O); so is one naming none, which was a KeyError traceback (helper round 39W)."""
 
     from test_audit_since_monitor import _start_serving, _stop_serving
 
@@ -1488,7 +1488,10 @@ def test_an_issuance_through_a_node_says_the_bundles_own_ids(demo: Path, files: 
             ({"credential_id": cid, "receipt": receipt}, cid, True),
             ({"credential_id": "ab" * 32, "receipt": receipt}, None, False),
             ({"credential_id": cid, "receipt": {**receipt, "txid": "\x1b[2J" + "A" * 900}},
-             None, False)):
+             None, False),
+            # naming none beside it: a KeyError traceback (helper round 39W)
+            ({"receipt": receipt}, None, False),
+            ({"credential_id": cid, "receipt": {"index": 3, "height": 3}}, None, False)):
 
         class Node(_AnsweringNode):
             answer = named
