@@ -1274,6 +1274,33 @@ def test_hex_ids_are_taken_in_capitals(tmp_path: Path) -> None:
     assert [p["withdraws"] for p in posted] == [txid], posted
 
 
+def test_each_hex_id_option_takes_its_count_of_digits_alone(tmp_path: Path) -> None:
+    """`_hex_id`'s bounds for each option that takes a hex id (helper round 39M: a digit fewer
+    than an option's shortest, and 65, were taken by no test): one digit short of the
+    shortest, one past 64 and a letter past f are refused, exit 2, before any node or store
+    is asked (the node's URL answers nothing)."""
+    from typer.testing import CliRunner
+
+    from ledger.cli import agency_app, ledger_app
+
+    nowhere = "http://127.0.0.1:9"  # the discard port: any request would fail otherwise
+    options = (
+        (agency_app, ["status", "--data", str(tmp_path), "--agency", "civil", "--set",
+                      "revoked", "--node", nowhere, "--credential-id"], 16,
+         "--credential-id must be 64 hex digits"),
+        (agency_app, ["approvals", "--node", nowhere, "--explain"], 8,
+         "--explain takes an approval transaction id"),
+        (agency_app, ["credit", "--node", nowhere, "--reason", "appeal-upheld", "--withdraw"],
+         64, "--withdraw takes a 64-hex-digit"),
+        (ledger_app, ["audit", str(tmp_path), "--genesis"], 64, "--genesis is a block hash"))
+    env = {"LEDGER_OPERATOR_TOKEN": TOKEN, "COLUMNS": "200"}
+    for app, args, shortest, said in options:
+        for bad in ("a" * (shortest - 1), "a" * 65, "a" * (shortest - 1) + "g"):
+            r = CliRunner().invoke(app, [*args, bad], env=env)
+            assert r.exit_code == 2 and said in " ".join(r.output.split()), (args, bad, r.output)
+        assert not list(tmp_path.iterdir())
+
+
 def test_a_full_credential_id_for_another_agencys_node_is_refused_before_signing(
         demo: Path) -> None:
     """`agency status --node` with all 64 digits of an id checked only a start against the
