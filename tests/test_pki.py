@@ -1153,6 +1153,13 @@ def test_a_certificate_not_for_servers_and_clients_is_refused_at_start(
     _replace_pair(pki, "civil", key, cert, b"pw")
     with pytest.raises(PkiError, match=r"not for both TLS servers and clients.*pki renew"):
         unlock(pki, "civil", b"pw", now=NOW)
+    # an agency that keeps its own key (its folder holds its request) is told to renew with
+    # it, a certificate alone given back (round 39M: no test held this line's hint)
+    make_request(tmp_path, "civil", b"civil-pw")
+    (tmp_path / "civil.csr").rename(pki / "civil.csr")
+    with pytest.raises(PkiError, match=r"not for both TLS servers and clients.*pki renew "
+                                       r"--agency civil --csr civil\.csr.*its key stays"):
+        unlock(pki, "civil", b"pw", now=NOW)
 
 
 def test_expired_certificates_name_the_command_that_renews_them(tmp_path: Path) -> None:
@@ -1988,6 +1995,40 @@ def test_pki_add_csr_keeps_an_agencys_own_key_made_in_the_pki_folder(tmp_path: P
     for name in ("ca.crt", "crl.pem", "civil.crt"):
         shutil.copyfile(pki / name, own / name)
     lock(unlock(own, "civil", b"civil-pw"))  # the agency's key is the certificate's
+
+
+def test_an_agency_id_with_a_hyphen_renews_its_own_key_again_and_sha2_requests_are_taken(
+        tmp_path: Path) -> None:
+    """`_refuse_taken_key` reads a superseded certificate's owner from its file name
+    (AGENCY-SERIAL.crt) up to its last '-' (helper round 39M: no test had an id with a
+    '-'): an agency whose id has one renews with its own request again and again, and an
+    agency whose id is its start ("city" of "city-water") gets no certificate for the key of
+    the other's superseded one. Requests hashed with any SHA-2 the library signs with are
+    taken (only SHA-1 and the like are refused)."""
+    from node.pki import _load_key, check_request
+
+    pki, own = tmp_path / "pki", tmp_path / "own"
+    create_pki(pki, "n", ["civil"], b"pw", now=NOW)
+    own.mkdir()
+    csr = make_request(own, "city-water", b"cw-pw").read_bytes()
+    issue_agency_cert(pki, "city-water", b"pw", now=NOW, csr=csr)
+    for _ in range(2):  # its superseded certificate's key is its own
+        renew_agency_cert(pki, "city-water", b"pw", now=NOW, csr=csr)
+    assert len(list((pki / "superseded").glob("city-water-*.crt"))) == 2
+    key = _load_key(own / "city-water.key", b"cw-pw")
+    (pki / "city-water.crt").rename(tmp_path / "city-water.crt")  # the superseded ones alone
+    as_city = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name(
+        [x509.NameAttribute(NameOID.COMMON_NAME, "city")])).sign(key, hashes.SHA256())
+               ).public_bytes(serialization.Encoding.PEM)
+    with pytest.raises(PkiError, match="the key of city-water's certificate"):
+        issue_agency_cert(pki, "city", b"pw", now=NOW, csr=as_city)
+    assert not (pki / "city.crt").exists()
+    for hashed in (hashes.SHA224(), hashes.SHA384(), hashes.SHA512()):
+        other = ec.generate_private_key(ec.SECP256R1())
+        pem = (x509.CertificateSigningRequestBuilder().subject_name(x509.Name(
+            [x509.NameAttribute(NameOID.COMMON_NAME, "market")])).sign(other, hashed)
+               ).public_bytes(serialization.Encoding.PEM)
+        assert check_request(pem, "market") == other.public_key(), hashed.name
 
 
 def test_pki_certifies_no_key_twice_and_renews_an_agencys_own_key_only_by_its_request(
