@@ -625,15 +625,16 @@ def test_monitor_says_each_time_a_node_stops_answering(demo: Path, tmp_path: Pat
         assert back.startswith(f"{url} answers again, after "), said
 
 
-Answer = Callable[[int, bytes], tuple[int, bytes]]
+Answer = Callable[[int, bytes], tuple[int, bytes] | None]
 
 
 def _proxy(url: str, headers: Any = None, answers: dict[str, Answer] | None = None,
            reasons: dict[str, Iterator[str]] | None = None) -> str:
     """A server answering GETs as the node at ``url`` does, but ``/v1/sync/headers`` with
     ``headers(list of header bytes)`` (a node serving a chain that does not hold together), and
-    each path in ``answers`` (whatever its query) with ``answers[path](status, body)``, with
-    the reason phrases ``reasons[path]`` gives in its status line (while it gives any)."""
+    each path in ``answers`` (whatever its query) with ``answers[path](status, body)`` (None:
+    the connection closed, no answer), with the reason phrases ``reasons[path]`` gives in its
+    status line (while it gives any)."""
     class Proxy(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             try:
@@ -645,7 +646,11 @@ def _proxy(url: str, headers: Any = None, answers: dict[str, Answer] | None = No
                 body = codec.encode(headers(codec.decode(body)))
             path = self.path.split("?")[0]  # (a query's numbers change as the chain grows)
             if answers and path in answers:
-                status, body = answers[path](status, body)
+                answered = answers[path](status, body)
+                if answered is None:  # closed unanswered: the client reached no answer
+                    self.close_connection = True
+                    return
+                status, body = answered
             self.send_response(status, next((reasons or {}).get(self.path, iter(())), None))
             self.send_header("content-length", str(len(body)))
             self.end_headers()
@@ -955,6 +960,41 @@ def test_a_node_that_answered_each_failed_round_is_not_said_unreachable(
     assert "could not reach" not in again and "after 3 rounds" in again, again
 
 
+def test_monitor_says_of_each_outage_how_many_rounds_had_no_answer(
+        demo: Path, tmp_path: Path) -> None:
+    """The line that a node answers again tells rounds with no answer (the connection closed)
+    from rounds whose answers could not be used (a 500), counted afresh for each outage: an
+    outage of both says how many had none; a later one of either kind says its own (helper
+    round 39M: the mixed line and the count's reset were held by no test)."""
+    data = tmp_path / "node"
+    shutil.copytree(demo, data)
+    app = create_app(settings_for(data), clock=lambda: T0 + 10_000, passphrase=PASS)
+    # each round asks the registry first: the script says how each round's ask is answered
+    script = iter(["ok", "none", "500", "ok", "none", "ok", "500", "ok", "halt"])
+    at = ["ok"]
+
+    def registry(status: int, body: bytes) -> tuple[int, bytes] | None:
+        at[0] = next(script)
+        return None if at[0] == "none" else (500, b"{}") if at[0] == "500" else (status, body)
+
+    def health(status: int, body: bytes) -> tuple[int, bytes]:  # ends the run: an alarm
+        return (503, json.dumps({**json.loads(body), "status": "halted", "halted": "stop"})
+                .encode()) if at[0] == "halt" else (status, body)
+
+    with serve(app) as url:
+        proxy = _proxy(url, answers={"/v1/registry": registry, "/v1/health": health})
+        try:
+            r = runner.invoke(ledger_app, ["monitor", proxy, "--interval", "0.1"])
+        finally:
+            _stop_serving(proxy)
+    assert r.exit_code == 1 and "HALTED" in r.output, r.output
+    again = [" ".join(x.split()) for x in r.output.splitlines() if " answers again" in x]
+    assert again == [f"{proxy} answers again, after 2 rounds that failed (1 could not reach it)",
+                     f"{proxy} answers again, after 1 round that could not reach it",
+                     f"{proxy} answers again, after 1 round whose answers could not be used"
+                     ], r.output
+
+
 def test_a_certificate_the_monitor_does_not_trust_is_said_with_the_ca_option(
         tmp_path: Path) -> None:
     """A node of a network with its own CA, monitored without --ca: the certificate error
@@ -968,13 +1008,23 @@ def test_a_certificate_the_monitor_does_not_trust_is_said_with_the_ca_option(
 
     pki = tmp_path / "pki"
     create_pki(pki, "n", ["civil", "edu"], b"pw", now=dt.datetime.now(dt.UTC))
+    other = tmp_path / "other"  # another network's CA, given as --ca (round 39M)
+    create_pki(other, "m", ["civil"], b"pw", now=dt.datetime.now(dt.UTC))
     port, _, sock = _tls_server(pki, "edu")
     try:
         r = runner.invoke(ledger_app, ["monitor", f"https://127.0.0.1:{port}", "--once"])
+        # (a process of its own: --ca installs the monitor's opener for the whole process)
+        wrong = subprocess.run([str(Path(sys.executable).parent / "ledger"), "monitor",
+                                f"https://127.0.0.1:{port}", "--once", "--ca",
+                                str(other / "ca.crt")], capture_output=True, text=True,
+                               timeout=120, check=False, env={**os.environ, "COLUMNS": "300"})
     finally:
         sock.close()
     assert r.exit_code == 2, r.output
     assert "CERTIFICATE_VERIFY_FAILED" in r.output and "--ca" in r.output, r.output
+    said = " ".join(wrong.stderr.split())
+    assert wrong.returncode == 2 and "CERTIFICATE_VERIFY_FAILED" in said, said
+    assert f"is {other / 'ca.crt'} the CA of this node's network?" in said, said
 
 
 def test_a_note_key_name_with_c1_controls_or_bidi_overrides_is_shown_escaped(
