@@ -530,6 +530,44 @@ def test_seal_again_stopped_by_a_signal_says_which_files_are_under_which_passphr
         assert sorted(p.name for p in folder.iterdir()) == ["a.secret", "b.secret", "c.secret"]
 
 
+def test_seal_again_holds_a_stop_that_comes_once_it_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test above starts `seal-again` with the signal already blocked by its parent, so
+    the command's own blocking while it writes was held by no test (helper round 39M: without
+    it, the test still passed). Here SIGINT comes as the writes begin, the command running
+    in this process with SIGINT delivered: it is held until the file being written is whole,
+    then taken (both lists, exit 130), not a KeyboardInterrupt midway. The writes themselves
+    are the command's own; only the signal is sent as they begin."""
+    import threading
+
+    from typer.testing import CliRunner
+
+    from node import cli
+    from node.service import read_credit_secret
+
+    files = [tmp_path / f"{n}.secret" for n in ("a", "b")]
+    for f in files:
+        r = CliRunner().invoke(cli.app, ["credit-secret", "--out", str(f)],
+                               env={"LEDGER_KEY_PASSPHRASE": "old-pw"})
+        assert r.exit_code == 0, r.output
+    writes = cli._seal_each_again
+
+    def stopped_as_it_begins(*args: Any) -> None:
+        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+        writes(*args)
+
+    monkeypatch.setattr(cli, "_seal_each_again", stopped_as_it_begins)
+    r = CliRunner().invoke(cli.app, ["seal-again", *[x for f in files for x in ("--key", str(f))]],
+                           env={"LEDGER_FROM_PASSPHRASE": "old-pw",
+                                "LEDGER_KEY_PASSPHRASE": "new-pw", "COLUMNS": "300"})
+    said = " ".join(r.output.split())
+    assert r.exit_code == 128 + signal.SIGINT and "stopped by SIGINT" in said, said
+    assert f"still under the current passphrase: {files[1]}" in said, said
+    assert read_credit_secret(files[0], b"new-pw") is not None
+    assert read_credit_secret(files[1], b"old-pw") is not None
+    assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="gives a file to another owner (root only)")
 def test_seal_again_keeps_a_files_owner_and_refuses_one_with_another_name(
         tmp_path: Path) -> None:
@@ -589,29 +627,39 @@ def test_seal_again_writes_nothing_over_a_file_replaced_while_it_ran(tmp_path: P
     made = read_credit_secret(fresh, b"old-pw")
     assert made is not None and made != read_credit_secret(secret, b"old-pw")
     before = node_key.read_bytes()
-    # the new passphrase from standard input (no terminal: a session of its own), so the file
-    # is replaced after both files were read and before the passphrase is given
-    proc = subprocess.Popen([str(BIN / "ledger-node"), "seal-again", "--key", str(node_key),
-                             "--key", str(secret)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True,
-                            env={**env, "LEDGER_FROM_PASSPHRASE": "old-pw"})
-    assert proc.stdin is not None and proc.stderr is not None
-    said = b""
-    while b"Passphrase for the key files" not in said:
-        chunk = os.read(proc.stderr.fileno(), 4096)
-        assert chunk, said
-        said += chunk
-    fresh.replace(secret)  # the operator's new secret takes the old one's place
-    replaced = secret.read_bytes()
-    out, rest = proc.communicate(b"new-pw\nnew-pw\n", timeout=120)
-    said += rest
-    assert proc.returncode == 1, said
-    assert b"changed while seal-again ran" in b" ".join(said.split()), said
-    assert b"nothing was written" in said
-    assert secret.read_bytes() == replaced and node_key.read_bytes() == before
+
+    def meanwhile(change: Callable[[], object]) -> bytes:
+        """seal-again of both files, ``change`` made while it asks the new passphrase: what it
+        said (it exits 1)."""
+        # the new passphrase from standard input (no terminal: a session of its own), so the
+        # file is changed after both files were read and before the passphrase is given
+        proc = subprocess.Popen([str(BIN / "ledger-node"), "seal-again", "--key",
+                                 str(node_key), "--key", str(secret)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True,
+                                env={**env, "LEDGER_FROM_PASSPHRASE": "old-pw",
+                                     "COLUMNS": "300"})
+        assert proc.stdin is not None and proc.stderr is not None
+        said = b""
+        while b"Passphrase for the key files" not in said:
+            chunk = os.read(proc.stderr.fileno(), 4096)
+            assert chunk, said
+            said += chunk
+        change()
+        _, rest = proc.communicate(b"new-pw\nnew-pw\n", timeout=120)
+        said = b" ".join((said + rest).split())
+        assert proc.returncode == 1 and b"Traceback" not in said, said
+        assert b"changed while seal-again ran" in said and b"nothing was written" in said, said
+        return said
+
+    meanwhile(lambda: fresh.replace(secret))  # the operator's new secret takes its place
+    assert node_key.read_bytes() == before
     assert read_credit_secret(secret, b"old-pw") == made
     load_private_key(node_key, b"old-pw")
+    # removed meanwhile (round 39M: no test held it): named, as one replaced
+    said = meanwhile(secret.unlink)
+    assert str(secret).encode() in said, said
+    assert node_key.read_bytes() == before and not secret.exists()
 
 
 def test_seal_again_keeps_a_link_and_refuses_what_is_no_file(tmp_path: Path) -> None:
