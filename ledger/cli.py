@@ -1652,6 +1652,9 @@ def _get(url: str) -> bytes:
         raise _MonitorUnreachable(f"GET {url}: {printable(str(e))[:REFUSAL_SHOWN]}") from e
     except _NodeTooSlow as e:
         raise _MonitorUnreachable(f"GET {url}: {e}") from e
+    except http.client.RemoteDisconnected as e:  # (an HTTPException too) no answer at all
+        raise _MonitorUnreachable(f"GET {url}: the node at {url} closed the connection "
+                                  "without an answer", reached=False) from e
     except http.client.HTTPException as e:  # neither OSError nor URLError: a traceback
         raise _MonitorUnreachable(f"GET {url}: the node at {url} {_not_http(e)}") from e
     except (urllib.error.URLError, OSError, ValueError) as e:

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from test_api import CLAIMS as DEGREE
 from test_api import NOW, PASS, TOKEN, make_demo, serve, settings_for
+from test_audit_since_monitor import _QuietNode
 
 from ledger import merkle, sdjwt
 from ledger.checkpoint import SignedCheckpoint
@@ -385,19 +386,11 @@ def test_status_bad_input(demo: Path) -> None:
     assert "unknown agency 'police'" in r.stderr
 
 
-class _AnsweringNode(http.server.BaseHTTPRequestHandler):
+class _AnsweringNode(_QuietNode):
     """A made-up node's handler: ``_answer`` sends its JSON, nothing is logged."""
 
     def _answer(self, said: Any) -> None:
-        body = json.dumps(said).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *_: object) -> None:
-        pass
+        self._send(json.dumps(said).encode(), "application/json")
 
 
 def test_a_nodes_receipt_is_shown_with_its_escape_sequences_as_text(demo: Path) -> None:
@@ -1108,7 +1101,6 @@ def test_the_operator_token_never_follows_a_redirect(files: Path, tmp_path: Path
     """A node address that redirects (a proxy, a wrong host) gets one clear error; the
     operator token and the claims never reach where it points (urllib followed redirects
     with every header)."""
-    import http.server
     import threading
 
     heard: list[str] = []
@@ -1200,7 +1192,6 @@ def test_approvals_shows_a_nodes_words_as_text_not_markup(tmp_path: Path) -> Non
     ended the command in a MarkupError traceback (helper round 20G's note), and "[red]" would
     restyle the table. The words are shown as they are; an answer of another shape is one line
     and exit 1; so is an answer too large (read no further) or nested too deeply."""
-    import http.server
     import threading
 
     answers = [[{"approval_tx": "ab" * 32, "height": 7, "service": "housing[/]",
@@ -1397,6 +1388,30 @@ def test_a_nodes_answer_that_is_no_receipt_is_cut_in_the_error_line(demo: Path,
             assert "[green]ok" in r.stderr and "[2J" in r.stderr, r.stderr
 
 
+def _given_up_on_after_1_s(url: str, capsys: pytest.CaptureFixture[str],
+                           tmp_path: Path) -> None:
+    """`agency …` (``_http``), `ledger monitor` (``_get``) and `ledger snapshot --node` each
+    give up on the node at ``url`` after the 1 s the test set as their bound, saying so,
+    with nothing written in ``tmp_path``."""
+    import typer
+
+    from ledger import cli
+
+    with pytest.raises(typer.Exit) as ended:
+        cli._http(url + "/v1/approvals")
+    assert ended.value.exit_code == 1
+    said = capsys.readouterr().err
+    assert f"the node at {url}/v1/approvals was still answering after 1 s" in said, said
+    with pytest.raises(cli._MonitorUnreachable, match="still answering after 1 s"):
+        cli._get(url + "/v1/health")
+    with pytest.raises(typer.Exit) as ended:
+        cli._snapshot_from_nodes([url], None, tmp_path / "never.snap", False, False)
+    assert ended.value.exit_code == 1
+    said = capsys.readouterr().err
+    assert f"the node at {url}/v1/snapshot was still answering after 1 s" in said, said
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_node_that_drips_its_answer_is_given_up_on(monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str],
                                                      tmp_path: Path) -> None:
@@ -1407,7 +1422,6 @@ def test_a_node_that_drips_its_answer_is_given_up_on(monkeypatch: pytest.MonkeyP
     round 39O)."""
     import threading
 
-    import typer
     from test_audit_since_monitor import _start_serving, _stop_serving
 
     from ledger import cli
@@ -1433,22 +1447,10 @@ def test_a_node_that_drips_its_answer_is_given_up_on(monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(cli, "NODE_ANSWER_WAIT", 1.0, raising=False)  # not 120 s: a test's
     url = _start_serving(Dripping)
     try:
-        with pytest.raises(typer.Exit) as ended:
-            cli._http(url + "/v1/approvals")
-        assert ended.value.exit_code == 1
-        said = capsys.readouterr().err
-        assert f"the node at {url}/v1/approvals was still answering after 1 s" in said, said
-        with pytest.raises(cli._MonitorUnreachable, match="still answering after 1 s"):
-            cli._get(url + "/v1/health")
-        with pytest.raises(typer.Exit) as ended:
-            cli._snapshot_from_nodes([url], None, tmp_path / "never.snap", False, False)
-        assert ended.value.exit_code == 1
-        said = capsys.readouterr().err
-        assert f"the node at {url}/v1/snapshot was still answering after 1 s" in said, said
+        _given_up_on_after_1_s(url, capsys, tmp_path)
     finally:
         stop.set()
         _stop_serving(url)
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_node_that_drips_its_headers_is_given_up_on(
@@ -1460,7 +1462,6 @@ def test_a_node_that_drips_its_headers_is_given_up_on(
     64 KiB). The same bound covers the headers, from the request sent (helper round 39W)."""
     import threading
 
-    import typer
     from test_audit_since_monitor import _start_serving, _stop_serving
 
     from ledger import cli
@@ -1483,22 +1484,10 @@ def test_a_node_that_drips_its_headers_is_given_up_on(
     monkeypatch.setattr(cli, "NODE_ANSWER_WAIT", 1.0)  # not 120 s: a test's
     url = _start_serving(SlowHeaders)
     try:
-        with pytest.raises(typer.Exit) as ended:
-            cli._http(url + "/v1/approvals")
-        assert ended.value.exit_code == 1
-        said = capsys.readouterr().err
-        assert f"the node at {url}/v1/approvals was still answering after 1 s" in said, said
-        with pytest.raises(cli._MonitorUnreachable, match="still answering after 1 s"):
-            cli._get(url + "/v1/health")
-        with pytest.raises(typer.Exit) as ended:
-            cli._snapshot_from_nodes([url], None, tmp_path / "never.snap", False, False)
-        assert ended.value.exit_code == 1
-        said = capsys.readouterr().err
-        assert f"the node at {url}/v1/snapshot was still answering after 1 s" in said, said
+        _given_up_on_after_1_s(url, capsys, tmp_path)
     finally:
         stop.set()
         _stop_serving(url)
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_an_issuance_through_a_node_says_the_bundles_own_ids(demo: Path, files: Path,

@@ -397,18 +397,11 @@ def test_monitor_says_in_a_line_what_is_wrong_with_a_nodes_registry(tmp_path: Pa
                      json.dumps([{"current": True, "id": big, "note_vkey":
                                   "civil+00000000+AQ" + "A" * 42 + "="}]).encode()):
 
-        class Node(http.server.BaseHTTPRequestHandler):
+        class Node(_QuietNode):
             listed = agencies
 
             def do_GET(self) -> None:
-                body = (b'{"quorum": 1}' if self.path == "/v1/registry" else self.listed)
-                self.send_response(200)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_: object) -> None:
-                pass
+                self._send(b'{"quorum": 1}' if self.path == "/v1/registry" else self.listed)
 
         url = _start_serving(Node)
         state = tmp_path / "monitor.state"
@@ -1041,17 +1034,10 @@ def test_a_note_key_name_with_c1_controls_or_bidi_overrides_is_shown_escaped(
                                           "note_vkey": vkey(name, key.public.raw)}],
                "/v1/health": {"network": "net", "agency": "edu"}, "/v1/evidence": []}
 
-    class Node(http.server.BaseHTTPRequestHandler):
+    class Node(_QuietNode):
         def do_GET(self) -> None:
-            body = (signed.to_text().encode() if self.path == "/v1/checkpoint"
-                    else json.dumps(answers[self.path]).encode())
-            self.send_response(200)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: object) -> None:
-            pass
+            self._send(signed.to_text().encode() if self.path == "/v1/checkpoint"
+                       else json.dumps(answers[self.path]).encode())
 
     url = _start_serving(Node)
     try:
@@ -1305,6 +1291,21 @@ def _serving(body: bytes, status: int = 200) -> str:
             pass
 
     return _start_serving(Fixed)
+
+
+class _QuietNode(http.server.BaseHTTPRequestHandler):
+    """A made-up node's handler: ``_send`` sends a body as it is, nothing is logged."""
+
+    def _send(self, body: bytes, content_type: str | None = None) -> None:
+        self.send_response(200)
+        if content_type is not None:
+            self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *_: object) -> None:
+        pass
 
 
 def _start_serving(handler: type[http.server.BaseHTTPRequestHandler]) -> str:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from test_api import PASS, make_demo, serve, settings_for
+from test_audit_since_monitor import _QuietNode
 
 from ledger.chain import Head, checkpoint_key
 from ledger.finality import sign_checkpoint
@@ -199,17 +200,10 @@ def test_a_node_answering_a_proof_nested_past_any_depth_is_named_not_a_traceback
     before = wallet.path.read_bytes()
     app = create_app(settings_for(data), passphrase=PASS)
     with serve(app) as url:
-        class Deep(http.server.BaseHTTPRequestHandler):
+        class Deep(_QuietNode):
             def do_GET(self) -> None:
-                body = (httpx.get(f"{url}{self.path}").content
-                        if self.path == "/v1/checkpoint" else b"[" * 100_000 + b"]" * 100_000)
-                self.send_response(200)
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_: object) -> None:
-                pass
+                self._send(httpx.get(f"{url}{self.path}").content
+                           if self.path == "/v1/checkpoint" else b"[" * 100_000 + b"]" * 100_000)
 
         r = _refresh_at(Deep, wallet, snapshot)
     assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
@@ -226,16 +220,9 @@ def test_a_junk_checkpoint_is_said_with_the_node_that_sent_it(
     snapshot = _snapshot(data, tmp_path / "snap.bin")
     before = wallet.path.read_bytes()
 
-    class Junk(http.server.BaseHTTPRequestHandler):
+    class Junk(_QuietNode):
         def do_GET(self) -> None:
-            body = b"no checkpoint at all"
-            self.send_response(200)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_: object) -> None:
-            pass
+            self._send(b"no checkpoint at all")
 
     r = _refresh_at(Junk, wallet, snapshot)
     said = " ".join(r.stderr.split())
