@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -1634,6 +1634,18 @@ def test_etcd_run_tells_a_member_that_ran_from_one_cut_short_and_checks_its_othe
     assert not (tmp_path / "unused").exists()
 
 
+def _stop_in_turn(procs: Iterable[subprocess.Popen[bytes]]) -> None:
+    """Each of ``procs`` in turn stopped with SIGTERM (killed if it does not end within 60 s),
+    as an operator stops a node and its etcd member."""
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 @pytest.mark.slow
 def test_founding_agencies_start_a_network_as_the_readme_says(tmp_path: Path) -> None:
     """The README's "Founding agencies start a network", step by step, each agency with its
@@ -1777,13 +1789,7 @@ def test_founding_agencies_start_a_network_as_the_readme_says(tmp_path: Path) ->
             assert "NOT CLEAN" not in said and "CLEAN" in said, said
         http.close()
     finally:
-        for p in reversed(procs):  # the nodes first, then the etcd members
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        _stop_in_turn(reversed(procs))  # the nodes first, then the etcd members
     assert [p.returncode for p in procs] == [0] * 6
 
 
@@ -1893,11 +1899,5 @@ def test_a_new_agency_joins_a_running_network_as_the_readme_says(fresh: Net,
         assert net.http.get(f"{node}/v1/head").json()["hash"] == \
             net.http.get(f"{others[0].url}/v1/head").json()["hash"]
     finally:
-        for p in reversed(procs):  # the node first, then the etcd member
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        _stop_in_turn(reversed(procs))  # the node first, then the etcd member
     assert [p.returncode for p in procs] == [0] * len(procs)

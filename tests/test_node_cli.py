@@ -569,6 +569,16 @@ def test_seal_again_holds_a_stop_that_comes_once_it_writes(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="gives a file to another owner (root only)")
+def _node_cli(env: dict[str, str], *args: str, old: str, new: str
+              ) -> subprocess.CompletedProcess[str]:
+    """`ledger-node ARGS` with ``old`` as $LEDGER_FROM_PASSPHRASE and ``new`` as
+    $LEDGER_KEY_PASSPHRASE, beside ``env``."""
+    return subprocess.run([str(BIN / "ledger-node"), *args], capture_output=True, text=True,
+                          timeout=120, check=False, stdin=subprocess.DEVNULL,
+                          env={**env, "LEDGER_FROM_PASSPHRASE": old,
+                               "LEDGER_KEY_PASSPHRASE": new})
+
+
 def test_seal_again_keeps_a_files_owner_and_refuses_one_with_another_name(
         tmp_path: Path) -> None:
     """`seal-again` (round 37K): a key file of the node's user, sealed again by root (`sudo`),
@@ -583,10 +593,7 @@ def test_seal_again_keeps_a_files_owner_and_refuses_one_with_another_name(
 
     def run(*args: str, old: str = "old-pw", new: str = "new-pw"
             ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN / "ledger-node"), *args], capture_output=True,
-                              text=True, timeout=120, check=False, stdin=subprocess.DEVNULL,
-                              env={**env, "LEDGER_FROM_PASSPHRASE": old,
-                                   "LEDGER_KEY_PASSPHRASE": new})
+        return _node_cli(env, *args, old=old, new=new)
 
     assert run("credit-secret", "--out", str(secret), new="old-pw").returncode == 0
     os.chown(secret, 4242, 4343)
@@ -677,10 +684,7 @@ def test_seal_again_keeps_a_link_and_refuses_what_is_no_file(tmp_path: Path) -> 
 
     def run(*args: str, old: str = "old-pw", new: str = "new-pw"
             ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN / "ledger-node"), *args], capture_output=True,
-                              text=True, timeout=120, check=False, stdin=subprocess.DEVNULL,
-                              env={**env, "LEDGER_FROM_PASSPHRASE": old,
-                                   "LEDGER_KEY_PASSPHRASE": new})
+        return _node_cli(env, *args, old=old, new=new)
 
     assert run("credit-secret", "--out", str(secret), new="old-pw").returncode == 0
     link.symlink_to(secret)
