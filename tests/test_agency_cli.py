@@ -1348,7 +1348,6 @@ def test_a_nodes_answer_that_is_no_receipt_is_cut_in_the_error_line(demo: Path,
     the operator's terminal. They are cut and quoted; the exit is 1, no traceback (helper
     round 39O)."""
 
-    from test_audit_since_monitor import _start_serving, _stop_serving
 
     refused = _MISLEADING[:30000]  # a refusal's first 64 KiB are read
     for status, answer in ((200, [_MISLEADING]), (200, {"txid": _MISLEADING}),
@@ -1369,19 +1368,7 @@ def test_a_nodes_answer_that_is_no_receipt_is_cut_in_the_error_line(demo: Path,
                 self.end_headers()
                 self.wfile.write(body)
 
-        subject = tmp_path / "subject.txt"
-        subject.write_text("110101199003070000\n")
-        url = _start_serving(Node)
-        try:
-            runs = [_run("agency", "status", "--node", url, "--data", str(demo), "--agency",
-                         "civil", "--credential-id", "00" * 32, "--set", "revoked",
-                         "--reason", "withdrawn"),
-                    _run("agency", "credit", "--node", url, "--reason", "appeal-upheld",
-                         "--withdraw", "ab" * 32, "--subject-file", str(subject),
-                         env={**ENV, "LEDGER_OPERATOR_TOKEN": TOKEN})]
-        finally:
-            _stop_serving(url)
-        for r in runs:
+        for r in _status_and_credit_through(Node, demo, tmp_path):
             assert r.returncode == 1, (status, r.returncode, r.stderr[:300])
             _shows_no_more_than_a_line_of(r.stderr)
             # the start of what was said, as text: no markup taken, its escapes shown
@@ -1412,14 +1399,20 @@ def _given_up_on_after_1_s(url: str, capsys: pytest.CaptureFixture[str],
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_node_that_drips_its_answer_is_given_up_on(monkeypatch: pytest.MonkeyPatch,
-                                                     capsys: pytest.CaptureFixture[str],
-                                                     tmp_path: Path) -> None:
+@pytest.mark.parametrize(("head", "drop", "tail"), [
+    (b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n[0", b",0", b"]"),
+    (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-slow: ", b"a",
+     b"\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]")], ids=["body", "headers"])
+def test_a_node_that_drips_its_answer_is_given_up_on(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        head: bytes, drop: bytes, tail: bytes) -> None:
     """A node that sends its answer a byte at a time, each before the socket's 60 s timeout,
     held every command that asks a node (`agency …`, `ledger snapshot --node`, `ledger
     monitor`) for as long as it liked: 16 MiB at a byte a second is half a year. Each answer
     now has a deadline in all, and the line past it says so and names the node (helper
-    round 39O)."""
+    round 39O); the deadline started at the body, so a node dripping its status line and
+    headers held them still (100 header lines of 64 KiB): it runs from the request sent
+    (helper round 39W)."""
     import threading
 
     from test_audit_since_monitor import _start_serving, _stop_serving
@@ -1430,59 +1423,19 @@ def test_a_node_that_drips_its_answer_is_given_up_on(monkeypatch: pytest.MonkeyP
 
     class Dripping(_AnsweringNode):
         def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.end_headers()
-            self.wfile.write(b"[0")
+            self.wfile.write(head)
             for _ in range(100):  # 5 s or more, a few bytes now and then
                 if stop.wait(0.05):
                     return
                 try:
-                    self.wfile.write(b",0")
+                    self.wfile.write(drop)
                     self.wfile.flush()
                 except OSError:
                     return
-            self.wfile.write(b"]")
-
-    monkeypatch.setattr(cli, "NODE_ANSWER_WAIT", 1.0, raising=False)  # not 120 s: a test's
-    url = _start_serving(Dripping)
-    try:
-        _given_up_on_after_1_s(url, capsys, tmp_path)
-    finally:
-        stop.set()
-        _stop_serving(url)
-
-
-def test_a_node_that_drips_its_headers_is_given_up_on(
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-        tmp_path: Path) -> None:
-    """The bound on how long a node's answer is read started at its body: a node sending its
-    status line and headers a byte at a time, each within the socket's 60 s, held `agency …`,
-    `ledger snapshot --node` and `ledger monitor` for as long as it liked (100 header lines of
-    64 KiB). The same bound covers the headers, from the request sent (helper round 39W)."""
-    import threading
-
-    from test_audit_since_monitor import _start_serving, _stop_serving
-
-    from ledger import cli
-
-    stop = threading.Event()
-
-    class SlowHeaders(_AnsweringNode):
-        def do_GET(self) -> None:
-            self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-slow: ")
-            for _ in range(100):  # 5 s or more, a byte now and then
-                if stop.wait(0.05):
-                    return
-                try:
-                    self.wfile.write(b"a")
-                    self.wfile.flush()
-                except OSError:
-                    return
-            self.wfile.write(b"\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]")
+            self.wfile.write(tail)
 
     monkeypatch.setattr(cli, "NODE_ANSWER_WAIT", 1.0)  # not 120 s: a test's
-    url = _start_serving(SlowHeaders)
+    url = _start_serving(Dripping)
     try:
         _given_up_on_after_1_s(url, capsys, tmp_path)
     finally:
@@ -1609,12 +1562,31 @@ def test_the_agency_a_node_names_is_cut_where_it_is_not_the_one_given(files: Pat
     assert "[green]ok" in r.stderr and not (tmp_path / "x.bin").exists()
 
 
+def _status_and_credit_through(node: type[_AnsweringNode], demo: Path, tmp_path: Path
+                               ) -> list[subprocess.CompletedProcess[str]]:
+    """`agency status --node` (a revocation) and `agency credit --withdraw` sent to a made-up
+    node answering with ``node``: both runs."""
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    subject = tmp_path / "subject.txt"
+    subject.write_text("110101199003070000\n")
+    url = _start_serving(node)
+    try:
+        return [_run("agency", "status", "--node", url, "--data", str(demo), "--agency",
+                     "civil", "--credential-id", "00" * 32, "--set", "revoked",
+                     "--reason", "withdrawn"),
+                _run("agency", "credit", "--node", url, "--reason", "appeal-upheld",
+                     "--withdraw", "ab" * 32, "--subject-file", str(subject),
+                     env={**ENV, "LEDGER_OPERATOR_TOKEN": TOKEN})]
+    finally:
+        _stop_serving(url)
+
+
 def test_a_receipts_fields_are_cut_where_they_are_shown(demo: Path, tmp_path: Path) -> None:
     """The fields of a node's receipt (`agency status --node`, `agency credit`) were shown
     whole, escaped: a txid of a MiB filled the operator's terminal. Each is cut (helper round
     39O)."""
 
-    from test_audit_since_monitor import _start_serving, _stop_serving
 
     class Node(_AnsweringNode):
         def do_GET(self) -> None:
@@ -1624,19 +1596,7 @@ def test_a_receipts_fields_are_cut_where_they_are_shown(demo: Path, tmp_path: Pa
             self.rfile.read(int(self.headers["content-length"]))
             self._answer({"txid": _MISLEADING, "index": _MISLEADING, "height": _MISLEADING})
 
-    subject = tmp_path / "subject.txt"
-    subject.write_text("110101199003070000\n")
-    url = _start_serving(Node)
-    try:
-        runs = [_run("agency", "status", "--node", url, "--data", str(demo), "--agency",
-                     "civil", "--credential-id", "00" * 32, "--set", "revoked",
-                     "--reason", "withdrawn"),
-                _run("agency", "credit", "--node", url, "--reason", "appeal-upheld",
-                     "--withdraw", "ab" * 32, "--subject-file", str(subject),
-                     env={**ENV, "LEDGER_OPERATOR_TOKEN": TOKEN})]
-    finally:
-        _stop_serving(url)
-    for r in runs:
+    for r in _status_and_credit_through(Node, demo, tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
         assert "\x1b" not in r.stdout and "A" * 400 not in r.stdout, r.stdout[:500]
         assert len(r.stdout) < 1000 and "[green]ok" in r.stdout, r.stdout[:500]
