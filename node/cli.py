@@ -1236,9 +1236,9 @@ def etcd_run(
     new_cluster: Annotated[str | None, typer.Option(
         "--new-cluster", metavar="NETWORK",
         help="A founder's member of a NEW network's etcd (etcd's --initial-cluster-state new, "
-             "with the network id, and the genesis hash with --ledger, as its cluster token): "
-             "every founder gives the same --initial-cluster, naming each founder's "
-             "member, and the same network id. At "
+             "with the network id and the genesis hash of --ledger, needed with it, as its "
+             "cluster token): every founder gives the same --initial-cluster, naming each "
+             "founder's member, and the same network id. At "
              "the first run only, with an empty --data (README: \"Founding agencies start a "
              "network\").")] = None,
     ledger: Annotated[Path | None, typer.Option(
@@ -1256,9 +1256,10 @@ def etcd_run(
     A member joining a running network: add it first, on the network's side, with
     `ledger-node etcd admit --peer-url` (it prints the --initial-cluster to give here). The
     first run joins the others (etcd's --initial-cluster-state existing) and copies their
-    data. The founders of a new network each start theirs with --new-cluster NETWORK and the
-    same --initial-cluster instead: the cluster forms once a majority of them run. Later runs
-    of either restart the member from --data (no --initial-cluster or --new-cluster needed).
+    data. The founders of a new network each start theirs with --new-cluster NETWORK, the
+    same --initial-cluster and --ledger (their copy of the ceremony's genesis) instead: the
+    cluster forms once a majority of them run. Later runs of either restart the member from
+    --data (no --initial-cluster, --new-cluster or --ledger needed).
 
     etcd needs the agency's key unencrypted: it is decrypted (passphrase from
     $LEDGER_KEY_PASSPHRASE, the file $LEDGER_KEY_PASSPHRASE_FILE names, or a prompt) only into
