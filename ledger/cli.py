@@ -966,7 +966,7 @@ def _snapshot_from_nodes(nodes: list[str], ca: Path | None, out_file: Path,
         got = url.rstrip("/") + "/v1/snapshot"
         try:
             with opener.open(urllib.request.Request(got), timeout=120) as resp:  # noqa: S310
-                part = _read_within(resp, MAX_SNAPSHOT, got)
+                part = _read_within(resp, MAX_SNAPSHOT)
                 claimed = {a.strip() for a in resp.headers.get("Snapshot-Agencies", "").split(",")
                            if a.strip()}
         except urllib.error.HTTPError as e:
@@ -1634,7 +1634,7 @@ def _get(url: str) -> bytes:
     req = urllib.request.Request(url)  # noqa: S310 - the scheme is checked by monitor
     try:
         with (_MonitorHttp.opener or _NO_REDIRECTS).open(req, timeout=30) as resp:
-            return _read_within(resp, MAX_INPUT, url)[:MAX_INPUT]
+            return _read_within(resp, MAX_INPUT)[:MAX_INPUT]
     except urllib.error.HTTPError as e:
         if 300 <= e.code < 400:
             e.close()  # its connection: left open, a ResourceWarning
@@ -1643,7 +1643,7 @@ def _get(url: str) -> bytes:
                 "not followed: give that URL if it is the node") from e
         if e.code == 503 and url.endswith("/v1/health"):  # a halted node says why in the body
             try:
-                return _read_within(e, MAX_INPUT, url)[:MAX_INPUT]
+                return _read_within(e, MAX_INPUT)[:MAX_INPUT]
             except _NodeTooSlow as slow:
                 raise _MonitorUnreachable(f"GET {url}: {slow}") from slow
             except http.client.HTTPException as cut:
@@ -1716,9 +1716,8 @@ def _monitor_round(base: str, last: SignedCheckpoint | None) -> SignedCheckpoint
     if isinstance(health, dict) and health.get("halted"):
         # its line breaks too shown as escapes: the alarm is printed line by line
         # cut: a hostile node's reason may be a MiB
-        why = printable(str(health["halted"]))
-        raise _MonitorAlarm("HALTED: the node stopped applying blocks: " + (
-            why if len(why) <= REFUSAL_SHOWN else why[:REFUSAL_SHOWN] + "…"))
+        raise _MonitorAlarm("HALTED: the node stopped applying blocks: "
+                            + _cut(printable(str(health["halted"])), REFUSAL_SHOWN))
     evidence = _get_json(base + "/v1/evidence")
     if isinstance(evidence, list) and evidence:
         raise _MonitorAlarm(f"EQUIVOCATION: the node holds {len(evidence)} record(s) of "
@@ -2438,7 +2437,7 @@ class _WithinHttps(urllib.request.HTTPSHandler):
 
 def _opener(ca: Path | None = None) -> Any:
     """What the CLI asks a node with: no redirect followed (:class:`_Stay`), each answer read
-    within :data:`NODE_ANSWER_WAIT` from its headers on, ``ca`` trusted if given."""
+    within :data:`NODE_ANSWER_WAIT` from the request sent, ``ca`` trusted if given."""
     return urllib.request.build_opener(
         _Stay, _WithinHttp, _WithinHttps() if ca is None else _WithinHttps(
             context=_ca_context(ca)))
@@ -2468,12 +2467,11 @@ class _NodeTooSlow(TimeoutError):
     """A node's answer not read whole within :data:`NODE_ANSWER_WAIT`; the message says so."""
 
 
-def _read_within(resp: Any, limit: int, url: str) -> bytes:
+def _read_within(resp: Any, limit: int) -> bytes:
     """Up to ``limit`` + 1 bytes of a node's answer ``resp`` (more is not read: the caller
-    refuses it), read for at most :data:`NODE_ANSWER_WAIT` in all; else :class:`_NodeTooSlow`
-    naming ``url``. An answer ending before its Content-Length is IncompleteRead (read1, as
-    read(n), took it as whole)."""
-    deadline = time.monotonic() + NODE_ANSWER_WAIT
+    refuses it); its time is bounded by the reader :func:`_opener` gives it (:class:`_Within`:
+    :class:`_NodeTooSlow` past :data:`NODE_ANSWER_WAIT`). An answer ending before its
+    Content-Length is IncompleteRead (read1, as read(n), took it as whole)."""
     body = bytearray()
     while len(body) <= limit:
         chunk = resp.read1(min(1 << 16, limit + 1 - len(body)))
@@ -2483,8 +2481,6 @@ def _read_within(resp: Any, limit: int, url: str) -> bytes:
                 raise http.client.IncompleteRead(bytes(body), left)
             break
         body += chunk
-        if time.monotonic() > deadline:
-            raise _NodeTooSlow(_too_slow(url))
     return bytes(body)
 
 
@@ -2498,7 +2494,7 @@ def _http(url: str, data: bytes | None = None, content_type: str = "",
     req = urllib.request.Request(url, data=data, headers=sent)  # noqa: S310 - scheme checked
     try:
         with _NO_REDIRECTS.open(req, timeout=60) as resp:
-            body = _read_within(resp, NODE_ANSWER_MAX, url)
+            body = _read_within(resp, NODE_ANSWER_MAX)
         if len(body) > NODE_ANSWER_MAX:  # read no further: a node's answer without end
             _fail(f"the node at {url} answered more than {NODE_ANSWER_MAX >> 20} MiB; is it a "
                   f"node?{after}")
@@ -2534,7 +2530,7 @@ def _refusal(e: urllib.error.HTTPError) -> tuple[object, str]:
     """A node's refusal: its code (the JSON body's, else the HTTP status) and its words, once
     (a few KiB of the body are read)."""
     try:
-        body = json.loads(_read_within(e, 64 * 1024, e.url))
+        body = json.loads(_read_within(e, 64 * 1024))
     except (ValueError, OSError, http.client.HTTPException):  # too slow, cut short, not JSON
         body = {}
     if not isinstance(body, dict):
@@ -2544,7 +2540,7 @@ def _refusal(e: urllib.error.HTTPError) -> tuple[object, str]:
     said = _detail(body.get("detail") or body.get("problem") or e.reason)
     said = said.removeprefix(f"{code}: ")  # a node's own words: one line's worth, not 64 KiB
     code = code if isinstance(code, int) else printable(str(code)[:NODE_WORDS_SHOWN])
-    return code, said if len(said) <= REFUSAL_SHOWN else said[:REFUSAL_SHOWN] + "…"
+    return code, _cut(said, REFUSAL_SHOWN)
 
 
 def _node_health(node: str) -> dict[str, Any]:

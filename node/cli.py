@@ -912,6 +912,15 @@ def pki_request(
               f"--agency {agency} --csr {made.name}`)")
 
 
+def _another_passphrase(new: bytes, old: bytes, same: str, who: str) -> None:
+    """Exit 2, saying ``same``, when the ``new`` passphrase is the ``old`` one: a key sealed
+    again under it would open for whoever knew the old (``who`` should be the only one)."""
+    if hmac.compare_digest(new, old):
+        err.print(f"[red]error:[/] {same}: give one only {who} knows in {PASSPHRASE_ENV}; "
+                  "nothing was written")
+        raise typer.Exit(2)
+
+
 @pki_app.command("copy-key")
 def pki_copy_key(
     pki: _PKI_FOLDER, agency: _PKI_AGENCY,
@@ -946,10 +955,8 @@ def pki_copy_key(
         err.print(f"[red]error:[/] {_q(e)}")
         raise typer.Exit(2) from e
     new = _ask_passphrase(f"for {agency}'s keys", confirm=True)
-    if hmac.compare_digest(new, old):  # the keeper would open the agency's copy
-        err.print(f"[red]error:[/] {agency}'s passphrase is the keeper's: give one only "
-                  f"{agency} knows in {PASSPHRASE_ENV}; nothing was written")
-        raise typer.Exit(2)
+    _another_passphrase(new, old, f"{agency}'s passphrase is the keeper's",
+                        agency)  # the keeper would open the agency's copy
     try:
         sealed = resealed_key(source, old, new)
         write_atomic(out_file, sealed, 0o600, overwrite=False)
@@ -1600,10 +1607,7 @@ def seal_again(
             err.print(f"[red]error:[/] {_q(why)}; nothing was written")
             raise typer.Exit(1) from e
     new = _ask_passphrase("for the key files from now on", confirm=True)
-    if hmac.compare_digest(new, old):
-        err.print("[red]error:[/] the new passphrase is the current one: give one only this "
-                  f"agency knows in {PASSPHRASE_ENV}; nothing was written")
-        raise typer.Exit(2)
+    _another_passphrase(new, old, "the new passphrase is the current one", "this agency")
     # a file replaced or written while the passphrase was asked (a new key put in its place)
     # would be replaced by the key it held before, sealed again: every file is checked first
     for path, given, info, _, _ in opened:
