@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ledger.errors import LedgerError
@@ -139,11 +139,16 @@ def open_application(request: Request, a: ApprovalsDep, settings: SettingsDep,
 
 @router.post("/v1/services/{service}/apply", tags=["approvals"],
              responses=_errors(409, 422))
-def apply(a: ApprovalsDep, service: Service, body: ApplyIn) -> dict[str, Any]:
+def apply(a: ApprovalsDep, service: Service, body: ApplyIn,
+          rule: Annotated[str | None, Query(pattern="^[0-9a-fA-F]{64}$", description=(
+              "The version (hash) of the rule the applicant was shown: if another is in force "
+              "now, nothing is decided (409 `stale_rule`). Without it, the version in force "
+              "decides."))] = None) -> dict[str, Any]:
     """Verify the answers, decide by the rule in force, commit the approval and return the
     approval credential's bundle (base64url)."""
     answers = [(p.nonce, _from_b64url(p.envelope, "envelope")) for p in body.presentations]
-    got = a.apply(service, answers, dict(body.holder_jwk))
+    got = a.apply(service, answers, dict(body.holder_jwk),
+                  None if rule is None else bytes.fromhex(rule))
     return {**got.to_json(), "bundle": _b64url(got.bundle.to_bytes())}
 
 

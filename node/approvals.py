@@ -163,6 +163,18 @@ class Approvals:
                                    f"this node ({self.node.agency!r})")
         return rule
 
+    @staticmethod
+    def _made_by(service: str, rule: dict[str, Any], version: bytes | None) -> dict[str, Any]:
+        """``rule`` if the application was made by it (``version``: the hash of the rule the
+        applicant was shown; None: no version named); else ``stale_rule``: decided by the new
+        version, the applicant would have been shown one rule and judged by another."""
+        if version is not None and rule_hash(rule) != version:
+            raise TxRejected("stale_rule", f"the rule for {service!r} is version "
+                             f"{rule_hash(rule).hex()[:16]} now, not {version.hex()[:16]} the "
+                             "application was made by: nothing was decided. Read the rule "
+                             "again (a newer registry snapshot) and apply again")
+        return rule
+
     # -- applying --
     def open_application(self, service: str, audience: str, *,
                          pay: Callable[[int], None] = _free) -> list[PendingRequest]:
@@ -254,9 +266,13 @@ class Approvals:
         return claims, ids
 
     def apply(self, service: str, answers: list[tuple[str, bytes]],
-              holder_jwk: dict[str, Any]) -> Decided:
-        """Verify the answers, decide, commit the approval, issue the approval credential."""
-        self._ready(self._rule(service))  # before the answers are opened
+              holder_jwk: dict[str, Any], rule_version: bytes | None = None) -> Decided:
+        """Verify the answers, decide, commit the approval, issue the approval credential.
+        ``rule_version``: the hash of the rule the applicant was shown (its wallet's registry
+        snapshot); another version in force decides nothing (``stale_rule``). None: decided by
+        the version in force (wallets before ADR 82)."""
+        self._ready(self._made_by(service, self._rule(service), rule_version))  # before the
+        # answers are opened
         holder_jwk = sdjwt.public_jwk(holder_jwk)  # its one spelling, a key or JwkError
         claims, ids = self._verified(service, answers, holder_jwk)
         store = self.node.store
@@ -266,7 +282,7 @@ class Approvals:
         # at the evidence's height).
         head = self.node._head()
         reg = store.registry_at(head.height)
-        rule = self._rule(service, reg)
+        rule = self._made_by(service, self._rule(service, reg), rule_version)  # at that head
         claims = self._needed(rule, claims)
         now = self.node.now()
         self._may_decide(reg, now, "so no decision was made or recorded")

@@ -2231,3 +2231,57 @@ def test_a_damaged_entry_of_the_collect_index_is_built_again(tmp_path: Path) -> 
         assert got.bundle.anchor == decided.bundle.anchor
     finally:
         node.close()
+
+
+def test_an_application_made_by_an_older_version_of_the_rule_is_decided_by_none(
+        tmp_path: Path) -> None:
+    """The wallet shows the applicant the rule of its registry snapshot, and says its version;
+    a node whose rule changed since decided by the new one all the same. The application names
+    the version it was made by (``?rule=``): another version now decides nothing, keeps
+    nothing, and says so (``stale_rule``, the ledger's own word for it); the version in force
+    decides; an application naming none is decided as before (wallets before this change)."""
+    from contracts.catalogue import rule
+    from ledger.network import Agency
+    from ledger.state import rule_hash
+
+    data, wallet = prepare(tmp_path)
+    keys = _issuer_keys(data, "edu", "civil")
+    settings = settings_for(data)
+    settings = type(settings)(**{**settings.__dict__, "agency": "market"})
+    app = create_app(settings, clock=lambda: NOW, passphrase=PASS)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        node = app.state.node
+        reg = node.store.registry
+        assert reg is not None
+        old = rule_hash(reg.rule("business-licence")).hex()
+        upgraded = rule("business-licence", agency="market", title="Operating licence v2")
+        node.orderer.submit(governance_tx(
+            node.network, reg.gov_seq + 1, "register_rule", {"rule": upgraded},
+            [Agency(a, "", keys[a], keys[a]) for a in ("edu", "civil")])).result(timeout=30)
+        new = rule_hash(upgraded).hex()
+        assert new != old
+
+        def apply(query: str) -> httpx.Response:
+            opened = http.post("/v1/services/business-licence/applications").json()
+            requests = [Request.from_json({k: r[k] for k in ("nonce", "audience", "type",
+                                                            "claims")})
+                        for r in opened["requests"]]
+            answers = wallet.answer(requests, now=NOW)
+            return http.post(f"/v1/services/business-licence/apply{query}", json={
+                "holder_jwk": wallet.holder_jwk(),
+                "presentations": [{"nonce": n, "envelope": b64url(e)} for n, e in answers]})
+
+        height = http.get("/v1/health").json()["height"]
+        got = apply(f"?rule={old}")
+        assert got.status_code == 409 and got.json()["code"] == "stale_rule", got.text
+        assert f"version {new[:16]} now, not {old[:16]}" in got.json()["detail"], got.text
+        assert "nothing was decided" in got.json()["detail"]
+        assert http.get("/v1/health").json()["height"] == height  # nothing committed
+        assert not (data / "approvals").exists() or list((data / "approvals").iterdir()) == []
+        for bad in ("?rule=xyz", f"?rule={old[:-2]}"):
+            got = apply(bad)
+            assert got.status_code == 422, got.text
+        got = apply(f"?rule={new.upper()}")
+        assert got.status_code == 200 and got.json()["rule_hash"] == new, got.text
+        got = apply("")
+        assert got.status_code == 200 and got.json()["rule_hash"] == new, got.text

@@ -70,6 +70,13 @@ class _JsonNode(http.server.BaseHTTPRequestHandler):
     """A made-up node: every POST (and GET) gets ``answer()`` as JSON (``body()``: its
     bytes)."""
 
+    query = ""  # the request's query, taken off ``path`` (``?rule=`` of an application)
+
+    def parse_request(self) -> bool:
+        parsed = super().parse_request()
+        self.path, _, self.query = self.path.partition("?")
+        return parsed
+
     def answer(self) -> dict[str, object]:
         raise NotImplementedError
 
@@ -871,3 +878,37 @@ def test_a_nodes_redirect_is_said_with_where_it_points_not_followed(
     assert f"a redirect to '{where[:60]}" in said and "not followed" in said, said
     assert "x" * 200 not in said, said
     assert heard == []
+
+
+def test_an_application_names_the_version_of_the_rule_the_applicant_was_shown(
+        demo_server: tuple[str, dict[str, str], Path]) -> None:
+    """`wallet apply` shows the rule of its registry snapshot and its version; the application
+    names that version (``?rule=``), so a node whose rule changed since decides nothing
+    (``stale_rule``), and the wallet says to take a newer snapshot and apply again."""
+    from ledger.offline import load_snapshot
+    from ledger.state import rule_hash
+
+    _, env, tmp = demo_server
+    snap = load_snapshot((tmp / "demo-data" / "snapshot.bin").read_bytes())
+    shown = rule_hash(snap.registry.rule("elderly-allowance")).hex()
+    asked: list[str] = []
+
+    class Upgraded(_JsonNode):
+        def status(self) -> int:
+            return 409 if self.path.endswith("/apply") else 200
+
+        def answer(self) -> dict[str, object]:
+            if self.path.endswith("/apply"):
+                asked.append(self.query)
+                return {"detail": "stale_rule: the rule for 'elderly-allowance' is version "
+                                  "0123456789abcdef now, not …", "error": "TxRejected",
+                        "code": "stale_rule"}
+            return _elderly_requests(f"http://127.0.0.1:{self.server.server_address[1]}")
+
+    r = _apply_at(Upgraded, env, tmp)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 1, said
+    assert asked == [f"rule={shown}"]
+    assert f"version {shown[:16]}, needs these and no more" in said, said
+    assert "the rule changed since the snapshot" in said and "ledger snapshot" in said, said
+    assert "--collect" not in said  # nothing was decided

@@ -741,8 +741,11 @@ def apply(
                 # takes effect once the credential is in the wallet or in a file beside it.
                 finishing.enter_context(interrupts_held(_finishing_application))
                 try:
-                    got = _fetch(client, "POST", f"{base}/v1/services/{service}/apply",
-                                 json=body, timeout=httpx.Timeout(60, read=APPLY_WAIT))
+                    # the version of the rule shown above: a node whose rule changed since
+                    # decides nothing (a node before ADR 82 reads no such parameter)
+                    got = _fetch(client, "POST", f"{base}/v1/services/{service}/apply?rule="
+                                 f"{rule_hash(rule).hex()}", json=body,
+                                 timeout=httpx.Timeout(60, read=APPLY_WAIT))
                 except httpx.HTTPError as e:
                     if isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout,
                                       httpx.PoolTimeout)):  # never reached: nothing sent
@@ -763,7 +766,10 @@ def apply(
             raise WalletError(f"the application was refused: {_detail(got)}" + (
                 f"; if the agency decided it all the same, collect its approval credential: "
                 f"`wallet apply {service} --node {base} --registry {registry} --collect`"
-                if got.status_code >= 500 else ""))
+                if got.status_code >= 500 else
+                f"; the rule changed since the snapshot {registry} was taken: take a newer "
+                "one (`ledger snapshot`), see what the rule asks now, and apply again"
+                if _code(got) == "stale_rule" else ""))
         _keep_decision(got, w, passphrase, service, rule, reg, registry)
 
 
@@ -983,6 +989,17 @@ def _detail(resp: Any) -> str:
         detail = f"HTTP {resp.status_code}: {resp.text[:200].strip() or '(no body)'}"
     detail = str(detail)  # a node's words: one line's worth (5,000 characters filled a screen)
     return detail if len(detail) <= 300 else detail[:300] + "…"
+
+
+def _code(resp: Any) -> str | None:
+    """A node's refusal code (``stale_rule``, …) in its JSON error reply, else None."""
+    from ledger.sdjwt import MalformedError
+
+    try:
+        code = _answer_json(resp).get("code")
+    except (ValueError, AttributeError, MalformedError):
+        return None
+    return code if isinstance(code, str) else None
 
 
 def _same_origin(audience: str, url: str) -> bool:
