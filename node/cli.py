@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     import uvicorn
     from cryptography import x509
 
-    from node.cluster import LocalCluster
+    from node.cluster import LocalCluster, RestartAsk
     from node.etcdadmin import EtcdAdmin
     from node.etcdlog import TlsFiles
 
@@ -1729,8 +1729,17 @@ def evidence_key(
     err.print(f"evidence key copied → {_q(out_file)} (0600), under the auditor's passphrase")
 
 
-@app.command()
+cluster_app = typer.Typer(no_args_is_help=False)
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.callback(invoke_without_command=True, help=(
+    "Start a local N-agency network on 127.0.0.1 (etcd members + nodes) and stop it cleanly "
+    "on Ctrl-C or SIGTERM. Says when one of its processes ends on its own, and `ledger-node "
+    "cluster restart` asks it to start that agency's etcd member and node again; exits 1 once "
+    "no node is left. Needs etcd (Debian package etcd-server)."))
 def cluster(
+    ctx: typer.Context,
     agencies: Annotated[int, typer.Option(help="How many agencies (each: one etcd member and "
                                                "one node).")] = 3,
     data: Annotated[Path, typer.Option(help="The cluster's folder (created on first use, "
@@ -1742,18 +1751,20 @@ def cluster(
     once: Annotated[bool, typer.Option(help="Start, print the status, stop (a smoke test).")
                     ] = False,
 ) -> None:
-    """Start a local N-agency network on 127.0.0.1 (etcd members + nodes) and stop it cleanly on
-    Ctrl-C or SIGTERM. Says when one of its processes ends on its own; exits 1 once no node is
-    left. Needs etcd (Debian package etcd-server)."""
+    """`ledger-node cluster` (its help above); with a subcommand, only that runs."""
     import signal
     import threading
 
     from node.cluster import (
         LocalCluster,
+        RestartDesk,
         check_new_cluster,
         create_cluster,
         new_cluster_ports_free,
     )
+
+    if ctx.invoked_subcommand is not None:
+        return
 
     new = not (data / "cluster.toml").exists()
     if new:  # bad input is said before the passphrase is asked for (twice at a terminal)
@@ -1797,7 +1808,15 @@ def cluster(
     assert started is not None
     stop = threading.Event()
     lost = False
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    restarting = False
+
+    def on_sigterm(*_: object) -> None:
+        stop.set()
+        if restarting:  # a restart waits up to a minute per process: the stop comes first
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    desk: RestartDesk | None = None
     try:
         for agency in net.rejoined:
             err.print(f"[yellow]{_q(agency)}'s etcd data folder was gone:[/] its member rejoined "
@@ -1812,31 +1831,106 @@ def cluster(
         err.print(f"CA certificate: {_q(net.ca)}   logs: {_q(data / 'logs')}   operator token: "
                   f"{_q(data / 'operator.token')} (0600)")
         if not once:
+            desk = RestartDesk(data)
             err.print("running; Ctrl-C stops every process")
             while not stop.wait(0.5):
-                if not _report_exits(net):
+                if not _report_exits(net, data):
                     lost = True
                     break
+                for ask in desk.asks():
+                    restarting = True
+                    try:
+                        _restart_asked(net, ask)
+                    finally:
+                        restarting = False
     except KeyboardInterrupt:
         pass
+    except LedgerError as e:  # the restart desk's socket could not be made
+        err.print(f"[red]cluster failed:[/] {_q(e)}")
+        lost = True
     finally:
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        if desk is not None:
+            desk.close()
         net.stop()
         err.print("stopped")
     if lost:
         raise typer.Exit(1)
 
 
-def _report_exits(net: LocalCluster) -> bool:
+def _report_exits(net: LocalCluster, data: Path) -> bool:
     """Say which of the cluster's processes ended on their own (a crash, an OOM kill, a signal
-    from outside); False once no node is left running."""
+    from outside), and how to start it again; False once no node is left running."""
     for agency, what, code, log in net.exited():
         how = f"killed by signal {-code}" if code < 0 else f"exit code {code}"
         err.print(f"[yellow]{_q(agency)}'s {_q(what)} stopped ({how}); the others keep running; "
-                  f"see {_q(log)}[/]")
+                  f"see {_q(log)}[/]; start it again with: ledger-node cluster restart --data "
+                  f"{_q(shlex.quote(str(data)))} --agency {_q(agency)}")
     if any(net.running(m.agency) for m in net.members):
         return True
     err.print("[red]no node is running any more; stopping the cluster[/]")
     return False
+
+
+def _restart_asked(net: LocalCluster, ask: RestartAsk) -> None:
+    """Start again what of the asked agency's processes stopped, and say so both here and to
+    the asker (:class:`node.cluster.RestartDesk`); the connection is closed however it ends:
+    ``refused`` when nothing was started (an unknown agency, both its processes running),
+    ``failed`` when one did not come up (its log's end is said)."""
+    from node.cluster import ClusterError
+
+    steps: list[str] = []
+
+    def step(what: str) -> None:
+        steps.append(what)
+        err.print(f"restarting {_q(ask.agency)}'s {what} (asked by `ledger-node cluster "
+                  "restart`)")
+        ask.say(f"starting {ask.agency}'s {what}")
+
+    last = "failed: the cluster stopped while it restarted them"
+    try:
+        started = net.restart_stopped(ask.agency, said=step)
+        last = f"ok: {ask.agency}'s {' and '.join(started)} running again"
+        err.print(f"{_q(ask.agency)}'s {' and '.join(started)} running again")
+    except ClusterError as e:
+        kind = "failed" if steps else "refused"
+        last = f"{kind}: {e}"
+        err.print(f"[yellow]restart of {_q(ask.agency)} {kind}:[/] {_q(e)}")
+    finally:
+        ask.close(last)
+
+
+@cluster_app.command("restart")
+def cluster_restart(
+    data: Annotated[Path, typer.Option(help="The folder of the running cluster.",
+                                       file_okay=False)] = Path("cluster-data"),
+    agency: Annotated[str, typer.Option(help="The agency whose stopped etcd member and/or "
+                                             "node to start again (its id, e.g. edu).")] = "",
+) -> None:
+    """Ask the `ledger-node cluster` running on --data to start one agency's etcd member and/or
+    node again, after it stopped or was killed (a fault-tolerance demo). The running cluster
+    starts them (it owns the processes; no passphrase is asked here): the etcd member rejoins
+    from its data folder and the node catches up with the others. Refused for one whose both
+    processes run, an agency not in the cluster, or one taken out; exits 0 once they are up
+    again, 2 if refused, 1 if they could not start (their logs say why) or no cluster runs."""
+    from node.cluster import ClusterError, ask_restart
+
+    if not agency:
+        err.print("[red]error:[/] --agency is needed: the agency to restart (e.g. edu)")
+        raise typer.Exit(2)
+    if not (data / "cluster.toml").exists():
+        err.print(f"[red]error:[/] {_q(data)} is not a cluster folder (no cluster.toml)")
+        raise typer.Exit(2)
+    try:
+        kind, why = ask_restart(data, agency, lambda line: err.print(_q(line)))
+    except ClusterError as e:
+        err.print(f"[red]error:[/] {_q(e)}")
+        raise typer.Exit(1) from e
+    if kind == "ok":
+        err.print(_q(why))
+        return
+    err.print(f"[red]{kind}:[/] {_q(why)}")
+    raise typer.Exit(2 if kind == "refused" else 1)
 
 
 def main() -> None:

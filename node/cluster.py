@@ -32,7 +32,7 @@ import sys
 import threading
 import time as _time
 import tomllib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -66,9 +66,10 @@ from node.pki import (
 )
 from node.service import CREDIT_SECRET, CREDIT_SECRET_FILE, read_credit_secret
 
-__all__ = ["AGENCY_NAMES", "OPERATOR_TOKEN_FILE", "ClusterError", "LocalCluster",
-           "check_etcd_installed", "check_new_cluster", "check_ports_free", "create_cluster",
-           "etcd_command", "new_cluster_ports_free", "run_etcd_member"]
+__all__ = ["AGENCY_NAMES", "OPERATOR_TOKEN_FILE", "RESTART_SOCKET", "ClusterError",
+           "LocalCluster", "RestartDesk", "ask_restart", "check_etcd_installed",
+           "check_new_cluster", "check_ports_free", "create_cluster", "etcd_command",
+           "new_cluster_ports_free", "run_etcd_member"]
 
 OPERATOR_TOKEN_FILE = "operator.token"  # noqa: S105 - a file name, not a secret
 """The cluster's operator token (random, 0600); each node.toml holds only its SHA-256."""
@@ -689,6 +690,37 @@ class LocalCluster:
             self._start_etcd(m)
             self._wait_etcd(m, timeout)
 
+    def restart_stopped(self, agency: str, timeout: float = 60.0,
+                        said: Callable[[str], None] = lambda _: None) -> list[str]:
+        """Start again what of ``agency``'s etcd member and node is not running (its etcd member
+        first: it rejoins the others from its data folder, and the node catches up from them);
+        what was started, in order. ClusterError, with nothing started, for an agency not in
+        the cluster or taken out of it, or one whose etcd member and node both run; ``said``
+        hears each step before it is taken."""
+        m = self.member(agency)
+        if agency in self.removed:
+            raise ClusterError(f"{agency} was taken out of this cluster (its certificate is "
+                               "revoked): it is not started again")
+        etcd_up = (p := self._etcd.get(agency)) is not None and p.poll() is None
+        node_up = self.running(agency)
+        if etcd_up and node_up:
+            raise ClusterError(f"{agency}'s etcd member and node are both running: nothing to "
+                               "restart")
+        started = []
+        if not etcd_up:
+            self._etcd.pop(agency, None)  # ended: its exit was said (exited) or is moot now
+            said("etcd member")
+            self._start_etcd(m)
+            self._wait_etcd(m, timeout)
+            started.append("etcd member")
+        if not node_up:
+            self._nodes.pop(agency, None)
+            said("node")
+            self._start_node(m)
+            self._wait_node(m, timeout)
+            started.append("node")
+        return started
+
     def restart(self, agency: str, timeout: float = 60.0, *, etcd: bool = True) -> None:
         m = self.member(agency)
         if etcd and agency not in self._etcd:
@@ -882,3 +914,170 @@ class LocalCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+RESTART_SOCKET = "restart.sock"
+"""The running `ledger-node cluster`'s Unix socket in its folder (0600, its user only), on which
+`ledger-node cluster restart` asks it to start one agency's stopped processes again."""
+
+_ASK_MAX = 256
+"""The longest request the desk reads: ``restart <agency>`` and a newline."""
+
+
+@contextlib.contextmanager
+def _socket_path(path: Path) -> Iterator[str]:
+    """``path`` as a Unix socket address, which holds 107 bytes: through its folder's
+    descriptor (opened O_PATH for as long as this lasts) when the path itself is longer."""
+    if len(os.fsencode(path)) <= 100:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class RestartAsk:
+    """One `ledger-node cluster restart`: the agency asked for, and its open connection, on
+    which :meth:`say` writes the answer, line by line."""
+
+    agency: str
+    conn: socket.socket
+
+    def say(self, line: str) -> None:
+        with contextlib.suppress(OSError):  # the asker gone (Ctrl-C): the restart goes on
+            self.conn.sendall(line.encode() + b"\n")
+
+    def close(self, last: str | None = None) -> None:
+        if last is not None:
+            self.say(last)
+        with contextlib.suppress(OSError):
+            self.conn.close()
+
+
+class RestartDesk:
+    """The running cluster's :data:`RESTART_SOCKET`: a thread takes each request (from this
+    user only) into a queue; the thread that drives the cluster (the one whose children die
+    with it) takes them with :meth:`asks` and starts the processes itself. Bound once the
+    cluster is up: a second `ledger-node cluster` on the folder is refused before (its ports),
+    so the socket it finds is a stale one, from a cluster killed outright."""
+
+    def __init__(self, folder: Path) -> None:
+        import queue
+
+        self.path = folder.absolute() / RESTART_SOCKET
+        self._queue: queue.Queue[RestartAsk] = queue.Queue()
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            with _socket_path(self.path) as name:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name)
+                self._sock.bind(name)
+                os.chmod(name, 0o600)  # the folder is 0755; the peer check below holds too
+            self._ino = os.stat(self.path).st_ino
+            self._sock.listen(8)
+        except OSError as e:
+            self._sock.close()
+            raise ClusterError(f"cannot open {self.path} for `ledger-node cluster restart`: "
+                               f"{e.strerror or e}") from e
+        self._closed = False
+        self._thread = threading.Thread(target=self._take, name="restart-desk", daemon=True)
+        self._thread.start()
+
+    def _take(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return  # closed
+            try:
+                ask = self._read(conn)
+            except (OSError, ValueError):
+                conn.close()
+                continue
+            if ask is not None:
+                self._queue.put(ask)
+
+    def _read(self, conn: socket.socket) -> RestartAsk | None:
+        import struct
+
+        _pid, uid, _gid = struct.unpack("3i", conn.getsockopt(
+            socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+        if uid not in (os.getuid(), 0):
+            RestartAsk("", conn).close("refused: only the user running the cluster may restart "
+                                       "its processes")
+            return None
+        conn.settimeout(10.0)  # one slow asker holds the desk for no longer
+        got = b""
+        while b"\n" not in got and len(got) <= _ASK_MAX:
+            chunk = conn.recv(_ASK_MAX + 1)
+            if not chunk:
+                break
+            got += chunk
+        conn.settimeout(None)
+        verb, _, agency = got.partition(b"\n")[0].decode("ascii").partition(" ")
+        ask = RestartAsk(agency, conn)
+        if verb != "restart" or not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", agency):
+            ask.close("refused: not a request of `ledger-node cluster restart`")
+            return None
+        if self._closed:
+            ask.close("failed: the cluster is stopping; nothing was restarted")
+            return None
+        return ask
+
+    def asks(self) -> list[RestartAsk]:
+        """The requests come in since the last call, oldest first."""
+        import queue
+
+        out = []
+        while True:
+            try:
+                out.append(self._queue.get_nowait())
+            except queue.Empty:
+                return out
+
+    def close(self) -> None:
+        """No more requests: those waiting are told the cluster stops; the socket goes."""
+        self._closed = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        self._thread.join(timeout=15)
+        for ask in self.asks():
+            ask.close("failed: the cluster is stopping; nothing was restarted")
+        with contextlib.suppress(OSError):  # ours only (not one a later cluster bound)
+            if os.stat(self.path).st_ino == self._ino:
+                self.path.unlink()
+
+
+def ask_restart(folder: Path, agency: str, heard: Callable[[str], None]) -> tuple[str, str]:
+    """Ask the `ledger-node cluster` running on ``folder`` to start ``agency``'s stopped etcd
+    member and node again; ``heard`` gets each step it says. Its answer: ``("ok" | "refused" |
+    "failed", why)``. ClusterError when no cluster runs there."""
+    path = folder.absolute() / RESTART_SOCKET
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            with _socket_path(path) as name:
+                sock.connect(name)
+        except (FileNotFoundError, ConnectionRefusedError) as e:
+            raise ClusterError(f"no `ledger-node cluster` is running on {folder} (start it: "
+                               f"ledger-node cluster --data {folder})") from e
+        except OSError as e:
+            raise ClusterError(f"cannot reach the cluster at {path}: {e.strerror or e}") from e
+        sock.sendall(f"restart {agency}\n".encode())
+        # Each step is bounded by the cluster (60 s per process it starts); this is only a
+        # guard against a cluster that hangs.
+        sock.settimeout(300.0)
+        with sock.makefile("rb") as answers:
+            try:
+                for raw in answers:
+                    line = raw.decode("utf-8", "replace").rstrip("\n")
+                    kind, _, why = line.partition(": ")
+                    if kind in ("ok", "refused", "failed"):
+                        return kind, why
+                    heard(line)
+            except TimeoutError:
+                return "failed", f"the cluster did not answer within 300 s; see {folder / 'logs'}"
+    return "failed", "the cluster stopped before it answered"

@@ -8,6 +8,7 @@ failover time is measured by ``scripts/bench cluster``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -1901,3 +1902,181 @@ def test_a_new_agency_joins_a_running_network_as_the_readme_says(fresh: Net,
     finally:
         _stop_in_turn(reversed(procs))  # the node first, then the etcd member
     assert [p.returncode for p in procs] == [0] * len(procs)
+
+
+def test_one_agency_killed_under_the_cluster_command_is_restarted_alone(tmp_path: Path) -> None:
+    """Under `ledger-node cluster`, one agency's node or etcd member that stopped could not be
+    started again without stopping the whole cluster (ADRs 77-80, left). The running cluster
+    now says how, and `ledger-node cluster restart` asks it to start them: the etcd member
+    rejoins from its data folder, the node catches up to the others' head, including what was
+    committed while it was down. Refused in words: an agency whose both processes run, one
+    not in the cluster, a second cluster on the folder (which leaves the first one's socket
+    alone), and a restart once no cluster runs."""
+    import os
+    import queue
+
+    from node.cluster import RESTART_SOCKET
+
+    folder = tmp_path / "c"
+    bin_ = str(Path(sys.executable).parent / "ledger-node")
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": PASS.decode()}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([bin_, *args], capture_output=True, text=True, env=env,
+                              timeout=300, check=False)
+
+    def restart(agency: str) -> subprocess.CompletedProcess[str]:
+        return cli("cluster", "restart", "--data", str(folder), "--agency", agency)
+
+    proc = subprocess.Popen([bin_, "cluster", "--agencies", "3", "--data", str(folder),
+                             "--base-port", str(free_base(3))], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stderr is not None
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr or ()],
+                              daemon=True)
+    reader.start()
+    said: list[str] = []
+
+    def wait_for(text: str) -> str:
+        deadline = time.monotonic() + 120
+        while not (hits := [x for x in said if text in " ".join(x.split())]):
+            assert time.monotonic() < deadline, f"no {text!r} in {said}"
+            with contextlib.suppress(queue.Empty):
+                said.append(lines.get(timeout=1))
+            assert proc.poll() is None or not lines.empty(), f"exited early: {said}"
+        return hits[0]
+
+    try:
+        wait_for("running; Ctrl-C stops every process")
+        net = Net(folder, LocalCluster(folder, PASS))
+        try:
+            r = restart("edu")
+            assert r.returncode == 2 and "both running" in r.stderr, r.stderr
+            r = restart("nope")
+            assert r.returncode == 2 and "no agency 'nope'" in r.stderr, r.stderr
+            again = cli("cluster", "--data", str(folder), "--once")
+            assert again.returncode == 1 and "nothing was started" in again.stderr
+            assert (folder / RESTART_SOCKET).is_socket()
+
+            for pattern in (f"{folder / 'edu' / 'node.toml'}",
+                            f"etcd --name edu --data-dir {folder}"):
+                pids = subprocess.run(["pgrep", "-f", pattern], capture_output=True,
+                                      text=True, check=False).stdout.split()
+                assert len(pids) == 1, (pattern, pids)
+                os.kill(int(pids[0]), signal.SIGKILL)
+            hint = (f"start it again with: ledger-node cluster restart --data {folder} "
+                    "--agency edu")
+            assert hint in wait_for("edu's node stopped (killed by signal 9)")
+            assert hint in wait_for("edu's etcd member stopped (killed by signal 9)")
+            # the network goes on without edu: a change commits on the two others
+            committed = net.governance("register_type", {"type": DEGREE}, via="civil")
+
+            # its node's port taken meanwhile: the etcd member comes back, the node fails (said,
+            # with its log); asked again once the port is free, only the node is started
+            import socket
+
+            with socket.socket() as taken:
+                taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                taken.bind(("127.0.0.1", net.cluster.member("edu").node_port))
+                taken.listen()
+                r = restart("edu")
+            assert r.returncode == 1 and "failed:" in r.stderr, r.stderr
+            assert "node edu exited with status" in " ".join(r.stderr.split()), r.stderr
+            r = restart("edu")
+            assert r.returncode == 0, r.stderr
+            assert "edu's node running again" in r.stderr, r.stderr
+
+            def heads() -> dict[str, tuple[int, str]]:
+                out = {}
+                for a in net.ids:
+                    head = net.http.get(f"{net.url(a)}/v1/head").json()
+                    out[a] = (net.health(a)["log_size"], head["hash"])
+                return out
+
+            net.wait_until("edu on the others' head", lambda: len(set(heads().values())) == 1)
+            assert heads()["edu"][0] > committed["index"]  # it took what it missed
+        finally:
+            net.close()
+            net.cluster.stop()  # (started nothing: its HTTP client and runtime folders)
+
+        # A stop while a restart waits (edu's etcd member alone, the two others killed: it
+        # never becomes healthy): the cluster stops at once, not after the minute the restart
+        # would wait, and the asker is told so.
+        for agency in ("civil", "health", "edu"):
+            pid = subprocess.run(["pgrep", "-f", f"etcd --name {agency} --data-dir {folder}"],
+                                 capture_output=True, text=True, check=False).stdout.split()
+            os.kill(int(pid[0]), signal.SIGKILL)
+            wait_for(f"{agency}'s etcd member stopped (killed by signal 9)")
+        with subprocess.Popen([bin_, "cluster", "restart", "--data", str(folder), "--agency",
+                               "edu"], stderr=subprocess.PIPE, text=True, env=env) as asker:
+            assert asker.stderr is not None
+            for line in asker.stderr:
+                if "starting edu's etcd member" in line:
+                    break
+            proc.terminate()
+            told = asker.stderr.read()
+        assert asker.returncode == 1, told
+        assert "the cluster stopped while it restarted them" in " ".join(told.split()), told
+        assert proc.wait(timeout=120) == 0, said
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=10)
+        proc.stderr.close()
+    assert not (folder / RESTART_SOCKET).exists()
+    r = restart("edu")
+    assert r.returncode == 1 and "no `ledger-node cluster` is running" in r.stderr, r.stderr
+    leftovers = subprocess.run(["pgrep", "-f", str(folder)], capture_output=True, check=False)
+    assert leftovers.stdout == b""
+
+
+def test_the_restart_desk_answers_in_a_folder_deeper_than_a_socket_address(
+        tmp_path: Path) -> None:
+    """A Unix socket's address holds 107 bytes: a cluster folder deeper than that could not have
+    its restart socket bound or reached by its path; through the folder's descriptor it is.
+    The socket is its user's only (0600); a request that is none is refused; an asker still
+    waiting when the cluster stops is told so, and the socket goes with the cluster."""
+    from node.cluster import RESTART_SOCKET, RestartDesk, ask_restart
+
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    desk = RestartDesk(deep)
+    try:
+        assert (deep / RESTART_SOCKET).is_socket()
+        assert (deep / RESTART_SOCKET).stat().st_mode & 0o777 == 0o600
+        heard: list[str] = []
+        got: list[tuple[str, str]] = []
+
+        def ask() -> None:
+            got.append(ask_restart(deep, "edu", heard.append))
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        asks = desk.asks()
+        while not asks and asker.is_alive():
+            time.sleep(0.05)
+            asks = desk.asks()
+        assert [a.agency for a in asks] == ["edu"]
+        asks[0].say("starting edu's node")
+        asks[0].close("ok: edu's node running again")
+        asker.join(timeout=60)
+        assert got == [("ok", "edu's node running again")] and heard == ["starting edu's node"]
+        # a name no agency can have is refused by the desk itself, never queued
+        assert ask_restart(deep, "Edu Bureau", heard.append) == (
+            "refused", "not a request of `ledger-node cluster restart`")
+        assert desk.asks() == []
+
+        got.clear()
+        asker = threading.Thread(target=ask)
+        asker.start()
+        while not desk._queue.qsize() and asker.is_alive():
+            time.sleep(0.05)
+    finally:
+        desk.close()
+    asker.join(timeout=60)
+    assert got == [("failed", "the cluster is stopping; nothing was restarted")]
+    assert not (deep / RESTART_SOCKET).exists()
+    with pytest.raises(ClusterError, match="no `ledger-node cluster` is running"):
+        ask_restart(deep, "edu", heard.append)
