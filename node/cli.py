@@ -27,7 +27,6 @@ from ledger.files import (
     NOT_STDOUT,
     SigtermSeen,
     Terminated,
-    atomic_output,
     hold_empty_folder,
     make_folders,
     read_capped,
@@ -1564,9 +1563,12 @@ def seal_again(
     group and is replaced whole; no key is printed. Bad input (a missing file, a file with a
     second name (hard link), no passphrase, the same one again) exits 2; a file that is no
     key file or does not open with the current passphrase exits 1; nothing is written in
-    either case. Stopped (SIGINT, SIGTERM) while it writes, it finishes the file it writes,
-    names the files sealed again and those still under the current passphrase, and exits
-    128 + the signal's number.
+    either case. Every file's new content is written beside it first; a file that cannot be
+    written, or one changed meanwhile, exits 1 with nothing replaced. Only then does each new
+    file take its file's place (one rename each, said as it is done). Stopped (SIGINT,
+    SIGTERM) while it writes, it replaces nothing, or, stopped while it renames, finishes;
+    either way it names the files sealed again and those still under the current
+    passphrase, and exits 128 + the signal's number.
     """
     import stat as stat_
 
@@ -1608,19 +1610,8 @@ def seal_again(
             raise typer.Exit(1) from e
     new = _ask_passphrase("for the key files from now on", confirm=True)
     _another_passphrase(new, old, "the new passphrase is the current one", "this agency")
-    # a file replaced or written while the passphrase was asked (a new key put in its place)
-    # would be replaced by the key it held before, sealed again: every file is checked first
-    for path, given, info, _, _ in opened:
-        try:
-            now: os.stat_result | None = path.stat()
-        except OSError:
-            now = None
-        if now is None or _file_state(now) != _file_state(info):
-            err.print(f"[red]error:[/] --key {_q(given)} changed while seal-again ran (replaced "
-                      "or written since it was opened): nothing was written; run it again")
-            raise typer.Exit(1)
-    # a stop (SIGINT, SIGTERM) while files are written is taken once the file being written
-    # is whole: the operator then learns which files open with which passphrase
+    # a stop (SIGINT, SIGTERM) while files are written is taken where every file is whole:
+    # the operator then learns which files open with which passphrase
     stops = {signal.SIGINT, signal.SIGTERM}
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, stops)
     try:
@@ -1630,39 +1621,123 @@ def seal_again(
     err.print(f"{len(opened)} key file(s) now open with the new passphrase only")
 
 
-def _seal_each_again(
-        opened: list[tuple[Path, Path, os.stat_result, str, Callable[[bytes], bytes]]],
-        new: bytes, stops: set[signal.Signals]) -> None:
-    """``seal-again``'s writes, file by file (``stops`` blocked): after each, a pending stop
-    ends the command with the two lists of files, exit 128 + its number."""
+_Opened = tuple[Path, Path, os.stat_result, str, Callable[[bytes], bytes]]
+"""A file ``seal-again`` opened: its path, as given, its state before it was read, its kind's
+words and the function sealing it under the new passphrase."""
+
+
+def _seal_each_again(opened: list[_Opened], new: bytes, stops: set[signal.Signals]) -> None:
+    """``seal-again``'s writes (``stops`` blocked), all or nothing where the file system allows.
+    Every file's new content is first written beside it (a name of its own in the file's
+    folder, with its owner, group and mode, made durable); only once all are written, and no
+    file changed since it was opened, does each take its file's place, one rename each, so a
+    file is whole at every moment, under one passphrase or the other (said file by file).
+    A write that fails, a file changed meanwhile or a stop before the first rename removes
+    what was written: nothing changed. A rename that fails names the files under each
+    passphrase; a stop during the renames is taken once they are done: both lists, exit
+    128 + its number. (Helper round 40S: files were replaced one by one as they were written,
+    so a folder it could not write left the files before it under the new passphrase.)"""
     import stat as stat_
 
-    for done, (path, given, info, kind, seal) in enumerate(opened):
-        mode = stat_.S_IMODE(info.st_mode)
-        try:
-            with atomic_output(path, mode) as out:
-                out.write(seal(new))
-                # the owner, group and mode it had (a node's key sealed again by root stays
-                # the node's), whatever the umask took; set before it takes the file's place
-                if (info.st_uid, info.st_gid) != (os.geteuid(), os.getegid()):
-                    os.fchown(out.fileno(), info.st_uid, info.st_gid)
-                os.fchmod(out.fileno(), mode)
-        except OSError as e:
-            left = ", ".join(_q(g) for _, g, _, _, _ in opened[done:])
-            err.print(f"[red]error:[/] cannot write {_q(given)}: {_q(e.strerror or e)}; still "
-                      f"under the current passphrase: {left}")
-            raise typer.Exit(1) from e
-        err.print(f"sealed again: {_q(given)} ({_q(kind)}, mode {mode:o})")
-        stopped = signal.sigpending() & stops
-        if stopped:
-            signo = signal.sigtimedwait(stopped, 0)  # taken: not delivered once unblocked
-            number = signo.si_signo if signo is not None else min(stopped)
-            sealed = ", ".join(_q(g) for _, g, _, _, _ in opened[:done + 1])
-            left = ", ".join(_q(g) for _, g, _, _, _ in opened[done + 1:]) or "none"
-            err.print(f"[red]stopped by {signal.Signals(number).name}:[/] sealed again under "
-                      f"the new passphrase: {sealed}; still under the current passphrase: "
-                      f"{left}")
+    folders: list[int] = []  # each file's folder, held open: the rename goes where the check was
+    beside: list[str] = []  # the new contents' names, in ``opened``'s order
+    renamed = 0
+
+    def listed(part: list[_Opened]) -> str:
+        return ", ".join(_q(g) for _, g, _, _, _ in part) or "none"
+
+    def stopped() -> int | None:
+        pending = signal.sigpending() & stops
+        if not pending:
+            return None
+        signo = signal.sigtimedwait(pending, 0)  # taken: not delivered once unblocked
+        return signo.si_signo if signo is not None else min(pending)
+
+    try:
+        for path, given, info, _, seal in opened:
+            try:
+                folders.append(os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY))
+                beside.append(_write_beside(folders[-1], path.name, info, seal(new)))
+            except OSError as e:
+                err.print(f"[red]error:[/] cannot write {_q(given)}: {_q(e.strerror or e)}; "
+                          "nothing was written: every file still opens with the current "
+                          "passphrase only")
+                raise typer.Exit(1) from e
+            number = stopped()
+            if number is not None:
+                break
+        else:
+            number = None
+        if number is not None:
+            err.print(f"[red]stopped by {signal.Signals(number).name}:[/] nothing was written: "
+                      f"sealed again under the new passphrase: none; still under the current "
+                      f"passphrase: {listed(opened)}")
             raise typer.Exit(128 + number)
+        # a file replaced or written since it was read (a new key put in its place while the
+        # passphrase was asked) would be replaced by the key it held before, sealed again
+        for (path, given, info, _, _), folder in zip(opened, folders, strict=True):
+            try:
+                now: os.stat_result | None = os.stat(path.name, dir_fd=folder,
+                                                     follow_symlinks=False)
+            except OSError:
+                now = None
+            if now is None or _file_state(now) != _file_state(info):
+                err.print(f"[red]error:[/] --key {_q(given)} changed while seal-again ran "
+                          "(replaced or written since it was opened): nothing was written; run "
+                          "it again")
+                raise typer.Exit(1)
+        for (path, given, info, kind, _), folder, name in zip(opened, folders, beside,
+                                                               strict=True):
+            try:
+                os.replace(name, path.name, src_dir_fd=folder, dst_dir_fd=folder)
+            except OSError as e:
+                err.print(f"[red]error:[/] cannot replace {_q(given)}: {_q(e.strerror or e)}; "
+                          "sealed again under the new passphrase: "
+                          f"{listed(opened[:renamed])}; still under the current passphrase: "
+                          f"{listed(opened[renamed:])}")
+                raise typer.Exit(1) from e
+            renamed += 1
+            with contextlib.suppress(OSError):  # some file systems refuse fsync on a folder
+                os.fsync(folder)
+            err.print(f"sealed again: {_q(given)} ({_q(kind)}, mode "
+                      f"{stat_.S_IMODE(info.st_mode):o})")
+        number = stopped()
+        if number is not None:
+            err.print(f"[red]stopped by {signal.Signals(number).name}:[/] once every file was "
+                      f"sealed again: sealed again under the new passphrase: {listed(opened)}; "
+                      "still under the current passphrase: none")
+            raise typer.Exit(128 + number)
+    finally:
+        for folder, name in list(zip(folders, beside, strict=False))[renamed:]:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=folder)
+        for folder in folders:
+            os.close(folder)
+
+
+def _write_beside(folder: int, name: str, info: os.stat_result, content: bytes) -> str:
+    """``content`` written, durable, in a new file beside ``name`` in ``folder`` (open) with
+    the owner, group and mode ``info`` gives (a node's key sealed again by root stays the
+    node's, whatever the umask); its name. Nothing is left on :class:`OSError`."""
+    import stat as stat_
+
+    stem = os.fsdecode(os.fsencode(name)[:200])  # bytes count, not characters
+    made = f".{stem}.{secrets.token_hex(6)}.tmp"
+    fd = os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
+                 dir_fd=folder)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(content)
+            out.flush()
+            if (info.st_uid, info.st_gid) != (os.geteuid(), os.getegid()):
+                os.fchown(out.fileno(), info.st_uid, info.st_gid)
+            os.fchmod(out.fileno(), stat_.S_IMODE(info.st_mode))
+            os.fsync(out.fileno())
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(made, dir_fd=folder)
+        raise
+    return made
 
 
 @app.command("evidence-key")

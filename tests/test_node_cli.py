@@ -488,8 +488,9 @@ def test_seal_again_stopped_by_a_signal_says_which_files_are_under_which_passphr
         tmp_path: Path) -> None:
     """`seal-again` stopped by SIGTERM or SIGINT between files printed no closing list: the
     operator could not tell which files open with the new passphrase and which with the old.
-    A signal while files are written is taken once the file being written is whole; the command
-    then names both lists and exits 128 + the signal's number (helper round 38D).
+    A signal while files are written is taken where every file is whole (since round 40S,
+    before any is replaced); the command then names both lists and exits 128 + the signal's
+    number (helper round 38D).
 
     Deterministic: the command starts with the signal blocked (a mask its parent passes on)
     and already sent, so it is pending from the first file on, as one that arrives while the
@@ -522,10 +523,11 @@ def test_seal_again_stopped_by_a_signal_says_which_files_are_under_which_passphr
         assert proc.returncode == 128 + signo, (signo, proc.returncode, said)
         assert "Traceback" not in said, said
         assert f"stopped by {signo.name}" in said, said
-        assert f"sealed again under the new passphrase: {files[0]}" in said, said
-        assert f"still under the current passphrase: {files[1]}, {files[2]}" in said, said
-        assert read_credit_secret(files[0], b"new-pw") is not None
-        for f in files[1:]:
+        # taken before any file is replaced (round 40S: the first file was): nothing written
+        assert "sealed again under the new passphrase: none" in said, said
+        assert (f"still under the current passphrase: {files[0]}, {files[1]}, {files[2]}"
+                in said), said
+        for f in files:
             assert read_credit_secret(f, b"old-pw") is not None
         assert sorted(p.name for p in folder.iterdir()) == ["a.secret", "b.secret", "c.secret"]
 
@@ -536,8 +538,8 @@ def test_seal_again_holds_a_stop_that_comes_once_it_writes(
     the command's own blocking while it writes was held by no test (helper round 39M: without
     it, the test still passed). Here SIGINT comes as the writes begin, the command running
     in this process with SIGINT delivered: it is held until the file being written is whole,
-    then taken (both lists, exit 130), not a KeyboardInterrupt midway. The writes themselves
-    are the command's own; only the signal is sent as they begin."""
+    then taken (both lists, nothing replaced, exit 130), not a KeyboardInterrupt midway. The
+    writes themselves are the command's own; only the signal is sent as they begin."""
     import threading
 
     from typer.testing import CliRunner
@@ -562,9 +564,10 @@ def test_seal_again_holds_a_stop_that_comes_once_it_writes(
                                 "LEDGER_KEY_PASSPHRASE": "new-pw", "COLUMNS": "300"})
     said = " ".join(r.output.split())
     assert r.exit_code == 128 + signal.SIGINT and "stopped by SIGINT" in said, said
-    assert f"still under the current passphrase: {files[1]}" in said, said
-    assert read_credit_secret(files[0], b"new-pw") is not None
-    assert read_credit_secret(files[1], b"old-pw") is not None
+    assert f"still under the current passphrase: {files[0]}, {files[1]}" in said, said
+    for f in files:
+        assert read_credit_secret(f, b"old-pw") is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.secret", "b.secret"]  # no tmp
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
 
 
@@ -667,6 +670,52 @@ def test_seal_again_writes_nothing_over_a_file_replaced_while_it_ran(tmp_path: P
     said = meanwhile(secret.unlink)
     assert str(secret).encode() in said, said
     assert node_key.read_bytes() == before and not secret.exists()
+
+
+def test_seal_again_replaces_no_file_unless_it_can_write_them_all(tmp_path: Path) -> None:
+    """`seal-again` wrote file by file: a file whose folder it could not write stopped it with
+    the files before it already under the new passphrase (ADR 81, left; helper round 40S).
+    Every new file is now written beside its file first and none takes its place unless all
+    were written: a folder it cannot write (immutable, as root ignores modes) exits 1 with
+    every file as it was and nothing left beside them. A file the rename cannot replace (an
+    immutable file: its folder takes the new file, the rename is refused) is said with both
+    lists, each file whole under one passphrase or the other, and nothing left beside it."""
+    from test_audit import _make_read_only
+
+    from node.service import read_credit_secret
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    first, second = tmp_path / "first", tmp_path / "second"
+    files = [first / "a.secret", second / "b.secret"]
+    for f in files:
+        f.parent.mkdir()
+        assert _node_cli(env, "credit-secret", "--out", str(f), old="", new="old-pw"
+                         ).returncode == 0
+    before = {f: f.read_bytes() for f in files}
+    seal = ["seal-again", *[x for f in files for x in ("--key", str(f))]]
+    env["COLUMNS"] = "300"
+    for locked, code, said in (
+            (second, 1, f"cannot write {files[1]}"),  # before: a.secret was sealed again
+            (files[1], 1, f"cannot replace {files[1]}")):
+        undo = _make_read_only([locked])
+        try:
+            r = _node_cli(env, *seal, old="old-pw", new="new-pw")
+        finally:
+            subprocess.run(undo, check=True)
+        told = " ".join(r.stderr.split())
+        assert r.returncode == code and said in told, told
+        assert "Traceback" not in told, told
+        assert sorted(p.name for p in first.iterdir()) == ["a.secret"]  # nothing left beside
+        assert sorted(p.name for p in second.iterdir()) == ["b.secret"]
+        assert files[1].read_bytes() == before[files[1]]
+        if locked == second:
+            assert "nothing was written" in told, told
+            assert files[0].read_bytes() == before[files[0]]
+        else:
+            assert (f"sealed again under the new passphrase: {files[0]}; still under the "
+                    f"current passphrase: {files[1]}") in told, told
+            assert read_credit_secret(files[0], b"new-pw") is not None
+            assert read_credit_secret(files[1], b"old-pw") is not None
 
 
 def test_seal_again_keeps_a_link_and_refuses_what_is_no_file(tmp_path: Path) -> None:
