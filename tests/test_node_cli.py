@@ -571,7 +571,6 @@ def test_seal_again_holds_a_stop_that_comes_once_it_writes(
     assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, set())
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="gives a file to another owner (root only)")
 def _node_cli(env: dict[str, str], *args: str, old: str, new: str
               ) -> subprocess.CompletedProcess[str]:
     """`ledger-node ARGS` with ``old`` as $LEDGER_FROM_PASSPHRASE and ``new`` as
@@ -582,6 +581,7 @@ def _node_cli(env: dict[str, str], *args: str, old: str, new: str
                                "LEDGER_KEY_PASSPHRASE": new})
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives a file to another owner (root only)")
 def test_seal_again_keeps_a_files_owner_and_refuses_one_with_another_name(
         tmp_path: Path) -> None:
     """`seal-again` (round 37K): a key file of the node's user, sealed again by root (`sudo`),
