@@ -149,6 +149,8 @@ def _place_new(tmp: Path, path: Path) -> None:
     is offered, a look first, then the rename (a narrow race, the best left)."""
     try:
         os.link(tmp, path)
+    except FileExistsError as e:  # said of ``path``, not of the hidden name link was given first
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from e
     except OSError as e:
         if e.errno not in _NO_LINKS:
             raise

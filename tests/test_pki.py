@@ -36,6 +36,7 @@ from node.pki import (
     WARN_DAYS,
     PkiError,
     certificate_problem,
+    check_request,
     create_pki,
     ensure_crl,
     issue_agency_cert,
@@ -1778,6 +1779,28 @@ def test_an_agency_keeps_its_tls_key_and_the_keeper_signs_its_request(tmp_path: 
         assert len(ends) == 1  # the server's handshake ended
     finally:
         lock(runtime)
+
+
+def test_a_request_that_cannot_be_written_leaves_no_key_behind(tmp_path: Path) -> None:
+    """`pki request`: the key is written first, then its request; a request that cannot be
+    written (here a link to nowhere in its place, which the look before takes for no file
+    and the write, never following a link, refuses) removes the key this run made, which no
+    request names: the agency runs it again as if nothing had happened (ADR 81 left this
+    untested; helper round 40S: without the removal, the key stayed and the next run was
+    refused for it)."""
+    own = tmp_path / "edu-pki"
+    own.mkdir()
+    (own / "edu.csr").symlink_to(tmp_path / "nowhere.csr")
+    agency = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    r = _pki("request", "--agency", "edu", "--out", str(own),
+             env={**agency, "LEDGER_KEY_PASSPHRASE": "edu-pw", "COLUMNS": "300"})
+    assert r.returncode == 1 and f"{own / 'edu.csr'}: File exists" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert sorted(p.name for p in own.iterdir()) == ["edu.csr"]  # no key, no temporary file
+    assert not (tmp_path / "nowhere.csr").exists()  # nothing written through the link
+    (own / "edu.csr").unlink()
+    csr = make_request(own, "edu", b"edu-pw")
+    check_request(csr.read_bytes(), "edu")
 
 
 def test_pki_add_csr_refuses_an_odd_request_and_takes_nothing_else_from_it(
