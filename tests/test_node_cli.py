@@ -672,6 +672,31 @@ def test_seal_again_writes_nothing_over_a_file_replaced_while_it_ran(tmp_path: P
     assert node_key.read_bytes() == before and not secret.exists()
 
 
+def test_seal_again_takes_a_clear_credit_secret_by_the_name_given(tmp_path: Path) -> None:
+    """A clear file is taken as a credit secret from before ADR 46 only by its name: a link
+    named credit.secret (the node's keys folder) to a clear file of another name is the node's
+    secret, sealed in the file, the link kept; the same file given by its own name is no key
+    file, exit 1, nothing written (ADR 81 left the name given untested; helper round 40S)."""
+    from node.service import read_credit_secret
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    kept, link = tmp_path / "secret-2019.bin", keys / "credit.secret"
+    clear = bytes(range(7, 39))
+    kept.write_bytes(clear)
+    kept.chmod(0o600)
+    link.symlink_to(kept)
+    r = _node_cli(env, "seal-again", "--key", str(kept), old="old-pw", new="new-pw")
+    assert r.returncode == 1 and "cannot read key file" in r.stderr, r.stderr
+    assert kept.read_bytes() == clear
+    r = _node_cli(env, "seal-again", "--key", str(link), old="old-pw", new="new-pw")
+    assert r.returncode == 0, r.stderr
+    assert clear.hex() not in r.stdout + r.stderr
+    assert link.is_symlink() and kept.read_bytes() != clear
+    assert read_credit_secret(link, b"new-pw") == clear
+
+
 def test_seal_again_replaces_no_file_unless_it_can_write_them_all(tmp_path: Path) -> None:
     """`seal-again` wrote file by file: a file whose folder it could not write stopped it with
     the files before it already under the new passphrase (ADR 81, left; helper round 40S).
