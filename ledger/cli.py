@@ -128,7 +128,14 @@ from ledger.presentation import (
     with_implied_claims,
 )
 from ledger.sealed import EVIDENCE_PASSPHRASE_ENV
-from ledger.state import Registry, RuleEngineMissing, credential_key, index_key, registry_after
+from ledger.state import (
+    Registry,
+    RuleEngineMissing,
+    credential_key,
+    index_key,
+    may_change_status,
+    registry_after,
+)
 from ledger.statuslist import StatusList
 from ledger.store import Store
 from ledger.tx import GOV_ACTIONS, MAX_SIGS, Tx, make_tx
@@ -2248,6 +2255,8 @@ def status(
     The transaction is signed here with the agency's issuer key from <data>/keys. Without
     --node this process also orders it into the store (embedded mode); with --node the running
     node orders it (a signed transaction is its own authority: no operator token needed).
+    With --data, a credential the agency may not change (another agency's, of a type it is not
+    granted) or none on the ledger is refused before the passphrase, naming its issuer.
     """
     credential_id = _hex_id(credential_id, 16, (
         "--credential-id must be 64 hex digits (SHA-256 of the issuer-signed JWT), or its start "
@@ -2276,6 +2285,7 @@ def status(
         _agency_known(registry, agency)
         cid = bytes.fromhex(credential_id if len(credential_id) == 64 else
                             _credential_of(store, agency, credential_id))
+        _changeable(store, registry, agency, cid, now)
         body = {"credential_id": cid, "status": new.value, "reason": reason}
         issuer_key, signers = _agency_keys(data, registry, agency, now)
         try:  # signed after the passphrase prompt (a change signed long before is stale)
@@ -2287,6 +2297,21 @@ def status(
         except LedgerError as e:
             _fail(str(e))
     _print_status(done, cid, new.value, reason, as_json)
+
+
+def _changeable(store: Store, registry: Registry, agency: str, cid: bytes, now: int) -> None:
+    """Exit 2 unless ``agency`` may change the status of credential ``cid`` on this ledger, as
+    the ledger decides it: a change of an unknown credential or of another agency's (not
+    granted its type) was signed after the passphrase, then refused (helper round 40S)."""
+    cred = store.credential(cid)
+    if cred is None:
+        _fail(f"--credential-id {cid.hex()}: no credential with this id is anchored on this "
+              "ledger; nothing was signed", 2)
+    if not may_change_status(registry, agency, cred, now):
+        _fail(f"--credential-id {cid.hex()}: {cred.issuer}'s credential ({cred.type}), not "
+              f"{agency}'s: only {cred.issuer} "
+              f"{'' if cred.type in RESERVED_TYPES else 'or an agency granted its type '}"
+              "may change its status; nothing was signed", 2)
 
 
 def _one_credential(start: str, found: list[str], where: str) -> str:

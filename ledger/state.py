@@ -234,6 +234,15 @@ class StateView(Protocol):
     def get(self, key: bytes) -> bytes | None: ...
 
 
+def may_change_status(registry: Registry, agency: str, cred: Credential, t: int) -> bool:
+    """Whether ``agency`` may change ``cred``'s status at ``t``: its issuer, or an agency
+    granted its type then. Any agency may hold the approval grant (each decides its own
+    services): an approval is its deciding agency's alone to revoke or suspend. (Also asked by
+    `agency status` before the passphrase, so a change the ledger refuses is not signed.)"""
+    return agency == cred.issuer or (cred.type not in RESERVED_TYPES
+                                     and registry.grant_covers(agency, cred.type, t))
+
+
 def credential_key(credential_id: bytes) -> bytes:
     return b"c" + credential_id
 
@@ -850,10 +859,7 @@ class Machine:
         cred = self.credential(b["credential_id"])
         if cred is None:
             raise TxRejected("unknown_credential", "no anchored credential has this id")
-        if agency != cred.issuer and (cred.type in RESERVED_TYPES or
-                                      not self.registry.grant_covers(agency, cred.type, t)):
-            # Any agency may hold the approval grant (each decides its own services): an
-            # approval is its deciding agency's alone to revoke or suspend.
+        if not may_change_status(self.registry, agency, cred, t):
             raise TxRejected("not_authorized", f"{agency!r} neither issued this credential nor "
                                                f"may change {cred.type!r} credentials of "
                                                "another agency")

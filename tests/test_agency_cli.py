@@ -366,13 +366,13 @@ def test_a_status_change_names_its_leaf_index_as_an_issuance_does(demo: Path, fi
 
 
 def test_status_rejections_name_their_code(demo: Path, files: Path, tmp_path: Path) -> None:
+    """(Another agency's credential and an unknown one are refused before they are signed
+    since round 40S: `test_a_change_the_ledger_would_refuse_is_not_signed`.)"""
     result, _ = _issued(demo, files, tmp_path)
-    r = _status(demo, result["credential_id"], "revoked", agency="edu")
+    assert _status(demo, result["credential_id"], "revoked").returncode == 0
+    r = _status(demo, result["credential_id"], "valid")
     assert r.returncode == 1
-    assert "not_authorized" in r.stderr
-    r = _status(demo, "00" * 32, "revoked")
-    assert r.returncode == 1
-    assert "unknown_credential" in r.stderr
+    assert "illegal_transition" in r.stderr
 
 
 def test_status_bad_input(demo: Path) -> None:
@@ -419,6 +419,31 @@ def test_a_nodes_receipt_is_shown_with_its_escape_sequences_as_text(demo: Path) 
     assert r.returncode == 0, r.stderr
     assert "\x1b" not in r.stdout, repr(r.stdout)
     assert "txid: \\x1b]0;all done\\x1b\\\\x1b[2J\\x1b[Hrevoked" in r.stdout, r.stdout
+
+
+def test_a_change_the_ledger_would_refuse_is_not_signed(demo: Path) -> None:
+    """`agency status --data` with all 64 digits of another agency's credential (of a type the
+    agency is not granted) or of no credential on the ledger: the change was signed after the
+    passphrase, then refused by the ledger (ADR 81, left). Refused before the passphrase, exit
+    2, the line naming the agency that issued it; the ledger unchanged (helper round 40S)."""
+    from ledger.state import credential_key
+
+    with Store(demo / "ledger", create=False) as store:
+        edus = [key[1:] for key, _ in store.iterate(credential_key(b""))
+                if (c := store.credential(key[1:])) is not None and c.issuer == "edu"]
+        size = store.head.log_size if store.head is not None else 0
+    assert edus
+    bare = {k: v for k, v in ENV.items() if not k.startswith("LEDGER_")}
+    for cid, said in ((edus[0].hex().upper(), f"{edus[0].hex()}: edu's credential (degree), "
+                                              "not civil's"),
+                      ("00" * 32, "no credential with this id is anchored on this ledger")):
+        for env in (ENV, bare):  # before the passphrase: none given, none asked
+            r = _run("agency", "status", "--data", str(demo), "--agency", "civil",
+                     "--credential-id", cid, "--set", "suspended", env=env)
+            told = " ".join(r.stderr.split())
+            assert r.returncode == 2 and said in told, told
+            assert "nothing was signed" in told and "assphrase" not in told, told
+    assert _log_size(demo) == size
 
 
 def test_a_credential_start_is_not_taken_from_a_decision_list_that_is_none(demo: Path) -> None:
