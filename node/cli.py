@@ -957,7 +957,7 @@ def pki_copy_key(
     _another_passphrase(new, old, f"{agency}'s passphrase is the keeper's",
                         agency)  # the keeper would open the agency's copy
     try:
-        sealed = resealed_key(source, old, new)
+        sealed = resealed_key(source, old, new, certificate=pki / f"{agency}.crt")
         write_atomic(out_file, sealed, 0o600, overwrite=False)
     except PkiError as e:
         err.print(f"[red]cannot copy {_q(agency)}'s key:[/] {_q(e)}")

@@ -119,18 +119,28 @@ def _key_bytes(key: ec.EllipticCurvePrivateKey, passphrase: bytes | None) -> byt
 _WHAT = "tls-key"
 
 
-def resealed_key(path: Path, passphrase: bytes, new_passphrase: bytes) -> bytes:
+def resealed_key(path: Path, passphrase: bytes, new_passphrase: bytes, *,
+                 certificate: Path | None = None) -> bytes:
     """The agency key in ``path`` (sealed with ``passphrase``), sealed again with
     ``new_passphrase``: the copy the PKI's keeper gives the agency, for its own passphrase.
-    :class:`PkiError` if it does not open."""
-    return seal_key_again(path, passphrase)(new_passphrase)
+    :class:`PkiError` if it does not open, or is not the key of ``certificate`` (the agency's,
+    :func:`seal_key_again`)."""
+    return seal_key_again(path, passphrase, certificate=certificate)(new_passphrase)
 
 
-def seal_key_again(path: Path, passphrase: bytes) -> Callable[[bytes], bytes]:
+def seal_key_again(path: Path, passphrase: bytes, *, certificate: Path | None = None
+                   ) -> Callable[[bytes], bytes]:
     """The TLS key in ``path`` (sealed, or PEM from before ADR 46) opened with ``passphrase``: a
     function that seals it as key files are now under a new passphrase (``seal-again``, which
-    writes its bytes). :class:`PkiError` if it does not open."""
+    writes its bytes). :class:`PkiError` if it does not open, or, given ``certificate``, is
+    not that certificate's key: a sealed TLS key does not say whose it is, so another agency's
+    key put in its place (a copy, a link) was handed to the agency (helper round 40S)."""
     key = _load_key(path, passphrase)
+    if certificate is not None and (_spki(key.public_key())
+                                    != _spki(_certificate(certificate).public_key())):
+        raise PkiError(f"{path} is not the key of {certificate} (another key was put in its "
+                       "place); the keeper makes the agency a new key and certificate "
+                       "(`ledger-node pki revoke`, then `pki add`)")
 
     def seal(new: bytes) -> bytes:
         if not new:

@@ -1673,6 +1673,36 @@ def test_pki_copy_key_gives_an_agency_its_key_under_its_own_passphrase(tmp_path:
         lock(runtime)
 
 
+def test_pki_copy_key_hands_an_agency_no_key_but_its_own(tmp_path: Path) -> None:
+    """A sealed TLS key does not say whose it is: another agency's key put in the keeper's
+    folder as market.key (a copy, or a link, by whoever could write the folder for a minute,
+    or a slip of the keeper's) was sealed again under market's passphrase and handed to market,
+    which then held civil's private key (helper round 40S). `copy-key` gives only the key of
+    the agency's certificate: exit 1, the line naming it, nothing written."""
+    pki, own = tmp_path / "pki", tmp_path / "market-pki"
+    create_pki(pki, "district-7", ["civil", "market"], b"pw", now=dt.datetime.now(dt.UTC))
+    own.mkdir(mode=0o700)
+    env = {**os.environ, "LEDGER_FROM_PASSPHRASE": "pw", "LEDGER_KEY_PASSPHRASE": "market-pw",
+           "COLUMNS": "300"}
+    market = (pki / "market.key").read_bytes()
+    for put in ("copy", "link"):
+        (pki / "market.key").unlink()
+        if put == "copy":
+            shutil.copyfile(pki / "civil.key", pki / "market.key")
+        else:
+            (pki / "market.key").symlink_to(pki / "civil.key")
+        r = _pki("copy-key", "--pki", str(pki), "--agency", "market", "--out",
+                 str(own / "market.key"), env=env)
+        told = " ".join(r.stderr.split())
+        assert r.returncode == 1 and f"is not the key of {pki / 'market.crt'}" in told, told
+        assert "Traceback" not in told and list(own.iterdir()) == [], told
+    (pki / "market.key").unlink()
+    (pki / "market.key").write_bytes(market)
+    r = _pki("copy-key", "--pki", str(pki), "--agency", "market", "--out",
+             str(own / "market.key"), env=env)
+    assert r.returncode == 0, r.stderr
+
+
 def test_a_tls_key_is_never_sealed_under_an_empty_passphrase(tmp_path: Path) -> None:
     """`seal_key_again` and `resealed_key` (copy-key's and seal-again's seal) refuse an empty
     new passphrase, which would leave the agency's TLS key as good as clear, and leave the key
