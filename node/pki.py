@@ -294,9 +294,12 @@ def issue_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
         write_atomic(folder / f"{agency}.crt", cert.public_bytes(serialization.Encoding.PEM),
                      0o644, overwrite=False)
         return cert
+    # a key already there without a certificate was left by a run stopped between the two
+    # (no one was given it): replaced, so the rerun is taken; unless the keeper's passphrase
+    # does not open it: the agency's own (its request made here), lost if written over
+    _keepers_key(folder, agency, passphrase)
     key, cert = _agency_cert(ca_cert, ca_key, agency, now, san)
-    # each whole, the key first; a key already there without a certificate was left by a run
-    # stopped between the two (no one was given it): replaced, so the rerun is taken
+    # each whole, the key first
     write_atomic(folder / f"{agency}.key", _key_bytes(key, passphrase), 0o600)
     write_atomic(folder / f"{agency}.crt", cert.public_bytes(serialization.Encoding.PEM), 0o644,
                  overwrite=False)
@@ -451,7 +454,8 @@ def _keepers_key(folder: Path, agency: str, passphrase: bytes) -> Path:
         except PkiError as e:
             raise PkiError(f"{path} is a key the keeper's passphrase does not open (the "
                            "agency's own, its request made in the PKI folder?): move it and "
-                           "its request to the agency's own folder first") from e
+                           "its request to the agency's own folder first, and certify the "
+                           "request with --csr; nothing was written") from e
     return path
 
 
@@ -558,8 +562,10 @@ def renew_agency_cert(folder: Path, agency: str, passphrase: bytes, *,
     except x509.ExtensionNotFound:
         kept = []
     san = _sans(agency, [*kept, *hosts])
+    # before anything is written: a key the keeper's passphrase does not open is the
+    # agency's own, never written over (without --csr) nor removed (with it)
+    left = _keepers_key(folder, agency, passphrase)
     if public is not None:
-        left = _keepers_key(folder, agency, passphrase)  # before anything is written
         cert = _agency_leaf(ca_cert, ca_key, agency, public, now, san)
     else:
         key, cert = _agency_cert(ca_cert, ca_key, agency, now, san)

@@ -1923,6 +1923,39 @@ def test_pki_add_csr_refuses_an_odd_request_and_takes_nothing_else_from_it(
             x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "market")])
 
 
+def test_pki_add_and_renew_write_over_no_key_the_agency_keeps(tmp_path: Path) -> None:
+    """An agency's own key in the keeper's PKI folder (its request made there: one machine, or
+    a copy) is one the keeper's passphrase does not open. `add --csr` and `renew --csr` keep
+    it (round 37K); `add` and `renew` without --csr wrote a new key of the keeper's over it,
+    and the agency's key was lost (helper round 40S). Refused: exit 1, the line naming the
+    key and --csr, nothing in the folder changed."""
+    pki = tmp_path / "pki"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    keeper = {**env, "LEDGER_KEY_PASSPHRASE": "pw", "COLUMNS": "300"}
+    assert _pki("create", "--out", str(pki), "--network", "district-7", "--agency", "edu",
+                env=keeper).returncode == 0
+    r = _pki("request", "--agency", "market", "--out", str(pki),
+             env={**env, "LEDGER_KEY_PASSPHRASE": "market-pw"})
+    assert r.returncode == 0, r.stderr
+    own = tmp_path / "edu-pki"  # edu's own key, certified, then kept here too
+    own.mkdir()
+    make_request(own, "edu", b"edu-pw")
+    r = _pki("renew", "--pki", str(pki), "--agency", "edu", "--csr", str(own / "edu.csr"),
+             env=keeper)
+    assert r.returncode == 0, r.stderr
+    shutil.copyfile(own / "edu.key", pki / "edu.key")
+    for agency, command in (("market", "add"), ("edu", "renew")):
+        before = {p.name: p.read_bytes() for p in pki.iterdir() if p.is_file()}
+        r = _pki(command, "--pki", str(pki), "--agency", agency, env=keeper)
+        told = " ".join(r.stderr.split())
+        assert r.returncode == 1, (command, told)
+        assert f"{pki / (agency + '.key')} is a key the keeper's passphrase does not open" \
+            in told and "--csr" in told, told
+        assert {p.name: p.read_bytes() for p in pki.iterdir() if p.is_file()} == before
+        open_secret((pki / f"{agency}.key").read_bytes(), f"{agency}-pw".encode(), "tls-key",
+                    pki)  # still the agency's
+
+
 def test_pki_renew_csr_certifies_the_key_the_agency_keeps(tmp_path: Path) -> None:
     """`pki renew --csr` (round 37K; ADR 80 left `renew` making the new TLS key at the
     keeper's): an agency the keeper made a key for moves to a key it made itself; the new
