@@ -329,3 +329,53 @@ def test_a_refresh_takes_in_what_another_process_saved_meanwhile(
                              now=int(time.time()))
     assert got == {cid: None}
     assert {c.id for c in Wallet.open(wallet.path, b"wallet-pass").list()} == {cid, other}
+
+
+@pytest.mark.parametrize(("head", "drop", "tail"), [
+    (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-slow: ", b"a",
+     b"\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]"),
+    (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
+     b"transfer-encoding: chunked\r\n\r\n1;", b"x", b"\r\n[\r\n1\r\n]\r\n0\r\n\r\n")],
+    ids=["headers", "chunk-size-line"])
+def test_a_node_that_drips_its_headers_is_given_up_on_by_the_wallet(
+        monkeypatch: pytest.MonkeyPatch, head: bytes, drop: bytes, tail: bytes) -> None:
+    """The wallet's bound on a node's answer (``_fetch``) was checked between the body's
+    chunks: a node dripping its status line and headers (or one chunk's size line) a byte at a
+    time, each within the 60 s read timeout, held `wallet apply` and `wallet refresh` for as
+    long as it liked. The bound runs from the request sent, headers too, as the ledger CLI's
+    (helper round 40H)."""
+    import threading
+
+    import httpx
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    from wallet import cli
+    from wallet.errors import WalletError
+
+    stop, sent = threading.Event(), threading.Event()
+
+    class Dripping(_QuietNode):
+        def do_GET(self) -> None:
+            self.wfile.write(head)
+            for _ in range(400):  # 20 s or more, a few bytes now and then
+                if stop.wait(0.05):
+                    return
+                try:
+                    self.wfile.write(drop)
+                    self.wfile.flush()
+                except OSError:
+                    return
+            self.wfile.write(tail)
+            sent.set()
+
+    monkeypatch.setattr(cli, "ANSWER_WAIT_MORE", 0.0)  # not a minute: a test's
+    url = _start_serving(Dripping)
+    try:
+        with httpx.Client(timeout=60) as client, pytest.raises(
+                WalletError, match=r"still answering after 1 s"):
+            cli._fetch(client, "GET", f"{url}/v1/checkpoint",
+                       timeout=httpx.Timeout(60, read=1.0))
+        assert not sent.is_set()  # given up on as it dripped, not once it was done
+    finally:
+        stop.set()
+        _stop_serving(url)
