@@ -1645,9 +1645,8 @@ def _get(url: str) -> bytes:
     except urllib.error.HTTPError as e:
         if 300 <= e.code < 400:
             e.close()  # its connection: left open, a ResourceWarning
-            raise _MonitorUnreachable(
-                f"GET {url}: redirects ({e.code}) to {_said(e.headers.get('Location'), 200)}, "
-                "not followed: give that URL if it is the node") from e
+            raise _MonitorUnreachable(f"GET {url}: redirects ({e.code}) "
+                                      f"{_redirect_target(e)} (not followed)") from e
         if e.code == 503 and url.endswith("/v1/health"):  # a halted node says why in the body
             try:
                 return _read_within(e, MAX_INPUT)[:MAX_INPUT]
@@ -2528,9 +2527,8 @@ def _http(url: str, data: bytes | None = None, content_type: str = "",
         _fail(f"the node at {url} answered JSON nested too deeply; is it a node?{after}")
     except urllib.error.HTTPError as e:
         if 300 <= e.code < 400:
-            where = _said(e.headers.get("Location"), 200)  # the node's words: 64 KiB may come
-            _fail(f"the node at {url} redirects ({e.code}) to {where}: give that URL with "
-                  "--node if it is the node (nothing was sent on)" + after)
+            _fail(f"the node at {url} redirects ({e.code}) {_redirect_target(e, '--node')} "
+                  "(nothing was sent on)" + after)
         code, said = _refusal(e)
         _fail(f"the node refused it ({code}): {said}{after}")
     except _NodeTooSlow as e:
@@ -2539,6 +2537,16 @@ def _http(url: str, data: bytes | None = None, content_type: str = "",
         _fail(f"cannot reach the node at {url}: {e}{_ca_hint(e)}{after}")
     except http.client.HTTPException as e:  # neither OSError nor URLError: a traceback
         _fail(f"the node at {url} {_not_http(e)}; is it a node?{after}")
+
+
+def _redirect_target(e: urllib.error.HTTPError, option: str = "") -> str:
+    """Where a node's redirect ``e`` points, as said after "redirects (302)": its Location cut
+    (the node's words: 64 KiB may come) and what to do, or that it has none."""
+    where = e.headers.get("Location")
+    if where is None:  # json.dumps said it "to null"
+        return "with no Location (it points nowhere): is it a node?"
+    return (f"to {_said(where, 200)}: give that URL{f' with {option}' if option else ''} if "
+            "it is the node")
 
 
 REFUSAL_SHOWN = 300

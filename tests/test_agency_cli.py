@@ -1468,6 +1468,35 @@ def test_a_node_that_drips_its_answer_is_given_up_on(
         _stop_serving(url)
 
 
+def test_a_redirect_without_a_location_is_said_to_point_nowhere(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A node's redirect with no Location header was said to point "to null" (`agency …`,
+    `ledger monitor`): JSON's word for the header missing. It says there is none (helper
+    round 40H)."""
+    import typer
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    from ledger import cli
+
+    class Nowhere(_AnsweringNode):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+    url = _start_serving(Nowhere)
+    try:
+        with pytest.raises(typer.Exit):
+            cli._http(url + "/v1/approvals")
+        said = capsys.readouterr().err
+        with pytest.raises(cli._MonitorUnreachable) as monitored:
+            cli._get(url + "/v1/health")
+    finally:
+        _stop_serving(url)
+    for line in (" ".join(said.split()), str(monitored.value)):
+        assert "redirects (302) with no Location" in line and "null" not in line, line
+
+
 def test_an_issuance_through_a_node_says_the_bundles_own_ids(demo: Path, files: Path,
                                                             tmp_path: Path) -> None:
     """`agency issue --node` said (and gave with --json) the credential id and transaction id
