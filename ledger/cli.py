@@ -2102,7 +2102,11 @@ def _one_at_node(base: str, token: str, body: bytes, agency: str, kind: str, tar
         if its != bundles:
             named = "none" if its is None else _said(its)
             _fail(f"the node at {base} names the credential's {what} {named}, not the "
-                  f"bundle's {bundles}: is it a node? (nothing written)" + _written(written))
+                  f"bundle's {bundles}: is it a node? Nothing written; the bundle's "
+                  f"credential may be committed all the same, its holder without it: revoke "
+                  f"it (agency status --data DATA --agency {agency} --node {base} "
+                  f"--credential-id {cid} --set revoked; the ledger refuses an unknown one) "
+                  "and issue again at the agency's own node" + _written(written))
     result["bundle"] = str(_keep_bundle(target, raw, force, cid, _lost(
         cid, txid, written, f"--data DATA --agency {agency} --node {base}")))
     return result
