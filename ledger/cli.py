@@ -2526,7 +2526,11 @@ def _http(url: str, data: bytes | None = None, content_type: str = "",
         if len(body) > NODE_ANSWER_MAX:  # read no further: a node's answer without end
             _fail(f"the node at {url} answered more than {NODE_ANSWER_MAX >> 20} MiB; is it a "
                   f"node?{after}")
-        return json.loads(body)
+        try:
+            return json.loads(body)
+        except ValueError:  # reached (it was "cannot reach"): an HTML page, a compressed body
+            _fail(f"the node at {url} answered with something that is not JSON "
+                  f"({_said(body.decode('utf-8', 'replace'))}); is it a node?{after}")
     except RecursionError:
         _fail(f"the node at {url} answered JSON nested too deeply; is it a node?{after}")
     except urllib.error.HTTPError as e:

@@ -1497,6 +1497,43 @@ def test_a_redirect_without_a_location_is_said_to_point_nowhere(
         assert "redirects (302) with no Location" in line and "null" not in line, line
 
 
+@pytest.mark.parametrize("encoding", [None, "gzip"])
+def test_a_node_answering_what_is_not_json_is_said_to_have_answered(
+        capsys: pytest.CaptureFixture[str], encoding: str | None) -> None:
+    """A node answering an HTML page (or a compressed body, which nothing here asks for or
+    opens) was said to be one the command "cannot reach", with the JSON parser's words: it
+    was reached, and its answer is not JSON; its start is said, cut (helper round 40H)."""
+    import gzip
+
+    import typer
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    from ledger import cli
+
+    page = b"<html>\x1b[2J" + b"A" * 5000 + b"</html>"
+
+    class Page(_AnsweringNode):
+        def do_GET(self) -> None:
+            body = page if encoding is None else gzip.compress(page)
+            self.send_response(200)
+            if encoding is not None:
+                self.send_header("content-encoding", encoding)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    url = _start_serving(Page)
+    try:
+        with pytest.raises(typer.Exit) as ended:
+            cli._http(url + "/v1/approvals")
+    finally:
+        _stop_serving(url)
+    said = " ".join(capsys.readouterr().err.split())
+    assert ended.value.exit_code == 1
+    assert f"the node at {url}/v1/approvals answered with something that is not JSON" in said
+    assert "cannot reach" not in said and "\x1b" not in said and "A" * 400 not in said, said
+
+
 def test_an_issuance_through_a_node_says_the_bundles_own_ids(demo: Path, files: Path,
                                                             tmp_path: Path) -> None:
     """`agency issue --node` said (and gave with --json) the credential id and transaction id
