@@ -688,6 +688,41 @@ def test_a_node_gone_while_deciding_is_not_said_to_be_unreachable(
             "demo-data/snapshot.bin --collect`") in said, said
 
 
+def test_an_answer_to_an_application_past_the_wallets_bound_names_the_collect(
+        demo_server: tuple[str, dict[str, str], Path]) -> None:
+    """An answer to the application the wallet gives up on (more than MAX_ANSWER; past its
+    time, the same line) said "nothing was kept from it" and no more, where the node may have
+    decided and committed already: it says so and names the command that collects the
+    approval credential, as for an answer that never came (helper round 40H)."""
+    import contextlib
+
+    from wallet.cli import MAX_ANSWER
+
+    _, env, tmp = demo_server
+
+    class TooMuch(_JsonNode):
+        def answer(self) -> dict[str, object]:
+            return _elderly_requests(f"http://127.0.0.1:{self.server.server_address[1]}")
+
+        def do_POST(self) -> None:
+            if not self.path.endswith("/apply"):
+                super().do_POST()
+                return
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(200)
+            self.send_header("content-length", str(MAX_ANSWER + (1 << 20)))
+            self.end_headers()
+            with contextlib.suppress(OSError):  # the wallet hung up: what it should do
+                for _ in range((MAX_ANSWER >> 20) + 1):
+                    self.wfile.write(b" " * (1 << 20))
+
+    r = _apply_at(TooMuch, env, tmp)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 1 and "Traceback" not in said, said
+    assert f"more than {MAX_ANSWER} bytes" in said, said
+    assert "may have decided" in said and "--collect`" in said, said
+
+
 def test_an_approval_whose_answer_was_lost_is_collected_with_the_key_it_was_applied_with(
         demo_server: tuple[str, dict[str, str], Path]) -> None:
     """The node decided and committed an application, and its answer (the approval

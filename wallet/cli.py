@@ -28,6 +28,7 @@ from ledger.display import printable
 from ledger.errors import LedgerError
 from ledger.files import NOT_STDOUT, confirm, make_folders, run_cli
 from ledger.timetext import local_text
+from wallet.errors import WalletError
 
 if TYPE_CHECKING:
     from wallet.core import CredentialInfo
@@ -747,14 +748,17 @@ def apply(
                     got = _fetch(client, "POST", f"{base}/v1/services/{service}/apply?rule="
                                  f"{rule_hash(rule).hex()}", json=body,
                                  timeout=httpx.Timeout(60, read=APPLY_WAIT))
-                except httpx.HTTPError as e:
+                except (httpx.HTTPError, _AnswerGivenUp) as e:
                     if isinstance(e, (httpx.ConnectError, httpx.ConnectTimeout,
                                       httpx.PoolTimeout)):  # never reached: nothing sent
                         raise
                     # Sent: the node may have decided and committed already, and gives the
-                    # approval credential once; applying again is decided again.
+                    # approval credential once; applying again is decided again. So too for
+                    # an answer given up on (too long, too slow: "nothing was kept from it"
+                    # said no more; helper round 40H).
                     raise WalletError(
-                        f"the application was sent to {base} but no answer came back ({e}): "
+                        f"the application was sent to {base} but no answer it could use came "
+                        f"back ({e}): "
                         "the agency may have decided it and recorded the decision on the "
                         "ledger, and its approval credential did not reach this wallet. "
                         f"Collect it: `wallet apply {service} --node {base} --registry "
@@ -999,6 +1003,11 @@ def _bounded(client: Any) -> None:
             pool._network_backend = _WithinBackend(pool._network_backend)
 
 
+class _AnswerGivenUp(WalletError):
+    """A node's answer :func:`_fetch` gave up on: more than :data:`MAX_ANSWER`, or past its
+    time."""
+
+
 def _fetch(client: Any, method: str, url: str, **kw: Any) -> Any:
     """``client.request(method, url, **kw)``, its body read up to :data:`MAX_ANSWER` bytes and
     for at most ``kw["timeout"]``'s read time plus :data:`ANSWER_WAIT_MORE` in all from the
@@ -1006,7 +1015,6 @@ def _fetch(client: Any, method: str, url: str, **kw: Any) -> Any:
     read's timeout starts again); WalletError past either."""
     import httpx
 
-    from wallet.errors import WalletError
 
     timeout = kw.get("timeout")
     wait = (timeout.read if isinstance(timeout, httpx.Timeout) else None) or 60.0
@@ -1019,8 +1027,8 @@ def _fetch(client: Any, method: str, url: str, **kw: Any) -> Any:
             for chunk in resp.iter_bytes():  # decoded as it comes: a compressed bomb stops too
                 body += chunk
                 if len(body) > MAX_ANSWER:
-                    raise WalletError(f"{url} answered with more than {MAX_ANSWER} bytes: no "
-                                      "node answers that much; nothing was kept from it")
+                    raise _AnswerGivenUp(f"{url} answered with more than {MAX_ANSWER} bytes: "
+                                         "no node answers that much; nothing was kept from it")
             headers = [(k, v) for k, v in resp.headers.multi_items()
                        if k.lower() not in ("content-encoding", "content-length")]
             return httpx.Response(resp.status_code, headers=headers, content=bytes(body),
@@ -1028,8 +1036,8 @@ def _fetch(client: Any, method: str, url: str, **kw: Any) -> Any:
     except httpx.TimeoutException:
         if time.monotonic() < deadline:
             raise
-        raise WalletError(f"{url} was still answering after {wait + ANSWER_WAIT_MORE:g} s: no "
-                          "node answers that slowly; nothing was kept from it") from None
+        raise _AnswerGivenUp(f"{url} was still answering after {wait + ANSWER_WAIT_MORE:g} s: "
+                             "no node answers that slowly; nothing was kept from it") from None
     finally:
         _DEADLINE.reset(bound)
 
