@@ -1155,6 +1155,16 @@ def _shown_as_fetched(chunks: Iterator[bytes], url: str) -> Iterator[bytes]:
             yield chunk
 
 
+ARCHIVE_FIRST_WAIT = 120.0
+"""Seconds a node's archive may take to start (its status line and headers within them)."""
+
+
+ARCHIVE_LEAST_RATE = 16 << 10
+"""Bytes a second a node's archive comes at the least, on average, after its first
+:data:`ARCHIVE_FIRST_WAIT` (an archive may be large: its bound is a rate; 16 KiB/s is 128
+kbit/s, below any link a node is reached by)."""
+
+
 def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, where: str, *,
                    keep_damaged: bool = False, unreadable: int = 1) -> Any:
     """Download ``url``'s ``GET /v1/archive`` into ``dest`` (in the folder ``where``), checking
@@ -1167,13 +1177,17 @@ def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, where: str, *,
     import httpx
 
     from ledger.archive import ArchiveError, check_archive
+    from ledger.within import Bound, bounded, within
 
     if not url.startswith(("http://", "https://")):
         _fail(f"the node URL must be http(s), not {url!r}", 2)
     verify: Any = True if ca is None else _ca_context(ca)
+    # httpx's read timeout starts again with every byte: a node dripping its archive held
+    # the command for ever (ADR 81, Left)
+    bound = Bound(ARCHIVE_FIRST_WAIT, ARCHIVE_LEAST_RATE)
     try:
-        with httpx.stream("GET", f"{url.rstrip('/')}/v1/archive", verify=verify,
-                          timeout=60) as r:
+        with within(bound), bounded(httpx.Client(verify=verify, timeout=60)) as client, \
+                client.stream("GET", f"{url.rstrip('/')}/v1/archive") as r:
             if r.status_code != 200:
                 said = b""
                 for chunk in r.iter_bytes(1 << 14):  # a few KiB say why; more is not read
@@ -1195,6 +1209,10 @@ def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, where: str, *,
                     return None
                 _fail(f"the archive from {url} is damaged or cut short (nothing kept): {e}")
     except httpx.HTTPError as e:
+        if isinstance(e, httpx.TimeoutException) and bound.passed():
+            _fail(f"the archive from {url} came slower than {ARCHIVE_LEAST_RATE >> 10} KiB/s "
+                  f"on average after its first {ARCHIVE_FIRST_WAIT:g} s (its headers within "
+                  "them): no node sends it that slowly; given up on", unreadable)
         _fail(f"cannot fetch the archive from {url}: {e}", unreadable)
 
 

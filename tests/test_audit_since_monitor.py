@@ -1356,6 +1356,56 @@ def test_a_fetch_checks_the_disk_again_every_64_mib(monkeypatch: pytest.MonkeyPa
     assert len(seen) == 2 and tee.got == 64 * mib  # stopped before the fifth chunk
 
 
+@pytest.mark.parametrize("drips", ["headers", "archive"])
+def test_a_node_that_drips_its_archive_is_given_up_on(
+        demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], drips: str) -> None:
+    """`ledger export/audit --node` read a node's archive with httpx's read timeout alone,
+    which starts again with every byte: a node dripping its headers, or its archive, a byte at
+    a time held them for as long as it liked (ADR 81, Left). The archive comes at a least rate
+    on average after its first wait, headers within it, or is given up on, saying so (helper
+    round 40H)."""
+    import threading
+
+    import typer
+
+    import ledger.cli
+
+    archive = tmp_path / "demo.archive"
+    r = runner.invoke(ledger_app, ["export", str(demo), "--out", str(archive)])
+    assert r.exit_code == 0, r.output
+    head, drops = ((b"HTTP/1.1 200 OK\r\nx-slow: ", [b"a"] * 400) if drips == "headers" else
+                   (b"HTTP/1.0 200 OK\r\n\r\n",
+                    [bytes([b]) for b in archive.read_bytes()[:400]]))
+    stop, sent = threading.Event(), threading.Event()
+
+    class Dripping(_QuietNode):
+        def do_GET(self) -> None:
+            self.wfile.write(head)
+            for drop in drops:  # 20 s or more, a byte now and then
+                if stop.wait(0.05):
+                    return
+                try:
+                    self.wfile.write(drop)
+                    self.wfile.flush()
+                except OSError:
+                    return
+            sent.set()
+
+    monkeypatch.setattr(ledger.cli, "ARCHIVE_FIRST_WAIT", 1.0)  # not 120 s: a test's
+    url = _start_serving(Dripping)
+    try:
+        with (tmp_path / "fetched").open("wb") as dest, pytest.raises(typer.Exit) as ended:
+            ledger.cli._fetch_archive(url, None, dest, str(tmp_path))
+        assert not sent.is_set()  # given up on as it dripped, not once it was done
+    finally:
+        stop.set()
+        _stop_serving(url)
+    said = " ".join(capsys.readouterr().err.split())
+    assert ended.value.exit_code == 1
+    assert f"the archive from {url} came slower than 16 KiB/s" in said, said
+
+
 def test_a_running_nodes_chain_is_exported_and_audited_through_its_url(
         demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """LevelDB lets only the node open its store while it runs: the archive comes over HTTP,

@@ -15,7 +15,6 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -945,64 +944,6 @@ ANSWER_WAIT_MORE = 60.0
 """Seconds a node's answer may take in all beyond the read timeout of its request (a minute)."""
 
 
-_DEADLINE: ContextVar[float | None] = ContextVar("_DEADLINE", default=None)
-"""When the answer :func:`_fetch` reads is given up on (``time.monotonic``), if it reads one."""
-
-
-class _WithinStream:
-    """An httpcore network stream whose reads end at :data:`_DEADLINE`: each read's own
-    timeout is cut to what is left of it (httpx's read timeout starts again with every byte,
-    and a node dripping its status line and headers held the wallet for as long as it liked)."""
-
-    def __init__(self, stream: Any) -> None:
-        self._stream = stream
-
-    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        deadline = _DEADLINE.get()
-        if deadline is not None:
-            import httpcore
-
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise httpcore.ReadTimeout("the answer's deadline passed")
-            timeout = left if timeout is None else min(timeout, left)
-        got: bytes = self._stream.read(max_bytes, timeout)
-        return got
-
-    def start_tls(self, *args: Any, **kwargs: Any) -> _WithinStream:
-        return _WithinStream(self._stream.start_tls(*args, **kwargs))
-
-    def __getattr__(self, name: str) -> Any:  # write, close, get_extra_info
-        return getattr(self._stream, name)
-
-
-class _WithinBackend:
-    """An httpcore network backend whose streams are :class:`_WithinStream`."""
-
-    def __init__(self, backend: Any) -> None:
-        self._backend = backend
-
-    def connect_tcp(self, *args: Any, **kwargs: Any) -> _WithinStream:
-        return _WithinStream(self._backend.connect_tcp(*args, **kwargs))
-
-    def connect_unix_socket(self, *args: Any, **kwargs: Any) -> _WithinStream:
-        return _WithinStream(self._backend.connect_unix_socket(*args, **kwargs))
-
-    def __getattr__(self, name: str) -> Any:  # sleep
-        return getattr(self._backend, name)
-
-
-def _bounded(client: Any) -> None:
-    """Have every connection ``client`` (an ``httpx.Client``) opens read through
-    :class:`_WithinStream` (its pools' network backend wrapped, once)."""
-    for transport in (client._transport, *client._mounts.values()):
-        pool = getattr(transport, "_pool", None)
-        if pool is None:
-            continue
-        if not isinstance(pool._network_backend, _WithinBackend):
-            pool._network_backend = _WithinBackend(pool._network_backend)
-
-
 class _AnswerGivenUp(WalletError):
     """A node's answer :func:`_fetch` gave up on: more than :data:`MAX_ANSWER`, or past its
     time."""
@@ -1015,14 +956,13 @@ def _fetch(client: Any, method: str, url: str, **kw: Any) -> Any:
     read's timeout starts again); WalletError past either."""
     import httpx
 
+    from ledger.within import Bound, bounded, within
 
     timeout = kw.get("timeout")
     wait = (timeout.read if isinstance(timeout, httpx.Timeout) else None) or 60.0
-    _bounded(client)
-    deadline = time.monotonic() + wait + ANSWER_WAIT_MORE
-    bound = _DEADLINE.set(deadline)
+    bound = Bound(wait + ANSWER_WAIT_MORE)  # from the request's start, its headers too
     try:
-        with client.stream(method, url, **kw) as resp:
+        with within(bound), bounded(client).stream(method, url, **kw) as resp:
             body = bytearray()
             for chunk in resp.iter_bytes():  # decoded as it comes: a compressed bomb stops too
                 body += chunk
@@ -1034,12 +974,10 @@ def _fetch(client: Any, method: str, url: str, **kw: Any) -> Any:
             return httpx.Response(resp.status_code, headers=headers, content=bytes(body),
                                   request=resp.request)
     except httpx.TimeoutException:
-        if time.monotonic() < deadline:
+        if not bound.passed():
             raise
         raise _AnswerGivenUp(f"{url} was still answering after {wait + ANSWER_WAIT_MORE:g} s: "
                              "no node answers that slowly; nothing was kept from it") from None
-    finally:
-        _DEADLINE.reset(bound)
 
 
 def _answer_json(resp: Any) -> Any:
