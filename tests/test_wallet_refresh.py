@@ -337,13 +337,15 @@ def test_a_refresh_takes_in_what_another_process_saved_meanwhile(
     (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
      b"transfer-encoding: chunked\r\n\r\n1;", b"x", b"\r\n[\r\n1\r\n]\r\n0\r\n\r\n")],
     ids=["headers", "chunk-size-line"])
+@pytest.mark.parametrize("kept_alive", [False, True], ids=["new", "kept-alive"])
 def test_a_node_that_drips_its_headers_is_given_up_on_by_the_wallet(
-        monkeypatch: pytest.MonkeyPatch, head: bytes, drop: bytes, tail: bytes) -> None:
+        monkeypatch: pytest.MonkeyPatch, head: bytes, drop: bytes, tail: bytes,
+        kept_alive: bool) -> None:
     """The wallet's bound on a node's answer (``_fetch``) was checked between the body's
     chunks: a node dripping its status line and headers (or one chunk's size line) a byte at a
     time, each within the 60 s read timeout, held `wallet apply` and `wallet refresh` for as
-    long as it liked. The bound runs from the request sent, headers too, as the ledger CLI's
-    (helper round 40H)."""
+    long as it liked. The bound runs from the request sent, headers too, as the ledger CLI's,
+    on a connection kept alive from an answer before too (helper round 40H)."""
     import threading
 
     import httpx
@@ -353,9 +355,16 @@ def test_a_node_that_drips_its_headers_is_given_up_on_by_the_wallet(
     from wallet.errors import WalletError
 
     stop, sent = threading.Event(), threading.Event()
+    ports: list[int] = []
 
     class Dripping(_QuietNode):
+        protocol_version = "HTTP/1.1"  # a connection kept alive after an answer
+
         def do_GET(self) -> None:
+            ports.append(self.client_address[1])
+            if self.path == "/v1/health":  # answered at once, the connection kept
+                self._send(b"[]")
+                return
             self.wfile.write(head)
             for _ in range(400):  # 20 s or more, a few bytes now and then
                 if stop.wait(0.05):
@@ -371,11 +380,14 @@ def test_a_node_that_drips_its_headers_is_given_up_on_by_the_wallet(
     monkeypatch.setattr(cli, "ANSWER_WAIT_MORE", 0.0)  # not a minute: a test's
     url = _start_serving(Dripping)
     try:
-        with httpx.Client(timeout=60) as client, pytest.raises(
-                WalletError, match=r"still answering after 1 s"):
-            cli._fetch(client, "GET", f"{url}/v1/checkpoint",
-                       timeout=httpx.Timeout(60, read=1.0))
+        with httpx.Client(timeout=60) as client:
+            if kept_alive:
+                assert cli._fetch(client, "GET", f"{url}/v1/health").json() == []
+            with pytest.raises(WalletError, match=r"still answering after 1 s"):
+                cli._fetch(client, "GET", f"{url}/v1/checkpoint",
+                           timeout=httpx.Timeout(60, read=1.0))
         assert not sent.is_set()  # given up on as it dripped, not once it was done
+        assert len(ports) == 1 + kept_alive and len(set(ports)) == 1  # one connection
     finally:
         stop.set()
         _stop_serving(url)
