@@ -1177,7 +1177,7 @@ def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, where: str, *,
     import httpx
 
     from ledger.archive import ArchiveError, check_archive
-    from ledger.within import Bound, bounded, within
+    from ledger.within import UNCOMPRESSED, Bound, bounded, compressed, within
 
     if not url.startswith(("http://", "https://")):
         _fail(f"the node URL must be http(s), not {url!r}", 2)
@@ -1187,10 +1187,15 @@ def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, where: str, *,
     bound = Bound(ARCHIVE_FIRST_WAIT, ARCHIVE_LEAST_RATE)
     try:
         with within(bound), bounded(httpx.Client(verify=verify, timeout=60)) as client, \
-                client.stream("GET", f"{url.rstrip('/')}/v1/archive") as r:
+                client.stream("GET", f"{url.rstrip('/')}/v1/archive",
+                              headers=UNCOMPRESSED) as r:
+            encoding = compressed(r.headers)
+            if encoding is not None:  # read raw below: a gzip bomb is not opened
+                _fail(f"the archive from {url} came compressed ({encoding!r}), which was not "
+                      "asked for (nothing kept)", unreadable)
             if r.status_code != 200:
                 said = b""
-                for chunk in r.iter_bytes(1 << 14):  # a few KiB say why; more is not read
+                for chunk in r.iter_raw(1 << 14):  # a few KiB say why; more is not read
                     said += chunk
                     if len(said) >= 1 << 16:
                         break
@@ -1201,7 +1206,7 @@ def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, where: str, *,
                 detail = body.get("detail") if isinstance(body, dict) else None
                 _fail(f"{url} refused the archive: HTTP {r.status_code}"
                       + (f" ({printable(str(detail)[:300])})" if detail else ""), unreadable)
-            tee = _Tee(_shown_as_fetched(r.iter_bytes(1 << 20), url), dest, where)
+            tee = _Tee(_shown_as_fetched(r.iter_raw(1 << 20), url), dest, where)
             try:
                 return check_archive(tee)  # type: ignore[arg-type]
             except ArchiveError as e:

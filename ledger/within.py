@@ -18,7 +18,20 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["Bound", "bounded", "within"]
+__all__ = ["UNCOMPRESSED", "Bound", "bounded", "compressed", "within"]
+
+
+UNCOMPRESSED = {"Accept-Encoding": "identity"}
+"""The header asking for an answer as it is: httpx asks for gzip and deflate (zstd and brotli
+too, where their packages are installed) and opens each read whole, 64 KiB to 64 MiB with gzip
+and to GiBs with the others, before any bound on the answer's size is checked."""
+
+
+def compressed(headers: Any) -> str | None:
+    """The Content-Encoding of an answer's ``headers`` (httpx's) if it is compressed all the
+    same (to be refused, read raw, unopened), cut; else None."""
+    encoding = headers.get("content-encoding", "").strip().lower()
+    return None if encoding in ("", "identity") else encoding[:40]
 
 
 class Bound:

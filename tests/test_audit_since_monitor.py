@@ -1406,6 +1406,42 @@ def test_a_node_that_drips_its_archive_is_given_up_on(
     assert f"the archive from {url} came slower than 16 KiB/s" in said, said
 
 
+def test_a_compressed_archive_is_neither_asked_for_nor_opened(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`ledger export/audit --node` asked for a compressed archive (httpx's default) and
+    opened what came, 64 KiB read at a time to as much as a thousand times more (zstd or
+    brotli, were either installed, GiBs): it asks for none, and refuses an archive compressed
+    all the same (helper round 40H)."""
+    import gzip
+
+    import typer
+
+    import ledger.cli
+
+    asked: list[str | None] = []
+
+    class Compressing(_QuietNode):
+        def do_GET(self) -> None:
+            asked.append(self.headers.get("accept-encoding"))
+            body = gzip.compress(bytes(1 << 20))
+            self.send_response(200)
+            self.send_header("content-encoding", "gzip")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    url = _start_serving(Compressing)
+    try:
+        with (tmp_path / "fetched").open("wb") as dest, pytest.raises(typer.Exit) as ended:
+            ledger.cli._fetch_archive(url, None, dest, str(tmp_path))
+    finally:
+        _stop_serving(url)
+    said = " ".join(capsys.readouterr().err.split())
+    assert ended.value.exit_code == 1
+    assert f"the archive from {url} came compressed ('gzip'), which was not asked for" in said
+    assert asked == ["identity"]
+
+
 def test_a_running_nodes_chain_is_exported_and_audited_through_its_url(
         demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """LevelDB lets only the node open its store while it runs: the archive comes over HTTP,

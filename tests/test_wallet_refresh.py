@@ -391,3 +391,38 @@ def test_a_node_that_drips_its_headers_is_given_up_on_by_the_wallet(
     finally:
         stop.set()
         _stop_serving(url)
+
+
+def test_a_compressed_answer_is_neither_asked_for_nor_opened_by_the_wallet() -> None:
+    """The wallet asked for compressed answers (httpx's default) and opened what came, a read
+    of 64 KiB at a time (its bound was checked after each): gzip made that 64 MiB, and zstd or
+    brotli, were either installed, GiBs, from a few KiB of a hostile node's. It asks for none,
+    and an answer compressed all the same is refused, unopened (helper round 40H)."""
+    import gzip
+
+    import httpx
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    from wallet import cli
+    from wallet.errors import WalletError
+
+    asked: list[str | None] = []
+
+    class Compressing(_QuietNode):
+        def do_GET(self) -> None:
+            asked.append(self.headers.get("accept-encoding"))
+            body = gzip.compress(b"[]")
+            self.send_response(200)
+            self.send_header("content-encoding", "gzip")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    url = _start_serving(Compressing)
+    try:
+        with httpx.Client(timeout=60) as client, pytest.raises(
+                WalletError, match=r"compressed \('gzip'\), which the wallet did not ask for"):
+            cli._fetch(client, "GET", f"{url}/v1/checkpoint")
+    finally:
+        _stop_serving(url)
+    assert asked == ["identity"]

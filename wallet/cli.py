@@ -956,15 +956,20 @@ def _fetch(client: Any, method: str, url: str, **kw: Any) -> Any:
     read's timeout starts again); WalletError past either."""
     import httpx
 
-    from ledger.within import Bound, bounded, within
+    from ledger.within import UNCOMPRESSED, Bound, bounded, compressed, within
 
     timeout = kw.get("timeout")
     wait = (timeout.read if isinstance(timeout, httpx.Timeout) else None) or 60.0
     bound = Bound(wait + ANSWER_WAIT_MORE)  # from the request's start, its headers too
+    kw["headers"] = {**kw.get("headers", {}), **UNCOMPRESSED}
     try:
         with within(bound), bounded(client).stream(method, url, **kw) as resp:
+            encoding = compressed(resp.headers)
+            if encoding is not None:
+                raise _AnswerGivenUp(f"{url} answered compressed ({encoding!r}), which the "
+                                     "wallet did not ask for; nothing was kept from it")
             body = bytearray()
-            for chunk in resp.iter_bytes():  # decoded as it comes: a compressed bomb stops too
+            for chunk in resp.iter_raw():  # as it came: nothing is opened
                 body += chunk
                 if len(body) > MAX_ANSWER:
                     raise _AnswerGivenUp(f"{url} answered with more than {MAX_ANSWER} bytes: "
