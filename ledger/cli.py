@@ -1666,19 +1666,19 @@ def _get(url: str) -> bytes:
         with (_MonitorHttp.opener or _NO_REDIRECTS).open(req, timeout=30) as resp:
             return _read_within(resp, MAX_INPUT)[:MAX_INPUT]
     except urllib.error.HTTPError as e:
-        if 300 <= e.code < 400:
-            e.close()  # its connection: left open, a ResourceWarning
-            raise _MonitorUnreachable(f"GET {url}: redirects ({e.code}) "
-                                      f"{_redirect_target(e)} (not followed)") from e
-        if e.code == 503 and url.endswith("/v1/health"):  # a halted node says why in the body
-            try:
-                return _read_within(e, MAX_INPUT)[:MAX_INPUT]
-            except _NodeTooSlow as slow:
-                raise _MonitorUnreachable(f"GET {url}: {slow}") from slow
-            except http.client.HTTPException as cut:
-                raise _MonitorUnreachable(f"GET {url}: the node at {url} {_not_http(cut)}"
-                                          ) from cut
-        raise _MonitorUnreachable(f"GET {url}: {printable(str(e))[:REFUSAL_SHOWN]}") from e
+        with e:  # its connection closed, its words read or not (left open: a ResourceWarning)
+            if 300 <= e.code < 400:
+                raise _MonitorUnreachable(f"GET {url}: redirects ({e.code}) "
+                                          f"{_redirect_target(e)} (not followed)") from e
+            if e.code == 503 and url.endswith("/v1/health"):  # a halted node says why
+                try:
+                    return _read_within(e, MAX_INPUT)[:MAX_INPUT]
+                except _NodeTooSlow as slow:
+                    raise _MonitorUnreachable(f"GET {url}: {slow}") from slow
+                except http.client.HTTPException as cut:
+                    raise _MonitorUnreachable(f"GET {url}: the node at {url} {_not_http(cut)}"
+                                              ) from cut
+            raise _MonitorUnreachable(f"GET {url}: {printable(str(e))[:REFUSAL_SHOWN]}") from e
     except _NodeTooSlow as e:
         raise _MonitorUnreachable(f"GET {url}: {e}") from e
     except http.client.RemoteDisconnected as e:  # (an HTTPException too) no answer at all
@@ -2597,6 +2597,8 @@ def _refusal(e: urllib.error.HTTPError) -> tuple[object, str]:
         body = json.loads(_read_within(e, 64 * 1024))
     except (ValueError, OSError, http.client.HTTPException):  # too slow, cut short, not JSON
         body = {}
+    finally:
+        e.close()  # read or not: its connection (was left open, a ResourceWarning)
     if not isinstance(body, dict):
         body = {}
     code = body.get("code") or e.code

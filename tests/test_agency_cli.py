@@ -1534,6 +1534,68 @@ def test_a_node_answering_what_is_not_json_is_said_to_have_answered(
     assert "cannot reach" not in said and "\x1b" not in said and "A" * 400 not in said, said
 
 
+@pytest.mark.parametrize("body", [b"{" + b" " * 100, b'{"detail": "cut'], ids=["drips", "cut"])
+def test_a_refusal_whose_words_drip_or_end_short_is_said_without_them(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        body: bytes) -> None:
+    """A node refusing (503) and then dripping its words past the bound, or ending them
+    before the length it gave: `agency …` and `ledger snapshot --node` say the refusal
+    without its words, `ledger monitor` says what was wrong with the halted node's health; no
+    traceback, nothing written (helper round 40M: the bound and the cut answer were tested
+    on answers that were no refusal; a connection left open, unread, was a ResourceWarning
+    in the next test)."""
+    import threading
+
+    import typer
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    from ledger import cli
+
+    stop = threading.Event()
+
+    class Refusing(_AnsweringNode):
+        def do_GET(self) -> None:
+            self.send_response(503, "Busy " + "A" * 5000)  # its words: cut
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", "1000")
+            self.end_headers()
+            for byte in body:  # a byte each 50 ms: 5 s of them
+                if stop.wait(0.05 if len(body) > 20 else 0):
+                    return
+                try:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                except OSError:
+                    return
+
+    monkeypatch.setattr(cli, "NODE_ANSWER_WAIT", 1.0)  # not 120 s: a test's
+    url = _start_serving(Refusing)
+    try:
+        with pytest.raises(typer.Exit) as ended:
+            cli._http(url + "/v1/approvals")
+        assert ended.value.exit_code == 1
+        said = capsys.readouterr().err
+        assert "the node refused it (503): Busy" in " ".join(said.split()), said
+        with pytest.raises(cli._MonitorUnreachable) as unusable:
+            cli._get(url + "/v1/health")
+        assert unusable.value.reached, unusable.value
+        assert ("still answering after 1 s" if len(body) > 20 else
+                "gave no HTTP answer (IncompleteRead") in str(unusable.value), unusable.value
+        with pytest.raises(cli._MonitorUnreachable) as refused:  # not its health: unread
+            cli._get(url + "/v1/registry")
+        assert "HTTP Error 503: Busy AAA" in str(refused.value), refused.value
+        assert "A" * 400 not in str(refused.value), len(str(refused.value))
+        with pytest.raises(typer.Exit) as ended:
+            cli._snapshot_from_nodes([url], None, tmp_path / "never.snap", False, False)
+        assert ended.value.exit_code == 1
+        said = capsys.readouterr().err
+        assert f"{url} gave no snapshot (503): Busy" in " ".join(said.split()), said
+    finally:
+        stop.set()
+        _stop_serving(url)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_issuance_through_a_node_says_the_bundles_own_ids(demo: Path, files: Path,
                                                             tmp_path: Path) -> None:
     """`agency issue --node` said (and gave with --json) the credential id and transaction id
