@@ -1147,7 +1147,9 @@ def test_the_operator_token_never_follows_a_redirect(files: Path, tmp_path: Path
     class Redirecting(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             self.send_response(307)
-            self.send_header("Location", f"http://localhost:{other.server_address[1]}{self.path}")
+            # where it points, said: escaped and cut (helper round 40M)
+            self.send_header("Location", f"http://localhost:{other.server_address[1]}"
+                                         f"{self.path}#\x1b[2J" + "A" * 5000)
             self.send_header("Content-Length", "0")
             self.end_headers()
 
@@ -1168,6 +1170,9 @@ def test_the_operator_token_never_follows_a_redirect(files: Path, tmp_path: Path
         r = _run("agency", "approvals", "--node", url,
                  env={**ENV, "LEDGER_OPERATOR_TOKEN": TOKEN})
         assert r.returncode == 1 and "redirects (307)" in r.stderr, r.stderr
+        _shows_no_more_than_a_line_of(r.stderr)
+        assert f"to 'http://localhost:{other.server_address[1]}/v1/approvals#\\x1b[2J" in (
+            " ".join(r.stderr.split())), r.stderr
     finally:
         for server in (other, node):
             server.shutdown()
@@ -1191,7 +1196,10 @@ def test_approvals_cuts_each_cell_of_a_nodes_words_and_json_keeps_them_whole() -
                   "path": words("p", 5000), "reasons": [words("r", 1 << 20), "short"],
                   "credential_id": "cd" * 32},
                  {"approval_tx": "ef" * 32, "damaged": words("x", 5000),
-                  "file": words("f", 5000)}]
+                  "file": words("f", 5000)},
+                 # a reason naming its file: cut too (helper round 40M)
+                 {"approval_tx": "12" * 32, "damaged": words("y", 5000) + " /f.bin",
+                  "file": "/f.bin"}]
 
     class Node(_AnsweringNode):
         def do_GET(self) -> None:
@@ -1206,7 +1214,7 @@ def test_approvals_cuts_each_cell_of_a_nodes_words_and_json_keeps_them_whole() -
         _stop_serving(url)
     assert listed.returncode == 0, listed.stderr
     assert len(listed.stdout.splitlines()) < 10, len(listed.stdout.splitlines())
-    for mark in "7sdprx":
+    for mark in "7sdprxy":
         assert (words(mark, 5000)[:40] + "…") in listed.stdout, (mark, listed.stdout[:3000])
     assert "abababababababab" in listed.stdout and "cdcdcdcdcdcdcdcd" in listed.stdout
     assert whole.returncode == 0 and json.loads(whole.stdout) == decisions
@@ -1376,7 +1384,11 @@ def test_a_nodes_answer_that_is_no_receipt_is_cut_in_the_error_line(demo: Path,
 
     refused = _MISLEADING[:30000]  # a refusal's first 64 KiB are read
     for status, answer in ((200, [_MISLEADING]), (200, {"txid": _MISLEADING}),
-                           (500, {"detail": refused}), (503, {"problem": refused})):
+                           (500, {"detail": refused}), (503, {"problem": refused}),
+                           # its wait ended first: said as not committed yet, its txid cut
+                           # (helper round 40M: held by no test)
+                           (202, {"txid": _MISLEADING, "status": "pending"}),
+                           (500, {"code": refused, "detail": "no"})):  # a code: no number
 
         class Node(_AnsweringNode):
             said = (status, answer)
@@ -1393,11 +1405,16 @@ def test_a_nodes_answer_that_is_no_receipt_is_cut_in_the_error_line(demo: Path,
                 self.end_headers()
                 self.wfile.write(body)
 
-        for r in _status_and_credit_through(Node, demo, tmp_path):
+        for run, r in enumerate(_status_and_credit_through(Node, demo, tmp_path)):
             assert r.returncode == 1, (status, r.returncode, r.stderr[:300])
             _shows_no_more_than_a_line_of(r.stderr)
             # the start of what was said, as text: no markup taken, its escapes shown
             assert "[green]ok" in r.stderr and "[2J" in r.stderr, r.stderr
+            pending = "did not commit the " in r.stderr and "within 30 s (pending, txid" in (
+                " ".join(r.stderr.split()))
+            assert pending is (status == 202 and run == 0), r.stderr  # status --node's
+            if status in (200, 202):  # no receipt: 40 characters of it (a txid 64)
+                assert "A" * 40 not in r.stderr, r.stderr
 
 
 def _given_up_on_after_1_s(url: str, capsys: pytest.CaptureFixture[str],
@@ -1414,6 +1431,7 @@ def _given_up_on_after_1_s(url: str, capsys: pytest.CaptureFixture[str],
     assert ended.value.exit_code == 1
     said = capsys.readouterr().err
     assert f"the node at {url}/v1/approvals was still answering after 1 s" in said, said
+    assert "cannot reach" not in said, said  # it answered: too slowly (helper round 40M)
     with pytest.raises(cli._MonitorUnreachable, match="still answering after 1 s"):
         cli._get(url + "/v1/health")
     with pytest.raises(typer.Exit) as ended:
@@ -1421,13 +1439,19 @@ def _given_up_on_after_1_s(url: str, capsys: pytest.CaptureFixture[str],
     assert ended.value.exit_code == 1
     said = capsys.readouterr().err
     assert f"the node at {url}/v1/snapshot was still answering after 1 s" in said, said
+    assert "cannot reach" not in said, said
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(("head", "drop", "tail"), [
     (b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n[0", b",0", b"]"),
     (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-slow: ", b"a",
-     b"\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]")], ids=["body", "headers"])
+     b"\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]"),
+    # nothing at all for 5 s, then a whole answer: each read's own timeout (60 s) is cut to
+    # the time left (helper round 40M: a read waiting its whole timeout passed every test)
+    # (its length given: read whole at once, no read after it sees the bound passed)
+    (b"", b"", b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n[]")],
+    ids=["body", "headers", "silent"])
 def test_a_node_that_drips_its_answer_is_given_up_on(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
         head: bytes, drop: bytes, tail: bytes) -> None:
@@ -1534,6 +1558,44 @@ def test_a_node_answering_what_is_not_json_is_said_to_have_answered(
     assert "cannot reach" not in said and "\x1b" not in said and "A" * 400 not in said, said
 
 
+def test_a_read_timeout_within_the_bound_is_a_timeout_not_the_bound(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """Past the bound, a node is said to be "still answering"; a read that times out on its
+    own timeout before the bound is a timeout (the monitor counts it as a round with no
+    answer), and a bound that passed between two reads is the bound, not the socket's
+    "Timeout value out of range" (helper round 40M: neither was held by a test)."""
+    import threading
+    import urllib.request
+
+    import typer
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    from ledger import cli
+
+    stop = threading.Event()
+
+    class Silent(_AnsweringNode):
+        def do_GET(self) -> None:
+            if self.path == "/v1/approvals":  # answers at once
+                self._answer([])
+            else:
+                stop.wait(30)
+
+    url = _start_serving(Silent)
+    try:
+        with pytest.raises(TimeoutError) as timed_out:
+            cli._NO_REDIRECTS.open(urllib.request.Request(url + "/v1/health"), timeout=0.2)
+        assert not isinstance(timed_out.value, cli._NodeTooSlow), timed_out.value
+        monkeypatch.setattr(cli, "NODE_ANSWER_WAIT", 0.0)  # passed before the first read
+        with pytest.raises(typer.Exit):
+            cli._http(url + "/v1/approvals")
+    finally:
+        stop.set()
+        _stop_serving(url)
+    said = capsys.readouterr().err
+    assert f"the node at {url}/v1/approvals was still answering after 0 s" in said, said
+
+
 @pytest.mark.parametrize("body", [b"{" + b" " * 100, b'{"detail": "cut'], ids=["drips", "cut"])
 def test_a_refusal_whose_words_drip_or_end_short_is_said_without_them(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path,
@@ -1594,6 +1656,39 @@ def test_a_refusal_whose_words_drip_or_end_short_is_said_without_them(
         stop.set()
         _stop_serving(url)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_answer_ending_at_the_limit_is_read_on_past_it() -> None:
+    """`_read_within` reads one byte past its limit, so that a caller refuses an answer over
+    it: an answer whose first part ends at the limit exactly, the rest coming later, was not
+    to be taken whole, cut there (helper round 40M: a loop ending at the limit passed every
+    test, which sent more than the limit at once)."""
+    import threading
+    import urllib.request
+
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    from ledger import cli
+
+    stop = threading.Event()
+
+    class InTwo(_AnsweringNode):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-length", "8")
+            self.end_headers()
+            self.wfile.write(b"1234")
+            self.wfile.flush()
+            stop.wait(0.3)
+            self.wfile.write(b"5678")
+
+    url = _start_serving(InTwo)
+    try:
+        with cli._NO_REDIRECTS.open(urllib.request.Request(url), timeout=60) as resp:
+            assert cli._read_within(resp, 4) == b"12345"
+    finally:
+        stop.set()
+        _stop_serving(url)
 
 
 def test_an_issuance_through_a_node_says_the_bundles_own_ids(demo: Path, files: Path,
@@ -1670,7 +1765,8 @@ def test_an_answer_that_is_not_http_is_one_line(tmp_path: Path) -> None:
 
     class NotHttp(_AnsweringNode):
         def do_GET(self) -> None:
-            self.wfile.write(b"\x1b[2J ok\n" + b"A" * 60000 + b"\r\n\r\n")
+            # one status line (a "\n" after "ok" ended it there: helper round 40M)
+            self.wfile.write(b"\x1b[2J ok " + b"A" * 60000 + b"\r\n\r\n")
 
     class CutShort(_AnsweringNode):
         def do_GET(self) -> None:
