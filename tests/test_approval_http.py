@@ -2285,3 +2285,52 @@ def test_an_application_made_by_an_older_version_of_the_rule_is_decided_by_none(
         assert got.status_code == 200 and got.json()["rule_hash"] == new, got.text
         got = apply("")
         assert got.status_code == 200 and got.json()["rule_hash"] == new, got.text
+
+
+def test_a_decision_by_another_version_of_the_rule_than_the_wallets_is_said(
+        tmp_path: Path, capsys: Any) -> None:
+    """A node before ADR 82 reads no version an application names, and decides by the rule in
+    force; a decision collected was made by the rule of its day. The approval credential says
+    the version that decided (`rule_version`): the wallet says where it is not the one its
+    snapshot has (helper round 41V's question)."""
+    import httpx as client_lib
+
+    from contracts.catalogue import rule
+    from ledger.network import Agency
+    from ledger.state import rule_hash
+    from wallet.cli import _keep_decision
+
+    data, wallet = prepare(tmp_path)
+    keys = _issuer_keys(data, "edu", "civil")
+    settings = settings_for(data)
+    settings = type(settings)(**{**settings.__dict__, "agency": "market"})
+    app = create_app(settings, clock=lambda: NOW, passphrase=PASS)
+    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        node = app.state.node
+        reg = node.store.registry
+        assert reg is not None
+        shown = reg.rule("business-licence")
+        upgraded = rule("business-licence", agency="market", title="Operating licence v2")
+        node.orderer.submit(governance_tx(
+            node.network, reg.gov_seq + 1, "register_rule", {"rule": upgraded},
+            [Agency(a, "", keys[a], keys[a]) for a in ("edu", "civil")])).result(timeout=30)
+        opened = http.post("/v1/services/business-licence/applications").json()
+        requests = [Request.from_json({k: r[k] for k in ("nonce", "audience", "type", "claims")})
+                    for r in opened["requests"]]
+        answers = wallet.answer(requests, now=NOW)
+        got = http.post("/v1/services/business-licence/apply", json={  # as an older wallet
+            "holder_jwk": wallet.holder_jwk(),
+            "presentations": [{"nonce": n, "envelope": b64url(e)} for n, e in answers]})
+        assert got.status_code == 200, got.text[:500]
+        now_reg = node._registry()
+    answer = client_lib.Response(200, json=got.json())
+    _keep_decision(answer, wallet, b"wallet-pass", "business-licence", shown, now_reg,
+                   tmp_path / "snap.bin")
+    said = " ".join(capsys.readouterr().err.split())
+    assert "approved (fast_track)" in said, said
+    assert (f"decided by version {rule_hash(upgraded).hex()[:16]} of the rule, not by version "
+            f"{rule_hash(shown).hex()[:16]} this wallet's snapshot has") in said, said
+    _keep_decision(answer, wallet, b"wallet-pass", "business-licence", upgraded, now_reg,
+                   tmp_path / "snap.bin")  # held already: by the version the snapshot has
+    said = " ".join(capsys.readouterr().err.split())
+    assert "holds it already" in said and "decided by version" not in said, said

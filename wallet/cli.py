@@ -801,7 +801,7 @@ def _keep_decision(got: Any, w: Any, passphrase: bytes, service: str, rule: dict
                           f"({type(e).__name__}: {e})") from e
     held = _held_id(w, bundle)
     if held is not None:  # collected again: that very credential (one per decision)
-        _say_decision(w.show(held), " (this wallet holds it already)")
+        _say_decision(w.show(held), rule, " (this wallet holds it already)")
         out.print(held)
         return
     try:
@@ -843,19 +843,28 @@ def _keep_decision(got: Any, w: Any, passphrase: bytes, service: str, rule: dict
                           f"check out against {registry} ({e}). It is kept in {kept}: "
                           f"`wallet receive {kept} --registry NEWER_SNAPSHOT`") from e
     # what the credential, now verified, says: not the answer's own words about it
-    _say_decision(claims)
+    _say_decision(claims, rule)
     out.print(info.id)
 
 
-def _say_decision(claims: dict[str, Any], note: str = "") -> None:
-    """The decision an approval credential's verified ``claims`` say, and the documents still
-    required."""
+def _say_decision(claims: dict[str, Any], rule: dict[str, Any], note: str = "") -> None:
+    """The decision an approval credential's verified ``claims`` say, the documents still
+    required, and the version of the rule that decided where it is not ``rule``'s (the one
+    shown: a node before ADR 82 reads no version an application names; a decision collected
+    was made by the rule of its day)."""
+    from ledger.state import rule_hash
+
     reasons = str(claims.get("reasons", "")).replace(",", ", ")
     said = f"{claims.get('decision')} ({claims.get('path')}): {reasons}"
     err.print(f"[bold]{escape(said)}[/]{escape(note)}")
     documents = str(claims.get("documents", "none"))
     if documents != "none":
         err.print(f"  documents still required: {escape(documents.replace(',', ', '))}")
+    version, shown = str(claims.get("rule_version", "")), rule_hash(rule).hex()
+    if version != shown:
+        err.print(f"[yellow]decided by version {escape(version[:16])} of the rule, not by "
+                  f"version {shown[:16]} this wallet's snapshot has[/] (the rule changed; a "
+                  "newer snapshot says what it asks now)")
 
 
 def _held_id(w: Any, bundle: bytes) -> str | None:
