@@ -1017,7 +1017,8 @@ class RestartDesk:
                 break
             got += chunk
         conn.settimeout(None)
-        verb, _, agency = got.partition(b"\n")[0].decode("ascii").partition(" ")
+        # not ASCII: refused below (the regex), not dropped unanswered
+        verb, _, agency = got.partition(b"\n")[0].decode("ascii", "replace").partition(" ")
         ask = RestartAsk(agency, conn)
         if verb != "restart" or not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,63}", agency):
             ask.close("refused: not a request of `ledger-node cluster restart`")
@@ -1057,6 +1058,8 @@ def ask_restart(folder: Path, agency: str, heard: Callable[[str], None]) -> tupl
     member and node again; ``heard`` gets each step it says. Its answer: ``("ok" | "refused" |
     "failed", why)``. ClusterError when no cluster runs there."""
     path = folder.absolute() / RESTART_SOCKET
+    if "\n" in agency:  # the desk reads one line: its first would be taken for the agency
+        return "refused", "not a request of `ledger-node cluster restart`"
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         try:
             with _socket_path(path) as name:

@@ -2080,3 +2080,33 @@ def test_the_restart_desk_answers_in_a_folder_deeper_than_a_socket_address(
     assert not (deep / RESTART_SOCKET).exists()
     with pytest.raises(ClusterError, match="no `ledger-node cluster` is running"):
         ask_restart(deep, "edu", heard.append)
+
+
+def test_the_restart_desk_refuses_an_agency_not_ascii_or_of_two_lines(tmp_path: Path) -> None:
+    """`ledger-node cluster restart --agency` with a name not ASCII was dropped unanswered by
+    the desk (the asker told "the cluster stopped before it answered", exit 1, though it runs);
+    one holding a newline had its first line taken for the agency (``edu\\nx`` restarted edu).
+    Both are refused, and nothing is queued."""
+    from node.cluster import RestartDesk, ask_restart
+
+    desk = RestartDesk(tmp_path)
+    try:
+        heard: list[str] = []
+        assert ask_restart(tmp_path, "édu", heard.append) == (
+            "refused", "not a request of `ledger-node cluster restart`")
+        got: list[tuple[str, str]] = []
+        asker = threading.Thread(target=lambda: got.append(
+            ask_restart(tmp_path, "edu\nx", heard.append)))
+        asker.start()
+        asks = desk.asks()
+        while not asks and asker.is_alive():
+            time.sleep(0.05)
+            asks = desk.asks()
+        for ask in asks:
+            ask.close("failed: taken for another agency")
+        asker.join(timeout=60)
+        assert asks == [] and got == [
+            ("refused", "not a request of `ledger-node cluster restart`")], (asks, got)
+        assert heard == []
+    finally:
+        desk.close()
