@@ -923,6 +923,10 @@ RESTART_SOCKET = "restart.sock"
 _ASK_MAX = 256
 """The longest request the desk reads: ``restart <agency>`` and a newline."""
 
+_ASK_WITHIN = 10.0
+"""Seconds the desk waits for a whole request (not each read of it): one slow asker holds it,
+and the requests behind it, no longer."""
+
 
 @contextlib.contextmanager
 def _socket_path(path: Path) -> Iterator[str]:
@@ -1009,9 +1013,13 @@ class RestartDesk:
             RestartAsk("", conn).close("refused: only the user running the cluster may restart "
                                        "its processes")
             return None
-        conn.settimeout(10.0)  # one slow asker holds the desk for no longer
+        until = _time.monotonic() + _ASK_WITHIN  # one slow asker holds the desk no longer
         got = b""
         while b"\n" not in got and len(got) <= _ASK_MAX:
+            left = until - _time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request was not whole in time")
+            conn.settimeout(left)
             chunk = conn.recv(_ASK_MAX + 1)
             if not chunk:
                 break

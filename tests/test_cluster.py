@@ -2110,3 +2110,31 @@ def test_the_restart_desk_refuses_an_agency_not_ascii_or_of_two_lines(tmp_path: 
         assert heard == []
     finally:
         desk.close()
+
+
+def test_a_request_dripped_to_the_restart_desk_holds_it_no_longer_than_its_bound(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The desk bounded each read of a request (10 s), not the request: one dripping a byte a
+    read held it (and every `ledger-node cluster restart` behind it, and the cluster's stop)
+    for up to 257 such reads. The whole request is read within the bound, or it is dropped."""
+    import socket
+
+    import node.cluster
+    from node.cluster import RESTART_SOCKET, RestartDesk, ask_restart
+
+    monkeypatch.setattr(node.cluster, "_ASK_WITHIN", 0.5, raising=False)
+    desk = RestartDesk(tmp_path)
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as drip:
+            drip.connect(str(tmp_path / RESTART_SOCKET))
+            sent = 0
+            with contextlib.suppress(OSError):  # the desk hung up: a reset or a broken pipe
+                for _ in range(120):
+                    drip.sendall(b"r")
+                    sent += 1
+                    time.sleep(0.2)
+            assert sent < 120, "the desk read a dripped request for 24 s"
+        assert ask_restart(tmp_path, "Edu Bureau", lambda _: None) == (
+            "refused", "not a request of `ledger-node cluster restart`")
+    finally:
+        desk.close()
