@@ -1568,7 +1568,8 @@ def seal_again(
     file take its file's place (one rename each, said as it is done). Stopped (SIGINT,
     SIGTERM) while it writes, it replaces nothing, or, stopped while it renames, finishes;
     either way it names the files sealed again and those still under the current
-    passphrase, and exits 128 + the signal's number.
+    passphrase, and exits 128 + the signal's number. A new file a run killed outright left
+    beside a key (.NAME.<hex>.tmp, under that run's new passphrase) is named, never taken.
     """
     import stat as stat_
 
@@ -1593,6 +1594,12 @@ def seal_again(
                       "remove them (or copy the file) first; nothing was written")
             raise typer.Exit(2)
         files.setdefault(given.resolve(), given)
+    for path, given in files.items():
+        for leftover in _left_beside(path):
+            err.print(f"[yellow]left by an interrupted `ledger-node seal-again`:[/] "
+                      f"{_q(leftover)} (a copy of {_q(given)}, under the passphrase that run "
+                      "was given, or cut short): not taken here; remove it once the key "
+                      "opens")
     try:
         old = read_passphrase("Current passphrase of the key files (or set "
                               "LEDGER_FROM_PASSPHRASE): ", env="LEDGER_FROM_PASSPHRASE")
@@ -1715,14 +1722,31 @@ def _seal_each_again(opened: list[_Opened], new: bytes, stops: set[signal.Signal
             os.close(folder)
 
 
+def _beside_stem(name: str) -> str:
+    """The part of a key file's name its new content's name holds (bytes count)."""
+    return os.fsdecode(os.fsencode(name)[:200])
+
+
+def _left_beside(path: Path) -> list[Path]:
+    """The files :func:`_write_beside` made beside ``path`` that no rename took (a
+    `seal-again` killed outright between its writes and its renames), by name."""
+    import re
+
+    made = re.compile(rf"\.{re.escape(_beside_stem(path.name))}\.[0-9a-f]{{12}}\.tmp")
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return []
+    return [path.parent / n for n in sorted(names) if made.fullmatch(n)]
+
+
 def _write_beside(folder: int, name: str, info: os.stat_result, content: bytes) -> str:
     """``content`` written, durable, in a new file beside ``name`` in ``folder`` (open) with
     the owner, group and mode ``info`` gives (a node's key sealed again by root stays the
     node's, whatever the umask); its name. Nothing is left on :class:`OSError`."""
     import stat as stat_
 
-    stem = os.fsdecode(os.fsencode(name)[:200])  # bytes count, not characters
-    made = f".{stem}.{secrets.token_hex(6)}.tmp"
+    made = f".{_beside_stem(name)}.{secrets.token_hex(6)}.tmp"  # as _left_beside finds it
     fd = os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600,
                  dir_fd=folder)
     try:

@@ -1296,3 +1296,29 @@ def test_init_refuses_bad_network_options_before_writing(tmp_path: Path, extra: 
         *extra], env={"LEDGER_KEY_PASSPHRASE": "init-pw"})
     assert r.exit_code == 2 and said in " ".join(r.output.split()), r.output
     assert not (tmp_path / "node.toml").exists() and not (tmp_path / "data").exists()
+
+
+def test_seal_again_names_what_a_run_killed_outright_left_beside_a_key(tmp_path: Path) -> None:
+    """A `seal-again` killed outright (SIGKILL, a power cut) between its writes and its renames
+    leaves each new file beside its key under a hidden name (``.NAME.<hex>.tmp``): a copy of
+    the key under the passphrase then given, which no later run said or removed. The next run
+    names each such file (its passphrase is not known here: the operator removes it), and
+    never takes one for a key; nothing else of the run changes."""
+    from node.service import read_credit_secret
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    key = tmp_path / "a.secret"
+    assert _node_cli(env, "credit-secret", "--out", str(key), old="", new="old-pw"
+                     ).returncode == 0
+    left = tmp_path / ".a.secret.0123456789ab.tmp"  # as _write_beside names it
+    left.write_bytes(key.read_bytes())
+    left.chmod(0o600)
+    other = tmp_path / ".b.secret.0123456789ab.tmp"  # another key's: not this run's to name
+    other.write_bytes(b"x")
+    env["COLUMNS"] = "300"
+    r = _node_cli(env, "seal-again", "--key", str(key), old="old-pw", new="new-pw")
+    told = " ".join(r.stderr.split())
+    assert r.returncode == 0, told
+    assert str(left) in told and "interrupted `ledger-node seal-again`" in told, told
+    assert str(other) not in told, told
+    assert left.exists() and read_credit_secret(key, b"new-pw") is not None
