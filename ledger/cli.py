@@ -2281,8 +2281,9 @@ def status(
     The transaction is signed here with the agency's issuer key from <data>/keys. Without
     --node this process also orders it into the store (embedded mode); with --node the running
     node orders it (a signed transaction is its own authority: no operator token needed).
-    With --data, a credential the agency may not change (another agency's, of a type it is not
-    granted) or none on the ledger is refused before the passphrase, naming its issuer.
+    Without --node, a credential the agency may not change (another agency's, of a type it is
+    not granted) or none on the ledger is refused before the passphrase (exit 2), naming its
+    issuer; with --node, the node's ledger refuses it (exit 1).
     """
     credential_id = _hex_id(credential_id, 16, (
         "--credential-id must be 64 hex digits (SHA-256 of the issuer-signed JWT), or its start "

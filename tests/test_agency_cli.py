@@ -446,6 +446,18 @@ def test_a_change_the_ledger_would_refuse_is_not_signed(demo: Path) -> None:
     assert _log_size(demo) == size
 
 
+def test_agency_status_help_says_which_change_is_refused_before_the_passphrase() -> None:
+    """Round 40 refused a change the ledger would refuse before the passphrase, with exit 2 (it
+    was 1, the ledger's rejection), and its help said so "with --data", which every use of the
+    command gives, though only a change written without --node is checked here. The help says
+    when, and the exit code (helper round 41V)."""
+    r = _run("agency", "status", "--help", env={**ENV, "COLUMNS": "300"})
+    told = " ".join(r.stdout.replace("│", " ").split())
+    assert r.returncode == 0, r.stderr
+    assert "Without --node, a credential the agency may not change" in told, told
+    assert "refused before the passphrase (exit 2)" in told, told
+
+
 def test_a_credential_start_is_not_taken_from_a_decision_list_that_is_none(demo: Path) -> None:
     """The start of an approval credential id is looked up in the node's decision list: an
     answer that was no list of decisions with 64-digit ids (a credential id of 32 digits, or
