@@ -1177,7 +1177,8 @@ def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, where: str, *,
     import httpx
 
     from ledger.archive import ArchiveError, check_archive
-    from ledger.within import UNCOMPRESSED, Bound, bounded, compressed, within
+    from ledger.within import UNCOMPRESSED, Bound, compressed, within
+    from ledger.within import client as client_of
 
     if not url.startswith(("http://", "https://")):
         _fail(f"the node URL must be http(s), not {url!r}", 2)
@@ -1186,7 +1187,7 @@ def _fetch_archive(url: str, ca: Path | None, dest: BinaryIO, where: str, *,
     # the command for ever (ADR 81, Left)
     bound = Bound(ARCHIVE_FIRST_WAIT, ARCHIVE_LEAST_RATE)
     try:
-        with within(bound), bounded(httpx.Client(verify=verify, timeout=60)) as client, \
+        with within(bound), client_of(verify=verify, timeout=60) as client, \
                 client.stream("GET", f"{url.rstrip('/')}/v1/archive",
                               headers=UNCOMPRESSED) as r:
             encoding = compressed(r.headers)

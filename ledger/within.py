@@ -2,8 +2,9 @@
 
 httpx's read timeout starts again with every byte: a server dripping its answer a byte at a
 time, each within it, status line and headers too, held the command reading it for as long as
-it liked. A client given to :func:`bounded` reads through streams whose every read's timeout is
-cut to what is left of the :class:`Bound` set by :func:`within` (none set: httpx's own alone);
+it liked. A client made by :func:`client` (its transport ours, on httpx's and httpcore's public
+API alone) reads through streams whose every read's timeout is cut to what is left of the
+:class:`Bound` set by :func:`within` (none set: httpx's own alone);
 past it, the read raises ``httpcore.ReadTimeout``, which httpx raises as ``httpx.ReadTimeout``.
 The wallet's answers are bounded in time (:class:`Bound` with no rate); an archive, which may
 be large, by a least rate after its first wait. httpx is imported by the caller alone (the
@@ -12,13 +13,16 @@ core imports no web client): these wrap what it hands them.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import cache
 from typing import Any
+from weakref import WeakKeyDictionary, WeakSet, finalize
 
-__all__ = ["UNCOMPRESSED", "Bound", "bounded", "compressed", "within"]
+__all__ = ["UNCOMPRESSED", "Bound", "bounded", "client", "compressed", "within"]
 
 
 UNCOMPRESSED = {"Accept-Encoding": "identity"}
@@ -68,7 +72,8 @@ def within(bound: Bound) -> Iterator[Bound]:
 
 
 class _Stream:
-    """An httpcore network stream whose reads end at the :class:`Bound` set."""
+    """An httpcore network stream (``httpcore.NetworkStream``'s methods) whose reads end at
+    the :class:`Bound` set."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
@@ -90,12 +95,19 @@ class _Stream:
     def start_tls(self, *args: Any, **kwargs: Any) -> _Stream:
         return _Stream(self._stream.start_tls(*args, **kwargs))
 
-    def __getattr__(self, name: str) -> Any:  # write, close, get_extra_info
-        return getattr(self._stream, name)
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, timeout)
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
 
 
 class _Backend:
-    """An httpcore network backend whose streams are :class:`_Stream`."""
+    """An httpcore network backend (``httpcore.NetworkBackend``'s methods) whose streams are
+    :class:`_Stream`."""
 
     def __init__(self, backend: Any) -> None:
         self._backend = backend
@@ -106,21 +118,189 @@ class _Backend:
     def connect_unix_socket(self, *args: Any, **kwargs: Any) -> _Stream:
         return _Stream(self._backend.connect_unix_socket(*args, **kwargs))
 
-    def __getattr__(self, name: str) -> Any:  # sleep
-        return getattr(self._backend, name)
+    def sleep(self, seconds: float) -> None:
+        self._backend.sleep(seconds)
 
 
-def bounded(client: Any) -> Any:
-    """``client`` (an ``httpx.Client``), every connection it opens read through
-    :class:`_Stream` (its connection pools' network backend wrapped, once; a proxy's too)."""
-    wrapped = 0
-    for transport in (client._transport, *client._mounts.values()):
-        pool = getattr(transport, "_pool", None)
-        if pool is None:
+_EXCEPTIONS: list[tuple[Any, Any]] = []  # (httpcore's, httpx's), filled on first use
+
+
+def _mapped(exc: Exception) -> Exception | None:
+    """``exc`` (httpcore's) as httpx's most specific exception for it, as httpx's own
+    transport maps it (so that callers' ``except httpx.…`` hold); None: not httpcore's."""
+    if not _EXCEPTIONS:
+        import httpcore
+        import httpx
+
+        _EXCEPTIONS.extend((getattr(httpcore, name), getattr(httpx, name)) for name in (
+            "TimeoutException", "ConnectTimeout", "ReadTimeout", "WriteTimeout", "PoolTimeout",
+            "NetworkError", "ConnectError", "ReadError", "WriteError", "ProxyError",
+            "UnsupportedProtocol", "ProtocolError", "LocalProtocolError",
+            "RemoteProtocolError"))
+    found: Any = None
+    for theirs, ours in _EXCEPTIONS:
+        if isinstance(exc, theirs) and (found is None or issubclass(ours, found)):
+            found = ours
+    return None if found is None else found(str(exc))
+
+
+@contextmanager
+def _httpx_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as e:
+        mapped = _mapped(e)
+        if mapped is None:
+            raise
+        raise mapped from e
+
+
+class _Body:
+    """An answer's body as httpcore gives it, read as an httpx stream (errors httpx's)."""
+
+    def __init__(self, parts: Any) -> None:
+        self._parts = parts
+
+    def __iter__(self) -> Iterator[bytes]:
+        with _httpx_errors():
+            yield from self._parts
+
+    def close(self) -> None:
+        with _httpx_errors():
+            self._parts.close()
+
+
+class _Transport:
+    """An httpx transport of an httpcore connection pool whose network backend is
+    :class:`_Backend` (public API of both: ``httpx.BaseTransport``, ``httpcore.ConnectionPool``,
+    ``httpcore.SyncBackend``), requests and answers mapped as httpx's own transport maps them;
+    TLS verified as httpx's ``verify`` says (True: its default trust)."""
+
+    def __init__(self, verify: Any = True, proxy: str | None = None) -> None:
+        import httpcore
+        import httpx
+
+        limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's
+        common: dict[str, Any] = {
+            "ssl_context": httpx.create_ssl_context(verify=verify),
+            "max_connections": limits.max_connections,
+            "max_keepalive_connections": limits.max_keepalive_connections,
+            "keepalive_expiry": limits.keepalive_expiry,
+            "network_backend": _Backend(httpcore.SyncBackend())}
+        if proxy is None:
+            self._pool: Any = httpcore.ConnectionPool(**common)
+            return
+        through = httpx.Proxy(url=proxy)  # as httpx's own transport reaches a proxy
+        url = httpcore.URL(scheme=through.url.raw_scheme, host=through.url.raw_host,
+                           port=through.url.port, target=through.url.raw_path)
+        if through.url.scheme in ("http", "https"):
+            self._pool = httpcore.HTTPProxy(
+                proxy_url=url, proxy_auth=through.raw_auth,
+                proxy_headers=through.headers.raw, proxy_ssl_context=through.ssl_context,
+                **common)
+        elif through.url.scheme in ("socks5", "socks5h"):
+            if importlib.util.find_spec("socksio") is None:
+                raise ImportError("a SOCKS proxy is set (the environment's), but the "
+                                  "'socksio' package is not installed")
+            self._pool = httpcore.SOCKSProxy(proxy_url=url, proxy_auth=through.raw_auth,
+                                             **common)
+        else:
+            raise ValueError("a proxy's scheme must be http, https, socks5 or socks5h, not "
+                             f"{through.url.scheme!r}")
+
+    def handle_request(self, request: Any) -> Any:
+        import httpcore
+        import httpx
+
+        core = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(scheme=request.url.raw_scheme, host=request.url.raw_host,
+                             port=request.url.port, target=request.url.raw_path),
+            headers=request.headers.raw, content=request.stream,
+            extensions=request.extensions)
+        with _httpx_errors():
+            got = self._pool.handle_request(core)
+        return httpx.Response(status_code=got.status, headers=got.headers,
+                              stream=_classes()[1](got.stream),
+                              extensions=got.extensions)
+
+    def close(self) -> None:
+        with _httpx_errors():
+            self._pool.close()
+
+
+@cache
+def _classes() -> tuple[Any, Any]:
+    """:class:`_Transport` as an ``httpx.BaseTransport`` and :class:`_Body` as an
+    ``httpx.SyncByteStream``, as httpx wants them (httpx imported when first asked)."""
+    import httpx
+
+    return (type("Transport", (_Transport, httpx.BaseTransport), {}),
+            type("Body", (_Body, httpx.SyncByteStream), {}))
+
+
+_MADE: WeakSet[Any] = WeakSet()
+_STANDING_IN: WeakKeyDictionary[Any, Any] = WeakKeyDictionary()
+
+
+def _environment_proxies() -> dict[str, str | None]:
+    """The proxies of the environment (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY) as an
+    ``httpx.Client``'s mounts, URL patterns to a proxy's URL or to None (none), read as
+    httpx reads them for a client given no transport."""
+    import ipaddress
+    from urllib.request import getproxies
+
+    def address(name: str, kind: Any) -> bool:
+        try:
+            kind(name.split("/", maxsplit=1)[0])
+        except ValueError:
+            return False
+        return True
+
+    info = getproxies()
+    mounts: dict[str, str | None] = {}
+    for scheme in ("http", "https", "all"):
+        if info.get(scheme):
+            mounts[f"{scheme}://"] = info[scheme] if "://" in info[scheme] else (
+                f"http://{info[scheme]}")
+    for name in (host.strip() for host in info.get("no", "").split(",")):
+        if name == "*":
+            return {}
+        if not name:
             continue
-        if not isinstance(pool._network_backend, _Backend):
-            pool._network_backend = _Backend(pool._network_backend)
-        wrapped += 1
-    if not wrapped:  # another httpx: no bound is better said than silently lost
-        raise RuntimeError("this httpx's client has no connection pool to bound")
-    return client
+        if "://" in name:
+            mounts[name] = None
+        elif address(name, ipaddress.IPv4Address) or name.lower() == "localhost":
+            mounts[f"all://{name}"] = None
+        elif address(name, ipaddress.IPv6Address):
+            mounts[f"all://[{name}]"] = None
+        else:
+            mounts[f"all://*{name}"] = None
+    return mounts
+
+
+def client(verify: Any = True, **kw: Any) -> Any:
+    """An ``httpx.Client`` (``kw`` its own) whose every connection is read through
+    :class:`_Stream`: its transports :class:`_Transport`, TLS verified as ``verify`` says, the
+    environment's proxies used as httpx uses them."""
+    import httpx
+
+    transport = _classes()[0]
+    mounts = {pattern: None if proxy is None else transport(verify, proxy)
+              for pattern, proxy in _environment_proxies().items()}
+    made = httpx.Client(transport=transport(verify), mounts=mounts, **kw)
+    _MADE.add(made)
+    return made
+
+
+def bounded(given: Any) -> Any:
+    """``given`` if made by :func:`client`; else one made by it standing in for ``given``
+    from now on (the same timeout and headers, the default trust), closed once ``given`` is
+    gone: another client's reads cannot be bounded through httpx's public API."""
+    if given in _MADE:
+        return given
+    made = _STANDING_IN.get(given)
+    if made is None:
+        made = _STANDING_IN[given] = client(timeout=given.timeout, headers=given.headers)
+        finalize(given, made.close)
+    return made

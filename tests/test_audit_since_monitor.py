@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -1314,11 +1315,15 @@ class _QuietNode(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def _start_serving(handler: type[http.server.BaseHTTPRequestHandler]) -> str:
-    """A server on 127.0.0.1 answering with ``handler``; its URL (stop it with _stop_serving)."""
+def _start_serving(handler: type[http.server.BaseHTTPRequestHandler],
+                   tls: ssl.SSLContext | None = None) -> str:
+    """A server on 127.0.0.1 answering with ``handler``, by HTTPS with ``tls`` (a server
+    context) if given; its URL (stop it with _stop_serving)."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+    url = f"http{'s' if tls else ''}://127.0.0.1:{server.server_address[1]}"
     _SERVERS[url] = server
     return url
 
@@ -1409,6 +1414,66 @@ def test_a_node_that_drips_its_archive_is_given_up_on(
         _stop_serving(url)
     said = " ".join(capsys.readouterr().err.split())
     assert ended.value.exit_code == 1
+    assert f"the archive from {url} came slower than 16 KiB/s" in said, said
+
+
+def _node_tls(folder: Path) -> tuple[ssl.SSLContext, Path]:
+    """A node's TLS server context (agency edu of a network's own PKI made in ``folder``, its
+    certificate for 127.0.0.1) and the path of that network's CA certificate."""
+    import datetime as dt
+
+    from node.pki import create_pki, lock, unlock
+
+    create_pki(folder, "n", ["edu"], b"pw", now=dt.datetime.now(dt.UTC))
+    rt = unlock(folder, "edu", b"pw", now=dt.datetime.now(dt.UTC))
+    try:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(rt / "edu.crt"), str(rt / "edu.key"))
+    finally:
+        lock(rt)
+    return ctx, folder / "ca.crt"
+
+
+def test_a_node_that_drips_its_archive_by_https_is_given_up_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The bound on a node's archive holds by HTTPS too, its --ca trusted: the reader that
+    bounds it is a transport of ours on httpx's and httpcore's public API (it reached into
+    httpx's private attributes, which a newer httpx may drop), TLS begun on its streams
+    (helper round 41W)."""
+    import threading
+
+    import typer
+
+    import ledger.cli
+
+    stop, sent = threading.Event(), threading.Event()
+
+    class Dripping(_QuietNode):
+        def do_GET(self) -> None:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nx-slow: ")
+            for _ in range(400):  # 20 s or more, a byte now and then
+                if stop.wait(0.05):
+                    return
+                try:
+                    self.wfile.write(b"a")
+                    self.wfile.flush()
+                except OSError:
+                    return
+            sent.set()
+
+    tls, ca = _node_tls(tmp_path / "pki")
+    monkeypatch.setattr(ledger.cli, "ARCHIVE_FIRST_WAIT", 1.0)  # not 120 s: a test's
+    url = _start_serving(Dripping, tls)
+    try:
+        with (tmp_path / "fetched").open("wb") as dest, pytest.raises(typer.Exit) as ended:
+            ledger.cli._fetch_archive(url, ca, dest, str(tmp_path))
+        assert not sent.is_set()  # given up on as it dripped, not once it was done
+    finally:
+        stop.set()
+        _stop_serving(url)
+    said = " ".join(capsys.readouterr().err.split())
+    assert url.startswith("https://") and ended.value.exit_code == 1
     assert f"the archive from {url} came slower than 16 KiB/s" in said, said
 
 

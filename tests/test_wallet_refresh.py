@@ -393,6 +393,122 @@ def test_a_node_that_drips_its_headers_is_given_up_on_by_the_wallet(
         _stop_serving(url)
 
 
+def test_the_wallets_bound_holds_by_https_with_the_default_trust(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The wallet's clients (``ledger.within.client``, a transport of ours on httpx's and
+    httpcore's public API; helper round 41W) trust as httpx's default does (SSL_CERT_FILE
+    here): a node of a network's own CA is refused by TLS without it (an ``httpx`` error, as
+    the wallet catches), trusted with it, and a node dripping its headers by HTTPS is given up
+    on at the bound, on the connection kept alive from the answer before."""
+    import threading
+
+    import httpx
+    from test_audit_since_monitor import _node_tls, _start_serving, _stop_serving
+
+    from ledger.within import client
+    from wallet import cli
+    from wallet.errors import WalletError
+
+    stop, sent = threading.Event(), threading.Event()
+
+    class Dripping(_QuietNode):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            if self.path == "/v1/health":
+                self._send(b"[]")
+                return
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nx-slow: ")
+            for _ in range(400):  # 20 s or more, a byte now and then
+                if stop.wait(0.05):
+                    return
+                try:
+                    self.wfile.write(b"a")
+                    self.wfile.flush()
+                except OSError:
+                    return
+            sent.set()
+
+    tls, ca = _node_tls(tmp_path / "pki")
+    monkeypatch.setattr(cli, "ANSWER_WAIT_MORE", 0.0)  # not a minute: a test's
+    url = _start_serving(Dripping, tls)
+    try:
+        monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+        monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+        with client(timeout=60) as untrusting, pytest.raises(
+                httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            cli._fetch(untrusting, "GET", f"{url}/v1/health")
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        with client(timeout=60) as trusting:
+            assert cli._fetch(trusting, "GET", f"{url}/v1/health").json() == []
+            with pytest.raises(WalletError, match=r"still answering after 1 s"):
+                cli._fetch(trusting, "GET", f"{url}/v1/checkpoint",
+                           timeout=httpx.Timeout(60, read=1.0))
+        assert not sent.is_set()  # given up on as it dripped, not once it was done
+    finally:
+        stop.set()
+        _stop_serving(url)
+
+
+def test_the_wallet_reaches_a_node_through_the_proxy_of_the_environment_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wallet's clients took HTTP_PROXY (and HTTPS_PROXY, ALL_PROXY, NO_PROXY) from the
+    environment, as httpx's do, and its bound held through the proxy's connections too; its
+    own transport (helper round 41W) keeps both: a node reached through a proxy answers, and
+    one dripping its headers through it is given up on at the bound."""
+    import threading
+
+    import httpx
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    from ledger.within import client
+    from wallet import cli
+    from wallet.errors import WalletError
+
+    stop, sent = threading.Event(), threading.Event()
+    asked: list[str] = []
+
+    class Proxy(_QuietNode):  # answers itself what it is asked to fetch
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            if self.path.endswith("/v1/health"):
+                self._send(b"[]")
+                return
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nx-slow: ")
+            for _ in range(400):  # 20 s or more, a byte now and then
+                if stop.wait(0.05):
+                    return
+                try:
+                    self.wfile.write(b"a")
+                    self.wfile.flush()
+                except OSError:
+                    return
+            sent.set()
+
+    monkeypatch.setattr(cli, "ANSWER_WAIT_MORE", 0.0)  # not a minute: a test's
+    proxy = _start_serving(Proxy)
+    node = "http://node.wallet-test.invalid"  # no such name: only the proxy reaches it
+    try:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY",
+                     "https_proxy", "http_proxy", "REQUEST_METHOD"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        with client(timeout=60) as proxied:
+            assert cli._fetch(proxied, "GET", f"{node}/v1/health").json() == []
+            with pytest.raises(WalletError, match=r"still answering after 1 s"):
+                cli._fetch(proxied, "GET", f"{node}/v1/checkpoint",
+                           timeout=httpx.Timeout(60, read=1.0))
+        assert not sent.is_set()  # given up on as it dripped, not once it was done
+        assert asked == [f"{node}/v1/health", f"{node}/v1/checkpoint"]
+        monkeypatch.setenv("NO_PROXY", ".wallet-test.invalid")  # the node's name: no proxy
+        with client(timeout=60) as direct, pytest.raises(httpx.ConnectError):
+            cli._fetch(direct, "GET", f"{node}/v1/health")
+        assert len(asked) == 2
+    finally:
+        stop.set()
+        _stop_serving(proxy)
+
+
 def test_a_compressed_answer_is_neither_asked_for_nor_opened_by_the_wallet() -> None:
     """The wallet asked for compressed answers (httpx's default) and opened what came, a read
     of 64 KiB at a time (its bound was checked after each): gzip made that 64 MiB, and zstd or

@@ -657,6 +657,7 @@ def apply(
     from ledger.presentation import Request
     from ledger.sdjwt import MalformedError
     from ledger.state import rule_hash
+    from ledger.within import client as within_client
     from wallet.core import Wallet, beyond_rule
     from wallet.errors import PresentationError, WalletError
 
@@ -676,7 +677,7 @@ def apply(
             _keep_decision(got, w, passphrase, service, rule, reg, registry)
             return
         try:
-            with httpx.Client(timeout=60) as client:
+            with within_client(timeout=60) as client:
                 opened = _fetch(client, "POST", f"{base}/v1/services/{service}/applications")
                 if opened.status_code != 200:
                     raise WalletError(f"the node refused the application: {_detail(opened)}")
@@ -887,11 +888,12 @@ def _collect(w: Any, base: str, service: str) -> Any:
     (no other: the node learns no key it had not seen)."""
     import httpx
 
+    from ledger.within import client as within_client
     from wallet.errors import WalletError
 
     url = f"{base}/v1/services/{service}/collect"
     try:
-        with httpx.Client(timeout=60) as client:
+        with within_client(timeout=60) as client:
             tried = 0
             while True:
                 opened = _fetch(client, "POST", f"{url}/challenge")
@@ -1081,6 +1083,7 @@ def refresh(
     from ledger.errors import CheckpointError
     from ledger.offline import load_snapshot
     from ledger.sdjwt import MalformedError
+    from ledger.within import client as within_client
     from wallet.errors import WalletError
 
     with _errors():
@@ -1098,7 +1101,7 @@ def refresh(
         base = node.rstrip("/")
         proofs: dict[str, list[bytes]] = {}
         try:
-            with httpx.Client(timeout=60) as client:
+            with within_client(timeout=60) as client:
                 got = _fetch(client, "GET", f"{base}/v1/checkpoint")
                 if got.status_code != 200:
                     raise WalletError(f"{base} gave no checkpoint (HTTP {got.status_code})")
