@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
 from typing import Any
-from weakref import WeakKeyDictionary, WeakSet, finalize
+from weakref import WeakSet
 
 __all__ = ["UNCOMPRESSED", "Bound", "bounded", "client", "compressed", "within"]
 
@@ -240,7 +240,6 @@ def _classes() -> tuple[Any, Any]:
 
 
 _MADE: WeakSet[Any] = WeakSet()
-_STANDING_IN: WeakKeyDictionary[Any, Any] = WeakKeyDictionary()
 
 
 def _environment_proxies() -> dict[str, str | None]:
@@ -294,13 +293,9 @@ def client(verify: Any = True, **kw: Any) -> Any:
 
 
 def bounded(given: Any) -> Any:
-    """``given`` if made by :func:`client`; else one made by it standing in for ``given``
-    from now on (the same timeout and headers, the default trust), closed once ``given`` is
-    gone: another client's reads cannot be bounded through httpx's public API."""
-    if given in _MADE:
-        return given
-    made = _STANDING_IN.get(given)
-    if made is None:
-        made = _STANDING_IN[given] = client(timeout=given.timeout, headers=given.headers)
-        finalize(given, made.close)
-    return made
+    """``given`` if made by :func:`client`; else a TypeError: another client's reads cannot be
+    bounded through httpx's public API, and one left unbounded would be a bound lost unsaid."""
+    if given not in _MADE:
+        raise TypeError("an httpx client not made by ledger.within.client: its answers "
+                        "cannot be bounded in time")
+    return given

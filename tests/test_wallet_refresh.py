@@ -351,6 +351,8 @@ def test_a_node_that_drips_its_headers_is_given_up_on_by_the_wallet(
     import httpx
     from test_audit_since_monitor import _start_serving, _stop_serving
 
+    from ledger.within import bounded
+    from ledger.within import client as within_client
     from wallet import cli
     from wallet.errors import WalletError
 
@@ -380,7 +382,7 @@ def test_a_node_that_drips_its_headers_is_given_up_on_by_the_wallet(
     monkeypatch.setattr(cli, "ANSWER_WAIT_MORE", 0.0)  # not a minute: a test's
     url = _start_serving(Dripping)
     try:
-        with httpx.Client(timeout=60) as client:
+        with within_client(timeout=60) as client:
             if kept_alive:
                 assert cli._fetch(client, "GET", f"{url}/v1/health").json() == []
             with pytest.raises(WalletError, match=r"still answering after 1 s"):
@@ -391,6 +393,9 @@ def test_a_node_that_drips_its_headers_is_given_up_on_by_the_wallet(
     finally:
         stop.set()
         _stop_serving(url)
+    # a client made elsewhere is refused, not read unbounded (httpx has no public way in)
+    with httpx.Client() as foreign, pytest.raises(TypeError, match="cannot be bounded"):
+        bounded(foreign)
 
 
 def test_the_wallets_bound_holds_by_https_with_the_default_trust(
@@ -516,9 +521,9 @@ def test_a_compressed_answer_is_neither_asked_for_nor_opened_by_the_wallet() -> 
     and an answer compressed all the same is refused, unopened (helper round 40H)."""
     import gzip
 
-    import httpx
     from test_audit_since_monitor import _start_serving, _stop_serving
 
+    from ledger.within import client as within_client
     from wallet import cli
     from wallet.errors import WalletError
 
@@ -536,7 +541,7 @@ def test_a_compressed_answer_is_neither_asked_for_nor_opened_by_the_wallet() -> 
 
     url = _start_serving(Compressing)
     try:
-        with httpx.Client(timeout=60) as client, pytest.raises(
+        with within_client(timeout=60) as client, pytest.raises(
                 WalletError, match=r"compressed \('gzip'\), which the wallet did not ask for"):
             cli._fetch(client, "GET", f"{url}/v1/checkpoint")
     finally:
