@@ -19,7 +19,7 @@ import httpx
 import pytest
 from test_api import CLAIMS as DEGREE
 from test_api import NOW, PASS, TOKEN, make_demo, serve, settings_for
-from test_audit_since_monitor import _QuietNode
+from test_audit_since_monitor import _drip, _QuietNode
 
 from ledger import merkle, sdjwt
 from ledger.checkpoint import SignedCheckpoint
@@ -1485,14 +1485,8 @@ def test_a_node_that_drips_its_answer_is_given_up_on(
     class Dripping(_AnsweringNode):
         def do_GET(self) -> None:
             self.wfile.write(head)
-            for _ in range(100):  # 5 s or more, a few bytes now and then
-                if stop.wait(0.05):
-                    return
-                try:
-                    self.wfile.write(drop)
-                    self.wfile.flush()
-                except OSError:
-                    return
+            if not _drip(self.wfile, [drop] * 100, stop):  # 5 s or more, a few bytes now and then
+                return
             self.wfile.write(tail)
 
     monkeypatch.setattr(cli, "NODE_ANSWER_WAIT", 1.0)  # not 120 s: a test's

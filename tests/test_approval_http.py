@@ -8,6 +8,8 @@ import base64
 import json
 import shutil
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -2233,16 +2235,13 @@ def test_a_damaged_entry_of_the_collect_index_is_built_again(tmp_path: Path) -> 
         node.close()
 
 
-def test_an_application_made_by_an_older_version_of_the_rule_is_decided_by_none(
-        tmp_path: Path) -> None:
-    """The wallet shows the applicant the rule of its registry snapshot, and says its version;
-    a node whose rule changed since decided by the new one all the same. The application names
-    the version it was made by (``?rule=``): another version now decides nothing, keeps
-    nothing, and says so (``stale_rule``, the ledger's own word for it); the version in force
-    decides; an application naming none is decided as before (wallets before this change)."""
+@contextmanager
+def _licence_upgraded(tmp_path: Path) -> Iterator[tuple[Any, httpx.Client, Wallet, dict[str, Any],
+                                                       dict[str, Any]]]:
+    """market's node served, its business-licence rule upgraded by governance once served:
+    (the app, a client of it, the applicant's wallet, the rule before, the rule now)."""
     from contracts.catalogue import rule
     from ledger.network import Agency
-    from ledger.state import rule_hash
 
     data, wallet = prepare(tmp_path)
     keys = _issuer_keys(data, "edu", "civil")
@@ -2253,12 +2252,26 @@ def test_an_application_made_by_an_older_version_of_the_rule_is_decided_by_none(
         node = app.state.node
         reg = node.store.registry
         assert reg is not None
-        old = rule_hash(reg.rule("business-licence")).hex()
+        before = reg.rule("business-licence")
         upgraded = rule("business-licence", agency="market", title="Operating licence v2")
         node.orderer.submit(governance_tx(
             node.network, reg.gov_seq + 1, "register_rule", {"rule": upgraded},
             [Agency(a, "", keys[a], keys[a]) for a in ("edu", "civil")])).result(timeout=30)
-        new = rule_hash(upgraded).hex()
+        yield app, http, wallet, before, upgraded
+
+
+def test_an_application_made_by_an_older_version_of_the_rule_is_decided_by_none(
+        tmp_path: Path) -> None:
+    """The wallet shows the applicant the rule of its registry snapshot, and says its version;
+    a node whose rule changed since decided by the new one all the same. The application names
+    the version it was made by (``?rule=``): another version now decides nothing, keeps
+    nothing, and says so (``stale_rule``, the ledger's own word for it); the version in force
+    decides; an application naming none is decided as before (wallets before this change)."""
+    from ledger.state import rule_hash
+
+    data = tmp_path / "data"
+    with _licence_upgraded(tmp_path) as (_, http, wallet, before, upgraded):
+        old, new = rule_hash(before).hex(), rule_hash(upgraded).hex()
         assert new != old
 
         def apply(query: str) -> httpx.Response:
@@ -2295,25 +2308,10 @@ def test_a_decision_by_another_version_of_the_rule_than_the_wallets_is_said(
     snapshot has (helper round 41V's question)."""
     import httpx as client_lib
 
-    from contracts.catalogue import rule
-    from ledger.network import Agency
     from ledger.state import rule_hash
     from wallet.cli import _keep_decision
 
-    data, wallet = prepare(tmp_path)
-    keys = _issuer_keys(data, "edu", "civil")
-    settings = settings_for(data)
-    settings = type(settings)(**{**settings.__dict__, "agency": "market"})
-    app = create_app(settings, clock=lambda: NOW, passphrase=PASS)
-    with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
-        node = app.state.node
-        reg = node.store.registry
-        assert reg is not None
-        shown = reg.rule("business-licence")
-        upgraded = rule("business-licence", agency="market", title="Operating licence v2")
-        node.orderer.submit(governance_tx(
-            node.network, reg.gov_seq + 1, "register_rule", {"rule": upgraded},
-            [Agency(a, "", keys[a], keys[a]) for a in ("edu", "civil")])).result(timeout=30)
+    with _licence_upgraded(tmp_path) as (app, http, wallet, shown, upgraded):
         opened = http.post("/v1/services/business-licence/applications").json()
         requests = [Request.from_json({k: r[k] for k in ("nonce", "audience", "type", "claims")})
                     for r in opened["requests"]]
@@ -2322,7 +2320,7 @@ def test_a_decision_by_another_version_of_the_rule_than_the_wallets_is_said(
             "holder_jwk": wallet.holder_jwk(),
             "presentations": [{"nonce": n, "envelope": b64url(e)} for n, e in answers]})
         assert got.status_code == 200, got.text[:500]
-        now_reg = node._registry()
+        now_reg = app.state.node._registry()
     answer = client_lib.Response(200, json=got.json())
     _keep_decision(answer, wallet, b"wallet-pass", "business-licence", shown, now_reg,
                    tmp_path / "snap.bin")

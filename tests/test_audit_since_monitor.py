@@ -1315,6 +1315,20 @@ class _QuietNode(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def _drip(out: Any, drops: list[bytes], stop: threading.Event) -> bool:
+    """Write each of ``drops`` to ``out`` 50 ms apart, as a node dripping its answer: whether
+    all were sent (not if ``stop`` was set, or the reader hung up)."""
+    for drop in drops:
+        if stop.wait(0.05):
+            return False
+        try:
+            out.write(drop)
+            out.flush()
+        except OSError:
+            return False
+    return True
+
+
 def _start_serving(handler: type[http.server.BaseHTTPRequestHandler],
                    tls: ssl.SSLContext | None = None) -> str:
     """A server on 127.0.0.1 answering with ``handler``, by HTTPS with ``tls`` (a server
@@ -1393,14 +1407,8 @@ def test_a_node_that_drips_its_archive_is_given_up_on(
     class Dripping(_QuietNode):
         def do_GET(self) -> None:
             self.wfile.write(head)
-            for drop in drops:  # 20 s or more, a byte now and then
-                if stop.wait(0.05):
-                    return
-                try:
-                    self.wfile.write(drop)
-                    self.wfile.flush()
-                except OSError:
-                    return
+            if not _drip(self.wfile, drops, stop):  # 20 s or more, a byte now and then
+                return
             sent.set()
 
     monkeypatch.setattr(ledger.cli, "ARCHIVE_FIRST_WAIT", 1.0)  # not 120 s: a test's
@@ -1452,14 +1460,8 @@ def test_a_node_that_drips_its_archive_by_https_is_given_up_on(
     class Dripping(_QuietNode):
         def do_GET(self) -> None:
             self.wfile.write(b"HTTP/1.1 200 OK\r\nx-slow: ")
-            for _ in range(400):  # 20 s or more, a byte now and then
-                if stop.wait(0.05):
-                    return
-                try:
-                    self.wfile.write(b"a")
-                    self.wfile.flush()
-                except OSError:
-                    return
+            if not _drip(self.wfile, [b"a"] * 400, stop):  # 20 s or more, a byte now and then
+                return
             sent.set()
 
     tls, ca = _node_tls(tmp_path / "pki")

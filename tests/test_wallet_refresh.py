@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from test_api import PASS, make_demo, serve, settings_for
-from test_audit_since_monitor import _QuietNode
+from test_audit_since_monitor import _drip, _QuietNode
 
 from ledger.chain import Head, checkpoint_key
 from ledger.finality import sign_checkpoint
@@ -368,14 +368,8 @@ def test_a_node_that_drips_its_headers_is_given_up_on_by_the_wallet(
                 self._send(b"[]")
                 return
             self.wfile.write(head)
-            for _ in range(400):  # 20 s or more, a few bytes now and then
-                if stop.wait(0.05):
-                    return
-                try:
-                    self.wfile.write(drop)
-                    self.wfile.flush()
-                except OSError:
-                    return
+            if not _drip(self.wfile, [drop] * 400, stop):  # 20 s or more, a few bytes now and then
+                return
             self.wfile.write(tail)
             sent.set()
 
@@ -424,14 +418,8 @@ def test_the_wallets_bound_holds_by_https_with_the_default_trust(
                 self._send(b"[]")
                 return
             self.wfile.write(b"HTTP/1.1 200 OK\r\nx-slow: ")
-            for _ in range(400):  # 20 s or more, a byte now and then
-                if stop.wait(0.05):
-                    return
-                try:
-                    self.wfile.write(b"a")
-                    self.wfile.flush()
-                except OSError:
-                    return
+            if not _drip(self.wfile, [b"a"] * 400, stop):  # 20 s or more, a byte now and then
+                return
             sent.set()
 
     tls, ca = _node_tls(tmp_path / "pki")
@@ -480,14 +468,8 @@ def test_the_wallet_reaches_a_node_through_the_proxy_of_the_environment_bounded(
                 self._send(b"[]")
                 return
             self.wfile.write(b"HTTP/1.1 200 OK\r\nx-slow: ")
-            for _ in range(400):  # 20 s or more, a byte now and then
-                if stop.wait(0.05):
-                    return
-                try:
-                    self.wfile.write(b"a")
-                    self.wfile.flush()
-                except OSError:
-                    return
+            if not _drip(self.wfile, [b"a"] * 400, stop):  # 20 s or more, a byte now and then
+                return
             sent.set()
 
     monkeypatch.setattr(cli, "ANSWER_WAIT_MORE", 0.0)  # not a minute: a test's
