@@ -271,8 +271,8 @@ class Approvals:
         ``rule_version``: the hash of the rule the applicant was shown (its wallet's registry
         snapshot); another version in force decides nothing (``stale_rule``). None: decided by
         the version in force (wallets before ADR 82)."""
-        self._ready(self._made_by(service, self._rule(service), rule_version))  # before the
-        # answers are opened
+        # before the answers are opened
+        self._ready(self._made_by(service, self._rule(service), rule_version))
         holder_jwk = sdjwt.public_jwk(holder_jwk)  # its one spelling, a key or JwkError
         claims, ids = self._verified(service, answers, holder_jwk)
         store = self.node.store

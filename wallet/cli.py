@@ -862,7 +862,7 @@ def _say_decision(claims: dict[str, Any], rule: dict[str, Any], note: str = "") 
     if documents != "none":
         err.print(f"  documents still required: {escape(documents.replace(',', ', '))}")
     version, shown = str(claims.get("rule_version", "")), rule_hash(rule).hex()
-    if version != shown:
+    if version and version != shown:  # (a credential naming no version: nothing to compare)
         err.print(f"[yellow]decided by version {escape(version[:16])} of the rule, not by "
                   f"version {shown[:16]} this wallet's snapshot has[/] (the rule changed; a "
                   "newer snapshot says what it asks now)")
