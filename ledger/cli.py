@@ -2103,6 +2103,7 @@ def _one_at_node(base: str, token: str, body: bytes, agency: str, kind: str, tar
     """One credential issued by the node, its bundle written (ADR 52: not cut in two)."""
     got = _http(base + "/v1/credentials", body, "application/json",
                 {"Authorization": f"Bearer {token}"}, after=_written(written))
+    _refuse_pending(base, got, "credential", after=_written(written))
     try:
         raw = base64.urlsafe_b64decode(got["bundle"] + "=" * (-len(got["bundle"]) % 4))
         issued = Tx.from_bytes(Bundle.from_bytes(raw).anchor)
@@ -2301,7 +2302,8 @@ def status(
         key = _agency_key(data, agency)  # once: the retries sign again only
         try:
             remote = not_a_repeat(lambda ts: _submit_to_node(
-                node, make_tx(network, "status", {**body, "ts": ts}, [key])), _repeated, _now())
+                node, make_tx(network, "status", {**body, "ts": ts}, [key]), "status change"),
+                _repeated, _now())
         except LedgerError as e:
             _fail(str(e))
         _print_status(remote, cid, new.value, reason, as_json)
@@ -2655,12 +2657,29 @@ def _cut(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
-def _not_a_receipt(node: str, got: object, what: str) -> NoReturn:
+def _refuse_pending(node: str, got: object, what: str, txid: str | None = None,
+                    after: str = "") -> None:
+    """Exit 1 (as `agency status` always did) if ``got`` is a node's 202 (``status:
+    pending``): it took the ``what`` and its wait ended before the commit. Said as that, with
+    where to see later whether it committed: the receipt of ``txid`` (the transaction this
+    side signed), else of the node's (its words: shown only as a transaction id)."""
+    if not (isinstance(got, dict) and got.get("status") == "pending"):
+        return
+    its = txid if txid is not None else got.get("txid")
+    base = node.rstrip("/")
+    if isinstance(its, str) and re.fullmatch(r"[0-9a-f]{64}", its):
+        named, check = its, f"GET {base}/v1/tx/{its}/receipt"
+    else:
+        named, check = _said(its, 64), f"GET {base}/v1/tx/TXID/receipt"
+    _fail(f"the node at {node} accepted the {what} but has not committed it yet (pending, "
+          f"txid {named}): it may commit later; {check} says whether it did (404 while not "
+          f"committed, 409 if refused): look there before sending it again{after}")
+
+
+def _not_a_receipt(node: str, got: object, what: str, txid: str | None = None) -> NoReturn:
     """Exit 1: ``got``, a node's answer to a submitted ``what``, is no receipt (its words cut:
-    a hostile node's answer may be 16 MiB)."""
-    if isinstance(got, dict) and got.get("status") == "pending":  # 202: the wait ended first
-        _fail(f"the node at {node} did not commit the {what} within 30 s (pending, txid "
-              f"{_said(got.get('txid'), 64)})")
+    a hostile node's answer may be 16 MiB); a 202 said as pending."""
+    _refuse_pending(node, got, what, txid)
     _fail(f"the node at {node} did not answer with a receipt for the {what}: it said "
           f"{_said(got)}")
 
@@ -2836,8 +2855,11 @@ def credit(
     body["subject"] = _subject_identifier(subject_file)
     got = _http(node.rstrip("/") + "/v1/credit/events", json.dumps(body).encode(),
                 "application/json", {"Authorization": f"Bearer {token}"})
+    what = "credit withdrawal" if withdraw else "credit event"
     if not isinstance(got, dict) or not all(k in got for k in ("txid", "height")):
-        _fail(f"the node at {node} answered something that is not a receipt: {_said(got)}")
+        _refuse_pending(node, got, what)
+        _fail(f"the node at {node} answered something that is not a receipt for the {what}: "
+              f"{_said(got)}")
     if as_json:
         print(json.dumps(got))
         return
@@ -2856,10 +2878,10 @@ def _agency_key(data: Path, agency: str) -> PrivateKey:
     return _load_key(path, _passphrase())
 
 
-def _submit_to_node(node: str, tx: Tx) -> dict[str, Any]:
+def _submit_to_node(node: str, tx: Tx, what: str) -> dict[str, Any]:
     got = _http(node.rstrip("/") + "/v1/tx?wait=30", tx.raw, "application/msgpack")
     if not isinstance(got, dict) or "index" not in got:
-        _not_a_receipt(node, got, "transaction")
+        _not_a_receipt(node, got, what, tx.txid.hex())
     return got
 
 
@@ -3222,7 +3244,7 @@ def submit(
     if node is not None:
         receipt = _http(node.rstrip("/") + "/v1/tx?wait=30", tx.raw, "application/msgpack")
         if not isinstance(receipt, dict) or "index" not in receipt:
-            _not_a_receipt(node, receipt, "proposal")
+            _not_a_receipt(node, receipt, "proposal", tx.txid.hex())
     else:
         assert data is not None  # _gov_view refused neither
         with _open(data) as store:

@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -1420,11 +1421,13 @@ def test_a_nodes_answer_that_is_no_receipt_is_cut_in_the_error_line(demo: Path,
         for run, r in enumerate(_status_and_credit_through(Node, demo, tmp_path)):
             assert r.returncode == 1, (status, r.returncode, r.stderr[:300])
             _shows_no_more_than_a_line_of(r.stderr)
+            pending = "but has not committed it yet (pending, txid" in " ".join(r.stderr.split())
+            assert pending is (status == 202), r.stderr  # each command's (helper round 42L)
+            if status == 202 and run == 0:  # the txid it signed said, not the node's words
+                assert "[green]ok" not in r.stderr, r.stderr
+                continue
             # the start of what was said, as text: no markup taken, its escapes shown
             assert "[green]ok" in r.stderr and "[2J" in r.stderr, r.stderr
-            pending = "did not commit the " in r.stderr and "within 30 s (pending, txid" in (
-                " ".join(r.stderr.split()))
-            assert pending is (status == 202 and run == 0), r.stderr  # status --node's
             if status in (200, 202):  # no receipt: 40 characters of it (a txid 64)
                 assert "A" * 40 not in r.stderr, r.stderr
 
@@ -1860,3 +1863,51 @@ def test_a_receipts_fields_are_cut_where_they_are_shown(demo: Path, tmp_path: Pa
         assert r.returncode == 0, r.stderr[-2000:]
         assert "\x1b" not in r.stdout and "A" * 400 not in r.stdout, r.stdout[:500]
         assert len(r.stdout) < 1000 and "[green]ok" in r.stdout, r.stdout[:500]
+
+
+def test_every_agency_command_says_an_accepted_pending_answer_as_one(demo: Path, files: Path,
+                                                                   tmp_path: Path) -> None:
+    """A node's 202 (it took the request; its wait ended before the commit) was "not a
+    receipt" to `agency credit` and "not a bundle" to `agency issue --node`, where `agency
+    status --node` said it pending. Each says the same true thing now: accepted, not
+    committed yet, and where to see later whether it was; exit 1 as `agency status` (helper
+    round 42L)."""
+
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    node_txid = "cd" * 32
+
+    class Node(_AnsweringNode):
+        def do_GET(self) -> None:
+            self._answer({"network": "demo", "agency": "civil"})
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            body = json.dumps({"txid": node_txid, "status": "pending",
+                               "receipt": f"/v1/tx/{node_txid}/receipt"}).encode()
+            self.send_response(202)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    runs = _status_and_credit_through(Node, demo, tmp_path)
+    url = _start_serving(Node)
+    try:
+        runs.append(_run("agency", "issue", "--node", url, "--agency", "civil", "--type",
+                         "residence", "--claims", str(files / "claims.json"), "--holder-jwk",
+                         str(files / "holder.jwk.json"), "--out", str(tmp_path / "b.bin"),
+                         env={**ENV, "LEDGER_OPERATOR_TOKEN": TOKEN}))
+    finally:
+        _stop_serving(url)
+    assert not (tmp_path / "b.bin").exists()
+    for r, what in zip(runs, ("status change", "credit withdrawal", "credential"), strict=True):
+        line = " ".join(r.stderr.split())
+        assert r.returncode == 1, (what, r.returncode, line)
+        assert "not a receipt" not in line and "not a bundle" not in line, line
+        assert f"accepted the {what} but has not committed it yet (pending" in line, line
+        # where to look: the receipt of the transaction (status: the one this side signed)
+        found = re.search(r"GET (\S+)/v1/tx/([0-9a-f]{64})/receipt", line)
+        assert found is not None and line.startswith(f"the node at {found[1]} "), line
+        assert (found[2] == node_txid) is (what != "status change"), line
+        assert "before sending it again" in line, line
