@@ -1661,11 +1661,21 @@ class _MonitorHttp:
     trusted (set by each monitor)."""
 
 
+def _within_limit(url: str, body: bytes) -> bytes:
+    """``body``, a node's answer at ``url``, if it is within MAX_INPUT; else it is refused
+    (it was cut and the cut bytes used: a JSON padded with spaces still parsed)."""
+    if len(body) > MAX_INPUT:
+        raise _MonitorUnreachable(f"GET {url}: the node at {url} answered more than "
+                                  f"{MAX_INPUT >> 20} MiB, the monitor's limit for one answer; "
+                                  "refused, nothing of it used; is it a node?")
+    return body
+
+
 def _get(url: str) -> bytes:
     req = urllib.request.Request(url)  # noqa: S310 - the scheme is checked by monitor
     try:
         with (_MonitorHttp.opener or _NO_REDIRECTS).open(req, timeout=30) as resp:
-            return _read_within(resp, MAX_INPUT)[:MAX_INPUT]
+            return _within_limit(url, _read_within(resp, MAX_INPUT))
     except urllib.error.HTTPError as e:
         with e:  # its connection closed, its words read or not (left open: a ResourceWarning)
             if 300 <= e.code < 400:
@@ -1673,7 +1683,7 @@ def _get(url: str) -> bytes:
                                           f"{_redirect_target(e)} (not followed)") from e
             if e.code == 503 and url.endswith("/v1/health"):  # a halted node says why
                 try:
-                    return _read_within(e, MAX_INPUT)[:MAX_INPUT]
+                    return _within_limit(url, _read_within(e, MAX_INPUT))
                 except _NodeTooSlow as slow:
                     raise _MonitorUnreachable(f"GET {url}: {slow}") from slow
                 except http.client.HTTPException as cut:

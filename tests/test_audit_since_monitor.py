@@ -1675,3 +1675,36 @@ def test_an_audited_folder_named_like_markup_is_said_as_named(demo: Path, tmp_pa
                       env={"COLUMNS": "400"})
     assert r.exit_code == 0 and r.exception is None, (r.exception, r.output)
     assert f"Audit of store {data}" in r.output, r.output
+
+
+def test_monitor_refuses_an_answer_over_its_limit_and_keeps_nothing(demo: Path,
+                                                                     tmp_path: Path) -> None:
+    """The monitor cut a node's answer over MAX_INPUT (1 MiB) and went on with the cut bytes:
+    a registry padded past it with spaces still parsed, and the checkpoints it vouched for were
+    kept in --state. An answer over the limit is refused now, naming its URL and the limit;
+    the state file is not written (helper round 42L)."""
+    data = tmp_path / "node"
+    shutil.copytree(demo, data)
+    app = create_app(settings_for(data), clock=lambda: T0 + 10_000, passphrase=PASS)
+
+    def padded(halted: bool) -> Answer:
+        def answer(status: int, body: bytes) -> tuple[int, bytes]:
+            if halted:
+                body = json.dumps(json.loads(body) | {"status": "halted", "halted": "a fork"}
+                                  ).encode()
+            return (503 if halted else status), body + b" " * (2 << 20)
+        return answer
+
+    state = tmp_path / "monitor.state"
+    with serve(app) as url:
+        for path, halted in (("/v1/registry", False), ("/v1/health", True)):
+            proxy = _proxy(url, answers={path: padded(halted)})
+            try:
+                r = runner.invoke(ledger_app, ["monitor", proxy, "--once", "--state", str(state)])
+            finally:
+                _stop_serving(proxy)
+            line = " ".join(r.output.split())
+            assert r.exit_code != 0, line
+            assert f"{proxy}{path}" in line and "more than 1 MiB" in line, line
+            assert "HALTED" not in line, line
+            assert not state.exists()
