@@ -2598,10 +2598,24 @@ REFUSAL_SHOWN = 300
 """How much of a node's refusal (its detail) an error line shows, as the wallet's."""
 
 
+NOT_HTTP_SHOWN = 100
+"""How much of the text of an answer that is not HTTP an error line shows: each of
+http.client's own texts whole ("got more than 65536 bytes when reading header line")."""
+
+
 def _not_http(e: http.client.HTTPException) -> str:
-    """What is wrong with an answer that is not HTTP, or cut short: its words cut (a status
-    line may be 64 KiB of a hostile node's text)."""
-    return f"gave no HTTP answer ({type(e).__name__}: {_said(str(e))})"
+    """What is wrong with an answer that is not HTTP, or cut short: its words, a longer text
+    by its start and its end, cut at words (a status line may be 64 KiB of a hostile node's
+    text; the cause is said at the end of http.client's: cut at 40 characters, "when reading
+    h…" lost which line)."""
+    text = str(e)
+    if len(text) <= NOT_HTTP_SHOWN:
+        return f"gave no HTTP answer ({type(e).__name__}: {_said(text, NOT_HTTP_SHOWN)})"
+    head, tail = text[:60], text[-30:]
+    head = head[:head.rfind(" ")] if " " in head[20:] else head
+    tail = tail[tail.find(" ") + 1:] if " " in tail[:-10] else tail
+    shown = printable(repr(f"{head} … {tail}"))
+    return f"gave no HTTP answer ({type(e).__name__}: {shown} ({len(text)} characters))"
 
 
 def _refusal(e: urllib.error.HTTPError) -> tuple[object, str]:

@@ -1911,3 +1911,40 @@ def test_every_agency_command_says_an_accepted_pending_answer_as_one(demo: Path,
         assert found is not None and line.startswith(f"the node at {found[1]} "), line
         assert (found[2] == node_txid) is (what != "status change"), line
         assert "before sending it again" in line, line
+
+
+@pytest.mark.parametrize(("answer", "cause"), [
+    (b"HTTP/1.1 200 " + b"O" * 70000 + b"\r\n\r\n", "when reading status line"),
+    (b"HTTP/1.1 200 OK\r\nx-long: " + b"a" * 70000 + b"\r\n\r\n", "when reading header line"),
+    # a length of 200 digits: the text is longer than any limit, its end still said
+    (b"HTTP/1.1 200 OK\r\ncontent-length: " + b"9" * 200 + b"\r\n\r\n[]",
+     "more expected)")], ids=["status", "header", "short"])
+def test_an_answer_that_is_not_http_is_said_with_its_cause(
+        capsys: pytest.CaptureFixture[str], answer: bytes, cause: str) -> None:
+    """"gave no HTTP answer" cut the error's text at 40 characters: "got more than 65536 bytes
+    when reading h…" dropped which line was too long, and an IncompleteRead its "expected".
+    The text is said whole up to 100 characters, and beyond that by its start and its end,
+    cut at words (helper round 42L); `agency …` and `ledger monitor` alike."""
+    import typer
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    from ledger import cli
+
+    class Raw(_AnsweringNode):
+        def do_GET(self) -> None:
+            self.wfile.write(answer)
+            self.wfile.flush()
+            self.close_connection = True
+
+    url = _start_serving(Raw)
+    try:
+        with pytest.raises(typer.Exit):
+            cli._http(url + "/v1/approvals")
+        said = capsys.readouterr().err
+        with pytest.raises(cli._MonitorUnreachable) as monitored:
+            cli._get(url + "/v1/registry")
+    finally:
+        _stop_serving(url)
+    for line in (" ".join(said.split()), str(monitored.value)):
+        assert "gave no HTTP answer" in line and cause in line, line
+        assert "O" * 200 not in line and "a" * 200 not in line and "9" * 200 not in line, line
