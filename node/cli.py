@@ -1863,6 +1863,18 @@ def cluster(
     )
 
     if ctx.invoked_subcommand is not None:
+        def given_here(name: str) -> bool:  # (typer's own click: its enum, not click's)
+            return getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
+
+        given = [n for n in ("agencies", "base_port", "once") if given_here(n)]
+        if given:  # they start a cluster; ignored by a subcommand, they were silently unused
+            named = ", ".join("--" + n.replace("_", "-") for n in given)
+            err.print(f"[red]error:[/] {named} start a cluster: not for `ledger-node cluster "
+                      f"{ctx.invoked_subcommand}`")
+            raise typer.Exit(2)
+        # the group's --data, given, is the subcommand's (it was ignored: ./cluster-data)
+        if given_here("data"):
+            ctx.obj = {"data": data}
         return
 
     new = not (data / "cluster.toml").exists()
@@ -2001,8 +2013,11 @@ def _restart_asked(net: LocalCluster, ask: RestartAsk) -> None:
 
 @cluster_app.command("restart")
 def cluster_restart(
-    data: Annotated[Path, typer.Option(help="The folder of the running cluster.",
-                                       file_okay=False)] = Path("cluster-data"),
+    ctx: typer.Context,
+    data: Annotated[Path | None, typer.Option(
+        help="The folder of the running cluster, cluster-data if none is given (or give it "
+             "before `restart`: `ledger-node cluster --data F restart`).", file_okay=False,
+        show_default=False)] = None,
     agency: Annotated[str, typer.Option(help="The agency whose stopped etcd member and/or "
                                              "node to start again (its id, e.g. edu).")] = "",
 ) -> None:
@@ -2014,6 +2029,12 @@ def cluster_restart(
     again, 2 if refused, 1 if they could not start (their logs say why) or no cluster runs."""
     from node.cluster import ClusterError, ask_restart
 
+    group = (ctx.obj or {}).get("data")
+    if group is not None and data is not None and group.absolute() != data.absolute():
+        err.print(f"[red]error:[/] two cluster folders given: --data {_q(group)} before "
+                  f"`restart` and --data {_q(data)} after it; give one")
+        raise typer.Exit(2)
+    data = data or group or Path("cluster-data")
     if not agency:
         err.print("[red]error:[/] --agency is needed: the agency to restart (e.g. edu)")
         raise typer.Exit(2)

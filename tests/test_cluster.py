@@ -2138,3 +2138,47 @@ def test_a_request_dripped_to_the_restart_desk_holds_it_no_longer_than_its_bound
             "refused", "not a request of `ledger-node cluster restart`")
     finally:
         desk.close()
+
+
+def test_the_cluster_groups_data_reaches_restart(tmp_path: Path) -> None:
+    """`ledger-node cluster --data F restart --agency edu` ignored that --data (the group's
+    option): it asked the cluster in ./cluster-data, or said none is there. The group's --data
+    reaches `restart` now; one given to both that differs, or a start option given with
+    `restart`, is refused (exit 2) before anything is asked (helper round 42L)."""
+    from node.cluster import RestartDesk
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "cluster.toml").write_text("")  # what `restart` looks for
+    bin_ = str(Path(sys.executable).parent / "ledger-node")
+
+    def cli(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([bin_, "cluster", *args], cwd=tmp_path, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    desk = RestartDesk(folder)
+    try:
+        for args, code in (
+                (["--data", str(folder), "restart", "--agency", "edu"], 0),
+                (["--data", str(folder), "restart", "--data", str(folder), "--agency",
+                  "edu"], 0),
+                (["restart", "--data", str(folder), "--agency", "edu"], 0),  # as before
+                (["--data", str(folder), "restart", "--data", str(tmp_path / "other"),
+                  "--agency", "edu"], 2),
+                (["--agencies", "5", "restart", "--data", str(folder), "--agency", "edu"], 2)):
+            proc = cli(*args)
+            asks = desk.asks()
+            while not asks and proc.poll() is None:
+                time.sleep(0.05)
+                asks = desk.asks()
+            for ask in asks:
+                ask.close("ok: edu's node running again")
+            _, err = proc.communicate(timeout=60)
+            line = " ".join(err.split())
+            assert proc.returncode == code, (args, line)
+            assert [a.agency for a in asks] == (["edu"] if code == 0 else []), (args, line)
+            if code == 2:
+                assert "--data" in line or "--agencies" in line, line
+                assert "cluster-data" not in line, line
+    finally:
+        desk.close()
