@@ -1860,6 +1860,7 @@ def cluster(
         check_new_cluster,
         create_cluster,
         new_cluster_ports_free,
+        restart_socket_problem,
     )
 
     if ctx.invoked_subcommand is not None:
@@ -1877,6 +1878,10 @@ def cluster(
             ctx.obj = {"data": data}
         return
 
+    problem = None if once else restart_socket_problem(data)  # before the passphrase
+    if problem is not None:
+        err.print(f"[red]cluster refused:[/] {_q(problem)}; nothing was started")
+        raise typer.Exit(2)
     new = not (data / "cluster.toml").exists()
     if new:  # bad input is said before the passphrase is asked for (twice at a terminal)
         try:

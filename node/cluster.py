@@ -27,6 +27,7 @@ import shutil
 import signal
 import socket
 import ssl
+import stat
 import subprocess
 import sys
 import threading
@@ -961,23 +962,53 @@ class RestartAsk:
             self.conn.close()
 
 
+def restart_socket_problem(folder: Path) -> str | None:
+    """Why a cluster must not bind its :data:`RESTART_SOCKET` in ``folder``, or None: the path
+    holds something that is not a socket (a file, a folder, a link: never removed), or a socket
+    a running cluster answers on. A socket none answers on is stale (a cluster killed
+    outright): the desk removes it."""
+    path = folder.absolute() / RESTART_SOCKET
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        return f"cannot look at {path}: {e.strerror or e}"
+    if not stat.S_ISSOCK(mode):
+        return (f"{path} is not a socket (the restart socket's name), and is not removed: "
+                "move it away, then start the cluster")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with _socket_path(path) as name:
+            probe.connect(name)
+    except OSError:  # refused: nothing listens, stale
+        return None
+    finally:
+        probe.close()
+    return (f"{path} is in use: a `ledger-node cluster` answers on it (stop that one first)")
+
+
 class RestartDesk:
     """The running cluster's :data:`RESTART_SOCKET`: a thread takes each request (from this
     user only) into a queue; the thread that drives the cluster (the one whose children die
     with it) takes them with :meth:`asks` and starts the processes itself. Bound once the
     cluster is up: a second `ledger-node cluster` on the folder is refused before (its ports),
-    so the socket it finds is a stale one, from a cluster killed outright."""
+    so a socket it finds is a stale one, from a cluster killed outright, and removed; anything
+    else there (a file, a folder, a link, a socket answered on) is refused, left as it was."""
 
     def __init__(self, folder: Path) -> None:
         import queue
 
         self.path = folder.absolute() / RESTART_SOCKET
         self._queue: queue.Queue[RestartAsk] = queue.Queue()
+        problem = restart_socket_problem(folder)
+        if problem is not None:
+            raise ClusterError(f"cannot open the restart socket: {problem}")
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             with _socket_path(self.path) as name:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(name)
+                    os.unlink(name)  # a stale socket (checked just above)
                 self._sock.bind(name)
                 os.chmod(name, 0o600)  # the folder is 0755; the peer check below holds too
             self._ino = os.stat(self.path).st_ino

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import re
 import secrets
 import shutil
@@ -2182,3 +2183,63 @@ def test_the_cluster_groups_data_reaches_restart(tmp_path: Path) -> None:
                 assert "cluster-data" not in line, line
     finally:
         desk.close()
+
+
+def test_the_restart_desk_removes_a_stale_socket_only(tmp_path: Path) -> None:
+    """A starting cluster removed whatever was at its restart.sock, a regular file too, unsaid.
+    It removes only a stale socket (none answering on it); it refuses to start over anything
+    else, or over a socket a running cluster answers on, naming the path and leaving it as it
+    was; `ledger-node cluster` refuses such a folder before its passphrase, nothing started
+    (helper round 42L)."""
+    import socket as socket_
+
+    from node.cluster import RESTART_SOCKET, RestartDesk
+
+    path = tmp_path / RESTART_SOCKET
+    path.write_text("notes\n")
+    (tmp_path / "target").write_text("kept\n")
+    for kind in ("file", "link", "folder", "live"):
+        if kind == "link":
+            path.unlink()
+            path.symlink_to(tmp_path / "target")
+        elif kind == "folder":
+            path.unlink()
+            path.mkdir()
+        elif kind == "live":
+            path.rmdir()
+            live = RestartDesk(tmp_path)
+        try:
+            with pytest.raises(ClusterError, match=re.escape(str(path))) as refused:
+                RestartDesk(tmp_path)
+        finally:
+            if kind == "live":
+                live.close()
+        assert ("in use" if kind == "live" else "not a socket") in str(refused.value)
+        assert {"file": path.is_file() and path.read_text() == "notes\n",
+                "link": path.is_symlink() and path.read_text() == "kept\n",
+                "folder": path.is_dir() and not path.is_symlink(),
+                "live": True}[kind], kind
+    # a stale one (its cluster killed outright): removed, a new desk bound
+    stale = socket_.socket(socket_.AF_UNIX, socket_.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()
+    desk = RestartDesk(tmp_path)
+    try:
+        assert path.is_socket()
+    finally:
+        desk.close()
+
+    folder = tmp_path / "c"
+    folder.mkdir()
+    (folder / RESTART_SOCKET).write_text("notes\n")
+    bin_ = str(Path(sys.executable).parent / "ledger-node")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    r = subprocess.run([bin_, "cluster", "--data", str(folder), "--agencies", "3",
+                        "--base-port", str(free_base(3))], capture_output=True, text=True,
+                       env=env, stdin=subprocess.DEVNULL, timeout=120, check=False)
+    line = " ".join(r.stderr.split())
+    assert r.returncode == 2, line
+    assert str(folder / RESTART_SOCKET) in line and "not a socket" in line, line
+    assert "assphrase" not in line and sorted(p.name for p in folder.iterdir()) == [
+        RESTART_SOCKET], line
+    assert (folder / RESTART_SOCKET).read_text() == "notes\n"
