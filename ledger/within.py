@@ -5,7 +5,8 @@ time, each within it, status line and headers too, held the command reading it f
 it liked. A client made by :func:`client` (its transport ours, on httpx's and httpcore's public
 API alone) reads through streams whose every read's timeout is cut to what is left of the
 :class:`Bound` set by :func:`within` (none set: httpx's own alone);
-past it, the read raises ``httpcore.ReadTimeout``, which httpx raises as ``httpx.ReadTimeout``.
+past it, the read raises ``httpcore.ReadTimeout``, which httpx raises as ``httpx.ReadTimeout``
+(a write, a connect, a TLS handshake: their own timeouts, the handshake cut by a timer).
 The wallet's answers are bounded in time (:class:`Bound` with no rate); an archive, which may
 be large, by a least rate after its first wait. httpx is imported by the caller alone (the
 core imports no web client): these wrap what it hands them.
@@ -14,9 +15,11 @@ core imports no web client): these wrap what it hands them.
 from __future__ import annotations
 
 import importlib.util
+import socket
+import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from functools import cache
 from typing import Any
@@ -71,9 +74,18 @@ def within(bound: Bound) -> Iterator[Bound]:
         _BOUND.reset(token)
 
 
+def _cut(bound: Bound, timeout: float | None, late: Any) -> float:
+    """``timeout`` cut to what is left of ``bound``; ``late`` (an httpcore timeout) raised if
+    nothing is."""
+    left = bound.left()
+    if left <= 0:
+        raise late("the answer's time is up")
+    return left if timeout is None else min(timeout, left)
+
+
 class _Stream:
-    """An httpcore network stream (``httpcore.NetworkStream``'s methods) whose reads end at
-    the :class:`Bound` set."""
+    """An httpcore network stream (``httpcore.NetworkStream``'s methods) whose reads, writes
+    and TLS handshake end at the :class:`Bound` set."""
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
@@ -81,21 +93,58 @@ class _Stream:
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         bound = _BOUND.get()
         if bound is not None:
-            left = bound.left()
-            if left <= 0:
-                import httpcore
+            import httpcore
 
-                raise httpcore.ReadTimeout("the answer's time is up")
-            timeout = left if timeout is None else min(timeout, left)
+            timeout = _cut(bound, timeout, httpcore.ReadTimeout)
         got: bytes = self._stream.read(max_bytes, timeout)
         if bound is not None:
             bound.took(len(got))
         return got
 
-    def start_tls(self, *args: Any, **kwargs: Any) -> _Stream:
-        return _Stream(self._stream.start_tls(*args, **kwargs))
+    def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                  timeout: float | None = None) -> _Stream:
+        """TLS begun on this stream, its handshake ended at the :class:`Bound` set: the
+        socket's timeout starts again with every read of it, so a server dripping its
+        handshake is cut off by a timer shutting the socket down when the bound is up."""
+        bound = _BOUND.get()
+        if bound is None:
+            return _Stream(self._stream.start_tls(ssl_context, server_hostname, timeout))
+        import httpcore
+
+        timeout = _cut(bound, timeout, httpcore.ConnectTimeout)
+        sock = self._stream.get_extra_info("socket")
+        ended = threading.Event()
+
+        def end() -> None:
+            ended.set()
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+        timer = threading.Timer(bound.left(), end)
+        timer.daemon = True
+        if sock is not None:
+            timer.start()
+        try:
+            begun = self._stream.start_tls(ssl_context, server_hostname, timeout)
+        except httpcore.NetworkError as e:
+            if ended.is_set() or bound.passed():
+                raise httpcore.ConnectTimeout("the answer's time is up (TLS handshake)") from e
+            raise
+        finally:
+            timer.cancel()
+            if sock is not None:
+                timer.join()
+        if ended.is_set():  # the timer shut the socket down as the handshake ended
+            begun.close()
+            raise httpcore.ConnectTimeout("the answer's time is up (TLS handshake)")
+        return _Stream(begun)
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        bound = _BOUND.get()
+        if bound is not None:
+            import httpcore
+
+            timeout = _cut(bound, timeout, httpcore.WriteTimeout)
         self._stream.write(buffer, timeout)
 
     def close(self) -> None:
@@ -112,8 +161,16 @@ class _Backend:
     def __init__(self, backend: Any) -> None:
         self._backend = backend
 
-    def connect_tcp(self, *args: Any, **kwargs: Any) -> _Stream:
-        return _Stream(self._backend.connect_tcp(*args, **kwargs))
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: Any = None) -> _Stream:
+        bound = _BOUND.get()
+        if bound is not None:  # one connect call: its timeout cut to the bound holds it
+            import httpcore
+
+            timeout = _cut(bound, timeout, httpcore.ConnectTimeout)
+        return _Stream(self._backend.connect_tcp(host, port, timeout, local_address,
+                                                 socket_options))
 
     def connect_unix_socket(self, *args: Any, **kwargs: Any) -> _Stream:
         return _Stream(self._backend.connect_unix_socket(*args, **kwargs))

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_api import PASS, make_demo, serve, settings_for
@@ -494,6 +495,96 @@ def test_the_wallet_reaches_a_node_through_the_proxy_of_the_environment_bounded(
     finally:
         stop.set()
         _stop_serving(proxy)
+
+
+def _dripping_relay(upstream: str, stop: Any, every: float = 0.02) -> tuple[str, Any]:
+    """A relay on 127.0.0.1 to ``upstream`` (a server's URL) passing what the client sends at
+    once and what the server answers a byte every ``every`` seconds, TLS handshake included,
+    until ``stop`` is set: its URL (same scheme) and a function that closes it."""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    target = urlsplit(upstream)
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = [listener]
+
+    def pump(source: socket.socket, sink: socket.socket, dripping: bool) -> None:
+        try:
+            while not stop.is_set():
+                got = source.recv(1 if dripping else 65536)
+                if not got:
+                    return
+                sink.sendall(got)
+                if dripping and stop.wait(every):
+                    return
+        except OSError:
+            return
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                near, _ = listener.accept()
+            except OSError:
+                return
+            far = socket.create_connection((target.hostname or "", target.port or 0))
+            held.extend((near, far))
+            threading.Thread(target=pump, args=(near, far, False), daemon=True).start()
+            threading.Thread(target=pump, args=(far, near, True), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    def close() -> None:
+        stop.set()
+        for s in held:
+            s.close()
+
+    return f"{target.scheme}://127.0.0.1:{listener.getsockname()[1]}", close
+
+
+def test_a_node_that_drips_its_tls_handshake_is_given_up_on_at_the_bound(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The bound on a node's answer cut each read's timeout, but the TLS handshake ran on the
+    socket below those reads, under the connect timeout alone, which starts again with every
+    read: a node dripping its handshake a byte at a time held the wallet (and the archive
+    download) for as long as it liked. The handshake now ends at the bound too (a ConnectTimeout,
+    as httpx names a handshake's), before the node has sent it whole (helper round 42H)."""
+    import threading
+
+    import httpx
+    from test_audit_since_monitor import _node_tls, _start_serving, _stop_serving
+
+    from ledger.within import client
+    from wallet import cli
+    from wallet.errors import WalletError
+
+    reached = threading.Event()
+
+    class Node(_QuietNode):
+        def do_GET(self) -> None:
+            reached.set()
+            self._send(b"[]")
+
+    tls, ca = _node_tls(tmp_path / "pki")
+    monkeypatch.setattr(cli, "ANSWER_WAIT_MORE", 0.0)  # not a minute: a test's
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+    url = _start_serving(Node, tls)
+    stop = threading.Event()
+    relay, close = _dripping_relay(url, stop)
+    try:
+        with client(timeout=60) as trusting:
+            with pytest.raises(WalletError, match=r"still answering after 1 s") as given_up:
+                cli._fetch(trusting, "GET", f"{relay}/v1/health",
+                           timeout=httpx.Timeout(60, read=1.0))
+            assert isinstance(given_up.value.__context__, httpx.ConnectTimeout)
+            assert not reached.is_set()  # given up on mid-handshake, not once it was done
+            close()  # the relay and its connections closed: the node serves on (its accept
+            # held the handshake), and the same client reaches it directly
+            assert cli._fetch(trusting, "GET", f"{url}/v1/health").json() == []
+    finally:
+        close()
+        _stop_serving(url)
 
 
 def test_a_compressed_answer_is_neither_asked_for_nor_opened_by_the_wallet() -> None:
