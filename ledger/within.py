@@ -342,8 +342,14 @@ def client(verify: Any = True, **kw: Any) -> Any:
     import httpx
 
     transport = _classes()[0]
-    mounts = {pattern: None if proxy is None else transport(verify, proxy)
-              for pattern, proxy in _environment_proxies().items()}
+    mounts: dict[str, Any] = {}
+    for pattern, proxy in _environment_proxies().items():
+        try:
+            mounts[pattern] = None if proxy is None else transport(verify, proxy)
+        except (ValueError, ImportError, httpx.InvalidURL) as e:  # the environment's words
+            name = f"{pattern.partition(':')[0].upper()}_PROXY"
+            raise httpx.ProxyError(f"the proxy set in {name} cannot be used ({e}); correct "
+                                   f"or unset {name}") from e
     made = httpx.Client(transport=transport(verify), mounts=mounts, **kw)
     _MADE.add(made)
     return made

@@ -620,3 +620,44 @@ def test_a_compressed_answer_is_neither_asked_for_nor_opened_by_the_wallet() -> 
     finally:
         _stop_serving(url)
     assert asked == ["identity"]
+
+
+@pytest.mark.parametrize(("name", "value", "said"), [
+    ("HTTPS_PROXY", "ftp://proxy.wallet-test.invalid", "HTTPS_PROXY"),
+    ("HTTP_PROXY", "http://proxy.wallet-test.invalid:port", "HTTP_PROXY"),
+    ("ALL_PROXY", "socks5://proxy.wallet-test.invalid:1080", "ALL_PROXY")],
+    ids=["scheme", "port", "socks"])
+def test_a_proxy_of_the_environment_that_cannot_be_used_is_said_not_a_traceback(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        name: str, value: str, said: str) -> None:
+    """A proxy setting of the environment httpx cannot use (a scheme it does not know, a port
+    that is no number, SOCKS without the ``socksio`` package) raised ValueError, httpx's
+    InvalidURL or ImportError out of ``within.client``, which neither the wallet nor the
+    archive download catches: a traceback. It is an ``httpx.ProxyError`` naming the variable,
+    said as every other failure to reach the node, nothing fetched (helper round 42H)."""
+    import importlib.util
+
+    import httpx
+    import typer
+
+    import ledger.cli
+    from ledger.within import client
+    from wallet import cli
+    from wallet.errors import WalletError
+
+    if name == "ALL_PROXY" and importlib.util.find_spec("socksio") is not None:
+        pytest.skip("socksio is installed: a SOCKS proxy can be used")
+    for other in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY",
+                  "https_proxy", "HTTP_PROXY", "http_proxy", "REQUEST_METHOD"):
+        monkeypatch.delenv(other, raising=False)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(httpx.ProxyError, match=rf"the proxy set in {said} cannot be used"):
+        client(timeout=60)
+    node = "http://node.wallet-test.invalid"
+    with pytest.raises(WalletError, match=rf"cannot collect at {node}: the proxy set in {said}"):
+        cli._collect(None, node, "library")
+    with (tmp_path / "fetched").open("wb") as dest, pytest.raises(typer.Exit) as ended:
+        ledger.cli._fetch_archive(node, None, dest, str(tmp_path))
+    assert ended.value.exit_code == 1
+    assert f"the proxy set in {said} cannot be used" in " ".join(capsys.readouterr().err.split())
+    assert (tmp_path / "fetched").read_bytes() == b""
