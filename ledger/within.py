@@ -233,13 +233,14 @@ class _Transport:
     ``httpcore.SyncBackend``), requests and answers mapped as httpx's own transport maps them;
     TLS verified as httpx's ``verify`` says (True: its default trust)."""
 
-    def __init__(self, verify: Any = True, proxy: str | None = None) -> None:
+    def __init__(self, verify: Any = True, proxy: str | None = None,
+                 trust_env: bool = True) -> None:
         import httpcore
         import httpx
 
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)  # httpx's
         common: dict[str, Any] = {
-            "ssl_context": httpx.create_ssl_context(verify=verify),
+            "ssl_context": httpx.create_ssl_context(verify=verify, trust_env=trust_env),
             "max_connections": limits.max_connections,
             "max_keepalive_connections": limits.max_keepalive_connections,
             "keepalive_expiry": limits.keepalive_expiry,
@@ -335,22 +336,34 @@ def _environment_proxies() -> dict[str, str | None]:
     return mounts
 
 
+_TRANSPORTS_OWN = ("app", "cert", "http1", "http2", "limits", "mounts", "proxies", "proxy",
+                   "transport")
+"""``httpx.Client``'s options for the transports it makes: given beside a transport, httpx
+drops them unsaid (``proxy``: it makes a transport of its own, unbounded, for every URL)."""
+
+
 def client(verify: Any = True, **kw: Any) -> Any:
     """An ``httpx.Client`` (``kw`` its own) whose every connection is read through
     :class:`_Stream`: its transports :class:`_Transport`, TLS verified as ``verify`` says, the
-    environment's proxies used as httpx uses them."""
+    environment's proxies (and SSL_CERT_FILE, SSL_CERT_DIR) used as httpx uses them unless
+    ``trust_env`` is False. An option of httpx's for its own transports is a TypeError."""
     import httpx
 
+    refused = [name for name in _TRANSPORTS_OWN if name in kw]
+    if refused:
+        raise TypeError(f"ledger.within.client takes no {', '.join(refused)}: its transports "
+                        "are its own (httpx would drop it, or read unbounded)")
+    trust_env = bool(kw.get("trust_env", True))
     transport = _classes()[0]
     mounts: dict[str, Any] = {}
-    for pattern, proxy in _environment_proxies().items():
+    for pattern, proxy in (_environment_proxies() if trust_env else {}).items():
         try:
-            mounts[pattern] = None if proxy is None else transport(verify, proxy)
+            mounts[pattern] = None if proxy is None else transport(verify, proxy, trust_env)
         except (ValueError, ImportError, httpx.InvalidURL) as e:  # the environment's words
             name = f"{pattern.partition(':')[0].upper()}_PROXY"
             raise httpx.ProxyError(f"the proxy set in {name} cannot be used ({e}); correct "
                                    f"or unset {name}") from e
-    made = httpx.Client(transport=transport(verify), mounts=mounts, **kw)
+    made = httpx.Client(transport=transport(verify, None, trust_env), mounts=mounts, **kw)
     _MADE.add(made)
     return made
 

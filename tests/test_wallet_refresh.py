@@ -661,3 +661,57 @@ def test_a_proxy_of_the_environment_that_cannot_be_used_is_said_not_a_traceback(
     assert ended.value.exit_code == 1
     assert f"the proxy set in {said} cannot be used" in " ".join(capsys.readouterr().err.split())
     assert (tmp_path / "fetched").read_bytes() == b""
+
+
+def test_a_within_client_keeps_trust_env_and_refuses_options_its_transports_would_drop(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``within.client(trust_env=False)`` still took the environment's proxies and its
+    SSL_CERT_FILE, where an httpx client so made takes neither; and the options httpx hands
+    to the transports it makes (``limits``, ``http2``, ``cert``, ``proxy``, …) were passed to
+    ``httpx.Client`` beside our transport, which dropped them unsaid, or (``proxy``) made a
+    transport of httpx's own for every URL, read unbounded and let through by ``bounded()``.
+    ``trust_env`` is now carried as httpx carries it, the others refused (helper round 42H)."""
+    import httpx
+    from test_audit_since_monitor import _node_tls, _start_serving, _stop_serving
+
+    from ledger.within import bounded, client
+    from wallet import cli
+
+    asked: list[str] = []
+
+    class Node(_QuietNode):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self._send(b"[]")
+
+    tls, ca = _node_tls(tmp_path / "pki")
+    proxy, direct, secure = _start_serving(Node), _start_serving(Node), _start_serving(Node, tls)
+    try:
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY",
+                     "https_proxy", "http_proxy", "REQUEST_METHOD", "SSL_CERT_DIR"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("HTTP_PROXY", proxy)
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        for made in (client, httpx.Client):  # ours as httpx's
+            with made(timeout=60) as trusting:
+                assert trusting.get(f"{secure}/v1/health").json() == []
+                assert trusting.get(f"{direct}/v1/health").json() == []
+            assert asked == ["/v1/health", f"{direct}/v1/health"]  # the second by the proxy
+            asked.clear()
+            with made(timeout=60, trust_env=False) as untrusting:
+                with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                    untrusting.get(f"{secure}/v1/health")
+                assert untrusting.get(f"{direct}/v1/health").json() == []
+            assert asked == ["/v1/health"]  # straight to the node, no proxy
+            asked.clear()
+        with client(timeout=60, trust_env=False) as untrusting:
+            assert cli._fetch(bounded(untrusting), "GET", f"{direct}/v1/health").json() == []
+        for option in ({"limits": httpx.Limits(max_connections=1)}, {"http2": True},
+                       {"cert": str(ca)}, {"proxy": proxy}, {"mounts": {}},
+                       {"transport": httpx.HTTPTransport()}):
+            with pytest.raises(TypeError, match=rf"takes no {next(iter(option))}: its "
+                                                r"transports are its own"):
+                client(timeout=60, **option)
+    finally:
+        for url in (proxy, direct, secure):
+            _stop_serving(url)
