@@ -715,3 +715,34 @@ def test_a_within_client_keeps_trust_env_and_refuses_options_its_transports_woul
     finally:
         for url in (proxy, direct, secure):
             _stop_serving(url)
+
+
+def test_a_request_body_a_node_does_not_read_is_given_up_on_at_the_bound() -> None:
+    """A node that takes the connection and reads nothing held a request's write for its
+    write timeout, or for ever with none, past the answer's bound: the write's timeout is cut
+    to what is left of it too, a WriteTimeout as httpx names it (helper round 42H). The node
+    hangs up after 30 s, a WriteError, should the write outlast the bound."""
+    import socket
+    import threading
+
+    import httpx
+
+    from ledger.within import Bound, client, within
+
+    stop = threading.Event()
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def take() -> None:
+        near, _ = listener.accept()
+        with near:
+            stop.wait(30)  # reads nothing
+
+    threading.Thread(target=take, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with client(timeout=httpx.Timeout(60, write=None)) as untimed, within(Bound(1.0)), \
+                pytest.raises(httpx.WriteTimeout):
+            untimed.post(url, content=bytes(64 << 20))
+    finally:
+        stop.set()
+        listener.close()
