@@ -393,6 +393,10 @@ class EtcdOrderer:
         # (log size, our node key) of the last co-signature published: the head is signed
         # again after a restart with a rotated key (_cosign_head)
         self._cosigned: tuple[int, bytes] | None = None
+        # (head, our line) of a co-signature whose put etcd refused, until one is put: a node
+        # halted on a fork puts it again (_publish_halted), as _cosign_head does otherwise
+        self._unpublished: tuple[Head, str] | None = None
+        self._last_halted_put: float | None = None  # our timer's time of the last one tried
         self._failures = Tally(FAILURE_SAID_EVERY)  # failed steps since the last line
         # each agency's published position and when (our monotonic clock) it last changed:
         # no peer's clock is trusted to say how long it has been quiet
@@ -777,6 +781,7 @@ class EtcdOrderer:
             self._wake.wait(self.poll)
             self._wake.clear()
             if self.halted:
+                self._publish_halted()
                 continue
             try:
                 while self._step():
@@ -1149,10 +1154,29 @@ class EtcdOrderer:
             self.etcd.publish(head.log_size, self.agency, cosig_value(head, line),
                               self._applied(head))
             self._cosigned = (head.log_size, self.node_key.public.raw)
+            self._unpublished = None
             self._write_taken()
         except OrderingError as e:  # the next block publishes again
             self.stats.last_error = str(e)
             self._write_failed(e)
+            if self._unpublished is None:  # said once a run of refusals
+                log.warning("etcd refused this node's co-signature at log size %d (%s): it "
+                            "is put again (with a later block, or alone if the node halts)",
+                            head.log_size, e)
+            self._unpublished = (head, line)
+
+    def _publish_halted(self) -> None:
+        """Put again, on a node halted on a fork, its co-signature of its newest block if etcd
+        refused that put (a timeout under load, NOSPACE). A node halts in the step that applied
+        the block, and a halted node co-signs nothing more (:meth:`_cosign_head`): its peers
+        name the fork only from that co-signature, and they never held evidence against it.
+        Not after a store failure: the block may be gone when the store is opened again."""
+        if self._unpublished is None or self.store_failure is not None:
+            return
+        if self._last_halted_put is not None and self.timer() - self._last_halted_put < 1.0:
+            return  # (the loop wakes every poll)
+        self._last_halted_put = self.timer()
+        self._publish(*self._unpublished)
 
     # -- co-signatures, finality, evidence --
     def _verifiers_at(self, size: int) -> tuple[Registry, dict[str, Any]]:

@@ -730,6 +730,88 @@ def test_a_late_co_signature_of_another_root_is_evidence_after_a_later_final_one
         writer.close()
 
 
+def _disarm_nospace(url: str, filler_prefix: bytes) -> None:
+    """The runbook after a NOSPACE alarm: the filler's keys deleted, history compacted,
+    defragmented, every alarm disarmed."""
+    from aetcd.rpc import rpc_pb2 as pb
+    from aetcd.rpc import rpc_pb2_grpc as pbg
+
+    with grpc.insecure_channel(url.partition("://")[2]) as channel:
+        kv, admin = pbg.KVStub(channel), pbg.MaintenanceStub(channel)
+        gone = kv.DeleteRange(pb.DeleteRangeRequest(
+            key=filler_prefix, range_end=filler_prefix[:-1] + b"0"), timeout=10)
+        kv.Compact(pb.CompactionRequest(revision=gone.header.revision, physical=True),
+                   timeout=10)
+        admin.Defragment(pb.DefragmentRequest(), timeout=30)
+        for alarm in admin.Alarm(pb.AlarmRequest(action=pb.AlarmRequest.GET),
+                                 timeout=10).alarms:
+            admin.Alarm(pb.AlarmRequest(action=pb.AlarmRequest.DEACTIVATE,
+                                        memberID=alarm.memberID, alarm=alarm.alarm),
+                        timeout=10)
+
+
+def test_a_node_halted_on_a_fork_publishes_its_co_signature_once_etcd_takes_it(
+        tmp_path: Path, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A node (a tampered store) applies a block, and in the same step reads a quorum's
+    co-signatures of another checkpoint at its size: it halts as the fork. Its own
+    co-signature of that block is what names the fork to its peers; etcd refused that put
+    (here its NOSPACE alarm; in test_cluster under load, a timeout), and a halted node tried
+    nothing again: its peers never held evidence against it, while it stayed halted, behind
+    them (seen in test_cluster::test_a_node_with_a_tampered_store_is_caught_by_its_peers).
+    Once etcd takes writes again, the halted node's co-signature of its own block is put."""
+    from ledger import codec
+    from ledger.batch import Witness, make_batch
+    from ledger.checkpoint import Checkpoint, SignedCheckpoint
+    from ledger.finality import block_line
+    from node.etcdlog import NoSpace
+
+    reg, tax, edu = agencies["reg"], agencies["tax"], agencies["edu"]
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    head = ledger.store.head
+    size, height, t = head.log_size + 1, head.height + 1, T0 + 5
+    prefix = "halted-unpublished"
+    (tmp_path / "etcd").mkdir()
+    with _etcd_member(tmp_path / "etcd", "--quota-backend-bytes", str(1 << 20)) as url:
+        writer, filler = EtcdLog([url], prefix), EtcdLog([url], "filler")
+        # reg's batch, and reg's and tax's co-signatures of another checkpoint at the size the
+        # node's block of it will end at: a quorum (2) that is not the node's chain
+        seen = Witness("tax", t, clock_signature(ledger.net, "tax", tax.node_key, t))
+        writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, t, [ledger.gov_tx(
+            "register_type", {"type": spec}, [reg, tax]).raw], [seen]).to_bytes())
+        forked = Checkpoint(ledger.net, size, bytes(32), (block_line(height, bytes(32)),))
+        for name, agency in (("reg", reg), ("tax", tax)):
+            line = SignedCheckpoint(forked).cosign(name, agency.node_key).signatures[0].to_line()
+            writer.put_cosig(size, name, codec.encode({"root": bytes(32), "line": line,
+                                                       "height": height, "hash": bytes(32)}))
+        with pytest.raises(NoSpace):
+            _fill(filler)
+        orderer = EtcdOrderer(ledger.store, EtcdLog([url], prefix), agency="edu",
+                              node_key=edu.node_key, clock=lambda: T0 + 10, workers=0)
+        try:
+            deadline = time.monotonic() + 30
+            while not orderer.halted:
+                assert time.monotonic() < deadline, orderer.stats.last_error
+                time.sleep(0.05)
+            assert "fork" in orderer.halted
+            assert (ledger.store.head.height, ledger.store.head.log_size) == (height, size)
+            ours = f"s/{size:020d}/edu"
+            assert ours not in {r.key for r in writer.read_after(0, 0)[2]}  # refused
+            assert "database space exceeded" in orderer.stats.put_error
+            _disarm_nospace(url, b"/credledger/filler/")
+            deadline = time.monotonic() + 30
+            while not (got := [r for r in writer.read_after(0, 0)[2] if r.key == ours]):
+                assert time.monotonic() < deadline, "the halted node never put its co-signature"
+                time.sleep(0.1)
+            said = codec.decode(got[0].value, what="co-signature")
+            assert said["root"] == ledger.store.root_at(size) != bytes(32)
+            assert (said["height"], said["hash"]) == (height, ledger.store.block(height).hash)
+            assert ledger.store.head.height == height  # still halted: nothing more built
+        finally:
+            orderer.stop()
+            writer.close()
+            filler.close()
+
+
 def test_a_damaged_stored_checkpoint_accuses_no_peer_and_halts_nothing(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency],
         caplog: pytest.LogCaptureFixture) -> None:
