@@ -6,6 +6,7 @@ import hashlib
 import os
 import random
 import secrets
+import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -128,9 +129,30 @@ class Net:
         start = time.monotonic()
         while not ok():
             if time.monotonic() - start > timeout:
-                raise AssertionError(f"{what}: not within {timeout} s; heads {self.heads()}")
+                raise AssertionError(f"{what}: not within {timeout} s; heads {self.heads()}; "
+                                     f"{self.said()}; logs kept in {self.keep_logs()}")
             time.sleep(0.1)
         return time.monotonic() - start
+
+    def said(self) -> dict[str, Any]:
+        """What each running node's health says beside its head (why a wait timed out)."""
+        out: dict[str, Any] = {}
+        for a in self.ids:
+            if self.cluster.running(a):
+                try:
+                    h = self.health(a)
+                except (httpx.HTTPError, ValueError) as e:
+                    out[a] = repr(e)
+                    continue
+                out[a] = {k: h.get(k) for k in ("status", "halted", "problem") if h.get(k)}
+        return out
+
+    def keep_logs(self) -> Path:
+        """A copy of the cluster's logs outside pytest's temporary folders, which the next
+        three sessions on the machine (another run beside this one) delete."""
+        kept = Path("/tmp/credledger-failed-logs") / f"{self.folder.parent.name}-{os.getpid()}"
+        shutil.copytree(self.folder / "logs", kept, dirs_exist_ok=True)
+        return kept
 
     def converged(self) -> bool:
         hashes = self.head_hashes()
