@@ -2557,6 +2557,9 @@ def _http(url: str, data: bytes | None = None, content_type: str = "",
         _fail(f"--node must be an http(s) URL, not {url!r}", 2)
     sent = dict(headers or {}) | ({"Content-Type": content_type} if content_type else {})
     req = urllib.request.Request(url, data=data, headers=sent)  # noqa: S310 - scheme checked
+    # a request sent whose answer is lost or that the node could not finish may have been done
+    maybe = "" if data is None else "; the request was sent and may have been done: look " \
+        "before sending it again"
     try:
         with _NO_REDIRECTS.open(req, timeout=60) as resp:
             body = _read_within(resp, NODE_ANSWER_MAX)
@@ -2575,13 +2578,20 @@ def _http(url: str, data: bytes | None = None, content_type: str = "",
             _fail(f"the node at {url} redirects ({e.code}) {_redirect_target(e, '--node')} "
                   "(nothing was sent on)" + after)
         code, said = _refusal(e)
+        if e.code >= 500:  # not a refusal: a commit not seen within its wait "may commit yet"
+            _fail(f"the node could not do it ({code}): {said}{maybe}{after}")
         _fail(f"the node refused it ({code}): {said}{after}")
     except _NodeTooSlow as e:
-        _fail(f"{e}{after}")
-    except (urllib.error.URLError, OSError, ValueError) as e:
+        _fail(f"{e}{maybe}{after}")
+    except (urllib.error.URLError, ValueError) as e:  # URLError: before the request was sent
         _fail(f"cannot reach the node at {url}: {e}{_ca_hint(e)}{after}")
+    except OSError as e:  # reached, then the answer lost: reset, closed, timed out
+        if data is None:
+            _fail(f"the node at {url} gave no whole answer: {e or type(e).__name__}{after}")
+        _fail(f"the node at {url} was sent the request, and its answer was lost "
+              f"({e or type(e).__name__}){maybe}{after}")
     except http.client.HTTPException as e:  # neither OSError nor URLError: a traceback
-        _fail(f"the node at {url} {_not_http(e)}; is it a node?{after}")
+        _fail(f"the node at {url} {_not_http(e)}; is it a node?{maybe}{after}")
 
 
 def _redirect_target(e: urllib.error.HTTPError, option: str = "") -> str:

@@ -9,6 +9,7 @@ import http.server
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -1646,7 +1647,7 @@ def test_a_refusal_whose_words_drip_or_end_short_is_said_without_them(
             cli._http(url + "/v1/approvals")
         assert ended.value.exit_code == 1
         said = capsys.readouterr().err
-        assert "the node refused it (503): Busy" in " ".join(said.split()), said
+        assert "the node could not do it (503): Busy" in " ".join(said.split()), said
         with pytest.raises(cli._MonitorUnreachable) as unusable:
             cli._get(url + "/v1/health")
         assert unusable.value.reached, unusable.value
@@ -1948,3 +1949,61 @@ def test_an_answer_that_is_not_http_is_said_with_its_cause(
     for line in (" ".join(said.split()), str(monitored.value)):
         assert "gave no HTTP answer" in line and cause in line, line
         assert "O" * 200 not in line and "a" * 200 not in line and "9" * 200 not in line, line
+
+
+@pytest.mark.parametrize("way", ["closed", "could-not", "refused"])
+def test_a_request_sent_whose_answer_is_lost_is_not_said_as_unreached(
+        capsys: pytest.CaptureFixture[str], way: str) -> None:
+    """A node that read the whole request and then closed without an answer was one the
+    command "cannot reach", and a node that could not do it (503: a commit not seen within its
+    wait) one that "refused it": the operator sent it again, where it may have been done. A
+    request sent and its answer lost is said as such, with what to do first; a GET as an
+    answer that did not come whole; a 4xx stays a refusal (helper round 42L's list)."""
+    import typer
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    from ledger import cli
+
+    class Node(_AnsweringNode):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            if way == "closed":
+                self.close_connection = True
+                self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            self.send_response(503 if way == "could-not" else 409)
+            self.send_header("content-type", "application/json")
+            body = json.dumps({"detail": "not committed within 30 s; it may commit yet"
+                               if way == "could-not" else "revoked already"}).encode()
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:  # closed without an answer
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    url = _start_serving(Node)
+    try:
+        with pytest.raises(typer.Exit):
+            cli._http(url + "/v1/head")
+        said = " ".join(capsys.readouterr().err.split())
+        assert f"the node at {url}/v1/head gave no whole answer" in said, said
+        assert "may have been done" not in said, said
+        with pytest.raises(typer.Exit) as ended:
+            cli._http(url + "/v1/credentials", b"{}", "application/json")
+        assert ended.value.exit_code == 1
+        said = " ".join(capsys.readouterr().err.split())
+        if way == "closed":
+            assert "cannot reach" not in said, said
+            assert f"the node at {url}/v1/credentials was sent the request" in said, said
+            assert "may have been done: look before sending it again" in said, said
+        elif way == "could-not":
+            assert "refused" not in said, said
+            assert "the node could not do it (503): not committed within 30 s" in said, said
+            assert "may have been done: look before sending it again" in said, said
+        else:
+            assert "the node refused it (409): revoked already" in said, said
+            assert "may have been done" not in said, said
+    finally:
+        _stop_serving(url)
