@@ -2578,6 +2578,12 @@ def _http(url: str, data: bytes | None = None, content_type: str = "",
             _fail(f"the node at {url} redirects ({e.code}) {_redirect_target(e, '--node')} "
                   "(nothing was sent on)" + after)
         code, said = _refusal(e)
+        retry = (e.headers.get("Retry-After") or "").strip() if e.headers else ""
+        if e.code >= 500 and retry.isascii() and retry.isdigit() and len(retry) <= 9:
+            # a node refusing before it takes anything (NOSPACE, cut off from etcd, busy)
+            # says when to come back (node.app): not "may have been done"
+            _fail(f"the node refused it for now ({code}): {said}; nothing was taken; send it "
+                  f"again in {int(retry)} s or later{after}")
         if e.code >= 500:  # not a refusal: a commit not seen within its wait "may commit yet"
             _fail(f"the node could not do it ({code}): {said}{maybe}{after}")
         _fail(f"the node refused it ({code}): {said}{after}")

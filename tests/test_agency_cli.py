@@ -2007,3 +2007,41 @@ def test_a_request_sent_whose_answer_is_lost_is_not_said_as_unreached(
             assert "may have been done" not in said, said
     finally:
         _stop_serving(url)
+
+
+def test_a_503_that_says_when_to_come_back_is_a_refusal_not_maybe_done(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A node refuses a submission before it takes anything with a 503 and ``Retry-After``
+    (etcd's NOSPACE alarm, a node cut off from etcd, a busy node: ``node.app``'s handler). The
+    command said "could not do it … the request was sent and may have been done: look before
+    sending it again" over the node's own "Nothing was taken … send it again" (helper round
+    42V). Such a 503 is a refusal for now, with when to send it again; a 503 without
+    ``Retry-After`` (a commit not seen within its wait) stays "may have been done"."""
+    import typer
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    from ledger import cli
+
+    class Node(_AnsweringNode):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(503)
+            self.send_header("content-type", "application/json")
+            self.send_header("Retry-After", "30")
+            body = json.dumps({"detail": "etcd's NOSPACE alarm is raised: this node takes no "
+                                         "submissions meanwhile", "error": "NoSpace"}).encode()
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    url = _start_serving(Node)
+    try:
+        with pytest.raises(typer.Exit) as ended:
+            cli._http(url + "/v1/credentials", b"{}", "application/json")
+        assert ended.value.exit_code == 1
+        said = " ".join(capsys.readouterr().err.split())
+        assert "may have been done" not in said and "could not do it" not in said, said
+        assert ("the node refused it for now (503): etcd's NOSPACE alarm is raised" in said
+                and "nothing was taken; send it again in 30 s or later" in said), said
+    finally:
+        _stop_serving(url)
