@@ -981,8 +981,11 @@ def restart_socket_problem(folder: Path) -> str | None:
     try:
         with _socket_path(path) as name:
             probe.connect(name)
-    except OSError:  # refused: nothing listens, stale
+    except (ConnectionRefusedError, FileNotFoundError):  # nothing listens: stale (or gone)
         return None
+    except OSError as e:  # another kind of socket, not ours to connect to: not known stale
+        return (f"cannot tell whether {path} is in use ({e.strerror or e}), and it is not "
+                "removed: move it away, then start the cluster")
     finally:
         probe.close()
     return (f"{path} is in use: a `ledger-node cluster` answers on it (stop that one first)")

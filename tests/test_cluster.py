@@ -2243,3 +2243,26 @@ def test_the_restart_desk_removes_a_stale_socket_only(tmp_path: Path) -> None:
     assert "assphrase" not in line and sorted(p.name for p in folder.iterdir()) == [
         RESTART_SOCKET], line
     assert (folder / RESTART_SOCKET).read_text() == "notes\n"
+
+
+def test_a_restart_socket_the_probe_cannot_judge_is_not_removed(tmp_path: Path) -> None:
+    """The probe of an existing restart.sock took any connect error as "none answers: stale"
+    and the desk removed the socket, though only a refused connect says that: a socket some
+    live process holds under that name, of another kind (a datagram one: EPROTOTYPE), or one
+    this user may not connect to (EACCES), was removed. Such a socket is refused, named, and
+    left as it was (helper round 42V)."""
+    import socket as socket_
+
+    from node.cluster import RESTART_SOCKET, RestartDesk
+
+    path = tmp_path / RESTART_SOCKET
+    held = socket_.socket(socket_.AF_UNIX, socket_.SOCK_DGRAM)
+    try:
+        held.bind(str(path))
+        ino = path.stat().st_ino
+        with pytest.raises(ClusterError, match=re.escape(str(path))) as refused:
+            RestartDesk(tmp_path)
+        assert "cannot tell whether" in str(refused.value), refused.value
+        assert path.is_socket() and path.stat().st_ino == ino
+    finally:
+        held.close()
