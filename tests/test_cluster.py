@@ -2266,3 +2266,56 @@ def test_a_restart_socket_the_probe_cannot_judge_is_not_removed(tmp_path: Path) 
         assert path.is_socket() and path.stat().st_ino == ino
     finally:
         held.close()
+
+
+def test_the_restart_desk_refuses_another_user_even_past_its_sockets_mode(tmp_path: Path) -> None:
+    """The restart socket is 0600, and the desk checks the asker's user besides (its peer's
+    credentials): with the mode opened up (a lost chmod, a umask), another user's request is
+    still refused, said, and never queued. Mutation round 42M: the user check dropped left every
+    test passing (they run as root, whose requests are taken). A real process as `nobody`."""
+    import os
+    import tempfile
+
+    from node.cluster import RESTART_SOCKET, RestartDesk
+
+    folder = Path(tempfile.mkdtemp(prefix="r42m-desk-", dir="/dev/shm"))  # tmp_path is 0700
+    try:
+        folder.chmod(0o755)
+        desk = RestartDesk(folder)
+        try:
+            (folder / RESTART_SOCKET).chmod(0o666)
+            asker = ("import socket, sys\n"
+                     "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\n"
+                     "s.connect(sys.argv[1])\n"
+                     "s.sendall(b'restart edu\\n')\n"
+                     "s.settimeout(30)\n"
+                     "got = b''\n"
+                     "while chunk := s.recv(4096):\n"
+                     "    got += chunk\n"
+                     "sys.stdout.write(got.decode())\n")
+            python = next((p for p in (sys.executable, "/usr/bin/python3")
+                           if os.access(p, os.X_OK) and _others_may_run(p)), None)
+            if python is None:
+                pytest.skip("no Python another user may run")
+            ran = subprocess.run([python, "-c", asker, str(folder / RESTART_SOCKET)],
+                                 user=65534, group=65534, capture_output=True, text=True,
+                                 timeout=120, check=False)
+            assert ran.returncode == 0, ran.stderr
+            assert ran.stdout == ("refused: only the user running the cluster may restart its "
+                                  "processes\n"), ran.stdout
+            assert desk.asks() == []
+            assert os.getuid() == 0  # the control: root's (the cluster's user's) are taken
+        finally:
+            desk.close()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _others_may_run(path: str) -> bool:
+    """Whether a user other than root may run the program at ``path`` (every folder above it
+    searchable by others, the file executable by them)."""
+    import os
+
+    real = Path(os.path.realpath(path))
+    return bool(real.stat().st_mode & 0o001) and all(
+        folder.stat().st_mode & 0o001 for folder in real.parents)
