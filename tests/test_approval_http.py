@@ -2300,6 +2300,32 @@ def test_an_application_made_by_an_older_version_of_the_rule_is_decided_by_none(
         assert got.status_code == 200 and got.json()["rule_hash"] == new, got.text
 
 
+def test_a_stale_rule_is_refused_before_any_answer_is_opened(tmp_path: Path) -> None:
+    """`?rule=` naming a version no longer in force is refused before the answers are read
+    (ADR 82: "checked before the answers are opened"): presentations that would fail, a nonce
+    no request has or an envelope that is none, get ``stale_rule`` (409), not the words of the
+    check that opened them; with the version in force the same answers are refused by that
+    check (the order shows). Mutation round 42M: the first check dropped left every test
+    passing, the one at the head refusing the same application after its answers were read."""
+    from ledger.state import rule_hash
+
+    with _licence_upgraded(tmp_path) as (_, http, wallet, before, upgraded):
+        old, new = rule_hash(before).hex(), rule_hash(upgraded).hex()
+        opened = http.post("/v1/services/business-licence/applications").json()
+        nonce = opened["requests"][0]["nonce"]
+        height = http.get("/v1/health").json()["height"]
+        for presentations in ([{"nonce": nonce, "envelope": b64url(b"not an envelope")}],
+                              [{"nonce": "n" * 32, "envelope": b64url(b"x")}]):
+            body = {"holder_jwk": wallet.holder_jwk(), "presentations": presentations}
+            got = http.post(f"/v1/services/business-licence/apply?rule={old}", json=body)
+            assert got.status_code == 409 and got.json()["code"] == "stale_rule", got.text
+            assert f"version {new[:16]} now, not {old[:16]}" in got.json()["detail"]
+            got = http.post(f"/v1/services/business-licence/apply?rule={new}", json=body)
+            assert got.status_code not in (200, 409), got.text  # opened: its own refusal
+            assert got.json().get("code") != "stale_rule", got.text
+        assert http.get("/v1/health").json()["height"] == height  # nothing committed
+
+
 def test_a_decision_by_another_version_of_the_rule_than_the_wallets_is_said(
         tmp_path: Path, capsys: Any) -> None:
     """A node before ADR 82 reads no version an application names, and decides by the rule in
