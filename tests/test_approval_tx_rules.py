@@ -203,3 +203,28 @@ def test_a_decision_needs_its_agencys_approval_grant(world: Any) -> None:
                              ts=end)], end)
     assert [e.code for _, e in r.rejected] == ["not_granted"]
     assert "holds no grant to issue 'approval'" in str(r.rejected[0][1])
+
+
+def test_an_approval_credential_is_its_deciding_agencys_alone_to_change(world: Any) -> None:
+    """An approval credential is issued with its agency's decision: another agency holding the
+    approval grant (each decides its own services) may not revoke or suspend it, where a grant
+    of any other type lets its holder change another agency's credentials of that type
+    (``may_change_status``'s reserved types). Mutation round 42M: the reserved-type check
+    dropped left every test passing."""
+    from ledger.network import issue_tx, status_tx
+
+    lg, ag = world
+    cid = hashlib.sha256(b"an approval credential of civil's").digest()
+    r = lg.commit([issue_tx("demo", ag["civil"], cid, "approval", 7, T0 + DAY, T0 + 400 * DAY,
+                            T0 + DAY)], T0 + DAY)
+    assert not r.rejected, r.rejected
+    assert lg.registry.grant_covers("market", "approval", T0 + DAY)  # so the type alone refuses
+    for new in ("suspended", "revoked"):
+        r = lg.commit([status_tx("demo", ag["market"], cid, new, "test", T0 + DAY + 1)],
+                      T0 + DAY)
+        assert [e.code for _, e in r.rejected] == ["not_authorized"], new
+    assert lg.store.credential(cid).status == "valid"
+    r = lg.commit([status_tx("demo", ag["civil"], cid, "revoked", "test", T0 + DAY + 2)],
+                  T0 + DAY)  # control: its issuer may
+    assert not r.rejected, r.rejected
+    assert lg.store.credential(cid).status == "revoked"
