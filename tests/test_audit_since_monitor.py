@@ -1425,6 +1425,44 @@ def test_a_node_that_drips_its_archive_is_given_up_on(
     assert f"the archive from {url} came slower than 16 KiB/s" in said, said
 
 
+def test_an_archive_coming_faster_than_the_least_rate_is_not_given_up_after_its_first_wait(
+        demo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The archive's bound is a least rate after its first wait: each byte read earns
+    1/ARCHIVE_LEAST_RATE of a second more. An archive sent steadily at four times that rate,
+    for longer than its first wait, is read whole (a large archive over a slow link is not cut
+    at 120 s). Mutation round 42M: the rate dropped (a fixed 120 s) left every test passing."""
+    import threading
+
+    import ledger.cli
+
+    archive = tmp_path / "demo.archive"
+    r = runner.invoke(ledger_app, ["export", str(demo), "--out", str(archive)])
+    assert r.exit_code == 0, r.output
+    whole = archive.read_bytes()
+    step = max(1, len(whole) // 40)  # 40 drops 50 ms apart: 2 s or more in all
+    drops = [whole[i:i + step] for i in range(0, len(whole), step)]
+    stop, sent = threading.Event(), threading.Event()
+
+    class Steady(_QuietNode):
+        def do_GET(self) -> None:
+            self.wfile.write(b"HTTP/1.0 200 OK\r\n\r\n")
+            if _drip(self.wfile, drops, stop):
+                sent.set()
+
+    monkeypatch.setattr(ledger.cli, "ARCHIVE_FIRST_WAIT", 1.0)  # not 120 s: a test's
+    # each byte earns 8 s / the archive's size: four times the time it is sent in (2 s)
+    monkeypatch.setattr(ledger.cli, "ARCHIVE_LEAST_RATE", max(1, len(whole) // 8))
+    url = _start_serving(Steady)
+    try:
+        with (tmp_path / "fetched").open("wb") as dest:
+            summary = ledger.cli._fetch_archive(url, None, dest, str(tmp_path))
+    finally:
+        stop.set()
+        _stop_serving(url)
+    assert sent.is_set() and summary is not None
+    assert (tmp_path / "fetched").read_bytes() == whole
+
+
 def _node_tls(folder: Path) -> tuple[ssl.SSLContext, Path]:
     """A node's TLS server context (agency edu of a network's own PKI made in ``folder``, its
     certificate for 127.0.0.1) and the path of that network's CA certificate."""
