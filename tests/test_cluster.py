@@ -2319,3 +2319,24 @@ def _others_may_run(path: str) -> bool:
     real = Path(os.path.realpath(path))
     return bool(real.stat().st_mode & 0o001) and all(
         folder.stat().st_mode & 0o001 for folder in real.parents)
+
+
+def test_a_restart_desk_closing_leaves_the_socket_a_later_cluster_bound(tmp_path: Path) -> None:
+    """A cluster killed outright leaves its socket; the next one on the folder binds its own in
+    its place. The desk removes the socket when it closes only if it is still its own: a desk
+    closing late (its cluster stopping while the next one starts) leaves the other's, which
+    still answers. Mutation round 42M: the inode check dropped left every test passing."""
+    from node.cluster import RESTART_SOCKET, RestartDesk, ask_restart
+
+    first = RestartDesk(tmp_path)
+    try:
+        second = RestartDesk(tmp_path)  # bound in the first's place
+    finally:
+        first.close()
+    try:
+        assert (tmp_path / RESTART_SOCKET).is_socket()
+        assert ask_restart(tmp_path, "Edu Bureau", lambda _: None) == (
+            "refused", "not a request of `ledger-node cluster restart`")  # the second answers
+    finally:
+        second.close()
+    assert not (tmp_path / RESTART_SOCKET).exists()
