@@ -6,6 +6,7 @@ fails until the wallet takes a proof against a checkpoint the new keys signed.""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import subprocess
@@ -746,3 +747,90 @@ def test_a_request_body_a_node_does_not_read_is_given_up_on_at_the_bound() -> No
     finally:
         stop.set()
         listener.close()
+
+
+def test_a_read_begun_past_its_bound_is_a_read_timeout_not_a_value_error() -> None:
+    """A read through a client of ``ledger.within`` that begins once its bound has passed (an
+    answer whose bytes kept coming until the deadline, each read quick) is given up at once
+    as httpx's ReadTimeout, which the wallet and the archive fetch say as a slow answer: the
+    socket's timeout would have been set negative (a ValueError, a traceback). Mutation round
+    42M: the check dropped left every test passing, since their slow answers time out within
+    a read. The server answers at once: only the passed bound stops the read."""
+    import httpx
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    from ledger.within import Bound, client, within
+
+    class Quick(_QuietNode):
+        def do_GET(self) -> None:
+            with contextlib.suppress(OSError):  # the client gave up: it hung up
+                self.send_response(200)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"[]")
+
+    url = _start_serving(Quick)
+    try:
+        with client(timeout=60) as http:
+            assert http.get(f"{url}/v1/checkpoint").content == b"[]"  # control: unbounded
+            with within(Bound(0.0)) as bound:
+                assert bound.passed()
+                with pytest.raises(httpx.ReadTimeout):
+                    http.get(f"{url}/v1/checkpoint")
+    finally:
+        _stop_serving(url)
+
+
+def test_a_silent_node_is_given_up_on_at_the_bound_not_at_the_read_timeout() -> None:
+    """Each read's timeout is cut to what is left of the bound: a node that says nothing for
+    longer than what is left is given up on at the bound, not after the request's own read
+    timeout (60 s here; the archive's 60 s against its 120 s first wait). The node answers
+    after 3 s: a read left at its 60 s takes that answer, past the 1 s bound. Mutation round
+    42M: the cut dropped left every test passing (their nodes drip, and each read begun past
+    the bound is refused)."""
+    import threading
+
+    import httpx
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    from ledger.within import Bound, client, within
+
+    stop = threading.Event()
+
+    class Silent(_QuietNode):
+        def do_GET(self) -> None:
+            if stop.wait(3.0):
+                return
+            with contextlib.suppress(OSError):  # the client gave up: it hung up
+                self.send_response(200)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"[]")
+
+    url = _start_serving(Silent)
+    try:
+        with client(timeout=60) as http, within(Bound(1.0)), pytest.raises(httpx.ReadTimeout):
+            http.get(f"{url}/v1/checkpoint")
+    finally:
+        stop.set()
+        _stop_serving(url)
+
+
+def test_a_client_made_elsewhere_is_refused_by_the_wallets_bounded_fetch() -> None:
+    """A client not made by ``ledger.within.client`` cannot have its reads bounded through
+    httpx's public API (nor keeps a --ca it was not made with): ``bounded`` refuses it (a
+    TypeError) before anything is sent, where standing in one of its own for it would lose
+    that client's trust unsaid (ADR 82). Mutation round 42M: the check dropped left every
+    test passing."""
+    import httpx
+
+    from ledger.within import bounded, client
+    from wallet import cli
+
+    with httpx.Client(timeout=60) as elsewhere:
+        with pytest.raises(TypeError, match=r"not made by ledger\.within\.client"):
+            bounded(elsewhere)
+        with pytest.raises(TypeError, match=r"cannot be bounded in time"):
+            cli._fetch(elsewhere, "GET", "http://127.0.0.1:9/v1/checkpoint")
+    with client(timeout=60) as ours:
+        assert bounded(ours) is ours
