@@ -2325,12 +2325,16 @@ def test_a_restart_desk_closing_leaves_the_socket_a_later_cluster_bound(tmp_path
     """A cluster killed outright leaves its socket; the next one on the folder binds its own in
     its place. The desk removes the socket when it closes only if it is still its own: a desk
     closing late (its cluster stopping while the next one starts) leaves the other's, which
-    still answers. Mutation round 42M: the inode check dropped left every test passing."""
+    still answers. Mutation round 42M: the inode check dropped left every test passing. (Round
+    42L: a socket still answered on is refused, so the first stops answering first.)"""
+    import socket
+
     from node.cluster import RESTART_SOCKET, RestartDesk, ask_restart
 
     first = RestartDesk(tmp_path)
     try:
-        second = RestartDesk(tmp_path)  # bound in the first's place
+        first._sock.shutdown(socket.SHUT_RDWR)  # as if killed: its socket answers no more
+        second = RestartDesk(tmp_path)  # bound in the first's place (a stale socket)
     finally:
         first.close()
     try:
