@@ -1113,18 +1113,21 @@ def ask_restart(folder: Path, agency: str, heard: Callable[[str], None]) -> tupl
                                f"ledger-node cluster --data {folder})") from e
         except OSError as e:
             raise ClusterError(f"cannot reach the cluster at {path}: {e.strerror or e}") from e
-        sock.sendall(f"restart {agency}\n".encode())
         # Each step is bounded by the cluster (60 s per process it starts); this is only a
         # guard against a cluster that hangs.
         sock.settimeout(300.0)
-        with sock.makefile("rb") as answers:
-            try:
+        try:
+            sock.sendall(f"restart {agency}\n".encode())
+            with sock.makefile("rb") as answers:
                 for raw in answers:
                     line = raw.decode("utf-8", "replace").rstrip("\n")
                     kind, _, why = line.partition(": ")
                     if kind in ("ok", "refused", "failed"):
                         return kind, why
                     heard(line)
-            except TimeoutError:
-                return "failed", f"the cluster did not answer within 300 s; see {folder / 'logs'}"
+        except TimeoutError:
+            return "failed", f"the cluster did not answer within 300 s; see {folder / 'logs'}"
+        except OSError as e:  # reset: the cluster died while it answered
+            return "failed", (f"the cluster hung up before it answered ({e.strerror or e}); "
+                              f"see {folder / 'logs'}")
     return "failed", "the cluster stopped before it answered"

@@ -2344,3 +2344,34 @@ def test_a_restart_desk_closing_leaves_the_socket_a_later_cluster_bound(tmp_path
     finally:
         second.close()
     assert not (tmp_path / RESTART_SOCKET).exists()
+
+
+def test_a_cluster_that_hangs_up_on_a_restart_is_said_not_a_traceback(tmp_path: Path) -> None:
+    """A cluster dying while it answers a restart (its socket reset: a request left unread)
+    was a traceback of `ConnectionResetError` in `ledger-node cluster restart`; it is a failed
+    restart that says the cluster hung up and where its logs are (helper round 42M's note)."""
+    import select
+    import socket
+    import threading
+
+    from node.cluster import RESTART_SOCKET, ask_restart
+
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(tmp_path / RESTART_SOCKET))
+    server.listen(1)
+
+    def hang_up() -> None:
+        conn, _ = server.accept()
+        select.select([conn], [], [], 30)  # the request came: closed unread, it is reset
+        conn.close()
+
+    taker = threading.Thread(target=hang_up, daemon=True)
+    taker.start()
+    try:
+        kind, why = ask_restart(tmp_path, "edu", lambda _: None)
+    finally:
+        taker.join(30)
+        server.close()
+    assert kind == "failed", (kind, why)
+    assert "the cluster hung up before it answered" in why, why
+    assert str(tmp_path / "logs") in why, why
