@@ -1502,15 +1502,32 @@ def test_a_node_that_drips_its_answer_is_given_up_on(
         _stop_serving(url)
 
 
+def _said_by_agency_and_monitor(node: type[http.server.BaseHTTPRequestHandler], path: str,
+                                capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
+    """What `agency …` (``_http``, which exits 1) and `ledger monitor` (``_get`` at ``path``,
+    which refuses) say of a made-up ``node``, each on one line."""
+    import typer
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    from ledger import cli
+
+    url = _start_serving(node)
+    try:
+        with pytest.raises(typer.Exit):
+            cli._http(url + "/v1/approvals")
+        said = capsys.readouterr().err
+        with pytest.raises(cli._MonitorUnreachable) as monitored:
+            cli._get(url + path)
+    finally:
+        _stop_serving(url)
+    return " ".join(said.split()), str(monitored.value)
+
+
 def test_a_redirect_without_a_location_is_said_to_point_nowhere(
         capsys: pytest.CaptureFixture[str]) -> None:
     """A node's redirect with no Location header was said to point "to null" (`agency …`,
     `ledger monitor`): JSON's word for the header missing. It says there is none (helper
     round 40H)."""
-    import typer
-    from test_audit_since_monitor import _start_serving, _stop_serving
-
-    from ledger import cli
 
     class Nowhere(_AnsweringNode):
         def do_GET(self) -> None:
@@ -1518,16 +1535,7 @@ def test_a_redirect_without_a_location_is_said_to_point_nowhere(
             self.send_header("content-length", "0")
             self.end_headers()
 
-    url = _start_serving(Nowhere)
-    try:
-        with pytest.raises(typer.Exit):
-            cli._http(url + "/v1/approvals")
-        said = capsys.readouterr().err
-        with pytest.raises(cli._MonitorUnreachable) as monitored:
-            cli._get(url + "/v1/health")
-    finally:
-        _stop_serving(url)
-    for line in (" ".join(said.split()), str(monitored.value)):
+    for line in _said_by_agency_and_monitor(Nowhere, "/v1/health", capsys):
         assert "redirects (302) with no Location" in line and "null" not in line, line
 
 
@@ -1926,10 +1934,7 @@ def test_an_answer_that_is_not_http_is_said_with_its_cause(
     when reading h…" dropped which line was too long, and an IncompleteRead its "expected".
     The text is said whole up to 100 characters, and beyond that by its start and its end,
     cut at words (helper round 42L); `agency …` and `ledger monitor` alike."""
-    import typer
-    from test_audit_since_monitor import _start_serving, _stop_serving
 
-    from ledger import cli
 
     class Raw(_AnsweringNode):
         def do_GET(self) -> None:
@@ -1937,16 +1942,7 @@ def test_an_answer_that_is_not_http_is_said_with_its_cause(
             self.wfile.flush()
             self.close_connection = True
 
-    url = _start_serving(Raw)
-    try:
-        with pytest.raises(typer.Exit):
-            cli._http(url + "/v1/approvals")
-        said = capsys.readouterr().err
-        with pytest.raises(cli._MonitorUnreachable) as monitored:
-            cli._get(url + "/v1/registry")
-    finally:
-        _stop_serving(url)
-    for line in (" ".join(said.split()), str(monitored.value)):
+    for line in _said_by_agency_and_monitor(Raw, "/v1/registry", capsys):
         assert "gave no HTTP answer" in line and cause in line, line
         assert "O" * 200 not in line and "a" * 200 not in line and "9" * 200 not in line, line
 

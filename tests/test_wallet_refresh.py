@@ -764,10 +764,7 @@ def test_a_read_begun_past_its_bound_is_a_read_timeout_not_a_value_error() -> No
     class Quick(_QuietNode):
         def do_GET(self) -> None:
             with contextlib.suppress(OSError):  # the client gave up: it hung up
-                self.send_response(200)
-                self.send_header("content-length", "2")
-                self.end_headers()
-                self.wfile.write(b"[]")
+                self._send(b"[]")
 
     url = _start_serving(Quick)
     try:
@@ -802,10 +799,7 @@ def test_a_silent_node_is_given_up_on_at_the_bound_not_at_the_read_timeout() -> 
             if stop.wait(3.0):
                 return
             with contextlib.suppress(OSError):  # the client gave up: it hung up
-                self.send_response(200)
-                self.send_header("content-length", "2")
-                self.end_headers()
-                self.wfile.write(b"[]")
+                self._send(b"[]")
 
     url = _start_serving(Silent)
     try:
