@@ -472,7 +472,8 @@ class LocalCluster:
         self._runtime: dict[str, Path] = {}
         self.rejoined: list[str] = []
         """Agencies whose etcd member :meth:`start` rejoined (its data folder was gone)."""
-        self._http = httpx.Client(verify=self.ssl_context(), timeout=5.0)
+        # its own members on 127.0.0.1: no proxy of the environment (trust_env)
+        self._http = httpx.Client(verify=self.ssl_context(), timeout=5.0, trust_env=False)
         self._operator: tuple[bytes, bytes, bytes] | None = None
 
     @property
@@ -528,7 +529,7 @@ class LocalCluster:
         ctx = ssl.create_default_context(cafile=str(rt / "ca.crt"))
         ctx.load_cert_chain(str(rt / f"{m.agency}.crt"), str(rt / f"{m.agency}.key"))
         try:
-            r = httpx.get(f"{m.client_url}/health", verify=ctx, timeout=2.0)
+            r = httpx.get(f"{m.client_url}/health", verify=ctx, timeout=2.0, trust_env=False)
             return r.status_code == 200 and r.json().get("health") == "true"
         except (httpx.HTTPError, ValueError):
             return False

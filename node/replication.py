@@ -323,7 +323,9 @@ class PeerHttp:
         # No connection kept between answers: each answer's own connection is the one its
         # deadline can cut (EtcdOrderer._peer_get); catch-up asks for thousands of blocks at
         # once, so a handshake per answer costs little
-        return httpx.Client(verify=ctx, timeout=30.0,
+        # (no proxy of the environment: a node talks only to the addresses governance and its
+        # config name)
+        return httpx.Client(verify=ctx, timeout=30.0, trust_env=False,
                             limits=httpx.Limits(max_keepalive_connections=0))
 
     def client(self) -> httpx.Client:

@@ -643,6 +643,124 @@ def test_a_running_node_refuses_a_peer_revoked_after_it_started(
         server.server_close()
 
 
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY",
+                    "http_proxy", "grpc_proxy")
+
+
+@contextlib.contextmanager
+def _proxy_in_environment(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A listener on 127.0.0.1 that records each connection made to it and closes it (a proxy
+    that forwards nothing), named by every proxy variable of the environment (none of them
+    excluding 127.0.0.1); it yields the list of connections seen."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    seen: list[tuple[str, int]] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, addr = listener.accept()
+            except OSError:
+                return  # closed
+            seen.append(addr)
+            conn.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    proxy = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    for name in ("NO_PROXY", "no_proxy", "no_grpc_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in _PROXY_VARIABLES:
+        monkeypatch.setenv(name, proxy)
+    try:
+        yield seen
+    finally:
+        listener.close()
+
+
+def test_a_node_reaches_its_peers_directly_whatever_proxy_the_environment_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node's catch-up client (:class:`PeerHttp`) followed the environment's proxies, as
+    httpx does by default: started with ``HTTPS_PROXY`` (or ``ALL_PROXY``...), its mTLS traffic
+    to a peer, 127.0.0.1 too, went to that proxy (here one that forwards nothing: the fetch
+    failed). A node talks only to the addresses governance and its config name: it reaches
+    the peer, and the proxy sees no connection."""
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil", "edu"], b"pw", now=dt.datetime.now(dt.UTC))
+    rt = unlock(pki, "edu", b"pw", now=dt.datetime.now(dt.UTC))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(rt / "edu.crt"), str(rt / "edu.key"))
+    lock(rt)
+    asked: list[str] = []
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            asked.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+        def get_request(self) -> tuple[socket.socket, object]:
+            conn, addr = super().get_request()
+            return ctx.wrap_socket(conn, server_side=True), addr
+
+    server = Server(("127.0.0.1", 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/v1/head"
+    civil = unlock(pki, "civil", b"pw", now=dt.datetime.now(dt.UTC))
+    try:
+        with _proxy_in_environment(monkeypatch) as seen:
+            peers = PeerHttp(peer_tls(pki, civil, "civil"))
+            try:
+                assert peers.client().get(url).text == "ok"
+            finally:
+                peers.close()
+            assert asked == ["/v1/head"]
+            assert seen == []
+    finally:
+        lock(civil)
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_node_reaches_etcd_directly_whatever_proxy_the_environment_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node's etcd client (gRPC, mTLS) and the local cluster's etcd health probe (HTTPS)
+    with every proxy variable set, ``grpc_proxy`` too: both reach the real etcd member on
+    127.0.0.1, and the proxy sees no connection."""
+    from node.etcdlog import EtcdLog
+
+    base = free_base(1)
+    create_cluster(tmp_path / "c", 1, b"pw", base_port=base, network=f"proxy-{base}")
+    net = LocalCluster(tmp_path / "c", b"pw")
+    held: Path | None = None
+    try:
+        m = net.members[0]
+        with _proxy_in_environment(monkeypatch) as seen:
+            net._start_etcd(m)
+            net._wait_etcd(m, 60)  # (its health probe: through no proxy)
+            assert net._etcd_healthy(m)
+            held = unlock(tmp_path / "c" / "pki", m.agency, b"pw")
+            files = TlsFiles(str(held / "ca.crt"), str(held / f"{m.agency}.crt"),
+                             str(held / f"{m.agency}.key"))
+            etcd = EtcdLog([m.client_url], net.network, tls=files, timeout=10)
+            try:
+                etcd.put_cosig(1, m.agency, b"direct")
+                assert [r.value for r in etcd.read_after(0, 0)[2]] == [b"direct"]
+            finally:
+                etcd.close()
+            assert seen == []
+    finally:
+        if held is not None:
+            lock(held)
+        net.stop()
+
+
 def test_etcd_shuts_a_revoked_certificate_out_at_its_next_connection(tmp_path: Path) -> None:
     """A real etcd member started by the local cluster reads ``crl.pem`` on every new
     connection: revoking a certificate needs no restart."""
