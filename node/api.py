@@ -139,6 +139,11 @@ class Health(_Out):
     final_log_size: int | None = None
     peers: dict[str, PeerOut] = Field(default_factory=dict)
     halted: str | None = None
+    fork_evidence_published: bool | None = Field(
+        default=None, description="A node halted on a fork: whether etcd holds its own "
+                                  "co-signature at the fork's size, from which its peers name "
+                                  "the fork (false: it puts it again, at least once a second); "
+                                  "null when not halted on a fork")
     problem: str | None = None
 
 
@@ -150,6 +155,7 @@ class ClusterOut(_Out):
     log_size: int
     final_size: int
     halted: str | None
+    fork_evidence_published: bool | None = None
     peers: dict[str, dict[str, Any]]
     counters: dict[str, int]
     last_error: str
@@ -744,6 +750,7 @@ def health(node: NodeDep, response: Response) -> Health:
     return Health(status=status, agency=node.agency, network=node.network,
                   height=head["height"], log_size=head["log_size"], ordering="etcd",
                   final_log_size=cluster["final_size"], peers=peers, halted=cluster["halted"],
+                  fork_evidence_published=cluster.get("fork_evidence_published"),
                   problem=problem)
 
 

@@ -410,6 +410,11 @@ class EtcdLog:
     def put_cosig(self, size: int, agency: str, value: bytes) -> None:
         self._call("Txn", pb.TxnRequest(success=[self._put(self._cosig_key(size, agency), value)]))
 
+    def cosig(self, size: int, agency: str) -> bytes | None:
+        """The co-signature etcd holds of ``agency`` for log size ``size`` (None: none)."""
+        got = self._call("Range", self._range(self._cosig_key(size, agency), exact=True)).kvs
+        return bytes(got[0].value) if got else None
+
     def applied(self, agencies: Iterable[str]) -> dict[str, dict[str, Any]]:
         """The published positions of ``agencies`` (those that decode to a map). Read by name,
         :data:`READ_POSITIONS` a transaction: any agency's certificate writes any ``a/`` key,

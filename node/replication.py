@@ -239,7 +239,7 @@ def _pruners_marker(marker: Record | None) -> dict[str, Any] | None:
         else None
 
 
-def cosig_value(head: Head, line: str) -> bytes:
+def cosig_value(head: Head | BlockHeader, line: str) -> bytes:
     """What a node publishes in etcd beside its co-signature ``line`` of ``head``'s checkpoint:
     the root and the block it names, from which a peer rebuilds the signed text (ADR 60)."""
     return codec.encode({"root": head.log_root, "line": line, "height": head.height,
@@ -399,6 +399,13 @@ class EtcdOrderer:
         # halted on a fork puts it again (_publish_halted), as _cosign_head does otherwise
         self._unpublished: tuple[Head, str] | None = None
         self._last_halted_put: float | None = None  # our timer's time of the last one tried
+        # a node halted on a fork: (log size, value) of its own co-signature at the fork's size
+        # as it signed it, found again in its evidence (_fork_cosig_found) and put if etcd does
+        # not hold it, also after a restart (the refused one above lives in memory only).
+        # None: to be looked for; False: none (not halted on a fork, or nothing of ours there)
+        self._fork_cosig: tuple[int, bytes] | bool | None = False
+        self._fork_published = False  # etcd was seen to hold it (read back, or a put taken)
+        self._fork_refused = False  # a refusal of it said since it was last taken
         self._failures = Tally(FAILURE_SAID_EVERY)  # failed steps since the last line
         # each agency's published position and when (our monotonic clock) it last changed:
         # no peer's clock is trusted to say how long it has been quiet
@@ -451,6 +458,8 @@ class EtcdOrderer:
         raw_halted = store.get(META_HALTED)
         self.halted: str | None = None if raw_halted is None else raw_halted.decode(
             "utf-8", "replace")
+        if raw_halted is not None:  # only a fork is kept as a halt (_evidence)
+            self._fork_cosig = None
         self.store_failure: str | None = None
         """Why the store refused a write (a full disk): nothing more until a restart."""
         self.stats = Stats()
@@ -1173,12 +1182,106 @@ class EtcdOrderer:
         the block, and a halted node co-signs nothing more (:meth:`_cosign_head`): its peers
         name the fork only from that co-signature, and they never held evidence against it.
         Not after a store failure: the block may be gone when the store is opened again."""
-        if self._unpublished is None or self.store_failure is not None:
+        if self.store_failure is not None or (
+                self._unpublished is None and (self._fork_cosig is False or self._fork_published)):
             return
         if self._last_halted_put is not None and self.timer() - self._last_halted_put < 1.0:
             return  # (the loop wakes every poll)
         self._last_halted_put = self.timer()
-        self._publish(*self._unpublished)
+        self._put_fork_cosig()
+        if self._unpublished is not None:
+            self._publish(*self._unpublished)
+
+    def _put_fork_cosig(self) -> None:
+        """Put this node's co-signature at its fork's size, as it signed it, unless etcd holds
+        it: a node restarted while halted lost the refused put :meth:`_publish_halted` kept,
+        and its store alone says what it signed there (never signed again: one checkpoint of a
+        size per key). Read first, so a restart of a node whose evidence is in etcd writes
+        nothing."""
+        if self._fork_cosig is None:
+            self._fork_cosig = self._fork_cosig_found()
+        if not isinstance(self._fork_cosig, tuple) or self._fork_published:
+            return
+        size, value = self._fork_cosig
+        try:
+            if self.etcd.cosig(size, self.agency) != value:
+                head = self.store.head
+                assert head is not None
+                self.etcd.publish(size, self.agency, value, self._applied(head))
+                self._write_taken()
+                log.warning("put this node's co-signature at log size %d again: it names this "
+                            "node's fork to its peers", size)
+        except OrderingError as e:
+            self.stats.last_error = str(e)
+            self._write_failed(e)
+            if not self._fork_refused:  # said once a run of refusals
+                log.warning("etcd refused this node's co-signature at log size %d, which names "
+                            "its fork to its peers (%s): it is put again", size, e)
+            self._fork_refused = True
+            return
+        self._fork_published, self._fork_refused = True, False
+        if self._unpublished is not None and self._unpublished[0].log_size == size \
+                and cosig_value(*self._unpublished) == value:
+            self._unpublished = None  # the same put
+
+    def _fork_cosig_found(self) -> tuple[int, bytes] | bool:
+        """(log size, value) of this node's co-signature of its own block at the smallest size
+        where the evidence it stored holds a quorum's co-signatures of one other checkpoint
+        (where it halted, :meth:`_evidence`), as it signed it then; False, said in the log,
+        when there is none (a block it did not sign, a record damaged or of an older format)."""
+        sizes: dict[int, list[dict[str, Any]]] = {}
+        for k, v in self.store.iterate(_EVIDENCE):
+            try:
+                d = _evidence_record(k, v)
+            except StoreError:  # (said where evidence is read; it counts for nothing)
+                continue
+            sizes.setdefault(int(d["size"]), []).append(d)
+        for size in sorted(sizes):
+            try:
+                registry, verifiers = self._verifiers_at(size)
+            except LedgerError:
+                continue
+            others: list[SignedCheckpoint] = []
+            for d in sizes[size]:
+                with contextlib.suppress(CheckpointError, ValueError):
+                    cand = SignedCheckpoint.from_text(d["theirs"])
+                    i = next((i for i, o in enumerate(others)
+                              if o.checkpoint == cand.checkpoint), None)
+                    if i is None:
+                        others.append(cand)
+                    else:
+                        others[i] = SignedCheckpoint(cand.checkpoint, (
+                            *others[i].signatures, *cand.signatures))
+            quorum = False
+            for other in others:
+                with contextlib.suppress(CheckpointError):
+                    other.verify_quorum(verifiers, registry.quorum)
+                    quorum = True
+            if not quorum:
+                continue
+            try:
+                block = self.store.block(self._height_of(size))
+            except LedgerError:
+                break
+            mine = checkpoint_of(self.network, block)
+            for d in sizes[size]:  # each record holds ours (unsigned if we did not sign it)
+                with contextlib.suppress(CheckpointError, ValueError):
+                    ours = SignedCheckpoint.from_text(d["ours"])
+                    line = next((s.to_line() for s in ours.signatures
+                                 if s.name == self.agency), None)
+                    if line is not None and ours.checkpoint == mine:
+                        return size, cosig_value(block, line)
+            break
+        log.warning("this node halted on a fork, and its store holds no co-signature of its "
+                    "own at the fork's size to put in etcd (the peers name the fork from it)")
+        return False
+
+    def fork_evidence_published(self) -> bool | None:
+        """Whether etcd was seen to hold this node's co-signature naming its fork (None: not
+        halted on a fork, or none of its own to put)."""
+        if not self.halted or self.store_failure is not None or self._fork_cosig is False:
+            return None
+        return self._fork_published and self._unpublished is None
 
     # -- co-signatures, finality, evidence --
     def _verifiers_at(self, size: int) -> tuple[Registry, dict[str, Any]]:
@@ -1391,6 +1494,7 @@ class EtcdOrderer:
                        "applying blocks (restore it from a peer)")
         self.store.put_records({META_HALTED: self.halted.encode()})
         log.error("HALTED: %s", self.halted)
+        self._fork_cosig = None  # looked for in the evidence, and put if etcd lacks it
 
     def evidence_for(self, size: int) -> list[tuple[str, str]]:
         out = []
@@ -2085,6 +2189,7 @@ class EtcdOrderer:
         return {"agency": self.agency, "ordering": "etcd", "revision": self.rev,
                 "height": head.height, "log_size": head.log_size,
                 "final_size": self.final_size, "halted": self.halted,
+                "fork_evidence_published": self.fork_evidence_published(),
                 "peers": {a: {k: v.hex() if isinstance(v, bytes) else v for k, v in p.items()}
                           for a, p in self.stats.peers.items()},  # JSON: the fingerprint as hex
                 "counters": {f.name: getattr(self.stats, f.name) for f in fields(Stats)

@@ -267,6 +267,9 @@ def test_a_node_with_a_tampered_store_is_caught_by_its_peers(fresh: Net) -> None
     net.wait_until("health stops on the fork", lambda: net.health("health")["status"] ==
                    "halted")
     assert "fork" in (net.health("health")["halted"] or "")
+    net.wait_until("health says its co-signature naming the fork is in etcd", lambda: net.health(
+        "health")["fork_evidence_published"] is True)
+    assert net.health("civil").get("fork_evidence_published") is None  # not halted
     metrics = net.http.get(f"{net.url('civil')}/metrics").text
     assert "ledger_node_equivocations 0.0" not in metrics
     # a probe that reads only the status code stops routing to it
@@ -282,6 +285,8 @@ def test_a_node_with_a_tampered_store_is_caught_by_its_peers(fresh: Net) -> None
     net.cluster.kill_node("health")
     net.cluster.restart("health", etcd=False)
     assert net.health("health")["status"] == "halted"
+    net.wait_until("health, restarted, finds its co-signature naming the fork in etcd",
+                   lambda: net.health("health")["fork_evidence_published"] is True)
     for _ in range(3):
         net.submit("civil", net.anchor("edu", now))
     net.wait_until("the others move on", lambda: net.health("civil")["height"] >= height + 3)

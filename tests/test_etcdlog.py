@@ -812,6 +812,89 @@ def test_a_node_halted_on_a_fork_publishes_its_co_signature_once_etcd_takes_it(
             filler.close()
 
 
+def test_a_node_halted_on_a_fork_and_restarted_puts_its_co_signature_once_etcd_takes_it(
+        tmp_path: Path, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """As above, but the halted node is stopped while etcd still refuses its co-signature (the
+    refused one was held in memory only) and started again: from its store (the fork is
+    re-found in the evidence it kept) it puts the co-signature it signed at that size, the same
+    bytes, once etcd takes writes; health says whether etcd holds it. Started again once more,
+    with etcd holding it, it puts nothing."""
+    from ledger import codec
+    from ledger.batch import Witness, make_batch
+    from ledger.checkpoint import Checkpoint, SignedCheckpoint
+    from ledger.finality import block_line
+    from node.etcdlog import NoSpace
+
+    reg, tax, edu = agencies["reg"], agencies["tax"], agencies["edu"]
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    head = ledger.store.head
+    size, height, t = head.log_size + 1, head.height + 1, T0 + 5
+    prefix = "halted-restarted"
+    (tmp_path / "etcd").mkdir()
+    with _etcd_member(tmp_path / "etcd", "--quota-backend-bytes", str(1 << 20)) as url:
+        writer, filler = EtcdLog([url], prefix), EtcdLog([url], "filler")
+        seen = Witness("tax", t, clock_signature(ledger.net, "tax", tax.node_key, t))
+        writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, t, [ledger.gov_tx(
+            "register_type", {"type": spec}, [reg, tax]).raw], [seen]).to_bytes())
+        forked = Checkpoint(ledger.net, size, bytes(32), (block_line(height, bytes(32)),))
+        for name, agency in (("reg", reg), ("tax", tax)):
+            line = SignedCheckpoint(forked).cosign(name, agency.node_key).signatures[0].to_line()
+            writer.put_cosig(size, name, codec.encode({"root": bytes(32), "line": line,
+                                                       "height": height, "hash": bytes(32)}))
+        with pytest.raises(NoSpace):
+            _fill(filler)
+        ours = f"s/{size:020d}/edu"
+
+        def start() -> EtcdOrderer:
+            return EtcdOrderer(ledger.store, EtcdLog([url], prefix), agency="edu",
+                               node_key=edu.node_key, clock=lambda: T0 + 10, workers=0)
+
+        orderer = start()
+        try:
+            deadline = time.monotonic() + 30
+            while not orderer.halted or orderer._unpublished is None:
+                assert time.monotonic() < deadline, orderer.stats.last_error
+                time.sleep(0.05)
+            signed = cosig_value(*orderer._unpublished)  # what it signed, refused
+            assert orderer.status()["fork_evidence_published"] is False
+        finally:
+            orderer.stop()
+        assert ours not in {r.key for r in writer.read_after(0, 0)[2]}  # refused
+        orderer = start()  # halted (the store says so), the co-signature refused still
+        try:
+            assert orderer.halted is not None and "fork" in orderer.halted
+            deadline = time.monotonic() + 30
+            while "database space exceeded" not in orderer.stats.put_error:
+                assert time.monotonic() < deadline, "the restarted node never tried to put it"
+                time.sleep(0.05)
+            assert orderer.status()["fork_evidence_published"] is False
+            _disarm_nospace(url, b"/credledger/filler/")
+            deadline = time.monotonic() + 30
+            while not (got := [r for r in writer.read_after(0, 0)[2] if r.key == ours]):
+                assert time.monotonic() < deadline, "the restarted node never put it"
+                time.sleep(0.1)
+            assert got[0].value == signed  # the same bytes: nothing signed again
+            deadline = time.monotonic() + 30
+            while not orderer.status()["fork_evidence_published"]:
+                assert time.monotonic() < deadline, orderer.stats.last_error
+                time.sleep(0.05)
+            assert ledger.store.head.height == height  # still halted: nothing more built
+        finally:
+            orderer.stop()
+        orderer = start()  # etcd holds it: read, not put again
+        try:
+            deadline = time.monotonic() + 30
+            while not orderer.status()["fork_evidence_published"]:
+                assert time.monotonic() < deadline, orderer.stats.last_error
+                time.sleep(0.05)
+            again = [r for r in writer.read_after(0, 0)[2] if r.key == ours]
+            assert [(r.value, r.mod_rev) for r in again] == [(signed, got[0].mod_rev)]
+        finally:
+            orderer.stop()
+            writer.close()
+            filler.close()
+
+
 def test_a_damaged_stored_checkpoint_accuses_no_peer_and_halts_nothing(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency],
         caplog: pytest.LogCaptureFixture) -> None:
