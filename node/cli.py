@@ -462,12 +462,14 @@ def _startup_failure(host: str, port: int) -> Iterator[None]:
 @app.command()
 def init(
     data: Annotated[Path, typer.Option(help="An existing node data folder (<data>/ledger, "
-                                            "<data>/keys), e.g. the demo's.")],
+                                            "<data>/keys), e.g. the demo's; with "
+                                            "--new-network, a new or empty folder.")],
     agency: Annotated[str | None, typer.Option(
         help="The agency this node acts for (needed unless --no-config).",
         show_default=False)] = None,
     config_out: Annotated[Path | None, typer.Option(
-        help="Where to write the config.  [default: node.toml]", show_default=False)] = None,
+        help="Where to write the config (default: node.toml in the current folder).",
+        show_default=False)] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing config file.")] = False,
     new_network: Annotated[str | None, typer.Option(
         help="Create a NEW network of this id in --data (keys for every --founder, encrypted, "
