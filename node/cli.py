@@ -179,8 +179,8 @@ def _say_demo_steps(data: Path, passphrase: bytes, url: str, token: str, claims:
 [bold]Open[/] {url}/ (explorer) and {url}/verify (the verifying official's page).
 [bold]Try[/] (in another terminal, in this folder{path_hint})
   1. In /verify, ask for a [bold]residence[/] credential with district and age_over_65;
-     save the request JSON the page shows as request.json.
-  2. {_q(env)} wallet present {residence_id[:12]} --request request.json --yes
+     save the request JSON the page shows as desk-request.json.
+  2. {_q(env)} wallet present {residence_id[:12]} --request desk-request.json --yes
      and paste the printed string into the page (or upload the PNG): VERIFIED.
   3. {key_env}agency status --data {_q(data)} --agency civil \\
        --credential-id {residence_id} --set revoked --node {url}

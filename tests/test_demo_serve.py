@@ -972,3 +972,26 @@ def test_another_refusal_of_an_application_is_not_said_a_changed_rule(
     assert r.returncode == 1, said
     assert "the application was refused: refused for another reason" in said, said
     assert "the rule changed" not in said and "--collect" not in said, said
+
+
+def test_the_served_demos_steps_leave_no_file_the_readmes_next_block_writes(
+        tmp_path: Path) -> None:
+    """The served demo's steps had the reader save the desk's request as request.json, in the
+    folder where the README's next block ("Try the paper-free path", once scripts/run is
+    stopped) writes `--out request.json`: a newcomer following both word for word was refused,
+    "request.json exists" (helper round 43D). The files the steps have the reader make are
+    none of the ones that block makes."""
+    import re
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = readme.split("### Try the paper-free path", 1)[1].split("```sh", 1)[1]
+    block = block.split("```", 1)[0]
+    written = set(re.findall(r"(?:--out|>)\s+([A-Za-z][\w-]*\.\w+)", block))
+    assert "request.json" in written, written  # the block this guards
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "demo-pw", "COLUMNS": "200"}
+    said = tmp_path / "stderr.txt"
+    with said.open("w") as stderr, served_demo(tmp_path, env, stderr=stderr):
+        text = said.read_text()
+    steps = text.split("Try", 1)[1].split("Stop with Ctrl-C", 1)[0]
+    named = set(re.findall(r"(?:--out|--request|as)\s+([\w-]+\.(?:json|bundle|bin))", steps))
+    assert named and not named & written, (named, written)
