@@ -80,3 +80,35 @@ def test_every_subcommand_help_renders(prog: str) -> None:
             if p.help and not p.hidden:
                 text = " ".join(p.help.split())
                 assert text in shown, (path, p.name, text)
+
+
+def test_every_option_the_readme_and_docs_give_a_command_is_one_it_takes() -> None:
+    """Each `PROG SUB [SUBSUB] ... --option` written in README.md or docs/*.md (a line, or
+    lines joined by a trailing backslash) names an option that subcommand has, so a renamed
+    or removed option cannot stay in the docs (round 43D walked them by hand)."""
+    root = Path(__file__).parents[1]
+    tree = {prog: typer.main.get_command(app) for prog, app in _apps().items()}
+    call = re.compile(r"\b(ledger-node|agency|wallet|ledger)\s+([a-z][a-z-]+)([^`|#;&)]*)")
+    wrong, seen = [], 0
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = re.sub(r"\\\n", " ", doc.read_text())
+        for line in text.splitlines():
+            for m in call.finditer(line):
+                prog, sub, rest = m.groups()
+                cmd = getattr(tree[prog], "commands", {}).get(sub)
+                if cmd is None:
+                    continue
+                for word in rest.split():  # a group's subcommand, also after its options
+                    if word in getattr(cmd, "commands", {}):
+                        cmd = cmd.commands[word]
+                    elif word.startswith("--"):
+                        opt = re.match(r"--[a-z][a-z0-9-]*", word)
+                        if opt is None:
+                            continue
+                        seen += 1
+                        takes = {o for p in cmd.params for o in
+                                 [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]}
+                        if opt.group(0) not in takes | {"--help"}:
+                            wrong.append(f"{doc.name}: {prog} {sub}: {opt.group(0)}")
+    assert seen > 100, seen  # the docs were read
+    assert wrong == [], wrong
