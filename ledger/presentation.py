@@ -279,7 +279,8 @@ def asked_claims(claims: dict[str, Any], request: Request) -> tuple[dict[str, An
     asked for what the service needs, and sees only that)."""
     shown = {c: claims[c] for c in request.claims if c in claims}
     extra = sum(1 for c in claims if c not in PLAIN_CLAIMS and c not in shown)
-    detail = f"type {request.credential_type!r}, {len(shown)} claims disclosed"
+    detail = (f"type {request.credential_type!r}, {len(shown)} "
+              f"{'claim' if len(shown) == 1 else 'claims'} disclosed")
     if extra:
         detail += f"; {extra} more disclosed than asked, not shown"
     return shown, detail

@@ -109,7 +109,7 @@ list's name for an issuer), as Python's ``repr`` quotes it."""
 
 def _isolated(detail: str) -> markupsafe.Markup:
     """A check's detail with each quoted outside string in ``<bdi>`` (:func:`_bdi`): in "type
-    'תעודה', 1 claims disclosed" the count was drawn before the type's name, taken into its
+    'תעודה', 1 claim disclosed" the count was drawn before the type's name, taken into its
     right-to-left run. The text itself is unchanged."""
     out, at = markupsafe.Markup(""), 0
     for m in _QUOTED.finditer(detail):

@@ -405,6 +405,12 @@ def test_claims_disclosed_beyond_the_request_are_not_shown() -> None:
     assert report.verified and report.claims == {"birth_date": "1990-04-01"}
     step = next(c for c in report.checks if c.name == "requested_claims")
     assert "1 more disclosed than asked, not shown" in step.detail
+    assert ", 1 claim disclosed;" in step.detail  # one, not "1 claims" (round 43D)
+    both = Request(REQ.nonce, REQ.audience, VCT, ("birth_date", "given_name"))
+    two = check(present(issuer.issue(HOLDER_JWK), req=both, disclose=("birth_date", "given_name")),
+                trust_json(issuer), [issuer.token()], req=both)
+    step = next(c for c in two.checks if c.name == "requested_claims")
+    assert step.detail.endswith(", 2 claims disclosed")
 
 
 def test_of_two_tokens_for_one_list_in_the_folder_the_newer_counts(tmp_path: Path) -> None:
@@ -909,7 +915,7 @@ def test_the_node_verifies_foreign_credentials_on_its_page_and_api(tmp_path: Pat
 
 def test_right_to_left_text_of_an_outside_issuer_moves_no_word_of_the_desks_verdict(
         tmp_path: Path) -> None:
-    """An outside issuer's type in Hebrew, in the verdict's line "type '<type>', 1 claims
+    """An outside issuer's type in Hebrew, in the verdict's line "type '<type>', 1 claim
     disclosed": in a left-to-right line the bidi algorithm took the count after it into the
     right-to-left run, and a real browser drew "1" before the type's name (the count read as
     part of it, the issuer's words beside the desk's). Outside text on the desk's pages is
@@ -947,9 +953,9 @@ def test_right_to_left_text_of_an_outside_issuer_moves_no_word_of_the_desks_verd
         page.click("#check")
         page.wait_for_selector("#verdict")
         assert page.inner_text("#verdict").strip() == "VERIFIED"
-        cell = page.locator("#checks td", has_text="claims disclosed").first.element_handle()
+        cell = page.locator("#checks td", has_text="claim disclosed").first.element_handle()
         name = page.evaluate(left_of, [cell, hebrew[-1], 0])  # its last letter: drawn leftmost
-        count = page.evaluate(left_of, [cell, "1 claims", 0])
+        count = page.evaluate(left_of, [cell, "1 claim", 0])
         word = page.evaluate(left_of, [cell, "type", 0])
         assert None not in (name, count, word), (name, count, word)
         assert word < name < count, (word, name, count)

@@ -583,9 +583,9 @@ def test_outside_text_is_isolated_escaped_and_the_desks_words_around_it_are_kept
     from node.pages import _bdi, _isolated
 
     assert str(_bdi("<b>x</b>\u202e")) == "<bdi>&lt;b&gt;x&lt;/b&gt;\\u202e</bdi>"
-    detail = "type '<b>\u05ea', 1 claims disclosed; the holder's key 'a\\'b' or \"c\" <i>it's</i>"
+    detail = "type '<b>\u05ea', 1 claim disclosed; the holder's key 'a\\'b' or \"c\" <i>it's</i>"
     assert str(_isolated(detail)) == (
-        "type <bdi>&#39;&lt;b&gt;\u05ea&#39;</bdi>, 1 claims disclosed; the holder&#39;s key "
+        "type <bdi>&#39;&lt;b&gt;\u05ea&#39;</bdi>, 1 claim disclosed; the holder&#39;s key "
         "<bdi>&#39;a\\&#39;b&#39;</bdi> or <bdi>&#34;c&#34;</bdi> &lt;i&gt;it&#39;s&lt;/i&gt;")
     assert str(_isolated("no quote & <x>\u202e")) == "no quote &amp; &lt;x&gt;\\u202e"
     assert str(_isolated("the holder's key '<x>' is")) == \
