@@ -1010,6 +1010,22 @@ def test_cli_errors(live_world: World, tmp_path: Path) -> None:
     deep.write_text("[" * 100_000 + "]" * 100_000)
     r = _run(["present", "abcdef", "--request", str(deep), "--yes"], w)
     assert r.returncode == 2 and "nested too deeply" in r.stderr, r.stderr
+    # an input file that cannot be read as one is bad input (exit 2), as `ledger` says of its
+    # own (it was exit 1, a failure: round 43D; a folder is refused by the option's check)
+    huge = tmp_path / "huge.bin"  # sparse, over the 64 MiB any input file may be
+    with huge.open("wb") as f:
+        f.truncate(64 * 1024 * 1024 + 1)
+    before = w.read_bytes()
+    for args, said in (
+            (["receive", str(tmp_path / "missing.bundle"), "--registry", str(registry)],
+             "cannot read the bundle"),
+            (["receive", str(huge), "--registry", str(registry)], "is over 67,108,864 bytes"),
+            (["present", "abcdef", "--request", str(tmp_path / "missing.json"), "--yes"],
+             "cannot read the request"),
+            (["restore", str(tmp_path / "missing.backup"), "--yes"], "cannot read the backup")):
+        r = _run(args, w)
+        assert r.returncode == 2 and said in r.stderr, (args, r.returncode, r.stderr)
+    assert w.read_bytes() == before
     r = _run(["--help"], w)
     assert r.returncode == 0 and "present" in r.stdout and "WALLET_PASSPHRASE" in r.stdout
     assert _run(["frobnicate"], w).returncode == 2

@@ -182,8 +182,10 @@ def _open() -> Any:
 
 
 def _read_file(path: Path, what: str) -> bytes:
+    """An input file the command was given, whole; one it cannot read as one (missing, a
+    folder, over 64 MiB) is bad input, exit 2, as `ledger` says of its own files."""
     from wallet.core import read_at_most
-    from wallet.errors import WalletError
+    from wallet.errors import UsageError, WalletError
     from wallet.store import MAX_FILE
 
     try:
@@ -191,7 +193,9 @@ def _read_file(path: Path, what: str) -> bytes:
         # limit is the same 64 MiB), so nothing that could be one is refused
         return read_at_most(path, MAX_FILE, f"the {what}")
     except OSError as e:
-        raise WalletError(f"cannot read the {what} {path}: {e.strerror or e}") from e
+        raise UsageError(f"cannot read the {what} {path}: {e.strerror or e}") from e
+    except WalletError as e:  # over MAX_FILE
+        raise UsageError(str(e)) from e
 
 
 def _date(t: int) -> str:
