@@ -35,7 +35,19 @@ __all__ = [
 
 
 class LedgerError(Exception):
-    """Base class of every error the ledger package raises on purpose."""
+    """Base class of every error the ledger package raises on purpose.
+
+    ``taken`` is False where the raiser knows it handed nothing of the request on (nothing
+    written to the store, put in etcd or queued to a writer): the node's error body then says
+    ``"taken": false`` and a client may send it again. None (the default) where that is not
+    known; never True."""
+
+    taken: bool | None = None
+
+    def __init__(self, *args: object, taken: bool | None = None) -> None:
+        super().__init__(*args)
+        if taken is not None:
+            self.taken = taken
 
 
 class DecodeError(LedgerError):

@@ -199,7 +199,7 @@ class SoloOrderer:
         futures: list[Pending] = []
         with self._put_lock:
             if self._closed:
-                raise OrderingError(f"orderer is stopped{self._failure_text()}")
+                raise OrderingError(f"orderer is stopped{self._failure_text()}", taken=False)
             for start in range(0, len(raws), chunk):
                 part = raws[start:start + chunk]
                 cond = threading.Condition()

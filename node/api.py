@@ -104,6 +104,12 @@ class ErrorBody(_Out):
     detail: str | list[Any]
     error: str | None = None
     code: str | None = None
+    taken: Literal[False] | None = Field(
+        default=None, description="Only in a 5xx, and only false: the node handed nothing of "
+                                  "this request on (nothing written to its store, put in etcd "
+                                  "or queued to its writer), so sending it again is safe. "
+                                  "Absent where the node cannot know (a put or a commit wait "
+                                  "that ran out: it may be done yet)")
 
 
 class PeerOut(_Out):
@@ -1032,7 +1038,7 @@ def snapshot(request: Request, node: NodeDep) -> Response:
 # -- writing -------------------------------------------------------------------------------------
 
 @router.post("/v1/tx", tags=["write"], status_code=200,
-             responses={202: {"model": Pending}, **_errors(409, 422)},
+             responses={202: {"model": Pending}, **_errors(409, 422, 503)},
              openapi_extra={"requestBody": {"required": True, "content": {
                  "application/msgpack": {"schema": {"type": "string", "format": "binary"}}}}})
 async def submit(request: Request, node: NodeDep,

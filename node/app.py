@@ -530,6 +530,9 @@ def create_app(settings: Settings, *, node: Node | None = None,
         body: dict[str, Any] = {"detail": str(exc), "error": type(exc).__name__}
         if isinstance(exc, TxRejected):
             body["code"] = exc.code
+        if status >= 500 and exc.taken is False:
+            # the raiser knows it handed nothing on (ADR 84): the client may send it again
+            body["taken"] = False
         extra: dict[str, Any] = {"error": type(exc).__name__, "status": status}
         if isinstance(exc, TxRejected):
             extra["code"] = exc.code

@@ -179,6 +179,7 @@ class CutOff(OrderingError):
     submission would wait for nothing. Refused before anything is taken."""
 
     retry_after = 10
+    taken = False
 
 
 class Unconfirmed(OrderingError):
@@ -509,19 +510,19 @@ class EtcdOrderer:
     def submit_many(self, raws: Sequence[bytes | Tx], chunk: int = 256) -> list[Pending]:
         del chunk
         if self._stop.is_set():
-            raise OrderingError("orderer is stopped")
+            raise OrderingError("orderer is stopped", taken=False)
         if not self._member():
             raise OrderingError(
                 f"this node's key is not a current node key of {self.agency!r} on "
                 f"{self.network!r} at its head (rotated or invalidated, or the agency "
                 "removed): its batches would be refused; put the agency's current node key "
-                "file in the keys folder and restart the node")
+                "file in the keys folder and restart the node", taken=False)
         if self.store_failure is not None:
             raise self._store_refusal()
         if self.stats.nospace_since:
-            raise NoSpace(self._nospace_refusal())
+            raise NoSpace(self._nospace_refusal(), taken=False)
         if self._older_clocks:
-            raise OrderingError(self._older_clocks)
+            raise OrderingError(self._older_clocks, taken=False)
         out: list[Pending] = []
         cond = threading.Condition()  # one per call: see ledger.ordering.Pending
         new: list[tuple[Tx, Pending]] = []
@@ -719,15 +720,16 @@ class EtcdOrderer:
                 "after that (transaction ids are idempotent)")
 
     def _store_refusal(self) -> OrderingError:
-        """A submission's answer once the store failed (:meth:`_store_failed`)."""
-        return OrderingError(f"{self.store_failure}. Nothing was taken")
+        """A submission's answer once the store failed (:meth:`_store_failed`): nothing of it
+        put in etcd (the writer drops what was queued before it)."""
+        return OrderingError(f"{self.store_failure}. Nothing was taken", taken=False)
 
     def _put(self, items: list[tuple[Tx, Pending]]) -> None:
         if self.store_failure is not None:  # queued before it: nothing put for them
             self._fail([f for _, f in items], self._store_refusal())
             return
         if self.stats.nospace_since:  # known refused: answer at once, hold nothing for later
-            self._fail([f for _, f in items], NoSpace(self._nospace_refusal()))
+            self._fail([f for _, f in items], NoSpace(self._nospace_refusal(), taken=False))
             return
         if (wait := self._pace_wait()) > 0:
             self._stop.wait(wait)

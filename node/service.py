@@ -97,6 +97,8 @@ class Busy(LedgerError):
     """What a refused client is told to wait (HTTP ``Retry-After``): a peer's catch-up reply
     or an archive's turn frees within moments, and the client is told when to come back."""
 
+    taken = False
+
 
 CREDIT_SECRET_FILE = "credit.secret"  # noqa: S105 - a file name
 """The network's credit secret (keyed pseudonyms of credit subjects) in a node's keys folder."""
@@ -456,7 +458,8 @@ class Node:
             raise OrderingError(
                 f"this node holds current node keys of {', '.join(sorted(keys)) or 'no agency'}"
                 f" only, and a final checkpoint needs {registry.quorum}: a credential issued "
-                f"now could not be proven; nothing was issued ({self._keys_advice()})")
+                f"now could not be proven; nothing was issued ({self._keys_advice()})",
+                taken=False)
 
     def writer_failure(self) -> str | None:
         """Why this solo node's block writer stopped (it takes no transaction until the node

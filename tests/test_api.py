@@ -552,6 +552,8 @@ def test_rejected_tx_is_409_with_its_code(live: Live, http: httpx.Client) -> Non
     assert r.status_code == 409, r.text
     assert r.json()["code"]
     assert r.json()["error"] == "TxRejected"
+    # a 4xx never says "taken" (ADR 84): a rejection on a network was ordered first
+    assert "taken" not in r.json(), r.text
 
 
 def test_a_refused_tx_submitted_without_waiting_shows_its_reason_at_its_receipt(
@@ -2098,6 +2100,16 @@ def test_metrics_labels_come_from_a_fixed_set(http: httpx.Client) -> None:
     assert 'method="other",route="unmatched"' in text
     assert 'ledger_node_http_requests_total{method="GET",route="/openapi.json",status="200"}' \
         in text
+
+
+def test_openapi_documents_an_errors_taken_member(http: httpx.Client) -> None:
+    """The error model says ``taken`` (ADR 84): false only, in a 5xx, where the node handed
+    nothing on; and a submission's 503 is documented with it."""
+    doc = http.get("/openapi.json").json()
+    taken = doc["components"]["schemas"]["ErrorBody"]["properties"]["taken"]
+    assert {"type": "boolean", "const": False} in taken["anyOf"], taken
+    assert "sending it again is safe" in taken["description"], taken
+    assert "503" in doc["paths"]["/v1/tx"]["post"]["responses"]
 
 
 def test_openapi_lists_the_routes(http: httpx.Client) -> None:

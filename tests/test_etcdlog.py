@@ -2484,6 +2484,7 @@ def test_a_node_cut_off_from_etcd_refuses_submissions_at_once(tmp_path: Path) ->
         said = r.json()["detail"]
         assert "cut off from a quorum of the etcd members" in said, said
         assert "Nothing was taken" in said and "another agency's node" in said, said
+        assert r.json()["taken"] is False, r.text  # said as data too (ADR 84)
         assert status["reads_failing_since"] is not None
         assert tx.txid not in orderer._waiting  # nothing queued: no batch carries it
         deadline = time.monotonic() + 60
@@ -4498,6 +4499,7 @@ def test_a_node_whose_store_cannot_write_a_block_stops_until_restarted(
                 said = r.json()["detail"]
                 assert "No space left on device" in said and "restart" in said, said
                 assert str(tmp_path) not in said
+                assert "taken" not in r.json(), r.text  # it was ordered (ADR 84: not known)
                 health = http.get("/v1/health")
                 assert health.status_code == 503, health.text
                 assert health.json()["status"] == "halted", health.text
@@ -4506,6 +4508,7 @@ def test_a_node_whose_store_cannot_write_a_block_stops_until_restarted(
                 assert str(tmp_path) not in health.text
                 r = post(2)  # refused at once: nothing put into etcd for it
                 assert r.status_code == 503 and "restart" in r.json()["detail"], r.text
+                assert r.json()["taken"] is False, r.text  # and said so (ADR 84)
                 put = _batches_put(node)
 
                 monkeypatch.undo()  # space freed: the node still writes nothing
