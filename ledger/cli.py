@@ -2577,13 +2577,16 @@ def _http(url: str, data: bytes | None = None, content_type: str = "",
         if 300 <= e.code < 400:
             _fail(f"the node at {url} redirects ({e.code}) {_redirect_target(e, '--node')} "
                   "(nothing was sent on)" + after)
-        code, said = _refusal(e)
+        code, said, untaken = _refusal(e)
         retry = (e.headers.get("Retry-After") or "").strip() if e.headers else ""
         if e.code >= 500 and retry.isascii() and retry.isdigit() and len(retry) <= 9:
             # a node refusing before it takes anything (NOSPACE, cut off from etcd, busy)
             # says when to come back (node.app): not "may have been done"
             _fail(f"the node refused it for now ({code}): {said}; nothing was taken; send it "
                   f"again in {int(retry)} s or later{after}")
+        if e.code >= 500 and untaken:  # the node says it handed nothing on (ADR 84)
+            _fail(f"the node refused it ({code}): {said}; nothing was taken; send it "
+                  f"again{after}")
         if e.code >= 500:  # not a refusal: a commit not seen within its wait "may commit yet"
             _fail(f"the node could not do it ({code}): {said}{maybe}{after}")
         _fail(f"the node refused it ({code}): {said}{after}")
@@ -2634,9 +2637,10 @@ def _not_http(e: http.client.HTTPException) -> str:
     return f"gave no HTTP answer ({type(e).__name__}: {shown} ({len(text)} characters))"
 
 
-def _refusal(e: urllib.error.HTTPError) -> tuple[object, str]:
-    """A node's refusal: its code (the JSON body's, else the HTTP status) and its words, once
-    (a few KiB of the body are read)."""
+def _refusal(e: urllib.error.HTTPError) -> tuple[object, str, bool]:
+    """A node's refusal: its code (the JSON body's, else the HTTP status), its words, once
+    (a few KiB of the body are read), and whether it says it took nothing (``"taken":
+    false``, ADR 84: the JSON false only; any other value, or none, is not known)."""
     try:
         body = json.loads(_read_within(e, 64 * 1024))
     except (ValueError, OSError, http.client.HTTPException):  # too slow, cut short, not JSON
@@ -2650,7 +2654,7 @@ def _refusal(e: urllib.error.HTTPError) -> tuple[object, str]:
     said = _detail(body.get("detail") or body.get("problem") or e.reason)
     said = said.removeprefix(f"{code}: ")  # a node's own words: one line's worth, not 64 KiB
     code = code if isinstance(code, int) else printable(str(code)[:NODE_WORDS_SHOWN])
-    return code, _cut(said, REFUSAL_SHOWN)
+    return code, _cut(said, REFUSAL_SHOWN), body.get("taken") is False
 
 
 def _node_health(node: str) -> dict[str, Any]:

@@ -2041,3 +2041,105 @@ def test_a_503_that_says_when_to_come_back_is_a_refusal_not_maybe_done(
                 and "nothing was taken; send it again in 30 s or later" in said), said
     finally:
         _stop_serving(url)
+
+
+def test_a_node_that_knows_it_took_nothing_says_so_and_the_command_says_send_it_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A real solo node whose disk fills under its block writer (LevelDB's IOError at the
+    store's write, as the full-disk test above): the first issue failed at the writer (the
+    block may be on disk: not known), so its 503 has no ``taken`` and the command says "may
+    have been done"; the next one is refused by a stopped orderer before anything is queued:
+    ``"taken": false``, and the command says "nothing was taken; send it again" where it said
+    "look before sending it again" (helper round 43T, ADR 84)."""
+    import plyvel
+    import typer
+
+    from ledger import cli
+
+    def full(*_: object, **__: object) -> None:
+        raise plyvel.IOError(b"IO error: 000008.log: No space left on device")
+
+    data = make_demo(tmp_path / "node-data")
+    holder = sdjwt.jwk_from_ed25519(HOLDER.public.raw)
+    body = json.dumps({"type": "degree", "claims": DEGREE, "holder_jwk": holder}).encode()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    monkeypatch.setattr(Store, "write_block", full)
+    with _edu_node(data) as url:
+        size = httpx.get(f"{url}/v1/head").json()["log_size"]
+        for n in range(2):
+            with pytest.raises(typer.Exit) as ended:
+                cli._http(url + "/v1/credentials", body, "application/json", auth)
+            assert ended.value.exit_code == 1
+            said = " ".join(capsys.readouterr().err.split())
+            if n == 0:
+                assert "the node could not do it (503): " in said, said
+                assert "may have been done: look before sending it again" in said, said
+                assert "nothing was taken" not in said, said
+            else:
+                assert "the node refused it (503): orderer is stopped" in said, said
+                assert said.endswith("nothing was taken; send it again"), said
+                assert "may have been done" not in said and "could not do it" not in said
+        got = httpx.post(f"{url}/v1/credentials", content=body, headers={
+            **auth, "Content-Type": "application/json"})
+        assert got.status_code == 503 and got.json()["taken"] is False, got.text
+        assert got.json()["error"] == "OrderingError", got.text
+        assert httpx.get(f"{url}/v1/head").json()["log_size"] == size
+
+
+def test_a_node_refusal_is_said_taken_only_by_the_json_false(
+        files: Path, tmp_path: Path) -> None:
+    """`agency issue --node` against a made-up node refusing the issue with a 503: only a JSON
+    body whose ``taken`` is the JSON ``false`` is said "nothing was taken; send it again"
+    (with "in N s" when ``Retry-After`` says when); the member absent, of another type
+    (``"false"``, 0, null), or a body that is not JSON keeps "may have been done" (a hostile
+    node cannot get "nothing was taken" said by a wrong type). No bundle is written."""
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    answers: list[tuple[bytes, str | None]] = []
+
+    class Node(_AnsweringNode):
+        def do_GET(self) -> None:
+            self._answer({"network": "demo", "agency": "edu", "status": "ok"})
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            body, retry = answers[-1]
+            self.send_response(503)
+            self.send_header("content-type", "application/json")
+            if retry is not None:
+                self.send_header("Retry-After", retry)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    out = tmp_path / "deg.bin"
+    hold = ("--holder-jwk", str(files / "holder.jwk.json"))
+    detail = "orderer is stopped"
+    url = _start_serving(Node)
+    try:
+        for taken, retry, untaken in [
+            (False, None, True), (False, "7", True), (None, "x", False), ("false", None, False),
+            (0, None, False), (None, None, False), ("absent", None, False),
+            ("not json", None, False),
+        ]:
+            said_body: dict[str, Any] = {"detail": detail, "error": "OrderingError"}
+            if taken != "absent":
+                said_body["taken"] = taken
+            raw = b"orderer is stopped" if taken == "not json" else json.dumps(
+                said_body).encode()
+            answers.append((raw, retry))
+            r = _node_issue(url, files, out, *hold)
+            said = " ".join(r.stderr.split())
+            assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+            assert not out.exists()
+            if untaken:
+                assert f"the node refused it{' for now' if retry else ''} (503): {detail}; " \
+                       f"nothing was taken; send it again{' in 7 s or later' if retry else ''}" \
+                       in said, (taken, said)
+                assert "may have been done" not in said, said
+            else:
+                assert "nothing was taken" not in said, (taken, said)
+                assert "may have been done: look before sending it again" in said, said
+    finally:
+        _stop_serving(url)

@@ -2444,6 +2444,36 @@ def test_a_batch_put_refused_for_the_counter_is_refused_at_once_not_unconfirmed(
         assert "counter" in http.get("/v1/health").text
 
 
+def test_a_stopped_orderer_answers_that_it_took_nothing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A network node whose orderer stopped refuses a submission before anything is queued or
+    put in etcd: its 503 carries ``"taken": false`` (ADR 84), and the command line says
+    "nothing was taken; send it again", not "may have been done" (helper round 43T)."""
+    import typer
+
+    from ledger import cli
+    from ledger.network import status_tx
+
+    with _served_demo_edu(tmp_path) as (node, http, _, edu, now):
+        orderer = node.replicated
+        assert orderer is not None
+        tx = status_tx(node.network, edu, _edu_credential_id(http, 2), "suspended",
+                       "stopped", now)
+        orderer.stop()
+        put = orderer.stats.batches_put
+        r = http.post("/v1/tx", content=tx.raw, headers={"content-type": "application/msgpack"})
+        assert r.status_code == 503 and "retry-after" not in r.headers, r.text
+        assert r.json()["detail"] == "orderer is stopped" and r.json()["taken"] is False, r.text
+        with pytest.raises(typer.Exit):
+            cli._http(str(http.base_url.join("/v1/tx")), tx.raw,
+                      "application/msgpack")
+        said = " ".join(capsys.readouterr().err.split())
+        assert said.endswith("the node refused it (503): orderer is stopped; nothing was "
+                             "taken; send it again"), said
+        assert orderer.stats.batches_put == put and tx.txid not in orderer._waiting
+        assert node.store.tx_location(tx.txid) is None
+
+
 def test_a_node_cut_off_from_etcd_refuses_submissions_at_once(tmp_path: Path) -> None:
     """A node that cannot read the ordered batches (its agency cut off from the etcd quorum:
     here its only member frozen) took every submission and answered 202 when the client's
