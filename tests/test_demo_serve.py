@@ -379,6 +379,25 @@ def test_apply_says_what_the_node_answered_and_signs_nothing_unasked(
     assert "if the agency decided it all the same, collect its approval credential: `wallet " \
         "apply elderly-allowance --node http://127.0.0.1:" in said(r), said(r)
 
+    # a 503 that says it took nothing (ADR 84, the JSON false only): apply again, no collect
+    for taken, took_nothing in [(False, True), ("false", False), (0, False), (None, False)]:
+        class TookNothing(FailsAfterSending):
+            taken_said: object = taken
+
+            def answer(self) -> dict[str, object]:
+                said = super().answer()
+                return {**said, "taken": self.taken_said} if self.status() != 200 else said
+
+        r = _apply_at(TookNothing, env, tmp)
+        assert r.returncode == 1, said(r)
+        if took_nothing:
+            assert "the node refused the application (503): refused at /apply; nothing was " \
+                "taken; apply again" in said(r), said(r)
+            assert "--collect" not in said(r), said(r)
+        else:
+            assert "nothing was taken" not in said(r), (taken, said(r))
+            assert "if the agency decided it all the same, collect" in said(r), said(r)
+
     class AsksForAnotherType(Node):
         kind = "tax-return"
 

@@ -770,6 +770,10 @@ def apply(
                         "again)") from e
         except httpx.HTTPError as e:
             raise WalletError(f"cannot reach {base}: {e}") from e
+        if got.status_code >= 500 and _untaken(got):  # took nothing, it says (ADR 84)
+            raise WalletError(f"the node refused the application ({_code(got) or got.status_code}"
+                              f"): {_detail(got)}; nothing was taken; apply again"
+                              f"{_retry_in(got)}")
         if got.status_code != 200:
             # a node's own failure may come after its commit (a stop before the issue)
             raise WalletError(f"the application was refused: {_detail(got)}" + (
@@ -1037,6 +1041,27 @@ def _code(resp: Any) -> str | None:
     except (ValueError, AttributeError, MalformedError):
         return None
     return code if isinstance(code, str) else None
+
+
+def _untaken(resp: Any) -> bool:
+    """Whether a node's JSON error reply says it took nothing of the request (``"taken":
+    false``, ADR 84): the JSON false only; another value (``"false"``, 0, null), a body that
+    is not JSON or no member is not known, and the words for "may have been done" stay."""
+    from ledger.errors import LedgerError
+
+    try:
+        body = _answer_json(resp)
+    except (ValueError, LedgerError):  # not JSON, or not strict JSON
+        return False
+    return isinstance(body, dict) and body.get("taken") is False
+
+
+def _retry_in(resp: Any) -> str:
+    """" in N s or later" when a node's refusal says when to come back (``Retry-After``
+    seconds), else nothing."""
+    retry = (resp.headers.get("retry-after") or "").strip()
+    ok = retry.isascii() and retry.isdigit() and len(retry) <= 9
+    return f" in {int(retry)} s or later" if ok else ""
 
 
 def _same_origin(audience: str, url: str) -> bool:
