@@ -984,7 +984,7 @@ def _snapshot_from_nodes(nodes: list[str], ca: Path | None, out_file: Path,
         except _NodeTooSlow as e:
             _fail(str(e))
         except (urllib.error.URLError, OSError, ValueError) as e:
-            _fail(f"cannot reach the node at {url}: {e}"
+            _fail(f"cannot reach the node at {url}: {_unreached(e)}"
                   + ("; give its CA with --ca" if _ca_hint(e) else ""))
         except http.client.HTTPException as e:  # neither OSError nor URLError: a traceback
             _fail(f"the node at {url} {_not_http(e)}")
@@ -1698,7 +1698,7 @@ def _get(url: str) -> bytes:
     except http.client.HTTPException as e:  # neither OSError nor URLError: a traceback
         raise _MonitorUnreachable(f"GET {url}: the node at {url} {_not_http(e)}") from e
     except (urllib.error.URLError, OSError, ValueError) as e:
-        raise _MonitorUnreachable(f"GET {url}: {e}", reached=False) from e
+        raise _MonitorUnreachable(f"GET {url}: {_unreached(e)}", reached=False) from e
 
 
 def _monitor_ca_hint(e: _MonitorUnreachable, ca: Path | None) -> str:
@@ -2593,7 +2593,7 @@ def _http(url: str, data: bytes | None = None, content_type: str = "",
     except _NodeTooSlow as e:
         _fail(f"{e}{maybe}{after}")
     except (urllib.error.URLError, ValueError) as e:  # URLError: before the request was sent
-        _fail(f"cannot reach the node at {url}: {e}{_ca_hint(e)}{after}")
+        _fail(f"cannot reach the node at {url}: {_unreached(e)}{_ca_hint(e)}{after}")
     except OSError as e:  # reached, then the answer lost: reset, closed, timed out
         if data is None:
             _fail(f"the node at {url} gave no whole answer: {e or type(e).__name__}{after}")
@@ -2671,6 +2671,16 @@ def _operator_token() -> str:
     if not token:
         _fail("set $LEDGER_OPERATOR_TOKEN to the node's operator token", 2)
     return token
+
+
+def _unreached(e: BaseException) -> str:
+    """Why a request did not reach a node, in the system's words: urllib's ``<urlopen error
+    [Errno 111] Connection refused>`` as "Connection refused" (a certificate's failure keeps
+    its ``[SSL: CERTIFICATE_VERIFY_FAILED] …``)."""
+    reason = e.reason if isinstance(e, urllib.error.URLError) else e
+    if isinstance(reason, OSError):
+        return printable(reason.strerror or str(reason) or type(reason).__name__)
+    return printable(str(reason))
 
 
 def _ca_hint(e: BaseException) -> str:

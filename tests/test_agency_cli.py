@@ -2143,3 +2143,32 @@ def test_a_node_refusal_is_said_taken_only_by_the_json_false(
                 assert "may have been done: look before sending it again" in said, said
     finally:
         _stop_serving(url)
+
+
+def test_a_node_that_cannot_be_reached_is_said_without_urllibs_wrapper(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A closed port was said as urllib's repr, "<urlopen error [Errno 111] Connection
+    refused>", by `agency …`, `ledger monitor` and `ledger snapshot --node`: the system's words
+    alone now, after the node named (round 43D's note)."""
+    import typer
+
+    from ledger import cli
+
+    with socket.socket() as s:  # a port nothing listens on: bound, never listening
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+        with pytest.raises(typer.Exit) as ended:
+            cli._http(url + "/v1/credentials", b"{}", "application/json")
+        assert ended.value.exit_code == 1
+        said = " ".join(capsys.readouterr().err.split())
+        assert f"cannot reach the node at {url}/v1/credentials: Connection refused" in said, said
+        with pytest.raises(cli._MonitorUnreachable) as monitored:
+            cli._get(url + "/v1/checkpoint")
+        assert str(monitored.value) == f"GET {url}/v1/checkpoint: Connection refused"
+        with pytest.raises(typer.Exit):
+            cli._snapshot_from_nodes([url], None, tmp_path / "s.snapshot", False, False)
+        said = " ".join(capsys.readouterr().err.split())
+        assert f"cannot reach the node at {url}: Connection refused" in said, said
+    for line in (said, str(monitored.value)):
+        assert "urlopen" not in line and "Errno" not in line, line
+    assert not (tmp_path / "s.snapshot").exists()
