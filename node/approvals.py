@@ -319,6 +319,10 @@ class Approvals:
         except TxRejected:  # not decided: its evidence is kept for nothing
             pending.unlink(missing_ok=True)
             raise
+        except LedgerError as e:
+            if e.taken is False:  # nothing handed on (ADR 84): no decision, as above
+                pending.unlink(missing_ok=True)
+            raise
         kept = pending
         try:
             kept = self._keep(pending, record, receipt)

@@ -977,6 +977,28 @@ def test_a_decision_the_ledger_refuses_leaves_no_record_of_its_claims(
         node.close()
 
 
+def test_a_decision_the_node_took_nothing_of_leaves_no_record_of_its_claims(
+        tmp_path: Path) -> None:
+    """A decision whose commit the node refused before taking anything (its orderer stopped:
+    "taken": false, ADR 84) is no decision either: its pending record, with the claim values,
+    stayed for a day (helper round 43T's note)."""
+    import pytest
+
+    from ledger.errors import OrderingError
+
+    data, wallet = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service, answers = _licence_answers(node, wallet)
+        node.orderer.stop()
+        with pytest.raises(OrderingError, match="orderer is stopped") as e:
+            service.apply("business-licence", answers, wallet.holder_jwk())
+        assert e.value.taken is False
+        assert list((data / "approvals").iterdir()) == []  # no claim values kept
+    finally:
+        node.close()
+
+
 def test_a_pending_record_is_removed_only_a_day_after_it_was_written(tmp_path: Path) -> None:
     """A record whose decision is not on the ledger may be one still being committed: it stays
     until a day after it was written (PENDING_DAYS), and only then goes."""
