@@ -1947,18 +1947,24 @@ def test_an_answer_that_is_not_http_is_said_with_its_cause(
         assert "O" * 200 not in line and "a" * 200 not in line and "9" * 200 not in line, line
 
 
-@pytest.mark.parametrize("way", ["closed", "could-not", "refused"])
+@pytest.mark.parametrize("way", ["closed", "could-not", "refused", "slow", "not-http"])
 def test_a_request_sent_whose_answer_is_lost_is_not_said_as_unreached(
-        capsys: pytest.CaptureFixture[str], way: str) -> None:
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, way: str) -> None:
     """A node that read the whole request and then closed without an answer was one the
     command "cannot reach", and a node that could not do it (503: a commit not seen within its
     wait) one that "refused it": the operator sent it again, where it may have been done. A
     request sent and its answer lost is said as such, with what to do first; a GET as an
-    answer that did not come whole; a 4xx stays a refusal (helper round 42L's list)."""
+    answer that did not come whole; a 4xx stays a refusal (helper round 42L's list). An
+    answer given up on past the bound, or one that is not HTTP, after a POST "may have been
+    done" too: mutants dropping those words passed (round 43M)."""
+    import threading
+
     import typer
     from test_audit_since_monitor import _start_serving, _stop_serving
 
     from ledger import cli
+
+    stop = threading.Event()
 
     class Node(_AnsweringNode):
         def do_POST(self) -> None:
@@ -1966,6 +1972,14 @@ def test_a_request_sent_whose_answer_is_lost_is_not_said_as_unreached(
             if way == "closed":
                 self.close_connection = True
                 self.connection.shutdown(socket.SHUT_RDWR)
+                return
+            if way == "slow":  # its headers, then its body a byte now and then
+                self.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-length: 200\r\n\r\n")
+                _drip(self.wfile, [b" "] * 200, stop)  # 10 s or more
+                return
+            if way == "not-http":
+                self.wfile.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+                self.close_connection = True
                 return
             self.send_response(503 if way == "could-not" else 409)
             self.send_header("content-type", "application/json")
@@ -1979,6 +1993,7 @@ def test_a_request_sent_whose_answer_is_lost_is_not_said_as_unreached(
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
 
+    monkeypatch.setattr(cli, "NODE_ANSWER_WAIT", 1.0)  # not 120 s: a test's
     url = _start_serving(Node)
     try:
         with pytest.raises(typer.Exit):
@@ -1998,10 +2013,17 @@ def test_a_request_sent_whose_answer_is_lost_is_not_said_as_unreached(
             assert "refused" not in said, said
             assert "the node could not do it (503): not committed within 30 s" in said, said
             assert "may have been done: look before sending it again" in said, said
+        elif way == "slow":
+            assert f"the node at {url}/v1/credentials was still answering after 1 s" in said, said
+            assert "may have been done: look before sending it again" in said, said
+        elif way == "not-http":
+            assert "cannot reach" not in said and "gave no HTTP answer" in said, said
+            assert "may have been done: look before sending it again" in said, said
         else:
             assert "the node refused it (409): revoked already" in said, said
             assert "may have been done" not in said, said
     finally:
+        stop.set()
         _stop_serving(url)
 
 
@@ -2172,3 +2194,57 @@ def test_a_node_that_cannot_be_reached_is_said_without_urllibs_wrapper(
     for line in (said, str(monitored.value)):
         assert "urlopen" not in line and "Errno" not in line, line
     assert not (tmp_path / "s.snapshot").exists()
+
+
+@pytest.mark.parametrize(("status", "retry", "said", "maybe"), [
+    (500, None, "the node could not do it (500): kept", True),
+    (503, "7", "the node refused it for now (503): kept; nothing was taken; send it again in "
+               "7 s or later", False),
+    (500, "7", "the node refused it for now (500): kept; nothing was taken; send it again in "
+               "7 s or later", False),
+    (503, "007 ", "send it again in 7 s or later", False),
+    (503, "999999999", "send it again in 999999999 s or later", False),
+    (503, "1234567890", "the node could not do it (503): kept", True),
+    (503, "Wed, 21 Oct 2037 07:28:00 GMT", "the node could not do it (503): kept", True),
+    (503, "-5", "the node could not do it (503): kept", True),
+    (503, "\xb2", "the node could not do it (503): kept", True)],
+    ids=["500", "503-retry", "500-retry", "padded", "nine-digits", "ten-digits", "date",
+         "negative", "superscript-two"])
+def test_only_a_5xx_with_a_whole_retry_after_is_said_to_have_taken_nothing(
+        capsys: pytest.CaptureFixture[str], status: int, retry: str | None, said: str,
+        maybe: bool) -> None:
+    """Which 5xx answers to a POST are "refused it for now … nothing was taken" and which
+    "could not do it … may have been done" (ADR 83): only a ``Retry-After`` of whole seconds
+    (ASCII digits, at most 9 of them: a node's, ``node.app``'s handler) says the node took
+    nothing; an HTTP date, a sign, a digit of another script ("²", which ``int`` refuses: a
+    traceback) or a number without end is not the node's and says nothing; a 500 is as a
+    503. A mutant taking any 5xx but 500, or the Retry-After unchecked, passed (round 43M)."""
+    import typer
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    from ledger import cli
+
+    class Node(_AnsweringNode):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["content-length"]))
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            if retry is not None:
+                self.send_header("Retry-After", retry)
+            body = json.dumps({"detail": "kept"}).encode()
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    url = _start_serving(Node)
+    try:
+        with pytest.raises(typer.Exit) as ended:
+            cli._http(url + "/v1/credentials", b"{}", "application/json")
+        assert ended.value.exit_code == 1
+        line = " ".join(capsys.readouterr().err.split())
+        assert said in line, line
+        assert ("the request was sent and may have been done: look before sending it again"
+                in line) is maybe, line
+        assert ("nothing was taken" in line) is not maybe, line
+    finally:
+        _stop_serving(url)
