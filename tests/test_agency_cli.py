@@ -2248,3 +2248,30 @@ def test_only_a_5xx_with_a_whole_retry_after_is_said_to_have_taken_nothing(
         assert ("nothing was taken" in line) is not maybe, line
     finally:
         _stop_serving(url)
+
+
+def test_an_answer_that_is_not_http_is_said_whole_up_to_its_limit() -> None:
+    """"gave no HTTP answer" shows http.client's text whole up to NOT_HTTP_SHOWN characters,
+    limit included, and a longer one by its start and end, cut at words, with its length:
+    the tests above use texts far past it and look for the cause alone, so mutants cutting a
+    text of the limit, a limit of 40, and cuts inside words all passed (round 43M)."""
+    import http.client
+
+    from ledger import cli
+
+    # http.client's own texts are whole (the constant's promise): this one is 50 characters
+    text = str(http.client.LineTooLong("header line"))
+    assert cli._not_http(http.client.LineTooLong("header line")) == (
+        f"gave no HTTP answer (LineTooLong: {text!r})")
+    limit = cli.NOT_HTTP_SHOWN
+    whole = ("word " * limit)[:limit - 1] + "z"
+    said = cli._not_http(http.client.HTTPException(whole))
+    assert said == f"gave no HTTP answer (HTTPException: {whole!r})", said
+    longer = cli._not_http(http.client.HTTPException(whole + "z"))
+    assert longer.endswith(f" ({limit + 1} characters))") and " … " in longer, longer
+    # a longer one: its start and its end, each cut at a word, not inside one
+    words = " ".join(f"w{i:02d}" for i in range(40))  # 159 characters
+    shown = " ".join(f"w{i:02d}" for i in range(15)) + " … " + " ".join(
+        f"w{i:02d}" for i in range(33, 40))
+    assert cli._not_http(http.client.HTTPException(words)) == (
+        f"gave no HTTP answer (HTTPException: {shown!r} (159 characters))")
