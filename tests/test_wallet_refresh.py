@@ -709,7 +709,9 @@ def test_a_within_client_keeps_trust_env_and_refuses_options_its_transports_woul
             assert cli._fetch(bounded(untrusting), "GET", f"{direct}/v1/health").json() == []
         for option in ({"limits": httpx.Limits(max_connections=1)}, {"http2": True},
                        {"cert": str(ca)}, {"proxy": proxy}, {"mounts": {}},
-                       {"transport": httpx.HTTPTransport()}):
+                       {"transport": httpx.HTTPTransport()},
+                       # each refused option named (round 43M: these three passed unchecked)
+                       {"app": lambda *_: None}, {"http1": False}, {"proxies": proxy}):
             with pytest.raises(TypeError, match=rf"takes no {next(iter(option))}: its "
                                                 r"transports are its own"):
                 client(timeout=60, **option)
@@ -828,3 +830,58 @@ def test_a_client_made_elsewhere_is_refused_by_the_wallets_bounded_fetch() -> No
             cli._fetch(elsewhere, "GET", "http://127.0.0.1:9/v1/checkpoint")
     with client(timeout=60) as ours:
         assert bounded(ours) is ours
+
+
+def test_a_within_client_takes_the_environments_no_proxy_as_httpx_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``within.client`` reads the environment's proxies itself (httpx reads them only for a
+    client given no transport), NO_PROXY included; a client ignoring ``NO_PROXY=*`` (or one of
+    its other forms) passed every test: a node the operator exempted was reached through the
+    proxy. Each setting here routes a request as httpx's own client routes it (round 43M)."""
+    import httpx
+    from test_audit_since_monitor import _start_serving, _stop_serving
+
+    from ledger.within import client
+
+    asked: list[tuple[str, str]] = []
+
+    def serving(label: str) -> str:
+        class Node(_QuietNode):
+            def do_GET(self) -> None:
+                asked.append((label, self.path))
+                self._send(b"[]")
+        return _start_serving(Node)
+
+    proxy, node = serving("proxy"), serving("node")
+    port = node.rsplit(":", 1)[1]
+    through = "127.0.0.1:" + proxy.rsplit(":", 1)[1]
+    cases = [  # (the environment, the URL asked, whether the proxy is asked)
+        ({"HTTP_PROXY": proxy}, node, True),
+        ({"HTTP_PROXY": through}, node, True),  # no scheme: http:// is meant
+        ({"ALL_PROXY": proxy}, node, True),
+        ({"HTTP_PROXY": proxy, "NO_PROXY": "*"}, node, False),
+        ({"ALL_PROXY": proxy, "NO_PROXY": "other.invalid, *"}, node, False),
+        ({"HTTP_PROXY": proxy, "NO_PROXY": "127.0.0.1"}, node, False),
+        ({"HTTP_PROXY": proxy, "NO_PROXY": "127.0.0.2"}, node, True),
+        ({"HTTP_PROXY": proxy, "NO_PROXY": f"http://127.0.0.1:{port}"}, node, False),
+        ({"HTTP_PROXY": proxy, "NO_PROXY": "localhost"}, f"http://localhost:{port}", False),
+        ({"HTTP_PROXY": proxy, "NO_PROXY": "localhost"},
+         f"http://node.localhost:{port}", True),  # a name under localhost is not it
+        ({"HTTP_PROXY": proxy, "NO_PROXY": "::1"}, node, True),
+        ({"HTTP_PROXY": proxy, "NO_PROXY": ",,"}, node, True)]
+    try:
+        for environment, url, proxied in cases:
+            for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "HTTPS_PROXY",
+                         "https_proxy", "HTTP_PROXY", "http_proxy", "REQUEST_METHOD"):
+                monkeypatch.delenv(name, raising=False)
+            for name, value in environment.items():
+                monkeypatch.setenv(name, value)
+            for made in (httpx.Client, client):  # httpx's as ours
+                with made(timeout=60) as trusting:
+                    assert trusting.get(f"{url}/v1/health").json() == []
+                want = [("proxy", f"{url}/v1/health")] if proxied else [("node", "/v1/health")]
+                assert asked == want, (made, environment, url)
+                asked.clear()
+    finally:
+        for url in (proxy, node):
+            _stop_serving(url)
