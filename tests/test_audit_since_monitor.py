@@ -1757,3 +1757,31 @@ def test_monitor_refuses_an_answer_over_its_limit_and_keeps_nothing(demo: Path,
             assert f"{proxy}{path}" in line and "more than 1 MiB" in line, line
             assert "HALTED" not in line, line
             assert not state.exists()
+
+
+def test_the_monitor_takes_an_answer_of_its_limit_and_refuses_one_byte_more() -> None:
+    """``ledger monitor``'s limit for one answer is MAX_INPUT bytes, itself included: the
+    test above pads 2 MiB past it, so a mutant refusing an answer of exactly 1 MiB (``>=``)
+    passed (round 43M). An answer of MAX_INPUT bytes is taken whole, one of a byte more
+    refused, naming the URL and the limit, by a node's 200 and a halted node's 503 alike."""
+    from ledger import cli
+
+    class Node(_QuietNode):
+        def do_GET(self) -> None:
+            size = int(self.path.split("/")[2])  # /ok/SIZE/v1/health, /halted/SIZE/…
+            self.send_response(503 if self.path.startswith("/halted/") else 200)
+            self.send_header("content-length", str(size))
+            self.end_headers()
+            self.wfile.write(b" " * size)
+
+    url = _start_serving(Node)
+    try:
+        for kind in ("ok", "halted"):  # (a halted node's 503 read only at /v1/health)
+            assert len(cli._get(f"{url}/{kind}/{cli.MAX_INPUT}/v1/health")) == cli.MAX_INPUT, kind
+            over = f"{url}/{kind}/{cli.MAX_INPUT + 1}/v1/health"
+            with pytest.raises(cli._MonitorUnreachable, match=r"answered more than 1 MiB, "
+                               r"the monitor's limit for one answer; refused") as refused:
+                cli._get(over)
+            assert over in str(refused.value)
+    finally:
+        _stop_serving(url)
