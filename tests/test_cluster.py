@@ -2169,6 +2169,9 @@ def test_the_cluster_groups_data_reaches_restart(tmp_path: Path) -> None:
                 (["--data", str(folder), "restart", "--data", str(folder), "--agency",
                   "edu"], 0),
                 (["restart", "--data", str(folder), "--agency", "edu"], 0),  # as before
+                # one folder written two ways is one (round 43M: a mutant comparing the texts
+                # passed)
+                (["--data", "mine", "restart", "--data", str(folder), "--agency", "edu"], 0),
                 (["--data", str(folder), "restart", "--data", str(tmp_path / "other"),
                   "--agency", "edu"], 2),
                 (["--agencies", "5", "restart", "--data", str(folder), "--agency", "edu"], 2)):
@@ -2380,3 +2383,36 @@ def test_a_cluster_that_hangs_up_on_a_restart_is_said_not_a_traceback(tmp_path: 
     assert kind == "failed", (kind, why)
     assert "the cluster hung up before it answered" in why, why
     assert str(tmp_path / "logs") in why, why
+
+
+def test_a_restart_asked_of_a_socket_no_cluster_answers_on_is_said_by_its_kind(
+        tmp_path: Path) -> None:
+    """`ledger-node cluster restart` against a restart.sock nothing listens on (a cluster
+    killed outright: ECONNREFUSED), one of another kind held by a live process (a datagram
+    socket: EPROTOTYPE) and none at all: no cluster running (how to start it), a socket it
+    cannot reach (named, with why), no cluster running. Round 43M: mutants narrowing either
+    except of ``ask_restart``'s connect passed (the tests asked only a listening cluster), and
+    left a traceback."""
+    import socket
+
+    from node.cluster import RESTART_SOCKET, ask_restart
+
+    path = tmp_path / RESTART_SOCKET
+    with pytest.raises(ClusterError, match=r"no `ledger-node cluster` is running on "):
+        ask_restart(tmp_path, "edu", lambda _: None)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(path))
+    stale.close()
+    with pytest.raises(ClusterError, match=r"no `ledger-node cluster` is running on .* "
+                                           r"\(start it: ledger-node cluster --data "):
+        ask_restart(tmp_path, "edu", lambda _: None)
+    path.unlink()
+    held = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        held.bind(str(path))
+        with pytest.raises(ClusterError, match=rf"cannot reach the cluster at "
+                                               rf"{re.escape(str(path))}: ") as unreached:
+            ask_restart(tmp_path, "edu", lambda _: None)
+        assert "rotocol" in str(unreached.value), unreached.value  # EPROTOTYPE's words
+    finally:
+        held.close()
