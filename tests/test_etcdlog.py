@@ -751,14 +751,19 @@ def _disarm_nospace(url: str, filler_prefix: bytes) -> None:
 
 
 def test_a_node_halted_on_a_fork_publishes_its_co_signature_once_etcd_takes_it(
-        tmp_path: Path, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+        tmp_path: Path, ledger: LedgerHarness, agencies: dict[str, Agency],
+        caplog: pytest.LogCaptureFixture) -> None:
     """A node (a tampered store) applies a block, and in the same step reads a quorum's
     co-signatures of another checkpoint at its size: it halts as the fork. Its own
     co-signature of that block is what names the fork to its peers; etcd refused that put
     (here its NOSPACE alarm; in test_cluster under load, a timeout), and a halted node tried
     nothing again: its peers never held evidence against it, while it stayed halted, behind
     them (seen in test_cluster::test_a_node_with_a_tampered_store_is_caught_by_its_peers).
-    Once etcd takes writes again, the halted node's co-signature of its own block is put."""
+    Once etcd takes writes again, the halted node's co-signature of its own block is put.
+    Round 43M: it is put again once a second (not at every poll of the loop), the refusal
+    logged once for the run of refusals, and nothing is put again once etcd took it."""
+    import itertools
+
     from ledger import codec
     from ledger.batch import Witness, make_batch
     from ledger.checkpoint import Checkpoint, SignedCheckpoint
@@ -785,7 +790,14 @@ def test_a_node_halted_on_a_fork_publishes_its_co_signature_once_etcd_takes_it(
                                                        "height": height, "hash": bytes(32)}))
         with pytest.raises(NoSpace):
             _fill(filler)
-        orderer = EtcdOrderer(ledger.store, EtcdLog([url], prefix), agency="edu",
+        tried: list[float] = []  # when each co-signature put was tried
+
+        class Counting(EtcdLog):  # the real log, the time of each put of a co-signature kept
+            def publish(self, size: int, agency: str, cosig: bytes, applied: bytes) -> None:
+                tried.append(time.monotonic())
+                super().publish(size, agency, cosig, applied)
+
+        orderer = EtcdOrderer(ledger.store, Counting([url], prefix), agency="edu",
                               node_key=edu.node_key, clock=lambda: T0 + 10, workers=0)
         try:
             deadline = time.monotonic() + 30
@@ -797,6 +809,14 @@ def test_a_node_halted_on_a_fork_publishes_its_co_signature_once_etcd_takes_it(
             ours = f"s/{size:020d}/edu"
             assert ours not in {r.key for r in writer.read_after(0, 0)[2]}  # refused
             assert "database space exceeded" in orderer.stats.put_error
+            while len(tried) < 4:  # the step's own put, then the halted loop's, refused
+                assert time.monotonic() < deadline, orderer.stats.last_error
+                time.sleep(0.05)
+            again = [later - earlier for earlier, later in itertools.pairwise(tried[1:])]
+            assert min(again) >= 0.5, again  # once a second, not at every poll (0.25 s)
+            refusals = [r for r in caplog.records
+                        if "etcd refused this node's co-signature" in r.getMessage()]
+            assert len(refusals) == 1, [r.getMessage() for r in refusals]  # once a run
             _disarm_nospace(url, b"/credledger/filler/")
             deadline = time.monotonic() + 30
             while not (got := [r for r in writer.read_after(0, 0)[2] if r.key == ours]):
@@ -806,6 +826,9 @@ def test_a_node_halted_on_a_fork_publishes_its_co_signature_once_etcd_takes_it(
             assert said["root"] == ledger.store.root_at(size) != bytes(32)
             assert (said["height"], said["hash"]) == (height, ledger.store.block(height).hash)
             assert ledger.store.head.height == height  # still halted: nothing more built
+            taken = len(tried)
+            time.sleep(2.5)  # two and more of the halted loop's seconds
+            assert len(tried) == taken  # taken: not put again
         finally:
             orderer.stop()
             writer.close()
