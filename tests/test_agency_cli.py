@@ -2275,3 +2275,27 @@ def test_an_answer_that_is_not_http_is_said_whole_up_to_its_limit() -> None:
         f"w{i:02d}" for i in range(33, 40))
     assert cli._not_http(http.client.HTTPException(words)) == (
         f"gave no HTTP answer (HTTPException: {shown!r} (159 characters))")
+
+
+def test_a_pending_receipts_txid_of_hex_digits_without_end_is_cut(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A node's 202 names its transaction, said (with the receipt URL to look at) only if it
+    is a txid (64 hex digits); any other text is cut as the node's words. Round 43M: a mutant
+    taking any run of hex digits as a txid passed, and a hostile node's 202 naming 60,000 of
+    them put them all on the operator's terminal, twice."""
+    import typer
+
+    from ledger import cli
+
+    node = "http://127.0.0.1:9"
+    for txid in ("ab" * 32, "ab" * 30000, "ab" * 31):
+        with pytest.raises(typer.Exit) as ended:
+            cli._refuse_pending(node, {"status": "pending", "txid": txid}, "credit withdrawal")
+        assert ended.value.exit_code == 1
+        line = " ".join(capsys.readouterr().err.split())
+        assert "accepted the credit withdrawal but has not committed it yet" in line, line
+        if len(txid) == 64:
+            assert f"GET {node}/v1/tx/{txid}/receipt says whether it did" in line, line
+        else:
+            assert f"GET {node}/v1/tx/TXID/receipt" in line and len(line) < 700, line[:300]
+            assert (f"({len(txid)} characters)" in line) is (len(txid) > 64), line[:300]
