@@ -885,3 +885,53 @@ def test_a_within_client_takes_the_environments_no_proxy_as_httpx_does(
     finally:
         for url in (proxy, node):
             _stop_serving(url)
+
+
+def test_a_node_that_reads_no_request_is_given_up_on_at_the_bound_not_its_write_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bound on a node's answer cuts the write's timeout too (ADR 83): a node that takes
+    the connection and reads nothing of a large request stalls the write, which the socket's
+    write timeout (here 60 s) alone would hold. Round 43M: a mutant without that cut passed
+    every test (no test wrote more than a socket's buffers). The node here reads the request
+    only after 20 s and then answers: the wallet has given up before, at its 1 s bound."""
+    import socket
+    import threading
+
+    import httpx
+
+    from ledger.within import client
+    from wallet import cli
+    from wallet.errors import WalletError
+
+    stop, answered = threading.Event(), threading.Event()
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+
+    def late_reader() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                if stop.wait(20):  # the wallet gave up: it hangs up
+                    return
+                conn.settimeout(30)
+                while conn.recv(1 << 20):
+                    if not answered.is_set():
+                        answered.set()
+                        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]")
+
+    reader = threading.Thread(target=late_reader, daemon=True)
+    reader.start()
+    monkeypatch.setattr(cli, "ANSWER_WAIT_MORE", 0.0)  # not a minute: a test's
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    try:
+        with client(timeout=60, trust_env=False) as direct, pytest.raises(
+                (WalletError, httpx.WriteTimeout)):
+            cli._fetch(direct, "POST", f"{url}/v1/apply", content=b"x" * (64 << 20),
+                       timeout=httpx.Timeout(60, read=1.0))
+        assert not answered.is_set()  # given up on while it read nothing
+    finally:
+        stop.set()
+        listener.close()
+        reader.join(30)
