@@ -1191,8 +1191,15 @@ class EtcdOrderer:
             return  # (the loop wakes every poll)
         self._last_halted_put = self.timer()
         self._put_fork_cosig()
-        if self._unpublished is not None:
-            self._publish(*self._unpublished)
+        if self._unpublished is not None and not self._fork_is_unpublished():
+            self._publish(*self._unpublished)  # (the same put is tried once a second, once)
+
+    def _fork_is_unpublished(self) -> bool:
+        """Whether the co-signature naming the fork is the refused one :meth:`_publish` kept
+        (a node that halted since it started): one put of it a second, one refusal said."""
+        fork, kept = self._fork_cosig, self._unpublished
+        return isinstance(fork, tuple) and kept is not None and \
+            fork[0] == kept[0].log_size and fork[1] == cosig_value(*kept)
 
     def _put_fork_cosig(self) -> None:
         """Put this node's co-signature at its fork's size, as it signed it, unless etcd holds
@@ -1216,15 +1223,14 @@ class EtcdOrderer:
         except OrderingError as e:
             self.stats.last_error = str(e)
             self._write_failed(e)
-            if not self._fork_refused:  # said once a run of refusals
+            if not self._fork_refused and not self._fork_is_unpublished():  # said once a run
                 log.warning("etcd refused this node's co-signature at log size %d, which names "
                             "its fork to its peers (%s): it is put again", size, e)
             self._fork_refused = True
             return
-        self._fork_published, self._fork_refused = True, False
-        if self._unpublished is not None and self._unpublished[0].log_size == size \
-                and cosig_value(*self._unpublished) == value:
+        if self._fork_is_unpublished():
             self._unpublished = None  # the same put
+        self._fork_published, self._fork_refused = True, False
 
     def _fork_cosig_found(self) -> tuple[int, bytes] | bool:
         """(log size, value) of this node's co-signature of its own block at the smallest size
