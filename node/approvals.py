@@ -32,7 +32,14 @@ from contracts.catalogue import APPROVAL_TYPE, IDENTITY
 from contracts.errors import ApplicationError
 from contracts.rules import CelEngine, CompiledRule, Outcome
 from ledger import codec, sdjwt
-from ledger.errors import DecodeError, LedgerError, StoreError, TxRejected, damaged
+from ledger.errors import (
+    DecodeError,
+    LedgerError,
+    OrderingError,
+    StoreError,
+    TxRejected,
+    damaged,
+)
 from ledger.files import write_atomic
 from ledger.network import reason_code_problem
 from ledger.ordering import Receipt
@@ -329,7 +336,18 @@ class Approvals:
         except OSError as e:  # the evidence is safe in the pending record, filed later
             _log.warning("approval record left pending", extra={"error": type(e).__name__,
                                                                 "file": pending.name})
-        bundle = self._issue_approval(tx, holder_jwk, kept)
+        try:
+            bundle = self._issue_approval(tx, holder_jwk, kept)
+        except LedgerError as e:
+            if e.taken is not False:
+                raise
+            # What took nothing was the credential's issue: the decision is on the ledger, and
+            # "taken": false (ADR 84) had the applicant apply again, decided again
+            raise OrderingError(
+                f"the decision on {service!r} (txid {tx.txid.hex()}) is committed, but its "
+                f"approval credential was not issued ({e}): once /v1/health is ok the "
+                f"applicant collects it (`wallet apply {service} --collect`); an application "
+                "sent again is decided again") from e
         return Decided(outcome, service, compiled.hash, tx, receipt, bundle)
 
     def _issue_approval(self, tx: Tx, holder_jwk: dict[str, Any], path: Path) -> Bundle:

@@ -999,6 +999,61 @@ def test_a_decision_the_node_took_nothing_of_leaves_no_record_of_its_claims(
         node.close()
 
 
+def test_a_decision_committed_before_its_credential_was_refused_is_not_said_untaken(
+        tmp_path: Path) -> None:
+    """A refusal that took nothing of the approval credential's issue (here: a planned
+    rotation of two node keys comes due between the decision's commit and the issue, so the
+    solo node is short of checkpoint keys) came after the decision was committed: the answer
+    said ``"taken": false`` and `wallet apply` said "nothing was taken; apply again", and an
+    application sent again is decided again (a second decision on the ledger). It says the
+    decision is on the ledger and how to collect its credential (helper round 43V)."""
+    from ledger.keys import PrivateKey
+    from ledger.network import Agency
+
+    data, wallet = prepare(tmp_path)
+    keys = _issuer_keys(data, "edu", "civil", "market")
+    node_box: list[Node] = []
+    decided_above: list[int] = []
+
+    def clock() -> int:  # two minutes on once the decision's block is written
+        if decided_above and node_box[0].store.head.height > decided_above[0]:
+            return NOW + 120
+        return NOW
+
+    node = Node(data, "market", PASS, clock=clock, workers=0)
+    node_box.append(node)
+    try:
+        signers = [Agency(a, a, k, k) for a, k in keys.items()]
+        for who in ("edu", "civil"):  # due a minute on: then market's node key alone is held
+            node.orderer.submit(governance_tx(
+                node.network, node._registry().gov_seq + 1, "rotate_key", {
+                    "agency": who, "role": "node", "new_key": PrivateKey.generate().public.raw,
+                    "at": NOW + 60}, signers)).result(timeout=30)
+        app = create_app(replace(settings_for(data), agency="market"), node=node)
+        with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+            opened = http.post("/v1/services/business-licence/applications").json()
+            requests = [Request.from_json({k: r[k] for k in ("nonce", "audience", "type",
+                                                             "claims")})
+                        for r in opened["requests"]]
+            answers = wallet.answer(requests, now=NOW)
+            head = node.store.head
+            assert head is not None
+            decided_above.append(head.height)
+            got = http.post("/v1/services/business-licence/apply", json={
+                "holder_jwk": wallet.holder_jwk(),
+                "presentations": [{"nonce": n, "envelope": b64url(e)} for n, e in answers]})
+        assert got.status_code == 503, got.text
+        assert "taken" not in got.json(), got.text  # the decision was taken
+        said = got.json()["detail"]
+        assert "is committed" in said and "--collect" in said, said
+        decisions = list((data / "approvals").glob("*.ev"))
+        assert len(decisions) == 1, decisions  # kept: its credential is collected later
+        after = node.store.head
+        assert after is not None and after.height == decided_above[0] + 1  # the decision
+    finally:
+        node.close()
+
+
 def test_a_pending_record_is_removed_only_a_day_after_it_was_written(tmp_path: Path) -> None:
     """A record whose decision is not on the ledger may be one still being committed: it stays
     until a day after it was written (PENDING_DAYS), and only then goes."""
