@@ -257,8 +257,11 @@ def _evidence_record(key: bytes, value: bytes) -> dict[str, Any]:
         got = codec.decode(value, what="evidence")
     except DecodeError as e:
         got = e
+    # its size a number too: "twelve" ended the thread of a halted node that looks for its
+    # fork's size (EtcdOrderer._fork_cosig_found) in a ValueError (helper round 43V)
     if isinstance(got, dict) and got.keys() == _EVIDENCE_FIELDS and all(
-            isinstance(got[f], str) for f in ("agency", "ours", "theirs")):
+            isinstance(got[f], str) for f in ("agency", "ours", "theirs")) \
+            and type(got["size"]) is int:
         return got
     size = _BE.unpack_from(key, len(_EVIDENCE))[0] if len(key) >= len(_EVIDENCE) + 8 else None
     agency = key[len(_EVIDENCE) + 8:].decode("utf-8", "replace")
@@ -794,7 +797,14 @@ class EtcdOrderer:
             self._wake.wait(self.poll)
             self._wake.clear()
             if self.halted:
-                self._publish_halted()
+                try:
+                    self._publish_halted()
+                except Exception as e:  # halted too, the thread that applies blocks never dies
+                    self.stats.last_error = f"{type(e).__name__}: {e}"
+                    if (more := self._say_failure()) is not None:
+                        log.error("a halted node's put of its co-signature failed%s", more,
+                                  exc_info=True)
+                    self._stop.wait(1.0)
                 continue
             try:
                 while self._step():

@@ -918,6 +918,64 @@ def test_a_node_halted_on_a_fork_and_restarted_puts_its_co_signature_once_etcd_t
             filler.close()
 
 
+def test_a_halted_node_with_a_damaged_evidence_record_still_finds_its_fork(
+        etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+    """A node halted on a fork reads its evidence records again at each start to find its
+    own co-signature at the fork's size. One record damaged so that it decodes, but with a
+    ``size`` that is no number, raised out of the thread that applies blocks: it died, and the
+    node never read or put its co-signature again while health said it would, once a second
+    (helper round 43V). The record counts for nothing, as a damaged record does elsewhere."""
+    from ledger import codec
+    from ledger.batch import Witness, make_batch
+    from ledger.checkpoint import Checkpoint, SignedCheckpoint
+    from ledger.finality import block_line
+    from node.replication import _BE, _EVIDENCE
+
+    reg, tax, edu = agencies["reg"], agencies["tax"], agencies["edu"]
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    head = ledger.store.head
+    size, height, t = head.log_size + 1, head.height + 1, T0 + 5
+    prefix = "halted-damaged-evidence"
+    writer = EtcdLog([etcd_url], prefix)
+    seen = Witness("tax", t, clock_signature(ledger.net, "tax", tax.node_key, t))
+    writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, t, [ledger.gov_tx(
+        "register_type", {"type": spec}, [reg, tax]).raw], [seen]).to_bytes())
+    forked = Checkpoint(ledger.net, size, bytes(32), (block_line(height, bytes(32)),))
+    for name, agency in (("reg", reg), ("tax", tax)):
+        line = SignedCheckpoint(forked).cosign(name, agency.node_key).signatures[0].to_line()
+        writer.put_cosig(size, name, codec.encode({"root": bytes(32), "line": line,
+                                                   "height": height, "hash": bytes(32)}))
+
+    def start() -> EtcdOrderer:
+        return EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
+                           node_key=edu.node_key, clock=lambda: T0 + 10, workers=0)
+
+    def published(orderer: EtcdOrderer) -> None:
+        deadline = time.monotonic() + 30
+        while not orderer.status()["fork_evidence_published"]:
+            assert all(th.is_alive() for th in orderer._threads), "a thread died"
+            assert time.monotonic() < deadline, orderer.stats.last_error
+            time.sleep(0.05)
+
+    try:
+        orderer = start()
+        try:
+            published(orderer)
+            assert orderer.halted is not None and "fork" in orderer.halted
+        finally:
+            orderer.stop()
+        for bad in ("twelve", None, [size]):
+            ledger.store.put_records({_EVIDENCE + _BE.pack(size) + b"zz": codec.encode(
+                {"size": bad, "agency": "zz", "ours": "", "theirs": "", "seen": 0})})
+            orderer = start()
+            try:
+                published(orderer)
+            finally:
+                orderer.stop()
+    finally:
+        writer.close()
+
+
 def test_a_damaged_stored_checkpoint_accuses_no_peer_and_halts_nothing(
         etcd_url: str, ledger: LedgerHarness, agencies: dict[str, Agency],
         caplog: pytest.LogCaptureFixture) -> None:
