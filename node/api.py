@@ -148,8 +148,9 @@ class Health(_Out):
     fork_evidence_published: bool | None = Field(
         default=None, description="A node halted on a fork: whether etcd holds its own "
                                   "co-signature at the fork's size, from which its peers name "
-                                  "the fork (false: it puts it again, at least once a second); "
-                                  "null when not halted on a fork")
+                                  "the fork (false: it puts it again, at most once a second); "
+                                  "null when not halted on a fork, or when its store holds no "
+                                  "co-signature of its own at that size (its log says so)")
     problem: str | None = None
 
 

@@ -87,6 +87,16 @@ for slow followers). Its default, 100,000, is sized for small values; our batch 
 ~0.8 MB, so the default would let each member hold gigabytes (ADR 28)."""
 
 _PASSPHRASE_VARS = frozenset({PASSPHRASE_ENV, f"{PASSPHRASE_ENV}_FILE"})
+_PROXY_VARS = frozenset({"http_proxy", "https_proxy", "all_proxy", "no_proxy", "grpc_proxy"})
+
+
+def _etcd_env() -> dict[str, str]:
+    """The environment an etcd member is started with: ours without the key passphrase (etcd
+    needs none, and /proc shows a process's environment to its user's other processes for as
+    long as it runs) and without proxies, in any case (ADR 84: a member talks to its peers
+    directly, as the node does; etcd follows ``HTTPS_PROXY`` for its peer traffic)."""
+    return {k: v for k, v in os.environ.items()
+            if k not in _PASSPHRASE_VARS and k.lower() not in _PROXY_VARS}
 _PASSPHRASE_FILE = "node.passphrase"  # noqa: S105 - a file name, not a secret
 """A node's key passphrase in its runtime folder, between its start and its health."""
 
@@ -309,10 +319,9 @@ def run_etcd_member(pki: Path, agency: str, passphrase: bytes, cmd_of: Callable[
     try:
         with _whole():  # a stop while the key is written comes after runtime is known
             runtime = unlock(pki, agency, passphrase)
-        env = {k: v for k, v in os.environ.items() if k not in _PASSPHRASE_VARS}
         with _whole():
             proc = subprocess.Popen(  # noqa: S603 - our own argv
-                _dies_with_us(cmd_of(runtime, crl)), stdin=subprocess.DEVNULL, env=env)
+                _dies_with_us(cmd_of(runtime, crl)), stdin=subprocess.DEVNULL, env=_etcd_env())
         return proc.wait()
     finally:
         if proc is not None:
@@ -516,12 +525,10 @@ class LocalCluster:
                            client_url=m.client_url, peer_url=m.peer_url,
                            initial_cluster=initial, token=self.network, state=state)
         log = open_log(self._log("etcd", m.agency))
-        # etcd needs no passphrase: it is not handed one (a process's environment is readable
-        # by its user, in /proc/<pid>/environ, for as long as it runs).
-        env = {k: v for k, v in os.environ.items() if k not in _PASSPHRASE_VARS}
-        with _whole():
+        with _whole():  # (etcd is handed no passphrase and no proxy: _etcd_env)
             self._etcd[m.agency] = subprocess.Popen(  # noqa: S603 - our own argv
-                _dies_with_us(cmd), stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+                _dies_with_us(cmd), stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                env=_etcd_env())
         log.close()
 
     def _etcd_healthy(self, m: Member) -> bool:

@@ -850,7 +850,11 @@ def test_cluster_command_reports_processes_that_die_and_ends_with_the_last_node(
     import time
 
     folder = tmp_path / "c"
-    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw"}
+    # proxies named in the environment (a port nothing listens on): the cluster runs all the
+    # same, and its etcd members are not handed them (ADR 84; etcd's peer traffic follows them)
+    proxies = {"HTTPS_PROXY": "http://127.0.0.1:9", "http_proxy": "http://127.0.0.1:9",
+               "ALL_PROXY": "http://127.0.0.1:9", "grpc_proxy": "http://127.0.0.1:9"}
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": "pw", **proxies}
     proc = subprocess.Popen([str(BIN / "ledger-node"), "cluster", "--agencies", "2", "--data",
                              str(folder), "--base-port", str(free_base(2))],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
@@ -882,6 +886,8 @@ def test_cluster_command_reports_processes_that_die_and_ends_with_the_last_node(
         for pid in etcd + workers:
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             assert not any(v.startswith(b"LEDGER_KEY_PASSPHRASE=") for v in environ), pid
+        environ = Path(f"/proc/{etcd[0]}/environ").read_bytes().split(b"\0")
+        assert not any(v.split(b"=")[0].decode() in proxies for v in environ), environ
         os.kill(_node_pid(folder, "edu"), signal.SIGKILL)
         wait_for("edu's node stopped (killed by signal 9); the others keep running")
         assert proc.poll() is None  # civil's node and both etcd members still run
