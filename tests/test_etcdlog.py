@@ -750,6 +750,28 @@ def _disarm_nospace(url: str, filler_prefix: bytes) -> None:
                         timeout=10)
 
 
+def _a_fork_ahead(writer: EtcdLog, ledger: LedgerHarness, agencies: dict[str, Agency],
+                  size: int, height: int) -> None:
+    """Put reg's batch of one governance transaction, and reg's and tax's co-signatures of
+    another checkpoint at the ``size`` (block ``height``) the node's block of it will end at:
+    a quorum (2) that is not the node's chain, on which it halts."""
+    from ledger import codec
+    from ledger.batch import Witness, make_batch
+    from ledger.checkpoint import Checkpoint, SignedCheckpoint
+    from ledger.finality import block_line
+
+    reg, tax, t = agencies["reg"], agencies["tax"], T0 + 5
+    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    seen = Witness("tax", t, clock_signature(ledger.net, "tax", tax.node_key, t))
+    writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, t, [ledger.gov_tx(
+        "register_type", {"type": spec}, [reg, tax]).raw], [seen]).to_bytes())
+    forked = Checkpoint(ledger.net, size, bytes(32), (block_line(height, bytes(32)),))
+    for name, agency in (("reg", reg), ("tax", tax)):
+        line = SignedCheckpoint(forked).cosign(name, agency.node_key).signatures[0].to_line()
+        writer.put_cosig(size, name, codec.encode({"root": bytes(32), "line": line,
+                                                   "height": height, "hash": bytes(32)}))
+
+
 def test_a_node_halted_on_a_fork_publishes_its_co_signature_once_etcd_takes_it(
         tmp_path: Path, ledger: LedgerHarness, agencies: dict[str, Agency],
         caplog: pytest.LogCaptureFixture) -> None:
@@ -765,29 +787,16 @@ def test_a_node_halted_on_a_fork_publishes_its_co_signature_once_etcd_takes_it(
     import itertools
 
     from ledger import codec
-    from ledger.batch import Witness, make_batch
-    from ledger.checkpoint import Checkpoint, SignedCheckpoint
-    from ledger.finality import block_line
     from node.etcdlog import NoSpace
 
-    reg, tax, edu = agencies["reg"], agencies["tax"], agencies["edu"]
-    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    edu = agencies["edu"]
     head = ledger.store.head
-    size, height, t = head.log_size + 1, head.height + 1, T0 + 5
+    size, height = head.log_size + 1, head.height + 1
     prefix = "halted-unpublished"
     (tmp_path / "etcd").mkdir()
     with _etcd_member(tmp_path / "etcd", "--quota-backend-bytes", str(1 << 20)) as url:
         writer, filler = EtcdLog([url], prefix), EtcdLog([url], "filler")
-        # reg's batch, and reg's and tax's co-signatures of another checkpoint at the size the
-        # node's block of it will end at: a quorum (2) that is not the node's chain
-        seen = Witness("tax", t, clock_signature(ledger.net, "tax", tax.node_key, t))
-        writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, t, [ledger.gov_tx(
-            "register_type", {"type": spec}, [reg, tax]).raw], [seen]).to_bytes())
-        forked = Checkpoint(ledger.net, size, bytes(32), (block_line(height, bytes(32)),))
-        for name, agency in (("reg", reg), ("tax", tax)):
-            line = SignedCheckpoint(forked).cosign(name, agency.node_key).signatures[0].to_line()
-            writer.put_cosig(size, name, codec.encode({"root": bytes(32), "line": line,
-                                                       "height": height, "hash": bytes(32)}))
+        _a_fork_ahead(writer, ledger, agencies, size, height)
         with pytest.raises(NoSpace):
             _fill(filler)
         tried: list[float] = []  # when each co-signature put was tried
@@ -842,28 +851,16 @@ def test_a_node_halted_on_a_fork_and_restarted_puts_its_co_signature_once_etcd_t
     re-found in the evidence it kept) it puts the co-signature it signed at that size, the same
     bytes, once etcd takes writes; health says whether etcd holds it. Started again once more,
     with etcd holding it, it puts nothing."""
-    from ledger import codec
-    from ledger.batch import Witness, make_batch
-    from ledger.checkpoint import Checkpoint, SignedCheckpoint
-    from ledger.finality import block_line
     from node.etcdlog import NoSpace
 
-    reg, tax, edu = agencies["reg"], agencies["tax"], agencies["edu"]
-    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    edu = agencies["edu"]
     head = ledger.store.head
-    size, height, t = head.log_size + 1, head.height + 1, T0 + 5
+    size, height = head.log_size + 1, head.height + 1
     prefix = "halted-restarted"
     (tmp_path / "etcd").mkdir()
     with _etcd_member(tmp_path / "etcd", "--quota-backend-bytes", str(1 << 20)) as url:
         writer, filler = EtcdLog([url], prefix), EtcdLog([url], "filler")
-        seen = Witness("tax", t, clock_signature(ledger.net, "tax", tax.node_key, t))
-        writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, t, [ledger.gov_tx(
-            "register_type", {"type": spec}, [reg, tax]).raw], [seen]).to_bytes())
-        forked = Checkpoint(ledger.net, size, bytes(32), (block_line(height, bytes(32)),))
-        for name, agency in (("reg", reg), ("tax", tax)):
-            line = SignedCheckpoint(forked).cosign(name, agency.node_key).signatures[0].to_line()
-            writer.put_cosig(size, name, codec.encode({"root": bytes(32), "line": line,
-                                                       "height": height, "hash": bytes(32)}))
+        _a_fork_ahead(writer, ledger, agencies, size, height)
         with pytest.raises(NoSpace):
             _fill(filler)
         ours = f"s/{size:020d}/edu"
@@ -926,25 +923,14 @@ def test_a_halted_node_with_a_damaged_evidence_record_still_finds_its_fork(
     node never read or put its co-signature again while health said it would, once a second
     (helper round 43V). The record counts for nothing, as a damaged record does elsewhere."""
     from ledger import codec
-    from ledger.batch import Witness, make_batch
-    from ledger.checkpoint import Checkpoint, SignedCheckpoint
-    from ledger.finality import block_line
     from node.replication import _BE, _EVIDENCE
 
-    reg, tax, edu = agencies["reg"], agencies["tax"], agencies["edu"]
-    spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
+    edu = agencies["edu"]
     head = ledger.store.head
-    size, height, t = head.log_size + 1, head.height + 1, T0 + 5
+    size, height = head.log_size + 1, head.height + 1
     prefix = "halted-damaged-evidence"
     writer = EtcdLog([etcd_url], prefix)
-    seen = Witness("tax", t, clock_signature(ledger.net, "tax", tax.node_key, t))
-    writer.put_batch(make_batch(ledger.net, "reg", reg.node_key, t, [ledger.gov_tx(
-        "register_type", {"type": spec}, [reg, tax]).raw], [seen]).to_bytes())
-    forked = Checkpoint(ledger.net, size, bytes(32), (block_line(height, bytes(32)),))
-    for name, agency in (("reg", reg), ("tax", tax)):
-        line = SignedCheckpoint(forked).cosign(name, agency.node_key).signatures[0].to_line()
-        writer.put_cosig(size, name, codec.encode({"root": bytes(32), "line": line,
-                                                   "height": height, "hash": bytes(32)}))
+    _a_fork_ahead(writer, ledger, agencies, size, height)
 
     def start() -> EtcdOrderer:
         return EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
