@@ -750,16 +750,18 @@ def _disarm_nospace(url: str, filler_prefix: bytes) -> None:
                         timeout=10)
 
 
-def _a_fork_ahead(writer: EtcdLog, ledger: LedgerHarness, agencies: dict[str, Agency],
-                  size: int, height: int) -> None:
+def _a_fork_ahead(writer: EtcdLog, ledger: LedgerHarness,
+                  agencies: dict[str, Agency]) -> tuple[int, int]:
     """Put reg's batch of one governance transaction, and reg's and tax's co-signatures of
-    another checkpoint at the ``size`` (block ``height``) the node's block of it will end at:
-    a quorum (2) that is not the node's chain, on which it halts."""
+    another checkpoint at the size (and block height) the node's block of it will end at: a
+    quorum (2) that is not the node's chain, on which it halts. That (size, height)."""
     from ledger import codec
     from ledger.batch import Witness, make_batch
     from ledger.checkpoint import Checkpoint, SignedCheckpoint
     from ledger.finality import block_line
 
+    head = ledger.store.head
+    size, height = head.log_size + 1, head.height + 1
     reg, tax, t = agencies["reg"], agencies["tax"], T0 + 5
     spec = {"id": "degree", "title": "Degree", "claims": {"level": "string"}, "derived": {}}
     seen = Witness("tax", t, clock_signature(ledger.net, "tax", tax.node_key, t))
@@ -770,6 +772,7 @@ def _a_fork_ahead(writer: EtcdLog, ledger: LedgerHarness, agencies: dict[str, Ag
         line = SignedCheckpoint(forked).cosign(name, agency.node_key).signatures[0].to_line()
         writer.put_cosig(size, name, codec.encode({"root": bytes(32), "line": line,
                                                    "height": height, "hash": bytes(32)}))
+    return size, height
 
 
 def test_a_node_halted_on_a_fork_publishes_its_co_signature_once_etcd_takes_it(
@@ -790,13 +793,11 @@ def test_a_node_halted_on_a_fork_publishes_its_co_signature_once_etcd_takes_it(
     from node.etcdlog import NoSpace
 
     edu = agencies["edu"]
-    head = ledger.store.head
-    size, height = head.log_size + 1, head.height + 1
     prefix = "halted-unpublished"
     (tmp_path / "etcd").mkdir()
     with _etcd_member(tmp_path / "etcd", "--quota-backend-bytes", str(1 << 20)) as url:
         writer, filler = EtcdLog([url], prefix), EtcdLog([url], "filler")
-        _a_fork_ahead(writer, ledger, agencies, size, height)
+        size, height = _a_fork_ahead(writer, ledger, agencies)
         with pytest.raises(NoSpace):
             _fill(filler)
         tried: list[float] = []  # when each co-signature put was tried
@@ -854,13 +855,11 @@ def test_a_node_halted_on_a_fork_and_restarted_puts_its_co_signature_once_etcd_t
     from node.etcdlog import NoSpace
 
     edu = agencies["edu"]
-    head = ledger.store.head
-    size, height = head.log_size + 1, head.height + 1
     prefix = "halted-restarted"
     (tmp_path / "etcd").mkdir()
     with _etcd_member(tmp_path / "etcd", "--quota-backend-bytes", str(1 << 20)) as url:
         writer, filler = EtcdLog([url], prefix), EtcdLog([url], "filler")
-        _a_fork_ahead(writer, ledger, agencies, size, height)
+        size, height = _a_fork_ahead(writer, ledger, agencies)
         with pytest.raises(NoSpace):
             _fill(filler)
         ours = f"s/{size:020d}/edu"
@@ -926,11 +925,9 @@ def test_a_halted_node_with_a_damaged_evidence_record_still_finds_its_fork(
     from node.replication import _BE, _EVIDENCE
 
     edu = agencies["edu"]
-    head = ledger.store.head
-    size, height = head.log_size + 1, head.height + 1
     prefix = "halted-damaged-evidence"
     writer = EtcdLog([etcd_url], prefix)
-    _a_fork_ahead(writer, ledger, agencies, size, height)
+    size, _ = _a_fork_ahead(writer, ledger, agencies)
 
     def start() -> EtcdOrderer:
         return EtcdOrderer(ledger.store, EtcdLog([etcd_url], prefix), agency="edu",
