@@ -1531,9 +1531,7 @@ def test_a_redirect_without_a_location_is_said_to_point_nowhere(
 
     class Nowhere(_AnsweringNode):
         def do_GET(self) -> None:
-            self.send_response(302)
-            self.send_header("content-length", "0")
-            self.end_headers()
+            self._send(b"", status=302)
 
     for line in _said_by_agency_and_monitor(Nowhere, "/v1/health", capsys):
         assert "redirects (302) with no Location" in line and "null" not in line, line
@@ -1894,11 +1892,7 @@ def test_every_agency_command_says_an_accepted_pending_answer_as_one(demo: Path,
             self.rfile.read(int(self.headers["content-length"]))
             body = json.dumps({"txid": node_txid, "status": "pending",
                                "receipt": f"/v1/tx/{node_txid}/receipt"}).encode()
-            self.send_response(202)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self._send(body, "application/json", 202)
 
     runs = _status_and_credit_through(Node, demo, tmp_path)
     url = _start_serving(Node)
@@ -1981,13 +1975,9 @@ def test_a_request_sent_whose_answer_is_lost_is_not_said_as_unreached(
                 self.wfile.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
                 self.close_connection = True
                 return
-            self.send_response(503 if way == "could-not" else 409)
-            self.send_header("content-type", "application/json")
             body = json.dumps({"detail": "not committed within 30 s; it may commit yet"
                                if way == "could-not" else "revoked already"}).encode()
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self._send(body, "application/json", 503 if way == "could-not" else 409)
 
         def do_GET(self) -> None:  # closed without an answer
             self.close_connection = True
@@ -2043,14 +2033,9 @@ def test_a_503_that_says_when_to_come_back_is_a_refusal_not_maybe_done(
     class Node(_AnsweringNode):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["content-length"]))
-            self.send_response(503)
-            self.send_header("content-type", "application/json")
-            self.send_header("Retry-After", "30")
             body = json.dumps({"detail": "etcd's NOSPACE alarm is raised: this node takes no "
                                          "submissions meanwhile", "error": "NoSpace"}).encode()
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self._send(body, "application/json", 503, {"Retry-After": "30"})
 
     url = _start_serving(Node)
     try:
@@ -2127,13 +2112,8 @@ def test_a_node_refusal_is_said_taken_only_by_the_json_false(
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["content-length"]))
             body, retry = answers[-1]
-            self.send_response(503)
-            self.send_header("content-type", "application/json")
-            if retry is not None:
-                self.send_header("Retry-After", retry)
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self._send(body, "application/json", 503,
+                       None if retry is None else {"Retry-After": retry})
 
     out = tmp_path / "deg.bin"
     hold = ("--holder-jwk", str(files / "holder.jwk.json"))
@@ -2227,14 +2207,8 @@ def test_only_a_5xx_with_a_whole_retry_after_is_said_to_have_taken_nothing(
     class Node(_AnsweringNode):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["content-length"]))
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            if retry is not None:
-                self.send_header("Retry-After", retry)
-            body = json.dumps({"detail": "kept"}).encode()
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self._send(json.dumps({"detail": "kept"}).encode(), "application/json", status,
+                       None if retry is None else {"Retry-After": retry})
 
     url = _start_serving(Node)
     try:

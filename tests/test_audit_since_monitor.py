@@ -1312,12 +1312,16 @@ def _serving(body: bytes, status: int = 200) -> str:
 
 
 class _QuietNode(http.server.BaseHTTPRequestHandler):
-    """A made-up node's handler: ``_send`` sends a body as it is, nothing is logged."""
+    """A made-up node's handler: ``_send`` sends a body as it is (with ``status`` and
+    ``headers``), nothing is logged."""
 
-    def _send(self, body: bytes, content_type: str | None = None) -> None:
-        self.send_response(200)
+    def _send(self, body: bytes, content_type: str | None = None, status: int = 200,
+              headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
         if content_type is not None:
             self.send_header("content-type", content_type)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
@@ -1769,10 +1773,7 @@ def test_the_monitor_takes_an_answer_of_its_limit_and_refuses_one_byte_more() ->
     class Node(_QuietNode):
         def do_GET(self) -> None:
             size = int(self.path.split("/")[2])  # /ok/SIZE/v1/health, /halted/SIZE/…
-            self.send_response(503 if self.path.startswith("/halted/") else 200)
-            self.send_header("content-length", str(size))
-            self.end_headers()
-            self.wfile.write(b" " * size)
+            self._send(b" " * size, status=503 if self.path.startswith("/halted/") else 200)
 
     url = _start_serving(Node)
     try:

@@ -584,22 +584,21 @@ def test_a_node_refuses_a_peer_whose_certificate_is_revoked(tmp_path: Path) -> N
         sock.close()
 
 
-def test_a_running_node_refuses_a_peer_revoked_after_it_started(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """The catch-up client (:class:`PeerHttp`) notices a new revocation list on disk: the peer
-    revoked after the node started is refused at its next connection, with no restart. A list
-    damaged on disk keeps the one read before (a real HTTPS server and handshakes)."""
-    pki = tmp_path / "pki"
-    create_pki(pki, "n", ["civil", "edu"], b"pw", now=dt.datetime.now(dt.UTC))
-    rt = unlock(pki, "edu", b"pw", now=dt.datetime.now(dt.UTC))
+def _https_node(pki: Path, agency: str) -> tuple[http.server.ThreadingHTTPServer, list[str]]:
+    """A real HTTPS server on 127.0.0.1 with ``agency``'s certificate, answering every GET
+    "ok" on a kept-alive connection (a refused handshake said nothing), served until
+    ``shutdown()``; and the paths asked of it."""
+    rt = unlock(pki, agency, b"pw", now=dt.datetime.now(dt.UTC))
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(str(rt / "edu.crt"), str(rt / "edu.key"))
+    ctx.load_cert_chain(str(rt / f"{agency}.crt"), str(rt / f"{agency}.key"))
     lock(rt)
+    asked: list[str] = []
 
     class Hello(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: the old client's connection stays open
 
         def do_GET(self) -> None:
+            asked.append(self.path)
             self.send_response(200)
             self.send_header("Content-Length", "2")
             self.end_headers()
@@ -620,6 +619,17 @@ def test_a_running_node_refuses_a_peer_revoked_after_it_started(
 
     server = Server(("127.0.0.1", 0), Hello)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, asked
+
+
+def test_a_running_node_refuses_a_peer_revoked_after_it_started(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The catch-up client (:class:`PeerHttp`) notices a new revocation list on disk: the peer
+    revoked after the node started is refused at its next connection, with no restart. A list
+    damaged on disk keeps the one read before (a real HTTPS server and handshakes)."""
+    pki = tmp_path / "pki"
+    create_pki(pki, "n", ["civil", "edu"], b"pw", now=dt.datetime.now(dt.UTC))
+    server, _ = _https_node(pki, "edu")
     url = f"https://127.0.0.1:{server.server_address[1]}/v1/head"
     # as `ledger-node run` makes it: civil's unlocked files, and the PKI folder's list (the
     # one the operator replaces; unlock's copy of it never changes)
@@ -685,32 +695,7 @@ def test_a_node_reaches_its_peers_directly_whatever_proxy_the_environment_names(
     the peer, and the proxy sees no connection."""
     pki = tmp_path / "pki"
     create_pki(pki, "n", ["civil", "edu"], b"pw", now=dt.datetime.now(dt.UTC))
-    rt = unlock(pki, "edu", b"pw", now=dt.datetime.now(dt.UTC))
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(str(rt / "edu.crt"), str(rt / "edu.key"))
-    lock(rt)
-    asked: list[str] = []
-
-    class Hello(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            asked.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    class Server(http.server.ThreadingHTTPServer):
-        daemon_threads = True
-
-        def get_request(self) -> tuple[socket.socket, object]:
-            conn, addr = super().get_request()
-            return ctx.wrap_socket(conn, server_side=True), addr
-
-    server = Server(("127.0.0.1", 0), Hello)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server, asked = _https_node(pki, "edu")
     url = f"https://127.0.0.1:{server.server_address[1]}/v1/head"
     civil = unlock(pki, "civil", b"pw", now=dt.datetime.now(dt.UTC))
     try:
