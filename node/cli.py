@@ -1141,10 +1141,7 @@ def etcd_admit(pki: _PKI_FOLDER, endpoint: _ETCD_URL, agency: _PKI_AGENCY,
         if peer_url is None:
             return said
         added = admin.add_member(peer_url, wait=30.0)
-        # as etcdctl's member add says it: every member's peer URL, the new one by its name
-        initial = ",".join(f"{agency if member_id == added else name}={url}"
-                           for name, member_id, urls in admin.listing() for url in urls)
-        print(f"--initial-cluster {shlex.quote(initial)}")
+        _print_initial_cluster(admin, agency, added)
         return (f"{said}; its etcd member {added:016x} is added at {peer_url}: start it with "
                 f"`ledger-node etcd run` and the --initial-cluster above")
 
@@ -1184,8 +1181,9 @@ def etcd_rejoin(pki: _PKI_FOLDER, endpoint: _ETCD_URL, agency: _PKI_AGENCY,
                 ) -> None:
     """Let an agency's etcd member whose data folder is lost (a disk replaced) join again:
     the member etcd still counts for it is removed and added anew at --peer-url (ask another
-    member's --endpoint). Then start its etcd with an empty data folder and
-    --initial-cluster-state existing: it copies the others' data; its node catches up."""
+    member's --endpoint). Then start it with `ledger-node etcd run`, an empty --data and the
+    --initial-cluster this prints: it joins and copies the others' data; its node catches
+    up."""
     scheme, _, target = peer_url.partition("://")
     if scheme != "https" or not target:
         err.print(f"[red]bad --peer-url {_q(repr(peer_url))}:[/] give the member's peer URL, "
@@ -1194,10 +1192,19 @@ def etcd_rejoin(pki: _PKI_FOLDER, endpoint: _ETCD_URL, agency: _PKI_AGENCY,
 
     def step(admin: EtcdAdmin) -> str:
         member_id = admin.rejoin(agency, peer_url)
-        return (f"{agency}'s member is {member_id:016x} now: start its etcd with an empty "
-                "data folder and --initial-cluster-state existing")
+        _print_initial_cluster(admin, agency, member_id)
+        return (f"{agency}'s member is {member_id:016x} now: start it with `ledger-node etcd "
+                "run`, an empty --data and the --initial-cluster above")
 
     _etcd_step(f"let {agency}'s etcd member rejoin", pki, endpoint, step)
+
+
+def _print_initial_cluster(admin: EtcdAdmin, agency: str, added: int) -> None:
+    """Print the --initial-cluster of a member just added: as etcdctl's member add says it,
+    every member's peer URL, the new one (nameless until it starts) by its agency."""
+    initial = ",".join(f"{agency if member_id == added else name}={url}"
+                       for name, member_id, urls in admin.listing() for url in urls)
+    print(f"--initial-cluster {shlex.quote(initial)}")
 
 
 def _https_url(option: str, url: str, what: str) -> str:

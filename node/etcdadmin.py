@@ -172,10 +172,11 @@ class EtcdAdmin:
     def rejoin(self, agency: str, peer_url: str) -> int:
         """Make room for ``agency``'s member whose data folder is lost: :meth:`forget` it and
         add it again at ``peer_url``; the new member's id. Start it then with an empty data
-        folder and ``--initial-cluster-state existing``: it copies the others' data. Refused
-        when etcd counts no member of ``agency`` (taken out, or a misspelt name: adding one
-        that never starts would raise the quorum for nothing). With two or more members lost,
-        :meth:`forget` each first: etcd adds none while a voting member is down."""
+        folder (`ledger-node etcd run` with the --initial-cluster `etcd rejoin` prints): it
+        copies the others' data. Refused when etcd counts no member of ``agency`` (taken out,
+        or a misspelt name: adding one that never starts would raise the quorum for nothing).
+        With two or more members lost, :meth:`forget` each first: etcd adds none while a
+        voting member is down."""
         if not self.forget(agency, peer_url):
             raise EtcdAdminError(
                 f"etcd counts no member of {agency!r} (taken out, or another name?): nothing "

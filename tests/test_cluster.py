@@ -1283,6 +1283,71 @@ def test_etcd_run_joins_a_new_agencys_member_and_leaves_no_clear_key(fresh: Net,
             proc.wait()
 
 
+def test_etcd_rejoin_prints_the_initial_cluster_that_etcd_run_starts_the_member_with(
+        fresh: Net, tmp_path: Path) -> None:
+    """A member whose data folder is lost: `ledger-node etcd rejoin` adds it anew and prints
+    the --initial-cluster that `ledger-node etcd run` (empty --data) then joins with, as
+    `etcd admit --peer-url` does. It said to start it with `--initial-cluster-state
+    existing`, an option `etcd run` does not have (exit 2), and printed no --initial-cluster
+    (round 44D: the README's rejoin, word for word)."""
+    import os
+    import shlex
+
+    from node.pki import runtime_base
+
+    net = fresh
+    m = net.cluster.member("health")
+    net.cluster.kill_etcd("health")  # its disk is replaced: a new, empty --data below
+    own = tmp_path / "health-pki"
+    own.mkdir(mode=0o700)
+    for name in ("ca.crt", "crl.pem", "health.crt", "health.key"):
+        shutil.copyfile(net.folder / "pki" / name, own / name)
+    cli = str(Path(sys.executable).parent / "ledger-node")
+    env = {**os.environ, "LEDGER_KEY_PASSPHRASE": PASS.decode()}
+    civil = net.cluster.member("civil").client_url
+    r = subprocess.run([cli, "etcd", "rejoin", "--pki", str(net.folder / "pki"), "--endpoint",
+                        civil, "--agency", "health", "--peer-url", m.peer_url],
+                       env=env, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+    said = " ".join(r.stderr.split())
+    assert "--initial-cluster-state" not in said + r.stdout, said
+    assert "`ledger-node etcd run`" in said and "--initial-cluster above" in said, said
+    option, initial = shlex.split(r.stdout.strip().splitlines()[-1])
+    assert option == "--initial-cluster"
+    assert sorted(initial.split(",")) == sorted(f"{x.agency}={x.peer_url}"
+                                                for x in net.cluster.members)
+    before = set(runtime_base().glob("credledger-health-*"))
+    proc = subprocess.Popen(
+        [cli, "etcd", "run", "--pki", str(own), "--agency", "health", "--data",
+         str(tmp_path / "health-etcd"), "--client-url", m.client_url, "--peer-url",
+         m.peer_url, "--initial-cluster", initial], env=env, stdin=subprocess.DEVNULL)
+    try:
+        def unlocked() -> list[Path]:
+            return [p for p in set(runtime_base().glob("credledger-health-*")) - before
+                    if (p / "health.key").exists()]
+
+        net.wait_until("its key is unlocked", lambda: len(unlocked()) == 1)
+        rt = unlocked()[0]
+
+        def serves() -> bool:  # health's own user, through its new member
+            try:
+                with etcd_as(rt, "health", m.client_url) as channel:
+                    pbg.KVStub(channel).Range(pb.RangeRequest(
+                        key=network_prefix(net.cluster.network).encode()), timeout=2)
+                return True
+            except grpc.RpcError:
+                return False
+
+        net.wait_until("the rejoined member serves", serves)
+        assert "health" in net.cluster.etcd_members()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_a_new_agency_joins_right_after_a_member_restarted(fresh: Net) -> None:
     """etcd adds no member ("unhealthy cluster") until the member asked has been connected to
     every voting one for 5 s: `join` right after a member restarted (or a slow machine's
