@@ -1501,7 +1501,7 @@ def credit_secret(
     passphrase = _ask_passphrase("for this agency's keys", confirm=from_file is None)
     _write_sealed(out_file, secret, passphrase, CREDIT_SECRET, force)
     err.print(f"credit secret {'sealed again' if from_file else 'made'} → {_q(out_file)} (0600); "
-              "restart the node to use it")
+              "a node running on this keys folder takes it at its next start")
 
 
 def _open_to_seal_again(path: Path, given: Path, old: bytes

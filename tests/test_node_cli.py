@@ -330,6 +330,8 @@ def test_credit_secret_made_once_and_sealed_again_for_another_agency(tmp_path: P
     assert made is not None and len(made) == 32
     assert stat.S_IMODE(first.stat().st_mode) == 0o600
     assert made.hex() not in r.stdout + r.stderr and made not in first.read_bytes()
+    # at a ceremony no node runs yet: nothing to restart, it is taken at a node's start
+    assert "at its next start" in r.stderr and "restart the node" not in r.stderr
     r = run("--out", str(first), LEDGER_KEY_PASSPHRASE="civil-pw")
     assert r.returncode == 2 and "--force" in r.stderr
     assert read_credit_secret(first, b"civil-pw") == made
