@@ -472,6 +472,9 @@ class EtcdOrderer:
         # etcd holds it (a key written again over and over added an entry per read, for good)
         self._pending_cosigs: dict[int, dict[str, tuple[Checkpoint, str]]] = {}
         self._waiting: dict[bytes, list[Pending]] = {}
+        # the waiting pendings whose batch is not put yet (queued, or being put): a store
+        # failure drops them unput, so only the others are told their transaction was ordered
+        self._unput: set[Pending] = set()
         self._wlock = threading.Lock()
         # batch signature -> (our parsed transactions, SHA-256 of the batch's bytes as put: a
         # batch of ours that comes back not decoding is known by its bytes alone, _skip)
@@ -555,6 +558,7 @@ class EtcdOrderer:
             with self._wlock:
                 for tx, fut in new:
                     self._waiting.setdefault(tx.txid, []).append(fut)
+                    self._unput.add(fut)
             self._queue.put(new)
         return out
 
@@ -750,6 +754,7 @@ class EtcdOrderer:
             try:
                 self._last_put = _time.monotonic()
                 self.etcd.put_batch(data)
+                self._was_put([f for _, f in items])
                 self.stats.batches_put += 1
                 self._counter_behind = False
                 self._write_taken()  # etcd takes our writes (again)
@@ -774,8 +779,30 @@ class EtcdOrderer:
                 _time.sleep(delay)
                 delay = min(delay * 2, 1.0)
 
+    def _was_put(self, futures: Sequence[Pending]) -> None:
+        """``futures``' batch is in etcd: ordered. If the store failed meanwhile (nothing more
+        is applied here), they are answered so now, unless :meth:`_store_failed` did."""
+        with self._wlock:
+            self._unput.difference_update(futures)
+            if self.store_failure is None:
+                return
+            ordered = {id(f) for f in futures}
+            for txid, futs in list(self._waiting.items()):
+                futs[:] = [f for f in futs if id(f) not in ordered]
+                if not futs:
+                    del self._waiting[txid]
+        settle((f, self._ordered_refusal()) for f in futures)
+
+    def _ordered_refusal(self) -> OrderingError:
+        """A waiting submitter's answer once the store failed, its transaction put in etcd."""
+        return OrderingError(
+            f"{self.store_failure}. The transaction was ordered by the network and commits "
+            "there: ask another agency's node for its receipt, or send it again (transaction "
+            "ids are idempotent)")
+
     def _fail(self, futures: Sequence[Pending], error: Exception) -> None:
         with self._wlock:
+            self._unput.difference_update(futures)
             for fut in futures:
                 for txid, futs in list(self._waiting.items()):
                     if fut in futs:
@@ -867,13 +894,14 @@ class EtcdOrderer:
         self.halted = self.halted or self.store_failure
         log.error("the block writer stopped: %s: %s (the node takes no transaction until it is "
                   "restarted)", type(e).__name__, words)
-        with self._wlock:
-            waiting = [f for futs in self._waiting.values() for f in futs]
-            self._waiting.clear()
-        ordered = OrderingError(
-            f"{self.store_failure}. The transaction was ordered by the network and commits "
-            "there: ask another agency's node for its receipt, or send it again (transaction "
-            "ids are idempotent)")
+        with self._wlock:  # those not put yet are answered by the writer: nothing was taken
+            waiting = [f for futs in self._waiting.values() for f in futs
+                       if f not in self._unput]
+            for txid, futs in list(self._waiting.items()):
+                futs[:] = [f for f in futs if f in self._unput]
+                if not futs:
+                    del self._waiting[txid]
+        ordered = self._ordered_refusal()
         settle((f, ordered) for f in waiting if not f.done())
 
     def _say_failure(self) -> str | None:

@@ -4554,6 +4554,82 @@ def test_a_fast_nodes_credential_is_valid_from_its_networks_time(tmp_path: Path)
     assert anchor["valid_until"] == anchor["valid_from"] + 30 * 86400
 
 
+def test_a_submission_not_yet_put_when_the_store_fails_is_told_nothing_was_taken(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the store refused a block (a full disk), every submitter still waiting was told
+    its transaction "was ordered by the network and commits there", also one still in the
+    proposer's queue, whose batch the writer then dropped: it was never put, and commits
+    nowhere. Only one whose batch was put is told so now; the others "Nothing was taken"."""
+    import plyvel
+
+    data, edu = _demo_edu(tmp_path)
+    now = DEMO_T0 + 1000
+    with _etcd_member(tmp_path / "etcd") as url:
+        _demo_witnesses(url, data, now)
+        node = Node(data, "edu", PASS, clock=lambda: now, workers=0,
+                    replication=Replication(endpoints=(url,)))
+        try:
+            app = create_app(settings_for(data), node=node)
+            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+                cid = _edu_credential_id(http, 2)
+                change, post = _status_changes(http, node, edu, cid, now)
+                assert post(0).status_code == 200
+                orderer = node.replicated
+                assert orderer is not None
+                entered, release = threading.Event(), threading.Event()
+
+                def full(*_: object, **__: object) -> None:
+                    entered.set()
+                    release.wait(30)
+                    raise plyvel.IOError(b"IO error: 000009.log: No space left on device")
+
+                monkeypatch.setattr(node.store, "write_block", full)
+                answers: dict[int, httpx.Response] = {}
+
+                def send(i: int) -> None:
+                    with httpx.Client(base_url=base, timeout=60) as own:
+                        answers[i] = own.post("/v1/tx", params={"wait": 20}, content=change(i),
+                                              headers={"content-type": "application/msgpack"})
+
+                first = threading.Thread(target=send, args=(1,))
+                first.start()
+                assert entered.wait(30)  # its batch was put; the block's write hangs
+                put = _batches_put(node)
+                orderer.max_wait = 5.0  # the next one waits in the queue for more to join
+                second = threading.Thread(target=send, args=(2,))
+                second.start()
+                txid2 = hashlib.sha256(change(2)).digest()
+                deadline = time.monotonic() + 30
+                while txid2 not in orderer._waiting:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+                release.set()  # the write fails: the node halts
+                first.join(60)
+                second.join(60)
+                said1, said2 = answers[1].json(), answers[2].json()
+                assert answers[1].status_code == 503, said1
+                assert "ordered by the network" in said1["detail"], said1
+                assert answers[2].status_code == 503, said2
+                assert "Nothing was taken" in said2["detail"], said2
+                assert "ordered by the network" not in said2["detail"], said2
+                assert said2["taken"] is False, said2
+                assert _batches_put(node) == put  # and it was not put
+        finally:
+            node.close()
+        monkeypatch.undo()
+        node = Node(data, "edu", PASS, clock=lambda: now, workers=0,
+                    replication=Replication(endpoints=(url,)))
+        try:  # restarted with room again: the first commits, the second is nowhere
+            deadline = time.monotonic() + 30
+            while node.store.tx_location(hashlib.sha256(change(1)).digest()) is None:
+                assert time.monotonic() < deadline, node.cluster_status()
+                time.sleep(0.1)
+            time.sleep(1.0)
+            assert node.store.tx_location(txid2) is None
+        finally:
+            node.close()
+
+
 def test_a_node_whose_store_cannot_write_a_block_stops_until_restarted(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
