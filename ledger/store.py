@@ -160,6 +160,9 @@ def open_error(path: Path, e: plyvel.Error) -> str:
         return (f"cannot open store at {path}: it is damaged ({why}); restore it from a "
                 "backup (`ledger import`) or let the node catch up from its peers into a new "
                 "folder. Nothing was changed")
+    if isinstance(e, plyvel.IOError) and "No space left on device" in why:
+        return (f"cannot open store at {path}: {why}; its disk is full: free space on it, then "
+                "try again")
     return f"cannot open store at {path}: {why}"
 
 

@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -251,3 +252,28 @@ def _run(net: Net, cluster: LocalCluster, disk: Path) -> None:
           f"{caught_up:.1f} s after its start ({time.monotonic() - restarted:.1f} s after the "
           f"stop)")
     assert not wrong, wrong
+
+
+def test_a_node_started_on_a_full_disk_says_to_free_space(tmp_path: Path) -> None:
+    """``ledger-node run`` on a full data disk said "cannot open the node: cannot open store at
+    …: IO error: …/MANIFEST-000007: No space left on device" (LevelDB writes a new manifest at
+    each open): true, but with no word of what to do. It says to free space and try again,
+    and once space is freed the store opens with what it held."""
+    folder = tmp_path / "net"
+    create_cluster(folder, 3, PASS, base_port=free_base(3), network="test-full-start")
+    data = folder / FULL / "data"
+    with _small_disk(data, tmp_path) as disk:
+        before = _chain(disk)
+        filler = _fill(disk)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_KEY_PASS")}
+        env["LEDGER_KEY_PASSPHRASE"] = PASS.decode()
+        r = subprocess.run([sys.executable, "-m", "node.cli", "run", "--config",
+                            str(folder / FULL / "node.toml")], env=env, capture_output=True,
+                           text=True, timeout=120, check=False)
+        said = " ".join((r.stdout + r.stderr).split())
+        assert r.returncode == 1, said
+        assert "No space left on device" in said, said
+        assert "its disk is full: free space on it, then try again" in said, said
+        assert "Traceback" not in said, said
+        filler.unlink()
+        assert _chain(disk) == before  # it opens, as it was
