@@ -274,6 +274,11 @@ class BatchItem(_Out):
     duplicate: bool | None = None
     error: str | None = None
     code: str | None = None
+    taken: Literal[False] | None = Field(
+        default=None, description="Only false, and only where the node knows it handed "
+                                  "nothing of this item on (the cases where POST /v1/tx "
+                                  "answers a 5xx with \"taken\": false): sending it again is "
+                                  "safe. Absent where the node cannot know")
 
 
 class InclusionProof(_Out):
@@ -1074,7 +1079,9 @@ async def submit_batch(request: Request, node: NodeDep,
     stop the others. Idempotent like ``POST /v1/tx``. ``rejected`` is a refusal; ``pending``
     is not committed yet (the wait ended first; etcd did not confirm the put, code
     ``unconfirmed``: it may commit yet; or etcd's NOSPACE alarm refused it, code ``nospace``:
-    it was not ordered), to be polled or sent again with the same bytes.
+    it was not ordered), to be polled or sent again with the same bytes. An item the node knows
+    it handed nothing of on (as ``POST /v1/tx``'s ``"taken": false``) says ``"taken": false``;
+    absent where it cannot know, never true.
     Beyond its own rate-limit token, a batch takes one for every 64 transactions, before any
     is checked (429 without them)."""
     raw = await request.body()
@@ -1133,6 +1140,10 @@ async def submit_batch(request: Request, node: NodeDep,
         else:
             out[i] = _batch_item(t.txid.hex(), "rejected", error=str(r),
                                  code=getattr(r, "code", None))
+        item = out[i]
+        if item is not None and isinstance(r, LedgerError) and r.taken is False:
+            # the raiser knows it handed nothing of this item on (ADR 84), as POST /v1/tx says
+            item["taken"] = False
     # Thousands of items of our own values: JSON straight from dicts in BatchItem's field
     # order, ~4x cheaper than building and serializing the models (ADR 29).
     return Response(json.dumps(out, separators=(",", ":")).encode(),
@@ -1142,7 +1153,8 @@ async def submit_batch(request: Request, node: NodeDep,
 def _batch_item(txid: str | None, status: str, index: int | None = None,
                 height: int | None = None, duplicate: bool | None = None,
                 error: str | None = None, code: str | None = None) -> dict[str, Any]:
-    """One BatchItem as a plain dict (keys in the model's field order)."""
+    """One BatchItem as a plain dict (keys in the model's field order; ``taken`` is added only
+    where it is false)."""
     return {"txid": txid, "status": status, "index": index, "height": height,
             "duplicate": duplicate, "error": error, "code": code}
 

@@ -2155,7 +2155,8 @@ def test_batch_submission_gives_each_transaction_its_own_outcome(live: Live,
     from pydantic import TypeAdapter
 
     from node.api import BatchItem
-    assert all(list(g) == list(BatchItem.model_fields) for g in got)
+    # (``taken`` only where it is false: none here)
+    assert all(list(g) == [f for f in BatchItem.model_fields if f != "taken"] for g in got)
     assert TypeAdapter(list[BatchItem]).validate_python(got)[3].duplicate is True
     doc = http.get("/openapi.json").json()
     ok = doc["paths"]["/v1/tx/batch"]["post"]["responses"]["200"]["content"]["application/json"]
@@ -2325,6 +2326,55 @@ def test_a_solo_node_signs_with_the_keys_current_at_each_block(tmp_path: Path) -
             assert SignedCheckpoint.from_text(http.get("/v1/checkpoint").text).checkpoint.size \
                 < http.get("/v1/head").json()["log_size"]
             assert http.get("/v1/health").json()["status"] == "degraded"
+    finally:
+        node.close()
+
+
+def test_a_batch_item_the_node_took_nothing_of_says_taken_false(tmp_path: Path) -> None:
+    """ADR 84's Left (44T): ``POST /v1/tx`` said ``"taken": false`` of an issue a solo node
+    short of checkpoint keys refused before queueing it, but the same issue in a batch came
+    back "rejected" with no ``taken``: a client could not tell it from a refusal after it was
+    ordered. Each such item says it now; an item committed, malformed, or refused by the
+    ledger says nothing of it (never ``true``)."""
+    from ledger.network import issue_tx
+    from node.api import BatchItem
+    from node.service import Node
+
+    data = make_demo(tmp_path / "demo")
+    clock = [NOW]
+    node = Node(data, "edu", PASS, clock=lambda: clock[0], workers=0)
+    app = create_app(settings_for(data), node=node, clock=lambda: clock[0], passphrase=PASS)
+    keys = {a: load_private_key(data / "keys" / f"{a}.issuer.key", PASS)
+            for a in ("edu", "civil", "market")}
+    signers = [Agency(a, a, k, k) for a, k in keys.items()]
+
+    def rotate(who: str, at: int) -> Tx:
+        return governance_tx(NETWORK, node._registry().gov_seq + 1, "rotate_key", {
+            "agency": who, "role": "node", "new_key": PrivateKey.generate().public.raw,
+            "at": at}, signers)
+
+    try:
+        with serve(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+            for who in ("market", "civil", "edu"):  # no node key of the node current at +60
+                node.orderer.submit(rotate(who, NOW + 60)).result(timeout=30)
+            clock[0] = NOW + 120
+            edu = Agency("edu", "", node.node_keys["edu"], keys["edu"])
+            refused = issue_tx(NETWORK, edu, hashlib.sha256(b"batch-short").digest(), "degree",
+                               900_001, clock[0], clock[0] + 86_400, clock[0])
+            alone = http.post("/v1/tx", content=refused.raw, params={"wait": 10},
+                              headers={"content-type": "application/msgpack"})
+            assert alone.status_code == 503 and alone.json()["taken"] is False, alone.text
+            ledger_refused = status_tx(NETWORK, edu, bytes(32), "revoked", "no-such", clock[0])
+            r = http.post("/v1/tx/batch", params={"wait": 10}, content=codec.encode(
+                [refused.raw, b"\x00not a tx", ledger_refused.raw]))
+            assert r.status_code == 200, r.text
+            got = r.json()
+            assert [g["status"] for g in got] == ["rejected", "malformed", "rejected"], got
+            assert "nothing was issued" in got[0]["error"]
+            assert got[0]["taken"] is False, got[0]
+            assert list(got[0]) == list(BatchItem.model_fields)  # the model's order, taken last
+            assert "taken" not in got[1] and "taken" not in got[2], got
+            assert http.get(f"/v1/tx/{refused.txid.hex()}").status_code == 404
     finally:
         node.close()
 
