@@ -528,14 +528,15 @@ def create_app(settings: Settings, *, node: Node | None = None,
             raise exc
         status = status_for(exc)
         body: dict[str, Any] = {"detail": str(exc), "error": type(exc).__name__}
-        if isinstance(exc, TxRejected):
-            body["code"] = exc.code
+        code = getattr(exc, "code", None)  # TxRejected's, an approval's DecidedNotIssued
+        if isinstance(code, str):
+            body["code"] = code
         if status >= 500 and exc.taken is False:
             # the raiser knows it handed nothing on (ADR 84): the client may send it again
             body["taken"] = False
         extra: dict[str, Any] = {"error": type(exc).__name__, "status": status}
-        if isinstance(exc, TxRejected):
-            extra["code"] = exc.code
+        if isinstance(code, str):
+            extra["code"] = code
         # The message may quote a claim value (ClaimError): log the class, never the text.
         # A refusal of the node's own (5xx: it cannot take work now) is a warning.
         _log.log(logging.WARNING if status >= 500 else logging.INFO, "refused", extra=extra)

@@ -103,9 +103,19 @@ PENDING_DAYS = 1
 """After this long a pending approval record whose decision is not on the ledger is removed
 (once the node's copy is past where it could commit: :meth:`Approvals._never_committed`)."""
 
-__all__ = ["Approvals", "Decided"]
+__all__ = ["Approvals", "Decided", "DecidedNotIssued"]
 
 SECRET_FILE = CREDIT_SECRET_FILE
+
+
+class DecidedNotIssued(OrderingError):
+    """An application's decision is committed, but its approval credential was not issued: a
+    refusal of the issue after the commit. Never a plain refusal of the application (an
+    application sent again is decided again) nor ``taken: false`` (ADR 84): it says the decision
+    is on the ledger and how the applicant collects its credential. ``code`` goes in the error
+    body, for `wallet apply` to say so."""
+
+    code = "decided_not_issued"
 
 
 @dataclass(frozen=True)
@@ -339,13 +349,22 @@ class Approvals:
         try:
             bundle = self._issue_approval(tx, holder_jwk, kept)
         except LedgerError as e:
-            if e.taken is not False:
-                raise
-            # What took nothing was the credential's issue: the decision is on the ledger, and
-            # "taken": false (ADR 84) had the applicant apply again, decided again
-            raise OrderingError(
+            if e.taken is False:
+                # What took nothing was the credential's issue: the decision is on the ledger,
+                # and "taken": false (ADR 84) had the applicant apply again, decided again
+                raise DecidedNotIssued(
+                    f"the decision on {service!r} (txid {tx.txid.hex()}) is committed, but its "
+                    f"approval credential was not issued ({e}): once /v1/health is ok the "
+                    f"applicant collects it (`wallet apply {service} --collect`); an "
+                    "application sent again is decided again") from e
+            if isinstance(e, (OrderingError, StoreError)):
+                raise  # a 5xx that may be done yet, or says --collect itself
+            # A refusal (4xx) of the issue once the decision committed: the grant of approval
+            # credentials or the issuing key no longer current now (a withdrawal or rotation
+            # come due). Said as a refusal of the application, it was applied again (44T).
+            raise DecidedNotIssued(
                 f"the decision on {service!r} (txid {tx.txid.hex()}) is committed, but its "
-                f"approval credential was not issued ({e}): once /v1/health is ok the "
+                f"approval credential was not issued ({e}): once this node can issue it the "
                 f"applicant collects it (`wallet apply {service} --collect`); an application "
                 "sent again is decided again") from e
         return Decided(outcome, service, compiled.hash, tx, receipt, bundle)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from test_api import AUTH, PASS, T0, make_demo, serve, settings_for
 from test_contracts_world import SECRET
 
@@ -1046,6 +1047,68 @@ def test_a_decision_committed_before_its_credential_was_refused_is_not_said_unta
         assert "taken" not in got.json(), got.text  # the decision was taken
         said = got.json()["detail"]
         assert "is committed" in said and "--collect" in said, said
+        decisions = list((data / "approvals").glob("*.ev"))
+        assert len(decisions) == 1, decisions  # kept: its credential is collected later
+        after = node.store.head
+        assert after is not None and after.height == decided_above[0] + 1  # the decision
+    finally:
+        node.close()
+
+
+@pytest.mark.parametrize("change", ["withdraw_grant", "rotate_issuer_key"])
+def test_a_decision_committed_before_a_4xx_of_its_credential_says_how_to_collect_it(
+        tmp_path: Path, change: str) -> None:
+    """The refusals of the approval credential's issue that are a 4xx (ADR 84's Left, 44T):
+    after the decision is committed, ``_issue_approval`` checks again that the agency may
+    issue approval credentials with the node's issuing key now, and a grant withdrawn or an
+    issuer key rotated that comes due between the two was answered 400 "holds no grant" /
+    "not a valid issuer key": a plain refusal of the application, though its decision is on
+    the ledger (an application sent again is decided again). The answer says the decision is
+    committed and how to collect its credential, with code ``decided_not_issued``."""
+    from ledger.keys import PrivateKey
+    from ledger.network import Agency
+
+    data, wallet = prepare(tmp_path)
+    keys = _issuer_keys(data, "edu", "civil", "market")
+    node_box: list[Node] = []
+    decided_above: list[int] = []
+
+    def clock() -> int:  # two minutes on once the decision's block is written
+        if decided_above and node_box[0].store.head.height > decided_above[0]:
+            return NOW + 120
+        return NOW
+
+    node = Node(data, "market", PASS, clock=clock, workers=0)
+    node_box.append(node)
+    try:
+        signers = [Agency(a, a, k, k) for a, k in keys.items()]
+        action, args = (("withdraw_grant", {"agency": "market", "type": "approval",
+                                            "at": NOW + 60})
+                        if change == "withdraw_grant" else
+                        ("rotate_key", {"agency": "market", "role": "issuer",
+                                        "new_key": PrivateKey.generate().public.raw,
+                                        "at": NOW + 60}))
+        node.orderer.submit(governance_tx(node.network, node._registry().gov_seq + 1, action,
+                                          args, signers)).result(timeout=30)
+        app = create_app(replace(settings_for(data), agency="market"), node=node)
+        with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+            opened = http.post("/v1/services/business-licence/applications").json()
+            requests = [Request.from_json({k: r[k] for k in ("nonce", "audience", "type",
+                                                             "claims")})
+                        for r in opened["requests"]]
+            answers = wallet.answer(requests, now=NOW)
+            head = node.store.head
+            assert head is not None
+            decided_above.append(head.height)
+            got = http.post("/v1/services/business-licence/apply", json={
+                "holder_jwk": wallet.holder_jwk(),
+                "presentations": [{"nonce": n, "envelope": b64url(e)} for n, e in answers]})
+        assert got.status_code >= 500, got.text  # not a refusal of the application
+        assert "taken" not in got.json(), got.text
+        assert got.json().get("code") == "decided_not_issued", got.text
+        said = got.json()["detail"]
+        assert "is committed" in said and "wallet apply business-licence --collect" in said, said
+        assert ("no grant" if change == "withdraw_grant" else "issuer key") in said, said
         decisions = list((data / "approvals").glob("*.ev"))
         assert len(decisions) == 1, decisions  # kept: its credential is collected later
         after = node.store.head

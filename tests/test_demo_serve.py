@@ -398,6 +398,28 @@ def test_apply_says_what_the_node_answered_and_signs_nothing_unasked(
             assert "nothing was taken" not in said(r), (taken, said(r))
             assert "if the agency decided it all the same, collect" in said(r), said(r)
 
+    # the decision committed, its credential's issue refused after it (44T): the node says
+    # so with code decided_not_issued; collect, never "apply again" (a "taken": false beside
+    # it, which a node never sends with it, does not make it one)
+    for taken_too in (None, False):
+        class DecidedNotIssued(FailsAfterSending):
+            taken_said: object = taken_too
+
+            def answer(self) -> dict[str, object]:
+                said = super().answer()
+                if self.status() == 200:
+                    return said
+                got = {**said, "code": "decided_not_issued", "error": "DecidedNotIssued"}
+                return got if self.taken_said is None else {**got, "taken": self.taken_said}
+
+        r = _apply_at(DecidedNotIssued, env, tmp)
+        assert r.returncode == 1, said(r)
+        assert "the agency decided the application and recorded its decision on the ledger, " \
+            "but did not issue its approval credential: refused at /apply; collect it: " \
+            "`wallet apply elderly-allowance --node http://127.0.0.1:" in said(r), said(r)
+        assert "apply again" not in said(r) and "nothing was taken" not in said(r), said(r)
+        assert "refused" not in said(r).replace("refused at /apply", ""), said(r)
+
     class AsksForAnotherType(Node):
         kind = "tax-return"
 

@@ -770,6 +770,14 @@ def apply(
                         "again)") from e
         except httpx.HTTPError as e:
             raise WalletError(f"cannot reach {base}: {e}") from e
+        if got.status_code >= 400 and _code(got) == "decided_not_issued":
+            # the decision is on the ledger, its credential's issue refused after it (44T):
+            # collect it; an application sent again would be decided again
+            raise WalletError(
+                "the agency decided the application and recorded its decision on the ledger, "
+                f"but did not issue its approval credential: {_detail(got)}; collect it: "
+                f"`wallet apply {service} --node {base} --registry {registry} --collect` (an "
+                "application sent again is decided again)")
         if got.status_code >= 500 and _untaken(got):  # took nothing, it says (ADR 84)
             raise WalletError(f"the node refused the application ({_code(got) or got.status_code}"
                               f"): {_detail(got)}; nothing was taken; apply again"
