@@ -2063,7 +2063,7 @@ def issue(
         _check_out(o, force)
     if node is not None:
         results = _issue_at_node(node, agency, kind, claims, holder_jwks, outs, valid_days,
-                                 force)
+                                 force, holder_jwk_files)
     else:
         assert data is not None  # one of the two, checked above
         results = _issue_here(data, agency, kind, claims, holder_jwks, outs, valid_days, force,
@@ -2088,7 +2088,8 @@ NODE_MAX_VALID_DAYS = 3650
 
 def _issue_at_node(node: str, agency: str, kind: str, claims: dict[str, Any],
                    holder_jwks: list[dict[str, Any]], outs: list[Path],
-                   valid_days: int, force: bool) -> list[dict[str, Any]]:
+                   valid_days: int, force: bool,
+                   holder_jwk_files: list[Path]) -> list[dict[str, Any]]:
     """Have the agency's running node issue one credential per holder key; write each bundle."""
     token = _operator_token()
     if valid_days > NODE_MAX_VALID_DAYS:
@@ -2104,15 +2105,16 @@ def _issue_at_node(node: str, agency: str, kind: str, claims: dict[str, Any],
                            "valid_days": valid_days}).encode()
         with interrupts_held(_finishing):
             results.append(_one_at_node(base, token, body, agency, kind, target, force,
-                                        len(results)))
+                                        len(results), _send_again(results, holder_jwk_files)))
     return results
 
 
 def _one_at_node(base: str, token: str, body: bytes, agency: str, kind: str, target: Path,
-                 force: bool, written: int) -> dict[str, Any]:
-    """One credential issued by the node, its bundle written (ADR 52: not cut in two)."""
+                 force: bool, written: int, again: str = "") -> dict[str, Any]:
+    """One credential issued by the node, its bundle written (ADR 52: not cut in two);
+    ``again`` says what to send again if the node took nothing of it (:func:`_send_again`)."""
     got = _http(base + "/v1/credentials", body, "application/json",
-                {"Authorization": f"Bearer {token}"}, after=_written(written))
+                {"Authorization": f"Bearer {token}"}, after=_written(written), again=again)
     _refuse_pending(base, got, "credential", after=_written(written))
     try:
         raw = base64.urlsafe_b64decode(got["bundle"] + "=" * (-len(got["bundle"]) % 4))
@@ -2173,6 +2175,22 @@ def _keep_bundle(target: Path, raw: bytes, force: bool, cid: str, lost: str) -> 
         return beside
     except OSError as e:  # a full disk: the credential is on the ledger already
         _fail(f"cannot write {target} ({e.strerror or e}): {lost}")
+
+
+def _send_again(results: list[dict[str, Any]], holder_jwk_files: list[Path]) -> str:
+    """What to send again when the node took nothing of the next copy: with copies written
+    before it, which (their files and ids, not to be sent again) and the holder keys still to
+    send. The same command sent again issued the written ones twice (44T). Empty when none
+    was written: the command as it was."""
+    n, total = len(results), len(holder_jwk_files)
+    if not n:
+        return ""
+    done = ", ".join(f"{r['bundle']}: credential {r['credential_id']}" for r in results)
+    left = " ".join(f"--holder-jwk {f}" for f in holder_jwk_files[n:])
+    return (f"; {'copy 1 was' if n == 1 else f'copies 1 to {n} were'} written ({done}) and "
+            f"need not be sent again; send again "
+            f"{f'copy {total}' if n + 1 == total else f'copies {n + 1} to {total}'} only: "
+            f"{left}, with another --out (its files would be named as the written ones)")
 
 
 def _written(n: int) -> str:
@@ -2550,9 +2568,10 @@ def _read_within(resp: Any, limit: int) -> bytes:
 
 
 def _http(url: str, data: bytes | None = None, content_type: str = "",
-          headers: dict[str, str] | None = None, *, after: str = "") -> Any:
+          headers: dict[str, str] | None = None, *, after: str = "", again: str = "") -> Any:
     """One JSON request to a node (stdlib only: the core imports no web client); ``after`` is
-    added to a failure's words (what was done before it)."""
+    added to a failure's words (what was done before it); ``again``, when given, replaces
+    "send it again" and ``after`` where the node took nothing (what exactly to send again)."""
     if not url.startswith(("http://", "https://")):
         _fail(f"--node must be an http(s) URL, not {url!r}", 2)
     sent = dict(headers or {}) | ({"Content-Type": content_type} if content_type else {})
@@ -2582,11 +2601,12 @@ def _http(url: str, data: bytes | None = None, content_type: str = "",
         if e.code >= 500 and retry.isascii() and retry.isdigit() and len(retry) <= 9:
             # a node refusing before it takes anything (NOSPACE, cut off from etcd, busy)
             # says when to come back (node.app): not "may have been done"
-            _fail(f"the node refused it for now ({code}): {said}; nothing was taken; send it "
-                  f"again in {int(retry)} s or later{after}")
+            _fail(f"the node refused it for now ({code}): {said}; nothing was taken"
+                  + (f"{again} (in {int(retry)} s or later)" if again else
+                     f"; send it again in {int(retry)} s or later{after}"))
         if e.code >= 500 and untaken:  # the node says it handed nothing on (ADR 84)
-            _fail(f"the node refused it ({code}): {said}; nothing was taken; send it "
-                  f"again{after}")
+            _fail(f"the node refused it ({code}): {said}; nothing was taken"
+                  + (again or f"; send it again{after}"))
         if e.code >= 500:  # not a refusal: a commit not seen within its wait "may commit yet"
             _fail(f"the node could not do it ({code}): {said}{maybe}{after}")
         _fail(f"the node refused it ({code}): {said}{after}")

@@ -2094,6 +2094,71 @@ def test_a_node_that_knows_it_took_nothing_says_so_and_the_command_says_send_it_
         assert httpx.get(f"{url}/v1/head").json()["log_size"] == size
 
 
+def test_issue_of_several_copies_refused_untaken_says_which_were_written_and_what_to_send(
+        files: Path, tmp_path: Path) -> None:
+    """`agency issue --node` with three holder keys, the second copy refused with ``"taken":
+    false`` (a real solo node: every node key it holds rotated out once the first copy's
+    block is written, so it is short of checkpoint keys and refuses the issue before queueing
+    it). It said "nothing was taken; send it again; the 1 bundle(s) before it were written":
+    sent again as it was, the first copy is issued twice (two credentials, one holder key,
+    and its file refused as existing or replaced with --force). It says which copies were
+    written and need not be sent again, and which holder keys to send again (ADR 84's Left,
+    44T)."""
+    from ledger.keys import load_private_key
+    from ledger.network import Agency, governance_tx
+    from node.service import Node
+
+    data = make_demo(tmp_path / "node-data")
+    keys = {a: load_private_key(data / "keys" / f"{a}.issuer.key", PASS)
+            for a in ("edu", "civil", "market")}
+    box: list[Node] = []
+    first_issued: list[int] = []
+
+    def clock() -> int:  # two minutes on once the first copy's block is written
+        head = box[0].store.head if box else None
+        if first_issued and head is not None and head.height > first_issued[0]:
+            return NOW + 120
+        return NOW
+
+    node = Node(data, "edu", PASS, clock=clock, workers=0)
+    box.append(node)
+    holders = []
+    for n in (2, 3):
+        key = PrivateKey(hashlib.sha256(b"agency-cli-holder-%d" % n).digest())
+        holders.append(files / f"copies-holder{n}.jwk.json")
+        holders[-1].write_text(json.dumps(sdjwt.jwk_from_ed25519(key.public.raw)))
+    try:
+        signers = [Agency(a, a, k, k) for a, k in keys.items()]
+        for who in ("edu", "civil", "market"):
+            node.orderer.submit(governance_tx(
+                node.network, node._registry().gov_seq + 1, "rotate_key", {
+                    "agency": who, "role": "node", "new_key": PrivateKey.generate().public.raw,
+                    "at": NOW + 60}, signers)).result(timeout=30)
+        head = node.store.head
+        assert head is not None
+        first_issued.append(head.height)
+        app = create_app(settings_for(data), node=node, clock=clock, passphrase=PASS)
+        with serve(app) as url:
+            r = _node_issue(url, files, tmp_path / "deg.bin", "--holder-jwk",
+                            str(files / "holder.jwk.json"), "--holder-jwk", str(holders[0]),
+                            "--holder-jwk", str(holders[1]))
+        said = " ".join(r.stderr.split())
+        assert r.returncode == 1, said
+        assert "the node refused it (503): " in said and "nothing was issued" in said, said
+        assert "nothing was taken" in said, said
+        written = tmp_path / "deg-1.bin"
+        assert written.exists() and not (tmp_path / "deg-2.bin").exists()
+        cid = Tx.from_bytes(Bundle.from_bytes(written.read_bytes()).anchor).body[
+            "credential_id"].hex()
+        assert f"copy 1 was written ({written}: credential {cid}) and need not be sent again" \
+            in said, said
+        assert f"send again copies 2 to 3 only: --holder-jwk {holders[0]} --holder-jwk " \
+            f"{holders[1]}, with another --out" in said, said
+        assert "the 1 bundle(s) before it were written" not in said, said
+    finally:
+        node.close()
+
+
 def test_a_node_refusal_is_said_taken_only_by_the_json_false(
         files: Path, tmp_path: Path) -> None:
     """`agency issue --node` against a made-up node refusing the issue with a 503: only a JSON
