@@ -138,14 +138,17 @@ def open_application(request: Request, a: ApprovalsDep, settings: SettingsDep,
 
 
 @router.post("/v1/services/{service}/apply", tags=["approvals"],
-             responses=_errors(409, 422))
+             responses=_errors(409, 422, 503))
 def apply(a: ApprovalsDep, service: Service, body: ApplyIn,
           rule: Annotated[str | None, Query(pattern="^[0-9a-fA-F]{64}$", description=(
               "The version (hash) of the rule the applicant was shown: if another is in force "
               "now, nothing is decided (409 `stale_rule`). Without it, the version in force "
               "decides."))] = None) -> dict[str, Any]:
     """Verify the answers, decide by the rule in force, commit the approval and return the
-    approval credential's bundle (base64url)."""
+    approval credential's bundle (base64url). A refusal of the credential's issue after the
+    decision committed is a 503 with code ``decided_not_issued``: the decision is on the
+    ledger, and its credential is collected (``/collect``); an application sent again is
+    decided again."""
     answers = [(p.nonce, _from_b64url(p.envelope, "envelope")) for p in body.presentations]
     got = a.apply(service, answers, dict(body.holder_jwk),
                   None if rule is None else bytes.fromhex(rule))
