@@ -2165,10 +2165,12 @@ def test_a_node_refusal_is_said_taken_only_by_the_json_false(
     body whose ``taken`` is the JSON ``false`` is said "nothing was taken; send it again"
     (with "in N s" when ``Retry-After`` says when); the member absent, of another type
     (``"false"``, 0, null), or a body that is not JSON keeps "may have been done" (a hostile
-    node cannot get "nothing was taken" said by a wrong type). No bundle is written."""
+    node cannot get "nothing was taken" said by a wrong type). No bundle is written. A 4xx
+    with ``"taken": false`` is a refusal as any 4xx: a mutant taking the member on any status
+    said "nothing was taken" of a 409 (round 44M; a node says it only in a 5xx, ADR 84)."""
     from test_audit_since_monitor import _start_serving, _stop_serving
 
-    answers: list[tuple[bytes, str | None]] = []
+    answers: list[tuple[bytes, str | None, int]] = []
 
     class Node(_AnsweringNode):
         def do_GET(self) -> None:
@@ -2176,8 +2178,8 @@ def test_a_node_refusal_is_said_taken_only_by_the_json_false(
 
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["content-length"]))
-            body, retry = answers[-1]
-            self._send(body, "application/json", 503,
+            body, retry, status = answers[-1]
+            self._send(body, "application/json", status,
                        None if retry is None else {"Retry-After": retry})
 
     out = tmp_path / "deg.bin"
@@ -2185,22 +2187,26 @@ def test_a_node_refusal_is_said_taken_only_by_the_json_false(
     detail = "orderer is stopped"
     url = _start_serving(Node)
     try:
-        for taken, retry, untaken in [
-            (False, None, True), (False, "7", True), (None, "x", False), ("false", None, False),
-            (0, None, False), (None, None, False), ("absent", None, False),
-            ("not json", None, False),
+        for taken, retry, untaken, status in [
+            (False, None, True, 503), (False, "7", True, 503), (None, "x", False, 503),
+            ("false", None, False, 503), (0, None, False, 503), (None, None, False, 503),
+            ("absent", None, False, 503), ("not json", None, False, 503),
+            (False, None, False, 409), (False, None, False, 400),
         ]:
             said_body: dict[str, Any] = {"detail": detail, "error": "OrderingError"}
             if taken != "absent":
                 said_body["taken"] = taken
             raw = b"orderer is stopped" if taken == "not json" else json.dumps(
                 said_body).encode()
-            answers.append((raw, retry))
+            answers.append((raw, retry, status))
             r = _node_issue(url, files, out, *hold)
             said = " ".join(r.stderr.split())
             assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
             assert not out.exists()
-            if untaken:
+            if status < 500:  # a refusal in words: neither untaken nor maybe done
+                assert said.endswith(f"the node refused it ({status}): {detail}"), said
+                assert "nothing was taken" not in said and "may have been" not in said, said
+            elif untaken:
                 assert f"the node refused it{' for now' if retry else ''} (503): {detail}; " \
                        f"nothing was taken; send it again{' in 7 s or later' if retry else ''}" \
                        in said, (taken, said)
