@@ -86,12 +86,17 @@ class _JsonNode(http.server.BaseHTTPRequestHandler):
     def status(self) -> int:
         return 200
 
+    def more_headers(self) -> dict[str, str]:
+        return {}
+
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("content-length", 0)))
         body = self.body()
         self.send_response(self.status())
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
+        for name, value in self.more_headers().items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -379,10 +384,21 @@ def test_apply_says_what_the_node_answered_and_signs_nothing_unasked(
     assert "if the agency decided it all the same, collect its approval credential: `wallet " \
         "apply elderly-allowance --node http://127.0.0.1:" in said(r), said(r)
 
-    # a 503 that says it took nothing (ADR 84, the JSON false only): apply again, no collect
-    for taken, took_nothing in [(False, True), ("false", False), (0, False), (None, False)]:
+    # a 503 that says it took nothing (ADR 84, the JSON false only): apply again (when its
+    # Retry-After says), no collect; a 4xx saying it is a refusal as any (round 44M: mutants
+    # taking the member on a 409, or dropping the Retry-After, lived)
+    for taken, took_nothing, code, retry in [
+            (False, True, 503, None), (False, True, 503, "7"), ("false", False, 503, None),
+            (0, False, 503, None), (None, False, 503, None), (False, False, 409, None)]:
         class TookNothing(FailsAfterSending):
             taken_said: object = taken
+            code_said, retry_said = code, retry
+
+            def status(self) -> int:
+                return self.code_said if self.path.endswith(self.refuse_at) else 200
+
+            def more_headers(self) -> dict[str, str]:
+                return {} if self.retry_said is None else {"Retry-After": self.retry_said}
 
             def answer(self) -> dict[str, object]:
                 said = super().answer()
@@ -390,9 +406,13 @@ def test_apply_says_what_the_node_answered_and_signs_nothing_unasked(
 
         r = _apply_at(TookNothing, env, tmp)
         assert r.returncode == 1, said(r)
-        if took_nothing:
-            assert "the node refused the application (503): refused at /apply; nothing was " \
-                "taken; apply again" in said(r), said(r)
+        if code < 500:
+            assert said(r).endswith("the application was refused: refused at /apply"), said(r)
+            assert "nothing was taken" not in said(r) and "--collect" not in said(r), said(r)
+        elif took_nothing:
+            assert said(r).endswith(
+                "the node refused the application (503): refused at /apply; nothing was "
+                f"taken; apply again{' in 7 s or later' if retry else ''}"), said(r)
             assert "--collect" not in said(r), said(r)
         else:
             assert "nothing was taken" not in said(r), (taken, said(r))
