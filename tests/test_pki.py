@@ -686,6 +686,31 @@ def _proxy_in_environment(monkeypatch: pytest.MonkeyPatch) -> Any:
         listener.close()
 
 
+def test_an_etcd_member_is_handed_no_passphrase_and_no_proxy_variable_in_any_case(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """What ``_etcd_env`` hands an etcd member (``ledger-node cluster``, ``etcd run``): every
+    variable of ours but the key passphrase (and the file naming it) and each proxy variable
+    in any case (etcd reads ``HTTPS_PROXY`` and ``https_proxy``; ``no_proxy`` with them). The
+    cluster test names four proxies in one case each; mutants keeping ``NO_PROXY``, a mixed
+    case, the ``_FILE`` variable, or handing etcd nothing at all lived (round 44M)."""
+    from node.cluster import _etcd_env
+
+    dropped = ["LEDGER_KEY_PASSPHRASE", "LEDGER_KEY_PASSPHRASE_FILE", "HTTPS_PROXY",
+               "https_proxy", "Https_Proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy",
+               "NO_PROXY", "no_proxy", "No_Proxy", "GRPC_PROXY", "grpc_proxy"]
+    kept = {"LEDGER_KEEP_ME": "1", "PROXY": "not a proxy variable", "HTTPS_PROXY_NOTE": "x",
+            "PATH": os.environ.get("PATH", "/usr/bin")}
+    for name in dropped:
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    for name, value in kept.items():
+        monkeypatch.setenv(name, value)
+    env = _etcd_env()
+    assert not set(dropped) & set(env), sorted(set(dropped) & set(env))
+    assert {k: env.get(k) for k in kept} == kept
+    assert {k: v for k, v in env.items() if k not in dropped} == {
+        k: v for k, v in os.environ.items() if k not in dropped}
+
+
 def test_a_node_reaches_its_peers_directly_whatever_proxy_the_environment_names(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A node's catch-up client (:class:`PeerHttp`) followed the environment's proxies, as
