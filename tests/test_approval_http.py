@@ -1000,6 +1000,36 @@ def test_a_decision_the_node_took_nothing_of_leaves_no_record_of_its_claims(
         node.close()
 
 
+def test_a_decision_whose_commit_may_yet_be_taken_keeps_its_pending_record(
+        tmp_path: Path, monkeypatch: Any) -> None:
+    """A commit that failed without saying it took nothing (here the block writer's disk is
+    full: the block may be on disk, ``taken`` unknown) keeps the decision's pending record: it
+    may commit yet, and the record is what its approval credential is collected from. Only a
+    refusal that took nothing (the test above) removes it; a mutant removing it on any
+    failure of the commit lived (round 44M)."""
+    import plyvel
+    import pytest
+
+    from ledger.errors import LedgerError
+
+    data, wallet = prepare(tmp_path)
+    node = Node(data, "market", PASS, clock=lambda: NOW, workers=0)
+    try:
+        service, answers = _licence_answers(node, wallet)
+
+        def full(*_: object, **__: object) -> None:
+            raise plyvel.IOError(b"IO error: 000008.log: No space left on device")
+
+        monkeypatch.setattr(Store, "write_block", full)
+        with pytest.raises(LedgerError) as e:
+            service.apply("business-licence", answers, wallet.holder_jwk())
+        assert e.value.taken is None, e.value
+        kept = list((data / "approvals").iterdir())
+        assert len(kept) == 1 and kept[0].name.endswith(".pending"), kept
+    finally:
+        node.close()
+
+
 def test_a_decision_committed_before_its_credential_was_refused_is_not_said_untaken(
         tmp_path: Path) -> None:
     """A refusal that took nothing of the approval credential's issue (here: a planned
