@@ -556,6 +556,32 @@ def test_rejected_tx_is_409_with_its_code(live: Live, http: httpx.Client) -> Non
     assert "taken" not in r.json(), r.text
 
 
+def test_only_a_5xx_carries_taken_false_and_only_when_the_raiser_says_so(
+        live: Live, http: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The error handler's ``"taken": false`` (ADR 84): the JSON false in a 5xx whose
+    error says it took nothing, absent when it does not say, and absent from a 4xx even when
+    the error says so (a 4xx is said as a refusal). No raise site of today marks a 4xx, so a
+    mutant taking the mark on any status lived (round 44M): the head route is made to raise."""
+    from ledger.errors import LedgerError, OrderingError
+
+    node = live.app.state.node
+    for error, status, said in [
+            (OrderingError("orderer is stopped", taken=False), 503, False),
+            (OrderingError("a commit not seen"), 503, None),
+            (LedgerError("refused in words", taken=False), 400, None)]:
+        def refuse(error: LedgerError = error) -> dict[str, object]:
+            raise error
+
+        monkeypatch.setattr(node, "head", refuse)
+        r = http.get("/v1/head")
+        assert r.status_code == status, r.text
+        assert r.json()["detail"] == str(error), r.text
+        assert r.json().get("taken", None) is said and ("taken" in r.json()) is (
+            said is not None), r.text
+    monkeypatch.undo()
+    assert http.get("/v1/head").status_code == 200
+
+
 def test_a_refused_tx_submitted_without_waiting_shows_its_reason_at_its_receipt(
         live: Live, http: httpx.Client) -> None:
     tx = status_tx(NETWORK, edu(live), bytes(32), "revoked", "no-wait", NOW)
