@@ -1001,8 +1001,11 @@ def _fetch(client: Any, method: str, url: str, **kw: Any) -> Any:
                 if len(body) > MAX_ANSWER:
                     raise _AnswerGivenUp(f"{url} answered with more than {MAX_ANSWER} bytes: "
                                          "no node answers that much; nothing was kept from it")
-            headers = [(k, v) for k, v in resp.headers.multi_items()
-                       if k.lower() not in ("content-encoding", "content-length")]
+            # as they came, in bytes: a value not in ASCII ("Retry-After: ²", a proxy's
+            # Latin-1 word), decoded and then encoded again as ASCII, was a traceback, also
+            # after an application was sent (its "collect it" advice lost; round 44M)
+            headers = [(k, v) for k, v in resp.headers.raw
+                       if k.lower() not in (b"content-encoding", b"content-length")]
             return httpx.Response(resp.status_code, headers=headers, content=bytes(body),
                                   request=resp.request)
     except httpx.TimeoutException:
