@@ -846,12 +846,14 @@ def test_a_node_halted_on_a_fork_publishes_its_co_signature_once_etcd_takes_it(
 
 
 def test_a_node_halted_on_a_fork_and_restarted_puts_its_co_signature_once_etcd_takes_it(
-        tmp_path: Path, ledger: LedgerHarness, agencies: dict[str, Agency]) -> None:
+        tmp_path: Path, ledger: LedgerHarness, agencies: dict[str, Agency],
+        caplog: pytest.LogCaptureFixture) -> None:
     """As above, but the halted node is stopped while etcd still refuses its co-signature (the
     refused one was held in memory only) and started again: from its store (the fork is
     re-found in the evidence it kept) it puts the co-signature it signed at that size, the same
     bytes, once etcd takes writes; health says whether etcd holds it. Started again once more,
-    with etcd holding it, it puts nothing."""
+    with etcd holding it, it puts nothing. Its refusals, one a second, are said once
+    (a mutant saying each lived: round 44M)."""
     from node.etcdlog import NoSpace
 
     edu = agencies["edu"]
@@ -887,6 +889,10 @@ def test_a_node_halted_on_a_fork_and_restarted_puts_its_co_signature_once_etcd_t
                 assert time.monotonic() < deadline, "the restarted node never tried to put it"
                 time.sleep(0.05)
             assert orderer.status()["fork_evidence_published"] is False
+            time.sleep(2.5)  # two and more of the halted loop's seconds, each put refused
+            said = [r.getMessage() for r in caplog.records
+                    if "which names its fork to its peers" in r.getMessage()]
+            assert len(said) == 1, said  # once a run of refusals
             _disarm_nospace(url, b"/credledger/filler/")
             deadline = time.monotonic() + 30
             while not (got := [r for r in writer.read_after(0, 0)[2] if r.key == ours]):
