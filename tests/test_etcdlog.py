@@ -836,6 +836,10 @@ def test_a_node_halted_on_a_fork_publishes_its_co_signature_once_etcd_takes_it(
             assert said["root"] == ledger.store.root_at(size) != bytes(32)
             assert (said["height"], said["hash"]) == (height, ledger.store.block(height).hash)
             assert ledger.store.head.height == height  # still halted: nothing more built
+            deadline = time.monotonic() + 30  # and health says so (its refused put is the one
+            while not orderer.status()["fork_evidence_published"]:  # taken: round 44M)
+                assert time.monotonic() < deadline, orderer.stats.last_error
+                time.sleep(0.05)
             taken = len(tried)
             time.sleep(2.5)  # two and more of the halted loop's seconds
             assert len(tried) == taken  # taken: not put again
