@@ -374,6 +374,7 @@ def test_apply_says_what_the_node_answered_and_signs_nothing_unasked(
     assert r.returncode == 1 and "the application was refused: refused at /apply" in said(r)
     assert posted == ["applications", "apply"]
     assert "--collect" not in said(r)  # a refusal in words: nothing decided to collect
+    assert "rule changed" not in said(r)  # nor a stale rule: its code is not stale_rule
 
     class FailsAfterSending(RefusesAnswers):
         def status(self) -> int:  # the node's own failure, maybe after its commit
@@ -386,12 +387,13 @@ def test_apply_says_what_the_node_answered_and_signs_nothing_unasked(
 
     # a 503 that says it took nothing (ADR 84, the JSON false only): apply again (when its
     # Retry-After says, in ASCII digits: "²" was a traceback), no collect; a 4xx saying it is
-    # a refusal as any (round 44M: mutants taking the member on a 409, dropping the
-    # Retry-After or its ASCII check, lived)
+    # a refusal as any, a body not JSON says nothing (round 44M: mutants taking the member on
+    # a 409, dropping the Retry-After or its ASCII check, or reading a body not JSON as
+    # "taken": false, lived)
     for taken, took_nothing, code, retry in [
             (False, True, 503, None), (False, True, 503, "7"), (False, True, 503, "\xb2"),
-            ("false", False, 503, None),
-            (0, False, 503, None), (None, False, 503, None), (False, False, 409, None)]:
+            ("false", False, 503, None), (0, False, 503, None), (None, False, 503, None),
+            ("not json", False, 503, None), (False, False, 409, None)]:
         class TookNothing(FailsAfterSending):
             taken_said: object = taken
             code_said, retry_said = code, retry
@@ -405,6 +407,11 @@ def test_apply_says_what_the_node_answered_and_signs_nothing_unasked(
             def answer(self) -> dict[str, object]:
                 said = super().answer()
                 return {**said, "taken": self.taken_said} if self.status() != 200 else said
+
+            def body(self) -> bytes:  # a 503 not in JSON (a proxy's page) says nothing
+                if self.taken_said == "not json" and self.status() != 200:
+                    return b"refused at /apply, not in JSON"
+                return super().body()
 
         r = _apply_at(TookNothing, env, tmp)
         assert r.returncode == 1, said(r)
