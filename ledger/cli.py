@@ -2186,7 +2186,8 @@ def _send_again(results: list[dict[str, Any]], holder_jwk_files: list[Path]) -> 
     if not n:
         return ""
     done = ", ".join(f"{r['bundle']}: credential {r['credential_id']}" for r in results)
-    left = " ".join(f"--holder-jwk {f}" for f in holder_jwk_files[n:])
+    # as the shell reads them back: the line is pasted (a path with a space was two words)
+    left = " ".join(f"--holder-jwk {shlex.quote(str(f))}" for f in holder_jwk_files[n:])
     return (f"; {'copy 1 was' if n == 1 else f'copies 1 to {n} were'} written ({done}) and "
             f"need not be sent again; send again "
             f"{f'copy {total}' if n + 1 == total else f'copies {n + 1} to {total}'} only: "

@@ -2344,3 +2344,23 @@ def test_a_pending_receipts_txid_of_hex_digits_without_end_is_cut(
         else:
             assert f"GET {node}/v1/tx/TXID/receipt" in line and len(line) < 700, line[:300]
             assert (f"({len(txid)} characters)" in line) is (len(txid) > 64), line[:300]
+
+
+def test_issue_copies_to_send_again_are_said_as_options_to_paste(tmp_path: Path) -> None:
+    """`agency issue --node`'s "send again copies N to M only: --holder-jwk F …" (44T) is
+    pasted into a shell: a holder key file whose path holds a space, a quote or a semicolon
+    was said bare, and pasted as said sent other files (or ran the rest as a command). Each
+    path is quoted as the shell reads it back (round 44V)."""
+    import shlex
+
+    from ledger.cli import _send_again
+
+    keys = [tmp_path / "first.jwk", tmp_path / "copy two.jwk", tmp_path / "it's;x.jwk"]
+    written = [{"bundle": str(tmp_path / "deg-1.bin"), "credential_id": "ab" * 32}]
+    said = _send_again(written, keys)
+    options = said.split("send again copies 2 to 3 only: ", 1)[1].rsplit(
+        ", with another --out", 1)[0]
+    assert shlex.split(options) == ["--holder-jwk", str(keys[1]), "--holder-jwk",
+                                    str(keys[2])], said
+    plain = [tmp_path / "a.jwk", tmp_path / "b.jwk"]  # a plain path is said as it is
+    assert f"--holder-jwk {plain[1]}, with another --out" in _send_again(written, plain)
