@@ -4640,6 +4640,83 @@ def test_a_submission_not_yet_put_when_the_store_fails_is_told_nothing_was_taken
             node.close()
 
 
+def test_a_submission_whose_put_is_retried_while_the_store_fails_is_not_told_nothing_was_taken(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """44F answers a waiting submitter "Nothing was taken" only when its batch was not put.
+    One whose put etcd does not answer (the node's own member frozen) is retried in
+    ``_put``'s loop while the store fails: etcd may have taken a put whose answer was lost.
+    It is kept for the writer's answer and told, once etcd answers, that it was ordered (or
+    that etcd did not confirm it, which may be ordered yet): never ``"taken": false``, and it
+    is answered, not left to its wait (round 44V)."""
+    import plyvel
+
+    data, edu = _demo_edu(tmp_path)
+    now = DEMO_T0 + 1000
+    with _etcd_member(tmp_path / "etcd") as url:
+        _demo_witnesses(url, data, now)
+        node = Node(data, "edu", PASS, clock=lambda: now, workers=0,
+                    replication=Replication(endpoints=(url,)))
+        try:
+            app = create_app(settings_for(data), node=node)
+            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+                cid = _edu_credential_id(http, 2)
+                change, post = _status_changes(http, node, edu, cid, now)
+                assert post(0).status_code == 200
+                orderer = node.replicated
+                assert orderer is not None
+                orderer.submit_timeout = 10.0
+                entered, release = threading.Event(), threading.Event()
+
+                def full(*_: object, **__: object) -> None:
+                    entered.set()
+                    release.wait(30)
+                    raise plyvel.IOError(b"IO error: 000009.log: No space left on device")
+
+                monkeypatch.setattr(node.store, "write_block", full)
+                answers: dict[int, httpx.Response] = {}
+
+                def send(i: int) -> None:
+                    with httpx.Client(base_url=base, timeout=60) as own:
+                        answers[i] = own.post("/v1/tx", params={"wait": 20}, content=change(i),
+                                              headers={"content-type": "application/msgpack"})
+
+                first = threading.Thread(target=send, args=(1,))
+                first.start()
+                assert entered.wait(30)  # its batch was put; the block's write hangs
+                os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
+                try:
+                    second = threading.Thread(target=send, args=(2,))
+                    second.start()
+                    txid2 = hashlib.sha256(change(2)).digest()
+                    deadline = time.monotonic() + 30
+                    while txid2 not in orderer._waiting:
+                        assert time.monotonic() < deadline
+                        time.sleep(0.01)
+                    time.sleep(1.5)  # its put sent, unanswered: retried
+                    release.set()  # the write fails: the node halts, the put still retried
+                    deadline = time.monotonic() + 30
+                    while orderer.store_failure is None:
+                        assert time.monotonic() < deadline
+                        time.sleep(0.01)
+                    time.sleep(0.5)
+                    assert 2 not in answers  # kept for the writer's answer
+                finally:
+                    os.kill(_MEMBERS[url].pid, signal.SIGCONT)
+                first.join(60)
+                second.join(60)
+                said1, said2 = answers[1].json(), answers[2].json()
+                assert "ordered by the network" in said1["detail"], said1
+                assert answers[2].status_code == 503, said2
+                assert said2.get("taken") is not False, said2
+                assert "Nothing was taken" not in said2["detail"], said2
+                assert "ordered by the network" in said2["detail"] or \
+                    "not confirmed by etcd" in said2["detail"], said2
+                assert not orderer._unput and txid2 not in orderer._waiting
+        finally:
+            node.close()
+        monkeypatch.undo()
+
+
 def test_a_node_whose_store_cannot_write_a_block_stops_until_restarted(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
