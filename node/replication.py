@@ -2297,13 +2297,17 @@ class EtcdOrderer:
         # retrying for submit_timeout while the node's supervisor waits (and then kills it).
         self._stop.set()
         self._release(close_etcd=True)
-        with self._wlock:
-            waiting = [f for futs in self._waiting.values() for f in futs]
+        with self._wlock:  # one whose batch was put is ordered: it commits on the network
+            waiting = [(f, f in self._unput) for futs in self._waiting.values() for f in futs]
             self._waiting.clear()
-        for f in waiting:
+            self._unput.clear()
+        for f, unput in waiting:
             if not f.done():
-                f.set_exception(OrderingError("the node stopped before the transaction was "
-                                              "ordered; retry it"))
+                f.set_exception(OrderingError(
+                    "the node stopped before the transaction was ordered; retry it" if unput
+                    else "the node stopped after the transaction was put in etcd: it was "
+                    "ordered by the network and commits there; ask another agency's node for "
+                    "its receipt, or send it again (transaction ids are idempotent)"))
 
     def _release(self, *, close_etcd: bool) -> None:
         """Once stopping: the threads (those started) ended, then etcd (or only its watch),

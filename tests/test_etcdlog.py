@@ -4640,6 +4640,52 @@ def test_a_submission_not_yet_put_when_the_store_fails_is_told_nothing_was_taken
             node.close()
 
 
+def test_a_submission_put_when_the_node_stops_is_told_it_is_ordered_not_to_retry(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node stopping answered every submitter still waiting "the node stopped before the
+    transaction was ordered; retry it", also one whose batch was put in etcd: ordered by the
+    network, it commits there, and the words were untrue (44V's note). It is told so now."""
+    data, edu = _demo_edu(tmp_path)
+    now = DEMO_T0 + 1000
+    with _etcd_member(tmp_path / "etcd") as url:
+        _demo_witnesses(url, data, now)
+        node = Node(data, "edu", PASS, clock=lambda: now, workers=0,
+                    replication=Replication(endpoints=(url,)))
+        try:
+            app = create_app(settings_for(data), node=node)
+            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+                cid = _edu_credential_id(http, 2)
+                change, post = _status_changes(http, node, edu, cid, now)
+                assert post(0).status_code == 200
+                orderer = node.replicated
+                assert orderer is not None
+                monkeypatch.setattr(orderer, "_step", lambda: False)  # nothing applied now
+                put = _batches_put(node)
+                answers: dict[int, httpx.Response] = {}
+
+                def send() -> None:
+                    with httpx.Client(base_url=base, timeout=60) as own:
+                        answers[1] = own.post("/v1/tx", params={"wait": 20}, content=change(1),
+                                              headers={"content-type": "application/msgpack"})
+
+                sender = threading.Thread(target=send)
+                sender.start()
+                deadline = time.monotonic() + 30
+                while _batches_put(node) == put:  # its batch is in etcd, not applied here
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+                orderer.stop()
+                sender.join(60)
+                said = answers[1].json()
+                assert answers[1].status_code == 503, said
+                assert "ordered by the network" in said["detail"], said
+                assert "before the transaction was ordered" not in said["detail"], said
+                assert "taken" not in said, said
+                assert not orderer._waiting and not orderer._unput
+        finally:
+            node.close()
+
+
 def test_a_submission_whose_put_is_retried_while_the_store_fails_is_not_told_nothing_was_taken(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """44F answers a waiting submitter "Nothing was taken" only when its batch was not put.
