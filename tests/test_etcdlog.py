@@ -4564,68 +4564,90 @@ def test_a_fast_nodes_credential_is_valid_from_its_networks_time(tmp_path: Path)
     assert anchor["valid_until"] == anchor["valid_from"] + 30 * 86400
 
 
+@contextmanager
+def _edu_served_on(url: str, data: Path, edu: Agency, now: int) -> Iterator[
+        tuple[Node, Callable[[int], bytes], Callable[[int], threading.Thread],
+              dict[int, httpx.Response]]]:
+    """The demo's edu node on the etcd member at ``url``, served over HTTP, its credential's
+    status changed once: (node, change, send, answers). ``change(i)`` is the i-th status change;
+    ``send(i)`` posts it from a thread of its own (started), its answer in ``answers[i]``."""
+    node = Node(data, "edu", PASS, clock=lambda: now, workers=0,
+                replication=Replication(endpoints=(url,)))
+    try:
+        app = create_app(settings_for(data), node=node)
+        with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
+            cid = _edu_credential_id(http, 2)
+            change, post = _status_changes(http, node, edu, cid, now)
+            assert post(0).status_code == 200
+            answers: dict[int, httpx.Response] = {}
+
+            def post_own(i: int) -> None:
+                with httpx.Client(base_url=base, timeout=60) as own:
+                    answers[i] = own.post("/v1/tx", params={"wait": 20}, content=change(i),
+                                          headers={"content-type": "application/msgpack"})
+
+            def send(i: int) -> threading.Thread:
+                t = threading.Thread(target=post_own, args=(i,))
+                t.start()
+                return t
+
+            yield node, change, send, answers
+    finally:
+        node.close()
+
+
+def _write_block_fails_when_released(node: Node, monkeypatch: pytest.MonkeyPatch
+                                     ) -> tuple[threading.Event, threading.Event]:
+    """(entered, release): the node's next block write waits, once ``entered``, until
+    ``release``, then fails as LevelDB does on a full disk."""
+    import plyvel
+
+    entered, release = threading.Event(), threading.Event()
+
+    def full(*_: object, **__: object) -> None:
+        entered.set()
+        release.wait(30)
+        raise plyvel.IOError(b"IO error: 000009.log: No space left on device")
+
+    monkeypatch.setattr(node.store, "write_block", full)
+    return entered, release
+
+
 def test_a_submission_not_yet_put_when_the_store_fails_is_told_nothing_was_taken(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """When the store refused a block (a full disk), every submitter still waiting was told
     its transaction "was ordered by the network and commits there", also one still in the
     proposer's queue, whose batch the writer then dropped: it was never put, and commits
     nowhere. Only one whose batch was put is told so now; the others "Nothing was taken"."""
-    import plyvel
-
     data, edu = _demo_edu(tmp_path)
     now = DEMO_T0 + 1000
     with _etcd_member(tmp_path / "etcd") as url:
         _demo_witnesses(url, data, now)
-        node = Node(data, "edu", PASS, clock=lambda: now, workers=0,
-                    replication=Replication(endpoints=(url,)))
-        try:
-            app = create_app(settings_for(data), node=node)
-            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
-                cid = _edu_credential_id(http, 2)
-                change, post = _status_changes(http, node, edu, cid, now)
-                assert post(0).status_code == 200
-                orderer = node.replicated
-                assert orderer is not None
-                entered, release = threading.Event(), threading.Event()
-
-                def full(*_: object, **__: object) -> None:
-                    entered.set()
-                    release.wait(30)
-                    raise plyvel.IOError(b"IO error: 000009.log: No space left on device")
-
-                monkeypatch.setattr(node.store, "write_block", full)
-                answers: dict[int, httpx.Response] = {}
-
-                def send(i: int) -> None:
-                    with httpx.Client(base_url=base, timeout=60) as own:
-                        answers[i] = own.post("/v1/tx", params={"wait": 20}, content=change(i),
-                                              headers={"content-type": "application/msgpack"})
-
-                first = threading.Thread(target=send, args=(1,))
-                first.start()
-                assert entered.wait(30)  # its batch was put; the block's write hangs
-                put = _batches_put(node)
-                orderer.max_wait = 5.0  # the next one waits in the queue for more to join
-                second = threading.Thread(target=send, args=(2,))
-                second.start()
-                txid2 = hashlib.sha256(change(2)).digest()
-                deadline = time.monotonic() + 30
-                while txid2 not in orderer._waiting:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.01)
-                release.set()  # the write fails: the node halts
-                first.join(60)
-                second.join(60)
-                said1, said2 = answers[1].json(), answers[2].json()
-                assert answers[1].status_code == 503, said1
-                assert "ordered by the network" in said1["detail"], said1
-                assert answers[2].status_code == 503, said2
-                assert "Nothing was taken" in said2["detail"], said2
-                assert "ordered by the network" not in said2["detail"], said2
-                assert said2["taken"] is False, said2
-                assert _batches_put(node) == put  # and it was not put
-        finally:
-            node.close()
+        with _edu_served_on(url, data, edu, now) as (node, change, send, answers):
+            orderer = node.replicated
+            assert orderer is not None
+            entered, release = _write_block_fails_when_released(node, monkeypatch)
+            first = send(1)
+            assert entered.wait(30)  # its batch was put; the block's write hangs
+            put = _batches_put(node)
+            orderer.max_wait = 5.0  # the next one waits in the queue for more to join
+            second = send(2)
+            txid2 = hashlib.sha256(change(2)).digest()
+            deadline = time.monotonic() + 30
+            while txid2 not in orderer._waiting:
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            release.set()  # the write fails: the node halts
+            first.join(60)
+            second.join(60)
+            said1, said2 = answers[1].json(), answers[2].json()
+            assert answers[1].status_code == 503, said1
+            assert "ordered by the network" in said1["detail"], said1
+            assert answers[2].status_code == 503, said2
+            assert "Nothing was taken" in said2["detail"], said2
+            assert "ordered by the network" not in said2["detail"], said2
+            assert said2["taken"] is False, said2
+            assert _batches_put(node) == put  # and it was not put
         monkeypatch.undo()
         node = Node(data, "edu", PASS, clock=lambda: now, workers=0,
                     replication=Replication(endpoints=(url,)))
@@ -4649,41 +4671,24 @@ def test_a_submission_put_when_the_node_stops_is_told_it_is_ordered_not_to_retry
     now = DEMO_T0 + 1000
     with _etcd_member(tmp_path / "etcd") as url:
         _demo_witnesses(url, data, now)
-        node = Node(data, "edu", PASS, clock=lambda: now, workers=0,
-                    replication=Replication(endpoints=(url,)))
-        try:
-            app = create_app(settings_for(data), node=node)
-            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
-                cid = _edu_credential_id(http, 2)
-                change, post = _status_changes(http, node, edu, cid, now)
-                assert post(0).status_code == 200
-                orderer = node.replicated
-                assert orderer is not None
-                monkeypatch.setattr(orderer, "_step", lambda: False)  # nothing applied now
-                put = _batches_put(node)
-                answers: dict[int, httpx.Response] = {}
-
-                def send() -> None:
-                    with httpx.Client(base_url=base, timeout=60) as own:
-                        answers[1] = own.post("/v1/tx", params={"wait": 20}, content=change(1),
-                                              headers={"content-type": "application/msgpack"})
-
-                sender = threading.Thread(target=send)
-                sender.start()
-                deadline = time.monotonic() + 30
-                while _batches_put(node) == put:  # its batch is in etcd, not applied here
-                    assert time.monotonic() < deadline
-                    time.sleep(0.01)
-                orderer.stop()
-                sender.join(60)
-                said = answers[1].json()
-                assert answers[1].status_code == 503, said
-                assert "ordered by the network" in said["detail"], said
-                assert "before the transaction was ordered" not in said["detail"], said
-                assert "taken" not in said, said
-                assert not orderer._waiting and not orderer._unput
-        finally:
-            node.close()
+        with _edu_served_on(url, data, edu, now) as (node, _change, send, answers):
+            orderer = node.replicated
+            assert orderer is not None
+            monkeypatch.setattr(orderer, "_step", lambda: False)  # nothing applied now
+            put = _batches_put(node)
+            sender = send(1)
+            deadline = time.monotonic() + 30
+            while _batches_put(node) == put:  # its batch is in etcd, not applied here
+                assert time.monotonic() < deadline
+                time.sleep(0.01)
+            orderer.stop()
+            sender.join(60)
+            said = answers[1].json()
+            assert answers[1].status_code == 503, said
+            assert "ordered by the network" in said["detail"], said
+            assert "before the transaction was ordered" not in said["detail"], said
+            assert "taken" not in said, said
+            assert not orderer._waiting and not orderer._unput
 
 
 def test_a_submission_whose_put_is_retried_while_the_store_fails_is_not_told_nothing_was_taken(
@@ -4694,73 +4699,45 @@ def test_a_submission_whose_put_is_retried_while_the_store_fails_is_not_told_not
     It is kept for the writer's answer and told, once etcd answers, that it was ordered (or
     that etcd did not confirm it, which may be ordered yet): never ``"taken": false``, and it
     is answered, not left to its wait (round 44V)."""
-    import plyvel
-
     data, edu = _demo_edu(tmp_path)
     now = DEMO_T0 + 1000
     with _etcd_member(tmp_path / "etcd") as url:
         _demo_witnesses(url, data, now)
-        node = Node(data, "edu", PASS, clock=lambda: now, workers=0,
-                    replication=Replication(endpoints=(url,)))
-        try:
-            app = create_app(settings_for(data), node=node)
-            with serve(app) as base, httpx.Client(base_url=base, timeout=60) as http:
-                cid = _edu_credential_id(http, 2)
-                change, post = _status_changes(http, node, edu, cid, now)
-                assert post(0).status_code == 200
-                orderer = node.replicated
-                assert orderer is not None
-                orderer.submit_timeout = 10.0
-                entered, release = threading.Event(), threading.Event()
-
-                def full(*_: object, **__: object) -> None:
-                    entered.set()
-                    release.wait(30)
-                    raise plyvel.IOError(b"IO error: 000009.log: No space left on device")
-
-                monkeypatch.setattr(node.store, "write_block", full)
-                answers: dict[int, httpx.Response] = {}
-
-                def send(i: int) -> None:
-                    with httpx.Client(base_url=base, timeout=60) as own:
-                        answers[i] = own.post("/v1/tx", params={"wait": 20}, content=change(i),
-                                              headers={"content-type": "application/msgpack"})
-
-                first = threading.Thread(target=send, args=(1,))
-                first.start()
-                assert entered.wait(30)  # its batch was put; the block's write hangs
-                os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
-                try:
-                    second = threading.Thread(target=send, args=(2,))
-                    second.start()
-                    txid2 = hashlib.sha256(change(2)).digest()
-                    deadline = time.monotonic() + 30
-                    while txid2 not in orderer._waiting:
-                        assert time.monotonic() < deadline
-                        time.sleep(0.01)
-                    time.sleep(1.5)  # its put sent, unanswered: retried
-                    release.set()  # the write fails: the node halts, the put still retried
-                    deadline = time.monotonic() + 30
-                    while orderer.store_failure is None:
-                        assert time.monotonic() < deadline
-                        time.sleep(0.01)
-                    time.sleep(0.5)
-                    assert 2 not in answers  # kept for the writer's answer
-                finally:
-                    os.kill(_MEMBERS[url].pid, signal.SIGCONT)
-                first.join(60)
-                second.join(60)
-                said1, said2 = answers[1].json(), answers[2].json()
-                assert "ordered by the network" in said1["detail"], said1
-                assert answers[2].status_code == 503, said2
-                assert said2.get("taken") is not False, said2
-                assert "Nothing was taken" not in said2["detail"], said2
-                assert "ordered by the network" in said2["detail"] or \
-                    "not confirmed by etcd" in said2["detail"], said2
-                assert not orderer._unput and txid2 not in orderer._waiting
-        finally:
-            node.close()
-        monkeypatch.undo()
+        with _edu_served_on(url, data, edu, now) as (node, change, send, answers):
+            orderer = node.replicated
+            assert orderer is not None
+            orderer.submit_timeout = 10.0
+            entered, release = _write_block_fails_when_released(node, monkeypatch)
+            first = send(1)
+            assert entered.wait(30)  # its batch was put; the block's write hangs
+            os.kill(_MEMBERS[url].pid, signal.SIGSTOP)
+            try:
+                second = send(2)
+                txid2 = hashlib.sha256(change(2)).digest()
+                deadline = time.monotonic() + 30
+                while txid2 not in orderer._waiting:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+                time.sleep(1.5)  # its put sent, unanswered: retried
+                release.set()  # the write fails: the node halts, the put still retried
+                deadline = time.monotonic() + 30
+                while orderer.store_failure is None:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+                time.sleep(0.5)
+                assert 2 not in answers  # kept for the writer's answer
+            finally:
+                os.kill(_MEMBERS[url].pid, signal.SIGCONT)
+            first.join(60)
+            second.join(60)
+            said1, said2 = answers[1].json(), answers[2].json()
+            assert "ordered by the network" in said1["detail"], said1
+            assert answers[2].status_code == 503, said2
+            assert said2.get("taken") is not False, said2
+            assert "Nothing was taken" not in said2["detail"], said2
+            assert "ordered by the network" in said2["detail"] or \
+                "not confirmed by etcd" in said2["detail"], said2
+            assert not orderer._unput and txid2 not in orderer._waiting
 
 
 def test_a_node_whose_store_cannot_write_a_block_stops_until_restarted(
