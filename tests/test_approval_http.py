@@ -1039,6 +1039,26 @@ def test_a_decision_committed_before_its_credential_was_refused_is_not_said_unta
     application sent again is decided again (a second decision on the ledger). It says the
     decision is on the ledger and how to collect its credential (helper round 43V)."""
     from ledger.keys import PrivateKey
+
+    # due a minute on: then market's node key alone is held
+    got, data, before, after = _applied_as_changes_come_due(tmp_path, [
+        ("rotate_key", {"agency": who, "role": "node", "new_key": PrivateKey.generate().public.raw,
+                        "at": NOW + 60}) for who in ("edu", "civil")])
+    assert got.status_code == 503, got.text
+    assert "taken" not in got.json(), got.text  # the decision was taken
+    said = got.json()["detail"]
+    assert "is committed" in said and "--collect" in said, said
+    decisions = list((data / "approvals").glob("*.ev"))
+    assert len(decisions) == 1, decisions  # kept: its credential is collected later
+    assert after == before + 1  # the decision
+
+
+def _applied_as_changes_come_due(tmp_path: Path, changes: list[tuple[str, dict[str, Any]]]
+                                 ) -> tuple[httpx.Response, Path, int, int]:
+    """A business-licence application answered by market's solo node, the governance
+    ``changes`` submitted first (each due a minute on), the node's clock two minutes on once
+    the decision's block is written: (the answer, the data folder, the height before the
+    application, the height after)."""
     from ledger.network import Agency
 
     data, wallet = prepare(tmp_path)
@@ -1055,11 +1075,9 @@ def test_a_decision_committed_before_its_credential_was_refused_is_not_said_unta
     node_box.append(node)
     try:
         signers = [Agency(a, a, k, k) for a, k in keys.items()]
-        for who in ("edu", "civil"):  # due a minute on: then market's node key alone is held
-            node.orderer.submit(governance_tx(
-                node.network, node._registry().gov_seq + 1, "rotate_key", {
-                    "agency": who, "role": "node", "new_key": PrivateKey.generate().public.raw,
-                    "at": NOW + 60}, signers)).result(timeout=30)
+        for action, args in changes:
+            node.orderer.submit(governance_tx(node.network, node._registry().gov_seq + 1,
+                                              action, args, signers)).result(timeout=30)
         app = create_app(replace(settings_for(data), agency="market"), node=node)
         with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
             opened = http.post("/v1/services/business-licence/applications").json()
@@ -1073,14 +1091,9 @@ def test_a_decision_committed_before_its_credential_was_refused_is_not_said_unta
             got = http.post("/v1/services/business-licence/apply", json={
                 "holder_jwk": wallet.holder_jwk(),
                 "presentations": [{"nonce": n, "envelope": b64url(e)} for n, e in answers]})
-        assert got.status_code == 503, got.text
-        assert "taken" not in got.json(), got.text  # the decision was taken
-        said = got.json()["detail"]
-        assert "is committed" in said and "--collect" in said, said
-        decisions = list((data / "approvals").glob("*.ev"))
-        assert len(decisions) == 1, decisions  # kept: its credential is collected later
         after = node.store.head
-        assert after is not None and after.height == decided_above[0] + 1  # the decision
+        assert after is not None
+        return got, data, decided_above[0], after.height
     finally:
         node.close()
 
@@ -1096,55 +1109,21 @@ def test_a_decision_committed_before_a_4xx_of_its_credential_says_how_to_collect
     the ledger (an application sent again is decided again). The answer says the decision is
     committed and how to collect its credential, with code ``decided_not_issued``."""
     from ledger.keys import PrivateKey
-    from ledger.network import Agency
 
-    data, wallet = prepare(tmp_path)
-    keys = _issuer_keys(data, "edu", "civil", "market")
-    node_box: list[Node] = []
-    decided_above: list[int] = []
-
-    def clock() -> int:  # two minutes on once the decision's block is written
-        if decided_above and node_box[0].store.head.height > decided_above[0]:
-            return NOW + 120
-        return NOW
-
-    node = Node(data, "market", PASS, clock=clock, workers=0)
-    node_box.append(node)
-    try:
-        signers = [Agency(a, a, k, k) for a, k in keys.items()]
-        action, args = (("withdraw_grant", {"agency": "market", "type": "approval",
-                                            "at": NOW + 60})
-                        if change == "withdraw_grant" else
-                        ("rotate_key", {"agency": "market", "role": "issuer",
-                                        "new_key": PrivateKey.generate().public.raw,
-                                        "at": NOW + 60}))
-        node.orderer.submit(governance_tx(node.network, node._registry().gov_seq + 1, action,
-                                          args, signers)).result(timeout=30)
-        app = create_app(replace(settings_for(data), agency="market"), node=node)
-        with serve(app) as url, httpx.Client(base_url=url, timeout=60) as http:
-            opened = http.post("/v1/services/business-licence/applications").json()
-            requests = [Request.from_json({k: r[k] for k in ("nonce", "audience", "type",
-                                                             "claims")})
-                        for r in opened["requests"]]
-            answers = wallet.answer(requests, now=NOW)
-            head = node.store.head
-            assert head is not None
-            decided_above.append(head.height)
-            got = http.post("/v1/services/business-licence/apply", json={
-                "holder_jwk": wallet.holder_jwk(),
-                "presentations": [{"nonce": n, "envelope": b64url(e)} for n, e in answers]})
-        assert got.status_code >= 500, got.text  # not a refusal of the application
-        assert "taken" not in got.json(), got.text
-        assert got.json().get("code") == "decided_not_issued", got.text
-        said = got.json()["detail"]
-        assert "is committed" in said and "wallet apply business-licence --collect" in said, said
-        assert ("no grant" if change == "withdraw_grant" else "issuer key") in said, said
-        decisions = list((data / "approvals").glob("*.ev"))
-        assert len(decisions) == 1, decisions  # kept: its credential is collected later
-        after = node.store.head
-        assert after is not None and after.height == decided_above[0] + 1  # the decision
-    finally:
-        node.close()
+    got, data, before, after = _applied_as_changes_come_due(tmp_path, [
+        ("withdraw_grant", {"agency": "market", "type": "approval", "at": NOW + 60})
+        if change == "withdraw_grant" else
+        ("rotate_key", {"agency": "market", "role": "issuer",
+                        "new_key": PrivateKey.generate().public.raw, "at": NOW + 60})])
+    assert got.status_code >= 500, got.text  # not a refusal of the application
+    assert "taken" not in got.json(), got.text
+    assert got.json().get("code") == "decided_not_issued", got.text
+    said = got.json()["detail"]
+    assert "is committed" in said and "wallet apply business-licence --collect" in said, said
+    assert ("no grant" if change == "withdraw_grant" else "issuer key") in said, said
+    decisions = list((data / "approvals").glob("*.ev"))
+    assert len(decisions) == 1, decisions  # kept: its credential is collected later
+    assert after == before + 1  # the decision
 
 
 def test_a_pending_record_is_removed_only_a_day_after_it_was_written(tmp_path: Path) -> None:
