@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,20 @@ def _all_block_hashes(net: Net, agency: str) -> list[str]:
     top = net.health(agency)["height"]
     return [net.http.get(f"{net.url(agency)}/v1/blocks/{h}").json()["header"]["hash"]
             for h in range(top + 1)]
+
+
+def _serves_as(rt: Path, agency: str, url: str, network: str) -> Callable[[], bool]:
+    """Whether the etcd member at ``url`` answers a read of ``network``'s keys as ``agency``'s
+    own etcd user (its unlocked TLS files in ``rt``)."""
+    def serves() -> bool:
+        try:
+            with etcd_as(rt, agency, url) as channel:
+                pbg.KVStub(channel).Range(pb.RangeRequest(
+                    key=network_prefix(network).encode()), timeout=2)
+            return True
+        except grpc.RpcError:
+            return False
+    return serves
 
 
 def test_all_nodes_build_identical_blocks_and_a_tx_commits_once(net: Net) -> None:
@@ -1252,16 +1266,9 @@ def test_etcd_run_joins_a_new_agencys_member_and_leaves_no_clear_key(fresh: Net,
         assert rt.stat().st_mode & 0o777 == 0o700
         assert (rt / "market.key").stat().st_mode & 0o777 == 0o600
 
-        def serves() -> bool:  # market's own user, through its own member
-            try:
-                with etcd_as(rt, "market", m.client_url) as channel:
-                    pbg.KVStub(channel).Range(pb.RangeRequest(
-                        key=network_prefix(net.cluster.network).encode()), timeout=2)
-                return True
-            except grpc.RpcError:
-                return False
-
-        net.wait_until("the new member serves", serves)
+        # market's own user, through its own member
+        net.wait_until("the new member serves",
+                       _serves_as(rt, "market", m.client_url, net.cluster.network))
         assert "market" in net.cluster.etcd_members()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
@@ -1271,7 +1278,8 @@ def test_etcd_run_joins_a_new_agencys_member_and_leaves_no_clear_key(fresh: Net,
         proc = subprocess.Popen(run, env=env, stdin=subprocess.DEVNULL)
         net.wait_until("its key is unlocked again", lambda: len(unlocked()) == 1)
         rt = unlocked()[0]
-        net.wait_until("it serves again", serves)
+        net.wait_until("it serves again",
+                       _serves_as(rt, "market", m.client_url, net.cluster.network))
         launcher = _children(proc.pid)
         assert len(launcher) == 1
         os.kill(launcher[0], signal.SIGKILL)  # etcd (the launcher exec'd it)
@@ -1329,16 +1337,9 @@ def test_etcd_rejoin_prints_the_initial_cluster_that_etcd_run_starts_the_member_
         net.wait_until("its key is unlocked", lambda: len(unlocked()) == 1)
         rt = unlocked()[0]
 
-        def serves() -> bool:  # health's own user, through its new member
-            try:
-                with etcd_as(rt, "health", m.client_url) as channel:
-                    pbg.KVStub(channel).Range(pb.RangeRequest(
-                        key=network_prefix(net.cluster.network).encode()), timeout=2)
-                return True
-            except grpc.RpcError:
-                return False
-
-        net.wait_until("the rejoined member serves", serves)
+        # health's own user, through its new member
+        net.wait_until("the rejoined member serves",
+                       _serves_as(rt, "health", m.client_url, net.cluster.network))
         assert "health" in net.cluster.etcd_members()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
