@@ -4627,9 +4627,13 @@ def test_a_submission_not_yet_put_when_the_store_fails_is_told_nothing_was_taken
             orderer = node.replicated
             assert orderer is not None
             entered, release = _write_block_fails_when_released(node, monkeypatch)
+            put = _batches_put(node) + 1  # the first's batch
             first = send(1)
             assert entered.wait(30)  # its batch was put; the block's write hangs
-            put = _batches_put(node)
+            deadline = time.monotonic() + 30
+            while _batches_put(node) < put:  # counted after etcd's answer: the block may be
+                assert time.monotonic() < deadline  # applied (and hang) before it is
+                time.sleep(0.01)
             orderer.max_wait = 5.0  # the next one waits in the queue for more to join
             second = send(2)
             txid2 = hashlib.sha256(change(2)).digest()
