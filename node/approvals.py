@@ -349,24 +349,19 @@ class Approvals:
         try:
             bundle = self._issue_approval(tx, holder_jwk, kept)
         except LedgerError as e:
-            if e.taken is False:
-                # What took nothing was the credential's issue: the decision is on the ledger,
-                # and "taken": false (ADR 84) had the applicant apply again, decided again
-                raise DecidedNotIssued(
-                    f"the decision on {service!r} (txid {tx.txid.hex()}) is committed, but its "
-                    f"approval credential was not issued ({e}): once /v1/health is ok the "
-                    f"applicant collects it (`wallet apply {service} --collect`); an "
-                    "application sent again is decided again") from e
-            if isinstance(e, (OrderingError, StoreError)):
-                raise  # a 5xx that may be done yet, or says --collect itself
-            # A refusal (4xx) of the issue once the decision committed: the grant of approval
-            # credentials or the issuing key no longer current now (a withdrawal or rotation
-            # come due). Said as a refusal of the application, it was applied again (44T).
+            # What took nothing ("taken": false, ADR 84) or was refused (a 4xx: the grant of
+            # approval credentials or the issuing key no longer current now, a withdrawal or
+            # rotation come due) was the credential's issue: the decision is on the ledger,
+            # and said either way the applicant applied again, decided again (44T). A 5xx
+            # that may be done yet goes as it is.
+            if e.taken is not False and isinstance(e, (OrderingError, StoreError)):
+                raise
+            when = "once /v1/health is ok" if e.taken is False else "once this node can issue it"
             raise DecidedNotIssued(
                 f"the decision on {service!r} (txid {tx.txid.hex()}) is committed, but its "
-                f"approval credential was not issued ({e}): once this node can issue it the "
-                f"applicant collects it (`wallet apply {service} --collect`); an application "
-                "sent again is decided again") from e
+                f"approval credential was not issued ({e}): {when} the applicant collects it "
+                f"(`wallet apply {service} --collect`); an application sent again is decided "
+                "again") from e
         return Decided(outcome, service, compiled.hash, tx, receipt, bundle)
 
     def _issue_approval(self, tx: Tx, holder_jwk: dict[str, Any], path: Path) -> Bundle:

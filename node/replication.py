@@ -42,7 +42,7 @@ import time as _time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import httpx
 import plyvel
@@ -349,6 +349,13 @@ class PeerHttp:
 
     def close(self) -> None:
         self._client.close()
+
+
+_COMMITS_THERE: Final = (
+    "ordered by the network and commits there: ask another agency's node for its receipt, or "
+    "send it again (transaction ids are idempotent)")
+"""What a submitter whose batch etcd holds is told when this node cannot answer with its
+receipt (its store failed, it stopped)."""
 
 
 class EtcdOrderer:
@@ -786,19 +793,16 @@ class EtcdOrderer:
             self._unput.difference_update(futures)
             if self.store_failure is None:
                 return
-            ordered = {id(f) for f in futures}
+            ordered = set(futures)
             for txid, futs in list(self._waiting.items()):
-                futs[:] = [f for f in futs if id(f) not in ordered]
+                futs[:] = [f for f in futs if f not in ordered]
                 if not futs:
                     del self._waiting[txid]
         settle((f, self._ordered_refusal()) for f in futures)
 
     def _ordered_refusal(self) -> OrderingError:
         """A waiting submitter's answer once the store failed, its transaction put in etcd."""
-        return OrderingError(
-            f"{self.store_failure}. The transaction was ordered by the network and commits "
-            "there: ask another agency's node for its receipt, or send it again (transaction "
-            "ids are idempotent)")
+        return OrderingError(f"{self.store_failure}. The transaction was {_COMMITS_THERE}")
 
     def _fail(self, futures: Sequence[Pending], error: Exception) -> None:
         with self._wlock:
@@ -2305,9 +2309,8 @@ class EtcdOrderer:
             if not f.done():
                 f.set_exception(OrderingError(
                     "the node stopped before the transaction was ordered; retry it" if unput
-                    else "the node stopped after the transaction was put in etcd: it was "
-                    "ordered by the network and commits there; ask another agency's node for "
-                    "its receipt, or send it again (transaction ids are idempotent)"))
+                    else f"the node stopped after the transaction was put in etcd: it was "
+                    f"{_COMMITS_THERE}"))
 
     def _release(self, *, close_etcd: bool) -> None:
         """Once stopping: the threads (those started) ended, then etcd (or only its watch),
